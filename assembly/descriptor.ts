@@ -1,0 +1,36 @@
+// The batch descriptor: the one format shared by the native I/O addon (native/), the Wasm hot
+// path and the TypeScript dataplane. A batch is an array of descriptors, 8 x i32 each, that point
+// into one buffer (the Wasm memory). Reads fill OFF/LEN (and ADDR/PORT for sockets); the hot path
+// rewrites them in place; writes send LEN bytes at OFF (to ADDR:PORT for sockets).
+// The addon keeps a copy of these numbers; a test checks that the two agree.
+
+export const DESC_BYTES: i32 = 32;
+/** Byte offset of the packet's first byte in the buffer. */
+export const DESC_OFF: i32 = 0;
+/** Bytes the slot can hold from OFF on (the read limit). */
+export const DESC_CAP: i32 = 4;
+/** Packet length in bytes. */
+export const DESC_LEN: i32 = 8;
+/** IPv4 peer address as a number (198.18.0.1 = 0xC6120001): source on receive, target on send. */
+export const DESC_ADDR: i32 = 12;
+/** UDP port of the peer, host order. */
+export const DESC_PORT: i32 = 16;
+/** Per-packet flags; reserved for offloads (virtio_net_hdr, GSO segment size). */
+export const DESC_FLAGS: i32 = 20;
+/** Hot-path verdict: 0 = forward, otherwise a drop reason from verdict.ts. */
+export const DESC_VERDICT: i32 = 24;
+/** Hot-path side result: next-hop index after encapsulation, flow hash for steering. */
+export const DESC_AUX: i32 = 28;
+
+/**
+ * Bytes every slot keeps free in front of OFF, so that encapsulation (22 bytes of VXLAN and
+ * inner Ethernet) and ICMP replies (28 bytes of IP and ICMP header) are written in place.
+ */
+export const HEADROOM: i32 = 64;
+
+/** Largest batch one call handles (also the addon's limit). */
+export const MAX_BATCH: i32 = 256;
+
+@inline export function descPtr(descs: usize, i: i32): usize {
+  return descs + (<usize>i << 5);
+}

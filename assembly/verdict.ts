@@ -1,0 +1,29 @@
+// Drop reasons. Every dropped packet gets one of these codes in its descriptor's VERDICT field and
+// bumps the matching counter (counters.ts). The TypeScript side reads the names from the module's
+// exports (every export named DROP_*), so this file is the single list.
+
+export const VERDICT_FORWARD: i32 = 0;
+/** Packet turned into an ICMP error addressed back to its sender (udp backend, no route). */
+export const VERDICT_REPLY: i32 = 1;
+
+export const DROP_TOO_SHORT: i32 = 2;
+export const DROP_VXLAN_FLAGS: i32 = 3;
+export const DROP_VXLAN_VNI: i32 = 4;
+export const DROP_NOT_OUR_MAC: i32 = 5;
+export const DROP_ARP_BROADCAST: i32 = 6;
+export const DROP_ETHERTYPE: i32 = 7;
+export const DROP_IP_VERSION: i32 = 8;
+export const DROP_IPV4_IHL: i32 = 9;
+export const DROP_IP_LENGTH: i32 = 10;
+export const DROP_IPV4_CHECKSUM: i32 = 11;
+export const DROP_TTL_EXHAUSTED: i32 = 12;
+export const DROP_NO_ROUTE: i32 = 13;
+/** The route's next hop record is not (or no longer) valid. */
+export const DROP_NO_NEXT_HOP: i32 = 14;
+/** IPv6 has no route table yet: such packets are dropped on send. */
+export const DROP_IPV6_UNROUTED: i32 = 15;
+/** Descriptor points outside memory or lacks headroom: a caller bug, never a packet's fault. */
+export const DROP_BAD_DESCRIPTOR: i32 = 16;
+
+/** One past the highest code; the counters block holds this many drop counters. */
+export const VERDICT_COUNT: i32 = 17;
