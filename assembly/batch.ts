@@ -1,0 +1,82 @@
+// Batch bookkeeping shared by every hot-path function: laying descriptors over packet slots,
+// checking a descriptor against memory, and closing a batch (count verdicts, move the packets to
+// forward to the front so the I/O call sends one contiguous run).
+import {
+  DESC_OFF, DESC_CAP, DESC_LEN, DESC_ADDR, DESC_PORT, DESC_FLAGS, DESC_VERDICT, DESC_AUX,
+  HEADROOM, MAX_BATCH, descPtr,
+} from "./descriptor";
+import { VERDICT_FORWARD, VERDICT_REPLY } from "./verdict";
+import { countAdd, COUNTER_BYTES_FORWARDED } from "./counters";
+
+/**
+ * Points n descriptors at n packet slots of `stride` bytes from `base`, each keeping HEADROOM
+ * bytes in front of its packet. Called before every read, since processing moves OFF.
+ */
+export function batchInit(descs: usize, n: i32, base: usize, stride: i32): void {
+  for (let i = 0; i < n; i++) {
+    const d = descPtr(descs, i);
+    store<i32>(d + DESC_OFF, <i32>(base + <usize>(i * stride)) + HEADROOM);
+    store<i32>(d + DESC_CAP, stride - HEADROOM);
+    store<i32>(d + DESC_LEN, 0);
+    store<i32>(d + DESC_ADDR, 0);
+    store<i32>(d + DESC_PORT, 0);
+    store<i32>(d + DESC_FLAGS, 0);
+    store<i32>(d + DESC_VERDICT, 0);
+    store<i32>(d + DESC_AUX, 0);
+  }
+}
+
+/** Clamps a caller's batch size to what one call handles. */
+@inline export function batchSize(n: i32): i32 {
+  return n < 0 ? 0 : n > MAX_BATCH ? MAX_BATCH : n;
+}
+
+/**
+ * Whether the descriptor's packet and the headroom in front of it lie inside memory. A false
+ * answer is a caller bug; the packet is dropped rather than letting a write land out of bounds.
+ */
+@inline export function descInBounds(d: usize): bool {
+  const off = load<i32>(d + DESC_OFF);
+  const len = load<i32>(d + DESC_LEN);
+  const top = <i64>memory.size() << 16;
+  return off >= HEADROOM && len >= 0 && <i64>off + <i64>len <= top;
+}
+
+@inline function swapDesc(a: usize, b: usize): void {
+  const a0 = v128.load(a);
+  const a1 = v128.load(a, 16);
+  v128.store(a, v128.load(b));
+  v128.store(a, v128.load(b, 16), 16);
+  v128.store(b, a0);
+  v128.store(b, a1, 16);
+}
+
+/**
+ * Counts every verdict and the forwarded bytes into `counters`, then moves the descriptors to
+ * forward to the front, in their order (TCP dislikes reordering), and the replies right after
+ * them. Returns forwarded | replies << 16.
+ */
+export function batchFinish(descs: usize, n: i32, counters: usize): i32 {
+  let fwd = 0;
+  let bytes: u64 = 0;
+  for (let i = 0; i < n; i++) {
+    const d = descPtr(descs, i);
+    const v = load<i32>(d + DESC_VERDICT);
+    countAdd(counters, v, 1);
+    if (v == VERDICT_FORWARD) {
+      bytes += <u64>load<i32>(d + DESC_LEN);
+      if (i != fwd) swapDesc(descPtr(descs, fwd), d);
+      fwd++;
+    }
+  }
+  countAdd(counters, COUNTER_BYTES_FORWARDED, bytes);
+  let rep = fwd;
+  for (let i = fwd; i < n; i++) {
+    const d = descPtr(descs, i);
+    if (load<i32>(d + DESC_VERDICT) == VERDICT_REPLY) {
+      if (i != rep) swapDesc(descPtr(descs, rep), d);
+      rep++;
+    }
+  }
+  return fwd | ((rep - fwd) << 16);
+}

@@ -1,0 +1,14 @@
+// Per-worker, per-direction counters: one u64 per verdict code (packets), then bytes forwarded.
+// Each worker writes only its own blocks, so plain stores suffice; the control side sums the
+// blocks of all workers (reads of aligned u64 never tear on the platforms we run on).
+import { VERDICT_COUNT } from "./verdict";
+
+/** Index of the forwarded-bytes counter; indices below it count packets by verdict. */
+export const COUNTER_BYTES_FORWARDED: i32 = VERDICT_COUNT;
+export const COUNTER_SLOTS: i32 = VERDICT_COUNT + 1;
+export const COUNTER_BLOCK_BYTES: i32 = COUNTER_SLOTS << 3;
+
+@inline export function countAdd(block: usize, slot: i32, v: u64): void {
+  const q = block + (<usize>slot << 3);
+  store<u64>(q, load<u64>(q) + v);
+}

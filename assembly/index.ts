@@ -1,0 +1,18 @@
+// The weft hot path: every export of this module. Functions take pointers into the imported
+// shared memory and keep no state of their own, so each worker thread runs its own instance over
+// the same memory. Constants are exported too: the TypeScript side reads layout and codes from
+// here instead of repeating them.
+export * from "./descriptor";
+export * from "./verdict";
+export * from "./counters";
+export * from "./context";
+export { batchInit, batchFinish } from "./batch";
+export { checksum, checksumPartial } from "./packet/checksum";
+export { vxlanEncapBatch, vxlanDecapBatch, VXLAN_OVERHEAD } from "./packet/vxlan";
+export { udpEncapBatch, udpDecapBatch } from "./packet/flannel-udp";
+export * from "./route/table";
+
+/** First byte after the module's static data: the TypeScript side lays its regions out from here. */
+export function heapBase(): usize {
+  return __heap_base;
+}

@@ -1,0 +1,48 @@
+// flannel's "udp" backend wire format: the bare IPv4 packet is the UDP payload (port 8285).
+// Like flannel's proxy, both directions decrement the TTL (the proxy is a router hop) with an
+// incremental checksum update, and a packet with no route gets an ICMP net-unreachable back.
+import { DESC_OFF, DESC_LEN, DESC_VERDICT, descPtr } from "../descriptor";
+import { batchFinish, batchSize, descInBounds } from "../batch";
+import { ctxCountersRx, ctxCountersTx } from "../context";
+import { VERDICT_FORWARD, DROP_BAD_DESCRIPTOR } from "../verdict";
+import { ipv4Check, ipv4DecrementTtl, ipv4TotalLen } from "./ipv4";
+import { resolveBatch, resolveApply, ENCAP_NONE } from "./resolve";
+
+/**
+ * Prepares a batch read from the TUN device for sending: route lookup, destination into
+ * ADDR/PORT, TTL decrement. Returns forwarded | replies << 16 (batch.ts).
+ */
+export function udpEncapBatch(ctx: usize, descs: usize, n: i32): i32 {
+  n = batchSize(n);
+  resolveBatch(ctx, descs, n, ENCAP_NONE);
+  for (let i = 0; i < n; i++) {
+    const d = descPtr(descs, i);
+    resolveApply(d, 0);
+    if (load<i32>(d + DESC_VERDICT) == VERDICT_FORWARD) {
+      store<i32>(d + DESC_VERDICT, ipv4DecrementTtl(<usize>load<i32>(d + DESC_OFF)));
+    }
+  }
+  return batchFinish(descs, n, ctxCountersTx(ctx));
+}
+
+@inline function receiveOne(d: usize): i32 {
+  if (!descInBounds(d)) return DROP_BAD_DESCRIPTOR;
+  const p = <usize>load<i32>(d + DESC_OFF);
+  const v = ipv4Check(p, load<i32>(d + DESC_LEN), true);
+  if (v != VERDICT_FORWARD) return v;
+  store<i32>(d + DESC_LEN, ipv4TotalLen(p));
+  return ipv4DecrementTtl(p);
+}
+
+/**
+ * Validates a batch received on the udp backend's socket (any bytes at all yield a verdict) and
+ * decrements TTLs. Returns the number to write to the TUN device, moved to the front.
+ */
+export function udpDecapBatch(ctx: usize, descs: usize, n: i32): i32 {
+  n = batchSize(n);
+  for (let i = 0; i < n; i++) {
+    const d = descPtr(descs, i);
+    store<i32>(d + DESC_VERDICT, receiveOne(d));
+  }
+  return batchFinish(descs, n, ctxCountersRx(ctx)) & 0xffff;
+}

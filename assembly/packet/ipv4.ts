@@ -1,0 +1,118 @@
+// IPv4 (and the little of IPv6 the hot path needs): header checks shared by every receive path,
+// the TTL decrement flannel's udp proxy does, and the ICMP error it sends when a route is missing.
+import { be16, putBe16, putBe32 } from "./bytes";
+import { checksum, checksumUpdate16 } from "./checksum";
+import {
+  DROP_TOO_SHORT, DROP_IP_VERSION, DROP_IPV4_IHL, DROP_IP_LENGTH, DROP_IPV4_CHECKSUM,
+  DROP_TTL_EXHAUSTED, VERDICT_FORWARD,
+} from "../verdict";
+
+export const IPV4_HEADER_MIN: i32 = 20;
+export const IPV6_HEADER: i32 = 40;
+export const PROTO_ICMP: u32 = 1;
+
+/** ICMP header plus IPv4 header of the error packet written in front of the offending packet. */
+export const ICMP_ERROR_OVERHEAD: i32 = IPV4_HEADER_MIN + 8;
+
+@inline export function ipVersion(p: usize): u32 {
+  return <u32>load<u8>(p) >> 4;
+}
+
+@inline export function ipv4HeaderLen(p: usize): i32 {
+  return (<i32>load<u8>(p) & 0x0f) << 2;
+}
+
+@inline export function ipv4TotalLen(p: usize): i32 {
+  return <i32>be16(p + 2);
+}
+
+@inline export function ipv4Ttl(p: usize): u32 {
+  return <u32>load<u8>(p + 8);
+}
+
+@inline export function ipv4Dst(p: usize): u32 {
+  return bswap<u32>(load<u32>(p + 16));
+}
+
+/**
+ * Structure of an IPv4 header with `avail` bytes behind p: version, IHL, total length within
+ * the bytes at hand, and (when `verifyChecksum`) the header checksum. Returns a verdict.
+ */
+export function ipv4Check(p: usize, avail: i32, verifyChecksum: bool): i32 {
+  if (avail < IPV4_HEADER_MIN) return DROP_TOO_SHORT;
+  if (ipVersion(p) != 4) return DROP_IP_VERSION;
+  const ihl = ipv4HeaderLen(p);
+  if (ihl < IPV4_HEADER_MIN) return DROP_IPV4_IHL;
+  const total = ipv4TotalLen(p);
+  if (ihl > avail || total < ihl || total > avail) return DROP_IP_LENGTH;
+  if (verifyChecksum && checksum(p, ihl) != 0) return DROP_IPV4_CHECKSUM;
+  return VERDICT_FORWARD;
+}
+
+/** IPv6 fixed header with `avail` bytes behind p. Returns a verdict. */
+export function ipv6Check(p: usize, avail: i32): i32 {
+  if (avail < IPV6_HEADER) return DROP_TOO_SHORT;
+  if (ipVersion(p) != 6) return DROP_IP_VERSION;
+  if (IPV6_HEADER + <i32>be16(p + 4) > avail) return DROP_IP_LENGTH;
+  if (load<u8>(p + 7) == 0) return DROP_TTL_EXHAUSTED;
+  return VERDICT_FORWARD;
+}
+
+/**
+ * Decrements the TTL as flannel's udp proxy does on both of its paths, patching the header
+ * checksum incrementally (RFC 1624). A TTL that would reach zero drops the packet instead.
+ */
+export function ipv4DecrementTtl(p: usize): i32 {
+  const ttl = ipv4Ttl(p);
+  if (ttl <= 1) return DROP_TTL_EXHAUSTED;
+  const word = be16(p + 8); // TTL and protocol share one 16-bit word
+  const next = word - 0x100;
+  store<u8>(p + 8, <u8>(ttl - 1));
+  putBe16(p + 10, checksumUpdate16(be16(p + 10), word, next));
+  return VERDICT_FORWARD;
+}
+
+/**
+ * Whether an ICMP error may be sent about this packet: never about an ICMP error (RFC 1122
+ * 3.2.2, avoids loops) and never about a fragment other than the first (RFC 1812 4.3.2.7).
+ * The caller has checked the header (ihl bytes are present).
+ */
+export function ipv4MayTriggerIcmpError(p: usize, avail: i32): bool {
+  if ((be16(p + 6) & 0x1fff) != 0) return false;
+  if (<u32>load<u8>(p + 9) == PROTO_ICMP) {
+    const ihl = ipv4HeaderLen(p);
+    if (avail <= ihl) return false; // no ICMP type to tell: treat it as an error message
+    const type = <u32>load<u8>(p + <usize>ihl);
+    // 0 echo reply, 8 echo request, 13/14 timestamp, 17/18 mask: queries and replies, not errors
+    return type == 0 || type == 8 || type == 13 || type == 14 || type == 17 || type == 18;
+  }
+  return true;
+}
+
+/**
+ * Writes an ICMP destination-unreachable (code 0: net unreachable) in front of the offending
+ * IPv4 packet at p, quoting its header and first 8 payload bytes, from `source` back to the
+ * offender's source. Uses ICMP_ERROR_OVERHEAD bytes of headroom; returns the new packet length
+ * (the packet now starts at p - ICMP_ERROR_OVERHEAD).
+ */
+export function ipv4WriteNetUnreachable(p: usize, avail: i32, source: u32): i32 {
+  const ihl = ipv4HeaderLen(p);
+  let quoted = ihl + 8;
+  if (quoted > avail) quoted = avail;
+  const offenderSrc = load<u32>(p + 12); // wire order, copied as is
+  const q = p - <usize>ICMP_ERROR_OVERHEAD;
+  const total = ICMP_ERROR_OVERHEAD + quoted;
+  // IPv4 header: version 4, IHL 5, TOS 0, no fragmentation, TTL 64, protocol ICMP
+  store<u32>(q, bswap<u32>(0x45000000 | <u32>total));
+  store<u32>(q + 4, 0);
+  store<u32>(q + 8, bswap<u32>(0x40010000));
+  putBe32(q + 12, source);
+  store<u32>(q + 16, offenderSrc);
+  putBe16(q + 10, checksum(q, IPV4_HEADER_MIN));
+  // ICMP: type 3, code 0, checksum, 4 unused bytes
+  const icmp = q + <usize>IPV4_HEADER_MIN;
+  store<u32>(icmp, bswap<u32>(0x03000000));
+  store<u32>(icmp + 4, 0);
+  putBe16(icmp + 2, checksum(icmp, 8 + quoted));
+  return total;
+}

@@ -1,0 +1,98 @@
+// Loading the Wasm hot path (build/weft.wasm) over a shared memory, and reading its layout
+// constants and verdict names from its exports, so that they are written down once, in assembly/.
+import { readFileSync } from "node:fs";
+import { WeftError } from "../errors.js";
+import { projectFile } from "../paths.js";
+
+/** The module's functions (pointers and sizes are numbers; see assembly/ for each). */
+export interface HotPathFunctions {
+  batchInit(descs: number, n: number, base: number, stride: number): void;
+  batchFinish(descs: number, n: number, counters: number): number;
+  checksum(p: number, len: number): number;
+  checksumPartial(p: number, len: number, seed: number): number;
+  contextInit(
+    ctx: number, routes: number, countersTx: number, countersRx: number,
+    vni: number, localAddr: number, macHi16: number, macLo32: number,
+  ): void;
+  vxlanEncapBatch(ctx: number, descs: number, n: number): number;
+  vxlanDecapBatch(ctx: number, descs: number, n: number): number;
+  udpEncapBatch(ctx: number, descs: number, n: number): number;
+  udpDecapBatch(ctx: number, descs: number, n: number): number;
+  routeTableSize(tbl8Groups: number, maxRules: number, maxNextHops: number): number;
+  routeTableInit(t: number, tbl8Groups: number, maxRules: number, maxNextHops: number): void;
+  routeInsert(t: number, prefix: number, len: number, nh: number): number;
+  routeReplace(t: number, prefix: number, len: number, nh: number): number;
+  routeDelete(t: number, prefix: number, len: number): number;
+  routeGet(t: number, prefix: number, len: number): number;
+  routeLookup(t: number, addr: number): number;
+  routeLookupBatch(t: number, addrs: number, out: number, n: number): void;
+  routeCount(t: number): number;
+  nextHopSet(t: number, i: number, ip: number, port: number, macHi16: number, macLo32: number): number;
+  nextHopClear(t: number, i: number): number;
+  heapBase(): number;
+}
+
+/** Memory pages the module may use: up to 4 GiB, reserved lazily by the engine. */
+const MAX_PAGES = 65536;
+let compiled: WebAssembly.Module | undefined;
+
+function wasmModule(): WebAssembly.Module {
+  if (compiled) return compiled;
+  const path = projectFile("build", "weft.wasm");
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(path);
+  } catch (cause) {
+    throw new WeftError("HOTPATH_NOT_BUILT", `${path} is missing; run \`npm run build:wasm\` (npm install does it)`, { cause });
+  }
+  return (compiled = new WebAssembly.Module(bytes));
+}
+
+/** A new shared memory for the hot path; worker threads receive it and instantiate over it. */
+export function createHotPathMemory(initialPages = 16): WebAssembly.Memory {
+  return new WebAssembly.Memory({ initial: initialPages, maximum: MAX_PAGES, shared: true });
+}
+
+/** One instance of the hot path over `memory`, with the constants its exports define. */
+export class HotPath {
+  readonly fn: HotPathFunctions;
+  private readonly globals: Map<string, number>;
+  private u8 = new Uint8Array(0);
+
+  constructor(readonly memory: WebAssembly.Memory) {
+    const instance = new WebAssembly.Instance(wasmModule(), { env: { memory } });
+    this.fn = instance.exports as unknown as HotPathFunctions;
+    this.globals = new Map();
+    for (const [name, value] of Object.entries(instance.exports)) {
+      if (value instanceof WebAssembly.Global) this.globals.set(name, Number(value.value));
+    }
+  }
+
+  /** A constant the module exports (DESC_OFF, HEADROOM, DROP_NO_ROUTE, ...). */
+  constant(name: string): number {
+    const v = this.globals.get(name);
+    if (v === undefined) throw new WeftError("HOTPATH_NO_CONSTANT", `the hot path exports no constant ${name}; rebuild with \`npm run build:wasm\``);
+    return v;
+  }
+
+  /** Names of verdict codes (index = code): FORWARD, REPLY, then the drop reasons. */
+  verdictNames(): string[] {
+    const names: string[] = [];
+    for (const [name, code] of this.globals) {
+      const m = /^(?:VERDICT|DROP)_(.+)$/.exec(name);
+      if (m && name !== "VERDICT_COUNT") names[code] = m[1];
+    }
+    return names;
+  }
+
+  /** Memory as bytes; views are refreshed when the memory has grown. */
+  bytes(): Uint8Array {
+    if (this.u8.byteLength !== this.memory.buffer.byteLength) this.u8 = new Uint8Array(this.memory.buffer);
+    return this.u8;
+  }
+
+  /** First byte after the module's static data: where regions may start. */
+  heapBase(): number {
+    return this.fn.heapBase();
+  }
+}

@@ -1,0 +1,229 @@
+// Differential tests: the Wasm send and receive paths against the plain reference in
+// test/reference/packets.ts, on random batches of well-formed, damaged and garbage packets.
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { parsePrefix } from "../../src/net/ipv4.js";
+import { buildIpv4, buildVxlan } from "../reference/build.js";
+import { internetChecksum } from "../reference/checksum.js";
+import { refSend, refUdpReceive, refVxlanReceive, type NextHop, type SendResult, type ReceiveResult } from "../reference/packets.js";
+import { loadBatch, makeRig, readBatch, type Rig } from "../support/hotpath.js";
+
+const VNI = 1;
+const OUR_MAC = Uint8Array.from([0x0a, 0x58, 0xc6, 0x13, 0x01, 0x00]);
+const LOCAL = 0xc6130100; // 198.19.1.0
+const BROADCAST = new Uint8Array(6).fill(0xff);
+
+// Routes of a small cluster: two peers, one covering /16 fallback, one route whose next hop is gone.
+const ROUTES: Array<[string, number]> = [
+  ["198.19.2.0/24", 1],
+  ["198.19.3.0/24", 2],
+  ["198.19.3.128/25", 3],
+  ["198.19.0.0/16", 4],
+];
+const NEXT_HOPS = new Map<number, NextHop>([
+  [1, { ip: 0xc6120002, port: 8472, mac: Uint8Array.from([0x0a, 0x58, 0xc6, 0x13, 0x02, 0x00]), valid: true }],
+  [2, { ip: 0xc6120003, port: 8472, mac: Uint8Array.from([0x0a, 0x58, 0xc6, 0x13, 0x03, 0x00]), valid: true }],
+  [3, { ip: 0xc6120004, port: 8285, mac: Uint8Array.from([0x0a, 0x58, 0xc6, 0x13, 0x03, 0x80]), valid: false }],
+  [4, { ip: 0xc6120005, port: 9999, mac: Uint8Array.from([0x0a, 0x58, 0xc6, 0x13, 0x00, 0x00]), valid: true }],
+]);
+
+function setupRig(): Rig {
+  const rig = makeRig({ vni: VNI, localAddr: LOCAL, mac: OUR_MAC });
+  for (const [i, nh] of NEXT_HOPS) if (nh.valid) rig.routes.setNextHop(i, nh);
+  for (const [p, nh] of ROUTES) rig.routes.insert(parsePrefix(p), nh);
+  return rig;
+}
+
+const prefixes = ROUTES.map(([p, nh]) => ({ ...parsePrefix(p), nh }));
+function refLookup(addr: number): number {
+  let best = -1;
+  let bestLen = -1;
+  for (const p of prefixes) {
+    const mask = p.len === 0 ? 0 : (0xffffffff << (32 - p.len)) >>> 0;
+    if (((addr & mask) >>> 0) === p.addr && p.len > bestLen) [best, bestLen] = [p.nh, p.len];
+  }
+  return best;
+}
+const sendCtx = { vni: VNI, localAddr: LOCAL, mac: OUR_MAC, lookup: refLookup, nextHop: (i: number) => NEXT_HOPS.get(i) };
+
+// ---- generators ----
+const addr = fc.oneof(
+  fc.constantFrom(0xc6130201, 0xc61302ff, 0xc6130301, 0xc6130381, 0xc61304aa, 0xc6120009),
+  fc.integer({ min: 0xc6120000, max: 0xc613ffff }),
+);
+const ipv4 = fc
+  .record({
+    src: addr,
+    dst: addr,
+    protocol: fc.oneof(fc.constantFrom(1, 6, 17), fc.integer({ min: 0, max: 255 })),
+    ttl: fc.oneof(fc.constantFrom(0, 1, 2, 64, 255), fc.integer({ min: 0, max: 255 })),
+    id: fc.integer({ min: 0, max: 0xffff }),
+    fragment: fc.oneof(fc.constantFrom(0, 0x4000, 0x2000, 0x0001), fc.integer({ min: 0, max: 0xffff })),
+    options: fc.integer({ min: 0, max: 10 }).chain((n) => fc.uint8Array({ minLength: n * 4, maxLength: n * 4 })),
+    payload: fc.oneof(fc.uint8Array({ maxLength: 64 }), fc.uint8Array({ maxLength: 1400 })),
+  })
+  .map(buildIpv4);
+const ipv6 = fc
+  .record({
+    payloadLen: fc.integer({ min: 0, max: 300 }),
+    extra: fc.integer({ min: -20, max: 20 }),
+    hop: fc.constantFrom(0, 1, 64),
+  })
+  .map(({ payloadLen, extra, hop }) => {
+    const p = new Uint8Array(Math.max(0, 40 + payloadLen + extra));
+    p.set([0x60, 0, 0, 0, payloadLen >> 8, payloadLen & 255, 17, hop].slice(0, p.length));
+    return p;
+  });
+
+/** Damage: none, truncation, a changed byte, trailing padding. */
+function damaged(packet: fc.Arbitrary<Uint8Array>): fc.Arbitrary<Uint8Array> {
+  return fc.tuple(packet, fc.nat(), fc.nat(), fc.integer({ min: 0, max: 255 }), fc.integer({ min: 0, max: 5 })).map(
+    ([p, a, b, v, kind]) => {
+      if (kind === 1) return p.slice(0, a % (p.length + 1));
+      if (kind === 2 && p.length > 0) {
+        const q = p.slice();
+        q[a % q.length] = v;
+        return q;
+      }
+      if (kind === 3) return Uint8Array.from([...p, ...new Uint8Array(b % 40)]);
+      return p;
+    },
+  );
+}
+const garbage = fc.uint8Array({ maxLength: 1500 });
+const tunPacket = fc.oneof({ arbitrary: damaged(ipv4), weight: 6 }, { arbitrary: ipv6, weight: 1 }, { arbitrary: garbage, weight: 1 });
+const vxlanFrame = fc
+  .record({
+    vni: fc.oneof({ arbitrary: fc.constant(VNI), weight: 6 }, { arbitrary: fc.integer({ min: 0, max: 0xffffff }), weight: 1 }),
+    flags: fc.oneof({ arbitrary: fc.constant(0x08), weight: 6 }, { arbitrary: fc.integer({ min: 0, max: 255 }), weight: 1 }),
+    dst: fc.oneof({ arbitrary: fc.constant(OUR_MAC), weight: 6 }, { arbitrary: fc.constant(BROADCAST), weight: 1 }, { arbitrary: fc.uint8Array({ minLength: 6, maxLength: 6 }), weight: 1 }),
+    ethertype: fc.oneof({ arbitrary: fc.constant(0x0800), weight: 6 }, { arbitrary: fc.constantFrom(0x86dd, 0x0806), weight: 2 }, { arbitrary: fc.integer({ min: 0, max: 0xffff }), weight: 1 }),
+    inner: fc.oneof({ arbitrary: damaged(ipv4), weight: 4 }, { arbitrary: ipv6, weight: 1 }),
+  })
+  .map((f) => buildVxlan(f.vni, f.dst, OUR_MAC, f.ethertype, f.inner, f.flags));
+const received = (frame: fc.Arbitrary<Uint8Array>) => fc.oneof({ arbitrary: damaged(frame), weight: 6 }, { arbitrary: garbage, weight: 1 });
+const batchOf = (p: fc.Arbitrary<Uint8Array>) => fc.array(p, { minLength: 1, maxLength: 64 });
+
+// ---- comparison ----
+type Ref = SendResult | ReceiveResult;
+
+/** Runs one hot-path batch call and checks every descriptor, the grouping and the counters. */
+function compare(rig: Rig, packets: Uint8Array[], call: (n: number) => number, refs: Ref[], counters: () => Record<string, bigint>) {
+  const before = counters();
+  loadBatch(rig, packets);
+  const ret = call(packets.length);
+  const fwd = ret & 0xffff;
+  const replies = ret >>> 16;
+  const results = readBatch(rig, packets.length);
+  const order = (v: string) => (v === "FORWARD" ? 0 : v === "REPLY" ? 1 : 2);
+  expect(results.map((r) => r.slot).sort((a, b) => a - b)).toEqual(packets.map((_, i) => i));
+  expect(fwd).toBe(refs.filter((r) => r.verdict === "FORWARD").length);
+  expect(replies).toBe(refs.filter((r) => r.verdict === "REPLY").length);
+  results.forEach((r, i) => {
+    const ref = refs[r.slot];
+    expect({ slot: r.slot, verdict: r.verdict }).toEqual({ slot: r.slot, verdict: ref.verdict });
+    expect(order(r.verdict)).toBe(i < fwd ? 0 : i < fwd + replies ? 1 : 2);
+    if (ref.out) expect(Buffer.from(r.bytes).toString("hex")).toBe(Buffer.from(ref.out).toString("hex"));
+    if ("addr" in ref && ref.verdict === "FORWARD") expect([r.addr, r.port]).toEqual([ref.addr, ref.port]);
+  });
+  // Forwarded packets keep their order.
+  const fwdSlots = results.slice(0, fwd).map((r) => r.slot);
+  expect(fwdSlots).toEqual([...fwdSlots].sort((a, b) => a - b));
+  const after = counters();
+  for (const [name, n] of Object.entries(after)) {
+    expect({ name, n: n - before[name] }).toEqual({ name, n: BigInt(refs.filter((r) => r.verdict === name).length) });
+  }
+}
+
+describe("send path (TUN to socket)", () => {
+  const rig = setupRig();
+  it("vxlanEncapBatch equals the reference", () => {
+    fc.assert(
+      fc.property(batchOf(tunPacket), (packets) => {
+        const refs = packets.map((p) => refSend(p, sendCtx, "vxlan"));
+        compare(rig, packets, (n) => rig.hp.fn.vxlanEncapBatch(rig.ctx.ptr, rig.batch.descs, n), refs, () => rig.ctx.tx().packets);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("udpEncapBatch equals the reference (TTL decrement, ICMP net unreachable)", () => {
+    fc.assert(
+      fc.property(batchOf(tunPacket), (packets) => {
+        const refs = packets.map((p) => refSend(p, sendCtx, "udp"));
+        compare(rig, packets, (n) => rig.hp.fn.udpEncapBatch(rig.ctx.ptr, rig.batch.descs, n), refs, () => rig.ctx.tx().packets);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("keeps header checksums valid through the TTL decrement and writes valid ICMP errors", () => {
+    fc.assert(
+      fc.property(batchOf(ipv4), (packets) => {
+        loadBatch(rig, packets);
+        const ret = rig.hp.fn.udpEncapBatch(rig.ctx.ptr, rig.batch.descs, packets.length);
+        const n = (ret & 0xffff) + (ret >>> 16);
+        for (const r of readBatch(rig, n)) {
+          const ihl = (r.bytes[0] & 15) * 4;
+          expect(internetChecksum(r.bytes.subarray(0, ihl))).toBe(0);
+          if (r.verdict === "REPLY") expect(internetChecksum(r.bytes.subarray(20))).toBe(0);
+        }
+      }),
+      { numRuns: 100 },
+    );
+  });
+});
+
+describe("receive path (socket to TUN)", () => {
+  const rig = setupRig();
+  it("vxlanDecapBatch equals the reference on VXLAN frames, damaged frames and garbage", () => {
+    fc.assert(
+      fc.property(batchOf(received(vxlanFrame)), (frames) => {
+        const refs = frames.map((f) => refVxlanReceive(f, VNI, OUR_MAC));
+        compare(rig, frames, (n) => rig.hp.fn.vxlanDecapBatch(rig.ctx.ptr, rig.batch.descs, n), refs, () => rig.ctx.rx().packets);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("udpDecapBatch equals the reference on packets, damaged packets and garbage", () => {
+    fc.assert(
+      fc.property(batchOf(received(ipv4)), (payloads) => {
+        const refs = payloads.map(refUdpReceive);
+        compare(rig, payloads, (n) => rig.hp.fn.udpDecapBatch(rig.ctx.ptr, rig.batch.descs, n), refs, () => rig.ctx.rx().packets);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("decapsulates what it encapsulated for the peer", () => {
+    const peer = makeRig({ vni: VNI, localAddr: 0xc6130200, mac: NEXT_HOPS.get(1)!.mac });
+    fc.assert(
+      fc.property(batchOf(ipv4.filter((p) => refLookup((p[16] << 24 | p[17] << 16 | p[18] << 8 | p[19]) >>> 0) === 1 && p[8] > 0)), (packets) => {
+        loadBatch(rig, packets);
+        const fwd = rig.hp.fn.vxlanEncapBatch(rig.ctx.ptr, rig.batch.descs, packets.length) & 0xffff;
+        const frames = readBatch(rig, fwd).map((r) => r.bytes);
+        loadBatch(peer, frames);
+        expect(peer.hp.fn.vxlanDecapBatch(peer.ctx.ptr, peer.batch.descs, frames.length)).toBe(packets.length);
+        expect(readBatch(peer, packets.length).map((r) => Buffer.from(r.bytes).toString("hex"))).toEqual(
+          packets.map((p) => Buffer.from(p).toString("hex")),
+        );
+      }),
+      { numRuns: 50 },
+    );
+  });
+});
+
+describe("descriptors the caller got wrong", () => {
+  it("drops a packet whose descriptor points past memory or lacks headroom instead of writing there", () => {
+    const rig = setupRig();
+    const good = buildIpv4({ src: 0xc6130101, dst: 0xc6130201, payload: new Uint8Array(10) });
+    loadBatch(rig, [good, good, good]);
+    const d = rig.batch.descView();
+    d[0] = rig.hp.memory.buffer.byteLength - 4; // OFF near the end, LEN beyond it
+    d[8] = 10; // OFF inside the first 64 bytes: no headroom
+    const ret = rig.hp.fn.vxlanEncapBatch(rig.ctx.ptr, rig.batch.descs, 3);
+    expect(ret).toBe(1);
+    expect(rig.ctx.tx().packets.BAD_DESCRIPTOR).toBe(2n);
+  });
+});
