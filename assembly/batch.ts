@@ -35,11 +35,15 @@ export function batchInit(descs: usize, n: i32, base: usize, stride: i32): void 
  * Whether the descriptor's packet and the headroom in front of it lie inside memory. A false
  * answer is a caller bug; the packet is dropped rather than letting a write land out of bounds.
  */
-@inline export function descInBounds(d: usize): bool {
+@inline export function descInBounds(d: usize, top: i64): bool {
   const off = load<i32>(d + DESC_OFF);
   const len = load<i32>(d + DESC_LEN);
-  const top = <i64>memory.size() << 16;
   return off >= HEADROOM && len >= 0 && <i64>off + <i64>len <= top;
+}
+
+/** Bytes of memory, for descInBounds: read once per batch. */
+@inline export function memoryTop(): i64 {
+  return <i64>memory.size() << 16;
 }
 
 @inline function swapDesc(a: usize, b: usize): void {

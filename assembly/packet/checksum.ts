@@ -67,6 +67,16 @@ export function checksum(p: usize, len: i32): u32 {
 }
 
 /**
+ * Whether an IPv4 header of ihl bytes (a multiple of 4, 20..60) sums to zero with its checksum
+ * field: whole 32-bit words, no SIMD set-up, since every received packet pays for it.
+ */
+@inline export function ipv4HeaderSumsToZero(p: usize, ihl: i32): bool {
+  let acc: u64 = 0;
+  for (let i = 0; i < ihl; i += 4) acc += <u64>load<u32>(p + <usize>i);
+  return fold(acc) == 0xffff;
+}
+
+/**
  * RFC 1624 eqn. 3 incremental update of a checksum field: HC' = ~(~HC + ~m + m'), for one 16-bit
  * word changing from m to m'. Values are big-endian word values.
  */

@@ -2,7 +2,7 @@
 // Like flannel's proxy, both directions decrement the TTL (the proxy is a router hop) with an
 // incremental checksum update, and a packet with no route gets an ICMP net-unreachable back.
 import { DESC_OFF, DESC_LEN, DESC_VERDICT, descPtr } from "../descriptor";
-import { batchFinish, batchSize, descInBounds } from "../batch";
+import { batchFinish, batchSize, descInBounds, memoryTop } from "../batch";
 import { ctxCountersRx, ctxCountersTx } from "../context";
 import { VERDICT_FORWARD, DROP_BAD_DESCRIPTOR } from "../verdict";
 import { ipv4Check, ipv4DecrementTtl, ipv4TotalLen } from "./ipv4";
@@ -25,8 +25,8 @@ export function udpEncapBatch(ctx: usize, descs: usize, n: i32): i32 {
   return batchFinish(descs, n, ctxCountersTx(ctx));
 }
 
-@inline function receiveOne(d: usize): i32 {
-  if (!descInBounds(d)) return DROP_BAD_DESCRIPTOR;
+@inline function receiveOne(d: usize, top: i64): i32 {
+  if (!descInBounds(d, top)) return DROP_BAD_DESCRIPTOR;
   const p = <usize>load<i32>(d + DESC_OFF);
   const v = ipv4Check(p, load<i32>(d + DESC_LEN), true);
   if (v != VERDICT_FORWARD) return v;
@@ -40,9 +40,10 @@ export function udpEncapBatch(ctx: usize, descs: usize, n: i32): i32 {
  */
 export function udpDecapBatch(ctx: usize, descs: usize, n: i32): i32 {
   n = batchSize(n);
+  const top = memoryTop();
   for (let i = 0; i < n; i++) {
     const d = descPtr(descs, i);
-    store<i32>(d + DESC_VERDICT, receiveOne(d));
+    store<i32>(d + DESC_VERDICT, receiveOne(d, top));
   }
   return batchFinish(descs, n, ctxCountersRx(ctx)) & 0xffff;
 }

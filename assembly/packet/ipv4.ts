@@ -1,7 +1,7 @@
 // IPv4 (and the little of IPv6 the hot path needs): header checks shared by every receive path,
 // the TTL decrement flannel's udp proxy does, and the ICMP error it sends when a route is missing.
 import { be16, putBe16, putBe32 } from "./bytes";
-import { checksum, checksumUpdate16 } from "./checksum";
+import { checksum, checksumUpdate16, ipv4HeaderSumsToZero } from "./checksum";
 import {
   DROP_TOO_SHORT, DROP_IP_VERSION, DROP_IPV4_IHL, DROP_IP_LENGTH, DROP_IPV4_CHECKSUM,
   DROP_TTL_EXHAUSTED, VERDICT_FORWARD,
@@ -45,7 +45,7 @@ export function ipv4Check(p: usize, avail: i32, verifyChecksum: bool): i32 {
   if (ihl < IPV4_HEADER_MIN) return DROP_IPV4_IHL;
   const total = ipv4TotalLen(p);
   if (ihl > avail || total < ihl || total > avail) return DROP_IP_LENGTH;
-  if (verifyChecksum && checksum(p, ihl) != 0) return DROP_IPV4_CHECKSUM;
+  if (verifyChecksum && !ipv4HeaderSumsToZero(p, ihl)) return DROP_IPV4_CHECKSUM;
   return VERDICT_FORWARD;
 }
 

@@ -6,7 +6,7 @@
 // the slot's headroom, so when the table changed under it, the phase simply runs again; steps
 // that change the packet itself (the udp backend's TTL decrement) come after it.
 import { DESC_OFF, DESC_LEN, DESC_ADDR, DESC_PORT, DESC_VERDICT, DESC_AUX, descPtr } from "../descriptor";
-import { descInBounds } from "../batch";
+import { descInBounds, memoryTop } from "../batch";
 import { CTX_VNI, CTX_MAC, CTX_LOCAL_ADDR, ctxRoutes } from "../context";
 import {
   VERDICT_FORWARD, VERDICT_REPLY, DROP_TOO_SHORT, DROP_NO_ROUTE, DROP_NO_NEXT_HOP,
@@ -23,8 +23,8 @@ import {
 export const ENCAP_VXLAN: i32 = 0;
 export const ENCAP_NONE: i32 = 1;
 
-@inline function resolveOne(ctx: usize, routes: usize, d: usize, encap: i32): i32 {
-  if (!descInBounds(d)) return DROP_BAD_DESCRIPTOR;
+@inline function resolveOne(ctx: usize, routes: usize, d: usize, encap: i32, top: i64): i32 {
+  if (!descInBounds(d, top)) return DROP_BAD_DESCRIPTOR;
   const p = <usize>load<i32>(d + DESC_OFF);
   const len = load<i32>(d + DESC_LEN);
   if (len < 1) return DROP_TOO_SHORT;
@@ -69,12 +69,13 @@ export const ENCAP_NONE: i32 = 1;
 /** Runs the lookup phase over the batch until it completes against one table generation. */
 @inline export function resolveBatch(ctx: usize, descs: usize, n: i32, encap: i32): void {
   const routes = ctxRoutes(ctx);
+  const top = memoryTop();
   let gen: u32;
   do {
     gen = routeReadBegin(routes);
     for (let i = 0; i < n; i++) {
       const d = descPtr(descs, i);
-      store<i32>(d + DESC_VERDICT, resolveOne(ctx, routes, d, encap));
+      store<i32>(d + DESC_VERDICT, resolveOne(ctx, routes, d, encap, top));
     }
   } while (!routeReadValid(routes, gen));
 }

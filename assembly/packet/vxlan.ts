@@ -6,7 +6,7 @@ import { be16, putBe16 } from "./bytes";
 import { ipv4Check, ipv6Check, ipv4TotalLen, IPV6_HEADER } from "./ipv4";
 import { resolveBatch, resolveApply, ENCAP_VXLAN } from "./resolve";
 import { DESC_OFF, DESC_LEN, DESC_VERDICT, descPtr } from "../descriptor";
-import { batchFinish, batchSize, descInBounds } from "../batch";
+import { batchFinish, batchSize, descInBounds, memoryTop } from "../batch";
 import { CTX_VNI, CTX_MAC, ctxCountersRx, ctxCountersTx } from "../context";
 import {
   VERDICT_FORWARD, DROP_TOO_SHORT, DROP_VXLAN_FLAGS, DROP_VXLAN_VNI, DROP_NOT_OUR_MAC,
@@ -47,8 +47,8 @@ export function vxlanEncapBatch(ctx: usize, descs: usize, n: i32): i32 {
 }
 
 /** Validates one received VXLAN payload; on success moves OFF/LEN to the inner IP packet. */
-@inline function decapOne(ctx: usize, d: usize): i32 {
-  if (!descInBounds(d)) return DROP_BAD_DESCRIPTOR;
+@inline function decapOne(ctx: usize, d: usize, top: i64): i32 {
+  if (!descInBounds(d, top)) return DROP_BAD_DESCRIPTOR;
   const p = <usize>load<i32>(d + DESC_OFF);
   const len = load<i32>(d + DESC_LEN);
   if (len < VXLAN_OVERHEAD) return DROP_TOO_SHORT;
@@ -90,9 +90,10 @@ export function vxlanEncapBatch(ctx: usize, descs: usize, n: i32): i32 {
  */
 export function vxlanDecapBatch(ctx: usize, descs: usize, n: i32): i32 {
   n = batchSize(n);
+  const top = memoryTop();
   for (let i = 0; i < n; i++) {
     const d = descPtr(descs, i);
-    store<i32>(d + DESC_VERDICT, decapOne(ctx, d));
+    store<i32>(d + DESC_VERDICT, decapOne(ctx, d, top));
   }
   return batchFinish(descs, n, ctxCountersRx(ctx)) & 0xffff;
 }

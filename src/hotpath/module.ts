@@ -39,9 +39,9 @@ let compiled: WebAssembly.Module | undefined;
 function wasmModule(): WebAssembly.Module {
   if (compiled) return compiled;
   const path = projectFile("build", "weft.wasm");
-  let bytes: Buffer;
+  let bytes: Uint8Array<ArrayBuffer>;
   try {
-    bytes = readFileSync(path);
+    bytes = new Uint8Array(readFileSync(path));
   } catch (cause) {
     throw new WeftError("HOTPATH_NOT_BUILT", `${path} is missing; run \`npm run build:wasm\` (npm install does it)`, { cause });
   }

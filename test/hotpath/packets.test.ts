@@ -5,6 +5,7 @@ import { describe, expect, it } from "vitest";
 import { parsePrefix } from "../../src/net/ipv4.js";
 import { buildIpv4, buildVxlan } from "../reference/build.js";
 import { internetChecksum } from "../reference/checksum.js";
+import { ReferenceRouteTable } from "../reference/lpm.js";
 import { refSend, refUdpReceive, refVxlanReceive, type NextHop, type SendResult, type ReceiveResult } from "../reference/packets.js";
 import { loadBatch, makeRig, readBatch, type Rig } from "../support/hotpath.js";
 
@@ -34,16 +35,9 @@ function setupRig(): Rig {
   return rig;
 }
 
-const prefixes = ROUTES.map(([p, nh]) => ({ ...parsePrefix(p), nh }));
-function refLookup(addr: number): number {
-  let best = -1;
-  let bestLen = -1;
-  for (const p of prefixes) {
-    const mask = p.len === 0 ? 0 : (0xffffffff << (32 - p.len)) >>> 0;
-    if (((addr & mask) >>> 0) === p.addr && p.len > bestLen) [best, bestLen] = [p.nh, p.len];
-  }
-  return best;
-}
+const reference = new ReferenceRouteTable({ tbl8Groups: 64, maxRules: 1024, maxNextHops: 256 });
+for (const [p, nh] of ROUTES) reference.insert(parsePrefix(p).addr, parsePrefix(p).len, nh);
+const refLookup = (addr: number) => reference.lookup(addr);
 const sendCtx = { vni: VNI, localAddr: LOCAL, mac: OUR_MAC, lookup: refLookup, nextHop: (i: number) => NEXT_HOPS.get(i) };
 
 // ---- generators ----

@@ -31,7 +31,7 @@ export function makeRig(opts: {
   return { hp, arena, routes, ctx, batch, verdicts: hp.verdictNames() };
 }
 
-/** What one descriptor holds after a hot-path call. */
+/** A descriptor after a hot-path call, with its verdict by name. */
 export interface SlotResult {
   slot: number;
   verdict: string;
@@ -40,46 +40,10 @@ export interface SlotResult {
   port: number;
 }
 
-/** Resets the batch and copies packets into its slots (the addon's job in production). */
 export function loadBatch(rig: Rig, packets: Uint8Array[]): void {
-  const { batch, hp } = rig;
-  batch.reset();
-  const d = batch.descView();
-  const mem = hp.bytes();
-  const f = fields(hp);
-  packets.forEach((p, i) => {
-    if (p.length > batch.stride - hp.constant("HEADROOM")) throw new RangeError("test packet larger than a slot");
-    mem.set(p, d[i * f.stride + f.off]);
-    d[i * f.stride + f.len] = p.length;
-  });
+  rig.batch.load(packets);
 }
 
-/** Descriptor field indices (in i32 units) as the module defines them. */
-function fields(hp: HotPath) {
-  const at = (name: string) => hp.constant(name) >> 2;
-  return {
-    stride: at("DESC_BYTES"), off: at("DESC_OFF"), len: at("DESC_LEN"), addr: at("DESC_ADDR"),
-    port: at("DESC_PORT"), verdict: at("DESC_VERDICT"),
-  };
-}
-
-/** Reads the first n descriptors back, each tagged with the slot it points into. */
 export function readBatch(rig: Rig, n: number): SlotResult[] {
-  const { batch, hp, verdicts } = rig;
-  const d = batch.descView();
-  const mem = hp.bytes();
-  const f = fields(hp);
-  const out: SlotResult[] = [];
-  for (let i = 0; i < n; i++) {
-    const at = i * f.stride;
-    const off = d[at + f.off];
-    out.push({
-      slot: Math.floor((off - batch.slots) / batch.stride),
-      verdict: verdicts[d[at + f.verdict]],
-      bytes: mem.slice(off, off + Math.max(0, d[at + f.len])),
-      addr: d[at + f.addr] >>> 0,
-      port: d[at + f.port],
-    });
-  }
-  return out;
+  return rig.batch.read(n).map((r) => ({ slot: r.slot, verdict: rig.verdicts[r.verdict], bytes: r.bytes, addr: r.addr, port: r.port }));
 }
