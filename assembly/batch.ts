@@ -6,7 +6,8 @@ import {
   HEADROOM, MAX_BATCH, descPtr,
 } from "./descriptor";
 import { VERDICT_FORWARD, VERDICT_REPLY } from "./verdict";
-import { countAdd, COUNTER_BYTES_FORWARDED } from "./counters";
+import { countAdd, COUNTER_BYTES_FORWARDED, PEER_COUNTER_BYTES } from "./counters";
+import { ctxCountersRx, ctxCountersTx, ctxPeerCountersRx, ctxPeerCountersTx, ctxPeerSlots } from "./context";
 
 /**
  * Points n descriptors at n packet slots of `stride` bytes from `base`, each keeping HEADROOM
@@ -22,7 +23,7 @@ export function batchInit(descs: usize, n: i32, base: usize, stride: i32): void 
     store<i32>(d + DESC_PORT, 0);
     store<i32>(d + DESC_FLAGS, 0);
     store<i32>(d + DESC_VERDICT, 0);
-    store<i32>(d + DESC_AUX, 0);
+    store<i32>(d + DESC_AUX, -1); // no peer known yet
   }
 }
 
@@ -56,11 +57,12 @@ export function batchInit(descs: usize, n: i32, base: usize, stride: i32): void 
 }
 
 /**
- * Counts every verdict and the forwarded bytes into `counters`, then moves the descriptors to
- * forward to the front, in their order (TCP dislikes reordering), and the replies right after
- * them. Returns forwarded | replies << 16.
+ * Counts every verdict and the forwarded bytes into `counters` and, for forwarded packets whose
+ * AUX names a peer (next-hop index below peerSlots), into that peer's entry of `peers` (0: none).
+ * Then moves the descriptors to forward to the front, in their order (TCP dislikes reordering),
+ * and the replies right after them. Returns forwarded | replies << 16.
  */
-export function batchFinish(descs: usize, n: i32, counters: usize): i32 {
+export function batchFinish(descs: usize, n: i32, counters: usize, peers: usize, peerSlots: u32): i32 {
   let fwd = 0;
   let bytes: u64 = 0;
   for (let i = 0; i < n; i++) {
@@ -68,7 +70,14 @@ export function batchFinish(descs: usize, n: i32, counters: usize): i32 {
     const v = load<i32>(d + DESC_VERDICT);
     countAdd(counters, v, 1);
     if (v == VERDICT_FORWARD) {
-      bytes += <u64>load<i32>(d + DESC_LEN);
+      const len = <u64>load<i32>(d + DESC_LEN);
+      bytes += len;
+      const peer = <u32>load<i32>(d + DESC_AUX); // -1 (no peer) becomes too large
+      if (peers != 0 && peer < peerSlots) {
+        const q = peers + <usize>(peer * <u32>PEER_COUNTER_BYTES);
+        store<u64>(q, load<u64>(q) + 1);
+        store<u64>(q, load<u64>(q, 8) + len, 8);
+      }
       if (i != fwd) swapDesc(descPtr(descs, fwd), d);
       fwd++;
     }
@@ -83,4 +92,14 @@ export function batchFinish(descs: usize, n: i32, counters: usize): i32 {
     }
   }
   return fwd | ((rep - fwd) << 16);
+}
+
+/** Closes a send-path batch with the context's counters; returns forwarded | replies << 16. */
+@inline export function finishTx(ctx: usize, descs: usize, n: i32): i32 {
+  return batchFinish(descs, n, ctxCountersTx(ctx), ctxPeerCountersTx(ctx), ctxPeerSlots(ctx));
+}
+
+/** Closes a receive-path batch with the context's counters; returns the number to forward. */
+@inline export function finishRx(ctx: usize, descs: usize, n: i32): i32 {
+  return batchFinish(descs, n, ctxCountersRx(ctx), ctxPeerCountersRx(ctx), ctxPeerSlots(ctx)) & 0xffff;
 }

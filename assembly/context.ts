@@ -12,12 +12,26 @@ export const CTX_ROUTES: i32 = 16;
 /** Counter blocks (counters.ts) of the send path (TUN to socket) and the receive path. */
 export const CTX_COUNTERS_TX: i32 = 20;
 export const CTX_COUNTERS_RX: i32 = 24;
+/** CTX_FLAG_* bits. */
+export const CTX_FLAGS: i32 = 28;
+/** Per-peer counters (counters.ts) indexed by next hop, per direction; 0 = none. */
+export const CTX_PEER_COUNTERS_TX: i32 = 32;
+export const CTX_PEER_COUNTERS_RX: i32 = 36;
+/** Next-hop indices the per-peer counter arrays cover. */
+export const CTX_PEER_SLOTS: i32 = 40;
 export const CTX_BYTES: i32 = 64;
+
+/**
+ * Accept a received packet only from a known peer's underlay address and only if its inner
+ * source lies in that peer's subnet (which flannel does not check).
+ */
+export const CTX_FLAG_ANTI_SPOOF: u32 = 1;
+
 
 /** Fills a context. The MAC comes as its first 2 bytes (macHi16) and last 4 bytes (macLo32). */
 export function contextInit(
   ctx: usize, routes: usize, countersTx: usize, countersRx: usize,
-  vni: u32, localAddr: u32, macHi16: u32, macLo32: u32,
+  vni: u32, localAddr: u32, macHi16: u32, macLo32: u32, flags: u32,
 ): void {
   memory.fill(ctx, 0, CTX_BYTES);
   store<u32>(ctx + CTX_VNI, vni & 0xffffff);
@@ -27,6 +41,14 @@ export function contextInit(
   store<u32>(ctx + CTX_ROUTES, <u32>routes);
   store<u32>(ctx + CTX_COUNTERS_TX, <u32>countersTx);
   store<u32>(ctx + CTX_COUNTERS_RX, <u32>countersRx);
+  store<u32>(ctx + CTX_FLAGS, flags);
+}
+
+/** Points the context at per-peer counter arrays (PEER_COUNTER_BYTES per next-hop index). */
+export function contextSetPeerCounters(ctx: usize, tx: usize, rx: usize, slots: u32): void {
+  store<u32>(ctx + CTX_PEER_COUNTERS_TX, <u32>tx);
+  store<u32>(ctx + CTX_PEER_COUNTERS_RX, <u32>rx);
+  store<u32>(ctx + CTX_PEER_SLOTS, slots);
 }
 
 @inline export function ctxRoutes(ctx: usize): usize {
@@ -39,4 +61,20 @@ export function contextInit(
 
 @inline export function ctxCountersRx(ctx: usize): usize {
   return <usize>load<u32>(ctx + CTX_COUNTERS_RX);
+}
+
+@inline export function ctxPeerCountersTx(ctx: usize): usize {
+  return <usize>load<u32>(ctx + CTX_PEER_COUNTERS_TX);
+}
+
+@inline export function ctxPeerCountersRx(ctx: usize): usize {
+  return <usize>load<u32>(ctx + CTX_PEER_COUNTERS_RX);
+}
+
+@inline export function ctxPeerSlots(ctx: usize): u32 {
+  return load<u32>(ctx + CTX_PEER_SLOTS);
+}
+
+@inline export function ctxHasFlag(ctx: usize, flag: u32): bool {
+  return (load<u32>(ctx + CTX_FLAGS) & flag) != 0;
 }

@@ -12,3 +12,6 @@ export const COUNTER_BLOCK_BYTES: i32 = COUNTER_SLOTS << 3;
   const q = block + (<usize>slot << 3);
   store<u64>(q, load<u64>(q) + v);
 }
+
+/** Bytes of one peer's counters (indexed by next hop): packets then bytes, u64 each. */
+export const PEER_COUNTER_BYTES: i32 = 16;

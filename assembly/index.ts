@@ -6,7 +6,7 @@ export * from "./descriptor";
 export * from "./verdict";
 export * from "./counters";
 export * from "./context";
-export { batchInit, batchFinish } from "./batch";
+export { batchInit } from "./batch";
 export { checksum, checksumPartial } from "./packet/checksum";
 export { vxlanEncapBatch, vxlanDecapBatch, VXLAN_OVERHEAD } from "./packet/vxlan";
 export { udpEncapBatch, udpDecapBatch } from "./packet/flannel-udp";

@@ -24,6 +24,10 @@ export const DROP_NO_NEXT_HOP: i32 = 14;
 export const DROP_IPV6_UNROUTED: i32 = 15;
 /** Descriptor points outside memory or lacks headroom: a caller bug, never a packet's fault. */
 export const DROP_BAD_DESCRIPTOR: i32 = 16;
+/** Anti-spoofing: the inner source lies in no peer's subnet. */
+export const DROP_UNKNOWN_SOURCE: i32 = 17;
+/** Anti-spoofing: the inner source lies in a peer's subnet, but the packet came from elsewhere. */
+export const DROP_SPOOFED: i32 = 18;
 
 /** One past the highest code; the counters block holds this many drop counters. */
-export const VERDICT_COUNT: i32 = 17;
+export const VERDICT_COUNT: i32 = 19;

@@ -6,8 +6,9 @@ import { be16, putBe16 } from "./bytes";
 import { ipv4Check, ipv6Check, ipv4TotalLen, IPV6_HEADER } from "./ipv4";
 import { resolveBatch, resolveApply, ENCAP_VXLAN } from "./resolve";
 import { DESC_OFF, DESC_LEN, DESC_VERDICT, descPtr } from "../descriptor";
-import { batchFinish, batchSize, descInBounds, memoryTop } from "../batch";
-import { CTX_VNI, CTX_MAC, ctxCountersRx, ctxCountersTx } from "../context";
+import { batchSize, descInBounds, finishRx, finishTx, memoryTop } from "../batch";
+import { CTX_VNI, CTX_MAC } from "../context";
+import { sourceCheckBatch } from "./source-check";
 import {
   VERDICT_FORWARD, DROP_TOO_SHORT, DROP_VXLAN_FLAGS, DROP_VXLAN_VNI, DROP_NOT_OUR_MAC,
   DROP_ARP_BROADCAST, DROP_ETHERTYPE, DROP_TTL_EXHAUSTED, DROP_BAD_DESCRIPTOR,
@@ -43,7 +44,7 @@ export function vxlanEncapBatch(ctx: usize, descs: usize, n: i32): i32 {
   n = batchSize(n);
   resolveBatch(ctx, descs, n, ENCAP_VXLAN);
   for (let i = 0; i < n; i++) resolveApply(descPtr(descs, i), VXLAN_OVERHEAD);
-  return batchFinish(descs, n, ctxCountersTx(ctx));
+  return finishTx(ctx, descs, n);
 }
 
 /** Validates one received VXLAN payload; on success moves OFF/LEN to the inner IP packet. */
@@ -84,9 +85,9 @@ export function vxlanEncapBatch(ctx: usize, descs: usize, n: i32): i32 {
 }
 
 /**
- * Decapsulates a batch received on the VXLAN socket. Each packet is validated in full; the ones
- * to forward end up first with OFF/LEN on the inner IP packet (padding trimmed), ready for the
- * TUN write. Returns the number to forward.
+ * Decapsulates a batch received on the VXLAN socket. Each packet is validated in full (and its
+ * source checked, source-check.ts); the ones to forward end up first with OFF/LEN on the inner
+ * IP packet (padding trimmed), ready for the TUN write. Returns the number to forward.
  */
 export function vxlanDecapBatch(ctx: usize, descs: usize, n: i32): i32 {
   n = batchSize(n);
@@ -95,5 +96,6 @@ export function vxlanDecapBatch(ctx: usize, descs: usize, n: i32): i32 {
     const d = descPtr(descs, i);
     store<i32>(d + DESC_VERDICT, decapOne(ctx, d, top));
   }
-  return batchFinish(descs, n, ctxCountersRx(ctx)) & 0xffff;
+  sourceCheckBatch(ctx, descs, n);
+  return finishRx(ctx, descs, n);
 }

@@ -36,7 +36,7 @@ function caseSet(size: number): { cases: MicroCase[] } {
     routes.insert({ addr: peerSubnet(i), len: 24 }, i);
     reference.insert(peerSubnet(i), 24, i);
   }
-  const ctx = new DataplaneContext(hp, arena, { routes: routes.base, vni: 1, localAddr: 0xc6130000, mac: OUR_MAC });
+  const ctx = new DataplaneContext(hp, arena, { routes: routes.base, vni: 1, localAddr: 0xc6130000, mac: OUR_MAC, antiSpoof: false, peerSlots: PEERS });
   const payloadLen = size - 28;
   const packets = Array.from({ length: BATCH }, (_, i) =>
     buildIpv4({ src: 0xc6130002, dst: peerSubnet((i * 7919) % PEERS) + 5, protocol: 17, ttl: 63, payload: new Uint8Array(payloadLen).fill(i) }),

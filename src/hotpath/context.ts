@@ -1,5 +1,6 @@
 // A dataplane context (assembly/context.ts) with its two counter blocks, and reading the counters
 // back by verdict name.
+import { macHalves } from "../net/ipv4.js";
 import type { Arena } from "./arena.js";
 import type { HotPath } from "./module.js";
 
@@ -11,6 +12,16 @@ export interface ContextOptions {
   localAddr: number;
   /** This node's VTEP MAC, 6 bytes. */
   mac: Uint8Array;
+  /** Drop received packets whose inner source is not in the sending peer's subnet. */
+  antiSpoof: boolean;
+  /** Next-hop indices to keep per-peer counters for (0: none). */
+  peerSlots: number;
+}
+
+/** Packets and bytes forwarded to or from one peer (by next-hop index). */
+export interface PeerCounters {
+  packets: bigint;
+  bytes: bigint;
 }
 
 /** Packets per verdict name plus forwarded bytes, for one direction. */
@@ -23,7 +34,10 @@ export class DataplaneContext {
   readonly ptr: number;
   readonly countersTx: number;
   readonly countersRx: number;
+  readonly peerTx: number;
+  readonly peerRx: number;
   private readonly slots: number;
+  private readonly peerSlots: number;
 
   constructor(private readonly hp: HotPath, arena: Arena, opts: ContextOptions) {
     this.slots = hp.constant("COUNTER_SLOTS");
@@ -31,13 +45,32 @@ export class DataplaneContext {
     this.ptr = arena.alloc(hp.constant("CTX_BYTES"));
     this.countersTx = arena.alloc(blockBytes);
     this.countersRx = arena.alloc(blockBytes);
-    hp.bytes().fill(0, this.countersTx, this.countersTx + blockBytes);
-    hp.bytes().fill(0, this.countersRx, this.countersRx + blockBytes);
-    const m = opts.mac;
+    this.peerSlots = opts.peerSlots;
+    const peerBytes = opts.peerSlots * hp.constant("PEER_COUNTER_BYTES");
+    this.peerTx = opts.peerSlots ? arena.alloc(peerBytes) : 0;
+    this.peerRx = opts.peerSlots ? arena.alloc(peerBytes) : 0;
+    const mem = hp.bytes();
+    mem.fill(0, this.countersTx, this.countersTx + blockBytes);
+    mem.fill(0, this.countersRx, this.countersRx + blockBytes);
+    if (opts.peerSlots) {
+      mem.fill(0, this.peerTx, this.peerTx + peerBytes);
+      mem.fill(0, this.peerRx, this.peerRx + peerBytes);
+    }
     hp.fn.contextInit(
-      this.ptr, opts.routes, this.countersTx, this.countersRx, opts.vni, opts.localAddr,
-      (m[0] << 8) | m[1], ((m[2] << 24) | (m[3] << 16) | (m[4] << 8) | m[5]) >>> 0,
+      this.ptr, opts.routes, this.countersTx, this.countersRx, opts.vni, opts.localAddr, ...macHalves(opts.mac),
+      opts.antiSpoof ? hp.constant("CTX_FLAG_ANTI_SPOOF") : 0,
     );
+    hp.fn.contextSetPeerCounters(this.ptr, this.peerTx, this.peerRx, opts.peerSlots);
+  }
+
+  /** Counters of peer (next hop) i: sent (tx) and received (rx). */
+  peer(i: number): { tx: PeerCounters; rx: PeerCounters } {
+    if (i < 0 || i >= this.peerSlots) throw new RangeError(`no per-peer counters for next hop ${i}`);
+    const at = (base: number) => {
+      const v = new BigUint64Array(this.hp.memory.buffer, base + i * this.hp.constant("PEER_COUNTER_BYTES"), 2);
+      return { packets: v[0], bytes: v[1] };
+    };
+    return { tx: at(this.peerTx), rx: at(this.peerRx) };
   }
 
   tx(): DirectionCounters {

@@ -7,13 +7,13 @@ import { projectFile } from "../paths.js";
 /** The module's functions (pointers and sizes are numbers; see assembly/ for each). */
 export interface HotPathFunctions {
   batchInit(descs: number, n: number, base: number, stride: number): void;
-  batchFinish(descs: number, n: number, counters: number): number;
   checksum(p: number, len: number): number;
   checksumPartial(p: number, len: number, seed: number): number;
   contextInit(
     ctx: number, routes: number, countersTx: number, countersRx: number,
-    vni: number, localAddr: number, macHi16: number, macLo32: number,
+    vni: number, localAddr: number, macHi16: number, macLo32: number, flags: number,
   ): void;
+  contextSetPeerCounters(ctx: number, tx: number, rx: number, slots: number): void;
   vxlanEncapBatch(ctx: number, descs: number, n: number): number;
   vxlanDecapBatch(ctx: number, descs: number, n: number): number;
   udpEncapBatch(ctx: number, descs: number, n: number): number;

@@ -2,7 +2,7 @@
 // map IPv4 prefixes to next-hop indices; next hops say where a peer is (underlay address, UDP
 // port, VTEP MAC). Every change is published to the worker threads by the table's seqlock.
 import { WeftError } from "../errors.js";
-import { formatPrefix, type Ipv4Prefix } from "../net/ipv4.js";
+import { formatPrefix, macHalves, type Ipv4Prefix } from "../net/ipv4.js";
 import type { Arena } from "./arena.js";
 import type { HotPath } from "./module.js";
 
@@ -70,9 +70,7 @@ export class RouteTable {
   }
 
   setNextHop(i: number, nh: NextHopRecord): void {
-    const m = nh.mac;
-    const r = this.hp.fn.nextHopSet(this.base, i, nh.ip, nh.port, (m[0] << 8) | m[1],
-      ((m[2] << 24) | (m[3] << 16) | (m[4] << 8) | m[5]) >>> 0);
+    const r = this.hp.fn.nextHopSet(this.base, i, nh.ip, nh.port, ...macHalves(nh.mac));
     this.check(r, `set next hop ${i}`);
   }
 

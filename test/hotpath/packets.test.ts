@@ -28,8 +28,8 @@ const NEXT_HOPS = new Map<number, NextHop>([
   [4, { ip: 0xc6120005, port: 9999, mac: Uint8Array.from([0x0a, 0x58, 0xc6, 0x13, 0x00, 0x00]), valid: true }],
 ]);
 
-function setupRig(): Rig {
-  const rig = makeRig({ vni: VNI, localAddr: LOCAL, mac: OUR_MAC });
+function setupRig(antiSpoof = false): Rig {
+  const rig = makeRig({ vni: VNI, localAddr: LOCAL, mac: OUR_MAC, antiSpoof });
   for (const [i, nh] of NEXT_HOPS) if (nh.valid) rig.routes.setNextHop(i, nh);
   for (const [p, nh] of ROUTES) rig.routes.insert(parsePrefix(p), nh);
   return rig;
@@ -38,6 +38,8 @@ function setupRig(): Rig {
 const reference = new ReferenceRouteTable({ tbl8Groups: 64, maxRules: 1024, maxNextHops: 256 });
 for (const [p, nh] of ROUTES) reference.insert(parsePrefix(p).addr, parsePrefix(p).len, nh);
 const refLookup = (addr: number) => reference.lookup(addr);
+const underlays = [...NEXT_HOPS.values()].map((nh) => nh.ip);
+const sourceCheck = (from: number) => ({ from, lookup: refLookup, nextHop: (i: number) => NEXT_HOPS.get(i) });
 const sendCtx = { vni: VNI, localAddr: LOCAL, mac: OUR_MAC, lookup: refLookup, nextHop: (i: number) => NEXT_HOPS.get(i) };
 
 // ---- generators ----
@@ -69,17 +71,18 @@ const ipv6 = fc
     return p;
   });
 
-/** Damage: none, truncation, a changed byte, trailing padding. */
+/** Damage: none, truncation, a changed byte anywhere, in the first 24 bytes, the IHL, trailing padding. */
 function damaged(packet: fc.Arbitrary<Uint8Array>): fc.Arbitrary<Uint8Array> {
-  return fc.tuple(packet, fc.nat(), fc.nat(), fc.integer({ min: 0, max: 255 }), fc.integer({ min: 0, max: 5 })).map(
+  return fc.tuple(packet, fc.nat(), fc.nat(), fc.integer({ min: 0, max: 255 }), fc.integer({ min: 0, max: 6 })).map(
     ([p, a, b, v, kind]) => {
       if (kind === 1) return p.slice(0, a % (p.length + 1));
-      if (kind === 2 && p.length > 0) {
+      if ((kind === 2 || kind === 4) && p.length > 0) {
         const q = p.slice();
-        q[a % q.length] = v;
+        q[a % (kind === 4 ? Math.min(24, q.length) : q.length)] = v;
         return q;
       }
       if (kind === 3) return Uint8Array.from([...p, ...new Uint8Array(b % 40)]);
+      if (kind === 5 && p.length > 0) return Uint8Array.from([(p[0] & 0xf0) | (v & 0x0f), ...p.subarray(1)]); // IHL
       return p;
     },
   );
@@ -102,9 +105,10 @@ const batchOf = (p: fc.Arbitrary<Uint8Array>) => fc.array(p, { minLength: 1, max
 type Ref = SendResult | ReceiveResult;
 
 /** Runs one hot-path batch call and checks every descriptor, the grouping and the counters. */
-function compare(rig: Rig, packets: Uint8Array[], call: (n: number) => number, refs: Ref[], counters: () => Record<string, bigint>) {
+function compare(rig: Rig, packets: Uint8Array[], call: (n: number) => number, refs: Ref[], counters: () => Record<string, bigint>, from?: number[]) {
   const before = counters();
-  loadBatch(rig, packets);
+  const peersBefore = [...NEXT_HOPS.keys()].map((i) => rig.ctx.peer(i));
+  loadBatch(rig, packets, from);
   const ret = call(packets.length);
   const fwd = ret & 0xffff;
   const replies = ret >>> 16;
@@ -119,6 +123,15 @@ function compare(rig: Rig, packets: Uint8Array[], call: (n: number) => number, r
     expect(order(r.verdict)).toBe(i < fwd ? 0 : i < fwd + replies ? 1 : 2);
     if (ref.out) expect(Buffer.from(r.bytes).toString("hex")).toBe(Buffer.from(ref.out).toString("hex"));
     if ("addr" in ref && ref.verdict === "FORWARD") expect([r.addr, r.port]).toEqual([ref.addr, ref.port]);
+    if ("peer" in ref && ref.peer !== undefined) expect(r.aux).toBe(ref.peer);
+  });
+  // Per-peer counters: every forwarded packet counted once for the peer it went to or came from.
+  const dir = "addr" in (refs[0] ?? {}) || refs.some((r) => "addr" in r) ? "tx" : "rx";
+  [...NEXT_HOPS.keys()].forEach((i, k) => {
+    const mine = refs.filter((r) => r.verdict === "FORWARD" && peerOf(r) === i);
+    const now = rig.ctx.peer(i)[dir];
+    expect(now.packets - peersBefore[k][dir].packets).toBe(BigInt(mine.length));
+    expect(now.bytes - peersBefore[k][dir].bytes).toBe(BigInt(mine.reduce((n, r) => n + r.out!.length, 0)));
   });
   // Forwarded packets keep their order.
   const fwdSlots = results.slice(0, fwd).map((r) => r.slot);
@@ -127,6 +140,20 @@ function compare(rig: Rig, packets: Uint8Array[], call: (n: number) => number, r
   for (const [name, n] of Object.entries(after)) {
     expect({ name, n: n - before[name] }).toEqual({ name, n: BigInt(refs.filter((r) => r.verdict === name).length) });
   }
+}
+
+/** The generators must reach the interesting outcomes, or the comparison proves little. */
+function expectSeen(rig: Rig, verdicts: string[]): void {
+  const rx = rig.ctx.rx().packets;
+  const tx = rig.ctx.tx().packets;
+  for (const v of verdicts) expect({ v, seen: rx[v] + tx[v] > 0n }).toEqual({ v, seen: true });
+}
+
+/** The next hop a reference result was sent to (send path) or received from (checked receive path). */
+function peerOf(r: Ref): number | undefined {
+  if ("peer" in r) return r.peer;
+  if ("addr" in r && r.addr !== undefined) return [...NEXT_HOPS].find(([, nh]) => nh.ip === r.addr && nh.port === r.port)?.[0];
+  return undefined;
 }
 
 describe("send path (TUN to socket)", () => {
@@ -139,6 +166,7 @@ describe("send path (TUN to socket)", () => {
       }),
       { numRuns: 300 },
     );
+    expectSeen(rig, ["FORWARD", "REPLY", "NO_ROUTE", "NO_NEXT_HOP", "IPV6_UNROUTED", "TOO_SHORT", "IP_LENGTH", "IPV4_IHL", "IP_VERSION"]);
   });
 
   it("udpEncapBatch equals the reference (TTL decrement, ICMP net unreachable)", () => {
@@ -178,16 +206,46 @@ describe("receive path (socket to TUN)", () => {
       }),
       { numRuns: 300 },
     );
+    expectSeen(rig, ["FORWARD", "TOO_SHORT", "VXLAN_FLAGS", "VXLAN_VNI", "NOT_OUR_MAC", "ARP_BROADCAST", "ETHERTYPE", "IP_VERSION", "IP_LENGTH", "IPV4_CHECKSUM", "TTL_EXHAUSTED"]);
   });
 
   it("udpDecapBatch equals the reference on packets, damaged packets and garbage", () => {
     fc.assert(
       fc.property(batchOf(received(ipv4)), (payloads) => {
-        const refs = payloads.map(refUdpReceive);
+        const refs = payloads.map((p) => refUdpReceive(p));
         compare(rig, payloads, (n) => rig.hp.fn.udpDecapBatch(rig.ctx.ptr, rig.batch.descs, n), refs, () => rig.ctx.rx().packets);
       }),
       { numRuns: 300 },
     );
+  });
+
+  it("with anti-spoofing, accepts only inner sources in the sending peer's subnet (vxlan)", () => {
+    const checked = setupRig(true);
+    const from = fc.oneof(fc.constantFrom(...underlays), fc.integer({ min: 0xc6120000, max: 0xc61200ff }));
+    fc.assert(
+      fc.property(batchOf(fc.tuple(received(vxlanFrame), from)), (batch) => {
+        const frames = batch.map(([f]) => f);
+        const froms = batch.map(([, a]) => a);
+        const refs = batch.map(([f, a]) => refVxlanReceive(f, VNI, OUR_MAC, sourceCheck(a)));
+        compare(checked, frames, (n) => checked.hp.fn.vxlanDecapBatch(checked.ctx.ptr, checked.batch.descs, n), refs, () => checked.ctx.rx().packets, froms);
+      }),
+      { numRuns: 200 },
+    );
+    expectSeen(checked, ["FORWARD", "SPOOFED", "UNKNOWN_SOURCE"]);
+  });
+
+  it("with anti-spoofing, accepts only inner sources in the sending peer's subnet (udp)", () => {
+    const checked = setupRig(true);
+    const from = fc.oneof(fc.constantFrom(...underlays), fc.integer({ min: 0xc6120000, max: 0xc61200ff }));
+    fc.assert(
+      fc.property(batchOf(fc.tuple(received(ipv4), from)), (batch) => {
+        const payloads = batch.map(([p]) => p);
+        const refs = batch.map(([p, a]) => refUdpReceive(p, sourceCheck(a)));
+        compare(checked, payloads, (n) => checked.hp.fn.udpDecapBatch(checked.ctx.ptr, checked.batch.descs, n), refs, () => checked.ctx.rx().packets, batch.map(([, a]) => a));
+      }),
+      { numRuns: 200 },
+    );
+    expectSeen(checked, ["FORWARD", "SPOOFED", "UNKNOWN_SOURCE", "TTL_EXHAUSTED"]);
   });
 
   it("decapsulates what it encapsulated for the peer", () => {

@@ -30,6 +30,27 @@ export interface ReceiveResult {
   verdict: string;
   /** The IP packet to write to the TUN device. */
   out?: Uint8Array;
+  /** The peer (next hop) it came from, when sources are checked. */
+  peer?: number;
+}
+
+/** Anti-spoofing: who sent the datagram and what the route table says. */
+export interface SourceCheck {
+  /** Underlay address the datagram came from. */
+  from: number;
+  lookup(addr: number): number;
+  nextHop(i: number): NextHop | undefined;
+}
+
+/** The inner source must lie in a peer's subnet, and the datagram come from that peer. */
+function checkSource(ip: Uint8Array, check: SourceCheck | undefined): { verdict: string | null; peer?: number } {
+  if (!check) return { verdict: null };
+  if (ip[0] >> 4 !== 4) return { verdict: "IPV6_UNROUTED" };
+  const nh = check.lookup(u32(ip, 12));
+  if (nh < 0) return { verdict: "UNKNOWN_SOURCE" };
+  const hop = check.nextHop(nh);
+  if (!hop || !hop.valid || hop.ip !== check.from) return { verdict: "SPOOFED" };
+  return { verdict: null, peer: nh };
 }
 
 const u16 = (b: Uint8Array, o: number) => (b[o] << 8) | b[o + 1];
@@ -117,7 +138,14 @@ export function refSend(packet: Uint8Array, ctx: SendContext, format: "vxlan" | 
 }
 
 /** A VXLAN payload received from a peer. */
-export function refVxlanReceive(payload: Uint8Array, vni: number, mac: Uint8Array): ReceiveResult {
+export function refVxlanReceive(payload: Uint8Array, vni: number, mac: Uint8Array, check?: SourceCheck): ReceiveResult {
+  const r = vxlanValidate(payload, vni, mac);
+  if (r.verdict !== "FORWARD") return r;
+  const src = checkSource(r.out!, check);
+  return src.verdict ? { verdict: src.verdict } : { ...r, peer: src.peer };
+}
+
+function vxlanValidate(payload: Uint8Array, vni: number, mac: Uint8Array): ReceiveResult {
   if (payload.length < 22) return { verdict: "TOO_SHORT" };
   if ((payload[0] & 0x08) === 0) return { verdict: "VXLAN_FLAGS" };
   if (((payload[4] << 16) | (payload[5] << 8) | payload[6]) !== vni) return { verdict: "VXLAN_VNI" };
@@ -145,12 +173,14 @@ export function refVxlanReceive(payload: Uint8Array, vni: number, mac: Uint8Arra
 }
 
 /** A flannel udp payload (a bare IPv4 packet) received from a peer. */
-export function refUdpReceive(payload: Uint8Array): ReceiveResult {
+export function refUdpReceive(payload: Uint8Array, check?: SourceCheck): ReceiveResult {
   const ip = payload.slice();
   const problem = ipv4Problem(ip, true);
   if (problem) return { verdict: problem };
   const out = ip.slice(0, u16(ip, 2));
+  const src = checkSource(out, check);
+  if (src.verdict) return { verdict: src.verdict };
   const ttl = decrementTtl(out);
   if (ttl) return { verdict: ttl };
-  return { verdict: "FORWARD", out };
+  return { verdict: "FORWARD", out, peer: src.peer };
 }

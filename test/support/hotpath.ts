@@ -22,11 +22,14 @@ export function makeRig(opts: {
   size?: RouteTableSize;
   batchSize?: number;
   stride?: number;
+  antiSpoof?: boolean;
 }): Rig {
   const hp = new HotPath(createHotPathMemory());
   const arena = new Arena(hp);
   const routes = new RouteTable(hp, arena, opts.size ?? { tbl8Groups: 64, maxRules: 1024, maxNextHops: 256 });
-  const ctx = new DataplaneContext(hp, arena, { routes: routes.base, vni: opts.vni, localAddr: opts.localAddr, mac: opts.mac });
+  const ctx = new DataplaneContext(hp, arena, {
+    routes: routes.base, vni: opts.vni, localAddr: opts.localAddr, mac: opts.mac, antiSpoof: opts.antiSpoof ?? false, peerSlots: 256,
+  });
   const batch = new PacketBatch(hp, arena, opts.batchSize ?? 64, opts.stride ?? 2048);
   return { hp, arena, routes, ctx, batch, verdicts: hp.verdictNames() };
 }
@@ -38,12 +41,19 @@ export interface SlotResult {
   bytes: Uint8Array;
   addr: number;
   port: number;
+  aux: number;
 }
 
-export function loadBatch(rig: Rig, packets: Uint8Array[]): void {
+/** Copies packets into the batch; `from` sets each descriptor's ADDR, as a socket receive would. */
+export function loadBatch(rig: Rig, packets: Uint8Array[], from?: number[]): void {
   rig.batch.load(packets);
+  if (from) {
+    const d = rig.batch.descView();
+    const stride = rig.hp.constant("DESC_BYTES") >> 2;
+    from.forEach((a, i) => (d[i * stride + (rig.hp.constant("DESC_ADDR") >> 2)] = a));
+  }
 }
 
 export function readBatch(rig: Rig, n: number): SlotResult[] {
-  return rig.batch.read(n).map((r) => ({ slot: r.slot, verdict: rig.verdicts[r.verdict], bytes: r.bytes, addr: r.addr, port: r.port }));
+  return rig.batch.read(n).map((r) => ({ slot: r.slot, verdict: rig.verdicts[r.verdict], bytes: r.bytes, addr: r.addr, port: r.port, aux: r.aux }));
 }

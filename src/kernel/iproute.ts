@@ -1,0 +1,100 @@
+// The one way weft changes kernel state: iproute2 (`ip -json` to read, `ip -batch` and
+// `bridge -batch` to write) and `nft -f`. Everything that programs links, addresses, routes,
+// neighbours, FDB entries or nftables goes through a Kernel, so what weft does to a host can be
+// read in one place and replayed by hand. A Kernel can target a named network namespace (`-n`),
+// which the lab (demo, tests, benchmarks) uses; the agent itself runs inside its host's namespace.
+import { execFile } from "node:child_process";
+import { WeftError } from "../errors.js";
+
+export interface KernelOptions {
+  /** Network namespace name (as `ip netns` lists it); the current one when absent. */
+  netns?: string;
+}
+
+/** A command run and what it said; failures carry it for the error message. */
+interface RunResult {
+  stdout: string;
+  stderr: string;
+  code: number;
+}
+
+function run(cmd: string, args: string[], input?: string): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(cmd, args, { maxBuffer: 256 << 20 }, (error, stdout, stderr) => {
+      if (error && typeof error.code !== "number") {
+        reject(new WeftError("KERNEL_TOOL_MISSING", `cannot run ${cmd}: ${error.message}; install iproute2 and nftables (apt-get install iproute2 nftables)`, { cause: error }));
+        return;
+      }
+      resolve({ stdout, stderr, code: error ? Number(error.code) : 0 });
+    });
+    if (input !== undefined) child.stdin!.end(input);
+  });
+}
+
+export class Kernel {
+  constructor(readonly opts: KernelOptions = {}) {}
+
+  private nsArgs(): string[] {
+    return this.opts.netns ? ["-n", this.opts.netns] : [];
+  }
+
+  /** `ip -json <args>` parsed; an empty answer is an empty list. */
+  async ipJson<T = unknown[]>(args: string[]): Promise<T> {
+    const r = await run("ip", [...this.nsArgs(), "-json", ...args]);
+    if (r.code !== 0) throw commandError("ip", args.join(" "), r);
+    return (r.stdout.trim() ? JSON.parse(r.stdout) : []) as T;
+  }
+
+  /** `bridge -json <args>` parsed. */
+  async bridgeJson<T = unknown[]>(args: string[]): Promise<T> {
+    const r = await run("bridge", [...this.nsArgs(), "-json", ...args]);
+    if (r.code !== 0) throw commandError("bridge", args.join(" "), r);
+    return (r.stdout.trim() ? JSON.parse(r.stdout) : []) as T;
+  }
+
+  /** Applies `ip` commands (without the leading "ip") in one `ip -batch`; stops at the first failure. */
+  ipBatch(lines: string[]): Promise<void> {
+    return this.batch("ip", lines);
+  }
+
+  /** Applies `bridge` commands (fdb ...) in one `bridge -batch`. */
+  bridgeBatch(lines: string[]): Promise<void> {
+    return this.batch("bridge", lines);
+  }
+
+  /** Applies an nftables script atomically (`nft -f -`: all of it or none). */
+  async nft(script: string): Promise<void> {
+    const args = this.opts.netns ? ["netns", "exec", this.opts.netns, "nft", "-f", "-"] : ["-f", "-"];
+    const r = await run(this.opts.netns ? "ip" : "nft", args, script);
+    if (r.code !== 0) throw commandError("nft", script.split("\n")[0] + " ...", r);
+  }
+
+  /** `nft -j list ...` parsed. */
+  async nftJson<T = unknown>(args: string[]): Promise<T> {
+    const nftArgs = ["-j", "list", ...args];
+    const r = this.opts.netns ? await run("ip", ["netns", "exec", this.opts.netns, "nft", ...nftArgs]) : await run("nft", nftArgs);
+    if (r.code !== 0) throw commandError("nft", nftArgs.join(" "), r);
+    return JSON.parse(r.stdout) as T;
+  }
+
+  /** Sets a sysctl (e.g. net.ipv4.ip_forward) in this namespace. */
+  async sysctl(key: string, value: string | number): Promise<void> {
+    const args = ["-q", "-w", `${key}=${value}`];
+    const r = this.opts.netns ? await run("ip", ["netns", "exec", this.opts.netns, "sysctl", ...args]) : await run("sysctl", args);
+    if (r.code !== 0) throw commandError("sysctl", args.join(" "), r);
+  }
+
+  private async batch(tool: "ip" | "bridge", lines: string[]): Promise<void> {
+    if (lines.length === 0) return;
+    const r = await run(tool, [...this.nsArgs(), "-batch", "-"], lines.join("\n") + "\n");
+    if (r.code === 0) return;
+    const at = /Command failed -:(\d+)/.exec(r.stderr);
+    const line = at ? lines[Number(at[1]) - 1] : lines.join("; ");
+    throw commandError(tool, line, r);
+  }
+}
+
+function commandError(tool: string, command: string, r: RunResult): WeftError {
+  const said = r.stderr.replace(/Command failed -:\d+\s*/g, "").trim() || `exit code ${r.code}`;
+  return new WeftError("KERNEL_COMMAND_FAILED", `\`${tool} ${command}\` failed: ${said}`);
+}

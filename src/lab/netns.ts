@@ -1,0 +1,93 @@
+// Network namespaces that weft's own tools create — the demo cluster, benchmarks and tests: each
+// with a unique name, nothing ever in the root namespace, and all of them removed when the tool
+// is done, also when it fails or is interrupted (SIGINT, SIGTERM, exit).
+import { execFile, execFileSync } from "node:child_process";
+import { promisify } from "node:util";
+import { Kernel } from "../kernel/iproute.js";
+
+const run = promisify(execFile);
+const live = new Set<string>();
+let counter = 0;
+let hooked = false;
+
+function removeAllSync(): void {
+  for (const name of live) {
+    try {
+      execFileSync("ip", ["netns", "del", name], { stdio: "ignore" });
+    } catch {
+      // already gone
+    }
+  }
+  live.clear();
+}
+
+function hookExit(): void {
+  if (hooked) return;
+  hooked = true;
+  process.once("exit", removeAllSync);
+  for (const sig of ["SIGINT", "SIGTERM"] as const) {
+    process.once(sig, () => {
+      removeAllSync();
+      process.kill(process.pid, sig);
+    });
+  }
+}
+
+/** A namespace owned by this process. */
+export class Netns {
+  readonly kernel: Kernel;
+
+  private constructor(readonly name: string) {
+    this.kernel = new Kernel({ netns: name });
+  }
+
+  /** Creates `weft-<tag>-<pid>-<n>` with its loopback up. */
+  static async create(tag: string): Promise<Netns> {
+    hookExit();
+    const name = `weft-${tag}-${process.pid}-${++counter}`;
+    await run("ip", ["netns", "add", name]);
+    live.add(name);
+    const ns = new Netns(name);
+    await ns.ip("link set lo up");
+    return ns;
+  }
+
+  /** Runs `ip -n <ns> <args>` (args split on spaces). */
+  async ip(args: string): Promise<string> {
+    const { stdout } = await run("ip", ["-n", this.name, ...args.split(/\s+/)]);
+    return stdout;
+  }
+
+  /** Runs a program inside the namespace and returns its stdout. */
+  async exec(argv: string[], opts: { timeoutMs?: number } = {}): Promise<string> {
+    const { stdout } = await run("ip", ["netns", "exec", this.name, ...argv], {
+      timeout: opts.timeoutMs ?? 30_000,
+      maxBuffer: 64 << 20,
+    });
+    return stdout;
+  }
+
+  /** argv that runs a program inside the namespace (for spawn). */
+  wrap(argv: string[]): string[] {
+    return ["ip", "netns", "exec", this.name, ...argv];
+  }
+
+  /** The namespace's path, for entering it (setns) from this process. */
+  get path(): string {
+    return `/run/netns/${this.name}`;
+  }
+
+  async destroy(): Promise<void> {
+    if (!live.delete(this.name)) return;
+    await run("ip", ["netns", "del", this.name]).catch(() => undefined);
+  }
+}
+
+/** Joins two namespaces with a veth pair and gives each end an address. */
+export async function vethPair(a: Netns, aIf: string, aAddr: string, b: Netns, bIf: string, bAddr: string): Promise<void> {
+  await a.ip(`link add ${aIf} type veth peer name ${bIf} netns ${b.name}`);
+  await a.ip(`addr add ${aAddr} dev ${aIf}`);
+  await b.ip(`addr add ${bAddr} dev ${bIf}`);
+  await a.ip(`link set ${aIf} up`);
+  await b.ip(`link set ${bIf} up`);
+}
