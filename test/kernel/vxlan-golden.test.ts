@@ -3,9 +3,9 @@
 // What the kernel sends must decapsulate to the exact inner packets, our encapsulation of those
 // packets must equal the kernel's bytes, and the kernel must accept what we encapsulate.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { formatMac } from "../../src/net/ipv4.js";
 import { buildIpv4 } from "../reference/build.js";
 import { internetChecksum } from "../reference/checksum.js";
+import { flannelVxlanHost, flannelVxlanPeer } from "../support/flannel-vxlan.js";
 import { Netns, canUseNetns, vethPair } from "../support/netns.js";
 import { loadBatch, makeRig, readBatch, type Rig } from "../support/hotpath.js";
 import { udpPeer } from "../support/udp-peer.js";
@@ -38,13 +38,8 @@ describe.skipIf(!canUseNetns())("VXLAN against the Linux kernel's vxlan device",
     a = await Netns.create("gold-a");
     b = await Netns.create("gold-b");
     await vethPair(a, "ul0", "198.18.0.1/24", b, "ul0", "198.18.0.2/24");
-    // flannel's vxlan device, neighbour, FDB entry and route, as in shared/seeds.
-    await a.ip(`link add flannel.1 address ${formatMac(A_MAC)} type vxlan id ${VNI} local 198.18.0.1 dev ul0 dstport 8472 nolearning`);
-    await a.ip("addr add 198.19.1.0/32 dev flannel.1");
-    await a.ip("link set flannel.1 up");
-    await a.ip(`neigh add 198.19.2.0 lladdr ${formatMac(B_MAC)} dev flannel.1 nud permanent`);
-    await a.exec(["bridge", "fdb", "append", formatMac(B_MAC), "dev", "flannel.1", "dst", "198.18.0.2", "self", "permanent"]);
-    await a.ip("route add 198.19.2.0/24 via 198.19.2.0 dev flannel.1 onlink");
+    await flannelVxlanHost(a, { vni: VNI, dev: "ul0", local: A_UNDERLAY, subnet: { addr: A_TUNNEL, len: 24 }, vtepMac: A_MAC });
+    await flannelVxlanPeer(a, VNI, { subnet: { addr: B_TUNNEL, len: 24 }, underlay: B_UNDERLAY, vtepMac: B_MAC });
   });
 
   afterAll(async () => {

@@ -1,0 +1,21 @@
+{
+  "targets": [
+    {
+      "target_name": "weft_io",
+      "sources": [
+        "src/addon.cc",
+        "src/args.cc",
+        "src/batch.cc",
+        "src/errors.cc",
+        "src/fd.cc",
+        "src/netns.cc",
+        "src/tun.cc",
+        "src/udp.cc",
+        "src/wait.cc"
+      ],
+      "dependencies": ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"],
+      "defines": ["NAPI_VERSION=8"],
+      "cflags_cc": ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror"]
+    }
+  ]
+}

@@ -1,0 +1,44 @@
+// The (buf, descs, first, count) arguments of every batch call, checked in full before any
+// syscall. Each descriptor is copied into a Slot first: the descriptor array may live in the same
+// (shared) memory that packets are read into, so later reads must not act on unchecked values.
+#pragma once
+
+#include <napi.h>
+
+#include <cstdint>
+
+#include "descriptor.h"
+
+namespace weft {
+
+enum class Access {
+  kRead,   // fill [OFF, OFF+CAP); CAP must be at least 1
+  kWrite,  // send [OFF, OFF+LEN)
+};
+
+struct Slot {
+  uint8_t* data;    // buf + OFF
+  uint32_t size;    // CAP for reads, LEN for writes
+  uint32_t addr;    // ADDR as read at validation
+  int32_t port;     // PORT as read at validation (unchecked: sockets check their own range)
+  int32_t flags;    // FLAGS as read at validation
+  int32_t* desc;    // the descriptor, for writing results back
+};
+
+class Batch {
+ public:
+  // Reads info[at .. at+3]. `header` bytes in front of OFF belong to the packet too (the
+  // virtio_net_hdr on TUN queues with IFF_VNET_HDR), so OFF must be at least `header`.
+  Batch(const Napi::CallbackInfo& info, size_t at, Access access, int32_t header);
+
+  uint32_t first() const { return first_; }
+  uint32_t count() const { return count_; }
+  const Slot& operator[](uint32_t i) const { return slots_[i]; }
+
+ private:
+  uint32_t first_ = 0;
+  uint32_t count_ = 0;
+  Slot slots_[kMaxBatch];
+};
+
+}  // namespace weft

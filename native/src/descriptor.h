@@ -1,0 +1,31 @@
+// The batch descriptor, mirrored from assembly/descriptor.ts (the source of truth). Offsets here are
+// in i32 words; the addon exports them as byte offsets like descriptor.ts, and
+// test/io/descriptor.test.ts checks both against the Wasm module's exports.
+#pragma once
+
+#include <cstdint>
+
+namespace weft {
+
+constexpr int32_t kDescBytes = 32;
+constexpr int32_t kDescWords = kDescBytes / 4;
+constexpr int32_t kOff = 0;
+constexpr int32_t kCap = 1;
+constexpr int32_t kLen = 2;
+constexpr int32_t kAddr = 3;
+constexpr int32_t kPort = 4;
+constexpr int32_t kFlags = 5;
+constexpr int32_t kVerdict = 6;
+constexpr int32_t kAux = 7;
+constexpr int32_t kHeadroom = 64;
+constexpr int32_t kMaxBatch = 256;
+
+// FLAGS bits 0..15 on UDP descriptors: the GSO segment size (send: split into datagrams of this
+// size with UDP_SEGMENT; receive: the size the kernel coalesced with UDP_GRO). 0 = one datagram.
+constexpr int32_t kFlagsSegmentMask = 0xffff;
+
+// The virtio_net_hdr (v1 layout, 12 bytes) that rides in front of OFF on TUN queues opened with
+// IFF_VNET_HDR; it fits well inside the headroom.
+constexpr int32_t kVnetHdrBytes = 12;
+
+}  // namespace weft

@@ -1,0 +1,159 @@
+// TUN queues: IFF_TUN | IFF_NO_PI, optionally IFF_MULTI_QUEUE (one fd per queue, one queue per
+// worker) and IFF_VNET_HDR (a 12-byte virtio_net_hdr in the slot bytes just before OFF).
+// There is no batched read for TUN in the kernel: a batch is one syscall per packet, but one
+// N-API crossing per batch.
+#include <fcntl.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "args.h"
+#include "batch.h"
+#include "errors.h"
+#include "modules.h"
+#include "syscall.h"
+
+// Newer than the headers on some build machines (Linux 6.2).
+#ifndef TUN_F_USO4
+#define TUN_F_USO4 0x20
+#endif
+#ifndef TUN_F_USO6
+#define TUN_F_USO6 0x40
+#endif
+
+namespace weft {
+
+namespace {
+
+std::string SetIffHint(int err, const std::string& name) {
+  switch (err) {
+    case EPERM:
+    case EACCES:
+      return "creating or attaching TUN device " + name + " needs CAP_NET_ADMIN: run weft as root";
+    case EBUSY:
+      return "device " + name + " is held by another process, or every queue is taken: close the other owner or pick another name";
+    case EINVAL:
+      return "device " + name + " exists with other flags (multi-queue or not, TUN or TAP): delete it (ip link del " + name +
+             ") or open it with the same options";
+    default:
+      return "";
+  }
+}
+
+// Returns { fd, name }: the kernel picks the name when `name` holds a %d pattern.
+Napi::Value TunOpen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name = StringArg(info, 0, "name");
+  bool multiQueue = BoolArg(info, 1, "multiQueue");
+  bool vnetHdr = BoolArg(info, 2, "vnetHdr");
+  if (name.empty() || name.size() >= IFNAMSIZ) {
+    ThrowRangeError(env, "a device name has 1 to " + std::to_string(IFNAMSIZ - 1) + " bytes, got \"" + name + "\"");
+  }
+  int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    int err = errno;
+    ThrowSyscallError(env, err, "open", "open /dev/net/tun",
+                      err == ENOENT ? "the TUN driver is missing: load it (modprobe tun) or create /dev/net/tun" : "");
+  }
+  struct ifreq ifr {};
+  std::memcpy(ifr.ifr_name, name.data(), name.size());
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (multiQueue ? IFF_MULTI_QUEUE : 0) | (vnetHdr ? IFF_VNET_HDR : 0);
+  if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+    int err = errno;
+    close(fd);
+    ThrowSyscallError(env, err, "ioctl", "TUNSETIFF " + name, SetIffHint(err, name));
+  }
+  int hdrSize = kVnetHdrBytes;
+  if (vnetHdr && ioctl(fd, TUNSETVNETHDRSZ, &hdrSize) < 0) {
+    int err = errno;
+    close(fd);
+    ThrowSyscallError(env, err, "ioctl", "TUNSETVNETHDRSZ " + name, "");
+  }
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("fd", Napi::Number::New(env, fd));
+  result.Set("name", Napi::String::New(env, ifr.ifr_name));
+  return result;
+}
+
+Napi::Value TunSetOffload(const Napi::CallbackInfo& info) {
+  int fd = FdArg(info, 0);
+  auto flags = static_cast<unsigned long>(IntArg(info, 1, "flags", 0, 0xff));
+  if (ioctl(fd, TUNSETOFFLOAD, flags) < 0) {
+    int err = errno;
+    ThrowSyscallError(info.Env(), err, "ioctl", "TUNSETOFFLOAD " + std::to_string(flags),
+                      err == EINVAL ? "the kernel refuses these offloads (USO4 and USO6 only together and from Linux 6.2 on, TSO only with CSUM): leave them out" : "");
+  }
+  return info.Env().Undefined();
+}
+
+int32_t HeaderArg(const Napi::CallbackInfo& info, size_t i) {
+  int32_t header = static_cast<int32_t>(IntArg(info, i, "header", 0, kVnetHdrBytes));
+  if (header != 0 && header != kVnetHdrBytes) {
+    ThrowRangeError(info.Env(), "header must be 0 or " + std::to_string(kVnetHdrBytes));
+  }
+  return header;
+}
+
+// One packet per read/readv or write/writev; EINTR is retried.
+ssize_t Transfer(int fd, const Slot& slot, int32_t header, bool write) {
+  iovec iov[2] = {{slot.data - header, static_cast<size_t>(header)}, {slot.data, slot.size}};
+  const iovec* first = header > 0 ? iov : iov + 1;
+  int n = header > 0 ? 2 : 1;
+  return RetryOnEintr([&] { return write ? writev(fd, first, n) : readv(fd, first, n); });
+}
+
+// Shared by read and write: stops at EAGAIN; another error ends the batch, and is thrown only when
+// it hit the first packet (so the caller sees it, with the packet's index, on its next call).
+uint32_t RunBatch(const Napi::CallbackInfo& info, bool write) {
+  int fd = FdArg(info, 0);
+  int32_t header = HeaderArg(info, 5);
+  Batch batch(info, 1, write ? Access::kWrite : Access::kRead, header);
+  uint32_t done = 0;
+  for (; done < batch.count(); done++) {
+    const Slot& slot = batch[done];
+    ssize_t n = Transfer(fd, slot, header, write);
+    if (n < 0) {
+      int err = errno;
+      if (err == EAGAIN || done > 0) break;
+      ThrowSyscallError(info.Env(), err, write ? "writev" : "readv",
+                        std::string(write ? "TUN write" : "TUN read") + " of descriptor " + std::to_string(batch.first()) +
+                            " on fd " + std::to_string(fd),
+                        err == EINVAL && write ? "the kernel rejected this packet (not IPv4/IPv6, or a bad virtio_net_hdr): drop it and go on with the next"
+                        : err == EBADFD ? "the queue is detached or its device deleted: reopen it"
+                                        : "");
+    }
+    // A packet longer than CAP arrives cut to CAP bytes (the kernel returns what it copied); its IP
+    // length then disagrees with LEN and the hot path drops it.
+    if (!write) slot.desc[kLen] = static_cast<int32_t>(n - header);
+  }
+  return done;
+}
+
+Napi::Value TunRead(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), RunBatch(info, false));
+}
+
+Napi::Value TunWrite(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), RunBatch(info, true));
+}
+
+}  // namespace
+
+void RegisterTun(Napi::Env env, Napi::Object exports) {
+  exports.Set("tunOpen", Napi::Function::New(env, TunOpen, "tunOpen"));
+  exports.Set("tunSetOffload", Napi::Function::New(env, TunSetOffload, "tunSetOffload"));
+  exports.Set("tunRead", Napi::Function::New(env, TunRead, "tunRead"));
+  exports.Set("tunWrite", Napi::Function::New(env, TunWrite, "tunWrite"));
+  SetConstant(env, exports, "TUN_F_CSUM", TUN_F_CSUM);
+  SetConstant(env, exports, "TUN_F_TSO4", TUN_F_TSO4);
+  SetConstant(env, exports, "TUN_F_TSO6", TUN_F_TSO6);
+  SetConstant(env, exports, "TUN_F_USO4", TUN_F_USO4);
+  SetConstant(env, exports, "TUN_F_USO6", TUN_F_USO6);
+}
+
+}  // namespace weft

@@ -1,0 +1,106 @@
+// Sleeping without spinning: a worker thread blocks in poll() until one of its fds is readable,
+// its eventfd waker is signalled, or the timeout passes. Blocking is for worker threads only:
+// src/io/wait.ts refuses a blocking wait on the main thread.
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <algorithm>
+#include <cstdint>
+
+#include "args.h"
+#include "errors.h"
+#include "modules.h"
+#include "syscall.h"
+
+namespace weft {
+
+namespace {
+
+constexpr int kMaxWaitFds = 30;
+constexpr int32_t kWoken = 1 << 30;
+
+int64_t NowMs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+// wait(fds, wakeFd, timeoutMs) -> bit i set when fds[i] is readable (or has an error pending, so
+// that the next read reports it), WAIT_WOKEN when wakeFd is. 0 = timed out. wakeFd -1 = none,
+// timeoutMs -1 = no timeout. The waker is not drained here: a stop request stays visible.
+Napi::Value Wait(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsArray()) ThrowTypeError(env, "fds must be an array of file descriptors");
+  auto fds = info[0].As<Napi::Array>();
+  if (fds.Length() > kMaxWaitFds) ThrowRangeError(env, "wait takes at most " + std::to_string(kMaxWaitFds) + " fds");
+  pollfd polls[kMaxWaitFds + 1];
+  int count = static_cast<int>(fds.Length());
+  for (int i = 0; i < count; i++) {
+    int64_t fd = IntValue(env, fds[static_cast<uint32_t>(i)], "fds[" + std::to_string(i) + "]", 0, INT32_MAX);
+    polls[i] = {static_cast<int>(fd), POLLIN, 0};
+  }
+  int wakeFd = static_cast<int>(IntArg(info, 1, "wakeFd", -1, INT32_MAX));
+  polls[count] = {wakeFd, POLLIN, 0};  // poll() ignores a negative fd
+  int timeoutMs = static_cast<int>(IntArg(info, 2, "timeoutMs", -1, INT32_MAX));
+
+  const int64_t deadline = NowMs() + timeoutMs;
+  int rc;
+  for (;;) {
+    rc = poll(polls, count + 1, timeoutMs);
+    if (rc >= 0 || errno != EINTR) break;
+    if (timeoutMs > 0) timeoutMs = static_cast<int>(std::max<int64_t>(0, deadline - NowMs()));
+  }
+  if (rc < 0) ThrowSyscallError(env, errno, "poll", "poll", "");
+  int32_t mask = 0;
+  for (int i = 0; i <= count; i++) {
+    if (polls[i].revents & POLLNVAL) {
+      ThrowSyscallError(env, EBADF, "poll", "wait on fd " + std::to_string(polls[i].fd),
+                        "that fd is not open (closed while another thread waits on it?)");
+    }
+    if (polls[i].revents & (POLLIN | POLLERR | POLLHUP)) mask |= i < count ? 1 << i : kWoken;
+  }
+  return Napi::Number::New(env, mask);
+}
+
+Napi::Value WakerOpen(const Napi::CallbackInfo& info) {
+  int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (fd < 0) ThrowSyscallError(info.Env(), errno, "eventfd", "eventfd", "");
+  return Napi::Number::New(info.Env(), fd);
+}
+
+// Any thread may signal; the eventfd counter saturates harmlessly (EAGAIN) when never drained.
+Napi::Value WakerSignal(const Napi::CallbackInfo& info) {
+  int fd = FdArg(info, 0);
+  uint64_t one = 1;
+  ssize_t rc = RetryOnEintr([&] { return write(fd, &one, sizeof one); });
+  if (rc < 0 && errno != EAGAIN) ThrowSyscallError(info.Env(), errno, "write", "signal waker fd " + std::to_string(fd), "");
+  return info.Env().Undefined();
+}
+
+// Resets the waker; returns how many signals it had collected (0 when none).
+Napi::Value WakerDrain(const Napi::CallbackInfo& info) {
+  int fd = FdArg(info, 0);
+  uint64_t count = 0;
+  ssize_t rc = RetryOnEintr([&] { return read(fd, &count, sizeof count); });
+  if (rc < 0) {
+    if (errno == EAGAIN) return Napi::Number::New(info.Env(), 0);
+    ThrowSyscallError(info.Env(), errno, "read", "drain waker fd " + std::to_string(fd), "");
+  }
+  return Napi::Number::New(info.Env(), static_cast<double>(count));
+}
+
+}  // namespace
+
+void RegisterWait(Napi::Env env, Napi::Object exports) {
+  exports.Set("wait", Napi::Function::New(env, Wait, "wait"));
+  exports.Set("wakerOpen", Napi::Function::New(env, WakerOpen, "wakerOpen"));
+  exports.Set("wakerSignal", Napi::Function::New(env, WakerSignal, "wakerSignal"));
+  exports.Set("wakerDrain", Napi::Function::New(env, WakerDrain, "wakerDrain"));
+  SetConstant(env, exports, "WAIT_WOKEN", kWoken);
+  SetConstant(env, exports, "WAIT_MAX_FDS", kMaxWaitFds);
+}
+
+}  // namespace weft

@@ -1,0 +1,220 @@
+// weft's userspace dataplane (backends `wasm-vxlan` and `udp`): a multi-queue TUN device and one
+// SO_REUSEPORT UDP socket per queue, a piscina pool with one long-running task per queue
+// (worker.ts), and the shared hot-path memory holding the route table, the per-queue contexts,
+// batches and counters. The control thread changes peers while workers forward; a worker that
+// dies is replaced and its queue resumes.
+import { availableParallelism } from "node:os";
+import { Piscina } from "piscina";
+import type { Logger } from "pino";
+import { WeftError } from "../errors.js";
+import { Arena } from "../hotpath/arena.js";
+import { PacketBatch } from "../hotpath/batch.js";
+import { DataplaneContext, type DirectionCounters } from "../hotpath/context.js";
+import { HotPath, createHotPathMemory } from "../hotpath/module.js";
+import { RouteTable } from "../hotpath/route-table.js";
+import { TunQueue } from "../io/tun.js";
+import { UdpSocket } from "../io/udp.js";
+import { Waker } from "../io/wait.js";
+import type { Kernel } from "../kernel/iproute.js";
+import { formatIpv4, type Ipv4Prefix } from "../net/ipv4.js";
+import { projectFile } from "../paths.js";
+import { PeerTable, type DataplanePeer } from "./peers.js";
+import { IO_COUNTER, IO_COUNTER_SLOTS, type QueueTask, type WireFormat } from "./queue-task.js";
+
+export interface UserspaceDataplaneOptions {
+  format: WireFormat;
+  /** TUN device name (e.g. weft0). */
+  tunName: string;
+  /** MTU of the TUN device: underlay MTU - 50 (vxlan) or - 28 (udp). */
+  mtu: number;
+  /** The whole pod network; its route goes to the TUN device. */
+  network: Ipv4Prefix;
+  /** This node's subnet; its network address is the TUN device's address and the ICMP source. */
+  subnet: Ipv4Prefix;
+  /** Underlay address and UDP port to receive on (8472 vxlan, 8285 udp). */
+  listenAddr: number;
+  port: number;
+  vni: number;
+  /** This node's VTEP MAC (vxlan). */
+  vtepMac: Uint8Array;
+  /** Worker threads = TUN queues = sockets. Default: number of cores. */
+  workers?: number;
+  /** Most peers at once. Default 4096. */
+  maxPeers?: number;
+  /** Packets per batch (1..256). Default 64. */
+  batchSize?: number;
+  antiSpoof?: boolean;
+  logger?: Logger;
+}
+
+export interface DataplaneCounters {
+  tx: DirectionCounters;
+  rx: DirectionCounters;
+  peers: Record<string, { txPackets: bigint; txBytes: bigint; rxPackets: bigint; rxBytes: bigint }>;
+  io: Record<keyof typeof IO_COUNTER, bigint>;
+  workerRestarts: number;
+}
+
+interface Queue {
+  task: QueueTask;
+  ctx: DataplaneContext;
+  tun: TunQueue;
+  udp: UdpSocket;
+  waker: Waker;
+  running?: Promise<void>;
+}
+
+/** Slot bytes: headroom + the largest frame the TUN MTU allows + encapsulation, rounded up. */
+const SLOT_BYTES = 2048;
+
+export class UserspaceDataplane {
+  readonly workers: number;
+  private readonly hp: HotPath;
+  private readonly routes: RouteTable;
+  private readonly peers: PeerTable;
+  private readonly queues: Queue[] = [];
+  private readonly stopWord: Int32Array;
+  private pool?: Piscina;
+  private restarts = 0;
+  private stopping = false;
+
+  /**
+   * Builds the shared memory and opens the TUN queues and sockets in the calling thread's network
+   * namespace (synchronous, so a caller can wrap it in withNetns). Nothing runs until start().
+   */
+  constructor(private readonly opts: UserspaceDataplaneOptions) {
+    this.workers = opts.workers ?? availableParallelism();
+    const maxPeers = opts.maxPeers ?? 4096;
+    const batch = opts.batchSize ?? 64;
+    if (opts.mtu + 64 + 22 > SLOT_BYTES) throw new WeftError("DATAPLANE_MTU", `MTU ${opts.mtu} does not fit the ${SLOT_BYTES}-byte packet slots; use an MTU of at most ${SLOT_BYTES - 86}`);
+    this.hp = new HotPath(createHotPathMemory());
+    const arena = new Arena(this.hp);
+    this.routes = new RouteTable(this.hp, arena, { tbl8Groups: 256, maxRules: maxPeers * 2, maxNextHops: maxPeers });
+    this.peers = new PeerTable(this.routes, maxPeers);
+    const stopAt = arena.alloc(4);
+    this.stopWord = new Int32Array(this.hp.memory.buffer, stopAt, 1);
+    const tuns = TunQueue.openQueues(opts.tunName, this.workers);
+    try {
+      for (let q = 0; q < this.workers; q++) {
+        const ctx = new DataplaneContext(this.hp, arena, {
+          routes: this.routes.base, vni: opts.vni, localAddr: opts.subnet.addr, mac: opts.vtepMac,
+          antiSpoof: opts.antiSpoof ?? true, peerSlots: maxPeers,
+        });
+        const tx = new PacketBatch(this.hp, arena, batch, SLOT_BYTES);
+        const rx = new PacketBatch(this.hp, arena, batch, SLOT_BYTES);
+        const ioCounters = arena.alloc(IO_COUNTER_SLOTS * 8);
+        this.hp.bytes().fill(0, ioCounters, ioCounters + IO_COUNTER_SLOTS * 8);
+        const udp = UdpSocket.open({ address: opts.listenAddr, port: opts.port, reusePort: true, rcvbuf: 4 << 20, sndbuf: 4 << 20 });
+        const waker = Waker.open();
+        const region = (b: PacketBatch) => ({ descs: b.descs, slots: b.slots, size: b.size, stride: b.stride });
+        this.queues.push({
+          ctx, tun: tuns[q], udp, waker,
+          task: {
+            queue: q, format: opts.format, memory: this.hp.memory, ctx: ctx.ptr, tx: region(tx), rx: region(rx),
+            ioCounters, stopWord: stopAt, tunFd: tuns[q].fd, udpFd: udp.fd, wakeFd: waker.fd,
+          },
+        });
+      }
+    } catch (error) {
+      this.closeIo(tuns);
+      throw error;
+    }
+  }
+
+  /** Brings the TUN device up with its address and MTU (through `kernel`) and starts the workers. */
+  async start(kernel: Kernel): Promise<void> {
+    const { tunName, mtu, subnet, network } = this.opts;
+    // Like flannel's udp backend: the device holds the subnet's network address with the whole
+    // network's prefix length, so the kernel routes every other subnet of the network to it.
+    await kernel.ipBatch([
+      `link set ${tunName} mtu ${mtu}`,
+      `addr add ${formatIpv4(subnet.addr)}/${network.len} dev ${tunName}`,
+      `link set ${tunName} up`,
+    ]);
+    this.pool = new Piscina({
+      filename: projectFile("dist", "src", "dataplane", "worker.js"),
+      minThreads: this.workers,
+      maxThreads: this.workers,
+      idleTimeout: Number.POSITIVE_INFINITY,
+    });
+    for (const q of this.queues) q.running = this.supervise(q);
+    this.opts.logger?.info({ workers: this.workers, format: this.opts.format, tun: tunName }, "userspace dataplane started");
+  }
+
+  /** Adds or updates a peer; reaches every worker at once (shared route table). */
+  setPeer(peer: DataplanePeer): void {
+    this.peers.set(peer);
+  }
+
+  removePeer(name: string): boolean {
+    return this.peers.remove(name);
+  }
+
+  listPeers(): Array<DataplanePeer & { nextHop: number }> {
+    return this.peers.list();
+  }
+
+  /** The pool's worker threads (for tests that kill one). */
+  get threads(): readonly { terminate(): Promise<number> }[] {
+    return this.pool?.threads ?? [];
+  }
+
+  counters(): DataplaneCounters {
+    const sumDir = (get: (c: DataplaneContext) => DirectionCounters): DirectionCounters => {
+      const all = this.queues.map((q) => get(q.ctx));
+      const packets: Record<string, bigint> = {};
+      for (const c of all) for (const [k, v] of Object.entries(c.packets)) packets[k] = (packets[k] ?? 0n) + v;
+      return { packets, bytesForwarded: all.reduce((n, c) => n + c.bytesForwarded, 0n) };
+    };
+    const peers: DataplaneCounters["peers"] = {};
+    for (const p of this.peers.list()) {
+      const per = this.queues.map((q) => q.ctx.peer(p.nextHop));
+      peers[p.name] = {
+        txPackets: per.reduce((n, c) => n + c.tx.packets, 0n), txBytes: per.reduce((n, c) => n + c.tx.bytes, 0n),
+        rxPackets: per.reduce((n, c) => n + c.rx.packets, 0n), rxBytes: per.reduce((n, c) => n + c.rx.bytes, 0n),
+      };
+    }
+    const io = {} as DataplaneCounters["io"];
+    for (const [name, slot] of Object.entries(IO_COUNTER) as Array<[keyof typeof IO_COUNTER, number]>) {
+      io[name] = this.queues.reduce((n, q) => n + new BigUint64Array(this.hp.memory.buffer, q.task.ioCounters, IO_COUNTER_SLOTS)[slot], 0n);
+    }
+    return { tx: sumDir((c) => c.tx()), rx: sumDir((c) => c.rx()), peers, io, workerRestarts: this.restarts };
+  }
+
+  /** Stops the workers (they wake and return within the idle wait), closes the TUN device and sockets. */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    Atomics.store(this.stopWord, 0, 1);
+    for (const q of this.queues) q.waker.signal();
+    await Promise.all(this.queues.map((q) => q.running));
+    await this.pool?.destroy();
+    this.closeIo(this.queues.map((q) => q.tun));
+    this.opts.logger?.info("userspace dataplane stopped");
+  }
+
+  /** Runs a queue's task; when it fails (exception, trap, killed thread) runs it again. */
+  private async supervise(q: Queue): Promise<void> {
+    let backoff = 10;
+    while (!this.stopping) {
+      try {
+        await this.pool!.run(q.task);
+        return;
+      } catch (error) {
+        if (this.stopping) return;
+        this.restarts++;
+        this.opts.logger?.warn({ queue: q.task.queue, err: error }, "dataplane worker died; restarting its queue");
+        await new Promise((r) => setTimeout(r, backoff));
+        backoff = Math.min(backoff * 2, 1000);
+      }
+    }
+  }
+
+  private closeIo(tuns: TunQueue[]): void {
+    for (const t of tuns) t.close();
+    for (const q of this.queues) {
+      q.udp.close();
+      q.waker.close();
+    }
+  }
+}

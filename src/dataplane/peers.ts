@@ -1,0 +1,69 @@
+// Peers as the userspace dataplane knows them: each peer gets a next-hop index (a record with its
+// underlay address, UDP port and VTEP MAC) and a route for its subnet to that index. The control
+// side changes them while workers forward; the route table's seqlock publishes each change whole.
+import { WeftError } from "../errors.js";
+import { formatPrefix, prefixesOverlap, type Ipv4Prefix } from "../net/ipv4.js";
+import type { RouteTable } from "../hotpath/route-table.js";
+
+export interface DataplanePeer {
+  /** Node name, the peer's identity. */
+  name: string;
+  subnet: Ipv4Prefix;
+  /** Underlay IPv4 address (number). */
+  underlay: number;
+  /** UDP port the peer receives on. */
+  port: number;
+  /** VTEP MAC (wasm-vxlan); ignored by the udp format. */
+  vtepMac?: Uint8Array;
+}
+
+interface Entry {
+  peer: DataplanePeer;
+  nextHop: number;
+}
+
+const NO_MAC = new Uint8Array(6);
+
+export class PeerTable {
+  private readonly byName = new Map<string, Entry>();
+  private readonly free: number[];
+
+  constructor(private readonly routes: RouteTable, slots: number) {
+    // Lowest indices first, so per-peer counters stay dense.
+    this.free = Array.from({ length: slots }, (_, i) => slots - 1 - i);
+  }
+
+  /** Adds a peer or updates it (new address, MAC or subnet). */
+  set(peer: DataplanePeer): void {
+    const old = this.byName.get(peer.name);
+    for (const [name, e] of this.byName) {
+      if (name !== peer.name && prefixesOverlap(e.peer.subnet, peer.subnet)) {
+        throw new WeftError("DATAPLANE_SUBNET_OVERLAP", `peer ${peer.name}'s subnet ${formatPrefix(peer.subnet)} overlaps ${name}'s ${formatPrefix(e.peer.subnet)}; the lease layer must never allow this`);
+      }
+    }
+    const nextHop = old ? old.nextHop : this.free.pop();
+    if (nextHop === undefined) throw new WeftError("DATAPLANE_PEERS_FULL", `no next-hop slot left for peer ${peer.name}; start the dataplane with more peer slots`);
+    // Next hop first, then the route to it: a reader never finds a route to an empty record.
+    this.routes.setNextHop(nextHop, { ip: peer.underlay, port: peer.port, mac: peer.vtepMac ?? NO_MAC });
+    if (old && (old.peer.subnet.addr !== peer.subnet.addr || old.peer.subnet.len !== peer.subnet.len)) {
+      this.routes.delete(old.peer.subnet);
+    }
+    this.routes.replace(peer.subnet, nextHop);
+    this.byName.set(peer.name, { peer, nextHop });
+  }
+
+  /** Removes a peer: its route first, so no packet is steered to a cleared record, then the record. */
+  remove(name: string): boolean {
+    const e = this.byName.get(name);
+    if (!e) return false;
+    this.routes.delete(e.peer.subnet);
+    this.routes.clearNextHop(e.nextHop);
+    this.byName.delete(name);
+    this.free.push(e.nextHop);
+    return true;
+  }
+
+  list(): Array<DataplanePeer & { nextHop: number }> {
+    return [...this.byName.values()].map((e) => ({ ...e.peer, nextHop: e.nextHop }));
+  }
+}

@@ -1,0 +1,86 @@
+// A dataplane worker, run to completion as in DPDK or VPP: it owns one TUN queue and one UDP
+// socket and loops — batch read, one hot-path call for the whole batch, batch send — in both
+// directions, sleeping in the addon's wait when idle. Each received packet is written on this
+// worker's own TUN queue, so the kernel steers the replies of that flow back to this queue.
+// Runs as a piscina task that lasts as long as the dataplane; it returns when the stop word is set.
+import { HotPath } from "../hotpath/module.js";
+import { native } from "../io/native.js";
+import { WAIT_WOKEN, waitReadable } from "../io/wait.js";
+import { IO_COUNTER, IO_COUNTER_SLOTS, type QueueTask } from "./queue-task.js";
+
+/** Longest sleep between looks at the stop word when no packet and no wake-up arrives. */
+const IDLE_WAIT_MS = 100;
+/** Batches per direction before the loop looks at the stop word again. */
+const ROUNDS = 64;
+
+export default function runQueue(task: QueueTask): { queue: number } {
+  const hp = new HotPath(task.memory);
+  const mem = task.memory.buffer;
+  const buf = new Uint8Array(mem);
+  const fields = hp.constant("DESC_BYTES") >> 2;
+  const txDescs = new Int32Array(mem, task.tx.descs, task.tx.size * fields);
+  const rxDescs = new Int32Array(mem, task.rx.descs, task.rx.size * fields);
+  const io = new BigUint64Array(mem, task.ioCounters, IO_COUNTER_SLOTS);
+  const stop = new Int32Array(mem, task.stopWord, 1);
+  const { fn } = hp;
+  const encap = task.format === "vxlan" ? fn.vxlanEncapBatch : fn.udpEncapBatch;
+  const decap = task.format === "vxlan" ? fn.vxlanDecapBatch : fn.udpDecapBatch;
+  const { tunFd, udpFd, wakeFd, ctx } = task;
+  const watch = [tunFd, udpFd];
+
+  /** Sends descriptors [first, first+count) to the socket, skipping a packet the kernel refuses. */
+  const send = (first: number, count: number) => {
+    let done = 0;
+    while (done < count) {
+      try {
+        const n = native.udpSend(udpFd, buf, txDescs, first + done, count - done);
+        if (n === 0) break;
+        done += n;
+      } catch {
+        io[IO_COUNTER.sendErrors]++;
+        done++;
+      }
+    }
+    if (done < count) io[IO_COUNTER.sendShortfall] += BigInt(count - done);
+  };
+
+  const writeTun = (descs: Int32Array, first: number, count: number) => {
+    let done = 0;
+    while (done < count) {
+      try {
+        const n = native.tunWrite(tunFd, buf, descs, first + done, count - done, 0);
+        if (n === 0) break;
+        done += n;
+      } catch {
+        io[IO_COUNTER.tunWriteErrors]++;
+        done++;
+      }
+    }
+    if (done < count) io[IO_COUNTER.tunWriteShortfall] += BigInt(count - done);
+  };
+
+  while (Atomics.load(stop, 0) === 0) {
+    if (waitReadable(watch, wakeFd, IDLE_WAIT_MS) & WAIT_WOKEN) native.wakerDrain(wakeFd);
+    for (let round = 0; round < ROUNDS && Atomics.load(stop, 0) === 0; round++) {
+      fn.batchInit(task.tx.descs, task.tx.size, task.tx.slots, task.tx.stride);
+      const fromTun = native.tunRead(tunFd, buf, txDescs, 0, task.tx.size, 0);
+      if (fromTun > 0) {
+        io[IO_COUNTER.tunBatches]++;
+        const r = encap(ctx, task.tx.descs, fromTun);
+        const forward = r & 0xffff;
+        const replies = r >>> 16;
+        if (forward > 0) send(0, forward);
+        if (replies > 0) writeTun(txDescs, forward, replies);
+      }
+      fn.batchInit(task.rx.descs, task.rx.size, task.rx.slots, task.rx.stride);
+      const fromNet = native.udpRecv(udpFd, buf, rxDescs, 0, task.rx.size);
+      if (fromNet > 0) {
+        io[IO_COUNTER.udpBatches]++;
+        const forward = decap(ctx, task.rx.descs, fromNet);
+        if (forward > 0) writeTun(rxDescs, 0, forward);
+      }
+      if (fromTun === 0 && fromNet === 0) break;
+    }
+  }
+  return { queue: task.queue };
+}

@@ -1,0 +1,81 @@
+// Loading weft's Node-API addon (native/, built by `npm install`) and its types. The addon does
+// syscalls and buffer bookkeeping only; tun.ts, udp.ts, wait.ts and netns.ts wrap it in handles.
+// It loads in worker threads too (Node-API addons are context-aware), so each dataplane worker
+// calls it directly on the fds it owns.
+import { existsSync } from "node:fs";
+import { createRequire } from "node:module";
+import { WeftError } from "../errors.js";
+import { projectFile } from "../paths.js";
+
+/**
+ * A batch call's arguments: packets [first, first+count) of `descs` (8 x i32 per packet, the
+ * format of assembly/descriptor.ts) with slots in `buf` — a view over a whole WebAssembly.Memory
+ * buffer (shared or not) or a Buffer. Every descriptor is checked against `buf` before any syscall
+ * (RangeError). Returns the number of packets done: EAGAIN ends a batch early (0 = none ready); an
+ * error on the first packet throws, one on a later packet ends the batch and is thrown by the next
+ * call, which starts at that packet.
+ */
+type BatchCall = (fd: number, buf: Uint8Array, descs: Int32Array, first: number, count: number) => number;
+type TunBatchCall = (fd: number, buf: Uint8Array, descs: Int32Array, first: number, count: number, header: 0 | 12) => number;
+
+export interface NativeIo {
+  readonly DESC_BYTES: number;
+  readonly DESC_OFF: number;
+  readonly DESC_CAP: number;
+  readonly DESC_LEN: number;
+  readonly DESC_ADDR: number;
+  readonly DESC_PORT: number;
+  readonly DESC_FLAGS: number;
+  readonly DESC_VERDICT: number;
+  readonly DESC_AUX: number;
+  readonly HEADROOM: number;
+  readonly MAX_BATCH: number;
+  /** FLAGS bits holding a UDP GSO/GRO segment size (0 = a single datagram). */
+  readonly FLAGS_SEGMENT_MASK: number;
+  /** Size of the virtio_net_hdr in front of OFF on TUN queues with a vnet header. */
+  readonly VNET_HDR_BYTES: 12;
+  readonly TUN_F_CSUM: number;
+  readonly TUN_F_TSO4: number;
+  readonly TUN_F_TSO6: number;
+  readonly TUN_F_USO4: number;
+  readonly TUN_F_USO6: number;
+  readonly WAIT_WOKEN: number;
+  readonly WAIT_MAX_FDS: number;
+
+  closeFd(fd: number): void;
+  /** Moves the calling thread into the namespace at `path`; returns an fd of the one it left. */
+  netnsEnter(path: string): number;
+  /** Returns the calling thread to the namespace netnsEnter left, and closes that fd. */
+  netnsRestore(originalFd: number): void;
+
+  tunOpen(name: string, multiQueue: boolean, vnetHdr: boolean): { fd: number; name: string };
+  tunSetOffload(fd: number, flags: number): void;
+  /** Reads fill [OFF, OFF+CAP) and set LEN; with header 12 the vnet header lands in [OFF-12, OFF). */
+  tunRead: TunBatchCall;
+  /** Writes [OFF, OFF+LEN), preceded by the vnet header in [OFF-12, OFF) when header is 12. */
+  tunWrite: TunBatchCall;
+
+  udpOpen(addr: number, port: number, reusePort: boolean, rcvbuf: number, sndbuf: number, gro: boolean): { fd: number; port: number };
+  /** Fills [OFF, OFF+CAP) and sets LEN, ADDR, PORT (the sender) and FLAGS (GRO segment size or 0). */
+  udpRecv: BatchCall;
+  /** Sends [OFF, OFF+LEN) to ADDR:PORT; FLAGS' segment size, when not 0, asks for UDP GSO. */
+  udpSend: BatchCall;
+
+  /** Blocks the calling thread: see wait.ts, which guards the main thread. */
+  wait(fds: readonly number[], wakeFd: number, timeoutMs: number): number;
+  wakerOpen(): number;
+  wakerSignal(fd: number): void;
+  wakerDrain(fd: number): number;
+}
+
+/** Where `npm install` puts the compiled addon (worker threads may load it by this path). */
+export const addonPath = projectFile("native", "build", "Release", "weft_io.node");
+
+function load(): NativeIo {
+  if (!existsSync(addonPath)) {
+    throw new WeftError("IO_ADDON_NOT_BUILT", `${addonPath} is missing; build it with \`npm install\` (or \`npx node-gyp rebuild --directory native\`)`);
+  }
+  return createRequire(import.meta.url)(addonPath) as NativeIo;
+}
+
+export const native: NativeIo = load();

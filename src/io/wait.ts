@@ -1,0 +1,45 @@
+// Sleeping until there is I/O: a dataplane worker blocks in waitReadable() on its TUN and UDP fds
+// plus a Waker, which another thread signals to stop it or hand it work. Blocking belongs to
+// worker threads only: on the main thread it would stall the event loop, so only a 0-ms poll is
+// allowed there.
+import { isMainThread } from "node:worker_threads";
+import { WeftError } from "../errors.js";
+import { FdHandle } from "./fd-handle.js";
+import { native } from "./native.js";
+
+/** Bit of waitReadable()'s result that says the waker was signalled. */
+export const WAIT_WOKEN = native.WAIT_WOKEN;
+/** waitReadable() watches at most this many fds besides the waker. */
+export const WAIT_MAX_FDS = native.WAIT_MAX_FDS;
+
+/**
+ * Blocks until a fd is readable (bit i of the result for fds[i]; an fd with a pending error counts,
+ * so that the next read reports it), `wakeFd` is signalled (WAIT_WOKEN), or `timeoutMs` passes
+ * (result 0; -1 waits for ever). wakeFd -1 means none. The waker stays signalled until drained.
+ */
+export function waitReadable(fds: readonly number[], wakeFd: number, timeoutMs: number): number {
+  if (isMainThread && timeoutMs !== 0) {
+    throw new WeftError("IO_WAIT_ON_MAIN_THREAD", "a blocking wait would stall the event loop; call it in a worker thread, or poll with timeoutMs 0");
+  }
+  return native.wait(fds, wakeFd, timeoutMs);
+}
+
+/** An eventfd: signal() from any thread ends a waitReadable() that includes it. */
+export class Waker extends FdHandle {
+  private constructor(fd: number) {
+    super(fd, "waker");
+  }
+
+  static open(): Waker {
+    return new Waker(native.wakerOpen());
+  }
+
+  signal(): void {
+    native.wakerSignal(this.fd);
+  }
+
+  /** Clears the waker; returns how many signals it had collected (0 when none). */
+  drain(): number {
+    return native.wakerDrain(this.fd);
+  }
+}

@@ -1,0 +1,89 @@
+// Real traffic between lab pods: ping and iperf3 (Debian packages iputils-ping and iperf3), each
+// bounded in count and time.
+import { spawn } from "node:child_process";
+import { WeftError } from "../errors.js";
+import { formatIpv4 } from "../net/ipv4.js";
+import type { LabPod } from "./cluster.js";
+
+export interface PingResult {
+  sent: number;
+  received: number;
+  /** Round-trip times in ms, one per reply. */
+  rtts: number[];
+}
+
+/** `ping -c count` from one pod to another (or any address); never throws for lost packets. */
+export async function ping(from: LabPod, to: number, opts: { count?: number; intervalS?: number; timeoutS?: number; size?: number } = {}): Promise<PingResult> {
+  const count = opts.count ?? 3;
+  const args = ["ping", "-n", "-c", String(count), "-i", String(opts.intervalS ?? 0.2), "-W", String(opts.timeoutS ?? 2)];
+  if (opts.size !== undefined) args.push("-s", String(opts.size));
+  const out = await capture(from.ns.wrap([...args, formatIpv4(to)]), (count * (opts.intervalS ?? 0.2) + (opts.timeoutS ?? 2)) * 1000 + 5000);
+  const rtts = [...out.stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
+  return { sent: count, received: rtts.length, rtts };
+}
+
+export interface IperfResult {
+  sentBytes: number;
+  receivedBytes: number;
+  seconds: number;
+  bitsPerSecond: number;
+  retransmits?: number;
+  /** UDP only. */
+  lostPackets?: number;
+  packets?: number;
+}
+
+export interface IperfOptions {
+  /** Bytes to send (-n); otherwise seconds (-t). */
+  bytes?: number;
+  seconds?: number;
+  streams?: number;
+  udp?: boolean;
+  /** UDP payload length (-l) and target bitrate (-b, e.g. "0" for unlimited). */
+  length?: number;
+  bitrate?: string;
+  port?: number;
+}
+
+/** One iperf3 run: a one-shot server in `server`, the client in `client`. */
+export async function iperf(server: LabPod, client: LabPod, o: IperfOptions): Promise<IperfResult> {
+  const port = String(o.port ?? 5201);
+  const [cmd, ...argv] = server.ns.wrap(["iperf3", "-s", "-1", "-B", formatIpv4(server.addr), "-p", port]);
+  const srv = spawn(cmd, argv, { stdio: "ignore" });
+  try {
+    await new Promise((r) => setTimeout(r, 300)); // let it bind
+    const args = ["iperf3", "-c", formatIpv4(server.addr), "-p", port, "-J", "-P", String(o.streams ?? 1)];
+    if (o.bytes !== undefined) args.push("-n", String(o.bytes));
+    else args.push("-t", String(o.seconds ?? 5));
+    if (o.udp) args.push("-u", "-b", o.bitrate ?? "0", "-l", String(o.length ?? 1400));
+    const limitMs = (o.seconds ?? 60) * 1000 + 30_000;
+    const { stdout } = await capture(client.ns.wrap(args), limitMs);
+    const j = JSON.parse(stdout);
+    if (j.error) throw new WeftError("IPERF_FAILED", `iperf3 ${client.name} -> ${server.name}: ${j.error}`);
+    const end = j.end;
+    if (o.udp) {
+      const s = end.sum;
+      return { sentBytes: s.bytes, receivedBytes: end.sum_received?.bytes ?? s.bytes * (1 - s.lost_percent / 100), seconds: s.seconds, bitsPerSecond: end.sum_received?.bits_per_second ?? s.bits_per_second, lostPackets: s.lost_packets, packets: s.packets };
+    }
+    return { sentBytes: end.sum_sent.bytes, receivedBytes: end.sum_received.bytes, seconds: end.sum_received.seconds, bitsPerSecond: end.sum_received.bits_per_second, retransmits: end.sum_sent.retransmits };
+  } finally {
+    srv.kill("SIGKILL");
+  }
+}
+
+function capture(argv: string[], timeoutMs: number): Promise<{ stdout: string; code: number }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    child.on("error", (e) => reject(new WeftError("TRAFFIC_TOOL_MISSING", `cannot run ${argv.join(" ")}: ${e.message}; install iperf3 and iputils-ping`, { cause: e })));
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      if (code !== 0 && !stdout) reject(new WeftError("TRAFFIC_TOOL_FAILED", `${argv.join(" ")} exited ${code}: ${stderr.trim()}`));
+      else resolve({ stdout, code: code ?? -1 });
+    });
+  });
+}

@@ -1,0 +1,186 @@
+// Batched UDP over a veth pair between two namespaces the test creates.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseIpv4 } from "../../src/net/ipv4.js";
+import { native } from "../../src/io/native.js";
+import { withNetns } from "../../src/io/netns.js";
+import { UdpSocket, type UdpOptions } from "../../src/io/udp.js";
+import { waitReadable } from "../../src/io/wait.js";
+import { canUseNetns, Netns, vethPair } from "../support/netns.js";
+import { Slots } from "./slots.js";
+import { until } from "./until.js";
+
+const A = parseIpv4("198.18.0.1");
+const B = parseIpv4("198.18.0.2");
+
+/** Packet i's payload: its index in the first two bytes, then a length and filler that vary with i. */
+function payload(i: number): Uint8Array {
+  const p = new Uint8Array(2 + ((i * 37) % 1400)).fill(i & 255);
+  p[0] = i >> 8;
+  p[1] = i & 255;
+  return p;
+}
+
+describe.skipIf(!canUseNetns())("UDP sockets", () => {
+  let nsA: Netns;
+  let nsB: Netns;
+  const sockets: UdpSocket[] = [];
+
+  beforeAll(async () => {
+    nsA = await Netns.create("udpa");
+    nsB = await Netns.create("udpb");
+    await vethPair(nsA, "va", "198.18.0.1/24", nsB, "vb", "198.18.0.2/24");
+  });
+  afterAll(async () => {
+    for (const s of sockets) s.close();
+    await nsA?.destroy();
+    await nsB?.destroy();
+  });
+
+  function open(ns: Netns, options: UdpOptions): UdpSocket {
+    const sock = withNetns(ns.name, () => UdpSocket.open(options));
+    sockets.push(sock);
+    return sock;
+  }
+
+  /** Receives on `sock` into `s` until `want` packets arrived (slots 0..want-1). */
+  function receive(sock: UdpSocket, s: Slots, want: number): Promise<number> {
+    let got = 0;
+    return until(`${want} datagrams`, () => {
+      got += sock.recv(s.buf, s.descs, got, Math.min(want - got, 256));
+      return got === want ? got : undefined;
+    });
+  }
+
+  it("round-trips a batch with per-packet peers intact", async () => {
+    const a = open(nsA, { address: A, port: 0, rcvbuf: 1 << 20 });
+    const b1 = open(nsB, { address: "198.18.0.2", port: 0, rcvbuf: 1 << 20 });
+    const b2 = open(nsB, { address: "198.18.0.2", port: 0, rcvbuf: 1 << 20 });
+    const out = new Slots(128);
+    for (let i = 0; i < 128; i++) {
+      out.put(i, payload(i));
+      out.set(i, { ADDR: B, PORT: i % 2 ? b2.port : b1.port });
+    }
+    let sent = 0;
+    await until("all 128 sent", () => ((sent += a.send(out.buf, out.descs, sent, 128 - sent)) === 128 ? true : undefined));
+
+    for (const [sock, parity] of [[b1, 0], [b2, 1]] as const) {
+      const s = new Slots(64);
+      await receive(sock, s, 64);
+      for (let k = 0; k < 64; k++) {
+        const p = s.packet(k);
+        const i = (p[0] << 8) | p[1];
+        expect(i % 2).toBe(parity);
+        expect(p).toEqual(payload(i));
+        expect(s.get(k, "ADDR") >>> 0).toBe(A);
+        expect(s.get(k, "PORT")).toBe(a.port);
+        expect(s.get(k, "FLAGS")).toBe(0);
+      }
+      // Echo back with the descriptors as received: ADDR/PORT name the sender.
+      expect(sock.send(s.buf, s.descs, 0, 64)).toBe(64);
+    }
+
+    const back = new Slots(128);
+    await receive(a, back, 128);
+    for (let k = 0; k < 128; k++) {
+      const p = back.packet(k);
+      const i = (p[0] << 8) | p[1];
+      expect(p).toEqual(payload(i));
+      expect(back.get(k, "ADDR") >>> 0).toBe(B);
+      expect(back.get(k, "PORT")).toBe(i % 2 ? b2.port : b1.port);
+    }
+  });
+
+  it("shares a port between reusePort sockets and names the cause of failed binds", () => {
+    const first = open(nsB, { address: B, port: 0 });
+    open(nsB, { address: B, port: first.port });
+    expect(() => open(nsB, { address: B, port: first.port, reusePort: false })).toThrow(
+      expect.objectContaining({ code: "EADDRINUSE", syscall: "bind", message: expect.stringMatching(/give every socket that shares it reusePort/) }),
+    );
+    expect(() => open(nsB, { address: "198.18.0.9", port: 0 })).toThrow(
+      expect.objectContaining({ code: "EADDRNOTAVAIL", message: expect.stringMatching(/no interface in this network namespace/) }),
+    );
+    expect(() => open(nsB, { address: "198.18.0.300", port: 0 })).toThrow(expect.objectContaining({ code: "BAD_IPV4" }));
+  });
+
+  it("splits a send by the segment size in FLAGS (GSO), and hands it over whole to a GRO socket", async () => {
+    const a = open(nsA, { address: A, port: 0 });
+    const plain = open(nsB, { address: B, port: 0 });
+    const gro = open(nsB, { address: B, port: 0, gro: true });
+    const out = new Slots(2);
+    const data = Uint8Array.from({ length: 4 * 300 }, (_, i) => (i / 300) | 0);
+    for (const [i, port] of [plain.port, gro.port].entries()) {
+      out.put(i, data);
+      out.set(i, { ADDR: B, PORT: port, FLAGS: 300 });
+    }
+    expect(a.send(out.buf, out.descs, 0, 2)).toBe(2);
+
+    const s = new Slots(8);
+    await receive(plain, s, 4);
+    for (let k = 0; k < 4; k++) {
+      expect(s.packet(k)).toEqual(data.subarray(k * 300, (k + 1) * 300));
+      expect(s.get(k, "FLAGS")).toBe(0);
+    }
+    s.reset();
+    await receive(gro, s, 1);
+    expect(s.packet(0)).toEqual(data);
+    expect(s.get(0, "FLAGS")).toBe(300);
+  });
+
+  it("ends a send batch at an unroutable packet, and throws for it on the next call", () => {
+    const a = open(nsA, { address: A, port: 0 });
+    const s = new Slots(4);
+    for (let i = 0; i < 4; i++) {
+      s.put(i, payload(i));
+      s.set(i, { ADDR: i === 2 ? parseIpv4("198.19.5.5") : B, PORT: 9 });
+    }
+    expect(a.send(s.buf, s.descs, 0, 4)).toBe(2);
+    expect(() => a.send(s.buf, s.descs, 2, 2)).toThrow(
+      expect.objectContaining({ code: "ENETUNREACH", syscall: "sendmmsg", message: expect.stringMatching(/descriptor 2 to 198\.19\.5\.5:9.*no route/) }),
+    );
+    expect(a.send(s.buf, s.descs, 3, 1)).toBe(1);
+  });
+
+  it("reports readiness through waitReadable", async () => {
+    const a = open(nsA, { address: A, port: 0 });
+    const b = open(nsB, { address: B, port: 0 });
+    expect(waitReadable([a.fd, b.fd], -1, 0)).toBe(0);
+    const s = new Slots(1);
+    s.put(0, payload(1));
+    s.set(0, { ADDR: B, PORT: b.port });
+    expect(a.send(s.buf, s.descs, 0, 1)).toBe(1);
+    await until("b readable", () => (waitReadable([a.fd, b.fd], -1, 0) === 0b10 ? true : undefined));
+  });
+
+  it("checks every argument before any syscall, leaving queued data alone", async () => {
+    const a = open(nsA, { address: A, port: 0 });
+    const b = open(nsB, { address: B, port: 0 });
+    const s = new Slots(4);
+    s.put(0, payload(5));
+    s.set(0, { ADDR: B, PORT: b.port });
+    expect(a.send(s.buf, s.descs, 0, 1)).toBe(1);
+    await until("b readable", () => (waitReadable([b.fd], -1, 0) ? true : undefined));
+
+    s.reset();
+    const bad: [string, () => unknown, ErrorConstructor][] = [
+      ["buf not a Uint8Array", () => b.recv(new Int32Array(s.memory.buffer) as unknown as Uint8Array, s.descs, 0, 1), TypeError],
+      ["descs not an Int32Array", () => b.recv(s.buf, new Uint32Array(s.memory.buffer, 0, 32) as unknown as Int32Array, 0, 1), TypeError],
+      ["count not an integer", () => b.recv(s.buf, s.descs, 0, 1.5), TypeError],
+      ["count a string", () => b.recv(s.buf, s.descs, 0, "1" as unknown as number), TypeError],
+      ["count over MAX_BATCH", () => b.recv(s.buf, s.descs, 0, 257), RangeError],
+      ["first negative", () => b.recv(s.buf, s.descs, -1, 1), RangeError],
+      ["descriptors past descs' end", () => b.recv(s.buf, s.descs, 3, 2), RangeError],
+      ["slot past the buffer end", () => b.recv(s.buf.subarray(0, s.get(1, "OFF") + 100), s.descs, 0, 2), RangeError],
+      ["negative OFF", () => (s.set(0, { OFF: -4 }), b.recv(s.buf, s.descs, 0, 1)), RangeError],
+      ["zero CAP", () => (s.reset(), s.set(0, { CAP: 0 }), b.recv(s.buf, s.descs, 0, 1)), RangeError],
+      ["send PORT 0", () => (s.reset(), s.set(0, { LEN: 10, ADDR: B, PORT: 0 }), a.send(s.buf, s.descs, 0, 1)), RangeError],
+      ["fd negative", () => native.udpRecv(-1, s.buf, s.descs, 0, 1), RangeError],
+      ["fd not a number", () => native.udpRecv(null as unknown as number, s.buf, s.descs, 0, 1), TypeError],
+    ];
+    for (const [what, call, type] of bad) expect(call, what).toThrow(type);
+
+    // The datagram is still queued: no call above reached recvmmsg.
+    s.reset();
+    expect(b.recv(s.buf, s.descs, 0, 4)).toBe(1);
+    expect(s.packet(0)).toEqual(payload(5));
+  });
+});

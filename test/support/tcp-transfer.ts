@@ -1,0 +1,36 @@
+// Drives test/kernel/fixtures/tcp-transfer.mjs: an exact, hashed TCP transfer between two pods.
+import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { formatIpv4 } from "../../src/net/ipv4.js";
+import type { LabPod } from "../../src/lab/cluster.js";
+
+const script = fileURLToPath(new URL("../kernel/fixtures/tcp-transfer.mjs", import.meta.url));
+
+export interface TransferSide {
+  bytes: number;
+  sha256: string;
+}
+
+function runFixture(pod: LabPod, mode: "sink" | "source", opts: object, onReady?: () => void): Promise<TransferSide> {
+  const [cmd, ...argv] = pod.ns.wrap([process.execPath, script, mode, JSON.stringify(opts)]);
+  const child = spawn(cmd, argv, { stdio: ["ignore", "pipe", "inherit"] });
+  return new Promise((resolve, reject) => {
+    createInterface({ input: child.stdout }).on("line", (line) => {
+      if (line === "ready") onReady?.();
+      else resolve(JSON.parse(line));
+    });
+    child.on("exit", (code) => code !== 0 && reject(new Error(`tcp-transfer ${mode} in ${pod.name} exited ${code}`)));
+  });
+}
+
+/** Sends `bytes` pseudo-random bytes from `from` to `to` over TCP; returns both sides' counts and hashes. */
+export async function tcpTransfer(from: LabPod, to: LabPod, bytes: number, port = 7000): Promise<{ sent: TransferSide; received: TransferSide }> {
+  const timeoutMs = 120_000;
+  let ready!: () => void;
+  const listening = new Promise<void>((r) => (ready = r));
+  const sink = runFixture(to, "sink", { bind: `${formatIpv4(to.addr)}:${port}`, timeoutMs }, ready);
+  await listening;
+  const sent = await runFixture(from, "source", { to: `${formatIpv4(to.addr)}:${port}`, bytes, timeoutMs });
+  return { sent, received: await sink };
+}
