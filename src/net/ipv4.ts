@@ -47,6 +47,11 @@ export function prefixContains(p: Ipv4Prefix, addr: number): boolean {
   return ((addr & prefixMask(p.len)) >>> 0) === p.addr;
 }
 
+export function prefixesOverlap(a: Ipv4Prefix, b: Ipv4Prefix): boolean {
+  const mask = prefixMask(Math.min(a.len, b.len));
+  return ((a.addr & mask) >>> 0) === ((b.addr & mask) >>> 0);
+}
+
 /** Parses "aa:bb:cc:dd:ee:ff" into 6 bytes. */
 export function parseMac(text: string): Uint8Array {
   const parts = text.split(":");
