@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildIpv4 } from "../reference/build.js";
 import { internetChecksum } from "../reference/checksum.js";
-import { flannelVxlanHost, flannelVxlanPeer } from "../support/flannel-vxlan.js";
+import { addVxlanPeer, createVxlanDevice } from "../../src/backends/vxlan/device.js";
 import { Netns, canUseNetns, vethPair } from "../support/netns.js";
 import { loadBatch, makeRig, readBatch, type Rig } from "../support/hotpath.js";
 import { udpPeer } from "../support/udp-peer.js";
@@ -38,8 +38,8 @@ describe.skipIf(!canUseNetns())("VXLAN against the Linux kernel's vxlan device",
     a = await Netns.create("gold-a");
     b = await Netns.create("gold-b");
     await vethPair(a, "ul0", "198.18.0.1/24", b, "ul0", "198.18.0.2/24");
-    await flannelVxlanHost(a, { vni: VNI, dev: "ul0", local: A_UNDERLAY, subnet: { addr: A_TUNNEL, len: 24 }, vtepMac: A_MAC });
-    await flannelVxlanPeer(a, VNI, { subnet: { addr: B_TUNNEL, len: 24 }, underlay: B_UNDERLAY, vtepMac: B_MAC });
+    await createVxlanDevice(a.kernel, { vni: VNI, dev: "ul0", local: A_UNDERLAY, port: 8472, subnet: { addr: A_TUNNEL, len: 24 }, vtepMac: A_MAC, mtu: 1450 });
+    await addVxlanPeer(a.kernel, VNI, { subnet: { addr: B_TUNNEL, len: 24 }, underlay: B_UNDERLAY, vtepMac: B_MAC });
   });
 
   afterAll(async () => {
