@@ -66,6 +66,11 @@ interface Queue {
 
 /** Slot bytes: headroom + the largest frame the TUN MTU allows + encapsulation, rounded up. */
 const SLOT_BYTES = 2048;
+/**
+ * Packets the kernel queues for the workers on each TUN queue. The default 500 overflows while a
+ * worker sends a batch (the drops show as TX dropped on the device and as TCP retransmits).
+ */
+const TUN_TXQUEUELEN = 5000;
 
 export class UserspaceDataplane {
   readonly workers: number;
@@ -127,7 +132,7 @@ export class UserspaceDataplane {
     // Like flannel's udp backend: the device holds the subnet's network address with the whole
     // network's prefix length, so the kernel routes every other subnet of the network to it.
     await kernel.ipBatch([
-      `link set ${tunName} mtu ${mtu}`,
+      `link set ${tunName} mtu ${mtu} txqueuelen ${TUN_TXQUEUELEN}`,
       `addr add ${formatIpv4(subnet.addr)}/${network.len} dev ${tunName}`,
       `link set ${tunName} up`,
     ]);

@@ -82,5 +82,18 @@ for (const format of ["vxlan", "udp"] as const) {
       expect(received).toEqual(sent);
       expect(sent.bytes).toBe(100 * MB);
     });
+
+    it("stops within a second, leaving no device and no socket behind", async () => {
+      const started = Date.now();
+      await n2.dp.stop();
+      expect(Date.now() - started).toBeLessThan(1000);
+      await expect(n2.host.ns.kernel.ipJson(["link", "show", "weft0"])).rejects.toThrow(/does not exist/);
+      // The port is free again: a new dataplane can bind it.
+      const again = withNetns(n2.host.ns.name, () => new UserspaceDataplane({
+        format, tunName: "weft0", mtu: 1400, network: LAB_POD_NETWORK, subnet: subnetOf(2), listenAddr: n2.host.underlayAddr,
+        port: format === "vxlan" ? 8472 : 8285, vni: 1, vtepMac: macOf(2), workers: 1,
+      }));
+      await again.stop();
+    });
   });
 }

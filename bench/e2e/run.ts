@@ -1,0 +1,181 @@
+// `npm run bench:e2e` (root): the two-host topology once per dataplane — kernel vxlan (as flannel
+// programs it), weft's wasm-vxlan and udp — and the same workloads on each, interleaved round by
+// round (A B C A B C ...) so that machine drift hits all alike. Prints medians and each userspace
+// figure as a ratio to kernel vxlan from the same run; writes raw samples as JSON.
+//   --duration S   seconds per throughput run (default 10)     --rounds N   (default 3)
+//   --workers N    userspace dataplane workers (default: cores) --out FILE  (JSON)
+//   --only a,b     subset of kernel-vxlan,wasm-vxlan,udp
+import { writeFileSync } from "node:fs";
+import { cpus, release } from "node:os";
+import { parseArgs } from "node:util";
+import { addVxlanPeer, createVxlanDevice } from "../../src/backends/vxlan/device.js";
+import { UserspaceDataplane } from "../../src/dataplane/dataplane.js";
+import { withNetns } from "../../src/io/netns.js";
+import { LabCluster, LAB_POD_NETWORK, type LabPod } from "../../src/lab/cluster.js";
+import { iperf, ping } from "../../src/lab/traffic.js";
+
+const { values: args } = parseArgs({
+  options: {
+    duration: { type: "string", default: "10" },
+    rounds: { type: "string", default: "3" },
+    workers: { type: "string" },
+    out: { type: "string" },
+    only: { type: "string", default: "kernel-vxlan,wasm-vxlan,udp" },
+  },
+});
+const duration = Number(args.duration);
+const rounds = Number(args.rounds);
+const workers = args.workers ? Number(args.workers) : undefined;
+
+const subnetOf = (i: number) => ({ addr: 0xc6130000 + i * 256, len: 24 });
+const macOf = (i: number) => Uint8Array.from([0x0a, 0x58, 0xc6, 0x13, i, 0]);
+
+interface Setup {
+  name: string;
+  lab: LabCluster;
+  client: LabPod;
+  server: LabPod;
+  dataplanes: UserspaceDataplane[];
+}
+
+async function kernelVxlan(): Promise<Setup> {
+  const lab = await LabCluster.create({ tag: "e2e-kvx", hosts: 2 });
+  for (const [k, h] of lab.hosts.entries()) {
+    await lab.addPods(h, subnetOf(k + 1), 1, 1450);
+    await createVxlanDevice(h.ns.kernel, { vni: 1, dev: h.underlayIf, local: h.underlayAddr, port: 8472, subnet: subnetOf(k + 1), vtepMac: macOf(k + 1), mtu: 1450 });
+  }
+  for (const [k, h] of lab.hosts.entries()) {
+    const peer = lab.hosts[1 - k];
+    await addVxlanPeer(h.ns.kernel, 1, { subnet: subnetOf(2 - k), underlay: peer.underlayAddr, vtepMac: macOf(2 - k) });
+  }
+  return { name: "kernel-vxlan", lab, client: lab.hosts[0].pods[0], server: lab.hosts[1].pods[0], dataplanes: [] };
+}
+
+async function userspace(format: "vxlan" | "udp"): Promise<Setup> {
+  const name = format === "vxlan" ? "wasm-vxlan" : "udp";
+  const lab = await LabCluster.create({ tag: `e2e-${format}`, hosts: 2 });
+  const port = format === "vxlan" ? 8472 : 8285;
+  const mtu = format === "vxlan" ? 1450 : 1472;
+  const dataplanes: UserspaceDataplane[] = [];
+  for (const [k, h] of lab.hosts.entries()) {
+    await lab.addPods(h, subnetOf(k + 1), 1, mtu);
+    const dp = withNetns(h.ns.name, () => new UserspaceDataplane({
+      format, tunName: "weft0", mtu, network: LAB_POD_NETWORK, subnet: subnetOf(k + 1),
+      listenAddr: h.underlayAddr, port, vni: 1, vtepMac: macOf(k + 1), workers,
+    }));
+    await dp.start(h.ns.kernel);
+    dataplanes.push(dp);
+  }
+  for (const [k, dp] of dataplanes.entries()) {
+    const peer = lab.hosts[1 - k];
+    dp.setPeer({ name: peer.name, subnet: subnetOf(2 - k), underlay: peer.underlayAddr, port, vtepMac: macOf(2 - k) });
+  }
+  return { name, lab, client: lab.hosts[0].pods[0], server: lab.hosts[1].pods[0], dataplanes };
+}
+
+interface Sample {
+  setup: string;
+  workload: string;
+  round: number;
+  value: number;
+  unit: string;
+  extra?: Record<string, number>;
+}
+
+const workloads: Array<{ name: string; unit: string; run: (s: Setup) => Promise<{ value: number; extra?: Record<string, number> }> }> = [
+  { name: "TCP 1 stream", unit: "Gbit/s", run: async (s) => tcp(s, 1) },
+  { name: "TCP 4 streams", unit: "Gbit/s", run: async (s) => tcp(s, 4) },
+  { name: "UDP 64 B", unit: "kpps recv", run: async (s) => udp(s, 64) },
+  { name: "UDP 1400 B", unit: "kpps recv", run: async (s) => udp(s, 1400) },
+  { name: "ping p50", unit: "ms", run: async (s) => rtt(s, 0.5) },
+  { name: "ping p99", unit: "ms", run: async (s) => rtt(s, 0.99) },
+];
+
+/** CPU seconds this process (the userspace dataplanes' threads) spent, per GB moved. */
+async function withCpu<T extends { bytes: number }>(s: Setup, f: () => Promise<T>): Promise<T & { cpuPerGB?: number }> {
+  const c0 = process.cpuUsage();
+  const r = await f();
+  const d = process.cpuUsage(c0);
+  if (s.dataplanes.length === 0 || r.bytes === 0) return r;
+  return { ...r, cpuPerGB: (d.user + d.system) / 1e6 / (r.bytes / 1e9) };
+}
+
+async function tcp(s: Setup, streams: number) {
+  const r = await withCpu(s, async () => {
+    const x = await iperf(s.server, s.client, { seconds: duration, streams });
+    return { ...x, bytes: x.receivedBytes };
+  });
+  const extra: Record<string, number> = { retransmits: r.retransmits ?? 0 };
+  if (r.cpuPerGB !== undefined) extra.weftCpuSecondsPerGB = r.cpuPerGB;
+  return { value: r.bitsPerSecond / 1e9, extra };
+}
+
+async function udp(s: Setup, length: number) {
+  const r = await iperf(s.server, s.client, { seconds: Math.max(2, duration / 2), udp: true, length, bitrate: "0" });
+  const received = (r.packets ?? 0) - (r.lostPackets ?? 0);
+  return { value: received / r.seconds / 1e3, extra: { sentKpps: (r.packets ?? 0) / r.seconds / 1e3, lossPercent: r.packets ? (100 * (r.lostPackets ?? 0)) / r.packets : 0 } };
+}
+
+const rttCache = new Map<string, number[]>();
+async function rtt(s: Setup, q: number) {
+  // One ping run per setup and round serves both percentiles.
+  const key = `${s.name}`;
+  let samples = rttCache.get(key);
+  if (!samples || q === 0.5) {
+    samples = (await ping(s.client, s.server.addr, { count: 200, intervalS: 0.005, timeoutS: 1 })).rtts.sort((a, b) => a - b);
+    rttCache.set(key, samples);
+  }
+  return { value: samples[Math.min(samples.length - 1, Math.floor(q * samples.length))] ?? NaN };
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error("bench:e2e builds network namespaces: run it as root");
+  const wanted = args.only!.split(",");
+  const setups: Setup[] = [];
+  try {
+    if (wanted.includes("kernel-vxlan")) setups.push(await kernelVxlan());
+    if (wanted.includes("wasm-vxlan")) setups.push(await userspace("vxlan"));
+    if (wanted.includes("udp")) setups.push(await userspace("udp"));
+    for (const s of setups) {
+      const p = await ping(s.client, s.server.addr, { count: 3 });
+      if (p.received !== 3) throw new Error(`${s.name}: pods cannot reach each other (${p.received}/3 pings)`);
+    }
+    const samples: Sample[] = [];
+    for (let round = 1; round <= rounds; round++) {
+      for (const w of workloads) {
+        for (const s of setups) {
+          const r = await w.run(s);
+          samples.push({ setup: s.name, workload: w.name, round, value: r.value, unit: w.unit, extra: r.extra });
+          console.log(`round ${round}  ${w.name.padEnd(14)} ${s.name.padEnd(13)} ${r.value.toFixed(3)} ${w.unit}${r.extra ? "  " + JSON.stringify(r.extra) : ""}`);
+        }
+      }
+    }
+    console.log(`\nmedians of ${rounds} rounds, ${duration} s runs, ratio to kernel-vxlan in the same run`);
+    console.log(["workload".padEnd(16), ...setups.map((s) => s.name.padStart(22))].join(""));
+    for (const w of workloads) {
+      const base = median(samples.filter((x) => x.setup === "kernel-vxlan" && x.workload === w.name).map((x) => x.value));
+      const cells = setups.map((s) => {
+        const m = median(samples.filter((x) => x.setup === s.name && x.workload === w.name).map((x) => x.value));
+        const ratio = s.name !== "kernel-vxlan" && base ? ` (${(m / base).toFixed(2)}x)` : "";
+        return `${m.toFixed(3)}${ratio}`.padStart(22);
+      });
+      console.log([`${w.name} ${w.unit}`.padEnd(16).slice(0, 16), ...cells].join(""));
+    }
+    if (args.out) {
+      writeFileSync(args.out, JSON.stringify({ cpu: cpus()[0]?.model, cores: cpus().length, kernel: release(), duration, rounds, workers, samples }, null, 2) + "\n");
+      console.log(`raw samples in ${args.out}`);
+    }
+  } finally {
+    for (const s of setups) {
+      for (const dp of s.dataplanes) await dp.stop();
+      await s.lab.destroy();
+    }
+  }
+}
+
+await main();
