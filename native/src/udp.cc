@@ -2,6 +2,7 @@
 // the same address and port; recvmmsg/sendmmsg move a whole batch in one syscall.
 // FLAGS bits 0..15 carry a GSO segment size both ways (UDP_SEGMENT on send, UDP_GRO on receive).
 #include <arpa/inet.h>
+#include <linux/filter.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
 #include <sys/socket.h>
@@ -9,6 +10,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 #include "args.h"
 #include "batch.h"
@@ -109,6 +111,35 @@ struct Messages {
   alignas(cmsghdr) uint8_t control[kMaxBatch][kControlBytes];
 };
 
+
+// udpSetReuseportProgram(fd, program): attaches a classic BPF program (Int32Array of
+// [code, jt, jf, k] per instruction) that picks the socket of fd's SO_REUSEPORT group for each
+// datagram: the program sees the UDP payload and returns the socket's index in the group.
+Napi::Value UdpSetReuseportProgram(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info, 0);
+  Napi::Value arg = info[1];
+  if (!arg.IsTypedArray() || arg.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+    ThrowTypeError(env, "program must be an Int32Array of [code, jt, jf, k] instructions");
+  }
+  Napi::Int32Array words = arg.As<Napi::Int32Array>();
+  size_t n = words.ElementLength() / 4;
+  if (n == 0 || n > BPF_MAXINSNS || words.ElementLength() % 4 != 0) {
+    ThrowRangeError(env, "program must hold 1.." + std::to_string(BPF_MAXINSNS) + " instructions of 4 numbers each");
+  }
+  std::vector<sock_filter> code(n);
+  for (size_t i = 0; i < n; i++) {
+    code[i] = sock_filter{static_cast<uint16_t>(words[i * 4]), static_cast<uint8_t>(words[i * 4 + 1]),
+                          static_cast<uint8_t>(words[i * 4 + 2]), static_cast<uint32_t>(words[i * 4 + 3])};
+  }
+  sock_fprog prog{static_cast<unsigned short>(n), code.data()};
+  if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) < 0) {
+    ThrowSyscallError(env, errno, "setsockopt", "SO_ATTACH_REUSEPORT_CBPF",
+                      errno == EINVAL ? "the kernel rejected the program (check it with the BPF verifier rules)" : "");
+  }
+  return env.Undefined();
+}
+
 // Per thread, not on the stack: ~40 KiB, reused by every call on this thread (workers included).
 thread_local Messages messages;
 
@@ -196,6 +227,7 @@ Napi::Value UdpSend(const Napi::CallbackInfo& info) {
 
 void RegisterUdp(Napi::Env env, Napi::Object exports) {
   exports.Set("udpOpen", Napi::Function::New(env, UdpOpen, "udpOpen"));
+  exports.Set("udpSetReuseportProgram", Napi::Function::New(env, UdpSetReuseportProgram, "udpSetReuseportProgram"));
   exports.Set("udpRecv", Napi::Function::New(env, UdpRecv, "udpRecv"));
   exports.Set("udpSend", Napi::Function::New(env, UdpSend, "udpSend"));
 }

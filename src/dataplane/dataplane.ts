@@ -19,6 +19,7 @@ import type { Kernel } from "../kernel/iproute.js";
 import { formatIpv4, type Ipv4Prefix } from "../net/ipv4.js";
 import { projectFile } from "../paths.js";
 import { PeerTable, type DataplanePeer } from "./peers.js";
+import { innerFlowSteering } from "./steering.js";
 import { IO_COUNTER, IO_COUNTER_SLOTS, type QueueTask, type WireFormat } from "./queue-task.js";
 
 export interface UserspaceDataplaneOptions {
@@ -52,6 +53,8 @@ export interface DataplaneCounters {
   rx: DirectionCounters;
   peers: Record<string, { txPackets: bigint; txBytes: bigint; rxPackets: bigint; rxBytes: bigint }>;
   io: Record<keyof typeof IO_COUNTER, bigint>;
+  /** Packets forwarded by each worker (queue), both directions: how evenly flows spread. */
+  perQueue: Array<{ tx: bigint; rx: bigint }>;
   workerRestarts: number;
 }
 
@@ -120,6 +123,7 @@ export class UserspaceDataplane {
           },
         });
       }
+      if (this.workers > 1) this.queues[0].udp.setReuseportProgram(innerFlowSteering(opts.format, this.workers));
     } catch (error) {
       this.closeIo(tuns);
       throw error;
@@ -183,7 +187,8 @@ export class UserspaceDataplane {
     for (const [name, slot] of Object.entries(IO_COUNTER) as Array<[keyof typeof IO_COUNTER, number]>) {
       io[name] = this.queues.reduce((n, q) => n + new BigUint64Array(this.hp.memory.buffer, q.task.ioCounters, IO_COUNTER_SLOTS)[slot], 0n);
     }
-    return { tx: sumDir((c) => c.tx()), rx: sumDir((c) => c.rx()), peers, io, workerRestarts: this.restarts };
+    const perQueue = this.queues.map((q) => ({ tx: q.ctx.tx().packets.FORWARD, rx: q.ctx.rx().packets.FORWARD }));
+    return { tx: sumDir((c) => c.tx()), rx: sumDir((c) => c.rx()), peers, io, perQueue, workerRestarts: this.restarts };
   }
 
   /** Stops the workers (they wake and return within the idle wait), closes the TUN device and sockets. */

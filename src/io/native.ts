@@ -60,6 +60,8 @@ export interface NativeIo {
   udpRecv: BatchCall;
   /** Sends [OFF, OFF+LEN) to ADDR:PORT; FLAGS' segment size, when not 0, asks for UDP GSO. */
   udpSend: BatchCall;
+  /** SO_ATTACH_REUSEPORT_CBPF: [code, jt, jf, k] per instruction; see UdpSocket.setReuseportProgram. */
+  udpSetReuseportProgram(fd: number, program: Int32Array): void;
 
   /** Blocks the calling thread: see wait.ts, which guards the main thread. */
   wait(fds: readonly number[], wakeFd: number, timeoutMs: number): number;

@@ -37,6 +37,15 @@ export class UdpSocket extends FdHandle {
     return native.udpRecv(this.fd, buf, descs, first, count);
   }
 
+  /**
+   * Lets a classic BPF program choose, per datagram, which socket of this socket's SO_REUSEPORT
+   * group receives it: the program sees the UDP payload and returns a socket index (in the order
+   * the sockets were bound). Applies to the whole group.
+   */
+  setReuseportProgram(program: Int32Array): void {
+    native.udpSetReuseportProgram(this.fd, program);
+  }
+
   /** sendmmsg: LEN bytes at OFF to ADDR:PORT per packet. */
   send(buf: Uint8Array, descs: Int32Array, first: number, count: number): number {
     return native.udpSend(this.fd, buf, descs, first, count);

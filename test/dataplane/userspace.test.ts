@@ -83,6 +83,16 @@ for (const format of ["vxlan", "udp"] as const) {
       expect(sent.bytes).toBe(100 * MB);
     });
 
+    it("spreads flows over both workers (inner-flow steering on receive, TUN queues on send)", async () => {
+      const before = n1.dp.counters().perQueue;
+      await iperf(n1.host.pods[1], n2.host.pods[1], { seconds: 2, streams: 16 });
+      const after = n1.dp.counters().perQueue;
+      // 16 flows over 2 workers: each worker gets some of them, in both directions.
+      for (const [q, c] of after.entries()) {
+        expect({ q, rx: c.rx - before[q].rx > 1000n, tx: c.tx - before[q].tx > 1000n }).toEqual({ q, rx: true, tx: true });
+      }
+    });
+
     it("stops within a second, leaving no device and no socket behind", async () => {
       const started = Date.now();
       await n2.dp.stop();
