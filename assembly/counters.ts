@@ -5,7 +5,12 @@ import { VERDICT_COUNT } from "./verdict";
 
 /** Index of the forwarded-bytes counter; indices below it count packets by verdict. */
 export const COUNTER_BYTES_FORWARDED: i32 = VERDICT_COUNT;
-export const COUNTER_SLOTS: i32 = VERDICT_COUNT + 1;
+/**
+ * Offloads: datagrams cut from super-packets (send path) and received segments merged into a
+ * super-packet for the TUN device (receive path); the forwarded-packet counters count super-packets.
+ */
+export const COUNTER_OFFLOAD_SEGMENTS: i32 = VERDICT_COUNT + 1;
+export const COUNTER_SLOTS: i32 = VERDICT_COUNT + 2;
 export const COUNTER_BLOCK_BYTES: i32 = COUNTER_SLOTS << 3;
 
 @inline export function countAdd(block: usize, slot: i32, v: u64): void {

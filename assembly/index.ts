@@ -16,3 +16,6 @@ export * from "./route/table";
 export function heapBase(): usize {
   return __heap_base;
 }
+export { vxlanEncapOffloadBatch, udpEncapOffloadBatch, OFFLOAD_MAX_TRAINS } from "./packet/offload-send";
+export { vxlanDecapOffloadBatch, udpDecapOffloadBatch, GRO_MAX_SEGMENTS } from "./packet/offload-receive";
+export { VNET_HDR_BYTES } from "./packet/vnet-header";

@@ -5,7 +5,11 @@
 //   --duration S   seconds per throughput run (default 10)     --rounds N   (default 3)
 //   --workers N    userspace dataplane workers (default: cores) --out FILE  (JSON)
 //   --only a,b     subset of kernel-vxlan,wasm-vxlan,udp
-import { writeFileSync } from "node:fs";
+//   --offloads on,off   userspace setups with segmentation offloads, without, or both (default on,off)
+//   --workers 1,2,4     userspace setups per worker count (default: cores); each a setup of its own
+//   --workloads a,b     subset of the workload names below (default all)
+// Userspace setups are named like wasm-vxlan/off/w2 (offloads off, 2 workers).
+import { readFileSync, writeFileSync } from "node:fs";
 import { cpus, release } from "node:os";
 import { parseArgs } from "node:util";
 import { addVxlanPeer, createVxlanDevice } from "../../src/backends/vxlan/device.js";
@@ -21,11 +25,14 @@ const { values: args } = parseArgs({
     workers: { type: "string" },
     out: { type: "string" },
     only: { type: "string", default: "kernel-vxlan,wasm-vxlan,udp" },
+    offloads: { type: "string", default: "on,off" },
+    workloads: { type: "string" },
   },
 });
 const duration = Number(args.duration);
 const rounds = Number(args.rounds);
-const workers = args.workers ? Number(args.workers) : undefined;
+const workerCounts = args.workers ? args.workers.split(",").map(Number) : [cpus().length];
+const offloadModes = args.offloads!.split(",").map((m) => m === "on");
 
 const subnetOf = (i: number) => ({ addr: 0xc6130000 + i * 256, len: 24 });
 const macOf = (i: number) => Uint8Array.from([0x0a, 0x58, 0xc6, 0x13, i, 0]);
@@ -51,9 +58,9 @@ async function kernelVxlan(): Promise<Setup> {
   return { name: "kernel-vxlan", lab, client: lab.hosts[0].pods[0], server: lab.hosts[1].pods[0], dataplanes: [] };
 }
 
-async function userspace(format: "vxlan" | "udp"): Promise<Setup> {
-  const name = format === "vxlan" ? "wasm-vxlan" : "udp";
-  const lab = await LabCluster.create({ tag: `e2e-${format}`, hosts: 2 });
+async function userspace(format: "vxlan" | "udp", offloads: boolean, workers: number): Promise<Setup> {
+  const name = `${format === "vxlan" ? "wasm-vxlan" : "udp"}/${offloads ? "on" : "off"}/w${workers}`;
+  const lab = await LabCluster.create({ tag: `e2e-${format[0]}${offloads ? "o" : "n"}${workers}`, hosts: 2 });
   const port = format === "vxlan" ? 8472 : 8285;
   const mtu = format === "vxlan" ? 1450 : 1472;
   const dataplanes: UserspaceDataplane[] = [];
@@ -61,9 +68,11 @@ async function userspace(format: "vxlan" | "udp"): Promise<Setup> {
     await lab.addPods(h, subnetOf(k + 1), 1, mtu);
     const dp = withNetns(h.ns.name, () => new UserspaceDataplane({
       format, tunName: "weft0", mtu, network: LAB_POD_NETWORK, subnet: subnetOf(k + 1),
-      listenAddr: h.underlayAddr, port, vni: 1, vtepMac: macOf(k + 1), workers,
+      listenAddr: h.underlayAddr, port, vni: 1, vtepMac: macOf(k + 1), workers, offloads,
     }));
     await dp.start(h.ns.kernel);
+    const o = dp.counters().offload;
+    if (offloads && !o.enabled) console.log(`${name}: offloads unavailable (${o.reason}); measuring without`);
     dataplanes.push(dp);
   }
   for (const [k, dp] of dataplanes.entries()) {
@@ -91,13 +100,27 @@ const workloads: Array<{ name: string; unit: string; run: (s: Setup) => Promise<
   { name: "ping p99", unit: "ms", run: async (s) => rtt(s, 0.99) },
 ];
 
-/** CPU seconds this process (the userspace dataplanes' threads) spent, per GB moved. */
-async function withCpu<T extends { bytes: number }>(s: Setup, f: () => Promise<T>): Promise<T & { cpuPerGB?: number }> {
+/** Busy CPU seconds of the whole machine so far (/proc/stat: all but idle and iowait). */
+function machineBusySeconds(): number {
+  const [, ...ticks] = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).map(Number);
+  const [user, nice, system, , , irq, softirq, steal] = ticks;
+  return (user + nice + system + irq + softirq + steal) / 100; // USER_HZ
+}
+
+/**
+ * CPU seconds per GB moved: of this process (the userspace dataplanes' threads; kernel vxlan has
+ * none) and of the whole machine (senders, receivers, softirqs and dataplane together), which is
+ * what compares kernel and userspace dataplanes fairly.
+ */
+async function withCpu<T extends { bytes: number }>(s: Setup, f: () => Promise<T>): Promise<T & { cpuPerGB?: number; machineCpuPerGB?: number }> {
   const c0 = process.cpuUsage();
+  const m0 = machineBusySeconds();
   const r = await f();
   const d = process.cpuUsage(c0);
-  if (s.dataplanes.length === 0 || r.bytes === 0) return r;
-  return { ...r, cpuPerGB: (d.user + d.system) / 1e6 / (r.bytes / 1e9) };
+  const machine = machineBusySeconds() - m0;
+  if (r.bytes === 0) return r;
+  const gb = r.bytes / 1e9;
+  return { ...r, machineCpuPerGB: machine / gb, cpuPerGB: s.dataplanes.length ? (d.user + d.system) / 1e6 / gb : undefined };
 }
 
 async function tcp(s: Setup, streams: number) {
@@ -107,6 +130,7 @@ async function tcp(s: Setup, streams: number) {
   });
   const extra: Record<string, number> = { retransmits: r.retransmits ?? 0 };
   if (r.cpuPerGB !== undefined) extra.weftCpuSecondsPerGB = r.cpuPerGB;
+  if (r.machineCpuPerGB !== undefined) extra.machineCpuSecondsPerGB = r.machineCpuPerGB;
   return { value: r.bitsPerSecond / 1e9, extra };
 }
 
@@ -136,18 +160,21 @@ const median = (xs: number[]) => {
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error("bench:e2e builds network namespaces: run it as root");
   const wanted = args.only!.split(",");
+  const chosen = args.workloads ? workloads.filter((w) => args.workloads!.split(",").includes(w.name)) : workloads;
   const setups: Setup[] = [];
   try {
     if (wanted.includes("kernel-vxlan")) setups.push(await kernelVxlan());
-    if (wanted.includes("wasm-vxlan")) setups.push(await userspace("vxlan"));
-    if (wanted.includes("udp")) setups.push(await userspace("udp"));
+    for (const format of ["vxlan", "udp"] as const) {
+      if (!wanted.includes(format === "vxlan" ? "wasm-vxlan" : "udp")) continue;
+      for (const offloads of offloadModes) for (const w of workerCounts) setups.push(await userspace(format, offloads, w));
+    }
     for (const s of setups) {
       const p = await ping(s.client, s.server.addr, { count: 3 });
       if (p.received !== 3) throw new Error(`${s.name}: pods cannot reach each other (${p.received}/3 pings)`);
     }
     const samples: Sample[] = [];
     for (let round = 1; round <= rounds; round++) {
-      for (const w of workloads) {
+      for (const w of chosen) {
         for (const s of setups) {
           const r = await w.run(s);
           samples.push({ setup: s.name, workload: w.name, round, value: r.value, unit: w.unit, extra: r.extra });
@@ -156,18 +183,28 @@ async function main(): Promise<void> {
       }
     }
     console.log(`\nmedians of ${rounds} rounds, ${duration} s runs, ratio to kernel-vxlan in the same run`);
-    console.log(["workload".padEnd(16), ...setups.map((s) => s.name.padStart(22))].join(""));
-    for (const w of workloads) {
+    console.log(["workload".padEnd(16), ...setups.map((s) => s.name.padStart(24))].join(""));
+    for (const w of chosen) {
       const base = median(samples.filter((x) => x.setup === "kernel-vxlan" && x.workload === w.name).map((x) => x.value));
       const cells = setups.map((s) => {
         const m = median(samples.filter((x) => x.setup === s.name && x.workload === w.name).map((x) => x.value));
         const ratio = s.name !== "kernel-vxlan" && base ? ` (${(m / base).toFixed(2)}x)` : "";
-        return `${m.toFixed(3)}${ratio}`.padStart(22);
+        return `${m.toFixed(3)}${ratio}`.padStart(24);
       });
       console.log([`${w.name} ${w.unit}`.padEnd(16).slice(0, 16), ...cells].join(""));
     }
+    console.log(`\nmachine CPU seconds per GB (TCP, medians; in parentheses the weft process alone)`);
+    for (const w of chosen.filter((x) => x.name.startsWith("TCP"))) {
+      const cells = setups.map((s) => {
+        const xs = samples.filter((x) => x.setup === s.name && x.workload === w.name);
+        const m = median(xs.map((x) => x.extra?.machineCpuSecondsPerGB ?? NaN));
+        const weft = s.dataplanes.length ? ` (${median(xs.map((x) => x.extra?.weftCpuSecondsPerGB ?? NaN)).toFixed(2)})` : "";
+        return `${m.toFixed(2)}${weft}`.padStart(24);
+      });
+      console.log([w.name.padEnd(16), ...cells].join(""));
+    }
     if (args.out) {
-      writeFileSync(args.out, JSON.stringify({ cpu: cpus()[0]?.model, cores: cpus().length, kernel: release(), duration, rounds, workers, samples }, null, 2) + "\n");
+      writeFileSync(args.out, JSON.stringify({ cpu: cpus()[0]?.model, cores: cpus().length, kernel: release(), duration, rounds, workers: workerCounts, offloads: offloadModes, samples }, null, 2) + "\n");
       console.log(`raw samples in ${args.out}`);
     }
   } finally {

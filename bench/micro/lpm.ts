@@ -84,6 +84,11 @@ function suite(hp: HotPath, arena: Arena, prefixes: number): { title: string; ca
 }
 
 export function lpmBenchmarks(maxTime?: number): MicroResult[] {
+  console.log(
+    "LPM workloads: prefixes distinct, lengths uniform over 0..32 (a repeated rule is redrawn), addresses uniform;\n" +
+      "  lookups of \"uniform\" addresses (all of IPv4) or \"inside prefixes\" (a random inserted prefix, a random address in it);\n" +
+      "  each call looks up the next batch of a 2^20-address pool; the reference scans all rules per address.",
+  );
   const hp = new HotPath(createHotPathMemory());
   const arena = new Arena(hp);
   return [10_000, 100_000].flatMap((prefixes) => {

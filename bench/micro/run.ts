@@ -2,9 +2,10 @@
 // when an output path is given (`npm run bench:micro -- out.json`).
 import { writeFileSync } from "node:fs";
 import { cpus } from "node:os";
+import { lpmBenchmarks } from "./lpm.js";
 import { packetBenchmarks } from "./packets.js";
 
-const results = [...packetBenchmarks()];
+const results = [...lpmBenchmarks(), ...packetBenchmarks()];
 const out = process.argv[2];
 if (out) {
   writeFileSync(out, JSON.stringify({ node: process.version, cpu: cpus()[0]?.model, results }, null, 2) + "\n");

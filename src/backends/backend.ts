@@ -3,11 +3,17 @@
 // Kernel backends (vxlan, host-gw) program the kernel through Kernel (iproute2); userspace
 // backends (wasm-vxlan, udp) run the dataplane in src/dataplane.
 import type { Logger } from "pino";
+import type { DataplaneCounters } from "../dataplane/dataplane.js";
 import type { Kernel } from "../kernel/iproute.js";
 import type { Ipv4Prefix } from "../net/ipv4.js";
 
 export const BACKEND_TYPES = ["vxlan", "host-gw", "udp", "wasm-vxlan"] as const;
 export type BackendType = (typeof BACKEND_TYPES)[number];
+
+/** flannel's defaults: VNI 1; the kernel's VXLAN port 8472 (not IANA's 4789); udp port 8285. */
+export const DEFAULT_VNI = 1;
+export const VXLAN_PORT = 8472;
+export const UDP_PORT = 8285;
 
 /** The host's side of the underlay: where peers reach it. */
 export interface Underlay {
@@ -26,6 +32,40 @@ export interface BackendAnnouncement {
   /** UDP port of the VXLAN or udp wire format. */
   port?: number;
   vni?: number;
+  /** VXLAN Group Based Policy extension (kernel vxlan only); both ends must agree. */
+  gbp?: boolean;
+}
+
+/**
+ * Per-backend keys of net-conf.json's Backend object, in camelCase (VNI -> vni, Port -> port,
+ * MTU -> mtu, DirectRouting -> directRouting, GBP -> gbp, Workers -> workers). Each backend reads
+ * the keys it has and ignores the rest; the config layer rejects keys a type does not have.
+ */
+export interface BackendOptions {
+  /** VXLAN network identifier (vxlan, wasm-vxlan). Default 1. */
+  vni?: number;
+  /** UDP port: default 8472 (vxlan, wasm-vxlan) or 8285 (udp). */
+  port?: number;
+  /** The underlay MTU to assume instead of the interface's (flannel's MTU key); the encapsulation is subtracted. */
+  mtu?: number;
+  /** vxlan: peers on the same L2 network get a plain route via their underlay address. */
+  directRouting?: boolean;
+  /** vxlan: VXLAN Group Based Policy. */
+  gbp?: boolean;
+  /** wasm-vxlan, udp: dataplane worker threads. Default: the number of cores. */
+  workers?: number;
+}
+
+/** Plain counters for the metrics endpoint. */
+export interface BackendCounters {
+  /** iproute2 commands sent to change kernel state (lines of a batch count one each). */
+  kernelCommands: number;
+  /** Of those, the ones the kernel refused, plus failed reads. */
+  kernelErrors: number;
+  /** Peers known but not reachable (wrong wire format or VNI, or not on the same L2 for host-gw). */
+  peersUnreachable: number;
+  /** Entries reconcile() found missing, wrong or stale and repaired. */
+  driftRepairs: number;
 }
 
 /** A peer as backends see it: its lease, where it is, what it announced. */
@@ -54,11 +94,25 @@ export interface Backend {
   readonly mtu: number;
   /** Creates devices and starts forwarding; returns what to announce to peers. */
   start(): Promise<BackendAnnouncement>;
-  /** Adds or updates a peer. A peer this backend cannot reach is reported, never a silent black hole. */
+  /**
+   * Adds or updates a peer. A peer this backend cannot reach is reported (an error in the log and
+   * peersUnreachable), never a silent black hole. Calls made while the kernel is being written
+   * are gathered and written together, so calling this for many peers at once costs a few
+   * iproute2 calls, not a few per peer. Kernel refusals are logged and counted, and reconcile()
+   * tries them again; it rejects only when the backend cannot work at all (stopped, device gone
+   * and not re-creatable).
+   */
   setPeer(peer: BackendPeer): Promise<void>;
   removePeer(name: string): Promise<void>;
-  /** Compares the kernel with the peers it was given and repairs any drift. */
+  /**
+   * Compares the kernel with the peers it was given and repairs any drift: re-adds missing or
+   * wrong entries, removes entries of peers it was not given (only entries this backend owns).
+   * Call it after the initial peers are set: before that it would remove a kept device's entries.
+   */
   reconcile(): Promise<void>;
   /** Stops; removes devices, routes, neighbours and FDB entries unless `keep`. */
   stop(keep: boolean): Promise<void>;
+  counters(): BackendCounters;
+  /** Packets, bytes and drops of the userspace dataplane (wasm-vxlan, udp only). */
+  dataplaneCounters?(): DataplaneCounters;
 }

@@ -4,7 +4,8 @@
 
 /** Time source and timers. Real: Date.now/setTimeout. Simulated: a virtual clock advanced by the harness. */
 export interface Clock {
-  /** Milliseconds, monotonic. */
+  /** Milliseconds since the Unix epoch (wall-clock aligned when the process starts), never going
+   *  backwards. Membership derives a restarted node's first incarnation from it. */
   now(): number;
   /** Calls fn after ms; returns a handle for cancel. */
   setTimer(ms: number, fn: () => void): TimerHandle;

@@ -20,7 +20,8 @@ import { formatIpv4, type Ipv4Prefix } from "../net/ipv4.js";
 import { projectFile } from "../paths.js";
 import { PeerTable, type DataplanePeer } from "./peers.js";
 import { innerFlowSteering } from "./steering.js";
-import { IO_COUNTER, IO_COUNTER_SLOTS, type QueueTask, type WireFormat } from "./queue-task.js";
+import { openFirstSocket, openTunQueues, type OffloadState } from "./offload.js";
+import { IO_COUNTER, IO_COUNTER_SLOTS, type OffloadRegions, type QueueTask, type WireFormat } from "./queue-task.js";
 
 export interface UserspaceDataplaneOptions {
   format: WireFormat;
@@ -45,6 +46,11 @@ export interface UserspaceDataplaneOptions {
   /** Packets per batch (1..256). Default 64. */
   batchSize?: number;
   antiSpoof?: boolean;
+  /**
+   * Segmentation offloads (TSO super-packets through the TUN device, UDP GSO/GRO, segmenting and
+   * coalescing in Wasm) when the kernel has them. Default true; the wire format is the same.
+   */
+  offloads?: boolean;
   logger?: Logger;
 }
 
@@ -56,6 +62,8 @@ export interface DataplaneCounters {
   /** Packets forwarded by each worker (queue), both directions: how evenly flows spread. */
   perQueue: Array<{ tx: bigint; rx: bigint }>;
   workerRestarts: number;
+  /** Whether offloads are in force, with what, or why not. */
+  offload: OffloadState;
 }
 
 interface Queue {
@@ -70,6 +78,16 @@ interface Queue {
 /** Slot bytes: headroom + the largest frame the TUN MTU allows + encapsulation, rounded up. */
 const SLOT_BYTES = 2048;
 /**
+ * With offloads, slots hold a 64 KiB super-packet or GRO batch (plus headroom): fewer of them,
+ * about 5 MiB per queue in all. Each TUN read is a syscall of its own anyway, so 16 per send batch
+ * lose little; the receive batch keeps 32 for peers that send single datagrams (kernel vxlan).
+ */
+const BIG_SLOT_BYTES = 65536 + 64;
+const OFFLOAD_TX_BATCH = 16;
+const OFFLOAD_RX_BATCH = 32;
+/** A segmented super-packet: up to 64 KiB of payload plus per-segment headers (tcp-segment.ts drops what does not fit). */
+const SEGMENT_SLOT_BYTES = 96 * 1024;
+/**
  * Packets the kernel queues for the workers on each TUN queue. The default 500 overflows while a
  * worker sends a batch (the drops show as TX dropped on the device and as TCP retransmits).
  */
@@ -82,6 +100,7 @@ export class UserspaceDataplane {
   private readonly peers: PeerTable;
   private readonly queues: Queue[] = [];
   private readonly stopWord: Int32Array;
+  private readonly offload: OffloadState;
   private pool?: Piscina;
   private restarts = 0;
   private stopping = false;
@@ -101,33 +120,61 @@ export class UserspaceDataplane {
     this.peers = new PeerTable(this.routes, maxPeers);
     const stopAt = arena.alloc(4);
     this.stopWord = new Int32Array(this.hp.memory.buffer, stopAt, 1);
-    const tuns = TunQueue.openQueues(opts.tunName, this.workers);
+    const udpOptions = { address: opts.listenAddr, port: opts.port, reusePort: true, rcvbuf: 4 << 20, sndbuf: 4 << 20 };
+    const first = openFirstSocket(udpOptions, opts.offloads ?? true);
+    let tuns: TunQueue[] = [];
+    const sockets = [first.socket];
     try {
+      const tun = openTunQueues(opts.tunName, this.workers, first.gro);
+      tuns = tun.tuns;
+      const enabled = first.gro && tun.flags.length > 0;
+      this.offload = { enabled, tun: tun.flags, udpGro: first.gro, reason: first.reason ?? tun.reason };
       for (let q = 0; q < this.workers; q++) {
         const ctx = new DataplaneContext(this.hp, arena, {
           routes: this.routes.base, vni: opts.vni, localAddr: opts.subnet.addr, mac: opts.vtepMac,
           antiSpoof: opts.antiSpoof ?? true, peerSlots: maxPeers,
         });
-        const tx = new PacketBatch(this.hp, arena, batch, SLOT_BYTES);
-        const rx = new PacketBatch(this.hp, arena, batch, SLOT_BYTES);
+        const tx = enabled ? new PacketBatch(this.hp, arena, OFFLOAD_TX_BATCH, BIG_SLOT_BYTES) : new PacketBatch(this.hp, arena, batch, SLOT_BYTES);
+        const rx = enabled ? new PacketBatch(this.hp, arena, OFFLOAD_RX_BATCH, BIG_SLOT_BYTES) : new PacketBatch(this.hp, arena, batch, SLOT_BYTES);
         const ioCounters = arena.alloc(IO_COUNTER_SLOTS * 8);
         this.hp.bytes().fill(0, ioCounters, ioCounters + IO_COUNTER_SLOTS * 8);
-        const udp = UdpSocket.open({ address: opts.listenAddr, port: opts.port, reusePort: true, rcvbuf: 4 << 20, sndbuf: 4 << 20 });
+        if (q > 0) sockets.push(UdpSocket.open({ ...udpOptions, gro: first.gro }));
         const waker = Waker.open();
         const region = (b: PacketBatch) => ({ descs: b.descs, slots: b.slots, size: b.size, stride: b.stride });
         this.queues.push({
-          ctx, tun: tuns[q], udp, waker,
+          ctx, tun: tuns[q], udp: sockets[q], waker,
           task: {
             queue: q, format: opts.format, memory: this.hp.memory, ctx: ctx.ptr, tx: region(tx), rx: region(rx),
-            ioCounters, stopWord: stopAt, tunFd: tuns[q].fd, udpFd: udp.fd, wakeFd: waker.fd,
+            ioCounters, stopWord: stopAt, tunFd: tuns[q].fd, udpFd: sockets[q].fd, wakeFd: waker.fd,
+            offload: enabled ? this.offloadRegions(arena, tx, rx) : undefined,
           },
         });
       }
       if (this.workers > 1) this.queues[0].udp.setReuseportProgram(innerFlowSteering(opts.format, this.workers));
     } catch (error) {
+      for (const u of sockets.slice(this.queues.length)) u.close();
       this.closeIo(tuns);
       throw error;
     }
+  }
+
+  /** The output regions of one queue's offloaded batches (see OffloadRegions). */
+  private offloadRegions(arena: Arena, tx: PacketBatch, rx: PacketBatch): OffloadRegions {
+    const descBytes = this.hp.constant("DESC_BYTES");
+    const rxOutMax = rx.size * this.hp.constant("GRO_MAX_SEGMENTS");
+    // Merged packets take less room than their segments did; only flannel udp datagrams that move
+    // grow, by their vnet header: room for all of that plus one super-packet being built.
+    const rxOutCap = rx.size * rx.stride + rxOutMax * 16 + BIG_SLOT_BYTES;
+    return {
+      txOutDescs: arena.alloc(tx.size * this.hp.constant("OFFLOAD_MAX_TRAINS") * descBytes),
+      txOut: arena.alloc(tx.size * SEGMENT_SLOT_BYTES),
+      txOutStride: SEGMENT_SLOT_BYTES,
+      rxScratch: arena.alloc(this.hp.constant("MAX_BATCH") * descBytes),
+      rxOutDescs: arena.alloc(rxOutMax * descBytes),
+      rxOutMax,
+      rxOut: arena.alloc(rxOutCap),
+      rxOutCap,
+    };
   }
 
   /** Brings the TUN device up with its address and MTU (through `kernel`) and starts the workers. */
@@ -147,7 +194,9 @@ export class UserspaceDataplane {
       idleTimeout: Number.POSITIVE_INFINITY,
     });
     for (const q of this.queues) q.running = this.supervise(q);
-    this.opts.logger?.info({ workers: this.workers, format: this.opts.format, tun: tunName }, "userspace dataplane started");
+    const log = { workers: this.workers, format: this.opts.format, tun: tunName, offload: this.offload };
+    if (this.offload.enabled || this.opts.offloads === false) this.opts.logger?.info(log, "userspace dataplane started");
+    else this.opts.logger?.warn(log, "userspace dataplane started without segmentation offloads; throughput will be lower");
   }
 
   /** Adds or updates a peer; reaches every worker at once (shared route table). */
@@ -173,7 +222,11 @@ export class UserspaceDataplane {
       const all = this.queues.map((q) => get(q.ctx));
       const packets: Record<string, bigint> = {};
       for (const c of all) for (const [k, v] of Object.entries(c.packets)) packets[k] = (packets[k] ?? 0n) + v;
-      return { packets, bytesForwarded: all.reduce((n, c) => n + c.bytesForwarded, 0n) };
+      return {
+        packets,
+        bytesForwarded: all.reduce((n, c) => n + c.bytesForwarded, 0n),
+        offloadSegments: all.reduce((n, c) => n + c.offloadSegments, 0n),
+      };
     };
     const peers: DataplaneCounters["peers"] = {};
     for (const p of this.peers.list()) {
@@ -188,7 +241,10 @@ export class UserspaceDataplane {
       io[name] = this.queues.reduce((n, q) => n + new BigUint64Array(this.hp.memory.buffer, q.task.ioCounters, IO_COUNTER_SLOTS)[slot], 0n);
     }
     const perQueue = this.queues.map((q) => ({ tx: q.ctx.tx().packets.FORWARD, rx: q.ctx.rx().packets.FORWARD }));
-    return { tx: sumDir((c) => c.tx()), rx: sumDir((c) => c.rx()), peers, io, perQueue, workerRestarts: this.restarts };
+    return {
+      tx: sumDir((c) => c.tx()), rx: sumDir((c) => c.rx()), peers, io, perQueue, workerRestarts: this.restarts,
+      offload: { ...this.offload, tun: [...this.offload.tun] },
+    };
   }
 
   /** Stops the workers (they wake and return within the idle wait), closes the TUN device and sockets. */

@@ -11,6 +11,23 @@ export interface BatchRegion {
   stride: number;
 }
 
+/**
+ * Where a queue's offload regions are (assembly/packet/offload-send.ts, offload-receive.ts); the
+ * tx and rx batches then have few, 64 KiB slots for super-packets and GRO batches.
+ */
+export interface OffloadRegions {
+  /** Send descriptors (tx.size * OFFLOAD_MAX_TRAINS) and one segment slot per TUN read slot. */
+  txOutDescs: number;
+  txOut: number;
+  txOutStride: number;
+  /** MAX_BATCH scratch descriptors, outMax TUN write descriptors and cap bytes for moved packets. */
+  rxScratch: number;
+  rxOutDescs: number;
+  rxOutMax: number;
+  rxOut: number;
+  rxOutCap: number;
+}
+
 export interface QueueTask {
   queue: number;
   format: WireFormat;
@@ -25,6 +42,8 @@ export interface QueueTask {
   tunFd: number;
   udpFd: number;
   wakeFd: number;
+  /** Set when the TUN queue has vnet headers with TSO and the socket UDP GSO/GRO. */
+  offload?: OffloadRegions;
 }
 
 /** The worker's own counters, beside the hot path's verdict counters. */

@@ -3,6 +3,10 @@
 // directions, sleeping in the addon's wait when idle. Each received packet is written on this
 // worker's own TUN queue, so the kernel steers the replies of that flow back to this queue.
 // Runs as a piscina task that lasts as long as the dataplane; it returns when the stop word is set.
+// With offloads (task.offload), the TUN queue carries a vnet header in front of every packet, reads
+// may be 64 KiB super-packets that the hot path segments into UDP GSO sends, and receives may be
+// UDP GRO batches that it coalesces into super-packets for the TUN device: the same loop, other
+// hot-path calls and descriptor arrays.
 import { HotPath } from "../hotpath/module.js";
 import { native } from "../io/native.js";
 import { WAIT_WOKEN, waitReadable } from "../io/wait.js";
@@ -23,17 +27,18 @@ export default function runQueue(task: QueueTask): { queue: number } {
   const io = new BigUint64Array(mem, task.ioCounters, IO_COUNTER_SLOTS);
   const stop = new Int32Array(mem, task.stopWord, 1);
   const { fn } = hp;
-  const encap = task.format === "vxlan" ? fn.vxlanEncapBatch : fn.udpEncapBatch;
-  const decap = task.format === "vxlan" ? fn.vxlanDecapBatch : fn.udpDecapBatch;
-  const { tunFd, udpFd, wakeFd, ctx } = task;
+  const vxlan = task.format === "vxlan";
+  const { tunFd, udpFd, wakeFd, ctx, offload } = task;
+  const header = offload ? native.VNET_HDR_BYTES : 0;
+  const maxBatch = hp.constant("MAX_BATCH");
   const watch = [tunFd, udpFd];
 
   /** Sends descriptors [first, first+count) to the socket, skipping a packet the kernel refuses. */
-  const send = (first: number, count: number) => {
+  const send = (descs: Int32Array, first: number, count: number) => {
     let done = 0;
     while (done < count) {
       try {
-        const n = native.udpSend(udpFd, buf, txDescs, first + done, count - done);
+        const n = native.udpSend(udpFd, buf, descs, first + done, count - done);
         if (n === 0) break;
         done += n;
       } catch {
@@ -48,7 +53,7 @@ export default function runQueue(task: QueueTask): { queue: number } {
     let done = 0;
     while (done < count) {
       try {
-        const n = native.tunWrite(tunFd, buf, descs, first + done, count - done, 0);
+        const n = native.tunWrite(tunFd, buf, descs, first + done, Math.min(count - done, maxBatch), header);
         if (n === 0) break;
         done += n;
       } catch {
@@ -59,27 +64,65 @@ export default function runQueue(task: QueueTask): { queue: number } {
     if (done < count) io[IO_COUNTER.tunWriteShortfall] += BigInt(count - done);
   };
 
+  // One direction each: a batch read, one hot-path call, the batch written; the packet count read.
+  let fromTun: () => number;
+  let fromNet: () => number;
+  if (offload) {
+    const encap = vxlan ? fn.vxlanEncapOffloadBatch : fn.udpEncapOffloadBatch;
+    const decap = vxlan ? fn.vxlanDecapOffloadBatch : fn.udpDecapOffloadBatch;
+    const sends = new Int32Array(mem, offload.txOutDescs, task.tx.size * hp.constant("OFFLOAD_MAX_TRAINS") * fields);
+    const writes = new Int32Array(mem, offload.rxOutDescs, offload.rxOutMax * fields);
+    fromTun = () => {
+      fn.batchInit(task.tx.descs, task.tx.size, task.tx.slots, task.tx.stride);
+      const n = native.tunRead(tunFd, buf, txDescs, 0, task.tx.size, header);
+      if (n === 0) return 0;
+      const r = encap(ctx, task.tx.descs, n, offload.txOutDescs, offload.txOut, offload.txOutStride);
+      const forward = r & 0xffff;
+      const replies = r >>> 16;
+      if (forward > 0) send(sends, 0, forward);
+      if (replies > 0) writeTun(sends, forward, replies);
+      return n;
+    };
+    fromNet = () => {
+      fn.batchInit(task.rx.descs, task.rx.size, task.rx.slots, task.rx.stride);
+      const n = native.udpRecv(udpFd, buf, rxDescs, 0, task.rx.size);
+      if (n === 0) return 0;
+      const forward = decap(ctx, task.rx.descs, n, offload.rxScratch, offload.rxOutDescs, offload.rxOutMax, offload.rxOut, offload.rxOutCap);
+      if (forward > 0) writeTun(writes, 0, forward);
+      return n;
+    };
+  } else {
+    const encap = vxlan ? fn.vxlanEncapBatch : fn.udpEncapBatch;
+    const decap = vxlan ? fn.vxlanDecapBatch : fn.udpDecapBatch;
+    fromTun = () => {
+      fn.batchInit(task.tx.descs, task.tx.size, task.tx.slots, task.tx.stride);
+      const n = native.tunRead(tunFd, buf, txDescs, 0, task.tx.size, 0);
+      if (n === 0) return 0;
+      const r = encap(ctx, task.tx.descs, n);
+      const forward = r & 0xffff;
+      const replies = r >>> 16;
+      if (forward > 0) send(txDescs, 0, forward);
+      if (replies > 0) writeTun(txDescs, forward, replies);
+      return n;
+    };
+    fromNet = () => {
+      fn.batchInit(task.rx.descs, task.rx.size, task.rx.slots, task.rx.stride);
+      const n = native.udpRecv(udpFd, buf, rxDescs, 0, task.rx.size);
+      if (n === 0) return 0;
+      const forward = decap(ctx, task.rx.descs, n);
+      if (forward > 0) writeTun(rxDescs, 0, forward);
+      return n;
+    };
+  }
+
   while (Atomics.load(stop, 0) === 0) {
     if (waitReadable(watch, wakeFd, IDLE_WAIT_MS) & WAIT_WOKEN) native.wakerDrain(wakeFd);
     for (let round = 0; round < ROUNDS && Atomics.load(stop, 0) === 0; round++) {
-      fn.batchInit(task.tx.descs, task.tx.size, task.tx.slots, task.tx.stride);
-      const fromTun = native.tunRead(tunFd, buf, txDescs, 0, task.tx.size, 0);
-      if (fromTun > 0) {
-        io[IO_COUNTER.tunBatches]++;
-        const r = encap(ctx, task.tx.descs, fromTun);
-        const forward = r & 0xffff;
-        const replies = r >>> 16;
-        if (forward > 0) send(0, forward);
-        if (replies > 0) writeTun(txDescs, forward, replies);
-      }
-      fn.batchInit(task.rx.descs, task.rx.size, task.rx.slots, task.rx.stride);
-      const fromNet = native.udpRecv(udpFd, buf, rxDescs, 0, task.rx.size);
-      if (fromNet > 0) {
-        io[IO_COUNTER.udpBatches]++;
-        const forward = decap(ctx, task.rx.descs, fromNet);
-        if (forward > 0) writeTun(rxDescs, 0, forward);
-      }
-      if (fromTun === 0 && fromNet === 0) break;
+      const tx = fromTun();
+      if (tx > 0) io[IO_COUNTER.tunBatches]++;
+      const rx = fromNet();
+      if (rx > 0) io[IO_COUNTER.udpBatches]++;
+      if (tx === 0 && rx === 0) break;
     }
   }
   return { queue: task.queue };

@@ -28,6 +28,8 @@ export interface PeerCounters {
 export interface DirectionCounters {
   packets: Record<string, bigint>;
   bytesForwarded: bigint;
+  /** Offloads: datagrams cut from super-packets (tx) or merged into super-packets (rx). */
+  offloadSegments: bigint;
 }
 
 export class DataplaneContext {
@@ -86,6 +88,10 @@ export class DataplaneContext {
     const names = this.hp.verdictNames();
     const packets: Record<string, bigint> = {};
     names.forEach((name, code) => (packets[name] = view[code]));
-    return { packets, bytesForwarded: view[this.hp.constant("COUNTER_BYTES_FORWARDED")] };
+    return {
+      packets,
+      bytesForwarded: view[this.hp.constant("COUNTER_BYTES_FORWARDED")],
+      offloadSegments: view[this.hp.constant("COUNTER_OFFLOAD_SEGMENTS")],
+    };
   }
 }

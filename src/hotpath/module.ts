@@ -18,8 +18,14 @@ export interface HotPathFunctions {
   vxlanDecapBatch(ctx: number, descs: number, n: number): number;
   udpEncapBatch(ctx: number, descs: number, n: number): number;
   udpDecapBatch(ctx: number, descs: number, n: number): number;
+  /** Offloads (assembly/packet/offload-send.ts): returns sends | replies << 16, written to outDescs. */
+  vxlanEncapOffloadBatch(ctx: number, descs: number, n: number, outDescs: number, out: number, outStride: number): number;
+  udpEncapOffloadBatch(ctx: number, descs: number, n: number, outDescs: number, out: number, outStride: number): number;
+  /** Offloads (assembly/packet/offload-receive.ts): returns the packets written to outDescs. */
+  vxlanDecapOffloadBatch(ctx: number, descs: number, n: number, scratch: number, outDescs: number, outMax: number, out: number, cap: number): number;
+  udpDecapOffloadBatch(ctx: number, descs: number, n: number, scratch: number, outDescs: number, outMax: number, out: number, cap: number): number;
   routeTableSize(tbl8Groups: number, maxRules: number, maxNextHops: number): number;
-  routeTableInit(t: number, tbl8Groups: number, maxRules: number, maxNextHops: number): void;
+  routeTableInit(t: number, tbl8Groups: number, maxRules: number, maxNextHops: number): number;
   routeInsert(t: number, prefix: number, len: number, nh: number): number;
   routeReplace(t: number, prefix: number, len: number, nh: number): number;
   routeDelete(t: number, prefix: number, len: number): number;

@@ -33,12 +33,12 @@ export class RouteTable {
     if (bytes <= 0) {
       throw new WeftError("ROUTE_TABLE_SIZE", `route table sizes out of range: ${JSON.stringify(size)}`);
     }
-    this.base = arena.alloc(bytes);
-    hp.fn.routeTableInit(this.base, size.tbl8Groups, size.maxRules, size.maxNextHops);
+    this.base = arena.alloc(bytes, hp.constant("ROUTE_TABLE_ALIGN"));
     for (const name of ["ROUTE_ERR_NOT_FOUND", "ROUTE_ERR_EXISTS", "ROUTE_ERR_BAD_PREFIX", "ROUTE_ERR_BAD_LENGTH",
-      "ROUTE_ERR_BAD_NEXT_HOP", "ROUTE_ERR_FULL_RULES", "ROUTE_ERR_FULL_TBL8", "ROUTE_ERR_BAD_FIELD"]) {
+      "ROUTE_ERR_BAD_NEXT_HOP", "ROUTE_ERR_FULL_RULES", "ROUTE_ERR_FULL_TBL8", "ROUTE_ERR_BAD_FIELD", "ROUTE_ERR_BAD_REGION"]) {
       this.errorNames.set(hp.constant(name), name);
     }
+    this.check(hp.fn.routeTableInit(this.base, size.tbl8Groups, size.maxRules, size.maxNextHops), "init");
   }
 
   insert(p: Ipv4Prefix, nextHop: number): void {

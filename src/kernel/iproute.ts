@@ -11,6 +11,14 @@ export interface KernelOptions {
   netns?: string;
 }
 
+/** A line of a `-force` batch that the kernel or iproute2 refused. */
+export interface BatchFailure {
+  /** 1-based line number; undefined when iproute2 stopped without saying where (some `ip neigh` errors exit at once). */
+  line?: number;
+  command: string;
+  message: string;
+}
+
 /** A command run and what it said; failures carry it for the error message. */
 interface RunResult {
   stdout: string;
@@ -62,6 +70,34 @@ export class Kernel {
     return this.batch("bridge", lines);
   }
 
+  /**
+   * Applies every `ip` line it can (`ip -force -batch`): a refused line is reported and the rest
+   * still run, so one bad peer never holds up the others.
+   */
+  async ipBatchForce(lines: string[]): Promise<BatchFailure[]> {
+    return (await this.forceBatch("ip", lines, false)).failures;
+  }
+
+  /** `bridge -force -batch`, as ipBatchForce. */
+  async bridgeBatchForce(lines: string[]): Promise<BatchFailure[]> {
+    return (await this.forceBatch("bridge", lines, false)).failures;
+  }
+
+  /**
+   * Runs read commands (e.g. `route get X`) in one `ip -json -force -batch`; answers[i] is line
+   * i's parsed output, undefined where the line failed.
+   */
+  async ipJsonBatch<T = unknown[]>(lines: string[]): Promise<{ answers: (T | undefined)[]; failures: BatchFailure[] }> {
+    if (lines.length === 0) return { answers: [], failures: [] };
+    const { stdout, failures } = await this.forceBatch("ip", lines, true);
+    // Each successful line prints one JSON document on its own line; failed lines print nothing.
+    const outputs = stdout.split("\n").filter((l) => l.trim() !== "");
+    const failed = new Set(failures.map((f) => f.line));
+    let next = 0;
+    const answers = lines.map((_, i) => (failed.has(i + 1) || next >= outputs.length ? undefined : (JSON.parse(outputs[next++]) as T)));
+    return { answers, failures };
+  }
+
   /** Applies an nftables script atomically (`nft -f -`: all of it or none). */
   async nft(script: string): Promise<void> {
     const args = this.opts.netns ? ["netns", "exec", this.opts.netns, "nft", "-f", "-"] : ["-f", "-"];
@@ -84,6 +120,12 @@ export class Kernel {
     if (r.code !== 0) throw commandError("sysctl", args.join(" "), r);
   }
 
+  private async forceBatch(tool: "ip" | "bridge", lines: string[], json: boolean): Promise<{ stdout: string; failures: BatchFailure[] }> {
+    if (lines.length === 0) return { stdout: "", failures: [] };
+    const r = await run(tool, [...this.nsArgs(), ...(json ? ["-json"] : []), "-force", "-batch", "-"], lines.join("\n") + "\n");
+    return { stdout: r.stdout, failures: batchFailures(lines, r) };
+  }
+
   private async batch(tool: "ip" | "bridge", lines: string[]): Promise<void> {
     if (lines.length === 0) return;
     const r = await run(tool, [...this.nsArgs(), "-batch", "-"], lines.join("\n") + "\n");
@@ -92,6 +134,26 @@ export class Kernel {
     const line = at ? lines[Number(at[1]) - 1] : lines.join("; ");
     throw commandError(tool, line, r);
   }
+}
+
+/** Reads `-force` batch errors: each line's messages, then "Command failed -:N". */
+function batchFailures(lines: string[], r: RunResult): BatchFailure[] {
+  const failures: BatchFailure[] = [];
+  let said: string[] = [];
+  for (const text of r.stderr.split("\n")) {
+    const at = /^Command failed -:(\d+)/.exec(text);
+    if (at) {
+      const line = Number(at[1]);
+      failures.push({ line, command: lines[line - 1], message: said.join("; ") || `exit code ${r.code}` });
+      said = [];
+    } else if (text.trim()) {
+      said.push(text.trim());
+    }
+  }
+  if (r.code !== 0 && (said.length > 0 || failures.length === 0)) {
+    failures.push({ command: "(the batch stopped early)", message: said.join("; ") || `exit code ${r.code}` });
+  }
+  return failures;
 }
 
 function commandError(tool: string, command: string, r: RunResult): WeftError {

@@ -4,6 +4,9 @@
 // entry (VTEP MAC -> underlay address) and an onlink route to the peer's subnet; removal in the
 // reverse order. Kernel state changes go through Kernel (iproute2).
 import type { Kernel } from "../../kernel/iproute.js";
+import type { PeerEntries } from "../../kernel/converge.js";
+import { FDB, NEIGH, ROUTE } from "../../kernel/entries.js";
+import type { LinkState } from "../../kernel/links.js";
 import { formatIpv4, formatMac, type Ipv4Prefix } from "../../net/ipv4.js";
 
 export interface VxlanDeviceSpec {
@@ -15,12 +18,15 @@ export interface VxlanDeviceSpec {
   subnet: Ipv4Prefix;
   vtepMac: Uint8Array;
   mtu: number;
+  gbp?: boolean;
 }
 
 export interface VxlanPeerEntry {
   subnet: Ipv4Prefix;
   underlay: number;
   vtepMac: Uint8Array;
+  /** The peer's VXLAN port when it differs from this device's dstport (then the FDB entry carries it). */
+  port?: number;
 }
 
 export const vxlanDeviceName = (vni: number) => `flannel.${vni}`;
@@ -28,16 +34,45 @@ export const vxlanDeviceName = (vni: number) => `flannel.${vni}`;
 export async function createVxlanDevice(kernel: Kernel, o: VxlanDeviceSpec): Promise<void> {
   const name = vxlanDeviceName(o.vni);
   await kernel.ipBatch([
-    `link add ${name} address ${formatMac(o.vtepMac)} mtu ${o.mtu} type vxlan id ${o.vni} local ${formatIpv4(o.local)} dev ${o.dev} dstport ${o.port} nolearning`,
+    `link add ${name} address ${formatMac(o.vtepMac)} mtu ${o.mtu} type vxlan id ${o.vni} local ${formatIpv4(o.local)} dev ${o.dev} dstport ${o.port} nolearning${o.gbp ? " gbp" : ""}`,
     `addr add ${formatIpv4(o.subnet.addr)}/32 dev ${name}`,
     `link set ${name} up`,
   ]);
 }
 
+/** How an existing device differs from the spec, or undefined when it can be kept. */
+export function vxlanDeviceMismatch(link: LinkState, o: VxlanDeviceSpec): string | undefined {
+  const v = link.vxlan;
+  if (!v) return `it is a ${link.kind ?? "plain"} device, not vxlan`;
+  const want: Array<[string, unknown, unknown]> = [
+    ["VNI", v.vni, o.vni],
+    ["local address", v.local === undefined ? "none" : formatIpv4(v.local), formatIpv4(o.local)],
+    ["underlay device", v.link ?? "none", o.dev],
+    ["dstport", v.port, o.port],
+    ["learning", v.learning, false],
+    ["GBP", v.gbp, o.gbp ?? false],
+    ["MAC", link.mac, formatMac(o.vtepMac)],
+    ["MTU", link.mtu, o.mtu],
+  ];
+  const diffs = want.filter(([, have, wanted]) => have !== wanted).map(([what, have, wanted]) => `${what} is ${String(have)}, not ${String(wanted)}`);
+  return diffs.length > 0 ? diffs.join(", ") : undefined;
+}
+
+/** A peer's neighbour, FDB and route entries on flannel.<vni>, exactly as flannel writes them. */
+export function vxlanPeerEntries(vni: number, p: VxlanPeerEntry): PeerEntries {
+  const dev = vxlanDeviceName(vni);
+  const mac = formatMac(p.vtepMac);
+  return {
+    neigh: { addr: p.subnet.addr, mac, dev, permanent: true },
+    fdb: { mac, dev, dst: p.underlay, port: p.port, permanent: true },
+    route: { dst: p.subnet, gateway: p.subnet.addr, dev, onlink: true, metric: 0 },
+  };
+}
+
+/** Adds one peer by hand (the backend batches many through converge.ts instead). */
 export async function addVxlanPeer(kernel: Kernel, vni: number, p: VxlanPeerEntry): Promise<void> {
-  const name = vxlanDeviceName(vni);
-  const gw = formatIpv4(p.subnet.addr);
-  await kernel.ipBatch([`neigh replace ${gw} lladdr ${formatMac(p.vtepMac)} dev ${name} nud permanent`]);
-  await kernel.bridgeBatch([`fdb replace ${formatMac(p.vtepMac)} dev ${name} dst ${formatIpv4(p.underlay)} self permanent`]);
-  await kernel.ipBatch([`route replace ${gw}/${p.subnet.len} via ${gw} dev ${name} onlink`]);
+  const e = vxlanPeerEntries(vni, p);
+  await kernel.ipBatch([NEIGH.replace(e.neigh!)]);
+  await kernel.bridgeBatch([FDB.replace(e.fdb!)]);
+  await kernel.ipBatch([ROUTE.replace(e.route)]);
 }

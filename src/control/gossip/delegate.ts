@@ -19,8 +19,11 @@ export interface Delegate {
 export interface EventDelegate {
   notifyJoin(node: NodeView): void;
   notifyUpdate(node: NodeView): void;
-  /** The node was declared dead or left gracefully (see node.state). */
+  /** The node was declared dead or left gracefully (see node.state). A dead node that is later
+   *  reported as left gets notifyUpdate with state "left". */
   notifyLeave(node: NodeView): void;
+  /** Optional, for metrics and tests: the node is now suspected (it may still refute). */
+  notifySuspect?(node: NodeView): void;
 }
 
 export type MemberState = "alive" | "suspect" | "dead" | "left";

@@ -1,0 +1,123 @@
+// Segmentation offload in Wasm: a TSO (TCP) or USO (UDP) super-packet read from the TUN device is
+// cut into segments of gso_size payload bytes, each with its own copy of the IP and transport
+// headers, fixed up as the kernel's own GSO would (IP total length, IP ID + k, TCP sequence
+// number + k * gso_size, FIN/PSH only on the last and CWR only on the first segment, UDP length),
+// and every checksum computed in full. The segments are written back to back at equal strides,
+// each behind a copy of the encapsulation header, exactly the layout UDP GSO (UDP_SEGMENT) sends
+// in one sendmsg: all datagrams of `stride` bytes but the last.
+// Also here: finishing a checksum the kernel left partial (virtio NEEDS_CSUM) on a single packet.
+import { be16, be32, putBe16, putBe32 } from "./bytes";
+import { checksum, checksumPartial } from "./checksum";
+import { ipv4HeaderLen } from "./ipv4";
+import { DESC_OFF, DESC_LEN, DESC_FLAGS } from "../descriptor";
+import { VERDICT_FORWARD, DROP_OFFLOAD_HEADER, DROP_OFFLOAD_SIZE } from "../verdict";
+import { VNET_GSO_TCPV4 } from "./vnet-header";
+import { countAdd, COUNTER_OFFLOAD_SEGMENTS } from "../counters";
+
+export const PROTO_TCP: u32 = 6;
+export const PROTO_UDP: u32 = 17;
+export const TCP_HEADER_MIN: i32 = 20;
+const UDP_HEADER: i32 = 8;
+const TCP_FIN: u32 = 0x01;
+const TCP_PSH: u32 = 0x08;
+const TCP_CWR: u32 = 0x80;
+
+/** Most datagrams the kernel takes in one UDP_SEGMENT send (UDP_MAX_SEGMENTS on older kernels). */
+export const UDP_GSO_MAX_SEGMENTS: i32 = 64;
+/** Most UDP payload bytes in one send over IPv4: 65535 - 20 (IP) - 8 (UDP). */
+export const UDP_GSO_MAX_BYTES: i32 = 65507;
+/** Most sends (trains of datagrams) one super-packet may need; the send batch sizes its output by it. */
+export const OFFLOAD_MAX_TRAINS: i32 = 8;
+
+/** Sum of an IPv4 packet's pseudo-header for a transport segment of l4len bytes (not inverted). */
+@inline export function ipv4PseudoSum(ip: usize, proto: u32, l4len: i32): u32 {
+  return checksumPartial(ip + 12, 8, proto + <u32>l4len);
+}
+
+/**
+ * Finishes a partial checksum (virtio NEEDS_CSUM): the field at start + offset holds the
+ * pseudo-header sum, so the checksum over [start, len) including it is the final value. Returns a
+ * verdict (the offsets must lie inside the packet).
+ */
+export function completeChecksum(p: usize, len: i32, start: i32, offset: i32): i32 {
+  if (start < 0 || offset < 0 || start + offset + 2 > len) return DROP_OFFLOAD_HEADER;
+  const c = ~checksumPartial(p + <usize>start, len - start, 0) & 0xffff;
+  putBe16(p + <usize>(start + offset), c == 0 ? 0xffff : c); // as the kernel does: 0 means "none" for UDP
+  return VERDICT_FORWARD;
+}
+
+/** Bytes of one UDP_SEGMENT send: as many datagrams of `stride` bytes as the kernel takes at once. */
+@inline export function gsoTrainBytes(stride: i32): i32 {
+  let segs = UDP_GSO_MAX_BYTES / stride;
+  if (segs > UDP_GSO_MAX_SEGMENTS) segs = UDP_GSO_MAX_SEGMENTS;
+  return segs * stride;
+}
+
+/**
+ * Segments the IPv4 super-packet at the descriptor's OFF (LEN bytes, the IP header checked by the
+ * caller) into `out` (cap bytes), each segment behind a copy of the `encap` bytes in front of
+ * OFF. On success the descriptor points at the segments: OFF = out, LEN = all of them, FLAGS = the
+ * segment stride (0 when there is just one). Returns a verdict and counts the segments in the
+ * counter block `counters`.
+ */
+export function segmentIpv4(d: usize, gsoType: u32, gsoSize: i32, encap: i32, out: usize, cap: i32, counters: usize): i32 {
+  const p = <usize>load<i32>(d + DESC_OFF);
+  const len = load<i32>(d + DESC_LEN);
+  const ihl = ipv4HeaderLen(p);
+  const proto = <u32>load<u8>(p + 9);
+  const tcp = gsoType == VNET_GSO_TCPV4;
+  if (proto != (tcp ? PROTO_TCP : PROTO_UDP) || (be16(p + 6) & 0x3fff) != 0 || gsoSize < 1) return DROP_OFFLOAD_HEADER;
+  let thl = UDP_HEADER;
+  if (tcp) {
+    if (ihl + TCP_HEADER_MIN > len) return DROP_OFFLOAD_HEADER;
+    thl = (<i32>load<u8>(p + <usize>ihl + 12) >> 4) << 2;
+    if (thl < TCP_HEADER_MIN) return DROP_OFFLOAD_HEADER;
+  }
+  const hdr = ihl + thl;
+  if (hdr > len) return DROP_OFFLOAD_HEADER;
+  const payload = len - hdr;
+  const nseg = payload <= gsoSize ? 1 : (payload + gsoSize - 1) / gsoSize;
+  const stride = encap + hdr + gsoSize;
+  const total = (nseg - 1) * stride + encap + hdr + (payload - (nseg - 1) * gsoSize);
+  const trains = (nseg * stride + gsoTrainBytes(stride) - 1) / gsoTrainBytes(stride);
+  if (total > cap || stride > UDP_GSO_MAX_BYTES || trains > OFFLOAD_MAX_TRAINS) return DROP_OFFLOAD_SIZE;
+
+  const id0 = be16(p + 4);
+  const seq0 = tcp ? be32(p + <usize>ihl + 4) : 0;
+  const flags0 = tcp ? <u32>load<u8>(p + <usize>ihl + 13) : 0;
+  const addrSum = checksumPartial(p + 12, 8, proto);
+  for (let k = 0; k < nseg; k++) {
+    const o = out + <usize>(k * stride);
+    const m = k == nseg - 1 ? payload - k * gsoSize : gsoSize;
+    if (encap > 0) memory.copy(o, p - <usize>encap, encap);
+    const ip = o + <usize>encap;
+    memory.copy(ip, p, hdr);
+    memory.copy(ip + <usize>hdr, p + <usize>(hdr + k * gsoSize), m);
+    putBe16(ip + 2, hdr + m);
+    putBe16(ip + 4, (id0 + <u32>k) & 0xffff);
+    store<u16>(ip + 10, 0);
+    putBe16(ip + 10, checksum(ip, ihl));
+    const l4 = ip + <usize>ihl;
+    const l4len = thl + m;
+    let field: usize;
+    if (tcp) {
+      putBe32(l4 + 4, seq0 + <u32>(k * gsoSize));
+      let f = flags0;
+      if (k != nseg - 1) f &= ~(TCP_FIN | TCP_PSH);
+      if (k != 0) f &= ~TCP_CWR;
+      store<u8>(l4 + 13, <u8>f);
+      field = l4 + 16;
+    } else {
+      putBe16(l4 + 4, l4len);
+      field = l4 + 6;
+    }
+    store<u16>(field, 0);
+    const c = ~checksumPartial(l4, l4len, addrSum + <u32>l4len) & 0xffff;
+    putBe16(field, c == 0 && !tcp ? 0xffff : c);
+  }
+  store<i32>(d + DESC_OFF, <i32>out);
+  store<i32>(d + DESC_LEN, total);
+  store<i32>(d + DESC_FLAGS, nseg > 1 ? stride : 0);
+  countAdd(counters, COUNTER_OFFLOAD_SEGMENTS, <u64>nseg);
+  return VERDICT_FORWARD;
+}

@@ -1,0 +1,216 @@
+// Membership at scale, in the deterministic simulator (a benchmark, not a test; nothing here is
+// asserted). For each packet-loss level: 1,000 nodes join in a wave, then single nodes join a
+// settled cluster, steady-state traffic is measured, and 1% of the nodes crash at once. A last
+// run keeps one node 10x slower (timers stretched, inbound handling delayed) under 5% loss.
+//
+//   npm run build:ts && node dist/bench/control/scale.js [--nodes 1000] [--seed 1] [--quick]
+//
+// Reports, per scenario: time until every node knows a new node / a failure (p50/p99/max),
+// false suspicions and false deaths (about nodes that never failed), and bytes sent per node per
+// second at steady state (whole frames: encryption and headers included).
+import type { EventDelegate, NodeView } from "../../src/control/gossip/delegate.js";
+import { SimCluster, type SimNode } from "../../test/control/sim/cluster.js";
+
+interface Args {
+  nodes: number;
+  seed: number;
+  waveMs: number;
+  singles: number;
+  steadyMs: number;
+  quick: boolean;
+}
+
+function parseArgs(argv: string[]): Args {
+  const get = (flag: string, dflt: number): number => {
+    const i = argv.indexOf(flag);
+    return i >= 0 ? Number(argv[i + 1]) : dflt;
+  };
+  const quick = argv.includes("--quick");
+  return {
+    nodes: get("--nodes", quick ? 200 : 1000),
+    seed: get("--seed", 1),
+    waveMs: get("--wave-ms", 10_000),
+    singles: get("--singles", quick ? 5 : 20),
+    steadyMs: get("--steady-ms", 60_000),
+    quick,
+  };
+}
+
+/** Records when each node first learns that a subject joined, was suspected, or died. */
+class Recorder {
+  /** subject → observers that have seen it join (this run of the subject). */
+  readonly joinedAt = new Map<string, Map<string, number>>();
+  readonly deadAt = new Map<string, Map<string, number>>();
+  /** Distinct (subject, incarnation) suspicions and deaths, for the false-positive counts. */
+  readonly suspicions = new Set<string>();
+  readonly deaths = new Set<string>();
+
+  constructor(private readonly now: () => number) {}
+
+  delegateFor(observer: string): EventDelegate {
+    const mark = (table: Map<string, Map<string, number>>, v: NodeView): void => {
+      let m = table.get(v.name);
+      if (!m) table.set(v.name, (m = new Map()));
+      if (!m.has(observer)) m.set(observer, this.now());
+    };
+    return {
+      notifyJoin: (v) => mark(this.joinedAt, v),
+      notifyUpdate: () => {},
+      notifyLeave: (v) => {
+        if (v.state !== "dead") return;
+        mark(this.deadAt, v);
+        this.deaths.add(`${v.name}@${v.incarnation}`);
+      },
+      notifySuspect: (v) => this.suspicions.add(`${v.name}@${v.incarnation}`),
+    };
+  }
+
+  /** When the last of `observers` learned of the subject (undefined: not all have). */
+  allKnew(table: Map<string, Map<string, number>>, subject: string, observers: readonly SimNode[]): number | undefined {
+    const m = table.get(subject);
+    let last = 0;
+    for (const o of observers) {
+      const t = m?.get(o.name);
+      if (t === undefined) return undefined;
+      last = Math.max(last, t);
+    }
+    return last;
+  }
+
+  countAbout(set: Set<string>, subjects: Set<string>): number {
+    let n = 0;
+    for (const k of set) if (subjects.has(k.slice(0, k.lastIndexOf("@")))) n++;
+    return n;
+  }
+}
+
+function percentiles(xs: number[]): string {
+  if (xs.length === 0) return "n/a";
+  const s = [...xs].sort((a, b) => a - b);
+  const at = (p: number): number => s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
+  return `p50 ${fmt(at(50))}  p99 ${fmt(at(99))}  max ${fmt(s[s.length - 1])}  (n=${s.length})`;
+}
+const fmt = (ms: number): string => `${(ms / 1000).toFixed(2)} s`;
+
+function bytesSent(nodes: readonly SimNode[]): number {
+  let total = 0;
+  for (const n of nodes) {
+    const f = n.ml().counters().frames;
+    total += f.packetBytesSent + f.streamBytesSent;
+  }
+  return total;
+}
+
+async function scenario(args: Args, loss: number): Promise<void> {
+  const started = Date.now();
+  const cluster = new SimCluster({ seed: args.seed, conditions: { loss, minDelayMs: 1, maxDelayMs: 10 }, checkInvariants: false });
+  const rec = new Recorder(() => cluster.scheduler.now());
+  const add = (name: string): SimNode => cluster.add(name, { events: rec.delegateFor(name) });
+  const seeds = (): string[] => {
+    const live = cluster.liveNodes();
+    return Array.from({ length: Math.min(3, live.length) }, () => live[cluster.random.int(live.length)].name);
+  };
+  const nameSet = (nodes: SimNode[]): Set<string> => new Set(nodes.map((n) => n.name));
+
+  // 1. The wave: node 0 first, then the rest spread evenly over waveMs, each joining via 3 random members.
+  add("n0");
+  const waveJoins: { name: string; at: number; observers: SimNode[] }[] = [];
+  const gap = args.waveMs / (args.nodes - 1);
+  for (let i = 1; i < args.nodes; i++) {
+    const observers = cluster.liveNodes();
+    const node = add(`n${i}`);
+    waveJoins.push({ name: node.name, at: cluster.scheduler.now(), observers });
+    void node.ml().join(seeds().map((s) => cluster.node(s).addr));
+    await cluster.runFor(gap);
+  }
+  const convergedIn = await cluster.runUntil(() => cluster.converged(), 300_000, 500);
+  const convergedAt = cluster.scheduler.elapsed();
+  const waveLatency = waveJoins.map((j) => (rec.allKnew(rec.joinedAt, j.name, j.observers) ?? Infinity) - j.at);
+  const original = nameSet(cluster.liveNodes());
+
+  // 2. Steady state traffic (nothing joins or fails).
+  await cluster.runFor(10_000);
+  const before = bytesSent(cluster.liveNodes());
+  await cluster.runFor(args.steadyMs);
+  const steadyRate = (bytesSent(cluster.liveNodes()) - before) / cluster.liveNodes().length / (args.steadyMs / 1000);
+
+  // 3. Single joins into the settled cluster, 10 s apart.
+  const singleLatency: number[] = [];
+  for (let i = 0; i < args.singles; i++) {
+    const observers = cluster.liveNodes();
+    const node = add(`late${i}`);
+    const at = cluster.scheduler.now();
+    void node.ml().join(seeds().filter((s) => s !== node.name).map((s) => cluster.node(s).addr));
+    await cluster.runUntil(() => rec.allKnew(rec.joinedAt, node.name, observers) !== undefined, 60_000, 50);
+    singleLatency.push((rec.allKnew(rec.joinedAt, node.name, observers) ?? Infinity) - at);
+    await cluster.runFor(10_000 - (cluster.scheduler.now() - at) % 10_000);
+  }
+
+  // 4. 1% crash at once.
+  const victims: SimNode[] = [];
+  const candidates = cluster.liveNodes();
+  while (victims.length < Math.max(1, Math.round(args.nodes / 100))) {
+    const v = candidates[cluster.random.int(candidates.length)];
+    if (!victims.includes(v)) victims.push(v);
+  }
+  const crashAt = cluster.scheduler.now();
+  for (const v of victims) cluster.crash(v.name);
+  const survivors = cluster.liveNodes();
+  await cluster.runUntil(() => victims.every((v) => rec.allKnew(rec.deadAt, v.name, survivors) !== undefined), 300_000, 500);
+  const detection = victims.map((v) => (rec.allKnew(rec.deadAt, v.name, survivors) ?? Infinity) - crashAt);
+  const spread = victims.map((v) => {
+    const times = [...(rec.deadAt.get(v.name)?.values() ?? [])];
+    return times.length ? (rec.allKnew(rec.deadAt, v.name, survivors) ?? Infinity) - Math.min(...times) : Infinity;
+  });
+
+  const neverFailed = nameSet(survivors);
+  console.log(`\n== ${args.nodes} nodes, ${(loss * 100).toFixed(0)}% loss, seed ${args.seed} ==`);
+  console.log(`wave of ${args.nodes - 1} joins over ${fmt(args.waveMs)}; every node saw every node alive ${convergedIn ? "at" : "NOT by"} ${fmt(convergedAt)} (checked every 0.5 s)`);
+  console.log(`  join known by all earlier nodes (wave):    ${percentiles(waveLatency)}`);
+  console.log(`  join known by all nodes (settled cluster): ${percentiles(singleLatency)}`);
+  console.log(`  failure: crash → dead everywhere:          ${percentiles(detection)}`);
+  console.log(`  failure: first 'dead' → dead everywhere:   ${percentiles(spread)}`);
+  console.log(`  steady state: ${(steadyRate / 1024).toFixed(2)} KiB/s sent per node (over ${fmt(args.steadyMs)})`);
+  console.log(`  false suspicions: ${rec.countAbout(rec.suspicions, neverFailed)}  false deaths: ${rec.countAbout(rec.deaths, neverFailed)}  (about ${neverFailed.size} nodes that never failed; ${original.size} in the wave)`);
+  console.log(`  simulated ${fmt(cluster.scheduler.elapsed())} in ${fmt(Date.now() - started)} wall, ${cluster.scheduler.eventsRun} events, net ${JSON.stringify(cluster.net.stats)}`);
+}
+
+/**
+ * 5% loss and one slow node. "stretched": its timers fire 10x late and it handles everything it
+ * receives 600 ms late (so every direct ping to it misses the 500 ms probe timeout).
+ * "starved": same late handling but timers on time, so its own probes see acks too late and it
+ * would accuse healthy nodes without Lifeguard's local health awareness.
+ */
+async function slowNode(args: Args, variant: "stretched" | "starved"): Promise<void> {
+  const started = Date.now();
+  const n = args.quick ? 100 : args.nodes;
+  const cluster = new SimCluster({ seed: args.seed + 1, conditions: { loss: 0.05 }, checkInvariants: false });
+  const rec = new Recorder(() => cluster.scheduler.now());
+  const slowOptions = { timerStretch: variant === "stretched" ? 10 : 1, inboundDelayMs: 600 };
+  for (let i = 0; i < n; i++) {
+    cluster.add(`n${i}`, { events: rec.delegateFor(`n${i}`), ...(i === n - 1 ? slowOptions : {}) });
+  }
+  const names = cluster.liveNodes().map((x) => x.name);
+  for (let i = 1; i < n; i += 50) {
+    void Promise.all(names.slice(i, i + 50).map((m) => cluster.node(m).ml().join([cluster.node("n0").addr])));
+    await cluster.runFor(1000);
+  }
+  const converged = await cluster.runUntil(() => cluster.converged(), 300_000, 500);
+  const measureMs = args.quick ? 120_000 : 300_000;
+  await cluster.runFor(measureMs);
+  const slowName = `n${n - 1}`;
+  const slow = cluster.node(slowName).ml();
+  const aboutSlow = [...rec.suspicions].filter((k) => k.startsWith(`${slowName}@`)).length;
+  console.log(`\n== ${n} nodes, 5% loss, ${slowName} slow (${variant}: timers x${slowOptions.timerStretch}, handles input ${slowOptions.inboundDelayMs} ms late), seed ${args.seed + 1} ==`);
+  console.log(`  converged: ${converged}; then ${fmt(measureMs)} observed (counts cover the whole run)`);
+  console.log(`  false suspicions: ${rec.suspicions.size} (${aboutSlow} about the slow node)  false deaths: ${rec.deaths.size}`);
+  const accusations = cluster.liveNodes().reduce((sum, x) => sum + x.ml().counters().protocol.suspicionsRaised, 0);
+  console.log(`  accusations by probing (every one false here): ${accusations}`);
+  console.log(`  slow node: suspicions it raised ${slow.counters().protocol.suspicionsRaised}, refutations ${slow.counters().protocol.refutations}, health score now ${slow.healthScore()}`);
+  console.log(`  simulated ${fmt(cluster.scheduler.elapsed())} in ${fmt(Date.now() - started)} wall, ${cluster.scheduler.eventsRun} events`);
+}
+
+const args = parseArgs(process.argv.slice(2));
+for (const loss of [0, 0.05]) await scenario(args, loss);
+await slowNode(args, "stretched");
+await slowNode(args, "starved");

@@ -1,0 +1,194 @@
+// The node agent: joins the gossip control plane, leases a subnet, programs the backend chosen in
+// net-conf.json, writes subnet.env for the CNI plugin, keeps the backend's peers in step with the
+// cluster (on every change and by a periodic reconcile that also repairs kernel drift), serves
+// health, status and metrics, swaps backends on SIGHUP, and leaves cleanly on SIGTERM/SIGINT.
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { Logger } from "pino";
+import type { Backend, BackendAnnouncement, BackendOptions, Underlay } from "../backends/backend.js";
+import { createBackend } from "../backends/index.js";
+import { parseNetConf, type BackendConfig, type NetConf } from "../config/net-conf.js";
+import { ControlPlane } from "../control/control-plane.js";
+import { Keyring } from "../control/gossip/keyring.js";
+import type { Addr } from "../control/runtime.js";
+import { WeftError } from "../errors.js";
+import { Kernel } from "../kernel/iproute.js";
+import { removeIpMasq, setIpMasq } from "../kernel/ipmasq.js";
+import { formatIpv4, formatPrefix, type Ipv4Prefix } from "../net/ipv4.js";
+import { AgentHttp, SOCKET_NAME } from "./http.js";
+import { agentMetrics } from "./metrics.js";
+import { PeerSync } from "./peer-sync.js";
+import { writeSubnetEnv } from "./subnet-env.js";
+import { chooseUnderlay, describeUnderlay } from "./underlay.js";
+
+export interface AgentOptions {
+  netConfig: string;
+  iface?: string[];
+  ifaceRegex?: string[];
+  publicIp?: string;
+  subnetFile: string;
+  ipMasq: boolean;
+  healthzIp: string;
+  healthzPort?: number;
+  metricsPort?: number;
+  gossipPort: number;
+  join: Addr[];
+  /** Initial owners of the subnet space; default: this node alone when --join is empty. */
+  seeds?: string[];
+  keyFile: string;
+  stateDir: string;
+  nodeName: string;
+  keepOnExit: boolean;
+  reconcileIntervalMs: number;
+}
+
+/** net-conf.json's Backend keys as the backends take them. */
+function backendOptions(b: BackendConfig): BackendOptions {
+  switch (b.Type) {
+    case "vxlan":
+      return { vni: b.VNI, port: b.Port, mtu: b.MTU, directRouting: b.DirectRouting, gbp: b.GBP };
+    case "wasm-vxlan":
+      return { vni: b.VNI, port: b.Port, workers: b.Workers };
+    case "udp":
+      return { port: b.Port };
+    case "host-gw":
+      return {};
+  }
+}
+
+export class Agent {
+  private backend?: Backend;
+  private announcement?: BackendAnnouncement;
+  private subnet?: Ipv4Prefix;
+  private ready = false;
+  private reconcileTimer?: NodeJS.Timeout;
+  private http?: AgentHttp;
+  private readonly startedAt = Date.now();
+  private readonly sync: PeerSync;
+
+  private constructor(
+    private readonly opts: AgentOptions,
+    private conf: NetConf,
+    private readonly kernel: Kernel,
+    private readonly underlay: Underlay,
+    private readonly control: ControlPlane,
+    private readonly log: Logger,
+  ) {
+    this.sync = new PeerSync(control, () => this.backend!, log);
+  }
+
+  /** Everything up to a programmed backend; on failure undoes what it did and throws. */
+  static async start(opts: AgentOptions, log: Logger): Promise<Agent> {
+    // The config is checked before anything touches the kernel or the network.
+    const conf = parseNetConf(await readConfig(opts.netConfig), opts.netConfig);
+    const keyring = await Keyring.fromKeyFile(opts.keyFile);
+    const kernel = new Kernel();
+    const underlay = await chooseUnderlay(kernel, opts);
+    log.info({ node: opts.nodeName, underlay: describeUnderlay(underlay), backend: conf.Backend.Type, network: conf.Network }, "starting");
+    const control = await ControlPlane.start({
+      name: opts.nodeName, bindAddr: formatIpv4(underlay.addr), gossipPort: opts.gossipPort, join: opts.join,
+      seeds: opts.seeds ?? (opts.join.length === 0 ? [opts.nodeName] : []), space: conf.space, keyring,
+      stateDir: opts.stateDir, logger: log,
+    });
+    const agent = new Agent(opts, conf, kernel, underlay, control, log);
+    try {
+      agent.http = await AgentHttp.listen(
+        { ready: () => agent.ready, status: () => agent.status(), metrics: agentMetrics(control, () => agent.backend, () => agent.subnet && formatPrefix(agent.subnet)) },
+        join(opts.stateDir, SOCKET_NAME),
+        [
+          ...(opts.healthzPort !== undefined ? [{ host: opts.healthzIp, port: opts.healthzPort }] : []),
+          ...(opts.metricsPort !== undefined ? [{ host: opts.healthzIp, port: opts.metricsPort }] : []),
+        ],
+      );
+      agent.subnet = await control.lease();
+      log.info({ subnet: formatPrefix(agent.subnet) }, "lease held");
+      await agent.startBackend();
+      control.on("change", () => void agent.sync.kick().catch((err) => log.error({ err }, "peer sync failed")));
+      agent.reconcileTimer = setInterval(() => void agent.reconcile(), opts.reconcileIntervalMs);
+      return agent;
+    } catch (err) {
+      await agent.stop(false).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Creates and starts the backend of the current config, announces it, writes subnet.env. */
+  private async startBackend(): Promise<void> {
+    const subnet = this.subnet!;
+    const backend = createBackend(this.conf.Backend.Type, backendOptions(this.conf.Backend), {
+      kernel: this.kernel, network: this.conf.space.network, subnet, underlay: this.underlay, stateDir: this.opts.stateDir, logger: this.log.child({ layer: "backend" }),
+    });
+    this.announcement = await backend.start();
+    this.backend = backend;
+    this.control.announce(this.announcement);
+    if (this.opts.ipMasq) await setIpMasq(this.kernel, { network: this.conf.space.network, subnet });
+    await writeSubnetEnv(this.opts.subnetFile, this.conf.space.network, subnet, backend.mtu, this.opts.ipMasq);
+    this.sync.reset();
+    await this.sync.kick();
+    await backend.reconcile();
+    this.ready = true;
+    this.log.info({ backend: backend.type, mtu: backend.mtu, subnetFile: this.opts.subnetFile, peers: this.sync.size }, "ready");
+  }
+
+  /** Re-reads net-conf.json; a changed Backend is swapped in (the node keeps its subnet). */
+  async reload(): Promise<void> {
+    const next = parseNetConf(await readConfig(this.opts.netConfig), this.opts.netConfig);
+    if (next.Network !== this.conf.Network || next.space.fingerprint !== this.conf.space.fingerprint) {
+      throw new WeftError("CONFIG_RELOAD_NETWORK", "Network and subnet keys cannot change while running; stop every agent to change them");
+    }
+    if (JSON.stringify(next.Backend) === JSON.stringify(this.conf.Backend)) return;
+    this.log.info({ from: this.conf.Backend.Type, to: next.Backend.Type }, "swapping backend");
+    this.ready = false;
+    await this.backend?.stop(false);
+    this.backend = undefined;
+    this.conf = next;
+    await this.startBackend();
+  }
+
+  /** Periodic: peers from the control plane, then kernel drift repaired. */
+  private async reconcile(): Promise<void> {
+    if (!this.ready || !this.backend) return;
+    try {
+      await this.sync.kick();
+      await this.backend.reconcile();
+    } catch (err) {
+      this.log.error({ err }, "reconcile failed; trying again at the next interval");
+    }
+  }
+
+  status(): unknown {
+    return {
+      node: this.opts.nodeName,
+      underlay: formatIpv4(this.underlay.addr),
+      uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
+      ready: this.ready,
+      network: this.conf.Network,
+      subnet: this.subnet && formatPrefix(this.subnet),
+      backend: this.announcement,
+      mtu: this.backend?.mtu,
+      members: this.control.allMembers().map((m) => ({ name: m.name, addr: `${m.host}:${m.port}`, state: m.state, incarnation: m.incarnation })),
+      peers: this.control.peers().map((p) => ({ name: p.name, subnet: formatPrefix(p.subnet), underlay: formatIpv4(p.underlay), backend: p.backend.type })),
+      backendCounters: this.backend?.counters(),
+      dataplane: this.backend?.dataplaneCounters?.(),
+    };
+  }
+
+  /** Leaves the cluster and removes what the agent made (devices too, unless keepOnExit). */
+  async stop(leave = true): Promise<void> {
+    this.ready = false;
+    clearInterval(this.reconcileTimer);
+    await this.control.stop(leave).catch((err) => this.log.warn({ err }, "leaving the cluster failed"));
+    await this.backend?.stop(this.opts.keepOnExit);
+    if (this.opts.ipMasq) await removeIpMasq(this.kernel).catch((err) => this.log.warn({ err }, "removing ip-masq rules failed"));
+    await this.http?.close();
+    this.log.info({ keptDevices: this.opts.keepOnExit }, "stopped");
+  }
+}
+
+async function readConfig(path: string): Promise<string> {
+  try {
+    return await readFile(path, "utf8");
+  } catch (cause) {
+    throw new WeftError("CONFIG_UNREADABLE", `cannot read the network config ${path}: ${(cause as Error).message}; pass --net-config PATH`, { cause });
+  }
+}

@@ -1,0 +1,79 @@
+// Prometheus metrics (prom-client), read from the layers' own counters when scraped: nothing on
+// the packet path or in gossip does extra work for them.
+import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
+import type { Backend } from "../backends/backend.js";
+import type { ControlPlane } from "../control/control-plane.js";
+
+/** A counter whose value comes from elsewhere at scrape time. */
+function mirroredCounter(registry: Registry, name: string, help: string, labelNames: string[], read: (set: (labels: Record<string, string>, v: number) => void) => void): void {
+  new Counter({
+    name, help, labelNames, registers: [registry],
+    collect() {
+      this.reset();
+      read((labels, v) => this.inc(labels, v));
+    },
+  });
+}
+
+export function agentMetrics(control: ControlPlane, backend: () => Backend | undefined, lease: () => string | undefined): Registry {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: "weft_process_" });
+  new Gauge({
+    name: "weft_members", help: "Gossip members by state", labelNames: ["state"], registers: [registry],
+    collect() {
+      this.reset();
+      for (const m of control.allMembers()) this.inc({ state: m.state });
+    },
+  });
+  new Gauge({
+    name: "weft_lease", help: "1 while this node holds the subnet in the label", labelNames: ["subnet"], registers: [registry],
+    collect() {
+      this.reset();
+      const s = lease();
+      if (s) this.set({ subnet: s }, 1);
+    },
+  });
+  mirroredCounter(registry, "weft_gossip_messages_total", "Gossip messages by direction and kind", ["direction", "kind"], (set) => {
+    const c = control.gossipCounters();
+    for (const [dir, byKind] of [["sent", c.sent], ["received", c.received]] as const) {
+      for (const [kind, t] of Object.entries(byKind)) set({ direction: dir, kind }, t.messages);
+    }
+  });
+  mirroredCounter(registry, "weft_gossip_bytes_total", "Gossip message bytes by direction", ["direction"], (set) => {
+    const c = control.gossipCounters();
+    for (const [dir, byKind] of [["sent", c.sent], ["received", c.received]] as const) {
+      set({ direction: dir }, Object.values(byKind).reduce((n, t) => n + t.bytes, 0));
+    }
+  });
+  mirroredCounter(registry, "weft_gossip_dropped_total", "Gossip frames dropped, by reason", ["reason"], (set) => {
+    for (const [reason, n] of Object.entries(control.gossipCounters().dropped)) set({ reason }, n);
+  });
+  mirroredCounter(registry, "weft_kernel_programming_total", "Kernel programming commands and errors", ["result"], (set) => {
+    const c = backend()?.counters();
+    if (!c) return;
+    set({ result: "ok" }, c.kernelCommands - c.kernelErrors);
+    set({ result: "error" }, c.kernelErrors);
+  });
+  mirroredCounter(registry, "weft_peers_unreachable_total", "Peers the backend could not reach (host-gw off-link, wire format mismatch)", [], (set) => {
+    const c = backend()?.counters();
+    if (c) set({}, c.peersUnreachable);
+  });
+  mirroredCounter(registry, "weft_dataplane_packets_total", "Userspace dataplane packets by direction and verdict (FORWARD, REPLY or a drop reason)", ["direction", "verdict"], (set) => {
+    const d = backend()?.dataplaneCounters?.();
+    if (!d) return;
+    for (const [dir, c] of [["tx", d.tx], ["rx", d.rx]] as const) {
+      for (const [verdict, n] of Object.entries(c.packets)) set({ direction: dir, verdict }, Number(n));
+    }
+  });
+  mirroredCounter(registry, "weft_dataplane_bytes_total", "Userspace dataplane bytes forwarded by direction", ["direction"], (set) => {
+    const d = backend()?.dataplaneCounters?.();
+    if (!d) return;
+    set({ direction: "tx" }, Number(d.tx.bytesForwarded));
+    set({ direction: "rx" }, Number(d.rx.bytesForwarded));
+  });
+  mirroredCounter(registry, "weft_dataplane_worker_restarts_total", "Userspace dataplane workers replaced after dying", [], (set) => {
+    const d = backend()?.dataplaneCounters?.();
+    if (d) set({}, d.workerRestarts);
+  });
+  return registry;
+}

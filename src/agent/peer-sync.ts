@@ -1,0 +1,56 @@
+// Keeps the backend's peers equal to what the control plane says: on every membership or lease
+// change (coalesced), and from the periodic reconcile. Adds and updates come before removals, so
+// a peer that changed address never loses its route in between.
+import type { Backend, BackendPeer } from "../backends/backend.js";
+import { formatPrefix } from "../net/ipv4.js";
+import type { ControlPlane } from "../control/control-plane.js";
+import type { Logger } from "pino";
+
+export class PeerSync {
+  private current = new Map<string, string>();
+  private running: Promise<void> = Promise.resolve();
+  private pending = false;
+
+  constructor(private readonly control: ControlPlane, private readonly backend: () => Backend, private readonly log: Logger) {}
+
+  /** Schedules a sync; several calls while one runs collapse into one more. */
+  kick(): Promise<void> {
+    if (this.pending) return this.running;
+    this.pending = true;
+    this.running = this.running.then(async () => {
+      this.pending = false;
+      await this.sync();
+    });
+    return this.running;
+  }
+
+  /** Forgets what was programmed (after a backend swap every peer must be set again). */
+  reset(): void {
+    this.current.clear();
+  }
+
+  get size(): number {
+    return this.current.size;
+  }
+
+  private async sync(): Promise<void> {
+    const backend = this.backend();
+    const want = new Map<string, BackendPeer>(this.control.peers().map((p) => [p.name, p]));
+    const key = (p: BackendPeer) => JSON.stringify([formatPrefix(p.subnet), p.underlay, p.backend]);
+    const changes: Promise<void>[] = [];
+    for (const [name, p] of want) {
+      if (this.current.get(name) === key(p)) continue;
+      this.log.info({ peer: name, subnet: formatPrefix(p.subnet), backend: p.backend.type }, this.current.has(name) ? "peer changed" : "peer added");
+      this.current.set(name, key(p));
+      changes.push(backend.setPeer(p));
+    }
+    // Issued together, so that a kernel backend programs them in one batch.
+    await Promise.all(changes);
+    const gone = [...this.current.keys()].filter((name) => !want.has(name));
+    for (const name of gone) {
+      this.log.info({ peer: name }, "peer removed");
+      this.current.delete(name);
+    }
+    await Promise.all(gone.map((name) => backend.removePeer(name)));
+  }
+}

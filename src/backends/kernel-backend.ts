@@ -1,0 +1,232 @@
+// What the kernel backends (vxlan, host-gw) share, like flannel's RouteNetwork: the peers they
+// were given, and one loop that makes the kernel match them. Every change — setPeer, removePeer,
+// reconcile, stop — is a round of that loop: plan each peer's entries (or find it unreachable),
+// read what the kernel has, write the difference (converge.ts). Rounds run one at a time, and
+// calls made meanwhile are gathered into the next round, so a thousand setPeer calls cost a few
+// iproute2 calls. A round for some peers touches only those peers' entries (a restarted agent
+// that kept its device does not lose the routes of peers it has not heard of yet); reconcile's
+// round covers everything the backend owns and removes what no peer wants.
+import type { Logger } from "pino";
+import { WeftError } from "../errors.js";
+import { addPeerEntries, applyChanges, changedKeys, diffEntries, emptyEntrySets, peerEntryKeys, type EntrySets, type PeerEntries } from "../kernel/converge.js";
+import { lookupRoutes, readEntries, type RouteEntry } from "../kernel/entries.js";
+import { formatIpv4, prefixesOverlap } from "../net/ipv4.js";
+import type { Backend, BackendAnnouncement, BackendContext, BackendCounters, BackendPeer, BackendType } from "./backend.js";
+import { announcementProblem, overlapProblem, UnreachablePeers } from "./unreachable.js";
+
+interface Round {
+  /** Peers set or removed since the last round. */
+  names: Set<string>;
+  /** Re-plan every peer and remove every owned entry no peer wants (reconcile). */
+  full: boolean;
+  done: Promise<void>;
+  resolve(): void;
+  reject(err: unknown): void;
+}
+
+function newRound(): Round {
+  let resolve!: () => void;
+  let reject!: (err: unknown) => void;
+  const done = new Promise<void>((res, rej) => ((resolve = res), (reject = rej)));
+  return { names: new Set(), full: false, done, resolve, reject };
+}
+
+export abstract class KernelBackend implements Backend {
+  abstract readonly mtu: number;
+  protected readonly logger: Logger;
+  private readonly unreachable: UnreachablePeers;
+  /** The peers as the agent last gave them, in the order they first came (first lease wins an overlap). */
+  private readonly peers = new Map<string, BackendPeer>();
+  /** Each reachable peer's entries as last written. */
+  private readonly written = new Map<string, PeerEntries>();
+  private readonly stats = { kernelCommands: 0, kernelErrors: 0, driftRepairs: 0 };
+  private pending?: Round;
+  private rounds: Promise<void> = Promise.resolve();
+  private state: "new" | "running" | "stopped" = "new";
+
+  protected constructor(
+    readonly type: BackendType,
+    protected readonly ctx: BackendContext,
+  ) {
+    this.logger = ctx.logger.child({ backend: type });
+    this.unreachable = new UnreachablePeers(this.logger);
+  }
+
+  /** What this node announces; also what peers are checked against. */
+  protected abstract announcement(): BackendAnnouncement;
+  /** Creates what the backend needs before any peer (devices); start() undoes it on failure. */
+  protected abstract setUp(): Promise<void>;
+  /** Removes what setUp created. */
+  protected abstract tearDown(): Promise<void>;
+  /** Creates or repairs the devices (at start and in reconcile). */
+  protected abstract ensureDevices(): Promise<void>;
+  /** Entries for peers already found compatible, or why one cannot be reached. */
+  protected abstract plan(peers: BackendPeer[]): Promise<Map<string, PeerEntries | string>>;
+  /** Whether a route to a destination in the pod network is one this backend writes. */
+  protected abstract ownsRoute(r: RouteEntry): boolean;
+  /** The device whose neighbour and FDB entries all belong to this backend, if any. */
+  protected abstract readonly entryDevice?: string;
+
+  async start(): Promise<BackendAnnouncement> {
+    if (this.state !== "new") throw new WeftError("BACKEND_STATE", `the ${this.type} backend was already started; create a new one`);
+    try {
+      await this.setUp();
+    } catch (err) {
+      await this.tearDown().catch((e) => this.logger.error({ err: e }, "cleanup after a failed start failed too"));
+      throw err;
+    }
+    this.state = "running";
+    const a = this.announcement();
+    this.logger.info({ ...a, mtu: this.mtu }, `${this.type} backend started`);
+    return a;
+  }
+
+  setPeer(peer: BackendPeer): Promise<void> {
+    if (this.state === "running") this.peers.set(peer.name, peer);
+    return this.request([peer.name], false);
+  }
+
+  removePeer(name: string): Promise<void> {
+    if (this.state === "running") this.peers.delete(name);
+    return this.request([name], false);
+  }
+
+  reconcile(): Promise<void> {
+    return this.request([], true);
+  }
+
+  async stop(keep: boolean): Promise<void> {
+    if (this.state !== "running") {
+      this.state = "stopped";
+      return;
+    }
+    this.state = "stopped"; // refuses new calls; rounds already asked for still run
+    await this.rounds;
+    if (keep) {
+      this.logger.info("backend stopped; kernel state kept for the next start");
+      return;
+    }
+    const names = [...this.peers.keys(), ...this.written.keys()];
+    this.peers.clear();
+    // Every entry removed in flannel's reverse order (routes off the device too), then the devices.
+    try {
+      await this.runRound({ ...newRound(), names: new Set(names), full: true }, true);
+    } finally {
+      await this.tearDown();
+    }
+    this.logger.info("backend stopped; its devices and entries are removed");
+  }
+
+  counters(): BackendCounters {
+    return { ...this.stats, peersUnreachable: this.unreachable.count };
+  }
+
+  /** Why each peer cannot be reached directly on the underlay interface (host-gw, DirectRouting); undefined when it can. */
+  protected async directReachProblems(peers: BackendPeer[]): Promise<Array<string | undefined>> {
+    const iface = this.ctx.underlay.iface;
+    const found = await lookupRoutes(this.ctx.kernel, peers.map((p) => p.underlay));
+    return found.map((r, i) => {
+      const addr = formatIpv4(peers[i].underlay);
+      if ("error" in r) return `no route to its underlay address ${addr} (${r.error})`;
+      if (r.local) return `its underlay address ${addr} is this host's own`;
+      if (r.gateway !== undefined) return `${addr} is reached through gateway ${formatIpv4(r.gateway)}, not directly on ${iface}`;
+      if (r.dev !== iface) return `${addr} is reached through ${r.dev}, not the underlay interface ${iface}`;
+      return undefined;
+    });
+  }
+
+  private request(names: string[], full: boolean): Promise<void> {
+    if (this.state !== "running") {
+      return Promise.reject(new WeftError("BACKEND_NOT_RUNNING", `the ${this.type} backend is ${this.state === "new" ? "not started" : "stopped"}; start a new one`));
+    }
+    let round = this.pending;
+    if (!round) {
+      const r = (round = this.pending = newRound());
+      this.rounds = this.rounds.then(async () => {
+        if (this.pending === r) this.pending = undefined; // later calls go to the next round
+        await this.runRound(r, false).then(r.resolve, (err: unknown) => {
+          this.stats.kernelErrors++;
+          this.logger.error({ err }, "a kernel programming round failed; the next round or reconcile tries again");
+          r.reject(err);
+        });
+      });
+    }
+    for (const n of names) round.names.add(n);
+    round.full ||= full;
+    return round.done;
+  }
+
+  /** One round; `teardown` (from stop) leaves the devices alone and counts nothing as drift. */
+  private async runRound(round: Round, teardown: boolean): Promise<void> {
+    const { kernel } = this.ctx;
+    const full = round.full;
+    // Devices are checked in full rounds only (reconcile), which keeps a round for one peer to a
+    // few iproute2 calls; a full round puts back everything a re-created device lost.
+    if (full && !teardown) await this.ensureDevices();
+    for (const name of round.names) if (!this.peers.has(name)) this.unreachable.forget(name);
+    const planned = await this.planPeers(full ? [...this.peers.values()] : [...round.names].flatMap((n) => this.peers.get(n) ?? []));
+    // The peers this round is about: those named, and those whose entries changed (a full round
+    // re-plans everyone). Keys of their old and new entries are in scope; any other entry the
+    // round has to fix had drifted.
+    const changing = new Set(round.names);
+    for (const [name, entries] of planned) if (!sameEntries(this.written.get(name), entries)) changing.add(name);
+    const scope = new Set<string>();
+    for (const name of changing) for (const e of [this.written.get(name), planned.get(name)]) if (e) peerEntryKeys(e).forEach((k) => scope.add(k));
+
+    // Wanted: the new plans, and for every other peer what was last written (so a key that one
+    // peer leaves and another takes in the same round is not removed).
+    const want = emptyEntrySets();
+    for (const [name, entries] of this.written) if (!planned.has(name) && this.peers.has(name)) addPeerEntries(want, entries);
+    for (const entries of planned.values()) if (entries) addPeerEntries(want, entries);
+
+    const changes = diffEntries(want, await this.readOwned(), full ? undefined : (kind, key) => scope.has(`${kind} ${key}`));
+    const failures = await applyChanges(kernel, changes);
+
+    for (const name of this.written.keys()) if (!this.peers.has(name)) this.written.delete(name);
+    for (const [name, entries] of planned) entries ? this.written.set(name, entries) : this.written.delete(name);
+
+    const keys = changedKeys(changes);
+    this.stats.kernelCommands += keys.length;
+    this.stats.kernelErrors += failures.length;
+    for (const f of failures) this.logger.error({ command: f.command }, `the kernel refused \`${f.command}\`: ${f.message}; reconcile will try again`);
+    const drift = teardown ? [] : keys.filter((k) => !scope.has(k));
+    if (drift.length > 0) {
+      this.stats.driftRepairs += drift.length;
+      this.logger.warn({ repaired: drift.slice(0, 10), count: drift.length }, `repaired ${drift.length} kernel entries that had drifted`);
+    }
+  }
+
+  /** Checks announcements and overlaps, then asks the backend; records who is unreachable. */
+  private async planPeers(peers: BackendPeer[]): Promise<Map<string, PeerEntries | undefined>> {
+    const own = this.announcement();
+    const order = [...this.peers.values()];
+    const problems = new Map<string, string>();
+    for (const p of peers) {
+      const reason = announcementProblem(own, this.ctx.network, this.ctx.subnet, p) ?? overlapProblem(p, order.slice(0, order.indexOf(p)));
+      if (reason) problems.set(p.name, reason);
+    }
+    const fine = peers.filter((p) => !problems.has(p.name));
+    const plans = fine.length > 0 ? await this.plan(fine) : new Map<string, PeerEntries | string>();
+    const result = new Map<string, PeerEntries | undefined>();
+    for (const p of peers) {
+      const plan = problems.get(p.name) ?? plans.get(p.name);
+      this.unreachable.note(p, typeof plan === "string" ? plan : undefined);
+      result.set(p.name, typeof plan === "string" ? undefined : plan);
+    }
+    return result;
+  }
+
+  private async readOwned(): Promise<EntrySets> {
+    const { routes, neighs, fdbs } = await readEntries(this.ctx.kernel, this.ctx.network, this.entryDevice);
+    return {
+      // Never this node's own subnet, whatever holds it.
+      routes: routes.filter((r) => !prefixesOverlap(r.dst, this.ctx.subnet) && this.ownsRoute(r)),
+      neighs: neighs.filter((n) => n.permanent),
+      fdbs: fdbs.filter((f) => f.permanent),
+    };
+  }
+}
+
+function sameEntries(a: PeerEntries | undefined, b: PeerEntries | undefined): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}

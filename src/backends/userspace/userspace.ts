@@ -1,0 +1,134 @@
+// The userspace backends, `wasm-vxlan` and `udp`: weft's own dataplane (src/dataplane) behind the
+// Backend interface. wasm-vxlan speaks the kernel's VXLAN (so it mixes with kernel `vxlan` peers:
+// same VNI and port, its VTEP MAC in their neighbour and FDB entries, theirs in its next hops);
+// udp speaks flannel's udp format. The TUN device and sockets are opened when the backend is
+// constructed, in the calling thread's network namespace: the agent runs inside its host's
+// namespace, and in-process tests construct it inside withNetns (src/io/netns.ts). A TUN device
+// lives only while weft holds it open, so stop() always removes it (nothing to keep).
+import type { Logger } from "pino";
+import { UserspaceDataplane, type DataplaneCounters } from "../../dataplane/dataplane.js";
+import { readRoutes } from "../../kernel/entries.js";
+import { readIpv4Addresses, readLink } from "../../kernel/links.js";
+import { WeftError } from "../../errors.js";
+import { formatIpv4, formatMac, formatPrefix, parseMac } from "../../net/ipv4.js";
+import { DEFAULT_VNI, UDP_PORT, VXLAN_PORT, type Backend, type BackendAnnouncement, type BackendContext, type BackendCounters, type BackendOptions, type BackendPeer } from "../backend.js";
+import { VXLAN_OVERHEAD } from "../vxlan/vxlan.js";
+import { announcementProblem, overlapProblem, UnreachablePeers } from "../unreachable.js";
+import { loadVtepMac } from "../vtep-mac.js";
+
+/** flannel's udp encapsulation: outer IPv4 (20) + UDP (8). */
+export const UDP_OVERHEAD = 28;
+
+export class UserspaceBackend implements Backend {
+  readonly mtu: number;
+  /** flannel0 for udp (flannel's name), weft.<VNI> for wasm-vxlan. */
+  readonly tunName: string;
+  private readonly logger: Logger;
+  private readonly dataplane: UserspaceDataplane;
+  private readonly unreachable: UnreachablePeers;
+  private readonly vtepMac: Uint8Array;
+  private readonly port: number;
+  private readonly vni: number;
+  private readonly stats = { kernelCommands: 0, kernelErrors: 0, driftRepairs: 0 };
+  private state: "new" | "running" | "stopped" = "new";
+
+  /** Opens the TUN device and sockets in the calling thread's namespace (synchronous on purpose). */
+  constructor(readonly type: "udp" | "wasm-vxlan", options: BackendOptions, private readonly ctx: BackendContext) {
+    const udp = type === "udp";
+    this.logger = ctx.logger.child({ backend: type });
+    this.unreachable = new UnreachablePeers(this.logger);
+    this.port = options.port ?? (udp ? UDP_PORT : VXLAN_PORT);
+    this.vni = options.vni ?? DEFAULT_VNI;
+    this.mtu = (options.mtu ?? ctx.underlay.mtu) - (udp ? UDP_OVERHEAD : VXLAN_OVERHEAD);
+    this.tunName = udp ? "flannel0" : `weft.${this.vni}`;
+    this.vtepMac = loadVtepMac(ctx.stateDir);
+    this.dataplane = new UserspaceDataplane({
+      format: udp ? "udp" : "vxlan", tunName: this.tunName, mtu: this.mtu, network: ctx.network, subnet: ctx.subnet,
+      listenAddr: ctx.underlay.addr, port: this.port, vni: this.vni, vtepMac: this.vtepMac, workers: options.workers, logger: this.logger,
+    });
+  }
+
+  async start(): Promise<BackendAnnouncement> {
+    if (this.state !== "new") throw new WeftError("BACKEND_STATE", `the ${this.type} backend was already started; create a new one`);
+    try {
+      this.stats.kernelCommands += 3; // the TUN device's MTU, address and link state
+      await this.dataplane.start(this.ctx.kernel);
+    } catch (err) {
+      this.stats.kernelErrors++;
+      await this.dataplane.stop();
+      throw err;
+    }
+    this.state = "running";
+    const a = this.announcement();
+    this.logger.info({ ...a, mtu: this.mtu, tun: this.tunName }, `${this.type} backend started`);
+    return a;
+  }
+
+  async setPeer(peer: BackendPeer): Promise<void> {
+    this.assertRunning();
+    const reason = announcementProblem(this.announcement(), this.ctx.network, this.ctx.subnet, peer) ?? overlapProblem(peer, this.dataplane.listPeers());
+    this.unreachable.note(peer, reason);
+    if (reason) {
+      this.dataplane.removePeer(peer.name);
+      return;
+    }
+    this.dataplane.setPeer({
+      name: peer.name, subnet: peer.subnet, underlay: peer.underlay, port: peer.backend.port ?? this.port,
+      vtepMac: this.type === "wasm-vxlan" ? parseMac(peer.backend.vtepMac!) : undefined,
+    });
+  }
+
+  async removePeer(name: string): Promise<void> {
+    this.assertRunning();
+    this.unreachable.forget(name);
+    this.dataplane.removePeer(name);
+  }
+
+  /** The peers live in the dataplane's own table; what can drift is the TUN device's address, route and link state. */
+  async reconcile(): Promise<void> {
+    this.assertRunning();
+    const { kernel, network, subnet } = this.ctx;
+    const tun = this.tunName;
+    const [link, addrs, routes] = await Promise.all([readLink(kernel, tun), readIpv4Addresses(kernel, tun), readRoutes(kernel, network)]);
+    const lines: string[] = [];
+    if (!addrs.some((a) => a.addr === subnet.addr && a.len === network.len)) lines.push(`addr replace ${formatIpv4(subnet.addr)}/${network.len} dev ${tun}`);
+    else if (!routes.some((r) => r.dev === tun && r.dst.addr === network.addr && r.dst.len === network.len)) {
+      lines.push(`route replace ${formatPrefix(network)} dev ${tun} proto kernel scope link src ${formatIpv4(subnet.addr)}`);
+    }
+    if (!link?.up) lines.push(`link set ${tun} up`);
+    if (lines.length === 0) return;
+    this.stats.kernelCommands += lines.length;
+    this.stats.driftRepairs += lines.length;
+    this.logger.warn({ commands: lines }, `repairing ${tun}`);
+    const failures = await kernel.ipBatchForce(lines);
+    this.stats.kernelErrors += failures.length;
+    for (const f of failures) this.logger.error({ command: f.command }, `the kernel refused \`${f.command}\`: ${f.message}; reconcile will try again`);
+  }
+
+  async stop(keep: boolean): Promise<void> {
+    if (this.state === "stopped") return;
+    this.state = "stopped";
+    await this.dataplane.stop();
+    this.logger.info(keep ? `backend stopped; ${this.tunName} is gone with it (a TUN device cannot be kept)` : "backend stopped");
+  }
+
+  counters(): BackendCounters {
+    return { ...this.stats, peersUnreachable: this.unreachable.count };
+  }
+
+  dataplaneCounters(): DataplaneCounters {
+    return this.dataplane.counters();
+  }
+
+  private announcement(): BackendAnnouncement {
+    return this.type === "wasm-vxlan"
+      ? { type: this.type, vtepMac: formatMac(this.vtepMac), port: this.port, vni: this.vni }
+      : { type: this.type, port: this.port };
+  }
+
+  private assertRunning(): void {
+    if (this.state !== "running") {
+      throw new WeftError("BACKEND_NOT_RUNNING", `the ${this.type} backend is ${this.state === "new" ? "not started" : "stopped"}; start a new one`);
+    }
+  }
+}

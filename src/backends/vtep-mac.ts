@@ -1,0 +1,60 @@
+// The VTEP MAC this node announces, kept in the state dir so it survives restarts: peers hold it in
+// their neighbour entries, FDB entries and next hops, and a node that came back with a new one
+// would be unreachable until every peer had heard. Like flannel's, it is random and locally
+// administered. Read and written synchronously, so a userspace backend can be built (and its TUN
+// device opened) in one synchronous step inside a namespace.
+import { randomBytes } from "node:crypto";
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
+import { join } from "node:path";
+import { WeftError } from "../errors.js";
+import { formatMac, parseMac } from "../net/ipv4.js";
+
+export const VTEP_MAC_FILE = "vtep-mac";
+
+/** The saved VTEP MAC, or a new one saved first (atomically and durably). */
+export function loadVtepMac(stateDir: string): Uint8Array {
+  const file = join(stateDir, VTEP_MAC_FILE);
+  let text: string | undefined;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") {
+      throw new WeftError("VTEP_MAC_UNREADABLE", `cannot read ${file}: ${(err as Error).message}; check the state dir's permissions`, { cause: err });
+    }
+  }
+  if (text !== undefined) {
+    try {
+      return parseMac(text.trim());
+    } catch {
+      throw new WeftError("VTEP_MAC_CORRUPT", `${file} does not hold a MAC address ("${text.trim().slice(0, 40)}"); remove it to get a new VTEP MAC (peers learn it when this node announces it)`);
+    }
+  }
+  const mac = randomBytes(6);
+  mac[0] = (mac[0] & 0xfe) | 0x02; // unicast, locally administered
+  saveAtomically(stateDir, file, formatMac(mac) + "\n");
+  return Uint8Array.from(mac);
+}
+
+/** Temp file, fsync, rename over, fsync the directory: a crash leaves the old file or the new one. */
+function saveAtomically(dir: string, file: string, body: string): void {
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const tmp = `${file}.tmp`;
+    const fd = openSync(tmp, "w", 0o600);
+    try {
+      writeSync(fd, body);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, file);
+    const dirFd = openSync(dir, "r");
+    try {
+      fsyncSync(dirFd);
+    } finally {
+      closeSync(dirFd);
+    }
+  } catch (err) {
+    throw new WeftError("VTEP_MAC_PERSIST_FAILED", `cannot save the VTEP MAC to ${file}: ${(err as Error).message}; check the state dir (--state-dir)`, { cause: err });
+  }
+}

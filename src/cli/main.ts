@@ -1,0 +1,109 @@
+#!/usr/bin/env node
+// `weft`: the node agent and its tools. Flag names follow flanneld's where it has them; every
+// flag can also come from the environment as WEFT_<FLAG> (e.g. WEFT_NET_CONFIG).
+import { randomBytes } from "node:crypto";
+import { writeFile } from "node:fs/promises";
+import { Command, Option } from "commander";
+import { pino } from "pino";
+import { Agent, type AgentOptions } from "../agent/agent.js";
+import { DEFAULT_SUBNET_FILE } from "../agent/subnet-env.js";
+import { configReference } from "../config/net-conf.js";
+import { KEY_BYTES } from "../control/gossip/keyring.js";
+import { WeftError } from "../errors.js";
+import { agentRequest } from "./agent-client.js";
+import { runDemo } from "./demo.js";
+
+const program = new Command("weft").description("node agent for container overlay networks: gossip-leased subnets, kernel and WebAssembly dataplanes");
+
+const flag = (spec: string, description: string, env: string) => new Option(spec, description).env(`WEFT_${env}`);
+const list = (v: string, prev: string[] = []) => [...prev, ...v.split(",").filter(Boolean)];
+const int = (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new WeftError("CLI_BAD_NUMBER", `"${v}" is not a whole number`);
+  return n;
+};
+
+program
+  .command("agent")
+  .description("run the agent on this host")
+  .addOption(flag("--net-config <path>", "flannel's net-conf.json", "NET_CONFIG").default("/etc/kube-flannel/net-conf.json"))
+  .addOption(flag("--iface <name|ip...>", "interface (name or address) for the underlay; repeat or comma-separate, first match wins", "IFACE").argParser(list))
+  .addOption(flag("--iface-regex <re...>", "regex over interface names and addresses, if --iface matched nothing", "IFACE_REGEX").argParser(list))
+  .addOption(flag("--public-ip <ip>", "address peers send to (default: the interface's)", "PUBLIC_IP"))
+  .addOption(flag("--subnet-file <path>", "where to write the subnet file for the CNI plugin", "SUBNET_FILE").default(DEFAULT_SUBNET_FILE))
+  .addOption(flag("--ip-masq", "masquerade pod traffic leaving the pod network (nftables)", "IP_MASQ").default(false))
+  .addOption(flag("--healthz-ip <ip>", "address of the health endpoint", "HEALTHZ_IP").default("0.0.0.0"))
+  .addOption(flag("--healthz-port <n>", "TCP port of /healthz, /readyz and /status (off unless set)", "HEALTHZ_PORT").argParser(int))
+  .addOption(flag("--metrics-port <n>", "TCP port of Prometheus /metrics (off unless set)", "METRICS_PORT").argParser(int))
+  .addOption(flag("--gossip-port <n>", "UDP and TCP port of the gossip control plane", "GOSSIP_PORT").argParser(int).default(7946))
+  .addOption(flag("--join <host:port,...>", "gossip addresses of nodes to join; none starts a new cluster", "JOIN").argParser(list).default([]))
+  .addOption(flag("--subnet-seeds <name,...>", "initial owners of the subnet space, the same list on each of them (default: this node when --join is empty)", "SUBNET_SEEDS").argParser(list))
+  .addOption(flag("--key-file <path>", "cluster key file (base64 32-byte keys, primary first; make one with `weft keygen`)", "KEY_FILE").makeOptionMandatory())
+  .addOption(flag("--state-dir <dir>", "state kept across restarts: lease ring, VTEP MAC", "STATE_DIR").default("/var/lib/weft"))
+  .addOption(flag("--node-name <name>", "this node's name in the cluster (default: hostname)", "NODE_NAME"))
+  .addOption(flag("--keep-on-exit", "leave devices, routes and FDB entries in place on exit (zero-downtime restarts, as flannel)", "KEEP_ON_EXIT").default(false))
+  .addOption(flag("--reconcile-interval <s>", "seconds between kernel drift repairs", "RECONCILE_INTERVAL").argParser(int).default(5))
+  .action(async (o) => {
+    const log = pino({ base: { node: o.nodeName } });
+    const opts: AgentOptions = {
+      netConfig: o.netConfig, iface: o.iface, ifaceRegex: o.ifaceRegex, publicIp: o.publicIp, subnetFile: o.subnetFile,
+      ipMasq: o.ipMasq, healthzIp: o.healthzIp, healthzPort: o.healthzPort, metricsPort: o.metricsPort, gossipPort: o.gossipPort,
+      join: (o.join as string[]).map(parseHostPort), seeds: o.subnetSeeds, keyFile: o.keyFile, stateDir: o.stateDir,
+      nodeName: o.nodeName ?? (await import("node:os")).hostname(), keepOnExit: o.keepOnExit, reconcileIntervalMs: o.reconcileInterval * 1000,
+    };
+    const agent = await Agent.start(opts, log);
+    let stopping = false;
+    const stop = async (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ signal }, "stopping");
+      await agent.stop(true);
+      process.exit(0);
+    };
+    process.on("SIGTERM", () => void stop("SIGTERM"));
+    process.on("SIGINT", () => void stop("SIGINT"));
+    process.on("SIGHUP", () => void agent.reload().catch((err) => log.error({ err }, "reload failed; keeping the running config")));
+  });
+
+program
+  .command("status")
+  .description("show a running agent's node, lease, peers and counters")
+  .addOption(flag("--state-dir <dir>", "the agent's state dir", "STATE_DIR").default("/var/lib/weft"))
+  .action(async (o) => {
+    process.stdout.write(JSON.stringify(await agentRequest(o.stateDir, "GET", "/status"), null, 2) + "\n");
+  });
+
+program
+  .command("keygen")
+  .description("write a new cluster key file (give the same file to every node)")
+  .argument("<path>", "key file to create")
+  .action(async (path: string) => {
+    await writeFile(path, randomBytes(KEY_BYTES).toString("base64") + "\n", { mode: 0o600, flag: "wx" });
+    process.stdout.write(`wrote ${path}\n`);
+  });
+
+program
+  .command("config-reference")
+  .description("print every net-conf.json key with its meaning")
+  .action(() => {
+    process.stdout.write(configReference() + "\n");
+  });
+
+program
+  .command("demo")
+  .description("a three-host cluster in network namespaces on this machine, with pods and a live view (root)")
+  .addOption(new Option("--backend <type>", "backend for all hosts").choices(["vxlan", "host-gw", "udp", "wasm-vxlan"]).default("wasm-vxlan"))
+  .option("--once", "build, check and tear down without the live view (for scripts)", false)
+  .action(async (o) => runDemo({ backend: o.backend, once: o.once }));
+
+function parseHostPort(s: string): { host: string; port: number } {
+  const m = /^(.+):(\d+)$/.exec(s);
+  if (!m) throw new WeftError("CLI_BAD_ADDRESS", `"${s}" is not host:port`);
+  return { host: m[1], port: Number(m[2]) };
+}
+
+program.parseAsync().catch((err: unknown) => {
+  const e = err as { code?: string; message?: string };
+  process.stderr.write(`weft: ${e.code ? `[${e.code}] ` : ""}${e.message ?? String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,104 @@
+// flannel's net-conf.json, as weft reads it: one zod schema that both validates and documents
+// every key (the README's config reference is generated from the same descriptions by
+// `weft config-reference`). Subnet semantics (defaults for SubnetLen/Min/Max and their limits)
+// are flannel's, resolved by SubnetSpace; backend keys per Type.
+//
+// One deliberate difference: flannel's code defaults a missing Backend to "udp" while its
+// documentation says "vxlan". weft defaults to vxlan, the documented and far faster choice.
+import { z } from "zod";
+import { BACKEND_TYPES } from "../backends/backend.js";
+import { SubnetSpace } from "../control/lease/slots.js";
+import { WeftError } from "../errors.js";
+
+const port = (dflt: number, what: string) =>
+  z.number().int().min(1).max(65535).default(dflt).describe(`UDP port of the ${what} (default ${dflt})`);
+const vni = z.number().int().min(0).max(0xffffff).default(1).describe("VXLAN network identifier, 0..16777215 (default 1); the kernel device is flannel.<VNI>");
+
+const vxlan = z.object({
+  Type: z.literal("vxlan"),
+  VNI: vni,
+  Port: port(8472, "VXLAN socket (the Linux default 8472, as flannel)"),
+  MTU: z.number().int().min(576).max(65535).optional().describe("MTU of flannel.<VNI>; default: underlay MTU - 50"),
+  DirectRouting: z.boolean().default(false).describe("peers on the same L2 network get a plain route via their underlay address instead of VXLAN"),
+  GBP: z.boolean().default(false).describe("VXLAN Group Based Policy extension (the kernel device's gbp flag)"),
+}).strict();
+
+const hostGw = z.object({
+  Type: z.literal("host-gw"),
+}).strict();
+
+const udp = z.object({
+  Type: z.literal("udp"),
+  Port: port(8285, "flannel udp wire format (flannel's default 8285)"),
+}).strict();
+
+const wasmVxlan = z.object({
+  Type: z.literal("wasm-vxlan"),
+  VNI: vni,
+  Port: port(8472, "VXLAN socket; kernel vxlan peers send here"),
+  Workers: z.number().int().min(1).max(64).optional().describe("dataplane worker threads (= TUN queues = sockets); default: number of cores"),
+}).strict();
+
+export const backendSchema = z.discriminatedUnion("Type", [vxlan, hostGw, udp, wasmVxlan]);
+export type BackendConfig = z.infer<typeof backendSchema>;
+
+export const netConfSchema = z.object({
+  Network: z.string().describe("the pod network as IPv4 CIDR, e.g. 10.244.0.0/16; every node leases one subnet of it"),
+  SubnetLen: z.number().int().optional().describe("prefix length of each node's subnet; default 24 (for Networks of /22 and larger), else Network + 2"),
+  SubnetMin: z.string().optional().describe("first subnet that may be leased; default: the second subnet (flannel skips the first)"),
+  SubnetMax: z.string().optional().describe("last subnet that may be leased; default: the last subnet of the Network"),
+  EnableIPv4: z.boolean().default(true).describe("must be true (or absent): weft leases IPv4 subnets only"),
+  EnableIPv6: z.literal(false).optional().describe("IPv6 networks are not supported yet; leave it out or false"),
+  Backend: backendSchema.default({ Type: "vxlan", VNI: 1, Port: 8472, DirectRouting: false, GBP: false }).describe("how pod traffic crosses hosts: Type is one of " + BACKEND_TYPES.join(", ") + " (default vxlan)"),
+}).strict();
+
+export type NetConf = z.infer<typeof netConfSchema> & { readonly space: SubnetSpace };
+
+/**
+ * Parses and checks net-conf.json text. Throws one WeftError (code CONFIG_INVALID) that names the
+ * key, the value found and what is allowed — before anything in the kernel is touched.
+ */
+export function parseNetConf(text: string, source = "net-conf.json"): NetConf {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (cause) {
+    throw new WeftError("CONFIG_INVALID", `${source} is not valid JSON: ${(cause as Error).message}`, { cause });
+  }
+  const backendType = (raw as { Backend?: { Type?: unknown } } | null)?.Backend?.Type;
+  if (backendType !== undefined && !(BACKEND_TYPES as readonly unknown[]).includes(backendType)) {
+    throw new WeftError("CONFIG_INVALID", `${source}: Backend.Type is ${JSON.stringify(backendType)}; valid types are ${BACKEND_TYPES.join(", ")}`);
+  }
+  const parsed = netConfSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const key = issue.path.join(".") || "(top level)";
+    const value = issue.path.reduce<unknown>((v, k) => (v as Record<string | number, unknown> | undefined)?.[k as string], raw);
+    const detail = issue.code === "unrecognized_keys" ? `unknown key(s) ${issue.keys.join(", ")}; allowed here: ${allowedKeys(issue.path)}` : issue.message;
+    throw new WeftError("CONFIG_INVALID", `${source}: ${key} = ${JSON.stringify(value)}: ${detail}`);
+  }
+  try {
+    const space = SubnetSpace.fromConfig(parsed.data);
+    return { ...parsed.data, space };
+  } catch (cause) {
+    throw new WeftError("CONFIG_INVALID", `${source}: ${(cause as Error).message}`, { cause });
+  }
+}
+
+function allowedKeys(path: readonly PropertyKey[]): string {
+  if (path.length === 0) return Object.keys(netConfSchema.shape).join(", ");
+  return "the keys of the chosen Backend.Type (see the config reference)";
+}
+
+/** The config reference: every key with its description, for the README and `weft config-reference`. */
+export function configReference(): string {
+  const lines = ["| key | meaning |", "|---|---|"];
+  for (const [k, v] of Object.entries(netConfSchema.shape)) lines.push(`| \`${k}\` | ${(v as z.ZodType).description ?? ""} |`);
+  for (const option of backendSchema.options) {
+    const type = (option.shape.Type as z.ZodLiteral<string>).value;
+    for (const [k, v] of Object.entries(option.shape)) {
+      if (k !== "Type") lines.push(`| \`Backend.${k}\` (${type}) | ${(v as z.ZodType).description ?? ""} |`);
+    }
+  }
+  return lines.join("\n");
+}

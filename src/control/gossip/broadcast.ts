@@ -1,0 +1,159 @@
+// Transmit-limited broadcast queue (memberlist's TransmitLimitedQueue). Each queued broadcast
+// rides on outgoing packets until it was sent `limit()` times; least-sent first, newest first
+// among equals, so fresh news spreads before repeats. A broadcast with a key replaces an older one
+// with the same key (only a node's newest state is worth spreading).
+
+export interface Broadcast {
+  /** Broadcasts with equal keys invalidate each other: the newer one replaces the older. */
+  readonly key?: string;
+  /** One encoded message. */
+  readonly payload: Uint8Array;
+  /** Called once when the broadcast leaves the queue: sent `limit` times, replaced, pruned or cleared. */
+  readonly onDone?: () => void;
+  /** News most members already have: sent once, after everything fresher. */
+  readonly sendOnce?: boolean;
+}
+
+/** memberlist's retransmit limit: RetransmitMult × ceil(log10(N + 1)). */
+export function retransmitLimit(retransmitMult: number, liveCount: number): number {
+  return retransmitMult * Math.ceil(Math.log10(liveCount + 1));
+}
+
+interface Entry {
+  readonly broadcast: Broadcast;
+  /** Insertion order; higher is newer. */
+  readonly id: number;
+  transmits: number;
+}
+
+export class TransmitLimitedQueue {
+  /** buckets[t] holds the entries sent t times, sorted by id ascending (newest last). */
+  private readonly buckets: Entry[][] = [];
+  private readonly byKey = new Map<string, Entry>();
+  /** Payload length → entries of that length: take() stops once nothing left can fit. */
+  private readonly lengths = new Map<number, number>();
+  private minLength = Infinity;
+  private nextId = 0;
+  private count = 0;
+
+  constructor(
+    private readonly limit: () => number,
+    private readonly maxEntries: number,
+  ) {}
+
+  size(): number {
+    return this.count;
+  }
+
+  enqueue(broadcast: Broadcast): void {
+    if (broadcast.key !== undefined) {
+      const old = this.byKey.get(broadcast.key);
+      if (old) this.remove(old);
+    }
+    // A send-once entry starts one short of the limit: it goes out last, and only once.
+    const transmits = broadcast.sendOnce ? Math.max(0, this.limit() - 1) : 0;
+    const entry: Entry = { broadcast, id: this.nextId++, transmits };
+    this.bucket(transmits).push(entry);
+    this.count++;
+    this.countLength(broadcast.payload.length, 1);
+    if (broadcast.key !== undefined) this.byKey.set(broadcast.key, entry);
+    while (this.count > this.maxEntries) this.pruneOne();
+  }
+
+  /**
+   * Payloads that fit in `budget` bytes, each costing its length plus `overhead`; every returned
+   * broadcast counts one more transmission.
+   */
+  take(overhead: number, budget: number): Uint8Array[] {
+    const picked: Entry[] = [];
+    let remaining = budget;
+    scan: for (const bucket of this.buckets) {
+      for (let i = bucket.length - 1; i >= 0; i--) {
+        if (remaining < overhead + this.minLength) break scan;
+        const entry = bucket[i];
+        const cost = entry.broadcast.payload.length + overhead;
+        if (cost > remaining) continue;
+        picked.push(entry);
+        remaining -= cost;
+      }
+    }
+    const limit = this.limit();
+    for (const entry of picked) {
+      this.detach(entry);
+      entry.transmits++;
+      if (entry.transmits >= limit) this.finish(entry);
+      else this.insertSorted(this.bucket(entry.transmits), entry);
+    }
+    return picked.map((e) => e.broadcast.payload);
+  }
+
+  /** Drops everything (shutdown); waiters on onDone are released. */
+  clear(): void {
+    const all = this.buckets.flatMap((bucket) => bucket.splice(0));
+    this.count = 0;
+    this.lengths.clear();
+    this.minLength = Infinity;
+    for (const entry of all) this.finish(entry);
+  }
+
+  private bucket(transmits: number): Entry[] {
+    while (this.buckets.length <= transmits) this.buckets.push([]);
+    return this.buckets[transmits];
+  }
+
+  private remove(entry: Entry): void {
+    this.detach(entry);
+    this.finish(entry);
+  }
+
+  /** Takes the entry out of its bucket (found by binary search on id). */
+  private detach(entry: Entry): void {
+    const bucket = this.buckets[entry.transmits];
+    const at = lowerBound(bucket, entry.id);
+    bucket.splice(at, 1);
+    this.count--;
+    this.countLength(entry.broadcast.payload.length, -1);
+  }
+
+  private finish(entry: Entry): void {
+    const key = entry.broadcast.key;
+    if (key !== undefined && this.byKey.get(key) === entry) this.byKey.delete(key);
+    entry.broadcast.onDone?.();
+  }
+
+  private insertSorted(bucket: Entry[], entry: Entry): void {
+    bucket.splice(lowerBound(bucket, entry.id), 0, entry);
+    this.count++;
+    this.countLength(entry.broadcast.payload.length, 1);
+  }
+
+  private countLength(length: number, delta: 1 | -1): void {
+    const n = (this.lengths.get(length) ?? 0) + delta;
+    if (n > 0) {
+      this.lengths.set(length, n);
+      this.minLength = Math.min(this.minLength, length);
+      return;
+    }
+    this.lengths.delete(length);
+    // Few distinct lengths exist (one per kind of message and name length), so this is cheap.
+    if (length === this.minLength) this.minLength = Math.min(Infinity, ...this.lengths.keys());
+  }
+
+  /** Over the bound: drop the most retransmitted, oldest entry (it has done most of its work). */
+  private pruneOne(): void {
+    for (let t = this.buckets.length - 1; t >= 0; t--) {
+      if (this.buckets[t].length > 0) return this.remove(this.buckets[t][0]);
+    }
+  }
+}
+
+function lowerBound(bucket: Entry[], id: number): number {
+  let lo = 0;
+  let hi = bucket.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (bucket[mid].id < id) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}

@@ -1,0 +1,151 @@
+// Membership configuration with named default profiles, as memberlist's DefaultLANConfig,
+// DefaultLocalConfig and DefaultWANConfig. Timing values follow memberlist; the tombstone,
+// reconnect and size settings are weft's own (memberlist has no tombstone retention).
+import type { Addr } from "../runtime.js";
+import { GossipError } from "./errors.js";
+
+export interface MemberlistConfig {
+  /** Unique node name; the cluster identifies a node by it (and its record by name + incarnation). */
+  readonly name: string;
+  /** Address others reach this node at. Defaults to transport.local; set it when bound to 0.0.0.0. */
+  readonly advertise?: Addr;
+
+  /** One failure-detector round: ping one member and wait this long for any ack. */
+  readonly probeIntervalMs: number;
+  /** Wait for a direct ack before asking `indirectChecks` members to ping on our behalf. */
+  readonly probeTimeoutMs: number;
+  readonly indirectChecks: number;
+  /** Also ping over the stream transport when the direct UDP ping failed (gets through UDP loss). */
+  readonly tcpPingFallback: boolean;
+  /** Lifeguard suspicion timeout: min = mult × max(1, log10 N) × probeInterval, max = min × maxMult. */
+  readonly suspicionMult: number;
+  readonly suspicionMaxTimeoutMult: number;
+  /** Local health: probe interval and timeout stretch up to this factor when we look unhealthy. */
+  readonly awarenessMaxMultiplier: number;
+
+  /** Each broadcast is sent RetransmitMult × ceil(log10(N + 1)) times, then dropped from the queue. */
+  readonly retransmitMult: number;
+  readonly gossipIntervalMs: number;
+  readonly gossipNodes: number;
+  /** Dead members still receive gossip this long, so a falsely declared node hears it and refutes. */
+  readonly gossipToTheDeadMs: number;
+  /** Full-state anti-entropy with one random member; scaled up above 32 members (memberlist). */
+  readonly pushPullIntervalMs: number;
+  /** Bound of one stream exchange (join, push-pull, reliable send, TCP ping fallback). */
+  readonly tcpTimeoutMs: number;
+  /** Retry a dead member's address (Serf's reconnect) so a healed partition merges by itself. */
+  readonly reconnectIntervalMs: number;
+  /** Dead and left records stay this long, so stale gossip (alive at an old incarnation) about
+   *  them is recognised as old and cannot bring them back. */
+  readonly tombstoneRetentionMs: number;
+
+  /** Largest UDP frame (ciphertext, tag and header included). */
+  readonly maxPacketBytes: number;
+  /** Largest stream frame (push-pull state, reliable message). */
+  readonly maxStreamBytes: number;
+  /** Largest Delegate.nodeMeta record. */
+  readonly maxMetaBytes: number;
+  /** Broadcast queue bound; the most retransmitted, oldest entries go first. */
+  readonly maxQueuedBroadcasts: number;
+}
+
+export type GossipProfile = Omit<MemberlistConfig, "name" | "advertise">;
+
+const DAY_MS = 24 * 3600 * 1000;
+
+const lan: GossipProfile = {
+  probeIntervalMs: 1000,
+  probeTimeoutMs: 500,
+  indirectChecks: 3,
+  tcpPingFallback: true,
+  suspicionMult: 4,
+  suspicionMaxTimeoutMult: 6,
+  awarenessMaxMultiplier: 8,
+  retransmitMult: 4,
+  gossipIntervalMs: 200,
+  gossipNodes: 3,
+  gossipToTheDeadMs: 30_000,
+  pushPullIntervalMs: 30_000,
+  tcpTimeoutMs: 10_000,
+  reconnectIntervalMs: 30_000,
+  // As long as the lease layer's default reclaim grace (24 h): a record must outlive any decision
+  // taken about the node it describes.
+  tombstoneRetentionMs: DAY_MS,
+  maxPacketBytes: 1400,
+  maxStreamBytes: 4 * 1024 * 1024,
+  maxMetaBytes: 512,
+  maxQueuedBroadcasts: 10_000,
+};
+
+/** Named default profiles: LAN (data centre), local (loopback, one host), WAN (high latency). */
+export const profiles: Readonly<Record<"lan" | "local" | "wan", GossipProfile>> = Object.freeze({
+  lan: Object.freeze(lan),
+  local: Object.freeze({
+    ...lan,
+    probeIntervalMs: 1000,
+    probeTimeoutMs: 200,
+    indirectChecks: 1,
+    suspicionMult: 3,
+    retransmitMult: 2,
+    gossipIntervalMs: 100,
+    gossipToTheDeadMs: 15_000,
+    pushPullIntervalMs: 15_000,
+    tcpTimeoutMs: 1000,
+    reconnectIntervalMs: 10_000,
+  }),
+  wan: Object.freeze({
+    ...lan,
+    probeIntervalMs: 5000,
+    probeTimeoutMs: 3000,
+    suspicionMult: 6,
+    gossipIntervalMs: 500,
+    gossipNodes: 4,
+    gossipToTheDeadMs: 60_000,
+    pushPullIntervalMs: 60_000,
+    tcpTimeoutMs: 30_000,
+    reconnectIntervalMs: 60_000,
+  }),
+});
+
+export type ProfileName = keyof typeof profiles;
+
+/** A validated configuration: a named profile (or a profile object) plus the node name and overrides. */
+export function makeConfig(
+  profile: ProfileName | GossipProfile,
+  name: string,
+  overrides: Partial<MemberlistConfig> = {},
+): MemberlistConfig {
+  const base = typeof profile === "string" ? profiles[profile] : profile;
+  return validateConfig({ ...base, name, ...overrides });
+}
+
+/** Largest node name, in UTF-8 bytes. */
+export const MAX_NAME_BYTES = 128;
+
+export function validateConfig(c: MemberlistConfig): MemberlistConfig {
+  const bad = (field: string, why: string): never => {
+    throw new GossipError("CONFIG_INVALID", `${field} ${why}; fix the gossip configuration`);
+  };
+  const nameBytes = Buffer.byteLength(c.name, "utf8");
+  if (nameBytes === 0 || nameBytes > MAX_NAME_BYTES) bad("name", `must be 1..${MAX_NAME_BYTES} bytes`);
+  const positiveInts: (keyof GossipProfile)[] = [
+    "probeIntervalMs", "probeTimeoutMs", "suspicionMult", "suspicionMaxTimeoutMult",
+    "awarenessMaxMultiplier", "retransmitMult", "gossipIntervalMs", "gossipNodes",
+    "pushPullIntervalMs", "tcpTimeoutMs", "reconnectIntervalMs", "tombstoneRetentionMs",
+    "maxPacketBytes", "maxStreamBytes", "maxMetaBytes", "maxQueuedBroadcasts",
+  ];
+  for (const f of positiveInts) {
+    const v = c[f];
+    if (typeof v !== "number" || !Number.isSafeInteger(v) || v <= 0) bad(f, "must be a positive integer");
+  }
+  if (!Number.isSafeInteger(c.indirectChecks) || c.indirectChecks < 0) bad("indirectChecks", "must be >= 0");
+  if (!Number.isSafeInteger(c.gossipToTheDeadMs) || c.gossipToTheDeadMs < 0) bad("gossipToTheDeadMs", "must be >= 0");
+  if (c.probeTimeoutMs >= c.probeIntervalMs) bad("probeTimeoutMs", "must be below probeIntervalMs");
+  if (c.suspicionMaxTimeoutMult < 1) bad("suspicionMaxTimeoutMult", "must be >= 1");
+  if (c.maxPacketBytes < 512 || c.maxPacketBytes > 65_000) bad("maxPacketBytes", "must be 512..65000");
+  // An alive record with the largest meta must fit into one packet, or it could never be gossiped.
+  if (c.maxMetaBytes + MAX_NAME_BYTES + 128 > c.maxPacketBytes) bad("maxMetaBytes", "does not fit one packet with its record");
+  if (c.maxStreamBytes < c.maxPacketBytes) bad("maxStreamBytes", "must be >= maxPacketBytes");
+  if (c.tombstoneRetentionMs < c.gossipToTheDeadMs) bad("tombstoneRetentionMs", "must be >= gossipToTheDeadMs");
+  return Object.freeze({ ...c });
+}

@@ -1,0 +1,176 @@
+// AES-256-GCM keyring for every gossip frame, UDP and TCP alike. Frame layout:
+//
+//   version (1) | key id (4) | nonce (12, random) | ciphertext | tag (16)
+//
+// The key id (first 4 bytes of a hash of the key) names the key without trying every key as
+// memberlist does; the version, key id and frame kind (packet, stream request, stream response)
+// are authenticated as associated data, so a frame cannot be replayed as another kind.
+//
+// Rotation without downtime, one step at a time on every node: install(new) — every node now
+// opens both; use(new) — nodes seal with the new key, which every node can already open;
+// remove(old).
+//
+// Random 96-bit nonces: NIST SP 800-38D bounds one key to 2^32 frames for a collision chance
+// below 2^-32; a 1,000-node cluster at steady state sends about 2,000 frames/s (days to weeks
+// per key), so rotate keys regularly (e.g. weekly).
+//
+// Replay: GCM authenticates but does not stop a captured frame from being sent again. Replays
+// are harmless to membership because every state change is ordered by (incarnation, state) and
+// only moves forward (see state.ts).
+import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { GossipError } from "./errors.js";
+
+export const KEY_BYTES = 32;
+const FRAME_VERSION = 1;
+const KEY_ID_BYTES = 4;
+const NONCE_BYTES = 12;
+const TAG_BYTES = 16;
+const HEADER_BYTES = 1 + KEY_ID_BYTES;
+/** Bytes a sealed frame adds to its plaintext. */
+export const FRAME_OVERHEAD = HEADER_BYTES + NONCE_BYTES + TAG_BYTES;
+
+export type FrameKind = "packet" | "request" | "response";
+const KIND_BYTE: Record<FrameKind, number> = { packet: 1, request: 2, response: 3 };
+
+/** Why a frame was refused; each is counted, none changes state. */
+export type FrameRejection = "badLength" | "garbage" | "badKey" | "badTag";
+
+export type OpenResult = { ok: true; plaintext: Uint8Array } | { ok: false; reason: FrameRejection };
+
+/** A new random key (for tests and for `weft keygen`). */
+export function generateKey(): Uint8Array {
+  return new Uint8Array(randomBytes(KEY_BYTES));
+}
+
+/** Nonces come from a pooled CSPRNG buffer: one randomBytes call per 512 frames instead of one each. */
+const NONCE_POOL_FRAMES = 512;
+let noncePool = Buffer.alloc(0);
+let nonceAt = 0;
+function nextNonce(): Buffer {
+  if (nonceAt + NONCE_BYTES > noncePool.length) {
+    noncePool = randomBytes(NONCE_BYTES * NONCE_POOL_FRAMES);
+    nonceAt = 0;
+  }
+  const nonce = noncePool.subarray(nonceAt, nonceAt + NONCE_BYTES);
+  nonceAt += NONCE_BYTES;
+  return nonce;
+}
+
+function keyId(key: Uint8Array): number {
+  return createHash("sha256").update("weft-gossip-key-id\0").update(key).digest().readUInt32BE(0);
+}
+
+function checkKey(key: Uint8Array): Buffer {
+  if (!(key instanceof Uint8Array) || key.length !== KEY_BYTES) {
+    throw new GossipError("KEY_INVALID", `a gossip key must be ${KEY_BYTES} bytes (AES-256); generate one with 32 random bytes`);
+  }
+  return Buffer.from(key);
+}
+
+export class Keyring {
+  /** Installed keys by id. */
+  private readonly byId = new Map<number, Buffer>();
+  private primaryId: number;
+
+  /** The primary key seals; every installed key opens. */
+  constructor(primary: Uint8Array, others: readonly Uint8Array[] = []) {
+    this.primaryId = this.add(primary);
+    for (const key of others) this.add(key);
+  }
+
+  /**
+   * A key file holds base64 keys, one a line, the first being the primary; blank lines and lines
+   * starting with '#' are ignored.
+   */
+  static async fromKeyFile(path: string): Promise<Keyring> {
+    const text = await readFile(path, "utf8");
+    const keys = text
+      .split("\n")
+      .map((line) => line.trim())
+      .filter((line) => line !== "" && !line.startsWith("#"))
+      .map((line) => Buffer.from(line, "base64"));
+    if (keys.length === 0 || keys.some((k) => k.length !== KEY_BYTES)) {
+      throw new GossipError("KEY_FILE_INVALID", `${path} must hold base64 ${KEY_BYTES}-byte keys, one a line, primary first`);
+    }
+    return new Keyring(keys[0], keys.slice(1));
+  }
+
+  /** Adds a key that can open frames; sealing keeps using the primary. Idempotent. */
+  install(key: Uint8Array): void {
+    this.add(key);
+  }
+
+  /** Makes an installed key the primary (install it on every node first). */
+  use(key: Uint8Array): void {
+    const id = this.find(key);
+    if (id === undefined) throw new GossipError("KEY_UNKNOWN", "install the key before using it");
+    this.primaryId = id;
+  }
+
+  /** Removes a key (switch every node to another primary first). */
+  remove(key: Uint8Array): void {
+    const id = this.find(key);
+    if (id === undefined) return;
+    if (id === this.primaryId) throw new GossipError("KEY_IN_USE", "the primary key cannot be removed; use another key first");
+    this.byId.delete(id);
+  }
+
+  /** Installed keys, primary first (copies). */
+  keys(): Uint8Array[] {
+    const primary = this.byId.get(this.primaryId)!;
+    return [primary, ...[...this.byId.values()].filter((k) => k !== primary)].map((k) => Uint8Array.from(k));
+  }
+
+  seal(plaintext: Uint8Array, kind: FrameKind): Uint8Array {
+    const key = this.byId.get(this.primaryId)!;
+    const header = Buffer.allocUnsafe(HEADER_BYTES);
+    header[0] = FRAME_VERSION;
+    header.writeUInt32BE(this.primaryId, 1);
+    const nonce = nextNonce();
+    const cipher = createCipheriv("aes-256-gcm", key, nonce);
+    cipher.setAAD(aad(header, kind));
+    const body = cipher.update(plaintext);
+    const final = cipher.final();
+    return Buffer.concat([header, nonce, body, final, cipher.getAuthTag()]);
+  }
+
+  /** Never throws: anything but an authentic frame of this kind under an installed key is refused. */
+  open(frame: Uint8Array, kind: FrameKind): OpenResult {
+    if (frame.length < FRAME_OVERHEAD) return { ok: false, reason: "badLength" };
+    if (frame[0] !== FRAME_VERSION) return { ok: false, reason: "garbage" };
+    const buf = Buffer.from(frame.buffer, frame.byteOffset, frame.length);
+    const key = this.byId.get(buf.readUInt32BE(1));
+    if (!key) return { ok: false, reason: "badKey" };
+    try {
+      const decipher = createDecipheriv("aes-256-gcm", key, buf.subarray(HEADER_BYTES, HEADER_BYTES + NONCE_BYTES));
+      decipher.setAAD(aad(buf.subarray(0, HEADER_BYTES), kind));
+      decipher.setAuthTag(buf.subarray(buf.length - TAG_BYTES));
+      const body = decipher.update(buf.subarray(HEADER_BYTES + NONCE_BYTES, buf.length - TAG_BYTES));
+      return { ok: true, plaintext: Buffer.concat([body, decipher.final()]) };
+    } catch {
+      return { ok: false, reason: "badTag" };
+    }
+  }
+
+  private add(key: Uint8Array): number {
+    const copy = checkKey(key);
+    const id = keyId(copy);
+    const existing = this.byId.get(id);
+    if (existing && !existing.equals(copy)) {
+      throw new GossipError("KEY_ID_COLLISION", "two keys share a key id (chance 2^-32); generate another key");
+    }
+    this.byId.set(id, copy);
+    return id;
+  }
+
+  private find(key: Uint8Array): number | undefined {
+    const copy = checkKey(key);
+    const id = keyId(copy);
+    return this.byId.get(id)?.equals(copy) ? id : undefined;
+  }
+}
+
+function aad(header: Uint8Array, kind: FrameKind): Buffer {
+  return Buffer.concat([header, Buffer.of(KIND_BYTE[kind])]);
+}

@@ -1,0 +1,346 @@
+// The public membership object: SWIM + Lifeguard over an encrypted transport, modelled on
+// HashiCorp memberlist. It runs from construction until leave() or shutdown(): a failure-detector
+// round every probe interval, gossip of queued broadcasts every gossip interval, push-pull
+// anti-entropy with one random member, and reconnect attempts to dead members' addresses.
+import { pino } from "pino";
+import type { Addr, Clock, Random, Transport } from "../runtime.js";
+import { Awareness } from "./awareness.js";
+import { retransmitLimit, TransmitLimitedQueue } from "./broadcast.js";
+import { validateConfig, type MemberlistConfig } from "./config.js";
+import type { Delegate, EventDelegate, NodeView } from "./delegate.js";
+import { GossipError } from "./errors.js";
+import type { Keyring } from "./keyring.js";
+import { encodeMessage, framedSize, type Envelope, type Message } from "./messages.js";
+import { BROADCAST_OVERHEAD, Wire, type Request } from "./net.js";
+import { contain, newCounters, type GossipCounters, type GossipLogger } from "./observability.js";
+import { FailureDetector } from "./probe.js";
+import { initialIncarnation, isLive, Membership, view } from "./state.js";
+import { Timers } from "./timers.js";
+
+export interface MemberlistDeps {
+  /** now() must be wall-clock aligned milliseconds (the restart incarnation is derived from it). */
+  readonly clock: Clock;
+  readonly transport: Transport;
+  readonly random: Random;
+  /** Shared with whoever rotates keys: install/use/remove take effect on the next frame. */
+  readonly keyring: Keyring;
+  readonly delegate?: Delegate;
+  readonly events?: EventDelegate;
+  readonly logger?: GossipLogger;
+}
+
+/** Push-pull runs less often in big clusters: ×(ceil(log2 N − log2 32) + 1) above 32 (memberlist). */
+export function pushPullInterval(baseMs: number, liveCount: number): number {
+  if (liveCount <= 32) return baseMs;
+  return baseMs * (Math.ceil(Math.log2(liveCount) - Math.log2(32)) + 1);
+}
+
+/** What a user message costs in an envelope besides its payload: bin header + array, kind, bin header. */
+const USER_MESSAGE_OVERHEAD = BROADCAST_OVERHEAD + 5;
+const EMPTY = new Uint8Array(0);
+
+export class Memberlist {
+  private readonly config: MemberlistConfig;
+  private readonly clock: Clock;
+  private readonly random: Random;
+  private readonly transport: Transport;
+  private readonly delegate?: Delegate;
+  private readonly logger: GossipLogger;
+  private readonly stats: GossipCounters = newCounters();
+  private readonly awareness: Awareness;
+  private readonly broadcasts: TransmitLimitedQueue;
+  private readonly membership: Membership;
+  private readonly wire: Wire;
+  private readonly detector: FailureDetector;
+  private readonly timers: Timers;
+  private running = true;
+
+  constructor(config: MemberlistConfig, deps: MemberlistDeps) {
+    this.config = validateConfig(config);
+    this.clock = deps.clock;
+    this.random = deps.random;
+    this.transport = deps.transport;
+    this.delegate = deps.delegate;
+    this.logger = deps.logger ?? pino({ level: "silent" });
+    this.timers = new Timers(deps.clock);
+    this.awareness = new Awareness(this.config.awarenessMaxMultiplier);
+    this.broadcasts = new TransmitLimitedQueue(
+      () => retransmitLimit(this.config.retransmitMult, this.membership.liveCount()),
+      this.config.maxQueuedBroadcasts,
+    );
+    const advertise = this.config.advertise ?? deps.transport.local;
+    this.membership = new Membership({
+      config: this.config,
+      clock: deps.clock,
+      random: deps.random,
+      self: { host: advertise.host, port: advertise.port, meta: this.readMeta(), incarnation: initialIncarnation(deps.clock.now()) },
+      broadcasts: this.broadcasts,
+      awareness: this.awareness,
+      counters: this.stats,
+      logger: this.logger,
+      events: deps.events,
+    });
+    this.wire = new Wire({
+      config: this.config,
+      transport: deps.transport,
+      keyring: deps.keyring,
+      counters: this.stats,
+      logger: this.logger,
+      piggyback: (overhead, budget) => this.piggyback(overhead, budget),
+    });
+    this.detector = new FailureDetector({
+      config: this.config,
+      clock: deps.clock,
+      random: deps.random,
+      membership: this.membership,
+      awareness: this.awareness,
+      wire: this.wire,
+      counters: this.stats,
+      logger: this.logger,
+    });
+    this.wire.onPacket((from, envelope) => this.onPacket(from, envelope));
+    this.wire.onRequest((request) => this.onRequest(request));
+    this.detector.start();
+    this.every(this.config.gossipIntervalMs, () => this.gossip());
+    this.every(() => pushPullInterval(this.config.pushPullIntervalMs, this.membership.liveCount()), () => this.antiEntropy());
+    this.every(this.config.reconnectIntervalMs, () => this.reconnect());
+  }
+
+  /** Push-pull with each seed (join = true); resolves to how many answered (0: none, retry later). */
+  async join(seeds: readonly Addr[]): Promise<number> {
+    this.assertRunning();
+    const results = await Promise.allSettled(seeds.map((seed) => this.pushPull(seed, true)));
+    for (const [i, r] of results.entries()) {
+      if (r.status === "rejected") this.logger.warn({ seed: seeds[i], err: r.reason }, "join: seed did not answer");
+    }
+    return results.filter((r) => r.status === "fulfilled").length;
+  }
+
+  /** Graceful leave: broadcast "left", wait until it went out (at most timeoutMs), then stop. */
+  async leave(timeoutMs: number): Promise<void> {
+    if (!this.running) return;
+    await new Promise<void>((resolve) => {
+      const timer = this.clock.setTimer(timeoutMs, resolve);
+      this.membership.leave(() => {
+        this.clock.cancel(timer);
+        resolve();
+      });
+    });
+    await this.shutdown();
+  }
+
+  /** Stops at once, telling nobody (peers will detect it as failed), and closes the transport. */
+  async shutdown(): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    this.detector.stop();
+    this.timers.cancelAll();
+    this.membership.stop();
+    this.broadcasts.clear();
+    await this.transport.close();
+  }
+
+  /** Alive and suspect members, this node included. */
+  members(): NodeView[] {
+    return this.membership.views(false);
+  }
+
+  /** How many members are alive or suspect, this node included (cheap; members() copies). */
+  numMembers(): number {
+    return this.membership.liveCount();
+  }
+
+  /** Every record, dead and left tombstones included. */
+  allMembers(): NodeView[] {
+    return this.membership.views(true);
+  }
+
+  localNode(): NodeView {
+    return view(this.membership.local());
+  }
+
+  /** Re-reads delegate.nodeMeta and spreads it under a higher incarnation. */
+  updateNode(): void {
+    this.assertRunning();
+    this.membership.setLocalMeta(this.readMeta());
+  }
+
+  /** One UDP packet to a member, no retries (delegate.notifyMsg on arrival, if it arrives). */
+  sendBestEffort(name: string, msg: Uint8Array): void {
+    this.assertRunning();
+    this.wire.send(this.addressOf(name), [{ kind: "user", payload: msg }], false);
+  }
+
+  /** A stream exchange with a member; resolves once its delegate.notifyMsg has taken the message. */
+  async sendReliable(name: string, msg: Uint8Array): Promise<void> {
+    this.assertRunning();
+    const reply = await this.wire.request(this.addressOf(name), { kind: "user", payload: msg }, this.config.tcpTimeoutMs);
+    if (reply.message.kind !== "ack") throw new GossipError("BAD_RESPONSE", `${name} answered ${reply.message.kind} to a reliable message`);
+  }
+
+  /** A copy of the counters, as a plain object. */
+  counters(): GossipCounters {
+    return structuredClone(this.stats);
+  }
+
+  /** Lifeguard local health score (0 = healthy); timeouts are stretched by score + 1. */
+  healthScore(): number {
+    return this.awareness.score();
+  }
+
+  private addressOf(name: string): Addr {
+    const rec = this.membership.get(name);
+    if (!rec) throw new GossipError("NODE_UNKNOWN", `no member named ${name}; check members()`);
+    return { host: rec.host, port: rec.port };
+  }
+
+  private assertRunning(): void {
+    if (!this.running) throw new GossipError("NOT_RUNNING", "this memberlist was shut down; create a new one");
+  }
+
+  private readMeta(): Uint8Array {
+    const meta = this.delegate?.nodeMeta(this.config.maxMetaBytes) ?? EMPTY;
+    if (meta.length > this.config.maxMetaBytes) {
+      throw new GossipError("META_TOO_BIG", `node meta is ${meta.length} bytes, over maxMetaBytes ${this.config.maxMetaBytes}`);
+    }
+    return meta;
+  }
+
+  /** A periodic task with a random first delay (nodes started together do not run in lockstep). */
+  private every(intervalMs: number | (() => number), task: () => void): void {
+    const next = typeof intervalMs === "number" ? () => intervalMs : intervalMs;
+    const run = (): void => {
+      if (!this.running) return;
+      task();
+      this.timers.after(next(), run);
+    };
+    this.timers.after(Math.floor(this.random.next() * next()), run);
+  }
+
+  /** Our broadcasts first, then the layer above's, wrapped as user messages. */
+  private piggyback(overhead: number, budget: number): Uint8Array[] {
+    const out = this.broadcasts.take(overhead, budget);
+    if (!this.delegate) return out;
+    let left = budget;
+    for (const m of out) left -= m.length + overhead;
+    if (left <= USER_MESSAGE_OVERHEAD) return out;
+    for (const payload of this.delegate.getBroadcasts(USER_MESSAGE_OVERHEAD, left)) {
+      const encoded = encodeMessage({ kind: "user", payload });
+      if (framedSize(encoded.length) > left) break;
+      left -= framedSize(encoded.length);
+      out.push(encoded);
+    }
+    return out;
+  }
+
+  private gossip(): void {
+    const now = this.clock.now();
+    const self = this.config.name;
+    const targets = this.membership.randomNodes(this.config.gossipNodes, (r) =>
+      r.name !== self && (isLive(r.state) || (r.state === "dead" && now - r.stateChangedAt < this.config.gossipToTheDeadMs)),
+    );
+    for (const t of targets) this.wire.send({ host: t.host, port: t.port }, []);
+  }
+
+  private antiEntropy(): void {
+    const self = this.config.name;
+    const [peer] = this.membership.randomNodes(1, (r) => r.state === "alive" && r.name !== self);
+    if (!peer) return;
+    this.pushPull({ host: peer.host, port: peer.port }, false).catch((err) =>
+      this.logger.debug({ err, peer: peer.name }, "push-pull failed"),
+    );
+  }
+
+  /**
+   * Serf's reconnect: try one dead member's address, with probability dead/live so the cluster
+   * as a whole retries each dead member about once an interval. After a partition heals, this
+   * is what brings the two sides back together (each learns the other's refutations).
+   */
+  private reconnect(): void {
+    const dead = this.membership.deadCount();
+    if (dead === 0 || this.random.next() >= dead / this.membership.liveCount()) return;
+    const [peer] = this.membership.randomNodes(1, (r) => r.state === "dead");
+    if (!peer) return;
+    this.pushPull({ host: peer.host, port: peer.port }, false).catch((err) =>
+      this.logger.debug({ err, peer: peer.name }, "reconnect failed"),
+    );
+  }
+
+  private async pushPull(peer: Addr, join: boolean): Promise<void> {
+    const reply = await this.wire.request(peer, this.pushPullMessage(join), this.config.tcpTimeoutMs);
+    if (reply.message.kind !== "pushPull") throw new GossipError("BAD_RESPONSE", `push-pull answered with ${reply.message.kind}`);
+    if (!this.running) return;
+    this.membership.mergeRemote(reply.message.nodes, reply.sender);
+    this.mergeUserState(reply.message.userState, join);
+  }
+
+  private pushPullMessage(join: boolean): Message {
+    return { kind: "pushPull", join, nodes: this.membership.states(), userState: this.delegate?.localState(join) ?? EMPTY };
+  }
+
+  private mergeUserState(state: Uint8Array, join: boolean): void {
+    if (!this.delegate || state.length === 0) return;
+    contain(this.stats, this.logger, "delegate.mergeRemoteState", () => this.delegate!.mergeRemoteState(state, join));
+  }
+
+  private onPacket(from: Addr, envelope: Envelope): void {
+    if (!this.running) return;
+    for (const { message: m } of envelope.messages) {
+      switch (m.kind) {
+        case "ping":
+          this.detector.onPing(from, m);
+          break;
+        case "indirectPing":
+          this.detector.onIndirectPing(from, m);
+          break;
+        case "ack":
+          this.detector.onAck(m.seq);
+          break;
+        case "nack":
+          this.detector.onNack(m.seq);
+          break;
+        case "alive":
+          this.membership.applyAlive(m);
+          break;
+        case "suspect":
+          this.membership.applySuspect(m);
+          break;
+        case "dead":
+          this.membership.applyDead(m);
+          break;
+        case "user":
+          this.deliver(envelope.sender, m.payload);
+          break;
+        case "pushPull":
+          this.stats.dropped.unexpected++;
+          break;
+      }
+    }
+  }
+
+  private async onRequest({ sender, message: m }: Request): Promise<Message> {
+    this.assertRunning();
+    switch (m.kind) {
+      case "pushPull": {
+        // Answer with our state as it was before the merge (no point echoing the peer's back).
+        const reply = this.pushPullMessage(m.join);
+        this.membership.mergeRemote(m.nodes, sender);
+        this.mergeUserState(m.userState, m.join);
+        return reply;
+      }
+      case "ping":
+        return this.detector.answerStreamPing(m);
+      case "user":
+        this.deliver(sender, m.payload);
+        return { kind: "ack", seq: 0 };
+      default:
+        this.stats.dropped.unexpected++;
+        throw new GossipError("FRAME_REFUSED", `${m.kind} is not a stream request`);
+    }
+  }
+
+  private deliver(sender: string, payload: Uint8Array): void {
+    if (!this.delegate) return;
+    contain(this.stats, this.logger, "delegate.notifyMsg", () => this.delegate!.notifyMsg(sender, payload));
+  }
+}

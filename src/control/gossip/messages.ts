@@ -1,0 +1,244 @@
+// Gossip messages and their msgpack encoding. A frame's plaintext is an envelope:
+//
+//   [wireVersion, senderName]  then one msgpack bin per message
+//
+// so a compound UDP packet is several messages each framed by its bin length, and a stream frame
+// is the same envelope with exactly one message. Each message is a msgpack array whose first
+// element is its kind code. Decoding checks every field; a frame with any malformed part is
+// refused whole, before anything acts on it.
+import { Decoder, Encoder } from "@msgpack/msgpack";
+import type { MemberState } from "./delegate.js";
+import { MAX_NAME_BYTES } from "./config.js";
+
+const WIRE_VERSION = 1;
+
+// One encoder for the module (msgpack's encode() builds a new one per call); encode() returns a
+// copy, so callers may keep the bytes.
+const encoder = new Encoder();
+const encode = (value: unknown): Uint8Array => encoder.encode(value);
+
+/** A member's record as exchanged in push-pull. */
+export interface NodeState {
+  readonly name: string;
+  readonly host: string;
+  readonly port: number;
+  readonly incarnation: number;
+  readonly state: MemberState;
+  readonly meta: Uint8Array;
+  /** How long ago a tombstone (dead/left) was made; 0 for live records. */
+  readonly stateAgeMs: number;
+}
+
+export type Message =
+  /** Direct probe; `target` is the name the prober expects at the address (a reused address answers nothing). */
+  | { kind: "ping"; seq: number; target: string }
+  /** Ask the receiver to ping `target` for us and relay the ack (SWIM ping-req). */
+  | { kind: "indirectPing"; seq: number; target: string; host: string; port: number; wantNack: boolean }
+  | { kind: "ack"; seq: number }
+  /** Lifeguard: the helper is alive but heard no ack from the target. */
+  | { kind: "nack"; seq: number }
+  | { kind: "alive"; node: string; incarnation: number; host: string; port: number; meta: Uint8Array }
+  | { kind: "suspect"; node: string; incarnation: number; from: string }
+  /** from === node means the node left gracefully. */
+  | { kind: "dead"; node: string; incarnation: number; from: string }
+  /** A message of the layer above (Delegate.notifyMsg). */
+  | { kind: "user"; payload: Uint8Array }
+  | { kind: "pushPull"; join: boolean; nodes: NodeState[]; userState: Uint8Array };
+
+export type MessageKind = Message["kind"];
+export const MESSAGE_KINDS = [
+  "ping", "indirectPing", "ack", "nack", "alive", "suspect", "dead", "user", "pushPull",
+] as const satisfies readonly MessageKind[];
+
+const STATE_CODES = ["alive", "suspect", "dead", "left"] as const satisfies readonly MemberState[];
+
+export function encodeMessage(m: Message): Uint8Array {
+  const code = MESSAGE_KINDS.indexOf(m.kind);
+  switch (m.kind) {
+    case "ping":
+      return encode([code, m.seq, m.target]);
+    case "indirectPing":
+      return encode([code, m.seq, m.target, m.host, m.port, m.wantNack]);
+    case "ack":
+    case "nack":
+      return encode([code, m.seq]);
+    case "alive":
+      return encode([code, m.node, m.incarnation, m.host, m.port, m.meta]);
+    case "suspect":
+    case "dead":
+      return encode([code, m.node, m.incarnation, m.from]);
+    case "user":
+      return encode([code, m.payload]);
+    case "pushPull":
+      return encode([
+        code,
+        m.join,
+        m.nodes.map((n) => [n.name, n.host, n.port, n.incarnation, STATE_CODES.indexOf(n.state), n.meta, n.stateAgeMs]),
+        m.userState,
+      ]);
+  }
+}
+
+/** The kind of an encoded message without decoding it: every message is a fixarray (byte 0)
+ *  whose first element, the kind code, is a positive fixint (byte 1). */
+export function kindOfEncoded(encoded: Uint8Array): MessageKind | undefined {
+  return MESSAGE_KINDS[encoded[1]];
+}
+
+/** Bytes a message of `length` bytes costs inside an envelope (its bin header). */
+export function framedSize(length: number): number {
+  return length + (length < 0x100 ? 2 : length < 0x10000 ? 3 : 5);
+}
+
+/** Envelope overhead for a sender name: the header array. */
+export function envelopeHeader(sender: string): Uint8Array {
+  return encode([WIRE_VERSION, sender]);
+}
+
+/** Concatenates the header and each encoded message framed as a msgpack bin. */
+export function buildEnvelope(header: Uint8Array, messages: readonly Uint8Array[]): Uint8Array {
+  let size = header.length;
+  for (const m of messages) size += framedSize(m.length);
+  const out = new Uint8Array(size);
+  out.set(header, 0);
+  let at = header.length;
+  for (const m of messages) {
+    const n = m.length;
+    if (n < 0x100) {
+      out[at++] = 0xc4;
+      out[at++] = n;
+    } else if (n < 0x10000) {
+      out[at++] = 0xc5;
+      out[at++] = n >>> 8;
+      out[at++] = n & 0xff;
+    } else {
+      out[at++] = 0xc6;
+      out[at++] = n >>> 24;
+      out[at++] = (n >>> 16) & 0xff;
+      out[at++] = (n >>> 8) & 0xff;
+      out[at++] = n & 0xff;
+    }
+    out.set(m, at);
+    at += n;
+  }
+  return out;
+}
+
+export interface DecodeLimits {
+  readonly maxMetaBytes: number;
+  /** Bound of any single bin (user payload, user state); the frame size bounds it anyway. */
+  readonly maxFrameBytes: number;
+}
+
+export interface DecodedMessage {
+  readonly message: Message;
+  /** Encoded size, for per-kind byte counters. */
+  readonly bytes: number;
+}
+
+export interface Envelope {
+  readonly sender: string;
+  readonly messages: DecodedMessage[];
+}
+
+/** Decodes envelopes under fixed limits (one decoder reused: decoding is synchronous). */
+export class EnvelopeDecoder {
+  private readonly decoder: Decoder;
+
+  constructor(private readonly limits: DecodeLimits) {
+    this.decoder = new Decoder({
+      maxStrLength: 1024,
+      maxBinLength: limits.maxFrameBytes,
+      maxArrayLength: limits.maxFrameBytes,
+      maxMapLength: 0,
+      maxExtLength: 0,
+    });
+  }
+
+  /** Undefined for anything malformed: wrong version, bad msgpack, a field of the wrong type or size. */
+  decode(plaintext: Uint8Array): Envelope | undefined {
+    try {
+      // Split first, then parse each bin: the decoder is not re-entered while it iterates.
+      const [header, ...bins] = [...this.decoder.decodeMulti(plaintext)];
+      if (!Array.isArray(header) || header.length !== 2 || header[0] !== WIRE_VERSION || !isName(header[1])) {
+        return undefined;
+      }
+      const messages: DecodedMessage[] = [];
+      for (const bin of bins) {
+        if (!(bin instanceof Uint8Array)) return undefined;
+        const message = parseMessage(this.decoder.decode(bin), this.limits);
+        if (!message) return undefined;
+        messages.push({ message, bytes: bin.length });
+      }
+      return { sender: header[1], messages };
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+function parseMessage(v: unknown, limits: DecodeLimits): Message | undefined {
+  if (!Array.isArray(v) || !isUint(v[0])) return undefined;
+  const kind = MESSAGE_KINDS[v[0]];
+  switch (kind) {
+    case "ping":
+      return v.length === 3 && isUint(v[1]) && isName(v[2]) ? { kind, seq: v[1], target: v[2] } : undefined;
+    case "indirectPing":
+      return v.length === 6 && isUint(v[1]) && isName(v[2]) && isHost(v[3]) && isPort(v[4]) && typeof v[5] === "boolean"
+        ? { kind, seq: v[1], target: v[2], host: v[3], port: v[4], wantNack: v[5] }
+        : undefined;
+    case "ack":
+    case "nack":
+      return v.length === 2 && isUint(v[1]) ? { kind, seq: v[1] } : undefined;
+    case "alive":
+      return v.length === 6 && isName(v[1]) && isUint(v[2]) && isHost(v[3]) && isPort(v[4]) && isBytes(v[5], limits.maxMetaBytes)
+        ? { kind, node: v[1], incarnation: v[2], host: v[3], port: v[4], meta: v[5] }
+        : undefined;
+    case "suspect":
+    case "dead":
+      return v.length === 4 && isName(v[1]) && isUint(v[2]) && isName(v[3])
+        ? { kind, node: v[1], incarnation: v[2], from: v[3] }
+        : undefined;
+    case "user":
+      return v.length === 2 && isBytes(v[1], limits.maxFrameBytes) ? { kind, payload: v[1] } : undefined;
+    case "pushPull": {
+      if (v.length !== 4 || typeof v[1] !== "boolean" || !Array.isArray(v[2]) || !isBytes(v[3], limits.maxFrameBytes)) {
+        return undefined;
+      }
+      const nodes: NodeState[] = [];
+      for (const n of v[2] as unknown[]) {
+        const node = parseNodeState(n, limits);
+        if (!node) return undefined;
+        nodes.push(node);
+      }
+      return { kind, join: v[1], nodes, userState: v[3] };
+    }
+    default:
+      return undefined;
+  }
+}
+
+function parseNodeState(n: unknown, limits: DecodeLimits): NodeState | undefined {
+  if (!Array.isArray(n) || n.length !== 7) return undefined;
+  const [name, host, port, incarnation, stateCode, meta, stateAgeMs] = n as unknown[];
+  if (!isName(name) || !isHost(host) || !isPort(port) || !isUint(incarnation) || !isUint(stateCode)) return undefined;
+  const state = STATE_CODES[stateCode];
+  if (state === undefined || !isBytes(meta, limits.maxMetaBytes) || !isUint(stateAgeMs)) return undefined;
+  return { name, host, port, incarnation, state, meta, stateAgeMs };
+}
+
+function isUint(v: unknown): v is number {
+  return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+}
+function isName(v: unknown): v is string {
+  return typeof v === "string" && v.length > 0 && v.length <= MAX_NAME_BYTES;
+}
+function isHost(v: unknown): v is string {
+  return typeof v === "string" && v.length > 0 && v.length <= 255;
+}
+function isPort(v: unknown): v is number {
+  return isUint(v) && v <= 65535;
+}
+function isBytes(v: unknown, max: number): v is Uint8Array {
+  return v instanceof Uint8Array && v.length <= max;
+}

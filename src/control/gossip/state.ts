@@ -1,0 +1,392 @@
+// The membership table and SWIM's state rules: alive, suspect, dead, left; incarnations and
+// refutation; Lifeguard suspicion; tombstones.
+//
+// Precedence. A record is (incarnation, state) and only moves forward:
+//   - a higher incarnation wins; at equal incarnation alive < suspect < dead < left;
+//   - dead or left is final for its incarnation: it yields only to alive at a higher incarnation,
+//     and only the node itself issues a higher incarnation (by refuting, or by restarting: a
+//     restarted node starts at the wall-clock second, see initialIncarnation, and if that is not
+//     enough it learns its old record from its join push-pull and refutes above it).
+// Replay and stale gossip therefore cannot resurrect a dead node or roll a record back: an old
+// message carries an incarnation the node has already issued, which is at most the one in its
+// tombstone, and a tombstone (kept tombstoneRetentionMs, far longer than any retransmission or
+// partition we tolerate) beats it. Tombstones travel in push-pull with their age, so a joiner
+// learns them too and every copy expires at about the same time.
+import type { Clock, Random } from "../runtime.js";
+import type { MemberlistConfig } from "./config.js";
+import type { EventDelegate, MemberState, NodeView } from "./delegate.js";
+import { encodeMessage, type Message, type NodeState } from "./messages.js";
+import type { Awareness } from "./awareness.js";
+import type { TransmitLimitedQueue } from "./broadcast.js";
+import { Suspicion, suspicionBounds } from "./suspicion.js";
+import { contain, type GossipCounters, type GossipLogger } from "./observability.js";
+
+export interface NodeRecord {
+  readonly name: string;
+  host: string;
+  port: number;
+  incarnation: number;
+  state: MemberState;
+  meta: Uint8Array;
+  /** clock.now() when state last changed (tombstone age, gossip-to-the-dead window). */
+  stateChangedAt: number;
+}
+
+type Alive = Extract<Message, { kind: "alive" }>;
+type Suspect = Extract<Message, { kind: "suspect" }>;
+type Dead = Extract<Message, { kind: "dead" }>;
+
+/** A restarted node's first incarnation: the wall-clock second, above anything it issued in an
+ *  earlier run unless it refuted more than once a second on average (then refutation catches up). */
+export function initialIncarnation(wallClockMs: number): number {
+  return Math.max(1, Math.floor(wallClockMs / 1000));
+}
+
+export function isLive(state: MemberState): boolean {
+  return state === "alive" || state === "suspect";
+}
+
+export interface MembershipDeps {
+  readonly config: MemberlistConfig;
+  readonly clock: Clock;
+  readonly random: Random;
+  readonly self: { readonly host: string; readonly port: number; readonly meta: Uint8Array; readonly incarnation: number };
+  readonly broadcasts: TransmitLimitedQueue;
+  readonly awareness: Awareness;
+  readonly counters: GossipCounters;
+  readonly logger: GossipLogger;
+  readonly events?: EventDelegate;
+}
+
+export class Membership {
+  private readonly records = new Map<string, NodeRecord>();
+  /** The same records in an array, for uniform random picks; listIndex maps name → position. */
+  private readonly list: NodeRecord[] = [];
+  private readonly listIndex = new Map<string, number>();
+  private readonly suspicions = new Map<string, Suspicion>();
+  private readonly counts: Record<MemberState, number> = { alive: 0, suspect: 0, dead: 0, left: 0 };
+  /** Round-robin probe order over a shuffled list (SWIM's bounded detection time). */
+  private probeOrder: string[] = [];
+  private probeAt = 0;
+  private leaving = false;
+  private readonly me: NodeRecord;
+
+  constructor(private readonly deps: MembershipDeps) {
+    const { config, self, clock } = deps;
+    this.me = {
+      name: config.name, host: self.host, port: self.port, incarnation: self.incarnation,
+      state: "alive", meta: self.meta, stateChangedAt: clock.now(),
+    };
+    this.insert(this.me);
+    this.broadcast(this.aliveMessage(this.me));
+    this.notify("join", this.me);
+  }
+
+  local(): NodeRecord {
+    return this.me;
+  }
+
+  get(name: string): NodeRecord | undefined {
+    return this.records.get(name);
+  }
+
+  /** Alive and suspect members, this node included (the N of every log N scaling). */
+  liveCount(): number {
+    return this.counts.alive + this.counts.suspect;
+  }
+
+  deadCount(): number {
+    return this.counts.dead;
+  }
+
+  views(includeTombstones: boolean): NodeView[] {
+    const out: NodeView[] = [];
+    for (const r of this.list) if (includeTombstones || isLive(r.state)) out.push(view(r));
+    return out;
+  }
+
+  /** Every record for push-pull, tombstones with their age. */
+  states(): NodeState[] {
+    const now = this.deps.clock.now();
+    return this.list.map((r) => ({
+      name: r.name, host: r.host, port: r.port, incarnation: r.incarnation, state: r.state, meta: r.meta,
+      stateAgeMs: isLive(r.state) ? 0 : Math.max(0, Math.round(now - r.stateChangedAt)),
+    }));
+  }
+
+  /** fromState: learned from a peer's full state rather than from news (see mergeRemote). */
+  applyAlive(a: Alive, fromState = false): void {
+    if (a.node === this.me.name) {
+      const same = a.incarnation === this.me.incarnation && a.host === this.me.host && a.port === this.me.port && equalBytes(a.meta, this.me.meta);
+      // Someone holds a newer or different record of us (an earlier run of this node): refute it.
+      if (a.incarnation >= this.me.incarnation && !same && !this.leaving) this.refute(a.incarnation);
+      return;
+    }
+    const cur = this.records.get(a.node);
+    if (!cur) {
+      const rec: NodeRecord = {
+        name: a.node, host: a.host, port: a.port, incarnation: a.incarnation, state: "alive",
+        meta: a.meta, stateChangedAt: this.deps.clock.now(),
+      };
+      this.insert(rec);
+      this.broadcast(a, undefined, fromState);
+      this.notify("join", rec);
+      return;
+    }
+    if (a.incarnation <= cur.incarnation) return;
+    if (isLive(cur.state) && (cur.host !== a.host || cur.port !== a.port)) {
+      // Two live nodes claim one name; keep the one we know until it dies (memberlist does the same).
+      this.deps.counters.protocol.nameConflicts++;
+      this.deps.logger.warn({ node: a.node, known: `${cur.host}:${cur.port}`, claimed: `${a.host}:${a.port}` },
+        "two nodes use one name; give every node a unique name");
+      return;
+    }
+    const wasLive = isLive(cur.state);
+    const changed = cur.host !== a.host || cur.port !== a.port || !equalBytes(cur.meta, a.meta);
+    this.cancelSuspicion(a.node);
+    cur.incarnation = a.incarnation;
+    cur.host = a.host;
+    cur.port = a.port;
+    cur.meta = a.meta;
+    this.setState(cur, "alive");
+    this.broadcast(a);
+    if (!wasLive) this.notify("join", cur);
+    else if (changed) this.notify("update", cur);
+  }
+
+  applySuspect(s: Suspect): void {
+    const cur = this.records.get(s.node);
+    if (!cur || s.incarnation < cur.incarnation || !isLive(cur.state)) return;
+    if (s.node === this.me.name) {
+      if (!this.leaving) this.refute(s.incarnation);
+      return;
+    }
+    if (cur.state === "suspect" && s.incarnation === cur.incarnation) {
+      // Another member's independent suspicion: shortens our timer; re-gossip so others count it.
+      if (this.suspicions.get(s.node)?.confirm(s.from)) this.broadcast(s);
+      return;
+    }
+    this.cancelSuspicion(s.node);
+    cur.incarnation = s.incarnation;
+    this.setState(cur, "suspect");
+    const { config, clock } = this.deps;
+    const bounds = suspicionBounds(config.suspicionMult, config.suspicionMaxTimeoutMult, this.liveCount(), config.probeIntervalMs);
+    const incarnation = s.incarnation;
+    this.suspicions.set(s.node, new Suspicion(clock, s.from, bounds, () => this.suspicionExpired(s.node, incarnation)));
+    this.broadcast(s);
+    this.notify("suspect", cur);
+  }
+
+  applyDead(d: Dead): void {
+    const cur = this.records.get(d.node);
+    if (!cur || d.incarnation < cur.incarnation) return;
+    const next: MemberState = d.from === d.node ? "left" : "dead";
+    // Dead is final for its incarnation; only left (the node's own word) still upgrades it.
+    if (cur.state === "left" || (cur.state === "dead" && next === "dead")) return;
+    if (d.node === this.me.name && !this.leaving) {
+      this.refute(d.incarnation);
+      return;
+    }
+    const wasLive = isLive(cur.state);
+    this.cancelSuspicion(d.node);
+    cur.incarnation = d.incarnation;
+    this.setState(cur, next);
+    this.broadcast(d);
+    this.notify(wasLive ? "leave" : "update", cur);
+  }
+
+  /**
+   * Merges a peer's full state (push-pull). A remote "dead" only makes us suspect the node
+   * (memberlist's rule): the peer may be on the other side of a partition, and the node gets the
+   * chance to refute. Records we have never seen that are already tombstones are kept as such.
+   * Members we did not know yet, other than the peer itself, are gossiped on only once: the peer
+   * knew them, so most of the cluster does (a joiner learning 1,000 members would otherwise flood
+   * the cluster with 1,000 stale broadcasts ahead of real news). Changes to members we knew, such
+   * as refutations after a partition, are gossiped in full.
+   */
+  mergeRemote(nodes: readonly NodeState[], peer: string): void {
+    const self = this.me.name;
+    for (const n of nodes) {
+      const known = this.records.has(n.name);
+      if (!known && (n.state === "dead" || n.state === "left")) {
+        this.insertTombstone(n);
+        continue;
+      }
+      switch (n.state) {
+        case "alive":
+          this.applyAlive({ kind: "alive", node: n.name, incarnation: n.incarnation, host: n.host, port: n.port, meta: n.meta }, !known && n.name !== peer);
+          break;
+        case "left":
+          this.applyDead({ kind: "dead", node: n.name, incarnation: n.incarnation, from: n.name });
+          break;
+        case "suspect":
+          if (!known) this.applyAlive({ kind: "alive", node: n.name, incarnation: n.incarnation, host: n.host, port: n.port, meta: n.meta }, n.name !== peer);
+          this.applySuspect({ kind: "suspect", node: n.name, incarnation: n.incarnation, from: self });
+          break;
+        case "dead":
+          this.applySuspect({ kind: "suspect", node: n.name, incarnation: n.incarnation, from: self });
+          break;
+      }
+    }
+  }
+
+  /** The failure detector got no ack in a whole probe round. */
+  suspectByProbe(name: string, incarnation: number): void {
+    const cur = this.records.get(name);
+    if (!cur || cur.state !== "alive" || cur.incarnation !== incarnation) return;
+    this.deps.counters.protocol.suspicionsRaised++;
+    this.applySuspect({ kind: "suspect", node: name, incarnation, from: this.me.name });
+  }
+
+  /** New local meta (Memberlist.updateNode): a higher incarnation makes it win everywhere. */
+  setLocalMeta(meta: Uint8Array): void {
+    this.me.incarnation++;
+    this.me.meta = meta;
+    this.broadcast(this.aliveMessage(this.me));
+    this.notify("update", this.me);
+  }
+
+  /** Marks this node left and broadcasts it; onSent runs once the broadcast has gone out its
+   *  retransmit limit (or at once when nobody is there to tell). */
+  leave(onSent: () => void): void {
+    this.leaving = true;
+    const anyoneElse = this.liveCount() > 1;
+    this.setState(this.me, "left");
+    this.broadcast({ kind: "dead", node: this.me.name, incarnation: this.me.incarnation, from: this.me.name }, anyoneElse ? onSent : undefined);
+    if (!anyoneElse) onSent();
+  }
+
+  /** Next member to probe, round robin; a new round reaps old tombstones and reshuffles. */
+  nextProbeTarget(): NodeRecord | undefined {
+    for (let tries = 0; tries <= this.probeOrder.length; tries++) {
+      if (this.probeAt >= this.probeOrder.length) this.newProbeRound();
+      const rec = this.records.get(this.probeOrder[this.probeAt++]);
+      if (rec && rec !== this.me && isLive(rec.state)) return rec;
+    }
+    return undefined;
+  }
+
+  /** Up to k distinct random records passing accept (memberlist's kRandomNodes: at most 3n draws). */
+  randomNodes(k: number, accept: (r: NodeRecord) => boolean): NodeRecord[] {
+    const picked: NodeRecord[] = [];
+    const n = this.list.length;
+    for (let draws = 0; draws < 3 * n && picked.length < k; draws++) {
+      const r = this.list[Math.floor(this.deps.random.next() * n)];
+      if (accept(r) && !picked.includes(r)) picked.push(r);
+    }
+    return picked;
+  }
+
+  stop(): void {
+    for (const s of this.suspicions.values()) s.cancel();
+    this.suspicions.clear();
+  }
+
+  private suspicionExpired(name: string, incarnation: number): void {
+    this.suspicions.delete(name);
+    const cur = this.records.get(name);
+    if (!cur || cur.state !== "suspect" || cur.incarnation !== incarnation) return;
+    this.deps.counters.protocol.deathsDeclared++;
+    this.deps.logger.info({ node: name, incarnation }, "suspicion timed out; declaring member dead");
+    this.applyDead({ kind: "dead", node: name, incarnation, from: this.me.name });
+  }
+
+  private refute(accusedIncarnation: number): void {
+    this.me.incarnation = Math.max(this.me.incarnation, accusedIncarnation) + 1;
+    this.broadcast(this.aliveMessage(this.me));
+    // Being suspected is a hint that we are the slow one (Lifeguard).
+    this.deps.awareness.applyDelta(1);
+    this.deps.counters.protocol.refutations++;
+  }
+
+  private insertTombstone(n: NodeState): void {
+    const rec: NodeRecord = {
+      name: n.name, host: n.host, port: n.port, incarnation: n.incarnation, state: n.state, meta: n.meta,
+      stateChangedAt: this.deps.clock.now() - Math.min(n.stateAgeMs, this.deps.config.tombstoneRetentionMs),
+    };
+    this.insert(rec);
+  }
+
+  private insert(rec: NodeRecord): void {
+    this.records.set(rec.name, rec);
+    this.listIndex.set(rec.name, this.list.length);
+    this.list.push(rec);
+    this.counts[rec.state]++;
+    if (rec === this.me) return;
+    // Into the rest of the current probe round at a random place, so it is probed this round.
+    this.probeOrder.push(rec.name);
+    const last = this.probeOrder.length - 1;
+    const at = this.probeAt + Math.floor(this.deps.random.next() * (last - this.probeAt + 1));
+    [this.probeOrder[at], this.probeOrder[last]] = [this.probeOrder[last], this.probeOrder[at]];
+  }
+
+  private newProbeRound(): void {
+    this.reapTombstones();
+    const order = this.list.filter((r) => r !== this.me).map((r) => r.name);
+    for (let i = order.length - 1; i > 0; i--) {
+      const j = Math.floor(this.deps.random.next() * (i + 1));
+      [order[i], order[j]] = [order[j], order[i]];
+    }
+    this.probeOrder = order;
+    this.probeAt = 0;
+  }
+
+  private reapTombstones(): void {
+    const now = this.deps.clock.now();
+    const retention = this.deps.config.tombstoneRetentionMs;
+    for (const rec of [...this.list]) {
+      if (isLive(rec.state) || rec === this.me || now - rec.stateChangedAt <= retention) continue;
+      const at = this.listIndex.get(rec.name)!;
+      const last = this.list.pop()!;
+      if (last !== rec) {
+        this.list[at] = last;
+        this.listIndex.set(last.name, at);
+      }
+      this.listIndex.delete(rec.name);
+      this.records.delete(rec.name);
+      this.counts[rec.state]--;
+    }
+  }
+
+  private setState(rec: NodeRecord, state: MemberState): void {
+    if (rec.state === state) return;
+    this.counts[rec.state]--;
+    this.counts[state]++;
+    rec.state = state;
+    rec.stateChangedAt = this.deps.clock.now();
+  }
+
+  private cancelSuspicion(name: string): void {
+    this.suspicions.get(name)?.cancel();
+    this.suspicions.delete(name);
+  }
+
+  private aliveMessage(r: NodeRecord): Alive {
+    return { kind: "alive", node: r.name, incarnation: r.incarnation, host: r.host, port: r.port, meta: r.meta };
+  }
+
+  private broadcast(m: Alive | Suspect | Dead, onDone?: () => void, sendOnce = false): void {
+    this.deps.broadcasts.enqueue({ key: m.node, payload: encodeMessage(m), onDone, sendOnce });
+  }
+
+  private notify(what: "join" | "update" | "leave" | "suspect", rec: NodeRecord): void {
+    const events = this.deps.events;
+    if (!events) return;
+    const v = view(rec);
+    contain(this.deps.counters, this.deps.logger, `events.${what}`, () => {
+      if (what === "join") events.notifyJoin(v);
+      else if (what === "update") events.notifyUpdate(v);
+      else if (what === "leave") events.notifyLeave(v);
+      else events.notifySuspect?.(v);
+    });
+  }
+}
+
+/** A snapshot of a record for the layers above (records themselves keep changing). */
+export function view(r: NodeRecord): NodeView {
+  return { name: r.name, host: r.host, port: r.port, incarnation: r.incarnation, state: r.state, meta: r.meta };
+}
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}

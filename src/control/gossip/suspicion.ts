@@ -1,0 +1,71 @@
+// Lifeguard suspicion timer (LHA-Suspicion). A suspected node gets the longest timeout at first;
+// every independent confirmation (another member also suspecting it) shortens it on a log scale,
+// down to the minimum after k confirmations. A lone slow accuser therefore gives its victim the
+// most time to refute.
+import type { Clock, TimerHandle } from "../runtime.js";
+
+export interface SuspicionBounds {
+  readonly minMs: number;
+  readonly maxMs: number;
+  /** Confirmations wanted to reach minMs (0: no peers to confirm, minMs from the start). */
+  readonly k: number;
+}
+
+/**
+ * Bounds for a cluster of liveCount members: min = mult × max(1, log10 N) × probeInterval,
+ * max = maxMult × min, k = mult − 2 (0 when fewer than k other members could confirm).
+ */
+export function suspicionBounds(
+  suspicionMult: number,
+  maxTimeoutMult: number,
+  liveCount: number,
+  probeIntervalMs: number,
+): SuspicionBounds {
+  const nodeScale = Math.max(1, Math.log10(Math.max(1, liveCount)));
+  const minMs = Math.floor(suspicionMult * nodeScale * probeIntervalMs);
+  const wanted = suspicionMult - 2;
+  return { minMs, maxMs: minMs * maxTimeoutMult, k: liveCount - 2 < wanted ? 0 : wanted };
+}
+
+/** The timeout after n of k confirmations: max − (max − min) × log(n + 1) / log(k + 1), at least min. */
+export function suspicionTimeout(n: number, b: SuspicionBounds): number {
+  if (b.k < 1) return b.minMs;
+  const fraction = Math.log(n + 1) / Math.log(b.k + 1);
+  return Math.max(b.minMs, Math.floor(b.maxMs - fraction * (b.maxMs - b.minMs)));
+}
+
+export class Suspicion {
+  private readonly confirmedBy = new Set<string>();
+  private readonly startedAt: number;
+  private timer: TimerHandle;
+
+  /** `from` started the suspicion; it never counts as a confirmation (its gossip comes back to us). */
+  constructor(
+    private readonly clock: Clock,
+    from: string,
+    private readonly bounds: SuspicionBounds,
+    private readonly onTimeout: () => void,
+  ) {
+    this.confirmedBy.add(from);
+    this.startedAt = clock.now();
+    this.timer = clock.setTimer(suspicionTimeout(0, bounds), onTimeout);
+  }
+
+  confirmations(): number {
+    return this.confirmedBy.size - 1;
+  }
+
+  /** Records a confirmation; true if it was new (worth re-gossiping so others count it too). */
+  confirm(from: string): boolean {
+    if (this.confirmations() >= this.bounds.k || this.confirmedBy.has(from)) return false;
+    this.confirmedBy.add(from);
+    const remaining = suspicionTimeout(this.confirmations(), this.bounds) - (this.clock.now() - this.startedAt);
+    this.clock.cancel(this.timer);
+    this.timer = this.clock.setTimer(Math.max(0, remaining), this.onTimeout);
+    return true;
+  }
+
+  cancel(): void {
+    this.clock.cancel(this.timer);
+  }
+}

@@ -1,0 +1,142 @@
+// Leasing on top of gossip membership: the memberlist Delegate / EventDelegate adapter. It turns
+// bytes into lease messages and back, queues the lease layer's broadcasts for piggybacking
+// (gossip's TransmitLimitedQueue: about RetransmitMult x log10(N+1) sends each, newest first),
+// serves the full ring for push-pull, and puts this node's subnet in its membership record.
+// Malformed or foreign messages are counted and dropped, never thrown.
+import { decode, encode } from "@msgpack/msgpack";
+import { retransmitLimit, TransmitLimitedQueue } from "../gossip/broadcast.js";
+import type { Delegate, EventDelegate, NodeView } from "../gossip/delegate.js";
+import type { LeaseLogger, SubnetLeases } from "./allocator.js";
+import type { RingRun } from "./ring.js";
+import { decodeMessage, encodeMessage, type LeaseMessage } from "./wire.js";
+
+export interface LeaseDelegateOptions {
+  /** memberlist's RetransmitMult, default 4. */
+  readonly retransmitMult?: number;
+  /** Queued broadcasts beyond this are dropped, most-sent oldest first (push-pull repairs), default 256. */
+  readonly maxQueued?: number;
+  /** Ring deltas are split into broadcasts of at most this many bytes, default 512. */
+  readonly maxBroadcastBytes?: number;
+}
+
+export class LeaseDelegate implements Delegate, EventDelegate {
+  /** Messages dropped as malformed, oversized or from a differently configured network. */
+  droppedMessages = 0;
+  private readonly queue: TransmitLimitedQueue;
+  private readonly maxBroadcastBytes: number;
+
+  constructor(
+    private readonly leases: SubnetLeases,
+    membership: { members(): readonly NodeView[] },
+    private readonly log: LeaseLogger,
+    options: LeaseDelegateOptions = {},
+  ) {
+    const mult = options.retransmitMult ?? 4;
+    this.queue = new TransmitLimitedQueue(() => retransmitLimit(mult, membership.members().length), options.maxQueued ?? 256);
+    this.maxBroadcastBytes = options.maxBroadcastBytes ?? 512;
+    leases.on("announce", (msg) => this.enqueue(msg));
+  }
+
+  nodeMeta(limit: number): Uint8Array {
+    const meta = encodeLeaseMeta(this.leases.currentLease()?.subnet ?? null);
+    if (meta.length > limit) {
+      this.log.error({ code: "LEASE_META_TOO_BIG", bytes: meta.length, limit }, "the lease part of the node record does not fit; the subnet is not announced in it");
+      return new Uint8Array(0);
+    }
+    return meta;
+  }
+
+  notifyMsg(from: string, msg: Uint8Array): void {
+    const decoded = this.decode(from, msg);
+    if (decoded) this.leases.handleMessage(from, decoded);
+  }
+
+  getBroadcasts(overhead: number, limit: number): Uint8Array[] {
+    return this.queue.take(overhead, limit);
+  }
+
+  localState(): Uint8Array {
+    return encodeMessage(this.leases.space.fingerprint, { kind: "state", ring: this.leases.ringState() });
+  }
+
+  mergeRemoteState(state: Uint8Array): void {
+    const decoded = this.decode("push-pull", state);
+    if (!decoded) return;
+    if (decoded.kind !== "state") {
+      this.drop("push-pull", `expected a ring state, got a ${decoded.kind} message`);
+      return;
+    }
+    this.leases.mergeRemote(decoded.ring, "full");
+  }
+
+  notifyJoin(node: NodeView): void {
+    this.leases.memberAlive(node.name);
+  }
+
+  notifyUpdate(node: NodeView): void {
+    if (node.state === "alive" || node.state === "suspect") this.leases.memberAlive(node.name);
+    else this.leases.memberGone(node.name); // a dead node later reported as left
+  }
+
+  notifyLeave(node: NodeView): void {
+    this.leases.memberGone(node.name);
+  }
+
+  /** Number of broadcasts waiting (for metrics and tests). */
+  get queued(): number {
+    return this.queue.size();
+  }
+
+  private enqueue(msg: LeaseMessage): void {
+    for (const part of msg.kind === "state" ? this.split(msg.ring.seeds, msg.ring.runs) : [msg]) {
+      this.queue.enqueue({ payload: encodeMessage(this.leases.space.fingerprint, part) });
+    }
+  }
+
+  /** Splits a ring delta into messages small enough to piggyback on a gossip packet. */
+  private split(seeds: readonly string[] | null, runs: readonly RingRun[]): LeaseMessage[] {
+    const parts: LeaseMessage[] = [];
+    let batch: RingRun[] = [];
+    const fits = (candidate: RingRun[]): boolean =>
+      encodeMessage(this.leases.space.fingerprint, { kind: "state", ring: { seeds, runs: candidate } }).length <= this.maxBroadcastBytes;
+    for (const run of runs) {
+      if (batch.length > 0 && !fits([...batch, run])) {
+        parts.push({ kind: "state", ring: { seeds, runs: batch } });
+        batch = [];
+      }
+      batch.push(run);
+    }
+    if (batch.length > 0) parts.push({ kind: "state", ring: { seeds, runs: batch } });
+    return parts;
+  }
+
+  private decode(from: string, bytes: Uint8Array): LeaseMessage | undefined {
+    try {
+      return decodeMessage(this.leases.space.fingerprint, bytes);
+    } catch (err) {
+      this.drop(from, (err as Error).message, (err as { code?: string }).code);
+      return undefined;
+    }
+  }
+
+  private drop(from: string, why: string, code = "LEASE_BAD_MESSAGE"): void {
+    this.droppedMessages++;
+    this.log.warn({ code, from, dropped: this.droppedMessages }, why);
+  }
+}
+
+/** The lease part of a node's membership record: its subnet (CIDR) or null. */
+export function encodeLeaseMeta(subnet: string | null): Uint8Array {
+  return encode([1, subnet]);
+}
+
+/** Reads encodeLeaseMeta's bytes; undefined if they are not a lease record. */
+export function decodeLeaseMeta(meta: Uint8Array): { subnet: string | null } | undefined {
+  try {
+    const v = decode(meta, { maxStrLength: 64, maxBinLength: 0, maxExtLength: 0, maxMapLength: 0, maxArrayLength: 2 });
+    if (Array.isArray(v) && v.length === 2 && v[0] === 1 && (v[1] === null || typeof v[1] === "string")) return { subnet: v[1] };
+  } catch {
+    // not ours
+  }
+  return undefined;
+}

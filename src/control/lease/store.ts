@@ -1,0 +1,91 @@
+// Persistence of a node's ring view (which includes its own lease): one JSON file in the state
+// dir, replaced atomically (write a temp file, fsync, rename over, fsync the dir), so a crash
+// leaves either the old or the new state, never a torn one. The allocator saves before it lets
+// anyone hear of a change, which is what makes its ownership survive a restart.
+import { readFile } from "node:fs/promises";
+import { writeFileAtomic } from "../../fs/atomic-write.js";
+import { join } from "node:path";
+import { WeftError } from "../../errors.js";
+import type { RingState } from "./ring.js";
+import { fromPlainRing, nodeName, toPlainRing } from "./wire.js";
+
+export interface PersistedLeaseState {
+  readonly node: string;
+  /** SubnetSpace.fingerprint of the network config the ring belongs to. */
+  readonly fingerprint: string;
+  /** SubnetSpace.describe(), for a person reading the file. */
+  readonly network: string;
+  /** This node's subnet (CIDR) or null, for a person reading the file; the ring is authoritative. */
+  readonly lease: string | null;
+  readonly ring: RingState;
+}
+
+/** Where the allocator keeps its state; FileLeaseStore on a node, an in-memory one in tests. */
+export interface LeaseStateStore {
+  /** The saved state, or null if none was ever saved. */
+  load(): Promise<PersistedLeaseState | null>;
+  /** Replaces the saved state atomically and durably. Calls are not concurrent. */
+  save(state: PersistedLeaseState): Promise<void>;
+}
+
+const FILE_FORMAT = 1;
+export const STATE_FILE = "lease-state.json";
+
+export class FileLeaseStore implements LeaseStateStore {
+  private readonly file: string;
+
+  constructor(dir: string) {
+    this.file = join(dir, STATE_FILE);
+  }
+
+  async load(): Promise<PersistedLeaseState | null> {
+    let text: string;
+    try {
+      text = await readFile(this.file, "utf8");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
+      throw new WeftError("LEASE_STATE_UNREADABLE", `cannot read ${this.file}: ${(err as Error).message}; check the state dir's permissions`, { cause: err });
+    }
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch (err) {
+      throw this.corrupt(`not JSON (${(err as Error).message})`);
+    }
+    return this.parse(value);
+  }
+
+  async save(state: PersistedLeaseState): Promise<void> {
+    const body = JSON.stringify({
+      format: FILE_FORMAT,
+      node: state.node,
+      fingerprint: state.fingerprint,
+      network: state.network,
+      lease: state.lease,
+      ring: toPlainRing(state.ring),
+    });
+    try {
+      await writeFileAtomic(this.file, body, { mode: 0o600, dirMode: 0o700 });
+    } catch (err) {
+      throw new WeftError("LEASE_PERSIST_FAILED", `cannot save lease state to ${this.file}: ${(err as Error).message}; the change was not made, check the disk`, { cause: err });
+    }
+  }
+
+  private parse(value: unknown): PersistedLeaseState {
+    if (typeof value !== "object" || value === null) throw this.corrupt("not an object");
+    const v = value as Record<string, unknown>;
+    if (v.format !== FILE_FORMAT) throw this.corrupt(`format ${String(v.format)} is not ${FILE_FORMAT}`);
+    if (typeof v.fingerprint !== "string" || typeof v.network !== "string") throw this.corrupt("fingerprint or network missing");
+    if (v.lease !== null && typeof v.lease !== "string") throw this.corrupt("lease is neither null nor a CIDR");
+    const fail = (why: string): WeftError => this.corrupt(why);
+    return { node: nodeName(v.node, fail), fingerprint: v.fingerprint, network: v.network, lease: v.lease, ring: fromPlainRing(v.ring, fail) };
+  }
+
+  private corrupt(why: string): WeftError {
+    return new WeftError(
+      "LEASE_STATE_CORRUPT",
+      `${this.file} is damaged (${why}). It holds this node's subnet ownership, so weft will not start from scratch on its own: ` +
+        `restore the file, or move it away: the node then relearns its slots and subnet from its peers (safe once its last changes have reached them)`,
+    );
+  }
+}

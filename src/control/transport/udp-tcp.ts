@@ -1,0 +1,229 @@
+// The real gossip transport: UDP datagrams for probes and gossip, one TCP connection per
+// request/response exchange (join, push-pull, reliable sends, ping fallback), both on the same
+// port. Stream frames are length-prefixed (4 bytes, big endian) and bounded in size; connections
+// are bounded in number and time. Frames arrive here already sealed; this module never looks
+// inside them.
+import { createSocket, type Socket as UdpSocket } from "node:dgram";
+import { isIPv6 } from "node:net";
+import { connect, createServer, type Server, type Socket } from "node:net";
+import type { Addr, Transport } from "../runtime.js";
+
+export type TransportErrorCode = "TIMEOUT" | "TOO_BIG" | "CLOSED" | "CONNECT_FAILED" | "BIND_FAILED";
+
+export class TransportError extends Error {
+  constructor(
+    readonly code: TransportErrorCode,
+    message: string,
+  ) {
+    super(`${code}: ${message}`);
+    this.name = "TransportError";
+  }
+}
+
+export interface UdpTcpOptions {
+  /** Address to bind (e.g. "127.0.0.1", or the underlay address). */
+  readonly host: string;
+  /** Port for both UDP and TCP; 0 picks a free one (the same number for both). */
+  readonly port: number;
+  /** Largest datagram accepted for sending (memberlist's UDP buffer, 1400). */
+  readonly maxPacketBytes?: number;
+  /** Largest stream frame either way; a longer announced length closes the connection. */
+  readonly maxStreamBytes?: number;
+  /** Concurrent inbound stream connections; more are closed at once. */
+  readonly maxConnections?: number;
+  /** An inbound connection must deliver its request within this time. */
+  readonly inboundTimeoutMs?: number;
+}
+
+/** Counters of what this transport refused or failed at (frames it drops never reach gossip). */
+export interface TransportStats {
+  oversizeStreams: number;
+  rejectedConnections: number;
+  inboundStreamErrors: number;
+  packetSendErrors: number;
+}
+
+const LENGTH_BYTES = 4;
+
+export class UdpTcpTransport implements Transport {
+  readonly stats: TransportStats = { oversizeStreams: 0, rejectedConnections: 0, inboundStreamErrors: 0, packetSendErrors: 0 };
+  private packetHandler: (from: Addr, frame: Uint8Array) => void = () => {};
+  private exchangeHandler: (from: Addr, frame: Uint8Array) => Promise<Uint8Array> = () =>
+    Promise.reject(new TransportError("CLOSED", "no exchange handler"));
+  private readonly sockets = new Set<Socket>();
+  private closed = false;
+
+  private constructor(
+    readonly local: Addr,
+    private readonly udp: UdpSocket,
+    private readonly tcp: Server,
+    private readonly maxPacketBytes: number,
+    private readonly maxStreamBytes: number,
+    private readonly maxConnections: number,
+    private readonly inboundTimeoutMs: number,
+  ) {
+    udp.on("message", (msg, rinfo) => this.packetHandler({ host: rinfo.address, port: rinfo.port }, msg));
+    udp.on("error", () => this.stats.packetSendErrors++);
+    tcp.on("connection", (sock) => this.accept(sock));
+  }
+
+  /** Binds UDP and TCP on one port (with port 0: a free one, retried if TCP finds it taken). */
+  static async open(opts: UdpTcpOptions): Promise<UdpTcpTransport> {
+    const attempts = opts.port === 0 ? 10 : 1;
+    let lastError: unknown;
+    for (let i = 0; i < attempts; i++) {
+      const udp = createSocket(isIPv6(opts.host) ? "udp6" : "udp4");
+      try {
+        await new Promise<void>((resolve, reject) => {
+          udp.once("error", reject);
+          udp.bind(opts.port, opts.host, () => {
+            udp.off("error", reject);
+            resolve();
+          });
+        });
+      } catch (err) {
+        udp.close();
+        throw new TransportError("BIND_FAILED", `UDP ${opts.host}:${opts.port}: ${String(err)}; pick another port or free it`);
+      }
+      const port = udp.address().port;
+      const tcp = createServer();
+      try {
+        await new Promise<void>((resolve, reject) => {
+          tcp.once("error", reject);
+          tcp.listen(port, opts.host, () => {
+            tcp.off("error", reject);
+            resolve();
+          });
+        });
+        return new UdpTcpTransport(
+          { host: opts.host, port },
+          udp,
+          tcp,
+          opts.maxPacketBytes ?? 1400,
+          opts.maxStreamBytes ?? 4 * 1024 * 1024,
+          opts.maxConnections ?? 64,
+          opts.inboundTimeoutMs ?? 10_000,
+        );
+      } catch (err) {
+        lastError = err;
+        udp.close();
+        tcp.close();
+      }
+    }
+    throw new TransportError("BIND_FAILED", `TCP ${opts.host}:${opts.port}: ${String(lastError)}; pick another port or free it`);
+  }
+
+  sendPacket(to: Addr, frame: Uint8Array): void {
+    if (this.closed) return;
+    if (frame.length > this.maxPacketBytes) throw new TransportError("TOO_BIG", `packet of ${frame.length} bytes over ${this.maxPacketBytes}`);
+    this.udp.send(frame, to.port, to.host, (err) => {
+      if (err) this.stats.packetSendErrors++;
+    });
+  }
+
+  exchange(to: Addr, frame: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
+    if (this.closed) return Promise.reject(new TransportError("CLOSED", "transport closed"));
+    return new Promise((resolve, reject) => {
+      const sock = connect({ host: to.host, port: to.port });
+      this.sockets.add(sock);
+      const timer = setTimeout(() => fail(new TransportError("TIMEOUT", `no answer from ${to.host}:${to.port} in ${timeoutMs} ms`)), timeoutMs);
+      const finish = (): void => {
+        clearTimeout(timer);
+        this.sockets.delete(sock);
+        sock.destroy();
+      };
+      const fail = (err: Error): void => {
+        finish();
+        reject(err);
+      };
+      sock.once("error", (err) => fail(new TransportError("CONNECT_FAILED", `${to.host}:${to.port}: ${err.message}`)));
+      sock.once("connect", () => sock.write(lengthPrefixed(frame)));
+      readFrame(sock, this.maxStreamBytes).then((reply) => {
+        finish();
+        resolve(reply);
+      }, fail);
+    });
+  }
+
+  onPacket(handler: (from: Addr, frame: Uint8Array) => void): void {
+    this.packetHandler = handler;
+  }
+
+  onExchange(handler: (from: Addr, frame: Uint8Array) => Promise<Uint8Array>): void {
+    this.exchangeHandler = handler;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const sock of this.sockets) sock.destroy();
+    this.sockets.clear();
+    await Promise.all([
+      new Promise<void>((resolve) => this.udp.close(() => resolve())),
+      new Promise<void>((resolve) => this.tcp.close(() => resolve())),
+    ]);
+  }
+
+  private accept(sock: Socket): void {
+    if (this.closed || this.sockets.size >= this.maxConnections) {
+      this.stats.rejectedConnections++;
+      sock.destroy();
+      return;
+    }
+    this.sockets.add(sock);
+    sock.setTimeout(this.inboundTimeoutMs, () => sock.destroy(new TransportError("TIMEOUT", "inbound request too slow")));
+    sock.on("error", () => {});
+    sock.once("close", () => this.sockets.delete(sock));
+    const from = { host: sock.remoteAddress ?? "", port: sock.remotePort ?? 0 };
+    readFrame(sock, this.maxStreamBytes)
+      .then((request) => this.exchangeHandler(from, request))
+      .then(
+        (reply) => sock.end(lengthPrefixed(reply)),
+        (err: unknown) => {
+          if (err instanceof TransportError && err.code === "TOO_BIG") this.stats.oversizeStreams++;
+          else this.stats.inboundStreamErrors++;
+          sock.destroy();
+        },
+      );
+  }
+}
+
+function lengthPrefixed(frame: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(LENGTH_BYTES + frame.length);
+  out.writeUInt32BE(frame.length, 0);
+  out.set(frame, LENGTH_BYTES);
+  return out;
+}
+
+/** Reads one length-prefixed frame; rejects if the announced length is over max or the stream ends early. */
+function readFrame(sock: Socket, maxBytes: number): Promise<Uint8Array> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let have = 0;
+    let want = -1;
+    const done = (err?: Error, frame?: Uint8Array): void => {
+      sock.off("data", onData);
+      sock.off("end", onEnd);
+      sock.off("close", onEnd);
+      if (err) reject(err);
+      else resolve(frame!);
+    };
+    const onData = (chunk: Buffer): void => {
+      chunks.push(chunk);
+      have += chunk.length;
+      if (want < 0 && have >= LENGTH_BYTES) {
+        want = Buffer.concat(chunks).readUInt32BE(0);
+        if (want > maxBytes) return done(new TransportError("TOO_BIG", `stream frame of ${want} bytes over ${maxBytes}`));
+      }
+      if (want >= 0 && have >= LENGTH_BYTES + want) {
+        const all = Buffer.concat(chunks);
+        if (all.length > LENGTH_BYTES + want) return done(new TransportError("TOO_BIG", "bytes after the frame"));
+        done(undefined, all.subarray(LENGTH_BYTES));
+      }
+    };
+    const onEnd = (): void => done(new TransportError("CLOSED", "stream ended before a whole frame"));
+    sock.on("data", onData);
+    sock.once("end", onEnd);
+    sock.once("close", onEnd);
+  });
+}

@@ -1,0 +1,25 @@
+// Replacing a file so that a crash leaves either the old contents or the new, never a mix:
+// write a temp file beside it, fsync, rename over, fsync the directory.
+import { mkdir, open, rename } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+
+export async function writeFileAtomic(path: string, data: string | Uint8Array, opts: { mode?: number; dirMode?: number } = {}): Promise<void> {
+  const dir = dirname(path);
+  await mkdir(dir, { recursive: true, mode: opts.dirMode ?? 0o755 });
+  // A dot-file beside the target, as flannel does for subnet.env: same filesystem, so rename is atomic.
+  const tmp = join(dir, `.${basename(path)}.${process.pid}.tmp`);
+  const fh = await open(tmp, "w", opts.mode ?? 0o644);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, path);
+  const dh = await open(dir, "r");
+  try {
+    await dh.sync();
+  } finally {
+    await dh.close();
+  }
+}

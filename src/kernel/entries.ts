@@ -1,0 +1,137 @@
+// The three kinds of kernel entry weft programs per peer — routes, neighbour entries and bridge
+// FDB entries — as typed values: how to read them (`ip -json`, `bridge -json`), how to write and
+// remove them (lines for `ip -batch` / `bridge -batch`), which key identifies one and when two
+// are the same. Backends say what they want in these terms; converge.ts makes the kernel match.
+import { WeftError } from "../errors.js";
+import { formatIpv4, formatPrefix, parseIpv4, parsePrefix, type Ipv4Prefix } from "../net/ipv4.js";
+import type { Kernel } from "./iproute.js";
+
+/** A route in the main table. */
+export interface RouteEntry {
+  dst: Ipv4Prefix;
+  gateway?: number;
+  dev: string;
+  onlink: boolean;
+  /** 0 for every route weft writes. */
+  metric: number;
+}
+
+/** A permanent neighbour (ARP) entry: `addr` is at `mac` on `dev`. */
+export interface NeighEntry {
+  addr: number;
+  mac: string;
+  dev: string;
+  /** Read side only: weft writes permanent entries; anything else is not weft's. */
+  permanent: boolean;
+}
+
+/** A permanent FDB entry of a vxlan device: frames for `mac` go to underlay `dst` (and `port`). */
+export interface FdbEntry {
+  mac: string;
+  dev: string;
+  dst: number;
+  /** Only when it differs from the device's own dstport. */
+  port?: number;
+  permanent: boolean;
+}
+
+/** What one kind of entry needs for comparing and writing. */
+export interface EntryKind<E> {
+  readonly name: "route" | "neigh" | "fdb";
+  key(e: E): string;
+  same(a: E, b: E): boolean;
+  replace(e: E): string;
+  del(e: E): string;
+}
+
+export const ROUTE: EntryKind<RouteEntry> = {
+  name: "route",
+  key: (r) => `${formatPrefix(r.dst)} metric ${r.metric}`,
+  same: (a, b) => a.gateway === b.gateway && a.dev === b.dev && a.onlink === b.onlink && a.metric === b.metric,
+  replace: (r) => `route replace ${formatPrefix(r.dst)}${via(r)} dev ${r.dev}${r.onlink ? " onlink" : ""}${r.metric ? ` metric ${r.metric}` : ""}`,
+  del: (r) => `route del ${formatPrefix(r.dst)}${via(r)} dev ${r.dev}${r.metric ? ` metric ${r.metric}` : ""}`,
+};
+
+export const NEIGH: EntryKind<NeighEntry> = {
+  name: "neigh",
+  key: (n) => `${n.dev} ${formatIpv4(n.addr)}`,
+  same: (a, b) => a.mac === b.mac && a.permanent === b.permanent,
+  replace: (n) => `neigh replace ${formatIpv4(n.addr)} lladdr ${n.mac} dev ${n.dev} nud permanent`,
+  del: (n) => `neigh del ${formatIpv4(n.addr)} dev ${n.dev}`,
+};
+
+export const FDB: EntryKind<FdbEntry> = {
+  name: "fdb",
+  key: (f) => `${f.dev} ${f.mac} ${formatIpv4(f.dst)}`,
+  same: (a, b) => a.port === b.port && a.permanent === b.permanent,
+  replace: (f) => `fdb replace ${f.mac} dev ${f.dev} dst ${formatIpv4(f.dst)}${port(f)} self permanent`,
+  // The kernel matches a remote by its port too.
+  del: (f) => `fdb del ${f.mac} dev ${f.dev} dst ${formatIpv4(f.dst)}${port(f)} self`,
+};
+
+const port = (f: FdbEntry) => (f.port ? ` port ${f.port}` : "");
+
+const via = (r: RouteEntry) => (r.gateway === undefined ? "" : ` via ${formatIpv4(r.gateway)}`);
+
+type RawRoute = { dst: string; gateway?: string; dev?: string; flags?: string[]; metric?: number; type?: string };
+type RawNeigh = { dst: string; dev: string; lladdr?: string; state?: string[] };
+type RawFdb = { mac: string; ifname: string; dst?: string; port?: number; flags?: string[]; state?: string };
+
+const showRoutes = (within: Ipv4Prefix) => ["route", "show", "table", "main", "root", formatPrefix(within)];
+
+/** Main-table routes to destinations inside `within` (`ip route show root`). */
+export async function readRoutes(kernel: Kernel, within: Ipv4Prefix): Promise<RouteEntry[]> {
+  return parseRoutes(await kernel.ipJson<RawRoute[]>(showRoutes(within)));
+}
+
+/**
+ * Everything a backend may own in two reads (one `ip -batch`, one `bridge`): main-table routes
+ * inside `within`, and the IPv4 neighbour and FDB entries of device `dev`. Neighbours and FDB
+ * entries are listed for all devices and then filtered, so a device that is gone reads as "no
+ * entries" rather than an error.
+ */
+export async function readEntries(kernel: Kernel, within: Ipv4Prefix, dev?: string): Promise<{ routes: RouteEntry[]; neighs: NeighEntry[]; fdbs: FdbEntry[] }> {
+  const [ip, fdb] = await Promise.all([
+    kernel.ipJsonBatch<RawRoute[] | RawNeigh[]>([showRoutes(within).join(" "), ...(dev ? ["neigh show"] : [])]),
+    dev ? kernel.bridgeJson<RawFdb[]>(["fdb", "show"]) : [],
+  ]);
+  const failed = ip.failures[0];
+  if (failed) throw new WeftError("KERNEL_COMMAND_FAILED", `\`ip ${failed.command}\` failed: ${failed.message}`);
+  const [routes, neighs] = ip.answers as [RawRoute[], RawNeigh[] | undefined];
+  return {
+    routes: parseRoutes(routes),
+    neighs: (neighs ?? [])
+      .filter((n) => n.dev === dev && n.lladdr !== undefined && n.dst.includes("."))
+      .map((n) => ({ addr: parseIpv4(n.dst), mac: n.lladdr!, dev: n.dev, permanent: n.state?.includes("PERMANENT") ?? false })),
+    fdbs: fdb
+      .filter((f) => f.ifname === dev && f.dst !== undefined && f.dst.includes(".") && (f.flags?.includes("self") ?? false))
+      .map((f) => ({ mac: f.mac, dev: f.ifname, dst: parseIpv4(f.dst!), port: f.port, permanent: f.state === "permanent" })),
+  };
+}
+
+function parseRoutes(raw: RawRoute[]): RouteEntry[] {
+  return raw
+    .filter((r) => r.dev !== undefined && (r.type === undefined || r.type === "unicast"))
+    .map((r) => ({
+      dst: parsePrefix(r.dst.includes("/") ? r.dst : `${r.dst}/32`),
+      gateway: r.gateway === undefined ? undefined : parseIpv4(r.gateway),
+      dev: r.dev!,
+      onlink: r.flags?.includes("onlink") ?? false,
+      metric: r.metric ?? 0,
+    }));
+}
+
+/** Where the kernel would send a packet to an address: `ip route get`. */
+export type RouteLookup = { dev: string; gateway?: number; local: boolean } | { error: string };
+
+/** `ip route get` for many addresses in one `ip -batch`. */
+export async function lookupRoutes(kernel: Kernel, addrs: number[]): Promise<RouteLookup[]> {
+  const { answers, failures } = await kernel.ipJsonBatch<Array<{ dev: string; gateway?: string; type?: string }>>(
+    addrs.map((a) => `route get ${formatIpv4(a)}`),
+  );
+  return answers.map((answer, i) => {
+    const r = answer?.[0];
+    if (!r) return { error: failures.find((f) => f.line === i + 1)?.message ?? "no answer from `ip route get`" };
+    return { dev: r.dev, gateway: r.gateway === undefined ? undefined : parseIpv4(r.gateway), local: r.type === "local" };
+  });
+}

@@ -1,0 +1,62 @@
+// Typed reads of network devices and their IPv4 addresses (`ip -json -details link/addr show`),
+// so a backend can tell whether a device it finds is the one it would have created.
+import { parseIpv4 } from "../net/ipv4.js";
+import type { Kernel } from "./iproute.js";
+
+export interface LinkState {
+  name: string;
+  mac: string;
+  mtu: number;
+  up: boolean;
+  /** Device kind (vxlan, veth, tun, ...); undefined for plain devices. */
+  kind?: string;
+  /** Set for vxlan devices. */
+  vxlan?: {
+    vni: number;
+    local?: number;
+    /** The underlay device it sends through. */
+    link?: string;
+    port: number;
+    learning: boolean;
+    gbp: boolean;
+  };
+}
+
+interface RawLink {
+  ifname: string;
+  address?: string;
+  mtu: number;
+  flags?: string[];
+  linkinfo?: { info_kind?: string; info_data?: { id?: number; local?: string; link?: string; port?: number; learning?: boolean; gbp?: boolean } };
+}
+
+/** The device named `name`, or undefined when there is none. */
+export async function readLink(kernel: Kernel, name: string): Promise<LinkState | undefined> {
+  // Listing all links rather than `show dev NAME` keeps "no such device" from being an error.
+  const raw = (await kernel.ipJson<RawLink[]>(["-details", "link", "show"])).find((l) => l.ifname === name);
+  if (!raw) return undefined;
+  const info = raw.linkinfo?.info_data;
+  return {
+    name: raw.ifname,
+    mac: raw.address ?? "",
+    mtu: raw.mtu,
+    up: raw.flags?.includes("UP") ?? false,
+    kind: raw.linkinfo?.info_kind,
+    vxlan: raw.linkinfo?.info_kind === "vxlan" && info
+      ? {
+          vni: info.id ?? 0,
+          local: info.local === undefined ? undefined : parseIpv4(info.local),
+          link: info.link,
+          port: info.port ?? 0,
+          learning: info.learning ?? true,
+          gbp: info.gbp ?? false,
+        }
+      : undefined,
+  };
+}
+
+/** The IPv4 addresses on `dev` with their prefix lengths. */
+export async function readIpv4Addresses(kernel: Kernel, dev: string): Promise<Array<{ addr: number; len: number }>> {
+  const raw = await kernel.ipJson<Array<{ addr_info?: Array<{ family: string; local: string; prefixlen: number }> }>>(["-4", "addr", "show", "dev", dev]);
+  return raw.flatMap((l) => l.addr_info ?? []).filter((a) => a.family === "inet").map((a) => ({ addr: parseIpv4(a.local), len: a.prefixlen }));
+}

@@ -1,0 +1,91 @@
+// ip-masq with nftables in a three-host lab: host1 and host2 run the vxlan backend, host3 is a
+// machine on the underlay outside the pod network (it has no route to the pods). With weft's
+// table in host1, a pod's packets to host3 leave with host1's underlay address and the replies
+// come back; packets to a pod on host2 keep the pod's address. Without the table, host3 cannot
+// answer at all.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ipMasqScript, removeIpMasq, setIpMasq } from "../../src/kernel/ipmasq.js";
+import { LabCluster, LAB_POD_NETWORK, type LabHost, type LabPod } from "../../src/lab/cluster.js";
+import { ping } from "../../src/lab/traffic.js";
+import { formatIpv4 } from "../../src/net/ipv4.js";
+import { canUseNetns } from "../support/netns.js";
+import { udpPeer } from "../support/udp-peer.js";
+import { peerFrom, removeLab, startNode, subnetOf, type LabNode } from "./support.js";
+
+/** Sends one UDP datagram from `pod` to `to:port` and returns the source address the receiver saw. */
+async function sourceSeenBy(receiver: { ns: LabHost["ns"] }, to: number, pod: LabPod, port: number): Promise<string | undefined> {
+  const peer = udpPeer(receiver.ns, { bind: `${formatIpv4(to)}:${port}`, expect: 1, timeoutMs: 4000 });
+  await peer.ready;
+  await pod.ns.exec([process.execPath, "-e", `
+    const s = require("node:dgram").createSocket("udp4");
+    s.send(Buffer.from("masq?"), ${port}, "${formatIpv4(to)}", () => s.close());`]);
+  const [got] = await peer.done;
+  return got?.from.split(":")[0];
+}
+
+async function tables(host: LabHost): Promise<string[]> {
+  const j = await host.ns.kernel.nftJson<{ nftables: Array<{ table?: { family: string; name: string } }> }>(["tables"]);
+  return j.nftables.flatMap((e) => (e.table ? [`${e.table.family} ${e.table.name}`] : []));
+}
+
+describe.skipIf(!canUseNetns())("ip-masq (nftables)", () => {
+  let lab: LabCluster;
+  let host1: LabHost;
+  let host2: LabHost;
+  let host3: LabHost;
+  const nodes: LabNode[] = [];
+
+  beforeAll(async () => {
+    lab = await LabCluster.create({ tag: "bmq", hosts: 3 });
+    [host1, host2, host3] = lab.hosts;
+    await lab.addPods(host1, subnetOf(1), 1, 1450);
+    await lab.addPods(host2, subnetOf(2), 1, 1450);
+    nodes.push(await startNode(host1, 1, "vxlan"), await startNode(host2, 2, "vxlan"));
+    await nodes[0].backend.setPeer(peerFrom(nodes[1]));
+    await nodes[1].backend.setPeer(peerFrom(nodes[0]));
+  });
+
+  afterAll(() => removeLab(lab, nodes));
+
+  it("without weft's table, a host outside the pod network cannot answer a pod", async () => {
+    expect(await tables(host1)).not.toContain("ip weft");
+    expect((await ping(host1.pods[0], host3.underlayAddr, { count: 1, timeoutS: 1 })).received).toBe(0);
+  });
+
+  it("installs flannel's masquerade rules in table ip weft, and replaces them whole", async () => {
+    await setIpMasq(host1.ns.kernel, { network: LAB_POD_NETWORK, subnet: subnetOf(7) });
+    await setIpMasq(host1.ns.kernel, { network: LAB_POD_NETWORK, subnet: subnetOf(1) }); // replaces, never adds to
+    expect(await tables(host1)).toEqual(["ip weft"]);
+    const listed = await host1.ns.exec(["nft", "list", "table", "ip", "weft"]);
+    const rules = listed.split("\n").map((l) => l.trim()).filter((l) => /return|masquerade/.test(l));
+    expect(rules).toEqual([
+      "meta mark & 0x00004000 == 0x00004000 return",
+      "ip saddr 198.19.1.0/24 ip daddr 198.19.0.0/16 return",
+      "ip saddr 198.19.0.0/16 ip daddr 198.19.1.0/24 return",
+      "ip saddr != 198.19.0.0/16 ip daddr 198.19.1.0/24 return",
+      "ip saddr 198.19.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random",
+      "ip saddr != 198.19.0.0/16 ip daddr 198.19.0.0/16 masquerade fully-random",
+    ]);
+    expect(listed).toContain("type nat hook postrouting priority srcnat; policy accept;");
+    const j = await host1.ns.kernel.nftJson<{ nftables: Array<{ rule?: unknown }> }>(["table", "ip", "weft"]);
+    expect(j.nftables.filter((e) => e.rule)).toHaveLength(6);
+    expect(ipMasqScript({ network: LAB_POD_NETWORK, subnet: subnetOf(1) })).toMatch(/^table ip weft\ndelete table ip weft\ntable ip weft \{/);
+  });
+
+  it("masquerades a pod's packets leaving the pod network: host3 sees host1's underlay address and answers", async () => {
+    expect(await sourceSeenBy(host3, host3.underlayAddr, host1.pods[0], 9100)).toBe(formatIpv4(host1.underlayAddr));
+    expect((await ping(host1.pods[0], host3.underlayAddr, { count: 2 })).received).toBe(2);
+  });
+
+  it("leaves traffic inside the pod network alone: a pod on host2 sees the sending pod's address", async () => {
+    const [target] = host2.pods;
+    expect(await sourceSeenBy(target, target.addr, host1.pods[0], 9101)).toBe(formatIpv4(host1.pods[0].addr));
+  });
+
+  it("removes the table on exit, and host3 cannot answer again", async () => {
+    await removeIpMasq(host1.ns.kernel);
+    await removeIpMasq(host1.ns.kernel); // no table: nothing to do, no error
+    expect(await tables(host1)).not.toContain("ip weft");
+    expect((await ping(host1.pods[0], host3.underlayAddr, { count: 1, timeoutS: 1 })).received).toBe(0);
+  });
+});

@@ -1,0 +1,87 @@
+// The userspace backends (`wasm-vxlan`, `udp`) behind the Backend interface in a two-host lab,
+// and a mixed cluster: a kernel `vxlan` host and a `wasm-vxlan` host talking VXLAN to each other.
+// The dataplane opens its TUN device and sockets in the calling thread's namespace, so each
+// backend is constructed inside withNetns (support.ts startNode).
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { LabCluster } from "../../src/lab/cluster.js";
+import { ping } from "../../src/lab/traffic.js";
+import { canUseNetns } from "../support/netns.js";
+import { fdb, linkNames, neighbours, peerFrom, removeLab, startNode, subnetOf, twoHostLab, type LabNode } from "./support.js";
+
+for (const type of ["wasm-vxlan", "udp"] as const) {
+  describe.skipIf(!canUseNetns())(`${type} backend (userspace dataplane)`, () => {
+    let lab: LabCluster;
+    let n1: LabNode;
+    let n2: LabNode;
+    const mtu = type === "udp" ? 1472 : 1450;
+
+    beforeAll(async () => {
+      ({ lab, n1, n2 } = await twoHostLab(type === "udp" ? "bud" : "bwv", type, mtu));
+    });
+
+    afterAll(() => removeLab(lab, [n1, n2]));
+
+    it("announces its port (and VTEP MAC for VXLAN) and the pod MTU", () => {
+      expect(n1.backend.mtu).toBe(mtu);
+      if (type === "udp") expect(n1.announced).toEqual({ type: "udp", port: 8285 });
+      else expect(n1.announced).toMatchObject({ type: "wasm-vxlan", vni: 1, port: 8472, vtepMac: expect.stringMatching(/^[0-9a-f][26ae](:[0-9a-f]{2}){5}$/) });
+    });
+
+    it("carries pings between pods on different hosts, both ways", async () => {
+      expect((await ping(n1.host.pods[0], n2.host.pods[0].addr, { count: 3 })).received).toBe(3);
+      expect((await ping(n2.host.pods[1], n1.host.pods[1].addr, { count: 3 })).received).toBe(3);
+      expect(n1.backend.dataplaneCounters!().peers.host2.txPackets).toBeGreaterThanOrEqual(6n);
+    });
+
+    it("reconcile() restores the TUN device's address after it was deleted by hand", async () => {
+      const tun = type === "udp" ? "flannel0" : "weft.1";
+      await n1.host.ns.ip(`addr flush dev ${tun}`);
+      expect((await ping(n1.host.pods[0], n2.host.pods[0].addr, { count: 1, timeoutS: 1 })).received).toBe(0);
+      await n1.backend.reconcile();
+      expect(n1.backend.counters().driftRepairs).toBe(1);
+      expect((await ping(n1.host.pods[0], n2.host.pods[0].addr, { count: 2 })).received).toBe(2);
+    });
+
+    it("stops carrying a removed peer's traffic; stop() removes the TUN device", async () => {
+      await n1.backend.removePeer("host2");
+      expect((await ping(n1.host.pods[0], n2.host.pods[0].addr, { count: 1, timeoutS: 1 })).received).toBe(0);
+      await n1.backend.stop(false);
+      expect(await linkNames(n1.host)).not.toContain(type === "udp" ? "flannel0" : "weft.1");
+    });
+  });
+}
+
+describe.skipIf(!canUseNetns())("mixed cluster: kernel vxlan and wasm-vxlan", () => {
+  let lab: LabCluster;
+  let kernelNode: LabNode;
+  let wasmNode: LabNode;
+
+  beforeAll(async () => {
+    lab = await LabCluster.create({ tag: "bmix", hosts: 2 });
+    await lab.addPods(lab.hosts[0], subnetOf(1), 1, 1450);
+    await lab.addPods(lab.hosts[1], subnetOf(2), 1, 1450);
+    kernelNode = await startNode(lab.hosts[0], 1, "vxlan");
+    wasmNode = await startNode(lab.hosts[1], 2, "wasm-vxlan");
+    await kernelNode.backend.setPeer(peerFrom(wasmNode));
+    await wasmNode.backend.setPeer(peerFrom(kernelNode));
+  });
+
+  afterAll(() => removeLab(lab, [kernelNode, wasmNode]));
+
+  it("gives the wasm-vxlan peer flannel's neighbour and FDB entries on the kernel side", async () => {
+    expect(kernelNode.backend.counters().peersUnreachable).toBe(0);
+    expect(wasmNode.backend.counters().peersUnreachable).toBe(0);
+    expect(await neighbours(kernelNode.host, "flannel.1")).toEqual([{ dst: "198.19.2.0", lladdr: wasmNode.announced.vtepMac, state: ["PERMANENT"] }]);
+    expect(await fdb(kernelNode.host, "flannel.1")).toEqual([{ mac: wasmNode.announced.vtepMac, dst: "198.18.0.12", flags: ["self"], state: "permanent" }]);
+  });
+
+  it("carries pings both ways between a kernel vxlan host and a wasm-vxlan host", async () => {
+    const [k] = kernelNode.host.pods;
+    const [w] = wasmNode.host.pods;
+    expect((await ping(k, w.addr, { count: 3 })).received).toBe(3);
+    expect((await ping(w, k.addr, { count: 3 })).received).toBe(3);
+    const c = wasmNode.backend.dataplaneCounters!().peers.host1;
+    expect(c.rxPackets).toBeGreaterThanOrEqual(6n);
+    expect(c.txPackets).toBeGreaterThanOrEqual(6n);
+  });
+});

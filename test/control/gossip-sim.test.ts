@@ -1,0 +1,262 @@
+// Membership properties in the deterministic simulator, over many seeds. Every run checks the
+// membership invariants after every event (sim/invariants.ts). A failure prints the seed (and
+// fast-check's counterexample); `new SimCluster({ seed })` with the same steps replays it.
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import type { EventDelegate, NodeView } from "../../src/control/gossip/delegate.js";
+import { generateKey, Keyring } from "../../src/control/gossip/keyring.js";
+import { CLUSTER_KEY, SimCluster, type NodeOptions } from "./sim/cluster.js";
+import type { LinkConditions } from "./sim/network.js";
+
+/** Runs per property; raise with GOSSIP_SIM_RUNS for a longer soak. */
+const RUNS = Number(process.env.GOSSIP_SIM_RUNS ?? 6);
+const seed = fc.integer({ min: 1, max: 2 ** 31 - 1 });
+
+/** Records every death (not suspicion, not leave) any node reports. */
+function deathLog(): { deaths: string[]; events: EventDelegate } {
+  const deaths: string[] = [];
+  const events: EventDelegate = {
+    notifyJoin: () => {},
+    notifyUpdate: () => {},
+    notifyLeave: (v: NodeView) => {
+      if (v.state === "dead") deaths.push(`${v.name}@${v.incarnation}`);
+    },
+  };
+  return { deaths, events };
+}
+
+/** n nodes that join through n0 and converge (asserted). */
+async function formCluster(s: number, n: number, conditions: Partial<LinkConditions> = {}, options: NodeOptions = {}) {
+  const cluster = new SimCluster({ seed: s, conditions });
+  cluster.addMany(n, "n", options);
+  const joined = await cluster.join(cluster.liveNodes().slice(1).map((x) => x.name), ["n0"]);
+  expect(joined.every((j) => j === 1), cluster.describe()).toBe(true);
+  expect(await cluster.runUntil(() => cluster.converged(), 60_000), `${cluster.describe()}: no convergence`).toBe(true);
+  return cluster;
+}
+
+const deadEverywhere = (cluster: SimCluster, names: string[]) => () =>
+  cluster.liveNodes().every((o) => names.every((v) => cluster.view(o.name, v)?.state === "dead"));
+
+describe("membership in the simulator", () => {
+  it("every live node learns every live node and its meta, despite loss, duplication, reordering", async () => {
+    const conditions = fc.record({
+      loss: fc.double({ min: 0, max: 0.1, noNaN: true }),
+      duplicate: fc.double({ min: 0, max: 0.1, noNaN: true }),
+      reorder: fc.double({ min: 0, max: 0.3, noNaN: true }),
+      maxDelayMs: fc.integer({ min: 2, max: 80 }),
+    });
+    await fc.assert(
+      fc.asyncProperty(seed, fc.integer({ min: 2, max: 12 }), conditions, async (s, n, c) => {
+        const cluster = await formCluster(s, n, c);
+        // New meta (the lease layer announcing a subnet) reaches everyone too.
+        const changed = cluster.node(`n${s % n}`);
+        changed.meta = new TextEncoder().encode(`new meta ${s}`);
+        changed.ml().updateNode();
+        expect(await cluster.runUntil(() => cluster.converged(), 30_000), `${cluster.describe()}: meta did not spread`).toBe(true);
+      }),
+      { numRuns: RUNS * 2 },
+    );
+  });
+
+  it("a crashed node is declared dead by every other node", async () => {
+    await fc.assert(
+      fc.asyncProperty(seed, fc.integer({ min: 4, max: 12 }), fc.double({ min: 0, max: 0.05, noNaN: true }), async (s, n, loss) => {
+        const cluster = await formCluster(s, n, { loss });
+        const victims = cluster.liveNodes().slice(1, 1 + Math.max(1, Math.floor(n / 4))).map((v) => v.name);
+        for (const v of victims) cluster.crash(v);
+        expect(await cluster.runUntil(deadEverywhere(cluster, victims), 120_000), `${cluster.describe()}: ${victims} not dead everywhere`).toBe(true);
+        // And nobody alive was taken down with them.
+        expect(cluster.converged(), cluster.describe()).toBe(true);
+      }),
+      { numRuns: RUNS },
+    );
+  });
+
+  it("no false deaths with 5% loss and one node 10x slower (stretched timers or starved CPU)", async () => {
+    await fc.assert(
+      fc.asyncProperty(seed, fc.integer({ min: 5, max: 12 }), fc.boolean(), async (s, n, stretched) => {
+        const log = deathLog();
+        const cluster = new SimCluster({ seed: s, conditions: { loss: 0.05 } });
+        cluster.addMany(n - 1, "n", { events: log.events });
+        // Handles everything 600 ms late: every direct ping to it misses the 500 ms probe timeout.
+        cluster.add("slow", { events: log.events, timerStretch: stretched ? 10 : 1, inboundDelayMs: 600 });
+        await cluster.join(cluster.liveNodes().slice(1).map((x) => x.name), ["n0"]);
+        await cluster.runFor(180_000);
+        expect(log.deaths, cluster.describe()).toEqual([]);
+        // The slow node may be under (refutable) suspicion at any moment; nobody is missing.
+        expect(cluster.everyoneKnown(), cluster.describe()).toBe(true);
+      }),
+      { numRuns: RUNS },
+    );
+  });
+
+  it("a partition makes each side declare the other dead; after healing the cluster merges by itself", async () => {
+    await fc.assert(
+      fc.asyncProperty(seed, fc.integer({ min: 4, max: 10 }), fc.double({ min: 0, max: 0.05, noNaN: true }), fc.boolean(), async (s, n, loss, late) => {
+        const cluster = await formCluster(s, n, { loss });
+        const names = cluster.liveNodes().map((x) => x.name);
+        const cut = 1 + (s % (n - 1));
+        const [left, right] = [names.slice(0, cut), names.slice(cut)];
+        cluster.partition(left, right);
+        const split = () =>
+          left.every((a) => right.every((b) => cluster.view(a, b)?.state === "dead" && cluster.view(b, a)?.state === "dead"));
+        expect(await cluster.runUntil(split, 180_000), `${cluster.describe()}: sides did not split`).toBe(true);
+        // Heal soon (dead members still get gossip) or late (only reconnect can bring them back).
+        await cluster.runFor(late ? 120_000 : 0);
+        cluster.heal();
+        expect(await cluster.runUntil(() => cluster.converged(), 300_000, 500), `${cluster.describe()}: no merge after heal`).toBe(true);
+      }),
+      { numRuns: RUNS },
+    );
+  });
+
+  it("a graceful leave is seen as left, never as dead", async () => {
+    await fc.assert(
+      fc.asyncProperty(seed, fc.integer({ min: 3, max: 10 }), fc.double({ min: 0, max: 0.05, noNaN: true }), async (s, n, loss) => {
+        const log = deathLog();
+        const cluster = await formCluster(s, n, { loss }, { events: log.events });
+        const leaver = `n${1 + (s % (n - 1))}`;
+        await cluster.leave(leaver);
+        const leftEverywhere = () => cluster.liveNodes().every((o) => cluster.view(o.name, leaver)?.state === "left");
+        expect(await cluster.runUntil(leftEverywhere, 90_000), `${cluster.describe()}: leave not seen`).toBe(true);
+        await cluster.runFor(120_000);
+        expect(leftEverywhere(), cluster.describe()).toBe(true);
+        expect(log.deaths, cluster.describe()).toEqual([]);
+        expect(cluster.converged(), cluster.describe()).toBe(true);
+      }),
+      { numRuns: RUNS },
+    );
+  });
+
+  it("rotates the cluster key mid-run (install, use, remove on every node) without losing membership", async () => {
+    await fc.assert(
+      fc.asyncProperty(seed, fc.integer({ min: 3, max: 8 }), async (s, n) => {
+        const log = deathLog();
+        const cluster = await formCluster(s, n, { loss: 0.02 }, { events: log.events });
+        const next = generateKey();
+        const nodes = cluster.liveNodes();
+        // Each step reaches every node at a different moment within 10 s; the next step starts after.
+        for (const step of [(r: Keyring) => r.install(next), (r: Keyring) => r.use(next), (r: Keyring) => r.remove(CLUSTER_KEY)]) {
+          const order = [...nodes].sort(() => cluster.random.next() - 0.5);
+          for (const node of order) {
+            await cluster.runFor(cluster.random.int(10_000 / n));
+            step(node.keyring);
+          }
+          await cluster.runFor(5000);
+        }
+        await cluster.runFor(60_000);
+        expect(log.deaths, cluster.describe()).toEqual([]);
+        expect(cluster.converged(), cluster.describe()).toBe(true);
+        for (const node of nodes) {
+          expect(node.keyring.keys()).toEqual([next]);
+          expect(node.ml().counters().dropped.badKey, cluster.describe()).toBe(0);
+        }
+      }),
+      { numRuns: RUNS },
+    );
+  });
+
+  it("a node with another key cannot join, and nobody learns of it", async () => {
+    await fc.assert(
+      fc.asyncProperty(seed, fc.integer({ min: 2, max: 6 }), async (s, n) => {
+        const cluster = await formCluster(s, n);
+        const intruder = cluster.add("intruder", { keyring: new Keyring(generateKey()) });
+        const [answered] = await cluster.join(["intruder"], ["n0", "n1"]);
+        expect(answered).toBe(0);
+        // It also tries to gossip its own record at a member directly.
+        intruder.ml().sendBestEffort("intruder", new Uint8Array([1]));
+        await cluster.runFor(60_000);
+        expect(intruder.ml().members().map((m) => m.name)).toEqual(["intruder"]);
+        intruder.crashed = true; // leave it out of the convergence check below
+        expect(cluster.converged(), cluster.describe()).toBe(true);
+        expect(cluster.node("n0").ml().counters().dropped.badKey + cluster.node("n1").ml().counters().dropped.badKey).toBeGreaterThan(0);
+      }),
+      { numRuns: RUNS },
+    );
+  });
+
+  it("a crashed node that restarts rejoins under a higher incarnation", async () => {
+    await fc.assert(
+      fc.asyncProperty(seed, fc.integer({ min: 3, max: 8 }), async (s, n) => {
+        const cluster = await formCluster(s, n, { loss: 0.02 });
+        const victim = "n1";
+        const before = cluster.node(victim).ml().localNode().incarnation;
+        cluster.crash(victim);
+        expect(await cluster.runUntil(deadEverywhere(cluster, [victim]), 120_000), cluster.describe()).toBe(true);
+        cluster.restart(victim);
+        await cluster.join([victim], ["n0"]);
+        expect(await cluster.runUntil(() => cluster.converged(), 60_000), `${cluster.describe()}: no rejoin`).toBe(true);
+        for (const o of cluster.liveNodes()) expect(cluster.view(o.name, victim)!.incarnation).toBeGreaterThan(before);
+      }),
+      { numRuns: RUNS },
+    );
+  });
+
+  it("replayed frames of a dead node (packets and push-pull requests) do not bring it back", async () => {
+    await fc.assert(
+      fc.asyncProperty(seed, fc.integer({ min: 3, max: 8 }), async (s, n) => {
+        const cluster = await formCluster(s, n);
+        const victim = cluster.node("n1");
+        const captured: { kind: "packet" | "request"; to: string; frame: Uint8Array }[] = [];
+        cluster.net.tap = (kind, from, to, frame) => {
+          if (from.host === victim.addr.host) captured.push({ kind, to: `${to.host}`, frame });
+        };
+        // Capture a join (its push-pull request) and some probes, gossip and refutations.
+        await cluster.join(["n1"], ["n0"]);
+        victim.ml().updateNode();
+        await cluster.runFor(20_000);
+        cluster.net.tap = undefined;
+        cluster.crash("n1");
+        expect(await cluster.runUntil(deadEverywhere(cluster, ["n1"]), 120_000), cluster.describe()).toBe(true);
+        expect(captured.some((c) => c.kind === "request")).toBe(true);
+        for (const target of cluster.liveNodes()) {
+          for (const c of captured) {
+            if (c.kind === "packet") cluster.net.inject(victim.addr, target.addr, c.frame);
+            else target.host.transport!.receiveExchange(victim.addr, c.frame).catch(() => {});
+          }
+        }
+        await cluster.runFor(10_000);
+        expect(deadEverywhere(cluster, ["n1"])(), cluster.describe()).toBe(true);
+      }),
+      { numRuns: RUNS },
+    );
+  });
+
+  it("garbage, bit-flipped and oversized frames are dropped, counted, and change nothing", async () => {
+    const cluster = await formCluster(7, 4);
+    const target = cluster.node("n0");
+    const transport = target.host.transport!;
+    const genuine: Uint8Array[] = [];
+    cluster.net.tap = (kind, _from, to, frame) => {
+      if (kind === "packet" && to.host === target.addr.host) genuine.push(frame);
+    };
+    await cluster.runFor(5000);
+    cluster.net.tap = undefined;
+    const snapshot = () => JSON.stringify(target.ml().allMembers().map((v) => [v.name, v.state, v.incarnation]));
+    const frames = fc.oneof(
+      fc.uint8Array({ maxLength: 3000 }),
+      fc.tuple(fc.constantFrom(...genuine), fc.nat(), fc.integer({ min: 1, max: 255 })).map(([g, at, mask]) => {
+        const bad = Uint8Array.from(g);
+        bad[at % bad.length] ^= mask;
+        return bad;
+      }),
+    );
+    await fc.assert(
+      fc.asyncProperty(frames, async (frame) => {
+        const before = snapshot();
+        const dropped = Object.values(target.ml().counters().dropped).reduce((a, b) => a + b, 0);
+        transport.receivePacket(cluster.node("n1").addr, frame);
+        await expect(transport.receiveExchange(cluster.node("n1").addr, frame)).rejects.toBeDefined();
+        expect(snapshot()).toBe(before);
+        expect(Object.values(target.ml().counters().dropped).reduce((a, b) => a + b, 0)).toBe(dropped + 2);
+      }),
+      { numRuns: 300 },
+    );
+    const dropped = target.ml().counters().dropped;
+    expect(dropped.badTag + dropped.badKey + dropped.tooBig + dropped.badLength + dropped.garbage).toBeGreaterThan(0);
+    // The cluster carries on.
+    await cluster.runFor(10_000);
+    expect(cluster.converged()).toBe(true);
+  });
+});

@@ -1,0 +1,248 @@
+// SWIM state rules of the membership table: precedence of (incarnation, state), refutation,
+// Lifeguard suspicion expiry, tombstones, push-pull merging.
+import fc from "fast-check";
+import { pino } from "pino";
+import { describe, expect, it } from "vitest";
+import { Awareness } from "../../src/control/gossip/awareness.js";
+import { TransmitLimitedQueue } from "../../src/control/gossip/broadcast.js";
+import { makeConfig } from "../../src/control/gossip/config.js";
+import type { MemberState, NodeView } from "../../src/control/gossip/delegate.js";
+import { encodeMessage, type NodeState } from "../../src/control/gossip/messages.js";
+import { newCounters } from "../../src/control/gossip/observability.js";
+import { initialIncarnation, Membership } from "../../src/control/gossip/state.js";
+import { SimNetwork } from "./sim/network.js";
+import { SeededRandom } from "./sim/random.js";
+import { Scheduler } from "./sim/scheduler.js";
+
+const META = new Uint8Array([1]);
+const MY_INCARNATION = 100;
+
+function setup() {
+  const sched = new Scheduler();
+  const clock = new SimNetwork(sched, new SeededRandom(1)).host({ host: "198.18.0.1", port: 7946 }).clock;
+  const config = makeConfig("lan", "me");
+  const events: string[] = [];
+  const record = (what: string) => (v: NodeView) => events.push(`${what} ${v.name} ${v.state}@${v.incarnation}`);
+  const queue = new TransmitLimitedQueue(() => 4, 100);
+  const counters = newCounters();
+  const awareness = new Awareness(8);
+  const membership = new Membership({
+    config, clock, random: new SeededRandom(2), broadcasts: queue, awareness, counters,
+    self: { host: "198.18.0.1", port: 7946, meta: META, incarnation: MY_INCARNATION },
+    logger: pino({ level: "silent" }),
+    events: { notifyJoin: record("join"), notifyUpdate: record("update"), notifyLeave: record("leave"), notifySuspect: record("suspect") },
+  });
+  events.length = 0;
+  const m = {
+    alive: (node: string, incarnation: number, meta = META, host = `h-${node}`) =>
+      membership.applyAlive({ kind: "alive", node, incarnation, host, port: 7946, meta }),
+    suspect: (node: string, incarnation: number, from = "x") => membership.applySuspect({ kind: "suspect", node, incarnation, from }),
+    dead: (node: string, incarnation: number, from = "x") => membership.applyDead({ kind: "dead", node, incarnation, from }),
+    state: (node: string) => {
+      const r = membership.get(node);
+      return r ? `${r.state}@${r.incarnation}` : "unknown";
+    },
+  };
+  return { sched, membership, events, counters, awareness, queue, m };
+}
+
+describe("membership precedence", () => {
+  it("alive: unknown joins, equal or lower incarnations are ignored, higher ones update", () => {
+    const { m, events } = setup();
+    m.alive("b", 5);
+    m.alive("b", 5, new Uint8Array([9]));
+    m.alive("b", 4, new Uint8Array([9]));
+    expect(events).toEqual(["join b alive@5"]);
+    m.alive("b", 6, new Uint8Array([9]));
+    expect(events).toEqual(["join b alive@5", "update b alive@6"]);
+  });
+
+  it("suspect at the current incarnation is refuted only by alive at a higher one", () => {
+    const { m, events } = setup();
+    m.alive("b", 5);
+    m.suspect("b", 4);
+    expect(m.state("b")).toBe("alive@5");
+    m.suspect("b", 5);
+    expect(m.state("b")).toBe("suspect@5");
+    m.alive("b", 5);
+    expect(m.state("b")).toBe("suspect@5");
+    m.alive("b", 6);
+    expect(m.state("b")).toBe("alive@6");
+    m.suspect("b", 5); // stale
+    expect(m.state("b")).toBe("alive@6");
+    expect(events).toEqual(["join b alive@5", "suspect b suspect@5"]);
+  });
+
+  it("an unrefuted suspicion becomes dead after the Lifeguard timeout", async () => {
+    const { m, sched, events, counters } = setup();
+    m.alive("b", 5);
+    m.suspect("b", 5);
+    await sched.runFor(3999); // 2 live members: k = 0, timeout = min = 4 × 1 × 1 s
+    expect(m.state("b")).toBe("suspect@5");
+    await sched.runFor(2);
+    expect(m.state("b")).toBe("dead@5");
+    expect(counters.protocol.deathsDeclared).toBe(1);
+    expect(events.at(-1)).toBe("leave b dead@5");
+  });
+
+  it("a refutation cancels the suspicion timer", async () => {
+    const { m, sched } = setup();
+    m.alive("b", 5);
+    m.suspect("b", 5);
+    m.alive("b", 6);
+    await sched.runFor(100_000);
+    expect(m.state("b")).toBe("alive@6");
+  });
+
+  it("dead beats alive at the same incarnation; only a higher incarnation revives", () => {
+    const { m, events } = setup();
+    m.alive("b", 5);
+    m.dead("b", 5);
+    for (const replay of [() => m.alive("b", 5), () => m.alive("b", 3), () => m.suspect("b", 9), () => m.dead("b", 4)]) {
+      replay();
+      expect(m.state("b")).toBe("dead@5");
+    }
+    m.alive("b", 6);
+    expect(m.state("b")).toBe("alive@6");
+    expect(events).toEqual(["join b alive@5", "leave b dead@5", "join b alive@6"]);
+  });
+
+  it("a node's own dead message means left; left is final and upgrades dead", () => {
+    const { m, events } = setup();
+    m.alive("b", 5);
+    m.dead("b", 5, "b");
+    expect(m.state("b")).toBe("left@5");
+    m.dead("b", 5, "x");
+    expect(m.state("b")).toBe("left@5");
+    m.alive("c", 1);
+    m.dead("c", 1, "x");
+    m.dead("c", 1, "c");
+    expect(m.state("c")).toBe("left@1");
+    expect(events).toEqual(["join b alive@5", "leave b left@5", "join c alive@1", "leave c dead@1", "update c left@1"]);
+  });
+
+  it("refutes suspicion, death and newer records about itself with a higher incarnation", () => {
+    const { m, membership, counters, awareness, queue } = setup();
+    m.suspect("me", MY_INCARNATION);
+    expect(membership.local().incarnation).toBe(MY_INCARNATION + 1);
+    m.dead("me", MY_INCARNATION + 7);
+    expect(membership.local().incarnation).toBe(MY_INCARNATION + 8);
+    expect(membership.local().state).toBe("alive");
+    // An earlier run of this node announced a higher incarnation (or other meta): refute above it.
+    m.alive("me", MY_INCARNATION + 20, new Uint8Array([7]));
+    expect(membership.local().incarnation).toBe(MY_INCARNATION + 21);
+    // Our own current record echoed back is no reason to refute.
+    m.alive("me", MY_INCARNATION + 21, META, "198.18.0.1");
+    expect(membership.local().incarnation).toBe(MY_INCARNATION + 21);
+    m.suspect("me", MY_INCARNATION); // old accusation
+    expect(membership.local().incarnation).toBe(MY_INCARNATION + 21);
+    expect(counters.protocol.refutations).toBe(3);
+    expect(awareness.score()).toBe(3);
+    // The queued broadcast about us is the newest alive.
+    const [payload] = queue.take(0, 1400);
+    expect(payload).toEqual(encodeMessage({ kind: "alive", node: "me", incarnation: MY_INCARNATION + 21, host: "198.18.0.1", port: 7946, meta: META }));
+  });
+
+  it("a restarted node starts above its earlier runs: the wall-clock second", () => {
+    expect(initialIncarnation(1_750_000_000_999)).toBe(1_750_000_000);
+    expect(initialIncarnation(0)).toBe(1);
+  });
+
+  it("refuses a second live node with the same name at another address", () => {
+    const { m, counters, membership } = setup();
+    m.alive("b", 5);
+    m.alive("b", 6, META, "elsewhere");
+    expect(membership.get("b")?.host).toBe("h-b");
+    expect(counters.protocol.nameConflicts).toBe(1);
+    // Once the old one is dead, the name may move.
+    m.dead("b", 5);
+    m.alive("b", 7, META, "elsewhere");
+    expect(membership.get("b")?.host).toBe("elsewhere");
+  });
+
+  it("leave marks this node left and reports the broadcast done at once when alone", () => {
+    const { membership } = setup();
+    let sent = false;
+    membership.leave(() => (sent = true));
+    expect(sent).toBe(true);
+    expect(membership.local().state).toBe("left");
+  });
+
+  it("keeps (incarnation, state) moving forward under any message order (property)", () => {
+    const RANK: Record<MemberState, number> = { alive: 0, suspect: 1, dead: 2, left: 3 };
+    const msg = fc.record({ kind: fc.constantFrom("alive", "suspect", "dead", "left"), incarnation: fc.integer({ min: 0, max: 6 }) });
+    fc.assert(
+      fc.property(fc.array(msg, { maxLength: 40 }), (msgs) => {
+        const { m, membership } = setup();
+        let prev: { inc: number; rank: number; state: MemberState } | undefined;
+        for (const x of msgs) {
+          if (x.kind === "alive") m.alive("b", x.incarnation);
+          else if (x.kind === "suspect") m.suspect("b", x.incarnation);
+          else m.dead("b", x.incarnation, x.kind === "left" ? "b" : "x");
+          const r = membership.get("b");
+          if (!r) continue;
+          const cur = { inc: r.incarnation, rank: RANK[r.state], state: r.state };
+          if (prev) {
+            expect(cur.inc > prev.inc || (cur.inc === prev.inc && cur.rank >= prev.rank)).toBe(true);
+            // From a tombstone, only an alive at a higher incarnation leads back.
+            if ((prev.state === "dead" || prev.state === "left") && cur.rank < prev.rank) {
+              expect(x.kind === "alive" && cur.inc > prev.inc).toBe(true);
+            }
+          }
+          prev = cur;
+        }
+      }),
+      { numRuns: 500 },
+    );
+  });
+});
+
+describe("push-pull merge and tombstones", () => {
+  const state = (name: string, s: MemberState, incarnation: number, stateAgeMs = 0): NodeState => ({
+    name, host: `h-${name}`, port: 7946, incarnation, state: s, meta: META, stateAgeMs,
+  });
+
+  it("a remote 'dead' only makes us suspect a node we think alive (it may refute)", () => {
+    const { m, membership } = setup();
+    m.alive("b", 5);
+    membership.mergeRemote([state("b", "dead", 5)], "peer");
+    expect(m.state("b")).toBe("suspect@5");
+  });
+
+  it("a remote left is taken as left; unknown tombstones are kept silently", () => {
+    const { m, membership, events } = setup();
+    m.alive("b", 5);
+    membership.mergeRemote([state("b", "left", 5), state("c", "dead", 3), state("d", "alive", 1)], "peer");
+    expect([m.state("b"), m.state("c"), m.state("d")]).toEqual(["left@5", "dead@3", "alive@1"]);
+    expect(events).toEqual(["join b alive@5", "leave b left@5", "join d alive@1"]);
+    // The tombstone stops stale gossip about c.
+    m.alive("c", 3);
+    expect(m.state("c")).toBe("dead@3");
+  });
+
+  it("reaps tombstones after the retention, counting the age they arrived with", async () => {
+    const { m, membership, sched } = setup();
+    const retention = makeConfig("lan", "x").tombstoneRetentionMs;
+    membership.mergeRemote([state("old", "dead", 3, retention - 5000), state("b", "alive", 1)], "peer");
+    m.dead("b", 1);
+    const probeRounds = async () => {
+      for (let i = 0; i < 3; i++) membership.nextProbeTarget();
+    };
+    await sched.runFor(6000);
+    await probeRounds(); // a new probe round reaps
+    expect(m.state("old")).toBe("unknown");
+    expect(m.state("b")).toBe("dead@1");
+    await sched.runFor(retention);
+    await probeRounds();
+    expect(m.state("b")).toBe("unknown");
+    expect(membership.states().map((s) => s.name)).toEqual(["me"]);
+  });
+
+  it("sends tombstones with their age", async () => {
+    const { m, membership, sched } = setup();
+    m.alive("b", 1);
+    m.dead("b", 1);
+    await sched.runFor(1234);
+    expect(membership.states().find((s) => s.name === "b")).toMatchObject({ state: "dead", stateAgeMs: 1234 });
+  });
+});

@@ -1,0 +1,131 @@
+// Real sockets on loopback: five memberlists on 127.0.0.1 (ports picked free by binding 0) join,
+// converge, detect a killed member, take it back after a restart on the same port, and refuse a
+// node with another key. Every wait is bounded; timings are never asserted, only outcomes.
+import { createSocket } from "node:dgram";
+import { connect } from "node:net";
+import { afterEach, describe, expect, it } from "vitest";
+import { makeConfig } from "../../src/control/gossip/config.js";
+import type { Delegate } from "../../src/control/gossip/delegate.js";
+import { generateKey, Keyring } from "../../src/control/gossip/keyring.js";
+import { Memberlist } from "../../src/control/gossip/memberlist.js";
+import { RealClock, realRandom } from "../../src/control/transport/real-clock.js";
+import { UdpTcpTransport } from "../../src/control/transport/udp-tcp.js";
+
+// Loopback is fast and lossless: shorter rounds than the "local" profile keep the test short.
+const FAST = {
+  probeIntervalMs: 200,
+  probeTimeoutMs: 100,
+  gossipIntervalMs: 50,
+  suspicionMult: 2,
+  pushPullIntervalMs: 2000,
+  reconnectIntervalMs: 1000,
+  tcpTimeoutMs: 1000,
+  gossipToTheDeadMs: 5000,
+};
+const KEY = generateKey();
+
+interface Node {
+  name: string;
+  ml: Memberlist;
+  transport: UdpTcpTransport;
+  received: string[];
+}
+const running: Node[] = [];
+
+async function start(name: string, keyring = new Keyring(KEY), port = 0): Promise<Node> {
+  const transport = await UdpTcpTransport.open({ host: "127.0.0.1", port });
+  const received: string[] = [];
+  const delegate: Delegate = {
+    nodeMeta: () => new TextEncoder().encode(`meta-${name}`),
+    notifyMsg: (from, msg) => received.push(`${from}:${new TextDecoder().decode(msg)}`),
+    getBroadcasts: () => [],
+    localState: () => new Uint8Array(0),
+    mergeRemoteState: () => {},
+  };
+  const ml = new Memberlist(makeConfig("local", name, FAST), { clock: new RealClock(), transport, random: realRandom, keyring, delegate });
+  const node = { name, ml, transport, received };
+  running.push(node);
+  return node;
+}
+
+async function until(what: string, pred: () => boolean, timeoutMs = 15_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!pred()) {
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const stateOf = (observer: Node, subject: string) => observer.ml.allMembers().find((v) => v.name === subject);
+const seesAllAlive = (nodes: Node[]) => () =>
+  nodes.every((n) => {
+    const alive = n.ml.members().filter((v) => v.state === "alive").map((v) => v.name);
+    return alive.length === nodes.length && nodes.every((o) => alive.includes(o.name));
+  });
+
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((n) => n.ml.shutdown()));
+});
+
+describe("memberlist on real sockets (127.0.0.1)", () => {
+  it("five nodes join and converge; a killed one is declared dead; restarted on its port it rejoins", async () => {
+    const nodes: Node[] = [];
+    for (let i = 0; i < 5; i++) nodes.push(await start(`node${i}`));
+    const seed = nodes[0].transport.local;
+    const joined = await Promise.all(nodes.slice(1).map((n) => n.ml.join([seed])));
+    expect(joined).toEqual([1, 1, 1, 1]);
+    await until("all five see each other alive", seesAllAlive(nodes));
+    for (const n of nodes) {
+      expect(new TextDecoder().decode(stateOf(n, "node3")!.meta)).toBe("meta-node3");
+    }
+
+    // Kill node3 without a word (closes its sockets, no leave broadcast).
+    const victim = nodes[3];
+    const { port } = victim.transport.local;
+    const oldIncarnation = victim.ml.localNode().incarnation;
+    await victim.ml.shutdown();
+    const rest = nodes.filter((n) => n !== victim);
+    await until("the others declare node3 dead", () => rest.every((n) => stateOf(n, "node3")?.state === "dead"));
+
+    // Restart on the same port; it rejoins above its old incarnation.
+    const again = await start("node3", new Keyring(KEY), port);
+    expect(await again.ml.join([seed])).toBe(1);
+    const all = [...rest, again];
+    await until("node3 is back everywhere", seesAllAlive(all));
+    for (const n of rest) expect(stateOf(n, "node3")!.incarnation).toBeGreaterThan(oldIncarnation);
+
+    // Direct messages reach the layer above, reliably and best effort.
+    await rest[0].ml.sendReliable("node3", new TextEncoder().encode("reliable"));
+    expect(again.received).toContain("node0:reliable");
+    rest[1].ml.sendBestEffort("node3", new TextEncoder().encode("datagram"));
+    await until("the datagram arrives", () => again.received.includes("node1:datagram"), 5000);
+  });
+
+  it("refuses a node with another key; garbage and oversized frames are dropped and counted", async () => {
+    const a = await start("a");
+    const b = await start("b");
+    expect(await b.ml.join([a.transport.local])).toBe(1);
+    await until("a and b converge", seesAllAlive([a, b]));
+
+    const intruder = await start("intruder", new Keyring(generateKey()));
+    expect(await intruder.ml.join([a.transport.local, b.transport.local])).toBe(0);
+    expect(a.ml.counters().dropped.badKey + b.ml.counters().dropped.badKey).toBeGreaterThanOrEqual(2);
+
+    // Raw garbage over UDP, and a stream announcing a frame larger than the bound.
+    const udp = createSocket("udp4");
+    await new Promise<void>((resolve) => udp.send(Buffer.from("definitely not a frame, but long enough to pass"), a.transport.local.port, "127.0.0.1", () => resolve()));
+    udp.close();
+    const sock = connect(a.transport.local.port, "127.0.0.1");
+    sock.on("error", () => {});
+    sock.write(Buffer.from([0xff, 0xff, 0xff, 0xff]));
+    await until("garbage counted", () => a.ml.counters().dropped.garbage + a.ml.counters().dropped.badKey >= 1, 5000);
+    await until("oversized stream refused", () => a.transport.stats.oversizeStreams === 1, 5000);
+    sock.destroy();
+
+    // Still two members, the intruder unknown to both, for a few more rounds.
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(a.ml.members().map((m) => m.name).sort()).toEqual(["a", "b"]);
+    expect(b.ml.members().map((m) => m.name).sort()).toEqual(["a", "b"]);
+    expect(intruder.ml.members().map((m) => m.name)).toEqual(["intruder"]);
+  });
+});

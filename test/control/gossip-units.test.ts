@@ -1,0 +1,218 @@
+// Unit tests of the membership building blocks: config profiles, Lifeguard suspicion and local
+// health, the transmit-limited broadcast queue.
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { Awareness } from "../../src/control/gossip/awareness.js";
+import { retransmitLimit, TransmitLimitedQueue } from "../../src/control/gossip/broadcast.js";
+import { makeConfig, profiles } from "../../src/control/gossip/config.js";
+import { GossipError } from "../../src/control/gossip/errors.js";
+import { Suspicion, suspicionBounds, suspicionTimeout } from "../../src/control/gossip/suspicion.js";
+import { SimNetwork } from "./sim/network.js";
+import { SeededRandom } from "./sim/random.js";
+import { Scheduler } from "./sim/scheduler.js";
+
+describe("config profiles", () => {
+  it("LAN profile carries memberlist's DefaultLANConfig timings", () => {
+    const c = makeConfig("lan", "a");
+    expect([c.probeIntervalMs, c.probeTimeoutMs, c.indirectChecks, c.suspicionMult, c.retransmitMult]).toEqual([1000, 500, 3, 4, 4]);
+    expect([c.gossipIntervalMs, c.gossipNodes, c.pushPullIntervalMs, c.maxPacketBytes]).toEqual([200, 3, 30_000, 1400]);
+    expect(profiles.wan.probeIntervalMs).toBe(5000);
+    expect(profiles.local.probeTimeoutMs).toBe(200);
+  });
+
+  it("refuses invalid settings with CONFIG_INVALID", () => {
+    const invalid = [
+      () => makeConfig("lan", ""),
+      () => makeConfig("lan", "a", { probeTimeoutMs: 1000 }),
+      () => makeConfig("lan", "a", { gossipNodes: 0 }),
+      () => makeConfig("lan", "a", { maxPacketBytes: 100 }),
+      () => makeConfig("lan", "a", { maxMetaBytes: 1300 }),
+      () => makeConfig("lan", "a", { tombstoneRetentionMs: 1000 }),
+      () => makeConfig("lan", "x".repeat(129)),
+    ];
+    for (const f of invalid) {
+      expect(f).toThrow(GossipError);
+      try {
+        f();
+      } catch (e) {
+        expect((e as GossipError).code).toBe("CONFIG_INVALID");
+      }
+    }
+  });
+});
+
+describe("Lifeguard suspicion", () => {
+  it("scales bounds with log10 N and wants mult-2 confirmations", () => {
+    expect(suspicionBounds(4, 6, 1000, 1000)).toEqual({ minMs: 12_000, maxMs: 72_000, k: 2 });
+    expect(suspicionBounds(4, 6, 5, 1000)).toEqual({ minMs: 4000, maxMs: 24_000, k: 2 });
+    // Too few members to confirm: k = 0 and the timer starts at the minimum.
+    expect(suspicionBounds(4, 6, 3, 1000).k).toBe(0);
+    expect(suspicionTimeout(0, suspicionBounds(4, 6, 3, 1000))).toBe(4000);
+  });
+
+  it("shortens from max to min on a log scale as confirmations arrive", () => {
+    const b = suspicionBounds(5, 6, 100, 1000); // k = 3
+    const t = [0, 1, 2, 3, 4].map((n) => suspicionTimeout(n, b));
+    expect(t[0]).toBe(b.maxMs);
+    expect(t[3]).toBe(b.minMs);
+    expect(t[4]).toBe(b.minMs);
+    for (let i = 1; i < t.length; i++) expect(t[i]).toBeLessThanOrEqual(t[i - 1]);
+    // log scale: the first confirmation buys the biggest cut.
+    expect(t[0] - t[1]).toBeGreaterThan(t[1] - t[2]);
+  });
+
+  const clockFor = () => {
+    const sched = new Scheduler();
+    return { sched, clock: new SimNetwork(sched, new SeededRandom(1)).host({ host: "198.18.0.1", port: 1 }).clock };
+  };
+
+  it("fires at max with no confirmations and at min after k distinct ones", async () => {
+    const b = suspicionBounds(4, 6, 10, 1000); // min 4 s, max 24 s, k 2
+    const { sched, clock } = clockFor();
+    let firedAt = -1;
+    new Suspicion(clock, "a", b, () => (firedAt = sched.elapsed()));
+    await sched.runFor(30_000);
+    expect(firedAt).toBe(b.maxMs);
+
+    const second = clockFor();
+    let fired2 = -1;
+    const s = new Suspicion(second.clock, "a", b, () => (fired2 = second.sched.elapsed()));
+    await second.sched.runFor(1000);
+    expect(s.confirm("a")).toBe(false); // the accuser itself never confirms
+    expect(s.confirm("b")).toBe(true);
+    expect(s.confirm("b")).toBe(false); // one confirmation per member
+    expect(s.confirm("c")).toBe(true);
+    expect(s.confirm("d")).toBe(false); // enough already
+    expect(s.confirmations()).toBe(2);
+    await second.sched.runFor(30_000);
+    expect(fired2).toBe(b.minMs);
+  });
+
+  it("fires at once when a confirmation arrives after the shortened timeout has passed", async () => {
+    const b = suspicionBounds(4, 6, 10, 1000);
+    const { sched, clock } = clockFor();
+    let firedAt = -1;
+    const s = new Suspicion(clock, "a", b, () => (firedAt = sched.elapsed()));
+    await sched.runFor(20_000);
+    s.confirm("b");
+    s.confirm("c");
+    await sched.runFor(1);
+    expect(firedAt).toBe(20_000);
+  });
+
+  it("cancel stops the timer", async () => {
+    const { sched, clock } = clockFor();
+    let fired = false;
+    new Suspicion(clock, "a", suspicionBounds(4, 6, 10, 1000), () => (fired = true)).cancel();
+    await sched.runFor(100_000);
+    expect(fired).toBe(false);
+  });
+});
+
+describe("local health awareness", () => {
+  it("keeps the score in [0, max-1] and stretches timeouts by score + 1", () => {
+    const a = new Awareness(8);
+    a.applyDelta(-1);
+    expect(a.score()).toBe(0);
+    expect(a.scale(500)).toBe(500);
+    a.applyDelta(3);
+    expect(a.scale(500)).toBe(2000);
+    a.applyDelta(100);
+    expect(a.score()).toBe(7);
+    expect(a.scale(1000)).toBe(8000);
+  });
+});
+
+describe("TransmitLimitedQueue", () => {
+  const bytes = (tag: number, len = 10): Uint8Array => new Uint8Array(len).fill(tag);
+
+  it("uses memberlist's limit RetransmitMult × ceil(log10(N+1))", () => {
+    expect(retransmitLimit(4, 1)).toBe(4);
+    expect(retransmitLimit(4, 9)).toBe(4);
+    expect(retransmitLimit(4, 10)).toBe(8);
+    expect(retransmitLimit(4, 1000)).toBe(16);
+  });
+
+  it("sends least-transmitted first, newest first among equals, within the budget", () => {
+    const q = new TransmitLimitedQueue(() => 3, 100);
+    q.enqueue({ payload: bytes(1) });
+    q.enqueue({ payload: bytes(2) });
+    q.enqueue({ payload: bytes(3) });
+    // Budget for two: the two newest.
+    expect(q.take(2, 24).map((p) => p[0])).toEqual([3, 2]);
+    // Now 1 has been sent least: it comes first.
+    expect(q.take(2, 24).map((p) => p[0])).toEqual([1, 3]);
+    q.enqueue({ payload: bytes(4) });
+    // 4 unsent; 2 and 1 sent once (newest first); 3 sent twice.
+    expect(q.take(2, 1000).map((p) => p[0])).toEqual([4, 2, 1, 3]);
+  });
+
+  it("drops a broadcast after its limit and reports it done once", () => {
+    let done = 0;
+    const q = new TransmitLimitedQueue(() => 2, 100);
+    q.enqueue({ payload: bytes(1), onDone: () => done++ });
+    expect(q.take(0, 100)).toHaveLength(1);
+    expect(done).toBe(0);
+    expect(q.take(0, 100)).toHaveLength(1);
+    expect(done).toBe(1);
+    expect(q.take(0, 100)).toHaveLength(0);
+    expect(q.size()).toBe(0);
+  });
+
+  it("replaces a broadcast with a newer one of the same key", () => {
+    const finished: number[] = [];
+    const q = new TransmitLimitedQueue(() => 5, 100);
+    q.enqueue({ key: "x", payload: bytes(1), onDone: () => finished.push(1) });
+    q.take(0, 100);
+    q.enqueue({ key: "x", payload: bytes(2), onDone: () => finished.push(2) });
+    expect(finished).toEqual([1]);
+    expect(q.size()).toBe(1);
+    expect(q.take(0, 100).map((p) => p[0])).toEqual([2]);
+  });
+
+  it("prunes the most transmitted, oldest entries beyond its bound", () => {
+    const q = new TransmitLimitedQueue(() => 10, 3);
+    q.enqueue({ payload: bytes(1) });
+    q.enqueue({ payload: bytes(2) });
+    q.take(0, 10); // 2 sent once
+    q.enqueue({ payload: bytes(3) });
+    q.enqueue({ payload: bytes(4) }); // over the bound: 2 goes
+    expect(q.size()).toBe(3);
+    expect(q.take(0, 1000).map((p) => p[0]).sort()).toEqual([1, 3, 4]);
+  });
+
+  it("never exceeds the budget or the limit, and never returns a replaced broadcast (property)", () => {
+    const op = fc.oneof(
+      fc.record({ enqueue: fc.constant(true), key: fc.option(fc.constantFrom("a", "b", "c"), { nil: undefined }), len: fc.integer({ min: 1, max: 300 }) }),
+      fc.record({ enqueue: fc.constant(false), budget: fc.integer({ min: 0, max: 1400 }) }),
+    );
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 200 }), fc.integer({ min: 1, max: 6 }), (ops, limit) => {
+        const q = new TransmitLimitedQueue(() => limit, 50);
+        const sent = new Map<Uint8Array, number>();
+        const replaced = new Set<Uint8Array>();
+        const latestByKey = new Map<string, Uint8Array>();
+        for (const o of ops) {
+          if (o.enqueue) {
+            const payload = new Uint8Array(o.len);
+            if (o.key !== undefined) {
+              const old = latestByKey.get(o.key);
+              if (old) replaced.add(old);
+              latestByKey.set(o.key, payload);
+            }
+            q.enqueue({ key: o.key, payload });
+          } else {
+            const out = q.take(3, o.budget);
+            expect(out.reduce((s, p) => s + p.length + 3, 0)).toBeLessThanOrEqual(o.budget);
+            for (const p of out) {
+              expect(replaced.has(p)).toBe(false);
+              sent.set(p, (sent.get(p) ?? 0) + 1);
+              expect(sent.get(p)).toBeLessThanOrEqual(limit);
+            }
+          }
+        }
+      }),
+      { numRuns: 200 },
+    );
+  });
+});

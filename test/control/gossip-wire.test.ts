@@ -1,0 +1,182 @@
+// The wire format: AES-256-GCM keyring frames and the msgpack envelope codec. Anything that is not
+// an authentic, well-formed frame is refused with a reason and never throws.
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { GossipError } from "../../src/control/gossip/errors.js";
+import { FRAME_OVERHEAD, generateKey, Keyring, type FrameKind } from "../../src/control/gossip/keyring.js";
+import {
+  buildEnvelope, encodeMessage, EnvelopeDecoder, envelopeHeader, kindOfEncoded, MESSAGE_KINDS, type Message,
+} from "../../src/control/gossip/messages.js";
+
+const k1 = new Uint8Array(32).fill(1);
+const k2 = new Uint8Array(32).fill(2);
+const text = (s: string): Uint8Array => new TextEncoder().encode(s);
+const codeOf = (f: () => unknown): string | undefined => {
+  try {
+    f();
+  } catch (e) {
+    return (e as GossipError).code;
+  }
+  return undefined;
+};
+
+describe("Keyring", () => {
+  it("opens what it sealed, for each frame kind, with a 33-byte overhead", () => {
+    const ring = new Keyring(k1);
+    for (const kind of ["packet", "request", "response"] as FrameKind[]) {
+      const frame = ring.seal(text("hello"), kind);
+      expect(frame.length).toBe(5 + FRAME_OVERHEAD);
+      const r = ring.open(frame, kind);
+      expect(r.ok && Buffer.from(r.plaintext).toString()).toBe("hello");
+    }
+  });
+
+  it("uses a fresh nonce per frame", () => {
+    const ring = new Keyring(k1);
+    const a = ring.seal(text("same"), "packet");
+    const b = ring.seal(text("same"), "packet");
+    expect(Buffer.from(a).equals(Buffer.from(b))).toBe(false);
+  });
+
+  it("refuses another key (badKey), tampering (badTag), another kind (badTag), short frames and unknown versions", () => {
+    const ring = new Keyring(k1);
+    const frame = ring.seal(text("payload"), "packet");
+    expect(new Keyring(k2).open(frame, "packet")).toEqual({ ok: false, reason: "badKey" });
+    expect(ring.open(frame, "request")).toEqual({ ok: false, reason: "badTag" });
+    const flipped = Uint8Array.from(frame);
+    flipped[flipped.length - 20] ^= 1;
+    expect(ring.open(flipped, "packet")).toEqual({ ok: false, reason: "badTag" });
+    expect(ring.open(frame.subarray(0, FRAME_OVERHEAD - 1), "packet")).toEqual({ ok: false, reason: "badLength" });
+    expect(ring.open(frame.subarray(0, frame.length - 1), "packet")).toEqual({ ok: false, reason: "badTag" });
+    const version = Uint8Array.from(frame);
+    version[0] = 9;
+    expect(ring.open(version, "packet")).toEqual({ ok: false, reason: "garbage" });
+  });
+
+  it("never throws and never accepts arbitrary or bit-flipped bytes (property)", () => {
+    const ring = new Keyring(k1);
+    const good = ring.seal(text("the real thing"), "packet");
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 2000 }), (bytes) => {
+        expect(ring.open(bytes, "packet").ok).toBe(false);
+      }),
+      { numRuns: 500 },
+    );
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: good.length - 1 }), fc.integer({ min: 1, max: 255 }), (at, mask) => {
+        const bad = Uint8Array.from(good);
+        bad[at] ^= mask;
+        expect(ring.open(bad, "packet").ok).toBe(false);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("rotates without a moment where two nodes cannot talk: install, use, remove", () => {
+    const a = new Keyring(k1);
+    const b = new Keyring(k1);
+    const talk = (): boolean => b.open(a.seal(text("x"), "packet"), "packet").ok && a.open(b.seal(text("y"), "packet"), "packet").ok;
+    a.install(k2);
+    expect(talk()).toBe(true);
+    b.install(k2);
+    a.use(k2);
+    expect(talk()).toBe(true);
+    b.use(k2);
+    expect(talk()).toBe(true);
+    a.remove(k1);
+    expect(talk()).toBe(true);
+    b.remove(k1);
+    expect(talk()).toBe(true);
+    expect(a.keys()).toEqual([k2]);
+    // A frame under the removed key is now refused.
+    expect(a.open(new Keyring(k1).seal(text("old"), "packet"), "packet")).toEqual({ ok: false, reason: "badKey" });
+  });
+
+  it("explains misuse with codes", () => {
+    const ring = new Keyring(k1, [k2]);
+    expect(ring.keys()).toEqual([k1, k2]);
+    expect(codeOf(() => ring.use(generateKey()))).toBe("KEY_UNKNOWN");
+    expect(codeOf(() => ring.remove(k1))).toBe("KEY_IN_USE");
+    expect(codeOf(() => new Keyring(new Uint8Array(16)))).toBe("KEY_INVALID");
+    ring.remove(generateKey()); // removing an absent key is a no-op
+    expect(ring.keys()).toHaveLength(2);
+  });
+
+  it("loads a key file (base64, primary first, comments allowed) and refuses a bad one", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "weft-keys-"));
+    const good = join(dir, "good");
+    writeFileSync(good, `# cluster key\n${Buffer.from(k2).toString("base64")}\n\n${Buffer.from(k1).toString("base64")}\n`);
+    expect((await Keyring.fromKeyFile(good)).keys()).toEqual([k2, k1]);
+    const bad = join(dir, "bad");
+    writeFileSync(bad, "bm90IGEga2V5\n");
+    await expect(Keyring.fromKeyFile(bad)).rejects.toMatchObject({ code: "KEY_FILE_INVALID" });
+  });
+});
+
+const limits = { maxMetaBytes: 512, maxFrameBytes: 1 << 20 };
+const name = fc.string({ minLength: 1, maxLength: 40 });
+const uint = fc.integer({ min: 0, max: 2 ** 40 });
+const port = fc.integer({ min: 0, max: 65535 });
+const bytes = (max: number) => fc.uint8Array({ maxLength: max });
+const state = fc.constantFrom("alive", "suspect", "dead", "left" as const);
+const message: fc.Arbitrary<Message> = fc.oneof(
+  fc.record({ kind: fc.constant("ping" as const), seq: uint, target: name }),
+  fc.record({ kind: fc.constant("indirectPing" as const), seq: uint, target: name, host: name, port, wantNack: fc.boolean() }),
+  fc.record({ kind: fc.constantFrom("ack" as const, "nack" as const), seq: uint }),
+  fc.record({ kind: fc.constant("alive" as const), node: name, incarnation: uint, host: name, port, meta: bytes(512) }),
+  fc.record({ kind: fc.constantFrom("suspect" as const, "dead" as const), node: name, incarnation: uint, from: name }),
+  fc.record({ kind: fc.constant("user" as const), payload: bytes(2000) }),
+  fc.record({
+    kind: fc.constant("pushPull" as const),
+    join: fc.boolean(),
+    nodes: fc.array(fc.record({ name, host: name, port, incarnation: uint, state, meta: bytes(64), stateAgeMs: uint }), { maxLength: 5 }),
+    userState: bytes(100),
+  }),
+) as fc.Arbitrary<Message>;
+
+describe("envelope codec", () => {
+  const decoder = new EnvelopeDecoder(limits);
+
+  it("round-trips any messages (property)", () => {
+    fc.assert(
+      fc.property(name, fc.array(message, { maxLength: 6 }), (sender, messages) => {
+        const encoded = messages.map(encodeMessage);
+        for (const [i, e] of encoded.entries()) expect(kindOfEncoded(e)).toBe(messages[i].kind);
+        const env = decoder.decode(buildEnvelope(envelopeHeader(sender), encoded));
+        expect(env?.sender).toBe(sender);
+        expect(env?.messages.map((m) => m.message)).toEqual(messages);
+        expect(env?.messages.map((m) => m.bytes)).toEqual(encoded.map((e) => e.length));
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("decodes arbitrary bytes to undefined or a valid envelope, never throwing (property)", () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 1500 }), (junk) => {
+        const env = decoder.decode(junk);
+        if (env) for (const m of env.messages) expect(MESSAGE_KINDS).toContain(m.message.kind);
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  it("refuses well-formed msgpack with a wrong field", () => {
+    const header = envelopeHeader("a");
+    const ok = encodeMessage({ kind: "alive", node: "b", incarnation: 1, host: "h", port: 1, meta: new Uint8Array(0) });
+    expect(decoder.decode(buildEnvelope(header, [ok]))).toBeDefined();
+    const tooBigMeta = encodeMessage({ kind: "alive", node: "b", incarnation: 1, host: "h", port: 1, meta: new Uint8Array(513) });
+    const badPort = encodeMessage({ kind: "alive", node: "b", incarnation: 1, host: "h", port: 70_000, meta: new Uint8Array(0) });
+    const negative = encodeMessage({ kind: "ack", seq: -1 });
+    const emptyName = encodeMessage({ kind: "suspect", node: "", incarnation: 1, from: "a" });
+    for (const bad of [tooBigMeta, badPort, negative, emptyName]) {
+      // One bad message spoils the whole frame: nothing in it is acted on.
+      expect(decoder.decode(buildEnvelope(header, [ok, bad]))).toBeUndefined();
+    }
+    expect(decoder.decode(envelopeHeader("a").subarray(0, 3))).toBeUndefined();
+    expect(decoder.decode(new Uint8Array(0))).toBeUndefined();
+  });
+});

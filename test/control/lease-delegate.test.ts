@@ -1,0 +1,151 @@
+import { encode } from "@msgpack/msgpack";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { SubnetLeases } from "../../src/control/lease/allocator.js";
+import { decodeLeaseMeta, encodeLeaseMeta, LeaseDelegate } from "../../src/control/lease/delegate.js";
+import type { RingState } from "../../src/control/lease/ring.js";
+import { SubnetSpace } from "../../src/control/lease/slots.js";
+import { decodeMessage, encodeMessage, type LeaseMessage } from "../../src/control/lease/wire.js";
+import type { NodeView } from "../../src/control/gossip/delegate.js";
+import { MemoryStore, RecordingLog, SeededRandom, settle, VirtualClock } from "./lease-harness.js";
+
+const SPACE = SubnetSpace.fromConfig({ Network: "198.19.0.0/16" });
+const FP = SPACE.fingerprint;
+
+const name = fc.string({ minLength: 1, maxLength: 12 });
+const ringArb: fc.Arbitrary<RingState> = fc.record({
+  seeds: fc.option(fc.uniqueArray(name, { minLength: 1, maxLength: 4 }), { nil: null }),
+  runs: fc.array(
+    fc.record({ start: fc.nat({ max: 254 }), count: fc.integer({ min: 1, max: 255 }), owner: name, version: fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }), leased: fc.boolean() }),
+    { maxLength: 20 },
+  ),
+});
+const messageArb: fc.Arbitrary<LeaseMessage> = fc.oneof(
+  fc.record({ kind: fc.constant("state" as const), ring: ringArb }),
+  fc.record({ kind: fc.constant("request" as const), id: fc.nat({ max: 0xffffffff }) }),
+  fc.record({ kind: fc.constant("reply" as const), id: fc.nat({ max: 0xffffffff }), granted: fc.boolean(), ring: ringArb }),
+  fc.record({ kind: fc.constant("reclaim" as const), node: name }),
+);
+
+describe("lease wire format", () => {
+  it("round-trips every message kind", () => {
+    fc.assert(
+      fc.property(messageArb, (msg) => {
+        expect(decodeMessage(FP, encodeMessage(FP, msg))).toEqual(msg);
+      }),
+    );
+  });
+
+  it("turns any garbage into LEASE_BAD_MESSAGE (or LEASE_RING_MISMATCH), never another exception", () => {
+    const mutated = fc.tuple(messageArb, fc.nat(), fc.integer({ min: 0, max: 255 })).map(([m, at, byte]) => {
+      const bytes = encodeMessage(FP, m);
+      bytes[at % bytes.length] = byte;
+      return bytes;
+    });
+    const structured = fc.anything({ maxDepth: 3 }).map((v) => encode([1, FP, ...(Array.isArray(v) ? v : [v])]));
+    fc.assert(
+      fc.property(fc.oneof(fc.uint8Array({ maxLength: 200 }), mutated, structured), (bytes) => {
+        try {
+          decodeMessage(FP, bytes);
+        } catch (err) {
+          expect(["LEASE_BAD_MESSAGE", "LEASE_RING_MISMATCH"]).toContain((err as { code?: string }).code);
+        }
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it("refuses a message of another network config", () => {
+    const other = SubnetSpace.fromConfig({ Network: "198.20.0.0/16" }).fingerprint;
+    expect(() => decodeMessage(FP, encodeMessage(other, { kind: "request", id: 1 }))).toThrow(expect.objectContaining({ code: "LEASE_RING_MISMATCH" }));
+  });
+});
+
+describe("LeaseDelegate", () => {
+  async function setup(members: NodeView[] = []) {
+    const log = new RecordingLog();
+    const membership = { localNode: () => ({ name: "a" }), members: () => members, sendReliable: () => Promise.resolve(), updateNode: () => undefined };
+    const clock = new VirtualClock();
+    const leases = new SubnetLeases({ space: SPACE, seeds: ["a"], membership, store: new MemoryStore(), clock, random: new SeededRandom(3), log });
+    const delegate = new LeaseDelegate(leases, membership, log);
+    await leases.start();
+    await clock.runUntil(60_000); // past the bootstrap quiet period: the seed division is in place
+    while (delegate.queued > 0) delegate.getBroadcasts(0, 1 << 20); // this node's own lease news
+    return { leases, delegate, log };
+  }
+
+  it("drops and counts garbage without changing anything", async () => {
+    const { leases, delegate } = await setup();
+    const before = JSON.stringify(leases.ringState());
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 300 }), (bytes) => {
+        delegate.notifyMsg("x", bytes);
+        delegate.mergeRemoteState(bytes);
+      }),
+      { numRuns: 300 },
+    );
+    await settle();
+    expect(delegate.droppedMessages).toBe(600);
+    expect(JSON.stringify(leases.ringState())).toBe(before);
+  });
+
+  it("refuses a push-pull payload that is not a ring state", async () => {
+    const { delegate } = await setup();
+    delegate.mergeRemoteState(encodeMessage(FP, { kind: "request", id: 3 }));
+    expect(delegate.droppedMessages).toBe(1);
+  });
+
+  it("refuses an inconsistent push-pull state, counts it and leaves the ring alone", async () => {
+    const { leases, delegate, log } = await setup();
+    const forged: RingState = { seeds: ["a"], runs: [{ start: 0, count: 255, owner: "mallory", version: 1, leased: false }] };
+    delegate.mergeRemoteState(encodeMessage(FP, { kind: "state", ring: forged }));
+    await settle();
+    expect(leases.stats.refusedStates).toBe(1);
+    expect(log.codes()).toContain("LEASE_INCONSISTENT");
+    expect(leases.ringState().runs.every((r) => r.owner === "a")).toBe(true);
+  });
+
+  it("piggybacks each broadcast about RetransmitMult x log10(N+1) times, newest first, within the size limit", async () => {
+    const members = Array.from({ length: 9 }, (_, i): NodeView => ({ name: `m${i}`, host: "h", port: 1, incarnation: 0, state: "alive", meta: new Uint8Array() }));
+    const { leases, delegate } = await setup(members);
+    const delta = (slot: number): LeaseMessage => ({ kind: "state", ring: { seeds: ["a"], runs: [{ start: slot, count: 1, owner: "b", version: 5, leased: false }] } });
+    leases.emit("announce", delta(1));
+    leases.emit("announce", delta(2));
+    const newest = encodeMessage(FP, delta(2));
+    expect(delegate.getBroadcasts(10, newest.length + 10)).toEqual([newest]);
+    let sends = 1;
+    while (delegate.queued > 0) sends += delegate.getBroadcasts(10, 1400).length;
+    // 4 x ceil(log10(10)) = 4 transmissions each.
+    expect(sends).toBe(8);
+  });
+
+  it("splits a big ring change into broadcasts that fit a gossip packet", async () => {
+    const { leases, delegate } = await setup();
+    const runs = Array.from({ length: 200 }, (_, i) => ({ start: i, count: 1, owner: `node-with-a-long-name-${i}`, version: 7, leased: false }));
+    leases.emit("announce", { kind: "state", ring: { seeds: ["a"], runs } });
+    const parts = delegate.getBroadcasts(0, 1 << 20);
+    expect(parts.length).toBeGreaterThan(5);
+    const got = parts.flatMap((p) => {
+      expect(p.length).toBeLessThanOrEqual(512);
+      const m = decodeMessage(FP, p);
+      return m.kind === "state" ? m.ring.runs : [];
+    });
+    expect(got.sort((x, y) => x.start - y.start)).toEqual(runs);
+  });
+
+  it("puts the subnet in the node record once there is one", async () => {
+    const clock = new VirtualClock();
+    const log = new RecordingLog();
+    const membership = { localNode: () => ({ name: "a" }), members: () => [], sendReliable: () => Promise.resolve(), updateNode: () => undefined };
+    const leases = new SubnetLeases({ space: SPACE, seeds: ["a"], membership, store: new MemoryStore(), clock, random: new SeededRandom(3), log, bootstrapQuietMs: 10 });
+    const delegate = new LeaseDelegate(leases, membership, log);
+    await leases.start();
+    expect(decodeLeaseMeta(delegate.nodeMeta(512))).toEqual({ subnet: null });
+    await clock.runUntil(100);
+    expect(decodeLeaseMeta(delegate.nodeMeta(512))).toEqual({ subnet: "198.19.1.0/24" });
+    expect(delegate.nodeMeta(3)).toEqual(new Uint8Array(0));
+    expect(log.codes()).toContain("LEASE_META_TOO_BIG");
+    expect(decodeLeaseMeta(encodeLeaseMeta(null))).toEqual({ subnet: null });
+    expect(decodeLeaseMeta(new Uint8Array([1, 2, 3]))).toBeUndefined();
+  });
+});

@@ -1,0 +1,127 @@
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { SubnetLeases } from "../../src/control/lease/allocator.js";
+import { Ring } from "../../src/control/lease/ring.js";
+import { SubnetSpace } from "../../src/control/lease/slots.js";
+import { FileLeaseStore, STATE_FILE, type PersistedLeaseState } from "../../src/control/lease/store.js";
+import { RecordingLog, SeededRandom, VirtualClock } from "./lease-harness.js";
+
+const SPACE = SubnetSpace.fromConfig({ Network: "198.19.0.0/16" });
+let dir: string;
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), "weft-lease-"));
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+function sample(): PersistedLeaseState {
+  const ring = Ring.seeded(SPACE.slotCount, ["a", "b"]);
+  ring.setLeased("a", 3, true);
+  ring.transfer("a", { start: 10, count: 5 }, "c");
+  return { node: "a", fingerprint: SPACE.fingerprint, network: SPACE.describe(), lease: SPACE.subnetOf(3), ring: ring.state() };
+}
+
+describe("FileLeaseStore", () => {
+  it("has nothing before the first save, and reads back what it saved", async () => {
+    const store = new FileLeaseStore(join(dir, "state"));
+    expect(await store.load()).toBeNull();
+    await store.save(sample());
+    expect(await new FileLeaseStore(join(dir, "state")).load()).toEqual(sample());
+    expect(await readdir(join(dir, "state"))).toEqual([STATE_FILE]); // no temp file left behind
+    expect((await stat(join(dir, "state", STATE_FILE))).mode & 0o777).toBe(0o600);
+    const text = JSON.parse(await readFile(join(dir, "state", STATE_FILE), "utf8"));
+    expect(text.lease).toBe("198.19.4.0/24"); // readable by a person
+  });
+
+  it("ignores a temp file left by a crash in the middle of a save", async () => {
+    const store = new FileLeaseStore(dir);
+    await store.save(sample());
+    await writeFile(join(dir, `${STATE_FILE}.tmp`), '{"format":1,"no');
+    expect(await store.load()).toEqual(sample());
+  });
+
+  it("refuses a damaged file with LEASE_STATE_CORRUPT instead of starting over", async () => {
+    const store = new FileLeaseStore(dir);
+    const file = join(dir, STATE_FILE);
+    const good = { format: 1, node: "a", fingerprint: "f", network: "n", lease: null, ring: { seeds: ["a"], owners: ["a"], runs: [[0, 4, 0, 1, 0]] } };
+    const broken: unknown[] = [
+      "{ not json",
+      "[]",
+      { ...good, format: 2 },
+      { ...good, node: "" },
+      { ...good, lease: 7 },
+      { ...good, ring: { ...good.ring, runs: [[0, 4, 1, 1, 0]] } },
+      { ...good, ring: { ...good.ring, runs: [[0, 0, 0, 1, 0]] } },
+      { ...good, ring: { ...good.ring, runs: [[0, 4, 0, 0, 0]] } },
+      { ...good, ring: { ...good.ring, seeds: [] } },
+    ];
+    for (const b of broken) {
+      await writeFile(file, typeof b === "string" ? b : JSON.stringify(b));
+      await expect(store.load(), JSON.stringify(b)).rejects.toMatchObject({ code: "LEASE_STATE_CORRUPT" });
+    }
+    await writeFile(file, JSON.stringify(good));
+    await expect(store.load()).resolves.toMatchObject({ node: "a" });
+  });
+
+  it("reports a failed save with LEASE_PERSIST_FAILED", async () => {
+    await writeFile(join(dir, "blocker"), "");
+    await expect(new FileLeaseStore(join(dir, "blocker", "state")).save(sample())).rejects.toMatchObject({ code: "LEASE_PERSIST_FAILED" });
+  });
+});
+
+describe("SubnetLeases with a state dir", () => {
+  const alone = { localNode: () => ({ name: "solo" }), members: () => [], sendReliable: () => Promise.reject(new Error("alone")), updateNode: () => undefined };
+
+  function leases(stateDir: string, seeds: string[] | undefined, clock: VirtualClock, log = new RecordingLog()): SubnetLeases {
+    return new SubnetLeases({ space: SPACE, seeds, membership: alone, store: new FileLeaseStore(stateDir), clock, random: new SeededRandom(1), log, bootstrapQuietMs: 1_000 });
+  }
+
+  /** Advances virtual time while real file I/O completes. */
+  async function until<T>(clock: VirtualClock, p: Promise<T>): Promise<T> {
+    let done = false;
+    void p.then(() => (done = true), () => (done = true));
+    for (let t = clock.now(); !done; t += 100) {
+      await clock.runUntil(t);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    return p;
+  }
+
+  it("a one-node cluster (seed list = itself) leases after the quiet period and keeps its subnet across restarts", async () => {
+    const clock = new VirtualClock();
+    const first = leases(dir, ["solo"], clock);
+    await first.start();
+    const lease = await until(clock, first.lease());
+    expect(clock.now()).toBeGreaterThanOrEqual(1_000);
+    await first.stop();
+
+    const log = new RecordingLog();
+    const again = leases(dir, ["solo"], new VirtualClock(), log);
+    await again.start();
+    expect(again.currentLease()).toEqual(lease); // at once: no quiet period, no peers needed
+    expect(log.codes()).not.toContain("LEASE_BOOTSTRAP");
+    await again.stop();
+  });
+
+  it("will not start from a damaged state file, and does not overwrite it", async () => {
+    await writeFile(join(dir, STATE_FILE), "garbage");
+    const l = leases(dir, ["solo"], new VirtualClock());
+    await expect(l.start()).rejects.toMatchObject({ code: "LEASE_STATE_CORRUPT" });
+    expect(await readFile(join(dir, STATE_FILE), "utf8")).toBe("garbage");
+    await expect(l.lease()).rejects.toMatchObject({ code: "LEASE_STOPPED" });
+  });
+
+  it("will not start from another node's or network's state, or with a changed seed list", async () => {
+    const store = new FileLeaseStore(dir);
+    await store.save({ ...sample(), node: "someone-else" });
+    await expect(leases(dir, ["solo"], new VirtualClock()).start()).rejects.toMatchObject({ code: "LEASE_STATE_MISMATCH" });
+    await store.save({ ...sample(), node: "solo", fingerprint: "0000" });
+    await expect(leases(dir, ["solo"], new VirtualClock()).start()).rejects.toMatchObject({ code: "LEASE_STATE_MISMATCH" });
+    await store.save({ ...sample(), node: "solo" });
+    await expect(leases(dir, ["solo"], new VirtualClock()).start()).rejects.toMatchObject({ code: "LEASE_STATE_MISMATCH" });
+  });
+});

@@ -1,0 +1,254 @@
+// Differential tests of the offload paths (assembly/packet/offload-send.ts, offload-receive.ts):
+// random TCP super-packets, as a TUN device with TSO hands them over, are segmented by Wasm and
+// must equal the plain reference segmentation byte for byte, with valid checksums, in UDP GSO
+// trains; those datagrams, interleaved over flows and batched as UDP GRO would, are decapsulated
+// and coalesced by Wasm, and re-segmenting what comes out must give back the very same segments.
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { parsePrefix } from "../../src/net/ipv4.js";
+import { completePartial, buildTcp4, refSegmentTcp4, tcp4ChecksumsValid, type Tcp4Fields } from "../reference/tcp-offload.js";
+import { makeRig, type Rig } from "../support/hotpath.js";
+
+const VNI = 1;
+const MAC1 = Uint8Array.from([0x0a, 0x58, 0xc6, 0x13, 0x01, 0x00]);
+const MAC2 = Uint8Array.from([0x0a, 0x58, 0xc6, 0x13, 0x02, 0x00]);
+const PEER = { ip: 0xc6120002, port: 8472, mac: MAC2 };
+const BIG_SLOT = 65536 + 64;
+const SEGMENT_SLOT = 96 * 1024;
+type Format = "vxlan" | "udp";
+
+interface Sender { rig: Rig; outDescs: number; out: number }
+interface Receiver { rig: Rig; scratch: number; outDescs: number; outMax: number; out: number; cap: number }
+
+function sender(): Sender {
+  const rig = makeRig({ vni: VNI, localAddr: 0xc6130100, mac: MAC1, batchSize: 4, stride: BIG_SLOT });
+  rig.routes.setNextHop(1, PEER);
+  rig.routes.insert(parsePrefix("198.19.2.0/24"), 1);
+  const n = rig.batch.size;
+  return { rig, outDescs: rig.arena.alloc(n * rig.hp.constant("OFFLOAD_MAX_TRAINS") * 32), out: rig.arena.alloc(n * SEGMENT_SLOT) };
+}
+
+function receiver(): Receiver {
+  const rig = makeRig({ vni: VNI, localAddr: 0xc6130200, mac: MAC2, batchSize: 16, stride: BIG_SLOT });
+  const outMax = rig.batch.size * 64;
+  const cap = rig.batch.size * BIG_SLOT + outMax * 16 + BIG_SLOT;
+  return { rig, scratch: rig.arena.alloc(256 * 32), outDescs: rig.arena.alloc(outMax * 32), outMax, out: rig.arena.alloc(cap), cap };
+}
+
+const TX = sender();
+const RX = receiver();
+
+/** Reads descriptor i of the array at `descs`: OFF, LEN, ADDR, PORT, FLAGS. */
+function desc(rig: Rig, descs: number, i: number) {
+  const d = new Int32Array(rig.hp.memory.buffer, descs + i * 32, 8);
+  return { off: d[0], len: d[2], addr: d[3] >>> 0, port: d[4], flags: d[5] };
+}
+
+/** Loads TUN reads (packet + its vnet header) into the sender's batch and runs the send path. */
+function send(packets: Array<{ bytes: Uint8Array; gsoSize: number }>, format: Format) {
+  const { rig } = TX;
+  rig.batch.load(packets.map((p) => p.bytes));
+  const mem = rig.hp.bytes();
+  packets.forEach((p, i) => {
+    const h = desc(rig, rig.batch.descs, i).off - 12;
+    const v = new DataView(mem.buffer, h, 12);
+    v.setUint8(0, 1); // NEEDS_CSUM
+    v.setUint8(1, 1); // GSO_TCPV4
+    v.setUint16(2, 20 + (p.bytes[32] >> 4) * 4, true);
+    v.setUint16(4, p.gsoSize, true);
+    v.setUint16(6, 20, true);
+    v.setUint16(8, 16, true);
+  });
+  const fn = format === "vxlan" ? rig.hp.fn.vxlanEncapOffloadBatch : rig.hp.fn.udpEncapOffloadBatch;
+  const r = fn(TX.rig.ctx.ptr, rig.batch.descs, packets.length, TX.outDescs, TX.out, SEGMENT_SLOT);
+  const trains = Array.from({ length: r & 0xffff }, (_, i) => desc(rig, TX.outDescs, i));
+  return { trains, replies: r >>> 16, mem: rig.hp.bytes() };
+}
+
+/** The datagrams of the sends, cut at each send's GSO segment size. */
+function datagrams(trains: ReturnType<typeof send>["trains"], mem: Uint8Array): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (const t of trains) {
+    const step = t.flags & 0xffff || t.len;
+    for (let at = 0; at < t.len; at += step) out.push(mem.slice(t.off + at, t.off + Math.min(t.len, at + step)));
+  }
+  return out;
+}
+
+/** Receives runs of datagrams (each run one GRO batch) and returns the packets for the TUN device with their vnet headers. */
+function receive(runs: Uint8Array[][], format: Format) {
+  const { rig } = RX;
+  rig.batch.load(runs.map((r) => Buffer.concat(r)));
+  const d = rig.batch.descView();
+  runs.forEach((r, i) => (d[i * 8 + 5] = r.length > 1 ? r[0].length : 0));
+  const fn = format === "vxlan" ? rig.hp.fn.vxlanDecapOffloadBatch : rig.hp.fn.udpDecapOffloadBatch;
+  const n = fn(rig.ctx.ptr, rig.batch.descs, runs.length, RX.scratch, RX.outDescs, RX.outMax, RX.out, RX.cap);
+  const mem = rig.hp.bytes();
+  return Array.from({ length: n }, (_, i) => {
+    const o = desc(rig, RX.outDescs, i);
+    const h = new DataView(mem.buffer, o.off - 12, 12);
+    return {
+      bytes: mem.slice(o.off, o.off + o.len),
+      flags: h.getUint8(0), gsoType: h.getUint8(1), hdrLen: h.getUint16(2, true), gsoSize: h.getUint16(4, true),
+      csumStart: h.getUint16(6, true), csumOffset: h.getUint16(8, true),
+    };
+  });
+}
+
+/** Cheap deterministic payload bytes. */
+function payloadOf(seed: number, length: number): Uint8Array {
+  const p = new Uint8Array(length);
+  let x = seed | 1;
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    p[i] = x & 255;
+  }
+  return p;
+}
+
+const superPacket = fc.record({
+  srcPort: fc.integer({ min: 1024, max: 65535 }),
+  seq: fc.nat({ max: 0xffffffff }),
+  ack: fc.nat({ max: 0xffffffff }),
+  flags: fc.constantFrom(0x10, 0x18, 0x19, 0x90, 0x98),
+  window: fc.integer({ min: 0, max: 0xffff }),
+  options: fc.constantFrom(0, 12, 40).map((n) => Uint8Array.from({ length: n }, (_, i) => (i % 4 === 0 ? 1 : i))),
+  id: fc.integer({ min: 0, max: 0xffff }),
+  ttl: fc.integer({ min: 3, max: 255 }),
+  tos: fc.constantFrom(0, 0x10),
+  gsoSize: fc.integer({ min: 536, max: 1398 }),
+  segments: fc.integer({ min: 1, max: 44 }),
+  short: fc.integer({ min: 0, max: 535 }),
+  seed: fc.integer(),
+  junk: fc.integer({ min: 0, max: 0xffff }), // the TCP checksum field as the kernel leaves it: not ours to trust
+}).map((g) => {
+  const length = Math.max(1, g.segments * g.gsoSize - g.short);
+  const f: Tcp4Fields = {
+    src: 0xc6130105, dst: 0xc6130207, srcPort: g.srcPort, dstPort: 5201, seq: g.seq, ack: g.ack, flags: g.flags,
+    window: g.window, options: g.options, id: g.id, ttl: g.ttl, tos: g.tos, payload: payloadOf(g.seed, length),
+  };
+  const bytes = buildTcp4(f);
+  bytes[36] = g.junk >> 8;
+  bytes[37] = g.junk & 255;
+  return { fields: f, bytes, gsoSize: g.gsoSize };
+});
+
+/** The segments as they must arrive after `hops` TTL decrements (flannel udp: one per side). */
+const expected = (p: { fields: Tcp4Fields; gsoSize: number }, hops: number) =>
+  refSegmentTcp4(buildTcp4({ ...p.fields, ttl: p.fields.ttl! - hops }), p.gsoSize);
+
+/** Random interleaving of per-flow datagram lists that keeps each flow's order. */
+function interleave(lists: Uint8Array[][], picks: number[]): Uint8Array[] {
+  const at = lists.map(() => 0);
+  const out: Uint8Array[] = [];
+  let k = 0;
+  while (out.length < lists.reduce((n, l) => n + l.length, 0)) {
+    const open = lists.map((l, i) => i).filter((i) => at[i] < lists[i].length);
+    const i = open[picks[k++ % picks.length] % open.length];
+    out.push(lists[i][at[i]++]);
+  }
+  return out;
+}
+
+/** Cuts datagrams into runs as UDP GRO would: equal sizes, a shorter one only last, at most `max`. */
+function groRuns(ds: Uint8Array[], maxes: number[]): Uint8Array[][] {
+  const runs: Uint8Array[][] = [];
+  let k = 0;
+  for (let i = 0; i < ds.length; ) {
+    const run = [ds[i++]];
+    const max = maxes[k++ % maxes.length];
+    while (i < ds.length && run.length < max && ds[i].length <= run[0].length) {
+      run.push(ds[i++]);
+      if (run[run.length - 1].length < run[0].length) break;
+    }
+    runs.push(run);
+  }
+  return runs;
+}
+
+/** What the TUN device gets, as segments again: super-packets finished and re-segmented by the reference. */
+function resegment(out: ReturnType<typeof receive>): Uint8Array[] {
+  return out.flatMap((o) => {
+    if (o.gsoType === 0) {
+      expect(o.flags).toBe(0);
+      return [o.bytes];
+    }
+    expect({ flags: o.flags, gsoType: o.gsoType, csumStart: o.csumStart, csumOffset: o.csumOffset, hdrLen: o.hdrLen })
+      .toEqual({ flags: 1, gsoType: 1, csumStart: 20, csumOffset: 16, hdrLen: 20 + (o.bytes[32] >> 4) * 4 });
+    return refSegmentTcp4(completePartial(o.bytes, 20, 16), o.gsoSize);
+  });
+}
+
+const header = (format: Format) => (format === "vxlan" ? 22 : 0);
+
+for (const format of ["vxlan", "udp"] as const) {
+  describe(`offloads, ${format} format`, () => {
+    it("segments super-packets exactly as the reference does, in UDP GSO trains within the limits", () => {
+      fc.assert(fc.property(superPacket, (p) => {
+        const { trains, mem } = send([p], format);
+        const ds = datagrams(trains, mem);
+        const segs = ds.map((d) => d.subarray(header(format)));
+        const want = expected(p, format === "udp" ? 1 : 0);
+        expect(segs).toEqual(want);
+        for (const s of segs) expect(tcp4ChecksumsValid(s)).toBe(true);
+        const hdr = 20 + 20 + p.fields.options!.length;
+        for (const d of ds) expect(d.length).toBeLessThanOrEqual(header(format) + hdr + p.gsoSize);
+        if (format === "vxlan") for (const d of ds) expect([...d.subarray(8, 20)]).toEqual([...MAC2, ...MAC1]);
+        for (const t of trains) {
+          expect({ addr: t.addr, port: t.port }).toEqual({ addr: PEER.ip, port: PEER.port });
+          expect(t.len).toBeLessThanOrEqual(65507);
+          if (t.flags) expect(t.len / t.flags).toBeLessThanOrEqual(64);
+        }
+      }), { numRuns: 25 });
+    });
+
+    it("coalesces the segments of interleaved flows, batched as UDP GRO, back into the same stream", () => {
+      fc.assert(fc.property(
+        fc.uniqueArray(superPacket, { minLength: 1, maxLength: 3, selector: (p) => p.fields.srcPort }),
+        fc.array(fc.nat(), { minLength: 1, maxLength: 20 }),
+        fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 10 }),
+        (flows, picks, maxes) => {
+          const lists = flows.map((p) => {
+            const { trains, mem } = send([p], format);
+            return datagrams(trains, mem);
+          });
+          const runs = groRuns(interleave(lists, picks), maxes).slice(0, 16);
+          const sent = runs.flat();
+          const out = receive(runs, format);
+          const got = resegment(out);
+          const hops = format === "udp" ? 2 : 0;
+          // Every datagram sent arrives, in order per flow, as exactly the segment it was.
+          for (const p of flows) {
+            const mine = (s: Uint8Array) => ((s[20] << 8) | s[21]) === p.fields.srcPort;
+            const want = expected(p, hops).filter((_, k) => k < sent.filter((d) => mine(d.subarray(header(format)))).length);
+            expect(got.filter(mine)).toEqual(want);
+          }
+          // A flow alone in the batch, only ACK/PSH, comes out as one super-packet.
+          if (flows.length === 1 && runs.length <= 16 && (flows[0].fields.flags & ~0x08) === 0x10) expect(out.length).toBe(1);
+        },
+      ), { numRuns: 25 });
+    });
+
+    it("never merges a damaged segment: it reaches the kernel alone, to be dropped there", () => {
+      fc.assert(fc.property(superPacket, fc.nat(), (p, pick) => {
+        const { trains, mem } = send([p], format);
+        const ds = datagrams(trains, mem);
+        fc.pre(ds.length >= 2);
+        const k = pick % ds.length;
+        const damaged = ds.map((d, i) => (i === k ? Uint8Array.from(d, (b, j) => (j === d.length - 1 ? b ^ 0x5a : b)) : d));
+        const out = receive([damaged], format);
+        const got = resegment(out);
+        const hops = format === "udp" ? 2 : 0;
+        const want = expected(p, hops);
+        expect(got.length).toBe(want.length);
+        got.forEach((s, i) => {
+          if (i === k) expect(tcp4ChecksumsValid(s)).toBe(false);
+          else expect(s).toEqual(want[i]);
+        });
+        expect(out.some((o) => o.gsoType === 0 && o.bytes.length === want[k].length && !tcp4ChecksumsValid(o.bytes))).toBe(true);
+      }), { numRuns: 20 });
+    });
+  });
+}
