@@ -1,0 +1,157 @@
+// Real weft agents on the hosts of a lab cluster, each a separate process inside its host's
+// namespace, with its own state dir, subnet file and log under one work dir. Used by the demo,
+// `weft bench` and the agent tests. Agents are stopped with SIGTERM (graceful leave) or killed.
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { createWriteStream } from "node:fs";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseSubnetEnv } from "../agent/subnet-env.js";
+import { agentRequest } from "../cli/agent-client.js";
+import { KEY_BYTES } from "../control/gossip/keyring.js";
+import { WeftError } from "../errors.js";
+import { formatIpv4, type Ipv4Prefix } from "../net/ipv4.js";
+import { projectFile } from "../paths.js";
+import type { LabCluster, LabHost } from "./cluster.js";
+
+export const LAB_GOSSIP_PORT = 7946;
+
+export interface LabAgent {
+  readonly host: LabHost;
+  /** State dir; holds weft.sock, subnet.env, agent.log. */
+  readonly dir: string;
+  process?: ChildProcess;
+}
+
+export interface AgentStatus {
+  node: string;
+  ready: boolean;
+  subnet?: string;
+  mtu?: number;
+  backend?: { type: string; vtepMac?: string };
+  peers: Array<{ name: string; subnet: string; underlay: string; backend: string }>;
+  members: Array<{ name: string; state: string }>;
+  dataplane?: { tx: { packets: Record<string, number> }; rx: { packets: Record<string, number> } };
+  backendCounters?: { kernelCommands: number; kernelErrors: number; peersUnreachable: number; driftRepairs: number };
+}
+
+export class LabAgents {
+  private constructor(
+    readonly lab: LabCluster,
+    /** Work dir: key file, net-conf.json per host, the agents' dirs. */
+    readonly dir: string,
+    readonly agents: LabAgent[],
+    private readonly keyFile: string,
+  ) {}
+
+  /** Writes the key and one net-conf.json per host (`netConf(host)`), but starts nothing yet. */
+  static async prepare(lab: LabCluster, netConf: (host: LabHost) => object): Promise<LabAgents> {
+    const dir = await mkdtemp(join(tmpdir(), "weft-lab-"));
+    const keyFile = join(dir, "cluster.key");
+    await writeFile(keyFile, randomBytes(KEY_BYTES).toString("base64") + "\n", { mode: 0o600 });
+    const agents: LabAgent[] = [];
+    for (const host of lab.hosts) {
+      const agentDir = join(dir, host.name);
+      await mkdir(agentDir, { recursive: true });
+      await writeFile(join(agentDir, "net-conf.json"), JSON.stringify(netConf(host), null, 2));
+      agents.push({ host, dir: agentDir });
+    }
+    return new LabAgents(lab, dir, agents, keyFile);
+  }
+
+  /** The net-conf.json of an agent (to change it before a restart or SIGHUP). */
+  netConfPath(a: LabAgent): string {
+    return join(a.dir, "net-conf.json");
+  }
+
+  /** Starts an agent process; every other host is in its --join list and all are subnet seeds. */
+  start(a: LabAgent, extra: string[] = []): void {
+    if (a.process && a.process.exitCode === null && a.process.signalCode === null) throw new WeftError("LAB_AGENT_RUNNING", `${a.host.name}'s agent is already running`);
+    const others = this.agents.filter((x) => x !== a).map((x) => `${formatIpv4(x.host.underlayAddr)}:${LAB_GOSSIP_PORT}`);
+    const args = [
+      projectFile("dist", "src", "cli", "main.js"), "agent", "--net-config", this.netConfPath(a), "--iface", a.host.underlayIf,
+      "--key-file", this.keyFile, "--state-dir", a.dir, "--subnet-file", join(a.dir, "subnet.env"), "--node-name", a.host.name,
+      "--join", others.join(","), "--subnet-seeds", this.agents.map((x) => x.host.name).join(","), "--gossip-port", String(LAB_GOSSIP_PORT),
+      ...extra,
+    ];
+    const [cmd, ...argv] = a.host.ns.wrap([process.execPath, ...args]);
+    const child = spawn(cmd, argv, { stdio: ["ignore", "pipe", "pipe"] });
+    const log = createWriteStream(join(a.dir, "agent.log"), { flags: "a" });
+    child.stdout!.pipe(log);
+    child.stderr!.pipe(log);
+    a.process = child;
+  }
+
+  startAll(extra: string[] = []): void {
+    for (const a of this.agents) this.start(a, extra);
+  }
+
+  /** Waits until /readyz answers 200 (lease held, backend programmed, subnet.env written). */
+  async waitReady(a: LabAgent, timeoutMs = 90_000): Promise<void> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      if (a.process && a.process.exitCode !== null) {
+        throw new WeftError("LAB_AGENT_EXITED", `${a.host.name}'s agent exited with ${a.process.exitCode}; its last log lines:\n${await this.logTail(a)}`);
+      }
+      if (await agentRequest(a.dir, "GET", "/readyz").then(() => true, () => false)) return;
+      if (Date.now() > until) throw new WeftError("LAB_AGENT_TIMEOUT", `${a.host.name} not ready after ${timeoutMs / 1000} s; last log lines:\n${await this.logTail(a)}`);
+      await new Promise((r) => setTimeout(r, 300));
+    }
+  }
+
+  async waitAllReady(timeoutMs = 90_000): Promise<void> {
+    await Promise.all(this.agents.map((a) => this.waitReady(a, timeoutMs)));
+  }
+
+  /** Polls until `check` holds for the agent's status, or fails with what it last saw. */
+  async waitFor(a: LabAgent, what: string, check: (s: AgentStatus) => boolean, timeoutMs = 60_000): Promise<AgentStatus> {
+    const until = Date.now() + timeoutMs;
+    let last: AgentStatus | undefined;
+    for (;;) {
+      last = await this.status(a).catch(() => last);
+      if (last && check(last)) return last;
+      if (Date.now() > until) throw new WeftError("LAB_WAIT_TIMEOUT", `${a.host.name}: ${what} did not happen within ${timeoutMs / 1000} s; last status: ${JSON.stringify(last)}`);
+      await new Promise((r) => setTimeout(r, 300));
+    }
+  }
+
+  status(a: LabAgent): Promise<AgentStatus> {
+    return agentRequest(a.dir, "GET", "/status") as Promise<AgentStatus>;
+  }
+
+  /** The agent's subnet.env, parsed. */
+  async subnetEnv(a: LabAgent): Promise<{ network: Ipv4Prefix; subnet: Ipv4Prefix; mtu: number; ipMasq: boolean; text: string }> {
+    const text = await readFile(join(a.dir, "subnet.env"), "utf8");
+    return { ...parseSubnetEnv(text), text };
+  }
+
+  /** Gives every host cni0 and `count` pods in its leased subnet, with the MTU from subnet.env. */
+  async addPods(count: number): Promise<void> {
+    for (const a of this.agents) {
+      const env = await this.subnetEnv(a);
+      await this.lab.addPods(a.host, env.subnet, count, env.mtu);
+    }
+  }
+
+  /** SIGTERM (graceful leave) or SIGKILL (a crash); resolves when the process is gone. */
+  async stop(a: LabAgent, signal: "SIGTERM" | "SIGKILL" = "SIGTERM"): Promise<void> {
+    const child = a.process;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise<void>((r) => child.once("exit", () => r()));
+    child.kill(signal);
+    const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+    await exited;
+    clearTimeout(timer);
+  }
+
+  async logTail(a: LabAgent, lines = 8): Promise<string> {
+    return (await readFile(join(a.dir, "agent.log"), "utf8").catch(() => "")).trim().split("\n").slice(-lines).join("\n");
+  }
+
+  /** Stops every agent and removes the work dir (the lab itself is the caller's). */
+  async stopAll(): Promise<void> {
+    await Promise.all(this.agents.map((a) => this.stop(a)));
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
