@@ -50,7 +50,7 @@ function backendOptions(b: BackendConfig): BackendOptions {
     case "wasm-vxlan":
       return { vni: b.VNI, port: b.Port, workers: b.Workers };
     case "udp":
-      return { port: b.Port };
+      return { port: b.Port, workers: b.Workers };
     case "host-gw":
       return {};
   }

@@ -4,7 +4,8 @@
 // administered. Read and written synchronously, so a userspace backend can be built (and its TUN
 // device opened) in one synchronous step inside a namespace.
 import { randomBytes } from "node:crypto";
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
+import { readFileSync } from "node:fs";
+import { writeFileAtomicSync } from "../fs/atomic-write.js";
 import { join } from "node:path";
 import { WeftError } from "../errors.js";
 import { formatMac, parseMac } from "../net/ipv4.js";
@@ -31,29 +32,13 @@ export function loadVtepMac(stateDir: string): Uint8Array {
   }
   const mac = randomBytes(6);
   mac[0] = (mac[0] & 0xfe) | 0x02; // unicast, locally administered
-  saveAtomically(stateDir, file, formatMac(mac) + "\n");
+  saveAtomically(file, formatMac(mac) + "\n");
   return Uint8Array.from(mac);
 }
 
-/** Temp file, fsync, rename over, fsync the directory: a crash leaves the old file or the new one. */
-function saveAtomically(dir: string, file: string, body: string): void {
+function saveAtomically(file: string, body: string): void {
   try {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const tmp = `${file}.tmp`;
-    const fd = openSync(tmp, "w", 0o600);
-    try {
-      writeSync(fd, body);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, file);
-    const dirFd = openSync(dir, "r");
-    try {
-      fsyncSync(dirFd);
-    } finally {
-      closeSync(dirFd);
-    }
+    writeFileAtomicSync(file, body, { mode: 0o600, dirMode: 0o700 });
   } catch (err) {
     throw new WeftError("VTEP_MAC_PERSIST_FAILED", `cannot save the VTEP MAC to ${file}: ${(err as Error).message}; check the state dir (--state-dir)`, { cause: err });
   }

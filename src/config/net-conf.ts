@@ -9,16 +9,18 @@ import { z } from "zod";
 import { BACKEND_TYPES } from "../backends/backend.js";
 import { SubnetSpace } from "../control/lease/slots.js";
 import { WeftError } from "../errors.js";
+import { parsePrefix } from "../net/ipv4.js";
 
 const port = (dflt: number, what: string) =>
   z.number().int().min(1).max(65535).default(dflt).describe(`UDP port of the ${what} (default ${dflt})`);
-const vni = z.number().int().min(0).max(0xffffff).default(1).describe("VXLAN network identifier, 0..16777215 (default 1); the kernel device is flannel.<VNI>");
+const vni = (device: string) => z.number().int().min(0).max(0xffffff).default(1).describe(`VXLAN network identifier, 0..16777215 (default 1); the device is ${device}`);
+const workers = z.number().int().min(1).max(64).optional().describe("dataplane worker threads (= TUN queues = sockets); default: number of cores");
 
 const vxlan = z.object({
   Type: z.literal("vxlan"),
-  VNI: vni,
+  VNI: vni("flannel.<VNI>"),
   Port: port(8472, "VXLAN socket (the Linux default 8472, as flannel)"),
-  MTU: z.number().int().min(576).max(65535).optional().describe("MTU of flannel.<VNI>; default: underlay MTU - 50"),
+  MTU: z.number().int().min(576).max(65535).optional().describe("the underlay MTU to assume instead of the interface's, as flannel; the 50 bytes of encapsulation are subtracted for pods"),
   DirectRouting: z.boolean().default(false).describe("peers on the same L2 network get a plain route via their underlay address instead of VXLAN"),
   GBP: z.boolean().default(false).describe("VXLAN Group Based Policy extension (the kernel device's gbp flag)"),
 }).strict();
@@ -30,20 +32,28 @@ const hostGw = z.object({
 const udp = z.object({
   Type: z.literal("udp"),
   Port: port(8285, "flannel udp wire format (flannel's default 8285)"),
+  Workers: workers,
 }).strict();
 
 const wasmVxlan = z.object({
   Type: z.literal("wasm-vxlan"),
-  VNI: vni,
+  VNI: vni("weft.<VNI> (a TUN device)"),
   Port: port(8472, "VXLAN socket; kernel vxlan peers send here"),
-  Workers: z.number().int().min(1).max(64).optional().describe("dataplane worker threads (= TUN queues = sockets); default: number of cores"),
+  Workers: workers,
 }).strict();
 
 export const backendSchema = z.discriminatedUnion("Type", [vxlan, hostGw, udp, wasmVxlan]);
 export type BackendConfig = z.infer<typeof backendSchema>;
 
 export const netConfSchema = z.object({
-  Network: z.string().describe("the pod network as IPv4 CIDR, e.g. 10.244.0.0/16; every node leases one subnet of it"),
+  // Checked here, not only by SubnetSpace, so that the error names the key like every other one.
+  Network: z.string().superRefine((v, ctx) => {
+    try {
+      parsePrefix(v);
+    } catch (e) {
+      ctx.addIssue({ code: "custom", message: (e as Error).message });
+    }
+  }).describe("the pod network as IPv4 CIDR, e.g. 10.244.0.0/16; every node leases one subnet of it"),
   SubnetLen: z.number().int().optional().describe("prefix length of each node's subnet; default 24 (for Networks of /22 and larger), else Network + 2"),
   SubnetMin: z.string().optional().describe("first subnet that may be leased; default: the second subnet (flannel skips the first)"),
   SubnetMax: z.string().optional().describe("last subnet that may be leased; default: the last subnet of the Network"),
@@ -74,7 +84,7 @@ export function parseNetConf(text: string, source = "net-conf.json"): NetConf {
     const issue = parsed.error.issues[0];
     const key = issue.path.join(".") || "(top level)";
     const value = issue.path.reduce<unknown>((v, k) => (v as Record<string | number, unknown> | undefined)?.[k as string], raw);
-    const detail = issue.code === "unrecognized_keys" ? `unknown key(s) ${issue.keys.join(", ")}; allowed here: ${allowedKeys(issue.path)}` : issue.message;
+    const detail = issue.code === "unrecognized_keys" ? `unknown key(s) ${issue.keys.join(", ")}; allowed here: ${allowedKeys(issue.path, raw)}` : issue.message;
     throw new WeftError("CONFIG_INVALID", `${source}: ${key} = ${JSON.stringify(value)}: ${detail}`);
   }
   try {
@@ -85,9 +95,15 @@ export function parseNetConf(text: string, source = "net-conf.json"): NetConf {
   }
 }
 
-function allowedKeys(path: readonly PropertyKey[]): string {
+/**
+ * The keys allowed where an unknown one was found: at the top level, or in Backend (zod reports
+ * unknown Backend keys only once Type has picked a valid backend, so Type is one of them).
+ */
+function allowedKeys(path: readonly PropertyKey[], raw: unknown): string {
   if (path.length === 0) return Object.keys(netConfSchema.shape).join(", ");
-  return "the keys of the chosen Backend.Type (see the config reference)";
+  const type = (raw as { Backend: { Type: string } }).Backend.Type;
+  const option = backendSchema.options.find((o) => (o.shape.Type as z.ZodLiteral<string>).value === type);
+  return `${Object.keys(option!.shape).join(", ")} (Backend.Type ${type})`;
 }
 
 /** The config reference: every key with its description, for the README and `weft config-reference`. */

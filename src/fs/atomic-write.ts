@@ -1,5 +1,6 @@
 // Replacing a file so that a crash leaves either the old contents or the new, never a mix:
 // write a temp file beside it, fsync, rename over, fsync the directory.
+import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, writeSync } from "node:fs";
 import { mkdir, open, rename } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
@@ -21,5 +22,26 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, o
     await dh.sync();
   } finally {
     await dh.close();
+  }
+}
+
+/** The same, synchronously: for state read and written while a TUN device is opened in a namespace. */
+export function writeFileAtomicSync(path: string, data: string | Uint8Array, opts: { mode?: number; dirMode?: number } = {}): void {
+  const dir = dirname(path);
+  mkdirSync(dir, { recursive: true, mode: opts.dirMode ?? 0o755 });
+  const tmp = join(dir, `.${basename(path)}.${process.pid}.tmp`);
+  const fd = openSync(tmp, "w", opts.mode ?? 0o644);
+  try {
+    writeSync(fd, typeof data === "string" ? Buffer.from(data) : data);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
+  const dirFd = openSync(dir, "r");
+  try {
+    fsyncSync(dirFd);
+  } finally {
+    closeSync(dirFd);
   }
 }
