@@ -21,7 +21,7 @@ const mtuOf = (format: "vxlan" | "udp") => (format === "vxlan" ? 1450 : 1472);
 async function startNode(host: LabHost, i: number, format: "vxlan" | "udp", extra: Partial<UserspaceDataplaneOptions> = {}): Promise<UserspaceDataplane> {
   const dp = withNetns(host.ns.name, () => new UserspaceDataplane({
     format, tunName: "weft0", mtu: mtuOf(format), network: LAB_POD_NETWORK, subnet: subnetOf(i), listenAddr: host.underlayAddr,
-    port: portOf(format), vni: 1, vtepMac: macOf(i), workers: 2, ...extra,
+    port: portOf(format), vni: 1, vtepMac: macOf(i), workers: 2, offloads: true, ...extra,
   }));
   await dp.start(host.ns.kernel);
   return dp;
