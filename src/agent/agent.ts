@@ -63,6 +63,7 @@ export class Agent {
   private ready = false;
   private reconcileTimer?: NodeJS.Timeout;
   private http?: AgentHttp;
+  private reloading: Promise<void> = Promise.resolve();
   private readonly startedAt = Date.now();
   private readonly sync: PeerSync;
 
@@ -74,7 +75,7 @@ export class Agent {
     private readonly control: ControlPlane,
     private readonly log: Logger,
   ) {
-    this.sync = new PeerSync(control, () => this.backend!, log);
+    this.sync = new PeerSync(control, () => this.backend, log);
   }
 
   /** Everything up to a programmed backend; on failure undoes what it did and throws. */
@@ -130,19 +131,41 @@ export class Agent {
     this.log.info({ backend: backend.type, mtu: backend.mtu, subnetFile: this.opts.subnetFile, peers: this.sync.size }, "ready");
   }
 
-  /** Re-reads net-conf.json; a changed Backend is swapped in (the node keeps its subnet). */
-  async reload(): Promise<void> {
+  /** Re-reads net-conf.json; a changed Backend is swapped in (the node keeps its subnet). Reloads run one at a time. */
+  reload(): Promise<void> {
+    const run = this.reloading.catch(() => undefined).then(() => this.reloadNow());
+    this.reloading = run;
+    return run;
+  }
+
+  private async reloadNow(): Promise<void> {
     const next = parseNetConf(await readConfig(this.opts.netConfig), this.opts.netConfig);
     if (next.Network !== this.conf.Network || next.space.fingerprint !== this.conf.space.fingerprint) {
       throw new WeftError("CONFIG_RELOAD_NETWORK", "Network and subnet keys cannot change while running; stop every agent to change them");
     }
     if (JSON.stringify(next.Backend) === JSON.stringify(this.conf.Backend)) return;
-    this.log.info({ from: this.conf.Backend.Type, to: next.Backend.Type }, "swapping backend");
-    this.ready = false;
-    await this.backend?.stop(false);
-    this.backend = undefined;
+    const prev = this.conf;
+    this.log.info({ from: prev.Backend.Type, to: next.Backend.Type }, "swapping backend");
+    await this.stopBackend();
     this.conf = next;
-    await this.startBackend();
+    try {
+      await this.startBackend();
+    } catch (err) {
+      // Never left without a backend: the previous one worked, so it comes back.
+      this.log.error({ err, backend: next.Backend.Type }, `the ${next.Backend.Type} backend failed to start; going back to ${prev.Backend.Type}`);
+      await this.stopBackend();
+      this.conf = prev;
+      await this.startBackend();
+      throw err;
+    }
+  }
+
+  /** Stops and removes the backend; peer syncs meanwhile do nothing (startBackend sets every peer). */
+  private async stopBackend(): Promise<void> {
+    const backend = this.backend;
+    this.ready = false;
+    this.backend = undefined;
+    await backend?.stop(false);
   }
 
   /** Periodic: peers from the control plane, then kernel drift repaired. */

@@ -1,6 +1,9 @@
 // Keeps the backend's peers equal to what the control plane says: on every membership or lease
 // change (coalesced), and from the periodic reconcile. Adds and updates come before removals, so
-// a peer that changed address never loses its route in between.
+// a peer that changed address never loses its route in between. While there is no backend (in
+// the middle of a swap) a sync does nothing: the new backend gets every peer when it starts.
+// A failed sync fails only the kicks waiting for it; the next kick runs again and sets every
+// peer afresh, since what the backend holds is unknown after a failure.
 import type { Backend, BackendPeer } from "../backends/backend.js";
 import { formatPrefix } from "../net/ipv4.js";
 import type { ControlPlane } from "../control/control-plane.js";
@@ -11,13 +14,13 @@ export class PeerSync {
   private running: Promise<void> = Promise.resolve();
   private pending = false;
 
-  constructor(private readonly control: ControlPlane, private readonly backend: () => Backend, private readonly log: Logger) {}
+  constructor(private readonly control: ControlPlane, private readonly backend: () => Backend | undefined, private readonly log: Logger) {}
 
   /** Schedules a sync; several calls while one runs collapse into one more. */
   kick(): Promise<void> {
     if (this.pending) return this.running;
     this.pending = true;
-    this.running = this.running.then(async () => {
+    this.running = this.running.catch(() => undefined).then(async () => {
       this.pending = false;
       await this.sync();
     });
@@ -35,6 +38,16 @@ export class PeerSync {
 
   private async sync(): Promise<void> {
     const backend = this.backend();
+    if (!backend) return;
+    try {
+      await this.apply(backend);
+    } catch (err) {
+      for (const name of this.current.keys()) this.current.set(name, ""); // set again, removed still when gone
+      throw err;
+    }
+  }
+
+  private async apply(backend: Backend): Promise<void> {
     const want = new Map<string, BackendPeer>(this.control.peers().map((p) => [p.name, p]));
     const key = (p: BackendPeer) => JSON.stringify([formatPrefix(p.subnet), p.underlay, p.backend]);
     const changes: Promise<void>[] = [];

@@ -51,7 +51,19 @@ program
       join: (o.join as string[]).map(parseHostPort), seeds: o.subnetSeeds, keyFile: o.keyFile, stateDir: o.stateDir,
       nodeName: o.nodeName ?? (await import("node:os")).hostname(), keepOnExit: o.keepOnExit, reconcileIntervalMs: o.reconcileInterval * 1000,
     };
+    // SIGHUP's default action ends the process: catch it from the start, since starting can wait
+    // long for a lease, and reload once started (the config read at start may be older).
+    let reloadWanted = false;
+    const onEarlyHup = () => {
+      reloadWanted = true;
+      log.info("SIGHUP while starting: net-conf.json is read again once the agent is ready");
+    };
+    process.on("SIGHUP", onEarlyHup);
     const agent = await Agent.start(opts, log);
+    process.removeListener("SIGHUP", onEarlyHup);
+    const reload = () => void agent.reload().catch((err) => log.error({ err }, "reload failed; keeping the running config"));
+    process.on("SIGHUP", reload);
+    if (reloadWanted) reload();
     let stopping = false;
     const stop = async (signal: string) => {
       if (stopping) return;
@@ -62,7 +74,6 @@ program
     };
     process.on("SIGTERM", () => void stop("SIGTERM"));
     process.on("SIGINT", () => void stop("SIGINT"));
-    process.on("SIGHUP", () => void agent.reload().catch((err) => log.error({ err }, "reload failed; keeping the running config")));
   });
 
 program
@@ -95,6 +106,22 @@ program
   .addOption(new Option("--backend <type>", "backend for all hosts").choices(["vxlan", "host-gw", "udp", "wasm-vxlan"]).default("wasm-vxlan"))
   .option("--once", "build, check and tear down without the live view (for scripts)", false)
   .action(async (o) => runDemo({ backend: o.backend, once: o.once }));
+
+program
+  .command("bench")
+  .description("benchmark the backends against kernel vxlan on this machine (two hosts in namespaces, real agents, iperf3, ping) and write a report (root)")
+  .option("--backends <list>", "backends to compare, vxlan (the baseline) among them (default vxlan,host-gw,wasm-vxlan,udp)", list)
+  .option("--duration <s>", "seconds per iperf3 run (default 10; --quick 1)", int)
+  .option("--streams <list>", "TCP runs with these stream counts (default 1,4)", (v: string) => v.split(",").filter(Boolean).map(int))
+  .option("--rounds <n>", "rounds; each runs every workload on every backend (default 3; --quick 1)", int)
+  .option("--out <dir>", "report directory (default bench/results/<timestamp>)")
+  .option("--quick", "a smoke run in under 2 minutes: 1 s runs, 1 round, short microbenchmarks", false)
+  .action(async (o) => {
+    // Loaded here: the agent never needs the benchmark's modules.
+    const { runBench } = await import("../bench/run.js");
+    const { resolveSettings } = await import("../bench/settings.js");
+    await runBench(resolveSettings(o), ["weft", ...process.argv.slice(2)].join(" "));
+  });
 
 function parseHostPort(s: string): { host: string; port: number } {
   const m = /^(.+):(\d+)$/.exec(s);

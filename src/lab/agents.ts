@@ -22,6 +22,8 @@ export interface LabAgent {
   /** State dir; holds weft.sock, subnet.env, agent.log. */
   readonly dir: string;
   process?: ChildProcess;
+  /** Resolves once the process is gone and everything it printed is in agent.log. */
+  logClosed?: Promise<void>;
 }
 
 export interface AgentStatus {
@@ -78,8 +80,11 @@ export class LabAgents {
     const [cmd, ...argv] = a.host.ns.wrap([process.execPath, ...args]);
     const child = spawn(cmd, argv, { stdio: ["ignore", "pipe", "pipe"] });
     const log = createWriteStream(join(a.dir, "agent.log"), { flags: "a" });
-    child.stdout!.pipe(log);
-    child.stderr!.pipe(log);
+    // Two sources share the log: neither may end it (a write after the first one ended would
+    // throw), so it is closed once both are done.
+    child.stdout!.pipe(log, { end: false });
+    child.stderr!.pipe(log, { end: false });
+    a.logClosed = new Promise((r) => child.once("close", () => log.end(r)));
     a.process = child;
   }
 
@@ -143,6 +148,24 @@ export class LabAgents {
     const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
     await exited;
     clearTimeout(timer);
+  }
+
+  /** SIGHUP: the agent re-reads its net-conf.json (a changed Backend is swapped in). */
+  reload(a: LabAgent): void {
+    if (!a.process || a.process.exitCode !== null || a.process.signalCode !== null) throw new WeftError("LAB_AGENT_NOT_RUNNING", `${a.host.name}'s agent is not running`);
+    a.process.kill("SIGHUP");
+  }
+
+  /** Resolves with the exit code once the agent's process is gone and its log complete (null when a signal ended it). */
+  async exited(a: LabAgent, timeoutMs = 30_000): Promise<number | null> {
+    const child = a.process;
+    if (!child) throw new WeftError("LAB_AGENT_NOT_RUNNING", `${a.host.name}'s agent was never started`);
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new WeftError("LAB_AGENT_TIMEOUT", `${a.host.name}'s agent still runs after ${timeoutMs / 1000} s`)), timeoutMs);
+    });
+    await Promise.race([a.logClosed, timedOut]).finally(() => clearTimeout(timer));
+    return child.exitCode;
   }
 
   async logTail(a: LabAgent, lines = 8): Promise<string> {

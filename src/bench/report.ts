@@ -1,0 +1,98 @@
+// The benchmark's outputs: the terminal table, and in the report directory report.json (raw
+// samples, machine, commit, settings), report.md (for people; links the chart) and chart.svg.
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { BackendType } from "../backends/backend.js";
+import type { MachineInfo } from "./machine.js";
+import type { MicroResult } from "./micro.js";
+import type { BenchSettings } from "./settings.js";
+import { chartSvg } from "./chart.js";
+import { BASELINE, type Figure } from "./summary.js";
+import { figureHeader, figureRow, markdownTable, microHeader, microRow, microSuites, textTable } from "./table.js";
+import type { Sample } from "./workloads.js";
+
+export interface BenchReport {
+  tool: "weft bench";
+  /** The command line as typed (argv after node). */
+  command: string;
+  startedAt: string;
+  finishedAt: string;
+  git: { commit: string; dirty: boolean };
+  machine: MachineInfo;
+  settings: BenchSettings;
+  /** The net-conf.json each backend's agents ran with. */
+  netConf: Partial<Record<BackendType, object>>;
+  figures: Figure[];
+  samples: Sample[];
+  micro: MicroResult[];
+}
+
+export const REPORT_FILES = { json: "report.json", markdown: "report.md", chart: "chart.svg" } as const;
+
+export function terminalSummary(r: BenchReport): string {
+  const s = r.settings;
+  return [
+    `weft bench: medians of ${s.rounds} round${s.rounds === 1 ? "" : "s"}, ${s.duration} s per iperf3 run; in parentheses the ratio to ${BASELINE} from the same run`,
+    "",
+    textTable(figureHeader(s.backends), r.figures.map((f) => figureRow(f, s.backends))),
+    "",
+    "microbenchmarks (one core, benchmark.js)",
+    ...microSuites(r.micro).map(([suite, ms]) => `\n${suite}\n${textTable(microHeader(), ms.map(microRow), 1)}`),
+  ].join("\n");
+}
+
+export async function writeReport(dir: string, r: BenchReport): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  await writeFile(join(dir, REPORT_FILES.json), JSON.stringify(r, null, 2) + "\n");
+  await writeFile(join(dir, REPORT_FILES.chart), chartSvg(r.figures, r.settings.backends, `weft bench, ${r.finishedAt.slice(0, 10)}, ${r.machine.cores} cores, ${r.machine.cpuModel}`));
+  await writeFile(join(dir, REPORT_FILES.markdown), markdown(r));
+}
+
+function markdown(r: BenchReport): string {
+  const s = r.settings;
+  const m = r.machine;
+  const others = s.backends.filter((b) => b !== BASELINE);
+  return `# weft bench: ${others.join(", ")} against kernel vxlan
+
+Run ${r.startedAt} to ${r.finishedAt} with \`${r.command}\`, weft commit \`${r.git.commit}\`${r.git.dirty ? " (with uncommitted changes)" : ""}.
+Machine: ${m.cores} cores, ${m.cpuModel}, Linux ${m.kernel}, ${m.memoryGiB} GiB, Node.js ${m.node}; 1-minute load average at the start ${m.loadAverageAtStart.toFixed(2)}.
+Settings: ${s.rounds} round${s.rounds === 1 ? "" : "s"}, ${s.duration} s per iperf3 run, TCP with ${s.streams.join(" and ")} stream${s.streams.length === 1 && s.streams[0] === 1 ? "" : "s"}, ${s.pingCount} pings ${s.pingIntervalS * 1000} ms apart per round${s.quick ? " (--quick: a smoke run, not a measurement)" : ""}.
+Raw samples, the machine and the settings are in [${REPORT_FILES.json}](${REPORT_FILES.json}).
+
+## Results
+
+Each cell is the median over rounds; in parentheses its ratio to kernel vxlan's median from the same run.
+
+${markdownTable(figureHeader(s.backends), r.figures.map((f) => figureRow(f, s.backends)))}
+
+![every figure as a ratio to kernel vxlan](${REPORT_FILES.chart})
+
+## How to read it
+
+- **Setup.** For each backend its own lab: two hosts as network namespaces on a switch (a bridge),
+  each with a cni0 bridge and one pod, and a real \`weft agent\` per host running that backend
+  (net-conf.json in the JSON file). All labs are built before the first measurement and the runs
+  alternate between backends (each round runs every workload on every backend, starting with a
+  different backend each round), so drift of the machine hits every backend alike. Compare
+  backends by their ratios, not by absolute figures from different runs or machines.
+- **TCP**: iperf3 from host1's pod to host2's pod, received throughput.
+- **UDP**: iperf3 with the given payload, sent as fast as the sender can (\`-b 0\`): packets per
+  second sent, received by the server, and the share lost on the way.
+- **Round trip**: ping between the pods, ${s.pingIntervalS * 1000} ms apart; p50 and p99 of the replies.
+- **CPU per GB**, over each TCP run, from /proc, in CPU seconds per 10^9 bytes received:
+  *agents* is both agents' own time (utime + stime of their processes, all threads: the cost of
+  a userspace dataplane; near zero for kernel backends, whose agents only program the kernel);
+  *kernel* is the machine's system + irq + softirq time (the kernel datapath, including the
+  agents' and iperf3's syscalls); *total* = the agents' user time + kernel, counting nothing twice.
+  iperf3's own user time is in none of them.
+- **Noise.** Everything shares the machine's ${m.cores} cores: both hosts' kernels, iperf3 and the agents.
+  Machine-wide CPU counters and throughput also see every other process that ran meanwhile, so a
+  busy machine (see the load average above) makes figures noisy; more rounds and longer runs help.
+
+## Microbenchmarks
+
+The hot path alone on one core (benchmark.js, ${s.microMaxTime} s per case): route lookups and VXLAN
+encapsulation and decapsulation in WebAssembly, each against the plain TypeScript reference.
+
+${microSuites(r.micro).map(([suite, ms]) => `### ${suite}\n\n${markdownTable(microHeader(), ms.map(microRow), 1)}\n`).join("\n")}`;
+}

@@ -1,0 +1,116 @@
+// `weft bench`: builds one lab per backend with real agents, runs every workload on every backend
+// round by round, alternating backends, measures the microbenchmarks, and writes the report. Every
+// namespace, device and process it makes goes away at the end, also on failure and on Ctrl-C.
+import { resolve } from "node:path";
+import { WeftError } from "../errors.js";
+import { gitCommit, machineInfo } from "./machine.js";
+import { runMicro, type MicroResult } from "./micro.js";
+import { Progress, type Step } from "./progress.js";
+import { REPORT_FILES, terminalSummary, writeReport, type BenchReport } from "./report.js";
+import type { BenchSettings } from "./settings.js";
+import { figureDefs, summarize } from "./summary.js";
+import { buildLab, killTrafficTools, readyLab, teardownLab, type BenchLab } from "./topology.js";
+import { runWorkload, workloadId, workloadLabel, type Sample, type Workload } from "./workloads.js";
+
+type Action = { step: Step; run: () => Promise<void> };
+
+export async function runBench(settings: BenchSettings, command: string): Promise<BenchReport> {
+  if (process.getuid?.() !== 0) throw new WeftError("BENCH_NEEDS_ROOT", "weft bench builds network namespaces: run it as root (sudo npm run bench)");
+  const startedAt = new Date().toISOString();
+  const machine = machineInfo();
+  const workloads: Workload[] = [...settings.streams.map((streams) => ({ kind: "tcp" as const, streams })), { kind: "udp", payload: 64 }, { kind: "udp", payload: 1400 }, { kind: "rtt" }];
+  const labs: BenchLab[] = [];
+  const samples: Sample[] = [];
+  let micro: MicroResult[] = [];
+  let stopMicro: (() => Promise<void>) | undefined;
+
+  const actions: Action[] = [];
+  const plan = (label: string, weight: number, run: () => Promise<void>) => actions.push({ step: { label, weight }, run });
+  // Start every lab's agents first, then wait for them: their startups overlap.
+  for (const b of settings.backends) plan(`building the ${b} lab, starting its agents`, 3, async () => void (await buildLab(b, labs)));
+  for (const b of settings.backends) plan(`waiting for ${b} agents, adding pods`, 4, () => readyLab(labs.find((l) => l.backend === b)!));
+  let seq = 0;
+  for (let round = 1; round <= settings.rounds; round++) {
+    // Each round starts with another backend, so no backend always runs right after the same one.
+    const n = settings.backends.length;
+    const order = settings.backends.map((_, i) => settings.backends[(i + round - 1) % n]);
+    for (const w of workloads) {
+      for (const b of order) {
+        const weight = w.kind === "rtt" ? settings.pingCount * settings.pingIntervalS + 1 : settings.duration + 1.5;
+        plan(`round ${round}/${settings.rounds} · ${b} · ${workloadLabel(w)}`, weight, async () => {
+          const t = new Date().toISOString();
+          const r = await runWorkload(labs.find((l) => l.backend === b)!, w, settings);
+          samples.push({ backend: b, workload: workloadId(w), round, seq: seq++, startedAt: t, ...r });
+        });
+      }
+    }
+  }
+  plan("stopping agents, removing labs", 2 * settings.backends.length, () => cleanup());
+  // The microbenchmarks last, once no agent or traffic runs beside them.
+  plan("microbenchmarks", settings.quick ? 20 : 60, async () => {
+    const m = runMicro(settings.microMaxTime, (line) => progress.detail(line));
+    stopMicro = m.stop;
+    micro = await m.done;
+    stopMicro = undefined;
+  });
+
+  const progress = new Progress(actions.map((a) => a.step));
+  const tornDown = new Set<BenchLab>();
+  const teardowns: Promise<void>[] = [];
+  /** Tears down every lab not yet being torn down; throws the first failure. */
+  const cleanup = async () => {
+    const todo = labs.filter((l) => !tornDown.has(l));
+    todo.forEach((l) => tornDown.add(l));
+    const mine = Promise.allSettled(todo.map(teardownLab)).then((rs) => {
+      const failed = rs.find((r): r is PromiseRejectedResult => r.status === "rejected");
+      if (failed) throw failed.reason;
+    });
+    teardowns.push(mine.catch(() => undefined));
+    await mine;
+  };
+  let interrupted: NodeJS.Signals | undefined;
+  const onSignal = (signal: NodeJS.Signals) => {
+    // Also reached a second time when src/lab/netns.ts re-raises the signal after removing the
+    // namespaces' names; by then the agents are already being stopped.
+    if (interrupted) return;
+    interrupted = signal;
+    progress.stop();
+    process.stderr.write(`\n${signal}: stopping traffic and agents, removing every namespace and device...\n`);
+    // The running step fails once its tools are gone; the loop below then stops.
+    killTrafficTools(labs);
+    void stopMicro?.();
+    void cleanup().catch(() => undefined);
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  let failure: unknown;
+  try {
+    for (const a of actions) {
+      if (interrupted) break;
+      progress.begin();
+      await a.run();
+      progress.end();
+    }
+  } catch (error) {
+    // After an interrupt the running step fails because its tools were killed: not the story.
+    if (!interrupted) failure = error;
+  }
+  progress.stop();
+  await Promise.all(teardowns);
+  // Labs built after an interrupt, or all of them when a step failed.
+  await cleanup().catch((error: unknown) => void (failure ??= error));
+  process.removeListener("SIGINT", onSignal);
+  process.removeListener("SIGTERM", onSignal);
+  if (interrupted) throw new WeftError("BENCH_INTERRUPTED", `stopped by ${interrupted}; the agents were stopped and every namespace and device removed`);
+  if (failure) throw failure;
+
+  const report: BenchReport = {
+    tool: "weft bench", command, startedAt, finishedAt: new Date().toISOString(), git: gitCommit(), machine, settings,
+    netConf: Object.fromEntries(labs.map((l) => [l.backend, l.netConf])),
+    figures: summarize(figureDefs(workloads), settings.backends, samples), samples, micro,
+  };
+  const dir = resolve(settings.out);
+  await writeReport(dir, report);
+  process.stdout.write(terminalSummary(report) + `\n\nreport: ${resolve(dir, REPORT_FILES.markdown)} (with ${REPORT_FILES.chart}; raw samples in ${REPORT_FILES.json})\n`);
+  return report;
+}

@@ -1,0 +1,63 @@
+// `weft bench` settings: the command line's values checked and completed with defaults, which
+// --quick shrinks to a smoke run (explicit values still win).
+import { BACKEND_TYPES, type BackendType } from "../backends/backend.js";
+import { WeftError } from "../errors.js";
+import { BASELINE } from "./summary.js";
+
+export interface BenchSettings {
+  backends: BackendType[];
+  /** Seconds per iperf3 run (TCP and UDP). */
+  duration: number;
+  /** TCP runs, one per stream count. */
+  streams: number[];
+  /** Every round runs every workload on every backend. */
+  rounds: number;
+  quick: boolean;
+  pingCount: number;
+  pingIntervalS: number;
+  /** benchmark.js maxTime per microbenchmark case, seconds. */
+  microMaxTime: number;
+  /** Report directory. */
+  out: string;
+}
+
+export interface BenchFlags {
+  backends?: string[];
+  duration?: number;
+  streams?: number[];
+  rounds?: number;
+  out?: string;
+  quick?: boolean;
+}
+
+export const DEFAULT_BACKENDS: BackendType[] = ["vxlan", "host-gw", "wasm-vxlan", "udp"];
+
+export function resolveSettings(f: BenchFlags, now = new Date()): BenchSettings {
+  const quick = f.quick ?? false;
+  const backends = [...new Set(f.backends ?? DEFAULT_BACKENDS)];
+  for (const b of backends) {
+    if (!(BACKEND_TYPES as readonly string[]).includes(b)) throw new WeftError("BENCH_BAD_BACKEND", `unknown backend "${b}"; choose from ${BACKEND_TYPES.join(", ")}`);
+  }
+  if (!backends.includes(BASELINE)) throw new WeftError("BENCH_NO_BASELINE", `--backends must include ${BASELINE}: every figure is reported as a ratio to kernel ${BASELINE} from the same run`);
+  const positive = (v: number | undefined, what: string, dflt: number) => {
+    if (v === undefined) return dflt;
+    if (!Number.isInteger(v) || v < 1) throw new WeftError("BENCH_BAD_SETTING", `${what} must be a whole number of at least 1, not ${v}`);
+    return v;
+  };
+  const streams = (f.streams ?? [1, 4]).map((n) => positive(n, "--streams", 1));
+  if (streams.length === 0) throw new WeftError("BENCH_BAD_SETTING", "--streams needs at least one stream count");
+  // Baseline first: its column comes first in every table.
+  const ordered = [BASELINE, ...backends.filter((b) => b !== BASELINE)] as BackendType[];
+  return {
+    backends: ordered,
+    duration: positive(f.duration, "--duration", quick ? 1 : 10),
+    streams: [...new Set(streams)],
+    rounds: positive(f.rounds, "--rounds", quick ? 1 : 3),
+    quick,
+    // p99 needs well over 100 replies; at 5 ms apart they take 2 s (0.5 s in --quick).
+    pingCount: quick ? 100 : 400,
+    pingIntervalS: 0.005,
+    microMaxTime: quick ? 0.05 : 1,
+    out: f.out ?? `bench/results/${now.toISOString().replace(/:/g, "-").replace(/\.\d+Z$/, "Z")}`,
+  };
+}

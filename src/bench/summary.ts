@@ -1,0 +1,76 @@
+// From raw samples to the figures a report shows: the median over rounds of each value, per
+// backend, and its ratio to kernel vxlan's median from the same run.
+import type { BackendType } from "../backends/backend.js";
+import { workloadId, workloadLabel, type Sample, type Workload } from "./workloads.js";
+
+/** The backend every ratio refers to: the kernel's VXLAN, as flannel programs it. */
+export const BASELINE: BackendType = "vxlan";
+
+export interface FigureDef {
+  /** Stable id, e.g. "tcp-4.gbps". */
+  id: string;
+  label: string;
+  unit: string;
+  better: "higher" | "lower";
+  /** Zero is a real outcome (no loss; no agent CPU for kernel backends), not a missing figure. */
+  mayBeZero: boolean;
+  workload: string;
+  value: string;
+}
+
+export interface Figure extends FigureDef {
+  /** Median over rounds, per backend. */
+  medians: Partial<Record<BackendType, number>>;
+  /** Median / baseline median; absent when the baseline is 0. */
+  ratios: Partial<Record<BackendType, number>>;
+}
+
+/** Every figure the workloads produce, in report order. */
+export function figureDefs(workloads: Workload[]): FigureDef[] {
+  const defs: FigureDef[] = [];
+  const add = (w: Workload, value: string, label: string, unit: string, better: "higher" | "lower", mayBeZero = false) =>
+    defs.push({ id: `${workloadId(w)}.${value}`, label, unit, better, mayBeZero, workload: workloadId(w), value });
+  for (const w of workloads) {
+    const name = workloadLabel(w);
+    if (w.kind === "tcp") add(w, "gbps", `${name} throughput`, "Gbit/s", "higher");
+    if (w.kind === "udp") {
+      add(w, "sentKpps", `${name} sent`, "kpps", "higher");
+      add(w, "receivedKpps", `${name} received`, "kpps", "higher");
+      add(w, "lossPercent", `${name} loss`, "%", "lower", true);
+    }
+    if (w.kind === "rtt") {
+      add(w, "p50", "round trip p50", "ms", "lower");
+      add(w, "p99", "round trip p99", "ms", "lower");
+    }
+  }
+  for (const w of workloads.filter((x) => x.kind === "tcp")) {
+    const name = workloadLabel(w);
+    add(w, "cpuTotal", `${name} CPU total`, "s/GB", "lower");
+    add(w, "cpuAgents", `${name} CPU agents`, "s/GB", "lower", true);
+    add(w, "cpuKernel", `${name} CPU kernel`, "s/GB", "lower");
+  }
+  return defs;
+}
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+export function summarize(defs: FigureDef[], backends: BackendType[], samples: Sample[]): Figure[] {
+  return defs.map((d) => {
+    const medians: Figure["medians"] = {};
+    for (const b of backends) {
+      const xs = samples.filter((s) => s.backend === b && s.workload === d.workload).map((s) => s.values[d.value]);
+      if (xs.length) medians[b] = median(xs);
+    }
+    const base = medians[BASELINE];
+    const ratios: Figure["ratios"] = {};
+    for (const b of backends) {
+      const m = medians[b];
+      if (m !== undefined && base !== undefined && base > 0) ratios[b] = m / base;
+    }
+    return { ...d, medians, ratios };
+  });
+}

@@ -1,0 +1,60 @@
+// The figures as rows of text cells, shared by the terminal table and the Markdown report: every
+// backend's median, and after it the ratio to kernel vxlan from the same run.
+import type { BackendType } from "../backends/backend.js";
+import { formatRate, type MicroResult } from "../../bench/micro/suite.js";
+import { BASELINE, type Figure } from "./summary.js";
+
+/** Three significant digits, without exponent notation for the ranges benchmarks produce. */
+export function formatValue(v: number | undefined): string {
+  if (v === undefined || !Number.isFinite(v)) return "-";
+  if (v === 0) return "0";
+  const digits = Math.max(0, 2 - Math.floor(Math.log10(Math.abs(v))));
+  return v.toFixed(Math.min(digits, 4));
+}
+
+export function formatRatio(r: number | undefined): string {
+  if (r === undefined) return "n/a";
+  return `${r >= 100 ? r.toFixed(0) : r >= 10 ? r.toFixed(1) : r.toFixed(2)}x`;
+}
+
+export function figureHeader(backends: BackendType[]): string[] {
+  return ["figure", "unit", "better", ...backends.map((b) => (b === BASELINE ? `${b} (baseline)` : b))];
+}
+
+export function figureRow(f: Figure, backends: BackendType[]): string[] {
+  return [
+    f.label, f.unit, f.better,
+    ...backends.map((b) => (b === BASELINE ? formatValue(f.medians[b]) : `${formatValue(f.medians[b])} (${formatRatio(f.ratios[b])})`)),
+  ];
+}
+
+export function microHeader(): string[] {
+  return ["case", "rate", "unit", "±%"];
+}
+
+export function microRow(m: MicroResult): string[] {
+  return [m.name, formatRate(m.rate), `${m.unit}/s`, m.rme.toFixed(1)];
+}
+
+/** Microbenchmark results by suite, in the order they ran. */
+export function microSuites(results: MicroResult[]): Array<[string, MicroResult[]]> {
+  const suites = new Map<string, MicroResult[]>();
+  for (const m of results) suites.set(m.suite, [...(suites.get(m.suite) ?? []), m]);
+  return [...suites];
+}
+
+/** A plain-text table with aligned columns (numbers right-aligned). */
+export function textTable(header: string[], rows: string[][], leftColumns = 3): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i < leftColumns ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ").trimEnd();
+  return [line(header), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
+}
+
+export function markdownTable(header: string[], rows: string[][], rightFrom = 3): string {
+  const esc = (c: string) => c.replace(/\|/g, "\\|");
+  return [
+    `| ${header.map(esc).join(" | ")} |`,
+    `|${header.map((_, i) => (i >= rightFrom ? "---:" : "---")).join("|")}|`,
+    ...rows.map((r) => `| ${r.map(esc).join(" | ")} |`),
+  ].join("\n");
+}

@@ -1,0 +1,80 @@
+// The workloads `weft bench` runs on every backend, pod to pod (host1's pod is the client, host2's
+// the server): TCP throughput, UDP packet rates, round-trip latency. Each run yields one sample of
+// named values; the TCP runs also carry their CPU cost per gigabyte (src/bench/cpu.ts).
+import type { BackendType } from "../backends/backend.js";
+import { WeftError } from "../errors.js";
+import { iperf, ping } from "../lab/traffic.js";
+import { cpuPerGigabyte, measureCpu } from "./cpu.js";
+import { agentPids, type BenchLab } from "./topology.js";
+
+export type Workload = { kind: "tcp"; streams: number } | { kind: "udp"; payload: number } | { kind: "rtt" };
+
+export function workloadId(w: Workload): string {
+  return w.kind === "tcp" ? `tcp-${w.streams}` : w.kind === "udp" ? `udp-${w.payload}` : "rtt";
+}
+
+export function workloadLabel(w: Workload): string {
+  if (w.kind === "tcp") return `TCP ${w.streams} stream${w.streams === 1 ? "" : "s"}`;
+  return w.kind === "udp" ? `UDP ${w.payload} B` : "ping";
+}
+
+export interface WorkloadSettings {
+  /** Seconds per iperf3 run. */
+  duration: number;
+  pingCount: number;
+  pingIntervalS: number;
+}
+
+/** One run of one workload on one backend: its figures and what they were computed from. */
+export interface Sample {
+  backend: BackendType;
+  workload: string;
+  round: number;
+  /** Position in the whole run (0, 1, ...), to see drift. */
+  seq: number;
+  startedAt: string;
+  values: Record<string, number>;
+  /** Raw measurements: iperf3's totals, CPU deltas, every round-trip time. */
+  raw: Record<string, unknown>;
+}
+
+export type SampleFigures = Pick<Sample, "values" | "raw">;
+
+/** UDP payloads are sent as fast as iperf3 can (-b 0): the figure is what the path carries. */
+export async function runWorkload(l: BenchLab, w: Workload, s: WorkloadSettings): Promise<SampleFigures> {
+  switch (w.kind) {
+    case "tcp": {
+      const { result: r, cpu } = await measureCpu(agentPids(l), () => iperf(l.server, l.client, { seconds: s.duration, streams: w.streams }));
+      if (r.receivedBytes <= 0) throw new WeftError("BENCH_NO_TRAFFIC", `${l.backend}: iperf3 TCP moved no bytes`);
+      const perGB = cpuPerGigabyte(cpu, r.receivedBytes);
+      return {
+        values: { gbps: r.bitsPerSecond / 1e9, cpuAgents: perGB.agents, cpuKernel: perGB.kernel, cpuTotal: perGB.total },
+        raw: { iperf: r, cpu },
+      };
+    }
+    case "udp": {
+      const r = await iperf(l.server, l.client, { seconds: s.duration, udp: true, length: w.payload, bitrate: "0" });
+      const packets = r.packets ?? 0;
+      const lost = r.lostPackets ?? 0;
+      if (packets <= 0 || r.seconds <= 0) throw new WeftError("BENCH_NO_TRAFFIC", `${l.backend}: iperf3 UDP ${w.payload} B sent nothing`);
+      return {
+        values: { sentKpps: packets / r.seconds / 1e3, receivedKpps: (packets - lost) / r.seconds / 1e3, lossPercent: (100 * lost) / packets },
+        raw: { iperf: r },
+      };
+    }
+    case "rtt": {
+      const r = await ping(l.client, l.server.addr, { count: s.pingCount, intervalS: s.pingIntervalS, timeoutS: 1 });
+      if (r.rtts.length === 0) throw new WeftError("BENCH_NO_TRAFFIC", `${l.backend}: no ping was answered`);
+      const sorted = [...r.rtts].sort((a, b) => a - b);
+      return {
+        values: { p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99), lossPercent: (100 * (r.sent - r.received)) / r.sent },
+        raw: { sent: r.sent, received: r.received, rttsMs: r.rtts },
+      };
+    }
+  }
+}
+
+/** Nearest-rank percentile of sorted values. */
+export function percentile(sorted: number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
+}

@@ -1,0 +1,259 @@
+// Three real agents, each a separate process in its own lab host's namespace, finding each other
+// by gossip: convergence, subnet.env, health and metrics, pod traffic on every backend, drift
+// repair, a crash and a restart, backend swaps by SIGHUP (a mixed kernel-vxlan / wasm-vxlan
+// cluster on the way), graceful leave, --keep-on-exit and ip-masq. One cluster for all of it,
+// since gossip convergence and the first lease take seconds; the steps run in order and each
+// starts from the state the one before left.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { agentRequest } from "../../src/cli/agent-client.js";
+import { LabAgents, type AgentStatus, type LabAgent } from "../../src/lab/agents.js";
+import { LabCluster, type LabHost } from "../../src/lab/cluster.js";
+import { formatIpv4, parsePrefix } from "../../src/net/ipv4.js";
+import { canUseNetns } from "../support/netns.js";
+import { writeFile } from "node:fs/promises";
+import {
+  allPingsAnswered, eventually, firstAddress, links, netConf, NETWORK, nftTables, OVERLAY_DEVICES, overlayDevices, pingEveryPair, podRoutes, POD_MTU, vxlanEntries, type BackendName,
+} from "./support.js";
+
+const HEALTHZ_PORT = 10254;
+const METRICS_PORT = 10255;
+
+/** `200 <body>` or, for any other answer, the error naming the status code. */
+async function answer(a: LabAgent, path: string): Promise<string> {
+  return agentRequest(a.dir, "GET", path).then((body) => `200 ${String(body).trim()}`, (e: Error) => e.message);
+}
+
+/** GET over TCP from inside the host's namespace (the ports are not reachable from here). */
+async function tcpGet(h: LabHost, port: number, path: string): Promise<{ status: number; body: string }> {
+  const url = `http://${formatIpv4(h.underlayAddr)}:${port}${path}`;
+  const out = await h.ns.exec([process.execPath, "-e", `fetch(${JSON.stringify(url)}).then(async (r) => console.log(JSON.stringify({ status: r.status, body: await r.text() })))`]);
+  return JSON.parse(out);
+}
+
+describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () => {
+  let lab: LabCluster;
+  let agents: LabAgents;
+  let a1: LabAgent, a2: LabAgent, a3: LabAgent;
+  let all: LabAgent[];
+  /** Each host's subnet, as first leased; it must never change. */
+  const subnets = new Map<string, string>();
+  const vtepMacs = new Map<string, string>();
+
+  const others = (a: LabAgent) => all.filter((x) => x !== a);
+  const peersOf = (s: AgentStatus) => s.peers.map((p) => `${p.name} ${p.subnet} ${p.underlay} ${p.backend}`).sort();
+  const expectedPeers = (a: LabAgent, backend: (b: LabAgent) => string) =>
+    others(a).map((b) => `${b.host.name} ${subnets.get(b.host.name)} ${formatIpv4(b.host.underlayAddr)} ${backend(b)}`).sort();
+  /** Waits until `a` runs `backend`, is ready and has every running other agent as a peer on `peerBackend`. */
+  const converged = (a: LabAgent, backend: BackendName, peerBackend: (b: LabAgent) => string = () => backend) =>
+    agents.waitFor(a, `ready on ${backend} with both peers`, (s) => s.ready && s.backend?.type === backend && JSON.stringify(peersOf(s)) === JSON.stringify(expectedPeers(a, peerBackend)), 30_000);
+  const subnetEnvText = (a: LabAgent, backend: BackendName, ipMasq: boolean) =>
+    `FLANNEL_NETWORK=${NETWORK}\nFLANNEL_SUBNET=${firstAddress(subnets.get(a.host.name)!)}\nFLANNEL_MTU=${POD_MTU[backend]}\nFLANNEL_IPMASQ=${ipMasq}\n`;
+  /** vxlan's per-peer route: `<subnet> via <subnet network> dev flannel.1 onlink`. */
+  const vxlanRoute = (b: LabAgent) => `${subnets.get(b.host.name)} via ${formatIpv4(parsePrefix(subnets.get(b.host.name)!).addr)} dev flannel.1 onlink`;
+  const hostGwRoute = (b: LabAgent) => `${subnets.get(b.host.name)} via ${formatIpv4(b.host.underlayAddr)} dev eth0`;
+
+  beforeAll(async () => {
+    lab = await LabCluster.create({ tag: "agt", hosts: 3 });
+    agents = await LabAgents.prepare(lab, () => netConf("vxlan"));
+    all = agents.agents;
+    [a1, a2, a3] = all;
+  });
+
+  afterAll(async () => {
+    await agents?.stopAll();
+    await lab?.destroy();
+  });
+
+  it("answers /healthz at once and /readyz with 503 until the lease is held, then 200", async () => {
+    agents.start(a1, ["--ip-masq", "--healthz-port", String(HEALTHZ_PORT), "--metrics-port", String(METRICS_PORT)]);
+    agents.start(a2);
+    agents.start(a3);
+    for (const a of all) {
+      await eventually(`${a.host.name} answering /healthz`, () => answer(a, "/healthz"), (r) => r.startsWith("200"), 10_000);
+      // A cold start listens 10 s for the cluster's lease ring before taking the seed division:
+      // /healthz answers long before any lease is held.
+      expect(await answer(a, "/readyz")).toMatch(/answered 503: not ready/);
+    }
+    expect((await tcpGet(a1.host, HEALTHZ_PORT, "/healthz")).status).toBe(200);
+    expect((await tcpGet(a1.host, HEALTHZ_PORT, "/readyz")).status).toBe(503);
+    // A SIGHUP while waiting for the lease (a config tool reloading every node) must not end it.
+    agents.reload(a2);
+    await agents.waitAllReady();
+    expect(await agents.logTail(a2, 100)).toContain("SIGHUP while starting");
+    for (const a of all) expect(await answer(a, "/readyz")).toBe("200 ready");
+    expect((await tcpGet(a1.host, HEALTHZ_PORT, "/readyz")).status).toBe(200);
+  });
+
+  it("converges: each agent has the other two as peers with their subnets; the leases are distinct", async () => {
+    for (const a of all) {
+      const s = await agents.status(a);
+      subnets.set(a.host.name, s.subnet!);
+      vtepMacs.set(a.host.name, s.backend!.vtepMac!);
+      expect(parsePrefix(s.subnet!).len).toBe(24);
+      expect(s.subnet!.startsWith("198.19.")).toBe(true);
+    }
+    expect(new Set(subnets.values()).size).toBe(3);
+    for (const a of all) {
+      const s = await converged(a, "vxlan");
+      expect(s.members.map((m) => `${m.name} ${m.state}`).sort()).toEqual(["host1 alive", "host2 alive", "host3 alive"]);
+    }
+  });
+
+  it("writes subnet.env as flannel does, byte for byte", async () => {
+    for (const a of all) expect((await agents.subnetEnv(a)).text).toBe(subnetEnvText(a, "vxlan", a === a1));
+  });
+
+  it("vxlan: programs flannel.1 and each peer's neighbour, FDB entry and onlink route; pods ping across hosts", async () => {
+    for (const a of all) {
+      const dev = (await links(a.host)).get("flannel.1");
+      expect(dev?.mtu).toBe(1450);
+      expect(dev?.address).toBe(vtepMacs.get(a.host.name));
+      expect(await podRoutes(a.host)).toEqual(others(a).map(vxlanRoute).sort());
+      expect(await vxlanEntries(a.host)).toEqual({
+        neighs: others(a).map((b) => `${formatIpv4(parsePrefix(subnets.get(b.host.name)!).addr)} ${vtepMacs.get(b.host.name)} flannel.1`).sort(),
+        fdbs: others(a).map((b) => `${vtepMacs.get(b.host.name)} ${formatIpv4(b.host.underlayAddr)} flannel.1`).sort(),
+      });
+    }
+    await agents.addPods(1);
+    expect(await pingEveryPair(lab.hosts)).toEqual(allPingsAnswered(lab.hosts));
+  });
+
+  it("--ip-masq: host1 has weft's nftables table, the others none", async () => {
+    expect(await nftTables(a1.host)).toEqual(["ip weft"]);
+    expect(await nftTables(a2.host)).toEqual([]);
+  });
+
+  it("exports members, lease and gossip messages on /metrics (unix socket and --metrics-port)", async () => {
+    for (const text of [String(await agentRequest(a1.dir, "GET", "/metrics")), (await tcpGet(a1.host, METRICS_PORT, "/metrics")).body]) {
+      expect(text).toMatch(/^weft_members\{state="alive"\} 3$/m);
+      expect(text).toContain(`weft_lease{subnet="${subnets.get("host1")}"} 1`);
+      expect(text).toMatch(/^weft_gossip_messages_total\{direction="sent",kind="\w+"\} [1-9]\d*$/m);
+      expect(text).toMatch(/^weft_gossip_messages_total\{direction="received",kind="\w+"\} [1-9]\d*$/m);
+    }
+  });
+
+  it("puts back a peer route deleted by hand within 10 s (reconcile)", async () => {
+    const route = vxlanRoute(a3);
+    await a2.host.ns.ip(`route del ${subnets.get("host3")} dev flannel.1`);
+    expect(await podRoutes(a2.host)).not.toContain(route);
+    await eventually("the deleted route back", () => podRoutes(a2.host), (r) => r.includes(route), 10_000);
+    expect((await agents.status(a2)).backendCounters?.driftRepairs).toBeGreaterThanOrEqual(1);
+  });
+
+  it("SIGKILL: once the node is declared dead, the others drop its peer, route, neighbour and FDB entry", async () => {
+    await agents.stop(a3, "SIGKILL");
+    for (const a of [a1, a2]) {
+      await agents.waitFor(a, "host3 dead and no longer a peer", (s) => s.members.some((m) => m.name === "host3" && m.state === "dead") && !s.peers.some((p) => p.name === "host3"));
+      const entries = await eventually(`${a.host.name} without host3's entries`, async () => ({ routes: await podRoutes(a.host), ...(await vxlanEntries(a.host)) }), (e) => e.routes.length === 1);
+      expect(entries.routes).toEqual([vxlanRoute(others(a).find((b) => b !== a3)!)]);
+      expect(JSON.stringify([entries.neighs, entries.fdbs])).not.toContain(vtepMacs.get("host3"));
+    }
+  });
+
+  it("restarted after SIGKILL: the same subnet and VTEP MAC, and traffic again", async () => {
+    const before = (await agents.subnetEnv(a3)).text;
+    agents.start(a3);
+    await agents.waitReady(a3);
+    const s = await agents.status(a3);
+    expect(s.subnet).toBe(subnets.get("host3"));
+    expect(s.backend?.vtepMac).toBe(vtepMacs.get("host3"));
+    expect((await links(a3.host)).get("flannel.1")?.address).toBe(vtepMacs.get("host3"));
+    expect((await agents.subnetEnv(a3)).text).toBe(before);
+    for (const a of all) await converged(a, "vxlan");
+    await eventually("host3's route back on host1", () => podRoutes(a1.host), (r) => r.includes(vxlanRoute(a3)));
+    expect(await pingEveryPair(lab.hosts)).toEqual(allPingsAnswered(lab.hosts));
+  });
+
+  it("SIGHUP swaps host2 to wasm-vxlan: flannel.1 and its routes gone, weft.1 up, subnet kept, peers told; the mixed cluster pings", async () => {
+    await writeFile(agents.netConfPath(a2), JSON.stringify(netConf("wasm-vxlan")));
+    agents.reload(a2);
+    const peerBackend = (b: LabAgent) => (b === a2 ? "wasm-vxlan" : "vxlan");
+    const s = await converged(a2, "wasm-vxlan", peerBackend);
+    expect(s.subnet).toBe(subnets.get("host2"));
+    expect(s.backend?.vtepMac).toBe(vtepMacs.get("host2")); // peers' neighbour and FDB entries stay right
+    expect(await overlayDevices(a2.host)).toEqual(["weft.1"]);
+    expect(await podRoutes(a2.host)).toEqual([`${NETWORK} dev weft.1`]);
+    expect(await vxlanEntries(a2.host)).toEqual({ neighs: [], fdbs: [] });
+    expect((await agents.subnetEnv(a2)).text).toBe(subnetEnvText(a2, "wasm-vxlan", false));
+    for (const a of [a1, a3]) await converged(a, "vxlan", peerBackend);
+    expect(await pingEveryPair(lab.hosts)).toEqual(allPingsAnswered(lab.hosts));
+  });
+
+  it("a backend that cannot start on SIGHUP leaves the node on the one it had", async () => {
+    // udp on the gossip port: the dataplane's socket cannot bind.
+    await writeFile(agents.netConfPath(a2), JSON.stringify({ Network: NETWORK, Backend: { Type: "udp", Port: 7946, Workers: 1 } }));
+    agents.reload(a2);
+    await eventually("host2's fallback logged", () => agents.logTail(a2, 50), (t) => t.includes("the udp backend failed to start; going back to wasm-vxlan"), 10_000);
+    const s = await converged(a2, "wasm-vxlan", (b) => (b === a2 ? "wasm-vxlan" : "vxlan"));
+    expect(s.subnet).toBe(subnets.get("host2"));
+    expect(await overlayDevices(a2.host)).toEqual(["weft.1"]);
+    expect((await agents.subnetEnv(a2)).text).toBe(subnetEnvText(a2, "wasm-vxlan", false));
+    expect(await pingEveryPair(lab.hosts)).toEqual(allPingsAnswered(lab.hosts));
+  });
+
+  it("exports the userspace dataplane's packets on /metrics", async () => {
+    const text = String(await agentRequest(a2.dir, "GET", "/metrics"));
+    // Since the fallback restarted host2's dataplane, its pod sent 6 pings and answered the 6 of
+    // the other pods: at least 12 packets each way.
+    expect(Number(/^weft_dataplane_packets_total\{direction="tx",verdict="FORWARD"\} (\d+)$/m.exec(text)?.[1])).toBeGreaterThanOrEqual(12);
+    expect(Number(/^weft_dataplane_packets_total\{direction="rx",verdict="FORWARD"\} (\d+)$/m.exec(text)?.[1])).toBeGreaterThanOrEqual(12);
+  });
+
+  it.each(["wasm-vxlan", "udp", "host-gw", "vxlan"] as const)("SIGHUP swaps every host to %s: the old devices and routes go, the new ones come, subnets stay, pods ping", async (backend) => {
+    for (const a of all) {
+      await writeFile(agents.netConfPath(a), JSON.stringify(netConf(backend)));
+      agents.reload(a);
+    }
+    for (const a of all) {
+      const s = await converged(a, backend);
+      expect(s.subnet).toBe(subnets.get(a.host.name));
+      expect((await agents.subnetEnv(a)).text).toBe(subnetEnvText(a, backend, a === a1));
+    }
+    for (const a of all) {
+      const routes = {
+        vxlan: others(a).map(vxlanRoute).sort(),
+        "host-gw": others(a).map(hostGwRoute).sort(),
+        udp: [`${NETWORK} dev flannel0`],
+        "wasm-vxlan": [`${NETWORK} dev weft.1`],
+      }[backend];
+      // Peer routes of kernel backends follow the ready state by one programming round.
+      await eventually(`${a.host.name}'s routes for ${backend}`, () => podRoutes(a.host), (r) => JSON.stringify(r) === JSON.stringify(routes));
+      expect(await overlayDevices(a.host)).toEqual(OVERLAY_DEVICES[backend]);
+      if (backend !== "vxlan") expect(await vxlanEntries(a.host)).toEqual({ neighs: [], fdbs: [] });
+    }
+    expect(await pingEveryPair(lab.hosts)).toEqual(allPingsAnswered(lab.hosts));
+  }, 90_000);
+
+  it("SIGTERM: a graceful leave (the others see host3 as left, not dead), its devices and routes removed", async () => {
+    await agents.stop(a3, "SIGTERM");
+    expect(a3.process?.exitCode).toBe(0);
+    expect(await overlayDevices(a3.host)).toEqual([]);
+    expect(await podRoutes(a3.host)).toEqual([]);
+    expect(await vxlanEntries(a3.host)).toEqual({ neighs: [], fdbs: [] });
+    for (const a of [a1, a2]) {
+      // Well within the time a crash takes to be declared dead: the leave message says it.
+      const s = await agents.waitFor(a, "host3 gone from the peers", (x) => !x.peers.some((p) => p.name === "host3"), 5000);
+      expect(s.members.find((m) => m.name === "host3")?.state).toBe("left");
+      await eventually(`${a.host.name} without a route to host3`, () => podRoutes(a.host), (r) => !r.includes(vxlanRoute(a3)));
+    }
+  });
+
+  it("--keep-on-exit: flannel.1 and the peers' entries stay after SIGTERM", async () => {
+    agents.start(a3, ["--keep-on-exit"]);
+    await converged(a3, "vxlan");
+    const want = others(a3).map(vxlanRoute).sort();
+    await eventually("host3's peer routes", () => podRoutes(a3.host), (r) => JSON.stringify(r) === JSON.stringify(want));
+    await agents.stop(a3, "SIGTERM");
+    expect(a3.process?.exitCode).toBe(0);
+    expect((await links(a3.host)).get("flannel.1")?.address).toBe(vtepMacs.get("host3"));
+    expect(await podRoutes(a3.host)).toEqual(want);
+  });
+
+  it("--ip-masq: the nftables table goes when the agent exits", async () => {
+    expect(await nftTables(a1.host)).toEqual(["ip weft"]);
+    await agents.stop(a1, "SIGTERM");
+    expect(a1.process?.exitCode).toBe(0);
+    expect(await nftTables(a1.host)).toEqual([]);
+    expect(await overlayDevices(a1.host)).toEqual([]);
+  });
+});

@@ -1,0 +1,106 @@
+// What the agent tests share: net-conf.json per backend, views of the kernel state an agent leaves
+// in its host's namespace (read with plain `ip -json`, `bridge -json` and `nft -j`, not with the
+// agent's own readers, so a bug there cannot hide itself), pings between every pair of hosts, and
+// polling for things that happen a little after the agent says so.
+import { setTimeout as sleep } from "node:timers/promises";
+import type { LabHost } from "../../src/lab/cluster.js";
+import { LAB_POD_NETWORK } from "../../src/lab/cluster.js";
+import { ping } from "../../src/lab/traffic.js";
+import { formatIpv4, formatPrefix, parseIpv4, parsePrefix, prefixContains } from "../../src/net/ipv4.js";
+
+export const NETWORK = formatPrefix(LAB_POD_NETWORK); // 198.19.0.0/16
+
+export type BackendName = "vxlan" | "host-gw" | "udp" | "wasm-vxlan";
+
+/** net-conf.json for a backend; one worker for wasm-vxlan (the machines running this have 2 cores). */
+export function netConf(backend: BackendName): object {
+  return { Network: NETWORK, Backend: backend === "wasm-vxlan" ? { Type: backend, Workers: 1 } : { Type: backend } };
+}
+
+/** FLANNEL_MTU with a 1500-byte underlay: VXLAN costs 50 bytes, flannel's udp 28, host-gw nothing. */
+export const POD_MTU: Record<BackendName, number> = { vxlan: 1450, "wasm-vxlan": 1450, udp: 1472, "host-gw": 1500 };
+
+/** The devices each backend creates (VNI 1). */
+export const OVERLAY_DEVICES: Record<BackendName, string[]> = { vxlan: ["flannel.1"], "wasm-vxlan": ["weft.1"], udp: ["flannel0"], "host-gw": [] };
+
+interface IpLink {
+  ifname: string;
+  address?: string;
+  mtu: number;
+}
+
+/** The host's links by name. */
+export async function links(h: LabHost): Promise<Map<string, IpLink>> {
+  return new Map((await h.ns.kernel.ipJson<IpLink[]>(["link", "show"])).map((l) => [l.ifname, l]));
+}
+
+/** The overlay devices present (flannel.<VNI>, flannel0, weft.<VNI>), sorted. */
+export async function overlayDevices(h: LabHost): Promise<string[]> {
+  return [...(await links(h)).keys()].filter((n) => /^(flannel\.\d+|flannel0|weft\.\d+)$/.test(n)).sort();
+}
+
+/**
+ * Routes into the pod network other than the host's own cni0 subnet, as `dst [via gw] dev D
+ * [onlink]`, sorted: what a backend programs.
+ */
+export async function podRoutes(h: LabHost): Promise<string[]> {
+  const routes = await h.ns.kernel.ipJson<Array<{ dst: string; gateway?: string; dev: string; flags: string[] }>>(["-4", "route", "show"]);
+  return routes
+    .filter((r) => r.dst !== "default" && r.dev !== "cni0" && prefixContains(LAB_POD_NETWORK, parseIpv4(r.dst.split("/")[0])))
+    .map((r) => `${r.dst}${r.gateway ? ` via ${r.gateway}` : ""} dev ${r.dev}${r.flags.includes("onlink") ? " onlink" : ""}`)
+    .sort();
+}
+
+/** Permanent neighbour entries (`addr lladdr dev`) and FDB entries (`mac dst dev`) the vxlan backend writes. */
+export async function vxlanEntries(h: LabHost): Promise<{ neighs: string[]; fdbs: string[] }> {
+  const neighs = await h.ns.kernel.ipJson<Array<{ dst: string; lladdr?: string; dev: string; state?: string[] }>>(["-4", "neigh", "show", "nud", "permanent"]);
+  const fdbs = await h.ns.kernel.bridgeJson<Array<{ mac: string; dst?: string; ifname: string; state?: string }>>(["fdb", "show"]);
+  return {
+    neighs: neighs.map((n) => `${n.dst} ${n.lladdr} ${n.dev}`).sort(),
+    fdbs: fdbs.filter((f) => f.dst !== undefined).map((f) => `${f.mac} ${f.dst} ${f.ifname}`).sort(),
+  };
+}
+
+/** nftables tables as `family name`. */
+export async function nftTables(h: LabHost): Promise<string[]> {
+  const j = await h.ns.kernel.nftJson<{ nftables: Array<{ table?: { family: string; name: string } }> }>(["tables"]);
+  return j.nftables.flatMap((e) => (e.table ? [`${e.table.family} ${e.table.name}`] : []));
+}
+
+/** subnet.env's FLANNEL_SUBNET: the first usable address of the subnet, with its prefix length. */
+export function firstAddress(subnet: string): string {
+  const p = parsePrefix(subnet);
+  return `${formatIpv4(p.addr + 1)}/${p.len}`;
+}
+
+/** Pings (3 each) from every host's first pod to every other host's first pod: `from -> to: received/sent`. */
+export async function pingEveryPair(hosts: LabHost[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const a of hosts) {
+    for (const b of hosts) {
+      if (a === b) continue;
+      const r = await ping(a.pods[0], b.pods[0].addr, { count: 3, timeoutS: 1 });
+      out.push(`${a.name} -> ${b.name}: ${r.received}/${r.sent}`);
+    }
+  }
+  return out;
+}
+
+/** The answer `pingEveryPair` gives when every ping came back. */
+export function allPingsAnswered(hosts: LabHost[]): string[] {
+  return hosts.flatMap((a) => hosts.filter((b) => b !== a).map((b) => `${a.name} -> ${b.name}: 3/3`));
+}
+
+/**
+ * Polls `probe` until `ok` holds for its answer, for at most `timeoutMs`; fails with the last
+ * answer. For kernel state that follows an agent's decision by a few milliseconds.
+ */
+export async function eventually<T>(what: string, probe: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 5000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (ok(v)) return v;
+    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${timeoutMs} ms; last seen: ${JSON.stringify(v)}`);
+    await sleep(200);
+  }
+}
