@@ -6,7 +6,7 @@ import { BASELINE, type Figure } from "./summary.js";
 import { formatRatio, formatValue } from "./table.js";
 
 const COLORS: Record<BackendType, string> = { vxlan: "#4c72b0", "host-gw": "#55a868", "wasm-vxlan": "#dd8452", udp: "#8172b3" };
-const LABEL_W = 250;
+const LABEL_W = 280;
 const PLOT_W = 480;
 const VALUE_W = 150;
 const BAR_H = 14;

@@ -1,0 +1,120 @@
+// `weft bench` end to end, as a user runs it (the built CLI, as root): a --quick run over two
+// backends must produce every figure, present and positive (zero only where zero is a real
+// outcome), a report directory, and leave nothing behind; an interrupt must leave nothing behind
+// either. Speed is never asserted: figures depend on the machine and on what else runs on it.
+import { spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import type { BenchReport } from "../../src/bench/report.js";
+import { projectFile } from "../../src/paths.js";
+import { canUseNetns } from "../support/netns.js";
+
+const work = mkdtempSync(join(tmpdir(), "weft-bench-test-"));
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+interface Run {
+  pid: number;
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  /** TMPDIR of the run: LabAgents puts the agents' work dirs (and so their --state-dir) there. */
+  agentTmp: string;
+}
+
+/** Runs `weft bench args`; `onStderr` may act on progress lines (sent as plain lines off a TTY). */
+function bench(name: string, args: string[], onStderr?: (text: string, pid: number) => void): Promise<Run> {
+  const agentTmp = join(work, `${name}-tmp`);
+  rmSync(agentTmp, { recursive: true, force: true });
+  mkdirSync(agentTmp);
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [projectFile("dist", "src", "cli", "main.js"), "bench", ...args], { env: { ...process.env, TMPDIR: agentTmp }, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => {
+      stderr += d;
+      onStderr?.(stderr, child.pid!);
+    });
+    child.on("error", reject);
+    child.on("exit", (code) => resolve({ pid: child.pid!, code, stdout, stderr, agentTmp }));
+  });
+}
+
+/** What a run may have left: namespaces named with its pid, processes using its agents' dirs, those dirs. */
+async function leftovers(r: Run): Promise<string[]> {
+  const left: string[] = [];
+  const { execFileSync } = await import("node:child_process");
+  for (const line of execFileSync("ip", ["netns", "list"], { encoding: "utf8" }).split("\n")) {
+    if (line.includes(`-${r.pid}-`)) left.push(`namespace ${line.trim()}`);
+  }
+  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+    let cmdline = "";
+    try {
+      cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8").replace(/\0/g, " ");
+    } catch {
+      continue; // exited meanwhile
+    }
+    if (cmdline.includes(r.agentTmp)) left.push(`process ${pid}: ${cmdline}`);
+  }
+  for (const d of readdirSync(r.agentTmp)) left.push(`agent work dir ${d}`);
+  return left;
+}
+
+describe.runIf(canUseNetns())("weft bench", () => {
+  it("--quick on two backends: every figure present and positive, a full report, nothing left behind", async () => {
+    const out = join(work, "report");
+    const r = await bench("quick", ["--quick", "--backends", "vxlan,wasm-vxlan", "--out", out]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(await leftovers(r)).toEqual([]);
+
+    const report = JSON.parse(readFileSync(join(out, "report.json"), "utf8")) as BenchReport;
+    expect(report.settings).toMatchObject({ backends: ["vxlan", "wasm-vxlan"], quick: true, rounds: 1, duration: 1, streams: [1, 4] });
+    expect(report.machine.cores).toBeGreaterThan(0);
+    expect(report.machine.cpuModel).not.toBe("");
+    expect(report.machine.kernel).not.toBe("");
+    expect(report.git.commit).toMatch(/^([0-9a-f]{40}|unknown)$/);
+    expect(Object.keys(report.netConf).sort()).toEqual(["vxlan", "wasm-vxlan"]);
+    // 2 TCP (1 and 4 streams), 2 UDP, 1 ping, per backend, one round.
+    expect(report.samples).toHaveLength(10);
+    expect(report.figures.map((f) => f.id)).toEqual(expect.arrayContaining(["tcp-1.gbps", "tcp-4.gbps", "udp-64.receivedKpps", "udp-1400.lossPercent", "rtt.p99", "tcp-4.cpuTotal", "tcp-1.cpuAgents"]));
+    for (const f of report.figures) {
+      for (const b of ["vxlan", "wasm-vxlan"] as const) {
+        const v = f.medians[b];
+        expect(Number.isFinite(v), `${f.id} of ${b}: ${v}`).toBe(true);
+        if (f.mayBeZero) expect(v, `${f.id} of ${b}`).toBeGreaterThanOrEqual(0);
+        else expect(v, `${f.id} of ${b}`).toBeGreaterThan(0);
+      }
+      if (!f.mayBeZero) expect(f.ratios["wasm-vxlan"], `${f.id} ratio`).toBeGreaterThan(0);
+    }
+    // The userspace dataplane runs in the agents: its share of the CPU cannot be zero.
+    expect(report.figures.find((f) => f.id === "tcp-1.cpuAgents")!.medians["wasm-vxlan"]).toBeGreaterThan(0);
+    expect(report.micro.length).toBeGreaterThan(0);
+    for (const m of report.micro) expect(m.rate, m.name).toBeGreaterThan(0);
+
+    const md = readFileSync(join(out, "report.md"), "utf8");
+    expect(md).toContain("| TCP 1 stream throughput |");
+    expect(md).toContain("(chart.svg)");
+    const svg = readFileSync(join(out, "chart.svg"), "utf8");
+    expect(svg.startsWith("<svg ")).toBe(true);
+    expect(svg).toContain("wasm-vxlan");
+    expect(r.stdout).toContain("ratio to vxlan");
+  }, 180_000);
+
+  it("an interrupt during the measurements stops the agents and removes everything", async () => {
+    let sent = false;
+    const r = await bench("interrupt", ["--quick", "--backends", "vxlan", "--duration", "20", "--out", join(work, "never")], (text, pid) => {
+      if (!sent && text.includes("round 1/1")) {
+        sent = true;
+        // Into the middle of the first iperf3 run.
+        setTimeout(() => process.kill(pid, "SIGINT"), 2000);
+      }
+    });
+    expect(sent, r.stderr).toBe(true);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain("BENCH_INTERRUPTED");
+    expect(await leftovers(r)).toEqual([]);
+    expect(() => readdirSync(join(work, "never"))).toThrow();
+  }, 120_000);
+});
