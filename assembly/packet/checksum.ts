@@ -2,8 +2,12 @@
 // The sum is byte-order independent up to a final byte swap (RFC 1071 §2(B)), so the loops add
 // little-endian words and swap once at the end. Sixteen bytes at a time with SIMD for the body.
 
-/** Adds len bytes at p to a running 32-bit sum of little-endian 16-bit words (not folded). */
-@inline function sumWordsLE(p: usize, len: i32, acc: u64): u64 {
+/**
+ * Adds len bytes at p to a running 32-bit sum of little-endian 16-bit words (not folded). With
+ * `to` (not 0) it also copies the bytes there as it reads them: segmentation copies every payload
+ * whose checksum it needs, and one pass over it costs less than a copy and then a sum.
+ */
+@inline function sumWordsLE(p: usize, len: i32, acc: u64, to: usize = 0): u64 {
   let i: i32 = 0;
   if (len >= 64) {
     let v = i32x4.splat(0);
@@ -14,10 +18,21 @@
       let block = 0;
       while (block < 128 && i + 64 <= len) {
         const q = p + <usize>i;
-        v = i32x4.add(v, i32x4.extadd_pairwise_i16x8_u(v128.load(q)));
-        v = i32x4.add(v, i32x4.extadd_pairwise_i16x8_u(v128.load(q, 16)));
-        v = i32x4.add(v, i32x4.extadd_pairwise_i16x8_u(v128.load(q, 32)));
-        v = i32x4.add(v, i32x4.extadd_pairwise_i16x8_u(v128.load(q, 48)));
+        const a = v128.load(q);
+        const b = v128.load(q, 16);
+        const c = v128.load(q, 32);
+        const e = v128.load(q, 48);
+        if (to != 0) {
+          const t = to + <usize>i;
+          v128.store(t, a);
+          v128.store(t, b, 16);
+          v128.store(t, c, 32);
+          v128.store(t, e, 48);
+        }
+        v = i32x4.add(v, i32x4.extadd_pairwise_i16x8_u(a));
+        v = i32x4.add(v, i32x4.extadd_pairwise_i16x8_u(b));
+        v = i32x4.add(v, i32x4.extadd_pairwise_i16x8_u(c));
+        v = i32x4.add(v, i32x4.extadd_pairwise_i16x8_u(e));
         i += 64;
         block++;
       }
@@ -29,14 +44,21 @@
   }
   while (i + 8 <= len) {
     const w = load<u64>(p + <usize>i);
+    if (to != 0) store<u64>(to + <usize>i, w);
     acc += (w & 0xffff) + ((w >> 16) & 0xffff) + ((w >> 32) & 0xffff) + (w >> 48);
     i += 8;
   }
   while (i + 2 <= len) {
-    acc += <u64>load<u16>(p + <usize>i);
+    const w = load<u16>(p + <usize>i);
+    if (to != 0) store<u16>(to + <usize>i, w);
+    acc += <u64>w;
     i += 2;
   }
-  if (i < len) acc += <u64>load<u8>(p + <usize>i); // odd trailing byte is the high half of a BE word: low half of a LE one
+  if (i < len) { // odd trailing byte is the high half of a BE word: low half of a LE one
+    const b = load<u8>(p + <usize>i);
+    if (to != 0) store<u8>(to + <usize>i, b);
+    acc += <u64>b;
+  }
   return acc;
 }
 
@@ -55,8 +77,20 @@
  * `seed` (an earlier partial sum, e.g. a pseudo-header). Not inverted.
  */
 export function checksumPartial(p: usize, len: i32, seed: u32): u32 {
-  const le = fold(sumWordsLE(p, len, 0));
-  const be = <u32>bswap<u16>(<u16>le);
+  return foldSeeded(sumWordsLE(p, len, 0), seed);
+}
+
+/**
+ * Copies len bytes from `from` to `to` (regions apart) and returns checksumPartial of them: the
+ * sum of a payload moved into a segment, in the same pass as the move.
+ */
+export function copyChecksumPartial(to: usize, from: usize, len: i32, seed: u32): u32 {
+  return foldSeeded(sumWordsLE(from, len, 0, to), seed);
+}
+
+/** A little-endian word sum as checksumPartial returns it: folded, big-endian, seed added. */
+@inline function foldSeeded(acc: u64, seed: u32): u32 {
+  const be = <u32>bswap<u16>(<u16>fold(acc));
   return fold(<u64>be + <u64>seed);
 }
 

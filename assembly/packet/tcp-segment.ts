@@ -7,7 +7,7 @@
 // in one sendmsg: all datagrams of `stride` bytes but the last.
 // Also here: finishing a checksum the kernel left partial (virtio NEEDS_CSUM) on a single packet.
 import { be16, be32, putBe16, putBe32 } from "./bytes";
-import { checksum, checksumPartial } from "./checksum";
+import { checksum, checksumPartial, copyChecksumPartial } from "./checksum";
 import { ipv4HeaderLen } from "./ipv4";
 import { DESC_OFF, DESC_LEN, DESC_FLAGS } from "../descriptor";
 import { VERDICT_FORWARD, DROP_OFFLOAD_HEADER, DROP_OFFLOAD_SIZE } from "../verdict";
@@ -92,7 +92,8 @@ export function segmentIpv4(d: usize, gsoType: u32, gsoSize: i32, encap: i32, ou
     if (encap > 0) memory.copy(o, p - <usize>encap, encap);
     const ip = o + <usize>encap;
     memory.copy(ip, p, hdr);
-    memory.copy(ip + <usize>hdr, p + <usize>(hdr + k * gsoSize), m);
+    // The payload starts at an even offset of the L4 segment, so its sum simply adds to the header's.
+    const payloadSum = copyChecksumPartial(ip + <usize>hdr, p + <usize>(hdr + k * gsoSize), m, 0);
     putBe16(ip + 2, hdr + m);
     putBe16(ip + 4, (id0 + <u32>k) & 0xffff);
     store<u16>(ip + 10, 0);
@@ -112,7 +113,7 @@ export function segmentIpv4(d: usize, gsoType: u32, gsoSize: i32, encap: i32, ou
       field = l4 + 6;
     }
     store<u16>(field, 0);
-    const c = ~checksumPartial(l4, l4len, addrSum + <u32>l4len) & 0xffff;
+    const c = ~checksumPartial(l4, thl, addrSum + <u32>l4len + payloadSum) & 0xffff;
     putBe16(field, c == 0 && !tcp ? 0xffff : c);
   }
   store<i32>(d + DESC_OFF, <i32>out);

@@ -48,8 +48,7 @@ export interface UserspaceDataplaneOptions {
   antiSpoof?: boolean;
   /**
    * Segmentation offloads (TSO super-packets through the TUN device, UDP GSO/GRO, segmenting and
-   * coalescing in Wasm) when the kernel has them; the wire format is the same. Default false until
-   * test/dataplane/resilience.test.ts passes with them (see issue 8's closing note).
+   * coalescing in Wasm) when the kernel has them; the wire format is the same. Default true.
    */
   offloads?: boolean;
   logger?: Logger;
@@ -122,7 +121,7 @@ export class UserspaceDataplane {
     const stopAt = arena.alloc(4);
     this.stopWord = new Int32Array(this.hp.memory.buffer, stopAt, 1);
     const udpOptions = { address: opts.listenAddr, port: opts.port, reusePort: true, rcvbuf: 4 << 20, sndbuf: 4 << 20 };
-    const first = openFirstSocket(udpOptions, opts.offloads ?? false);
+    const first = openFirstSocket(udpOptions, opts.offloads ?? true);
     let tuns: TunQueue[] = [];
     const sockets = [first.socket];
     try {
@@ -196,7 +195,7 @@ export class UserspaceDataplane {
     });
     for (const q of this.queues) q.running = this.supervise(q);
     const log = { workers: this.workers, format: this.opts.format, tun: tunName, offload: this.offload };
-    if (this.offload.enabled || !this.opts.offloads) this.opts.logger?.info(log, "userspace dataplane started");
+    if (this.offload.enabled || this.opts.offloads === false) this.opts.logger?.info(log, "userspace dataplane started");
     else this.opts.logger?.warn(log, "userspace dataplane started without segmentation offloads; throughput will be lower");
   }
 

@@ -48,10 +48,10 @@ export interface IperfOptions {
 /** One iperf3 run: a one-shot server in `server`, the client in `client`. */
 export async function iperf(server: LabPod, client: LabPod, o: IperfOptions): Promise<IperfResult> {
   const port = String(o.port ?? 5201);
-  const [cmd, ...argv] = server.ns.wrap(["iperf3", "-s", "-1", "-B", formatIpv4(server.addr), "-p", port]);
-  const srv = spawn(cmd, argv, { stdio: "ignore" });
+  const [cmd, ...argv] = server.ns.wrap(["iperf3", "-s", "-1", "--forceflush", "-B", formatIpv4(server.addr), "-p", port]);
+  const srv = spawn(cmd, argv, { stdio: ["ignore", "pipe", "ignore"] });
   try {
-    await new Promise((r) => setTimeout(r, 300)); // let it bind
+    await serverListening(srv, 10_000);
     const args = ["iperf3", "-c", formatIpv4(server.addr), "-p", port, "-J", "-P", String(o.streams ?? 1)];
     if (o.bytes !== undefined) args.push("-n", String(o.bytes));
     else args.push("-t", String(o.seconds ?? 5));
@@ -69,6 +69,25 @@ export async function iperf(server: LabPod, client: LabPod, o: IperfOptions): Pr
   } finally {
     srv.kill("SIGKILL");
   }
+}
+
+/** Resolves when iperf3 says it listens (a fixed sleep is too short on a loaded machine). */
+function serverListening(srv: ReturnType<typeof spawn>, timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let seen = "";
+    const timer = setTimeout(() => reject(new WeftError("IPERF_SERVER_TIMEOUT", `iperf3 server did not start listening within ${timeoutMs / 1000} s`)), timeoutMs);
+    srv.stdout!.on("data", (d) => {
+      seen += d;
+      if (seen.includes("Server listening")) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    srv.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new WeftError("IPERF_SERVER_EXITED", `iperf3 server exited (${code}) before listening; is the port taken?`));
+    });
+  });
 }
 
 function capture(argv: string[], timeoutMs: number): Promise<{ stdout: string; code: number }> {

@@ -3,10 +3,14 @@
 // must equal the plain reference segmentation byte for byte, with valid checksums, in UDP GSO
 // trains; those datagrams, interleaved over flows and batched as UDP GRO would, are decapsulated
 // and coalesced by Wasm, and re-segmenting what comes out must give back the very same segments.
+// Whole connections mix super-packets with lone segments of every kind (pure ACKs, SYN, FIN, RST,
+// URG; checksums left partial or finished), which must cross both paths unchanged.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { parsePrefix } from "../../src/net/ipv4.js";
-import { completePartial, buildTcp4, refSegmentTcp4, tcp4ChecksumsValid, type Tcp4Fields } from "../reference/tcp-offload.js";
+import {
+  completePartial, buildTcp4, pseudoHeaderSum, refSegmentTcp4, tcp4ChecksumsValid, type Tcp4Fields,
+} from "../reference/tcp-offload.js";
 import { makeRig, type Rig } from "../support/hotpath.js";
 
 const VNI = 1;
@@ -44,20 +48,33 @@ function desc(rig: Rig, descs: number, i: number) {
   return { off: d[0], len: d[2], addr: d[3] >>> 0, port: d[4], flags: d[5] };
 }
 
+/**
+ * A TUN read: the packet and its vnet header. TSO super-packets (GSO_TCPV4, the default) and lone
+ * packets with NEEDS_CSUM carry the pseudo-header sum or junk in the TCP checksum field; a lone
+ * packet without it (gsoType 0, needsCsum false) carries its finished checksum.
+ */
+interface TunRead {
+  bytes: Uint8Array;
+  gsoSize: number;
+  gsoType?: number;
+  needsCsum?: boolean;
+}
+
 /** Loads TUN reads (packet + its vnet header) into the sender's batch and runs the send path. */
-function send(packets: Array<{ bytes: Uint8Array; gsoSize: number }>, format: Format) {
+function send(packets: TunRead[], format: Format) {
   const { rig } = TX;
   rig.batch.load(packets.map((p) => p.bytes));
   const mem = rig.hp.bytes();
   packets.forEach((p, i) => {
     const h = desc(rig, rig.batch.descs, i).off - 12;
     const v = new DataView(mem.buffer, h, 12);
-    v.setUint8(0, 1); // NEEDS_CSUM
-    v.setUint8(1, 1); // GSO_TCPV4
+    const needsCsum = p.needsCsum ?? true;
+    v.setUint8(0, needsCsum ? 1 : 0);
+    v.setUint8(1, p.gsoType ?? 1); // GSO_TCPV4 unless said otherwise
     v.setUint16(2, 20 + (p.bytes[32] >> 4) * 4, true);
     v.setUint16(4, p.gsoSize, true);
-    v.setUint16(6, 20, true);
-    v.setUint16(8, 16, true);
+    v.setUint16(6, needsCsum ? 20 : 0, true);
+    v.setUint16(8, needsCsum ? 16 : 0, true);
   });
   const fn = format === "vxlan" ? rig.hp.fn.vxlanEncapOffloadBatch : rig.hp.fn.udpEncapOffloadBatch;
   const r = fn(TX.rig.ctx.ptr, rig.batch.descs, packets.length, TX.outDescs, TX.out, SEGMENT_SLOT);
@@ -135,6 +152,57 @@ const superPacket = fc.record({
   return { fields: f, bytes, gsoSize: g.gsoSize };
 });
 
+/**
+ * One direction of a connection as its TUN reads: lone segments of any flags (pure ACKs, SYN,
+ * FIN, RST, URG, ECE, CWR; empty, short or full) and TSO super-packets, with sequence numbers and
+ * IP IDs running on as the kernel would send them. Lone segments come with their checksum left
+ * partial (NEEDS_CSUM) or finished. `wire` is what must reach the peer's TUN device, segment by segment.
+ */
+const connection = fc.record({
+  srcPort: fc.integer({ min: 1024, max: 65535 }),
+  seq: fc.nat({ max: 0xffffffff }),
+  ack: fc.nat({ max: 0xffffffff }),
+  window: fc.integer({ min: 0, max: 0xffff }),
+  options: fc.constantFrom(0, 12).map((n) => Uint8Array.from({ length: n }, (_, i) => (i % 4 === 0 ? 1 : i))),
+  id: fc.integer({ min: 0, max: 0xffff }),
+  ttl: fc.integer({ min: 3, max: 255 }),
+  gsoSize: fc.integer({ min: 536, max: 1398 }),
+  items: fc.array(fc.record({
+    flags: fc.constantFrom(0x10, 0x18, 0x11, 0x19, 0x01, 0x04, 0x14, 0x02, 0x12, 0x30, 0x38, 0x50, 0x90, 0x98),
+    // payload: none, short, exactly one segment, or a super-packet of 2..12 segments
+    size: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 200 }), fc.constant(-1), fc.integer({ min: 2, max: 12 }).map((n) => -n)),
+    partial: fc.boolean(),
+    seed: fc.integer(),
+  }), { minLength: 1, maxLength: 12 }),
+}).map((c) => {
+  let seq = c.seq;
+  let id = c.id;
+  return c.items.map((it) => {
+    const gso = it.size < -1 && (it.flags & 0x06) === 0; // the kernel never sends SYN or RST with TSO
+    const length = it.size >= 0 ? it.size : it.size === -1 || !gso ? c.gsoSize : -it.size * c.gsoSize - (it.seed & 511);
+    const fields: Tcp4Fields = {
+      src: 0xc6130105, dst: 0xc6130207, srcPort: c.srcPort, dstPort: 7000, seq, ack: c.ack, flags: it.flags,
+      window: c.window, options: c.options, id, ttl: c.ttl, payload: payloadOf(it.seed, length),
+    };
+    seq = (seq + length + (it.flags & 0x02 ? 1 : 0) + (it.flags & 0x01 ? 1 : 0)) >>> 0;
+    id = (id + (gso ? Math.ceil(length / c.gsoSize) : 1)) & 0xffff;
+    const bytes = buildTcp4(fields);
+    let read: TunRead;
+    if (gso) {
+      read = { bytes, gsoSize: c.gsoSize };
+    } else if (it.partial) {
+      // As the kernel leaves it: the checksum field holds the pseudo-header sum.
+      const sum = pseudoHeaderSum(bytes, 6, bytes.length - 20);
+      bytes[36] = sum >> 8;
+      bytes[37] = sum & 255;
+      read = { bytes, gsoSize: 0, gsoType: 0 };
+    } else {
+      read = { bytes, gsoSize: 0, gsoType: 0, needsCsum: false };
+    }
+    return { read, wire: (hops: number) => refSegmentTcp4(buildTcp4({ ...fields, ttl: c.ttl - hops }), gso ? c.gsoSize : Math.max(1, length)) };
+  });
+});
+
 /** The segments as they must arrive after `hops` TTL decrements (flannel udp: one per side). */
 const expected = (p: { fields: Tcp4Fields; gsoSize: number }, hops: number) =>
   refSegmentTcp4(buildTcp4({ ...p.fields, ttl: p.fields.ttl! - hops }), p.gsoSize);
@@ -145,7 +213,7 @@ function interleave(lists: Uint8Array[][], picks: number[]): Uint8Array[] {
   const out: Uint8Array[] = [];
   let k = 0;
   while (out.length < lists.reduce((n, l) => n + l.length, 0)) {
-    const open = lists.map((l, i) => i).filter((i) => at[i] < lists[i].length);
+    const open = lists.map((_, i) => i).filter((i) => at[i] < lists[i].length);
     const i = open[picks[k++ % picks.length] % open.length];
     out.push(lists[i][at[i]++]);
   }
@@ -229,6 +297,38 @@ for (const format of ["vxlan", "udp"] as const) {
           if (flows.length === 1 && runs.length <= 16 && (flows[0].fields.flags & ~0x08) === 0x10) expect(out.length).toBe(1);
         },
       ), { numRuns: 25 });
+    });
+
+    it("carries connections of lone segments of any flags and super-packets through both paths unchanged", () => {
+      fc.assert(fc.property(
+        fc.uniqueArray(connection, { minLength: 1, maxLength: 3, selector: (c) => c[0].read.bytes[20] << 8 | c[0].read.bytes[21] }),
+        fc.array(fc.nat(), { minLength: 1, maxLength: 20 }),
+        fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 10 }),
+        (conns, picks, maxes) => {
+          const lists = conns.map((c) => {
+            const ds: Uint8Array[] = [];
+            for (let i = 0; i < c.length; i += 4) {
+              const { trains, replies, mem } = send(c.slice(i, i + 4).map((x) => x.read), format);
+              expect(replies).toBe(0);
+              ds.push(...datagrams(trains, mem));
+            }
+            return ds;
+          });
+          // Every datagram carries exactly the segment the kernel's own GSO and checksumming would send.
+          const hopsOut = format === "udp" ? 1 : 0;
+          conns.forEach((c, i) => expect(lists[i].map((d) => d.subarray(header(format)))).toEqual(c.flatMap((x) => x.wire(hopsOut))));
+          const runs = groRuns(interleave(lists, picks), maxes).slice(0, 16);
+          const sent = runs.flat();
+          const got = resegment(receive(runs, format));
+          const hops = format === "udp" ? 2 : 0;
+          for (const c of conns) {
+            const port = (c[0].read.bytes[20] << 8) | c[0].read.bytes[21];
+            const mine = (s: Uint8Array) => ((s[20] << 8) | s[21]) === port;
+            const count = sent.filter((d) => mine(d.subarray(header(format)))).length;
+            expect(got.filter(mine)).toEqual(c.flatMap((x) => x.wire(hops)).slice(0, count));
+          }
+        },
+      ), { numRuns: 30 });
     });
 
     it("never merges a damaged segment: it reaches the kernel alone, to be dropped there", () => {

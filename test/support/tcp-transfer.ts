@@ -24,7 +24,10 @@ function runFixture(pod: LabPod, mode: "sink" | "source", opts: object, onReady?
   });
 }
 
-/** Sends `bytes` pseudo-random bytes from `from` to `to` over TCP; returns both sides' counts and hashes. */
+/**
+ * Sends `bytes` pseudo-random bytes from `from` to `to` over TCP; returns both sides' counts and
+ * hashes once the connection is closed at both ends, so no packet of it is still in flight.
+ */
 export async function tcpTransfer(from: LabPod, to: LabPod, bytes: number, port = 7000): Promise<{ sent: TransferSide; received: TransferSide }> {
   const timeoutMs = 120_000;
   let ready!: () => void;
