@@ -33,6 +33,10 @@ export interface HotPathFunctions {
   routeLookup(t: number, addr: number): number;
   routeLookupBatch(t: number, addrs: number, out: number, n: number): void;
   routeCount(t: number): number;
+  /** Seqlock read side (assembly/route/seqlock.ts), exported for tests of the publication protocol. */
+  routeReadBegin(t: number): number;
+  routeReadValid(t: number, gen: number): number;
+  nextHopPtr(t: number, i: number): number;
   nextHopSet(t: number, i: number, ip: number, port: number, macHi16: number, macLo32: number): number;
   nextHopClear(t: number, i: number): number;
   heapBase(): number;

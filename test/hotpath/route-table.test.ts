@@ -12,27 +12,9 @@ import { prefixMask } from "../../src/net/ipv4.js";
 import { projectFile } from "../../src/paths.js";
 import { ReferenceRouteTable, random32, randomRules, type RouteLimits, type RouteResult } from "../reference/lpm.js";
 
-/** The route exports as this test calls them (routeTableInit returns a code; readers' calls too). */
-interface RouteExports {
-  routeTableSize(tbl8Groups: number, maxRules: number, maxNextHops: number): number;
-  routeTableInit(t: number, tbl8Groups: number, maxRules: number, maxNextHops: number): number;
-  routeInsert(t: number, prefix: number, len: number, nh: number): number;
-  routeReplace(t: number, prefix: number, len: number, nh: number): number;
-  routeDelete(t: number, prefix: number, len: number): number;
-  routeGet(t: number, prefix: number, len: number): number;
-  routeLookup(t: number, addr: number): number;
-  routeLookupBatch(t: number, addrs: number, out: number, n: number): void;
-  routeCount(t: number): number;
-  routeReadBegin(t: number): number;
-  routeReadValid(t: number, gen: number): number;
-  nextHopSet(t: number, i: number, ip: number, port: number, macHi16: number, macLo32: number): number;
-  nextHopClear(t: number, i: number): number;
-  nextHopPtr(t: number, i: number): number;
-}
-
 const hp = new HotPath(createHotPathMemory());
 const arena = new Arena(hp);
-const wasm = hp.fn as unknown as RouteExports;
+const wasm = hp.fn;
 
 const RESULTS: RouteResult[] = ["ok", "exists", "not-found", "bad-prefix", "bad-length", "bad-next-hop", "full-rules", "full-tbl8"];
 /** Wasm code -> result name, from the module's ROUTE_OK / ROUTE_ERR_* exports. */
