@@ -58,7 +58,12 @@ export async function iperf(server: LabPod, client: LabPod, o: IperfOptions): Pr
     if (o.udp) args.push("-u", "-b", o.bitrate ?? "0", "-l", String(o.length ?? 1400));
     const limitMs = (o.seconds ?? 60) * 1000 + 30_000;
     const { stdout } = await capture(client.ns.wrap(args), limitMs);
-    const j = JSON.parse(stdout);
+    let j;
+    try {
+      j = JSON.parse(stdout);
+    } catch {
+      throw new WeftError("IPERF_NO_RESULT", `iperf3 ${client.name} -> ${server.name} gave no result within ${limitMs / 1000} s (killed, or the path stalled)`);
+    }
     if (j.error) throw new WeftError("IPERF_FAILED", `iperf3 ${client.name} -> ${server.name}: ${j.error}`);
     const end = j.end;
     if (o.udp) {
