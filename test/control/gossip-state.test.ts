@@ -17,7 +17,8 @@ import { Scheduler } from "./sim/scheduler.js";
 const META = new Uint8Array([1]);
 const MY_INCARNATION = 100;
 
-function setup() {
+/** answers: what the last probe before a death finds (the failure detector is not under test here). */
+function setup(answers: () => boolean = () => false) {
   const sched = new Scheduler();
   const clock = new SimNetwork(sched, new SeededRandom(1)).host({ host: "198.18.0.1", port: 7946 }).clock;
   const config = makeConfig("lan", "me");
@@ -26,11 +27,16 @@ function setup() {
   const queue = new TransmitLimitedQueue(() => 4, 100);
   const counters = newCounters();
   const awareness = new Awareness(8);
+  let lastChecks = 0;
   const membership = new Membership({
     config, clock, random: new SeededRandom(2), broadcasts: queue, awareness, counters,
     self: { host: "198.18.0.1", port: 7946, meta: META, incarnation: MY_INCARNATION },
     logger: pino({ level: "silent" }),
     events: { notifyJoin: record("join"), notifyUpdate: record("update"), notifyLeave: record("leave"), notifySuspect: record("suspect") },
+    lastCheck: (_target, done) => {
+      lastChecks++;
+      done(answers());
+    },
   });
   events.length = 0;
   const m = {
@@ -43,7 +49,7 @@ function setup() {
       return r ? `${r.state}@${r.incarnation}` : "unknown";
     },
   };
-  return { sched, membership, events, counters, awareness, queue, m };
+  return { sched, membership, events, counters, awareness, queue, m, lastChecks: () => lastChecks };
 }
 
 describe("membership precedence", () => {
@@ -83,6 +89,20 @@ describe("membership precedence", () => {
     expect(m.state("b")).toBe("dead@5");
     expect(counters.protocol.deathsDeclared).toBe(1);
     expect(events.at(-1)).toBe("leave b dead@5");
+  });
+
+  it("a member that answers the last probe is not declared dead; its suspicion starts over", async () => {
+    let alive = true;
+    const { m, sched, counters, lastChecks } = setup(() => alive);
+    m.alive("b", 5);
+    m.suspect("b", 5);
+    await sched.runFor(4001);
+    expect(m.state("b")).toBe("suspect@5");
+    expect([lastChecks(), counters.protocol.lastChecksAnswered]).toEqual([1, 1]);
+    alive = false; // it stops answering: the next expiry ends it
+    await sched.runFor(4001);
+    expect(m.state("b")).toBe("dead@5");
+    expect(counters.protocol.deathsDeclared).toBe(1);
   });
 
   it("a refutation cancels the suspicion timer", async () => {
@@ -139,8 +159,21 @@ describe("membership precedence", () => {
     expect(counters.protocol.refutations).toBe(3);
     expect(awareness.score()).toBe(3);
     // The queued broadcast about us is the newest alive.
-    const [payload] = queue.take(0, 1400);
-    expect(payload).toEqual(encodeMessage({ kind: "alive", node: "me", incarnation: MY_INCARNATION + 21, host: "198.18.0.1", port: 7946, meta: META }));
+    const current = encodeMessage({ kind: "alive", node: "me", incarnation: MY_INCARNATION + 21, host: "198.18.0.1", port: 7946, meta: META });
+    expect(queue.take(0, 1400)[0]).toEqual(current);
+  });
+
+  it("answers an accusation it already refuted by sending its current record again", () => {
+    const { m, membership, queue, counters } = setup();
+    m.suspect("me", MY_INCARNATION);
+    const current = encodeMessage({ kind: "alive", node: "me", incarnation: MY_INCARNATION + 1, host: "198.18.0.1", port: 7946, meta: META });
+    for (let i = 0; i < 10; i++) queue.take(0, 1400); // sent out its limit: the queue is empty
+    expect(queue.size()).toBe(0);
+    m.suspect("me", MY_INCARNATION); // someone missed the refutation
+    m.dead("me", MY_INCARNATION);
+    expect(membership.local().incarnation).toBe(MY_INCARNATION + 1);
+    expect(counters.protocol.refutations).toBe(1);
+    expect(queue.take(0, 1400)).toEqual([current]);
   });
 
   it("a restarted node starts above its earlier runs: the wall-clock second", () => {

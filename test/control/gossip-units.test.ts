@@ -3,7 +3,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { Awareness } from "../../src/control/gossip/awareness.js";
-import { retransmitLimit, TransmitLimitedQueue } from "../../src/control/gossip/broadcast.js";
+import { KNOWN_NEWS_SENDS, retransmitLimit, TransmitLimitedQueue } from "../../src/control/gossip/broadcast.js";
 import { makeConfig, profiles } from "../../src/control/gossip/config.js";
 import { GossipError } from "../../src/control/gossip/errors.js";
 import { Suspicion, suspicionBounds, suspicionTimeout } from "../../src/control/gossip/suspicion.js";
@@ -168,6 +168,16 @@ describe("TransmitLimitedQueue", () => {
     expect(finished).toEqual([1]);
     expect(q.size()).toBe(1);
     expect(q.take(0, 100).map((p) => p[0])).toEqual([2]);
+  });
+
+  it("sends already-known news last and only a few times", () => {
+    const q = new TransmitLimitedQueue(() => 10, 100);
+    q.enqueue({ payload: bytes(1), alreadyKnown: true });
+    q.enqueue({ payload: bytes(2) });
+    expect(q.take(0, 10).map((p) => p[0])).toEqual([2]);
+    let sends = 0;
+    for (let i = 0; i < 20; i++) sends += q.take(0, 1000).filter((p) => p[0] === 1).length;
+    expect(sends).toBe(KNOWN_NEWS_SENDS);
   });
 
   it("prunes the most transmitted, oldest entries beyond its bound", () => {

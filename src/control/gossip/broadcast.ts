@@ -10,9 +10,17 @@ export interface Broadcast {
   readonly payload: Uint8Array;
   /** Called once when the broadcast leaves the queue: sent `limit` times, replaced, pruned or cleared. */
   readonly onDone?: () => void;
-  /** News most members already have: sent once, after everything fresher. */
-  readonly sendOnce?: boolean;
+  /** News most members already have: sent only KNOWN_NEWS_SENDS times, after everything fresher. */
+  readonly alreadyKnown?: boolean;
 }
+
+/**
+ * Sends of a broadcast most members already have. Measured in the simulator (400-node join wave,
+ * 5% loss): 1 send leaves rare pairs waiting for push-pull (tails of 20-120 s); 3 sends halve
+ * the median time for a joiner to be known everywhere against full retransmission, with a
+ * similar p99.
+ */
+export const KNOWN_NEWS_SENDS = 3;
 
 /** memberlist's retransmit limit: RetransmitMult × ceil(log10(N + 1)). */
 export function retransmitLimit(retransmitMult: number, liveCount: number): number {
@@ -50,8 +58,8 @@ export class TransmitLimitedQueue {
       const old = this.byKey.get(broadcast.key);
       if (old) this.remove(old);
     }
-    // A send-once entry starts one short of the limit: it goes out last, and only once.
-    const transmits = broadcast.sendOnce ? Math.max(0, this.limit() - 1) : 0;
+    // Already-known news starts near the limit: it goes out after fresher news, and only a few times.
+    const transmits = broadcast.alreadyKnown ? Math.max(0, this.limit() - KNOWN_NEWS_SENDS) : 0;
     const entry: Entry = { broadcast, id: this.nextId++, transmits };
     this.bucket(transmits).push(entry);
     this.count++;

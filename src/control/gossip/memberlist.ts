@@ -79,6 +79,7 @@ export class Memberlist {
       counters: this.stats,
       logger: this.logger,
       events: deps.events,
+      lastCheck: (target, done) => this.detector.confirm(target, done),
     });
     this.wire = new Wire({
       config: this.config,
@@ -288,7 +289,7 @@ export class Memberlist {
     for (const { message: m } of envelope.messages) {
       switch (m.kind) {
         case "ping":
-          this.detector.onPing(from, m);
+          this.detector.onPing(from, envelope.sender, m);
           break;
         case "indirectPing":
           this.detector.onIndirectPing(from, m);

@@ -192,7 +192,7 @@ function parseMessage(v: unknown, limits: DecodeLimits): Message | undefined {
       return v.length === 2 && isUint(v[1]) ? { kind, seq: v[1] } : undefined;
     case "alive":
       return v.length === 6 && isName(v[1]) && isUint(v[2]) && isHost(v[3]) && isPort(v[4]) && isBytes(v[5], limits.maxMetaBytes)
-        ? { kind, node: v[1], incarnation: v[2], host: v[3], port: v[4], meta: v[5] }
+        ? { kind, node: v[1], incarnation: v[2], host: v[3], port: v[4], meta: own(v[5]) }
         : undefined;
     case "suspect":
     case "dead":
@@ -200,7 +200,7 @@ function parseMessage(v: unknown, limits: DecodeLimits): Message | undefined {
         ? { kind, node: v[1], incarnation: v[2], from: v[3] }
         : undefined;
     case "user":
-      return v.length === 2 && isBytes(v[1], limits.maxFrameBytes) ? { kind, payload: v[1] } : undefined;
+      return v.length === 2 && isBytes(v[1], limits.maxFrameBytes) ? { kind, payload: own(v[1]) } : undefined;
     case "pushPull": {
       if (v.length !== 4 || typeof v[1] !== "boolean" || !Array.isArray(v[2]) || !isBytes(v[3], limits.maxFrameBytes)) {
         return undefined;
@@ -211,7 +211,7 @@ function parseMessage(v: unknown, limits: DecodeLimits): Message | undefined {
         if (!node) return undefined;
         nodes.push(node);
       }
-      return { kind, join: v[1], nodes, userState: v[3] };
+      return { kind, join: v[1], nodes, userState: own(v[3]) };
     }
     default:
       return undefined;
@@ -224,7 +224,7 @@ function parseNodeState(n: unknown, limits: DecodeLimits): NodeState | undefined
   if (!isName(name) || !isHost(host) || !isPort(port) || !isUint(incarnation) || !isUint(stateCode)) return undefined;
   const state = STATE_CODES[stateCode];
   if (state === undefined || !isBytes(meta, limits.maxMetaBytes) || !isUint(stateAgeMs)) return undefined;
-  return { name, host, port, incarnation, state, meta, stateAgeMs };
+  return { name, host, port, incarnation, state, meta: own(meta), stateAgeMs };
 }
 
 function isUint(v: unknown): v is number {
@@ -239,6 +239,10 @@ function isHost(v: unknown): v is string {
 function isPort(v: unknown): v is number {
   return isUint(v) && v <= 65535;
 }
+/** Decoded bins are views into the frame; copy what is kept, so a record's few meta bytes do not
+ *  pin a whole push-pull frame in memory. */
+const own = (b: Uint8Array): Uint8Array => b.slice();
+
 function isBytes(v: unknown, max: number): v is Uint8Array {
   return v instanceof Uint8Array && v.length <= max;
 }

@@ -48,6 +48,10 @@ export interface GossipCounters {
   protocol: {
     probes: number;
     probeFailures: number;
+    /** Last probes before declaring a member dead (see FailureDetector.confirm). */
+    lastChecks: number;
+    /** ...of which the member answered, so it was not declared dead. */
+    lastChecksAnswered: number;
     tcpFallbackAcks: number;
     /** This node's failure detector suspected a member. */
     suspicionsRaised: number;
@@ -78,7 +82,7 @@ export function newCounters(): GossipCounters {
     },
     dropped: Object.fromEntries(DROP_REASONS.map((r) => [r, 0])) as Record<DropReason, number>,
     protocol: {
-      probes: 0, probeFailures: 0, tcpFallbackAcks: 0, suspicionsRaised: 0, deathsDeclared: 0,
+      probes: 0, probeFailures: 0, lastChecks: 0, lastChecksAnswered: 0, tcpFallbackAcks: 0, suspicionsRaised: 0, deathsDeclared: 0,
       refutations: 0, nameConflicts: 0, handlerErrors: 0,
     },
   };

@@ -6,6 +6,7 @@
 // member carries the suspicion (Lifeguard's buddy system).
 import type { Addr, Clock, Random } from "../runtime.js";
 import type { Awareness } from "./awareness.js";
+import { GossipError } from "./errors.js";
 import type { MemberlistConfig } from "./config.js";
 import type { Message } from "./messages.js";
 import type { Wire } from "./net.js";
@@ -55,19 +56,26 @@ export class FailureDetector {
     this.waiters.clear();
   }
 
-  onPing(from: Addr, ping: Ping): void {
+  /**
+   * Acks a ping. Broadcasts ride along only when the ping came from the address we know for its
+   * sender: a captured ping replayed with a forged source address then gets a bare ack (smaller
+   * than the ping), so replays cannot be used to reflect full packets at a third party.
+   */
+  onPing(from: Addr, sender: string, ping: Ping): void {
     if (ping.target !== this.deps.config.name) {
       this.deps.counters.dropped.misdirected++;
       return;
     }
-    this.deps.wire.send(from, [{ kind: "ack", seq: ping.seq }]);
+    const known = this.deps.membership.get(sender);
+    const piggyback = !!known && known.host === from.host && known.port === from.port;
+    this.deps.wire.send(from, [{ kind: "ack", seq: ping.seq }], piggyback);
   }
 
   /** Stream ping (the fallback over TCP): the reply is the ack. */
   answerStreamPing(ping: Ping): Message {
     if (ping.target !== this.deps.config.name) {
       this.deps.counters.dropped.misdirected++;
-      throw new Error(`ping for ${ping.target} reached ${this.deps.config.name}`);
+      throw new GossipError("FRAME_REFUSED", `ping for ${ping.target} reached ${this.deps.config.name}`);
     }
     return { kind: "ack", seq: ping.seq };
   }
@@ -107,40 +115,63 @@ export class FailureDetector {
     return this.seq;
   }
 
+  /**
+   * A last probe of a member whose suspicion ran out, before it is declared dead: with the
+   * accusation first (buddy system), so a member that is alive but missed the suspicion, or whose
+   * refutation got lost, refutes on the ack. answered: some ack came back within a probe interval.
+   */
+  confirm(target: NodeRecord, done: (answered: boolean) => void): void {
+    const { awareness, config } = this.deps;
+    this.deps.counters.protocol.lastChecks++;
+    this.probe(target, awareness.scale(config.probeIntervalMs), awareness.scale(config.probeTimeoutMs), (r) => done(r.acked));
+  }
+
   private round(): void {
     if (!this.running) return;
-    const { awareness, config, membership } = this.deps;
+    const { awareness, config, membership, counters } = this.deps;
     const interval = awareness.scale(config.probeIntervalMs);
     const target = membership.nextProbeTarget();
     if (!target) {
       this.timers.after(interval, () => this.round());
       return;
     }
-    this.probe(target, interval, awareness.scale(config.probeTimeoutMs));
+    const { name, incarnation } = target;
+    counters.protocol.probes++;
+    this.probe(target, interval, awareness.scale(config.probeTimeoutMs), ({ acked, expectedNacks, nacks }) => {
+      if (acked) {
+        awareness.applyDelta(-1);
+      } else {
+        // Helpers that did not even nack suggest our own links or CPU are the problem.
+        awareness.applyDelta(expectedNacks > 0 ? expectedNacks - nacks : 1);
+        counters.protocol.probeFailures++;
+        // At the incarnation of the probe's start: if the target refuted meanwhile, this is void.
+        membership.suspectByProbe(name, incarnation);
+      }
+      this.round();
+    });
   }
 
-  private probe(target: NodeRecord, interval: number, timeout: number): void {
-    const { wire, counters, config, membership, awareness } = this.deps;
+  /** Direct ping; after `timeout` indirect pings and a stream ping; the outcome after `interval`. */
+  private probe(target: NodeRecord, interval: number, timeout: number, done: (r: ProbeResult) => void): void {
+    const { wire, counters, config, membership } = this.deps;
     const seq = this.nextSeq();
-    // Snapshot: if the target refutes meanwhile, a late suspicion at the old incarnation is void.
     const { name, incarnation } = target;
     const addr = { host: target.host, port: target.port };
-    let acked = false;
-    let nacks = 0;
-    let expectedNacks = 0;
-    this.waiters.set(seq, { onAck: () => (acked = true), onNack: () => nacks++ });
-    counters.protocol.probes++;
+    const result: ProbeResult = { acked: false, expectedNacks: 0, nacks: 0 };
+    this.waiters.set(seq, { onAck: () => (result.acked = true), onNack: () => result.nacks++ });
     const ping: Message = { kind: "ping", seq, target: name };
     // Lifeguard's buddy system: a suspected member hears of it with the probe itself and can refute
-    // at once, instead of waiting for the suspicion to reach it by chance through gossip.
+    // at once, instead of waiting for the suspicion to reach it by chance through gossip. The
+    // suspicion goes first, so the refutation is already queued when the ack is built and rides
+    // back on it to us, the suspecting prober.
     const buddy: Message = { kind: "suspect", node: name, incarnation, from: config.name };
-    wire.send(addr, target.state === "suspect" ? [ping, buddy] : [ping]);
+    wire.send(addr, target.state === "suspect" ? [buddy, ping] : [ping]);
 
     const indirect = this.timers.after(timeout, () => {
-      if (acked) return;
+      if (result.acked) return;
       const self = config.name;
       const helpers = membership.randomNodes(config.indirectChecks, (r) => r.state === "alive" && r.name !== self && r.name !== name);
-      expectedNacks = helpers.length;
+      result.expectedNacks = helpers.length;
       for (const h of helpers) {
         wire.send({ host: h.host, port: h.port }, [
           { kind: "indirectPing", seq, target: name, host: addr.host, port: addr.port, wantNack: true },
@@ -149,8 +180,8 @@ export class FailureDetector {
       if (config.tcpPingFallback && interval > timeout) {
         wire.request(addr, { kind: "ping", seq, target: name }, interval - timeout).then(
           (reply) => {
-            if (reply.message.kind === "ack" && reply.message.seq === seq && !acked) {
-              acked = true;
+            if (reply.message.kind === "ack" && reply.message.seq === seq && !result.acked) {
+              result.acked = true;
               counters.protocol.tcpFallbackAcks++;
             }
           },
@@ -162,15 +193,14 @@ export class FailureDetector {
     this.timers.after(interval, () => {
       this.timers.cancel(indirect);
       this.waiters.delete(seq);
-      if (acked) {
-        awareness.applyDelta(-1);
-      } else {
-        // Helpers that did not even nack suggest our own links or CPU are the problem.
-        awareness.applyDelta(expectedNacks > 0 ? expectedNacks - nacks : 1);
-        counters.protocol.probeFailures++;
-        membership.suspectByProbe(name, incarnation);
-      }
-      this.round();
+      done(result);
     });
   }
+}
+
+interface ProbeResult {
+  acked: boolean;
+  /** Helpers asked to ping indirectly; each owes us an ack or a nack. */
+  expectedNacks: number;
+  nacks: number;
 }

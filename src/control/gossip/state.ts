@@ -56,6 +56,8 @@ export interface MembershipDeps {
   readonly counters: GossipCounters;
   readonly logger: GossipLogger;
   readonly events?: EventDelegate;
+  /** A last probe of a member whose suspicion ran out; answered = it acked (see suspicionExpired). */
+  readonly lastCheck: (target: NodeRecord, done: (answered: boolean) => void) => void;
 }
 
 export class Membership {
@@ -155,12 +157,9 @@ export class Membership {
   }
 
   applySuspect(s: Suspect): void {
+    if (s.node === this.me.name) return this.accused(s.incarnation);
     const cur = this.records.get(s.node);
     if (!cur || s.incarnation < cur.incarnation || !isLive(cur.state)) return;
-    if (s.node === this.me.name) {
-      if (!this.leaving) this.refute(s.incarnation);
-      return;
-    }
     if (cur.state === "suspect" && s.incarnation === cur.incarnation) {
       // Another member's independent suspicion: shortens our timer; re-gossip so others count it.
       if (this.suspicions.get(s.node)?.confirm(s.from)) this.broadcast(s);
@@ -169,24 +168,27 @@ export class Membership {
     this.cancelSuspicion(s.node);
     cur.incarnation = s.incarnation;
     this.setState(cur, "suspect");
-    const { config, clock } = this.deps;
-    const bounds = suspicionBounds(config.suspicionMult, config.suspicionMaxTimeoutMult, this.liveCount(), config.probeIntervalMs);
-    const incarnation = s.incarnation;
-    this.suspicions.set(s.node, new Suspicion(clock, s.from, bounds, () => this.suspicionExpired(s.node, incarnation)));
+    this.startSuspicion(cur, s.from);
     this.broadcast(s);
     this.notify("suspect", cur);
   }
 
+  /** Lifeguard's timer, scaled by the live count, started by `from` (who never confirms). */
+  private startSuspicion(rec: NodeRecord, from: string): void {
+    const { config, clock } = this.deps;
+    const bounds = suspicionBounds(config.suspicionMult, config.suspicionMaxTimeoutMult, this.liveCount(), config.probeIntervalMs);
+    const { name, incarnation } = rec;
+    this.cancelSuspicion(name);
+    this.suspicions.set(name, new Suspicion(clock, from, bounds, () => this.suspicionExpired(name, incarnation)));
+  }
+
   applyDead(d: Dead): void {
+    if (d.node === this.me.name && !this.leaving) return this.accused(d.incarnation);
     const cur = this.records.get(d.node);
     if (!cur || d.incarnation < cur.incarnation) return;
     const next: MemberState = d.from === d.node ? "left" : "dead";
     // Dead is final for its incarnation; only left (the node's own word) still upgrades it.
     if (cur.state === "left" || (cur.state === "dead" && next === "dead")) return;
-    if (d.node === this.me.name && !this.leaving) {
-      this.refute(d.incarnation);
-      return;
-    }
     const wasLive = isLive(cur.state);
     this.cancelSuspicion(d.node);
     cur.incarnation = d.incarnation;
@@ -199,10 +201,10 @@ export class Membership {
    * Merges a peer's full state (push-pull). A remote "dead" only makes us suspect the node
    * (memberlist's rule): the peer may be on the other side of a partition, and the node gets the
    * chance to refute. Records we have never seen that are already tombstones are kept as such.
-   * Members we did not know yet, other than the peer itself, are gossiped on only once: the peer
-   * knew them, so most of the cluster does (a joiner learning 1,000 members would otherwise flood
-   * the cluster with 1,000 stale broadcasts ahead of real news). Changes to members we knew, such
-   * as refutations after a partition, are gossiped in full.
+   * Members we did not know yet, other than the peer itself, are gossiped on only a few times and
+   * after fresher news: the peer knew them, so most of the cluster does (a joiner learning 1,000
+   * members would otherwise put 1,000 stale broadcasts ahead of real news). Changes to members we
+   * knew, such as refutations after a partition, are gossiped in full.
    */
   mergeRemote(nodes: readonly NodeState[], peer: string): void {
     const self = this.me.name;
@@ -282,13 +284,44 @@ export class Membership {
     this.suspicions.clear();
   }
 
+  /**
+   * The suspicion ran out without a refutation. Before declaring the member dead, probe it once
+   * more (with the accusation): if it answers, it is alive but its refutation has not reached us
+   * (lost, or it missed the suspicion), so the suspicion starts over instead. This last check is
+   * weft's addition to memberlist; it costs one probe interval of detection time.
+   */
   private suspicionExpired(name: string, incarnation: number): void {
     this.suspicions.delete(name);
-    const cur = this.records.get(name);
-    if (!cur || cur.state !== "suspect" || cur.incarnation !== incarnation) return;
-    this.deps.counters.protocol.deathsDeclared++;
-    this.deps.logger.info({ node: name, incarnation }, "suspicion timed out; declaring member dead");
-    this.applyDead({ kind: "dead", node: name, incarnation, from: this.me.name });
+    const stillSuspect = (): NodeRecord | undefined => {
+      const cur = this.records.get(name);
+      return cur && cur.state === "suspect" && cur.incarnation === incarnation ? cur : undefined;
+    };
+    const cur = stillSuspect();
+    if (!cur) return;
+    this.deps.lastCheck(cur, (answered) => {
+      const rec = stillSuspect();
+      if (!rec) return;
+      if (answered) {
+        this.deps.counters.protocol.lastChecksAnswered++;
+        this.startSuspicion(rec, this.me.name);
+        return;
+      }
+      this.deps.counters.protocol.deathsDeclared++;
+      this.deps.logger.info({ node: name, incarnation }, "suspicion timed out and a last probe failed; declaring member dead");
+      this.applyDead({ kind: "dead", node: name, incarnation, from: this.me.name });
+    });
+  }
+
+  /**
+   * Someone suspects us or declares us dead. At our current incarnation (or above): refute. At an
+   * older one we already refuted, but the accuser missed it: queue our current record again, so
+   * it rides back on the ack to the accuser's probe (Lifeguard's buddy system puts the accusation
+   * first in the probe packet) and reaches whoever else missed it.
+   */
+  private accused(incarnation: number): void {
+    if (this.leaving) return;
+    if (incarnation >= this.me.incarnation) this.refute(incarnation);
+    else this.broadcast(this.aliveMessage(this.me));
   }
 
   private refute(accusedIncarnation: number): void {
@@ -365,8 +398,8 @@ export class Membership {
     return { kind: "alive", node: r.name, incarnation: r.incarnation, host: r.host, port: r.port, meta: r.meta };
   }
 
-  private broadcast(m: Alive | Suspect | Dead, onDone?: () => void, sendOnce = false): void {
-    this.deps.broadcasts.enqueue({ key: m.node, payload: encodeMessage(m), onDone, sendOnce });
+  private broadcast(m: Alive | Suspect | Dead, onDone?: () => void, alreadyKnown = false): void {
+    this.deps.broadcasts.enqueue({ key: m.node, payload: encodeMessage(m), onDone, alreadyKnown });
   }
 
   private notify(what: "join" | "update" | "leave" | "suspect", rec: NodeRecord): void {

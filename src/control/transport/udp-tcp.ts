@@ -37,6 +37,8 @@ export interface UdpTcpOptions {
 
 /** Counters of what this transport refused or failed at (frames it drops never reach gossip). */
 export interface TransportStats {
+  /** Outgoing datagrams over maxPacketBytes, not sent (gossip's maxPacketBytes is set higher than the transport's). */
+  oversizePackets: number;
   oversizeStreams: number;
   rejectedConnections: number;
   inboundStreamErrors: number;
@@ -46,7 +48,7 @@ export interface TransportStats {
 const LENGTH_BYTES = 4;
 
 export class UdpTcpTransport implements Transport {
-  readonly stats: TransportStats = { oversizeStreams: 0, rejectedConnections: 0, inboundStreamErrors: 0, packetSendErrors: 0 };
+  readonly stats: TransportStats = { oversizePackets: 0, oversizeStreams: 0, rejectedConnections: 0, inboundStreamErrors: 0, packetSendErrors: 0 };
   private packetHandler: (from: Addr, frame: Uint8Array) => void = () => {};
   private exchangeHandler: (from: Addr, frame: Uint8Array) => Promise<Uint8Array> = () =>
     Promise.reject(new TransportError("CLOSED", "no exchange handler"));
@@ -115,7 +117,11 @@ export class UdpTcpTransport implements Transport {
 
   sendPacket(to: Addr, frame: Uint8Array): void {
     if (this.closed) return;
-    if (frame.length > this.maxPacketBytes) throw new TransportError("TOO_BIG", `packet of ${frame.length} bytes over ${this.maxPacketBytes}`);
+    // Counted, not thrown: this runs from gossip timers, where a throw would take the agent down.
+    if (frame.length > this.maxPacketBytes) {
+      this.stats.oversizePackets++;
+      return;
+    }
     this.udp.send(frame, to.port, to.host, (err) => {
       if (err) this.stats.packetSendErrors++;
     });
