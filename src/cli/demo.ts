@@ -25,12 +25,15 @@ export async function runDemo(o: DemoOptions): Promise<void> {
     await agents?.stopAll();
     await lab?.destroy();
   };
+  let interrupted = false;
   const onSignal = () => {
+    if (interrupted) return;
+    interrupted = true;
     process.stdout.write("\nstopping: agents leave the cluster, namespaces and devices are removed...\n");
     void cleanup().then(() => process.exit(0));
   };
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
   try {
     const count = o.hosts ?? 3;
     say(`building ${count} hosts in network namespaces (backend ${o.backend})`);
@@ -40,6 +43,9 @@ export async function runDemo(o: DemoOptions): Promise<void> {
     agents.startAll();
     say(`agents started; waiting for gossip, leases and backends (logs in ${agents.dir})`);
     await agents.waitAllReady();
+    // Ready means this node's own side is programmed; peers' leases and records may still be on
+    // their way through gossip.
+    await Promise.all(agents.agents.map((a) => agents!.waitFor(a, `all ${count - 1} peers known`, (s) => s.peers.length === count - 1)));
     await agents.addPods(2);
     for (const a of agents.agents) {
       const env = await agents.subnetEnv(a);
@@ -49,6 +55,8 @@ export async function runDemo(o: DemoOptions): Promise<void> {
     for (const a of lab.hosts) {
       for (const b of lab.hosts) {
         if (a === b) continue;
+        // A peer's routes follow its record by up to one programming round: allow a few seconds.
+        for (let t = 0; t < 10 && (await ping(a.pods[0], b.pods[1].addr, { count: 1, timeoutS: 1 })).received === 0; t++);
         const r = await ping(a.pods[0], b.pods[1].addr, { count: 3 });
         failures += r.received === r.sent ? 0 : 1;
         say(`ping ${a.pods[0].name} -> ${b.pods[1].name} (${formatIpv4(b.pods[1].addr)}): ${r.received}/${r.sent}${r.rtts.length ? `, median ${median(r.rtts).toFixed(3)} ms` : ""}`);

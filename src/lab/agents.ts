@@ -3,7 +3,7 @@
 // `weft bench` and the agent tests. Agents are stopped with SIGTERM (graceful leave) or killed.
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { createWriteStream } from "node:fs";
+import { closeSync, openSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -78,13 +78,12 @@ export class LabAgents {
       ...extra,
     ];
     const [cmd, ...argv] = a.host.ns.wrap([process.execPath, ...args]);
-    const child = spawn(cmd, argv, { stdio: ["ignore", "pipe", "pipe"] });
-    const log = createWriteStream(join(a.dir, "agent.log"), { flags: "a" });
-    // Two sources share the log: neither may end it (a write after the first one ended would
-    // throw), so it is closed once both are done.
-    child.stdout!.pipe(log, { end: false });
-    child.stderr!.pipe(log, { end: false });
-    a.logClosed = new Promise((r) => child.once("close", () => log.end(r)));
+    // The agent writes its log file itself: through a pipe to this process, an agent whose
+    // parent died would block on a full pipe and never see its SIGTERM.
+    const log = openSync(join(a.dir, "agent.log"), "a");
+    const child = spawn(cmd, argv, { stdio: ["ignore", log, log] });
+    closeSync(log);
+    a.logClosed = new Promise((r) => child.once("exit", () => r()));
     a.process = child;
   }
 

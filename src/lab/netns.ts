@@ -25,10 +25,13 @@ function hookExit(): void {
   if (hooked) return;
   hooked = true;
   process.once("exit", removeAllSync);
-  for (const sig of ["SIGINT", "SIGTERM"] as const) {
-    process.once(sig, () => {
+  for (const [sig, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+    process.on(sig, () => {
+      // A tool with its own handler (demo, bench) stops its agents first and then exits, and the
+      // exit hook removes what is left; removing namespaces here would pull them from under it.
+      if (process.listenerCount(sig) > 1) return;
       removeAllSync();
-      process.kill(process.pid, sig);
+      process.exit(code);
     });
   }
 }
