@@ -7,7 +7,7 @@
 // element is its kind code. Decoding checks every field; a frame with any malformed part is
 // refused whole, before anything acts on it.
 import { Decoder, Encoder } from "@msgpack/msgpack";
-import type { MemberState } from "./delegate.js";
+import type { MemberState, NodeView } from "./delegate.js";
 import { MAX_NAME_BYTES } from "./config.js";
 
 const WIRE_VERSION = 1;
@@ -17,14 +17,8 @@ const WIRE_VERSION = 1;
 const encoder = new Encoder();
 const encode = (value: unknown): Uint8Array => encoder.encode(value);
 
-/** A member's record as exchanged in push-pull. */
-export interface NodeState {
-  readonly name: string;
-  readonly host: string;
-  readonly port: number;
-  readonly incarnation: number;
-  readonly state: MemberState;
-  readonly meta: Uint8Array;
+/** A member's record as exchanged in push-pull: what members see of it, plus its tombstone age. */
+export interface NodeState extends NodeView {
   /** How long ago a tombstone (dead/left) was made; 0 for live records. */
   readonly stateAgeMs: number;
 }
