@@ -39,6 +39,7 @@ export function runMicroSuite(suite: string, cases: MicroCase[], opts: { maxTime
 }
 
 export function formatRate(rate: number): string {
+  if (rate >= 1e9) return `${(rate / 1e9).toFixed(2)} G`;
   if (rate >= 1e6) return `${(rate / 1e6).toFixed(2)} M`;
   if (rate >= 1e3) return `${(rate / 1e3).toFixed(1)} k`;
   return rate.toFixed(0);

@@ -71,6 +71,20 @@ export function agentMetrics(control: ControlPlane, backend: () => Backend | und
     set({ direction: "tx" }, Number(d.tx.bytesForwarded));
     set({ direction: "rx" }, Number(d.rx.bytesForwarded));
   });
+  new Gauge({
+    name: "weft_dataplane_offloads", help: "1 while the userspace dataplane runs with segmentation offloads (TSO through TUN, UDP GSO/GRO), 0 when off (the reason is in /status and the log)", registers: [registry],
+    collect() {
+      this.reset();
+      const d = backend()?.dataplaneCounters?.();
+      if (d) this.set(d.offload.enabled ? 1 : 0);
+    },
+  });
+  mirroredCounter(registry, "weft_dataplane_offload_segments_total", "Segments cut from super-packets (tx) and merged into super-packets (rx) by the userspace dataplane", ["direction"], (set) => {
+    const d = backend()?.dataplaneCounters?.();
+    if (!d) return;
+    set({ direction: "tx" }, Number(d.tx.offloadSegments));
+    set({ direction: "rx" }, Number(d.rx.offloadSegments));
+  });
   mirroredCounter(registry, "weft_dataplane_worker_restarts_total", "Userspace dataplane workers replaced after dying", [], (set) => {
     const d = backend()?.dataplaneCounters?.();
     if (d) set({}, d.workerRestarts);

@@ -10,6 +10,9 @@ import type { Ipv4Prefix } from "../net/ipv4.js";
 export const BACKEND_TYPES = ["vxlan", "host-gw", "udp", "wasm-vxlan"] as const;
 export type BackendType = (typeof BACKEND_TYPES)[number];
 
+/** The backends that run weft's own dataplane (src/dataplane) instead of programming the kernel's. */
+export const USERSPACE_BACKENDS: readonly BackendType[] = ["udp", "wasm-vxlan"];
+
 /** flannel's defaults: VNI 1; the kernel's VXLAN port 8472 (not IANA's 4789); udp port 8285. */
 export const DEFAULT_VNI = 1;
 export const VXLAN_PORT = 8472;
@@ -38,8 +41,9 @@ export interface BackendAnnouncement {
 
 /**
  * Per-backend keys of net-conf.json's Backend object, in camelCase (VNI -> vni, Port -> port,
- * MTU -> mtu, DirectRouting -> directRouting, GBP -> gbp, Workers -> workers). Each backend reads
- * the keys it has and ignores the rest; the config layer rejects keys a type does not have.
+ * MTU -> mtu, DirectRouting -> directRouting, GBP -> gbp, Workers -> workers, Offloads -> offloads).
+ * Each backend reads the keys it has and ignores the rest; the config layer rejects keys a type
+ * does not have.
  */
 export interface BackendOptions {
   /** VXLAN network identifier (vxlan, wasm-vxlan). Default 1. */
@@ -54,6 +58,8 @@ export interface BackendOptions {
   gbp?: boolean;
   /** wasm-vxlan, udp: dataplane worker threads. Default: the number of cores. */
   workers?: number;
+  /** wasm-vxlan, udp: segmentation offloads where the kernel has them (TSO through TUN, UDP GSO/GRO). Default true. */
+  offloads?: boolean;
 }
 
 /** Plain counters for the metrics endpoint. */

@@ -1,7 +1,8 @@
 // The report's bar chart as a self-contained SVG (no scripts, fonts or anything fetched), viewable
-// in any browser: per figure, one bar per backend showing its ratio to kernel vxlan on a log
+// in any browser: per figure, one bar per setup showing its ratio to kernel vxlan on a log
 // scale, so 0.5x and 2x are equally long and the baseline is the vertical line at 1x.
 import type { BackendType } from "../backends/backend.js";
+import type { BenchSetup } from "./settings.js";
 import { BASELINE, type Figure } from "./summary.js";
 import { formatRatio, formatValue } from "./table.js";
 
@@ -13,12 +14,23 @@ const BAR_H = 14;
 const GAP = 12;
 const TOP = 84;
 
-export function chartSvg(figures: Figure[], backends: BackendType[], title: string): string {
-  const others = backends.filter((b) => b !== BASELINE);
+/**
+ * A setup's bars are in its backend's colour; without offloads they are filled halfway to white
+ * and outlined in it, so that both setups of a backend read as one backend, told apart at a glance.
+ */
+function barStyle(s: BenchSetup): string {
+  const c = COLORS[s.backend];
+  if (s.offloads !== false) return `fill="${c}"`;
+  const light = [1, 3, 5].map((i) => Math.round((parseInt(c.slice(i, i + 2), 16) + 255) / 2).toString(16).padStart(2, "0")).join("");
+  return `fill="#${light}" stroke="${c}"`;
+}
+
+export function chartSvg(figures: Figure[], setups: BenchSetup[], title: string): string {
+  const others = setups.filter((s) => s.name !== BASELINE);
   // Figures whose baseline may be near zero (loss, the agents' CPU under kernel backends) give
   // ratios that say little and would squash every other bar: the table has them.
-  const shown = figures.filter((f) => !f.mayBeZero && others.some((b) => f.ratios[b] !== undefined));
-  const ratios = shown.flatMap((f) => others.map((b) => f.ratios[b]).filter((r): r is number => r !== undefined && r > 0));
+  const shown = figures.filter((f) => !f.mayBeZero && others.some((s) => f.ratios[s.name] !== undefined));
+  const ratios = shown.flatMap((f) => others.map((s) => f.ratios[s.name]).filter((r): r is number => r !== undefined && r > 0));
   // Powers of two around every ratio (and 1x), at most 1/256x .. 256x.
   const lo = Math.max(-8, Math.floor(Math.log2(Math.min(1, ...ratios))));
   const hi = Math.min(8, Math.ceil(Math.log2(Math.max(1, ...ratios))));
@@ -33,9 +45,9 @@ export function chartSvg(figures: Figure[], backends: BackendType[], title: stri
   out.push(`<text x="10" y="20" font-size="14" font-weight="bold">${esc(title)}</text>`);
   out.push(`<text x="10" y="38" fill="#555">ratio to kernel vxlan (${BASELINE}) from the same run, medians, log scale; each figure says whether higher or lower is better</text>`);
   let lx = 10;
-  for (const b of others) {
-    out.push(`<rect x="${lx}" y="48" width="10" height="10" fill="${COLORS[b]}"/><text x="${lx + 14}" y="57">${esc(b)}</text>`);
-    lx += 24 + b.length * 7;
+  for (const s of others) {
+    out.push(`<rect x="${lx}" y="48" width="10" height="10" ${barStyle(s)}/><text x="${lx + 14}" y="57">${esc(s.name)}</text>`);
+    lx += 24 + s.name.length * 7;
   }
   const step = span > 8 ? 2 : 1;
   for (let e = Math.ceil(lo / step) * step; e <= hi; e += step) {
@@ -48,7 +60,8 @@ export function chartSvg(figures: Figure[], backends: BackendType[], title: stri
   shown.forEach((f, i) => {
     const y0 = TOP + i * groupH;
     out.push(`<text x="${LABEL_W - 8}" y="${y0 + (others.length * BAR_H) / 2 + 4}" text-anchor="end">${esc(`${f.label} (${f.better} is better)`)}</text>`);
-    others.forEach((b, k) => {
+    others.forEach((s, k) => {
+      const b = s.name;
       const r = f.ratios[b];
       const y = y0 + k * BAR_H;
       if (r === undefined || r <= 0) {
@@ -57,8 +70,8 @@ export function chartSvg(figures: Figure[], backends: BackendType[], title: stri
       }
       const a = x(1);
       const bx = x(r);
-      out.push(`<rect x="${Math.min(a, bx)}" y="${y + 1}" width="${Math.max(1, Math.abs(bx - a))}" height="${BAR_H - 2}" fill="${COLORS[b]}"><title>${esc(`${b}: ${formatValue(f.medians[b])} ${f.unit} vs ${formatValue(f.medians[BASELINE])} ${f.unit}`)}</title></rect>`);
-      out.push(`<text x="${LABEL_W + PLOT_W + 6}" y="${y + BAR_H - 3}" fill="${COLORS[b]}">${esc(`${formatRatio(r)}  ${formatValue(f.medians[b])} ${f.unit}`)}</text>`);
+      out.push(`<rect x="${Math.min(a, bx)}" y="${y + 1}" width="${Math.max(1, Math.abs(bx - a))}" height="${BAR_H - 2}" ${barStyle(s)}><title>${esc(`${b}: ${formatValue(f.medians[b])} ${f.unit} vs ${formatValue(f.medians[BASELINE])} ${f.unit}`)}</title></rect>`);
+      out.push(`<text x="${LABEL_W + PLOT_W + 6}" y="${y + BAR_H - 3}" fill="${COLORS[s.backend]}">${esc(`${formatRatio(r)}  ${formatValue(f.medians[b])} ${f.unit}`)}</text>`);
     });
   });
   out.push(`</svg>`);

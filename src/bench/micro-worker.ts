@@ -3,7 +3,8 @@
 // frees the 100k-prefix route tables (over 100 MiB) as soon as it ends.
 import { parentPort, workerData } from "node:worker_threads";
 import { lpmBenchmarks } from "../../bench/micro/lpm.js";
+import { offloadBenchmarks } from "../../bench/micro/offload.js";
 import { packetBenchmarks } from "../../bench/micro/packets.js";
 
 const { maxTime } = workerData as { maxTime: number };
-parentPort!.postMessage([...lpmBenchmarks(maxTime), ...packetBenchmarks(maxTime)]);
+parentPort!.postMessage([...lpmBenchmarks(maxTime), ...packetBenchmarks(maxTime), ...offloadBenchmarks(maxTime)]);

@@ -2,7 +2,7 @@
 // samples, machine, commit, settings), report.md (for people; links the chart) and chart.svg.
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { BackendType } from "../backends/backend.js";
+import type { OffloadState } from "../dataplane/offload.js";
 import type { MachineInfo } from "./machine.js";
 import type { MicroResult } from "./micro.js";
 import type { BenchSettings } from "./settings.js";
@@ -20,8 +20,10 @@ export interface BenchReport {
   git: { commit: string; dirty: boolean };
   machine: MachineInfo;
   settings: BenchSettings;
-  /** The net-conf.json each backend's agents ran with. */
-  netConf: Partial<Record<BackendType, object>>;
+  /** The net-conf.json each setup's agents ran with, by setup name. */
+  netConf: Record<string, object>;
+  /** The offloads each userspace setup's dataplanes really ran with, by setup name, then host. */
+  offload: Record<string, Record<string, OffloadState>>;
   figures: Figure[];
   samples: Sample[];
   micro: MicroResult[];
@@ -31,10 +33,13 @@ export const REPORT_FILES = { json: "report.json", markdown: "report.md", chart:
 
 export function terminalSummary(r: BenchReport): string {
   const s = r.settings;
+  const names = s.setups.map((x) => x.name);
+  const offload = offloadInForce(r);
   return [
     `weft bench: medians of ${s.rounds} round${s.rounds === 1 ? "" : "s"}, ${s.duration} s per iperf3 run; in parentheses the ratio to ${BASELINE} from the same run`,
+    ...(offload.length > 0 ? [`offloads in force: ${offload.join("; ")}`] : []),
     "",
-    textTable(figureHeader(s.backends), r.figures.map((f) => figureRow(f, s.backends))),
+    textTable(figureHeader(names), r.figures.map((f) => figureRow(f, names))),
     "",
     "microbenchmarks (one core, benchmark.js)",
     ...microSuites(r.micro).map(([suite, ms]) => `\n${suite}\n${textTable(microHeader(), ms.map(microRow), 1)}`),
@@ -44,38 +49,58 @@ export function terminalSummary(r: BenchReport): string {
 export async function writeReport(dir: string, r: BenchReport): Promise<void> {
   await mkdir(dir, { recursive: true });
   await writeFile(join(dir, REPORT_FILES.json), JSON.stringify(r, null, 2) + "\n");
-  await writeFile(join(dir, REPORT_FILES.chart), chartSvg(r.figures, r.settings.backends, `weft bench, ${r.finishedAt.slice(0, 10)}, ${r.machine.cores} cores, ${r.machine.cpuModel}`));
+  await writeFile(join(dir, REPORT_FILES.chart), chartSvg(r.figures, r.settings.setups, `weft bench, ${r.finishedAt.slice(0, 10)}, ${r.machine.cores} cores, ${r.machine.cpuModel}`));
   await writeFile(join(dir, REPORT_FILES.markdown), markdown(r));
+}
+
+/**
+ * Per userspace setup, the offloads its dataplanes ran with: "on" may have fallen back to off
+ * where the kernel lacks a feature, and then the figures are not what the name says.
+ */
+function offloadInForce(r: BenchReport): string[] {
+  const describe = (o: OffloadState) => (o.enabled ? `on (TUN ${o.tun.join(", ")}; UDP GRO)` : `off (${o.reason ?? "no reason given"})`);
+  return Object.entries(r.offload).map(([setup, hosts]) => {
+    const states = [...new Set(Object.values(hosts).map(describe))];
+    return `${setup}: ${states.length === 1 ? states[0] : Object.entries(hosts).map(([h, o]) => `${h} ${describe(o)}`).join(", ")}`;
+  });
 }
 
 function markdown(r: BenchReport): string {
   const s = r.settings;
   const m = r.machine;
-  const others = s.backends.filter((b) => b !== BASELINE);
-  return `# weft bench: ${others.join(", ")} against kernel vxlan
+  const names = s.setups.map((x) => x.name);
+  const offload = offloadInForce(r);
+  const userspace = s.setups.some((x) => x.offloads !== undefined);
+  return `# weft bench: ${names.filter((n) => n !== BASELINE).join(", ")} against kernel vxlan
 
 Run ${r.startedAt} to ${r.finishedAt} with \`${r.command}\`, weft commit \`${r.git.commit}\`${r.git.dirty ? " (with uncommitted changes)" : ""}.
 Machine: ${m.cores} cores, ${m.cpuModel}, Linux ${m.kernel}, ${m.memoryGiB} GiB, Node.js ${m.node}; 1-minute load average at the start ${m.loadAverageAtStart.toFixed(2)}.
 Settings: ${s.rounds} round${s.rounds === 1 ? "" : "s"}, ${s.duration} s per iperf3 run, TCP with ${s.streams.join(" and ")} stream${s.streams.length === 1 && s.streams[0] === 1 ? "" : "s"}, ${s.pingCount} pings ${s.pingIntervalS * 1000} ms apart per round${s.quick ? " (--quick: a smoke run, not a measurement)" : ""}.
-Raw samples, the machine and the settings are in [${REPORT_FILES.json}](${REPORT_FILES.json}).
+${userspace ? `Segmentation offloads of the userspace backends: \`--offloads ${s.offloads.join(",")}\`; in force: ${offload.join("; ") || "not reported"}.\n` : ""}Raw samples, the machine and the settings are in [${REPORT_FILES.json}](${REPORT_FILES.json}).
 
 ## Results
 
 Each cell is the median over rounds; in parentheses its ratio to kernel vxlan's median from the same run.
 
-${markdownTable(figureHeader(s.backends), r.figures.map((f) => figureRow(f, s.backends)))}
+${markdownTable(figureHeader(names), r.figures.map((f) => figureRow(f, names)))}
 
 ![every figure as a ratio to kernel vxlan](${REPORT_FILES.chart})
 
 ## How to read it
 
-- **Setup.** For each backend its own lab: two hosts as network namespaces on a switch (a bridge),
-  each with a cni0 bridge and one pod, and a real \`weft agent\` per host running that backend
-  (net-conf.json in the JSON file). All labs are built before the first measurement and the runs
-  alternate between backends (each round runs every workload on every backend, starting with a
-  different backend each round), so drift of the machine hits every backend alike. Compare
-  backends by their ratios, not by absolute figures from different runs or machines.
-- **TCP**: iperf3 from host1's pod to host2's pod, received throughput.
+- **Setup.** For each setup (a backend; the userspace ones once per \`--offloads\` setting) its own
+  lab: two hosts as network namespaces on a switch (a bridge), each with a cni0 bridge and one
+  pod, and a real \`weft agent\` per host running that backend (net-conf.json in the JSON file).
+  All labs are built before the first measurement and the runs alternate between setups (each
+  round runs every workload on every setup, starting with a different setup each round), so
+  drift of the machine hits every setup alike. Compare setups by their ratios, not by absolute
+  figures from different runs or machines.
+${userspace ? `- **Offloads.** The userspace backends (wasm-vxlan, udp) use segmentation offloads by default:
+  TCP crosses the TUN device as 64 KB super-packets that weft segments and coalesces, and the
+  sockets use UDP GSO/GRO; the datagrams on the wire are the same either way. A setup named
+  "(offloads off)" runs with \`Backend.Offloads: false\`; one without the suffix runs with them
+  on, unless the kernel lacks a feature (then "in force" above says off, and why).
+` : ""}- **TCP**: iperf3 from host1's pod to host2's pod, received throughput.
 - **UDP**: iperf3 with the given payload, sent as fast as the sender can (\`-b 0\`): packets per
   second sent, received by the server, and the share lost on the way.
 - **Round trip**: ping between the pods, ${s.pingIntervalS * 1000} ms apart; p50 and p99 of the replies.

@@ -1,6 +1,7 @@
-// `weft bench`: builds one lab per backend with real agents, runs every workload on every backend
-// round by round, alternating backends, measures the microbenchmarks, and writes the report. Every
-// namespace, device and process it makes goes away at the end, also on failure and on Ctrl-C.
+// `weft bench`: builds one lab per setup (a backend; the userspace ones once per --offloads
+// setting) with real agents, runs every workload on every setup round by round, alternating
+// setups, measures the microbenchmarks, and writes the report. Every namespace, device and
+// process it makes goes away at the end, also on failure and on Ctrl-C.
 import { resolve } from "node:path";
 import { WeftError } from "../errors.js";
 import { gitCommit, machineInfo } from "./machine.js";
@@ -26,26 +27,27 @@ export async function runBench(settings: BenchSettings, command: string): Promis
 
   const actions: Action[] = [];
   const plan = (label: string, weight: number, run: () => Promise<void>) => actions.push({ step: { label, weight }, run });
+  const setups = settings.setups;
+  const labOf = (name: string) => labs.find((l) => l.setup.name === name)!;
   // Start every lab's agents first, then wait for them: their startups overlap.
-  for (const b of settings.backends) plan(`building the ${b} lab, starting its agents`, 3, async () => void (await buildLab(b, labs)));
-  for (const b of settings.backends) plan(`waiting for ${b} agents, adding pods`, 4, () => readyLab(labs.find((l) => l.backend === b)!));
+  for (const s of setups) plan(`building the ${s.name} lab, starting its agents`, 3, async () => void (await buildLab(s, labs)));
+  for (const s of setups) plan(`waiting for ${s.name} agents, adding pods`, 4, () => readyLab(labOf(s.name)));
   let seq = 0;
   for (let round = 1; round <= settings.rounds; round++) {
-    // Each round starts with another backend, so no backend always runs right after the same one.
-    const n = settings.backends.length;
-    const order = settings.backends.map((_, i) => settings.backends[(i + round - 1) % n]);
+    // Each round starts with another setup, so no setup always runs right after the same one.
+    const order = setups.map((_, i) => setups[(i + round - 1) % setups.length].name);
     for (const w of workloads) {
-      for (const b of order) {
+      for (const name of order) {
         const weight = w.kind === "rtt" ? settings.pingCount * settings.pingIntervalS + 1 : settings.duration + 1.5;
-        plan(`round ${round}/${settings.rounds} · ${b} · ${workloadLabel(w)}`, weight, async () => {
+        plan(`round ${round}/${settings.rounds} · ${name} · ${workloadLabel(w)}`, weight, async () => {
           const t = new Date().toISOString();
-          const r = await runWorkload(labs.find((l) => l.backend === b)!, w, settings);
-          samples.push({ backend: b, workload: workloadId(w), round, seq: seq++, startedAt: t, ...r });
+          const r = await runWorkload(labOf(name), w, settings);
+          samples.push({ setup: name, workload: workloadId(w), round, seq: seq++, startedAt: t, ...r });
         });
       }
     }
   }
-  plan("stopping agents, removing labs", 2 * settings.backends.length, () => cleanup());
+  plan("stopping agents, removing labs", 2 * setups.length, () => cleanup());
   // The microbenchmarks last, once no agent or traffic runs beside them.
   plan("microbenchmarks", settings.quick ? 20 : 60, async () => {
     const m = runMicro(settings.microMaxTime, (line) => progress.detail(line));
@@ -106,8 +108,9 @@ export async function runBench(settings: BenchSettings, command: string): Promis
 
   const report: BenchReport = {
     tool: "weft bench", command, startedAt, finishedAt: new Date().toISOString(), git: gitCommit(), machine, settings,
-    netConf: Object.fromEntries(labs.map((l) => [l.backend, l.netConf])),
-    figures: summarize(figureDefs(workloads), settings.backends, samples), samples, micro,
+    netConf: Object.fromEntries(labs.map((l) => [l.setup.name, l.netConf])),
+    offload: Object.fromEntries(labs.filter((l) => Object.keys(l.offload).length > 0).map((l) => [l.setup.name, l.offload])),
+    figures: summarize(figureDefs(workloads), setups.map((s) => s.name), samples), samples, micro,
   };
   const dir = resolve(settings.out);
   await writeReport(dir, report);

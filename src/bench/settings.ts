@@ -1,16 +1,34 @@
 // `weft bench` settings: the command line's values checked and completed with defaults, which
-// --quick shrinks to a smoke run (explicit values still win).
-import { BACKEND_TYPES, type BackendType } from "../backends/backend.js";
+// --quick shrinks to a smoke run (explicit values still win), and the setups they make: what each
+// lab runs, a backend and, for the userspace ones, one of the --offloads settings.
+import { BACKEND_TYPES, USERSPACE_BACKENDS, type BackendType } from "../backends/backend.js";
 import { WeftError } from "../errors.js";
 import { BASELINE } from "./summary.js";
 
+export const OFFLOADS_CHOICES = ["on", "off"] as const;
+export type OffloadsChoice = (typeof OFFLOADS_CHOICES)[number];
+
+/** What one lab runs; its name keys the tables, chart, samples and report. */
+export interface BenchSetup {
+  /** The backend's name, with " (offloads off)" for a userspace backend run without offloads. */
+  name: string;
+  backend: BackendType;
+  /** Backend.Offloads of its net-conf.json (userspace backends only). */
+  offloads?: boolean;
+}
+
 export interface BenchSettings {
+  /** The backends compared, baseline first. */
   backends: BackendType[];
+  /** --offloads: the settings each userspace backend runs with, "on" first. */
+  offloads: OffloadsChoice[];
+  /** One per lab, baseline first, a backend's setups side by side ("on" before "off"). */
+  setups: BenchSetup[];
   /** Seconds per iperf3 run (TCP and UDP). */
   duration: number;
   /** TCP runs, one per stream count. */
   streams: number[];
-  /** Every round runs every workload on every backend. */
+  /** Every round runs every workload on every setup. */
   rounds: number;
   quick: boolean;
   pingCount: number;
@@ -23,6 +41,7 @@ export interface BenchSettings {
 
 export interface BenchFlags {
   backends?: string[];
+  offloads?: string[];
   duration?: number;
   streams?: number[];
   rounds?: number;
@@ -46,10 +65,20 @@ export function resolveSettings(f: BenchFlags, now = new Date()): BenchSettings 
   };
   const streams = (f.streams ?? [1, 4]).map((n) => positive(n, "--streams", 1));
   if (streams.length === 0) throw new WeftError("BENCH_BAD_SETTING", "--streams needs at least one stream count");
+  const given = f.offloads ?? ["on"];
+  if (given.length === 0 || given.some((c) => !(OFFLOADS_CHOICES as readonly string[]).includes(c))) {
+    throw new WeftError("BENCH_BAD_SETTING", `--offloads takes on, off or on,off, not "${given.join(",")}"`);
+  }
+  const offloads = OFFLOADS_CHOICES.filter((c) => given.includes(c));
   // Baseline first: its column comes first in every table.
   const ordered = [BASELINE, ...backends.filter((b) => b !== BASELINE)] as BackendType[];
+  if (offloads.includes("off") && !ordered.some((b) => USERSPACE_BACKENDS.includes(b))) {
+    throw new WeftError("BENCH_BAD_SETTING", `--offloads off applies to the userspace backends (${USERSPACE_BACKENDS.join(", ")}), and --backends has none`);
+  }
   return {
     backends: ordered,
+    offloads,
+    setups: ordered.flatMap((b) => (USERSPACE_BACKENDS.includes(b) ? offloads.map((c) => userspaceSetup(b, c === "on")) : [{ name: b, backend: b }])),
     duration: positive(f.duration, "--duration", quick ? 1 : 10),
     streams: [...new Set(streams)],
     rounds: positive(f.rounds, "--rounds", quick ? 1 : 3),
@@ -60,4 +89,12 @@ export function resolveSettings(f: BenchFlags, now = new Date()): BenchSettings 
     microMaxTime: quick ? 0.05 : 1,
     out: f.out ?? `bench/results/${now.toISOString().replace(/:/g, "-").replace(/\.\d+Z$/, "Z")}`,
   };
+}
+
+/**
+ * A userspace backend's setup. Its name is the bare backend's when offloads are on (the default,
+ * so reports without --offloads read as before), and says so when they are off.
+ */
+function userspaceSetup(backend: BackendType, offloads: boolean): BenchSetup {
+  return { name: offloads ? backend : `${backend} (offloads off)`, backend, offloads };
 }

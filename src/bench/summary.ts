@@ -1,9 +1,9 @@
 // From raw samples to the figures a report shows: the median over rounds of each value, per
-// backend, and its ratio to kernel vxlan's median from the same run.
+// setup (see settings.ts), and its ratio to kernel vxlan's median from the same run.
 import type { BackendType } from "../backends/backend.js";
 import { workloadId, workloadLabel, type Sample, type Workload } from "./workloads.js";
 
-/** The backend every ratio refers to: the kernel's VXLAN, as flannel programs it. */
+/** The backend every ratio refers to, the kernel's VXLAN as flannel programs it; also its setup's name. */
 export const BASELINE: BackendType = "vxlan";
 
 export interface FigureDef {
@@ -19,10 +19,10 @@ export interface FigureDef {
 }
 
 export interface Figure extends FigureDef {
-  /** Median over rounds, per backend. */
-  medians: Partial<Record<BackendType, number>>;
-  /** Median / baseline median; absent when the baseline is 0. */
-  ratios: Partial<Record<BackendType, number>>;
+  /** Median over rounds, per setup name. */
+  medians: Record<string, number>;
+  /** Median / baseline median, per setup name; absent when the baseline is 0. */
+  ratios: Record<string, number>;
 }
 
 /** Every figure the workloads produce, in report order. */
@@ -58,16 +58,17 @@ export function median(xs: number[]): number {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
-export function summarize(defs: FigureDef[], backends: BackendType[], samples: Sample[]): Figure[] {
+/** `setups`: the setups' names. */
+export function summarize(defs: FigureDef[], setups: string[], samples: Sample[]): Figure[] {
   return defs.map((d) => {
     const medians: Figure["medians"] = {};
-    for (const b of backends) {
-      const xs = samples.filter((s) => s.backend === b && s.workload === d.workload).map((s) => s.values[d.value]);
+    for (const b of setups) {
+      const xs = samples.filter((s) => s.setup === b && s.workload === d.workload).map((s) => s.values[d.value]);
       if (xs.length) medians[b] = median(xs);
     }
     const base = medians[BASELINE];
     const ratios: Figure["ratios"] = {};
-    for (const b of backends) {
+    for (const b of setups) {
       const m = medians[b];
       if (m !== undefined && base !== undefined && base > 0) ratios[b] = m / base;
     }

@@ -1,6 +1,5 @@
 // The figures as rows of text cells, shared by the terminal table and the Markdown report: every
-// backend's median, and after it the ratio to kernel vxlan from the same run.
-import type { BackendType } from "../backends/backend.js";
+// setup's median, and after it the ratio to kernel vxlan from the same run.
 import { formatRate, type MicroResult } from "../../bench/micro/suite.js";
 import { BASELINE, type Figure } from "./summary.js";
 
@@ -17,14 +16,15 @@ export function formatRatio(r: number | undefined): string {
   return `${r >= 100 ? r.toFixed(0) : r >= 10 ? r.toFixed(1) : r.toFixed(2)}x`;
 }
 
-export function figureHeader(backends: BackendType[]): string[] {
-  return ["figure", "unit", "better", ...backends.map((b) => (b === BASELINE ? `${b} (baseline)` : b))];
+/** `setups`: the setups' names, one column each. */
+export function figureHeader(setups: string[]): string[] {
+  return ["figure", "unit", "better", ...setups.map((b) => (b === BASELINE ? `${b} (baseline)` : b))];
 }
 
-export function figureRow(f: Figure, backends: BackendType[]): string[] {
+export function figureRow(f: Figure, setups: string[]): string[] {
   return [
     f.label, f.unit, f.better,
-    ...backends.map((b) => (b === BASELINE ? formatValue(f.medians[b]) : `${formatValue(f.medians[b])} (${formatRatio(f.ratios[b])})`)),
+    ...setups.map((b) => (b === BASELINE ? formatValue(f.medians[b]) : `${formatValue(f.medians[b])} (${formatRatio(f.ratios[b])})`)),
   ];
 }
 

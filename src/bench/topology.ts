@@ -1,18 +1,26 @@
-// The benchmark's topology: for each backend its own two-host lab cluster (src/lab) with one pod
-// per host and real weft agents running that backend on both hosts. All labs are built before the
-// first measurement, so workloads can alternate between backends run after run.
+// The benchmark's topology: for each setup (settings.ts) its own two-host lab cluster (src/lab)
+// with one pod per host and real weft agents running that setup on both hosts. All labs are built
+// before the first measurement, so workloads can alternate between setups run after run.
 import { execFileSync } from "node:child_process";
 import type { BackendType } from "../backends/backend.js";
+import type { OffloadState } from "../dataplane/offload.js";
 import { WeftError } from "../errors.js";
 import { LabAgents } from "../lab/agents.js";
 import { LabCluster, LAB_POD_NETWORK, type LabPod } from "../lab/cluster.js";
 import { ping } from "../lab/traffic.js";
 import { formatPrefix } from "../net/ipv4.js";
+import type { BenchSetup } from "./settings.js";
 
-/** One backend's lab: two hosts, their agents, and (once ready) one pod per host. */
+/** One setup's lab: two hosts, their agents, and (once ready) one pod per host. */
 export class BenchLab {
+  /**
+   * Once ready, per host, the offloads its userspace dataplane really runs with (from the agent's
+   * status): "on" falls back to off where the kernel lacks a feature, and the report must say so.
+   */
+  offload: Record<string, OffloadState> = {};
+
   constructor(
-    readonly backend: BackendType,
+    readonly setup: BenchSetup,
     /** The net-conf.json both agents run with (recorded in the report). */
     readonly netConf: object,
     readonly lab: LabCluster,
@@ -30,16 +38,19 @@ export class BenchLab {
   }
 }
 
-/** Short tags keep namespace names (weft-<tag>-h1-<pid>-<n>) readable in `ip netns`. */
+/**
+ * Short tags keep namespace names (weft-<tag>-h1-<pid>-<n>) readable in `ip netns`; a setup
+ * without offloads adds "-off", so every setup's tag is unique.
+ */
 const TAGS: Record<BackendType, string> = { vxlan: "bench-vx", "host-gw": "bench-hg", udp: "bench-ud", "wasm-vxlan": "bench-wv" };
 
 /**
- * Builds one backend's lab and starts its agents without waiting for them; `labs` receives the
+ * Builds one setup's lab and starts its agents without waiting for them; `labs` receives the
  * lab as soon as it exists, so a failure or an interrupt later still tears it down.
  */
-export async function buildLab(backend: BackendType, labs: BenchLab[]): Promise<BenchLab> {
-  const lab = await LabCluster.create({ tag: TAGS[backend], hosts: 2 });
-  const netConf = { Network: formatPrefix(LAB_POD_NETWORK), Backend: { Type: backend } };
+export async function buildLab(setup: BenchSetup, labs: BenchLab[]): Promise<BenchLab> {
+  const lab = await LabCluster.create({ tag: `${TAGS[setup.backend]}${setup.offloads === false ? "-off" : ""}`, hosts: 2 });
+  const netConf = { Network: formatPrefix(LAB_POD_NETWORK), Backend: { Type: setup.backend, ...(setup.offloads !== undefined && { Offloads: setup.offloads }) } };
   let agents: LabAgents;
   try {
     agents = await LabAgents.prepare(lab, () => netConf);
@@ -47,15 +58,22 @@ export async function buildLab(backend: BackendType, labs: BenchLab[]): Promise<
     await lab.destroy();
     throw error;
   }
-  const entry = new BenchLab(backend, netConf, lab, agents);
+  const entry = new BenchLab(setup, netConf, lab, agents);
   labs.push(entry);
   agents.startAll();
   return entry;
 }
 
-/** Waits for both agents, gives each host a pod (in its leased subnet) and waits until they talk. */
+/**
+ * Waits for both agents, notes their dataplanes' offloads, gives each host a pod (in its leased
+ * subnet) and waits until they talk.
+ */
 export async function readyLab(l: BenchLab, timeoutMs = 30_000): Promise<void> {
   await l.agents.waitAllReady();
+  for (const a of l.agents.agents) {
+    const { dataplane } = await l.agents.status(a);
+    if (dataplane) l.offload[a.host.name] = dataplane.offload;
+  }
   await l.agents.addPods(1);
   // Ready means leased and programmed, but the other host's route may come a moment later (its
   // peer sync runs on membership changes and at every reconcile): poll until a ping gets through.
@@ -64,7 +82,7 @@ export async function readyLab(l: BenchLab, timeoutMs = 30_000): Promise<void> {
     if (Date.now() > until) {
       // The agents' logs go with their work dir at teardown, so their last lines go into the error.
       const logs = await Promise.all(l.agents.agents.map(async (a) => `${a.host.name}:\n${await l.agents.logTail(a)}`));
-      throw new WeftError("BENCH_NO_CONNECTIVITY", `${l.backend}: ${l.client.name} cannot reach ${l.server.name} after ${timeoutMs / 1000} s; agents' last log lines:\n${logs.join("\n")}`);
+      throw new WeftError("BENCH_NO_CONNECTIVITY", `${l.setup.name}: ${l.client.name} cannot reach ${l.server.name} after ${timeoutMs / 1000} s; agents' last log lines:\n${logs.join("\n")}`);
     }
     await new Promise((r) => setTimeout(r, 500));
   }
@@ -74,7 +92,7 @@ export async function readyLab(l: BenchLab, timeoutMs = 30_000): Promise<void> {
 export function agentPids(l: BenchLab): number[] {
   return l.agents.agents.map((a) => {
     const pid = a.process?.pid;
-    if (pid === undefined || a.process!.exitCode !== null) throw new WeftError("BENCH_AGENT_GONE", `${l.backend}: ${a.host.name}'s agent is not running (exit code ${a.process?.exitCode})`);
+    if (pid === undefined || a.process!.exitCode !== null) throw new WeftError("BENCH_AGENT_GONE", `${l.setup.name}: ${a.host.name}'s agent is not running (exit code ${a.process?.exitCode})`);
     return pid;
   });
 }

@@ -1,7 +1,6 @@
-// The workloads `weft bench` runs on every backend, pod to pod (host1's pod is the client, host2's
+// The workloads `weft bench` runs on every setup, pod to pod (host1's pod is the client, host2's
 // the server): TCP throughput, UDP packet rates, round-trip latency. Each run yields one sample of
 // named values; the TCP runs also carry their CPU cost per gigabyte (src/bench/cpu.ts).
-import type { BackendType } from "../backends/backend.js";
 import { WeftError } from "../errors.js";
 import { iperf, ping } from "../lab/traffic.js";
 import { cpuPerGigabyte, measureCpu } from "./cpu.js";
@@ -25,9 +24,10 @@ export interface WorkloadSettings {
   pingIntervalS: number;
 }
 
-/** One run of one workload on one backend: its figures and what they were computed from. */
+/** One run of one workload on one setup: its figures and what they were computed from. */
 export interface Sample {
-  backend: BackendType;
+  /** The setup's name (settings.ts). */
+  setup: string;
   workload: string;
   round: number;
   /** Position in the whole run (0, 1, ...), to see drift. */
@@ -45,7 +45,7 @@ export async function runWorkload(l: BenchLab, w: Workload, s: WorkloadSettings)
   switch (w.kind) {
     case "tcp": {
       const { result: r, cpu } = await measureCpu(agentPids(l), () => iperf(l.server, l.client, { seconds: s.duration, streams: w.streams }));
-      if (r.receivedBytes <= 0) throw new WeftError("BENCH_NO_TRAFFIC", `${l.backend}: iperf3 TCP moved no bytes`);
+      if (r.receivedBytes <= 0) throw new WeftError("BENCH_NO_TRAFFIC", `${l.setup.name}: iperf3 TCP moved no bytes`);
       const perGB = cpuPerGigabyte(cpu, r.receivedBytes);
       return {
         values: { gbps: r.bitsPerSecond / 1e9, cpuAgents: perGB.agents, cpuKernel: perGB.kernel, cpuTotal: perGB.total },
@@ -56,7 +56,7 @@ export async function runWorkload(l: BenchLab, w: Workload, s: WorkloadSettings)
       const r = await iperf(l.server, l.client, { seconds: s.duration, udp: true, length: w.payload, bitrate: "0" });
       const packets = r.packets ?? 0;
       const lost = r.lostPackets ?? 0;
-      if (packets <= 0 || r.seconds <= 0) throw new WeftError("BENCH_NO_TRAFFIC", `${l.backend}: iperf3 UDP ${w.payload} B sent nothing`);
+      if (packets <= 0 || r.seconds <= 0) throw new WeftError("BENCH_NO_TRAFFIC", `${l.setup.name}: iperf3 UDP ${w.payload} B sent nothing`);
       return {
         values: { sentKpps: packets / r.seconds / 1e3, receivedKpps: (packets - lost) / r.seconds / 1e3, lossPercent: (100 * lost) / packets },
         raw: { iperf: r },
@@ -64,7 +64,7 @@ export async function runWorkload(l: BenchLab, w: Workload, s: WorkloadSettings)
     }
     case "rtt": {
       const r = await ping(l.client, l.server.addr, { count: s.pingCount, intervalS: s.pingIntervalS, timeoutS: 1 });
-      if (r.rtts.length === 0) throw new WeftError("BENCH_NO_TRAFFIC", `${l.backend}: no ping was answered`);
+      if (r.rtts.length === 0) throw new WeftError("BENCH_NO_TRAFFIC", `${l.setup.name}: no ping was answered`);
       const sorted = [...r.rtts].sort((a, b) => a - b);
       return {
         values: { p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99), lossPercent: (100 * (r.sent - r.received)) / r.sent },

@@ -111,9 +111,10 @@ program
   .command("bench")
   .description("benchmark the backends against kernel vxlan on this machine (two hosts in namespaces, real agents, iperf3, ping) and write a report (root)")
   .option("--backends <list>", "backends to compare, vxlan (the baseline) among them (default vxlan,host-gw,wasm-vxlan,udp)", list)
+  .option("--offloads <list>", "segmentation offloads of the userspace backends (wasm-vxlan, udp): on, off, or on,off to measure each both ways (default on)", list)
   .option("--duration <s>", "seconds per iperf3 run (default 10; --quick 1)", int)
   .option("--streams <list>", "TCP runs with these stream counts (default 1,4)", (v: string) => v.split(",").filter(Boolean).map(int))
-  .option("--rounds <n>", "rounds; each runs every workload on every backend (default 3; --quick 1)", int)
+  .option("--rounds <n>", "rounds; each runs every workload on every setup (default 3; --quick 1)", int)
   .option("--out <dir>", "report directory (default bench/results/<timestamp>)")
   .option("--quick", "a smoke run in under 2 minutes: 1 s runs, 1 round, short microbenchmarks", false)
   .action(async (o) => {

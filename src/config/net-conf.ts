@@ -11,15 +11,20 @@ import { SubnetSpace } from "../control/lease/slots.js";
 import { WeftError } from "../errors.js";
 import { parsePrefix } from "../net/ipv4.js";
 
-const port = (dflt: number, what: string) =>
-  z.number().int().min(1).max(65535).default(dflt).describe(`UDP port of the ${what} (default ${dflt})`);
+const port = (dflt: number, what: string, why: string) =>
+  z.number().int().min(1).max(65535).default(dflt).describe(`UDP port of the ${what} (default ${dflt}: ${why})`);
 const vni = (device: string) => z.number().int().min(0).max(0xffffff).default(1).describe(`VXLAN network identifier, 0..16777215 (default 1); the device is ${device}`);
 const workers = z.number().int().min(1).max(64).optional().describe("dataplane worker threads (= TUN queues = sockets); default: number of cores");
+const offloads = z.boolean().default(true).describe(
+  "segmentation offloads (default true): TCP crosses the TUN device as 64 KB super-packets that the dataplane segments and coalesces, " +
+  "and the sockets use UDP GSO/GRO. Where the kernel lacks a feature (Linux < 5.0) they turn off by themselves, with a log line, " +
+  "`weft_dataplane_offloads 0` on /metrics and the reason under `offload` in `weft status`; false turns them off. The datagrams on the wire are the same either way",
+);
 
 const vxlan = z.object({
   Type: z.literal("vxlan"),
   VNI: vni("flannel.<VNI>"),
-  Port: port(8472, "VXLAN socket (the Linux default 8472, as flannel)"),
+  Port: port(8472, "VXLAN socket", "the Linux default, as in flannel"),
   MTU: z.number().int().min(576).max(65535).optional().describe("the underlay MTU to assume instead of the interface's, as flannel; the 50 bytes of encapsulation are subtracted for pods"),
   DirectRouting: z.boolean().default(false).describe("peers on the same L2 network get a plain route via their underlay address instead of VXLAN"),
   GBP: z.boolean().default(false).describe("VXLAN Group Based Policy extension (the kernel device's gbp flag)"),
@@ -31,15 +36,17 @@ const hostGw = z.object({
 
 const udp = z.object({
   Type: z.literal("udp"),
-  Port: port(8285, "flannel udp wire format (flannel's default 8285)"),
+  Port: port(8285, "flannel udp wire format", "flannel's"),
   Workers: workers,
+  Offloads: offloads,
 }).strict();
 
 const wasmVxlan = z.object({
   Type: z.literal("wasm-vxlan"),
   VNI: vni("weft.<VNI> (a TUN device)"),
-  Port: port(8472, "VXLAN socket; kernel vxlan peers send here"),
+  Port: port(8472, "VXLAN socket", "where kernel vxlan peers send"),
   Workers: workers,
+  Offloads: offloads,
 }).strict();
 
 export const backendSchema = z.discriminatedUnion("Type", [vxlan, hostGw, udp, wasmVxlan]);
@@ -106,15 +113,28 @@ function allowedKeys(path: readonly PropertyKey[], raw: unknown): string {
   return `${Object.keys(option!.shape).join(", ")} (Backend.Type ${type})`;
 }
 
-/** The config reference: every key with its description, for the README and `weft config-reference`. */
+/**
+ * The config reference: every key with its description, as the Markdown table in the README
+ * (`weft config-reference` prints it). A Backend key that means the same for several types
+ * (Workers, Offloads) gets one row naming them all. Descriptions are escaped for Markdown, where
+ * e.g. flannel.<VNI> would otherwise vanish as an HTML tag.
+ */
 export function configReference(): string {
+  const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/\|/g, "\\|");
+  const describe = (v: unknown) => esc((v as z.ZodType).description ?? "");
   const lines = ["| key | meaning |", "|---|---|"];
-  for (const [k, v] of Object.entries(netConfSchema.shape)) lines.push(`| \`${k}\` | ${(v as z.ZodType).description ?? ""} |`);
+  for (const [k, v] of Object.entries(netConfSchema.shape)) lines.push(`| \`${k}\` | ${describe(v)} |`);
+  const rows = new Map<string, { key: string; meaning: string; types: string[] }>();
   for (const option of backendSchema.options) {
     const type = (option.shape.Type as z.ZodLiteral<string>).value;
-    for (const [k, v] of Object.entries(option.shape)) {
-      if (k !== "Type") lines.push(`| \`Backend.${k}\` (${type}) | ${(v as z.ZodType).description ?? ""} |`);
+    for (const [key, v] of Object.entries(option.shape)) {
+      if (key === "Type") continue;
+      const meaning = describe(v);
+      const row = rows.get(`${key}\0${meaning}`) ?? { key, meaning, types: [] };
+      row.types.push(type);
+      rows.set(`${key}\0${meaning}`, row);
     }
   }
+  for (const r of rows.values()) lines.push(`| \`Backend.${r.key}\` (${r.types.join(", ")}) | ${r.meaning} |`);
   return lines.join("\n");
 }

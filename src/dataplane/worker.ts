@@ -33,87 +33,72 @@ export default function runQueue(task: QueueTask): { queue: number } {
   const maxBatch = hp.constant("MAX_BATCH");
   const watch = [tunFd, udpFd];
 
-  /** Sends descriptors [first, first+count) to the socket, skipping a packet the kernel refuses. */
-  const send = (descs: Int32Array, first: number, count: number) => {
+  type Write = (descs: Int32Array, first: number, count: number) => number;
+  const toSocket: Write = (descs, first, count) => native.udpSend(udpFd, buf, descs, first, count);
+  const toTun: Write = (descs, first, count) => native.tunWrite(tunFd, buf, descs, first, Math.min(count, maxBatch), header);
+  /**
+   * Writes descriptors [first, first+count) with batched `write` calls, skipping a packet the
+   * kernel refuses; what cannot be written (queue full) is counted as a shortfall and dropped.
+   */
+  const drain = (write: Write, descs: Int32Array, first: number, count: number, errors: number, shortfall: number) => {
     let done = 0;
     while (done < count) {
       try {
-        const n = native.udpSend(udpFd, buf, descs, first + done, count - done);
+        const n = write(descs, first + done, count - done);
         if (n === 0) break;
         done += n;
       } catch {
-        io[IO_COUNTER.sendErrors]++;
+        io[errors]++;
         done++;
       }
     }
-    if (done < count) io[IO_COUNTER.sendShortfall] += BigInt(count - done);
+    if (done < count) io[shortfall] += BigInt(count - done);
   };
+  const send = (descs: Int32Array, first: number, count: number) => drain(toSocket, descs, first, count, IO_COUNTER.sendErrors, IO_COUNTER.sendShortfall);
+  const writeTun = (descs: Int32Array, first: number, count: number) => drain(toTun, descs, first, count, IO_COUNTER.tunWriteErrors, IO_COUNTER.tunWriteShortfall);
 
-  const writeTun = (descs: Int32Array, first: number, count: number) => {
-    let done = 0;
-    while (done < count) {
-      try {
-        const n = native.tunWrite(tunFd, buf, descs, first + done, Math.min(count - done, maxBatch), header);
-        if (n === 0) break;
-        done += n;
-      } catch {
-        io[IO_COUNTER.tunWriteErrors]++;
-        done++;
-      }
-    }
-    if (done < count) io[IO_COUNTER.tunWriteShortfall] += BigInt(count - done);
-  };
+  // The hot-path calls and where their results are: without offloads in place in the batch read;
+  // with offloads in separate descriptor arrays (segment trains out, coalesced packets in).
+  let encap: (n: number) => number;
+  let decap: (n: number) => number;
+  let sends: Int32Array;
+  let writes: Int32Array;
+  if (offload) {
+    const encapBatch = vxlan ? fn.vxlanEncapOffloadBatch : fn.udpEncapOffloadBatch;
+    const decapBatch = vxlan ? fn.vxlanDecapOffloadBatch : fn.udpDecapOffloadBatch;
+    encap = (n) => encapBatch(ctx, task.tx.descs, n, offload.txOutDescs, offload.txOut, offload.txOutStride);
+    decap = (n) => decapBatch(ctx, task.rx.descs, n, offload.rxScratch, offload.rxOutDescs, offload.rxOutMax, offload.rxOut, offload.rxOutCap);
+    sends = new Int32Array(mem, offload.txOutDescs, task.tx.size * hp.constant("OFFLOAD_MAX_TRAINS") * fields);
+    writes = new Int32Array(mem, offload.rxOutDescs, offload.rxOutMax * fields);
+  } else {
+    const encapBatch = vxlan ? fn.vxlanEncapBatch : fn.udpEncapBatch;
+    const decapBatch = vxlan ? fn.vxlanDecapBatch : fn.udpDecapBatch;
+    encap = (n) => encapBatch(ctx, task.tx.descs, n);
+    decap = (n) => decapBatch(ctx, task.rx.descs, n);
+    sends = txDescs;
+    writes = rxDescs;
+  }
 
   // One direction each: a batch read, one hot-path call, the batch written; the packet count read.
-  let fromTun: () => number;
-  let fromNet: () => number;
-  if (offload) {
-    const encap = vxlan ? fn.vxlanEncapOffloadBatch : fn.udpEncapOffloadBatch;
-    const decap = vxlan ? fn.vxlanDecapOffloadBatch : fn.udpDecapOffloadBatch;
-    const sends = new Int32Array(mem, offload.txOutDescs, task.tx.size * hp.constant("OFFLOAD_MAX_TRAINS") * fields);
-    const writes = new Int32Array(mem, offload.rxOutDescs, offload.rxOutMax * fields);
-    fromTun = () => {
-      fn.batchInit(task.tx.descs, task.tx.size, task.tx.slots, task.tx.stride);
-      const n = native.tunRead(tunFd, buf, txDescs, 0, task.tx.size, header);
-      if (n === 0) return 0;
-      const r = encap(ctx, task.tx.descs, n, offload.txOutDescs, offload.txOut, offload.txOutStride);
-      const forward = r & 0xffff;
-      const replies = r >>> 16;
-      if (forward > 0) send(sends, 0, forward);
-      if (replies > 0) writeTun(sends, forward, replies);
-      return n;
-    };
-    fromNet = () => {
-      fn.batchInit(task.rx.descs, task.rx.size, task.rx.slots, task.rx.stride);
-      const n = native.udpRecv(udpFd, buf, rxDescs, 0, task.rx.size);
-      if (n === 0) return 0;
-      const forward = decap(ctx, task.rx.descs, n, offload.rxScratch, offload.rxOutDescs, offload.rxOutMax, offload.rxOut, offload.rxOutCap);
-      if (forward > 0) writeTun(writes, 0, forward);
-      return n;
-    };
-  } else {
-    const encap = vxlan ? fn.vxlanEncapBatch : fn.udpEncapBatch;
-    const decap = vxlan ? fn.vxlanDecapBatch : fn.udpDecapBatch;
-    fromTun = () => {
-      fn.batchInit(task.tx.descs, task.tx.size, task.tx.slots, task.tx.stride);
-      const n = native.tunRead(tunFd, buf, txDescs, 0, task.tx.size, 0);
-      if (n === 0) return 0;
-      const r = encap(ctx, task.tx.descs, n);
-      const forward = r & 0xffff;
-      const replies = r >>> 16;
-      if (forward > 0) send(txDescs, 0, forward);
-      if (replies > 0) writeTun(txDescs, forward, replies);
-      return n;
-    };
-    fromNet = () => {
-      fn.batchInit(task.rx.descs, task.rx.size, task.rx.slots, task.rx.stride);
-      const n = native.udpRecv(udpFd, buf, rxDescs, 0, task.rx.size);
-      if (n === 0) return 0;
-      const forward = decap(ctx, task.rx.descs, n);
-      if (forward > 0) writeTun(rxDescs, 0, forward);
-      return n;
-    };
-  }
+  const fromTun = () => {
+    fn.batchInit(task.tx.descs, task.tx.size, task.tx.slots, task.tx.stride);
+    const n = native.tunRead(tunFd, buf, txDescs, 0, task.tx.size, header);
+    if (n === 0) return 0;
+    const r = encap(n);
+    const forward = r & 0xffff;
+    const replies = r >>> 16;
+    if (forward > 0) send(sends, 0, forward);
+    if (replies > 0) writeTun(sends, forward, replies);
+    return n;
+  };
+  const fromNet = () => {
+    fn.batchInit(task.rx.descs, task.rx.size, task.rx.slots, task.rx.stride);
+    const n = native.udpRecv(udpFd, buf, rxDescs, 0, task.rx.size);
+    if (n === 0) return 0;
+    const forward = decap(n);
+    if (forward > 0) writeTun(writes, 0, forward);
+    return n;
+  };
 
   while (Atomics.load(stop, 0) === 0) {
     if (waitReadable(watch, wakeFd, IDLE_WAIT_MS) & WAIT_WOKEN) native.wakerDrain(wakeFd);

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { parseSubnetEnv } from "../agent/subnet-env.js";
 import { agentRequest } from "../cli/agent-client.js";
 import { KEY_BYTES } from "../control/gossip/keyring.js";
+import type { OffloadState } from "../dataplane/offload.js";
 import { WeftError } from "../errors.js";
 import { formatIpv4, type Ipv4Prefix } from "../net/ipv4.js";
 import { projectFile } from "../paths.js";
@@ -34,7 +35,7 @@ export interface AgentStatus {
   backend?: { type: string; vtepMac?: string };
   peers: Array<{ name: string; subnet: string; underlay: string; backend: string }>;
   members: Array<{ name: string; state: string }>;
-  dataplane?: { tx: { packets: Record<string, number> }; rx: { packets: Record<string, number> } };
+  dataplane?: { tx: { packets: Record<string, number> }; rx: { packets: Record<string, number> }; offload: OffloadState };
   backendCounters?: { kernelCommands: number; kernelErrors: number; peersUnreachable: number; driftRepairs: number };
 }
 

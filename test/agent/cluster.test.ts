@@ -197,6 +197,9 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
     // the other pods: at least 12 packets each way.
     expect(Number(/^weft_dataplane_packets_total\{direction="tx",verdict="FORWARD"\} (\d+)$/m.exec(text)?.[1])).toBeGreaterThanOrEqual(12);
     expect(Number(/^weft_dataplane_packets_total\{direction="rx",verdict="FORWARD"\} (\d+)$/m.exec(text)?.[1])).toBeGreaterThanOrEqual(12);
+    // Offloads are on by default and this kernel has them all (the reason would be in /status).
+    expect(text).toMatch(/^weft_dataplane_offloads 1$/m);
+    expect(text).toMatch(/^weft_dataplane_offload_segments_total\{direction="tx"\} \d+$/m);
   });
 
   it.each(["wasm-vxlan", "udp", "host-gw", "vxlan"] as const)("SIGHUP swaps every host to %s: the old devices and routes go, the new ones come, subnets stay, pods ping", async (backend) => {

@@ -1,7 +1,8 @@
 // `weft bench` end to end, as a user runs it (the built CLI, as root): a --quick run over two
-// backends must produce every figure, present and positive (zero only where zero is a real
-// outcome), a report directory, and leave nothing behind; an interrupt must leave nothing behind
-// either. Speed is never asserted: figures depend on the machine and on what else runs on it.
+// backends, wasm-vxlan with offloads on and off, must produce every figure for every setup,
+// present and positive (zero only where zero is a real outcome), a report directory, and leave
+// nothing behind; an interrupt must leave nothing behind either. Speed is never asserted: figures
+// depend on the machine and on what else runs on it.
 import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -63,43 +64,62 @@ async function leftovers(r: Run): Promise<string[]> {
 }
 
 describe.runIf(canUseNetns())("weft bench", () => {
-  it("--quick on two backends: every figure present and positive, a full report, nothing left behind", async () => {
+  it("--quick on two backends, offloads on and off: every figure present and positive, a full report, nothing left behind", async () => {
     const out = join(work, "report");
-    const r = await bench("quick", ["--quick", "--backends", "vxlan,wasm-vxlan", "--out", out]);
+    const r = await bench("quick", ["--quick", "--backends", "vxlan,wasm-vxlan", "--offloads", "on,off", "--out", out]);
     expect(r.code, r.stderr).toBe(0);
     expect(await leftovers(r)).toEqual([]);
 
+    const setups = ["vxlan", "wasm-vxlan", "wasm-vxlan (offloads off)"];
     const report = JSON.parse(readFileSync(join(out, "report.json"), "utf8")) as BenchReport;
-    expect(report.settings).toMatchObject({ backends: ["vxlan", "wasm-vxlan"], quick: true, rounds: 1, duration: 1, streams: [1, 4] });
+    expect(report.settings).toMatchObject({ backends: ["vxlan", "wasm-vxlan"], offloads: ["on", "off"], quick: true, rounds: 1, duration: 1, streams: [1, 4] });
+    expect(report.settings.setups.map((x) => x.name)).toEqual(setups);
     expect(report.machine.cores).toBeGreaterThan(0);
     expect(report.machine.cpuModel).not.toBe("");
     expect(report.machine.kernel).not.toBe("");
     expect(report.git.commit).toMatch(/^([0-9a-f]{40}|unknown)$/);
-    expect(Object.keys(report.netConf).sort()).toEqual(["vxlan", "wasm-vxlan"]);
-    // 2 TCP (1 and 4 streams), 2 UDP, 1 ping, per backend, one round.
-    expect(report.samples).toHaveLength(10);
+    expect(Object.keys(report.netConf).sort()).toEqual(setups);
+    expect(report.netConf["wasm-vxlan"]).toMatchObject({ Backend: { Type: "wasm-vxlan", Offloads: true } });
+    expect(report.netConf["wasm-vxlan (offloads off)"]).toMatchObject({ Backend: { Type: "wasm-vxlan", Offloads: false } });
+    // What the agents' dataplanes really ran with, from their status: the off setup had none.
+    expect(Object.keys(report.offload).sort()).toEqual(["wasm-vxlan", "wasm-vxlan (offloads off)"]);
+    for (const [setup, hosts] of Object.entries(report.offload)) expect(Object.keys(hosts).sort(), setup).toEqual(["host1", "host2"]);
+    for (const o of Object.values(report.offload["wasm-vxlan (offloads off)"])) {
+      expect(o).toEqual({ enabled: false, tun: [], udpGro: false, reason: "disabled by the offloads option" });
+    }
+    // With offloads on, either in force or off with the kernel's reason (an old kernel).
+    for (const o of Object.values(report.offload["wasm-vxlan"])) expect(o.enabled ? o.tun.length > 0 && o.udpGro : o.reason !== undefined).toBe(true);
+    // 2 TCP (1 and 4 streams), 2 UDP, 1 ping, per setup, one round.
+    expect(report.samples).toHaveLength(15);
+    for (const setup of setups) expect(report.samples.filter((x) => x.setup === setup), setup).toHaveLength(5);
     expect(report.figures.map((f) => f.id)).toEqual(expect.arrayContaining(["tcp-1.gbps", "tcp-4.gbps", "udp-64.receivedKpps", "udp-1400.lossPercent", "rtt.p99", "tcp-4.cpuTotal", "tcp-1.cpuAgents"]));
     for (const f of report.figures) {
-      for (const b of ["vxlan", "wasm-vxlan"] as const) {
+      for (const b of setups) {
         const v = f.medians[b];
         expect(Number.isFinite(v), `${f.id} of ${b}: ${v}`).toBe(true);
         if (f.mayBeZero) expect(v, `${f.id} of ${b}`).toBeGreaterThanOrEqual(0);
         else expect(v, `${f.id} of ${b}`).toBeGreaterThan(0);
       }
-      if (!f.mayBeZero) expect(f.ratios["wasm-vxlan"], `${f.id} ratio`).toBeGreaterThan(0);
+      if (!f.mayBeZero) for (const b of setups.slice(1)) expect(f.ratios[b], `${f.id} ratio of ${b}`).toBeGreaterThan(0);
     }
     // The userspace dataplane runs in the agents: its share of the CPU cannot be zero.
-    expect(report.figures.find((f) => f.id === "tcp-1.cpuAgents")!.medians["wasm-vxlan"]).toBeGreaterThan(0);
+    for (const b of setups.slice(1)) expect(report.figures.find((f) => f.id === "tcp-1.cpuAgents")!.medians[b], b).toBeGreaterThan(0);
     expect(report.micro.length).toBeGreaterThan(0);
     for (const m of report.micro) expect(m.rate, m.name).toBeGreaterThan(0);
 
     const md = readFileSync(join(out, "report.md"), "utf8");
     expect(md).toContain("| TCP 1 stream throughput |");
+    expect(md).toContain("| wasm-vxlan (offloads off) |");
+    expect(md).toContain("`--offloads on,off`; in force: wasm-vxlan: ");
+    expect(md).toContain("wasm-vxlan (offloads off): off (disabled by the offloads option)");
     expect(md).toContain("(chart.svg)");
     const svg = readFileSync(join(out, "chart.svg"), "utf8");
     expect(svg.startsWith("<svg ")).toBe(true);
-    expect(svg).toContain("wasm-vxlan");
+    expect(svg).toContain(">wasm-vxlan</text>");
+    expect(svg).toContain(">wasm-vxlan (offloads off)</text>");
     expect(r.stdout).toContain("ratio to vxlan");
+    expect(r.stdout).toContain("wasm-vxlan (offloads off)");
+    expect(r.stderr).toContain("round 1/1 · wasm-vxlan (offloads off) · TCP 1 stream");
   }, 180_000);
 
   it("an interrupt during the measurements stops the agents and removes everything", async () => {

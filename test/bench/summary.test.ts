@@ -5,8 +5,8 @@ import { resolveSettings } from "../../src/bench/settings.js";
 import { figureDefs, median, summarize } from "../../src/bench/summary.js";
 import { percentile, type Sample, type Workload } from "../../src/bench/workloads.js";
 
-const sample = (backend: Sample["backend"], round: number, gbps: number): Sample => ({
-  backend, workload: "tcp-1", round, seq: round, startedAt: "", values: { gbps, cpuAgents: 0, cpuKernel: 1, cpuTotal: 1 }, raw: {},
+const sample = (setup: string, round: number, gbps: number): Sample => ({
+  setup, workload: "tcp-1", round, seq: round, startedAt: "", values: { gbps, cpuAgents: 0, cpuKernel: 1, cpuTotal: 1 }, raw: {},
 });
 
 describe("bench settings", () => {
@@ -17,6 +17,29 @@ describe("bench settings", () => {
     const s = resolveSettings({ backends: ["udp", "vxlan"], quick: true, rounds: 2 }, new Date("2025-01-02T03:04:05.678Z"));
     expect(s).toMatchObject({ backends: ["vxlan", "udp"], duration: 1, rounds: 2, streams: [1, 4], out: "bench/results/2025-01-02T03-04-05Z" });
     expect(resolveSettings({})).toMatchObject({ backends: ["vxlan", "host-gw", "wasm-vxlan", "udp"], duration: 10, rounds: 3 });
+  });
+
+  it("makes one setup per backend, the userspace ones once per --offloads setting, named so", () => {
+    const names = (offloads?: string[]) => resolveSettings({ backends: ["vxlan", "host-gw", "wasm-vxlan", "udp"], offloads }).setups.map((s) => s.name);
+    // Offloads on is the default: the names are the backends', as before --offloads existed.
+    expect(names()).toEqual(["vxlan", "host-gw", "wasm-vxlan", "udp"]);
+    expect(names(["on"])).toEqual(["vxlan", "host-gw", "wasm-vxlan", "udp"]);
+    expect(names(["off"])).toEqual(["vxlan", "host-gw", "wasm-vxlan (offloads off)", "udp (offloads off)"]);
+    // A backend's setups side by side, on first whatever the order given.
+    expect(names(["off", "on", "off"])).toEqual(["vxlan", "host-gw", "wasm-vxlan", "wasm-vxlan (offloads off)", "udp", "udp (offloads off)"]);
+    const s = resolveSettings({ backends: ["wasm-vxlan", "vxlan"], offloads: ["on", "off"] });
+    expect(s).toMatchObject({ backends: ["vxlan", "wasm-vxlan"], offloads: ["on", "off"] });
+    expect(s.setups).toEqual([
+      { name: "vxlan", backend: "vxlan" },
+      { name: "wasm-vxlan", backend: "wasm-vxlan", offloads: true },
+      { name: "wasm-vxlan (offloads off)", backend: "wasm-vxlan", offloads: false },
+    ]);
+    const bad = expect.objectContaining({ code: "BENCH_BAD_SETTING" });
+    expect(() => resolveSettings({ offloads: ["yes"] })).toThrow(bad);
+    expect(() => resolveSettings({ offloads: [] })).toThrow(bad);
+    // Off would change nothing without a userspace backend: the run would not be what was asked.
+    expect(() => resolveSettings({ backends: ["vxlan", "host-gw"], offloads: ["on", "off"] })).toThrow(bad);
+    expect(resolveSettings({ backends: ["vxlan", "host-gw"], offloads: ["on"] }).setups.map((x) => x.name)).toEqual(["vxlan", "host-gw"]);
   });
 });
 
@@ -35,10 +58,15 @@ describe("bench summary", () => {
 
   it("charts every ratio as a bar, escaped, without anything external", () => {
     const workloads: Workload[] = [{ kind: "tcp", streams: 1 }, { kind: "rtt" }];
-    const samples = [sample("vxlan", 1, 8), sample("wasm-vxlan", 1, 2)];
-    const svg = chartSvg(summarize(figureDefs(workloads), ["vxlan", "wasm-vxlan"], samples), ["vxlan", "wasm-vxlan"], "a <title> & more");
+    const samples = [sample("vxlan", 1, 8), sample("wasm-vxlan", 1, 2), sample("wasm-vxlan (offloads off)", 1, 1)];
+    const { setups } = resolveSettings({ backends: ["vxlan", "wasm-vxlan"], offloads: ["on", "off"] });
+    const svg = chartSvg(summarize(figureDefs(workloads), setups.map((s) => s.name), samples), setups, "a <title> & more");
     expect(svg).toContain("a &lt;title&gt; &amp; more");
     expect(svg).toContain("0.25x");
+    expect(svg).toContain("0.13x");
     expect(svg).not.toMatch(/href|<script|@import|url\(/);
+    // The setup without offloads: its backend's colour, lighter, outlined in the full colour.
+    expect(svg).toContain(`fill="#eec2a9" stroke="#dd8452"`);
+    expect(svg).toContain(">wasm-vxlan (offloads off)</text>");
   });
 });

@@ -1,5 +1,7 @@
+import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { configReference, parseNetConf } from "../../src/config/net-conf.js";
+import { projectFile } from "../../src/paths.js";
 
 const parse = (o: unknown) => parseNetConf(JSON.stringify(o));
 
@@ -17,8 +19,20 @@ describe("net-conf.json", () => {
   });
 
   it("fills per-backend defaults", () => {
-    expect(parse({ Network: "198.19.0.0/16", Backend: { Type: "udp" } }).Backend).toEqual({ Type: "udp", Port: 8285 });
-    expect(parse({ Network: "198.19.0.0/16", Backend: { Type: "wasm-vxlan", Workers: 2 } }).Backend).toEqual({ Type: "wasm-vxlan", VNI: 1, Port: 8472, Workers: 2 });
+    expect(parse({ Network: "198.19.0.0/16", Backend: { Type: "udp" } }).Backend).toEqual({ Type: "udp", Port: 8285, Offloads: true });
+    expect(parse({ Network: "198.19.0.0/16", Backend: { Type: "wasm-vxlan", Workers: 2 } }).Backend).toEqual({ Type: "wasm-vxlan", VNI: 1, Port: 8472, Workers: 2, Offloads: true });
+  });
+
+  it("takes Backend.Offloads for the userspace backends only", () => {
+    for (const Type of ["udp", "wasm-vxlan"]) {
+      expect(parse({ Network: "198.19.0.0/16", Backend: { Type } }).Backend).toMatchObject({ Offloads: true });
+      expect(parse({ Network: "198.19.0.0/16", Backend: { Type, Offloads: false } }).Backend).toMatchObject({ Offloads: false });
+      expect(() => parse({ Network: "198.19.0.0/16", Backend: { Type, Offloads: "no" } })).toThrow(/Backend\.Offloads = "no"/);
+    }
+    for (const Type of ["vxlan", "host-gw"]) {
+      const message = expect.stringMatching(new RegExp(`unknown key\\(s\\) Offloads; allowed here: .*\\(Backend\\.Type ${Type}\\)$`));
+      expect(() => parse({ Network: "198.19.0.0/16", Backend: { Type, Offloads: false } })).toThrow(expect.objectContaining({ code: "CONFIG_INVALID", message }));
+    }
   });
 
   it.each([
@@ -45,6 +59,15 @@ describe("net-conf.json", () => {
 
   it("documents every key", () => {
     const ref = configReference();
-    for (const key of ["Network", "SubnetLen", "Backend.VNI` (vxlan)", "Backend.Workers` (wasm-vxlan)", "Backend.Port` (udp)"]) expect(ref).toContain(key);
+    for (const key of ["Network", "SubnetLen", "Backend.VNI` (vxlan)", "Backend.Workers` (udp, wasm-vxlan)", "Backend.Port` (udp)", "Backend.Offloads` (udp, wasm-vxlan)"]) {
+      expect(ref).toContain(key);
+    }
+    expect(ref).toMatch(/Offloads` \(udp, wasm-vxlan\) \| segmentation offloads \(default true\).*turn off by themselves.*wire are the same/);
+    // Escaped for Markdown, where <VNI> would vanish as an HTML tag.
+    expect(ref).toContain("flannel.&lt;VNI&gt;");
+  });
+
+  it("is the table in the README, as `weft config-reference` prints it", () => {
+    expect(readFileSync(projectFile("README.md"), "utf8")).toContain(configReference());
   });
 });

@@ -1,0 +1,140 @@
+// The offload paths (assembly/packet/offload-send.ts, offload-receive.ts) set up as a worker has
+// them: a sender with 64 KiB slots and segment output slots, a receiver with GRO-sized slots,
+// scratch descriptors and an output region. send()/receive() run whole calls for the tests;
+// loadSend()/runSend() and loadReceive()/runReceive() split loading from the call for benchmarks.
+import { parsePrefix } from "../../src/net/ipv4.js";
+import { makeRig, type Rig } from "./hotpath.js";
+
+const VNI = 1;
+export const MAC1 = Uint8Array.from([0x0a, 0x58, 0xc6, 0x13, 0x01, 0x00]);
+export const MAC2 = Uint8Array.from([0x0a, 0x58, 0xc6, 0x13, 0x02, 0x00]);
+export const PEER = { ip: 0xc6120002, port: 8472, mac: MAC2 };
+const BIG_SLOT = 65536 + 64;
+const SEGMENT_SLOT = 96 * 1024;
+export type Format = "vxlan" | "udp";
+
+interface Sender { rig: Rig; outDescs: number; out: number }
+interface Receiver { rig: Rig; scratch: number; outDescs: number; outMax: number; out: number; cap: number }
+
+function sender(): Sender {
+  const rig = makeRig({ vni: VNI, localAddr: 0xc6130100, mac: MAC1, batchSize: 4, stride: BIG_SLOT });
+  rig.routes.setNextHop(1, PEER);
+  rig.routes.insert(parsePrefix("198.19.2.0/24"), 1);
+  const n = rig.batch.size;
+  return { rig, outDescs: rig.arena.alloc(n * rig.hp.constant("OFFLOAD_MAX_TRAINS") * 32), out: rig.arena.alloc(n * SEGMENT_SLOT) };
+}
+
+function receiver(): Receiver {
+  const rig = makeRig({ vni: VNI, localAddr: 0xc6130200, mac: MAC2, batchSize: 16, stride: BIG_SLOT });
+  const outMax = rig.batch.size * 64;
+  const cap = rig.batch.size * BIG_SLOT + outMax * 16 + BIG_SLOT;
+  return { rig, scratch: rig.arena.alloc(256 * 32), outDescs: rig.arena.alloc(outMax * 32), outMax, out: rig.arena.alloc(cap), cap };
+}
+
+/** The one sender and receiver: their memory lives as long as the module. */
+export const TX = sender();
+export const RX = receiver();
+
+/** Reads descriptor i of the array at `descs`: OFF, LEN, ADDR, PORT, FLAGS. */
+function desc(rig: Rig, descs: number, i: number) {
+  const d = new Int32Array(rig.hp.memory.buffer, descs + i * 32, 8);
+  return { off: d[0], len: d[2], addr: d[3] >>> 0, port: d[4], flags: d[5] };
+}
+
+/**
+ * A TUN read: the packet and its vnet header. TSO super-packets (GSO_TCPV4, the default) and lone
+ * packets with NEEDS_CSUM carry the pseudo-header sum or junk in the TCP checksum field; a lone
+ * packet without it (gsoType 0, needsCsum false) carries its finished checksum.
+ */
+export interface TunRead {
+  bytes: Uint8Array;
+  gsoSize: number;
+  gsoType?: number;
+  needsCsum?: boolean;
+}
+
+/** Loads TUN reads (each packet with its vnet header) into the sender's batch. */
+export function loadSend(packets: TunRead[]): void {
+  const { rig } = TX;
+  rig.batch.load(packets.map((p) => p.bytes));
+  const mem = rig.hp.bytes();
+  packets.forEach((p, i) => {
+    const h = desc(rig, rig.batch.descs, i).off - 12;
+    const v = new DataView(mem.buffer, h, 12);
+    const needsCsum = p.needsCsum ?? true;
+    v.setUint8(0, needsCsum ? 1 : 0);
+    v.setUint8(1, p.gsoType ?? 1); // GSO_TCPV4 unless said otherwise
+    v.setUint16(2, 20 + (p.bytes[32] >> 4) * 4, true);
+    v.setUint16(4, p.gsoSize, true);
+    v.setUint16(6, needsCsum ? 20 : 0, true);
+    v.setUint16(8, needsCsum ? 16 : 0, true);
+  });
+}
+
+/** One send-path call over the n loaded packets: sends | replies << 16. */
+export function runSend(n: number, format: Format): number {
+  const fn = format === "vxlan" ? TX.rig.hp.fn.vxlanEncapOffloadBatch : TX.rig.hp.fn.udpEncapOffloadBatch;
+  return fn(TX.rig.ctx.ptr, TX.rig.batch.descs, n, TX.outDescs, TX.out, SEGMENT_SLOT);
+}
+
+/** Runs the send path on TUN reads: the UDP (GSO) sends, the ICMP replies' count, the memory. */
+export function send(packets: TunRead[], format: Format) {
+  loadSend(packets);
+  const r = runSend(packets.length, format);
+  const trains = Array.from({ length: r & 0xffff }, (_, i) => desc(TX.rig, TX.outDescs, i));
+  return { trains, replies: r >>> 16, mem: TX.rig.hp.bytes() };
+}
+
+/** The datagrams of the sends, cut at each send's GSO segment size. */
+export function datagrams(trains: ReturnType<typeof send>["trains"], mem: Uint8Array): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (const t of trains) {
+    const step = t.flags & 0xffff || t.len;
+    for (let at = 0; at < t.len; at += step) out.push(mem.slice(t.off + at, t.off + Math.min(t.len, at + step)));
+  }
+  return out;
+}
+
+/** Loads runs of datagrams into the receiver's batch, each run one UDP GRO receive. */
+export function loadReceive(runs: Uint8Array[][]): void {
+  const { rig } = RX;
+  rig.batch.load(runs.map((r) => Buffer.concat(r)));
+  const d = rig.batch.descView();
+  runs.forEach((r, i) => (d[i * 8 + 5] = r.length > 1 ? r[0].length : 0));
+}
+
+/** One receive-path call over n loaded receives: the number of packets for the TUN device. */
+export function runReceive(n: number, format: Format): number {
+  const { rig } = RX;
+  const fn = format === "vxlan" ? rig.hp.fn.vxlanDecapOffloadBatch : rig.hp.fn.udpDecapOffloadBatch;
+  return fn(rig.ctx.ptr, rig.batch.descs, n, RX.scratch, RX.outDescs, RX.outMax, RX.out, RX.cap);
+}
+
+/** Receives runs of datagrams (each run one GRO batch) and returns the packets for the TUN device with their vnet headers. */
+export function receive(runs: Uint8Array[][], format: Format) {
+  loadReceive(runs);
+  const n = runReceive(runs.length, format);
+  const mem = RX.rig.hp.bytes();
+  return Array.from({ length: n }, (_, i) => {
+    const o = desc(RX.rig, RX.outDescs, i);
+    const h = new DataView(mem.buffer, o.off - 12, 12);
+    return {
+      bytes: mem.slice(o.off, o.off + o.len),
+      flags: h.getUint8(0), gsoType: h.getUint8(1), hdrLen: h.getUint16(2, true), gsoSize: h.getUint16(4, true),
+      csumStart: h.getUint16(6, true), csumOffset: h.getUint16(8, true),
+    };
+  });
+}
+
+/** Cheap deterministic payload bytes. */
+export function payloadOf(seed: number, length: number): Uint8Array {
+  const p = new Uint8Array(length);
+  let x = seed | 1;
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    p[i] = x & 255;
+  }
+  return p;
+}
