@@ -12,11 +12,8 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { cpus, release } from "node:os";
 import { parseArgs } from "node:util";
-import { addVxlanPeer, createVxlanDevice } from "../../src/backends/vxlan/device.js";
-import { UserspaceDataplane } from "../../src/dataplane/dataplane.js";
-import { withNetns } from "../../src/io/netns.js";
-import { LabCluster, LAB_POD_NETWORK, type LabPod } from "../../src/lab/cluster.js";
 import { iperf, ping } from "../../src/lab/traffic.js";
+import { destroySetup, kernelVxlan, userspace, type Setup } from "./setups.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -33,54 +30,6 @@ const duration = Number(args.duration);
 const rounds = Number(args.rounds);
 const workerCounts = args.workers ? args.workers.split(",").map(Number) : [cpus().length];
 const offloadModes = args.offloads!.split(",").map((m) => m === "on");
-
-const subnetOf = (i: number) => ({ addr: 0xc6130000 + i * 256, len: 24 });
-const macOf = (i: number) => Uint8Array.from([0x0a, 0x58, 0xc6, 0x13, i, 0]);
-
-interface Setup {
-  name: string;
-  lab: LabCluster;
-  client: LabPod;
-  server: LabPod;
-  dataplanes: UserspaceDataplane[];
-}
-
-async function kernelVxlan(): Promise<Setup> {
-  const lab = await LabCluster.create({ tag: "e2e-kvx", hosts: 2 });
-  for (const [k, h] of lab.hosts.entries()) {
-    await lab.addPods(h, subnetOf(k + 1), 1, 1450);
-    await createVxlanDevice(h.ns.kernel, { vni: 1, dev: h.underlayIf, local: h.underlayAddr, port: 8472, subnet: subnetOf(k + 1), vtepMac: macOf(k + 1), mtu: 1450 });
-  }
-  for (const [k, h] of lab.hosts.entries()) {
-    const peer = lab.hosts[1 - k];
-    await addVxlanPeer(h.ns.kernel, 1, { subnet: subnetOf(2 - k), underlay: peer.underlayAddr, vtepMac: macOf(2 - k) });
-  }
-  return { name: "kernel-vxlan", lab, client: lab.hosts[0].pods[0], server: lab.hosts[1].pods[0], dataplanes: [] };
-}
-
-async function userspace(format: "vxlan" | "udp", offloads: boolean, workers: number): Promise<Setup> {
-  const name = `${format === "vxlan" ? "wasm-vxlan" : "udp"}/${offloads ? "on" : "off"}/w${workers}`;
-  const lab = await LabCluster.create({ tag: `e2e-${format[0]}${offloads ? "o" : "n"}${workers}`, hosts: 2 });
-  const port = format === "vxlan" ? 8472 : 8285;
-  const mtu = format === "vxlan" ? 1450 : 1472;
-  const dataplanes: UserspaceDataplane[] = [];
-  for (const [k, h] of lab.hosts.entries()) {
-    await lab.addPods(h, subnetOf(k + 1), 1, mtu);
-    const dp = withNetns(h.ns.name, () => new UserspaceDataplane({
-      format, tunName: "weft0", mtu, network: LAB_POD_NETWORK, subnet: subnetOf(k + 1),
-      listenAddr: h.underlayAddr, port, vni: 1, vtepMac: macOf(k + 1), workers, offloads,
-    }));
-    await dp.start(h.ns.kernel);
-    const o = dp.counters().offload;
-    if (offloads && !o.enabled) console.log(`${name}: offloads unavailable (${o.reason}); measuring without`);
-    dataplanes.push(dp);
-  }
-  for (const [k, dp] of dataplanes.entries()) {
-    const peer = lab.hosts[1 - k];
-    dp.setPeer({ name: peer.name, subnet: subnetOf(2 - k), underlay: peer.underlayAddr, port, vtepMac: macOf(2 - k) });
-  }
-  return { name, lab, client: lab.hosts[0].pods[0], server: lab.hosts[1].pods[0], dataplanes };
-}
 
 interface Sample {
   setup: string;
@@ -208,10 +157,7 @@ async function main(): Promise<void> {
       console.log(`raw samples in ${args.out}`);
     }
   } finally {
-    for (const s of setups) {
-      for (const dp of s.dataplanes) await dp.stop();
-      await s.lab.destroy();
-    }
+    for (const s of setups) await destroySetup(s);
   }
 }
 

@@ -45,9 +45,17 @@ export interface IperfOptions {
   port?: number;
 }
 
+/**
+ * Each run listens on the next port of 5201..5300 (unless `port` is given): after a UDP flood,
+ * datagrams still queued along the path (up to a few hundred ms of them in the userspace
+ * dataplane's TUN queues and socket buffers) would otherwise reach the next run's server, which
+ * takes the first datagram's sender for its client, and iperf3 does not retry its UDP set-up.
+ */
+let runs = 0;
+
 /** One iperf3 run: a one-shot server in `server`, the client in `client`. */
 export async function iperf(server: LabPod, client: LabPod, o: IperfOptions): Promise<IperfResult> {
-  const port = String(o.port ?? 5201);
+  const port = String(o.port ?? 5201 + (runs++ % 100));
   const [cmd, ...argv] = server.ns.wrap(["iperf3", "-s", "-1", "--forceflush", "-B", formatIpv4(server.addr), "-p", port]);
   const srv = spawn(cmd, argv, { stdio: ["ignore", "pipe", "ignore"] });
   try {

@@ -1,0 +1,113 @@
+// `npm run bench:profile` (root, needs `perf`): where the machine's cycles go while one TCP stream
+// crosses a dataplane, pod to pod, as `bench:e2e` sets it up. `perf record -a -g` samples every
+// core during the middle of an iperf3 run, `perf stat` counts the syscalls, and each sample is put
+// in one category by its call stack (categories.ts): the Wasm hot path, each kernel path the
+// workers enter (TUN read and write, UDP send and receive; their copies apart), JS and N-API glue,
+// iperf3, idle. Figures are per GB moved, so setups compare; the busiest Wasm functions are named.
+//   --setup wasm-vxlan|udp|kernel-vxlan (default wasm-vxlan)   --offloads on|off (default on)
+//   --workers N (default: cores)   --seconds S sampled (default 6)   --keep DIR (perf.data kept there)
+// Runs under `node --perf-basic-prof` (the npm script does it), so perf can name JIT frames.
+import { execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { cpus, tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { projectFile } from "../../src/paths.js";
+import { iperf } from "../../src/lab/traffic.js";
+import { destroySetup, kernelVxlan, userspace, type Setup } from "../e2e/setups.js";
+import { categorize, type Profile } from "./categories.js";
+
+const { values: args } = parseArgs({
+  options: {
+    setup: { type: "string", default: "wasm-vxlan" },
+    offloads: { type: "string", default: "on" },
+    workers: { type: "string" },
+    seconds: { type: "string", default: "6" },
+    keep: { type: "string" },
+  },
+});
+const seconds = Number(args.seconds);
+const SYSCALLS = ["readv", "writev", "sendmmsg", "recvmmsg", "poll", "read", "write"];
+/** iperf3 runs this long before and after the sampled window, so the window sees a steady stream. */
+const MARGIN_S = 3;
+
+function run(cmd: string, argv: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(cmd, argv, { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    p.stdout.on("data", (d: Buffer) => (out += d));
+    p.stderr.on("data", (d: Buffer) => (out += d));
+    p.on("error", reject);
+    p.on("exit", (code) => (code === 0 ? resolve(out) : reject(new Error(`${cmd} exited with ${code}: ${out.slice(-500)}`))));
+  });
+}
+
+/** Names of the Wasm functions by index, from the release build's text format (no imported functions). */
+function wasmFunctionNames(): string[] {
+  const wat = readFileSync(projectFile("build", "weft.wat"), "utf8");
+  return [...wat.matchAll(/^ \(func \$(\S+)/gm)].map((m) => m[1].replace(/^assembly\//, ""));
+}
+
+function print(p: Profile, gb: number, setup: string, gbits: number, syscalls: Map<string, number>): void {
+  const coreSeconds = p.total / p.rate;
+  console.log(`\n${setup}: ${gbits.toFixed(2)} Gbit/s over the sampled ${seconds} s (${gb.toFixed(2)} GB), ${p.total} samples on ${cpus().length} cores`);
+  console.log(`${"category".padEnd(52)} ${"% of machine".padStart(12)} ${"CPU s/GB".padStart(9)}`);
+  for (const [name, n] of p.categories) {
+    console.log(`${name.padEnd(52)} ${((100 * n) / p.total).toFixed(1).padStart(12)} ${((n / p.total) * coreSeconds / gb).toFixed(3).padStart(9)}`);
+  }
+  if (p.wasm.size > 0) {
+    console.log("\nWasm functions (self time, % of machine)");
+    for (const [name, n] of [...p.wasm].sort((a, b) => b[1] - a[1]).slice(0, 8)) console.log(`  ${((100 * n) / p.total).toFixed(1).padStart(5)}  ${name}`);
+  }
+  console.log("\nsyscalls per GB (whole machine)");
+  for (const [name, n] of syscalls) console.log(`  ${name.padEnd(10)} ${Math.round(n / gb).toString().padStart(8)}`);
+}
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error("bench:profile builds network namespaces and runs perf: run it as root");
+  try {
+    execFileSync("perf", ["--version"], { stdio: "ignore" });
+  } catch {
+    throw new Error("perf is not installed: apt-get install linux-perf");
+  }
+  const workers = args.workers ? Number(args.workers) : cpus().length;
+  const dir = args.keep ?? mkdtempSync(join(tmpdir(), "weft-profile-"));
+  let setup: Setup | undefined;
+  try {
+    if (args.setup === "kernel-vxlan") setup = await kernelVxlan();
+    else if (args.setup === "wasm-vxlan" || args.setup === "udp") setup = await userspace(args.setup === "wasm-vxlan" ? "vxlan" : "udp", args.offloads !== "off", workers);
+    else throw new Error(`--setup is wasm-vxlan, udp or kernel-vxlan, not ${args.setup}`);
+    const s = setup;
+    const traffic = iperf(s.server, s.client, { seconds: seconds + 2 * MARGIN_S, streams: 1 });
+    await new Promise((r) => setTimeout(r, MARGIN_S * 1000));
+    const data = join(dir, "perf.data");
+    const events = SYSCALLS.map((c) => `syscalls:sys_enter_${c}`).join(",");
+    const [, stat] = await Promise.all([
+      run("perf", ["record", "-a", "-g", "-F", "999", "-o", data, "--", "sleep", String(seconds)]),
+      run("perf", ["stat", "-a", "-x", ",", "-e", events, "--", "sleep", String(seconds)]),
+    ]);
+    const r = await traffic;
+    const gbits = r.bitsPerSecond / 1e9;
+    const gb = (r.bitsPerSecond / 8 / 1e9) * seconds;
+    const syscalls = new Map<string, number>();
+    for (const line of stat.split("\n")) {
+      const [count, , event] = line.split(",");
+      const m = /sys_enter_(\w+)/.exec(event ?? "");
+      if (m) syscalls.set(m[1], Number(count));
+    }
+    const script = execFileSync("perf", ["script", "-i", data, "-F", "comm,tid,ip,sym"], { maxBuffer: 1 << 30, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
+    print(categorize(script, 999, wasmFunctionNames()), gb, s.name, gbits, syscalls);
+    if (args.keep) console.log(`\nperf.data kept in ${dir} (perf report -i ${data})`);
+  } finally {
+    if (setup) await destroySetup(setup);
+    if (!args.keep) rmSync(dir, { recursive: true, force: true });
+    // What --perf-basic-prof leaves: the JIT symbol map perf script read, and V8's per-isolate logs.
+    rmSync(join("/tmp", `perf-${process.pid}.map`), { force: true });
+    for (const f of readdirSync(".")) if (f.startsWith("isolate-") && f.endsWith(`-${process.pid}-v8.log`)) rmSync(f, { force: true });
+  }
+}
+
+main().catch((e: unknown) => {
+  console.error(e);
+  process.exitCode = 1;
+});

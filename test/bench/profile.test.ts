@@ -1,0 +1,39 @@
+// bench:profile's sorting of perf samples: each sample lands in exactly one category by its call
+// stack, kernel copies apart from the rest of the syscall they serve, Wasm by function name.
+import { describe, expect, it } from "vitest";
+import { categorize } from "../../bench/profile/categories.js";
+
+/** A `perf script -F comm,tid,ip,sym` sample: header, then frames innermost first. */
+const sample = (comm: string, ...frames: string[]) => [`${comm} 4242 `, ...frames.map((f, i) => `\t    ffff${i.toString(16).padStart(4, "0")} ${f}`), ""].join("\n");
+
+describe("bench:profile categories", () => {
+  it("files every sample once, by its innermost frame and the syscall it serves", () => {
+    const script = [
+      sample("swapper", "pv_native_safe_halt", "default_idle"),
+      sample("iperf3", "_copy_from_iter", "tcp_sendmsg_locked"),
+      sample("node", "JS:wasm-function[1]-1-turbofan", "JS:wasm-function[0]-0-turbofan", "Builtins_JSEntry"),
+      sample("node", "JS:wasm-function[1]-1-turbofan"),
+      sample("node", "_copy_to_iter", "skb_copy_datagram_iter", "tun_do_read", "tun_chr_read_iter", "do_syscall_64", "__GI___readv"),
+      sample("node", "tcp_v4_rcv", "ip_local_deliver", "netif_receive_skb", "tun_get_user", "do_syscall_64", "__GI___writev"),
+      sample("node", "_copy_from_iter", "ip_generic_getfrag", "udp_sendmsg", "__sys_sendmmsg", "do_syscall_64"),
+      sample("node", "__memmove_avx512_unaligned_erms", "v8::internal::wasm::memory_copy_wrapper"),
+      sample("node", "Builtins_LoadIC", "JS:*runQueue file:///x/worker.js:1:1"),
+      sample("perf", "evsel__read"),
+    ].join("\n");
+    const p = categorize(script, 1000, ["packet/checksum/checksumPartial", "packet/checksum/copyChecksumPartial"]);
+    expect(p.total).toBe(10);
+    expect(Object.fromEntries(p.categories)).toEqual({
+      "idle": 1,
+      "iperf3 (its syscalls, TCP stack, copies)": 1,
+      "weft: Wasm": 2,
+      "weft: TUN readv (kernel copy)": 1,
+      "weft: TUN writev (rest)": 1,
+      "weft: UDP sendmmsg (kernel copy)": 1,
+      "weft: memmove (Wasm memory.copy)": 1,
+      "weft: JS, V8, N-API glue": 1,
+      "other processes": 1,
+    });
+    expect(Object.fromEntries(p.wasm)).toEqual({ "packet/checksum/copyChecksumPartial": 2 });
+    expect([...p.categories.values()]).toEqual([...p.categories.values()].sort((a, b) => b - a));
+  });
+});
