@@ -157,7 +157,8 @@ async function main(): Promise<void> {
       console.log(`raw samples in ${args.out}`);
     }
   } finally {
-    for (const s of setups) await destroySetup(s);
+    const torn = await Promise.allSettled(setups.map(destroySetup));
+    for (const r of torn) if (r.status === "rejected") console.error(r.reason);
   }
 }
 

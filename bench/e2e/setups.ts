@@ -64,11 +64,10 @@ export async function userspace(format: "vxlan" | "udp", offloads: boolean, work
   return { name, lab, client: lab.hosts[0].pods[0], server: lab.hosts[1].pods[0], dataplanes };
 }
 
-/** Stops the setup's dataplanes and removes its namespaces. */
+/** Stops the setup's dataplanes and removes its namespaces, all of them even when one fails. */
 export async function destroySetup(s: Setup): Promise<void> {
-  try {
-    for (const dp of s.dataplanes) await dp.stop();
-  } finally {
-    await s.lab.destroy();
-  }
+  const stopped = await Promise.allSettled(s.dataplanes.map((dp) => dp.stop()));
+  await s.lab.destroy();
+  const failed = stopped.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (failed) throw failed.reason;
 }

@@ -27,6 +27,9 @@ const { values: args } = parseArgs({
   },
 });
 const seconds = Number(args.seconds);
+const SETUPS = ["wasm-vxlan", "udp", "kernel-vxlan"];
+/** Samples per second and core: perf record -F, with cpu-clock so that idle cores are sampled too. */
+const SAMPLE_HZ = 999;
 const SYSCALLS = ["readv", "writev", "sendmmsg", "recvmmsg", "poll", "read", "write"];
 /** iperf3 runs this long before and after the sampled window, so the window sees a steady stream. */
 const MARGIN_S = 3;
@@ -42,6 +45,12 @@ function run(cmd: string, argv: string[]): Promise<string> {
   });
 }
 
+/** Bytes received so far by the server pod's interfaces: what crossed the dataplane in the window. */
+function receivedBytes(s: Setup): number {
+  const links = JSON.parse(execFileSync("ip", ["-n", s.server.ns.name, "-s", "-j", "link", "show"], { encoding: "utf8" })) as Array<{ ifname: string; stats64?: { rx: { bytes: number } } }>;
+  return links.filter((l) => l.ifname !== "lo").reduce((n, l) => n + (l.stats64?.rx.bytes ?? 0), 0);
+}
+
 /** Names of the Wasm functions by index, from the release build's text format (no imported functions). */
 function wasmFunctionNames(): string[] {
   const wat = readFileSync(projectFile("build", "weft.wat"), "utf8");
@@ -50,7 +59,7 @@ function wasmFunctionNames(): string[] {
 
 function print(p: Profile, gb: number, setup: string, gbits: number, syscalls: Map<string, number>): void {
   const coreSeconds = p.total / p.rate;
-  console.log(`\n${setup}: ${gbits.toFixed(2)} Gbit/s over the sampled ${seconds} s (${gb.toFixed(2)} GB), ${p.total} samples on ${cpus().length} cores`);
+  console.log(`\n${setup}: ${gbits.toFixed(2)} Gbit/s over the sampled ${seconds} s (${gb.toFixed(2)} GB received by the server pod), ${p.total} samples of ${cpus().length} cores`);
   console.log(`${"category".padEnd(52)} ${"% of machine".padStart(12)} ${"CPU s/GB".padStart(9)}`);
   for (const [name, n] of p.categories) {
     console.log(`${name.padEnd(52)} ${((100 * n) / p.total).toFixed(1).padStart(12)} ${((n / p.total) * coreSeconds / gb).toFixed(3).padStart(9)}`);
@@ -70,25 +79,34 @@ async function main(): Promise<void> {
   } catch {
     throw new Error("perf is not installed: apt-get install linux-perf");
   }
+  if (!SETUPS.includes(args.setup!)) throw new Error(`--setup is one of ${SETUPS.join(", ")}, not ${args.setup}`);
+  if (args.offloads !== "on" && args.offloads !== "off") throw new Error(`--offloads is on or off, not ${args.offloads}`);
   const workers = args.workers ? Number(args.workers) : cpus().length;
+  if (!Number.isInteger(workers) || workers < 1 || !(seconds >= 1)) throw new Error("--workers and --seconds take whole numbers of at least 1");
   const dir = args.keep ?? mkdtempSync(join(tmpdir(), "weft-profile-"));
   let setup: Setup | undefined;
   try {
-    if (args.setup === "kernel-vxlan") setup = await kernelVxlan();
-    else if (args.setup === "wasm-vxlan" || args.setup === "udp") setup = await userspace(args.setup === "wasm-vxlan" ? "vxlan" : "udp", args.offloads !== "off", workers);
-    else throw new Error(`--setup is wasm-vxlan, udp or kernel-vxlan, not ${args.setup}`);
+    setup = args.setup === "kernel-vxlan" ? await kernelVxlan() : await userspace(args.setup === "wasm-vxlan" ? "vxlan" : "udp", args.offloads === "on", workers);
     const s = setup;
     const traffic = iperf(s.server, s.client, { seconds: seconds + 2 * MARGIN_S, streams: 1 });
-    await new Promise((r) => setTimeout(r, MARGIN_S * 1000));
-    const data = join(dir, "perf.data");
-    const events = SYSCALLS.map((c) => `syscalls:sys_enter_${c}`).join(",");
-    const [, stat] = await Promise.all([
-      run("perf", ["record", "-a", "-g", "-F", "999", "-o", data, "--", "sleep", String(seconds)]),
-      run("perf", ["stat", "-a", "-x", ",", "-e", events, "--", "sleep", String(seconds)]),
-    ]);
-    const r = await traffic;
-    const gbits = r.bitsPerSecond / 1e9;
-    const gb = (r.bitsPerSecond / 8 / 1e9) * seconds;
+    let sampled: [string, string, number];
+    try {
+      await new Promise((r) => setTimeout(r, MARGIN_S * 1000));
+      const data = join(dir, "perf.data");
+      const events = SYSCALLS.map((c) => `syscalls:sys_enter_${c}`).join(",");
+      const before = receivedBytes(s);
+      const [, stat] = await Promise.all([
+        run("perf", ["record", "-a", "-g", "-e", "cpu-clock", "-F", String(SAMPLE_HZ), "-o", data, "--", "sleep", String(seconds)]),
+        run("perf", ["stat", "-a", "-x", ",", "-e", events, "--", "sleep", String(seconds)]),
+      ]);
+      sampled = [data, stat, receivedBytes(s) - before];
+    } finally {
+      await Promise.allSettled([traffic]); // never leave iperf3 running into the teardown
+    }
+    const [data, stat, bytes] = sampled;
+    await traffic;
+    const gb = bytes / 1e9;
+    const gbits = (bytes * 8) / seconds / 1e9;
     const syscalls = new Map<string, number>();
     for (const line of stat.split("\n")) {
       const [count, , event] = line.split(",");
@@ -96,7 +114,7 @@ async function main(): Promise<void> {
       if (m) syscalls.set(m[1], Number(count));
     }
     const script = execFileSync("perf", ["script", "-i", data, "-F", "comm,tid,ip,sym"], { maxBuffer: 1 << 30, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
-    print(categorize(script, 999, wasmFunctionNames()), gb, s.name, gbits, syscalls);
+    print(categorize(script, SAMPLE_HZ, wasmFunctionNames()), gb, s.name, gbits, syscalls);
     if (args.keep) console.log(`\nperf.data kept in ${dir} (perf report -i ${data})`);
   } finally {
     if (setup) await destroySetup(setup);

@@ -72,11 +72,14 @@ export function agentMetrics(control: ControlPlane, backend: () => Backend | und
     set({ direction: "rx" }, Number(d.rx.bytesForwarded));
   });
   new Gauge({
-    name: "weft_dataplane_offloads", help: "1 while the userspace dataplane runs with segmentation offloads (TSO through TUN, UDP GSO/GRO), 0 when off (the reason is in /status and the log)", registers: [registry],
+    // Labelled by backend so that kernel backends, which have no dataplane, show no sample (an
+    // unlabelled gauge would read 0 there, as if offloads had turned themselves off).
+    name: "weft_dataplane_offloads", help: "1 while the userspace dataplane runs with segmentation offloads (TSO through TUN, UDP GSO/GRO), 0 when off (the reason is in /status and the log)", labelNames: ["backend"], registers: [registry],
     collect() {
       this.reset();
-      const d = backend()?.dataplaneCounters?.();
-      if (d) this.set(d.offload.enabled ? 1 : 0);
+      const b = backend();
+      const d = b?.dataplaneCounters?.();
+      if (b && d) this.set({ backend: b.type }, d.offload.enabled ? 1 : 0);
     },
   });
   mirroredCounter(registry, "weft_dataplane_offload_segments_total", "Segments cut from super-packets (tx) and merged into super-packets (rx) by the userspace dataplane", ["direction"], (set) => {

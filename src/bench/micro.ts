@@ -1,5 +1,5 @@
 // The hot-path microbenchmarks (bench/micro: LPM lookups, VXLAN encapsulation and
-// decapsulation, each against the TypeScript reference) as part of `weft bench`, run in a worker
+// decapsulation, each against the TypeScript reference; the offload paths) as part of `weft bench`, run in a worker
 // thread (micro-worker.ts) whose printed lines report what runs now.
 import { createInterface } from "node:readline";
 import { Worker } from "node:worker_threads";

@@ -47,7 +47,7 @@ export interface IperfOptions {
 
 /**
  * Each run listens on the next port of 5201..5300 (unless `port` is given): after a UDP flood,
- * datagrams still queued along the path (up to a few hundred ms of them in the userspace
+ * datagrams still queued along the path (tens of milliseconds of them, or more, in the userspace
  * dataplane's TUN queues and socket buffers) would otherwise reach the next run's server, which
  * takes the first datagram's sender for its client, and iperf3 does not retry its UDP set-up.
  */
