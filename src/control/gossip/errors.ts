@@ -14,7 +14,8 @@ export type GossipErrorCode =
   | "STATE_TOO_BIG"
   | "NOT_RUNNING"
   | "BAD_RESPONSE"
-  | "FRAME_REFUSED";
+  | "FRAME_REFUSED"
+  | "NAME_CONFLICT";
 
 export class GossipError extends Error {
   constructor(
