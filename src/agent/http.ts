@@ -2,7 +2,9 @@
 // lease is held, the backend is programmed and subnet.env is written), /status (JSON for `weft
 // status` and the demo's live view) and /metrics (Prometheus). Served on TCP ports when asked
 // (flanneld's --healthz-port, --metrics-port) and always on a unix socket in the state dir,
-// which local tools reach from any network namespace.
+// which local tools reach from any network namespace. The socket alone also takes POST
+// /reclaim?node=NAME (`weft reclaim`): only whoever can open the state dir may hand a node's
+// subnets back to the ring.
 import { rmSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Registry } from "prom-client";
@@ -11,22 +13,30 @@ export interface HttpHandlers {
   ready(): boolean;
   status(): unknown;
   metrics: Registry;
+  /** An operator's decision that `node` is gone for good (see SubnetLeases.reclaim). */
+  reclaim(node: string): Promise<unknown>;
 }
 
 export const SOCKET_NAME = "weft.sock";
 
-function handler(h: HttpHandlers) {
+function handler(h: HttpHandlers, admin: boolean) {
   return async (req: IncomingMessage, res: ServerResponse) => {
     const reply = (code: number, type: string, body: string) => {
       res.writeHead(code, { "content-type": type });
       res.end(body);
     };
     try {
-      switch (req.url?.split("?")[0]) {
+      const url = new URL(req.url ?? "/", "http://weft");
+      if (admin && url.pathname === "/reclaim") {
+        const node = url.searchParams.get("node");
+        if (req.method !== "POST" || !node) return reply(400, "text/plain", "POST /reclaim?node=NAME\n");
+        return reply(200, "application/json", JSON.stringify(await h.reclaim(node)) + "\n");
+      }
+      switch (url.pathname) {
         case "/healthz":
           return reply(200, "text/plain", "weft is running\n");
         case "/readyz":
-          return h.ready() ? reply(200, "text/plain", "ready\n") : reply(503, "text/plain", "not ready: waiting for a lease or the backend\n");
+          return h.ready() ? reply(200, "text/plain", "ready\n") : reply(503, "text/plain", "not ready: waiting to reach a join target, for a lease or for the backend (weft status says which)\n");
         case "/status":
           return reply(200, "application/json", JSON.stringify(h.status(), (_k, v) => (typeof v === "bigint" ? Number(v) : v)) + "\n");
         case "/metrics":
@@ -35,7 +45,9 @@ function handler(h: HttpHandlers) {
           return reply(404, "text/plain", "try /healthz, /readyz, /status or /metrics\n");
       }
     } catch (err) {
-      reply(500, "text/plain", `${(err as Error).message}\n`);
+      // A refusal with a code (e.g. LEASE_RECLAIM_ALIVE) is the caller's to fix: 409, code first.
+      const code = (err as { code?: string }).code;
+      reply(code ? 409 : 500, "text/plain", `${code ? `[${code}] ` : ""}${(err as Error).message}\n`);
     }
   };
 }
@@ -55,7 +67,7 @@ export class AgentHttp {
         else s.listen(arg.port, arg.host, resolve);
       });
     for (const where of [socketPath, ...tcp]) {
-      const s = createServer(handler(h));
+      const s = createServer(handler(h, where === socketPath));
       http.servers.push(s);
       await listen(s, where);
     }

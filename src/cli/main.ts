@@ -61,6 +61,9 @@ program
     process.on("SIGHUP", onEarlyHup);
     const agent = await Agent.start(opts, log);
     process.removeListener("SIGHUP", onEarlyHup);
+    // Its name taken by a live node elsewhere: stop without a leave (a leave in this name would
+    // tell the cluster that the other node left) and exit 1.
+    agent.onFatal(() => void agent.stop(false).finally(() => process.exit(1)));
     const reload = () => void agent.reload().catch((err) => log.error({ err }, "reload failed; keeping the running config"));
     process.on("SIGHUP", reload);
     if (reloadWanted) reload();
@@ -82,6 +85,16 @@ program
   .addOption(flag("--state-dir <dir>", "the agent's state dir", "STATE_DIR").default("/var/lib/weft"))
   .action(async (o) => {
     process.stdout.write(JSON.stringify(await agentRequest(o.stateDir, "GET", "/status"), null, 2) + "\n");
+  });
+
+program
+  .command("reclaim")
+  .description("hand a dead node's subnets back to the ring now, instead of after the grace period (only for a node gone for good)")
+  .argument("<node>", "name of the dead node")
+  .addOption(flag("--state-dir <dir>", "state dir of a running agent of the cluster", "STATE_DIR").default("/var/lib/weft"))
+  .action(async (node: string, o) => {
+    const report = await agentRequest(o.stateDir, "POST", `/reclaim?node=${encodeURIComponent(node)}`);
+    process.stdout.write(JSON.stringify(report, null, 2) + "\n");
   });
 
 program
