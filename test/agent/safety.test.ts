@@ -130,6 +130,9 @@ describe.skipIf(!canUseNetns())("agent: lease safety across partitions, crashes,
       expect(v.status.reserved).toEqual([]);
     }
     for (const a of cluster) expect(await agents.errorLines(a), a.host.name).toEqual([]);
+    // What an operator sees: `weft status` prints the grace in force.
+    const printed = JSON.parse((await weft("status", "--state-dir", cluster[0].dir)).stdout);
+    expect(printed.settings).toMatchObject({ reclaimGrace: "24h", lease: { reclaimGraceMs: 86_400_000 } });
   }, 180_000);
 
   it("partition {1,2} | {3,4,5} for longer than failure detection, then heal: nothing reclaimed, every view agrees again", async () => {
@@ -224,6 +227,16 @@ describe.skipIf(!canUseNetns())("agent: lease safety across partitions, crashes,
     expect(at("AGENT_SUBNET_REPLACED")).toBeGreaterThan(at("AGENT_SUBNET_LOST"));
     subnets.set("host4", v4.status.subnet!);
   }, 300_000);
+
+  it("a graceful restart (SIGTERM, back 6 s later with its state dir) keeps the subnet; the cluster agrees", async () => {
+    const node = cluster[0];
+    await agents.stop(node, "SIGTERM");
+    await new Promise((r) => setTimeout(r, 6000));
+    agents.start(node);
+    await agents.waitReady(node, 120_000);
+    const vs = await agree(agents, cluster.slice(0, 4), "views agreeing after the graceful restart");
+    for (const v of vs) expect(v.status.subnet).toBe(subnets.get(v.name));
+  }, 240_000);
 
   it("a clean stop (SIGTERM) of every agent logs nothing at error level and exits 0", async () => {
     const live = cluster.slice(0, 4);
