@@ -4,7 +4,8 @@
 // in the list are resolved again on every attempt, and a name may stand for several addresses.
 // Whenever this node has no alive member left (a long partition, or every peer restarted on new
 // addresses), it goes back to the list. A target that knows a live node of this node's name at
-// another address ends it all: the name is taken (NAME_CONFLICT), and retrying cannot help.
+// another address ends it all: the name is taken (GOSSIP_NAME_CONFLICT), and retrying cannot help.
+import { isWeftError } from "../errors.js";
 import { withDefaults } from "./options.js";
 import type { Addr, Clock, Random, TimerHandle } from "./runtime.js";
 
@@ -153,7 +154,7 @@ export class Joiner {
     try {
       if (addrs.length > 0) answered = await this.deps.join(addrs);
     } catch (err) {
-      if ((err as { code?: string }).code === "NAME_CONFLICT") return this.conflict(err as Error);
+      if (isWeftError(err, "GOSSIP_NAME_CONFLICT")) return this.conflict(err as Error);
       failures.push((err as Error).message);
     }
     if (this.stopped) return;

@@ -170,11 +170,11 @@ describe.skipIf(!canUseNetns())("agent: lease safety across partitions, crashes,
     for (const v of vs) expect(v.status.subnet).toBe(subnets.get(v.name));
   }, 240_000);
 
-  it("a second node named like a live one is refused: it exits with NAME_CONFLICT, writes no subnet.env, and the first keeps its subnet", async () => {
+  it("a second node named like a live one is refused: it exits with GOSSIP_NAME_CONFLICT, writes no subnet.env, and the first keeps its subnet", async () => {
     agents.start(spare, ["--node-name", "host2"]);
     expect(await agents.exited(spare, 60_000)).toBe(1);
     const log = await agents.logTail(spare, 200);
-    expect(log).toMatch(/NAME_CONFLICT/);
+    expect(log).toMatch(/GOSSIP_NAME_CONFLICT/);
     expect(log).toContain("already used by a live node at 198.18.0.12:7946");
     await expect(agents.subnetEnv(spare)).rejects.toThrow(/ENOENT/);
     const vs = await agree(agents, cluster, "views agreeing after the refused duplicate");

@@ -132,7 +132,7 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     let refused: { code?: string; message: string } | undefined;
     pc.on("fatal", (e) => (refused = e as { code?: string; message: string }));
     await sim.runUntil(() => refused !== undefined, 10_000);
-    expect(refused?.code).toBe("NAME_CONFLICT");
+    expect(refused?.code).toBe("GOSSIP_NAME_CONFLICT");
     expect(refused?.message).toContain(`already used by a live node at ${a.host.addr.host}:7946`);
     expect(pc.joinStatus().state).toBe("name-conflict");
     await pc.stop(false);

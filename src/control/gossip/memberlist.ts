@@ -8,7 +8,7 @@ import { Awareness } from "./awareness.js";
 import { retransmitLimit, TransmitLimitedQueue } from "./broadcast.js";
 import { validateConfig, type MemberlistConfig } from "./config.js";
 import type { Delegate, EventDelegate, NodeView } from "./delegate.js";
-import { GossipError } from "./errors.js";
+import { WeftError } from "../../errors.js";
 import type { Keyring } from "./keyring.js";
 import { encodeMessage, framedSize, type Envelope, type Message } from "./messages.js";
 import { BROADCAST_OVERHEAD, Wire, type Request } from "./net.js";
@@ -109,7 +109,7 @@ export class Memberlist {
 
   /**
    * Push-pull with each seed (join = true); resolves to how many answered (0: none, retry later).
-   * Rejects with NAME_CONFLICT when a seed knows a live member of this node's name at another
+   * Rejects with GOSSIP_NAME_CONFLICT when a seed knows a live member of this node's name at another
    * address: the name is taken, and this node must not take part (memberlist refuses it too).
    */
   async join(seeds: readonly Addr[]): Promise<number> {
@@ -118,7 +118,7 @@ export class Memberlist {
     for (const [i, r] of results.entries()) {
       if (r.status === "rejected") this.logger.debug({ seed: seeds[i], err: r.reason }, "join: seed did not answer");
     }
-    const conflict = results.find((r) => r.status === "rejected" && (r.reason as { code?: string }).code === "NAME_CONFLICT");
+    const conflict = results.find((r) => r.status === "rejected" && (r.reason as { code?: string }).code === "GOSSIP_NAME_CONFLICT");
     if (conflict) throw (conflict as PromiseRejectedResult).reason;
     return results.filter((r) => r.status === "fulfilled").length;
   }
@@ -182,7 +182,7 @@ export class Memberlist {
   async sendReliable(name: string, msg: Uint8Array): Promise<void> {
     this.assertRunning();
     const reply = await this.wire.request(this.addressOf(name), { kind: "user", payload: msg }, this.config.tcpTimeoutMs);
-    if (reply.message.kind !== "ack") throw new GossipError("BAD_RESPONSE", `${name} answered ${reply.message.kind} to a reliable message`);
+    if (reply.message.kind !== "ack") throw new WeftError("GOSSIP_BAD_RESPONSE", `${name} answered ${reply.message.kind} to a reliable message`);
   }
 
   /** A copy of the counters, as a plain object. */
@@ -197,18 +197,18 @@ export class Memberlist {
 
   private addressOf(name: string): Addr {
     const rec = this.membership.get(name);
-    if (!rec) throw new GossipError("NODE_UNKNOWN", `no member named ${name}; check members()`);
+    if (!rec) throw new WeftError("GOSSIP_NODE_UNKNOWN", `no member named ${name}; check members()`);
     return { host: rec.host, port: rec.port };
   }
 
   private assertRunning(): void {
-    if (!this.running) throw new GossipError("NOT_RUNNING", "this memberlist was shut down; create a new one");
+    if (!this.running) throw new WeftError("GOSSIP_NOT_RUNNING", "this memberlist was shut down; create a new one");
   }
 
   private readMeta(): Uint8Array {
     const meta = this.delegate?.nodeMeta(this.config.maxMetaBytes) ?? EMPTY;
     if (meta.length > this.config.maxMetaBytes) {
-      throw new GossipError("META_TOO_BIG", `node meta is ${meta.length} bytes, over maxMetaBytes ${this.config.maxMetaBytes}`);
+      throw new WeftError("GOSSIP_META_TOO_BIG", `node meta is ${meta.length} bytes, over maxMetaBytes ${this.config.maxMetaBytes}`);
     }
     return meta;
   }
@@ -275,15 +275,15 @@ export class Memberlist {
 
   private async pushPull(peer: Addr, join: boolean): Promise<void> {
     const reply = await this.wire.request(peer, this.pushPullMessage(join), this.config.tcpTimeoutMs);
-    if (reply.message.kind !== "pushPull") throw new GossipError("BAD_RESPONSE", `push-pull answered with ${reply.message.kind}`);
+    if (reply.message.kind !== "pushPull") throw new WeftError("GOSSIP_BAD_RESPONSE", `push-pull answered with ${reply.message.kind}`);
     if (!this.running) return;
     if (join) {
       const me = this.membership.local();
       const other = reply.message.nodes.find((n) => n.name === me.name && isLive(n.state) && (n.host !== me.host || n.port !== me.port));
       if (other) {
         this.stats.protocol.nameConflicts++;
-        throw new GossipError(
-          "NAME_CONFLICT",
+        throw new WeftError(
+          "GOSSIP_NAME_CONFLICT",
           `the node name ${me.name} is already used by a live node at ${other.host}:${other.port} (this node is ${me.host}:${me.port}); give every node a unique name (--node-name)`,
         );
       }
@@ -362,7 +362,7 @@ export class Memberlist {
         return { kind: "ack", seq: 0 };
       default:
         this.stats.dropped.unexpected++;
-        throw new GossipError("FRAME_REFUSED", `${m.kind} is not a stream request`);
+        throw new WeftError("GOSSIP_FRAME_REFUSED", `${m.kind} is not a stream request`);
     }
   }
 
