@@ -123,14 +123,14 @@ export class Agent {
       agent.http = await AgentHttp.listen(
         {
           ready: () => agent.ready,
-          waitingFor: () => agent.waitingFor,
+          waitingFor: () => agent.whyNotReady(),
           status: () => agent.status(),
           metrics: agentMetrics(control, () => agent.backend, () => agent.subnet && formatPrefix(agent.subnet), () => agent.socketDrops()),
         },
         join(opts.stateDir, SOCKET_NAME),
         tcp,
       );
-      agent.waitingFor = "waiting for a subnet lease (see the log for why)";
+      agent.waitingFor = "waiting for a subnet lease";
       agent.subnet = await abortable(signal, control.lease());
       log.info({ subnet: formatPrefix(agent.subnet) }, "lease held");
       agent.waitingFor = "starting the backend";
@@ -217,7 +217,7 @@ export class Agent {
       underlay: formatIpv4(this.underlay.addr),
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       ready: this.ready,
-      waitingFor: this.ready ? undefined : this.waitingFor,
+      waitingFor: this.ready ? undefined : this.whyNotReady(),
       network: this.conf.Network,
       subnet: this.subnet && formatPrefix(this.subnet),
       backend: this.announcement,
@@ -228,6 +228,11 @@ export class Agent {
       dataplane: this.backend?.dataplaneCounters?.(),
       socketDrops: this.socketDrops(),
     };
+  }
+
+  private whyNotReady(): string {
+    const lease = this.subnet ? null : this.control.leaseWaitReason();
+    return lease ? `${this.waitingFor}: ${lease}` : this.waitingFor;
   }
 
   /** Kernel drops on the userspace dataplane's sockets (kernel backends have none of their own). */

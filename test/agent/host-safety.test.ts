@@ -1,11 +1,11 @@
 // A state dir that defends itself and surfaces that leak nothing, with real agents in namespaces:
 // the state dir and the subnet file's dir are created (0700), weft.sock is 0600, a second agent on
 // the same state dir is refused and leaves the first alone, SIGTERM while waiting for a lease exits
-// 0 and removes what it made, the TCP ports serve only what they are for (/status and /metrics
+// 0 and removes what it made, a full disk at start is retried and explained, the TCP ports serve only what they are for (/status and /metrics
 // stay off 0.0.0.0), a 9000-byte underlay works with wasm-vxlan, and datagrams the kernel drops
 // on the dataplane's sockets show up in /metrics and `weft status`.
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -112,17 +112,43 @@ describe.skipIf(!canUseNetns())("agent: state dir and surfaces", () => {
     const before = await routesAndLinks();
     // The only seed is a node that never comes, so no subnet can be leased.
     const agent = startAgent(stateDir, ["--join", "198.18.0.200:7946", "--subnet-seeds", "ghost", "--healthz-port", "9104"]);
-    const why = await until("a 503 from /readyz", async () => {
+    const why = await until("a 503 from /readyz that says why", async () => {
       const r = await httpGet(`http://${formatIpv4(a.host.underlayAddr)}:9104/readyz`);
-      return r.startsWith("503") ? r : undefined;
+      return r.startsWith("503") && r.includes(": no subnet yet") ? r : undefined;
     });
-    expect(why).toBe("503 not ready: waiting for a subnet lease (see the log for why)");
-    expect(await agentRequest(stateDir, "GET", "/status")).toMatchObject({ ready: false, waitingFor: "waiting for a subnet lease (see the log for why)" });
+    expect(why).toMatch(/^503 not ready: waiting for a subnet lease: no subnet yet: this node knows the owners of only 0 of \d+ subnets/);
+    expect(await agentRequest(stateDir, "GET", "/status")).toMatchObject({ ready: false, waitingFor: expect.stringMatching(/^waiting for a subnet lease: no subnet yet/) });
     agent.child.kill("SIGTERM");
     expect(await agent.exited).toBe(0);
     expect(agent.output()).toMatch(/"msg":"stopped while starting; nothing left behind"/);
     for (const f of ["weft.sock", "weft.lock", "vtep-mac", "subnet.env"]) expect(existsSync(join(stateDir, f)), f).toBe(false);
     expect(await routesAndLinks()).toEqual(before);
+  });
+
+  it("retries a full disk at start with backoff, says why in /readyz and status, leaves no temp file, and gets ready once there is room", async () => {
+    // A 256 KiB tmpfs as the state dir, in a mount namespace of the agent's own (gone with it).
+    const mountpoint = join(a.dir, "small-disk");
+    mkdirSync(mountpoint);
+    const [cmd, ...rest] = argv(join(mountpoint, "state"), []);
+    const child = spawn("unshare", ["-m", "--propagation", "private", "sh", "-c", 'mount -t tmpfs -o size=256k weft-test "$0" && exec "$@"', mountpoint, cmd, ...rest], { stdio: "ignore" });
+    children.push(child);
+    const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+    const stateDir = `/proc/${child.pid}/root${mountpoint}/state`; // the agent's view of its mounts
+    await until("weft.sock", async () => (existsSync(join(stateDir, "weft.sock")) ? true : undefined));
+    // Fill the disk before the first save (the seed division is saved after 10 s of listening).
+    expect(() => writeFileSync(`/proc/${child.pid}/root${mountpoint}/fill`, Buffer.alloc(512 * 1024))).toThrow(/ENOSPC/);
+    const status = await until("a full disk in weft status", async () => {
+      const s = (await agentRequest(stateDir, "GET", "/status")) as { ready: boolean; waitingFor?: string };
+      return s.waitingFor?.includes("no space left on device") ? s : undefined;
+    });
+    expect(status.waitingFor).toMatch(/^waiting for a subnet lease: cannot save lease state to \S+lease-state\.json: ENOSPC: no space left on device.*\(retrying in \d+ s\)$/);
+    await expect(agentRequest(stateDir, "GET", "/readyz")).rejects.toThrow(/503: not ready: waiting for a subnet lease: cannot save lease state/);
+    expect(readdirSync(stateDir).filter((f) => f.endsWith(".tmp"))).toEqual([]);
+    rmSync(`/proc/${child.pid}/root${mountpoint}/fill`);
+    await until("ready once there is room", async () => ((await agentRequest(stateDir, "GET", "/readyz")) ? true : undefined));
+    expect(readdirSync(stateDir).filter((f) => f.endsWith(".tmp"))).toEqual([]);
+    child.kill("SIGTERM");
+    expect(await exited).toBe(0);
   });
 
   it("serves only health on --healthz-port and /metrics on loopback; runs wasm-vxlan on a 9000-byte underlay; counts kernel drops on its sockets", async () => {
