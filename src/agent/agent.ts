@@ -134,7 +134,9 @@ export class Agent {
       agent.subnet = await abortable(signal, control.lease());
       log.info({ subnet: formatPrefix(agent.subnet) }, "lease held");
       agent.waitingFor = "starting the backend";
-      await abortable(signal, agent.startBackend());
+      // Not raced with the abort: a backend half set up could not be undone; a stop waits for it.
+      await agent.startBackend();
+      abortable(signal);
       control.on("change", () => void agent.sync.kick().catch((err) => log.error({ err }, "peer sync failed")));
       agent.reconcileTimer = setInterval(() => void agent.reconcile(), opts.reconcileIntervalMs);
       return agent;

@@ -84,6 +84,11 @@ program
       log.info("stopped while starting; nothing left behind");
       process.exit(0);
     }
+    if (stopping) {
+      // The signal came after the start's last check: stop as if it had come a moment later.
+      await agent.stop(true);
+      process.exit(0);
+    }
     process.removeListener("SIGHUP", onEarlyHup);
     const running = agent;
     const reload = () => void running.reload().catch((err) => log.error({ err }, "reload failed; keeping the running config"));

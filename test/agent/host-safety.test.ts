@@ -125,6 +125,23 @@ describe.skipIf(!canUseNetns())("agent: state dir and surfaces", () => {
     expect(await routesAndLinks()).toEqual(before);
   });
 
+  it("stops cleanly on SIGTERM in every phase of the start: nothing left in the state dir or the kernel", async () => {
+    const before = await routesAndLinks();
+    // From Node's own start-up (no handler yet: the default action ends it, before anything exists)
+    // through flag and config checks, the lock, gossip, to the wait for the seed division (10 s).
+    for (const delayMs of [0, 150, 400, 800, 1500, 3000, 6000]) {
+      const stateDir = join(a.dir, `phase-${delayMs}`);
+      const agent = startAgent(stateDir, []);
+      await new Promise((r) => setTimeout(r, delayMs));
+      agent.child.kill("SIGTERM");
+      const code = await agent.exited;
+      expect(code === 0 || agent.child.signalCode === "SIGTERM", `after ${delayMs} ms: exit ${code}\n${agent.output()}`).toBe(true);
+      expect(agent.output()).not.toMatch(/^weft: /m);
+      for (const f of ["weft.sock", "weft.lock", "subnet.env", "vtep-mac"]) expect(existsSync(join(stateDir, f)), `${f} after ${delayMs} ms`).toBe(false);
+      expect(await routesAndLinks()).toEqual(before);
+    }
+  });
+
   it("retries a full disk at start with backoff, says why in /readyz and status, leaves no temp file, and gets ready once there is room", async () => {
     // A 256 KiB tmpfs as the state dir, in a mount namespace of the agent's own (gone with it).
     const mountpoint = join(a.dir, "small-disk");
