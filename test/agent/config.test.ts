@@ -9,33 +9,15 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LAB_GOSSIP_PORT, LabAgents, type LabAgent } from "../../src/lab/agents.js";
-import { LabCluster, type LabHost } from "../../src/lab/cluster.js";
+import { LabCluster } from "../../src/lab/cluster.js";
 import { projectFile } from "../../src/paths.js";
 import { canUseNetns } from "../support/netns.js";
-import { NETWORK, netConf, nftTables } from "./support.js";
+import { kernelState, NETWORK, netConf } from "./support.js";
 
 const run = promisify(execFile);
 
 /** Holds UDP and TCP port 7999 on every address, as another program would. */
 const HOLD_PORT = `const u = require("node:dgram").createSocket("udp4"); u.bind(7999, () => require("node:net").createServer().listen(7999, () => console.log("held")));`;
-
-/**
- * The host's kernel state an agent could change, as `ip -d link`, `ip addr`, `ip route` (every
- * table), `ip neigh` (permanent), `bridge fdb` and `nft list ruleset` show it. (IPv6 is left out:
- * the kernel's own duplicate address detection changes link-local addresses and routes meanwhile.)
- */
-async function kernelState(h: LabHost): Promise<unknown> {
-  const k = h.ns.kernel;
-  const links = await k.ipJson<Array<Record<string, unknown>>>(["-d", "link", "show"]);
-  return {
-    links: links.map(({ operstate: _o, ...l }) => l), // a veth's carrier may settle meanwhile
-    addrs: await k.ipJson(["-4", "addr", "show"]),
-    routes: await k.ipJson(["-4", "route", "show", "table", "all"]),
-    neighs: await k.ipJson(["-4", "neigh", "show", "nud", "permanent"]),
-    fdb: await k.bridgeJson(["fdb", "show"]),
-    nft: (await h.ns.exec(["nft", "list", "ruleset"])).trim(),
-  };
-}
 
 /** What a failed start must not leave in the state dir. */
 const STATE_FILES = ["lease-state.json", "vtep-mac", "weft.sock", "weft.lock", "subnet.env"];

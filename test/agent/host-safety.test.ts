@@ -16,7 +16,7 @@ import { LabCluster, type LabHost } from "../../src/lab/cluster.js";
 import { formatIpv4 } from "../../src/net/ipv4.js";
 import { projectFile } from "../../src/paths.js";
 import { canUseNetns } from "../support/netns.js";
-import { NETWORK, netConf } from "./support.js";
+import { eventually, kernelState, NETWORK, netConf } from "./support.js";
 
 const run = promisify(execFile);
 
@@ -63,24 +63,12 @@ describe.skipIf(!canUseNetns())("agent: state dir and surfaces", () => {
     return { child, output: () => out, exited };
   }
 
-  async function until<T>(what: string, f: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-    const end = Date.now() + timeoutMs;
-    for (;;) {
-      const v = await f().catch(() => undefined);
-      if (v !== undefined) return v;
-      if (Date.now() > end) throw new Error(`${what} did not happen within ${timeoutMs / 1000} s`);
-      await new Promise((r) => setTimeout(r, 300));
-    }
-  }
+  /** Polls `f` until it gives a value (errors count as not yet). */
+  const until = <T>(what: string, f: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> =>
+    eventually(what, () => f().catch(() => undefined), (v) => v !== undefined, timeoutMs) as Promise<T>;
 
   const ready = (stateDir: string) => until("ready", async () => ((await agentRequest(stateDir, "GET", "/readyz")) ? true : undefined));
   const httpGet = async (url: string) => (await a.host.ns.exec([process.execPath, "-e", GET, url])).trim();
-  const routesAndLinks = async () => ({
-    links: (await a.host.ns.kernel.ipJson<Array<{ ifname: string }>>(["-d", "link", "show"])).map((l) => l.ifname).sort(),
-    routes: await a.host.ns.kernel.ipJson(["-4", "route", "show", "table", "all"]),
-    fdb: await a.host.ns.kernel.bridgeJson(["fdb", "show"]),
-    nft: (await a.host.ns.exec(["nft", "list", "ruleset"])).trim(),
-  });
 
   it("creates the state dir 0700 and the subnet file's dir, makes weft.sock 0600, and refuses a second agent on the same state dir", async () => {
     const stateDir = join(a.dir, "fresh", "state");
@@ -109,7 +97,7 @@ describe.skipIf(!canUseNetns())("agent: state dir and surfaces", () => {
 
   it("exits 0 on SIGTERM while waiting for a lease, says why it is not ready, and leaves nothing behind", async () => {
     const stateDir = join(a.dir, "waiting");
-    const before = await routesAndLinks();
+    const before = await kernelState(a.host);
     // The only seed is a node that never comes, so no subnet can be leased.
     const agent = startAgent(stateDir, ["--join", "198.18.0.200:7946", "--subnet-seeds", "ghost", "--healthz-port", "9104"]);
     const why = await until("a 503 from /readyz that says why", async () => {
@@ -122,11 +110,11 @@ describe.skipIf(!canUseNetns())("agent: state dir and surfaces", () => {
     expect(await agent.exited).toBe(0);
     expect(agent.output()).toMatch(/"msg":"stopped while starting; nothing left behind"/);
     for (const f of ["weft.sock", "weft.lock", "vtep-mac", "subnet.env"]) expect(existsSync(join(stateDir, f)), f).toBe(false);
-    expect(await routesAndLinks()).toEqual(before);
+    expect(await kernelState(a.host)).toEqual(before);
   });
 
   it("stops cleanly on SIGTERM in every phase of the start: nothing left in the state dir or the kernel", async () => {
-    const before = await routesAndLinks();
+    const before = await kernelState(a.host);
     // From Node's own start-up (no handler yet: the default action ends it, before anything exists)
     // through flag and config checks, the lock, gossip, to the wait for the seed division (10 s).
     for (const delayMs of [0, 150, 400, 800, 1500, 3000, 6000]) {
@@ -138,7 +126,7 @@ describe.skipIf(!canUseNetns())("agent: state dir and surfaces", () => {
       expect(code === 0 || agent.child.signalCode === "SIGTERM", `after ${delayMs} ms: exit ${code}\n${agent.output()}`).toBe(true);
       expect(agent.output()).not.toMatch(/^weft: /m);
       for (const f of ["weft.sock", "weft.lock", "subnet.env", "vtep-mac"]) expect(existsSync(join(stateDir, f)), `${f} after ${delayMs} ms`).toBe(false);
-      expect(await routesAndLinks()).toEqual(before);
+      expect(await kernelState(a.host)).toEqual(before);
     }
   });
 
