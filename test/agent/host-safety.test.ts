@@ -20,6 +20,11 @@ import { eventually, kernelState, NETWORK, netConf } from "./support.js";
 
 const run = promisify(execFile);
 
+/** Takes the state dir lock of argv[2] with the built module argv[1]; "hold" keeps it until killed, "try" exits. */
+const LOCK_SCRIPT = `import(process.argv[1]).then((m) => m.StateDirLock.acquire(process.argv[2])).then(
+  () => { console.log("held"); if (process.argv[3] === "hold") setInterval(() => {}, 1000); else process.exit(0); },
+  (e) => { console.log(e.code + " " + e.message); process.exit(0); });`;
+
 /** An HTTP GET from inside the host's namespace: "status body", or "refused". */
 const GET = `require("node:http").get(process.argv[1], (r) => { let b = ""; r.on("data", (d) => (b += d)); r.on("end", () => console.log(r.statusCode + " " + b)); }).on("error", (e) => console.log(e.code === "ECONNREFUSED" ? "refused" : e.message));`;
 
@@ -86,13 +91,30 @@ describe.skipIf(!canUseNetns())("agent: state dir and surfaces", () => {
       (e: { code: number; stderr: string }) => e,
     );
     expect(second.code).toBe(1);
-    expect(second.stderr.trim()).toMatch(new RegExp(`^weft: \\[AGENT_STATE_DIR_LOCKED\\] --state-dir ${stateDir} is in use by another weft agent \\(pid ${first.child.pid}, `));
+    expect(second.stderr.trim()).toMatch(new RegExp(`^weft: \\[AGENT_STATE_DIR_LOCKED\\] --state-dir ${stateDir} is in use by another weft agent \\(pid ${first.child.pid} `));
     expect(await agentRequest(stateDir, "GET", "/readyz")).toBe("ready\n"); // the first still serves its socket
     expect((await a.host.ns.kernel.ipJson<Array<{ ifname: string }>>(["link", "show"])).map((l) => l.ifname)).toContain("flannel.1");
 
     first.child.kill("SIGTERM");
     expect(await first.exited).toBe(0);
     for (const f of ["weft.sock", "weft.lock"]) expect(existsSync(join(stateDir, f)), f).toBe(false);
+  });
+
+  it("holds the state dir across PID namespaces (containers sharing it), where pids mean nothing", async () => {
+    const dir = join(a.dir, "shared-by-containers");
+    const lockIn = (mode: "hold" | "try") =>
+      a.host.ns.wrap(["unshare", "--pid", "--fork", "--kill-child", process.execPath, "-e", LOCK_SCRIPT, projectFile("dist", "src", "agent", "state-dir.js"), dir, mode]);
+    const [cmd, ...rest] = lockIn("hold");
+    const holder = spawn(cmd, rest, { stdio: ["ignore", "pipe", "inherit"] });
+    children.push(holder);
+    await new Promise<void>((resolve) => holder.stdout!.once("data", () => resolve()));
+    const [cmd2, ...rest2] = lockIn("try");
+    const other = (await run(cmd2, rest2, { timeout: 20_000 })).stdout.trim();
+    // Both are pid 1 in their own namespace: the pid file alone would call the lock stale.
+    expect(other).toMatch(new RegExp(`^AGENT_STATE_DIR_LOCKED --state-dir ${dir} is in use by another weft agent \\(pid 1 in its PID namespace`));
+    holder.kill("SIGKILL");
+    await new Promise((r) => holder.once("exit", r));
+    expect((await run(cmd2, rest2, { timeout: 20_000 })).stdout.trim()).toBe("held"); // freed by the kernel when the holder died
   });
 
   it("exits 0 on SIGTERM while waiting for a lease, says why it is not ready, and leaves nothing behind", async () => {

@@ -18,6 +18,8 @@ describe("state dir", () => {
     const lock = await StateDirLock.acquire(dir);
     expect(statSync(dir).mode & 0o777).toBe(0o700);
     expect(readdirSync(dir)).toEqual([LOCK_FILE]);
+    // A second holder in the same process (as in the same network namespace) is refused too.
+    await expect(StateDirLock.acquire(dir)).rejects.toMatchObject({ code: "AGENT_STATE_DIR_LOCKED", message: expect.stringContaining(`(pid ${process.pid} in its PID namespace`) });
     await lock.release();
     expect(existsSync(join(dir, LOCK_FILE))).toBe(false);
 
