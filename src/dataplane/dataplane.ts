@@ -51,6 +51,19 @@ export interface UserspaceDataplaneOptions {
    * coalescing in Wasm) when the kernel has them; the wire format is the same. Default true.
    */
   offloads?: boolean;
+  /**
+   * Microseconds a worker keeps polling without sleeping after a batch moved packets (see
+   * worker.ts). Default DEFAULT_BUSY_POLL_US; 0 sleeps at once. Idle queues never spin.
+   */
+  busyPollUs?: number;
+  /**
+   * Longest a datagram may wait in a socket's receive queue, in microseconds; older ones are dropped
+   * at the head, so that latency under overload stays bounded. Default DEFAULT_QUEUE_DELAY_US; 0
+   * for no limit.
+   */
+  queueDelayUs?: number;
+  /** Nice value of the worker threads (default 0). */
+  nice?: number;
   logger?: Logger;
 }
 
@@ -92,6 +105,10 @@ const SEGMENT_SLOT_BYTES = 96 * 1024;
  * worker sends a batch (the drops show as TX dropped on the device and as TCP retransmits).
  */
 const TUN_TXQUEUELEN = 5000;
+/** Busy-poll budget after traffic: covers a pod's reply and most of a round trip across the lab. */
+export const DEFAULT_BUSY_POLL_US = 200;
+/** Sojourn limit of the receive queues: a few batches' worth of work, far below TCP's timers. */
+export const DEFAULT_QUEUE_DELAY_US = 5000;
 
 export class UserspaceDataplane {
   readonly workers: number;
@@ -120,6 +137,7 @@ export class UserspaceDataplane {
     this.peers = new PeerTable(this.routes, maxPeers);
     const stopAt = arena.alloc(4);
     this.stopWord = new Int32Array(this.hp.memory.buffer, stopAt, 1);
+    const queueDelayUs = opts.queueDelayUs ?? DEFAULT_QUEUE_DELAY_US;
     const udpOptions = { address: opts.listenAddr, port: opts.port, reusePort: true, rcvbuf: 4 << 20, sndbuf: 4 << 20 };
     const first = openFirstSocket(udpOptions, opts.offloads ?? true);
     let tuns: TunQueue[] = [];
@@ -139,13 +157,14 @@ export class UserspaceDataplane {
         const ioCounters = arena.alloc(IO_COUNTER_SLOTS * 8);
         this.hp.bytes().fill(0, ioCounters, ioCounters + IO_COUNTER_SLOTS * 8);
         if (q > 0) sockets.push(UdpSocket.open({ ...udpOptions, gro: first.gro }));
+        if (queueDelayUs > 0) sockets[q].enableTimestamps();
         const waker = Waker.open();
         const region = (b: PacketBatch) => ({ descs: b.descs, slots: b.slots, size: b.size, stride: b.stride });
         this.queues.push({
           ctx, tun: tuns[q], udp: sockets[q], waker,
           task: {
             queue: q, format: opts.format, memory: this.hp.memory, ctx: ctx.ptr, tx: region(tx), rx: region(rx),
-            ioCounters, stopWord: stopAt, tunFd: tuns[q].fd, udpFd: sockets[q].fd, wakeFd: waker.fd,
+            ioCounters, stopWord: stopAt, busyPollUs: opts.busyPollUs ?? DEFAULT_BUSY_POLL_US, queueDelayUs, nice: opts.nice ?? 0, tunFd: tuns[q].fd, udpFd: sockets[q].fd, wakeFd: waker.fd,
             offload: enabled ? this.offloadRegions(arena, tx, rx) : undefined,
           },
         });
