@@ -164,17 +164,16 @@ int64_t RealtimeNs() {
 // Per thread, not on the stack: ~40 KiB, reused by every call on this thread (workers included).
 thread_local Messages messages;
 
-// udpRecv(fd, buf, descs, first, count, maxAgeUs?, dropping?) -> kept | stale << 16. A time-bounded
-// queue, as CoDel bounds sojourn time: with maxAgeUs > 0 on a socket with timestamps, datagrams
-// that waited longer than that in the socket's queue are dropped at the head — but only where a
-// queue stands: when the batch came back full, or `dropping` says the caller's last batch ended
-// on a stale datagram. A lone late datagram (its thread was not scheduled for a while) passes.
-// Dropped descriptors move behind the kept ones, which stay in order at the front.
+// udpRecv(fd, buf, descs, first, count, maxAgeUs?, drop?) -> kept | late << 16. With maxAgeUs > 0
+// on a socket with timestamps, `late` counts the datagrams that waited longer than that in the
+// socket's queue; with `drop` they are dropped (head drop, as CoDel does once its queue stood above
+// target for an interval: the caller decides when, worker.ts) and their descriptors moved behind
+// the kept ones, which stay in order at the front. Without `drop` they stay in the batch.
 Napi::Value UdpRecv(const Napi::CallbackInfo& info) {
   int fd = FdArg(info, 0);
   Batch batch(info, 1, Access::kRead, 0);
   const int64_t maxAgeNs = info.Length() > 5 ? IntArg(info, 5, "maxAgeUs", 0, INT32_MAX) * 1000 : 0;
-  const bool dropping = info.Length() > 6 && BoolArg(info, 6, "dropping");
+  const bool drop = info.Length() > 6 && BoolArg(info, 6, "drop");
   Messages& m = messages;
   for (uint32_t i = 0; i < batch.count(); i++) {
     m.iovs[i] = {batch[i].data, batch[i].size};
@@ -185,9 +184,9 @@ Napi::Value UdpRecv(const Napi::CallbackInfo& info) {
     if (errno == EAGAIN) return Napi::Number::New(info.Env(), 0);
     ThrowSyscallError(info.Env(), errno, "recvmmsg", "recvmmsg on fd " + std::to_string(fd), "");
   }
-  const bool standing = maxAgeNs > 0 && (dropping || static_cast<uint32_t>(n) == batch.count());
-  const int64_t now = standing ? RealtimeNs() : 0;
+  const int64_t now = maxAgeNs > 0 ? RealtimeNs() : 0;
   int kept = 0;
+  int late = 0;
   for (int i = 0; i < n; i++) {
     int32_t* desc = batch[i].desc;
     const msghdr& hdr = m.msgs[i].msg_hdr;
@@ -203,19 +202,20 @@ Napi::Value UdpRecv(const Napi::CallbackInfo& info) {
         int size;
         std::memcpy(&size, CMSG_DATA(c), sizeof size);
         segment = size & kFlagsSegmentMask;
-      } else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS && standing) {
+      } else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS && maxAgeNs > 0) {
         timespec ts;
         std::memcpy(&ts, CMSG_DATA(c), sizeof ts);
         stale = now - (static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec) > maxAgeNs;
+        late += stale;
       }
     }
     desc[kFlags] = segment;
-    if (stale) continue;
+    if (stale && drop) continue;
     // Slots are distinct, so swapping whole descriptors keeps every slot owned by one of them.
     if (kept != i) std::swap_ranges(desc, desc + kDescWords, batch[kept].desc);
     kept++;
   }
-  return Napi::Number::New(info.Env(), kept | (n - kept) << 16);
+  return Napi::Number::New(info.Env(), kept | late << 16);
 }
 
 Napi::Value UdpSend(const Napi::CallbackInfo& info) {

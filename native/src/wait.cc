@@ -10,7 +10,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdlib>
 #include <algorithm>
 #include <cstdint>
 
@@ -46,8 +45,7 @@ int SpinPoll(pollfd* polls, int n, int64_t spinUs) {
     int rc = poll(polls, n, 0);
     if (rc != 0 && !(rc < 0 && errno == EINTR)) return rc;
     if (NowNs() >= end) return 0;
-    static const bool yield = getenv("WEFT_EXP_YIELD") != nullptr;
-    if (yield) sched_yield();
+    sched_yield();
   }
 }
 

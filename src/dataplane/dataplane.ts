@@ -18,6 +18,7 @@ import { Waker } from "../io/wait.js";
 import type { Kernel } from "../kernel/iproute.js";
 import { formatIpv4, type Ipv4Prefix } from "../net/ipv4.js";
 import { projectFile } from "../paths.js";
+import { DEFAULT_BUSY_POLL_US, DEFAULT_QUEUE_DELAY_US } from "./defaults.js";
 import { PeerTable, type DataplanePeer } from "./peers.js";
 import { innerFlowSteering } from "./steering.js";
 import { openFirstSocket, openTunQueues, type OffloadState } from "./offload.js";
@@ -101,14 +102,16 @@ const OFFLOAD_RX_BATCH = 32;
 /** A segmented super-packet: up to 64 KiB of payload plus per-segment headers (tcp-segment.ts drops what does not fit). */
 const SEGMENT_SLOT_BYTES = 96 * 1024;
 /**
- * Packets the kernel queues for the workers on each TUN queue. The default 500 overflows while a
- * worker sends a batch (the drops show as TX dropped on the device and as TCP retransmits).
+ * Packets the kernel queues for the workers on each TUN queue (the device's ring: the TUN driver
+ * drops when it is full and never holds packets back in a qdisc). Without offloads each entry is
+ * one packet, and the default 500 overflowed while a worker sent a batch (TCP paid in
+ * retransmits). With offloads TCP arrives in super-packets of up to 64 KB and its small-queue
+ * limit keeps only a few per socket below it, so a short ring costs TCP nothing while it bounds
+ * how long a flood of datagrams can make every other packet wait (the TUN ring has no timestamps
+ * to drop by age, as the sockets do).
  */
 const TUN_TXQUEUELEN = 5000;
-/** Busy-poll budget after traffic: covers a pod's reply and most of a round trip across the lab. */
-export const DEFAULT_BUSY_POLL_US = 200;
-/** Sojourn limit of the receive queues: a few batches' worth of work, far below TCP's timers. */
-export const DEFAULT_QUEUE_DELAY_US = 5000;
+const TUN_TXQUEUELEN_OFFLOADS = 256;
 
 export class UserspaceDataplane {
   readonly workers: number;
@@ -202,7 +205,7 @@ export class UserspaceDataplane {
     // Like flannel's udp backend: the device holds the subnet's network address with the whole
     // network's prefix length, so the kernel routes every other subnet of the network to it.
     await kernel.ipBatch([
-      `link set ${tunName} mtu ${mtu} txqueuelen ${TUN_TXQUEUELEN}`,
+      `link set ${tunName} mtu ${mtu} txqueuelen ${this.offload.enabled ? TUN_TXQUEUELEN_OFFLOADS : TUN_TXQUEUELEN}`,
       `addr add ${formatIpv4(subnet.addr)}/${network.len} dev ${tunName}`,
       `link set ${tunName} up`,
     ]);

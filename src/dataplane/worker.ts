@@ -10,6 +10,7 @@
 import { HotPath } from "../hotpath/module.js";
 import { native } from "../io/native.js";
 import { WAIT_WOKEN, waitReadable } from "../io/wait.js";
+import { CoDel } from "./codel.js";
 import { IO_COUNTER, IO_COUNTER_SLOTS, type QueueTask } from "./queue-task.js";
 
 /** Longest sleep between looks at the stop word when no packet and no wake-up arrives. */
@@ -80,10 +81,9 @@ export default function runQueue(task: QueueTask): { queue: number } {
     writes = rxDescs;
   }
 
-  // Datagrams dropped for waiting too long, and whether the socket's queue is standing (CoDel's
-  // dropping state: the last batch ended on a stale datagram).
+  // Datagrams dropped for waiting too long, and when to drop them (codel.ts).
   let stale = 0;
-  let dropping = false;
+  const codel = new CoDel(task.rx.size);
 
   // One direction each: a batch read, one hot-path call, the batch written; the packet count read.
   const fromTun = () => {
@@ -100,16 +100,17 @@ export default function runQueue(task: QueueTask): { queue: number } {
   // Returns the datagrams read, dropped stale ones included (a full batch means: read again).
   const fromNet = () => {
     fn.batchInit(task.rx.descs, task.rx.size, task.rx.slots, task.rx.stride);
-    const r = native.udpRecv(udpFd, buf, rxDescs, 0, task.rx.size, queueDelayUs, dropping);
+    const drop = codel.dropping;
+    const r = native.udpRecv(udpFd, buf, rxDescs, 0, task.rx.size, queueDelayUs, drop);
     const n = r & 0xffff;
-    // Datagrams arrive in order, so a batch with nothing fresh left means the head is still stale.
-    dropping = r >>> 16 > 0 && n === 0;
-    stale += r >>> 16;
+    const late = r >>> 16;
+    if (drop) stale += late;
+    if (queueDelayUs > 0) codel.observe(n, late, performance.now());
     if (n > 0) {
       const forward = decap(n);
       if (forward > 0) writeTun(writes, 0, forward);
     }
-    return n + (r >>> 16);
+    return drop ? n + late : n;
   };
 
   // Batch counts are kept in plain numbers and added to the shared u64 counters before each wait:

@@ -58,11 +58,10 @@ export interface NativeIo {
   udpOpen(addr: number, port: number, reusePort: boolean, rcvbuf: number, sndbuf: number, gro: boolean): { fd: number; port: number };
   /**
    * Fills [OFF, OFF+CAP) and sets LEN, ADDR, PORT (the sender) and FLAGS (GRO segment size or 0).
-   * Returns kept | stale << 16: with maxAgeUs > 0 (and udpSetTimestamps), datagrams that waited
-   * longer are dropped, if the batch came back full or `dropping` is set (a standing queue), and
-   * their descriptors moved behind the kept ones.
+   * Returns kept | late << 16: with maxAgeUs > 0 (and udpSetTimestamps), `late` datagrams waited
+   * longer; with `drop` they are dropped and their descriptors moved behind the kept ones.
    */
-  udpRecv(fd: number, buf: Uint8Array, descs: Int32Array, first: number, count: number, maxAgeUs?: number, dropping?: boolean): number;
+  udpRecv(fd: number, buf: Uint8Array, descs: Int32Array, first: number, count: number, maxAgeUs?: number, drop?: boolean): number;
   /** SO_TIMESTAMPNS: arrival times for udpRecv's maxAgeUs. */
   udpSetTimestamps(fd: number): void;
   /** Sends [OFF, OFF+LEN) to ADDR:PORT; FLAGS' segment size, when not 0, asks for UDP GSO. */

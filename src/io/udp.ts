@@ -43,13 +43,13 @@ export class UdpSocket extends FdHandle {
   }
 
   /**
-   * Like recv, but where a queue stands (the batch comes back full, or `dropping`) drops datagrams
-   * that waited longer than `maxAgeUs` in the socket's queue (needs enableTimestamps): `kept`
-   * descriptors from `first` on hold the rest, in order.
+   * Like recv, and counts the datagrams that waited longer than `maxAgeUs` in the socket's queue
+   * (`late`; needs enableTimestamps). With `drop` those are dropped: the `kept` descriptors from
+   * `first` on hold the rest, in order.
    */
-  recvWithin(buf: Uint8Array, descs: Int32Array, first: number, count: number, maxAgeUs: number, dropping = false): { kept: number; stale: number } {
-    const r = native.udpRecv(this.fd, buf, descs, first, count, maxAgeUs, dropping);
-    return { kept: r & 0xffff, stale: r >>> 16 };
+  recvWithin(buf: Uint8Array, descs: Int32Array, first: number, count: number, maxAgeUs: number, drop: boolean): { kept: number; late: number } {
+    const r = native.udpRecv(this.fd, buf, descs, first, count, maxAgeUs, drop);
+    return { kept: r & 0xffff, late: r >>> 16 };
   }
 
   /**
