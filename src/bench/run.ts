@@ -12,7 +12,7 @@ import type { BenchSettings } from "./settings.js";
 import { figureDefs, summarize } from "./summary.js";
 import { idleCost } from "./load.js";
 import { agentPids, buildLab, killTrafficTools, readyLab, teardownLab, type BenchLab } from "./topology.js";
-import { runWorkload, workloadId, workloadLabel, type Sample, type Workload } from "./workloads.js";
+import { runWorkload, workloadId, workloadLabel, type LabWorkload, type Sample, type Workload } from "./workloads.js";
 
 type Action = { step: Step; run: () => Promise<void> };
 
@@ -20,7 +20,7 @@ export async function runBench(settings: BenchSettings, command: string): Promis
   if (process.getuid?.() !== 0) throw new WeftError("BENCH_NEEDS_ROOT", "weft bench builds network namespaces: run it as root (sudo npm run bench)");
   const startedAt = new Date().toISOString();
   const machine = machineInfo();
-  const perRound: Workload[] = [
+  const perRound: LabWorkload[] = [
     ...settings.streams.map((streams) => ({ kind: "tcp" as const, streams })), { kind: "udp", payload: 64 }, { kind: "udp", payload: 1400 }, { kind: "rtt" },
     { kind: "loaded-rtt" }, { kind: "flood-tail" },
   ];

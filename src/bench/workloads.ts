@@ -16,6 +16,9 @@ export { percentile };
  */
 export type Workload = { kind: "tcp"; streams: number } | { kind: "udp"; payload: number } | { kind: "rtt" } | { kind: "loaded-rtt" } | { kind: "flood-tail" } | { kind: "idle" };
 
+/** The workloads run on one lab at a time, round by round (idle cost is measured for all at once). */
+export type LabWorkload = Exclude<Workload, { kind: "idle" }>;
+
 export function workloadId(w: Workload): string {
   return w.kind === "tcp" ? `tcp-${w.streams}` : w.kind === "udp" ? `udp-${w.payload}` : w.kind;
 }
@@ -50,7 +53,7 @@ export interface Sample {
 export type SampleFigures = Pick<Sample, "values" | "raw">;
 
 /** UDP payloads are sent as fast as iperf3 can (-b 0): the figure is what the path carries. */
-export async function runWorkload(l: BenchLab, w: Workload, s: WorkloadSettings): Promise<SampleFigures> {
+export async function runWorkload(l: BenchLab, w: LabWorkload, s: WorkloadSettings): Promise<SampleFigures> {
   switch (w.kind) {
     case "tcp": {
       const { result: r, cpu } = await measureCpu(agentPids(l), () => iperf(l.server, l.client, { seconds: s.duration, streams: w.streams }));
@@ -84,8 +87,6 @@ export async function runWorkload(l: BenchLab, w: Workload, s: WorkloadSettings)
       return pingUnderLoad(l.client, l.server, { seconds: s.duration, pingCount: s.pingCount, pingIntervalS: s.pingIntervalS });
     case "flood-tail":
       return floodTail(l.client, l.server, { seconds: Math.min(s.duration, 5) });
-    case "idle":
-      throw new WeftError("BENCH_IDLE_NOT_PER_LAB", "idle cost is measured for all labs at once (run.ts), not by runWorkload");
   }
 }
 
