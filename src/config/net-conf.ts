@@ -31,7 +31,8 @@ const busyPoll = z.number().int().min(0).max(1000).optional().describe(
 );
 const queueDelay = z.number().int().min(0).max(1_000_000).optional().describe(
   `longest wait of a datagram in a dataplane socket's receive queue, microseconds (default ${DEFAULT_QUEUE_DELAY_US}; 0: no limit). ` +
-  "Where a queue stands (batches come back full), older datagrams are dropped at its head, as CoDel does, so latency under overload stays bounded; " +
+  "Once a queue has stood above it for 100 ms (full batches of late datagrams), late datagrams are dropped at its head until fresh ones come, as CoDel does, " +
+  "so latency under overload stays bounded while a thread that is merely late costs nothing; " +
   "counted in weft_dataplane_queue_drops_total{reason=\"queue-delay\"}",
 );
 
