@@ -139,7 +139,8 @@ export type BenchErrorCode =
   | "BENCH_PROCESS_GONE"
   | "BENCH_NO_CONNECTIVITY"
   | "BENCH_AGENT_GONE"
-  | "BENCH_NO_TRAFFIC";
+  | "BENCH_NO_TRAFFIC"
+  | "BENCH_PROBE_FAILED";
 
 export type ErrorCode =
   | NetErrorCode
