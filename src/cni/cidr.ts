@@ -67,3 +67,10 @@ export function cidrContains(outer: Cidr, inner: Cidr): boolean {
   const b = masked(inner.bytes, outer.len);
   return a.every((x, i) => x === b[i]);
 }
+
+/** The prefix's first host address (network + 1): host-local's default gateway. */
+export function firstHostOf(c: Cidr): string {
+  const b = masked(c.bytes, c.len);
+  for (let i = b.length - 1; i >= 0 && ++b[i] === 256; i--) b[i] = 0;
+  return formatAddress(b);
+}

@@ -4,15 +4,14 @@
 // Kubernetes node) that have no Node.js: the init container of deploy/kubernetes/weft.yaml.
 import { copyFile, cp, mkdir, rename, rm, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { writeFileAtomic } from "../fs/atomic-write.js";
 import { projectFile } from "../paths.js";
 
 export const PLUGIN_NAME = "flannel";
 
-/** dist/src/cni/main.js of this installation. */
+/** dist/src/cni/main.js of this installation (also when this module runs from src/, in tests). */
 export function pluginEntry(): string {
-  return join(dirname(fileURLToPath(import.meta.url)), "main.js");
+  return projectFile("dist", "src", "cni", "main.js");
 }
 
 function launcher(node: string, entry: string): string {

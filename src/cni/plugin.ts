@@ -6,7 +6,7 @@
 import { readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { writeFileAtomic } from "../fs/atomic-write.js";
-import { parseCidr, cidrContains, networkOf } from "./cidr.js";
+import { cidrContains, firstHostOf, networkOf, parseCidr } from "./cidr.js";
 import { parseNetConf, parseSubnetEnvFile, SUPPORTED_VERSIONS, type FlannelNetConf, type SubnetEnv } from "./config.js";
 import { CNI_ERROR, CniError } from "./errors.js";
 import { execPlugin, type CniArgs } from "./exec.js";
@@ -26,7 +26,10 @@ export function delegateConfig(conf: FlannelNetConf, env: SubnetEnv): Record<str
   ipam.type ??= "host-local";
   // host-local: one range set per family, each the node's subnet (the gateway takes its first address).
   ipam.ranges = env.families.map((f) => [{ subnet: networkOf(f.subnet) }]);
-  ipam.routes = [...((conf.ipam?.routes as unknown[] | undefined) ?? []), ...env.families.flatMap((f) => f.network.map((n) => ({ dst: networkOf(n) })))];
+  // The route to the pod network names its gateway (host-local's default, network + 1), where
+  // flannel's plugin leaves it out: the kernel route is the same, and the bridge plugin's CHECK
+  // before v1.3.0 (Debian's is 1.1.1) fails on routes without one (containernetworking/plugins#886).
+  ipam.routes = [...((conf.ipam?.routes as unknown[] | undefined) ?? []), ...env.families.flatMap((f) => f.network.map((n) => ({ dst: networkOf(n), gw: firstHostOf(f.subnet) })))];
   d.ipam = ipam;
   return d;
 }
