@@ -25,13 +25,13 @@ export async function installPlugin(binDir: string, opts: { name?: string; bundl
   let node = process.execPath;
   let entry = pluginEntry();
   if (opts.bundle) {
-    // Only what the plugin loads: its own modules, the atomic write helper, zod and Node.js.
+    // Only what the plugin loads: its own modules, the error root, the atomic write helper, zod and Node.js.
     const dir = join(binDir, "weft-cni");
     const staging = `${dir}.${process.pid}.tmp`;
     await rm(staging, { recursive: true, force: true });
     await mkdir(join(staging, "dist", "src", "fs"), { recursive: true });
     await cp(dirname(entry), join(staging, "dist", "src", "cni"), { recursive: true });
-    await copyFile(projectFile("dist", "src", "fs", "atomic-write.js"), join(staging, "dist", "src", "fs", "atomic-write.js"));
+    for (const file of [["fs", "atomic-write.js"], ["errors.js"]]) await copyFile(projectFile("dist", "src", ...file), join(staging, "dist", "src", ...file));
     await cp(projectFile("node_modules", "zod"), join(staging, "node_modules", "zod"), { recursive: true });
     await writeFile(join(staging, "package.json"), JSON.stringify({ name: "weft-cni", private: true, type: "module" }));
     await copyFile(process.execPath, join(staging, "node"));

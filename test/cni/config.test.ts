@@ -15,7 +15,7 @@ const codeOf = (f: () => unknown) => {
   try {
     f();
   } catch (e) {
-    return (e as CniError).code;
+    return (e as CniError).cniCode;
   }
   return undefined;
 };

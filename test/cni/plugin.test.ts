@@ -77,7 +77,7 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
 
   it("CHECK under cniVersion 0.3.1 is the spec's incompatible-version error (1)", async () => {
     const e = await runFlannel(h1, "CHECK", flannelConf(h1, { cniVersion: "0.3.1", prevResult: pod.result }), pod.attachment).catch((x: unknown) => x);
-    expect(e).toMatchObject({ code: 1 });
+    expect(e).toMatchObject({ cniCode: 1, code: "CNI_INCOMPATIBLE_VERSION" });
   });
 
   it("portmap: a hostPort on the host's underlay address reaches the pod, from another host", async () => {
@@ -145,7 +145,7 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
         const store = await ipamStore(h1);
         const e = await runFlannel(h1, "ADD", flannelConf(h1, { subnetFile: file }), { containerId: ns.name, netns: ns.path }).catch((x: unknown) => x);
         expect(e).toBeInstanceOf(CniError);
-        expect((e as CniError).code).toBe(code);
+        expect((e as CniError).cniCode).toBe(code);
         expect((e as CniError).message).toMatch(msg);
         expect(await ns.kernel.ipJson<Array<{ ifname: string }>>(["link", "show"]).then((l) => l.map((x) => x.ifname))).toEqual(["lo"]);
         expect(await hostVeths(h1)).toEqual(veths);
@@ -159,7 +159,7 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
 
   it("config errors carry the spec's codes: not JSON (6), unknown version (1), a bad key (7), no CNI_CONTAINERID (4)", async () => {
     const att = { containerId: "c1", netns: "/run/netns/none" };
-    const codeOf = (p: Promise<unknown>) => p.then(() => undefined, (e: CniError) => e.code);
+    const codeOf = (p: Promise<unknown>) => p.then(() => undefined, (e: CniError) => e.cniCode);
     const exec = (stdin: string, a: Partial<Attachment> = att) =>
       new Promise<{ code: number; msg: string }>((resolve) => {
         const child = spawn(join(lab.workDir, "bin", "flannel"), [], { env: { ...process.env, CNI_COMMAND: "ADD", CNI_CONTAINERID: a.containerId, CNI_NETNS: a.netns, CNI_IFNAME: "eth0", CNI_PATH: "/usr/lib/cni" } });
