@@ -75,6 +75,14 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
     await lab.removePod(other);
   });
 
+  it("CHECK fails (101) once the pod's address is outside the node's subnet, as after a lease change", async () => {
+    const moved = join(lab.hostDir(h1), "moved-subnet.env");
+    await writeSubnetEnv(moved, LAB_POD_NETWORK, { addr: 0xc6130800, len: 24 }, 1400, false);
+    const e = await runFlannel(h1, "CHECK", flannelConf(h1, { subnetFile: moved, prevResult: pod.result }), pod.attachment).catch((x: unknown) => x);
+    expect(e).toMatchObject({ cniCode: 101, code: "CNI_ADDRESS_OUTSIDE_SUBNET" });
+    expect((e as CniError).message).toMatch(/outside this node's subnet 198\.19\.8\.0\/24/);
+  });
+
   it("CHECK under cniVersion 0.3.1 is the spec's incompatible-version error (1)", async () => {
     const e = await runFlannel(h1, "CHECK", flannelConf(h1, { cniVersion: "0.3.1", prevResult: pod.result }), pod.attachment).catch((x: unknown) => x);
     expect(e).toMatchObject({ cniCode: 1, code: "CNI_INCOMPATIBLE_VERSION" });
