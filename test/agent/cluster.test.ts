@@ -65,8 +65,8 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
   });
 
   it("answers /healthz at once and /readyz with 503 until the lease is held, then 200", async () => {
-    // --metrics-ip: /metrics listens on loopback unless told otherwise; tcpGet uses the underlay address.
-    agents.start(a1, ["--ip-masq", "--healthz-port", String(HEALTHZ_PORT), "--metrics-port", String(METRICS_PORT), "--metrics-ip", "0.0.0.0"]);
+    // /metrics is on loopback unless asked for: ask for the underlay address, as for a remote scraper.
+    agents.start(a1, ["--ip-masq", "--healthz-port", String(HEALTHZ_PORT), "--metrics-port", String(METRICS_PORT), "--metrics-ip", formatIpv4(a1.host.underlayAddr)]);
     agents.start(a2);
     agents.start(a3);
     for (const a of all) {
