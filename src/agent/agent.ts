@@ -57,9 +57,9 @@ function backendOptions(b: BackendConfig): BackendOptions {
     case "vxlan":
       return { vni: b.VNI, port: b.Port, mtu: b.MTU, directRouting: b.DirectRouting, gbp: b.GBP };
     case "wasm-vxlan":
-      return { vni: b.VNI, port: b.Port, workers: b.Workers, offloads: b.Offloads };
+      return { vni: b.VNI, port: b.Port, workers: b.Workers, offloads: b.Offloads, busyPollUs: b.BusyPollMicros, queueDelayUs: b.QueueDelayMicros };
     case "udp":
-      return { port: b.Port, workers: b.Workers, offloads: b.Offloads };
+      return { port: b.Port, workers: b.Workers, offloads: b.Offloads, busyPollUs: b.BusyPollMicros, queueDelayUs: b.QueueDelayMicros };
     case "host-gw":
       return {};
   }

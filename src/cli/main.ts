@@ -134,6 +134,26 @@ program
   });
 
 program
+  .command("cni")
+  .description("the CNI plugin, compatible with flannel's: run by a container runtime (CNI_* in the environment, network config on stdin, result on stdout)")
+  .action(async () => {
+    // Loaded here: a runtime starts one process per pod operation, so the agent's modules stay out.
+    const { cniMain } = await import("../cni/main.js");
+    process.exitCode = await cniMain();
+  });
+
+program
+  .command("install-cni")
+  .description("put the CNI plugin on CNI's path under the type name `flannel` (a launcher running this installation's `weft cni`)")
+  .option("--bin-dir <dir>", "CNI's plugin directory", "/opt/cni/bin")
+  .option("--name <type>", "the plugin type the network config names", "flannel")
+  .option("--bundle", "also copy Node.js and the plugin's files beside it, for hosts without Node.js (Kubernetes nodes)", false)
+  .action(async (o) => {
+    const { installPlugin } = await import("../cni/install.js");
+    process.stdout.write(`installed ${await installPlugin(o.binDir, { name: o.name, bundle: o.bundle })}\n`);
+  });
+
+program
   .command("demo")
   .description("a three-host cluster in network namespaces on this machine, with pods and a live view (root)")
   .addOption(new Option("--backend <type>", "backend for all hosts").choices(["vxlan", "host-gw", "udp", "wasm-vxlan"]).default("wasm-vxlan"))
