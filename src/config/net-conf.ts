@@ -13,9 +13,9 @@ import { WeftError } from "../errors.js";
 import { parseIpv4, parsePrefix } from "../net/ipv4.js";
 
 const port = (dflt: number, what: string, why: string) =>
-  z.number().int().min(1).max(65535).default(dflt).describe(`UDP port of the ${what} (default ${dflt}: ${why})`);
+  z.number().int().min(1).max(65535).default(dflt).describe(`UDP port of the ${what}, 1..65535 (default ${dflt}: ${why}); not the gossip, health or metrics port`);
 const vni = (device: string) => z.number().int().min(0).max(0xffffff).default(1).describe(`VXLAN network identifier, 0..16777215 (default 1); the device is ${device}`);
-const workers = z.number().int().min(1).max(64).optional().describe("dataplane worker threads (= TUN queues = sockets); default: number of cores");
+const workers = z.number().int().min(1).max(64).optional().describe("dataplane worker threads (= TUN queues = sockets), 1..64; default: number of cores");
 const offloads = z.boolean().default(true).describe(
   "segmentation offloads (default true): TCP crosses the TUN device as 64 KB super-packets that the dataplane segments and coalesces, " +
   "and the sockets use UDP GSO/GRO. Where the kernel lacks a feature (Linux < 5.0) they turn off by themselves, with a log line, " +
@@ -115,7 +115,7 @@ export const netConfSchema = z.object({
     } catch (e) {
       ctx.addIssue({ code: "custom", message: (e as Error).message });
     }
-  }).describe("the pod network as IPv4 CIDR, e.g. 10.244.0.0/16; every node leases one subnet of it"),
+  }).describe("the pod network as IPv4 CIDR, e.g. 10.244.0.0/16; every node leases one subnet of it. It must not contain the underlay address or overlap the host's other addresses and routes (checked at start)"),
   SubnetLen: z.number().int().optional().describe("prefix length of each node's subnet; default 24 (for Networks of /22 and larger), else Network + 2"),
   SubnetMin: z.string().superRefine(ipv4Address).optional().describe("first subnet that may be leased (its IPv4 network address); default: the second subnet (flannel skips the first)"),
   SubnetMax: z.string().superRefine(ipv4Address).optional().describe("last subnet that may be leased (its IPv4 network address); default: the last subnet of the Network"),
