@@ -20,8 +20,10 @@ export const LAB_GOSSIP_PORT = 7946;
 
 export interface LabAgent {
   readonly host: LabHost;
-  /** State dir; holds weft.sock, subnet.env, agent.log. */
+  /** Work dir; holds subnet.env, agent.log and, unless `stateDir` says otherwise, the state. */
   readonly dir: string;
+  /** The agent's --state-dir (lease ring, VTEP MAC, weft.sock); `dir` unless set before a start. */
+  stateDir: string;
   process?: ChildProcess;
   /** Resolves once the process is gone and everything it printed is in agent.log. */
   logClosed?: Promise<void>;
@@ -34,9 +36,19 @@ export interface AgentStatus {
   mtu?: number;
   backend?: { type: string; vtepMac?: string };
   peers: Array<{ name: string; subnet: string; underlay: string; backend: string }>;
-  members: Array<{ name: string; state: string }>;
+  members: Array<{ name: string; addr?: string; state: string }>;
+  underlay?: string;
   dataplane?: { tx: { packets: Record<string, number> }; rx: { packets: Record<string, number> }; offload: OffloadState };
   backendCounters?: { kernelCommands: number; kernelErrors: number; peersUnreachable: number; driftRepairs: number };
+}
+
+export interface LabStartOptions {
+  /** The agents in --join (default: every other). */
+  join?: LabAgent[];
+  /** --subnet-seeds (default: every host's name). */
+  seeds?: string[];
+  /** --node-name (default: the host's name). */
+  nodeName?: string;
 }
 
 export class LabAgents {
@@ -58,7 +70,7 @@ export class LabAgents {
       const agentDir = join(dir, host.name);
       await mkdir(agentDir, { recursive: true });
       await writeFile(join(agentDir, "net-conf.json"), JSON.stringify(netConf(host), null, 2));
-      agents.push({ host, dir: agentDir });
+      agents.push({ host, dir: agentDir, stateDir: agentDir });
     }
     return new LabAgents(lab, dir, agents, keyFile);
   }
@@ -68,14 +80,18 @@ export class LabAgents {
     return join(a.dir, "net-conf.json");
   }
 
-  /** Starts an agent process; every other host is in its --join list and all are subnet seeds. */
-  start(a: LabAgent, extra: string[] = []): void {
+  /**
+   * Starts an agent process. By default every other host is in its --join list, all hosts are
+   * subnet seeds and the node is named after its host; `opts` changes any of these.
+   */
+  start(a: LabAgent, extra: string[] = [], opts: LabStartOptions = {}): void {
     if (a.process && a.process.exitCode === null && a.process.signalCode === null) throw new WeftError("LAB_AGENT_RUNNING", `${a.host.name}'s agent is already running`);
-    const others = this.agents.filter((x) => x !== a).map((x) => `${formatIpv4(x.host.underlayAddr)}:${LAB_GOSSIP_PORT}`);
+    const joinList = (opts.join ?? this.agents.filter((x) => x !== a)).map((x) => `${formatIpv4(x.host.underlayAddr)}:${LAB_GOSSIP_PORT}`);
     const args = [
       projectFile("dist", "src", "cli", "main.js"), "agent", "--net-config", this.netConfPath(a), "--iface", a.host.underlayIf,
-      "--key-file", this.keyFile, "--state-dir", a.dir, "--subnet-file", join(a.dir, "subnet.env"), "--node-name", a.host.name,
-      "--join", others.join(","), "--subnet-seeds", this.agents.map((x) => x.host.name).join(","), "--gossip-port", String(LAB_GOSSIP_PORT),
+      "--key-file", this.keyFile, "--state-dir", a.stateDir, "--subnet-file", join(a.dir, "subnet.env"), "--node-name", opts.nodeName ?? a.host.name,
+      ...(joinList.length > 0 ? ["--join", joinList.join(",")] : []),
+      "--subnet-seeds", (opts.seeds ?? this.agents.map((x) => x.host.name)).join(","), "--gossip-port", String(LAB_GOSSIP_PORT),
       ...extra,
     ];
     const [cmd, ...argv] = a.host.ns.wrap([process.execPath, ...args]);
@@ -99,7 +115,7 @@ export class LabAgents {
       if (a.process && a.process.exitCode !== null) {
         throw new WeftError("LAB_AGENT_EXITED", `${a.host.name}'s agent exited with ${a.process.exitCode}; its last log lines:\n${await this.logTail(a)}`);
       }
-      if (await agentRequest(a.dir, "GET", "/readyz").then(() => true, () => false)) return;
+      if (await agentRequest(a.stateDir, "GET", "/readyz").then(() => true, () => false)) return;
       if (Date.now() > until) throw new WeftError("LAB_AGENT_TIMEOUT", `${a.host.name} not ready after ${timeoutMs / 1000} s; last log lines:\n${await this.logTail(a)}`);
       await new Promise((r) => setTimeout(r, 300));
     }
@@ -122,7 +138,7 @@ export class LabAgents {
   }
 
   status(a: LabAgent): Promise<AgentStatus> {
-    return agentRequest(a.dir, "GET", "/status") as Promise<AgentStatus>;
+    return agentRequest(a.stateDir, "GET", "/status") as Promise<AgentStatus>;
   }
 
   /** The agent's subnet.env, parsed. */
