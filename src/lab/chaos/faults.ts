@@ -95,8 +95,8 @@ export class Bystander {
   }
 
   /**
-   * Opens `count` TCP connections to `target:port` and writes one byte on each every
-   * `intervalS`, for at most `seconds`. Resolves with how many connections were open once all
+   * Opens `count` TCP connections to `target:port` and writes one byte of a never-finished
+   * frame on each every `intervalS`, for at most `seconds`. Resolves with how many connections were open once all
    * were tried; `stop()` (or the time limit) ends them.
    */
   async slowConnections(target: LabHost, port: number, count: number, intervalS: number, seconds: number): Promise<SlowConnections> {
@@ -110,7 +110,10 @@ export class Bystander {
         s.on("close", () => {});
         socks.push(s);
       }
-      const drip = setInterval(() => { for (const s of socks) if (!s.destroyed) s.write("\\x00"); }, ${intervalS * 1000});
+      // A frame announcing 1,024 bytes, sent one byte at a time: a frame that is never whole.
+      const frame = Buffer.alloc(4 + 1024); frame.writeUInt32BE(1024, 0);
+      let sent = 0;
+      const drip = setInterval(() => { for (const s of socks) if (!s.destroyed) s.write(frame.subarray(sent, sent + 1)); sent = Math.min(sent + 1, frame.length - 1); }, ${intervalS * 1000});
       const end = () => { clearInterval(drip); for (const s of socks) s.destroy(); process.exit(0); };
       setTimeout(end, ${seconds * 1000});
       process.on("SIGTERM", end);

@@ -87,7 +87,8 @@ export class ChaosLab {
       await this.agents.waitReady(a, timeoutMs);
       return true;
     } catch (err) {
-      this.monitor.violate("not-ready", (err as Error).message.split("\n")[0]);
+      const lines = (err as Error).message.split("\n");
+      this.monitor.violate("not-ready", `${lines[0]} ${lines.at(-1)?.slice(0, 200) ?? ""}`);
       return false;
     }
   }

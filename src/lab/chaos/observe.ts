@@ -168,14 +168,15 @@ export class Monitor {
     }
   }
 
-  violate(kind: string, detail: string): void {
+  /** Records a violation; the same kind and detail again only counts (`more` is kept from the first time). */
+  violate(kind: string, detail: string, more = ""): void {
     const now = Date.now();
     const key = `${kind}: ${detail}`;
     const v = this.violations.get(key);
     if (v) {
       v.last = this.rel(now);
       v.count++;
-    } else this.violations.set(key, { kind, detail, first: this.rel(now), last: this.rel(now), count: 1 });
+    } else this.violations.set(key, { kind, detail: detail + more, first: this.rel(now), last: this.rel(now), count: 1 });
   }
 
   async sample(): Promise<Snapshot> {
@@ -220,15 +221,19 @@ export class Monitor {
         else if (holder && running.has(holder)) claims.push({ subnet: dst, holder, source: `${me}'s routes` });
       }
     }
+    // One violation per pair of holders and subnets, naming every source that said so.
+    const conflicts = new Map<string, Set<string>>();
     for (let i = 0; i < claims.length; i++) {
       for (let j = i + 1; j < claims.length; j++) {
-        const a = claims[i];
-        const b = claims[j];
-        if (a.holder === b.holder || !overlap(a.subnet, b.subnet)) continue;
-        const [x, y] = [a, b].sort((p, q) => p.holder.host.name.localeCompare(q.holder.host.name));
-        this.violate("same-subnet", `${x.subnet} held by ${x.holder.host.name} (${x.source}) and ${y.subnet} by ${y.holder.host.name} (${y.source})`);
+        const [x, y] = [claims[i], claims[j]].sort((p, q) => p.holder.host.name.localeCompare(q.holder.host.name));
+        if (x.holder === y.holder || !overlap(x.subnet, y.subnet)) continue;
+        const key = `${x.subnet} held by ${x.holder.host.name} and ${y.subnet} by ${y.holder.host.name}`;
+        const sources = conflicts.get(key) ?? new Set<string>();
+        sources.add(x.source).add(y.source);
+        conflicts.set(key, sources);
       }
     }
+    for (const [key, sources] of conflicts) this.violate("same-subnet", key, `, according to ${[...sources].sort().join(", ")}`);
     this.checkDead(s, running);
     this.countFalseDeaths(s, running);
     for (const l of this.listeners.splice(0)) l(s);

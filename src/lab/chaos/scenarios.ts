@@ -219,29 +219,32 @@ const fullStateDir: Scenario = {
   hosts: 3,
   async run(c, d) {
     const [a1, a2, a3] = c.all;
-    // host1 is the only seed, so every lease goes through its (small) state dir.
+    // host1 is the only seed and owns every slot, so the first leases of host2 and host3 are
+    // transfers that host1 must save to its state dir, which is full by then.
     a1.stateDir = join(a1.dir, "state");
     await mountTmpfs(a1.stateDir, 1 << 20);
     c.mounted(a1.stateDir);
-    c.start(a1, { seeds: ["host1"], join: [] });
-    c.start(a2, { seeds: ["host1"], join: [a1] });
-    for (const a of [a1, a2]) if (await c.ready(a)) await c.addPod(a);
+    const wiring = (a: LabAgent) => (a === a1 ? { seeds: ["host1"], join: [] } : { seeds: ["host1"], join: [a1] });
+    c.start(a1, wiring(a1));
+    if (await c.ready(a1)) await c.addPod(a1);
     const subnet1 = (await c.agents.status(a1)).subnet;
     const filler = join(a1.stateDir, "filler");
     await fillUp(filler);
-    c.start(a3, { seeds: ["host1"], join: [a1] });
-    const got = await c.agents.waitReady(a3, d.watchS * 1000).then(() => true, () => false);
-    c.notes.push(got ? "host3 got a subnet while host1's state dir was full" : `host3 waited for a subnet while host1's state dir was full (${d.watchS} s)`);
-    // A crash while full: the saved ring must still load, with the same subnet.
+    for (const a of [a2, a3]) c.start(a, wiring(a));
+    await seconds(d.watchS);
+    const got = await Promise.all([a2, a3].map(async (a) => (await c.agents.status(a).catch(() => undefined))?.subnet));
+    c.notes.push(`while host1's state dir was full for ${d.watchS} s: host2 ${got[0] ? `got ${got[0]}` : "waited"}, host3 ${got[1] ? `got ${got[1]}` : "waited"}`);
+    // A crash while full: the saved ring must still load, with the same subnet, and whatever
+    // host1 handed out must not be handed out again.
     await c.stop(a1, "SIGKILL", true);
-    c.start(a1, { seeds: ["host1"], join: [] });
+    c.start(a1, wiring(a1));
     if (await c.ready(a1)) {
       const again = (await c.agents.status(a1)).subnet;
       if (again !== subnet1) c.monitor.violate("subnet-changed", `host1 held ${subnet1}, after a restart on a full disk ${again}`);
     }
     await rm(filler, { force: true });
     const since = Date.now();
-    if (await c.ready(a3)) await c.addPod(a3);
+    for (const a of [a2, a3]) if (await c.ready(a)) await c.addPod(a);
     await settle(c, since, "after space was freed");
   },
 };
@@ -257,8 +260,8 @@ const removedReclaimed: Scenario = {
     const t0 = Date.now();
     await c.monitor.waitConverged(t0, c.bounds.deadRoutesMs, "after host4 was removed");
     c.figures.routesGoneS = c.monitor.routesGoneAfter(a4);
-    const help = await c.cli(["reclaim", "--help"]);
-    if (help.code !== 0) {
+    const help = await c.cli(["--help"]);
+    if (!/^\s+reclaim\b/m.test(help.out)) {
       c.notes.push("PENDING: `weft reclaim NODE` is not in this build; reclaim not exercised");
       c.start(a5, { seeds: SEEDS });
       if (await c.ready(a5)) {
