@@ -141,7 +141,7 @@ export class Agent {
   private async reloadNow(): Promise<void> {
     const next = parseNetConf(await readConfig(this.opts.netConfig), this.opts.netConfig);
     if (next.Network !== this.conf.Network || next.space.fingerprint !== this.conf.space.fingerprint) {
-      throw new WeftError("CONFIG_RELOAD_NETWORK", "Network and subnet keys cannot change while running; stop every agent to change them");
+      throw new WeftError("CONFIG_NET_CONF_RELOAD_REFUSED", "Network and subnet keys cannot change while running; stop every agent to change them");
     }
     if (JSON.stringify(next.Backend) === JSON.stringify(this.conf.Backend)) return;
     const prev = this.conf;
@@ -212,6 +212,6 @@ async function readConfig(path: string): Promise<string> {
   try {
     return await readFile(path, "utf8");
   } catch (cause) {
-    throw new WeftError("CONFIG_UNREADABLE", `cannot read the network config ${path}: ${(cause as Error).message}; pass --net-config PATH`, { cause });
+    throw new WeftError("CONFIG_NET_CONF_UNREADABLE", `cannot read the network config ${path}: ${(cause as Error).message}; pass --net-config PATH`, { cause });
   }
 }
