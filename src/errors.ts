@@ -124,7 +124,10 @@ export type LabErrorCode =
   | "LAB_IPERF_SERVER_TIMEOUT"
   | "LAB_IPERF_SERVER_EXITED"
   | "LAB_TRAFFIC_TOOL_MISSING"
-  | "LAB_TRAFFIC_TOOL_FAILED";
+  | "LAB_TRAFFIC_TOOL_FAILED"
+  | "LAB_CHAOS_BAD_LOSS"
+  | "LAB_CHAOS_SLOW_CONNECT"
+  | "LAB_CHAOS_SLOW_EXITED";
 
 /** `weft bench` (src/bench). */
 export type BenchErrorCode =

@@ -31,7 +31,7 @@ export class SwitchFaults {
 
   /** Drops `percent`% of all frames crossing the switch, in both directions (0: none). */
   async loss(percent: number): Promise<void> {
-    if (!Number.isInteger(percent) || percent < 0 || percent > 100) throw new WeftError("CHAOS_BAD_LOSS", `loss must be a whole percentage, not ${percent}`);
+    if (!Number.isInteger(percent) || percent < 0 || percent > 100) throw new WeftError("LAB_CHAOS_BAD_LOSS", `loss must be a whole percentage, not ${percent}`);
     this.lossPercent = percent;
     await this.apply();
   }
@@ -157,14 +157,14 @@ export class SlowConnections {
   opened(timeoutMs: number): Promise<number> {
     if (this.openCount !== undefined) return Promise.resolve(this.openCount);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new WeftError("CHAOS_SLOW_CONNECT", `slow connections not all tried within ${timeoutMs / 1000} s`)), timeoutMs);
+      const timer = setTimeout(() => reject(new WeftError("LAB_CHAOS_SLOW_CONNECT", `slow connections not all tried within ${timeoutMs / 1000} s`)), timeoutMs);
       this.waiting = () => {
         clearTimeout(timer);
         resolve(this.openCount!);
       };
       this.child.once("exit", () => {
         clearTimeout(timer);
-        reject(new WeftError("CHAOS_SLOW_EXITED", "the slow-connection client exited before connecting"));
+        reject(new WeftError("LAB_CHAOS_SLOW_EXITED", "the slow-connection client exited before connecting"));
       });
     });
   }

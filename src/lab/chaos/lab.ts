@@ -104,6 +104,13 @@ export class ChaosLab {
   async stop(a: LabAgent, signal: "SIGKILL" | "SIGTERM", comingBack: boolean): Promise<void> {
     await this.agents.stop(a, signal);
     this.monitor.stopped(a, comingBack);
+    if (signal === "SIGTERM") await this.checkClean(a);
+  }
+
+  /** After a graceful stop nothing of the agent's may be left in its host's kernel. */
+  private async checkClean(a: LabAgent): Promise<void> {
+    const left = await leftovers(a.host);
+    if (left.length > 0) this.monitor.violate("kernel-leftovers", `${a.host.name} after its agent stopped: ${left.join("; ")}`);
   }
 
   /** Ordered pairs of the given agents' pods that do not answer one ping now. */
@@ -163,10 +170,7 @@ export class ChaosLab {
       await this.monitor.stop();
       const running = this.all.filter((a) => a.process && a.process.exitCode === null && a.process.signalCode === null);
       await Promise.all(running.map((a) => this.agents.stop(a, "SIGTERM")));
-      for (const a of running) {
-        const left = await leftovers(a.host);
-        if (left.length > 0) this.monitor.violate("kernel-leftovers", `${a.host.name} after its agent stopped: ${left.join("; ")}`);
-      }
+      for (const a of running) await this.checkClean(a);
     } finally {
       await Promise.allSettled(this.all.map((a) => this.agents.stop(a, "SIGKILL")));
       await Promise.allSettled(this.bystanders.map((b) => b.destroy()));
