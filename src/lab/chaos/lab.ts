@@ -4,6 +4,8 @@
 // removes everything (namespaces, bystander processes, tmpfs mounts, work dir) — also after a
 // failure, and from the runner's Ctrl-C handler.
 import { execFile } from "node:child_process";
+import { copyFile, mkdir } from "node:fs/promises";
+import { join } from "node:path";
 import { promisify } from "node:util";
 import { setTimeout as sleep } from "node:timers/promises";
 import { formatIpv4 } from "../../net/ipv4.js";
@@ -54,9 +56,11 @@ export class ChaosLab {
     readonly faults: SwitchFaults,
     readonly monitor: Monitor,
     readonly bounds: Bounds,
+    private readonly logsTo?: string,
   ) {}
 
-  static async open(hosts: number, backend: ChaosBackend, bounds: Bounds): Promise<ChaosLab> {
+  /** `logsTo`: a directory to copy every agent's log into when the lab closes. */
+  static async open(hosts: number, backend: ChaosBackend, bounds: Bounds, logsTo?: string): Promise<ChaosLab> {
     const lab = await LabCluster.create({ tag: "chaos", hosts });
     try {
       const agents = await LabAgents.prepare(lab, () => chaosNetConf(backend));
@@ -64,7 +68,7 @@ export class ChaosLab {
       const monitor = new Monitor(agents, { faults });
       monitor.deadRouteBoundMs = bounds.deadRoutesMs;
       monitor.start();
-      return new ChaosLab(lab, agents, faults, monitor, bounds);
+      return new ChaosLab(lab, agents, faults, monitor, bounds, logsTo);
     } catch (error) {
       await lab.destroy();
       throw error;
@@ -115,10 +119,12 @@ export class ChaosLab {
 
   /** Ordered pairs of the given agents' pods that do not answer one ping now. */
   async unreachablePairs(among: LabAgent[] = [...this.monitor.members]): Promise<string[]> {
+    // A member without a pod (it never got a subnet) has no traffic at all.
     const withPods = among.filter((a) => a.host.pods.length > 0);
+    const podless = among.filter((a) => a.host.pods.length === 0).map((a) => `${a.host.name}: no pod`);
     const pairs = withPods.flatMap((a) => withPods.filter((b) => b !== a).map((b) => [a, b] as const));
     const results = await Promise.all(pairs.map(async ([a, b]) => ((await ping(a.host.pods[0], b.host.pods[0].addr, { count: 1, timeoutS: 1 })).received === 1 ? "" : `${a.host.name}->${b.host.name}`)));
-    return results.filter(Boolean);
+    return [...podless, ...results.filter(Boolean)];
   }
 
   /** Pings every pair until all answer; seconds since `since`, or undefined (and a violation) past `boundMs`. */
@@ -175,6 +181,10 @@ export class ChaosLab {
       await Promise.allSettled(this.all.map((a) => this.agents.stop(a, "SIGKILL")));
       await Promise.allSettled(this.bystanders.map((b) => b.destroy()));
       for (const d of this.mounts) await unmountTmpfs(d);
+      if (this.logsTo) {
+        await mkdir(this.logsTo, { recursive: true });
+        await Promise.allSettled(this.all.map((a) => copyFile(join(a.dir, "agent.log"), join(this.logsTo!, `${a.host.name}.log`))));
+      }
       await this.agents.stopAll().catch(() => undefined);
       await this.lab.destroy();
     }

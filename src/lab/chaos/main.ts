@@ -3,7 +3,7 @@
 // writes everything as JSON (--out, default bench/results/chaos-<timestamp>.json).
 import { mkdir, writeFile } from "node:fs/promises";
 import { cpus } from "node:os";
-import { dirname } from "node:path";
+import { dirname, join } from "node:path";
 import { Command } from "commander";
 import { projectFile } from "../../paths.js";
 import { FULL, runScenario, SHORT, table, type ScenarioResult } from "./run.js";
@@ -14,9 +14,10 @@ const program = new Command("chaos")
   .option("--short", "the short suite (as in npm test): shorter faults, generous bounds", false)
   .option("--only <regex>", "run only scenarios whose name matches")
   .option("--out <file>", "JSON report path")
+  .option("--logs <dir>", "keep every agent's log, in <dir>/<scenario>/<host>.log")
   .parse();
 
-const o = program.opts<{ short: boolean; only?: string; out?: string }>();
+const o = program.opts<{ short: boolean; only?: string; out?: string; logs?: string }>();
 const mode = o.short ? SHORT : FULL;
 const only = o.only ? new RegExp(o.only, "i") : undefined;
 const scenarios = (o.short ? shortScenarios() : fullScenarios()).filter((s) => !only || only.test(s.name));
@@ -24,7 +25,8 @@ const started = new Date();
 const results: ScenarioResult[] = [];
 for (const sc of scenarios) {
   process.stdout.write(`-- ${sc.name}\n`);
-  results.push(await runScenario(sc, mode, (l) => process.stdout.write(l + "\n")));
+  const logs = o.logs && join(o.logs, sc.name.replace(/[^a-z0-9]+/gi, "-").replace(/^-|-$/g, "").toLowerCase());
+  results.push(await runScenario(sc, mode, (l) => process.stdout.write(l + "\n"), logs || undefined));
 }
 process.stdout.write("\n" + table(results) + "\n");
 const out = o.out ?? projectFile("bench", "results", `chaos-${started.toISOString().replace(/[:.]/g, "-")}.json`);

@@ -62,10 +62,11 @@ function hookSignals(): void {
   }
 }
 
-export async function runScenario(sc: Scenario, mode: ChaosMode, log: (line: string) => void = () => undefined): Promise<ScenarioResult> {
+/** Runs one scenario in a lab of its own; `logsTo`: where to keep the agents' logs. */
+export async function runScenario(sc: Scenario, mode: ChaosMode, log: (line: string) => void = () => undefined, logsTo?: string): Promise<ScenarioResult> {
   hookSignals();
   const t0 = Date.now();
-  const c = await ChaosLab.open(sc.hosts, sc.backend ?? "vxlan", mode.bounds);
+  const c = await ChaosLab.open(sc.hosts, sc.backend ?? "vxlan", mode.bounds, logsTo);
   current = c;
   let error: string | undefined;
   try {
