@@ -42,15 +42,6 @@ export interface AgentStatus {
   backendCounters?: { kernelCommands: number; kernelErrors: number; peersUnreachable: number; driftRepairs: number };
 }
 
-export interface LabStartOptions {
-  /** The agents in --join (default: every other). */
-  join?: LabAgent[];
-  /** --subnet-seeds (default: every host's name). */
-  seeds?: string[];
-  /** --node-name (default: the host's name). */
-  nodeName?: string;
-}
-
 export class LabAgents {
   private constructor(
     readonly lab: LabCluster,
@@ -58,10 +49,13 @@ export class LabAgents {
     readonly dir: string,
     readonly agents: LabAgent[],
     private readonly keyFile: string,
+    private readonly members: number,
   ) {}
 
-  /** Writes the key and one net-conf.json per host (`netConf(host)`), but starts nothing yet. */
-  static async prepare(lab: LabCluster, netConf: (host: LabHost) => object): Promise<LabAgents> {
+  /** Writes the key and one net-conf.json per host (`netConf(host)`), but starts nothing yet.
+   *  `members`: how many of the hosts (the first ones) form the cluster: join lists and subnet
+   *  seeds name only them (default all); the others are started with explicit flags. */
+  static async prepare(lab: LabCluster, netConf: (host: LabHost) => object, members = lab.hosts.length): Promise<LabAgents> {
     const dir = await mkdtemp(join(tmpdir(), "weft-lab-"));
     const keyFile = join(dir, "cluster.key");
     await writeFile(keyFile, randomBytes(KEY_BYTES).toString("base64") + "\n", { mode: 0o600 });
@@ -72,7 +66,7 @@ export class LabAgents {
       await writeFile(join(agentDir, "net-conf.json"), JSON.stringify(netConf(host), null, 2));
       agents.push({ host, dir: agentDir, stateDir: agentDir });
     }
-    return new LabAgents(lab, dir, agents, keyFile);
+    return new LabAgents(lab, dir, agents, keyFile, members);
   }
 
   /** The net-conf.json of an agent (to change it before a restart or SIGHUP). */
@@ -80,19 +74,17 @@ export class LabAgents {
     return join(a.dir, "net-conf.json");
   }
 
-  /**
-   * Starts an agent process. By default every other host is in its --join list, all hosts are
-   * subnet seeds and the node is named after its host; `opts` changes any of these.
-   */
-  start(a: LabAgent, extra: string[] = [], opts: LabStartOptions = {}): void {
+  /** Starts an agent process; the other cluster members (or `join`) are its --join list and all
+   *  cluster members are subnet seeds. */
+  start(a: LabAgent, extra: string[] = [], joinTargets?: LabAgent[]): void {
     if (a.process && a.process.exitCode === null && a.process.signalCode === null) throw new WeftError("LAB_AGENT_RUNNING", `${a.host.name}'s agent is already running`);
-    const joinList = (opts.join ?? this.agents.filter((x) => x !== a)).map((x) => `${formatIpv4(x.host.underlayAddr)}:${LAB_GOSSIP_PORT}`);
+    const cluster = this.agents.slice(0, this.members);
+    const targets = (joinTargets ?? cluster.filter((x) => x !== a)).map((x) => `${formatIpv4(x.host.underlayAddr)}:${LAB_GOSSIP_PORT}`);
     const args = [
       projectFile("dist", "src", "cli", "main.js"), "agent", "--net-config", this.netConfPath(a), "--iface", a.host.underlayIf,
-      "--key-file", this.keyFile, "--state-dir", a.stateDir, "--subnet-file", join(a.dir, "subnet.env"), "--node-name", opts.nodeName ?? a.host.name,
-      ...(joinList.length > 0 ? ["--join", joinList.join(",")] : []),
-      "--subnet-seeds", (opts.seeds ?? this.agents.map((x) => x.host.name)).join(","), "--gossip-port", String(LAB_GOSSIP_PORT),
-      ...extra,
+      "--key-file", this.keyFile, "--state-dir", a.stateDir, "--subnet-file", join(a.dir, "subnet.env"), "--node-name", a.host.name,
+      ...(targets.length > 0 ? ["--join", targets.join(",")] : []), "--subnet-seeds", cluster.map((x) => x.host.name).join(","),
+      "--gossip-port", String(LAB_GOSSIP_PORT), ...extra,
     ];
     const [cmd, ...argv] = a.host.ns.wrap([process.execPath, ...args]);
     // The agent writes its log file itself: through a pipe to this process, an agent whose

@@ -10,7 +10,7 @@ import { promisify } from "node:util";
 import { setTimeout as sleep } from "node:timers/promises";
 import { formatIpv4 } from "../../net/ipv4.js";
 import { projectFile } from "../../paths.js";
-import { LabAgents, type LabAgent, type LabStartOptions } from "../agents.js";
+import { LabAgents, type LabAgent } from "../agents.js";
 import { LabCluster, LAB_POD_NETWORK, type LabHost } from "../cluster.js";
 import { ping } from "../traffic.js";
 import { Bystander, SwitchFaults, unmountTmpfs } from "./faults.js";
@@ -59,11 +59,14 @@ export class ChaosLab {
     private readonly logsTo?: string,
   ) {}
 
-  /** `logsTo`: a directory to copy every agent's log into when the lab closes. */
-  static async open(hosts: number, backend: ChaosBackend, bounds: Bounds, logsTo?: string): Promise<ChaosLab> {
+  /**
+   * `hosts` hosts on vxlan, the first `seeds` of them the subnet seeds and everyone's join
+   * targets; `logsTo`: a directory to copy every agent's log into when the lab closes.
+   */
+  static async open(hosts: number, seeds: number, bounds: Bounds, logsTo?: string): Promise<ChaosLab> {
     const lab = await LabCluster.create({ tag: "chaos", hosts });
     try {
-      const agents = await LabAgents.prepare(lab, () => chaosNetConf(backend));
+      const agents = await LabAgents.prepare(lab, () => chaosNetConf("vxlan"), seeds);
       const faults = new SwitchFaults(lab);
       const monitor = new Monitor(agents, { faults });
       monitor.deadRouteBoundMs = bounds.deadRoutesMs;
@@ -79,9 +82,13 @@ export class ChaosLab {
     return this.agents.agents;
   }
 
-  /** Starts an agent (see LabAgents.start); `member: false` for one that must be refused. */
-  start(a: LabAgent, opts: LabStartOptions & { member?: boolean; extra?: string[] } = {}): void {
-    this.agents.start(a, opts.extra ?? [], opts);
+  /**
+   * Starts an agent (see LabAgents.start: the lab's first `seeds` hosts are the subnet seeds and,
+   * unless `join` says otherwise, the join targets); `nodeName` overrides its name; `member:
+   * false` for one that must be refused.
+   */
+  start(a: LabAgent, opts: { join?: LabAgent[]; nodeName?: string; member?: boolean } = {}): void {
+    this.agents.start(a, opts.nodeName ? ["--node-name", opts.nodeName] : [], opts.join);
     this.monitor.started(a, opts.member ?? true);
   }
 
@@ -123,7 +130,9 @@ export class ChaosLab {
     const withPods = among.filter((a) => a.host.pods.length > 0);
     const podless = among.filter((a) => a.host.pods.length === 0).map((a) => `${a.host.name}: no pod`);
     const pairs = withPods.flatMap((a) => withPods.filter((b) => b !== a).map((b) => [a, b] as const));
-    const results = await Promise.all(pairs.map(async ([a, b]) => ((await ping(a.host.pods[0], b.host.pods[0].addr, { count: 1, timeoutS: 1 })).received === 1 ? "" : `${a.host.name}->${b.host.name}`)));
+    // ping gives up at once, without output, when there is no route at all: unreachable too.
+    const answered = (a: LabAgent, b: LabAgent) => ping(a.host.pods[0], b.host.pods[0].addr, { count: 1, timeoutS: 1 }).then((r) => r.received === 1, () => false);
+    const results = await Promise.all(pairs.map(async ([a, b]) => ((await answered(a, b)) ? "" : `${a.host.name}->${b.host.name}`)));
     return [...podless, ...results.filter(Boolean)];
   }
 

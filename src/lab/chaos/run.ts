@@ -66,7 +66,7 @@ function hookSignals(): void {
 export async function runScenario(sc: Scenario, mode: ChaosMode, log: (line: string) => void = () => undefined, logsTo?: string): Promise<ScenarioResult> {
   hookSignals();
   const t0 = Date.now();
-  const c = await ChaosLab.open(sc.hosts, sc.backend ?? "vxlan", mode.bounds, logsTo);
+  const c = await ChaosLab.open(sc.hosts, sc.seeds ?? 3, mode.bounds, logsTo);
   current = c;
   let error: string | undefined;
   try {

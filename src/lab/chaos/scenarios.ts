@@ -1,13 +1,13 @@
 // The chaos scenarios: each builds its own lab (ChaosLab), drives real agents through one kind of
 // trouble and records figures; the monitor checks the invariants every second meanwhile. Default
-// wiring: vxlan, the first three hosts are the subnet seeds, every agent joins every other.
+// wiring: vxlan, the first three hosts are the subnet seeds and every agent's join targets.
 import { rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { formatPrefix } from "../../net/ipv4.js";
 import { LAB_GOSSIP_PORT, type LabAgent } from "../agents.js";
 import { ping } from "../traffic.js";
-import { chaosNetConf, type ChaosBackend, type ChaosLab } from "./lab.js";
+import { chaosNetConf, type ChaosLab } from "./lab.js";
 import { fillUp, mountTmpfs } from "./faults.js";
 
 /** How long each fault lasts: the full suite uses the issue's durations, the short one less. */
@@ -22,16 +22,16 @@ export interface Durations {
 export interface Scenario {
   name: string;
   hosts: number;
-  backend?: ChaosBackend;
+  /** How many of the first hosts are the subnet seeds and the join targets (default 3). */
+  seeds?: number;
   run(c: ChaosLab, d: Durations): Promise<void>;
 }
 
-const SEEDS = ["host1", "host2", "host3"];
 const seconds = (s: number) => sleep(s * 1000);
 
 /** Starts agents (all at once), waits until each is ready and has a pod, and until all converged. */
-async function bringUp(c: ChaosLab, agents: LabAgent[], opts: { seeds?: string[] } = {}): Promise<void> {
-  for (const a of agents) c.start(a, { seeds: opts.seeds ?? SEEDS });
+async function bringUp(c: ChaosLab, agents: LabAgent[]): Promise<void> {
+  for (const a of agents) c.start(a);
   const ok = await Promise.all(agents.map((a) => c.ready(a)));
   for (const [i, a] of agents.entries()) if (ok[i]) await c.addPod(a);
   await c.monitor.waitConverged(Date.now(), c.bounds.convergeMs, "bring-up");
@@ -43,19 +43,21 @@ async function settle(c: ChaosLab, since: number, what: string): Promise<void> {
   c.figures.trafficS = await c.waitTraffic(since, c.bounds.convergeMs, what);
 }
 
-/** Start order: agents started one after another (`gapS` apart, 0 = together), then all converged. */
-function startOrder(name: string, hosts: number, order: number[], gapS: number, wiring: "all" | "one-target"): Scenario {
+/**
+ * Start order: agents started one after another (`gapS` apart, 0 = together), then all
+ * converged. With `seeds` 1, host1 is the only seed and everyone's only join target (a DaemonSet
+ * pointing every node at one bootstrap host).
+ */
+function startOrder(name: string, hosts: number, seeds: number, order: number[], gapS: number): Scenario {
   return {
     name,
     hosts,
+    seeds,
     async run(c) {
       const agents = order.map((i) => c.all[i]);
       for (const [k, a] of agents.entries()) {
         if (k > 0 && gapS > 0) await seconds(gapS);
-        // one-target: host1 is the only seed and the only join target (as a DaemonSet pointing
-        // every node at one bootstrap host); it starts last in the orders that test that.
-        if (wiring === "one-target") c.start(a, a === c.all[0] ? { seeds: ["host1"], join: [] } : { seeds: ["host1"], join: [c.all[0]] });
-        else c.start(a, { seeds: SEEDS });
+        c.start(a);
       }
       const since = Date.now();
       const ok = await Promise.all(c.all.map((a) => c.ready(a)));
@@ -64,6 +66,8 @@ function startOrder(name: string, hosts: number, order: number[], gapS: number, 
     },
   };
 }
+
+const joinTargetLast = startOrder("start order: the only join target last", 4, 1, [1, 2, 3, 0], 5);
 
 const partition: Scenario = {
   name: "partition {1,2}|{3,4,5}, heal",
@@ -91,7 +95,7 @@ function loss(percent: number): Scenario {
       await seconds(5);
       // host5's only join target is host1: one target is the hard case under loss.
       const a5 = c.all[4];
-      c.start(a5, { seeds: SEEDS, join: [c.all[0]] });
+      c.start(a5, { join: [c.all[0]] });
       const joined = await Promise.race([c.agents.waitReady(a5, d.lossS * 1000).then(() => true, () => false), seconds(d.lossS).then(() => false)]);
       c.figures.joinedDuringLossS = joined ? (Date.now() - t0 - 5000) / 1000 : undefined;
       if (!joined) c.notes.push(`host5 not ready during the ${d.lossS} s of loss`);
@@ -111,7 +115,7 @@ const duplicateName: Scenario = {
     const [, a2, , a4] = c.all;
     await bringUp(c, c.all.slice(0, 3));
     const before = (await c.agents.status(a2)).subnet;
-    c.start(a4, { seeds: SEEDS, nodeName: "host2", member: false });
+    c.start(a4, { nodeName: "host2", member: false });
     const until = Date.now() + d.watchS * 1000;
     let held: string | undefined;
     while (Date.now() < until && a4.process?.exitCode === null) {
@@ -139,7 +143,7 @@ const slowConnections: Scenario = {
     const t0 = Date.now();
     const a5 = c.all[4];
     // host5's only join target is the node under attack.
-    c.start(a5, { seeds: SEEDS, join: [c.all[0]] });
+    c.start(a5, { join: [c.all[0]] });
     const joined = await c.agents.waitReady(a5, d.slowS * 1000).then(() => true, () => false);
     c.figures.joinedUnderAttackS = joined ? (Date.now() - t0) / 1000 : undefined;
     if (!joined) c.notes.push(`host5 (joining host1 only) not ready while the ${conns.alive} connections were held`);
@@ -173,7 +177,7 @@ async function killAndRestart(c: ChaosLab, a: LabAgent, label: string, waitForDe
     }
   } else await seconds(1);
   const t0 = Date.now();
-  c.start(a, { seeds: SEEDS });
+  c.start(a);
   if (!(await c.ready(a))) return;
   const after = await c.agents.status(a);
   const envAfter = formatPrefix((await c.agents.subnetEnv(a)).subnet);
@@ -235,6 +239,7 @@ const sighupSwaps: Scenario = {
 const fullStateDir: Scenario = {
   name: "state dir fills up (tmpfs)",
   hosts: 3,
+  seeds: 1,
   async run(c, d) {
     const [a1, a2, a3] = c.all;
     // host1 is the only seed and owns every slot, so the first leases of host2 and host3 are
@@ -242,20 +247,19 @@ const fullStateDir: Scenario = {
     a1.stateDir = join(a1.dir, "state");
     await mountTmpfs(a1.stateDir, 1 << 20);
     c.mounted(a1.stateDir);
-    const wiring = (a: LabAgent) => (a === a1 ? { seeds: ["host1"], join: [] } : { seeds: ["host1"], join: [a1] });
-    c.start(a1, wiring(a1));
+    c.start(a1);
     if (await c.ready(a1)) await c.addPod(a1);
     const subnet1 = (await c.agents.status(a1)).subnet;
     const filler = join(a1.stateDir, "filler");
     await fillUp(filler);
-    for (const a of [a2, a3]) c.start(a, wiring(a));
+    for (const a of [a2, a3]) c.start(a);
     await seconds(d.watchS);
     const got = await Promise.all([a2, a3].map(async (a) => (await c.agents.status(a).catch(() => undefined))?.subnet));
     c.notes.push(`while host1's state dir was full for ${d.watchS} s: host2 ${got[0] ? `got ${got[0]}` : "waited"}, host3 ${got[1] ? `got ${got[1]}` : "waited"}`);
     // A crash while full: the saved ring must still load, with the same subnet, and whatever
     // host1 handed out must not be handed out again.
     await c.stop(a1, "SIGKILL", true);
-    c.start(a1, wiring(a1));
+    c.start(a1);
     if (await c.ready(a1)) {
       const again = (await c.agents.status(a1)).subnet;
       if (again !== subnet1) c.monitor.violate("subnet-changed", `host1 held ${subnet1}, after a restart on a full disk ${again}`);
@@ -281,7 +285,7 @@ const removedReclaimed: Scenario = {
     const help = await c.cli(["--help"]);
     if (!/^\s+reclaim\b/m.test(help.out)) {
       c.notes.push("PENDING: `weft reclaim NODE` is not in this build; reclaim not exercised");
-      c.start(a5, { seeds: SEEDS });
+      c.start(a5);
       if (await c.ready(a5)) {
         await c.addPod(a5);
         const s5 = (await c.agents.status(a5)).subnet;
@@ -293,7 +297,7 @@ const removedReclaimed: Scenario = {
       else c.notes.push(`reclaim of a live node refused: ${alive.out.split("\n")[0].slice(0, 120)}`);
       const r = await c.cli(["reclaim", "host4", "--state-dir", a2.stateDir]);
       if (r.code !== 0) c.monitor.violate("reclaim-failed", `weft reclaim host4: ${r.out.slice(0, 200)}`);
-      c.start(a5, { seeds: SEEDS });
+      c.start(a5);
       if (await c.ready(a5)) await c.addPod(a5);
       c.notes.push(`host4 held ${gone}; host5 got ${(await c.agents.status(a5).catch(() => undefined))?.subnet}`);
     }
@@ -304,10 +308,10 @@ const removedReclaimed: Scenario = {
 /** The full suite, in the order it runs. */
 export function fullScenarios(): Scenario[] {
   return [
-    startOrder("start order: all together", 4, [0, 1, 2, 3], 0, "all"),
-    startOrder("start order: join target last", 4, [1, 2, 3, 0], 5, "one-target"),
-    startOrder("start order: reverse, 3 s apart", 4, [3, 2, 1, 0], 3, "all"),
-    startOrder("start order: non-seeds first", 4, [3, 2, 0, 1], 4, "all"),
+    startOrder("start order: all together", 4, 3, [0, 1, 2, 3], 0),
+    joinTargetLast,
+    startOrder("start order: reverse, 3 s apart", 4, 3, [3, 2, 1, 0], 3),
+    startOrder("start order: non-seeds first, seeds 4 s later", 4, 2, [2, 3, 0, 1], 4),
     partition,
     loss(20),
     loss(40),
@@ -322,5 +326,5 @@ export function fullScenarios(): Scenario[] {
 
 /** The short suite `npm test` runs: a few scenarios that break the lease ring's promise when something is wrong. */
 export function shortScenarios(): Scenario[] {
-  return [startOrder("start order: join target last", 4, [1, 2, 3, 0], 5, "one-target"), partition, killRestart, duplicateName];
+  return [joinTargetLast, partition, killRestart, duplicateName];
 }
