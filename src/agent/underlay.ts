@@ -41,7 +41,8 @@ export async function chooseUnderlay(kernel: Kernel, choice: UnderlayChoice): Pr
     }
   }
   if ((choice.iface?.length ?? 0) + (choice.ifaceRegex?.length ?? 0) > 0) {
-    throw new WeftError("AGENT_UNDERLAY_NOT_FOUND", `no interface with an IPv4 address matches --iface ${choice.iface?.join(",") ?? ""} --iface-regex ${choice.ifaceRegex?.join(",") ?? ""}; interfaces here: ${links.map((l) => `${l.iface} [${l.addrs.join(" ")}]`).join(", ")}`);
+    const given = [choice.iface?.length && `--iface ${choice.iface.join(",")}`, choice.ifaceRegex?.length && `--iface-regex ${choice.ifaceRegex.join(",")}`].filter(Boolean).join(" or ");
+    throw new WeftError("AGENT_UNDERLAY_NOT_FOUND", `no interface with an IPv4 address matches ${given}; interfaces here: ${links.map((l) => `${l.iface} [${l.addrs.join(" ")}]`).join(", ")}`);
   }
   const routes = await kernel.ipJson<Array<{ dev?: string; prefsrc?: string }>>(["-4", "route", "show", "default"]);
   const dev = routes.find((r) => r.dev)?.dev;

@@ -33,6 +33,9 @@ export interface AgentStatus {
   node: string;
   ready: boolean;
   subnet?: string;
+  join: { state: string; targets: string[]; failedRounds: number };
+  reserved: Array<{ node: string; slots: number; subnet: string | null; reclaimAt: string | null; condemned: boolean }>;
+  settings: { reclaimGrace: string; lease: { reclaimGraceMs: number } };
   mtu?: number;
   backend?: { type: string; vtepMac?: string };
   peers: Array<{ name: string; subnet: string; underlay: string; backend: string }>;
@@ -174,6 +177,24 @@ export class LabAgents {
     });
     await Promise.race([a.logClosed, timedOut]).finally(() => clearTimeout(timer));
     return child.exitCode;
+  }
+
+  /** Bytes in the agent's log so far (to look only at what comes later, see errorLines). */
+  async logSize(a: LabAgent): Promise<number> {
+    return (await readFile(join(a.dir, "agent.log")).catch(() => Buffer.alloc(0))).length;
+  }
+
+  /** The agent's log lines at error level or above (pino's 50), parsed; from byte `since` on. */
+  async errorLines(a: LabAgent, since = 0): Promise<Array<{ level: number; msg: string; code?: string }>> {
+    const text = (await readFile(join(a.dir, "agent.log")).catch(() => Buffer.alloc(0))).subarray(since).toString("utf8");
+    return text.split("\n").flatMap((line) => {
+      try {
+        const rec = JSON.parse(line) as { level: number; msg: string; code?: string };
+        return rec.level >= 50 ? [rec] : [];
+      } catch {
+        return []; // not a log record (e.g. a crash trace; the exit code tells)
+      }
+    });
   }
 
   async logTail(a: LabAgent, lines = 8): Promise<string> {
