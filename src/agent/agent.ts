@@ -54,9 +54,9 @@ function backendOptions(b: BackendConfig): BackendOptions {
     case "vxlan":
       return { vni: b.VNI, port: b.Port, mtu: b.MTU, directRouting: b.DirectRouting, gbp: b.GBP };
     case "wasm-vxlan":
-      return { vni: b.VNI, port: b.Port, workers: b.Workers, offloads: b.Offloads };
+      return { vni: b.VNI, port: b.Port, workers: b.Workers, offloads: b.Offloads, busyPollUs: b.BusyPollMicros, queueDelayUs: b.QueueDelayMicros };
     case "udp":
-      return { port: b.Port, workers: b.Workers, offloads: b.Offloads };
+      return { port: b.Port, workers: b.Workers, offloads: b.Offloads, busyPollUs: b.BusyPollMicros, queueDelayUs: b.QueueDelayMicros };
     case "host-gw":
       return {};
   }
@@ -128,7 +128,7 @@ export class Agent {
       agent.http = await AgentHttp.listen(
         {
           ready: () => agent.isReady(),
-          waitingFor: () => agent.waitingFor,
+          waitingFor: () => agent.whyNotReady(),
           status: () => agent.status(),
           metrics: agentMetrics(control, () => agent.backend, () => agent.subnet && formatPrefix(agent.subnet), () => agent.socketDrops()),
           reclaim: (node) => control.reclaim(node),
@@ -143,11 +143,13 @@ export class Agent {
       await abortable(signal, control.reachedCluster());
       // Asked after joining: a subnet the cluster took away meanwhile (this node was reclaimed
       // while down) is never programmed; lease() then waits for the new one.
-      agent.waitingFor = "waiting for a subnet lease (see the log for why)";
+      agent.waitingFor = "waiting for a subnet lease";
       agent.subnet = await abortable(signal, control.lease());
       log.info({ subnet: formatPrefix(agent.subnet) }, "lease held");
       agent.waitingFor = "starting the backend";
-      await abortable(signal, agent.serially(() => agent.startBackend()));
+      // Not raced with the abort: a backend half set up could not be undone; a stop waits for it.
+      await agent.serially(() => agent.startBackend());
+      abortable(signal);
       control.on("change", () => void agent.sync.kick().catch((err) => log.error({ err }, "peer sync failed")));
       agent.reconcileTimer = setInterval(() => void agent.reconcile(), opts.reconcileIntervalMs);
       return agent;
@@ -277,7 +279,7 @@ export class Agent {
       underlay: formatIpv4(this.underlay.addr),
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       ready: this.isReady(),
-      waitingFor: this.isReady() ? undefined : this.waitingFor,
+      waitingFor: this.isReady() ? undefined : this.whyNotReady(),
       join: this.control.joinStatus(),
       network: this.conf.Network,
       subnet: this.subnet && formatPrefix(this.subnet),
@@ -292,6 +294,11 @@ export class Agent {
       dataplane: this.backend?.dataplaneCounters?.(),
       socketDrops: this.socketDrops(),
     };
+  }
+
+  private whyNotReady(): string {
+    const lease = this.subnet ? null : this.control.leaseWaitReason();
+    return lease ? `${this.waitingFor}: ${lease}` : this.waitingFor;
   }
 
   /** Kernel drops on the userspace dataplane's sockets (kernel backends have none of their own). */

@@ -172,6 +172,11 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
     return parsePrefix(l.subnet);
   }
 
+  /** Why this node has no subnet yet, for /readyz and `weft status`; null once it has one. */
+  leaseWaitReason(): string | null {
+    return this.leases.waitReason();
+  }
+
   /** Publishes this node's backend data in its gossip record. */
   announce(a: BackendAnnouncement): void {
     this.announcement = a;

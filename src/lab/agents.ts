@@ -85,7 +85,7 @@ export class LabAgents {
     const targets = (joinTargets ?? cluster.filter((x) => x !== a)).map((x) => `${formatIpv4(x.host.underlayAddr)}:${LAB_GOSSIP_PORT}`);
     const args = [
       projectFile("dist", "src", "cli", "main.js"), "agent", "--net-config", this.netConfPath(a), "--iface", a.host.underlayIf,
-      "--key-file", this.keyFile, "--state-dir", a.stateDir, "--subnet-file", join(a.dir, "subnet.env"), "--node-name", a.host.name,
+      "--key-file", this.keyFile, "--state-dir", a.stateDir, "--subnet-file", this.subnetFile(a), "--node-name", a.host.name,
       ...(targets.length > 0 ? ["--join", targets.join(",")] : []), "--subnet-seeds", cluster.map((x) => x.host.name).join(","),
       "--gossip-port", String(LAB_GOSSIP_PORT), ...extra,
     ];
@@ -138,16 +138,18 @@ export class LabAgents {
 
   /** The agent's subnet.env, parsed. */
   async subnetEnv(a: LabAgent): Promise<{ network: Ipv4Prefix; subnet: Ipv4Prefix; mtu: number; ipMasq: boolean; text: string }> {
-    const text = await readFile(join(a.dir, "subnet.env"), "utf8");
+    const text = await readFile(this.subnetFile(a), "utf8");
     return { ...parseSubnetEnv(text), text };
   }
 
-  /** Gives every host cni0 and `count` pods in its leased subnet, with the MTU from subnet.env. */
+  /** The subnet.env the agent writes (what the hosts' CNI plugin reads). */
+  subnetFile(a: LabAgent): string {
+    return join(a.dir, "subnet.env");
+  }
+
+  /** Gives every host `count` pods through CNI, from its agent's subnet.env. */
   async addPods(count: number): Promise<void> {
-    for (const a of this.agents) {
-      const env = await this.subnetEnv(a);
-      await this.lab.addPods(a.host, env.subnet, count, env.mtu);
-    }
+    for (const a of this.agents) await this.lab.addPodsFromSubnetFile(a.host, this.subnetFile(a), count);
   }
 
   /** SIGTERM (graceful leave) or SIGKILL (a crash); resolves when the process is gone. */

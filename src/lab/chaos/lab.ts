@@ -104,11 +104,10 @@ export class ChaosLab {
     }
   }
 
-  /** Gives the host cni0 and one pod in the subnet its subnet.env names, once. */
+  /** Gives the host one pod, through the CNI plugins and the agent's subnet.env, once. */
   async addPod(a: LabAgent): Promise<void> {
     if (a.host.pods.length > 0) return;
-    const env = await this.agents.subnetEnv(a);
-    await this.lab.addPods(a.host, env.subnet, 1, env.mtu);
+    await this.lab.addPodsFromSubnetFile(a.host, this.agents.subnetFile(a), 1);
   }
 
   /** SIGKILL (a crash) or SIGTERM (a leave); `comingBack`: it stays in the expected membership. */
@@ -213,6 +212,7 @@ export async function leftovers(h: LabHost): Promise<string[]> {
   const fdbs = await h.ns.kernel.bridgeJson<Array<{ mac: string; dst?: string; ifname: string }>>(["fdb", "show"]);
   for (const f of fdbs) if (f.dst) out.push(`fdb ${f.mac} dst ${f.dst} dev ${f.ifname}`);
   const nft = await h.ns.kernel.nftJson<{ nftables: Array<{ table?: { family: string; name: string } }> }>(["tables"]);
-  for (const e of nft.nftables) if (e.table) out.push(`nft table ${e.table.family} ${e.table.name}`);
+  // Only the agent's own table: the CNI plugins (portmap) keep theirs.
+  for (const e of nft.nftables) if (e.table?.name.startsWith("weft")) out.push(`nft table ${e.table.family} ${e.table.name}`);
   return out;
 }
