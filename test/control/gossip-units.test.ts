@@ -13,10 +13,11 @@ import { SeededRandom } from "./sim/random.js";
 import { Scheduler } from "./sim/scheduler.js";
 
 describe("config profiles", () => {
-  it("LAN profile carries memberlist's DefaultLANConfig timings", () => {
+  it("LAN profile carries memberlist's DefaultLANConfig timings, but for suspicion and gossip interval", () => {
     const c = makeConfig("lan", "a");
-    expect([c.probeIntervalMs, c.probeTimeoutMs, c.indirectChecks, c.suspicionMult, c.retransmitMult]).toEqual([1000, 500, 3, 4, 4]);
-    expect([c.gossipIntervalMs, c.gossipNodes, c.pushPullIntervalMs, c.maxPacketBytes]).toEqual([200, 3, 30_000, 1400]);
+    expect([c.probeIntervalMs, c.probeTimeoutMs, c.indirectChecks, c.retransmitMult]).toEqual([1000, 500, 3, 4]);
+    expect([c.suspicionMult, c.suspicionMaxTimeoutMult, c.suspicionConfirmations]).toEqual([1, 6, 2]);
+    expect([c.gossipIntervalMs, c.gossipNodes, c.pushPullIntervalMs, c.maxPacketBytes]).toEqual([100, 3, 30_000, 1400]);
     expect(profiles.wan.probeIntervalMs).toBe(5000);
     expect(profiles.local.probeTimeoutMs).toBe(200);
   });
