@@ -2,8 +2,8 @@
 // net-conf.json, writes subnet.env for the CNI plugin, keeps the backend's peers in step with the
 // cluster (on every change and by a periodic reconcile that also repairs kernel drift), serves
 // health, status and metrics, swaps backends on SIGHUP, and leaves cleanly on SIGTERM/SIGINT.
-import { readFile } from "node:fs/promises";
-import { join } from "node:path";
+import { mkdir, readFile, rm } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import type { Logger } from "pino";
 import type { Backend, BackendAnnouncement, BackendOptions, Underlay } from "../backends/backend.js";
 import { createBackend } from "../backends/index.js";
@@ -15,9 +15,12 @@ import { WeftError } from "../errors.js";
 import { Kernel } from "../kernel/iproute.js";
 import { removeIpMasq, setIpMasq } from "../kernel/ipmasq.js";
 import { formatIpv4, formatPrefix, type Ipv4Prefix } from "../net/ipv4.js";
-import { AgentHttp, SOCKET_NAME } from "./http.js";
+import { AgentHttp, SOCKET_NAME, type TcpListener } from "./http.js";
 import { agentMetrics } from "./metrics.js";
 import { PeerSync } from "./peer-sync.js";
+import { checkFlags, checkHost } from "./preflight.js";
+import { udpSocketDrops, type SocketDrops } from "./socket-drops.js";
+import { StateDirLock } from "./state-dir.js";
 import { writeSubnetEnv } from "./subnet-env.js";
 import { chooseUnderlay, describeUnderlay } from "./underlay.js";
 
@@ -30,6 +33,9 @@ export interface AgentOptions {
   ipMasq: boolean;
   healthzIp: string;
   healthzPort?: number;
+  /** Also serve /status on the healthz port (it shows members, underlay addresses and MACs). */
+  healthzStatus?: boolean;
+  metricsIp: string;
   metricsPort?: number;
   gossipPort: number;
   join: Addr[];
@@ -48,9 +54,9 @@ function backendOptions(b: BackendConfig): BackendOptions {
     case "vxlan":
       return { vni: b.VNI, port: b.Port, mtu: b.MTU, directRouting: b.DirectRouting, gbp: b.GBP };
     case "wasm-vxlan":
-      return { vni: b.VNI, port: b.Port, workers: b.Workers, offloads: b.Offloads };
+      return { vni: b.VNI, port: b.Port, workers: b.Workers, offloads: b.Offloads, busyPollUs: b.BusyPollMicros, queueDelayUs: b.QueueDelayMicros };
     case "udp":
-      return { port: b.Port, workers: b.Workers, offloads: b.Offloads };
+      return { port: b.Port, workers: b.Workers, offloads: b.Offloads, busyPollUs: b.BusyPollMicros, queueDelayUs: b.QueueDelayMicros };
     case "host-gw":
       return {};
   }
@@ -64,8 +70,11 @@ export class Agent {
   private reconcileTimer?: NodeJS.Timeout;
   private http?: AgentHttp;
   private reloading: Promise<void> = Promise.resolve();
+  private waitingFor = "joining the cluster";
   private readonly startedAt = Date.now();
   private readonly sync: PeerSync;
+  private fatalHandler?: (err: Error) => void;
+  private fatalError?: Error;
 
   private constructor(
     private readonly opts: AgentOptions,
@@ -73,37 +82,74 @@ export class Agent {
     private readonly kernel: Kernel,
     private readonly underlay: Underlay,
     private readonly control: ControlPlane,
+    private readonly lock: StateDirLock,
     private readonly log: Logger,
   ) {
     this.sync = new PeerSync(control, () => this.backend, log);
   }
 
-  /** Everything up to a programmed backend; on failure undoes what it did and throws. */
-  static async start(opts: AgentOptions, log: Logger): Promise<Agent> {
-    // The config is checked before anything touches the kernel or the network.
+  /**
+   * Everything up to a programmed backend; on failure undoes what it did and throws. Flags,
+   * net-conf.json and the host are checked before anything is leased, bound or touched. An abort
+   * (SIGTERM, SIGINT) at any point undoes the same way and throws AGENT_STOPPED.
+   */
+  static async start(opts: AgentOptions, log: Logger, signal?: AbortSignal): Promise<Agent> {
+    checkFlags(opts);
     const conf = parseNetConf(await readConfig(opts.netConfig), opts.netConfig);
     const keyring = await Keyring.fromKeyFile(opts.keyFile);
     const kernel = new Kernel();
-    const underlay = await chooseUnderlay(kernel, opts);
-    log.info({ node: opts.nodeName, underlay: describeUnderlay(underlay), backend: conf.Backend.Type, network: conf.Network }, "starting");
-    const control = await ControlPlane.start({
-      name: opts.nodeName, bindAddr: formatIpv4(underlay.addr), gossipPort: opts.gossipPort, join: opts.join,
-      seeds: opts.seeds ?? (opts.join.length === 0 ? [opts.nodeName] : []), space: conf.space, keyring,
-      stateDir: opts.stateDir, logger: log,
-    });
-    const agent = new Agent(opts, conf, kernel, underlay, control, log);
+    const lock = await StateDirLock.acquire(opts.stateDir);
+    let control: ControlPlane;
+    let underlay: Underlay;
     try {
+      underlay = await chooseUnderlay(kernel, opts);
+      await checkHost(kernel, opts, conf, underlay);
+      await mkdir(dirname(opts.subnetFile), { recursive: true, mode: 0o755 });
+      abortable(signal);
+      log.info({ node: opts.nodeName, underlay: describeUnderlay(underlay), backend: conf.Backend.Type, network: conf.Network }, "starting");
+      control = await ControlPlane.start({
+        name: opts.nodeName, bindAddr: formatIpv4(underlay.addr), gossipPort: opts.gossipPort, join: opts.join,
+        seeds: opts.seeds ?? (opts.join.length === 0 ? [opts.nodeName] : []), space: conf.space, keyring,
+        stateDir: opts.stateDir, logger: log,
+      });
+    } catch (err) {
+      await lock.release();
+      throw err;
+    }
+    const agent = new Agent(opts, conf, kernel, underlay, control, lock, log);
+    control.on("fatal", (err) => agent.fatal(err));
+    // Serialized with reloads: a backend swap and a lost subnet never interleave.
+    control.on("lost", (lost) => void agent.serially(() => agent.subnetLost(lost.subnet)).catch((err) => agent.fatal(err)));
+    try {
+      abortable(signal);
+      const tcp: TcpListener[] = [];
+      if (opts.healthzPort !== undefined) tcp.push({ host: opts.healthzIp, port: opts.healthzPort, endpoints: ["/healthz", "/readyz", ...(opts.healthzStatus ? (["/status"] as const) : [])] });
+      if (opts.metricsPort !== undefined) tcp.push({ host: opts.metricsIp, port: opts.metricsPort, endpoints: ["/metrics"] });
       agent.http = await AgentHttp.listen(
-        { ready: () => agent.ready, status: () => agent.status(), metrics: agentMetrics(control, () => agent.backend, () => agent.subnet && formatPrefix(agent.subnet)) },
+        {
+          ready: () => agent.isReady(),
+          waitingFor: () => agent.whyNotReady(),
+          status: () => agent.status(),
+          metrics: agentMetrics(control, () => agent.backend, () => agent.subnet && formatPrefix(agent.subnet), () => agent.socketDrops()),
+          reclaim: (node) => control.reclaim(node),
+        },
         join(opts.stateDir, SOCKET_NAME),
-        [
-          ...(opts.healthzPort !== undefined ? [{ host: opts.healthzIp, port: opts.healthzPort }] : []),
-          ...(opts.metricsPort !== undefined ? [{ host: opts.healthzIp, port: opts.metricsPort }] : []),
-        ],
+        tcp,
       );
-      agent.subnet = await control.lease();
+      // Nothing is programmed and no subnet.env written before this node reached its cluster: a
+      // node whose join targets never answered would otherwise serve pods nobody can reach.
+      if (!control.hasReachedCluster()) log.info({ join: control.joinStatus().targets }, "waiting to reach a join target before programming anything");
+      agent.waitingFor = "reaching a join target (weft status: join)";
+      await abortable(signal, control.reachedCluster());
+      // Asked after joining: a subnet the cluster took away meanwhile (this node was reclaimed
+      // while down) is never programmed; lease() then waits for the new one.
+      agent.waitingFor = "waiting for a subnet lease";
+      agent.subnet = await abortable(signal, control.lease());
       log.info({ subnet: formatPrefix(agent.subnet) }, "lease held");
-      await agent.startBackend();
+      agent.waitingFor = "starting the backend";
+      // Not raced with the abort: a backend half set up could not be undone; a stop waits for it.
+      await agent.serially(() => agent.startBackend());
+      abortable(signal);
       control.on("change", () => void agent.sync.kick().catch((err) => log.error({ err }, "peer sync failed")));
       agent.reconcileTimer = setInterval(() => void agent.reconcile(), opts.reconcileIntervalMs);
       return agent;
@@ -133,15 +179,61 @@ export class Agent {
 
   /** Re-reads net-conf.json; a changed Backend is swapped in (the node keeps its subnet). Reloads run one at a time. */
   reload(): Promise<void> {
-    const run = this.reloading.catch(() => undefined).then(() => this.reloadNow());
+    return this.serially(() => this.reloadNow());
+  }
+
+  /** Runs backend changes (start, reload, a lost subnet) one at a time, in order. */
+  private serially(task: () => Promise<void>): Promise<void> {
+    const run = this.reloading.catch(() => undefined).then(task);
     this.reloading = run;
     return run;
+  }
+
+  /** Called once if this node must not run (its name is taken); the CLI stops it and exits. */
+  onFatal(handler: (err: Error) => void): void {
+    this.fatalHandler = handler;
+    if (this.fatalError) handler(this.fatalError);
+  }
+
+  private fatal(err: Error): void {
+    if (this.fatalError) return;
+    this.fatalError = err;
+    this.ready = false;
+    this.log.error({ err, code: (err as { code?: string }).code ?? "AGENT_FATAL" }, "this node cannot go on running");
+    this.fatalHandler?.(err);
+  }
+
+  /** Ready: lease held, backend programmed, subnet.env written, and the cluster reached. */
+  isReady(): boolean {
+    return this.ready && this.control.hasReachedCluster();
+  }
+
+  /**
+   * The ring gave this node's subnet to another node (it was reclaimed while this node was cut
+   * off, or its state was restored from an old copy). In this order: stop using it (the backend
+   * and its routes go), take subnet.env away so the CNI plugin hands out no address of it, then,
+   * with a new subnet, write subnet.env and program the backend again. Pods already running on
+   * the old subnet keep addresses that now belong elsewhere: they must be restarted.
+   */
+  private async subnetLost(lost: string): Promise<void> {
+    if (!this.subnet || formatPrefix(this.subnet) !== lost) return;
+    this.log.error(
+      { code: "AGENT_SUBNET_LOST", subnet: lost },
+      `the cluster gave this node's subnet ${lost} to another node: stopping the backend and removing ${this.opts.subnetFile}; restart this node's pods once it has a new subnet`,
+    );
+    this.subnet = undefined;
+    await this.stopBackend();
+    await rm(this.opts.subnetFile, { force: true });
+    this.waitingFor = "a new subnet: the cluster gave this node's subnet to another node";
+    this.subnet = await this.control.lease();
+    await this.startBackend();
+    this.log.warn({ code: "AGENT_SUBNET_REPLACED", from: lost, to: formatPrefix(this.subnet) }, `now serving ${formatPrefix(this.subnet)} instead of ${lost}`);
   }
 
   private async reloadNow(): Promise<void> {
     const next = parseNetConf(await readConfig(this.opts.netConfig), this.opts.netConfig);
     if (next.Network !== this.conf.Network || next.space.fingerprint !== this.conf.space.fingerprint) {
-      throw new WeftError("CONFIG_RELOAD_NETWORK", "Network and subnet keys cannot change while running; stop every agent to change them");
+      throw new WeftError("CONFIG_NET_CONF_RELOAD_REFUSED", "Network and subnet keys cannot change while running; stop every agent to change them");
     }
     if (JSON.stringify(next.Backend) === JSON.stringify(this.conf.Backend)) return;
     const prev = this.conf;
@@ -164,6 +256,7 @@ export class Agent {
   private async stopBackend(): Promise<void> {
     const backend = this.backend;
     this.ready = false;
+    this.waitingFor = "swapping the backend";
     this.backend = undefined;
     await backend?.stop(false);
   }
@@ -180,20 +273,39 @@ export class Agent {
   }
 
   status(): unknown {
+    const settings = this.control.settings();
     return {
       node: this.opts.nodeName,
       underlay: formatIpv4(this.underlay.addr),
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
-      ready: this.ready,
+      ready: this.isReady(),
+      waitingFor: this.isReady() ? undefined : this.whyNotReady(),
+      join: this.control.joinStatus(),
       network: this.conf.Network,
       subnet: this.subnet && formatPrefix(this.subnet),
       backend: this.announcement,
       mtu: this.backend?.mtu,
       members: this.control.allMembers().map((m) => ({ name: m.name, addr: `${m.host}:${m.port}`, state: m.state, incarnation: m.incarnation })),
       peers: this.control.peers().map((p) => ({ name: p.name, subnet: formatPrefix(p.subnet), underlay: formatIpv4(p.underlay), backend: p.backend.type })),
+      /** Subnets kept for dead or departed nodes, and when they go back to the ring (weft reclaim hands them back now). */
+      reserved: this.control.reservations().map((r) => ({ ...r, reclaimAt: r.reclaimAt === null ? null : new Date(r.reclaimAt).toISOString() })),
+      settings: { ...settings, reclaimGrace: formatDuration(settings.lease.reclaimGraceMs) },
       backendCounters: this.backend?.counters(),
       dataplane: this.backend?.dataplaneCounters?.(),
+      socketDrops: this.socketDrops(),
     };
+  }
+
+  private whyNotReady(): string {
+    const lease = this.subnet ? null : this.control.leaseWaitReason();
+    return lease ? `${this.waitingFor}: ${lease}` : this.waitingFor;
+  }
+
+  /** Kernel drops on the userspace dataplane's sockets (kernel backends have none of their own). */
+  private socketDrops(): SocketDrops | undefined {
+    const b = this.conf.Backend;
+    if (!this.backend?.dataplaneCounters || (b.Type !== "wasm-vxlan" && b.Type !== "udp")) return undefined;
+    return udpSocketDrops(b.Port);
   }
 
   /** Leaves the cluster and removes what the agent made (devices too, unless keepOnExit). */
@@ -204,14 +316,46 @@ export class Agent {
     await this.backend?.stop(this.opts.keepOnExit);
     if (this.opts.ipMasq) await removeIpMasq(this.kernel).catch((err) => this.log.warn({ err }, "removing ip-masq rules failed"));
     await this.http?.close();
+    await this.lock.release();
     this.log.info({ keptDevices: this.opts.keepOnExit }, "stopped");
   }
+}
+
+/** 86400000 → "24h", 90000 → "1m30s". */
+function formatDuration(ms: number): string {
+  const units: Array<[string, number]> = [["d", 86_400_000], ["h", 3_600_000], ["m", 60_000], ["s", 1000]];
+  let left = Math.round(ms / 1000) * 1000;
+  let out = "";
+  for (const [name, size] of units) {
+    if (left >= size && !(name === "d" && left < 2 * size)) {
+      out += `${Math.floor(left / size)}${name}`;
+      left %= size;
+    }
+  }
+  return out || `${ms}ms`;
 }
 
 async function readConfig(path: string): Promise<string> {
   try {
     return await readFile(path, "utf8");
   } catch (cause) {
-    throw new WeftError("CONFIG_UNREADABLE", `cannot read the network config ${path}: ${(cause as Error).message}; pass --net-config PATH`, { cause });
+    throw new WeftError("CONFIG_NET_CONF_UNREADABLE", `cannot read the network config ${path}: ${(cause as Error).message}; pass --net-config PATH`, { cause });
   }
+}
+
+/**
+ * Throws AGENT_STOPPED once `signal` is aborted; with a promise, also rejects when the abort
+ * comes while it is pending (the caller then undoes what was done).
+ */
+function abortable(signal: AbortSignal | undefined): void;
+function abortable<T>(signal: AbortSignal | undefined, work: Promise<T>): Promise<T>;
+function abortable<T>(signal: AbortSignal | undefined, work?: Promise<T>): Promise<T> | void {
+  const stopped = () => new WeftError("AGENT_STOPPED", "stopped by a signal while starting; what was set up is removed again");
+  if (signal?.aborted) throw stopped();
+  if (!work || !signal) return work;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(stopped());
+    signal.addEventListener("abort", onAbort, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
 }

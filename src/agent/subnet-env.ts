@@ -26,7 +26,7 @@ export function parseSubnetEnv(text: string): { network: Ipv4Prefix; subnet: Ipv
   const vars = new Map(text.split("\n").filter((l) => l.includes("=")).map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]));
   const need = (k: string) => {
     const v = vars.get(k);
-    if (v === undefined) throw new WeftError("SUBNET_ENV_INVALID", `subnet.env has no ${k}`);
+    if (v === undefined) throw new WeftError("AGENT_SUBNET_ENV_INVALID", `subnet.env has no ${k}`);
     return v;
   };
   const [addr, len] = need("FLANNEL_SUBNET").split("/");

@@ -41,13 +41,14 @@ export async function chooseUnderlay(kernel: Kernel, choice: UnderlayChoice): Pr
     }
   }
   if ((choice.iface?.length ?? 0) + (choice.ifaceRegex?.length ?? 0) > 0) {
-    throw new WeftError("UNDERLAY_NOT_FOUND", `no interface with an IPv4 address matches --iface ${choice.iface?.join(",") ?? ""} --iface-regex ${choice.ifaceRegex?.join(",") ?? ""}; interfaces here: ${links.map((l) => `${l.iface} [${l.addrs.join(" ")}]`).join(", ")}`);
+    const given = [choice.iface?.length && `--iface ${choice.iface.join(",")}`, choice.ifaceRegex?.length && `--iface-regex ${choice.ifaceRegex.join(",")}`].filter(Boolean).join(" or ");
+    throw new WeftError("AGENT_UNDERLAY_NOT_FOUND", `no interface with an IPv4 address matches ${given}; interfaces here: ${links.map((l) => `${l.iface} [${l.addrs.join(" ")}]`).join(", ")}`);
   }
   const routes = await kernel.ipJson<Array<{ dev?: string; prefsrc?: string }>>(["-4", "route", "show", "default"]);
   const dev = routes.find((r) => r.dev)?.dev;
   const link = links.find((l) => l.iface === dev && l.addrs.length > 0);
   if (!link) {
-    throw new WeftError("UNDERLAY_NOT_FOUND", `no default route to choose the underlay interface from; pass --iface NAME or --iface ADDRESS (interfaces here: ${links.map((l) => l.iface).join(", ")})`);
+    throw new WeftError("AGENT_UNDERLAY_NOT_FOUND", `no default route to choose the underlay interface from; pass --iface NAME or --iface ADDRESS (interfaces here: ${links.map((l) => l.iface).join(", ")})`);
   }
   return pick(link.iface, link.addrs[0], link.mtu);
 }

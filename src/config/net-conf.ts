@@ -7,18 +7,33 @@
 // documentation says "vxlan". weft defaults to vxlan, the documented and far faster choice.
 import { z } from "zod";
 import { BACKEND_TYPES } from "../backends/backend.js";
+import { DEFAULT_BUSY_POLL_US, DEFAULT_QUEUE_DELAY_US } from "../dataplane/defaults.js";
 import { SubnetSpace } from "../control/lease/slots.js";
 import { WeftError } from "../errors.js";
-import { parsePrefix } from "../net/ipv4.js";
+import { parseIpv4, parsePrefix } from "../net/ipv4.js";
 
 const port = (dflt: number, what: string, why: string) =>
-  z.number().int().min(1).max(65535).default(dflt).describe(`UDP port of the ${what} (default ${dflt}: ${why})`);
+  z.number().int().min(1).max(65535).default(dflt).describe(`UDP port of the ${what}, 1..65535 (default ${dflt}: ${why}); not the gossip, health or metrics port`);
 const vni = (device: string) => z.number().int().min(0).max(0xffffff).default(1).describe(`VXLAN network identifier, 0..16777215 (default 1); the device is ${device}`);
-const workers = z.number().int().min(1).max(64).optional().describe("dataplane worker threads (= TUN queues = sockets); default: number of cores");
+const workers = z.number().int().min(1).max(64).optional().describe("dataplane worker threads (= TUN queues = sockets), 1..64; default: number of cores");
 const offloads = z.boolean().default(true).describe(
   "segmentation offloads (default true): TCP crosses the TUN device as 64 KB super-packets that the dataplane segments and coalesces, " +
   "and the sockets use UDP GSO/GRO. Where the kernel lacks a feature (Linux < 5.0) they turn off by themselves, with a log line, " +
   "`weft_dataplane_offloads` 0 on /metrics and the reason under `offload` in `weft status`; false turns them off. The datagrams on the wire are the same either way",
+);
+
+// Optional rather than defaulted: the defaults live with the dataplane (dataplane.ts), which also
+// serves the benchmarks and tests without a net-conf.json.
+const busyPoll = z.number().int().min(0).max(1000).optional().describe(
+  `microseconds a dataplane worker keeps polling without sleeping after it moved packets, 0..1000 (default ${DEFAULT_BUSY_POLL_US}): ` +
+  "a reply that comes within the budget costs no thread wake-up. A queue without traffic sleeps at once, so an idle agent uses no CPU for it; " +
+  "while traffic flows each worker spends up to this much per quiet spell, yielding its core to any other runnable thread",
+);
+const queueDelay = z.number().int().min(0).max(1_000_000).optional().describe(
+  `longest wait of a datagram in a dataplane socket's receive queue, microseconds (default ${DEFAULT_QUEUE_DELAY_US}; 0: no limit). ` +
+  "Once a queue has stood above it for 100 ms (full batches of late datagrams), late datagrams are dropped at its head until fresh ones come, as CoDel does, " +
+  "so latency under overload stays bounded while a thread that is merely late costs nothing; " +
+  "counted in weft_dataplane_queue_drops_total{reason=\"queue-delay\"}",
 );
 
 const vxlan = z.object({
@@ -39,6 +54,8 @@ const udp = z.object({
   Port: port(8285, "flannel udp wire format", "flannel's"),
   Workers: workers,
   Offloads: offloads,
+  BusyPollMicros: busyPoll,
+  QueueDelayMicros: queueDelay,
 }).strict();
 
 const wasmVxlan = z.object({
@@ -47,10 +64,48 @@ const wasmVxlan = z.object({
   Port: port(8472, "VXLAN socket", "where kernel vxlan peers send"),
   Workers: workers,
   Offloads: offloads,
+  BusyPollMicros: busyPoll,
+  QueueDelayMicros: queueDelay,
 }).strict();
 
 export const backendSchema = z.discriminatedUnion("Type", [vxlan, hostGw, udp, wasmVxlan]);
 export type BackendConfig = z.infer<typeof backendSchema>;
+
+function ipv4Address(v: string, ctx: z.RefinementCtx): void {
+  try {
+    parseIpv4(v);
+  } catch (e) {
+    ctx.addIssue({ code: "custom", message: (e as Error).message });
+  }
+}
+
+/** Deeper nesting than this is no net-conf.json (it has two levels) and is refused before parsing. */
+export const MAX_JSON_DEPTH = 16;
+/** How much of an offending value an error quotes. */
+const EXCERPT_CHARS = 80;
+
+/** At most EXCERPT_CHARS of a value's JSON, so a huge file never becomes a huge error line. */
+function excerpt(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length <= EXCERPT_CHARS ? text : `${text.slice(0, EXCERPT_CHARS)}… (${text.length} characters)`;
+}
+
+/** Deepest bracket nesting outside strings, counted without recursion. */
+function jsonDepth(text: string): number {
+  let depth = 0;
+  let max = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x7b || c === 0x5b) max = Math.max(max, ++depth);
+    else if (c === 0x7d || c === 0x5d) depth--;
+  }
+  return max;
+}
 
 export const netConfSchema = z.object({
   // Checked here, not only by SubnetSpace, so that the error names the key like every other one.
@@ -60,45 +115,57 @@ export const netConfSchema = z.object({
     } catch (e) {
       ctx.addIssue({ code: "custom", message: (e as Error).message });
     }
-  }).describe("the pod network as IPv4 CIDR, e.g. 10.244.0.0/16; every node leases one subnet of it"),
+  }).describe("the pod network as IPv4 CIDR, e.g. 10.244.0.0/16; every node leases one subnet of it. It must not contain the underlay address or overlap the host's other addresses and routes (checked at start)"),
   SubnetLen: z.number().int().optional().describe("prefix length of each node's subnet; default 24 (for Networks of /22 and larger), else Network + 2"),
-  SubnetMin: z.string().optional().describe("first subnet that may be leased; default: the second subnet (flannel skips the first)"),
-  SubnetMax: z.string().optional().describe("last subnet that may be leased; default: the last subnet of the Network"),
-  EnableIPv4: z.boolean().default(true).describe("must be true (or absent): weft leases IPv4 subnets only"),
+  SubnetMin: z.string().superRefine(ipv4Address).optional().describe("first subnet that may be leased (its IPv4 network address); default: the second subnet (flannel skips the first)"),
+  SubnetMax: z.string().superRefine(ipv4Address).optional().describe("last subnet that may be leased (its IPv4 network address); default: the last subnet of the Network"),
+  EnableIPv4: z.boolean().default(true).describe("lease IPv4 subnets (default true); at least one address family must be enabled"),
   EnableIPv6: z.literal(false).optional().describe("IPv6 networks are not supported yet; leave it out or false"),
   Backend: backendSchema.default({ Type: "vxlan", VNI: 1, Port: 8472, DirectRouting: false, GBP: false }).describe("how pod traffic crosses hosts: Type is one of " + BACKEND_TYPES.join(", ") + " (default vxlan)"),
-}).strict();
+}).strict().superRefine((c, ctx) => {
+  // Written as "at least one family" so that it stays true once IPv6 networks are supported.
+  if (!c.EnableIPv4 && !c.EnableIPv6) ctx.addIssue({ code: "custom", path: ["EnableIPv4"], message: "at least one address family must be enabled, and weft carries IPv4: set EnableIPv4 to true or leave it out" });
+});
 
 export type NetConf = z.infer<typeof netConfSchema> & { readonly space: SubnetSpace };
 
 /**
- * Parses and checks net-conf.json text. Throws one WeftError (code CONFIG_INVALID) that names the
+ * Parses and checks net-conf.json text. Throws one WeftError (code CONFIG_NET_CONF_INVALID, or CONFIG_NET_CONF_NOT_JSON) that names the
  * key, the value found and what is allowed — before anything in the kernel is touched.
  */
 export function parseNetConf(text: string, source = "net-conf.json"): NetConf {
   let raw: unknown;
+  const depth = jsonDepth(text);
+  if (depth > MAX_JSON_DEPTH) {
+    throw new WeftError("CONFIG_NET_CONF_INVALID", `${source}: values nested ${depth} levels deep; net-conf.json has at most 2 (Backend inside the top level), and more than ${MAX_JSON_DEPTH} is refused`);
+  }
   try {
     raw = JSON.parse(text);
   } catch (cause) {
-    throw new WeftError("CONFIG_INVALID", `${source} is not valid JSON: ${(cause as Error).message}`, { cause });
+    throw new WeftError("CONFIG_NET_CONF_NOT_JSON", `${source} is not valid JSON: ${(cause as Error).message}`, { cause });
   }
   const backendType = (raw as { Backend?: { Type?: unknown } } | null)?.Backend?.Type;
   if (backendType !== undefined && !(BACKEND_TYPES as readonly unknown[]).includes(backendType)) {
-    throw new WeftError("CONFIG_INVALID", `${source}: Backend.Type is ${JSON.stringify(backendType)}; valid types are ${BACKEND_TYPES.join(", ")}`);
+    throw new WeftError("CONFIG_NET_CONF_INVALID", `${source}: Backend.Type is ${excerpt(backendType)}; valid types are ${BACKEND_TYPES.join(", ")}`);
   }
   const parsed = netConfSchema.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     const key = issue.path.join(".") || "(top level)";
     const value = issue.path.reduce<unknown>((v, k) => (v as Record<string | number, unknown> | undefined)?.[k as string], raw);
-    const detail = issue.code === "unrecognized_keys" ? `unknown key(s) ${issue.keys.join(", ")}; allowed here: ${allowedKeys(issue.path, raw)}` : issue.message;
-    throw new WeftError("CONFIG_INVALID", `${source}: ${key} = ${JSON.stringify(value)}: ${detail}`);
+    if (issue.code === "unrecognized_keys") {
+      const where = issue.path.length === 0 ? "" : `${key}: `;
+      const more = issue.keys.length > 5 ? ` and ${issue.keys.length - 5} more` : "";
+      const keys = issue.keys.slice(0, 5).map((k) => (/^\w{1,40}$/.test(k) ? k : excerpt(k))).join(", ") + more;
+      throw new WeftError("CONFIG_NET_CONF_INVALID", `${source}: ${where}unknown key(s) ${keys}; allowed here: ${allowedKeys(issue.path, raw)}`);
+    }
+    throw new WeftError("CONFIG_NET_CONF_INVALID", `${source}: ${key} = ${excerpt(value)}: ${issue.message}`);
   }
   try {
     const space = SubnetSpace.fromConfig(parsed.data);
     return { ...parsed.data, space };
   } catch (cause) {
-    throw new WeftError("CONFIG_INVALID", `${source}: ${(cause as Error).message}`, { cause });
+    throw new WeftError("CONFIG_NET_CONF_INVALID", `${source}: ${(cause as Error).message}`, { cause });
   }
 }
 

@@ -65,7 +65,8 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
   });
 
   it("answers /healthz at once and /readyz with 503 until the lease is held, then 200", async () => {
-    agents.start(a1, ["--ip-masq", "--healthz-port", String(HEALTHZ_PORT), "--metrics-port", String(METRICS_PORT)]);
+    // /metrics is on loopback unless asked for: ask for the underlay address, as for a remote scraper.
+    agents.start(a1, ["--ip-masq", "--healthz-port", String(HEALTHZ_PORT), "--metrics-port", String(METRICS_PORT), "--metrics-ip", formatIpv4(a1.host.underlayAddr)]);
     agents.start(a2);
     agents.start(a3);
     for (const a of all) {
@@ -97,6 +98,9 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
       const s = await converged(a, "vxlan");
       expect(s.members.map((m) => `${m.name} ${m.state}`).sort()).toEqual(["host1 alive", "host2 alive", "host3 alive"]);
     }
+    // A clean start says nothing at error level (the control plane once logged a contained
+    // ReferenceError on every start).
+    for (const a of all) expect(await agents.errorLines(a), a.host.name).toEqual([]);
   });
 
   it("writes subnet.env as flannel does, byte for byte", async () => {

@@ -1,11 +1,11 @@
 // The wire format: AES-256-GCM keyring frames and the msgpack envelope codec. Anything that is not
 // an authentic, well-formed frame is refused with a reason and never throws.
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { GossipError } from "../../src/control/gossip/errors.js";
+import { WeftError } from "../../src/errors.js";
 import { FRAME_OVERHEAD, generateKey, Keyring, type FrameKind } from "../../src/control/gossip/keyring.js";
 import {
   buildEnvelope, encodeMessage, EnvelopeDecoder, envelopeHeader, kindOfEncoded, MESSAGE_KINDS, type Message,
@@ -18,7 +18,7 @@ const codeOf = (f: () => unknown): string | undefined => {
   try {
     f();
   } catch (e) {
-    return (e as GossipError).code;
+    return (e as WeftError).code;
   }
   return undefined;
 };
@@ -98,9 +98,9 @@ describe("Keyring", () => {
   it("explains misuse with codes", () => {
     const ring = new Keyring(k1, [k2]);
     expect(ring.keys()).toEqual([k1, k2]);
-    expect(codeOf(() => ring.use(generateKey()))).toBe("KEY_UNKNOWN");
-    expect(codeOf(() => ring.remove(k1))).toBe("KEY_IN_USE");
-    expect(codeOf(() => new Keyring(new Uint8Array(16)))).toBe("KEY_INVALID");
+    expect(codeOf(() => ring.use(generateKey()))).toBe("GOSSIP_KEY_UNKNOWN");
+    expect(codeOf(() => ring.remove(k1))).toBe("GOSSIP_KEY_IN_USE");
+    expect(codeOf(() => new Keyring(new Uint8Array(16)))).toBe("GOSSIP_KEY_INVALID");
     ring.remove(generateKey()); // removing an absent key is a no-op
     expect(ring.keys()).toHaveLength(2);
   });
@@ -108,11 +108,22 @@ describe("Keyring", () => {
   it("loads a key file (base64, primary first, comments allowed) and refuses a bad one", async () => {
     const dir = mkdtempSync(join(tmpdir(), "weft-keys-"));
     const good = join(dir, "good");
-    writeFileSync(good, `# cluster key\n${Buffer.from(k2).toString("base64")}\n\n${Buffer.from(k1).toString("base64")}\n`);
+    writeFileSync(good, `# cluster key\n${Buffer.from(k2).toString("base64")}\n\n${Buffer.from(k1).toString("base64")}\n`, { mode: 0o600 });
     expect((await Keyring.fromKeyFile(good)).keys()).toEqual([k2, k1]);
     const bad = join(dir, "bad");
-    writeFileSync(bad, "bm90IGEga2V5\n");
-    await expect(Keyring.fromKeyFile(bad)).rejects.toMatchObject({ code: "KEY_FILE_INVALID" });
+    writeFileSync(bad, "bm90IGEga2V5\n", { mode: 0o600 });
+    await expect(Keyring.fromKeyFile(bad)).rejects.toMatchObject({ code: "GOSSIP_KEY_FILE_INVALID" });
+    // As ssh: a key file group or others can read is refused, with the chmod to run.
+    for (const mode of [0o640, 0o604, 0o644]) {
+      chmodSync(good, mode);
+      await expect(Keyring.fromKeyFile(good)).rejects.toMatchObject({
+        code: "GOSSIP_KEY_FILE_EXPOSED",
+        message: expect.stringContaining(`mode 0${mode.toString(8)}): run \`chmod 600 ${good}\``),
+      });
+    }
+    // A directory, or nothing at all, is named with its path.
+    await expect(Keyring.fromKeyFile(dir)).rejects.toMatchObject({ code: "GOSSIP_KEY_FILE_UNREADABLE", message: expect.stringContaining(`key file ${dir}: it is a directory`) });
+    await expect(Keyring.fromKeyFile(join(dir, "none"))).rejects.toMatchObject({ code: "GOSSIP_KEY_FILE_UNREADABLE", message: expect.stringContaining(join(dir, "none")) });
   });
 });
 

@@ -1,10 +1,11 @@
 // Test doubles for the lease tests: a virtual clock, seeded randomness, a recording logger, an
 // in-memory state store, and a small message bus standing in for gossip membership (members,
 // reliable sends, piggybacked broadcasts, push-pull) with delay, loss, duplication, partitions,
-// crashes and restarts. Deterministic for a given seed. (The gossip simulator in test/control/sim
-// will later run the same properties with real membership.)
-import { SubnetLeases, type LeaseLogger, type MembershipPort, type SubnetLeasesOptions } from "../../src/control/lease/allocator.js";
-import { LeaseDelegate } from "../../src/control/lease/delegate.js";
+// crashes and restarts. Deterministic for a given seed. Nodes are built by the agent's own
+// createLeaseLayer, so they run with the production defaults unless a test says otherwise.
+import { createLeaseLayer } from "../../src/control/control-plane.js";
+import type { LeaseLogger, LeaseTimings, MembershipPort, SubnetLeases } from "../../src/control/lease/allocator.js";
+import type { LeaseDelegate } from "../../src/control/lease/delegate.js";
 import type { SubnetSpace } from "../../src/control/lease/slots.js";
 import type { LeaseStateStore, PersistedLeaseState } from "../../src/control/lease/store.js";
 import type { NodeView } from "../../src/control/gossip/delegate.js";
@@ -116,6 +117,9 @@ export interface BusOptions {
 
 export const DEFAULT_BUS: BusOptions = { seed: 1, loss: 0, duplicate: 0, minDelayMs: 1, maxDelayMs: 50, gossipEveryMs: 200, pushPullEveryMs: 3_000 };
 
+/** A node's seed list (none: it learns the ring from peers) and timings other than the defaults. */
+export type SimNodeOptions = { seeds?: readonly string[] } & Partial<LeaseTimings>;
+
 /** One simulated node: its lease layer, delegate, store (kept across restarts) and membership port. */
 export class SimNode implements MembershipPort {
   up = false;
@@ -129,7 +133,7 @@ export class SimNode implements MembershipPort {
   constructor(
     readonly bus: Bus,
     readonly name: string,
-    readonly extra: Partial<SubnetLeasesOptions>,
+    readonly extra: SimNodeOptions,
   ) {}
 
   localNode(): { name: string } {
@@ -165,7 +169,7 @@ export class Bus {
     this.random = new SeededRandom(o.seed);
   }
 
-  add(name: string, extra: Partial<SubnetLeasesOptions> = {}): SimNode {
+  add(name: string, extra: SimNodeOptions = {}): SimNode {
     const node = new SimNode(this, name, extra);
     this.nodes.set(name, node);
     this.group.set(name, 0);
@@ -176,17 +180,12 @@ export class Bus {
   async start(node: SimNode): Promise<void> {
     node.life++;
     node.up = true;
-    node.leases = new SubnetLeases({
-      space: this.space,
-      membership: node,
-      store: node.store,
-      clock: this.clock,
-      random: new SeededRandom(this.o.seed * 31 + node.life * 7 + node.name.length),
-      log: node.log,
-      bootstrapQuietMs: 2_000,
-      ...node.extra,
-    });
-    node.delegate = new LeaseDelegate(node.leases, node, node.log);
+    const { seeds, ...timings } = node.extra;
+    // A short bootstrap wait keeps simulated cold starts brief; every other timing is production's.
+    ({ leases: node.leases, delegate: node.delegate } = createLeaseLayer(
+      { space: this.space, seeds: seeds ?? [], lease: { bootstrapQuietMs: 2_000, ...timings } },
+      { membership: node, store: node.store, clock: this.clock, random: new SeededRandom(this.o.seed * 31 + node.life * 7 + node.name.length), log: node.log },
+    ));
     await node.leases.start();
     const life = node.life;
     const every = (ms: number, fn: () => void): void => {

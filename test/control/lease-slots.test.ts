@@ -44,7 +44,7 @@ describe("SubnetSpace (flannel's Network/SubnetLen/SubnetMin/SubnetMax)", () => 
     for (const config of bad) {
       expect(() => SubnetSpace.fromConfig(config), JSON.stringify(config)).toThrow(expect.objectContaining({ code: "LEASE_BAD_NETWORK_CONFIG" }));
     }
-    expect(() => SubnetSpace.fromConfig({ Network: "198.19.0.1/16" })).toThrow(expect.objectContaining({ code: "BAD_PREFIX" }));
+    expect(() => SubnetSpace.fromConfig({ Network: "198.19.0.1/16" })).toThrow(expect.objectContaining({ code: "NET_BAD_PREFIX" }));
   });
 
   it("fingerprints the resolved config, so nodes with different configs can tell", () => {

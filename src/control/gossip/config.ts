@@ -2,8 +2,9 @@
 // DefaultLocalConfig and DefaultWANConfig. Timing values follow memberlist, except where the LAN
 // profile says otherwise (measured with bench:gossip, see ARCHITECTURE.md); the tombstone,
 // reconnect and size settings are weft's own (memberlist has no tombstone retention).
+import { withDefaults } from "../options.js";
 import type { Addr } from "../runtime.js";
-import { GossipError } from "./errors.js";
+import { WeftError } from "../../errors.js";
 
 export interface MemberlistConfig {
   /** Unique node name; the cluster identifies a node by it (and its record by name + incarnation). */
@@ -129,7 +130,7 @@ export function makeConfig(
   overrides: Partial<MemberlistConfig> = {},
 ): MemberlistConfig {
   const base = typeof profile === "string" ? profiles[profile] : profile;
-  return validateConfig({ ...base, name, ...overrides });
+  return validateConfig(withDefaults({ ...base, name } as MemberlistConfig, overrides));
 }
 
 /** Largest node name, in UTF-8 bytes. */
@@ -137,7 +138,7 @@ export const MAX_NAME_BYTES = 128;
 
 export function validateConfig(c: MemberlistConfig): MemberlistConfig {
   const bad = (field: string, why: string): never => {
-    throw new GossipError("CONFIG_INVALID", `${field} ${why}; fix the gossip configuration`);
+    throw new WeftError("GOSSIP_CONFIG_INVALID", `${field} ${why}; fix the gossip configuration`);
   };
   const nameBytes = Buffer.byteLength(c.name, "utf8");
   if (nameBytes === 0 || nameBytes > MAX_NAME_BYTES) bad("name", `must be 1..${MAX_NAME_BYTES} bytes`);

@@ -8,7 +8,7 @@ import { Awareness } from "./awareness.js";
 import { retransmitLimit, TransmitLimitedQueue } from "./broadcast.js";
 import { validateConfig, type MemberlistConfig } from "./config.js";
 import type { Delegate, EventDelegate, NodeView } from "./delegate.js";
-import { GossipError } from "./errors.js";
+import { WeftError } from "../../errors.js";
 import type { Keyring } from "./keyring.js";
 import { encodeMessage, framedSize, type Envelope, type Message } from "./messages.js";
 import { BROADCAST_OVERHEAD, Wire, type Request } from "./net.js";
@@ -108,13 +108,19 @@ export class Memberlist {
     this.every(this.config.reconnectIntervalMs, () => this.reconnect());
   }
 
-  /** Push-pull with each seed (join = true); resolves to how many answered (0: none, retry later). */
+  /**
+   * Push-pull with each seed (join = true); resolves to how many answered (0: none, retry later).
+   * Rejects with GOSSIP_NAME_CONFLICT when a seed knows a live member of this node's name at another
+   * address: the name is taken, and this node must not take part (memberlist refuses it too).
+   */
   async join(seeds: readonly Addr[]): Promise<number> {
     this.assertRunning();
     const results = await Promise.allSettled(seeds.map((seed) => this.pushPull(seed, true)));
     for (const [i, r] of results.entries()) {
-      if (r.status === "rejected") this.logger.warn({ seed: seeds[i], err: r.reason }, "join: seed did not answer");
+      if (r.status === "rejected") this.logger.debug({ seed: seeds[i], err: r.reason }, "join: seed did not answer");
     }
+    const conflict = results.find((r) => r.status === "rejected" && (r.reason as { code?: string }).code === "GOSSIP_NAME_CONFLICT");
+    if (conflict) throw (conflict as PromiseRejectedResult).reason;
     return results.filter((r) => r.status === "fulfilled").length;
   }
 
@@ -177,7 +183,7 @@ export class Memberlist {
   async sendReliable(name: string, msg: Uint8Array): Promise<void> {
     this.assertRunning();
     const reply = await this.wire.request(this.addressOf(name), { kind: "user", payload: msg }, this.config.tcpTimeoutMs);
-    if (reply.message.kind !== "ack") throw new GossipError("BAD_RESPONSE", `${name} answered ${reply.message.kind} to a reliable message`);
+    if (reply.message.kind !== "ack") throw new WeftError("GOSSIP_BAD_RESPONSE", `${name} answered ${reply.message.kind} to a reliable message`);
   }
 
   /** A copy of the counters, as a plain object. */
@@ -192,18 +198,18 @@ export class Memberlist {
 
   private addressOf(name: string): Addr {
     const rec = this.membership.get(name);
-    if (!rec) throw new GossipError("NODE_UNKNOWN", `no member named ${name}; check members()`);
+    if (!rec) throw new WeftError("GOSSIP_NODE_UNKNOWN", `no member named ${name}; check members()`);
     return { host: rec.host, port: rec.port };
   }
 
   private assertRunning(): void {
-    if (!this.running) throw new GossipError("NOT_RUNNING", "this memberlist was shut down; create a new one");
+    if (!this.running) throw new WeftError("GOSSIP_NOT_RUNNING", "this memberlist was shut down; create a new one");
   }
 
   private readMeta(): Uint8Array {
     const meta = this.delegate?.nodeMeta(this.config.maxMetaBytes) ?? EMPTY;
     if (meta.length > this.config.maxMetaBytes) {
-      throw new GossipError("META_TOO_BIG", `node meta is ${meta.length} bytes, over maxMetaBytes ${this.config.maxMetaBytes}`);
+      throw new WeftError("GOSSIP_META_TOO_BIG", `node meta is ${meta.length} bytes, over maxMetaBytes ${this.config.maxMetaBytes}`);
     }
     return meta;
   }
@@ -270,8 +276,19 @@ export class Memberlist {
 
   private async pushPull(peer: Addr, join: boolean): Promise<void> {
     const reply = await this.wire.request(peer, this.pushPullMessage(join), this.config.tcpTimeoutMs);
-    if (reply.message.kind !== "pushPull") throw new GossipError("BAD_RESPONSE", `push-pull answered with ${reply.message.kind}`);
+    if (reply.message.kind !== "pushPull") throw new WeftError("GOSSIP_BAD_RESPONSE", `push-pull answered with ${reply.message.kind}`);
     if (!this.running) return;
+    if (join) {
+      const me = this.membership.local();
+      const other = reply.message.nodes.find((n) => n.name === me.name && isLive(n.state) && (n.host !== me.host || n.port !== me.port));
+      if (other) {
+        this.stats.protocol.nameConflicts++;
+        throw new WeftError(
+          "GOSSIP_NAME_CONFLICT",
+          `the node name ${me.name} is already used by a live node at ${other.host}:${other.port} (this node is ${me.host}:${me.port}); give every node a unique name (--node-name)`,
+        );
+      }
+    }
     this.membership.mergeRemote(reply.message.nodes, reply.sender);
     this.mergeUserState(reply.message.userState, join);
     if (join) this.scheduleJoinSync();
@@ -345,6 +362,15 @@ export class Memberlist {
       case "pushPull": {
         // Answer with our state as it was before the merge (no point echoing the peer's back).
         const reply = this.pushPullMessage(m.join);
+        // A sender using the name of a live member at another address learns of it from our reply
+        // and stops; nothing it says is taken in meanwhile (its lease ring least of all).
+        const own = m.nodes.find((n) => n.name === sender);
+        const known = this.membership.get(sender);
+        if (own && known && isLive(known.state) && (known.host !== own.host || known.port !== own.port)) {
+          this.stats.protocol.nameConflicts++;
+          this.logger.warn({ node: sender, known: `${known.host}:${known.port}`, claimed: `${own.host}:${own.port}` }, "refused push-pull from a second node using a live member's name");
+          return reply;
+        }
         this.membership.mergeRemote(m.nodes, sender);
         this.mergeUserState(m.userState, m.join);
         return reply;
@@ -356,7 +382,7 @@ export class Memberlist {
         return { kind: "ack", seq: 0 };
       default:
         this.stats.dropped.unexpected++;
-        throw new GossipError("FRAME_REFUSED", `${m.kind} is not a stream request`);
+        throw new WeftError("GOSSIP_FRAME_REFUSED", `${m.kind} is not a stream request`);
     }
   }
 

@@ -1,7 +1,7 @@
 // Leasing on top of gossip membership: the memberlist Delegate / EventDelegate adapter. It turns
 // bytes into lease messages and back, queues the lease layer's broadcasts for piggybacking
 // (gossip's TransmitLimitedQueue: about RetransmitMult x log10(N+1) sends each, newest first),
-// serves the full ring for push-pull, and puts this node's subnet in its membership record.
+// serves the full ring for push-pull (the control plane puts the subnet in the node record).
 // Malformed or foreign messages are counted and dropped, never thrown.
 import { decode, encode } from "@msgpack/msgpack";
 import { retransmitLimit, TransmitLimitedQueue } from "../gossip/broadcast.js";
@@ -19,7 +19,8 @@ export interface LeaseDelegateOptions {
   readonly maxBroadcastBytes?: number;
 }
 
-export class LeaseDelegate implements Delegate, EventDelegate {
+/** Everything of memberlist's Delegate but the node record, which the control plane composes. */
+export class LeaseDelegate implements Omit<Delegate, "nodeMeta">, EventDelegate {
   /** Messages dropped as malformed, oversized or from a differently configured network. */
   droppedMessages = 0;
   private readonly queue: TransmitLimitedQueue;
@@ -35,15 +36,6 @@ export class LeaseDelegate implements Delegate, EventDelegate {
     this.queue = new TransmitLimitedQueue(() => retransmitLimit(mult, membership.members().length), options.maxQueued ?? 256);
     this.maxBroadcastBytes = options.maxBroadcastBytes ?? 512;
     leases.on("announce", (msg) => this.enqueue(msg));
-  }
-
-  nodeMeta(limit: number): Uint8Array {
-    const meta = encodeLeaseMeta(this.leases.currentLease()?.subnet ?? null);
-    if (meta.length > limit) {
-      this.log.error({ code: "LEASE_META_TOO_BIG", bytes: meta.length, limit }, "the lease part of the node record does not fit; the subnet is not announced in it");
-      return new Uint8Array(0);
-    }
-    return meta;
   }
 
   notifyMsg(from: string, msg: Uint8Array): void {

@@ -18,12 +18,16 @@
 //     version + 1. Exactly one node is heir in a settled view, so heirs never compete. It is
 //     safe only if the dead node is really gone and its last changes have spread (see
 //     allocator.ts for when reclaim runs).
+//  5. Two histories (the same version with different states: a node reclaimed while alive, a
+//     state dir restored from an old copy) are settled by the nodes they name, never by a
+//     bystander: each picks the same winner (forkWinner) and writes it at version + 1, which
+//     then spreads by rule 2, so every view agrees again (allocator.ts, resolveForks).
 //
 // The first owners come from a fixed seed list: every node divides the slots among the sorted
 // seed names at version 1, so all seeded nodes start from the same ring and nobody claims
 // anything optimistically. A node without a seed list starts from an unknown ring (version 0
 // everywhere) and adopts the seeds and ownership it learns from peers.
-import { WeftError } from "../../errors.js";
+import { type LeaseErrorCode, WeftError } from "../../errors.js";
 
 export interface SlotState {
   /** null while the slot is unknown (version 0: this node has not learnt the ring yet). */
@@ -248,6 +252,15 @@ export class Ring {
     return this.runsOf(taken);
   }
 
+  /** Rule 5: `slot` forked at `version`; write the winner's state at version + 1 (if this view is
+   *  still at that version). Returns the changed runs. */
+  settleFork(slot: number, version: number, winner: SlotState): RingRun[] {
+    this.checkSpan({ start: slot, count: 1 });
+    if (this.versions[slot] !== version || winner.owner === null) return [];
+    this.write(slot, winner.owner, version + 1, winner.leased);
+    return this.runsOf([slot]);
+  }
+
   /** Merges a remote (full or partial) state by rule 2. Nothing changes unless ok is true. */
   merge(remote: RingState): MergeResult {
     if (remote.seeds !== null && this.seedList !== null && !sameList(remote.seeds, this.seedList)) {
@@ -359,6 +372,13 @@ export class Ring {
   }
 }
 
+/** Of two states of one slot at the same version, the one every node keeps (rule 5): a leased slot
+ *  before a free one (a running node keeps its subnet), then the smaller owner name. */
+export function forkWinner(a: SlotState, b: SlotState): SlotState {
+  if (a.leased !== b.leased) return a.leased ? a : b;
+  return (a.owner ?? "") <= (b.owner ?? "") ? a : b;
+}
+
 function sortedSeeds(seeds: readonly string[]): string[] {
   const sorted = [...new Set(seeds)].sort();
   if (sorted.length === 0 || sorted.some((s) => s.length === 0)) {
@@ -380,6 +400,6 @@ function sameList(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
-function refused(code: string, message: string): MergeResult {
+function refused(code: LeaseErrorCode, message: string): MergeResult {
   return { ok: false, conflicts: [], error: new WeftError(code, `refused a peer's ring: ${message}`) };
 }
