@@ -85,8 +85,9 @@ describe("membership precedence", () => {
     const { m, sched, events, counters } = setup();
     m.alive("b", 5);
     m.suspect("b", 5);
-    // 2 live members: k = 0, timeout = min = 4 × 1 × 1 s, the last probe (1 s) included.
-    await sched.runFor(3999);
+    // 2 live members: nobody else can confirm, so the timeout is the maximum, 6 × 4 × 1 × 1 s,
+    // the last probe (1 s) included.
+    await sched.runFor(23_999);
     expect(m.state("b")).toBe("suspect@5");
     await sched.runFor(2);
     expect(m.state("b")).toBe("dead@5");
@@ -99,11 +100,11 @@ describe("membership precedence", () => {
     const { m, sched, counters, lastChecks } = setup(() => alive);
     m.alive("b", 5);
     m.suspect("b", 5);
-    await sched.runFor(4001);
+    await sched.runFor(24_001);
     expect(m.state("b")).toBe("suspect@5");
     expect([lastChecks(), counters.protocol.lastChecksAnswered]).toEqual([1, 1]);
     alive = false; // it stops answering: the next expiry ends it
-    await sched.runFor(4001);
+    await sched.runFor(24_001);
     expect(m.state("b")).toBe("dead@5");
     expect(counters.protocol.deathsDeclared).toBe(1);
   });

@@ -48,9 +48,11 @@ describe("Lifeguard suspicion", () => {
   it("scales bounds with log10 N and wants the configured confirmations", () => {
     expect(suspicionBounds(4, 6, 2, 1000, 1000)).toEqual({ minMs: 12_000, maxMs: 72_000, k: 2 });
     expect(suspicionBounds(4, 6, 2, 5, 1000)).toEqual({ minMs: 4000, maxMs: 24_000, k: 2 });
-    // Too few members to confirm: k = 0 and the timer starts at the minimum.
+    // Too few members to confirm: k = 0 and the timer runs the maximum.
     expect(suspicionBounds(4, 6, 2, 3, 1000).k).toBe(0);
-    expect(suspicionTimeout(0, suspicionBounds(4, 6, 2, 3, 1000))).toBe(4000);
+    expect(suspicionTimeout(0, suspicionBounds(4, 6, 2, 3, 1000))).toBe(24_000);
+    // No confirmations asked for: the minimum from the start.
+    expect(suspicionTimeout(0, suspicionBounds(4, 6, 0, 1000, 1000))).toBe(12_000);
   });
 
   it("shortens from max to min on a log scale as confirmations arrive", () => {
