@@ -127,7 +127,10 @@ export type LabErrorCode =
   | "LAB_IPERF_SERVER_EXITED"
   | "LAB_TRAFFIC_TOOL_MISSING"
   | "LAB_TRAFFIC_TOOL_FAILED"
-  | "LAB_POD_NO_ADDRESS";
+  | "LAB_POD_NO_ADDRESS"
+  | "LAB_CHAOS_BAD_LOSS"
+  | "LAB_CHAOS_SLOW_CONNECT"
+  | "LAB_CHAOS_SLOW_EXITED";
 
 /**
  * The CNI plugin and the runtime that runs plugins (src/cni): one per CNI spec error code, whose

@@ -48,6 +48,9 @@ export interface AgentOptions {
   reconcileIntervalMs: number;
 }
 
+/** The phase whose reason the lease layer knows (its last wait or failure). */
+const WAITING_FOR_LEASE = "waiting for a subnet lease";
+
 /** net-conf.json's Backend keys as the backends take them. */
 function backendOptions(b: BackendConfig): BackendOptions {
   switch (b.Type) {
@@ -143,7 +146,7 @@ export class Agent {
       await abortable(signal, control.reachedCluster());
       // Asked after joining: a subnet the cluster took away meanwhile (this node was reclaimed
       // while down) is never programmed; lease() then waits for the new one.
-      agent.waitingFor = "waiting for a subnet lease";
+      agent.waitingFor = WAITING_FOR_LEASE;
       agent.subnet = await abortable(signal, control.lease());
       log.info({ subnet: formatPrefix(agent.subnet) }, "lease held");
       agent.waitingFor = "starting the backend";
@@ -297,7 +300,7 @@ export class Agent {
   }
 
   private whyNotReady(): string {
-    const lease = this.subnet ? null : this.control.leaseWaitReason();
+    const lease = this.waitingFor === WAITING_FOR_LEASE ? this.control.leaseWaitReason() : null;
     return lease ? `${this.waitingFor}: ${lease}` : this.waitingFor;
   }
 

@@ -70,7 +70,7 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
     ["a Network that is no prefix", { Network: "198.19.0.0/33" }, [], /\[CONFIG_NET_CONF_INVALID\] \S+: Network = "198\.19\.0\.0\/33": .*not an IPv4 prefix \(expected address\/length/],
     ["a Network with host bits set", { Network: "198.19.1.0/16" }, [], /: Network = "198\.19\.1\.0\/16": .*host bits set; did you mean 198\.19\.0\.0\/16\?$/],
     ["an unknown top-level key", { Network: NETWORK, Backnd: { Type: "udp" } }, [], /net-conf\.json: unknown key\(s\) Backnd; allowed here: Network, SubnetLen, SubnetMin, SubnetMax, EnableIPv4, EnableIPv6, Backend$/],
-    ["a key the backend does not have", { Network: NETWORK, Backend: { Type: "udp", VNI: 2 } }, [], /: Backend: unknown key\(s\) VNI; allowed here: Type, Port, Workers, Offloads \(Backend\.Type udp\)$/],
+    ["a key the backend does not have", { Network: NETWORK, Backend: { Type: "udp", VNI: 2 } }, [], /: Backend: unknown key\(s\) VNI; allowed here: Type, Port, Workers, Offloads, BusyPollMicros, QueueDelayMicros \(Backend\.Type udp\)$/],
     ["a value out of range", { Network: NETWORK, Backend: { Type: "vxlan", VNI: 16777216 } }, [], /: Backend\.VNI = 16777216: .*16777215/],
     ["text that is not JSON", "{ Network: ", [], /^weft: \[CONFIG_NET_CONF_NOT_JSON\] \S+net-conf\.json is not valid JSON: /],
     ["an unknown key in a 10 MB file", { Network: NETWORK, Junk: "x".repeat(10_000_000) }, [], /^weft: \[CONFIG_NET_CONF_INVALID\] \S+: unknown key\(s\) Junk; allowed here: Network, SubnetLen, SubnetMin, SubnetMax, EnableIPv4, EnableIPv6, Backend$/],

@@ -98,7 +98,12 @@ describe.skipIf(!canUseNetns() || !haveTools())("a real container through contai
       const result = await rt.add(att);
       const addr = result.ips![0].address;
       const target = formatIpv4(h2.pods[0].addr);
-      const { stdout } = await ctr("run", "--rm", "--with-ns", `network:${ns.path}`, "weft.local/busybox:1", "c1", "sh", "-c", `ip -4 addr show eth0; ping -c 3 -W 2 ${target}`);
+      // The peer's route follows its lease by up to one programming round: wait for it from the
+      // pod's namespace before the container starts in it.
+      for (let t = 0; t < 30 && !(await ns.exec(["ping", "-c", "1", "-W", "1", target]).then(() => true, () => false)); t++);
+      const { stdout } = await ctr("run", "--rm", "--with-ns", `network:${ns.path}`, "weft.local/busybox:1", "c1", "sh", "-c", `ip -4 addr show eth0; ping -c 3 -W 2 ${target}`).catch((e: { stdout?: string; stderr?: string }) => {
+        throw new Error(`ctr run failed:\n${e.stdout ?? ""}${e.stderr ?? ""}`);
+      });
       expect(stdout).toContain(`inet ${addr}`);
       expect(stdout).toMatch(/mtu 1450/);
       expect(stdout).toContain("3 packets transmitted, 3 packets received");

@@ -261,6 +261,11 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     return this.opts.space;
   }
 
+  /** Resolves once the work queued so far is done (e.g. merging the ring a join brought in). */
+  settled(): Promise<void> {
+    return this.queue;
+  }
+
   /** This node's subnet, or null while it has none. */
   currentLease(): Lease | null {
     return this.current;
