@@ -22,7 +22,8 @@ const MY_INCARNATION = 100;
 function setup(answers: () => boolean = () => false) {
   const sched = new Scheduler();
   const clock = new SimNetwork(sched, new SeededRandom(1)).host({ host: "198.18.0.1", port: 7946 }).clock;
-  const config = makeConfig("lan", "me");
+  // memberlist's suspicion multiplier, so the timings below read as its formula (4 × log N s).
+  const config = makeConfig("lan", "me", { suspicionMult: 4 });
   const events: string[] = [];
   const record = (what: string) => (v: NodeView) => events.push(`${what} ${v.name} ${v.state}@${v.incarnation}`);
   const queue = new TransmitLimitedQueue(() => 4, 100);
@@ -84,8 +85,9 @@ describe("membership precedence", () => {
     const { m, sched, events, counters } = setup();
     m.alive("b", 5);
     m.suspect("b", 5);
-    // 2 live members: k = 0, timeout = min = 4 × 1 × 1 s, the last probe (1 s) included.
-    await sched.runFor(3999);
+    // 2 live members: nobody else can confirm, so the timeout is the maximum, 6 × 4 × 1 × 1 s,
+    // the last probe (1 s) included.
+    await sched.runFor(23_999);
     expect(m.state("b")).toBe("suspect@5");
     await sched.runFor(2);
     expect(m.state("b")).toBe("dead@5");
@@ -98,13 +100,28 @@ describe("membership precedence", () => {
     const { m, sched, counters, lastChecks } = setup(() => alive);
     m.alive("b", 5);
     m.suspect("b", 5);
-    await sched.runFor(4001);
+    await sched.runFor(24_001);
     expect(m.state("b")).toBe("suspect@5");
     expect([lastChecks(), counters.protocol.lastChecksAnswered]).toEqual([1, 1]);
     alive = false; // it stops answering: the next expiry ends it
-    await sched.runFor(4001);
+    await sched.runFor(24_001);
     expect(m.state("b")).toBe("dead@5");
     expect(counters.protocol.deathsDeclared).toBe(1);
+  });
+
+  it("a failed probe of a member already suspected confirms the suspicion and re-gossips it", async () => {
+    const { m, sched, membership, queue } = setup();
+    for (const n of ["b", "c", "d"]) m.alive(n, 5);
+    m.suspect("b", 5, "c"); // 4 live members: min 4 s, max 24 s, k = 2
+    queue.take(0, 10_000); // drain
+    membership.suspectByProbe("b", 5);
+    // Our confirmation goes out for the others to count...
+    expect(queue.take(0, 10_000)).toContainEqual(encodeMessage({ kind: "suspect", node: "b", incarnation: 5, from: "me" }));
+    // ...and shortens our timer: 24 − (24 − 4) × log 2 / log 3 ≈ 11.4 s instead of 24 s.
+    await sched.runFor(11_000);
+    expect(m.state("b")).toBe("suspect@5");
+    await sched.runFor(1000);
+    expect(m.state("b")).toBe("dead@5");
   });
 
   it("a refutation cancels the suspicion timer", async () => {

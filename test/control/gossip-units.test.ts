@@ -13,10 +13,11 @@ import { SeededRandom } from "./sim/random.js";
 import { Scheduler } from "./sim/scheduler.js";
 
 describe("config profiles", () => {
-  it("LAN profile carries memberlist's DefaultLANConfig timings", () => {
+  it("LAN profile carries memberlist's DefaultLANConfig timings, but for suspicion and gossip interval", () => {
     const c = makeConfig("lan", "a");
-    expect([c.probeIntervalMs, c.probeTimeoutMs, c.indirectChecks, c.suspicionMult, c.retransmitMult]).toEqual([1000, 500, 3, 4, 4]);
-    expect([c.gossipIntervalMs, c.gossipNodes, c.pushPullIntervalMs, c.maxPacketBytes]).toEqual([200, 3, 30_000, 1400]);
+    expect([c.probeIntervalMs, c.probeTimeoutMs, c.indirectChecks, c.retransmitMult]).toEqual([1000, 500, 3, 4]);
+    expect([c.suspicionMult, c.suspicionMaxTimeoutMult, c.suspicionConfirmations]).toEqual([1, 6, 2]);
+    expect([c.gossipIntervalMs, c.gossipNodes, c.pushPullIntervalMs, c.maxPacketBytes]).toEqual([100, 3, 30_000, 1400]);
     expect(profiles.wan.probeIntervalMs).toBe(5000);
     expect(profiles.local.probeTimeoutMs).toBe(200);
   });
@@ -47,9 +48,11 @@ describe("Lifeguard suspicion", () => {
   it("scales bounds with log10 N and wants the configured confirmations", () => {
     expect(suspicionBounds(4, 6, 2, 1000, 1000)).toEqual({ minMs: 12_000, maxMs: 72_000, k: 2 });
     expect(suspicionBounds(4, 6, 2, 5, 1000)).toEqual({ minMs: 4000, maxMs: 24_000, k: 2 });
-    // Too few members to confirm: k = 0 and the timer starts at the minimum.
+    // Too few members to confirm: k = 0 and the timer runs the maximum.
     expect(suspicionBounds(4, 6, 2, 3, 1000).k).toBe(0);
-    expect(suspicionTimeout(0, suspicionBounds(4, 6, 2, 3, 1000))).toBe(4000);
+    expect(suspicionTimeout(0, suspicionBounds(4, 6, 2, 3, 1000))).toBe(24_000);
+    // No confirmations asked for: the minimum from the start.
+    expect(suspicionTimeout(0, suspicionBounds(4, 6, 0, 1000, 1000))).toBe(12_000);
   });
 
   it("shortens from max to min on a log scale as confirmations arrive", () => {

@@ -1,5 +1,6 @@
 // Membership configuration with named default profiles, as memberlist's DefaultLANConfig,
-// DefaultLocalConfig and DefaultWANConfig. Timing values follow memberlist; the tombstone,
+// DefaultLocalConfig and DefaultWANConfig. Timing values follow memberlist, except where the LAN
+// profile says otherwise (measured with bench:gossip, see ARCHITECTURE.md); the tombstone,
 // reconnect and size settings are weft's own (memberlist has no tombstone retention).
 import { withDefaults } from "../options.js";
 import type { Addr } from "../runtime.js";
@@ -63,12 +64,17 @@ const lan: GossipProfile = {
   probeTimeoutMs: 500,
   indirectChecks: 3,
   tcpPingFallback: true,
-  suspicionMult: 4,
+  // memberlist: 4 (k = 2). With every member probed once per interval (schedule.ts), a crashed
+  // member gathers independent accusers one per second, while a slow one meets a lone accuser
+  // and keeps the long maximum (18 s at 1,000 nodes) to refute: min 3 s is safe there.
+  suspicionMult: 1,
   suspicionMaxTimeoutMult: 6,
   suspicionConfirmations: 2,
   awarenessMaxMultiplier: 8,
   retransmitMult: 4,
-  gossipIntervalMs: 200,
+  // memberlist: 200 ms. Gossip only sends when there is news, so this costs nothing when idle and
+  // doubles how much news a node can pass on during a join wave.
+  gossipIntervalMs: 100,
   gossipNodes: 3,
   gossipToTheDeadMs: 30_000,
   pushPullIntervalMs: 30_000,

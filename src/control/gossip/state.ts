@@ -245,11 +245,16 @@ export class Membership {
     }
   }
 
-  /** The failure detector got no ack in a whole probe round. */
+  /**
+   * The failure detector got no ack in a whole probe round. A member we already suspect gets our
+   * confirmation (as memberlist does): each failed probe by another member is independent
+   * evidence, and it is what brings a crashed member's suspicion down to the minimum, since with
+   * fast gossip most probers have heard of the suspicion before they probe.
+   */
   suspectByProbe(name: string, incarnation: number): void {
     const cur = this.records.get(name);
-    if (!cur || cur.state !== "alive" || cur.incarnation !== incarnation) return;
-    this.deps.counters.protocol.suspicionsRaised++;
+    if (!cur || !isLive(cur.state) || cur.incarnation !== incarnation) return;
+    if (cur.state === "alive") this.deps.counters.protocol.suspicionsRaised++;
     this.applySuspect({ kind: "suspect", node: name, incarnation, from: this.me.name });
   }
 

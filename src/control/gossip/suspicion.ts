@@ -13,9 +13,10 @@ export interface SuspicionBounds {
 
 /**
  * Bounds for a cluster of liveCount members: min = mult × max(1, log10 N) × probeInterval,
- * max = maxMult × min, k = confirmations (0 when fewer than k other members could confirm).
- * memberlist ties k to mult (k = mult − 2); weft sets it apart, so that a short minimum can still
- * ask for several independent accusers (see config.ts, suspicionConfirmations).
+ * max = maxMult × min, k = confirmations. memberlist ties k to mult (k = mult − 2); weft sets it
+ * apart, so that a short minimum can still ask for several independent accusers (see config.ts,
+ * suspicionConfirmations). When fewer than k other members could confirm, nobody can shorten the
+ * timer: it runs the maximum (memberlist runs the minimum, which is short with a small mult).
  */
 export function suspicionBounds(
   suspicionMult: number,
@@ -26,7 +27,9 @@ export function suspicionBounds(
 ): SuspicionBounds {
   const nodeScale = Math.max(1, Math.log10(Math.max(1, liveCount)));
   const minMs = Math.floor(suspicionMult * nodeScale * probeIntervalMs);
-  return { minMs, maxMs: minMs * maxTimeoutMult, k: liveCount - 2 < confirmations ? 0 : confirmations };
+  const maxMs = minMs * maxTimeoutMult;
+  if (liveCount - 2 < confirmations) return { minMs: maxMs, maxMs, k: 0 };
+  return { minMs, maxMs, k: confirmations };
 }
 
 /** The timeout after n of k confirmations: max − (max − min) × log(n + 1) / log(k + 1), at least min. */
