@@ -1,6 +1,6 @@
 // `npm run chaos`: the full chaos suite on real agents (about 15 minutes, root), or `--short`,
 // the scenarios `npm test` runs. Prints each scenario's outcome as it ends, then the table, and
-// writes everything as JSON (--out, default bench/results/chaos-<timestamp>.json).
+// writes everything as JSON (--out, default bench/results/chaos-<timestamp>/report.json).
 import { mkdir, writeFile } from "node:fs/promises";
 import { cpus } from "node:os";
 import { dirname, join } from "node:path";
@@ -29,7 +29,7 @@ for (const sc of scenarios) {
   results.push(await runScenario(sc, mode, (l) => process.stdout.write(l + "\n"), logs || undefined));
 }
 process.stdout.write("\n" + table(results) + "\n");
-const out = o.out ?? projectFile("bench", "results", `chaos-${started.toISOString().replace(/[:.]/g, "-")}.json`);
+const out = o.out ?? projectFile("bench", "results", `chaos-${started.toISOString().replace(/[:.]/g, "-")}`, "report.json");
 await mkdir(dirname(out), { recursive: true });
 const report = { mode: mode.name, bounds: mode.bounds, durations: mode.durations, cpu: cpus()[0]?.model, started: started.toISOString(), results };
 // Infinity ("never") is not JSON: null.
