@@ -26,6 +26,7 @@ export interface AgentOptions {
   iface?: string[];
   ifaceRegex?: string[];
   publicIp?: string;
+  publicIpv6?: string;
   subnetFile: string;
   ipMasq: boolean;
   healthzIp: string;
@@ -69,7 +70,7 @@ export class Agent {
 
   private constructor(
     private readonly opts: AgentOptions,
-    private conf: NetConf,
+    private conf: Ipv4NetConf,
     private readonly kernel: Kernel,
     private readonly underlay: Underlay,
     private readonly control: ControlPlane,
@@ -81,13 +82,13 @@ export class Agent {
   /** Everything up to a programmed backend; on failure undoes what it did and throws. */
   static async start(opts: AgentOptions, log: Logger): Promise<Agent> {
     // The config is checked before anything touches the kernel or the network.
-    const conf = parseNetConf(await readConfig(opts.netConfig), opts.netConfig);
+    const conf = requireIpv4Only(parseNetConf(await readConfig(opts.netConfig), opts.netConfig));
     const keyring = await Keyring.fromKeyFile(opts.keyFile);
     const kernel = new Kernel();
-    const underlay = await chooseUnderlay(kernel, opts);
+    const underlay = await chooseUnderlay(kernel, opts, { ipv4: conf.space !== undefined, ipv6: conf.space6 !== undefined });
     log.info({ node: opts.nodeName, underlay: describeUnderlay(underlay), backend: conf.Backend.Type, network: conf.Network }, "starting");
     const control = await ControlPlane.start({
-      name: opts.nodeName, bindAddr: formatIpv4(underlay.addr), gossipPort: opts.gossipPort, join: opts.join,
+      name: opts.nodeName, bindAddr: formatIpv4(underlay.addr!), gossipPort: opts.gossipPort, join: opts.join,
       seeds: opts.seeds ?? (opts.join.length === 0 ? [opts.nodeName] : []), space: conf.space, keyring,
       stateDir: opts.stateDir, logger: log,
     });
@@ -123,7 +124,7 @@ export class Agent {
     this.backend = backend;
     this.control.announce(this.announcement);
     if (this.opts.ipMasq) await setIpMasq(this.kernel, { network: this.conf.space.network, subnet });
-    await writeSubnetEnv(this.opts.subnetFile, this.conf.space.network, subnet, backend.mtu, this.opts.ipMasq);
+    await writeSubnetEnv(this.opts.subnetFile, { v4: { network: this.conf.space.network, subnet }, mtu: backend.mtu, ipMasq: this.opts.ipMasq });
     this.sync.reset();
     await this.sync.kick();
     await backend.reconcile();
@@ -139,7 +140,7 @@ export class Agent {
   }
 
   private async reloadNow(): Promise<void> {
-    const next = parseNetConf(await readConfig(this.opts.netConfig), this.opts.netConfig);
+    const next = requireIpv4Only(parseNetConf(await readConfig(this.opts.netConfig), this.opts.netConfig));
     if (next.Network !== this.conf.Network || next.space.fingerprint !== this.conf.space.fingerprint) {
       throw new WeftError("CONFIG_RELOAD_NETWORK", "Network and subnet keys cannot change while running; stop every agent to change them");
     }
@@ -182,7 +183,7 @@ export class Agent {
   status(): unknown {
     return {
       node: this.opts.nodeName,
-      underlay: formatIpv4(this.underlay.addr),
+      underlay: describeUnderlay(this.underlay),
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       ready: this.ready,
       network: this.conf.Network,
@@ -206,6 +207,16 @@ export class Agent {
     await this.http?.close();
     this.log.info({ keptDevices: this.opts.keepOnExit }, "stopped");
   }
+}
+
+type Ipv4NetConf = NetConf & { readonly space: NonNullable<NetConf["space"]> };
+
+/** The agent does not lease IPv6 subnets yet: a config that asks for them is refused before anything starts. */
+function requireIpv4Only(conf: NetConf): Ipv4NetConf {
+  if (conf.space === undefined || conf.space6 !== undefined) {
+    throw new WeftError("CONFIG_IPV6_UNSUPPORTED", "this weft agent leases IPv4 subnets only: set EnableIPv6 to false (or leave it out) and EnableIPv4 to true");
+  }
+  return conf as Ipv4NetConf;
 }
 
 async function readConfig(path: string): Promise<string> {

@@ -22,8 +22,10 @@ export const UDP_PORT = 8285;
 export interface Underlay {
   /** Interface name (e.g. eth0). */
   iface: string;
-  /** Address peers send to (flannel's --public-ip). */
-  addr: number;
+  /** IPv4 address peers send to (flannel's --public-ip); absent when IPv4 is off. */
+  addr?: number;
+  /** IPv6 address peers send to (flannel's --public-ipv6); present when IPv6 is enabled. */
+  addr6?: bigint;
   mtu: number;
 }
 

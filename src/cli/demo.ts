@@ -49,7 +49,7 @@ export async function runDemo(o: DemoOptions): Promise<void> {
     await agents.addPods(2);
     for (const a of agents.agents) {
       const env = await agents.subnetEnv(a);
-      say(`${a.host.name}: subnet ${formatPrefix(env.subnet)}, MTU ${env.mtu}, pods ${a.host.pods.map((p) => formatIpv4(p.addr)).join(" ")}`);
+      say(`${a.host.name}: subnet ${formatPrefix(env.v4!.subnet)}, MTU ${env.mtu}, pods ${a.host.pods.map((p) => formatIpv4(p.addr)).join(" ")}`);
     }
     let failures = 0;
     for (const a of lab.hosts) {

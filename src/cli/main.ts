@@ -27,9 +27,10 @@ program
   .command("agent")
   .description("run the agent on this host")
   .addOption(flag("--net-config <path>", "flannel's net-conf.json", "NET_CONFIG").default("/etc/kube-flannel/net-conf.json"))
-  .addOption(flag("--iface <name|ip...>", "interface (name or address) for the underlay; repeat or comma-separate, first match wins", "IFACE").argParser(list))
-  .addOption(flag("--iface-regex <re...>", "regex over interface names and addresses, if --iface matched nothing", "IFACE_REGEX").argParser(list))
-  .addOption(flag("--public-ip <ip>", "address peers send to (default: the interface's)", "PUBLIC_IP"))
+  .addOption(flag("--iface <name|ip...>", "interface (name, IPv4 or IPv6 address) for the underlay; repeat or comma-separate, first match wins", "IFACE").argParser(list))
+  .addOption(flag("--iface-regex <re...>", "regex over interface names and IPv4/IPv6 addresses, if --iface matched nothing", "IFACE_REGEX").argParser(list))
+  .addOption(flag("--public-ip <ip>", "IPv4 address peers send to (default: the interface's)", "PUBLIC_IP"))
+  .addOption(flag("--public-ipv6 <ip>", "IPv6 address peers send to when EnableIPv6 is on (default: the interface's)", "PUBLIC_IPV6"))
   .addOption(flag("--subnet-file <path>", "where to write the subnet file for the CNI plugin", "SUBNET_FILE").default(DEFAULT_SUBNET_FILE))
   .addOption(flag("--ip-masq", "masquerade pod traffic leaving the pod network (nftables)", "IP_MASQ").default(false))
   .addOption(flag("--healthz-ip <ip>", "address of the health endpoint", "HEALTHZ_IP").default("0.0.0.0"))
@@ -46,7 +47,7 @@ program
   .action(async (o) => {
     const log = pino({ base: { node: o.nodeName } });
     const opts: AgentOptions = {
-      netConfig: o.netConfig, iface: o.iface, ifaceRegex: o.ifaceRegex, publicIp: o.publicIp, subnetFile: o.subnetFile,
+      netConfig: o.netConfig, iface: o.iface, ifaceRegex: o.ifaceRegex, publicIp: o.publicIp, publicIpv6: o.publicIpv6, subnetFile: o.subnetFile,
       ipMasq: o.ipMasq, healthzIp: o.healthzIp, healthzPort: o.healthzPort, metricsPort: o.metricsPort, gossipPort: o.gossipPort,
       join: (o.join as string[]).map(parseHostPort), seeds: o.subnetSeeds, keyFile: o.keyFile, stateDir: o.stateDir,
       nodeName: o.nodeName ?? (await import("node:os")).hostname(), keepOnExit: o.keepOnExit, reconcileIntervalMs: o.reconcileInterval * 1000,
@@ -125,8 +126,9 @@ program
   });
 
 function parseHostPort(s: string): { host: string; port: number } {
-  const m = /^(.+):(\d+)$/.exec(s);
-  if (!m) throw new WeftError("CLI_BAD_ADDRESS", `"${s}" is not host:port`);
+  // An IPv6 host is written in brackets, as in URLs: [2001:2::1]:7946.
+  const m = /^\[([0-9a-fA-F:.]+)\]:(\d+)$/.exec(s) ?? /^([^:[\]]+):(\d+)$/.exec(s);
+  if (!m) throw new WeftError("CLI_BAD_ADDRESS", `"${s}" is not host:port (an IPv6 host in brackets: [2001:2::1]:7946)`);
   return { host: m[1], port: Number(m[2]) };
 }
 

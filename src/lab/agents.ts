@@ -7,12 +7,12 @@ import { closeSync, openSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseSubnetEnv } from "../agent/subnet-env.js";
+import { parseSubnetEnv, type SubnetEnv } from "../agent/subnet-env.js";
 import { agentRequest } from "../cli/agent-client.js";
 import { KEY_BYTES } from "../control/gossip/keyring.js";
 import type { OffloadState } from "../dataplane/offload.js";
 import { WeftError } from "../errors.js";
-import { formatIpv4, type Ipv4Prefix } from "../net/ipv4.js";
+import { formatIpv4 } from "../net/ipv4.js";
 import { projectFile } from "../paths.js";
 import type { LabCluster, LabHost } from "./cluster.js";
 
@@ -126,7 +126,7 @@ export class LabAgents {
   }
 
   /** The agent's subnet.env, parsed. */
-  async subnetEnv(a: LabAgent): Promise<{ network: Ipv4Prefix; subnet: Ipv4Prefix; mtu: number; ipMasq: boolean; text: string }> {
+  async subnetEnv(a: LabAgent): Promise<SubnetEnv & { text: string }> {
     const text = await readFile(join(a.dir, "subnet.env"), "utf8");
     return { ...parseSubnetEnv(text), text };
   }
@@ -135,7 +135,7 @@ export class LabAgents {
   async addPods(count: number): Promise<void> {
     for (const a of this.agents) {
       const env = await this.subnetEnv(a);
-      await this.lab.addPods(a.host, env.subnet, count, env.mtu);
+      await this.lab.addPods(a.host, env.v4!.subnet, count, env.mtu);
     }
   }
 

@@ -52,7 +52,7 @@ describe.skipIf(!canUseNetns())("agent: bad configs", () => {
     ["an unknown Backend.Type", { Network: NETWORK, Backend: { Type: "vxlan2" } }, /^weft: \[CONFIG_INVALID\] \S+net-conf\.json: Backend\.Type is "vxlan2"; valid types are vxlan, host-gw, udp, wasm-vxlan$/],
     ["a Network that is no prefix", { Network: "198.19.0.0/33" }, /: Network = "198\.19\.0\.0\/33": .*not an IPv4 prefix \(expected address\/length/],
     ["a Network with host bits set", { Network: "198.19.1.0/16" }, /: Network = "198\.19\.1\.0\/16": .*host bits set; did you mean 198\.19\.0\.0\/16\?$/],
-    ["an unknown top-level key", { Network: NETWORK, Backnd: { Type: "udp" } }, /unknown key\(s\) Backnd; allowed here: Network, SubnetLen, SubnetMin, SubnetMax, EnableIPv4, EnableIPv6, Backend$/],
+    ["an unknown top-level key", { Network: NETWORK, Backnd: { Type: "udp" } }, /unknown key\(s\) Backnd; allowed here: Network, SubnetLen, SubnetMin, SubnetMax, EnableIPv4, EnableIPv6, IPv6Network, IPv6SubnetLen, IPv6SubnetMin, IPv6SubnetMax, Backend$/],
     ["a key the backend does not have", { Network: NETWORK, Backend: { Type: "udp", VNI: 2 } }, /: Backend = .*unknown key\(s\) VNI; allowed here: Type, Port, Workers, Offloads \(Backend\.Type udp\)$/],
     ["a value out of range", { Network: NETWORK, Backend: { Type: "vxlan", VNI: 16777216 } }, /: Backend\.VNI = 16777216: .*16777215/],
   ])("%s: exits non-zero with one error naming it, and changes nothing in the kernel", async (_what, conf, message) => {

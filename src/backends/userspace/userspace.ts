@@ -44,7 +44,7 @@ export class UserspaceBackend implements Backend {
     this.vtepMac = loadVtepMac(ctx.stateDir);
     this.dataplane = new UserspaceDataplane({
       format: udp ? "udp" : "vxlan", tunName: this.tunName, mtu: this.mtu, network: ctx.network, subnet: ctx.subnet,
-      listenAddr: ctx.underlay.addr, port: this.port, vni: this.vni, vtepMac: this.vtepMac, workers: options.workers, offloads: options.offloads,
+      listenAddr: ctx.underlay.addr!, port: this.port, vni: this.vni, vtepMac: this.vtepMac, workers: options.workers, offloads: options.offloads,
       logger: this.logger,
     });
   }

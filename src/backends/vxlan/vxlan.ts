@@ -85,7 +85,7 @@ export class VxlanBackend extends KernelBackend {
 
   private spec(): VxlanDeviceSpec {
     const { underlay, subnet } = this.ctx;
-    return { vni: this.vni, dev: underlay.iface, local: underlay.addr, port: this.port, subnet, vtepMac: this.vtepMac!, mtu: this.mtu, gbp: this.options.gbp };
+    return { vni: this.vni, dev: underlay.iface, local: underlay.addr!, port: this.port, subnet, vtepMac: this.vtepMac!, mtu: this.mtu, gbp: this.options.gbp };
   }
 
   /** A kept device may carry an older lease's address: exactly <subnet network>/32 of the pod network, and up. */
