@@ -1,13 +1,173 @@
-// One error type for everything weft reports to a person: a stable code to match on and a
-// message that says what happened and what to do about it.
+// One root for every error weft reports to a person: `code` is stable and namespaced by the module
+// that throws it, so callers match on it; `message` says what happened and what to do, and never
+// repeats the code (the CLI prints `weft: [CODE] message`). Each module's codes are a union below,
+// so a new code is added here, where the whole list can be read.
 
-export class WeftError extends Error {
+/** IPv4 and IPv6 text parsing (src/net). */
+export type NetErrorCode = "NET_BAD_IPV4" | "NET_BAD_IPV6" | "NET_BAD_PREFIX" | "NET_BAD_MAC";
+
+/** net-conf.json and the agent's flags, checked before anything is leased or touched (src/config). */
+export type ConfigErrorCode =
+  | "CONFIG_NET_CONF_UNREADABLE"
+  | "CONFIG_NET_CONF_NOT_JSON"
+  | "CONFIG_NET_CONF_INVALID"
+  | "CONFIG_NET_CONF_RELOAD_REFUSED"
+  | "CONFIG_FLAG_INVALID"
+  | "CONFIG_NETWORK_OVERLAPS_HOST"
+  | "CONFIG_PORT_CONFLICT"
+  | "CONFIG_PORT_IN_USE"
+  | "CONFIG_ADDRESS_NOT_LOCAL"
+  | "CONFIG_MTU_TOO_BIG";
+
+/** Membership: gossip profile, keys, members, frames (src/control/gossip). */
+export type GossipErrorCode =
+  | "GOSSIP_CONFIG_INVALID"
+  | "GOSSIP_KEY_INVALID"
+  | "GOSSIP_KEY_FILE_INVALID"
+  | "GOSSIP_KEY_FILE_UNREADABLE"
+  | "GOSSIP_KEY_FILE_EXPOSED"
+  | "GOSSIP_KEY_UNKNOWN"
+  | "GOSSIP_KEY_IN_USE"
+  | "GOSSIP_KEY_ID_COLLISION"
+  | "GOSSIP_NODE_UNKNOWN"
+  | "GOSSIP_MESSAGE_TOO_BIG"
+  | "GOSSIP_META_TOO_BIG"
+  | "GOSSIP_STATE_TOO_BIG"
+  | "GOSSIP_NOT_RUNNING"
+  | "GOSSIP_BAD_RESPONSE"
+  | "GOSSIP_FRAME_REFUSED";
+
+/** The gossip transport's sockets (src/control/transport). */
+export type TransportErrorCode =
+  | "TRANSPORT_TIMEOUT"
+  | "TRANSPORT_TOO_BIG"
+  | "TRANSPORT_CLOSED"
+  | "TRANSPORT_REFUSED"
+  | "TRANSPORT_CONNECT_FAILED"
+  | "TRANSPORT_BIND_FAILED";
+
+/** Subnet leasing: the ring, its messages and its saved state (src/control/lease). */
+export type LeaseErrorCode =
+  | "LEASE_ALREADY_LEASED"
+  | "LEASE_ALREADY_STARTED"
+  | "LEASE_BAD_MESSAGE"
+  | "LEASE_BAD_NETWORK_CONFIG"
+  | "LEASE_BAD_SEEDS"
+  | "LEASE_BAD_SLOT"
+  | "LEASE_BAD_STATE"
+  | "LEASE_BAD_TRANSFER"
+  | "LEASE_INCONSISTENT"
+  | "LEASE_NOT_OWNER"
+  | "LEASE_NOT_RUNNING"
+  | "LEASE_PERSIST_FAILED"
+  | "LEASE_RECLAIM_ALIVE"
+  | "LEASE_RECLAIM_SELF"
+  | "LEASE_RING_MISMATCH"
+  | "LEASE_STATE_CORRUPT"
+  | "LEASE_STATE_MISMATCH"
+  | "LEASE_STATE_UNREADABLE"
+  | "LEASE_STOPPED";
+
+/** The agent's host-side plumbing: underlay choice, subnet file, state dir (src/agent). */
+export type AgentErrorCode =
+  | "AGENT_UNDERLAY_NOT_FOUND"
+  | "AGENT_SUBNET_ENV_INVALID"
+  | "AGENT_STATE_DIR_UNUSABLE"
+  | "AGENT_STATE_DIR_LOCKED"
+  | "AGENT_STOPPED";
+
+/** Kernel state through iproute2 and nft (src/kernel). */
+export type KernelErrorCode = "KERNEL_TOOL_MISSING" | "KERNEL_COMMAND_FAILED";
+
+/** Backends and what they keep in the state dir (src/backends). */
+export type BackendErrorCode =
+  | "BACKEND_UNKNOWN"
+  | "BACKEND_STATE"
+  | "BACKEND_NOT_RUNNING"
+  | "BACKEND_HOSTGW_ADDRESS_NOT_LOCAL"
+  | "BACKEND_VTEP_MAC_UNREADABLE"
+  | "BACKEND_VTEP_MAC_CORRUPT"
+  | "BACKEND_VTEP_MAC_PERSIST_FAILED";
+
+/** The userspace dataplane (src/dataplane). */
+export type DataplaneErrorCode = "DATAPLANE_MTU" | "DATAPLANE_PEERS_FULL" | "DATAPLANE_SUBNET_OVERLAP";
+
+/** The native addon's handles (src/io); system call failures keep Node's errno codes (EBADF, ...). */
+export type IoErrorCode = "IO_ADDON_NOT_BUILT" | "IO_CLOSED" | "IO_WAIT_ON_MAIN_THREAD";
+
+/** The Wasm hot path; route table failures carry the name from assembly/route/codes.ts. */
+export type HotpathErrorCode =
+  | "HOTPATH_NOT_BUILT"
+  | "HOTPATH_NO_CONSTANT"
+  | "HOTPATH_OUT_OF_MEMORY"
+  | "HOTPATH_ROUTE_TABLE_SIZE"
+  | `HOTPATH_ROUTE_ERR_${string}`;
+
+/** The `weft` command line and its client of a running agent (src/cli). */
+export type CliErrorCode =
+  | "CLI_BAD_NUMBER"
+  | "CLI_BAD_ADDRESS"
+  | "CLI_AGENT_ERROR"
+  | "CLI_AGENT_UNREACHABLE"
+  | "CLI_DEMO_NEEDS_ROOT"
+  | "CLI_DEMO_PING_FAILED";
+
+/** Namespaces and agents built for demos, tests and benchmarks (src/lab). */
+export type LabErrorCode =
+  | "LAB_AGENT_RUNNING"
+  | "LAB_AGENT_EXITED"
+  | "LAB_AGENT_TIMEOUT"
+  | "LAB_AGENT_NOT_RUNNING"
+  | "LAB_WAIT_TIMEOUT"
+  | "LAB_IPERF_NO_RESULT"
+  | "LAB_IPERF_FAILED"
+  | "LAB_IPERF_SERVER_TIMEOUT"
+  | "LAB_IPERF_SERVER_EXITED"
+  | "LAB_TRAFFIC_TOOL_MISSING"
+  | "LAB_TRAFFIC_TOOL_FAILED";
+
+/** `weft bench` (src/bench). */
+export type BenchErrorCode =
+  | "BENCH_NEEDS_ROOT"
+  | "BENCH_BAD_BACKEND"
+  | "BENCH_NO_BASELINE"
+  | "BENCH_BAD_SETTING"
+  | "BENCH_INTERRUPTED"
+  | "BENCH_MICRO_FAILED"
+  | "BENCH_PROCESS_GONE"
+  | "BENCH_NO_CONNECTIVITY"
+  | "BENCH_AGENT_GONE"
+  | "BENCH_NO_TRAFFIC";
+
+export type ErrorCode =
+  | NetErrorCode
+  | ConfigErrorCode
+  | GossipErrorCode
+  | TransportErrorCode
+  | LeaseErrorCode
+  | AgentErrorCode
+  | KernelErrorCode
+  | BackendErrorCode
+  | DataplaneErrorCode
+  | IoErrorCode
+  | HotpathErrorCode
+  | CliErrorCode
+  | LabErrorCode
+  | BenchErrorCode;
+
+export class WeftError<C extends ErrorCode = ErrorCode> extends Error {
+  override readonly name = "WeftError";
+
   constructor(
-    readonly code: string,
+    readonly code: C,
     message: string,
     options?: { cause?: unknown },
   ) {
     super(message, options);
-    this.name = "WeftError";
   }
+}
+
+/** True when `err` is a WeftError with this code (for catch blocks that handle one case). */
+export function isWeftError<C extends ErrorCode>(err: unknown, code: C): err is WeftError<C> {
+  return err instanceof WeftError && err.code === code;
 }

@@ -142,7 +142,7 @@ export class Agent {
   private async reloadNow(): Promise<void> {
     const next = requireIpv4Only(parseNetConf(await readConfig(this.opts.netConfig), this.opts.netConfig));
     if (next.Network !== this.conf.Network || next.space.fingerprint !== this.conf.space.fingerprint) {
-      throw new WeftError("CONFIG_RELOAD_NETWORK", "Network and subnet keys cannot change while running; stop every agent to change them");
+      throw new WeftError("CONFIG_NET_CONF_RELOAD_REFUSED", "Network and subnet keys cannot change while running; stop every agent to change them");
     }
     if (JSON.stringify(next.Backend) === JSON.stringify(this.conf.Backend)) return;
     const prev = this.conf;
@@ -214,7 +214,7 @@ type Ipv4NetConf = NetConf & { readonly space: NonNullable<NetConf["space"]> };
 /** The agent does not lease IPv6 subnets yet: a config that asks for them is refused before anything starts. */
 function requireIpv4Only(conf: NetConf): Ipv4NetConf {
   if (conf.space === undefined || conf.space6 !== undefined) {
-    throw new WeftError("CONFIG_IPV6_UNSUPPORTED", "this weft agent leases IPv4 subnets only: set EnableIPv6 to false (or leave it out) and EnableIPv4 to true");
+    throw new WeftError("CONFIG_NET_CONF_INVALID", "this weft agent leases IPv4 subnets only: set EnableIPv6 to false (or leave it out) and EnableIPv4 to true");
   }
   return conf as Ipv4NetConf;
 }
@@ -223,6 +223,6 @@ async function readConfig(path: string): Promise<string> {
   try {
     return await readFile(path, "utf8");
   } catch (cause) {
-    throw new WeftError("CONFIG_UNREADABLE", `cannot read the network config ${path}: ${(cause as Error).message}; pass --net-config PATH`, { cause });
+    throw new WeftError("CONFIG_NET_CONF_UNREADABLE", `cannot read the network config ${path}: ${(cause as Error).message}; pass --net-config PATH`, { cause });
   }
 }

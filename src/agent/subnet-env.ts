@@ -34,10 +34,10 @@ export function parseSubnetEnv(text: string): SubnetEnv {
   const vars = new Map(text.split("\n").filter((l) => l.includes("=")).map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]));
   const need = (k: string) => {
     const v = vars.get(k);
-    if (v === undefined) throw new WeftError("SUBNET_ENV_INVALID", `subnet.env has no ${k}`);
+    if (v === undefined) throw new WeftError("AGENT_SUBNET_ENV_INVALID", `subnet.env has no ${k}`);
     return v;
   };
-  if (!vars.has("FLANNEL_NETWORK") && !vars.has("FLANNEL_IPV6_NETWORK")) throw new WeftError("SUBNET_ENV_INVALID", "subnet.env has neither FLANNEL_NETWORK nor FLANNEL_IPV6_NETWORK");
+  if (!vars.has("FLANNEL_NETWORK") && !vars.has("FLANNEL_IPV6_NETWORK")) throw new WeftError("AGENT_SUBNET_ENV_INVALID", "subnet.env has neither FLANNEL_NETWORK nor FLANNEL_IPV6_NETWORK");
   const hostPrefix = (k: string) => {
     const [addr, len] = need(k).split("/");
     return { addr, len: Number(len) };

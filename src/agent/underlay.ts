@@ -68,14 +68,14 @@ export async function chooseUnderlay(kernel: Kernel, choice: UnderlayChoice, fam
   }
   const describeLinks = () => links.map((l) => `${l.iface} [${[...l.v4, ...l.v6].join(" ")}]`).join(", ");
   if ((choice.iface?.length ?? 0) + (choice.ifaceRegex?.length ?? 0) > 0) {
-    throw new WeftError("UNDERLAY_NOT_FOUND", `no interface with a global ${wanted} address matches --iface ${choice.iface?.join(",") ?? ""} --iface-regex ${choice.ifaceRegex?.join(",") ?? ""}; interfaces here: ${describeLinks()}`);
+    throw new WeftError("AGENT_UNDERLAY_NOT_FOUND", `no interface with a global ${wanted} address matches --iface ${choice.iface?.join(",") ?? ""} --iface-regex ${choice.ifaceRegex?.join(",") ?? ""}; interfaces here: ${describeLinks()}`);
   }
   const routes = await kernel.ipJson<Array<{ dev?: string }>>([families.ipv4 ? "-4" : "-6", "route", "show", "default"]);
   const dev = routes.find((r) => r.dev)?.dev;
   const link = links.find((l) => l.iface === dev && usable(l));
   if (!link) {
     throw new WeftError(
-      "UNDERLAY_NOT_FOUND",
+      "AGENT_UNDERLAY_NOT_FOUND",
       `no default ${families.ipv4 ? "IPv4" : "IPv6"} route through an interface with a global ${wanted} address to choose the underlay from; pass --iface NAME or --iface ADDRESS (interfaces here: ${describeLinks()})`,
     );
   }

@@ -18,7 +18,7 @@ export interface DemoOptions {
 }
 
 export async function runDemo(o: DemoOptions): Promise<void> {
-  if (process.getuid?.() !== 0) throw new WeftError("DEMO_NEEDS_ROOT", "the demo builds network namespaces: run it as root (sudo npm start)");
+  if (process.getuid?.() !== 0) throw new WeftError("CLI_DEMO_NEEDS_ROOT", "the demo builds network namespaces: run it as root (sudo npm start)");
   let lab: LabCluster | undefined;
   let agents: LabAgents | undefined;
   const cleanup = async () => {
@@ -62,7 +62,7 @@ export async function runDemo(o: DemoOptions): Promise<void> {
         say(`ping ${a.pods[0].name} -> ${b.pods[1].name} (${formatIpv4(b.pods[1].addr)}): ${r.received}/${r.sent}${r.rtts.length ? `, median ${median(r.rtts).toFixed(3)} ms` : ""}`);
       }
     }
-    if (failures > 0) throw new WeftError("DEMO_PING_FAILED", `${failures} host pairs could not ping; agent logs are in ${agents.dir}`);
+    if (failures > 0) throw new WeftError("CLI_DEMO_PING_FAILED", `${failures} host pairs could not ping; agent logs are in ${agents.dir}`);
     say("every host reaches every other host's pods");
     if (!o.once) await liveView(agents);
   } finally {

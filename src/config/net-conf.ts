@@ -102,7 +102,7 @@ export type NetConf = z.infer<typeof netConfSchema> & {
 };
 
 /**
- * Parses and checks net-conf.json text. Throws one WeftError (code CONFIG_INVALID) that names the
+ * Parses and checks net-conf.json text. Throws one WeftError (code CONFIG_NET_CONF_INVALID, or CONFIG_NET_CONF_NOT_JSON) that names the
  * key, the value found and what is allowed — before anything in the kernel is touched.
  */
 export function parseNetConf(text: string, source = "net-conf.json"): NetConf {
@@ -110,11 +110,11 @@ export function parseNetConf(text: string, source = "net-conf.json"): NetConf {
   try {
     raw = JSON.parse(text);
   } catch (cause) {
-    throw new WeftError("CONFIG_INVALID", `${source} is not valid JSON: ${(cause as Error).message}`, { cause });
+    throw new WeftError("CONFIG_NET_CONF_NOT_JSON", `${source} is not valid JSON: ${(cause as Error).message}`, { cause });
   }
   const backendType = (raw as { Backend?: { Type?: unknown } } | null)?.Backend?.Type;
   if (backendType !== undefined && !(BACKEND_TYPES as readonly unknown[]).includes(backendType)) {
-    throw new WeftError("CONFIG_INVALID", `${source}: Backend.Type is ${JSON.stringify(backendType)}; valid types are ${BACKEND_TYPES.join(", ")}`);
+    throw new WeftError("CONFIG_NET_CONF_INVALID", `${source}: Backend.Type is ${JSON.stringify(backendType)}; valid types are ${BACKEND_TYPES.join(", ")}`);
   }
   const parsed = netConfSchema.safeParse(raw);
   if (!parsed.success) {
@@ -122,7 +122,7 @@ export function parseNetConf(text: string, source = "net-conf.json"): NetConf {
     const key = issue.path.join(".") || "(top level)";
     const value = issue.path.reduce<unknown>((v, k) => (v as Record<string | number, unknown> | undefined)?.[k as string], raw);
     const detail = issue.code === "unrecognized_keys" ? `unknown key(s) ${issue.keys.join(", ")}; allowed here: ${allowedKeys(issue.path, raw)}` : issue.message;
-    throw new WeftError("CONFIG_INVALID", `${source}: ${key} = ${JSON.stringify(value)}: ${detail}`);
+    throw new WeftError("CONFIG_NET_CONF_INVALID", `${source}: ${key} = ${JSON.stringify(value)}: ${detail}`);
   }
   const c = parsed.data;
   try {
@@ -131,7 +131,7 @@ export function parseNetConf(text: string, source = "net-conf.json"): NetConf {
     const space6 = c.EnableIPv6 ? Ipv6SubnetSpace.fromConfig({ ...c, IPv6Network: c.IPv6Network! }) : undefined;
     return { ...c, space, space6 };
   } catch (cause) {
-    throw new WeftError("CONFIG_INVALID", `${source}: ${(cause as Error).message}`, { cause });
+    throw new WeftError("CONFIG_NET_CONF_INVALID", `${source}: ${(cause as Error).message}`, { cause });
   }
 }
 

@@ -26,16 +26,16 @@ export const DEFAULT_ROUTE_TABLE_SIZE: RouteTableSize = { tbl8Groups: 1024, maxR
 export class RouteTable {
   /** Offset of the table in hot-path memory (for contexts). */
   readonly base: number;
-  private readonly errorNames = new Map<number, string>();
+  private readonly errorNames = new Map<number, `ROUTE_ERR_${string}`>();
 
   constructor(private readonly hp: HotPath, arena: Arena, size: RouteTableSize = DEFAULT_ROUTE_TABLE_SIZE) {
     const bytes = hp.fn.routeTableSize(size.tbl8Groups, size.maxRules, size.maxNextHops);
     if (bytes <= 0) {
-      throw new WeftError("ROUTE_TABLE_SIZE", `route table sizes out of range: ${JSON.stringify(size)}`);
+      throw new WeftError("HOTPATH_ROUTE_TABLE_SIZE", `route table sizes out of range: ${JSON.stringify(size)}`);
     }
     this.base = arena.alloc(bytes, hp.constant("ROUTE_TABLE_ALIGN"));
     for (const name of ["ROUTE_ERR_NOT_FOUND", "ROUTE_ERR_EXISTS", "ROUTE_ERR_BAD_PREFIX", "ROUTE_ERR_BAD_LENGTH",
-      "ROUTE_ERR_BAD_NEXT_HOP", "ROUTE_ERR_FULL_RULES", "ROUTE_ERR_FULL_TBL8", "ROUTE_ERR_BAD_FIELD", "ROUTE_ERR_BAD_REGION"]) {
+      "ROUTE_ERR_BAD_NEXT_HOP", "ROUTE_ERR_FULL_RULES", "ROUTE_ERR_FULL_TBL8", "ROUTE_ERR_BAD_FIELD", "ROUTE_ERR_BAD_REGION"] as const) {
       this.errorNames.set(hp.constant(name), name);
     }
     this.check(hp.fn.routeTableInit(this.base, size.tbl8Groups, size.maxRules, size.maxNextHops), "init");
@@ -80,7 +80,7 @@ export class RouteTable {
 
   private check(code: number, what: string): void {
     if (code >= 0) return;
-    const name = this.errorNames.get(code) ?? `ROUTE_ERR_${code}`;
-    throw new WeftError(name, `route table: ${what} failed with ${name} (meanings in assembly/route/codes.ts)`);
+    const name = this.errorNames.get(code) ?? (`ROUTE_ERR_${code}` as const);
+    throw new WeftError(`HOTPATH_${name}`, `route table: ${what} failed with ${name} (meanings in assembly/route/codes.ts)`);
   }
 }

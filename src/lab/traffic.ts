@@ -70,9 +70,9 @@ export async function iperf(server: LabPod, client: LabPod, o: IperfOptions): Pr
     try {
       j = JSON.parse(stdout);
     } catch {
-      throw new WeftError("IPERF_NO_RESULT", `iperf3 ${client.name} -> ${server.name} gave no result within ${limitMs / 1000} s (killed, or the path stalled)`);
+      throw new WeftError("LAB_IPERF_NO_RESULT", `iperf3 ${client.name} -> ${server.name} gave no result within ${limitMs / 1000} s (killed, or the path stalled)`);
     }
-    if (j.error) throw new WeftError("IPERF_FAILED", `iperf3 ${client.name} -> ${server.name}: ${j.error}`);
+    if (j.error) throw new WeftError("LAB_IPERF_FAILED", `iperf3 ${client.name} -> ${server.name}: ${j.error}`);
     const end = j.end;
     if (o.udp) {
       const s = end.sum;
@@ -88,7 +88,7 @@ export async function iperf(server: LabPod, client: LabPod, o: IperfOptions): Pr
 function serverListening(srv: ReturnType<typeof spawn>, timeoutMs: number): Promise<void> {
   return new Promise((resolve, reject) => {
     let seen = "";
-    const timer = setTimeout(() => reject(new WeftError("IPERF_SERVER_TIMEOUT", `iperf3 server did not start listening within ${timeoutMs / 1000} s`)), timeoutMs);
+    const timer = setTimeout(() => reject(new WeftError("LAB_IPERF_SERVER_TIMEOUT", `iperf3 server did not start listening within ${timeoutMs / 1000} s`)), timeoutMs);
     srv.stdout!.on("data", (d) => {
       seen += d;
       if (seen.includes("Server listening")) {
@@ -98,7 +98,7 @@ function serverListening(srv: ReturnType<typeof spawn>, timeoutMs: number): Prom
     });
     srv.once("exit", (code) => {
       clearTimeout(timer);
-      reject(new WeftError("IPERF_SERVER_EXITED", `iperf3 server exited (${code}) before listening; is the port taken?`));
+      reject(new WeftError("LAB_IPERF_SERVER_EXITED", `iperf3 server exited (${code}) before listening; is the port taken?`));
     });
   });
 }
@@ -111,10 +111,10 @@ function capture(argv: string[], timeoutMs: number): Promise<{ stdout: string; c
     child.stdout.on("data", (d) => (stdout += d));
     child.stderr.on("data", (d) => (stderr += d));
     const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-    child.on("error", (e) => reject(new WeftError("TRAFFIC_TOOL_MISSING", `cannot run ${argv.join(" ")}: ${e.message}; install iperf3 and iputils-ping`, { cause: e })));
+    child.on("error", (e) => reject(new WeftError("LAB_TRAFFIC_TOOL_MISSING", `cannot run ${argv.join(" ")}: ${e.message}; install iperf3 and iputils-ping`, { cause: e })));
     child.on("exit", (code) => {
       clearTimeout(timer);
-      if (code !== 0 && !stdout) reject(new WeftError("TRAFFIC_TOOL_FAILED", `${argv.join(" ")} exited ${code}: ${stderr.trim()}`));
+      if (code !== 0 && !stdout) reject(new WeftError("LAB_TRAFFIC_TOOL_FAILED", `${argv.join(" ")} exited ${code}: ${stderr.trim()}`));
       else resolve({ stdout, code: code ?? -1 });
     });
   });

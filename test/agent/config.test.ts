@@ -49,7 +49,7 @@ describe.skipIf(!canUseNetns())("agent: bad configs", () => {
   });
 
   it.each([
-    ["an unknown Backend.Type", { Network: NETWORK, Backend: { Type: "vxlan2" } }, /^weft: \[CONFIG_INVALID\] \S+net-conf\.json: Backend\.Type is "vxlan2"; valid types are vxlan, host-gw, udp, wasm-vxlan$/],
+    ["an unknown Backend.Type", { Network: NETWORK, Backend: { Type: "vxlan2" } }, /^weft: \[CONFIG_NET_CONF_INVALID\] \S+net-conf\.json: Backend\.Type is "vxlan2"; valid types are vxlan, host-gw, udp, wasm-vxlan$/],
     ["a Network that is no prefix", { Network: "198.19.0.0/33" }, /: Network = "198\.19\.0\.0\/33": .*not an IPv4 prefix \(expected address\/length/],
     ["a Network with host bits set", { Network: "198.19.1.0/16" }, /: Network = "198\.19\.1\.0\/16": .*host bits set; did you mean 198\.19\.0\.0\/16\?$/],
     ["an unknown top-level key", { Network: NETWORK, Backnd: { Type: "udp" } }, /unknown key\(s\) Backnd; allowed here: Network, SubnetLen, SubnetMin, SubnetMax, EnableIPv4, EnableIPv6, IPv6Network, IPv6SubnetLen, IPv6SubnetMin, IPv6SubnetMax, Backend$/],
@@ -79,7 +79,7 @@ describe.skipIf(!canUseNetns())("agent: bad configs", () => {
     );
     expect(failed?.code).toBe(1);
     // The message names the file it read, so the variable was used (the default path does not exist here).
-    expect(failed?.stderr.trim()).toBe(`weft: [CONFIG_INVALID] ${conf}: Backend.Type is "geneve"; valid types are vxlan, host-gw, udp, wasm-vxlan`);
+    expect(failed?.stderr.trim()).toBe(`weft: [CONFIG_NET_CONF_INVALID] ${conf}: Backend.Type is "geneve"; valid types are vxlan, host-gw, udp, wasm-vxlan`);
     expect(await kernelState(a.host)).toEqual(before);
   });
 });

@@ -29,6 +29,6 @@ describe("subnet.env", () => {
   });
 
   it("refuses a file without a network", () => {
-    expect(() => parseSubnetEnv("FLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n")).toThrow(expect.objectContaining({ code: "SUBNET_ENV_INVALID" }));
+    expect(() => parseSubnetEnv("FLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n")).toThrow(expect.objectContaining({ code: "AGENT_SUBNET_ENV_INVALID" }));
   });
 });

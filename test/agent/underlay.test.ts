@@ -52,6 +52,6 @@ describe.skipIf(!canUseNetns())("underlay choice", () => {
     expect(await chooseUnderlay(ns.kernel, {}, V4)).toMatchObject({ iface: "u4" });
     expect(await chooseUnderlay(ns.kernel, {}, V6)).toMatchObject({ iface: "u6" });
     // u4 (IPv4's default) has no IPv6 address.
-    await expect(chooseUnderlay(ns.kernel, {}, DUAL)).rejects.toThrow(expect.objectContaining({ code: "UNDERLAY_NOT_FOUND" }));
+    await expect(chooseUnderlay(ns.kernel, {}, DUAL)).rejects.toThrow(expect.objectContaining({ code: "AGENT_UNDERLAY_NOT_FOUND" }));
   });
 });

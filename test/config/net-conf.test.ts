@@ -31,7 +31,7 @@ describe("net-conf.json", () => {
     }
     for (const Type of ["vxlan", "host-gw"]) {
       const message = expect.stringMatching(new RegExp(`unknown key\\(s\\) Offloads; allowed here: .*\\(Backend\\.Type ${Type}\\)$`));
-      expect(() => parse({ Network: "198.19.0.0/16", Backend: { Type, Offloads: false } })).toThrow(expect.objectContaining({ code: "CONFIG_INVALID", message }));
+      expect(() => parse({ Network: "198.19.0.0/16", Backend: { Type, Offloads: false } })).toThrow(expect.objectContaining({ code: "CONFIG_NET_CONF_INVALID", message }));
     }
   });
 
@@ -49,7 +49,7 @@ describe("net-conf.json", () => {
     try {
       parse(conf);
     } catch (e) {
-      expect((e as { code: string }).code).toBe("CONFIG_INVALID");
+      expect((e as { code: string }).code).toBe("CONFIG_NET_CONF_INVALID");
     }
   });
 
@@ -131,7 +131,7 @@ describe("net-conf.json: IPv6 and dual-stack (flannel's keys, defaults and limit
       parse(conf);
       expect.unreachable("parsed");
     } catch (e) {
-      expect((e as { code: string }).code).toBe("CONFIG_INVALID");
+      expect((e as { code: string }).code).toBe("CONFIG_NET_CONF_INVALID");
       expect((e as Error).message).toMatch(message);
       if (key) expect((e as Error).message).toMatch(new RegExp(`^net-conf.json: ${key} = `));
     }

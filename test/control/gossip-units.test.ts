@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest";
 import { Awareness } from "../../src/control/gossip/awareness.js";
 import { KNOWN_NEWS_SENDS, retransmitLimit, TransmitLimitedQueue } from "../../src/control/gossip/broadcast.js";
 import { makeConfig, profiles } from "../../src/control/gossip/config.js";
-import { GossipError } from "../../src/control/gossip/errors.js";
+import { WeftError } from "../../src/errors.js";
 import { Suspicion, suspicionBounds, suspicionTimeout } from "../../src/control/gossip/suspicion.js";
 import { SimNetwork } from "./sim/network.js";
 import { SeededRandom } from "./sim/random.js";
@@ -20,7 +20,7 @@ describe("config profiles", () => {
     expect(profiles.local.probeTimeoutMs).toBe(200);
   });
 
-  it("refuses invalid settings with CONFIG_INVALID", () => {
+  it("refuses invalid settings with GOSSIP_CONFIG_INVALID", () => {
     const invalid = [
       () => makeConfig("lan", ""),
       () => makeConfig("lan", "a", { probeTimeoutMs: 1000 }),
@@ -31,11 +31,11 @@ describe("config profiles", () => {
       () => makeConfig("lan", "x".repeat(129)),
     ];
     for (const f of invalid) {
-      expect(f).toThrow(GossipError);
+      expect(f).toThrow(WeftError);
       try {
         f();
       } catch (e) {
-        expect((e as GossipError).code).toBe("CONFIG_INVALID");
+        expect((e as WeftError).code).toBe("GOSSIP_CONFIG_INVALID");
       }
     }
   });

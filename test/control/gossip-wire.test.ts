@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { GossipError } from "../../src/control/gossip/errors.js";
+import { WeftError } from "../../src/errors.js";
 import { FRAME_OVERHEAD, generateKey, Keyring, type FrameKind } from "../../src/control/gossip/keyring.js";
 import {
   buildEnvelope, encodeMessage, EnvelopeDecoder, envelopeHeader, kindOfEncoded, MESSAGE_KINDS, type Message,
@@ -18,7 +18,7 @@ const codeOf = (f: () => unknown): string | undefined => {
   try {
     f();
   } catch (e) {
-    return (e as GossipError).code;
+    return (e as WeftError).code;
   }
   return undefined;
 };
@@ -98,9 +98,9 @@ describe("Keyring", () => {
   it("explains misuse with codes", () => {
     const ring = new Keyring(k1, [k2]);
     expect(ring.keys()).toEqual([k1, k2]);
-    expect(codeOf(() => ring.use(generateKey()))).toBe("KEY_UNKNOWN");
-    expect(codeOf(() => ring.remove(k1))).toBe("KEY_IN_USE");
-    expect(codeOf(() => new Keyring(new Uint8Array(16)))).toBe("KEY_INVALID");
+    expect(codeOf(() => ring.use(generateKey()))).toBe("GOSSIP_KEY_UNKNOWN");
+    expect(codeOf(() => ring.remove(k1))).toBe("GOSSIP_KEY_IN_USE");
+    expect(codeOf(() => new Keyring(new Uint8Array(16)))).toBe("GOSSIP_KEY_INVALID");
     ring.remove(generateKey()); // removing an absent key is a no-op
     expect(ring.keys()).toHaveLength(2);
   });
@@ -112,7 +112,7 @@ describe("Keyring", () => {
     expect((await Keyring.fromKeyFile(good)).keys()).toEqual([k2, k1]);
     const bad = join(dir, "bad");
     writeFileSync(bad, "bm90IGEga2V5\n");
-    await expect(Keyring.fromKeyFile(bad)).rejects.toMatchObject({ code: "KEY_FILE_INVALID" });
+    await expect(Keyring.fromKeyFile(bad)).rejects.toMatchObject({ code: "GOSSIP_KEY_FILE_INVALID" });
   });
 });
 

@@ -43,7 +43,7 @@ describe("SubnetSpace (flannel's Network/SubnetLen/SubnetMin/SubnetMax)", () => 
     for (const config of bad) {
       expect(() => SubnetSpace.fromConfig(config), JSON.stringify(config)).toThrow(expect.objectContaining({ code: "LEASE_BAD_NETWORK_CONFIG" }));
     }
-    expect(() => SubnetSpace.fromConfig({ Network: "198.19.0.1/16" })).toThrow(expect.objectContaining({ code: "BAD_PREFIX" }));
+    expect(() => SubnetSpace.fromConfig({ Network: "198.19.0.1/16" })).toThrow(expect.objectContaining({ code: "NET_BAD_PREFIX" }));
     // Large spaces are fine: the ring holds ranges, not slots.
     expect(SubnetSpace.fromConfig({ Network: "10.0.0.0/8", SubnetLen: 26 }).slotCount).toBe(2 ** 18 - 1);
   });

@@ -39,7 +39,7 @@ describe("IPv6 text", () => {
   });
 
   it.each(["", "1", "2001:2", "2001:2::1::1", "1:2:3:4:5:6:7:8:9", "12345::", "g::", "::1.2.3.256", "1:2:3:4:5:6:7::8"])("refuses %j", (text) => {
-    expect(() => parseIpv6(text)).toThrow(expect.objectContaining({ code: "BAD_IPV6" }));
+    expect(() => parseIpv6(text)).toThrow(expect.objectContaining({ code: "NET_BAD_IPV6" }));
   });
 
   it("parses prefixes and refuses host bits", () => {
@@ -48,6 +48,6 @@ describe("IPv6 text", () => {
     expect(prefixContains6(p, parseIpv6("2001:2:0:ffff::1"))).toBe(true);
     expect(prefixContains6(p, parseIpv6("2001:2:0:7fff::1"))).toBe(false);
     expect(() => parsePrefix6("2001:2:0:8000::1/64")).toThrow(/host bits set; did you mean 2001:2:0:8000::\/64/);
-    expect(() => parsePrefix6("2001:2::/129")).toThrow(expect.objectContaining({ code: "BAD_PREFIX" }));
+    expect(() => parsePrefix6("2001:2::/129")).toThrow(expect.objectContaining({ code: "NET_BAD_PREFIX" }));
   });
 });

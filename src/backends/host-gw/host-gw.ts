@@ -29,7 +29,7 @@ export class HostGwBackend extends KernelBackend {
     const addrs = await readIpv4Addresses(kernel, underlay.iface);
     if (!addrs.some((a) => a.addr === underlay.addr)) {
       throw new WeftError(
-        "HOSTGW_ADDRESS_NOT_LOCAL",
+        "BACKEND_HOSTGW_ADDRESS_NOT_LOCAL",
         `host-gw needs the public address ${formatIpv4(underlay.addr!)} on ${underlay.iface} (it has ${addrs.map((a) => formatIpv4(a.addr)).join(", ") || "none"}); ` +
           `behind NAT peers cannot route to this host: use vxlan, or set --public-ip / --iface to the interface's own address`,
       );

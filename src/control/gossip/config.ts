@@ -2,7 +2,7 @@
 // DefaultLocalConfig and DefaultWANConfig. Timing values follow memberlist; the tombstone,
 // reconnect and size settings are weft's own (memberlist has no tombstone retention).
 import type { Addr } from "../runtime.js";
-import { GossipError } from "./errors.js";
+import { WeftError } from "../../errors.js";
 
 export interface MemberlistConfig {
   /** Unique node name; the cluster identifies a node by it (and its record by name + incarnation). */
@@ -124,7 +124,7 @@ export const MAX_NAME_BYTES = 128;
 
 export function validateConfig(c: MemberlistConfig): MemberlistConfig {
   const bad = (field: string, why: string): never => {
-    throw new GossipError("CONFIG_INVALID", `${field} ${why}; fix the gossip configuration`);
+    throw new WeftError("GOSSIP_CONFIG_INVALID", `${field} ${why}; fix the gossip configuration`);
   };
   const nameBytes = Buffer.byteLength(c.name, "utf8");
   if (nameBytes === 0 || nameBytes > MAX_NAME_BYTES) bad("name", `must be 1..${MAX_NAME_BYTES} bytes`);

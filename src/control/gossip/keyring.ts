@@ -19,7 +19,7 @@
 // only moves forward (see state.ts).
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import { GossipError } from "./errors.js";
+import { WeftError } from "../../errors.js";
 
 export const KEY_BYTES = 32;
 const FRAME_VERSION = 1;
@@ -63,7 +63,7 @@ function keyId(key: Uint8Array): number {
 
 function checkKey(key: Uint8Array): Buffer {
   if (!(key instanceof Uint8Array) || key.length !== KEY_BYTES) {
-    throw new GossipError("KEY_INVALID", `a gossip key must be ${KEY_BYTES} bytes (AES-256); generate one with 32 random bytes`);
+    throw new WeftError("GOSSIP_KEY_INVALID", `a gossip key must be ${KEY_BYTES} bytes (AES-256); generate one with 32 random bytes`);
   }
   return Buffer.from(key);
 }
@@ -91,7 +91,7 @@ export class Keyring {
       .filter((line) => line !== "" && !line.startsWith("#"))
       .map((line) => Buffer.from(line, "base64"));
     if (keys.length === 0 || keys.some((k) => k.length !== KEY_BYTES)) {
-      throw new GossipError("KEY_FILE_INVALID", `${path} must hold base64 ${KEY_BYTES}-byte keys, one a line, primary first`);
+      throw new WeftError("GOSSIP_KEY_FILE_INVALID", `${path} must hold base64 ${KEY_BYTES}-byte keys, one a line, primary first`);
     }
     return new Keyring(keys[0], keys.slice(1));
   }
@@ -104,7 +104,7 @@ export class Keyring {
   /** Makes an installed key the primary (install it on every node first). */
   use(key: Uint8Array): void {
     const id = this.find(key);
-    if (id === undefined) throw new GossipError("KEY_UNKNOWN", "install the key before using it");
+    if (id === undefined) throw new WeftError("GOSSIP_KEY_UNKNOWN", "install the key before using it");
     this.primaryId = id;
   }
 
@@ -112,7 +112,7 @@ export class Keyring {
   remove(key: Uint8Array): void {
     const id = this.find(key);
     if (id === undefined) return;
-    if (id === this.primaryId) throw new GossipError("KEY_IN_USE", "the primary key cannot be removed; use another key first");
+    if (id === this.primaryId) throw new WeftError("GOSSIP_KEY_IN_USE", "the primary key cannot be removed; use another key first");
     this.byId.delete(id);
   }
 
@@ -158,7 +158,7 @@ export class Keyring {
     const id = keyId(copy);
     const existing = this.byId.get(id);
     if (existing && !existing.equals(copy)) {
-      throw new GossipError("KEY_ID_COLLISION", "two keys share a key id (chance 2^-32); generate another key");
+      throw new WeftError("GOSSIP_KEY_ID_COLLISION", "two keys share a key id (chance 2^-32); generate another key");
     }
     this.byId.set(id, copy);
     return id;

@@ -8,7 +8,7 @@ import { Awareness } from "./awareness.js";
 import { retransmitLimit, TransmitLimitedQueue } from "./broadcast.js";
 import { validateConfig, type MemberlistConfig } from "./config.js";
 import type { Delegate, EventDelegate, NodeView } from "./delegate.js";
-import { GossipError } from "./errors.js";
+import { WeftError } from "../../errors.js";
 import type { Keyring } from "./keyring.js";
 import { encodeMessage, framedSize, type Envelope, type Message } from "./messages.js";
 import { BROADCAST_OVERHEAD, Wire, type Request } from "./net.js";
@@ -176,7 +176,7 @@ export class Memberlist {
   async sendReliable(name: string, msg: Uint8Array): Promise<void> {
     this.assertRunning();
     const reply = await this.wire.request(this.addressOf(name), { kind: "user", payload: msg }, this.config.tcpTimeoutMs);
-    if (reply.message.kind !== "ack") throw new GossipError("BAD_RESPONSE", `${name} answered ${reply.message.kind} to a reliable message`);
+    if (reply.message.kind !== "ack") throw new WeftError("GOSSIP_BAD_RESPONSE", `${name} answered ${reply.message.kind} to a reliable message`);
   }
 
   /** A copy of the counters, as a plain object. */
@@ -191,18 +191,18 @@ export class Memberlist {
 
   private addressOf(name: string): Addr {
     const rec = this.membership.get(name);
-    if (!rec) throw new GossipError("NODE_UNKNOWN", `no member named ${name}; check members()`);
+    if (!rec) throw new WeftError("GOSSIP_NODE_UNKNOWN", `no member named ${name}; check members()`);
     return { host: rec.host, port: rec.port };
   }
 
   private assertRunning(): void {
-    if (!this.running) throw new GossipError("NOT_RUNNING", "this memberlist was shut down; create a new one");
+    if (!this.running) throw new WeftError("GOSSIP_NOT_RUNNING", "this memberlist was shut down; create a new one");
   }
 
   private readMeta(): Uint8Array {
     const meta = this.delegate?.nodeMeta(this.config.maxMetaBytes) ?? EMPTY;
     if (meta.length > this.config.maxMetaBytes) {
-      throw new GossipError("META_TOO_BIG", `node meta is ${meta.length} bytes, over maxMetaBytes ${this.config.maxMetaBytes}`);
+      throw new WeftError("GOSSIP_META_TOO_BIG", `node meta is ${meta.length} bytes, over maxMetaBytes ${this.config.maxMetaBytes}`);
     }
     return meta;
   }
@@ -269,7 +269,7 @@ export class Memberlist {
 
   private async pushPull(peer: Addr, join: boolean): Promise<void> {
     const reply = await this.wire.request(peer, this.pushPullMessage(join), this.config.tcpTimeoutMs);
-    if (reply.message.kind !== "pushPull") throw new GossipError("BAD_RESPONSE", `push-pull answered with ${reply.message.kind}`);
+    if (reply.message.kind !== "pushPull") throw new WeftError("GOSSIP_BAD_RESPONSE", `push-pull answered with ${reply.message.kind}`);
     if (!this.running) return;
     this.membership.mergeRemote(reply.message.nodes, reply.sender);
     this.mergeUserState(reply.message.userState, join);
@@ -336,7 +336,7 @@ export class Memberlist {
         return { kind: "ack", seq: 0 };
       default:
         this.stats.dropped.unexpected++;
-        throw new GossipError("FRAME_REFUSED", `${m.kind} is not a stream request`);
+        throw new WeftError("GOSSIP_FRAME_REFUSED", `${m.kind} is not a stream request`);
     }
   }
 

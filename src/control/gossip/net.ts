@@ -4,7 +4,7 @@
 // refused frame is counted by reason and otherwise ignored.
 import type { Addr, Transport } from "../runtime.js";
 import type { MemberlistConfig } from "./config.js";
-import { GossipError } from "./errors.js";
+import { WeftError } from "../../errors.js";
 import { FRAME_OVERHEAD, type FrameKind, type Keyring } from "./keyring.js";
 import {
   buildEnvelope, encodeMessage, EnvelopeDecoder, envelopeHeader, framedSize, kindOfEncoded,
@@ -53,7 +53,7 @@ export class Wire {
     const encoded = messages.map(encodeMessage);
     let budget = this.packetBudget();
     for (const m of encoded) budget -= framedSize(m.length);
-    if (budget < 0) throw new GossipError("MESSAGE_TOO_BIG", `a packet holds ${this.packetBudget()} bytes of messages; send large data with sendReliable`);
+    if (budget < 0) throw new WeftError("GOSSIP_MESSAGE_TOO_BIG", `a packet holds ${this.packetBudget()} bytes of messages; send large data with sendReliable`);
     if (piggyback) encoded.push(...this.deps.piggyback(BROADCAST_OVERHEAD, budget));
     if (encoded.length === 0) return false;
     const frame = this.deps.keyring.seal(buildEnvelope(this.header, encoded), "packet");
@@ -71,7 +71,7 @@ export class Wire {
     const encoded = encodeMessage(message);
     const frame = this.deps.keyring.seal(buildEnvelope(this.header, [encoded]), "request");
     if (frame.length > config.maxStreamBytes) {
-      throw new GossipError("STATE_TOO_BIG", `${frame.length} bytes exceed maxStreamBytes ${config.maxStreamBytes}; raise it or shrink node meta`);
+      throw new WeftError("GOSSIP_STATE_TOO_BIG", `${frame.length} bytes exceed maxStreamBytes ${config.maxStreamBytes}; raise it or shrink node meta`);
     }
     count(counters.sent, encoded);
     counters.frames.streamsSent++;
@@ -84,7 +84,7 @@ export class Wire {
       throw err;
     }
     const envelope = this.accept(reply, "response");
-    if (!envelope) throw new GossipError("BAD_RESPONSE", `refused the reply from ${to.host}:${to.port} (see dropped counters); check both nodes share a key`);
+    if (!envelope) throw new WeftError("GOSSIP_BAD_RESPONSE", `refused the reply from ${to.host}:${to.port} (see dropped counters); check both nodes share a key`);
     return { from: to, sender: envelope.sender, message: envelope.messages[0].message };
   }
 
@@ -99,7 +99,7 @@ export class Wire {
   onRequest(handler: (request: Request) => Promise<Message>): void {
     this.deps.transport.onExchange(async (from, frame) => {
       const envelope = this.accept(frame, "request");
-      if (!envelope) throw new GossipError("FRAME_REFUSED", "request refused and counted; the sender may use another key");
+      if (!envelope) throw new WeftError("GOSSIP_FRAME_REFUSED", "request refused and counted; the sender may use another key");
       const reply = encodeMessage(await handler({ from, sender: envelope.sender, message: envelope.messages[0].message }));
       const out = this.deps.keyring.seal(buildEnvelope(this.header, [reply]), "response");
       count(this.deps.counters.sent, reply);

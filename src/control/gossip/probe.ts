@@ -6,7 +6,7 @@
 // member carries the suspicion (Lifeguard's buddy system).
 import type { Addr, Clock, Random } from "../runtime.js";
 import type { Awareness } from "./awareness.js";
-import { GossipError } from "./errors.js";
+import { WeftError } from "../../errors.js";
 import type { MemberlistConfig } from "./config.js";
 import type { Message } from "./messages.js";
 import type { Wire } from "./net.js";
@@ -75,7 +75,7 @@ export class FailureDetector {
   answerStreamPing(ping: Ping): Message {
     if (ping.target !== this.deps.config.name) {
       this.deps.counters.dropped.misdirected++;
-      throw new GossipError("FRAME_REFUSED", `ping for ${ping.target} reached ${this.deps.config.name}`);
+      throw new WeftError("GOSSIP_FRAME_REFUSED", `ping for ${ping.target} reached ${this.deps.config.name}`);
     }
     return { kind: "ack", seq: ping.seq };
   }

@@ -23,7 +23,7 @@
 // seed names at version 1, so all seeded nodes start from the same ring and nobody claims
 // anything optimistically. A node without a seed list starts from an unknown ring (version 0
 // everywhere) and adopts the seeds and ownership it learns from peers.
-import { WeftError } from "../../errors.js";
+import { type LeaseErrorCode, WeftError } from "../../errors.js";
 
 export interface SlotState {
   /** null while the slot is unknown (version 0: this node has not learnt the ring yet). */
@@ -380,6 +380,6 @@ function sameList(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
-function refused(code: string, message: string): MergeResult {
+function refused(code: LeaseErrorCode, message: string): MergeResult {
   return { ok: false, conflicts: [], error: new WeftError(code, `refused a peer's ring: ${message}`) };
 }

@@ -6,19 +6,9 @@
 import { createSocket, type Socket as UdpSocket } from "node:dgram";
 import { isIPv6 } from "node:net";
 import { connect, createServer, type Server, type Socket } from "node:net";
+import { isWeftError, WeftError } from "../../errors.js";
 import type { Addr, Transport } from "../runtime.js";
 
-export type TransportErrorCode = "TIMEOUT" | "TOO_BIG" | "CLOSED" | "CONNECT_FAILED" | "BIND_FAILED";
-
-export class TransportError extends Error {
-  constructor(
-    readonly code: TransportErrorCode,
-    message: string,
-  ) {
-    super(`${code}: ${message}`);
-    this.name = "TransportError";
-  }
-}
 
 export interface UdpTcpOptions {
   /** Address to bind (e.g. "127.0.0.1", or the underlay address). */
@@ -51,7 +41,7 @@ export class UdpTcpTransport implements Transport {
   readonly stats: TransportStats = { oversizePackets: 0, oversizeStreams: 0, rejectedConnections: 0, inboundStreamErrors: 0, packetSendErrors: 0 };
   private packetHandler: (from: Addr, frame: Uint8Array) => void = () => {};
   private exchangeHandler: (from: Addr, frame: Uint8Array) => Promise<Uint8Array> = () =>
-    Promise.reject(new TransportError("CLOSED", "no exchange handler"));
+    Promise.reject(new WeftError("TRANSPORT_CLOSED", "no exchange handler"));
   private readonly sockets = new Set<Socket>();
   private closed = false;
 
@@ -85,7 +75,7 @@ export class UdpTcpTransport implements Transport {
         });
       } catch (err) {
         udp.close();
-        throw new TransportError("BIND_FAILED", `UDP ${opts.host}:${opts.port}: ${String(err)}; pick another port or free it`);
+        throw new WeftError("TRANSPORT_BIND_FAILED", `UDP ${opts.host}:${opts.port}: ${String(err)}; pick another port or free it`);
       }
       const port = udp.address().port;
       const tcp = createServer();
@@ -112,7 +102,7 @@ export class UdpTcpTransport implements Transport {
         tcp.close();
       }
     }
-    throw new TransportError("BIND_FAILED", `TCP ${opts.host}:${opts.port}: ${String(lastError)}; pick another port or free it`);
+    throw new WeftError("TRANSPORT_BIND_FAILED", `TCP ${opts.host}:${opts.port}: ${String(lastError)}; pick another port or free it`);
   }
 
   sendPacket(to: Addr, frame: Uint8Array): void {
@@ -128,11 +118,11 @@ export class UdpTcpTransport implements Transport {
   }
 
   exchange(to: Addr, frame: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
-    if (this.closed) return Promise.reject(new TransportError("CLOSED", "transport closed"));
+    if (this.closed) return Promise.reject(new WeftError("TRANSPORT_CLOSED", "transport closed"));
     return new Promise((resolve, reject) => {
       const sock = connect({ host: to.host, port: to.port });
       this.sockets.add(sock);
-      const timer = setTimeout(() => fail(new TransportError("TIMEOUT", `no answer from ${to.host}:${to.port} in ${timeoutMs} ms`)), timeoutMs);
+      const timer = setTimeout(() => fail(new WeftError("TRANSPORT_TIMEOUT", `no answer from ${to.host}:${to.port} in ${timeoutMs} ms`)), timeoutMs);
       const finish = (): void => {
         clearTimeout(timer);
         this.sockets.delete(sock);
@@ -142,7 +132,7 @@ export class UdpTcpTransport implements Transport {
         finish();
         reject(err);
       };
-      sock.once("error", (err) => fail(new TransportError("CONNECT_FAILED", `${to.host}:${to.port}: ${err.message}`)));
+      sock.once("error", (err) => fail(new WeftError("TRANSPORT_CONNECT_FAILED", `${to.host}:${to.port}: ${err.message}`)));
       sock.once("connect", () => sock.write(lengthPrefixed(frame)));
       readFrame(sock, this.maxStreamBytes).then((reply) => {
         finish();
@@ -177,7 +167,7 @@ export class UdpTcpTransport implements Transport {
       return;
     }
     this.sockets.add(sock);
-    sock.setTimeout(this.inboundTimeoutMs, () => sock.destroy(new TransportError("TIMEOUT", "inbound request too slow")));
+    sock.setTimeout(this.inboundTimeoutMs, () => sock.destroy(new WeftError("TRANSPORT_TIMEOUT", "inbound request too slow")));
     sock.on("error", () => {});
     sock.once("close", () => this.sockets.delete(sock));
     const from = { host: sock.remoteAddress ?? "", port: sock.remotePort ?? 0 };
@@ -186,7 +176,7 @@ export class UdpTcpTransport implements Transport {
       .then(
         (reply) => sock.end(lengthPrefixed(reply)),
         (err: unknown) => {
-          if (err instanceof TransportError && err.code === "TOO_BIG") this.stats.oversizeStreams++;
+          if (isWeftError(err, "TRANSPORT_TOO_BIG")) this.stats.oversizeStreams++;
           else this.stats.inboundStreamErrors++;
           sock.destroy();
         },
@@ -219,15 +209,15 @@ function readFrame(sock: Socket, maxBytes: number): Promise<Uint8Array> {
       have += chunk.length;
       if (want < 0 && have >= LENGTH_BYTES) {
         want = Buffer.concat(chunks).readUInt32BE(0);
-        if (want > maxBytes) return done(new TransportError("TOO_BIG", `stream frame of ${want} bytes over ${maxBytes}`));
+        if (want > maxBytes) return done(new WeftError("TRANSPORT_TOO_BIG", `stream frame of ${want} bytes over ${maxBytes}`));
       }
       if (want >= 0 && have >= LENGTH_BYTES + want) {
         const all = Buffer.concat(chunks);
-        if (all.length > LENGTH_BYTES + want) return done(new TransportError("TOO_BIG", "bytes after the frame"));
+        if (all.length > LENGTH_BYTES + want) return done(new WeftError("TRANSPORT_TOO_BIG", "bytes after the frame"));
         done(undefined, all.subarray(LENGTH_BYTES));
       }
     };
-    const onEnd = (): void => done(new TransportError("CLOSED", "stream ended before a whole frame"));
+    const onEnd = (): void => done(new WeftError("TRANSPORT_CLOSED", "stream ended before a whole frame"));
     sock.on("data", onData);
     sock.once("end", onEnd);
     sock.once("close", onEnd);

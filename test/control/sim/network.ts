@@ -4,6 +4,7 @@
 // delayed, time out across a partition, and are refused by a host that is down. A slow host has
 // its timers stretched and handles everything it receives late, as a CPU-starved process does.
 import type { Addr, Clock, TimerHandle, Transport } from "../../../src/control/runtime.js";
+import { WeftError } from "../../../src/errors.js";
 import type { SeededRandom } from "./random.js";
 import type { ScheduledEvent, Scheduler } from "./scheduler.js";
 
@@ -34,15 +35,6 @@ export interface HostOptions {
   timerStretch?: number;
   /** Everything this host receives is handled this much later. */
   inboundDelayMs?: number;
-}
-
-export class SimNetworkError extends Error {
-  constructor(
-    readonly code: "TIMEOUT" | "REFUSED" | "CLOSED",
-    message: string,
-  ) {
-    super(`${code}: ${message}`);
-  }
 }
 
 export interface NetworkStats {
@@ -193,7 +185,7 @@ export class SimNetwork {
         fn();
       };
       const timer = caller.clock.setTimer(timeoutMs, () =>
-        settle(() => reject(new SimNetworkError("TIMEOUT", `no answer from ${key(to)} in ${timeoutMs} ms`))),
+        settle(() => reject(new WeftError("TRANSPORT_TIMEOUT", `no answer from ${key(to)} in ${timeoutMs} ms`))),
       );
       if (!this.reachable(caller.addr, to)) return;
       const back = (fn: () => void): void => {
@@ -203,7 +195,7 @@ export class SimNetwork {
       this.scheduler.schedule(this.delay() + (target?.options.inboundDelayMs ?? 0), () => {
         const t = this.hosts.get(key(to))?.transport;
         if (!t || t.closed) {
-          back(() => settle(() => reject(new SimNetworkError("REFUSED", `nothing listens on ${key(to)}`))));
+          back(() => settle(() => reject(new WeftError("TRANSPORT_REFUSED", `nothing listens on ${key(to)}`))));
           return;
         }
         const targetEpoch = t.host.epoch;
@@ -212,7 +204,7 @@ export class SimNetwork {
             if (t.host.epoch === targetEpoch) back(() => settle(() => resolve(reply)));
           },
           () => {
-            if (t.host.epoch === targetEpoch) back(() => settle(() => reject(new SimNetworkError("CLOSED", `${key(to)} closed the stream`))));
+            if (t.host.epoch === targetEpoch) back(() => settle(() => reject(new WeftError("TRANSPORT_CLOSED", `${key(to)} closed the stream`))));
           },
         );
       });
@@ -266,7 +258,7 @@ export class SimTransport implements Transport {
   }
 
   exchange(to: Addr, frame: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
-    if (this.closed) return Promise.reject(new SimNetworkError("CLOSED", "transport closed"));
+    if (this.closed) return Promise.reject(new WeftError("TRANSPORT_CLOSED", "transport closed"));
     return this.net.exchange(this.host, to, frame, timeoutMs);
   }
 
@@ -291,7 +283,7 @@ export class SimTransport implements Transport {
   }
 
   receiveExchange(from: Addr, frame: Uint8Array): Promise<Uint8Array> {
-    if (!this.exchangeHandler) return Promise.reject(new SimNetworkError("REFUSED", "no handler"));
+    if (!this.exchangeHandler) return Promise.reject(new WeftError("TRANSPORT_REFUSED", "no handler"));
     try {
       return this.exchangeHandler(from, frame);
     } catch (err) {
