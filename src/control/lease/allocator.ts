@@ -350,7 +350,7 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     if (result.changed.length === 0) return;
     this.noteSlotsTaken(result.changed);
     const extra = this.freeExtraLeases(next);
-    const learnt = source === "gossip" ? next.runsOf(result.changed.map((c) => c.slot)) : [];
+    const learnt = source === "gossip" ? next.runsIn(result.changed) : [];
     await this.commit(next, [...learnt, ...extra]);
   }
 
@@ -588,10 +588,11 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
   private noteSlotsTaken(changed: readonly SlotChange[]): void {
     const taken = changed.filter((c) => c.before.owner === this.name && c.after.owner !== this.name);
     if (taken.length === 0) return;
-    this.stats.slotsTakenFromUs += taken.length;
+    const count = taken.reduce((n, c) => n + c.count, 0);
+    this.stats.slotsTakenFromUs += count;
     this.opts.log.warn(
-      { code: "LEASE_SLOTS_TAKEN", slots: taken.map((c) => ({ slot: c.slot, to: c.after.owner, version: c.after.version })) },
-      `the cluster moved ${taken.length} of this node's slot(s) to other nodes (reclaimed while this node was unreachable, or this node's state was rolled back); accepting`,
+      { code: "LEASE_SLOTS_TAKEN", slots: taken.slice(0, 10).map((c) => ({ start: c.start, count: c.count, to: c.after.owner, version: c.after.version })) },
+      `the cluster moved ${count} of this node's slot(s) to other nodes (reclaimed while this node was unreachable, or this node's state was rolled back); accepting`,
     );
   }
 

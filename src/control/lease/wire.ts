@@ -29,6 +29,9 @@ const KIND = { state: 1, request: 2, reply: 3, reclaim: 4 } as const;
 /** Bound on node names (gossip itself allows 128 bytes) and, via msgpack, on any string. */
 const MAX_NAME_BYTES = 255;
 const MAX_MESSAGE_BYTES = 4 << 20;
+/** Bound on runs in one ring state. The ring holds ranges, so a full ring has a few runs per
+ *  node; this is far above any real cluster and keeps a hostile message bounded. */
+export const MAX_RUNS = 65536;
 
 export function encodeMessage(fingerprint: string, msg: LeaseMessage): Uint8Array {
   switch (msg.kind) {
@@ -54,7 +57,7 @@ export function decodeMessage(fingerprint: string, bytes: Uint8Array): LeaseMess
       maxBinLength: 0,
       maxExtLength: 0,
       maxMapLength: 0,
-      maxArrayLength: 5 * MAX_SLOTS,
+      maxArrayLength: MAX_RUNS,
     });
   } catch (err) {
     throw badMessage(`not valid msgpack (${(err as Error).message})`);
@@ -112,7 +115,7 @@ export function fromPlainRing(value: unknown, fail: (why: string) => WeftError):
     throw fail("ring.seeds is not null or a list of node names");
   }
   if (!Array.isArray(owners) || !owners.every(isName)) throw fail("ring.owners is not a list of node names");
-  if (!Array.isArray(runs) || runs.length > MAX_SLOTS) throw fail("ring.runs is not a list of at most one run per slot");
+  if (!Array.isArray(runs) || runs.length > MAX_RUNS) throw fail(`ring.runs is not a list of at most ${MAX_RUNS} runs`);
   const out: RingRun[] = runs.map((run, i) => {
     if (!Array.isArray(run) || run.length !== 5) throw fail(`ring run ${i} is not [start, count, owner, version, leased]`);
     const [start, count, owner, version, leased] = run as unknown[];
