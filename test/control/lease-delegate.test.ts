@@ -140,12 +140,12 @@ describe("LeaseDelegate", () => {
     const leases = new SubnetLeases({ space: SPACE, seeds: ["a"], membership, store: new MemoryStore(), clock, random: new SeededRandom(3), log, bootstrapQuietMs: 10 });
     const delegate = new LeaseDelegate(leases, membership, log);
     await leases.start();
-    expect(decodeLeaseMeta(delegate.nodeMeta(512))).toEqual({ subnet: null });
+    expect(decodeLeaseMeta(delegate.nodeMeta(512))).toEqual({ subnet: null, subnets: [null] });
     await clock.runUntil(100);
-    expect(decodeLeaseMeta(delegate.nodeMeta(512))).toEqual({ subnet: "198.19.1.0/24" });
+    expect(decodeLeaseMeta(delegate.nodeMeta(512))).toEqual({ subnet: "198.19.1.0/24", subnets: ["198.19.1.0/24"] });
     expect(delegate.nodeMeta(3)).toEqual(new Uint8Array(0));
     expect(log.codes()).toContain("LEASE_META_TOO_BIG");
-    expect(decodeLeaseMeta(encodeLeaseMeta(null))).toEqual({ subnet: null });
+    expect(decodeLeaseMeta(encodeLeaseMeta(null))).toEqual({ subnet: null, subnets: [null] });
     expect(decodeLeaseMeta(new Uint8Array([1, 2, 3]))).toBeUndefined();
   });
 });

@@ -5,7 +5,7 @@
 // will later run the same properties with real membership.)
 import { SubnetLeases, type LeaseLogger, type MembershipPort, type SubnetLeasesOptions } from "../../src/control/lease/allocator.js";
 import { LeaseDelegate } from "../../src/control/lease/delegate.js";
-import type { SubnetSpace } from "../../src/control/lease/slots.js";
+import type { LeaseSpace } from "../../src/control/lease/slots.js";
 import type { LeaseStateStore, PersistedLeaseState } from "../../src/control/lease/store.js";
 import type { NodeView } from "../../src/control/gossip/delegate.js";
 import type { Clock, Random, TimerHandle } from "../../src/control/runtime.js";
@@ -119,10 +119,12 @@ export const DEFAULT_BUS: BusOptions = { seed: 1, loss: 0, duplicate: 0, minDela
 /** One simulated node: its lease layer, delegate, store (kept across restarts) and membership port. */
 export class SimNode implements MembershipPort {
   up = false;
-  leases!: SubnetLeases;
+  /** One lease layer per address family of the bus (IPv4 first), as a dual-stack agent has. */
+  families: SubnetLeases[] = [];
   delegate!: LeaseDelegate;
   readonly log = new RecordingLog();
-  readonly store = new MemoryStore();
+  /** One store per family, kept across restarts. */
+  readonly stores: MemoryStore[];
   /** Bumped on every restart, so that timers of a previous life do nothing. */
   life = 0;
 
@@ -130,7 +132,18 @@ export class SimNode implements MembershipPort {
     readonly bus: Bus,
     readonly name: string,
     readonly extra: Partial<SubnetLeasesOptions>,
-  ) {}
+  ) {
+    this.stores = bus.spaces.map(() => new MemoryStore());
+  }
+
+  /** The first family's lease layer and store. */
+  get leases(): SubnetLeases {
+    return this.families[0];
+  }
+
+  get store(): MemoryStore {
+    return this.stores[0];
+  }
 
   localNode(): { name: string } {
     return { name: this.name };
@@ -158,11 +171,19 @@ export class Bus {
   /** Node -> partition group; nodes talk only within a group. */
   private readonly group = new Map<string, number>();
 
+  /** The address families' spaces, each leased on its own ring. */
+  readonly spaces: readonly LeaseSpace[];
+
   constructor(
-    readonly space: SubnetSpace,
+    space: LeaseSpace | readonly LeaseSpace[],
     readonly o: BusOptions = DEFAULT_BUS,
   ) {
+    this.spaces = Array.isArray(space) ? space : [space as LeaseSpace];
     this.random = new SeededRandom(o.seed);
+  }
+
+  get space(): LeaseSpace {
+    return this.spaces[0];
   }
 
   add(name: string, extra: Partial<SubnetLeasesOptions> = {}): SimNode {
@@ -176,18 +197,21 @@ export class Bus {
   async start(node: SimNode): Promise<void> {
     node.life++;
     node.up = true;
-    node.leases = new SubnetLeases({
-      space: this.space,
-      membership: node,
-      store: node.store,
-      clock: this.clock,
-      random: new SeededRandom(this.o.seed * 31 + node.life * 7 + node.name.length),
-      log: node.log,
-      bootstrapQuietMs: 2_000,
-      ...node.extra,
-    });
-    node.delegate = new LeaseDelegate(node.leases, node, node.log);
-    await node.leases.start();
+    node.families = this.spaces.map(
+      (space, f) =>
+        new SubnetLeases({
+          space,
+          membership: node,
+          store: node.stores[f],
+          clock: this.clock,
+          random: new SeededRandom(this.o.seed * 31 + node.life * 7 + node.name.length + f * 1013),
+          log: node.log,
+          bootstrapQuietMs: 2_000,
+          ...node.extra,
+        }),
+    );
+    node.delegate = new LeaseDelegate(node.families, node, node.log);
+    for (const l of node.families) await l.start();
     const life = node.life;
     const every = (ms: number, fn: () => void): void => {
       const tick = (): void => {
@@ -211,7 +235,7 @@ export class Bus {
   async crash(node: SimNode): Promise<void> {
     const peers = this.reachableFrom(node.name);
     node.up = false;
-    await node.leases.stop();
+    for (const l of node.families) await l.stop();
     for (const peer of peers) peer.delegate.notifyLeave(view(node.name, "dead"));
   }
 

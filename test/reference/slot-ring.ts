@@ -57,7 +57,7 @@ export class SlotRing {
   private readonly nameIndex: Map<string, number>;
   private seedList: readonly string[] | null;
 
-  private constructor(slotCount: number, seeds: readonly string[] | null, from?: Ring) {
+  private constructor(slotCount: number, seeds: readonly string[] | null, from?: SlotRing) {
     this.owners = from ? from.owners.slice() : new Int32Array(slotCount).fill(NO_OWNER);
     this.versions = from ? from.versions.slice() : new Float64Array(slotCount);
     this.leasedFlags = from ? from.leasedFlags.slice() : new Uint8Array(slotCount);

@@ -34,7 +34,7 @@ import { WeftError } from "../../errors.js";
 import type { NodeView } from "../gossip/delegate.js";
 import type { Clock, Random, TimerHandle } from "../runtime.js";
 import { Ring, type Conflict, type RingRun, type RingState, type SlotChange, type SlotSpan } from "./ring.js";
-import type { SubnetSpace } from "./slots.js";
+import type { LeaseSpace } from "./slots.js";
 import type { LeaseStateStore } from "./store.js";
 import { encodeMessage, type LeaseMessage } from "./wire.js";
 
@@ -77,7 +77,7 @@ export interface ReclaimReport {
 }
 
 export interface SubnetLeasesOptions {
-  readonly space: SubnetSpace;
+  readonly space: LeaseSpace;
   /** The same list (in any order) on every seed node; other nodes may have it too or leave it out. */
   readonly seeds?: readonly string[];
   readonly membership: MembershipPort;
@@ -230,7 +230,7 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
   }
 
-  get space(): SubnetSpace {
+  get space(): LeaseSpace {
     return this.opts.space;
   }
 

@@ -49,6 +49,30 @@ export function encodeMessage(fingerprint: string, msg: LeaseMessage): Uint8Arra
 /** Decodes and checks a message of this network. Throws LEASE_BAD_MESSAGE for anything
  *  malformed and LEASE_RING_MISMATCH for a message from a differently configured network. */
 export function decodeMessage(fingerprint: string, bytes: Uint8Array): LeaseMessage {
+  return decodeMessageFor([fingerprint], bytes).message;
+}
+
+/** Push-pull state of several families (one ring each): the families' messages side by side.
+ *  One family's state is its message as is. */
+export function encodeStateBundle(parts: readonly Uint8Array[]): Uint8Array {
+  return parts.length === 1 ? parts[0] : encode(parts);
+}
+
+/** The messages of a push-pull state: a bundle's parts, or the one message it is. */
+export function splitStateBundle(bytes: Uint8Array): Uint8Array[] {
+  try {
+    // A lease message holds strings and numbers, so it never decodes under these limits.
+    const v = decode(bytes, { maxStrLength: 0, maxArrayLength: 2, maxMapLength: 0, maxExtLength: 0, maxBinLength: MAX_MESSAGE_BYTES });
+    if (Array.isArray(v) && v.length > 0 && v.every((p) => p instanceof Uint8Array)) return v as Uint8Array[];
+  } catch {
+    // not a bundle
+  }
+  return [bytes];
+}
+
+/** decodeMessage for a node with one ring per address family: which family's network the
+ *  message is for (by its fingerprint), and the message. */
+export function decodeMessageFor(fingerprints: readonly string[], bytes: Uint8Array): { fingerprint: string; message: LeaseMessage } {
   if (bytes.length > MAX_MESSAGE_BYTES) throw badMessage(`${bytes.length} bytes is over the ${MAX_MESSAGE_BYTES}-byte limit`);
   let value: unknown;
   try {
@@ -63,12 +87,17 @@ export function decodeMessage(fingerprint: string, bytes: Uint8Array): LeaseMess
     throw badMessage(`not valid msgpack (${(err as Error).message})`);
   }
   if (!Array.isArray(value) || value[0] !== WIRE_FORMAT) throw badMessage("not a lease message of format 1");
-  if (value[1] !== fingerprint) {
+  const fingerprint = fingerprints.find((f) => f === value[1]);
+  if (fingerprint === undefined) {
     throw new WeftError(
       "LEASE_RING_MISMATCH",
-      `a peer's lease message is for network config ${String(value[1])}, ours is ${fingerprint}: every node needs the same Network, SubnetLen, SubnetMin and SubnetMax`,
+      `a peer's lease message is for network config ${String(value[1])}, ours is ${fingerprints.join(" and ")}: every node needs the same Network, SubnetLen, SubnetMin and SubnetMax (and IPv6 keys)`,
     );
   }
+  return { fingerprint, message: decodeBody(value) };
+}
+
+function decodeBody(value: unknown[]): LeaseMessage {
   const [, , kind, a, b, c] = value as unknown[];
   const expectLength = (n: number): void => {
     if (value.length !== n) throw badMessage(`kind ${String(kind)} needs ${n} fields, got ${(value as unknown[]).length}`);
