@@ -2,8 +2,8 @@
 // net-conf.json, writes subnet.env for the CNI plugin, keeps the backend's peers in step with the
 // cluster (on every change and by a periodic reconcile that also repairs kernel drift), serves
 // health, status and metrics, swaps backends on SIGHUP, and leaves cleanly on SIGTERM/SIGINT.
-import { readFile } from "node:fs/promises";
-import { join } from "node:path";
+import { mkdir, readFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import type { Logger } from "pino";
 import type { Backend, BackendAnnouncement, BackendOptions, Underlay } from "../backends/backend.js";
 import { createBackend } from "../backends/index.js";
@@ -15,9 +15,13 @@ import { WeftError } from "../errors.js";
 import { Kernel } from "../kernel/iproute.js";
 import { removeIpMasq, setIpMasq } from "../kernel/ipmasq.js";
 import { formatIpv4, formatPrefix, type Ipv4Prefix } from "../net/ipv4.js";
-import { AgentHttp, SOCKET_NAME } from "./http.js";
+import { formatIpv6 } from "../net/ipv6.js";
+import { AgentHttp, SOCKET_NAME, type TcpListener } from "./http.js";
 import { agentMetrics } from "./metrics.js";
 import { PeerSync } from "./peer-sync.js";
+import { checkFlags, checkHost } from "./preflight.js";
+import { udpSocketDrops, type SocketDrops } from "./socket-drops.js";
+import { StateDirLock } from "./state-dir.js";
 import { writeSubnetEnv } from "./subnet-env.js";
 import { chooseUnderlay, describeUnderlay } from "./underlay.js";
 
@@ -31,6 +35,9 @@ export interface AgentOptions {
   ipMasq: boolean;
   healthzIp: string;
   healthzPort?: number;
+  /** Also serve /status on the healthz port (it shows members, underlay addresses and MACs). */
+  healthzStatus?: boolean;
+  metricsIp: string;
   metricsPort?: number;
   gossipPort: number;
   join: Addr[];
@@ -65,6 +72,7 @@ export class Agent {
   private reconcileTimer?: NodeJS.Timeout;
   private http?: AgentHttp;
   private reloading: Promise<void> = Promise.resolve();
+  private waitingFor = "joining the cluster";
   private readonly startedAt = Date.now();
   private readonly sync: PeerSync;
 
@@ -74,37 +82,61 @@ export class Agent {
     private readonly kernel: Kernel,
     private readonly underlay: Underlay,
     private readonly control: ControlPlane,
+    private readonly lock: StateDirLock,
     private readonly log: Logger,
   ) {
     this.sync = new PeerSync(control, () => this.backend, log);
   }
 
-  /** Everything up to a programmed backend; on failure undoes what it did and throws. */
-  static async start(opts: AgentOptions, log: Logger): Promise<Agent> {
-    // The config is checked before anything touches the kernel or the network.
+  /**
+   * Everything up to a programmed backend; on failure undoes what it did and throws. Flags,
+   * net-conf.json and the host are checked before anything is leased, bound or touched. An abort
+   * (SIGTERM, SIGINT) at any point undoes the same way and throws AGENT_STOPPED.
+   */
+  static async start(opts: AgentOptions, log: Logger, signal?: AbortSignal): Promise<Agent> {
+    checkFlags(opts);
     const conf = requireIpv4Only(parseNetConf(await readConfig(opts.netConfig), opts.netConfig));
     const keyring = await Keyring.fromKeyFile(opts.keyFile);
     const kernel = new Kernel();
-    const underlay = await chooseUnderlay(kernel, opts, { ipv4: conf.space !== undefined, ipv6: conf.space6 !== undefined });
-    log.info({ node: opts.nodeName, underlay: describeUnderlay(underlay), backend: conf.Backend.Type, network: conf.Network }, "starting");
-    const control = await ControlPlane.start({
-      name: opts.nodeName, bindAddr: formatIpv4(underlay.addr!), gossipPort: opts.gossipPort, join: opts.join,
-      seeds: opts.seeds ?? (opts.join.length === 0 ? [opts.nodeName] : []), space: conf.space, keyring,
-      stateDir: opts.stateDir, logger: log,
-    });
-    const agent = new Agent(opts, conf, kernel, underlay, control, log);
+    const lock = await StateDirLock.acquire(opts.stateDir);
+    let control: ControlPlane;
+    let underlay: Underlay;
     try {
+      underlay = await chooseUnderlay(kernel, opts, { ipv4: conf.space !== undefined, ipv6: conf.space6 !== undefined });
+      await checkHost(kernel, opts, conf, underlay);
+      await mkdir(dirname(opts.subnetFile), { recursive: true, mode: 0o755 });
+      abortable(signal);
+      log.info({ node: opts.nodeName, underlay: describeUnderlay(underlay), backend: conf.Backend.Type, network: conf.Network }, "starting");
+      control = await ControlPlane.start({
+        name: opts.nodeName, bindAddr: formatIpv4(underlay.addr!), gossipPort: opts.gossipPort, join: opts.join,
+        seeds: opts.seeds ?? (opts.join.length === 0 ? [opts.nodeName] : []), space: conf.space, keyring,
+        stateDir: opts.stateDir, logger: log,
+      });
+    } catch (err) {
+      await lock.release();
+      throw err;
+    }
+    const agent = new Agent(opts, conf, kernel, underlay, control, lock, log);
+    try {
+      abortable(signal);
+      const tcp: TcpListener[] = [];
+      if (opts.healthzPort !== undefined) tcp.push({ host: opts.healthzIp, port: opts.healthzPort, endpoints: ["/healthz", "/readyz", ...(opts.healthzStatus ? (["/status"] as const) : [])] });
+      if (opts.metricsPort !== undefined) tcp.push({ host: opts.metricsIp, port: opts.metricsPort, endpoints: ["/metrics"] });
       agent.http = await AgentHttp.listen(
-        { ready: () => agent.ready, status: () => agent.status(), metrics: agentMetrics(control, () => agent.backend, () => agent.subnet && formatPrefix(agent.subnet)) },
+        {
+          ready: () => agent.ready,
+          waitingFor: () => agent.waitingFor,
+          status: () => agent.status(),
+          metrics: agentMetrics(control, () => agent.backend, () => agent.subnet && formatPrefix(agent.subnet), () => agent.socketDrops()),
+        },
         join(opts.stateDir, SOCKET_NAME),
-        [
-          ...(opts.healthzPort !== undefined ? [{ host: opts.healthzIp, port: opts.healthzPort }] : []),
-          ...(opts.metricsPort !== undefined ? [{ host: opts.healthzIp, port: opts.metricsPort }] : []),
-        ],
+        tcp,
       );
-      agent.subnet = await control.lease();
+      agent.waitingFor = "waiting for a subnet lease (see the log for why)";
+      agent.subnet = await abortable(signal, control.lease());
       log.info({ subnet: formatPrefix(agent.subnet) }, "lease held");
-      await agent.startBackend();
+      agent.waitingFor = "starting the backend";
+      await abortable(signal, agent.startBackend());
       control.on("change", () => void agent.sync.kick().catch((err) => log.error({ err }, "peer sync failed")));
       agent.reconcileTimer = setInterval(() => void agent.reconcile(), opts.reconcileIntervalMs);
       return agent;
@@ -165,6 +197,7 @@ export class Agent {
   private async stopBackend(): Promise<void> {
     const backend = this.backend;
     this.ready = false;
+    this.waitingFor = "swapping the backend";
     this.backend = undefined;
     await backend?.stop(false);
   }
@@ -183,9 +216,11 @@ export class Agent {
   status(): unknown {
     return {
       node: this.opts.nodeName,
-      underlay: describeUnderlay(this.underlay),
+      underlay: formatIpv4(this.underlay.addr!),
+      ...(this.underlay.addr6 !== undefined && { underlay6: formatIpv6(this.underlay.addr6) }),
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       ready: this.ready,
+      waitingFor: this.ready ? undefined : this.waitingFor,
       network: this.conf.Network,
       subnet: this.subnet && formatPrefix(this.subnet),
       backend: this.announcement,
@@ -194,7 +229,15 @@ export class Agent {
       peers: this.control.peers().map((p) => ({ name: p.name, subnet: formatPrefix(p.subnet), underlay: formatIpv4(p.underlay), backend: p.backend.type })),
       backendCounters: this.backend?.counters(),
       dataplane: this.backend?.dataplaneCounters?.(),
+      socketDrops: this.socketDrops(),
     };
+  }
+
+  /** Kernel drops on the userspace dataplane's sockets (kernel backends have none of their own). */
+  private socketDrops(): SocketDrops | undefined {
+    const b = this.conf.Backend;
+    if (!this.backend?.dataplaneCounters || (b.Type !== "wasm-vxlan" && b.Type !== "udp")) return undefined;
+    return udpSocketDrops(b.Port);
   }
 
   /** Leaves the cluster and removes what the agent made (devices too, unless keepOnExit). */
@@ -205,6 +248,7 @@ export class Agent {
     await this.backend?.stop(this.opts.keepOnExit);
     if (this.opts.ipMasq) await removeIpMasq(this.kernel).catch((err) => this.log.warn({ err }, "removing ip-masq rules failed"));
     await this.http?.close();
+    await this.lock.release();
     this.log.info({ keptDevices: this.opts.keepOnExit }, "stopped");
   }
 }
@@ -225,4 +269,21 @@ async function readConfig(path: string): Promise<string> {
   } catch (cause) {
     throw new WeftError("CONFIG_NET_CONF_UNREADABLE", `cannot read the network config ${path}: ${(cause as Error).message}; pass --net-config PATH`, { cause });
   }
+}
+
+/**
+ * Throws AGENT_STOPPED once `signal` is aborted; with a promise, also rejects when the abort
+ * comes while it is pending (the caller then undoes what was done).
+ */
+function abortable(signal: AbortSignal | undefined): void;
+function abortable<T>(signal: AbortSignal | undefined, work: Promise<T>): Promise<T>;
+function abortable<T>(signal: AbortSignal | undefined, work?: Promise<T>): Promise<T> | void {
+  const stopped = () => new WeftError("AGENT_STOPPED", "stopped by a signal while starting; what was set up is removed again");
+  if (signal?.aborted) throw stopped();
+  if (!work || !signal) return work;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(stopped());
+    signal.addEventListener("abort", onAbort, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
 }

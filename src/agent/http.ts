@@ -1,38 +1,53 @@
 // The agent's HTTP endpoints: /healthz (200 while the process serves), /readyz (200 only once the
 // lease is held, the backend is programmed and subnet.env is written), /status (JSON for `weft
-// status` and the demo's live view) and /metrics (Prometheus). Served on TCP ports when asked
-// (flanneld's --healthz-port, --metrics-port) and always on a unix socket in the state dir,
-// which local tools reach from any network namespace.
-import { rmSync } from "node:fs";
+// status` and the demo's live view) and /metrics (Prometheus). All of them on a unix socket in
+// the state dir (mode 0600: root, or the agent's user), which local tools reach from any network
+// namespace. On TCP only what each port is for: --healthz-port serves the health endpoints (and
+// /status only with --healthz-status, as it shows members, underlay addresses and MACs),
+// --metrics-port serves /metrics.
+import { chmodSync, rmSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Registry } from "prom-client";
 
 export interface HttpHandlers {
   ready(): boolean;
+  /** Why the agent is not ready yet, for /readyz and `weft status`. */
+  waitingFor(): string;
   status(): unknown;
   metrics: Registry;
 }
 
 export const SOCKET_NAME = "weft.sock";
+/** Only the agent's user (root) may connect: /status shows the cluster's members and addresses. */
+export const SOCKET_MODE = 0o600;
 
-function handler(h: HttpHandlers) {
+export type Endpoint = "/healthz" | "/readyz" | "/status" | "/metrics";
+export const ALL_ENDPOINTS: readonly Endpoint[] = ["/healthz", "/readyz", "/status", "/metrics"];
+
+export interface TcpListener {
+  host: string;
+  port: number;
+  endpoints: readonly Endpoint[];
+}
+
+function handler(h: HttpHandlers, endpoints: readonly Endpoint[]) {
   return async (req: IncomingMessage, res: ServerResponse) => {
     const reply = (code: number, type: string, body: string) => {
       res.writeHead(code, { "content-type": type });
       res.end(body);
     };
+    const path = req.url?.split("?")[0] as Endpoint;
+    if (!endpoints.includes(path)) return reply(404, "text/plain", `try ${endpoints.join(", ")}\n`);
     try {
-      switch (req.url?.split("?")[0]) {
+      switch (path) {
         case "/healthz":
           return reply(200, "text/plain", "weft is running\n");
         case "/readyz":
-          return h.ready() ? reply(200, "text/plain", "ready\n") : reply(503, "text/plain", "not ready: waiting for a lease or the backend\n");
+          return h.ready() ? reply(200, "text/plain", "ready\n") : reply(503, "text/plain", `not ready: ${h.waitingFor()}\n`);
         case "/status":
           return reply(200, "application/json", JSON.stringify(h.status(), (_k, v) => (typeof v === "bigint" ? Number(v) : v)) + "\n");
         case "/metrics":
           return reply(200, h.metrics.contentType, await h.metrics.metrics());
-        default:
-          return reply(404, "text/plain", "try /healthz, /readyz, /status or /metrics\n");
       }
     } catch (err) {
       reply(500, "text/plain", `${(err as Error).message}\n`);
@@ -45,7 +60,7 @@ export class AgentHttp {
 
   private constructor(private readonly socketPath: string) {}
 
-  static async listen(h: HttpHandlers, socketPath: string, tcp: Array<{ host: string; port: number }>): Promise<AgentHttp> {
+  static async listen(h: HttpHandlers, socketPath: string, tcp: readonly TcpListener[]): Promise<AgentHttp> {
     const http = new AgentHttp(socketPath);
     rmSync(socketPath, { force: true }); // a stale socket of a previous run
     const listen = (s: Server, arg: string | { host: string; port: number }) =>
@@ -55,9 +70,10 @@ export class AgentHttp {
         else s.listen(arg.port, arg.host, resolve);
       });
     for (const where of [socketPath, ...tcp]) {
-      const s = createServer(handler(h));
+      const s = createServer(handler(h, typeof where === "string" ? ALL_ENDPOINTS : where.endpoints));
       http.servers.push(s);
-      await listen(s, where);
+      await listen(s, typeof where === "string" ? where : { host: where.host, port: where.port });
+      if (typeof where === "string") chmodSync(where, SOCKET_MODE);
     }
     return http;
   }

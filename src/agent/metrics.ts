@@ -3,6 +3,7 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
 import type { Backend } from "../backends/backend.js";
 import type { ControlPlane } from "../control/control-plane.js";
+import type { SocketDrops } from "./socket-drops.js";
 
 /** A counter whose value comes from elsewhere at scrape time. */
 function mirroredCounter(registry: Registry, name: string, help: string, labelNames: string[], read: (set: (labels: Record<string, string>, v: number) => void) => void): void {
@@ -15,7 +16,12 @@ function mirroredCounter(registry: Registry, name: string, help: string, labelNa
   });
 }
 
-export function agentMetrics(control: ControlPlane, backend: () => Backend | undefined, lease: () => string | undefined): Registry {
+export function agentMetrics(
+  control: ControlPlane,
+  backend: () => Backend | undefined,
+  lease: () => string | undefined,
+  socketDrops: () => SocketDrops | undefined,
+): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: "weft_process_" });
   new Gauge({
@@ -91,6 +97,10 @@ export function agentMetrics(control: ControlPlane, backend: () => Backend | und
   mirroredCounter(registry, "weft_dataplane_worker_restarts_total", "Userspace dataplane workers replaced after dying", [], (set) => {
     const d = backend()?.dataplaneCounters?.();
     if (d) set({}, d.workerRestarts);
+  });
+  mirroredCounter(registry, "weft_dataplane_socket_drops_total", "Datagrams the kernel dropped on the userspace dataplane's UDP sockets before they were read (full receive buffer, bad checksum; /proc/net/udp drops)", [], (set) => {
+    const d = socketDrops();
+    if (d) set({}, d.drops);
   });
   return registry;
 }

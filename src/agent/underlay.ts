@@ -68,7 +68,8 @@ export async function chooseUnderlay(kernel: Kernel, choice: UnderlayChoice, fam
   }
   const describeLinks = () => links.map((l) => `${l.iface} [${[...l.v4, ...l.v6].join(" ")}]`).join(", ");
   if ((choice.iface?.length ?? 0) + (choice.ifaceRegex?.length ?? 0) > 0) {
-    throw new WeftError("AGENT_UNDERLAY_NOT_FOUND", `no interface with a global ${wanted} address matches --iface ${choice.iface?.join(",") ?? ""} --iface-regex ${choice.ifaceRegex?.join(",") ?? ""}; interfaces here: ${describeLinks()}`);
+    const given = [choice.iface?.length && `--iface ${choice.iface.join(",")}`, choice.ifaceRegex?.length && `--iface-regex ${choice.ifaceRegex.join(",")}`].filter(Boolean).join(" or ");
+    throw new WeftError("AGENT_UNDERLAY_NOT_FOUND", `no interface with a global ${wanted} address matches ${given}; interfaces here: ${describeLinks()}`);
   }
   const routes = await kernel.ipJson<Array<{ dev?: string }>>([families.ipv4 ? "-4" : "-6", "route", "show", "default"]);
   const dev = routes.find((r) => r.dev)?.dev;

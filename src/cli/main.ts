@@ -9,7 +9,7 @@ import { Agent, type AgentOptions } from "../agent/agent.js";
 import { DEFAULT_SUBNET_FILE } from "../agent/subnet-env.js";
 import { configReference } from "../config/net-conf.js";
 import { KEY_BYTES } from "../control/gossip/keyring.js";
-import { WeftError } from "../errors.js";
+import { isWeftError, WeftError } from "../errors.js";
 import { agentRequest } from "./agent-client.js";
 import { runDemo } from "./demo.js";
 
@@ -17,9 +17,10 @@ const program = new Command("weft").description("node agent for container overla
 
 const flag = (spec: string, description: string, env: string) => new Option(spec, description).env(`WEFT_${env}`);
 const list = (v: string, prev: string[] = []) => [...prev, ...v.split(",").filter(Boolean)];
-const int = (v: string) => {
+/** A whole number for `flag`; limits are checked where the value is used, naming the flag too. */
+const int = (flag: string) => (v: string) => {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) throw new WeftError("CLI_BAD_NUMBER", `"${v}" is not a whole number`);
+  if (v.trim() === "" || !Number.isInteger(n) || n < 0) throw new WeftError("CLI_BAD_NUMBER", `${flag} "${v}": not a whole number`);
   return n;
 };
 
@@ -33,22 +34,24 @@ program
   .addOption(flag("--public-ipv6 <ip>", "IPv6 address peers send to when EnableIPv6 is on (default: the interface's)", "PUBLIC_IPV6"))
   .addOption(flag("--subnet-file <path>", "where to write the subnet file for the CNI plugin", "SUBNET_FILE").default(DEFAULT_SUBNET_FILE))
   .addOption(flag("--ip-masq", "masquerade pod traffic leaving the pod network (nftables)", "IP_MASQ").default(false))
-  .addOption(flag("--healthz-ip <ip>", "address of the health endpoint", "HEALTHZ_IP").default("0.0.0.0"))
-  .addOption(flag("--healthz-port <n>", "TCP port of /healthz, /readyz and /status (off unless set)", "HEALTHZ_PORT").argParser(int))
-  .addOption(flag("--metrics-port <n>", "TCP port of Prometheus /metrics (off unless set)", "METRICS_PORT").argParser(int))
-  .addOption(flag("--gossip-port <n>", "UDP and TCP port of the gossip control plane", "GOSSIP_PORT").argParser(int).default(7946))
+  .addOption(flag("--healthz-ip <ip>", "address of the health endpoints (they say only whether the agent runs and is ready)", "HEALTHZ_IP").default("0.0.0.0"))
+  .addOption(flag("--healthz-port <n>", "TCP port of /healthz and /readyz, 1..65535 (off unless set)", "HEALTHZ_PORT").argParser(int("--healthz-port")))
+  .addOption(flag("--healthz-status", "also serve /status on --healthz-port: it shows members, underlay addresses and MACs, so only on a trusted network", "HEALTHZ_STATUS").default(false))
+  .addOption(flag("--metrics-ip <ip>", "address of /metrics (default loopback: metrics name peers and subnets; pass 0.0.0.0 for a remote scraper)", "METRICS_IP").default("127.0.0.1"))
+  .addOption(flag("--metrics-port <n>", "TCP port of Prometheus /metrics, 1..65535 (off unless set)", "METRICS_PORT").argParser(int("--metrics-port")))
+  .addOption(flag("--gossip-port <n>", "UDP and TCP port of the gossip control plane, 1..65535", "GOSSIP_PORT").argParser(int("--gossip-port")).default(7946))
   .addOption(flag("--join <host:port,...>", "gossip addresses of nodes to join; none starts a new cluster", "JOIN").argParser(list).default([]))
   .addOption(flag("--subnet-seeds <name,...>", "initial owners of the subnet space, the same list on each of them (default: this node when --join is empty)", "SUBNET_SEEDS").argParser(list))
   .addOption(flag("--key-file <path>", "cluster key file (base64 32-byte keys, primary first; make one with `weft keygen`)", "KEY_FILE").makeOptionMandatory())
   .addOption(flag("--state-dir <dir>", "state kept across restarts: lease ring, VTEP MAC", "STATE_DIR").default("/var/lib/weft"))
   .addOption(flag("--node-name <name>", "this node's name in the cluster (default: hostname)", "NODE_NAME"))
   .addOption(flag("--keep-on-exit", "leave devices, routes and FDB entries in place on exit (zero-downtime restarts, as flannel)", "KEEP_ON_EXIT").default(false))
-  .addOption(flag("--reconcile-interval <s>", "seconds between kernel drift repairs", "RECONCILE_INTERVAL").argParser(int).default(5))
+  .addOption(flag("--reconcile-interval <s>", "seconds between kernel drift repairs, at least 1", "RECONCILE_INTERVAL").argParser(int("--reconcile-interval")).default(5))
   .action(async (o) => {
     const log = pino({ base: { node: o.nodeName } });
     const opts: AgentOptions = {
       netConfig: o.netConfig, iface: o.iface, ifaceRegex: o.ifaceRegex, publicIp: o.publicIp, publicIpv6: o.publicIpv6, subnetFile: o.subnetFile,
-      ipMasq: o.ipMasq, healthzIp: o.healthzIp, healthzPort: o.healthzPort, metricsPort: o.metricsPort, gossipPort: o.gossipPort,
+      ipMasq: o.ipMasq, healthzIp: o.healthzIp, healthzPort: o.healthzPort, healthzStatus: o.healthzStatus, metricsIp: o.metricsIp, metricsPort: o.metricsPort, gossipPort: o.gossipPort,
       join: (o.join as string[]).map(parseHostPort), seeds: o.subnetSeeds, keyFile: o.keyFile, stateDir: o.stateDir,
       nodeName: o.nodeName ?? (await import("node:os")).hostname(), keepOnExit: o.keepOnExit, reconcileIntervalMs: o.reconcileInterval * 1000,
     };
@@ -60,21 +63,33 @@ program
       log.info("SIGHUP while starting: net-conf.json is read again once the agent is ready");
     };
     process.on("SIGHUP", onEarlyHup);
-    const agent = await Agent.start(opts, log);
-    process.removeListener("SIGHUP", onEarlyHup);
-    const reload = () => void agent.reload().catch((err) => log.error({ err }, "reload failed; keeping the running config"));
-    process.on("SIGHUP", reload);
-    if (reloadWanted) reload();
+    // SIGTERM and SIGINT are caught from the start too: while starting they abort the start, which
+    // undoes what it did (weft.sock, the lock, the gossip port) like a stop once running.
+    const starting = new AbortController();
+    let agent: Agent | undefined;
     let stopping = false;
     const stop = async (signal: string) => {
       if (stopping) return;
       stopping = true;
       log.info({ signal }, "stopping");
+      if (!agent) return starting.abort();
       await agent.stop(true);
       process.exit(0);
     };
     process.on("SIGTERM", () => void stop("SIGTERM"));
     process.on("SIGINT", () => void stop("SIGINT"));
+    try {
+      agent = await Agent.start(opts, log, starting.signal);
+    } catch (err) {
+      if (!isWeftError(err, "AGENT_STOPPED")) throw err;
+      log.info("stopped while starting; nothing left behind");
+      process.exit(0);
+    }
+    process.removeListener("SIGHUP", onEarlyHup);
+    const running = agent;
+    const reload = () => void running.reload().catch((err) => log.error({ err }, "reload failed; keeping the running config"));
+    process.on("SIGHUP", reload);
+    if (reloadWanted) reload();
   });
 
 program
@@ -113,9 +128,9 @@ program
   .description("benchmark the backends against kernel vxlan on this machine (two hosts in namespaces, real agents, iperf3, ping) and write a report (root)")
   .option("--backends <list>", "backends to compare, vxlan (the baseline) among them (default vxlan,host-gw,wasm-vxlan,udp)", list)
   .option("--offloads <list>", "segmentation offloads of the userspace backends (wasm-vxlan, udp): on, off, or on,off to measure each both ways (default on)", list)
-  .option("--duration <s>", "seconds per iperf3 run (default 10; --quick 1)", int)
-  .option("--streams <list>", "TCP runs with these stream counts (default 1,4)", (v: string) => v.split(",").filter(Boolean).map(int))
-  .option("--rounds <n>", "rounds; each runs every workload on every setup (default 3; --quick 1)", int)
+  .option("--duration <s>", "seconds per iperf3 run (default 10; --quick 1)", int("--duration"))
+  .option("--streams <list>", "TCP runs with these stream counts (default 1,4)", (v: string) => v.split(",").filter(Boolean).map(int("--streams")))
+  .option("--rounds <n>", "rounds; each runs every workload on every setup (default 3; --quick 1)", int("--rounds"))
   .option("--out <dir>", "report directory (default bench/results/<timestamp>)")
   .option("--quick", "a smoke run in under 2 minutes: 1 s runs, 1 round, short microbenchmarks", false)
   .action(async (o) => {
@@ -128,7 +143,7 @@ program
 function parseHostPort(s: string): { host: string; port: number } {
   // An IPv6 host is written in brackets, as in URLs: [2001:2::1]:7946.
   const m = /^\[([0-9a-fA-F:.]+)\]:(\d+)$/.exec(s) ?? /^([^:[\]]+):(\d+)$/.exec(s);
-  if (!m) throw new WeftError("CLI_BAD_ADDRESS", `"${s}" is not host:port (an IPv6 host in brackets: [2001:2::1]:7946)`);
+  if (!m) throw new WeftError("CLI_BAD_ADDRESS", `--join "${s}": not host:port (like 198.18.0.2:7946, or [2001:2::1]:7946 for IPv6)`);
   return { host: m[1], port: Number(m[2]) };
 }
 

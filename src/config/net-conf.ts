@@ -11,8 +11,8 @@ import { z } from "zod";
 import { BACKEND_TYPES } from "../backends/backend.js";
 import { Ipv6SubnetSpace, SubnetSpace } from "../control/lease/slots.js";
 import { WeftError } from "../errors.js";
-import { parsePrefix } from "../net/ipv4.js";
-import { parsePrefix6 } from "../net/ipv6.js";
+import { parseIpv4, parsePrefix } from "../net/ipv4.js";
+import { parseIpv6, parsePrefix6 } from "../net/ipv6.js";
 
 const port = (dflt: number, what: string, why: string) =>
   z.number().int().min(1).max(65535).default(dflt).describe(`UDP port of the ${what} (default ${dflt}: ${why})`);
@@ -55,6 +55,45 @@ const wasmVxlan = z.object({
 export const backendSchema = z.discriminatedUnion("Type", [vxlan, hostGw, udp, wasmVxlan]);
 export type BackendConfig = z.infer<typeof backendSchema>;
 
+/** A refinement that reports what `parse` throws as the key's issue. */
+const refineWith = (parse: (v: string) => unknown) => (v: string, ctx: z.RefinementCtx): void => {
+  try {
+    parse(v);
+  } catch (e) {
+    ctx.addIssue({ code: "custom", message: (e as Error).message });
+  }
+};
+const ipv4Address = refineWith(parseIpv4);
+const ipv6Address = refineWith(parseIpv6);
+
+/** Deeper nesting than this is no net-conf.json (it has two levels) and is refused before parsing. */
+export const MAX_JSON_DEPTH = 16;
+/** How much of an offending value an error quotes. */
+const EXCERPT_CHARS = 80;
+
+/** At most EXCERPT_CHARS of a value's JSON, so a huge file never becomes a huge error line. */
+function excerpt(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length <= EXCERPT_CHARS ? text : `${text.slice(0, EXCERPT_CHARS)}… (${text.length} characters)`;
+}
+
+/** Deepest bracket nesting outside strings, counted without recursion. */
+function jsonDepth(text: string): number {
+  let depth = 0;
+  let max = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x7b || c === 0x5b) max = Math.max(max, ++depth);
+    else if (c === 0x7d || c === 0x5d) depth--;
+  }
+  return max;
+}
+
 /** Backends whose wire format or kernel device carries IPv6 pod traffic. */
 export const IPV6_BACKENDS: readonly string[] = ["vxlan", "host-gw"];
 const NO_IPV6_BECAUSE: Record<string, string> = {
@@ -64,29 +103,23 @@ const NO_IPV6_BECAUSE: Record<string, string> = {
 
 /** A CIDR key: checked here, not only by the subnet space, so that the error names the key like every other one. */
 const cidr = (parse: (v: string) => unknown, what: string) =>
-  z.string().superRefine((v, ctx) => {
-    try {
-      parse(v);
-    } catch (e) {
-      ctx.addIssue({ code: "custom", message: (e as Error).message });
-    }
-  }).optional().describe(what);
+  z.string().superRefine(refineWith(parse)).optional().describe(what);
 
 export const netConfSchema = z.object({
   Network: cidr(parsePrefix, "the pod network as IPv4 CIDR, e.g. 10.244.0.0/16; every node leases one subnet of it (required unless EnableIPv4 is false)"),
   SubnetLen: z.number().int().optional().describe("prefix length of each node's subnet; default 24 (for Networks of /22 and larger), else Network + 2"),
-  SubnetMin: z.string().optional().describe("first subnet that may be leased; default: the second subnet (flannel skips the first)"),
-  SubnetMax: z.string().optional().describe("last subnet that may be leased; default: the last subnet of the Network"),
+  SubnetMin: z.string().superRefine(ipv4Address).optional().describe("first subnet that may be leased (its IPv4 network address); default: the second subnet (flannel skips the first)"),
+  SubnetMax: z.string().superRefine(ipv4Address).optional().describe("last subnet that may be leased (its IPv4 network address); default: the last subnet of the Network"),
   EnableIPv4: z.boolean().default(true).describe("lease IPv4 subnets of Network (default true); false with EnableIPv6 true is IPv6-only"),
   EnableIPv6: z.boolean().default(false).describe(`lease IPv6 subnets of IPv6Network too (default false): dual-stack, or IPv6-only with EnableIPv4 false. Backends that carry IPv6: ${IPV6_BACKENDS.join(", ")}`),
   IPv6Network: cidr(parsePrefix6, "the pod network as IPv6 CIDR, e.g. 2001:2:0:8000::/49; required with EnableIPv6"),
   IPv6SubnetLen: z.number().int().optional().describe("prefix length of each node's IPv6 subnet, at most 126 and at least IPv6Network + 2; default 64 (for IPv6Networks of /62 and larger), else IPv6Network + 2"),
-  IPv6SubnetMin: z.string().optional().describe("first IPv6 subnet that may be leased; default: the second subnet (flannel skips the first)"),
-  IPv6SubnetMax: z.string().optional().describe("last IPv6 subnet that may be leased; default: the last subnet of the IPv6Network"),
+  IPv6SubnetMin: z.string().superRefine(ipv6Address).optional().describe("first IPv6 subnet that may be leased (its network address); default: the second subnet (flannel skips the first)"),
+  IPv6SubnetMax: z.string().superRefine(ipv6Address).optional().describe("last IPv6 subnet that may be leased (its network address); default: the last subnet of the IPv6Network"),
   Backend: backendSchema.default({ Type: "vxlan", VNI: 1, Port: 8472, DirectRouting: false, GBP: false }).describe("how pod traffic crosses hosts: Type is one of " + BACKEND_TYPES.join(", ") + " (default vxlan)"),
 }).strict().superRefine((c, ctx) => {
   const issue = (path: string, message: string) => ctx.addIssue({ code: "custom", path: [path], message });
-  if (!c.EnableIPv4 && !c.EnableIPv6) issue("EnableIPv4", "no address family is enabled: set EnableIPv4 or EnableIPv6 (or both, for dual-stack) to true");
+  if (!c.EnableIPv4 && !c.EnableIPv6) issue("EnableIPv4", "at least one address family must be enabled: set EnableIPv4 or EnableIPv6 (or both, for dual-stack) to true");
   if (c.EnableIPv4 && c.Network === undefined) issue("Network", "Network is required while EnableIPv4 is true (the default); give an IPv4 CIDR, or set EnableIPv4 to false for IPv6-only");
   if (c.EnableIPv6 && c.IPv6Network === undefined) issue("IPv6Network", "EnableIPv6 needs IPv6Network, the pod network as IPv6 CIDR (e.g. 2001:2:0:8000::/49)");
   if (c.EnableIPv6 && !IPV6_BACKENDS.includes(c.Backend.Type)) {
@@ -107,6 +140,10 @@ export type NetConf = z.infer<typeof netConfSchema> & {
  */
 export function parseNetConf(text: string, source = "net-conf.json"): NetConf {
   let raw: unknown;
+  const depth = jsonDepth(text);
+  if (depth > MAX_JSON_DEPTH) {
+    throw new WeftError("CONFIG_NET_CONF_INVALID", `${source}: values nested ${depth} levels deep; net-conf.json has at most 2 (Backend inside the top level), and more than ${MAX_JSON_DEPTH} is refused`);
+  }
   try {
     raw = JSON.parse(text);
   } catch (cause) {
@@ -114,15 +151,20 @@ export function parseNetConf(text: string, source = "net-conf.json"): NetConf {
   }
   const backendType = (raw as { Backend?: { Type?: unknown } } | null)?.Backend?.Type;
   if (backendType !== undefined && !(BACKEND_TYPES as readonly unknown[]).includes(backendType)) {
-    throw new WeftError("CONFIG_NET_CONF_INVALID", `${source}: Backend.Type is ${JSON.stringify(backendType)}; valid types are ${BACKEND_TYPES.join(", ")}`);
+    throw new WeftError("CONFIG_NET_CONF_INVALID", `${source}: Backend.Type is ${excerpt(backendType)}; valid types are ${BACKEND_TYPES.join(", ")}`);
   }
   const parsed = netConfSchema.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     const key = issue.path.join(".") || "(top level)";
     const value = issue.path.reduce<unknown>((v, k) => (v as Record<string | number, unknown> | undefined)?.[k as string], raw);
-    const detail = issue.code === "unrecognized_keys" ? `unknown key(s) ${issue.keys.join(", ")}; allowed here: ${allowedKeys(issue.path, raw)}` : issue.message;
-    throw new WeftError("CONFIG_NET_CONF_INVALID", `${source}: ${key} = ${JSON.stringify(value)}: ${detail}`);
+    if (issue.code === "unrecognized_keys") {
+      const where = issue.path.length === 0 ? "" : `${key}: `;
+      const more = issue.keys.length > 5 ? ` and ${issue.keys.length - 5} more` : "";
+      const keys = issue.keys.slice(0, 5).map((k) => (/^\w{1,40}$/.test(k) ? k : excerpt(k))).join(", ") + more;
+      throw new WeftError("CONFIG_NET_CONF_INVALID", `${source}: ${where}unknown key(s) ${keys}; allowed here: ${allowedKeys(issue.path, raw)}`);
+    }
+    throw new WeftError("CONFIG_NET_CONF_INVALID", `${source}: ${key} = ${excerpt(value)}: ${issue.message}`);
   }
   const c = parsed.data;
   try {

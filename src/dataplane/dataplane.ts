@@ -77,6 +77,8 @@ interface Queue {
 
 /** Slot bytes: headroom + the largest frame the TUN MTU allows + encapsulation, rounded up. */
 const SLOT_BYTES = 2048;
+/** The largest TUN MTU the slots hold; a jumbo underlay gets pods of this MTU (the backend clamps). */
+export const DATAPLANE_MAX_MTU = SLOT_BYTES - 64 - 22;
 /**
  * With offloads, slots hold a 64 KiB super-packet or GRO batch (plus headroom): fewer of them,
  * about 5 MiB per queue in all. Each TUN read is a syscall of its own anyway, so 16 per send batch

@@ -1,7 +1,7 @@
 // Replacing a file so that a crash leaves either the old contents or the new, never a mix:
 // write a temp file beside it, fsync, rename over, fsync the directory.
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, writeSync } from "node:fs";
-import { mkdir, open, rename } from "node:fs/promises";
+import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
+import { mkdir, open, rename, rm } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
 export async function writeFileAtomic(path: string, data: string | Uint8Array, opts: { mode?: number; dirMode?: number } = {}): Promise<void> {
@@ -11,12 +11,17 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, o
   const tmp = join(dir, `.${basename(path)}.${process.pid}.tmp`);
   const fh = await open(tmp, "w", opts.mode ?? 0o644);
   try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true }); // a full disk must not leave a half-written temp file
+    throw err;
   }
-  await rename(tmp, path);
   const dh = await open(dir, "r");
   try {
     await dh.sync();
@@ -32,12 +37,17 @@ export function writeFileAtomicSync(path: string, data: string | Uint8Array, opt
   const tmp = join(dir, `.${basename(path)}.${process.pid}.tmp`);
   const fd = openSync(tmp, "w", opts.mode ?? 0o644);
   try {
-    writeSync(fd, typeof data === "string" ? Buffer.from(data) : data);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
+    try {
+      writeSync(fd, typeof data === "string" ? Buffer.from(data) : data);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw err;
   }
-  renameSync(tmp, path);
   const dirFd = openSync(dir, "r");
   try {
     fsyncSync(dirFd);

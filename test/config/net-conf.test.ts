@@ -111,8 +111,8 @@ describe("net-conf.json: IPv6 and dual-stack (flannel's keys, defaults and limit
   });
 
   it.each([
-    [{ EnableIPv4: false }, "EnableIPv4", /no address family is enabled/],
-    [{ EnableIPv4: false, EnableIPv6: false, Network: "198.19.0.0/16" }, "EnableIPv4", /no address family/],
+    [{ EnableIPv4: false }, "EnableIPv4", /at least one address family must be enabled/],
+    [{ EnableIPv4: false, EnableIPv6: false, Network: "198.19.0.0/16" }, "EnableIPv4", /at least one address family/],
     [{ Network: "198.19.0.0/16", EnableIPv6: true }, "IPv6Network", /EnableIPv6 needs IPv6Network/],
     [{ EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49" }, "Network", /required while EnableIPv4 is true/],
     [{ Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49", Backend: { Type: "udp" } }, "Backend", /udp cannot carry IPv6 \(flannel's udp wire format carries IPv4 packets only\)/],

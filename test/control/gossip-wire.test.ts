@@ -1,6 +1,6 @@
 // The wire format: AES-256-GCM keyring frames and the msgpack envelope codec. Anything that is not
 // an authentic, well-formed frame is refused with a reason and never throws.
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
@@ -108,11 +108,22 @@ describe("Keyring", () => {
   it("loads a key file (base64, primary first, comments allowed) and refuses a bad one", async () => {
     const dir = mkdtempSync(join(tmpdir(), "weft-keys-"));
     const good = join(dir, "good");
-    writeFileSync(good, `# cluster key\n${Buffer.from(k2).toString("base64")}\n\n${Buffer.from(k1).toString("base64")}\n`);
+    writeFileSync(good, `# cluster key\n${Buffer.from(k2).toString("base64")}\n\n${Buffer.from(k1).toString("base64")}\n`, { mode: 0o600 });
     expect((await Keyring.fromKeyFile(good)).keys()).toEqual([k2, k1]);
     const bad = join(dir, "bad");
-    writeFileSync(bad, "bm90IGEga2V5\n");
+    writeFileSync(bad, "bm90IGEga2V5\n", { mode: 0o600 });
     await expect(Keyring.fromKeyFile(bad)).rejects.toMatchObject({ code: "GOSSIP_KEY_FILE_INVALID" });
+    // As ssh: a key file group or others can read is refused, with the chmod to run.
+    for (const mode of [0o640, 0o604, 0o644]) {
+      chmodSync(good, mode);
+      await expect(Keyring.fromKeyFile(good)).rejects.toMatchObject({
+        code: "GOSSIP_KEY_FILE_EXPOSED",
+        message: expect.stringContaining(`mode 0${mode.toString(8)}): run \`chmod 600 ${good}\``),
+      });
+    }
+    // A directory, or nothing at all, is named with its path.
+    await expect(Keyring.fromKeyFile(dir)).rejects.toMatchObject({ code: "GOSSIP_KEY_FILE_UNREADABLE", message: expect.stringContaining(`key file ${dir}: it is a directory`) });
+    await expect(Keyring.fromKeyFile(join(dir, "none"))).rejects.toMatchObject({ code: "GOSSIP_KEY_FILE_UNREADABLE", message: expect.stringContaining(join(dir, "none")) });
   });
 });
 

@@ -6,7 +6,7 @@
 // namespace, and in-process tests construct it inside withNetns (src/io/netns.ts). A TUN device
 // lives only while weft holds it open, so stop() always removes it (nothing to keep).
 import type { Logger } from "pino";
-import { UserspaceDataplane, type DataplaneCounters } from "../../dataplane/dataplane.js";
+import { DATAPLANE_MAX_MTU, UserspaceDataplane, type DataplaneCounters } from "../../dataplane/dataplane.js";
 import { readRoutes } from "../../kernel/entries.js";
 import { readIpv4Addresses, readLink } from "../../kernel/links.js";
 import { WeftError } from "../../errors.js";
@@ -39,7 +39,11 @@ export class UserspaceBackend implements Backend {
     this.unreachable = new UnreachablePeers(this.logger);
     this.port = options.port ?? (udp ? UDP_PORT : VXLAN_PORT);
     this.vni = options.vni ?? DEFAULT_VNI;
-    this.mtu = (options.mtu ?? ctx.underlay.mtu) - (udp ? UDP_OVERHEAD : VXLAN_OVERHEAD);
+    const fits = (options.mtu ?? ctx.underlay.mtu) - (udp ? UDP_OVERHEAD : VXLAN_OVERHEAD);
+    // A jumbo underlay (9000) is fine: pods get the largest MTU the packet slots hold, and TCP
+    // still moves 64 KB super-packets through the TUN device with offloads on.
+    this.mtu = Math.min(fits, DATAPLANE_MAX_MTU);
+    if (fits > DATAPLANE_MAX_MTU) this.logger.info({ underlayMtu: ctx.underlay.mtu, mtu: this.mtu }, `the underlay allows MTU ${fits}; the ${type} dataplane uses at most ${DATAPLANE_MAX_MTU}`);
     this.tunName = udp ? "flannel0" : `weft.${this.vni}`;
     this.vtepMac = loadVtepMac(ctx.stateDir);
     this.dataplane = new UserspaceDataplane({

@@ -18,7 +18,7 @@
 // are harmless to membership because every state change is ordered by (incarnation, state) and
 // only moves forward (see state.ts).
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
-import { readFile } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import { WeftError } from "../../errors.js";
 
 export const KEY_BYTES = 32;
@@ -84,14 +84,29 @@ export class Keyring {
    * starting with '#' are ignored.
    */
   static async fromKeyFile(path: string): Promise<Keyring> {
-    const text = await readFile(path, "utf8");
+    let text: string;
+    try {
+      const st = await stat(path);
+      if (st.isDirectory()) throw new Error("it is a directory; pass the key file itself");
+      // As ssh with private keys: a key others can read is a key others may have.
+      if ((st.mode & 0o077) !== 0) {
+        throw new WeftError(
+          "GOSSIP_KEY_FILE_EXPOSED",
+          `key file ${path} is readable or writable by group or others (mode ${(st.mode & 0o777).toString(8).padStart(4, "0")}): run \`chmod 600 ${path}\` (and make a new key if others may have read it)`,
+        );
+      }
+      text = await readFile(path, "utf8");
+    } catch (cause) {
+      if (cause instanceof WeftError) throw cause;
+      throw new WeftError("GOSSIP_KEY_FILE_UNREADABLE", `cannot read key file ${path}: ${(cause as Error).message}; make one with \`weft keygen PATH\``, { cause });
+    }
     const keys = text
       .split("\n")
       .map((line) => line.trim())
       .filter((line) => line !== "" && !line.startsWith("#"))
       .map((line) => Buffer.from(line, "base64"));
     if (keys.length === 0 || keys.some((k) => k.length !== KEY_BYTES)) {
-      throw new WeftError("GOSSIP_KEY_FILE_INVALID", `${path} must hold base64 ${KEY_BYTES}-byte keys, one a line, primary first`);
+      throw new WeftError("GOSSIP_KEY_FILE_INVALID", `key file ${path} must hold base64 ${KEY_BYTES}-byte keys, one a line, primary first`);
     }
     return new Keyring(keys[0], keys.slice(1));
   }

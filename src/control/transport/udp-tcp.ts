@@ -37,6 +37,11 @@ export interface TransportStats {
 
 const LENGTH_BYTES = 4;
 
+/** What to do about a failed bind: a port can be freed, an address that is not local cannot. */
+function bindAdvice(err: unknown): string {
+  return (err as NodeJS.ErrnoException).code === "EADDRNOTAVAIL" ? "the address is not on this host: bind one of its own addresses" : "pick another port or free it";
+}
+
 export class UdpTcpTransport implements Transport {
   readonly stats: TransportStats = { oversizePackets: 0, oversizeStreams: 0, rejectedConnections: 0, inboundStreamErrors: 0, packetSendErrors: 0 };
   private packetHandler: (from: Addr, frame: Uint8Array) => void = () => {};
@@ -75,7 +80,7 @@ export class UdpTcpTransport implements Transport {
         });
       } catch (err) {
         udp.close();
-        throw new WeftError("TRANSPORT_BIND_FAILED", `UDP ${opts.host}:${opts.port}: ${String(err)}; pick another port or free it`);
+        throw new WeftError("TRANSPORT_BIND_FAILED", `UDP ${opts.host}:${opts.port}: ${String(err)}; ${bindAdvice(err)}`);
       }
       const port = udp.address().port;
       const tcp = createServer();
@@ -102,7 +107,7 @@ export class UdpTcpTransport implements Transport {
         tcp.close();
       }
     }
-    throw new WeftError("TRANSPORT_BIND_FAILED", `TCP ${opts.host}:${opts.port}: ${String(lastError)}; pick another port or free it`);
+    throw new WeftError("TRANSPORT_BIND_FAILED", `TCP ${opts.host}:${opts.port}: ${String(lastError)}; ${bindAdvice(lastError)}`);
   }
 
   sendPacket(to: Addr, frame: Uint8Array): void {

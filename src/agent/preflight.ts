@@ -1,0 +1,237 @@
+// Checks that protect the host, run before anything is leased, bound for long or touched in the
+// kernel: flag values and their limits, ports that collide with each other or with another
+// process, addresses that are not on this host, and a Network that overlaps the host's own
+// addresses or routes (such a Network would take the host's underlay route and cut it off).
+// Every error names the flag or net-conf key, the value and what is allowed.
+import { createSocket } from "node:dgram";
+import { createServer } from "node:net";
+import type { Underlay } from "../backends/backend.js";
+import { vxlanDeviceName } from "../backends/vxlan/device.js";
+import type { NetConf } from "../config/net-conf.js";
+import { WeftError } from "../errors.js";
+import type { Kernel } from "../kernel/iproute.js";
+import { formatIpv4, formatPrefix, parseIpv4, prefixesOverlap, prefixMask, type Ipv4Prefix } from "../net/ipv4.js";
+import { parseIpv6 } from "../net/ipv6.js";
+
+/** Below this, reconcile passes (each lists the kernel's routes and neighbours) would keep a core busy. */
+export const MIN_RECONCILE_INTERVAL_MS = 1000;
+/** Node names travel in gossip records (memberlist's limit, in UTF-8 bytes). */
+export const MAX_NODE_NAME_BYTES = 128;
+
+export interface FlagValues {
+  iface?: string[];
+  ifaceRegex?: string[];
+  publicIp?: string;
+  publicIpv6?: string;
+  healthzIp: string;
+  healthzPort?: number;
+  metricsIp: string;
+  metricsPort?: number;
+  gossipPort: number;
+  join: ReadonlyArray<{ host: string; port: number }>;
+  seeds?: string[];
+  nodeName: string;
+  reconcileIntervalMs: number;
+}
+
+const flagError = (flag: string, value: unknown, allowed: string): WeftError =>
+  new WeftError("CONFIG_FLAG_INVALID", `${flag} ${JSON.stringify(value)}: ${allowed}`);
+
+/** The flags alone, before any file or the kernel is read. */
+export function checkFlags(f: FlagValues): void {
+  for (const [flag, port] of [["--gossip-port", f.gossipPort], ["--healthz-port", f.healthzPort], ["--metrics-port", f.metricsPort]] as const) {
+    if (port !== undefined && !(Number.isInteger(port) && port >= 1 && port <= 65535)) throw flagError(flag, port, "a port is a whole number in 1..65535");
+  }
+  for (const j of f.join) {
+    if (!(Number.isInteger(j.port) && j.port >= 1 && j.port <= 65535)) throw flagError("--join", `${j.host}:${j.port}`, "each address is host:port with a port in 1..65535");
+  }
+  if (!(f.reconcileIntervalMs >= MIN_RECONCILE_INTERVAL_MS)) {
+    throw flagError("--reconcile-interval", f.reconcileIntervalMs / 1000, `at least ${MIN_RECONCILE_INTERVAL_MS / 1000} second (each pass lists the kernel's routes and neighbours)`);
+  }
+  const nameBytes = Buffer.byteLength(f.nodeName, "utf8");
+  if (nameBytes === 0 || nameBytes > MAX_NODE_NAME_BYTES || /[\s\x00-\x1f]/.test(f.nodeName)) {
+    throw flagError("--node-name", f.nodeName, `1..${MAX_NODE_NAME_BYTES} bytes without spaces or control characters, the same on every restart`);
+  }
+  if (f.join.length > 0 && f.seeds === undefined) {
+    throw new WeftError(
+      "CONFIG_FLAG_INVALID",
+      `--join ${f.join.map((j) => `${j.host}:${j.port}`).join(",")} needs --subnet-seeds: the initial owners of the subnet space, the same list on every node (e.g. --subnet-seeds node-a,node-b)`,
+    );
+  }
+  if (f.seeds !== undefined && (f.seeds.length === 0 || f.seeds.some((s) => s.trim() === ""))) throw flagError("--subnet-seeds", f.seeds.join(","), "a comma-separated list of node names, at least one");
+  for (const [flag, ip] of [["--public-ip", f.publicIp], ["--healthz-ip", f.healthzIp], ["--metrics-ip", f.metricsIp]] as const) {
+    if (ip !== undefined) parseFlagIpv4(flag, ip);
+  }
+  if (f.publicIpv6 !== undefined) {
+    try {
+      parseIpv6(f.publicIpv6);
+    } catch {
+      throw flagError("--public-ipv6", f.publicIpv6, "an IPv6 address of this host, like 2001:2::1");
+    }
+  }
+  for (const re of f.ifaceRegex ?? []) {
+    try {
+      new RegExp(re);
+    } catch (e) {
+      throw flagError("--iface-regex", re, `a JavaScript regular expression over interface names and addresses (${(e as Error).message})`);
+    }
+  }
+}
+
+function parseFlagIpv4(flag: string, text: string): number {
+  try {
+    return parseIpv4(text);
+  } catch {
+    throw flagError(flag, text, "an IPv4 address of this host, like 198.18.0.1");
+  }
+}
+
+/** One port weft will bind, and who asked for it. */
+interface PortUse {
+  readonly what: string;
+  readonly port: number;
+  readonly udp: boolean;
+  readonly tcp: boolean;
+  /** Address bound; 0.0.0.0 collides with every address. */
+  readonly host: string;
+  /** The flag that sets the address, for an address that is not on this host. */
+  readonly hostFlag?: string;
+  /** False for the kernel vxlan device's own socket, which the kernel may already hold from a kept device. */
+  readonly probe: boolean;
+}
+
+function portUses(f: FlagValues, conf: NetConf, underlay: Underlay, vxlanDeviceExists: boolean): PortUse[] {
+  const gossipHost = formatIpv4(underlay.addr!);
+  const uses: PortUse[] = [
+    { what: "--gossip-port", port: f.gossipPort, udp: true, tcp: true, host: gossipHost, hostFlag: f.publicIp ? "--public-ip" : "--iface", probe: true },
+  ];
+  if (f.healthzPort !== undefined) uses.push({ what: "--healthz-port", port: f.healthzPort, udp: false, tcp: true, host: f.healthzIp, hostFlag: "--healthz-ip", probe: true });
+  if (f.metricsPort !== undefined) uses.push({ what: "--metrics-port", port: f.metricsPort, udp: false, tcp: true, host: f.metricsIp, hostFlag: "--metrics-ip", probe: true });
+  const b = conf.Backend;
+  if (b.Type === "vxlan") uses.push({ what: "Backend.Port (net-conf.json)", port: b.Port, udp: true, tcp: false, host: "0.0.0.0", probe: !vxlanDeviceExists });
+  if (b.Type === "wasm-vxlan" || b.Type === "udp") uses.push({ what: "Backend.Port (net-conf.json)", port: b.Port, udp: true, tcp: false, host: gossipHost, hostFlag: f.publicIp ? "--public-ip" : "--iface", probe: true });
+  return uses;
+}
+
+/** Ports set twice: two users of one protocol on one port and overlapping addresses. */
+function checkPortConflicts(uses: readonly PortUse[]): void {
+  for (let i = 0; i < uses.length; i++) {
+    for (let j = i + 1; j < uses.length; j++) {
+      const a = uses[i];
+      const b = uses[j];
+      const proto = a.udp && b.udp ? "UDP" : a.tcp && b.tcp ? "TCP" : undefined;
+      const sameHost = a.host === b.host || a.host === "0.0.0.0" || b.host === "0.0.0.0";
+      if (a.port === b.port && proto && sameHost) {
+        throw new WeftError("CONFIG_PORT_CONFLICT", `${a.what} ${a.port} and ${b.what} ${b.port} both need ${proto} port ${a.port}: give each its own port`);
+      }
+    }
+  }
+}
+
+/** Binds and releases each port at once, so a port held by another process is found before the lease, not 10 s after it. */
+async function checkPortsFree(uses: readonly PortUse[]): Promise<void> {
+  for (const u of uses.filter((x) => x.probe)) {
+    const protos = [...(u.udp ? (["udp"] as const) : []), ...(u.tcp ? (["tcp"] as const) : [])];
+    for (const proto of protos) {
+      const err = await (proto === "udp" ? probeUdp(u.host, u.port) : probeTcp(u.host, u.port));
+      if (!err) continue;
+      if (err.code === "EADDRNOTAVAIL") {
+        throw new WeftError(
+          "CONFIG_ADDRESS_NOT_LOCAL",
+          `${u.hostFlag ?? u.what} ${u.host}: not an address of this host (in its network namespace), so ${u.what} cannot be bound there; use one of the host's own addresses (ip -4 addr)`,
+        );
+      }
+      if (err.code === "EADDRINUSE") {
+        throw new WeftError(
+          "CONFIG_PORT_IN_USE",
+          `${u.what} ${u.port}: ${proto.toUpperCase()} ${u.host}:${u.port} is already in use by another process (see \`ss -${proto === "udp" ? "u" : "t"}lnp 'sport = :${u.port}'\`); stop it, or set ${u.what} to a free port`,
+        );
+      }
+      throw new WeftError("CONFIG_PORT_IN_USE", `${u.what} ${u.port}: cannot bind ${proto.toUpperCase()} ${u.host}:${u.port} (${err.message}); set ${u.what} to a port weft may use`);
+    }
+  }
+}
+
+function probeUdp(host: string, port: number): Promise<NodeJS.ErrnoException | undefined> {
+  return new Promise((resolve) => {
+    const s = createSocket({ type: "udp4", reuseAddr: false });
+    s.once("error", (err) => {
+      s.close();
+      resolve(err);
+    });
+    s.bind({ address: host, port, exclusive: true }, () => s.close(() => resolve(undefined)));
+  });
+}
+
+function probeTcp(host: string, port: number): Promise<NodeJS.ErrnoException | undefined> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.once("error", (err) => resolve(err));
+    s.listen({ host, port, exclusive: true }, () => s.close(() => resolve(undefined)));
+  });
+}
+
+interface HostPrefix {
+  prefix: Ipv4Prefix;
+  dev: string;
+  kind: "address" | "route";
+}
+
+/** weft's own devices, which hold pod-network addresses and routes from a previous run (--keep-on-exit). */
+const OWN_DEVICE = /^(flannel\.\d+|weft\.\d+|flannel0)$/;
+
+/**
+ * The host's addresses and routes that the Network must leave alone. A prefix at least as long as
+ * SubnetLen inside the Network is a pod subnet (the CNI bridge's gateway, a host-gw peer route),
+ * which is expected; the default route overlaps everything and is left out.
+ */
+function overlapsHost(conf: NetConf, underlay: Underlay, host: readonly HostPrefix[]): void {
+  const network = conf.space!.network;
+  const subnetLen = conf.space!.subnetLen;
+  const inNetwork = (p: Ipv4Prefix) => p.len >= network.len && prefixesOverlap(p, network);
+  if (prefixesOverlap({ addr: underlay.addr!, len: 32 }, network)) {
+    throw new WeftError(
+      "CONFIG_NETWORK_OVERLAPS_HOST",
+      `Network ${formatPrefix(network)} (net-conf.json) contains the underlay address ${formatIpv4(underlay.addr!)} on ${underlay.iface}: ` +
+        `its routes would replace the host's own and cut it off; pick a Network that overlaps none of the host's addresses and routes (ip -4 addr, ip -4 route)`,
+    );
+  }
+  for (const h of host) {
+    if (h.prefix.len === 0 || OWN_DEVICE.test(h.dev) || !prefixesOverlap(h.prefix, network)) continue;
+    if (inNetwork(h.prefix) && h.prefix.len >= subnetLen) continue;
+    throw new WeftError(
+      "CONFIG_NETWORK_OVERLAPS_HOST",
+      `Network ${formatPrefix(network)} (net-conf.json) overlaps the host's ${h.kind} ${formatPrefix(h.prefix)} on ${h.dev}: ` +
+        `pod routes would take traffic meant for it; pick a Network that overlaps none of the host's addresses and routes (ip -4 addr, ip -4 route)`,
+    );
+  }
+}
+
+async function hostPrefixes(kernel: Kernel): Promise<HostPrefix[]> {
+  const links = await kernel.ipJson<Array<{ ifname: string; addr_info?: Array<{ family: string; local: string; prefixlen: number; scope: string }> }>>(["-4", "addr", "show"]);
+  const routes = await kernel.ipJson<Array<{ dst: string; dev?: string }>>(["-4", "route", "show", "table", "main"]);
+  const out: HostPrefix[] = [];
+  for (const l of links) {
+    for (const a of l.addr_info ?? []) {
+      if (a.family !== "inet" || a.scope === "host") continue;
+      const addr = (parseIpv4(a.local) & prefixMask(a.prefixlen)) >>> 0;
+      out.push({ prefix: { addr, len: a.prefixlen }, dev: l.ifname, kind: "address" });
+    }
+  }
+  for (const r of routes) {
+    if (r.dst === "default") continue;
+    const [addr, len] = r.dst.split("/");
+    out.push({ prefix: { addr: parseIpv4(addr), len: len === undefined ? 32 : Number(len) }, dev: r.dev ?? "(no device)", kind: "route" });
+  }
+  return out;
+}
+
+/** The checks that read the host: addresses, routes and ports. Nothing is changed. */
+export async function checkHost(kernel: Kernel, f: FlagValues, conf: NetConf, underlay: Underlay): Promise<void> {
+  overlapsHost(conf, underlay, await hostPrefixes(kernel));
+  const vni = conf.Backend.Type === "vxlan" ? conf.Backend.VNI : undefined;
+  const deviceExists = vni !== undefined && (await kernel.ipJson<unknown[]>(["link", "show"])).some((l) => (l as { ifname: string }).ifname === vxlanDeviceName(vni));
+  const uses = portUses(f, conf, underlay, deviceExists);
+  checkPortConflicts(uses);
+  await checkPortsFree(uses);
+}
