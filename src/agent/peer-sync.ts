@@ -5,7 +5,7 @@
 // A failed sync fails only the kicks waiting for it; the next kick runs again and sets every
 // peer afresh, since what the backend holds is unknown after a failure.
 import type { Backend, BackendPeer } from "../backends/backend.js";
-import { formatPrefix } from "../net/ipv4.js";
+import { formatAnyPrefix as formatPrefix } from "../net/ip.js";
 import type { ControlPlane } from "../control/control-plane.js";
 import type { Logger } from "pino";
 
@@ -49,7 +49,7 @@ export class PeerSync {
 
   private async apply(backend: Backend): Promise<void> {
     const want = new Map<string, BackendPeer>(this.control.peers().map((p) => [p.name, p]));
-    const key = (p: BackendPeer) => JSON.stringify([formatPrefix(p.subnet), p.underlay, p.backend]);
+    const key = (p: BackendPeer) => JSON.stringify([formatPrefix(p.subnet), String(p.underlay), p.backend]);
     const changes: Promise<void>[] = [];
     for (const [name, p] of want) {
       if (this.current.get(name) === key(p)) continue;
