@@ -35,7 +35,8 @@ export type GossipErrorCode =
   | "GOSSIP_STATE_TOO_BIG"
   | "GOSSIP_NOT_RUNNING"
   | "GOSSIP_BAD_RESPONSE"
-  | "GOSSIP_FRAME_REFUSED";
+  | "GOSSIP_FRAME_REFUSED"
+  | "GOSSIP_NAME_CONFLICT";
 
 /** The gossip transport's sockets (src/control/transport). */
 export type TransportErrorCode =
@@ -62,6 +63,7 @@ export type LeaseErrorCode =
   | "LEASE_PERSIST_FAILED"
   | "LEASE_RECLAIM_ALIVE"
   | "LEASE_RECLAIM_SELF"
+  | "LEASE_RECLAIM_UNKNOWN"
   | "LEASE_RING_MISMATCH"
   | "LEASE_STATE_CORRUPT"
   | "LEASE_STATE_MISMATCH"

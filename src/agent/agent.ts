@@ -2,7 +2,7 @@
 // net-conf.json, writes subnet.env for the CNI plugin, keeps the backend's peers in step with the
 // cluster (on every change and by a periodic reconcile that also repairs kernel drift), serves
 // health, status and metrics, swaps backends on SIGHUP, and leaves cleanly on SIGTERM/SIGINT.
-import { mkdir, readFile } from "node:fs/promises";
+import { mkdir, readFile, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Logger } from "pino";
 import type { Backend, BackendAnnouncement, BackendOptions, Underlay } from "../backends/backend.js";
@@ -75,6 +75,8 @@ export class Agent {
   private waitingFor = "joining the cluster";
   private readonly startedAt = Date.now();
   private readonly sync: PeerSync;
+  private fatalHandler?: (err: Error) => void;
+  private fatalError?: Error;
 
   private constructor(
     private readonly opts: AgentOptions,
@@ -117,6 +119,9 @@ export class Agent {
       throw err;
     }
     const agent = new Agent(opts, conf, kernel, underlay, control, lock, log);
+    control.on("fatal", (err) => agent.fatal(err));
+    // Serialized with reloads: a backend swap and a lost subnet never interleave.
+    control.on("lost", (lost) => void agent.serially(() => agent.subnetLost(lost.subnet)).catch((err) => agent.fatal(err)));
     try {
       abortable(signal);
       const tcp: TcpListener[] = [];
@@ -124,19 +129,27 @@ export class Agent {
       if (opts.metricsPort !== undefined) tcp.push({ host: opts.metricsIp, port: opts.metricsPort, endpoints: ["/metrics"] });
       agent.http = await AgentHttp.listen(
         {
-          ready: () => agent.ready,
+          ready: () => agent.isReady(),
           waitingFor: () => agent.waitingFor,
           status: () => agent.status(),
           metrics: agentMetrics(control, () => agent.backend, () => agent.subnet && formatPrefix(agent.subnet), () => agent.socketDrops()),
+          reclaim: (node) => control.reclaim(node),
         },
         join(opts.stateDir, SOCKET_NAME),
         tcp,
       );
+      // Nothing is programmed and no subnet.env written before this node reached its cluster: a
+      // node whose join targets never answered would otherwise serve pods nobody can reach.
+      if (!control.hasReachedCluster()) log.info({ join: control.joinStatus().targets }, "waiting to reach a join target before programming anything");
+      agent.waitingFor = "reaching a join target (weft status: join)";
+      await abortable(signal, control.reachedCluster());
+      // Asked after joining: a subnet the cluster took away meanwhile (this node was reclaimed
+      // while down) is never programmed; lease() then waits for the new one.
       agent.waitingFor = "waiting for a subnet lease (see the log for why)";
       agent.subnet = await abortable(signal, control.lease());
       log.info({ subnet: formatPrefix(agent.subnet) }, "lease held");
       agent.waitingFor = "starting the backend";
-      await abortable(signal, agent.startBackend());
+      await abortable(signal, agent.serially(() => agent.startBackend()));
       control.on("change", () => void agent.sync.kick().catch((err) => log.error({ err }, "peer sync failed")));
       agent.reconcileTimer = setInterval(() => void agent.reconcile(), opts.reconcileIntervalMs);
       return agent;
@@ -166,9 +179,55 @@ export class Agent {
 
   /** Re-reads net-conf.json; a changed Backend is swapped in (the node keeps its subnet). Reloads run one at a time. */
   reload(): Promise<void> {
-    const run = this.reloading.catch(() => undefined).then(() => this.reloadNow());
+    return this.serially(() => this.reloadNow());
+  }
+
+  /** Runs backend changes (start, reload, a lost subnet) one at a time, in order. */
+  private serially(task: () => Promise<void>): Promise<void> {
+    const run = this.reloading.catch(() => undefined).then(task);
     this.reloading = run;
     return run;
+  }
+
+  /** Called once if this node must not run (its name is taken); the CLI stops it and exits. */
+  onFatal(handler: (err: Error) => void): void {
+    this.fatalHandler = handler;
+    if (this.fatalError) handler(this.fatalError);
+  }
+
+  private fatal(err: Error): void {
+    if (this.fatalError) return;
+    this.fatalError = err;
+    this.ready = false;
+    this.log.error({ err, code: (err as { code?: string }).code ?? "AGENT_FATAL" }, "this node cannot go on running");
+    this.fatalHandler?.(err);
+  }
+
+  /** Ready: lease held, backend programmed, subnet.env written, and the cluster reached. */
+  isReady(): boolean {
+    return this.ready && this.control.hasReachedCluster();
+  }
+
+  /**
+   * The ring gave this node's subnet to another node (it was reclaimed while this node was cut
+   * off, or its state was restored from an old copy). In this order: stop using it (the backend
+   * and its routes go), take subnet.env away so the CNI plugin hands out no address of it, then,
+   * with a new subnet, write subnet.env and program the backend again. Pods already running on
+   * the old subnet keep addresses that now belong elsewhere: they must be restarted.
+   */
+  private async subnetLost(lost: string): Promise<void> {
+    if (!this.subnet || formatPrefix(this.subnet) !== lost) return;
+    this.log.error(
+      { code: "AGENT_SUBNET_LOST", subnet: lost },
+      `the cluster gave this node's subnet ${lost} to another node: stopping the backend and removing ${this.opts.subnetFile}; restart this node's pods once it has a new subnet`,
+    );
+    this.subnet = undefined;
+    await this.stopBackend();
+    await rm(this.opts.subnetFile, { force: true });
+    this.waitingFor = "a new subnet: the cluster gave this node's subnet to another node";
+    this.subnet = await this.control.lease();
+    await this.startBackend();
+    this.log.warn({ code: "AGENT_SUBNET_REPLACED", from: lost, to: formatPrefix(this.subnet) }, `now serving ${formatPrefix(this.subnet)} instead of ${lost}`);
   }
 
   private async reloadNow(): Promise<void> {
@@ -214,19 +273,24 @@ export class Agent {
   }
 
   status(): unknown {
+    const settings = this.control.settings();
     return {
       node: this.opts.nodeName,
       underlay: formatIpv4(this.underlay.addr!),
       ...(this.underlay.addr6 !== undefined && { underlay6: formatIpv6(this.underlay.addr6) }),
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
-      ready: this.ready,
-      waitingFor: this.ready ? undefined : this.waitingFor,
+      ready: this.isReady(),
+      waitingFor: this.isReady() ? undefined : this.waitingFor,
+      join: this.control.joinStatus(),
       network: this.conf.Network,
       subnet: this.subnet && formatPrefix(this.subnet),
       backend: this.announcement,
       mtu: this.backend?.mtu,
       members: this.control.allMembers().map((m) => ({ name: m.name, addr: `${m.host}:${m.port}`, state: m.state, incarnation: m.incarnation })),
       peers: this.control.peers().map((p) => ({ name: p.name, subnet: formatPrefix(p.subnet), underlay: formatIpv4(p.underlay), backend: p.backend.type })),
+      /** Subnets kept for dead or departed nodes, and when they go back to the ring (weft reclaim hands them back now). */
+      reserved: this.control.reservations().map((r) => ({ ...r, reclaimAt: r.reclaimAt === null ? null : new Date(r.reclaimAt).toISOString() })),
+      settings: { ...settings, reclaimGrace: formatDuration(settings.lease.reclaimGraceMs) },
       backendCounters: this.backend?.counters(),
       dataplane: this.backend?.dataplaneCounters?.(),
       socketDrops: this.socketDrops(),
@@ -261,6 +325,20 @@ function requireIpv4Only(conf: NetConf): Ipv4NetConf {
     throw new WeftError("CONFIG_NET_CONF_INVALID", "this weft agent leases IPv4 subnets only: set EnableIPv6 to false (or leave it out) and EnableIPv4 to true");
   }
   return conf as Ipv4NetConf;
+}
+
+/** 86400000 → "24h", 90000 → "1m30s". */
+function formatDuration(ms: number): string {
+  const units: Array<[string, number]> = [["d", 86_400_000], ["h", 3_600_000], ["m", 60_000], ["s", 1000]];
+  let left = Math.round(ms / 1000) * 1000;
+  let out = "";
+  for (const [name, size] of units) {
+    if (left >= size && !(name === "d" && left < 2 * size)) {
+      out += `${Math.floor(left / size)}${name}`;
+      left %= size;
+    }
+  }
+  return out || `${ms}ms`;
 }
 
 async function readConfig(path: string): Promise<string> {

@@ -4,7 +4,8 @@
 // the state dir (mode 0600: root, or the agent's user), which local tools reach from any network
 // namespace. On TCP only what each port is for: --healthz-port serves the health endpoints (and
 // /status only with --healthz-status, as it shows members, underlay addresses and MACs),
-// --metrics-port serves /metrics.
+// --metrics-port serves /metrics. The socket alone also takes POST /reclaim?node=NAME (`weft
+// reclaim`): only whoever can open the state dir may hand a node's subnets back to the ring.
 import { chmodSync, rmSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Registry } from "prom-client";
@@ -15,14 +16,17 @@ export interface HttpHandlers {
   waitingFor(): string;
   status(): unknown;
   metrics: Registry;
+  /** An operator's decision that `node` is gone for good (see SubnetLeases.reclaim). */
+  reclaim(node: string): Promise<unknown>;
 }
 
 export const SOCKET_NAME = "weft.sock";
 /** Only the agent's user (root) may connect: /status shows the cluster's members and addresses. */
 export const SOCKET_MODE = 0o600;
 
-export type Endpoint = "/healthz" | "/readyz" | "/status" | "/metrics";
+export type Endpoint = "/healthz" | "/readyz" | "/status" | "/metrics" | "/reclaim";
 export const ALL_ENDPOINTS: readonly Endpoint[] = ["/healthz", "/readyz", "/status", "/metrics"];
+const SOCKET_ENDPOINTS: readonly Endpoint[] = [...ALL_ENDPOINTS, "/reclaim"];
 
 export interface TcpListener {
   host: string;
@@ -36,10 +40,16 @@ function handler(h: HttpHandlers, endpoints: readonly Endpoint[]) {
       res.writeHead(code, { "content-type": type });
       res.end(body);
     };
-    const path = req.url?.split("?")[0] as Endpoint;
+    const url = new URL(req.url ?? "/", "http://weft");
+    const path = url.pathname as Endpoint;
     if (!endpoints.includes(path)) return reply(404, "text/plain", `try ${endpoints.join(", ")}\n`);
     try {
       switch (path) {
+        case "/reclaim": {
+          const node = url.searchParams.get("node");
+          if (req.method !== "POST" || !node) return reply(400, "text/plain", "POST /reclaim?node=NAME\n");
+          return reply(200, "application/json", JSON.stringify(await h.reclaim(node)) + "\n");
+        }
         case "/healthz":
           return reply(200, "text/plain", "weft is running\n");
         case "/readyz":
@@ -50,7 +60,9 @@ function handler(h: HttpHandlers, endpoints: readonly Endpoint[]) {
           return reply(200, h.metrics.contentType, await h.metrics.metrics());
       }
     } catch (err) {
-      reply(500, "text/plain", `${(err as Error).message}\n`);
+      // A refusal with a code (e.g. LEASE_RECLAIM_ALIVE) is the caller's to fix: 409, code first.
+      const code = (err as { code?: string }).code;
+      reply(code ? 409 : 500, "text/plain", `${code ? `[${code}] ` : ""}${(err as Error).message}\n`);
     }
   };
 }
@@ -70,7 +82,7 @@ export class AgentHttp {
         else s.listen(arg.port, arg.host, resolve);
       });
     for (const where of [socketPath, ...tcp]) {
-      const s = createServer(handler(h, typeof where === "string" ? ALL_ENDPOINTS : where.endpoints));
+      const s = createServer(handler(h, typeof where === "string" ? SOCKET_ENDPOINTS : where.endpoints));
       http.servers.push(s);
       await listen(s, typeof where === "string" ? where : { host: where.host, port: where.port });
       if (typeof where === "string") chmodSync(where, SOCKET_MODE);

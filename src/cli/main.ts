@@ -40,7 +40,7 @@ program
   .addOption(flag("--metrics-ip <ip>", "address of /metrics (default loopback: metrics name peers and subnets; pass 0.0.0.0 for a remote scraper)", "METRICS_IP").default("127.0.0.1"))
   .addOption(flag("--metrics-port <n>", "TCP port of Prometheus /metrics, 1..65535 (off unless set)", "METRICS_PORT").argParser(int("--metrics-port")))
   .addOption(flag("--gossip-port <n>", "UDP and TCP port of the gossip control plane, 1..65535", "GOSSIP_PORT").argParser(int("--gossip-port")).default(7946))
-  .addOption(flag("--join <host:port,...>", "gossip addresses of nodes to join; none starts a new cluster", "JOIN").argParser(list).default([]))
+  .addOption(flag("--join <host:port,...>", "gossip addresses of nodes to join, retried until one answers (host may be a DNS name); none starts a new cluster", "JOIN").argParser(list).default([]))
   .addOption(flag("--subnet-seeds <name,...>", "initial owners of the subnet space, the same list on each of them (default: this node when --join is empty)", "SUBNET_SEEDS").argParser(list))
   .addOption(flag("--key-file <path>", "cluster key file (base64 32-byte keys, primary first; make one with `weft keygen`)", "KEY_FILE").makeOptionMandatory())
   .addOption(flag("--state-dir <dir>", "state kept across restarts: lease ring, VTEP MAC", "STATE_DIR").default("/var/lib/weft"))
@@ -87,6 +87,9 @@ program
     }
     process.removeListener("SIGHUP", onEarlyHup);
     const running = agent;
+    // Its name taken by a live node elsewhere: stop without a leave (a leave in this name would
+    // tell the cluster that the other node left) and exit 1.
+    running.onFatal(() => void running.stop(false).finally(() => process.exit(1)));
     const reload = () => void running.reload().catch((err) => log.error({ err }, "reload failed; keeping the running config"));
     process.on("SIGHUP", reload);
     if (reloadWanted) reload();
@@ -98,6 +101,16 @@ program
   .addOption(flag("--state-dir <dir>", "the agent's state dir", "STATE_DIR").default("/var/lib/weft"))
   .action(async (o) => {
     process.stdout.write(JSON.stringify(await agentRequest(o.stateDir, "GET", "/status"), null, 2) + "\n");
+  });
+
+program
+  .command("reclaim")
+  .description("hand a dead node's subnets back to the ring now, instead of after the grace period (only for a node gone for good)")
+  .argument("<node>", "name of the dead node")
+  .addOption(flag("--state-dir <dir>", "state dir of a running agent of the cluster", "STATE_DIR").default("/var/lib/weft"))
+  .action(async (node: string, o) => {
+    const report = await agentRequest(o.stateDir, "POST", `/reclaim?node=${encodeURIComponent(node)}`);
+    process.stdout.write(JSON.stringify(report, null, 2) + "\n");
   });
 
 program

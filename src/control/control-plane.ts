@@ -1,40 +1,66 @@
 // The control plane as the agent uses it: gossip membership (SWIM + Lifeguard, encrypted) and the
 // subnet lease ring riding on it, plus each node's record (lease and backend announcement).
 // It answers two questions for the agent — "what is my subnet?" and "who are my peers, where,
-// with which backend?" — and says when the second answer changes.
+// with which backend?" — and says when the second answer changes. With IPv6Network enabled
+// (dual-stack) it leases a subnet of each family on a ring of its own (leases6), and each peer's
+// record carries its IPv6 underlay address and IPv6 announcement too.
+import { lookup } from "node:dns/promises";
 import { EventEmitter } from "node:events";
+import { isIP, isIPv6 } from "node:net";
 import type { Logger } from "pino";
 import type { BackendAnnouncement } from "../backends/backend.js";
+import { WeftError } from "../errors.js";
 import { parseIpv4, parsePrefix, type Ipv4Prefix } from "../net/ipv4.js";
-import { makeConfig, type ProfileName } from "./gossip/config.js";
+import { formatIpv6, parseIpv6, parsePrefix6, type Ipv6Prefix } from "../net/ipv6.js";
+import { makeConfig, type MemberlistConfig, type ProfileName } from "./gossip/config.js";
 import type { Delegate, EventDelegate, NodeView } from "./gossip/delegate.js";
 import type { Keyring } from "./gossip/keyring.js";
 import { Memberlist } from "./gossip/memberlist.js";
 import type { GossipCounters } from "./gossip/observability.js";
-import { SubnetLeases, type Lease, type ReclaimReport } from "./lease/allocator.js";
+import { Joiner, type JoinStatus, type JoinTiming } from "./join.js";
+import { SubnetLeases, type Lease, type LeaseLogger, type LeaseTimings, type MembershipPort, type ReclaimReport, type Reservation } from "./lease/allocator.js";
 import { encodeLeaseMeta, LeaseDelegate } from "./lease/delegate.js";
-import type { SubnetSpace } from "./lease/slots.js";
-import { FileLeaseStore } from "./lease/store.js";
+import type { Ipv6SubnetSpace, SubnetSpace } from "./lease/slots.js";
+import { FileLeaseStore, type LeaseStateStore } from "./lease/store.js";
 import { decodeNodeRecord, encodeNodeRecord } from "./node-record.js";
-import type { Addr } from "./runtime.js";
+import type { Addr, Clock, Random, Transport } from "./runtime.js";
 import { RealClock, realRandom } from "./transport/real-clock.js";
 import { UdpTcpTransport } from "./transport/udp-tcp.js";
 
+/** What the control plane is told; anything left out (or undefined) takes the production default. */
 export interface ControlPlaneOptions {
   name: string;
-  /** Underlay address to bind gossip to and to advertise (peers send pod traffic here too). */
-  bindAddr: string;
-  gossipPort: number;
-  /** Gossip addresses of nodes to join (none: start a new cluster). */
+  /** Gossip addresses of nodes to join (none: start a new cluster); a host may be a DNS name. */
   join: Addr[];
-  /** Initial owners of the subnet space (see src/control/lease): the same list on every seed. */
-  seeds: string[];
+  /** Initial owners of the subnet space (see src/control/lease): the same list on every seed;
+   *  empty on a node that learns the ring from its peers. */
+  seeds: readonly string[];
   space: SubnetSpace;
-  keyring: Keyring;
-  stateDir: string;
+  /** The IPv6 network's space on a dual-stack node (leased on a ring of its own). */
+  space6?: Ipv6SubnetSpace;
+  /** This node's IPv6 underlay address on a dual-stack node (--public-ipv6), for its record. */
+  underlay6?: bigint;
+  /** Gossip timing profile (default lan). */
   profile?: ProfileName;
+  /** Overrides of the profile's settings (tests and the simulator). */
+  gossip?: Partial<MemberlistConfig>;
+  /** Overrides of the lease layer's timings, e.g. reclaimGraceMs (default 24 h). */
+  lease?: Partial<LeaseTimings>;
+  joinTiming?: Partial<JoinTiming>;
+}
+
+/** The outside world: real sockets, clock and disk in the agent; simulated ones in tests. */
+export interface ControlPlaneDeps {
+  clock: Clock;
+  transport: Transport;
+  random: Random;
+  keyring: Keyring;
+  store: LeaseStateStore;
+  /** The IPv6 ring's store, on a dual-stack node. */
+  store6?: LeaseStateStore;
   logger: Logger;
-  reclaimGraceMs?: number;
+  /** Addresses for a join target's host (default: the system resolver, every record). */
+  resolve?: (host: string) => Promise<string[]>;
 }
 
 export interface Peer {
@@ -44,54 +70,126 @@ export interface Peer {
   backend: BackendAnnouncement;
 }
 
-export type ControlPlaneEvents = { change: [] };
+/** A dual-stack peer's IPv6 side: its IPv6 subnet, underlay address and IPv6 announcement. */
+export interface Peer6 {
+  name: string;
+  subnet: Ipv6Prefix;
+  underlay: bigint;
+  backend: BackendAnnouncement;
+}
 
-export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
+/** The settings in force, defaults filled in (`weft status` shows them). */
+export interface ControlPlaneSettings {
+  profile: ProfileName;
+  gossip: Pick<MemberlistConfig, "probeIntervalMs" | "probeTimeoutMs" | "suspicionMult" | "pushPullIntervalMs" | "tombstoneRetentionMs">;
+  lease: LeaseTimings;
+}
+
+export type ControlPlaneEvents = {
+  /** Members, leases or backend announcements changed: peers() may answer differently. */
+  change: [];
+  /** The ring gave this node's subnet to another node: stop using it at once. */
+  lost: [Lease];
+  /** This node must not run (its name is taken by a live node elsewhere). */
+  fatal: [Error];
+};
+
+/**
+ * Built in dependency order, so nothing is used before it exists: the lease layer (it needs only
+ * this object's name and, once started, membership), its gossip adapter, then the memberlist with
+ * this object as its delegate: memberlist calls nodeMeta and notifyJoin while it is being built.
+ */
+export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements Delegate, EventDelegate, MembershipPort {
+  readonly leases: SubnetLeases;
+  /** The IPv6 ring's lease layer, on a dual-stack node. */
+  readonly leases6?: SubnetLeases;
+  readonly memberlist: Memberlist;
+  private readonly leaseDelegate: LeaseDelegate;
+  private readonly joiner: Joiner;
+  private readonly profile: ProfileName;
+  private readonly log: Logger;
   private announcement?: BackendAnnouncement;
+  private announcement6?: BackendAnnouncement;
 
-  private constructor(
+  constructor(
     private readonly opts: ControlPlaneOptions,
-    readonly members: Memberlist,
-    readonly leases: SubnetLeases,
-    private readonly transport: UdpTcpTransport,
+    private readonly deps: ControlPlaneDeps,
   ) {
     super();
+    this.log = deps.logger;
+    this.profile = opts.profile ?? "lan";
+    const leaseLog = deps.logger.child({ layer: "lease" });
+    const { leases, leases6, delegate } = createLeaseLayer(opts, { membership: this, store: deps.store, store6: deps.store6, clock: deps.clock, random: deps.random, log: leaseLog });
+    this.leases = leases;
+    this.leases6 = leases6;
+    this.leaseDelegate = delegate;
+    for (const l of [leases, ...(leases6 ? [leases6] : [])]) {
+      l.on("peers", () => this.emit("change"));
+      l.on("lost", (lost) => this.emit("lost", lost));
+    }
+    this.memberlist = new Memberlist(makeConfig(this.profile, opts.name, opts.gossip), {
+      clock: deps.clock, transport: deps.transport, random: deps.random, keyring: deps.keyring, delegate: this, events: this,
+      logger: deps.logger.child({ layer: "gossip" }),
+    });
+    const family = isIPv6(deps.transport.local.host) ? 6 : 4;
+    this.joiner = new Joiner(opts.join, {
+      clock: deps.clock,
+      random: deps.random,
+      resolve: deps.resolve ?? ((host) => (isIP(host) ? Promise.resolve([host]) : lookup(host, { all: true, family }).then((r) => r.map((a) => a.address)))),
+      join: (addrs) => this.memberlist.join(addrs),
+      othersAlive: () => this.memberlist.numMembers() - 1,
+      self: deps.transport.local,
+      log: deps.logger.child({ layer: "join" }),
+    }, opts.joinTiming);
   }
 
-  /** Binds gossip, loads the saved lease state, starts leasing and joins the given nodes. */
-  static async start(opts: ControlPlaneOptions): Promise<ControlPlane> {
-    const clock = new RealClock();
+  /** The agent's control plane: binds gossip on the underlay, keeps the lease ring in stateDir. */
+  static async start(opts: ControlPlaneOptions & { bindAddr: string; gossipPort: number; stateDir: string; keyring: Keyring; logger: Logger }): Promise<ControlPlane> {
     const transport = await UdpTcpTransport.open({ host: opts.bindAddr, port: opts.gossipPort });
-    let plane: ControlPlane | undefined;
-    // The delegate and the lease layer need each other and the memberlist: wire them late.
-    const hooks: Delegate & EventDelegate = {
-      // Memberlist asks for the record while it is being built, before the lease layer exists.
-      nodeMeta: (limit) => (plane ? plane.nodeMeta(limit) : encodeNodeRecord(encodeLeaseMeta(null), undefined)),
-      notifyMsg: (from, msg) => leaseDelegate.notifyMsg(from, msg),
-      getBroadcasts: (overhead, limit) => leaseDelegate.getBroadcasts(overhead, limit),
-      localState: () => leaseDelegate.localState(),
-      mergeRemoteState: (state) => leaseDelegate.mergeRemoteState(state),
-      notifyJoin: (n) => (leaseDelegate.notifyJoin(n), plane?.emit("change")),
-      notifyUpdate: (n) => (leaseDelegate.notifyUpdate(n), plane?.emit("change")),
-      notifyLeave: (n) => (leaseDelegate.notifyLeave(n), plane?.emit("change")),
-    };
-    const members = new Memberlist(makeConfig(opts.profile ?? "lan", opts.name), {
-      clock, transport, random: realRandom, keyring: opts.keyring, delegate: hooks, events: hooks,
-      logger: opts.logger.child({ layer: "gossip" }),
+    const plane = new ControlPlane(opts, {
+      clock: new RealClock(), transport, random: realRandom, keyring: opts.keyring, store: new FileLeaseStore(opts.stateDir),
+      ...(opts.space6 && { store6: new FileLeaseStore(opts.stateDir, 6) }), logger: opts.logger,
     });
-    const leases = new SubnetLeases({
-      space: opts.space, seeds: opts.seeds, membership: members, store: new FileLeaseStore(opts.stateDir),
-      clock, random: realRandom, log: opts.logger.child({ layer: "lease" }), reclaimGraceMs: opts.reclaimGraceMs,
-    });
-    const leaseDelegate = new LeaseDelegate(leases, members, opts.logger.child({ layer: "lease" }));
-    plane = new ControlPlane(opts, members, leases, transport);
-    leases.on("peers", () => plane!.emit("change"));
-    await leases.start();
-    if (opts.join.length > 0) {
-      const answered = await members.join(opts.join);
-      opts.logger.info({ join: opts.join, answered }, answered > 0 ? "joined the cluster" : "no seed answered yet; gossip keeps trying");
+    try {
+      await plane.start();
+    } catch (err) {
+      await plane.stop(false);
+      throw err;
     }
     return plane;
+  }
+
+  /** Loads the saved lease state and starts leasing, then joins (retrying in the background). */
+  async start(): Promise<void> {
+    await this.leases.start();
+    await this.leases6?.start();
+    this.joiner.start();
+    // A name conflict can only be found by joining: tell the owner, who must stop this node.
+    this.joiner.reached().catch((err: Error) => this.emit("fatal", err));
+  }
+
+  /** Resolves once a join target answered (at once with an empty join list); rejects on a name conflict. */
+  reachedCluster(): Promise<void> {
+    return this.joiner.reached();
+  }
+
+  /** Whether this node reached its cluster: false while a non-empty join list answered nothing yet. */
+  hasReachedCluster(): boolean {
+    return this.joiner.hasReached();
+  }
+
+  joinStatus(): JoinStatus {
+    return this.joiner.status();
+  }
+
+  settings(): ControlPlaneSettings {
+    const { probeIntervalMs, probeTimeoutMs, suspicionMult, pushPullIntervalMs, tombstoneRetentionMs } = makeConfig(this.profile, this.opts.name, this.opts.gossip);
+    return { profile: this.profile, gossip: { probeIntervalMs, probeTimeoutMs, suspicionMult, pushPullIntervalMs, tombstoneRetentionMs }, lease: this.leases.settings };
+  }
+
+  /** Subnets kept for members that are dead or gone, and when each is reclaimed (clock ms). */
+  reservations(): Reservation[] {
+    return this.leases.reservations();
   }
 
   /** Resolves once this node holds a subnet (waits, and logs why, while it cannot get one). */
@@ -100,17 +198,24 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
     return parsePrefix(l.subnet);
   }
 
-  /** Publishes this node's backend data in its gossip record. */
-  announce(a: BackendAnnouncement): void {
+  /** Resolves once this node holds an IPv6 subnet (dual-stack only). */
+  async lease6(): Promise<Ipv6Prefix> {
+    if (!this.leases6) throw new WeftError("LEASE_NOT_RUNNING", "this node leases no IPv6 subnets (EnableIPv6 is off)");
+    return parsePrefix6((await this.leases6.lease()).subnet);
+  }
+
+  /** Publishes this node's backend data (and, dual-stack, its IPv6 backend's) in its gossip record. */
+  announce(a: BackendAnnouncement, a6?: BackendAnnouncement): void {
     this.announcement = a;
-    this.members.updateNode();
+    this.announcement6 = a6;
+    this.memberlist.updateNode();
   }
 
   /** Live peers that hold a lease and have announced a backend. */
   peers(): Peer[] {
     const leased = new Map(this.leases.peers().map((p) => [p.node, p.subnet]));
     const out: Peer[] = [];
-    for (const m of this.members.members()) {
+    for (const m of this.memberlist.members()) {
       if (m.name === this.opts.name) continue;
       const subnet = leased.get(m.name);
       const record = decodeNodeRecord(m.meta);
@@ -120,13 +225,37 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
     return out;
   }
 
+  /** Live dual-stack peers that hold an IPv6 lease and announced an IPv6 backend. */
+  peers6(): Peer6[] {
+    if (!this.leases6) return [];
+    const leased = new Map(this.leases6.peers().map((p) => [p.node, p.subnet]));
+    const out: Peer6[] = [];
+    for (const m of this.memberlist.members()) {
+      if (m.name === this.opts.name) continue;
+      const subnet = leased.get(m.name);
+      const record = decodeNodeRecord(m.meta);
+      if (!subnet || !record?.backend6 || record.underlay6 === undefined) continue;
+      try {
+        out.push({ name: m.name, subnet: parsePrefix6(subnet), underlay: parseIpv6(record.underlay6), backend: record.backend6 });
+      } catch {
+        // a record with a malformed address: not a peer we can route to
+      }
+    }
+    return out;
+  }
+
+  /** Alive and suspect members, this one included (the lease layer's MembershipPort). */
+  members(): NodeView[] {
+    return this.memberlist.members();
+  }
+
   /** Every member the gossip layer knows, dead and left ones included. */
   allMembers(): NodeView[] {
-    return this.members.allMembers();
+    return this.memberlist.allMembers();
   }
 
   gossipCounters(): GossipCounters {
-    return this.members.counters();
+    return this.memberlist.counters();
   }
 
   reclaim(node: string): Promise<ReclaimReport> {
@@ -135,19 +264,88 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
 
   /** Graceful: tell the cluster we leave (so peers drop our routes at once), then stop. */
   async stop(leave: boolean): Promise<void> {
-    if (leave) await this.members.leave(2000).catch(() => undefined);
-    await this.members.shutdown();
+    this.joiner.stop();
+    if (leave) await this.memberlist.leave(2000).catch(() => undefined);
+    await this.memberlist.shutdown();
     await this.leases.stop();
-    await this.transport.close();
+    await this.leases6?.stop();
+    await this.deps.transport.close();
   }
 
-  private nodeMeta(limit: number): Uint8Array {
-    const record = encodeNodeRecord(encodeLeaseMeta(this.leases.currentLease()?.subnet ?? null), this.announcement);
+  // ---- memberlist's Delegate and EventDelegate: the node record here, the ring in the lease layer ----
+
+  nodeMeta(limit: number): Uint8Array {
+    const meta = encodeLeaseMeta(this.leases.currentLease()?.subnet ?? null, ...(this.leases6 ? [this.leases6.currentLease()?.subnet ?? null] : []));
+    const v6 = this.opts.underlay6 !== undefined ? { underlay: formatIpv6(this.opts.underlay6), backend: this.announcement6 } : undefined;
+    const record = encodeNodeRecord(meta, this.announcement, v6);
     if (record.length > limit) {
       // Cannot happen with a sane config (a record is under 100 bytes); say so rather than truncate.
-      this.opts.logger.error({ code: "NODE_RECORD_TOO_BIG", bytes: record.length, limit }, "node record does not fit the gossip meta limit");
+      this.log.error({ code: "NODE_RECORD_TOO_BIG", bytes: record.length, limit }, "node record does not fit the gossip meta limit");
       return new Uint8Array(0);
     }
     return record;
   }
+
+  notifyMsg(from: string, msg: Uint8Array): void {
+    this.leaseDelegate.notifyMsg(from, msg);
+  }
+
+  getBroadcasts(overhead: number, limit: number): Uint8Array[] {
+    return this.leaseDelegate.getBroadcasts(overhead, limit);
+  }
+
+  localState(): Uint8Array {
+    return this.leaseDelegate.localState();
+  }
+
+  mergeRemoteState(state: Uint8Array): void {
+    this.leaseDelegate.mergeRemoteState(state);
+  }
+
+  notifyJoin(node: NodeView): void {
+    this.leaseDelegate.notifyJoin(node);
+    this.emit("change");
+  }
+
+  notifyUpdate(node: NodeView): void {
+    this.leaseDelegate.notifyUpdate(node);
+    this.emit("change");
+  }
+
+  notifyLeave(node: NodeView): void {
+    this.leaseDelegate.notifyLeave(node);
+    this.joiner.memberGone();
+    this.emit("change");
+  }
+
+  // ---- the lease layer's view of membership ----
+
+  localNode(): { readonly name: string } {
+    return { name: this.opts.name };
+  }
+
+  sendReliable(name: string, msg: Uint8Array): Promise<void> {
+    return this.memberlist.sendReliable(name, msg);
+  }
+
+  updateNode(): void {
+    this.memberlist.updateNode();
+  }
+}
+
+/** The lease layer's settings: the same code and defaults for the agent and the simulators. */
+export type LeaseLayerOptions = Pick<ControlPlaneOptions, "space" | "space6" | "seeds" | "lease">;
+
+/** Builds the lease layer (SubnetLeases, one per family, and their gossip adapter) with the production defaults. */
+export function createLeaseLayer(
+  opts: LeaseLayerOptions,
+  deps: { membership: MembershipPort; store: LeaseStateStore; store6?: LeaseStateStore; clock: Clock; random: Random; log: LeaseLogger },
+): { leases: SubnetLeases; leases6?: SubnetLeases; delegate: LeaseDelegate } {
+  const seeds = opts.seeds.length > 0 ? opts.seeds : undefined;
+  const { store6, ...common } = deps;
+  const leases = new SubnetLeases({ ...opts.lease, space: opts.space, seeds, ...common });
+  if (!opts.space6) return { leases, delegate: new LeaseDelegate(leases, deps.membership, deps.log) };
+  if (!store6) throw new WeftError("LEASE_NOT_RUNNING", "an IPv6 network needs a store of its own for its ring");
+  const leases6 = new SubnetLeases({ ...opts.lease, space: opts.space6, seeds, ...common, store: store6 });
+  return { leases, leases6, delegate: new LeaseDelegate([leases, leases6], deps.membership, deps.log) };
 }

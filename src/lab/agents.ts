@@ -31,6 +31,9 @@ export interface AgentStatus {
   node: string;
   ready: boolean;
   subnet?: string;
+  join: { state: string; targets: string[]; failedRounds: number };
+  reserved: Array<{ node: string; slots: number; subnet: string | null; reclaimAt: string | null; condemned: boolean }>;
+  settings: { reclaimGrace: string; lease: { reclaimGraceMs: number } };
   mtu?: number;
   backend?: { type: string; vtepMac?: string };
   peers: Array<{ name: string; subnet: string; underlay: string; backend: string }>;
@@ -46,10 +49,13 @@ export class LabAgents {
     readonly dir: string,
     readonly agents: LabAgent[],
     private readonly keyFile: string,
+    private readonly members: number,
   ) {}
 
-  /** Writes the key and one net-conf.json per host (`netConf(host)`), but starts nothing yet. */
-  static async prepare(lab: LabCluster, netConf: (host: LabHost) => object): Promise<LabAgents> {
+  /** Writes the key and one net-conf.json per host (`netConf(host)`), but starts nothing yet.
+   *  `members`: how many of the hosts (the first ones) form the cluster: join lists and subnet
+   *  seeds name only them (default all); the others are started with explicit flags. */
+  static async prepare(lab: LabCluster, netConf: (host: LabHost) => object, members = lab.hosts.length): Promise<LabAgents> {
     const dir = await mkdtemp(join(tmpdir(), "weft-lab-"));
     const keyFile = join(dir, "cluster.key");
     await writeFile(keyFile, randomBytes(KEY_BYTES).toString("base64") + "\n", { mode: 0o600 });
@@ -60,7 +66,7 @@ export class LabAgents {
       await writeFile(join(agentDir, "net-conf.json"), JSON.stringify(netConf(host), null, 2));
       agents.push({ host, dir: agentDir });
     }
-    return new LabAgents(lab, dir, agents, keyFile);
+    return new LabAgents(lab, dir, agents, keyFile, members);
   }
 
   /** The net-conf.json of an agent (to change it before a restart or SIGHUP). */
@@ -68,15 +74,17 @@ export class LabAgents {
     return join(a.dir, "net-conf.json");
   }
 
-  /** Starts an agent process; every other host is in its --join list and all are subnet seeds. */
-  start(a: LabAgent, extra: string[] = []): void {
+  /** Starts an agent process; the other cluster members (or `join`) are its --join list and all
+   *  cluster members are subnet seeds. */
+  start(a: LabAgent, extra: string[] = [], joinTargets?: LabAgent[]): void {
     if (a.process && a.process.exitCode === null && a.process.signalCode === null) throw new WeftError("LAB_AGENT_RUNNING", `${a.host.name}'s agent is already running`);
-    const others = this.agents.filter((x) => x !== a).map((x) => `${formatIpv4(x.host.underlayAddr)}:${LAB_GOSSIP_PORT}`);
+    const cluster = this.agents.slice(0, this.members);
+    const targets = (joinTargets ?? cluster.filter((x) => x !== a)).map((x) => `${formatIpv4(x.host.underlayAddr)}:${LAB_GOSSIP_PORT}`);
     const args = [
       projectFile("dist", "src", "cli", "main.js"), "agent", "--net-config", this.netConfPath(a), "--iface", a.host.underlayIf,
       "--key-file", this.keyFile, "--state-dir", a.dir, "--subnet-file", join(a.dir, "subnet.env"), "--node-name", a.host.name,
-      "--join", others.join(","), "--subnet-seeds", this.agents.map((x) => x.host.name).join(","), "--gossip-port", String(LAB_GOSSIP_PORT),
-      ...extra,
+      ...(targets.length > 0 ? ["--join", targets.join(",")] : []), "--subnet-seeds", cluster.map((x) => x.host.name).join(","),
+      "--gossip-port", String(LAB_GOSSIP_PORT), ...extra,
     ];
     const [cmd, ...argv] = a.host.ns.wrap([process.execPath, ...args]);
     // The agent writes its log file itself: through a pipe to this process, an agent whose
@@ -166,6 +174,24 @@ export class LabAgents {
     });
     await Promise.race([a.logClosed, timedOut]).finally(() => clearTimeout(timer));
     return child.exitCode;
+  }
+
+  /** Bytes in the agent's log so far (to look only at what comes later, see errorLines). */
+  async logSize(a: LabAgent): Promise<number> {
+    return (await readFile(join(a.dir, "agent.log")).catch(() => Buffer.alloc(0))).length;
+  }
+
+  /** The agent's log lines at error level or above (pino's 50), parsed; from byte `since` on. */
+  async errorLines(a: LabAgent, since = 0): Promise<Array<{ level: number; msg: string; code?: string }>> {
+    const text = (await readFile(join(a.dir, "agent.log")).catch(() => Buffer.alloc(0))).subarray(since).toString("utf8");
+    return text.split("\n").flatMap((line) => {
+      try {
+        const rec = JSON.parse(line) as { level: number; msg: string; code?: string };
+        return rec.level >= 50 ? [rec] : [];
+      } catch {
+        return []; // not a log record (e.g. a crash trace; the exit code tells)
+      }
+    });
   }
 
   async logTail(a: LabAgent, lines = 8): Promise<string> {

@@ -97,6 +97,9 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
       const s = await converged(a, "vxlan");
       expect(s.members.map((m) => `${m.name} ${m.state}`).sort()).toEqual(["host1 alive", "host2 alive", "host3 alive"]);
     }
+    // A clean start says nothing at error level (the control plane once logged a contained
+    // ReferenceError on every start).
+    for (const a of all) expect(await agents.errorLines(a), a.host.name).toEqual([]);
   });
 
   it("writes subnet.env as flannel does, byte for byte", async () => {

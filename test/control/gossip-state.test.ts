@@ -149,8 +149,14 @@ describe("membership precedence", () => {
     expect(membership.local().incarnation).toBe(MY_INCARNATION + 8);
     expect(membership.local().state).toBe("alive");
     // An earlier run of this node announced a higher incarnation (or other meta): refute above it.
-    m.alive("me", MY_INCARNATION + 20, new Uint8Array([7]));
+    m.alive("me", MY_INCARNATION + 20, new Uint8Array([7]), "198.18.0.1");
     expect(membership.local().incarnation).toBe(MY_INCARNATION + 21);
+    // Our name at another address is another node using it: never outbid it (both would refute
+    // forever), count it; the newcomer is refused at its join.
+    m.alive("me", MY_INCARNATION + 30, META, "198.18.0.99");
+    expect(membership.local().incarnation).toBe(MY_INCARNATION + 21);
+    expect(membership.local().host).toBe("198.18.0.1");
+    expect(counters.protocol.nameConflicts).toBe(1);
     // Our own current record echoed back is no reason to refute.
     m.alive("me", MY_INCARNATION + 21, META, "198.18.0.1");
     expect(membership.local().incarnation).toBe(MY_INCARNATION + 21);

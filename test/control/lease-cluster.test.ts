@@ -296,4 +296,29 @@ describe("reclaiming a dead node's subnet", () => {
     expect(c.leases.currentLease()?.subnet).not.toBe(cSubnet);
     expect(c.leases.stats.slotsTakenFromUs).toBeGreaterThan(0);
   });
+
+  it("two histories (both sides of a partition changed the same slots): the nodes they name settle them, and every view agrees again", async () => {
+    const bus = new Bus(SPACE, { ...DEFAULT_BUS, seed: 41 });
+    const seeds = ["a", "b"];
+    const [a, b, c, d] = ["a", "b", "c", "d"].map((n) => bus.add(n, { seeds, reclaimGraceMs: 20_000 }));
+    for (const n of [a, b, c]) await bus.start(n);
+    await bus.clock.runUntil(30_000, () => checkSafety(bus));
+    // Cut a off longer than the grace: b's side reclaims a's slots (version + 1) while a hands
+    // some of the same free slots to d (version + 1 too): the same versions, different owners.
+    bus.partition(["a", "d"], ["b", "c"]);
+    await bus.start(d);
+    await bus.clock.runUntil(120_000);
+    expect(d.leases.currentLease()).not.toBeNull();
+    expect([b, c].flatMap((n) => n.log.codes())).toContain("LEASE_RECLAIMED");
+    bus.heal();
+    await bus.clock.runUntil(600_000);
+    const all = [a, b, c, d];
+    expect(all.flatMap((n) => n.log.codes())).toContain("LEASE_INCONSISTENT");
+    expect(all.flatMap((n) => n.log.codes())).toContain("LEASE_FORK_SETTLED");
+    expect(new Set(all.map((n) => JSON.stringify(n.leases.ringState()))).size, "views did not converge").toBe(1);
+    const leases = all.map((n) => n.leases.currentLease()?.subnet);
+    expect(leases.every((l) => l !== undefined)).toBe(true);
+    expect(new Set(leases).size).toBe(4);
+    checkSafety(bus);
+  });
 });

@@ -1,11 +1,12 @@
 // Test doubles for the lease tests: a virtual clock, seeded randomness, a recording logger, an
 // in-memory state store, and a small message bus standing in for gossip membership (members,
 // reliable sends, piggybacked broadcasts, push-pull) with delay, loss, duplication, partitions,
-// crashes and restarts. Deterministic for a given seed. (The gossip simulator in test/control/sim
-// will later run the same properties with real membership.)
-import { SubnetLeases, type LeaseLogger, type MembershipPort, type SubnetLeasesOptions } from "../../src/control/lease/allocator.js";
-import { LeaseDelegate } from "../../src/control/lease/delegate.js";
-import type { LeaseSpace } from "../../src/control/lease/slots.js";
+// crashes and restarts. Deterministic for a given seed. Nodes are built by the agent's own
+// createLeaseLayer, so they run with the production defaults unless a test says otherwise.
+import { createLeaseLayer } from "../../src/control/control-plane.js";
+import type { LeaseLogger, LeaseTimings, MembershipPort, SubnetLeases } from "../../src/control/lease/allocator.js";
+import type { LeaseDelegate } from "../../src/control/lease/delegate.js";
+import type { Ipv6SubnetSpace, LeaseSpace, SubnetSpace } from "../../src/control/lease/slots.js";
 import type { LeaseStateStore, PersistedLeaseState } from "../../src/control/lease/store.js";
 import type { NodeView } from "../../src/control/gossip/delegate.js";
 import type { Clock, Random, TimerHandle } from "../../src/control/runtime.js";
@@ -116,6 +117,9 @@ export interface BusOptions {
 
 export const DEFAULT_BUS: BusOptions = { seed: 1, loss: 0, duplicate: 0, minDelayMs: 1, maxDelayMs: 50, gossipEveryMs: 200, pushPullEveryMs: 3_000 };
 
+/** A node's seed list (none: it learns the ring from peers) and timings other than the defaults. */
+export type SimNodeOptions = { seeds?: readonly string[] } & Partial<LeaseTimings>;
+
 /** One simulated node: its lease layer, delegate, store (kept across restarts) and membership port. */
 export class SimNode implements MembershipPort {
   up = false;
@@ -131,7 +135,7 @@ export class SimNode implements MembershipPort {
   constructor(
     readonly bus: Bus,
     readonly name: string,
-    readonly extra: Partial<SubnetLeasesOptions>,
+    readonly extra: SimNodeOptions,
   ) {
     this.stores = bus.spaces.map(() => new MemoryStore());
   }
@@ -186,7 +190,7 @@ export class Bus {
     return this.spaces[0];
   }
 
-  add(name: string, extra: Partial<SubnetLeasesOptions> = {}): SimNode {
+  add(name: string, extra: SimNodeOptions = {}): SimNode {
     const node = new SimNode(this, name, extra);
     this.nodes.set(name, node);
     this.group.set(name, 0);
@@ -197,20 +201,14 @@ export class Bus {
   async start(node: SimNode): Promise<void> {
     node.life++;
     node.up = true;
-    node.families = this.spaces.map(
-      (space, f) =>
-        new SubnetLeases({
-          space,
-          membership: node,
-          store: node.stores[f],
-          clock: this.clock,
-          random: new SeededRandom(this.o.seed * 31 + node.life * 7 + node.name.length + f * 1013),
-          log: node.log,
-          bootstrapQuietMs: 2_000,
-          ...node.extra,
-        }),
+    const { seeds, ...timings } = node.extra;
+    // A short bootstrap wait keeps simulated cold starts brief; every other timing is production's.
+    const layer = createLeaseLayer(
+      { space: this.spaces[0] as SubnetSpace, space6: this.spaces[1] as Ipv6SubnetSpace | undefined, seeds: seeds ?? [], lease: { bootstrapQuietMs: 2_000, ...timings } },
+      { membership: node, store: node.stores[0], store6: node.stores[1], clock: this.clock, random: new SeededRandom(this.o.seed * 31 + node.life * 7 + node.name.length), log: node.log },
     );
-    node.delegate = new LeaseDelegate(node.families, node, node.log);
+    node.families = [layer.leases, ...(layer.leases6 ? [layer.leases6] : [])];
+    node.delegate = layer.delegate;
     for (const l of node.families) await l.start();
     const life = node.life;
     const every = (ms: number, fn: () => void): void => {

@@ -1,6 +1,7 @@
 // Membership configuration with named default profiles, as memberlist's DefaultLANConfig,
 // DefaultLocalConfig and DefaultWANConfig. Timing values follow memberlist; the tombstone,
 // reconnect and size settings are weft's own (memberlist has no tombstone retention).
+import { withDefaults } from "../options.js";
 import type { Addr } from "../runtime.js";
 import { WeftError } from "../../errors.js";
 
@@ -116,7 +117,7 @@ export function makeConfig(
   overrides: Partial<MemberlistConfig> = {},
 ): MemberlistConfig {
   const base = typeof profile === "string" ? profiles[profile] : profile;
-  return validateConfig({ ...base, name, ...overrides });
+  return validateConfig(withDefaults({ ...base, name } as MemberlistConfig, overrides));
 }
 
 /** Largest node name, in UTF-8 bytes. */

@@ -107,13 +107,19 @@ export class Memberlist {
     this.every(this.config.reconnectIntervalMs, () => this.reconnect());
   }
 
-  /** Push-pull with each seed (join = true); resolves to how many answered (0: none, retry later). */
+  /**
+   * Push-pull with each seed (join = true); resolves to how many answered (0: none, retry later).
+   * Rejects with GOSSIP_NAME_CONFLICT when a seed knows a live member of this node's name at another
+   * address: the name is taken, and this node must not take part (memberlist refuses it too).
+   */
   async join(seeds: readonly Addr[]): Promise<number> {
     this.assertRunning();
     const results = await Promise.allSettled(seeds.map((seed) => this.pushPull(seed, true)));
     for (const [i, r] of results.entries()) {
-      if (r.status === "rejected") this.logger.warn({ seed: seeds[i], err: r.reason }, "join: seed did not answer");
+      if (r.status === "rejected") this.logger.debug({ seed: seeds[i], err: r.reason }, "join: seed did not answer");
     }
+    const conflict = results.find((r) => r.status === "rejected" && (r.reason as { code?: string }).code === "GOSSIP_NAME_CONFLICT");
+    if (conflict) throw (conflict as PromiseRejectedResult).reason;
     return results.filter((r) => r.status === "fulfilled").length;
   }
 
@@ -271,6 +277,17 @@ export class Memberlist {
     const reply = await this.wire.request(peer, this.pushPullMessage(join), this.config.tcpTimeoutMs);
     if (reply.message.kind !== "pushPull") throw new WeftError("GOSSIP_BAD_RESPONSE", `push-pull answered with ${reply.message.kind}`);
     if (!this.running) return;
+    if (join) {
+      const me = this.membership.local();
+      const other = reply.message.nodes.find((n) => n.name === me.name && isLive(n.state) && (n.host !== me.host || n.port !== me.port));
+      if (other) {
+        this.stats.protocol.nameConflicts++;
+        throw new WeftError(
+          "GOSSIP_NAME_CONFLICT",
+          `the node name ${me.name} is already used by a live node at ${other.host}:${other.port} (this node is ${me.host}:${me.port}); give every node a unique name (--node-name)`,
+        );
+      }
+    }
     this.membership.mergeRemote(reply.message.nodes, reply.sender);
     this.mergeUserState(reply.message.userState, join);
   }
@@ -325,6 +342,15 @@ export class Memberlist {
       case "pushPull": {
         // Answer with our state as it was before the merge (no point echoing the peer's back).
         const reply = this.pushPullMessage(m.join);
+        // A sender using the name of a live member at another address learns of it from our reply
+        // and stops; nothing it says is taken in meanwhile (its lease ring least of all).
+        const own = m.nodes.find((n) => n.name === sender);
+        const known = this.membership.get(sender);
+        if (own && known && isLive(known.state) && (known.host !== own.host || known.port !== own.port)) {
+          this.stats.protocol.nameConflicts++;
+          this.logger.warn({ node: sender, known: `${known.host}:${known.port}`, claimed: `${own.host}:${own.port}` }, "refused push-pull from a second node using a live member's name");
+          return reply;
+        }
         this.membership.mergeRemote(m.nodes, sender);
         this.mergeUserState(m.userState, m.join);
         return reply;

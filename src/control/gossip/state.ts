@@ -119,6 +119,14 @@ export class Membership {
   /** fromState: learned from a peer's full state rather than from news (see mergeRemote). */
   applyAlive(a: Alive, fromState = false): void {
     if (a.node === this.me.name) {
+      if (a.host !== this.me.host || a.port !== this.me.port) {
+        // Another node uses our name. Refuting would make the two outbid each other forever; the
+        // newcomer is refused at its join (Memberlist.join), so we just keep our record.
+        this.deps.counters.protocol.nameConflicts++;
+        this.deps.logger.warn({ node: a.node, mine: `${this.me.host}:${this.me.port}`, claimed: `${a.host}:${a.port}` },
+          "another node claims this node's name; give every node a unique name");
+        return;
+      }
       const same = a.incarnation === this.me.incarnation && a.host === this.me.host && a.port === this.me.port && equalBytes(a.meta, this.me.meta);
       // Someone holds a newer or different record of us (an earlier run of this node): refute it.
       if (a.incarnation >= this.me.incarnation && !same && !this.leaving) this.refute(a.incarnation);

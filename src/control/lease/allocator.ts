@@ -32,8 +32,9 @@
 import { EventEmitter } from "node:events";
 import { WeftError } from "../../errors.js";
 import type { NodeView } from "../gossip/delegate.js";
+import { withDefaults } from "../options.js";
 import type { Clock, Random, TimerHandle } from "../runtime.js";
-import { Ring, type Conflict, type RingRun, type RingState, type SlotChange, type SlotSpan } from "./ring.js";
+import { forkWinner, Ring, type Conflict, type RingRun, type RingState, type SlotChange, type SlotSpan } from "./ring.js";
 import type { LeaseSpace } from "./slots.js";
 import type { LeaseStateStore } from "./store.js";
 import { encodeMessage, type LeaseMessage } from "./wire.js";
@@ -76,6 +77,18 @@ export interface ReclaimReport {
   readonly notified: readonly string[];
 }
 
+export interface Reservation {
+  readonly node: string;
+  /** Slots (subnets) the node owns in this view. */
+  readonly slots: number;
+  /** The subnet it used, if any. */
+  readonly subnet: string | null;
+  /** Clock ms when this node's grace timer reclaims it; null when no timer runs here. */
+  readonly reclaimAt: number | null;
+  /** Already condemned (by an operator or the grace period); its heirs take the slots. */
+  readonly condemned: boolean;
+}
+
 export interface SubnetLeasesOptions {
   readonly space: LeaseSpace;
   /** The same list (in any order) on every seed node; other nodes may have it too or leave it out. */
@@ -97,6 +110,18 @@ export interface SubnetLeasesOptions {
   /** How often the same waiting reason is logged again, default 60 s. */
   readonly waitLogEveryMs?: number;
 }
+
+/** The production defaults of SubnetLeasesOptions' timings. */
+export const LEASE_DEFAULTS: LeaseTimings = Object.freeze({
+  reclaimGraceMs: 24 * 3600_000,
+  requestTimeoutMs: 5_000,
+  retryMinMs: 1_000,
+  retryMaxMs: 30_000,
+  bootstrapQuietMs: 10_000,
+  waitLogEveryMs: 60_000,
+});
+
+export type LeaseTimings = Required<Pick<SubnetLeasesOptions, "reclaimGraceMs" | "requestTimeoutMs" | "retryMinMs" | "retryMaxMs" | "bootstrapQuietMs" | "waitLogEveryMs">>;
 
 export interface LeaseStats {
   /** Remote states refused (inconsistent, other seeds, malformed). */
@@ -137,7 +162,8 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
   private waiters: Array<{ resolve: (l: Lease) => void; reject: (e: Error) => void }> = [];
   /** Nodes this node considers gone for good, and why. */
   private readonly condemned = new Map<string, "operator" | "grace period">();
-  private readonly graceTimers = new Map<string, TimerHandle>();
+  /** Automatic reclaims waiting for their grace period: the timer and when it fires (clock ms). */
+  private readonly graceTimers = new Map<string, { timer: TimerHandle; at: number }>();
   private readonly timers = new Set<TimerHandle>();
   private pending: { id: number; to: string; timer: TimerHandle } | null = null;
   private nextRequestId: number;
@@ -151,16 +177,8 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
 
   constructor(options: SubnetLeasesOptions) {
     super();
-    this.opts = {
-      reclaimGraceMs: 24 * 3600_000,
-      requestTimeoutMs: 5_000,
-      retryMinMs: 1_000,
-      retryMaxMs: 30_000,
-      bootstrapQuietMs: 10_000,
-      waitLogEveryMs: 60_000,
-      ...options,
-      seeds: options.seeds,
-    };
+    // The timings last: an option given as undefined means the default, never "none".
+    this.opts = { ...options, ...withDefaults(LEASE_DEFAULTS, options), seeds: options.seeds };
     this.name = options.membership.localNode().name;
     this.ring = Ring.unknown(options.space.slotCount);
     this.retryDelay = this.opts.retryMinMs;
@@ -259,6 +277,9 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     if (this.isMember(node)) {
       throw new WeftError("LEASE_RECLAIM_ALIVE", `${node} is alive or suspect in membership; reclaim only a node that is gone for good (stop it first)`);
     }
+    if (this.countOwned(node) === 0) {
+      throw new WeftError("LEASE_RECLAIM_UNKNOWN", `${node} owns no subnet in this node's view of the ring: nothing to reclaim (weft status lists the reserved ones)`);
+    }
     let report: ReclaimReport | undefined;
     await this.enqueue(async () => {
       this.condemned.set(node, "operator");
@@ -312,8 +333,8 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
 
   /** Membership sees the node alive (joined, back, refuted): no reclaim for it. */
   memberAlive(node: string): void {
-    const timer = this.graceTimers.get(node);
-    if (timer) this.cancelTimer(timer);
+    const grace = this.graceTimers.get(node);
+    if (grace) this.cancelTimer(grace.timer);
     this.graceTimers.delete(node);
     if (this.condemned.delete(node)) {
       this.opts.log.warn({ code: "LEASE_CONDEMNED_NODE_BACK", node }, `${node} was to be reclaimed but is alive again; slots already taken stay with their heirs and it will get a new subnet`);
@@ -328,17 +349,42 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     if (owned > 0) {
       this.opts.log.info({ code: "LEASE_NODE_GONE", node, slots: owned, graceMs: this.opts.reclaimGraceMs }, `${node} is gone; its ${owned} subnet slot(s) will be reclaimed after ${this.opts.reclaimGraceMs} ms unless it returns`);
     }
-    this.graceTimers.set(
-      node,
-      this.setTimer(this.opts.reclaimGraceMs, () => {
-        this.graceTimers.delete(node);
-        if (this.isMember(node)) return;
-        void this.enqueue(async () => {
-          this.condemned.set(node, "grace period");
-          await this.reclaimAsHeir(false);
-        });
-      }),
-    );
+    const timer = this.setTimer(this.opts.reclaimGraceMs, () => {
+      this.graceTimers.delete(node);
+      if (this.isMember(node)) return;
+      void this.enqueue(async () => {
+        this.condemned.set(node, "grace period");
+        await this.reclaimAsHeir(false);
+      });
+    });
+    this.graceTimers.set(node, { timer, at: this.opts.clock.now() + this.opts.reclaimGraceMs });
+  }
+
+  /** The timings in force (defaults filled in). */
+  get settings(): LeaseTimings {
+    const { reclaimGraceMs, requestTimeoutMs, retryMinMs, retryMaxMs, bootstrapQuietMs, waitLogEveryMs } = this.opts;
+    return { reclaimGraceMs, requestTimeoutMs, retryMinMs, retryMaxMs, bootstrapQuietMs, waitLogEveryMs };
+  }
+
+  /**
+   * Slots this view keeps for nodes that are not alive or suspect in membership: what each holds
+   * and when this node's grace timer hands it to the heirs (null: no timer here, it waits for an
+   * operator's reclaim or for membership to declare the node gone).
+   */
+  reservations(): Reservation[] {
+    const live = new Set([this.name, ...this.otherMembers().map((m) => m.name)]);
+    const owned = new Map<string, number>();
+    for (const r of this.ring.state().runs) if (!live.has(r.owner)) owned.set(r.owner, (owned.get(r.owner) ?? 0) + r.count);
+    return [...owned].sort(([a], [b]) => (a < b ? -1 : 1)).map(([node, slots]) => {
+      const leased = this.ring.leasesOf(node);
+      return {
+        node,
+        slots,
+        subnet: leased.length > 0 ? this.opts.space.subnetOf(leased[0]) : null,
+        reclaimAt: this.graceTimers.get(node)?.at ?? null,
+        condemned: this.condemned.has(node),
+      };
+    });
   }
 
   // ---- the protocol ----
@@ -346,7 +392,10 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
   private async merge(state: RingState, source: Source): Promise<void> {
     const next = this.ring.clone();
     const result = next.merge(state);
-    if (!result.ok) return this.refuse(result.error, result.conflicts);
+    if (!result.ok) {
+      this.refuse(result.error, result.conflicts);
+      return this.resolveForks(result.conflicts);
+    }
     if (result.changed.length === 0) return;
     this.noteSlotsTaken(result.changed);
     const extra = this.freeExtraLeases(next);
@@ -358,6 +407,25 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     this.stats.refusedStates++;
     this.opts.log.error({ code: error.code, conflicts: conflicts.slice(0, 5) }, error.message);
     this.emit("inconsistency", error, conflicts);
+  }
+
+  /**
+   * Ring rule 5: of the forked slots, settle those that name this node (as owner in either
+   * history) by writing the winner at version + 1. Bystanders wait for the named nodes; once their
+   * new versions spread, every view agrees. If this node loses its subnet so, it says LEASE_LOST.
+   */
+  private async resolveForks(conflicts: readonly Conflict[]): Promise<void> {
+    const mine = conflicts.filter((c) => c.mine.owner === this.name || c.theirs.owner === this.name);
+    if (mine.length === 0) return;
+    const next = this.ring.clone();
+    const delta = mine.flatMap((c) => next.settleFork(c, c.mine.version, forkWinner(c.mine, c.theirs)));
+    if (delta.length === 0) return;
+    this.opts.log.warn(
+      { code: "LEASE_FORK_SETTLED", slots: mine.slice(0, 5).map((c) => ({ start: c.start, count: c.count, winner: forkWinner(c.mine, c.theirs).owner })) },
+      `settled ${mine.length} slot(s) that two histories gave different owners: the leased one (or the smaller name) keeps each, at a new version every node takes`,
+    );
+    this.noteSlotsTaken(mine.map((c) => ({ start: c.start, count: c.count, before: c.mine, after: forkWinner(c.mine, c.theirs) })));
+    await this.commit(next, delta);
   }
 
   private async answerRequest(from: string, id: number): Promise<void> {

@@ -1,7 +1,7 @@
 // Leasing on top of gossip membership: the memberlist Delegate / EventDelegate adapter. It turns
 // bytes into lease messages and back, queues the lease layer's broadcasts for piggybacking
 // (gossip's TransmitLimitedQueue: about RetransmitMult x log10(N+1) sends each, newest first),
-// serves the full ring for push-pull, and puts this node's subnet in its membership record.
+// serves the full ring for push-pull (the control plane puts the subnet in the node record).
 // Malformed or foreign messages are counted and dropped, never thrown. A dual-stack node has one
 // SubnetLeases per address family, each with its own ring; messages carry their family's network
 // fingerprint and go to that family, and push-pull carries every family's ring.
@@ -21,7 +21,8 @@ export interface LeaseDelegateOptions {
   readonly maxBroadcastBytes?: number;
 }
 
-export class LeaseDelegate implements Delegate, EventDelegate {
+/** Everything of memberlist's Delegate but the node record, which the control plane composes. */
+export class LeaseDelegate implements Omit<Delegate, "nodeMeta">, EventDelegate {
   /** Messages dropped as malformed, oversized or from a differently configured network. */
   droppedMessages = 0;
   private readonly queue: TransmitLimitedQueue;
@@ -40,15 +41,6 @@ export class LeaseDelegate implements Delegate, EventDelegate {
     this.maxBroadcastBytes = options.maxBroadcastBytes ?? 512;
     this.families = Array.isArray(leases) ? leases : [leases as SubnetLeases];
     for (const l of this.families) l.on("announce", (msg) => this.enqueue(l, msg));
-  }
-
-  nodeMeta(limit: number): Uint8Array {
-    const meta = encodeLeaseMeta(...this.families.map((l) => l.currentLease()?.subnet ?? null));
-    if (meta.length > limit) {
-      this.log.error({ code: "LEASE_META_TOO_BIG", bytes: meta.length, limit }, "the lease part of the node record does not fit; the subnet is not announced in it");
-      return new Uint8Array(0);
-    }
-    return meta;
   }
 
   notifyMsg(from: string, msg: Uint8Array): void {

@@ -21,6 +21,10 @@
 //     version + 1. Exactly one node is heir in a settled view, so heirs never compete. It is
 //     safe only if the dead node is really gone and its last changes have spread (see
 //     allocator.ts for when reclaim runs).
+//  5. Two histories (the same version with different states: a node reclaimed while alive, a
+//     state dir restored from an old copy) are settled by the nodes they name, never by a
+//     bystander: each picks the same winner (forkWinner) and writes it at version + 1, which
+//     then spreads by rule 2, so every view agrees again (allocator.ts, resolveForks).
 //
 // The first owners come from a fixed seed list: every node divides the slots among the sorted
 // seed names at version 1, so all seeded nodes start from the same ring and nobody claims
@@ -262,6 +266,17 @@ export class Ring {
     return this.runsIn(taken);
   }
 
+  /** Rule 5: slots `span` (a Conflict's range) forked at `version`; write the winner's state at
+   *  version + 1 where this view is still at that version. Returns the changed runs. */
+  settleFork(span: SlotSpan, version: number, winner: SlotState): RingRun[] {
+    this.checkSpan(span);
+    if (winner.owner === null) return [];
+    const at = this.pieces(span.start, span.count).filter((p) => p.seg.version === version);
+    const owner = this.id(winner.owner);
+    for (const p of at) this.assign(p.start, p.count, owner, version + 1, winner.leased);
+    return this.runsIn(at);
+  }
+
   /** Merges a remote (full or partial) state by rule 2. Nothing changes unless ok is true. */
   merge(remote: RingState): MergeResult {
     if (remote.seeds !== null && this.seedList !== null && !sameList(remote.seeds, this.seedList)) {
@@ -437,6 +452,13 @@ export class Ring {
 /** A node leases one slot; a stale view can show a node's old and new lease side by side, and
  *  rarely more. A longer leased run can only come from a broken or hostile peer. */
 const MAX_LEASED_RUN = 64;
+
+/** Of two states of one slot at the same version, the one every node keeps (rule 5): a leased slot
+ *  before a free one (a running node keeps its subnet), then the smaller owner name. */
+export function forkWinner(a: SlotState, b: SlotState): SlotState {
+  if (a.leased !== b.leased) return a.leased ? a : b;
+  return (a.owner ?? "") <= (b.owner ?? "") ? a : b;
+}
 
 function sortedSeeds(seeds: readonly string[]): string[] {
   const sorted = [...new Set(seeds)].sort();

@@ -2,6 +2,8 @@
 // within the process (timeOrigin + a monotonic offset), and setTimeout timers.
 import type { Clock, TimerHandle } from "../runtime.js";
 
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
 export class RealClock implements Clock {
   private nextId = 1;
   private readonly timers = new Map<number, NodeJS.Timeout>();
@@ -12,14 +14,21 @@ export class RealClock implements Clock {
 
   setTimer(ms: number, fn: () => void): TimerHandle {
     const id = this.nextId++;
+    this.arm(id, performance.now() + ms, fn);
+    return { id };
+  }
+
+  /** setTimeout fires at once for delays above 2^31 - 1 ms (24.8 days): wait in steps. */
+  private arm(id: number, due: number, fn: () => void): void {
+    const left = Math.max(0, due - performance.now());
     this.timers.set(
       id,
       setTimeout(() => {
+        if (left > MAX_TIMEOUT_MS) return this.arm(id, due, fn);
         this.timers.delete(id);
         fn();
-      }, ms),
+      }, Math.min(left, MAX_TIMEOUT_MS)),
     );
-    return { id };
   }
 
   cancel(handle: TimerHandle): void {

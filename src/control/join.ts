@@ -1,0 +1,203 @@
+// Joining the cluster as memberlist's users expect from Consul's retry_join: the join list is
+// tried until at least one target answers, with capped exponential backoff and jitter (so nodes
+// booted together do not retry in lockstep), each failed round logged once and briefly. DNS names
+// in the list are resolved again on every attempt, and a name may stand for several addresses.
+// Whenever this node has no alive member left (a long partition, or every peer restarted on new
+// addresses), it goes back to the list. A target that knows a live node of this node's name at
+// another address ends it all: the name is taken (GOSSIP_NAME_CONFLICT), and retrying cannot help.
+import { isWeftError } from "../errors.js";
+import { withDefaults } from "./options.js";
+import type { Addr, Clock, Random, TimerHandle } from "./runtime.js";
+
+export interface JoinTiming {
+  /** First retry delay; doubles each failed round up to retryMaxMs. */
+  readonly retryMinMs: number;
+  readonly retryMaxMs: number;
+  /** Each delay is shortened by up to this fraction, at random. */
+  readonly jitter: number;
+}
+
+export const JOIN_DEFAULTS: JoinTiming = Object.freeze({ retryMinMs: 1_000, retryMaxMs: 30_000, jitter: 0.25 });
+
+export interface JoinLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+export interface JoinerDeps {
+  readonly clock: Clock;
+  readonly random: Random;
+  /** Addresses of a host name or literal (several for a DNS name with several records). */
+  readonly resolve: (host: string) => Promise<string[]>;
+  /** One join round (memberlist's push-pull with each address); resolves to how many answered. */
+  readonly join: (addrs: Addr[]) => Promise<number>;
+  /** Alive or suspect members other than this node. */
+  readonly othersAlive: () => number;
+  /** This node's gossip address, left out of the list (a list shared by every node names it too). */
+  readonly self: Addr;
+  readonly log: JoinLogger;
+}
+
+/** Where joining stands, for `weft status` and readiness. */
+export type JoinState =
+  /** The join list is empty: this node starts a cluster of its own. */
+  | "standalone"
+  /** No target has answered yet: retrying. */
+  | "joining"
+  /** At least one target answered. */
+  | "joined"
+  /** Joined before, but no alive member is left: retrying the list. */
+  | "rejoining"
+  /** A target knows a live node of this name at another address; this node must not run. */
+  | "name-conflict";
+
+export interface JoinStatus {
+  readonly state: JoinState;
+  readonly targets: readonly string[];
+  /** Rounds tried since the last success (or the start). */
+  readonly failedRounds: number;
+  readonly lastError?: string;
+  /** Clock ms of the next round while retrying. */
+  readonly nextAttemptAt?: number;
+  /** Clock ms of the last successful join. */
+  readonly joinedAt?: number;
+}
+
+export class Joiner {
+  private readonly timing: JoinTiming;
+  private state: JoinState;
+  private failedRounds = 0;
+  private lastError?: string;
+  private nextAttemptAt?: number;
+  private joinedAt?: number;
+  private timer?: TimerHandle;
+  private running = false;
+  private stopped = false;
+  private readonly reachedWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
+  private fatal?: Error;
+
+  constructor(
+    private readonly targets: readonly Addr[],
+    private readonly deps: JoinerDeps,
+    timing: Partial<JoinTiming> = {},
+  ) {
+    this.timing = withDefaults(JOIN_DEFAULTS, timing);
+    this.state = targets.length === 0 ? "standalone" : "joining";
+  }
+
+  /** Starts the first round at once. */
+  start(): void {
+    if (this.state === "joining") this.attempt();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) this.deps.clock.cancel(this.timer);
+    this.timer = undefined;
+  }
+
+  /** Resolves once a target has answered (at once when standalone); rejects on a name conflict. */
+  reached(): Promise<void> {
+    if (this.fatal) return Promise.reject(this.fatal);
+    if (this.state !== "joining") return Promise.resolve();
+    return new Promise((resolve, reject) => this.reachedWaiters.push({ resolve, reject }));
+  }
+
+  /** Has this node reached its cluster (or has it none to reach)? */
+  hasReached(): boolean {
+    return this.state === "standalone" || this.state === "joined" || this.state === "rejoining";
+  }
+
+  status(): JoinStatus {
+    return {
+      state: this.state,
+      targets: this.targets.map((t) => `${t.host}:${t.port}`),
+      failedRounds: this.failedRounds,
+      ...(this.lastError !== undefined ? { lastError: this.lastError } : {}),
+      ...(this.nextAttemptAt !== undefined ? { nextAttemptAt: this.nextAttemptAt } : {}),
+      ...(this.joinedAt !== undefined ? { joinedAt: this.joinedAt } : {}),
+    };
+  }
+
+  /** Membership lost a member: with nobody alive left, go back to the join list. */
+  memberGone(): void {
+    if (this.state !== "joined" || this.stopped || this.deps.othersAlive() > 0) return;
+    this.state = "rejoining";
+    this.failedRounds = 0;
+    this.deps.log.warn({ code: "GOSSIP_REJOINING", targets: this.status().targets }, "no alive member left: joining again from the join list");
+    this.attempt();
+  }
+
+  private attempt(): void {
+    if (this.stopped || this.running) return;
+    this.running = true;
+    this.nextAttemptAt = undefined;
+    void this.round().finally(() => (this.running = false));
+  }
+
+  private async round(): Promise<void> {
+    const failures: string[] = [];
+    const addrs: Addr[] = [];
+    await Promise.all(
+      this.targets.map(async (t) => {
+        try {
+          for (const host of await this.deps.resolve(t.host)) {
+            if (!(host === this.deps.self.host && t.port === this.deps.self.port)) addrs.push({ host, port: t.port });
+          }
+        } catch (err) {
+          failures.push(`${t.host}: ${(err as { code?: string }).code ?? (err as Error).message}`);
+        }
+      }),
+    );
+    let answered = 0;
+    try {
+      if (addrs.length > 0) answered = await this.deps.join(addrs);
+    } catch (err) {
+      if (isWeftError(err, "GOSSIP_NAME_CONFLICT")) return this.conflict(err as Error);
+      failures.push((err as Error).message);
+    }
+    if (this.stopped) return;
+    if (answered > 0) return this.joined(answered, addrs.length);
+    // Members may have found us meanwhile (they join us too): then there is nothing to retry.
+    if (this.deps.othersAlive() > 0) return this.joined(0, addrs.length);
+    this.failedRounds++;
+    const delay = this.backoff();
+    this.nextAttemptAt = this.deps.clock.now() + delay;
+    this.lastError = addrs.length === 0 && failures.length > 0 ? failures.join("; ") : `none of ${addrs.length} address(es) answered${failures.length ? ` (${failures.join("; ")})` : ""}`;
+    this.deps.log.warn(
+      { code: "GOSSIP_JOIN_RETRY", round: this.failedRounds, retryInMs: Math.round(delay) },
+      `join: ${this.lastError}; retrying in ${(delay / 1000).toFixed(1)} s`,
+    );
+    this.timer = this.deps.clock.setTimer(delay, () => {
+      this.timer = undefined;
+      this.attempt();
+    });
+  }
+
+  private joined(answered: number, tried: number): void {
+    this.deps.log.info(
+      { code: "GOSSIP_JOINED", answered, tried, failedRounds: this.failedRounds },
+      answered > 0 ? `joined the cluster (${answered} of ${tried} join address(es) answered)` : "joined the cluster (a member reached this node first)",
+    );
+    this.state = "joined";
+    this.failedRounds = 0;
+    this.lastError = undefined;
+    this.joinedAt = this.deps.clock.now();
+    for (const w of this.reachedWaiters.splice(0)) w.resolve();
+  }
+
+  private conflict(err: Error): void {
+    this.state = "name-conflict";
+    this.fatal = err;
+    this.deps.log.error({ code: "GOSSIP_NAME_CONFLICT" }, err.message);
+    for (const w of this.reachedWaiters.splice(0)) w.reject(err);
+  }
+
+  /** Capped exponential backoff, shortened by up to `jitter` at random. */
+  private backoff(): number {
+    const { retryMinMs, retryMaxMs, jitter } = this.timing;
+    const base = Math.min(retryMaxMs, retryMinMs * 2 ** Math.min(this.failedRounds - 1, 30));
+    return base * (1 - jitter * this.deps.random.next());
+  }
+}

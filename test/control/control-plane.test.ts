@@ -1,0 +1,179 @@
+// The agent's ControlPlane, in process, in the deterministic simulator: built by the same
+// constructor and with the same defaults as in the agent (only the clock, network, randomness
+// and state store are simulated). Joining with retries, the reclaim grace in force, duplicate
+// names, and views of ownership that agree again after partitions and forks.
+import { describe, expect, it } from "vitest";
+import { SubnetSpace } from "../../src/control/lease/slots.js";
+import { decodeNodeRecord } from "../../src/control/node-record.js";
+import type { ControlPlane } from "../../src/control/control-plane.js";
+import { SimControlPlanes, type PlaneNode } from "./sim/control-planes.js";
+
+const SPACE = SubnetSpace.fromConfig({ Network: "198.19.0.0/16" });
+const DAY_MS = 24 * 3600_000;
+
+type Live = PlaneNode & { plane: ControlPlane };
+
+/** Every live node holds a subnet, no two the same, and every view of the ring is identical and
+ *  says each live node holds the subnet it uses. */
+function agreed(sim: SimControlPlanes): boolean {
+  const live = sim.live();
+  const leases = live.map((n) => n.plane.leases.currentLease()?.subnet);
+  if (leases.some((l) => l === undefined) || new Set(leases).size !== live.length) return false;
+  const views = new Set(live.map((n) => JSON.stringify(n.plane.leases.ringState())));
+  if (views.size !== 1) return false;
+  const ring = new Map(live[0].plane.leases.peers().map((p) => [p.node, p.subnet]));
+  return live.every((n) => ring.get(n.name) === n.plane.leases.currentLease()?.subnet);
+}
+
+/** No two live nodes use one subnet (checked after every simulated event). */
+function noSharedSubnet(sim: SimControlPlanes): void {
+  const seen = new Map<string, string>();
+  for (const n of sim.live()) {
+    const l = n.plane.leases.currentLease()?.subnet;
+    if (!l) continue;
+    const other = seen.get(l);
+    if (other) throw new Error(`t=${sim.scheduler.elapsed()}: ${n.name} and ${other} both use ${l}`);
+    seen.set(l, n.name);
+  }
+}
+
+async function cluster(names: string[], seed: number, lease = {}): Promise<{ sim: SimControlPlanes; nodes: Live[] }> {
+  const sim = new SimControlPlanes(SPACE, seed);
+  const nodes = names.map((n) => sim.add(n));
+  for (const n of nodes) {
+    await sim.start(n, { join: nodes.filter((o) => o !== n).map((o) => o.host.addr), seeds: names, lease });
+  }
+  expect(await sim.runUntil(() => agreed(sim) && sim.live().every((n) => n.plane.members().length === names.length), 120_000)).toBe(true);
+  return { sim, nodes: nodes as Live[] };
+}
+
+describe("ControlPlane in process (simulated network and clock, the agent's defaults)", () => {
+  it("three nodes started together lease distinct subnets; the 24 h reclaim grace is in force; nothing is logged at error level", async () => {
+    const { sim, nodes } = await cluster(["a", "b", "c"], 1);
+    for (const n of nodes) {
+      expect(n.plane.settings().lease.reclaimGraceMs).toBe(DAY_MS);
+      expect(n.plane.settings().profile).toBe("lan");
+      expect(n.plane.gossipCounters().protocol.handlerErrors).toBe(0);
+      expect(n.plane.joinStatus().state).toBe("joined");
+      expect(decodeNodeRecord(n.plane.nodeMeta(512))?.subnet).toBe(n.plane.leases.currentLease()?.subnet);
+    }
+    expect(sim.errors()).toEqual([]);
+  }, 60_000);
+
+  it("a crashed node's subnet stays reserved for the grace period and says until when", async () => {
+    const { sim, nodes } = await cluster(["a", "b", "c"], 2);
+    const [a, b, c] = nodes;
+    const cSubnet = c.plane.leases.currentLease()!.subnet;
+    sim.crash(c);
+    expect(await sim.runUntil(() => a.plane.allMembers().some((m) => m.name === "c" && m.state === "dead"), 60_000)).toBe(true);
+    const deadAt = sim.scheduler.now();
+    await sim.runFor(3600_000);
+    for (const n of [a, b]) {
+      expect(n.plane.leases.peers().find((p) => p.node === "c")?.subnet).toBe(cSubnet);
+      const [r] = n.plane.reservations();
+      expect(r).toMatchObject({ node: "c", subnet: cSubnet, condemned: false });
+      // Reclaimed a day after this node saw it dead (give or take how long that took to spread).
+      expect(Math.abs(r.reclaimAt! - (deadAt + DAY_MS))).toBeLessThan(30_000);
+    }
+    expect(sim.logs.filter((l) => l.code === "LEASE_RECLAIMED")).toEqual([]);
+  }, 120_000);
+
+  it("join is retried with capped backoff, once-a-round logs and fresh DNS answers, until a target answers", async () => {
+    const sim = new SimControlPlanes(SPACE, 3);
+    const [a, b] = [sim.add("a"), sim.add("b")];
+    sim.dns.set("seeds.test", ["198.18.0.99"]); // nobody there yet
+    const pb = await sim.start(b, { join: [{ host: "seeds.test", port: 7946 }], seeds: ["a", "b"] });
+    let reached = false;
+    void pb.reachedCluster().then(() => (reached = true));
+    await sim.runFor(60_000);
+    const st = pb.joinStatus();
+    expect(st.state).toBe("joining");
+    expect(pb.hasReachedCluster()).toBe(false);
+    expect(reached).toBe(false);
+    // 1, 2, 4, 8, 16, 30, 30 s less up to 25% jitter: about 6 to 8 rounds in a minute, one line each.
+    expect(st.failedRounds).toBeGreaterThanOrEqual(5);
+    expect(st.failedRounds).toBeLessThanOrEqual(9);
+    expect(sim.logs.filter((l) => l.code === "GOSSIP_JOIN_RETRY").length).toBe(st.failedRounds);
+    // The name now also points at a, which starts last: the next round finds it.
+    sim.dns.set("seeds.test", ["198.18.0.99", a.host.addr.host]);
+    const pa = await sim.start(a, { join: [], seeds: ["a", "b"] });
+    expect(await sim.runUntil(() => reached, 60_000)).toBe(true);
+    expect(pb.joinStatus().state).toBe("joined");
+    expect(await sim.runUntil(() => agreed(sim), 60_000)).toBe(true);
+    expect(pa.members().map((m) => m.name).sort()).toEqual(["a", "b"]);
+    expect(sim.errors()).toEqual([]);
+  }, 120_000);
+
+  it("goes back to the join list when no member is left, e.g. every peer restarted on a new address", async () => {
+    const sim = new SimControlPlanes(SPACE, 4);
+    const [a, b] = [sim.add("a"), sim.add("b")];
+    sim.dns.set("seeds.test", [a.host.addr.host]);
+    await sim.start(a, { join: [], seeds: ["a", "b"] });
+    const pb = await sim.start(b, { join: [{ host: "seeds.test", port: 7946 }], seeds: ["a", "b"] });
+    expect(await sim.runUntil(() => agreed(sim) && pb.members().length === 2, 60_000)).toBe(true);
+    sim.crash(a);
+    expect(await sim.runUntil(() => pb.joinStatus().state === "rejoining", 60_000)).toBe(true);
+    // a comes back on another host with its state; DNS follows it.
+    const moved = sim.add("a");
+    moved.store.saved = a.store.saved;
+    sim.nodes.delete(`a@${a.host.addr.host}`);
+    sim.dns.set("seeds.test", [moved.host.addr.host]);
+    await sim.start(moved, { join: [], seeds: ["a", "b"] });
+    expect(await sim.runUntil(() => pb.joinStatus().state === "joined" && agreed(sim) && pb.members().some((m) => m.name === "a" && m.host === moved.host.addr.host), 120_000)).toBe(true);
+  }, 120_000);
+
+  it("refuses a second node with a live member's name: it never joins nor leases, and the first keeps its record and subnet", async () => {
+    const { sim, nodes } = await cluster(["a", "b"], 5);
+    const [a, b] = nodes;
+    const aSubnet = a.plane.leases.currentLease()!.subnet;
+    const incarnation = a.plane.memberlist.localNode().incarnation;
+    const clone = sim.add("a");
+    const pc = await sim.start(clone, { join: [b.host.addr], seeds: ["a", "b"] });
+    let refused: { code?: string; message: string } | undefined;
+    pc.on("fatal", (e) => (refused = e as { code?: string; message: string }));
+    await sim.runUntil(() => refused !== undefined, 10_000);
+    expect(refused?.code).toBe("GOSSIP_NAME_CONFLICT");
+    expect(refused?.message).toContain(`already used by a live node at ${a.host.addr.host}:7946`);
+    expect(pc.joinStatus().state).toBe("name-conflict");
+    await pc.stop(false);
+    clone.plane = undefined;
+    await sim.runFor(30_000);
+    expect(b.plane.members().find((m) => m.name === "a")?.host).toBe(a.host.addr.host);
+    expect(a.plane.memberlist.localNode().incarnation).toBe(incarnation); // no refutation war
+    expect(a.plane.leases.currentLease()?.subnet).toBe(aSubnet);
+    expect(pc.leases.currentLease()).toBeNull();
+    expect(agreed(sim)).toBe(true);
+  }, 120_000);
+
+  it("a partition longer than failure detection changes no ownership with the default grace", async () => {
+    const names = ["a", "b", "c", "d", "e"];
+    const { sim, nodes } = await cluster(names, 6);
+    const before = new Map(nodes.map((n) => [n.name, n.plane.leases.currentLease()!.subnet]));
+    sim.scheduler.addCheck(() => noSharedSubnet(sim));
+    sim.net.partition(nodes.slice(0, 2).map((n) => n.host.addr), nodes.slice(2).map((n) => n.host.addr));
+    await sim.runFor(120_000);
+    expect(nodes[0].plane.members().length).toBe(2);
+    sim.net.heal();
+    expect(await sim.runUntil(() => agreed(sim) && nodes.every((n) => n.plane.members().length === 5), 180_000)).toBe(true);
+    for (const n of nodes) expect(n.plane.leases.currentLease()?.subnet).toBe(before.get(n.name));
+    expect(sim.logs.filter((l) => ["LEASE_LOST", "LEASE_RECLAIMED", "LEASE_INCONSISTENT"].includes(l.code ?? ""))).toEqual([]);
+  }, 180_000);
+
+  it("when both sides reclaimed each other (a grace shorter than the partition), views agree again after the heal and nobody keeps a lost subnet", async () => {
+    const names = ["a", "b", "c", "d", "e"];
+    const { sim, nodes } = await cluster(names, 7, { reclaimGraceMs: 20_000 });
+    sim.scheduler.addCheck(() => {
+      // Within a side, never two users of one subnet (across sides it is the documented risk).
+      for (const side of [nodes.slice(0, 2), nodes.slice(2)]) {
+        const l = side.map((n) => n.plane.leases.currentLease()?.subnet).filter((x) => x);
+        if (new Set(l).size !== l.length) throw new Error(`t=${sim.scheduler.elapsed()}: one side shares a subnet: ${l}`);
+      }
+    });
+    sim.net.partition(nodes.slice(0, 2).map((n) => n.host.addr), nodes.slice(2).map((n) => n.host.addr));
+    await sim.runFor(90_000);
+    expect(sim.logs.some((l) => l.code === "LEASE_RECLAIMED")).toBe(true);
+    sim.net.heal();
+    expect(await sim.runUntil(() => agreed(sim) && nodes.every((n) => n.plane.members().length === 5), 600_000)).toBe(true);
+    noSharedSubnet(sim);
+  }, 300_000);
+});
