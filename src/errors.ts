@@ -118,6 +118,7 @@ export type CliErrorCode =
 /** Namespaces and agents built for demos, tests and benchmarks (src/lab). */
 export type LabErrorCode =
   | "LAB_AGENT_RUNNING"
+  | "LAB_NO_ADDRESS"
   | "LAB_AGENT_EXITED"
   | "LAB_AGENT_TIMEOUT"
   | "LAB_AGENT_NOT_RUNNING"

@@ -31,6 +31,9 @@ export interface AgentStatus {
   node: string;
   ready: boolean;
   subnet?: string;
+  /** Dual-stack: the IPv6 lease and IPv6 peers. */
+  subnet6?: string;
+  peers6?: Array<{ name: string; subnet: string; underlay: string; backend: string }>;
   join: { state: string; targets: string[]; failedRounds: number };
   reserved: Array<{ node: string; slots: number; subnet: string | null; reclaimAt: string | null; condemned: boolean }>;
   settings: { reclaimGrace: string; lease: { reclaimGraceMs: number } };
@@ -139,11 +142,12 @@ export class LabAgents {
     return { ...parseSubnetEnv(text), text };
   }
 
-  /** Gives every host cni0 and `count` pods in its leased subnet, with the MTU from subnet.env. */
+  /** Gives every host cni0 and `count` pods in its leased subnet (IPv6 addresses too, dual-stack), with the MTU from subnet.env. */
   async addPods(count: number): Promise<void> {
     for (const a of this.agents) {
       const env = await this.subnetEnv(a);
       await this.lab.addPods(a.host, env.v4!.subnet, count, env.mtu);
+      if (env.v6) await this.lab.addPods6(a.host, env.v6.subnet);
     }
   }
 
