@@ -113,7 +113,8 @@ export type CliErrorCode =
   | "CLI_AGENT_ERROR"
   | "CLI_AGENT_UNREACHABLE"
   | "CLI_DEMO_NEEDS_ROOT"
-  | "CLI_DEMO_PING_FAILED";
+  | "CLI_DEMO_PING_FAILED"
+  | "CLI_DEMO_BAD_BACKEND";
 
 /** Namespaces and agents built for demos, tests and benchmarks (src/lab). */
 export type LabErrorCode =

@@ -132,9 +132,10 @@ program
 program
   .command("demo")
   .description("a three-host cluster in network namespaces on this machine, with pods and a live view (root)")
-  .addOption(new Option("--backend <type>", "backend for all hosts").choices(["vxlan", "host-gw", "udp", "wasm-vxlan"]).default("wasm-vxlan"))
+  .addOption(new Option("--backend <type>", "backend for all hosts (default wasm-vxlan; vxlan with --dual-stack)").choices(["vxlan", "host-gw", "udp", "wasm-vxlan"]))
+  .option("--dual-stack", "IPv6 too: an IPv6 underlay (2001:2::/64), pods in 2001:2:0:8000::/49, pings over both families (kernel backends vxlan, host-gw)", false)
   .option("--once", "build, check and tear down without the live view (for scripts)", false)
-  .action(async (o) => runDemo({ backend: o.backend, once: o.once }));
+  .action(async (o) => runDemo({ backend: o.backend ?? (o.dualStack ? "vxlan" : "wasm-vxlan"), once: o.once, dualStack: o.dualStack }));
 
 program
   .command("bench")
