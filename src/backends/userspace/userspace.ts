@@ -57,7 +57,11 @@ export class UserspaceBackend implements Backend {
   async start(): Promise<BackendAnnouncement> {
     if (this.state !== "new") throw new WeftError("BACKEND_STATE", `the ${this.type} backend was already started; create a new one`);
     try {
-      this.stats.kernelCommands += 3; // the TUN device's MTU, address and link state
+      // The dataplane carries IPv4 only: with IPv6 off on the device the kernel gives it no
+      // link-local address and sends it no router solicitations (which it could only drop).
+      // (The slash form, since a device name like weft.1 holds a dot.)
+      await this.ctx.kernel.sysctl(`net/ipv6/conf/${this.tunName}/disable_ipv6`, 1);
+      this.stats.kernelCommands += 4; // IPv6 off, and the TUN device's MTU, address and link state
       await this.dataplane.start(this.ctx.kernel);
     } catch (err) {
       this.stats.kernelErrors++;
