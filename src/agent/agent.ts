@@ -187,7 +187,7 @@ export class Agent {
       this.backend6 = backend6;
     }
     this.control.announce(this.announcement, this.announcement6);
-    if (this.opts.ipMasq) await setIpMasq(this.kernel, { network: this.conf.space.network, subnet });
+    if (this.opts.ipMasq) await setIpMasq(this.kernel, { network: this.conf.space.network, subnet }, ...(space6 && subnet6 ? [{ network: space6.network, subnet: subnet6 }] : []));
     // One pod interface carries both families: it gets the smaller MTU.
     const mtu = Math.min(backend.mtu, this.backend6?.mtu ?? Infinity);
     await writeSubnetEnv(this.opts.subnetFile, {
