@@ -244,30 +244,22 @@ export class Agent {
    * the old subnet keep addresses that now belong elsewhere: they must be restarted.
    */
   private async subnetLost(lost: string): Promise<void> {
-    if (this.subnet6 && formatPrefix6(this.subnet6) === lost) return this.subnet6Lost(lost);
-    if (!this.subnet || formatPrefix(this.subnet) !== lost) return;
+    const v6 = this.subnet6 !== undefined && formatPrefix6(this.subnet6) === lost;
+    if (!v6 && (!this.subnet || formatPrefix(this.subnet) !== lost)) return;
+    const what = v6 ? "IPv6 subnet" : "subnet";
     this.log.error(
       { code: "AGENT_SUBNET_LOST", subnet: lost },
-      `the cluster gave this node's subnet ${lost} to another node: stopping the backend and removing ${this.opts.subnetFile}; restart this node's pods once it has a new subnet`,
+      `the cluster gave this node's ${what} ${lost} to another node: stopping the backend and removing ${this.opts.subnetFile}; restart this node's pods once it has a new subnet`,
     );
-    this.subnet = undefined;
+    if (v6) this.subnet6 = undefined;
+    else this.subnet = undefined;
     await this.stopBackend();
     await rm(this.opts.subnetFile, { force: true });
-    this.waitingFor = "a new subnet: the cluster gave this node's subnet to another node";
-    this.subnet = await this.control.lease();
+    this.waitingFor = `a new ${what}: the cluster gave this node's ${what} to another node`;
+    // The other family's subnet stays.
+    const now = v6 ? formatPrefix6((this.subnet6 = await this.control.lease6())) : formatPrefix((this.subnet = await this.control.lease()));
     await this.startBackend();
-    this.log.warn({ code: "AGENT_SUBNET_REPLACED", from: lost, to: formatPrefix(this.subnet) }, `now serving ${formatPrefix(this.subnet)} instead of ${lost}`);
-  }
-
-  /** subnetLost for the IPv6 lease: the same steps, and the IPv4 subnet stays. */
-  private async subnet6Lost(lost: string): Promise<void> {
-    this.log.error({ code: "AGENT_SUBNET_LOST", subnet: lost }, `the cluster gave this node's IPv6 subnet ${lost} to another node: stopping the backend and removing ${this.opts.subnetFile}; restart this node's pods once it has a new subnet`);
-    this.subnet6 = undefined;
-    await this.stopBackend();
-    await rm(this.opts.subnetFile, { force: true });
-    this.waitingFor = "a new IPv6 subnet: the cluster gave this node's IPv6 subnet to another node";
-    this.subnet6 = await this.control.lease6();
-    await this.startBackend();
+    this.log.warn({ code: "AGENT_SUBNET_REPLACED", from: lost, to: now }, `now serving ${now} instead of ${lost}`);
   }
 
   private async reloadNow(): Promise<void> {

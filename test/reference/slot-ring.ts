@@ -2,29 +2,7 @@
 // Kept as the plain reference for the range ring in src/control/lease/ring.ts: the same random
 // histories must give the same states (test/control/lease-ring.test.ts).
 import { type LeaseErrorCode, WeftError } from "../../src/errors.js";
-export interface SlotState {
-  /** null while the slot is unknown (version 0: this node has not learnt the ring yet). */
-  readonly owner: string | null;
-  readonly version: number;
-  readonly leased: boolean;
-}
-
-/** Consecutive slots with the same state: the unit of gossip and persistence. */
-export interface RingRun {
-  readonly start: number;
-  readonly count: number;
-  readonly owner: string;
-  readonly version: number;
-  readonly leased: boolean;
-}
-
-/** A full ring or a part of one (a broadcast delta); slots not listed are not said anything about. */
-export interface RingState {
-  /** Sorted seed names the ring was started from; null if the sender has not learnt the ring. */
-  readonly seeds: readonly string[] | null;
-  readonly runs: readonly RingRun[];
-}
-
+import { checkSlotCount, sameList, sortedSeeds, type RingRun, type RingState, type SlotSpan, type SlotState } from "../../src/control/lease/ring.js";
 export interface SlotChange {
   readonly slot: number;
   readonly before: SlotState;
@@ -40,11 +18,6 @@ export interface Conflict {
 export type MergeResult =
   | { readonly ok: true; readonly changed: readonly SlotChange[] }
   | { readonly ok: false; readonly error: WeftError; readonly conflicts: readonly Conflict[] };
-
-export interface SlotSpan {
-  readonly start: number;
-  readonly count: number;
-}
 
 const NO_OWNER = -1;
 
@@ -336,25 +309,8 @@ export class SlotRing {
   }
 }
 
-function sortedSeeds(seeds: readonly string[]): string[] {
-  const sorted = [...new Set(seeds)].sort();
-  if (sorted.length === 0 || sorted.some((s) => s.length === 0)) {
-    throw new WeftError("LEASE_BAD_SEEDS", "the seed list must name at least one node, with no empty names");
-  }
-  return sorted;
-}
-
-function checkSlotCount(n: number): number {
-  if (!Number.isInteger(n) || n < 1) throw new WeftError("LEASE_BAD_SLOT", `a ring needs at least one slot, not ${n}`);
-  return n;
-}
-
 function range(span: SlotSpan): number[] {
   return Array.from({ length: span.count }, (_, i) => span.start + i);
-}
-
-function sameList(a: readonly string[], b: readonly string[]): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
 function refused(code: LeaseErrorCode, message: string): MergeResult {

@@ -460,7 +460,7 @@ export function forkWinner(a: SlotState, b: SlotState): SlotState {
   return (a.owner ?? "") <= (b.owner ?? "") ? a : b;
 }
 
-function sortedSeeds(seeds: readonly string[]): string[] {
+export function sortedSeeds(seeds: readonly string[]): string[] {
   const sorted = [...new Set(seeds)].sort();
   if (sorted.length === 0 || sorted.some((s) => s.length === 0)) {
     throw new WeftError("LEASE_BAD_SEEDS", "the seed list must name at least one node, with no empty names");
@@ -468,12 +468,12 @@ function sortedSeeds(seeds: readonly string[]): string[] {
   return sorted;
 }
 
-function checkSlotCount(n: number): number {
+export function checkSlotCount(n: number): number {
   if (!Number.isInteger(n) || n < 1) throw new WeftError("LEASE_BAD_SLOT", `a ring needs at least one slot, not ${n}`);
   return n;
 }
 
-function sameList(a: readonly string[], b: readonly string[]): boolean {
+export function sameList(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
