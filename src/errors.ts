@@ -129,7 +129,28 @@ export type LabErrorCode =
   | "LAB_IPERF_SERVER_TIMEOUT"
   | "LAB_IPERF_SERVER_EXITED"
   | "LAB_TRAFFIC_TOOL_MISSING"
-  | "LAB_TRAFFIC_TOOL_FAILED";
+  | "LAB_TRAFFIC_TOOL_FAILED"
+  | "LAB_POD_NO_ADDRESS"
+  | "LAB_CHAOS_BAD_LOSS"
+  | "LAB_CHAOS_SLOW_CONNECT"
+  | "LAB_CHAOS_SLOW_EXITED";
+
+/**
+ * The CNI plugin and the runtime that runs plugins (src/cni): one per CNI spec error code, whose
+ * number travels as `cniCode` (and on the wire as `code`); CNI_PLUGIN_ERROR for another plugin's own codes.
+ */
+export type CniErrorCode =
+  | "CNI_INCOMPATIBLE_VERSION"
+  | "CNI_UNSUPPORTED_FIELD"
+  | "CNI_UNKNOWN_CONTAINER"
+  | "CNI_INVALID_ENV"
+  | "CNI_IO_FAILURE"
+  | "CNI_DECODE_FAILURE"
+  | "CNI_INVALID_CONFIG"
+  | "CNI_TRY_AGAIN_LATER"
+  | "CNI_PLUGIN_CRASHED"
+  | "CNI_ADDRESS_OUTSIDE_SUBNET"
+  | "CNI_PLUGIN_ERROR";
 
 /** `weft bench` (src/bench). */
 export type BenchErrorCode =
@@ -142,7 +163,8 @@ export type BenchErrorCode =
   | "BENCH_PROCESS_GONE"
   | "BENCH_NO_CONNECTIVITY"
   | "BENCH_AGENT_GONE"
-  | "BENCH_NO_TRAFFIC";
+  | "BENCH_NO_TRAFFIC"
+  | "BENCH_PROBE_FAILED";
 
 export type ErrorCode =
   | NetErrorCode
@@ -158,6 +180,7 @@ export type ErrorCode =
   | HotpathErrorCode
   | CliErrorCode
   | LabErrorCode
+  | CniErrorCode
   | BenchErrorCode;
 
 export class WeftError<C extends ErrorCode = ErrorCode> extends Error {

@@ -5,11 +5,13 @@
 //
 //   npm run build:ts && node dist/bench/control/scale.js [--nodes 1000] [--seed 1] [--wave-ms 10000]
 //     [--singles 20] [--steady-ms <one push-pull period>] [--quick  (200 nodes, shorter)]
+//     [--loss 0,0.05  (scale runs; none: skip them)] [--slow stretched,starved  (none: skip)]
+//     [--set gossipIntervalMs=100 ...  (override a LAN profile setting, for trade-off curves)]
 //
 // Reports, per scenario: time until every node knows a new node / a failure (p50/p99/max),
 // false suspicions and false deaths (about nodes that never failed), and bytes sent per node per
 // second at steady state (whole frames: encryption and headers included).
-import { profiles } from "../../src/control/gossip/config.js";
+import { profiles, type MemberlistConfig } from "../../src/control/gossip/config.js";
 import type { EventDelegate, NodeView } from "../../src/control/gossip/delegate.js";
 import { pushPullInterval } from "../../src/control/gossip/memberlist.js";
 import type { GossipCounters } from "../../src/control/gossip/observability.js";
@@ -22,6 +24,10 @@ interface Args {
   singles: number;
   steadyMs: number;
   quick: boolean;
+  losses: number[];
+  slow: ("stretched" | "starved")[];
+  /** Settings that differ from the LAN profile (none: the production defaults are measured). */
+  overrides: Partial<MemberlistConfig>;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -29,8 +35,22 @@ function parseArgs(argv: string[]): Args {
     const i = argv.indexOf(flag);
     return i >= 0 ? Number(argv[i + 1]) : dflt;
   };
+  const list = (flag: string, dflt: string): string[] => {
+    const i = argv.indexOf(flag);
+    const v = i >= 0 ? argv[i + 1] : dflt;
+    return v === "none" ? [] : v.split(",");
+  };
+  const overrides: Record<string, number | boolean> = {};
+  argv.forEach((a, i) => {
+    if (a !== "--set") return;
+    const [k, v] = argv[i + 1].split("=");
+    if (!(k in profiles.lan)) throw new Error(`--set ${k}: not a gossip setting (see src/control/gossip/config.ts)`);
+    overrides[k] = v === "true" ? true : v === "false" ? false : Number(v);
+  });
   const quick = argv.includes("--quick");
   const nodes = get("--nodes", quick ? 200 : 1000);
+  const slow = list("--slow", "stretched,starved");
+  for (const v of slow) if (v !== "stretched" && v !== "starved") throw new Error(`--slow ${v}: stretched or starved`);
   return {
     nodes,
     seed: get("--seed", 1),
@@ -39,6 +59,9 @@ function parseArgs(argv: string[]): Args {
     // One whole push-pull period, so the steady rate includes each node's full-state exchange.
     steadyMs: get("--steady-ms", pushPullInterval(profiles.lan.pushPullIntervalMs, nodes)),
     quick,
+    losses: list("--loss", "0,0.05").map(Number),
+    slow: slow as Args["slow"],
+    overrides: overrides as Partial<MemberlistConfig>,
   };
 }
 
@@ -109,7 +132,7 @@ function bytesSent(nodes: readonly SimNode[]): number {
 
 async function scenario(args: Args, loss: number): Promise<void> {
   const started = Date.now();
-  const cluster = new SimCluster({ seed: args.seed, conditions: { loss, minDelayMs: 1, maxDelayMs: 10 }, checkInvariants: false });
+  const cluster = new SimCluster({ seed: args.seed, conditions: { loss, minDelayMs: 1, maxDelayMs: 10 }, config: args.overrides, checkInvariants: false });
   const rec = new Recorder(() => cluster.scheduler.now());
   const add = (name: string): SimNode => cluster.add(name, { events: rec.delegateFor(name) });
   const seeds = (): string[] => {
@@ -131,6 +154,8 @@ async function scenario(args: Args, loss: number): Promise<void> {
   }
   const convergedIn = await cluster.runUntil(() => cluster.converged(), 300_000, 500);
   const convergedAt = cluster.scheduler.elapsed();
+  // Over the wave and its convergence, per node that took part (the last joiners count fully).
+  const waveRate = bytesSent(cluster.liveNodes()) / cluster.liveNodes().length / (convergedAt / 1000);
   const waveLatency = waveJoins.map((j) => (rec.allKnew(rec.joinedAt, j.name, j.observers) ?? Infinity) - j.at);
   const original = nameSet(cluster.liveNodes());
 
@@ -176,7 +201,7 @@ async function scenario(args: Args, loss: number): Promise<void> {
   console.log(`  join known by all nodes (settled cluster): ${percentiles(singleLatency)}`);
   console.log(`  failure: crash → dead everywhere:          ${percentiles(detection)}`);
   console.log(`  failure: first 'dead' → dead everywhere:   ${percentiles(spread)}`);
-  console.log(`  steady state: ${(steadyRate / 1024).toFixed(2)} KiB/s sent per node (over ${fmt(args.steadyMs)})`);
+  console.log(`  steady state: ${(steadyRate / 1024).toFixed(2)} KiB/s sent per node (over ${fmt(args.steadyMs)}); during the wave: ${(waveRate / 1024).toFixed(2)} KiB/s`);
   console.log(`  false suspicions: ${rec.countAbout(rec.suspicions, neverFailed)}  false deaths: ${rec.countAbout(rec.deaths, neverFailed)}  (about ${neverFailed.size} nodes that never failed; ${original.size} in the wave)`);
   console.log(`  simulated ${fmt(cluster.scheduler.elapsed())} in ${fmt(Date.now() - started)} wall, ${cluster.scheduler.eventsRun} events, net ${JSON.stringify(cluster.net.stats)}`);
 }
@@ -190,7 +215,7 @@ async function scenario(args: Args, loss: number): Promise<void> {
 async function slowNode(args: Args, variant: "stretched" | "starved"): Promise<void> {
   const started = Date.now();
   const n = args.quick ? 100 : args.nodes;
-  const cluster = new SimCluster({ seed: args.seed + 1, conditions: { loss: 0.05 }, checkInvariants: false });
+  const cluster = new SimCluster({ seed: args.seed + 1, conditions: { loss: 0.05 }, config: args.overrides, checkInvariants: false });
   const rec = new Recorder(() => cluster.scheduler.now());
   const slowOptions = { timerStretch: variant === "stretched" ? 10 : 1, inboundDelayMs: 600 };
   for (let i = 0; i < n; i++) {
@@ -218,6 +243,6 @@ async function slowNode(args: Args, variant: "stretched" | "starved"): Promise<v
 }
 
 const args = parseArgs(process.argv.slice(2));
-for (const loss of [0, 0.05]) await scenario(args, loss);
-await slowNode(args, "stretched");
-await slowNode(args, "starved");
+if (Object.keys(args.overrides).length > 0) console.log(`LAN profile with ${JSON.stringify(args.overrides)}`);
+for (const loss of args.losses) await scenario(args, loss);
+for (const variant of args.slow) await slowNode(args, variant);

@@ -8,12 +8,15 @@
 //   --offloads on,off   userspace setups with segmentation offloads, without, or both (default on,off)
 //   --workers 1,2,4     userspace setups per worker count (default: cores); each a setup of its own
 //   --workloads a,b     subset of the workload names below (default all)
+//   --busy-poll 0,200   userspace setups per busy-poll budget in µs (default: the dataplane's)
+//   --queue-delay 0,5000  userspace setups per receive-queue sojourn limit in µs (default: the dataplane's)
+//   --nice 0,-10        userspace setups per worker-thread nice value (default: the dataplane's)
 // Userspace setups are named like wasm-vxlan/off/w2 (offloads off, 2 workers).
 import { readFileSync, writeFileSync } from "node:fs";
 import { cpus, release } from "node:os";
 import { parseArgs } from "node:util";
 import { iperf, ping } from "../../src/lab/traffic.js";
-import { destroySetup, kernelVxlan, userspace, type Setup } from "./setups.js";
+import { destroySetup, kernelVxlan, userspace, type Knobs, type Setup } from "./setups.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -24,12 +27,18 @@ const { values: args } = parseArgs({
     only: { type: "string", default: "kernel-vxlan,wasm-vxlan,udp" },
     offloads: { type: "string", default: "on,off" },
     workloads: { type: "string" },
+    "busy-poll": { type: "string" },
+    nice: { type: "string" },
+    "queue-delay": { type: "string" },
   },
 });
 const duration = Number(args.duration);
 const rounds = Number(args.rounds);
 const workerCounts = args.workers ? args.workers.split(",").map(Number) : [cpus().length];
 const offloadModes = args.offloads!.split(",").map((m) => m === "on");
+const list = (v: string | undefined): Array<number | undefined> => (v ? v.split(",").map(Number) : [undefined]);
+const knobSets: Knobs[] = list(args["busy-poll"]).flatMap((busyPollUs) =>
+  list(args["queue-delay"]).flatMap((queueDelayUs) => list(args.nice).map((nice) => ({ busyPollUs, queueDelayUs, nice }))));
 
 interface Sample {
   setup: string;
@@ -115,7 +124,7 @@ async function main(): Promise<void> {
     if (wanted.includes("kernel-vxlan")) setups.push(await kernelVxlan());
     for (const format of ["vxlan", "udp"] as const) {
       if (!wanted.includes(format === "vxlan" ? "wasm-vxlan" : "udp")) continue;
-      for (const offloads of offloadModes) for (const w of workerCounts) setups.push(await userspace(format, offloads, w));
+      for (const offloads of offloadModes) for (const w of workerCounts) for (const k of knobSets) setups.push(await userspace(format, offloads, w, k));
     }
     for (const s of setups) {
       const p = await ping(s.client, s.server.addr, { count: 3 });

@@ -35,9 +35,18 @@ export async function kernelVxlan(): Promise<Setup> {
   return { name: "kernel-vxlan", lab, client: lab.hosts[0].pods[0], server: lab.hosts[1].pods[0], dataplanes: [] };
 }
 
-export async function userspace(format: "vxlan" | "udp", offloads: boolean, workers: number): Promise<Setup> {
-  const name = `${format === "vxlan" ? "wasm-vxlan" : "udp"}/${offloads ? "on" : "off"}/w${workers}`;
-  const lab = await LabCluster.create({ tag: `e2e-${format[0]}${offloads ? "o" : "n"}${workers}`, hosts: 2 });
+/** Dataplane knobs a setup sets (undefined: the dataplane's default); each one set names the setup. */
+export interface Knobs {
+  busyPollUs?: number;
+  queueDelayUs?: number;
+  nice?: number;
+}
+
+export async function userspace(format: "vxlan" | "udp", offloads: boolean, workers: number, knobs: Knobs = {}): Promise<Setup> {
+  const { busyPollUs: bp, queueDelayUs: qd, nice } = knobs;
+  const suffix = (bp === undefined ? "" : `/bp${bp}`) + (qd === undefined ? "" : `/qd${qd}`) + (nice === undefined ? "" : `/n${nice}`);
+  const name = `${format === "vxlan" ? "wasm-vxlan" : "udp"}/${offloads ? "on" : "off"}/w${workers}${suffix}`;
+  const lab = await LabCluster.create({ tag: `e2e-${format[0]}${offloads ? "o" : "n"}${workers}${suffix.replace(/[^a-z0-9]/g, "").slice(0, 12)}`, hosts: 2 });
   const port = format === "vxlan" ? 8472 : 8285;
   const mtu = format === "vxlan" ? 1450 : 1472;
   const dataplanes: UserspaceDataplane[] = [];
@@ -46,7 +55,7 @@ export async function userspace(format: "vxlan" | "udp", offloads: boolean, work
       await lab.addPods(h, subnetOf(k + 1), 1, mtu);
       const dp = withNetns(h.ns.name, () => new UserspaceDataplane({
         format, tunName: "weft0", mtu, network: LAB_POD_NETWORK, subnet: subnetOf(k + 1),
-        listenAddr: h.underlayAddr, port, vni: 1, vtepMac: macOf(k + 1), workers, offloads,
+        listenAddr: h.underlayAddr, port, vni: 1, vtepMac: macOf(k + 1), workers, offloads, ...knobs,
       }));
       dataplanes.push(dp);
       await dp.start(h.ns.kernel);

@@ -8,8 +8,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <time.h>
+
 #include <cerrno>
 #include <cstring>
+#include <algorithm>
 #include <vector>
 
 #include "args.h"
@@ -101,8 +104,9 @@ Napi::Value UdpOpen(const Napi::CallbackInfo& info) {
   return result;
 }
 
-// Room for one int (UDP_GRO) or one u16 (UDP_SEGMENT) control message per packet.
-constexpr size_t kControlBytes = CMSG_SPACE(sizeof(int));
+// Room per packet for one int (UDP_GRO) or u16 (UDP_SEGMENT) control message, and a receive
+// timestamp (SO_TIMESTAMPNS).
+constexpr size_t kControlBytes = CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(timespec));
 
 struct Messages {
   mmsghdr msgs[kMaxBatch];
@@ -140,12 +144,36 @@ Napi::Value UdpSetReuseportProgram(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// udpSetTimestamps(fd): the kernel stamps every datagram with its arrival time (SO_TIMESTAMPNS),
+// so that udpRecv can tell how long it waited in the socket's queue.
+Napi::Value UdpSetTimestamps(const Napi::CallbackInfo& info) {
+  int fd = FdArg(info, 0);
+  int on = 1;
+  if (setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on) < 0) {
+    ThrowSyscallError(info.Env(), errno, "setsockopt", "SO_TIMESTAMPNS on fd " + std::to_string(fd), "");
+  }
+  return info.Env().Undefined();
+}
+
+int64_t RealtimeNs() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
 // Per thread, not on the stack: ~40 KiB, reused by every call on this thread (workers included).
 thread_local Messages messages;
 
+// udpRecv(fd, buf, descs, first, count, maxAgeUs?, drop?) -> kept | late << 16. With maxAgeUs > 0
+// on a socket with timestamps, `late` counts the datagrams that waited longer than that in the
+// socket's queue; with `drop` they are dropped (head drop, as CoDel does once its queue stood above
+// target for an interval: the caller decides when, worker.ts) and their descriptors moved behind
+// the kept ones, which stay in order at the front. Without `drop` they stay in the batch.
 Napi::Value UdpRecv(const Napi::CallbackInfo& info) {
   int fd = FdArg(info, 0);
   Batch batch(info, 1, Access::kRead, 0);
+  const int64_t maxAgeNs = info.Length() > 5 ? IntArg(info, 5, "maxAgeUs", 0, INT32_MAX) * 1000 : 0;
+  const bool drop = info.Length() > 6 && BoolArg(info, 6, "drop");
   Messages& m = messages;
   for (uint32_t i = 0; i < batch.count(); i++) {
     m.iovs[i] = {batch[i].data, batch[i].size};
@@ -156,6 +184,9 @@ Napi::Value UdpRecv(const Napi::CallbackInfo& info) {
     if (errno == EAGAIN) return Napi::Number::New(info.Env(), 0);
     ThrowSyscallError(info.Env(), errno, "recvmmsg", "recvmmsg on fd " + std::to_string(fd), "");
   }
+  const int64_t now = maxAgeNs > 0 ? RealtimeNs() : 0;
+  int kept = 0;
+  int late = 0;
   for (int i = 0; i < n; i++) {
     int32_t* desc = batch[i].desc;
     const msghdr& hdr = m.msgs[i].msg_hdr;
@@ -165,16 +196,26 @@ Napi::Value UdpRecv(const Napi::CallbackInfo& info) {
     desc[kAddr] = static_cast<int32_t>(ntohl(m.addrs[i].sin_addr.s_addr));
     desc[kPort] = ntohs(m.addrs[i].sin_port);
     int32_t segment = 0;
+    bool stale = false;
     for (cmsghdr* c = CMSG_FIRSTHDR(&hdr); c != nullptr; c = CMSG_NXTHDR(const_cast<msghdr*>(&hdr), c)) {
       if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
         int size;
         std::memcpy(&size, CMSG_DATA(c), sizeof size);
         segment = size & kFlagsSegmentMask;
+      } else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS && maxAgeNs > 0) {
+        timespec ts;
+        std::memcpy(&ts, CMSG_DATA(c), sizeof ts);
+        stale = now - (static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec) > maxAgeNs;
+        late += stale;
       }
     }
     desc[kFlags] = segment;
+    if (stale && drop) continue;
+    // Slots are distinct, so swapping whole descriptors keeps every slot owned by one of them.
+    if (kept != i) std::swap_ranges(desc, desc + kDescWords, batch[kept].desc);
+    kept++;
   }
-  return Napi::Number::New(info.Env(), n);
+  return Napi::Number::New(info.Env(), kept | late << 16);
 }
 
 Napi::Value UdpSend(const Napi::CallbackInfo& info) {
@@ -230,6 +271,7 @@ void RegisterUdp(Napi::Env env, Napi::Object exports) {
   exports.Set("udpSetReuseportProgram", Napi::Function::New(env, UdpSetReuseportProgram, "udpSetReuseportProgram"));
   exports.Set("udpRecv", Napi::Function::New(env, UdpRecv, "udpRecv"));
   exports.Set("udpSend", Napi::Function::New(env, UdpSend, "udpSend"));
+  exports.Set("udpSetTimestamps", Napi::Function::New(env, UdpSetTimestamps, "udpSetTimestamps"));
 }
 
 }  // namespace weft

@@ -2,7 +2,10 @@
 // its eventfd waker is signalled, or the timeout passes. Blocking is for worker threads only:
 // src/io/wait.ts refuses a blocking wait on the main thread.
 #include <poll.h>
+#include <sched.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -22,15 +25,34 @@ namespace {
 constexpr int kMaxWaitFds = 30;
 constexpr int32_t kWoken = 1 << 30;
 
-int64_t NowMs() {
+int64_t NowNs() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+int64_t NowMs() { return NowNs() / 1000000; }
+
+// Busy polling (the NAPI busy-poll idea): poll() without sleeping until an fd is ready or spinUs
+// pass. A sleeping thread costs a wake-up (scheduler, and on a VM an idle vCPU's exit) of tens of
+// microseconds per hop; a thread that just forwarded a packet is likely to see the next one (the
+// reply) soon. sched_yield() between looks lets other runnable threads of this core (the pod
+// answering, the other worker) go first, so spinning never delays the work it waits for.
+// Returns poll()'s result: > 0 when something is ready, 0 when the budget ran out.
+int SpinPoll(pollfd* polls, int n, int64_t spinUs) {
+  const int64_t end = NowNs() + spinUs * 1000;
+  for (;;) {
+    int rc = poll(polls, n, 0);
+    if (rc != 0 && !(rc < 0 && errno == EINTR)) return rc;
+    if (NowNs() >= end) return 0;
+    sched_yield();
+  }
 }
 
 // wait(fds, wakeFd, timeoutMs) -> bit i set when fds[i] is readable (or has an error pending, so
 // that the next read reports it), WAIT_WOKEN when wakeFd is. 0 = timed out. wakeFd -1 = none,
-// timeoutMs -1 = no timeout. The waker is not drained here: a stop request stays visible.
+// timeoutMs -1 = no timeout. spinUs (optional, default 0) polls without sleeping for up to that
+// many microseconds first. The waker is not drained here: a stop request stays visible.
 Napi::Value Wait(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsArray()) ThrowTypeError(env, "fds must be an array of file descriptors");
@@ -45,10 +67,11 @@ Napi::Value Wait(const Napi::CallbackInfo& info) {
   int wakeFd = static_cast<int>(IntArg(info, 1, "wakeFd", -1, INT32_MAX));
   polls[count] = {wakeFd, POLLIN, 0};  // poll() ignores a negative fd
   int timeoutMs = static_cast<int>(IntArg(info, 2, "timeoutMs", -1, INT32_MAX));
+  int64_t spinUs = info.Length() > 3 ? IntArg(info, 3, "spinUs", 0, 1000000) : 0;
 
   const int64_t deadline = NowMs() + timeoutMs;
-  int rc;
-  for (;;) {
+  int rc = spinUs > 0 ? SpinPoll(polls, count + 1, spinUs) : 0;
+  if (rc == 0) for (;;) {
     rc = poll(polls, count + 1, timeoutMs);
     if (rc >= 0 || errno != EINTR) break;
     if (timeoutMs > 0) timeoutMs = static_cast<int>(std::max<int64_t>(0, deadline - NowMs()));
@@ -92,6 +115,18 @@ Napi::Value WakerDrain(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(count));
 }
 
+// threadNice(n): the calling thread's nice value (Linux keeps one per thread), -20..19; below the
+// current one needs CAP_SYS_NICE.
+Napi::Value ThreadNice(const Napi::CallbackInfo& info) {
+  int nice = static_cast<int>(IntArg(info, 0, "nice", -20, 19));
+  if (setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), nice) < 0) {
+    int err = errno;
+    ThrowSyscallError(info.Env(), err, "setpriority", "set thread nice " + std::to_string(nice),
+                      err == EACCES || err == EPERM ? "raising a thread's priority needs CAP_SYS_NICE: run weft as root, or leave the priority alone" : "");
+  }
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void RegisterWait(Napi::Env env, Napi::Object exports) {
@@ -99,6 +134,7 @@ void RegisterWait(Napi::Env env, Napi::Object exports) {
   exports.Set("wakerOpen", Napi::Function::New(env, WakerOpen, "wakerOpen"));
   exports.Set("wakerSignal", Napi::Function::New(env, WakerSignal, "wakerSignal"));
   exports.Set("wakerDrain", Napi::Function::New(env, WakerDrain, "wakerDrain"));
+  exports.Set("threadNice", Napi::Function::New(env, ThreadNice, "threadNice"));
   SetConstant(env, exports, "WAIT_WOKEN", kWoken);
   SetConstant(env, exports, "WAIT_MAX_FDS", kMaxWaitFds);
 }

@@ -50,15 +50,18 @@ export interface AgentOptions {
   reconcileIntervalMs: number;
 }
 
+/** The phase whose reason the lease layer knows (its last wait or failure). */
+const WAITING_FOR_LEASE = "waiting for a subnet lease";
+
 /** net-conf.json's Backend keys as the backends take them. */
 function backendOptions(b: BackendConfig): BackendOptions {
   switch (b.Type) {
     case "vxlan":
       return { vni: b.VNI, port: b.Port, mtu: b.MTU, directRouting: b.DirectRouting, gbp: b.GBP };
     case "wasm-vxlan":
-      return { vni: b.VNI, port: b.Port, workers: b.Workers, offloads: b.Offloads };
+      return { vni: b.VNI, port: b.Port, workers: b.Workers, offloads: b.Offloads, busyPollUs: b.BusyPollMicros, queueDelayUs: b.QueueDelayMicros };
     case "udp":
-      return { port: b.Port, workers: b.Workers, offloads: b.Offloads };
+      return { port: b.Port, workers: b.Workers, offloads: b.Offloads, busyPollUs: b.BusyPollMicros, queueDelayUs: b.QueueDelayMicros };
     case "host-gw":
       return {};
   }
@@ -136,7 +139,7 @@ export class Agent {
       agent.http = await AgentHttp.listen(
         {
           ready: () => agent.isReady(),
-          waitingFor: () => agent.waitingFor,
+          waitingFor: () => agent.whyNotReady(),
           status: () => agent.status(),
           metrics: agentMetrics(control, () => agent.backend, () => agent.subnet && formatPrefix(agent.subnet), () => agent.socketDrops()),
           reclaim: (node) => control.reclaim(node),
@@ -151,12 +154,14 @@ export class Agent {
       await abortable(signal, control.reachedCluster());
       // Asked after joining: a subnet the cluster took away meanwhile (this node was reclaimed
       // while down) is never programmed; lease() then waits for the new one.
-      agent.waitingFor = "waiting for a subnet lease (see the log for why)";
+      agent.waitingFor = WAITING_FOR_LEASE;
       agent.subnet = await abortable(signal, control.lease());
       if (conf.space6) agent.subnet6 = await abortable(signal, control.lease6());
       log.info({ subnet: formatPrefix(agent.subnet), ...(agent.subnet6 && { subnet6: formatPrefix6(agent.subnet6) }) }, "lease held");
       agent.waitingFor = "starting the backend";
-      await abortable(signal, agent.serially(() => agent.startBackend()));
+      // Not raced with the abort: a backend half set up could not be undone; a stop waits for it.
+      await agent.serially(() => agent.startBackend());
+      abortable(signal);
       control.on("change", () => {
         void agent.sync.kick().catch((err) => log.error({ err }, "peer sync failed"));
         void agent.sync6.kick().catch((err) => log.error({ err }, "IPv6 peer sync failed"));
@@ -316,7 +321,7 @@ export class Agent {
       ...(this.underlay.addr6 !== undefined && { underlay6: formatIpv6(this.underlay.addr6) }),
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       ready: this.isReady(),
-      waitingFor: this.isReady() ? undefined : this.waitingFor,
+      waitingFor: this.isReady() ? undefined : this.whyNotReady(),
       join: this.control.joinStatus(),
       network: this.conf.Network,
       subnet: this.subnet && formatPrefix(this.subnet),
@@ -333,6 +338,11 @@ export class Agent {
       dataplane: this.backend?.dataplaneCounters?.(),
       socketDrops: this.socketDrops(),
     };
+  }
+
+  private whyNotReady(): string {
+    const lease = this.waitingFor === WAITING_FOR_LEASE ? this.control.leaseWaitReason() : null;
+    return lease ? `${this.waitingFor}: ${lease}` : this.waitingFor;
   }
 
   /** Kernel drops on the userspace dataplane's sockets (kernel backends have none of their own). */

@@ -94,6 +94,13 @@ export function agentMetrics(
     set({ direction: "tx" }, Number(d.tx.offloadSegments));
     set({ direction: "rx" }, Number(d.rx.offloadSegments));
   });
+  mirroredCounter(registry, "weft_dataplane_queue_drops_total", "Userspace dataplane packets dropped at its queues: queue-delay (waited longer than the target in a socket's receive queue), send (socket full), tun-write (TUN device full)", ["reason"], (set) => {
+    const d = backend()?.dataplaneCounters?.();
+    if (!d) return;
+    set({ reason: "queue-delay" }, Number(d.io.queueDelayDrops));
+    set({ reason: "send" }, Number(d.io.sendShortfall));
+    set({ reason: "tun-write" }, Number(d.io.tunWriteShortfall));
+  });
   mirroredCounter(registry, "weft_dataplane_worker_restarts_total", "Userspace dataplane workers replaced after dying", [], (set) => {
     const d = backend()?.dataplaneCounters?.();
     if (d) set({}, d.workerRestarts);

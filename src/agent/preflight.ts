@@ -171,21 +171,26 @@ function probeTcp(host: string, port: number): Promise<NodeJS.ErrnoException | u
   });
 }
 
-interface HostPrefix {
+export interface HostPrefix {
   prefix: Ipv4Prefix;
   dev: string;
   kind: "address" | "route";
+  /** A route's next hop, if it has one. */
+  via?: string;
 }
 
 /** weft's own devices, which hold pod-network addresses and routes from a previous run (--keep-on-exit). */
 const OWN_DEVICE = /^(flannel\.\d+|weft\.\d+|flannel0)$/;
 
 /**
- * The host's addresses and routes that the Network must leave alone. A prefix at least as long as
- * SubnetLen inside the Network is a pod subnet (the CNI bridge's gateway, a host-gw peer route),
- * which is expected; the default route overlaps everything and is left out.
+ * The host's addresses and routes that the Network must leave alone. Allowed: a prefix at least
+ * as long as SubnetLen inside the Network (a pod subnet: the CNI bridge's gateway, a host-gw peer
+ * route), anything on weft's own devices, and a route via a gateway that contains the whole
+ * Network (the default route, or a VPN's 10.0.0.0/8: pod routes are more specific and take only
+ * the pod range, by design). Refused: the underlay address inside the Network, an on-link network
+ * around or inside it (hosts there would become unreachable), a foreign route inside it.
  */
-function overlapsHost(conf: NetConf, underlay: Underlay, host: readonly HostPrefix[]): void {
+export function checkNetworkAgainstHost(conf: Pick<NetConf, "space">, underlay: Underlay, host: readonly HostPrefix[]): void {
   const network = conf.space!.network;
   const subnetLen = conf.space!.subnetLen;
   const inNetwork = (p: Ipv4Prefix) => p.len >= network.len && prefixesOverlap(p, network);
@@ -199,6 +204,7 @@ function overlapsHost(conf: NetConf, underlay: Underlay, host: readonly HostPref
   for (const h of host) {
     if (h.prefix.len === 0 || OWN_DEVICE.test(h.dev) || !prefixesOverlap(h.prefix, network)) continue;
     if (inNetwork(h.prefix) && h.prefix.len >= subnetLen) continue;
+    if (h.kind === "route" && h.via !== undefined && h.prefix.len <= network.len) continue;
     throw new WeftError(
       "CONFIG_NETWORK_OVERLAPS_HOST",
       `Network ${formatPrefix(network)} (net-conf.json) overlaps the host's ${h.kind} ${formatPrefix(h.prefix)} on ${h.dev}: ` +
@@ -209,7 +215,7 @@ function overlapsHost(conf: NetConf, underlay: Underlay, host: readonly HostPref
 
 async function hostPrefixes(kernel: Kernel): Promise<HostPrefix[]> {
   const links = await kernel.ipJson<Array<{ ifname: string; addr_info?: Array<{ family: string; local: string; prefixlen: number; scope: string }> }>>(["-4", "addr", "show"]);
-  const routes = await kernel.ipJson<Array<{ dst: string; dev?: string }>>(["-4", "route", "show", "table", "main"]);
+  const routes = await kernel.ipJson<Array<{ dst: string; dev?: string; gateway?: string }>>(["-4", "route", "show", "table", "main"]);
   const out: HostPrefix[] = [];
   for (const l of links) {
     for (const a of l.addr_info ?? []) {
@@ -221,14 +227,14 @@ async function hostPrefixes(kernel: Kernel): Promise<HostPrefix[]> {
   for (const r of routes) {
     if (r.dst === "default") continue;
     const [addr, len] = r.dst.split("/");
-    out.push({ prefix: { addr: parseIpv4(addr), len: len === undefined ? 32 : Number(len) }, dev: r.dev ?? "(no device)", kind: "route" });
+    out.push({ prefix: { addr: parseIpv4(addr), len: len === undefined ? 32 : Number(len) }, dev: r.dev ?? "(no device)", kind: "route", via: r.gateway });
   }
   return out;
 }
 
 /** The checks that read the host: addresses, routes and ports. Nothing is changed. */
 export async function checkHost(kernel: Kernel, f: FlagValues, conf: NetConf, underlay: Underlay): Promise<void> {
-  overlapsHost(conf, underlay, await hostPrefixes(kernel));
+  checkNetworkAgainstHost(conf, underlay, await hostPrefixes(kernel));
   const vni = conf.Backend.Type === "vxlan" ? conf.Backend.VNI : undefined;
   const deviceExists = vni !== undefined && (await kernel.ipJson<unknown[]>(["link", "show"])).some((l) => (l as { ifname: string }).ifname === vxlanDeviceName(vni));
   const uses = portUses(f, conf, underlay, deviceExists);

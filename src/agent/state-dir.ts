@@ -1,8 +1,13 @@
 // The state dir (lease ring, VTEP MAC, weft.sock) belongs to one agent at a time: it is created
-// 0700 when missing, and held with a lock file naming the holder's pid, so a second agent on the
-// same dir stops before it touches weft.sock or the kernel. A lock whose pid is gone is stale
-// (the holder was killed) and is taken over. Temp files of atomic writes cut short are removed.
+// 0700 when missing and held two ways, so a second agent on the same dir stops before it touches
+// weft.sock or the kernel. A lock file names the holder's pid (a lock whose pid is gone is stale:
+// the holder was killed, and it is taken over). Pids mean nothing across PID namespaces (two
+// containers sharing the dir), so the holder also binds an abstract unix socket named after the
+// dir's inode, which the kernel frees when the holder dies, however it dies; it is seen by every
+// agent in the same network namespace, as hostNetwork pods on one node are. Temp files of atomic
+// writes cut short are removed.
 import { link, mkdir, readdir, readFile, rm, stat, unlink, writeFile } from "node:fs/promises";
+import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { WeftError } from "../errors.js";
 
@@ -17,8 +22,20 @@ function alive(pid: number): boolean {
   }
 }
 
+/** Binds the dir's abstract socket; undefined if another process holds it. */
+function bindAbstract(name: string): Promise<Server | undefined> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", (err: NodeJS.ErrnoException) => (err.code === "EADDRINUSE" ? resolve(undefined) : reject(err)));
+    server.listen(name, () => resolve(server.unref()));
+  });
+}
+
 export class StateDirLock {
-  private constructor(private readonly file: string) {}
+  private constructor(
+    private readonly file: string,
+    private readonly held: Server,
+  ) {}
 
   /** Creates the dir if missing (0700), takes the lock, removes leftover temp files. */
   static async acquire(dir: string): Promise<StateDirLock> {
@@ -29,6 +46,29 @@ export class StateDirLock {
       throw new WeftError("AGENT_STATE_DIR_UNUSABLE", `--state-dir ${dir}: cannot use it as the state dir (${(cause as Error).message}); pass a directory weft may create and write`, { cause });
     }
     const file = join(dir, LOCK_FILE);
+    const { dev, ino } = await stat(dir);
+    const held = await bindAbstract(`\0weft-state-dir:${dev}:${ino}`);
+    if (!held) {
+      const holder = (await readFile(file, "utf8").catch(() => "")).trim();
+      throw new WeftError(
+        "AGENT_STATE_DIR_LOCKED",
+        `--state-dir ${dir} is in use by another weft agent (pid ${holder || "unknown"} in its PID namespace, see ${file}); two agents on one state dir would take each other's weft.sock and devices: stop that one, or give this one its own --state-dir`,
+      );
+    }
+    try {
+      await StateDirLock.lockFile(dir, file);
+    } catch (err) {
+      held.close();
+      throw err;
+    }
+    for (const name of await readdir(dir)) {
+      if (name.startsWith(".") && name.endsWith(".tmp")) await rm(join(dir, name), { force: true });
+    }
+    return new StateDirLock(file, held);
+  }
+
+  /** Takes the pid lock file (for agents in other network namespaces), taking over a stale one. */
+  private static async lockFile(dir: string, file: string): Promise<void> {
     const mine = join(dir, `.${LOCK_FILE}.${process.pid}.tmp`);
     await writeFile(mine, `${process.pid}\n`, { mode: 0o600 });
     try {
@@ -51,14 +91,11 @@ export class StateDirLock {
     } finally {
       await rm(mine, { force: true });
     }
-    for (const name of await readdir(dir)) {
-      if (name.startsWith(".") && name.endsWith(".tmp")) await rm(join(dir, name), { force: true });
-    }
-    return new StateDirLock(file);
   }
 
   async release(): Promise<void> {
     const holder = (await readFile(this.file, "utf8").catch(() => "")).trim();
     if (holder === String(process.pid)) await unlink(this.file).catch(() => undefined);
+    await new Promise((r) => this.held.close(r));
   }
 }

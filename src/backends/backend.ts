@@ -62,6 +62,10 @@ export interface BackendOptions {
   workers?: number;
   /** wasm-vxlan, udp: segmentation offloads where the kernel has them (TSO through TUN, UDP GSO/GRO). Default true. */
   offloads?: boolean;
+  /** wasm-vxlan, udp: microseconds a worker polls without sleeping after traffic (see UserspaceDataplaneOptions). */
+  busyPollUs?: number;
+  /** wasm-vxlan, udp: longest wait of a datagram in a socket's receive queue, µs (0: no limit). */
+  queueDelayUs?: number;
 }
 
 /** Plain counters for the metrics endpoint. */

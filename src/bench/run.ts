@@ -10,8 +10,9 @@ import { Progress, type Step } from "./progress.js";
 import { REPORT_FILES, terminalSummary, writeReport, type BenchReport } from "./report.js";
 import type { BenchSettings } from "./settings.js";
 import { figureDefs, summarize } from "./summary.js";
-import { buildLab, killTrafficTools, readyLab, teardownLab, type BenchLab } from "./topology.js";
-import { runWorkload, workloadId, workloadLabel, type Sample, type Workload } from "./workloads.js";
+import { idleCost } from "./load.js";
+import { agentPids, buildLab, killTrafficTools, readyLab, teardownLab, type BenchLab } from "./topology.js";
+import { runWorkload, workloadId, workloadLabel, type LabWorkload, type Sample, type Workload } from "./workloads.js";
 
 type Action = { step: Step; run: () => Promise<void> };
 
@@ -19,7 +20,12 @@ export async function runBench(settings: BenchSettings, command: string): Promis
   if (process.getuid?.() !== 0) throw new WeftError("BENCH_NEEDS_ROOT", "weft bench builds network namespaces: run it as root (sudo npm run bench)");
   const startedAt = new Date().toISOString();
   const machine = machineInfo();
-  const workloads: Workload[] = [...settings.streams.map((streams) => ({ kind: "tcp" as const, streams })), { kind: "udp", payload: 64 }, { kind: "udp", payload: 1400 }, { kind: "rtt" }];
+  const perRound: LabWorkload[] = [
+    ...settings.streams.map((streams) => ({ kind: "tcp" as const, streams })), { kind: "udp", payload: 64 }, { kind: "udp", payload: 1400 }, { kind: "rtt" },
+    { kind: "loaded-rtt" }, { kind: "flood-tail" },
+  ];
+  const idle: Workload = { kind: "idle" };
+  const workloads = [...perRound, idle];
   const labs: BenchLab[] = [];
   const samples: Sample[] = [];
   let micro: MicroResult[] = [];
@@ -36,9 +42,9 @@ export async function runBench(settings: BenchSettings, command: string): Promis
   for (let round = 1; round <= settings.rounds; round++) {
     // Each round starts with another setup, so no setup always runs right after the same one.
     const order = setups.map((_, i) => setups[(i + round - 1) % setups.length].name);
-    for (const w of workloads) {
+    for (const w of perRound) {
       for (const name of order) {
-        const weight = w.kind === "rtt" ? settings.pingCount * settings.pingIntervalS + 1 : settings.duration + 1.5;
+        const weight = w.kind === "rtt" ? settings.pingCount * settings.pingIntervalS + 1 : w.kind === "flood-tail" ? Math.min(settings.duration, 5) + 3 : settings.duration + 1.5;
         plan(`round ${round}/${settings.rounds} · ${name} · ${workloadLabel(w)}`, weight, async () => {
           const t = new Date().toISOString();
           const r = await runWorkload(labOf(name), w, settings);
@@ -47,6 +53,14 @@ export async function runBench(settings: BenchSettings, command: string): Promis
       }
     }
   }
+  // Once for all setups in the same window, after the traffic (a few seconds for queues to drain
+  // and busy polling to stop): what an agent costs while nothing flows.
+  plan(`idle cost (${settings.idleSeconds} s, every setup at once)`, settings.idleSeconds + 3, async () => {
+    await new Promise((r) => setTimeout(r, 3000));
+    const t = new Date().toISOString();
+    const cpu = await idleCost(setups.map((s) => ({ pids: agentPids(labOf(s.name)) })), settings.idleSeconds);
+    setups.forEach((s, i) => samples.push({ setup: s.name, workload: workloadId(idle), round: 1, seq: seq++, startedAt: t, values: { cpuPercent: cpu[i] }, raw: { seconds: settings.idleSeconds } }));
+  });
   plan("stopping agents, removing labs", 2 * setups.length, () => cleanup());
   // The microbenchmarks last, once no agent or traffic runs beside them.
   plan("microbenchmarks", settings.quick ? 20 : 60, async () => {

@@ -33,6 +33,8 @@ export interface BenchSettings {
   quick: boolean;
   pingCount: number;
   pingIntervalS: number;
+  /** Seconds of the idle-cost window (all setups at once, no traffic). */
+  idleSeconds: number;
   /** benchmark.js maxTime per microbenchmark case, seconds. */
   microMaxTime: number;
   /** Report directory. */
@@ -86,6 +88,8 @@ export function resolveSettings(f: BenchFlags, now = new Date()): BenchSettings 
     // p99 needs well over 100 replies; at 5 ms apart they take 2 s (0.5 s in --quick).
     pingCount: quick ? 100 : 400,
     pingIntervalS: 0.005,
+    // The issue's measure: one minute without traffic (5 s in --quick, which only smoke-tests).
+    idleSeconds: quick ? 5 : 60,
     microMaxTime: quick ? 0.05 : 1,
     out: f.out ?? `bench/results/${now.toISOString().replace(/:/g, "-").replace(/\.\d+Z$/, "Z")}`,
   };

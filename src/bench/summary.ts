@@ -42,6 +42,17 @@ export function figureDefs(workloads: Workload[]): FigureDef[] {
       add(w, "p50", "round trip p50", "ms", "lower");
       add(w, "p99", "round trip p99", "ms", "lower");
     }
+    if (w.kind === "loaded-rtt") {
+      add(w, "p50", "ping under load p50", "ms", "lower");
+      add(w, "p99", "ping under load p99", "ms", "lower");
+      add(w, "lossPercent", "ping under load loss", "%", "lower", true);
+    }
+    if (w.kind === "flood-tail") {
+      add(w, "tailMs", "flood tail: oldest delivered after stop", "ms", "lower", true);
+      add(w, "delayP99Ms", "one-way delay p99 beside a flood", "ms", "lower");
+      add(w, "floodReceivedKpps", "flood received", "kpps", "higher");
+    }
+    if (w.kind === "idle") add(w, "cpuPercent", "idle cost, per agent", "% core", "lower", true);
   }
   for (const w of workloads.filter((x) => x.kind === "tcp")) {
     const name = workloadLabel(w);

@@ -4,17 +4,29 @@
 import { WeftError } from "../errors.js";
 import { iperf, ping } from "../lab/traffic.js";
 import { cpuPerGigabyte, measureCpu } from "./cpu.js";
+import { floodTail, percentile, pingUnderLoad } from "./load.js";
 import { agentPids, type BenchLab } from "./topology.js";
 
-export type Workload = { kind: "tcp"; streams: number } | { kind: "udp"; payload: number } | { kind: "rtt" };
+export { percentile };
+
+/**
+ * `loaded-rtt`: pings while a TCP stream and a UDP flood run; `flood-tail`: a timestamped flood
+ * and what is still delivered after it stops; `idle`: the agents' CPU without traffic (measured
+ * once for all setups at the same time, not per round: see run.ts).
+ */
+export type Workload = { kind: "tcp"; streams: number } | { kind: "udp"; payload: number } | { kind: "rtt" } | { kind: "loaded-rtt" } | { kind: "flood-tail" } | { kind: "idle" };
+
+/** The workloads run on one lab at a time, round by round (idle cost is measured for all at once). */
+export type LabWorkload = Exclude<Workload, { kind: "idle" }>;
 
 export function workloadId(w: Workload): string {
-  return w.kind === "tcp" ? `tcp-${w.streams}` : w.kind === "udp" ? `udp-${w.payload}` : "rtt";
+  return w.kind === "tcp" ? `tcp-${w.streams}` : w.kind === "udp" ? `udp-${w.payload}` : w.kind;
 }
 
 export function workloadLabel(w: Workload): string {
   if (w.kind === "tcp") return `TCP ${w.streams} stream${w.streams === 1 ? "" : "s"}`;
-  return w.kind === "udp" ? `UDP ${w.payload} B` : "ping";
+  if (w.kind === "udp") return `UDP ${w.payload} B`;
+  return { rtt: "ping", "loaded-rtt": "ping under load", "flood-tail": "flood tail", idle: "idle cost" }[w.kind];
 }
 
 export interface WorkloadSettings {
@@ -41,7 +53,7 @@ export interface Sample {
 export type SampleFigures = Pick<Sample, "values" | "raw">;
 
 /** UDP payloads are sent as fast as iperf3 can (-b 0): the figure is what the path carries. */
-export async function runWorkload(l: BenchLab, w: Workload, s: WorkloadSettings): Promise<SampleFigures> {
+export async function runWorkload(l: BenchLab, w: LabWorkload, s: WorkloadSettings): Promise<SampleFigures> {
   switch (w.kind) {
     case "tcp": {
       const { result: r, cpu } = await measureCpu(agentPids(l), () => iperf(l.server, l.client, { seconds: s.duration, streams: w.streams }));
@@ -71,10 +83,10 @@ export async function runWorkload(l: BenchLab, w: Workload, s: WorkloadSettings)
         raw: { sent: r.sent, received: r.received, rttsMs: r.rtts },
       };
     }
+    case "loaded-rtt":
+      return pingUnderLoad(l.client, l.server, { seconds: s.duration, pingCount: s.pingCount, pingIntervalS: s.pingIntervalS });
+    case "flood-tail":
+      return floodTail(l.client, l.server, { seconds: Math.min(s.duration, 5) });
   }
 }
 
-/** Nearest-rank percentile of sorted values. */
-export function percentile(sorted: number[], q: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
-}

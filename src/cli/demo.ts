@@ -1,6 +1,7 @@
 // `weft demo` (`npm start`): three hosts in network namespaces on this machine (underlay on a
 // shared switch, 198.18.0.0/24), three real agents that find each other by gossip and lease
-// subnets of 198.19.0.0/16, two pods per host behind cni0, pings between every pair of hosts, and
+// subnets of 198.19.0.0/16, two pods per host made through the CNI plugins (weft cni, bridge,
+// host-local; behind cni0), pings between every pair of hosts, and
 // a live view until Ctrl-C. With --dual-stack the hosts also get an IPv6 underlay (2001:2::/64),
 // the agents lease subnets of 2001:2:0:8000::/49 too, and the pings go over both families.
 // Everything it creates (namespaces, devices, processes, files) goes

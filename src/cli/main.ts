@@ -85,6 +85,11 @@ program
       log.info("stopped while starting; nothing left behind");
       process.exit(0);
     }
+    if (stopping) {
+      // The signal came after the start's last check: stop as if it had come a moment later.
+      await agent.stop(true);
+      process.exit(0);
+    }
     process.removeListener("SIGHUP", onEarlyHup);
     const running = agent;
     // Its name taken by a live node elsewhere: stop without a leave (a leave in this name would
@@ -127,6 +132,26 @@ program
   .description("print every net-conf.json key with its meaning")
   .action(() => {
     process.stdout.write(configReference() + "\n");
+  });
+
+program
+  .command("cni")
+  .description("the CNI plugin, compatible with flannel's: run by a container runtime (CNI_* in the environment, network config on stdin, result on stdout)")
+  .action(async () => {
+    // Loaded here: a runtime starts one process per pod operation, so the agent's modules stay out.
+    const { cniMain } = await import("../cni/main.js");
+    process.exitCode = await cniMain();
+  });
+
+program
+  .command("install-cni")
+  .description("put the CNI plugin on CNI's path under the type name `flannel` (a launcher running this installation's `weft cni`)")
+  .option("--bin-dir <dir>", "CNI's plugin directory", "/opt/cni/bin")
+  .option("--name <type>", "the plugin type the network config names", "flannel")
+  .option("--bundle", "also copy Node.js and the plugin's files beside it, for hosts without Node.js (Kubernetes nodes)", false)
+  .action(async (o) => {
+    const { installPlugin } = await import("../cni/install.js");
+    process.stdout.write(`installed ${await installPlugin(o.binDir, { name: o.name, bundle: o.bundle })}\n`);
   });
 
 program

@@ -9,19 +9,34 @@
 // documentation says "vxlan". weft defaults to vxlan, the documented and far faster choice.
 import { z } from "zod";
 import { BACKEND_TYPES } from "../backends/backend.js";
+import { DEFAULT_BUSY_POLL_US, DEFAULT_QUEUE_DELAY_US } from "../dataplane/defaults.js";
 import { Ipv6SubnetSpace, SubnetSpace } from "../control/lease/slots.js";
 import { WeftError } from "../errors.js";
 import { parseIpv4, parsePrefix } from "../net/ipv4.js";
 import { parseIpv6, parsePrefix6 } from "../net/ipv6.js";
 
 const port = (dflt: number, what: string, why: string) =>
-  z.number().int().min(1).max(65535).default(dflt).describe(`UDP port of the ${what} (default ${dflt}: ${why})`);
+  z.number().int().min(1).max(65535).default(dflt).describe(`UDP port of the ${what}, 1..65535 (default ${dflt}: ${why}); not the gossip, health or metrics port`);
 const vni = (device: string) => z.number().int().min(0).max(0xffffff).default(1).describe(`VXLAN network identifier, 0..16777215 (default 1); the device is ${device}`);
-const workers = z.number().int().min(1).max(64).optional().describe("dataplane worker threads (= TUN queues = sockets); default: number of cores");
+const workers = z.number().int().min(1).max(64).optional().describe("dataplane worker threads (= TUN queues = sockets), 1..64; default: number of cores");
 const offloads = z.boolean().default(true).describe(
   "segmentation offloads (default true): TCP crosses the TUN device as 64 KB super-packets that the dataplane segments and coalesces, " +
   "and the sockets use UDP GSO/GRO. Where the kernel lacks a feature (Linux < 5.0) they turn off by themselves, with a log line, " +
   "`weft_dataplane_offloads` 0 on /metrics and the reason under `offload` in `weft status`; false turns them off. The datagrams on the wire are the same either way",
+);
+
+// Optional rather than defaulted: the defaults live with the dataplane (dataplane.ts), which also
+// serves the benchmarks and tests without a net-conf.json.
+const busyPoll = z.number().int().min(0).max(1000).optional().describe(
+  `microseconds a dataplane worker keeps polling without sleeping after it moved packets, 0..1000 (default ${DEFAULT_BUSY_POLL_US}): ` +
+  "a reply that comes within the budget costs no thread wake-up. A queue without traffic sleeps at once, so an idle agent uses no CPU for it; " +
+  "while traffic flows each worker spends up to this much per quiet spell, yielding its core to any other runnable thread",
+);
+const queueDelay = z.number().int().min(0).max(1_000_000).optional().describe(
+  `longest wait of a datagram in a dataplane socket's receive queue, microseconds (default ${DEFAULT_QUEUE_DELAY_US}; 0: no limit). ` +
+  "Once a queue has stood above it for 100 ms (full batches of late datagrams), late datagrams are dropped at its head until fresh ones come, as CoDel does, " +
+  "so latency under overload stays bounded while a thread that is merely late costs nothing; " +
+  "counted in weft_dataplane_queue_drops_total{reason=\"queue-delay\"}",
 );
 
 const vxlan = z.object({
@@ -42,6 +57,8 @@ const udp = z.object({
   Port: port(8285, "flannel udp wire format", "flannel's"),
   Workers: workers,
   Offloads: offloads,
+  BusyPollMicros: busyPoll,
+  QueueDelayMicros: queueDelay,
 }).strict();
 
 const wasmVxlan = z.object({
@@ -50,6 +67,8 @@ const wasmVxlan = z.object({
   Port: port(8472, "VXLAN socket", "where kernel vxlan peers send"),
   Workers: workers,
   Offloads: offloads,
+  BusyPollMicros: busyPoll,
+  QueueDelayMicros: queueDelay,
 }).strict();
 
 export const backendSchema = z.discriminatedUnion("Type", [vxlan, hostGw, udp, wasmVxlan]);
@@ -106,7 +125,7 @@ const cidr = (parse: (v: string) => unknown, what: string) =>
   z.string().superRefine(refineWith(parse)).optional().describe(what);
 
 export const netConfSchema = z.object({
-  Network: cidr(parsePrefix, "the pod network as IPv4 CIDR, e.g. 10.244.0.0/16; every node leases one subnet of it (required unless EnableIPv4 is false)"),
+  Network: cidr(parsePrefix, "the pod network as IPv4 CIDR, e.g. 10.244.0.0/16; every node leases one subnet of it (required unless EnableIPv4 is false). It must not contain the underlay address or overlap the host's other addresses and routes (checked at start)"),
   SubnetLen: z.number().int().optional().describe("prefix length of each node's subnet; default 24 (for Networks of /22 and larger), else Network + 2"),
   SubnetMin: z.string().superRefine(ipv4Address).optional().describe("first subnet that may be leased (its IPv4 network address); default: the second subnet (flannel skips the first)"),
   SubnetMax: z.string().superRefine(ipv4Address).optional().describe("last subnet that may be leased (its IPv4 network address); default: the last subnet of the Network"),

@@ -168,9 +168,12 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
     this.joiner.reached().catch((err: Error) => this.emit("fatal", err));
   }
 
-  /** Resolves once a join target answered (at once with an empty join list); rejects on a name conflict. */
-  reachedCluster(): Promise<void> {
-    return this.joiner.reached();
+  /** Resolves once a join target answered and the ring it sent is merged (at once with an empty
+   *  join list), so lease() then tells a subnet the cluster took away while this node was down;
+   *  rejects on a name conflict. */
+  async reachedCluster(): Promise<void> {
+    await this.joiner.reached();
+    await this.leases.settled();
   }
 
   /** Whether this node reached its cluster: false while a non-empty join list answered nothing yet. */
@@ -196,6 +199,11 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
   async lease(): Promise<Ipv4Prefix> {
     const l: Lease = await this.leases.lease();
     return parsePrefix(l.subnet);
+  }
+
+  /** Why this node has no subnet yet, for /readyz and `weft status`; null once it has one. */
+  leaseWaitReason(): string | null {
+    return this.leases.waitReason();
   }
 
   /** Resolves once this node holds an IPv6 subnet (dual-stack only). */

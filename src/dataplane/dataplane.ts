@@ -18,6 +18,7 @@ import { Waker } from "../io/wait.js";
 import type { Kernel } from "../kernel/iproute.js";
 import { formatIpv4, type Ipv4Prefix } from "../net/ipv4.js";
 import { projectFile } from "../paths.js";
+import { DEFAULT_BUSY_POLL_US, DEFAULT_QUEUE_DELAY_US } from "./defaults.js";
 import { PeerTable, type DataplanePeer } from "./peers.js";
 import { innerFlowSteering } from "./steering.js";
 import { openFirstSocket, openTunQueues, type OffloadState } from "./offload.js";
@@ -51,6 +52,19 @@ export interface UserspaceDataplaneOptions {
    * coalescing in Wasm) when the kernel has them; the wire format is the same. Default true.
    */
   offloads?: boolean;
+  /**
+   * Microseconds a worker keeps polling without sleeping after a batch moved packets (see
+   * worker.ts). Default DEFAULT_BUSY_POLL_US; 0 sleeps at once. Idle queues never spin.
+   */
+  busyPollUs?: number;
+  /**
+   * Longest a datagram may wait in a socket's receive queue, in microseconds; older ones are dropped
+   * at the head, so that latency under overload stays bounded. Default DEFAULT_QUEUE_DELAY_US; 0
+   * for no limit.
+   */
+  queueDelayUs?: number;
+  /** Nice value of the worker threads (default 0). */
+  nice?: number;
   logger?: Logger;
 }
 
@@ -90,10 +104,16 @@ const OFFLOAD_RX_BATCH = 32;
 /** A segmented super-packet: up to 64 KiB of payload plus per-segment headers (tcp-segment.ts drops what does not fit). */
 const SEGMENT_SLOT_BYTES = 96 * 1024;
 /**
- * Packets the kernel queues for the workers on each TUN queue. The default 500 overflows while a
- * worker sends a batch (the drops show as TX dropped on the device and as TCP retransmits).
+ * Packets the kernel queues for the workers on each TUN queue (the device's ring: the TUN driver
+ * drops when it is full and never holds packets back in a qdisc). Without offloads each entry is
+ * one packet, and the default 500 overflowed while a worker sent a batch (TCP paid in
+ * retransmits). With offloads TCP arrives in super-packets of up to 64 KB and its small-queue
+ * limit keeps only a few per socket below it, so a short ring costs TCP nothing while it bounds
+ * how long a flood of datagrams can make every other packet wait (the TUN ring has no timestamps
+ * to drop by age, as the sockets do).
  */
 const TUN_TXQUEUELEN = 5000;
+const TUN_TXQUEUELEN_OFFLOADS = 256;
 
 export class UserspaceDataplane {
   readonly workers: number;
@@ -122,6 +142,7 @@ export class UserspaceDataplane {
     this.peers = new PeerTable(this.routes, maxPeers);
     const stopAt = arena.alloc(4);
     this.stopWord = new Int32Array(this.hp.memory.buffer, stopAt, 1);
+    const queueDelayUs = opts.queueDelayUs ?? DEFAULT_QUEUE_DELAY_US;
     const udpOptions = { address: opts.listenAddr, port: opts.port, reusePort: true, rcvbuf: 4 << 20, sndbuf: 4 << 20 };
     const first = openFirstSocket(udpOptions, opts.offloads ?? true);
     let tuns: TunQueue[] = [];
@@ -141,13 +162,14 @@ export class UserspaceDataplane {
         const ioCounters = arena.alloc(IO_COUNTER_SLOTS * 8);
         this.hp.bytes().fill(0, ioCounters, ioCounters + IO_COUNTER_SLOTS * 8);
         if (q > 0) sockets.push(UdpSocket.open({ ...udpOptions, gro: first.gro }));
+        if (queueDelayUs > 0) sockets[q].enableTimestamps();
         const waker = Waker.open();
         const region = (b: PacketBatch) => ({ descs: b.descs, slots: b.slots, size: b.size, stride: b.stride });
         this.queues.push({
           ctx, tun: tuns[q], udp: sockets[q], waker,
           task: {
             queue: q, format: opts.format, memory: this.hp.memory, ctx: ctx.ptr, tx: region(tx), rx: region(rx),
-            ioCounters, stopWord: stopAt, tunFd: tuns[q].fd, udpFd: sockets[q].fd, wakeFd: waker.fd,
+            ioCounters, stopWord: stopAt, busyPollUs: opts.busyPollUs ?? DEFAULT_BUSY_POLL_US, queueDelayUs, nice: opts.nice ?? 0, tunFd: tuns[q].fd, udpFd: sockets[q].fd, wakeFd: waker.fd,
             offload: enabled ? this.offloadRegions(arena, tx, rx) : undefined,
           },
         });
@@ -185,7 +207,7 @@ export class UserspaceDataplane {
     // Like flannel's udp backend: the device holds the subnet's network address with the whole
     // network's prefix length, so the kernel routes every other subnet of the network to it.
     await kernel.ipBatch([
-      `link set ${tunName} mtu ${mtu} txqueuelen ${TUN_TXQUEUELEN}`,
+      `link set ${tunName} mtu ${mtu} txqueuelen ${this.offload.enabled ? TUN_TXQUEUELEN_OFFLOADS : TUN_TXQUEUELEN}`,
       `addr add ${formatIpv4(subnet.addr)}/${network.len} dev ${tunName}`,
       `link set ${tunName} up`,
     ]);

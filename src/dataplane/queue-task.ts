@@ -42,6 +42,12 @@ export interface QueueTask {
   tunFd: number;
   udpFd: number;
   wakeFd: number;
+  /** Microseconds to poll without sleeping after a batch moved packets (0: sleep at once). */
+  busyPollUs: number;
+  /** Datagrams that waited longer than this in the socket's queue are dropped (0: no limit). */
+  queueDelayUs: number;
+  /** The worker thread's nice value (0: the process's). */
+  nice: number;
   /** Set when the TUN queue has vnet headers with TSO and the socket UDP GSO/GRO. */
   offload?: OffloadRegions;
 }
@@ -57,5 +63,7 @@ export const IO_COUNTER = {
   /** Packets whose send failed with an error (e.g. unreachable underlay), skipped. */
   sendErrors: 4,
   tunWriteErrors: 5,
+  /** Datagrams dropped at the head of the socket's queue for waiting longer than the target. */
+  queueDelayDrops: 6,
 } as const;
 export const IO_COUNTER_SLOTS = 8;

@@ -10,6 +10,7 @@
 import { HotPath } from "../hotpath/module.js";
 import { native } from "../io/native.js";
 import { WAIT_WOKEN, waitReadable } from "../io/wait.js";
+import { CoDel } from "./codel.js";
 import { IO_COUNTER, IO_COUNTER_SLOTS, type QueueTask } from "./queue-task.js";
 
 /** Longest sleep between looks at the stop word when no packet and no wake-up arrives. */
@@ -28,10 +29,11 @@ export default function runQueue(task: QueueTask): { queue: number } {
   const stop = new Int32Array(mem, task.stopWord, 1);
   const { fn } = hp;
   const vxlan = task.format === "vxlan";
-  const { tunFd, udpFd, wakeFd, ctx, offload } = task;
+  const { tunFd, udpFd, wakeFd, ctx, offload, busyPollUs, queueDelayUs } = task;
   const header = offload ? native.VNET_HDR_BYTES : 0;
   const maxBatch = hp.constant("MAX_BATCH");
   const watch = [tunFd, udpFd];
+  if (task.nice !== 0) native.threadNice(task.nice);
 
   type Write = (descs: Int32Array, first: number, count: number) => number;
   const toSocket: Write = (descs, first, count) => native.udpSend(udpFd, buf, descs, first, count);
@@ -79,6 +81,10 @@ export default function runQueue(task: QueueTask): { queue: number } {
     writes = rxDescs;
   }
 
+  // Datagrams dropped for waiting too long, and when to drop them (codel.ts).
+  let stale = 0;
+  const codel = new CoDel(task.rx.size);
+
   // One direction each: a batch read, one hot-path call, the batch written; the packet count read.
   const fromTun = () => {
     fn.batchInit(task.tx.descs, task.tx.size, task.tx.slots, task.tx.stride);
@@ -91,23 +97,49 @@ export default function runQueue(task: QueueTask): { queue: number } {
     if (replies > 0) writeTun(sends, forward, replies);
     return n;
   };
+  // Returns the datagrams read, dropped stale ones included (a full batch means: read again).
   const fromNet = () => {
     fn.batchInit(task.rx.descs, task.rx.size, task.rx.slots, task.rx.stride);
-    const n = native.udpRecv(udpFd, buf, rxDescs, 0, task.rx.size);
-    if (n === 0) return 0;
-    const forward = decap(n);
-    if (forward > 0) writeTun(writes, 0, forward);
-    return n;
+    const drop = codel.dropping;
+    const r = native.udpRecv(udpFd, buf, rxDescs, 0, task.rx.size, queueDelayUs, drop);
+    const n = r & 0xffff;
+    const late = r >>> 16;
+    if (drop) stale += late;
+    if (queueDelayUs > 0) codel.observe(n, late, performance.now());
+    if (n > 0) {
+      const forward = decap(n);
+      if (forward > 0) writeTun(writes, 0, forward);
+    }
+    return drop ? n + late : n;
   };
 
+  // Batch counts are kept in plain numbers and added to the shared u64 counters before each wait:
+  // a BigInt increment per batch would allocate, and garbage collection pauses show in latency.
+  let tunBatches = 0;
+  let udpBatches = 0;
+  // Busy polling only right after traffic: an idle queue sleeps at once, so idle costs nothing.
+  let active = false;
+  const txFull = task.tx.size;
+  const rxFull = task.rx.size;
   while (Atomics.load(stop, 0) === 0) {
-    if (waitReadable(watch, wakeFd, IDLE_WAIT_MS) & WAIT_WOKEN) native.wakerDrain(wakeFd);
-    for (let round = 0; round < ROUNDS && Atomics.load(stop, 0) === 0; round++) {
-      const tx = fromTun();
-      if (tx > 0) io[IO_COUNTER.tunBatches]++;
-      const rx = fromNet();
-      if (rx > 0) io[IO_COUNTER.udpBatches]++;
-      if (tx === 0 && rx === 0) break;
+    if (tunBatches > 0 || udpBatches > 0) {
+      io[IO_COUNTER.tunBatches] += BigInt(tunBatches);
+      io[IO_COUNTER.udpBatches] += BigInt(udpBatches);
+      io[IO_COUNTER.queueDelayDrops] += BigInt(stale);
+      tunBatches = udpBatches = stale = 0;
+    }
+    let ready = waitReadable(watch, wakeFd, IDLE_WAIT_MS, active ? busyPollUs : 0);
+    if (ready & WAIT_WOKEN) native.wakerDrain(wakeFd);
+    active = false;
+    // Read only what poll() found readable, and again only while batches come back full: a short
+    // batch ended at EAGAIN, so that queue is empty and one more read would be a wasted syscall.
+    for (let round = 0; round < ROUNDS && (ready & 3) !== 0 && Atomics.load(stop, 0) === 0; round++) {
+      const tx = ready & 1 ? fromTun() : 0;
+      const rx = ready & 2 ? fromNet() : 0;
+      if (tx > 0) tunBatches++;
+      if (rx > 0) udpBatches++;
+      if (tx > 0 || rx > 0) active = true;
+      ready = (tx === txFull ? 1 : 0) | (rx === rxFull ? 2 : 0);
     }
   }
   return { queue: task.queue };

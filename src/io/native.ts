@@ -56,15 +56,23 @@ export interface NativeIo {
   tunWrite: TunBatchCall;
 
   udpOpen(addr: number, port: number, reusePort: boolean, rcvbuf: number, sndbuf: number, gro: boolean): { fd: number; port: number };
-  /** Fills [OFF, OFF+CAP) and sets LEN, ADDR, PORT (the sender) and FLAGS (GRO segment size or 0). */
-  udpRecv: BatchCall;
+  /**
+   * Fills [OFF, OFF+CAP) and sets LEN, ADDR, PORT (the sender) and FLAGS (GRO segment size or 0).
+   * Returns kept | late << 16: with maxAgeUs > 0 (and udpSetTimestamps), `late` datagrams waited
+   * longer; with `drop` they are dropped and their descriptors moved behind the kept ones.
+   */
+  udpRecv(fd: number, buf: Uint8Array, descs: Int32Array, first: number, count: number, maxAgeUs?: number, drop?: boolean): number;
+  /** SO_TIMESTAMPNS: arrival times for udpRecv's maxAgeUs. */
+  udpSetTimestamps(fd: number): void;
   /** Sends [OFF, OFF+LEN) to ADDR:PORT; FLAGS' segment size, when not 0, asks for UDP GSO. */
   udpSend: BatchCall;
   /** SO_ATTACH_REUSEPORT_CBPF: [code, jt, jf, k] per instruction; see UdpSocket.setReuseportProgram. */
   udpSetReuseportProgram(fd: number, program: Int32Array): void;
 
   /** Blocks the calling thread: see wait.ts, which guards the main thread. */
-  wait(fds: readonly number[], wakeFd: number, timeoutMs: number): number;
+  wait(fds: readonly number[], wakeFd: number, timeoutMs: number, spinUs?: number): number;
+  /** Sets the calling thread's nice value (-20..19). */
+  threadNice(nice: number): void;
   wakerOpen(): number;
   wakerSignal(fd: number): void;
   wakerDrain(fd: number): number;

@@ -34,7 +34,22 @@ export class UdpSocket extends FdHandle {
 
   /** recvmmsg: fills slots, sets LEN, ADDR, PORT and FLAGS; see NativeIo for the batch contract. */
   recv(buf: Uint8Array, descs: Int32Array, first: number, count: number): number {
-    return native.udpRecv(this.fd, buf, descs, first, count);
+    return native.udpRecv(this.fd, buf, descs, first, count) & 0xffff;
+  }
+
+  /** Stamps every datagram with its arrival time (SO_TIMESTAMPNS), for recvWithin. */
+  enableTimestamps(): void {
+    native.udpSetTimestamps(this.fd);
+  }
+
+  /**
+   * Like recv, and counts the datagrams that waited longer than `maxAgeUs` in the socket's queue
+   * (`late`; needs enableTimestamps). With `drop` those are dropped: the `kept` descriptors from
+   * `first` on hold the rest, in order.
+   */
+  recvWithin(buf: Uint8Array, descs: Int32Array, first: number, count: number, maxAgeUs: number, drop: boolean): { kept: number; late: number } {
+    const r = native.udpRecv(this.fd, buf, descs, first, count, maxAgeUs, drop);
+    return { kept: r & 0xffff, late: r >>> 16 };
   }
 
   /**

@@ -16,12 +16,14 @@ export const WAIT_MAX_FDS = native.WAIT_MAX_FDS;
  * Blocks until a fd is readable (bit i of the result for fds[i]; an fd with a pending error counts,
  * so that the next read reports it), `wakeFd` is signalled (WAIT_WOKEN), or `timeoutMs` passes
  * (result 0; -1 waits for ever). wakeFd -1 means none. The waker stays signalled until drained.
+ * With `spinUs` > 0 it first polls without sleeping for up to that many microseconds (busy polling;
+ * between looks it yields the core to any other runnable thread).
  */
-export function waitReadable(fds: readonly number[], wakeFd: number, timeoutMs: number): number {
-  if (isMainThread && timeoutMs !== 0) {
+export function waitReadable(fds: readonly number[], wakeFd: number, timeoutMs: number, spinUs = 0): number {
+  if (isMainThread && (timeoutMs !== 0 || spinUs !== 0)) {
     throw new WeftError("IO_WAIT_ON_MAIN_THREAD", "a blocking wait would stall the event loop; call it in a worker thread, or poll with timeoutMs 0");
   }
-  return native.wait(fds, wakeFd, timeoutMs);
+  return native.wait(fds, wakeFd, timeoutMs, spinUs);
 }
 
 /** An eventfd: signal() from any thread ends a waitReadable() that includes it. */

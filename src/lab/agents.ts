@@ -20,8 +20,10 @@ export const LAB_GOSSIP_PORT = 7946;
 
 export interface LabAgent {
   readonly host: LabHost;
-  /** State dir; holds weft.sock, subnet.env, agent.log. */
+  /** Work dir; holds subnet.env, agent.log and, unless `stateDir` says otherwise, the state. */
   readonly dir: string;
+  /** The agent's --state-dir (lease ring, VTEP MAC, weft.sock); `dir` unless set before a start. */
+  stateDir: string;
   process?: ChildProcess;
   /** Resolves once the process is gone and everything it printed is in agent.log. */
   logClosed?: Promise<void>;
@@ -40,7 +42,8 @@ export interface AgentStatus {
   mtu?: number;
   backend?: { type: string; vtepMac?: string };
   peers: Array<{ name: string; subnet: string; underlay: string; backend: string }>;
-  members: Array<{ name: string; state: string }>;
+  members: Array<{ name: string; addr?: string; state: string }>;
+  underlay?: string;
   dataplane?: { tx: { packets: Record<string, number> }; rx: { packets: Record<string, number> }; offload: OffloadState };
   backendCounters?: { kernelCommands: number; kernelErrors: number; peersUnreachable: number; driftRepairs: number };
 }
@@ -67,7 +70,7 @@ export class LabAgents {
       const agentDir = join(dir, host.name);
       await mkdir(agentDir, { recursive: true });
       await writeFile(join(agentDir, "net-conf.json"), JSON.stringify(netConf(host), null, 2));
-      agents.push({ host, dir: agentDir });
+      agents.push({ host, dir: agentDir, stateDir: agentDir });
     }
     return new LabAgents(lab, dir, agents, keyFile, members);
   }
@@ -85,7 +88,7 @@ export class LabAgents {
     const targets = (joinTargets ?? cluster.filter((x) => x !== a)).map((x) => `${formatIpv4(x.host.underlayAddr)}:${LAB_GOSSIP_PORT}`);
     const args = [
       projectFile("dist", "src", "cli", "main.js"), "agent", "--net-config", this.netConfPath(a), "--iface", a.host.underlayIf,
-      "--key-file", this.keyFile, "--state-dir", a.dir, "--subnet-file", join(a.dir, "subnet.env"), "--node-name", a.host.name,
+      "--key-file", this.keyFile, "--state-dir", a.stateDir, "--subnet-file", this.subnetFile(a), "--node-name", a.host.name,
       ...(targets.length > 0 ? ["--join", targets.join(",")] : []), "--subnet-seeds", cluster.map((x) => x.host.name).join(","),
       "--gossip-port", String(LAB_GOSSIP_PORT), ...extra,
     ];
@@ -110,7 +113,7 @@ export class LabAgents {
       if (a.process && a.process.exitCode !== null) {
         throw new WeftError("LAB_AGENT_EXITED", `${a.host.name}'s agent exited with ${a.process.exitCode}; its last log lines:\n${await this.logTail(a)}`);
       }
-      if (await agentRequest(a.dir, "GET", "/readyz").then(() => true, () => false)) return;
+      if (await agentRequest(a.stateDir, "GET", "/readyz").then(() => true, () => false)) return;
       if (Date.now() > until) throw new WeftError("LAB_AGENT_TIMEOUT", `${a.host.name} not ready after ${timeoutMs / 1000} s; last log lines:\n${await this.logTail(a)}`);
       await new Promise((r) => setTimeout(r, 300));
     }
@@ -133,22 +136,23 @@ export class LabAgents {
   }
 
   status(a: LabAgent): Promise<AgentStatus> {
-    return agentRequest(a.dir, "GET", "/status") as Promise<AgentStatus>;
+    return agentRequest(a.stateDir, "GET", "/status") as Promise<AgentStatus>;
   }
 
   /** The agent's subnet.env, parsed. */
   async subnetEnv(a: LabAgent): Promise<SubnetEnv & { text: string }> {
-    const text = await readFile(join(a.dir, "subnet.env"), "utf8");
+    const text = await readFile(this.subnetFile(a), "utf8");
     return { ...parseSubnetEnv(text), text };
   }
 
-  /** Gives every host cni0 and `count` pods in its leased subnet (IPv6 addresses too, dual-stack), with the MTU from subnet.env. */
+  /** The subnet.env the agent writes (what the hosts' CNI plugin reads). */
+  subnetFile(a: LabAgent): string {
+    return join(a.dir, "subnet.env");
+  }
+
+  /** Gives every host `count` pods through CNI, from its agent's subnet.env. */
   async addPods(count: number): Promise<void> {
-    for (const a of this.agents) {
-      const env = await this.subnetEnv(a);
-      await this.lab.addPods(a.host, env.v4!.subnet, count, env.mtu);
-      if (env.v6) await this.lab.addPods6(a.host, env.v6.subnet);
-    }
+    for (const a of this.agents) await this.lab.addPodsFromSubnetFile(a.host, this.subnetFile(a), count);
   }
 
   /** SIGTERM (graceful leave) or SIGKILL (a crash); resolves when the process is gone. */

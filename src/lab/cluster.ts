@@ -1,11 +1,21 @@
 // A cluster of hosts on one machine, each host a network namespace, built the way flannel's
 // documentation draws it: every host has an underlay interface (eth0) on a shared switch (a
-// bridge in a namespace of its own), and, once it has a subnet, a cni0 bridge with pod namespaces
-// attached by veth pairs. Used by the demo, the benchmarks and the tests. Addresses: underlay
-// 198.18.0.0/24, pods 198.19.0.0/16; with IPv6 also underlay 2001:2::/64 and pods
-// 2001:2:0:8000::/49 (RFC 5180's benchmarking range, IPv6's counterpart to 198.18.0.0/15).
-import { formatIpv4, type Ipv4Prefix } from "../net/ipv4.js";
-import { formatIpv6, type Ipv6Prefix } from "../net/ipv6.js";
+// bridge in a namespace of its own), and pods, each a namespace of its own, made as a container
+// runtime makes them: through the CNI plugins (weft's flannel plugin, the reference bridge,
+// host-local and portmap), which give the host its cni0 bridge. Used by the demo, the benchmarks
+// and the tests. Addresses: underlay 198.18.0.0/24, pods 198.19.0.0/16; with IPv6 also underlay
+// 2001:2::/64 and pods 2001:2:0:8000::/49 (RFC 5180's benchmarking range, IPv6's counterpart to
+// 198.18.0.0/15).
+import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { writeSubnetEnv } from "../agent/subnet-env.js";
+import { installPlugin } from "../cni/install.js";
+import { CniRuntime, type Attachment, type CniResult, type ConfList } from "../cni/runtime.js";
+import { WeftError } from "../errors.js";
+import { formatIpv4, parseIpv4, type Ipv4Prefix } from "../net/ipv4.js";
+import { formatIpv6, parseIpv6, type Ipv6Prefix } from "../net/ipv6.js";
 import { Netns } from "./netns.js";
 
 export const LAB_UNDERLAY_BASE = 0xc6120000; // 198.18.0.0/24
@@ -30,8 +40,39 @@ export interface LabPod {
   readonly ns: Netns;
   readonly host: LabHost;
   readonly addr: number;
-  /** Once addPods6 ran: the pod's IPv6 address. */
-  addr6?: bigint;
+  /** Dual-stack (a subnet.env with FLANNEL_IPV6_*): the IPv6 address the plugins gave. */
+  readonly addr6?: bigint;
+  /** How the runtime named it to the CNI plugins (container id = namespace name). */
+  readonly attachment: Attachment;
+  /** The CNI ADD result. */
+  readonly result: CniResult;
+  readonly subnetFile: string;
+}
+
+export interface PortMapping {
+  hostPort: number;
+  containerPort: number;
+  protocol: "tcp" | "udp";
+}
+
+/** Where Debian (containernetworking-plugins) and upstream put the reference plugins. */
+export function referencePluginDirs(): string[] {
+  return ["/usr/lib/cni", "/opt/cni/bin"].filter((d) => existsSync(join(d, "bridge")));
+}
+
+/** kube-flannel.yml's cni-conf.json, with the lab's paths. */
+export function labConfList(hostDir: string, subnetFile: string): ConfList {
+  return {
+    name: "cbr0",
+    cniVersion: "1.0.0",
+    plugins: [
+      {
+        type: "flannel", subnetFile, dataDir: join(hostDir, "flannel"), ipam: { dataDir: join(hostDir, "ipam") },
+        delegate: { hairpinMode: true, isDefaultGateway: true, ipMasq: false },
+      },
+      { type: "portmap", capabilities: { portMappings: true } },
+    ],
+  };
 }
 
 export interface LabOptions {
@@ -45,16 +86,22 @@ export interface LabOptions {
 }
 
 export class LabCluster {
+  private readonly podCount = new Map<LabHost, number>();
+
   private constructor(
     private readonly tag: string,
     readonly switchNs: Netns,
     readonly hosts: LabHost[],
+    /** CNI plugin launcher, per-host CNI state; removed with the cluster. */
+    readonly workDir: string,
   ) {}
 
   /** Builds the switch and the hosts; on failure removes what it made. */
   static async create(opts: LabOptions): Promise<LabCluster> {
     const made: Netns[] = [];
+    const workDir = await mkdtemp(join(tmpdir(), "weft-lab-cni-"));
     try {
+      await installPlugin(join(workDir, "bin"));
       const sw = await Netns.create(`${opts.tag}-sw`);
       made.push(sw);
       await sw.kernel.ipBatch(["link add br0 type bridge", "link set br0 up"]);
@@ -74,62 +121,88 @@ export class LabCluster {
         if (opts.ipv6) await ns.kernel.sysctl("net.ipv6.conf.all.forwarding", 1);
         hosts.push({ name: `host${i}`, ns, underlayIf: "eth0", underlayAddr: addr, ...(addr6 !== undefined && { underlayAddr6: addr6 }), pods: [] });
       }
-      return new LabCluster(opts.tag, sw, hosts);
+      return new LabCluster(opts.tag, sw, hosts, workDir);
     } catch (error) {
       await Promise.all(made.map((ns) => ns.destroy()));
+      await rm(workDir, { recursive: true, force: true });
       throw error;
     }
   }
 
   /**
-   * Gives a host its cni0 bridge (first address of `subnet`) and `count` pods (the next
-   * addresses), as the flannel CNI plugin would, with `mtu` on the pod side.
+   * Gives a host `count` pods in `subnet` with `mtu`, without an agent: writes the host's
+   * subnet.env as an agent would (ip-masq off) and adds the pods through the CNI plugins.
    */
   async addPods(host: LabHost, subnet: Ipv4Prefix, count: number, mtu: number): Promise<LabPod[]> {
-    const gateway = subnet.addr + 1;
-    await host.ns.kernel.ipBatch([
-      `link add cni0 mtu ${mtu} type bridge`,
-      `addr add ${formatIpv4(gateway)}/${subnet.len} dev cni0`,
-      `link set cni0 up`,
-    ]);
+    const file = join(this.hostDir(host), "subnet.env");
+    await writeSubnetEnv(file, { v4: { network: LAB_POD_NETWORK, subnet }, mtu, ipMasq: false });
+    return this.addPodsFromSubnetFile(host, file, count);
+  }
+
+  /** Adds `count` pods to a host, one after another, from the subnet.env at `subnetFile`. */
+  async addPodsFromSubnetFile(host: LabHost, subnetFile: string, count: number): Promise<LabPod[]> {
     const pods: LabPod[] = [];
-    for (let k = 0; k < count; k++) {
-      const n = host.pods.length + 1;
-      const ns = await Netns.create(`${this.tag}-${host.name}-p${n}`);
-      const addr = gateway + n;
-      await host.ns.kernel.ipBatch([
-        `link add veth${n} mtu ${mtu} type veth peer name eth0 netns ${ns.name}`,
-        `link set veth${n} master cni0 up`,
-      ]);
-      await ns.kernel.ipBatch([
-        `addr add ${formatIpv4(addr)}/${subnet.len} dev eth0`,
-        `link set eth0 up`,
-        `route add default via ${formatIpv4(gateway)}`,
-      ]);
-      const pod: LabPod = { name: `${host.name}-pod${n}`, ns, host, addr };
-      host.pods.push(pod);
-      pods.push(pod);
-    }
+    for (let k = 0; k < count; k++) pods.push(await this.addPod(host, subnetFile));
     return pods;
   }
 
   /**
-   * Gives the host's cni0 and pods (made by addPods) IPv6 addresses of `subnet` too, as the flannel
-   * CNI plugin does in dual-stack: the first address for cni0, the next ones for the pods.
+   * Adds one pod the way a container runtime does: a new network namespace, then CNI ADD of the
+   * host's network config list (weft's flannel plugin delegating to bridge and host-local, then
+   * portmap), run inside the host's namespace. The pod gets the address the plugins chose. On
+   * failure nothing of the pod is left: the plugins undo their part, the namespace is removed.
    */
-  async addPods6(host: LabHost, subnet: Ipv6Prefix): Promise<void> {
-    const gateway = subnet.addr + 1n;
-    await host.ns.kernel.ipBatch([`addr add ${formatIpv6(gateway)}/${subnet.len} dev cni0 nodad`]);
-    for (const [k, pod] of host.pods.entries()) {
-      pod.addr6 = gateway + BigInt(k + 1);
-      await pod.ns.kernel.ipBatch([`addr add ${formatIpv6(pod.addr6)}/${subnet.len} dev eth0 nodad`, `route add default via ${formatIpv6(gateway)} dev eth0`]);
+  async addPod(host: LabHost, subnetFile: string, opts: { portMappings?: PortMapping[] } = {}): Promise<LabPod> {
+    const n = (this.podCount.get(host) ?? 0) + 1;
+    this.podCount.set(host, n);
+    const ns = await Netns.create(`${this.tag}-${host.name}-p${n}`);
+    const attachment: Attachment = { containerId: ns.name, netns: ns.path, ifName: "eth0", capabilityArgs: opts.portMappings && { portMappings: opts.portMappings } };
+    let result: CniResult;
+    try {
+      result = await this.cni(host, subnetFile).add(attachment);
+    } catch (error) {
+      await ns.destroy();
+      throw error;
     }
+    const ip = result.ips?.find((i) => !i.address.includes(":"));
+    if (!ip) throw new WeftError("LAB_POD_NO_ADDRESS", `CNI ADD for ${ns.name} gave no IPv4 address: ${JSON.stringify(result)}`);
+    const ip6 = result.ips?.find((i) => i.address.includes(":"));
+    const pod: LabPod = {
+      name: `${host.name}-pod${n}`, ns, host, addr: parseIpv4(ip.address.split("/")[0]), ...(ip6 && { addr6: parseIpv6(ip6.address.split("/")[0]) }), attachment, result, subnetFile,
+    };
+    host.pods.push(pod);
+    return pod;
+  }
+
+  /** CNI DEL of a pod (its interface and address released), then its namespace removed. */
+  async removePod(pod: LabPod): Promise<void> {
+    await this.cni(pod.host, pod.subnetFile).del(pod.attachment, pod.result);
+    pod.host.pods.splice(pod.host.pods.indexOf(pod), 1);
+    await pod.ns.destroy();
+  }
+
+  /**
+   * The host's CNI runtime: flannel's cni-conf.json (kube-flannel.yml's, with ip-masq left to the
+   * agent since lab traffic never leaves the pod network), its state under the lab's work dir.
+   */
+  cni(host: LabHost, subnetFile: string): CniRuntime {
+    return new CniRuntime(labConfList(this.hostDir(host), subnetFile), [this.binDir, ...referencePluginDirs()], host.ns.wrap([]));
+  }
+
+  /** Where a host's CNI state lives: subnet.env (without agent), flannel's dataDir, host-local's store. */
+  hostDir(host: LabHost): string {
+    return join(this.workDir, host.name);
+  }
+
+  private get binDir(): string {
+    return join(this.workDir, "bin");
   }
 
   /** Removes every namespace of the cluster (pods, hosts, switch) and so every device in them. */
   async destroy(): Promise<void> {
     const all = [...this.hosts.flatMap((h) => h.pods.map((p) => p.ns)), ...this.hosts.map((h) => h.ns), this.switchNs];
     await Promise.all(all.map((ns) => ns.destroy()));
+    await rm(this.workDir, { recursive: true, force: true });
   }
 
   describe(): string {

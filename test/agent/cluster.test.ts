@@ -65,7 +65,8 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
   });
 
   it("answers /healthz at once and /readyz with 503 until the lease is held, then 200", async () => {
-    agents.start(a1, ["--ip-masq", "--healthz-port", String(HEALTHZ_PORT), "--metrics-port", String(METRICS_PORT)]);
+    // /metrics is on loopback unless asked for: ask for the underlay address, as for a remote scraper.
+    agents.start(a1, ["--ip-masq", "--healthz-port", String(HEALTHZ_PORT), "--metrics-port", String(METRICS_PORT), "--metrics-ip", formatIpv4(a1.host.underlayAddr)]);
     agents.start(a2);
     agents.start(a3);
     for (const a of all) {

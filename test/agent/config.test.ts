@@ -9,33 +9,15 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LAB_GOSSIP_PORT, LabAgents, type LabAgent } from "../../src/lab/agents.js";
-import { LabCluster, type LabHost } from "../../src/lab/cluster.js";
+import { LabCluster } from "../../src/lab/cluster.js";
 import { projectFile } from "../../src/paths.js";
 import { canUseNetns } from "../support/netns.js";
-import { NETWORK, netConf, nftTables } from "./support.js";
+import { kernelState, NETWORK, netConf } from "./support.js";
 
 const run = promisify(execFile);
 
 /** Holds UDP and TCP port 7999 on every address, as another program would. */
 const HOLD_PORT = `const u = require("node:dgram").createSocket("udp4"); u.bind(7999, () => require("node:net").createServer().listen(7999, () => console.log("held")));`;
-
-/**
- * The host's kernel state an agent could change, as `ip -d link`, `ip addr`, `ip route` (every
- * table), `ip neigh` (permanent), `bridge fdb` and `nft list ruleset` show it. (IPv6 is left out:
- * the kernel's own duplicate address detection changes link-local addresses and routes meanwhile.)
- */
-async function kernelState(h: LabHost): Promise<unknown> {
-  const k = h.ns.kernel;
-  const links = await k.ipJson<Array<Record<string, unknown>>>(["-d", "link", "show"]);
-  return {
-    links: links.map(({ operstate: _o, ...l }) => l), // a veth's carrier may settle meanwhile
-    addrs: await k.ipJson(["-4", "addr", "show"]),
-    routes: await k.ipJson(["-4", "route", "show", "table", "all"]),
-    neighs: await k.ipJson(["-4", "neigh", "show", "nud", "permanent"]),
-    fdb: await k.bridgeJson(["fdb", "show"]),
-    nft: (await h.ns.exec(["nft", "list", "ruleset"])).trim(),
-  };
-}
 
 /** What a failed start must not leave in the state dir. */
 const STATE_FILES = ["lease-state.json", "vtep-mac", "weft.sock", "weft.lock", "subnet.env"];
@@ -88,13 +70,17 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
     ["a Network that is no prefix", { Network: "198.19.0.0/33" }, [], /\[CONFIG_NET_CONF_INVALID\] \S+: Network = "198\.19\.0\.0\/33": .*not an IPv4 prefix \(expected address\/length/],
     ["a Network with host bits set", { Network: "198.19.1.0/16" }, [], /: Network = "198\.19\.1\.0\/16": .*host bits set; did you mean 198\.19\.0\.0\/16\?$/],
     ["an unknown top-level key", { Network: NETWORK, Backnd: { Type: "udp" } }, [], /net-conf\.json: unknown key\(s\) Backnd; allowed here: Network, SubnetLen, SubnetMin, SubnetMax, EnableIPv4, EnableIPv6, IPv6Network, IPv6SubnetLen, IPv6SubnetMin, IPv6SubnetMax, Backend$/],
-    ["a key the backend does not have", { Network: NETWORK, Backend: { Type: "udp", VNI: 2 } }, [], /: Backend: unknown key\(s\) VNI; allowed here: Type, Port, Workers, Offloads \(Backend\.Type udp\)$/],
+    ["a key the backend does not have", { Network: NETWORK, Backend: { Type: "udp", VNI: 2 } }, [], /: Backend: unknown key\(s\) VNI; allowed here: Type, Port, Workers, Offloads, BusyPollMicros, QueueDelayMicros \(Backend\.Type udp\)$/],
     ["a value out of range", { Network: NETWORK, Backend: { Type: "vxlan", VNI: 16777216 } }, [], /: Backend\.VNI = 16777216: .*16777215/],
     ["text that is not JSON", "{ Network: ", [], /^weft: \[CONFIG_NET_CONF_NOT_JSON\] \S+net-conf\.json is not valid JSON: /],
     ["an unknown key in a 10 MB file", { Network: NETWORK, Junk: "x".repeat(10_000_000) }, [], /^weft: \[CONFIG_NET_CONF_INVALID\] \S+: unknown key\(s\) Junk; allowed here: Network, SubnetLen, SubnetMin, SubnetMax, EnableIPv4, EnableIPv6, IPv6Network, IPv6SubnetLen, IPv6SubnetMin, IPv6SubnetMax, Backend$/],
     ["JSON nested 100000 deep", "[".repeat(100_000), [], /^weft: \[CONFIG_NET_CONF_INVALID\] \S+: values nested 100000 levels deep; .*more than 16 is refused$/],
     ["SubnetMin that is no address", { Network: NETWORK, SubnetMin: "banana" }, [], /: SubnetMin = "banana": "banana" is not an IPv4 address/],
     ["SubnetMax that is no address", { Network: NETWORK, SubnetMax: "198.19.300.0" }, [], /: SubnetMax = "198\.19\.300\.0": .*not an IPv4 address/],
+    ["SubnetLen 33", { Network: NETWORK, SubnetLen: 33 }, [], /: network config: SubnetLen 33 must be a whole number no larger than 30/],
+    ["SubnetMin outside the Network", { Network: NETWORK, SubnetMin: "198.20.0.0" }, [], /: network config: SubnetMin 198\.20\.0\.0 is not inside Network 198\.19\.0\.0\/16$/],
+    ["SubnetMin above SubnetMax", { Network: NETWORK, SubnetMin: "198.19.9.0", SubnetMax: "198.19.2.0" }, [], /: network config: SubnetMin 198\.19\.9\.0 is above SubnetMax 198\.19\.2\.0$/],
+    ["Backend.Workers 0", { Network: NETWORK, Backend: { Type: "wasm-vxlan", Workers: 0 } }, [], /: Backend\.Workers = 0: .*>=1/],
     ["EnableIPv4 false with nothing else to carry", { Network: NETWORK, EnableIPv4: false }, [], /: EnableIPv4 = false: at least one address family must be enabled/],
     ["EnableIPv6 with a backend that cannot carry IPv6", { Network: NETWORK, EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49", Backend: { Type: "udp" } }, [], /^weft: \[CONFIG_NET_CONF_INVALID\] \S+: Backend = .*: Backend\.Type udp cannot carry IPv6 \(flannel's udp wire format carries IPv4 packets only\); with EnableIPv6 use one of vxlan, host-gw$/],
     ["EnableIPv6 without IPv6Network", { Network: NETWORK, EnableIPv6: true }, [], /: IPv6Network = undefined: EnableIPv6 needs IPv6Network/],

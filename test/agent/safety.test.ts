@@ -5,7 +5,7 @@
 // in subnet.env and in the kernel routes — and no two live nodes may hold one subnet. Timings
 // are never asserted; only states reached within generous bounds.
 import { execFile } from "node:child_process";
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -238,8 +238,21 @@ describe.skipIf(!canUseNetns())("agent: lease safety across partitions, crashes,
     for (const v of vs) expect(v.status.subnet).toBe(subnets.get(v.name));
   }, 240_000);
 
+  it("a node reclaimed while it was down comes back with a new subnet and never programs the old one", async () => {
+    const back = cluster[4];
+    const old = subnets.get("host5")!;
+    const from = await agents.logSize(back);
+    agents.start(back);
+    await agents.waitReady(back, 120_000);
+    const vs = await agree(agents, cluster, "views agreeing with host5 back");
+    expect(vs.find((v) => v.name === "host5")?.status.subnet).not.toBe(old);
+    const log = (await readFile(join(back.dir, "agent.log"))).subarray(from).toString("utf8");
+    expect(log).toContain("LEASE_LOST");
+    expect(log).not.toContain("AGENT_SUBNET_LOST"); // found out before anything was programmed
+  }, 240_000);
+
   it("a clean stop (SIGTERM) of every agent logs nothing at error level and exits 0", async () => {
-    const live = cluster.slice(0, 4);
+    const live = cluster;
     const from = await Promise.all(live.map((a) => agents.logSize(a)));
     for (const a of live) await agents.stop(a, "SIGTERM");
     for (const [i, a] of live.entries()) {

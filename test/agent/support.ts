@@ -104,3 +104,21 @@ export async function eventually<T>(what: string, probe: () => Promise<T>, ok: (
     await sleep(200);
   }
 }
+
+/**
+ * The host's kernel state an agent could change, as `ip -d link`, `ip addr`, `ip route` (every
+ * table), `ip neigh` (permanent), `bridge fdb` and `nft list ruleset` show it. (IPv6 is left out:
+ * the kernel's own duplicate address detection changes link-local addresses and routes meanwhile.)
+ */
+export async function kernelState(h: LabHost): Promise<unknown> {
+  const k = h.ns.kernel;
+  const links = await k.ipJson<Array<Record<string, unknown>>>(["-d", "link", "show"]);
+  return {
+    links: links.map(({ operstate: _o, ...l }) => l), // a veth's carrier may settle meanwhile
+    addrs: await k.ipJson(["-4", "addr", "show"]),
+    routes: await k.ipJson(["-4", "route", "show", "table", "all"]),
+    neighs: await k.ipJson(["-4", "neigh", "show", "nud", "permanent"]),
+    fdb: await k.bridgeJson(["fdb", "show"]),
+    nft: (await h.ns.exec(["nft", "list", "ruleset"])).trim(),
+  };
+}

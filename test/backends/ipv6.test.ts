@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { writeSubnetEnv } from "../../src/agent/subnet-env.js";
 import type { Backend, BackendAnnouncement, BackendContext, BackendPeer } from "../../src/backends/backend.js";
 import { createBackend } from "../../src/backends/index.js";
 import { LabCluster, LAB_POD_NETWORK, LAB_POD_NETWORK6, type LabHost } from "../../src/lab/cluster.js";
@@ -67,9 +68,11 @@ for (const type of ["vxlan", "host-gw"] as const) {
 
     beforeAll(async () => {
       lab = await LabCluster.create({ tag: type === "vxlan" ? "b6x" : "b6h", hosts: 2, ipv6: true });
+      // Pods through the CNI plugins from a dual-stack subnet.env, as the agent would write it.
       for (const [k, h] of lab.hosts.entries()) {
-        await lab.addPods(h, subnetOf(k + 1), 1, mtu);
-        await lab.addPods6(h, subnet6Of(k + 1));
+        const file = join(lab.hostDir(h), "subnet.env");
+        await writeSubnetEnv(file, { v4: { network: LAB_POD_NETWORK, subnet: subnetOf(k + 1) }, v6: { network: LAB_POD_NETWORK6, subnet: subnet6Of(k + 1) }, mtu, ipMasq: false });
+        await lab.addPodsFromSubnetFile(h, file, 1);
       }
       n1 = await start(lab.hosts[0], type, 1);
       n2 = await start(lab.hosts[1], type, 2);

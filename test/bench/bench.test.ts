@@ -89,10 +89,14 @@ describe.runIf(canUseNetns())("weft bench", () => {
     }
     // With offloads on, either in force or off with the kernel's reason (an old kernel).
     for (const o of Object.values(report.offload["wasm-vxlan"])) expect(o.enabled ? o.tun.length > 0 && o.udpGro : o.reason !== undefined).toBe(true);
-    // 2 TCP (1 and 4 streams), 2 UDP, 1 ping, per setup, one round.
-    expect(report.samples).toHaveLength(15);
-    for (const setup of setups) expect(report.samples.filter((x) => x.setup === setup), setup).toHaveLength(5);
-    expect(report.figures.map((f) => f.id)).toEqual(expect.arrayContaining(["tcp-1.gbps", "tcp-4.gbps", "udp-64.receivedKpps", "udp-1400.lossPercent", "rtt.p99", "tcp-4.cpuTotal", "tcp-1.cpuAgents"]));
+    // 2 TCP (1 and 4 streams), 2 UDP, ping, ping under load, flood tail per setup, one round; one
+    // idle-cost window for all.
+    expect(report.samples).toHaveLength(24);
+    for (const setup of setups) expect(report.samples.filter((x) => x.setup === setup), setup).toHaveLength(8);
+    expect(report.figures.map((f) => f.id)).toEqual(expect.arrayContaining([
+      "tcp-1.gbps", "tcp-4.gbps", "udp-64.receivedKpps", "udp-1400.lossPercent", "rtt.p99", "tcp-4.cpuTotal", "tcp-1.cpuAgents",
+      "loaded-rtt.p50", "loaded-rtt.p99", "flood-tail.tailMs", "flood-tail.delayP99Ms", "idle.cpuPercent",
+    ]));
     for (const f of report.figures) {
       for (const b of setups) {
         const v = f.medians[b];

@@ -177,6 +177,28 @@ describe("membership in the simulator", () => {
     );
   });
 
+  it("a joiner makes one more push-pull a little after joining, whatever the number of seeds", async () => {
+    // Periodic anti-entropy and reconnects pushed out of the way: every push-pull here is a join's.
+    const cluster = new SimCluster({ seed: 11, config: { pushPullIntervalMs: 3_600_000, reconnectIntervalMs: 3_600_000 } });
+    cluster.addMany(4);
+    // Stream requests (push-pull is the only one here: no reliable sends, no TCP ping fallback
+    // without loss) by their sender.
+    const requests = new Map<string, number>();
+    cluster.net.tap = (kind, from) => {
+      if (kind === "request") requests.set(from.host, (requests.get(from.host) ?? 0) + 1);
+    };
+    const pushPulls = (name: string) => requests.get(cluster.node(name).addr.host) ?? 0;
+    await cluster.join(["n1", "n2"], ["n0"]);
+    await cluster.join(["n3"], ["n0", "n1", "n2"]);
+    expect(pushPulls("n3"), cluster.describe()).toBe(3);
+    // Sent two retransmission periods later: 2 × 4 × ceil(log10 5) × 200 ms / 3 nodes.
+    await cluster.runFor(2 * ((4 * 200) / 3) + 50);
+    expect(pushPulls("n3"), cluster.describe()).toBe(4);
+    await cluster.runFor(60_000);
+    expect([pushPulls("n0"), pushPulls("n1"), pushPulls("n2"), pushPulls("n3")], cluster.describe()).toEqual([0, 2, 2, 4]);
+    expect(cluster.converged(), cluster.describe()).toBe(true);
+  });
+
   it("a crashed node that restarts rejoins under a higher incarnation", async () => {
     await fc.assert(
       fc.asyncProperty(seed, fc.integer({ min: 3, max: 8 }), async (s, n) => {

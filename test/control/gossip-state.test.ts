@@ -17,7 +17,8 @@ import { Scheduler } from "./sim/scheduler.js";
 const META = new Uint8Array([1]);
 const MY_INCARNATION = 100;
 
-/** answers: what the last probe before a death finds (the failure detector is not under test here). */
+/** answers: what the last probe before a death finds, one probe interval after it starts, as the
+ *  failure detector's would (the detector itself is not under test here). */
 function setup(answers: () => boolean = () => false) {
   const sched = new Scheduler();
   const clock = new SimNetwork(sched, new SeededRandom(1)).host({ host: "198.18.0.1", port: 7946 }).clock;
@@ -35,7 +36,7 @@ function setup(answers: () => boolean = () => false) {
     events: { notifyJoin: record("join"), notifyUpdate: record("update"), notifyLeave: record("leave"), notifySuspect: record("suspect") },
     lastCheck: (_target, done) => {
       lastChecks++;
-      done(answers());
+      clock.setTimer(config.probeIntervalMs, () => done(answers()));
     },
   });
   events.length = 0;
@@ -83,7 +84,8 @@ describe("membership precedence", () => {
     const { m, sched, events, counters } = setup();
     m.alive("b", 5);
     m.suspect("b", 5);
-    await sched.runFor(3999); // 2 live members: k = 0, timeout = min = 4 × 1 × 1 s
+    // 2 live members: k = 0, timeout = min = 4 × 1 × 1 s, the last probe (1 s) included.
+    await sched.runFor(3999);
     expect(m.state("b")).toBe("suspect@5");
     await sched.runFor(2);
     expect(m.state("b")).toBe("dead@5");
@@ -265,7 +267,7 @@ describe("push-pull merge and tombstones", () => {
     membership.mergeRemote([state("old", "dead", 3, retention - 5000), state("b", "alive", 1)], "peer");
     m.dead("b", 1);
     const probeRounds = async () => {
-      for (let i = 0; i < 3; i++) membership.nextProbeTarget();
+      for (let i = 0; i < 3; i++) membership.nextProbeTarget(i);
     };
     await sched.runFor(6000);
     await probeRounds(); // a new probe round reaps

@@ -1,10 +1,11 @@
-// Unit tests of the membership building blocks: config profiles, Lifeguard suspicion and local
-// health, the transmit-limited broadcast queue.
+// Unit tests of the membership building blocks: config profiles, Lifeguard suspicion, the probe
+// schedule, local health, the transmit-limited broadcast queue.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { Awareness } from "../../src/control/gossip/awareness.js";
 import { KNOWN_NEWS_SENDS, retransmitLimit, TransmitLimitedQueue } from "../../src/control/gossip/broadcast.js";
 import { makeConfig, profiles } from "../../src/control/gossip/config.js";
+import { ProbeRing } from "../../src/control/gossip/schedule.js";
 import { WeftError } from "../../src/errors.js";
 import { Suspicion, suspicionBounds, suspicionTimeout } from "../../src/control/gossip/suspicion.js";
 import { SimNetwork } from "./sim/network.js";
@@ -25,6 +26,7 @@ describe("config profiles", () => {
       () => makeConfig("lan", ""),
       () => makeConfig("lan", "a", { probeTimeoutMs: 1000 }),
       () => makeConfig("lan", "a", { gossipNodes: 0 }),
+      () => makeConfig("lan", "a", { suspicionConfirmations: -1 }),
       () => makeConfig("lan", "a", { maxPacketBytes: 100 }),
       () => makeConfig("lan", "a", { maxMetaBytes: 1300 }),
       () => makeConfig("lan", "a", { tombstoneRetentionMs: 1000 }),
@@ -42,16 +44,16 @@ describe("config profiles", () => {
 });
 
 describe("Lifeguard suspicion", () => {
-  it("scales bounds with log10 N and wants mult-2 confirmations", () => {
-    expect(suspicionBounds(4, 6, 1000, 1000)).toEqual({ minMs: 12_000, maxMs: 72_000, k: 2 });
-    expect(suspicionBounds(4, 6, 5, 1000)).toEqual({ minMs: 4000, maxMs: 24_000, k: 2 });
+  it("scales bounds with log10 N and wants the configured confirmations", () => {
+    expect(suspicionBounds(4, 6, 2, 1000, 1000)).toEqual({ minMs: 12_000, maxMs: 72_000, k: 2 });
+    expect(suspicionBounds(4, 6, 2, 5, 1000)).toEqual({ minMs: 4000, maxMs: 24_000, k: 2 });
     // Too few members to confirm: k = 0 and the timer starts at the minimum.
-    expect(suspicionBounds(4, 6, 3, 1000).k).toBe(0);
-    expect(suspicionTimeout(0, suspicionBounds(4, 6, 3, 1000))).toBe(4000);
+    expect(suspicionBounds(4, 6, 2, 3, 1000).k).toBe(0);
+    expect(suspicionTimeout(0, suspicionBounds(4, 6, 2, 3, 1000))).toBe(4000);
   });
 
   it("shortens from max to min on a log scale as confirmations arrive", () => {
-    const b = suspicionBounds(5, 6, 100, 1000); // k = 3
+    const b = suspicionBounds(5, 6, 3, 100, 1000); // k = 3
     const t = [0, 1, 2, 3, 4].map((n) => suspicionTimeout(n, b));
     expect(t[0]).toBe(b.maxMs);
     expect(t[3]).toBe(b.minMs);
@@ -67,7 +69,7 @@ describe("Lifeguard suspicion", () => {
   };
 
   it("fires at max with no confirmations and at min after k distinct ones", async () => {
-    const b = suspicionBounds(4, 6, 10, 1000); // min 4 s, max 24 s, k 2
+    const b = suspicionBounds(4, 6, 2, 10, 1000); // min 4 s, max 24 s, k 2
     const { sched, clock } = clockFor();
     let firedAt = -1;
     new Suspicion(clock, "a", b, () => (firedAt = sched.elapsed()));
@@ -89,7 +91,7 @@ describe("Lifeguard suspicion", () => {
   });
 
   it("fires at once when a confirmation arrives after the shortened timeout has passed", async () => {
-    const b = suspicionBounds(4, 6, 10, 1000);
+    const b = suspicionBounds(4, 6, 2, 10, 1000);
     const { sched, clock } = clockFor();
     let firedAt = -1;
     const s = new Suspicion(clock, "a", b, () => (firedAt = sched.elapsed()));
@@ -103,9 +105,51 @@ describe("Lifeguard suspicion", () => {
   it("cancel stops the timer", async () => {
     const { sched, clock } = clockFor();
     let fired = false;
-    new Suspicion(clock, "a", suspicionBounds(4, 6, 10, 1000), () => (fired = true)).cancel();
+    new Suspicion(clock, "a", suspicionBounds(4, 6, 2, 10, 1000), () => (fired = true)).cancel();
     await sched.runFor(100_000);
     expect(fired).toBe(false);
+  });
+});
+
+describe("probe schedule (ProbeRing)", () => {
+  const names = fc.uniqueArray(fc.string({ minLength: 1, maxLength: 8 }), { minLength: 2, maxLength: 40 });
+  const ringOf = (members: string[]): ProbeRing => {
+    const ring = new ProbeRing();
+    for (const m of members) ring.add(m);
+    return ring;
+  };
+
+  it("in any slot, equal views probe every member exactly once and nobody probes itself (property)", () => {
+    fc.assert(
+      fc.property(names, fc.integer({ min: 0, max: 2 ** 40 }), (members, slot) => {
+        const ring = ringOf(members);
+        const targets = members.map((m) => ring.target(m, slot));
+        expect(targets.every((t, i) => t !== undefined && t !== members[i])).toBe(true);
+        expect(new Set(targets).size).toBe(members.length);
+      }),
+    );
+  });
+
+  it("each member visits every other member once in L − 1 consecutive slots (property)", () => {
+    fc.assert(
+      fc.property(names, fc.integer({ min: 0, max: 2 ** 40 }), fc.nat(), (members, start, pick) => {
+        const ring = ringOf(members);
+        const self = members[pick % members.length];
+        const seen = Array.from({ length: members.length - 1 }, (_, i) => ring.target(self, start + i));
+        expect(new Set(seen)).toEqual(new Set(members.filter((m) => m !== self)));
+      }),
+    );
+  });
+
+  it("add and remove are idempotent; no target for a node off the ring or alone on it", () => {
+    const ring = ringOf(["a", "b", "a"]);
+    expect(ring.size()).toBe(2);
+    expect(ring.target("a", 7)).toBe("b");
+    expect(ring.target("c", 7)).toBeUndefined();
+    ring.remove("b");
+    ring.remove("b");
+    expect(ring.size()).toBe(1);
+    expect(ring.target("a", 7)).toBeUndefined();
   });
 });
 

@@ -90,6 +90,54 @@ describe.skipIf(!canUseNetns())("UDP sockets", () => {
     }
   });
 
+  it("counts datagrams that waited past the limit, and drops them at the head when asked, keeping the rest in order", async () => {
+    const a = open(nsA, { address: A, port: 0 });
+    const b = open(nsB, { address: B, port: 0, rcvbuf: 1 << 20 });
+    b.enableTimestamps();
+    // The kernel turns receive timestamps on a moment later (a deferred static key); datagrams that
+    // arrive before are stamped when read, so they would never count as late.
+    await new Promise((r) => setTimeout(r, 100));
+    const sendAll = async (from: number, n: number) => {
+      const out = new Slots(n);
+      for (let k = 0; k < n; k++) {
+        out.put(k, payload(from + k));
+        out.set(k, { ADDR: B, PORT: b.port });
+      }
+      let sent = 0;
+      await until(`${n} sent`, () => ((sent += a.send(out.buf, out.descs, sent, n - sent)) === n ? true : undefined));
+    };
+    const index = (s: Slots, k: number) => (s.packet(k)[0] << 8) | s.packet(k)[1];
+    const queued = () => until("datagrams queued", () => (waitReadable([b.fd], -1, 0) ? true : undefined));
+    // Old means waited 400 ms; fresh ones are read within the 200-ms limit even on a loaded machine.
+    const LIMIT_US = 200_000;
+    const age = () => new Promise((r) => setTimeout(r, 400));
+    const s = new Slots(8);
+
+    // Counted but kept without `drop`.
+    await sendAll(0, 2);
+    await queued();
+    await age();
+    expect(b.recvWithin(s.buf, s.descs, 0, 8, LIMIT_US, false)).toEqual({ kept: 2, late: 2 });
+    expect([index(s, 0), index(s, 1)]).toEqual([0, 1]);
+
+    // 5 old then 2 fresh with `drop`: the old ones go, the fresh stay in order, at the front.
+    await sendAll(100, 5);
+    await age();
+    await sendAll(200, 2);
+    s.reset();
+    expect(b.recvWithin(s.buf, s.descs, 0, 8, LIMIT_US, true)).toEqual({ kept: 2, late: 5 });
+    expect([index(s, 0), index(s, 1)]).toEqual([200, 201]);
+    expect(s.packet(1)).toEqual(payload(201));
+    // Every slot is still owned by exactly one descriptor.
+    expect(new Set(Array.from({ length: 8 }, (_, k) => s.get(k, "OFF"))).size).toBe(8);
+
+    // No limit: nothing is late, however old.
+    await sendAll(500, 2);
+    await queued();
+    await age();
+    expect(b.recvWithin(s.buf, s.descs, 0, 8, 0, true)).toEqual({ kept: 2, late: 0 });
+  });
+
   it("shares a port between reusePort sockets and names the cause of failed binds", () => {
     const first = open(nsB, { address: B, port: 0 });
     open(nsB, { address: B, port: first.port });

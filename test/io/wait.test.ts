@@ -14,15 +14,15 @@ interface WaitResult {
 }
 
 /** Starts a worker blocked in wait(fds, wakeFd, timeoutMs); resolves when it is about to block. */
-async function blockedWorker(fds: number[], wakeFd: number, timeoutMs: number): Promise<{ result: Promise<WaitResult> }> {
+async function blockedWorker(fds: number[], wakeFd: number, timeoutMs: number, spinUs = 0): Promise<{ result: Promise<WaitResult> }> {
   const worker = new Worker(
     `const { parentPort, workerData: w } = require("node:worker_threads");
      const io = require(w.addonPath);
      parentPort.postMessage("waiting");
      const start = process.hrtime.bigint();
-     const mask = io.wait(w.fds, w.wakeFd, w.timeoutMs);
+     const mask = io.wait(w.fds, w.wakeFd, w.timeoutMs, w.spinUs);
      parentPort.postMessage({ mask, start, end: process.hrtime.bigint() });`,
-    { eval: true, workerData: { addonPath, fds, wakeFd, timeoutMs } },
+    { eval: true, workerData: { addonPath, fds, wakeFd, timeoutMs, spinUs } },
   );
   // Buffers messages, and rejects on the worker's 'error' event.
   const messages = on(worker, "message");
@@ -48,6 +48,29 @@ describe("waiting for I/O", () => {
       expect(waitReadable([], waker.fd, 0)).toBe(WAIT_WOKEN);
       expect(waker.drain()).toBe(1);
       expect(waitReadable([], waker.fd, 0)).toBe(0);
+    } finally {
+      waker.close();
+      idle.close();
+    }
+  });
+
+  it("busy-polls for spinUs, then sleeps: a signal is seen either way", async () => {
+    const waker = Waker.open();
+    const idle = Waker.open();
+    try {
+      // Signalled while still spinning (a 1-s budget, the most), and after a short budget ran out (asleep).
+      for (const spinUs of [1_000_000, 1000]) {
+        const { result } = await blockedWorker([idle.fd], waker.fd, 10_000, spinUs);
+        await sleep(200);
+        waker.signal();
+        expect((await result).mask).toBe(WAIT_WOKEN);
+        expect(waker.drain()).toBe(1);
+      }
+      // A budget with nothing to see ends in the timeout, like a plain wait.
+      const { result } = await blockedWorker([idle.fd], waker.fd, 50, 1000);
+      expect((await result).mask).toBe(0);
+      // Spinning blocks too, so the main thread may not.
+      expect(() => waitReadable([idle.fd], waker.fd, 0, 100)).toThrow(expect.objectContaining({ code: "IO_WAIT_ON_MAIN_THREAD" }));
     } finally {
       waker.close();
       idle.close();

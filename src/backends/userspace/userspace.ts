@@ -50,7 +50,7 @@ export class UserspaceBackend implements Backend {
     this.dataplane = new UserspaceDataplane({
       format: udp ? "udp" : "vxlan", tunName: this.tunName, mtu: this.mtu, network: v4Prefix(ctx.network), subnet: v4Prefix(ctx.subnet),
       listenAddr: ctx.underlay.addr!, port: this.port, vni: this.vni, vtepMac: this.vtepMac, workers: options.workers, offloads: options.offloads,
-      logger: this.logger,
+      busyPollUs: options.busyPollUs, queueDelayUs: options.queueDelayUs, logger: this.logger,
     });
   }
 

@@ -18,9 +18,13 @@ export interface MemberlistConfig {
   readonly indirectChecks: number;
   /** Also ping over the stream transport when the direct UDP ping failed (gets through UDP loss). */
   readonly tcpPingFallback: boolean;
-  /** Lifeguard suspicion timeout: min = mult × max(1, log10 N) × probeInterval, max = min × maxMult. */
+  /** Lifeguard suspicion timeout: min = mult × max(1, log10 N) × probeInterval, max = min × maxMult.
+   *  The last probe before a death (see state.ts) is part of it, not added to it. */
   readonly suspicionMult: number;
   readonly suspicionMaxTimeoutMult: number;
+  /** Independent accusers that shorten a suspicion from max to min (Lifeguard's K; memberlist
+   *  uses suspicionMult − 2). */
+  readonly suspicionConfirmations: number;
   /** Local health: probe interval and timeout stretch up to this factor when we look unhealthy. */
   readonly awarenessMaxMultiplier: number;
 
@@ -61,6 +65,7 @@ const lan: GossipProfile = {
   tcpPingFallback: true,
   suspicionMult: 4,
   suspicionMaxTimeoutMult: 6,
+  suspicionConfirmations: 2,
   awarenessMaxMultiplier: 8,
   retransmitMult: 4,
   gossipIntervalMs: 200,
@@ -87,6 +92,7 @@ export const profiles: Readonly<Record<"lan" | "local" | "wan", GossipProfile>> 
     probeTimeoutMs: 200,
     indirectChecks: 1,
     suspicionMult: 3,
+    suspicionConfirmations: 1,
     retransmitMult: 2,
     gossipIntervalMs: 100,
     gossipToTheDeadMs: 15_000,
@@ -99,6 +105,7 @@ export const profiles: Readonly<Record<"lan" | "local" | "wan", GossipProfile>> 
     probeIntervalMs: 5000,
     probeTimeoutMs: 3000,
     suspicionMult: 6,
+    suspicionConfirmations: 4,
     gossipIntervalMs: 500,
     gossipNodes: 4,
     gossipToTheDeadMs: 60_000,
@@ -140,6 +147,7 @@ export function validateConfig(c: MemberlistConfig): MemberlistConfig {
     if (typeof v !== "number" || !Number.isSafeInteger(v) || v <= 0) bad(f, "must be a positive integer");
   }
   if (!Number.isSafeInteger(c.indirectChecks) || c.indirectChecks < 0) bad("indirectChecks", "must be >= 0");
+  if (!Number.isSafeInteger(c.suspicionConfirmations) || c.suspicionConfirmations < 0) bad("suspicionConfirmations", "must be >= 0");
   if (!Number.isSafeInteger(c.gossipToTheDeadMs) || c.gossipToTheDeadMs < 0) bad("gossipToTheDeadMs", "must be >= 0");
   if (c.probeTimeoutMs >= c.probeIntervalMs) bad("probeTimeoutMs", "must be below probeIntervalMs");
   if (c.suspicionMaxTimeoutMult < 1) bad("suspicionMaxTimeoutMult", "must be >= 1");

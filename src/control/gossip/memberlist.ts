@@ -54,6 +54,7 @@ export class Memberlist {
   private readonly detector: FailureDetector;
   private readonly timers: Timers;
   private running = true;
+  private joinSyncPending = false;
 
   constructor(config: MemberlistConfig, deps: MemberlistDeps) {
     this.config = validateConfig(config);
@@ -290,6 +291,25 @@ export class Memberlist {
     }
     this.membership.mergeRemote(reply.message.nodes, reply.sender);
     this.mergeUserState(reply.message.userState, join);
+    if (join) this.scheduleJoinSync();
+  }
+
+  /**
+   * One more push-pull with a random member, a little after joining. A member that joined at about
+   * the same time, after our seeds answered, may have spread its news before most members knew
+   * us (gossip goes only to known members): we would miss it until anti-entropy, minutes away at
+   * 1,000 nodes. Two retransmission periods later our own record has spread, so news from then on
+   * reaches us, and this exchange picks up what raced with the join.
+   */
+  private scheduleJoinSync(): void {
+    if (this.joinSyncPending) return;
+    this.joinSyncPending = true;
+    const { retransmitMult, gossipIntervalMs, gossipNodes } = this.config;
+    const sendingMs = (retransmitLimit(retransmitMult, this.membership.liveCount()) * gossipIntervalMs) / gossipNodes;
+    this.timers.after(Math.ceil(2 * sendingMs), () => {
+      this.joinSyncPending = false;
+      this.antiEntropy();
+    });
   }
 
   private pushPullMessage(join: boolean): Message {

@@ -130,7 +130,7 @@ export class FailureDetector {
     if (!this.running) return;
     const { awareness, config, membership, counters } = this.deps;
     const interval = awareness.scale(config.probeIntervalMs);
-    const target = membership.nextProbeTarget();
+    const target = membership.nextProbeTarget(Math.floor(this.deps.clock.now() / config.probeIntervalMs));
     if (!target) {
       this.timers.after(interval, () => this.round());
       return;

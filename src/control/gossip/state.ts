@@ -18,6 +18,7 @@ import type { EventDelegate, MemberState, NodeView } from "./delegate.js";
 import { encodeMessage, type Message, type NodeState } from "./messages.js";
 import type { Awareness } from "./awareness.js";
 import type { TransmitLimitedQueue } from "./broadcast.js";
+import { ProbeRing } from "./schedule.js";
 import { Suspicion, suspicionBounds } from "./suspicion.js";
 import { contain, type GossipCounters, type GossipLogger } from "./observability.js";
 
@@ -67,9 +68,10 @@ export class Membership {
   private readonly listIndex = new Map<string, number>();
   private readonly suspicions = new Map<string, Suspicion>();
   private readonly counts: Record<MemberState, number> = { alive: 0, suspect: 0, dead: 0, left: 0 };
-  /** Round-robin probe order over a shuffled list (SWIM's bounded detection time). */
-  private probeOrder: string[] = [];
-  private probeAt = 0;
+  /** Live members and this node, in the order every node probes them (see schedule.ts). */
+  private readonly ring = new ProbeRing();
+  /** Probes since tombstones were last reaped (once per list length, as a round used to). */
+  private probesSinceReap = 0;
   private leaving = false;
   private readonly me: NodeRecord;
 
@@ -184,7 +186,10 @@ export class Membership {
   /** Lifeguard's timer, scaled by the live count, started by `from` (who never confirms). */
   private startSuspicion(rec: NodeRecord, from: string): void {
     const { config, clock } = this.deps;
-    const bounds = suspicionBounds(config.suspicionMult, config.suspicionMaxTimeoutMult, this.liveCount(), config.probeIntervalMs);
+    const b = suspicionBounds(config.suspicionMult, config.suspicionMaxTimeoutMult, config.suspicionConfirmations, this.liveCount(), config.probeIntervalMs);
+    // The last probe takes one probe interval and ends when the suspicion runs out.
+    const lead = Math.min(b.minMs, config.probeIntervalMs);
+    const bounds = { minMs: b.minMs - lead, maxMs: b.maxMs - lead, k: b.k };
     const { name, incarnation } = rec;
     this.cancelSuspicion(name);
     this.suspicions.set(name, new Suspicion(clock, from, bounds, () => this.suspicionExpired(name, incarnation)));
@@ -266,14 +271,14 @@ export class Membership {
     if (!anyoneElse) onSent();
   }
 
-  /** Next member to probe, round robin; a new round reaps old tombstones and reshuffles. */
-  nextProbeTarget(): NodeRecord | undefined {
-    for (let tries = 0; tries <= this.probeOrder.length; tries++) {
-      if (this.probeAt >= this.probeOrder.length) this.newProbeRound();
-      const rec = this.records.get(this.probeOrder[this.probeAt++]);
-      if (rec && rec !== this.me && isLive(rec.state)) return rec;
+  /** The member to probe in this probe slot (see schedule.ts); now and then reaps old tombstones. */
+  nextProbeTarget(slot: number): NodeRecord | undefined {
+    if (++this.probesSinceReap >= this.list.length) {
+      this.probesSinceReap = 0;
+      this.reapTombstones();
     }
-    return undefined;
+    const name = this.ring.target(this.me.name, slot);
+    return name === undefined ? undefined : this.records.get(name);
   }
 
   /** Up to k distinct random records passing accept (memberlist's kRandomNodes: at most 3n draws). */
@@ -293,10 +298,11 @@ export class Membership {
   }
 
   /**
-   * The suspicion ran out without a refutation. Before declaring the member dead, probe it once
-   * more (with the accusation): if it answers, it is alive but its refutation has not reached us
-   * (lost, or it missed the suspicion), so the suspicion starts over instead. This last check is
-   * weft's addition to memberlist; it costs one probe interval of detection time.
+   * The suspicion is one probe interval from running out without a refutation. Before declaring
+   * the member dead, probe it once more (with the accusation): if it answers, it is alive but its
+   * refutation has not reached us (lost, or it missed the suspicion), so the suspicion starts over
+   * instead. This last check is weft's addition to memberlist; it runs within the timeout (see
+   * startSuspicion), so it adds no detection time.
    */
   private suspicionExpired(name: string, incarnation: number): void {
     this.suspicions.delete(name);
@@ -353,23 +359,7 @@ export class Membership {
     this.listIndex.set(rec.name, this.list.length);
     this.list.push(rec);
     this.counts[rec.state]++;
-    if (rec === this.me) return;
-    // Into the rest of the current probe round at a random place, so it is probed this round.
-    this.probeOrder.push(rec.name);
-    const last = this.probeOrder.length - 1;
-    const at = this.probeAt + Math.floor(this.deps.random.next() * (last - this.probeAt + 1));
-    [this.probeOrder[at], this.probeOrder[last]] = [this.probeOrder[last], this.probeOrder[at]];
-  }
-
-  private newProbeRound(): void {
-    this.reapTombstones();
-    const order = this.list.filter((r) => r !== this.me).map((r) => r.name);
-    for (let i = order.length - 1; i > 0; i--) {
-      const j = Math.floor(this.deps.random.next() * (i + 1));
-      [order[i], order[j]] = [order[j], order[i]];
-    }
-    this.probeOrder = order;
-    this.probeAt = 0;
+    if (isLive(rec.state)) this.ring.add(rec.name);
   }
 
   private reapTombstones(): void {
@@ -393,6 +383,9 @@ export class Membership {
     if (rec.state === state) return;
     this.counts[rec.state]--;
     this.counts[state]++;
+    // This node stays on the ring until it is gone, so the others' slots stay as they were.
+    if (isLive(state)) this.ring.add(rec.name);
+    else if (rec !== this.me) this.ring.remove(rec.name);
     rec.state = state;
     rec.stateChangedAt = this.deps.clock.now();
   }

@@ -13,18 +13,20 @@ export interface SuspicionBounds {
 
 /**
  * Bounds for a cluster of liveCount members: min = mult × max(1, log10 N) × probeInterval,
- * max = maxMult × min, k = mult − 2 (0 when fewer than k other members could confirm).
+ * max = maxMult × min, k = confirmations (0 when fewer than k other members could confirm).
+ * memberlist ties k to mult (k = mult − 2); weft sets it apart, so that a short minimum can still
+ * ask for several independent accusers (see config.ts, suspicionConfirmations).
  */
 export function suspicionBounds(
   suspicionMult: number,
   maxTimeoutMult: number,
+  confirmations: number,
   liveCount: number,
   probeIntervalMs: number,
 ): SuspicionBounds {
   const nodeScale = Math.max(1, Math.log10(Math.max(1, liveCount)));
   const minMs = Math.floor(suspicionMult * nodeScale * probeIntervalMs);
-  const wanted = suspicionMult - 2;
-  return { minMs, maxMs: minMs * maxTimeoutMult, k: liveCount - 2 < wanted ? 0 : wanted };
+  return { minMs, maxMs: minMs * maxTimeoutMult, k: liveCount - 2 < confirmations ? 0 : confirmations };
 }
 
 /** The timeout after n of k confirmations: max − (max − min) × log(n + 1) / log(k + 1), at least min. */

@@ -173,6 +173,9 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
   private lastProbeAt = -Infinity;
   private acquireQueued = false;
   private lastWait: { code: string; at: number } | null = null;
+  private lastReason: string | null = null;
+  /** The last failed lease work (a save to a full disk), until a save succeeds. */
+  private lastFailure: string | null = null;
   private lastPeersKey = "";
 
   constructor(options: SubnetLeasesOptions) {
@@ -236,9 +239,15 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     const next = this.ring.clone();
     const merged = next.merge(this.pendingSeeds.state());
     if (!merged.ok) return this.refuse(merged.error, merged.conflicts);
-    this.pendingSeeds = null;
     this.opts.log.info({ code: "LEASE_BOOTSTRAP" }, "heard no complete ring from any peer: starting from the seed division (cold start)");
-    await this.commit(next, []);
+    try {
+      await this.commit(next, []);
+    } catch (err) {
+      // Kept until saved: a failed save (a full disk) is retried with backoff, not forgotten.
+      this.setTimer(this.retryDelay, () => void this.enqueue(() => this.adoptSeedDivision()));
+      throw err;
+    }
+    this.pendingSeeds = null;
   }
 
   /** Resolves when this node holds a subnet (at once if it already does). */
@@ -252,9 +261,19 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     return this.opts.space;
   }
 
+  /** Resolves once the work queued so far is done (e.g. merging the ring a join brought in). */
+  settled(): Promise<void> {
+    return this.queue;
+  }
+
   /** This node's subnet, or null while it has none. */
   currentLease(): Lease | null {
     return this.current;
+  }
+
+  /** Why this node has no subnet yet (the last wait or failure), or null. */
+  waitReason(): string | null {
+    return this.current ? null : (this.lastFailure ?? this.lastReason);
   }
 
   /** Every node's subnet as this node's ring says (dead nodes included until reclaimed). */
@@ -583,6 +602,7 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     const now = this.opts.clock.now();
     if (this.lastWait?.code === code && now - this.lastWait.at < this.opts.waitLogEveryMs) return;
     this.lastWait = { code, at: now };
+    this.lastReason = msg;
     this.opts.log.warn({ code, ...detail, retryMs: this.retryDelay }, msg);
   }
 
@@ -606,6 +626,7 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
       ring: next.state(),
     });
     this.ring = next;
+    this.lastFailure = null;
     // A peer's complete ring supersedes the held-back seed division.
     if (this.pendingSeeds && next.knownCount() === next.slotCount) this.pendingSeeds = null;
     if (delta.length > 0) this.emit("announce", { kind: "state", ring: { seeds: next.seeds, runs: delta } });
@@ -685,7 +706,10 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     this.queue = run.catch((err: unknown) => {
       const code = err instanceof WeftError ? err.code : "LEASE_INTERNAL";
       this.opts.log.error({ code, err }, `lease work failed: ${(err as Error).message}`);
-      if (!this.current) this.scheduleRetry();
+      if (!this.current) {
+        this.lastFailure = `${(err as Error).message} (retrying in ${this.retryDelay / 1000} s)`;
+        this.scheduleRetry();
+      }
     });
     return run;
   }

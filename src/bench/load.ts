@@ -1,0 +1,129 @@
+// The workloads of `weft bench` about behaviour under load and without it: ping under load (a UDP
+// flood and a TCP stream cross the same nodes while pings measure the round trip), flood tail
+// (a flood of timestamped datagrams, probe.ts: how old are the ones still delivered after it
+// stopped), and idle cost (the agents' CPU while nothing flows).
+import { spawn } from "node:child_process";
+import { WeftError } from "../errors.js";
+import type { LabPod } from "../lab/cluster.js";
+import { iperf, ping } from "../lab/traffic.js";
+import { formatIpv4 } from "../net/ipv4.js";
+import { projectFile } from "../paths.js";
+import { measureCpu } from "./cpu.js";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Nearest-rank percentile of sorted values. */
+export function percentile(sorted: number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
+}
+
+/**
+ * Pings from client to server while a TCP stream and a UDP flood (1400 B, as fast as iperf3 can)
+ * run the same way; the pings start once both have run a second. Lost pings count as loss.
+ */
+export async function pingUnderLoad(client: LabPod, server: LabPod, o: { seconds: number; pingCount: number; pingIntervalS: number }) {
+  const seconds = Math.max(o.seconds, 4);
+  const load = Promise.all([
+    iperf(server, client, { seconds, streams: 1 }),
+    iperf(server, client, { seconds, udp: true, length: 1400, bitrate: "0" }),
+  ]);
+  // Whatever happens to the pings, the load is awaited, so no iperf3 outlives the run.
+  const pings = (async () => {
+    await sleep(1000);
+    const count = Math.max(10, Math.min(o.pingCount, Math.floor((seconds - 2) / o.pingIntervalS)));
+    return ping(client, server.addr, { count, intervalS: o.pingIntervalS, timeoutS: 1 });
+  })();
+  const [r, [tcp, udp]] = await Promise.all([pings, load]);
+  if (r.rtts.length === 0) throw new WeftError("BENCH_NO_TRAFFIC", `no ping under load from ${client.name} to ${server.name} was answered`);
+  const sorted = [...r.rtts].sort((a, b) => a - b);
+  return {
+    values: { p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99), lossPercent: (100 * (r.sent - r.received)) / r.sent, tcpGbps: tcp.bitsPerSecond / 1e9 },
+    raw: { sent: r.sent, received: r.received, rttsMs: r.rtts, tcp, udp },
+  };
+}
+
+const PROBE_PORT = 7100;
+/** Probe datagrams per second beside the flood: enough samples, too few to matter as load. */
+const PROBE_RATE = 2000;
+/** How long the receiver waits after the flood for datagrams still queued along the path. */
+const DRAIN_MS = 1500;
+
+/**
+ * A UDP flood (iperf3, 1400 B, as fast as it can) from client to server for `seconds`, and beside
+ * it a probe stream (probe.ts) of timestamped datagrams that starts half a second later and stops
+ * half a second before the flood ends, so that its datagrams wait in the queues the flood fills.
+ * Figures: `tailMs`, the age of the oldest probe datagram delivered after the last one was sent —
+ * how old what is still delivered after a sender stops gets, a standing queue's delay — (0 when none
+ * was); `delayP99Ms`, the probes' one-way delay p99; the flood's and the probes' delivery.
+ */
+export async function floodTail(client: LabPod, server: LabPod, o: { seconds: number }) {
+  const seconds = Math.max(o.seconds, 3);
+  const probe = projectFile("dist", "src", "bench", "probe.js");
+  const addr = formatIpv4(server.addr);
+  const receiver = runProbe(server.ns.wrap([process.execPath, probe, "recv", addr, String(PROBE_PORT), String(seconds + 30)]), (seconds + 40) * 1000);
+  try {
+    await receiver.listening;
+    const flood = iperf(server, client, { seconds, udp: true, length: 1400, bitrate: "0" });
+    const probing = (async () => {
+      await sleep(500);
+      const sender = runProbe(client.ns.wrap([process.execPath, probe, "send", addr, String(PROBE_PORT), String(seconds - 1), String(PROBE_RATE), "64"]), (seconds + 20) * 1000);
+      return JSON.parse(await sender.output) as { sent: number; lastSentNs: string };
+    })();
+    const [f, s] = await Promise.all([flood, probing]);
+    await sleep(DRAIN_MS);
+    receiver.stop();
+    const r = JSON.parse(await receiver.output) as { count: number; maxDelayNs: string; arrivals: Array<[string, string]> };
+    if (r.count === 0) throw new WeftError("BENCH_NO_TRAFFIC", `no probe datagram from ${client.name} reached ${server.name} during the flood`);
+    const last = BigInt(s.lastSentNs);
+    const arrivals = r.arrivals.map(([a, b]) => [BigInt(a), BigInt(b)] as const);
+    const after = arrivals.filter(([, at]) => at > last);
+    const ms = (ns: bigint) => Number(ns) / 1e6;
+    const delays = arrivals.map(([sent, at]) => ms(at - sent)).sort((a, b) => a - b);
+    return {
+      values: {
+        tailMs: after.reduce((m, [sent, at]) => Math.max(m, ms(at - sent)), 0),
+        delayP99Ms: percentile(delays, 0.99),
+        probeLossPercent: (100 * Math.max(0, s.sent - r.count)) / s.sent,
+        floodReceivedKpps: ((f.packets ?? 0) - (f.lostPackets ?? 0)) / f.seconds / 1e3,
+      },
+      raw: { probesSent: s.sent, probesReceived: r.count, maxDelayMs: ms(BigInt(r.maxDelayNs)), deliveredAfterStop: after.length, flood: f },
+    };
+  } finally {
+    receiver.stop();
+  }
+}
+
+/** A probe process: `listening` once a receiver has bound, `output` its JSON line at exit. */
+function runProbe(argv: string[], limitMs: number) {
+  const child = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  let onListening: () => void = () => {};
+  const listening = new Promise<void>((resolve) => (onListening = resolve));
+  child.stdout.on("data", (d) => {
+    stdout += d;
+    if (stdout.startsWith("listening\n")) onListening();
+  });
+  child.stderr.on("data", (d) => (stderr += d));
+  const timer = setTimeout(() => child.kill("SIGKILL"), limitMs);
+  const output = new Promise<string>((resolve, reject) => {
+    child.on("error", (e) => reject(new WeftError("BENCH_PROBE_FAILED", `cannot run the flood probe: ${e.message}`, { cause: e })));
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      const line = stdout.replace(/^listening\n/, "").trim();
+      if (code === 0 && line) resolve(line);
+      else reject(new WeftError("BENCH_PROBE_FAILED", `flood probe ${argv.slice(-5).join(" ")} exited ${code}: ${stderr.trim() || "no output"}; is dist/ built (npm run build)?`));
+    });
+  });
+  output.catch(() => undefined);
+  return { listening: Promise.race([listening, output.then(() => undefined)]), output, stop: () => child.exitCode === null && child.kill("SIGTERM") };
+}
+
+/**
+ * CPU of each lab's agents while no traffic flows, all labs measured in the same window: percent
+ * of one core per agent (user + system).
+ */
+export async function idleCost(labs: Array<{ pids: number[] }>, seconds: number): Promise<number[]> {
+  const runs = await Promise.all(labs.map((l) => measureCpu(l.pids, () => sleep(seconds * 1000))));
+  return runs.map(({ cpu }, i) => (100 * (cpu.agentsUser + cpu.agentsSystem)) / cpu.wallSeconds / labs[i].pids.length);
+}

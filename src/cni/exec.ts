@@ -1,0 +1,85 @@
+// Running a CNI plugin exactly as a container runtime does: found by its type name on CNI_PATH,
+// CNI_* in the environment, the network config as JSON on stdin, the result (or a CNI error) as
+// JSON on stdout. Used both by the flannel plugin to run its delegate and by the lab's runtime.
+import { spawn } from "node:child_process";
+import { accessSync, constants } from "node:fs";
+import { join } from "node:path";
+import { CNI_ERROR, CniError } from "./errors.js";
+
+export type CniCommand = "ADD" | "DEL" | "CHECK" | "VERSION";
+
+/** The CNI_* variables of one call (CNI_PATH as a list of directories). */
+export interface CniArgs {
+  command: CniCommand;
+  containerId?: string;
+  netns?: string;
+  ifName?: string;
+  /** CNI_ARGS, "K=V;K=V". */
+  args?: string;
+  path: string[];
+}
+
+export function findPlugin(type: string, path: string[]): string {
+  // A type is a file name, never a path: a config must not be able to run an arbitrary program.
+  if (!/^[A-Za-z0-9_.-]+$/.test(type)) throw new CniError(CNI_ERROR.INVALID_CONFIG, `plugin type "${type}" is not a valid plugin name`);
+  for (const dir of path) {
+    const file = join(dir, type);
+    try {
+      accessSync(file, constants.X_OK);
+      return file;
+    } catch {
+      // not in this directory
+    }
+  }
+  throw new CniError(CNI_ERROR.INVALID_CONFIG, `plugin "${type}" not found in CNI_PATH ${path.join(":")}`, "install it there (Debian: apt-get install containernetworking-plugins, which puts them in /usr/lib/cni)");
+}
+
+export function cniEnv(a: CniArgs, base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...base, CNI_COMMAND: a.command, CNI_PATH: a.path.join(":") };
+  for (const [k, v] of [["CNI_CONTAINERID", a.containerId], ["CNI_NETNS", a.netns], ["CNI_IFNAME", a.ifName], ["CNI_ARGS", a.args]] as const) {
+    if (v === undefined) delete env[k];
+    else env[k] = v;
+  }
+  return env;
+}
+
+/**
+ * Runs plugin `type` with `config` on stdin. Resolves with the parsed stdout (undefined when it
+ * printed nothing, as DEL may); rejects with a CniError carrying the plugin's own code and message.
+ * `wrap` prefixes argv, e.g. `ip netns exec <host>` to run it in a lab host's namespace.
+ */
+export function execPlugin(type: string, config: object, a: CniArgs, opts: { wrap?: string[]; env?: NodeJS.ProcessEnv } = {}): Promise<unknown> {
+  const file = findPlugin(type, a.path);
+  const [cmd, ...argv] = [...(opts.wrap ?? []), file];
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, argv, { env: cniEnv(a, opts.env), stdio: ["pipe", "pipe", "pipe"] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on("data", (b: Buffer) => out.push(b));
+    child.stderr.on("data", (b: Buffer) => err.push(b));
+    child.on("error", (e) => reject(new CniError(CNI_ERROR.IO_FAILURE, `cannot run plugin ${file}: ${e.message}`)));
+    child.stdin.on("error", () => undefined); // a plugin may exit before reading its config; its exit says why
+    child.on("close", (code, signal) => {
+      const stdout = Buffer.concat(out).toString("utf8").trim();
+      const stderr = Buffer.concat(err).toString("utf8").trim();
+      let parsed: unknown;
+      try {
+        parsed = stdout ? JSON.parse(stdout) : undefined;
+      } catch {
+        parsed = undefined;
+      }
+      if (code === 0) {
+        if (stdout && parsed === undefined) reject(new CniError(CNI_ERROR.DECODE_FAILURE, `plugin ${type} printed no JSON result`, stdout.slice(0, 500)));
+        else resolve(parsed);
+        return;
+      }
+      const e = parsed as { code?: unknown; msg?: unknown; details?: unknown } | undefined;
+      if (e && typeof e.code === "number" && typeof e.msg === "string") {
+        reject(new CniError(e.code, `${type}: ${e.msg}`, typeof e.details === "string" ? e.details : ""));
+      } else {
+        reject(new CniError(CNI_ERROR.PLUGIN_CRASHED, `plugin ${type} ${a.command} failed (${signal ?? `exit ${code}`}) without a CNI error`, (stderr || stdout).slice(0, 2000)));
+      }
+    });
+    child.stdin.end(JSON.stringify(config));
+  });
+}

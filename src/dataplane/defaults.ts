@@ -1,0 +1,14 @@
+// The userspace dataplane's latency knobs and their defaults, apart from the dataplane itself so
+// that the config schema (src/config/net-conf.ts) can name them without loading the dataplane.
+
+/**
+ * Busy-poll budget after traffic, µs (net-conf.json Backend.BusyPollMicros). Off by default: on a
+ * loaded 2-core machine spinning did not lower the median round trip beyond noise and cost
+ * throughput (ARCHITECTURE.md, "What bounds it now").
+ */
+export const DEFAULT_BUSY_POLL_US = 0;
+/**
+ * Sojourn limit of the sockets' receive queues, µs (Backend.QueueDelayMicros): a few batches'
+ * worth of work, far below TCP's timers, and CoDel's usual target.
+ */
+export const DEFAULT_QUEUE_DELAY_US = 5000;

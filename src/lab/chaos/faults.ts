@@ -1,0 +1,214 @@
+// The faults the chaos suite injects into a lab cluster, each undone by the suite afterwards:
+// - loss and partitions on the underlay, as nftables rules in the switch's namespace (a bridge
+//   table on br0's forward hook: `numgen random mod 100 < N drop` for loss, port-to-port drops
+//   for a partition). The kernels this runs on have no netem, fq or any other qdisc that delays
+//   packets (only tbf, which queues by rate, not by time), so there is no delay fault;
+// - slow TCP connections from a bystander namespace on the switch, each dripping a byte now and
+//   then into the gossip port;
+// - a small tmpfs as a state dir, mounted at a private path of the suite's work dir and
+//   unmounted afterwards (also on Ctrl-C).
+import { execFile, execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { mkdir } from "node:fs/promises";
+import { promisify } from "node:util";
+import { WeftError } from "../../errors.js";
+import { formatIpv4 } from "../../net/ipv4.js";
+import { LAB_UNDERLAY_BASE, type LabCluster, type LabHost } from "../cluster.js";
+import { Netns } from "../netns.js";
+
+const run = promisify(execFile);
+
+/** The switch port of a host (LabCluster names them h1, h2, ...). */
+function port(h: LabHost): string {
+  return `h${h.name.replace(/^host/, "")}`;
+}
+
+/** Loss and partitions on the lab switch; `apply` replaces the whole rule set at once. */
+export class SwitchFaults {
+  private lossPercent = 0;
+  private sides?: [LabHost[], LabHost[]];
+
+  constructor(private readonly lab: LabCluster) {}
+
+  /** Drops `percent`% of all frames crossing the switch, in both directions (0: none). */
+  async loss(percent: number): Promise<void> {
+    if (!Number.isInteger(percent) || percent < 0 || percent > 100) throw new WeftError("LAB_CHAOS_BAD_LOSS", `loss must be a whole percentage, not ${percent}`);
+    this.lossPercent = percent;
+    await this.apply();
+  }
+
+  /** Cuts every frame between the two sides (each side still talks within itself). */
+  async partition(a: LabHost[], b: LabHost[]): Promise<void> {
+    this.sides = [a, b];
+    await this.apply();
+  }
+
+  async heal(): Promise<void> {
+    this.sides = undefined;
+    await this.apply();
+  }
+
+  /** Whether frames between two hosts are cut now. */
+  cut(x: LabHost, y: LabHost): boolean {
+    if (!this.sides) return false;
+    const [a, b] = this.sides;
+    return (a.includes(x) && b.includes(y)) || (b.includes(x) && a.includes(y));
+  }
+
+  async clear(): Promise<void> {
+    this.lossPercent = 0;
+    this.sides = undefined;
+    await this.apply();
+  }
+
+  private async apply(): Promise<void> {
+    const rules: string[] = [];
+    if (this.lossPercent > 0) rules.push(`numgen random mod 100 < ${this.lossPercent} drop`);
+    if (this.sides) {
+      const set = (hs: LabHost[]) => `{ ${hs.map((h) => `"${port(h)}"`).join(", ")} }`;
+      const [a, b] = this.sides;
+      rules.push(`iifname ${set(a)} oifname ${set(b)} drop`, `iifname ${set(b)} oifname ${set(a)} drop`);
+    }
+    // Declaring the table first makes the delete valid when it does not exist yet.
+    const script = ["table bridge weft_chaos {}", "delete table bridge weft_chaos"];
+    if (rules.length > 0) {
+      script.push("table bridge weft_chaos {", "  chain forward {", "    type filter hook forward priority 0; policy accept;", ...rules.map((r) => `    ${r}`), "  }", "}");
+    }
+    await this.lab.switchNs.kernel.nft(script.join("\n") + "\n");
+  }
+}
+
+/** A namespace on the lab switch that runs no agent: where misbehaving clients come from. */
+export class Bystander {
+  private constructor(readonly ns: Netns, readonly addr: number) {}
+
+  static async attach(lab: LabCluster, tag: string): Promise<Bystander> {
+    const ns = await Netns.create(`${tag}-by`);
+    const addr = LAB_UNDERLAY_BASE + 200;
+    try {
+      await lab.switchNs.kernel.ipBatch([`link add hby type veth peer name eth0 netns ${ns.name}`, "link set hby master br0 up"]);
+      await ns.kernel.ipBatch([`addr add ${formatIpv4(addr)}/24 dev eth0`, "link set eth0 up"]);
+    } catch (error) {
+      await ns.destroy();
+      throw error;
+    }
+    return new Bystander(ns, addr);
+  }
+
+  /**
+   * Opens `count` TCP connections to `target:port` and writes one byte of a never-finished
+   * frame on each every `intervalS`, for at most `seconds`. Resolves with how many connections were open once all
+   * were tried; `stop()` (or the time limit) ends them.
+   */
+  async slowConnections(target: LabHost, port: number, count: number, intervalS: number, seconds: number): Promise<SlowConnections> {
+    const script = `
+      const net = require("node:net");
+      const socks = []; let open = 0, tried = 0;
+      for (let i = 0; i < ${count}; i++) {
+        const s = net.connect({ host: ${JSON.stringify(formatIpv4(target.underlayAddr))}, port: ${port} });
+        s.on("connect", () => { open++; if (++tried === ${count}) console.log("open " + open); });
+        s.on("error", () => { if (++tried === ${count}) console.log("open " + open); });
+        s.on("close", () => {});
+        socks.push(s);
+      }
+      // A frame announcing 1,024 bytes, sent one byte at a time: a frame that is never whole.
+      const frame = Buffer.alloc(4 + 1024); frame.writeUInt32BE(1024, 0);
+      let sent = 0;
+      const drip = setInterval(() => { for (const s of socks) if (!s.destroyed) s.write(frame.subarray(sent, sent + 1)); sent = Math.min(sent + 1, frame.length - 1); }, ${intervalS * 1000});
+      const end = () => { clearInterval(drip); for (const s of socks) s.destroy(); process.exit(0); };
+      setTimeout(end, ${seconds * 1000});
+      process.on("SIGTERM", end);
+      setInterval(() => { const alive = socks.filter((s) => !s.destroyed && s.readyState === "open").length; console.log("alive " + alive); }, 1000);
+    `;
+    const [cmd, ...argv] = this.ns.wrap([process.execPath, "-e", script]);
+    const child = spawn(cmd, argv, { stdio: ["ignore", "pipe", "inherit"] });
+    const conns = new SlowConnections(child);
+    await conns.opened(15_000);
+    return conns;
+  }
+
+  async destroy(): Promise<void> {
+    await this.ns.destroy();
+  }
+}
+
+export class SlowConnections {
+  /** Connections open as last reported (once a second). */
+  alive = 0;
+  private openCount?: number;
+  private waiting?: () => void;
+
+  constructor(private readonly child: ChildProcess) {
+    let buf = "";
+    child.stdout!.on("data", (d) => {
+      buf += d;
+      const lines = buf.split("\n");
+      buf = lines.pop()!;
+      for (const l of lines) {
+        const [what, n] = l.split(" ");
+        if (what === "open") {
+          this.openCount = Number(n);
+          this.alive = Number(n);
+          this.waiting?.();
+        } else if (what === "alive") this.alive = Number(n);
+      }
+    });
+  }
+
+  opened(timeoutMs: number): Promise<number> {
+    if (this.openCount !== undefined) return Promise.resolve(this.openCount);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new WeftError("LAB_CHAOS_SLOW_CONNECT", `slow connections not all tried within ${timeoutMs / 1000} s`)), timeoutMs);
+      this.waiting = () => {
+        clearTimeout(timer);
+        resolve(this.openCount!);
+      };
+      this.child.once("exit", () => {
+        clearTimeout(timer);
+        reject(new WeftError("LAB_CHAOS_SLOW_EXITED", "the slow-connection client exited before connecting"));
+      });
+    });
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const gone = new Promise((r) => this.child.once("exit", r));
+    this.child.kill("SIGKILL");
+    await gone;
+  }
+}
+
+const mounted = new Set<string>();
+let hooked = false;
+
+/** Mounts a tmpfs of `bytes` at `dir` (created; a private path of the suite's own work dir). */
+export async function mountTmpfs(dir: string, bytes: number): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  if (!hooked) {
+    hooked = true;
+    // Registered before the namespaces' own hook runs at exit, and independent of it.
+    process.once("exit", () => {
+      for (const d of mounted) unmountSync(d);
+    });
+  }
+  await run("mount", ["-t", "tmpfs", "-o", `size=${bytes},mode=0700`, "weft-chaos", dir]);
+  mounted.add(dir);
+}
+
+export async function unmountTmpfs(dir: string): Promise<void> {
+  if (!mounted.delete(dir)) return;
+  // Lazy, so that a process still holding a file there cannot keep the mount alive.
+  await run("umount", ["-l", dir]).catch(() => undefined);
+}
+
+function unmountSync(dir: string): void {
+  try {
+    execFileSync("umount", ["-l", dir], { stdio: "ignore" });
+  } catch {
+    // already gone
+  }
+}
+
+/** Fills the filesystem holding `dir` to the last byte (dd until ENOSPC). */
+export async function fillUp(file: string): Promise<void> {
+  await run("dd", ["if=/dev/zero", `of=${file}`, "bs=4096"]).catch(() => undefined); // ends with ENOSPC, as meant
+}

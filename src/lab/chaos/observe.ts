@@ -1,0 +1,347 @@
+// What the chaos suite sees of a lab cluster, once a second, from every running agent: its own
+// /status (over weft.sock), its subnet.env, and its host's kernel routes — read with plain
+// `ip -json` and `bridge -json`, and followed to the host they lead to (a vxlan route's gateway
+// → permanent neighbour → FDB entry → underlay address; a host-gw route's gateway is the
+// underlay address). From each snapshot it checks the invariants that must hold at every
+// moment and records the figures the others need.
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { parseSubnetEnv } from "../../agent/subnet-env.js";
+import { formatIpv4, formatPrefix, parsePrefix, prefixContains, prefixesOverlap } from "../../net/ipv4.js";
+import type { AgentStatus, LabAgent, LabAgents } from "../agents.js";
+import { LAB_POD_NETWORK, type LabHost } from "../cluster.js";
+import type { SwitchFaults } from "./faults.js";
+
+/** One agent as seen at one moment; undefined parts did not answer. */
+export interface NodeView {
+  agent: LabAgent;
+  underlay: string;
+  status?: AgentStatus;
+  /** subnet.env's subnet (the network address and length). */
+  envSubnet?: string;
+  /** Routes into the pod network other than the host's own cni0: destination → underlay address it leads to ("?" when it leads nowhere known). */
+  routes: Map<string, string>;
+  /** Network-wide routes into a userspace dataplane's device (the peers live in the dataplane). */
+  userspaceDevice?: string;
+}
+
+export interface Snapshot {
+  at: number;
+  views: NodeView[];
+}
+
+export interface Violation {
+  kind: string;
+  detail: string;
+  first: number;
+  last: number;
+  count: number;
+}
+
+interface IpRoute {
+  dst: string;
+  gateway?: string;
+  dev: string;
+}
+
+/** Reads the kernel state of one host that says where pod traffic goes. */
+export async function hostRoutes(h: LabHost): Promise<{ routes: Map<string, string>; userspaceDevice?: string }> {
+  const [{ answers }, fdbs] = await Promise.all([
+    h.ns.kernel.ipJsonBatch<unknown[]>(["route show", "neigh show nud permanent"]),
+    h.ns.kernel.bridgeJson<Array<{ mac: string; dst?: string; ifname: string }>>(["fdb", "show"]).catch(() => []),
+  ]);
+  const routes = (answers[0] ?? []) as IpRoute[];
+  const neighs = (answers[1] ?? []) as Array<{ dst: string; lladdr?: string; dev: string }>;
+  const out = new Map<string, string>();
+  let userspaceDevice: string | undefined;
+  for (const r of routes) {
+    if (r.dst === "default" || r.dev === "cni0" || !/^\d+\.\d+\.\d+\.\d+/.test(r.dst)) continue;
+    const dst = parsePrefix(r.dst.includes("/") ? r.dst : `${r.dst}/32`);
+    if (!prefixContains(LAB_POD_NETWORK, dst.addr)) continue;
+    if (dst.len <= LAB_POD_NETWORK.len) {
+      userspaceDevice = r.dev;
+      continue;
+    }
+    let to = "?";
+    if (r.gateway && r.dev === "eth0") to = r.gateway;
+    else if (r.gateway) {
+      const mac = neighs.find((n) => n.dst === r.gateway && n.dev === r.dev)?.lladdr;
+      to = fdbs.find((f) => f.mac === mac && f.ifname === r.dev && f.dst)?.dst ?? "?";
+    }
+    out.set(formatPrefix(dst), to);
+  }
+  return { routes: out, userspaceDevice };
+}
+
+function overlap(a: string, b: string): boolean {
+  return prefixesOverlap(parsePrefix(a), parsePrefix(b));
+}
+
+function alive(a: LabAgent): boolean {
+  return !!a.process && a.process.exitCode === null && a.process.signalCode === null;
+}
+
+const underlayOf = (a: LabAgent) => formatIpv4(a.host.underlayAddr);
+
+export interface MonitorOptions {
+  faults?: SwitchFaults;
+  /** A node running for less than this, or cut from an observer less than this ago, may still be seen dead without it counting as a false death. */
+  settleMs?: number;
+}
+
+/**
+ * Samples every running agent once a second and checks, at every sample:
+ * - no two running agents hold overlapping subnets — by their own /status, their subnet.env,
+ *   any agent's /status peers, or any agent's routes;
+ * - routes and peers pointing at a stopped agent are gone within `deadRouteBoundMs` of its stop;
+ * and counts false deaths (an agent seen dead by another while it runs and the two can reach
+ * each other). Convergence ("every node sees every other, with the right subnet, in /status and
+ * in its routes") is checked on demand by `waitConverged`.
+ */
+export class Monitor {
+  readonly violations = new Map<string, Violation>();
+  falseDeaths = 0;
+  last?: Snapshot;
+  /** Agents that belong in the cluster (started and not expected to be refused). */
+  readonly members = new Set<LabAgent>();
+  private readonly startedAt = new Map<LabAgent, number>();
+  private readonly stoppedAt = new Map<LabAgent, number>();
+  private readonly cutSince = new Map<string, number>();
+  private readonly seenDead = new Set<string>();
+  private running = false;
+  private loop?: Promise<void>;
+  private listeners: Array<(s: Snapshot) => void> = [];
+  readonly origin = Date.now();
+
+  constructor(private readonly agents: LabAgents, private readonly opts: MonitorOptions = {}) {}
+
+  /** Seconds since the monitor was made (for violation times). */
+  private rel(t: number): number {
+    return Math.round((t - this.origin) / 100) / 10;
+  }
+
+  start(): void {
+    this.running = true;
+    this.loop = (async () => {
+      while (this.running) {
+        const t0 = Date.now();
+        try {
+          this.check(await this.sample());
+        } catch (err) {
+          this.violate("monitor", `sampling failed: ${(err as Error).message}`);
+        }
+        await sleep(Math.max(0, 1000 - (Date.now() - t0)));
+      }
+    })();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    await this.loop;
+  }
+
+  /** Call right after starting (or restarting) an agent; `member` false for one expected to be refused. */
+  started(a: LabAgent, member = true): void {
+    this.startedAt.set(a, Date.now());
+    this.stoppedAt.delete(a);
+    if (member) this.members.add(a);
+  }
+
+  /** Call right after an agent stopped (killed or left); it leaves the expected membership unless `comingBack`. */
+  stopped(a: LabAgent, comingBack = false): void {
+    this.stoppedAt.set(a, Date.now());
+    if (!comingBack) this.members.delete(a);
+  }
+
+  /** Call after changing partitions, so that deaths across a fresh cut are not counted as false. */
+  partitionChanged(): void {
+    const now = Date.now();
+    const faults = this.opts.faults;
+    for (const x of this.agents.agents) {
+      for (const y of this.agents.agents) {
+        const key = `${x.host.name}|${y.host.name}`;
+        if (faults?.cut(x.host, y.host)) {
+          if (!this.cutSince.has(key)) this.cutSince.set(key, now);
+        } else if (this.cutSince.has(key)) this.cutSince.set(key, -now); // healed at `now`
+      }
+    }
+  }
+
+  /** Records a violation; the same kind and detail again only counts (`more` is kept from the first time). */
+  violate(kind: string, detail: string, more = ""): void {
+    const now = Date.now();
+    const key = `${kind}: ${detail}`;
+    const v = this.violations.get(key);
+    if (v) {
+      v.last = this.rel(now);
+      v.count++;
+    } else this.violations.set(key, { kind, detail: detail + more, first: this.rel(now), last: this.rel(now), count: 1 });
+  }
+
+  async sample(): Promise<Snapshot> {
+    const running = this.agents.agents.filter(alive);
+    const views = await Promise.all(running.map(async (a): Promise<NodeView> => {
+      const [status, env, kernel] = await Promise.all([
+        this.agents.status(a).catch(() => undefined),
+        readFile(join(a.dir, "subnet.env"), "utf8").then((t) => formatPrefix(parseSubnetEnv(t).v4!.subnet), () => undefined),
+        hostRoutes(a.host).catch(() => ({ routes: new Map<string, string>(), userspaceDevice: undefined })),
+      ]);
+      return { agent: a, underlay: underlayOf(a), status, envSubnet: env, routes: kernel.routes, userspaceDevice: kernel.userspaceDevice };
+    }));
+    const snap = { at: Date.now(), views };
+    this.last = snap;
+    return snap;
+  }
+
+  /** Resolves with the next snapshot the loop takes. */
+  next(): Promise<Snapshot> {
+    return new Promise((resolve) => this.listeners.push(resolve));
+  }
+
+  private check(s: Snapshot): void {
+    // Only agents still running after the sample count as holders.
+    const running = new Set(s.views.map((v) => v.agent).filter(alive));
+    const byUnderlay = new Map(this.agents.agents.map((a) => [underlayOf(a), a]));
+    type Claim = { subnet: string; holder: LabAgent; source: string };
+    const claims: Claim[] = [];
+    for (const v of s.views) {
+      if (!running.has(v.agent)) continue;
+      const me = v.agent.host.name;
+      if (v.status?.subnet) claims.push({ subnet: v.status.subnet, holder: v.agent, source: `${me}'s /status` });
+      // subnet.env counts once the agent answers: a restarted agent rewrites it before it is ready.
+      if (v.envSubnet && v.status?.ready) claims.push({ subnet: v.envSubnet, holder: v.agent, source: `${me}'s subnet.env` });
+      for (const p of v.status?.peers ?? []) {
+        const holder = byUnderlay.get(p.underlay);
+        if (holder && running.has(holder)) claims.push({ subnet: p.subnet, holder, source: `${me}'s /status peers` });
+      }
+      for (const [dst, to] of v.routes) {
+        const holder = byUnderlay.get(to);
+        if (holder === v.agent) this.violate("route-to-self", `${me} routes ${dst} to itself`);
+        else if (holder && running.has(holder)) claims.push({ subnet: dst, holder, source: `${me}'s routes` });
+      }
+    }
+    // One violation per pair of holders and subnets, naming every source that said so.
+    const conflicts = new Map<string, Set<string>>();
+    for (let i = 0; i < claims.length; i++) {
+      for (let j = i + 1; j < claims.length; j++) {
+        const [x, y] = [claims[i], claims[j]].sort((p, q) => p.holder.host.name.localeCompare(q.holder.host.name));
+        if (x.holder === y.holder || !overlap(x.subnet, y.subnet)) continue;
+        const key = `${x.subnet} held by ${x.holder.host.name} and ${y.subnet} by ${y.holder.host.name}`;
+        const sources = conflicts.get(key) ?? new Set<string>();
+        sources.add(x.source).add(y.source);
+        conflicts.set(key, sources);
+      }
+    }
+    for (const [key, sources] of conflicts) this.violate("same-subnet", key, `, according to ${[...sources].sort().join(", ")}`);
+    this.checkDead(s, running);
+    this.countFalseDeaths(s, running);
+    for (const l of this.listeners.splice(0)) l(s);
+  }
+
+  /** Routes and /status peers that still point at a stopped agent, longer than the bound. */
+  deadRouteBoundMs = 30_000;
+  /** For each stop (`name@time`): seconds until the last route or peer entry to it went. */
+  private readonly deadGoneAfter = new Map<string, number>();
+
+  /** Seconds from the agent's last stop until nobody routed to it or had it as a peer (undefined: not yet). */
+  routesGoneAfter(a: LabAgent): number | undefined {
+    const at = this.stoppedAt.get(a);
+    return at === undefined ? undefined : this.deadGoneAfter.get(`${a.host.name}@${at}`);
+  }
+
+  private checkDead(s: Snapshot, running: Set<LabAgent>): void {
+    for (const [a, at] of this.stoppedAt) {
+      if (running.has(a)) continue;
+      const dead = underlayOf(a);
+      const pointing = s.views.filter((v) => running.has(v.agent) && ([...v.routes.values()].includes(dead) || (v.status?.peers ?? []).some((p) => p.underlay === dead)));
+      const key = `${a.host.name}@${at}`;
+      if (pointing.length === 0) {
+        if (!this.deadGoneAfter.has(key)) this.deadGoneAfter.set(key, (s.at - at) / 1000);
+      } else {
+        this.deadGoneAfter.delete(key);
+        if (s.at - at > this.deadRouteBoundMs) {
+          this.violate("dead-routes", `${pointing.map((v) => v.agent.host.name).join(", ")} still route to ${a.host.name} more than ${this.deadRouteBoundMs / 1000} s after it stopped`);
+        }
+      }
+    }
+  }
+
+  private countFalseDeaths(s: Snapshot, running: Set<LabAgent>): void {
+    const settle = this.opts.settleMs ?? 10_000;
+    const byAddr = new Map(this.agents.agents.map((a) => [underlayOf(a), a]));
+    for (const v of s.views) {
+      for (const m of v.status?.members ?? []) {
+        const y = m.addr ? byAddr.get(m.addr.split(":")[0]) : undefined;
+        if (!y || y === v.agent) continue;
+        const key = `${v.agent.host.name}|${y.host.name}|${m.name}`;
+        if (m.state !== "dead") {
+          this.seenDead.delete(key);
+          continue;
+        }
+        if (this.seenDead.has(key)) continue;
+        this.seenDead.add(key);
+        const up = running.has(y) && s.at - (this.startedAt.get(y) ?? 0) > settle;
+        const cut = this.cutSince.get(`${v.agent.host.name}|${y.host.name}`);
+        // A positive time: cut since then; negative: healed then.
+        const reachable = cut === undefined || (cut < 0 && s.at + cut > settle);
+        if (up && reachable) {
+          this.falseDeaths++;
+          this.violate("false-death", `${v.agent.host.name} declared ${m.name} (${y.host.name}) dead while it ran and was reachable`);
+        }
+      }
+    }
+  }
+
+  /**
+   * Whether every member agent is ready and sees every other member alive, as a peer with the
+   * subnet that member reports for itself, and (kernel backends) routes to it; and nobody routes
+   * to an agent outside the membership. Returns what is missing, empty when converged.
+   */
+  missing(s: Snapshot): string[] {
+    const out: string[] = [];
+    const views = new Map(s.views.map((v) => [v.agent, v]));
+    const members = [...this.members];
+    for (const a of members) {
+      const v = views.get(a);
+      const me = a.host.name;
+      if (!v?.status) {
+        out.push(`${me}: no /status`);
+        continue;
+      }
+      if (!v.status.ready) out.push(`${me}: not ready`);
+      for (const b of members) {
+        if (b === a) continue;
+        const own = views.get(b)?.status?.subnet;
+        const peer = v.status.peers.find((p) => p.underlay === underlayOf(b));
+        if (!own) out.push(`${me}: ${b.host.name} holds no subnet`);
+        else if (!peer) out.push(`${me}: ${b.host.name} not a peer`);
+        else if (peer.subnet !== own) out.push(`${me}: sees ${b.host.name} at ${peer.subnet}, it holds ${own}`);
+        if (own && !v.userspaceDevice && v.routes.get(own) !== underlayOf(b)) out.push(`${me}: no route ${own} -> ${b.host.name}`);
+      }
+      for (const [dst, to] of v.routes) {
+        const holder = members.find((b) => underlayOf(b) === to);
+        if (!holder) out.push(`${me}: routes ${dst} to ${to}, not a member`);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Waits until the cluster has converged (`missing` empty), sampling once a second; resolves
+   * with the seconds since `since`, or undefined (and a violation) when `boundMs` passes.
+   */
+  async waitConverged(since: number, boundMs: number, what: string): Promise<number | undefined> {
+    let lastMissing: string[] = [];
+    for (;;) {
+      const s = await this.next();
+      lastMissing = this.missing(s);
+      if (lastMissing.length === 0) return (s.at - since) / 1000;
+      if (s.at - since > boundMs) {
+        this.violate("no-convergence", `${what}: not converged ${boundMs / 1000} s after; missing: ${lastMissing.slice(0, 6).join("; ")}${lastMissing.length > 6 ? ` (+${lastMissing.length - 6})` : ""}`);
+        return undefined;
+      }
+    }
+  }
+}
+

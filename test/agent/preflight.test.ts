@@ -1,0 +1,37 @@
+// Which of the host's addresses and routes a Network may overlap: the rules of checkNetworkAgainstHost
+// on their own, one case a line (the agent-level corpus in config.test.ts runs them in namespaces).
+import { describe, expect, it } from "vitest";
+import { checkNetworkAgainstHost, type HostPrefix } from "../../src/agent/preflight.js";
+import { SubnetSpace } from "../../src/control/lease/slots.js";
+import { parseIpv4, parsePrefix } from "../../src/net/ipv4.js";
+
+const conf = { space: SubnetSpace.fromConfig({ Network: "198.19.0.0/16" }) }; // SubnetLen 24
+const underlay = { iface: "eth0", addr: parseIpv4("198.18.0.1"), mtu: 1500 };
+const route = (dst: string, dev: string, via?: string): HostPrefix => ({ prefix: parsePrefix(dst), dev, kind: "route", via });
+const address = (net: string, dev: string): HostPrefix => ({ prefix: parsePrefix(net), dev, kind: "address" });
+
+describe("a Network against the host's addresses and routes", () => {
+  it.each<[string, HostPrefix, string | null]>([
+    ["the underlay's own network", route("198.18.0.0/24", "eth0"), null],
+    ["the default route", route("0.0.0.0/0", "eth0", "198.18.0.254"), null],
+    ["an aggregate via a gateway (a VPN's)", route("198.16.0.0/14", "tun0", "198.18.0.254"), null],
+    ["the CNI bridge's pod subnet", address("198.19.3.0/24", "cni0"), null],
+    ["a host-gw peer route", route("198.19.4.0/24", "eth0", "198.18.0.2"), null],
+    ["a vxlan peer route", route("198.19.5.0/24", "flannel.1", "198.19.5.0"), null],
+    ["the userspace backend's route", route("198.19.0.0/16", "weft.1"), null],
+    ["an on-link network around it", route("198.16.0.0/14", "eth1"), "overlaps the host's route 198.16.0.0/14 on eth1"],
+    ["an on-link network inside it", route("198.19.128.0/20", "eth1"), "overlaps the host's route 198.19.128.0/20 on eth1"],
+    ["a foreign route inside it, via a gateway", route("198.19.64.0/18", "eth0", "198.18.0.9"), "overlaps the host's route 198.19.64.0/18 on eth0"],
+    ["an address whose network covers it", address("198.16.0.0/14", "eth1"), "overlaps the host's address 198.16.0.0/14 on eth1"],
+  ])("%s", (_what, host, refused) => {
+    const check = () => checkNetworkAgainstHost(conf, underlay, [host]);
+    if (refused === null) expect(check).not.toThrow();
+    else expect(check).toThrow(expect.objectContaining({ code: "CONFIG_NETWORK_OVERLAPS_HOST", message: expect.stringContaining(`Network 198.19.0.0/16 (net-conf.json) ${refused}`) }));
+  });
+
+  it("refuses a Network holding the underlay address, naming both", () => {
+    expect(() => checkNetworkAgainstHost({ space: SubnetSpace.fromConfig({ Network: "198.18.0.0/16" }) }, underlay, [])).toThrow(
+      expect.objectContaining({ code: "CONFIG_NETWORK_OVERLAPS_HOST", message: expect.stringMatching(/^Network 198\.18\.0\.0\/16 \(net-conf\.json\) contains the underlay address 198\.18\.0\.1 on eth0/) }),
+    );
+  });
+});

@@ -1,0 +1,58 @@
+// The state dir lock and temp-file hygiene, without namespaces: a live holder is refused by pid, a
+// dead one's lock is taken over, leftover temp files of cut-short atomic writes are removed, and
+// a failed atomic write (here: a rename onto a directory, as a full disk fails a write) leaves none.
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { LOCK_FILE, StateDirLock } from "../../src/agent/state-dir.js";
+import { writeFileAtomic, writeFileAtomicSync } from "../../src/fs/atomic-write.js";
+
+const base = mkdtempSync(join(tmpdir(), "weft-statedir-"));
+afterAll(() => spawnSync("rm", ["-rf", base]));
+
+describe("state dir", () => {
+  it("is created 0700, locked by pid, refused while the holder lives, taken over once it is gone", async () => {
+    const dir = join(base, "a", "state");
+    const lock = await StateDirLock.acquire(dir);
+    expect(statSync(dir).mode & 0o777).toBe(0o700);
+    expect(readdirSync(dir)).toEqual([LOCK_FILE]);
+    // A second holder in the same process (as in the same network namespace) is refused too.
+    await expect(StateDirLock.acquire(dir)).rejects.toMatchObject({ code: "AGENT_STATE_DIR_LOCKED", message: expect.stringContaining(`(pid ${process.pid} in its PID namespace`) });
+    await lock.release();
+    expect(existsSync(join(dir, LOCK_FILE))).toBe(false);
+
+    const sleeper = spawn("sleep", ["30"]);
+    try {
+      writeFileSync(join(dir, LOCK_FILE), `${sleeper.pid}\n`);
+      await expect(StateDirLock.acquire(dir)).rejects.toMatchObject({
+        code: "AGENT_STATE_DIR_LOCKED",
+        message: expect.stringContaining(`--state-dir ${dir} is in use by another weft agent (pid ${sleeper.pid}`),
+      });
+    } finally {
+      sleeper.kill("SIGKILL");
+      await new Promise((r) => sleeper.once("exit", r));
+    }
+    // The holder is gone (killed, as by SIGKILL or a crash): its lock is stale.
+    writeFileSync(join(dir, ".lease-state.json.12345.tmp"), "half a write");
+    const again = await StateDirLock.acquire(dir);
+    expect(readdirSync(dir)).toEqual([LOCK_FILE]);
+    await again.release();
+  });
+
+  it("refuses a path that is a file, naming the flag", async () => {
+    const file = join(base, "file");
+    writeFileSync(file, "");
+    await expect(StateDirLock.acquire(file)).rejects.toMatchObject({ code: "AGENT_STATE_DIR_UNUSABLE", message: expect.stringContaining(`--state-dir ${file}: `) });
+  });
+
+  it("leaves no temp file when an atomic write fails", async () => {
+    const dir = join(base, "w");
+    const target = join(dir, "subnet.env");
+    mkdirSync(join(target, "occupied"), { recursive: true }); // rename over a non-empty directory fails
+    await expect(writeFileAtomic(target, "x")).rejects.toThrow();
+    expect(() => writeFileAtomicSync(target, "x")).toThrow();
+    expect(readdirSync(dir)).toEqual(["subnet.env"]);
+  });
+});

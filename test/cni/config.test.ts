@@ -1,0 +1,92 @@
+// The plugin's pure parts: its network config and subnet.env schemas, the delegate config it
+// builds (checked against what flannel's plugin builds from the same input), and prefixes of both
+// families (against a plain reference, with fast-check).
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { cidrContains, networkOf, parseCidr } from "../../src/cni/cidr.js";
+import { parseNetConf, parseSubnetEnvFile } from "../../src/cni/config.js";
+import { CniError } from "../../src/cni/errors.js";
+import { delegateConfig } from "../../src/cni/plugin.js";
+
+const KUBE_FLANNEL_CNI_CONF = { name: "cbr0", cniVersion: "0.3.1", type: "flannel", delegate: { hairpinMode: true, isDefaultGateway: true } };
+const ENV4 = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n";
+
+const codeOf = (f: () => unknown) => {
+  try {
+    f();
+  } catch (e) {
+    return (e as CniError).cniCode;
+  }
+  return undefined;
+};
+
+describe("weft cni: config", () => {
+  it("reads kube-flannel.yml's cni-conf.json plugin entry, with flannel's defaults", () => {
+    const c = parseNetConf(JSON.stringify(KUBE_FLANNEL_CNI_CONF));
+    expect(c.subnetFile).toBe("/run/flannel/subnet.env");
+    expect(c.dataDir).toBe("/var/lib/cni/flannel");
+  });
+
+  it("builds the delegate as flannel does: bridge, host-local over the subnet, route to the network, MTU, isGateway, ipMasq the opposite of FLANNEL_IPMASQ", () => {
+    const d = delegateConfig(parseNetConf(JSON.stringify(KUBE_FLANNEL_CNI_CONF)), parseSubnetEnvFile(ENV4, "subnet.env"));
+    expect(d).toEqual({
+      name: "cbr0", cniVersion: "0.3.1", type: "bridge", hairpinMode: true, isDefaultGateway: true, isGateway: true, ipMasq: false, mtu: 1450,
+      ipam: { type: "host-local", ranges: [[{ subnet: "10.244.3.0/24" }]], routes: [{ dst: "10.244.0.0/16", gw: "10.244.3.1" }] },
+    });
+    const noMasq = delegateConfig(parseNetConf(JSON.stringify(KUBE_FLANNEL_CNI_CONF)), parseSubnetEnvFile(ENV4.replace("IPMASQ=true", "IPMASQ=false"), "f"));
+    expect(noMasq.ipMasq).toBe(true);
+  });
+
+  it("keeps delegate keys and IPAM keys given in the config; runtimeConfig goes to the delegate", () => {
+    const conf = { ...KUBE_FLANNEL_CNI_CONF, delegate: { type: "bridge", mtu: 1400, ipMasq: true, isGateway: false, bridge: "br9" }, ipam: { dataDir: "/x", routes: [{ dst: "192.0.2.0/24" }] }, runtimeConfig: { portMappings: [] } };
+    const d = delegateConfig(parseNetConf(JSON.stringify(conf)), parseSubnetEnvFile(ENV4, "f"));
+    expect(d).toMatchObject({ mtu: 1400, ipMasq: true, isGateway: false, bridge: "br9", runtimeConfig: { portMappings: [] } });
+    expect(d.ipam).toEqual({ type: "host-local", dataDir: "/x", ranges: [[{ subnet: "10.244.3.0/24" }]], routes: [{ dst: "192.0.2.0/24" }, { dst: "10.244.0.0/16", gw: "10.244.3.1" }] });
+  });
+
+  it("both families: one range set and one route per family", () => {
+    const env = parseSubnetEnvFile(`${ENV4}FLANNEL_IPV6_NETWORK=2001:2:0:8000::/49\nFLANNEL_IPV6_SUBNET=2001:2:0:8003::1/64\n`, "f");
+    const d = delegateConfig(parseNetConf(JSON.stringify(KUBE_FLANNEL_CNI_CONF)), env);
+    expect(d.ipam).toMatchObject({
+      ranges: [[{ subnet: "10.244.3.0/24" }], [{ subnet: "2001:2:0:8003::/64" }]],
+      routes: [{ dst: "10.244.0.0/16", gw: "10.244.3.1" }, { dst: "2001:2:0:8000::/49", gw: "2001:2:0:8003::1" }],
+    });
+    // IPv6 alone is a valid subnet.env too.
+    expect(parseSubnetEnvFile("FLANNEL_IPV6_NETWORK=2001:2:0:8000::/49\nFLANNEL_IPV6_SUBNET=2001:2:0:8003::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n", "f").families.length).toBe(1);
+  });
+
+  it("rejects configs with the spec's codes, naming the key", () => {
+    expect(codeOf(() => parseNetConf("{"))).toBe(6);
+    expect(codeOf(() => parseNetConf(JSON.stringify({ ...KUBE_FLANNEL_CNI_CONF, cniVersion: "0.2.0" })))).toBe(1);
+    expect(codeOf(() => parseNetConf(JSON.stringify({ ...KUBE_FLANNEL_CNI_CONF, delegate: { name: "x" } })))).toBe(7);
+    expect(codeOf(() => parseNetConf(JSON.stringify({ ...KUBE_FLANNEL_CNI_CONF, delegate: { type: 3 } })))).toBe(7);
+    expect(codeOf(() => parseNetConf(JSON.stringify({ ...KUBE_FLANNEL_CNI_CONF, name: "" })))).toBe(7);
+    expect(() => parseNetConf(JSON.stringify({ ...KUBE_FLANNEL_CNI_CONF, subnetFile: 5 }))).toThrow(/subnetFile/);
+  });
+
+  it.each([
+    ["FLANNEL_SUBNET without FLANNEL_NETWORK", "FLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n", /FLANNEL_NETWORK: missing/],
+    ["an IPv6 prefix as FLANNEL_SUBNET", ENV4.replace("10.244.3.1/24", "2001:2::1/64"), /FLANNEL_SUBNET: "2001:2::1\/64" is not an IPv4 prefix/],
+    ["MTU out of range", ENV4.replace("1450", "70000"), /FLANNEL_MTU/],
+    ["IPMASQ not a boolean", ENV4.replace("=true", "=yes"), /FLANNEL_IPMASQ/],
+    ["IPv6 subnet outside its network", `${ENV4}FLANNEL_IPV6_NETWORK=2001:2:0:8000::/49\nFLANNEL_IPV6_SUBNET=2001:2:0:1::1/64\n`, /FLANNEL_IPV6_SUBNET: 2001:2:0:1::\/64 is not inside/],
+  ])("a subnet.env with %s is an invalid config (7) naming the key", (_, text, msg) => {
+    expect(codeOf(() => parseSubnetEnvFile(text, "f"))).toBe(7);
+    expect(() => parseSubnetEnvFile(text, "f")).toThrow(msg);
+  });
+
+  it("prefixes of both families: network and containment agree with a bit-by-bit reference", () => {
+    const bits = (b: Uint8Array) => [...b].map((x) => x.toString(2).padStart(8, "0")).join("");
+    fc.assert(
+      fc.property(fc.oneof(fc.ipV4(), fc.ipV6()), fc.nat(128), fc.oneof(fc.ipV4(), fc.ipV6()), (a, l, b) => {
+        const width = a.includes(":") ? 128 : 32;
+        const len = l % (width + 1);
+        const outer = parseCidr(`${a}/${len}`)!;
+        const inner = parseCidr(`${b}/${width}`);
+        expect(outer).toBeDefined();
+        expect(bits(parseCidr(networkOf(outer))!.bytes)).toBe(bits(outer.bytes).slice(0, len).padEnd(width, "0"));
+        if (inner) expect(cidrContains(outer, inner)).toBe(inner.family === outer.family && bits(inner.bytes).slice(0, len) === bits(outer.bytes).slice(0, len));
+      }),
+    );
+  });
+});

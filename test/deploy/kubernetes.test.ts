@@ -1,0 +1,127 @@
+// deploy/kubernetes/weft.yaml against the Kubernetes API schemas, two ways, both generated from
+// Kubernetes' OpenAPI spec by the kubernetes-models package: its ajv validators (types, required
+// fields, enums, formats) and its TypeScript interfaces, compiled with excess-property checks, so
+// that a misspelt field fails too (the OpenAPI schemas themselves allow unknown fields, as the API
+// server's non-strict decoding does). Then what the issue asks of the DaemonSet, and the configs
+// checked by weft's own schemas: cni-conf.json by the CNI plugin's, net-conf.json by the agent's.
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import ts from "typescript";
+import { describe, expect, it } from "vitest";
+import { parseAllDocuments } from "yaml";
+import { DaemonSet } from "kubernetes-models/apps/v1/DaemonSet";
+import { ConfigMap } from "kubernetes-models/v1/ConfigMap";
+import { Namespace } from "kubernetes-models/v1/Namespace";
+import { Secret } from "kubernetes-models/v1/Secret";
+import { parseNetConf } from "../../src/cni/config.js";
+import { parseNetConf as parseFlannelNetConf } from "../../src/config/net-conf.js";
+import { projectFile } from "../../src/paths.js";
+
+type Doc = { apiVersion: string; kind: string; [k: string]: any }; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+const MODELS: Record<string, { model: new (o: any) => { validate(): void }; type: string; module: string }> = { // eslint-disable-line @typescript-eslint/no-explicit-any
+  "v1/Namespace": { model: Namespace, type: "INamespace", module: "kubernetes-models/v1/Namespace" },
+  "v1/ConfigMap": { model: ConfigMap, type: "IConfigMap", module: "kubernetes-models/v1/ConfigMap" },
+  "v1/Secret": { model: Secret, type: "ISecret", module: "kubernetes-models/v1/Secret" },
+  "apps/v1/DaemonSet": { model: DaemonSet, type: "IDaemonSet", module: "kubernetes-models/apps/v1/DaemonSet" },
+};
+
+function load(): Doc[] {
+  return parseAllDocuments(readFileSync(projectFile("deploy", "kubernetes", "weft.yaml"), "utf8"))
+    .map((d) => {
+      if (d.errors.length) throw d.errors[0];
+      return d.toJS() as Doc;
+    })
+    .filter(Boolean);
+}
+
+/** Schema errors of every document (ajv, from the OpenAPI spec). */
+function schemaErrors(docs: Doc[]): string[] {
+  return docs.flatMap((d) => {
+    const m = MODELS[`${d.apiVersion}/${d.kind}`];
+    if (!m) return [`${d.apiVersion} ${d.kind}: no schema`];
+    try {
+      new m.model(d).validate();
+      return [];
+    } catch (e) {
+      return [`${d.kind}: ${(e as Error).message}`];
+    }
+  });
+}
+
+/** Every document as a typed object literal, compiled: unknown fields are excess properties. */
+function fieldErrors(docs: Doc[]): string[] {
+  const file = join(projectFile("test", "deploy"), "__manifest_check.ts");
+  const source = docs
+    .map((d, i) => {
+      const m = MODELS[`${d.apiVersion}/${d.kind}`];
+      return `import type { ${m.type} as T${i} } from "${m.module}";\nexport const d${i}: T${i} = ${JSON.stringify(d, null, 1)};\n`;
+    })
+    .join("");
+  const options: ts.CompilerOptions = { strict: true, noEmit: true, module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext, target: ts.ScriptTarget.ES2022, skipLibCheck: true, types: [] };
+  const host = ts.createCompilerHost(options);
+  const read = host.readFile.bind(host);
+  host.readFile = (f) => (f === file ? source : read(f));
+  const exists = host.fileExists.bind(host);
+  host.fileExists = (f) => f === file || exists(f);
+  const getSource = host.getSourceFile.bind(host);
+  host.getSourceFile = (f, lang, ...rest) => (f === file ? ts.createSourceFile(f, source, lang) : getSource(f, lang, ...rest));
+  const program = ts.createProgram([file], options, host);
+  return ts.getPreEmitDiagnostics(program).map((d) => ts.flattenDiagnosticMessageText(d.messageText, "\n").split("\n").slice(-1)[0]);
+}
+
+describe("deploy/kubernetes/weft.yaml", () => {
+  const docs = load();
+  const ds = docs.find((d) => d.kind === "DaemonSet")!;
+  const cm = docs.find((d) => d.kind === "ConfigMap")!;
+
+  it("is valid against the Kubernetes API schemas, with no unknown field", () => {
+    expect(docs.map((d) => d.kind)).toEqual(["Namespace", "ConfigMap", "Secret", "DaemonSet"]);
+    expect(schemaErrors(docs)).toEqual([]);
+    expect(fieldErrors(docs)).toEqual([]);
+  }, 60_000);
+
+  it("fails on a misspelt field, a wrong type and a missing required field", () => {
+    const typo = structuredClone(docs);
+    const c = typo.find((d) => d.kind === "DaemonSet")!.spec.template.spec.containers[0];
+    c.securityContext.capabilites = c.securityContext.capabilities;
+    delete c.securityContext.capabilities;
+    expect(fieldErrors(typo)).toEqual([`Object literal may only specify known properties, and '"capabilites"' does not exist in type 'ISecurityContext'.`]);
+    const typo2 = structuredClone(docs);
+    typo2.find((d) => d.kind === "DaemonSet")!.spec.template.spec.hostNetwrok = true;
+    expect(fieldErrors(typo2)).toEqual([`Object literal may only specify known properties, and '"hostNetwrok"' does not exist in type 'IPodSpec'.`]);
+    const wrongType = structuredClone(docs);
+    wrongType.find((d) => d.kind === "DaemonSet")!.spec.template.spec.hostNetwork = "yes";
+    expect(schemaErrors(wrongType).join("\n")).toMatch(/hostNetwork must be boolean/);
+    const missing = structuredClone(docs);
+    delete missing.find((d) => d.kind === "DaemonSet")!.spec.selector;
+    expect(schemaErrors(missing).join("\n")).toBe("DaemonSet: data/spec must have required property selector");
+  }, 60_000);
+
+  it("has the DaemonSet flannel's has: hostNetwork, system-node-critical, NoSchedule tolerated, NET_ADMIN and NET_RAW only, /dev/net/tun, the host paths, init containers, probes", () => {
+    const pod = ds.spec.template.spec;
+    expect(pod.hostNetwork).toBe(true);
+    expect(pod.priorityClassName).toBe("system-node-critical");
+    expect(pod.tolerations).toContainEqual({ operator: "Exists", effect: "NoSchedule" });
+    const [agent] = pod.containers;
+    expect(agent.securityContext).toEqual({ privileged: false, capabilities: { drop: ["ALL"], add: ["NET_ADMIN", "NET_RAW"] } });
+    const hostPaths = Object.fromEntries(pod.volumes.filter((v: Doc) => v.hostPath).map((v: Doc) => [v.hostPath.path, v.hostPath.type]));
+    expect(hostPaths).toEqual({ "/run/flannel": "DirectoryOrCreate", "/var/lib/weft": "DirectoryOrCreate", "/etc/cni/net.d": "DirectoryOrCreate", "/opt/cni/bin": "DirectoryOrCreate", "/dev/net/tun": "CharDevice" });
+    expect(pod.initContainers.map((c: Doc) => c.name)).toEqual(["install-cni-plugin", "install-cni"]);
+    expect(agent.livenessProbe.httpGet.path).toBe("/healthz");
+    expect(agent.readinessProbe.httpGet.path).toBe("/readyz");
+    const port = Number(agent.env.find((e: Doc) => e.name === "WEFT_HEALTHZ_PORT").value);
+    expect([agent.livenessProbe.httpGet.port, agent.readinessProbe.httpGet.port]).toEqual([port, port]);
+    // Every WEFT_ variable names a flag of `weft agent`.
+    const flags = readFileSync(projectFile("src", "cli", "main.ts"), "utf8");
+    for (const e of agent.env) expect(flags).toContain(`"${e.name.slice("WEFT_".length)}"`);
+  });
+
+  it("carries kube-flannel's cni-conf.json and a net-conf.json that weft's own schemas accept", () => {
+    const list = JSON.parse(cm.data["cni-conf.json"]);
+    expect(list.plugins.map((p: Doc) => p.type)).toEqual(["flannel", "portmap"]);
+    expect(() => parseNetConf(JSON.stringify({ ...list.plugins[0], name: list.name, cniVersion: list.cniVersion }))).not.toThrow();
+    expect(parseFlannelNetConf(cm.data["net-conf.json"]).Backend.Type).toBe("vxlan");
+    expect(cm.data.join.split(",").every((a: string) => /^[^:]+:\d+$/.test(a))).toBe(true);
+  });
+});

@@ -1,0 +1,67 @@
+// deploy/systemd/weft.service checked by systemd itself (`systemd-analyze verify`, Debian package
+// systemd). Without systemd as PID 1 (containers, CI) verify still works when pointed at a root of
+// its own: systemd's unit files, the unit, and stand-ins for the programs it names (verify only
+// checks that they are executable). Any warning, such as an unknown or misspelt key, fails.
+import { execFileSync, spawnSync } from "node:child_process";
+import { chmodSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { projectFile } from "../../src/paths.js";
+
+function hasSystemdAnalyze(): boolean {
+  try {
+    execFileSync("systemd-analyze", ["--version"], { stdio: "ignore" });
+    return true;
+  } catch {
+    if (process.env.CI === "true") throw new Error("systemd-analyze is missing (apt-get install systemd), and CI=true forbids skipping");
+    return false;
+  }
+}
+
+const UNIT = projectFile("deploy", "systemd", "weft.service");
+const SYSTEMD_UNITS = ["/usr/lib/systemd/system", "/lib/systemd/system"].find((d) => spawnSync("test", ["-d", d]).status === 0)!;
+
+describe.skipIf(!hasSystemdAnalyze())("deploy/systemd/weft.service", () => {
+  const root = mkdtempSync(join(tmpdir(), "weft-systemd-"));
+  beforeAll(() => {
+    mkdirSync(join(root, "etc", "systemd", "system"), { recursive: true });
+    mkdirSync(join(root, "usr", "lib", "systemd"), { recursive: true });
+    cpSync(SYSTEMD_UNITS, join(root, "usr", "lib", "systemd", "system"), { recursive: true, verbatimSymlinks: true });
+  });
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+  /** Runs verify on `text` as weft.service; returns its exit status and what it printed. */
+  function verify(text: string): { status: number | null; output: string } {
+    for (const line of text.split("\n").filter((l) => /^Exec\w+=/.test(l))) {
+      const program = line.slice(line.indexOf("=") + 1).replace(/^[-@:+!]+/, "").split(/\s+/)[0];
+      mkdirSync(join(root, program, ".."), { recursive: true });
+      writeFileSync(join(root, program), "#!/bin/sh\n");
+      chmodSync(join(root, program), 0o755);
+    }
+    writeFileSync(join(root, "etc", "systemd", "system", "weft.service"), text);
+    const r = spawnSync("systemd-analyze", ["verify", `--root=${root}`, "weft.service"], { encoding: "utf8" });
+    return { status: r.status, output: `${r.stdout}${r.stderr}`.trim() };
+  }
+
+  it("verifies cleanly", () => {
+    expect(verify(readFileSync(UNIT, "utf8"))).toEqual({ status: 0, output: "" });
+  });
+
+  it("a misspelt key is reported", () => {
+    const r = verify(readFileSync(UNIT, "utf8").replace("\nRestart=on-failure", "\nRestrat=on-failure"));
+    expect(r.output).toMatch(/Unknown key 'Restrat' in section \[Service\]/);
+  });
+
+  it("restarts on failure, reloads by SIGHUP, stops by SIGTERM, keeps state in /var/lib/weft and config in /etc/weft", () => {
+    const text = readFileSync(UNIT, "utf8");
+    const keys = (k: string) => [...text.matchAll(new RegExp(`^${k}=(.*)$`, "gm"))].map((m) => m[1]);
+    expect(keys("Restart")).toEqual(["on-failure"]);
+    expect(keys("ExecReload")).toEqual(["/bin/kill -HUP $MAINPID"]);
+    expect(keys("KillSignal")).toEqual(["SIGTERM"]);
+    expect(keys("StateDirectory")).toEqual(["weft"]);
+    expect(keys("ConfigurationDirectory")).toEqual(["weft"]);
+    expect(keys("ExecStart")[0]).toMatch(/--state-dir \/var\/lib\/weft .*--net-config \/etc\/weft\/|--net-config \/etc\/weft\/.*--state-dir \/var\/lib\/weft/);
+    expect(text).toMatch(/--keep-on-exit/);
+  });
+});
