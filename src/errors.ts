@@ -3,8 +3,8 @@
 // repeats the code (the CLI prints `weft: [CODE] message`). Each module's codes are a union below,
 // so a new code is added here, where the whole list can be read.
 
-/** IPv4 text parsing (src/net). */
-export type NetErrorCode = "NET_BAD_IPV4" | "NET_BAD_PREFIX" | "NET_BAD_MAC";
+/** IPv4 and IPv6 text parsing (src/net). */
+export type NetErrorCode = "NET_BAD_IPV4" | "NET_BAD_IPV6" | "NET_BAD_PREFIX" | "NET_BAD_MAC";
 
 /** net-conf.json and the agent's flags, checked before anything is leased or touched (src/config). */
 export type ConfigErrorCode =
@@ -86,6 +86,7 @@ export type BackendErrorCode =
   | "BACKEND_UNKNOWN"
   | "BACKEND_STATE"
   | "BACKEND_NOT_RUNNING"
+  | "BACKEND_NO_UNDERLAY_ADDRESS"
   | "BACKEND_HOSTGW_ADDRESS_NOT_LOCAL"
   | "BACKEND_VTEP_MAC_UNREADABLE"
   | "BACKEND_VTEP_MAC_CORRUPT"
@@ -112,11 +113,13 @@ export type CliErrorCode =
   | "CLI_AGENT_ERROR"
   | "CLI_AGENT_UNREACHABLE"
   | "CLI_DEMO_NEEDS_ROOT"
-  | "CLI_DEMO_PING_FAILED";
+  | "CLI_DEMO_PING_FAILED"
+  | "CLI_DEMO_BAD_BACKEND";
 
 /** Namespaces and agents built for demos, tests and benchmarks (src/lab). */
 export type LabErrorCode =
   | "LAB_AGENT_RUNNING"
+  | "LAB_NO_ADDRESS"
   | "LAB_AGENT_EXITED"
   | "LAB_AGENT_TIMEOUT"
   | "LAB_AGENT_NOT_RUNNING"

@@ -56,7 +56,7 @@ async function main(): Promise<void> {
   try {
     const host = lab.hosts[0];
     const subnetFile = join(lab.hostDir(host), "subnet.env");
-    await writeSubnetEnv(subnetFile, LAB_POD_NETWORK, { addr: 0xc6130900, len: 24 }, 1450, false);
+    await writeSubnetEnv(subnetFile, { v4: { network: LAB_POD_NETWORK, subnet: { addr: 0xc6130900, len: 24 } }, mtu: 1450, ipMasq: false });
     const weft = lab.cni(host, subnetFile);
     // The same bridge + host-local config weft cni hands over, run by the runtime directly.
     const list = labConfList(lab.hostDir(host), subnetFile);

@@ -11,7 +11,8 @@ import { join } from "node:path";
 import type { Backend, BackendAnnouncement, BackendPeer } from "../../src/backends/backend.js";
 import { createBackend } from "../../src/backends/index.js";
 import { Netns } from "../../src/lab/netns.js";
-import { formatPrefix, type Ipv4Prefix } from "../../src/net/ipv4.js";
+import { type Ipv4Prefix } from "../../src/net/ipv4.js";
+import { formatAnyPrefix } from "../../src/net/ip.js";
 
 const PEERS = 1000;
 const RUNS = 5;
@@ -56,7 +57,7 @@ async function measure(ns: Netns, backend: Backend): Promise<Record<string, numb
     const c = await count(ns);
     if (c.routes !== PEERS || c.neighs !== PEERS || c.fdbs !== PEERS) throw new Error(`programmed ${JSON.stringify(c)}, expected ${PEERS} of each`);
     reconcileClean.push(await timed(() => backend.reconcile()));
-    await ns.kernel.ipBatch(all.slice(0, DRIFTED).map((p) => `route del ${formatPrefix(p.subnet)} dev flannel.1`));
+    await ns.kernel.ipBatch(all.slice(0, DRIFTED).map((p) => `route del ${formatAnyPrefix(p.subnet)} dev flannel.1`));
     const before = backend.counters().driftRepairs;
     reconcileDrift.push(await timed(() => backend.reconcile()));
     if (backend.counters().driftRepairs - before !== DRIFTED) throw new Error("reconcile did not repair every deleted route");

@@ -15,6 +15,7 @@ import { WeftError } from "../errors.js";
 import { Kernel } from "../kernel/iproute.js";
 import { removeIpMasq, setIpMasq } from "../kernel/ipmasq.js";
 import { formatIpv4, formatPrefix, type Ipv4Prefix } from "../net/ipv4.js";
+import { formatIpv6, formatPrefix6, type Ipv6Prefix } from "../net/ipv6.js";
 import { AgentHttp, SOCKET_NAME, type TcpListener } from "./http.js";
 import { agentMetrics } from "./metrics.js";
 import { PeerSync } from "./peer-sync.js";
@@ -29,6 +30,7 @@ export interface AgentOptions {
   iface?: string[];
   ifaceRegex?: string[];
   publicIp?: string;
+  publicIpv6?: string;
   subnetFile: string;
   ipMasq: boolean;
   healthzIp: string;
@@ -69,6 +71,10 @@ export class Agent {
   private backend?: Backend;
   private announcement?: BackendAnnouncement;
   private subnet?: Ipv4Prefix;
+  /** Dual-stack: the IPv6 lease and the backend instance that carries it (kernel backends). */
+  private backend6?: Backend;
+  private announcement6?: BackendAnnouncement;
+  private subnet6?: Ipv6Prefix;
   private ready = false;
   private reconcileTimer?: NodeJS.Timeout;
   private http?: AgentHttp;
@@ -76,19 +82,21 @@ export class Agent {
   private waitingFor = "joining the cluster";
   private readonly startedAt = Date.now();
   private readonly sync: PeerSync;
+  private readonly sync6: PeerSync;
   private fatalHandler?: (err: Error) => void;
   private fatalError?: Error;
 
   private constructor(
     private readonly opts: AgentOptions,
-    private conf: NetConf,
+    private conf: Ipv4NetConf,
     private readonly kernel: Kernel,
     private readonly underlay: Underlay,
     private readonly control: ControlPlane,
     private readonly lock: StateDirLock,
     private readonly log: Logger,
   ) {
-    this.sync = new PeerSync(control, () => this.backend, log);
+    this.sync = new PeerSync(() => control.peers(), () => this.backend, log);
+    this.sync6 = new PeerSync(() => control.peers6(), () => this.backend6, log.child({ family: 6 }));
   }
 
   /**
@@ -98,21 +106,21 @@ export class Agent {
    */
   static async start(opts: AgentOptions, log: Logger, signal?: AbortSignal): Promise<Agent> {
     checkFlags(opts);
-    const conf = parseNetConf(await readConfig(opts.netConfig), opts.netConfig);
+    const conf = requireIpv4(parseNetConf(await readConfig(opts.netConfig), opts.netConfig));
     const keyring = await Keyring.fromKeyFile(opts.keyFile);
     const kernel = new Kernel();
     const lock = await StateDirLock.acquire(opts.stateDir);
     let control: ControlPlane;
     let underlay: Underlay;
     try {
-      underlay = await chooseUnderlay(kernel, opts);
+      underlay = await chooseUnderlay(kernel, opts, { ipv4: conf.space !== undefined, ipv6: conf.space6 !== undefined });
       await checkHost(kernel, opts, conf, underlay);
       await mkdir(dirname(opts.subnetFile), { recursive: true, mode: 0o755 });
       abortable(signal);
       log.info({ node: opts.nodeName, underlay: describeUnderlay(underlay), backend: conf.Backend.Type, network: conf.Network }, "starting");
       control = await ControlPlane.start({
-        name: opts.nodeName, bindAddr: formatIpv4(underlay.addr), gossipPort: opts.gossipPort, join: opts.join,
-        seeds: opts.seeds ?? (opts.join.length === 0 ? [opts.nodeName] : []), space: conf.space, keyring,
+        name: opts.nodeName, bindAddr: formatIpv4(underlay.addr!), gossipPort: opts.gossipPort, join: opts.join,
+        seeds: opts.seeds ?? (opts.join.length === 0 ? [opts.nodeName] : []), space: conf.space, space6: conf.space6, underlay6: underlay.addr6, keyring,
         stateDir: opts.stateDir, logger: log,
       });
     } catch (err) {
@@ -148,12 +156,16 @@ export class Agent {
       // while down) is never programmed; lease() then waits for the new one.
       agent.waitingFor = WAITING_FOR_LEASE;
       agent.subnet = await abortable(signal, control.lease());
-      log.info({ subnet: formatPrefix(agent.subnet) }, "lease held");
+      if (conf.space6) agent.subnet6 = await abortable(signal, control.lease6());
+      log.info({ subnet: formatPrefix(agent.subnet), ...(agent.subnet6 && { subnet6: formatPrefix6(agent.subnet6) }) }, "lease held");
       agent.waitingFor = "starting the backend";
       // Not raced with the abort: a backend half set up could not be undone; a stop waits for it.
       await agent.serially(() => agent.startBackend());
       abortable(signal);
-      control.on("change", () => void agent.sync.kick().catch((err) => log.error({ err }, "peer sync failed")));
+      control.on("change", () => {
+        void agent.sync.kick().catch((err) => log.error({ err }, "peer sync failed"));
+        void agent.sync6.kick().catch((err) => log.error({ err }, "IPv6 peer sync failed"));
+      });
       agent.reconcileTimer = setInterval(() => void agent.reconcile(), opts.reconcileIntervalMs);
       return agent;
     } catch (err) {
@@ -170,14 +182,32 @@ export class Agent {
     });
     this.announcement = await backend.start();
     this.backend = backend;
-    this.control.announce(this.announcement);
-    if (this.opts.ipMasq) await setIpMasq(this.kernel, { network: this.conf.space.network, subnet });
-    await writeSubnetEnv(this.opts.subnetFile, this.conf.space.network, subnet, backend.mtu, this.opts.ipMasq);
+    const [space6, subnet6] = [this.conf.space6, this.subnet6];
+    if (space6 && subnet6) {
+      // A second instance of the same backend for IPv6 (flannel-v6.<VNI> for vxlan), as flannel runs one per family.
+      const backend6 = createBackend(this.conf.Backend.Type, backendOptions(this.conf.Backend), {
+        kernel: this.kernel, network: space6.network, subnet: subnet6, underlay: this.underlay, stateDir: this.opts.stateDir, logger: this.log.child({ layer: "backend", family: 6 }),
+      });
+      this.announcement6 = await backend6.start();
+      this.backend6 = backend6;
+    }
+    this.control.announce(this.announcement, this.announcement6);
+    if (this.opts.ipMasq) await setIpMasq(this.kernel, { network: this.conf.space.network, subnet }, ...(space6 && subnet6 ? [{ network: space6.network, subnet: subnet6 }] : []));
+    // One pod interface carries both families: it gets the smaller MTU.
+    const mtu = Math.min(backend.mtu, this.backend6?.mtu ?? Infinity);
+    await writeSubnetEnv(this.opts.subnetFile, {
+      v4: { network: this.conf.space.network, subnet },
+      ...(space6 && subnet6 && { v6: { network: space6.network, subnet: subnet6 } }),
+      mtu,
+      ipMasq: this.opts.ipMasq,
+    });
     this.sync.reset();
-    await this.sync.kick();
+    this.sync6.reset();
+    await Promise.all([this.sync.kick(), this.sync6.kick()]);
     await backend.reconcile();
+    await this.backend6?.reconcile();
     this.ready = true;
-    this.log.info({ backend: backend.type, mtu: backend.mtu, subnetFile: this.opts.subnetFile, peers: this.sync.size }, "ready");
+    this.log.info({ backend: backend.type, mtu, subnetFile: this.opts.subnetFile, peers: this.sync.size, peers6: this.sync6.size }, "ready");
   }
 
   /** Re-reads net-conf.json; a changed Backend is swapped in (the node keeps its subnet). Reloads run one at a time. */
@@ -219,23 +249,27 @@ export class Agent {
    * the old subnet keep addresses that now belong elsewhere: they must be restarted.
    */
   private async subnetLost(lost: string): Promise<void> {
-    if (!this.subnet || formatPrefix(this.subnet) !== lost) return;
+    const v6 = this.subnet6 !== undefined && formatPrefix6(this.subnet6) === lost;
+    if (!v6 && (!this.subnet || formatPrefix(this.subnet) !== lost)) return;
+    const what = v6 ? "IPv6 subnet" : "subnet";
     this.log.error(
       { code: "AGENT_SUBNET_LOST", subnet: lost },
-      `the cluster gave this node's subnet ${lost} to another node: stopping the backend and removing ${this.opts.subnetFile}; restart this node's pods once it has a new subnet`,
+      `the cluster gave this node's ${what} ${lost} to another node: stopping the backend and removing ${this.opts.subnetFile}; restart this node's pods once it has a new subnet`,
     );
-    this.subnet = undefined;
+    if (v6) this.subnet6 = undefined;
+    else this.subnet = undefined;
     await this.stopBackend();
     await rm(this.opts.subnetFile, { force: true });
-    this.waitingFor = "a new subnet: the cluster gave this node's subnet to another node";
-    this.subnet = await this.control.lease();
+    this.waitingFor = `a new ${what}: the cluster gave this node's ${what} to another node`;
+    // The other family's subnet stays.
+    const now = v6 ? formatPrefix6((this.subnet6 = await this.control.lease6())) : formatPrefix((this.subnet = await this.control.lease()));
     await this.startBackend();
-    this.log.warn({ code: "AGENT_SUBNET_REPLACED", from: lost, to: formatPrefix(this.subnet) }, `now serving ${formatPrefix(this.subnet)} instead of ${lost}`);
+    this.log.warn({ code: "AGENT_SUBNET_REPLACED", from: lost, to: now }, `now serving ${now} instead of ${lost}`);
   }
 
   private async reloadNow(): Promise<void> {
-    const next = parseNetConf(await readConfig(this.opts.netConfig), this.opts.netConfig);
-    if (next.Network !== this.conf.Network || next.space.fingerprint !== this.conf.space.fingerprint) {
+    const next = requireIpv4(parseNetConf(await readConfig(this.opts.netConfig), this.opts.netConfig));
+    if (next.Network !== this.conf.Network || next.space.fingerprint !== this.conf.space.fingerprint || next.space6?.fingerprint !== this.conf.space6?.fingerprint) {
       throw new WeftError("CONFIG_NET_CONF_RELOAD_REFUSED", "Network and subnet keys cannot change while running; stop every agent to change them");
     }
     if (JSON.stringify(next.Backend) === JSON.stringify(this.conf.Backend)) return;
@@ -257,19 +291,23 @@ export class Agent {
 
   /** Stops and removes the backend; peer syncs meanwhile do nothing (startBackend sets every peer). */
   private async stopBackend(): Promise<void> {
-    const backend = this.backend;
+    const [backend, backend6] = [this.backend, this.backend6];
     this.ready = false;
     this.waitingFor = "swapping the backend";
     this.backend = undefined;
+    this.backend6 = undefined;
+    this.announcement6 = undefined;
     await backend?.stop(false);
+    await backend6?.stop(false);
   }
 
   /** Periodic: peers from the control plane, then kernel drift repaired. */
   private async reconcile(): Promise<void> {
     if (!this.ready || !this.backend) return;
     try {
-      await this.sync.kick();
+      await Promise.all([this.sync.kick(), this.sync6.kick()]);
       await this.backend.reconcile();
+      await this.backend6?.reconcile();
     } catch (err) {
       this.log.error({ err }, "reconcile failed; trying again at the next interval");
     }
@@ -279,17 +317,20 @@ export class Agent {
     const settings = this.control.settings();
     return {
       node: this.opts.nodeName,
-      underlay: formatIpv4(this.underlay.addr),
+      underlay: formatIpv4(this.underlay.addr!),
+      ...(this.underlay.addr6 !== undefined && { underlay6: formatIpv6(this.underlay.addr6) }),
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       ready: this.isReady(),
       waitingFor: this.isReady() ? undefined : this.whyNotReady(),
       join: this.control.joinStatus(),
       network: this.conf.Network,
       subnet: this.subnet && formatPrefix(this.subnet),
+      ...(this.subnet6 && { subnet6: formatPrefix6(this.subnet6), backend6: this.announcement6 }),
       backend: this.announcement,
       mtu: this.backend?.mtu,
       members: this.control.allMembers().map((m) => ({ name: m.name, addr: `${m.host}:${m.port}`, state: m.state, incarnation: m.incarnation })),
       peers: this.control.peers().map((p) => ({ name: p.name, subnet: formatPrefix(p.subnet), underlay: formatIpv4(p.underlay), backend: p.backend.type })),
+      ...(this.conf.space6 && { peers6: this.control.peers6().map((p) => ({ name: p.name, subnet: formatPrefix6(p.subnet), underlay: formatIpv6(p.underlay), backend: p.backend.type })) }),
       /** Subnets kept for dead or departed nodes, and when they go back to the ring (weft reclaim hands them back now). */
       reserved: this.control.reservations().map((r) => ({ ...r, reclaimAt: r.reclaimAt === null ? null : new Date(r.reclaimAt).toISOString() })),
       settings: { ...settings, reclaimGrace: formatDuration(settings.lease.reclaimGraceMs) },
@@ -317,11 +358,22 @@ export class Agent {
     clearInterval(this.reconcileTimer);
     await this.control.stop(leave).catch((err) => this.log.warn({ err }, "leaving the cluster failed"));
     await this.backend?.stop(this.opts.keepOnExit);
+    await this.backend6?.stop(this.opts.keepOnExit);
     if (this.opts.ipMasq) await removeIpMasq(this.kernel).catch((err) => this.log.warn({ err }, "removing ip-masq rules failed"));
     await this.http?.close();
     await this.lock.release();
     this.log.info({ keptDevices: this.opts.keepOnExit }, "stopped");
   }
+}
+
+type Ipv4NetConf = NetConf & { readonly space: NonNullable<NetConf["space"]> };
+
+/** IPv4-only and dual-stack run; IPv6-only (EnableIPv4 false) is refused before anything starts, for now. */
+function requireIpv4(conf: NetConf): Ipv4NetConf {
+  if (conf.space === undefined) {
+    throw new WeftError("CONFIG_NET_CONF_INVALID", "EnableIPv4 = false: this weft agent runs IPv4-only or dual-stack, not IPv6-only yet; set EnableIPv4 to true (or leave it out) and keep EnableIPv6 for dual-stack");
+  }
+  return conf as Ipv4NetConf;
 }
 
 /** 86400000 → "24h", 90000 → "1m30s". */

@@ -5,8 +5,7 @@
 // A failed sync fails only the kicks waiting for it; the next kick runs again and sets every
 // peer afresh, since what the backend holds is unknown after a failure.
 import type { Backend, BackendPeer } from "../backends/backend.js";
-import { formatPrefix } from "../net/ipv4.js";
-import type { ControlPlane } from "../control/control-plane.js";
+import { formatAnyPrefix as formatPrefix } from "../net/ip.js";
 import type { Logger } from "pino";
 
 export class PeerSync {
@@ -14,7 +13,8 @@ export class PeerSync {
   private running: Promise<void> = Promise.resolve();
   private pending = false;
 
-  constructor(private readonly control: ControlPlane, private readonly backend: () => Backend | undefined, private readonly log: Logger) {}
+  /** `peers` says what the backend should hold: the control plane's peers of the backend's family. */
+  constructor(private readonly peers: () => BackendPeer[], private readonly backend: () => Backend | undefined, private readonly log: Logger) {}
 
   /** Schedules a sync; several calls while one runs collapse into one more. */
   kick(): Promise<void> {
@@ -48,8 +48,8 @@ export class PeerSync {
   }
 
   private async apply(backend: Backend): Promise<void> {
-    const want = new Map<string, BackendPeer>(this.control.peers().map((p) => [p.name, p]));
-    const key = (p: BackendPeer) => JSON.stringify([formatPrefix(p.subnet), p.underlay, p.backend]);
+    const want = new Map<string, BackendPeer>(this.peers().map((p) => [p.name, p]));
+    const key = (p: BackendPeer) => JSON.stringify([formatPrefix(p.subnet), String(p.underlay), p.backend]);
     const changes: Promise<void>[] = [];
     for (const [name, p] of want) {
       if (this.current.get(name) === key(p)) continue;

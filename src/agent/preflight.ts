@@ -11,6 +11,7 @@ import type { NetConf } from "../config/net-conf.js";
 import { WeftError } from "../errors.js";
 import type { Kernel } from "../kernel/iproute.js";
 import { formatIpv4, formatPrefix, parseIpv4, prefixesOverlap, prefixMask, type Ipv4Prefix } from "../net/ipv4.js";
+import { parseIpv6 } from "../net/ipv6.js";
 
 /** Below this, reconcile passes (each lists the kernel's routes and neighbours) would keep a core busy. */
 export const MIN_RECONCILE_INTERVAL_MS = 1000;
@@ -21,6 +22,7 @@ export interface FlagValues {
   iface?: string[];
   ifaceRegex?: string[];
   publicIp?: string;
+  publicIpv6?: string;
   healthzIp: string;
   healthzPort?: number;
   metricsIp: string;
@@ -60,6 +62,13 @@ export function checkFlags(f: FlagValues): void {
   for (const [flag, ip] of [["--public-ip", f.publicIp], ["--healthz-ip", f.healthzIp], ["--metrics-ip", f.metricsIp]] as const) {
     if (ip !== undefined) parseFlagIpv4(flag, ip);
   }
+  if (f.publicIpv6 !== undefined) {
+    try {
+      parseIpv6(f.publicIpv6);
+    } catch {
+      throw flagError("--public-ipv6", f.publicIpv6, "an IPv6 address of this host, like 2001:2::1");
+    }
+  }
   for (const re of f.ifaceRegex ?? []) {
     try {
       new RegExp(re);
@@ -92,7 +101,7 @@ interface PortUse {
 }
 
 function portUses(f: FlagValues, conf: NetConf, underlay: Underlay, vxlanDeviceExists: boolean): PortUse[] {
-  const gossipHost = formatIpv4(underlay.addr);
+  const gossipHost = formatIpv4(underlay.addr!);
   const uses: PortUse[] = [
     { what: "--gossip-port", port: f.gossipPort, udp: true, tcp: true, host: gossipHost, hostFlag: f.publicIp ? "--public-ip" : "--iface", probe: true },
   ];
@@ -182,13 +191,13 @@ const OWN_DEVICE = /^(flannel\.\d+|weft\.\d+|flannel0)$/;
  * around or inside it (hosts there would become unreachable), a foreign route inside it.
  */
 export function checkNetworkAgainstHost(conf: Pick<NetConf, "space">, underlay: Underlay, host: readonly HostPrefix[]): void {
-  const network = conf.space.network;
-  const subnetLen = conf.space.subnetLen;
+  const network = conf.space!.network;
+  const subnetLen = conf.space!.subnetLen;
   const inNetwork = (p: Ipv4Prefix) => p.len >= network.len && prefixesOverlap(p, network);
-  if (prefixesOverlap({ addr: underlay.addr, len: 32 }, network)) {
+  if (prefixesOverlap({ addr: underlay.addr!, len: 32 }, network)) {
     throw new WeftError(
       "CONFIG_NETWORK_OVERLAPS_HOST",
-      `Network ${formatPrefix(network)} (net-conf.json) contains the underlay address ${formatIpv4(underlay.addr)} on ${underlay.iface}: ` +
+      `Network ${formatPrefix(network)} (net-conf.json) contains the underlay address ${formatIpv4(underlay.addr!)} on ${underlay.iface}: ` +
         `its routes would replace the host's own and cut it off; pick a Network that overlaps none of the host's addresses and routes (ip -4 addr, ip -4 route)`,
     );
   }

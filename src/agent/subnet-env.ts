@@ -1,39 +1,52 @@
 // /run/flannel/subnet.env, written exactly as flanneld writes it, so that the flannel CNI plugin
-// works unchanged: the network, the first usable address of this node's subnet with its prefix
-// length, the MTU pods must use, and whether ip-masq is on; replaced atomically.
+// works unchanged: per enabled family (IPv4 first) the network and the first usable address of this
+// node's subnet with its prefix length, then the MTU pods must use and whether ip-masq is on;
+// replaced atomically. IPv6 addresses are written as Go writes them (src/net/ipv6.ts).
 import { writeFileAtomic } from "../fs/atomic-write.js";
 import { WeftError } from "../errors.js";
 import { formatIpv4, formatPrefix, parseIpv4, parsePrefix, prefixMask, type Ipv4Prefix } from "../net/ipv4.js";
+import { formatIpv6, formatPrefix6, parseIpv6, parsePrefix6, prefixMask6, type Ipv6Prefix } from "../net/ipv6.js";
 
 export const DEFAULT_SUBNET_FILE = "/run/flannel/subnet.env";
 
-export function subnetEnv(network: Ipv4Prefix, subnet: Ipv4Prefix, mtu: number, ipMasq: boolean): string {
-  return [
-    `FLANNEL_NETWORK=${formatPrefix(network)}`,
-    `FLANNEL_SUBNET=${formatIpv4(subnet.addr + 1)}/${subnet.len}`,
-    `FLANNEL_MTU=${mtu}`,
-    `FLANNEL_IPMASQ=${ipMasq}`,
-    "",
-  ].join("\n");
+export interface SubnetEnv {
+  /** IPv4 network and this node's subnet; absent when IPv4 is off. */
+  readonly v4?: { readonly network: Ipv4Prefix; readonly subnet: Ipv4Prefix };
+  /** IPv6 network and this node's subnet; absent when IPv6 is off. */
+  readonly v6?: { readonly network: Ipv6Prefix; readonly subnet: Ipv6Prefix };
+  readonly mtu: number;
+  readonly ipMasq: boolean;
 }
 
-export function writeSubnetEnv(path: string, network: Ipv4Prefix, subnet: Ipv4Prefix, mtu: number, ipMasq: boolean): Promise<void> {
-  return writeFileAtomic(path, subnetEnv(network, subnet, mtu, ipMasq));
+export function subnetEnv(env: SubnetEnv): string {
+  const lines: string[] = [];
+  if (env.v4) lines.push(`FLANNEL_NETWORK=${formatPrefix(env.v4.network)}`, `FLANNEL_SUBNET=${formatIpv4(env.v4.subnet.addr + 1)}/${env.v4.subnet.len}`);
+  if (env.v6) lines.push(`FLANNEL_IPV6_NETWORK=${formatPrefix6(env.v6.network)}`, `FLANNEL_IPV6_SUBNET=${formatIpv6(env.v6.subnet.addr + 1n)}/${env.v6.subnet.len}`);
+  return [...lines, `FLANNEL_MTU=${env.mtu}`, `FLANNEL_IPMASQ=${env.ipMasq}`, ""].join("\n");
+}
+
+export function writeSubnetEnv(path: string, env: SubnetEnv): Promise<void> {
+  return writeFileAtomic(path, subnetEnv(env));
 }
 
 /** Reads a subnet.env back (as the flannel CNI plugin does). */
-export function parseSubnetEnv(text: string): { network: Ipv4Prefix; subnet: Ipv4Prefix; mtu: number; ipMasq: boolean } {
+export function parseSubnetEnv(text: string): SubnetEnv {
   const vars = new Map(text.split("\n").filter((l) => l.includes("=")).map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]));
   const need = (k: string) => {
     const v = vars.get(k);
     if (v === undefined) throw new WeftError("AGENT_SUBNET_ENV_INVALID", `subnet.env has no ${k}`);
     return v;
   };
-  const [addr, len] = need("FLANNEL_SUBNET").split("/");
-  const l = Number(len);
+  if (!vars.has("FLANNEL_NETWORK") && !vars.has("FLANNEL_IPV6_NETWORK")) throw new WeftError("AGENT_SUBNET_ENV_INVALID", "subnet.env has neither FLANNEL_NETWORK nor FLANNEL_IPV6_NETWORK");
+  const hostPrefix = (k: string) => {
+    const [addr, len] = need(k).split("/");
+    return { addr, len: Number(len) };
+  };
+  const s4 = vars.has("FLANNEL_NETWORK") ? hostPrefix("FLANNEL_SUBNET") : undefined;
+  const s6 = vars.has("FLANNEL_IPV6_NETWORK") ? hostPrefix("FLANNEL_IPV6_SUBNET") : undefined;
   return {
-    network: parsePrefix(need("FLANNEL_NETWORK")),
-    subnet: { addr: (parseIpv4(addr) & prefixMask(l)) >>> 0, len: l },
+    ...(s4 && { v4: { network: parsePrefix(need("FLANNEL_NETWORK")), subnet: { addr: (parseIpv4(s4.addr) & prefixMask(s4.len)) >>> 0, len: s4.len } } }),
+    ...(s6 && { v6: { network: parsePrefix6(need("FLANNEL_IPV6_NETWORK")), subnet: { addr: parseIpv6(s6.addr) & prefixMask6(s6.len), len: s6.len } } }),
     mtu: Number(need("FLANNEL_MTU")),
     ipMasq: need("FLANNEL_IPMASQ") === "true",
   };

@@ -1,15 +1,25 @@
-// Which interface and address carry this host's overlay traffic, chosen as flanneld chooses:
-// --iface (names or addresses, first match wins), else --iface-regex, else the interface of the
-// default route; --public-ip overrides the address peers send to.
+// Which interface and addresses carry this host's overlay traffic, chosen as flanneld chooses:
+// --iface (names or addresses, IPv4 or IPv6, first match wins), else --iface-regex (over names
+// and addresses), else the interface of the default route (IPv6's when IPv4 is off). The chosen
+// interface must have a global address of every enabled family; --public-ip and --public-ipv6
+// override the addresses peers send to.
 import { WeftError } from "../errors.js";
 import type { Underlay } from "../backends/backend.js";
 import type { Kernel } from "../kernel/iproute.js";
 import { formatIpv4, parseIpv4 } from "../net/ipv4.js";
+import { formatIpv6, isIpv6Text, parseIpv6 } from "../net/ipv6.js";
 
 export interface UnderlayChoice {
   iface?: string[];
   ifaceRegex?: string[];
   publicIp?: string;
+  publicIpv6?: string;
+}
+
+/** The families the network config enables. */
+export interface UnderlayFamilies {
+  readonly ipv4: boolean;
+  readonly ipv6: boolean;
 }
 
 interface AddrInfo {
@@ -18,41 +28,61 @@ interface AddrInfo {
   addr_info?: Array<{ family: string; local: string; scope: string }>;
 }
 
-export async function chooseUnderlay(kernel: Kernel, choice: UnderlayChoice): Promise<Underlay> {
-  const links = (await kernel.ipJson<AddrInfo[]>(["-4", "addr", "show"])).map((l) => ({
-    iface: l.ifname,
-    mtu: l.mtu,
-    addrs: (l.addr_info ?? []).filter((a) => a.family === "inet" && a.scope === "global").map((a) => a.local),
-  }));
-  const pick = (iface: string, addr: string, mtu: number): Underlay => ({
-    iface, mtu, addr: parseIpv4(choice.publicIp ?? addr),
+interface Link {
+  iface: string;
+  mtu: number;
+  v4: string[];
+  v6: string[];
+}
+
+export async function chooseUnderlay(kernel: Kernel, choice: UnderlayChoice, families: UnderlayFamilies = { ipv4: true, ipv6: false }): Promise<Underlay> {
+  const links: Link[] = (await kernel.ipJson<AddrInfo[]>(["addr", "show"])).map((l) => {
+    const global = (family: string) => (l.addr_info ?? []).filter((a) => a.family === family && a.scope === "global").map((a) => a.local);
+    return { iface: l.ifname, mtu: l.mtu, v4: global("inet"), v6: global("inet6") };
   });
+  const wanted = [families.ipv4 && "IPv4", families.ipv6 && "IPv6"].filter(Boolean).join(" and ");
+  const usable = (l: Link) => (!families.ipv4 || l.v4.length > 0) && (!families.ipv6 || l.v6.length > 0);
+  /** The interface's addresses, with `preferred` first where it is one of them. */
+  const pick = (l: Link, preferred?: string): Underlay => {
+    const first = (list: string[]) => (preferred !== undefined && list.includes(preferred) ? preferred : list[0]);
+    return {
+      iface: l.iface,
+      mtu: l.mtu,
+      ...(families.ipv4 && { addr: parseIpv4(choice.publicIp ?? first(l.v4)) }),
+      ...(families.ipv6 && { addr6: parseIpv6(choice.publicIpv6 ?? first(l.v6)) }),
+    };
+  };
+  const sameAddr = (a: string, b: string) => (isIpv6Text(a) && isIpv6Text(b) ? parseIpv6(a) === parseIpv6(b) : a === b);
   for (const want of choice.iface ?? []) {
-    const byName = links.find((l) => l.iface === want && l.addrs.length > 0);
-    if (byName) return pick(byName.iface, byName.addrs[0], byName.mtu);
-    const byAddr = links.find((l) => l.addrs.includes(want));
-    if (byAddr) return pick(byAddr.iface, want, byAddr.mtu);
+    const byName = links.find((l) => l.iface === want && usable(l));
+    if (byName) return pick(byName);
+    const byAddr = links.find((l) => usable(l) && [...l.v4, ...l.v6].some((a) => sameAddr(a, want)));
+    if (byAddr) return pick(byAddr, [...byAddr.v4, ...byAddr.v6].find((a) => sameAddr(a, want)));
   }
   for (const re of choice.ifaceRegex ?? []) {
     const r = new RegExp(re);
-    for (const l of links) {
-      const addr = l.addrs.find((a) => r.test(a)) ?? (r.test(l.iface) ? l.addrs[0] : undefined);
-      if (addr) return pick(l.iface, addr, l.mtu);
+    for (const l of links.filter(usable)) {
+      const addr = [...l.v4, ...l.v6].find((a) => r.test(a));
+      if (addr !== undefined || r.test(l.iface)) return pick(l, addr);
     }
   }
+  const describeLinks = () => links.map((l) => `${l.iface} [${[...l.v4, ...l.v6].join(" ")}]`).join(", ");
   if ((choice.iface?.length ?? 0) + (choice.ifaceRegex?.length ?? 0) > 0) {
     const given = [choice.iface?.length && `--iface ${choice.iface.join(",")}`, choice.ifaceRegex?.length && `--iface-regex ${choice.ifaceRegex.join(",")}`].filter(Boolean).join(" or ");
-    throw new WeftError("AGENT_UNDERLAY_NOT_FOUND", `no interface with an IPv4 address matches ${given}; interfaces here: ${links.map((l) => `${l.iface} [${l.addrs.join(" ")}]`).join(", ")}`);
+    throw new WeftError("AGENT_UNDERLAY_NOT_FOUND", `no interface with a global ${wanted} address matches ${given}; interfaces here: ${describeLinks()}`);
   }
-  const routes = await kernel.ipJson<Array<{ dev?: string; prefsrc?: string }>>(["-4", "route", "show", "default"]);
+  const routes = await kernel.ipJson<Array<{ dev?: string }>>([families.ipv4 ? "-4" : "-6", "route", "show", "default"]);
   const dev = routes.find((r) => r.dev)?.dev;
-  const link = links.find((l) => l.iface === dev && l.addrs.length > 0);
+  const link = links.find((l) => l.iface === dev && usable(l));
   if (!link) {
-    throw new WeftError("AGENT_UNDERLAY_NOT_FOUND", `no default route to choose the underlay interface from; pass --iface NAME or --iface ADDRESS (interfaces here: ${links.map((l) => l.iface).join(", ")})`);
+    throw new WeftError(
+      "AGENT_UNDERLAY_NOT_FOUND",
+      `no default ${families.ipv4 ? "IPv4" : "IPv6"} route through an interface with a global ${wanted} address to choose the underlay from; pass --iface NAME or --iface ADDRESS (interfaces here: ${describeLinks()})`,
+    );
   }
-  return pick(link.iface, link.addrs[0], link.mtu);
+  return pick(link);
 }
 
 export function describeUnderlay(u: Underlay): string {
-  return `${u.iface} ${formatIpv4(u.addr)} mtu ${u.mtu}`;
+  return [u.iface, u.addr !== undefined && formatIpv4(u.addr), u.addr6 !== undefined && formatIpv6(u.addr6), `mtu ${u.mtu}`].filter(Boolean).join(" ");
 }

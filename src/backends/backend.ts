@@ -5,7 +5,7 @@
 import type { Logger } from "pino";
 import type { DataplaneCounters } from "../dataplane/dataplane.js";
 import type { Kernel } from "../kernel/iproute.js";
-import type { Ipv4Prefix } from "../net/ipv4.js";
+import type { IpAddr, IpPrefix } from "../net/ip.js";
 
 export const BACKEND_TYPES = ["vxlan", "host-gw", "udp", "wasm-vxlan"] as const;
 export type BackendType = (typeof BACKEND_TYPES)[number];
@@ -22,8 +22,10 @@ export const UDP_PORT = 8285;
 export interface Underlay {
   /** Interface name (e.g. eth0). */
   iface: string;
-  /** Address peers send to (flannel's --public-ip). */
-  addr: number;
+  /** IPv4 address peers send to (flannel's --public-ip); absent when IPv4 is off. */
+  addr?: number;
+  /** IPv6 address peers send to (flannel's --public-ipv6); present when IPv6 is enabled. */
+  addr6?: bigint;
   mtu: number;
 }
 
@@ -81,17 +83,23 @@ export interface BackendCounters {
 /** A peer as backends see it: its lease, where it is, what it announced. */
 export interface BackendPeer {
   name: string;
-  subnet: Ipv4Prefix;
-  underlay: number;
+  /** The peer's subnet and underlay address of the backend's family. */
+  subnet: IpPrefix;
+  underlay: IpAddr;
   backend: BackendAnnouncement;
 }
 
+/**
+ * A backend instance works on one address family: network, subnet and peers are all IPv4 or all
+ * IPv6. A dual-stack node runs one instance per family (kernel backends only; see
+ * src/backends/index.ts).
+ */
 export interface BackendContext {
   kernel: Kernel;
-  /** The whole pod network (flannel's Network). */
-  network: Ipv4Prefix;
-  /** This node's lease. */
-  subnet: Ipv4Prefix;
+  /** The whole pod network of this family (flannel's Network or IPv6Network). */
+  network: IpPrefix;
+  /** This node's lease in it. */
+  subnet: IpPrefix;
   underlay: Underlay;
   /** Directory for state kept across restarts (e.g. the VTEP MAC). */
   stateDir: string;

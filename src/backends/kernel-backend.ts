@@ -10,7 +10,7 @@ import type { Logger } from "pino";
 import { WeftError } from "../errors.js";
 import { addPeerEntries, applyChanges, changedKeys, diffEntries, emptyEntrySets, peerEntryKeys, type EntrySets, type PeerEntries } from "../kernel/converge.js";
 import { lookupRoutes, readEntries, type RouteEntry } from "../kernel/entries.js";
-import { formatIpv4, prefixesOverlap } from "../net/ipv4.js";
+import { familyOf, formatAddr, formatAnyPrefix, overlaps, type IpAddr } from "../net/ip.js";
 import type { Backend, BackendAnnouncement, BackendContext, BackendCounters, BackendPeer, BackendType } from "./backend.js";
 import { announcementProblem, overlapProblem, UnreachablePeers } from "./unreachable.js";
 
@@ -126,10 +126,10 @@ export abstract class KernelBackend implements Backend {
     const iface = this.ctx.underlay.iface;
     const found = await lookupRoutes(this.ctx.kernel, peers.map((p) => p.underlay));
     return found.map((r, i) => {
-      const addr = formatIpv4(peers[i].underlay);
+      const addr = formatAddr(peers[i].underlay);
       if ("error" in r) return `no route to its underlay address ${addr} (${r.error})`;
       if (r.local) return `its underlay address ${addr} is this host's own`;
-      if (r.gateway !== undefined) return `${addr} is reached through gateway ${formatIpv4(r.gateway)}, not directly on ${iface}`;
+      if (r.gateway !== undefined) return `${addr} is reached through gateway ${formatAddr(r.gateway)}, not directly on ${iface}`;
       if (r.dev !== iface) return `${addr} is reached through ${r.dev}, not the underlay interface ${iface}`;
       return undefined;
     });
@@ -220,7 +220,7 @@ export abstract class KernelBackend implements Backend {
     const { routes, neighs, fdbs } = await readEntries(this.ctx.kernel, this.ctx.network, this.entryDevice);
     return {
       // Never this node's own subnet, whatever holds it.
-      routes: routes.filter((r) => !prefixesOverlap(r.dst, this.ctx.subnet) && this.ownsRoute(r)),
+      routes: routes.filter((r) => !overlaps(r.dst, this.ctx.subnet) && this.ownsRoute(r)),
       neighs: neighs.filter((n) => n.permanent),
       fdbs: fdbs.filter((f) => f.permanent),
     };
@@ -228,5 +228,16 @@ export abstract class KernelBackend implements Backend {
 }
 
 function sameEntries(a: PeerEntries | undefined, b: PeerEntries | undefined): boolean {
-  return JSON.stringify(a) === JSON.stringify(b);
+  // IPv6 addresses are bigints, which JSON has no form for.
+  const text = (e: PeerEntries | undefined) => JSON.stringify(e, (_, v: unknown) => (typeof v === "bigint" ? `${v}n` : v));
+  return text(a) === text(b);
+}
+
+/** This node's underlay address of the backend's family (--public-ip or --public-ipv6). */
+export function underlayAddr(ctx: BackendContext): IpAddr {
+  const addr = familyOf(ctx.subnet.addr) === 4 ? ctx.underlay.addr : ctx.underlay.addr6;
+  if (addr === undefined) {
+    throw new WeftError("BACKEND_NO_UNDERLAY_ADDRESS", `${ctx.underlay.iface} has no IPv${familyOf(ctx.subnet.addr)} underlay address for the ${formatAnyPrefix(ctx.subnet)} lease; give the interface one, or pass --public-ip / --public-ipv6`);
+  }
+  return addr;
 }

@@ -5,14 +5,15 @@
 // there (host-gw: not on the same L2 network). Every such peer is logged as an error when it
 // becomes unreachable and counted while it stays so — never a route into nothing.
 import type { Logger } from "pino";
-import { formatIpv4, formatPrefix, parseMac, prefixContains, prefixesOverlap, type Ipv4Prefix } from "../net/ipv4.js";
+import { parseMac } from "../net/ipv4.js";
+import { contains as prefixContains, formatAddr as formatIpv4, formatAnyPrefix as formatPrefix, overlaps as prefixesOverlap, type IpPrefix } from "../net/ip.js";
 import { DEFAULT_VNI, type BackendAnnouncement, type BackendPeer, type BackendType } from "./backend.js";
 
 /** Backends that put the same bytes on the wire. */
 const WIRE_FORMAT: Record<BackendType, string> = { vxlan: "vxlan", "wasm-vxlan": "vxlan", udp: "udp", "host-gw": "plain routing" };
 
 /** Why `peer` cannot be reached by a node announcing `own` with lease `subnet` in `network`; undefined when it can. */
-export function announcementProblem(own: BackendAnnouncement, network: Ipv4Prefix, subnet: Ipv4Prefix, peer: BackendPeer): string | undefined {
+export function announcementProblem(own: BackendAnnouncement, network: IpPrefix, subnet: IpPrefix, peer: BackendPeer): string | undefined {
   const theirs = peer.backend;
   if (!prefixContains(network, peer.subnet.addr) || peer.subnet.len < network.len) {
     return `its subnet ${formatPrefix(peer.subnet)} is outside the pod network ${formatPrefix(network)}; check that both nodes use the same net-conf.json`;
@@ -37,7 +38,7 @@ export function announcementProblem(own: BackendAnnouncement, network: Ipv4Prefi
 }
 
 /** Why `peer` cannot be used next to `others` (already accepted peers); undefined when it can. */
-export function overlapProblem(peer: BackendPeer, others: Iterable<{ name: string; subnet: Ipv4Prefix }>): string | undefined {
+export function overlapProblem(peer: BackendPeer, others: Iterable<{ name: string; subnet: IpPrefix }>): string | undefined {
   for (const o of others) {
     if (o.name !== peer.name && prefixesOverlap(o.subnet, peer.subnet)) {
       return `its subnet ${formatPrefix(peer.subnet)} overlaps ${o.name}'s ${formatPrefix(o.subnet)}; one of the two leases is stale, reclaim it`;

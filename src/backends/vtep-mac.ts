@@ -11,10 +11,12 @@ import { WeftError } from "../errors.js";
 import { formatMac, parseMac } from "../net/ipv4.js";
 
 export const VTEP_MAC_FILE = "vtep-mac";
+/** The IPv6 VXLAN device's own MAC (flannel-v6.<VNI> is a device of its own, as in flannel). */
+export const VTEP_MAC_FILE_IPV6 = "vtep-mac-ipv6";
 
-/** The saved VTEP MAC, or a new one saved first (atomically and durably). */
-export function loadVtepMac(stateDir: string): Uint8Array {
-  const file = join(stateDir, VTEP_MAC_FILE);
+/** The saved VTEP MAC of a family's device, or a new one saved first (atomically and durably). */
+export function loadVtepMac(stateDir: string, family: 4 | 6 = 4): Uint8Array {
+  const file = join(stateDir, family === 4 ? VTEP_MAC_FILE : VTEP_MAC_FILE_IPV6);
   let text: string | undefined;
   try {
     text = readFileSync(file, "utf8");

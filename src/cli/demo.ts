@@ -2,20 +2,26 @@
 // shared switch, 198.18.0.0/24), three real agents that find each other by gossip and lease
 // subnets of 198.19.0.0/16, two pods per host made through the CNI plugins (weft cni, bridge,
 // host-local; behind cni0), pings between every pair of hosts, and
-// a live view until Ctrl-C. Everything it creates (namespaces, devices, processes, files) goes
+// a live view until Ctrl-C. With --dual-stack the hosts also get an IPv6 underlay (2001:2::/64),
+// the agents lease subnets of 2001:2:0:8000::/49 too, and the pings go over both families.
+// Everything it creates (namespaces, devices, processes, files) goes
 // away at the end, also on Ctrl-C or failure.
 import type { BackendType } from "../backends/backend.js";
 import { WeftError } from "../errors.js";
 import { LabAgents, type AgentStatus } from "../lab/agents.js";
-import { LabCluster, LAB_POD_NETWORK } from "../lab/cluster.js";
+import { LabCluster, LAB_POD_NETWORK, LAB_POD_NETWORK6 } from "../lab/cluster.js";
 import { ping } from "../lab/traffic.js";
+import { formatAddr, type IpAddr } from "../net/ip.js";
 import { formatIpv4, formatPrefix } from "../net/ipv4.js";
+import { formatIpv6, formatPrefix6 } from "../net/ipv6.js";
 
 export interface DemoOptions {
   backend: BackendType;
   /** Build, check and tear down without the live view. */
   once: boolean;
   hosts?: number;
+  /** IPv6 too (kernel backends). */
+  dualStack?: boolean;
 }
 
 export async function runDemo(o: DemoOptions): Promise<void> {
@@ -38,33 +44,41 @@ export async function runDemo(o: DemoOptions): Promise<void> {
   try {
     const count = o.hosts ?? 3;
     say(`building ${count} hosts in network namespaces (backend ${o.backend})`);
-    lab = await LabCluster.create({ tag: "demo", hosts: count });
+    if (o.dualStack && o.backend !== "vxlan" && o.backend !== "host-gw") {
+      throw new WeftError("CLI_DEMO_BAD_BACKEND", `--dual-stack needs a backend that carries IPv6: --backend vxlan or host-gw, not ${o.backend}`);
+    }
+    lab = await LabCluster.create({ tag: "demo", hosts: count, ipv6: o.dualStack });
     const backend = o.backend === "wasm-vxlan" ? { Type: o.backend, Workers: 1 } : { Type: o.backend };
-    agents = await LabAgents.prepare(lab, () => ({ Network: formatPrefix(LAB_POD_NETWORK), Backend: backend }));
+    const ipv6 = o.dualStack ? { EnableIPv6: true, IPv6Network: formatPrefix6(LAB_POD_NETWORK6) } : {};
+    agents = await LabAgents.prepare(lab, () => ({ Network: formatPrefix(LAB_POD_NETWORK), ...ipv6, Backend: backend }));
     agents.startAll();
     say(`agents started; waiting for gossip, leases and backends (logs in ${agents.dir})`);
     await agents.waitAllReady();
     // Ready means this node's own side is programmed; peers' leases and records may still be on
     // their way through gossip.
-    await Promise.all(agents.agents.map((a) => agents!.waitFor(a, `all ${count - 1} peers known`, (s) => s.peers.length === count - 1)));
+    await Promise.all(agents.agents.map((a) => agents!.waitFor(a, `all ${count - 1} peers known`, (s) => s.peers.length === count - 1 && (!o.dualStack || s.peers6?.length === count - 1))));
     await agents.addPods(2);
     for (const a of agents.agents) {
       const env = await agents.subnetEnv(a);
-      say(`${a.host.name}: subnet ${formatPrefix(env.subnet)}, MTU ${env.mtu}, pods ${a.host.pods.map((p) => formatIpv4(p.addr)).join(" ")}`);
+      const v6 = env.v6 ? ` and ${formatPrefix6(env.v6.subnet)}` : "";
+      say(`${a.host.name}: subnet ${formatPrefix(env.v4!.subnet)}${v6}, MTU ${env.mtu}, pods ${a.host.pods.map((p) => [formatIpv4(p.addr), ...(p.addr6 !== undefined ? [formatIpv6(p.addr6)] : [])].join(" ")).join(" ")}`);
     }
     let failures = 0;
     for (const a of lab.hosts) {
       for (const b of lab.hosts) {
         if (a === b) continue;
-        // A peer's routes follow its record by up to one programming round: allow a few seconds.
-        for (let t = 0; t < 10 && (await ping(a.pods[0], b.pods[1].addr, { count: 1, timeoutS: 1 })).received === 0; t++);
-        const r = await ping(a.pods[0], b.pods[1].addr, { count: 3 });
-        failures += r.received === r.sent ? 0 : 1;
-        say(`ping ${a.pods[0].name} -> ${b.pods[1].name} (${formatIpv4(b.pods[1].addr)}): ${r.received}/${r.sent}${r.rtts.length ? `, median ${median(r.rtts).toFixed(3)} ms` : ""}`);
+        const targets: IpAddr[] = [b.pods[1].addr, ...(o.dualStack ? [b.pods[1].addr6!] : [])];
+        for (const to of targets) {
+          // A peer's routes follow its record by up to one programming round: allow a few seconds.
+          for (let t = 0; t < 10 && (await ping(a.pods[0], to, { count: 1, timeoutS: 1 })).received === 0; t++);
+          const r = await ping(a.pods[0], to, { count: 3 });
+          failures += r.received === r.sent ? 0 : 1;
+          say(`ping ${a.pods[0].name} -> ${b.pods[1].name} (${formatAddr(to)}): ${r.received}/${r.sent}${r.rtts.length ? `, median ${median(r.rtts).toFixed(3)} ms` : ""}`);
+        }
       }
     }
     if (failures > 0) throw new WeftError("CLI_DEMO_PING_FAILED", `${failures} host pairs could not ping; agent logs are in ${agents.dir}`);
-    say("every host reaches every other host's pods");
+    say(`every host reaches every other host's pods${o.dualStack ? " over IPv4 and IPv6" : ""}`);
     if (!o.once) await liveView(agents);
   } finally {
     process.removeListener("SIGINT", onSignal);

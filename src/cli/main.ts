@@ -28,9 +28,10 @@ program
   .command("agent")
   .description("run the agent on this host")
   .addOption(flag("--net-config <path>", "flannel's net-conf.json", "NET_CONFIG").default("/etc/kube-flannel/net-conf.json"))
-  .addOption(flag("--iface <name|ip...>", "interface (name or address) for the underlay; repeat or comma-separate, first match wins", "IFACE").argParser(list))
-  .addOption(flag("--iface-regex <re...>", "regex over interface names and addresses, if --iface matched nothing", "IFACE_REGEX").argParser(list))
-  .addOption(flag("--public-ip <ip>", "address peers send to (default: the interface's)", "PUBLIC_IP"))
+  .addOption(flag("--iface <name|ip...>", "interface (name, IPv4 or IPv6 address) for the underlay; repeat or comma-separate, first match wins", "IFACE").argParser(list))
+  .addOption(flag("--iface-regex <re...>", "regex over interface names and IPv4/IPv6 addresses, if --iface matched nothing", "IFACE_REGEX").argParser(list))
+  .addOption(flag("--public-ip <ip>", "IPv4 address peers send to (default: the interface's)", "PUBLIC_IP"))
+  .addOption(flag("--public-ipv6 <ip>", "IPv6 address peers send to when EnableIPv6 is on (default: the interface's)", "PUBLIC_IPV6"))
   .addOption(flag("--subnet-file <path>", "where to write the subnet file for the CNI plugin", "SUBNET_FILE").default(DEFAULT_SUBNET_FILE))
   .addOption(flag("--ip-masq", "masquerade pod traffic leaving the pod network (nftables)", "IP_MASQ").default(false))
   .addOption(flag("--healthz-ip <ip>", "address of the health endpoints (they say only whether the agent runs and is ready)", "HEALTHZ_IP").default("0.0.0.0"))
@@ -49,7 +50,7 @@ program
   .action(async (o) => {
     const log = pino({ base: { node: o.nodeName } });
     const opts: AgentOptions = {
-      netConfig: o.netConfig, iface: o.iface, ifaceRegex: o.ifaceRegex, publicIp: o.publicIp, subnetFile: o.subnetFile,
+      netConfig: o.netConfig, iface: o.iface, ifaceRegex: o.ifaceRegex, publicIp: o.publicIp, publicIpv6: o.publicIpv6, subnetFile: o.subnetFile,
       ipMasq: o.ipMasq, healthzIp: o.healthzIp, healthzPort: o.healthzPort, healthzStatus: o.healthzStatus, metricsIp: o.metricsIp, metricsPort: o.metricsPort, gossipPort: o.gossipPort,
       join: (o.join as string[]).map(parseHostPort), seeds: o.subnetSeeds, keyFile: o.keyFile, stateDir: o.stateDir,
       nodeName: o.nodeName ?? (await import("node:os")).hostname(), keepOnExit: o.keepOnExit, reconcileIntervalMs: o.reconcileInterval * 1000,
@@ -156,9 +157,10 @@ program
 program
   .command("demo")
   .description("a three-host cluster in network namespaces on this machine, with pods and a live view (root)")
-  .addOption(new Option("--backend <type>", "backend for all hosts").choices(["vxlan", "host-gw", "udp", "wasm-vxlan"]).default("wasm-vxlan"))
+  .addOption(new Option("--backend <type>", "backend for all hosts (default wasm-vxlan; vxlan with --dual-stack)").choices(["vxlan", "host-gw", "udp", "wasm-vxlan"]))
+  .option("--dual-stack", "IPv6 too: an IPv6 underlay (2001:2::/64), pods in 2001:2:0:8000::/49, pings over both families (kernel backends vxlan, host-gw)", false)
   .option("--once", "build, check and tear down without the live view (for scripts)", false)
-  .action(async (o) => runDemo({ backend: o.backend, once: o.once }));
+  .action(async (o) => runDemo({ backend: o.backend ?? (o.dualStack ? "vxlan" : "wasm-vxlan"), once: o.once, dualStack: o.dualStack }));
 
 program
   .command("bench")
@@ -178,8 +180,9 @@ program
   });
 
 function parseHostPort(s: string): { host: string; port: number } {
-  const m = /^(.+):(\d+)$/.exec(s);
-  if (!m) throw new WeftError("CLI_BAD_ADDRESS", `--join "${s}": not host:port (like 198.18.0.2:7946)`);
+  // An IPv6 host is written in brackets, as in URLs: [2001:2::1]:7946.
+  const m = /^\[([0-9a-fA-F:.]+)\]:(\d+)$/.exec(s) ?? /^([^:[\]]+):(\d+)$/.exec(s);
+  if (!m) throw new WeftError("CLI_BAD_ADDRESS", `--join "${s}": not host:port (like 198.18.0.2:7946, or [2001:2::1]:7946 for IPv6)`);
   return { host: m[1], port: Number(m[2]) };
 }
 

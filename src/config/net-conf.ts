@@ -1,16 +1,19 @@
 // flannel's net-conf.json, as weft reads it: one zod schema that both validates and documents
 // every key (the README's config reference is generated from the same descriptions by
-// `weft config-reference`). Subnet semantics (defaults for SubnetLen/Min/Max and their limits)
-// are flannel's, resolved by SubnetSpace; backend keys per Type.
+// `weft config-reference`). Subnet semantics (defaults for SubnetLen/Min/Max and their IPv6*
+// counterparts, and their limits) are flannel's, resolved by SubnetSpace and Ipv6SubnetSpace;
+// backend keys per Type. The modes are flannel's: IPv4-only (the default), dual-stack
+// (EnableIPv6) and IPv6-only (EnableIPv4 false, EnableIPv6 true).
 //
 // One deliberate difference: flannel's code defaults a missing Backend to "udp" while its
 // documentation says "vxlan". weft defaults to vxlan, the documented and far faster choice.
 import { z } from "zod";
 import { BACKEND_TYPES } from "../backends/backend.js";
 import { DEFAULT_BUSY_POLL_US, DEFAULT_QUEUE_DELAY_US } from "../dataplane/defaults.js";
-import { SubnetSpace } from "../control/lease/slots.js";
+import { Ipv6SubnetSpace, SubnetSpace } from "../control/lease/slots.js";
 import { WeftError } from "../errors.js";
 import { parseIpv4, parsePrefix } from "../net/ipv4.js";
+import { parseIpv6, parsePrefix6 } from "../net/ipv6.js";
 
 const port = (dflt: number, what: string, why: string) =>
   z.number().int().min(1).max(65535).default(dflt).describe(`UDP port of the ${what}, 1..65535 (default ${dflt}: ${why}); not the gossip, health or metrics port`);
@@ -71,13 +74,16 @@ const wasmVxlan = z.object({
 export const backendSchema = z.discriminatedUnion("Type", [vxlan, hostGw, udp, wasmVxlan]);
 export type BackendConfig = z.infer<typeof backendSchema>;
 
-function ipv4Address(v: string, ctx: z.RefinementCtx): void {
+/** A refinement that reports what `parse` throws as the key's issue. */
+const refineWith = (parse: (v: string) => unknown) => (v: string, ctx: z.RefinementCtx): void => {
   try {
-    parseIpv4(v);
+    parse(v);
   } catch (e) {
     ctx.addIssue({ code: "custom", message: (e as Error).message });
   }
-}
+};
+const ipv4Address = refineWith(parseIpv4);
+const ipv6Address = refineWith(parseIpv6);
 
 /** Deeper nesting than this is no net-conf.json (it has two levels) and is refused before parsing. */
 export const MAX_JSON_DEPTH = 16;
@@ -107,27 +113,45 @@ function jsonDepth(text: string): number {
   return max;
 }
 
+/** Backends whose wire format or kernel device carries IPv6 pod traffic. */
+export const IPV6_BACKENDS: readonly string[] = ["vxlan", "host-gw"];
+const NO_IPV6_BECAUSE: Record<string, string> = {
+  udp: "flannel's udp wire format carries IPv4 packets only",
+  "wasm-vxlan": "weft's userspace VXLAN dataplane forwards IPv4 only so far (use the kernel vxlan backend, which mixes with wasm-vxlan peers for IPv4)",
+};
+
+/** A CIDR key: checked here, not only by the subnet space, so that the error names the key like every other one. */
+const cidr = (parse: (v: string) => unknown, what: string) =>
+  z.string().superRefine(refineWith(parse)).optional().describe(what);
+
 export const netConfSchema = z.object({
-  // Checked here, not only by SubnetSpace, so that the error names the key like every other one.
-  Network: z.string().superRefine((v, ctx) => {
-    try {
-      parsePrefix(v);
-    } catch (e) {
-      ctx.addIssue({ code: "custom", message: (e as Error).message });
-    }
-  }).describe("the pod network as IPv4 CIDR, e.g. 10.244.0.0/16; every node leases one subnet of it. It must not contain the underlay address or overlap the host's other addresses and routes (checked at start)"),
+  Network: cidr(parsePrefix, "the pod network as IPv4 CIDR, e.g. 10.244.0.0/16; every node leases one subnet of it (required unless EnableIPv4 is false). It must not contain the underlay address or overlap the host's other addresses and routes (checked at start)"),
   SubnetLen: z.number().int().optional().describe("prefix length of each node's subnet; default 24 (for Networks of /22 and larger), else Network + 2"),
   SubnetMin: z.string().superRefine(ipv4Address).optional().describe("first subnet that may be leased (its IPv4 network address); default: the second subnet (flannel skips the first)"),
   SubnetMax: z.string().superRefine(ipv4Address).optional().describe("last subnet that may be leased (its IPv4 network address); default: the last subnet of the Network"),
-  EnableIPv4: z.boolean().default(true).describe("lease IPv4 subnets (default true); at least one address family must be enabled"),
-  EnableIPv6: z.literal(false).optional().describe("IPv6 networks are not supported yet; leave it out or false"),
+  EnableIPv4: z.boolean().default(true).describe("lease IPv4 subnets of Network (default true); false with EnableIPv6 true is IPv6-only"),
+  EnableIPv6: z.boolean().default(false).describe(`lease IPv6 subnets of IPv6Network too (default false): dual-stack, or IPv6-only with EnableIPv4 false. Backends that carry IPv6: ${IPV6_BACKENDS.join(", ")}`),
+  IPv6Network: cidr(parsePrefix6, "the pod network as IPv6 CIDR, e.g. 2001:2:0:8000::/49; required with EnableIPv6"),
+  IPv6SubnetLen: z.number().int().optional().describe("prefix length of each node's IPv6 subnet, at most 126 and at least IPv6Network + 2; default 64 (for IPv6Networks of /62 and larger), else IPv6Network + 2"),
+  IPv6SubnetMin: z.string().superRefine(ipv6Address).optional().describe("first IPv6 subnet that may be leased (its network address); default: the second subnet (flannel skips the first)"),
+  IPv6SubnetMax: z.string().superRefine(ipv6Address).optional().describe("last IPv6 subnet that may be leased (its network address); default: the last subnet of the IPv6Network"),
   Backend: backendSchema.default({ Type: "vxlan", VNI: 1, Port: 8472, DirectRouting: false, GBP: false }).describe("how pod traffic crosses hosts: Type is one of " + BACKEND_TYPES.join(", ") + " (default vxlan)"),
 }).strict().superRefine((c, ctx) => {
-  // Written as "at least one family" so that it stays true once IPv6 networks are supported.
-  if (!c.EnableIPv4 && !c.EnableIPv6) ctx.addIssue({ code: "custom", path: ["EnableIPv4"], message: "at least one address family must be enabled, and weft carries IPv4: set EnableIPv4 to true or leave it out" });
+  const issue = (path: string, message: string) => ctx.addIssue({ code: "custom", path: [path], message });
+  if (!c.EnableIPv4 && !c.EnableIPv6) issue("EnableIPv4", "at least one address family must be enabled: set EnableIPv4 or EnableIPv6 (or both, for dual-stack) to true");
+  if (c.EnableIPv4 && c.Network === undefined) issue("Network", "Network is required while EnableIPv4 is true (the default); give an IPv4 CIDR, or set EnableIPv4 to false for IPv6-only");
+  if (c.EnableIPv6 && c.IPv6Network === undefined) issue("IPv6Network", "EnableIPv6 needs IPv6Network, the pod network as IPv6 CIDR (e.g. 2001:2:0:8000::/49)");
+  if (c.EnableIPv6 && !IPV6_BACKENDS.includes(c.Backend.Type)) {
+    issue("Backend", `Backend.Type ${c.Backend.Type} cannot carry IPv6 (${NO_IPV6_BECAUSE[c.Backend.Type]}); with EnableIPv6 use one of ${IPV6_BACKENDS.join(", ")}`);
+  }
 });
 
-export type NetConf = z.infer<typeof netConfSchema> & { readonly space: SubnetSpace };
+export type NetConf = z.infer<typeof netConfSchema> & {
+  /** The IPv4 subnet space; undefined when EnableIPv4 is false. */
+  readonly space: SubnetSpace | undefined;
+  /** The IPv6 subnet space; undefined unless EnableIPv6 is true. */
+  readonly space6: Ipv6SubnetSpace | undefined;
+};
 
 /**
  * Parses and checks net-conf.json text. Throws one WeftError (code CONFIG_NET_CONF_INVALID, or CONFIG_NET_CONF_NOT_JSON) that names the
@@ -161,9 +185,12 @@ export function parseNetConf(text: string, source = "net-conf.json"): NetConf {
     }
     throw new WeftError("CONFIG_NET_CONF_INVALID", `${source}: ${key} = ${excerpt(value)}: ${issue.message}`);
   }
+  const c = parsed.data;
   try {
-    const space = SubnetSpace.fromConfig(parsed.data);
-    return { ...parsed.data, space };
+    // Keys of a disabled family are ignored, as flannel ignores them.
+    const space = c.EnableIPv4 ? SubnetSpace.fromConfig({ ...c, Network: c.Network! }) : undefined;
+    const space6 = c.EnableIPv6 ? Ipv6SubnetSpace.fromConfig({ ...c, IPv6Network: c.IPv6Network! }) : undefined;
+    return { ...c, space, space6 };
   } catch (cause) {
     throw new WeftError("CONFIG_NET_CONF_INVALID", `${source}: ${(cause as Error).message}`, { cause });
   }

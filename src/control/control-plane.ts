@@ -1,13 +1,17 @@
 // The control plane as the agent uses it: gossip membership (SWIM + Lifeguard, encrypted) and the
 // subnet lease ring riding on it, plus each node's record (lease and backend announcement).
 // It answers two questions for the agent — "what is my subnet?" and "who are my peers, where,
-// with which backend?" — and says when the second answer changes.
+// with which backend?" — and says when the second answer changes. With IPv6Network enabled
+// (dual-stack) it leases a subnet of each family on a ring of its own (leases6), and each peer's
+// record carries its IPv6 underlay address and IPv6 announcement too.
 import { lookup } from "node:dns/promises";
 import { EventEmitter } from "node:events";
 import { isIP, isIPv6 } from "node:net";
 import type { Logger } from "pino";
 import type { BackendAnnouncement } from "../backends/backend.js";
+import { WeftError } from "../errors.js";
 import { parseIpv4, parsePrefix, type Ipv4Prefix } from "../net/ipv4.js";
+import { formatIpv6, parseIpv6, parsePrefix6, type Ipv6Prefix } from "../net/ipv6.js";
 import { makeConfig, type MemberlistConfig, type ProfileName } from "./gossip/config.js";
 import type { Delegate, EventDelegate, NodeView } from "./gossip/delegate.js";
 import type { Keyring } from "./gossip/keyring.js";
@@ -16,7 +20,7 @@ import type { GossipCounters } from "./gossip/observability.js";
 import { Joiner, type JoinStatus, type JoinTiming } from "./join.js";
 import { SubnetLeases, type Lease, type LeaseLogger, type LeaseTimings, type MembershipPort, type ReclaimReport, type Reservation } from "./lease/allocator.js";
 import { encodeLeaseMeta, LeaseDelegate } from "./lease/delegate.js";
-import type { SubnetSpace } from "./lease/slots.js";
+import type { Ipv6SubnetSpace, SubnetSpace } from "./lease/slots.js";
 import { FileLeaseStore, type LeaseStateStore } from "./lease/store.js";
 import { decodeNodeRecord, encodeNodeRecord } from "./node-record.js";
 import type { Addr, Clock, Random, Transport } from "./runtime.js";
@@ -32,6 +36,10 @@ export interface ControlPlaneOptions {
    *  empty on a node that learns the ring from its peers. */
   seeds: readonly string[];
   space: SubnetSpace;
+  /** The IPv6 network's space on a dual-stack node (leased on a ring of its own). */
+  space6?: Ipv6SubnetSpace;
+  /** This node's IPv6 underlay address on a dual-stack node (--public-ipv6), for its record. */
+  underlay6?: bigint;
   /** Gossip timing profile (default lan). */
   profile?: ProfileName;
   /** Overrides of the profile's settings (tests and the simulator). */
@@ -48,6 +56,8 @@ export interface ControlPlaneDeps {
   random: Random;
   keyring: Keyring;
   store: LeaseStateStore;
+  /** The IPv6 ring's store, on a dual-stack node. */
+  store6?: LeaseStateStore;
   logger: Logger;
   /** Addresses for a join target's host (default: the system resolver, every record). */
   resolve?: (host: string) => Promise<string[]>;
@@ -57,6 +67,14 @@ export interface Peer {
   name: string;
   subnet: Ipv4Prefix;
   underlay: number;
+  backend: BackendAnnouncement;
+}
+
+/** A dual-stack peer's IPv6 side: its IPv6 subnet, underlay address and IPv6 announcement. */
+export interface Peer6 {
+  name: string;
+  subnet: Ipv6Prefix;
+  underlay: bigint;
   backend: BackendAnnouncement;
 }
 
@@ -83,12 +101,15 @@ export type ControlPlaneEvents = {
  */
 export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements Delegate, EventDelegate, MembershipPort {
   readonly leases: SubnetLeases;
+  /** The IPv6 ring's lease layer, on a dual-stack node. */
+  readonly leases6?: SubnetLeases;
   readonly memberlist: Memberlist;
   private readonly leaseDelegate: LeaseDelegate;
   private readonly joiner: Joiner;
   private readonly profile: ProfileName;
   private readonly log: Logger;
   private announcement?: BackendAnnouncement;
+  private announcement6?: BackendAnnouncement;
 
   constructor(
     private readonly opts: ControlPlaneOptions,
@@ -98,11 +119,14 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
     this.log = deps.logger;
     this.profile = opts.profile ?? "lan";
     const leaseLog = deps.logger.child({ layer: "lease" });
-    const { leases, delegate } = createLeaseLayer(opts, { membership: this, store: deps.store, clock: deps.clock, random: deps.random, log: leaseLog });
+    const { leases, leases6, delegate } = createLeaseLayer(opts, { membership: this, store: deps.store, store6: deps.store6, clock: deps.clock, random: deps.random, log: leaseLog });
     this.leases = leases;
+    this.leases6 = leases6;
     this.leaseDelegate = delegate;
-    leases.on("peers", () => this.emit("change"));
-    leases.on("lost", (l) => this.emit("lost", l));
+    for (const l of [leases, ...(leases6 ? [leases6] : [])]) {
+      l.on("peers", () => this.emit("change"));
+      l.on("lost", (lost) => this.emit("lost", lost));
+    }
     this.memberlist = new Memberlist(makeConfig(this.profile, opts.name, opts.gossip), {
       clock: deps.clock, transport: deps.transport, random: deps.random, keyring: deps.keyring, delegate: this, events: this,
       logger: deps.logger.child({ layer: "gossip" }),
@@ -123,7 +147,8 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
   static async start(opts: ControlPlaneOptions & { bindAddr: string; gossipPort: number; stateDir: string; keyring: Keyring; logger: Logger }): Promise<ControlPlane> {
     const transport = await UdpTcpTransport.open({ host: opts.bindAddr, port: opts.gossipPort });
     const plane = new ControlPlane(opts, {
-      clock: new RealClock(), transport, random: realRandom, keyring: opts.keyring, store: new FileLeaseStore(opts.stateDir), logger: opts.logger,
+      clock: new RealClock(), transport, random: realRandom, keyring: opts.keyring, store: new FileLeaseStore(opts.stateDir),
+      ...(opts.space6 && { store6: new FileLeaseStore(opts.stateDir, 6) }), logger: opts.logger,
     });
     try {
       await plane.start();
@@ -137,6 +162,7 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
   /** Loads the saved lease state and starts leasing, then joins (retrying in the background). */
   async start(): Promise<void> {
     await this.leases.start();
+    await this.leases6?.start();
     this.joiner.start();
     // A name conflict can only be found by joining: tell the owner, who must stop this node.
     this.joiner.reached().catch((err: Error) => this.emit("fatal", err));
@@ -180,9 +206,16 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
     return this.leases.waitReason();
   }
 
-  /** Publishes this node's backend data in its gossip record. */
-  announce(a: BackendAnnouncement): void {
+  /** Resolves once this node holds an IPv6 subnet (dual-stack only). */
+  async lease6(): Promise<Ipv6Prefix> {
+    if (!this.leases6) throw new WeftError("LEASE_NOT_RUNNING", "this node leases no IPv6 subnets (EnableIPv6 is off)");
+    return parsePrefix6((await this.leases6.lease()).subnet);
+  }
+
+  /** Publishes this node's backend data (and, dual-stack, its IPv6 backend's) in its gossip record. */
+  announce(a: BackendAnnouncement, a6?: BackendAnnouncement): void {
     this.announcement = a;
+    this.announcement6 = a6;
     this.memberlist.updateNode();
   }
 
@@ -196,6 +229,25 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
       const record = decodeNodeRecord(m.meta);
       if (!subnet || !record?.backend) continue;
       out.push({ name: m.name, subnet: parsePrefix(subnet), underlay: parseIpv4(m.host), backend: record.backend });
+    }
+    return out;
+  }
+
+  /** Live dual-stack peers that hold an IPv6 lease and announced an IPv6 backend. */
+  peers6(): Peer6[] {
+    if (!this.leases6) return [];
+    const leased = new Map(this.leases6.peers().map((p) => [p.node, p.subnet]));
+    const out: Peer6[] = [];
+    for (const m of this.memberlist.members()) {
+      if (m.name === this.opts.name) continue;
+      const subnet = leased.get(m.name);
+      const record = decodeNodeRecord(m.meta);
+      if (!subnet || !record?.backend6 || record.underlay6 === undefined) continue;
+      try {
+        out.push({ name: m.name, subnet: parsePrefix6(subnet), underlay: parseIpv6(record.underlay6), backend: record.backend6 });
+      } catch {
+        // a record with a malformed address: not a peer we can route to
+      }
     }
     return out;
   }
@@ -224,13 +276,16 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
     if (leave) await this.memberlist.leave(2000).catch(() => undefined);
     await this.memberlist.shutdown();
     await this.leases.stop();
+    await this.leases6?.stop();
     await this.deps.transport.close();
   }
 
   // ---- memberlist's Delegate and EventDelegate: the node record here, the ring in the lease layer ----
 
   nodeMeta(limit: number): Uint8Array {
-    const record = encodeNodeRecord(encodeLeaseMeta(this.leases.currentLease()?.subnet ?? null), this.announcement);
+    const meta = encodeLeaseMeta(this.leases.currentLease()?.subnet ?? null, ...(this.leases6 ? [this.leases6.currentLease()?.subnet ?? null] : []));
+    const v6 = this.opts.underlay6 !== undefined ? { underlay: formatIpv6(this.opts.underlay6), backend: this.announcement6 } : undefined;
+    const record = encodeNodeRecord(meta, this.announcement, v6);
     if (record.length > limit) {
       // Cannot happen with a sane config (a record is under 100 bytes); say so rather than truncate.
       this.log.error({ code: "NODE_RECORD_TOO_BIG", bytes: record.length, limit }, "node record does not fit the gossip meta limit");
@@ -287,14 +342,18 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
 }
 
 /** The lease layer's settings: the same code and defaults for the agent and the simulators. */
-export type LeaseLayerOptions = Pick<ControlPlaneOptions, "space" | "seeds" | "lease">;
+export type LeaseLayerOptions = Pick<ControlPlaneOptions, "space" | "space6" | "seeds" | "lease">;
 
-/** Builds the lease layer (SubnetLeases and its gossip adapter) with the production defaults. */
+/** Builds the lease layer (SubnetLeases, one per family, and their gossip adapter) with the production defaults. */
 export function createLeaseLayer(
   opts: LeaseLayerOptions,
-  deps: { membership: MembershipPort; store: LeaseStateStore; clock: Clock; random: Random; log: LeaseLogger },
-): { leases: SubnetLeases; delegate: LeaseDelegate } {
+  deps: { membership: MembershipPort; store: LeaseStateStore; store6?: LeaseStateStore; clock: Clock; random: Random; log: LeaseLogger },
+): { leases: SubnetLeases; leases6?: SubnetLeases; delegate: LeaseDelegate } {
   const seeds = opts.seeds.length > 0 ? opts.seeds : undefined;
-  const leases = new SubnetLeases({ ...opts.lease, space: opts.space, seeds, ...deps });
-  return { leases, delegate: new LeaseDelegate(leases, deps.membership, deps.log) };
+  const { store6, ...common } = deps;
+  const leases = new SubnetLeases({ ...opts.lease, space: opts.space, seeds, ...common });
+  if (!opts.space6) return { leases, delegate: new LeaseDelegate(leases, deps.membership, deps.log) };
+  if (!store6) throw new WeftError("LEASE_NOT_RUNNING", "an IPv6 network needs a store of its own for its ring");
+  const leases6 = new SubnetLeases({ ...opts.lease, space: opts.space6, seeds, ...common, store: store6 });
+  return { leases, leases6, delegate: new LeaseDelegate([leases, leases6], deps.membership, deps.log) };
 }

@@ -9,11 +9,32 @@ const RECORD_VERSION = 1;
 
 export interface NodeRecord {
   subnet: string | null;
+  /** The IPv6 subnet, on a dual-stack node. */
+  subnet6?: string | null;
   backend?: BackendAnnouncement;
+  /** On a dual-stack node: its IPv6 underlay address and what its IPv6 backend instance announces. */
+  underlay6?: string;
+  backend6?: BackendAnnouncement;
 }
 
-export function encodeNodeRecord(leaseMeta: Uint8Array, backend: BackendAnnouncement | undefined): Uint8Array {
-  return encode([RECORD_VERSION, leaseMeta, backend ? [backend.type, backend.vtepMac ?? null, backend.port ?? null, backend.vni ?? null, backend.gbp ?? null] : null]);
+const encodeAnnouncement = (b: BackendAnnouncement | undefined) => (b ? [b.type, b.vtepMac ?? null, b.port ?? null, b.vni ?? null, b.gbp ?? null] : null);
+
+function decodeAnnouncement(b: unknown): BackendAnnouncement | null | undefined {
+  if (b === null) return null;
+  if (!Array.isArray(b) || b.length !== 5 || !(BACKEND_TYPES as readonly unknown[]).includes(b[0])) return undefined;
+  const [type, vtepMac, port, vni, gbp] = b as [BackendType, unknown, unknown, unknown, unknown];
+  return {
+    type,
+    ...(typeof vtepMac === "string" ? { vtepMac } : {}),
+    ...(typeof port === "number" ? { port } : {}),
+    ...(typeof vni === "number" ? { vni } : {}),
+    ...(typeof gbp === "boolean" ? { gbp } : {}),
+  };
+}
+
+/** The record; a dual-stack node adds its IPv6 underlay address and IPv6 announcement. */
+export function encodeNodeRecord(leaseMeta: Uint8Array, backend: BackendAnnouncement | undefined, v6?: { underlay: string; backend: BackendAnnouncement | undefined }): Uint8Array {
+  return encode([RECORD_VERSION, leaseMeta, encodeAnnouncement(backend), ...(v6 ? [v6.underlay, encodeAnnouncement(v6.backend)] : [])]);
 }
 
 /** Reads a record; undefined when the bytes are not one (a foreign or older node). */
@@ -24,21 +45,13 @@ export function decodeNodeRecord(meta: Uint8Array): NodeRecord | undefined {
   } catch {
     return undefined;
   }
-  if (!Array.isArray(v) || v.length !== 3 || v[0] !== RECORD_VERSION || !(v[1] instanceof Uint8Array)) return undefined;
+  if (!Array.isArray(v) || (v.length !== 3 && v.length !== 5) || v[0] !== RECORD_VERSION || !(v[1] instanceof Uint8Array)) return undefined;
   const lease = decodeLeaseMeta(v[1]);
-  if (!lease) return undefined;
-  const b = v[2];
-  if (b === null) return { subnet: lease.subnet };
-  if (!Array.isArray(b) || b.length !== 5 || !(BACKEND_TYPES as readonly unknown[]).includes(b[0])) return undefined;
-  const [type, vtepMac, port, vni, gbp] = b as [BackendType, unknown, unknown, unknown, unknown];
-  return {
-    subnet: lease.subnet,
-    backend: {
-      type,
-      ...(typeof vtepMac === "string" ? { vtepMac } : {}),
-      ...(typeof port === "number" ? { port } : {}),
-      ...(typeof vni === "number" ? { vni } : {}),
-      ...(typeof gbp === "boolean" ? { gbp } : {}),
-    },
-  };
+  const backend = decodeAnnouncement(v[2]);
+  if (!lease || backend === undefined) return undefined;
+  const record: NodeRecord = { subnet: lease.subnet, ...(backend && { backend }) };
+  if (v.length === 3) return record;
+  const backend6 = decodeAnnouncement(v[4]);
+  if (typeof v[3] !== "string" || backend6 === undefined) return undefined;
+  return { ...record, subnet6: lease.subnets[1] ?? null, underlay6: v[3], ...(backend6 && { backend6 }) };
 }

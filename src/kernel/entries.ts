@@ -2,14 +2,15 @@
 // FDB entries — as typed values: how to read them (`ip -json`, `bridge -json`), how to write and
 // remove them (lines for `ip -batch` / `bridge -batch`), which key identifies one and when two
 // are the same. Backends say what they want in these terms; converge.ts makes the kernel match.
+// Addresses are of either family (src/net/ip.ts): one backend instance works on one family.
 import { WeftError } from "../errors.js";
-import { formatIpv4, formatPrefix, parseIpv4, parsePrefix, type Ipv4Prefix } from "../net/ipv4.js";
+import { familyOf, formatAddr as formatIpv4, formatAnyPrefix as formatPrefix, hostPrefix, parseAddr as parseIpv4, parseAnyPrefix as parsePrefix, type IpAddr, type IpPrefix } from "../net/ip.js";
 import type { Kernel } from "./iproute.js";
 
 /** A route in the main table. */
 export interface RouteEntry {
-  dst: Ipv4Prefix;
-  gateway?: number;
+  dst: IpPrefix;
+  gateway?: IpAddr;
   dev: string;
   onlink: boolean;
   /** 0 for every route weft writes. */
@@ -18,7 +19,7 @@ export interface RouteEntry {
 
 /** A permanent neighbour (ARP) entry: `addr` is at `mac` on `dev`. */
 export interface NeighEntry {
-  addr: number;
+  addr: IpAddr;
   mac: string;
   dev: string;
   /** Read side only: weft writes permanent entries; anything else is not weft's. */
@@ -29,7 +30,7 @@ export interface NeighEntry {
 export interface FdbEntry {
   mac: string;
   dev: string;
-  dst: number;
+  dst: IpAddr;
   /** Only when it differs from the device's own dstport. */
   port?: number;
   permanent: boolean;
@@ -77,22 +78,25 @@ type RawRoute = { dst: string; gateway?: string; dev?: string; flags?: string[];
 type RawNeigh = { dst: string; dev: string; lladdr?: string; state?: string[] };
 type RawFdb = { mac: string; ifname: string; dst?: string; port?: number; flags?: string[]; state?: string };
 
-const showRoutes = (within: Ipv4Prefix) => ["route", "show", "table", "main", "root", formatPrefix(within)];
+const showRoutes = (within: IpPrefix) => ["route", "show", "table", "main", "root", formatPrefix(within)];
+const familyFlag = (p: IpPrefix) => `-${familyOf(p.addr)}`;
 
 /** Main-table routes to destinations inside `within` (`ip route show root`). */
-export async function readRoutes(kernel: Kernel, within: Ipv4Prefix): Promise<RouteEntry[]> {
-  return parseRoutes(await kernel.ipJson<RawRoute[]>(showRoutes(within)));
+export async function readRoutes(kernel: Kernel, within: IpPrefix): Promise<RouteEntry[]> {
+  return parseRoutes(await kernel.ipJson<RawRoute[]>([familyFlag(within), ...showRoutes(within)]));
 }
 
 /**
  * Everything a backend may own in two reads (one `ip -batch`, one `bridge`): main-table routes
- * inside `within`, and the IPv4 neighbour and FDB entries of device `dev`. Neighbours and FDB
- * entries are listed for all devices and then filtered, so a device that is gone reads as "no
- * entries" rather than an error.
+ * inside `within`, and the neighbour and FDB entries of `within`'s family on device `dev`.
+ * Neighbours and FDB entries are listed for all devices and then filtered, so a device that is
+ * gone reads as "no entries" rather than an error.
  */
-export async function readEntries(kernel: Kernel, within: Ipv4Prefix, dev?: string): Promise<{ routes: RouteEntry[]; neighs: NeighEntry[]; fdbs: FdbEntry[] }> {
+export async function readEntries(kernel: Kernel, within: IpPrefix, dev?: string): Promise<{ routes: RouteEntry[]; neighs: NeighEntry[]; fdbs: FdbEntry[] }> {
+  const v6 = familyOf(within.addr) === 6;
+  const ofFamily = (addr: string) => addr.includes(":") === v6;
   const [ip, fdb] = await Promise.all([
-    kernel.ipJsonBatch<RawRoute[] | RawNeigh[]>([showRoutes(within).join(" "), ...(dev ? ["neigh show"] : [])]),
+    kernel.ipJsonBatch<RawRoute[] | RawNeigh[]>([showRoutes(within).join(" "), ...(dev ? ["neigh show"] : [])], familyOf(within.addr)),
     dev ? kernel.bridgeJson<RawFdb[]>(["fdb", "show"]) : [],
   ]);
   const failed = ip.failures[0];
@@ -101,10 +105,10 @@ export async function readEntries(kernel: Kernel, within: Ipv4Prefix, dev?: stri
   return {
     routes: parseRoutes(routes),
     neighs: (neighs ?? [])
-      .filter((n) => n.dev === dev && n.lladdr !== undefined && n.dst.includes("."))
+      .filter((n) => n.dev === dev && n.lladdr !== undefined && ofFamily(n.dst))
       .map((n) => ({ addr: parseIpv4(n.dst), mac: n.lladdr!, dev: n.dev, permanent: n.state?.includes("PERMANENT") ?? false })),
     fdbs: fdb
-      .filter((f) => f.ifname === dev && f.dst !== undefined && f.dst.includes(".") && (f.flags?.includes("self") ?? false))
+      .filter((f) => f.ifname === dev && f.dst !== undefined && ofFamily(f.dst) && (f.flags?.includes("self") ?? false))
       .map((f) => ({ mac: f.mac, dev: f.ifname, dst: parseIpv4(f.dst!), port: f.port, permanent: f.state === "permanent" })),
   };
 }
@@ -113,7 +117,7 @@ function parseRoutes(raw: RawRoute[]): RouteEntry[] {
   return raw
     .filter((r) => r.dev !== undefined && (r.type === undefined || r.type === "unicast"))
     .map((r) => ({
-      dst: parsePrefix(r.dst.includes("/") ? r.dst : `${r.dst}/32`),
+      dst: r.dst.includes("/") ? parsePrefix(r.dst) : hostPrefix(parseIpv4(r.dst)),
       gateway: r.gateway === undefined ? undefined : parseIpv4(r.gateway),
       dev: r.dev!,
       onlink: r.flags?.includes("onlink") ?? false,
@@ -122,10 +126,10 @@ function parseRoutes(raw: RawRoute[]): RouteEntry[] {
 }
 
 /** Where the kernel would send a packet to an address: `ip route get`. */
-export type RouteLookup = { dev: string; gateway?: number; local: boolean } | { error: string };
+export type RouteLookup = { dev: string; gateway?: IpAddr; local: boolean } | { error: string };
 
 /** `ip route get` for many addresses in one `ip -batch`. */
-export async function lookupRoutes(kernel: Kernel, addrs: number[]): Promise<RouteLookup[]> {
+export async function lookupRoutes(kernel: Kernel, addrs: IpAddr[]): Promise<RouteLookup[]> {
   const { answers, failures } = await kernel.ipJsonBatch<Array<{ dev: string; gateway?: string; type?: string }>>(
     addrs.map((a) => `route get ${formatIpv4(a)}`),
   );

@@ -84,12 +84,12 @@ export class Kernel {
   }
 
   /**
-   * Runs read commands (e.g. `route get X`) in one `ip -json -force -batch`; answers[i] is line
-   * i's parsed output, undefined where the line failed.
+   * Runs read commands (e.g. `route get X`) in one `ip -json -force -batch` (with -4/-6 when
+   * `family` is given); answers[i] is line i's parsed output, undefined where the line failed.
    */
-  async ipJsonBatch<T = unknown[]>(lines: string[]): Promise<{ answers: (T | undefined)[]; failures: BatchFailure[] }> {
+  async ipJsonBatch<T = unknown[]>(lines: string[], family?: 4 | 6): Promise<{ answers: (T | undefined)[]; failures: BatchFailure[] }> {
     if (lines.length === 0) return { answers: [], failures: [] };
-    const { stdout, failures } = await this.forceBatch("ip", lines, true);
+    const { stdout, failures } = await this.forceBatch("ip", lines, true, family);
     // Each successful line prints one JSON document on its own line; failed lines print nothing.
     const outputs = stdout.split("\n").filter((l) => l.trim() !== "");
     const failed = new Set(failures.map((f) => f.line));
@@ -120,9 +120,10 @@ export class Kernel {
     if (r.code !== 0) throw commandError("sysctl", args.join(" "), r);
   }
 
-  private async forceBatch(tool: "ip" | "bridge", lines: string[], json: boolean): Promise<{ stdout: string; failures: BatchFailure[] }> {
+  /** `family` is the whole batch's -4/-6 (a batch line cannot carry one, and some reads default to IPv4). */
+  private async forceBatch(tool: "ip" | "bridge", lines: string[], json: boolean, family?: 4 | 6): Promise<{ stdout: string; failures: BatchFailure[] }> {
     if (lines.length === 0) return { stdout: "", failures: [] };
-    const r = await run(tool, [...this.nsArgs(), ...(json ? ["-json"] : []), "-force", "-batch", "-"], lines.join("\n") + "\n");
+    const r = await run(tool, [...this.nsArgs(), ...(family ? [`-${family}`] : []), ...(json ? ["-json"] : []), "-force", "-batch", "-"], lines.join("\n") + "\n");
     return { stdout: r.stdout, failures: batchFailures(lines, r) };
   }
 

@@ -1,6 +1,8 @@
 // Typed reads of network devices and their IPv4 addresses (`ip -json -details link/addr show`),
 // so a backend can tell whether a device it finds is the one it would have created.
 import { parseIpv4 } from "../net/ipv4.js";
+import type { IpAddr } from "../net/ip.js";
+import { parseIpv6 } from "../net/ipv6.js";
 import type { Kernel } from "./iproute.js";
 
 export interface LinkState {
@@ -13,7 +15,7 @@ export interface LinkState {
   /** Set for vxlan devices. */
   vxlan?: {
     vni: number;
-    local?: number;
+    local?: IpAddr;
     /** The underlay device it sends through. */
     link?: string;
     port: number;
@@ -27,7 +29,7 @@ interface RawLink {
   address?: string;
   mtu: number;
   flags?: string[];
-  linkinfo?: { info_kind?: string; info_data?: { id?: number; local?: string; link?: string; port?: number; learning?: boolean; gbp?: boolean } };
+  linkinfo?: { info_kind?: string; info_data?: { id?: number; local?: string; local6?: string; link?: string; port?: number; learning?: boolean; gbp?: boolean } };
 }
 
 /** The device named `name`, or undefined when there is none. */
@@ -45,7 +47,7 @@ export async function readLink(kernel: Kernel, name: string): Promise<LinkState 
     vxlan: raw.linkinfo?.info_kind === "vxlan" && info
       ? {
           vni: info.id ?? 0,
-          local: info.local === undefined ? undefined : parseIpv4(info.local),
+          local: info.local !== undefined ? parseIpv4(info.local) : info.local6 !== undefined ? parseIpv6(info.local6) : undefined,
           link: info.link,
           port: info.port ?? 0,
           learning: info.learning ?? true,
@@ -59,4 +61,11 @@ export async function readLink(kernel: Kernel, name: string): Promise<LinkState 
 export async function readIpv4Addresses(kernel: Kernel, dev: string): Promise<Array<{ addr: number; len: number }>> {
   const raw = await kernel.ipJson<Array<{ addr_info?: Array<{ family: string; local: string; prefixlen: number }> }>>(["-4", "addr", "show", "dev", dev]);
   return raw.flatMap((l) => l.addr_info ?? []).filter((a) => a.family === "inet").map((a) => ({ addr: parseIpv4(a.local), len: a.prefixlen }));
+}
+
+/** The global and host addresses of `dev` of one family (IPv4 as numbers, IPv6 as bigints). */
+export async function readAddresses(kernel: Kernel, dev: string, family: 4 | 6): Promise<Array<{ addr: IpAddr; len: number }>> {
+  if (family === 4) return readIpv4Addresses(kernel, dev);
+  const raw = await kernel.ipJson<Array<{ addr_info?: Array<{ family: string; local: string; prefixlen: number; scope: string }> }>>(["-6", "addr", "show", "dev", dev]);
+  return raw.flatMap((l) => l.addr_info ?? []).filter((a) => a.family === "inet6" && a.scope !== "link").map((a) => ({ addr: parseIpv6(a.local), len: a.prefixlen }));
 }

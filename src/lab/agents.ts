@@ -7,12 +7,12 @@ import { closeSync, openSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseSubnetEnv } from "../agent/subnet-env.js";
+import { parseSubnetEnv, type SubnetEnv } from "../agent/subnet-env.js";
 import { agentRequest } from "../cli/agent-client.js";
 import { KEY_BYTES } from "../control/gossip/keyring.js";
 import type { OffloadState } from "../dataplane/offload.js";
 import { WeftError } from "../errors.js";
-import { formatIpv4, type Ipv4Prefix } from "../net/ipv4.js";
+import { formatIpv4 } from "../net/ipv4.js";
 import { projectFile } from "../paths.js";
 import type { LabCluster, LabHost } from "./cluster.js";
 
@@ -33,6 +33,9 @@ export interface AgentStatus {
   node: string;
   ready: boolean;
   subnet?: string;
+  /** Dual-stack: the IPv6 lease and IPv6 peers. */
+  subnet6?: string;
+  peers6?: Array<{ name: string; subnet: string; underlay: string; backend: string }>;
   join: { state: string; targets: string[]; failedRounds: number };
   reserved: Array<{ node: string; slots: number; subnet: string | null; reclaimAt: string | null; condemned: boolean }>;
   settings: { reclaimGrace: string; lease: { reclaimGraceMs: number } };
@@ -137,7 +140,7 @@ export class LabAgents {
   }
 
   /** The agent's subnet.env, parsed. */
-  async subnetEnv(a: LabAgent): Promise<{ network: Ipv4Prefix; subnet: Ipv4Prefix; mtu: number; ipMasq: boolean; text: string }> {
+  async subnetEnv(a: LabAgent): Promise<SubnetEnv & { text: string }> {
     const text = await readFile(this.subnetFile(a), "utf8");
     return { ...parseSubnetEnv(text), text };
   }

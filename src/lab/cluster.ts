@@ -3,7 +3,9 @@
 // bridge in a namespace of its own), and pods, each a namespace of its own, made as a container
 // runtime makes them: through the CNI plugins (weft's flannel plugin, the reference bridge,
 // host-local and portmap), which give the host its cni0 bridge. Used by the demo, the benchmarks
-// and the tests. Addresses: underlay 198.18.0.0/24, pods 198.19.0.0/16.
+// and the tests. Addresses: underlay 198.18.0.0/24, pods 198.19.0.0/16; with IPv6 also underlay
+// 2001:2::/64 and pods 2001:2:0:8000::/49 (RFC 5180's benchmarking range, IPv6's counterpart to
+// 198.18.0.0/15).
 import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -13,10 +15,13 @@ import { installPlugin } from "../cni/install.js";
 import { CniRuntime, type Attachment, type CniResult, type ConfList } from "../cni/runtime.js";
 import { WeftError } from "../errors.js";
 import { formatIpv4, parseIpv4, type Ipv4Prefix } from "../net/ipv4.js";
+import { formatIpv6, parseIpv6, type Ipv6Prefix } from "../net/ipv6.js";
 import { Netns } from "./netns.js";
 
 export const LAB_UNDERLAY_BASE = 0xc6120000; // 198.18.0.0/24
 export const LAB_POD_NETWORK: Ipv4Prefix = { addr: 0xc6130000, len: 16 }; // 198.19.0.0/16
+export const LAB_UNDERLAY_BASE6 = 0x20010002n << 96n; // 2001:2::/64
+export const LAB_POD_NETWORK6: Ipv6Prefix = { addr: (0x20010002n << 96n) | (0x8000n << 64n), len: 49 }; // 2001:2:0:8000::/49
 
 export interface LabHost {
   /** host1, host2, ... */
@@ -25,6 +30,8 @@ export interface LabHost {
   /** The underlay interface inside the host. */
   readonly underlayIf: "eth0";
   readonly underlayAddr: number;
+  /** With LabOptions.ipv6: the host's IPv6 underlay address. */
+  readonly underlayAddr6?: bigint;
   readonly pods: LabPod[];
 }
 
@@ -33,6 +40,8 @@ export interface LabPod {
   readonly ns: Netns;
   readonly host: LabHost;
   readonly addr: number;
+  /** Dual-stack (a subnet.env with FLANNEL_IPV6_*): the IPv6 address the plugins gave. */
+  readonly addr6?: bigint;
   /** How the runtime named it to the CNI plugins (container id = namespace name). */
   readonly attachment: Attachment;
   /** The CNI ADD result. */
@@ -72,6 +81,8 @@ export interface LabOptions {
   hosts: number;
   /** Underlay MTU; default 1500. */
   mtu?: number;
+  /** Also an IPv6 underlay (2001:2::/64), for dual-stack and IPv6 tests. */
+  ipv6?: boolean;
 }
 
 export class LabCluster {
@@ -103,9 +114,12 @@ export class LabCluster {
           `link add h${i} mtu ${opts.mtu ?? 1500} type veth peer name eth0 netns ${ns.name}`,
           `link set h${i} master br0 up`,
         ]);
-        await ns.kernel.ipBatch([`addr add ${formatIpv4(addr)}/24 dev eth0`, `link set eth0 up`]);
+        const addr6 = opts.ipv6 ? LAB_UNDERLAY_BASE6 + BigInt(10 + i) : undefined;
+        // No duplicate address detection: the lab's addresses are unique, and a tentative address cannot be used.
+        await ns.kernel.ipBatch([`addr add ${formatIpv4(addr)}/24 dev eth0`, ...(addr6 !== undefined ? [`addr add ${formatIpv6(addr6)}/64 dev eth0 nodad`] : []), `link set eth0 up`]);
         await ns.kernel.sysctl("net.ipv4.ip_forward", 1);
-        hosts.push({ name: `host${i}`, ns, underlayIf: "eth0", underlayAddr: addr, pods: [] });
+        if (opts.ipv6) await ns.kernel.sysctl("net.ipv6.conf.all.forwarding", 1);
+        hosts.push({ name: `host${i}`, ns, underlayIf: "eth0", underlayAddr: addr, ...(addr6 !== undefined && { underlayAddr6: addr6 }), pods: [] });
       }
       return new LabCluster(opts.tag, sw, hosts, workDir);
     } catch (error) {
@@ -121,7 +135,7 @@ export class LabCluster {
    */
   async addPods(host: LabHost, subnet: Ipv4Prefix, count: number, mtu: number): Promise<LabPod[]> {
     const file = join(this.hostDir(host), "subnet.env");
-    await writeSubnetEnv(file, LAB_POD_NETWORK, subnet, mtu, false);
+    await writeSubnetEnv(file, { v4: { network: LAB_POD_NETWORK, subnet }, mtu, ipMasq: false });
     return this.addPodsFromSubnetFile(host, file, count);
   }
 
@@ -152,7 +166,10 @@ export class LabCluster {
     }
     const ip = result.ips?.find((i) => !i.address.includes(":"));
     if (!ip) throw new WeftError("LAB_POD_NO_ADDRESS", `CNI ADD for ${ns.name} gave no IPv4 address: ${JSON.stringify(result)}`);
-    const pod: LabPod = { name: `${host.name}-pod${n}`, ns, host, addr: parseIpv4(ip.address.split("/")[0]), attachment, result, subnetFile };
+    const ip6 = result.ips?.find((i) => i.address.includes(":"));
+    const pod: LabPod = {
+      name: `${host.name}-pod${n}`, ns, host, addr: parseIpv4(ip.address.split("/")[0]), ...(ip6 && { addr6: parseIpv6(ip6.address.split("/")[0]) }), attachment, result, subnetFile,
+    };
     host.pods.push(pod);
     return pod;
   }

@@ -2,6 +2,7 @@
 // bounded in count and time.
 import { spawn } from "node:child_process";
 import { WeftError } from "../errors.js";
+import { formatAddr, type IpAddr } from "../net/ip.js";
 import { formatIpv4 } from "../net/ipv4.js";
 import type { LabPod } from "./cluster.js";
 
@@ -13,11 +14,12 @@ export interface PingResult {
 }
 
 /** `ping -c count` from one pod to another (or any address); never throws for lost packets. */
-export async function ping(from: LabPod, to: number, opts: { count?: number; intervalS?: number; timeoutS?: number; size?: number } = {}): Promise<PingResult> {
+export async function ping(from: LabPod, to: IpAddr, opts: { count?: number; intervalS?: number; timeoutS?: number; size?: number } = {}): Promise<PingResult> {
+  if (to === undefined) throw new WeftError("LAB_NO_ADDRESS", `ping from ${from.name}: no destination address (a pod without an address of that family?)`);
   const count = opts.count ?? 3;
   const args = ["ping", "-n", "-c", String(count), "-i", String(opts.intervalS ?? 0.2), "-W", String(opts.timeoutS ?? 2)];
   if (opts.size !== undefined) args.push("-s", String(opts.size));
-  const out = await capture(from.ns.wrap([...args, formatIpv4(to)]), (count * (opts.intervalS ?? 0.2) + (opts.timeoutS ?? 2)) * 1000 + 5000);
+  const out = await capture(from.ns.wrap([...args, formatAddr(to)]), (count * (opts.intervalS ?? 0.2) + (opts.timeoutS ?? 2)) * 1000 + 5000);
   const rtts = [...out.stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
   return { sent: count, received: rtts.length, rtts };
 }

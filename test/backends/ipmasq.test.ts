@@ -5,9 +5,10 @@
 // answer at all.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ipMasqScript, removeIpMasq, setIpMasq } from "../../src/kernel/ipmasq.js";
-import { LabCluster, LAB_POD_NETWORK, type LabHost, type LabPod } from "../../src/lab/cluster.js";
+import { LabCluster, LAB_POD_NETWORK, LAB_POD_NETWORK6, type LabHost, type LabPod } from "../../src/lab/cluster.js";
 import { ping } from "../../src/lab/traffic.js";
 import { formatIpv4 } from "../../src/net/ipv4.js";
+import { parsePrefix6 } from "../../src/net/ipv6.js";
 import { canUseNetns } from "../support/netns.js";
 import { udpPeer } from "../support/udp-peer.js";
 import { peerFrom, removeLab, startNode, subnetOf, type LabNode } from "./support.js";
@@ -70,6 +71,26 @@ describe.skipIf(!canUseNetns())("ip-masq (nftables)", () => {
     const j = await host1.ns.kernel.nftJson<{ nftables: Array<{ rule?: unknown }> }>(["table", "ip", "weft"]);
     expect(j.nftables.filter((e) => e.rule)).toHaveLength(6);
     expect(ipMasqScript({ network: LAB_POD_NETWORK, subnet: subnetOf(1) })).toMatch(/^table ip weft\ndelete table ip weft\ntable ip weft \{/);
+  });
+
+  it("dual-stack: flannel's IPv6 rules in table ip6 weft, in the same transaction; removed with the IPv4 table", async () => {
+    const net6 = { network: LAB_POD_NETWORK6, subnet: parsePrefix6("2001:2:0:8001::/64") };
+    await setIpMasq(host1.ns.kernel, { network: LAB_POD_NETWORK, subnet: subnetOf(1) }, net6);
+    expect((await tables(host1)).sort()).toEqual(["ip weft", "ip6 weft"]);
+    const listed = await host1.ns.exec(["nft", "list", "table", "ip6", "weft"]);
+    expect(listed.split("\n").map((l) => l.trim()).filter((l) => /return|masquerade/.test(l))).toEqual([
+      "meta mark & 0x00004000 == 0x00004000 return",
+      "ip6 saddr 2001:2:0:8001::/64 ip6 daddr 2001:2:0:8000::/49 return",
+      "ip6 saddr 2001:2:0:8000::/49 ip6 daddr 2001:2:0:8001::/64 return",
+      "ip6 saddr != 2001:2:0:8000::/49 ip6 daddr 2001:2:0:8001::/64 return",
+      "ip6 saddr 2001:2:0:8000::/49 ip6 daddr != ff00::/8 masquerade fully-random",
+      "ip6 saddr != 2001:2:0:8000::/49 ip6 daddr 2001:2:0:8000::/49 masquerade fully-random",
+    ]);
+    expect(listed).toContain("type nat hook postrouting priority srcnat; policy accept;");
+    // Back to IPv4 only: the IPv4 table stays as the next tests need it.
+    await removeIpMasq(host1.ns.kernel);
+    expect(await tables(host1)).toEqual([]);
+    await setIpMasq(host1.ns.kernel, { network: LAB_POD_NETWORK, subnet: subnetOf(1) });
   });
 
   it("masquerades a pod's packets leaving the pod network: host3 sees host1's underlay address and answers", async () => {

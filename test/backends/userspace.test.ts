@@ -27,6 +27,16 @@ for (const type of ["wasm-vxlan", "udp"] as const) {
       else expect(n1.announced).toMatchObject({ type: "wasm-vxlan", vni: 1, port: 8472, vtepMac: expect.stringMatching(/^[0-9a-f][26ae](:[0-9a-f]{2}){5}$/) });
     });
 
+    it("keeps IPv6 off on its IPv4-only TUN device: no address, so the kernel sends it no router solicitations to drop", async () => {
+      const dev = type === "udp" ? "flannel0" : "weft.1";
+      expect((await n1.host.ns.exec(["sysctl", "-n", `net/ipv6/conf/${dev}/disable_ipv6`])).trim()).toBe("1");
+      expect(await n1.host.ns.ip(`-6 addr show dev ${dev}`)).toBe("");
+      // The kernel solicits routers within seconds of an IPv6 interface coming up (and every 4 s
+      // after): none reach the dataplane.
+      await new Promise((r) => setTimeout(r, 5000));
+      expect(n1.backend.dataplaneCounters!().tx.packets.IPV6_UNROUTED ?? 0n).toBe(0n);
+    });
+
     it("carries pings between pods on different hosts, both ways", async () => {
       expect((await ping(n1.host.pods[0], n2.host.pods[0].addr, { count: 3 })).received).toBe(3);
       expect((await ping(n2.host.pods[1], n1.host.pods[1].addr, { count: 3 })).received).toBe(3);

@@ -34,8 +34,8 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
   beforeAll(async () => {
     lab = await LabCluster.create({ tag: "cni", hosts: 2 });
     [h1, h2] = lab.hosts;
-    await writeSubnetEnv(subnetFile(h1), LAB_POD_NETWORK, S1, 1400, false);
-    await writeSubnetEnv(subnetFile(h2), LAB_POD_NETWORK, S2, 1450, false);
+    await writeSubnetEnv(subnetFile(h1), { v4: { network: LAB_POD_NETWORK, subnet: S1 }, mtu: 1400, ipMasq: false });
+    await writeSubnetEnv(subnetFile(h2), { v4: { network: LAB_POD_NETWORK, subnet: S2 }, mtu: 1450, ipMasq: false });
   });
   afterAll(async () => {
     await lab?.destroy();
@@ -77,7 +77,7 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
 
   it("CHECK fails (101) once the pod's address is outside the node's subnet, as after a lease change", async () => {
     const moved = join(lab.hostDir(h1), "moved-subnet.env");
-    await writeSubnetEnv(moved, LAB_POD_NETWORK, { addr: 0xc6130800, len: 24 }, 1400, false);
+    await writeSubnetEnv(moved, { v4: { network: LAB_POD_NETWORK, subnet: { addr: 0xc6130800, len: 24 } }, mtu: 1400, ipMasq: false });
     const e = await runFlannel(h1, "CHECK", flannelConf(h1, { subnetFile: moved, prevResult: pod.result }), pod.attachment).catch((x: unknown) => x);
     expect(e).toMatchObject({ cniCode: 101, code: "CNI_ADDRESS_OUTSIDE_SUBNET" });
     expect((e as CniError).message).toMatch(/outside this node's subnet 198\.19\.8\.0\/24/);

@@ -71,3 +71,74 @@ describe("net-conf.json", () => {
     expect(readFileSync(projectFile("README.md"), "utf8")).toContain(configReference());
   });
 });
+
+describe("net-conf.json: IPv6 and dual-stack (flannel's keys, defaults and limits)", () => {
+  it("is IPv4-only unless EnableIPv6", () => {
+    const c = parse({ Network: "198.19.0.0/16", IPv6Network: "2001:2:0:8000::/49" });
+    expect(c.EnableIPv4).toBe(true);
+    expect(c.EnableIPv6).toBe(false);
+    expect(c.space6).toBeUndefined(); // flannel ignores the keys of a disabled family
+  });
+
+  it("dual-stack: a /64 per node by default, skipping the first, up to the last", () => {
+    const c = parse({ Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49" });
+    expect(c.space!.subnetOf(0)).toBe("198.19.1.0/24");
+    const s6 = c.space6!;
+    expect(s6.subnetLen).toBe(64);
+    expect(s6.subnetOf(0)).toBe("2001:2:0:8001::/64");
+    expect(s6.slotCount).toBe(2 ** 15 - 1);
+    expect(s6.subnetOf(s6.slotCount - 1)).toBe("2001:2:0:ffff::/64");
+    expect(s6.slotOf("2001:2:0:8002::/64")).toBe(1);
+    expect(s6.fingerprint).not.toBe(c.space!.fingerprint);
+  });
+
+  it("IPv6-only: EnableIPv4 false needs no Network", () => {
+    const c = parse({ EnableIPv4: false, EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49", Backend: { Type: "host-gw" } });
+    expect(c.space).toBeUndefined();
+    expect(c.space6!.subnetOf(0)).toBe("2001:2:0:8001::/64");
+  });
+
+  it("follows flannel's IPv6SubnetLen default for small networks (prefix + 2) and takes Min/Max", () => {
+    expect(parse({ EnableIPv4: false, EnableIPv6: true, IPv6Network: "2001:2:0:8000::/120" }).space6!.subnetLen).toBe(122);
+    expect(parse({ EnableIPv4: false, EnableIPv6: true, IPv6Network: "2001:2:0:8000::/62" }).space6!.subnetLen).toBe(64);
+    expect(parse({ EnableIPv4: false, EnableIPv6: true, IPv6Network: "2001:2:0:8000::/63" }).space6!.subnetLen).toBe(65);
+    const s = parse({ EnableIPv4: false, EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49", IPv6SubnetLen: 80, IPv6SubnetMin: "2001:2:0:8000:1::", IPv6SubnetMax: "2001:2:0:8000:10::" }).space6!;
+    expect([s.subnetOf(0), s.slotCount]).toEqual(["2001:2:0:8000:1::/80", 16]);
+  });
+
+  it("holds 2^32 subnets of a /32 (the ring holds ranges, not slots)", () => {
+    expect(parse({ EnableIPv4: false, EnableIPv6: true, IPv6Network: "2001:2::/32" }).space6!.slotCount).toBe(2 ** 32 - 1);
+  });
+
+  it.each([
+    [{ EnableIPv4: false }, "EnableIPv4", /at least one address family must be enabled/],
+    [{ EnableIPv4: false, EnableIPv6: false, Network: "198.19.0.0/16" }, "EnableIPv4", /at least one address family/],
+    [{ Network: "198.19.0.0/16", EnableIPv6: true }, "IPv6Network", /EnableIPv6 needs IPv6Network/],
+    [{ EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49" }, "Network", /required while EnableIPv4 is true/],
+    [{ Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49", Backend: { Type: "udp" } }, "Backend", /udp cannot carry IPv6 \(flannel's udp wire format carries IPv4 packets only\)/],
+    [{ Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49", Backend: { Type: "wasm-vxlan" } }, "Backend", /wasm-vxlan cannot carry IPv6/],
+    [{ Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "198.19.0.0/16" }, "IPv6Network", /not an IPv6 address/],
+    [{ Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::1/49" }, "IPv6Network", /host bits set/],
+    [{ Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49", IPv6SubnetLen: 127 }, "", /IPv6SubnetLen 127 must be a whole number no larger than 126/],
+    [{ Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49", IPv6SubnetLen: 50 }, "", /IPv6SubnetLen \/50 is too large .* at least four subnets \(use \/51/],
+    [{ Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::/125" }, "", /IPv6Network 2001:2:0:8000::\/125 is too small: use a \/124/],
+    [{ Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49", IPv6SubnetMin: "2001:2::" }, "", /IPv6SubnetMin 2001:2:: is not inside IPv6Network/],
+    [{ Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49", IPv6SubnetMax: "2001:2:0:8000::8" }, "", /IPv6SubnetMax 2001:2:0:8000::8 is not on a \/64 boundary/],
+    [{ Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49", IPv6SubnetMin: "2001:2:0:9000::", IPv6SubnetMax: "2001:2:0:8100::" }, "", /IPv6SubnetMin 2001:2:0:9000:: is above IPv6SubnetMax/],
+    [{ EnableIPv4: false, EnableIPv6: true, IPv6Network: "2000::/8" }, "", /2\^48/],
+  ])("rejects %j with one clear error naming the key", (conf, key, message) => {
+    try {
+      parse(conf);
+      expect.unreachable("parsed");
+    } catch (e) {
+      expect((e as { code: string }).code).toBe("CONFIG_NET_CONF_INVALID");
+      expect((e as Error).message).toMatch(message);
+      if (key) expect((e as Error).message).toMatch(new RegExp(`^net-conf.json: ${key} = `));
+    }
+  });
+
+  it("documents the IPv6 keys", () => {
+    const ref = configReference();
+    for (const key of ["EnableIPv6", "IPv6Network", "IPv6SubnetLen", "IPv6SubnetMin", "IPv6SubnetMax"]) expect(ref).toContain(`| \`${key}\` |`);
+  });
+});

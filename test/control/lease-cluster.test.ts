@@ -3,48 +3,52 @@
 // nodes hold the same subnet, and no slot is "mine" in two nodes' own saved views.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { SubnetSpace } from "../../src/control/lease/slots.js";
+import { Ipv6SubnetSpace, SubnetSpace, type LeaseSpace } from "../../src/control/lease/slots.js";
 import { Bus, DEFAULT_BUS, type SimNode } from "./lease-harness.js";
 
 const SPACE = SubnetSpace.fromConfig({ Network: "198.19.0.0/16" });
+/** A /32 cut into /64s: 2^32 - 1 subnets (flannel skips the first). */
+const SPACE6 = Ipv6SubnetSpace.fromConfig({ IPv6Network: "2001:2::/32" });
 
-/** Slot each node holds: the live lease of running nodes, the saved one of crashed nodes
- *  (they come back with it) unless an operator declared them gone (`gone`). */
-function heldSlots(bus: Bus, gone: ReadonlySet<string>): Map<string, number> {
+/** Slot each node holds in family `f`: the live lease of running nodes, the saved one of crashed
+ *  nodes (they come back with it) unless an operator declared them gone (`gone`). */
+function heldSlots(bus: Bus, gone: ReadonlySet<string>, f = 0): Map<string, number> {
   const out = new Map<string, number>();
   for (const n of bus.nodes.values()) {
     if (!n.up && gone.has(n.name)) continue;
     if (n.up) {
-      const l = n.leases.currentLease();
+      const l = n.families[f].currentLease();
       if (l) out.set(n.name, l.slot);
     } else {
-      const run = n.store.saved?.ring.runs.find((r) => r.owner === n.name && r.leased);
+      const run = n.stores[f].saved?.ring.runs.find((r) => r.owner === n.name && r.leased);
       if (run) out.set(n.name, run.start);
     }
   }
   return out;
 }
 
+/** In every family: no two nodes hold one subnet, and no slot is "mine" in two nodes' own views
+ *  (checked on runs, so a ring of 2^32 slots costs what a small one does). */
 function checkSafety(bus: Bus, gone: ReadonlySet<string> = new Set()): void {
-  const bySlot = new Map<number, string>();
-  for (const [node, slot] of heldSlots(bus, gone)) {
-    const other = bySlot.get(slot);
-    if (other !== undefined) throw new Error(`t=${bus.clock.now()}: ${node} and ${other} both hold ${SPACE.subnetOf(slot)}`);
-    bySlot.set(slot, node);
-  }
-  const mine = new Map<number, string>();
-  for (const n of bus.nodes.values()) {
-    if (!n.up && gone.has(n.name)) continue;
-    const ring = n.up ? n.leases.ringState() : n.store.saved?.ring;
-    for (const r of ring?.runs ?? []) {
-      if (r.owner !== n.name) continue;
-      for (let s = r.start; s < r.start + r.count; s++) {
-        const other = mine.get(s);
-        if (other !== undefined) throw new Error(`t=${bus.clock.now()}: slot ${s} is owned by both ${n.name} and ${other} in their own views`);
-        mine.set(s, n.name);
-      }
+  bus.spaces.forEach((space, f) => {
+    const bySlot = new Map<number, string>();
+    for (const [node, slot] of heldSlots(bus, gone, f)) {
+      const other = bySlot.get(slot);
+      if (other !== undefined) throw new Error(`t=${bus.clock.now()}: ${node} and ${other} both hold ${space.subnetOf(slot)}`);
+      bySlot.set(slot, node);
     }
-  }
+    const mine: Array<{ start: number; end: number; node: string }> = [];
+    for (const n of bus.nodes.values()) {
+      if (!n.up && gone.has(n.name)) continue;
+      const ring = n.up ? n.families[f].ringState() : n.stores[f].saved?.ring;
+      for (const r of ring?.runs ?? []) if (r.owner === n.name) mine.push({ start: r.start, end: r.start + r.count, node: n.name });
+    }
+    mine.sort((a, b) => a.start - b.start);
+    mine.forEach((r, i) => {
+      const next = mine[i + 1];
+      if (next && next.start < r.end) throw new Error(`t=${bus.clock.now()}: slot ${next.start} is owned by both ${r.node} and ${next.node} in their own views`);
+    });
+  });
 }
 
 function names(count: number): string[] {
@@ -52,7 +56,10 @@ function names(count: number): string[] {
 }
 
 describe("SubnetLeases cluster on a lossy bus", () => {
-  it("every node ends with exactly one subnet, none shared at any instant; restarts keep subnets; views converge", async () => {
+  it.each<[string, LeaseSpace[]]>([
+    ["IPv4", [SPACE]],
+    ["dual-stack, the IPv6 ring of 2^32 subnets", [SPACE, SPACE6]],
+  ])("%s: every node ends with exactly one subnet per family, none shared at any instant; restarts keep subnets; views converge", async (_, spaces) => {
     await fc.assert(
       fc.asyncProperty(
         fc.record({
@@ -66,7 +73,7 @@ describe("SubnetLeases cluster on a lossy bus", () => {
           crash: fc.option(fc.record({ node: fc.nat(), at: fc.integer({ min: 1_000, max: 40_000 }), downFor: fc.integer({ min: 1, max: 30_000 }) })),
         }),
         async (p) => {
-          const bus = new Bus(SPACE, { ...DEFAULT_BUS, seed: p.seed, loss: p.loss, duplicate: p.duplicate });
+          const bus = new Bus(spaces, { ...DEFAULT_BUS, seed: p.seed, loss: p.loss, duplicate: p.duplicate });
           const all = names(p.nodes);
           const seeds = all.slice(0, Math.min(p.seeds, p.nodes));
           // Seeds always know the list; other nodes know it only if the deployment gives it to all.
@@ -77,15 +84,15 @@ describe("SubnetLeases cluster on a lossy bus", () => {
           }));
           if (p.crash) {
             const victim = bus.nodes.get(all[p.crash.node % p.nodes])!;
-            let before: number | undefined;
+            let before: Array<number | undefined> = [];
             actions.push({ at: Math.max(p.crash.at, 20_001), run: async () => {
-              before = victim.leases.currentLease()?.slot;
+              before = victim.families.map((l) => l.currentLease()?.slot);
               await bus.crash(victim);
             } });
             actions.push({ at: Math.max(p.crash.at, 20_001) + p.crash.downFor, run: async () => {
               await bus.start(victim);
-              // Back with its saved state: the same subnet, before hearing from anyone.
-              expect(victim.leases.currentLease()?.slot).toBe(before);
+              // Back with its saved state: the same subnet in every family, before hearing from anyone.
+              expect(victim.families.map((l) => l.currentLease()?.slot)).toEqual(before);
             } });
           }
           actions.sort((a, b) => a.at - b.at);
@@ -98,17 +105,19 @@ describe("SubnetLeases cluster on a lossy bus", () => {
 
           const up = bus.upNodes();
           expect(up.length).toBe(p.nodes);
-          const slots = up.map((n) => n.leases.currentLease()?.slot);
-          expect(slots.every((s) => s !== undefined), `nodes without subnet: ${up.filter((n) => !n.leases.currentLease()).map((n) => n.name)}`).toBe(true);
-          expect(new Set(slots).size).toBe(p.nodes);
-          for (const n of up) {
-            expect(n.leases.stats.refusedStates, `${n.name} refused a state: ${JSON.stringify(n.log.withCode("LEASE_INCONSISTENT"))}`).toBe(0);
-            expect(n.leases.stats.slotsTakenFromUs).toBe(0);
-          }
-          const views = new Set(up.map((n) => JSON.stringify(n.leases.ringState())));
-          expect(views.size, "views did not converge").toBe(1);
-          const peers = up[0].leases.peers();
-          expect(peers.map((x) => x.node).sort()).toEqual([...all].sort());
+          spaces.forEach((_, f) => {
+            const slots = up.map((n) => n.families[f].currentLease()?.slot);
+            expect(slots.every((s) => s !== undefined), `nodes without subnet: ${up.filter((n) => !n.families[f].currentLease()).map((n) => n.name)}`).toBe(true);
+            expect(new Set(slots).size).toBe(p.nodes);
+            for (const n of up) {
+              expect(n.families[f].stats.refusedStates, `${n.name} refused a state: ${JSON.stringify(n.log.withCode("LEASE_INCONSISTENT"))}`).toBe(0);
+              expect(n.families[f].stats.slotsTakenFromUs).toBe(0);
+            }
+            const views = new Set(up.map((n) => JSON.stringify(n.families[f].ringState())));
+            expect(views.size, "views did not converge").toBe(1);
+            const peers = up[0].families[f].peers();
+            expect(peers.map((x) => x.node).sort()).toEqual([...all].sort());
+          });
         },
       ),
       { numRuns: 20 },

@@ -133,8 +133,9 @@ describe("LeaseDelegate", () => {
     expect(got.sort((x, y) => x.start - y.start)).toEqual(runs);
   });
 
-  it("encodes the lease part of the node record", () => {
-    expect(decodeLeaseMeta(encodeLeaseMeta(null))).toEqual({ subnet: null });
+  it("encodes the lease part of the node record, one subnet per family", () => {
+    expect(decodeLeaseMeta(encodeLeaseMeta(null))).toEqual({ subnet: null, subnets: [null] });
+    expect(decodeLeaseMeta(encodeLeaseMeta("198.19.1.0/24", "2001:2:0:8001::/64"))).toEqual({ subnet: "198.19.1.0/24", subnets: ["198.19.1.0/24", "2001:2:0:8001::/64"] });
     expect(decodeLeaseMeta(new Uint8Array([1, 2, 3]))).toBeUndefined();
   });
 });

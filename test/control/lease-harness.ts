@@ -6,7 +6,7 @@
 import { createLeaseLayer } from "../../src/control/control-plane.js";
 import type { LeaseLogger, LeaseTimings, MembershipPort, SubnetLeases } from "../../src/control/lease/allocator.js";
 import type { LeaseDelegate } from "../../src/control/lease/delegate.js";
-import type { SubnetSpace } from "../../src/control/lease/slots.js";
+import type { Ipv6SubnetSpace, LeaseSpace, SubnetSpace } from "../../src/control/lease/slots.js";
 import type { LeaseStateStore, PersistedLeaseState } from "../../src/control/lease/store.js";
 import type { NodeView } from "../../src/control/gossip/delegate.js";
 import type { Clock, Random, TimerHandle } from "../../src/control/runtime.js";
@@ -123,10 +123,12 @@ export type SimNodeOptions = { seeds?: readonly string[] } & Partial<LeaseTiming
 /** One simulated node: its lease layer, delegate, store (kept across restarts) and membership port. */
 export class SimNode implements MembershipPort {
   up = false;
-  leases!: SubnetLeases;
+  /** One lease layer per address family of the bus (IPv4 first), as a dual-stack agent has. */
+  families: SubnetLeases[] = [];
   delegate!: LeaseDelegate;
   readonly log = new RecordingLog();
-  readonly store = new MemoryStore();
+  /** One store per family, kept across restarts. */
+  readonly stores: MemoryStore[];
   /** Bumped on every restart, so that timers of a previous life do nothing. */
   life = 0;
 
@@ -134,7 +136,18 @@ export class SimNode implements MembershipPort {
     readonly bus: Bus,
     readonly name: string,
     readonly extra: SimNodeOptions,
-  ) {}
+  ) {
+    this.stores = bus.spaces.map(() => new MemoryStore());
+  }
+
+  /** The first family's lease layer and store. */
+  get leases(): SubnetLeases {
+    return this.families[0];
+  }
+
+  get store(): MemoryStore {
+    return this.stores[0];
+  }
 
   localNode(): { name: string } {
     return { name: this.name };
@@ -162,11 +175,19 @@ export class Bus {
   /** Node -> partition group; nodes talk only within a group. */
   private readonly group = new Map<string, number>();
 
+  /** The address families' spaces, each leased on its own ring. */
+  readonly spaces: readonly LeaseSpace[];
+
   constructor(
-    readonly space: SubnetSpace,
+    space: LeaseSpace | readonly LeaseSpace[],
     readonly o: BusOptions = DEFAULT_BUS,
   ) {
+    this.spaces = Array.isArray(space) ? space : [space as LeaseSpace];
     this.random = new SeededRandom(o.seed);
+  }
+
+  get space(): LeaseSpace {
+    return this.spaces[0];
   }
 
   add(name: string, extra: SimNodeOptions = {}): SimNode {
@@ -182,11 +203,13 @@ export class Bus {
     node.up = true;
     const { seeds, ...timings } = node.extra;
     // A short bootstrap wait keeps simulated cold starts brief; every other timing is production's.
-    ({ leases: node.leases, delegate: node.delegate } = createLeaseLayer(
-      { space: this.space, seeds: seeds ?? [], lease: { bootstrapQuietMs: 2_000, ...timings } },
-      { membership: node, store: node.store, clock: this.clock, random: new SeededRandom(this.o.seed * 31 + node.life * 7 + node.name.length), log: node.log },
-    ));
-    await node.leases.start();
+    const layer = createLeaseLayer(
+      { space: this.spaces[0] as SubnetSpace, space6: this.spaces[1] as Ipv6SubnetSpace | undefined, seeds: seeds ?? [], lease: { bootstrapQuietMs: 2_000, ...timings } },
+      { membership: node, store: node.stores[0], store6: node.stores[1], clock: this.clock, random: new SeededRandom(this.o.seed * 31 + node.life * 7 + node.name.length), log: node.log },
+    );
+    node.families = [layer.leases, ...(layer.leases6 ? [layer.leases6] : [])];
+    node.delegate = layer.delegate;
+    for (const l of node.families) await l.start();
     const life = node.life;
     const every = (ms: number, fn: () => void): void => {
       const tick = (): void => {
@@ -210,7 +233,7 @@ export class Bus {
   async crash(node: SimNode): Promise<void> {
     const peers = this.reachableFrom(node.name);
     node.up = false;
-    await node.leases.stop();
+    for (const l of node.families) await l.stop();
     for (const peer of peers) peer.delegate.notifyLeave(view(node.name, "dead"));
   }
 

@@ -4,11 +4,12 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { SubnetLeases } from "../../src/control/lease/allocator.js";
 import { Ring } from "../../src/control/lease/ring.js";
-import { SubnetSpace } from "../../src/control/lease/slots.js";
-import { FileLeaseStore, STATE_FILE, type PersistedLeaseState } from "../../src/control/lease/store.js";
+import { Ipv6SubnetSpace, SubnetSpace, type LeaseSpace } from "../../src/control/lease/slots.js";
+import { FileLeaseStore, STATE_FILE, STATE_FILE_IPV6, type PersistedLeaseState } from "../../src/control/lease/store.js";
 import { RecordingLog, SeededRandom, VirtualClock } from "./lease-harness.js";
 
 const SPACE = SubnetSpace.fromConfig({ Network: "198.19.0.0/16" });
+const SPACE6 = Ipv6SubnetSpace.fromConfig({ IPv6Network: "2001:2::/32" });
 let dir: string;
 
 beforeEach(async () => {
@@ -76,8 +77,8 @@ describe("FileLeaseStore", () => {
 describe("SubnetLeases with a state dir", () => {
   const alone = { localNode: () => ({ name: "solo" }), members: () => [], sendReliable: () => Promise.reject(new Error("alone")), updateNode: () => undefined };
 
-  function leases(stateDir: string, seeds: string[] | undefined, clock: VirtualClock, log = new RecordingLog()): SubnetLeases {
-    return new SubnetLeases({ space: SPACE, seeds, membership: alone, store: new FileLeaseStore(stateDir), clock, random: new SeededRandom(1), log, bootstrapQuietMs: 1_000 });
+  function leases(stateDir: string, seeds: string[] | undefined, clock: VirtualClock, log = new RecordingLog(), space: LeaseSpace = SPACE): SubnetLeases {
+    return new SubnetLeases({ space, seeds, membership: alone, store: new FileLeaseStore(stateDir, space.family), clock, random: new SeededRandom(1), log, bootstrapQuietMs: 1_000 });
   }
 
   /** Advances virtual time while real file I/O completes. */
@@ -123,5 +124,23 @@ describe("SubnetLeases with a state dir", () => {
     await expect(leases(dir, ["solo"], new VirtualClock()).start()).rejects.toMatchObject({ code: "LEASE_STATE_MISMATCH" });
     await store.save({ ...sample(), node: "solo" });
     await expect(leases(dir, ["solo"], new VirtualClock()).start()).rejects.toMatchObject({ code: "LEASE_STATE_MISMATCH" });
+  });
+
+  it("dual-stack: one state file per family; restarted with its state dir, a node keeps both subnets", async () => {
+    const clock = new VirtualClock();
+    const first = [leases(dir, ["solo"], clock), leases(dir, ["solo"], clock, new RecordingLog(), SPACE6)];
+    for (const l of first) await l.start();
+    const held = await until(clock, Promise.all(first.map((l) => l.lease())));
+    expect(held[0].subnet).toMatch(/^198\.19\./);
+    expect(held[1].subnet).toMatch(/^2001:2:[0-9a-f:]+\/64$/);
+    for (const l of first) await l.stop();
+    expect((await readdir(dir)).sort()).toEqual([STATE_FILE, STATE_FILE_IPV6].sort());
+    // The IPv6 ring of 2^32 subnets is saved as ranges: a few hundred bytes.
+    expect((await stat(join(dir, STATE_FILE_IPV6))).size).toBeLessThan(1000);
+
+    const again = [leases(dir, ["solo"], new VirtualClock()), leases(dir, ["solo"], new VirtualClock(), new RecordingLog(), SPACE6)];
+    for (const l of again) await l.start();
+    expect(again.map((l) => l.currentLease())).toEqual(held);
+    for (const l of again) await l.stop();
   });
 });

@@ -3,6 +3,7 @@ import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { formatIpv4 } from "../../src/net/ipv4.js";
+import { formatIpv6 } from "../../src/net/ipv6.js";
 import type { LabPod } from "../../src/lab/cluster.js";
 
 const script = fileURLToPath(new URL("../kernel/fixtures/tcp-transfer.mjs", import.meta.url));
@@ -25,15 +26,16 @@ function runFixture(pod: LabPod, mode: "sink" | "source", opts: object, onReady?
 }
 
 /**
- * Sends `bytes` pseudo-random bytes from `from` to `to` over TCP; returns both sides' counts and
+ * Sends `bytes` pseudo-random bytes from `from` to `to` over TCP (to its IPv6 address with family 6); returns both sides' counts and
  * hashes once the connection is closed at both ends, so no packet of it is still in flight.
  */
-export async function tcpTransfer(from: LabPod, to: LabPod, bytes: number, port = 7000): Promise<{ sent: TransferSide; received: TransferSide }> {
+export async function tcpTransfer(from: LabPod, to: LabPod, bytes: number, port = 7000, family: 4 | 6 = 4): Promise<{ sent: TransferSide; received: TransferSide }> {
+  const addr = family === 4 ? formatIpv4(to.addr) : `[${formatIpv6(to.addr6!)}]`;
   const timeoutMs = 120_000;
   let ready!: () => void;
   const listening = new Promise<void>((r) => (ready = r));
-  const sink = runFixture(to, "sink", { bind: `${formatIpv4(to.addr)}:${port}`, timeoutMs }, ready);
+  const sink = runFixture(to, "sink", { bind: `${addr}:${port}`, timeoutMs }, ready);
   await listening;
-  const sent = await runFixture(from, "source", { to: `${formatIpv4(to.addr)}:${port}`, bytes, timeoutMs });
+  const sent = await runFixture(from, "source", { to: `${addr}:${port}`, bytes, timeoutMs });
   return { sent, received: await sink };
 }

@@ -5,10 +5,11 @@
 import { WeftError } from "../../errors.js";
 import type { PeerEntries } from "../../kernel/converge.js";
 import type { RouteEntry } from "../../kernel/entries.js";
-import { readIpv4Addresses } from "../../kernel/links.js";
-import { formatIpv4 } from "../../net/ipv4.js";
+import { readAddresses } from "../../kernel/links.js";
+import { familyOf, formatAddr as formatIpv4 } from "../../net/ip.js";
+import { routeMetric } from "../vxlan/device.js";
 import type { BackendAnnouncement, BackendContext, BackendPeer } from "../backend.js";
-import { KernelBackend } from "../kernel-backend.js";
+import { KernelBackend, underlayAddr } from "../kernel-backend.js";
 
 export class HostGwBackend extends KernelBackend {
   readonly mtu: number;
@@ -26,11 +27,12 @@ export class HostGwBackend extends KernelBackend {
   /** Peers route to this host's underlay address, so it must be on the interface (no NAT), as flannel insists. */
   protected async setUp(): Promise<void> {
     const { kernel, underlay } = this.ctx;
-    const addrs = await readIpv4Addresses(kernel, underlay.iface);
-    if (!addrs.some((a) => a.addr === underlay.addr)) {
+    const own = underlayAddr(this.ctx);
+    const addrs = await readAddresses(kernel, underlay.iface, familyOf(own));
+    if (!addrs.some((a) => a.addr === own)) {
       throw new WeftError(
         "BACKEND_HOSTGW_ADDRESS_NOT_LOCAL",
-        `host-gw needs the public address ${formatIpv4(underlay.addr)} on ${underlay.iface} (it has ${addrs.map((a) => formatIpv4(a.addr)).join(", ") || "none"}); ` +
+        `host-gw needs the public address ${formatIpv4(own)} on ${underlay.iface} (it has ${addrs.map((a) => formatIpv4(a.addr)).join(", ") || "none"}); ` +
           `behind NAT peers cannot route to this host: use vxlan, or set --public-ip / --iface to the interface's own address`,
       );
     }
@@ -47,7 +49,7 @@ export class HostGwBackend extends KernelBackend {
       peers.map((p, i): [string, PeerEntries | string] => [
         p.name,
         problems[i] === undefined
-          ? { route: { dst: p.subnet, gateway: p.underlay, dev: iface, onlink: false, metric: 0 } }
+          ? { route: { dst: p.subnet, gateway: p.underlay, dev: iface, onlink: false, metric: routeMetric(familyOf(p.underlay)) } }
           : `${problems[i]}; host-gw needs every host on one L2 network (use vxlan, with DirectRouting, across routers)`,
       ]),
     );

@@ -11,6 +11,7 @@ import { readRoutes } from "../../kernel/entries.js";
 import { readIpv4Addresses, readLink } from "../../kernel/links.js";
 import { WeftError } from "../../errors.js";
 import { formatIpv4, formatMac, formatPrefix, parseMac } from "../../net/ipv4.js";
+import { v4Addr, v4Prefix } from "../../net/ip.js";
 import { DEFAULT_VNI, UDP_PORT, VXLAN_PORT, type Backend, type BackendAnnouncement, type BackendContext, type BackendCounters, type BackendOptions, type BackendPeer } from "../backend.js";
 import { VXLAN_OVERHEAD } from "../vxlan/vxlan.js";
 import { announcementProblem, overlapProblem, UnreachablePeers } from "../unreachable.js";
@@ -47,8 +48,8 @@ export class UserspaceBackend implements Backend {
     this.tunName = udp ? "flannel0" : `weft.${this.vni}`;
     this.vtepMac = loadVtepMac(ctx.stateDir);
     this.dataplane = new UserspaceDataplane({
-      format: udp ? "udp" : "vxlan", tunName: this.tunName, mtu: this.mtu, network: ctx.network, subnet: ctx.subnet,
-      listenAddr: ctx.underlay.addr, port: this.port, vni: this.vni, vtepMac: this.vtepMac, workers: options.workers, offloads: options.offloads,
+      format: udp ? "udp" : "vxlan", tunName: this.tunName, mtu: this.mtu, network: v4Prefix(ctx.network), subnet: v4Prefix(ctx.subnet),
+      listenAddr: ctx.underlay.addr!, port: this.port, vni: this.vni, vtepMac: this.vtepMac, workers: options.workers, offloads: options.offloads,
       busyPollUs: options.busyPollUs, queueDelayUs: options.queueDelayUs, logger: this.logger,
     });
   }
@@ -56,7 +57,11 @@ export class UserspaceBackend implements Backend {
   async start(): Promise<BackendAnnouncement> {
     if (this.state !== "new") throw new WeftError("BACKEND_STATE", `the ${this.type} backend was already started; create a new one`);
     try {
-      this.stats.kernelCommands += 3; // the TUN device's MTU, address and link state
+      // The dataplane carries IPv4 only: with IPv6 off on the device the kernel gives it no
+      // link-local address and sends it no router solicitations (which it could only drop).
+      // (The slash form, since a device name like weft.1 holds a dot.)
+      await this.ctx.kernel.sysctl(`net/ipv6/conf/${this.tunName}/disable_ipv6`, 1);
+      this.stats.kernelCommands += 4; // IPv6 off, and the TUN device's MTU, address and link state
       await this.dataplane.start(this.ctx.kernel);
     } catch (err) {
       this.stats.kernelErrors++;
@@ -78,7 +83,7 @@ export class UserspaceBackend implements Backend {
       return;
     }
     this.dataplane.setPeer({
-      name: peer.name, subnet: peer.subnet, underlay: peer.underlay, port: peer.backend.port ?? this.port,
+      name: peer.name, subnet: v4Prefix(peer.subnet), underlay: v4Addr(peer.underlay), port: peer.backend.port ?? this.port,
       vtepMac: this.type === "wasm-vxlan" ? parseMac(peer.backend.vtepMac!) : undefined,
     });
   }
@@ -92,7 +97,7 @@ export class UserspaceBackend implements Backend {
   /** The peers live in the dataplane's own table; what can drift is the TUN device's address, route and link state. */
   async reconcile(): Promise<void> {
     this.assertRunning();
-    const { kernel, network, subnet } = this.ctx;
+    const [kernel, network, subnet] = [this.ctx.kernel, v4Prefix(this.ctx.network), v4Prefix(this.ctx.subnet)];
     const tun = this.tunName;
     const [link, addrs, routes] = await Promise.all([readLink(kernel, tun), readIpv4Addresses(kernel, tun), readRoutes(kernel, network)]);
     const lines: string[] = [];

@@ -1,5 +1,7 @@
 // The kernel's vxlan device as flannel programs it (shared/seeds show real output): flannel.<VNI>
-// with nolearning and dstport 8472, the subnet's network address as a /32, and per peer — in this
+// (flannel-v6.<VNI> for IPv6, a device of its own with its own MAC, sending over the IPv6
+// underlay) with nolearning and dstport 8472, the subnet's network address as a /32 (/128), and
+// per peer — in this
 // order — a permanent neighbour entry (peer's tunnel address -> its VTEP MAC), a permanent FDB
 // entry (VTEP MAC -> underlay address) and an onlink route to the peer's subnet; removal in the
 // reverse order. Kernel state changes go through Kernel (iproute2).
@@ -7,35 +9,41 @@ import type { Kernel } from "../../kernel/iproute.js";
 import type { PeerEntries } from "../../kernel/converge.js";
 import { FDB, NEIGH, ROUTE } from "../../kernel/entries.js";
 import type { LinkState } from "../../kernel/links.js";
-import { formatIpv4, formatMac, type Ipv4Prefix } from "../../net/ipv4.js";
+import { formatMac } from "../../net/ipv4.js";
+import { familyOf, formatAddr as formatIpv4, type IpAddr, type IpPrefix } from "../../net/ip.js";
 
 export interface VxlanDeviceSpec {
   vni: number;
   /** Underlay interface and address the device sends from. */
   dev: string;
-  local: number;
+  local: IpAddr;
   port: number;
-  subnet: Ipv4Prefix;
+  subnet: IpPrefix;
   vtepMac: Uint8Array;
   mtu: number;
   gbp?: boolean;
 }
 
 export interface VxlanPeerEntry {
-  subnet: Ipv4Prefix;
-  underlay: number;
+  subnet: IpPrefix;
+  underlay: IpAddr;
   vtepMac: Uint8Array;
   /** The peer's VXLAN port when it differs from this device's dstport (then the FDB entry carries it). */
   port?: number;
 }
 
-export const vxlanDeviceName = (vni: number) => `flannel.${vni}`;
+export const vxlanDeviceName = (vni: number, family: 4 | 6 = 4) => (family === 4 ? `flannel.${vni}` : `flannel-v6.${vni}`);
+
+/** Routes weft writes carry the kernel's default metric of their family (IPv6 gives 1024 to a route without one). */
+export const routeMetric = (family: 4 | 6) => (family === 4 ? 0 : 1024);
 
 export async function createVxlanDevice(kernel: Kernel, o: VxlanDeviceSpec): Promise<void> {
-  const name = vxlanDeviceName(o.vni);
+  const family = familyOf(o.subnet.addr);
+  const name = vxlanDeviceName(o.vni, family);
   await kernel.ipBatch([
     `link add ${name} address ${formatMac(o.vtepMac)} mtu ${o.mtu} type vxlan id ${o.vni} local ${formatIpv4(o.local)} dev ${o.dev} dstport ${o.port} nolearning${o.gbp ? " gbp" : ""}`,
-    `addr add ${formatIpv4(o.subnet.addr)}/32 dev ${name}`,
+    // No duplicate address detection: the address is this node's alone, and a tentative address cannot be routed from.
+    `addr add ${formatIpv4(o.subnet.addr)}/${family === 4 ? 32 : "128 nodad"} dev ${name}`,
     `link set ${name} up`,
   ]);
 }
@@ -60,12 +68,13 @@ export function vxlanDeviceMismatch(link: LinkState, o: VxlanDeviceSpec): string
 
 /** A peer's neighbour, FDB and route entries on flannel.<vni>, exactly as flannel writes them. */
 export function vxlanPeerEntries(vni: number, p: VxlanPeerEntry): PeerEntries {
-  const dev = vxlanDeviceName(vni);
+  const family = familyOf(p.subnet.addr);
+  const dev = vxlanDeviceName(vni, family);
   const mac = formatMac(p.vtepMac);
   return {
     neigh: { addr: p.subnet.addr, mac, dev, permanent: true },
     fdb: { mac, dev, dst: p.underlay, port: p.port, permanent: true },
-    route: { dst: p.subnet, gateway: p.subnet.addr, dev, onlink: true, metric: 0 },
+    route: { dst: p.subnet, gateway: p.subnet.addr, dev, onlink: true, metric: routeMetric(family) },
   };
 }
 

@@ -2,18 +2,23 @@
 // (device.ts). With DirectRouting, a peer whose underlay address the kernel reaches without a
 // gateway gets a plain route via that address instead (no encapsulation), as in flannel. A device
 // left by an earlier run (--keep-on-exit) is reused when its settings match and replaced when
-// they do not; a device someone deleted is re-created by the next reconcile.
-import { readIpv4Addresses, readLink } from "../../kernel/links.js";
+// they do not; a device someone deleted is re-created by the next reconcile. An instance serves one
+// address family (BackendContext): IPv6 gets flannel-v6.<VNI>, its own VTEP MAC, and 70 bytes of
+// encapsulation over an IPv6 underlay.
+import { readAddresses, readLink } from "../../kernel/links.js";
 import type { PeerEntries } from "../../kernel/converge.js";
 import type { RouteEntry } from "../../kernel/entries.js";
-import { formatIpv4, formatMac, parseMac, prefixContains } from "../../net/ipv4.js";
+import { formatMac, parseMac } from "../../net/ipv4.js";
+import { contains as prefixContains, familyOf, formatAddr as formatIpv4, type IpAddr } from "../../net/ip.js";
 import { DEFAULT_VNI, VXLAN_PORT, type BackendAnnouncement, type BackendContext, type BackendOptions, type BackendPeer } from "../backend.js";
-import { KernelBackend } from "../kernel-backend.js";
+import { KernelBackend, underlayAddr } from "../kernel-backend.js";
 import { loadVtepMac } from "../vtep-mac.js";
-import { createVxlanDevice, vxlanDeviceMismatch, vxlanDeviceName, vxlanPeerEntries, type VxlanDeviceSpec } from "./device.js";
+import { createVxlanDevice, routeMetric, vxlanDeviceMismatch, vxlanDeviceName, vxlanPeerEntries, type VxlanDeviceSpec } from "./device.js";
 
 /** Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14). */
 export const VXLAN_OVERHEAD = 50;
+/** The same over an IPv6 underlay (outer header 40). */
+export const VXLAN_OVERHEAD_IPV6 = 70;
 
 export class VxlanBackend extends KernelBackend {
   readonly mtu: number;
@@ -21,13 +26,18 @@ export class VxlanBackend extends KernelBackend {
   private readonly vni: number;
   private readonly port: number;
   private vtepMac?: Uint8Array;
+  private readonly family: 4 | 6;
+  /** The underlay address of this family the device sends from. */
+  private readonly local: IpAddr;
 
   constructor(private readonly options: BackendOptions, ctx: BackendContext) {
     super("vxlan", ctx);
+    this.family = familyOf(ctx.subnet.addr);
     this.vni = options.vni ?? DEFAULT_VNI;
     this.port = options.port ?? VXLAN_PORT;
-    this.mtu = (options.mtu ?? ctx.underlay.mtu) - VXLAN_OVERHEAD;
-    this.entryDevice = vxlanDeviceName(this.vni);
+    this.mtu = (options.mtu ?? ctx.underlay.mtu) - (this.family === 4 ? VXLAN_OVERHEAD : VXLAN_OVERHEAD_IPV6);
+    this.entryDevice = vxlanDeviceName(this.vni, this.family);
+    this.local = underlayAddr(ctx);
   }
 
   protected announcement(): BackendAnnouncement {
@@ -35,7 +45,7 @@ export class VxlanBackend extends KernelBackend {
   }
 
   protected async setUp(): Promise<void> {
-    this.vtepMac = loadVtepMac(this.ctx.stateDir);
+    this.vtepMac = loadVtepMac(this.ctx.stateDir, this.family);
     await this.ensureDevices();
   }
 
@@ -67,7 +77,7 @@ export class VxlanBackend extends KernelBackend {
       peers.map((p, i): [string, PeerEntries] => [
         p.name,
         direct[i] === undefined
-          ? { route: { dst: p.subnet, gateway: p.underlay, dev: this.ctx.underlay.iface, onlink: false, metric: 0 } }
+          ? { route: { dst: p.subnet, gateway: p.underlay, dev: this.ctx.underlay.iface, onlink: false, metric: routeMetric(this.family) } }
           : vxlanPeerEntries(this.vni, {
               subnet: p.subnet,
               underlay: p.underlay,
@@ -85,18 +95,19 @@ export class VxlanBackend extends KernelBackend {
 
   private spec(): VxlanDeviceSpec {
     const { underlay, subnet } = this.ctx;
-    return { vni: this.vni, dev: underlay.iface, local: underlay.addr, port: this.port, subnet, vtepMac: this.vtepMac!, mtu: this.mtu, gbp: this.options.gbp };
+    return { vni: this.vni, dev: underlay.iface, local: this.local, port: this.port, subnet, vtepMac: this.vtepMac!, mtu: this.mtu, gbp: this.options.gbp };
   }
 
-  /** A kept device may carry an older lease's address: exactly <subnet network>/32 of the pod network, and up. */
+  /** A kept device may carry an older lease's address: exactly <subnet network>/32 (/128) of the pod network, and up. */
   private async ensureAddress(up: boolean): Promise<void> {
     const { kernel, network, subnet } = this.ctx;
     const dev = this.entryDevice;
-    const addrs = await readIpv4Addresses(kernel, dev);
+    const hostLen = this.family === 4 ? 32 : 128;
+    const addrs = await readAddresses(kernel, dev, this.family);
     const lines = addrs
-      .filter((a) => prefixContains(network, a.addr) && !(a.addr === subnet.addr && a.len === 32))
+      .filter((a) => prefixContains(network, a.addr) && !(a.addr === subnet.addr && a.len === hostLen))
       .map((a) => `addr del ${formatIpv4(a.addr)}/${a.len} dev ${dev}`);
-    if (!addrs.some((a) => a.addr === subnet.addr && a.len === 32)) lines.push(`addr add ${formatIpv4(subnet.addr)}/32 dev ${dev}`);
+    if (!addrs.some((a) => a.addr === subnet.addr && a.len === hostLen)) lines.push(`addr add ${formatIpv4(subnet.addr)}/${hostLen}${this.family === 6 ? " nodad" : ""} dev ${dev}`);
     if (!up) lines.push(`link set ${dev} up`);
     if (lines.length === 0) return;
     this.logger.info({ device: dev, commands: lines }, `fixing ${dev}'s address`);

@@ -35,7 +35,7 @@ import type { NodeView } from "../gossip/delegate.js";
 import { withDefaults } from "../options.js";
 import type { Clock, Random, TimerHandle } from "../runtime.js";
 import { forkWinner, Ring, type Conflict, type RingRun, type RingState, type SlotChange, type SlotSpan } from "./ring.js";
-import type { SubnetSpace } from "./slots.js";
+import type { LeaseSpace } from "./slots.js";
 import type { LeaseStateStore } from "./store.js";
 import { encodeMessage, type LeaseMessage } from "./wire.js";
 
@@ -90,7 +90,7 @@ export interface Reservation {
 }
 
 export interface SubnetLeasesOptions {
-  readonly space: SubnetSpace;
+  readonly space: LeaseSpace;
   /** The same list (in any order) on every seed node; other nodes may have it too or leave it out. */
   readonly seeds?: readonly string[];
   readonly membership: MembershipPort;
@@ -257,7 +257,7 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
   }
 
-  get space(): SubnetSpace {
+  get space(): LeaseSpace {
     return this.opts.space;
   }
 
@@ -418,7 +418,7 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     if (result.changed.length === 0) return;
     this.noteSlotsTaken(result.changed);
     const extra = this.freeExtraLeases(next);
-    const learnt = source === "gossip" ? next.runsOf(result.changed.map((c) => c.slot)) : [];
+    const learnt = source === "gossip" ? next.runsIn(result.changed) : [];
     await this.commit(next, [...learnt, ...extra]);
   }
 
@@ -437,13 +437,13 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     const mine = conflicts.filter((c) => c.mine.owner === this.name || c.theirs.owner === this.name);
     if (mine.length === 0) return;
     const next = this.ring.clone();
-    const delta = mine.flatMap((c) => next.settleFork(c.slot, c.mine.version, forkWinner(c.mine, c.theirs)));
+    const delta = mine.flatMap((c) => next.settleFork(c, c.mine.version, forkWinner(c.mine, c.theirs)));
     if (delta.length === 0) return;
     this.opts.log.warn(
-      { code: "LEASE_FORK_SETTLED", slots: mine.slice(0, 5).map((c) => ({ slot: c.slot, winner: forkWinner(c.mine, c.theirs).owner })) },
+      { code: "LEASE_FORK_SETTLED", slots: mine.slice(0, 5).map((c) => ({ start: c.start, count: c.count, winner: forkWinner(c.mine, c.theirs).owner })) },
       `settled ${mine.length} slot(s) that two histories gave different owners: the leased one (or the smaller name) keeps each, at a new version every node takes`,
     );
-    this.noteSlotsTaken(mine.map((c) => ({ slot: c.slot, before: c.mine, after: forkWinner(c.mine, c.theirs) })));
+    this.noteSlotsTaken(mine.map((c) => ({ start: c.start, count: c.count, before: c.mine, after: forkWinner(c.mine, c.theirs) })));
     await this.commit(next, delta);
   }
 
@@ -677,10 +677,11 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
   private noteSlotsTaken(changed: readonly SlotChange[]): void {
     const taken = changed.filter((c) => c.before.owner === this.name && c.after.owner !== this.name);
     if (taken.length === 0) return;
-    this.stats.slotsTakenFromUs += taken.length;
+    const count = taken.reduce((n, c) => n + c.count, 0);
+    this.stats.slotsTakenFromUs += count;
     this.opts.log.warn(
-      { code: "LEASE_SLOTS_TAKEN", slots: taken.map((c) => ({ slot: c.slot, to: c.after.owner, version: c.after.version })) },
-      `the cluster moved ${taken.length} of this node's slot(s) to other nodes (reclaimed while this node was unreachable, or this node's state was rolled back); accepting`,
+      { code: "LEASE_SLOTS_TAKEN", slots: taken.slice(0, 10).map((c) => ({ start: c.start, count: c.count, to: c.after.owner, version: c.after.version })) },
+      `the cluster moved ${count} of this node's slot(s) to other nodes (reclaimed while this node was unreachable, or this node's state was rolled back); accepting`,
     );
   }
 

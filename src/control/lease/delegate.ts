@@ -2,13 +2,15 @@
 // bytes into lease messages and back, queues the lease layer's broadcasts for piggybacking
 // (gossip's TransmitLimitedQueue: about RetransmitMult x log10(N+1) sends each, newest first),
 // serves the full ring for push-pull (the control plane puts the subnet in the node record).
-// Malformed or foreign messages are counted and dropped, never thrown.
+// Malformed or foreign messages are counted and dropped, never thrown. A dual-stack node has one
+// SubnetLeases per address family, each with its own ring; messages carry their family's network
+// fingerprint and go to that family, and push-pull carries every family's ring.
 import { decode, encode } from "@msgpack/msgpack";
 import { retransmitLimit, TransmitLimitedQueue } from "../gossip/broadcast.js";
 import type { Delegate, EventDelegate, NodeView } from "../gossip/delegate.js";
 import type { LeaseLogger, SubnetLeases } from "./allocator.js";
 import type { RingRun } from "./ring.js";
-import { decodeMessage, encodeMessage, type LeaseMessage } from "./wire.js";
+import { decodeMessageFor, encodeMessage, encodeStateBundle, splitStateBundle, type LeaseMessage } from "./wire.js";
 
 export interface LeaseDelegateOptions {
   /** memberlist's RetransmitMult, default 4. */
@@ -25,9 +27,11 @@ export class LeaseDelegate implements Omit<Delegate, "nodeMeta">, EventDelegate 
   droppedMessages = 0;
   private readonly queue: TransmitLimitedQueue;
   private readonly maxBroadcastBytes: number;
+  /** One lease layer per enabled address family (IPv4 first). */
+  private readonly families: readonly SubnetLeases[];
 
   constructor(
-    private readonly leases: SubnetLeases,
+    leases: SubnetLeases | readonly SubnetLeases[],
     membership: { members(): readonly NodeView[] },
     private readonly log: LeaseLogger,
     options: LeaseDelegateOptions = {},
@@ -35,12 +39,13 @@ export class LeaseDelegate implements Omit<Delegate, "nodeMeta">, EventDelegate 
     const mult = options.retransmitMult ?? 4;
     this.queue = new TransmitLimitedQueue(() => retransmitLimit(mult, membership.members().length), options.maxQueued ?? 256);
     this.maxBroadcastBytes = options.maxBroadcastBytes ?? 512;
-    leases.on("announce", (msg) => this.enqueue(msg));
+    this.families = Array.isArray(leases) ? leases : [leases as SubnetLeases];
+    for (const l of this.families) l.on("announce", (msg) => this.enqueue(l, msg));
   }
 
   notifyMsg(from: string, msg: Uint8Array): void {
     const decoded = this.decode(from, msg);
-    if (decoded) this.leases.handleMessage(from, decoded);
+    if (decoded) decoded.leases.handleMessage(from, decoded.message);
   }
 
   getBroadcasts(overhead: number, limit: number): Uint8Array[] {
@@ -48,30 +53,34 @@ export class LeaseDelegate implements Omit<Delegate, "nodeMeta">, EventDelegate 
   }
 
   localState(): Uint8Array {
-    return encodeMessage(this.leases.space.fingerprint, { kind: "state", ring: this.leases.ringState() });
+    return encodeStateBundle(this.families.map((l) => encodeMessage(l.space.fingerprint, { kind: "state", ring: l.ringState() })));
   }
 
   mergeRemoteState(state: Uint8Array): void {
-    const decoded = this.decode("push-pull", state);
-    if (!decoded) return;
-    if (decoded.kind !== "state") {
-      this.drop("push-pull", `expected a ring state, got a ${decoded.kind} message`);
-      return;
+    for (const part of splitStateBundle(state)) {
+      const decoded = this.decode("push-pull", part);
+      if (!decoded) continue;
+      if (decoded.message.kind !== "state") {
+        this.drop("push-pull", `expected a ring state, got a ${decoded.message.kind} message`);
+        continue;
+      }
+      decoded.leases.mergeRemote(decoded.message.ring, "full");
     }
-    this.leases.mergeRemote(decoded.ring, "full");
   }
 
   notifyJoin(node: NodeView): void {
-    this.leases.memberAlive(node.name);
+    for (const l of this.families) l.memberAlive(node.name);
   }
 
   notifyUpdate(node: NodeView): void {
-    if (node.state === "alive" || node.state === "suspect") this.leases.memberAlive(node.name);
-    else this.leases.memberGone(node.name); // a dead node later reported as left
+    for (const l of this.families) {
+      if (node.state === "alive" || node.state === "suspect") l.memberAlive(node.name);
+      else l.memberGone(node.name); // a dead node later reported as left
+    }
   }
 
   notifyLeave(node: NodeView): void {
-    this.leases.memberGone(node.name);
+    for (const l of this.families) l.memberGone(node.name);
   }
 
   /** Number of broadcasts waiting (for metrics and tests). */
@@ -79,18 +88,19 @@ export class LeaseDelegate implements Omit<Delegate, "nodeMeta">, EventDelegate 
     return this.queue.size();
   }
 
-  private enqueue(msg: LeaseMessage): void {
-    for (const part of msg.kind === "state" ? this.split(msg.ring.seeds, msg.ring.runs) : [msg]) {
-      this.queue.enqueue({ payload: encodeMessage(this.leases.space.fingerprint, part) });
+  private enqueue(leases: SubnetLeases, msg: LeaseMessage): void {
+    const fingerprint = leases.space.fingerprint;
+    for (const part of msg.kind === "state" ? this.split(fingerprint, msg.ring.seeds, msg.ring.runs) : [msg]) {
+      this.queue.enqueue({ payload: encodeMessage(fingerprint, part) });
     }
   }
 
   /** Splits a ring delta into messages small enough to piggyback on a gossip packet. */
-  private split(seeds: readonly string[] | null, runs: readonly RingRun[]): LeaseMessage[] {
+  private split(fingerprint: string, seeds: readonly string[] | null, runs: readonly RingRun[]): LeaseMessage[] {
     const parts: LeaseMessage[] = [];
     let batch: RingRun[] = [];
     const fits = (candidate: RingRun[]): boolean =>
-      encodeMessage(this.leases.space.fingerprint, { kind: "state", ring: { seeds, runs: candidate } }).length <= this.maxBroadcastBytes;
+      encodeMessage(fingerprint, { kind: "state", ring: { seeds, runs: candidate } }).length <= this.maxBroadcastBytes;
     for (const run of runs) {
       if (batch.length > 0 && !fits([...batch, run])) {
         parts.push({ kind: "state", ring: { seeds, runs: batch } });
@@ -102,9 +112,10 @@ export class LeaseDelegate implements Omit<Delegate, "nodeMeta">, EventDelegate 
     return parts;
   }
 
-  private decode(from: string, bytes: Uint8Array): LeaseMessage | undefined {
+  private decode(from: string, bytes: Uint8Array): { leases: SubnetLeases; message: LeaseMessage } | undefined {
     try {
-      return decodeMessage(this.leases.space.fingerprint, bytes);
+      const { fingerprint, message } = decodeMessageFor(this.families.map((l) => l.space.fingerprint), bytes);
+      return { leases: this.families.find((l) => l.space.fingerprint === fingerprint)!, message };
     } catch (err) {
       this.drop(from, (err as Error).message, (err as { code?: string }).code);
       return undefined;
@@ -117,16 +128,21 @@ export class LeaseDelegate implements Omit<Delegate, "nodeMeta">, EventDelegate 
   }
 }
 
-/** The lease part of a node's membership record: its subnet (CIDR) or null. */
-export function encodeLeaseMeta(subnet: string | null): Uint8Array {
-  return encode([1, subnet]);
+/** The lease part of a node's membership record: its subnet (CIDR) or null per enabled address
+ *  family, IPv4 first. */
+export function encodeLeaseMeta(...subnets: Array<string | null>): Uint8Array {
+  return encode([1, ...subnets]);
 }
 
-/** Reads encodeLeaseMeta's bytes; undefined if they are not a lease record. */
-export function decodeLeaseMeta(meta: Uint8Array): { subnet: string | null } | undefined {
+/** Reads encodeLeaseMeta's bytes; undefined if they are not a lease record. `subnet` is the
+ *  first family's, `subnets` all of them. */
+export function decodeLeaseMeta(meta: Uint8Array): { subnet: string | null; subnets: Array<string | null> } | undefined {
   try {
-    const v = decode(meta, { maxStrLength: 64, maxBinLength: 0, maxExtLength: 0, maxMapLength: 0, maxArrayLength: 2 });
-    if (Array.isArray(v) && v.length === 2 && v[0] === 1 && (v[1] === null || typeof v[1] === "string")) return { subnet: v[1] };
+    const v = decode(meta, { maxStrLength: 64, maxBinLength: 0, maxExtLength: 0, maxMapLength: 0, maxArrayLength: 3 });
+    if (Array.isArray(v) && v.length >= 2 && v[0] === 1 && v.slice(1).every((x) => x === null || typeof x === "string")) {
+      const subnets = v.slice(1) as Array<string | null>;
+      return { subnet: subnets[0], subnets };
+    }
   } catch {
     // not ours
   }

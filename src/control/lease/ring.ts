@@ -1,5 +1,8 @@
 // One node's view of who owns each subnet slot: the ring CRDT at the heart of lease safety
-// (after Weave Net's IPAM ring, per slot instead of per token).
+// (after Weave Net's IPAM ring). Like Weave's ring it holds ranges, not slots: a sorted list of
+// segments, each a run of consecutive slots with one state, so memory, saved state and gossip grow
+// with the number of ownership changes (a few per node), not with the number of subnets — an IPv6
+// /32 cut into /64s is 2^32 slots. Every operation below works on whole segments.
 //
 // Each slot has (owner, version, leased). `leased` marks the one slot a node uses as its own
 // subnet; its other owned slots are free and may be given away. The rules that make this safe:
@@ -52,14 +55,18 @@ export interface RingState {
   readonly runs: readonly RingRun[];
 }
 
+/** Slots [start, start+count) that changed in a merge, all from one state to one state. */
 export interface SlotChange {
-  readonly slot: number;
+  readonly start: number;
+  readonly count: number;
   readonly before: SlotState;
   readonly after: SlotState;
 }
 
+/** Slots [start, start+count) that carry the same version here and there but a different state. */
 export interface Conflict {
-  readonly slot: number;
+  readonly start: number;
+  readonly count: number;
   readonly mine: SlotState;
   readonly theirs: SlotState;
 }
@@ -75,19 +82,30 @@ export interface SlotSpan {
 
 const NO_OWNER = -1;
 
+/** Slots from `start` up to the next segment's start (or the end of the ring) share this state. */
+interface Segment {
+  readonly start: number;
+  /** Index into Ring.names, or NO_OWNER while unknown (version 0). */
+  readonly owner: number;
+  readonly version: number;
+  readonly leased: boolean;
+}
+
 export class Ring {
-  private readonly owners: Int32Array;
-  private readonly versions: Float64Array;
-  private readonly leasedFlags: Uint8Array;
-  /** Owner names interned, so that cloning copies typed arrays, not strings. */
+  /** Sorted by start, the first at 0, no two neighbours with the same state. Segments are never
+   *  changed in place, so a clone copies the array, not the segments. */
+  private segs: Segment[];
+  /** Owner names interned. */
   private readonly names: string[];
   private readonly nameIndex: Map<string, number>;
   private seedList: readonly string[] | null;
 
-  private constructor(slotCount: number, seeds: readonly string[] | null, from?: Ring) {
-    this.owners = from ? from.owners.slice() : new Int32Array(slotCount).fill(NO_OWNER);
-    this.versions = from ? from.versions.slice() : new Float64Array(slotCount);
-    this.leasedFlags = from ? from.leasedFlags.slice() : new Uint8Array(slotCount);
+  private constructor(
+    readonly slotCount: number,
+    seeds: readonly string[] | null,
+    from?: Ring,
+  ) {
+    this.segs = from ? from.segs.slice() : [{ start: 0, owner: NO_OWNER, version: 0, leased: false }];
     this.names = from ? from.names.slice() : [];
     this.nameIndex = new Map(from?.nameIndex);
     this.seedList = seeds;
@@ -108,17 +126,19 @@ export class Ring {
     let slot = 0;
     sorted.forEach((seed, i) => {
       const share = base + (i < extra ? 1 : 0);
-      for (let end = slot + share; slot < end; slot++) ring.write(slot, seed, 1, false);
+      if (share > 0) ring.assign(slot, share, ring.id(seed), 1, false);
+      slot += share;
     });
     return ring;
   }
 
-  get slotCount(): number {
-    return this.versions.length;
-  }
-
   get seeds(): readonly string[] | null {
     return this.seedList;
+  }
+
+  /** Number of segments: what memory, the state file and a full-ring message grow with. */
+  get segmentCount(): number {
+    return this.segs.length;
   }
 
   clone(): Ring {
@@ -126,79 +146,72 @@ export class Ring {
   }
 
   slot(slot: number): SlotState {
-    const o = this.owners[slot];
-    return { owner: o === NO_OWNER ? null : this.names[o], version: this.versions[slot], leased: this.leasedFlags[slot] === 1 };
+    return this.stateOf(this.segs[this.find(slot)]);
   }
 
   ownerOf(slot: number): string | null {
-    const o = this.owners[slot];
-    return o === NO_OWNER ? null : this.names[o];
+    return this.slot(slot).owner;
   }
 
   /** Slots this view says `node` uses as its subnet. One in a settled view; a stale view can
    *  briefly show a node's old and new lease. */
   leasesOf(node: string): number[] {
     const id = this.nameIndex.get(node);
-    const out: number[] = [];
-    if (id === undefined) return out;
-    for (let s = 0; s < this.slotCount; s++) if (this.owners[s] === id && this.leasedFlags[s] === 1) out.push(s);
-    return out;
+    return id === undefined ? [] : this.leasedSlots().filter((l) => l.owner === id).map((l) => l.slot);
   }
 
   /** Every leased slot with its owner, in slot order. */
   allLeases(): Array<{ slot: number; owner: string }> {
-    const out: Array<{ slot: number; owner: string }> = [];
-    for (let s = 0; s < this.slotCount; s++) {
-      if (this.leasedFlags[s] === 1) out.push({ slot: s, owner: this.names[this.owners[s]] });
-    }
-    return out;
+    return this.leasedSlots().map((l) => ({ slot: l.slot, owner: this.names[l.owner] }));
   }
 
   /** Maximal runs of free slots owned by `node`, in slot order (not joined across the wrap). */
   freeSpansOf(node: string): SlotSpan[] {
     const id = this.nameIndex.get(node);
-    const spans: SlotSpan[] = [];
+    const spans: Array<{ start: number; count: number }> = [];
     if (id === undefined) return spans;
-    for (let s = 0; s < this.slotCount; ) {
-      if (this.owners[s] !== id || this.leasedFlags[s] === 1) {
-        s++;
-        continue;
-      }
-      const start = s;
-      while (s < this.slotCount && this.owners[s] === id && this.leasedFlags[s] === 0) s++;
-      spans.push({ start, count: s - start });
-    }
+    this.segs.forEach((g, i) => {
+      if (g.owner !== id || g.leased) return;
+      const count = this.end(i) - g.start;
+      const last = spans[spans.length - 1];
+      if (last && last.start + last.count === g.start) last.count += count;
+      else spans.push({ start: g.start, count });
+    });
     return spans;
   }
 
   /** Number of free (owned, not leased) slots per owner. */
   freeCounts(): Map<string, number> {
     const counts = new Map<string, number>();
-    for (let s = 0; s < this.slotCount; s++) {
-      const o = this.owners[s];
-      if (o !== NO_OWNER && this.leasedFlags[s] === 0) counts.set(this.names[o], (counts.get(this.names[o]) ?? 0) + 1);
-    }
+    this.segs.forEach((g, i) => {
+      if (g.owner === NO_OWNER || g.leased) return;
+      const name = this.names[g.owner];
+      counts.set(name, (counts.get(name) ?? 0) + this.end(i) - g.start);
+    });
     return counts;
   }
 
   /** Slots whose owner this view knows (all of them once the ring has been learnt). */
   knownCount(): number {
-    let n = 0;
-    for (let s = 0; s < this.slotCount; s++) if (this.owners[s] !== NO_OWNER) n++;
-    return n;
+    return this.segs.reduce((n, g, i) => (g.owner === NO_OWNER ? n : n + this.end(i) - g.start), 0);
   }
 
   /** `by` gives free slots [start, start+count) to `to`. Returns the changed runs. */
   transfer(by: string, span: SlotSpan, to: string): RingRun[] {
     if (to === by || to.length === 0) throw new WeftError("LEASE_BAD_TRANSFER", `cannot transfer slots from ${by} to "${to}"`);
     this.checkSpan(span);
-    for (let s = span.start; s < span.start + span.count; s++) {
-      if (this.ownerOf(s) !== by || this.leasedFlags[s] === 1) {
-        throw new WeftError("LEASE_NOT_OWNER", `${by} cannot give slot ${s} away: it is ${this.describe(s)} (only free slots of one's own can be transferred)`);
+    const by_ = this.nameIndex.get(by);
+    for (const piece of this.pieces(span.start, span.count)) {
+      if (piece.seg.owner !== by_ || by_ === undefined || piece.seg.leased) {
+        throw new WeftError(
+          "LEASE_NOT_OWNER",
+          `${by} cannot give slot ${piece.start} away: it is ${this.describe(piece.start)} (only free slots of one's own can be transferred)`,
+        );
       }
     }
-    for (let s = span.start; s < span.start + span.count; s++) this.write(s, to, this.versions[s] + 1, false);
-    return this.runsOf(range(span));
+    const to_ = this.id(to);
+    for (const piece of this.pieces(span.start, span.count)) this.assign(piece.start, piece.count, to_, piece.seg.version + 1, false);
+    return this.runsIn([span]);
   }
 
   /** The owner starts (leased = true) or stops using one of its slots as its subnet. */
@@ -210,8 +223,9 @@ export class Ring {
     if (leased && this.leasesOf(by).length > 0) {
       throw new WeftError("LEASE_ALREADY_LEASED", `${by} already uses slot ${this.leasesOf(by)[0]}; a node uses one slot`);
     }
-    this.write(slot, by, this.versions[slot] + 1, leased);
-    return this.runsOf([slot]);
+    const seg = this.segs[this.find(slot)];
+    this.assign(slot, 1, seg.owner, seg.version + 1, leased);
+    return this.runsIn([{ start: slot, count: 1 }]);
   }
 
   /**
@@ -222,43 +236,45 @@ export class Ring {
    * Reclaimed slots become free slots of the heir. Returns the changed runs.
    */
   reclaim(heir: string, condemned: ReadonlySet<string>, takeOrphans: boolean): RingRun[] {
-    const isCondemned = (s: number): boolean => {
-      const owner = this.ownerOf(s);
-      return owner !== null && owner !== heir && condemned.has(owner);
+    const heirId = this.id(heir);
+    const isCondemned = (g: Segment): boolean => g.owner !== NO_OWNER && g.owner !== heirId && condemned.has(this.names[g.owner]);
+    const taken: SlotSpan[] = [];
+    const take = (g: Segment, count: number): void => {
+      this.assign(g.start, count, heirId, g.version + 1, false);
+      taken.push({ start: g.start, count });
     };
-    const taken: number[] = [];
-    const take = (s: number): void => {
-      this.write(s, heir, this.versions[s] + 1, false);
-      taken.push(s);
-    };
-    const n = this.slotCount;
     for (let progress = true; progress; ) {
       progress = false;
-      for (let s = 0; s < n; s++) {
-        const prev = (s + n - 1) % n;
-        if (isCondemned(s) && this.ownerOf(prev) === heir) {
-          // s starts a condemned run right after one of heir's slots: take the whole run.
-          const dead = this.owners[s];
-          for (let t = s; this.owners[t] === dead; t = (t + 1) % n) take(t);
-          progress = true;
+      for (let i = 0; i < this.segs.length; i++) {
+        const g = this.segs[i];
+        const prev = this.segs[(i + this.segs.length - 1) % this.segs.length];
+        if (!isCondemned(g) || prev.owner !== heirId) continue;
+        // g starts a condemned run right after one of heir's slots: take the whole run, which
+        // may go on in following segments of other versions and wrap past the end.
+        const run: Array<[Segment, number]> = [];
+        for (let j = i; run.length < this.segs.length && this.segs[j].owner === g.owner; j = (j + 1) % this.segs.length) {
+          run.push([this.segs[j], this.end(j) - this.segs[j].start]);
         }
+        for (const [seg, count] of run) take(seg, count);
+        progress = true;
+        break; // the segment list changed: look again from the start
       }
     }
-    if (takeOrphans) {
-      let anyLive = false;
-      for (let s = 0; s < n && !anyLive; s++) anyLive = this.ownerOf(s) !== null && !isCondemned(s);
-      if (!anyLive) for (let s = 0; s < n; s++) if (isCondemned(s)) take(s);
+    if (takeOrphans && !this.segs.some((g) => g.owner !== NO_OWNER && !isCondemned(g))) {
+      for (const [seg, count] of this.segs.map((g, i): [Segment, number] => [g, this.end(i) - g.start]).filter(([g]) => isCondemned(g))) take(seg, count);
     }
-    return this.runsOf(taken);
+    return this.runsIn(taken);
   }
 
-  /** Rule 5: `slot` forked at `version`; write the winner's state at version + 1 (if this view is
-   *  still at that version). Returns the changed runs. */
-  settleFork(slot: number, version: number, winner: SlotState): RingRun[] {
-    this.checkSpan({ start: slot, count: 1 });
-    if (this.versions[slot] !== version || winner.owner === null) return [];
-    this.write(slot, winner.owner, version + 1, winner.leased);
-    return this.runsOf([slot]);
+  /** Rule 5: slots `span` (a Conflict's range) forked at `version`; write the winner's state at
+   *  version + 1 where this view is still at that version. Returns the changed runs. */
+  settleFork(span: SlotSpan, version: number, winner: SlotState): RingRun[] {
+    this.checkSpan(span);
+    if (winner.owner === null) return [];
+    const at = this.pieces(span.start, span.count).filter((p) => p.seg.version === version);
+    const owner = this.id(winner.owner);
+    for (const p of at) this.assign(p.start, p.count, owner, version + 1, winner.leased);
+    return this.runsIn(at);
   }
 
   /** Merges a remote (full or partial) state by rule 2. Nothing changes unless ok is true. */
@@ -272,80 +288,140 @@ export class Ring {
     const bad = this.checkRuns(remote.runs);
     if (bad) return refused("LEASE_BAD_STATE", bad);
     const conflicts: Conflict[] = [];
+    const newer: Array<{ start: number; count: number; before: SlotState; run: RingRun }> = [];
     for (const run of remote.runs) {
-      for (let s = run.start; s < run.start + run.count; s++) {
-        const mine = this.slot(s);
+      for (const piece of this.pieces(run.start, run.count)) {
+        const mine = this.stateOf(piece.seg);
+        const theirs = { owner: run.owner, version: run.version, leased: run.leased };
         if (mine.version === run.version && (mine.owner !== run.owner || mine.leased !== run.leased)) {
-          conflicts.push({ slot: s, mine, theirs: { owner: run.owner, version: run.version, leased: run.leased } });
+          conflicts.push({ start: piece.start, count: piece.count, mine, theirs });
+        } else if (run.version > mine.version) {
+          newer.push({ start: piece.start, count: piece.count, before: mine, run });
         }
       }
     }
     if (conflicts.length > 0) {
       const c = conflicts[0];
+      const slots = conflicts.reduce((n, x) => n + x.count, 0);
       return {
         ok: false,
         conflicts,
         error: new WeftError(
           "LEASE_INCONSISTENT",
-          `refused a peer's ring: ${conflicts.length} slot(s) have the same version but a different state, e.g. slot ${c.slot} v${c.mine.version} is ` +
+          `refused a peer's ring: ${slots} slot(s) have the same version but a different state, e.g. slot ${c.start} v${c.mine.version} is ` +
             `${c.mine.owner}${c.mine.leased ? " (leased)" : ""} here but ${c.theirs.owner}${c.theirs.leased ? " (leased)" : ""} there. ` +
             `Two histories exist (a node reclaimed while alive, or a state dir restored from an old copy); find the node with the stale state and reclaim its slots or reset it`,
         ),
       };
     }
     if (this.seedList === null && remote.seeds !== null) this.seedList = [...remote.seeds];
-    const changed: SlotChange[] = [];
-    for (const run of remote.runs) {
-      for (let s = run.start; s < run.start + run.count; s++) {
-        if (run.version > this.versions[s]) {
-          const before = this.slot(s);
-          this.write(s, run.owner, run.version, run.leased);
-          changed.push({ slot: s, before, after: this.slot(s) });
-        }
-      }
-    }
+    const changed: SlotChange[] = newer.map((n) => {
+      this.assign(n.start, n.count, this.id(n.run.owner), n.run.version, n.run.leased);
+      return { start: n.start, count: n.count, before: n.before, after: { owner: n.run.owner, version: n.run.version, leased: n.run.leased } };
+    });
     return { ok: true, changed };
   }
 
   /** The full known state (unknown slots left out). */
   state(): RingState {
-    const all: number[] = [];
-    for (let s = 0; s < this.slotCount; s++) if (this.owners[s] !== NO_OWNER) all.push(s);
-    return { seeds: this.seedList, runs: this.runsOf(all) };
+    return { seeds: this.seedList, runs: this.runsIn([{ start: 0, count: this.slotCount }]) };
   }
 
-  /** The current state of the given known slots as runs (slots ascending, each once). */
-  runsOf(slots: readonly number[]): RingRun[] {
-    const sorted = [...new Set(slots)].sort((a, b) => a - b);
+  /** The current state of the given slots as runs, in slot order (unknown slots left out). */
+  runsIn(spans: readonly SlotSpan[]): RingRun[] {
     const runs: RingRun[] = [];
-    let cur: { start: number; count: number; owner: number; version: number; leased: number } | undefined;
-    for (const s of sorted) {
-      const o = this.owners[s];
-      if (o === NO_OWNER) continue;
-      if (cur && cur.start + cur.count === s && cur.owner === o && cur.version === this.versions[s] && cur.leased === this.leasedFlags[s]) {
-        cur.count++;
-        continue;
+    const sorted = [...spans].sort((a, b) => a.start - b.start);
+    for (const span of sorted) {
+      for (const piece of this.pieces(span.start, span.count)) {
+        if (piece.seg.owner === NO_OWNER) continue;
+        const last = runs[runs.length - 1];
+        const run = { start: piece.start, count: piece.count, owner: this.names[piece.seg.owner], version: piece.seg.version, leased: piece.seg.leased };
+        if (last && last.start + last.count > run.start) continue; // spans overlapped: listed already
+        if (last && last.start + last.count === run.start && last.owner === run.owner && last.version === run.version && last.leased === run.leased) {
+          runs[runs.length - 1] = { ...last, count: last.count + run.count };
+        } else {
+          runs.push(run);
+        }
       }
-      if (cur) runs.push(this.toRun(cur));
-      cur = { start: s, count: 1, owner: o, version: this.versions[s], leased: this.leasedFlags[s] };
     }
-    if (cur) runs.push(this.toRun(cur));
     return runs;
   }
 
-  private toRun(r: { start: number; count: number; owner: number; version: number; leased: number }): RingRun {
-    return { start: r.start, count: r.count, owner: this.names[r.owner], version: r.version, leased: r.leased === 1 };
-  }
+  // ---- segments ----
 
-  private write(slot: number, owner: string, version: number, leased: boolean): void {
+  private id(owner: string): number {
     let id = this.nameIndex.get(owner);
     if (id === undefined) {
       id = this.names.push(owner) - 1;
       this.nameIndex.set(owner, id);
     }
-    this.owners[slot] = id;
-    this.versions[slot] = version;
-    this.leasedFlags[slot] = leased ? 1 : 0;
+    return id;
+  }
+
+  private stateOf(g: Segment): SlotState {
+    return { owner: g.owner === NO_OWNER ? null : this.names[g.owner], version: g.version, leased: g.leased };
+  }
+
+  /** End (exclusive) of segment i. */
+  private end(i: number): number {
+    return i + 1 < this.segs.length ? this.segs[i + 1].start : this.slotCount;
+  }
+
+  /** Index of the segment holding `slot` (binary search). */
+  private find(slot: number): number {
+    let lo = 0;
+    let hi = this.segs.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (this.segs[mid].start <= slot) lo = mid;
+      else hi = mid - 1;
+    }
+    return lo;
+  }
+
+  /** The parts of [start, start+count) that lie in one segment each, in order. */
+  private pieces(start: number, count: number): Array<{ start: number; count: number; seg: Segment }> {
+    const out: Array<{ start: number; count: number; seg: Segment }> = [];
+    const stop = start + count;
+    for (let i = this.find(start), s = start; s < stop; i++) {
+      const e = Math.min(this.end(i), stop);
+      out.push({ start: s, count: e - s, seg: this.segs[i] });
+      s = e;
+    }
+    return out;
+  }
+
+  /** Sets slots [start, start+count) to one state, splitting and joining segments as needed. */
+  private assign(start: number, count: number, owner: number, version: number, leased: boolean): void {
+    const stop = start + count;
+    const first = this.find(start);
+    const last = this.find(stop - 1);
+    const replaced: Segment[] = [];
+    const head = this.segs[first];
+    if (head.start < start) replaced.push(head);
+    replaced.push({ start, owner, version, leased });
+    const tail = this.segs[last];
+    if (this.end(last) > stop) replaced.push({ ...tail, start: stop });
+    // Join equal neighbours, including the segments just outside the replaced range.
+    const from = first > 0 ? first - 1 : first;
+    const to = last + 1 < this.segs.length ? last + 2 : last + 1;
+    const window = [...this.segs.slice(from, first), ...replaced, ...this.segs.slice(last + 1, to)];
+    const joined: Segment[] = [];
+    for (const g of window) {
+      const prev = joined[joined.length - 1];
+      if (prev && prev.owner === g.owner && prev.version === g.version && prev.leased === g.leased) continue;
+      joined.push(g);
+    }
+    this.segs.splice(from, to - from, ...joined);
+  }
+
+  /** Leased slots, one entry per slot; a leased segment longer than one slot only in a stale view. */
+  private leasedSlots(): Array<{ slot: number; owner: number }> {
+    const out: Array<{ slot: number; owner: number }> = [];
+    this.segs.forEach((g, i) => {
+      if (g.leased) for (let s = g.start; s < this.end(i); s++) out.push({ slot: s, owner: g.owner });
+    });
+    return out;
   }
 
   /** Semantic checks on remote runs (wire.ts has checked the types): in range, no overlap. */
@@ -355,6 +431,7 @@ export class Ring {
     for (const r of byStart) {
       if (r.start < end) return `runs overlap at slot ${r.start}`;
       if (r.start + r.count > this.slotCount) return `run ${r.start}+${r.count} is outside the ${this.slotCount} slots of this network`;
+      if (r.leased && r.count > MAX_LEASED_RUN) return `run ${r.start}+${r.count} marks more slots leased than any view can hold`;
       end = r.start + r.count;
     }
     return undefined;
@@ -372,6 +449,10 @@ export class Ring {
   }
 }
 
+/** A node leases one slot; a stale view can show a node's old and new lease side by side, and
+ *  rarely more. A longer leased run can only come from a broken or hostile peer. */
+const MAX_LEASED_RUN = 64;
+
 /** Of two states of one slot at the same version, the one every node keeps (rule 5): a leased slot
  *  before a free one (a running node keeps its subnet), then the smaller owner name. */
 export function forkWinner(a: SlotState, b: SlotState): SlotState {
@@ -379,7 +460,7 @@ export function forkWinner(a: SlotState, b: SlotState): SlotState {
   return (a.owner ?? "") <= (b.owner ?? "") ? a : b;
 }
 
-function sortedSeeds(seeds: readonly string[]): string[] {
+export function sortedSeeds(seeds: readonly string[]): string[] {
   const sorted = [...new Set(seeds)].sort();
   if (sorted.length === 0 || sorted.some((s) => s.length === 0)) {
     throw new WeftError("LEASE_BAD_SEEDS", "the seed list must name at least one node, with no empty names");
@@ -387,16 +468,12 @@ function sortedSeeds(seeds: readonly string[]): string[] {
   return sorted;
 }
 
-function checkSlotCount(n: number): number {
+export function checkSlotCount(n: number): number {
   if (!Number.isInteger(n) || n < 1) throw new WeftError("LEASE_BAD_SLOT", `a ring needs at least one slot, not ${n}`);
   return n;
 }
 
-function range(span: SlotSpan): number[] {
-  return Array.from({ length: span.count }, (_, i) => span.start + i);
-}
-
-function sameList(a: readonly string[], b: readonly string[]): boolean {
+export function sameList(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 

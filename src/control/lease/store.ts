@@ -7,6 +7,7 @@ import { writeFileAtomic } from "../../fs/atomic-write.js";
 import { join } from "node:path";
 import { WeftError } from "../../errors.js";
 import type { RingState } from "./ring.js";
+import type { Family } from "./slots.js";
 import { fromPlainRing, nodeName, toPlainRing } from "./wire.js";
 
 export interface PersistedLeaseState {
@@ -29,13 +30,16 @@ export interface LeaseStateStore {
 }
 
 const FILE_FORMAT = 1;
+/** The IPv4 ring's file (the name from before IPv6, so existing state dirs keep their leases). */
 export const STATE_FILE = "lease-state.json";
+/** The IPv6 ring's file: each family has its own ring, saved on its own. */
+export const STATE_FILE_IPV6 = "lease-state-ipv6.json";
 
 export class FileLeaseStore implements LeaseStateStore {
   private readonly file: string;
 
-  constructor(dir: string) {
-    this.file = join(dir, STATE_FILE);
+  constructor(dir: string, family: Family = 4) {
+    this.file = join(dir, family === 4 ? STATE_FILE : STATE_FILE_IPV6);
   }
 
   async load(): Promise<PersistedLeaseState | null> {

@@ -29,6 +29,9 @@ const KIND = { state: 1, request: 2, reply: 3, reclaim: 4 } as const;
 /** Bound on node names (gossip itself allows 128 bytes) and, via msgpack, on any string. */
 const MAX_NAME_BYTES = 255;
 const MAX_MESSAGE_BYTES = 4 << 20;
+/** Bound on runs in one ring state. The ring holds ranges, so a full ring has a few runs per
+ *  node; this is far above any real cluster and keeps a hostile message bounded. */
+export const MAX_RUNS = 65536;
 
 export function encodeMessage(fingerprint: string, msg: LeaseMessage): Uint8Array {
   switch (msg.kind) {
@@ -46,6 +49,30 @@ export function encodeMessage(fingerprint: string, msg: LeaseMessage): Uint8Arra
 /** Decodes and checks a message of this network. Throws LEASE_BAD_MESSAGE for anything
  *  malformed and LEASE_RING_MISMATCH for a message from a differently configured network. */
 export function decodeMessage(fingerprint: string, bytes: Uint8Array): LeaseMessage {
+  return decodeMessageFor([fingerprint], bytes).message;
+}
+
+/** Push-pull state of several families (one ring each): the families' messages side by side.
+ *  One family's state is its message as is. */
+export function encodeStateBundle(parts: readonly Uint8Array[]): Uint8Array {
+  return parts.length === 1 ? parts[0] : encode(parts);
+}
+
+/** The messages of a push-pull state: a bundle's parts, or the one message it is. */
+export function splitStateBundle(bytes: Uint8Array): Uint8Array[] {
+  try {
+    // A lease message holds strings and numbers, so it never decodes under these limits.
+    const v = decode(bytes, { maxStrLength: 0, maxArrayLength: 2, maxMapLength: 0, maxExtLength: 0, maxBinLength: MAX_MESSAGE_BYTES });
+    if (Array.isArray(v) && v.length > 0 && v.every((p) => p instanceof Uint8Array)) return v as Uint8Array[];
+  } catch {
+    // not a bundle
+  }
+  return [bytes];
+}
+
+/** decodeMessage for a node with one ring per address family: which family's network the
+ *  message is for (by its fingerprint), and the message. */
+export function decodeMessageFor(fingerprints: readonly string[], bytes: Uint8Array): { fingerprint: string; message: LeaseMessage } {
   if (bytes.length > MAX_MESSAGE_BYTES) throw badMessage(`${bytes.length} bytes is over the ${MAX_MESSAGE_BYTES}-byte limit`);
   let value: unknown;
   try {
@@ -54,18 +81,23 @@ export function decodeMessage(fingerprint: string, bytes: Uint8Array): LeaseMess
       maxBinLength: 0,
       maxExtLength: 0,
       maxMapLength: 0,
-      maxArrayLength: 5 * MAX_SLOTS,
+      maxArrayLength: MAX_RUNS,
     });
   } catch (err) {
     throw badMessage(`not valid msgpack (${(err as Error).message})`);
   }
   if (!Array.isArray(value) || value[0] !== WIRE_FORMAT) throw badMessage("not a lease message of format 1");
-  if (value[1] !== fingerprint) {
+  const fingerprint = fingerprints.find((f) => f === value[1]);
+  if (fingerprint === undefined) {
     throw new WeftError(
       "LEASE_RING_MISMATCH",
-      `a peer's lease message is for network config ${String(value[1])}, ours is ${fingerprint}: every node needs the same Network, SubnetLen, SubnetMin and SubnetMax`,
+      `a peer's lease message is for network config ${String(value[1])}, ours is ${fingerprints.join(" and ")}: every node needs the same Network, SubnetLen, SubnetMin and SubnetMax (and IPv6 keys)`,
     );
   }
+  return { fingerprint, message: decodeBody(value) };
+}
+
+function decodeBody(value: unknown[]): LeaseMessage {
   const [, , kind, a, b, c] = value as unknown[];
   const expectLength = (n: number): void => {
     if (value.length !== n) throw badMessage(`kind ${String(kind)} needs ${n} fields, got ${(value as unknown[]).length}`);
@@ -112,7 +144,7 @@ export function fromPlainRing(value: unknown, fail: (why: string) => WeftError):
     throw fail("ring.seeds is not null or a list of node names");
   }
   if (!Array.isArray(owners) || !owners.every(isName)) throw fail("ring.owners is not a list of node names");
-  if (!Array.isArray(runs) || runs.length > MAX_SLOTS) throw fail("ring.runs is not a list of at most one run per slot");
+  if (!Array.isArray(runs) || runs.length > MAX_RUNS) throw fail(`ring.runs is not a list of at most ${MAX_RUNS} runs`);
   const out: RingRun[] = runs.map((run, i) => {
     if (!Array.isArray(run) || run.length !== 5) throw fail(`ring run ${i} is not [start, count, owner, version, leased]`);
     const [start, count, owner, version, leased] = run as unknown[];

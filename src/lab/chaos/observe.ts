@@ -184,7 +184,7 @@ export class Monitor {
     const views = await Promise.all(running.map(async (a): Promise<NodeView> => {
       const [status, env, kernel] = await Promise.all([
         this.agents.status(a).catch(() => undefined),
-        readFile(join(a.dir, "subnet.env"), "utf8").then((t) => formatPrefix(parseSubnetEnv(t).subnet), () => undefined),
+        readFile(join(a.dir, "subnet.env"), "utf8").then((t) => formatPrefix(parseSubnetEnv(t).v4!.subnet), () => undefined),
         hostRoutes(a.host).catch(() => ({ routes: new Map<string, string>(), userspaceDevice: undefined })),
       ]);
       return { agent: a, underlay: underlayOf(a), status, envSubnet: env, routes: kernel.routes, userspaceDevice: kernel.userspaceDevice };

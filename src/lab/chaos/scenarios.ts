@@ -164,7 +164,7 @@ const slowConnections: Scenario = {
  */
 async function killAndRestart(c: ChaosLab, a: LabAgent, label: string, waitForDeath: boolean): Promise<void> {
   const before = await c.agents.status(a);
-  const envBefore = formatPrefix((await c.agents.subnetEnv(a)).subnet);
+  const envBefore = formatPrefix((await c.agents.subnetEnv(a)).v4!.subnet);
   await c.stop(a, "SIGKILL", true);
   const killed = Date.now();
   if (waitForDeath) {
@@ -181,7 +181,7 @@ async function killAndRestart(c: ChaosLab, a: LabAgent, label: string, waitForDe
   c.start(a);
   if (!(await c.ready(a))) return;
   const after = await c.agents.status(a);
-  const envAfter = formatPrefix((await c.agents.subnetEnv(a)).subnet);
+  const envAfter = formatPrefix((await c.agents.subnetEnv(a)).v4!.subnet);
   if (after.subnet !== before.subnet || envAfter !== envBefore) c.monitor.violate("subnet-changed", `${a.host.name} held ${before.subnet} (subnet.env ${envBefore}), after the restart ${after.subnet} (subnet.env ${envAfter})`);
   if (after.backend?.vtepMac !== before.backend?.vtepMac) c.monitor.violate("mac-changed", `${a.host.name}'s VTEP MAC was ${before.backend?.vtepMac}, after the restart ${after.backend?.vtepMac}`);
   const s = await c.waitTraffic(t0, c.bounds.restartTrafficMs, `${label}: pod traffic after the restart`);

@@ -1,0 +1,54 @@
+// Addresses and prefixes of either family where code is the same for both (kernel entries, the
+// kernel backends, peers): an IPv4 address is a number (src/net/ipv4.ts), an IPv6 address a
+// bigint (src/net/ipv6.ts), so the type itself says the family.
+import { WeftError } from "../errors.js";
+import { formatIpv4, formatPrefix, parseIpv4, parsePrefix, prefixContains, prefixesOverlap, type Ipv4Prefix } from "./ipv4.js";
+import { formatIpv6, formatPrefix6, isIpv6Text, parseIpv6, parsePrefix6, prefixContains6, prefixesOverlap6, type Ipv6Prefix } from "./ipv6.js";
+
+export type IpAddr = number | bigint;
+export type IpPrefix = Ipv4Prefix | Ipv6Prefix;
+
+export const familyOf = (a: IpAddr): 4 | 6 => (typeof a === "bigint" ? 6 : 4);
+
+export function formatAddr(a: IpAddr): string {
+  return typeof a === "bigint" ? formatIpv6(a) : formatIpv4(a);
+}
+
+export function formatAnyPrefix(p: IpPrefix): string {
+  return typeof p.addr === "bigint" ? formatPrefix6(p as Ipv6Prefix) : formatPrefix(p as Ipv4Prefix);
+}
+
+export function parseAddr(text: string): IpAddr {
+  return isIpv6Text(text) ? parseIpv6(text) : parseIpv4(text);
+}
+
+export function parseAnyPrefix(text: string): IpPrefix {
+  return isIpv6Text(text) ? parsePrefix6(text) : parsePrefix(text);
+}
+
+/** Whether two prefixes overlap; prefixes of different families never do. */
+export function overlaps(a: IpPrefix, b: IpPrefix): boolean {
+  if (typeof a.addr !== typeof b.addr) return false;
+  return typeof a.addr === "bigint" ? prefixesOverlap6(a as Ipv6Prefix, b as Ipv6Prefix) : prefixesOverlap(a as Ipv4Prefix, b as Ipv4Prefix);
+}
+
+export function contains(p: IpPrefix, a: IpAddr): boolean {
+  if (typeof p.addr !== typeof a) return false;
+  return typeof a === "bigint" ? prefixContains6(p as Ipv6Prefix, a) : prefixContains(p as Ipv4Prefix, a);
+}
+
+/** A host prefix (/32 or /128) of an address. */
+export function hostPrefix(a: IpAddr): IpPrefix {
+  return typeof a === "bigint" ? { addr: a, len: 128 } : { addr: a, len: 32 };
+}
+
+/** The IPv4 prefix of code that carries IPv4 only (the userspace dataplane). */
+export function v4Prefix(p: IpPrefix): Ipv4Prefix {
+  if (typeof p.addr === "bigint") throw new WeftError("NET_BAD_IPV4", `${formatAnyPrefix(p)} is IPv6 where only IPv4 is carried`);
+  return p as Ipv4Prefix;
+}
+
+export function v4Addr(a: IpAddr): number {
+  if (typeof a === "bigint") throw new WeftError("NET_BAD_IPV4", `${formatAddr(a)} is IPv6 where only IPv4 is carried`);
+  return a;
+}

@@ -1,0 +1,57 @@
+// The underlay choice as flanneld makes it, with IPv6: --iface by name or by IPv4/IPv6 address,
+// --iface-regex over names and addresses, the default route's interface, and --public-ip(v6)
+// overriding; the interface must have a global address of every enabled family. Real interfaces
+// in a namespace of the test's own.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { chooseUnderlay } from "../../src/agent/underlay.js";
+import { parseIpv4 } from "../../src/net/ipv4.js";
+import { parseIpv6 } from "../../src/net/ipv6.js";
+import { canUseNetns, Netns } from "../support/netns.js";
+
+const V4 = { ipv4: true, ipv6: false };
+const DUAL = { ipv4: true, ipv6: true };
+const V6 = { ipv4: false, ipv6: true };
+
+describe.skipIf(!canUseNetns())("underlay choice", () => {
+  let ns: Netns;
+
+  beforeAll(async () => {
+    ns = await Netns.create("uly");
+    for (const [dev, addrs] of [["u4", ["198.18.0.5/24"]], ["u46", ["198.18.0.6/24", "2001:2::6/64"]], ["u6", ["2001:2::7/64"]]] as const) {
+      await ns.ip(`link add ${dev} mtu 1400 type veth peer name ${dev}p mtu 1400`);
+      await ns.ip(`link set ${dev}p up`);
+      for (const a of addrs) await ns.ip(`addr add ${a} dev ${dev}${a.includes(":") ? " nodad" : ""}`);
+      await ns.ip(`link set ${dev} up`);
+    }
+    await ns.ip("route add default dev u4");
+    await ns.ip("-6 route add default dev u6");
+  });
+
+  afterAll(async () => {
+    await ns?.destroy();
+  });
+
+  it("--iface by IPv6 address picks the interface holding it", async () => {
+    expect(await chooseUnderlay(ns.kernel, { iface: ["2001:2:0::6"] }, V4)).toEqual({ iface: "u46", mtu: 1400, addr: parseIpv4("198.18.0.6") });
+    expect(await chooseUnderlay(ns.kernel, { iface: ["2001:2::7"] }, V6)).toEqual({ iface: "u6", mtu: 1400, addr6: parseIpv6("2001:2::7") });
+  });
+
+  it("dual-stack needs both families on one interface: the first --iface that has them", async () => {
+    expect(await chooseUnderlay(ns.kernel, { iface: ["u4", "u6", "u46"] }, DUAL)).toEqual({ iface: "u46", mtu: 1400, addr: parseIpv4("198.18.0.6"), addr6: parseIpv6("2001:2::6") });
+    await expect(chooseUnderlay(ns.kernel, { iface: ["u4", "u6"] }, DUAL)).rejects.toThrow(/no interface with a global IPv4 and IPv6 address matches --iface u4,u6/);
+  });
+
+  it("--iface-regex over IPv6 addresses; --public-ip and --public-ipv6 override", async () => {
+    expect(await chooseUnderlay(ns.kernel, { ifaceRegex: ["^2001:2::7$"] }, V6)).toMatchObject({ iface: "u6" });
+    expect(await chooseUnderlay(ns.kernel, { iface: ["u46"], publicIp: "198.18.0.99", publicIpv6: "2001:2::99" }, DUAL)).toEqual({
+      iface: "u46", mtu: 1400, addr: parseIpv4("198.18.0.99"), addr6: parseIpv6("2001:2::99"),
+    });
+  });
+
+  it("without --iface: the default route's interface, IPv6's when IPv4 is off", async () => {
+    expect(await chooseUnderlay(ns.kernel, {}, V4)).toMatchObject({ iface: "u4" });
+    expect(await chooseUnderlay(ns.kernel, {}, V6)).toMatchObject({ iface: "u6" });
+    // u4 (IPv4's default) has no IPv6 address.
+    await expect(chooseUnderlay(ns.kernel, {}, DUAL)).rejects.toThrow(expect.objectContaining({ code: "AGENT_UNDERLAY_NOT_FOUND" }));
+  });
+});

@@ -1,0 +1,155 @@
+// The kernel backends for IPv6, one instance per family as a dual-stack node runs them, in a
+// two-host lab with an IPv6 underlay (2001:2::/64) and pods in 2001:2:0:8000::/49: vxlan's
+// flannel-v6.<VNI> with flannel's neighbour, FDB and onlink route entries, host-gw's route via the
+// peer's IPv6 underlay address, pings over IPv6 and IPv4 side by side, drift repaired, peers
+// removed, and a VTEP MAC that survives a restart.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pino } from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { writeSubnetEnv } from "../../src/agent/subnet-env.js";
+import type { Backend, BackendAnnouncement, BackendContext, BackendPeer } from "../../src/backends/backend.js";
+import { createBackend } from "../../src/backends/index.js";
+import { LabCluster, LAB_POD_NETWORK, LAB_POD_NETWORK6, type LabHost } from "../../src/lab/cluster.js";
+import { ping } from "../../src/lab/traffic.js";
+import { formatIpv6, parsePrefix6, type Ipv6Prefix } from "../../src/net/ipv6.js";
+import { canUseNetns } from "../support/netns.js";
+import { subnetOf } from "./support.js";
+
+const subnet6Of = (i: number): Ipv6Prefix => parsePrefix6(`2001:2:0:${(0x8000 + i).toString(16)}::/64`);
+
+interface Node6 {
+  host: LabHost;
+  dir: string;
+  v4: Backend;
+  v6: Backend;
+  a4: BackendAnnouncement;
+  a6: BackendAnnouncement;
+}
+
+function ctx(host: LabHost, dir: string, family: 4 | 6, i: number): BackendContext {
+  return {
+    kernel: host.ns.kernel,
+    network: family === 4 ? LAB_POD_NETWORK : LAB_POD_NETWORK6,
+    subnet: family === 4 ? subnetOf(i) : subnet6Of(i),
+    underlay: { iface: host.underlayIf, addr: host.underlayAddr, addr6: host.underlayAddr6, mtu: 1500 },
+    stateDir: dir,
+    logger: pino({ level: "silent" }),
+  };
+}
+
+async function start(host: LabHost, type: string, i: number, dir = mkdtempSync(join(tmpdir(), "weft-v6-"))): Promise<Node6> {
+  const v4 = createBackend(type, {}, ctx(host, dir, 4, i));
+  const v6 = createBackend(type, {}, ctx(host, dir, 6, i));
+  return { host, dir, v4, v6, a4: await v4.start(), a6: await v6.start() };
+}
+
+const peers = (n: Node6, i: number): [BackendPeer, BackendPeer] => [
+  { name: n.host.name, subnet: subnetOf(i), underlay: n.host.underlayAddr, backend: n.a4 },
+  { name: n.host.name, subnet: subnet6Of(i), underlay: n.host.underlayAddr6!, backend: n.a6 },
+];
+
+async function connect(n1: Node6, n2: Node6): Promise<void> {
+  const [p1, p1v6] = peers(n1, 1);
+  const [p2, p2v6] = peers(n2, 2);
+  await Promise.all([n1.v4.setPeer(p2), n1.v6.setPeer(p2v6), n2.v4.setPeer(p1), n2.v6.setPeer(p1v6)]);
+}
+
+/** The host's IPv6 routes to the peer's subnet (its own subnet's routes on cni0 and the device left out). */
+const routes6 = async (h: LabHost) => (await h.ns.ip("-6 route show root 2001:2:0:8000::/49")).split("\n").filter((l) => l.startsWith("2001:2:0:8002:")).join("\n");
+
+for (const type of ["vxlan", "host-gw"] as const) {
+  describe.skipIf(!canUseNetns())(`${type} backend, dual-stack (kernel)`, () => {
+    let lab: LabCluster;
+    let n1: Node6;
+    let n2: Node6;
+    const mtu = type === "vxlan" ? 1430 : 1500;
+
+    beforeAll(async () => {
+      lab = await LabCluster.create({ tag: type === "vxlan" ? "b6x" : "b6h", hosts: 2, ipv6: true });
+      // Pods through the CNI plugins from a dual-stack subnet.env, as the agent would write it.
+      for (const [k, h] of lab.hosts.entries()) {
+        const file = join(lab.hostDir(h), "subnet.env");
+        await writeSubnetEnv(file, { v4: { network: LAB_POD_NETWORK, subnet: subnetOf(k + 1) }, v6: { network: LAB_POD_NETWORK6, subnet: subnet6Of(k + 1) }, mtu, ipMasq: false });
+        await lab.addPodsFromSubnetFile(h, file, 1);
+      }
+      n1 = await start(lab.hosts[0], type, 1);
+      n2 = await start(lab.hosts[1], type, 2);
+      await connect(n1, n2);
+    });
+
+    afterAll(async () => {
+      for (const n of [n1, n2]) {
+        await n?.v4.stop(false).catch(() => undefined);
+        await n?.v6.stop(false).catch(() => undefined);
+      }
+      await lab?.destroy();
+      for (const n of [n1, n2]) if (n) rmSync(n.dir, { recursive: true, force: true });
+    });
+
+    if (type === "vxlan") {
+      it("creates flannel-v6.1 as flannel does: its own MAC, the IPv6 underlay, MTU underlay - 70, the subnet's network address as /128", async () => {
+        expect(n1.v6.mtu).toBe(1430);
+        expect(n1.a6.vtepMac).toMatch(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/);
+        expect(n1.a6.vtepMac).not.toBe(n1.a4.vtepMac);
+        const [link] = await n1.host.ns.kernel.ipJson<Array<{ address: string; mtu: number; linkinfo: { info_data: Record<string, unknown> } }>>(["-details", "link", "show", "flannel-v6.1"]);
+        expect(link.address).toBe(n1.a6.vtepMac);
+        expect(link.mtu).toBe(1430);
+        expect(link.linkinfo.info_data).toMatchObject({ id: 1, local6: "2001:2::b", link: "eth0", port: 8472, learning: false });
+        expect(await n1.host.ns.ip("-6 addr show dev flannel-v6.1 scope global")).toContain("inet6 2001:2:0:8001::/128 scope global");
+      });
+
+      it("programs the peer exactly as flannel does for IPv6: permanent neighbour, permanent FDB entry to its IPv6 underlay, onlink route", async () => {
+        expect(await n1.host.ns.ip("-6 neigh show dev flannel-v6.1")).toBe(`2001:2:0:8002:: lladdr ${n2.a6.vtepMac} PERMANENT \n`);
+        expect(await n1.host.ns.kernel.bridgeJson(["fdb", "show", "dev", "flannel-v6.1"]).then((f) => (f as Array<{ dst?: string }>).filter((x) => x.dst)))
+          .toEqual([{ mac: n2.a6.vtepMac, dst: "2001:2::c", flags: ["self"], state: "permanent" }]);
+        expect(await routes6(n1.host)).toBe("2001:2:0:8002::/64 via 2001:2:0:8002:: dev flannel-v6.1 metric 1024 onlink pref medium");
+      });
+    } else {
+      it("routes the peer's IPv6 subnet via its IPv6 underlay address", async () => {
+        expect(n1.v6.mtu).toBe(1500);
+        expect(await routes6(n1.host)).toBe("2001:2:0:8002::/64 via 2001:2::c dev eth0 metric 1024 pref medium");
+      });
+    }
+
+    it("carries pings between pods over IPv6 and IPv4, both ways", async () => {
+      const [p1] = n1.host.pods;
+      const [p2] = n2.host.pods;
+      expect((await ping(p1, p2.addr6!, { count: 3 })).received).toBe(3);
+      expect((await ping(p2, p1.addr6!, { count: 3 })).received).toBe(3);
+      expect((await ping(p1, p2.addr, { count: 3 })).received).toBe(3);
+    });
+
+    it("repairs a deleted IPv6 route and counts it as drift; a second reconcile finds nothing", async () => {
+      const before = n1.v6.counters().driftRepairs;
+      await n1.host.ns.ip(`-6 route del ${formatIpv6(subnet6Of(2).addr)}/64`);
+      await n1.v6.reconcile();
+      expect(n1.v6.counters().driftRepairs).toBe(before + 1);
+      expect(await routes6(n1.host)).toContain("2001:2:0:8002::/64");
+      await n1.v6.reconcile();
+      expect(n1.v6.counters().driftRepairs).toBe(before + 1);
+      expect((await ping(n1.host.pods[0], n2.host.pods[0].addr6!, { count: 2 })).received).toBe(2);
+    });
+
+    it("removes a peer's IPv6 entries (as when it is declared dead), leaving IPv4 alone", async () => {
+      await n1.v6.removePeer(n2.host.name);
+      expect(await routes6(n1.host)).toBe("");
+      if (type === "vxlan") expect(await n1.host.ns.ip("-6 neigh show dev flannel-v6.1 nud permanent")).toBe("");
+      expect((await ping(n1.host.pods[0], n2.host.pods[0].addr, { count: 2 })).received).toBe(2);
+      await n1.v6.setPeer(peers(n2, 2)[1]);
+      expect((await ping(n1.host.pods[0], n2.host.pods[0].addr6!, { count: 2 })).received).toBe(2);
+    });
+
+    if (type === "vxlan") {
+      it("keeps the IPv6 VTEP MAC across a restart with the same state dir", async () => {
+        await n2.v6.stop(false);
+        await n2.v4.stop(false);
+        n2 = await start(lab.hosts[1], type, 2, n2.dir);
+        expect(n2.a6.vtepMac).toBe(peers(n2, 2)[1].backend.vtepMac);
+        await connect(n1, n2);
+        expect((await ping(n1.host.pods[0], n2.host.pods[0].addr6!, { count: 3 })).received).toBe(3);
+      });
+    }
+  });
+}
