@@ -126,9 +126,9 @@ describe.skipIf(!canUseNetns())("agent: state dir and surfaces", () => {
       const r = await httpGet(`http://${formatIpv4(a.host.underlayAddr)}:9104/readyz`);
       return r.startsWith("503") && r.includes(": no subnet yet") ? r : undefined;
     });
-    // Its join target never answers either: it waits to reach the cluster first (and says why it has no lease).
-    expect(why).toMatch(/^503 not ready: reaching a join target \(weft status: join\): no subnet yet: this node knows the owners of only 0 of \d+ subnets/);
-    expect(await agentRequest(stateDir, "GET", "/status")).toMatchObject({ ready: false, waitingFor: expect.stringMatching(/^reaching a join target .*: no subnet yet/), join: { state: "joining" } });
+    // No join list: nothing to reach first, so it waits in the lease phase and says why.
+    expect(why).toMatch(/^503 not ready: waiting for a subnet lease: no subnet yet: this node knows the owners of only 0 of \d+ subnets/);
+    expect(await agentRequest(stateDir, "GET", "/status")).toMatchObject({ ready: false, waitingFor: expect.stringMatching(/^waiting for a subnet lease: no subnet yet/), join: { state: "standalone" } });
     agent.child.kill("SIGTERM");
     expect(await agent.exited).toBe(0);
     expect(agent.output()).toMatch(/"msg":"stopped while starting; nothing left behind"/);
