@@ -128,4 +128,42 @@ describe("memberlist on real sockets (127.0.0.1)", () => {
     expect(b.ml.members().map((m) => m.name).sort()).toEqual(["a", "b"]);
     expect(intruder.ml.members().map((m) => m.name)).toEqual(["intruder"]);
   });
+
+  it("slow clients from one address take at most their share of stream slots and are cut off by the deadline while trickling", async () => {
+    const server = await UdpTcpTransport.open({ host: "127.0.0.1", port: 0, inboundTimeoutMs: 1500 });
+    const client = await UdpTcpTransport.open({ host: "127.0.0.1", port: 0 });
+    server.onExchange(async (_from, frame) => frame);
+    // 64 connections from 127.0.0.2, each announcing a 1 KiB frame and sending one byte every 100 ms:
+    // an idle timeout would never fire on them.
+    const attackers = Array.from({ length: 64 }, () => {
+      const sock = connect({ port: server.local.port, host: "127.0.0.1", localAddress: "127.0.0.2" });
+      sock.on("error", () => {});
+      const closed = new Promise<void>((r) => sock.once("close", () => r()));
+      const connected = new Promise<void>((r) => {
+        sock.once("connect", () => r());
+        sock.once("close", () => r());
+      });
+      sock.once("connect", () => sock.write(Buffer.from([0, 0, 4, 0])));
+      const trickle = setInterval(() => sock.writable && sock.write(Buffer.from([0])), 100);
+      return { sock, closed, connected, trickle };
+    });
+    try {
+      // All of them connected (and the server has seen them) before the peer comes.
+      await Promise.all(attackers.map((a) => a.connected));
+      await new Promise((r) => setTimeout(r, 300));
+      const frame = new TextEncoder().encode("push-pull from a peer");
+      expect(Buffer.from(await client.exchange(server.local, frame, 5000))).toEqual(Buffer.from(frame));
+      await Promise.race([
+        Promise.all(attackers.map((a) => a.closed)),
+        new Promise((_, reject) => setTimeout(() => reject(new Error("trickling connections still open after 15 s")), 15_000)),
+      ]);
+      expect(server.stats.rejectedConnections).toBeGreaterThanOrEqual(56);
+    } finally {
+      for (const a of attackers) {
+        clearInterval(a.trickle);
+        a.sock.destroy();
+      }
+      await Promise.all([server.close(), client.close()]);
+    }
+  });
 });

@@ -21,7 +21,10 @@ export interface UdpTcpOptions {
   readonly maxStreamBytes?: number;
   /** Concurrent inbound stream connections; more are closed at once. */
   readonly maxConnections?: number;
-  /** An inbound connection must deliver its request within this time. */
+  /** Concurrent inbound stream connections from one address, so that one host cannot take them all. */
+  readonly maxConnectionsPerSource?: number;
+  /** An inbound connection must deliver its whole request within this time (a deadline, not an
+   *  idle timeout: a client trickling a byte at a time is cut off all the same). */
   readonly inboundTimeoutMs?: number;
 }
 
@@ -48,6 +51,7 @@ export class UdpTcpTransport implements Transport {
   private exchangeHandler: (from: Addr, frame: Uint8Array) => Promise<Uint8Array> = () =>
     Promise.reject(new WeftError("TRANSPORT_CLOSED", "no exchange handler"));
   private readonly sockets = new Set<Socket>();
+  private readonly perSource = new Map<string, number>();
   private closed = false;
 
   private constructor(
@@ -57,6 +61,7 @@ export class UdpTcpTransport implements Transport {
     private readonly maxPacketBytes: number,
     private readonly maxStreamBytes: number,
     private readonly maxConnections: number,
+    private readonly maxConnectionsPerSource: number,
     private readonly inboundTimeoutMs: number,
   ) {
     udp.on("message", (msg, rinfo) => this.packetHandler({ host: rinfo.address, port: rinfo.port }, msg));
@@ -99,6 +104,7 @@ export class UdpTcpTransport implements Transport {
           opts.maxPacketBytes ?? 1400,
           opts.maxStreamBytes ?? 4 * 1024 * 1024,
           opts.maxConnections ?? 64,
+          opts.maxConnectionsPerSource ?? 8,
           opts.inboundTimeoutMs ?? 10_000,
         );
       } catch (err) {
@@ -166,16 +172,25 @@ export class UdpTcpTransport implements Transport {
   }
 
   private accept(sock: Socket): void {
-    if (this.closed || this.sockets.size >= this.maxConnections) {
+    const source = sock.remoteAddress ?? "";
+    const fromSource = this.perSource.get(source) ?? 0;
+    if (this.closed || this.sockets.size >= this.maxConnections || fromSource >= this.maxConnectionsPerSource) {
       this.stats.rejectedConnections++;
       sock.destroy();
       return;
     }
     this.sockets.add(sock);
-    sock.setTimeout(this.inboundTimeoutMs, () => sock.destroy(new WeftError("TRANSPORT_TIMEOUT", "inbound request too slow")));
+    this.perSource.set(source, fromSource + 1);
+    const deadline = setTimeout(() => sock.destroy(new WeftError("TRANSPORT_TIMEOUT", "inbound request too slow")), this.inboundTimeoutMs).unref();
     sock.on("error", () => {});
-    sock.once("close", () => this.sockets.delete(sock));
-    const from = { host: sock.remoteAddress ?? "", port: sock.remotePort ?? 0 };
+    sock.once("close", () => {
+      clearTimeout(deadline);
+      this.sockets.delete(sock);
+      const n = (this.perSource.get(source) ?? 1) - 1;
+      if (n === 0) this.perSource.delete(source);
+      else this.perSource.set(source, n);
+    });
+    const from = { host: source, port: sock.remotePort ?? 0 };
     readFrame(sock, this.maxStreamBytes)
       .then((request) => this.exchangeHandler(from, request))
       .then(
