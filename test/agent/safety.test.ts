@@ -32,7 +32,7 @@ async function views(agents: LabAgents, live: LabAgent[]): Promise<NodeView[]> {
     live.map(async (a) => ({
       name: a.host.name,
       status: await agents.status(a),
-      envSubnet: await agents.subnetEnv(a).then((e) => `${formatIpv4(e.subnet.addr)}/${e.subnet.len}`, () => "none"),
+      envSubnet: await agents.subnetEnv(a).then((e) => `${formatIpv4(e.v4!.subnet.addr)}/${e.v4!.subnet.len}`, () => "none"),
       routes: await podRoutes(a.host),
     })),
   );

@@ -28,7 +28,8 @@ for (const backend of ["vxlan", "host-gw", "wasm-vxlan", "udp"] as const satisfi
       for (const a of agents.agents) {
         const env = await agents.subnetEnv(a);
         const [pod] = a.host.pods;
-        expect(pod.addr >>> (32 - env.subnet.len)).toBe(env.subnet.addr >>> (32 - env.subnet.len));
+        const subnet = env.v4!.subnet;
+        expect(pod.addr >>> (32 - subnet.len)).toBe(subnet.addr >>> (32 - subnet.len));
         expect((await pod.ns.kernel.ipJson<Array<{ mtu: number }>>(["link", "show", "dev", "eth0"]))[0].mtu).toBe(POD_MTU[backend]);
       }
       const [p1, p2] = lab.hosts.map((h) => h.pods[0]);
