@@ -159,13 +159,16 @@ export class Agent {
       if (conf.space6) agent.subnet6 = await abortable(signal, control.lease6());
       log.info({ subnet: formatPrefix(agent.subnet), ...(agent.subnet6 && { subnet6: formatPrefix6(agent.subnet6) }) }, "lease held");
       agent.waitingFor = "starting the backend";
-      // Not raced with the abort: a backend half set up could not be undone; a stop waits for it.
-      await agent.serially(() => agent.startBackend());
-      abortable(signal);
+      // Listening before the backend starts: a peer that appears while startBackend's first sync
+      // is under way is synced once the backend exists (a kick without a backend does nothing),
+      // instead of waiting for the next reconcile.
       control.on("change", () => {
         void agent.sync.kick().catch((err) => log.error({ err }, "peer sync failed"));
         void agent.sync6.kick().catch((err) => log.error({ err }, "IPv6 peer sync failed"));
       });
+      // Not raced with the abort: a backend half set up could not be undone; a stop waits for it.
+      await agent.serially(() => agent.startBackend());
+      abortable(signal);
       agent.reconcileTimer = setInterval(() => void agent.reconcile(), opts.reconcileIntervalMs);
       return agent;
     } catch (err) {

@@ -74,7 +74,8 @@ describe.skipIf(!canUseNetns())("agents, dual-stack", () => {
         expect(q.addr6).toBeDefined();
         // A peer's routes follow its record by up to one programming round: allow a few seconds.
         for (const to of [q.addr6!, q.addr]) {
-          for (let t = 0; t < 10 && (await ping(p, to, { count: 1, timeoutS: 1 })).received === 0; t++);
+          // Spaced out: without a route yet, ping fails at once (network unreachable).
+          for (let t = 0; t < 10 && (await ping(p, to, { count: 1, timeoutS: 1 })).received === 0; t++) await new Promise((r) => setTimeout(r, 500));
           expect((await ping(p, to, { count: 2 })).received, `${p.name} -> ${q.name} ${typeof to === "bigint" ? "IPv6" : "IPv4"}`).toBe(2);
         }
       }
