@@ -298,6 +298,10 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
     this.leaseDelegate.notifyMsg(from, msg);
   }
 
+  answerMsg(from: string, msg: Uint8Array): Promise<Uint8Array | undefined> {
+    return this.leaseDelegate.answerMsg(from, msg);
+  }
+
   getBroadcasts(overhead: number, limit: number): Uint8Array[] {
     return this.leaseDelegate.getBroadcasts(overhead, limit);
   }
@@ -332,8 +336,8 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
     return { name: this.opts.name };
   }
 
-  sendReliable(name: string, msg: Uint8Array): Promise<void> {
-    return this.memberlist.sendReliable(name, msg);
+  request(name: string, msg: Uint8Array): Promise<Uint8Array | undefined> {
+    return this.memberlist.request(name, msg);
   }
 
   updateNode(): void {

@@ -64,7 +64,7 @@ describe("lease wire format", () => {
 describe("LeaseDelegate", () => {
   async function setup(members: NodeView[] = []) {
     const log = new RecordingLog();
-    const membership = { localNode: () => ({ name: "a" }), members: () => members, sendReliable: () => Promise.resolve(), updateNode: () => undefined };
+    const membership = { localNode: () => ({ name: "a" }), members: () => members, request: () => Promise.resolve(undefined), updateNode: () => undefined };
     const clock = new VirtualClock();
     const leases = new SubnetLeases({ space: SPACE, seeds: ["a"], membership, store: new MemoryStore(), clock, random: new SeededRandom(3), log });
     const delegate = new LeaseDelegate(leases, membership, log);

@@ -157,8 +157,8 @@ export class SimNode implements MembershipPort {
     return this.bus.reachableFrom(this.name).map((n) => view(n.name, "alive"));
   }
 
-  sendReliable(to: string, msg: Uint8Array): Promise<void> {
-    return this.bus.sendReliable(this, to, msg);
+  request(to: string, msg: Uint8Array): Promise<Uint8Array | undefined> {
+    return this.bus.request(this, to, msg);
   }
 
   updateNode(): void {}
@@ -259,7 +259,8 @@ export class Bus {
     return [...this.nodes.values()].filter((n) => n.up);
   }
 
-  sendReliable(from: SimNode, to: string, msg: Uint8Array): Promise<void> {
+  /** A stream exchange: the request or its answer may be lost (loss applies to each half). */
+  request(from: SimNode, to: string, msg: Uint8Array): Promise<Uint8Array | undefined> {
     const life = from.life;
     return new Promise((resolve, reject) => {
       const target = this.nodes.get(to);
@@ -270,8 +271,14 @@ export class Bus {
       }
       this.clock.setTimer(this.delay(), () => {
         if (!ok()) return reject(new Error(`lost connection to ${to}`));
-        target!.delegate.notifyMsg(from.name, msg);
-        resolve();
+        const targetLife = target!.life;
+        void target!.delegate.answerMsg(from.name, msg).then((answer) => {
+          const lost = this.random.next() < this.o.loss;
+          this.clock.setTimer(this.delay(), () => {
+            if (lost || !ok() || target!.life !== targetLife) reject(new Error(`lost connection to ${to}`));
+            else resolve(answer);
+          });
+        });
       });
     });
   }

@@ -75,7 +75,7 @@ describe("FileLeaseStore", () => {
 });
 
 describe("SubnetLeases with a state dir", () => {
-  const alone = { localNode: () => ({ name: "solo" }), members: () => [], sendReliable: () => Promise.reject(new Error("alone")), updateNode: () => undefined };
+  const alone = { localNode: () => ({ name: "solo" }), members: () => [], request: () => Promise.reject(new Error("alone")), updateNode: () => undefined };
 
   function leases(stateDir: string, seeds: string[] | undefined, clock: VirtualClock, log = new RecordingLog(), space: LeaseSpace = SPACE): SubnetLeases {
     return new SubnetLeases({ space, seeds, membership: alone, store: new FileLeaseStore(stateDir, space.family), clock, random: new SeededRandom(1), log, bootstrapQuietMs: 1_000 });

@@ -7,6 +7,9 @@ export interface Delegate {
   nodeMeta(limit: number): Uint8Array;
   /** A message of this layer arrived, by broadcast or directly. */
   notifyMsg(from: string, msg: Uint8Array): void;
+  /** Optional: a message sent with Memberlist.request arrived; the bytes returned go back to the
+   *  sender on the same stream (undefined: a plain ack). Without it, notifyMsg takes the message. */
+  answerMsg?(from: string, msg: Uint8Array): Promise<Uint8Array | undefined>;
   /** Broadcasts to piggyback, each at most `limit` bytes after `overhead`; newest first. */
   getBroadcasts(overhead: number, limit: number): Uint8Array[];
   /** Full state for push-pull (join = true on the join exchange). */

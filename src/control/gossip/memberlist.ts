@@ -179,11 +179,22 @@ export class Memberlist {
     this.wire.send(this.addressOf(name), [{ kind: "user", payload: msg }], false);
   }
 
-  /** A stream exchange with a member; resolves once its delegate.notifyMsg has taken the message. */
+  /** A stream exchange with a member; resolves once its delegate has taken the message. */
   async sendReliable(name: string, msg: Uint8Array): Promise<void> {
+    await this.request(name, msg);
+  }
+
+  /**
+   * A stream exchange with a member whose delegate may answer (Delegate.answerMsg) on the same
+   * stream: resolves to the answer, or undefined for a plain ack. The answer does not depend on
+   * the member knowing this node (a restarted node without a join list knows nobody yet).
+   */
+  async request(name: string, msg: Uint8Array): Promise<Uint8Array | undefined> {
     this.assertRunning();
     const reply = await this.wire.request(this.addressOf(name), { kind: "user", payload: msg }, this.config.tcpTimeoutMs);
+    if (reply.message.kind === "user") return reply.message.payload;
     if (reply.message.kind !== "ack") throw new WeftError("GOSSIP_BAD_RESPONSE", `${name} answered ${reply.message.kind} to a reliable message`);
+    return undefined;
   }
 
   /** A copy of the counters, as a plain object. */
@@ -377,12 +388,29 @@ export class Memberlist {
       }
       case "ping":
         return this.detector.answerStreamPing(m);
-      case "user":
-        this.deliver(sender, m.payload);
-        return { kind: "ack", seq: 0 };
+      case "user": {
+        const answer = await this.answer(sender, m.payload);
+        return answer ? { kind: "user", payload: answer } : { kind: "ack", seq: 0 };
+      }
       default:
         this.stats.dropped.unexpected++;
         throw new WeftError("GOSSIP_FRAME_REFUSED", `${m.kind} is not a stream request`);
+    }
+  }
+
+  /** A stream message: the delegate's answer if it gives one, else delivered as any message. */
+  private async answer(sender: string, payload: Uint8Array): Promise<Uint8Array | undefined> {
+    const delegate = this.delegate;
+    if (!delegate?.answerMsg) {
+      this.deliver(sender, payload);
+      return undefined;
+    }
+    try {
+      return await delegate.answerMsg(sender, payload);
+    } catch (err) {
+      this.stats.protocol.handlerErrors++;
+      this.logger.error({ err, in: "delegate.answerMsg" }, "handler threw; contained, membership state is unaffected");
+      return undefined;
     }
   }
 

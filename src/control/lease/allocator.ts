@@ -37,15 +37,16 @@ import type { Clock, Random, TimerHandle } from "../runtime.js";
 import { forkWinner, Ring, type Conflict, type RingRun, type RingState, type SlotChange, type SlotSpan } from "./ring.js";
 import type { LeaseSpace } from "./slots.js";
 import type { LeaseStateStore } from "./store.js";
-import { encodeMessage, type LeaseMessage } from "./wire.js";
+import { decodeMessage, encodeMessage, type LeaseMessage } from "./wire.js";
 
 /** What leasing needs from gossip membership (the Memberlist offers this). */
 export interface MembershipPort {
   localNode(): { readonly name: string };
   /** Alive and suspect members. */
   members(): readonly NodeView[];
-  /** Delivers msg to the peer's Delegate.notifyMsg; rejects if it cannot. */
-  sendReliable(name: string, msg: Uint8Array): Promise<void>;
+  /** A stream exchange: delivers msg to the peer's lease layer (SubnetLeases.answer) and resolves
+   *  to its answer from the same stream (undefined: none); rejects if it cannot. */
+  request(name: string, msg: Uint8Array): Promise<Uint8Array | undefined>;
   /** Re-announces this node's meta (it carries the lease). */
   updateNode(): void;
 }
@@ -166,6 +167,8 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
   private readonly graceTimers = new Map<string, { timer: TimerHandle; at: number }>();
   private readonly timers = new Set<TimerHandle>();
   private pending: { id: number; to: string; timer: TimerHandle } | null = null;
+  /** Transfers this node made that the receiver has not yet shown it knows (see deliverGift). */
+  private readonly gifts = new Map<string, { spans: SlotSpan[]; timer: TimerHandle | null; delay: number }>();
   private nextRequestId: number;
   private readonly askedThisRound = new Set<string>();
   private retryTimer: TimerHandle | null = null;
@@ -311,7 +314,7 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
       }
       this.emit("announce", { kind: "reclaim", node });
       const notice = this.encode({ kind: "reclaim", node });
-      for (const heir of heirs) this.opts.membership.sendReliable(heir, notice).catch(() => undefined);
+      for (const heir of heirs) this.opts.membership.request(heir, notice).catch(() => undefined);
       report = { node, takenHere: taken, remaining: remaining.reduce((n, r) => n + r.count, 0), notified: [...heirs] };
     });
     return report!;
@@ -323,6 +326,7 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     for (const t of this.timers) this.opts.clock.cancel(t);
     this.timers.clear();
     this.graceTimers.clear();
+    this.gifts.clear();
     this.pending = null;
     this.retryTimer = null;
     await this.queue;
@@ -336,17 +340,38 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     if (this.ready) void this.enqueue(() => this.merge(state, source));
   }
 
+  /** A message that needs no answer: a broadcast (or a one-way send). */
   handleMessage(from: string, msg: LeaseMessage): void {
-    if (!this.ready) return; // dropped: nothing to answer with yet; gossip repeats itself
+    if (msg.kind === "state") this.mergeRemote(msg.ring, "gossip");
+    else void this.answer(from, msg);
+  }
+
+  /**
+   * A message sent with MembershipPort.request; what this returns goes back on the same stream, so
+   * the sender gets it even when this node does not know the sender (e.g. it restarted without a
+   * join list and nobody has pushed state to it yet). A request is answered with this node's whole
+   * ring after any transfer is saved; a ring state (a transfer delivered again) with this node's
+   * view of those slots after merging it, which tells the giver whether it arrived.
+   */
+  async answer(from: string, msg: LeaseMessage): Promise<LeaseMessage | undefined> {
+    if (!this.ready) return undefined; // nothing to answer with yet; the sender tries again
+    let reply: LeaseMessage | undefined;
+    const run = (task: () => Promise<void>): Promise<void> => this.enqueue(task).catch(() => undefined); // logged by enqueue
     switch (msg.kind) {
-      case "state":
-        return this.mergeRemote(msg.ring, "gossip");
       case "request":
-        return void this.enqueue(() => this.answerRequest(from, msg.id));
+        await run(async () => {
+          reply = await this.answerRequest(from, msg.id);
+        });
+        return reply;
+      case "state":
+        await run(() => this.merge(msg.ring, "gossip"));
+        return { kind: "state", ring: { seeds: this.ring.seeds, runs: this.ring.runsIn(msg.ring.runs) } };
       case "reply":
-        return void this.enqueue(() => this.takeReply(from, msg.id, msg.granted, msg.ring));
+        await run(() => this.takeReply(from, msg.id, msg.granted, msg.ring));
+        return undefined;
       case "reclaim":
-        return void this.enqueue(() => this.takeReclaimNotice(from, msg.node));
+        await run(() => this.takeReclaimNotice(from, msg.node));
+        return undefined;
     }
   }
 
@@ -447,7 +472,9 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     await this.commit(next, delta);
   }
 
-  private async answerRequest(from: string, id: number): Promise<void> {
+  /** Gives the asker slots if it has none here (saved first), and says so with the whole ring:
+   *  an asker that has slots in our view but still asks never learnt of them, and learns now. */
+  private async answerRequest(from: string, id: number): Promise<LeaseMessage> {
     const next = this.ring.clone();
     const span = this.donation(next, from);
     if (span) {
@@ -455,10 +482,51 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
       await this.commit(next, delta);
       this.stats.slotsGiven += span.count;
       this.opts.log.info({ code: "LEASE_GAVE", to: from, slots: span }, `gave ${span.count} subnet slot(s) to ${from}`);
+      this.trackGift(from, span);
     }
-    this.opts.membership.sendReliable(from, this.encode({ kind: "reply", id, granted: span !== undefined, ring: this.ring.state() })).catch(() => {
-      // The asker learns of the transfer by gossip anyway: the ring above is already announced.
-    });
+    return { kind: "reply", id, granted: span !== undefined, ring: this.ring.state() };
+  }
+
+  /**
+   * A committed transfer must reach its receiver, whatever was lost: the reply (a broken stream,
+   * a timeout), the broadcast (a giver that knows no members, as a restarted node without a join
+   * list), or the receiver's own save (a full disk). So the giver delivers it again, with backoff,
+   * as a ring state the receiver answers with its view of those slots, until that view has them
+   * at the transfer's version or newer, or the slots are no longer the receiver's here (given on,
+   * reclaimed). Held in memory: after a restart of the giver, the receiver's asking again (it has
+   * no subnet) and push-pull carry the saved transfer instead.
+   */
+  private trackGift(to: string, span: SlotSpan): void {
+    const gift = this.gifts.get(to) ?? { spans: [], timer: null, delay: this.opts.retryMinMs };
+    gift.spans.push(span);
+    this.gifts.set(to, gift);
+    if (!gift.timer) gift.timer = this.setTimer(gift.delay, () => void this.deliverGift(to));
+  }
+
+  private async deliverGift(to: string): Promise<void> {
+    const gift = this.gifts.get(to);
+    if (!gift) return;
+    gift.timer = null;
+    const given = this.ring.runsIn(gift.spans).filter((r) => r.owner === to);
+    if (given.length === 0) {
+      this.gifts.delete(to);
+      return;
+    }
+    let shown: RingRun[] | undefined;
+    try {
+      const answer = await this.opts.membership.request(to, this.encode({ kind: "state", ring: { seeds: this.ring.seeds, runs: given } }));
+      const decoded = answer && decodeMessage(this.opts.space.fingerprint, answer);
+      if (decoded && decoded.kind === "state") shown = [...decoded.ring.runs];
+    } catch {
+      // unreachable or unknown to membership for now: try again later
+    }
+    if (this.stopped || this.gifts.get(to) !== gift) return;
+    if (shown && covers(shown, given)) {
+      this.gifts.delete(to);
+      return;
+    }
+    gift.delay = Math.min(gift.delay * 2, this.opts.retryMaxMs);
+    gift.timer = this.setTimer(gift.delay, () => void this.deliverGift(to));
   }
 
   /** Which of our free slots to give `asker`: the upper half of our largest free run, keeping
@@ -571,12 +639,18 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
       this.kickAcquire();
     });
     this.pending = { id, to, timer };
-    this.opts.membership.sendReliable(to, this.encode({ kind: "request", id })).catch(() => {
+    const failed = (): void => {
       if (this.pending?.id !== id) return;
       this.cancelTimer(timer);
       this.pending = null;
       this.kickAcquire();
-    });
+    };
+    // The reply comes back on the request's own stream (see answer()).
+    this.opts.membership.request(to, this.encode({ kind: "request", id })).then((bytes) => {
+      const reply = bytes && decodeMessage(this.opts.space.fingerprint, bytes);
+      if (!reply || reply.kind !== "reply" || reply.id !== id) return failed();
+      void this.enqueue(() => this.takeReply(to, reply.id, reply.granted, reply.ring));
+    }).catch(failed);
   }
 
   /** Logs why this node has no subnet yet, once per reason and then every waitLogEveryMs. */
@@ -727,6 +801,21 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     this.opts.clock.cancel(handle);
     this.timers.delete(handle);
   }
+}
+
+/** Whether `shown` (runs in slot order) has every slot of `given` at its version or newer. */
+function covers(shown: readonly RingRun[], given: readonly RingRun[]): boolean {
+  return given.every((g) => {
+    let at = g.start;
+    const end = g.start + g.count;
+    for (const r of shown) {
+      if (r.start + r.count <= at) continue;
+      if (r.start > at || r.version < g.version) return false;
+      at = r.start + r.count;
+      if (at >= end) return true;
+    }
+    return false;
+  });
 }
 
 function stoppedError(): WeftError {

@@ -48,6 +48,13 @@ export class LeaseDelegate implements Omit<Delegate, "nodeMeta">, EventDelegate 
     if (decoded) decoded.leases.handleMessage(from, decoded.message);
   }
 
+  /** A stream exchange (MembershipPort.request): the lease layer's answer goes back on it. */
+  async answerMsg(from: string, msg: Uint8Array): Promise<Uint8Array | undefined> {
+    const decoded = this.decode(from, msg);
+    const answer = decoded && (await decoded.leases.answer(from, decoded.message));
+    return answer && encodeMessage(decoded.leases.space.fingerprint, answer);
+  }
+
   getBroadcasts(overhead: number, limit: number): Uint8Array[] {
     return this.queue.take(overhead, limit);
   }

@@ -52,10 +52,10 @@ export class SimControlPlanes {
     this.logger = pino({ level: "info" }, { write: (line: string) => void this.logs.push(JSON.parse(line) as LogRecord) });
   }
 
-  /** A host for `name` at the next 198.18.0.x address (not started). */
-  add(name: string): PlaneNode {
+  /** A host for `name` at the next 198.18.0.x address (not started); `store`: its state dir. */
+  add(name: string, store = new MemoryStore()): PlaneNode {
     const host = this.net.host({ host: `198.18.0.${this.nextHost++}`, port: 7946 });
-    const node: PlaneNode = { name, host, store: new MemoryStore(), runs: 0 };
+    const node: PlaneNode = { name, host, store, runs: 0 };
     this.nodes.set(`${name}@${host.addr.host}`, node);
     return node;
   }

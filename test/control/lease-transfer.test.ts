@@ -1,0 +1,142 @@
+// A transfer the giver saved must reach its receiver whatever is lost on the way: the reply, the
+// giver's view of membership (a lone seed restarted without a join list knows nobody), or a save
+// on either side (a full disk failing before the state file is replaced, or after: the rename
+// landed but the directory's fsync failed). The agent's ControlPlane in the simulator, with the
+// agent's defaults; after every simulated event: no two nodes use one subnet (a crashed node
+// keeps the one it saved), and no slot is "mine" in two nodes' own views (saved ones for
+// crashed nodes).
+import { describe, expect, it } from "vitest";
+import type { ControlPlane } from "../../src/control/control-plane.js";
+import { SubnetSpace } from "../../src/control/lease/slots.js";
+import type { PersistedLeaseState } from "../../src/control/lease/store.js";
+import { WeftError } from "../../src/errors.js";
+import { MemoryStore } from "./lease-harness.js";
+import { SimControlPlanes, type PlaneNode } from "./sim/control-planes.js";
+
+const SPACE = SubnetSpace.fromConfig({ Network: "198.19.0.0/16" });
+
+/** A state dir that can fill up: "full" fails every save before writing; "torn" writes the new
+ *  state but reports a failure, as a failed fsync of the directory after the rename does. */
+class Disk extends MemoryStore {
+  fault: "full" | "torn" | null = null;
+  failures = 0;
+
+  override async save(state: PersistedLeaseState): Promise<void> {
+    if (this.fault === "full") this.fail();
+    await super.save(state);
+    if (this.fault === "torn") this.fail();
+  }
+
+  private fail(): never {
+    this.failures++;
+    throw new WeftError("LEASE_PERSIST_FAILED", "cannot save lease state: ENOSPC: no space left on device (simulated)");
+  }
+}
+
+type Node = PlaneNode & { store: Disk };
+
+/** The rings each node acts on: the live one, or the saved one of a crashed node (it comes back with it). */
+function rings(sim: SimControlPlanes): Array<{ name: string; runs: PersistedLeaseState["ring"]["runs"] }> {
+  return [...sim.nodes.values()].map((n) => ({ name: n.name, runs: n.plane ? n.plane.leases.ringState().runs : (n.store.saved?.ring.runs ?? []) }));
+}
+
+function checkRing(sim: SimControlPlanes): void {
+  const t = sim.scheduler.elapsed();
+  const users = new Map<number, string>();
+  const mine: Array<{ start: number; end: number; node: string }> = [];
+  for (const { name, runs } of rings(sim)) {
+    const node = [...sim.nodes.values()].find((n) => n.name === name)!;
+    const lease = node.plane ? node.plane.leases.currentLease()?.slot : runs.find((r) => r.owner === name && r.leased)?.start;
+    if (lease !== undefined) {
+      const other = users.get(lease);
+      if (other) throw new Error(`t=${t}: ${name} and ${other} both use ${SPACE.subnetOf(lease)}`);
+      users.set(lease, name);
+    }
+    for (const r of runs) if (r.owner === name) mine.push({ start: r.start, end: r.start + r.count, node: name });
+  }
+  mine.sort((x, y) => x.start - y.start);
+  mine.forEach((r, i) => {
+    const next = mine[i + 1];
+    if (next && next.start < r.end) throw new Error(`t=${t}: slot ${next.start} is ${r.node}'s and ${next.node}'s in their own views`);
+  });
+}
+
+/** Every live node holds a distinct subnet and every live view of the ring is the same. */
+function agreed(sim: SimControlPlanes): boolean {
+  const live = sim.live();
+  const leases = live.map((n) => n.plane.leases.currentLease()?.slot);
+  if (leases.some((l) => l === undefined) || new Set(leases).size !== live.length) return false;
+  return new Set(live.map((n) => JSON.stringify(n.plane.leases.ringState()))).size === 1;
+}
+
+interface Faults {
+  /** The giver's disk while the others ask. */
+  giver?: "full" | "torn";
+  /** The receivers' disks while they ask. */
+  receivers?: "full" | "torn";
+  /** Answers to the receivers' requests lost after the giver took them (a broken stream). */
+  lostReplies?: number;
+  /** Restart the giver (crashed while its disk was full, started again with space). */
+  restartGiver?: boolean;
+}
+
+/**
+ * The chaos suite's "state dir fills up": a is the only seed and has no join list (it owns every
+ * slot, so b's and c's first subnets are its transfers); b and c join a; faults last 20 s, then
+ * the disks have space again.
+ */
+async function donation(seed: number, faults: Faults): Promise<{ sim: SimControlPlanes; a: Node; b: Node; c: Node }> {
+  const sim = new SimControlPlanes(SPACE, seed);
+  const [a, b, c] = ["a", "b", "c"].map((name) => sim.add(name, new Disk()) as Node);
+  sim.scheduler.addCheck(() => checkRing(sim));
+  const startGiver = (): Promise<ControlPlane> => sim.start(a, { join: [], seeds: ["a"] });
+  await startGiver();
+  expect(await sim.runUntil(() => a.plane?.leases.currentLease() != null, 60_000)).toBe(true);
+  a.store.fault = faults.giver ?? null;
+  for (const n of [b, c]) {
+    n.store.fault = faults.receivers ?? null;
+    const plane = await sim.start(n, { join: [a.host.addr], seeds: ["a"] });
+    let lose = faults.lostReplies ?? 0;
+    if (lose === 0) continue;
+    const request = plane.request.bind(plane);
+    // The lease layer's stream exchanges go through this port; the giver has acted when it fails.
+    plane.request = async (to, msg) => {
+      const answer = await request(to, msg);
+      if (lose > 0 && to === "a") {
+        lose--;
+        throw new Error("connection reset by peer (simulated)");
+      }
+      return answer;
+    };
+  }
+  await sim.runFor(20_000);
+  if (faults.restartGiver) {
+    sim.crash(a);
+    await sim.runFor(1_000);
+  }
+  for (const n of [a, b, c]) n.store.fault = null;
+  if (faults.restartGiver) await startGiver();
+  return { sim, a, b, c };
+}
+
+describe("a transfer the giver saved reaches its receiver", () => {
+  it.each<[string, Faults]>([
+    ["the giver's disk is full, it crashes and restarts knowing no member (the chaos suite's tmpfs scenario)", { giver: "full", restartGiver: true }],
+    ["the giver's saves land but report ENOSPC, then it restarts from what landed", { giver: "torn", restartGiver: true }],
+    ["the giver's saves land but report ENOSPC, and it keeps running", { giver: "torn" }],
+    ["the receivers' disks are full when the transfer arrives", { receivers: "full" }],
+    ["the receivers' saves land but report ENOSPC", { receivers: "torn" }],
+    ["the replies are lost after the giver saved the transfer", { lostReplies: 3 }],
+    ["the replies are lost, then the giver restarts knowing no member", { lostReplies: 3, restartGiver: true }],
+  ])("%s", async (_, faults) => {
+    for (const seed of [1, 2, 3]) {
+      const { sim, a, b, c } = await donation(seed, faults);
+      // One anti-entropy period (push-pull every 30 s) at most: delivery must not wait for it.
+      expect(await sim.runUntil(() => [b, c].every((n) => n.plane?.leases.currentLease() != null), 25_000), `seed ${seed}: b or c has no subnet`).toBe(true);
+      expect(await sim.runUntil(() => agreed(sim), 120_000), `seed ${seed}: views differ`).toBe(true);
+      if (faults.giver) expect(a.store.failures).toBeGreaterThan(0);
+      if (faults.receivers) expect(b.store.failures + c.store.failures).toBeGreaterThan(0);
+      for (const n of [a, b, c]) expect(n.plane!.leases.stats.refusedStates).toBe(0);
+    }
+  }, 120_000);
+});
