@@ -130,6 +130,11 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
     this.memberlist = new Memberlist(makeConfig(this.profile, opts.name, opts.gossip), {
       clock: deps.clock, transport: deps.transport, random: deps.random, keyring: deps.keyring, delegate: this, events: this,
       logger: deps.logger.child({ layer: "gossip" }),
+      // Lost after joining (the join itself rejects through the joiner, below).
+      onNameLost: (err) => {
+        this.joiner.nameConflict(err);
+        this.emit("fatal", err);
+      },
     });
     const family = isIPv6(deps.transport.local.host) ? 6 : 4;
     this.joiner = new Joiner(opts.join, {

@@ -154,7 +154,7 @@ export class Joiner {
     try {
       if (addrs.length > 0) answered = await this.deps.join(addrs);
     } catch (err) {
-      if (isWeftError(err, "GOSSIP_NAME_CONFLICT")) return this.conflict(err as Error);
+      if (isWeftError(err, "GOSSIP_NAME_CONFLICT")) return this.nameConflict(err as Error);
       failures.push((err as Error).message);
     }
     if (this.stopped) return;
@@ -187,7 +187,9 @@ export class Joiner {
     for (const w of this.reachedWaiters.splice(0)) w.resolve();
   }
 
-  private conflict(err: Error): void {
+  /** The name is taken (found at join, or later by Memberlist.checkName): no more joining. */
+  nameConflict(err: Error): void {
+    this.stop();
     this.state = "name-conflict";
     this.fatal = err;
     this.deps.log.error({ code: "GOSSIP_NAME_CONFLICT" }, err.message);

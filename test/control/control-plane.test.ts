@@ -145,6 +145,33 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     expect(agreed(sim)).toBe(true);
   }, 120_000);
 
+  it("a duplicate name that slipped in through a member that did not know it: the members decide, the newcomer stops with GOSSIP_NAME_CONFLICT, the first keeps its subnet", async () => {
+    const { sim, nodes } = await cluster(["a", "b", "c", "d"], 8);
+    const [a, b, c, d] = nodes;
+    const aSubnet = a.plane.leases.currentLease()!.subnet;
+    // c is cut off long enough to declare the others dead, so it lets a second "a" in.
+    sim.net.partition([a, b, d].map((n) => n.host.addr), [c.host.addr]);
+    expect(await sim.runUntil(() => c.plane.members().length === 1, 60_000)).toBe(true);
+    const clone = sim.add("a");
+    sim.net.partition([a, b, d].map((n) => n.host.addr), [c.host.addr, clone.host.addr]);
+    const pc = await sim.start(clone, { join: [c.host.addr], seeds: ["a", "b", "c", "d"] });
+    let fatal: { code?: string; message: string } | undefined;
+    let firstFatal: Error | undefined;
+    pc.on("fatal", (e) => (fatal = e as { code?: string; message: string }));
+    a.plane.on("fatal", (e) => (firstFatal = e));
+    expect(await sim.runUntil(() => pc.joinStatus().state === "joined", 30_000)).toBe(true);
+    sim.net.heal();
+    expect(await sim.runUntil(() => fatal !== undefined, 180_000)).toBe(true);
+    expect(fatal?.code).toBe("GOSSIP_NAME_CONFLICT");
+    expect(fatal?.message).toContain(`used by a live node at ${a.host.addr.host}:7946`);
+    expect(pc.joinStatus().state).toBe("name-conflict");
+    await pc.stop(false);
+    clone.plane = undefined;
+    expect(firstFatal).toBeUndefined();
+    expect(await sim.runUntil(() => [b, c, d].every((n) => n.plane.members().find((m) => m.name === "a")?.host === a.host.addr.host) && agreed(sim), 180_000)).toBe(true);
+    expect(a.plane.leases.currentLease()?.subnet).toBe(aSubnet);
+  }, 180_000);
+
   it("a partition longer than failure detection changes no ownership with the default grace", async () => {
     const names = ["a", "b", "c", "d", "e"];
     const { sim, nodes } = await cluster(names, 6);

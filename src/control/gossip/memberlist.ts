@@ -27,6 +27,9 @@ export interface MemberlistDeps {
   readonly delegate?: Delegate;
   readonly events?: EventDelegate;
   readonly logger?: GossipLogger;
+  /** Called once when this node lost its name to a live node at another address after joining
+   *  (GOSSIP_NAME_CONFLICT, see checkName): it must stop without leaving. */
+  readonly onNameLost?: (err: WeftError) => void;
 }
 
 /** Push-pull runs less often in big clusters: ×(ceil(log2 N − log2 32) + 1) above 32 (memberlist). */
@@ -55,6 +58,10 @@ export class Memberlist {
   private readonly timers: Timers;
   private running = true;
   private joinSyncPending = false;
+  private readonly onNameLost?: (err: WeftError) => void;
+  /** When the last name check started (clock ms); one runs at a time, at most one per 10 probes. */
+  private nameCheckAt = -Infinity;
+  private nameLost = false;
 
   constructor(config: MemberlistConfig, deps: MemberlistDeps) {
     this.config = validateConfig(config);
@@ -81,7 +88,9 @@ export class Memberlist {
       logger: this.logger,
       events: deps.events,
       lastCheck: (target, done) => this.detector.confirm(target, done),
+      nameClaimed: (claim) => void this.checkName(claim),
     });
+    this.onNameLost = deps.onNameLost;
     this.wire = new Wire({
       config: this.config,
       transport: deps.transport,
@@ -303,6 +312,47 @@ export class Memberlist {
     this.membership.mergeRemote(reply.message.nodes, reply.sender);
     this.mergeUserState(reply.message.userState, join);
     if (join) this.scheduleJoinSync();
+  }
+
+  /**
+   * Two live nodes use this node's name (the other joined through a member that did not know this
+   * one). As Serf does, the members decide: up to 5 of them (not the claimant) are asked, by
+   * push-pull, which address they know for the name. If more name the other address than ours
+   * (on a tie: if ours is the greater address), this node lost: it reports GOSSIP_NAME_CONFLICT and its owner stops it without leaving, so the
+   * name, and the subnet the ring holds for it, stay with the node the cluster knows. Usually that
+   * is the one that was there first: members keep the record they know while it lives.
+   */
+  private async checkName(claim: Addr): Promise<void> {
+    const now = this.clock.now();
+    if (!this.running || this.nameLost || now - this.nameCheckAt < 10 * this.config.probeIntervalMs) return;
+    this.nameCheckAt = now;
+    const me = this.membership.local();
+    const voters = this.membership.randomNodes(5, (r) => r.name !== me.name && r.state === "alive" && !(r.host === claim.host && r.port === claim.port));
+    let ours = 0;
+    let theirs = 0;
+    await Promise.all(voters.map(async (v) => {
+      try {
+        const reply = await this.wire.request({ host: v.host, port: v.port }, this.pushPullMessage(false), this.config.tcpTimeoutMs);
+        if (reply.message.kind !== "pushPull") return;
+        const known = reply.message.nodes.find((n) => n.name === me.name && isLive(n.state));
+        if (known) known.host === me.host && known.port === me.port ? ours++ : theirs++;
+      } catch {
+        // no vote
+      }
+    }));
+    // A tie (e.g. no member but the two of them) goes by address, which both sides compare alike.
+    const lost = theirs > ours || (theirs === ours && `${me.host}:${me.port}` > `${claim.host}:${claim.port}`);
+    if (!this.running || !lost) {
+      if (this.running) this.logger.warn({ node: me.name, claimed: `${claim.host}:${claim.port}`, ours, theirs }, "name conflict: the members keep this node; the other must stop");
+      return;
+    }
+    this.nameLost = true;
+    this.stats.protocol.nameConflicts++;
+    this.onNameLost?.(new WeftError(
+      "GOSSIP_NAME_CONFLICT",
+      `the node name ${me.name} is used by a live node at ${claim.host}:${claim.port} that ${theirs} of ${ours + theirs} member(s) asked know under it ` +
+        `(this node is ${me.host}:${me.port}); this node stops. Give every node a unique name (--node-name)`,
+    ));
   }
 
   /**

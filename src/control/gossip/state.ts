@@ -59,6 +59,8 @@ export interface MembershipDeps {
   readonly events?: EventDelegate;
   /** A last probe of a member whose suspicion ran out; answered = it acked (see suspicionExpired). */
   readonly lastCheck: (target: NodeRecord, done: (answered: boolean) => void) => void;
+  /** A live record of this node's name at another address reached us (see Memberlist.checkName). */
+  readonly nameClaimed?: (claim: { readonly host: string; readonly port: number }) => void;
 }
 
 export class Membership {
@@ -122,11 +124,13 @@ export class Membership {
   applyAlive(a: Alive, fromState = false): void {
     if (a.node === this.me.name) {
       if (a.host !== this.me.host || a.port !== this.me.port) {
-        // Another node uses our name. Refuting would make the two outbid each other forever; the
-        // newcomer is refused at its join (Memberlist.join), so we just keep our record.
+        // Another node uses our name (it joined through a member that did not know us). Refuting
+        // would make the two outbid each other forever: keep our record, and let the members
+        // decide which of the two keeps the name (Memberlist.checkName); the other stops.
         this.deps.counters.protocol.nameConflicts++;
         this.deps.logger.warn({ node: a.node, mine: `${this.me.host}:${this.me.port}`, claimed: `${a.host}:${a.port}` },
           "another node claims this node's name; give every node a unique name");
+        this.deps.nameClaimed?.({ host: a.host, port: a.port });
         return;
       }
       const same = a.incarnation === this.me.incarnation && a.host === this.me.host && a.port === this.me.port && equalBytes(a.meta, this.me.meta);
