@@ -54,6 +54,9 @@ export function agentMetrics(
   mirroredCounter(registry, "weft_gossip_dropped_total", "Gossip frames dropped, by reason", ["reason"], (set) => {
     for (const [reason, n] of Object.entries(control.gossipCounters().dropped)) set({ reason }, n);
   });
+  mirroredCounter(registry, "weft_gossip_transport_total", "Gossip transport refusals and failures, by event (rejectedConnections: inbound streams over the limits)", ["event"], (set) => {
+    for (const [event, n] of Object.entries(control.transportCounters())) set({ event }, n);
+  });
   mirroredCounter(registry, "weft_kernel_programming_total", "Kernel programming commands and errors", ["result"], (set) => {
     const c = backend()?.counters();
     if (!c) return;

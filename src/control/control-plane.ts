@@ -271,6 +271,11 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
     return this.memberlist.counters();
   }
 
+  /** The gossip transport's counters (connections refused at the limits, oversize frames...). */
+  transportCounters(): Readonly<Record<string, number>> {
+    return { ...this.deps.transport.stats };
+  }
+
   reclaim(node: string): Promise<ReclaimReport> {
     return this.leases.reclaim(node);
   }

@@ -37,6 +37,8 @@ export interface Transport {
   /** Handler answers a reliable exchange. */
   onExchange(handler: (from: Addr, frame: Uint8Array) => Promise<Uint8Array>): void;
   close(): Promise<void>;
+  /** What it refused or failed at, by name (e.g. rejectedConnections), for /metrics. */
+  readonly stats?: Readonly<Record<string, number>>;
 }
 
 /** Seedable randomness, so that a failing simulation replays exactly. */

@@ -29,14 +29,14 @@ export interface UdpTcpOptions {
 }
 
 /** Counters of what this transport refused or failed at (frames it drops never reach gossip). */
-export interface TransportStats {
+export type TransportStats = {
   /** Outgoing datagrams over maxPacketBytes, not sent (gossip's maxPacketBytes is set higher than the transport's). */
   oversizePackets: number;
   oversizeStreams: number;
   rejectedConnections: number;
   inboundStreamErrors: number;
   packetSendErrors: number;
-}
+};
 
 const LENGTH_BYTES = 4;
 
@@ -50,7 +50,10 @@ export class UdpTcpTransport implements Transport {
   private packetHandler: (from: Addr, frame: Uint8Array) => void = () => {};
   private exchangeHandler: (from: Addr, frame: Uint8Array) => Promise<Uint8Array> = () =>
     Promise.reject(new WeftError("TRANSPORT_CLOSED", "no exchange handler"));
-  private readonly sockets = new Set<Socket>();
+  /** Inbound connections (the limits count these only) and this node's own outbound exchanges,
+   *  kept apart so that a burst of our own push-pulls never takes a slot a joining peer needs. */
+  private readonly inbound = new Set<Socket>();
+  private readonly outbound = new Set<Socket>();
   private readonly perSource = new Map<string, number>();
   private closed = false;
 
@@ -132,11 +135,11 @@ export class UdpTcpTransport implements Transport {
     if (this.closed) return Promise.reject(new WeftError("TRANSPORT_CLOSED", "transport closed"));
     return new Promise((resolve, reject) => {
       const sock = connect({ host: to.host, port: to.port });
-      this.sockets.add(sock);
+      this.outbound.add(sock);
       const timer = setTimeout(() => fail(new WeftError("TRANSPORT_TIMEOUT", `no answer from ${to.host}:${to.port} in ${timeoutMs} ms`)), timeoutMs);
       const finish = (): void => {
         clearTimeout(timer);
-        this.sockets.delete(sock);
+        this.outbound.delete(sock);
         sock.destroy();
       };
       const fail = (err: Error): void => {
@@ -163,8 +166,10 @@ export class UdpTcpTransport implements Transport {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const sock of this.sockets) sock.destroy();
-    this.sockets.clear();
+    for (const set of [this.inbound, this.outbound]) {
+      for (const sock of set) sock.destroy();
+      set.clear();
+    }
     await Promise.all([
       new Promise<void>((resolve) => this.udp.close(() => resolve())),
       new Promise<void>((resolve) => this.tcp.close(() => resolve())),
@@ -174,18 +179,18 @@ export class UdpTcpTransport implements Transport {
   private accept(sock: Socket): void {
     const source = sock.remoteAddress ?? "";
     const fromSource = this.perSource.get(source) ?? 0;
-    if (this.closed || this.sockets.size >= this.maxConnections || fromSource >= this.maxConnectionsPerSource) {
+    if (this.closed || this.inbound.size >= this.maxConnections || fromSource >= this.maxConnectionsPerSource) {
       this.stats.rejectedConnections++;
       sock.destroy();
       return;
     }
-    this.sockets.add(sock);
+    this.inbound.add(sock);
     this.perSource.set(source, fromSource + 1);
     const deadline = setTimeout(() => sock.destroy(new WeftError("TRANSPORT_TIMEOUT", "inbound request too slow")), this.inboundTimeoutMs).unref();
     sock.on("error", () => {});
     sock.once("close", () => {
       clearTimeout(deadline);
-      this.sockets.delete(sock);
+      this.inbound.delete(sock);
       const n = (this.perSource.get(source) ?? 1) - 1;
       if (n === 0) this.perSource.delete(source);
       else this.perSource.set(source, n);
