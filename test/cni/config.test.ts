@@ -55,6 +55,13 @@ describe("weft cni: config", () => {
     expect(parseSubnetEnvFile("FLANNEL_IPV6_NETWORK=2001:2:0:8000::/49\nFLANNEL_IPV6_SUBNET=2001:2:0:8003::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n", "f").families.length).toBe(1);
   });
 
+  it("IPv6-only (flanneld's file without FLANNEL_NETWORK/FLANNEL_SUBNET): an IPv6 range and route only, the MTU and ip-masq from the file", () => {
+    const env = parseSubnetEnvFile("FLANNEL_IPV6_NETWORK=2001:2:0:8000::/49\nFLANNEL_IPV6_SUBNET=2001:2:0:8003::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=true\n", "f");
+    const d = delegateConfig(parseNetConf(JSON.stringify(KUBE_FLANNEL_CNI_CONF)), env);
+    expect(d).toMatchObject({ type: "bridge", mtu: 1430, ipMasq: false, isGateway: true });
+    expect(d.ipam).toEqual({ type: "host-local", ranges: [[{ subnet: "2001:2:0:8003::/64" }]], routes: [{ dst: "2001:2:0:8000::/49", gw: "2001:2:0:8003::1" }] });
+  });
+
   it("rejects configs with the spec's codes, naming the key", () => {
     expect(codeOf(() => parseNetConf("{"))).toBe(6);
     expect(codeOf(() => parseNetConf(JSON.stringify({ ...KUBE_FLANNEL_CNI_CONF, cniVersion: "0.2.0" })))).toBe(1);

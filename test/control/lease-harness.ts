@@ -207,7 +207,7 @@ export class Bus {
       { space: this.spaces[0] as SubnetSpace, space6: this.spaces[1] as Ipv6SubnetSpace | undefined, seeds: seeds ?? [], lease: { bootstrapQuietMs: 2_000, ...timings } },
       { membership: node, store: node.stores[0], store6: node.stores[1], clock: this.clock, random: new SeededRandom(this.o.seed * 31 + node.life * 7 + node.name.length), log: node.log },
     );
-    node.families = [layer.leases, ...(layer.leases6 ? [layer.leases6] : [])];
+    node.families = layer.families;
     node.delegate = layer.delegate;
     for (const l of node.families) await l.start();
     const life = node.life;
