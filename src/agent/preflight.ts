@@ -11,7 +11,7 @@ import { vxlanDeviceName } from "../backends/vxlan/device.js";
 import type { NetConf } from "../config/net-conf.js";
 import { WeftError } from "../errors.js";
 import type { Kernel } from "../kernel/iproute.js";
-import { formatAddr, formatAnyPrefix, hostPrefix, overlaps, type IpAddr, type IpPrefix } from "../net/ip.js";
+import { formatAddr, formatAnyPrefix, formatHostPort, hostPrefix, overlaps, type IpAddr, type IpPrefix } from "../net/ip.js";
 import { parseIpv4, prefixMask } from "../net/ipv4.js";
 import { isIpv6Text, parseIpv6, prefixMask6 } from "../net/ipv6.js";
 import { gossipHost } from "./underlay.js";
@@ -262,7 +262,7 @@ function checkJoinFamily(f: FlagValues, underlay: Underlay): void {
     if (literal && isIpv6Text(j.host) !== v6) {
       throw flagError(
         "--join",
-        `${j.host}:${j.port}`,
+        formatHostPort(j.host, j.port),
         v6
           ? "an IPv4 address, but gossip runs over IPv6 here (EnableIPv4 is false): give the peers' IPv6 addresses in brackets ([2001:2::1]:7946) or names with AAAA records"
           : "an IPv6 address, but gossip runs over IPv4 here (IPv4 is on): give the peers' IPv4 addresses, or names with A records",
