@@ -3,10 +3,14 @@
 // agents can neither gossip nor tunnel over IPv4 even by mistake. Each node leases only an IPv6
 // subnet, gossips over IPv6 (join targets in brackets), writes subnet.env as flanneld does in
 // IPv6-only mode, and pods made through `weft cni` get only IPv6 addresses. Under vxlan
-// (flannel-v6.1 alone) pods ping each other and a TCP transfer is exact; a SIGHUP swap to host-gw
-// keeps every subnet and carries the same traffic over routes via the peers' IPv6 underlay; a
-// killed node's IPv6 routes are removed from its peers.
-import { access, readFile, writeFile } from "node:fs/promises";
+// (flannel-v6.1 alone) pods ping each other and a TCP transfer is exact; a killed node's IPv6
+// route, neighbour and FDB entry are removed from its peers, and restarted with its state dir and
+// a join list that names its peers by a DNS name with AAAA records only, it rejoins over IPv6 with
+// the same subnet (the name is in /etc/netns/<its namespace>/hosts, which `ip netns exec` mounts
+// over /etc/hosts for that namespace only; removed afterwards). A SIGHUP swap to host-gw keeps
+// every subnet and carries the same traffic over routes via the peers' IPv6 underlay, and a
+// killed node's IPv6 route is removed there too.
+import { access, mkdir, readFile, rm, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { agentRequest } from "../../src/cli/agent-client.js";
@@ -51,9 +55,15 @@ describe.skipIf(!canUseNetns())("agents, IPv6-only", () => {
     await agents.addPods(1);
   }, 180_000);
 
+  /** /etc/netns/<namespace>/hosts files this test wrote (and whether it made /etc/netns). */
+  const hostsFiles: string[] = [];
+  let madeEtcNetns = false;
+
   afterAll(async () => {
     await agents?.stopAll();
     await lab?.destroy();
+    for (const dir of hostsFiles) await rm(dir, { recursive: true, force: true });
+    if (madeEtcNetns) await rmdir("/etc/netns").catch(() => undefined); // only if nothing else is in it
   });
 
   it("the underlay has no IPv4 address; each node leases one distinct IPv6 /64 and no IPv4 subnet, and gossips over IPv6", async () => {
@@ -108,6 +118,43 @@ describe.skipIf(!canUseNetns())("agents, IPv6-only", () => {
     expect(sent.bytes).toBe(8 << 20);
   });
 
+  it("vxlan: a killed node's IPv6 route, neighbour and FDB entry are removed from its peers once it is declared dead", async () => {
+    const [a1, , a3] = all;
+    const gone = subnets.get(a3.host.name)!;
+    const under = formatIpv6(a3.host.underlayAddr6!);
+    const left = async () => ({
+      route: (await a1.host.ns.ip(`-6 route show ${gone}`)).trim() !== "",
+      neigh: (await a1.host.ns.ip("-6 neigh show dev flannel-v6.1")).includes(gone.split("/")[0]),
+      fdb: (await a1.host.ns.exec(["bridge", "fdb", "show", "dev", "flannel-v6.1"])).includes(`dst ${under} `),
+    });
+    expect(await left()).toEqual({ route: true, neigh: true, fdb: true });
+    await agents.stop(a3, "SIGKILL");
+    await agents.waitFor(a1, `${a3.host.name} gone from the IPv6 peers`, (st) => st.peers6?.length === 1, 60_000);
+    for (let t = 0; t < 20 && Object.values(await left()).some(Boolean); t++) await new Promise((r) => setTimeout(r, 500));
+    expect(await left()).toEqual({ route: false, neigh: false, fdb: false });
+  });
+
+  it("restarted with its state dir and --join naming its peers by AAAA records only, a node rejoins over IPv6 with the same subnet and its pods are reachable again", async () => {
+    const [a1, a2, a3] = all;
+    madeEtcNetns = !(await exists("/etc/netns"));
+    const dir = join("/etc/netns", a3.host.ns.name);
+    await mkdir(dir, { recursive: true });
+    hostsFiles.push(dir);
+    const name = "peers.weft.test";
+    await writeFile(join(dir, "hosts"), `127.0.0.1 localhost
+${formatIpv6(a1.host.underlayAddr6!)} ${name}
+${formatIpv6(a2.host.underlayAddr6!)} ${name}
+`);
+    agents.start(a3, ["--join", `${name}:7946`], []); // no address list from the lab: the name alone
+    await agents.waitReady(a3);
+    const s = await agents.waitFor(a3, "rejoined with both IPv6 peers", (st) => ready(st, "vxlan", 2));
+    expect(s.join.targets).toEqual([`${name}:7946`]);
+    expect(s.subnet6).toBe(subnets.get(a3.host.name));
+    await agents.waitFor(a1, `${a3.host.name} back among the IPv6 peers`, (st) => st.peers6?.length === 2);
+    const a3Pod = a3.host.pods[0];
+    for (let t = 0; t < 10 && (await ping(a1.host.pods[0], a3Pod.addr6!, { count: 1, timeoutS: 1 })).received === 0; t++) await new Promise((r) => setTimeout(r, 500));
+    expect((await ping(a1.host.pods[0], a3Pod.addr6!, { count: 2 })).received).toBe(2);
+  });
   it("SIGHUP swaps every node to host-gw: subnets kept, flannel-v6.1 gone, routes via the peers' IPv6 underlay, pods ping and TCP is exact", async () => {
     for (const a of all) await writeFile(agents.netConfPath(a), JSON.stringify(v6Conf("host-gw")));
     for (const a of all) agents.reload(a);
