@@ -155,6 +155,7 @@ ${formatIpv6(a2.host.underlayAddr6!)} ${name}
     for (let t = 0; t < 10 && (await ping(a1.host.pods[0], a3Pod.addr6!, { count: 1, timeoutS: 1 })).received === 0; t++) await new Promise((r) => setTimeout(r, 500));
     expect((await ping(a1.host.pods[0], a3Pod.addr6!, { count: 2 })).received).toBe(2);
   });
+
   it("SIGHUP swaps every node to host-gw: subnets kept, flannel-v6.1 gone, routes via the peers' IPv6 underlay, pods ping and TCP is exact", async () => {
     for (const a of all) await writeFile(agents.netConfPath(a), JSON.stringify(v6Conf("host-gw")));
     for (const a of all) agents.reload(a);
