@@ -407,7 +407,7 @@ async function readConfig(path: string): Promise<string> {
  */
 function abortable(signal: AbortSignal | undefined): void;
 function abortable<T>(signal: AbortSignal | undefined, work: Promise<T>): Promise<T>;
-function abortable<T>(signal: AbortSignal | undefined, work?: Promise<T>): Promise<T> | void {
+function abortable<T>(signal: AbortSignal | undefined, work?: Promise<T>): Promise<T> | undefined {
   const stopped = () => new WeftError("AGENT_STOPPED", "stopped by a signal while starting; what was set up is removed again");
   if (signal?.aborted) throw stopped();
   if (!work || !signal) return work;

@@ -263,7 +263,7 @@ export class Bus {
     const life = from.life;
     return new Promise((resolve, reject) => {
       const target = this.nodes.get(to);
-      const ok = (): boolean => target !== undefined && target.up && from.up && from.life === life && this.linked(from.name, to);
+      const ok = (): boolean => (target?.up ?? false) && from.up && from.life === life && this.linked(from.name, to);
       if (!ok() || this.random.next() < this.o.loss) {
         this.clock.setTimer(this.delay(), () => reject(new Error(`cannot reach ${to}`)));
         return;
