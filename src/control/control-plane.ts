@@ -8,7 +8,7 @@ import { lookup } from "node:dns/promises";
 import { EventEmitter } from "node:events";
 import { isIP, isIPv6 } from "node:net";
 import type { Logger } from "pino";
-import type { BackendAnnouncement } from "../backends/backend.js";
+import type { BackendAnnouncement, BackendPeer } from "../backends/backend.js";
 import { WeftError } from "../errors.js";
 import { parseIpv4, parsePrefix, type Ipv4Prefix } from "../net/ipv4.js";
 import { formatIpv6, parseIpv6, parsePrefix6, type Ipv6Prefix } from "../net/ipv6.js";
@@ -61,21 +61,6 @@ export interface ControlPlaneDeps {
   logger: Logger;
   /** Addresses for a join target's host (default: the system resolver, every record). */
   resolve?: (host: string) => Promise<string[]>;
-}
-
-export interface Peer {
-  name: string;
-  subnet: Ipv4Prefix;
-  underlay: number;
-  backend: BackendAnnouncement;
-}
-
-/** A dual-stack peer's IPv6 side: its IPv6 subnet, underlay address and IPv6 announcement. */
-export interface Peer6 {
-  name: string;
-  subnet: Ipv6Prefix;
-  underlay: bigint;
-  backend: BackendAnnouncement;
 }
 
 /** The settings in force, defaults filled in (`weft status` shows them). */
@@ -220,9 +205,9 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
   }
 
   /** Live peers that hold a lease and have announced a backend. */
-  peers(): Peer[] {
+  peers(): BackendPeer<Ipv4Prefix, number>[] {
     const leased = new Map(this.leases.peers().map((p) => [p.node, p.subnet]));
-    const out: Peer[] = [];
+    const out: BackendPeer<Ipv4Prefix, number>[] = [];
     for (const m of this.memberlist.members()) {
       if (m.name === this.opts.name) continue;
       const subnet = leased.get(m.name);
@@ -234,10 +219,10 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
   }
 
   /** Live dual-stack peers that hold an IPv6 lease and announced an IPv6 backend. */
-  peers6(): Peer6[] {
+  peers6(): BackendPeer<Ipv6Prefix, bigint>[] {
     if (!this.leases6) return [];
     const leased = new Map(this.leases6.peers().map((p) => [p.node, p.subnet]));
-    const out: Peer6[] = [];
+    const out: BackendPeer<Ipv6Prefix, bigint>[] = [];
     for (const m of this.memberlist.members()) {
       if (m.name === this.opts.name) continue;
       const subnet = leased.get(m.name);
