@@ -24,6 +24,7 @@ import { udpSocketDrops, type SocketDrops } from "./socket-drops.js";
 import { StateDirLock } from "./state-dir.js";
 import { writeSubnetEnv } from "./subnet-env.js";
 import { chooseUnderlay, describeUnderlay } from "./underlay.js";
+import { SerialQueue } from "../util/serial.js";
 
 export interface AgentOptions {
   netConfig: string;
@@ -78,7 +79,7 @@ export class Agent {
   private ready = false;
   private reconcileTimer?: NodeJS.Timeout;
   private http?: AgentHttp;
-  private reloading: Promise<void> = Promise.resolve();
+  private readonly backendChanges = new SerialQueue();
   private waitingFor = "joining the cluster";
   private readonly startedAt = Date.now();
   private readonly sync: PeerSync;
@@ -220,9 +221,7 @@ export class Agent {
 
   /** Runs backend changes (start, reload, a lost subnet) one at a time, in order. */
   private serially(task: () => Promise<void>): Promise<void> {
-    const run = this.reloading.catch(() => undefined).then(task);
-    this.reloading = run;
-    return run;
+    return this.backendChanges.run(task);
   }
 
   /** Called once if this node must not run (its name is taken); the CLI stops it and exits. */
