@@ -69,7 +69,7 @@ describe("SerialQueue", () => {
       settled.push("a");
       throw new Error("a failed");
     }).catch(() => undefined);
-    q.run(async () => {
+    void q.run(async () => {
       await tick();
       settled.push("b");
     });
