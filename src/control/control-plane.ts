@@ -18,7 +18,7 @@ import type { Keyring } from "./gossip/keyring.js";
 import { Memberlist } from "./gossip/memberlist.js";
 import type { GossipCounters } from "./gossip/observability.js";
 import { Joiner, type JoinStatus, type JoinTiming } from "./join.js";
-import { SubnetLeases, type Lease, type LeaseLogger, type LeaseTimings, type MembershipPort, type ReclaimReport, type Reservation } from "./lease/allocator.js";
+import { SubnetLeases, type Lease, type LeaseLogger, type LeaseTimings, type MembershipPort, type ReclaimReport, type Reservation } from "./lease/subnet-leases.js";
 import { encodeLeaseMeta, LeaseDelegate } from "./lease/delegate.js";
 import type { Ipv6SubnetSpace, SubnetSpace } from "./lease/slots.js";
 import { FileLeaseStore, type LeaseStateStore } from "./lease/store.js";
