@@ -16,6 +16,7 @@ import { Kernel } from "../kernel/iproute.js";
 import { removeIpMasq, setIpMasq } from "../kernel/ipmasq.js";
 import { formatIpv4, formatPrefix, type Ipv4Prefix } from "../net/ipv4.js";
 import { formatIpv6, formatPrefix6, type Ipv6Prefix } from "../net/ipv6.js";
+import { SerialQueue } from "../util/serial.js";
 import { AgentHttp, SOCKET_NAME, type TcpListener } from "./http.js";
 import { agentMetrics } from "./metrics.js";
 import { PeerSync } from "./peer-sync.js";
@@ -24,7 +25,6 @@ import { udpSocketDrops, type SocketDrops } from "./socket-drops.js";
 import { StateDirLock } from "./state-dir.js";
 import { writeSubnetEnv } from "./subnet-env.js";
 import { chooseUnderlay, describeUnderlay } from "./underlay.js";
-import { SerialQueue } from "../util/serial.js";
 
 export interface AgentOptions {
   netConfig: string;
