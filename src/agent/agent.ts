@@ -19,6 +19,7 @@ import { removeIpMasq, setIpMasq } from "../kernel/ipmasq.js";
 import { formatAnyPrefix, formatHostPort, type IpPrefix } from "../net/ip.js";
 import { formatIpv4, formatPrefix, type Ipv4Prefix } from "../net/ipv4.js";
 import { formatIpv6, formatPrefix6, type Ipv6Prefix } from "../net/ipv6.js";
+import { SerialQueue } from "../util/serial.js";
 import { AgentHttp, SOCKET_NAME, type TcpListener } from "./http.js";
 import { agentMetrics } from "./metrics.js";
 import { PeerSync } from "./peer-sync.js";
@@ -86,7 +87,7 @@ export class Agent {
   private ready = false;
   private reconcileTimer?: NodeJS.Timeout;
   private http?: AgentHttp;
-  private reloading: Promise<void> = Promise.resolve();
+  private readonly backendChanges = new SerialQueue();
   private waitingFor = "joining the cluster";
   private readonly startedAt = Date.now();
   private fatalHandler?: (err: Error) => void;
@@ -274,9 +275,7 @@ export class Agent {
 
   /** Runs backend changes (start, reload, a lost subnet) one at a time, in order. */
   private serially(task: () => Promise<void>): Promise<void> {
-    const run = this.reloading.catch(() => undefined).then(task);
-    this.reloading = run;
-    return run;
+    return this.backendChanges.run(task);
   }
 
   /** Called once if this node must not run (its name is taken); the CLI stops it and exits. */
@@ -459,7 +458,7 @@ async function readConfig(path: string): Promise<string> {
  */
 function abortable(signal: AbortSignal | undefined): void;
 function abortable<T>(signal: AbortSignal | undefined, work: Promise<T>): Promise<T>;
-function abortable<T>(signal: AbortSignal | undefined, work?: Promise<T>): Promise<T> | void {
+function abortable<T>(signal: AbortSignal | undefined, work?: Promise<T>): Promise<T> | undefined {
   const stopped = () => new WeftError("AGENT_STOPPED", "stopped by a signal while starting; what was set up is removed again");
   if (signal?.aborted) throw stopped();
   if (!work || !signal) return work;

@@ -52,7 +52,7 @@ export function checkFlags(f: FlagValues): void {
     throw flagError("--reconcile-interval", f.reconcileIntervalMs / 1000, `at least ${MIN_RECONCILE_INTERVAL_MS / 1000} second (each pass lists the kernel's routes and neighbours)`);
   }
   const nameBytes = Buffer.byteLength(f.nodeName, "utf8");
-  if (nameBytes === 0 || nameBytes > MAX_NODE_NAME_BYTES || /[\s\x00-\x1f]/.test(f.nodeName)) {
+  if (nameBytes === 0 || nameBytes > MAX_NODE_NAME_BYTES || /[\s\p{Cc}]/u.test(f.nodeName)) {
     throw flagError("--node-name", f.nodeName, `1..${MAX_NODE_NAME_BYTES} bytes without spaces or control characters, the same on every restart`);
   }
   if (f.join.length > 0 && f.seeds === undefined) {

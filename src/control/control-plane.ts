@@ -9,7 +9,7 @@ import { lookup } from "node:dns/promises";
 import { EventEmitter } from "node:events";
 import { isIP, isIPv6 } from "node:net";
 import type { Logger } from "pino";
-import type { BackendAnnouncement } from "../backends/backend.js";
+import type { BackendAnnouncement, BackendPeer } from "../backends/backend.js";
 import { isWeftError, WeftError } from "../errors.js";
 import { parseIpv4, parsePrefix, type Ipv4Prefix } from "../net/ipv4.js";
 import { formatIpv6, parseIpv6, parsePrefix6, type Ipv6Prefix } from "../net/ipv6.js";
@@ -19,7 +19,7 @@ import type { Keyring } from "./gossip/keyring.js";
 import { Memberlist } from "./gossip/memberlist.js";
 import type { GossipCounters } from "./gossip/observability.js";
 import { Joiner, type JoinStatus, type JoinTiming } from "./join.js";
-import { SubnetLeases, type Lease, type LeaseLogger, type LeaseTimings, type MembershipPort, type ReclaimReport, type Reservation } from "./lease/allocator.js";
+import { SubnetLeases, type Lease, type LeaseLogger, type LeaseTimings, type MembershipPort, type ReclaimReport, type Reservation } from "./lease/subnet-leases.js";
 import { encodeLeaseMeta, LeaseDelegate } from "./lease/delegate.js";
 import type { Ipv6SubnetSpace, SubnetSpace } from "./lease/slots.js";
 import { FileLeaseStore, type LeaseStateStore } from "./lease/store.js";
@@ -64,21 +64,6 @@ export interface ControlPlaneDeps {
   logger: Logger;
   /** Addresses for a join target's host (default: the system resolver, every record). */
   resolve?: (host: string) => Promise<string[]>;
-}
-
-export interface Peer {
-  name: string;
-  subnet: Ipv4Prefix;
-  underlay: number;
-  backend: BackendAnnouncement;
-}
-
-/** A dual-stack peer's IPv6 side: its IPv6 subnet, underlay address and IPv6 announcement. */
-export interface Peer6 {
-  name: string;
-  subnet: Ipv6Prefix;
-  underlay: bigint;
-  backend: BackendAnnouncement;
 }
 
 /** The settings in force, defaults filled in (`weft status` shows them). */
@@ -241,10 +226,10 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
   }
 
   /** Live peers that hold an IPv4 lease and have announced an IPv4 backend (none while IPv4 is off). */
-  peers(): Peer[] {
+  peers(): BackendPeer<Ipv4Prefix, number>[] {
     if (!this.leases4) return [];
     const leased = new Map(this.leases4.peers().map((p) => [p.node, p.subnet]));
-    const out: Peer[] = [];
+    const out: BackendPeer<Ipv4Prefix, number>[] = [];
     for (const m of this.memberlist.members()) {
       if (m.name === this.opts.name) continue;
       const subnet = leased.get(m.name);
@@ -256,10 +241,10 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
   }
 
   /** Live peers that hold an IPv6 lease and announced an IPv6 backend (none while IPv6 is off). */
-  peers6(): Peer6[] {
+  peers6(): BackendPeer<Ipv6Prefix, bigint>[] {
     if (!this.leases6) return [];
     const leased = new Map(this.leases6.peers().map((p) => [p.node, p.subnet]));
-    const out: Peer6[] = [];
+    const out: BackendPeer<Ipv6Prefix, bigint>[] = [];
     for (const m of this.memberlist.members()) {
       if (m.name === this.opts.name) continue;
       const subnet = leased.get(m.name);

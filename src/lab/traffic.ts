@@ -59,6 +59,21 @@ export interface IperfOptions {
 let runs = 0;
 
 /** One iperf3 run: a one-shot server in `server`, the client in `client`. */
+/** What is read of iperf3's JSON result (`-J`): `sum` for UDP, `sum_sent` and `sum_received` for TCP. */
+interface IperfSum {
+  bytes: number;
+  seconds: number;
+  bits_per_second: number;
+  retransmits: number;
+  lost_percent: number;
+  lost_packets: number;
+  packets: number;
+}
+interface IperfJson {
+  error?: string;
+  end: { sum: IperfSum; sum_sent: IperfSum; sum_received: IperfSum };
+}
+
 export async function iperf(server: LabPod, client: LabPod, o: IperfOptions): Promise<IperfResult> {
   const port = String(o.port ?? 5201 + (runs++ % 100));
   if (o.family === 6 && server.addr6 === undefined) throw new WeftError("LAB_NO_ADDRESS", `iperf3 over IPv6 to ${server.name}: it has no IPv6 address`);
@@ -73,7 +88,7 @@ export async function iperf(server: LabPod, client: LabPod, o: IperfOptions): Pr
     if (o.udp) args.push("-u", "-b", o.bitrate ?? "0", "-l", String(o.length ?? 1400));
     const limitMs = (o.seconds ?? 60) * 1000 + 30_000;
     const { stdout } = await capture(client.ns.wrap(args), limitMs);
-    let j;
+    let j: IperfJson;
     try {
       j = JSON.parse(stdout);
     } catch {

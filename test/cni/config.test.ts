@@ -5,7 +5,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { cidrContains, networkOf, parseCidr } from "../../src/cni/cidr.js";
 import { parseNetConf, parseSubnetEnvFile } from "../../src/cni/config.js";
-import { CniError } from "../../src/cni/errors.js";
+import type { CniError } from "../../src/cni/errors.js";
 import { delegateConfig } from "../../src/cni/plugin.js";
 
 const KUBE_FLANNEL_CNI_CONF = { name: "cbr0", cniVersion: "0.3.1", type: "flannel", delegate: { hairpinMode: true, isDefaultGateway: true } };
