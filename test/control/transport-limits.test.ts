@@ -54,7 +54,7 @@ describe("gossip stream limits", () => {
         s.once("connect", () => s.write(Buffer.from([0, 0, 1, 0])));
         socks.push(s);
       }
-      const registry = agentMetrics(plane, () => undefined, () => undefined, () => undefined);
+      const registry = agentMetrics(plane, () => undefined, () => undefined, () => [], () => undefined);
       let text = "";
       for (let i = 0; i < 50 && !/weft_gossip_transport_total\{event="rejectedConnections"\} [1-9]/.test(text); i++) {
         await new Promise((r) => setTimeout(r, 100));

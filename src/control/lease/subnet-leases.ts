@@ -648,7 +648,7 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     // The reply comes back on the request's own stream (see answer()).
     this.opts.membership.request(to, this.encode({ kind: "request", id })).then((bytes) => {
       const reply = bytes && decodeMessage(this.opts.space.fingerprint, bytes);
-      if (!reply || reply.kind !== "reply" || reply.id !== id) return failed();
+      if (reply?.kind !== "reply" || reply.id !== id) return failed();
       void this.enqueue(() => this.takeReply(to, reply.id, reply.granted, reply.ring));
     }).catch(failed);
   }
