@@ -89,3 +89,8 @@ function load(): NativeIo {
 }
 
 export const native: NativeIo = load();
+
+/** A batch call's count cut to what one native call takes (the caller calls again for the rest). */
+export function atMostMaxBatch(count: number): number {
+  return count > native.MAX_BATCH ? native.MAX_BATCH : count;
+}
