@@ -1,10 +1,11 @@
-// The send path with segmentation offloads: a batch read from a TUN queue with IFF_VNET_HDR and
-// TSO/USO on, where each packet may be a super-packet of up to 64 KB with a virtio_net_hdr in
-// front. One call per batch: route lookup (resolve.ts), then per packet either the checksum the
-// kernel left partial is finished in place and the encapsulation header goes in front (as
-// without offloads), or the super-packet is cut into encapsulated segments in its output slot
-// (tcp-segment.ts). The result is a second descriptor array for sendmmsg in which each segmented
-// packet is one or more UDP GSO sends ("trains": at most 64 datagrams and 65507 bytes each).
+// The send path: a batch read from a TUN queue, one call per batch. Route lookup (resolve.ts), then
+// per packet the encapsulation header goes in front. With a vnet header (`vnet` 1: the queue has
+// IFF_VNET_HDR and TSO/USO on) a packet may be a super-packet of up to 64 KB: the checksum the
+// kernel left partial is finished in place, or the super-packet is cut into encapsulated segments
+// in its output slot (tcp-segment.ts), sent as one or more UDP GSO sends ("trains": at most 64
+// datagrams and 65507 bytes each). Without one (`vnet` 0, offloads off) every packet is the
+// single-segment case: no header to park or act on, nothing to segment, and with outDescs == descs
+// the sends stay where they were read, so that case costs what a plain encapsulation does.
 import { DESC_OFF, DESC_LEN, DESC_FLAGS, DESC_VERDICT, HEADROOM, descPtr } from "../descriptor";
 import { batchSize, descInBounds, finishTx, memoryTop } from "../batch";
 import { ctxCountersTx } from "../context";
@@ -44,16 +45,19 @@ import { completeChecksum, gsoTrainBytes, segmentIpv4, OFFLOAD_MAX_TRAINS } from
 }
 
 /**
- * The batch of n packets read with vnet headers at `descs`; packet i may use output slot
- * out + i * outStride. Writes the sends, then the ICMP replies for the TUN device (each with a
- * zeroed vnet header in front), to `outDescs`, which must hold n * OFFLOAD_MAX_TRAINS descriptors.
- * Returns sends | replies << 16.
+ * Encapsulates the batch of n packets read at `descs` as `format` (ENCAP_VXLAN or ENCAP_NONE,
+ * flannel's udp: TTL decremented once, before segmentation). With `vnet` 1 each packet has a vnet
+ * header in front and packet i may use output slot out + i * outStride; outDescs must then hold
+ * n * OFFLOAD_MAX_TRAINS descriptors. With `vnet` 0 out and outStride are unused and outDescs may
+ * be descs itself (no copy). Writes the sends, then the ICMP replies for the TUN device (with a
+ * zeroed vnet header in front when `vnet`), to `outDescs`. Returns sends | replies << 16.
  */
-function offloadEncapBatch(ctx: usize, descs: usize, n: i32, outDescs: usize, out: usize, outStride: i32, encap: i32): i32 {
+export function encapBatch(ctx: usize, descs: usize, n: i32, format: i32, vnet: i32, outDescs: usize, out: usize, outStride: i32): i32 {
   n = batchSize(n);
   const top = memoryTop();
+  const encap = format == ENCAP_VXLAN ? ENCAP_VXLAN : ENCAP_NONE;
   // resolve writes up to 28 bytes in front of OFF: park each vnet header at the slot's start.
-  for (let i = 0; i < n; i++) {
+  for (let i = 0; vnet != 0 && i < n; i++) {
     const d = descPtr(descs, i);
     if (!descInBounds(d, top)) continue;
     const p = <usize>load<i32>(d + DESC_OFF);
@@ -67,16 +71,24 @@ function offloadEncapBatch(ctx: usize, descs: usize, n: i32, outDescs: usize, ou
     const v = load<i32>(d + DESC_VERDICT);
     if (v == VERDICT_REPLY) {
       resolveApply(d, header);
-      vnetWriteNone(<usize>load<i32>(d + DESC_OFF) - <usize>VNET_HDR_BYTES);
+      if (vnet != 0) vnetWriteNone(<usize>load<i32>(d + DESC_OFF) - <usize>VNET_HDR_BYTES);
       continue;
     }
     if (v != VERDICT_FORWARD) continue;
     const p = <usize>load<i32>(d + DESC_OFF);
     let w = encap == ENCAP_NONE ? ipv4DecrementTtl(p) : VERDICT_FORWARD;
-    if (w == VERDICT_FORWARD) w = offloadOne(d, p - <usize>HEADROOM, header, out + <usize>(i * outStride), outStride, counters);
+    if (w == VERDICT_FORWARD) {
+      if (vnet != 0) w = offloadOne(d, p - <usize>HEADROOM, header, out + <usize>(i * outStride), outStride, counters);
+      else {
+        resolveApply(d, header);
+        store<i32>(d + DESC_FLAGS, 0);
+      }
+    }
     store<i32>(d + DESC_VERDICT, w);
   }
   const r = finishTx(ctx, descs, n);
+  // Without a vnet header nothing was segmented: each send is its packet's descriptor.
+  if (vnet == 0 && outDescs == descs) return r;
   const fwd = r & 0xffff;
   const rep = r >>> 16;
   let o = 0;
@@ -103,16 +115,6 @@ function offloadEncapBatch(ctx: usize, descs: usize, n: i32, outDescs: usize, ou
   }
   for (let i = fwd; i < fwd + rep; i++) copyDesc(descPtr(outDescs, o + i - fwd), descPtr(descs, i));
   return o | (rep << 16);
-}
-
-/** offloadEncapBatch for the VXLAN format. */
-export function vxlanEncapOffloadBatch(ctx: usize, descs: usize, n: i32, outDescs: usize, out: usize, outStride: i32): i32 {
-  return offloadEncapBatch(ctx, descs, n, outDescs, out, outStride, ENCAP_VXLAN);
-}
-
-/** offloadEncapBatch for flannel's udp format (TTL decremented once, before segmentation). */
-export function udpEncapOffloadBatch(ctx: usize, descs: usize, n: i32, outDescs: usize, out: usize, outStride: i32): i32 {
-  return offloadEncapBatch(ctx, descs, n, outDescs, out, outStride, ENCAP_NONE);
 }
 
 export { OFFLOAD_MAX_TRAINS };

@@ -1,12 +1,12 @@
 // VXLAN (RFC 7348) as the Linux vxlan device speaks it when flannel sets it up: UDP payload =
 // 8-byte VXLAN header (flags 0x08, 24-bit VNI, reserved bytes zero) + inner Ethernet header
 // (peer VTEP MAC, our VTEP MAC, ethertype) + the IP packet. The outer IP/UDP headers are the
-// socket's business. Encapsulation writes the 22 header bytes into the slot's headroom.
+// socket's business. Encapsulation (resolve.ts, offload-send.ts) writes the 22 header bytes into
+// the slot's headroom.
 import { be16, putBe16 } from "./bytes";
 import { ipv4Check, ipv6Check, ipv4TotalLen, IPV6_HEADER } from "./ipv4";
-import { resolveBatch, resolveApply, ENCAP_VXLAN } from "./resolve";
 import { DESC_OFF, DESC_LEN, DESC_VERDICT, descPtr } from "../descriptor";
-import { batchSize, descInBounds, finishRx, finishTx, memoryTop } from "../batch";
+import { batchSize, descInBounds, finishRx, memoryTop } from "../batch";
 import { CTX_VNI, CTX_MAC } from "../context";
 import { sourceCheckBatch } from "./source-check";
 import {
@@ -32,19 +32,6 @@ const VXLAN_FLAG_I: u32 = 0x08;
   store<u16>(h + 14, load<u16>(srcMac));
   store<u32>(h + 16, load<u32>(srcMac, 2));
   putBe16(h + 20, ethertype);
-}
-
-/**
- * Encapsulates a batch read from the TUN device: route lookup per packet, VXLAN header in the
- * headroom, destination (peer underlay address and port) into ADDR/PORT, next hop into AUX.
- * Returns forwarded | replies << 16 (batch.ts); replies are ICMP net-unreachable packets for the
- * TUN device.
- */
-export function vxlanEncapBatch(ctx: usize, descs: usize, n: i32): i32 {
-  n = batchSize(n);
-  resolveBatch(ctx, descs, n, ENCAP_VXLAN);
-  for (let i = 0; i < n; i++) resolveApply(descPtr(descs, i), VXLAN_OVERHEAD);
-  return finishTx(ctx, descs, n);
 }
 
 /** Validates one received VXLAN payload; on success moves OFF/LEN to the inner IP packet. */

@@ -59,22 +59,23 @@ function caseSet(size: number): { cases: MicroCase[] } {
   const rxView = rx.descView();
   const sendCtx = { vni: 1, localAddr: 0xc6130000, mac: OUR_MAC, lookup: (a: number) => reference.lookup(a), nextHop: (i: number) => hops.get(i) };
 
+  const vxlan = hp.wireFormat("vxlan");
   // Sanity: every packet of the batch is forwarded, else the figures would measure drops.
   txView.set(txDescs);
-  const sent = hp.fn.vxlanEncapBatch(ctx.ptr, tx.descs, BATCH);
+  const sent = hp.fn.encapBatch(ctx.ptr, tx.descs, BATCH, vxlan, 0, tx.descs, 0, 0);
   rxView.set(rxDescs);
-  const got = hp.fn.vxlanDecapBatch(ctx.ptr, rx.descs, BATCH);
+  const got = hp.fn.decapBatch(ctx.ptr, rx.descs, BATCH, vxlan, 0, 0, rx.descs, BATCH, 0, 0);
   if (sent !== BATCH || got !== BATCH) throw new Error(`benchmark batch not fully forwarded: encap ${sent}, decap ${got}`);
 
   return {
     cases: [
       { name: `wasm encap+lookup ${size} B, batch ${BATCH}`, perCall: BATCH, unit: "packets", fn: () => {
         txView.set(txDescs);
-        hp.fn.vxlanEncapBatch(ctx.ptr, tx.descs, BATCH);
+        hp.fn.encapBatch(ctx.ptr, tx.descs, BATCH, vxlan, 0, tx.descs, 0, 0);
       } },
       { name: `wasm decap ${size} B, batch ${BATCH}`, perCall: BATCH, unit: "packets", fn: () => {
         rxView.set(rxDescs);
-        hp.fn.vxlanDecapBatch(ctx.ptr, rx.descs, BATCH);
+        hp.fn.decapBatch(ctx.ptr, rx.descs, BATCH, vxlan, 0, 0, rx.descs, BATCH, 0, 0);
       } },
       { name: `reference encap+lookup ${size} B (linear-scan LPM)`, perCall: BATCH, unit: "packets", fn: () => {
         for (const p of packets) refSend(p, sendCtx, "vxlan");

@@ -22,7 +22,7 @@ import { DEFAULT_BUSY_POLL_US, DEFAULT_QUEUE_DELAY_US } from "./defaults.js";
 import { PeerTable, type DataplanePeer } from "./peers.js";
 import { innerFlowSteering } from "./steering.js";
 import { openFirstSocket, openTunQueues, type OffloadState } from "./offload.js";
-import { IO_COUNTER, IO_COUNTER_SLOTS, type OffloadRegions, type QueueTask, type WireFormat } from "./queue-task.js";
+import { IO_COUNTER, IO_COUNTER_SLOTS, type QueueTask, type ResultRegions, type WireFormat } from "./queue-task.js";
 
 export interface UserspaceDataplaneOptions {
   format: WireFormat;
@@ -91,8 +91,14 @@ interface Queue {
 
 /** Slot bytes: headroom + the largest frame the TUN MTU allows + encapsulation, rounded up. */
 const SLOT_BYTES = 2048;
+/**
+ * What a slot holds besides a packet of the TUN MTU: the headroom in front (native.HEADROOM, where
+ * encapsulation headers and ICMP errors are written) and, in a received VXLAN datagram, the VXLAN
+ * and inner Ethernet headers in front of the packet (VXLAN_OVERHEAD in assembly/packet/vxlan.ts).
+ */
+const SLOT_BYTES_BESIDES_PACKET = 64 + 22;
 /** The largest TUN MTU the slots hold; a jumbo underlay gets pods of this MTU (the backend clamps). */
-export const DATAPLANE_MAX_MTU = SLOT_BYTES - 64 - 22;
+export const DATAPLANE_MAX_MTU = SLOT_BYTES - SLOT_BYTES_BESIDES_PACKET;
 /**
  * With offloads, slots hold a 64 KiB super-packet or GRO batch (plus headroom): fewer of them,
  * about 5 MiB per queue in all. Each TUN read is a syscall of its own anyway, so 16 per send batch
@@ -115,6 +121,14 @@ const SEGMENT_SLOT_BYTES = 96 * 1024;
 const TUN_TXQUEUELEN = 5000;
 const TUN_TXQUEUELEN_OFFLOADS = 256;
 
+/** Without offloads every packet is a single segment: results stay in the batches they were read into. */
+function inPlaceResults(tx: PacketBatch, rx: PacketBatch): ResultRegions {
+  return {
+    sendDescs: tx.descs, sendMax: tx.size, segments: 0, segmentStride: 0,
+    scratch: 0, writeDescs: rx.descs, writeMax: rx.size, moved: 0, movedCap: 0,
+  };
+}
+
 export class UserspaceDataplane {
   readonly workers: number;
   private readonly hp: HotPath;
@@ -135,7 +149,7 @@ export class UserspaceDataplane {
     this.workers = opts.workers ?? availableParallelism();
     const maxPeers = opts.maxPeers ?? 4096;
     const batch = opts.batchSize ?? 64;
-    if (opts.mtu + 64 + 22 > SLOT_BYTES) throw new WeftError("DATAPLANE_MTU", `MTU ${opts.mtu} does not fit the ${SLOT_BYTES}-byte packet slots; use an MTU of at most ${SLOT_BYTES - 86}`);
+    if (opts.mtu > DATAPLANE_MAX_MTU) throw new WeftError("DATAPLANE_MTU", `MTU ${opts.mtu} does not fit the ${SLOT_BYTES}-byte packet slots; use an MTU of at most ${DATAPLANE_MAX_MTU}`);
     this.hp = new HotPath(createHotPathMemory());
     const arena = new Arena(this.hp);
     this.routes = new RouteTable(this.hp, arena, { tbl8Groups: 256, maxRules: maxPeers * 2, maxNextHops: maxPeers });
@@ -169,8 +183,9 @@ export class UserspaceDataplane {
           ctx, tun: tuns[q], udp: sockets[q], waker,
           task: {
             queue: q, format: opts.format, memory: this.hp.memory, ctx: ctx.ptr, tx: region(tx), rx: region(rx),
-            ioCounters, stopWord: stopAt, busyPollUs: opts.busyPollUs ?? DEFAULT_BUSY_POLL_US, queueDelayUs, nice: opts.nice ?? 0, tunFd: tuns[q].fd, udpFd: sockets[q].fd, wakeFd: waker.fd,
-            offload: enabled ? this.offloadRegions(arena, tx, rx) : undefined,
+            results: enabled ? this.offloadResults(arena, tx, rx) : inPlaceResults(tx, rx),
+            ioCounters, stopWord: stopAt, busyPollUs: opts.busyPollUs ?? DEFAULT_BUSY_POLL_US, queueDelayUs, nice: opts.nice ?? 0,
+            tun: tuns[q].lend(), udp: sockets[q].lend(), wakeFd: waker.fd,
           },
         });
       }
@@ -182,22 +197,24 @@ export class UserspaceDataplane {
     }
   }
 
-  /** The output regions of one queue's offloaded batches (see OffloadRegions). */
-  private offloadRegions(arena: Arena, tx: PacketBatch, rx: PacketBatch): OffloadRegions {
+  /** The result regions of one queue's batches with offloads (see ResultRegions). */
+  private offloadResults(arena: Arena, tx: PacketBatch, rx: PacketBatch): ResultRegions {
     const descBytes = this.hp.constant("DESC_BYTES");
-    const rxOutMax = rx.size * this.hp.constant("GRO_MAX_SEGMENTS");
+    const sendMax = tx.size * this.hp.constant("OFFLOAD_MAX_TRAINS");
+    const writeMax = rx.size * this.hp.constant("GRO_MAX_SEGMENTS");
     // Merged packets take less room than their segments did; only flannel udp datagrams that move
     // grow, by their vnet header: room for all of that plus one super-packet being built.
-    const rxOutCap = rx.size * rx.stride + rxOutMax * 16 + BIG_SLOT_BYTES;
+    const movedCap = rx.size * rx.stride + writeMax * 16 + BIG_SLOT_BYTES;
     return {
-      txOutDescs: arena.alloc(tx.size * this.hp.constant("OFFLOAD_MAX_TRAINS") * descBytes),
-      txOut: arena.alloc(tx.size * SEGMENT_SLOT_BYTES),
-      txOutStride: SEGMENT_SLOT_BYTES,
-      rxScratch: arena.alloc(this.hp.constant("MAX_BATCH") * descBytes),
-      rxOutDescs: arena.alloc(rxOutMax * descBytes),
-      rxOutMax,
-      rxOut: arena.alloc(rxOutCap),
-      rxOutCap,
+      sendDescs: arena.alloc(sendMax * descBytes),
+      sendMax,
+      segments: arena.alloc(tx.size * SEGMENT_SLOT_BYTES),
+      segmentStride: SEGMENT_SLOT_BYTES,
+      scratch: arena.alloc(this.hp.constant("MAX_BATCH") * descBytes),
+      writeDescs: arena.alloc(writeMax * descBytes),
+      writeMax,
+      moved: arena.alloc(movedCap),
+      movedCap,
     };
   }
 

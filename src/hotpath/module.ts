@@ -14,16 +14,13 @@ export interface HotPathFunctions {
     vni: number, localAddr: number, macHi16: number, macLo32: number, flags: number,
   ): void;
   contextSetPeerCounters(ctx: number, tx: number, rx: number, slots: number): void;
-  vxlanEncapBatch(ctx: number, descs: number, n: number): number;
-  vxlanDecapBatch(ctx: number, descs: number, n: number): number;
-  udpEncapBatch(ctx: number, descs: number, n: number): number;
-  udpDecapBatch(ctx: number, descs: number, n: number): number;
-  /** Offloads (assembly/packet/offload-send.ts): returns sends | replies << 16, written to outDescs. */
-  vxlanEncapOffloadBatch(ctx: number, descs: number, n: number, outDescs: number, out: number, outStride: number): number;
-  udpEncapOffloadBatch(ctx: number, descs: number, n: number, outDescs: number, out: number, outStride: number): number;
-  /** Offloads (assembly/packet/offload-receive.ts): returns the packets written to outDescs. */
-  vxlanDecapOffloadBatch(ctx: number, descs: number, n: number, scratch: number, outDescs: number, outMax: number, out: number, cap: number): number;
-  udpDecapOffloadBatch(ctx: number, descs: number, n: number, scratch: number, outDescs: number, outMax: number, out: number, cap: number): number;
+  /**
+   * The send path (assembly/packet/offload-send.ts): format ENCAP_VXLAN or ENCAP_NONE; vnet 1 when
+   * packets have a vnet header (offloads). Returns sends | replies << 16, written to outDescs.
+   */
+  encapBatch(ctx: number, descs: number, n: number, format: number, vnet: number, outDescs: number, out: number, outStride: number): number;
+  /** The receive path (assembly/packet/offload-receive.ts): returns the packets written to outDescs. */
+  decapBatch(ctx: number, descs: number, n: number, format: number, vnet: number, scratch: number, outDescs: number, outMax: number, out: number, cap: number): number;
   routeTableSize(tbl8Groups: number, maxRules: number, maxNextHops: number): number;
   routeTableInit(t: number, tbl8Groups: number, maxRules: number, maxNextHops: number): number;
   routeInsert(t: number, prefix: number, len: number, nh: number): number;
@@ -83,6 +80,11 @@ export class HotPath {
     const v = this.globals.get(name);
     if (v === undefined) throw new WeftError("HOTPATH_NO_CONSTANT", `the hot path exports no constant ${name}; rebuild with \`npm run build:wasm\``);
     return v;
+  }
+
+  /** The `format` argument of encapBatch/decapBatch for a wire format. */
+  wireFormat(format: "vxlan" | "udp"): number {
+    return this.constant(format === "vxlan" ? "ENCAP_VXLAN" : "ENCAP_NONE");
   }
 
   /** Names of verdict codes (index = code): FORWARD, REPLY, then the drop reasons. */

@@ -7,7 +7,7 @@ import { buildIpv4, buildVxlan } from "../reference/build.js";
 import { internetChecksum } from "../reference/checksum.js";
 import { ReferenceRouteTable } from "../reference/lpm.js";
 import { refSend, refUdpReceive, refVxlanReceive, type NextHop, type SendResult, type ReceiveResult } from "../reference/packets.js";
-import { loadBatch, makeRig, readBatch, type Rig } from "../support/hotpath.js";
+import { decapInPlace, encapInPlace, loadBatch, makeRig, readBatch, type Rig } from "../support/hotpath.js";
 
 const VNI = 1;
 const OUR_MAC = Uint8Array.from([0x0a, 0x58, 0xc6, 0x13, 0x01, 0x00]);
@@ -158,22 +158,22 @@ function peerOf(r: Ref): number | undefined {
 
 describe("send path (TUN to socket)", () => {
   const rig = setupRig();
-  it("vxlanEncapBatch equals the reference", () => {
+  it("encapBatch (vxlan, single segments) equals the reference", () => {
     fc.assert(
       fc.property(batchOf(tunPacket), (packets) => {
         const refs = packets.map((p) => refSend(p, sendCtx, "vxlan"));
-        compare(rig, packets, (n) => rig.hp.fn.vxlanEncapBatch(rig.ctx.ptr, rig.batch.descs, n), refs, () => rig.ctx.tx().packets);
+        compare(rig, packets, (n) => encapInPlace(rig, "vxlan", n), refs, () => rig.ctx.tx().packets);
       }),
       { numRuns: 300 },
     );
     expectSeen(rig, ["FORWARD", "REPLY", "NO_ROUTE", "NO_NEXT_HOP", "IPV6_UNROUTED", "TOO_SHORT", "IP_LENGTH", "IPV4_IHL", "IP_VERSION"]);
   });
 
-  it("udpEncapBatch equals the reference (TTL decrement, ICMP net unreachable)", () => {
+  it("encapBatch (udp, single segments) equals the reference (TTL decrement, ICMP net unreachable)", () => {
     fc.assert(
       fc.property(batchOf(tunPacket), (packets) => {
         const refs = packets.map((p) => refSend(p, sendCtx, "udp"));
-        compare(rig, packets, (n) => rig.hp.fn.udpEncapBatch(rig.ctx.ptr, rig.batch.descs, n), refs, () => rig.ctx.tx().packets);
+        compare(rig, packets, (n) => encapInPlace(rig, "udp", n), refs, () => rig.ctx.tx().packets);
       }),
       { numRuns: 300 },
     );
@@ -183,7 +183,7 @@ describe("send path (TUN to socket)", () => {
     fc.assert(
       fc.property(batchOf(ipv4), (packets) => {
         loadBatch(rig, packets);
-        const ret = rig.hp.fn.udpEncapBatch(rig.ctx.ptr, rig.batch.descs, packets.length);
+        const ret = encapInPlace(rig, "udp", packets.length);
         const n = (ret & 0xffff) + (ret >>> 16);
         for (const r of readBatch(rig, n)) {
           const ihl = (r.bytes[0] & 15) * 4;
@@ -198,22 +198,22 @@ describe("send path (TUN to socket)", () => {
 
 describe("receive path (socket to TUN)", () => {
   const rig = setupRig();
-  it("vxlanDecapBatch equals the reference on VXLAN frames, damaged frames and garbage", () => {
+  it("decapBatch (vxlan, single segments) equals the reference on VXLAN frames, damaged frames and garbage", () => {
     fc.assert(
       fc.property(batchOf(received(vxlanFrame)), (frames) => {
         const refs = frames.map((f) => refVxlanReceive(f, VNI, OUR_MAC));
-        compare(rig, frames, (n) => rig.hp.fn.vxlanDecapBatch(rig.ctx.ptr, rig.batch.descs, n), refs, () => rig.ctx.rx().packets);
+        compare(rig, frames, (n) => decapInPlace(rig, "vxlan", n), refs, () => rig.ctx.rx().packets);
       }),
       { numRuns: 300 },
     );
     expectSeen(rig, ["FORWARD", "TOO_SHORT", "VXLAN_FLAGS", "VXLAN_VNI", "NOT_OUR_MAC", "ARP_BROADCAST", "ETHERTYPE", "IP_VERSION", "IP_LENGTH", "IPV4_CHECKSUM", "TTL_EXHAUSTED"]);
   });
 
-  it("udpDecapBatch equals the reference on packets, damaged packets and garbage", () => {
+  it("decapBatch (udp, single segments) equals the reference on packets, damaged packets and garbage", () => {
     fc.assert(
       fc.property(batchOf(received(ipv4)), (payloads) => {
         const refs = payloads.map((p) => refUdpReceive(p));
-        compare(rig, payloads, (n) => rig.hp.fn.udpDecapBatch(rig.ctx.ptr, rig.batch.descs, n), refs, () => rig.ctx.rx().packets);
+        compare(rig, payloads, (n) => decapInPlace(rig, "udp", n), refs, () => rig.ctx.rx().packets);
       }),
       { numRuns: 300 },
     );
@@ -227,7 +227,7 @@ describe("receive path (socket to TUN)", () => {
         const frames = batch.map(([f]) => f);
         const froms = batch.map(([, a]) => a);
         const refs = batch.map(([f, a]) => refVxlanReceive(f, VNI, OUR_MAC, sourceCheck(a)));
-        compare(checked, frames, (n) => checked.hp.fn.vxlanDecapBatch(checked.ctx.ptr, checked.batch.descs, n), refs, () => checked.ctx.rx().packets, froms);
+        compare(checked, frames, (n) => decapInPlace(checked, "vxlan", n), refs, () => checked.ctx.rx().packets, froms);
       }),
       { numRuns: 200 },
     );
@@ -241,7 +241,7 @@ describe("receive path (socket to TUN)", () => {
       fc.property(batchOf(fc.tuple(received(ipv4), from)), (batch) => {
         const payloads = batch.map(([p]) => p);
         const refs = batch.map(([p, a]) => refUdpReceive(p, sourceCheck(a)));
-        compare(checked, payloads, (n) => checked.hp.fn.udpDecapBatch(checked.ctx.ptr, checked.batch.descs, n), refs, () => checked.ctx.rx().packets, batch.map(([, a]) => a));
+        compare(checked, payloads, (n) => decapInPlace(checked, "udp", n), refs, () => checked.ctx.rx().packets, batch.map(([, a]) => a));
       }),
       { numRuns: 200 },
     );
@@ -253,10 +253,10 @@ describe("receive path (socket to TUN)", () => {
     fc.assert(
       fc.property(batchOf(ipv4.filter((p) => refLookup((p[16] << 24 | p[17] << 16 | p[18] << 8 | p[19]) >>> 0) === 1 && p[8] > 0)), (packets) => {
         loadBatch(rig, packets);
-        const fwd = rig.hp.fn.vxlanEncapBatch(rig.ctx.ptr, rig.batch.descs, packets.length) & 0xffff;
+        const fwd = encapInPlace(rig, "vxlan", packets.length) & 0xffff;
         const frames = readBatch(rig, fwd).map((r) => r.bytes);
         loadBatch(peer, frames);
-        expect(peer.hp.fn.vxlanDecapBatch(peer.ctx.ptr, peer.batch.descs, frames.length)).toBe(packets.length);
+        expect(decapInPlace(peer, "vxlan", frames.length)).toBe(packets.length);
         expect(readBatch(peer, packets.length).map((r) => Buffer.from(r.bytes).toString("hex"))).toEqual(
           packets.map((p) => Buffer.from(p).toString("hex")),
         );
@@ -274,7 +274,7 @@ describe("descriptors the caller got wrong", () => {
     const d = rig.batch.descView();
     d[0] = rig.hp.memory.buffer.byteLength - 4; // OFF near the end, LEN beyond it
     d[8] = 10; // OFF inside the first 64 bytes: no headroom
-    const ret = rig.hp.fn.vxlanEncapBatch(rig.ctx.ptr, rig.batch.descs, 3);
+    const ret = encapInPlace(rig, "vxlan", 3);
     expect(ret).toBe(1);
     expect(rig.ctx.tx().packets.BAD_DESCRIPTOR).toBe(2n);
   });

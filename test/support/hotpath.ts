@@ -57,3 +57,18 @@ export function loadBatch(rig: Rig, packets: Uint8Array[], from?: number[]): voi
 export function readBatch(rig: Rig, n: number): SlotResult[] {
   return rig.batch.read(n).map((r) => ({ slot: r.slot, verdict: rig.verdicts[r.verdict], bytes: r.bytes, addr: r.addr, port: r.port, aux: r.aux }));
 }
+
+/**
+ * The send path without offloads on the rig's batch of n packets, results in place: sends |
+ * replies << 16 (the single-segment case of encapBatch).
+ */
+export function encapInPlace(rig: Rig, format: "vxlan" | "udp", n: number): number {
+  const { hp, ctx, batch } = rig;
+  return hp.fn.encapBatch(ctx.ptr, batch.descs, n, hp.wireFormat(format), 0, batch.descs, 0, 0);
+}
+
+/** The receive path without offloads on the rig's batch of n datagrams, in place: the packets to write. */
+export function decapInPlace(rig: Rig, format: "vxlan" | "udp", n: number): number {
+  const { hp, ctx, batch } = rig;
+  return hp.fn.decapBatch(ctx.ptr, batch.descs, n, hp.wireFormat(format), 0, 0, batch.descs, batch.size, 0, 0);
+}

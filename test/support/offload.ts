@@ -73,8 +73,8 @@ export function loadSend(packets: TunRead[]): void {
 
 /** One send-path call over the n loaded packets: sends | replies << 16. */
 export function runSend(n: number, format: Format): number {
-  const fn = format === "vxlan" ? TX.rig.hp.fn.vxlanEncapOffloadBatch : TX.rig.hp.fn.udpEncapOffloadBatch;
-  return fn(TX.rig.ctx.ptr, TX.rig.batch.descs, n, TX.outDescs, TX.out, SEGMENT_SLOT);
+  const { hp } = TX.rig;
+  return hp.fn.encapBatch(TX.rig.ctx.ptr, TX.rig.batch.descs, n, hp.wireFormat(format), 1, TX.outDescs, TX.out, SEGMENT_SLOT);
 }
 
 /** Runs the send path on TUN reads: the UDP (GSO) sends, the ICMP replies' count, the memory. */
@@ -106,8 +106,8 @@ export function loadReceive(runs: Uint8Array[][]): void {
 /** One receive-path call over n loaded receives: the number of packets for the TUN device. */
 export function runReceive(n: number, format: Format): number {
   const { rig } = RX;
-  const fn = format === "vxlan" ? rig.hp.fn.vxlanDecapOffloadBatch : rig.hp.fn.udpDecapOffloadBatch;
-  return fn(rig.ctx.ptr, rig.batch.descs, n, RX.scratch, RX.outDescs, RX.outMax, RX.out, RX.cap);
+  const { hp } = rig;
+  return hp.fn.decapBatch(rig.ctx.ptr, rig.batch.descs, n, hp.wireFormat(format), 1, RX.scratch, RX.outDescs, RX.outMax, RX.out, RX.cap);
 }
 
 /** Receives runs of datagrams (each run one GRO batch) and returns the packets for the TUN device with their vnet headers. */
