@@ -11,6 +11,7 @@
 // Reports, per scenario: time until every node knows a new node / a failure (p50/p99/max),
 // false suspicions and false deaths (about nodes that never failed), and bytes sent per node per
 // second at steady state (whole frames: encryption and headers included).
+import { percentile } from "../../src/bench/stats.js";
 import { profiles, type MemberlistConfig } from "../../src/control/gossip/config.js";
 import type { EventDelegate, NodeView } from "../../src/control/gossip/delegate.js";
 import { pushPullInterval } from "../../src/control/gossip/memberlist.js";
@@ -115,9 +116,7 @@ class Recorder {
 
 function percentiles(xs: number[]): string {
   if (xs.length === 0) return "n/a";
-  const s = [...xs].sort((a, b) => a - b);
-  const at = (p: number): number => s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
-  return `p50 ${fmt(at(50))}  p99 ${fmt(at(99))}  max ${fmt(s[s.length - 1])}  (n=${s.length})`;
+  return `p50 ${fmt(percentile(xs, 0.5))}  p99 ${fmt(percentile(xs, 0.99))}  max ${fmt(Math.max(...xs))}  (n=${xs.length})`;
 }
 const fmt = (ms: number): string => `${(ms / 1000).toFixed(2)} s`;
 

@@ -4,6 +4,7 @@
 import dgram from "node:dgram";
 import { once } from "node:events";
 import { performance } from "node:perf_hooks";
+import { median } from "../../src/bench/stats.js";
 import { parseIpv4 } from "../../src/net/ipv4.js";
 import { TunQueue } from "../../src/io/tun.js";
 import { UdpSocket } from "../../src/io/udp.js";
@@ -52,7 +53,6 @@ async function slice(batch: number, round: Round): Promise<{ packets: number; lo
   return { packets, lost, pps: packets / seconds, cpuNsPerPacket: ((used.user + used.system) * 1000) / Math.max(packets, 1) };
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
 /**
  * Measures the modes of one case in turns (REPEATS slices each, interleaved, so that load from

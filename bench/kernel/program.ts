@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Backend, BackendAnnouncement, BackendPeer } from "../../src/backends/backend.js";
 import { createBackend } from "../../src/backends/index.js";
+import { median } from "../../src/bench/stats.js";
 import { Netns } from "../../src/lab/netns.js";
 import { type Ipv4Prefix } from "../../src/net/ipv4.js";
 import { formatAnyPrefix } from "../../src/net/ip.js";
@@ -37,7 +38,6 @@ async function timed(fn: () => Promise<unknown>): Promise<number> {
   return performance.now() - t0;
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 async function count(ns: Netns): Promise<{ routes: number; neighs: number; fdbs: number }> {
   const routes = await ns.kernel.ipJson<unknown[]>(["route", "show", "dev", "flannel.1"]);

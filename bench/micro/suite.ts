@@ -1,6 +1,9 @@
 // Runs a group of microbenchmarks with benchmark.js and reports each as units per second
 // (packets/s, lookups/s), since one call handles a whole batch.
 import Benchmark from "benchmark";
+import { formatRate, type MicroResult } from "../../src/bench/micro.js";
+
+export type { MicroResult };
 
 export interface MicroCase {
   name: string;
@@ -9,17 +12,6 @@ export interface MicroCase {
   /** Units (packets, lookups) one call handles. */
   perCall: number;
   unit: string;
-}
-
-export interface MicroResult {
-  suite: string;
-  name: string;
-  /** Units per second (calls/s x perCall). */
-  rate: number;
-  unit: string;
-  /** Relative margin of error, percent. */
-  rme: number;
-  samples: number;
 }
 
 export function runMicroSuite(suite: string, cases: MicroCase[], opts: { maxTime?: number } = {}): MicroResult[] {
@@ -36,11 +28,4 @@ export function runMicroSuite(suite: string, cases: MicroCase[], opts: { maxTime
   console.log(suite);
   s.run({ async: false });
   return results;
-}
-
-export function formatRate(rate: number): string {
-  if (rate >= 1e9) return `${(rate / 1e9).toFixed(2)} G`;
-  if (rate >= 1e6) return `${(rate / 1e6).toFixed(2)} M`;
-  if (rate >= 1e3) return `${(rate / 1e3).toFixed(1)} k`;
-  return rate.toFixed(0);
 }

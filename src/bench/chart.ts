@@ -2,8 +2,8 @@
 // in any browser: per figure, one bar per setup showing its ratio to kernel vxlan on a log
 // scale, so 0.5x and 2x are equally long and the baseline is the vertical line at 1x.
 import type { BackendType } from "../backends/backend.js";
-import type { BenchSetup } from "./settings.js";
-import { BASELINE, type Figure } from "./summary.js";
+import { BASELINE, type BenchSetup } from "./settings.js";
+import type { Figure } from "./summary.js";
 import { formatRatio, formatValue } from "./table.js";
 
 const COLORS: Record<BackendType, string> = { vxlan: "#4c72b0", "host-gw": "#55a868", "wasm-vxlan": "#dd8452", udp: "#8172b3" };

@@ -95,7 +95,11 @@ export async function measureCpu<T>(pids: number[], run: () => Promise<T>): Prom
  * are noisy.
  */
 export function cpuPerGigabyte(d: CpuDelta, bytes: number): { agents: number; kernel: number; total: number } {
-  const gb = bytes / 1e9;
   const kernel = d.machineSystem + d.machineInterrupts;
-  return { agents: (d.agentsUser + d.agentsSystem) / gb, kernel: kernel / gb, total: (d.agentsUser + kernel) / gb };
+  return { agents: perGigabyte(d.agentsUser + d.agentsSystem, bytes), kernel: perGigabyte(kernel, bytes), total: perGigabyte(d.agentsUser + kernel, bytes) };
+}
+
+/** CPU seconds per gigabyte: `seconds` over `bytes` received, in 10^9 bytes. The one unit of every CPU-per-GB figure. */
+export function perGigabyte(seconds: number, bytes: number): number {
+  return seconds / (bytes / 1e9);
 }

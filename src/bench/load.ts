@@ -9,13 +9,10 @@ import { iperf, ping } from "../lab/traffic.js";
 import { formatIpv4 } from "../net/ipv4.js";
 import { projectFile } from "../paths.js";
 import { measureCpu } from "./cpu.js";
+import { percentile } from "./stats.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Nearest-rank percentile of sorted values. */
-export function percentile(sorted: number[], q: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
-}
 
 /**
  * Pings from client to server while a TCP stream and a UDP flood (1400 B, as fast as iperf3 can)
@@ -35,9 +32,8 @@ export async function pingUnderLoad(client: LabPod, server: LabPod, o: { seconds
   })();
   const [r, [tcp, udp]] = await Promise.all([pings, load]);
   if (r.rtts.length === 0) throw new WeftError("BENCH_NO_TRAFFIC", `no ping under load from ${client.name} to ${server.name} was answered`);
-  const sorted = [...r.rtts].sort((a, b) => a - b);
   return {
-    values: { p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99), lossPercent: (100 * (r.sent - r.received)) / r.sent, tcpGbps: tcp.bitsPerSecond / 1e9 },
+    values: { p50: percentile(r.rtts, 0.5), p99: percentile(r.rtts, 0.99), lossPercent: (100 * (r.sent - r.received)) / r.sent, tcpGbps: tcp.bitsPerSecond / 1e9 },
     raw: { sent: r.sent, received: r.received, rttsMs: r.rtts, tcp, udp },
   };
 }

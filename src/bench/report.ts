@@ -5,9 +5,9 @@ import { join } from "node:path";
 import type { OffloadState } from "../dataplane/offload.js";
 import type { MachineInfo } from "./machine.js";
 import type { MicroResult } from "./micro.js";
-import type { BenchSettings } from "./settings.js";
 import { chartSvg } from "./chart.js";
-import { BASELINE, type Figure } from "./summary.js";
+import { BASELINE, type BenchSettings } from "./settings.js";
+import type { Figure } from "./summary.js";
 import { figureHeader, figureRow, markdownTable, microHeader, microRow, microSuites, textTable } from "./table.js";
 import type { Sample } from "./workloads.js";
 
@@ -104,7 +104,13 @@ ${userspace ? `- **Offloads.** The userspace backends (wasm-vxlan, udp) use segm
 - **UDP**: iperf3 with the given payload, sent as fast as the sender can (\`-b 0\`): packets per
   second sent, received by the server, and the share lost on the way.
 - **Round trip**: ping between the pods, ${s.pingIntervalS * 1000} ms apart; p50 and p99 of the replies.
-- **CPU per GB**, over each TCP run, from /proc, in CPU seconds per 10^9 bytes received:
+- **Median and percentiles** (\`src/bench/stats.ts\`, the one implementation every weft benchmark
+  uses): a cell's median over rounds is the middle value, or the mean of the two middle ones for
+  an even number of rounds. A pN (p50, p99 of ping times, one-way delays) is the nearest rank: the
+  smallest observed value with at least N% of the values at or below it, never interpolated; of
+  ${s.pingCount} pings, p99 is the ${Math.ceil(0.99 * s.pingCount)}th fastest.
+- **CPU per GB** (\`src/bench/cpu.ts\`, the one definition; \`bench:e2e\` and \`bench:profile\`
+  report the same three), over each TCP run, from /proc, in CPU seconds per 10^9 bytes received:
   *agents* is both agents' own time (utime + stime of their processes, all threads: the cost of
   a userspace dataplane; near zero for kernel backends, whose agents only program the kernel);
   *kernel* is the machine's system + irq + softirq time (the kernel datapath, including the
@@ -116,7 +122,8 @@ ${userspace ? `- **Offloads.** The userspace backends (wasm-vxlan, udp) use segm
 
 ## Microbenchmarks
 
-The hot path alone on one core (benchmark.js, ${s.microMaxTime} s per case): route lookups and VXLAN
+\`npm run bench:micro\`, run by \`weft bench\` as a process of its own. The hot path alone on one
+core (benchmark.js, ${s.microMaxTime} s per case): route lookups and VXLAN
 encapsulation and decapsulation in WebAssembly, each against the plain TypeScript reference, and
 the offload paths (segmenting TSO super-packets, coalescing a GRO receive) in payload bytes/s.
 

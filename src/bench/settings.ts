@@ -3,7 +3,9 @@
 // lab runs, a backend and, for the userspace ones, one of the --offloads settings.
 import { BACKEND_TYPES, USERSPACE_BACKENDS, type BackendType } from "../backends/backend.js";
 import { WeftError } from "../errors.js";
-import { BASELINE } from "./summary.js";
+
+/** The backend every ratio refers to, the kernel's VXLAN as flannel programs it; also its setup's name. */
+export const BASELINE: BackendType = "vxlan";
 
 export const OFFLOADS_CHOICES = ["on", "off"] as const;
 export type OffloadsChoice = (typeof OFFLOADS_CHOICES)[number];

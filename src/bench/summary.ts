@@ -1,10 +1,8 @@
 // From raw samples to the figures a report shows: the median over rounds of each value, per
 // setup (see settings.ts), and its ratio to kernel vxlan's median from the same run.
-import type { BackendType } from "../backends/backend.js";
+import { BASELINE } from "./settings.js";
+import { median } from "./stats.js";
 import { workloadId, workloadLabel, type Sample, type Workload } from "./workloads.js";
-
-/** The backend every ratio refers to, the kernel's VXLAN as flannel programs it; also its setup's name. */
-export const BASELINE: BackendType = "vxlan";
 
 export interface FigureDef {
   /** Stable id, e.g. "tcp-4.gbps". */
@@ -61,12 +59,6 @@ export function figureDefs(workloads: Workload[]): FigureDef[] {
     add(w, "cpuKernel", `${name} CPU kernel`, "s/GB", "lower");
   }
   return defs;
-}
-
-export function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  if (s.length === 0) return NaN;
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
 /** `setups`: the setups' names. */

@@ -1,7 +1,8 @@
 // The figures as rows of text cells, shared by the terminal table and the Markdown report: every
 // setup's median, and after it the ratio to kernel vxlan from the same run.
-import { formatRate, type MicroResult } from "../../bench/micro/suite.js";
-import { BASELINE, type Figure } from "./summary.js";
+import { formatRate, type MicroResult } from "./micro.js";
+import { BASELINE } from "./settings.js";
+import type { Figure } from "./summary.js";
 
 /** Three significant digits, without exponent notation for the ranges benchmarks produce. */
 export function formatValue(v: number | undefined): string {

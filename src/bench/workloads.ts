@@ -4,10 +4,9 @@
 import { WeftError } from "../errors.js";
 import { iperf, ping } from "../lab/traffic.js";
 import { cpuPerGigabyte, measureCpu } from "./cpu.js";
-import { floodTail, percentile, pingUnderLoad } from "./load.js";
+import { floodTail, pingUnderLoad } from "./load.js";
+import { percentile } from "./stats.js";
 import { agentPids, type BenchLab } from "./topology.js";
-
-export { percentile };
 
 /**
  * `loaded-rtt`: pings while a TCP stream and a UDP flood run; `flood-tail`: a timestamped flood
@@ -77,9 +76,8 @@ export async function runWorkload(l: BenchLab, w: LabWorkload, s: WorkloadSettin
     case "rtt": {
       const r = await ping(l.client, l.server.addr, { count: s.pingCount, intervalS: s.pingIntervalS, timeoutS: 1 });
       if (r.rtts.length === 0) throw new WeftError("BENCH_NO_TRAFFIC", `${l.setup.name}: no ping was answered`);
-      const sorted = [...r.rtts].sort((a, b) => a - b);
       return {
-        values: { p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99), lossPercent: (100 * (r.sent - r.received)) / r.sent },
+        values: { p50: percentile(r.rtts, 0.5), p99: percentile(r.rtts, 0.99), lossPercent: (100 * (r.sent - r.received)) / r.sent },
         raw: { sent: r.sent, received: r.received, rttsMs: r.rtts },
       };
     }

@@ -7,6 +7,7 @@
 // Everything it creates (namespaces, devices, processes, files) goes
 // away at the end, also on Ctrl-C or failure.
 import type { BackendType } from "../backends/backend.js";
+import { median } from "../bench/stats.js";
 import { WeftError } from "../errors.js";
 import { LabAgents, type AgentStatus } from "../lab/agents.js";
 import { LabCluster, LAB_POD_NETWORK, LAB_POD_NETWORK6 } from "../lab/cluster.js";
@@ -116,7 +117,3 @@ function say(s: string): void {
   process.stdout.write(`[demo] ${s}\n`);
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}

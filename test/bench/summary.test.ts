@@ -2,8 +2,9 @@
 import { describe, expect, it } from "vitest";
 import { chartSvg } from "../../src/bench/chart.js";
 import { resolveSettings } from "../../src/bench/settings.js";
-import { figureDefs, median, summarize } from "../../src/bench/summary.js";
-import { percentile, type Sample, type Workload } from "../../src/bench/workloads.js";
+import { median, percentile } from "../../src/bench/stats.js";
+import { figureDefs, summarize } from "../../src/bench/summary.js";
+import type { Sample, Workload } from "../../src/bench/workloads.js";
 
 const sample = (setup: string, round: number, gbps: number): Sample => ({
   setup, workload: "tcp-1", round, seq: round, startedAt: "", values: { gbps, cpuAgents: 0, cpuKernel: 1, cpuTotal: 1 }, raw: {},
@@ -51,9 +52,19 @@ describe("bench summary", () => {
     expect(tcp).toMatchObject({ id: "tcp-1.gbps", medians: { vxlan: 20, udp: 2 }, ratios: { vxlan: 1, udp: 0.1 } });
     // A zero baseline gives no ratio rather than Infinity.
     expect(agents).toMatchObject({ id: "tcp-1.cpuAgents", mayBeZero: true, ratios: {} });
+  });
+
+  it("has one median (mean of the middle two) and one percentile rule (nearest rank), in any order", () => {
     expect(median([4, 1, 3, 2])).toBe(2.5);
+    expect(median([3, 1, 2])).toBe(2);
+    expect(median([])).toBeNaN();
     expect(percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 0.5)).toBe(5);
-    expect(percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 0.99)).toBe(10);
+    expect(percentile([10, 9, 8, 7, 6, 5, 4, 3, 2, 1], 0.99)).toBe(10);
+    // Of 400 pings, p99 is the 396th fastest: an observed value, not interpolated.
+    const rtts = Array.from({ length: 400 }, (_, i) => 400 - i);
+    expect(percentile(rtts, 0.99)).toBe(396);
+    expect(percentile(rtts, 0)).toBe(1);
+    expect(percentile([], 0.5)).toBeNaN();
   });
 
   it("charts every ratio as a bar, escaped, without anything external", () => {
