@@ -165,7 +165,13 @@ export class UserspaceDataplane {
       const tun = openTunQueues(opts.tunName, this.workers, first.gro);
       tuns = tun.tuns;
       const enabled = first.gro && tun.flags.length > 0;
-      this.offload = { enabled, tun: tun.flags, udpGro: first.gro, reason: first.reason ?? tun.reason };
+      if (first.gro && !enabled) {
+        // Without vnet headers every receive must be one datagram: GRO batches are taken apart only
+        // on the offload path, so the socket that took UDP_GRO is opened again without it.
+        sockets[0].close();
+        sockets[0] = UdpSocket.open(udpOptions);
+      }
+      this.offload = { enabled, tun: tun.flags, udpGro: enabled, reason: first.reason ?? tun.reason };
       for (let q = 0; q < this.workers; q++) {
         const ctx = new DataplaneContext(this.hp, arena, {
           routes: this.routes.base, vni: opts.vni, localAddr: opts.subnet.addr, mac: opts.vtepMac,
@@ -175,7 +181,7 @@ export class UserspaceDataplane {
         const rx = enabled ? new PacketBatch(this.hp, arena, OFFLOAD_RX_BATCH, BIG_SLOT_BYTES) : new PacketBatch(this.hp, arena, batch, SLOT_BYTES);
         const ioCounters = arena.alloc(IO_COUNTER_SLOTS * 8);
         this.hp.bytes().fill(0, ioCounters, ioCounters + IO_COUNTER_SLOTS * 8);
-        if (q > 0) sockets.push(UdpSocket.open({ ...udpOptions, gro: first.gro }));
+        if (q > 0) sockets.push(UdpSocket.open({ ...udpOptions, gro: enabled }));
         if (queueDelayUs > 0) sockets[q].enableTimestamps();
         const waker = Waker.open();
         const region = (b: PacketBatch) => ({ descs: b.descs, slots: b.slots, size: b.size, stride: b.stride });
