@@ -6,6 +6,7 @@
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { writeSubnetEnv } from "../../src/agent/subnet-env.js";
+import { percentile } from "../../src/bench/stats.js";
 import { delegateConfig } from "../../src/cni/plugin.js";
 import { parseNetConf, parseSubnetEnvFile } from "../../src/cni/config.js";
 import { CniRuntime, type ConfList } from "../../src/cni/runtime.js";
@@ -17,7 +18,6 @@ const { values } = parseArgs({ options: { pods: { type: "string", default: "100"
 const PODS = Number(values.pods);
 const BURST = Number(values.burst);
 
-const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))];
 const ms = (x: number) => `${x.toFixed(1)} ms`;
 
 async function series(rt: CniRuntime, tag: string): Promise<{ add: number[]; del: number[] }> {
@@ -67,7 +67,7 @@ async function main(): Promise<void> {
     for (const [name, rt, tag] of [["weft conflist (weft cni → bridge + host-local, portmap)", weft, "w"], ["bridge + host-local directly", direct, "d"]] as const) {
       const s = await series(rt, tag);
       const b = await burst(rt, tag);
-      rows.push(`| ${name} | ${ms(pct(s.add, 50))} | ${ms(pct(s.add, 99))} | ${ms(pct(s.del, 50))} | ${ms(pct(s.del, 99))} | ${ms(b.add)} | ${ms(b.del)} |`);
+      rows.push(`| ${name} | ${ms(percentile(s.add, 0.5))} | ${ms(percentile(s.add, 0.99))} | ${ms(percentile(s.del, 0.5))} | ${ms(percentile(s.del, 0.99))} | ${ms(b.add)} | ${ms(b.del)} |`);
     }
     process.stdout.write([
       `CNI latency, ${PODS} pods one after another (p50/p99), then ${BURST} at once (wall time); plugins run in the host namespace via ip netns exec`,

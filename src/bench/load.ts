@@ -74,7 +74,7 @@ export async function floodTail(client: LabPod, server: LabPod, o: { seconds: nu
     const arrivals = r.arrivals.map(([a, b]) => [BigInt(a), BigInt(b)] as const);
     const after = arrivals.filter(([, at]) => at > last);
     const ms = (ns: bigint) => Number(ns) / 1e6;
-    const delays = arrivals.map(([sent, at]) => ms(at - sent)).sort((a, b) => a - b);
+    const delays = arrivals.map(([sent, at]) => ms(at - sent));
     return {
       values: {
         tailMs: after.reduce((m, [sent, at]) => Math.max(m, ms(at - sent)), 0),
