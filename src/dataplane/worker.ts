@@ -26,7 +26,7 @@ export default function runQueue(task: QueueTask): { queue: number } {
   const mem = task.memory.buffer;
   const buf = new Uint8Array(mem);
   const fields = hp.constant("DESC_BYTES") >> 2;
-  const descs = (at: number, count: number) => new Int32Array(mem, at, count * fields);
+  const descView = (at: number, count: number) => new Int32Array(mem, at, count * fields);
   const { ctx, tx, rx, results: out, busyPollUs, queueDelayUs } = task;
   const tunQueue = TunQueue.borrow(task.tun);
   const socket = UdpSocket.borrow(task.udp);
@@ -35,10 +35,10 @@ export default function runQueue(task: QueueTask): { queue: number } {
   const watch = [tunQueue.fd, socket.fd];
   const format = hp.wireFormat(task.format);
   const vnet = tun.vnetHdr ? 1 : 0;
-  const readDescs = descs(tx.descs, tx.size);
-  const sendDescs = descs(out.sendDescs, out.sendMax);
-  const recvDescs = descs(rx.descs, rx.size);
-  const writeDescs = descs(out.writeDescs, out.writeMax);
+  const readDescs = descView(tx.descs, tx.size);
+  const sendDescs = descView(out.sendDescs, out.sendMax);
+  const recvDescs = descView(rx.descs, rx.size);
+  const writeDescs = descView(out.writeDescs, out.writeMax);
   const io = new BigUint64Array(mem, task.ioCounters, IO_COUNTER_SLOTS);
   const stop = new Int32Array(mem, task.stopWord, 1);
   if (task.nice !== 0) native.threadNice(task.nice);
