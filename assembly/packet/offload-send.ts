@@ -53,11 +53,19 @@ import { completeChecksum, gsoTrainBytes, segmentIpv4, OFFLOAD_MAX_TRAINS } from
  * zeroed vnet header in front when `vnet`), to `outDescs`. Returns sends | replies << 16.
  */
 export function encapBatch(ctx: usize, descs: usize, n: i32, format: i32, vnet: i32, outDescs: usize, out: usize, outStride: i32): i32 {
+  // One specialization per wire format and header, so that neither is tested per packet.
+  if (format == ENCAP_VXLAN) {
+    return vnet != 0 ? encapAs(ctx, descs, n, ENCAP_VXLAN, true, outDescs, out, outStride) : encapAs(ctx, descs, n, ENCAP_VXLAN, false, outDescs, out, outStride);
+  }
+  return vnet != 0 ? encapAs(ctx, descs, n, ENCAP_NONE, true, outDescs, out, outStride) : encapAs(ctx, descs, n, ENCAP_NONE, false, outDescs, out, outStride);
+}
+
+/** encapBatch for one wire format `encap` and one `vnet` setting (constants once inlined). */
+@inline function encapAs(ctx: usize, descs: usize, n: i32, encap: i32, vnet: bool, outDescs: usize, out: usize, outStride: i32): i32 {
   n = batchSize(n);
   const top = memoryTop();
-  const encap = format == ENCAP_VXLAN ? ENCAP_VXLAN : ENCAP_NONE;
   // resolve writes up to 28 bytes in front of OFF: park each vnet header at the slot's start.
-  for (let i = 0; vnet != 0 && i < n; i++) {
+  for (let i = 0; vnet && i < n; i++) {
     const d = descPtr(descs, i);
     if (!descInBounds(d, top)) continue;
     const p = <usize>load<i32>(d + DESC_OFF);
@@ -68,33 +76,35 @@ export function encapBatch(ctx: usize, descs: usize, n: i32, format: i32, vnet: 
   const counters = ctxCountersTx(ctx);
   for (let i = 0; i < n; i++) {
     const d = descPtr(descs, i);
+    if (!vnet) {
+      // The single segment: the lookup's outcome made final in place, nothing else to act on.
+      resolveApply(d, header);
+      if (encap == ENCAP_NONE && load<i32>(d + DESC_VERDICT) == VERDICT_FORWARD) {
+        store<i32>(d + DESC_VERDICT, ipv4DecrementTtl(<usize>load<i32>(d + DESC_OFF)));
+      }
+      continue;
+    }
     const v = load<i32>(d + DESC_VERDICT);
     if (v == VERDICT_REPLY) {
       resolveApply(d, header);
-      if (vnet != 0) vnetWriteNone(<usize>load<i32>(d + DESC_OFF) - <usize>VNET_HDR_BYTES);
+      vnetWriteNone(<usize>load<i32>(d + DESC_OFF) - <usize>VNET_HDR_BYTES);
       continue;
     }
     if (v != VERDICT_FORWARD) continue;
     const p = <usize>load<i32>(d + DESC_OFF);
     let w = encap == ENCAP_NONE ? ipv4DecrementTtl(p) : VERDICT_FORWARD;
-    if (w == VERDICT_FORWARD) {
-      if (vnet != 0) w = offloadOne(d, p - <usize>HEADROOM, header, out + <usize>(i * outStride), outStride, counters);
-      else {
-        resolveApply(d, header);
-        store<i32>(d + DESC_FLAGS, 0);
-      }
-    }
+    if (w == VERDICT_FORWARD) w = offloadOne(d, p - <usize>HEADROOM, header, out + <usize>(i * outStride), outStride, counters);
     store<i32>(d + DESC_VERDICT, w);
   }
   const r = finishTx(ctx, descs, n);
   // Without a vnet header nothing was segmented: each send is its packet's descriptor.
-  if (vnet == 0 && outDescs == descs) return r;
+  if (!vnet && outDescs == descs) return r;
   const fwd = r & 0xffff;
   const rep = r >>> 16;
   let o = 0;
   for (let i = 0; i < fwd; i++) {
     const d = descPtr(descs, i);
-    const stride = load<i32>(d + DESC_FLAGS);
+    const stride = vnet ? load<i32>(d + DESC_FLAGS) : 0;
     if (stride == 0) {
       copyDesc(descPtr(outDescs, o++), d);
       continue;
