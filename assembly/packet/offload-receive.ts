@@ -11,7 +11,7 @@
 // Without offloads (`vnet` 0) every receive is the single-segment case: one datagram, nothing to
 // split or merge and no header to write, so the decapsulation runs on the batch in place.
 import {
-  DESC_OFF, DESC_CAP, DESC_LEN, DESC_ADDR, DESC_PORT, DESC_FLAGS, DESC_VERDICT, DESC_AUX,
+  DESC_OFF, DESC_CAP, DESC_LEN, DESC_FLAGS, DESC_VERDICT, DESC_AUX,
   HEADROOM, MAX_BATCH, descPtr,
 } from "../descriptor";
 import { batchSize, descInBounds, memoryTop } from "../batch";

@@ -12,7 +12,7 @@ import type { Backend, BackendAnnouncement, BackendPeer } from "../../src/backen
 import { createBackend } from "../../src/backends/index.js";
 import { median } from "../../src/bench/stats.js";
 import { Netns } from "../../src/lab/netns.js";
-import { type Ipv4Prefix } from "../../src/net/ipv4.js";
+import type { Ipv4Prefix } from "../../src/net/ipv4.js";
 import { formatAnyPrefix } from "../../src/net/ip.js";
 
 const PEERS = 1000;
