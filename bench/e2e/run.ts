@@ -40,7 +40,10 @@ const workerCounts = args.workers ? args.workers.split(",").map(Number) : [cpus(
 const offloadModes = args.offloads!.split(",").map((m) => m === "on");
 const list = (v: string | undefined): Array<number | undefined> => (v ? v.split(",").map(Number) : [undefined]);
 const knobSets: Knobs[] = list(args["busy-poll"]).flatMap((busyPollUs) =>
-  list(args["queue-delay"]).flatMap((queueDelayUs) => list(args.nice).map((nice) => ({ busyPollUs, queueDelayUs, nice }))));
+  list(args["queue-delay"]).flatMap((queueDelayUs) =>
+    list(args.nice).map((nice) => ({ busyPollUs, queueDelayUs, nice })),
+  ),
+);
 
 interface Sample {
   setup: string;
@@ -51,7 +54,11 @@ interface Sample {
   extra?: Record<string, number>;
 }
 
-const workloads: Array<{ name: string; unit: string; run: (s: Setup) => Promise<{ value: number; extra?: Record<string, number> }> }> = [
+const workloads: Array<{
+  name: string;
+  unit: string;
+  run: (s: Setup) => Promise<{ value: number; extra?: Record<string, number> }>;
+}> = [
   { name: "TCP 1 stream", unit: "Gbit/s", run: async (s) => tcp(s, 1) },
   { name: "TCP 4 streams", unit: "Gbit/s", run: async (s) => tcp(s, 4) },
   { name: "UDP 64 B", unit: "kpps recv", run: async (s) => udp(s, 64) },
@@ -65,7 +72,9 @@ const workloads: Array<{ name: string; unit: string; run: (s: Setup) => Promise<
  * process, so it stands for the agents (kernel vxlan's setup has no dataplane: near zero).
  */
 async function tcp(s: Setup, streams: number) {
-  const { result: r, cpu } = await measureCpu([process.pid], () => iperf(s.server, s.client, { seconds: duration, streams }));
+  const { result: r, cpu } = await measureCpu([process.pid], () =>
+    iperf(s.server, s.client, { seconds: duration, streams }),
+  );
   const extra: Record<string, number> = { retransmits: r.retransmits ?? 0 };
   if (r.receivedBytes > 0) {
     const perGB = cpuPerGigabyte(cpu, r.receivedBytes);
@@ -77,7 +86,13 @@ async function tcp(s: Setup, streams: number) {
 async function udp(s: Setup, length: number) {
   const r = await iperf(s.server, s.client, { seconds: Math.max(2, duration / 2), udp: true, length, bitrate: "0" });
   const received = (r.packets ?? 0) - (r.lostPackets ?? 0);
-  return { value: received / r.seconds / 1e3, extra: { sentKpps: (r.packets ?? 0) / r.seconds / 1e3, lossPercent: r.packets ? (100 * (r.lostPackets ?? 0)) / r.packets : 0 } };
+  return {
+    value: received / r.seconds / 1e3,
+    extra: {
+      sentKpps: (r.packets ?? 0) / r.seconds / 1e3,
+      lossPercent: r.packets ? (100 * (r.lostPackets ?? 0)) / r.packets : 0,
+    },
+  };
 }
 
 const rttCache = new Map<string, number[]>();
@@ -101,7 +116,8 @@ async function main(): Promise<void> {
     if (wanted.includes("kernel-vxlan")) setups.push(await kernelVxlan());
     for (const format of ["vxlan", "udp"] as const) {
       if (!wanted.includes(format === "vxlan" ? "wasm-vxlan" : "udp")) continue;
-      for (const offloads of offloadModes) for (const w of workerCounts) for (const k of knobSets) setups.push(await userspace(format, offloads, w, k));
+      for (const offloads of offloadModes)
+        for (const w of workerCounts) for (const k of knobSets) setups.push(await userspace(format, offloads, w, k));
     }
     for (const s of setups) {
       const p = await ping(s.client, s.server.addr, { count: 3 });
@@ -113,14 +129,18 @@ async function main(): Promise<void> {
         for (const s of setups) {
           const r = await w.run(s);
           samples.push({ setup: s.name, workload: w.name, round, value: r.value, unit: w.unit, extra: r.extra });
-          console.log(`round ${round}  ${w.name.padEnd(14)} ${s.name.padEnd(13)} ${r.value.toFixed(3)} ${w.unit}${r.extra ? "  " + JSON.stringify(r.extra) : ""}`);
+          console.log(
+            `round ${round}  ${w.name.padEnd(14)} ${s.name.padEnd(13)} ${r.value.toFixed(3)} ${w.unit}${r.extra ? "  " + JSON.stringify(r.extra) : ""}`,
+          );
         }
       }
     }
     console.log(`\nmedians of ${rounds} rounds, ${duration} s runs, ratio to kernel-vxlan in the same run`);
     console.log(["workload".padEnd(16), ...setups.map((s) => s.name.padStart(24))].join(""));
     for (const w of chosen) {
-      const base = median(samples.filter((x) => x.setup === "kernel-vxlan" && x.workload === w.name).map((x) => x.value));
+      const base = median(
+        samples.filter((x) => x.setup === "kernel-vxlan" && x.workload === w.name).map((x) => x.value),
+      );
       const cells = setups.map((s) => {
         const m = median(samples.filter((x) => x.setup === s.name && x.workload === w.name).map((x) => x.value));
         const ratio = s.name !== "kernel-vxlan" && base ? ` (${(m / base).toFixed(2)}x)` : "";
@@ -128,7 +148,9 @@ async function main(): Promise<void> {
       });
       console.log([`${w.name} ${w.unit}`.padEnd(16).slice(0, 16), ...cells].join(""));
     }
-    console.log(`\nCPU seconds per GB, total (TCP, medians; in parentheses the dataplanes' own, "agents" in weft bench)`);
+    console.log(
+      `\nCPU seconds per GB, total (TCP, medians; in parentheses the dataplanes' own, "agents" in weft bench)`,
+    );
     for (const w of chosen.filter((x) => x.name.startsWith("TCP"))) {
       const cells = setups.map((s) => {
         const xs = samples.filter((x) => x.setup === s.name && x.workload === w.name);
@@ -139,7 +161,23 @@ async function main(): Promise<void> {
       console.log([w.name.padEnd(16), ...cells].join(""));
     }
     if (args.out) {
-      writeFileSync(args.out, JSON.stringify({ cpu: cpus()[0]?.model, cores: cpus().length, kernel: release(), duration, rounds, workers: workerCounts, offloads: offloadModes, samples }, null, 2) + "\n");
+      writeFileSync(
+        args.out,
+        JSON.stringify(
+          {
+            cpu: cpus()[0]?.model,
+            cores: cpus().length,
+            kernel: release(),
+            duration,
+            rounds,
+            workers: workerCounts,
+            offloads: offloadModes,
+            samples,
+          },
+          null,
+          2,
+        ) + "\n",
+      );
       console.log(`raw samples in ${args.out}`);
     }
   } finally {

@@ -21,7 +21,14 @@ export function runMicroSuite(suite: string, cases: MicroCase[], opts: { maxTime
   s.on("cycle", (ev: Benchmark.Event) => {
     const b = ev.target as unknown as Benchmark;
     const c = cases.find((x) => x.name === b.name)!;
-    const r: MicroResult = { suite, name: c.name, rate: (b.hz ?? 0) * c.perCall, unit: c.unit, rme: b.stats?.rme ?? 0, samples: b.stats?.sample.length ?? 0 };
+    const r: MicroResult = {
+      suite,
+      name: c.name,
+      rate: (b.hz ?? 0) * c.perCall,
+      unit: c.unit,
+      rme: b.stats?.rme ?? 0,
+      samples: b.stats?.sample.length ?? 0,
+    };
     results.push(r);
     console.log(`  ${c.name.padEnd(56)} ${formatRate(r.rate).padStart(10)} ${c.unit}/s  ±${r.rme.toFixed(1)}%`);
   });

@@ -36,22 +36,36 @@ export function formatRate(rate: number): string {
 const MICRO_SCRIPT = projectFile("dist", "bench", "micro", "run.js");
 
 /** Runs every microbenchmark with benchmark.js's `maxTime` (seconds per case); `onLine` gets each printed line. */
-export function runMicro(maxTime: number, onLine: (line: string) => void): { done: Promise<MicroResult[]>; stop: () => Promise<void> } {
+export function runMicro(
+  maxTime: number,
+  onLine: (line: string) => void,
+): { done: Promise<MicroResult[]>; stop: () => Promise<void> } {
   if (!existsSync(MICRO_SCRIPT)) {
-    const error = new WeftError("BENCH_MICRO_FAILED", `${MICRO_SCRIPT} is missing: the microbenchmarks run from a development checkout (npm run build)`);
+    const error = new WeftError(
+      "BENCH_MICRO_FAILED",
+      `${MICRO_SCRIPT} is missing: the microbenchmarks run from a development checkout (npm run build)`,
+    );
     return { done: Promise.reject(error), stop: async () => {} };
   }
   const dir = mkdtempSync(join(tmpdir(), "weft-micro-"));
   const out = join(dir, "micro.json");
-  const child = spawn(process.execPath, [MICRO_SCRIPT, "--max-time", String(maxTime), out], { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [MICRO_SCRIPT, "--max-time", String(maxTime), out], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   createInterface({ input: child.stdout }).on("line", (line) => onLine(line.trim()));
   let stderr = "";
   child.stderr.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
   const done = new Promise<MicroResult[]>((resolve, reject) => {
-    child.once("error", (e) => reject(new WeftError("BENCH_MICRO_FAILED", `microbenchmarks failed to start: ${e.message}`, { cause: e })));
+    child.once("error", (e) =>
+      reject(new WeftError("BENCH_MICRO_FAILED", `microbenchmarks failed to start: ${e.message}`, { cause: e })),
+    );
     child.once("exit", (code, signal) => {
       try {
-        if (code !== 0) throw new WeftError("BENCH_MICRO_FAILED", `microbenchmarks exited with ${code ?? signal}: ${stderr.trim().split("\n").slice(-3).join(" ")}`);
+        if (code !== 0)
+          throw new WeftError(
+            "BENCH_MICRO_FAILED",
+            `microbenchmarks exited with ${code ?? signal}: ${stderr.trim().split("\n").slice(-3).join(" ")}`,
+          );
         resolve((JSON.parse(readFileSync(out, "utf8")) as { results: MicroResult[] }).results);
       } catch (error) {
         reject(error);

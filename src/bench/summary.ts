@@ -26,8 +26,14 @@ export interface Figure extends FigureDef {
 /** Every figure the workloads produce, in report order. */
 export function figureDefs(workloads: Workload[]): FigureDef[] {
   const defs: FigureDef[] = [];
-  const add = (w: Workload, value: string, label: string, unit: string, better: "higher" | "lower", mayBeZero = false) =>
-    defs.push({ id: `${workloadId(w)}.${value}`, label, unit, better, mayBeZero, workload: workloadId(w), value });
+  const add = (
+    w: Workload,
+    value: string,
+    label: string,
+    unit: string,
+    better: "higher" | "lower",
+    mayBeZero = false,
+  ) => defs.push({ id: `${workloadId(w)}.${value}`, label, unit, better, mayBeZero, workload: workloadId(w), value });
   for (const w of workloads) {
     const name = workloadLabel(w);
     if (w.kind === "tcp") add(w, "gbps", `${name} throughput`, "Gbit/s", "higher");

@@ -124,8 +124,15 @@ const TUN_TXQUEUELEN_OFFLOADS = 256;
 /** Without offloads every packet is a single segment: results stay in the batches they were read into. */
 function inPlaceResults(tx: PacketBatch, rx: PacketBatch): ResultRegions {
   return {
-    sendDescs: tx.descs, sendMax: tx.size, segments: 0, segmentStride: 0,
-    scratch: 0, writeDescs: rx.descs, writeMax: rx.size, moved: 0, movedCap: 0,
+    sendDescs: tx.descs,
+    sendMax: tx.size,
+    segments: 0,
+    segmentStride: 0,
+    scratch: 0,
+    writeDescs: rx.descs,
+    writeMax: rx.size,
+    moved: 0,
+    movedCap: 0,
   };
 }
 
@@ -149,7 +156,11 @@ export class UserspaceDataplane {
     this.workers = opts.workers ?? availableParallelism();
     const maxPeers = opts.maxPeers ?? 4096;
     const batch = opts.batchSize ?? 64;
-    if (opts.mtu > DATAPLANE_MAX_MTU) throw new WeftError("DATAPLANE_MTU", `MTU ${opts.mtu} does not fit the ${SLOT_BYTES}-byte packet slots; use an MTU of at most ${DATAPLANE_MAX_MTU}`);
+    if (opts.mtu > DATAPLANE_MAX_MTU)
+      throw new WeftError(
+        "DATAPLANE_MTU",
+        `MTU ${opts.mtu} does not fit the ${SLOT_BYTES}-byte packet slots; use an MTU of at most ${DATAPLANE_MAX_MTU}`,
+      );
     this.hp = new HotPath(createHotPathMemory());
     const arena = new Arena(this.hp);
     this.routes = new RouteTable(this.hp, arena, { tbl8Groups: 256, maxRules: maxPeers * 2, maxNextHops: maxPeers });
@@ -174,11 +185,19 @@ export class UserspaceDataplane {
       this.offload = { enabled, tun: tun.flags, udpGro: enabled, reason: first.reason ?? tun.reason };
       for (let q = 0; q < this.workers; q++) {
         const ctx = new DataplaneContext(this.hp, arena, {
-          routes: this.routes.base, vni: opts.vni, localAddr: opts.subnet.addr, mac: opts.vtepMac,
-          antiSpoof: opts.antiSpoof ?? true, peerSlots: maxPeers,
+          routes: this.routes.base,
+          vni: opts.vni,
+          localAddr: opts.subnet.addr,
+          mac: opts.vtepMac,
+          antiSpoof: opts.antiSpoof ?? true,
+          peerSlots: maxPeers,
         });
-        const tx = enabled ? new PacketBatch(this.hp, arena, OFFLOAD_TX_BATCH, BIG_SLOT_BYTES) : new PacketBatch(this.hp, arena, batch, SLOT_BYTES);
-        const rx = enabled ? new PacketBatch(this.hp, arena, OFFLOAD_RX_BATCH, BIG_SLOT_BYTES) : new PacketBatch(this.hp, arena, batch, SLOT_BYTES);
+        const tx = enabled
+          ? new PacketBatch(this.hp, arena, OFFLOAD_TX_BATCH, BIG_SLOT_BYTES)
+          : new PacketBatch(this.hp, arena, batch, SLOT_BYTES);
+        const rx = enabled
+          ? new PacketBatch(this.hp, arena, OFFLOAD_RX_BATCH, BIG_SLOT_BYTES)
+          : new PacketBatch(this.hp, arena, batch, SLOT_BYTES);
         const ioCounters = arena.alloc(IO_COUNTER_SLOTS * 8);
         this.hp.bytes().fill(0, ioCounters, ioCounters + IO_COUNTER_SLOTS * 8);
         if (q > 0) sockets.push(UdpSocket.open({ ...udpOptions, gro: enabled }));
@@ -186,12 +205,26 @@ export class UserspaceDataplane {
         const waker = Waker.open();
         const region = (b: PacketBatch) => ({ descs: b.descs, slots: b.slots, size: b.size, stride: b.stride });
         this.queues.push({
-          ctx, tun: tuns[q], udp: sockets[q], waker,
+          ctx,
+          tun: tuns[q],
+          udp: sockets[q],
+          waker,
           task: {
-            queue: q, format: opts.format, memory: this.hp.memory, ctx: ctx.ptr, tx: region(tx), rx: region(rx),
+            queue: q,
+            format: opts.format,
+            memory: this.hp.memory,
+            ctx: ctx.ptr,
+            tx: region(tx),
+            rx: region(rx),
             results: enabled ? this.offloadResults(arena, tx, rx) : inPlaceResults(tx, rx),
-            ioCounters, stopWord: stopAt, busyPollUs: opts.busyPollUs ?? DEFAULT_BUSY_POLL_US, queueDelayUs, nice: opts.nice ?? 0,
-            tun: tuns[q].lend(), udp: sockets[q].lend(), wakeFd: waker.fd,
+            ioCounters,
+            stopWord: stopAt,
+            busyPollUs: opts.busyPollUs ?? DEFAULT_BUSY_POLL_US,
+            queueDelayUs,
+            nice: opts.nice ?? 0,
+            tun: tuns[q].lend(),
+            udp: sockets[q].lend(),
+            wakeFd: waker.fd,
           },
         });
       }
@@ -242,8 +275,13 @@ export class UserspaceDataplane {
     });
     for (const q of this.queues) q.running = this.supervise(q);
     const log = { workers: this.workers, format: this.opts.format, tun: tunName, offload: this.offload };
-    if (this.offload.enabled || this.opts.offloads === false) this.opts.logger?.info(log, "userspace dataplane started");
-    else this.opts.logger?.warn(log, "userspace dataplane started without segmentation offloads; throughput will be lower");
+    if (this.offload.enabled || this.opts.offloads === false)
+      this.opts.logger?.info(log, "userspace dataplane started");
+    else
+      this.opts.logger?.warn(
+        log,
+        "userspace dataplane started without segmentation offloads; throughput will be lower",
+      );
   }
 
   /** Adds or updates a peer; reaches every worker at once (shared route table). */
@@ -279,17 +317,27 @@ export class UserspaceDataplane {
     for (const p of this.peers.list()) {
       const per = this.queues.map((q) => q.ctx.peer(p.nextHop));
       peers[p.name] = {
-        txPackets: per.reduce((n, c) => n + c.tx.packets, 0n), txBytes: per.reduce((n, c) => n + c.tx.bytes, 0n),
-        rxPackets: per.reduce((n, c) => n + c.rx.packets, 0n), rxBytes: per.reduce((n, c) => n + c.rx.bytes, 0n),
+        txPackets: per.reduce((n, c) => n + c.tx.packets, 0n),
+        txBytes: per.reduce((n, c) => n + c.tx.bytes, 0n),
+        rxPackets: per.reduce((n, c) => n + c.rx.packets, 0n),
+        rxBytes: per.reduce((n, c) => n + c.rx.bytes, 0n),
       };
     }
     const io = {} as DataplaneCounters["io"];
     for (const [name, slot] of Object.entries(IO_COUNTER) as Array<[keyof typeof IO_COUNTER, number]>) {
-      io[name] = this.queues.reduce((n, q) => n + new BigUint64Array(this.hp.memory.buffer, q.task.ioCounters, IO_COUNTER_SLOTS)[slot], 0n);
+      io[name] = this.queues.reduce(
+        (n, q) => n + new BigUint64Array(this.hp.memory.buffer, q.task.ioCounters, IO_COUNTER_SLOTS)[slot],
+        0n,
+      );
     }
     const perQueue = this.queues.map((q) => ({ tx: q.ctx.tx().packets.FORWARD, rx: q.ctx.rx().packets.FORWARD }));
     return {
-      tx: sumDir((c) => c.tx()), rx: sumDir((c) => c.rx()), peers, io, perQueue, workerRestarts: this.restarts,
+      tx: sumDir((c) => c.tx()),
+      rx: sumDir((c) => c.rx()),
+      peers,
+      io,
+      perQueue,
+      workerRestarts: this.restarts,
       offload: { ...this.offload, tun: [...this.offload.tun] },
     };
   }

@@ -91,7 +91,18 @@ export default function runQueue(task: QueueTask): { queue: number } {
     if (drop) stale += late;
     if (queueDelayUs > 0) codel.observe(n, late, performance.now());
     if (n > 0) {
-      const writes = fn.decapBatch(ctx, rx.descs, n, format, vnet, out.scratch, out.writeDescs, out.writeMax, out.moved, out.movedCap);
+      const writes = fn.decapBatch(
+        ctx,
+        rx.descs,
+        n,
+        format,
+        vnet,
+        out.scratch,
+        out.writeDescs,
+        out.writeMax,
+        out.moved,
+        out.movedCap,
+      );
       if (writes > 0) drain(toTun, writeDescs, 0, writes, IO_COUNTER.tunWriteErrors, IO_COUNTER.tunWriteShortfall);
     }
     return drop ? n + late : n;

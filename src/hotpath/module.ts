@@ -10,17 +10,44 @@ export interface HotPathFunctions {
   checksum(p: number, len: number): number;
   checksumPartial(p: number, len: number, seed: number): number;
   contextInit(
-    ctx: number, routes: number, countersTx: number, countersRx: number,
-    vni: number, localAddr: number, macHi16: number, macLo32: number, flags: number,
+    ctx: number,
+    routes: number,
+    countersTx: number,
+    countersRx: number,
+    vni: number,
+    localAddr: number,
+    macHi16: number,
+    macLo32: number,
+    flags: number,
   ): void;
   contextSetPeerCounters(ctx: number, tx: number, rx: number, slots: number): void;
   /**
    * The send path (assembly/packet/offload-send.ts): format ENCAP_VXLAN or ENCAP_NONE; vnet 1 when
    * packets have a vnet header (offloads). Returns sends | replies << 16, written to outDescs.
    */
-  encapBatch(ctx: number, descs: number, n: number, format: number, vnet: number, outDescs: number, out: number, outStride: number): number;
+  encapBatch(
+    ctx: number,
+    descs: number,
+    n: number,
+    format: number,
+    vnet: number,
+    outDescs: number,
+    out: number,
+    outStride: number,
+  ): number;
   /** The receive path (assembly/packet/offload-receive.ts): returns the packets written to outDescs. */
-  decapBatch(ctx: number, descs: number, n: number, format: number, vnet: number, scratch: number, outDescs: number, outMax: number, out: number, cap: number): number;
+  decapBatch(
+    ctx: number,
+    descs: number,
+    n: number,
+    format: number,
+    vnet: number,
+    scratch: number,
+    outDescs: number,
+    outMax: number,
+    out: number,
+    cap: number,
+  ): number;
   routeTableSize(tbl8Groups: number, maxRules: number, maxNextHops: number): number;
   routeTableInit(t: number, tbl8Groups: number, maxRules: number, maxNextHops: number): number;
   routeInsert(t: number, prefix: number, len: number, nh: number): number;
@@ -50,7 +77,9 @@ function wasmModule(): WebAssembly.Module {
   try {
     bytes = new Uint8Array(readFileSync(path));
   } catch (cause) {
-    throw new WeftError("HOTPATH_NOT_BUILT", `${path} is missing; run \`npm run build:wasm\` (npm install does it)`, { cause });
+    throw new WeftError("HOTPATH_NOT_BUILT", `${path} is missing; run \`npm run build:wasm\` (npm install does it)`, {
+      cause,
+    });
   }
   return (compiled = new WebAssembly.Module(bytes));
 }
@@ -78,7 +107,11 @@ export class HotPath {
   /** A constant the module exports (DESC_OFF, HEADROOM, DROP_NO_ROUTE, ...). */
   constant(name: string): number {
     const v = this.globals.get(name);
-    if (v === undefined) throw new WeftError("HOTPATH_NO_CONSTANT", `the hot path exports no constant ${name}; rebuild with \`npm run build:wasm\``);
+    if (v === undefined)
+      throw new WeftError(
+        "HOTPATH_NO_CONSTANT",
+        `the hot path exports no constant ${name}; rebuild with \`npm run build:wasm\``,
+      );
     return v;
   }
 

@@ -9,7 +9,11 @@ export abstract class FdHandle {
   private current: number;
 
   /** `fd` becomes this handle's to close, unless `borrowed`. */
-  protected constructor(fd: number, private readonly kind: string, private readonly borrowed = false) {
+  protected constructor(
+    fd: number,
+    private readonly kind: string,
+    private readonly borrowed = false,
+  ) {
     this.current = fd;
   }
 

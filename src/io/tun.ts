@@ -33,7 +33,12 @@ export interface LentTunQueue {
 export class TunQueue extends FdHandle implements PacketQueue {
   private readonly header: 0 | 12;
 
-  private constructor(fd: number, readonly name: string, readonly vnetHdr: boolean, borrowed = false) {
+  private constructor(
+    fd: number,
+    readonly name: string,
+    readonly vnetHdr: boolean,
+    borrowed = false,
+  ) {
     super(fd, "TUN queue", borrowed);
     this.header = vnetHdr ? native.VNET_HDR_BYTES : 0;
   }

@@ -29,7 +29,11 @@ export interface LentUdpSocket {
 }
 
 export class UdpSocket extends FdHandle implements DatagramBind {
-  private constructor(fd: number, readonly port: number, borrowed = false) {
+  private constructor(
+    fd: number,
+    readonly port: number,
+    borrowed = false,
+  ) {
     super(fd, "UDP socket", borrowed);
   }
 
@@ -46,7 +50,14 @@ export class UdpSocket extends FdHandle implements DatagramBind {
   /** Binds in the calling thread's network namespace. */
   static open(options: UdpOptions): UdpSocket {
     const addr = typeof options.address === "number" ? options.address : parseIpv4(options.address);
-    const { fd, port } = native.udpOpen(addr, options.port, options.reusePort ?? true, options.rcvbuf ?? 0, options.sndbuf ?? 0, options.gro ?? false);
+    const { fd, port } = native.udpOpen(
+      addr,
+      options.port,
+      options.reusePort ?? true,
+      options.rcvbuf ?? 0,
+      options.sndbuf ?? 0,
+      options.gro ?? false,
+    );
     return new UdpSocket(fd, port);
   }
 

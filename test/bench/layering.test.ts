@@ -7,7 +7,8 @@ import { projectFile } from "../../src/paths.js";
 
 function sources(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
-    e.isDirectory() ? sources(join(dir, e.name)) : e.name.endsWith(".ts") ? [join(dir, e.name)] : []);
+    e.isDirectory() ? sources(join(dir, e.name)) : e.name.endsWith(".ts") ? [join(dir, e.name)] : [],
+  );
 }
 
 describe("layering", () => {
@@ -15,7 +16,9 @@ describe("layering", () => {
     const src = projectFile("src");
     const outside: string[] = [];
     for (const file of sources(src)) {
-      for (const m of readFileSync(file, "utf8").matchAll(/\bfrom\s+"(\.{1,2}\/[^"]+)"|\bimport\(\s*"(\.{1,2}\/[^"]+)"\s*\)/g)) {
+      for (const m of readFileSync(file, "utf8").matchAll(
+        /\bfrom\s+"(\.{1,2}\/[^"]+)"|\bimport\(\s*"(\.{1,2}\/[^"]+)"\s*\)/g,
+      )) {
         const target = relative(projectFile(), resolve(file, "..", m[1] ?? m[2]));
         if (!target.startsWith("src/")) outside.push(`${relative(projectFile(), file)} -> ${target}`);
       }

@@ -73,12 +73,19 @@ describe.skipIf(!canUseNetns())("the I/O seam: PacketQueue and DatagramBind", ()
       const opened = <T extends TunQueue | UdpSocket>(h: T): T => (handles.push(h), h);
       try {
         const owned = opened(withNetns(nsA.name, () => TunQueue.open(name, { vnetHdr: offloads })));
-        if (offloads) owned.setOffload(TUN_OFFLOAD.CSUM | TUN_OFFLOAD.TSO4 | TUN_OFFLOAD.TSO6 | TUN_OFFLOAD.USO4 | TUN_OFFLOAD.USO6);
+        if (offloads)
+          owned.setOffload(
+            TUN_OFFLOAD.CSUM | TUN_OFFLOAD.TSO4 | TUN_OFFLOAD.TSO6 | TUN_OFFLOAD.USO4 | TUN_OFFLOAD.USO6,
+          );
         await nsA.ip(`addr add ${formatIpv4(LOCAL)}/24 dev ${name}`);
         await nsA.ip(`link set ${name} up`);
-        const app = opened(withNetns(nsA.name, () => UdpSocket.open({ address: LOCAL, port: APP_PORT, reusePort: false })));
+        const app = opened(
+          withNetns(nsA.name, () => UdpSocket.open({ address: LOCAL, port: APP_PORT, reusePort: false })),
+        );
         const a = opened(withNetns(nsA.name, () => UdpSocket.open({ address: A, port: 0, gro: offloads })));
-        const b = opened(withNetns(nsB.name, () => UdpSocket.open({ address: B, port: 0, gro: offloads, rcvbuf: 1 << 20 })));
+        const b = opened(
+          withNetns(nsB.name, () => UdpSocket.open({ address: B, port: 0, gro: offloads, rcvbuf: 1 << 20 })),
+        );
         // As a worker has them: borrowed from what the owner lent, typed as the seam.
         const tun: PacketQueue = TunQueue.borrow(owned.lend());
         const sender: DatagramBind = UdpSocket.borrow(a.lend());

@@ -61,9 +61,14 @@ describe.skipIf(!canUseNetns())("UDP sockets", () => {
       out.set(i, { ADDR: B, PORT: i % 2 ? b2.port : b1.port });
     }
     let sent = 0;
-    await until("all 128 sent", () => ((sent += a.send(out.buf, out.descs, sent, 128 - sent)) === 128 ? true : undefined));
+    await until("all 128 sent", () =>
+      (sent += a.send(out.buf, out.descs, sent, 128 - sent)) === 128 ? true : undefined,
+    );
 
-    for (const [sock, parity] of [[b1, 0], [b2, 1]] as const) {
+    for (const [sock, parity] of [
+      [b1, 0],
+      [b2, 1],
+    ] as const) {
       const s = new Slots(64);
       await receive(sock, s, 64);
       for (let k = 0; k < 64; k++) {
@@ -146,12 +151,21 @@ describe.skipIf(!canUseNetns())("UDP sockets", () => {
     const first = open(nsB, { address: B, port: 0 });
     open(nsB, { address: B, port: first.port });
     expect(() => open(nsB, { address: B, port: first.port, reusePort: false })).toThrow(
-      expect.objectContaining({ code: "EADDRINUSE", syscall: "bind", message: expect.stringMatching(/give every socket that shares it reusePort/) }),
+      expect.objectContaining({
+        code: "EADDRINUSE",
+        syscall: "bind",
+        message: expect.stringMatching(/give every socket that shares it reusePort/),
+      }),
     );
     expect(() => open(nsB, { address: "198.18.0.9", port: 0 })).toThrow(
-      expect.objectContaining({ code: "EADDRNOTAVAIL", message: expect.stringMatching(/no interface in this network namespace/) }),
+      expect.objectContaining({
+        code: "EADDRNOTAVAIL",
+        message: expect.stringMatching(/no interface in this network namespace/),
+      }),
     );
-    expect(() => open(nsB, { address: "198.18.0.300", port: 0 })).toThrow(expect.objectContaining({ code: "NET_BAD_IPV4" }));
+    expect(() => open(nsB, { address: "198.18.0.300", port: 0 })).toThrow(
+      expect.objectContaining({ code: "NET_BAD_IPV4" }),
+    );
   });
 
   it("splits a send by the segment size in FLAGS (GSO), and hands it over whole to a GRO socket", async () => {
@@ -187,7 +201,11 @@ describe.skipIf(!canUseNetns())("UDP sockets", () => {
     }
     expect(a.send(s.buf, s.descs, 0, 4)).toBe(2);
     expect(() => a.send(s.buf, s.descs, 2, 2)).toThrow(
-      expect.objectContaining({ code: "ENETUNREACH", syscall: "sendmmsg", message: expect.stringMatching(/descriptor 2 to 198\.19\.5\.5:9.*no route/) }),
+      expect.objectContaining({
+        code: "ENETUNREACH",
+        syscall: "sendmmsg",
+        message: expect.stringMatching(/descriptor 2 to 198\.19\.5\.5:9.*no route/),
+      }),
     );
     expect(a.send(s.buf, s.descs, 3, 1)).toBe(1);
   });
@@ -214,8 +232,16 @@ describe.skipIf(!canUseNetns())("UDP sockets", () => {
 
     s.reset();
     const bad: [string, () => unknown, ErrorConstructor][] = [
-      ["buf not a Uint8Array", () => b.recv(new Int32Array(s.memory.buffer) as unknown as Uint8Array, s.descs, 0, 1), TypeError],
-      ["descs not an Int32Array", () => b.recv(s.buf, new Uint32Array(s.memory.buffer, 0, 32) as unknown as Int32Array, 0, 1), TypeError],
+      [
+        "buf not a Uint8Array",
+        () => b.recv(new Int32Array(s.memory.buffer) as unknown as Uint8Array, s.descs, 0, 1),
+        TypeError,
+      ],
+      [
+        "descs not an Int32Array",
+        () => b.recv(s.buf, new Uint32Array(s.memory.buffer, 0, 32) as unknown as Int32Array, 0, 1),
+        TypeError,
+      ],
       ["count not an integer", () => b.recv(s.buf, s.descs, 0, 1.5), TypeError],
       ["count a string", () => b.recv(s.buf, s.descs, 0, "1" as unknown as number), TypeError],
       ["count over MAX_BATCH", () => native.udpRecv(b.fd, s.buf, s.descs, 0, 257), RangeError],
@@ -224,7 +250,11 @@ describe.skipIf(!canUseNetns())("UDP sockets", () => {
       ["slot past the buffer end", () => b.recv(s.buf.subarray(0, s.get(1, "OFF") + 100), s.descs, 0, 2), RangeError],
       ["negative OFF", () => (s.set(0, { OFF: -4 }), b.recv(s.buf, s.descs, 0, 1)), RangeError],
       ["zero CAP", () => (s.reset(), s.set(0, { CAP: 0 }), b.recv(s.buf, s.descs, 0, 1)), RangeError],
-      ["send PORT 0", () => (s.reset(), s.set(0, { LEN: 10, ADDR: B, PORT: 0 }), a.send(s.buf, s.descs, 0, 1)), RangeError],
+      [
+        "send PORT 0",
+        () => (s.reset(), s.set(0, { LEN: 10, ADDR: B, PORT: 0 }), a.send(s.buf, s.descs, 0, 1)),
+        RangeError,
+      ],
       ["fd negative", () => native.udpRecv(-1, s.buf, s.descs, 0, 1), RangeError],
       ["fd not a number", () => native.udpRecv(null as unknown as number, s.buf, s.descs, 0, 1), TypeError],
     ];

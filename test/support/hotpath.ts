@@ -28,7 +28,12 @@ export function makeRig(opts: {
   const arena = new Arena(hp);
   const routes = new RouteTable(hp, arena, opts.size ?? { tbl8Groups: 64, maxRules: 1024, maxNextHops: 256 });
   const ctx = new DataplaneContext(hp, arena, {
-    routes: routes.base, vni: opts.vni, localAddr: opts.localAddr, mac: opts.mac, antiSpoof: opts.antiSpoof ?? false, peerSlots: 256,
+    routes: routes.base,
+    vni: opts.vni,
+    localAddr: opts.localAddr,
+    mac: opts.mac,
+    antiSpoof: opts.antiSpoof ?? false,
+    peerSlots: 256,
   });
   const batch = new PacketBatch(hp, arena, opts.batchSize ?? 64, opts.stride ?? 2048);
   return { hp, arena, routes, ctx, batch, verdicts: hp.verdictNames() };
@@ -55,7 +60,16 @@ export function loadBatch(rig: Rig, packets: Uint8Array[], from?: number[]): voi
 }
 
 export function readBatch(rig: Rig, n: number): SlotResult[] {
-  return rig.batch.read(n).map((r) => ({ slot: r.slot, verdict: rig.verdicts[r.verdict], bytes: r.bytes, addr: r.addr, port: r.port, aux: r.aux }));
+  return rig.batch
+    .read(n)
+    .map((r) => ({
+      slot: r.slot,
+      verdict: rig.verdicts[r.verdict],
+      bytes: r.bytes,
+      addr: r.addr,
+      port: r.port,
+      aux: r.aux,
+    }));
 }
 
 /**
