@@ -19,3 +19,4 @@ export function heapBase(): usize {
 export { vxlanEncapOffloadBatch, udpEncapOffloadBatch, OFFLOAD_MAX_TRAINS } from "./packet/offload-send";
 export { vxlanDecapOffloadBatch, udpDecapOffloadBatch, GRO_MAX_SEGMENTS } from "./packet/offload-receive";
 export { VNET_HDR_BYTES } from "./packet/vnet-header";
+export * from "./route6/table";

@@ -101,3 +101,16 @@ export function prefixesOverlap6(a: Ipv6Prefix, b: Ipv6Prefix): boolean {
 export function isIpv6Text(text: string): boolean {
   return text.includes(":");
 }
+
+/** Writes the address as 16 bytes in network order at bytes[at..at+16). */
+export function writeIpv6(bytes: Uint8Array, at: number, addr: bigint): void {
+  const view = new DataView(bytes.buffer, bytes.byteOffset + at, 16);
+  view.setBigUint64(0, addr >> 64n);
+  view.setBigUint64(8, addr & 0xffff_ffff_ffff_ffffn);
+}
+
+/** Reads 16 bytes in network order at bytes[at..at+16) as an address. */
+export function readIpv6(bytes: Uint8Array, at: number): bigint {
+  const view = new DataView(bytes.buffer, bytes.byteOffset + at, 16);
+  return (view.getBigUint64(0) << 64n) | view.getBigUint64(8);
+}
