@@ -8,7 +8,8 @@ export * from "./counters";
 export * from "./context";
 export { batchInit } from "./batch";
 export { checksum, checksumPartial } from "./packet/checksum";
-export { vxlanEncapBatch, vxlanDecapBatch, VXLAN_OVERHEAD } from "./packet/vxlan";
+export { vxlanEncapBatch, vxlanDecapBatch } from "./packet/vxlan";
+export { VXLAN_ENCAP_HEADER_BYTES } from "./packet/vxlan-header";
 export { udpEncapBatch, udpDecapBatch } from "./packet/flannel-udp";
 export * from "./route/table";
 

@@ -14,6 +14,7 @@ export interface HotPathFunctions {
     vni: number, localAddr: number, macHi16: number, macLo32: number, flags: number,
   ): void;
   contextSetPeerCounters(ctx: number, tx: number, rx: number, slots: number): void;
+  contextSetIpv6(ctx: number, routes6: number, addr: number): void;
   vxlanEncapBatch(ctx: number, descs: number, n: number): number;
   vxlanDecapBatch(ctx: number, descs: number, n: number): number;
   udpEncapBatch(ctx: number, descs: number, n: number): number;

@@ -13,7 +13,7 @@ import { WeftError } from "../../errors.js";
 import { formatIpv4, formatMac, formatPrefix, parseMac } from "../../net/ipv4.js";
 import { v4Addr, v4Prefix } from "../../net/ip.js";
 import { DEFAULT_VNI, UDP_PORT, VXLAN_PORT, type Backend, type BackendAnnouncement, type BackendContext, type BackendCounters, type BackendOptions, type BackendPeer } from "../backend.js";
-import { VXLAN_OVERHEAD } from "../vxlan/vxlan.js";
+import { VXLAN_IPV4_UNDERLAY_BYTES } from "../vxlan/vxlan.js";
 import { announcementProblem, overlapProblem, UnreachablePeers } from "../unreachable.js";
 import { loadVtepMac } from "../vtep-mac.js";
 
@@ -40,7 +40,7 @@ export class UserspaceBackend implements Backend {
     this.unreachable = new UnreachablePeers(this.logger);
     this.port = options.port ?? (udp ? UDP_PORT : VXLAN_PORT);
     this.vni = options.vni ?? DEFAULT_VNI;
-    const fits = (options.mtu ?? ctx.underlay.mtu) - (udp ? UDP_OVERHEAD : VXLAN_OVERHEAD);
+    const fits = (options.mtu ?? ctx.underlay.mtu) - (udp ? UDP_OVERHEAD : VXLAN_IPV4_UNDERLAY_BYTES);
     // A jumbo underlay (9000) is fine: pods get the largest MTU the packet slots hold, and TCP
     // still moves 64 KB super-packets through the TUN device with offloads on.
     this.mtu = Math.min(fits, DATAPLANE_MAX_MTU);

@@ -15,10 +15,10 @@ import { KernelBackend, underlayAddr } from "../kernel-backend.js";
 import { loadVtepMac } from "../vtep-mac.js";
 import { createVxlanDevice, routeMetric, vxlanDeviceMismatch, vxlanDeviceName, vxlanPeerEntries, type VxlanDeviceSpec } from "./device.js";
 
-/** Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14). */
-export const VXLAN_OVERHEAD = 50;
+/** Bytes VXLAN adds to a packet over an IPv4 underlay: outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14). */
+export const VXLAN_IPV4_UNDERLAY_BYTES = 50;
 /** The same over an IPv6 underlay (outer header 40). */
-export const VXLAN_OVERHEAD_IPV6 = 70;
+export const VXLAN_IPV6_UNDERLAY_BYTES = 70;
 
 export class VxlanBackend extends KernelBackend {
   readonly mtu: number;
@@ -35,7 +35,7 @@ export class VxlanBackend extends KernelBackend {
     this.family = familyOf(ctx.subnet.addr);
     this.vni = options.vni ?? DEFAULT_VNI;
     this.port = options.port ?? VXLAN_PORT;
-    this.mtu = (options.mtu ?? ctx.underlay.mtu) - (this.family === 4 ? VXLAN_OVERHEAD : VXLAN_OVERHEAD_IPV6);
+    this.mtu = (options.mtu ?? ctx.underlay.mtu) - (this.family === 4 ? VXLAN_IPV4_UNDERLAY_BYTES : VXLAN_IPV6_UNDERLAY_BYTES);
     this.entryDevice = vxlanDeviceName(this.vni, this.family);
     this.local = underlayAddr(ctx);
   }
