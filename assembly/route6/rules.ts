@@ -54,11 +54,6 @@ export function masksInit(t: usize): void {
   return load<u32>(s, 16) == <u32>(len + 1) && load<u64>(s) == hi && load<u64>(s, 8) == lo;
 }
 
-/** The slot where the probe for (hi, lo, len) starts. */
-@inline export function rule6Home(t: usize, hi: u64, lo: u64, len: i32): usize {
-  return slotAt(t, ruleHash(hi, lo, len) & load<u32>(t, H6_SLOT_MASK));
-}
-
 /**
  * The slot holding (hi, lo, len), or else the empty slot where it belongs. Probes every slot at
  * most once, so even a torn read by another thread ends inside the slot array.

@@ -25,7 +25,7 @@ import {
   counts6Offset, rules6Offset, slots6For, table6Bytes,
 } from "./layout";
 import {
-  count6Add, maskHi, maskLo, masksInit, rule6Add, rule6Home, rule6Covering, rule6Holds, rule6Length, rule6NextHop, rule6Remove,
+  count6Add, maskHi, maskLo, masksInit, rule6Add, rule6Covering, rule6Holds, rule6Length, rule6NextHop, rule6Remove,
   rule6SetNextHop, rule6Slot,
 } from "./rules";
 
@@ -250,49 +250,15 @@ export function route6Get(t: usize, p: usize, len: i32): i32 {
 }
 
 /**
- * Loads the home slot of every probe the lookup of (hi, lo) will make, without acting on what it
- * finds: the loads depend only on the (cached) length set, never on each other, so the cache and
- * TLB misses of a whole batch overlap instead of queueing behind mispredicted branches.
- */
-@inline function touchProbes(t: usize, hi: u64, lo: u64): u32 {
-  const set = lengthsAt(t, bucketOf(hi));
-  let touched: u32 = 0;
-  let w = load<u64>(set);
-  while (w != 0) {
-    const len = 128 - <i32>ctz(w);
-    touched += load<u32>(rule6Home(t, hi, lo & maskLo(t, len), len), 16);
-    w &= w - 1;
-  }
-  w = load<u64>(set, 8);
-  while (w != 0) {
-    const len = 64 - <i32>ctz(w);
-    touched += load<u32>(rule6Home(t, hi & maskHi(t, len), 0, len), 16);
-    w &= w - 1;
-  }
-  return touched;
-}
-
-/**
  * out[i] = route6Lookup(addrs + 16 i) for i < n, as one consistent snapshot (redone if an update
- * overlapped). In three passes, as the IPv4 table does in two: every length set and short-table
- * entry, then every probe's home slot (touchProbes), then the lookups, which find all in cache.
+ * overlapped). Loading every address's length set and probe slots in earlier passes, as the IPv4
+ * table's batch does with tbl24, did not pay here (measured: no faster; see ARCHITECTURE.md).
  */
 export function route6LookupBatch(t: usize, addrs: usize, out: usize, n: i32): void {
   if (n <= 0) return;
   let gen: u32;
   do {
     gen = routeReadBegin(t);
-    let touched: u32 = 0;
-    for (let i = 0; i < n; i++) {
-      const bucket = bucketOf(hiOf(addrs + (<usize>i << 4)));
-      touched += load<u32>(lengthsAt(t, bucket)) + load<u32>(shortAt(t, bucket), SHORT_OFFSET);
-    }
-    for (let i = 0; i < n; i++) {
-      const a = addrs + (<usize>i << 4);
-      touched += touchProbes(t, hiOf(a), loOf(a));
-    }
-    // Keeps the touching loads from being optimised away; the last pass overwrites out[0].
-    store<u32>(out, touched);
     for (let i = 0; i < n; i++) store<i32>(out + (<usize>i << 2), route6Lookup(t, addrs + (<usize>i << 4)));
   } while (!routeReadValid(t, gen));
 }
