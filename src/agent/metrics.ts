@@ -23,7 +23,9 @@ export function agentMetrics(
   socketDrops: () => SocketDrops | undefined,
 ): Registry {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: "weft_process_" });
+  // The event-loop-lag histogram samples on a libuv timer; prom-client's default (10 ms) wakes an
+  // idle agent 100 times a second, about half its idle CPU. Once a second keeps the metric.
+  collectDefaultMetrics({ register: registry, prefix: "weft_process_", eventLoopMonitoringPrecision: 1000 });
   new Gauge({
     name: "weft_members", help: "Gossip members by state", labelNames: ["state"], registers: [registry],
     collect() {
