@@ -11,22 +11,14 @@ import { HotPath, createHotPathMemory } from "../../src/hotpath/module.js";
 import { prefixMask } from "../../src/net/ipv4.js";
 import { projectFile } from "../../src/paths.js";
 import { ReferenceRouteTable, random32, randomRules, type RouteLimits, type RouteResult } from "../reference/lpm.js";
+import { routeResults } from "../support/route-results.js";
 
 const hp = new HotPath(createHotPathMemory());
 const arena = new Arena(hp);
 const wasm = hp.fn;
 
-const RESULTS: RouteResult[] = ["ok", "exists", "not-found", "bad-prefix", "bad-length", "bad-next-hop", "full-rules", "full-tbl8"];
 /** Wasm code -> result name, from the module's ROUTE_OK / ROUTE_ERR_* exports. */
-const resultOf = new Map<number, RouteResult>(
-  RESULTS.map((r) => [hp.constant(r === "ok" ? "ROUTE_OK" : `ROUTE_ERR_${r.toUpperCase().replaceAll("-", "_")}`), r]),
-);
-
-function result(code: number): RouteResult {
-  const r = resultOf.get(code);
-  if (!r) throw new Error(`unknown route table code ${code}`);
-  return r;
-}
+const result = routeResults(hp);
 
 /** Room for batch lookups, shared by all tables. */
 const MAX_PROBES = 4096;

@@ -10,20 +10,14 @@ import { RouteTable6 } from "../../src/hotpath/route-table6.js";
 import { parseIpv6, parsePrefix6, prefixMask6, readIpv6, writeIpv6 } from "../../src/net/ipv6.js";
 import { random32, type RouteResult } from "../reference/lpm.js";
 import { ReferenceRouteTable6, random128, randomRules6, type Route6Limits } from "../reference/lpm6.js";
+import { routeResults } from "../support/route-results.js";
 
 const hp = new HotPath(createHotPathMemory());
 const arena = new Arena(hp);
 const wasm = hp.fn;
 
-const RESULTS: RouteResult[] = ["ok", "exists", "not-found", "bad-prefix", "bad-length", "bad-next-hop", "full-rules"];
-const resultOf = new Map<number, RouteResult>(
-  RESULTS.map((r) => [hp.constant(r === "ok" ? "ROUTE_OK" : `ROUTE_ERR_${r.toUpperCase().replaceAll("-", "_")}`), r]),
-);
-function result(code: number): RouteResult {
-  const r = resultOf.get(code);
-  if (!r) throw new Error(`unknown route table code ${code}`);
-  return r;
-}
+/** Wasm code -> result name, from the module's ROUTE_OK / ROUTE_ERR_* exports. */
+const result = routeResults(hp);
 
 const MAX_PROBES = 4096;
 const scratch = arena.alloc(16, 16);
