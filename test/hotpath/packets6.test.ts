@@ -185,3 +185,34 @@ describe("IPv6 receive path (socket to TUN) with anti-spoofing", () => {
     }
   });
 });
+
+describe("IPv6 through the offload send path", () => {
+  it("sends a lone IPv6 packet as one datagram to its IPv6 underlay, and drops TCPv6 super-packets it cannot segment yet", () => {
+    const rig = setupRig();
+    const outDescs = rig.arena.alloc(4 * rig.hp.constant("OFFLOAD_MAX_TRAINS") * 32);
+    const out = rig.arena.alloc(4 * 4096);
+    const packet = new Uint8Array(40 + 100);
+    packet.set([0x60, 0, 0, 0, 0, 100, 17, 64]);
+    packet.set(addrBytes(LOCAL6 | 5n), 8);
+    packet.set(addrBytes(parseIpv6("2001:2:0:8002::9")), 24);
+    const vnet = (gsoType: number) => {
+      loadBatch(rig, [packet]);
+      const off = rig.batch.descView()[rig.hp.constant("DESC_OFF") >> 2];
+      rig.hp.bytes().fill(0, off - 12, off);
+      rig.hp.bytes()[off - 11] = gsoType; // gso_type; no NEEDS_CSUM
+      new DataView(rig.hp.memory.buffer).setUint16(off - 8, 1200, true);
+      return rig.hp.fn.vxlanEncapOffloadBatch(rig.ctx.ptr, rig.batch.descs, 1, outDescs, out, 4096);
+    };
+    expect(vnet(0)).toBe(1);
+    const d = new Int32Array(rig.hp.memory.buffer, outDescs, 8);
+    const flags = d[rig.hp.constant("DESC_FLAGS") >> 2];
+    expect(flags & rig.hp.constant("DESC_FLAG_ADDR6")).toBe(rig.hp.constant("DESC_FLAG_ADDR6"));
+    expect(flags & 0xffff).toBe(0); // one datagram, no GSO
+    expect(readIpv6(rig.hp.bytes(), d[rig.hp.constant("DESC_ADDR") >> 2] >>> 0)).toBe(NEXT_HOPS.get(1)!.ip);
+    const frame = rig.hp.bytes().slice(d[0], d[0] + d[2]);
+    expect(hex(frame)).toBe(hex(refSend6(packet, sendCtx).out!));
+    const before = rig.ctx.tx().packets.OFFLOAD_HEADER;
+    expect(vnet(4)).toBe(0); // VIRTIO_NET_HDR_GSO_TCPV6
+    expect(rig.ctx.tx().packets.OFFLOAD_HEADER - before).toBe(1n);
+  });
+});
