@@ -4,8 +4,8 @@
 //
 //   offset 0              header (HEADER6_BYTES; the seqlock generation at 0, as seqlock.ts wants)
 //   MASKS_OFFSET          the mask of each length 0..128 as two u64 in memory order (rules.ts)
-//   SHORT_OFFSET          short table: 2^16 u32 entries, rules of length 0..16 expanded (256 KiB)
-//   LENGTHS_OFFSET        per /16: a 128-bit set of the lengths 17..128 its rules have (1 MiB)
+//   BUCKETS_OFFSET        one 64-byte record per /16 (BUCKET_*): its length set, its third-byte
+//                         filter and its short-table entry (4 MiB)
 //   H6_NEXT_HOPS_AT       next-hop records, NEXT_HOP6_RECORD_BYTES each
 //   H6_RULES_AT           rule hash slots (rules.ts), RULE6_SLOT_BYTES each
 //   H6_COUNTS_AT          per (/16, length) rule counts (rules.ts), COUNT_SLOT_BYTES each
@@ -21,16 +21,27 @@ export const H6_NEXT_HOPS_AT: u32 = 20;
 export const H6_RULES_AT: u32 = 24;
 export const H6_COUNTS_AT: u32 = 28;
 
-/** Prefix lengths up to this one are expanded into the short table; longer ones are hashed. */
-export const SHORT_BITS: i32 = 16;
-export const SHORT_ENTRIES: u32 = 1 << SHORT_BITS;
 export const MASKS_OFFSET: u32 = HEADER6_BYTES;
 /** 129 masks of 16 bytes, rounded up to a cache line. */
 export const MASKS_BYTES: u32 = 2112;
-export const SHORT_OFFSET: u32 = MASKS_OFFSET + MASKS_BYTES;
-export const LENGTHS_OFFSET: u32 = SHORT_OFFSET + (SHORT_ENTRIES << 2);
-export const LENGTH_SET_BYTES: u32 = 16;
-const FIXED_END: u32 = LENGTHS_OFFSET + SHORT_ENTRIES * LENGTH_SET_BYTES;
+/** Prefix lengths up to this one are expanded into the bucket records' short entries; longer ones are hashed. */
+export const SHORT_BITS: i32 = 16;
+export const BUCKETS: u32 = 1 << SHORT_BITS;
+export const BUCKETS_OFFSET: u32 = MASKS_OFFSET + MASKS_BYTES;
+/** A /16's record, one cache line: what a lookup reads first, in one miss. */
+export const BUCKET_BYTES: u32 = 64;
+/** u64 x 2: the set of lengths 17..128 its rules have (bit 128 - length). */
+export const BUCKET_LENGTHS: u32 = 0;
+/**
+ * 256 bits, one per value of the address's third byte: clear means no rule longer than /16 of
+ * this /16 covers such addresses, so the lookup needs no probe. Set by inserts over the range a
+ * rule covers, cleared only when the /16 loses its last long rule (a stale bit costs a probe,
+ * never a wrong answer).
+ */
+export const BUCKET_FILTER: u32 = 16;
+/** u32: the best rule of length 0..16 (the IPv4 entry format). */
+export const BUCKET_SHORT: u32 = 48;
+const FIXED_END: u32 = BUCKETS_OFFSET + BUCKETS * BUCKET_BYTES;
 
 /** 16-byte underlay address, port, MAC, flags, padding: two records per cache line. */
 export const NEXT_HOP6_RECORD_BYTES: u32 = 32;

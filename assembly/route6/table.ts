@@ -2,15 +2,16 @@
 // exact get and delete, next-hop records, and the IPv4 table's seqlock publication (../route/
 // seqlock.ts): one writer, lock-free readers that redo a batch when the generation moved.
 //
-// Scheme. Rules of length 0..16 are expanded into the short table, one u32 entry per /16 (the
-// IPv4 table's entry format: valid bit, depth, next hop), so the fallback of every lookup is one
-// read. Longer rules live in the rule hash, and every /16 keeps the set of lengths (17..128) its
-// rules have. A lookup reads its /16's length set and probes the hash for the address masked to
-// each of those lengths, longest first: the first hit is the longest match, and a /16 with no
-// longer rules costs no probe. So a lookup costs two reads plus one hash probe per distinct
-// length under its /16: pod subnets (one length under a network) take one probe, 100k random
-// prefixes (about 1.3 lengths per /16) 1.3 on average. A /16 holding rules of many lengths costs
-// a probe per length (at most 112); IPv6 routing tables of pods do not look like that.
+// Scheme. Every /16 has a 64-byte record (one cache line): the best rule of length 0..16
+// (expanded, in the IPv4 table's entry format: valid bit, depth, next hop), the set of lengths
+// 17..128 its longer rules have, and a 256-bit filter of the third address byte values those
+// rules cover. Longer rules live in the rule hash. A lookup reads its /16's record; if the filter
+// bit of its third byte is clear (no longer rule can match), the short entry is the answer;
+// otherwise it probes the hash for the address masked to each length in the set, longest first,
+// and the first hit is the longest match. So most lookups of a sparse table cost one read; the
+// others one hash probe per distinct length under their /16: pod subnets (one length under a
+// network) one, 100k random prefixes (about 1.4 lengths per /16) 1.4 on average, a /16 holding
+// rules of many lengths up to 112; IPv6 routing tables of pods do not look like that.
 // Addresses are 16 bytes in network order, in memory: callers pass pointers.
 import {
   ROUTE_ERR_BAD_LENGTH, ROUTE_ERR_BAD_NEXT_HOP, ROUTE_ERR_BAD_PREFIX, ROUTE_ERR_BAD_REGION,
@@ -21,7 +22,7 @@ import { routeReadBegin, routeReadValid, writeBegin, writeEnd } from "../route/s
 import { NEXT_HOP_VALID } from "../route/nexthop";
 import {
   H6_COUNTS_AT, H6_MAX_NEXT_HOPS, H6_MAX_RULES, H6_NEXT_HOPS_AT, H6_RULE_COUNT, H6_RULES_AT, H6_SLOT_MASK,
-  LENGTHS_OFFSET, NEXT_HOP6_RECORD_BYTES, NEXT_HOPS6_OFFSET, SHORT_BITS, SHORT_OFFSET,
+  BUCKETS_OFFSET, BUCKET_BYTES, BUCKET_FILTER, BUCKET_LENGTHS, BUCKET_SHORT, NEXT_HOP6_RECORD_BYTES, NEXT_HOPS6_OFFSET, SHORT_BITS,
   counts6Offset, rules6Offset, slots6For, table6Bytes,
 } from "./layout";
 import {
@@ -42,12 +43,9 @@ const OWNER_MASK: u32 = 0xFF00_0000;
   return ENTRY_VALID | (<u32>len << DEPTH_SHIFT) | <u32>nh;
 }
 
-@inline function shortAt(t: usize, i: u32): usize {
-  return t + (<usize>i << 2);
-}
-
-@inline function lengthsAt(t: usize, bucket: u32): usize {
-  return t + <usize>LENGTHS_OFFSET + (<usize>bucket << 4);
+/** The record of /16 bucket i (layout.ts, BUCKET_*). */
+@inline function bucketAt(t: usize, i: u32): usize {
+  return t + <usize>BUCKETS_OFFSET + <usize>i * BUCKET_BYTES;
 }
 
 /** Halves of the 16-byte address at p in memory order (rules.ts). */
@@ -110,8 +108,8 @@ function shortAdd(t: usize, hi: u64, len: i32, entry: u32): void {
   const end = first + (<u32>1 << <u32>(SHORT_BITS - len));
   for (let be = first; be < end; be++) {
     const i = bucketOfNumber(be);
-    const e = load<u32>(shortAt(t, i), SHORT_OFFSET);
-    if (<i32>((e >> DEPTH_SHIFT) & 0x3F) <= len) store<u32>(shortAt(t, i), entry, SHORT_OFFSET);
+    const e = load<u32>(bucketAt(t, i), BUCKET_SHORT);
+    if (<i32>((e >> DEPTH_SHIFT) & 0x3F) <= len) store<u32>(bucketAt(t, i), entry, BUCKET_SHORT);
   }
 }
 
@@ -122,16 +120,32 @@ function shortRemove(t: usize, hi: u64, len: i32, replacement: u32): void {
   const end = first + (<u32>1 << <u32>(SHORT_BITS - len));
   for (let be = first; be < end; be++) {
     const i = bucketOfNumber(be);
-    if ((load<u32>(shortAt(t, i), SHORT_OFFSET) & OWNER_MASK) == owned) store<u32>(shortAt(t, i), replacement, SHORT_OFFSET);
+    if ((load<u32>(bucketAt(t, i), BUCKET_SHORT) & OWNER_MASK) == owned) store<u32>(bucketAt(t, i), replacement, BUCKET_SHORT);
   }
 }
 
-/** Bit of length len (17..128) in a length set: bit 128 - len, so the longest comes first. */
+/**
+ * Bit of length len (17..128) in a /16's length set: bit 128 - len, so the longest comes first.
+ * When the set empties, the /16's third-byte filter is cleared too.
+ */
 @inline function lengthBit(t: usize, bucket: u32, len: i32, on: bool): void {
+  const rec = bucketAt(t, bucket);
   const bit = 128 - len;
-  const w = lengthsAt(t, bucket) + (bit >= 64 ? 8 : 0);
+  const w = rec + BUCKET_LENGTHS + (bit >= 64 ? 8 : 0);
   const m = <u64>1 << <u64>(bit & 63);
   store<u64>(w, on ? load<u64>(w) | m : load<u64>(w) & ~m);
+  if ((load<u64>(rec, BUCKET_LENGTHS) | load<u64>(rec, BUCKET_LENGTHS + 8)) == 0) memory.fill(rec + BUCKET_FILTER, 0, 32);
+}
+
+/** Marks in the /16's filter the third-byte values a rule of length len (17..128) covers. */
+function filterAdd(t: usize, hi: u64, len: i32): void {
+  const rec = bucketAt(t, bucketOf(hi));
+  const span: u32 = len >= 24 ? 1 : <u32>1 << <u32>(24 - len);
+  const first = <u32>(hi >> 16) & 0xFF & ~(span - 1);
+  for (let b = first; b < first + span; b++) {
+    const w = rec + BUCKET_FILTER + ((<usize>b >> 5) << 2);
+    store<u32>(w, load<u32>(w) | (<u32>1 << (b & 31)));
+  }
 }
 
 function addRule(t: usize, s: usize, hi: u64, lo: u64, len: i32, nh: i32): i32 {
@@ -140,8 +154,9 @@ function addRule(t: usize, s: usize, hi: u64, lo: u64, len: i32, nh: i32): i32 {
   rule6Add(t, s, hi, lo, len, nh);
   if (len <= SHORT_BITS) {
     shortAdd(t, hi, len, shortEntry(len, nh));
-  } else if (count6Add(t, bucketOf(hi), len, 1) == 1) {
-    lengthBit(t, bucketOf(hi), len, true);
+  } else {
+    filterAdd(t, hi, len);
+    if (count6Add(t, bucketOf(hi), len, 1) == 1) lengthBit(t, bucketOf(hi), len, true);
   }
   writeEnd(t);
   return ROUTE_OK;
@@ -220,10 +235,13 @@ export function route6Get(t: usize, p: usize, len: i32): i32 {
  * AS callers bracket a batch of these with routeReadBegin/routeReadValid.
  */
 @inline export function lookup6(t: usize, hi: u64, lo: u64): i32 {
-  const bucket = bucketOf(hi);
-  const set = lengthsAt(t, bucket);
+  const rec = bucketAt(t, bucketOf(hi));
+  const e = load<u32>(rec, BUCKET_SHORT);
+  const short = select<i32>(<i32>(e & VALUE_MASK), -1, <i32>e < 0);
+  const third = <u32>(hi >> 16) & 0xFF;
+  if ((load<u32>(rec + BUCKET_FILTER + ((<usize>third >> 5) << 2)) & (<u32>1 << (third & 31))) == 0) return short;
   // Lengths 65..128: bits 0..63 of the first word.
-  let w = load<u64>(set);
+  let w = load<u64>(rec, BUCKET_LENGTHS);
   while (w != 0) {
     const len = 128 - <i32>ctz(w);
     const l = lo & maskLo(t, len);
@@ -232,7 +250,7 @@ export function route6Get(t: usize, p: usize, len: i32): i32 {
     w &= w - 1;
   }
   // Lengths 17..64: bits 64..111, the second word.
-  w = load<u64>(set, 8);
+  w = load<u64>(rec, BUCKET_LENGTHS + 8);
   while (w != 0) {
     const len = 64 - <i32>ctz(w);
     const h = hi & maskHi(t, len);
@@ -240,8 +258,7 @@ export function route6Get(t: usize, p: usize, len: i32): i32 {
     if (rule6Holds(s, h, 0, len)) return rule6NextHop(s);
     w &= w - 1;
   }
-  const e = load<u32>(shortAt(t, bucket), SHORT_OFFSET);
-  return select<i32>(<i32>(e & VALUE_MASK), -1, <i32>e < 0);
+  return short;
 }
 
 /** Next-hop index of the longest prefix covering the 16-byte address at a, or -1. */
