@@ -164,7 +164,8 @@ export type BenchErrorCode =
   | "BENCH_NO_CONNECTIVITY"
   | "BENCH_AGENT_GONE"
   | "BENCH_NO_TRAFFIC"
-  | "BENCH_PROBE_FAILED";
+  | "BENCH_PROBE_FAILED"
+  | "BENCH_NO_IPV6_LAB";
 
 export type ErrorCode =
   | NetErrorCode

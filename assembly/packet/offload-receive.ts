@@ -9,7 +9,7 @@
 // leaves 22 bytes) or after a copy into the output region when there is not (flannel udp
 // datagrams after the first of a GRO batch, whose bytes in front belong to the one before).
 import {
-  DESC_OFF, DESC_CAP, DESC_LEN, DESC_ADDR, DESC_PORT, DESC_FLAGS, DESC_VERDICT, DESC_AUX,
+  DESC_OFF, DESC_CAP, DESC_LEN, DESC_FLAGS, DESC_VERDICT, DESC_AUX,
   HEADROOM, MAX_BATCH, descPtr,
 } from "../descriptor";
 import { batchSize, descInBounds, memoryTop } from "../batch";

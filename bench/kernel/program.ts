@@ -11,7 +11,7 @@ import { join } from "node:path";
 import type { Backend, BackendAnnouncement, BackendPeer } from "../../src/backends/backend.js";
 import { createBackend } from "../../src/backends/index.js";
 import { Netns } from "../../src/lab/netns.js";
-import { type Ipv4Prefix } from "../../src/net/ipv4.js";
+import type { Ipv4Prefix } from "../../src/net/ipv4.js";
 import { formatAnyPrefix } from "../../src/net/ip.js";
 
 const PEERS = 1000;

@@ -1,11 +1,13 @@
-// The node agent: joins the gossip control plane, leases a subnet, programs the backend chosen in
-// net-conf.json, writes subnet.env for the CNI plugin, keeps the backend's peers in step with the
-// cluster (on every change and by a periodic reconcile that also repairs kernel drift), serves
-// health, status and metrics, swaps backends on SIGHUP, and leaves cleanly on SIGTERM/SIGINT.
+// The node agent: joins the gossip control plane, leases a subnet per enabled address family
+// (IPv4-only, dual-stack or IPv6-only, as flannel), programs the backend chosen in net-conf.json
+// (one instance per family, as flannel runs flannel.<VNI> and flannel-v6.<VNI>), writes
+// subnet.env for the CNI plugin, keeps the backends' peers in step with the cluster (on every
+// change and by a periodic reconcile that also repairs kernel drift), serves health, status and
+// metrics, swaps backends on SIGHUP, and leaves cleanly on SIGTERM/SIGINT.
 import { mkdir, readFile, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Logger } from "pino";
-import type { Backend, BackendAnnouncement, BackendOptions, Underlay } from "../backends/backend.js";
+import type { Backend, BackendAnnouncement, BackendCounters, BackendOptions, Underlay } from "../backends/backend.js";
 import { createBackend } from "../backends/index.js";
 import { parseNetConf, type BackendConfig, type NetConf } from "../config/net-conf.js";
 import { ControlPlane } from "../control/control-plane.js";
@@ -14,8 +16,10 @@ import type { Addr } from "../control/runtime.js";
 import { WeftError } from "../errors.js";
 import { Kernel } from "../kernel/iproute.js";
 import { removeIpMasq, setIpMasq } from "../kernel/ipmasq.js";
+import { formatAnyPrefix, formatHostPort, type IpPrefix } from "../net/ip.js";
 import { formatIpv4, formatPrefix, type Ipv4Prefix } from "../net/ipv4.js";
 import { formatIpv6, formatPrefix6, type Ipv6Prefix } from "../net/ipv6.js";
+import { SerialQueue } from "../util/serial.js";
 import { AgentHttp, SOCKET_NAME, type TcpListener } from "./http.js";
 import { agentMetrics } from "./metrics.js";
 import { PeerSync } from "./peer-sync.js";
@@ -23,7 +27,7 @@ import { checkFlags, checkHost } from "./preflight.js";
 import { udpSocketDrops, type SocketDrops } from "./socket-drops.js";
 import { StateDirLock } from "./state-dir.js";
 import { writeSubnetEnv } from "./subnet-env.js";
-import { chooseUnderlay, describeUnderlay } from "./underlay.js";
+import { chooseUnderlay, describeUnderlay, gossipHost } from "./underlay.js";
 
 export interface AgentOptions {
   netConfig: string;
@@ -67,36 +71,55 @@ function backendOptions(b: BackendConfig): BackendOptions {
   }
 }
 
+/** One address family's side of the node: its lease, the backend instance carrying it, and the
+ *  peer sync that keeps that instance's peers equal to the control plane's peers of the family. */
+interface Lane {
+  readonly family: 4 | 6;
+  readonly sync: PeerSync;
+  subnet?: IpPrefix;
+  backend?: Backend;
+  announcement?: BackendAnnouncement;
+}
+
 export class Agent {
-  private backend?: Backend;
-  private announcement?: BackendAnnouncement;
-  private subnet?: Ipv4Prefix;
-  /** Dual-stack: the IPv6 lease and the backend instance that carries it (kernel backends). */
-  private backend6?: Backend;
-  private announcement6?: BackendAnnouncement;
-  private subnet6?: Ipv6Prefix;
+  /** One lane per enabled family, IPv4 first. */
+  private readonly lanes: Lane[];
   private ready = false;
   private reconcileTimer?: NodeJS.Timeout;
   private http?: AgentHttp;
-  private reloading: Promise<void> = Promise.resolve();
+  private readonly backendChanges = new SerialQueue();
   private waitingFor = "joining the cluster";
   private readonly startedAt = Date.now();
-  private readonly sync: PeerSync;
-  private readonly sync6: PeerSync;
   private fatalHandler?: (err: Error) => void;
   private fatalError?: Error;
 
   private constructor(
     private readonly opts: AgentOptions,
-    private conf: Ipv4NetConf,
+    private conf: NetConf,
     private readonly kernel: Kernel,
     private readonly underlay: Underlay,
     private readonly control: ControlPlane,
     private readonly lock: StateDirLock,
     private readonly log: Logger,
   ) {
-    this.sync = new PeerSync(() => control.peers(), () => this.backend, log);
-    this.sync6 = new PeerSync(() => control.peers6(), () => this.backend6, log.child({ family: 6 }));
+    this.lanes = [];
+    if (conf.space) {
+      const lane: Lane = { family: 4, sync: new PeerSync(() => control.peers(), () => lane.backend, log) };
+      this.lanes.push(lane);
+    }
+    if (conf.space6) {
+      const lane: Lane = { family: 6, sync: new PeerSync(() => control.peers6(), () => lane.backend, log.child({ family: 6 })) };
+      this.lanes.push(lane);
+    }
+  }
+
+  private lane(family: 4 | 6): Lane | undefined {
+    return this.lanes.find((l) => l.family === family);
+  }
+
+  /** The backend instance shown for the node as a whole (status, dataplane metrics): the first family's. */
+  private get backend(): Backend | undefined {
+    return this.lanes[0].backend;
   }
 
   /**
@@ -106,7 +129,7 @@ export class Agent {
    */
   static async start(opts: AgentOptions, log: Logger, signal?: AbortSignal): Promise<Agent> {
     checkFlags(opts);
-    const conf = requireIpv4(parseNetConf(await readConfig(opts.netConfig), opts.netConfig));
+    const conf = parseNetConf(await readConfig(opts.netConfig), opts.netConfig);
     const keyring = await Keyring.fromKeyFile(opts.keyFile);
     const kernel = new Kernel();
     const lock = await StateDirLock.acquire(opts.stateDir);
@@ -117,9 +140,9 @@ export class Agent {
       await checkHost(kernel, opts, conf, underlay);
       await mkdir(dirname(opts.subnetFile), { recursive: true, mode: 0o755 });
       abortable(signal);
-      log.info({ node: opts.nodeName, underlay: describeUnderlay(underlay), backend: conf.Backend.Type, network: conf.Network }, "starting");
+      log.info({ node: opts.nodeName, underlay: describeUnderlay(underlay), backend: conf.Backend.Type, network: conf.space && conf.Network, network6: conf.space6 && conf.IPv6Network }, "starting");
       control = await ControlPlane.start({
-        name: opts.nodeName, bindAddr: formatIpv4(underlay.addr!), gossipPort: opts.gossipPort, join: opts.join,
+        name: opts.nodeName, bindAddr: gossipHost(underlay), gossipPort: opts.gossipPort, join: opts.join,
         seeds: opts.seeds ?? (opts.join.length === 0 ? [opts.nodeName] : []), space: conf.space, space6: conf.space6, underlay6: underlay.addr6, keyring,
         stateDir: opts.stateDir, logger: log,
       });
@@ -141,7 +164,7 @@ export class Agent {
           ready: () => agent.isReady(),
           waitingFor: () => agent.whyNotReady(),
           status: () => agent.status(),
-          metrics: agentMetrics(control, () => agent.backend, () => agent.subnet && formatPrefix(agent.subnet), () => agent.socketDrops()),
+          metrics: agentMetrics(control, () => agent.backend, () => agent.counters(), () => agent.subnets(), () => agent.socketDrops()),
           reclaim: (node) => control.reclaim(node),
         },
         join(opts.stateDir, SOCKET_NAME),
@@ -155,16 +178,14 @@ export class Agent {
       // Asked after joining: a subnet the cluster took away meanwhile (this node was reclaimed
       // while down) is never programmed; lease() then waits for the new one.
       agent.waitingFor = WAITING_FOR_LEASE;
-      agent.subnet = await abortable(signal, control.lease());
-      if (conf.space6) agent.subnet6 = await abortable(signal, control.lease6());
-      log.info({ subnet: formatPrefix(agent.subnet), ...(agent.subnet6 && { subnet6: formatPrefix6(agent.subnet6) }) }, "lease held");
+      for (const lane of agent.lanes) lane.subnet = await abortable(signal, agent.leaseOf(lane.family));
+      log.info({ subnets: agent.subnets() }, "lease held");
       agent.waitingFor = "starting the backend";
       // Listening before the backend starts: a peer that appears while startBackend's first sync
       // is under way is synced once the backend exists (a kick without a backend does nothing),
       // instead of waiting for the next reconcile.
       control.on("change", () => {
-        void agent.sync.kick().catch((err) => log.error({ err }, "peer sync failed"));
-        void agent.sync6.kick().catch((err) => log.error({ err }, "IPv6 peer sync failed"));
+        for (const lane of agent.lanes) void lane.sync.kick().catch((err) => log.error({ err, family: lane.family }, "peer sync failed"));
       });
       // Not raced with the abort: a backend half set up could not be undone; a stop waits for it.
       await agent.serially(() => agent.startBackend());
@@ -177,40 +198,74 @@ export class Agent {
     }
   }
 
-  /** Creates and starts the backend of the current config, announces it, writes subnet.env. */
+  /** Waits for this node's subnet of a family. */
+  private async leaseOf(family: 4 | 6): Promise<IpPrefix> {
+    return family === 4 ? this.control.lease() : this.control.lease6();
+  }
+
+  /** The pod network of a family (flannel's Network or IPv6Network). */
+  private network(family: 4 | 6): IpPrefix {
+    return family === 4 ? this.conf.space!.network : this.conf.space6!.network;
+  }
+
+  /** This node's subnets, one per enabled family that holds one (IPv4 first). */
+  private subnets(): string[] {
+    return this.lanes.flatMap((l) => (l.subnet ? [formatAnyPrefix(l.subnet)] : []));
+  }
+
+  /** Creates and starts the backend of the current config for every family, announces them, writes subnet.env. */
   private async startBackend(): Promise<void> {
-    const subnet = this.subnet!;
+    for (const lane of this.lanes) await this.startLane(lane);
+    await this.publish();
+  }
+
+  /**
+   * Starts one family's instance of the configured backend (for IPv6 under vxlan that is
+   * flannel-v6.<VNI>, as flannel runs one device per family) and gives it every peer of the family.
+   */
+  private async startLane(lane: Lane): Promise<void> {
     const backend = createBackend(this.conf.Backend.Type, backendOptions(this.conf.Backend), {
-      kernel: this.kernel, network: this.conf.space.network, subnet, underlay: this.underlay, stateDir: this.opts.stateDir, logger: this.log.child({ layer: "backend" }),
+      kernel: this.kernel, network: this.network(lane.family), subnet: lane.subnet!, underlay: this.underlay, stateDir: this.opts.stateDir,
+      logger: this.log.child({ layer: "backend", ...(lane.family === 6 && { family: 6 }) }),
     });
-    this.announcement = await backend.start();
-    this.backend = backend;
-    const [space6, subnet6] = [this.conf.space6, this.subnet6];
-    if (space6 && subnet6) {
-      // A second instance of the same backend for IPv6 (flannel-v6.<VNI> for vxlan), as flannel runs one per family.
-      const backend6 = createBackend(this.conf.Backend.Type, backendOptions(this.conf.Backend), {
-        kernel: this.kernel, network: space6.network, subnet: subnet6, underlay: this.underlay, stateDir: this.opts.stateDir, logger: this.log.child({ layer: "backend", family: 6 }),
-      });
-      this.announcement6 = await backend6.start();
-      this.backend6 = backend6;
-    }
-    this.control.announce(this.announcement, this.announcement6);
-    if (this.opts.ipMasq) await setIpMasq(this.kernel, { network: this.conf.space.network, subnet }, ...(space6 && subnet6 ? [{ network: space6.network, subnet: subnet6 }] : []));
-    // One pod interface carries both families: it gets the smaller MTU.
-    const mtu = Math.min(backend.mtu, this.backend6?.mtu ?? Infinity);
+    lane.announcement = await backend.start();
+    lane.backend = backend;
+    lane.sync.reset();
+    await lane.sync.kick();
+    await backend.reconcile();
+  }
+
+  /** Announces what every family's backend announces, sets ip-masq, writes subnet.env: the node is ready. */
+  private async publish(): Promise<void> {
+    const [l4, l6] = [this.lane(4), this.lane(6)];
+    this.control.announce(l4?.announcement, l6?.announcement);
+    const held = this.lanes.map((l) => ({ network: this.network(l.family), subnet: l.subnet! }));
+    if (this.opts.ipMasq) await setIpMasq(this.kernel, ...held);
+    const mtu = this.podMtu()!;
     await writeSubnetEnv(this.opts.subnetFile, {
-      v4: { network: this.conf.space.network, subnet },
-      ...(space6 && subnet6 && { v6: { network: space6.network, subnet: subnet6 } }),
+      ...(l4 && { v4: { network: this.conf.space!.network, subnet: l4.subnet as Ipv4Prefix } }),
+      ...(l6 && { v6: { network: this.conf.space6!.network, subnet: l6.subnet as Ipv6Prefix } }),
       mtu,
       ipMasq: this.opts.ipMasq,
     });
-    this.sync.reset();
-    this.sync6.reset();
-    await Promise.all([this.sync.kick(), this.sync6.kick()]);
-    await backend.reconcile();
-    await this.backend6?.reconcile();
     this.ready = true;
-    this.log.info({ backend: backend.type, mtu, subnetFile: this.opts.subnetFile, peers: this.sync.size, peers6: this.sync6.size }, "ready");
+    this.log.info({ backend: this.conf.Backend.Type, mtu, subnetFile: this.opts.subnetFile, ...Object.fromEntries(this.lanes.map((l) => [l.family === 4 ? "peers" : "peers6", l.sync.size])) }, "ready");
+  }
+
+  /** One pod interface carries every family: it gets the smallest MTU of the running instances. */
+  private podMtu(): number | undefined {
+    const mtus = this.lanes.flatMap((l) => (l.backend ? [l.backend.mtu] : []));
+    return mtus.length > 0 ? Math.min(...mtus) : undefined;
+  }
+
+  /** Kernel programming of every family's instance, summed. */
+  private counters(): BackendCounters | undefined {
+    const all = this.lanes.flatMap((l) => (l.backend ? [l.backend.counters()] : []));
+    if (all.length === 0) return undefined;
+    return all.reduce((a, c) => ({
+      kernelCommands: a.kernelCommands + c.kernelCommands, kernelErrors: a.kernelErrors + c.kernelErrors,
+      peersUnreachable: a.peersUnreachable + c.peersUnreachable, driftRepairs: a.driftRepairs + c.driftRepairs,
+    }));
   }
 
   /** Re-reads net-conf.json; a changed Backend is swapped in (the node keeps its subnet). Reloads run one at a time. */
@@ -220,9 +275,7 @@ export class Agent {
 
   /** Runs backend changes (start, reload, a lost subnet) one at a time, in order. */
   private serially(task: () => Promise<void>): Promise<void> {
-    const run = this.reloading.catch(() => undefined).then(task);
-    this.reloading = run;
-    return run;
+    return this.backendChanges.run(task);
   }
 
   /** Called once if this node must not run (its name is taken); the CLI stops it and exits. */
@@ -245,34 +298,37 @@ export class Agent {
   }
 
   /**
-   * The ring gave this node's subnet to another node (it was reclaimed while this node was cut
-   * off, or its state was restored from an old copy). In this order: stop using it (the backend
-   * and its routes go), take subnet.env away so the CNI plugin hands out no address of it, then,
-   * with a new subnet, write subnet.env and program the backend again. Pods already running on
-   * the old subnet keep addresses that now belong elsewhere: they must be restarted.
+   * The ring gave this node's subnet of one family to another node (it was reclaimed while this
+   * node was cut off, or its state was restored from an old copy). In this order: stop using it
+   * (that family's backend instance and its routes go), take subnet.env away so the CNI plugin
+   * hands out no address of it, then, with a new subnet, program that family's instance again and
+   * write subnet.env. The other family's instance keeps running with its subnet. Pods already
+   * running on the old subnet keep addresses that now belong elsewhere: they must be restarted.
    */
   private async subnetLost(lost: string): Promise<void> {
-    const v6 = this.subnet6 !== undefined && formatPrefix6(this.subnet6) === lost;
-    if (!v6 && (!this.subnet || formatPrefix(this.subnet) !== lost)) return;
-    const what = v6 ? "IPv6 subnet" : "subnet";
+    const lane = this.lanes.find((l) => l.subnet && formatAnyPrefix(l.subnet) === lost);
+    if (!lane) return;
+    const what = this.lanes.length > 1 ? `IPv${lane.family} subnet` : "subnet";
     this.log.error(
       { code: "AGENT_SUBNET_LOST", subnet: lost },
-      `the cluster gave this node's ${what} ${lost} to another node: stopping the backend and removing ${this.opts.subnetFile}; restart this node's pods once it has a new subnet`,
+      `the cluster gave this node's ${what} ${lost} to another node: stopping its backend and removing ${this.opts.subnetFile}; restart this node's pods once it has a new subnet`,
     );
-    if (v6) this.subnet6 = undefined;
-    else this.subnet = undefined;
-    await this.stopBackend();
+    lane.subnet = undefined;
+    this.ready = false;
+    await this.stopLane(lane);
     await rm(this.opts.subnetFile, { force: true });
     this.waitingFor = `a new ${what}: the cluster gave this node's ${what} to another node`;
-    // The other family's subnet stays.
-    const now = v6 ? formatPrefix6((this.subnet6 = await this.control.lease6())) : formatPrefix((this.subnet = await this.control.lease()));
-    await this.startBackend();
+    lane.subnet = await this.leaseOf(lane.family);
+    const now = formatAnyPrefix(lane.subnet);
+    await this.startLane(lane);
+    await this.publish();
     this.log.warn({ code: "AGENT_SUBNET_REPLACED", from: lost, to: now }, `now serving ${now} instead of ${lost}`);
   }
 
   private async reloadNow(): Promise<void> {
-    const next = requireIpv4(parseNetConf(await readConfig(this.opts.netConfig), this.opts.netConfig));
-    if (next.Network !== this.conf.Network || next.space.fingerprint !== this.conf.space.fingerprint || next.space6?.fingerprint !== this.conf.space6?.fingerprint) {
+    const next = parseNetConf(await readConfig(this.opts.netConfig), this.opts.netConfig);
+    // The resolved spaces say it all: a family switched on or off, or its network keys changed.
+    if (next.space?.fingerprint !== this.conf.space?.fingerprint || next.space6?.fingerprint !== this.conf.space6?.fingerprint) {
       throw new WeftError("CONFIG_NET_CONF_RELOAD_REFUSED", "Network and subnet keys cannot change while running; stop every agent to change them");
     }
     if (JSON.stringify(next.Backend) === JSON.stringify(this.conf.Backend)) return;
@@ -292,52 +348,58 @@ export class Agent {
     }
   }
 
-  /** Stops and removes the backend; peer syncs meanwhile do nothing (startBackend sets every peer). */
+  /** Stops and removes every family's backend; peer syncs meanwhile do nothing (startBackend sets every peer). */
   private async stopBackend(): Promise<void> {
-    const [backend, backend6] = [this.backend, this.backend6];
     this.ready = false;
     this.waitingFor = "swapping the backend";
-    this.backend = undefined;
-    this.backend6 = undefined;
-    this.announcement6 = undefined;
-    await backend?.stop(false);
-    await backend6?.stop(false);
+    for (const lane of this.lanes) await this.stopLane(lane);
+  }
+
+  private async stopLane(lane: Lane, keep = false): Promise<void> {
+    const backend = lane.backend;
+    lane.backend = undefined;
+    lane.announcement = undefined;
+    await backend?.stop(keep);
   }
 
   /** Periodic: peers from the control plane, then kernel drift repaired. */
   private async reconcile(): Promise<void> {
-    if (!this.ready || !this.backend) return;
+    if (!this.ready) return;
     try {
-      await Promise.all([this.sync.kick(), this.sync6.kick()]);
-      await this.backend.reconcile();
-      await this.backend6?.reconcile();
+      await Promise.all(this.lanes.map((l) => l.sync.kick()));
+      for (const lane of this.lanes) await lane.backend?.reconcile();
     } catch (err) {
       this.log.error({ err }, "reconcile failed; trying again at the next interval");
     }
   }
 
+  /**
+   * What `weft status` shows. IPv4's keys (underlay, network, subnet, peers) are absent or empty
+   * while IPv4 is off; IPv6's (underlay6, network6, subnet6, backend6, peers6) are there while
+   * IPv6 is on. `backend` is the node's backend announcement (the first family's).
+   */
   status(): unknown {
     const settings = this.control.settings();
+    const [l4, l6] = [this.lane(4), this.lane(6)];
     return {
       node: this.opts.nodeName,
-      underlay: formatIpv4(this.underlay.addr!),
+      ...(this.underlay.addr !== undefined && { underlay: formatIpv4(this.underlay.addr) }),
       ...(this.underlay.addr6 !== undefined && { underlay6: formatIpv6(this.underlay.addr6) }),
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       ready: this.isReady(),
       waitingFor: this.isReady() ? undefined : this.whyNotReady(),
       join: this.control.joinStatus(),
-      network: this.conf.Network,
-      subnet: this.subnet && formatPrefix(this.subnet),
-      ...(this.subnet6 && { subnet6: formatPrefix6(this.subnet6), backend6: this.announcement6 }),
-      backend: this.announcement,
-      mtu: this.backend?.mtu,
-      members: this.control.allMembers().map((m) => ({ name: m.name, addr: `${m.host}:${m.port}`, state: m.state, incarnation: m.incarnation })),
+      ...(l4 && { network: this.conf.Network, subnet: l4.subnet && formatPrefix(l4.subnet as Ipv4Prefix) }),
+      ...(l6 && { network6: this.conf.IPv6Network, subnet6: l6.subnet && formatPrefix6(l6.subnet as Ipv6Prefix), backend6: l6.announcement }),
+      backend: this.lanes[0].announcement,
+      mtu: this.podMtu(),
+      members: this.control.allMembers().map((m) => ({ name: m.name, addr: formatHostPort(m.host, m.port), state: m.state, incarnation: m.incarnation })),
       peers: this.control.peers().map((p) => ({ name: p.name, subnet: formatPrefix(p.subnet), underlay: formatIpv4(p.underlay), backend: p.backend.type })),
-      ...(this.conf.space6 && { peers6: this.control.peers6().map((p) => ({ name: p.name, subnet: formatPrefix6(p.subnet), underlay: formatIpv6(p.underlay), backend: p.backend.type })) }),
+      ...(l6 && { peers6: this.control.peers6().map((p) => ({ name: p.name, subnet: formatPrefix6(p.subnet), underlay: formatIpv6(p.underlay), backend: p.backend.type })) }),
       /** Subnets kept for dead or departed nodes, and when they go back to the ring (weft reclaim hands them back now). */
       reserved: this.control.reservations().map((r) => ({ ...r, reclaimAt: r.reclaimAt === null ? null : new Date(r.reclaimAt).toISOString() })),
       settings: { ...settings, reclaimGrace: formatDuration(settings.lease.reclaimGraceMs) },
-      backendCounters: this.backend?.counters(),
+      backendCounters: this.counters(),
       dataplane: this.backend?.dataplaneCounters?.(),
       socketDrops: this.socketDrops(),
     };
@@ -360,23 +422,12 @@ export class Agent {
     this.ready = false;
     clearInterval(this.reconcileTimer);
     await this.control.stop(leave).catch((err) => this.log.warn({ err }, "leaving the cluster failed"));
-    await this.backend?.stop(this.opts.keepOnExit);
-    await this.backend6?.stop(this.opts.keepOnExit);
+    for (const lane of this.lanes) await this.stopLane(lane, this.opts.keepOnExit);
     if (this.opts.ipMasq) await removeIpMasq(this.kernel).catch((err) => this.log.warn({ err }, "removing ip-masq rules failed"));
     await this.http?.close();
     await this.lock.release();
     this.log.info({ keptDevices: this.opts.keepOnExit }, "stopped");
   }
-}
-
-type Ipv4NetConf = NetConf & { readonly space: NonNullable<NetConf["space"]> };
-
-/** IPv4-only and dual-stack run; IPv6-only (EnableIPv4 false) is refused before anything starts, for now. */
-function requireIpv4(conf: NetConf): Ipv4NetConf {
-  if (conf.space === undefined) {
-    throw new WeftError("CONFIG_NET_CONF_INVALID", "EnableIPv4 = false: this weft agent runs IPv4-only or dual-stack, not IPv6-only yet; set EnableIPv4 to true (or leave it out) and keep EnableIPv6 for dual-stack");
-  }
-  return conf as Ipv4NetConf;
 }
 
 /** 86400000 → "24h", 90000 → "1m30s". */
@@ -407,7 +458,7 @@ async function readConfig(path: string): Promise<string> {
  */
 function abortable(signal: AbortSignal | undefined): void;
 function abortable<T>(signal: AbortSignal | undefined, work: Promise<T>): Promise<T>;
-function abortable<T>(signal: AbortSignal | undefined, work?: Promise<T>): Promise<T> | void {
+function abortable<T>(signal: AbortSignal | undefined, work?: Promise<T>): Promise<T> | undefined {
   const stopped = () => new WeftError("AGENT_STOPPED", "stopped by a signal while starting; what was set up is removed again");
   if (signal?.aborted) throw stopped();
   if (!work || !signal) return work;

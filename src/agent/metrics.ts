@@ -1,7 +1,7 @@
 // Prometheus metrics (prom-client), read from the layers' own counters when scraped: nothing on
 // the packet path or in gossip does extra work for them.
 import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
-import type { Backend } from "../backends/backend.js";
+import type { Backend, BackendCounters } from "../backends/backend.js";
 import type { ControlPlane } from "../control/control-plane.js";
 import type { SocketDrops } from "./socket-drops.js";
 
@@ -16,10 +16,16 @@ function mirroredCounter(registry: Registry, name: string, help: string, labelNa
   });
 }
 
+/**
+ * `backend` is the instance whose dataplane counters are shown (the userspace backends run one);
+ * `counters` sums the kernel programming of every family's instance; `leases` lists this node's
+ * subnets, one per enabled family.
+ */
 export function agentMetrics(
   control: ControlPlane,
   backend: () => Backend | undefined,
-  lease: () => string | undefined,
+  counters: () => BackendCounters | undefined,
+  leases: () => string[],
   socketDrops: () => SocketDrops | undefined,
 ): Registry {
   const registry = new Registry();
@@ -34,11 +40,10 @@ export function agentMetrics(
     },
   });
   new Gauge({
-    name: "weft_lease", help: "1 while this node holds the subnet in the label", labelNames: ["subnet"], registers: [registry],
+    name: "weft_lease", help: "1 while this node holds the subnet in the label (one per enabled address family)", labelNames: ["subnet"], registers: [registry],
     collect() {
       this.reset();
-      const s = lease();
-      if (s) this.set({ subnet: s }, 1);
+      for (const s of leases()) this.set({ subnet: s }, 1);
     },
   });
   mirroredCounter(registry, "weft_gossip_messages_total", "Gossip messages by direction and kind", ["direction", "kind"], (set) => {
@@ -57,13 +62,13 @@ export function agentMetrics(
     for (const [reason, n] of Object.entries(control.gossipCounters().dropped)) set({ reason }, n);
   });
   mirroredCounter(registry, "weft_kernel_programming_total", "Kernel programming commands and errors", ["result"], (set) => {
-    const c = backend()?.counters();
+    const c = counters();
     if (!c) return;
     set({ result: "ok" }, c.kernelCommands - c.kernelErrors);
     set({ result: "error" }, c.kernelErrors);
   });
   mirroredCounter(registry, "weft_peers_unreachable_total", "Peers the backend could not reach (host-gw off-link, wire format mismatch)", [], (set) => {
-    const c = backend()?.counters();
+    const c = counters();
     if (c) set({}, c.peersUnreachable);
   });
   mirroredCounter(registry, "weft_dataplane_packets_total", "Userspace dataplane packets by direction and verdict (FORWARD, REPLY or a drop reason)", ["direction", "verdict"], (set) => {

@@ -7,24 +7,24 @@
 import type { Backend, BackendPeer } from "../backends/backend.js";
 import { formatAnyPrefix as formatPrefix } from "../net/ip.js";
 import type { Logger } from "pino";
+import { SerialQueue } from "../util/serial.js";
 
 export class PeerSync {
   private current = new Map<string, string>();
-  private running: Promise<void> = Promise.resolve();
-  private pending = false;
+  private readonly syncs = new SerialQueue();
+  /** The sync queued but not started yet, which later kicks join. */
+  private next?: Promise<void>;
 
   /** `peers` says what the backend should hold: the control plane's peers of the backend's family. */
   constructor(private readonly peers: () => BackendPeer[], private readonly backend: () => Backend | undefined, private readonly log: Logger) {}
 
   /** Schedules a sync; several calls while one runs collapse into one more. */
   kick(): Promise<void> {
-    if (this.pending) return this.running;
-    this.pending = true;
-    this.running = this.running.catch(() => undefined).then(async () => {
-      this.pending = false;
-      await this.sync();
+    this.next ??= this.syncs.run(() => {
+      this.next = undefined;
+      return this.sync();
     });
-    return this.running;
+    return this.next;
   }
 
   /** Forgets what was programmed (after a backend swap every peer must be set again). */

@@ -1,7 +1,8 @@
 // Checks that protect the host, run before anything is leased, bound for long or touched in the
 // kernel: flag values and their limits, ports that collide with each other or with another
-// process, addresses that are not on this host, and a Network that overlaps the host's own
-// addresses or routes (such a Network would take the host's underlay route and cut it off).
+// process, addresses that are not on this host, join targets of the family gossip does not run
+// over, and a Network or IPv6Network that overlaps the host's own addresses or routes of its
+// family (such a network would take the host's underlay route and cut it off).
 // Every error names the flag or net-conf key, the value and what is allowed.
 import { createSocket } from "node:dgram";
 import { createServer } from "node:net";
@@ -10,8 +11,10 @@ import { vxlanDeviceName } from "../backends/vxlan/device.js";
 import type { NetConf } from "../config/net-conf.js";
 import { WeftError } from "../errors.js";
 import type { Kernel } from "../kernel/iproute.js";
-import { formatIpv4, formatPrefix, parseIpv4, prefixesOverlap, prefixMask, type Ipv4Prefix } from "../net/ipv4.js";
-import { parseIpv6 } from "../net/ipv6.js";
+import { formatAddr, formatAnyPrefix, formatHostPort, hostPrefix, overlaps, type IpAddr, type IpPrefix } from "../net/ip.js";
+import { parseIpv4, prefixMask } from "../net/ipv4.js";
+import { isIpv6Text, parseIpv6, prefixMask6 } from "../net/ipv6.js";
+import { gossipHost } from "./underlay.js";
 
 /** Below this, reconcile passes (each lists the kernel's routes and neighbours) would keep a core busy. */
 export const MIN_RECONCILE_INTERVAL_MS = 1000;
@@ -49,7 +52,7 @@ export function checkFlags(f: FlagValues): void {
     throw flagError("--reconcile-interval", f.reconcileIntervalMs / 1000, `at least ${MIN_RECONCILE_INTERVAL_MS / 1000} second (each pass lists the kernel's routes and neighbours)`);
   }
   const nameBytes = Buffer.byteLength(f.nodeName, "utf8");
-  if (nameBytes === 0 || nameBytes > MAX_NODE_NAME_BYTES || /[\s\x00-\x1f]/.test(f.nodeName)) {
+  if (nameBytes === 0 || nameBytes > MAX_NODE_NAME_BYTES || /[\s\p{Cc}]/u.test(f.nodeName)) {
     throw flagError("--node-name", f.nodeName, `1..${MAX_NODE_NAME_BYTES} bytes without spaces or control characters, the same on every restart`);
   }
   if (f.join.length > 0 && f.seeds === undefined) {
@@ -100,16 +103,21 @@ interface PortUse {
   readonly probe: boolean;
 }
 
+/** The wildcard addresses, which collide with every address of their family (:: with both, as Node binds it). */
+const ANY = ["0.0.0.0", "::"];
+
 function portUses(f: FlagValues, conf: NetConf, underlay: Underlay, vxlanDeviceExists: boolean): PortUse[] {
-  const gossipHost = formatIpv4(underlay.addr!);
+  const gossip = gossipHost(underlay);
+  const addrFlag = underlay.addr !== undefined ? (f.publicIp ? "--public-ip" : "--iface") : f.publicIpv6 ? "--public-ipv6" : "--iface";
   const uses: PortUse[] = [
-    { what: "--gossip-port", port: f.gossipPort, udp: true, tcp: true, host: gossipHost, hostFlag: f.publicIp ? "--public-ip" : "--iface", probe: true },
+    { what: "--gossip-port", port: f.gossipPort, udp: true, tcp: true, host: gossip, hostFlag: addrFlag, probe: true },
   ];
   if (f.healthzPort !== undefined) uses.push({ what: "--healthz-port", port: f.healthzPort, udp: false, tcp: true, host: f.healthzIp, hostFlag: "--healthz-ip", probe: true });
   if (f.metricsPort !== undefined) uses.push({ what: "--metrics-port", port: f.metricsPort, udp: false, tcp: true, host: f.metricsIp, hostFlag: "--metrics-ip", probe: true });
   const b = conf.Backend;
-  if (b.Type === "vxlan") uses.push({ what: "Backend.Port (net-conf.json)", port: b.Port, udp: true, tcp: false, host: "0.0.0.0", probe: !vxlanDeviceExists });
-  if (b.Type === "wasm-vxlan" || b.Type === "udp") uses.push({ what: "Backend.Port (net-conf.json)", port: b.Port, udp: true, tcp: false, host: gossipHost, hostFlag: f.publicIp ? "--public-ip" : "--iface", probe: true });
+  // The kernel's vxlan sockets listen on the wildcard of their family (both with dual-stack).
+  if (b.Type === "vxlan") uses.push({ what: "Backend.Port (net-conf.json)", port: b.Port, udp: true, tcp: false, host: conf.space ? "0.0.0.0" : "::", probe: !vxlanDeviceExists });
+  if (b.Type === "wasm-vxlan" || b.Type === "udp") uses.push({ what: "Backend.Port (net-conf.json)", port: b.Port, udp: true, tcp: false, host: gossip, hostFlag: addrFlag, probe: true });
   return uses;
 }
 
@@ -120,7 +128,7 @@ function checkPortConflicts(uses: readonly PortUse[]): void {
       const a = uses[i];
       const b = uses[j];
       const proto = a.udp && b.udp ? "UDP" : a.tcp && b.tcp ? "TCP" : undefined;
-      const sameHost = a.host === b.host || a.host === "0.0.0.0" || b.host === "0.0.0.0";
+      const sameHost = a.host === b.host || ANY.includes(a.host) || ANY.includes(b.host);
       if (a.port === b.port && proto && sameHost) {
         throw new WeftError("CONFIG_PORT_CONFLICT", `${a.what} ${a.port} and ${b.what} ${b.port} both need ${proto} port ${a.port}: give each its own port`);
       }
@@ -138,7 +146,7 @@ async function checkPortsFree(uses: readonly PortUse[]): Promise<void> {
       if (err.code === "EADDRNOTAVAIL") {
         throw new WeftError(
           "CONFIG_ADDRESS_NOT_LOCAL",
-          `${u.hostFlag ?? u.what} ${u.host}: not an address of this host (in its network namespace), so ${u.what} cannot be bound there; use one of the host's own addresses (ip -4 addr)`,
+          `${u.hostFlag ?? u.what} ${u.host}: not an address of this host (in its network namespace), so ${u.what} cannot be bound there; use one of the host's own addresses (ip ${isIpv6Text(u.host) ? "-6" : "-4"} addr)`,
         );
       }
       if (err.code === "EADDRINUSE") {
@@ -154,7 +162,7 @@ async function checkPortsFree(uses: readonly PortUse[]): Promise<void> {
 
 function probeUdp(host: string, port: number): Promise<NodeJS.ErrnoException | undefined> {
   return new Promise((resolve) => {
-    const s = createSocket({ type: "udp4", reuseAddr: false });
+    const s = createSocket({ type: isIpv6Text(host) ? "udp6" : "udp4", reuseAddr: false });
     s.once("error", (err) => {
       s.close();
       resolve(err);
@@ -172,7 +180,7 @@ function probeTcp(host: string, port: number): Promise<NodeJS.ErrnoException | u
 }
 
 export interface HostPrefix {
-  prefix: Ipv4Prefix;
+  prefix: IpPrefix;
   dev: string;
   kind: "address" | "route";
   /** A route's next hop, if it has one. */
@@ -180,63 +188,95 @@ export interface HostPrefix {
 }
 
 /** weft's own devices, which hold pod-network addresses and routes from a previous run (--keep-on-exit). */
-const OWN_DEVICE = /^(flannel\.\d+|weft\.\d+|flannel0)$/;
+const OWN_DEVICE = /^(flannel\.\d+|flannel-v6\.\d+|weft\.\d+|flannel0)$/;
 
 /**
- * The host's addresses and routes that the Network must leave alone. Allowed: a prefix at least
- * as long as SubnetLen inside the Network (a pod subnet: the CNI bridge's gateway, a host-gw peer
- * route), anything on weft's own devices, and a route via a gateway that contains the whole
- * Network (the default route, or a VPN's 10.0.0.0/8: pod routes are more specific and take only
- * the pod range, by design). Refused: the underlay address inside the Network, an on-link network
- * around or inside it (hosts there would become unreachable), a foreign route inside it.
+ * The host's addresses and routes that each enabled family's pod network (Network, IPv6Network)
+ * must leave alone, each checked against the host's addresses and routes of its own family.
+ * Allowed: a prefix at least as long as the subnet length inside the network (a pod subnet: the
+ * CNI bridge's gateway, a host-gw peer route), anything on weft's own devices, and a route via a
+ * gateway that contains the whole network (the default route, or a VPN's 10.0.0.0/8: pod routes
+ * are more specific and take only the pod range, by design). Refused: the underlay address inside
+ * the network, an on-link network around or inside it (hosts there would become unreachable), a
+ * foreign route inside it.
  */
-export function checkNetworkAgainstHost(conf: Pick<NetConf, "space">, underlay: Underlay, host: readonly HostPrefix[]): void {
-  const network = conf.space!.network;
-  const subnetLen = conf.space!.subnetLen;
-  const inNetwork = (p: Ipv4Prefix) => p.len >= network.len && prefixesOverlap(p, network);
-  if (prefixesOverlap({ addr: underlay.addr!, len: 32 }, network)) {
+export function checkNetworkAgainstHost(conf: Partial<Pick<NetConf, "space" | "space6">>, underlay: Underlay, host: readonly HostPrefix[]): void {
+  if (conf.space) checkFamilyAgainstHost("Network", conf.space, underlay.addr, underlay.iface, host);
+  if (conf.space6) checkFamilyAgainstHost("IPv6Network", conf.space6, underlay.addr6, underlay.iface, host);
+}
+
+function checkFamilyAgainstHost(key: string, space: { network: IpPrefix; subnetLen: number }, addr: IpAddr | undefined, iface: string, host: readonly HostPrefix[]): void {
+  const { network, subnetLen } = space;
+  const v = typeof network.addr === "bigint" ? "-6" : "-4";
+  const pick = `pick a${key === "Network" ? "" : "n"} ${key} that overlaps none of the host's addresses and routes (ip ${v} addr, ip ${v} route)`;
+  const inNetwork = (p: IpPrefix) => p.len >= network.len && overlaps(p, network);
+  if (addr !== undefined && overlaps(hostPrefix(addr), network)) {
     throw new WeftError(
       "CONFIG_NETWORK_OVERLAPS_HOST",
-      `Network ${formatPrefix(network)} (net-conf.json) contains the underlay address ${formatIpv4(underlay.addr!)} on ${underlay.iface}: ` +
-        `its routes would replace the host's own and cut it off; pick a Network that overlaps none of the host's addresses and routes (ip -4 addr, ip -4 route)`,
+      `${key} ${formatAnyPrefix(network)} (net-conf.json) contains the underlay address ${formatAddr(addr)} on ${iface}: its routes would replace the host's own and cut it off; ${pick}`,
     );
   }
   for (const h of host) {
-    if (h.prefix.len === 0 || OWN_DEVICE.test(h.dev) || !prefixesOverlap(h.prefix, network)) continue;
+    if (h.prefix.len === 0 || OWN_DEVICE.test(h.dev) || !overlaps(h.prefix, network)) continue;
     if (inNetwork(h.prefix) && h.prefix.len >= subnetLen) continue;
     if (h.kind === "route" && h.via !== undefined && h.prefix.len <= network.len) continue;
     throw new WeftError(
       "CONFIG_NETWORK_OVERLAPS_HOST",
-      `Network ${formatPrefix(network)} (net-conf.json) overlaps the host's ${h.kind} ${formatPrefix(h.prefix)} on ${h.dev}: ` +
-        `pod routes would take traffic meant for it; pick a Network that overlaps none of the host's addresses and routes (ip -4 addr, ip -4 route)`,
+      `${key} ${formatAnyPrefix(network)} (net-conf.json) overlaps the host's ${h.kind} ${formatAnyPrefix(h.prefix)} on ${h.dev}: pod routes would take traffic meant for it; ${pick}`,
     );
   }
 }
 
-async function hostPrefixes(kernel: Kernel): Promise<HostPrefix[]> {
-  const links = await kernel.ipJson<Array<{ ifname: string; addr_info?: Array<{ family: string; local: string; prefixlen: number; scope: string }> }>>(["-4", "addr", "show"]);
-  const routes = await kernel.ipJson<Array<{ dst: string; dev?: string; gateway?: string }>>(["-4", "route", "show", "table", "main"]);
+/** The host's addresses (as the networks they are on) and main-table routes of one family. */
+async function hostPrefixes(kernel: Kernel, family: 4 | 6): Promise<HostPrefix[]> {
+  const v = family === 4 ? "-4" : "-6";
+  const links = await kernel.ipJson<Array<{ ifname: string; addr_info?: Array<{ family: string; local: string; prefixlen: number; scope: string }> }>>([v, "addr", "show"]);
+  const routes = await kernel.ipJson<Array<{ dst: string; dev?: string; gateway?: string }>>([v, "route", "show", "table", "main"]);
+  const max = family === 4 ? 32 : 128;
+  const prefix = (text: string, len: number): IpPrefix =>
+    family === 4 ? { addr: (parseIpv4(text) & prefixMask(len)) >>> 0, len } : { addr: parseIpv6(text) & prefixMask6(len), len };
   const out: HostPrefix[] = [];
   for (const l of links) {
     for (const a of l.addr_info ?? []) {
-      if (a.family !== "inet" || a.scope === "host") continue;
-      const addr = (parseIpv4(a.local) & prefixMask(a.prefixlen)) >>> 0;
-      out.push({ prefix: { addr, len: a.prefixlen }, dev: l.ifname, kind: "address" });
+      if (a.family !== (family === 4 ? "inet" : "inet6") || a.scope === "host") continue;
+      out.push({ prefix: prefix(a.local, a.prefixlen), dev: l.ifname, kind: "address" });
     }
   }
   for (const r of routes) {
     if (r.dst === "default") continue;
     const [addr, len] = r.dst.split("/");
-    out.push({ prefix: { addr: parseIpv4(addr), len: len === undefined ? 32 : Number(len) }, dev: r.dev ?? "(no device)", kind: "route", via: r.gateway });
+    out.push({ prefix: prefix(addr, len === undefined ? max : Number(len)), dev: r.dev ?? "(no device)", kind: "route", via: r.gateway });
   }
   return out;
 }
 
+/**
+ * Join targets written as addresses must be of the family gossip runs over (IPv4 unless IPv4 is
+ * off): a gossip socket of one family cannot reach the other. Names are resolved to the right
+ * family when joining.
+ */
+function checkJoinFamily(f: FlagValues, underlay: Underlay): void {
+  const v6 = underlay.addr === undefined;
+  for (const j of f.join) {
+    const literal = isIpv6Text(j.host) || /^\d+\.\d+\.\d+\.\d+$/.test(j.host);
+    if (literal && isIpv6Text(j.host) !== v6) {
+      throw flagError(
+        "--join",
+        formatHostPort(j.host, j.port),
+        v6
+          ? "an IPv4 address, but gossip runs over IPv6 here (EnableIPv4 is false): give the peers' IPv6 addresses in brackets ([2001:2::1]:7946) or names with AAAA records"
+          : "an IPv6 address, but gossip runs over IPv4 here (IPv4 is on): give the peers' IPv4 addresses, or names with A records",
+      );
+    }
+  }
+}
+
 /** The checks that read the host: addresses, routes and ports. Nothing is changed. */
 export async function checkHost(kernel: Kernel, f: FlagValues, conf: NetConf, underlay: Underlay): Promise<void> {
-  checkNetworkAgainstHost(conf, underlay, await hostPrefixes(kernel));
+  checkJoinFamily(f, underlay);
+  checkNetworkAgainstHost(conf, underlay, [...(conf.space ? await hostPrefixes(kernel, 4) : []), ...(conf.space6 ? await hostPrefixes(kernel, 6) : [])]);
   const vni = conf.Backend.Type === "vxlan" ? conf.Backend.VNI : undefined;
-  const deviceExists = vni !== undefined && (await kernel.ipJson<unknown[]>(["link", "show"])).some((l) => (l as { ifname: string }).ifname === vxlanDeviceName(vni));
+  const deviceExists = vni !== undefined && (await kernel.ipJson<unknown[]>(["link", "show"])).some((l) => [vxlanDeviceName(vni), vxlanDeviceName(vni, 6)].includes((l as { ifname: string }).ifname));
   const uses = portUses(f, conf, underlay, deviceExists);
   checkPortConflicts(uses);
   await checkPortsFree(uses);

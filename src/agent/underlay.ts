@@ -83,6 +83,11 @@ export async function chooseUnderlay(kernel: Kernel, choice: UnderlayChoice, fam
   return pick(link);
 }
 
+/** The address gossip binds: IPv4's unless IPv4 is off (then the IPv6 underlay address). */
+export function gossipHost(u: Underlay): string {
+  return u.addr !== undefined ? formatIpv4(u.addr) : formatIpv6(u.addr6!);
+}
+
 export function describeUnderlay(u: Underlay): string {
   return [u.iface, u.addr !== undefined && formatIpv4(u.addr), u.addr6 !== undefined && formatIpv6(u.addr6), `mtu ${u.mtu}`].filter(Boolean).join(" ");
 }

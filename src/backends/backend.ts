@@ -80,12 +80,15 @@ export interface BackendCounters {
   driftRepairs: number;
 }
 
-/** A peer as backends see it: its lease, where it is, what it announced. */
-export interface BackendPeer {
+/**
+ * A peer as backends see it: its lease, where it is, what it announced. The control plane hands
+ * out peers of one family (`BackendPeer<Ipv4Prefix, number>`, `BackendPeer<Ipv6Prefix, bigint>`).
+ */
+export interface BackendPeer<Prefix extends IpPrefix = IpPrefix, Addr extends IpAddr = IpAddr> {
   name: string;
   /** The peer's subnet and underlay address of the backend's family. */
-  subnet: IpPrefix;
-  underlay: IpAddr;
+  subnet: Prefix;
+  underlay: Addr;
   backend: BackendAnnouncement;
 }
 

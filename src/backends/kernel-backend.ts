@@ -10,6 +10,7 @@ import type { Logger } from "pino";
 import { WeftError } from "../errors.js";
 import { addPeerEntries, applyChanges, changedKeys, diffEntries, emptyEntrySets, peerEntryKeys, type EntrySets, type PeerEntries } from "../kernel/converge.js";
 import { lookupRoutes, readEntries, type RouteEntry } from "../kernel/entries.js";
+import { SerialQueue } from "../util/serial.js";
 import { familyOf, formatAddr, formatAnyPrefix, overlaps, type IpAddr } from "../net/ip.js";
 import type { Backend, BackendAnnouncement, BackendContext, BackendCounters, BackendPeer, BackendType } from "./backend.js";
 import { announcementProblem, overlapProblem, UnreachablePeers } from "./unreachable.js";
@@ -19,16 +20,6 @@ interface Round {
   names: Set<string>;
   /** Re-plan every peer and remove every owned entry no peer wants (reconcile). */
   full: boolean;
-  done: Promise<void>;
-  resolve(): void;
-  reject(err: unknown): void;
-}
-
-function newRound(): Round {
-  let resolve!: () => void;
-  let reject!: (err: unknown) => void;
-  const done = new Promise<void>((res, rej) => ((resolve = res), (reject = rej)));
-  return { names: new Set(), full: false, done, resolve, reject };
 }
 
 export abstract class KernelBackend implements Backend {
@@ -40,8 +31,9 @@ export abstract class KernelBackend implements Backend {
   /** Each reachable peer's entries as last written. */
   private readonly written = new Map<string, PeerEntries>();
   private readonly stats = { kernelCommands: 0, kernelErrors: 0, driftRepairs: 0 };
-  private pending?: Round;
-  private rounds: Promise<void> = Promise.resolve();
+  /** The round calls are gathered into until it starts, and when it is done. */
+  private pending?: { round: Round; done: Promise<void> };
+  private readonly rounds = new SerialQueue();
   private state: "new" | "running" | "stopped" = "new";
 
   protected constructor(
@@ -101,7 +93,7 @@ export abstract class KernelBackend implements Backend {
       return;
     }
     this.state = "stopped"; // refuses new calls; rounds already asked for still run
-    await this.rounds;
+    await this.rounds.idle();
     if (keep) {
       this.logger.info("backend stopped; kernel state kept for the next start");
       return;
@@ -110,7 +102,7 @@ export abstract class KernelBackend implements Backend {
     this.peers.clear();
     // Every entry removed in flannel's reverse order (routes off the device too), then the devices.
     try {
-      await this.runRound({ ...newRound(), names: new Set(names), full: true }, true);
+      await this.runRound({ names: new Set(names), full: true }, true);
     } finally {
       await this.tearDown();
     }
@@ -139,21 +131,24 @@ export abstract class KernelBackend implements Backend {
     if (this.state !== "running") {
       return Promise.reject(new WeftError("BACKEND_NOT_RUNNING", `the ${this.type} backend is ${this.state === "new" ? "not started" : "stopped"}; start a new one`));
     }
-    let round = this.pending;
-    if (!round) {
-      const r = (round = this.pending = newRound());
-      this.rounds = this.rounds.then(async () => {
-        if (this.pending === r) this.pending = undefined; // later calls go to the next round
-        await this.runRound(r, false).then(r.resolve, (err: unknown) => {
+    if (!this.pending) {
+      const round: Round = { names: new Set(), full: false };
+      const done = this.rounds.run(async () => {
+        if (this.pending?.round === round) this.pending = undefined; // later calls go to the next round
+        try {
+          await this.runRound(round, false);
+        } catch (err) {
           this.stats.kernelErrors++;
           this.logger.error({ err }, "a kernel programming round failed; the next round or reconcile tries again");
-          r.reject(err);
-        });
+          throw err;
+        }
       });
+      this.pending = { round, done };
     }
+    const { round, done } = this.pending;
     for (const n of names) round.names.add(n);
     round.full ||= full;
-    return round.done;
+    return done;
   }
 
   /** One round; `teardown` (from stop) leaves the devices alone and counts nothing as drift. */

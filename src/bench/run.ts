@@ -8,7 +8,7 @@ import { gitCommit, machineInfo } from "./machine.js";
 import { runMicro, type MicroResult } from "./micro.js";
 import { Progress, type Step } from "./progress.js";
 import { REPORT_FILES, terminalSummary, writeReport, type BenchReport } from "./report.js";
-import type { BenchSettings } from "./settings.js";
+import { runsIpv6, type BenchSettings } from "./settings.js";
 import { figureDefs, summarize } from "./summary.js";
 import { idleCost } from "./load.js";
 import { agentPids, buildLab, killTrafficTools, readyLab, teardownLab, type BenchLab } from "./topology.js";
@@ -21,7 +21,9 @@ export async function runBench(settings: BenchSettings, command: string): Promis
   const startedAt = new Date().toISOString();
   const machine = machineInfo();
   const perRound: LabWorkload[] = [
-    ...settings.streams.map((streams) => ({ kind: "tcp" as const, streams })), { kind: "udp", payload: 64 }, { kind: "udp", payload: 1400 }, { kind: "rtt" },
+    ...settings.streams.map((streams) => ({ kind: "tcp" as const, streams })),
+    ...(settings.families.includes(6) ? settings.streams.map((streams) => ({ kind: "tcp" as const, streams, family: 6 as const })) : []),
+    { kind: "udp", payload: 64 }, { kind: "udp", payload: 1400 }, { kind: "rtt" },
     { kind: "loaded-rtt" }, { kind: "flood-tail" },
   ];
   const idle: Workload = { kind: "idle" };
@@ -36,7 +38,7 @@ export async function runBench(settings: BenchSettings, command: string): Promis
   const setups = settings.setups;
   const labOf = (name: string) => labs.find((l) => l.setup.name === name)!;
   // Start every lab's agents first, then wait for them: their startups overlap.
-  for (const s of setups) plan(`building the ${s.name} lab, starting its agents`, 3, async () => void (await buildLab(s, labs)));
+  for (const s of setups) plan(`building the ${s.name} lab${runsIpv6(settings, s) ? "s (IPv4, IPv6)" : ""}, starting its agents`, 3, async () => void (await buildLab(s, labs, runsIpv6(settings, s))));
   for (const s of setups) plan(`waiting for ${s.name} agents, adding pods`, 4, () => readyLab(labOf(s.name)));
   let seq = 0;
   for (let round = 1; round <= settings.rounds; round++) {
@@ -44,6 +46,8 @@ export async function runBench(settings: BenchSettings, command: string): Promis
     const order = setups.map((_, i) => setups[(i + round - 1) % setups.length].name);
     for (const w of perRound) {
       for (const name of order) {
+        // IPv6 runs only where the backend carries IPv6: the other setups' cells stay empty.
+        if (w.kind === "tcp" && w.family === 6 && !runsIpv6(settings, setups.find((s) => s.name === name)!)) continue;
         const weight = w.kind === "rtt" ? settings.pingCount * settings.pingIntervalS + 1 : w.kind === "flood-tail" ? Math.min(settings.duration, 5) + 3 : settings.duration + 1.5;
         plan(`round ${round}/${settings.rounds} · ${name} · ${workloadLabel(w)}`, weight, async () => {
           const t = new Date().toISOString();
@@ -122,7 +126,7 @@ export async function runBench(settings: BenchSettings, command: string): Promis
 
   const report: BenchReport = {
     tool: "weft bench", command, startedAt, finishedAt: new Date().toISOString(), git: gitCommit(), machine, settings,
-    netConf: Object.fromEntries(labs.map((l) => [l.setup.name, l.netConf])),
+    netConf: Object.fromEntries(labs.flatMap((l) => l.all().map((x) => [`${l.setup.name}${x.family === 6 ? " (IPv6)" : ""}`, x.netConf]))),
     offload: Object.fromEntries(labs.filter((l) => Object.keys(l.offload).length > 0).map((l) => [l.setup.name, l.offload])),
     figures: summarize(figureDefs(workloads), setups.map((s) => s.name), samples), samples, micro,
   };

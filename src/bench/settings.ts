@@ -2,6 +2,7 @@
 // --quick shrinks to a smoke run (explicit values still win), and the setups they make: what each
 // lab runs, a backend and, for the userspace ones, one of the --offloads settings.
 import { BACKEND_TYPES, USERSPACE_BACKENDS, type BackendType } from "../backends/backend.js";
+import { IPV6_BACKENDS } from "../config/net-conf.js";
 import { WeftError } from "../errors.js";
 import { BASELINE } from "./summary.js";
 
@@ -24,6 +25,9 @@ export interface BenchSettings {
   offloads: OffloadsChoice[];
   /** One per lab, baseline first, a backend's setups side by side ("on" before "off"). */
   setups: BenchSetup[];
+  /** --family: address families of the pod traffic; 6 adds TCP runs over IPv6 on the setups whose
+   *  backend carries it (an IPv6-only lab of their own beside each one's IPv4 lab). */
+  families: Array<4 | 6>;
   /** Seconds per iperf3 run (TCP and UDP). */
   duration: number;
   /** TCP runs, one per stream count. */
@@ -44,6 +48,7 @@ export interface BenchSettings {
 export interface BenchFlags {
   backends?: string[];
   offloads?: string[];
+  family?: string[];
   duration?: number;
   streams?: number[];
   rounds?: number;
@@ -72,6 +77,10 @@ export function resolveSettings(f: BenchFlags, now = new Date()): BenchSettings 
     throw new WeftError("BENCH_BAD_SETTING", `--offloads takes on, off or on,off, not "${given.join(",")}"`);
   }
   const offloads = OFFLOADS_CHOICES.filter((c) => given.includes(c));
+  const family = f.family ?? ["4"];
+  if (family.length === 0 || !family.includes("4") || family.some((x) => x !== "4" && x !== "6")) {
+    throw new WeftError("BENCH_BAD_SETTING", `--family takes 4 or 4,6 (IPv4's figures are the ones every ratio refers to), not "${family.join(",")}"`);
+  }
   // Baseline first: its column comes first in every table.
   const ordered = [BASELINE, ...backends.filter((b) => b !== BASELINE)] as BackendType[];
   if (offloads.includes("off") && !ordered.some((b) => USERSPACE_BACKENDS.includes(b))) {
@@ -80,6 +89,7 @@ export function resolveSettings(f: BenchFlags, now = new Date()): BenchSettings 
   return {
     backends: ordered,
     offloads,
+    families: family.includes("6") ? [4, 6] : [4],
     setups: ordered.flatMap((b) => (USERSPACE_BACKENDS.includes(b) ? offloads.map((c) => userspaceSetup(b, c === "on")) : [{ name: b, backend: b }])),
     duration: positive(f.duration, "--duration", quick ? 1 : 10),
     streams: [...new Set(streams)],
@@ -99,6 +109,11 @@ export function resolveSettings(f: BenchFlags, now = new Date()): BenchSettings 
  * A userspace backend's setup. Its name is the bare backend's when offloads are on (the default,
  * so reports without --offloads read as before), and says so when they are off.
  */
+/** Whether a setup also runs the IPv6 TCP workloads (its backend carries IPv6 and --family has 6). */
+export function runsIpv6(settings: Pick<BenchSettings, "families">, setup: BenchSetup): boolean {
+  return settings.families.includes(6) && IPV6_BACKENDS.includes(setup.backend);
+}
+
 function userspaceSetup(backend: BackendType, offloads: boolean): BenchSetup {
   return { name: offloads ? backend : `${backend} (offloads off)`, backend, offloads };
 }

@@ -14,17 +14,17 @@ export { percentile };
  * and what is still delivered after it stops; `idle`: the agents' CPU without traffic (measured
  * once for all setups at the same time, not per round: see run.ts).
  */
-export type Workload = { kind: "tcp"; streams: number } | { kind: "udp"; payload: number } | { kind: "rtt" } | { kind: "loaded-rtt" } | { kind: "flood-tail" } | { kind: "idle" };
+export type Workload = { kind: "tcp"; streams: number; family?: 6 } | { kind: "udp"; payload: number } | { kind: "rtt" } | { kind: "loaded-rtt" } | { kind: "flood-tail" } | { kind: "idle" };
 
 /** The workloads run on one lab at a time, round by round (idle cost is measured for all at once). */
 export type LabWorkload = Exclude<Workload, { kind: "idle" }>;
 
 export function workloadId(w: Workload): string {
-  return w.kind === "tcp" ? `tcp-${w.streams}` : w.kind === "udp" ? `udp-${w.payload}` : w.kind;
+  return w.kind === "tcp" ? `tcp${w.family === 6 ? "6" : ""}-${w.streams}` : w.kind === "udp" ? `udp-${w.payload}` : w.kind;
 }
 
 export function workloadLabel(w: Workload): string {
-  if (w.kind === "tcp") return `TCP ${w.streams} stream${w.streams === 1 ? "" : "s"}`;
+  if (w.kind === "tcp") return `TCP ${w.streams} stream${w.streams === 1 ? "" : "s"}${w.family === 6 ? " over IPv6" : ""}`;
   if (w.kind === "udp") return `UDP ${w.payload} B`;
   return { rtt: "ping", "loaded-rtt": "ping under load", "flood-tail": "flood tail", idle: "idle cost" }[w.kind];
 }
@@ -52,11 +52,15 @@ export interface Sample {
 
 export type SampleFigures = Pick<Sample, "values" | "raw">;
 
-/** UDP payloads are sent as fast as iperf3 can (-b 0): the figure is what the path carries. */
+/**
+ * UDP payloads are sent as fast as iperf3 can (-b 0): the figure is what the path carries. TCP over
+ * IPv6 runs in the setup's IPv6-only lab, its CPU counted for that lab's agents.
+ */
 export async function runWorkload(l: BenchLab, w: LabWorkload, s: WorkloadSettings): Promise<SampleFigures> {
   switch (w.kind) {
     case "tcp": {
-      const { result: r, cpu } = await measureCpu(agentPids(l), () => iperf(l.server, l.client, { seconds: s.duration, streams: w.streams }));
+      const on = w.family === 6 ? l.ipv6Lab() : l;
+      const { result: r, cpu } = await measureCpu(agentPids(on), () => iperf(on.server, on.client, { seconds: s.duration, streams: w.streams, family: w.family }));
       if (r.receivedBytes <= 0) throw new WeftError("BENCH_NO_TRAFFIC", `${l.setup.name}: iperf3 TCP moved no bytes`);
       const perGB = cpuPerGigabyte(cpu, r.receivedBytes);
       return {

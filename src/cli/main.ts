@@ -167,6 +167,7 @@ program
   .description("benchmark the backends against kernel vxlan on this machine (two hosts in namespaces, real agents, iperf3, ping) and write a report (root)")
   .option("--backends <list>", "backends to compare, vxlan (the baseline) among them (default vxlan,host-gw,wasm-vxlan,udp)", list)
   .option("--offloads <list>", "segmentation offloads of the userspace backends (wasm-vxlan, udp): on, off, or on,off to measure each both ways (default on)", list)
+  .option("--family <list>", "address families of the pod traffic: 4, or 4,6 to add TCP over IPv6 for the backends that carry it (vxlan, host-gw), each in an IPv6-only lab of its own (default 4)", list)
   .option("--duration <s>", "seconds per iperf3 run (default 10; --quick 1)", int("--duration"))
   .option("--streams <list>", "TCP runs with these stream counts (default 1,4)", (v: string) => v.split(",").filter(Boolean).map(int("--streams")))
   .option("--rounds <n>", "rounds; each runs every workload on every setup (default 3; --quick 1)", int("--rounds"))

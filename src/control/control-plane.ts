@@ -1,15 +1,16 @@
 // The control plane as the agent uses it: gossip membership (SWIM + Lifeguard, encrypted) and the
 // subnet lease ring riding on it, plus each node's record (lease and backend announcement).
 // It answers two questions for the agent — "what is my subnet?" and "who are my peers, where,
-// with which backend?" — and says when the second answer changes. With IPv6Network enabled
-// (dual-stack) it leases a subnet of each family on a ring of its own (leases6), and each peer's
-// record carries its IPv6 underlay address and IPv6 announcement too.
+// with which backend?" — and says when the second answer changes. Each enabled address family
+// (IPv4, IPv6, or both for dual-stack) leases its subnet on a ring of its own, and each peer's
+// record carries its IPv6 underlay address and IPv6 announcement when IPv6 is on. Gossip itself
+// runs over one family: IPv4 unless IPv4 is off (the transport is bound to an IPv6 address then).
 import { lookup } from "node:dns/promises";
 import { EventEmitter } from "node:events";
 import { isIP, isIPv6 } from "node:net";
 import type { Logger } from "pino";
-import type { BackendAnnouncement } from "../backends/backend.js";
-import { WeftError } from "../errors.js";
+import type { BackendAnnouncement, BackendPeer } from "../backends/backend.js";
+import { isWeftError, WeftError } from "../errors.js";
 import { parseIpv4, parsePrefix, type Ipv4Prefix } from "../net/ipv4.js";
 import { formatIpv6, parseIpv6, parsePrefix6, type Ipv6Prefix } from "../net/ipv6.js";
 import { makeConfig, type MemberlistConfig, type ProfileName } from "./gossip/config.js";
@@ -18,7 +19,7 @@ import type { Keyring } from "./gossip/keyring.js";
 import { Memberlist } from "./gossip/memberlist.js";
 import type { GossipCounters } from "./gossip/observability.js";
 import { Joiner, type JoinStatus, type JoinTiming } from "./join.js";
-import { SubnetLeases, type Lease, type LeaseLogger, type LeaseTimings, type MembershipPort, type ReclaimReport, type Reservation } from "./lease/allocator.js";
+import { SubnetLeases, type Lease, type LeaseLogger, type LeaseTimings, type MembershipPort, type ReclaimReport, type Reservation } from "./lease/subnet-leases.js";
 import { encodeLeaseMeta, LeaseDelegate } from "./lease/delegate.js";
 import type { Ipv6SubnetSpace, SubnetSpace } from "./lease/slots.js";
 import { FileLeaseStore, type LeaseStateStore } from "./lease/store.js";
@@ -35,10 +36,11 @@ export interface ControlPlaneOptions {
   /** Initial owners of the subnet space (see src/control/lease): the same list on every seed;
    *  empty on a node that learns the ring from its peers. */
   seeds: readonly string[];
-  space: SubnetSpace;
-  /** The IPv6 network's space on a dual-stack node (leased on a ring of its own). */
+  /** The IPv4 network's space; undefined when IPv4 is off (IPv6-only). */
+  space?: SubnetSpace;
+  /** The IPv6 network's space when IPv6 is on (leased on a ring of its own). */
   space6?: Ipv6SubnetSpace;
-  /** This node's IPv6 underlay address on a dual-stack node (--public-ipv6), for its record. */
+  /** This node's IPv6 underlay address when IPv6 is on (--public-ipv6), for its record. */
   underlay6?: bigint;
   /** Gossip timing profile (default lan). */
   profile?: ProfileName;
@@ -55,27 +57,13 @@ export interface ControlPlaneDeps {
   transport: Transport;
   random: Random;
   keyring: Keyring;
-  store: LeaseStateStore;
-  /** The IPv6 ring's store, on a dual-stack node. */
+  /** The IPv4 ring's store (needed while IPv4 is on). */
+  store?: LeaseStateStore;
+  /** The IPv6 ring's store (needed while IPv6 is on). */
   store6?: LeaseStateStore;
   logger: Logger;
   /** Addresses for a join target's host (default: the system resolver, every record). */
   resolve?: (host: string) => Promise<string[]>;
-}
-
-export interface Peer {
-  name: string;
-  subnet: Ipv4Prefix;
-  underlay: number;
-  backend: BackendAnnouncement;
-}
-
-/** A dual-stack peer's IPv6 side: its IPv6 subnet, underlay address and IPv6 announcement. */
-export interface Peer6 {
-  name: string;
-  subnet: Ipv6Prefix;
-  underlay: bigint;
-  backend: BackendAnnouncement;
 }
 
 /** The settings in force, defaults filled in (`weft status` shows them). */
@@ -100,9 +88,15 @@ export type ControlPlaneEvents = {
  * this object as its delegate: memberlist calls nodeMeta and notifyJoin while it is being built.
  */
 export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements Delegate, EventDelegate, MembershipPort {
+  /** The first enabled family's lease layer (IPv4's, or IPv6's on an IPv6-only node): the one
+   *  whose settings `weft status` shows and whose merge the agent waits for after joining. */
   readonly leases: SubnetLeases;
-  /** The IPv6 ring's lease layer, on a dual-stack node. */
+  /** The IPv4 ring's lease layer, unless IPv4 is off. */
+  readonly leases4?: SubnetLeases;
+  /** The IPv6 ring's lease layer, when IPv6 is on. */
   readonly leases6?: SubnetLeases;
+  /** Every enabled family's lease layer, IPv4 first. */
+  readonly families: readonly SubnetLeases[];
   readonly memberlist: Memberlist;
   private readonly leaseDelegate: LeaseDelegate;
   private readonly joiner: Joiner;
@@ -119,11 +113,13 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
     this.log = deps.logger;
     this.profile = opts.profile ?? "lan";
     const leaseLog = deps.logger.child({ layer: "lease" });
-    const { leases, leases6, delegate } = createLeaseLayer(opts, { membership: this, store: deps.store, store6: deps.store6, clock: deps.clock, random: deps.random, log: leaseLog });
-    this.leases = leases;
+    const { families, leases4, leases6, delegate } = createLeaseLayer(opts, { membership: this, store: deps.store, store6: deps.store6, clock: deps.clock, random: deps.random, log: leaseLog });
+    this.families = families;
+    this.leases = families[0];
+    this.leases4 = leases4;
     this.leases6 = leases6;
     this.leaseDelegate = delegate;
-    for (const l of [leases, ...(leases6 ? [leases6] : [])]) {
+    for (const l of families) {
       l.on("peers", () => this.emit("change"));
       l.on("lost", (lost) => this.emit("lost", lost));
     }
@@ -135,7 +131,10 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
     this.joiner = new Joiner(opts.join, {
       clock: deps.clock,
       random: deps.random,
-      resolve: deps.resolve ?? ((host) => (isIP(host) ? Promise.resolve([host]) : lookup(host, { all: true, family }).then((r) => r.map((a) => a.address)))),
+      // Gossip runs over one family, so a name resolves to that family's records only (AAAA over
+      // IPv6). An IPv6 literal is written as the sockets report addresses, so this node's own
+      // address in a shared join list is recognised however it was spelt.
+      resolve: deps.resolve ?? ((host) => (isIP(host) ? Promise.resolve([isIPv6(host) ? formatIpv6(parseIpv6(host)) : host]) : lookup(host, { all: true, family }).then((r) => r.map((a) => a.address)))),
       join: (addrs) => this.memberlist.join(addrs),
       othersAlive: () => this.memberlist.numMembers() - 1,
       self: deps.transport.local,
@@ -143,12 +142,13 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
     }, opts.joinTiming);
   }
 
-  /** The agent's control plane: binds gossip on the underlay, keeps the lease ring in stateDir. */
+  /** The agent's control plane: binds gossip on the underlay (an IPv4 or IPv6 address), keeps
+   *  each family's lease ring in stateDir. */
   static async start(opts: ControlPlaneOptions & { bindAddr: string; gossipPort: number; stateDir: string; keyring: Keyring; logger: Logger }): Promise<ControlPlane> {
     const transport = await UdpTcpTransport.open({ host: opts.bindAddr, port: opts.gossipPort });
     const plane = new ControlPlane(opts, {
-      clock: new RealClock(), transport, random: realRandom, keyring: opts.keyring, store: new FileLeaseStore(opts.stateDir),
-      ...(opts.space6 && { store6: new FileLeaseStore(opts.stateDir, 6) }), logger: opts.logger,
+      clock: new RealClock(), transport, random: realRandom, keyring: opts.keyring,
+      ...(opts.space && { store: new FileLeaseStore(opts.stateDir) }), ...(opts.space6 && { store6: new FileLeaseStore(opts.stateDir, 6) }), logger: opts.logger,
     });
     try {
       await plane.start();
@@ -161,8 +161,7 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
 
   /** Loads the saved lease state and starts leasing, then joins (retrying in the background). */
   async start(): Promise<void> {
-    await this.leases.start();
-    await this.leases6?.start();
+    for (const l of this.families) await l.start();
     this.joiner.start();
     // A name conflict can only be found by joining: tell the owner, who must stop this node.
     this.joiner.reached().catch((err: Error) => this.emit("fatal", err));
@@ -173,7 +172,7 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
    *  rejects on a name conflict. */
   async reachedCluster(): Promise<void> {
     await this.joiner.reached();
-    await this.leases.settled();
+    for (const l of this.families) await l.settled();
   }
 
   /** Whether this node reached its cluster: false while a non-empty join list answered nothing yet. */
@@ -190,39 +189,47 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
     return { profile: this.profile, gossip: { probeIntervalMs, probeTimeoutMs, suspicionMult, pushPullIntervalMs, tombstoneRetentionMs }, lease: this.leases.settings };
   }
 
-  /** Subnets kept for members that are dead or gone, and when each is reclaimed (clock ms). */
+  /** Subnets kept for members that are dead or gone, and when each is reclaimed (clock ms); with
+   *  two families, each reservation once per ring (the IPv6 one's subnet is an IPv6 prefix). */
   reservations(): Reservation[] {
-    return this.leases.reservations();
+    return this.families.flatMap((l) => l.reservations());
   }
 
-  /** Resolves once this node holds a subnet (waits, and logs why, while it cannot get one). */
+  /** Resolves once this node holds an IPv4 subnet (waits, and logs why, while it cannot get one). */
   async lease(): Promise<Ipv4Prefix> {
-    const l: Lease = await this.leases.lease();
+    if (!this.leases4) throw new WeftError("LEASE_NOT_RUNNING", "this node leases no IPv4 subnets (EnableIPv4 is false)");
+    const l: Lease = await this.leases4.lease();
     return parsePrefix(l.subnet);
   }
 
-  /** Why this node has no subnet yet, for /readyz and `weft status`; null once it has one. */
+  /** Why this node lacks a subnet of some family yet, for /readyz and `weft status`; null once it has all. */
   leaseWaitReason(): string | null {
-    return this.leases.waitReason();
+    for (const l of this.families) {
+      const why = l.waitReason();
+      if (why !== null) return this.families.length > 1 ? `IPv${l.space.family}: ${why}` : why;
+    }
+    return null;
   }
 
-  /** Resolves once this node holds an IPv6 subnet (dual-stack only). */
+  /** Resolves once this node holds an IPv6 subnet (EnableIPv6 only). */
   async lease6(): Promise<Ipv6Prefix> {
     if (!this.leases6) throw new WeftError("LEASE_NOT_RUNNING", "this node leases no IPv6 subnets (EnableIPv6 is off)");
     return parsePrefix6((await this.leases6.lease()).subnet);
   }
 
-  /** Publishes this node's backend data (and, dual-stack, its IPv6 backend's) in its gossip record. */
-  announce(a: BackendAnnouncement, a6?: BackendAnnouncement): void {
+  /** Publishes what this node's backend instances announce (IPv4's, IPv6's; either is absent
+   *  while that family is off or its backend is not running) in its gossip record. */
+  announce(a: BackendAnnouncement | undefined, a6?: BackendAnnouncement): void {
     this.announcement = a;
     this.announcement6 = a6;
     this.memberlist.updateNode();
   }
 
-  /** Live peers that hold a lease and have announced a backend. */
-  peers(): Peer[] {
-    const leased = new Map(this.leases.peers().map((p) => [p.node, p.subnet]));
-    const out: Peer[] = [];
+  /** Live peers that hold an IPv4 lease and have announced an IPv4 backend (none while IPv4 is off). */
+  peers(): BackendPeer<Ipv4Prefix, number>[] {
+    if (!this.leases4) return [];
+    const leased = new Map(this.leases4.peers().map((p) => [p.node, p.subnet]));
+    const out: BackendPeer<Ipv4Prefix, number>[] = [];
     for (const m of this.memberlist.members()) {
       if (m.name === this.opts.name) continue;
       const subnet = leased.get(m.name);
@@ -233,11 +240,11 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
     return out;
   }
 
-  /** Live dual-stack peers that hold an IPv6 lease and announced an IPv6 backend. */
-  peers6(): Peer6[] {
+  /** Live peers that hold an IPv6 lease and announced an IPv6 backend (none while IPv6 is off). */
+  peers6(): BackendPeer<Ipv6Prefix, bigint>[] {
     if (!this.leases6) return [];
     const leased = new Map(this.leases6.peers().map((p) => [p.node, p.subnet]));
-    const out: Peer6[] = [];
+    const out: BackendPeer<Ipv6Prefix, bigint>[] = [];
     for (const m of this.memberlist.members()) {
       if (m.name === this.opts.name) continue;
       const subnet = leased.get(m.name);
@@ -266,8 +273,22 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
     return this.memberlist.counters();
   }
 
-  reclaim(node: string): Promise<ReclaimReport> {
-    return this.leases.reclaim(node);
+  /** Hands a dead node's subnets back in every family's ring; the report is the first ring's
+   *  (a node that owns nothing in one ring but something in another is still reclaimed there). */
+  async reclaim(node: string): Promise<ReclaimReport> {
+    const reports: ReclaimReport[] = [];
+    let refusal: unknown;
+    for (const l of this.families) {
+      try {
+        reports.push(await l.reclaim(node));
+      } catch (err) {
+        // Alive or self: the same answer in every ring, so the first one stands.
+        if (!isWeftError(err, "LEASE_RECLAIM_UNKNOWN")) throw err;
+        refusal = err;
+      }
+    }
+    if (reports.length === 0) throw refusal;
+    return reports[0];
   }
 
   /** Graceful: tell the cluster we leave (so peers drop our routes at once), then stop. */
@@ -275,15 +296,16 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
     this.joiner.stop();
     if (leave) await this.memberlist.leave(2000).catch(() => undefined);
     await this.memberlist.shutdown();
-    await this.leases.stop();
-    await this.leases6?.stop();
+    for (const l of this.families) await l.stop();
     await this.deps.transport.close();
   }
 
   // ---- memberlist's Delegate and EventDelegate: the node record here, the ring in the lease layer ----
 
   nodeMeta(limit: number): Uint8Array {
-    const meta = encodeLeaseMeta(this.leases.currentLease()?.subnet ?? null, ...(this.leases6 ? [this.leases6.currentLease()?.subnet ?? null] : []));
+    // Positions are per family, IPv4 first: an IPv6-only node writes null for IPv4.
+    const subnet = (l: SubnetLeases | undefined) => l?.currentLease()?.subnet ?? null;
+    const meta = encodeLeaseMeta(subnet(this.leases4), ...(this.leases6 ? [subnet(this.leases6)] : []));
     const v6 = this.opts.underlay6 !== undefined ? { underlay: formatIpv6(this.opts.underlay6), backend: this.announcement6 } : undefined;
     const record = encodeNodeRecord(meta, this.announcement, v6);
     if (record.length > limit) {
@@ -344,16 +366,20 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
 /** The lease layer's settings: the same code and defaults for the agent and the simulators. */
 export type LeaseLayerOptions = Pick<ControlPlaneOptions, "space" | "space6" | "seeds" | "lease">;
 
-/** Builds the lease layer (SubnetLeases, one per family, and their gossip adapter) with the production defaults. */
+/** Builds the lease layer (SubnetLeases, one per enabled family, and their gossip adapter) with the production defaults. */
 export function createLeaseLayer(
   opts: LeaseLayerOptions,
-  deps: { membership: MembershipPort; store: LeaseStateStore; store6?: LeaseStateStore; clock: Clock; random: Random; log: LeaseLogger },
-): { leases: SubnetLeases; leases6?: SubnetLeases; delegate: LeaseDelegate } {
+  deps: { membership: MembershipPort; store?: LeaseStateStore; store6?: LeaseStateStore; clock: Clock; random: Random; log: LeaseLogger },
+): { families: SubnetLeases[]; leases4?: SubnetLeases; leases6?: SubnetLeases; delegate: LeaseDelegate } {
   const seeds = opts.seeds.length > 0 ? opts.seeds : undefined;
-  const { store6, ...common } = deps;
-  const leases = new SubnetLeases({ ...opts.lease, space: opts.space, seeds, ...common });
-  if (!opts.space6) return { leases, delegate: new LeaseDelegate(leases, deps.membership, deps.log) };
-  if (!store6) throw new WeftError("LEASE_NOT_RUNNING", "an IPv6 network needs a store of its own for its ring");
-  const leases6 = new SubnetLeases({ ...opts.lease, space: opts.space6, seeds, ...common, store: store6 });
-  return { leases, leases6, delegate: new LeaseDelegate([leases, leases6], deps.membership, deps.log) };
+  const { store, store6, ...common } = deps;
+  const ring = (space: SubnetSpace | Ipv6SubnetSpace, s: LeaseStateStore | undefined): SubnetLeases => {
+    if (!s) throw new WeftError("LEASE_NOT_RUNNING", `the IPv${space.family} network needs a store of its own for its ring`);
+    return new SubnetLeases({ ...opts.lease, space, seeds, ...common, store: s });
+  };
+  const leases4 = opts.space && ring(opts.space, store);
+  const leases6 = opts.space6 && ring(opts.space6, store6);
+  const families = [leases4, leases6].filter((l): l is SubnetLeases => l !== undefined);
+  if (families.length === 0) throw new WeftError("LEASE_NOT_RUNNING", "no address family is enabled: set EnableIPv4 or EnableIPv6");
+  return { families, leases4, leases6, delegate: new LeaseDelegate(families, deps.membership, deps.log) };
 }

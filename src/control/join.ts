@@ -6,6 +6,7 @@
 // addresses), it goes back to the list. A target that knows a live node of this node's name at
 // another address ends it all: the name is taken (GOSSIP_NAME_CONFLICT), and retrying cannot help.
 import { isWeftError } from "../errors.js";
+import { formatHostPort } from "../net/ip.js";
 import { withDefaults } from "./options.js";
 import type { Addr, Clock, Random, TimerHandle } from "./runtime.js";
 
@@ -112,7 +113,7 @@ export class Joiner {
   status(): JoinStatus {
     return {
       state: this.state,
-      targets: this.targets.map((t) => `${t.host}:${t.port}`),
+      targets: this.targets.map((t) => formatHostPort(t.host, t.port)),
       failedRounds: this.failedRounds,
       ...(this.lastError !== undefined ? { lastError: this.lastError } : {}),
       ...(this.nextAttemptAt !== undefined ? { nextAttemptAt: this.nextAttemptAt } : {}),

@@ -12,7 +12,7 @@ import { PacketBatch } from "../hotpath/batch.js";
 import { DataplaneContext, type DirectionCounters } from "../hotpath/context.js";
 import { HotPath, createHotPathMemory } from "../hotpath/module.js";
 import { RouteTable } from "../hotpath/route-table.js";
-import { TunQueue } from "../io/tun.js";
+import type { TunQueue } from "../io/tun.js";
 import { UdpSocket } from "../io/udp.js";
 import { Waker } from "../io/wait.js";
 import type { Kernel } from "../kernel/iproute.js";

@@ -13,6 +13,7 @@ import { KEY_BYTES } from "../control/gossip/keyring.js";
 import type { OffloadState } from "../dataplane/offload.js";
 import { WeftError } from "../errors.js";
 import { formatIpv4 } from "../net/ipv4.js";
+import { formatIpv6 } from "../net/ipv6.js";
 import { projectFile } from "../paths.js";
 import type { LabCluster, LabHost } from "./cluster.js";
 
@@ -33,14 +34,16 @@ export interface AgentStatus {
   node: string;
   ready: boolean;
   subnet?: string;
-  /** Dual-stack: the IPv6 lease and IPv6 peers. */
+  /** With IPv6 on: the IPv6 lease and IPv6 peers (subnet, peers and underlay are IPv4's: absent or empty while IPv4 is off). */
   subnet6?: string;
+  underlay6?: string;
   peers6?: Array<{ name: string; subnet: string; underlay: string; backend: string }>;
   join: { state: string; targets: string[]; failedRounds: number };
   reserved: Array<{ node: string; slots: number; subnet: string | null; reclaimAt: string | null; condemned: boolean }>;
   settings: { reclaimGrace: string; lease: { reclaimGraceMs: number } };
   mtu?: number;
   backend?: { type: string; vtepMac?: string };
+  backend6?: { type: string; vtepMac?: string };
   peers: Array<{ name: string; subnet: string; underlay: string; backend: string }>;
   members: Array<{ name: string; addr?: string; state: string }>;
   underlay?: string;
@@ -56,12 +59,16 @@ export class LabAgents {
     readonly agents: LabAgent[],
     private readonly keyFile: string,
     private readonly members: number,
+    /** Gossip over IPv6 (agents whose config has EnableIPv4 false): join lists name IPv6 underlay addresses. */
+    private readonly gossip6: boolean,
   ) {}
 
   /** Writes the key and one net-conf.json per host (`netConf(host)`), but starts nothing yet.
    *  `members`: how many of the hosts (the first ones) form the cluster: join lists and subnet
-   *  seeds name only them (default all); the others are started with explicit flags. */
-  static async prepare(lab: LabCluster, netConf: (host: LabHost) => object, members = lab.hosts.length): Promise<LabAgents> {
+   *  seeds name only them (default all); the others are started with explicit flags.
+   *  `gossip6`: the agents gossip over IPv6 (IPv6-only configs), so join lists name the hosts'
+   *  IPv6 underlay addresses. */
+  static async prepare(lab: LabCluster, netConf: (host: LabHost) => object, members = lab.hosts.length, gossip6 = false): Promise<LabAgents> {
     const dir = await mkdtemp(join(tmpdir(), "weft-lab-"));
     const keyFile = join(dir, "cluster.key");
     await writeFile(keyFile, randomBytes(KEY_BYTES).toString("base64") + "\n", { mode: 0o600 });
@@ -72,7 +79,7 @@ export class LabAgents {
       await writeFile(join(agentDir, "net-conf.json"), JSON.stringify(netConf(host), null, 2));
       agents.push({ host, dir: agentDir, stateDir: agentDir });
     }
-    return new LabAgents(lab, dir, agents, keyFile, members);
+    return new LabAgents(lab, dir, agents, keyFile, members, gossip6);
   }
 
   /** The net-conf.json of an agent (to change it before a restart or SIGHUP). */
@@ -85,7 +92,7 @@ export class LabAgents {
   start(a: LabAgent, extra: string[] = [], joinTargets?: LabAgent[]): void {
     if (a.process && a.process.exitCode === null && a.process.signalCode === null) throw new WeftError("LAB_AGENT_RUNNING", `${a.host.name}'s agent is already running`);
     const cluster = this.agents.slice(0, this.members);
-    const targets = (joinTargets ?? cluster.filter((x) => x !== a)).map((x) => `${formatIpv4(x.host.underlayAddr)}:${LAB_GOSSIP_PORT}`);
+    const targets = (joinTargets ?? cluster.filter((x) => x !== a)).map((x) => this.gossipAddr(x));
     const args = [
       projectFile("dist", "src", "cli", "main.js"), "agent", "--net-config", this.netConfPath(a), "--iface", a.host.underlayIf,
       "--key-file", this.keyFile, "--state-dir", a.stateDir, "--subnet-file", this.subnetFile(a), "--node-name", a.host.name,
@@ -100,6 +107,11 @@ export class LabAgents {
     closeSync(log);
     a.logClosed = new Promise((r) => child.once("exit", () => r()));
     a.process = child;
+  }
+
+  /** Where an agent gossips: host:port, an IPv6 host in brackets. */
+  gossipAddr(a: LabAgent): string {
+    return this.gossip6 ? `[${formatIpv6(a.host.underlayAddr6!)}]:${LAB_GOSSIP_PORT}` : `${formatIpv4(a.host.underlayAddr)}:${LAB_GOSSIP_PORT}`;
   }
 
   startAll(extra: string[] = []): void {

@@ -39,8 +39,10 @@ export interface LabPod {
   readonly name: string;
   readonly ns: Netns;
   readonly host: LabHost;
+  /** The IPv4 address the plugins gave. Reading it on a pod of an IPv6-only node (no
+   *  FLANNEL_SUBNET, so no IPv4 address) throws LAB_POD_NO_ADDRESS: such a pod has only addr6. */
   readonly addr: number;
-  /** Dual-stack (a subnet.env with FLANNEL_IPV6_*): the IPv6 address the plugins gave. */
+  /** With a subnet.env with FLANNEL_IPV6_* (dual-stack, IPv6-only): the IPv6 address the plugins gave. */
   readonly addr6?: bigint;
   /** How the runtime named it to the CNI plugins (container id = namespace name). */
   readonly attachment: Attachment;
@@ -165,10 +167,17 @@ export class LabCluster {
       throw error;
     }
     const ip = result.ips?.find((i) => !i.address.includes(":"));
-    if (!ip) throw new WeftError("LAB_POD_NO_ADDRESS", `CNI ADD for ${ns.name} gave no IPv4 address: ${JSON.stringify(result)}`);
     const ip6 = result.ips?.find((i) => i.address.includes(":"));
+    if (!ip && !ip6) throw new WeftError("LAB_POD_NO_ADDRESS", `CNI ADD for ${ns.name} gave no address: ${JSON.stringify(result)}`);
+    const name = `${host.name}-pod${n}`;
+    const addr = ip && parseIpv4(ip.address.split("/")[0]);
     const pod: LabPod = {
-      name: `${host.name}-pod${n}`, ns, host, addr: parseIpv4(ip.address.split("/")[0]), ...(ip6 && { addr6: parseIpv6(ip6.address.split("/")[0]) }), attachment, result, subnetFile,
+      name, ns, host,
+      get addr(): number {
+        if (addr === undefined) throw new WeftError("LAB_POD_NO_ADDRESS", `${name} has no IPv4 address (its node is IPv6-only): use its addr6`);
+        return addr;
+      },
+      ...(ip6 && { addr6: parseIpv6(ip6.address.split("/")[0]) }), attachment, result, subnetFile,
     };
     host.pods.push(pod);
     return pod;
@@ -207,7 +216,7 @@ export class LabCluster {
 
   describe(): string {
     return this.hosts
-      .map((h) => `${h.name} ${formatIpv4(h.underlayAddr)} pods ${h.pods.map((p) => formatIpv4(p.addr)).join(", ")}`)
+      .map((h) => `${h.name} ${formatIpv4(h.underlayAddr)} pods ${h.pods.map((p) => (p.addr6 !== undefined ? formatIpv6(p.addr6) : formatIpv4(p.addr))).join(", ")}`)
       .join("\n");
   }
 }

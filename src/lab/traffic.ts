@@ -4,6 +4,7 @@ import { spawn } from "node:child_process";
 import { WeftError } from "../errors.js";
 import { formatAddr, type IpAddr } from "../net/ip.js";
 import { formatIpv4 } from "../net/ipv4.js";
+import { formatIpv6 } from "../net/ipv6.js";
 import type { LabPod } from "./cluster.js";
 
 export interface PingResult {
@@ -45,6 +46,8 @@ export interface IperfOptions {
   length?: number;
   bitrate?: string;
   port?: number;
+  /** 6: to the server pod's IPv6 address (default 4). */
+  family?: 4 | 6;
 }
 
 /**
@@ -56,19 +59,36 @@ export interface IperfOptions {
 let runs = 0;
 
 /** One iperf3 run: a one-shot server in `server`, the client in `client`. */
+/** What is read of iperf3's JSON result (`-J`): `sum` for UDP, `sum_sent` and `sum_received` for TCP. */
+interface IperfSum {
+  bytes: number;
+  seconds: number;
+  bits_per_second: number;
+  retransmits: number;
+  lost_percent: number;
+  lost_packets: number;
+  packets: number;
+}
+interface IperfJson {
+  error?: string;
+  end: { sum: IperfSum; sum_sent: IperfSum; sum_received: IperfSum };
+}
+
 export async function iperf(server: LabPod, client: LabPod, o: IperfOptions): Promise<IperfResult> {
   const port = String(o.port ?? 5201 + (runs++ % 100));
-  const [cmd, ...argv] = server.ns.wrap(["iperf3", "-s", "-1", "--forceflush", "-B", formatIpv4(server.addr), "-p", port]);
+  if (o.family === 6 && server.addr6 === undefined) throw new WeftError("LAB_NO_ADDRESS", `iperf3 over IPv6 to ${server.name}: it has no IPv6 address`);
+  const addr = o.family === 6 ? formatIpv6(server.addr6!) : formatIpv4(server.addr);
+  const [cmd, ...argv] = server.ns.wrap(["iperf3", "-s", "-1", "--forceflush", "-B", addr, "-p", port]);
   const srv = spawn(cmd, argv, { stdio: ["ignore", "pipe", "ignore"] });
   try {
     await serverListening(srv, 10_000);
-    const args = ["iperf3", "-c", formatIpv4(server.addr), "-p", port, "-J", "-P", String(o.streams ?? 1)];
+    const args = ["iperf3", "-c", addr, "-p", port, "-J", "-P", String(o.streams ?? 1)];
     if (o.bytes !== undefined) args.push("-n", String(o.bytes));
     else args.push("-t", String(o.seconds ?? 5));
     if (o.udp) args.push("-u", "-b", o.bitrate ?? "0", "-l", String(o.length ?? 1400));
     const limitMs = (o.seconds ?? 60) * 1000 + 30_000;
     const { stdout } = await capture(client.ns.wrap(args), limitMs);
-    let j;
+    let j: IperfJson;
     try {
       j = JSON.parse(stdout);
     } catch {

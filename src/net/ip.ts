@@ -52,3 +52,8 @@ export function v4Addr(a: IpAddr): number {
   if (typeof a === "bigint") throw new WeftError("NET_BAD_IPV4", `${formatAddr(a)} is IPv6 where only IPv4 is carried`);
   return a;
 }
+
+/** host:port, with an IPv6 host in brackets as in URLs ([2001:2::1]:7946). */
+export function formatHostPort(host: string, port: number): string {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}

@@ -16,11 +16,14 @@ import { kernelState, NETWORK, netConf } from "./support.js";
 
 const run = promisify(execFile);
 
+/** The lab's IPv6 pod network; the host has a route inside it (2001:2:0:c000::/52), which only the overlap case trips over. */
+const NETWORK6 = "2001:2:0:8000::/49";
+
 /** Holds UDP and TCP port 7999 on every address, as another program would. */
 const HOLD_PORT = `const u = require("node:dgram").createSocket("udp4"); u.bind(7999, () => require("node:net").createServer().listen(7999, () => console.log("held")));`;
 
 /** What a failed start must not leave in the state dir. */
-const STATE_FILES = ["lease-state.json", "vtep-mac", "weft.sock", "weft.lock", "subnet.env"];
+const STATE_FILES = ["lease-state.json", "lease-state-ipv6.json", "vtep-mac", "weft.sock", "weft.lock", "subnet.env"];
 
 describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
   let lab: LabCluster;
@@ -31,11 +34,12 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
   let notADir: string;
 
   beforeAll(async () => {
-    lab = await LabCluster.create({ tag: "acf", hosts: 1 });
+    lab = await LabCluster.create({ tag: "acf", hosts: 1, ipv6: true });
     agents = await LabAgents.prepare(lab, () => netConf("vxlan"));
     a = agents.agents[0];
     // A host route the corpus' Network must not shadow, and another process holding port 7999.
     await a.host.ns.exec(["ip", "route", "add", "198.18.128.0/17", "dev", "eth0"]);
+    await a.host.ns.exec(["ip", "-6", "route", "add", "2001:2:0:c000::/52", "dev", "eth0"]);
     const [cmd, ...argv] = a.host.ns.wrap([process.execPath, "-e", HOLD_PORT]);
     holder = spawn(cmd, argv, { stdio: ["ignore", "pipe", "inherit"] });
     await new Promise<void>((resolve) => holder.stdout!.once("data", () => resolve()));
@@ -84,7 +88,12 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
     ["EnableIPv4 false with nothing else to carry", { Network: NETWORK, EnableIPv4: false }, [], /: EnableIPv4 = false: at least one address family must be enabled/],
     ["EnableIPv6 with a backend that cannot carry IPv6", { Network: NETWORK, EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49", Backend: { Type: "udp" } }, [], /^weft: \[CONFIG_NET_CONF_INVALID\] \S+: Backend = .*: Backend\.Type udp cannot carry IPv6 \(flannel's udp wire format carries IPv4 packets only\); with EnableIPv6 use one of vxlan, host-gw$/],
     ["EnableIPv6 without IPv6Network", { Network: NETWORK, EnableIPv6: true }, [], /: IPv6Network = undefined: EnableIPv6 needs IPv6Network/],
-    ["IPv6-only, which the agent does not run yet", { EnableIPv4: false, EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49", Backend: { Type: "host-gw" } }, [], /^weft: \[CONFIG_NET_CONF_INVALID\] EnableIPv4 = false: this weft agent runs IPv4-only or dual-stack, not IPv6-only yet/],
+    ["IPv6-only with wasm-vxlan, whose dataplane forwards IPv4 only", { EnableIPv4: false, EnableIPv6: true, IPv6Network: NETWORK6, Backend: { Type: "wasm-vxlan" } }, [], /^weft: \[CONFIG_NET_CONF_INVALID\] \S+: Backend = .*: Backend\.Type wasm-vxlan cannot carry IPv6 \(weft's userspace VXLAN dataplane forwards IPv4 only so far/],
+    ["IPv6-only with udp", { EnableIPv4: false, EnableIPv6: true, IPv6Network: NETWORK6, Backend: { Type: "udp" } }, [], /\[CONFIG_NET_CONF_INVALID\] .*Backend\.Type udp cannot carry IPv6/],
+    ["IPv6-only with an IPv4 join target", { EnableIPv4: false, EnableIPv6: true, IPv6Network: NETWORK6 }, ["--join", "198.18.0.9:7946", "--subnet-seeds", "host1"], /^weft: \[CONFIG_FLAG_INVALID\] --join "198\.18\.0\.9:7946": an IPv4 address, but gossip runs over IPv6 here \(EnableIPv4 is false\)/],
+    ["an IPv6 join target while gossip runs over IPv4", { Network: NETWORK, EnableIPv6: true, IPv6Network: NETWORK6 }, ["--join", "[2001:2::9]:7946", "--subnet-seeds", "host1"], /^weft: \[CONFIG_FLAG_INVALID\] --join "\[2001:2::9\]:7946": an IPv6 address, but gossip runs over IPv4 here/],
+    ["an IPv6Network containing the underlay", { EnableIPv4: false, EnableIPv6: true, IPv6Network: "2001:2::/48" }, [], /^weft: \[CONFIG_NETWORK_OVERLAPS_HOST\] IPv6Network 2001:2::\/48 \(net-conf\.json\) contains the underlay address 2001:2::b on eth0: .*\(ip -6 addr, ip -6 route\)$/],
+    ["an IPv6Network holding a host route", { Network: NETWORK, EnableIPv6: true, IPv6Network: NETWORK6 }, [], /^weft: \[CONFIG_NETWORK_OVERLAPS_HOST\] IPv6Network 2001:2:0:8000::\/49 \(net-conf\.json\) overlaps the host's route 2001:2:0:c000::\/52 on eth0: /],
     ["a Network containing the underlay", { Network: "198.18.0.0/16" }, [], /^weft: \[CONFIG_NETWORK_OVERLAPS_HOST\] Network 198\.18\.0\.0\/16 \(net-conf\.json\) contains the underlay address 198\.18\.0\.\d+ on eth0: /],
     ["a Network inside a host route", { Network: "198.18.192.0/20" }, [], /^weft: \[CONFIG_NETWORK_OVERLAPS_HOST\] Network 198\.18\.192\.0\/20 \(net-conf\.json\) overlaps the host's route 198\.18\.128\.0\/17 on eth0: /],
     ["a Network containing a host route", { Network: "198.18.128.0/17" }, [], /\[CONFIG_NETWORK_OVERLAPS_HOST\] Network 198\.18\.128\.0\/17 \(net-conf\.json\) overlaps the host's route 198\.18\.128\.0\/17 on eth0/],
@@ -105,7 +114,7 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
     ["--public-ip that is no address", { Network: NETWORK }, ["--public-ip", "198.18.0"], /^weft: \[CONFIG_FLAG_INVALID\] --public-ip "198\.18\.0": an IPv4 address of this host, like 198\.18\.0\.1$/],
     ["--metrics-ip that is no address", { Network: NETWORK }, ["--metrics-ip", "localhost"], /\[CONFIG_FLAG_INVALID\] --metrics-ip "localhost": an IPv4 address/],
     ["--iface-regex that is no regex", { Network: NETWORK }, ["--iface-regex", "eth("], /^weft: \[CONFIG_FLAG_INVALID\] --iface-regex "eth\(": a JavaScript regular expression over interface names and addresses \(/],
-    ["--iface that matches nothing", { Network: NETWORK }, ["--iface", "eth9"], /^weft: \[AGENT_UNDERLAY_NOT_FOUND\] no interface with a global IPv4 address matches --iface eth9; interfaces here: .*eth0 \[198\.18\.0\.\d+\]/],
+    ["--iface that matches nothing", { Network: NETWORK }, ["--iface", "eth9"], /^weft: \[AGENT_UNDERLAY_NOT_FOUND\] no interface with a global IPv4 address matches --iface eth9; interfaces here: .*eth0 \[198\.18\.0\.\d+ 2001:2::b\]/],
     ["--iface-regex that matches nothing", { Network: NETWORK }, ["--iface-regex", "^wlan"], /\[AGENT_UNDERLAY_NOT_FOUND\] no interface with a global IPv4 address matches --iface-regex \^wlan; interfaces here: /],
     ["an empty --node-name", { Network: NETWORK }, ["--node-name", ""], /^weft: \[CONFIG_FLAG_INVALID\] --node-name "": 1\.\.128 bytes without spaces or control characters/],
     ["a --node-name of 200 bytes", { Network: NETWORK }, ["--node-name", "n".repeat(200)], /\[CONFIG_FLAG_INVALID\] --node-name "n{200}": 1\.\.128 bytes/],

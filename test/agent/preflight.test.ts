@@ -1,9 +1,10 @@
-// Which of the host's addresses and routes a Network may overlap: the rules of checkNetworkAgainstHost
+// Which of the host's addresses and routes a Network (and an IPv6Network) may overlap: the rules of checkNetworkAgainstHost
 // on their own, one case a line (the agent-level corpus in config.test.ts runs them in namespaces).
 import { describe, expect, it } from "vitest";
 import { checkNetworkAgainstHost, type HostPrefix } from "../../src/agent/preflight.js";
-import { SubnetSpace } from "../../src/control/lease/slots.js";
+import { Ipv6SubnetSpace, SubnetSpace } from "../../src/control/lease/slots.js";
 import { parseIpv4, parsePrefix } from "../../src/net/ipv4.js";
+import { parseIpv6, parsePrefix6 } from "../../src/net/ipv6.js";
 
 const conf = { space: SubnetSpace.fromConfig({ Network: "198.19.0.0/16" }) }; // SubnetLen 24
 const underlay = { iface: "eth0", addr: parseIpv4("198.18.0.1"), mtu: 1500 };
@@ -33,5 +34,40 @@ describe("a Network against the host's addresses and routes", () => {
     expect(() => checkNetworkAgainstHost({ space: SubnetSpace.fromConfig({ Network: "198.18.0.0/16" }) }, underlay, [])).toThrow(
       expect.objectContaining({ code: "CONFIG_NETWORK_OVERLAPS_HOST", message: expect.stringMatching(/^Network 198\.18\.0\.0\/16 \(net-conf\.json\) contains the underlay address 198\.18\.0\.1 on eth0/) }),
     );
+  });
+});
+
+describe("an IPv6Network against the host's IPv6 addresses and routes (the same rules, per family)", () => {
+  const conf6 = { space6: Ipv6SubnetSpace.fromConfig({ IPv6Network: "2001:2:0:8000::/49" }) }; // IPv6SubnetLen 64
+  const underlay6 = { iface: "eth0", addr6: parseIpv6("2001:2::1"), mtu: 1500 };
+  const route6 = (dst: string, dev: string, via?: string): HostPrefix => ({ prefix: parsePrefix6(dst), dev, kind: "route", via });
+  const address6 = (net: string, dev: string): HostPrefix => ({ prefix: parsePrefix6(net), dev, kind: "address" });
+
+  it.each<[string, HostPrefix, string | null]>([
+    ["the underlay's own network", route6("2001:2::/64", "eth0"), null],
+    ["link-local addresses", address6("fe80::/64", "eth0"), null],
+    ["the default route", route6("::/0", "eth0", "2001:2::fe"), null],
+    ["an aggregate via a gateway", route6("2001:2::/48", "tun0", "2001:2::fe"), null],
+    ["the CNI bridge's pod subnet", address6("2001:2:0:8003::/64", "cni0"), null],
+    ["a host-gw peer route", route6("2001:2:0:8004::/64", "eth0", "2001:2::2"), null],
+    ["a vxlan peer route", route6("2001:2:0:8005::/64", "flannel-v6.1", "2001:2:0:8005::"), null],
+    ["an IPv4 route over the same digits", route("198.19.0.0/16", "eth1"), null],
+    ["an on-link network around it", route6("2001:2::/48", "eth1"), "overlaps the host's route 2001:2::/48 on eth1"],
+    ["an on-link network inside it", route6("2001:2:0:c000::/52", "eth1"), "overlaps the host's route 2001:2:0:c000::/52 on eth1"],
+    ["an address whose network covers it", address6("2001:2::/47", "eth1"), "overlaps the host's address 2001:2::/47 on eth1"],
+  ])("%s", (_what, host, refused) => {
+    const check = () => checkNetworkAgainstHost(conf6, underlay6, [host]);
+    if (refused === null) expect(check).not.toThrow();
+    else expect(check).toThrow(expect.objectContaining({ code: "CONFIG_NETWORK_OVERLAPS_HOST", message: expect.stringContaining(`IPv6Network 2001:2:0:8000::/49 (net-conf.json) ${refused}`) }));
+  });
+
+  it("refuses an IPv6Network holding the IPv6 underlay address; with both families each network is checked", () => {
+    expect(() => checkNetworkAgainstHost({ space6: Ipv6SubnetSpace.fromConfig({ IPv6Network: "2001:2::/48" }) }, underlay6, [])).toThrow(
+      expect.objectContaining({ message: expect.stringMatching(/^IPv6Network 2001:2::\/48 \(net-conf\.json\) contains the underlay address 2001:2::1 on eth0: .*\(ip -6 addr, ip -6 route\)$/) }),
+    );
+    const both = { ...conf, ...conf6 };
+    const dual = { ...underlay, ...underlay6 };
+    expect(() => checkNetworkAgainstHost(both, dual, [route("198.19.0.0/20", "eth1"), route6("2001:2::/64", "eth0")])).toThrow(/^Network 198\.19\.0\.0\/16/);
+    expect(() => checkNetworkAgainstHost(both, dual, [route("198.18.0.0/24", "eth0"), route6("2001:2:0:8000::/56", "eth1")])).toThrow(/^IPv6Network 2001:2:0:8000::\/49/);
   });
 });

@@ -5,7 +5,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { cidrContains, networkOf, parseCidr } from "../../src/cni/cidr.js";
 import { parseNetConf, parseSubnetEnvFile } from "../../src/cni/config.js";
-import { CniError } from "../../src/cni/errors.js";
+import type { CniError } from "../../src/cni/errors.js";
 import { delegateConfig } from "../../src/cni/plugin.js";
 
 const KUBE_FLANNEL_CNI_CONF = { name: "cbr0", cniVersion: "0.3.1", type: "flannel", delegate: { hairpinMode: true, isDefaultGateway: true } };
@@ -53,6 +53,13 @@ describe("weft cni: config", () => {
     });
     // IPv6 alone is a valid subnet.env too.
     expect(parseSubnetEnvFile("FLANNEL_IPV6_NETWORK=2001:2:0:8000::/49\nFLANNEL_IPV6_SUBNET=2001:2:0:8003::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n", "f").families.length).toBe(1);
+  });
+
+  it("IPv6-only (flanneld's file without FLANNEL_NETWORK/FLANNEL_SUBNET): an IPv6 range and route only, the MTU and ip-masq from the file", () => {
+    const env = parseSubnetEnvFile("FLANNEL_IPV6_NETWORK=2001:2:0:8000::/49\nFLANNEL_IPV6_SUBNET=2001:2:0:8003::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=true\n", "f");
+    const d = delegateConfig(parseNetConf(JSON.stringify(KUBE_FLANNEL_CNI_CONF)), env);
+    expect(d).toMatchObject({ type: "bridge", mtu: 1430, ipMasq: false, isGateway: true });
+    expect(d.ipam).toEqual({ type: "host-local", ranges: [[{ subnet: "2001:2:0:8003::/64" }]], routes: [{ dst: "2001:2:0:8000::/49", gw: "2001:2:0:8003::1" }] });
   });
 
   it("rejects configs with the spec's codes, naming the key", () => {

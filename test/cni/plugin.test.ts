@@ -10,9 +10,10 @@ import { writeSubnetEnv } from "../../src/agent/subnet-env.js";
 import { CniError } from "../../src/cni/errors.js";
 import { execPlugin } from "../../src/cni/exec.js";
 import type { Attachment } from "../../src/cni/runtime.js";
-import { LabCluster, LAB_POD_NETWORK, labConfList, referencePluginDirs, type LabHost, type LabPod } from "../../src/lab/cluster.js";
+import { LabCluster, LAB_POD_NETWORK, LAB_POD_NETWORK6, labConfList, referencePluginDirs, type LabHost, type LabPod } from "../../src/lab/cluster.js";
 import { Netns } from "../../src/lab/netns.js";
 import { formatIpv4, prefixContains, type Ipv4Prefix } from "../../src/net/ipv4.js";
+import { parsePrefix6 } from "../../src/net/ipv6.js";
 import { canUseNetns } from "../support/netns.js";
 
 const S1: Ipv4Prefix = { addr: 0xc6130500, len: 24 }; // 198.19.5.0/24
@@ -132,6 +133,24 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
       expect(addrs[0].addr_info.filter((a) => a.family === "inet6" && a.scope === "global").map((a) => a.local)).toEqual([v6[0].address.split("/")[0]]);
     } finally {
       await lab.removePod(dual);
+    }
+  });
+
+  it("IPv6-only: with only FLANNEL_IPV6_* in subnet.env, ADD gives the pod an IPv6 address and route and no IPv4 address", async () => {
+    const file = join(lab.hostDir(h1), "v6-subnet.env");
+    await writeSubnetEnv(file, { v6: { network: LAB_POD_NETWORK6, subnet: parsePrefix6("2001:2:0:8006::/64") }, mtu: 1430, ipMasq: false });
+    const pod6 = await lab.addPod(h1, file);
+    try {
+      expect(pod6.result.ips!.map((i) => i.address)).toEqual([expect.stringMatching(/^2001:2:0:8006::[0-9a-f]+\/64$/)]);
+      expect(pod6.addr6).toBeDefined();
+      expect(() => pod6.addr).toThrow(expect.objectContaining({ code: "LAB_POD_NO_ADDRESS" }));
+      const addrs = await pod6.ns.kernel.ipJson<Array<{ mtu: number; addr_info: Array<{ family: string; local: string; scope: string }> }>>(["addr", "show", "dev", "eth0"]);
+      expect(addrs[0].mtu).toBe(1430);
+      expect(addrs[0].addr_info.filter((a) => a.family === "inet")).toEqual([]);
+      const routes = await pod6.ns.kernel.ipJson<Array<{ dst: string; gateway?: string }>>(["-6", "route", "show"]);
+      expect(routes.map((r) => `${r.dst} ${r.gateway ?? "-"}`)).toContain("2001:2:0:8000::/49 2001:2:0:8006::1");
+    } finally {
+      await lab.removePod(pod6);
     }
   });
 

@@ -9,13 +9,13 @@ describe("net-conf.json", () => {
   it("accepts flannel's documented example and defaults the backend to vxlan", () => {
     const c = parse({ Network: "10.244.0.0/16" });
     expect(c.Backend).toEqual({ Type: "vxlan", VNI: 1, Port: 8472, DirectRouting: false, GBP: false });
-    expect(c.space.subnetLen).toBe(24);
-    expect(c.space.subnetOf(0)).toBe("10.244.1.0/24"); // flannel skips the first subnet
-    expect(c.space.slotCount).toBe(255);
+    expect(c.space?.subnetLen).toBe(24);
+    expect(c.space?.subnetOf(0)).toBe("10.244.1.0/24"); // flannel skips the first subnet
+    expect(c.space?.slotCount).toBe(255);
   });
 
   it("follows flannel's SubnetLen default for small networks", () => {
-    expect(parse({ Network: "198.19.0.0/24" }).space.subnetLen).toBe(26);
+    expect(parse({ Network: "198.19.0.0/24" }).space?.subnetLen).toBe(26);
   });
 
   it("fills per-backend defaults", () => {

@@ -3,8 +3,9 @@
 // and state store are simulated). Joining with retries, the reclaim grace in force, duplicate
 // names, and views of ownership that agree again after partitions and forks.
 import { describe, expect, it } from "vitest";
-import { SubnetSpace } from "../../src/control/lease/slots.js";
+import { Ipv6SubnetSpace, SubnetSpace } from "../../src/control/lease/slots.js";
 import { decodeNodeRecord } from "../../src/control/node-record.js";
+import { formatIpv6, formatPrefix6 } from "../../src/net/ipv6.js";
 import type { ControlPlane } from "../../src/control/control-plane.js";
 import { SimControlPlanes, type PlaneNode } from "./sim/control-planes.js";
 
@@ -37,8 +38,7 @@ function noSharedSubnet(sim: SimControlPlanes): void {
   }
 }
 
-async function cluster(names: string[], seed: number, lease = {}): Promise<{ sim: SimControlPlanes; nodes: Live[] }> {
-  const sim = new SimControlPlanes(SPACE, seed);
+async function cluster(names: string[], seed: number, lease = {}, sim = new SimControlPlanes(SPACE, seed)): Promise<{ sim: SimControlPlanes; nodes: Live[] }> {
   const nodes = names.map((n) => sim.add(n));
   for (const n of nodes) {
     await sim.start(n, { join: nodes.filter((o) => o !== n).map((o) => o.host.addr), seeds: names, lease });
@@ -59,6 +59,43 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     }
     expect(sim.errors()).toEqual([]);
   }, 60_000);
+
+  it("IPv6-only (no IPv4 space): gossip between IPv6 addresses, one IPv6 ring of 2^15 /64s, IPv6 peers from the records, nothing for IPv4; a restart keeps the subnet; reclaim works on the IPv6 ring", async () => {
+    const space6 = Ipv6SubnetSpace.fromConfig({ IPv6Network: "2001:2:0:8000::/49" });
+    const { sim, nodes } = await cluster(["a", "b", "c"], 11, {}, new SimControlPlanes(undefined, 11, space6));
+    const [a, b, c] = nodes;
+    for (const n of nodes) {
+      expect(n.host.addr.host).toMatch(/^2001:2::/);
+      expect(n.plane.leases).toBe(n.plane.leases6);
+      expect(n.plane.leases4).toBeUndefined();
+      expect(n.plane.leases.currentLease()!.subnet).toMatch(/^2001:2:0:[89a-f][0-9a-f]{3}::\/64$/);
+      n.plane.announce(undefined, { type: "vxlan", vtepMac: `02:00:00:00:00:0${n.name.charCodeAt(0) - 96}`, vni: 1, port: 8472 });
+      await expect(n.plane.lease()).rejects.toMatchObject({ code: "LEASE_NOT_RUNNING" });
+    }
+    const record = (n: Live) => decodeNodeRecord(n.plane.nodeMeta(512));
+    expect(await sim.runUntil(() => nodes.every((n) => n.plane.peers6().length === 2), 60_000)).toBe(true);
+    for (const n of nodes) {
+      // The record keeps IPv4's position, empty: subnet null, no IPv4 backend.
+      expect(record(n)).toEqual({ subnet: null, subnet6: n.plane.leases.currentLease()!.subnet, underlay6: n.host.addr.host, backend6: expect.objectContaining({ type: "vxlan" }) });
+      expect(n.plane.peers()).toEqual([]);
+      expect(n.plane.peers6().map((p) => [p.name, formatIpv6(p.underlay), formatPrefix6(p.subnet)]).sort()).toEqual(
+        nodes.filter((o) => o !== n).map((o) => [o.name, o.host.addr.host, o.plane.leases.currentLease()!.subnet]),
+      );
+    }
+    // A restart with its saved IPv6 ring keeps the subnet.
+    const cSubnet = c.plane.leases.currentLease()!.subnet;
+    sim.crash(c);
+    await sim.runFor(2_000);
+    const c2 = await sim.start(c, { join: [a.host.addr], seeds: ["a", "b", "c"] });
+    expect(await sim.runUntil(() => c2.leases.currentLease()?.subnet === cSubnet && agreed(sim), 60_000)).toBe(true);
+    // Gone for good: reclaim hands its IPv6 subnets to the ring.
+    sim.crash(c);
+    expect(await sim.runUntil(() => a.plane.allMembers().some((m) => m.name === "c" && m.state === "dead"), 60_000)).toBe(true);
+    const report = await b.plane.reclaim("c");
+    expect(report.node).toBe("c");
+    expect(await sim.runUntil(() => [a, b].every((n) => n.plane.reservations().every((r) => r.node !== "c" || r.condemned)), 60_000)).toBe(true);
+    expect(sim.errors()).toEqual([]);
+  }, 120_000);
 
   it("a crashed node's subnet stays reserved for the grace period and says until when", async () => {
     const { sim, nodes } = await cluster(["a", "b", "c"], 2);

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { WeftError } from "../../src/errors.js";
+import type { WeftError } from "../../src/errors.js";
 import { FRAME_OVERHEAD, generateKey, Keyring, type FrameKind } from "../../src/control/gossip/keyring.js";
 import {
   buildEnvelope, encodeMessage, EnvelopeDecoder, envelopeHeader, kindOfEncoded, MESSAGE_KINDS, type Message,

@@ -1,7 +1,7 @@
 import { encode } from "@msgpack/msgpack";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { SubnetLeases } from "../../src/control/lease/allocator.js";
+import { SubnetLeases } from "../../src/control/lease/subnet-leases.js";
 import { decodeLeaseMeta, encodeLeaseMeta, LeaseDelegate } from "../../src/control/lease/delegate.js";
 import type { RingState } from "../../src/control/lease/ring.js";
 import { SubnetSpace } from "../../src/control/lease/slots.js";

@@ -4,7 +4,7 @@
 // crashes and restarts. Deterministic for a given seed. Nodes are built by the agent's own
 // createLeaseLayer, so they run with the production defaults unless a test says otherwise.
 import { createLeaseLayer } from "../../src/control/control-plane.js";
-import type { LeaseLogger, LeaseTimings, MembershipPort, SubnetLeases } from "../../src/control/lease/allocator.js";
+import type { LeaseLogger, LeaseTimings, MembershipPort, SubnetLeases } from "../../src/control/lease/subnet-leases.js";
 import type { LeaseDelegate } from "../../src/control/lease/delegate.js";
 import type { Ipv6SubnetSpace, LeaseSpace, SubnetSpace } from "../../src/control/lease/slots.js";
 import type { LeaseStateStore, PersistedLeaseState } from "../../src/control/lease/store.js";
@@ -207,7 +207,7 @@ export class Bus {
       { space: this.spaces[0] as SubnetSpace, space6: this.spaces[1] as Ipv6SubnetSpace | undefined, seeds: seeds ?? [], lease: { bootstrapQuietMs: 2_000, ...timings } },
       { membership: node, store: node.stores[0], store6: node.stores[1], clock: this.clock, random: new SeededRandom(this.o.seed * 31 + node.life * 7 + node.name.length), log: node.log },
     );
-    node.families = [layer.leases, ...(layer.leases6 ? [layer.leases6] : [])];
+    node.families = layer.families;
     node.delegate = layer.delegate;
     for (const l of node.families) await l.start();
     const life = node.life;
@@ -263,7 +263,7 @@ export class Bus {
     const life = from.life;
     return new Promise((resolve, reject) => {
       const target = this.nodes.get(to);
-      const ok = (): boolean => target !== undefined && target.up && from.up && from.life === life && this.linked(from.name, to);
+      const ok = (): boolean => (target?.up ?? false) && from.up && from.life === life && this.linked(from.name, to);
       if (!ok() || this.random.next() < this.o.loss) {
         this.clock.setTimer(this.delay(), () => reject(new Error(`cannot reach ${to}`)));
         return;

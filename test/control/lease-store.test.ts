@@ -2,7 +2,7 @@ import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promise
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { SubnetLeases } from "../../src/control/lease/allocator.js";
+import { SubnetLeases } from "../../src/control/lease/subnet-leases.js";
 import { Ring } from "../../src/control/lease/ring.js";
 import { Ipv6SubnetSpace, SubnetSpace, type LeaseSpace } from "../../src/control/lease/slots.js";
 import { FileLeaseStore, STATE_FILE, STATE_FILE_IPV6, type PersistedLeaseState } from "../../src/control/lease/store.js";

@@ -17,9 +17,11 @@ import { parseNetConf } from "../../src/cni/config.js";
 import { parseNetConf as parseFlannelNetConf } from "../../src/config/net-conf.js";
 import { projectFile } from "../../src/paths.js";
 
-type Doc = { apiVersion: string; kind: string; [k: string]: any }; // eslint-disable-line @typescript-eslint/no-explicit-any
+// biome-ignore lint/suspicious/noExplicitAny: a YAML document, checked by the schema validators below
+type Doc = { apiVersion: string; kind: string; [k: string]: any };
 
-const MODELS: Record<string, { model: new (o: any) => { validate(): void }; type: string; module: string }> = { // eslint-disable-line @typescript-eslint/no-explicit-any
+// biome-ignore lint/suspicious/noExplicitAny: each model class takes its own document type
+const MODELS: Record<string, { model: new (o: any) => { validate(): void }; type: string; module: string }> = {
   "v1/Namespace": { model: Namespace, type: "INamespace", module: "kubernetes-models/v1/Namespace" },
   "v1/ConfigMap": { model: ConfigMap, type: "IConfigMap", module: "kubernetes-models/v1/ConfigMap" },
   "v1/Secret": { model: Secret, type: "ISecret", module: "kubernetes-models/v1/Secret" },

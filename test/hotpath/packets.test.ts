@@ -99,7 +99,7 @@ const vxlanFrame = fc
   })
   .map((f) => buildVxlan(f.vni, f.dst, OUR_MAC, f.ethertype, f.inner, f.flags));
 const received = (frame: fc.Arbitrary<Uint8Array>) => fc.oneof({ arbitrary: damaged(frame), weight: 6 }, { arbitrary: garbage, weight: 1 });
-const batchOf = (p: fc.Arbitrary<Uint8Array>) => fc.array(p, { minLength: 1, maxLength: 64 });
+const batchOf = <T>(p: fc.Arbitrary<T>) => fc.array(p, { minLength: 1, maxLength: 64 });
 
 // ---- comparison ----
 type Ref = SendResult | ReceiveResult;

@@ -49,7 +49,7 @@ function checkSource(ip: Uint8Array, check: SourceCheck | undefined): { verdict:
   const nh = check.lookup(u32(ip, 12));
   if (nh < 0) return { verdict: "UNKNOWN_SOURCE" };
   const hop = check.nextHop(nh);
-  if (!hop || !hop.valid || hop.ip !== check.from) return { verdict: "SPOOFED" };
+  if (!hop?.valid || hop.ip !== check.from) return { verdict: "SPOOFED" };
   return { verdict: null, peer: nh };
 }
 
@@ -122,7 +122,7 @@ export function refSend(packet: Uint8Array, ctx: SendContext, format: "vxlan" | 
     return { verdict: "REPLY", out: netUnreachable(ip, ctx.localAddr) };
   }
   const hop = ctx.nextHop(nh);
-  if (!hop || !hop.valid) return { verdict: "NO_NEXT_HOP" };
+  if (!hop?.valid) return { verdict: "NO_NEXT_HOP" };
   if (format === "udp") {
     const ttl = decrementTtl(ip);
     if (ttl) return { verdict: ttl };

@@ -11,7 +11,7 @@ import type { MemberlistConfig } from "./config.js";
 import type { Message } from "./messages.js";
 import type { Wire } from "./net.js";
 import type { GossipCounters, GossipLogger } from "./observability.js";
-import type { Membership, NodeRecord } from "./state.js";
+import type { Membership, MemberEntry } from "./state.js";
 import { Timers } from "./timers.js";
 
 type Ping = Extract<Message, { kind: "ping" }>;
@@ -120,7 +120,7 @@ export class FailureDetector {
    * accusation first (buddy system), so a member that is alive but missed the suspicion, or whose
    * refutation got lost, refutes on the ack. answered: some ack came back within a probe interval.
    */
-  confirm(target: NodeRecord, done: (answered: boolean) => void): void {
+  confirm(target: MemberEntry, done: (answered: boolean) => void): void {
     const { awareness, config } = this.deps;
     this.deps.counters.protocol.lastChecks++;
     this.probe(target, awareness.scale(config.probeIntervalMs), awareness.scale(config.probeTimeoutMs), (r) => done(r.acked));
@@ -152,7 +152,7 @@ export class FailureDetector {
   }
 
   /** Direct ping; after `timeout` indirect pings and a stream ping; the outcome after `interval`. */
-  private probe(target: NodeRecord, interval: number, timeout: number, done: (r: ProbeResult) => void): void {
+  private probe(target: MemberEntry, interval: number, timeout: number, done: (r: ProbeResult) => void): void {
     const { wire, counters, config, membership } = this.deps;
     const seq = this.nextSeq();
     const { name, incarnation } = target;

@@ -22,7 +22,8 @@ import { ProbeRing } from "./schedule.js";
 import { Suspicion, suspicionBounds } from "./suspicion.js";
 import { contain, type GossipCounters, type GossipLogger } from "./observability.js";
 
-export interface NodeRecord {
+/** A member's entry in the membership table (not its gossip record, which is `meta`: src/control/node-record.ts). */
+export interface MemberEntry {
   readonly name: string;
   host: string;
   port: number;
@@ -58,13 +59,13 @@ export interface MembershipDeps {
   readonly logger: GossipLogger;
   readonly events?: EventDelegate;
   /** A last probe of a member whose suspicion ran out; answered = it acked (see suspicionExpired). */
-  readonly lastCheck: (target: NodeRecord, done: (answered: boolean) => void) => void;
+  readonly lastCheck: (target: MemberEntry, done: (answered: boolean) => void) => void;
 }
 
 export class Membership {
-  private readonly records = new Map<string, NodeRecord>();
+  private readonly records = new Map<string, MemberEntry>();
   /** The same records in an array, for uniform random picks; listIndex maps name → position. */
-  private readonly list: NodeRecord[] = [];
+  private readonly list: MemberEntry[] = [];
   private readonly listIndex = new Map<string, number>();
   private readonly suspicions = new Map<string, Suspicion>();
   private readonly counts: Record<MemberState, number> = { alive: 0, suspect: 0, dead: 0, left: 0 };
@@ -73,7 +74,7 @@ export class Membership {
   /** Probes since tombstones were last reaped (once per list length, as a round used to). */
   private probesSinceReap = 0;
   private leaving = false;
-  private readonly me: NodeRecord;
+  private readonly me: MemberEntry;
 
   constructor(private readonly deps: MembershipDeps) {
     const { config, self, clock } = deps;
@@ -86,11 +87,11 @@ export class Membership {
     this.notify("join", this.me);
   }
 
-  local(): NodeRecord {
+  local(): MemberEntry {
     return this.me;
   }
 
-  get(name: string): NodeRecord | undefined {
+  get(name: string): MemberEntry | undefined {
     return this.records.get(name);
   }
 
@@ -136,7 +137,7 @@ export class Membership {
     }
     const cur = this.records.get(a.node);
     if (!cur) {
-      const rec: NodeRecord = {
+      const rec: MemberEntry = {
         name: a.node, host: a.host, port: a.port, incarnation: a.incarnation, state: "alive",
         meta: a.meta, stateChangedAt: this.deps.clock.now(),
       };
@@ -184,7 +185,7 @@ export class Membership {
   }
 
   /** Lifeguard's timer, scaled by the live count, started by `from` (who never confirms). */
-  private startSuspicion(rec: NodeRecord, from: string): void {
+  private startSuspicion(rec: MemberEntry, from: string): void {
     const { config, clock } = this.deps;
     const b = suspicionBounds(config.suspicionMult, config.suspicionMaxTimeoutMult, config.suspicionConfirmations, this.liveCount(), config.probeIntervalMs);
     // The last probe takes one probe interval and ends when the suspicion runs out.
@@ -277,7 +278,7 @@ export class Membership {
   }
 
   /** The member to probe in this probe slot (see schedule.ts); now and then reaps old tombstones. */
-  nextProbeTarget(slot: number): NodeRecord | undefined {
+  nextProbeTarget(slot: number): MemberEntry | undefined {
     if (++this.probesSinceReap >= this.list.length) {
       this.probesSinceReap = 0;
       this.reapTombstones();
@@ -287,8 +288,8 @@ export class Membership {
   }
 
   /** Up to k distinct random records passing accept (memberlist's kRandomNodes: at most 3n draws). */
-  randomNodes(k: number, accept: (r: NodeRecord) => boolean): NodeRecord[] {
-    const picked: NodeRecord[] = [];
+  randomNodes(k: number, accept: (r: MemberEntry) => boolean): MemberEntry[] {
+    const picked: MemberEntry[] = [];
     const n = this.list.length;
     for (let draws = 0; draws < 3 * n && picked.length < k; draws++) {
       const r = this.list[Math.floor(this.deps.random.next() * n)];
@@ -311,7 +312,7 @@ export class Membership {
    */
   private suspicionExpired(name: string, incarnation: number): void {
     this.suspicions.delete(name);
-    const stillSuspect = (): NodeRecord | undefined => {
+    const stillSuspect = (): MemberEntry | undefined => {
       const cur = this.records.get(name);
       return cur && cur.state === "suspect" && cur.incarnation === incarnation ? cur : undefined;
     };
@@ -352,14 +353,14 @@ export class Membership {
   }
 
   private insertTombstone(n: NodeState): void {
-    const rec: NodeRecord = {
+    const rec: MemberEntry = {
       name: n.name, host: n.host, port: n.port, incarnation: n.incarnation, state: n.state, meta: n.meta,
       stateChangedAt: this.deps.clock.now() - Math.min(n.stateAgeMs, this.deps.config.tombstoneRetentionMs),
     };
     this.insert(rec);
   }
 
-  private insert(rec: NodeRecord): void {
+  private insert(rec: MemberEntry): void {
     this.records.set(rec.name, rec);
     this.listIndex.set(rec.name, this.list.length);
     this.list.push(rec);
@@ -384,7 +385,7 @@ export class Membership {
     }
   }
 
-  private setState(rec: NodeRecord, state: MemberState): void {
+  private setState(rec: MemberEntry, state: MemberState): void {
     if (rec.state === state) return;
     this.counts[rec.state]--;
     this.counts[state]++;
@@ -400,7 +401,7 @@ export class Membership {
     this.suspicions.delete(name);
   }
 
-  private aliveMessage(r: NodeRecord): Alive {
+  private aliveMessage(r: MemberEntry): Alive {
     return { kind: "alive", node: r.name, incarnation: r.incarnation, host: r.host, port: r.port, meta: r.meta };
   }
 
@@ -408,7 +409,7 @@ export class Membership {
     this.deps.broadcasts.enqueue({ key: m.node, payload: encodeMessage(m), onDone, alreadyKnown });
   }
 
-  private notify(what: "join" | "update" | "leave" | "suspect", rec: NodeRecord): void {
+  private notify(what: "join" | "update" | "leave" | "suspect", rec: MemberEntry): void {
     const events = this.deps.events;
     if (!events) return;
     const v = view(rec);
@@ -422,7 +423,7 @@ export class Membership {
 }
 
 /** A snapshot of a record for the layers above (records themselves keep changing). */
-export function view(r: NodeRecord): NodeView {
+export function view(r: MemberEntry): NodeView {
   return { name: r.name, host: r.host, port: r.port, incarnation: r.incarnation, state: r.state, meta: r.meta };
 }
 

@@ -8,7 +8,7 @@
 import { decode, encode } from "@msgpack/msgpack";
 import { retransmitLimit, TransmitLimitedQueue } from "../gossip/broadcast.js";
 import type { Delegate, EventDelegate, NodeView } from "../gossip/delegate.js";
-import type { LeaseLogger, SubnetLeases } from "./allocator.js";
+import type { LeaseLogger, SubnetLeases } from "./subnet-leases.js";
 import type { RingRun } from "./ring.js";
 import { decodeMessageFor, encodeMessage, encodeStateBundle, splitStateBundle, type LeaseMessage } from "./wire.js";
 

@@ -20,11 +20,11 @@
 //     slot just before the dead node's run, wrapping at the end) takes the run over with
 //     version + 1. Exactly one node is heir in a settled view, so heirs never compete. It is
 //     safe only if the dead node is really gone and its last changes have spread (see
-//     allocator.ts for when reclaim runs).
+//     subnet-leases.ts for when reclaim runs).
 //  5. Two histories (the same version with different states: a node reclaimed while alive, a
 //     state dir restored from an old copy) are settled by the nodes they name, never by a
 //     bystander: each picks the same winner (forkWinner) and writes it at version + 1, which
-//     then spreads by rule 2, so every view agrees again (allocator.ts, resolveForks).
+//     then spreads by rule 2, so every view agrees again (subnet-leases.ts, resolveForks).
 //
 // The first owners come from a fixed seed list: every node divides the slots among the sorted
 // seed names at version 1, so all seeded nodes start from the same ring and nobody claims

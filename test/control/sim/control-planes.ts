@@ -5,7 +5,8 @@
 import { pino, type Logger } from "pino";
 import { ControlPlane, type ControlPlaneOptions } from "../../../src/control/control-plane.js";
 import { Keyring } from "../../../src/control/gossip/keyring.js";
-import type { SubnetSpace } from "../../../src/control/lease/slots.js";
+import type { Ipv6SubnetSpace, SubnetSpace } from "../../../src/control/lease/slots.js";
+import { parseIpv6 } from "../../../src/net/ipv6.js";
 import type { Addr } from "../../../src/control/runtime.js";
 import { MemoryStore } from "../lease-harness.js";
 import { CLUSTER_KEY } from "./cluster.js";
@@ -43,18 +44,21 @@ export class SimControlPlanes {
   private readonly logger: Logger;
   private nextHost = 1;
 
+  /** `space`: the IPv4 network; with `space6` instead (an IPv6-only cluster) hosts get IPv6
+   *  addresses (2001:2::x) and each node's store holds its IPv6 ring. */
   constructor(
-    readonly space: SubnetSpace,
+    readonly space: SubnetSpace | undefined,
     seed: number,
+    readonly space6?: Ipv6SubnetSpace,
   ) {
     this.random = new SeededRandom(seed);
     this.net = new SimNetwork(this.scheduler, this.random.fork("network"));
     this.logger = pino({ level: "info" }, { write: (line: string) => void this.logs.push(JSON.parse(line) as LogRecord) });
   }
 
-  /** A host for `name` at the next 198.18.0.x address (not started). */
+  /** A host for `name` at the next 198.18.0.x address (2001:2::x without IPv4), not started. */
   add(name: string): PlaneNode {
-    const host = this.net.host({ host: `198.18.0.${this.nextHost++}`, port: 7946 });
+    const host = this.net.host({ host: this.space ? `198.18.0.${this.nextHost++}` : `2001:2::${(this.nextHost++).toString(16)}`, port: 7946 });
     const node: PlaneNode = { name, host, store: new MemoryStore(), runs: 0 };
     this.nodes.set(`${name}@${host.addr.host}`, node);
     return node;
@@ -71,16 +75,16 @@ export class SimControlPlanes {
   async start(node: PlaneNode, opts: Partial<ControlPlaneOptions> & { join: Addr[]; seeds: string[] }): Promise<ControlPlane> {
     node.runs++;
     const plane = new ControlPlane(
-      { name: node.name, space: this.space, ...opts },
+      { name: node.name, space: this.space, space6: this.space6, ...(!this.space && { underlay6: parseIpv6(node.host.addr.host) }), ...opts },
       {
         clock: node.host.clock,
         transport: this.net.attach(node.host),
         random: this.random.fork(`${node.name}@${node.host.addr.host}#${node.runs}`),
         keyring: new Keyring(CLUSTER_KEY),
-        store: node.store,
+        ...(this.space ? { store: node.store } : { store6: node.store }),
         logger: this.logger.child({ node: node.name }),
         resolve: async (host) => {
-          const addrs = this.dns.get(host) ?? (/^\d+\.\d+\.\d+\.\d+$/.test(host) ? [host] : undefined);
+          const addrs = this.dns.get(host) ?? (/^\d+\.\d+\.\d+\.\d+$/.test(host) || host.includes(":") ? [host] : undefined);
           if (!addrs) throw Object.assign(new Error(`${host} does not resolve`), { code: "ENOTFOUND" });
           return addrs;
         },

@@ -5,9 +5,15 @@
 //      or a lower incarnation;
 //   3. nobody believes an incarnation the subject never issued.
 import type { MemberState } from "../../../src/control/gossip/delegate.js";
-import type { SimCluster } from "./cluster.js";
+import type { Memberlist } from "../../../src/control/gossip/memberlist.js";
 
 const RANK: Record<MemberState, number> = { alive: 0, suspect: 1, dead: 2, left: 3 };
+
+/** What the invariants read of a simulated cluster (SimCluster, which checks them after every event). */
+export interface ObservedCluster {
+  liveNodes(): Array<{ readonly name: string; readonly runs: number; readonly leaving: boolean; ml(): Memberlist }>;
+  describe(): string;
+}
 
 export class InvariantViolation extends Error {}
 
@@ -16,7 +22,7 @@ export class MembershipInvariants {
   private readonly maxIssued = new Map<string, number>();
   checks = 0;
 
-  constructor(private readonly cluster: SimCluster) {}
+  constructor(private readonly cluster: ObservedCluster) {}
 
   check(): void {
     this.checks++;

@@ -1,0 +1,186 @@
+// Real agents in IPv6-only mode (EnableIPv4 false, EnableIPv6 with IPv6Network 2001:2:0:8000::/49)
+// on a lab whose underlay is IPv6-only: the hosts' IPv4 addresses are flushed from eth0, so the
+// agents can neither gossip nor tunnel over IPv4 even by mistake. Each node leases only an IPv6
+// subnet, gossips over IPv6 (join targets in brackets), writes subnet.env as flanneld does in
+// IPv6-only mode, and pods made through `weft cni` get only IPv6 addresses. Under vxlan
+// (flannel-v6.1 alone) pods ping each other and a TCP transfer is exact; a killed node's IPv6
+// route, neighbour and FDB entry are removed from its peers, and restarted with its state dir and
+// a join list that names its peers by a DNS name with AAAA records only, it rejoins over IPv6 with
+// the same subnet (the name is in /etc/netns/<its namespace>/hosts, which `ip netns exec` mounts
+// over /etc/hosts for that namespace only; removed afterwards). A SIGHUP swap to host-gw keeps
+// every subnet and carries the same traffic over routes via the peers' IPv6 underlay, and a
+// killed node's IPv6 route is removed there too.
+import { access, mkdir, readFile, rm, rmdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { agentRequest } from "../../src/cli/agent-client.js";
+import { LabAgents, type AgentStatus, type LabAgent } from "../../src/lab/agents.js";
+import { LabCluster, LAB_POD_NETWORK6 } from "../../src/lab/cluster.js";
+import { ping } from "../../src/lab/traffic.js";
+import { formatIpv6, formatPrefix6, parsePrefix6 } from "../../src/net/ipv6.js";
+import { canUseNetns } from "../support/netns.js";
+import { tcpTransfer } from "../support/tcp-transfer.js";
+
+const NETWORK6 = formatPrefix6(LAB_POD_NETWORK6); // 2001:2:0:8000::/49
+const v6Conf = (type: "vxlan" | "host-gw") => ({ EnableIPv4: false, EnableIPv6: true, IPv6Network: NETWORK6, Backend: { Type: type } });
+const exists = (path: string) => access(path).then(() => true, () => false);
+
+describe.skipIf(!canUseNetns())("agents, IPv6-only", () => {
+  let lab: LabCluster;
+  let agents: LabAgents;
+  let all: LabAgent[];
+  const subnets = new Map<string, string>();
+  const others = (a: LabAgent) => all.filter((x) => x !== a);
+  const ready = (s: AgentStatus, backend: string, peers: number) =>
+    s.ready && s.backend?.type === backend && s.peers.length === 0 && s.peers6?.length === peers && s.peers6.every((p) => p.backend === backend);
+  /** Pings every pod pair over IPv6; a route follows a peer's record by up to a programming round. */
+  const pingAll = async () => {
+    for (const a of all) {
+      for (const b of others(a)) {
+        const [p, q] = [a.host.pods[0], b.host.pods[0]];
+        for (let t = 0; t < 10 && (await ping(p, q.addr6!, { count: 1, timeoutS: 1 })).received === 0; t++) await new Promise((r) => setTimeout(r, 500));
+        expect((await ping(p, q.addr6!, { count: 2 })).received, `${p.name} -> ${q.name}`).toBe(2);
+      }
+    }
+  };
+
+  beforeAll(async () => {
+    lab = await LabCluster.create({ tag: "a6o", hosts: 3, ipv6: true });
+    for (const h of lab.hosts) await h.ns.ip("-4 addr flush dev eth0");
+    agents = await LabAgents.prepare(lab, () => v6Conf("vxlan"), lab.hosts.length, true);
+    all = agents.agents;
+    agents.startAll();
+    await agents.waitAllReady();
+    for (const a of all) subnets.set(a.host.name, (await agents.waitFor(a, "IPv6 peers", (st) => ready(st, "vxlan", 2))).subnet6!);
+    await agents.addPods(1);
+  }, 180_000);
+
+  /** /etc/netns/<namespace>/hosts files this test wrote (and whether it made /etc/netns). */
+  const hostsFiles: string[] = [];
+  let madeEtcNetns = false;
+
+  afterAll(async () => {
+    await agents?.stopAll();
+    await lab?.destroy();
+    for (const dir of hostsFiles) await rm(dir, { recursive: true, force: true });
+    if (madeEtcNetns) await rmdir("/etc/netns").catch(() => undefined); // only if nothing else is in it
+  });
+
+  it("the underlay has no IPv4 address; each node leases one distinct IPv6 /64 and no IPv4 subnet, and gossips over IPv6", async () => {
+    for (const a of all) expect(await a.host.ns.ip("-4 addr show dev eth0")).toBe("");
+    expect(new Set(subnets.values()).size).toBe(3);
+    for (const s of subnets.values()) expect(s).toMatch(/^2001:2:0:[89a-f][0-9a-f]{3}::\/64$/);
+    for (const a of all) {
+      const s = await agents.status(a);
+      expect(s.subnet).toBeUndefined();
+      expect(s.underlay).toBeUndefined();
+      expect(s.underlay6).toBe(formatIpv6(a.host.underlayAddr6!));
+      expect(s.backend6).toEqual(s.backend);
+      // Members are known at their IPv6 gossip addresses.
+      expect(s.members.map((m) => m.addr).sort()).toEqual(all.map((x) => agents.gossipAddr(x)).sort());
+      expect(s.peers6!.map((p) => p.underlay).sort()).toEqual(others(a).map((x) => formatIpv6(x.host.underlayAddr6!)).sort());
+      // Only the IPv6 ring is kept.
+      expect(await exists(join(a.stateDir, "lease-state-ipv6.json"))).toBe(true);
+      expect(await exists(join(a.stateDir, "lease-state.json"))).toBe(false);
+    }
+  });
+
+  it("writes subnet.env as flanneld does in IPv6-only mode, byte for byte (no IPv4 lines; MTU for the IPv6 underlay: 1500 - 70)", async () => {
+    for (const a of all) {
+      const first6 = `${formatIpv6(parsePrefix6(subnets.get(a.host.name)!).addr + 1n)}/64`;
+      expect(await readFile(agents.subnetFile(a), "utf8")).toBe(`FLANNEL_IPV6_NETWORK=${NETWORK6}\nFLANNEL_IPV6_SUBNET=${first6}\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n`);
+    }
+  });
+
+  it("/metrics shows the IPv6 lease and the kernel programming of the IPv6 instance", async () => {
+    const text = (await agentRequest(all[0].stateDir, "GET", "/metrics")) as string;
+    expect(text).toContain(`weft_lease{subnet="${subnets.get(all[0].host.name)}"} 1`);
+    expect(Number(/weft_kernel_programming_total\{result="ok"\} (\d+)/.exec(text)?.[1])).toBeGreaterThan(0);
+  });
+
+  it("vxlan: only flannel-v6.1, with flannel's entries per peer; pods have only IPv6 addresses and ping each other", async () => {
+    for (const a of all) {
+      const links = await a.host.ns.ip("link show");
+      expect(links).toContain("flannel-v6.1");
+      expect(links).not.toMatch(/flannel\.1\b/);
+      expect(() => a.host.pods[0].addr).toThrow(expect.objectContaining({ code: "LAB_POD_NO_ADDRESS" }));
+      for (const b of others(a)) {
+        const peer = subnets.get(b.host.name)!;
+        expect((await a.host.ns.ip(`-6 route show ${peer}`)).trim()).toBe(`${peer} via ${peer.split("/")[0]} dev flannel-v6.1 metric 1024 onlink pref medium`);
+      }
+    }
+    await pingAll();
+  });
+
+  it("vxlan: a TCP transfer over IPv6 arrives exactly (byte count and hash)", async () => {
+    const { sent, received } = await tcpTransfer(all[0].host.pods[0], all[1].host.pods[0], 8 << 20, 7101, 6);
+    expect(received).toEqual(sent);
+    expect(sent.bytes).toBe(8 << 20);
+  });
+
+  it("vxlan: a killed node's IPv6 route, neighbour and FDB entry are removed from its peers once it is declared dead", async () => {
+    const [a1, , a3] = all;
+    const gone = subnets.get(a3.host.name)!;
+    const under = formatIpv6(a3.host.underlayAddr6!);
+    const left = async () => ({
+      route: (await a1.host.ns.ip(`-6 route show ${gone}`)).trim() !== "",
+      neigh: (await a1.host.ns.ip("-6 neigh show dev flannel-v6.1")).includes(gone.split("/")[0]),
+      fdb: (await a1.host.ns.exec(["bridge", "fdb", "show", "dev", "flannel-v6.1"])).includes(`dst ${under} `),
+    });
+    expect(await left()).toEqual({ route: true, neigh: true, fdb: true });
+    await agents.stop(a3, "SIGKILL");
+    await agents.waitFor(a1, `${a3.host.name} gone from the IPv6 peers`, (st) => st.peers6?.length === 1, 60_000);
+    for (let t = 0; t < 20 && Object.values(await left()).some(Boolean); t++) await new Promise((r) => setTimeout(r, 500));
+    expect(await left()).toEqual({ route: false, neigh: false, fdb: false });
+  });
+
+  it("restarted with its state dir and --join naming its peers by AAAA records only, a node rejoins over IPv6 with the same subnet and its pods are reachable again", async () => {
+    const [a1, a2, a3] = all;
+    madeEtcNetns = !(await exists("/etc/netns"));
+    const dir = join("/etc/netns", a3.host.ns.name);
+    await mkdir(dir, { recursive: true });
+    hostsFiles.push(dir);
+    const name = "peers.weft.test";
+    await writeFile(join(dir, "hosts"), `127.0.0.1 localhost
+${formatIpv6(a1.host.underlayAddr6!)} ${name}
+${formatIpv6(a2.host.underlayAddr6!)} ${name}
+`);
+    agents.start(a3, ["--join", `${name}:7946`], []); // no address list from the lab: the name alone
+    await agents.waitReady(a3);
+    const s = await agents.waitFor(a3, "rejoined with both IPv6 peers", (st) => ready(st, "vxlan", 2));
+    expect(s.join.targets).toEqual([`${name}:7946`]);
+    expect(s.subnet6).toBe(subnets.get(a3.host.name));
+    await agents.waitFor(a1, `${a3.host.name} back among the IPv6 peers`, (st) => st.peers6?.length === 2);
+    const a3Pod = a3.host.pods[0];
+    for (let t = 0; t < 10 && (await ping(a1.host.pods[0], a3Pod.addr6!, { count: 1, timeoutS: 1 })).received === 0; t++) await new Promise((r) => setTimeout(r, 500));
+    expect((await ping(a1.host.pods[0], a3Pod.addr6!, { count: 2 })).received).toBe(2);
+  });
+
+  it("SIGHUP swaps every node to host-gw: subnets kept, flannel-v6.1 gone, routes via the peers' IPv6 underlay, pods ping and TCP is exact", async () => {
+    for (const a of all) await writeFile(agents.netConfPath(a), JSON.stringify(v6Conf("host-gw")));
+    for (const a of all) agents.reload(a);
+    for (const a of all) {
+      const s = await agents.waitFor(a, "host-gw over IPv6", (st) => ready(st, "host-gw", 2));
+      expect(s.subnet6).toBe(subnets.get(a.host.name));
+      expect(await a.host.ns.ip("link show")).not.toContain("flannel-v6.1");
+    }
+    const [a1, a2] = all;
+    const peer = subnets.get(a2.host.name)!;
+    expect((await a1.host.ns.ip(`-6 route show ${peer}`)).trim()).toBe(`${peer} via ${formatIpv6(a2.host.underlayAddr6!)} dev eth0 metric 1024 pref medium`);
+    expect(await readFile(agents.subnetFile(a1), "utf8")).toContain("FLANNEL_MTU=1500\n");
+    await pingAll();
+    const { sent, received } = await tcpTransfer(a2.host.pods[0], a1.host.pods[0], 8 << 20, 7102, 6);
+    expect(received).toEqual(sent);
+  });
+
+  it("host-gw: a killed node's IPv6 route is removed from its peers once it is declared dead", async () => {
+    const [a1, , a3] = all;
+    const gone = subnets.get(a3.host.name)!;
+    const route = () => a1.host.ns.ip(`-6 route show ${gone}`).then((r) => r.trim());
+    expect(await route()).not.toBe("");
+    await agents.stop(a3, "SIGKILL");
+    await agents.waitFor(a1, `${a3.host.name} gone from the IPv6 peers`, (s) => s.peers6?.length === 1, 60_000);
+    for (let t = 0; t < 20 && (await route()) !== ""; t++) await new Promise((r) => setTimeout(r, 500));
+    expect(await route()).toBe("");
+  });
+});
