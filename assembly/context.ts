@@ -31,11 +31,17 @@ export const CTX_BYTES: i32 = 64;
  */
 export const CTX_FLAG_ANTI_SPOOF: u32 = 1;
 
-
 /** Fills a context. The MAC comes as its first 2 bytes (macHi16) and last 4 bytes (macLo32). */
 export function contextInit(
-  ctx: usize, routes: usize, countersTx: usize, countersRx: usize,
-  vni: u32, localAddr: u32, macHi16: u32, macLo32: u32, flags: u32,
+  ctx: usize,
+  routes: usize,
+  countersTx: usize,
+  countersRx: usize,
+  vni: u32,
+  localAddr: u32,
+  macHi16: u32,
+  macLo32: u32,
+  flags: u32,
 ): void {
   memory.fill(ctx, 0, CTX_BYTES);
   store<u32>(ctx + CTX_VNI, vni & 0xffffff);

@@ -37,5 +37,5 @@ export const HEADROOM: i32 = 64;
 export const MAX_BATCH: i32 = 256;
 
 @inline export function descPtr(descs: usize, i: i32): usize {
-  return descs + (<usize>i << 5);
+  return descs + ((<usize>i) << 5);
 }

@@ -3,8 +3,13 @@
 import { be16, putBe16, putBe32 } from "./bytes";
 import { checksum, checksumUpdate16, ipv4HeaderSumsToZero } from "./checksum";
 import {
-  DROP_TOO_SHORT, DROP_IP_VERSION, DROP_IPV4_IHL, DROP_IP_LENGTH, DROP_IPV4_CHECKSUM,
-  DROP_TTL_EXHAUSTED, VERDICT_FORWARD,
+  DROP_TOO_SHORT,
+  DROP_IP_VERSION,
+  DROP_IPV4_IHL,
+  DROP_IP_LENGTH,
+  DROP_IPV4_CHECKSUM,
+  DROP_TTL_EXHAUSTED,
+  VERDICT_FORWARD,
 } from "../verdict";
 
 export const IPV4_HEADER_MIN: i32 = 20;

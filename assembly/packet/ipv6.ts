@@ -18,7 +18,7 @@ const ICMPV6_ERROR_MAX: i32 = 1280;
 /** IPv6 fixed header with `avail` bytes behind p: version, payload length, hop limit. */
 export function ipv6Check(p: usize, avail: i32): i32 {
   if (avail < IPV6_HEADER) return DROP_TOO_SHORT;
-  if ((<u32>load<u8>(p) >> 4) != 6) return DROP_IP_VERSION;
+  if (<u32>load<u8>(p) >> 4 != 6) return DROP_IP_VERSION;
   if (IPV6_HEADER + ipv6PayloadLen(p) > avail) return DROP_IP_LENGTH;
   if (load<u8>(p + 7) == 0) return DROP_TTL_EXHAUSTED;
   return VERDICT_FORWARD;
@@ -71,4 +71,3 @@ export function ipv6WriteNoRoute(p: usize, avail: i32, source: usize): i32 {
   putBe16(icmp + 2, ~checksumPartial(icmp, icmpLen, pseudo) & 0xffff);
   return ICMPV6_ERROR_OVERHEAD + quoted;
 }
-

@@ -13,8 +13,18 @@ import { ipv4DecrementTtl } from "./ipv4";
 import { resolveBatch, resolveApply, ENCAP_VXLAN, ENCAP_NONE } from "./resolve";
 import { VXLAN_ENCAP_HEADER_BYTES } from "./vxlan-header";
 import {
-  VNET_HDR_BYTES, VNET_FLAGS, VNET_GSO_TYPE, VNET_GSO_SIZE, VNET_CSUM_START, VNET_CSUM_OFFSET,
-  VNET_F_NEEDS_CSUM, VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_GSO_UDP_L4, VNET_GSO_ECN, vnetWriteNone,
+  VNET_HDR_BYTES,
+  VNET_FLAGS,
+  VNET_GSO_TYPE,
+  VNET_GSO_SIZE,
+  VNET_CSUM_START,
+  VNET_CSUM_OFFSET,
+  VNET_F_NEEDS_CSUM,
+  VNET_GSO_NONE,
+  VNET_GSO_TCPV4,
+  VNET_GSO_UDP_L4,
+  VNET_GSO_ECN,
+  vnetWriteNone,
 } from "./vnet-header";
 import { completeChecksum, gsoTrainBytes, segmentIpv4, OFFLOAD_MAX_TRAINS } from "./tcp-segment";
 
@@ -34,8 +44,12 @@ import { completeChecksum, gsoTrainBytes, segmentIpv4, OFFLOAD_MAX_TRAINS } from
   }
   if (gsoType != VNET_GSO_NONE) return DROP_OFFLOAD_HEADER; // TCPv6 super-packets: not segmented yet
   if ((<u32>load<u8>(h + VNET_FLAGS) & VNET_F_NEEDS_CSUM) != 0) {
-    const v = completeChecksum(<usize>load<i32>(d + DESC_OFF), load<i32>(d + DESC_LEN),
-      <i32>load<u16>(h + VNET_CSUM_START), <i32>load<u16>(h + VNET_CSUM_OFFSET));
+    const v = completeChecksum(
+      <usize>load<i32>(d + DESC_OFF),
+      load<i32>(d + DESC_LEN),
+      <i32>load<u16>(h + VNET_CSUM_START),
+      <i32>load<u16>(h + VNET_CSUM_OFFSET),
+    );
     if (v != VERDICT_FORWARD) return v;
   }
   resolveApply(d, header);
@@ -49,7 +63,15 @@ import { completeChecksum, gsoTrainBytes, segmentIpv4, OFFLOAD_MAX_TRAINS } from
  * zeroed vnet header in front), to `outDescs`, which must hold n * OFFLOAD_MAX_TRAINS descriptors.
  * Returns sends | replies << 16.
  */
-function offloadEncapBatch(ctx: usize, descs: usize, n: i32, outDescs: usize, out: usize, outStride: i32, encap: i32): i32 {
+function offloadEncapBatch(
+  ctx: usize,
+  descs: usize,
+  n: i32,
+  outDescs: usize,
+  out: usize,
+  outStride: i32,
+  encap: i32,
+): i32 {
   n = batchSize(n);
   const top = memoryTop();
   // resolve writes up to 48 bytes in front of OFF (an ICMPv6 error): park each vnet header at the slot's start.
@@ -73,7 +95,8 @@ function offloadEncapBatch(ctx: usize, descs: usize, n: i32, outDescs: usize, ou
     if (v != VERDICT_FORWARD) continue;
     const p = <usize>load<i32>(d + DESC_OFF);
     let w = encap == ENCAP_NONE ? ipv4DecrementTtl(p) : VERDICT_FORWARD;
-    if (w == VERDICT_FORWARD) w = offloadOne(d, p - <usize>HEADROOM, header, out + <usize>(i * outStride), outStride, counters);
+    if (w == VERDICT_FORWARD)
+      w = offloadOne(d, p - <usize>HEADROOM, header, out + <usize>(i * outStride), outStride, counters);
     store<i32>(d + DESC_VERDICT, w);
   }
   const r = finishTx(ctx, descs, n);
@@ -106,12 +129,26 @@ function offloadEncapBatch(ctx: usize, descs: usize, n: i32, outDescs: usize, ou
 }
 
 /** offloadEncapBatch for the VXLAN format. */
-export function vxlanEncapOffloadBatch(ctx: usize, descs: usize, n: i32, outDescs: usize, out: usize, outStride: i32): i32 {
+export function vxlanEncapOffloadBatch(
+  ctx: usize,
+  descs: usize,
+  n: i32,
+  outDescs: usize,
+  out: usize,
+  outStride: i32,
+): i32 {
   return offloadEncapBatch(ctx, descs, n, outDescs, out, outStride, ENCAP_VXLAN);
 }
 
 /** offloadEncapBatch for flannel's udp format (TTL decremented once, before segmentation). */
-export function udpEncapOffloadBatch(ctx: usize, descs: usize, n: i32, outDescs: usize, out: usize, outStride: i32): i32 {
+export function udpEncapOffloadBatch(
+  ctx: usize,
+  descs: usize,
+  n: i32,
+  outDescs: usize,
+  out: usize,
+  outStride: i32,
+): i32 {
   return offloadEncapBatch(ctx, descs, n, outDescs, out, outStride, ENCAP_NONE);
 }
 

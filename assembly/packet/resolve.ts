@@ -7,21 +7,57 @@
 // route/table.ts). Everything in this phase only reads the packet and writes the descriptor and
 // the slot's headroom, so when a table changed under it, the phase simply runs again; steps
 // that change the packet itself (the udp backend's TTL decrement) come after it.
-import { DESC_OFF, DESC_LEN, DESC_ADDR, DESC_PORT, DESC_FLAGS, DESC_VERDICT, DESC_AUX, DESC_FLAG_ADDR6, descPtr } from "../descriptor";
+import {
+  DESC_OFF,
+  DESC_LEN,
+  DESC_ADDR,
+  DESC_PORT,
+  DESC_FLAGS,
+  DESC_VERDICT,
+  DESC_AUX,
+  DESC_FLAG_ADDR6,
+  descPtr,
+} from "../descriptor";
 import { descInBounds, memoryTop } from "../batch";
 import { CTX_VNI, CTX_MAC, CTX_LOCAL_ADDR, CTX_LOCAL_ADDR6, ctxRoutes, ctxRoutes6 } from "../context";
 import {
-  VERDICT_FORWARD, VERDICT_REPLY, DROP_TOO_SHORT, DROP_NO_ROUTE, DROP_NO_NEXT_HOP,
-  DROP_IPV6_UNROUTED, DROP_BAD_DESCRIPTOR,
+  VERDICT_FORWARD,
+  VERDICT_REPLY,
+  DROP_TOO_SHORT,
+  DROP_NO_ROUTE,
+  DROP_NO_NEXT_HOP,
+  DROP_IPV6_UNROUTED,
+  DROP_BAD_DESCRIPTOR,
 } from "../verdict";
-import { ipVersion, ipv4Check, ipv4Dst, ipv4MayTriggerIcmpError, ipv4WriteNetUnreachable, ICMP_ERROR_OVERHEAD } from "./ipv4";
+import {
+  ipVersion,
+  ipv4Check,
+  ipv4Dst,
+  ipv4MayTriggerIcmpError,
+  ipv4WriteNetUnreachable,
+  ICMP_ERROR_OVERHEAD,
+} from "./ipv4";
 import { ipv6Check, ipv6MayTriggerIcmpError, ipv6WriteNoRoute, ICMPV6_ERROR_OVERHEAD } from "./ipv6";
 import { vxlanWriteHeader, ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "./vxlan-header";
 import {
-  routeReadBegin, routeReadValid, routeLookup, nextHopPtr,
-  NEXT_HOP_UNDERLAY, NEXT_HOP_PORT, NEXT_HOP_MAC, NEXT_HOP_FLAGS, NEXT_HOP_VALID,
+  routeReadBegin,
+  routeReadValid,
+  routeLookup,
+  nextHopPtr,
+  NEXT_HOP_UNDERLAY,
+  NEXT_HOP_PORT,
+  NEXT_HOP_MAC,
+  NEXT_HOP_FLAGS,
+  NEXT_HOP_VALID,
 } from "../route/table";
-import { lookup6, nextHop6Ptr, NEXT_HOP6_UNDERLAY, NEXT_HOP6_PORT, NEXT_HOP6_MAC, NEXT_HOP6_FLAGS } from "../route6/table";
+import {
+  lookup6,
+  nextHop6Ptr,
+  NEXT_HOP6_UNDERLAY,
+  NEXT_HOP6_PORT,
+  NEXT_HOP6_MAC,
+  NEXT_HOP6_FLAGS,
+} from "../route6/table";
 import { underlayIsIpv4Mapped } from "../route6/underlay";
 
 /** What the send path produces: VXLAN frames, or bare IP packets (flannel's udp format). */

@@ -8,7 +8,15 @@
 import { DESC_OFF, DESC_ADDR, DESC_FLAGS, DESC_VERDICT, DESC_AUX, DESC_FLAG_ADDR6, descPtr } from "../descriptor";
 import { CTX_FLAG_ANTI_SPOOF, ctxHasFlag, ctxRoutes, ctxRoutes6 } from "../context";
 import { VERDICT_FORWARD, DROP_IPV6_UNROUTED, DROP_UNKNOWN_SOURCE, DROP_SPOOFED } from "../verdict";
-import { routeReadBegin, routeReadValid, routeLookup, nextHopPtr, NEXT_HOP_UNDERLAY, NEXT_HOP_FLAGS, NEXT_HOP_VALID } from "../route/table";
+import {
+  routeReadBegin,
+  routeReadValid,
+  routeLookup,
+  nextHopPtr,
+  NEXT_HOP_UNDERLAY,
+  NEXT_HOP_FLAGS,
+  NEXT_HOP_VALID,
+} from "../route/table";
 import { lookup6, nextHop6Ptr, NEXT_HOP6_UNDERLAY, NEXT_HOP6_FLAGS } from "../route6/table";
 import { underlayIsIpv4Mapped } from "../route6/underlay";
 import { ipVersion } from "./ipv4";
@@ -30,15 +38,17 @@ import { be32 } from "./bytes";
     const nh = lookup6(routes6, load<u64>(p + 8), load<u64>(p + 16));
     if (nh < 0) return -DROP_UNKNOWN_SOURCE;
     const rec = nextHop6Ptr(routes6, nh);
-    const ok = (load<u32>(rec + <usize>NEXT_HOP6_FLAGS) & NEXT_HOP_VALID) != 0 && cameFrom6(d, rec + <usize>NEXT_HOP6_UNDERLAY);
+    const ok =
+      (load<u32>(rec + <usize>NEXT_HOP6_FLAGS) & NEXT_HOP_VALID) != 0 && cameFrom6(d, rec + <usize>NEXT_HOP6_UNDERLAY);
     return ok ? nh : -DROP_SPOOFED;
   }
   if ((load<i32>(d + DESC_FLAGS) & DESC_FLAG_ADDR6) != 0) return -DROP_SPOOFED; // IPv4 peers have IPv4 underlays
   const nh = routeLookup(routes, be32(p + 12));
   if (nh < 0) return -DROP_UNKNOWN_SOURCE;
   const rec = nextHopPtr(routes, nh);
-  const ok = (load<u32>(rec + <usize>NEXT_HOP_FLAGS) & NEXT_HOP_VALID) != 0
-    && load<u32>(rec + <usize>NEXT_HOP_UNDERLAY) == load<u32>(d + DESC_ADDR);
+  const ok =
+    (load<u32>(rec + <usize>NEXT_HOP_FLAGS) & NEXT_HOP_VALID) != 0 &&
+    load<u32>(rec + <usize>NEXT_HOP_UNDERLAY) == load<u32>(d + DESC_ADDR);
   return ok ? nh : -DROP_SPOOFED;
 }
 

@@ -7,7 +7,12 @@ import { be16 } from "./bytes";
 import { ipv4Check, ipv4TotalLen } from "./ipv4";
 import { ipv6Check, IPV6_HEADER } from "./ipv6";
 import {
-  VXLAN_HEADER, VXLAN_ENCAP_HEADER_BYTES, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_ARP, VXLAN_FLAG_I,
+  VXLAN_HEADER,
+  VXLAN_ENCAP_HEADER_BYTES,
+  ETHERTYPE_IPV4,
+  ETHERTYPE_IPV6,
+  ETHERTYPE_ARP,
+  VXLAN_FLAG_I,
 } from "./vxlan-header";
 import { resolveBatch, resolveApply, ENCAP_VXLAN } from "./resolve";
 import { DESC_OFF, DESC_LEN, DESC_VERDICT, descPtr } from "../descriptor";
@@ -15,8 +20,15 @@ import { batchSize, descInBounds, finishRx, finishTx, memoryTop } from "../batch
 import { CTX_VNI, CTX_MAC } from "../context";
 import { sourceCheckBatch } from "./source-check";
 import {
-  VERDICT_FORWARD, DROP_TOO_SHORT, DROP_VXLAN_FLAGS, DROP_VXLAN_VNI, DROP_NOT_OUR_MAC,
-  DROP_ARP_BROADCAST, DROP_ETHERTYPE, DROP_TTL_EXHAUSTED, DROP_BAD_DESCRIPTOR,
+  VERDICT_FORWARD,
+  DROP_TOO_SHORT,
+  DROP_VXLAN_FLAGS,
+  DROP_VXLAN_VNI,
+  DROP_NOT_OUR_MAC,
+  DROP_ARP_BROADCAST,
+  DROP_ETHERTYPE,
+  DROP_TTL_EXHAUSTED,
+  DROP_BAD_DESCRIPTOR,
 } from "../verdict";
 
 /**
@@ -39,7 +51,7 @@ export function vxlanEncapBatch(ctx: usize, descs: usize, n: i32): i32 {
   const len = load<i32>(d + DESC_LEN);
   if (len < VXLAN_ENCAP_HEADER_BYTES) return DROP_TOO_SHORT;
   if ((<u32>load<u8>(p) & VXLAN_FLAG_I) == 0) return DROP_VXLAN_FLAGS;
-  if ((bswap<u32>(load<u32>(p + 4)) >> 8) != load<u32>(ctx + CTX_VNI)) return DROP_VXLAN_VNI;
+  if (bswap<u32>(load<u32>(p + 4)) >> 8 != load<u32>(ctx + CTX_VNI)) return DROP_VXLAN_VNI;
   const eth = p + <usize>VXLAN_HEADER;
   const ethertype = be16(eth + 12);
   const mac = ctx + <usize>CTX_MAC;

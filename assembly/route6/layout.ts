@@ -56,7 +56,7 @@ export const MAX6_RULES: u32 = 1 << 22;
 
 /** Hash slots for a rule capacity: a power of two at least twice it (load factor <= 1/2). */
 export function slots6For(maxRules: u32): u32 {
-  return maxRules <= 1 ? 2 : <u32>1 << (32 - clz(maxRules * 2 - 1));
+  return maxRules <= 1 ? 2 : (<u32>1) << (32 - clz(maxRules * 2 - 1));
 }
 
 export function rules6Offset(maxNextHops: u32): u64 {

@@ -7,34 +7,40 @@
 // Rule slot, RULE6_SLOT_BYTES: u64 hi, u64 lo, u32 tag = length + 1 (0 = empty), u32 next hop.
 // Count slot, COUNT_SLOT_BYTES: u32 key = /16 << 8 | length + 1 (0 = empty), u32 count.
 import {
-  COUNT_SLOT_BYTES, H6_COUNTS_AT, H6_RULE_COUNT, H6_RULES_AT, H6_SLOT_MASK, MASKS_OFFSET, RULE6_SLOT_BYTES,
+  COUNT_SLOT_BYTES,
+  H6_COUNTS_AT,
+  H6_RULE_COUNT,
+  H6_RULES_AT,
+  H6_SLOT_MASK,
+  MASKS_OFFSET,
+  RULE6_SLOT_BYTES,
 } from "./layout";
 
 /** Writes the mask table: for each length 0..128 its two halves in memory order. */
 export function masksInit(t: usize): void {
   for (let len = 0; len <= 128; len++) {
     // Big-endian numbers first; a 64-bit shift by 64 is a shift by 0 in Wasm, hence the cases.
-    const hi: u64 = len >= 64 ? <u64>-1 : len <= 0 ? 0 : <u64>-1 << <u64>(64 - len);
-    const lo: u64 = len >= 128 ? <u64>-1 : len <= 64 ? 0 : <u64>-1 << <u64>(128 - len);
-    store<u64>(t + MASKS_OFFSET + (<usize>len << 4), bswap<u64>(hi));
-    store<u64>(t + MASKS_OFFSET + (<usize>len << 4), bswap<u64>(lo), 8);
+    const hi: u64 = len >= 64 ? <u64>-1 : len <= 0 ? 0 : (<u64>-1) << (<u64>(64 - len));
+    const lo: u64 = len >= 128 ? <u64>-1 : len <= 64 ? 0 : (<u64>-1) << (<u64>(128 - len));
+    store<u64>(t + MASKS_OFFSET + ((<usize>len) << 4), bswap<u64>(hi));
+    store<u64>(t + MASKS_OFFSET + ((<usize>len) << 4), bswap<u64>(lo), 8);
   }
 }
 
 /** The hi half of the mask of a prefix length 0..128, in memory order. */
 @inline export function maskHi(t: usize, len: i32): u64 {
-  return load<u64>(t + (<usize>len << 4), MASKS_OFFSET);
+  return load<u64>(t + ((<usize>len) << 4), MASKS_OFFSET);
 }
 
 /** The lo half of the mask of a prefix length 0..128, in memory order. */
 @inline export function maskLo(t: usize, len: i32): u64 {
-  return load<u64>(t + (<usize>len << 4), MASKS_OFFSET + 8);
+  return load<u64>(t + ((<usize>len) << 4), MASKS_OFFSET + 8);
 }
 
 @inline function ruleHash(hi: u64, lo: u64, len: i32): u32 {
-  let h = hi * 0x9E3779B97F4A7C15 ^ lo * 0xC2B2AE3D27D4EB4F ^ <u64>len * 0x165667B19E3779F9;
+  let h = (hi * 0x9e3779b97f4a7c15) ^ (lo * 0xc2b2ae3d27d4eb4f) ^ (<u64>len * 0x165667b19e3779f9);
   h ^= h >> 32;
-  h *= 0xD6E8FEB86659FD93;
+  h *= 0xd6e8feb86659fd93;
   return <u32>(h >> 32);
 }
 
@@ -126,7 +132,7 @@ export function rule6Covering(t: usize, hi: u64, lo: u64, len: i32): usize {
 }
 
 @inline function countHome(key: u32, mask: u32): u32 {
-  return (key * 0x9E3779B1) >> 8 & mask;
+  return ((key * 0x9e3779b1) >> 8) & mask;
 }
 
 function countSlot(t: usize, key: u32): usize {

@@ -14,20 +14,53 @@
 // rules of many lengths up to 112; IPv6 routing tables of pods do not look like that.
 // Addresses are 16 bytes in network order, in memory: callers pass pointers.
 import {
-  ROUTE_ERR_BAD_LENGTH, ROUTE_ERR_BAD_NEXT_HOP, ROUTE_ERR_BAD_PREFIX, ROUTE_ERR_BAD_REGION,
-  ROUTE_ERR_BAD_FIELD, ROUTE_ERR_EXISTS, ROUTE_ERR_FULL_RULES, ROUTE_ERR_NOT_FOUND, ROUTE_OK,
+  ROUTE_ERR_BAD_LENGTH,
+  ROUTE_ERR_BAD_NEXT_HOP,
+  ROUTE_ERR_BAD_PREFIX,
+  ROUTE_ERR_BAD_REGION,
+  ROUTE_ERR_BAD_FIELD,
+  ROUTE_ERR_EXISTS,
+  ROUTE_ERR_FULL_RULES,
+  ROUTE_ERR_NOT_FOUND,
+  ROUTE_OK,
 } from "../route/codes";
 import { H_GENERATION } from "../route/layout";
 import { routeReadBegin, routeReadValid, writeBegin, writeEnd } from "../route/seqlock";
 import { NEXT_HOP_VALID } from "../route/nexthop";
 import {
-  H6_COUNTS_AT, H6_MAX_NEXT_HOPS, H6_MAX_RULES, H6_NEXT_HOPS_AT, H6_RULE_COUNT, H6_RULES_AT, H6_SLOT_MASK,
-  BUCKETS_OFFSET, BUCKET_BYTES, BUCKET_FILTER, BUCKET_LENGTHS, BUCKET_SHORT, NEXT_HOP6_RECORD_BYTES, NEXT_HOPS6_OFFSET, SHORT_BITS,
-  counts6Offset, rules6Offset, slots6For, table6Bytes,
+  H6_COUNTS_AT,
+  H6_MAX_NEXT_HOPS,
+  H6_MAX_RULES,
+  H6_NEXT_HOPS_AT,
+  H6_RULE_COUNT,
+  H6_RULES_AT,
+  H6_SLOT_MASK,
+  BUCKETS_OFFSET,
+  BUCKET_BYTES,
+  BUCKET_FILTER,
+  BUCKET_LENGTHS,
+  BUCKET_SHORT,
+  NEXT_HOP6_RECORD_BYTES,
+  NEXT_HOPS6_OFFSET,
+  SHORT_BITS,
+  counts6Offset,
+  rules6Offset,
+  slots6For,
+  table6Bytes,
 } from "./layout";
 import {
-  count6Add, maskHi, maskLo, masksInit, rule6Add, rule6Covering, rule6Holds, rule6Length, rule6NextHop, rule6Remove,
-  rule6SetNextHop, rule6Slot,
+  count6Add,
+  maskHi,
+  maskLo,
+  masksInit,
+  rule6Add,
+  rule6Covering,
+  rule6Holds,
+  rule6Length,
+  rule6NextHop,
+  rule6Remove,
+  rule6SetNextHop,
+  rule6Slot,
 } from "./rules";
 
 /** Alignment route6TableInit requires of t (the generation gets a cache line of its own). */
@@ -36,11 +69,11 @@ export const ROUTE6_TABLE_ALIGN: i32 = 64;
 // Short-table entries: the IPv4 table's format (assembly/route/lpm.ts).
 const ENTRY_VALID: u32 = 0x8000_0000;
 const DEPTH_SHIFT: u32 = 24;
-const VALUE_MASK: u32 = 0x00FF_FFFF;
-const OWNER_MASK: u32 = 0xFF00_0000;
+const VALUE_MASK: u32 = 0x00ff_ffff;
+const OWNER_MASK: u32 = 0xff00_0000;
 
 @inline function shortEntry(len: i32, nh: i32): u32 {
-  return ENTRY_VALID | (<u32>len << DEPTH_SHIFT) | <u32>nh;
+  return ENTRY_VALID | ((<u32>len) << DEPTH_SHIFT) | <u32>nh;
 }
 
 /** The record of /16 bucket i (layout.ts, BUCKET_*). */
@@ -59,7 +92,7 @@ const OWNER_MASK: u32 = 0xFF00_0000;
 
 /** Index of the /16 of hi (a memory-order half): its first two bytes as loaded. */
 @inline function bucketOf(hi: u64): u32 {
-  return <u32>hi & 0xFFFF;
+  return <u32>hi & 0xffff;
 }
 
 /** The bucket index of /16 number be (the first two address bytes as a big-endian number). */
@@ -79,7 +112,7 @@ export function route6TableSize(maxRules: u32, maxNextHops: u32): usize {
 export function route6TableInit(t: usize, maxRules: u32, maxNextHops: u32): i32 {
   const bytes = table6Bytes(maxRules, maxNextHops);
   if (bytes == 0 || (t & <usize>(ROUTE6_TABLE_ALIGN - 1)) != 0) return ROUTE_ERR_BAD_REGION;
-  if (<u64>t + bytes > (<u64>memory.size() << 16)) return ROUTE_ERR_BAD_REGION;
+  if (<u64>t + bytes > (<u64>memory.size()) << 16) return ROUTE_ERR_BAD_REGION;
   memory.fill(t, 0, <usize>bytes);
   store<u32>(t, maxRules, H6_MAX_RULES);
   store<u32>(t, maxNextHops, H6_MAX_NEXT_HOPS);
@@ -105,22 +138,23 @@ function checkPrefix(t: usize, hi: u64, lo: u64, len: i32): i32 {
 /** Short rule: make entry win over the rule's /16s wherever no longer short rule does. */
 function shortAdd(t: usize, hi: u64, len: i32, entry: u32): void {
   const first = <u32>bswap<u16>(<u16>hi);
-  const end = first + (<u32>1 << <u32>(SHORT_BITS - len));
+  const end = first + ((<u32>1) << (<u32>(SHORT_BITS - len)));
   for (let be = first; be < end; be++) {
     const i = bucketOfNumber(be);
     const e = load<u32>(bucketAt(t, i), BUCKET_SHORT);
-    if (<i32>((e >> DEPTH_SHIFT) & 0x3F) <= len) store<u32>(bucketAt(t, i), entry, BUCKET_SHORT);
+    if (<i32>((e >> DEPTH_SHIFT) & 0x3f) <= len) store<u32>(bucketAt(t, i), entry, BUCKET_SHORT);
   }
 }
 
 /** Short rule removed: the entries it owned take replacement (the covering rule's, or 0). */
 function shortRemove(t: usize, hi: u64, len: i32, replacement: u32): void {
-  const owned = ENTRY_VALID | (<u32>len << DEPTH_SHIFT);
+  const owned = ENTRY_VALID | ((<u32>len) << DEPTH_SHIFT);
   const first = <u32>bswap<u16>(<u16>hi);
-  const end = first + (<u32>1 << <u32>(SHORT_BITS - len));
+  const end = first + ((<u32>1) << (<u32>(SHORT_BITS - len)));
   for (let be = first; be < end; be++) {
     const i = bucketOfNumber(be);
-    if ((load<u32>(bucketAt(t, i), BUCKET_SHORT) & OWNER_MASK) == owned) store<u32>(bucketAt(t, i), replacement, BUCKET_SHORT);
+    if ((load<u32>(bucketAt(t, i), BUCKET_SHORT) & OWNER_MASK) == owned)
+      store<u32>(bucketAt(t, i), replacement, BUCKET_SHORT);
   }
 }
 
@@ -132,19 +166,20 @@ function shortRemove(t: usize, hi: u64, len: i32, replacement: u32): void {
   const rec = bucketAt(t, bucket);
   const bit = 128 - len;
   const w = rec + BUCKET_LENGTHS + (bit >= 64 ? 8 : 0);
-  const m = <u64>1 << <u64>(bit & 63);
+  const m = (<u64>1) << (<u64>(bit & 63));
   store<u64>(w, on ? load<u64>(w) | m : load<u64>(w) & ~m);
-  if ((load<u64>(rec, BUCKET_LENGTHS) | load<u64>(rec, BUCKET_LENGTHS + 8)) == 0) memory.fill(rec + BUCKET_FILTER, 0, 32);
+  if ((load<u64>(rec, BUCKET_LENGTHS) | load<u64>(rec, BUCKET_LENGTHS + 8)) == 0)
+    memory.fill(rec + BUCKET_FILTER, 0, 32);
 }
 
 /** Marks in the /16's filter the third-byte values a rule of length len (17..128) covers. */
 function filterAdd(t: usize, hi: u64, len: i32): void {
   const rec = bucketAt(t, bucketOf(hi));
-  const span: u32 = len >= 24 ? 1 : <u32>1 << <u32>(24 - len);
-  const first = <u32>(hi >> 16) & 0xFF & ~(span - 1);
+  const span: u32 = len >= 24 ? 1 : (<u32>1) << (<u32>(24 - len));
+  const first = <u32>(hi >> 16) & 0xff & ~(span - 1);
   for (let b = first; b < first + span; b++) {
     const w = rec + BUCKET_FILTER + ((<usize>b >> 5) << 2);
-    store<u32>(w, load<u32>(w) | (<u32>1 << (b & 31)));
+    store<u32>(w, load<u32>(w) | ((<u32>1) << (b & 31)));
   }
 }
 
@@ -238,8 +273,8 @@ export function route6Get(t: usize, p: usize, len: i32): i32 {
   const rec = bucketAt(t, bucketOf(hi));
   const e = load<u32>(rec, BUCKET_SHORT);
   const short = select<i32>(<i32>(e & VALUE_MASK), -1, <i32>e < 0);
-  const third = <u32>(hi >> 16) & 0xFF;
-  if ((load<u32>(rec + BUCKET_FILTER + ((<usize>third >> 5) << 2)) & (<u32>1 << (third & 31))) == 0) return short;
+  const third = <u32>(hi >> 16) & 0xff;
+  if ((load<u32>(rec + BUCKET_FILTER + ((<usize>third >> 5) << 2)) & ((<u32>1) << (third & 31))) == 0) return short;
   // Lengths 65..128: bits 0..63 of the first word.
   let w = load<u64>(rec, BUCKET_LENGTHS);
   while (w != 0) {
@@ -276,7 +311,7 @@ export function route6LookupBatch(t: usize, addrs: usize, out: usize, n: i32): v
   let gen: u32;
   do {
     gen = routeReadBegin(t);
-    for (let i = 0; i < n; i++) store<i32>(out + (<usize>i << 2), route6Lookup(t, addrs + (<usize>i << 4)));
+    for (let i = 0; i < n; i++) store<i32>(out + ((<usize>i) << 2), route6Lookup(t, addrs + ((<usize>i) << 4)));
   } while (!routeReadValid(t, gen));
 }
 
@@ -304,7 +339,7 @@ export const NEXT_HOP6_FLAGS: i32 = 24;
 /** Set next hop i: the 16-byte underlay address at a, UDP port, MAC halves as in nextHopSet. */
 export function nextHop6Set(t: usize, i: i32, a: usize, udpPort: u32, macHi16: u32, macLo32: u32): i32 {
   if (!nextHop6InRange(t, i)) return ROUTE_ERR_BAD_NEXT_HOP;
-  if (udpPort > 0xFFFF || macHi16 > 0xFFFF) return ROUTE_ERR_BAD_FIELD;
+  if (udpPort > 0xffff || macHi16 > 0xffff) return ROUTE_ERR_BAD_FIELD;
   const r = nextHop6Ptr(t, i);
   writeBegin(t);
   store<u64>(r, load<u64>(a), NEXT_HOP6_UNDERLAY);

@@ -26,7 +26,7 @@ function podRules(count: number, next: () => number): Rule6[] {
   const seen = new Set<bigint>();
   const rules: Rule6[] = [];
   while (rules.length < count) {
-    const slot = BigInt(next() & 0x7fff) << 32n | BigInt(next()); // 2^47 /64s... of which the /49 has 2^15
+    const slot = (BigInt(next() & 0x7fff) << 32n) | BigInt(next()); // 2^47 /64s... of which the /49 has 2^15
     const addr = net | ((slot & 0x7fffn) << 64n);
     if (seen.has(addr)) continue;
     seen.add(addr);
@@ -63,21 +63,32 @@ function suite(hp: HotPath, arena: Arena, shape: Shape, prefixes: number): { tit
     hp.fn.route6LookupBatch(table.base, pool, out, 256);
     const got = new Int32Array(hp.memory.buffer, out, 256);
     addrs.slice(0, 256).forEach((a, i) => {
-      if (got[i] !== reference.lookup(a)) throw new Error(`benchmark setup: lookup of ${a} gave ${got[i]}, reference ${reference.lookup(a)}`);
+      if (got[i] !== reference.lookup(a))
+        throw new Error(`benchmark setup: lookup of ${a} gave ${got[i]}, reference ${reference.lookup(a)}`);
     });
     for (const batch of [64, 256]) {
       let at = 0;
-      result.push({ name: `wasm ${prefixes / 1000}k ${shape}, ${workload}, batch ${batch}`, perCall: batch, unit: "lookups", fn: () => {
-        hp.fn.route6LookupBatch(table.base, pool + at * 16, out, batch);
-        at = (at + batch) & (POOL - 1);
-      } });
+      result.push({
+        name: `wasm ${prefixes / 1000}k ${shape}, ${workload}, batch ${batch}`,
+        perCall: batch,
+        unit: "lookups",
+        fn: () => {
+          hp.fn.route6LookupBatch(table.base, pool + at * 16, out, batch);
+          at = (at + batch) & (POOL - 1);
+        },
+      });
     }
     if (prefixes === 10_000 && shape === "random") {
       let at = 0;
-      result.push({ name: `reference ${prefixes / 1000}k ${shape}, ${workload}, batch 64`, perCall: 64, unit: "lookups", fn: () => {
-        for (let i = 0; i < 64; i++) reference.lookup(addrs[at + i]);
-        at = (at + 64) & (POOL - 1);
-      } });
+      result.push({
+        name: `reference ${prefixes / 1000}k ${shape}, ${workload}, batch 64`,
+        perCall: 64,
+        unit: "lookups",
+        fn: () => {
+          for (let i = 0; i < 64; i++) reference.lookup(addrs[at + i]);
+          at = (at + 64) & (POOL - 1);
+        },
+      });
     }
   }
   const what = shape === "random" ? "random prefixes (lengths uniform 0..128)" : "pod /64s of 2001:2:0:8000::/49";
@@ -86,13 +97,17 @@ function suite(hp: HotPath, arena: Arena, shape: Shape, prefixes: number): { tit
 
 export function lpm6Benchmarks(maxTime?: number): MicroResult[] {
   console.log(
-    "IPv6 LPM workloads: \"random\" prefixes distinct with lengths uniform over 0..128, or \"pods\" (/64s of one /49);\n" +
-      "  lookups of \"uniform\" addresses (all of IPv6) or \"inside prefixes\"; each call looks up the next batch of a\n" +
+    'IPv6 LPM workloads: "random" prefixes distinct with lengths uniform over 0..128, or "pods" (/64s of one /49);\n' +
+      '  lookups of "uniform" addresses (all of IPv6) or "inside prefixes"; each call looks up the next batch of a\n' +
       "  2^20-address pool; the reference scans all rules per address.",
   );
   const hp = new HotPath(createHotPathMemory());
   const arena = new Arena(hp);
-  const runs: Array<[Shape, number]> = [["random", 10_000], ["random", 100_000], ["pods", 10_000]];
+  const runs: Array<[Shape, number]> = [
+    ["random", 10_000],
+    ["random", 100_000],
+    ["pods", 10_000],
+  ];
   return runs.flatMap(([shape, prefixes]) => {
     const { title, cases } = suite(hp, arena, shape, prefixes);
     return runMicroSuite(title, cases, { maxTime });

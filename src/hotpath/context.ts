@@ -48,7 +48,11 @@ export class DataplaneContext {
   private readonly slots: number;
   private readonly peerSlots: number;
 
-  constructor(private readonly hp: HotPath, arena: Arena, opts: ContextOptions) {
+  constructor(
+    private readonly hp: HotPath,
+    arena: Arena,
+    opts: ContextOptions,
+  ) {
     this.slots = hp.constant("COUNTER_SLOTS");
     const blockBytes = hp.constant("COUNTER_BLOCK_BYTES");
     this.ptr = arena.alloc(hp.constant("CTX_BYTES"));
@@ -66,7 +70,13 @@ export class DataplaneContext {
       mem.fill(0, this.peerRx, this.peerRx + peerBytes);
     }
     hp.fn.contextInit(
-      this.ptr, opts.routes, this.countersTx, this.countersRx, opts.vni, opts.localAddr, ...macHalves(opts.mac),
+      this.ptr,
+      opts.routes,
+      this.countersTx,
+      this.countersRx,
+      opts.vni,
+      opts.localAddr,
+      ...macHalves(opts.mac),
       opts.antiSpoof ? hp.constant("CTX_FLAG_ANTI_SPOOF") : 0,
     );
     hp.fn.contextSetPeerCounters(this.ptr, this.peerTx, this.peerRx, opts.peerSlots);

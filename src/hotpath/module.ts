@@ -10,8 +10,15 @@ export interface HotPathFunctions {
   checksum(p: number, len: number): number;
   checksumPartial(p: number, len: number, seed: number): number;
   contextInit(
-    ctx: number, routes: number, countersTx: number, countersRx: number,
-    vni: number, localAddr: number, macHi16: number, macLo32: number, flags: number,
+    ctx: number,
+    routes: number,
+    countersTx: number,
+    countersRx: number,
+    vni: number,
+    localAddr: number,
+    macHi16: number,
+    macLo32: number,
+    flags: number,
   ): void;
   contextSetPeerCounters(ctx: number, tx: number, rx: number, slots: number): void;
   contextSetIpv6(ctx: number, routes6: number, addr: number): void;
@@ -20,11 +27,36 @@ export interface HotPathFunctions {
   udpEncapBatch(ctx: number, descs: number, n: number): number;
   udpDecapBatch(ctx: number, descs: number, n: number): number;
   /** Offloads (assembly/packet/offload-send.ts): returns sends | replies << 16, written to outDescs. */
-  vxlanEncapOffloadBatch(ctx: number, descs: number, n: number, outDescs: number, out: number, outStride: number): number;
+  vxlanEncapOffloadBatch(
+    ctx: number,
+    descs: number,
+    n: number,
+    outDescs: number,
+    out: number,
+    outStride: number,
+  ): number;
   udpEncapOffloadBatch(ctx: number, descs: number, n: number, outDescs: number, out: number, outStride: number): number;
   /** Offloads (assembly/packet/offload-receive.ts): returns the packets written to outDescs. */
-  vxlanDecapOffloadBatch(ctx: number, descs: number, n: number, scratch: number, outDescs: number, outMax: number, out: number, cap: number): number;
-  udpDecapOffloadBatch(ctx: number, descs: number, n: number, scratch: number, outDescs: number, outMax: number, out: number, cap: number): number;
+  vxlanDecapOffloadBatch(
+    ctx: number,
+    descs: number,
+    n: number,
+    scratch: number,
+    outDescs: number,
+    outMax: number,
+    out: number,
+    cap: number,
+  ): number;
+  udpDecapOffloadBatch(
+    ctx: number,
+    descs: number,
+    n: number,
+    scratch: number,
+    outDescs: number,
+    outMax: number,
+    out: number,
+    cap: number,
+  ): number;
   routeTableSize(tbl8Groups: number, maxRules: number, maxNextHops: number): number;
   routeTableInit(t: number, tbl8Groups: number, maxRules: number, maxNextHops: number): number;
   routeInsert(t: number, prefix: number, len: number, nh: number): number;
@@ -67,7 +99,9 @@ function wasmModule(): WebAssembly.Module {
   try {
     bytes = new Uint8Array(readFileSync(path));
   } catch (cause) {
-    throw new WeftError("HOTPATH_NOT_BUILT", `${path} is missing; run \`npm run build:wasm\` (npm install does it)`, { cause });
+    throw new WeftError("HOTPATH_NOT_BUILT", `${path} is missing; run \`npm run build:wasm\` (npm install does it)`, {
+      cause,
+    });
   }
   return (compiled = new WebAssembly.Module(bytes));
 }
@@ -95,7 +129,11 @@ export class HotPath {
   /** A constant the module exports (DESC_OFF, HEADROOM, DROP_NO_ROUTE, ...). */
   constant(name: string): number {
     const v = this.globals.get(name);
-    if (v === undefined) throw new WeftError("HOTPATH_NO_CONSTANT", `the hot path exports no constant ${name}; rebuild with \`npm run build:wasm\``);
+    if (v === undefined)
+      throw new WeftError(
+        "HOTPATH_NO_CONSTANT",
+        `the hot path exports no constant ${name}; rebuild with \`npm run build:wasm\``,
+      );
     return v;
   }
 

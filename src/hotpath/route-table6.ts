@@ -23,8 +23,16 @@ export interface NextHop6Record {
 
 export const DEFAULT_ROUTE_TABLE6_SIZE: RouteTable6Size = { maxRules: 16384, maxNextHops: 4096 };
 
-const ERROR_NAMES = ["ROUTE_ERR_NOT_FOUND", "ROUTE_ERR_EXISTS", "ROUTE_ERR_BAD_PREFIX", "ROUTE_ERR_BAD_LENGTH",
-  "ROUTE_ERR_BAD_NEXT_HOP", "ROUTE_ERR_FULL_RULES", "ROUTE_ERR_BAD_FIELD", "ROUTE_ERR_BAD_REGION"] as const;
+const ERROR_NAMES = [
+  "ROUTE_ERR_NOT_FOUND",
+  "ROUTE_ERR_EXISTS",
+  "ROUTE_ERR_BAD_PREFIX",
+  "ROUTE_ERR_BAD_LENGTH",
+  "ROUTE_ERR_BAD_NEXT_HOP",
+  "ROUTE_ERR_FULL_RULES",
+  "ROUTE_ERR_BAD_FIELD",
+  "ROUTE_ERR_BAD_REGION",
+] as const;
 
 export class RouteTable6 {
   /** Offset of the table in hot-path memory (for contexts). */
@@ -33,10 +41,17 @@ export class RouteTable6 {
   private readonly scratch: number;
   private readonly errorNames = new Map<number, string>();
 
-  constructor(private readonly hp: HotPath, arena: Arena, size: RouteTable6Size = DEFAULT_ROUTE_TABLE6_SIZE) {
+  constructor(
+    private readonly hp: HotPath,
+    arena: Arena,
+    size: RouteTable6Size = DEFAULT_ROUTE_TABLE6_SIZE,
+  ) {
     const bytes = hp.fn.route6TableSize(size.maxRules, size.maxNextHops);
     if (bytes <= 0) {
-      throw new WeftError("HOTPATH_ROUTE_TABLE_SIZE", `IPv6 route table sizes out of range: ${JSON.stringify(size)} (rules 1..2^22, next hops 1..2^24)`);
+      throw new WeftError(
+        "HOTPATH_ROUTE_TABLE_SIZE",
+        `IPv6 route table sizes out of range: ${JSON.stringify(size)} (rules 1..2^22, next hops 1..2^24)`,
+      );
     }
     this.base = arena.alloc(bytes, hp.constant("ROUTE6_TABLE_ALIGN"));
     this.scratch = arena.alloc(16, 16);
@@ -73,7 +88,10 @@ export class RouteTable6 {
   }
 
   setNextHop(i: number, nh: NextHop6Record): void {
-    this.check(this.hp.fn.nextHop6Set(this.base, i, this.put(nh.ip), nh.port, ...macHalves(nh.mac)), `set next hop ${i}`);
+    this.check(
+      this.hp.fn.nextHop6Set(this.base, i, this.put(nh.ip), nh.port, ...macHalves(nh.mac)),
+      `set next hop ${i}`,
+    );
   }
 
   clearNextHop(i: number): void {
@@ -88,6 +106,9 @@ export class RouteTable6 {
   private check(code: number, what: string): void {
     if (code >= 0) return;
     const name = this.errorNames.get(code) ?? `ROUTE_ERR_${code}`;
-    throw new WeftError(`HOTPATH_${name}` as `HOTPATH_ROUTE_ERR_${string}`, `IPv6 route table: ${what} failed with ${name} (meanings in assembly/route/codes.ts)`);
+    throw new WeftError(
+      `HOTPATH_${name}` as `HOTPATH_ROUTE_ERR_${string}`,
+      `IPv6 route table: ${what} failed with ${name} (meanings in assembly/route/codes.ts)`,
+    );
   }
 }

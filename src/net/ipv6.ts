@@ -14,7 +14,10 @@ const ALL_ONES = (1n << 128n) - 1n;
 
 export function parseIpv6(text: string): bigint {
   const fail = (): WeftError =>
-    new WeftError("NET_BAD_IPV6", `"${text}" is not an IPv6 address (expected eight hex groups, :: for a run of zeros, like 2001:2::1)`);
+    new WeftError(
+      "NET_BAD_IPV6",
+      `"${text}" is not an IPv6 address (expected eight hex groups, :: for a run of zeros, like 2001:2::1)`,
+    );
   let s = text;
   // An embedded IPv4 address in the last 32 bits (::ffff:198.18.0.1) becomes two hex groups.
   const dotted = /^(.*:)(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
@@ -62,7 +65,11 @@ export function formatIpv6(addr: bigint): string {
     if (j - i > bestLen) [best, bestLen] = [i, j - i];
     i = j;
   }
-  const hex = (from: number, to: number) => g.slice(from, to).map((x) => x.toString(16)).join(":");
+  const hex = (from: number, to: number) =>
+    g
+      .slice(from, to)
+      .map((x) => x.toString(16))
+      .join(":");
   return best < 0 ? hex(0, 8) : `${hex(0, best)}::${hex(best + bestLen, 8)}`;
 }
 
@@ -75,12 +82,18 @@ export function prefixMask6(len: number): bigint {
 export function parsePrefix6(text: string): Ipv6Prefix {
   const m = /^([^/]+)\/(\d{1,3})$/.exec(text);
   if (!m || Number(m[2]) > 128) {
-    throw new WeftError("NET_BAD_PREFIX", `"${text}" is not an IPv6 prefix (expected address/length, like 2001:2:0:8000::/49)`);
+    throw new WeftError(
+      "NET_BAD_PREFIX",
+      `"${text}" is not an IPv6 prefix (expected address/length, like 2001:2:0:8000::/49)`,
+    );
   }
   const addr = parseIpv6(m[1]);
   const len = Number(m[2]);
   if ((addr & ~prefixMask6(len) & ALL_ONES) !== 0n) {
-    throw new WeftError("NET_BAD_PREFIX", `"${text}" has host bits set; did you mean ${formatPrefix6({ addr: addr & prefixMask6(len), len })}?`);
+    throw new WeftError(
+      "NET_BAD_PREFIX",
+      `"${text}" has host bits set; did you mean ${formatPrefix6({ addr: addr & prefixMask6(len), len })}?`,
+    );
   }
   return { addr, len };
 }

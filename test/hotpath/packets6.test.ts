@@ -23,10 +23,32 @@ const ROUTES: Array<[string, number]> = [
   ["2001:2:0:8000::/49", 4],
 ];
 const NEXT_HOPS = new Map<number, NextHop6>([
-  [1, { ip: parseIpv6("2001:2::2"), port: 8472, mac: Uint8Array.from([0x0a, 0x58, 0x20, 0x01, 0x80, 0x02]), valid: true }],
-  [2, { ip: parseIpv6("::ffff:198.18.0.3"), port: 8472, mac: Uint8Array.from([0x0a, 0x58, 0x20, 0x01, 0x80, 0x03]), valid: true }],
-  [3, { ip: parseIpv6("2001:2::4"), port: 8472, mac: Uint8Array.from([0x0a, 0x58, 0x20, 0x01, 0x80, 0x04]), valid: false }],
-  [4, { ip: parseIpv6("2001:2::5"), port: 9999, mac: Uint8Array.from([0x0a, 0x58, 0x20, 0x01, 0x80, 0x05]), valid: true }],
+  [
+    1,
+    { ip: parseIpv6("2001:2::2"), port: 8472, mac: Uint8Array.from([0x0a, 0x58, 0x20, 0x01, 0x80, 0x02]), valid: true },
+  ],
+  [
+    2,
+    {
+      ip: parseIpv6("::ffff:198.18.0.3"),
+      port: 8472,
+      mac: Uint8Array.from([0x0a, 0x58, 0x20, 0x01, 0x80, 0x03]),
+      valid: true,
+    },
+  ],
+  [
+    3,
+    {
+      ip: parseIpv6("2001:2::4"),
+      port: 8472,
+      mac: Uint8Array.from([0x0a, 0x58, 0x20, 0x01, 0x80, 0x04]),
+      valid: false,
+    },
+  ],
+  [
+    4,
+    { ip: parseIpv6("2001:2::5"), port: 9999, mac: Uint8Array.from([0x0a, 0x58, 0x20, 0x01, 0x80, 0x05]), valid: true },
+  ],
 ]);
 
 function setupRig(antiSpoof = false): Rig {
@@ -44,9 +66,22 @@ const sendCtx = { vni: VNI, localAddr: LOCAL6, mac: OUR_MAC, lookup, nextHop };
 
 // ---- generators ----
 const addr6 = fc.oneof(
-  fc.constantFrom("2001:2:0:8002::5", "2001:2:0:8003::9", "2001:2:0:8003:8000::1", "2001:2:0:8010::1", "2001:2:0:8001::7",
-    "2001:2:0:7fff::1", "ff02::2", "::", "fe80::1").map(parseIpv6),
-  fc.tuple(fc.integer({ min: 0, max: 0x7fff }), fc.bigInt({ min: 0n, max: (1n << 64n) - 1n })).map(([s, low]) => parseIpv6("2001:2:0:8000::") | (BigInt(s) << 64n) | low),
+  fc
+    .constantFrom(
+      "2001:2:0:8002::5",
+      "2001:2:0:8003::9",
+      "2001:2:0:8003:8000::1",
+      "2001:2:0:8010::1",
+      "2001:2:0:8001::7",
+      "2001:2:0:7fff::1",
+      "ff02::2",
+      "::",
+      "fe80::1",
+    )
+    .map(parseIpv6),
+  fc
+    .tuple(fc.integer({ min: 0, max: 0x7fff }), fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }))
+    .map(([s, low]) => parseIpv6("2001:2:0:8000::") | (BigInt(s) << 64n) | low),
 );
 const ipv6Packet = fc
   .record({
@@ -56,7 +91,10 @@ const ipv6Packet = fc
     icmpType: fc.constantFrom(1, 3, 128, 129, 133),
     hop: fc.constantFrom(0, 1, 64, 255),
     payload: fc.oneof(fc.uint8Array({ maxLength: 64 }), fc.uint8Array({ maxLength: 1400 })),
-    extra: fc.oneof({ arbitrary: fc.constant(0), weight: 5 }, { arbitrary: fc.integer({ min: -50, max: 30 }), weight: 1 }),
+    extra: fc.oneof(
+      { arbitrary: fc.constant(0), weight: 5 },
+      { arbitrary: fc.integer({ min: -50, max: 30 }), weight: 1 },
+    ),
   })
   .map(({ src, dst, next, icmpType, hop, payload, extra }) => {
     const body = payload.slice();
@@ -113,7 +151,10 @@ describe("IPv6 send path (TUN to socket)", () => {
         });
         const after = rig.ctx.tx().packets;
         for (const name of new Set(refs.map((r) => r.verdict))) {
-          expect({ name, n: after[name] - before[name] }).toEqual({ name, n: BigInt(refs.filter((r) => r.verdict === name).length) });
+          expect({ name, n: after[name] - before[name] }).toEqual({
+            name,
+            n: BigInt(refs.filter((r) => r.verdict === name).length),
+          });
         }
       }),
       { numRuns: 150 },
@@ -140,12 +181,16 @@ describe("IPv6 receive path (socket to TUN) with anti-spoofing", () => {
   const sources = rig.arena.alloc(64 * 16, 16);
   const froms: Array<number | bigint> = [
     ...[...NEXT_HOPS.values()].map((nh) => (nh.ip >> 32n === 0xffffn ? Number(nh.ip & 0xffffffffn) : nh.ip)),
-    parseIpv6("2001:2::99"), 0xc6120063,
+    parseIpv6("2001:2::99"),
+    0xc6120063,
   ];
   const frame = fc
     .record({
       inner: ipv6Packet,
-      dst: fc.oneof({ arbitrary: fc.constant(OUR_MAC), weight: 8 }, { arbitrary: fc.uint8Array({ minLength: 6, maxLength: 6 }), weight: 1 }),
+      dst: fc.oneof(
+        { arbitrary: fc.constant(OUR_MAC), weight: 8 },
+        { arbitrary: fc.uint8Array({ minLength: 6, maxLength: 6 }), weight: 1 },
+      ),
       from: fc.constantFrom(...froms),
     })
     .map((f) => ({ bytes: buildVxlan(VNI, f.dst, NEXT_HOPS.get(1)!.mac, 0x86dd, f.inner), from: f.from }));
@@ -153,8 +198,13 @@ describe("IPv6 receive path (socket to TUN) with anti-spoofing", () => {
   it("vxlanDecapBatch equals the reference: exact inner packets, source in the sending peer's subnet", () => {
     fc.assert(
       fc.property(fc.array(frame, { minLength: 1, maxLength: 64 }), (frames) => {
-        const refs = frames.map((f) => refSourceCheck6(refVxlanReceive(f.bytes, VNI, OUR_MAC), f.from, lookup, nextHop));
-        loadBatch(rig, frames.map((f) => f.bytes));
+        const refs = frames.map((f) =>
+          refSourceCheck6(refVxlanReceive(f.bytes, VNI, OUR_MAC), f.from, lookup, nextHop),
+        );
+        loadBatch(
+          rig,
+          frames.map((f) => f.bytes),
+        );
         const d = rig.batch.descView();
         const stride = rig.hp.constant("DESC_BYTES") >> 2;
         frames.forEach((f, i) => {

@@ -74,11 +74,23 @@ const boundaries = (ps: Prefix6[]) =>
   ps.flatMap((p) => [p.addr, lastAddress(p), (p.addr - 1n) & ALL, (lastAddress(p) + 1n) & ALL]);
 
 // Anchors make prefixes nest and share /16s: the pod range, both ends of the space, a /16 edge.
-const ANCHORS = ["2001:2:0:8000::", "2001:2::", "2001:2:0:8001::", "::", "ffff:ffff:ffff:ffff::", "2001:ffff::", "fe80::"]
-  .map(parseIpv6);
+const ANCHORS = [
+  "2001:2:0:8000::",
+  "2001:2::",
+  "2001:2:0:8001::",
+  "::",
+  "ffff:ffff:ffff:ffff::",
+  "2001:ffff::",
+  "fe80::",
+].map(parseIpv6);
 const bit = fc.integer({ min: 0, max: 127 }).map((b) => 1n << BigInt(b));
 const addressArb = fc.oneof(
-  { weight: 5, arbitrary: fc.tuple(fc.constantFrom(...ANCHORS), fc.array(bit, { maxLength: 3 })).map(([a, bits]) => bits.reduce((x, b) => x ^ b, a)) },
+  {
+    weight: 5,
+    arbitrary: fc
+      .tuple(fc.constantFrom(...ANCHORS), fc.array(bit, { maxLength: 3 }))
+      .map(([a, bits]) => bits.reduce((x, b) => x ^ b, a)),
+  },
   { weight: 1, arbitrary: fc.bigInt({ min: 0n, max: ALL }) },
 );
 // Lengths around the short table's edge (16), the pod lengths and the full range.
@@ -106,8 +118,10 @@ function opArb(maxNextHops: number): fc.Arbitrary<Op> {
     {
       weight: 1,
       arbitrary: fc.record({
-        kind: fc.constant("raw-insert" as const), addr: addressArb,
-        len: fc.integer({ min: -2, max: 130 }), nh: fc.integer({ min: -2, max: maxNextHops + 1 }),
+        kind: fc.constant("raw-insert" as const),
+        addr: addressArb,
+        len: fc.integer({ min: -2, max: 130 }),
+        nh: fc.integer({ min: -2, max: maxNextHops + 1 }),
       }),
     },
   );
@@ -118,7 +132,9 @@ type Table = Pick<WasmRouteTable6, "insert" | "replace" | "delete" | "get">;
 function apply(table: Table, op: Op, pool: Prefix6[]): number | RouteResult {
   if (op.kind === "raw-insert") return table.insert(op.addr, op.len, op.nh);
   const p = pool[op.at % pool.length];
-  return op.kind === "insert" || op.kind === "replace" ? table[op.kind](p.addr, p.len, op.nh) : table[op.kind](p.addr, p.len);
+  return op.kind === "insert" || op.kind === "replace"
+    ? table[op.kind](p.addr, p.len, op.nh)
+    : table[op.kind](p.addr, p.len);
 }
 
 function expectSame(wt: WasmRouteTable6, ref: ReferenceRouteTable6, pool: Prefix6[], probes: bigint[]): void {
@@ -145,7 +161,10 @@ describe("IPv6 route table against the linear-scan reference", () => {
           const step = (op: Op) => {
             const before = small.generation();
             const got = apply(small, op, pool);
-            expect(got, JSON.stringify(op, (_, v) => (typeof v === "bigint" ? v.toString(16) : v))).toEqual(apply(ref, op, pool));
+            expect(
+              got,
+              JSON.stringify(op, (_, v) => (typeof v === "bigint" ? v.toString(16) : v)),
+            ).toEqual(apply(ref, op, pool));
             const mutated = got === "ok" && op.kind !== "get";
             expect(small.generation()).toBe((before + (mutated ? 2 : 0)) >>> 0);
             expectSame(small, ref, pool, probes);
@@ -175,7 +194,10 @@ describe("IPv6 route table at scale", () => {
     const compare = (present: Prefix6[]) => {
       expect(wt.count).toBe(ref.count);
       // A linear-scan lookup costs 100k steps: a sample of boundaries plus uniform addresses.
-      const probes = [...boundaries(present.filter((_, i) => i % 2000 === 0)), ...Array.from({ length: 100 }, () => random128(next))];
+      const probes = [
+        ...boundaries(present.filter((_, i) => i % 2000 === 0)),
+        ...Array.from({ length: 100 }, () => random128(next)),
+      ];
       const want = probes.map((a) => ref.lookup(a));
       expect(probes.map(wt.lookup)).toEqual(want);
       expect(wt.lookupBatch(probes)).toEqual(want);
@@ -194,7 +216,13 @@ describe("IPv6 route table at scale", () => {
 
 describe("IPv6 route table limits and records", () => {
   it("refuses regions and sizes it cannot use", () => {
-    for (const [r, n] of [[0, 1], [(1 << 22) + 1, 1], [1, 0], [1, (1 << 24) + 1]]) expect(wasm.route6TableSize(r, n)).toBe(0);
+    for (const [r, n] of [
+      [0, 1],
+      [(1 << 22) + 1, 1],
+      [1, 0],
+      [1, (1 << 24) + 1],
+    ])
+      expect(wasm.route6TableSize(r, n)).toBe(0);
     const size = wasm.route6TableSize(4, 4);
     const t = arena.alloc(size + 64, 64);
     expect(wasm.route6TableInit(t + 4, 4, 4)).toBe(hp.constant("ROUTE_ERR_BAD_REGION")); // misaligned
@@ -210,8 +238,12 @@ describe("IPv6 route table limits and records", () => {
     const bytes = hp.bytes();
     expect(readIpv6(bytes, rec + hp.constant("NEXT_HOP6_UNDERLAY"))).toBe(parseIpv6("2001:2::2"));
     expect(new DataView(hp.memory.buffer).getUint16(rec + hp.constant("NEXT_HOP6_PORT"), true)).toBe(8472);
-    expect([...bytes.subarray(rec + hp.constant("NEXT_HOP6_MAC"), rec + hp.constant("NEXT_HOP6_MAC") + 6)]).toEqual([...mac]);
-    expect(new DataView(hp.memory.buffer).getUint32(rec + hp.constant("NEXT_HOP6_FLAGS"), true)).toBe(hp.constant("NEXT_HOP_VALID"));
+    expect([...bytes.subarray(rec + hp.constant("NEXT_HOP6_MAC"), rec + hp.constant("NEXT_HOP6_MAC") + 6)]).toEqual([
+      ...mac,
+    ]);
+    expect(new DataView(hp.memory.buffer).getUint32(rec + hp.constant("NEXT_HOP6_FLAGS"), true)).toBe(
+      hp.constant("NEXT_HOP_VALID"),
+    );
     table.insert(parsePrefix6("2001:2:0:8002::/64"), 3);
     expect(table.lookup(parseIpv6("2001:2:0:8002::5"))).toBe(3);
     expect(table.lookup(parseIpv6("2001:2:0:8003::5"))).toBeUndefined();

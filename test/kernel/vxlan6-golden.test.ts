@@ -24,7 +24,13 @@ const B_MAC = Uint8Array.from([0x0a, 0x58, 0x20, 0x01, 0x80, 0x02]);
 const POD_B = parseIpv6("2001:2:0:8002::5");
 
 /** A weft rig with IPv6 routes configured as host `self` with a route to the peer's subnet. */
-function rigFor(selfMac: Uint8Array, selfTunnel: bigint, peerSubnet: typeof A_SUBNET, peerUnderlay: bigint, peerMac: Uint8Array): Rig {
+function rigFor(
+  selfMac: Uint8Array,
+  selfTunnel: bigint,
+  peerSubnet: typeof A_SUBNET,
+  peerUnderlay: bigint,
+  peerMac: Uint8Array,
+): Rig {
   const rig = makeRig({ vni: VNI, localAddr: 0, mac: selfMac, ipv6: { localAddr: selfTunnel } });
   rig.routes6!.setNextHop(0, { ip: peerUnderlay, port: 8472, mac: peerMac });
   rig.routes6!.insert(peerSubnet, 0);
@@ -38,7 +44,10 @@ function icmpv6Checksum(src: bigint, dst: bigint, icmp: Uint8Array): number {
   const pseudo = new Uint8Array(40 + icmp.length);
   pseudo.set(addrBytes(src));
   pseudo.set(addrBytes(dst), 16);
-  pseudo.set([icmp.length >>> 24, (icmp.length >> 16) & 255, (icmp.length >> 8) & 255, icmp.length & 255, 0, 0, 0, 58], 32);
+  pseudo.set(
+    [icmp.length >>> 24, (icmp.length >> 16) & 255, (icmp.length >> 8) & 255, icmp.length & 255, 0, 0, 0, 58],
+    32,
+  );
   pseudo.set(icmp, 40);
   return internetChecksum(pseudo);
 }
@@ -51,7 +60,15 @@ describe.skipIf(!canUseNetns())("VXLAN over IPv6 against the Linux kernel's flan
     a = await Netns.create("gold6-a");
     b = await Netns.create("gold6-b");
     await vethPair(a, "ul0", "2001:2::1/64 nodad", b, "ul0", "2001:2::2/64 nodad");
-    await createVxlanDevice(a.kernel, { vni: VNI, dev: "ul0", local: A_UNDERLAY, port: 8472, subnet: A_SUBNET, vtepMac: A_MAC, mtu: 1430 });
+    await createVxlanDevice(a.kernel, {
+      vni: VNI,
+      dev: "ul0",
+      local: A_UNDERLAY,
+      port: 8472,
+      subnet: A_SUBNET,
+      vtepMac: A_MAC,
+      mtu: 1430,
+    });
     await addVxlanPeer(a.kernel, VNI, { subnet: B_SUBNET, underlay: B_UNDERLAY, vtepMac: B_MAC });
   });
 
@@ -64,19 +81,30 @@ describe.skipIf(!canUseNetns())("VXLAN over IPv6 against the Linux kernel's flan
     const capture = udpPeer(b, { bind: "[2001:2::2]:8472", expect: 3, timeoutMs: 8000 });
     await capture.ready;
     const message = new TextEncoder().encode("hello from the kernel's flannel-v6");
-    await a.exec([process.execPath, "-e", `
+    await a.exec([
+      process.execPath,
+      "-e",
+      `
       const s = require("node:dgram").createSocket("udp6");
-      s.send(Buffer.from(${JSON.stringify(hex(message))}, "hex"), 5555, "2001:2:0:8002::5", () => s.close());`]);
-    await a.exec(["ping", "-6", "-c", "2", "-i", "0.2", "-W", "1", "-s", "200", "2001:2:0:8002::5"]).catch(() => undefined); // nobody answers
+      s.send(Buffer.from(${JSON.stringify(hex(message))}, "hex"), 5555, "2001:2:0:8002::5", () => s.close());`,
+    ]);
+    await a
+      .exec(["ping", "-6", "-c", "2", "-i", "0.2", "-W", "1", "-s", "200", "2001:2:0:8002::5"])
+      .catch(() => undefined); // nobody answers
     const frames = await capture.done;
     expect(frames.length).toBe(3);
     for (const f of frames) expect(f.from.startsWith("2001:2::1:")).toBe(true); // over the IPv6 underlay
 
     // Decapsulate all three in one batch, as host B.
     const asB = rigFor(B_MAC, B_SUBNET.addr, A_SUBNET, A_UNDERLAY, A_MAC);
-    loadBatch(asB, frames.map((f) => f.bytes));
+    loadBatch(
+      asB,
+      frames.map((f) => f.bytes),
+    );
     expect(asB.hp.fn.vxlanDecapBatch(asB.ctx.ptr, asB.batch.descs, frames.length)).toBe(3);
-    const inner = readBatch(asB, 3).sort((x, y) => x.slot - y.slot).map((r) => r.bytes);
+    const inner = readBatch(asB, 3)
+      .sort((x, y) => x.slot - y.slot)
+      .map((r) => r.bytes);
     inner.forEach((p, i) => {
       expect(hex(p)).toBe(hex(frames[i].bytes.subarray(22))); // exactly what the kernel carried
       expect(hex(frames[i].bytes.subarray(20, 22))).toBe("86dd");
@@ -118,7 +146,13 @@ describe.skipIf(!canUseNetns())("VXLAN over IPv6 against the Linux kernel's flan
     expect(asB.hp.fn.vxlanEncapBatch(asB.ctx.ptr, asB.batch.descs, 1)).toBe(1);
     const [frame] = readBatch(asB, 1);
 
-    const peer = udpPeer(b, { bind: "[2001:2::2]:8472", sendTo: "[2001:2::1]:8472", send: [frame.bytes], expect: 1, timeoutMs: 8000 });
+    const peer = udpPeer(b, {
+      bind: "[2001:2::2]:8472",
+      sendTo: "[2001:2::1]:8472",
+      send: [frame.bytes],
+      expect: 1,
+      timeoutMs: 8000,
+    });
     const [reply] = await peer.done;
     expect(reply).toBeDefined();
     loadBatch(asB, [reply.bytes]);

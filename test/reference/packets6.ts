@@ -34,7 +34,8 @@ export interface SendResult6 {
 
 const u16 = (b: Uint8Array, o: number) => (b[o] << 8) | b[o + 1];
 export const addrAt = (b: Uint8Array, o: number) => b.subarray(o, o + 16).reduce((a, x) => (a << 8n) | BigInt(x), 0n);
-export const addrBytes = (a: bigint) => Uint8Array.from({ length: 16 }, (_, i) => Number((a >> BigInt(120 - 8 * i)) & 255n));
+export const addrBytes = (a: bigint) =>
+  Uint8Array.from({ length: 16 }, (_, i) => Number((a >> BigInt(120 - 8 * i)) & 255n));
 export const isIpv4Mapped = (a: bigint) => a >> 32n === 0xffffn;
 
 function mayTriggerIcmpError(ip: Uint8Array): boolean {
@@ -71,7 +72,8 @@ export function refSend6(packet: Uint8Array, ctx: SendContext6): SendResult6 {
   if (40 + u16(ip, 4) > ip.length) return { verdict: "IP_LENGTH" };
   if (ip[7] === 0) return { verdict: "TTL_EXHAUSTED" };
   const nh = ctx.lookup(addrAt(ip, 24));
-  if (nh < 0) return mayTriggerIcmpError(ip) ? { verdict: "REPLY", out: noRoute6(ip, ctx.localAddr) } : { verdict: "NO_ROUTE" };
+  if (nh < 0)
+    return mayTriggerIcmpError(ip) ? { verdict: "REPLY", out: noRoute6(ip, ctx.localAddr) } : { verdict: "NO_ROUTE" };
   const hop = ctx.nextHop(nh);
   if (!hop || !hop.valid) return { verdict: "NO_NEXT_HOP" };
   const frame = new Uint8Array(22 + ip.length);
@@ -86,7 +88,10 @@ export function refSend6(packet: Uint8Array, ctx: SendContext6): SendResult6 {
 
 /** Anti-spoofing for an IPv6 inner packet that came from `from` (an IPv4 number or IPv6 bigint). */
 export function refSourceCheck6(
-  r: ReceiveResult, from: number | bigint, lookup: (a: bigint) => number, nextHop: (i: number) => NextHop6 | undefined,
+  r: ReceiveResult,
+  from: number | bigint,
+  lookup: (a: bigint) => number,
+  nextHop: (i: number) => NextHop6 | undefined,
 ): ReceiveResult {
   if (r.verdict !== "FORWARD" || r.out![0] >> 4 !== 6) return r;
   const nh = lookup(addrAt(r.out!, 8));

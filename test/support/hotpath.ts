@@ -34,7 +34,12 @@ export function makeRig(opts: {
   const routes = new RouteTable(hp, arena, opts.size ?? { tbl8Groups: 64, maxRules: 1024, maxNextHops: 256 });
   const routes6 = opts.ipv6 ? new RouteTable6(hp, arena, { maxRules: 1024, maxNextHops: 256 }) : undefined;
   const ctx = new DataplaneContext(hp, arena, {
-    routes: routes.base, vni: opts.vni, localAddr: opts.localAddr, mac: opts.mac, antiSpoof: opts.antiSpoof ?? false, peerSlots: 256,
+    routes: routes.base,
+    vni: opts.vni,
+    localAddr: opts.localAddr,
+    mac: opts.mac,
+    antiSpoof: opts.antiSpoof ?? false,
+    peerSlots: 256,
     ipv6: routes6 && opts.ipv6 ? { routes: routes6.base, localAddr: opts.ipv6.localAddr } : undefined,
   });
   const batch = new PacketBatch(hp, arena, opts.batchSize ?? 64, opts.stride ?? 2048);
@@ -62,5 +67,12 @@ export function loadBatch(rig: Rig, packets: Uint8Array[], from?: number[]): voi
 }
 
 export function readBatch(rig: Rig, n: number): SlotResult[] {
-  return rig.batch.read(n).map((r) => ({ slot: r.slot, verdict: rig.verdicts[r.verdict], bytes: r.bytes, addr: r.addr, port: r.port, aux: r.aux }));
+  return rig.batch.read(n).map((r) => ({
+    slot: r.slot,
+    verdict: rig.verdicts[r.verdict],
+    bytes: r.bytes,
+    addr: r.addr,
+    port: r.port,
+    aux: r.aux,
+  }));
 }

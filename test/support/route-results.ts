@@ -3,7 +3,16 @@
 import type { HotPath } from "../../src/hotpath/module.js";
 import type { RouteResult } from "../reference/lpm.js";
 
-const RESULTS: RouteResult[] = ["ok", "exists", "not-found", "bad-prefix", "bad-length", "bad-next-hop", "full-rules", "full-tbl8"];
+const RESULTS: RouteResult[] = [
+  "ok",
+  "exists",
+  "not-found",
+  "bad-prefix",
+  "bad-length",
+  "bad-next-hop",
+  "full-rules",
+  "full-tbl8",
+];
 
 /** A function from a Wasm route table code to its result name; throws on an unknown code. */
 export function routeResults(hp: HotPath): (code: number) => RouteResult {
