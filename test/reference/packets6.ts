@@ -75,7 +75,7 @@ export function refSend6(packet: Uint8Array, ctx: SendContext6): SendResult6 {
   if (nh < 0)
     return mayTriggerIcmpError(ip) ? { verdict: "REPLY", out: noRoute6(ip, ctx.localAddr) } : { verdict: "NO_ROUTE" };
   const hop = ctx.nextHop(nh);
-  if (!hop || !hop.valid) return { verdict: "NO_NEXT_HOP" };
+  if (!hop?.valid) return { verdict: "NO_NEXT_HOP" };
   const frame = new Uint8Array(22 + ip.length);
   frame.set([0x08, 0, 0, 0, (ctx.vni >> 16) & 255, (ctx.vni >> 8) & 255, ctx.vni & 255, 0]);
   frame.set(hop.mac, 8);
@@ -98,6 +98,6 @@ export function refSourceCheck6(
   if (nh < 0) return { verdict: "UNKNOWN_SOURCE" };
   const hop = nextHop(nh);
   const fromAddr = typeof from === "bigint" ? from : (0xffffn << 32n) | BigInt(from);
-  if (!hop || !hop.valid || hop.ip !== fromAddr) return { verdict: "SPOOFED" };
+  if (!hop?.valid || hop.ip !== fromAddr) return { verdict: "SPOOFED" };
   return { ...r, peer: nh };
 }
