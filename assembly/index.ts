@@ -8,7 +8,7 @@ export * from "./counters";
 export * from "./context";
 export { batchInit } from "./batch";
 export { checksum, checksumPartial } from "./packet/checksum";
-export { VXLAN_OVERHEAD } from "./packet/vxlan";
+export { VXLAN_ENCAP_HEADER_BYTES } from "./packet/vxlan-header";
 // The packet path: one call per batch and direction, for both wire formats (ENCAP_VXLAN, ENCAP_NONE
 // = flannel's udp), with or without offloads (vnet 0 is the single-segment case of the same call).
 export { ENCAP_VXLAN, ENCAP_NONE } from "./packet/resolve";
@@ -21,3 +21,4 @@ export function heapBase(): usize {
   return __heap_base;
 }
 export { VNET_HDR_BYTES } from "./packet/vnet-header";
+export * from "./route6/table";

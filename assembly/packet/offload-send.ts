@@ -6,16 +6,26 @@
 // datagrams and 65507 bytes each). Without one (`vnet` 0, offloads off) every packet is the
 // single-segment case: no header to park or act on, nothing to segment, and with outDescs == descs
 // the sends stay where they were read, so that case costs what a plain encapsulation does.
-import { DESC_OFF, DESC_LEN, DESC_FLAGS, DESC_VERDICT, HEADROOM, descPtr } from "../descriptor";
+import { DESC_OFF, DESC_LEN, DESC_FLAGS, DESC_FLAG_ADDR6, DESC_VERDICT, HEADROOM, descPtr } from "../descriptor";
 import { batchSize, descInBounds, finishTx, memoryTop } from "../batch";
 import { ctxCountersTx } from "../context";
 import { VERDICT_FORWARD, VERDICT_REPLY, DROP_OFFLOAD_HEADER } from "../verdict";
 import { ipv4DecrementTtl } from "./ipv4";
 import { resolveBatch, resolveApply, ENCAP_VXLAN, ENCAP_NONE } from "./resolve";
-import { VXLAN_OVERHEAD } from "./vxlan";
+import { VXLAN_ENCAP_HEADER_BYTES } from "./vxlan-header";
 import {
-  VNET_HDR_BYTES, VNET_FLAGS, VNET_GSO_TYPE, VNET_GSO_SIZE, VNET_CSUM_START, VNET_CSUM_OFFSET,
-  VNET_F_NEEDS_CSUM, VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_GSO_UDP_L4, VNET_GSO_ECN, vnetWriteNone,
+  VNET_HDR_BYTES,
+  VNET_FLAGS,
+  VNET_GSO_TYPE,
+  VNET_GSO_SIZE,
+  VNET_CSUM_START,
+  VNET_CSUM_OFFSET,
+  VNET_F_NEEDS_CSUM,
+  VNET_GSO_NONE,
+  VNET_GSO_TCPV4,
+  VNET_GSO_UDP_L4,
+  VNET_GSO_ECN,
+  vnetWriteNone,
 } from "./vnet-header";
 import { completeChecksum, gsoTrainBytes, segmentIpv4, OFFLOAD_MAX_TRAINS } from "./tcp-segment";
 
@@ -33,14 +43,18 @@ import { completeChecksum, gsoTrainBytes, segmentIpv4, OFFLOAD_MAX_TRAINS } from
   if (gsoType == VNET_GSO_TCPV4 || gsoType == VNET_GSO_UDP_L4) {
     return segmentIpv4(d, gsoType, <i32>load<u16>(h + VNET_GSO_SIZE), header, out, cap, counters);
   }
-  if (gsoType != VNET_GSO_NONE) return DROP_OFFLOAD_HEADER; // IPv6 never gets here: it has no routes
+  if (gsoType != VNET_GSO_NONE) return DROP_OFFLOAD_HEADER; // TCPv6 super-packets: not segmented yet
   if ((<u32>load<u8>(h + VNET_FLAGS) & VNET_F_NEEDS_CSUM) != 0) {
-    const v = completeChecksum(<usize>load<i32>(d + DESC_OFF), load<i32>(d + DESC_LEN),
-      <i32>load<u16>(h + VNET_CSUM_START), <i32>load<u16>(h + VNET_CSUM_OFFSET));
+    const v = completeChecksum(
+      <usize>load<i32>(d + DESC_OFF),
+      load<i32>(d + DESC_LEN),
+      <i32>load<u16>(h + VNET_CSUM_START),
+      <i32>load<u16>(h + VNET_CSUM_OFFSET),
+    );
     if (v != VERDICT_FORWARD) return v;
   }
   resolveApply(d, header);
-  store<i32>(d + DESC_FLAGS, 0);
+  store<i32>(d + DESC_FLAGS, load<i32>(d + DESC_FLAGS) & DESC_FLAG_ADDR6); // one datagram
   return VERDICT_FORWARD;
 }
 
@@ -64,7 +78,7 @@ export function encapBatch(ctx: usize, descs: usize, n: i32, format: i32, vnet: 
 @inline function encapAs(ctx: usize, descs: usize, n: i32, encap: i32, vnet: bool, outDescs: usize, out: usize, outStride: i32): i32 {
   n = batchSize(n);
   const top = memoryTop();
-  // resolve writes up to 28 bytes in front of OFF: park each vnet header at the slot's start.
+  // resolve writes up to 48 bytes in front of OFF (an ICMPv6 error): park each vnet header at the slot's start.
   for (let i = 0; vnet && i < n; i++) {
     const d = descPtr(descs, i);
     if (!descInBounds(d, top)) continue;
@@ -72,7 +86,7 @@ export function encapBatch(ctx: usize, descs: usize, n: i32, format: i32, vnet: 
     memory.copy(p - <usize>HEADROOM, p - <usize>VNET_HDR_BYTES, VNET_HDR_BYTES);
   }
   resolveBatch(ctx, descs, n, encap);
-  const header = encap == ENCAP_VXLAN ? VXLAN_OVERHEAD : 0;
+  const header = encap == ENCAP_VXLAN ? VXLAN_ENCAP_HEADER_BYTES : 0;
   const counters = ctxCountersTx(ctx);
   for (let i = 0; i < n; i++) {
     const d = descPtr(descs, i);
@@ -93,7 +107,8 @@ export function encapBatch(ctx: usize, descs: usize, n: i32, format: i32, vnet: 
     if (v != VERDICT_FORWARD) continue;
     const p = <usize>load<i32>(d + DESC_OFF);
     let w = encap == ENCAP_NONE ? ipv4DecrementTtl(p) : VERDICT_FORWARD;
-    if (w == VERDICT_FORWARD) w = offloadOne(d, p - <usize>HEADROOM, header, out + <usize>(i * outStride), outStride, counters);
+    if (w == VERDICT_FORWARD)
+      w = offloadOne(d, p - <usize>HEADROOM, header, out + <usize>(i * outStride), outStride, counters);
     store<i32>(d + DESC_VERDICT, w);
   }
   const r = finishTx(ctx, descs, n);
@@ -104,7 +119,7 @@ export function encapBatch(ctx: usize, descs: usize, n: i32, format: i32, vnet: 
   let o = 0;
   for (let i = 0; i < fwd; i++) {
     const d = descPtr(descs, i);
-    const stride = vnet ? load<i32>(d + DESC_FLAGS) : 0;
+    const stride = vnet ? load<i32>(d + DESC_FLAGS) & 0xffff : 0;
     if (stride == 0) {
       copyDesc(descPtr(outDescs, o++), d);
       continue;
@@ -118,7 +133,7 @@ export function encapBatch(ctx: usize, descs: usize, n: i32, format: i32, vnet: 
       copyDesc(t, d);
       store<i32>(t + DESC_OFF, at);
       store<i32>(t + DESC_LEN, bytes);
-      store<i32>(t + DESC_FLAGS, bytes > stride ? stride : 0);
+      store<i32>(t + DESC_FLAGS, (bytes > stride ? stride : 0) | (load<i32>(d + DESC_FLAGS) & DESC_FLAG_ADDR6));
       at += bytes;
       rest -= bytes;
     }

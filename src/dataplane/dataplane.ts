@@ -94,7 +94,7 @@ const SLOT_BYTES = 2048;
 /**
  * What a slot holds besides a packet of the TUN MTU: the headroom in front (native.HEADROOM, where
  * encapsulation headers and ICMP errors are written) and, in a received VXLAN datagram, the VXLAN
- * and inner Ethernet headers in front of the packet (VXLAN_OVERHEAD in assembly/packet/vxlan.ts).
+ * and inner Ethernet headers in front of the packet (VXLAN_ENCAP_HEADER_BYTES in assembly/packet/vxlan-header.ts).
  */
 const SLOT_BYTES_BESIDES_PACKET = 64 + 22;
 /** The largest TUN MTU the slots hold; a jumbo underlay gets pods of this MTU (the backend clamps). */

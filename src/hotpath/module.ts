@@ -21,6 +21,7 @@ export interface HotPathFunctions {
     flags: number,
   ): void;
   contextSetPeerCounters(ctx: number, tx: number, rx: number, slots: number): void;
+  contextSetIpv6(ctx: number, routes6: number, addr: number): void;
   /**
    * The send path (assembly/packet/offload-send.ts): format ENCAP_VXLAN or ENCAP_NONE; vnet 1 when
    * packets have a vnet header (offloads). Returns sends | replies << 16, written to outDescs.
@@ -63,6 +64,19 @@ export interface HotPathFunctions {
   nextHopPtr(t: number, i: number): number;
   nextHopSet(t: number, i: number, ip: number, port: number, macHi16: number, macLo32: number): number;
   nextHopClear(t: number, i: number): number;
+  /** IPv6 route table (assembly/route6/table.ts): prefixes and addresses are pointers to 16 bytes. */
+  route6TableSize(maxRules: number, maxNextHops: number): number;
+  route6TableInit(t: number, maxRules: number, maxNextHops: number): number;
+  route6Insert(t: number, prefix: number, len: number, nh: number): number;
+  route6Replace(t: number, prefix: number, len: number, nh: number): number;
+  route6Delete(t: number, prefix: number, len: number): number;
+  route6Get(t: number, prefix: number, len: number): number;
+  route6Lookup(t: number, addr: number): number;
+  route6LookupBatch(t: number, addrs: number, out: number, n: number): void;
+  route6Count(t: number): number;
+  nextHop6Ptr(t: number, i: number): number;
+  nextHop6Set(t: number, i: number, addr: number, port: number, macHi16: number, macLo32: number): number;
+  nextHop6Clear(t: number, i: number): number;
   heapBase(): number;
 }
 

@@ -243,7 +243,7 @@ describe.skipIf(!canUseNetns())("UDP sockets", () => {
         TypeError,
       ],
       ["count not an integer", () => b.recv(s.buf, s.descs, 0, 1.5), TypeError],
-      ["count a string", () => b.recv(s.buf, s.descs, 0, "1" as unknown as number), TypeError],
+      ["count a string", () => native.udpRecv(b.fd, s.buf, s.descs, 0, "1" as unknown as number), TypeError],
       ["count over MAX_BATCH", () => native.udpRecv(b.fd, s.buf, s.descs, 0, 257), RangeError],
       ["first negative", () => b.recv(s.buf, s.descs, -1, 1), RangeError],
       ["descriptors past descs' end", () => b.recv(s.buf, s.descs, 3, 2), RangeError],
