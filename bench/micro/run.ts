@@ -11,7 +11,12 @@ import { packetBenchmarks } from "./packets.js";
 
 const { values, positionals } = parseArgs({ options: { "max-time": { type: "string" } }, allowPositionals: true });
 const maxTime = values["max-time"] === undefined ? undefined : Number(values["max-time"]);
-const results = [...lpmBenchmarks(maxTime), ...lpm6Benchmarks(maxTime), ...packetBenchmarks(maxTime), ...offloadBenchmarks(maxTime)];
+const results = [
+  ...lpmBenchmarks(maxTime),
+  ...lpm6Benchmarks(maxTime),
+  ...packetBenchmarks(maxTime),
+  ...offloadBenchmarks(maxTime),
+];
 const out = positionals[0];
 if (out) {
   writeFileSync(out, JSON.stringify({ node: process.version, cpu: cpus()[0]?.model, results }, null, 2) + "\n");
