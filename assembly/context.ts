@@ -19,6 +19,10 @@ export const CTX_PEER_COUNTERS_TX: i32 = 32;
 export const CTX_PEER_COUNTERS_RX: i32 = 36;
 /** Next-hop indices the per-peer counter arrays cover. */
 export const CTX_PEER_SLOTS: i32 = 40;
+/** IPv6 route table (assembly/route6/table.ts); 0: IPv6 packets are not routed (DROP_IPV6_UNROUTED). */
+export const CTX_ROUTES6: i32 = 44;
+/** This node's IPv6 tunnel address, 16 bytes in network order: source of its ICMPv6 errors. */
+export const CTX_LOCAL_ADDR6: i32 = 48;
 export const CTX_BYTES: i32 = 64;
 
 /**
@@ -27,11 +31,17 @@ export const CTX_BYTES: i32 = 64;
  */
 export const CTX_FLAG_ANTI_SPOOF: u32 = 1;
 
-
 /** Fills a context. The MAC comes as its first 2 bytes (macHi16) and last 4 bytes (macLo32). */
 export function contextInit(
-  ctx: usize, routes: usize, countersTx: usize, countersRx: usize,
-  vni: u32, localAddr: u32, macHi16: u32, macLo32: u32, flags: u32,
+  ctx: usize,
+  routes: usize,
+  countersTx: usize,
+  countersRx: usize,
+  vni: u32,
+  localAddr: u32,
+  macHi16: u32,
+  macLo32: u32,
+  flags: u32,
 ): void {
   memory.fill(ctx, 0, CTX_BYTES);
   store<u32>(ctx + CTX_VNI, vni & 0xffffff);
@@ -49,6 +59,17 @@ export function contextSetPeerCounters(ctx: usize, tx: usize, rx: usize, slots: 
   store<u32>(ctx + CTX_PEER_COUNTERS_TX, <u32>tx);
   store<u32>(ctx + CTX_PEER_COUNTERS_RX, <u32>rx);
   store<u32>(ctx + CTX_PEER_SLOTS, slots);
+}
+
+/** Lets the context route IPv6 too: its route table and its 16-byte tunnel address (copied from a). */
+export function contextSetIpv6(ctx: usize, routes6: usize, a: usize): void {
+  store<u32>(ctx + CTX_ROUTES6, <u32>routes6);
+  store<u64>(ctx + CTX_LOCAL_ADDR6, load<u64>(a));
+  store<u64>(ctx + CTX_LOCAL_ADDR6 + 8, load<u64>(a, 8));
+}
+
+@inline export function ctxRoutes6(ctx: usize): usize {
+  return <usize>load<u32>(ctx + CTX_ROUTES6);
 }
 
 @inline export function ctxRoutes(ctx: usize): usize {

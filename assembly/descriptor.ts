@@ -15,8 +15,13 @@ export const DESC_LEN: i32 = 8;
 export const DESC_ADDR: i32 = 12;
 /** UDP port of the peer, host order. */
 export const DESC_PORT: i32 = 16;
-/** Per-packet flags; reserved for offloads (virtio_net_hdr, GSO segment size). */
+/** Per-packet flags: bits 0..15 the GSO segment size (offloads), DESC_FLAG_ADDR6. */
 export const DESC_FLAGS: i32 = 20;
+/**
+ * ADDR is not an IPv4 address but the offset in memory of a 16-byte IPv6 address (the peer's
+ * underlay is IPv6): the destination on send (a next-hop record's), the source on receive.
+ */
+export const DESC_FLAG_ADDR6: i32 = 0x10000;
 /** Hot-path verdict: 0 = forward, otherwise a drop reason from verdict.ts. */
 export const DESC_VERDICT: i32 = 24;
 /** Hot-path side result: next-hop index after encapsulation, flow hash for steering. */
@@ -32,5 +37,5 @@ export const HEADROOM: i32 = 64;
 export const MAX_BATCH: i32 = 256;
 
 @inline export function descPtr(descs: usize, i: i32): usize {
-  return descs + (<usize>i << 5);
+  return descs + ((<usize>i) << 5);
 }

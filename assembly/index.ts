@@ -8,14 +8,17 @@ export * from "./counters";
 export * from "./context";
 export { batchInit } from "./batch";
 export { checksum, checksumPartial } from "./packet/checksum";
-export { vxlanEncapBatch, vxlanDecapBatch, VXLAN_OVERHEAD } from "./packet/vxlan";
-export { udpEncapBatch, udpDecapBatch } from "./packet/flannel-udp";
+export { VXLAN_ENCAP_HEADER_BYTES } from "./packet/vxlan-header";
+// The packet path: one call per batch and direction, for both wire formats (ENCAP_VXLAN, ENCAP_NONE
+// = flannel's udp), with or without offloads (vnet 0 is the single-segment case of the same call).
+export { ENCAP_VXLAN, ENCAP_NONE } from "./packet/resolve";
+export { encapBatch, OFFLOAD_MAX_TRAINS } from "./packet/offload-send";
+export { decapBatch, GRO_MAX_SEGMENTS } from "./packet/offload-receive";
 export * from "./route/table";
 
 /** First byte after the module's static data: the TypeScript side lays its regions out from here. */
 export function heapBase(): usize {
   return __heap_base;
 }
-export { vxlanEncapOffloadBatch, udpEncapOffloadBatch, OFFLOAD_MAX_TRAINS } from "./packet/offload-send";
-export { vxlanDecapOffloadBatch, udpDecapOffloadBatch, GRO_MAX_SEGMENTS } from "./packet/offload-receive";
 export { VNET_HDR_BYTES } from "./packet/vnet-header";
+export * from "./route6/table";

@@ -20,7 +20,7 @@ export const DROP_TTL_EXHAUSTED: i32 = 12;
 export const DROP_NO_ROUTE: i32 = 13;
 /** The route's next hop record is not (or no longer) valid. */
 export const DROP_NO_NEXT_HOP: i32 = 14;
-/** IPv6 has no route table yet: such packets are dropped on send. */
+/** An IPv6 packet where the context has no IPv6 route table (udp backend, wasm-vxlan without IPv6). */
 export const DROP_IPV6_UNROUTED: i32 = 15;
 /** Descriptor points outside memory or lacks headroom: a caller bug, never a packet's fault. */
 export const DROP_BAD_DESCRIPTOR: i32 = 16;

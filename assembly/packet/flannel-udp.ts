@@ -2,28 +2,10 @@
 // Like flannel's proxy, both directions decrement the TTL (the proxy is a router hop) with an
 // incremental checksum update, and a packet with no route gets an ICMP net-unreachable back.
 import { DESC_OFF, DESC_LEN, DESC_VERDICT, descPtr } from "../descriptor";
-import { batchSize, descInBounds, finishRx, finishTx, memoryTop } from "../batch";
+import { batchSize, descInBounds, finishRx, memoryTop } from "../batch";
 import { sourceCheckBatch } from "./source-check";
 import { VERDICT_FORWARD, DROP_BAD_DESCRIPTOR } from "../verdict";
 import { ipv4Check, ipv4DecrementTtl, ipv4TotalLen } from "./ipv4";
-import { resolveBatch, resolveApply, ENCAP_NONE } from "./resolve";
-
-/**
- * Prepares a batch read from the TUN device for sending: route lookup, destination into
- * ADDR/PORT, TTL decrement. Returns forwarded | replies << 16 (batch.ts).
- */
-export function udpEncapBatch(ctx: usize, descs: usize, n: i32): i32 {
-  n = batchSize(n);
-  resolveBatch(ctx, descs, n, ENCAP_NONE);
-  for (let i = 0; i < n; i++) {
-    const d = descPtr(descs, i);
-    resolveApply(d, 0);
-    if (load<i32>(d + DESC_VERDICT) == VERDICT_FORWARD) {
-      store<i32>(d + DESC_VERDICT, ipv4DecrementTtl(<usize>load<i32>(d + DESC_OFF)));
-    }
-  }
-  return finishTx(ctx, descs, n);
-}
 
 @inline function receiveOne(d: usize, top: i64): i32 {
   if (!descInBounds(d, top)) return DROP_BAD_DESCRIPTOR;

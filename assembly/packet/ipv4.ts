@@ -1,14 +1,18 @@
-// IPv4 (and the little of IPv6 the hot path needs): header checks shared by every receive path,
+// IPv4: header checks shared by every receive path,
 // the TTL decrement flannel's udp proxy does, and the ICMP error it sends when a route is missing.
 import { be16, putBe16, putBe32 } from "./bytes";
 import { checksum, checksumUpdate16, ipv4HeaderSumsToZero } from "./checksum";
 import {
-  DROP_TOO_SHORT, DROP_IP_VERSION, DROP_IPV4_IHL, DROP_IP_LENGTH, DROP_IPV4_CHECKSUM,
-  DROP_TTL_EXHAUSTED, VERDICT_FORWARD,
+  DROP_TOO_SHORT,
+  DROP_IP_VERSION,
+  DROP_IPV4_IHL,
+  DROP_IP_LENGTH,
+  DROP_IPV4_CHECKSUM,
+  DROP_TTL_EXHAUSTED,
+  VERDICT_FORWARD,
 } from "../verdict";
 
 export const IPV4_HEADER_MIN: i32 = 20;
-export const IPV6_HEADER: i32 = 40;
 export const PROTO_ICMP: u32 = 1;
 
 /** ICMP header plus IPv4 header of the error packet written in front of the offending packet. */
@@ -46,15 +50,6 @@ export function ipv4Check(p: usize, avail: i32, verifyChecksum: bool): i32 {
   const total = ipv4TotalLen(p);
   if (ihl > avail || total < ihl || total > avail) return DROP_IP_LENGTH;
   if (verifyChecksum && !ipv4HeaderSumsToZero(p, ihl)) return DROP_IPV4_CHECKSUM;
-  return VERDICT_FORWARD;
-}
-
-/** IPv6 fixed header with `avail` bytes behind p. Returns a verdict. */
-export function ipv6Check(p: usize, avail: i32): i32 {
-  if (avail < IPV6_HEADER) return DROP_TOO_SHORT;
-  if (ipVersion(p) != 6) return DROP_IP_VERSION;
-  if (IPV6_HEADER + <i32>be16(p + 4) > avail) return DROP_IP_LENGTH;
-  if (load<u8>(p + 7) == 0) return DROP_TTL_EXHAUSTED;
   return VERDICT_FORWARD;
 }
 

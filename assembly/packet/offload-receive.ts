@@ -1,6 +1,6 @@
-// The receive path with offloads: a batch from a socket with UDP_GRO, where one descriptor may
-// hold many datagrams back to back (FLAGS = their size, the last one shorter), for a TUN queue with
-// IFF_VNET_HDR. One call per batch: the datagrams are laid out as descriptors of their own (in
+// The receive path: a batch from a socket, one call per batch. With offloads (`vnet` 1: the socket
+// has UDP_GRO and the TUN queue IFF_VNET_HDR) one descriptor may hold many datagrams back to back
+// (FLAGS = their size, the last one shorter): they are laid out as descriptors of their own (in
 // place, no copy), validated and source-checked by the usual decapsulation (vxlan.ts,
 // flannel-udp.ts, 256 at a time), and then consecutive TCP segments of one flow are merged into a
 // super-packet in the output region (tcp-coalesce.ts), written with a TCPv4 GSO vnet header so
@@ -8,6 +8,8 @@
 // zeroed vnet header written in front of it in place when there is room (the VXLAN header always
 // leaves 22 bytes) or after a copy into the output region when there is not (flannel udp
 // datagrams after the first of a GRO batch, whose bytes in front belong to the one before).
+// Without offloads (`vnet` 0) every receive is the single-segment case: one datagram, nothing to
+// split or merge and no header to write, so the decapsulation runs on the batch in place.
 import {
   DESC_OFF, DESC_CAP, DESC_LEN, DESC_FLAGS, DESC_VERDICT, DESC_AUX,
   HEADROOM, MAX_BATCH, descPtr,
@@ -17,7 +19,7 @@ import { countAdd, COUNTER_OFFLOAD_SEGMENTS } from "../counters";
 import { ctxCountersRx } from "../context";
 import { DROP_OFFLOAD_SIZE } from "../verdict";
 import { IPV4_HEADER_MIN } from "./ipv4";
-import { ENCAP_VXLAN, ENCAP_NONE } from "./resolve";
+import { ENCAP_VXLAN } from "./resolve";
 import { vxlanDecapBatch } from "./vxlan";
 import { udpDecapBatch } from "./flannel-udp";
 import { VNET_HDR_BYTES, vnetWriteNone, vnetWriteTcp4 } from "./vnet-header";
@@ -28,6 +30,11 @@ import {
 
 /** Most datagrams the kernel puts in one UDP GRO receive (UDP_GRO_CNT_MAX). */
 export const GRO_MAX_SEGMENTS: i32 = 64;
+
+@inline function copyDesc(to: usize, from: usize): void {
+  v128.store(to, v128.load(from));
+  v128.store(to, v128.load(from, 16), 16);
+}
 
 @inline function align8(n: i32): i32 {
   return (n + 7) & ~7;
@@ -44,8 +51,7 @@ function splitDatagrams(descs: usize, i: i32, n: i32, at: i32, scratch: usize, t
   while (i < n && m < MAX_BATCH) {
     const d = descPtr(descs, i);
     const s = descPtr(scratch, m++);
-    v128.store(s, v128.load(d));
-    v128.store(s, v128.load(d, 16), 16);
+    copyDesc(s, d);
     if (!descInBounds(d, top)) { // decapsulation drops it as a bad descriptor
       i++;
       at = 0;
@@ -77,8 +83,7 @@ function splitDatagrams(descs: usize, i: i32, n: i32, at: i32, scratch: usize, t
     return produced;
   }
   const o = descPtr(outDescs, produced);
-  v128.store(o, v128.load(s));
-  v128.store(o, v128.load(s, 16), 16);
+  copyDesc(o, s);
   return produced + 1;
 }
 
@@ -195,13 +200,25 @@ function coalesceChunk(ctx: usize, scratch: usize, fwd: i32, outDescs: usize, pr
 }
 
 /**
- * Decapsulates and coalesces n received descriptors (GRO batches or single datagrams) into
- * `outDescs` (room for outMax), with a vnet header in front of every packet, ready for TUN
- * writes; `scratch` holds MAX_BATCH descriptors, `out` is `cap` bytes for packets that must move.
- * Verdicts are counted per datagram. Returns the number of packets for the TUN device.
+ * Decapsulates n received descriptors (GRO batches or single datagrams) of wire format `format`
+ * (ENCAP_VXLAN or ENCAP_NONE) into `outDescs` (room for outMax), ready for TUN writes. With `vnet`
+ * 1 they are coalesced, with a vnet header in front of every packet; `scratch` holds MAX_BATCH
+ * descriptors, `out` is `cap` bytes for packets that must move. With `vnet` 0 scratch, out and cap
+ * are unused and outDescs may be descs itself (no copy). Verdicts are counted per datagram.
+ * Returns the number of packets for the TUN device.
  */
-function offloadDecapBatch(ctx: usize, descs: usize, n: i32, scratch: usize, outDescs: usize, outMax: i32, out: usize, cap: i32, encap: i32): i32 {
+export function decapBatch(ctx: usize, descs: usize, n: i32, format: i32, vnet: i32, scratch: usize, outDescs: usize, outMax: i32, out: usize, cap: i32): i32 {
   n = batchSize(n);
+  if (vnet == 0) {
+    let fwd = format == ENCAP_VXLAN ? vxlanDecapBatch(ctx, descs, n) : udpDecapBatch(ctx, descs, n);
+    if (outDescs == descs) return fwd;
+    if (fwd > outMax) {
+      countAdd(ctxCountersRx(ctx), DROP_OFFLOAD_SIZE, <u64>(fwd - outMax));
+      fwd = outMax;
+    }
+    for (let i = 0; i < fwd; i++) copyDesc(descPtr(outDescs, i), descPtr(descs, i));
+    return fwd;
+  }
   const top = memoryTop();
   let produced = 0;
   let used = 0;
@@ -212,20 +229,10 @@ function offloadDecapBatch(ctx: usize, descs: usize, n: i32, scratch: usize, out
     const m = <i32>(r & 0xffff);
     i = <i32>((r >> 16) & 0xffff);
     at = <i32>(r >> 32);
-    const fwd = encap == ENCAP_VXLAN ? vxlanDecapBatch(ctx, scratch, m) : udpDecapBatch(ctx, scratch, m);
+    const fwd = format == ENCAP_VXLAN ? vxlanDecapBatch(ctx, scratch, m) : udpDecapBatch(ctx, scratch, m);
     const c = coalesceChunk(ctx, scratch, fwd, outDescs, produced, outMax, out, used, cap);
     produced = <i32>c;
     used = <i32>(c >> 32);
   }
   return produced;
-}
-
-/** offloadDecapBatch for the VXLAN format. */
-export function vxlanDecapOffloadBatch(ctx: usize, descs: usize, n: i32, scratch: usize, outDescs: usize, outMax: i32, out: usize, cap: i32): i32 {
-  return offloadDecapBatch(ctx, descs, n, scratch, outDescs, outMax, out, cap, ENCAP_VXLAN);
-}
-
-/** offloadDecapBatch for flannel's udp format. */
-export function udpDecapOffloadBatch(ctx: usize, descs: usize, n: i32, scratch: usize, outDescs: usize, outMax: i32, out: usize, cap: i32): i32 {
-  return offloadDecapBatch(ctx, descs, n, scratch, outDescs, outMax, out, cap, ENCAP_NONE);
 }

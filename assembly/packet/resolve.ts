@@ -1,34 +1,102 @@
 // The send path's first phase, shared by both encapsulations: check each packet read from the
-// TUN device, look its destination up in the route table and take what the next hop says.
+// TUN device, look its destination up in the route table of its family and take what the next
+// hop says. IPv6 packets need the context's IPv6 table (CTX_ROUTES6) and VXLAN: flannel's udp
+// format carries IPv4 only.
 //
-// The route table may be changed by the control thread while a worker reads it (seqlock,
+// The route tables may be changed by the control thread while a worker reads them (seqlock,
 // route/table.ts). Everything in this phase only reads the packet and writes the descriptor and
-// the slot's headroom, so when the table changed under it, the phase simply runs again; steps
+// the slot's headroom, so when a table changed under it, the phase simply runs again; steps
 // that change the packet itself (the udp backend's TTL decrement) come after it.
-import { DESC_OFF, DESC_LEN, DESC_ADDR, DESC_PORT, DESC_VERDICT, DESC_AUX, descPtr } from "../descriptor";
+import {
+  DESC_OFF,
+  DESC_LEN,
+  DESC_ADDR,
+  DESC_PORT,
+  DESC_FLAGS,
+  DESC_VERDICT,
+  DESC_AUX,
+  DESC_FLAG_ADDR6,
+  descPtr,
+} from "../descriptor";
 import { descInBounds, memoryTop } from "../batch";
-import { CTX_VNI, CTX_MAC, CTX_LOCAL_ADDR, ctxRoutes } from "../context";
+import { CTX_VNI, CTX_MAC, CTX_LOCAL_ADDR, CTX_LOCAL_ADDR6, ctxRoutes, ctxRoutes6 } from "../context";
 import {
-  VERDICT_FORWARD, VERDICT_REPLY, DROP_TOO_SHORT, DROP_NO_ROUTE, DROP_NO_NEXT_HOP,
-  DROP_IPV6_UNROUTED, DROP_BAD_DESCRIPTOR,
+  VERDICT_FORWARD,
+  VERDICT_REPLY,
+  DROP_TOO_SHORT,
+  DROP_NO_ROUTE,
+  DROP_NO_NEXT_HOP,
+  DROP_IPV6_UNROUTED,
+  DROP_BAD_DESCRIPTOR,
 } from "../verdict";
-import { ipVersion, ipv4Check, ipv4Dst, ipv4MayTriggerIcmpError, ipv4WriteNetUnreachable, ICMP_ERROR_OVERHEAD } from "./ipv4";
-import { vxlanWriteHeader, ETHERTYPE_IPV4 } from "./vxlan";
 import {
-  routeReadBegin, routeReadValid, routeLookup, nextHopPtr,
-  NEXT_HOP_UNDERLAY, NEXT_HOP_PORT, NEXT_HOP_MAC, NEXT_HOP_FLAGS, NEXT_HOP_VALID,
+  ipVersion,
+  ipv4Check,
+  ipv4Dst,
+  ipv4MayTriggerIcmpError,
+  ipv4WriteNetUnreachable,
+  ICMP_ERROR_OVERHEAD,
+} from "./ipv4";
+import { ipv6Check, ipv6MayTriggerIcmpError, ipv6WriteNoRoute, ICMPV6_ERROR_OVERHEAD } from "./ipv6";
+import { vxlanWriteHeader, ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "./vxlan-header";
+import {
+  routeReadBegin,
+  routeReadValid,
+  routeLookup,
+  nextHopPtr,
+  NEXT_HOP_UNDERLAY,
+  NEXT_HOP_PORT,
+  NEXT_HOP_MAC,
+  NEXT_HOP_FLAGS,
+  NEXT_HOP_VALID,
 } from "../route/table";
+import {
+  lookup6,
+  nextHop6Ptr,
+  NEXT_HOP6_UNDERLAY,
+  NEXT_HOP6_PORT,
+  NEXT_HOP6_MAC,
+  NEXT_HOP6_FLAGS,
+} from "../route6/table";
+import { underlayIsIpv4Mapped } from "../route6/underlay";
 
 /** What the send path produces: VXLAN frames, or bare IP packets (flannel's udp format). */
 export const ENCAP_VXLAN: i32 = 0;
 export const ENCAP_NONE: i32 = 1;
 
-@inline function resolveOne(ctx: usize, routes: usize, d: usize, encap: i32, top: i64): i32 {
+@inline function resolveIpv6(ctx: usize, routes6: usize, d: usize, p: usize, len: i32, encap: i32): i32 {
+  if (routes6 == 0 || encap != ENCAP_VXLAN) return DROP_IPV6_UNROUTED;
+  // The kernel wrote these packets; a hop limit of 0 cannot come from it, but costs nothing to check.
+  const v = ipv6Check(p, len);
+  if (v != VERDICT_FORWARD) return v;
+  const nh = lookup6(routes6, load<u64>(p + 24), load<u64>(p + 32));
+  if (nh < 0) {
+    if (!ipv6MayTriggerIcmpError(p, len)) return DROP_NO_ROUTE;
+    store<i32>(d + DESC_AUX, ipv6WriteNoRoute(p, len, ctx + <usize>CTX_LOCAL_ADDR6));
+    return VERDICT_REPLY;
+  }
+  const rec = nextHop6Ptr(routes6, nh);
+  if ((load<u32>(rec + <usize>NEXT_HOP6_FLAGS) & NEXT_HOP_VALID) == 0) return DROP_NO_NEXT_HOP;
+  const underlay = rec + <usize>NEXT_HOP6_UNDERLAY;
+  // An IPv4 underlay (::ffff:a.b.c.d) goes out of the IPv4 socket like any IPv4 peer.
+  if (underlayIsIpv4Mapped(underlay)) {
+    store<i32>(d + DESC_ADDR, <i32>bswap<u32>(load<u32>(underlay, 12)));
+  } else {
+    store<i32>(d + DESC_ADDR, <i32>underlay);
+    store<i32>(d + DESC_FLAGS, load<i32>(d + DESC_FLAGS) | DESC_FLAG_ADDR6);
+  }
+  store<i32>(d + DESC_PORT, <i32>load<u16>(rec + <usize>NEXT_HOP6_PORT));
+  store<i32>(d + DESC_AUX, nh);
+  vxlanWriteHeader(p, load<u32>(ctx + CTX_VNI), rec + <usize>NEXT_HOP6_MAC, ctx + <usize>CTX_MAC, ETHERTYPE_IPV6);
+  return VERDICT_FORWARD;
+}
+
+@inline function resolveOne(ctx: usize, routes: usize, routes6: usize, d: usize, encap: i32, top: i64): i32 {
   if (!descInBounds(d, top)) return DROP_BAD_DESCRIPTOR;
   const p = <usize>load<i32>(d + DESC_OFF);
   const len = load<i32>(d + DESC_LEN);
   if (len < 1) return DROP_TOO_SHORT;
-  if (ipVersion(p) == 6) return DROP_IPV6_UNROUTED;
+  if (ipVersion(p) == 6) return resolveIpv6(ctx, routes6, d, p, len, encap);
   // The kernel wrote these packets: structure is checked, the header checksum is trusted.
   const v = ipv4Check(p, len, false);
   if (v != VERDICT_FORWARD) return v;
@@ -52,7 +120,8 @@ export const ENCAP_NONE: i32 = 1;
 
 /**
  * Makes the phase's outcome final for one descriptor: a forwarded packet grows by the `header`
- * bytes written in front of it; a reply becomes the ICMP packet written in front of its offender.
+ * bytes written in front of it; a reply becomes the ICMP or ICMPv6 packet written in front of its
+ * offender (which is still at OFF, so its version says which).
  */
 @inline export function resolveApply(d: usize, header: i32): void {
   const v = load<i32>(d + DESC_VERDICT);
@@ -60,22 +129,27 @@ export const ENCAP_NONE: i32 = 1;
     store<i32>(d + DESC_OFF, load<i32>(d + DESC_OFF) - header);
     store<i32>(d + DESC_LEN, load<i32>(d + DESC_LEN) + header);
   } else if (v == VERDICT_REPLY) {
-    store<i32>(d + DESC_OFF, load<i32>(d + DESC_OFF) - ICMP_ERROR_OVERHEAD);
+    const p = <usize>load<i32>(d + DESC_OFF);
+    store<i32>(d + DESC_OFF, <i32>p - (ipVersion(p) == 6 ? ICMPV6_ERROR_OVERHEAD : ICMP_ERROR_OVERHEAD));
     store<i32>(d + DESC_LEN, load<i32>(d + DESC_AUX));
     store<i32>(d + DESC_AUX, -1);
   }
 }
 
-/** Runs the lookup phase over the batch until it completes against one table generation. */
+/** Runs the lookup phase over the batch until it completes against one generation of each table. */
 @inline export function resolveBatch(ctx: usize, descs: usize, n: i32, encap: i32): void {
   const routes = ctxRoutes(ctx);
+  const routes6 = ctxRoutes6(ctx);
   const top = memoryTop();
   let gen: u32;
+  let gen6: u32;
   do {
     gen = routeReadBegin(routes);
+    gen6 = routes6 != 0 ? routeReadBegin(routes6) : 0;
     for (let i = 0; i < n; i++) {
       const d = descPtr(descs, i);
-      store<i32>(d + DESC_VERDICT, resolveOne(ctx, routes, d, encap, top));
+      store<i32>(d + DESC_FLAGS, load<i32>(d + DESC_FLAGS) & ~DESC_FLAG_ADDR6);
+      store<i32>(d + DESC_VERDICT, resolveOne(ctx, routes, routes6, d, encap, top));
     }
-  } while (!routeReadValid(routes, gen));
+  } while (!routeReadValid(routes, gen) || (routes6 != 0 && !routeReadValid(routes6, gen6)));
 }

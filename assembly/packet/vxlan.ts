@@ -1,60 +1,43 @@
 // VXLAN (RFC 7348) as the Linux vxlan device speaks it when flannel sets it up: UDP payload =
-// 8-byte VXLAN header (flags 0x08, 24-bit VNI, reserved bytes zero) + inner Ethernet header
-// (peer VTEP MAC, our VTEP MAC, ethertype) + the IP packet. The outer IP/UDP headers are the
-// socket's business. Encapsulation writes the 22 header bytes into the slot's headroom.
-import { be16, putBe16 } from "./bytes";
-import { ipv4Check, ipv6Check, ipv4TotalLen, IPV6_HEADER } from "./ipv4";
-import { resolveBatch, resolveApply, ENCAP_VXLAN } from "./resolve";
+// 8-byte VXLAN header + inner Ethernet header + the IP packet (vxlan-header.ts), IPv4 as flannel.1
+// carries it and IPv6 as flannel-v6.1 does. The outer IP/UDP headers are the socket's business
+// (over IPv6 the kernel fills in the UDP checksum, which VXLAN over IPv6 must carry).
+// Encapsulation (resolve.ts, offload-send.ts) writes the 22 header bytes into the slot's headroom.
+import { be16 } from "./bytes";
+import { ipv4Check, ipv4TotalLen } from "./ipv4";
+import { ipv6Check, IPV6_HEADER } from "./ipv6";
+import {
+  VXLAN_HEADER,
+  VXLAN_ENCAP_HEADER_BYTES,
+  ETHERTYPE_IPV4,
+  ETHERTYPE_IPV6,
+  ETHERTYPE_ARP,
+  VXLAN_FLAG_I,
+} from "./vxlan-header";
 import { DESC_OFF, DESC_LEN, DESC_VERDICT, descPtr } from "../descriptor";
-import { batchSize, descInBounds, finishRx, finishTx, memoryTop } from "../batch";
+import { batchSize, descInBounds, finishRx, memoryTop } from "../batch";
 import { CTX_VNI, CTX_MAC } from "../context";
 import { sourceCheckBatch } from "./source-check";
 import {
-  VERDICT_FORWARD, DROP_TOO_SHORT, DROP_VXLAN_FLAGS, DROP_VXLAN_VNI, DROP_NOT_OUR_MAC,
-  DROP_ARP_BROADCAST, DROP_ETHERTYPE, DROP_TTL_EXHAUSTED, DROP_BAD_DESCRIPTOR,
+  VERDICT_FORWARD,
+  DROP_TOO_SHORT,
+  DROP_VXLAN_FLAGS,
+  DROP_VXLAN_VNI,
+  DROP_NOT_OUR_MAC,
+  DROP_ARP_BROADCAST,
+  DROP_ETHERTYPE,
+  DROP_TTL_EXHAUSTED,
+  DROP_BAD_DESCRIPTOR,
 } from "../verdict";
-
-export const VXLAN_HEADER: i32 = 8;
-export const ETHERNET_HEADER: i32 = 14;
-export const VXLAN_OVERHEAD: i32 = VXLAN_HEADER + ETHERNET_HEADER;
-export const ETHERTYPE_IPV4: u32 = 0x0800;
-export const ETHERTYPE_IPV6: u32 = 0x86dd;
-export const ETHERTYPE_ARP: u32 = 0x0806;
-const VXLAN_FLAG_I: u32 = 0x08;
-
-/** Writes the VXLAN and inner Ethernet headers in the 22 bytes in front of the IP packet at p. */
-@inline export function vxlanWriteHeader(p: usize, vni: u32, dstMac: usize, srcMac: usize, ethertype: u32): void {
-  const h = p - <usize>VXLAN_OVERHEAD;
-  store<u32>(h, VXLAN_FLAG_I);
-  store<u32>(h + 4, bswap<u32>(vni << 8));
-  store<u32>(h + 8, load<u32>(dstMac));
-  store<u16>(h + 12, load<u16>(dstMac, 4));
-  store<u16>(h + 14, load<u16>(srcMac));
-  store<u32>(h + 16, load<u32>(srcMac, 2));
-  putBe16(h + 20, ethertype);
-}
-
-/**
- * Encapsulates a batch read from the TUN device: route lookup per packet, VXLAN header in the
- * headroom, destination (peer underlay address and port) into ADDR/PORT, next hop into AUX.
- * Returns forwarded | replies << 16 (batch.ts); replies are ICMP net-unreachable packets for the
- * TUN device.
- */
-export function vxlanEncapBatch(ctx: usize, descs: usize, n: i32): i32 {
-  n = batchSize(n);
-  resolveBatch(ctx, descs, n, ENCAP_VXLAN);
-  for (let i = 0; i < n; i++) resolveApply(descPtr(descs, i), VXLAN_OVERHEAD);
-  return finishTx(ctx, descs, n);
-}
 
 /** Validates one received VXLAN payload; on success moves OFF/LEN to the inner IP packet. */
 @inline function decapOne(ctx: usize, d: usize, top: i64): i32 {
   if (!descInBounds(d, top)) return DROP_BAD_DESCRIPTOR;
   const p = <usize>load<i32>(d + DESC_OFF);
   const len = load<i32>(d + DESC_LEN);
-  if (len < VXLAN_OVERHEAD) return DROP_TOO_SHORT;
+  if (len < VXLAN_ENCAP_HEADER_BYTES) return DROP_TOO_SHORT;
   if ((<u32>load<u8>(p) & VXLAN_FLAG_I) == 0) return DROP_VXLAN_FLAGS;
-  if ((bswap<u32>(load<u32>(p + 4)) >> 8) != load<u32>(ctx + CTX_VNI)) return DROP_VXLAN_VNI;
+  if (bswap<u32>(load<u32>(p + 4)) >> 8 != load<u32>(ctx + CTX_VNI)) return DROP_VXLAN_VNI;
   const eth = p + <usize>VXLAN_HEADER;
   const ethertype = be16(eth + 12);
   const mac = ctx + <usize>CTX_MAC;
@@ -62,8 +45,8 @@ export function vxlanEncapBatch(ctx: usize, descs: usize, n: i32): i32 {
     const broadcast = load<u32>(eth) == 0xffffffff && load<u16>(eth + 4) == 0xffff;
     return broadcast && ethertype == ETHERTYPE_ARP ? DROP_ARP_BROADCAST : DROP_NOT_OUR_MAC;
   }
-  const ip = p + <usize>VXLAN_OVERHEAD;
-  const avail = len - VXLAN_OVERHEAD;
+  const ip = p + <usize>VXLAN_ENCAP_HEADER_BYTES;
+  const avail = len - VXLAN_ENCAP_HEADER_BYTES;
   let ipLen: i32;
   if (ethertype == ETHERTYPE_IPV4) {
     const v = ipv4Check(ip, avail, true);

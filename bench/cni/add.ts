@@ -6,6 +6,7 @@
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { writeSubnetEnv } from "../../src/agent/subnet-env.js";
+import { percentile } from "../../src/bench/stats.js";
 import { delegateConfig } from "../../src/cni/plugin.js";
 import { parseNetConf, parseSubnetEnvFile } from "../../src/cni/config.js";
 import { CniRuntime, type ConfList } from "../../src/cni/runtime.js";
@@ -13,11 +14,12 @@ import { LabCluster, LAB_POD_NETWORK, labConfList, referencePluginDirs } from ".
 import { Netns } from "../../src/lab/netns.js";
 import { readFile } from "node:fs/promises";
 
-const { values } = parseArgs({ options: { pods: { type: "string", default: "100" }, burst: { type: "string", default: "20" } } });
+const { values } = parseArgs({
+  options: { pods: { type: "string", default: "100" }, burst: { type: "string", default: "20" } },
+});
 const PODS = Number(values.pods);
 const BURST = Number(values.burst);
 
-const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))];
 const ms = (x: number) => `${x.toFixed(1)} ms`;
 
 async function series(rt: CniRuntime, tag: string): Promise<{ add: number[]; del: number[] }> {
@@ -56,27 +58,45 @@ async function main(): Promise<void> {
   try {
     const host = lab.hosts[0];
     const subnetFile = join(lab.hostDir(host), "subnet.env");
-    await writeSubnetEnv(subnetFile, { v4: { network: LAB_POD_NETWORK, subnet: { addr: 0xc6130900, len: 24 } }, mtu: 1450, ipMasq: false });
+    await writeSubnetEnv(subnetFile, {
+      v4: { network: LAB_POD_NETWORK, subnet: { addr: 0xc6130900, len: 24 } },
+      mtu: 1450,
+      ipMasq: false,
+    });
     const weft = lab.cni(host, subnetFile);
     // The same bridge + host-local config weft cni hands over, run by the runtime directly.
     const list = labConfList(lab.hostDir(host), subnetFile);
-    const bridge = delegateConfig(parseNetConf(JSON.stringify({ ...list.plugins[0], name: list.name, cniVersion: list.cniVersion })), parseSubnetEnvFile(await readFile(subnetFile, "utf8"), subnetFile));
-    const direct = new CniRuntime({ name: list.name, cniVersion: list.cniVersion, plugins: [bridge as ConfList["plugins"][number]] }, referencePluginDirs(), host.ns.wrap([]));
+    const bridge = delegateConfig(
+      parseNetConf(JSON.stringify({ ...list.plugins[0], name: list.name, cniVersion: list.cniVersion })),
+      parseSubnetEnvFile(await readFile(subnetFile, "utf8"), subnetFile),
+    );
+    const direct = new CniRuntime(
+      { name: list.name, cniVersion: list.cniVersion, plugins: [bridge as ConfList["plugins"][number]] },
+      referencePluginDirs(),
+      host.ns.wrap([]),
+    );
     await series(weft, "w"); // warm-up: cni0, page cache
     const rows: string[] = [];
-    for (const [name, rt, tag] of [["weft conflist (weft cni → bridge + host-local, portmap)", weft, "w"], ["bridge + host-local directly", direct, "d"]] as const) {
+    for (const [name, rt, tag] of [
+      ["weft conflist (weft cni → bridge + host-local, portmap)", weft, "w"],
+      ["bridge + host-local directly", direct, "d"],
+    ] as const) {
       const s = await series(rt, tag);
       const b = await burst(rt, tag);
-      rows.push(`| ${name} | ${ms(pct(s.add, 50))} | ${ms(pct(s.add, 99))} | ${ms(pct(s.del, 50))} | ${ms(pct(s.del, 99))} | ${ms(b.add)} | ${ms(b.del)} |`);
+      rows.push(
+        `| ${name} | ${ms(percentile(s.add, 0.5))} | ${ms(percentile(s.add, 0.99))} | ${ms(percentile(s.del, 0.5))} | ${ms(percentile(s.del, 0.99))} | ${ms(b.add)} | ${ms(b.del)} |`,
+      );
     }
-    process.stdout.write([
-      `CNI latency, ${PODS} pods one after another (p50/p99), then ${BURST} at once (wall time); plugins run in the host namespace via ip netns exec`,
-      "",
-      `| runtime → plugins | ADD p50 | ADD p99 | DEL p50 | DEL p99 | ${BURST} ADDs at once | ${BURST} DELs at once |`,
-      "|---|---|---|---|---|---|---|",
-      ...rows,
-      "",
-    ].join("\n"));
+    process.stdout.write(
+      [
+        `CNI latency, ${PODS} pods one after another (p50/p99), then ${BURST} at once (wall time); plugins run in the host namespace via ip netns exec`,
+        "",
+        `| runtime → plugins | ADD p50 | ADD p99 | DEL p50 | DEL p99 | ${BURST} ADDs at once | ${BURST} DELs at once |`,
+        "|---|---|---|---|---|---|---|",
+        ...rows,
+        "",
+      ].join("\n"),
+    );
   } finally {
     await lab.destroy();
   }

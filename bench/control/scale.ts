@@ -11,6 +11,7 @@
 // Reports, per scenario: time until every node knows a new node / a failure (p50/p99/max),
 // false suspicions and false deaths (about nodes that never failed), and bytes sent per node per
 // second at steady state (whole frames: encryption and headers included).
+import { percentile } from "../../src/bench/stats.js";
 import { profiles, type MemberlistConfig } from "../../src/control/gossip/config.js";
 import type { EventDelegate, NodeView } from "../../src/control/gossip/delegate.js";
 import { pushPullInterval } from "../../src/control/gossip/memberlist.js";
@@ -115,9 +116,7 @@ class Recorder {
 
 function percentiles(xs: number[]): string {
   if (xs.length === 0) return "n/a";
-  const s = [...xs].sort((a, b) => a - b);
-  const at = (p: number): number => s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
-  return `p50 ${fmt(at(50))}  p99 ${fmt(at(99))}  max ${fmt(s[s.length - 1])}  (n=${s.length})`;
+  return `p50 ${fmt(percentile(xs, 0.5))}  p99 ${fmt(percentile(xs, 0.99))}  max ${fmt(Math.max(...xs))}  (n=${xs.length})`;
 }
 const fmt = (ms: number): string => `${(ms / 1000).toFixed(2)} s`;
 
@@ -132,7 +131,12 @@ function bytesSent(nodes: readonly SimNode[]): number {
 
 async function scenario(args: Args, loss: number): Promise<void> {
   const started = Date.now();
-  const cluster = new SimCluster({ seed: args.seed, conditions: { loss, minDelayMs: 1, maxDelayMs: 10 }, config: args.overrides, checkInvariants: false });
+  const cluster = new SimCluster({
+    seed: args.seed,
+    conditions: { loss, minDelayMs: 1, maxDelayMs: 10 },
+    config: args.overrides,
+    checkInvariants: false,
+  });
   const rec = new Recorder(() => cluster.scheduler.now());
   const add = (name: string): SimNode => cluster.add(name, { events: rec.delegateFor(name) });
   const seeds = (): string[] => {
@@ -171,10 +175,14 @@ async function scenario(args: Args, loss: number): Promise<void> {
     const observers = cluster.liveNodes();
     const node = add(`late${i}`);
     const at = cluster.scheduler.now();
-    void node.ml().join(seeds().filter((s) => s !== node.name).map((s) => cluster.node(s).addr));
+    void node.ml().join(
+      seeds()
+        .filter((s) => s !== node.name)
+        .map((s) => cluster.node(s).addr),
+    );
     await cluster.runUntil(() => rec.allKnew(rec.joinedAt, node.name, observers) !== undefined, 60_000, 50);
     singleLatency.push((rec.allKnew(rec.joinedAt, node.name, observers) ?? Infinity) - at);
-    await cluster.runFor(10_000 - (cluster.scheduler.now() - at) % 10_000);
+    await cluster.runFor(10_000 - ((cluster.scheduler.now() - at) % 10_000));
   }
 
   // 4. 1% crash at once.
@@ -187,7 +195,11 @@ async function scenario(args: Args, loss: number): Promise<void> {
   const crashAt = cluster.scheduler.now();
   for (const v of victims) cluster.crash(v.name);
   const survivors = cluster.liveNodes();
-  await cluster.runUntil(() => victims.every((v) => rec.allKnew(rec.deadAt, v.name, survivors) !== undefined), 300_000, 500);
+  await cluster.runUntil(
+    () => victims.every((v) => rec.allKnew(rec.deadAt, v.name, survivors) !== undefined),
+    300_000,
+    500,
+  );
   const detection = victims.map((v) => (rec.allKnew(rec.deadAt, v.name, survivors) ?? Infinity) - crashAt);
   const spread = victims.map((v) => {
     const times = [...(rec.deadAt.get(v.name)?.values() ?? [])];
@@ -196,14 +208,22 @@ async function scenario(args: Args, loss: number): Promise<void> {
 
   const neverFailed = nameSet(survivors);
   console.log(`\n== ${args.nodes} nodes, ${(loss * 100).toFixed(0)}% loss, seed ${args.seed} ==`);
-  console.log(`wave of ${args.nodes - 1} joins over ${fmt(args.waveMs)}; every node saw every node alive ${convergedIn ? "at" : "NOT by"} ${fmt(convergedAt)} (checked every 0.5 s)`);
+  console.log(
+    `wave of ${args.nodes - 1} joins over ${fmt(args.waveMs)}; every node saw every node alive ${convergedIn ? "at" : "NOT by"} ${fmt(convergedAt)} (checked every 0.5 s)`,
+  );
   console.log(`  join known by all earlier nodes (wave):    ${percentiles(waveLatency)}`);
   console.log(`  join known by all nodes (settled cluster): ${percentiles(singleLatency)}`);
   console.log(`  failure: crash → dead everywhere:          ${percentiles(detection)}`);
   console.log(`  failure: first 'dead' → dead everywhere:   ${percentiles(spread)}`);
-  console.log(`  steady state: ${(steadyRate / 1024).toFixed(2)} KiB/s sent per node (over ${fmt(args.steadyMs)}); during the wave: ${(waveRate / 1024).toFixed(2)} KiB/s`);
-  console.log(`  false suspicions: ${rec.countAbout(rec.suspicions, neverFailed)}  false deaths: ${rec.countAbout(rec.deaths, neverFailed)}  (about ${neverFailed.size} nodes that never failed; ${original.size} in the wave)`);
-  console.log(`  simulated ${fmt(cluster.scheduler.elapsed())} in ${fmt(Date.now() - started)} wall, ${cluster.scheduler.eventsRun} events, net ${JSON.stringify(cluster.net.stats)}`);
+  console.log(
+    `  steady state: ${(steadyRate / 1024).toFixed(2)} KiB/s sent per node (over ${fmt(args.steadyMs)}); during the wave: ${(waveRate / 1024).toFixed(2)} KiB/s`,
+  );
+  console.log(
+    `  false suspicions: ${rec.countAbout(rec.suspicions, neverFailed)}  false deaths: ${rec.countAbout(rec.deaths, neverFailed)}  (about ${neverFailed.size} nodes that never failed; ${original.size} in the wave)`,
+  );
+  console.log(
+    `  simulated ${fmt(cluster.scheduler.elapsed())} in ${fmt(Date.now() - started)} wall, ${cluster.scheduler.eventsRun} events, net ${JSON.stringify(cluster.net.stats)}`,
+  );
 }
 
 /**
@@ -215,7 +235,12 @@ async function scenario(args: Args, loss: number): Promise<void> {
 async function slowNode(args: Args, variant: "stretched" | "starved"): Promise<void> {
   const started = Date.now();
   const n = args.quick ? 100 : args.nodes;
-  const cluster = new SimCluster({ seed: args.seed + 1, conditions: { loss: 0.05 }, config: args.overrides, checkInvariants: false });
+  const cluster = new SimCluster({
+    seed: args.seed + 1,
+    conditions: { loss: 0.05 },
+    config: args.overrides,
+    checkInvariants: false,
+  });
   const rec = new Recorder(() => cluster.scheduler.now());
   const slowOptions = { timerStretch: variant === "stretched" ? 10 : 1, inboundDelayMs: 600 };
   for (let i = 0; i < n; i++) {
@@ -223,7 +248,14 @@ async function slowNode(args: Args, variant: "stretched" | "starved"): Promise<v
   }
   const names = cluster.liveNodes().map((x) => x.name);
   for (let i = 1; i < n; i += 50) {
-    void Promise.all(names.slice(i, i + 50).map((m) => cluster.node(m).ml().join([cluster.node("n0").addr])));
+    void Promise.all(
+      names.slice(i, i + 50).map((m) =>
+        cluster
+          .node(m)
+          .ml()
+          .join([cluster.node("n0").addr]),
+      ),
+    );
     await cluster.runFor(1000);
   }
   const converged = await cluster.runUntil(() => cluster.converged(), 300_000, 500);
@@ -232,14 +264,24 @@ async function slowNode(args: Args, variant: "stretched" | "starved"): Promise<v
   const slowName = `n${n - 1}`;
   const slow = cluster.node(slowName).ml();
   const aboutSlow = [...rec.suspicions].filter((k) => k.startsWith(`${slowName}@`)).length;
-  console.log(`\n== ${n} nodes, 5% loss, ${slowName} slow (${variant}: timers x${slowOptions.timerStretch}, handles input ${slowOptions.inboundDelayMs} ms late), seed ${args.seed + 1} ==`);
+  console.log(
+    `\n== ${n} nodes, 5% loss, ${slowName} slow (${variant}: timers x${slowOptions.timerStretch}, handles input ${slowOptions.inboundDelayMs} ms late), seed ${args.seed + 1} ==`,
+  );
   console.log(`  converged: ${converged}; then ${fmt(measureMs)} observed (counts cover the whole run)`);
-  console.log(`  false suspicions: ${rec.suspicions.size} (${aboutSlow} about the slow node)  false deaths: ${rec.deaths.size}`);
+  console.log(
+    `  false suspicions: ${rec.suspicions.size} (${aboutSlow} about the slow node)  false deaths: ${rec.deaths.size}`,
+  );
   const total = (f: (c: GossipCounters) => number): number =>
     cluster.liveNodes().reduce((sum, x) => sum + f(x.ml().counters()), 0);
-  console.log(`  accusations by probing (every one false here): ${total((c) => c.protocol.suspicionsRaised)}; suspicions that ran out but the last probe was answered: ${total((c) => c.protocol.lastChecksAnswered)}`);
-  console.log(`  slow node: suspicions it raised ${slow.counters().protocol.suspicionsRaised}, refutations ${slow.counters().protocol.refutations}, health score now ${slow.healthScore()}`);
-  console.log(`  simulated ${fmt(cluster.scheduler.elapsed())} in ${fmt(Date.now() - started)} wall, ${cluster.scheduler.eventsRun} events`);
+  console.log(
+    `  accusations by probing (every one false here): ${total((c) => c.protocol.suspicionsRaised)}; suspicions that ran out but the last probe was answered: ${total((c) => c.protocol.lastChecksAnswered)}`,
+  );
+  console.log(
+    `  slow node: suspicions it raised ${slow.counters().protocol.suspicionsRaised}, refutations ${slow.counters().protocol.refutations}, health score now ${slow.healthScore()}`,
+  );
+  console.log(
+    `  simulated ${fmt(cluster.scheduler.elapsed())} in ${fmt(Date.now() - started)} wall, ${cluster.scheduler.eventsRun} events`,
+  );
 }
 
 const args = parseArgs(process.argv.slice(2));

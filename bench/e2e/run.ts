@@ -12,9 +12,11 @@
 //   --queue-delay 0,5000  userspace setups per receive-queue sojourn limit in µs (default: the dataplane's)
 //   --nice 0,-10        userspace setups per worker-thread nice value (default: the dataplane's)
 // Userspace setups are named like wasm-vxlan/off/w2 (offloads off, 2 workers).
-import { readFileSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { cpus, release } from "node:os";
 import { parseArgs } from "node:util";
+import { cpuPerGigabyte, measureCpu } from "../../src/bench/cpu.js";
+import { median, percentile } from "../../src/bench/stats.js";
 import { iperf, ping } from "../../src/lab/traffic.js";
 import { destroySetup, kernelVxlan, userspace, type Knobs, type Setup } from "./setups.js";
 
@@ -38,7 +40,10 @@ const workerCounts = args.workers ? args.workers.split(",").map(Number) : [cpus(
 const offloadModes = args.offloads!.split(",").map((m) => m === "on");
 const list = (v: string | undefined): Array<number | undefined> => (v ? v.split(",").map(Number) : [undefined]);
 const knobSets: Knobs[] = list(args["busy-poll"]).flatMap((busyPollUs) =>
-  list(args["queue-delay"]).flatMap((queueDelayUs) => list(args.nice).map((nice) => ({ busyPollUs, queueDelayUs, nice }))));
+  list(args["queue-delay"]).flatMap((queueDelayUs) =>
+    list(args.nice).map((nice) => ({ busyPollUs, queueDelayUs, nice })),
+  ),
+);
 
 interface Sample {
   setup: string;
@@ -49,7 +54,11 @@ interface Sample {
   extra?: Record<string, number>;
 }
 
-const workloads: Array<{ name: string; unit: string; run: (s: Setup) => Promise<{ value: number; extra?: Record<string, number> }> }> = [
+const workloads: Array<{
+  name: string;
+  unit: string;
+  run: (s: Setup) => Promise<{ value: number; extra?: Record<string, number> }>;
+}> = [
   { name: "TCP 1 stream", unit: "Gbit/s", run: async (s) => tcp(s, 1) },
   { name: "TCP 4 streams", unit: "Gbit/s", run: async (s) => tcp(s, 4) },
   { name: "UDP 64 B", unit: "kpps recv", run: async (s) => udp(s, 64) },
@@ -58,44 +67,32 @@ const workloads: Array<{ name: string; unit: string; run: (s: Setup) => Promise<
   { name: "ping p99", unit: "ms", run: async (s) => rtt(s, 0.99) },
 ];
 
-/** Busy CPU seconds of the whole machine so far (/proc/stat: all but idle and iowait). */
-function machineBusySeconds(): number {
-  const [, ...ticks] = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).map(Number);
-  const [user, nice, system, , , irq, softirq, steal] = ticks;
-  return (user + nice + system + irq + softirq + steal) / 100; // USER_HZ
-}
-
 /**
- * CPU seconds per GB moved: of this process (the userspace dataplanes' threads; kernel vxlan has
- * none) and of the whole machine (senders, receivers, softirqs and dataplane together), which is
- * what compares kernel and userspace dataplanes fairly.
+ * CPU seconds per GB as `weft bench` defines them (src/bench/cpu.ts): the dataplanes run in this
+ * process, so it stands for the agents (kernel vxlan's setup has no dataplane: near zero).
  */
-async function withCpu<T extends { bytes: number }>(s: Setup, f: () => Promise<T>): Promise<T & { cpuPerGB?: number; machineCpuPerGB?: number }> {
-  const c0 = process.cpuUsage();
-  const m0 = machineBusySeconds();
-  const r = await f();
-  const d = process.cpuUsage(c0);
-  const machine = machineBusySeconds() - m0;
-  if (r.bytes === 0) return r;
-  const gb = r.bytes / 1e9;
-  return { ...r, machineCpuPerGB: machine / gb, cpuPerGB: s.dataplanes.length ? (d.user + d.system) / 1e6 / gb : undefined };
-}
-
 async function tcp(s: Setup, streams: number) {
-  const r = await withCpu(s, async () => {
-    const x = await iperf(s.server, s.client, { seconds: duration, streams });
-    return { ...x, bytes: x.receivedBytes };
-  });
+  const { result: r, cpu } = await measureCpu([process.pid], () =>
+    iperf(s.server, s.client, { seconds: duration, streams }),
+  );
   const extra: Record<string, number> = { retransmits: r.retransmits ?? 0 };
-  if (r.cpuPerGB !== undefined) extra.weftCpuSecondsPerGB = r.cpuPerGB;
-  if (r.machineCpuPerGB !== undefined) extra.machineCpuSecondsPerGB = r.machineCpuPerGB;
+  if (r.receivedBytes > 0) {
+    const perGB = cpuPerGigabyte(cpu, r.receivedBytes);
+    Object.assign(extra, { cpuTotal: perGB.total, cpuAgents: perGB.agents, cpuKernel: perGB.kernel });
+  }
   return { value: r.bitsPerSecond / 1e9, extra };
 }
 
 async function udp(s: Setup, length: number) {
   const r = await iperf(s.server, s.client, { seconds: Math.max(2, duration / 2), udp: true, length, bitrate: "0" });
   const received = (r.packets ?? 0) - (r.lostPackets ?? 0);
-  return { value: received / r.seconds / 1e3, extra: { sentKpps: (r.packets ?? 0) / r.seconds / 1e3, lossPercent: r.packets ? (100 * (r.lostPackets ?? 0)) / r.packets : 0 } };
+  return {
+    value: received / r.seconds / 1e3,
+    extra: {
+      sentKpps: (r.packets ?? 0) / r.seconds / 1e3,
+      lossPercent: r.packets ? (100 * (r.lostPackets ?? 0)) / r.packets : 0,
+    },
+  };
 }
 
 const rttCache = new Map<string, number[]>();
@@ -104,16 +101,11 @@ async function rtt(s: Setup, q: number) {
   const key = `${s.name}`;
   let samples = rttCache.get(key);
   if (!samples || q === 0.5) {
-    samples = (await ping(s.client, s.server.addr, { count: 200, intervalS: 0.005, timeoutS: 1 })).rtts.sort((a, b) => a - b);
+    samples = (await ping(s.client, s.server.addr, { count: 200, intervalS: 0.005, timeoutS: 1 })).rtts;
     rttCache.set(key, samples);
   }
-  return { value: samples[Math.min(samples.length - 1, Math.floor(q * samples.length))] ?? NaN };
+  return { value: percentile(samples, q) };
 }
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error("bench:e2e builds network namespaces: run it as root");
@@ -124,7 +116,8 @@ async function main(): Promise<void> {
     if (wanted.includes("kernel-vxlan")) setups.push(await kernelVxlan());
     for (const format of ["vxlan", "udp"] as const) {
       if (!wanted.includes(format === "vxlan" ? "wasm-vxlan" : "udp")) continue;
-      for (const offloads of offloadModes) for (const w of workerCounts) for (const k of knobSets) setups.push(await userspace(format, offloads, w, k));
+      for (const offloads of offloadModes)
+        for (const w of workerCounts) for (const k of knobSets) setups.push(await userspace(format, offloads, w, k));
     }
     for (const s of setups) {
       const p = await ping(s.client, s.server.addr, { count: 3 });
@@ -136,14 +129,18 @@ async function main(): Promise<void> {
         for (const s of setups) {
           const r = await w.run(s);
           samples.push({ setup: s.name, workload: w.name, round, value: r.value, unit: w.unit, extra: r.extra });
-          console.log(`round ${round}  ${w.name.padEnd(14)} ${s.name.padEnd(13)} ${r.value.toFixed(3)} ${w.unit}${r.extra ? "  " + JSON.stringify(r.extra) : ""}`);
+          console.log(
+            `round ${round}  ${w.name.padEnd(14)} ${s.name.padEnd(13)} ${r.value.toFixed(3)} ${w.unit}${r.extra ? "  " + JSON.stringify(r.extra) : ""}`,
+          );
         }
       }
     }
     console.log(`\nmedians of ${rounds} rounds, ${duration} s runs, ratio to kernel-vxlan in the same run`);
     console.log(["workload".padEnd(16), ...setups.map((s) => s.name.padStart(24))].join(""));
     for (const w of chosen) {
-      const base = median(samples.filter((x) => x.setup === "kernel-vxlan" && x.workload === w.name).map((x) => x.value));
+      const base = median(
+        samples.filter((x) => x.setup === "kernel-vxlan" && x.workload === w.name).map((x) => x.value),
+      );
       const cells = setups.map((s) => {
         const m = median(samples.filter((x) => x.setup === s.name && x.workload === w.name).map((x) => x.value));
         const ratio = s.name !== "kernel-vxlan" && base ? ` (${(m / base).toFixed(2)}x)` : "";
@@ -151,18 +148,36 @@ async function main(): Promise<void> {
       });
       console.log([`${w.name} ${w.unit}`.padEnd(16).slice(0, 16), ...cells].join(""));
     }
-    console.log(`\nmachine CPU seconds per GB (TCP, medians; in parentheses the weft process alone)`);
+    console.log(
+      `\nCPU seconds per GB, total (TCP, medians; in parentheses the dataplanes' own, "agents" in weft bench)`,
+    );
     for (const w of chosen.filter((x) => x.name.startsWith("TCP"))) {
       const cells = setups.map((s) => {
         const xs = samples.filter((x) => x.setup === s.name && x.workload === w.name);
-        const m = median(xs.map((x) => x.extra?.machineCpuSecondsPerGB ?? NaN));
-        const weft = s.dataplanes.length ? ` (${median(xs.map((x) => x.extra?.weftCpuSecondsPerGB ?? NaN)).toFixed(2)})` : "";
+        const m = median(xs.map((x) => x.extra?.cpuTotal ?? NaN));
+        const weft = s.dataplanes.length ? ` (${median(xs.map((x) => x.extra?.cpuAgents ?? NaN)).toFixed(2)})` : "";
         return `${m.toFixed(2)}${weft}`.padStart(24);
       });
       console.log([w.name.padEnd(16), ...cells].join(""));
     }
     if (args.out) {
-      writeFileSync(args.out, JSON.stringify({ cpu: cpus()[0]?.model, cores: cpus().length, kernel: release(), duration, rounds, workers: workerCounts, offloads: offloadModes, samples }, null, 2) + "\n");
+      writeFileSync(
+        args.out,
+        JSON.stringify(
+          {
+            cpu: cpus()[0]?.model,
+            cores: cpus().length,
+            kernel: release(),
+            duration,
+            rounds,
+            workers: workerCounts,
+            offloads: offloadModes,
+            samples,
+          },
+          null,
+          2,
+        ) + "\n",
+      );
       console.log(`raw samples in ${args.out}`);
     }
   } finally {

@@ -4,12 +4,22 @@
 import dgram from "node:dgram";
 import { once } from "node:events";
 import { performance } from "node:perf_hooks";
+import { median } from "../../src/bench/stats.js";
 import { parseIpv4 } from "../../src/net/ipv4.js";
 import { TunQueue } from "../../src/io/tun.js";
 import { UdpSocket } from "../../src/io/udp.js";
 import { buildEcho, ICMP_ECHO_REQUEST } from "../../test/io/icmp.js";
 import { Slots } from "../../test/io/slots.js";
-import { BATCH_SIZES, MAX_PACKETS, PAYLOAD_BYTES, REPEATS, SETUP, SLICE_MS, type CaseResult, type Mode } from "./setup.js";
+import {
+  BATCH_SIZES,
+  MAX_PACKETS,
+  PAYLOAD_BYTES,
+  REPEATS,
+  SETUP,
+  SLICE_MS,
+  type CaseResult,
+  type Mode,
+} from "./setup.js";
 
 /** A round that has not completed in this time counts its missing packets as lost. */
 const ROUND_TIMEOUT_MS = 200;
@@ -37,7 +47,10 @@ function transferRound(send: BatchCall, receive: BatchCall, tx: Slots, rx: Slots
 }
 
 /** Runs rounds (each returning the packets it delivered) for SLICE_MS or up to MAX_PACKETS. */
-async function slice(batch: number, round: Round): Promise<{ packets: number; lost: number; pps: number; cpuNsPerPacket: number }> {
+async function slice(
+  batch: number,
+  round: Round,
+): Promise<{ packets: number; lost: number; pps: number; cpuNsPerPacket: number }> {
   let packets = 0;
   let lost = 0;
   const cpu = process.cpuUsage();
@@ -49,10 +62,13 @@ async function slice(batch: number, round: Round): Promise<{ packets: number; lo
   }
   const seconds = (performance.now() - start) / 1000;
   const used = process.cpuUsage(cpu);
-  return { packets, lost, pps: packets / seconds, cpuNsPerPacket: ((used.user + used.system) * 1000) / Math.max(packets, 1) };
+  return {
+    packets,
+    lost,
+    pps: packets / seconds,
+    cpuNsPerPacket: ((used.user + used.system) * 1000) / Math.max(packets, 1),
+  };
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
 /**
  * Measures the modes of one case in turns (REPEATS slices each, interleaved, so that load from
@@ -83,7 +99,17 @@ async function tunCases(): Promise<CaseResult[]> {
   const rx = new Slots();
   const data = new Uint8Array(PAYLOAD_BYTES - 8);
   for (let i = 0; i < tx.size; i++) {
-    tx.put(i, buildEcho({ src: parseIpv4(SETUP.tunPeer), dst: parseIpv4(SETUP.tunLocal), type: ICMP_ECHO_REQUEST, id: 1, seq: i, data }));
+    tx.put(
+      i,
+      buildEcho({
+        src: parseIpv4(SETUP.tunPeer),
+        dst: parseIpv4(SETUP.tunLocal),
+        type: ICMP_ECHO_REQUEST,
+        id: 1,
+        seq: i,
+        data,
+      }),
+    );
   }
   const results: CaseResult[] = [];
   try {
@@ -114,7 +140,9 @@ async function udpCases(): Promise<CaseResult[]> {
       const round = (per: number) => transferRound(a.send.bind(a), b.recv.bind(b), tx, rx, batch, per);
       const node = await dgramPair(batch);
       try {
-        results.push(...(await compare("udp send+recv", batch, { batch: round(batch), single: round(1), dgram: node.round })));
+        results.push(
+          ...(await compare("udp send+recv", batch, { batch: round(batch), single: round(1), dgram: node.round })),
+        );
       } finally {
         node.close();
       }

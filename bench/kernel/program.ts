@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Backend, BackendAnnouncement, BackendPeer } from "../../src/backends/backend.js";
 import { createBackend } from "../../src/backends/index.js";
+import { median } from "../../src/bench/stats.js";
 import { Netns } from "../../src/lab/netns.js";
 import type { Ipv4Prefix } from "../../src/net/ipv4.js";
 import { formatAnyPrefix } from "../../src/net/ip.js";
@@ -26,7 +27,12 @@ const UNDERLAY = 0xc612000b; // 198.18.0.11
 function peers(count: number, offset = 0): BackendPeer[] {
   return Array.from({ length: count }, (_, k) => {
     const i = k + offset + 1;
-    const vtep: BackendAnnouncement = { type: "vxlan", vni: 1, port: 8472, vtepMac: `0a:58:00:00:${(i >> 8).toString(16).padStart(2, "0")}:${(i & 255).toString(16).padStart(2, "0")}` };
+    const vtep: BackendAnnouncement = {
+      type: "vxlan",
+      vni: 1,
+      port: 8472,
+      vtepMac: `0a:58:00:00:${(i >> 8).toString(16).padStart(2, "0")}:${(i & 255).toString(16).padStart(2, "0")}`,
+    };
     return { name: `peer${i}`, subnet: subnet(i), underlay: 0xc6120000 + 20 + (i % 200), backend: vtep };
   });
 }
@@ -37,12 +43,12 @@ async function timed(fn: () => Promise<unknown>): Promise<number> {
   return performance.now() - t0;
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-
 async function count(ns: Netns): Promise<{ routes: number; neighs: number; fdbs: number }> {
   const routes = await ns.kernel.ipJson<unknown[]>(["route", "show", "dev", "flannel.1"]);
   const neighs = await ns.kernel.ipJson<unknown[]>(["neigh", "show", "dev", "flannel.1"]);
-  const fdbs = (await ns.kernel.bridgeJson<Array<{ dst?: string }>>(["fdb", "show", "dev", "flannel.1"])).filter((f) => f.dst);
+  const fdbs = (await ns.kernel.bridgeJson<Array<{ dst?: string }>>(["fdb", "show", "dev", "flannel.1"])).filter(
+    (f) => f.dst,
+  );
   return { routes: routes.length, neighs: neighs.length, fdbs: fdbs.length };
 }
 
@@ -55,12 +61,14 @@ async function measure(ns: Netns, backend: Backend): Promise<Record<string, numb
   for (let run = 0; run < RUNS; run++) {
     program.push(await timed(() => Promise.all(all.map((p) => backend.setPeer(p)))));
     const c = await count(ns);
-    if (c.routes !== PEERS || c.neighs !== PEERS || c.fdbs !== PEERS) throw new Error(`programmed ${JSON.stringify(c)}, expected ${PEERS} of each`);
+    if (c.routes !== PEERS || c.neighs !== PEERS || c.fdbs !== PEERS)
+      throw new Error(`programmed ${JSON.stringify(c)}, expected ${PEERS} of each`);
     reconcileClean.push(await timed(() => backend.reconcile()));
     await ns.kernel.ipBatch(all.slice(0, DRIFTED).map((p) => `route del ${formatAnyPrefix(p.subnet)} dev flannel.1`));
     const before = backend.counters().driftRepairs;
     reconcileDrift.push(await timed(() => backend.reconcile()));
-    if (backend.counters().driftRepairs - before !== DRIFTED) throw new Error("reconcile did not repair every deleted route");
+    if (backend.counters().driftRepairs - before !== DRIFTED)
+      throw new Error("reconcile did not repair every deleted route");
     remove.push(await timed(() => Promise.all(all.map((p) => backend.removePeer(p.name)))));
     const left = await count(ns);
     if (left.routes + left.neighs + left.fdbs !== 0) throw new Error(`left behind ${JSON.stringify(left)}`);
@@ -80,31 +88,55 @@ async function measure(ns: Netns, backend: Backend): Promise<Record<string, numb
 }
 
 if (process.getuid?.() !== 0) {
-  console.error("bench:kernel needs root and iproute2: it programs a vxlan device inside a network namespace it creates");
+  console.error(
+    "bench:kernel needs root and iproute2: it programs a vxlan device inside a network namespace it creates",
+  );
   process.exit(1);
 }
 const ns = await Netns.create("kbench");
 const stateDir = mkdtempSync(join(tmpdir(), "weft-kbench-"));
 try {
   // A veth pair inside the namespace stands in for the underlay (both ends up, so it has carrier).
-  await ns.kernel.ipBatch(["link add eth0 type veth peer name wire0", "addr add 198.18.0.11/24 dev eth0", "link set eth0 up", "link set wire0 up"]);
-  const backend = createBackend("vxlan", {}, {
-    kernel: ns.kernel, network: NETWORK, subnet: subnet(0), underlay: { iface: "eth0", addr: UNDERLAY, mtu: 1500 }, stateDir, logger: pino({ level: "silent" }),
-  });
+  await ns.kernel.ipBatch([
+    "link add eth0 type veth peer name wire0",
+    "addr add 198.18.0.11/24 dev eth0",
+    "link set eth0 up",
+    "link set wire0 up",
+  ]);
+  const backend = createBackend(
+    "vxlan",
+    {},
+    {
+      kernel: ns.kernel,
+      network: NETWORK,
+      subnet: subnet(0),
+      underlay: { iface: "eth0", addr: UNDERLAY, mtu: 1500 },
+      stateDir,
+      logger: pino({ level: "silent" }),
+    },
+  );
   await backend.start();
   const r = await measure(ns, backend);
   await backend.stop(false);
   const c = backend.counters();
-  console.log(`weft kernel programming benchmark: vxlan backend, ${PEERS} peers (neighbour + FDB entry + route each), median of ${RUNS} runs\n`);
+  console.log(
+    `weft kernel programming benchmark: vxlan backend, ${PEERS} peers (neighbour + FDB entry + route each), median of ${RUNS} runs\n`,
+  );
   console.log("| operation | time |");
   console.log("|---|---:|");
-  console.log(`| program ${PEERS} peers (setPeer for all at once) | ${r.programMs.toFixed(0)} ms (worst ${r.programWorstMs.toFixed(0)} ms; target < 2000 ms) |`);
+  console.log(
+    `| program ${PEERS} peers (setPeer for all at once) | ${r.programMs.toFixed(0)} ms (worst ${r.programWorstMs.toFixed(0)} ms; target < 2000 ms) |`,
+  );
   console.log(`| reconcile ${PEERS} peers, nothing drifted | ${r.reconcileCleanMs.toFixed(0)} ms |`);
   console.log(`| reconcile ${PEERS} peers, ${DRIFTED} routes deleted by hand | ${r.reconcileDriftMs.toFixed(0)} ms |`);
   console.log(`| remove ${PEERS} peers | ${r.removeMs.toFixed(0)} ms |`);
-  console.log(`| setPeer one at a time, each awaited (${ONE_BY_ONE} peers) | ${r.oneByOneMsPerPeer.toFixed(1)} ms per peer |`);
+  console.log(
+    `| setPeer one at a time, each awaited (${ONE_BY_ONE} peers) | ${r.oneByOneMsPerPeer.toFixed(1)} ms per peer |`,
+  );
   console.log(`\nkernel commands ${c.kernelCommands}, refused ${c.kernelErrors}`);
-  console.log(JSON.stringify({ peers: PEERS, runs: RUNS, ...r, kernelCommands: c.kernelCommands, kernelErrors: c.kernelErrors }));
+  console.log(
+    JSON.stringify({ peers: PEERS, runs: RUNS, ...r, kernelCommands: c.kernelCommands, kernelErrors: c.kernelErrors }),
+  );
 } finally {
   rmSync(stateDir, { recursive: true, force: true });
   await ns.destroy();

@@ -36,10 +36,23 @@ function caseSet(size: number): { cases: MicroCase[] } {
     routes.insert({ addr: peerSubnet(i), len: 24 }, i);
     reference.insert(peerSubnet(i), 24, i);
   }
-  const ctx = new DataplaneContext(hp, arena, { routes: routes.base, vni: 1, localAddr: 0xc6130000, mac: OUR_MAC, antiSpoof: false, peerSlots: PEERS });
+  const ctx = new DataplaneContext(hp, arena, {
+    routes: routes.base,
+    vni: 1,
+    localAddr: 0xc6130000,
+    mac: OUR_MAC,
+    antiSpoof: false,
+    peerSlots: PEERS,
+  });
   const payloadLen = size - 28;
   const packets = Array.from({ length: BATCH }, (_, i) =>
-    buildIpv4({ src: 0xc6130002, dst: peerSubnet((i * 7919) % PEERS) + 5, protocol: 17, ttl: 63, payload: new Uint8Array(payloadLen).fill(i) }),
+    buildIpv4({
+      src: 0xc6130002,
+      dst: peerSubnet((i * 7919) % PEERS) + 5,
+      protocol: 17,
+      ttl: 63,
+      payload: new Uint8Array(payloadLen).fill(i),
+    }),
   );
 
   const tx = new PacketBatch(hp, arena, BATCH, 2048);
@@ -51,41 +64,81 @@ function caseSet(size: number): { cases: MicroCase[] } {
   const txDescs = pristine(tx, packets);
   // The receive side gets what the send side produced, addressed to "us".
   const frames = packets.map((p) => {
-    const r = refSend(p, { vni: 1, localAddr: 0, mac: peerMac(3), lookup: (a) => reference.lookup(a), nextHop: (i) => ({ ...hops.get(i)!, mac: OUR_MAC }) }, "vxlan");
+    const r = refSend(
+      p,
+      {
+        vni: 1,
+        localAddr: 0,
+        mac: peerMac(3),
+        lookup: (a) => reference.lookup(a),
+        nextHop: (i) => ({ ...hops.get(i)!, mac: OUR_MAC }),
+      },
+      "vxlan",
+    );
     return r.out!;
   });
   const rxDescs = pristine(rx, frames);
   const txView = tx.descView();
   const rxView = rx.descView();
-  const sendCtx = { vni: 1, localAddr: 0xc6130000, mac: OUR_MAC, lookup: (a: number) => reference.lookup(a), nextHop: (i: number) => hops.get(i) };
+  const sendCtx = {
+    vni: 1,
+    localAddr: 0xc6130000,
+    mac: OUR_MAC,
+    lookup: (a: number) => reference.lookup(a),
+    nextHop: (i: number) => hops.get(i),
+  };
 
+  const vxlan = hp.wireFormat("vxlan");
   // Sanity: every packet of the batch is forwarded, else the figures would measure drops.
   txView.set(txDescs);
-  const sent = hp.fn.vxlanEncapBatch(ctx.ptr, tx.descs, BATCH);
+  const sent = hp.fn.encapBatch(ctx.ptr, tx.descs, BATCH, vxlan, 0, tx.descs, 0, 0);
   rxView.set(rxDescs);
-  const got = hp.fn.vxlanDecapBatch(ctx.ptr, rx.descs, BATCH);
-  if (sent !== BATCH || got !== BATCH) throw new Error(`benchmark batch not fully forwarded: encap ${sent}, decap ${got}`);
+  const got = hp.fn.decapBatch(ctx.ptr, rx.descs, BATCH, vxlan, 0, 0, rx.descs, BATCH, 0, 0);
+  if (sent !== BATCH || got !== BATCH)
+    throw new Error(`benchmark batch not fully forwarded: encap ${sent}, decap ${got}`);
 
   return {
     cases: [
-      { name: `wasm encap+lookup ${size} B, batch ${BATCH}`, perCall: BATCH, unit: "packets", fn: () => {
-        txView.set(txDescs);
-        hp.fn.vxlanEncapBatch(ctx.ptr, tx.descs, BATCH);
-      } },
-      { name: `wasm decap ${size} B, batch ${BATCH}`, perCall: BATCH, unit: "packets", fn: () => {
-        rxView.set(rxDescs);
-        hp.fn.vxlanDecapBatch(ctx.ptr, rx.descs, BATCH);
-      } },
-      { name: `reference encap+lookup ${size} B (linear-scan LPM)`, perCall: BATCH, unit: "packets", fn: () => {
-        for (const p of packets) refSend(p, sendCtx, "vxlan");
-      } },
-      { name: `reference decap ${size} B`, perCall: BATCH, unit: "packets", fn: () => {
-        for (const f of frames) refVxlanReceive(f, 1, OUR_MAC);
-      } },
+      {
+        name: `wasm encap+lookup ${size} B, batch ${BATCH}`,
+        perCall: BATCH,
+        unit: "packets",
+        fn: () => {
+          txView.set(txDescs);
+          hp.fn.encapBatch(ctx.ptr, tx.descs, BATCH, vxlan, 0, tx.descs, 0, 0);
+        },
+      },
+      {
+        name: `wasm decap ${size} B, batch ${BATCH}`,
+        perCall: BATCH,
+        unit: "packets",
+        fn: () => {
+          rxView.set(rxDescs);
+          hp.fn.decapBatch(ctx.ptr, rx.descs, BATCH, vxlan, 0, 0, rx.descs, BATCH, 0, 0);
+        },
+      },
+      {
+        name: `reference encap+lookup ${size} B (linear-scan LPM)`,
+        perCall: BATCH,
+        unit: "packets",
+        fn: () => {
+          for (const p of packets) refSend(p, sendCtx, "vxlan");
+        },
+      },
+      {
+        name: `reference decap ${size} B`,
+        perCall: BATCH,
+        unit: "packets",
+        fn: () => {
+          for (const f of frames) refVxlanReceive(f, 1, OUR_MAC);
+        },
+      },
     ],
   };
 }
 
 export function packetBenchmarks(maxTime?: number): MicroResult[] {
-  return [64, 1400].flatMap((size) => runMicroSuite(`VXLAN hot path, ${PEERS} peer routes, ${size} B packets`, caseSet(size).cases, { maxTime }));
+  return [64, 1400].flatMap((size) =>
+    runMicroSuite(`VXLAN hot path, ${PEERS} peer routes, ${size} B packets`, caseSet(size).cases, { maxTime }),
+  );
 }

@@ -1,6 +1,9 @@
 // Runs a group of microbenchmarks with benchmark.js and reports each as units per second
 // (packets/s, lookups/s), since one call handles a whole batch.
 import Benchmark from "benchmark";
+import { formatRate, type MicroResult } from "../../src/bench/micro.js";
+
+export type { MicroResult };
 
 export interface MicroCase {
   name: string;
@@ -11,17 +14,6 @@ export interface MicroCase {
   unit: string;
 }
 
-export interface MicroResult {
-  suite: string;
-  name: string;
-  /** Units per second (calls/s x perCall). */
-  rate: number;
-  unit: string;
-  /** Relative margin of error, percent. */
-  rme: number;
-  samples: number;
-}
-
 export function runMicroSuite(suite: string, cases: MicroCase[], opts: { maxTime?: number } = {}): MicroResult[] {
   const s = new Benchmark.Suite(suite);
   for (const c of cases) s.add(c.name, c.fn, { maxTime: opts.maxTime ?? 2, minSamples: 10 });
@@ -29,18 +21,18 @@ export function runMicroSuite(suite: string, cases: MicroCase[], opts: { maxTime
   s.on("cycle", (ev: Benchmark.Event) => {
     const b = ev.target as unknown as Benchmark;
     const c = cases.find((x) => x.name === b.name)!;
-    const r: MicroResult = { suite, name: c.name, rate: (b.hz ?? 0) * c.perCall, unit: c.unit, rme: b.stats?.rme ?? 0, samples: b.stats?.sample.length ?? 0 };
+    const r: MicroResult = {
+      suite,
+      name: c.name,
+      rate: (b.hz ?? 0) * c.perCall,
+      unit: c.unit,
+      rme: b.stats?.rme ?? 0,
+      samples: b.stats?.sample.length ?? 0,
+    };
     results.push(r);
     console.log(`  ${c.name.padEnd(56)} ${formatRate(r.rate).padStart(10)} ${c.unit}/s  ±${r.rme.toFixed(1)}%`);
   });
   console.log(suite);
   s.run({ async: false });
   return results;
-}
-
-export function formatRate(rate: number): string {
-  if (rate >= 1e9) return `${(rate / 1e9).toFixed(2)} G`;
-  if (rate >= 1e6) return `${(rate / 1e6).toFixed(2)} M`;
-  if (rate >= 1e3) return `${(rate / 1e3).toFixed(1)} k`;
-  return rate.toFixed(0);
 }

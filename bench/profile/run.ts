@@ -12,6 +12,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { cpuPerGigabyte, measureCpu, perGigabyte, type CpuDelta } from "../../src/bench/cpu.js";
 import { projectFile } from "../../src/paths.js";
 import { iperf } from "../../src/lab/traffic.js";
 import { destroySetup, kernelVxlan, userspace, type Setup } from "../e2e/setups.js";
@@ -41,13 +42,17 @@ function run(cmd: string, argv: string[]): Promise<string> {
     p.stdout.on("data", (d: Buffer) => (out += d));
     p.stderr.on("data", (d: Buffer) => (out += d));
     p.on("error", reject);
-    p.on("exit", (code) => (code === 0 ? resolve(out) : reject(new Error(`${cmd} exited with ${code}: ${out.slice(-500)}`))));
+    p.on("exit", (code) =>
+      code === 0 ? resolve(out) : reject(new Error(`${cmd} exited with ${code}: ${out.slice(-500)}`)),
+    );
   });
 }
 
 /** Bytes received so far by the server pod's interfaces: what crossed the dataplane in the window. */
 function receivedBytes(s: Setup): number {
-  const links = JSON.parse(execFileSync("ip", ["-n", s.server.ns.name, "-s", "-j", "link", "show"], { encoding: "utf8" })) as Array<{ ifname: string; stats64?: { rx: { bytes: number } } }>;
+  const links = JSON.parse(
+    execFileSync("ip", ["-n", s.server.ns.name, "-s", "-j", "link", "show"], { encoding: "utf8" }),
+  ) as Array<{ ifname: string; stats64?: { rx: { bytes: number } } }>;
   return links.filter((l) => l.ifname !== "lo").reduce((n, l) => n + (l.stats64?.rx.bytes ?? 0), 0);
 }
 
@@ -57,55 +62,107 @@ function wasmFunctionNames(): string[] {
   return [...wat.matchAll(/^ \(func \$(\S+)/gm)].map((m) => m[1].replace(/^assembly\//, ""));
 }
 
-function print(p: Profile, gb: number, setup: string, gbits: number, syscalls: Map<string, number>): void {
+function print(
+  p: Profile,
+  bytes: number,
+  cpu: CpuDelta,
+  setup: string,
+  gbits: number,
+  syscalls: Map<string, number>,
+): void {
   const coreSeconds = p.total / p.rate;
-  console.log(`\n${setup}: ${gbits.toFixed(2)} Gbit/s over the sampled ${seconds} s (${gb.toFixed(2)} GB received by the server pod), ${p.total} samples of ${cpus().length} cores`);
+  const perGB = cpuPerGigabyte(cpu, bytes);
+  console.log(
+    `\n${setup}: ${gbits.toFixed(2)} Gbit/s over the sampled ${seconds} s (${(bytes / 1e9).toFixed(2)} GB received by the server pod), ${p.total} samples of ${cpus().length} cores`,
+  );
+  console.log(
+    `CPU s/GB as weft bench reports it (src/bench/cpu.ts; this process runs the dataplanes): total ${perGB.total.toFixed(3)}, agents ${perGB.agents.toFixed(3)}, kernel ${perGB.kernel.toFixed(3)}`,
+  );
+  console.log(
+    "where every core's time went, by perf samples (CPU s/GB: the category's sampled seconds per GB, iperf3 and idle included):",
+  );
   console.log(`${"category".padEnd(52)} ${"% of machine".padStart(12)} ${"CPU s/GB".padStart(9)}`);
   for (const [name, n] of p.categories) {
-    console.log(`${name.padEnd(52)} ${((100 * n) / p.total).toFixed(1).padStart(12)} ${((n / p.total) * coreSeconds / gb).toFixed(3).padStart(9)}`);
+    console.log(
+      `${name.padEnd(52)} ${((100 * n) / p.total).toFixed(1).padStart(12)} ${perGigabyte(
+        (n / p.total) * coreSeconds,
+        bytes,
+      )
+        .toFixed(3)
+        .padStart(9)}`,
+    );
   }
   if (p.wasm.size > 0) {
     console.log("\nWasm functions (self time, % of machine)");
-    for (const [name, n] of [...p.wasm].sort((a, b) => b[1] - a[1]).slice(0, 8)) console.log(`  ${((100 * n) / p.total).toFixed(1).padStart(5)}  ${name}`);
+    for (const [name, n] of [...p.wasm].sort((a, b) => b[1] - a[1]).slice(0, 8))
+      console.log(`  ${((100 * n) / p.total).toFixed(1).padStart(5)}  ${name}`);
   }
   console.log("\nsyscalls per GB (whole machine)");
-  for (const [name, n] of syscalls) console.log(`  ${name.padEnd(10)} ${Math.round(n / gb).toString().padStart(8)}`);
+  for (const [name, n] of syscalls)
+    console.log(
+      `  ${name.padEnd(10)} ${Math.round(n / (bytes / 1e9))
+        .toString()
+        .padStart(8)}`,
+    );
 }
 
 async function main(): Promise<void> {
-  if (process.getuid?.() !== 0) throw new Error("bench:profile builds network namespaces and runs perf: run it as root");
+  if (process.getuid?.() !== 0)
+    throw new Error("bench:profile builds network namespaces and runs perf: run it as root");
   try {
     execFileSync("perf", ["--version"], { stdio: "ignore" });
   } catch {
     throw new Error("perf is not installed: apt-get install linux-perf");
   }
   if (!SETUPS.includes(args.setup!)) throw new Error(`--setup is one of ${SETUPS.join(", ")}, not ${args.setup}`);
-  if (args.offloads !== "on" && args.offloads !== "off") throw new Error(`--offloads is on or off, not ${args.offloads}`);
+  if (args.offloads !== "on" && args.offloads !== "off")
+    throw new Error(`--offloads is on or off, not ${args.offloads}`);
   const workers = args.workers ? Number(args.workers) : cpus().length;
-  if (!Number.isInteger(workers) || workers < 1 || !(seconds >= 1)) throw new Error("--workers and --seconds take whole numbers of at least 1");
+  if (!Number.isInteger(workers) || workers < 1 || !(seconds >= 1))
+    throw new Error("--workers and --seconds take whole numbers of at least 1");
   const dir = args.keep ?? mkdtempSync(join(tmpdir(), "weft-profile-"));
   let setup: Setup | undefined;
   try {
-    setup = args.setup === "kernel-vxlan" ? await kernelVxlan() : await userspace(args.setup === "wasm-vxlan" ? "vxlan" : "udp", args.offloads === "on", workers);
+    setup =
+      args.setup === "kernel-vxlan"
+        ? await kernelVxlan()
+        : await userspace(args.setup === "wasm-vxlan" ? "vxlan" : "udp", args.offloads === "on", workers);
     const s = setup;
     const traffic = iperf(s.server, s.client, { seconds: seconds + 2 * MARGIN_S, streams: 1 });
-    let sampled: [string, string, number];
+    let sampled: [string, string, number, CpuDelta];
     try {
       await new Promise((r) => setTimeout(r, MARGIN_S * 1000));
       const data = join(dir, "perf.data");
       const events = SYSCALLS.map((c) => `syscalls:sys_enter_${c}`).join(",");
       const before = receivedBytes(s);
-      const [, stat] = await Promise.all([
-        run("perf", ["record", "-a", "-g", "-e", "cpu-clock", "-F", String(SAMPLE_HZ), "-o", data, "--", "sleep", String(seconds)]),
-        run("perf", ["stat", "-a", "-x", ",", "-e", events, "--", "sleep", String(seconds)]),
-      ]);
-      sampled = [data, stat, receivedBytes(s) - before];
+      const {
+        result: [, stat],
+        cpu,
+      } = await measureCpu([process.pid], () =>
+        Promise.all([
+          run("perf", [
+            "record",
+            "-a",
+            "-g",
+            "-e",
+            "cpu-clock",
+            "-F",
+            String(SAMPLE_HZ),
+            "-o",
+            data,
+            "--",
+            "sleep",
+            String(seconds),
+          ]),
+          run("perf", ["stat", "-a", "-x", ",", "-e", events, "--", "sleep", String(seconds)]),
+        ]),
+      );
+      sampled = [data, stat, receivedBytes(s) - before, cpu];
     } finally {
       await Promise.allSettled([traffic]); // never leave iperf3 running into the teardown
     }
-    const [data, stat, bytes] = sampled;
+    const [data, stat, bytes, cpu] = sampled;
     await traffic;
-    const gb = bytes / 1e9;
     const gbits = (bytes * 8) / seconds / 1e9;
     const syscalls = new Map<string, number>();
     for (const line of stat.split("\n")) {
@@ -113,15 +170,20 @@ async function main(): Promise<void> {
       const m = /sys_enter_(\w+)/.exec(event ?? "");
       if (m) syscalls.set(m[1], Number(count));
     }
-    const script = execFileSync("perf", ["script", "-i", data, "-F", "comm,tid,ip,sym"], { maxBuffer: 1 << 30, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
-    print(categorize(script, SAMPLE_HZ, wasmFunctionNames()), gb, s.name, gbits, syscalls);
+    const script = execFileSync("perf", ["script", "-i", data, "-F", "comm,tid,ip,sym"], {
+      maxBuffer: 1 << 30,
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "ignore"],
+    });
+    print(categorize(script, SAMPLE_HZ, wasmFunctionNames()), bytes, cpu, s.name, gbits, syscalls);
     if (args.keep) console.log(`\nperf.data kept in ${dir} (perf report -i ${data})`);
   } finally {
     if (setup) await destroySetup(setup);
     if (!args.keep) rmSync(dir, { recursive: true, force: true });
     // What --perf-basic-prof leaves: the JIT symbol map perf script read, and V8's per-isolate logs.
     rmSync(join("/tmp", `perf-${process.pid}.map`), { force: true });
-    for (const f of readdirSync(".")) if (f.startsWith("isolate-") && f.endsWith(`-${process.pid}-v8.log`)) rmSync(f, { force: true });
+    for (const f of readdirSync("."))
+      if (f.startsWith("isolate-") && f.endsWith(`-${process.pid}-v8.log`)) rmSync(f, { force: true });
   }
 }
 

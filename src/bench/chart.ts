@@ -2,11 +2,16 @@
 // in any browser: per figure, one bar per setup showing its ratio to kernel vxlan on a log
 // scale, so 0.5x and 2x are equally long and the baseline is the vertical line at 1x.
 import type { BackendType } from "../backends/backend.js";
-import type { BenchSetup } from "./settings.js";
-import { BASELINE, type Figure } from "./summary.js";
+import { BASELINE, type BenchSetup } from "./settings.js";
+import type { Figure } from "./summary.js";
 import { formatRatio, formatValue } from "./table.js";
 
-const COLORS: Record<BackendType, string> = { vxlan: "#4c72b0", "host-gw": "#55a868", "wasm-vxlan": "#dd8452", udp: "#8172b3" };
+const COLORS: Record<BackendType, string> = {
+  vxlan: "#4c72b0",
+  "host-gw": "#55a868",
+  "wasm-vxlan": "#dd8452",
+  udp: "#8172b3",
+};
 const LABEL_W = 280;
 const PLOT_W = 480;
 const VALUE_W = 150;
@@ -21,7 +26,13 @@ const TOP = 84;
 function barStyle(s: BenchSetup): string {
   const c = COLORS[s.backend];
   if (s.offloads !== false) return `fill="${c}"`;
-  const light = [1, 3, 5].map((i) => Math.round((parseInt(c.slice(i, i + 2), 16) + 255) / 2).toString(16).padStart(2, "0")).join("");
+  const light = [1, 3, 5]
+    .map((i) =>
+      Math.round((parseInt(c.slice(i, i + 2), 16) + 255) / 2)
+        .toString(16)
+        .padStart(2, "0"),
+    )
+    .join("");
   return `fill="#${light}" stroke="${c}"`;
 }
 
@@ -30,7 +41,9 @@ export function chartSvg(figures: Figure[], setups: BenchSetup[], title: string)
   // Figures whose baseline may be near zero (loss, the agents' CPU under kernel backends) give
   // ratios that say little and would squash every other bar: the table has them.
   const shown = figures.filter((f) => !f.mayBeZero && others.some((s) => f.ratios[s.name] !== undefined));
-  const ratios = shown.flatMap((f) => others.map((s) => f.ratios[s.name]).filter((r): r is number => r !== undefined && r > 0));
+  const ratios = shown.flatMap((f) =>
+    others.map((s) => f.ratios[s.name]).filter((r): r is number => r !== undefined && r > 0),
+  );
   // Powers of two around every ratio (and 1x), at most 1/256x .. 256x.
   const lo = Math.max(-8, Math.floor(Math.log2(Math.min(1, ...ratios))));
   const hi = Math.min(8, Math.ceil(Math.log2(Math.max(1, ...ratios))));
@@ -40,26 +53,38 @@ export function chartSvg(figures: Figure[], setups: BenchSetup[], title: string)
   const height = TOP + shown.length * groupH + 40;
   const width = LABEL_W + PLOT_W + VALUE_W;
   const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">`);
+  out.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">`,
+  );
   out.push(`<rect width="100%" height="100%" fill="#fff"/>`);
   out.push(`<text x="10" y="20" font-size="14" font-weight="bold">${esc(title)}</text>`);
-  out.push(`<text x="10" y="38" fill="#555">ratio to kernel vxlan (${BASELINE}) from the same run, medians, log scale; each figure says whether higher or lower is better</text>`);
+  out.push(
+    `<text x="10" y="38" fill="#555">ratio to kernel vxlan (${BASELINE}) from the same run, medians, log scale; each figure says whether higher or lower is better</text>`,
+  );
   let lx = 10;
   for (const s of others) {
-    out.push(`<rect x="${lx}" y="48" width="10" height="10" ${barStyle(s)}/><text x="${lx + 14}" y="57">${esc(s.name)}</text>`);
+    out.push(
+      `<rect x="${lx}" y="48" width="10" height="10" ${barStyle(s)}/><text x="${lx + 14}" y="57">${esc(s.name)}</text>`,
+    );
     lx += 24 + s.name.length * 7;
   }
   const step = span > 8 ? 2 : 1;
   for (let e = Math.ceil(lo / step) * step; e <= hi; e += step) {
     const tx = x(2 ** e);
-    out.push(`<line x1="${tx}" y1="${TOP - 6}" x2="${tx}" y2="${height - 30}" stroke="${e === 0 ? "#000" : "#ddd"}" stroke-width="${e === 0 ? 1.5 : 1}"/>`);
-    out.push(`<text x="${tx}" y="${height - 16}" text-anchor="middle" fill="#555">${e >= 0 ? 2 ** e : `1/${2 ** -e}`}x</text>`);
+    out.push(
+      `<line x1="${tx}" y1="${TOP - 6}" x2="${tx}" y2="${height - 30}" stroke="${e === 0 ? "#000" : "#ddd"}" stroke-width="${e === 0 ? 1.5 : 1}"/>`,
+    );
+    out.push(
+      `<text x="${tx}" y="${height - 16}" text-anchor="middle" fill="#555">${e >= 0 ? 2 ** e : `1/${2 ** -e}`}x</text>`,
+    );
   }
   out.push(`<text x="${x(1) - 6}" y="${TOP - 10}" text-anchor="end" fill="#555">less than ${BASELINE}</text>`);
   out.push(`<text x="${x(1) + 6}" y="${TOP - 10}" fill="#555">more than ${BASELINE}</text>`);
   shown.forEach((f, i) => {
     const y0 = TOP + i * groupH;
-    out.push(`<text x="${LABEL_W - 8}" y="${y0 + (others.length * BAR_H) / 2 + 4}" text-anchor="end">${esc(`${f.label} (${f.better} is better)`)}</text>`);
+    out.push(
+      `<text x="${LABEL_W - 8}" y="${y0 + (others.length * BAR_H) / 2 + 4}" text-anchor="end">${esc(`${f.label} (${f.better} is better)`)}</text>`,
+    );
     others.forEach((s, k) => {
       const b = s.name;
       const r = f.ratios[b];
@@ -70,8 +95,12 @@ export function chartSvg(figures: Figure[], setups: BenchSetup[], title: string)
       }
       const a = x(1);
       const bx = x(r);
-      out.push(`<rect x="${Math.min(a, bx)}" y="${y + 1}" width="${Math.max(1, Math.abs(bx - a))}" height="${BAR_H - 2}" ${barStyle(s)}><title>${esc(`${b}: ${formatValue(f.medians[b])} ${f.unit} vs ${formatValue(f.medians[BASELINE])} ${f.unit}`)}</title></rect>`);
-      out.push(`<text x="${LABEL_W + PLOT_W + 6}" y="${y + BAR_H - 3}" fill="${COLORS[s.backend]}">${esc(`${formatRatio(r)}  ${formatValue(f.medians[b])} ${f.unit}`)}</text>`);
+      out.push(
+        `<rect x="${Math.min(a, bx)}" y="${y + 1}" width="${Math.max(1, Math.abs(bx - a))}" height="${BAR_H - 2}" ${barStyle(s)}><title>${esc(`${b}: ${formatValue(f.medians[b])} ${f.unit} vs ${formatValue(f.medians[BASELINE])} ${f.unit}`)}</title></rect>`,
+      );
+      out.push(
+        `<text x="${LABEL_W + PLOT_W + 6}" y="${y + BAR_H - 3}" fill="${COLORS[s.backend]}">${esc(`${formatRatio(r)}  ${formatValue(f.medians[b])} ${f.unit}`)}</text>`,
+      );
     });
   });
   out.push(`</svg>`);

@@ -31,9 +31,14 @@ export function processCpu(pid: number): ProcessCpu {
   try {
     text = readFileSync(`/proc/${pid}/stat`, "utf8");
   } catch (cause) {
-    throw new WeftError("BENCH_PROCESS_GONE", `process ${pid} has no /proc entry: it exited during the benchmark`, { cause });
+    throw new WeftError("BENCH_PROCESS_GONE", `process ${pid} has no /proc entry: it exited during the benchmark`, {
+      cause,
+    });
   }
-  const f = text.slice(text.lastIndexOf(")") + 2).split(" ").map(Number);
+  const f = text
+    .slice(text.lastIndexOf(")") + 2)
+    .split(" ")
+    .map(Number);
   // f[0] is field 3 (state); utime, stime, cutime, cstime are fields 14..17.
   return { user: (f[11] + f[13]) / TICKS, system: (f[12] + f[14]) / TICKS };
 }
@@ -49,7 +54,11 @@ export interface MachineCpu {
 
 /** The machine-wide counters of /proc/stat's first line, in seconds summed over all cores. */
 export function machineCpu(): MachineCpu {
-  const [, user, nice, system, , , irq, softirq] = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).map(Number);
+  const [, user, nice, system, , , irq, softirq] = readFileSync("/proc/stat", "utf8")
+    .split("\n")[0]
+    .trim()
+    .split(/\s+/)
+    .map(Number);
   return { user: (user + nice) / TICKS, system: system / TICKS, interrupts: (irq + softirq) / TICKS };
 }
 
@@ -65,7 +74,10 @@ export interface CpuDelta {
 
 /** Measures `run` against the given agent processes and the whole machine. */
 export async function measureCpu<T>(pids: number[], run: () => Promise<T>): Promise<{ result: T; cpu: CpuDelta }> {
-  const sum = () => pids.map(processCpu).reduce((a, b) => ({ user: a.user + b.user, system: a.system + b.system }), { user: 0, system: 0 });
+  const sum = () =>
+    pids
+      .map(processCpu)
+      .reduce((a, b) => ({ user: a.user + b.user, system: a.system + b.system }), { user: 0, system: 0 });
   const a0 = sum();
   const m0 = machineCpu();
   const t0 = process.hrtime.bigint();
@@ -95,7 +107,15 @@ export async function measureCpu<T>(pids: number[], run: () => Promise<T>): Prom
  * are noisy.
  */
 export function cpuPerGigabyte(d: CpuDelta, bytes: number): { agents: number; kernel: number; total: number } {
-  const gb = bytes / 1e9;
   const kernel = d.machineSystem + d.machineInterrupts;
-  return { agents: (d.agentsUser + d.agentsSystem) / gb, kernel: kernel / gb, total: (d.agentsUser + kernel) / gb };
+  return {
+    agents: perGigabyte(d.agentsUser + d.agentsSystem, bytes),
+    kernel: perGigabyte(kernel, bytes),
+    total: perGigabyte(d.agentsUser + kernel, bytes),
+  };
+}
+
+/** CPU seconds per gigabyte: `seconds` over `bytes` received, in 10^9 bytes. The one unit of every CPU-per-GB figure. */
+export function perGigabyte(seconds: number, bytes: number): number {
+  return seconds / (bytes / 1e9);
 }

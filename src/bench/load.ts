@@ -9,19 +9,19 @@ import { iperf, ping } from "../lab/traffic.js";
 import { formatIpv4 } from "../net/ipv4.js";
 import { projectFile } from "../paths.js";
 import { measureCpu } from "./cpu.js";
+import { percentile } from "./stats.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Nearest-rank percentile of sorted values. */
-export function percentile(sorted: number[], q: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
-}
 
 /**
  * Pings from client to server while a TCP stream and a UDP flood (1400 B, as fast as iperf3 can)
  * run the same way; the pings start once both have run a second. Lost pings count as loss.
  */
-export async function pingUnderLoad(client: LabPod, server: LabPod, o: { seconds: number; pingCount: number; pingIntervalS: number }) {
+export async function pingUnderLoad(
+  client: LabPod,
+  server: LabPod,
+  o: { seconds: number; pingCount: number; pingIntervalS: number },
+) {
   const seconds = Math.max(o.seconds, 4);
   const load = Promise.all([
     iperf(server, client, { seconds, streams: 1 }),
@@ -34,10 +34,15 @@ export async function pingUnderLoad(client: LabPod, server: LabPod, o: { seconds
     return ping(client, server.addr, { count, intervalS: o.pingIntervalS, timeoutS: 1 });
   })();
   const [r, [tcp, udp]] = await Promise.all([pings, load]);
-  if (r.rtts.length === 0) throw new WeftError("BENCH_NO_TRAFFIC", `no ping under load from ${client.name} to ${server.name} was answered`);
-  const sorted = [...r.rtts].sort((a, b) => a - b);
+  if (r.rtts.length === 0)
+    throw new WeftError("BENCH_NO_TRAFFIC", `no ping under load from ${client.name} to ${server.name} was answered`);
   return {
-    values: { p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99), lossPercent: (100 * (r.sent - r.received)) / r.sent, tcpGbps: tcp.bitsPerSecond / 1e9 },
+    values: {
+      p50: percentile(r.rtts, 0.5),
+      p99: percentile(r.rtts, 0.99),
+      lossPercent: (100 * (r.sent - r.received)) / r.sent,
+      tcpGbps: tcp.bitsPerSecond / 1e9,
+    },
     raw: { sent: r.sent, received: r.received, rttsMs: r.rtts, tcp, udp },
   };
 }
@@ -60,25 +65,48 @@ export async function floodTail(client: LabPod, server: LabPod, o: { seconds: nu
   const seconds = Math.max(o.seconds, 3);
   const probe = projectFile("dist", "src", "bench", "probe.js");
   const addr = formatIpv4(server.addr);
-  const receiver = runProbe(server.ns.wrap([process.execPath, probe, "recv", addr, String(PROBE_PORT), String(seconds + 30)]), (seconds + 40) * 1000);
+  const receiver = runProbe(
+    server.ns.wrap([process.execPath, probe, "recv", addr, String(PROBE_PORT), String(seconds + 30)]),
+    (seconds + 40) * 1000,
+  );
   try {
     await receiver.listening;
     const flood = iperf(server, client, { seconds, udp: true, length: 1400, bitrate: "0" });
     const probing = (async () => {
       await sleep(500);
-      const sender = runProbe(client.ns.wrap([process.execPath, probe, "send", addr, String(PROBE_PORT), String(seconds - 1), String(PROBE_RATE), "64"]), (seconds + 20) * 1000);
+      const sender = runProbe(
+        client.ns.wrap([
+          process.execPath,
+          probe,
+          "send",
+          addr,
+          String(PROBE_PORT),
+          String(seconds - 1),
+          String(PROBE_RATE),
+          "64",
+        ]),
+        (seconds + 20) * 1000,
+      );
       return JSON.parse(await sender.output) as { sent: number; lastSentNs: string };
     })();
     const [f, s] = await Promise.all([flood, probing]);
     await sleep(DRAIN_MS);
     receiver.stop();
-    const r = JSON.parse(await receiver.output) as { count: number; maxDelayNs: string; arrivals: Array<[string, string]> };
-    if (r.count === 0) throw new WeftError("BENCH_NO_TRAFFIC", `no probe datagram from ${client.name} reached ${server.name} during the flood`);
+    const r = JSON.parse(await receiver.output) as {
+      count: number;
+      maxDelayNs: string;
+      arrivals: Array<[string, string]>;
+    };
+    if (r.count === 0)
+      throw new WeftError(
+        "BENCH_NO_TRAFFIC",
+        `no probe datagram from ${client.name} reached ${server.name} during the flood`,
+      );
     const last = BigInt(s.lastSentNs);
     const arrivals = r.arrivals.map(([a, b]) => [BigInt(a), BigInt(b)] as const);
     const after = arrivals.filter(([, at]) => at > last);
     const ms = (ns: bigint) => Number(ns) / 1e6;
-    const delays = arrivals.map(([sent, at]) => ms(at - sent)).sort((a, b) => a - b);
+    const delays = arrivals.map(([sent, at]) => ms(at - sent));
     return {
       values: {
         tailMs: after.reduce((m, [sent, at]) => Math.max(m, ms(at - sent)), 0),
@@ -86,7 +114,13 @@ export async function floodTail(client: LabPod, server: LabPod, o: { seconds: nu
         probeLossPercent: (100 * Math.max(0, s.sent - r.count)) / s.sent,
         floodReceivedKpps: ((f.packets ?? 0) - (f.lostPackets ?? 0)) / f.seconds / 1e3,
       },
-      raw: { probesSent: s.sent, probesReceived: r.count, maxDelayMs: ms(BigInt(r.maxDelayNs)), deliveredAfterStop: after.length, flood: f },
+      raw: {
+        probesSent: s.sent,
+        probesReceived: r.count,
+        maxDelayMs: ms(BigInt(r.maxDelayNs)),
+        deliveredAfterStop: after.length,
+        flood: f,
+      },
     };
   } finally {
     receiver.stop();
@@ -107,16 +141,28 @@ function runProbe(argv: string[], limitMs: number) {
   child.stderr.on("data", (d) => (stderr += d));
   const timer = setTimeout(() => child.kill("SIGKILL"), limitMs);
   const output = new Promise<string>((resolve, reject) => {
-    child.on("error", (e) => reject(new WeftError("BENCH_PROBE_FAILED", `cannot run the flood probe: ${e.message}`, { cause: e })));
+    child.on("error", (e) =>
+      reject(new WeftError("BENCH_PROBE_FAILED", `cannot run the flood probe: ${e.message}`, { cause: e })),
+    );
     child.on("exit", (code) => {
       clearTimeout(timer);
       const line = stdout.replace(/^listening\n/, "").trim();
       if (code === 0 && line) resolve(line);
-      else reject(new WeftError("BENCH_PROBE_FAILED", `flood probe ${argv.slice(-5).join(" ")} exited ${code}: ${stderr.trim() || "no output"}; is dist/ built (npm run build)?`));
+      else
+        reject(
+          new WeftError(
+            "BENCH_PROBE_FAILED",
+            `flood probe ${argv.slice(-5).join(" ")} exited ${code}: ${stderr.trim() || "no output"}; is dist/ built (npm run build)?`,
+          ),
+        );
     });
   });
   output.catch(() => undefined);
-  return { listening: Promise.race([listening, output.then(() => undefined)]), output, stop: () => child.exitCode === null && child.kill("SIGTERM") };
+  return {
+    listening: Promise.race([listening, output.then(() => undefined)]),
+    output,
+    stop: () => child.exitCode === null && child.kill("SIGTERM"),
+  };
 }
 
 /**

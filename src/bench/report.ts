@@ -5,9 +5,9 @@ import { join } from "node:path";
 import type { OffloadState } from "../dataplane/offload.js";
 import type { MachineInfo } from "./machine.js";
 import type { MicroResult } from "./micro.js";
-import type { BenchSettings } from "./settings.js";
 import { chartSvg } from "./chart.js";
-import { BASELINE, type Figure } from "./summary.js";
+import { BASELINE, type BenchSettings } from "./settings.js";
+import type { Figure } from "./summary.js";
 import { figureHeader, figureRow, markdownTable, microHeader, microRow, microSuites, textTable } from "./table.js";
 import type { Sample } from "./workloads.js";
 
@@ -39,7 +39,10 @@ export function terminalSummary(r: BenchReport): string {
     `weft bench: medians of ${s.rounds} round${s.rounds === 1 ? "" : "s"}, ${s.duration} s per iperf3 run; in parentheses the ratio to ${BASELINE} from the same run`,
     ...(offload.length > 0 ? [`offloads in force: ${offload.join("; ")}`] : []),
     "",
-    textTable(figureHeader(names), r.figures.map((f) => figureRow(f, names))),
+    textTable(
+      figureHeader(names),
+      r.figures.map((f) => figureRow(f, names)),
+    ),
     "",
     "microbenchmarks (one core, benchmark.js)",
     ...microSuites(r.micro).map(([suite, ms]) => `\n${suite}\n${textTable(microHeader(), ms.map(microRow), 1)}`),
@@ -49,7 +52,14 @@ export function terminalSummary(r: BenchReport): string {
 export async function writeReport(dir: string, r: BenchReport): Promise<void> {
   await mkdir(dir, { recursive: true });
   await writeFile(join(dir, REPORT_FILES.json), JSON.stringify(r, null, 2) + "\n");
-  await writeFile(join(dir, REPORT_FILES.chart), chartSvg(r.figures, r.settings.setups, `weft bench, ${r.finishedAt.slice(0, 10)}, ${r.machine.cores} cores, ${r.machine.cpuModel}`));
+  await writeFile(
+    join(dir, REPORT_FILES.chart),
+    chartSvg(
+      r.figures,
+      r.settings.setups,
+      `weft bench, ${r.finishedAt.slice(0, 10)}, ${r.machine.cores} cores, ${r.machine.cpuModel}`,
+    ),
+  );
   await writeFile(join(dir, REPORT_FILES.markdown), markdown(r));
 }
 
@@ -58,10 +68,17 @@ export async function writeReport(dir: string, r: BenchReport): Promise<void> {
  * where the kernel lacks a feature, and then the figures are not what the name says.
  */
 function offloadInForce(r: BenchReport): string[] {
-  const describe = (o: OffloadState) => (o.enabled ? `on (TUN ${o.tun.join(", ")}; UDP GRO)` : `off (${o.reason ?? "no reason given"})`);
+  const describe = (o: OffloadState) =>
+    o.enabled ? `on (TUN ${o.tun.join(", ")}; UDP GRO)` : `off (${o.reason ?? "no reason given"})`;
   return Object.entries(r.offload).map(([setup, hosts]) => {
     const states = [...new Set(Object.values(hosts).map(describe))];
-    return `${setup}: ${states.length === 1 ? states[0] : Object.entries(hosts).map(([h, o]) => `${h} ${describe(o)}`).join(", ")}`;
+    return `${setup}: ${
+      states.length === 1
+        ? states[0]
+        : Object.entries(hosts)
+            .map(([h, o]) => `${h} ${describe(o)}`)
+            .join(", ")
+    }`;
   });
 }
 
@@ -82,7 +99,10 @@ ${userspace ? `Segmentation offloads of the userspace backends: \`--offloads ${s
 
 Each cell is the median over rounds; in parentheses its ratio to kernel vxlan's median from the same run.
 
-${markdownTable(figureHeader(names), r.figures.map((f) => figureRow(f, names)))}
+${markdownTable(
+  figureHeader(names),
+  r.figures.map((f) => figureRow(f, names)),
+)}
 
 ![every figure as a ratio to kernel vxlan](${REPORT_FILES.chart})
 
@@ -95,16 +115,26 @@ ${markdownTable(figureHeader(names), r.figures.map((f) => figureRow(f, names)))}
   round runs every workload on every setup, starting with a different setup each round), so
   drift of the machine hits every setup alike. Compare setups by their ratios, not by absolute
   figures from different runs or machines.
-${userspace ? `- **Offloads.** The userspace backends (wasm-vxlan, udp) use segmentation offloads by default:
+${
+  userspace
+    ? `- **Offloads.** The userspace backends (wasm-vxlan, udp) use segmentation offloads by default:
   TCP crosses the TUN device as 64 KB super-packets that weft segments and coalesces, and the
   sockets use UDP GSO/GRO; the datagrams on the wire are the same either way. A setup named
   "(offloads off)" runs with \`Backend.Offloads: false\`; one without the suffix runs with them
   on, unless the kernel lacks a feature (then "in force" above says off, and why).
-` : ""}- **TCP**: iperf3 from host1's pod to host2's pod, received throughput.
+`
+    : ""
+}- **TCP**: iperf3 from host1's pod to host2's pod, received throughput.
 - **UDP**: iperf3 with the given payload, sent as fast as the sender can (\`-b 0\`): packets per
   second sent, received by the server, and the share lost on the way.
 - **Round trip**: ping between the pods, ${s.pingIntervalS * 1000} ms apart; p50 and p99 of the replies.
-- **CPU per GB**, over each TCP run, from /proc, in CPU seconds per 10^9 bytes received:
+- **Median and percentiles** (\`src/bench/stats.ts\`, the one implementation every weft benchmark
+  uses): a cell's median over rounds is the middle value, or the mean of the two middle ones for
+  an even number of rounds. A pN (p50, p99 of ping times, one-way delays) is the nearest rank: the
+  smallest observed value with at least N% of the values at or below it, never interpolated; of
+  ${s.pingCount} pings, p99 is the ${Math.ceil(0.99 * s.pingCount)}th fastest.
+- **CPU per GB** (\`src/bench/cpu.ts\`, the one definition; \`bench:e2e\` and \`bench:profile\`
+  report the same three), over each TCP run, from /proc, in CPU seconds per 10^9 bytes received:
   *agents* is both agents' own time (utime + stime of their processes, all threads: the cost of
   a userspace dataplane; near zero for kernel backends, whose agents only program the kernel);
   *kernel* is the machine's system + irq + softirq time (the kernel datapath, including the
@@ -116,9 +146,12 @@ ${userspace ? `- **Offloads.** The userspace backends (wasm-vxlan, udp) use segm
 
 ## Microbenchmarks
 
-The hot path alone on one core (benchmark.js, ${s.microMaxTime} s per case): route lookups and VXLAN
+\`npm run bench:micro\`, run by \`weft bench\` as a process of its own. The hot path alone on one
+core (benchmark.js, ${s.microMaxTime} s per case): route lookups and VXLAN
 encapsulation and decapsulation in WebAssembly, each against the plain TypeScript reference, and
 the offload paths (segmenting TSO super-packets, coalescing a GRO receive) in payload bytes/s.
 
-${microSuites(r.micro).map(([suite, ms]) => `### ${suite}\n\n${markdownTable(microHeader(), ms.map(microRow), 1)}\n`).join("\n")}`;
+${microSuites(r.micro)
+  .map(([suite, ms]) => `### ${suite}\n\n${markdownTable(microHeader(), ms.map(microRow), 1)}\n`)
+  .join("\n")}`;
 }

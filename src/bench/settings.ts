@@ -4,7 +4,9 @@
 import { BACKEND_TYPES, USERSPACE_BACKENDS, type BackendType } from "../backends/backend.js";
 import { IPV6_BACKENDS } from "../config/net-conf.js";
 import { WeftError } from "../errors.js";
-import { BASELINE } from "./summary.js";
+
+/** The backend every ratio refers to, the kernel's VXLAN as flannel programs it; also its setup's name. */
+export const BASELINE: BackendType = "vxlan";
 
 export const OFFLOADS_CHOICES = ["on", "off"] as const;
 export type OffloadsChoice = (typeof OFFLOADS_CHOICES)[number];
@@ -62,12 +64,18 @@ export function resolveSettings(f: BenchFlags, now = new Date()): BenchSettings 
   const quick = f.quick ?? false;
   const backends = [...new Set(f.backends ?? DEFAULT_BACKENDS)];
   for (const b of backends) {
-    if (!(BACKEND_TYPES as readonly string[]).includes(b)) throw new WeftError("BENCH_BAD_BACKEND", `unknown backend "${b}"; choose from ${BACKEND_TYPES.join(", ")}`);
+    if (!(BACKEND_TYPES as readonly string[]).includes(b))
+      throw new WeftError("BENCH_BAD_BACKEND", `unknown backend "${b}"; choose from ${BACKEND_TYPES.join(", ")}`);
   }
-  if (!backends.includes(BASELINE)) throw new WeftError("BENCH_NO_BASELINE", `--backends must include ${BASELINE}: every figure is reported as a ratio to kernel ${BASELINE} from the same run`);
+  if (!backends.includes(BASELINE))
+    throw new WeftError(
+      "BENCH_NO_BASELINE",
+      `--backends must include ${BASELINE}: every figure is reported as a ratio to kernel ${BASELINE} from the same run`,
+    );
   const positive = (v: number | undefined, what: string, dflt: number) => {
     if (v === undefined) return dflt;
-    if (!Number.isInteger(v) || v < 1) throw new WeftError("BENCH_BAD_SETTING", `${what} must be a whole number of at least 1, not ${v}`);
+    if (!Number.isInteger(v) || v < 1)
+      throw new WeftError("BENCH_BAD_SETTING", `${what} must be a whole number of at least 1, not ${v}`);
     return v;
   };
   const streams = (f.streams ?? [1, 4]).map((n) => positive(n, "--streams", 1));
@@ -79,18 +87,26 @@ export function resolveSettings(f: BenchFlags, now = new Date()): BenchSettings 
   const offloads = OFFLOADS_CHOICES.filter((c) => given.includes(c));
   const family = f.family ?? ["4"];
   if (family.length === 0 || !family.includes("4") || family.some((x) => x !== "4" && x !== "6")) {
-    throw new WeftError("BENCH_BAD_SETTING", `--family takes 4 or 4,6 (IPv4's figures are the ones every ratio refers to), not "${family.join(",")}"`);
+    throw new WeftError(
+      "BENCH_BAD_SETTING",
+      `--family takes 4 or 4,6 (IPv4's figures are the ones every ratio refers to), not "${family.join(",")}"`,
+    );
   }
   // Baseline first: its column comes first in every table.
   const ordered = [BASELINE, ...backends.filter((b) => b !== BASELINE)] as BackendType[];
   if (offloads.includes("off") && !ordered.some((b) => USERSPACE_BACKENDS.includes(b))) {
-    throw new WeftError("BENCH_BAD_SETTING", `--offloads off applies to the userspace backends (${USERSPACE_BACKENDS.join(", ")}), and --backends has none`);
+    throw new WeftError(
+      "BENCH_BAD_SETTING",
+      `--offloads off applies to the userspace backends (${USERSPACE_BACKENDS.join(", ")}), and --backends has none`,
+    );
   }
   return {
     backends: ordered,
     offloads,
     families: family.includes("6") ? [4, 6] : [4],
-    setups: ordered.flatMap((b) => (USERSPACE_BACKENDS.includes(b) ? offloads.map((c) => userspaceSetup(b, c === "on")) : [{ name: b, backend: b }])),
+    setups: ordered.flatMap((b) =>
+      USERSPACE_BACKENDS.includes(b) ? offloads.map((c) => userspaceSetup(b, c === "on")) : [{ name: b, backend: b }],
+    ),
     duration: positive(f.duration, "--duration", quick ? 1 : 10),
     streams: [...new Set(streams)],
     rounds: positive(f.rounds, "--rounds", quick ? 1 : 3),
@@ -101,7 +117,12 @@ export function resolveSettings(f: BenchFlags, now = new Date()): BenchSettings 
     // The issue's measure: one minute without traffic (5 s in --quick, which only smoke-tests).
     idleSeconds: quick ? 5 : 60,
     microMaxTime: quick ? 0.05 : 1,
-    out: f.out ?? `bench/results/${now.toISOString().replace(/:/g, "-").replace(/\.\d+Z$/, "Z")}`,
+    out:
+      f.out ??
+      `bench/results/${now
+        .toISOString()
+        .replace(/:/g, "-")
+        .replace(/\.\d+Z$/, "Z")}`,
   };
 }
 

@@ -1,10 +1,8 @@
 // From raw samples to the figures a report shows: the median over rounds of each value, per
 // setup (see settings.ts), and its ratio to kernel vxlan's median from the same run.
-import type { BackendType } from "../backends/backend.js";
+import { BASELINE } from "./settings.js";
+import { median } from "./stats.js";
 import { workloadId, workloadLabel, type Sample, type Workload } from "./workloads.js";
-
-/** The backend every ratio refers to, the kernel's VXLAN as flannel programs it; also its setup's name. */
-export const BASELINE: BackendType = "vxlan";
 
 export interface FigureDef {
   /** Stable id, e.g. "tcp-4.gbps". */
@@ -28,8 +26,14 @@ export interface Figure extends FigureDef {
 /** Every figure the workloads produce, in report order. */
 export function figureDefs(workloads: Workload[]): FigureDef[] {
   const defs: FigureDef[] = [];
-  const add = (w: Workload, value: string, label: string, unit: string, better: "higher" | "lower", mayBeZero = false) =>
-    defs.push({ id: `${workloadId(w)}.${value}`, label, unit, better, mayBeZero, workload: workloadId(w), value });
+  const add = (
+    w: Workload,
+    value: string,
+    label: string,
+    unit: string,
+    better: "higher" | "lower",
+    mayBeZero = false,
+  ) => defs.push({ id: `${workloadId(w)}.${value}`, label, unit, better, mayBeZero, workload: workloadId(w), value });
   for (const w of workloads) {
     const name = workloadLabel(w);
     if (w.kind === "tcp") add(w, "gbps", `${name} throughput`, "Gbit/s", "higher");
@@ -61,12 +65,6 @@ export function figureDefs(workloads: Workload[]): FigureDef[] {
     add(w, "cpuKernel", `${name} CPU kernel`, "s/GB", "lower");
   }
   return defs;
-}
-
-export function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  if (s.length === 0) return NaN;
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
 /** `setups`: the setups' names. */

@@ -1,7 +1,8 @@
 // The figures as rows of text cells, shared by the terminal table and the Markdown report: every
 // setup's median, and after it the ratio to kernel vxlan from the same run.
-import { formatRate, type MicroResult } from "../../bench/micro/suite.js";
-import { BASELINE, type Figure } from "./summary.js";
+import { formatRate, type MicroResult } from "./micro.js";
+import { BASELINE } from "./settings.js";
+import type { Figure } from "./summary.js";
 
 /** Three significant digits, without exponent notation for the ranges benchmarks produce. */
 export function formatValue(v: number | undefined): string {
@@ -23,8 +24,12 @@ export function figureHeader(setups: string[]): string[] {
 
 export function figureRow(f: Figure, setups: string[]): string[] {
   return [
-    f.label, f.unit, f.better,
-    ...setups.map((b) => (b === BASELINE ? formatValue(f.medians[b]) : `${formatValue(f.medians[b])} (${formatRatio(f.ratios[b])})`)),
+    f.label,
+    f.unit,
+    f.better,
+    ...setups.map((b) =>
+      b === BASELINE ? formatValue(f.medians[b]) : `${formatValue(f.medians[b])} (${formatRatio(f.ratios[b])})`,
+    ),
   ];
 }
 
@@ -46,7 +51,11 @@ export function microSuites(results: MicroResult[]): Array<[string, MicroResult[
 /** A plain-text table with aligned columns (numbers right-aligned). */
 export function textTable(header: string[], rows: string[][], leftColumns = 3): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i < leftColumns ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ").trimEnd();
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => (i < leftColumns ? c.padEnd(widths[i]) : c.padStart(widths[i])))
+      .join("  ")
+      .trimEnd();
   return [line(header), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
 }
 

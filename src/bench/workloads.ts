@@ -4,27 +4,37 @@
 import { WeftError } from "../errors.js";
 import { iperf, ping } from "../lab/traffic.js";
 import { cpuPerGigabyte, measureCpu } from "./cpu.js";
-import { floodTail, percentile, pingUnderLoad } from "./load.js";
+import { floodTail, pingUnderLoad } from "./load.js";
+import { percentile } from "./stats.js";
 import { agentPids, type BenchLab } from "./topology.js";
-
-export { percentile };
 
 /**
  * `loaded-rtt`: pings while a TCP stream and a UDP flood run; `flood-tail`: a timestamped flood
  * and what is still delivered after it stops; `idle`: the agents' CPU without traffic (measured
  * once for all setups at the same time, not per round: see run.ts).
  */
-export type Workload = { kind: "tcp"; streams: number; family?: 6 } | { kind: "udp"; payload: number } | { kind: "rtt" } | { kind: "loaded-rtt" } | { kind: "flood-tail" } | { kind: "idle" };
+export type Workload =
+  | { kind: "tcp"; streams: number; family?: 6 }
+  | { kind: "udp"; payload: number }
+  | { kind: "rtt" }
+  | { kind: "loaded-rtt" }
+  | { kind: "flood-tail" }
+  | { kind: "idle" };
 
 /** The workloads run on one lab at a time, round by round (idle cost is measured for all at once). */
 export type LabWorkload = Exclude<Workload, { kind: "idle" }>;
 
 export function workloadId(w: Workload): string {
-  return w.kind === "tcp" ? `tcp${w.family === 6 ? "6" : ""}-${w.streams}` : w.kind === "udp" ? `udp-${w.payload}` : w.kind;
+  return w.kind === "tcp"
+    ? `tcp${w.family === 6 ? "6" : ""}-${w.streams}`
+    : w.kind === "udp"
+      ? `udp-${w.payload}`
+      : w.kind;
 }
 
 export function workloadLabel(w: Workload): string {
-  if (w.kind === "tcp") return `TCP ${w.streams} stream${w.streams === 1 ? "" : "s"}${w.family === 6 ? " over IPv6" : ""}`;
+  if (w.kind === "tcp")
+    return `TCP ${w.streams} stream${w.streams === 1 ? "" : "s"}${w.family === 6 ? " over IPv6" : ""}`;
   if (w.kind === "udp") return `UDP ${w.payload} B`;
   return { rtt: "ping", "loaded-rtt": "ping under load", "flood-tail": "flood tail", idle: "idle cost" }[w.kind];
 }
@@ -60,11 +70,18 @@ export async function runWorkload(l: BenchLab, w: LabWorkload, s: WorkloadSettin
   switch (w.kind) {
     case "tcp": {
       const on = w.family === 6 ? l.ipv6Lab() : l;
-      const { result: r, cpu } = await measureCpu(agentPids(on), () => iperf(on.server, on.client, { seconds: s.duration, streams: w.streams, family: w.family }));
+      const { result: r, cpu } = await measureCpu(agentPids(on), () =>
+        iperf(on.server, on.client, { seconds: s.duration, streams: w.streams, family: w.family }),
+      );
       if (r.receivedBytes <= 0) throw new WeftError("BENCH_NO_TRAFFIC", `${l.setup.name}: iperf3 TCP moved no bytes`);
       const perGB = cpuPerGigabyte(cpu, r.receivedBytes);
       return {
-        values: { gbps: r.bitsPerSecond / 1e9, cpuAgents: perGB.agents, cpuKernel: perGB.kernel, cpuTotal: perGB.total },
+        values: {
+          gbps: r.bitsPerSecond / 1e9,
+          cpuAgents: perGB.agents,
+          cpuKernel: perGB.kernel,
+          cpuTotal: perGB.total,
+        },
         raw: { iperf: r, cpu },
       };
     }
@@ -72,25 +89,36 @@ export async function runWorkload(l: BenchLab, w: LabWorkload, s: WorkloadSettin
       const r = await iperf(l.server, l.client, { seconds: s.duration, udp: true, length: w.payload, bitrate: "0" });
       const packets = r.packets ?? 0;
       const lost = r.lostPackets ?? 0;
-      if (packets <= 0 || r.seconds <= 0) throw new WeftError("BENCH_NO_TRAFFIC", `${l.setup.name}: iperf3 UDP ${w.payload} B sent nothing`);
+      if (packets <= 0 || r.seconds <= 0)
+        throw new WeftError("BENCH_NO_TRAFFIC", `${l.setup.name}: iperf3 UDP ${w.payload} B sent nothing`);
       return {
-        values: { sentKpps: packets / r.seconds / 1e3, receivedKpps: (packets - lost) / r.seconds / 1e3, lossPercent: (100 * lost) / packets },
+        values: {
+          sentKpps: packets / r.seconds / 1e3,
+          receivedKpps: (packets - lost) / r.seconds / 1e3,
+          lossPercent: (100 * lost) / packets,
+        },
         raw: { iperf: r },
       };
     }
     case "rtt": {
       const r = await ping(l.client, l.server.addr, { count: s.pingCount, intervalS: s.pingIntervalS, timeoutS: 1 });
       if (r.rtts.length === 0) throw new WeftError("BENCH_NO_TRAFFIC", `${l.setup.name}: no ping was answered`);
-      const sorted = [...r.rtts].sort((a, b) => a - b);
       return {
-        values: { p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99), lossPercent: (100 * (r.sent - r.received)) / r.sent },
+        values: {
+          p50: percentile(r.rtts, 0.5),
+          p99: percentile(r.rtts, 0.99),
+          lossPercent: (100 * (r.sent - r.received)) / r.sent,
+        },
         raw: { sent: r.sent, received: r.received, rttsMs: r.rtts },
       };
     }
     case "loaded-rtt":
-      return pingUnderLoad(l.client, l.server, { seconds: s.duration, pingCount: s.pingCount, pingIntervalS: s.pingIntervalS });
+      return pingUnderLoad(l.client, l.server, {
+        seconds: s.duration,
+        pingCount: s.pingCount,
+        pingIntervalS: s.pingIntervalS,
+      });
     case "flood-tail":
       return floodTail(l.client, l.server, { seconds: Math.min(s.duration, 5) });
   }
 }
-

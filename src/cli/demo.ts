@@ -7,6 +7,7 @@
 // Everything it creates (namespaces, devices, processes, files) goes
 // away at the end, also on Ctrl-C or failure.
 import type { BackendType } from "../backends/backend.js";
+import { median } from "../bench/stats.js";
 import { WeftError } from "../errors.js";
 import { LabAgents, type AgentStatus } from "../lab/agents.js";
 import { LabCluster, LAB_POD_NETWORK, LAB_POD_NETWORK6 } from "../lab/cluster.js";
@@ -25,7 +26,8 @@ export interface DemoOptions {
 }
 
 export async function runDemo(o: DemoOptions): Promise<void> {
-  if (process.getuid?.() !== 0) throw new WeftError("CLI_DEMO_NEEDS_ROOT", "the demo builds network namespaces: run it as root (sudo npm start)");
+  if (process.getuid?.() !== 0)
+    throw new WeftError("CLI_DEMO_NEEDS_ROOT", "the demo builds network namespaces: run it as root (sudo npm start)");
   let lab: LabCluster | undefined;
   let agents: LabAgents | undefined;
   const cleanup = async () => {
@@ -45,23 +47,40 @@ export async function runDemo(o: DemoOptions): Promise<void> {
     const count = o.hosts ?? 3;
     say(`building ${count} hosts in network namespaces (backend ${o.backend})`);
     if (o.dualStack && o.backend !== "vxlan" && o.backend !== "host-gw") {
-      throw new WeftError("CLI_DEMO_BAD_BACKEND", `--dual-stack needs a backend that carries IPv6: --backend vxlan or host-gw, not ${o.backend}`);
+      throw new WeftError(
+        "CLI_DEMO_BAD_BACKEND",
+        `--dual-stack needs a backend that carries IPv6: --backend vxlan or host-gw, not ${o.backend}`,
+      );
     }
     lab = await LabCluster.create({ tag: "demo", hosts: count, ipv6: o.dualStack });
     const backend = o.backend === "wasm-vxlan" ? { Type: o.backend, Workers: 1 } : { Type: o.backend };
     const ipv6 = o.dualStack ? { EnableIPv6: true, IPv6Network: formatPrefix6(LAB_POD_NETWORK6) } : {};
-    agents = await LabAgents.prepare(lab, () => ({ Network: formatPrefix(LAB_POD_NETWORK), ...ipv6, Backend: backend }));
+    agents = await LabAgents.prepare(lab, () => ({
+      Network: formatPrefix(LAB_POD_NETWORK),
+      ...ipv6,
+      Backend: backend,
+    }));
     agents.startAll();
     say(`agents started; waiting for gossip, leases and backends (logs in ${agents.dir})`);
     await agents.waitAllReady();
     // Ready means this node's own side is programmed; peers' leases and records may still be on
     // their way through gossip.
-    await Promise.all(agents.agents.map((a) => agents!.waitFor(a, `all ${count - 1} peers known`, (s) => s.peers.length === count - 1 && (!o.dualStack || s.peers6?.length === count - 1))));
+    await Promise.all(
+      agents.agents.map((a) =>
+        agents!.waitFor(
+          a,
+          `all ${count - 1} peers known`,
+          (s) => s.peers.length === count - 1 && (!o.dualStack || s.peers6?.length === count - 1),
+        ),
+      ),
+    );
     await agents.addPods(2);
     for (const a of agents.agents) {
       const env = await agents.subnetEnv(a);
       const v6 = env.v6 ? ` and ${formatPrefix6(env.v6.subnet)}` : "";
-      say(`${a.host.name}: subnet ${formatPrefix(env.v4!.subnet)}${v6}, MTU ${env.mtu}, pods ${a.host.pods.map((p) => [formatIpv4(p.addr), ...(p.addr6 !== undefined ? [formatIpv6(p.addr6)] : [])].join(" ")).join(" ")}`);
+      say(
+        `${a.host.name}: subnet ${formatPrefix(env.v4!.subnet)}${v6}, MTU ${env.mtu}, pods ${a.host.pods.map((p) => [formatIpv4(p.addr), ...(p.addr6 !== undefined ? [formatIpv6(p.addr6)] : [])].join(" ")).join(" ")}`,
+      );
     }
     let failures = 0;
     for (const a of lab.hosts) {
@@ -73,11 +92,17 @@ export async function runDemo(o: DemoOptions): Promise<void> {
           for (let t = 0; t < 10 && (await ping(a.pods[0], to, { count: 1, timeoutS: 1 })).received === 0; t++);
           const r = await ping(a.pods[0], to, { count: 3 });
           failures += r.received === r.sent ? 0 : 1;
-          say(`ping ${a.pods[0].name} -> ${b.pods[1].name} (${formatAddr(to)}): ${r.received}/${r.sent}${r.rtts.length ? `, median ${median(r.rtts).toFixed(3)} ms` : ""}`);
+          say(
+            `ping ${a.pods[0].name} -> ${b.pods[1].name} (${formatAddr(to)}): ${r.received}/${r.sent}${r.rtts.length ? `, median ${median(r.rtts).toFixed(3)} ms` : ""}`,
+          );
         }
       }
     }
-    if (failures > 0) throw new WeftError("CLI_DEMO_PING_FAILED", `${failures} host pairs could not ping; agent logs are in ${agents.dir}`);
+    if (failures > 0)
+      throw new WeftError(
+        "CLI_DEMO_PING_FAILED",
+        `${failures} host pairs could not ping; agent logs are in ${agents.dir}`,
+      );
     say(`every host reaches every other host's pods${o.dualStack ? " over IPv4 and IPv6" : ""}`);
     if (!o.once) await liveView(agents);
   } finally {
@@ -90,7 +115,11 @@ export async function runDemo(o: DemoOptions): Promise<void> {
 async function liveView(agents: LabAgents): Promise<void> {
   for (;;) {
     const rows = await Promise.all(agents.agents.map((a) => agents.status(a).catch(() => undefined)));
-    const lines = [`weft demo — ${new Date().toISOString()} — Ctrl-C stops the agents and removes everything`, "", row(["host", "subnet", "alive", "peers", "packets out", "packets in", "drops", "kernel ops"])];
+    const lines = [
+      `weft demo — ${new Date().toISOString()} — Ctrl-C stops the agents and removes everything`,
+      "",
+      row(["host", "subnet", "alive", "peers", "packets out", "packets in", "drops", "kernel ops"]),
+    ];
     rows.forEach((s, i) => lines.push(s ? row(cells(s)) : row([agents.agents[i].host.name, "(not answering)"])));
     process.stdout.write("\x1b[2J\x1b[H" + lines.join("\n") + "\n");
     await new Promise((r) => setTimeout(r, 1000));
@@ -99,10 +128,19 @@ async function liveView(agents: LabAgents): Promise<void> {
 
 function cells(s: AgentStatus): string[] {
   const dp = s.dataplane;
-  const drops = dp ? [...Object.entries(dp.tx.packets), ...Object.entries(dp.rx.packets)].filter(([k]) => k !== "FORWARD" && k !== "REPLY").reduce((n, [, v]) => n + v, 0) : undefined;
+  const drops = dp
+    ? [...Object.entries(dp.tx.packets), ...Object.entries(dp.rx.packets)]
+        .filter(([k]) => k !== "FORWARD" && k !== "REPLY")
+        .reduce((n, [, v]) => n + v, 0)
+    : undefined;
   return [
-    s.node, s.subnet ?? "-", String(s.members.filter((m) => m.state === "alive").length), s.peers.map((p) => p.name).join(","),
-    dp ? String(dp.tx.packets.FORWARD) : "(kernel)", dp ? String(dp.rx.packets.FORWARD) : "(kernel)", drops === undefined ? "-" : String(drops),
+    s.node,
+    s.subnet ?? "-",
+    String(s.members.filter((m) => m.state === "alive").length),
+    s.peers.map((p) => p.name).join(","),
+    dp ? String(dp.tx.packets.FORWARD) : "(kernel)",
+    dp ? String(dp.rx.packets.FORWARD) : "(kernel)",
+    drops === undefined ? "-" : String(drops),
     String(s.backendCounters?.kernelCommands ?? "-"),
   ];
 }
@@ -114,9 +152,4 @@ function row(c: string[]): string {
 
 function say(s: string): void {
   process.stdout.write(`[demo] ${s}\n`);
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
 }

@@ -22,7 +22,7 @@ import { DEFAULT_BUSY_POLL_US, DEFAULT_QUEUE_DELAY_US } from "./defaults.js";
 import { PeerTable, type DataplanePeer } from "./peers.js";
 import { innerFlowSteering } from "./steering.js";
 import { openFirstSocket, openTunQueues, type OffloadState } from "./offload.js";
-import { IO_COUNTER, IO_COUNTER_SLOTS, type OffloadRegions, type QueueTask, type WireFormat } from "./queue-task.js";
+import { IO_COUNTER, IO_COUNTER_SLOTS, type QueueTask, type ResultRegions, type WireFormat } from "./queue-task.js";
 
 export interface UserspaceDataplaneOptions {
   format: WireFormat;
@@ -91,8 +91,14 @@ interface Queue {
 
 /** Slot bytes: headroom + the largest frame the TUN MTU allows + encapsulation, rounded up. */
 const SLOT_BYTES = 2048;
+/**
+ * What a slot holds besides a packet of the TUN MTU: the headroom in front (native.HEADROOM, where
+ * encapsulation headers and ICMP errors are written) and, in a received VXLAN datagram, the VXLAN
+ * and inner Ethernet headers in front of the packet (VXLAN_ENCAP_HEADER_BYTES in assembly/packet/vxlan-header.ts).
+ */
+const SLOT_BYTES_BESIDES_PACKET = 64 + 22;
 /** The largest TUN MTU the slots hold; a jumbo underlay gets pods of this MTU (the backend clamps). */
-export const DATAPLANE_MAX_MTU = SLOT_BYTES - 64 - 22;
+export const DATAPLANE_MAX_MTU = SLOT_BYTES - SLOT_BYTES_BESIDES_PACKET;
 /**
  * With offloads, slots hold a 64 KiB super-packet or GRO batch (plus headroom): fewer of them,
  * about 5 MiB per queue in all. Each TUN read is a syscall of its own anyway, so 16 per send batch
@@ -115,6 +121,21 @@ const SEGMENT_SLOT_BYTES = 96 * 1024;
 const TUN_TXQUEUELEN = 5000;
 const TUN_TXQUEUELEN_OFFLOADS = 256;
 
+/** Without offloads every packet is a single segment: results stay in the batches they were read into. */
+function inPlaceResults(tx: PacketBatch, rx: PacketBatch): ResultRegions {
+  return {
+    sendDescs: tx.descs,
+    sendMax: tx.size,
+    segments: 0,
+    segmentStride: 0,
+    scratch: 0,
+    writeDescs: rx.descs,
+    writeMax: rx.size,
+    moved: 0,
+    movedCap: 0,
+  };
+}
+
 export class UserspaceDataplane {
   readonly workers: number;
   private readonly hp: HotPath;
@@ -135,7 +156,11 @@ export class UserspaceDataplane {
     this.workers = opts.workers ?? availableParallelism();
     const maxPeers = opts.maxPeers ?? 4096;
     const batch = opts.batchSize ?? 64;
-    if (opts.mtu + 64 + 22 > SLOT_BYTES) throw new WeftError("DATAPLANE_MTU", `MTU ${opts.mtu} does not fit the ${SLOT_BYTES}-byte packet slots; use an MTU of at most ${SLOT_BYTES - 86}`);
+    if (opts.mtu > DATAPLANE_MAX_MTU)
+      throw new WeftError(
+        "DATAPLANE_MTU",
+        `MTU ${opts.mtu} does not fit the ${SLOT_BYTES}-byte packet slots; use an MTU of at most ${DATAPLANE_MAX_MTU}`,
+      );
     this.hp = new HotPath(createHotPathMemory());
     const arena = new Arena(this.hp);
     this.routes = new RouteTable(this.hp, arena, { tbl8Groups: 256, maxRules: maxPeers * 2, maxNextHops: maxPeers });
@@ -151,26 +176,55 @@ export class UserspaceDataplane {
       const tun = openTunQueues(opts.tunName, this.workers, first.gro);
       tuns = tun.tuns;
       const enabled = first.gro && tun.flags.length > 0;
-      this.offload = { enabled, tun: tun.flags, udpGro: first.gro, reason: first.reason ?? tun.reason };
+      if (first.gro && !enabled) {
+        // Without vnet headers every receive must be one datagram: GRO batches are taken apart only
+        // on the offload path, so the socket that took UDP_GRO is opened again without it.
+        sockets[0].close();
+        sockets[0] = UdpSocket.open(udpOptions);
+      }
+      this.offload = { enabled, tun: tun.flags, udpGro: enabled, reason: first.reason ?? tun.reason };
       for (let q = 0; q < this.workers; q++) {
         const ctx = new DataplaneContext(this.hp, arena, {
-          routes: this.routes.base, vni: opts.vni, localAddr: opts.subnet.addr, mac: opts.vtepMac,
-          antiSpoof: opts.antiSpoof ?? true, peerSlots: maxPeers,
+          routes: this.routes.base,
+          vni: opts.vni,
+          localAddr: opts.subnet.addr,
+          mac: opts.vtepMac,
+          antiSpoof: opts.antiSpoof ?? true,
+          peerSlots: maxPeers,
         });
-        const tx = enabled ? new PacketBatch(this.hp, arena, OFFLOAD_TX_BATCH, BIG_SLOT_BYTES) : new PacketBatch(this.hp, arena, batch, SLOT_BYTES);
-        const rx = enabled ? new PacketBatch(this.hp, arena, OFFLOAD_RX_BATCH, BIG_SLOT_BYTES) : new PacketBatch(this.hp, arena, batch, SLOT_BYTES);
+        const tx = enabled
+          ? new PacketBatch(this.hp, arena, OFFLOAD_TX_BATCH, BIG_SLOT_BYTES)
+          : new PacketBatch(this.hp, arena, batch, SLOT_BYTES);
+        const rx = enabled
+          ? new PacketBatch(this.hp, arena, OFFLOAD_RX_BATCH, BIG_SLOT_BYTES)
+          : new PacketBatch(this.hp, arena, batch, SLOT_BYTES);
         const ioCounters = arena.alloc(IO_COUNTER_SLOTS * 8);
         this.hp.bytes().fill(0, ioCounters, ioCounters + IO_COUNTER_SLOTS * 8);
-        if (q > 0) sockets.push(UdpSocket.open({ ...udpOptions, gro: first.gro }));
+        if (q > 0) sockets.push(UdpSocket.open({ ...udpOptions, gro: enabled }));
         if (queueDelayUs > 0) sockets[q].enableTimestamps();
         const waker = Waker.open();
         const region = (b: PacketBatch) => ({ descs: b.descs, slots: b.slots, size: b.size, stride: b.stride });
         this.queues.push({
-          ctx, tun: tuns[q], udp: sockets[q], waker,
+          ctx,
+          tun: tuns[q],
+          udp: sockets[q],
+          waker,
           task: {
-            queue: q, format: opts.format, memory: this.hp.memory, ctx: ctx.ptr, tx: region(tx), rx: region(rx),
-            ioCounters, stopWord: stopAt, busyPollUs: opts.busyPollUs ?? DEFAULT_BUSY_POLL_US, queueDelayUs, nice: opts.nice ?? 0, tunFd: tuns[q].fd, udpFd: sockets[q].fd, wakeFd: waker.fd,
-            offload: enabled ? this.offloadRegions(arena, tx, rx) : undefined,
+            queue: q,
+            format: opts.format,
+            memory: this.hp.memory,
+            ctx: ctx.ptr,
+            tx: region(tx),
+            rx: region(rx),
+            results: enabled ? this.offloadResults(arena, tx, rx) : inPlaceResults(tx, rx),
+            ioCounters,
+            stopWord: stopAt,
+            busyPollUs: opts.busyPollUs ?? DEFAULT_BUSY_POLL_US,
+            queueDelayUs,
+            nice: opts.nice ?? 0,
+            tun: tuns[q].lend(),
+            udp: sockets[q].lend(),
+            wakeFd: waker.fd,
           },
         });
       }
@@ -182,22 +236,24 @@ export class UserspaceDataplane {
     }
   }
 
-  /** The output regions of one queue's offloaded batches (see OffloadRegions). */
-  private offloadRegions(arena: Arena, tx: PacketBatch, rx: PacketBatch): OffloadRegions {
+  /** The result regions of one queue's batches with offloads (see ResultRegions). */
+  private offloadResults(arena: Arena, tx: PacketBatch, rx: PacketBatch): ResultRegions {
     const descBytes = this.hp.constant("DESC_BYTES");
-    const rxOutMax = rx.size * this.hp.constant("GRO_MAX_SEGMENTS");
+    const sendMax = tx.size * this.hp.constant("OFFLOAD_MAX_TRAINS");
+    const writeMax = rx.size * this.hp.constant("GRO_MAX_SEGMENTS");
     // Merged packets take less room than their segments did; only flannel udp datagrams that move
     // grow, by their vnet header: room for all of that plus one super-packet being built.
-    const rxOutCap = rx.size * rx.stride + rxOutMax * 16 + BIG_SLOT_BYTES;
+    const movedCap = rx.size * rx.stride + writeMax * 16 + BIG_SLOT_BYTES;
     return {
-      txOutDescs: arena.alloc(tx.size * this.hp.constant("OFFLOAD_MAX_TRAINS") * descBytes),
-      txOut: arena.alloc(tx.size * SEGMENT_SLOT_BYTES),
-      txOutStride: SEGMENT_SLOT_BYTES,
-      rxScratch: arena.alloc(this.hp.constant("MAX_BATCH") * descBytes),
-      rxOutDescs: arena.alloc(rxOutMax * descBytes),
-      rxOutMax,
-      rxOut: arena.alloc(rxOutCap),
-      rxOutCap,
+      sendDescs: arena.alloc(sendMax * descBytes),
+      sendMax,
+      segments: arena.alloc(tx.size * SEGMENT_SLOT_BYTES),
+      segmentStride: SEGMENT_SLOT_BYTES,
+      scratch: arena.alloc(this.hp.constant("MAX_BATCH") * descBytes),
+      writeDescs: arena.alloc(writeMax * descBytes),
+      writeMax,
+      moved: arena.alloc(movedCap),
+      movedCap,
     };
   }
 
@@ -219,8 +275,13 @@ export class UserspaceDataplane {
     });
     for (const q of this.queues) q.running = this.supervise(q);
     const log = { workers: this.workers, format: this.opts.format, tun: tunName, offload: this.offload };
-    if (this.offload.enabled || this.opts.offloads === false) this.opts.logger?.info(log, "userspace dataplane started");
-    else this.opts.logger?.warn(log, "userspace dataplane started without segmentation offloads; throughput will be lower");
+    if (this.offload.enabled || this.opts.offloads === false)
+      this.opts.logger?.info(log, "userspace dataplane started");
+    else
+      this.opts.logger?.warn(
+        log,
+        "userspace dataplane started without segmentation offloads; throughput will be lower",
+      );
   }
 
   /** Adds or updates a peer; reaches every worker at once (shared route table). */
@@ -256,17 +317,27 @@ export class UserspaceDataplane {
     for (const p of this.peers.list()) {
       const per = this.queues.map((q) => q.ctx.peer(p.nextHop));
       peers[p.name] = {
-        txPackets: per.reduce((n, c) => n + c.tx.packets, 0n), txBytes: per.reduce((n, c) => n + c.tx.bytes, 0n),
-        rxPackets: per.reduce((n, c) => n + c.rx.packets, 0n), rxBytes: per.reduce((n, c) => n + c.rx.bytes, 0n),
+        txPackets: per.reduce((n, c) => n + c.tx.packets, 0n),
+        txBytes: per.reduce((n, c) => n + c.tx.bytes, 0n),
+        rxPackets: per.reduce((n, c) => n + c.rx.packets, 0n),
+        rxBytes: per.reduce((n, c) => n + c.rx.bytes, 0n),
       };
     }
     const io = {} as DataplaneCounters["io"];
     for (const [name, slot] of Object.entries(IO_COUNTER) as Array<[keyof typeof IO_COUNTER, number]>) {
-      io[name] = this.queues.reduce((n, q) => n + new BigUint64Array(this.hp.memory.buffer, q.task.ioCounters, IO_COUNTER_SLOTS)[slot], 0n);
+      io[name] = this.queues.reduce(
+        (n, q) => n + new BigUint64Array(this.hp.memory.buffer, q.task.ioCounters, IO_COUNTER_SLOTS)[slot],
+        0n,
+      );
     }
     const perQueue = this.queues.map((q) => ({ tx: q.ctx.tx().packets.FORWARD, rx: q.ctx.rx().packets.FORWARD }));
     return {
-      tx: sumDir((c) => c.tx()), rx: sumDir((c) => c.rx()), peers, io, perQueue, workerRestarts: this.restarts,
+      tx: sumDir((c) => c.tx()),
+      rx: sumDir((c) => c.rx()),
+      peers,
+      io,
+      perQueue,
+      workerRestarts: this.restarts,
       offload: { ...this.offload, tun: [...this.offload.tun] },
     };
   }

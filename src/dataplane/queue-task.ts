@@ -1,6 +1,9 @@
 // What the control thread hands a dataplane worker for one queue: the shared hot-path memory and
-// where in it this queue's context and batches are, plus the fds it owns. Plain data, so it
-// crosses to the worker thread by structured clone (the shared memory is shared, not copied).
+// where in it this queue's context, batches and result regions are, plus the TUN queue and socket
+// it lends the worker. Plain data, so it crosses to the worker thread by structured clone (the
+// shared memory is shared, not copied).
+import type { LentTunQueue } from "../io/tun.js";
+import type { LentUdpSocket } from "../io/udp.js";
 
 export type WireFormat = "vxlan" | "udp";
 
@@ -12,20 +15,24 @@ export interface BatchRegion {
 }
 
 /**
- * Where a queue's offload regions are (assembly/packet/offload-send.ts, offload-receive.ts); the
- * tx and rx batches then have few, 64 KiB slots for super-packets and GRO batches.
+ * Where the hot path puts a queue's results (encapBatch, decapBatch: assembly/packet/offload-send.ts,
+ * offload-receive.ts). With offloads these are regions of their own: a super-packet becomes several
+ * sends, GRO batches become coalesced packets. Without, every packet is a single segment and
+ * results stay in place: the send and write descriptors are the tx and rx batches' own, and the
+ * other regions are empty (0).
  */
-export interface OffloadRegions {
-  /** Send descriptors (tx.size * OFFLOAD_MAX_TRAINS) and one segment slot per TUN read slot. */
-  txOutDescs: number;
-  txOut: number;
-  txOutStride: number;
-  /** MAX_BATCH scratch descriptors, outMax TUN write descriptors and cap bytes for moved packets. */
-  rxScratch: number;
-  rxOutDescs: number;
-  rxOutMax: number;
-  rxOut: number;
-  rxOutCap: number;
+export interface ResultRegions {
+  /** Descriptors for sendmmsg (sendMax of them) and one segment slot per TUN read slot. */
+  sendDescs: number;
+  sendMax: number;
+  segments: number;
+  segmentStride: number;
+  /** MAX_BATCH scratch descriptors, writeMax TUN write descriptors and movedCap bytes for packets that move. */
+  scratch: number;
+  writeDescs: number;
+  writeMax: number;
+  moved: number;
+  movedCap: number;
 }
 
 export interface QueueTask {
@@ -36,11 +43,12 @@ export interface QueueTask {
   ctx: number;
   tx: BatchRegion;
   rx: BatchRegion;
+  results: ResultRegions;
   /** This queue's I/O counters (IO_COUNTER_* u64 slots) and the pool-wide stop word (i32). */
   ioCounters: number;
   stopWord: number;
-  tunFd: number;
-  udpFd: number;
+  tun: LentTunQueue;
+  udp: LentUdpSocket;
   wakeFd: number;
   /** Microseconds to poll without sleeping after a batch moved packets (0: sleep at once). */
   busyPollUs: number;
@@ -48,8 +56,6 @@ export interface QueueTask {
   queueDelayUs: number;
   /** The worker thread's nice value (0: the process's). */
   nice: number;
-  /** Set when the TUN queue has vnet headers with TSO and the socket UDP GSO/GRO. */
-  offload?: OffloadRegions;
 }
 
 /** The worker's own counters, beside the hot path's verdict counters. */

@@ -1,6 +1,7 @@
 // A dataplane context (assembly/context.ts) with its two counter blocks, and reading the counters
 // back by verdict name.
 import { macHalves } from "../net/ipv4.js";
+import { writeIpv6 } from "../net/ipv6.js";
 import type { Arena } from "./arena.js";
 import type { HotPath } from "./module.js";
 
@@ -16,6 +17,12 @@ export interface ContextOptions {
   antiSpoof: boolean;
   /** Next-hop indices to keep per-peer counters for (0: none). */
   peerSlots: number;
+  /**
+   * Route IPv6 too: the IPv6 route table (RouteTable6.base) and this node's IPv6 tunnel address,
+   * source of its ICMPv6 errors. Without it IPv6 packets are dropped (IPV6_UNROUTED). A peer's
+   * next hop has the same index in both tables, so its counters cover both families.
+   */
+  ipv6?: { routes: number; localAddr: bigint };
 }
 
 /** Packets and bytes forwarded to or from one peer (by next-hop index). */
@@ -41,7 +48,11 @@ export class DataplaneContext {
   private readonly slots: number;
   private readonly peerSlots: number;
 
-  constructor(private readonly hp: HotPath, arena: Arena, opts: ContextOptions) {
+  constructor(
+    private readonly hp: HotPath,
+    arena: Arena,
+    opts: ContextOptions,
+  ) {
     this.slots = hp.constant("COUNTER_SLOTS");
     const blockBytes = hp.constant("COUNTER_BLOCK_BYTES");
     this.ptr = arena.alloc(hp.constant("CTX_BYTES"));
@@ -59,10 +70,22 @@ export class DataplaneContext {
       mem.fill(0, this.peerRx, this.peerRx + peerBytes);
     }
     hp.fn.contextInit(
-      this.ptr, opts.routes, this.countersTx, this.countersRx, opts.vni, opts.localAddr, ...macHalves(opts.mac),
+      this.ptr,
+      opts.routes,
+      this.countersTx,
+      this.countersRx,
+      opts.vni,
+      opts.localAddr,
+      ...macHalves(opts.mac),
       opts.antiSpoof ? hp.constant("CTX_FLAG_ANTI_SPOOF") : 0,
     );
     hp.fn.contextSetPeerCounters(this.ptr, this.peerTx, this.peerRx, opts.peerSlots);
+    if (opts.ipv6) {
+      // The address passes through the context's own bytes: contextSetIpv6 copies it into place.
+      const at = this.ptr + hp.constant("CTX_LOCAL_ADDR6");
+      writeIpv6(hp.bytes(), at, opts.ipv6.localAddr);
+      hp.fn.contextSetIpv6(this.ptr, opts.ipv6.routes, at);
+    }
   }
 
   /** Counters of peer (next hop) i: sent (tx) and received (rx). */

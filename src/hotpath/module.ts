@@ -10,20 +10,45 @@ export interface HotPathFunctions {
   checksum(p: number, len: number): number;
   checksumPartial(p: number, len: number, seed: number): number;
   contextInit(
-    ctx: number, routes: number, countersTx: number, countersRx: number,
-    vni: number, localAddr: number, macHi16: number, macLo32: number, flags: number,
+    ctx: number,
+    routes: number,
+    countersTx: number,
+    countersRx: number,
+    vni: number,
+    localAddr: number,
+    macHi16: number,
+    macLo32: number,
+    flags: number,
   ): void;
   contextSetPeerCounters(ctx: number, tx: number, rx: number, slots: number): void;
-  vxlanEncapBatch(ctx: number, descs: number, n: number): number;
-  vxlanDecapBatch(ctx: number, descs: number, n: number): number;
-  udpEncapBatch(ctx: number, descs: number, n: number): number;
-  udpDecapBatch(ctx: number, descs: number, n: number): number;
-  /** Offloads (assembly/packet/offload-send.ts): returns sends | replies << 16, written to outDescs. */
-  vxlanEncapOffloadBatch(ctx: number, descs: number, n: number, outDescs: number, out: number, outStride: number): number;
-  udpEncapOffloadBatch(ctx: number, descs: number, n: number, outDescs: number, out: number, outStride: number): number;
-  /** Offloads (assembly/packet/offload-receive.ts): returns the packets written to outDescs. */
-  vxlanDecapOffloadBatch(ctx: number, descs: number, n: number, scratch: number, outDescs: number, outMax: number, out: number, cap: number): number;
-  udpDecapOffloadBatch(ctx: number, descs: number, n: number, scratch: number, outDescs: number, outMax: number, out: number, cap: number): number;
+  contextSetIpv6(ctx: number, routes6: number, addr: number): void;
+  /**
+   * The send path (assembly/packet/offload-send.ts): format ENCAP_VXLAN or ENCAP_NONE; vnet 1 when
+   * packets have a vnet header (offloads). Returns sends | replies << 16, written to outDescs.
+   */
+  encapBatch(
+    ctx: number,
+    descs: number,
+    n: number,
+    format: number,
+    vnet: number,
+    outDescs: number,
+    out: number,
+    outStride: number,
+  ): number;
+  /** The receive path (assembly/packet/offload-receive.ts): returns the packets written to outDescs. */
+  decapBatch(
+    ctx: number,
+    descs: number,
+    n: number,
+    format: number,
+    vnet: number,
+    scratch: number,
+    outDescs: number,
+    outMax: number,
+    out: number,
+    cap: number,
+  ): number;
   routeTableSize(tbl8Groups: number, maxRules: number, maxNextHops: number): number;
   routeTableInit(t: number, tbl8Groups: number, maxRules: number, maxNextHops: number): number;
   routeInsert(t: number, prefix: number, len: number, nh: number): number;
@@ -39,6 +64,19 @@ export interface HotPathFunctions {
   nextHopPtr(t: number, i: number): number;
   nextHopSet(t: number, i: number, ip: number, port: number, macHi16: number, macLo32: number): number;
   nextHopClear(t: number, i: number): number;
+  /** IPv6 route table (assembly/route6/table.ts): prefixes and addresses are pointers to 16 bytes. */
+  route6TableSize(maxRules: number, maxNextHops: number): number;
+  route6TableInit(t: number, maxRules: number, maxNextHops: number): number;
+  route6Insert(t: number, prefix: number, len: number, nh: number): number;
+  route6Replace(t: number, prefix: number, len: number, nh: number): number;
+  route6Delete(t: number, prefix: number, len: number): number;
+  route6Get(t: number, prefix: number, len: number): number;
+  route6Lookup(t: number, addr: number): number;
+  route6LookupBatch(t: number, addrs: number, out: number, n: number): void;
+  route6Count(t: number): number;
+  nextHop6Ptr(t: number, i: number): number;
+  nextHop6Set(t: number, i: number, addr: number, port: number, macHi16: number, macLo32: number): number;
+  nextHop6Clear(t: number, i: number): number;
   heapBase(): number;
 }
 
@@ -53,7 +91,9 @@ function wasmModule(): WebAssembly.Module {
   try {
     bytes = new Uint8Array(readFileSync(path));
   } catch (cause) {
-    throw new WeftError("HOTPATH_NOT_BUILT", `${path} is missing; run \`npm run build:wasm\` (npm install does it)`, { cause });
+    throw new WeftError("HOTPATH_NOT_BUILT", `${path} is missing; run \`npm run build:wasm\` (npm install does it)`, {
+      cause,
+    });
   }
   return (compiled = new WebAssembly.Module(bytes));
 }
@@ -81,8 +121,17 @@ export class HotPath {
   /** A constant the module exports (DESC_OFF, HEADROOM, DROP_NO_ROUTE, ...). */
   constant(name: string): number {
     const v = this.globals.get(name);
-    if (v === undefined) throw new WeftError("HOTPATH_NO_CONSTANT", `the hot path exports no constant ${name}; rebuild with \`npm run build:wasm\``);
+    if (v === undefined)
+      throw new WeftError(
+        "HOTPATH_NO_CONSTANT",
+        `the hot path exports no constant ${name}; rebuild with \`npm run build:wasm\``,
+      );
     return v;
+  }
+
+  /** The `format` argument of encapBatch/decapBatch for a wire format. */
+  wireFormat(format: "vxlan" | "udp"): number {
+    return this.constant(format === "vxlan" ? "ENCAP_VXLAN" : "ENCAP_NONE");
   }
 
   /** Names of verdict codes (index = code): FORWARD, REPLY, then the drop reasons. */

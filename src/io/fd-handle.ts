@@ -1,13 +1,19 @@
-// An owned file descriptor. close() is explicit and idempotent; a closed handle refuses to act,
-// so it can never touch an unrelated file that reused its fd number.
+// A file descriptor, owned or borrowed. close() is explicit and idempotent; a closed handle refuses
+// to act, so it can never touch an unrelated file that reused its fd number. A borrowed handle (a
+// worker thread's view of an fd its opener lent it) lets go on close() and leaves the fd open: the
+// owner closes it, after the borrower is done.
 import { WeftError } from "../errors.js";
 import { native } from "./native.js";
 
 export abstract class FdHandle {
   private current: number;
 
-  /** `fd` becomes this handle's to close; handing it to another thread means handing that duty too. */
-  protected constructor(fd: number, private readonly kind: string) {
+  /** `fd` becomes this handle's to close, unless `borrowed`. */
+  protected constructor(
+    fd: number,
+    private readonly kind: string,
+    private readonly borrowed = false,
+  ) {
     this.current = fd;
   }
 
@@ -24,6 +30,6 @@ export abstract class FdHandle {
     if (this.current < 0) return;
     const fd = this.current;
     this.current = -1;
-    native.closeFd(fd);
+    if (!this.borrowed) native.closeFd(fd);
   }
 }

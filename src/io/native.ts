@@ -16,7 +16,14 @@ import { projectFile } from "../paths.js";
  * call, which starts at that packet.
  */
 type BatchCall = (fd: number, buf: Uint8Array, descs: Int32Array, first: number, count: number) => number;
-type TunBatchCall = (fd: number, buf: Uint8Array, descs: Int32Array, first: number, count: number, header: 0 | 12) => number;
+type TunBatchCall = (
+  fd: number,
+  buf: Uint8Array,
+  descs: Int32Array,
+  first: number,
+  count: number,
+  header: 0 | 12,
+) => number;
 
 export interface NativeIo {
   readonly DESC_BYTES: number;
@@ -55,13 +62,28 @@ export interface NativeIo {
   /** Writes [OFF, OFF+LEN), preceded by the vnet header in [OFF-12, OFF) when header is 12. */
   tunWrite: TunBatchCall;
 
-  udpOpen(addr: number, port: number, reusePort: boolean, rcvbuf: number, sndbuf: number, gro: boolean): { fd: number; port: number };
+  udpOpen(
+    addr: number,
+    port: number,
+    reusePort: boolean,
+    rcvbuf: number,
+    sndbuf: number,
+    gro: boolean,
+  ): { fd: number; port: number };
   /**
    * Fills [OFF, OFF+CAP) and sets LEN, ADDR, PORT (the sender) and FLAGS (GRO segment size or 0).
    * Returns kept | late << 16: with maxAgeUs > 0 (and udpSetTimestamps), `late` datagrams waited
    * longer; with `drop` they are dropped and their descriptors moved behind the kept ones.
    */
-  udpRecv(fd: number, buf: Uint8Array, descs: Int32Array, first: number, count: number, maxAgeUs?: number, drop?: boolean): number;
+  udpRecv(
+    fd: number,
+    buf: Uint8Array,
+    descs: Int32Array,
+    first: number,
+    count: number,
+    maxAgeUs?: number,
+    drop?: boolean,
+  ): number;
   /** SO_TIMESTAMPNS: arrival times for udpRecv's maxAgeUs. */
   udpSetTimestamps(fd: number): void;
   /** Sends [OFF, OFF+LEN) to ADDR:PORT; FLAGS' segment size, when not 0, asks for UDP GSO. */
@@ -83,9 +105,17 @@ export const addonPath = projectFile("native", "build", "Release", "weft_io.node
 
 function load(): NativeIo {
   if (!existsSync(addonPath)) {
-    throw new WeftError("IO_ADDON_NOT_BUILT", `${addonPath} is missing; build it with \`npm install\` (or \`npx node-gyp rebuild --directory native\`)`);
+    throw new WeftError(
+      "IO_ADDON_NOT_BUILT",
+      `${addonPath} is missing; build it with \`npm install\` (or \`npx node-gyp rebuild --directory native\`)`,
+    );
   }
   return createRequire(import.meta.url)(addonPath) as NativeIo;
 }
 
 export const native: NativeIo = load();
+
+/** A batch call's count cut to what one native call takes (the caller calls again for the rest). */
+export function atMostMaxBatch(count: number): number {
+  return Math.min(count, native.MAX_BATCH);
+}

@@ -1,9 +1,11 @@
 // TUN queues: one fd per queue of a device (IFF_TUN | IFF_NO_PI), non-blocking and close-on-exec.
 // With multiQueue every dataplane worker owns one queue of the same device; with vnetHdr a 12-byte
 // virtio_net_hdr rides in the slot bytes [OFF-12, OFF) of every packet read or written, so the
-// packet itself stays at OFF where the hot path expects it.
+// packet itself stays at OFF where the hot path expects it. A TunQueue is the dataplane's
+// PacketQueue (batch-io.ts); the control thread opens and owns it, a worker borrows it (lend()).
+import type { PacketQueue } from "./batch-io.js";
 import { FdHandle } from "./fd-handle.js";
-import { native } from "./native.js";
+import { atMostMaxBatch, native } from "./native.js";
 
 export interface TunOptions {
   /** IFF_MULTI_QUEUE: open the same name again for each further queue. */
@@ -21,12 +23,34 @@ export const TUN_OFFLOAD = {
   USO6: native.TUN_F_USO6,
 } as const;
 
-export class TunQueue extends FdHandle {
+/** A TUN queue as plain data, to hand to a worker thread (structured clone); see TunQueue.borrow. */
+export interface LentTunQueue {
+  fd: number;
+  name: string;
+  vnetHdr: boolean;
+}
+
+export class TunQueue extends FdHandle implements PacketQueue {
   private readonly header: 0 | 12;
 
-  private constructor(fd: number, readonly name: string, readonly vnetHdr: boolean) {
-    super(fd, "TUN queue");
+  private constructor(
+    fd: number,
+    readonly name: string,
+    readonly vnetHdr: boolean,
+    borrowed = false,
+  ) {
+    super(fd, "TUN queue", borrowed);
     this.header = vnetHdr ? native.VNET_HDR_BYTES : 0;
+  }
+
+  /** This queue as plain data for another thread, which borrows it; this handle stays the owner. */
+  lend(): LentTunQueue {
+    return { fd: this.fd, name: this.name, vnetHdr: this.vnetHdr };
+  }
+
+  /** The queue a lender handed over: usable until its owner closes it; close() leaves the fd open. */
+  static borrow(lent: LentTunQueue): TunQueue {
+    return new TunQueue(lent.fd, lent.name, lent.vnetHdr, true);
   }
 
   /**
@@ -52,13 +76,13 @@ export class TunQueue extends FdHandle {
     return queues;
   }
 
-  /** Reads up to `count` packets (one syscall each, one native call in all); see NativeIo. */
+  /** Reads up to `count` packets (one syscall each, one native call in all); see PacketQueue. */
   read(buf: Uint8Array, descs: Int32Array, first: number, count: number): number {
-    return native.tunRead(this.fd, buf, descs, first, count, this.header);
+    return native.tunRead(this.fd, buf, descs, first, atMostMaxBatch(count), this.header);
   }
 
   write(buf: Uint8Array, descs: Int32Array, first: number, count: number): number {
-    return native.tunWrite(this.fd, buf, descs, first, count, this.header);
+    return native.tunWrite(this.fd, buf, descs, first, atMostMaxBatch(count), this.header);
   }
 
   /** TUNSETOFFLOAD with TUN_OFFLOAD flags (USO4 and USO6 only as a pair); needs vnetHdr for anything but 0. */

@@ -1,10 +1,12 @@
 // UDP sockets for the dataplane: bound with SO_REUSEPORT so that each worker owns one socket on
 // the same address and port; recvmmsg/sendmmsg move a whole batch per syscall, with the peer's
 // address and port in each descriptor's ADDR/PORT. FLAGS bits 0..15 carry a segment size for
-// UDP GSO (send) and GRO (receive, when opened with gro).
+// UDP GSO (send) and GRO (receive, when opened with gro). A UdpSocket is the dataplane's
+// DatagramBind (batch-io.ts); the control thread opens and owns it, a worker borrows it (lend()).
 import { parseIpv4 } from "../net/ipv4.js";
+import type { DatagramBind } from "./batch-io.js";
 import { FdHandle } from "./fd-handle.js";
-import { native } from "./native.js";
+import { atMostMaxBatch, native } from "./native.js";
 
 export interface UdpOptions {
   /** Local address, "198.18.0.1" or as a number; "0.0.0.0" for any. */
@@ -20,36 +22,58 @@ export interface UdpOptions {
   readonly gro?: boolean;
 }
 
-export class UdpSocket extends FdHandle {
-  private constructor(fd: number, readonly port: number) {
-    super(fd, "UDP socket");
+/** A socket as plain data, to hand to a worker thread (structured clone); see UdpSocket.borrow. */
+export interface LentUdpSocket {
+  fd: number;
+  port: number;
+}
+
+export class UdpSocket extends FdHandle implements DatagramBind {
+  private constructor(
+    fd: number,
+    readonly port: number,
+    borrowed = false,
+  ) {
+    super(fd, "UDP socket", borrowed);
+  }
+
+  /** This socket as plain data for another thread, which borrows it; this handle stays the owner. */
+  lend(): LentUdpSocket {
+    return { fd: this.fd, port: this.port };
+  }
+
+  /** The socket a lender handed over: usable until its owner closes it; close() leaves the fd open. */
+  static borrow(lent: LentUdpSocket): UdpSocket {
+    return new UdpSocket(lent.fd, lent.port, true);
   }
 
   /** Binds in the calling thread's network namespace. */
   static open(options: UdpOptions): UdpSocket {
     const addr = typeof options.address === "number" ? options.address : parseIpv4(options.address);
-    const { fd, port } = native.udpOpen(addr, options.port, options.reusePort ?? true, options.rcvbuf ?? 0, options.sndbuf ?? 0, options.gro ?? false);
+    const { fd, port } = native.udpOpen(
+      addr,
+      options.port,
+      options.reusePort ?? true,
+      options.rcvbuf ?? 0,
+      options.sndbuf ?? 0,
+      options.gro ?? false,
+    );
     return new UdpSocket(fd, port);
   }
 
-  /** recvmmsg: fills slots, sets LEN, ADDR, PORT and FLAGS; see NativeIo for the batch contract. */
-  recv(buf: Uint8Array, descs: Int32Array, first: number, count: number): number {
-    return native.udpRecv(this.fd, buf, descs, first, count) & 0xffff;
+  /**
+   * recvmmsg: fills slots, sets LEN, ADDR, PORT and FLAGS. Returns kept | late << 16, where `late`
+   * counts the datagrams that waited longer than `maxAgeUs` in the socket's queue (needs
+   * enableTimestamps; 0: no limit, late is 0); with `drop` those are dropped and the `kept`
+   * descriptors from `first` on hold the rest, in order. See DatagramBind.
+   */
+  recv(buf: Uint8Array, descs: Int32Array, first: number, count: number, maxAgeUs = 0, drop = false): number {
+    return native.udpRecv(this.fd, buf, descs, first, atMostMaxBatch(count), maxAgeUs, drop);
   }
 
-  /** Stamps every datagram with its arrival time (SO_TIMESTAMPNS), for recvWithin. */
+  /** Stamps every datagram with its arrival time (SO_TIMESTAMPNS), for recv's maxAgeUs. */
   enableTimestamps(): void {
     native.udpSetTimestamps(this.fd);
-  }
-
-  /**
-   * Like recv, and counts the datagrams that waited longer than `maxAgeUs` in the socket's queue
-   * (`late`; needs enableTimestamps). With `drop` those are dropped: the `kept` descriptors from
-   * `first` on hold the rest, in order.
-   */
-  recvWithin(buf: Uint8Array, descs: Int32Array, first: number, count: number, maxAgeUs: number, drop: boolean): { kept: number; late: number } {
-    const r = native.udpRecv(this.fd, buf, descs, first, count, maxAgeUs, drop);
-    return { kept: r & 0xffff, late: r >>> 16 };
   }
 
   /**
@@ -61,8 +85,8 @@ export class UdpSocket extends FdHandle {
     native.udpSetReuseportProgram(this.fd, program);
   }
 
-  /** sendmmsg: LEN bytes at OFF to ADDR:PORT per packet. */
+  /** sendmmsg: LEN bytes at OFF to ADDR:PORT per packet (FLAGS > 0: UDP GSO segments of that size). */
   send(buf: Uint8Array, descs: Int32Array, first: number, count: number): number {
-    return native.udpSend(this.fd, buf, descs, first, count);
+    return native.udpSend(this.fd, buf, descs, first, atMostMaxBatch(count));
   }
 }

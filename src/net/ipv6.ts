@@ -14,7 +14,10 @@ const ALL_ONES = (1n << 128n) - 1n;
 
 export function parseIpv6(text: string): bigint {
   const fail = (): WeftError =>
-    new WeftError("NET_BAD_IPV6", `"${text}" is not an IPv6 address (expected eight hex groups, :: for a run of zeros, like 2001:2::1)`);
+    new WeftError(
+      "NET_BAD_IPV6",
+      `"${text}" is not an IPv6 address (expected eight hex groups, :: for a run of zeros, like 2001:2::1)`,
+    );
   let s = text;
   // An embedded IPv4 address in the last 32 bits (::ffff:198.18.0.1) becomes two hex groups.
   const dotted = /^(.*:)(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
@@ -62,7 +65,11 @@ export function formatIpv6(addr: bigint): string {
     if (j - i > bestLen) [best, bestLen] = [i, j - i];
     i = j;
   }
-  const hex = (from: number, to: number) => g.slice(from, to).map((x) => x.toString(16)).join(":");
+  const hex = (from: number, to: number) =>
+    g
+      .slice(from, to)
+      .map((x) => x.toString(16))
+      .join(":");
   return best < 0 ? hex(0, 8) : `${hex(0, best)}::${hex(best + bestLen, 8)}`;
 }
 
@@ -75,12 +82,18 @@ export function prefixMask6(len: number): bigint {
 export function parsePrefix6(text: string): Ipv6Prefix {
   const m = /^([^/]+)\/(\d{1,3})$/.exec(text);
   if (!m || Number(m[2]) > 128) {
-    throw new WeftError("NET_BAD_PREFIX", `"${text}" is not an IPv6 prefix (expected address/length, like 2001:2:0:8000::/49)`);
+    throw new WeftError(
+      "NET_BAD_PREFIX",
+      `"${text}" is not an IPv6 prefix (expected address/length, like 2001:2:0:8000::/49)`,
+    );
   }
   const addr = parseIpv6(m[1]);
   const len = Number(m[2]);
   if ((addr & ~prefixMask6(len) & ALL_ONES) !== 0n) {
-    throw new WeftError("NET_BAD_PREFIX", `"${text}" has host bits set; did you mean ${formatPrefix6({ addr: addr & prefixMask6(len), len })}?`);
+    throw new WeftError(
+      "NET_BAD_PREFIX",
+      `"${text}" has host bits set; did you mean ${formatPrefix6({ addr: addr & prefixMask6(len), len })}?`,
+    );
   }
   return { addr, len };
 }
@@ -100,4 +113,17 @@ export function prefixesOverlap6(a: Ipv6Prefix, b: Ipv6Prefix): boolean {
 
 export function isIpv6Text(text: string): boolean {
   return text.includes(":");
+}
+
+/** Writes the address as 16 bytes in network order at bytes[at..at+16). */
+export function writeIpv6(bytes: Uint8Array, at: number, addr: bigint): void {
+  const view = new DataView(bytes.buffer, bytes.byteOffset + at, 16);
+  view.setBigUint64(0, addr >> 64n);
+  view.setBigUint64(8, addr & 0xffff_ffff_ffff_ffffn);
+}
+
+/** Reads 16 bytes in network order at bytes[at..at+16) as an address. */
+export function readIpv6(bytes: Uint8Array, at: number): bigint {
+  const view = new DataView(bytes.buffer, bytes.byteOffset + at, 16);
+  return (view.getBigUint64(0) << 64n) | view.getBigUint64(8);
 }

@@ -2,31 +2,63 @@
 import { describe, expect, it } from "vitest";
 import { chartSvg } from "../../src/bench/chart.js";
 import { resolveSettings } from "../../src/bench/settings.js";
-import { figureDefs, median, summarize } from "../../src/bench/summary.js";
-import { percentile, type Sample, type Workload } from "../../src/bench/workloads.js";
+import { median, percentile } from "../../src/bench/stats.js";
+import { figureDefs, summarize } from "../../src/bench/summary.js";
+import type { Sample, Workload } from "../../src/bench/workloads.js";
 
 const sample = (setup: string, round: number, gbps: number): Sample => ({
-  setup, workload: "tcp-1", round, seq: round, startedAt: "", values: { gbps, cpuAgents: 0, cpuKernel: 1, cpuTotal: 1 }, raw: {},
+  setup,
+  workload: "tcp-1",
+  round,
+  seq: round,
+  startedAt: "",
+  values: { gbps, cpuAgents: 0, cpuKernel: 1, cpuTotal: 1 },
+  raw: {},
 });
 
 describe("bench settings", () => {
   it("needs the baseline, puts it first, and lets --quick shrink only what was not given", () => {
-    expect(() => resolveSettings({ backends: ["udp"] })).toThrow(expect.objectContaining({ code: "BENCH_NO_BASELINE" }));
-    expect(() => resolveSettings({ backends: ["vxlan", "nope"] })).toThrow(expect.objectContaining({ code: "BENCH_BAD_BACKEND" }));
+    expect(() => resolveSettings({ backends: ["udp"] })).toThrow(
+      expect.objectContaining({ code: "BENCH_NO_BASELINE" }),
+    );
+    expect(() => resolveSettings({ backends: ["vxlan", "nope"] })).toThrow(
+      expect.objectContaining({ code: "BENCH_BAD_BACKEND" }),
+    );
     expect(() => resolveSettings({ duration: 0 })).toThrow(expect.objectContaining({ code: "BENCH_BAD_SETTING" }));
-    const s = resolveSettings({ backends: ["udp", "vxlan"], quick: true, rounds: 2 }, new Date("2025-01-02T03:04:05.678Z"));
-    expect(s).toMatchObject({ backends: ["vxlan", "udp"], duration: 1, rounds: 2, streams: [1, 4], out: "bench/results/2025-01-02T03-04-05Z" });
-    expect(resolveSettings({})).toMatchObject({ backends: ["vxlan", "host-gw", "wasm-vxlan", "udp"], duration: 10, rounds: 3 });
+    const s = resolveSettings(
+      { backends: ["udp", "vxlan"], quick: true, rounds: 2 },
+      new Date("2025-01-02T03:04:05.678Z"),
+    );
+    expect(s).toMatchObject({
+      backends: ["vxlan", "udp"],
+      duration: 1,
+      rounds: 2,
+      streams: [1, 4],
+      out: "bench/results/2025-01-02T03-04-05Z",
+    });
+    expect(resolveSettings({})).toMatchObject({
+      backends: ["vxlan", "host-gw", "wasm-vxlan", "udp"],
+      duration: 10,
+      rounds: 3,
+    });
   });
 
   it("makes one setup per backend, the userspace ones once per --offloads setting, named so", () => {
-    const names = (offloads?: string[]) => resolveSettings({ backends: ["vxlan", "host-gw", "wasm-vxlan", "udp"], offloads }).setups.map((s) => s.name);
+    const names = (offloads?: string[]) =>
+      resolveSettings({ backends: ["vxlan", "host-gw", "wasm-vxlan", "udp"], offloads }).setups.map((s) => s.name);
     // Offloads on is the default: the names are the backends', as before --offloads existed.
     expect(names()).toEqual(["vxlan", "host-gw", "wasm-vxlan", "udp"]);
     expect(names(["on"])).toEqual(["vxlan", "host-gw", "wasm-vxlan", "udp"]);
     expect(names(["off"])).toEqual(["vxlan", "host-gw", "wasm-vxlan (offloads off)", "udp (offloads off)"]);
     // A backend's setups side by side, on first whatever the order given.
-    expect(names(["off", "on", "off"])).toEqual(["vxlan", "host-gw", "wasm-vxlan", "wasm-vxlan (offloads off)", "udp", "udp (offloads off)"]);
+    expect(names(["off", "on", "off"])).toEqual([
+      "vxlan",
+      "host-gw",
+      "wasm-vxlan",
+      "wasm-vxlan (offloads off)",
+      "udp",
+      "udp (offloads off)",
+    ]);
     const s = resolveSettings({ backends: ["wasm-vxlan", "vxlan"], offloads: ["on", "off"] });
     expect(s).toMatchObject({ backends: ["vxlan", "wasm-vxlan"], offloads: ["on", "off"] });
     expect(s.setups).toEqual([
@@ -39,28 +71,56 @@ describe("bench settings", () => {
     expect(() => resolveSettings({ offloads: [] })).toThrow(bad);
     // Off would change nothing without a userspace backend: the run would not be what was asked.
     expect(() => resolveSettings({ backends: ["vxlan", "host-gw"], offloads: ["on", "off"] })).toThrow(bad);
-    expect(resolveSettings({ backends: ["vxlan", "host-gw"], offloads: ["on"] }).setups.map((x) => x.name)).toEqual(["vxlan", "host-gw"]);
+    expect(resolveSettings({ backends: ["vxlan", "host-gw"], offloads: ["on"] }).setups.map((x) => x.name)).toEqual([
+      "vxlan",
+      "host-gw",
+    ]);
   });
 });
 
 describe("bench summary", () => {
   it("takes medians over rounds and divides by the baseline's median", () => {
     const defs = figureDefs([{ kind: "tcp", streams: 1 }]);
-    const samples = [sample("vxlan", 1, 10), sample("vxlan", 2, 30), sample("vxlan", 3, 20), sample("udp", 1, 1), sample("udp", 2, 5), sample("udp", 3, 2)];
+    const samples = [
+      sample("vxlan", 1, 10),
+      sample("vxlan", 2, 30),
+      sample("vxlan", 3, 20),
+      sample("udp", 1, 1),
+      sample("udp", 2, 5),
+      sample("udp", 3, 2),
+    ];
     const [tcp, , agents] = summarize(defs, ["vxlan", "udp"], samples);
     expect(tcp).toMatchObject({ id: "tcp-1.gbps", medians: { vxlan: 20, udp: 2 }, ratios: { vxlan: 1, udp: 0.1 } });
     // A zero baseline gives no ratio rather than Infinity.
     expect(agents).toMatchObject({ id: "tcp-1.cpuAgents", mayBeZero: true, ratios: {} });
+  });
+
+  it("has one median (mean of the middle two) and one percentile rule (nearest rank), in any order", () => {
     expect(median([4, 1, 3, 2])).toBe(2.5);
+    expect(median([3, 1, 2])).toBe(2);
+    expect(median([])).toBeNaN();
     expect(percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 0.5)).toBe(5);
-    expect(percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 0.99)).toBe(10);
+    expect(percentile([10, 9, 8, 7, 6, 5, 4, 3, 2, 1], 0.99)).toBe(10);
+    // Of 400 pings, p99 is the 396th fastest: an observed value, not interpolated.
+    const rtts = Array.from({ length: 400 }, (_, i) => 400 - i);
+    expect(percentile(rtts, 0.99)).toBe(396);
+    expect(percentile(rtts, 0)).toBe(1);
+    expect(percentile([], 0.5)).toBeNaN();
   });
 
   it("charts every ratio as a bar, escaped, without anything external", () => {
     const workloads: Workload[] = [{ kind: "tcp", streams: 1 }, { kind: "rtt" }];
     const samples = [sample("vxlan", 1, 8), sample("wasm-vxlan", 1, 2), sample("wasm-vxlan (offloads off)", 1, 1)];
     const { setups } = resolveSettings({ backends: ["vxlan", "wasm-vxlan"], offloads: ["on", "off"] });
-    const svg = chartSvg(summarize(figureDefs(workloads), setups.map((s) => s.name), samples), setups, "a <title> & more");
+    const svg = chartSvg(
+      summarize(
+        figureDefs(workloads),
+        setups.map((s) => s.name),
+        samples,
+      ),
+      setups,
+      "a <title> & more",
+    );
     expect(svg).toContain("a &lt;title&gt; &amp; more");
     expect(svg).toContain("0.25x");
     expect(svg).toContain("0.13x");

@@ -6,8 +6,15 @@ import { parsePrefix } from "../../src/net/ipv4.js";
 import { buildIpv4, buildVxlan } from "../reference/build.js";
 import { internetChecksum } from "../reference/checksum.js";
 import { ReferenceRouteTable } from "../reference/lpm.js";
-import { refSend, refUdpReceive, refVxlanReceive, type NextHop, type SendResult, type ReceiveResult } from "../reference/packets.js";
-import { loadBatch, makeRig, readBatch, type Rig } from "../support/hotpath.js";
+import {
+  refSend,
+  refUdpReceive,
+  refVxlanReceive,
+  type NextHop,
+  type SendResult,
+  type ReceiveResult,
+} from "../reference/packets.js";
+import { decapInPlace, encapInPlace, loadBatch, makeRig, readBatch, type Rig } from "../support/hotpath.js";
 
 const VNI = 1;
 const OUR_MAC = Uint8Array.from([0x0a, 0x58, 0xc6, 0x13, 0x01, 0x00]);
@@ -40,7 +47,13 @@ for (const [p, nh] of ROUTES) reference.insert(parsePrefix(p).addr, parsePrefix(
 const refLookup = (addr: number) => reference.lookup(addr);
 const underlays = [...NEXT_HOPS.values()].map((nh) => nh.ip);
 const sourceCheck = (from: number) => ({ from, lookup: refLookup, nextHop: (i: number) => NEXT_HOPS.get(i) });
-const sendCtx = { vni: VNI, localAddr: LOCAL, mac: OUR_MAC, lookup: refLookup, nextHop: (i: number) => NEXT_HOPS.get(i) };
+const sendCtx = {
+  vni: VNI,
+  localAddr: LOCAL,
+  mac: OUR_MAC,
+  lookup: refLookup,
+  nextHop: (i: number) => NEXT_HOPS.get(i),
+};
 
 // ---- generators ----
 const addr = fc.oneof(
@@ -73,8 +86,9 @@ const ipv6 = fc
 
 /** Damage: none, truncation, a changed byte anywhere, in the first 24 bytes, the IHL, trailing padding. */
 function damaged(packet: fc.Arbitrary<Uint8Array>): fc.Arbitrary<Uint8Array> {
-  return fc.tuple(packet, fc.nat(), fc.nat(), fc.integer({ min: 0, max: 255 }), fc.integer({ min: 0, max: 6 })).map(
-    ([p, a, b, v, kind]) => {
+  return fc
+    .tuple(packet, fc.nat(), fc.nat(), fc.integer({ min: 0, max: 255 }), fc.integer({ min: 0, max: 6 }))
+    .map(([p, a, b, v, kind]) => {
       if (kind === 1) return p.slice(0, a % (p.length + 1));
       if ((kind === 2 || kind === 4) && p.length > 0) {
         const q = p.slice();
@@ -84,28 +98,53 @@ function damaged(packet: fc.Arbitrary<Uint8Array>): fc.Arbitrary<Uint8Array> {
       if (kind === 3) return Uint8Array.from([...p, ...new Uint8Array(b % 40)]);
       if (kind === 5 && p.length > 0) return Uint8Array.from([(p[0] & 0xf0) | (v & 0x0f), ...p.subarray(1)]); // IHL
       return p;
-    },
-  );
+    });
 }
 const garbage = fc.uint8Array({ maxLength: 1500 });
-const tunPacket = fc.oneof({ arbitrary: damaged(ipv4), weight: 6 }, { arbitrary: ipv6, weight: 1 }, { arbitrary: garbage, weight: 1 });
+const tunPacket = fc.oneof(
+  { arbitrary: damaged(ipv4), weight: 6 },
+  { arbitrary: ipv6, weight: 1 },
+  { arbitrary: garbage, weight: 1 },
+);
 const vxlanFrame = fc
   .record({
-    vni: fc.oneof({ arbitrary: fc.constant(VNI), weight: 6 }, { arbitrary: fc.integer({ min: 0, max: 0xffffff }), weight: 1 }),
-    flags: fc.oneof({ arbitrary: fc.constant(0x08), weight: 6 }, { arbitrary: fc.integer({ min: 0, max: 255 }), weight: 1 }),
-    dst: fc.oneof({ arbitrary: fc.constant(OUR_MAC), weight: 6 }, { arbitrary: fc.constant(BROADCAST), weight: 1 }, { arbitrary: fc.uint8Array({ minLength: 6, maxLength: 6 }), weight: 1 }),
-    ethertype: fc.oneof({ arbitrary: fc.constant(0x0800), weight: 6 }, { arbitrary: fc.constantFrom(0x86dd, 0x0806), weight: 2 }, { arbitrary: fc.integer({ min: 0, max: 0xffff }), weight: 1 }),
+    vni: fc.oneof(
+      { arbitrary: fc.constant(VNI), weight: 6 },
+      { arbitrary: fc.integer({ min: 0, max: 0xffffff }), weight: 1 },
+    ),
+    flags: fc.oneof(
+      { arbitrary: fc.constant(0x08), weight: 6 },
+      { arbitrary: fc.integer({ min: 0, max: 255 }), weight: 1 },
+    ),
+    dst: fc.oneof(
+      { arbitrary: fc.constant(OUR_MAC), weight: 6 },
+      { arbitrary: fc.constant(BROADCAST), weight: 1 },
+      { arbitrary: fc.uint8Array({ minLength: 6, maxLength: 6 }), weight: 1 },
+    ),
+    ethertype: fc.oneof(
+      { arbitrary: fc.constant(0x0800), weight: 6 },
+      { arbitrary: fc.constantFrom(0x86dd, 0x0806), weight: 2 },
+      { arbitrary: fc.integer({ min: 0, max: 0xffff }), weight: 1 },
+    ),
     inner: fc.oneof({ arbitrary: damaged(ipv4), weight: 4 }, { arbitrary: ipv6, weight: 1 }),
   })
   .map((f) => buildVxlan(f.vni, f.dst, OUR_MAC, f.ethertype, f.inner, f.flags));
-const received = (frame: fc.Arbitrary<Uint8Array>) => fc.oneof({ arbitrary: damaged(frame), weight: 6 }, { arbitrary: garbage, weight: 1 });
+const received = (frame: fc.Arbitrary<Uint8Array>) =>
+  fc.oneof({ arbitrary: damaged(frame), weight: 6 }, { arbitrary: garbage, weight: 1 });
 const batchOf = <T>(p: fc.Arbitrary<T>) => fc.array(p, { minLength: 1, maxLength: 64 });
 
 // ---- comparison ----
 type Ref = SendResult | ReceiveResult;
 
 /** Runs one hot-path batch call and checks every descriptor, the grouping and the counters. */
-function compare(rig: Rig, packets: Uint8Array[], call: (n: number) => number, refs: Ref[], counters: () => Record<string, bigint>, from?: number[]) {
+function compare(
+  rig: Rig,
+  packets: Uint8Array[],
+  call: (n: number) => number,
+  refs: Ref[],
+  counters: () => Record<string, bigint>,
+  from?: number[],
+) {
   const before = counters();
   const peersBefore = [...NEXT_HOPS.keys()].map((i) => rig.ctx.peer(i));
   loadBatch(rig, packets, from);
@@ -152,28 +191,51 @@ function expectSeen(rig: Rig, verdicts: string[]): void {
 /** The next hop a reference result was sent to (send path) or received from (checked receive path). */
 function peerOf(r: Ref): number | undefined {
   if ("peer" in r) return r.peer;
-  if ("addr" in r && r.addr !== undefined) return [...NEXT_HOPS].find(([, nh]) => nh.ip === r.addr && nh.port === r.port)?.[0];
+  if ("addr" in r && r.addr !== undefined)
+    return [...NEXT_HOPS].find(([, nh]) => nh.ip === r.addr && nh.port === r.port)?.[0];
   return undefined;
 }
 
 describe("send path (TUN to socket)", () => {
   const rig = setupRig();
-  it("vxlanEncapBatch equals the reference", () => {
+  it("encapBatch (vxlan, single segments) equals the reference", () => {
     fc.assert(
       fc.property(batchOf(tunPacket), (packets) => {
         const refs = packets.map((p) => refSend(p, sendCtx, "vxlan"));
-        compare(rig, packets, (n) => rig.hp.fn.vxlanEncapBatch(rig.ctx.ptr, rig.batch.descs, n), refs, () => rig.ctx.tx().packets);
+        compare(
+          rig,
+          packets,
+          (n) => encapInPlace(rig, "vxlan", n),
+          refs,
+          () => rig.ctx.tx().packets,
+        );
       }),
       { numRuns: 300 },
     );
-    expectSeen(rig, ["FORWARD", "REPLY", "NO_ROUTE", "NO_NEXT_HOP", "IPV6_UNROUTED", "TOO_SHORT", "IP_LENGTH", "IPV4_IHL", "IP_VERSION"]);
+    expectSeen(rig, [
+      "FORWARD",
+      "REPLY",
+      "NO_ROUTE",
+      "NO_NEXT_HOP",
+      "IPV6_UNROUTED",
+      "TOO_SHORT",
+      "IP_LENGTH",
+      "IPV4_IHL",
+      "IP_VERSION",
+    ]);
   });
 
-  it("udpEncapBatch equals the reference (TTL decrement, ICMP net unreachable)", () => {
+  it("encapBatch (udp, single segments) equals the reference (TTL decrement, ICMP net unreachable)", () => {
     fc.assert(
       fc.property(batchOf(tunPacket), (packets) => {
         const refs = packets.map((p) => refSend(p, sendCtx, "udp"));
-        compare(rig, packets, (n) => rig.hp.fn.udpEncapBatch(rig.ctx.ptr, rig.batch.descs, n), refs, () => rig.ctx.tx().packets);
+        compare(
+          rig,
+          packets,
+          (n) => encapInPlace(rig, "udp", n),
+          refs,
+          () => rig.ctx.tx().packets,
+        );
       }),
       { numRuns: 300 },
     );
@@ -183,7 +245,7 @@ describe("send path (TUN to socket)", () => {
     fc.assert(
       fc.property(batchOf(ipv4), (packets) => {
         loadBatch(rig, packets);
-        const ret = rig.hp.fn.udpEncapBatch(rig.ctx.ptr, rig.batch.descs, packets.length);
+        const ret = encapInPlace(rig, "udp", packets.length);
         const n = (ret & 0xffff) + (ret >>> 16);
         for (const r of readBatch(rig, n)) {
           const ihl = (r.bytes[0] & 15) * 4;
@@ -198,22 +260,46 @@ describe("send path (TUN to socket)", () => {
 
 describe("receive path (socket to TUN)", () => {
   const rig = setupRig();
-  it("vxlanDecapBatch equals the reference on VXLAN frames, damaged frames and garbage", () => {
+  it("decapBatch (vxlan, single segments) equals the reference on VXLAN frames, damaged frames and garbage", () => {
     fc.assert(
       fc.property(batchOf(received(vxlanFrame)), (frames) => {
         const refs = frames.map((f) => refVxlanReceive(f, VNI, OUR_MAC));
-        compare(rig, frames, (n) => rig.hp.fn.vxlanDecapBatch(rig.ctx.ptr, rig.batch.descs, n), refs, () => rig.ctx.rx().packets);
+        compare(
+          rig,
+          frames,
+          (n) => decapInPlace(rig, "vxlan", n),
+          refs,
+          () => rig.ctx.rx().packets,
+        );
       }),
       { numRuns: 300 },
     );
-    expectSeen(rig, ["FORWARD", "TOO_SHORT", "VXLAN_FLAGS", "VXLAN_VNI", "NOT_OUR_MAC", "ARP_BROADCAST", "ETHERTYPE", "IP_VERSION", "IP_LENGTH", "IPV4_CHECKSUM", "TTL_EXHAUSTED"]);
+    expectSeen(rig, [
+      "FORWARD",
+      "TOO_SHORT",
+      "VXLAN_FLAGS",
+      "VXLAN_VNI",
+      "NOT_OUR_MAC",
+      "ARP_BROADCAST",
+      "ETHERTYPE",
+      "IP_VERSION",
+      "IP_LENGTH",
+      "IPV4_CHECKSUM",
+      "TTL_EXHAUSTED",
+    ]);
   });
 
-  it("udpDecapBatch equals the reference on packets, damaged packets and garbage", () => {
+  it("decapBatch (udp, single segments) equals the reference on packets, damaged packets and garbage", () => {
     fc.assert(
       fc.property(batchOf(received(ipv4)), (payloads) => {
         const refs = payloads.map((p) => refUdpReceive(p));
-        compare(rig, payloads, (n) => rig.hp.fn.udpDecapBatch(rig.ctx.ptr, rig.batch.descs, n), refs, () => rig.ctx.rx().packets);
+        compare(
+          rig,
+          payloads,
+          (n) => decapInPlace(rig, "udp", n),
+          refs,
+          () => rig.ctx.rx().packets,
+        );
       }),
       { numRuns: 300 },
     );
@@ -227,7 +313,14 @@ describe("receive path (socket to TUN)", () => {
         const frames = batch.map(([f]) => f);
         const froms = batch.map(([, a]) => a);
         const refs = batch.map(([f, a]) => refVxlanReceive(f, VNI, OUR_MAC, sourceCheck(a)));
-        compare(checked, frames, (n) => checked.hp.fn.vxlanDecapBatch(checked.ctx.ptr, checked.batch.descs, n), refs, () => checked.ctx.rx().packets, froms);
+        compare(
+          checked,
+          frames,
+          (n) => decapInPlace(checked, "vxlan", n),
+          refs,
+          () => checked.ctx.rx().packets,
+          froms,
+        );
       }),
       { numRuns: 200 },
     );
@@ -241,7 +334,14 @@ describe("receive path (socket to TUN)", () => {
       fc.property(batchOf(fc.tuple(received(ipv4), from)), (batch) => {
         const payloads = batch.map(([p]) => p);
         const refs = batch.map(([p, a]) => refUdpReceive(p, sourceCheck(a)));
-        compare(checked, payloads, (n) => checked.hp.fn.udpDecapBatch(checked.ctx.ptr, checked.batch.descs, n), refs, () => checked.ctx.rx().packets, batch.map(([, a]) => a));
+        compare(
+          checked,
+          payloads,
+          (n) => decapInPlace(checked, "udp", n),
+          refs,
+          () => checked.ctx.rx().packets,
+          batch.map(([, a]) => a),
+        );
       }),
       { numRuns: 200 },
     );
@@ -251,16 +351,21 @@ describe("receive path (socket to TUN)", () => {
   it("decapsulates what it encapsulated for the peer", () => {
     const peer = makeRig({ vni: VNI, localAddr: 0xc6130200, mac: NEXT_HOPS.get(1)!.mac });
     fc.assert(
-      fc.property(batchOf(ipv4.filter((p) => refLookup((p[16] << 24 | p[17] << 16 | p[18] << 8 | p[19]) >>> 0) === 1 && p[8] > 0)), (packets) => {
-        loadBatch(rig, packets);
-        const fwd = rig.hp.fn.vxlanEncapBatch(rig.ctx.ptr, rig.batch.descs, packets.length) & 0xffff;
-        const frames = readBatch(rig, fwd).map((r) => r.bytes);
-        loadBatch(peer, frames);
-        expect(peer.hp.fn.vxlanDecapBatch(peer.ctx.ptr, peer.batch.descs, frames.length)).toBe(packets.length);
-        expect(readBatch(peer, packets.length).map((r) => Buffer.from(r.bytes).toString("hex"))).toEqual(
-          packets.map((p) => Buffer.from(p).toString("hex")),
-        );
-      }),
+      fc.property(
+        batchOf(
+          ipv4.filter((p) => refLookup(((p[16] << 24) | (p[17] << 16) | (p[18] << 8) | p[19]) >>> 0) === 1 && p[8] > 0),
+        ),
+        (packets) => {
+          loadBatch(rig, packets);
+          const fwd = encapInPlace(rig, "vxlan", packets.length) & 0xffff;
+          const frames = readBatch(rig, fwd).map((r) => r.bytes);
+          loadBatch(peer, frames);
+          expect(decapInPlace(peer, "vxlan", frames.length)).toBe(packets.length);
+          expect(readBatch(peer, packets.length).map((r) => Buffer.from(r.bytes).toString("hex"))).toEqual(
+            packets.map((p) => Buffer.from(p).toString("hex")),
+          );
+        },
+      ),
       { numRuns: 50 },
     );
   });
@@ -274,7 +379,7 @@ describe("descriptors the caller got wrong", () => {
     const d = rig.batch.descView();
     d[0] = rig.hp.memory.buffer.byteLength - 4; // OFF near the end, LEN beyond it
     d[8] = 10; // OFF inside the first 64 bytes: no headroom
-    const ret = rig.hp.fn.vxlanEncapBatch(rig.ctx.ptr, rig.batch.descs, 3);
+    const ret = encapInPlace(rig, "vxlan", 3);
     expect(ret).toBe(1);
     expect(rig.ctx.tx().packets.BAD_DESCRIPTOR).toBe(2n);
   });

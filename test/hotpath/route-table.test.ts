@@ -11,22 +11,14 @@ import { HotPath, createHotPathMemory } from "../../src/hotpath/module.js";
 import { prefixMask } from "../../src/net/ipv4.js";
 import { projectFile } from "../../src/paths.js";
 import { ReferenceRouteTable, random32, randomRules, type RouteLimits, type RouteResult } from "../reference/lpm.js";
+import { routeResults } from "../support/route-results.js";
 
 const hp = new HotPath(createHotPathMemory());
 const arena = new Arena(hp);
 const wasm = hp.fn;
 
-const RESULTS: RouteResult[] = ["ok", "exists", "not-found", "bad-prefix", "bad-length", "bad-next-hop", "full-rules", "full-tbl8"];
 /** Wasm code -> result name, from the module's ROUTE_OK / ROUTE_ERR_* exports. */
-const resultOf = new Map<number, RouteResult>(
-  RESULTS.map((r) => [hp.constant(r === "ok" ? "ROUTE_OK" : `ROUTE_ERR_${r.toUpperCase().replaceAll("-", "_")}`), r]),
-);
-
-function result(code: number): RouteResult {
-  const r = resultOf.get(code);
-  if (!r) throw new Error(`unknown route table code ${code}`);
-  return r;
-}
+const result = routeResults(hp);
 
 /** Room for batch lookups, shared by all tables. */
 const MAX_PROBES = 4096;
@@ -88,7 +80,9 @@ const ANCHORS = [0x00000000, 0x0a000000, 0x0a0001f0, 0x0a0100ff, 0xc0a80100, 0x7
 const addressArb = fc.oneof(
   {
     weight: 5,
-    arbitrary: fc.tuple(fc.constantFrom(...ANCHORS), fc.integer({ min: 0, max: 0x3ff })).map(([a, off]) => (a + off) >>> 0),
+    arbitrary: fc
+      .tuple(fc.constantFrom(...ANCHORS), fc.integer({ min: 0, max: 0x3ff }))
+      .map(([a, off]) => (a + off) >>> 0),
   },
   { weight: 1, arbitrary: fc.nat({ max: 0xffffffff }) },
 );
@@ -124,10 +118,17 @@ function opArb(maxNextHops: number): fc.Arbitrary<Op> {
     { weight: 2, arbitrary: fc.record({ kind: fc.constant("replace" as const), at, nh }) },
     { weight: 4, arbitrary: fc.record({ kind: fc.constant("delete" as const), at }) },
     { weight: 1, arbitrary: fc.record({ kind: fc.constant("get" as const), at }) },
-    { weight: 1, arbitrary: fc.record({ kind: fc.constantFrom("raw-insert" as const, "raw-replace" as const), ...raw }) },
     {
       weight: 1,
-      arbitrary: fc.record({ kind: fc.constantFrom("raw-delete" as const, "raw-get" as const), addr: raw.addr, len: raw.len }),
+      arbitrary: fc.record({ kind: fc.constantFrom("raw-insert" as const, "raw-replace" as const), ...raw }),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.record({
+        kind: fc.constantFrom("raw-delete" as const, "raw-get" as const),
+        addr: raw.addr,
+        len: raw.len,
+      }),
     },
   );
 }
@@ -208,24 +209,46 @@ describe("route table against the linear-scan reference", () => {
     const one = new WasmRouteTable({ tbl8Groups: 1, maxRules: 400, maxNextHops: 16 });
     const home = 0x0a010200;
     const other = 0x0a010300;
-    const inHome = fc.tuple(fc.integer({ min: 24, max: 32 }), fc.nat({ max: 255 })).map(([len, h]) => network(home + h, len));
+    const inHome = fc
+      .tuple(fc.integer({ min: 24, max: 32 }), fc.nat({ max: 255 }))
+      .map(([len, h]) => network(home + h, len));
     const covering = fc.constantFrom(network(home, 8), network(home, 16), network(home, 23));
-    const inOther = fc.tuple(fc.integer({ min: 25, max: 32 }), fc.nat({ max: 255 })).map(([len, h]) => network(other + h, len));
-    const prefix = fc.oneof({ weight: 12, arbitrary: inHome }, { weight: 1, arbitrary: covering }, { weight: 1, arbitrary: inOther });
+    const inOther = fc
+      .tuple(fc.integer({ min: 25, max: 32 }), fc.nat({ max: 255 }))
+      .map(([len, h]) => network(other + h, len));
+    const prefix = fc.oneof(
+      { weight: 12, arbitrary: inHome },
+      { weight: 1, arbitrary: covering },
+      { weight: 1, arbitrary: inOther },
+    );
     const op = fc.oneof(
       { weight: 5, arbitrary: fc.record({ kind: fc.constant("insert" as const), p: prefix, nh: fc.nat({ max: 15 }) }) },
-      { weight: 1, arbitrary: fc.record({ kind: fc.constant("replace" as const), p: prefix, nh: fc.nat({ max: 15 }) }) },
+      {
+        weight: 1,
+        arbitrary: fc.record({ kind: fc.constant("replace" as const), p: prefix, nh: fc.nat({ max: 15 }) }),
+      },
       { weight: 3, arbitrary: fc.record({ kind: fc.constant("delete" as const), p: prefix }) },
     );
     fc.assert(
-      fc.property(fc.array(op, { minLength: 50, maxLength: 250 }), fc.array(fc.nat({ max: 255 }), { maxLength: 8 }), (ops, hosts) => {
-        // Each op's prefix joins the pool, so exact gets cover all of them.
-        const pool = ops.map((o) => o.p);
-        const indexed: Op[] = ops.map((o, at) => (o.kind === "delete" ? { kind: o.kind, at } : { kind: o.kind, at, nh: o.nh }));
-        // Every address of the /24, and around it and the other /24.
-        const probes = [...Array.from({ length: 256 }, (_, h) => home + h), home - 1, home + 256, ...hosts.map((h) => other + h)];
-        runDifferential(one, pool, indexed, probes);
-      }),
+      fc.property(
+        fc.array(op, { minLength: 50, maxLength: 250 }),
+        fc.array(fc.nat({ max: 255 }), { maxLength: 8 }),
+        (ops, hosts) => {
+          // Each op's prefix joins the pool, so exact gets cover all of them.
+          const pool = ops.map((o) => o.p);
+          const indexed: Op[] = ops.map((o, at) =>
+            o.kind === "delete" ? { kind: o.kind, at } : { kind: o.kind, at, nh: o.nh },
+          );
+          // Every address of the /24, and around it and the other /24.
+          const probes = [
+            ...Array.from({ length: 256 }, (_, h) => home + h),
+            home - 1,
+            home + 256,
+            ...hosts.map((h) => other + h),
+          ];
+          runDifferential(one, pool, indexed, probes);
+        },
+      ),
       { numRuns: 12 },
     );
   });
@@ -272,7 +295,13 @@ describe("route table limits and errors", () => {
     const a = 0x0a000000;
     const b = 0x0a000100;
     const c = 0x0a000200;
-    for (const [addr, len] of [[a, 25], [a + 128, 26], [b, 32], [0, 0]]) expect(wt.insert(addr, len, 1)).toBe("ok");
+    for (const [addr, len] of [
+      [a, 25],
+      [a + 128, 26],
+      [b, 32],
+      [0, 0],
+    ])
+      expect(wt.insert(addr, len, 1)).toBe("ok");
     const probes = [a, a + 128, a + 200, b, b + 1, c, 0xffffffff];
     const before = { gen: wt.generation(), answers: wt.lookupBatch(probes) };
     expect(wt.insert(c, 25, 2)).toBe("full-tbl8"); // a third /24 with a long prefix
@@ -295,7 +324,13 @@ describe("route table limits and errors", () => {
   it("refuses regions it cannot use", () => {
     const size = wasm.routeTableSize(1, 1, 1);
     expect(size).toBeGreaterThan(64 << 20);
-    for (const bad of [[(1 << 20) + 1, 1, 1], [1, 0, 1], [1, (1 << 22) + 1, 1], [1, 1, 0], [1, 1, (1 << 24) + 1]]) {
+    for (const bad of [
+      [(1 << 20) + 1, 1, 1],
+      [1, 0, 1],
+      [1, (1 << 22) + 1, 1],
+      [1, 1, 0],
+      [1, 1, (1 << 24) + 1],
+    ]) {
       expect(wasm.routeTableSize(bad[0], bad[1], bad[2]), JSON.stringify(bad)).toBe(0);
     }
     const badRegion = hp.constant("ROUTE_ERR_BAD_REGION");
@@ -313,7 +348,8 @@ describe("next-hop records", () => {
   const wt = new WasmRouteTable(limits);
 
   /** The record bytes, and the bytes just around the record array (which must never change). */
-  const record = (i: number) => new Uint8Array(hp.memory.buffer.slice(wasm.nextHopPtr(wt.t, i), wasm.nextHopPtr(wt.t, i) + 16));
+  const record = (i: number) =>
+    new Uint8Array(hp.memory.buffer.slice(wasm.nextHopPtr(wt.t, i), wasm.nextHopPtr(wt.t, i) + 16));
   const around = () => [record(-1), record(limits.maxNextHops)];
 
   it("stores underlay address, port and MAC in the documented layout", () => {
@@ -396,7 +432,12 @@ describe("publication to reader threads", () => {
         eval: true,
         workerData: {
           module: new WebAssembly.Module(readFileSync(projectFile("build", "weft.wasm"))),
-          memory: hp.memory, t: wt.t, addrs, out, n, control,
+          memory: hp.memory,
+          t: wt.t,
+          addrs,
+          out,
+          n,
+          control,
         },
       },
     );

@@ -7,7 +7,7 @@ import { buildIpv4 } from "../reference/build.js";
 import { internetChecksum } from "../reference/checksum.js";
 import { addVxlanPeer, createVxlanDevice } from "../../src/backends/vxlan/device.js";
 import { Netns, canUseNetns, vethPair } from "../support/netns.js";
-import { loadBatch, makeRig, readBatch, type Rig } from "../support/hotpath.js";
+import { decapInPlace, encapInPlace, loadBatch, makeRig, readBatch, type Rig } from "../support/hotpath.js";
 import { udpPeer } from "../support/udp-peer.js";
 
 const VNI = 1;
@@ -20,7 +20,13 @@ const B_MAC = Uint8Array.from([0x0a, 0x58, 0xc6, 0x13, 0x02, 0x00]);
 const POD_B = 0xc6130205; // 198.19.2.5, a pod address behind B
 
 /** A weft rig configured as host `self` with a route to `peer`'s subnet. */
-function rigFor(selfMac: Uint8Array, selfTunnel: number, peerSubnet: number, peerUnderlay: number, peerMac: Uint8Array): Rig {
+function rigFor(
+  selfMac: Uint8Array,
+  selfTunnel: number,
+  peerSubnet: number,
+  peerUnderlay: number,
+  peerMac: Uint8Array,
+): Rig {
   const rig = makeRig({ vni: VNI, localAddr: selfTunnel, mac: selfMac });
   rig.routes.setNextHop(0, { ip: peerUnderlay, port: 8472, mac: peerMac });
   rig.routes.insert({ addr: peerSubnet, len: 24 }, 0);
@@ -38,7 +44,15 @@ describe.skipIf(!canUseNetns())("VXLAN against the Linux kernel's vxlan device",
     a = await Netns.create("gold-a");
     b = await Netns.create("gold-b");
     await vethPair(a, "ul0", "198.18.0.1/24", b, "ul0", "198.18.0.2/24");
-    await createVxlanDevice(a.kernel, { vni: VNI, dev: "ul0", local: A_UNDERLAY, port: 8472, subnet: { addr: A_TUNNEL, len: 24 }, vtepMac: A_MAC, mtu: 1450 });
+    await createVxlanDevice(a.kernel, {
+      vni: VNI,
+      dev: "ul0",
+      local: A_UNDERLAY,
+      port: 8472,
+      subnet: { addr: A_TUNNEL, len: 24 },
+      vtepMac: A_MAC,
+      mtu: 1450,
+    });
     await addVxlanPeer(a.kernel, VNI, { subnet: { addr: B_TUNNEL, len: 24 }, underlay: B_UNDERLAY, vtepMac: B_MAC });
   });
 
@@ -51,18 +65,27 @@ describe.skipIf(!canUseNetns())("VXLAN against the Linux kernel's vxlan device",
     const capture = udpPeer(b, { bind: "198.18.0.2:8472", expect: 3, timeoutMs: 8000 });
     await capture.ready;
     const message = new TextEncoder().encode("hello from the kernel's vxlan");
-    await a.exec([process.execPath, "-e", `
+    await a.exec([
+      process.execPath,
+      "-e",
+      `
       const s = require("node:dgram").createSocket("udp4");
-      s.send(Buffer.from(${JSON.stringify(hex(message))}, "hex"), 5555, "198.19.2.5", () => s.close());`]);
+      s.send(Buffer.from(${JSON.stringify(hex(message))}, "hex"), 5555, "198.19.2.5", () => s.close());`,
+    ]);
     await a.exec(["ping", "-c", "2", "-i", "0.2", "-W", "1", "-s", "200", "198.19.2.5"]).catch(() => undefined); // nobody answers
     const frames = await capture.done;
     expect(frames.length).toBe(3);
 
     // Decapsulate all three in one batch, as host B.
     const asB = rigFor(B_MAC, B_TUNNEL, 0xc6130100, A_UNDERLAY, A_MAC);
-    loadBatch(asB, frames.map((f) => f.bytes));
-    expect(asB.hp.fn.vxlanDecapBatch(asB.ctx.ptr, asB.batch.descs, frames.length)).toBe(3);
-    const inner = readBatch(asB, 3).sort((x, y) => x.slot - y.slot).map((r) => r.bytes);
+    loadBatch(
+      asB,
+      frames.map((f) => f.bytes),
+    );
+    expect(decapInPlace(asB, "vxlan", frames.length)).toBe(3);
+    const inner = readBatch(asB, 3)
+      .sort((x, y) => x.slot - y.slot)
+      .map((r) => r.bytes);
     inner.forEach((p, i) => {
       expect(hex(p)).toBe(hex(frames[i].bytes.subarray(22))); // exactly what the kernel carried
       expect(u32(p, 12)).toBe(A_TUNNEL); // the kernel picks flannel.1's address as source
@@ -78,7 +101,7 @@ describe.skipIf(!canUseNetns())("VXLAN against the Linux kernel's vxlan device",
     // Encapsulate the same inner packets as host A: byte for byte the kernel's VXLAN payloads.
     const asA = rigFor(A_MAC, A_TUNNEL, 0xc6130200, B_UNDERLAY, B_MAC);
     loadBatch(asA, inner);
-    expect(asA.hp.fn.vxlanEncapBatch(asA.ctx.ptr, asA.batch.descs, inner.length)).toBe(3);
+    expect(encapInPlace(asA, "vxlan", inner.length)).toBe(3);
     const ours = readBatch(asA, 3);
     ours.forEach((r) => {
       expect(hex(r.bytes)).toBe(hex(frames[r.slot].bytes));
@@ -97,14 +120,20 @@ describe.skipIf(!canUseNetns())("VXLAN against the Linux kernel's vxlan device",
     icmp[3] = c & 255;
     const echo = buildIpv4({ src: POD_B, dst: A_TUNNEL, protocol: 1, ttl: 64, id: 7, payload: icmp });
     loadBatch(asB, [echo]);
-    expect(asB.hp.fn.vxlanEncapBatch(asB.ctx.ptr, asB.batch.descs, 1)).toBe(1);
+    expect(encapInPlace(asB, "vxlan", 1)).toBe(1);
     const [frame] = readBatch(asB, 1);
 
-    const peer = udpPeer(b, { bind: "198.18.0.2:8472", sendTo: "198.18.0.1:8472", send: [frame.bytes], expect: 1, timeoutMs: 8000 });
+    const peer = udpPeer(b, {
+      bind: "198.18.0.2:8472",
+      sendTo: "198.18.0.1:8472",
+      send: [frame.bytes],
+      expect: 1,
+      timeoutMs: 8000,
+    });
     const [reply] = await peer.done;
     expect(reply).toBeDefined();
     loadBatch(asB, [reply.bytes]);
-    expect(asB.hp.fn.vxlanDecapBatch(asB.ctx.ptr, asB.batch.descs, 1)).toBe(1);
+    expect(decapInPlace(asB, "vxlan", 1)).toBe(1);
     const [answer] = readBatch(asB, 1);
     const p = answer.bytes;
     expect([u32(p, 12), u32(p, 16), p[9], p[20]]).toEqual([A_TUNNEL, POD_B, 1, 0]); // echo reply back to the pod

@@ -5,11 +5,14 @@ import { PacketBatch } from "../../src/hotpath/batch.js";
 import { DataplaneContext } from "../../src/hotpath/context.js";
 import { HotPath, createHotPathMemory } from "../../src/hotpath/module.js";
 import { RouteTable, type RouteTableSize } from "../../src/hotpath/route-table.js";
+import { RouteTable6 } from "../../src/hotpath/route-table6.js";
 
 export interface Rig {
   hp: HotPath;
   arena: Arena;
   routes: RouteTable;
+  /** With `ipv6` only. */
+  routes6?: RouteTable6;
   ctx: DataplaneContext;
   batch: PacketBatch;
   verdicts: string[];
@@ -23,15 +26,24 @@ export function makeRig(opts: {
   batchSize?: number;
   stride?: number;
   antiSpoof?: boolean;
+  /** Route IPv6 too, with this IPv6 tunnel address. */
+  ipv6?: { localAddr: bigint };
 }): Rig {
   const hp = new HotPath(createHotPathMemory());
   const arena = new Arena(hp);
   const routes = new RouteTable(hp, arena, opts.size ?? { tbl8Groups: 64, maxRules: 1024, maxNextHops: 256 });
+  const routes6 = opts.ipv6 ? new RouteTable6(hp, arena, { maxRules: 1024, maxNextHops: 256 }) : undefined;
   const ctx = new DataplaneContext(hp, arena, {
-    routes: routes.base, vni: opts.vni, localAddr: opts.localAddr, mac: opts.mac, antiSpoof: opts.antiSpoof ?? false, peerSlots: 256,
+    routes: routes.base,
+    vni: opts.vni,
+    localAddr: opts.localAddr,
+    mac: opts.mac,
+    antiSpoof: opts.antiSpoof ?? false,
+    peerSlots: 256,
+    ipv6: routes6 && opts.ipv6 ? { routes: routes6.base, localAddr: opts.ipv6.localAddr } : undefined,
   });
   const batch = new PacketBatch(hp, arena, opts.batchSize ?? 64, opts.stride ?? 2048);
-  return { hp, arena, routes, ctx, batch, verdicts: hp.verdictNames() };
+  return { hp, arena, routes, routes6, ctx, batch, verdicts: hp.verdictNames() };
 }
 
 /** A descriptor after a hot-path call, with its verdict by name. */
@@ -55,5 +67,27 @@ export function loadBatch(rig: Rig, packets: Uint8Array[], from?: number[]): voi
 }
 
 export function readBatch(rig: Rig, n: number): SlotResult[] {
-  return rig.batch.read(n).map((r) => ({ slot: r.slot, verdict: rig.verdicts[r.verdict], bytes: r.bytes, addr: r.addr, port: r.port, aux: r.aux }));
+  return rig.batch.read(n).map((r) => ({
+    slot: r.slot,
+    verdict: rig.verdicts[r.verdict],
+    bytes: r.bytes,
+    addr: r.addr,
+    port: r.port,
+    aux: r.aux,
+  }));
+}
+
+/**
+ * The send path without offloads on the rig's batch of n packets, results in place: sends |
+ * replies << 16 (the single-segment case of encapBatch).
+ */
+export function encapInPlace(rig: Rig, format: "vxlan" | "udp", n: number): number {
+  const { hp, ctx, batch } = rig;
+  return hp.fn.encapBatch(ctx.ptr, batch.descs, n, hp.wireFormat(format), 0, batch.descs, 0, 0);
+}
+
+/** The receive path without offloads on the rig's batch of n datagrams, in place: the packets to write. */
+export function decapInPlace(rig: Rig, format: "vxlan" | "udp", n: number): number {
+  const { hp, ctx, batch } = rig;
+  return hp.fn.decapBatch(ctx.ptr, batch.descs, n, hp.wireFormat(format), 0, 0, batch.descs, batch.size, 0, 0);
 }

@@ -13,22 +13,44 @@ const BIG_SLOT = 65536 + 64;
 const SEGMENT_SLOT = 96 * 1024;
 export type Format = "vxlan" | "udp";
 
-interface Sender { rig: Rig; outDescs: number; out: number }
-interface Receiver { rig: Rig; scratch: number; outDescs: number; outMax: number; out: number; cap: number }
+interface Sender {
+  rig: Rig;
+  outDescs: number;
+  out: number;
+}
+interface Receiver {
+  rig: Rig;
+  scratch: number;
+  outDescs: number;
+  outMax: number;
+  out: number;
+  cap: number;
+}
 
 function sender(): Sender {
   const rig = makeRig({ vni: VNI, localAddr: 0xc6130100, mac: MAC1, batchSize: 4, stride: BIG_SLOT });
   rig.routes.setNextHop(1, PEER);
   rig.routes.insert(parsePrefix("198.19.2.0/24"), 1);
   const n = rig.batch.size;
-  return { rig, outDescs: rig.arena.alloc(n * rig.hp.constant("OFFLOAD_MAX_TRAINS") * 32), out: rig.arena.alloc(n * SEGMENT_SLOT) };
+  return {
+    rig,
+    outDescs: rig.arena.alloc(n * rig.hp.constant("OFFLOAD_MAX_TRAINS") * 32),
+    out: rig.arena.alloc(n * SEGMENT_SLOT),
+  };
 }
 
 function receiver(): Receiver {
   const rig = makeRig({ vni: VNI, localAddr: 0xc6130200, mac: MAC2, batchSize: 16, stride: BIG_SLOT });
   const outMax = rig.batch.size * 64;
   const cap = rig.batch.size * BIG_SLOT + outMax * 16 + BIG_SLOT;
-  return { rig, scratch: rig.arena.alloc(256 * 32), outDescs: rig.arena.alloc(outMax * 32), outMax, out: rig.arena.alloc(cap), cap };
+  return {
+    rig,
+    scratch: rig.arena.alloc(256 * 32),
+    outDescs: rig.arena.alloc(outMax * 32),
+    outMax,
+    out: rig.arena.alloc(cap),
+    cap,
+  };
 }
 
 /** The one sender and receiver: their memory lives as long as the module. */
@@ -73,8 +95,17 @@ export function loadSend(packets: TunRead[]): void {
 
 /** One send-path call over the n loaded packets: sends | replies << 16. */
 export function runSend(n: number, format: Format): number {
-  const fn = format === "vxlan" ? TX.rig.hp.fn.vxlanEncapOffloadBatch : TX.rig.hp.fn.udpEncapOffloadBatch;
-  return fn(TX.rig.ctx.ptr, TX.rig.batch.descs, n, TX.outDescs, TX.out, SEGMENT_SLOT);
+  const { hp } = TX.rig;
+  return hp.fn.encapBatch(
+    TX.rig.ctx.ptr,
+    TX.rig.batch.descs,
+    n,
+    hp.wireFormat(format),
+    1,
+    TX.outDescs,
+    TX.out,
+    SEGMENT_SLOT,
+  );
 }
 
 /** Runs the send path on TUN reads: the UDP (GSO) sends, the ICMP replies' count, the memory. */
@@ -106,8 +137,19 @@ export function loadReceive(runs: Uint8Array[][]): void {
 /** One receive-path call over n loaded receives: the number of packets for the TUN device. */
 export function runReceive(n: number, format: Format): number {
   const { rig } = RX;
-  const fn = format === "vxlan" ? rig.hp.fn.vxlanDecapOffloadBatch : rig.hp.fn.udpDecapOffloadBatch;
-  return fn(rig.ctx.ptr, rig.batch.descs, n, RX.scratch, RX.outDescs, RX.outMax, RX.out, RX.cap);
+  const { hp } = rig;
+  return hp.fn.decapBatch(
+    rig.ctx.ptr,
+    rig.batch.descs,
+    n,
+    hp.wireFormat(format),
+    1,
+    RX.scratch,
+    RX.outDescs,
+    RX.outMax,
+    RX.out,
+    RX.cap,
+  );
 }
 
 /** Receives runs of datagrams (each run one GRO batch) and returns the packets for the TUN device with their vnet headers. */
@@ -120,8 +162,12 @@ export function receive(runs: Uint8Array[][], format: Format) {
     const h = new DataView(mem.buffer, o.off - 12, 12);
     return {
       bytes: mem.slice(o.off, o.off + o.len),
-      flags: h.getUint8(0), gsoType: h.getUint8(1), hdrLen: h.getUint16(2, true), gsoSize: h.getUint16(4, true),
-      csumStart: h.getUint16(6, true), csumOffset: h.getUint16(8, true),
+      flags: h.getUint8(0),
+      gsoType: h.getUint8(1),
+      hdrLen: h.getUint16(2, true),
+      gsoSize: h.getUint16(4, true),
+      csumStart: h.getUint16(6, true),
+      csumOffset: h.getUint16(8, true),
     };
   });
 }

@@ -12,8 +12,18 @@ import { readIpv4Addresses, readLink } from "../../kernel/links.js";
 import { WeftError } from "../../errors.js";
 import { formatIpv4, formatMac, formatPrefix, parseMac } from "../../net/ipv4.js";
 import { v4Addr, v4Prefix } from "../../net/ip.js";
-import { DEFAULT_VNI, UDP_PORT, VXLAN_PORT, type Backend, type BackendAnnouncement, type BackendContext, type BackendCounters, type BackendOptions, type BackendPeer } from "../backend.js";
-import { VXLAN_OVERHEAD } from "../vxlan/vxlan.js";
+import {
+  DEFAULT_VNI,
+  UDP_PORT,
+  VXLAN_PORT,
+  type Backend,
+  type BackendAnnouncement,
+  type BackendContext,
+  type BackendCounters,
+  type BackendOptions,
+  type BackendPeer,
+} from "../backend.js";
+import { VXLAN_IPV4_UNDERLAY_BYTES } from "../vxlan/vxlan.js";
 import { announcementProblem, overlapProblem, UnreachablePeers } from "../unreachable.js";
 import { loadVtepMac } from "../vtep-mac.js";
 
@@ -34,28 +44,48 @@ export class UserspaceBackend implements Backend {
   private state: "new" | "running" | "stopped" = "new";
 
   /** Opens the TUN device and sockets in the calling thread's namespace (synchronous on purpose). */
-  constructor(readonly type: "udp" | "wasm-vxlan", options: BackendOptions, private readonly ctx: BackendContext) {
+  constructor(
+    readonly type: "udp" | "wasm-vxlan",
+    options: BackendOptions,
+    private readonly ctx: BackendContext,
+  ) {
     const udp = type === "udp";
     this.logger = ctx.logger.child({ backend: type });
     this.unreachable = new UnreachablePeers(this.logger);
     this.port = options.port ?? (udp ? UDP_PORT : VXLAN_PORT);
     this.vni = options.vni ?? DEFAULT_VNI;
-    const fits = (options.mtu ?? ctx.underlay.mtu) - (udp ? UDP_OVERHEAD : VXLAN_OVERHEAD);
+    const fits = (options.mtu ?? ctx.underlay.mtu) - (udp ? UDP_OVERHEAD : VXLAN_IPV4_UNDERLAY_BYTES);
     // A jumbo underlay (9000) is fine: pods get the largest MTU the packet slots hold, and TCP
     // still moves 64 KB super-packets through the TUN device with offloads on.
     this.mtu = Math.min(fits, DATAPLANE_MAX_MTU);
-    if (fits > DATAPLANE_MAX_MTU) this.logger.info({ underlayMtu: ctx.underlay.mtu, mtu: this.mtu }, `the underlay allows MTU ${fits}; the ${type} dataplane uses at most ${DATAPLANE_MAX_MTU}`);
+    if (fits > DATAPLANE_MAX_MTU)
+      this.logger.info(
+        { underlayMtu: ctx.underlay.mtu, mtu: this.mtu },
+        `the underlay allows MTU ${fits}; the ${type} dataplane uses at most ${DATAPLANE_MAX_MTU}`,
+      );
     this.tunName = udp ? "flannel0" : `weft.${this.vni}`;
     this.vtepMac = loadVtepMac(ctx.stateDir);
     this.dataplane = new UserspaceDataplane({
-      format: udp ? "udp" : "vxlan", tunName: this.tunName, mtu: this.mtu, network: v4Prefix(ctx.network), subnet: v4Prefix(ctx.subnet),
-      listenAddr: ctx.underlay.addr!, port: this.port, vni: this.vni, vtepMac: this.vtepMac, workers: options.workers, offloads: options.offloads,
-      busyPollUs: options.busyPollUs, queueDelayUs: options.queueDelayUs, logger: this.logger,
+      format: udp ? "udp" : "vxlan",
+      tunName: this.tunName,
+      mtu: this.mtu,
+      network: v4Prefix(ctx.network),
+      subnet: v4Prefix(ctx.subnet),
+      listenAddr: ctx.underlay.addr!,
+      port: this.port,
+      vni: this.vni,
+      vtepMac: this.vtepMac,
+      workers: options.workers,
+      offloads: options.offloads,
+      busyPollUs: options.busyPollUs,
+      queueDelayUs: options.queueDelayUs,
+      logger: this.logger,
     });
   }
 
   async start(): Promise<BackendAnnouncement> {
-    if (this.state !== "new") throw new WeftError("BACKEND_STATE", `the ${this.type} backend was already started; create a new one`);
+    if (this.state !== "new")
+      throw new WeftError("BACKEND_STATE", `the ${this.type} backend was already started; create a new one`);
     try {
       // The dataplane carries IPv4 only: with IPv6 off on the device the kernel gives it no
       // link-local address and sends it no router solicitations (which it could only drop).
@@ -76,14 +106,19 @@ export class UserspaceBackend implements Backend {
 
   async setPeer(peer: BackendPeer): Promise<void> {
     this.assertRunning();
-    const reason = announcementProblem(this.announcement(), this.ctx.network, this.ctx.subnet, peer) ?? overlapProblem(peer, this.dataplane.listPeers());
+    const reason =
+      announcementProblem(this.announcement(), this.ctx.network, this.ctx.subnet, peer) ??
+      overlapProblem(peer, this.dataplane.listPeers());
     this.unreachable.note(peer, reason);
     if (reason) {
       this.dataplane.removePeer(peer.name);
       return;
     }
     this.dataplane.setPeer({
-      name: peer.name, subnet: v4Prefix(peer.subnet), underlay: v4Addr(peer.underlay), port: peer.backend.port ?? this.port,
+      name: peer.name,
+      subnet: v4Prefix(peer.subnet),
+      underlay: v4Addr(peer.underlay),
+      port: peer.backend.port ?? this.port,
       vtepMac: this.type === "wasm-vxlan" ? parseMac(peer.backend.vtepMac!) : undefined,
     });
   }
@@ -99,11 +134,18 @@ export class UserspaceBackend implements Backend {
     this.assertRunning();
     const [kernel, network, subnet] = [this.ctx.kernel, v4Prefix(this.ctx.network), v4Prefix(this.ctx.subnet)];
     const tun = this.tunName;
-    const [link, addrs, routes] = await Promise.all([readLink(kernel, tun), readIpv4Addresses(kernel, tun), readRoutes(kernel, network)]);
+    const [link, addrs, routes] = await Promise.all([
+      readLink(kernel, tun),
+      readIpv4Addresses(kernel, tun),
+      readRoutes(kernel, network),
+    ]);
     const lines: string[] = [];
-    if (!addrs.some((a) => a.addr === subnet.addr && a.len === network.len)) lines.push(`addr replace ${formatIpv4(subnet.addr)}/${network.len} dev ${tun}`);
+    if (!addrs.some((a) => a.addr === subnet.addr && a.len === network.len))
+      lines.push(`addr replace ${formatIpv4(subnet.addr)}/${network.len} dev ${tun}`);
     else if (!routes.some((r) => r.dev === tun && r.dst.addr === network.addr && r.dst.len === network.len)) {
-      lines.push(`route replace ${formatPrefix(network)} dev ${tun} proto kernel scope link src ${formatIpv4(subnet.addr)}`);
+      lines.push(
+        `route replace ${formatPrefix(network)} dev ${tun} proto kernel scope link src ${formatIpv4(subnet.addr)}`,
+      );
     }
     if (!link?.up) lines.push(`link set ${tun} up`);
     if (lines.length === 0) return;
@@ -112,14 +154,20 @@ export class UserspaceBackend implements Backend {
     this.logger.warn({ commands: lines }, `repairing ${tun}`);
     const failures = await kernel.ipBatchForce(lines);
     this.stats.kernelErrors += failures.length;
-    for (const f of failures) this.logger.error({ command: f.command }, `the kernel refused \`${f.command}\`: ${f.message}; reconcile will try again`);
+    for (const f of failures)
+      this.logger.error(
+        { command: f.command },
+        `the kernel refused \`${f.command}\`: ${f.message}; reconcile will try again`,
+      );
   }
 
   async stop(keep: boolean): Promise<void> {
     if (this.state === "stopped") return;
     this.state = "stopped";
     await this.dataplane.stop();
-    this.logger.info(keep ? `backend stopped; ${this.tunName} is gone with it (a TUN device cannot be kept)` : "backend stopped");
+    this.logger.info(
+      keep ? `backend stopped; ${this.tunName} is gone with it (a TUN device cannot be kept)` : "backend stopped",
+    );
   }
 
   counters(): BackendCounters {
@@ -138,7 +186,10 @@ export class UserspaceBackend implements Backend {
 
   private assertRunning(): void {
     if (this.state !== "running") {
-      throw new WeftError("BACKEND_NOT_RUNNING", `the ${this.type} backend is ${this.state === "new" ? "not started" : "stopped"}; start a new one`);
+      throw new WeftError(
+        "BACKEND_NOT_RUNNING",
+        `the ${this.type} backend is ${this.state === "new" ? "not started" : "stopped"}; start a new one`,
+      );
     }
   }
 }

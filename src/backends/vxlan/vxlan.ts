@@ -10,15 +10,29 @@ import type { PeerEntries } from "../../kernel/converge.js";
 import type { RouteEntry } from "../../kernel/entries.js";
 import { formatMac, parseMac } from "../../net/ipv4.js";
 import { contains as prefixContains, familyOf, formatAddr as formatIpv4, type IpAddr } from "../../net/ip.js";
-import { DEFAULT_VNI, VXLAN_PORT, type BackendAnnouncement, type BackendContext, type BackendOptions, type BackendPeer } from "../backend.js";
+import {
+  DEFAULT_VNI,
+  VXLAN_PORT,
+  type BackendAnnouncement,
+  type BackendContext,
+  type BackendOptions,
+  type BackendPeer,
+} from "../backend.js";
 import { KernelBackend, underlayAddr } from "../kernel-backend.js";
 import { loadVtepMac } from "../vtep-mac.js";
-import { createVxlanDevice, routeMetric, vxlanDeviceMismatch, vxlanDeviceName, vxlanPeerEntries, type VxlanDeviceSpec } from "./device.js";
+import {
+  createVxlanDevice,
+  routeMetric,
+  vxlanDeviceMismatch,
+  vxlanDeviceName,
+  vxlanPeerEntries,
+  type VxlanDeviceSpec,
+} from "./device.js";
 
-/** Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14). */
-export const VXLAN_OVERHEAD = 50;
+/** Bytes VXLAN adds to a packet over an IPv4 underlay: outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14). */
+export const VXLAN_IPV4_UNDERLAY_BYTES = 50;
 /** The same over an IPv6 underlay (outer header 40). */
-export const VXLAN_OVERHEAD_IPV6 = 70;
+export const VXLAN_IPV6_UNDERLAY_BYTES = 70;
 
 export class VxlanBackend extends KernelBackend {
   readonly mtu: number;
@@ -30,18 +44,28 @@ export class VxlanBackend extends KernelBackend {
   /** The underlay address of this family the device sends from. */
   private readonly local: IpAddr;
 
-  constructor(private readonly options: BackendOptions, ctx: BackendContext) {
+  constructor(
+    private readonly options: BackendOptions,
+    ctx: BackendContext,
+  ) {
     super("vxlan", ctx);
     this.family = familyOf(ctx.subnet.addr);
     this.vni = options.vni ?? DEFAULT_VNI;
     this.port = options.port ?? VXLAN_PORT;
-    this.mtu = (options.mtu ?? ctx.underlay.mtu) - (this.family === 4 ? VXLAN_OVERHEAD : VXLAN_OVERHEAD_IPV6);
+    this.mtu =
+      (options.mtu ?? ctx.underlay.mtu) - (this.family === 4 ? VXLAN_IPV4_UNDERLAY_BYTES : VXLAN_IPV6_UNDERLAY_BYTES);
     this.entryDevice = vxlanDeviceName(this.vni, this.family);
     this.local = underlayAddr(ctx);
   }
 
   protected announcement(): BackendAnnouncement {
-    return { type: "vxlan", vtepMac: this.vtepMac && formatMac(this.vtepMac), port: this.port, vni: this.vni, ...(this.options.gbp ? { gbp: true } : {}) };
+    return {
+      type: "vxlan",
+      vtepMac: this.vtepMac && formatMac(this.vtepMac),
+      port: this.port,
+      vni: this.vni,
+      ...(this.options.gbp ? { gbp: true } : {}),
+    };
   }
 
   protected async setUp(): Promise<void> {
@@ -51,7 +75,8 @@ export class VxlanBackend extends KernelBackend {
 
   protected async tearDown(): Promise<void> {
     if (!this.vtepMac) return; // setUp failed before touching any device: leave a kept one alone
-    if (await readLink(this.ctx.kernel, this.entryDevice)) await this.ctx.kernel.ipBatch([`link del ${this.entryDevice}`]);
+    if (await readLink(this.ctx.kernel, this.entryDevice))
+      await this.ctx.kernel.ipBatch([`link del ${this.entryDevice}`]);
   }
 
   protected async ensureDevices(): Promise<void> {
@@ -64,20 +89,36 @@ export class VxlanBackend extends KernelBackend {
       return;
     }
     if (link) {
-      this.logger.warn({ device: this.entryDevice, mismatch }, `${this.entryDevice} exists with other settings (${mismatch}); replacing it`);
+      this.logger.warn(
+        { device: this.entryDevice, mismatch },
+        `${this.entryDevice} exists with other settings (${mismatch}); replacing it`,
+      );
       await kernel.ipBatch([`link del ${this.entryDevice}`]);
     }
     await createVxlanDevice(kernel, spec);
-    this.logger.info({ device: this.entryDevice, vtepMac: formatMac(spec.vtepMac), mtu: spec.mtu, port: spec.port }, `created ${this.entryDevice}`);
+    this.logger.info(
+      { device: this.entryDevice, vtepMac: formatMac(spec.vtepMac), mtu: spec.mtu, port: spec.port },
+      `created ${this.entryDevice}`,
+    );
   }
 
   protected async plan(peers: BackendPeer[]): Promise<Map<string, PeerEntries | string>> {
-    const direct = this.options.directRouting ? await this.directReachProblems(peers) : peers.map(() => "DirectRouting is off");
+    const direct = this.options.directRouting
+      ? await this.directReachProblems(peers)
+      : peers.map(() => "DirectRouting is off");
     return new Map(
       peers.map((p, i): [string, PeerEntries] => [
         p.name,
         direct[i] === undefined
-          ? { route: { dst: p.subnet, gateway: p.underlay, dev: this.ctx.underlay.iface, onlink: false, metric: routeMetric(this.family) } }
+          ? {
+              route: {
+                dst: p.subnet,
+                gateway: p.underlay,
+                dev: this.ctx.underlay.iface,
+                onlink: false,
+                metric: routeMetric(this.family),
+              },
+            }
           : vxlanPeerEntries(this.vni, {
               subnet: p.subnet,
               underlay: p.underlay,
@@ -95,7 +136,16 @@ export class VxlanBackend extends KernelBackend {
 
   private spec(): VxlanDeviceSpec {
     const { underlay, subnet } = this.ctx;
-    return { vni: this.vni, dev: underlay.iface, local: this.local, port: this.port, subnet, vtepMac: this.vtepMac!, mtu: this.mtu, gbp: this.options.gbp };
+    return {
+      vni: this.vni,
+      dev: underlay.iface,
+      local: this.local,
+      port: this.port,
+      subnet,
+      vtepMac: this.vtepMac!,
+      mtu: this.mtu,
+      gbp: this.options.gbp,
+    };
   }
 
   /** A kept device may carry an older lease's address: exactly <subnet network>/32 (/128) of the pod network, and up. */
@@ -107,7 +157,8 @@ export class VxlanBackend extends KernelBackend {
     const lines = addrs
       .filter((a) => prefixContains(network, a.addr) && !(a.addr === subnet.addr && a.len === hostLen))
       .map((a) => `addr del ${formatIpv4(a.addr)}/${a.len} dev ${dev}`);
-    if (!addrs.some((a) => a.addr === subnet.addr && a.len === hostLen)) lines.push(`addr add ${formatIpv4(subnet.addr)}/${hostLen}${this.family === 6 ? " nodad" : ""} dev ${dev}`);
+    if (!addrs.some((a) => a.addr === subnet.addr && a.len === hostLen))
+      lines.push(`addr add ${formatIpv4(subnet.addr)}/${hostLen}${this.family === 6 ? " nodad" : ""} dev ${dev}`);
     if (!up) lines.push(`link set ${dev} up`);
     if (lines.length === 0) return;
     this.logger.info({ device: dev, commands: lines }, `fixing ${dev}'s address`);

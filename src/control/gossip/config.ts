@@ -19,7 +19,8 @@ export interface MemberlistConfig {
   readonly indirectChecks: number;
   /** Also ping over the stream transport when the direct UDP ping failed (gets through UDP loss). */
   readonly tcpPingFallback: boolean;
-  /** Lifeguard suspicion timeout: min = mult × max(1, log10 N) × probeInterval, max = min × maxMult.
+  /** Lifeguard suspicion timeout: min = mult × max(1, log10 N) × probeInterval (at least 2 probe
+   *  intervals, suspicion.ts), max = min × maxMult.
    *  The last probe before a death (see state.ts) is part of it, not added to it. */
   readonly suspicionMult: number;
   readonly suspicionMaxTimeoutMult: number;

@@ -11,8 +11,12 @@ export interface SuspicionBounds {
   readonly k: number;
 }
 
+/** The shortest suspicion, in probe intervals, whatever the mult and cluster size. */
+export const MIN_SUSPICION_PROBES = 2;
+
 /**
- * Bounds for a cluster of liveCount members: min = mult × max(1, log10 N) × probeInterval,
+ * Bounds for a cluster of liveCount members: min = mult × max(1, log10 N) × probeInterval (at
+ * least MIN_SUSPICION_PROBES probe intervals),
  * max = maxMult × min, k = confirmations. memberlist ties k to mult (k = mult − 2); weft sets it
  * apart, so that a short minimum can still ask for several independent accusers (see config.ts,
  * suspicionConfirmations). When fewer than k other members could confirm, nobody can shorten the
@@ -26,7 +30,10 @@ export function suspicionBounds(
   probeIntervalMs: number,
 ): SuspicionBounds {
   const nodeScale = Math.max(1, Math.log10(Math.max(1, liveCount)));
-  const minMs = Math.floor(suspicionMult * nodeScale * probeIntervalMs);
+  // Never under two probe intervals: with a small mult (LAN: 1) a cluster under 100 members would
+  // get 1 s, less than a slow member needs to refute (its suspect news arrives late, its own gossip
+  // timer may run late too); the simulator found false deaths there with 5% loss.
+  const minMs = Math.max(MIN_SUSPICION_PROBES * probeIntervalMs, Math.floor(suspicionMult * nodeScale * probeIntervalMs));
   const maxMs = minMs * maxTimeoutMult;
   if (liveCount - 2 < confirmations) return { minMs: maxMs, maxMs, k: 0 };
   return { minMs, maxMs, k: confirmations };

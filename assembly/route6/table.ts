@@ -1,0 +1,363 @@
+// The IPv6 route table: rules (prefix, length 0..128) -> next-hop index, longest-prefix match,
+// exact get and delete, next-hop records, and the IPv4 table's seqlock publication (../route/
+// seqlock.ts): one writer, lock-free readers that redo a batch when the generation moved.
+//
+// Scheme. Every /16 has a 64-byte record (one cache line): the best rule of length 0..16
+// (expanded, in the IPv4 table's entry format: valid bit, depth, next hop), the set of lengths
+// 17..128 its longer rules have, and a 256-bit filter of the third address byte values those
+// rules cover. Longer rules live in the rule hash. A lookup reads its /16's record; if the filter
+// bit of its third byte is clear (no longer rule can match), the short entry is the answer;
+// otherwise it probes the hash for the address masked to each length in the set, longest first,
+// and the first hit is the longest match. So most lookups of a sparse table cost one read; the
+// others one hash probe per distinct length under their /16: pod subnets (one length under a
+// network) one, 100k random prefixes (about 1.4 lengths per /16) 1.4 on average, a /16 holding
+// rules of many lengths up to 112; IPv6 routing tables of pods do not look like that.
+// Addresses are 16 bytes in network order, in memory: callers pass pointers.
+import {
+  ROUTE_ERR_BAD_LENGTH,
+  ROUTE_ERR_BAD_NEXT_HOP,
+  ROUTE_ERR_BAD_PREFIX,
+  ROUTE_ERR_BAD_REGION,
+  ROUTE_ERR_BAD_FIELD,
+  ROUTE_ERR_EXISTS,
+  ROUTE_ERR_FULL_RULES,
+  ROUTE_ERR_NOT_FOUND,
+  ROUTE_OK,
+} from "../route/codes";
+import { H_GENERATION } from "../route/layout";
+import { routeReadBegin, routeReadValid, writeBegin, writeEnd } from "../route/seqlock";
+import { NEXT_HOP_VALID } from "../route/nexthop";
+import {
+  H6_COUNTS_AT,
+  H6_MAX_NEXT_HOPS,
+  H6_MAX_RULES,
+  H6_NEXT_HOPS_AT,
+  H6_RULE_COUNT,
+  H6_RULES_AT,
+  H6_SLOT_MASK,
+  BUCKETS_OFFSET,
+  BUCKET_BYTES,
+  BUCKET_FILTER,
+  BUCKET_LENGTHS,
+  BUCKET_SHORT,
+  NEXT_HOP6_RECORD_BYTES,
+  NEXT_HOPS6_OFFSET,
+  SHORT_BITS,
+  counts6Offset,
+  rules6Offset,
+  slots6For,
+  table6Bytes,
+} from "./layout";
+import {
+  count6Add,
+  maskHi,
+  maskLo,
+  masksInit,
+  rule6Add,
+  rule6Covering,
+  rule6Holds,
+  rule6Length,
+  rule6NextHop,
+  rule6Remove,
+  rule6SetNextHop,
+  rule6Slot,
+} from "./rules";
+
+/** Alignment route6TableInit requires of t (the generation gets a cache line of its own). */
+export const ROUTE6_TABLE_ALIGN: i32 = 64;
+
+// Short-table entries: the IPv4 table's format (assembly/route/lpm.ts).
+const ENTRY_VALID: u32 = 0x8000_0000;
+const DEPTH_SHIFT: u32 = 24;
+const VALUE_MASK: u32 = 0x00ff_ffff;
+const OWNER_MASK: u32 = 0xff00_0000;
+
+@inline function shortEntry(len: i32, nh: i32): u32 {
+  return ENTRY_VALID | ((<u32>len) << DEPTH_SHIFT) | <u32>nh;
+}
+
+/** The record of /16 bucket i (layout.ts, BUCKET_*). */
+@inline function bucketAt(t: usize, i: u32): usize {
+  return t + <usize>BUCKETS_OFFSET + <usize>i * BUCKET_BYTES;
+}
+
+/** Halves of the 16-byte address at p in memory order (rules.ts). */
+@inline function hiOf(p: usize): u64 {
+  return load<u64>(p);
+}
+
+@inline function loOf(p: usize): u64 {
+  return load<u64>(p, 8);
+}
+
+/** Index of the /16 of hi (a memory-order half): its first two bytes as loaded. */
+@inline function bucketOf(hi: u64): u32 {
+  return <u32>hi & 0xffff;
+}
+
+/** The bucket index of /16 number be (the first two address bytes as a big-endian number). */
+@inline function bucketOfNumber(be: u32): u32 {
+  return <u32>bswap<u16>(<u16>be);
+}
+
+/**
+ * Bytes of the region for a table of maxRules rules (1..2^22) and maxNextHops next-hop records
+ * (1..2^24); 0 if a count is out of its limit. At least 1.3 MiB (short table and length sets).
+ */
+export function route6TableSize(maxRules: u32, maxNextHops: u32): usize {
+  return <usize>table6Bytes(maxRules, maxNextHops);
+}
+
+/** Make the region at t an empty table with generation 0 (before sharing t with readers). */
+export function route6TableInit(t: usize, maxRules: u32, maxNextHops: u32): i32 {
+  const bytes = table6Bytes(maxRules, maxNextHops);
+  if (bytes == 0 || (t & <usize>(ROUTE6_TABLE_ALIGN - 1)) != 0) return ROUTE_ERR_BAD_REGION;
+  if (<u64>t + bytes > (<u64>memory.size()) << 16) return ROUTE_ERR_BAD_REGION;
+  memory.fill(t, 0, <usize>bytes);
+  store<u32>(t, maxRules, H6_MAX_RULES);
+  store<u32>(t, maxNextHops, H6_MAX_NEXT_HOPS);
+  store<u32>(t, slots6For(maxRules) - 1, H6_SLOT_MASK);
+  store<u32>(t, NEXT_HOPS6_OFFSET, H6_NEXT_HOPS_AT);
+  store<u32>(t, <u32>rules6Offset(maxNextHops), H6_RULES_AT);
+  store<u32>(t, <u32>counts6Offset(maxRules, maxNextHops), H6_COUNTS_AT);
+  masksInit(t);
+  atomic.store<u32>(t, 0, H_GENERATION);
+  return ROUTE_OK;
+}
+
+function checkPrefix(t: usize, hi: u64, lo: u64, len: i32): i32 {
+  if (<u32>len > 128) return ROUTE_ERR_BAD_LENGTH;
+  if ((hi & ~maskHi(t, len)) != 0 || (lo & ~maskLo(t, len)) != 0) return ROUTE_ERR_BAD_PREFIX;
+  return ROUTE_OK;
+}
+
+@inline function nextHop6InRange(t: usize, i: i32): bool {
+  return <u32>i < load<u32>(t, H6_MAX_NEXT_HOPS);
+}
+
+/** Short rule: make entry win over the rule's /16s wherever no longer short rule does. */
+function shortAdd(t: usize, hi: u64, len: i32, entry: u32): void {
+  const first = <u32>bswap<u16>(<u16>hi);
+  const end = first + ((<u32>1) << (<u32>(SHORT_BITS - len)));
+  for (let be = first; be < end; be++) {
+    const i = bucketOfNumber(be);
+    const e = load<u32>(bucketAt(t, i), BUCKET_SHORT);
+    if (<i32>((e >> DEPTH_SHIFT) & 0x3f) <= len) store<u32>(bucketAt(t, i), entry, BUCKET_SHORT);
+  }
+}
+
+/** Short rule removed: the entries it owned take replacement (the covering rule's, or 0). */
+function shortRemove(t: usize, hi: u64, len: i32, replacement: u32): void {
+  const owned = ENTRY_VALID | ((<u32>len) << DEPTH_SHIFT);
+  const first = <u32>bswap<u16>(<u16>hi);
+  const end = first + ((<u32>1) << (<u32>(SHORT_BITS - len)));
+  for (let be = first; be < end; be++) {
+    const i = bucketOfNumber(be);
+    if ((load<u32>(bucketAt(t, i), BUCKET_SHORT) & OWNER_MASK) == owned)
+      store<u32>(bucketAt(t, i), replacement, BUCKET_SHORT);
+  }
+}
+
+/**
+ * Bit of length len (17..128) in a /16's length set: bit 128 - len, so the longest comes first.
+ * When the set empties, the /16's third-byte filter is cleared too.
+ */
+@inline function lengthBit(t: usize, bucket: u32, len: i32, on: bool): void {
+  const rec = bucketAt(t, bucket);
+  const bit = 128 - len;
+  const w = rec + BUCKET_LENGTHS + (bit >= 64 ? 8 : 0);
+  const m = (<u64>1) << (<u64>(bit & 63));
+  store<u64>(w, on ? load<u64>(w) | m : load<u64>(w) & ~m);
+  if ((load<u64>(rec, BUCKET_LENGTHS) | load<u64>(rec, BUCKET_LENGTHS + 8)) == 0)
+    memory.fill(rec + BUCKET_FILTER, 0, 32);
+}
+
+/** Marks in the /16's filter the third-byte values a rule of length len (17..128) covers. */
+function filterAdd(t: usize, hi: u64, len: i32): void {
+  const rec = bucketAt(t, bucketOf(hi));
+  const span: u32 = len >= 24 ? 1 : (<u32>1) << (<u32>(24 - len));
+  const first = <u32>(hi >> 16) & 0xff & ~(span - 1);
+  for (let b = first; b < first + span; b++) {
+    const w = rec + BUCKET_FILTER + ((<usize>b >> 5) << 2);
+    store<u32>(w, load<u32>(w) | ((<u32>1) << (b & 31)));
+  }
+}
+
+function addRule(t: usize, s: usize, hi: u64, lo: u64, len: i32, nh: i32): i32 {
+  if (load<u32>(t, H6_RULE_COUNT) >= load<u32>(t, H6_MAX_RULES)) return ROUTE_ERR_FULL_RULES;
+  writeBegin(t);
+  rule6Add(t, s, hi, lo, len, nh);
+  if (len <= SHORT_BITS) {
+    shortAdd(t, hi, len, shortEntry(len, nh));
+  } else {
+    filterAdd(t, hi, len);
+    if (count6Add(t, bucketOf(hi), len, 1) == 1) lengthBit(t, bucketOf(hi), len, true);
+  }
+  writeEnd(t);
+  return ROUTE_OK;
+}
+
+/** Add rule prefix/len -> nh (prefix: 16 bytes at p); ROUTE_ERR_EXISTS if present. */
+export function route6Insert(t: usize, p: usize, len: i32, nh: i32): i32 {
+  const hi = hiOf(p);
+  const lo = loOf(p);
+  const bad = checkPrefix(t, hi, lo, len);
+  if (bad != ROUTE_OK) return bad;
+  if (!nextHop6InRange(t, nh)) return ROUTE_ERR_BAD_NEXT_HOP;
+  const s = rule6Slot(t, hi, lo, len);
+  if (rule6Holds(s, hi, lo, len)) return ROUTE_ERR_EXISTS;
+  return addRule(t, s, hi, lo, len, nh);
+}
+
+/** Set rule prefix/len -> nh, adding it if absent (like `ip -6 route replace`). */
+export function route6Replace(t: usize, p: usize, len: i32, nh: i32): i32 {
+  const hi = hiOf(p);
+  const lo = loOf(p);
+  const bad = checkPrefix(t, hi, lo, len);
+  if (bad != ROUTE_OK) return bad;
+  if (!nextHop6InRange(t, nh)) return ROUTE_ERR_BAD_NEXT_HOP;
+  const s = rule6Slot(t, hi, lo, len);
+  if (!rule6Holds(s, hi, lo, len)) return addRule(t, s, hi, lo, len, nh);
+  writeBegin(t);
+  rule6SetNextHop(s, nh);
+  if (len <= SHORT_BITS) shortAdd(t, hi, len, shortEntry(len, nh));
+  writeEnd(t);
+  return ROUTE_OK;
+}
+
+/** Remove rule prefix/len; its addresses fall back to the longest rule still covering them. */
+export function route6Delete(t: usize, p: usize, len: i32): i32 {
+  const hi = hiOf(p);
+  const lo = loOf(p);
+  const bad = checkPrefix(t, hi, lo, len);
+  if (bad != ROUTE_OK) return bad;
+  const s = rule6Slot(t, hi, lo, len);
+  if (!rule6Holds(s, hi, lo, len)) return ROUTE_ERR_NOT_FOUND;
+  let fallback: u32 = 0;
+  if (len <= SHORT_BITS) {
+    const cover = rule6Covering(t, hi, lo, len);
+    if (cover != 0) fallback = shortEntry(rule6Length(cover), rule6NextHop(cover));
+  }
+  writeBegin(t);
+  rule6Remove(t, s);
+  if (len <= SHORT_BITS) {
+    shortRemove(t, hi, len, fallback);
+  } else if (count6Add(t, bucketOf(hi), len, -1) == 0) {
+    lengthBit(t, bucketOf(hi), len, false);
+  }
+  writeEnd(t);
+  return ROUTE_OK;
+}
+
+/** Next hop of the exact rule prefix/len, or a negative code. Safe on any thread. */
+export function route6Get(t: usize, p: usize, len: i32): i32 {
+  const hi = hiOf(p);
+  const lo = loOf(p);
+  const bad = checkPrefix(t, hi, lo, len);
+  if (bad != ROUTE_OK) return bad;
+  let gen: u32;
+  let nh: i32;
+  do {
+    gen = routeReadBegin(t);
+    const s = rule6Slot(t, hi, lo, len);
+    nh = rule6Holds(s, hi, lo, len) ? rule6NextHop(s) : ROUTE_ERR_NOT_FOUND;
+  } while (!routeReadValid(t, gen));
+  return nh;
+}
+
+/**
+ * Longest match of the address (hi, lo): its /16's lengths longest first, then the short table.
+ * AS callers bracket a batch of these with routeReadBegin/routeReadValid.
+ */
+@inline export function lookup6(t: usize, hi: u64, lo: u64): i32 {
+  const rec = bucketAt(t, bucketOf(hi));
+  const e = load<u32>(rec, BUCKET_SHORT);
+  const short = select<i32>(<i32>(e & VALUE_MASK), -1, <i32>e < 0);
+  const third = <u32>(hi >> 16) & 0xff;
+  if ((load<u32>(rec + BUCKET_FILTER + ((<usize>third >> 5) << 2)) & ((<u32>1) << (third & 31))) == 0) return short;
+  // Lengths 65..128: bits 0..63 of the first word.
+  let w = load<u64>(rec, BUCKET_LENGTHS);
+  while (w != 0) {
+    const len = 128 - <i32>ctz(w);
+    const l = lo & maskLo(t, len);
+    const s = rule6Slot(t, hi, l, len);
+    if (rule6Holds(s, hi, l, len)) return rule6NextHop(s);
+    w &= w - 1;
+  }
+  // Lengths 17..64: bits 64..111, the second word.
+  w = load<u64>(rec, BUCKET_LENGTHS + 8);
+  while (w != 0) {
+    const len = 64 - <i32>ctz(w);
+    const h = hi & maskHi(t, len);
+    const s = rule6Slot(t, h, 0, len);
+    if (rule6Holds(s, h, 0, len)) return rule6NextHop(s);
+    w &= w - 1;
+  }
+  return short;
+}
+
+/** Next-hop index of the longest prefix covering the 16-byte address at a, or -1. */
+@inline export function route6Lookup(t: usize, a: usize): i32 {
+  return lookup6(t, hiOf(a), loOf(a));
+}
+
+/**
+ * out[i] = route6Lookup(addrs + 16 i) for i < n, as one consistent snapshot (redone if an update
+ * overlapped). Loading every address's length set and probe slots in earlier passes, as the IPv4
+ * table's batch does with tbl24, did not pay here (measured: no faster; see ARCHITECTURE.md).
+ */
+export function route6LookupBatch(t: usize, addrs: usize, out: usize, n: i32): void {
+  if (n <= 0) return;
+  let gen: u32;
+  do {
+    gen = routeReadBegin(t);
+    for (let i = 0; i < n; i++) store<i32>(out + ((<usize>i) << 2), route6Lookup(t, addrs + ((<usize>i) << 4)));
+  } while (!routeReadValid(t, gen));
+}
+
+/** Rules in the table. */
+export function route6Count(t: usize): i32 {
+  return <i32>load<u32>(t, H6_RULE_COUNT);
+}
+
+// Next-hop records, NEXT_HOP6_BYTES each: where a route's packets go.
+//   NEXT_HOP6_UNDERLAY  16 B  peer underlay address, network order (IPv4 as ::ffff:a.b.c.d)
+//   NEXT_HOP6_PORT      u16   peer UDP port
+//   NEXT_HOP6_MAC       6 B   peer VTEP MAC in wire order
+//   NEXT_HOP6_FLAGS     u32   NEXT_HOP_VALID (../route/nexthop.ts) once set
+export const NEXT_HOP6_BYTES: i32 = <i32>NEXT_HOP6_RECORD_BYTES;
+export const NEXT_HOP6_UNDERLAY: i32 = 0;
+export const NEXT_HOP6_PORT: i32 = 16;
+export const NEXT_HOP6_MAC: i32 = 18;
+export const NEXT_HOP6_FLAGS: i32 = 24;
+
+/** Record i; unchecked, for AS callers holding an index from a lookup (always in range). */
+@inline export function nextHop6Ptr(t: usize, i: i32): usize {
+  return t + load<u32>(t, H6_NEXT_HOPS_AT) + <usize>i * NEXT_HOP6_RECORD_BYTES;
+}
+
+/** Set next hop i: the 16-byte underlay address at a, UDP port, MAC halves as in nextHopSet. */
+export function nextHop6Set(t: usize, i: i32, a: usize, udpPort: u32, macHi16: u32, macLo32: u32): i32 {
+  if (!nextHop6InRange(t, i)) return ROUTE_ERR_BAD_NEXT_HOP;
+  if (udpPort > 0xffff || macHi16 > 0xffff) return ROUTE_ERR_BAD_FIELD;
+  const r = nextHop6Ptr(t, i);
+  writeBegin(t);
+  store<u64>(r, load<u64>(a), NEXT_HOP6_UNDERLAY);
+  store<u64>(r, load<u64>(a, 8), NEXT_HOP6_UNDERLAY + 8);
+  store<u16>(r, <u16>udpPort, NEXT_HOP6_PORT);
+  store<u16>(r, bswap<u16>(<u16>macHi16), NEXT_HOP6_MAC);
+  store<u32>(r, bswap<u32>(macLo32), NEXT_HOP6_MAC + 2);
+  store<u32>(r, NEXT_HOP_VALID, NEXT_HOP6_FLAGS);
+  writeEnd(t);
+  return ROUTE_OK;
+}
+
+/** Invalidate next hop i: routes through it stay, their packets drop until it is set again. */
+export function nextHop6Clear(t: usize, i: i32): i32 {
+  if (!nextHop6InRange(t, i)) return ROUTE_ERR_BAD_NEXT_HOP;
+  const r = nextHop6Ptr(t, i);
+  writeBegin(t);
+  memory.fill(r, 0, NEXT_HOP6_RECORD_BYTES);
+  writeEnd(t);
+  return ROUTE_OK;
+}

@@ -1,0 +1,20 @@
+// The two order statistics every weft benchmark reports, written once (`weft bench`, bench:e2e,
+// bench:io, bench:kernel, bench:gossip and the demo all use these):
+// - median: of an even count, the mean of the two middle values (figures over rounds);
+// - percentile: nearest rank, the smallest value with at least q of the values at or below it
+//   (p50, p99 of ping times). A p99 is always an observed value, never interpolated.
+
+/** The median; NaN for no values. */
+export function median(values: readonly number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+}
+
+/** Nearest-rank percentile (q in [0, 1]) of values in any order; NaN for no values. */
+export function percentile(values: readonly number[], q: number): number {
+  if (values.length === 0) return NaN;
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))];
+}

@@ -1,0 +1,268 @@
+// Differential tests of the IPv6 VXLAN paths: the Wasm send path (IPv6 route table, VXLAN with
+// the IPv6 ethertype, next hops on IPv6 and IPv4 underlays, ICMPv6 errors) and the receive path
+// with IPv6 anti-spoofing, against test/reference/packets6.ts on random batches.
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { parseIpv6, parsePrefix6, readIpv6, writeIpv6 } from "../../src/net/ipv6.js";
+import { buildVxlan } from "../reference/build.js";
+import { ReferenceRouteTable6 } from "../reference/lpm6.js";
+import { refVxlanReceive } from "../reference/packets.js";
+import { addrBytes, refSend6, refSourceCheck6, type NextHop6, type SendResult6 } from "../reference/packets6.js";
+import { decapInPlace, encapInPlace, loadBatch, makeRig, readBatch, type Rig } from "../support/hotpath.js";
+
+const VNI = 1;
+const OUR_MAC = Uint8Array.from([0x0a, 0x58, 0x20, 0x01, 0x80, 0x01]);
+const LOCAL4 = 0xc6130100;
+const LOCAL6 = parseIpv6("2001:2:0:8001::");
+const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
+
+const ROUTES: Array<[string, number]> = [
+  ["2001:2:0:8002::/64", 1],
+  ["2001:2:0:8003::/64", 2],
+  ["2001:2:0:8003:8000::/65", 3],
+  ["2001:2:0:8000::/49", 4],
+];
+const NEXT_HOPS = new Map<number, NextHop6>([
+  [
+    1,
+    { ip: parseIpv6("2001:2::2"), port: 8472, mac: Uint8Array.from([0x0a, 0x58, 0x20, 0x01, 0x80, 0x02]), valid: true },
+  ],
+  [
+    2,
+    {
+      ip: parseIpv6("::ffff:198.18.0.3"),
+      port: 8472,
+      mac: Uint8Array.from([0x0a, 0x58, 0x20, 0x01, 0x80, 0x03]),
+      valid: true,
+    },
+  ],
+  [
+    3,
+    {
+      ip: parseIpv6("2001:2::4"),
+      port: 8472,
+      mac: Uint8Array.from([0x0a, 0x58, 0x20, 0x01, 0x80, 0x04]),
+      valid: false,
+    },
+  ],
+  [
+    4,
+    { ip: parseIpv6("2001:2::5"), port: 9999, mac: Uint8Array.from([0x0a, 0x58, 0x20, 0x01, 0x80, 0x05]), valid: true },
+  ],
+]);
+
+function setupRig(antiSpoof = false): Rig {
+  const rig = makeRig({ vni: VNI, localAddr: LOCAL4, mac: OUR_MAC, antiSpoof, ipv6: { localAddr: LOCAL6 } });
+  for (const [i, nh] of NEXT_HOPS) if (nh.valid) rig.routes6!.setNextHop(i, nh);
+  for (const [p, nh] of ROUTES) rig.routes6!.insert(parsePrefix6(p), nh);
+  return rig;
+}
+
+const reference = new ReferenceRouteTable6({ maxRules: 1024, maxNextHops: 256 });
+for (const [p, nh] of ROUTES) reference.insert(parsePrefix6(p).addr, parsePrefix6(p).len, nh);
+const lookup = (a: bigint) => reference.lookup(a);
+const nextHop = (i: number) => NEXT_HOPS.get(i);
+const sendCtx = { vni: VNI, localAddr: LOCAL6, mac: OUR_MAC, lookup, nextHop };
+
+// ---- generators ----
+const addr6 = fc.oneof(
+  fc
+    .constantFrom(
+      "2001:2:0:8002::5",
+      "2001:2:0:8003::9",
+      "2001:2:0:8003:8000::1",
+      "2001:2:0:8010::1",
+      "2001:2:0:8001::7",
+      "2001:2:0:7fff::1",
+      "ff02::2",
+      "::",
+      "fe80::1",
+    )
+    .map(parseIpv6),
+  fc
+    .tuple(fc.integer({ min: 0, max: 0x7fff }), fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }))
+    .map(([s, low]) => parseIpv6("2001:2:0:8000::") | (BigInt(s) << 64n) | low),
+);
+const ipv6Packet = fc
+  .record({
+    src: addr6,
+    dst: addr6,
+    next: fc.oneof(fc.constantFrom(6, 17, 58), fc.integer({ min: 0, max: 255 })),
+    icmpType: fc.constantFrom(1, 3, 128, 129, 133),
+    hop: fc.constantFrom(0, 1, 64, 255),
+    payload: fc.oneof(fc.uint8Array({ maxLength: 64 }), fc.uint8Array({ maxLength: 1400 })),
+    extra: fc.oneof(
+      { arbitrary: fc.constant(0), weight: 5 },
+      { arbitrary: fc.integer({ min: -50, max: 30 }), weight: 1 },
+    ),
+  })
+  .map(({ src, dst, next, icmpType, hop, payload, extra }) => {
+    const body = payload.slice();
+    if (next === 58 && body.length > 0) body[0] = icmpType;
+    const p = new Uint8Array(Math.max(1, 40 + body.length + Math.min(extra, 0)));
+    const full = new Uint8Array(40 + body.length);
+    const plen = Math.max(0, body.length + Math.max(extra, 0));
+    full.set([0x60, 0, 0, 0, plen >> 8, plen & 255, next, hop]);
+    full.set(addrBytes(src), 8);
+    full.set(addrBytes(dst), 24);
+    full.set(body, 40);
+    p.set(full.subarray(0, p.length));
+    return p;
+  });
+const batchOf = (p: fc.Arbitrary<Uint8Array>) => fc.array(p, { minLength: 1, maxLength: 64 });
+
+/** The descriptors' FLAGS, in descriptor order. */
+const flagsOf = (rig: Rig, n: number) => {
+  const d = rig.batch.descView();
+  const stride = rig.hp.constant("DESC_BYTES") >> 2;
+  return Array.from({ length: n }, (_, i) => d[i * stride + (rig.hp.constant("DESC_FLAGS") >> 2)]);
+};
+
+describe("IPv6 send path (TUN to socket)", () => {
+  const rig = setupRig();
+  const addr6Flag = rig.hp.constant("DESC_FLAG_ADDR6");
+
+  it("encapBatch (vxlan, single segments) equals the reference: frames, underlay of either family, ICMPv6 errors, counters", () => {
+    fc.assert(
+      fc.property(batchOf(ipv6Packet), (packets) => {
+        const refs: SendResult6[] = packets.map((p) => refSend6(p, sendCtx));
+        const before = rig.ctx.tx().packets;
+        loadBatch(rig, packets);
+        const ret = encapInPlace(rig, "vxlan", packets.length);
+        const fwd = ret & 0xffff;
+        expect(fwd).toBe(refs.filter((r) => r.verdict === "FORWARD").length);
+        expect(ret >>> 16).toBe(refs.filter((r) => r.verdict === "REPLY").length);
+        const results = readBatch(rig, packets.length);
+        const flags = flagsOf(rig, packets.length);
+        results.forEach((r, i) => {
+          const ref = refs[r.slot];
+          expect({ slot: r.slot, verdict: r.verdict }).toEqual({ slot: r.slot, verdict: ref.verdict });
+          if (ref.out) expect(hex(r.bytes)).toBe(hex(ref.out));
+          if (ref.verdict !== "FORWARD") return;
+          expect(i).toBeLessThan(fwd);
+          expect([r.port, r.aux]).toEqual([ref.port, ref.peer]);
+          if (ref.addr6 !== undefined) {
+            expect(flags[i] & addr6Flag).toBe(addr6Flag);
+            expect(readIpv6(rig.hp.bytes(), r.addr)).toBe(ref.addr6); // ADDR points at the next hop's address
+          } else {
+            expect(flags[i] & addr6Flag).toBe(0);
+            expect(r.addr).toBe(ref.addr);
+          }
+        });
+        const after = rig.ctx.tx().packets;
+        for (const name of new Set(refs.map((r) => r.verdict))) {
+          expect({ name, n: after[name] - before[name] }).toEqual({
+            name,
+            n: BigInt(refs.filter((r) => r.verdict === name).length),
+          });
+        }
+      }),
+      { numRuns: 150 },
+    );
+    const seen = rig.ctx.tx().packets;
+    for (const v of ["FORWARD", "REPLY", "NO_ROUTE", "NO_NEXT_HOP", "TOO_SHORT", "IP_LENGTH", "TTL_EXHAUSTED"]) {
+      expect({ v, seen: seen[v] > 0n }).toEqual({ v, seen: true });
+    }
+  });
+
+  it("drops IPv6 as before when the context has no IPv6 table", () => {
+    const v4only = makeRig({ vni: VNI, localAddr: LOCAL4, mac: OUR_MAC });
+    const pkt = new Uint8Array(48);
+    pkt.set([0x60, 0, 0, 0, 0, 8, 17, 64]);
+    loadBatch(v4only, [pkt]);
+    expect(encapInPlace(v4only, "vxlan", 1)).toBe(0);
+    expect(readBatch(v4only, 1)[0].verdict).toBe("IPV6_UNROUTED");
+  });
+});
+
+describe("IPv6 receive path (socket to TUN) with anti-spoofing", () => {
+  const rig = setupRig(true);
+  // Where the "received" IPv6 source addresses live: ADDR points here for IPv6 underlays.
+  const sources = rig.arena.alloc(64 * 16, 16);
+  const froms: Array<number | bigint> = [
+    ...[...NEXT_HOPS.values()].map((nh) => (nh.ip >> 32n === 0xffffn ? Number(nh.ip & 0xffffffffn) : nh.ip)),
+    parseIpv6("2001:2::99"),
+    0xc6120063,
+  ];
+  const frame = fc
+    .record({
+      inner: ipv6Packet,
+      dst: fc.oneof(
+        { arbitrary: fc.constant(OUR_MAC), weight: 8 },
+        { arbitrary: fc.uint8Array({ minLength: 6, maxLength: 6 }), weight: 1 },
+      ),
+      from: fc.constantFrom(...froms),
+    })
+    .map((f) => ({ bytes: buildVxlan(VNI, f.dst, NEXT_HOPS.get(1)!.mac, 0x86dd, f.inner), from: f.from }));
+
+  it("decapBatch (vxlan, single segments) equals the reference: exact inner packets, source in the sending peer's subnet", () => {
+    fc.assert(
+      fc.property(fc.array(frame, { minLength: 1, maxLength: 64 }), (frames) => {
+        const refs = frames.map((f) =>
+          refSourceCheck6(refVxlanReceive(f.bytes, VNI, OUR_MAC), f.from, lookup, nextHop),
+        );
+        loadBatch(
+          rig,
+          frames.map((f) => f.bytes),
+        );
+        const d = rig.batch.descView();
+        const stride = rig.hp.constant("DESC_BYTES") >> 2;
+        frames.forEach((f, i) => {
+          if (typeof f.from === "bigint") {
+            writeIpv6(rig.hp.bytes(), sources + i * 16, f.from);
+            d[i * stride + (rig.hp.constant("DESC_ADDR") >> 2)] = sources + i * 16;
+            d[i * stride + (rig.hp.constant("DESC_FLAGS") >> 2)] = rig.hp.constant("DESC_FLAG_ADDR6");
+          } else {
+            d[i * stride + (rig.hp.constant("DESC_ADDR") >> 2)] = f.from;
+          }
+        });
+        const fwd = decapInPlace(rig, "vxlan", frames.length);
+        expect(fwd).toBe(refs.filter((r) => r.verdict === "FORWARD").length);
+        readBatch(rig, frames.length).forEach((r, i) => {
+          const ref = refs[r.slot];
+          expect({ slot: r.slot, verdict: r.verdict }).toEqual({ slot: r.slot, verdict: ref.verdict });
+          if (ref.verdict !== "FORWARD") return;
+          expect(i).toBeLessThan(fwd);
+          expect(hex(r.bytes)).toBe(hex(ref.out!));
+          expect(r.aux).toBe(ref.peer);
+        });
+      }),
+      { numRuns: 150 },
+    );
+    const seen = rig.ctx.rx().packets;
+    for (const v of ["FORWARD", "SPOOFED", "UNKNOWN_SOURCE", "NOT_OUR_MAC", "IP_LENGTH"]) {
+      expect({ v, seen: seen[v] > 0n }).toEqual({ v, seen: true });
+    }
+  });
+});
+
+describe("IPv6 through the offload send path", () => {
+  it("sends a lone IPv6 packet as one datagram to its IPv6 underlay, and drops TCPv6 super-packets it cannot segment yet", () => {
+    const rig = setupRig();
+    const outDescs = rig.arena.alloc(4 * rig.hp.constant("OFFLOAD_MAX_TRAINS") * 32);
+    const out = rig.arena.alloc(4 * 4096);
+    const packet = new Uint8Array(40 + 100);
+    packet.set([0x60, 0, 0, 0, 0, 100, 17, 64]);
+    packet.set(addrBytes(LOCAL6 | 5n), 8);
+    packet.set(addrBytes(parseIpv6("2001:2:0:8002::9")), 24);
+    const vnet = (gsoType: number) => {
+      loadBatch(rig, [packet]);
+      const off = rig.batch.descView()[rig.hp.constant("DESC_OFF") >> 2];
+      rig.hp.bytes().fill(0, off - 12, off);
+      rig.hp.bytes()[off - 11] = gsoType; // gso_type; no NEEDS_CSUM
+      new DataView(rig.hp.memory.buffer).setUint16(off - 8, 1200, true);
+      return rig.hp.fn.encapBatch(rig.ctx.ptr, rig.batch.descs, 1, rig.hp.wireFormat("vxlan"), 1, outDescs, out, 4096);
+    };
+    expect(vnet(0)).toBe(1);
+    const d = new Int32Array(rig.hp.memory.buffer, outDescs, 8);
+    const flags = d[rig.hp.constant("DESC_FLAGS") >> 2];
+    expect(flags & rig.hp.constant("DESC_FLAG_ADDR6")).toBe(rig.hp.constant("DESC_FLAG_ADDR6"));
+    expect(flags & 0xffff).toBe(0); // one datagram, no GSO
+    expect(readIpv6(rig.hp.bytes(), d[rig.hp.constant("DESC_ADDR") >> 2] >>> 0)).toBe(NEXT_HOPS.get(1)!.ip);
+    const frame = rig.hp.bytes().slice(d[0], d[0] + d[2]);
+    expect(hex(frame)).toBe(hex(refSend6(packet, sendCtx).out!));
+    const before = rig.ctx.tx().packets.OFFLOAD_HEADER;
+    expect(vnet(4)).toBe(0); // VIRTIO_NET_HDR_GSO_TCPV6
+    expect(rig.ctx.tx().packets.OFFLOAD_HEADER - before).toBe(1n);
+  });
+});

@@ -1,0 +1,257 @@
+// The Wasm IPv6 route table (assembly/route6/) against the linear-scan reference
+// (test/reference/lpm6.ts): random operation sequences on nested prefixes of every length 0..128,
+// compared after every step on return codes, exact gets, counts, single and batch lookups and the
+// seqlock generation; then 100,000 random prefixes, capacity, and the next-hop record layout.
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { Arena } from "../../src/hotpath/arena.js";
+import { HotPath, createHotPathMemory } from "../../src/hotpath/module.js";
+import { RouteTable6 } from "../../src/hotpath/route-table6.js";
+import { parseIpv6, parsePrefix6, prefixMask6, readIpv6, writeIpv6 } from "../../src/net/ipv6.js";
+import { random32, type RouteResult } from "../reference/lpm.js";
+import { ReferenceRouteTable6, random128, randomRules6, type Route6Limits } from "../reference/lpm6.js";
+import { routeResults } from "../support/route-results.js";
+
+const hp = new HotPath(createHotPathMemory());
+const arena = new Arena(hp);
+const wasm = hp.fn;
+
+/** Wasm code -> result name, from the module's ROUTE_OK / ROUTE_ERR_* exports. */
+const result = routeResults(hp);
+
+const MAX_PROBES = 4096;
+const scratch = arena.alloc(16, 16);
+const probeIn = arena.alloc(MAX_PROBES * 16);
+const probeOut = arena.alloc(MAX_PROBES * 4);
+const ALL = (1n << 128n) - 1n;
+
+/** A Wasm IPv6 table with the reference's interface (results as names). */
+class WasmRouteTable6 {
+  readonly t: number;
+
+  constructor(readonly limits: Route6Limits) {
+    this.t = arena.alloc(wasm.route6TableSize(limits.maxRules, limits.maxNextHops), hp.constant("ROUTE6_TABLE_ALIGN"));
+    this.reset();
+  }
+
+  reset(): void {
+    expect(result(wasm.route6TableInit(this.t, this.limits.maxRules, this.limits.maxNextHops))).toBe("ok");
+  }
+
+  private put(a: bigint): number {
+    writeIpv6(hp.bytes(), scratch, a & ALL);
+    return scratch;
+  }
+
+  insert = (a: bigint, len: number, nh: number) => result(wasm.route6Insert(this.t, this.put(a), len, nh));
+  replace = (a: bigint, len: number, nh: number) => result(wasm.route6Replace(this.t, this.put(a), len, nh));
+  delete = (a: bigint, len: number) => result(wasm.route6Delete(this.t, this.put(a), len));
+  get = (a: bigint, len: number) => {
+    const r = wasm.route6Get(this.t, this.put(a), len);
+    return r >= 0 ? r : result(r);
+  };
+  lookup = (a: bigint) => wasm.route6Lookup(this.t, this.put(a));
+  get count(): number {
+    return wasm.route6Count(this.t);
+  }
+  generation = () => wasm.routeReadBegin(this.t);
+
+  lookupBatch(addrs: bigint[]): number[] {
+    addrs.forEach((a, i) => writeIpv6(hp.bytes(), probeIn + i * 16, a));
+    wasm.route6LookupBatch(this.t, probeIn, probeOut, addrs.length);
+    return [...new Int32Array(hp.memory.buffer, probeOut, addrs.length)];
+  }
+}
+
+interface Prefix6 {
+  addr: bigint;
+  len: number;
+}
+
+const network = (addr: bigint, len: number): Prefix6 => ({ addr: addr & prefixMask6(len), len });
+const lastAddress = (p: Prefix6) => p.addr | (~prefixMask6(p.len) & ALL);
+const boundaries = (ps: Prefix6[]) =>
+  ps.flatMap((p) => [p.addr, lastAddress(p), (p.addr - 1n) & ALL, (lastAddress(p) + 1n) & ALL]);
+
+// Anchors make prefixes nest and share /16s: the pod range, both ends of the space, a /16 edge.
+const ANCHORS = [
+  "2001:2:0:8000::",
+  "2001:2::",
+  "2001:2:0:8001::",
+  "::",
+  "ffff:ffff:ffff:ffff::",
+  "2001:ffff::",
+  "fe80::",
+].map(parseIpv6);
+const bit = fc.integer({ min: 0, max: 127 }).map((b) => 1n << BigInt(b));
+const addressArb = fc.oneof(
+  {
+    weight: 5,
+    arbitrary: fc
+      .tuple(fc.constantFrom(...ANCHORS), fc.array(bit, { maxLength: 3 }))
+      .map(([a, bits]) => bits.reduce((x, b) => x ^ b, a)),
+  },
+  { weight: 1, arbitrary: fc.bigInt({ min: 0n, max: ALL }) },
+);
+// Lengths around the short table's edge (16), the pod lengths and the full range.
+const lengthArb = fc.oneof(
+  { weight: 3, arbitrary: fc.integer({ min: 0, max: 20 }) },
+  { weight: 3, arbitrary: fc.constantFrom(48, 49, 56, 63, 64, 65, 96, 127, 128) },
+  { weight: 4, arbitrary: fc.integer({ min: 0, max: 128 }) },
+);
+const prefixArb = fc.tuple(addressArb, lengthArb).map(([a, len]) => network(a, len));
+
+type Op =
+  | { kind: "insert" | "replace"; at: number; nh: number }
+  | { kind: "delete" | "get"; at: number }
+  | { kind: "raw-insert"; addr: bigint; len: number; nh: number };
+
+function opArb(maxNextHops: number): fc.Arbitrary<Op> {
+  const at = fc.nat({ max: 1000 });
+  const nh = fc.integer({ min: 0, max: maxNextHops - 1 });
+  return fc.oneof(
+    { weight: 6, arbitrary: fc.record({ kind: fc.constant("insert" as const), at, nh }) },
+    { weight: 2, arbitrary: fc.record({ kind: fc.constant("replace" as const), at, nh }) },
+    { weight: 4, arbitrary: fc.record({ kind: fc.constant("delete" as const), at }) },
+    { weight: 1, arbitrary: fc.record({ kind: fc.constant("get" as const), at }) },
+    // Mostly invalid: host bits, bad lengths, next hops out of range.
+    {
+      weight: 1,
+      arbitrary: fc.record({
+        kind: fc.constant("raw-insert" as const),
+        addr: addressArb,
+        len: fc.integer({ min: -2, max: 130 }),
+        nh: fc.integer({ min: -2, max: maxNextHops + 1 }),
+      }),
+    },
+  );
+}
+
+type Table = Pick<WasmRouteTable6, "insert" | "replace" | "delete" | "get">;
+
+function apply(table: Table, op: Op, pool: Prefix6[]): number | RouteResult {
+  if (op.kind === "raw-insert") return table.insert(op.addr, op.len, op.nh);
+  const p = pool[op.at % pool.length];
+  return op.kind === "insert" || op.kind === "replace"
+    ? table[op.kind](p.addr, p.len, op.nh)
+    : table[op.kind](p.addr, p.len);
+}
+
+function expectSame(wt: WasmRouteTable6, ref: ReferenceRouteTable6, pool: Prefix6[], probes: bigint[]): void {
+  expect(wt.count).toBe(ref.count);
+  for (const p of pool) expect(wt.get(p.addr, p.len), `get ${p.addr}/${p.len}`).toEqual(ref.get(p.addr, p.len));
+  const want = probes.map((a) => ref.lookup(a));
+  expect(probes.map(wt.lookup), "route6Lookup").toEqual(want);
+  expect(wt.lookupBatch(probes), "route6LookupBatch").toEqual(want);
+}
+
+describe("IPv6 route table against the linear-scan reference", () => {
+  const small = new WasmRouteTable6({ maxRules: 12, maxNextHops: 8 });
+
+  it("agrees on random operation sequences over nested prefixes of all lengths", () => {
+    fc.assert(
+      fc.property(
+        fc.array(prefixArb, { minLength: 1, maxLength: 16 }),
+        fc.array(opArb(small.limits.maxNextHops), { maxLength: 40 }),
+        fc.array(addressArb, { maxLength: 16 }),
+        (pool, ops, extra) => {
+          small.reset();
+          const ref = new ReferenceRouteTable6(small.limits);
+          const probes = [...boundaries(pool), ...extra];
+          const step = (op: Op) => {
+            const before = small.generation();
+            const got = apply(small, op, pool);
+            expect(
+              got,
+              JSON.stringify(op, (_, v) => (typeof v === "bigint" ? v.toString(16) : v)),
+            ).toEqual(apply(ref, op, pool));
+            const mutated = got === "ok" && op.kind !== "get";
+            expect(small.generation()).toBe((before + (mutated ? 2 : 0)) >>> 0);
+            expectSame(small, ref, pool, probes);
+          };
+          ops.forEach(step);
+          // Delete everything again: length sets and counts must empty out.
+          for (const p of pool) {
+            expect(small.delete(p.addr, p.len)).toEqual(ref.delete(p.addr, p.len));
+            expectSame(small, ref, pool, probes);
+          }
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+});
+
+describe("IPv6 route table at scale", () => {
+  it("holds 100,000 random prefixes of lengths 0..128 and agrees with the reference", () => {
+    const limits = { maxRules: 100_000, maxNextHops: 4096 };
+    const wt = new WasmRouteTable6(limits);
+    const ref = new ReferenceRouteTable6(limits);
+    const next = random32(0x6eed);
+    const rules = randomRules6(limits.maxRules, limits.maxNextHops, next);
+    expect(rules.map((r) => wt.insert(r.addr, r.len, r.nh))).toEqual(rules.map((r) => ref.insert(r.addr, r.len, r.nh)));
+    expect(wt.insert(random128(next), 128, 0)).toBe("full-rules");
+    const compare = (present: Prefix6[]) => {
+      expect(wt.count).toBe(ref.count);
+      // A linear-scan lookup costs 100k steps: a sample of boundaries plus uniform addresses.
+      const probes = [
+        ...boundaries(present.filter((_, i) => i % 2000 === 0)),
+        ...Array.from({ length: 100 }, () => random128(next)),
+      ];
+      const want = probes.map((a) => ref.lookup(a));
+      expect(probes.map(wt.lookup)).toEqual(want);
+      expect(wt.lookupBatch(probes)).toEqual(want);
+    };
+    compare(rules);
+    expect(rules.map((r) => wt.get(r.addr, r.len))).toEqual(rules.map((r) => r.nh));
+    const half = rules.filter((_, i) => i % 2 === 0);
+    expect(half.map((r) => wt.delete(r.addr, r.len))).toEqual(half.map((r) => ref.delete(r.addr, r.len)));
+    compare(rules.filter((_, i) => i % 2 === 1));
+    const rest = rules.filter((_, i) => i % 2 === 1);
+    expect(rest.map((r) => wt.delete(r.addr, r.len))).toEqual(rest.map(() => "ok"));
+    expect(wt.count).toBe(0);
+    expect(wt.lookupBatch(Array.from({ length: 1000 }, () => random128(next))).every((nh) => nh === -1)).toBe(true);
+  });
+});
+
+describe("IPv6 route table limits and records", () => {
+  it("refuses regions and sizes it cannot use", () => {
+    for (const [r, n] of [
+      [0, 1],
+      [(1 << 22) + 1, 1],
+      [1, 0],
+      [1, (1 << 24) + 1],
+    ])
+      expect(wasm.route6TableSize(r, n)).toBe(0);
+    const size = wasm.route6TableSize(4, 4);
+    const t = arena.alloc(size + 64, 64);
+    expect(wasm.route6TableInit(t + 4, 4, 4)).toBe(hp.constant("ROUTE_ERR_BAD_REGION")); // misaligned
+    expect(wasm.route6TableInit(hp.memory.buffer.byteLength - 64, 4, 4)).toBe(hp.constant("ROUTE_ERR_BAD_REGION"));
+    expect(result(wasm.route6TableInit(t, 4, 4))).toBe("ok");
+  });
+
+  it("stores the 16-byte underlay, port and MAC of a next hop; the wrapper maps addresses and errors", () => {
+    const table = new RouteTable6(hp, arena, { maxRules: 8, maxNextHops: 4 });
+    const mac = Uint8Array.from([0x02, 0x42, 0xc6, 0x12, 0x00, 0x02]);
+    table.setNextHop(3, { ip: parseIpv6("2001:2::2"), port: 8472, mac });
+    const rec = wasm.nextHop6Ptr(table.base, 3);
+    const bytes = hp.bytes();
+    expect(readIpv6(bytes, rec + hp.constant("NEXT_HOP6_UNDERLAY"))).toBe(parseIpv6("2001:2::2"));
+    expect(new DataView(hp.memory.buffer).getUint16(rec + hp.constant("NEXT_HOP6_PORT"), true)).toBe(8472);
+    expect([...bytes.subarray(rec + hp.constant("NEXT_HOP6_MAC"), rec + hp.constant("NEXT_HOP6_MAC") + 6)]).toEqual([
+      ...mac,
+    ]);
+    expect(new DataView(hp.memory.buffer).getUint32(rec + hp.constant("NEXT_HOP6_FLAGS"), true)).toBe(
+      hp.constant("NEXT_HOP_VALID"),
+    );
+    table.insert(parsePrefix6("2001:2:0:8002::/64"), 3);
+    expect(table.lookup(parseIpv6("2001:2:0:8002::5"))).toBe(3);
+    expect(table.lookup(parseIpv6("2001:2:0:8003::5"))).toBeUndefined();
+    expect(() => table.insert(parsePrefix6("2001:2:0:8002::/64"), 3)).toThrow(/ROUTE_ERR_EXISTS/);
+    expect(() => table.setNextHop(4, { ip: 1n, port: 1, mac })).toThrow(/ROUTE_ERR_BAD_NEXT_HOP/);
+    table.clearNextHop(3);
+    expect(bytes.subarray(rec, rec + 32).every((b) => b === 0)).toBe(true);
+    table.delete(parsePrefix6("2001:2:0:8002::/64"));
+    expect(table.count).toBe(0);
+  });
+});
