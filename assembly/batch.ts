@@ -2,8 +2,17 @@
 // checking a descriptor against memory, and closing a batch (count verdicts, move the packets to
 // forward to the front so the I/O call sends one contiguous run).
 import {
-  DESC_OFF, DESC_CAP, DESC_LEN, DESC_ADDR, DESC_PORT, DESC_FLAGS, DESC_VERDICT, DESC_AUX,
-  HEADROOM, MAX_BATCH, descPtr,
+  DESC_OFF,
+  DESC_CAP,
+  DESC_LEN,
+  DESC_ADDR,
+  DESC_PORT,
+  DESC_FLAGS,
+  DESC_VERDICT,
+  DESC_AUX,
+  HEADROOM,
+  MAX_BATCH,
+  descPtr,
 } from "./descriptor";
 import { VERDICT_FORWARD, VERDICT_REPLY } from "./verdict";
 import { countAdd, COUNTER_BYTES_FORWARDED, PEER_COUNTER_BYTES } from "./counters";
@@ -44,7 +53,7 @@ export function batchInit(descs: usize, n: i32, base: usize, stride: i32): void 
 
 /** Bytes of memory, for descInBounds: read once per batch. */
 @inline export function memoryTop(): i64 {
-  return <i64>memory.size() << 16;
+  return (<i64>memory.size()) << 16;
 }
 
 @inline function swapDesc(a: usize, b: usize): void {

@@ -14,7 +14,7 @@ export const COUNTER_SLOTS: i32 = VERDICT_COUNT + 2;
 export const COUNTER_BLOCK_BYTES: i32 = COUNTER_SLOTS << 3;
 
 @inline export function countAdd(block: usize, slot: i32, v: u64): void {
-  const q = block + (<usize>slot << 3);
+  const q = block + ((<usize>slot) << 3);
   store<u64>(q, load<u64>(q) + v);
 }
 

@@ -27,7 +27,12 @@ describe("one error model", () => {
       await caught(() => makeConfig("lan", "")),
       await caught(() => Keyring.fromKeyFile(join(dir, "key"))),
     ];
-    expect(errors.map((e) => e.code)).toEqual(["CONFIG_NET_CONF_NOT_JSON", "CONFIG_NET_CONF_INVALID", "GOSSIP_CONFIG_INVALID", "GOSSIP_KEY_FILE_INVALID"]);
+    expect(errors.map((e) => e.code)).toEqual([
+      "CONFIG_NET_CONF_NOT_JSON",
+      "CONFIG_NET_CONF_INVALID",
+      "GOSSIP_CONFIG_INVALID",
+      "GOSSIP_KEY_FILE_INVALID",
+    ]);
     for (const e of errors) {
       expect(e.name).toBe("WeftError");
       expect(e.message).not.toContain(e.code);

@@ -54,7 +54,8 @@
     acc += <u64>w;
     i += 2;
   }
-  if (i < len) { // odd trailing byte is the high half of a BE word: low half of a LE one
+  if (i < len) {
+    // odd trailing byte is the high half of a BE word: low half of a LE one
     const b = load<u8>(p + <usize>i);
     if (to != 0) store<u8>(to + <usize>i, b);
     acc += <u64>b;

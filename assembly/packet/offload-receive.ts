@@ -11,8 +11,15 @@
 // Without offloads (`vnet` 0) every receive is the single-segment case: one datagram, nothing to
 // split or merge and no header to write, so the decapsulation runs on the batch in place.
 import {
-  DESC_OFF, DESC_CAP, DESC_LEN, DESC_FLAGS, DESC_VERDICT, DESC_AUX,
-  HEADROOM, MAX_BATCH, descPtr,
+  DESC_OFF,
+  DESC_CAP,
+  DESC_LEN,
+  DESC_FLAGS,
+  DESC_VERDICT,
+  DESC_AUX,
+  HEADROOM,
+  MAX_BATCH,
+  descPtr,
 } from "../descriptor";
 import { batchSize, descInBounds, memoryTop } from "../batch";
 import { countAdd, COUNTER_OFFLOAD_SEGMENTS } from "../counters";
@@ -24,8 +31,15 @@ import { vxlanDecapBatch } from "./vxlan";
 import { udpDecapBatch } from "./flannel-udp";
 import { VNET_HDR_BYTES, vnetWriteNone, vnetWriteTcp4 } from "./vnet-header";
 import {
-  tcpMergeablePayload, tcpFollows, tcp4ChecksumValid, tcp4FinishMerged, tcpFlags, tcpHeaderLen, tcpSeq,
-  TCP_PSH, IPV4_MAX_TOTAL,
+  tcpMergeablePayload,
+  tcpFollows,
+  tcp4ChecksumValid,
+  tcp4FinishMerged,
+  tcpFlags,
+  tcpHeaderLen,
+  tcpSeq,
+  TCP_PSH,
+  IPV4_MAX_TOTAL,
 } from "./tcp-coalesce";
 
 /** Most datagrams the kernel puts in one UDP GRO receive (UDP_GRO_CNT_MAX). */
@@ -52,7 +66,8 @@ function splitDatagrams(descs: usize, i: i32, n: i32, at: i32, scratch: usize, t
     const d = descPtr(descs, i);
     const s = descPtr(scratch, m++);
     copyDesc(s, d);
-    if (!descInBounds(d, top)) { // decapsulation drops it as a bad descriptor
+    if (!descInBounds(d, top)) {
+      // decapsulation drops it as a bad descriptor
       i++;
       at = 0;
       continue;
@@ -73,7 +88,7 @@ function splitDatagrams(descs: usize, i: i32, n: i32, at: i32, scratch: usize, t
       at = 0;
     }
   }
-  return <i64>m | (<i64>i << 16) | (<i64>at << 32);
+  return <i64>m | ((<i64>i) << 16) | ((<i64>at) << 32);
 }
 
 /** Appends scratch descriptor s to the output descriptors (or counts a drop when they are full). */
@@ -114,7 +129,17 @@ function splitDatagrams(descs: usize, i: i32, n: i32, at: i32, scratch: usize, t
  * descriptors from `produced` on, building super-packets in the output region from `used` on.
  * Returns produced | used << 32.
  */
-function coalesceChunk(ctx: usize, scratch: usize, fwd: i32, outDescs: usize, produced: i32, outMax: i32, out: usize, used: i32, cap: i32): i64 {
+function coalesceChunk(
+  ctx: usize,
+  scratch: usize,
+  fwd: i32,
+  outDescs: usize,
+  produced: i32,
+  outMax: i32,
+  out: usize,
+  used: i32,
+  cap: i32,
+): i64 {
   const counters = ctxCountersRx(ctx);
   let head: usize = 0; // scratch descriptor of the open super-packet's first segment (0: none)
   let headPkt: usize = 0;
@@ -137,8 +162,13 @@ function coalesceChunk(ctx: usize, scratch: usize, fwd: i32, outDescs: usize, pr
       pay = tcpMergeablePayload(p, len);
     }
     if (head != 0) {
-      if (pay > 0 && open && pay <= segSize && (merged != 0 ? mergedLen : headLen) + pay <= IPV4_MAX_TOTAL
-        && tcpFollows(headPkt, p, nextSeq)) {
+      if (
+        pay > 0 &&
+        open &&
+        pay <= segSize &&
+        (merged != 0 ? mergedLen : headLen) + pay <= IPV4_MAX_TOTAL &&
+        tcpFollows(headPkt, p, nextSeq)
+      ) {
         if (merged == 0 && used + VNET_HDR_BYTES + IPV4_MAX_TOTAL <= cap && tcp4ChecksumValid(headPkt, headLen)) {
           merged = out + <usize>(used + VNET_HDR_BYTES);
           memory.copy(merged, headPkt, headLen);
@@ -196,7 +226,7 @@ function coalesceChunk(ctx: usize, scratch: usize, fwd: i32, outDescs: usize, pr
       produced = emit(outDescs, produced, outMax, s, counters);
     }
   }
-  return <i64>produced | (<i64>used << 32);
+  return <i64>produced | ((<i64>used) << 32);
 }
 
 /**
@@ -207,7 +237,18 @@ function coalesceChunk(ctx: usize, scratch: usize, fwd: i32, outDescs: usize, pr
  * are unused and outDescs may be descs itself (no copy). Verdicts are counted per datagram.
  * Returns the number of packets for the TUN device.
  */
-export function decapBatch(ctx: usize, descs: usize, n: i32, format: i32, vnet: i32, scratch: usize, outDescs: usize, outMax: i32, out: usize, cap: i32): i32 {
+export function decapBatch(
+  ctx: usize,
+  descs: usize,
+  n: i32,
+  format: i32,
+  vnet: i32,
+  scratch: usize,
+  outDescs: usize,
+  outMax: i32,
+  out: usize,
+  cap: i32,
+): i32 {
   n = batchSize(n);
   if (vnet == 0) {
     let fwd = format == ENCAP_VXLAN ? vxlanDecapBatch(ctx, descs, n) : udpDecapBatch(ctx, descs, n);

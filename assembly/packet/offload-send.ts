@@ -66,16 +66,38 @@ import { completeChecksum, gsoTrainBytes, segmentIpv4, OFFLOAD_MAX_TRAINS } from
  * be descs itself (no copy). Writes the sends, then the ICMP replies for the TUN device (with a
  * zeroed vnet header in front when `vnet`), to `outDescs`. Returns sends | replies << 16.
  */
-export function encapBatch(ctx: usize, descs: usize, n: i32, format: i32, vnet: i32, outDescs: usize, out: usize, outStride: i32): i32 {
+export function encapBatch(
+  ctx: usize,
+  descs: usize,
+  n: i32,
+  format: i32,
+  vnet: i32,
+  outDescs: usize,
+  out: usize,
+  outStride: i32,
+): i32 {
   // One specialization per wire format and header, so that neither is tested per packet.
   if (format == ENCAP_VXLAN) {
-    return vnet != 0 ? encapAs(ctx, descs, n, ENCAP_VXLAN, true, outDescs, out, outStride) : encapAs(ctx, descs, n, ENCAP_VXLAN, false, outDescs, out, outStride);
+    return vnet != 0
+      ? encapAs(ctx, descs, n, ENCAP_VXLAN, true, outDescs, out, outStride)
+      : encapAs(ctx, descs, n, ENCAP_VXLAN, false, outDescs, out, outStride);
   }
-  return vnet != 0 ? encapAs(ctx, descs, n, ENCAP_NONE, true, outDescs, out, outStride) : encapAs(ctx, descs, n, ENCAP_NONE, false, outDescs, out, outStride);
+  return vnet != 0
+    ? encapAs(ctx, descs, n, ENCAP_NONE, true, outDescs, out, outStride)
+    : encapAs(ctx, descs, n, ENCAP_NONE, false, outDescs, out, outStride);
 }
 
 /** encapBatch for one wire format `encap` and one `vnet` setting (constants once inlined). */
-@inline function encapAs(ctx: usize, descs: usize, n: i32, encap: i32, vnet: bool, outDescs: usize, out: usize, outStride: i32): i32 {
+@inline function encapAs(
+  ctx: usize,
+  descs: usize,
+  n: i32,
+  encap: i32,
+  vnet: bool,
+  outDescs: usize,
+  out: usize,
+  outStride: i32,
+): i32 {
   n = batchSize(n);
   const top = memoryTop();
   // resolve writes up to 48 bytes in front of OFF (an ICMPv6 error): park each vnet header at the slot's start.

@@ -57,7 +57,7 @@ export function tcpFollows(head: usize, q: usize, nextSeq: u32): bool {
   if (load<u32>(th) != load<u32>(tq) || load<u32>(th + 8) != load<u32>(tq + 8)) return false; // ports, ACK
   if (be32(tq + 4) != nextSeq) return false;
   // data offset, flags but PSH, window
-  if (((load<u32>(th + 12) ^ load<u32>(tq + 12)) & ~(<u32>TCP_PSH << 8)) != 0) return false;
+  if (((load<u32>(th + 12) ^ load<u32>(tq + 12)) & ~((<u32>TCP_PSH) << 8)) != 0) return false;
   const thl = tcpHeaderLen(head);
   for (let i = TCP_HEADER_MIN; i < thl; i += 4) {
     if (load<u32>(th + <usize>i) != load<u32>(tq + <usize>i)) return false;

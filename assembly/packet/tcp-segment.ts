@@ -60,7 +60,15 @@ export function completeChecksum(p: usize, len: i32, start: i32, offset: i32): i
  * segment stride (0 when there is just one). Returns a verdict and counts the segments in the
  * counter block `counters`.
  */
-export function segmentIpv4(d: usize, gsoType: u32, gsoSize: i32, encap: i32, out: usize, cap: i32, counters: usize): i32 {
+export function segmentIpv4(
+  d: usize,
+  gsoType: u32,
+  gsoSize: i32,
+  encap: i32,
+  out: usize,
+  cap: i32,
+  counters: usize,
+): i32 {
   const p = <usize>load<i32>(d + DESC_OFF);
   const len = load<i32>(d + DESC_LEN);
   const ihl = ipv4HeaderLen(p);

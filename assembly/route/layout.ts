@@ -51,7 +51,7 @@ export const MAX_NEXT_HOPS: u32 = 1 << 24;
 
 /** Rule hash slots for a rule capacity: a power of two at least twice it (load factor <= 1/2). */
 export function ruleSlotsFor(maxRules: u32): u32 {
-  return maxRules <= 1 ? 2 : <u32>1 << (32 - clz(maxRules * 2 - 1));
+  return maxRules <= 1 ? 2 : (<u32>1) << (32 - clz(maxRules * 2 - 1));
 }
 
 /** Offset of the next-hop records: right after the tbl8 groups. */
@@ -72,5 +72,5 @@ export function tableBytes(tbl8Groups: u32, maxRules: u32, maxNextHops: u32): u6
   if (tbl8Groups > MAX_TBL8_GROUPS) return 0;
   if (maxRules == 0 || maxRules > MAX_RULES) return 0;
   if (maxNextHops == 0 || maxNextHops > MAX_NEXT_HOPS) return 0;
-  return freeGroupsOffset(tbl8Groups, maxRules, maxNextHops) + (<u64>tbl8Groups << 2);
+  return freeGroupsOffset(tbl8Groups, maxRules, maxNextHops) + ((<u64>tbl8Groups) << 2);
 }

@@ -26,14 +26,14 @@ import {
 const ENTRY_VALID: u32 = 0x8000_0000;
 const ENTRY_EXT: u32 = 0x4000_0000;
 const DEPTH_SHIFT: u32 = 24;
-const DEPTH_BITS: u32 = 0x3F;
-const VALUE_MASK: u32 = 0x00FF_FFFF;
+const DEPTH_BITS: u32 = 0x3f;
+const VALUE_MASK: u32 = 0x00ff_ffff;
 /** Valid, extended and depth bits: what identifies the entries one rule owns. */
-const OWNER_MASK: u32 = 0xFF00_0000;
+const OWNER_MASK: u32 = 0xff00_0000;
 
 /** The entry a rule of this length and next hop writes. */
 @inline export function lpmEntry(len: i32, nh: i32): u32 {
-  return ENTRY_VALID | (<u32>len << DEPTH_SHIFT) | <u32>nh;
+  return ENTRY_VALID | ((<u32>len) << DEPTH_SHIFT) | <u32>nh;
 }
 
 @inline function depthOf(e: u32): i32 {
@@ -47,17 +47,17 @@ const OWNER_MASK: u32 = 0xFF00_0000;
 
 /** Address of tbl24 entry i (offset by TBL24_OFFSET: loads and stores add it as immediate). */
 @inline function tbl24At(t: usize, i: u32): usize {
-  return t + (<usize>i << 2);
+  return t + ((<usize>i) << 2);
 }
 
 /** Address of entry j of tbl8 group g (offset by TBL8_OFFSET, like tbl24At). */
 @inline function tbl8At(t: usize, g: u32, j: u32): usize {
-  return t + <usize>g * TBL8_GROUP_BYTES + (<usize>j << 2);
+  return t + <usize>g * TBL8_GROUP_BYTES + ((<usize>j) << 2);
 }
 
 @inline export function lpmLookup(t: usize, addr: u32): i32 {
   let e = load<u32>(tbl24At(t, addr >> 8), TBL24_OFFSET);
-  if (e & ENTRY_EXT) e = load<u32>(tbl8At(t, e & VALUE_MASK, addr & 0xFF), TBL8_OFFSET);
+  if (e & ENTRY_EXT) e = load<u32>(tbl8At(t, e & VALUE_MASK, addr & 0xff), TBL8_OFFSET);
   return resultOf(e);
 }
 
@@ -67,25 +67,25 @@ const OWNER_MASK: u32 = 0xFF00_0000;
  * addrs.
  */
 export function lpmLookupBatch(t: usize, addrs: usize, out: usize, n: i32): void {
-  const bytes = <usize>n << 2;
+  const bytes = (<usize>n) << 2;
   for (let o: usize = 0; o < bytes; o += 4) {
     const a = load<u32>(addrs + o);
     store<u32>(out + o, load<u32>(tbl24At(t, a >> 8), TBL24_OFFSET));
   }
   for (let o: usize = 0; o < bytes; o += 4) {
     let e = load<u32>(out + o);
-    if (e & ENTRY_EXT) e = load<u32>(tbl8At(t, e & VALUE_MASK, load<u32>(addrs + o) & 0xFF), TBL8_OFFSET);
+    if (e & ENTRY_EXT) e = load<u32>(tbl8At(t, e & VALUE_MASK, load<u32>(addrs + o) & 0xff), TBL8_OFFSET);
     store<i32>(out + o, resultOf(e));
   }
 }
 
 /** Empty tbl24 and tbl8, all groups free. */
 export function lpmInit(t: usize, tbl8Groups: u32): void {
-  memory.fill(t + TBL24_OFFSET, 0, <usize>TBL24_ENTRIES << 2);
+  memory.fill(t + TBL24_OFFSET, 0, (<usize>TBL24_ENTRIES) << 2);
   memory.fill(t + TBL8_OFFSET, 0, <usize>tbl8Groups * TBL8_GROUP_BYTES);
   // Stacked in reverse so groups are handed out from 0 up.
   const stack = t + load<u32>(t, H_FREE_GROUPS_AT);
-  for (let k: u32 = 0; k < tbl8Groups; k++) store<u32>(stack + (<usize>k << 2), tbl8Groups - 1 - k);
+  for (let k: u32 = 0; k < tbl8Groups; k++) store<u32>(stack + ((<usize>k) << 2), tbl8Groups - 1 - k);
   store<u32>(t, tbl8Groups, H_FREE_GROUPS);
 }
 
@@ -103,7 +103,7 @@ export function lpmHasRoomFor(t: usize, prefix: u32, len: i32): bool {
  */
 export function lpmAdd(t: usize, prefix: u32, len: i32, entry: u32): void {
   if (len <= 24) {
-    const end = (prefix >> 8) + (<u32>1 << (24 - len));
+    const end = (prefix >> 8) + ((<u32>1) << (24 - len));
     for (let i = prefix >> 8; i < end; i++) {
       const e = load<u32>(tbl24At(t, i), TBL24_OFFSET);
       if (e & ENTRY_EXT) groupAdd(t, e & VALUE_MASK, 0, TBL8_GROUP_ENTRIES, len, entry);
@@ -113,8 +113,8 @@ export function lpmAdd(t: usize, prefix: u32, len: i32, entry: u32): void {
   }
   const i = prefix >> 8;
   const e = load<u32>(tbl24At(t, i), TBL24_OFFSET);
-  const first = prefix & 0xFF;
-  const count = <u32>1 << (32 - len);
+  const first = prefix & 0xff;
+  const count = (<u32>1) << (32 - len);
   if (e & ENTRY_EXT) {
     groupAdd(t, e & VALUE_MASK, first, count, len, entry);
     return;
@@ -131,9 +131,9 @@ export function lpmAdd(t: usize, prefix: u32, len: i32, entry: u32): void {
  * take replacement, the entry of the longest rule now covering them (0 if none).
  */
 export function lpmRemove(t: usize, prefix: u32, len: i32, replacement: u32): void {
-  const owned = ENTRY_VALID | (<u32>len << DEPTH_SHIFT);
+  const owned = ENTRY_VALID | ((<u32>len) << DEPTH_SHIFT);
   if (len <= 24) {
-    const end = (prefix >> 8) + (<u32>1 << (24 - len));
+    const end = (prefix >> 8) + ((<u32>1) << (24 - len));
     for (let i = prefix >> 8; i < end; i++) {
       const e = load<u32>(tbl24At(t, i), TBL24_OFFSET);
       if (e & ENTRY_EXT) groupRemove(t, e & VALUE_MASK, 0, TBL8_GROUP_ENTRIES, owned, replacement);
@@ -143,7 +143,7 @@ export function lpmRemove(t: usize, prefix: u32, len: i32, replacement: u32): vo
   }
   const i = prefix >> 8;
   const g = load<u32>(tbl24At(t, i), TBL24_OFFSET) & VALUE_MASK;
-  groupRemove(t, g, prefix & 0xFF, <u32>1 << (32 - len), owned, replacement);
+  groupRemove(t, g, prefix & 0xff, (<u32>1) << (32 - len), owned, replacement);
   if (!groupUniform(t, g)) return;
   // Unhook the group before recycling it.
   store<u32>(tbl24At(t, i), load<u32>(tbl8At(t, g, 0), TBL8_OFFSET), TBL24_OFFSET);
@@ -184,11 +184,11 @@ function groupUniform(t: usize, g: u32): bool {
 function groupTake(t: usize): u32 {
   const free = load<u32>(t, H_FREE_GROUPS) - 1;
   store<u32>(t, free, H_FREE_GROUPS);
-  return load<u32>(t + load<u32>(t, H_FREE_GROUPS_AT) + (<usize>free << 2));
+  return load<u32>(t + load<u32>(t, H_FREE_GROUPS_AT) + ((<usize>free) << 2));
 }
 
 function groupGive(t: usize, g: u32): void {
   const free = load<u32>(t, H_FREE_GROUPS);
-  store<u32>(t + load<u32>(t, H_FREE_GROUPS_AT) + (<usize>free << 2), g);
+  store<u32>(t + load<u32>(t, H_FREE_GROUPS_AT) + ((<usize>free) << 2), g);
   store<u32>(t, free + 1, H_FREE_GROUPS);
 }

@@ -35,7 +35,7 @@ export const NEXT_HOP_VALID: u32 = 1;
  */
 export function nextHopSet(t: usize, i: i32, underlayIp: u32, udpPort: u32, macHi16: u32, macLo32: u32): i32 {
   if (!nextHopInRange(t, i)) return ROUTE_ERR_BAD_NEXT_HOP;
-  if (udpPort > 0xFFFF || macHi16 > 0xFFFF) return ROUTE_ERR_BAD_FIELD;
+  if (udpPort > 0xffff || macHi16 > 0xffff) return ROUTE_ERR_BAD_FIELD;
   const r = nextHopPtr(t, i);
   writeBegin(t);
   store<u32>(r, underlayIp, NEXT_HOP_UNDERLAY);

@@ -8,16 +8,16 @@ import { H_RULE_COUNT, H_RULE_MASK, H_RULES_AT, RULE_SLOT_BYTES } from "./layout
 /** Network mask of a prefix length 0..32 (0 -> 0, 24 -> 0xFFFFFF00, 32 -> 0xFFFFFFFF). */
 @inline export function prefixMask(len: i32): u32 {
   // Through u64 because a 32-bit shift by 32 is a shift by 0 in Wasm.
-  return <u32>(<u64>0xFFFFFFFF_00000000 >> <u64>len);
+  return <u32>(<u64>0xffffffff_00000000 >> <u64>len);
 }
 
 @inline function ruleHash(prefix: u32, len: i32): u32 {
   // murmur3's finalizer over the prefix mixed with its length.
-  let h = prefix ^ (<u32>len * 0x9E3779B9);
+  let h = prefix ^ (<u32>len * 0x9e3779b9);
   h ^= h >> 16;
-  h *= 0x85EBCA6B;
+  h *= 0x85ebca6b;
   h ^= h >> 13;
-  h *= 0xC2B2AE35;
+  h *= 0xc2b2ae35;
   h ^= h >> 16;
   return h;
 }
@@ -27,7 +27,7 @@ import { H_RULE_COUNT, H_RULE_MASK, H_RULES_AT, RULE_SLOT_BYTES } from "./layout
 }
 
 @inline export function ruleSlotLength(s: usize): i32 {
-  return <i32>(slotTag(s) & 0xFF) - 1;
+  return <i32>(slotTag(s) & 0xff) - 1;
 }
 
 @inline export function ruleSlotNextHop(s: usize): i32 {
@@ -36,7 +36,7 @@ import { H_RULE_COUNT, H_RULE_MASK, H_RULES_AT, RULE_SLOT_BYTES } from "./layout
 
 /** Whether slot s holds the rule (prefix, len); false for an empty slot. */
 @inline export function ruleSlotHolds(s: usize, prefix: u32, len: i32): bool {
-  return (slotTag(s) & 0xFF) == <u32>(len + 1) && load<u32>(s) == prefix;
+  return (slotTag(s) & 0xff) == <u32>(len + 1) && load<u32>(s) == prefix;
 }
 
 /**
@@ -64,7 +64,7 @@ export function ruleAdd(t: usize, s: usize, prefix: u32, len: i32, nh: i32): voi
 }
 
 export function ruleSetNextHop(s: usize, len: i32, nh: i32): void {
-  store<u32>(s, (<u32>nh << 8) | <u32>(len + 1), 4);
+  store<u32>(s, ((<u32>nh) << 8) | <u32>(len + 1), 4);
 }
 
 /**

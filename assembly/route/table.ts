@@ -79,7 +79,7 @@ export function routeTableSize(tbl8Groups: u32, maxRules: u32, maxNextHops: u32)
 export function routeTableInit(t: usize, tbl8Groups: u32, maxRules: u32, maxNextHops: u32): i32 {
   const bytes = tableBytes(tbl8Groups, maxRules, maxNextHops);
   if (bytes == 0 || (t & <usize>(ROUTE_TABLE_ALIGN - 1)) != 0) return ROUTE_ERR_BAD_REGION;
-  if (<u64>t + bytes > (<u64>memory.size() << 16)) return ROUTE_ERR_BAD_REGION;
+  if (<u64>t + bytes > (<u64>memory.size()) << 16) return ROUTE_ERR_BAD_REGION;
   const nextHopsAt = <u32>nextHopsOffset(tbl8Groups);
   const rulesAt = <u32>rulesOffset(tbl8Groups, maxNextHops);
   const slots = ruleSlotsFor(maxRules);

@@ -22,11 +22,23 @@ export async function kernelVxlan(): Promise<Setup> {
   try {
     for (const [k, h] of lab.hosts.entries()) {
       await lab.addPods(h, subnetOf(k + 1), 1, 1450);
-      await createVxlanDevice(h.ns.kernel, { vni: 1, dev: h.underlayIf, local: h.underlayAddr, port: 8472, subnet: subnetOf(k + 1), vtepMac: macOf(k + 1), mtu: 1450 });
+      await createVxlanDevice(h.ns.kernel, {
+        vni: 1,
+        dev: h.underlayIf,
+        local: h.underlayAddr,
+        port: 8472,
+        subnet: subnetOf(k + 1),
+        vtepMac: macOf(k + 1),
+        mtu: 1450,
+      });
     }
     for (const [k, h] of lab.hosts.entries()) {
       const peer = lab.hosts[1 - k];
-      await addVxlanPeer(h.ns.kernel, 1, { subnet: subnetOf(2 - k), underlay: peer.underlayAddr, vtepMac: macOf(2 - k) });
+      await addVxlanPeer(h.ns.kernel, 1, {
+        subnet: subnetOf(2 - k),
+        underlay: peer.underlayAddr,
+        vtepMac: macOf(2 - k),
+      });
     }
   } catch (error) {
     await lab.destroy();
@@ -42,21 +54,46 @@ export interface Knobs {
   nice?: number;
 }
 
-export async function userspace(format: "vxlan" | "udp", offloads: boolean, workers: number, knobs: Knobs = {}): Promise<Setup> {
+export async function userspace(
+  format: "vxlan" | "udp",
+  offloads: boolean,
+  workers: number,
+  knobs: Knobs = {},
+): Promise<Setup> {
   const { busyPollUs: bp, queueDelayUs: qd, nice } = knobs;
-  const suffix = (bp === undefined ? "" : `/bp${bp}`) + (qd === undefined ? "" : `/qd${qd}`) + (nice === undefined ? "" : `/n${nice}`);
+  const suffix =
+    (bp === undefined ? "" : `/bp${bp}`) +
+    (qd === undefined ? "" : `/qd${qd}`) +
+    (nice === undefined ? "" : `/n${nice}`);
   const name = `${format === "vxlan" ? "wasm-vxlan" : "udp"}/${offloads ? "on" : "off"}/w${workers}${suffix}`;
-  const lab = await LabCluster.create({ tag: `e2e-${format[0]}${offloads ? "o" : "n"}${workers}${suffix.replace(/[^a-z0-9]/g, "").slice(0, 12)}`, hosts: 2 });
+  const lab = await LabCluster.create({
+    tag: `e2e-${format[0]}${offloads ? "o" : "n"}${workers}${suffix.replace(/[^a-z0-9]/g, "").slice(0, 12)}`,
+    hosts: 2,
+  });
   const port = format === "vxlan" ? 8472 : 8285;
   const mtu = format === "vxlan" ? 1450 : 1472;
   const dataplanes: UserspaceDataplane[] = [];
   try {
     for (const [k, h] of lab.hosts.entries()) {
       await lab.addPods(h, subnetOf(k + 1), 1, mtu);
-      const dp = withNetns(h.ns.name, () => new UserspaceDataplane({
-        format, tunName: "weft0", mtu, network: LAB_POD_NETWORK, subnet: subnetOf(k + 1),
-        listenAddr: h.underlayAddr, port, vni: 1, vtepMac: macOf(k + 1), workers, offloads, ...knobs,
-      }));
+      const dp = withNetns(
+        h.ns.name,
+        () =>
+          new UserspaceDataplane({
+            format,
+            tunName: "weft0",
+            mtu,
+            network: LAB_POD_NETWORK,
+            subnet: subnetOf(k + 1),
+            listenAddr: h.underlayAddr,
+            port,
+            vni: 1,
+            vtepMac: macOf(k + 1),
+            workers,
+            offloads,
+            ...knobs,
+          }),
+      );
       dataplanes.push(dp);
       await dp.start(h.ns.kernel);
       const o = dp.counters().offload;

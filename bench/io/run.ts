@@ -24,7 +24,8 @@ function table(results: CaseResult[]): string {
     "| case | batch | batched calls | one packet per call | CPU per packet, one per call / batched | node:dgram | late or lost |",
     "|---|---:|---:|---:|---:|---:|---:|",
   ];
-  const find = (name: string, mode: Mode, batch: number) => results.find((r) => r.name === name && r.mode === mode && r.batch === batch);
+  const find = (name: string, mode: Mode, batch: number) =>
+    results.find((r) => r.name === name && r.mode === mode && r.batch === batch);
   for (const name of ["tun write+read", "udp send+recv"]) {
     for (const batch of BATCH_SIZES) {
       const batched = find(name, "batch", batch);
@@ -32,7 +33,9 @@ function table(results: CaseResult[]): string {
       const node = find(name, "dgram", batch);
       if (!batched || !single) continue;
       const lost = batched.lost + single.lost + (node?.lost ?? 0);
-      rows.push(`| ${name} | ${batch} | ${fmt(batched)} | ${fmt(single)} | ${(single.cpuNsPerPacket / batched.cpuNsPerPacket).toFixed(2)}x | ${fmt(node)} | ${lost} |`);
+      rows.push(
+        `| ${name} | ${batch} | ${fmt(batched)} | ${fmt(single)} | ${(single.cpuNsPerPacket / batched.cpuNsPerPacket).toFixed(2)}x | ${fmt(node)} | ${lost} |`,
+      );
     }
   }
   return rows.join("\n");
@@ -47,7 +50,10 @@ try {
   await prepare(ns);
   const cases = fileURLToPath(new URL("./cases.js", import.meta.url));
   const { stdout } = await run("ip", ["netns", "exec", ns.name, process.execPath, cases], { timeout: 120_000 });
-  const results = stdout.trim().split("\n").map((line) => JSON.parse(line) as CaseResult);
+  const results = stdout
+    .trim()
+    .split("\n")
+    .map((line) => JSON.parse(line) as CaseResult);
   console.log(
     `weft I/O benchmark: ${PAYLOAD_BYTES}-byte payloads; packets per second (each written and read once), ` +
       `median of ${REPEATS} interleaved ${SLICE_MS}-ms slices (CPU ns per packet, which other load on the machine skews less)\n`,

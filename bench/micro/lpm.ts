@@ -39,10 +39,15 @@ function suite(hp: HotPath, arena: Arena, prefixes: number): { title: string; ca
   const long = rules.filter((r) => r.len > 24).length / prefixes;
   const t = arena.alloc(hp.fn.routeTableSize(TBL8_GROUPS, prefixes, MAX_NEXT_HOPS));
   hp.fn.routeTableInit(t, TBL8_GROUPS, prefixes, MAX_NEXT_HOPS);
-  const reference = new ReferenceRouteTable({ tbl8Groups: TBL8_GROUPS, maxRules: prefixes, maxNextHops: MAX_NEXT_HOPS });
+  const reference = new ReferenceRouteTable({
+    tbl8Groups: TBL8_GROUPS,
+    maxRules: prefixes,
+    maxNextHops: MAX_NEXT_HOPS,
+  });
   for (const r of rules) {
     const code = hp.fn.routeInsert(t, r.addr, r.len, r.nh);
-    if (code !== 0 || reference.insert(r.addr, r.len, r.nh) !== "ok") throw new Error(`benchmark setup: insert failed with ${code}`);
+    if (code !== 0 || reference.insert(r.addr, r.len, r.nh) !== "ok")
+      throw new Error(`benchmark setup: insert failed with ${code}`);
   }
   const out = arena.alloc(256 * 4);
   const result: MicroCase[] = [];
@@ -54,29 +59,45 @@ function suite(hp: HotPath, arena: Arena, prefixes: number): { title: string; ca
     hp.fn.routeLookupBatch(t, pool, out, 256);
     const got = new Int32Array(hp.memory.buffer, out, 256);
     addrs.subarray(0, 256).forEach((a, i) => {
-      if (got[i] !== reference.lookup(a)) throw new Error(`benchmark setup: lookup of ${a} gave ${got[i]}, reference ${reference.lookup(a)}`);
+      if (got[i] !== reference.lookup(a))
+        throw new Error(`benchmark setup: lookup of ${a} gave ${got[i]}, reference ${reference.lookup(a)}`);
     });
     for (const batch of [64, 256]) {
       let at = 0;
-      result.push({ name: `wasm ${prefixes / 1000}k prefixes, ${workload}, batch ${batch}`, perCall: batch, unit: "lookups", fn: () => {
-        hp.fn.routeLookupBatch(t, pool + at * 4, out, batch);
-        at = (at + batch) & (POOL - 1);
-      } });
+      result.push({
+        name: `wasm ${prefixes / 1000}k prefixes, ${workload}, batch ${batch}`,
+        perCall: batch,
+        unit: "lookups",
+        fn: () => {
+          hp.fn.routeLookupBatch(t, pool + at * 4, out, batch);
+          at = (at + batch) & (POOL - 1);
+        },
+      });
     }
     if (prefixes === 100_000 && workload === "uniform") {
       let at = 0;
-      result.push({ name: `wasm ${prefixes / 1000}k prefixes, ${workload}, one call per address`, perCall: 64, unit: "lookups", fn: () => {
-        for (let i = 0; i < 64; i++) hp.fn.routeLookup(t, addrs[at + i]);
-        at = (at + 64) & (POOL - 1);
-      } });
+      result.push({
+        name: `wasm ${prefixes / 1000}k prefixes, ${workload}, one call per address`,
+        perCall: 64,
+        unit: "lookups",
+        fn: () => {
+          for (let i = 0; i < 64; i++) hp.fn.routeLookup(t, addrs[at + i]);
+          at = (at + 64) & (POOL - 1);
+        },
+      });
     }
     if (prefixes === 10_000) {
       // The reference scans every rule per address: 10k rules are plenty to compare.
       let at = 0;
-      result.push({ name: `reference ${prefixes / 1000}k prefixes, ${workload}, batch 64`, perCall: 64, unit: "lookups", fn: () => {
-        for (let i = 0; i < 64; i++) reference.lookup(addrs[at + i]);
-        at = (at + 64) & (POOL - 1);
-      } });
+      result.push({
+        name: `reference ${prefixes / 1000}k prefixes, ${workload}, batch 64`,
+        perCall: 64,
+        unit: "lookups",
+        fn: () => {
+          for (let i = 0; i < 64; i++) reference.lookup(addrs[at + i]);
+          at = (at + 64) & (POOL - 1);
+        },
+      });
     }
   }
   const title = `LPM route table, ${prefixes / 1000}k random prefixes (lengths uniform 0..32, ${(long * 100).toFixed(0)}% longer than /24)`;
@@ -86,7 +107,7 @@ function suite(hp: HotPath, arena: Arena, prefixes: number): { title: string; ca
 export function lpmBenchmarks(maxTime?: number): MicroResult[] {
   console.log(
     "LPM workloads: prefixes distinct, lengths uniform over 0..32 (a repeated rule is redrawn), addresses uniform;\n" +
-      "  lookups of \"uniform\" addresses (all of IPv4) or \"inside prefixes\" (a random inserted prefix, a random address in it);\n" +
+      '  lookups of "uniform" addresses (all of IPv4) or "inside prefixes" (a random inserted prefix, a random address in it);\n' +
       "  each call looks up the next batch of a 2^20-address pool; the reference scans all rules per address.",
   );
   const hp = new HotPath(createHotPathMemory());

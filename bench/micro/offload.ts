@@ -5,7 +5,17 @@
 // Each call first restores the descriptors and, on the send side, the slots' headroom, where the
 // vnet header is parked and the encapsulation written; the packets' bytes stay as loaded.
 import { buildTcp4, pseudoHeaderSum } from "../../test/reference/tcp-offload.js";
-import { datagrams, loadReceive, loadSend, payloadOf, runReceive, runSend, RX, send, TX } from "../../test/support/offload.js";
+import {
+  datagrams,
+  loadReceive,
+  loadSend,
+  payloadOf,
+  runReceive,
+  runSend,
+  RX,
+  send,
+  TX,
+} from "../../test/support/offload.js";
 import { runMicroSuite, type MicroCase, type MicroResult } from "./suite.js";
 
 /** The MSS of a 1450-byte pod MTU (flannel's VXLAN MTU on a 1500-byte underlay) with timestamps. */
@@ -17,8 +27,16 @@ const HEADROOM = 64;
 
 function superPacket(seq: number): Uint8Array {
   const bytes = buildTcp4({
-    src: 0xc6130105, dst: 0xc6130207, srcPort: 40000, dstPort: 5201, seq, ack: 1, flags: 0x10, window: 512,
-    options: Uint8Array.from([1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]), payload: payloadOf(seq, SEGMENTS * GSO_SIZE),
+    src: 0xc6130105,
+    dst: 0xc6130207,
+    srcPort: 40000,
+    dstPort: 5201,
+    seq,
+    ack: 1,
+    flags: 0x10,
+    window: 512,
+    options: Uint8Array.from([1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]),
+    payload: payloadOf(seq, SEGMENTS * GSO_SIZE),
   });
   const sum = pseudoHeaderSum(bytes, 6, bytes.length - 20); // as the kernel leaves it: NEEDS_CSUM
   bytes[36] = sum >> 8;
@@ -34,7 +52,10 @@ function restorer(memory: WebAssembly.Memory, regions: Array<[number, number]>):
 }
 
 export function offloadBenchmarks(maxTime?: number): MicroResult[] {
-  const packets = Array.from({ length: SEND_BATCH }, (_, i) => ({ bytes: superPacket(i * 100_000), gsoSize: GSO_SIZE }));
+  const packets = Array.from({ length: SEND_BATCH }, (_, i) => ({
+    bytes: superPacket(i * 100_000),
+    gsoSize: GSO_SIZE,
+  }));
   const payloadBytes = SEGMENTS * GSO_SIZE;
 
   // The receive side gets one super-packet's datagrams as one GRO receive (44 fit in 64 KiB).
@@ -54,14 +75,24 @@ export function offloadBenchmarks(maxTime?: number): MicroResult[] {
   if (sends !== SEND_BATCH) throw new Error(`benchmark super-packets gave ${sends} GSO sends, not ${SEND_BATCH}`);
 
   const cases: MicroCase[] = [
-    { name: `wasm segment ${SEND_BATCH} × 60 KiB TSO reads into VXLAN GSO sends`, perCall: SEND_BATCH * payloadBytes, unit: "bytes", fn: () => {
-      restoreTx();
-      runSend(SEND_BATCH, "vxlan");
-    } },
-    { name: `wasm decap + coalesce a ${SEGMENTS}-datagram GRO receive`, perCall: payloadBytes, unit: "bytes", fn: () => {
-      restoreRx();
-      runReceive(1, "vxlan");
-    } },
+    {
+      name: `wasm segment ${SEND_BATCH} × 60 KiB TSO reads into VXLAN GSO sends`,
+      perCall: SEND_BATCH * payloadBytes,
+      unit: "bytes",
+      fn: () => {
+        restoreTx();
+        runSend(SEND_BATCH, "vxlan");
+      },
+    },
+    {
+      name: `wasm decap + coalesce a ${SEGMENTS}-datagram GRO receive`,
+      perCall: payloadBytes,
+      unit: "bytes",
+      fn: () => {
+        restoreRx();
+        runReceive(1, "vxlan");
+      },
+    },
   ];
   return runMicroSuite(`Offloads, ${GSO_SIZE}-byte segments, payload bytes`, cases, { maxTime });
 }

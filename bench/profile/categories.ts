@@ -49,7 +49,7 @@ export function categorize(script: string, rate: number, wasmNames: string[]): P
     categories.set(c, (categories.get(c) ?? 0) + 1);
     if (c === "weft: Wasm") {
       const i = /wasm-function\[(\d+)\]/.exec(frames[0])?.[1];
-      const name = i === undefined ? "?" : wasmNames[Number(i)] ?? `wasm-function[${i}]`;
+      const name = i === undefined ? "?" : (wasmNames[Number(i)] ?? `wasm-function[${i}]`);
       wasm.set(name, (wasm.get(name) ?? 0) + 1);
     }
     total++;

@@ -22,9 +22,7 @@ int64_t IntArg(const Napi::CallbackInfo& info, size_t i, const char* name, int64
   return IntValue(info.Env(), info[i], name, min, max);
 }
 
-int FdArg(const Napi::CallbackInfo& info, size_t i) {
-  return static_cast<int>(IntArg(info, i, "fd", 0, INT32_MAX));
-}
+int FdArg(const Napi::CallbackInfo& info, size_t i) { return static_cast<int>(IntArg(info, i, "fd", 0, INT32_MAX)); }
 
 bool BoolArg(const Napi::CallbackInfo& info, size_t i, const char* name) {
   if (!info[i].IsBoolean()) ThrowTypeError(info.Env(), std::string(name) + " must be a boolean");

@@ -52,14 +52,14 @@ Batch::Batch(const Napi::CallbackInfo& info, size_t at, Access access, int32_t h
     const int64_t off = desc[kOff];
     const int64_t size = desc[access == Access::kRead ? kCap : kLen];
     if (off < header || size < minSize || off + size > end) {
-      ThrowRangeError(env, "descriptor " + std::to_string(first + i) + " (OFF " + std::to_string(off) + ", " + sizeName +
-                               " " + std::to_string(size) + ") is not a slot of this " + std::to_string(end) +
-                               "-byte buffer: it needs OFF >= " + std::to_string(header) + ", " + sizeName +
-                               " >= " + std::to_string(minSize) + " and OFF + " + sizeName + " <= " +
-                               std::to_string(end));
+      ThrowRangeError(env, "descriptor " + std::to_string(first + i) + " (OFF " + std::to_string(off) + ", " +
+                               sizeName + " " + std::to_string(size) + ") is not a slot of this " +
+                               std::to_string(end) + "-byte buffer: it needs OFF >= " + std::to_string(header) + ", " +
+                               sizeName + " >= " + std::to_string(minSize) + " and OFF + " + sizeName +
+                               " <= " + std::to_string(end));
     }
-    slots_[i] = Slot{base + off,       static_cast<uint32_t>(size), static_cast<uint32_t>(desc[kAddr]),
-                     desc[kPort],      desc[kFlags],                desc};
+    slots_[i] = Slot{
+        base + off, static_cast<uint32_t>(size), static_cast<uint32_t>(desc[kAddr]), desc[kPort], desc[kFlags], desc};
   }
 }
 

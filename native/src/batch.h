@@ -17,12 +17,12 @@ enum class Access {
 };
 
 struct Slot {
-  uint8_t* data;    // buf + OFF
-  uint32_t size;    // CAP for reads, LEN for writes
-  uint32_t addr;    // ADDR as read at validation
-  int32_t port;     // PORT as read at validation (unchecked: sockets check their own range)
-  int32_t flags;    // FLAGS as read at validation
-  int32_t* desc;    // the descriptor, for writing results back
+  uint8_t* data;  // buf + OFF
+  uint32_t size;  // CAP for reads, LEN for writes
+  uint32_t addr;  // ADDR as read at validation
+  int32_t port;   // PORT as read at validation (unchecked: sockets check their own range)
+  int32_t flags;  // FLAGS as read at validation
+  int32_t* desc;  // the descriptor, for writing results back
 };
 
 class Batch {

@@ -29,12 +29,11 @@ const char* GenericHint(int err) {
 
 }  // namespace
 
-void ThrowSyscallError(Napi::Env env, int err, const char* syscall, const std::string& what,
-                       const std::string& hint) {
+void ThrowSyscallError(Napi::Env env, int err, const char* syscall, const std::string& what, const std::string& hint) {
   char code[64];
   uv_err_name_r(-err, code, sizeof code);
-  std::string message = what + ": " + std::strerror(err) + " (" + code + "); " +
-                        (hint.empty() ? GenericHint(err) : hint.c_str());
+  std::string message =
+      what + ": " + std::strerror(err) + " (" + code + "); " + (hint.empty() ? GenericHint(err) : hint.c_str());
   Napi::Error error = Napi::Error::New(env, message);
   error.Set("code", Napi::String::New(env, code));
   error.Set("errno", Napi::Number::New(env, -err));

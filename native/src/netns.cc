@@ -15,7 +15,8 @@ namespace weft {
 
 namespace {
 
-constexpr const char* kHint = "entering a network namespace needs CAP_SYS_ADMIN; check that the namespace exists (ip netns list)";
+constexpr const char* kHint =
+    "entering a network namespace needs CAP_SYS_ADMIN; check that the namespace exists (ip netns list)";
 
 // Returns a descriptor of the thread's current namespace, to hand back to NetnsRestore.
 Napi::Value NetnsEnter(const Napi::CallbackInfo& info) {

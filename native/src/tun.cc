@@ -36,10 +36,11 @@ std::string SetIffHint(int err, const std::string& name) {
     case EACCES:
       return "creating or attaching TUN device " + name + " needs CAP_NET_ADMIN: run weft as root";
     case EBUSY:
-      return "device " + name + " is held by another process, or every queue is taken: close the other owner or pick another name";
+      return "device " + name +
+             " is held by another process, or every queue is taken: close the other owner or pick another name";
     case EINVAL:
-      return "device " + name + " exists with other flags (multi-queue or not, TUN or TAP): delete it (ip link del " + name +
-             ") or open it with the same options";
+      return "device " + name + " exists with other flags (multi-queue or not, TUN or TAP): delete it (ip link del " +
+             name + ") or open it with the same options";
     default:
       return "";
   }
@@ -86,7 +87,9 @@ Napi::Value TunSetOffload(const Napi::CallbackInfo& info) {
   if (ioctl(fd, TUNSETOFFLOAD, flags) < 0) {
     int err = errno;
     ThrowSyscallError(info.Env(), err, "ioctl", "TUNSETOFFLOAD " + std::to_string(flags),
-                      err == EINVAL ? "the kernel refuses these offloads (USO4 and USO6 only together and from Linux 6.2 on, TSO only with CSUM): leave them out" : "");
+                      err == EINVAL ? "the kernel refuses these offloads (USO4 and USO6 only together and from Linux "
+                                      "6.2 on, TSO only with CSUM): leave them out"
+                                    : "");
   }
   return info.Env().Undefined();
 }
@@ -121,11 +124,12 @@ uint32_t RunBatch(const Napi::CallbackInfo& info, bool write) {
       int err = errno;
       if (err == EAGAIN || done > 0) break;
       ThrowSyscallError(info.Env(), err, write ? "writev" : "readv",
-                        std::string(write ? "TUN write" : "TUN read") + " of descriptor " + std::to_string(batch.first()) +
-                            " on fd " + std::to_string(fd),
-                        err == EINVAL && write ? "the kernel rejected this packet (not IPv4/IPv6, or a bad virtio_net_hdr): drop it and go on with the next"
-                        : err == EBADFD ? "the queue is detached or its device deleted: reopen it"
-                                        : "");
+                        std::string(write ? "TUN write" : "TUN read") + " of descriptor " +
+                            std::to_string(batch.first()) + " on fd " + std::to_string(fd),
+                        err == EINVAL && write ? "the kernel rejected this packet (not IPv4/IPv6, or a bad "
+                                                 "virtio_net_hdr): drop it and go on with the next"
+                        : err == EBADFD        ? "the queue is detached or its device deleted: reopen it"
+                                               : "");
     }
     // A packet longer than CAP arrives cut to CAP bytes (the kernel returns what it copied); its IP
     // length then disagrees with LEN and the hot path drops it.
@@ -134,13 +138,9 @@ uint32_t RunBatch(const Napi::CallbackInfo& info, bool write) {
   return done;
 }
 
-Napi::Value TunRead(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), RunBatch(info, false));
-}
+Napi::Value TunRead(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), RunBatch(info, false)); }
 
-Napi::Value TunWrite(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), RunBatch(info, true));
-}
+Napi::Value TunWrite(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), RunBatch(info, true)); }
 
 }  // namespace
 

@@ -6,13 +6,12 @@
 #include <netinet/in.h>
 #include <netinet/udp.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
-#include <time.h>
-
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <algorithm>
 #include <vector>
 
 #include "args.h"
@@ -45,7 +44,8 @@ void SetBuffer(Napi::Env env, int fd, int forced, int plain, int bytes, const ch
 std::string BindHint(int err, const std::string& endpoint) {
   switch (err) {
     case EADDRINUSE:
-      return "another socket holds " + endpoint + ": give every socket that shares it reusePort, or choose another port";
+      return "another socket holds " + endpoint +
+             ": give every socket that shares it reusePort, or choose another port";
     case EADDRNOTAVAIL:
       return "no interface in this network namespace has that address: add it first, or bind 0.0.0.0";
     case EACCES:
@@ -114,7 +114,6 @@ struct Messages {
   sockaddr_in addrs[kMaxBatch];
   alignas(cmsghdr) uint8_t control[kMaxBatch][kControlBytes];
 };
-
 
 // udpSetReuseportProgram(fd, program): attaches a classic BPF program (Int32Array of
 // [code, jt, jf, k] per instruction) that picks the socket of fd's SO_REUSEPORT group for each
@@ -256,9 +255,10 @@ Napi::Value UdpSend(const Napi::CallbackInfo& info) {
     const Slot& slot = batch[0];
     std::string what = "sendmmsg descriptor " + std::to_string(batch.first()) + " to " + Endpoint(slot.addr, slot.port);
     const char* hint = err == ENETUNREACH || err == EHOSTUNREACH ? "no route to this peer: add one, or drop the packet"
-                       : err == EMSGSIZE ? "the datagram exceeds the MTU or 65507 bytes (or GSO limits): split it or drop it"
-                       : err == EINVAL   ? "bad GSO segment size or destination: drop the packet"
-                                         : "";
+                       : err == EMSGSIZE
+                           ? "the datagram exceeds the MTU or 65507 bytes (or GSO limits): split it or drop it"
+                       : err == EINVAL ? "bad GSO segment size or destination: drop the packet"
+                                       : "";
     ThrowSyscallError(env, err, "sendmmsg", what, hint);
   }
   return Napi::Number::New(env, n);

@@ -9,8 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <cstdint>
 
 #include "args.h"
@@ -71,11 +71,12 @@ Napi::Value Wait(const Napi::CallbackInfo& info) {
 
   const int64_t deadline = NowMs() + timeoutMs;
   int rc = spinUs > 0 ? SpinPoll(polls, count + 1, spinUs) : 0;
-  if (rc == 0) for (;;) {
-    rc = poll(polls, count + 1, timeoutMs);
-    if (rc >= 0 || errno != EINTR) break;
-    if (timeoutMs > 0) timeoutMs = static_cast<int>(std::max<int64_t>(0, deadline - NowMs()));
-  }
+  if (rc == 0)
+    for (;;) {
+      rc = poll(polls, count + 1, timeoutMs);
+      if (rc >= 0 || errno != EINTR) break;
+      if (timeoutMs > 0) timeoutMs = static_cast<int>(std::max<int64_t>(0, deadline - NowMs()));
+    }
   if (rc < 0) ThrowSyscallError(env, errno, "poll", "poll", "");
   int32_t mask = 0;
   for (int i = 0; i <= count; i++) {
@@ -99,7 +100,8 @@ Napi::Value WakerSignal(const Napi::CallbackInfo& info) {
   int fd = FdArg(info, 0);
   uint64_t one = 1;
   ssize_t rc = RetryOnEintr([&] { return write(fd, &one, sizeof one); });
-  if (rc < 0 && errno != EAGAIN) ThrowSyscallError(info.Env(), errno, "write", "signal waker fd " + std::to_string(fd), "");
+  if (rc < 0 && errno != EAGAIN)
+    ThrowSyscallError(info.Env(), errno, "write", "signal waker fd " + std::to_string(fd), "");
   return info.Env().Undefined();
 }
 
@@ -121,8 +123,11 @@ Napi::Value ThreadNice(const Napi::CallbackInfo& info) {
   int nice = static_cast<int>(IntArg(info, 0, "nice", -20, 19));
   if (setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), nice) < 0) {
     int err = errno;
-    ThrowSyscallError(info.Env(), err, "setpriority", "set thread nice " + std::to_string(nice),
-                      err == EACCES || err == EPERM ? "raising a thread's priority needs CAP_SYS_NICE: run weft as root, or leave the priority alone" : "");
+    ThrowSyscallError(
+        info.Env(), err, "setpriority", "set thread nice " + std::to_string(nice),
+        err == EACCES || err == EPERM
+            ? "raising a thread's priority needs CAP_SYS_NICE: run weft as root, or leave the priority alone"
+            : "");
   }
   return info.Env().Undefined();
 }

@@ -63,9 +63,22 @@ function backendOptions(b: BackendConfig): BackendOptions {
     case "vxlan":
       return { vni: b.VNI, port: b.Port, mtu: b.MTU, directRouting: b.DirectRouting, gbp: b.GBP };
     case "wasm-vxlan":
-      return { vni: b.VNI, port: b.Port, workers: b.Workers, offloads: b.Offloads, busyPollUs: b.BusyPollMicros, queueDelayUs: b.QueueDelayMicros };
+      return {
+        vni: b.VNI,
+        port: b.Port,
+        workers: b.Workers,
+        offloads: b.Offloads,
+        busyPollUs: b.BusyPollMicros,
+        queueDelayUs: b.QueueDelayMicros,
+      };
     case "udp":
-      return { port: b.Port, workers: b.Workers, offloads: b.Offloads, busyPollUs: b.BusyPollMicros, queueDelayUs: b.QueueDelayMicros };
+      return {
+        port: b.Port,
+        workers: b.Workers,
+        offloads: b.Offloads,
+        busyPollUs: b.BusyPollMicros,
+        queueDelayUs: b.QueueDelayMicros,
+      };
     case "host-gw":
       return {};
   }
@@ -104,11 +117,25 @@ export class Agent {
   ) {
     this.lanes = [];
     if (conf.space) {
-      const lane: Lane = { family: 4, sync: new PeerSync(() => control.peers(), () => lane.backend, log) };
+      const lane: Lane = {
+        family: 4,
+        sync: new PeerSync(
+          () => control.peers(),
+          () => lane.backend,
+          log,
+        ),
+      };
       this.lanes.push(lane);
     }
     if (conf.space6) {
-      const lane: Lane = { family: 6, sync: new PeerSync(() => control.peers6(), () => lane.backend, log.child({ family: 6 })) };
+      const lane: Lane = {
+        family: 6,
+        sync: new PeerSync(
+          () => control.peers6(),
+          () => lane.backend,
+          log.child({ family: 6 }),
+        ),
+      };
       this.lanes.push(lane);
     }
   }
@@ -136,15 +163,35 @@ export class Agent {
     let control: ControlPlane;
     let underlay: Underlay;
     try {
-      underlay = await chooseUnderlay(kernel, opts, { ipv4: conf.space !== undefined, ipv6: conf.space6 !== undefined });
+      underlay = await chooseUnderlay(kernel, opts, {
+        ipv4: conf.space !== undefined,
+        ipv6: conf.space6 !== undefined,
+      });
       await checkHost(kernel, opts, conf, underlay);
       await mkdir(dirname(opts.subnetFile), { recursive: true, mode: 0o755 });
       abortable(signal);
-      log.info({ node: opts.nodeName, underlay: describeUnderlay(underlay), backend: conf.Backend.Type, network: conf.space && conf.Network, network6: conf.space6 && conf.IPv6Network }, "starting");
+      log.info(
+        {
+          node: opts.nodeName,
+          underlay: describeUnderlay(underlay),
+          backend: conf.Backend.Type,
+          network: conf.space && conf.Network,
+          network6: conf.space6 && conf.IPv6Network,
+        },
+        "starting",
+      );
       control = await ControlPlane.start({
-        name: opts.nodeName, bindAddr: gossipHost(underlay), gossipPort: opts.gossipPort, join: opts.join,
-        seeds: opts.seeds ?? (opts.join.length === 0 ? [opts.nodeName] : []), space: conf.space, space6: conf.space6, underlay6: underlay.addr6, keyring,
-        stateDir: opts.stateDir, logger: log,
+        name: opts.nodeName,
+        bindAddr: gossipHost(underlay),
+        gossipPort: opts.gossipPort,
+        join: opts.join,
+        seeds: opts.seeds ?? (opts.join.length === 0 ? [opts.nodeName] : []),
+        space: conf.space,
+        space6: conf.space6,
+        underlay6: underlay.addr6,
+        keyring,
+        stateDir: opts.stateDir,
+        logger: log,
       });
     } catch (err) {
       await lock.release();
@@ -153,18 +200,33 @@ export class Agent {
     const agent = new Agent(opts, conf, kernel, underlay, control, lock, log);
     control.on("fatal", (err) => agent.fatal(err));
     // Serialized with reloads: a backend swap and a lost subnet never interleave.
-    control.on("lost", (lost) => void agent.serially(() => agent.subnetLost(lost.subnet)).catch((err) => agent.fatal(err)));
+    control.on(
+      "lost",
+      (lost) => void agent.serially(() => agent.subnetLost(lost.subnet)).catch((err) => agent.fatal(err)),
+    );
     try {
       abortable(signal);
       const tcp: TcpListener[] = [];
-      if (opts.healthzPort !== undefined) tcp.push({ host: opts.healthzIp, port: opts.healthzPort, endpoints: ["/healthz", "/readyz", ...(opts.healthzStatus ? (["/status"] as const) : [])] });
-      if (opts.metricsPort !== undefined) tcp.push({ host: opts.metricsIp, port: opts.metricsPort, endpoints: ["/metrics"] });
+      if (opts.healthzPort !== undefined)
+        tcp.push({
+          host: opts.healthzIp,
+          port: opts.healthzPort,
+          endpoints: ["/healthz", "/readyz", ...(opts.healthzStatus ? (["/status"] as const) : [])],
+        });
+      if (opts.metricsPort !== undefined)
+        tcp.push({ host: opts.metricsIp, port: opts.metricsPort, endpoints: ["/metrics"] });
       agent.http = await AgentHttp.listen(
         {
           ready: () => agent.isReady(),
           waitingFor: () => agent.whyNotReady(),
           status: () => agent.status(),
-          metrics: agentMetrics(control, () => agent.backend, () => agent.counters(), () => agent.subnets(), () => agent.socketDrops()),
+          metrics: agentMetrics(
+            control,
+            () => agent.backend,
+            () => agent.counters(),
+            () => agent.subnets(),
+            () => agent.socketDrops(),
+          ),
           reclaim: (node) => control.reclaim(node),
         },
         join(opts.stateDir, SOCKET_NAME),
@@ -172,7 +234,8 @@ export class Agent {
       );
       // Nothing is programmed and no subnet.env written before this node reached its cluster: a
       // node whose join targets never answered would otherwise serve pods nobody can reach.
-      if (!control.hasReachedCluster()) log.info({ join: control.joinStatus().targets }, "waiting to reach a join target before programming anything");
+      if (!control.hasReachedCluster())
+        log.info({ join: control.joinStatus().targets }, "waiting to reach a join target before programming anything");
       agent.waitingFor = "reaching a join target (weft status: join)";
       await abortable(signal, control.reachedCluster());
       // Asked after joining: a subnet the cluster took away meanwhile (this node was reclaimed
@@ -185,7 +248,8 @@ export class Agent {
       // is under way is synced once the backend exists (a kick without a backend does nothing),
       // instead of waiting for the next reconcile.
       control.on("change", () => {
-        for (const lane of agent.lanes) void lane.sync.kick().catch((err) => log.error({ err, family: lane.family }, "peer sync failed"));
+        for (const lane of agent.lanes)
+          void lane.sync.kick().catch((err) => log.error({ err, family: lane.family }, "peer sync failed"));
       });
       // Not raced with the abort: a backend half set up could not be undone; a stop waits for it.
       await agent.serially(() => agent.startBackend());
@@ -225,7 +289,11 @@ export class Agent {
    */
   private async startLane(lane: Lane): Promise<void> {
     const backend = createBackend(this.conf.Backend.Type, backendOptions(this.conf.Backend), {
-      kernel: this.kernel, network: this.network(lane.family), subnet: lane.subnet!, underlay: this.underlay, stateDir: this.opts.stateDir,
+      kernel: this.kernel,
+      network: this.network(lane.family),
+      subnet: lane.subnet!,
+      underlay: this.underlay,
+      stateDir: this.opts.stateDir,
       logger: this.log.child({ layer: "backend", ...(lane.family === 6 && { family: 6 }) }),
     });
     lane.announcement = await backend.start();
@@ -249,7 +317,15 @@ export class Agent {
       ipMasq: this.opts.ipMasq,
     });
     this.ready = true;
-    this.log.info({ backend: this.conf.Backend.Type, mtu, subnetFile: this.opts.subnetFile, ...Object.fromEntries(this.lanes.map((l) => [l.family === 4 ? "peers" : "peers6", l.sync.size])) }, "ready");
+    this.log.info(
+      {
+        backend: this.conf.Backend.Type,
+        mtu,
+        subnetFile: this.opts.subnetFile,
+        ...Object.fromEntries(this.lanes.map((l) => [l.family === 4 ? "peers" : "peers6", l.sync.size])),
+      },
+      "ready",
+    );
   }
 
   /** One pod interface carries every family: it gets the smallest MTU of the running instances. */
@@ -263,8 +339,10 @@ export class Agent {
     const all = this.lanes.flatMap((l) => (l.backend ? [l.backend.counters()] : []));
     if (all.length === 0) return undefined;
     return all.reduce((a, c) => ({
-      kernelCommands: a.kernelCommands + c.kernelCommands, kernelErrors: a.kernelErrors + c.kernelErrors,
-      peersUnreachable: a.peersUnreachable + c.peersUnreachable, driftRepairs: a.driftRepairs + c.driftRepairs,
+      kernelCommands: a.kernelCommands + c.kernelCommands,
+      kernelErrors: a.kernelErrors + c.kernelErrors,
+      peersUnreachable: a.peersUnreachable + c.peersUnreachable,
+      driftRepairs: a.driftRepairs + c.driftRepairs,
     }));
   }
 
@@ -328,8 +406,14 @@ export class Agent {
   private async reloadNow(): Promise<void> {
     const next = parseNetConf(await readConfig(this.opts.netConfig), this.opts.netConfig);
     // The resolved spaces say it all: a family switched on or off, or its network keys changed.
-    if (next.space?.fingerprint !== this.conf.space?.fingerprint || next.space6?.fingerprint !== this.conf.space6?.fingerprint) {
-      throw new WeftError("CONFIG_NET_CONF_RELOAD_REFUSED", "Network and subnet keys cannot change while running; stop every agent to change them");
+    if (
+      next.space?.fingerprint !== this.conf.space?.fingerprint ||
+      next.space6?.fingerprint !== this.conf.space6?.fingerprint
+    ) {
+      throw new WeftError(
+        "CONFIG_NET_CONF_RELOAD_REFUSED",
+        "Network and subnet keys cannot change while running; stop every agent to change them",
+      );
     }
     if (JSON.stringify(next.Backend) === JSON.stringify(this.conf.Backend)) return;
     const prev = this.conf;
@@ -340,7 +424,10 @@ export class Agent {
       await this.startBackend();
     } catch (err) {
       // Never left without a backend: the previous one worked, so it comes back.
-      this.log.error({ err, backend: next.Backend.Type }, `the ${next.Backend.Type} backend failed to start; going back to ${prev.Backend.Type}`);
+      this.log.error(
+        { err, backend: next.Backend.Type },
+        `the ${next.Backend.Type} backend failed to start; going back to ${prev.Backend.Type}`,
+      );
       await this.stopBackend();
       this.conf = prev;
       await this.startBackend();
@@ -390,14 +477,37 @@ export class Agent {
       waitingFor: this.isReady() ? undefined : this.whyNotReady(),
       join: this.control.joinStatus(),
       ...(l4 && { network: this.conf.Network, subnet: l4.subnet && formatPrefix(l4.subnet as Ipv4Prefix) }),
-      ...(l6 && { network6: this.conf.IPv6Network, subnet6: l6.subnet && formatPrefix6(l6.subnet as Ipv6Prefix), backend6: l6.announcement }),
+      ...(l6 && {
+        network6: this.conf.IPv6Network,
+        subnet6: l6.subnet && formatPrefix6(l6.subnet as Ipv6Prefix),
+        backend6: l6.announcement,
+      }),
       backend: this.lanes[0].announcement,
       mtu: this.podMtu(),
-      members: this.control.allMembers().map((m) => ({ name: m.name, addr: formatHostPort(m.host, m.port), state: m.state, incarnation: m.incarnation })),
-      peers: this.control.peers().map((p) => ({ name: p.name, subnet: formatPrefix(p.subnet), underlay: formatIpv4(p.underlay), backend: p.backend.type })),
-      ...(l6 && { peers6: this.control.peers6().map((p) => ({ name: p.name, subnet: formatPrefix6(p.subnet), underlay: formatIpv6(p.underlay), backend: p.backend.type })) }),
+      members: this.control.allMembers().map((m) => ({
+        name: m.name,
+        addr: formatHostPort(m.host, m.port),
+        state: m.state,
+        incarnation: m.incarnation,
+      })),
+      peers: this.control.peers().map((p) => ({
+        name: p.name,
+        subnet: formatPrefix(p.subnet),
+        underlay: formatIpv4(p.underlay),
+        backend: p.backend.type,
+      })),
+      ...(l6 && {
+        peers6: this.control.peers6().map((p) => ({
+          name: p.name,
+          subnet: formatPrefix6(p.subnet),
+          underlay: formatIpv6(p.underlay),
+          backend: p.backend.type,
+        })),
+      }),
       /** Subnets kept for dead or departed nodes, and when they go back to the ring (weft reclaim hands them back now). */
-      reserved: this.control.reservations().map((r) => ({ ...r, reclaimAt: r.reclaimAt === null ? null : new Date(r.reclaimAt).toISOString() })),
+      reserved: this.control
+        .reservations()
+        .map((r) => ({ ...r, reclaimAt: r.reclaimAt === null ? null : new Date(r.reclaimAt).toISOString() })),
       settings: { ...settings, reclaimGrace: formatDuration(settings.lease.reclaimGraceMs) },
       backendCounters: this.counters(),
       dataplane: this.backend?.dataplaneCounters?.(),
@@ -423,7 +533,8 @@ export class Agent {
     clearInterval(this.reconcileTimer);
     await this.control.stop(leave).catch((err) => this.log.warn({ err }, "leaving the cluster failed"));
     for (const lane of this.lanes) await this.stopLane(lane, this.opts.keepOnExit);
-    if (this.opts.ipMasq) await removeIpMasq(this.kernel).catch((err) => this.log.warn({ err }, "removing ip-masq rules failed"));
+    if (this.opts.ipMasq)
+      await removeIpMasq(this.kernel).catch((err) => this.log.warn({ err }, "removing ip-masq rules failed"));
     await this.http?.close();
     await this.lock.release();
     this.log.info({ keptDevices: this.opts.keepOnExit }, "stopped");
@@ -432,7 +543,12 @@ export class Agent {
 
 /** 86400000 → "24h", 90000 → "1m30s". */
 function formatDuration(ms: number): string {
-  const units: Array<[string, number]> = [["d", 86_400_000], ["h", 3_600_000], ["m", 60_000], ["s", 1000]];
+  const units: Array<[string, number]> = [
+    ["d", 86_400_000],
+    ["h", 3_600_000],
+    ["m", 60_000],
+    ["s", 1000],
+  ];
   let left = Math.round(ms / 1000) * 1000;
   let out = "";
   for (const [name, size] of units) {
@@ -448,7 +564,11 @@ async function readConfig(path: string): Promise<string> {
   try {
     return await readFile(path, "utf8");
   } catch (cause) {
-    throw new WeftError("CONFIG_NET_CONF_UNREADABLE", `cannot read the network config ${path}: ${(cause as Error).message}; pass --net-config PATH`, { cause });
+    throw new WeftError(
+      "CONFIG_NET_CONF_UNREADABLE",
+      `cannot read the network config ${path}: ${(cause as Error).message}; pass --net-config PATH`,
+      { cause },
+    );
   }
 }
 
@@ -459,7 +579,8 @@ async function readConfig(path: string): Promise<string> {
 function abortable(signal: AbortSignal | undefined): void;
 function abortable<T>(signal: AbortSignal | undefined, work: Promise<T>): Promise<T>;
 function abortable<T>(signal: AbortSignal | undefined, work?: Promise<T>): Promise<T> | undefined {
-  const stopped = () => new WeftError("AGENT_STOPPED", "stopped by a signal while starting; what was set up is removed again");
+  const stopped = () =>
+    new WeftError("AGENT_STOPPED", "stopped by a signal while starting; what was set up is removed again");
   if (signal?.aborted) throw stopped();
   if (!work || !signal) return work;
   return new Promise<T>((resolve, reject) => {

@@ -53,9 +53,15 @@ function handler(h: HttpHandlers, endpoints: readonly Endpoint[]) {
         case "/healthz":
           return reply(200, "text/plain", "weft is running\n");
         case "/readyz":
-          return h.ready() ? reply(200, "text/plain", "ready\n") : reply(503, "text/plain", `not ready: ${h.waitingFor()}\n`);
+          return h.ready()
+            ? reply(200, "text/plain", "ready\n")
+            : reply(503, "text/plain", `not ready: ${h.waitingFor()}\n`);
         case "/status":
-          return reply(200, "application/json", JSON.stringify(h.status(), (_k, v) => (typeof v === "bigint" ? Number(v) : v)) + "\n");
+          return reply(
+            200,
+            "application/json",
+            JSON.stringify(h.status(), (_k, v) => (typeof v === "bigint" ? Number(v) : v)) + "\n",
+          );
         case "/metrics":
           return reply(200, h.metrics.contentType, await h.metrics.metrics());
       }

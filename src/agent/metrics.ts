@@ -6,9 +6,18 @@ import type { ControlPlane } from "../control/control-plane.js";
 import type { SocketDrops } from "./socket-drops.js";
 
 /** A counter whose value comes from elsewhere at scrape time. */
-function mirroredCounter(registry: Registry, name: string, help: string, labelNames: string[], read: (set: (labels: Record<string, string>, v: number) => void) => void): void {
+function mirroredCounter(
+  registry: Registry,
+  name: string,
+  help: string,
+  labelNames: string[],
+  read: (set: (labels: Record<string, string>, v: number) => void) => void,
+): void {
   new Counter({
-    name, help, labelNames, registers: [registry],
+    name,
+    help,
+    labelNames,
+    registers: [registry],
     collect() {
       this.reset();
       read((labels, v) => this.inc(labels, v));
@@ -33,64 +42,121 @@ export function agentMetrics(
   // idle agent 100 times a second, about half its idle CPU. Once a second keeps the metric.
   collectDefaultMetrics({ register: registry, prefix: "weft_process_", eventLoopMonitoringPrecision: 1000 });
   new Gauge({
-    name: "weft_members", help: "Gossip members by state", labelNames: ["state"], registers: [registry],
+    name: "weft_members",
+    help: "Gossip members by state",
+    labelNames: ["state"],
+    registers: [registry],
     collect() {
       this.reset();
       for (const m of control.allMembers()) this.inc({ state: m.state });
     },
   });
   new Gauge({
-    name: "weft_lease", help: "1 while this node holds the subnet in the label (one per enabled address family)", labelNames: ["subnet"], registers: [registry],
+    name: "weft_lease",
+    help: "1 while this node holds the subnet in the label (one per enabled address family)",
+    labelNames: ["subnet"],
+    registers: [registry],
     collect() {
       this.reset();
       for (const s of leases()) this.set({ subnet: s }, 1);
     },
   });
-  mirroredCounter(registry, "weft_gossip_messages_total", "Gossip messages by direction and kind", ["direction", "kind"], (set) => {
-    const c = control.gossipCounters();
-    for (const [dir, byKind] of [["sent", c.sent], ["received", c.received]] as const) {
-      for (const [kind, t] of Object.entries(byKind)) set({ direction: dir, kind }, t.messages);
-    }
-  });
+  mirroredCounter(
+    registry,
+    "weft_gossip_messages_total",
+    "Gossip messages by direction and kind",
+    ["direction", "kind"],
+    (set) => {
+      const c = control.gossipCounters();
+      for (const [dir, byKind] of [
+        ["sent", c.sent],
+        ["received", c.received],
+      ] as const) {
+        for (const [kind, t] of Object.entries(byKind)) set({ direction: dir, kind }, t.messages);
+      }
+    },
+  );
   mirroredCounter(registry, "weft_gossip_bytes_total", "Gossip message bytes by direction", ["direction"], (set) => {
     const c = control.gossipCounters();
-    for (const [dir, byKind] of [["sent", c.sent], ["received", c.received]] as const) {
-      set({ direction: dir }, Object.values(byKind).reduce((n, t) => n + t.bytes, 0));
+    for (const [dir, byKind] of [
+      ["sent", c.sent],
+      ["received", c.received],
+    ] as const) {
+      set(
+        { direction: dir },
+        Object.values(byKind).reduce((n, t) => n + t.bytes, 0),
+      );
     }
   });
   mirroredCounter(registry, "weft_gossip_dropped_total", "Gossip frames dropped, by reason", ["reason"], (set) => {
     for (const [reason, n] of Object.entries(control.gossipCounters().dropped)) set({ reason }, n);
   });
-  mirroredCounter(registry, "weft_gossip_transport_total", "Gossip transport refusals and failures, by event (rejectedConnections: inbound streams over the limits)", ["event"], (set) => {
-    for (const [event, n] of Object.entries(control.transportCounters())) set({ event }, n);
-  });
-  mirroredCounter(registry, "weft_kernel_programming_total", "Kernel programming commands and errors", ["result"], (set) => {
-    const c = counters();
-    if (!c) return;
-    set({ result: "ok" }, c.kernelCommands - c.kernelErrors);
-    set({ result: "error" }, c.kernelErrors);
-  });
-  mirroredCounter(registry, "weft_peers_unreachable_total", "Peers the backend could not reach (host-gw off-link, wire format mismatch)", [], (set) => {
-    const c = counters();
-    if (c) set({}, c.peersUnreachable);
-  });
-  mirroredCounter(registry, "weft_dataplane_packets_total", "Userspace dataplane packets by direction and verdict (FORWARD, REPLY or a drop reason)", ["direction", "verdict"], (set) => {
-    const d = backend()?.dataplaneCounters?.();
-    if (!d) return;
-    for (const [dir, c] of [["tx", d.tx], ["rx", d.rx]] as const) {
-      for (const [verdict, n] of Object.entries(c.packets)) set({ direction: dir, verdict }, Number(n));
-    }
-  });
-  mirroredCounter(registry, "weft_dataplane_bytes_total", "Userspace dataplane bytes forwarded by direction", ["direction"], (set) => {
-    const d = backend()?.dataplaneCounters?.();
-    if (!d) return;
-    set({ direction: "tx" }, Number(d.tx.bytesForwarded));
-    set({ direction: "rx" }, Number(d.rx.bytesForwarded));
-  });
+  mirroredCounter(
+    registry,
+    "weft_gossip_transport_total",
+    "Gossip transport refusals and failures, by event (rejectedConnections: inbound streams over the limits)",
+    ["event"],
+    (set) => {
+      for (const [event, n] of Object.entries(control.transportCounters())) set({ event }, n);
+    },
+  );
+  mirroredCounter(
+    registry,
+    "weft_kernel_programming_total",
+    "Kernel programming commands and errors",
+    ["result"],
+    (set) => {
+      const c = counters();
+      if (!c) return;
+      set({ result: "ok" }, c.kernelCommands - c.kernelErrors);
+      set({ result: "error" }, c.kernelErrors);
+    },
+  );
+  mirroredCounter(
+    registry,
+    "weft_peers_unreachable_total",
+    "Peers the backend could not reach (host-gw off-link, wire format mismatch)",
+    [],
+    (set) => {
+      const c = counters();
+      if (c) set({}, c.peersUnreachable);
+    },
+  );
+  mirroredCounter(
+    registry,
+    "weft_dataplane_packets_total",
+    "Userspace dataplane packets by direction and verdict (FORWARD, REPLY or a drop reason)",
+    ["direction", "verdict"],
+    (set) => {
+      const d = backend()?.dataplaneCounters?.();
+      if (!d) return;
+      for (const [dir, c] of [
+        ["tx", d.tx],
+        ["rx", d.rx],
+      ] as const) {
+        for (const [verdict, n] of Object.entries(c.packets)) set({ direction: dir, verdict }, Number(n));
+      }
+    },
+  );
+  mirroredCounter(
+    registry,
+    "weft_dataplane_bytes_total",
+    "Userspace dataplane bytes forwarded by direction",
+    ["direction"],
+    (set) => {
+      const d = backend()?.dataplaneCounters?.();
+      if (!d) return;
+      set({ direction: "tx" }, Number(d.tx.bytesForwarded));
+      set({ direction: "rx" }, Number(d.rx.bytesForwarded));
+    },
+  );
   new Gauge({
     // Labelled by backend so that kernel backends, which have no dataplane, show no sample (an
     // unlabelled gauge would read 0 there, as if offloads had turned themselves off).
-    name: "weft_dataplane_offloads", help: "1 while the userspace dataplane runs with segmentation offloads (TSO through TUN, UDP GSO/GRO), 0 when off (the reason is in /status and the log)", labelNames: ["backend"], registers: [registry],
+    name: "weft_dataplane_offloads",
+    help: "1 while the userspace dataplane runs with segmentation offloads (TSO through TUN, UDP GSO/GRO), 0 when off (the reason is in /status and the log)",
+    labelNames: ["backend"],
+    registers: [registry],
     collect() {
       this.reset();
       const b = backend();
@@ -98,26 +164,50 @@ export function agentMetrics(
       if (b && d) this.set({ backend: b.type }, d.offload.enabled ? 1 : 0);
     },
   });
-  mirroredCounter(registry, "weft_dataplane_offload_segments_total", "Segments cut from super-packets (tx) and merged into super-packets (rx) by the userspace dataplane", ["direction"], (set) => {
-    const d = backend()?.dataplaneCounters?.();
-    if (!d) return;
-    set({ direction: "tx" }, Number(d.tx.offloadSegments));
-    set({ direction: "rx" }, Number(d.rx.offloadSegments));
-  });
-  mirroredCounter(registry, "weft_dataplane_queue_drops_total", "Userspace dataplane packets dropped at its queues: queue-delay (waited longer than the target in a socket's receive queue), send (socket full), tun-write (TUN device full)", ["reason"], (set) => {
-    const d = backend()?.dataplaneCounters?.();
-    if (!d) return;
-    set({ reason: "queue-delay" }, Number(d.io.queueDelayDrops));
-    set({ reason: "send" }, Number(d.io.sendShortfall));
-    set({ reason: "tun-write" }, Number(d.io.tunWriteShortfall));
-  });
-  mirroredCounter(registry, "weft_dataplane_worker_restarts_total", "Userspace dataplane workers replaced after dying", [], (set) => {
-    const d = backend()?.dataplaneCounters?.();
-    if (d) set({}, d.workerRestarts);
-  });
-  mirroredCounter(registry, "weft_dataplane_socket_drops_total", "Datagrams the kernel dropped on the userspace dataplane's UDP sockets before they were read (full receive buffer, bad checksum; /proc/net/udp drops)", [], (set) => {
-    const d = socketDrops();
-    if (d) set({}, d.drops);
-  });
+  mirroredCounter(
+    registry,
+    "weft_dataplane_offload_segments_total",
+    "Segments cut from super-packets (tx) and merged into super-packets (rx) by the userspace dataplane",
+    ["direction"],
+    (set) => {
+      const d = backend()?.dataplaneCounters?.();
+      if (!d) return;
+      set({ direction: "tx" }, Number(d.tx.offloadSegments));
+      set({ direction: "rx" }, Number(d.rx.offloadSegments));
+    },
+  );
+  mirroredCounter(
+    registry,
+    "weft_dataplane_queue_drops_total",
+    "Userspace dataplane packets dropped at its queues: queue-delay (waited longer than the target in a socket's receive queue), send (socket full), tun-write (TUN device full)",
+    ["reason"],
+    (set) => {
+      const d = backend()?.dataplaneCounters?.();
+      if (!d) return;
+      set({ reason: "queue-delay" }, Number(d.io.queueDelayDrops));
+      set({ reason: "send" }, Number(d.io.sendShortfall));
+      set({ reason: "tun-write" }, Number(d.io.tunWriteShortfall));
+    },
+  );
+  mirroredCounter(
+    registry,
+    "weft_dataplane_worker_restarts_total",
+    "Userspace dataplane workers replaced after dying",
+    [],
+    (set) => {
+      const d = backend()?.dataplaneCounters?.();
+      if (d) set({}, d.workerRestarts);
+    },
+  );
+  mirroredCounter(
+    registry,
+    "weft_dataplane_socket_drops_total",
+    "Datagrams the kernel dropped on the userspace dataplane's UDP sockets before they were read (full receive buffer, bad checksum; /proc/net/udp drops)",
+    [],
+    (set) => {
+      const d = socketDrops();
+      if (d) set({}, d.drops);
+    },
+  );
   return registry;
 }

@@ -16,7 +16,11 @@ export class PeerSync {
   private next?: Promise<void>;
 
   /** `peers` says what the backend should hold: the control plane's peers of the backend's family. */
-  constructor(private readonly peers: () => BackendPeer[], private readonly backend: () => Backend | undefined, private readonly log: Logger) {}
+  constructor(
+    private readonly peers: () => BackendPeer[],
+    private readonly backend: () => Backend | undefined,
+    private readonly log: Logger,
+  ) {}
 
   /** Schedules a sync; several calls while one runs collapse into one more. */
   kick(): Promise<void> {
@@ -53,7 +57,10 @@ export class PeerSync {
     const changes: Promise<void>[] = [];
     for (const [name, p] of want) {
       if (this.current.get(name) === key(p)) continue;
-      this.log.info({ peer: name, subnet: formatPrefix(p.subnet), backend: p.backend.type }, this.current.has(name) ? "peer changed" : "peer added");
+      this.log.info(
+        { peer: name, subnet: formatPrefix(p.subnet), backend: p.backend.type },
+        this.current.has(name) ? "peer changed" : "peer added",
+      );
       this.current.set(name, key(p));
       changes.push(backend.setPeer(p));
     }

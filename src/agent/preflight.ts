@@ -11,7 +11,15 @@ import { vxlanDeviceName } from "../backends/vxlan/device.js";
 import type { NetConf } from "../config/net-conf.js";
 import { WeftError } from "../errors.js";
 import type { Kernel } from "../kernel/iproute.js";
-import { formatAddr, formatAnyPrefix, formatHostPort, hostPrefix, overlaps, type IpAddr, type IpPrefix } from "../net/ip.js";
+import {
+  formatAddr,
+  formatAnyPrefix,
+  formatHostPort,
+  hostPrefix,
+  overlaps,
+  type IpAddr,
+  type IpPrefix,
+} from "../net/ip.js";
 import { parseIpv4, prefixMask } from "../net/ipv4.js";
 import { isIpv6Text, parseIpv6, prefixMask6 } from "../net/ipv6.js";
 import { gossipHost } from "./underlay.js";
@@ -42,18 +50,32 @@ const flagError = (flag: string, value: unknown, allowed: string): WeftError =>
 
 /** The flags alone, before any file or the kernel is read. */
 export function checkFlags(f: FlagValues): void {
-  for (const [flag, port] of [["--gossip-port", f.gossipPort], ["--healthz-port", f.healthzPort], ["--metrics-port", f.metricsPort]] as const) {
-    if (port !== undefined && !(Number.isInteger(port) && port >= 1 && port <= 65535)) throw flagError(flag, port, "a port is a whole number in 1..65535");
+  for (const [flag, port] of [
+    ["--gossip-port", f.gossipPort],
+    ["--healthz-port", f.healthzPort],
+    ["--metrics-port", f.metricsPort],
+  ] as const) {
+    if (port !== undefined && !(Number.isInteger(port) && port >= 1 && port <= 65535))
+      throw flagError(flag, port, "a port is a whole number in 1..65535");
   }
   for (const j of f.join) {
-    if (!(Number.isInteger(j.port) && j.port >= 1 && j.port <= 65535)) throw flagError("--join", `${j.host}:${j.port}`, "each address is host:port with a port in 1..65535");
+    if (!(Number.isInteger(j.port) && j.port >= 1 && j.port <= 65535))
+      throw flagError("--join", `${j.host}:${j.port}`, "each address is host:port with a port in 1..65535");
   }
   if (!(f.reconcileIntervalMs >= MIN_RECONCILE_INTERVAL_MS)) {
-    throw flagError("--reconcile-interval", f.reconcileIntervalMs / 1000, `at least ${MIN_RECONCILE_INTERVAL_MS / 1000} second (each pass lists the kernel's routes and neighbours)`);
+    throw flagError(
+      "--reconcile-interval",
+      f.reconcileIntervalMs / 1000,
+      `at least ${MIN_RECONCILE_INTERVAL_MS / 1000} second (each pass lists the kernel's routes and neighbours)`,
+    );
   }
   const nameBytes = Buffer.byteLength(f.nodeName, "utf8");
   if (nameBytes === 0 || nameBytes > MAX_NODE_NAME_BYTES || /[\s\p{Cc}]/u.test(f.nodeName)) {
-    throw flagError("--node-name", f.nodeName, `1..${MAX_NODE_NAME_BYTES} bytes without spaces or control characters, the same on every restart`);
+    throw flagError(
+      "--node-name",
+      f.nodeName,
+      `1..${MAX_NODE_NAME_BYTES} bytes without spaces or control characters, the same on every restart`,
+    );
   }
   if (f.join.length > 0 && f.seeds === undefined) {
     throw new WeftError(
@@ -61,8 +83,13 @@ export function checkFlags(f: FlagValues): void {
       `--join ${f.join.map((j) => `${j.host}:${j.port}`).join(",")} needs --subnet-seeds: the initial owners of the subnet space, the same list on every node (e.g. --subnet-seeds node-a,node-b)`,
     );
   }
-  if (f.seeds !== undefined && (f.seeds.length === 0 || f.seeds.some((s) => s.trim() === ""))) throw flagError("--subnet-seeds", f.seeds.join(","), "a comma-separated list of node names, at least one");
-  for (const [flag, ip] of [["--public-ip", f.publicIp], ["--healthz-ip", f.healthzIp], ["--metrics-ip", f.metricsIp]] as const) {
+  if (f.seeds !== undefined && (f.seeds.length === 0 || f.seeds.some((s) => s.trim() === "")))
+    throw flagError("--subnet-seeds", f.seeds.join(","), "a comma-separated list of node names, at least one");
+  for (const [flag, ip] of [
+    ["--public-ip", f.publicIp],
+    ["--healthz-ip", f.healthzIp],
+    ["--metrics-ip", f.metricsIp],
+  ] as const) {
     if (ip !== undefined) parseFlagIpv4(flag, ip);
   }
   if (f.publicIpv6 !== undefined) {
@@ -76,7 +103,11 @@ export function checkFlags(f: FlagValues): void {
     try {
       new RegExp(re);
     } catch (e) {
-      throw flagError("--iface-regex", re, `a JavaScript regular expression over interface names and addresses (${(e as Error).message})`);
+      throw flagError(
+        "--iface-regex",
+        re,
+        `a JavaScript regular expression over interface names and addresses (${(e as Error).message})`,
+      );
     }
   }
 }
@@ -108,16 +139,52 @@ const ANY = ["0.0.0.0", "::"];
 
 function portUses(f: FlagValues, conf: NetConf, underlay: Underlay, vxlanDeviceExists: boolean): PortUse[] {
   const gossip = gossipHost(underlay);
-  const addrFlag = underlay.addr !== undefined ? (f.publicIp ? "--public-ip" : "--iface") : f.publicIpv6 ? "--public-ipv6" : "--iface";
+  const addrFlag =
+    underlay.addr !== undefined ? (f.publicIp ? "--public-ip" : "--iface") : f.publicIpv6 ? "--public-ipv6" : "--iface";
   const uses: PortUse[] = [
     { what: "--gossip-port", port: f.gossipPort, udp: true, tcp: true, host: gossip, hostFlag: addrFlag, probe: true },
   ];
-  if (f.healthzPort !== undefined) uses.push({ what: "--healthz-port", port: f.healthzPort, udp: false, tcp: true, host: f.healthzIp, hostFlag: "--healthz-ip", probe: true });
-  if (f.metricsPort !== undefined) uses.push({ what: "--metrics-port", port: f.metricsPort, udp: false, tcp: true, host: f.metricsIp, hostFlag: "--metrics-ip", probe: true });
+  if (f.healthzPort !== undefined)
+    uses.push({
+      what: "--healthz-port",
+      port: f.healthzPort,
+      udp: false,
+      tcp: true,
+      host: f.healthzIp,
+      hostFlag: "--healthz-ip",
+      probe: true,
+    });
+  if (f.metricsPort !== undefined)
+    uses.push({
+      what: "--metrics-port",
+      port: f.metricsPort,
+      udp: false,
+      tcp: true,
+      host: f.metricsIp,
+      hostFlag: "--metrics-ip",
+      probe: true,
+    });
   const b = conf.Backend;
   // The kernel's vxlan sockets listen on the wildcard of their family (both with dual-stack).
-  if (b.Type === "vxlan") uses.push({ what: "Backend.Port (net-conf.json)", port: b.Port, udp: true, tcp: false, host: conf.space ? "0.0.0.0" : "::", probe: !vxlanDeviceExists });
-  if (b.Type === "wasm-vxlan" || b.Type === "udp") uses.push({ what: "Backend.Port (net-conf.json)", port: b.Port, udp: true, tcp: false, host: gossip, hostFlag: addrFlag, probe: true });
+  if (b.Type === "vxlan")
+    uses.push({
+      what: "Backend.Port (net-conf.json)",
+      port: b.Port,
+      udp: true,
+      tcp: false,
+      host: conf.space ? "0.0.0.0" : "::",
+      probe: !vxlanDeviceExists,
+    });
+  if (b.Type === "wasm-vxlan" || b.Type === "udp")
+    uses.push({
+      what: "Backend.Port (net-conf.json)",
+      port: b.Port,
+      udp: true,
+      tcp: false,
+      host: gossip,
+      hostFlag: addrFlag,
+      probe: true,
+    });
   return uses;
 }
 
@@ -130,7 +197,10 @@ function checkPortConflicts(uses: readonly PortUse[]): void {
       const proto = a.udp && b.udp ? "UDP" : a.tcp && b.tcp ? "TCP" : undefined;
       const sameHost = a.host === b.host || ANY.includes(a.host) || ANY.includes(b.host);
       if (a.port === b.port && proto && sameHost) {
-        throw new WeftError("CONFIG_PORT_CONFLICT", `${a.what} ${a.port} and ${b.what} ${b.port} both need ${proto} port ${a.port}: give each its own port`);
+        throw new WeftError(
+          "CONFIG_PORT_CONFLICT",
+          `${a.what} ${a.port} and ${b.what} ${b.port} both need ${proto} port ${a.port}: give each its own port`,
+        );
       }
     }
   }
@@ -155,7 +225,10 @@ async function checkPortsFree(uses: readonly PortUse[]): Promise<void> {
           `${u.what} ${u.port}: ${proto.toUpperCase()} ${u.host}:${u.port} is already in use by another process (see \`ss -${proto === "udp" ? "u" : "t"}lnp 'sport = :${u.port}'\`); stop it, or set ${u.what} to a free port`,
         );
       }
-      throw new WeftError("CONFIG_PORT_IN_USE", `${u.what} ${u.port}: cannot bind ${proto.toUpperCase()} ${u.host}:${u.port} (${err.message}); set ${u.what} to a port weft may use`);
+      throw new WeftError(
+        "CONFIG_PORT_IN_USE",
+        `${u.what} ${u.port}: cannot bind ${proto.toUpperCase()} ${u.host}:${u.port} (${err.message}); set ${u.what} to a port weft may use`,
+      );
     }
   }
 }
@@ -200,12 +273,22 @@ const OWN_DEVICE = /^(flannel\.\d+|flannel-v6\.\d+|weft\.\d+|flannel0)$/;
  * the network, an on-link network around or inside it (hosts there would become unreachable), a
  * foreign route inside it.
  */
-export function checkNetworkAgainstHost(conf: Partial<Pick<NetConf, "space" | "space6">>, underlay: Underlay, host: readonly HostPrefix[]): void {
+export function checkNetworkAgainstHost(
+  conf: Partial<Pick<NetConf, "space" | "space6">>,
+  underlay: Underlay,
+  host: readonly HostPrefix[],
+): void {
   if (conf.space) checkFamilyAgainstHost("Network", conf.space, underlay.addr, underlay.iface, host);
   if (conf.space6) checkFamilyAgainstHost("IPv6Network", conf.space6, underlay.addr6, underlay.iface, host);
 }
 
-function checkFamilyAgainstHost(key: string, space: { network: IpPrefix; subnetLen: number }, addr: IpAddr | undefined, iface: string, host: readonly HostPrefix[]): void {
+function checkFamilyAgainstHost(
+  key: string,
+  space: { network: IpPrefix; subnetLen: number },
+  addr: IpAddr | undefined,
+  iface: string,
+  host: readonly HostPrefix[],
+): void {
   const { network, subnetLen } = space;
   const v = typeof network.addr === "bigint" ? "-6" : "-4";
   const pick = `pick a${key === "Network" ? "" : "n"} ${key} that overlaps none of the host's addresses and routes (ip ${v} addr, ip ${v} route)`;
@@ -230,11 +313,21 @@ function checkFamilyAgainstHost(key: string, space: { network: IpPrefix; subnetL
 /** The host's addresses (as the networks they are on) and main-table routes of one family. */
 async function hostPrefixes(kernel: Kernel, family: 4 | 6): Promise<HostPrefix[]> {
   const v = family === 4 ? "-4" : "-6";
-  const links = await kernel.ipJson<Array<{ ifname: string; addr_info?: Array<{ family: string; local: string; prefixlen: number; scope: string }> }>>([v, "addr", "show"]);
-  const routes = await kernel.ipJson<Array<{ dst: string; dev?: string; gateway?: string }>>([v, "route", "show", "table", "main"]);
+  const links = await kernel.ipJson<
+    Array<{ ifname: string; addr_info?: Array<{ family: string; local: string; prefixlen: number; scope: string }> }>
+  >([v, "addr", "show"]);
+  const routes = await kernel.ipJson<Array<{ dst: string; dev?: string; gateway?: string }>>([
+    v,
+    "route",
+    "show",
+    "table",
+    "main",
+  ]);
   const max = family === 4 ? 32 : 128;
   const prefix = (text: string, len: number): IpPrefix =>
-    family === 4 ? { addr: (parseIpv4(text) & prefixMask(len)) >>> 0, len } : { addr: parseIpv6(text) & prefixMask6(len), len };
+    family === 4
+      ? { addr: (parseIpv4(text) & prefixMask(len)) >>> 0, len }
+      : { addr: parseIpv6(text) & prefixMask6(len), len };
   const out: HostPrefix[] = [];
   for (const l of links) {
     for (const a of l.addr_info ?? []) {
@@ -245,7 +338,12 @@ async function hostPrefixes(kernel: Kernel, family: 4 | 6): Promise<HostPrefix[]
   for (const r of routes) {
     if (r.dst === "default") continue;
     const [addr, len] = r.dst.split("/");
-    out.push({ prefix: prefix(addr, len === undefined ? max : Number(len)), dev: r.dev ?? "(no device)", kind: "route", via: r.gateway });
+    out.push({
+      prefix: prefix(addr, len === undefined ? max : Number(len)),
+      dev: r.dev ?? "(no device)",
+      kind: "route",
+      via: r.gateway,
+    });
   }
   return out;
 }
@@ -274,9 +372,16 @@ function checkJoinFamily(f: FlagValues, underlay: Underlay): void {
 /** The checks that read the host: addresses, routes and ports. Nothing is changed. */
 export async function checkHost(kernel: Kernel, f: FlagValues, conf: NetConf, underlay: Underlay): Promise<void> {
   checkJoinFamily(f, underlay);
-  checkNetworkAgainstHost(conf, underlay, [...(conf.space ? await hostPrefixes(kernel, 4) : []), ...(conf.space6 ? await hostPrefixes(kernel, 6) : [])]);
+  checkNetworkAgainstHost(conf, underlay, [
+    ...(conf.space ? await hostPrefixes(kernel, 4) : []),
+    ...(conf.space6 ? await hostPrefixes(kernel, 6) : []),
+  ]);
   const vni = conf.Backend.Type === "vxlan" ? conf.Backend.VNI : undefined;
-  const deviceExists = vni !== undefined && (await kernel.ipJson<unknown[]>(["link", "show"])).some((l) => [vxlanDeviceName(vni), vxlanDeviceName(vni, 6)].includes((l as { ifname: string }).ifname));
+  const deviceExists =
+    vni !== undefined &&
+    (await kernel.ipJson<unknown[]>(["link", "show"])).some((l) =>
+      [vxlanDeviceName(vni), vxlanDeviceName(vni, 6)].includes((l as { ifname: string }).ifname),
+    );
   const uses = portUses(f, conf, underlay, deviceExists);
   checkPortConflicts(uses);
   await checkPortsFree(uses);

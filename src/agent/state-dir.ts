@@ -26,7 +26,9 @@ function alive(pid: number): boolean {
 function bindAbstract(name: string): Promise<Server | undefined> {
   return new Promise((resolve, reject) => {
     const server = createServer();
-    server.once("error", (err: NodeJS.ErrnoException) => (err.code === "EADDRINUSE" ? resolve(undefined) : reject(err)));
+    server.once("error", (err: NodeJS.ErrnoException) =>
+      err.code === "EADDRINUSE" ? resolve(undefined) : reject(err),
+    );
     server.listen(name, () => resolve(server.unref()));
   });
 }
@@ -43,7 +45,11 @@ export class StateDirLock {
       await mkdir(dir, { recursive: true, mode: 0o700 });
       if (!(await stat(dir)).isDirectory()) throw new Error("not a directory");
     } catch (cause) {
-      throw new WeftError("AGENT_STATE_DIR_UNUSABLE", `--state-dir ${dir}: cannot use it as the state dir (${(cause as Error).message}); pass a directory weft may create and write`, { cause });
+      throw new WeftError(
+        "AGENT_STATE_DIR_UNUSABLE",
+        `--state-dir ${dir}: cannot use it as the state dir (${(cause as Error).message}); pass a directory weft may create and write`,
+        { cause },
+      );
     }
     const file = join(dir, LOCK_FILE);
     const { dev, ino } = await stat(dir);

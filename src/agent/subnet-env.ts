@@ -20,8 +20,16 @@ export interface SubnetEnv {
 
 export function subnetEnv(env: SubnetEnv): string {
   const lines: string[] = [];
-  if (env.v4) lines.push(`FLANNEL_NETWORK=${formatPrefix(env.v4.network)}`, `FLANNEL_SUBNET=${formatIpv4(env.v4.subnet.addr + 1)}/${env.v4.subnet.len}`);
-  if (env.v6) lines.push(`FLANNEL_IPV6_NETWORK=${formatPrefix6(env.v6.network)}`, `FLANNEL_IPV6_SUBNET=${formatIpv6(env.v6.subnet.addr + 1n)}/${env.v6.subnet.len}`);
+  if (env.v4)
+    lines.push(
+      `FLANNEL_NETWORK=${formatPrefix(env.v4.network)}`,
+      `FLANNEL_SUBNET=${formatIpv4(env.v4.subnet.addr + 1)}/${env.v4.subnet.len}`,
+    );
+  if (env.v6)
+    lines.push(
+      `FLANNEL_IPV6_NETWORK=${formatPrefix6(env.v6.network)}`,
+      `FLANNEL_IPV6_SUBNET=${formatIpv6(env.v6.subnet.addr + 1n)}/${env.v6.subnet.len}`,
+    );
   return [...lines, `FLANNEL_MTU=${env.mtu}`, `FLANNEL_IPMASQ=${env.ipMasq}`, ""].join("\n");
 }
 
@@ -31,13 +39,19 @@ export function writeSubnetEnv(path: string, env: SubnetEnv): Promise<void> {
 
 /** Reads a subnet.env back (as the flannel CNI plugin does). */
 export function parseSubnetEnv(text: string): SubnetEnv {
-  const vars = new Map(text.split("\n").filter((l) => l.includes("=")).map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]));
+  const vars = new Map(
+    text
+      .split("\n")
+      .filter((l) => l.includes("="))
+      .map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
+  );
   const need = (k: string) => {
     const v = vars.get(k);
     if (v === undefined) throw new WeftError("AGENT_SUBNET_ENV_INVALID", `subnet.env has no ${k}`);
     return v;
   };
-  if (!vars.has("FLANNEL_NETWORK") && !vars.has("FLANNEL_IPV6_NETWORK")) throw new WeftError("AGENT_SUBNET_ENV_INVALID", "subnet.env has neither FLANNEL_NETWORK nor FLANNEL_IPV6_NETWORK");
+  if (!vars.has("FLANNEL_NETWORK") && !vars.has("FLANNEL_IPV6_NETWORK"))
+    throw new WeftError("AGENT_SUBNET_ENV_INVALID", "subnet.env has neither FLANNEL_NETWORK nor FLANNEL_IPV6_NETWORK");
   const hostPrefix = (k: string) => {
     const [addr, len] = need(k).split("/");
     return { addr, len: Number(len) };
@@ -45,8 +59,18 @@ export function parseSubnetEnv(text: string): SubnetEnv {
   const s4 = vars.has("FLANNEL_NETWORK") ? hostPrefix("FLANNEL_SUBNET") : undefined;
   const s6 = vars.has("FLANNEL_IPV6_NETWORK") ? hostPrefix("FLANNEL_IPV6_SUBNET") : undefined;
   return {
-    ...(s4 && { v4: { network: parsePrefix(need("FLANNEL_NETWORK")), subnet: { addr: (parseIpv4(s4.addr) & prefixMask(s4.len)) >>> 0, len: s4.len } } }),
-    ...(s6 && { v6: { network: parsePrefix6(need("FLANNEL_IPV6_NETWORK")), subnet: { addr: parseIpv6(s6.addr) & prefixMask6(s6.len), len: s6.len } } }),
+    ...(s4 && {
+      v4: {
+        network: parsePrefix(need("FLANNEL_NETWORK")),
+        subnet: { addr: (parseIpv4(s4.addr) & prefixMask(s4.len)) >>> 0, len: s4.len },
+      },
+    }),
+    ...(s6 && {
+      v6: {
+        network: parsePrefix6(need("FLANNEL_IPV6_NETWORK")),
+        subnet: { addr: parseIpv6(s6.addr) & prefixMask6(s6.len), len: s6.len },
+      },
+    }),
     mtu: Number(need("FLANNEL_MTU")),
     ipMasq: need("FLANNEL_IPMASQ") === "true",
   };

@@ -35,9 +35,14 @@ interface Link {
   v6: string[];
 }
 
-export async function chooseUnderlay(kernel: Kernel, choice: UnderlayChoice, families: UnderlayFamilies = { ipv4: true, ipv6: false }): Promise<Underlay> {
+export async function chooseUnderlay(
+  kernel: Kernel,
+  choice: UnderlayChoice,
+  families: UnderlayFamilies = { ipv4: true, ipv6: false },
+): Promise<Underlay> {
   const links: Link[] = (await kernel.ipJson<AddrInfo[]>(["addr", "show"])).map((l) => {
-    const global = (family: string) => (l.addr_info ?? []).filter((a) => a.family === family && a.scope === "global").map((a) => a.local);
+    const global = (family: string) =>
+      (l.addr_info ?? []).filter((a) => a.family === family && a.scope === "global").map((a) => a.local);
     return { iface: l.ifname, mtu: l.mtu, v4: global("inet"), v6: global("inet6") };
   });
   const wanted = [families.ipv4 && "IPv4", families.ipv6 && "IPv6"].filter(Boolean).join(" and ");
@@ -57,7 +62,11 @@ export async function chooseUnderlay(kernel: Kernel, choice: UnderlayChoice, fam
     const byName = links.find((l) => l.iface === want && usable(l));
     if (byName) return pick(byName);
     const byAddr = links.find((l) => usable(l) && [...l.v4, ...l.v6].some((a) => sameAddr(a, want)));
-    if (byAddr) return pick(byAddr, [...byAddr.v4, ...byAddr.v6].find((a) => sameAddr(a, want)));
+    if (byAddr)
+      return pick(
+        byAddr,
+        [...byAddr.v4, ...byAddr.v6].find((a) => sameAddr(a, want)),
+      );
   }
   for (const re of choice.ifaceRegex ?? []) {
     const r = new RegExp(re);
@@ -68,10 +77,23 @@ export async function chooseUnderlay(kernel: Kernel, choice: UnderlayChoice, fam
   }
   const describeLinks = () => links.map((l) => `${l.iface} [${[...l.v4, ...l.v6].join(" ")}]`).join(", ");
   if ((choice.iface?.length ?? 0) + (choice.ifaceRegex?.length ?? 0) > 0) {
-    const given = [choice.iface?.length && `--iface ${choice.iface.join(",")}`, choice.ifaceRegex?.length && `--iface-regex ${choice.ifaceRegex.join(",")}`].filter(Boolean).join(" or ");
-    throw new WeftError("AGENT_UNDERLAY_NOT_FOUND", `no interface with a global ${wanted} address matches ${given}; interfaces here: ${describeLinks()}`);
+    const given = [
+      choice.iface?.length && `--iface ${choice.iface.join(",")}`,
+      choice.ifaceRegex?.length && `--iface-regex ${choice.ifaceRegex.join(",")}`,
+    ]
+      .filter(Boolean)
+      .join(" or ");
+    throw new WeftError(
+      "AGENT_UNDERLAY_NOT_FOUND",
+      `no interface with a global ${wanted} address matches ${given}; interfaces here: ${describeLinks()}`,
+    );
   }
-  const routes = await kernel.ipJson<Array<{ dev?: string }>>([families.ipv4 ? "-4" : "-6", "route", "show", "default"]);
+  const routes = await kernel.ipJson<Array<{ dev?: string }>>([
+    families.ipv4 ? "-4" : "-6",
+    "route",
+    "show",
+    "default",
+  ]);
   const dev = routes.find((r) => r.dev)?.dev;
   const link = links.find((l) => l.iface === dev && usable(l));
   if (!link) {
@@ -89,5 +111,12 @@ export function gossipHost(u: Underlay): string {
 }
 
 export function describeUnderlay(u: Underlay): string {
-  return [u.iface, u.addr !== undefined && formatIpv4(u.addr), u.addr6 !== undefined && formatIpv6(u.addr6), `mtu ${u.mtu}`].filter(Boolean).join(" ");
+  return [
+    u.iface,
+    u.addr !== undefined && formatIpv4(u.addr),
+    u.addr6 !== undefined && formatIpv6(u.addr6),
+    `mtu ${u.mtu}`,
+  ]
+    .filter(Boolean)
+    .join(" ");
 }

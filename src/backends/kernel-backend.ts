@@ -8,11 +8,27 @@
 // round covers everything the backend owns and removes what no peer wants.
 import type { Logger } from "pino";
 import { WeftError } from "../errors.js";
-import { addPeerEntries, applyChanges, changedKeys, diffEntries, emptyEntrySets, peerEntryKeys, type EntrySets, type PeerEntries } from "../kernel/converge.js";
+import {
+  addPeerEntries,
+  applyChanges,
+  changedKeys,
+  diffEntries,
+  emptyEntrySets,
+  peerEntryKeys,
+  type EntrySets,
+  type PeerEntries,
+} from "../kernel/converge.js";
 import { lookupRoutes, readEntries, type RouteEntry } from "../kernel/entries.js";
 import { SerialQueue } from "../util/serial.js";
 import { familyOf, formatAddr, formatAnyPrefix, overlaps, type IpAddr } from "../net/ip.js";
-import type { Backend, BackendAnnouncement, BackendContext, BackendCounters, BackendPeer, BackendType } from "./backend.js";
+import type {
+  Backend,
+  BackendAnnouncement,
+  BackendContext,
+  BackendCounters,
+  BackendPeer,
+  BackendType,
+} from "./backend.js";
 import { announcementProblem, overlapProblem, UnreachablePeers } from "./unreachable.js";
 
 interface Round {
@@ -60,7 +76,8 @@ export abstract class KernelBackend implements Backend {
   protected abstract readonly entryDevice?: string;
 
   async start(): Promise<BackendAnnouncement> {
-    if (this.state !== "new") throw new WeftError("BACKEND_STATE", `the ${this.type} backend was already started; create a new one`);
+    if (this.state !== "new")
+      throw new WeftError("BACKEND_STATE", `the ${this.type} backend was already started; create a new one`);
     try {
       await this.setUp();
     } catch (err) {
@@ -116,12 +133,16 @@ export abstract class KernelBackend implements Backend {
   /** Why each peer cannot be reached directly on the underlay interface (host-gw, DirectRouting); undefined when it can. */
   protected async directReachProblems(peers: BackendPeer[]): Promise<Array<string | undefined>> {
     const iface = this.ctx.underlay.iface;
-    const found = await lookupRoutes(this.ctx.kernel, peers.map((p) => p.underlay));
+    const found = await lookupRoutes(
+      this.ctx.kernel,
+      peers.map((p) => p.underlay),
+    );
     return found.map((r, i) => {
       const addr = formatAddr(peers[i].underlay);
       if ("error" in r) return `no route to its underlay address ${addr} (${r.error})`;
       if (r.local) return `its underlay address ${addr} is this host's own`;
-      if (r.gateway !== undefined) return `${addr} is reached through gateway ${formatAddr(r.gateway)}, not directly on ${iface}`;
+      if (r.gateway !== undefined)
+        return `${addr} is reached through gateway ${formatAddr(r.gateway)}, not directly on ${iface}`;
       if (r.dev !== iface) return `${addr} is reached through ${r.dev}, not the underlay interface ${iface}`;
       return undefined;
     });
@@ -129,7 +150,12 @@ export abstract class KernelBackend implements Backend {
 
   private request(names: string[], full: boolean): Promise<void> {
     if (this.state !== "running") {
-      return Promise.reject(new WeftError("BACKEND_NOT_RUNNING", `the ${this.type} backend is ${this.state === "new" ? "not started" : "stopped"}; start a new one`));
+      return Promise.reject(
+        new WeftError(
+          "BACKEND_NOT_RUNNING",
+          `the ${this.type} backend is ${this.state === "new" ? "not started" : "stopped"}; start a new one`,
+        ),
+      );
     }
     if (!this.pending) {
       const round: Round = { names: new Set(), full: false };
@@ -159,22 +185,30 @@ export abstract class KernelBackend implements Backend {
     // few iproute2 calls; a full round puts back everything a re-created device lost.
     if (full && !teardown) await this.ensureDevices();
     for (const name of round.names) if (!this.peers.has(name)) this.unreachable.forget(name);
-    const planned = await this.planPeers(full ? [...this.peers.values()] : [...round.names].flatMap((n) => this.peers.get(n) ?? []));
+    const planned = await this.planPeers(
+      full ? [...this.peers.values()] : [...round.names].flatMap((n) => this.peers.get(n) ?? []),
+    );
     // The peers this round is about: those named, and those whose entries changed (a full round
     // re-plans everyone). Keys of their old and new entries are in scope; any other entry the
     // round has to fix had drifted.
     const changing = new Set(round.names);
     for (const [name, entries] of planned) if (!sameEntries(this.written.get(name), entries)) changing.add(name);
     const scope = new Set<string>();
-    for (const name of changing) for (const e of [this.written.get(name), planned.get(name)]) if (e) peerEntryKeys(e).forEach((k) => scope.add(k));
+    for (const name of changing)
+      for (const e of [this.written.get(name), planned.get(name)]) if (e) peerEntryKeys(e).forEach((k) => scope.add(k));
 
     // Wanted: the new plans, and for every other peer what was last written (so a key that one
     // peer leaves and another takes in the same round is not removed).
     const want = emptyEntrySets();
-    for (const [name, entries] of this.written) if (!planned.has(name) && this.peers.has(name)) addPeerEntries(want, entries);
+    for (const [name, entries] of this.written)
+      if (!planned.has(name) && this.peers.has(name)) addPeerEntries(want, entries);
     for (const entries of planned.values()) if (entries) addPeerEntries(want, entries);
 
-    const changes = diffEntries(want, await this.readOwned(), full ? undefined : (kind, key) => scope.has(`${kind} ${key}`));
+    const changes = diffEntries(
+      want,
+      await this.readOwned(),
+      full ? undefined : (kind, key) => scope.has(`${kind} ${key}`),
+    );
     const failures = await applyChanges(kernel, changes);
 
     for (const name of this.written.keys()) if (!this.peers.has(name)) this.written.delete(name);
@@ -183,11 +217,18 @@ export abstract class KernelBackend implements Backend {
     const keys = changedKeys(changes);
     this.stats.kernelCommands += keys.length;
     this.stats.kernelErrors += failures.length;
-    for (const f of failures) this.logger.error({ command: f.command }, `the kernel refused \`${f.command}\`: ${f.message}; reconcile will try again`);
+    for (const f of failures)
+      this.logger.error(
+        { command: f.command },
+        `the kernel refused \`${f.command}\`: ${f.message}; reconcile will try again`,
+      );
     const drift = teardown ? [] : keys.filter((k) => !scope.has(k));
     if (drift.length > 0) {
       this.stats.driftRepairs += drift.length;
-      this.logger.warn({ repaired: drift.slice(0, 10), count: drift.length }, `repaired ${drift.length} kernel entries that had drifted`);
+      this.logger.warn(
+        { repaired: drift.slice(0, 10), count: drift.length },
+        `repaired ${drift.length} kernel entries that had drifted`,
+      );
     }
   }
 
@@ -197,7 +238,9 @@ export abstract class KernelBackend implements Backend {
     const order = [...this.peers.values()];
     const problems = new Map<string, string>();
     for (const p of peers) {
-      const reason = announcementProblem(own, this.ctx.network, this.ctx.subnet, p) ?? overlapProblem(p, order.slice(0, order.indexOf(p)));
+      const reason =
+        announcementProblem(own, this.ctx.network, this.ctx.subnet, p) ??
+        overlapProblem(p, order.slice(0, order.indexOf(p)));
       if (reason) problems.set(p.name, reason);
     }
     const fine = peers.filter((p) => !problems.has(p.name));
@@ -224,7 +267,8 @@ export abstract class KernelBackend implements Backend {
 
 function sameEntries(a: PeerEntries | undefined, b: PeerEntries | undefined): boolean {
   // IPv6 addresses are bigints, which JSON has no form for.
-  const text = (e: PeerEntries | undefined) => JSON.stringify(e, (_, v: unknown) => (typeof v === "bigint" ? `${v}n` : v));
+  const text = (e: PeerEntries | undefined) =>
+    JSON.stringify(e, (_, v: unknown) => (typeof v === "bigint" ? `${v}n` : v));
   return text(a) === text(b);
 }
 
@@ -232,7 +276,10 @@ function sameEntries(a: PeerEntries | undefined, b: PeerEntries | undefined): bo
 export function underlayAddr(ctx: BackendContext): IpAddr {
   const addr = familyOf(ctx.subnet.addr) === 4 ? ctx.underlay.addr : ctx.underlay.addr6;
   if (addr === undefined) {
-    throw new WeftError("BACKEND_NO_UNDERLAY_ADDRESS", `${ctx.underlay.iface} has no IPv${familyOf(ctx.subnet.addr)} underlay address for the ${formatAnyPrefix(ctx.subnet)} lease; give the interface one, or pass --public-ip / --public-ipv6`);
+    throw new WeftError(
+      "BACKEND_NO_UNDERLAY_ADDRESS",
+      `${ctx.underlay.iface} has no IPv${familyOf(ctx.subnet.addr)} underlay address for the ${formatAnyPrefix(ctx.subnet)} lease; give the interface one, or pass --public-ip / --public-ipv6`,
+    );
   }
   return addr;
 }

@@ -6,14 +6,30 @@
 // becomes unreachable and counted while it stays so — never a route into nothing.
 import type { Logger } from "pino";
 import { parseMac } from "../net/ipv4.js";
-import { contains as prefixContains, formatAddr as formatIpv4, formatAnyPrefix as formatPrefix, overlaps as prefixesOverlap, type IpPrefix } from "../net/ip.js";
+import {
+  contains as prefixContains,
+  formatAddr as formatIpv4,
+  formatAnyPrefix as formatPrefix,
+  overlaps as prefixesOverlap,
+  type IpPrefix,
+} from "../net/ip.js";
 import { DEFAULT_VNI, type BackendAnnouncement, type BackendPeer, type BackendType } from "./backend.js";
 
 /** Backends that put the same bytes on the wire. */
-const WIRE_FORMAT: Record<BackendType, string> = { vxlan: "vxlan", "wasm-vxlan": "vxlan", udp: "udp", "host-gw": "plain routing" };
+const WIRE_FORMAT: Record<BackendType, string> = {
+  vxlan: "vxlan",
+  "wasm-vxlan": "vxlan",
+  udp: "udp",
+  "host-gw": "plain routing",
+};
 
 /** Why `peer` cannot be reached by a node announcing `own` with lease `subnet` in `network`; undefined when it can. */
-export function announcementProblem(own: BackendAnnouncement, network: IpPrefix, subnet: IpPrefix, peer: BackendPeer): string | undefined {
+export function announcementProblem(
+  own: BackendAnnouncement,
+  network: IpPrefix,
+  subnet: IpPrefix,
+  peer: BackendPeer,
+): string | undefined {
   const theirs = peer.backend;
   if (!prefixContains(network, peer.subnet.addr) || peer.subnet.len < network.len) {
     return `its subnet ${formatPrefix(peer.subnet)} is outside the pod network ${formatPrefix(network)}; check that both nodes use the same net-conf.json`;
@@ -25,8 +41,10 @@ export function announcementProblem(own: BackendAnnouncement, network: IpPrefix,
     return `it runs backend ${theirs.type}, which does not speak ${own.type}'s wire format (${WIRE_FORMAT[own.type]}); use the same backend type everywhere (vxlan and wasm-vxlan mix)`;
   }
   if (WIRE_FORMAT[own.type] === "vxlan") {
-    if ((theirs.vni ?? DEFAULT_VNI) !== (own.vni ?? DEFAULT_VNI)) return `it uses VNI ${theirs.vni ?? DEFAULT_VNI}, this node ${own.vni ?? DEFAULT_VNI}; set the same VNI everywhere`;
-    if ((theirs.gbp ?? false) !== (own.gbp ?? false)) return `GBP is ${theirs.gbp ? "on" : "off"} there and ${own.gbp ? "on" : "off"} here; set GBP the same everywhere`;
+    if ((theirs.vni ?? DEFAULT_VNI) !== (own.vni ?? DEFAULT_VNI))
+      return `it uses VNI ${theirs.vni ?? DEFAULT_VNI}, this node ${own.vni ?? DEFAULT_VNI}; set the same VNI everywhere`;
+    if ((theirs.gbp ?? false) !== (own.gbp ?? false))
+      return `GBP is ${theirs.gbp ? "on" : "off"} there and ${own.gbp ? "on" : "off"} here; set GBP the same everywhere`;
     if (!theirs.vtepMac) return "it announced no VTEP MAC";
     try {
       parseMac(theirs.vtepMac);
@@ -38,7 +56,10 @@ export function announcementProblem(own: BackendAnnouncement, network: IpPrefix,
 }
 
 /** Why `peer` cannot be used next to `others` (already accepted peers); undefined when it can. */
-export function overlapProblem(peer: BackendPeer, others: Iterable<{ name: string; subnet: IpPrefix }>): string | undefined {
+export function overlapProblem(
+  peer: BackendPeer,
+  others: Iterable<{ name: string; subnet: IpPrefix }>,
+): string | undefined {
   for (const o of others) {
     if (o.name !== peer.name && prefixesOverlap(o.subnet, peer.subnet)) {
       return `its subnet ${formatPrefix(peer.subnet)} overlaps ${o.name}'s ${formatPrefix(o.subnet)}; one of the two leases is stale, reclaim it`;
@@ -57,7 +78,12 @@ export class UnreachablePeers {
   note(peer: BackendPeer, reason: string | undefined): void {
     const before = this.reasons.get(peer.name);
     if (reason === before) return;
-    const where = { peer: peer.name, subnet: formatPrefix(peer.subnet), underlay: formatIpv4(peer.underlay), backend: peer.backend.type };
+    const where = {
+      peer: peer.name,
+      subnet: formatPrefix(peer.subnet),
+      underlay: formatIpv4(peer.underlay),
+      backend: peer.backend.type,
+    };
     if (reason === undefined) {
       this.reasons.delete(peer.name);
       this.logger.info(where, "peer reachable again");

@@ -22,14 +22,21 @@ export function loadVtepMac(stateDir: string, family: 4 | 6 = 4): Uint8Array {
     text = readFileSync(file, "utf8");
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "ENOENT") {
-      throw new WeftError("BACKEND_VTEP_MAC_UNREADABLE", `cannot read ${file}: ${(err as Error).message}; check the state dir's permissions`, { cause: err });
+      throw new WeftError(
+        "BACKEND_VTEP_MAC_UNREADABLE",
+        `cannot read ${file}: ${(err as Error).message}; check the state dir's permissions`,
+        { cause: err },
+      );
     }
   }
   if (text !== undefined) {
     try {
       return parseMac(text.trim());
     } catch {
-      throw new WeftError("BACKEND_VTEP_MAC_CORRUPT", `${file} does not hold a MAC address ("${text.trim().slice(0, 40)}"); remove it to get a new VTEP MAC (peers learn it when this node announces it)`);
+      throw new WeftError(
+        "BACKEND_VTEP_MAC_CORRUPT",
+        `${file} does not hold a MAC address ("${text.trim().slice(0, 40)}"); remove it to get a new VTEP MAC (peers learn it when this node announces it)`,
+      );
     }
   }
   const mac = randomBytes(6);
@@ -42,6 +49,10 @@ function saveAtomically(file: string, body: string): void {
   try {
     writeFileAtomicSync(file, body, { mode: 0o600, dirMode: 0o700 });
   } catch (err) {
-    throw new WeftError("BACKEND_VTEP_MAC_PERSIST_FAILED", `cannot save the VTEP MAC to ${file}: ${(err as Error).message}; check the state dir (--state-dir)`, { cause: err });
+    throw new WeftError(
+      "BACKEND_VTEP_MAC_PERSIST_FAILED",
+      `cannot save the VTEP MAC to ${file}: ${(err as Error).message}; check the state dir (--state-dir)`,
+      { cause: err },
+    );
   }
 }

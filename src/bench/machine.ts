@@ -26,7 +26,8 @@ export function machineInfo(): MachineInfo {
 
 /** `git rev-parse HEAD` of weft's checkout, "unknown" outside one; `dirty` if files differ from it. */
 export function gitCommit(): { commit: string; dirty: boolean } {
-  const git = (args: string[]) => execFileSync("git", args, { cwd: projectRoot(), encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+  const git = (args: string[]) =>
+    execFileSync("git", args, { cwd: projectRoot(), encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
   try {
     return { commit: git(["rev-parse", "HEAD"]), dirty: git(["status", "--porcelain", "--untracked-files=no"]) !== "" };
   } catch {

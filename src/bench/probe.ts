@@ -31,9 +31,14 @@ function receive(addr: string, port: number, seconds: number): void {
     sock.close();
     const n = Math.min(count, KEEP);
     const first = count - n;
-    const arrivals = Array.from({ length: n }, (_, k) => [sent[(first + k) % KEEP].toString(), received[(first + k) % KEEP].toString()]);
+    const arrivals = Array.from({ length: n }, (_, k) => [
+      sent[(first + k) % KEEP].toString(),
+      received[(first + k) % KEEP].toString(),
+    ]);
     // Exit only once the pipe took it all: writes to a pipe are asynchronous.
-    process.stdout.write(JSON.stringify({ count, maxDelayNs: maxDelayNs.toString(), arrivals }) + "\n", () => process.exit(0));
+    process.stdout.write(JSON.stringify({ count, maxDelayNs: maxDelayNs.toString(), arrivals }) + "\n", () =>
+      process.exit(0),
+    );
   };
   sock.bind(port, addr, () => process.stdout.write("listening\n"));
   setTimeout(finish, seconds * 1000);
@@ -58,14 +63,16 @@ async function send(addr: string, port: number, seconds: number, perSecond: numb
       await new Promise((r) => setTimeout(r, 1));
       continue;
     }
-    await Promise.all(Array.from({ length: burst }, () => {
-      // A buffer per datagram: a queued send still reads its own.
-      const msg = Buffer.alloc(Math.max(8, length));
-      last = now();
-      msg.writeBigInt64BE(last, 0);
-      sent++;
-      return new Promise<void>((r) => sock.send(msg, () => r()));
-    }));
+    await Promise.all(
+      Array.from({ length: burst }, () => {
+        // A buffer per datagram: a queued send still reads its own.
+        const msg = Buffer.alloc(Math.max(8, length));
+        last = now();
+        msg.writeBigInt64BE(last, 0);
+        sent++;
+        return new Promise<void>((r) => sock.send(msg, () => r()));
+      }),
+    );
   }
   sock.close();
   process.stdout.write(JSON.stringify({ sent, lastSentNs: last.toString() }) + "\n");
@@ -73,8 +80,11 @@ async function send(addr: string, port: number, seconds: number, perSecond: numb
 
 const [mode, addr, port, seconds, perSecond, length] = process.argv.slice(2);
 if (mode === "recv") receive(addr, Number(port), Number(seconds));
-else if (mode === "send" && Number(perSecond) > 0) await send(addr, Number(port), Number(seconds), Number(perSecond), Number(length ?? 64));
+else if (mode === "send" && Number(perSecond) > 0)
+  await send(addr, Number(port), Number(seconds), Number(perSecond), Number(length ?? 64));
 else {
-  process.stderr.write("usage: probe.js recv <addr> <port> <seconds> | send <addr> <port> <seconds> <perSecond> <length>\n");
+  process.stderr.write(
+    "usage: probe.js recv <addr> <port> <seconds> | send <addr> <port> <seconds> <perSecond> <length>\n",
+  );
   process.exit(2);
 }

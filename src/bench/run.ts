@@ -17,14 +17,23 @@ import { runWorkload, workloadId, workloadLabel, type LabWorkload, type Sample, 
 type Action = { step: Step; run: () => Promise<void> };
 
 export async function runBench(settings: BenchSettings, command: string): Promise<BenchReport> {
-  if (process.getuid?.() !== 0) throw new WeftError("BENCH_NEEDS_ROOT", "weft bench builds network namespaces: run it as root (sudo npm run bench)");
+  if (process.getuid?.() !== 0)
+    throw new WeftError(
+      "BENCH_NEEDS_ROOT",
+      "weft bench builds network namespaces: run it as root (sudo npm run bench)",
+    );
   const startedAt = new Date().toISOString();
   const machine = machineInfo();
   const perRound: LabWorkload[] = [
     ...settings.streams.map((streams) => ({ kind: "tcp" as const, streams })),
-    ...(settings.families.includes(6) ? settings.streams.map((streams) => ({ kind: "tcp" as const, streams, family: 6 as const })) : []),
-    { kind: "udp", payload: 64 }, { kind: "udp", payload: 1400 }, { kind: "rtt" },
-    { kind: "loaded-rtt" }, { kind: "flood-tail" },
+    ...(settings.families.includes(6)
+      ? settings.streams.map((streams) => ({ kind: "tcp" as const, streams, family: 6 as const }))
+      : []),
+    { kind: "udp", payload: 64 },
+    { kind: "udp", payload: 1400 },
+    { kind: "rtt" },
+    { kind: "loaded-rtt" },
+    { kind: "flood-tail" },
   ];
   const idle: Workload = { kind: "idle" };
   const workloads = [...perRound, idle];
@@ -34,11 +43,17 @@ export async function runBench(settings: BenchSettings, command: string): Promis
   let stopMicro: (() => Promise<void>) | undefined;
 
   const actions: Action[] = [];
-  const plan = (label: string, weight: number, run: () => Promise<void>) => actions.push({ step: { label, weight }, run });
+  const plan = (label: string, weight: number, run: () => Promise<void>) =>
+    actions.push({ step: { label, weight }, run });
   const setups = settings.setups;
   const labOf = (name: string) => labs.find((l) => l.setup.name === name)!;
   // Start every lab's agents first, then wait for them: their startups overlap.
-  for (const s of setups) plan(`building the ${s.name} lab${runsIpv6(settings, s) ? "s (IPv4, IPv6)" : ""}, starting its agents`, 3, async () => void (await buildLab(s, labs, runsIpv6(settings, s))));
+  for (const s of setups)
+    plan(
+      `building the ${s.name} lab${runsIpv6(settings, s) ? "s (IPv4, IPv6)" : ""}, starting its agents`,
+      3,
+      async () => void (await buildLab(s, labs, runsIpv6(settings, s))),
+    );
   for (const s of setups) plan(`waiting for ${s.name} agents, adding pods`, 4, () => readyLab(labOf(s.name)));
   let seq = 0;
   for (let round = 1; round <= settings.rounds; round++) {
@@ -48,7 +63,12 @@ export async function runBench(settings: BenchSettings, command: string): Promis
       for (const name of order) {
         // IPv6 runs only where the backend carries IPv6: the other setups' cells stay empty.
         if (w.kind === "tcp" && w.family === 6 && !runsIpv6(settings, setups.find((s) => s.name === name)!)) continue;
-        const weight = w.kind === "rtt" ? settings.pingCount * settings.pingIntervalS + 1 : w.kind === "flood-tail" ? Math.min(settings.duration, 5) + 3 : settings.duration + 1.5;
+        const weight =
+          w.kind === "rtt"
+            ? settings.pingCount * settings.pingIntervalS + 1
+            : w.kind === "flood-tail"
+              ? Math.min(settings.duration, 5) + 3
+              : settings.duration + 1.5;
         plan(`round ${round}/${settings.rounds} · ${name} · ${workloadLabel(w)}`, weight, async () => {
           const t = new Date().toISOString();
           const r = await runWorkload(labOf(name), w, settings);
@@ -62,8 +82,21 @@ export async function runBench(settings: BenchSettings, command: string): Promis
   plan(`idle cost (${settings.idleSeconds} s, every setup at once)`, settings.idleSeconds + 3, async () => {
     await new Promise((r) => setTimeout(r, 3000));
     const t = new Date().toISOString();
-    const cpu = await idleCost(setups.map((s) => ({ pids: agentPids(labOf(s.name)) })), settings.idleSeconds);
-    setups.forEach((s, i) => samples.push({ setup: s.name, workload: workloadId(idle), round: 1, seq: seq++, startedAt: t, values: { cpuPercent: cpu[i] }, raw: { seconds: settings.idleSeconds } }));
+    const cpu = await idleCost(
+      setups.map((s) => ({ pids: agentPids(labOf(s.name)) })),
+      settings.idleSeconds,
+    );
+    setups.forEach((s, i) =>
+      samples.push({
+        setup: s.name,
+        workload: workloadId(idle),
+        round: 1,
+        seq: seq++,
+        startedAt: t,
+        values: { cpuPercent: cpu[i] },
+        raw: { seconds: settings.idleSeconds },
+      }),
+    );
   });
   plan("stopping agents, removing labs", 2 * setups.length, () => cleanup());
   // The microbenchmarks last, once no agent or traffic runs beside them.
@@ -121,17 +154,40 @@ export async function runBench(settings: BenchSettings, command: string): Promis
   await cleanup().catch((error: unknown) => void (failure ??= error));
   process.removeListener("SIGINT", onSignal);
   process.removeListener("SIGTERM", onSignal);
-  if (interrupted) throw new WeftError("BENCH_INTERRUPTED", `stopped by ${interrupted}; the agents were stopped and every namespace and device removed`);
+  if (interrupted)
+    throw new WeftError(
+      "BENCH_INTERRUPTED",
+      `stopped by ${interrupted}; the agents were stopped and every namespace and device removed`,
+    );
   if (failure) throw failure;
 
   const report: BenchReport = {
-    tool: "weft bench", command, startedAt, finishedAt: new Date().toISOString(), git: gitCommit(), machine, settings,
-    netConf: Object.fromEntries(labs.flatMap((l) => l.all().map((x) => [`${l.setup.name}${x.family === 6 ? " (IPv6)" : ""}`, x.netConf]))),
-    offload: Object.fromEntries(labs.filter((l) => Object.keys(l.offload).length > 0).map((l) => [l.setup.name, l.offload])),
-    figures: summarize(figureDefs(workloads), setups.map((s) => s.name), samples), samples, micro,
+    tool: "weft bench",
+    command,
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    git: gitCommit(),
+    machine,
+    settings,
+    netConf: Object.fromEntries(
+      labs.flatMap((l) => l.all().map((x) => [`${l.setup.name}${x.family === 6 ? " (IPv6)" : ""}`, x.netConf])),
+    ),
+    offload: Object.fromEntries(
+      labs.filter((l) => Object.keys(l.offload).length > 0).map((l) => [l.setup.name, l.offload]),
+    ),
+    figures: summarize(
+      figureDefs(workloads),
+      setups.map((s) => s.name),
+      samples,
+    ),
+    samples,
+    micro,
   };
   const dir = resolve(settings.out);
   await writeReport(dir, report);
-  process.stdout.write(terminalSummary(report) + `\n\nreport: ${resolve(dir, REPORT_FILES.markdown)} (with ${REPORT_FILES.chart}; raw samples in ${REPORT_FILES.json})\n`);
+  process.stdout.write(
+    terminalSummary(report) +
+      `\n\nreport: ${resolve(dir, REPORT_FILES.markdown)} (with ${REPORT_FILES.chart}; raw samples in ${REPORT_FILES.json})\n`,
+  );
   return report;
 }

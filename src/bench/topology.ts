@@ -38,7 +38,11 @@ export class BenchLab {
   ) {}
 
   ipv6Lab(): BenchLab {
-    if (!this.ipv6) throw new WeftError("BENCH_NO_IPV6_LAB", `${this.setup.name} has no IPv6 lab (its backend carries no IPv6, or --family has no 6)`);
+    if (!this.ipv6)
+      throw new WeftError(
+        "BENCH_NO_IPV6_LAB",
+        `${this.setup.name} has no IPv6 lab (its backend carries no IPv6, or --family has no 6)`,
+      );
     return this.ipv6;
   }
 
@@ -62,7 +66,12 @@ export class BenchLab {
  * Short tags keep namespace names (weft-<tag>-h1-<pid>-<n>) readable in `ip netns`; a setup
  * without offloads adds "-off", so every setup's tag is unique.
  */
-const TAGS: Record<BackendType, string> = { vxlan: "bench-vx", "host-gw": "bench-hg", udp: "bench-ud", "wasm-vxlan": "bench-wv" };
+const TAGS: Record<BackendType, string> = {
+  vxlan: "bench-vx",
+  "host-gw": "bench-hg",
+  udp: "bench-ud",
+  "wasm-vxlan": "bench-wv",
+};
 
 /**
  * Builds one setup's lab (and, with `ipv6`, its IPv6-only sibling) and starts its agents without
@@ -75,16 +84,31 @@ export async function buildLab(setup: BenchSetup, labs: BenchLab[], ipv6 = false
   labs.push(entry);
   entry.agents.startAll();
   if (ipv6) {
-    entry.ipv6 = await buildOne(setup, 6, { EnableIPv4: false, EnableIPv6: true, IPv6Network: formatPrefix6(LAB_POD_NETWORK6), Backend: backend });
+    entry.ipv6 = await buildOne(setup, 6, {
+      EnableIPv4: false,
+      EnableIPv6: true,
+      IPv6Network: formatPrefix6(LAB_POD_NETWORK6),
+      Backend: backend,
+    });
     entry.ipv6.agents.startAll();
   }
   return entry;
 }
 
 async function buildOne(setup: BenchSetup, family: 4 | 6, netConf: object): Promise<BenchLab> {
-  const lab = await LabCluster.create({ tag: `${TAGS[setup.backend]}${setup.offloads === false ? "-off" : ""}${family === 6 ? "-6" : ""}`, hosts: 2, ipv6: family === 6 });
+  const lab = await LabCluster.create({
+    tag: `${TAGS[setup.backend]}${setup.offloads === false ? "-off" : ""}${family === 6 ? "-6" : ""}`,
+    hosts: 2,
+    ipv6: family === 6,
+  });
   try {
-    return new BenchLab(setup, netConf, lab, await LabAgents.prepare(lab, () => netConf, lab.hosts.length, family === 6), family);
+    return new BenchLab(
+      setup,
+      netConf,
+      lab,
+      await LabAgents.prepare(lab, () => netConf, lab.hosts.length, family === 6),
+      family,
+    );
   } catch (error) {
     await lab.destroy();
     throw error;
@@ -114,7 +138,10 @@ async function readyOne(l: BenchLab, timeoutMs: number): Promise<void> {
     if (Date.now() > until) {
       // The agents' logs go with their work dir at teardown, so their last lines go into the error.
       const logs = await Promise.all(l.agents.agents.map(async (a) => `${a.host.name}:\n${await l.agents.logTail(a)}`));
-      throw new WeftError("BENCH_NO_CONNECTIVITY", `${l.setup.name}: ${l.client.name} cannot reach ${l.server.name} after ${timeoutMs / 1000} s; agents' last log lines:\n${logs.join("\n")}`);
+      throw new WeftError(
+        "BENCH_NO_CONNECTIVITY",
+        `${l.setup.name}: ${l.client.name} cannot reach ${l.server.name} after ${timeoutMs / 1000} s; agents' last log lines:\n${logs.join("\n")}`,
+      );
     }
     await new Promise((r) => setTimeout(r, 500));
   }
@@ -124,7 +151,11 @@ async function readyOne(l: BenchLab, timeoutMs: number): Promise<void> {
 export function agentPids(l: BenchLab): number[] {
   return l.agents.agents.map((a) => {
     const pid = a.process?.pid;
-    if (pid === undefined || a.process!.exitCode !== null) throw new WeftError("BENCH_AGENT_GONE", `${l.setup.name}: ${a.host.name}'s agent is not running (exit code ${a.process?.exitCode})`);
+    if (pid === undefined || a.process!.exitCode !== null)
+      throw new WeftError(
+        "BENCH_AGENT_GONE",
+        `${l.setup.name}: ${a.host.name}'s agent is not running (exit code ${a.process?.exitCode})`,
+      );
     return pid;
   });
 }
@@ -157,7 +188,10 @@ export function killTrafficTools(labs: BenchLab[]): void {
     for (const name of names) {
       let pids: number[] = [];
       try {
-        pids = execFileSync("ip", ["netns", "pids", name], { encoding: "utf8" }).split(/\s+/).filter(Boolean).map(Number);
+        pids = execFileSync("ip", ["netns", "pids", name], { encoding: "utf8" })
+          .split(/\s+/)
+          .filter(Boolean)
+          .map(Number);
       } catch {
         // the namespace is already gone
       }

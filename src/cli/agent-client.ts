@@ -12,12 +12,21 @@ export function agentRequest(stateDir: string, method: string, path: string): Pr
       let body = "";
       res.on("data", (d) => (body += d));
       res.on("end", () => {
-        if ((res.statusCode ?? 500) >= 400) reject(new WeftError("CLI_AGENT_ERROR", `agent answered ${res.statusCode}: ${body.trim()}`));
+        if ((res.statusCode ?? 500) >= 400)
+          reject(new WeftError("CLI_AGENT_ERROR", `agent answered ${res.statusCode}: ${body.trim()}`));
         else resolve(res.headers["content-type"]?.includes("json") ? JSON.parse(body) : body);
       });
     });
     req.on("timeout", () => req.destroy(new Error("timed out")));
-    req.on("error", (cause) => reject(new WeftError("CLI_AGENT_UNREACHABLE", `no agent answers at ${socketPath}: ${cause.message}; is it running with --state-dir ${stateDir}?`, { cause })));
+    req.on("error", (cause) =>
+      reject(
+        new WeftError(
+          "CLI_AGENT_UNREACHABLE",
+          `no agent answers at ${socketPath}: ${cause.message}; is it running with --state-dir ${stateDir}?`,
+          { cause },
+        ),
+      ),
+    );
     req.end();
   });
 }

@@ -13,47 +13,152 @@ import { isWeftError, WeftError } from "../errors.js";
 import { agentRequest } from "./agent-client.js";
 import { runDemo } from "./demo.js";
 
-const program = new Command("weft").description("node agent for container overlay networks: gossip-leased subnets, kernel and WebAssembly dataplanes");
+const program = new Command("weft").description(
+  "node agent for container overlay networks: gossip-leased subnets, kernel and WebAssembly dataplanes",
+);
 
 const flag = (spec: string, description: string, env: string) => new Option(spec, description).env(`WEFT_${env}`);
 const list = (v: string, prev: string[] = []) => [...prev, ...v.split(",").filter(Boolean)];
 /** A whole number for `flag`; limits are checked where the value is used, naming the flag too. */
 const int = (flag: string) => (v: string) => {
   const n = Number(v);
-  if (v.trim() === "" || !Number.isInteger(n) || n < 0) throw new WeftError("CLI_BAD_NUMBER", `${flag} "${v}": not a whole number`);
+  if (v.trim() === "" || !Number.isInteger(n) || n < 0)
+    throw new WeftError("CLI_BAD_NUMBER", `${flag} "${v}": not a whole number`);
   return n;
 };
 
 program
   .command("agent")
   .description("run the agent on this host")
-  .addOption(flag("--net-config <path>", "flannel's net-conf.json", "NET_CONFIG").default("/etc/kube-flannel/net-conf.json"))
-  .addOption(flag("--iface <name|ip...>", "interface (name, IPv4 or IPv6 address) for the underlay; repeat or comma-separate, first match wins", "IFACE").argParser(list))
-  .addOption(flag("--iface-regex <re...>", "regex over interface names and IPv4/IPv6 addresses, if --iface matched nothing", "IFACE_REGEX").argParser(list))
+  .addOption(
+    flag("--net-config <path>", "flannel's net-conf.json", "NET_CONFIG").default("/etc/kube-flannel/net-conf.json"),
+  )
+  .addOption(
+    flag(
+      "--iface <name|ip...>",
+      "interface (name, IPv4 or IPv6 address) for the underlay; repeat or comma-separate, first match wins",
+      "IFACE",
+    ).argParser(list),
+  )
+  .addOption(
+    flag(
+      "--iface-regex <re...>",
+      "regex over interface names and IPv4/IPv6 addresses, if --iface matched nothing",
+      "IFACE_REGEX",
+    ).argParser(list),
+  )
   .addOption(flag("--public-ip <ip>", "IPv4 address peers send to (default: the interface's)", "PUBLIC_IP"))
-  .addOption(flag("--public-ipv6 <ip>", "IPv6 address peers send to when EnableIPv6 is on (default: the interface's)", "PUBLIC_IPV6"))
-  .addOption(flag("--subnet-file <path>", "where to write the subnet file for the CNI plugin", "SUBNET_FILE").default(DEFAULT_SUBNET_FILE))
+  .addOption(
+    flag(
+      "--public-ipv6 <ip>",
+      "IPv6 address peers send to when EnableIPv6 is on (default: the interface's)",
+      "PUBLIC_IPV6",
+    ),
+  )
+  .addOption(
+    flag("--subnet-file <path>", "where to write the subnet file for the CNI plugin", "SUBNET_FILE").default(
+      DEFAULT_SUBNET_FILE,
+    ),
+  )
   .addOption(flag("--ip-masq", "masquerade pod traffic leaving the pod network (nftables)", "IP_MASQ").default(false))
-  .addOption(flag("--healthz-ip <ip>", "address of the health endpoints (they say only whether the agent runs and is ready)", "HEALTHZ_IP").default("0.0.0.0"))
-  .addOption(flag("--healthz-port <n>", "TCP port of /healthz and /readyz, 1..65535 (off unless set)", "HEALTHZ_PORT").argParser(int("--healthz-port")))
-  .addOption(flag("--healthz-status", "also serve /status on --healthz-port: it shows members, underlay addresses and MACs, so only on a trusted network", "HEALTHZ_STATUS").default(false))
-  .addOption(flag("--metrics-ip <ip>", "address of /metrics (default loopback: metrics name peers and subnets; pass 0.0.0.0 for a remote scraper)", "METRICS_IP").default("127.0.0.1"))
-  .addOption(flag("--metrics-port <n>", "TCP port of Prometheus /metrics, 1..65535 (off unless set)", "METRICS_PORT").argParser(int("--metrics-port")))
-  .addOption(flag("--gossip-port <n>", "UDP and TCP port of the gossip control plane, 1..65535", "GOSSIP_PORT").argParser(int("--gossip-port")).default(7946))
-  .addOption(flag("--join <host:port,...>", "gossip addresses of nodes to join, retried until one answers (host may be a DNS name); none starts a new cluster", "JOIN").argParser(list).default([]))
-  .addOption(flag("--subnet-seeds <name,...>", "initial owners of the subnet space, the same list on each of them (default: this node when --join is empty)", "SUBNET_SEEDS").argParser(list))
-  .addOption(flag("--key-file <path>", "cluster key file (base64 32-byte keys, primary first; make one with `weft keygen`)", "KEY_FILE").makeOptionMandatory())
-  .addOption(flag("--state-dir <dir>", "state kept across restarts: lease ring, VTEP MAC", "STATE_DIR").default("/var/lib/weft"))
+  .addOption(
+    flag(
+      "--healthz-ip <ip>",
+      "address of the health endpoints (they say only whether the agent runs and is ready)",
+      "HEALTHZ_IP",
+    ).default("0.0.0.0"),
+  )
+  .addOption(
+    flag("--healthz-port <n>", "TCP port of /healthz and /readyz, 1..65535 (off unless set)", "HEALTHZ_PORT").argParser(
+      int("--healthz-port"),
+    ),
+  )
+  .addOption(
+    flag(
+      "--healthz-status",
+      "also serve /status on --healthz-port: it shows members, underlay addresses and MACs, so only on a trusted network",
+      "HEALTHZ_STATUS",
+    ).default(false),
+  )
+  .addOption(
+    flag(
+      "--metrics-ip <ip>",
+      "address of /metrics (default loopback: metrics name peers and subnets; pass 0.0.0.0 for a remote scraper)",
+      "METRICS_IP",
+    ).default("127.0.0.1"),
+  )
+  .addOption(
+    flag("--metrics-port <n>", "TCP port of Prometheus /metrics, 1..65535 (off unless set)", "METRICS_PORT").argParser(
+      int("--metrics-port"),
+    ),
+  )
+  .addOption(
+    flag("--gossip-port <n>", "UDP and TCP port of the gossip control plane, 1..65535", "GOSSIP_PORT")
+      .argParser(int("--gossip-port"))
+      .default(7946),
+  )
+  .addOption(
+    flag(
+      "--join <host:port,...>",
+      "gossip addresses of nodes to join, retried until one answers (host may be a DNS name); none starts a new cluster",
+      "JOIN",
+    )
+      .argParser(list)
+      .default([]),
+  )
+  .addOption(
+    flag(
+      "--subnet-seeds <name,...>",
+      "initial owners of the subnet space, the same list on each of them (default: this node when --join is empty)",
+      "SUBNET_SEEDS",
+    ).argParser(list),
+  )
+  .addOption(
+    flag(
+      "--key-file <path>",
+      "cluster key file (base64 32-byte keys, primary first; make one with `weft keygen`)",
+      "KEY_FILE",
+    ).makeOptionMandatory(),
+  )
+  .addOption(
+    flag("--state-dir <dir>", "state kept across restarts: lease ring, VTEP MAC", "STATE_DIR").default("/var/lib/weft"),
+  )
   .addOption(flag("--node-name <name>", "this node's name in the cluster (default: hostname)", "NODE_NAME"))
-  .addOption(flag("--keep-on-exit", "leave devices, routes and FDB entries in place on exit (zero-downtime restarts, as flannel)", "KEEP_ON_EXIT").default(false))
-  .addOption(flag("--reconcile-interval <s>", "seconds between kernel drift repairs, at least 1", "RECONCILE_INTERVAL").argParser(int("--reconcile-interval")).default(5))
+  .addOption(
+    flag(
+      "--keep-on-exit",
+      "leave devices, routes and FDB entries in place on exit (zero-downtime restarts, as flannel)",
+      "KEEP_ON_EXIT",
+    ).default(false),
+  )
+  .addOption(
+    flag("--reconcile-interval <s>", "seconds between kernel drift repairs, at least 1", "RECONCILE_INTERVAL")
+      .argParser(int("--reconcile-interval"))
+      .default(5),
+  )
   .action(async (o) => {
     const log = pino({ base: { node: o.nodeName } });
     const opts: AgentOptions = {
-      netConfig: o.netConfig, iface: o.iface, ifaceRegex: o.ifaceRegex, publicIp: o.publicIp, publicIpv6: o.publicIpv6, subnetFile: o.subnetFile,
-      ipMasq: o.ipMasq, healthzIp: o.healthzIp, healthzPort: o.healthzPort, healthzStatus: o.healthzStatus, metricsIp: o.metricsIp, metricsPort: o.metricsPort, gossipPort: o.gossipPort,
-      join: (o.join as string[]).map(parseHostPort), seeds: o.subnetSeeds, keyFile: o.keyFile, stateDir: o.stateDir,
-      nodeName: o.nodeName ?? (await import("node:os")).hostname(), keepOnExit: o.keepOnExit, reconcileIntervalMs: o.reconcileInterval * 1000,
+      netConfig: o.netConfig,
+      iface: o.iface,
+      ifaceRegex: o.ifaceRegex,
+      publicIp: o.publicIp,
+      publicIpv6: o.publicIpv6,
+      subnetFile: o.subnetFile,
+      ipMasq: o.ipMasq,
+      healthzIp: o.healthzIp,
+      healthzPort: o.healthzPort,
+      healthzStatus: o.healthzStatus,
+      metricsIp: o.metricsIp,
+      metricsPort: o.metricsPort,
+      gossipPort: o.gossipPort,
+      join: (o.join as string[]).map(parseHostPort),
+      seeds: o.subnetSeeds,
+      keyFile: o.keyFile,
+      stateDir: o.stateDir,
+      nodeName: o.nodeName ?? (await import("node:os")).hostname(),
+      keepOnExit: o.keepOnExit,
+      reconcileIntervalMs: o.reconcileInterval * 1000,
     };
     // SIGHUP's default action ends the process: catch it from the start, since starting can wait
     // long for a lease, and reload once started (the config read at start may be older).
@@ -95,7 +200,8 @@ program
     // Its name taken by a live node elsewhere: stop without a leave (a leave in this name would
     // tell the cluster that the other node left) and exit 1.
     running.onFatal(() => void running.stop(false).finally(() => process.exit(1)));
-    const reload = () => void running.reload().catch((err) => log.error({ err }, "reload failed; keeping the running config"));
+    const reload = () =>
+      void running.reload().catch((err) => log.error({ err }, "reload failed; keeping the running config"));
     process.on("SIGHUP", reload);
     if (reloadWanted) reload();
   });
@@ -110,9 +216,13 @@ program
 
 program
   .command("reclaim")
-  .description("hand a dead node's subnets back to the ring now, instead of after the grace period (only for a node gone for good)")
+  .description(
+    "hand a dead node's subnets back to the ring now, instead of after the grace period (only for a node gone for good)",
+  )
   .argument("<node>", "name of the dead node")
-  .addOption(flag("--state-dir <dir>", "state dir of a running agent of the cluster", "STATE_DIR").default("/var/lib/weft"))
+  .addOption(
+    flag("--state-dir <dir>", "state dir of a running agent of the cluster", "STATE_DIR").default("/var/lib/weft"),
+  )
   .action(async (node: string, o) => {
     const report = await agentRequest(o.stateDir, "POST", `/reclaim?node=${encodeURIComponent(node)}`);
     process.stdout.write(JSON.stringify(report, null, 2) + "\n");
@@ -136,7 +246,9 @@ program
 
 program
   .command("cni")
-  .description("the CNI plugin, compatible with flannel's: run by a container runtime (CNI_* in the environment, network config on stdin, result on stdout)")
+  .description(
+    "the CNI plugin, compatible with flannel's: run by a container runtime (CNI_* in the environment, network config on stdin, result on stdout)",
+  )
   .action(async () => {
     // Loaded here: a runtime starts one process per pod operation, so the agent's modules stay out.
     const { cniMain } = await import("../cni/main.js");
@@ -145,10 +257,16 @@ program
 
 program
   .command("install-cni")
-  .description("put the CNI plugin on CNI's path under the type name `flannel` (a launcher running this installation's `weft cni`)")
+  .description(
+    "put the CNI plugin on CNI's path under the type name `flannel` (a launcher running this installation's `weft cni`)",
+  )
   .option("--bin-dir <dir>", "CNI's plugin directory", "/opt/cni/bin")
   .option("--name <type>", "the plugin type the network config names", "flannel")
-  .option("--bundle", "also copy Node.js and the plugin's files beside it, for hosts without Node.js (Kubernetes nodes)", false)
+  .option(
+    "--bundle",
+    "also copy Node.js and the plugin's files beside it, for hosts without Node.js (Kubernetes nodes)",
+    false,
+  )
   .action(async (o) => {
     const { installPlugin } = await import("../cni/install.js");
     process.stdout.write(`installed ${await installPlugin(o.binDir, { name: o.name, bundle: o.bundle })}\n`);
@@ -157,19 +275,48 @@ program
 program
   .command("demo")
   .description("a three-host cluster in network namespaces on this machine, with pods and a live view (root)")
-  .addOption(new Option("--backend <type>", "backend for all hosts (default wasm-vxlan; vxlan with --dual-stack)").choices(["vxlan", "host-gw", "udp", "wasm-vxlan"]))
-  .option("--dual-stack", "IPv6 too: an IPv6 underlay (2001:2::/64), pods in 2001:2:0:8000::/49, pings over both families (kernel backends vxlan, host-gw)", false)
+  .addOption(
+    new Option("--backend <type>", "backend for all hosts (default wasm-vxlan; vxlan with --dual-stack)").choices([
+      "vxlan",
+      "host-gw",
+      "udp",
+      "wasm-vxlan",
+    ]),
+  )
+  .option(
+    "--dual-stack",
+    "IPv6 too: an IPv6 underlay (2001:2::/64), pods in 2001:2:0:8000::/49, pings over both families (kernel backends vxlan, host-gw)",
+    false,
+  )
   .option("--once", "build, check and tear down without the live view (for scripts)", false)
-  .action(async (o) => runDemo({ backend: o.backend ?? (o.dualStack ? "vxlan" : "wasm-vxlan"), once: o.once, dualStack: o.dualStack }));
+  .action(async (o) =>
+    runDemo({ backend: o.backend ?? (o.dualStack ? "vxlan" : "wasm-vxlan"), once: o.once, dualStack: o.dualStack }),
+  );
 
 program
   .command("bench")
-  .description("benchmark the backends against kernel vxlan on this machine (two hosts in namespaces, real agents, iperf3, ping) and write a report (root)")
-  .option("--backends <list>", "backends to compare, vxlan (the baseline) among them (default vxlan,host-gw,wasm-vxlan,udp)", list)
-  .option("--offloads <list>", "segmentation offloads of the userspace backends (wasm-vxlan, udp): on, off, or on,off to measure each both ways (default on)", list)
-  .option("--family <list>", "address families of the pod traffic: 4, or 4,6 to add TCP over IPv6 for the backends that carry it (vxlan, host-gw), each in an IPv6-only lab of its own (default 4)", list)
+  .description(
+    "benchmark the backends against kernel vxlan on this machine (two hosts in namespaces, real agents, iperf3, ping) and write a report (root)",
+  )
+  .option(
+    "--backends <list>",
+    "backends to compare, vxlan (the baseline) among them (default vxlan,host-gw,wasm-vxlan,udp)",
+    list,
+  )
+  .option(
+    "--offloads <list>",
+    "segmentation offloads of the userspace backends (wasm-vxlan, udp): on, off, or on,off to measure each both ways (default on)",
+    list,
+  )
+  .option(
+    "--family <list>",
+    "address families of the pod traffic: 4, or 4,6 to add TCP over IPv6 for the backends that carry it (vxlan, host-gw), each in an IPv6-only lab of its own (default 4)",
+    list,
+  )
   .option("--duration <s>", "seconds per iperf3 run (default 10; --quick 1)", int("--duration"))
-  .option("--streams <list>", "TCP runs with these stream counts (default 1,4)", (v: string) => v.split(",").filter(Boolean).map(int("--streams")))
+  .option("--streams <list>", "TCP runs with these stream counts (default 1,4)", (v: string) =>
+    v.split(",").filter(Boolean).map(int("--streams")),
+  )
   .option("--rounds <n>", "rounds; each runs every workload on every setup (default 3; --quick 1)", int("--rounds"))
   .option("--out <dir>", "report directory (default bench/results/<timestamp>)")
   .option("--quick", "a smoke run in under 2 minutes: 1 s runs, 1 round, short microbenchmarks", false)
@@ -183,7 +330,11 @@ program
 function parseHostPort(s: string): { host: string; port: number } {
   // An IPv6 host is written in brackets, as in URLs: [2001:2::1]:7946.
   const m = /^\[([0-9a-fA-F:.]+)\]:(\d+)$/.exec(s) ?? /^([^:[\]]+):(\d+)$/.exec(s);
-  if (!m) throw new WeftError("CLI_BAD_ADDRESS", `--join "${s}": not host:port (like 198.18.0.2:7946, or [2001:2::1]:7946 for IPv6)`);
+  if (!m)
+    throw new WeftError(
+      "CLI_BAD_ADDRESS",
+      `--join "${s}": not host:port (like 198.18.0.2:7946, or [2001:2::1]:7946 for IPv6)`,
+    );
   return { host: m[1], port: Number(m[2]) };
 }
 

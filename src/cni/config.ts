@@ -13,26 +13,43 @@ export const DEFAULT_DATA_DIR = "/var/lib/cni/flannel";
 const jsonObject = z.record(z.string(), z.unknown());
 
 export const flannelNetConfSchema = z.looseObject({
-  cniVersion: z.string().describe(`CNI spec version of this config and of the result: one of ${SUPPORTED_VERSIONS.join(", ")}`),
+  cniVersion: z
+    .string()
+    .describe(`CNI spec version of this config and of the result: one of ${SUPPORTED_VERSIONS.join(", ")}`),
   name: z.string().min(1).describe("network name; given to the delegate, and host-local keeps its addresses under it"),
   type: z.string().describe("the plugin's name on CNI_PATH: flannel"),
   subnetFile: z.string().min(1).default(DEFAULT_SUBNET_FILE).describe("the agent's subnet.env"),
-  dataDir: z.string().min(1).default(DEFAULT_DATA_DIR).describe("where the delegate config of each container is kept for DEL and CHECK"),
+  dataDir: z
+    .string()
+    .min(1)
+    .default(DEFAULT_DATA_DIR)
+    .describe("where the delegate config of each container is kept for DEL and CHECK"),
   delegate: jsonObject
     .optional()
     .superRefine((d, ctx) => {
       if (!d) return;
-      if ("type" in d && typeof d.type !== "string") ctx.addIssue({ code: "custom", message: "'type', if present, must be a string (the delegate plugin's name)" });
-      if ("name" in d) ctx.addIssue({ code: "custom", message: "must not have 'name': it is set from the network's name" });
-      if ("ipam" in d) ctx.addIssue({ code: "custom", message: "must not have 'ipam': it is built from subnet.env (put IPAM keys in the top-level 'ipam')" });
+      if ("type" in d && typeof d.type !== "string")
+        ctx.addIssue({ code: "custom", message: "'type', if present, must be a string (the delegate plugin's name)" });
+      if ("name" in d)
+        ctx.addIssue({ code: "custom", message: "must not have 'name': it is set from the network's name" });
+      if ("ipam" in d)
+        ctx.addIssue({
+          code: "custom",
+          message: "must not have 'ipam': it is built from subnet.env (put IPAM keys in the top-level 'ipam')",
+        });
     })
-    .describe("config of the plugin that builds the pod (default type bridge); ipMasq, mtu, isGateway default from subnet.env"),
+    .describe(
+      "config of the plugin that builds the pod (default type bridge); ipMasq, mtu, isGateway default from subnet.env",
+    ),
   ipam: jsonObject
     .optional()
     .superRefine((d, ctx) => {
-      if (d && "routes" in d && !Array.isArray(d.routes)) ctx.addIssue({ code: "custom", message: "'routes' must be a list of {dst, gw}" });
+      if (d && "routes" in d && !Array.isArray(d.routes))
+        ctx.addIssue({ code: "custom", message: "'routes' must be a list of {dst, gw}" });
     })
-    .describe("IPAM keys for the delegate (default type host-local); ranges and the network routes are added from subnet.env"),
+    .describe(
+      "IPAM keys for the delegate (default type host-local); ranges and the network routes are added from subnet.env",
+    ),
   runtimeConfig: jsonObject.optional().describe("capability arguments from the runtime, passed to the delegate"),
   prevResult: jsonObject.optional().describe("the previous result (CHECK, DEL)"),
 });
@@ -53,7 +70,10 @@ export function parseNetConf(stdin: string): FlannelNetConf {
   }
   const version = (raw as { cniVersion?: unknown } | null)?.cniVersion;
   if (typeof version === "string" && !(SUPPORTED_VERSIONS as readonly string[]).includes(version)) {
-    throw new CniError(CNI_ERROR.INCOMPATIBLE_VERSION, `cniVersion ${version} is not supported; use one of ${SUPPORTED_VERSIONS.join(", ")}`);
+    throw new CniError(
+      CNI_ERROR.INCOMPATIBLE_VERSION,
+      `cniVersion ${version} is not supported; use one of ${SUPPORTED_VERSIONS.join(", ")}`,
+    );
   }
   const r = flannelNetConfSchema.safeParse(raw);
   if (!r.success) throw new CniError(CNI_ERROR.INVALID_CONFIG, `invalid network config: ${issuesText(r.error)}`);
@@ -80,23 +100,42 @@ export const subnetEnvSchema = z
     FLANNEL_SUBNET: cidrOf(4).optional().describe("this node's IPv4 subnet: its first address and prefix length"),
     FLANNEL_IPV6_NETWORK: z.string().optional().describe("the IPv6 pod network(s), comma-separated"),
     FLANNEL_IPV6_SUBNET: cidrOf(6).optional().describe("this node's IPv6 subnet"),
-    FLANNEL_MTU: z.string().regex(/^\d+$/, "must be a whole number").transform(Number).pipe(z.number().int().min(68).max(65535)).describe("the MTU pods must use"),
-    FLANNEL_IPMASQ: z.enum(["true", "false"]).transform((v) => v === "true").describe("whether the agent masquerades pod traffic itself"),
+    FLANNEL_MTU: z
+      .string()
+      .regex(/^\d+$/, "must be a whole number")
+      .transform(Number)
+      .pipe(z.number().int().min(68).max(65535))
+      .describe("the MTU pods must use"),
+    FLANNEL_IPMASQ: z
+      .enum(["true", "false"])
+      .transform((v) => v === "true")
+      .describe("whether the agent masquerades pod traffic itself"),
   })
   .transform((e, ctx) => {
     const families: Array<{ network: Cidr[]; subnet: Cidr }> = [];
-    for (const [fam, netKey, subKey] of [[4, "FLANNEL_NETWORK", "FLANNEL_SUBNET"], [6, "FLANNEL_IPV6_NETWORK", "FLANNEL_IPV6_SUBNET"]] as const) {
+    for (const [fam, netKey, subKey] of [
+      [4, "FLANNEL_NETWORK", "FLANNEL_SUBNET"],
+      [6, "FLANNEL_IPV6_NETWORK", "FLANNEL_IPV6_SUBNET"],
+    ] as const) {
       const netText = e[netKey];
       const subnet = e[subKey];
       if (netText === undefined && subnet === undefined) continue;
       if (netText === undefined || subnet === undefined) {
-        ctx.addIssue({ code: "custom", path: [netText === undefined ? netKey : subKey], message: `missing, while ${netText === undefined ? subKey : netKey} is set` });
+        ctx.addIssue({
+          code: "custom",
+          path: [netText === undefined ? netKey : subKey],
+          message: `missing, while ${netText === undefined ? subKey : netKey} is set`,
+        });
         continue;
       }
       const nets = netText.split(",").map((p) => parseCidr(p));
       const bad = nets.findIndex((c) => !c || c.family !== fam);
       if (bad >= 0) {
-        ctx.addIssue({ code: "custom", path: [netKey], message: `"${netText.split(",")[bad]}" is not an IPv${fam} prefix` });
+        ctx.addIssue({
+          code: "custom",
+          path: [netKey],
+          message: `"${netText.split(",")[bad]}" is not an IPv${fam} prefix`,
+        });
         continue;
       }
       const network = nets as Cidr[];
@@ -106,7 +145,11 @@ export const subnetEnvSchema = z
       }
       families.push({ network, subnet });
     }
-    if (families.length === 0 && ctx.issues.length === 0) ctx.addIssue({ code: "custom", message: "has neither FLANNEL_NETWORK/FLANNEL_SUBNET nor FLANNEL_IPV6_NETWORK/FLANNEL_IPV6_SUBNET" });
+    if (families.length === 0 && ctx.issues.length === 0)
+      ctx.addIssue({
+        code: "custom",
+        message: "has neither FLANNEL_NETWORK/FLANNEL_SUBNET nor FLANNEL_IPV6_NETWORK/FLANNEL_IPV6_SUBNET",
+      });
     return { families, mtu: e.FLANNEL_MTU, ipMasq: e.FLANNEL_IPMASQ };
   });
 
@@ -121,7 +164,11 @@ export function parseSubnetEnvFile(text: string, path: string): SubnetEnv {
   }
   const r = subnetEnvSchema.safeParse(vars);
   if (!r.success) {
-    throw new CniError(CNI_ERROR.INVALID_CONFIG, `subnet file ${path} is malformed: ${issuesText(r.error)}`, "it is written by the weft (or flannel) agent on this node; check that agent's log, or remove the file and restart it");
+    throw new CniError(
+      CNI_ERROR.INVALID_CONFIG,
+      `subnet file ${path} is malformed: ${issuesText(r.error)}`,
+      "it is written by the weft (or flannel) agent on this node; check that agent's log, or remove the file and restart it",
+    );
   }
   return r.data;
 }

@@ -21,7 +21,8 @@ export interface CniArgs {
 
 export function findPlugin(type: string, path: string[]): string {
   // A type is a file name, never a path: a config must not be able to run an arbitrary program.
-  if (!/^[A-Za-z0-9_.-]+$/.test(type)) throw new CniError(CNI_ERROR.INVALID_CONFIG, `plugin type "${type}" is not a valid plugin name`);
+  if (!/^[A-Za-z0-9_.-]+$/.test(type))
+    throw new CniError(CNI_ERROR.INVALID_CONFIG, `plugin type "${type}" is not a valid plugin name`);
   for (const dir of path) {
     const file = join(dir, type);
     try {
@@ -31,12 +32,21 @@ export function findPlugin(type: string, path: string[]): string {
       // not in this directory
     }
   }
-  throw new CniError(CNI_ERROR.INVALID_CONFIG, `plugin "${type}" not found in CNI_PATH ${path.join(":")}`, "install it there (Debian: apt-get install containernetworking-plugins, which puts them in /usr/lib/cni)");
+  throw new CniError(
+    CNI_ERROR.INVALID_CONFIG,
+    `plugin "${type}" not found in CNI_PATH ${path.join(":")}`,
+    "install it there (Debian: apt-get install containernetworking-plugins, which puts them in /usr/lib/cni)",
+  );
 }
 
 export function cniEnv(a: CniArgs, base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...base, CNI_COMMAND: a.command, CNI_PATH: a.path.join(":") };
-  for (const [k, v] of [["CNI_CONTAINERID", a.containerId], ["CNI_NETNS", a.netns], ["CNI_IFNAME", a.ifName], ["CNI_ARGS", a.args]] as const) {
+  for (const [k, v] of [
+    ["CNI_CONTAINERID", a.containerId],
+    ["CNI_NETNS", a.netns],
+    ["CNI_IFNAME", a.ifName],
+    ["CNI_ARGS", a.args],
+  ] as const) {
     if (v === undefined) delete env[k];
     else env[k] = v;
   }
@@ -48,7 +58,12 @@ export function cniEnv(a: CniArgs, base: NodeJS.ProcessEnv = process.env): NodeJ
  * printed nothing, as DEL may); rejects with a CniError carrying the plugin's own code and message.
  * `wrap` prefixes argv, e.g. `ip netns exec <host>` to run it in a lab host's namespace.
  */
-export function execPlugin(type: string, config: object, a: CniArgs, opts: { wrap?: string[]; env?: NodeJS.ProcessEnv } = {}): Promise<unknown> {
+export function execPlugin(
+  type: string,
+  config: object,
+  a: CniArgs,
+  opts: { wrap?: string[]; env?: NodeJS.ProcessEnv } = {},
+): Promise<unknown> {
   const file = findPlugin(type, a.path);
   const [cmd, ...argv] = [...(opts.wrap ?? []), file];
   return new Promise((resolve, reject) => {
@@ -69,7 +84,8 @@ export function execPlugin(type: string, config: object, a: CniArgs, opts: { wra
         parsed = undefined;
       }
       if (code === 0) {
-        if (stdout && parsed === undefined) reject(new CniError(CNI_ERROR.DECODE_FAILURE, `plugin ${type} printed no JSON result`, stdout.slice(0, 500)));
+        if (stdout && parsed === undefined)
+          reject(new CniError(CNI_ERROR.DECODE_FAILURE, `plugin ${type} printed no JSON result`, stdout.slice(0, 500)));
         else resolve(parsed);
         return;
       }
@@ -77,7 +93,13 @@ export function execPlugin(type: string, config: object, a: CniArgs, opts: { wra
       if (e && typeof e.code === "number" && typeof e.msg === "string") {
         reject(new CniError(e.code, `${type}: ${e.msg}`, typeof e.details === "string" ? e.details : ""));
       } else {
-        reject(new CniError(CNI_ERROR.PLUGIN_CRASHED, `plugin ${type} ${a.command} failed (${signal ?? `exit ${code}`}) without a CNI error`, (stderr || stdout).slice(0, 2000)));
+        reject(
+          new CniError(
+            CNI_ERROR.PLUGIN_CRASHED,
+            `plugin ${type} ${a.command} failed (${signal ?? `exit ${code}`}) without a CNI error`,
+            (stderr || stdout).slice(0, 2000),
+          ),
+        );
       }
     });
     child.stdin.end(JSON.stringify(config));

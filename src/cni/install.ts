@@ -31,7 +31,8 @@ export async function installPlugin(binDir: string, opts: { name?: string; bundl
     await rm(staging, { recursive: true, force: true });
     await mkdir(join(staging, "dist", "src", "fs"), { recursive: true });
     await cp(dirname(entry), join(staging, "dist", "src", "cni"), { recursive: true });
-    for (const file of [["fs", "atomic-write.js"], ["errors.js"]]) await copyFile(projectFile("dist", "src", ...file), join(staging, "dist", "src", ...file));
+    for (const file of [["fs", "atomic-write.js"], ["errors.js"]])
+      await copyFile(projectFile("dist", "src", ...file), join(staging, "dist", "src", ...file));
     await cp(projectFile("node_modules", "zod"), join(staging, "node_modules", "zod"), { recursive: true });
     await writeFile(join(staging, "package.json"), JSON.stringify({ name: "weft-cni", private: true, type: "module" }));
     await copyFile(process.execPath, join(staging, "node"));

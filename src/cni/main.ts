@@ -16,7 +16,11 @@ export async function cniMain(): Promise<number> {
   try {
     const command = process.env.CNI_COMMAND as CniCommand | undefined;
     if (!command || !COMMANDS.includes(command)) {
-      throw new CniError(CNI_ERROR.INVALID_ENV, `CNI_COMMAND is ${command ? `"${command}"` : "not set"}: expected one of ${COMMANDS.join(", ")}`, "this program is a CNI plugin, run by a container runtime; see README, Deploying");
+      throw new CniError(
+        CNI_ERROR.INVALID_ENV,
+        `CNI_COMMAND is ${command ? `"${command}"` : "not set"}: expected one of ${COMMANDS.join(", ")}`,
+        "this program is a CNI plugin, run by a container runtime; see README, Deploying",
+      );
     }
     stdin = readFileSync(0, "utf8");
     cniVersion = versionOf(stdin) ?? cniVersion;
@@ -34,7 +38,10 @@ export async function cniMain(): Promise<number> {
     if (result !== undefined) process.stdout.write(JSON.stringify(result) + "\n");
     return 0;
   } catch (error) {
-    const e = error instanceof CniError ? error : new CniError(CNI_ERROR.IO_FAILURE, `unexpected failure: ${(error as Error)?.message ?? String(error)}`);
+    const e =
+      error instanceof CniError
+        ? error
+        : new CniError(CNI_ERROR.IO_FAILURE, `unexpected failure: ${(error as Error)?.message ?? String(error)}`);
     process.stdout.write(JSON.stringify(e.toResult(cniVersion)) + "\n");
     return 1;
   }

@@ -29,7 +29,10 @@ export function delegateConfig(conf: FlannelNetConf, env: SubnetEnv): Record<str
   // The route to the pod network names its gateway (host-local's default, network + 1), where
   // flannel's plugin leaves it out: the kernel route is the same, and the bridge plugin's CHECK
   // before v1.3.0 (Debian's is 1.1.1) fails on routes without one (containernetworking/plugins#886).
-  ipam.routes = [...((conf.ipam?.routes as unknown[] | undefined) ?? []), ...env.families.flatMap((f) => f.network.map((n) => ({ dst: networkOf(n), gw: firstHostOf(f.subnet) })))];
+  ipam.routes = [
+    ...((conf.ipam?.routes as unknown[] | undefined) ?? []),
+    ...env.families.flatMap((f) => f.network.map((n) => ({ dst: networkOf(n), gw: firstHostOf(f.subnet) }))),
+  ];
   d.ipam = ipam;
   return d;
 }
@@ -53,9 +56,14 @@ export async function runPlugin(call: PluginCall): Promise<object | undefined> {
   const conf = parseNetConf(call.stdin);
   const cid = need(args.containerId, "CNI_CONTAINERID", "the runtime must name the container");
   // The id names a file in dataDir: only the characters the spec allows, never a path.
-  if (!CONTAINER_ID.test(cid)) throw new CniError(CNI_ERROR.INVALID_ENV, `CNI_CONTAINERID "${cid}" may only hold letters, digits, '_', '.' and '-'`);
+  if (!CONTAINER_ID.test(cid))
+    throw new CniError(
+      CNI_ERROR.INVALID_ENV,
+      `CNI_CONTAINERID "${cid}" may only hold letters, digits, '_', '.' and '-'`,
+    );
   need(args.ifName, "CNI_IFNAME", "the runtime must name the pod's interface");
-  if (args.path.length === 0) throw new CniError(CNI_ERROR.INVALID_ENV, "CNI_PATH is not set: the runtime must say where the plugins are");
+  if (args.path.length === 0)
+    throw new CniError(CNI_ERROR.INVALID_ENV, "CNI_PATH is not set: the runtime must say where the plugins are");
   const kept = join(conf.dataDir, cid);
   switch (args.command) {
     case "ADD": {
@@ -84,11 +92,16 @@ export async function runPlugin(call: PluginCall): Promise<object | undefined> {
       return undefined;
     }
     case "CHECK": {
-      if (conf.cniVersion === "0.3.1") throw new CniError(CNI_ERROR.INCOMPATIBLE_VERSION, "CHECK needs cniVersion 0.4.0 or later");
+      if (conf.cniVersion === "0.3.1")
+        throw new CniError(CNI_ERROR.INCOMPATIBLE_VERSION, "CHECK needs cniVersion 0.4.0 or later");
       need(args.netns, "CNI_NETNS", "CHECK needs the pod's network namespace");
       if (!conf.prevResult) throw new CniError(CNI_ERROR.INVALID_CONFIG, "CHECK needs prevResult: the result of ADD");
       const d = await readKept(kept);
-      if (!d) throw new CniError(CNI_ERROR.UNKNOWN_CONTAINER, `no pod ${cid} was added on this network (nothing kept in ${conf.dataDir})`);
+      if (!d)
+        throw new CniError(
+          CNI_ERROR.UNKNOWN_CONTAINER,
+          `no pod ${cid} was added on this network (nothing kept in ${conf.dataDir})`,
+        );
       checkAddressesInSubnet(conf.prevResult, await readSubnetEnv(conf.subnetFile), conf.subnetFile);
       await execPlugin(d.type as string, { ...d, cniVersion: conf.cniVersion, prevResult: conf.prevResult }, args);
       return undefined;
@@ -103,7 +116,10 @@ function versionResult(stdin: string): object {
   } catch {
     asked = undefined;
   }
-  const cniVersion = typeof asked === "string" && (SUPPORTED_VERSIONS as readonly string[]).includes(asked) ? asked : SUPPORTED_VERSIONS.at(-1)!;
+  const cniVersion =
+    typeof asked === "string" && (SUPPORTED_VERSIONS as readonly string[]).includes(asked)
+      ? asked
+      : SUPPORTED_VERSIONS.at(-1)!;
   return { cniVersion, supportedVersions: [...SUPPORTED_VERSIONS] };
 }
 
@@ -114,7 +130,11 @@ async function readSubnetEnv(path: string): Promise<SubnetEnv> {
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") {
       // Transient by nature: the agent writes it once it holds a lease. The runtime retries.
-      throw new CniError(CNI_ERROR.TRY_AGAIN_LATER, `subnet file ${path} does not exist yet: the weft (or flannel) agent on this node has not leased a subnet`, "the agent writes it once it is ready (/readyz); check that it runs");
+      throw new CniError(
+        CNI_ERROR.TRY_AGAIN_LATER,
+        `subnet file ${path} does not exist yet: the weft (or flannel) agent on this node has not leased a subnet`,
+        "the agent writes it once it is ready (/readyz); check that it runs",
+      );
     }
     throw new CniError(CNI_ERROR.IO_FAILURE, `cannot read subnet file ${path}: ${(e as Error).message}`);
   }
@@ -135,7 +155,11 @@ async function readKept(path: string): Promise<Record<string, unknown> | undefin
   } catch {
     // handled below
   }
-  throw new CniError(CNI_ERROR.DECODE_FAILURE, `${path} (the delegate config kept at ADD) is damaged`, "remove the pod's interface by hand and delete that file");
+  throw new CniError(
+    CNI_ERROR.DECODE_FAILURE,
+    `${path} (the delegate config kept at ADD) is damaged`,
+    "remove the pod's interface by hand and delete that file",
+  );
 }
 
 /** CHECK: after a lease change a pod's address may no longer belong to this node. */
@@ -147,7 +171,10 @@ function checkAddressesInSubnet(prevResult: Record<string, unknown>, env: Subnet
     const fam = env.families.find((f) => f.subnet.family === c.family);
     const addr = { ...c, len: c.family === 4 ? 32 : 128 };
     if (fam && !cidrContains(fam.subnet, addr)) {
-      throw new CniError(CNI_ERROR.ADDRESS_OUTSIDE_SUBNET, `pod address ${ip.address} is outside this node's subnet ${networkOf(fam.subnet)} (${path}): the node's lease changed; recreate the pod`);
+      throw new CniError(
+        CNI_ERROR.ADDRESS_OUTSIDE_SUBNET,
+        `pod address ${ip.address} is outside this node's subnet ${networkOf(fam.subnet)} (${path}): the node's lease changed; recreate the pod`,
+      );
     }
   }
 }

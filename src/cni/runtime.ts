@@ -64,9 +64,16 @@ export class CniRuntime {
 
   private exec(command: CniArgs["command"], p: PluginConf, a: Attachment, prevResult?: CniResult): Promise<unknown> {
     const conf: Record<string, unknown> = { ...p, name: this.list.name, cniVersion: this.list.cniVersion };
-    const runtimeConfig = Object.fromEntries(Object.entries(a.capabilityArgs ?? {}).filter(([k]) => p.capabilities?.[k]));
+    const runtimeConfig = Object.fromEntries(
+      Object.entries(a.capabilityArgs ?? {}).filter(([k]) => p.capabilities?.[k]),
+    );
     if (Object.keys(runtimeConfig).length > 0) conf.runtimeConfig = runtimeConfig;
     if (prevResult) conf.prevResult = prevResult;
-    return execPlugin(p.type, conf, { command, containerId: a.containerId, netns: a.netns, ifName: a.ifName, path: this.path }, { wrap: this.wrap });
+    return execPlugin(
+      p.type,
+      conf,
+      { command, containerId: a.containerId, netns: a.netns, ifName: a.ifName, path: this.path },
+      { wrap: this.wrap },
+    );
   }
 }

@@ -16,72 +16,127 @@ import { parseIpv4, parsePrefix } from "../net/ipv4.js";
 import { parseIpv6, parsePrefix6 } from "../net/ipv6.js";
 
 const port = (dflt: number, what: string, why: string) =>
-  z.number().int().min(1).max(65535).default(dflt).describe(`UDP port of the ${what}, 1..65535 (default ${dflt}: ${why}); not the gossip, health or metrics port`);
-const vni = (device: string) => z.number().int().min(0).max(0xffffff).default(1).describe(`VXLAN network identifier, 0..16777215 (default 1); the device is ${device}`);
-const workers = z.number().int().min(1).max(64).optional().describe("dataplane worker threads (= TUN queues = sockets), 1..64; default: number of cores");
-const offloads = z.boolean().default(true).describe(
-  "segmentation offloads (default true): TCP crosses the TUN device as 64 KB super-packets that the dataplane segments and coalesces, " +
-  "and the sockets use UDP GSO/GRO. Where the kernel lacks a feature (Linux < 5.0) they turn off by themselves, with a log line, " +
-  "`weft_dataplane_offloads` 0 on /metrics and the reason under `offload` in `weft status`; false turns them off. The datagrams on the wire are the same either way",
-);
+  z
+    .number()
+    .int()
+    .min(1)
+    .max(65535)
+    .default(dflt)
+    .describe(`UDP port of the ${what}, 1..65535 (default ${dflt}: ${why}); not the gossip, health or metrics port`);
+const vni = (device: string) =>
+  z
+    .number()
+    .int()
+    .min(0)
+    .max(0xffffff)
+    .default(1)
+    .describe(`VXLAN network identifier, 0..16777215 (default 1); the device is ${device}`);
+const workers = z
+  .number()
+  .int()
+  .min(1)
+  .max(64)
+  .optional()
+  .describe("dataplane worker threads (= TUN queues = sockets), 1..64; default: number of cores");
+const offloads = z
+  .boolean()
+  .default(true)
+  .describe(
+    "segmentation offloads (default true): TCP crosses the TUN device as 64 KB super-packets that the dataplane segments and coalesces, " +
+      "and the sockets use UDP GSO/GRO. Where the kernel lacks a feature (Linux < 5.0) they turn off by themselves, with a log line, " +
+      "`weft_dataplane_offloads` 0 on /metrics and the reason under `offload` in `weft status`; false turns them off. The datagrams on the wire are the same either way",
+  );
 
 // Optional rather than defaulted: the defaults live with the dataplane (dataplane.ts), which also
 // serves the benchmarks and tests without a net-conf.json.
-const busyPoll = z.number().int().min(0).max(1000).optional().describe(
-  `microseconds a dataplane worker keeps polling without sleeping after it moved packets, 0..1000 (default ${DEFAULT_BUSY_POLL_US}): ` +
-  "a reply that comes within the budget costs no thread wake-up. A queue without traffic sleeps at once, so an idle agent uses no CPU for it; " +
-  "while traffic flows each worker spends up to this much per quiet spell, yielding its core to any other runnable thread",
-);
-const queueDelay = z.number().int().min(0).max(1_000_000).optional().describe(
-  `longest wait of a datagram in a dataplane socket's receive queue, microseconds (default ${DEFAULT_QUEUE_DELAY_US}; 0: no limit). ` +
-  "Once a queue has stood above it for 100 ms (full batches of late datagrams), late datagrams are dropped at its head until fresh ones come, as CoDel does, " +
-  "so latency under overload stays bounded while a thread that is merely late costs nothing; " +
-  "counted in weft_dataplane_queue_drops_total{reason=\"queue-delay\"}",
-);
+const busyPoll = z
+  .number()
+  .int()
+  .min(0)
+  .max(1000)
+  .optional()
+  .describe(
+    `microseconds a dataplane worker keeps polling without sleeping after it moved packets, 0..1000 (default ${DEFAULT_BUSY_POLL_US}): ` +
+      "a reply that comes within the budget costs no thread wake-up. A queue without traffic sleeps at once, so an idle agent uses no CPU for it; " +
+      "while traffic flows each worker spends up to this much per quiet spell, yielding its core to any other runnable thread",
+  );
+const queueDelay = z
+  .number()
+  .int()
+  .min(0)
+  .max(1_000_000)
+  .optional()
+  .describe(
+    `longest wait of a datagram in a dataplane socket's receive queue, microseconds (default ${DEFAULT_QUEUE_DELAY_US}; 0: no limit). ` +
+      "Once a queue has stood above it for 100 ms (full batches of late datagrams), late datagrams are dropped at its head until fresh ones come, as CoDel does, " +
+      "so latency under overload stays bounded while a thread that is merely late costs nothing; " +
+      'counted in weft_dataplane_queue_drops_total{reason="queue-delay"}',
+  );
 
-const vxlan = z.object({
-  Type: z.literal("vxlan"),
-  VNI: vni("flannel.<VNI>"),
-  Port: port(8472, "VXLAN socket", "the Linux default, as in flannel"),
-  MTU: z.number().int().min(576).max(65535).optional().describe("the underlay MTU to assume instead of the interface's, as flannel; the 50 bytes of encapsulation are subtracted for pods"),
-  DirectRouting: z.boolean().default(false).describe("peers on the same L2 network get a plain route via their underlay address instead of VXLAN"),
-  GBP: z.boolean().default(false).describe("VXLAN Group Based Policy extension (the kernel device's gbp flag)"),
-}).strict();
+const vxlan = z
+  .object({
+    Type: z.literal("vxlan"),
+    VNI: vni("flannel.<VNI>"),
+    Port: port(8472, "VXLAN socket", "the Linux default, as in flannel"),
+    MTU: z
+      .number()
+      .int()
+      .min(576)
+      .max(65535)
+      .optional()
+      .describe(
+        "the underlay MTU to assume instead of the interface's, as flannel; the 50 bytes of encapsulation are subtracted for pods",
+      ),
+    DirectRouting: z
+      .boolean()
+      .default(false)
+      .describe("peers on the same L2 network get a plain route via their underlay address instead of VXLAN"),
+    GBP: z.boolean().default(false).describe("VXLAN Group Based Policy extension (the kernel device's gbp flag)"),
+  })
+  .strict();
 
-const hostGw = z.object({
-  Type: z.literal("host-gw"),
-}).strict();
+const hostGw = z
+  .object({
+    Type: z.literal("host-gw"),
+  })
+  .strict();
 
-const udp = z.object({
-  Type: z.literal("udp"),
-  Port: port(8285, "flannel udp wire format", "flannel's"),
-  Workers: workers,
-  Offloads: offloads,
-  BusyPollMicros: busyPoll,
-  QueueDelayMicros: queueDelay,
-}).strict();
+const udp = z
+  .object({
+    Type: z.literal("udp"),
+    Port: port(8285, "flannel udp wire format", "flannel's"),
+    Workers: workers,
+    Offloads: offloads,
+    BusyPollMicros: busyPoll,
+    QueueDelayMicros: queueDelay,
+  })
+  .strict();
 
-const wasmVxlan = z.object({
-  Type: z.literal("wasm-vxlan"),
-  VNI: vni("weft.<VNI> (a TUN device)"),
-  Port: port(8472, "VXLAN socket", "where kernel vxlan peers send"),
-  Workers: workers,
-  Offloads: offloads,
-  BusyPollMicros: busyPoll,
-  QueueDelayMicros: queueDelay,
-}).strict();
+const wasmVxlan = z
+  .object({
+    Type: z.literal("wasm-vxlan"),
+    VNI: vni("weft.<VNI> (a TUN device)"),
+    Port: port(8472, "VXLAN socket", "where kernel vxlan peers send"),
+    Workers: workers,
+    Offloads: offloads,
+    BusyPollMicros: busyPoll,
+    QueueDelayMicros: queueDelay,
+  })
+  .strict();
 
 export const backendSchema = z.discriminatedUnion("Type", [vxlan, hostGw, udp, wasmVxlan]);
 export type BackendConfig = z.infer<typeof backendSchema>;
 
 /** A refinement that reports what `parse` throws as the key's issue. */
-const refineWith = (parse: (v: string) => unknown) => (v: string, ctx: z.RefinementCtx): void => {
-  try {
-    parse(v);
-  } catch (e) {
-    ctx.addIssue({ code: "custom", message: (e as Error).message });
-  }
-};
+const refineWith =
+  (parse: (v: string) => unknown) =>
+  (v: string, ctx: z.RefinementCtx): void => {
+    try {
+      parse(v);
+    } catch (e) {
+      ctx.addIssue({ code: "custom", message: (e as Error).message });
+    }
+  };
 const ipv4Address = refineWith(parseIpv4);
 const ipv6Address = refineWith(parseIpv6);
 
@@ -104,7 +159,8 @@ function jsonDepth(text: string): number {
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
     if (inString) {
-      if (c === 0x5c) i++; // backslash: skip the escaped character
+      if (c === 0x5c)
+        i++; // backslash: skip the escaped character
       else if (c === 0x22) inString = false;
     } else if (c === 0x22) inString = true;
     else if (c === 0x7b || c === 0x5b) max = Math.max(max, ++depth);
@@ -117,34 +173,95 @@ function jsonDepth(text: string): number {
 export const IPV6_BACKENDS: readonly string[] = ["vxlan", "host-gw"];
 const NO_IPV6_BECAUSE: Record<string, string> = {
   udp: "flannel's udp wire format carries IPv4 packets only",
-  "wasm-vxlan": "weft's userspace VXLAN dataplane forwards IPv4 only so far (use the kernel vxlan backend, which mixes with wasm-vxlan peers for IPv4)",
+  "wasm-vxlan":
+    "weft's userspace VXLAN dataplane forwards IPv4 only so far (use the kernel vxlan backend, which mixes with wasm-vxlan peers for IPv4)",
 };
 
 /** A CIDR key: checked here, not only by the subnet space, so that the error names the key like every other one. */
 const cidr = (parse: (v: string) => unknown, what: string) =>
   z.string().superRefine(refineWith(parse)).optional().describe(what);
 
-export const netConfSchema = z.object({
-  Network: cidr(parsePrefix, "the pod network as IPv4 CIDR, e.g. 10.244.0.0/16; every node leases one subnet of it (required unless EnableIPv4 is false). It must not contain the underlay address or overlap the host's other addresses and routes (checked at start)"),
-  SubnetLen: z.number().int().optional().describe("prefix length of each node's subnet; default 24 (for Networks of /22 and larger), else Network + 2"),
-  SubnetMin: z.string().superRefine(ipv4Address).optional().describe("first subnet that may be leased (its IPv4 network address); default: the second subnet (flannel skips the first)"),
-  SubnetMax: z.string().superRefine(ipv4Address).optional().describe("last subnet that may be leased (its IPv4 network address); default: the last subnet of the Network"),
-  EnableIPv4: z.boolean().default(true).describe("lease IPv4 subnets of Network (default true); false with EnableIPv6 true is IPv6-only"),
-  EnableIPv6: z.boolean().default(false).describe(`lease IPv6 subnets of IPv6Network too (default false): dual-stack, or IPv6-only with EnableIPv4 false. Backends that carry IPv6: ${IPV6_BACKENDS.join(", ")}`),
-  IPv6Network: cidr(parsePrefix6, "the pod network as IPv6 CIDR, e.g. 2001:2:0:8000::/49; required with EnableIPv6"),
-  IPv6SubnetLen: z.number().int().optional().describe("prefix length of each node's IPv6 subnet, at most 126 and at least IPv6Network + 2; default 64 (for IPv6Networks of /62 and larger), else IPv6Network + 2"),
-  IPv6SubnetMin: z.string().superRefine(ipv6Address).optional().describe("first IPv6 subnet that may be leased (its network address); default: the second subnet (flannel skips the first)"),
-  IPv6SubnetMax: z.string().superRefine(ipv6Address).optional().describe("last IPv6 subnet that may be leased (its network address); default: the last subnet of the IPv6Network"),
-  Backend: backendSchema.default({ Type: "vxlan", VNI: 1, Port: 8472, DirectRouting: false, GBP: false }).describe("how pod traffic crosses hosts: Type is one of " + BACKEND_TYPES.join(", ") + " (default vxlan)"),
-}).strict().superRefine((c, ctx) => {
-  const issue = (path: string, message: string) => ctx.addIssue({ code: "custom", path: [path], message });
-  if (!c.EnableIPv4 && !c.EnableIPv6) issue("EnableIPv4", "at least one address family must be enabled: set EnableIPv4 or EnableIPv6 (or both, for dual-stack) to true");
-  if (c.EnableIPv4 && c.Network === undefined) issue("Network", "Network is required while EnableIPv4 is true (the default); give an IPv4 CIDR, or set EnableIPv4 to false for IPv6-only");
-  if (c.EnableIPv6 && c.IPv6Network === undefined) issue("IPv6Network", "EnableIPv6 needs IPv6Network, the pod network as IPv6 CIDR (e.g. 2001:2:0:8000::/49)");
-  if (c.EnableIPv6 && !IPV6_BACKENDS.includes(c.Backend.Type)) {
-    issue("Backend", `Backend.Type ${c.Backend.Type} cannot carry IPv6 (${NO_IPV6_BECAUSE[c.Backend.Type]}); with EnableIPv6 use one of ${IPV6_BACKENDS.join(", ")}`);
-  }
-});
+export const netConfSchema = z
+  .object({
+    Network: cidr(
+      parsePrefix,
+      "the pod network as IPv4 CIDR, e.g. 10.244.0.0/16; every node leases one subnet of it (required unless EnableIPv4 is false). It must not contain the underlay address or overlap the host's other addresses and routes (checked at start)",
+    ),
+    SubnetLen: z
+      .number()
+      .int()
+      .optional()
+      .describe("prefix length of each node's subnet; default 24 (for Networks of /22 and larger), else Network + 2"),
+    SubnetMin: z
+      .string()
+      .superRefine(ipv4Address)
+      .optional()
+      .describe(
+        "first subnet that may be leased (its IPv4 network address); default: the second subnet (flannel skips the first)",
+      ),
+    SubnetMax: z
+      .string()
+      .superRefine(ipv4Address)
+      .optional()
+      .describe("last subnet that may be leased (its IPv4 network address); default: the last subnet of the Network"),
+    EnableIPv4: z
+      .boolean()
+      .default(true)
+      .describe("lease IPv4 subnets of Network (default true); false with EnableIPv6 true is IPv6-only"),
+    EnableIPv6: z
+      .boolean()
+      .default(false)
+      .describe(
+        `lease IPv6 subnets of IPv6Network too (default false): dual-stack, or IPv6-only with EnableIPv4 false. Backends that carry IPv6: ${IPV6_BACKENDS.join(", ")}`,
+      ),
+    IPv6Network: cidr(parsePrefix6, "the pod network as IPv6 CIDR, e.g. 2001:2:0:8000::/49; required with EnableIPv6"),
+    IPv6SubnetLen: z
+      .number()
+      .int()
+      .optional()
+      .describe(
+        "prefix length of each node's IPv6 subnet, at most 126 and at least IPv6Network + 2; default 64 (for IPv6Networks of /62 and larger), else IPv6Network + 2",
+      ),
+    IPv6SubnetMin: z
+      .string()
+      .superRefine(ipv6Address)
+      .optional()
+      .describe(
+        "first IPv6 subnet that may be leased (its network address); default: the second subnet (flannel skips the first)",
+      ),
+    IPv6SubnetMax: z
+      .string()
+      .superRefine(ipv6Address)
+      .optional()
+      .describe(
+        "last IPv6 subnet that may be leased (its network address); default: the last subnet of the IPv6Network",
+      ),
+    Backend: backendSchema
+      .default({ Type: "vxlan", VNI: 1, Port: 8472, DirectRouting: false, GBP: false })
+      .describe("how pod traffic crosses hosts: Type is one of " + BACKEND_TYPES.join(", ") + " (default vxlan)"),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    const issue = (path: string, message: string) => ctx.addIssue({ code: "custom", path: [path], message });
+    if (!c.EnableIPv4 && !c.EnableIPv6)
+      issue(
+        "EnableIPv4",
+        "at least one address family must be enabled: set EnableIPv4 or EnableIPv6 (or both, for dual-stack) to true",
+      );
+    if (c.EnableIPv4 && c.Network === undefined)
+      issue(
+        "Network",
+        "Network is required while EnableIPv4 is true (the default); give an IPv4 CIDR, or set EnableIPv4 to false for IPv6-only",
+      );
+    if (c.EnableIPv6 && c.IPv6Network === undefined)
+      issue("IPv6Network", "EnableIPv6 needs IPv6Network, the pod network as IPv6 CIDR (e.g. 2001:2:0:8000::/49)");
+    if (c.EnableIPv6 && !IPV6_BACKENDS.includes(c.Backend.Type)) {
+      issue(
+        "Backend",
+        `Backend.Type ${c.Backend.Type} cannot carry IPv6 (${NO_IPV6_BECAUSE[c.Backend.Type]}); with EnableIPv6 use one of ${IPV6_BACKENDS.join(", ")}`,
+      );
+    }
+  });
 
 export type NetConf = z.infer<typeof netConfSchema> & {
   /** The IPv4 subnet space; undefined when EnableIPv4 is false. */
@@ -161,27 +278,45 @@ export function parseNetConf(text: string, source = "net-conf.json"): NetConf {
   let raw: unknown;
   const depth = jsonDepth(text);
   if (depth > MAX_JSON_DEPTH) {
-    throw new WeftError("CONFIG_NET_CONF_INVALID", `${source}: values nested ${depth} levels deep; net-conf.json has at most 2 (Backend inside the top level), and more than ${MAX_JSON_DEPTH} is refused`);
+    throw new WeftError(
+      "CONFIG_NET_CONF_INVALID",
+      `${source}: values nested ${depth} levels deep; net-conf.json has at most 2 (Backend inside the top level), and more than ${MAX_JSON_DEPTH} is refused`,
+    );
   }
   try {
     raw = JSON.parse(text);
   } catch (cause) {
-    throw new WeftError("CONFIG_NET_CONF_NOT_JSON", `${source} is not valid JSON: ${(cause as Error).message}`, { cause });
+    throw new WeftError("CONFIG_NET_CONF_NOT_JSON", `${source} is not valid JSON: ${(cause as Error).message}`, {
+      cause,
+    });
   }
   const backendType = (raw as { Backend?: { Type?: unknown } } | null)?.Backend?.Type;
   if (backendType !== undefined && !(BACKEND_TYPES as readonly unknown[]).includes(backendType)) {
-    throw new WeftError("CONFIG_NET_CONF_INVALID", `${source}: Backend.Type is ${excerpt(backendType)}; valid types are ${BACKEND_TYPES.join(", ")}`);
+    throw new WeftError(
+      "CONFIG_NET_CONF_INVALID",
+      `${source}: Backend.Type is ${excerpt(backendType)}; valid types are ${BACKEND_TYPES.join(", ")}`,
+    );
   }
   const parsed = netConfSchema.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     const key = issue.path.join(".") || "(top level)";
-    const value = issue.path.reduce<unknown>((v, k) => (v as Record<string | number, unknown> | undefined)?.[k as string], raw);
+    const value = issue.path.reduce<unknown>(
+      (v, k) => (v as Record<string | number, unknown> | undefined)?.[k as string],
+      raw,
+    );
     if (issue.code === "unrecognized_keys") {
       const where = issue.path.length === 0 ? "" : `${key}: `;
       const more = issue.keys.length > 5 ? ` and ${issue.keys.length - 5} more` : "";
-      const keys = issue.keys.slice(0, 5).map((k) => (/^\w{1,40}$/.test(k) ? k : excerpt(k))).join(", ") + more;
-      throw new WeftError("CONFIG_NET_CONF_INVALID", `${source}: ${where}unknown key(s) ${keys}; allowed here: ${allowedKeys(issue.path, raw)}`);
+      const keys =
+        issue.keys
+          .slice(0, 5)
+          .map((k) => (/^\w{1,40}$/.test(k) ? k : excerpt(k)))
+          .join(", ") + more;
+      throw new WeftError(
+        "CONFIG_NET_CONF_INVALID",
+        `${source}: ${where}unknown key(s) ${keys}; allowed here: ${allowedKeys(issue.path, raw)}`,
+      );
     }
     throw new WeftError("CONFIG_NET_CONF_INVALID", `${source}: ${key} = ${excerpt(value)}: ${issue.message}`);
   }

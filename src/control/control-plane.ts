@@ -19,7 +19,15 @@ import type { Keyring } from "./gossip/keyring.js";
 import { Memberlist } from "./gossip/memberlist.js";
 import type { GossipCounters } from "./gossip/observability.js";
 import { Joiner, type JoinStatus, type JoinTiming } from "./join.js";
-import { SubnetLeases, type Lease, type LeaseLogger, type LeaseTimings, type MembershipPort, type ReclaimReport, type Reservation } from "./lease/subnet-leases.js";
+import {
+  SubnetLeases,
+  type Lease,
+  type LeaseLogger,
+  type LeaseTimings,
+  type MembershipPort,
+  type ReclaimReport,
+  type Reservation,
+} from "./lease/subnet-leases.js";
 import { encodeLeaseMeta, LeaseDelegate } from "./lease/delegate.js";
 import type { Ipv6SubnetSpace, SubnetSpace } from "./lease/slots.js";
 import { FileLeaseStore, type LeaseStateStore } from "./lease/store.js";
@@ -69,7 +77,10 @@ export interface ControlPlaneDeps {
 /** The settings in force, defaults filled in (`weft status` shows them). */
 export interface ControlPlaneSettings {
   profile: ProfileName;
-  gossip: Pick<MemberlistConfig, "probeIntervalMs" | "probeTimeoutMs" | "suspicionMult" | "pushPullIntervalMs" | "tombstoneRetentionMs">;
+  gossip: Pick<
+    MemberlistConfig,
+    "probeIntervalMs" | "probeTimeoutMs" | "suspicionMult" | "pushPullIntervalMs" | "tombstoneRetentionMs"
+  >;
   lease: LeaseTimings;
 }
 
@@ -113,7 +124,14 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
     this.log = deps.logger;
     this.profile = opts.profile ?? "lan";
     const leaseLog = deps.logger.child({ layer: "lease" });
-    const { families, leases4, leases6, delegate } = createLeaseLayer(opts, { membership: this, store: deps.store, store6: deps.store6, clock: deps.clock, random: deps.random, log: leaseLog });
+    const { families, leases4, leases6, delegate } = createLeaseLayer(opts, {
+      membership: this,
+      store: deps.store,
+      store6: deps.store6,
+      clock: deps.clock,
+      random: deps.random,
+      log: leaseLog,
+    });
     this.families = families;
     this.leases = families[0];
     this.leases4 = leases4;
@@ -124,7 +142,12 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
       l.on("lost", (lost) => this.emit("lost", lost));
     }
     this.memberlist = new Memberlist(makeConfig(this.profile, opts.name, opts.gossip), {
-      clock: deps.clock, transport: deps.transport, random: deps.random, keyring: deps.keyring, delegate: this, events: this,
+      clock: deps.clock,
+      transport: deps.transport,
+      random: deps.random,
+      keyring: deps.keyring,
+      delegate: this,
+      events: this,
       logger: deps.logger.child({ layer: "gossip" }),
       // Lost after joining (the join itself rejects through the joiner, below).
       onNameLost: (err) => {
@@ -133,27 +156,49 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
       },
     });
     const family = isIPv6(deps.transport.local.host) ? 6 : 4;
-    this.joiner = new Joiner(opts.join, {
-      clock: deps.clock,
-      random: deps.random,
-      // Gossip runs over one family, so a name resolves to that family's records only (AAAA over
-      // IPv6). An IPv6 literal is written as the sockets report addresses, so this node's own
-      // address in a shared join list is recognised however it was spelt.
-      resolve: deps.resolve ?? ((host) => (isIP(host) ? Promise.resolve([isIPv6(host) ? formatIpv6(parseIpv6(host)) : host]) : lookup(host, { all: true, family }).then((r) => r.map((a) => a.address)))),
-      join: (addrs) => this.memberlist.join(addrs),
-      othersAlive: () => this.memberlist.numMembers() - 1,
-      self: deps.transport.local,
-      log: deps.logger.child({ layer: "join" }),
-    }, opts.joinTiming);
+    this.joiner = new Joiner(
+      opts.join,
+      {
+        clock: deps.clock,
+        random: deps.random,
+        // Gossip runs over one family, so a name resolves to that family's records only (AAAA over
+        // IPv6). An IPv6 literal is written as the sockets report addresses, so this node's own
+        // address in a shared join list is recognised however it was spelt.
+        resolve:
+          deps.resolve ??
+          ((host) =>
+            isIP(host)
+              ? Promise.resolve([isIPv6(host) ? formatIpv6(parseIpv6(host)) : host])
+              : lookup(host, { all: true, family }).then((r) => r.map((a) => a.address))),
+        join: (addrs) => this.memberlist.join(addrs),
+        othersAlive: () => this.memberlist.numMembers() - 1,
+        self: deps.transport.local,
+        log: deps.logger.child({ layer: "join" }),
+      },
+      opts.joinTiming,
+    );
   }
 
   /** The agent's control plane: binds gossip on the underlay (an IPv4 or IPv6 address), keeps
    *  each family's lease ring in stateDir. */
-  static async start(opts: ControlPlaneOptions & { bindAddr: string; gossipPort: number; stateDir: string; keyring: Keyring; logger: Logger }): Promise<ControlPlane> {
+  static async start(
+    opts: ControlPlaneOptions & {
+      bindAddr: string;
+      gossipPort: number;
+      stateDir: string;
+      keyring: Keyring;
+      logger: Logger;
+    },
+  ): Promise<ControlPlane> {
     const transport = await UdpTcpTransport.open({ host: opts.bindAddr, port: opts.gossipPort });
     const plane = new ControlPlane(opts, {
-      clock: new RealClock(), transport, random: realRandom, keyring: opts.keyring,
-      ...(opts.space && { store: new FileLeaseStore(opts.stateDir) }), ...(opts.space6 && { store6: new FileLeaseStore(opts.stateDir, 6) }), logger: opts.logger,
+      clock: new RealClock(),
+      transport,
+      random: realRandom,
+      keyring: opts.keyring,
+      ...(opts.space && { store: new FileLeaseStore(opts.stateDir) }),
+      ...(opts.space6 && { store6: new FileLeaseStore(opts.stateDir, 6) }),
+      logger: opts.logger,
     });
     try {
       await plane.start();
@@ -190,8 +235,16 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
   }
 
   settings(): ControlPlaneSettings {
-    const { probeIntervalMs, probeTimeoutMs, suspicionMult, pushPullIntervalMs, tombstoneRetentionMs } = makeConfig(this.profile, this.opts.name, this.opts.gossip);
-    return { profile: this.profile, gossip: { probeIntervalMs, probeTimeoutMs, suspicionMult, pushPullIntervalMs, tombstoneRetentionMs }, lease: this.leases.settings };
+    const { probeIntervalMs, probeTimeoutMs, suspicionMult, pushPullIntervalMs, tombstoneRetentionMs } = makeConfig(
+      this.profile,
+      this.opts.name,
+      this.opts.gossip,
+    );
+    return {
+      profile: this.profile,
+      gossip: { probeIntervalMs, probeTimeoutMs, suspicionMult, pushPullIntervalMs, tombstoneRetentionMs },
+      lease: this.leases.settings,
+    };
   }
 
   /** Subnets kept for members that are dead or gone, and when each is reclaimed (clock ms); with
@@ -202,7 +255,8 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
 
   /** Resolves once this node holds an IPv4 subnet (waits, and logs why, while it cannot get one). */
   async lease(): Promise<Ipv4Prefix> {
-    if (!this.leases4) throw new WeftError("LEASE_NOT_RUNNING", "this node leases no IPv4 subnets (EnableIPv4 is false)");
+    if (!this.leases4)
+      throw new WeftError("LEASE_NOT_RUNNING", "this node leases no IPv4 subnets (EnableIPv4 is false)");
     const l: Lease = await this.leases4.lease();
     return parsePrefix(l.subnet);
   }
@@ -256,7 +310,12 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
       const record = decodeNodeRecord(m.meta);
       if (!subnet || !record?.backend6 || record.underlay6 === undefined) continue;
       try {
-        out.push({ name: m.name, subnet: parsePrefix6(subnet), underlay: parseIpv6(record.underlay6), backend: record.backend6 });
+        out.push({
+          name: m.name,
+          subnet: parsePrefix6(subnet),
+          underlay: parseIpv6(record.underlay6),
+          backend: record.backend6,
+        });
       } catch {
         // a record with a malformed address: not a peer we can route to
       }
@@ -316,11 +375,17 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
     // Positions are per family, IPv4 first: an IPv6-only node writes null for IPv4.
     const subnet = (l: SubnetLeases | undefined) => l?.currentLease()?.subnet ?? null;
     const meta = encodeLeaseMeta(subnet(this.leases4), ...(this.leases6 ? [subnet(this.leases6)] : []));
-    const v6 = this.opts.underlay6 !== undefined ? { underlay: formatIpv6(this.opts.underlay6), backend: this.announcement6 } : undefined;
+    const v6 =
+      this.opts.underlay6 !== undefined
+        ? { underlay: formatIpv6(this.opts.underlay6), backend: this.announcement6 }
+        : undefined;
     const record = encodeNodeRecord(meta, this.announcement, v6);
     if (record.length > limit) {
       // Cannot happen with a sane config (a record is under 100 bytes); say so rather than truncate.
-      this.log.error({ code: "NODE_RECORD_TOO_BIG", bytes: record.length, limit }, "node record does not fit the gossip meta limit");
+      this.log.error(
+        { code: "NODE_RECORD_TOO_BIG", bytes: record.length, limit },
+        "node record does not fit the gossip meta limit",
+      );
       return new Uint8Array(0);
     }
     return record;
@@ -383,17 +448,26 @@ export type LeaseLayerOptions = Pick<ControlPlaneOptions, "space" | "space6" | "
 /** Builds the lease layer (SubnetLeases, one per enabled family, and their gossip adapter) with the production defaults. */
 export function createLeaseLayer(
   opts: LeaseLayerOptions,
-  deps: { membership: MembershipPort; store?: LeaseStateStore; store6?: LeaseStateStore; clock: Clock; random: Random; log: LeaseLogger },
+  deps: {
+    membership: MembershipPort;
+    store?: LeaseStateStore;
+    store6?: LeaseStateStore;
+    clock: Clock;
+    random: Random;
+    log: LeaseLogger;
+  },
 ): { families: SubnetLeases[]; leases4?: SubnetLeases; leases6?: SubnetLeases; delegate: LeaseDelegate } {
   const seeds = opts.seeds.length > 0 ? opts.seeds : undefined;
   const { store, store6, ...common } = deps;
   const ring = (space: SubnetSpace | Ipv6SubnetSpace, s: LeaseStateStore | undefined): SubnetLeases => {
-    if (!s) throw new WeftError("LEASE_NOT_RUNNING", `the IPv${space.family} network needs a store of its own for its ring`);
+    if (!s)
+      throw new WeftError("LEASE_NOT_RUNNING", `the IPv${space.family} network needs a store of its own for its ring`);
     return new SubnetLeases({ ...opts.lease, space, seeds, ...common, store: s });
   };
   const leases4 = opts.space && ring(opts.space, store);
   const leases6 = opts.space6 && ring(opts.space6, store6);
   const families = [leases4, leases6].filter((l): l is SubnetLeases => l !== undefined);
-  if (families.length === 0) throw new WeftError("LEASE_NOT_RUNNING", "no address family is enabled: set EnableIPv4 or EnableIPv6");
+  if (families.length === 0)
+    throw new WeftError("LEASE_NOT_RUNNING", "no address family is enabled: set EnableIPv4 or EnableIPv6");
   return { families, leases4, leases6, delegate: new LeaseDelegate(families, deps.membership, deps.log) };
 }

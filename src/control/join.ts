@@ -126,7 +126,10 @@ export class Joiner {
     if (this.state !== "joined" || this.stopped || this.deps.othersAlive() > 0) return;
     this.state = "rejoining";
     this.failedRounds = 0;
-    this.deps.log.warn({ code: "GOSSIP_REJOINING", targets: this.status().targets }, "no alive member left: joining again from the join list");
+    this.deps.log.warn(
+      { code: "GOSSIP_REJOINING", targets: this.status().targets },
+      "no alive member left: joining again from the join list",
+    );
     this.attempt();
   }
 
@@ -165,7 +168,10 @@ export class Joiner {
     this.failedRounds++;
     const delay = this.backoff();
     this.nextAttemptAt = this.deps.clock.now() + delay;
-    this.lastError = addrs.length === 0 && failures.length > 0 ? failures.join("; ") : `none of ${addrs.length} address(es) answered${failures.length ? ` (${failures.join("; ")})` : ""}`;
+    this.lastError =
+      addrs.length === 0 && failures.length > 0
+        ? failures.join("; ")
+        : `none of ${addrs.length} address(es) answered${failures.length ? ` (${failures.join("; ")})` : ""}`;
     this.deps.log.warn(
       { code: "GOSSIP_JOIN_RETRY", round: this.failedRounds, retryInMs: Math.round(delay) },
       `join: ${this.lastError}; retrying in ${(delay / 1000).toFixed(1)} s`,
@@ -179,7 +185,9 @@ export class Joiner {
   private joined(answered: number, tried: number): void {
     this.deps.log.info(
       { code: "GOSSIP_JOINED", answered, tried, failedRounds: this.failedRounds },
-      answered > 0 ? `joined the cluster (${answered} of ${tried} join address(es) answered)` : "joined the cluster (a member reached this node first)",
+      answered > 0
+        ? `joined the cluster (${answered} of ${tried} join address(es) answered)`
+        : "joined the cluster (a member reached this node first)",
     );
     this.state = "joined";
     this.failedRounds = 0;

@@ -17,7 +17,8 @@ export interface NodeRecord {
   backend6?: BackendAnnouncement;
 }
 
-const encodeAnnouncement = (b: BackendAnnouncement | undefined) => (b ? [b.type, b.vtepMac ?? null, b.port ?? null, b.vni ?? null, b.gbp ?? null] : null);
+const encodeAnnouncement = (b: BackendAnnouncement | undefined) =>
+  b ? [b.type, b.vtepMac ?? null, b.port ?? null, b.vni ?? null, b.gbp ?? null] : null;
 
 function decodeAnnouncement(b: unknown): BackendAnnouncement | null | undefined {
   if (b === null) return null;
@@ -33,8 +34,17 @@ function decodeAnnouncement(b: unknown): BackendAnnouncement | null | undefined 
 }
 
 /** The record; a dual-stack node adds its IPv6 underlay address and IPv6 announcement. */
-export function encodeNodeRecord(leaseMeta: Uint8Array, backend: BackendAnnouncement | undefined, v6?: { underlay: string; backend: BackendAnnouncement | undefined }): Uint8Array {
-  return encode([RECORD_VERSION, leaseMeta, encodeAnnouncement(backend), ...(v6 ? [v6.underlay, encodeAnnouncement(v6.backend)] : [])]);
+export function encodeNodeRecord(
+  leaseMeta: Uint8Array,
+  backend: BackendAnnouncement | undefined,
+  v6?: { underlay: string; backend: BackendAnnouncement | undefined },
+): Uint8Array {
+  return encode([
+    RECORD_VERSION,
+    leaseMeta,
+    encodeAnnouncement(backend),
+    ...(v6 ? [v6.underlay, encodeAnnouncement(v6.backend)] : []),
+  ]);
 }
 
 /** Reads a record; undefined when the bytes are not one (a foreign or older node). */
@@ -45,7 +55,13 @@ export function decodeNodeRecord(meta: Uint8Array): NodeRecord | undefined {
   } catch {
     return undefined;
   }
-  if (!Array.isArray(v) || (v.length !== 3 && v.length !== 5) || v[0] !== RECORD_VERSION || !(v[1] instanceof Uint8Array)) return undefined;
+  if (
+    !Array.isArray(v) ||
+    (v.length !== 3 && v.length !== 5) ||
+    v[0] !== RECORD_VERSION ||
+    !(v[1] instanceof Uint8Array)
+  )
+    return undefined;
   const lease = decodeLeaseMeta(v[1]);
   const backend = decodeAnnouncement(v[2]);
   if (!lease || backend === undefined) return undefined;

@@ -4,7 +4,10 @@
 // plane merges its options here instead, so an absent value always means "the default".
 
 /** `defaults` with every key of `options` that is not undefined laid over it. */
-export function withDefaults<T extends object>(defaults: T, options: { readonly [K in keyof T]?: T[K] | undefined } = {}): T {
+export function withDefaults<T extends object>(
+  defaults: T,
+  options: { readonly [K in keyof T]?: T[K] | undefined } = {},
+): T {
   const out = { ...defaults };
   for (const key of Object.keys(options) as Array<keyof T>) {
     const value = options[key];

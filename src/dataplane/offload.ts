@@ -22,12 +22,19 @@ const USO = TUN_OFFLOAD.USO4 | TUN_OFFLOAD.USO6;
 const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
 
 /** Opens the first socket of the queue group with UDP_GRO if `want`, telling whether it took. */
-export function openFirstSocket(options: UdpOptions, want: boolean): { socket: UdpSocket; gro: boolean; reason?: string } {
+export function openFirstSocket(
+  options: UdpOptions,
+  want: boolean,
+): { socket: UdpSocket; gro: boolean; reason?: string } {
   if (!want) return { socket: UdpSocket.open(options), gro: false, reason: "disabled by the offloads option" };
   try {
     return { socket: UdpSocket.open({ ...options, gro: true }), gro: true };
   } catch (error) {
-    return { socket: UdpSocket.open(options), gro: false, reason: `UDP_GRO refused (${message(error)}); UDP GSO/GRO need Linux 5.0` };
+    return {
+      socket: UdpSocket.open(options),
+      gro: false,
+      reason: `UDP_GRO refused (${message(error)}); UDP GSO/GRO need Linux 5.0`,
+    };
   }
 }
 
@@ -35,13 +42,21 @@ export function openFirstSocket(options: UdpOptions, want: boolean): { socket: U
  * Opens `count` queues of TUN device `name`: with vnet headers and TSO (plus USO when the kernel
  * has it) when `want`, else — or when the kernel refuses — plain, as without offloads.
  */
-export function openTunQueues(name: string, count: number, want: boolean): { tuns: TunQueue[]; flags: string[]; reason?: string } {
+export function openTunQueues(
+  name: string,
+  count: number,
+  want: boolean,
+): { tuns: TunQueue[]; flags: string[]; reason?: string } {
   if (!want) return { tuns: TunQueue.openQueues(name, count), flags: [] };
   let tuns: TunQueue[];
   try {
     tuns = TunQueue.openQueues(name, count, { vnetHdr: true });
   } catch (error) {
-    return { tuns: TunQueue.openQueues(name, count), flags: [], reason: `TUN vnet headers refused (${message(error)})` };
+    return {
+      tuns: TunQueue.openQueues(name, count),
+      flags: [],
+      reason: `TUN vnet headers refused (${message(error)})`,
+    };
   }
   const refused = (flags: number): string | undefined => {
     try {

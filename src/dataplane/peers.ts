@@ -28,7 +28,10 @@ export class PeerTable {
   private readonly byName = new Map<string, Entry>();
   private readonly free: number[];
 
-  constructor(private readonly routes: RouteTable, slots: number) {
+  constructor(
+    private readonly routes: RouteTable,
+    slots: number,
+  ) {
     // Lowest indices first, so per-peer counters stay dense.
     this.free = Array.from({ length: slots }, (_, i) => slots - 1 - i);
   }
@@ -38,11 +41,18 @@ export class PeerTable {
     const old = this.byName.get(peer.name);
     for (const [name, e] of this.byName) {
       if (name !== peer.name && prefixesOverlap(e.peer.subnet, peer.subnet)) {
-        throw new WeftError("DATAPLANE_SUBNET_OVERLAP", `peer ${peer.name}'s subnet ${formatPrefix(peer.subnet)} overlaps ${name}'s ${formatPrefix(e.peer.subnet)}; the lease layer must never allow this`);
+        throw new WeftError(
+          "DATAPLANE_SUBNET_OVERLAP",
+          `peer ${peer.name}'s subnet ${formatPrefix(peer.subnet)} overlaps ${name}'s ${formatPrefix(e.peer.subnet)}; the lease layer must never allow this`,
+        );
       }
     }
     const nextHop = old ? old.nextHop : this.free.pop();
-    if (nextHop === undefined) throw new WeftError("DATAPLANE_PEERS_FULL", `no next-hop slot left for peer ${peer.name}; start the dataplane with more peer slots`);
+    if (nextHop === undefined)
+      throw new WeftError(
+        "DATAPLANE_PEERS_FULL",
+        `no next-hop slot left for peer ${peer.name}; start the dataplane with more peer slots`,
+      );
     // Next hop first, then the route to it: a reader never finds a route to an empty record.
     this.routes.setNextHop(nextHop, { ip: peer.underlay, port: peer.port, mac: peer.vtepMac ?? NO_MAC });
     if (old && (old.peer.subnet.addr !== peer.subnet.addr || old.peer.subnet.len !== peer.subnet.len)) {

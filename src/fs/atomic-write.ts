@@ -4,7 +4,11 @@ import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSyn
 import { mkdir, open, rename, rm } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
-export async function writeFileAtomic(path: string, data: string | Uint8Array, opts: { mode?: number; dirMode?: number } = {}): Promise<void> {
+export async function writeFileAtomic(
+  path: string,
+  data: string | Uint8Array,
+  opts: { mode?: number; dirMode?: number } = {},
+): Promise<void> {
   const dir = dirname(path);
   await mkdir(dir, { recursive: true, mode: opts.dirMode ?? 0o755 });
   // A dot-file beside the target, as flannel does for subnet.env: same filesystem, so rename is atomic.
@@ -31,7 +35,11 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, o
 }
 
 /** The same, synchronously: for state read and written while a TUN device is opened in a namespace. */
-export function writeFileAtomicSync(path: string, data: string | Uint8Array, opts: { mode?: number; dirMode?: number } = {}): void {
+export function writeFileAtomicSync(
+  path: string,
+  data: string | Uint8Array,
+  opts: { mode?: number; dirMode?: number } = {},
+): void {
   const dir = dirname(path);
   mkdirSync(dir, { recursive: true, mode: opts.dirMode ?? 0o755 });
   const tmp = join(dir, `.${basename(path)}.${process.pid}.tmp`);

@@ -22,7 +22,11 @@ export class Arena {
       try {
         this.hp.memory.grow(Math.ceil((end - have) / PAGE));
       } catch (cause) {
-        throw new WeftError("HOTPATH_OUT_OF_MEMORY", `the hot-path memory cannot grow to ${end} bytes; use smaller tables or fewer slots`, { cause });
+        throw new WeftError(
+          "HOTPATH_OUT_OF_MEMORY",
+          `the hot-path memory cannot grow to ${end} bytes; use smaller tables or fewer slots`,
+          { cause },
+        );
       }
     }
     this.top = end;

@@ -21,7 +21,15 @@ export class PacketBatch {
   readonly descs: number;
   /** Offset of the first slot. */
   readonly slots: number;
-  private readonly f: { stride: number; off: number; len: number; addr: number; port: number; verdict: number; aux: number };
+  private readonly f: {
+    stride: number;
+    off: number;
+    len: number;
+    addr: number;
+    port: number;
+    verdict: number;
+    aux: number;
+  };
 
   constructor(
     private readonly hp: HotPath,
@@ -35,8 +43,13 @@ export class PacketBatch {
     if (size < 1 || size > max) throw new RangeError(`batch size must be 1..${max}, got ${size}`);
     const at = (name: string) => hp.constant(name) >> 2;
     this.f = {
-      stride: at("DESC_BYTES"), off: at("DESC_OFF"), len: at("DESC_LEN"), addr: at("DESC_ADDR"),
-      port: at("DESC_PORT"), verdict: at("DESC_VERDICT"), aux: at("DESC_AUX"),
+      stride: at("DESC_BYTES"),
+      off: at("DESC_OFF"),
+      len: at("DESC_LEN"),
+      addr: at("DESC_ADDR"),
+      port: at("DESC_PORT"),
+      verdict: at("DESC_VERDICT"),
+      aux: at("DESC_AUX"),
     };
     this.descs = arena.alloc(size * hp.constant("DESC_BYTES"));
     this.slots = arena.alloc(size * stride);

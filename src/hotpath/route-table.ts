@@ -28,14 +28,27 @@ export class RouteTable {
   readonly base: number;
   private readonly errorNames = new Map<number, `ROUTE_ERR_${string}`>();
 
-  constructor(private readonly hp: HotPath, arena: Arena, size: RouteTableSize = DEFAULT_ROUTE_TABLE_SIZE) {
+  constructor(
+    private readonly hp: HotPath,
+    arena: Arena,
+    size: RouteTableSize = DEFAULT_ROUTE_TABLE_SIZE,
+  ) {
     const bytes = hp.fn.routeTableSize(size.tbl8Groups, size.maxRules, size.maxNextHops);
     if (bytes <= 0) {
       throw new WeftError("HOTPATH_ROUTE_TABLE_SIZE", `route table sizes out of range: ${JSON.stringify(size)}`);
     }
     this.base = arena.alloc(bytes, hp.constant("ROUTE_TABLE_ALIGN"));
-    for (const name of ["ROUTE_ERR_NOT_FOUND", "ROUTE_ERR_EXISTS", "ROUTE_ERR_BAD_PREFIX", "ROUTE_ERR_BAD_LENGTH",
-      "ROUTE_ERR_BAD_NEXT_HOP", "ROUTE_ERR_FULL_RULES", "ROUTE_ERR_FULL_TBL8", "ROUTE_ERR_BAD_FIELD", "ROUTE_ERR_BAD_REGION"] as const) {
+    for (const name of [
+      "ROUTE_ERR_NOT_FOUND",
+      "ROUTE_ERR_EXISTS",
+      "ROUTE_ERR_BAD_PREFIX",
+      "ROUTE_ERR_BAD_LENGTH",
+      "ROUTE_ERR_BAD_NEXT_HOP",
+      "ROUTE_ERR_FULL_RULES",
+      "ROUTE_ERR_FULL_TBL8",
+      "ROUTE_ERR_BAD_FIELD",
+      "ROUTE_ERR_BAD_REGION",
+    ] as const) {
       this.errorNames.set(hp.constant(name), name);
     }
     this.check(hp.fn.routeTableInit(this.base, size.tbl8Groups, size.maxRules, size.maxNextHops), "init");
@@ -81,6 +94,9 @@ export class RouteTable {
   private check(code: number, what: string): void {
     if (code >= 0) return;
     const name = this.errorNames.get(code) ?? (`ROUTE_ERR_${code}` as const);
-    throw new WeftError(`HOTPATH_${name}`, `route table: ${what} failed with ${name} (meanings in assembly/route/codes.ts)`);
+    throw new WeftError(
+      `HOTPATH_${name}`,
+      `route table: ${what} failed with ${name} (meanings in assembly/route/codes.ts)`,
+    );
   }
 }

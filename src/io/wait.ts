@@ -21,7 +21,10 @@ export const WAIT_MAX_FDS = native.WAIT_MAX_FDS;
  */
 export function waitReadable(fds: readonly number[], wakeFd: number, timeoutMs: number, spinUs = 0): number {
   if (isMainThread && (timeoutMs !== 0 || spinUs !== 0)) {
-    throw new WeftError("IO_WAIT_ON_MAIN_THREAD", "a blocking wait would stall the event loop; call it in a worker thread, or poll with timeoutMs 0");
+    throw new WeftError(
+      "IO_WAIT_ON_MAIN_THREAD",
+      "a blocking wait would stall the event loop; call it in a worker thread, or poll with timeoutMs 0",
+    );
   }
   return native.wait(fds, wakeFd, timeoutMs, spinUs);
 }

@@ -28,7 +28,11 @@ export function addPeerEntries(sets: EntrySets, e: PeerEntries): void {
 
 /** The scope keys ("<kind> <key>", as Scope sees them) of a peer's entries. */
 export function peerEntryKeys(e: PeerEntries): string[] {
-  return [`route ${ROUTE.key(e.route)}`, ...(e.neigh ? [`neigh ${NEIGH.key(e.neigh)}`] : []), ...(e.fdb ? [`fdb ${FDB.key(e.fdb)}`] : [])];
+  return [
+    `route ${ROUTE.key(e.route)}`,
+    ...(e.neigh ? [`neigh ${NEIGH.key(e.neigh)}`] : []),
+    ...(e.fdb ? [`fdb ${FDB.key(e.fdb)}`] : []),
+  ];
 }
 
 export interface KindChanges<E> {
@@ -70,7 +74,8 @@ function diffKind<E>(kind: EntryKind<E>, want: E[], have: E[], scope?: Scope): K
 
 /** The scope keys of every entry a change set touches. */
 export function changedKeys(c: EntryChanges): string[] {
-  const keys = <E>(kind: EntryKind<E>, k: KindChanges<E>) => [...k.remove, ...k.put].map((e) => `${kind.name} ${kind.key(e)}`);
+  const keys = <E>(kind: EntryKind<E>, k: KindChanges<E>) =>
+    [...k.remove, ...k.put].map((e) => `${kind.name} ${kind.key(e)}`);
   return [...keys(ROUTE, c.routes), ...keys(NEIGH, c.neighs), ...keys(FDB, c.fdbs)];
 }
 

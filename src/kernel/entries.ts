@@ -4,7 +4,16 @@
 // are the same. Backends say what they want in these terms; converge.ts makes the kernel match.
 // Addresses are of either family (src/net/ip.ts): one backend instance works on one family.
 import { WeftError } from "../errors.js";
-import { familyOf, formatAddr as formatIpv4, formatAnyPrefix as formatPrefix, hostPrefix, parseAddr as parseIpv4, parseAnyPrefix as parsePrefix, type IpAddr, type IpPrefix } from "../net/ip.js";
+import {
+  familyOf,
+  formatAddr as formatIpv4,
+  formatAnyPrefix as formatPrefix,
+  hostPrefix,
+  parseAddr as parseIpv4,
+  parseAnyPrefix as parsePrefix,
+  type IpAddr,
+  type IpPrefix,
+} from "../net/ip.js";
 import type { Kernel } from "./iproute.js";
 
 /** A route in the main table. */
@@ -49,7 +58,8 @@ export const ROUTE: EntryKind<RouteEntry> = {
   name: "route",
   key: (r) => `${formatPrefix(r.dst)} metric ${r.metric}`,
   same: (a, b) => a.gateway === b.gateway && a.dev === b.dev && a.onlink === b.onlink && a.metric === b.metric,
-  replace: (r) => `route replace ${formatPrefix(r.dst)}${via(r)} dev ${r.dev}${r.onlink ? " onlink" : ""}${r.metric ? ` metric ${r.metric}` : ""}`,
+  replace: (r) =>
+    `route replace ${formatPrefix(r.dst)}${via(r)} dev ${r.dev}${r.onlink ? " onlink" : ""}${r.metric ? ` metric ${r.metric}` : ""}`,
   del: (r) => `route del ${formatPrefix(r.dst)}${via(r)} dev ${r.dev}${r.metric ? ` metric ${r.metric}` : ""}`,
 };
 
@@ -92,11 +102,18 @@ export async function readRoutes(kernel: Kernel, within: IpPrefix): Promise<Rout
  * Neighbours and FDB entries are listed for all devices and then filtered, so a device that is
  * gone reads as "no entries" rather than an error.
  */
-export async function readEntries(kernel: Kernel, within: IpPrefix, dev?: string): Promise<{ routes: RouteEntry[]; neighs: NeighEntry[]; fdbs: FdbEntry[] }> {
+export async function readEntries(
+  kernel: Kernel,
+  within: IpPrefix,
+  dev?: string,
+): Promise<{ routes: RouteEntry[]; neighs: NeighEntry[]; fdbs: FdbEntry[] }> {
   const v6 = familyOf(within.addr) === 6;
   const ofFamily = (addr: string) => addr.includes(":") === v6;
   const [ip, fdb] = await Promise.all([
-    kernel.ipJsonBatch<RawRoute[] | RawNeigh[]>([showRoutes(within).join(" "), ...(dev ? ["neigh show"] : [])], familyOf(within.addr)),
+    kernel.ipJsonBatch<RawRoute[] | RawNeigh[]>(
+      [showRoutes(within).join(" "), ...(dev ? ["neigh show"] : [])],
+      familyOf(within.addr),
+    ),
     dev ? kernel.bridgeJson<RawFdb[]>(["fdb", "show"]) : [],
   ]);
   const failed = ip.failures[0];
@@ -106,10 +123,21 @@ export async function readEntries(kernel: Kernel, within: IpPrefix, dev?: string
     routes: parseRoutes(routes),
     neighs: (neighs ?? [])
       .filter((n) => n.dev === dev && n.lladdr !== undefined && ofFamily(n.dst))
-      .map((n) => ({ addr: parseIpv4(n.dst), mac: n.lladdr!, dev: n.dev, permanent: n.state?.includes("PERMANENT") ?? false })),
+      .map((n) => ({
+        addr: parseIpv4(n.dst),
+        mac: n.lladdr!,
+        dev: n.dev,
+        permanent: n.state?.includes("PERMANENT") ?? false,
+      })),
     fdbs: fdb
       .filter((f) => f.ifname === dev && f.dst !== undefined && ofFamily(f.dst) && (f.flags?.includes("self") ?? false))
-      .map((f) => ({ mac: f.mac, dev: f.ifname, dst: parseIpv4(f.dst!), port: f.port, permanent: f.state === "permanent" })),
+      .map((f) => ({
+        mac: f.mac,
+        dev: f.ifname,
+        dst: parseIpv4(f.dst!),
+        port: f.port,
+        permanent: f.state === "permanent",
+      })),
   };
 }
 
@@ -136,6 +164,10 @@ export async function lookupRoutes(kernel: Kernel, addrs: IpAddr[]): Promise<Rou
   return answers.map((answer, i) => {
     const r = answer?.[0];
     if (!r) return { error: failures.find((f) => f.line === i + 1)?.message ?? "no answer from `ip route get`" };
-    return { dev: r.dev, gateway: r.gateway === undefined ? undefined : parseIpv4(r.gateway), local: r.type === "local" };
+    return {
+      dev: r.dev,
+      gateway: r.gateway === undefined ? undefined : parseIpv4(r.gateway),
+      local: r.type === "local",
+    };
   });
 }

@@ -58,5 +58,7 @@ export function setIpMasq(kernel: Kernel, ...families: IpMasqOptions[]): Promise
 
 /** Deletes weft's tables (both families); nothing happens where there is none. */
 export function removeIpMasq(kernel: Kernel): Promise<void> {
-  return kernel.nft(["ip", "ip6"].map((fam) => `table ${fam} ${IPMASQ_TABLE}\ndelete table ${fam} ${IPMASQ_TABLE}\n`).join(""));
+  return kernel.nft(
+    ["ip", "ip6"].map((fam) => `table ${fam} ${IPMASQ_TABLE}\ndelete table ${fam} ${IPMASQ_TABLE}\n`).join(""),
+  );
 }

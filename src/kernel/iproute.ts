@@ -30,7 +30,13 @@ function run(cmd: string, args: string[], input?: string): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = execFile(cmd, args, { maxBuffer: 256 << 20 }, (error, stdout, stderr) => {
       if (error && typeof error.code !== "number") {
-        reject(new WeftError("KERNEL_TOOL_MISSING", `cannot run ${cmd}: ${error.message}; install iproute2 and nftables (apt-get install iproute2 nftables)`, { cause: error }));
+        reject(
+          new WeftError(
+            "KERNEL_TOOL_MISSING",
+            `cannot run ${cmd}: ${error.message}; install iproute2 and nftables (apt-get install iproute2 nftables)`,
+            { cause: error },
+          ),
+        );
         return;
       }
       resolve({ stdout, stderr, code: error ? Number(error.code) : 0 });
@@ -87,14 +93,19 @@ export class Kernel {
    * Runs read commands (e.g. `route get X`) in one `ip -json -force -batch` (with -4/-6 when
    * `family` is given); answers[i] is line i's parsed output, undefined where the line failed.
    */
-  async ipJsonBatch<T = unknown[]>(lines: string[], family?: 4 | 6): Promise<{ answers: (T | undefined)[]; failures: BatchFailure[] }> {
+  async ipJsonBatch<T = unknown[]>(
+    lines: string[],
+    family?: 4 | 6,
+  ): Promise<{ answers: (T | undefined)[]; failures: BatchFailure[] }> {
     if (lines.length === 0) return { answers: [], failures: [] };
     const { stdout, failures } = await this.forceBatch("ip", lines, true, family);
     // Each successful line prints one JSON document on its own line; failed lines print nothing.
     const outputs = stdout.split("\n").filter((l) => l.trim() !== "");
     const failed = new Set(failures.map((f) => f.line));
     let next = 0;
-    const answers = lines.map((_, i) => (failed.has(i + 1) || next >= outputs.length ? undefined : (JSON.parse(outputs[next++]) as T)));
+    const answers = lines.map((_, i) =>
+      failed.has(i + 1) || next >= outputs.length ? undefined : (JSON.parse(outputs[next++]) as T),
+    );
     return { answers, failures };
   }
 
@@ -108,7 +119,9 @@ export class Kernel {
   /** `nft -j list ...` parsed. */
   async nftJson<T = unknown>(args: string[]): Promise<T> {
     const nftArgs = ["-j", "list", ...args];
-    const r = this.opts.netns ? await run("ip", ["netns", "exec", this.opts.netns, "nft", ...nftArgs]) : await run("nft", nftArgs);
+    const r = this.opts.netns
+      ? await run("ip", ["netns", "exec", this.opts.netns, "nft", ...nftArgs])
+      : await run("nft", nftArgs);
     if (r.code !== 0) throw commandError("nft", nftArgs.join(" "), r);
     return JSON.parse(r.stdout) as T;
   }
@@ -116,14 +129,25 @@ export class Kernel {
   /** Sets a sysctl (e.g. net.ipv4.ip_forward) in this namespace. */
   async sysctl(key: string, value: string | number): Promise<void> {
     const args = ["-q", "-w", `${key}=${value}`];
-    const r = this.opts.netns ? await run("ip", ["netns", "exec", this.opts.netns, "sysctl", ...args]) : await run("sysctl", args);
+    const r = this.opts.netns
+      ? await run("ip", ["netns", "exec", this.opts.netns, "sysctl", ...args])
+      : await run("sysctl", args);
     if (r.code !== 0) throw commandError("sysctl", args.join(" "), r);
   }
 
   /** `family` is the whole batch's -4/-6 (a batch line cannot carry one, and some reads default to IPv4). */
-  private async forceBatch(tool: "ip" | "bridge", lines: string[], json: boolean, family?: 4 | 6): Promise<{ stdout: string; failures: BatchFailure[] }> {
+  private async forceBatch(
+    tool: "ip" | "bridge",
+    lines: string[],
+    json: boolean,
+    family?: 4 | 6,
+  ): Promise<{ stdout: string; failures: BatchFailure[] }> {
     if (lines.length === 0) return { stdout: "", failures: [] };
-    const r = await run(tool, [...this.nsArgs(), ...(family ? [`-${family}`] : []), ...(json ? ["-json"] : []), "-force", "-batch", "-"], lines.join("\n") + "\n");
+    const r = await run(
+      tool,
+      [...this.nsArgs(), ...(family ? [`-${family}`] : []), ...(json ? ["-json"] : []), "-force", "-batch", "-"],
+      lines.join("\n") + "\n",
+    );
     return { stdout: r.stdout, failures: batchFailures(lines, r) };
   }
 

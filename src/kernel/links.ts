@@ -29,7 +29,18 @@ interface RawLink {
   address?: string;
   mtu: number;
   flags?: string[];
-  linkinfo?: { info_kind?: string; info_data?: { id?: number; local?: string; local6?: string; link?: string; port?: number; learning?: boolean; gbp?: boolean } };
+  linkinfo?: {
+    info_kind?: string;
+    info_data?: {
+      id?: number;
+      local?: string;
+      local6?: string;
+      link?: string;
+      port?: number;
+      learning?: boolean;
+      gbp?: boolean;
+    };
+  };
 }
 
 /** The device named `name`, or undefined when there is none. */
@@ -44,28 +55,52 @@ export async function readLink(kernel: Kernel, name: string): Promise<LinkState 
     mtu: raw.mtu,
     up: raw.flags?.includes("UP") ?? false,
     kind: raw.linkinfo?.info_kind,
-    vxlan: raw.linkinfo?.info_kind === "vxlan" && info
-      ? {
-          vni: info.id ?? 0,
-          local: info.local !== undefined ? parseIpv4(info.local) : info.local6 !== undefined ? parseIpv6(info.local6) : undefined,
-          link: info.link,
-          port: info.port ?? 0,
-          learning: info.learning ?? true,
-          gbp: info.gbp ?? false,
-        }
-      : undefined,
+    vxlan:
+      raw.linkinfo?.info_kind === "vxlan" && info
+        ? {
+            vni: info.id ?? 0,
+            local:
+              info.local !== undefined
+                ? parseIpv4(info.local)
+                : info.local6 !== undefined
+                  ? parseIpv6(info.local6)
+                  : undefined,
+            link: info.link,
+            port: info.port ?? 0,
+            learning: info.learning ?? true,
+            gbp: info.gbp ?? false,
+          }
+        : undefined,
   };
 }
 
 /** The IPv4 addresses on `dev` with their prefix lengths. */
 export async function readIpv4Addresses(kernel: Kernel, dev: string): Promise<Array<{ addr: number; len: number }>> {
-  const raw = await kernel.ipJson<Array<{ addr_info?: Array<{ family: string; local: string; prefixlen: number }> }>>(["-4", "addr", "show", "dev", dev]);
-  return raw.flatMap((l) => l.addr_info ?? []).filter((a) => a.family === "inet").map((a) => ({ addr: parseIpv4(a.local), len: a.prefixlen }));
+  const raw = await kernel.ipJson<Array<{ addr_info?: Array<{ family: string; local: string; prefixlen: number }> }>>([
+    "-4",
+    "addr",
+    "show",
+    "dev",
+    dev,
+  ]);
+  return raw
+    .flatMap((l) => l.addr_info ?? [])
+    .filter((a) => a.family === "inet")
+    .map((a) => ({ addr: parseIpv4(a.local), len: a.prefixlen }));
 }
 
 /** The global and host addresses of `dev` of one family (IPv4 as numbers, IPv6 as bigints). */
-export async function readAddresses(kernel: Kernel, dev: string, family: 4 | 6): Promise<Array<{ addr: IpAddr; len: number }>> {
+export async function readAddresses(
+  kernel: Kernel,
+  dev: string,
+  family: 4 | 6,
+): Promise<Array<{ addr: IpAddr; len: number }>> {
   if (family === 4) return readIpv4Addresses(kernel, dev);
-  const raw = await kernel.ipJson<Array<{ addr_info?: Array<{ family: string; local: string; prefixlen: number; scope: string }> }>>(["-6", "addr", "show", "dev", dev]);
-  return raw.flatMap((l) => l.addr_info ?? []).filter((a) => a.family === "inet6" && a.scope !== "link").map((a) => ({ addr: parseIpv6(a.local), len: a.prefixlen }));
+  const raw = await kernel.ipJson<
+    Array<{ addr_info?: Array<{ family: string; local: string; prefixlen: number; scope: string }> }>
+  >(["-6", "addr", "show", "dev", dev]);
+  return raw
+    .flatMap((l) => l.addr_info ?? [])
+    .filter((a) => a.family === "inet6" && a.scope !== "link")
+    .map((a) => ({ addr: parseIpv6(a.local), len: a.prefixlen }));
 }

@@ -47,7 +47,11 @@ export interface AgentStatus {
   peers: Array<{ name: string; subnet: string; underlay: string; backend: string }>;
   members: Array<{ name: string; addr?: string; state: string }>;
   underlay?: string;
-  dataplane?: { tx: { packets: Record<string, number> }; rx: { packets: Record<string, number> }; offload: OffloadState };
+  dataplane?: {
+    tx: { packets: Record<string, number> };
+    rx: { packets: Record<string, number> };
+    offload: OffloadState;
+  };
   backendCounters?: { kernelCommands: number; kernelErrors: number; peersUnreachable: number; driftRepairs: number };
 }
 
@@ -68,7 +72,12 @@ export class LabAgents {
    *  seeds name only them (default all); the others are started with explicit flags.
    *  `gossip6`: the agents gossip over IPv6 (IPv6-only configs), so join lists name the hosts'
    *  IPv6 underlay addresses. */
-  static async prepare(lab: LabCluster, netConf: (host: LabHost) => object, members = lab.hosts.length, gossip6 = false): Promise<LabAgents> {
+  static async prepare(
+    lab: LabCluster,
+    netConf: (host: LabHost) => object,
+    members = lab.hosts.length,
+    gossip6 = false,
+  ): Promise<LabAgents> {
     const dir = await mkdtemp(join(tmpdir(), "weft-lab-"));
     const keyFile = join(dir, "cluster.key");
     await writeFile(keyFile, randomBytes(KEY_BYTES).toString("base64") + "\n", { mode: 0o600 });
@@ -90,14 +99,31 @@ export class LabAgents {
   /** Starts an agent process; the other cluster members (or `join`) are its --join list and all
    *  cluster members are subnet seeds. */
   start(a: LabAgent, extra: string[] = [], joinTargets?: LabAgent[]): void {
-    if (a.process && a.process.exitCode === null && a.process.signalCode === null) throw new WeftError("LAB_AGENT_RUNNING", `${a.host.name}'s agent is already running`);
+    if (a.process && a.process.exitCode === null && a.process.signalCode === null)
+      throw new WeftError("LAB_AGENT_RUNNING", `${a.host.name}'s agent is already running`);
     const cluster = this.agents.slice(0, this.members);
     const targets = (joinTargets ?? cluster.filter((x) => x !== a)).map((x) => this.gossipAddr(x));
     const args = [
-      projectFile("dist", "src", "cli", "main.js"), "agent", "--net-config", this.netConfPath(a), "--iface", a.host.underlayIf,
-      "--key-file", this.keyFile, "--state-dir", a.stateDir, "--subnet-file", this.subnetFile(a), "--node-name", a.host.name,
-      ...(targets.length > 0 ? ["--join", targets.join(",")] : []), "--subnet-seeds", cluster.map((x) => x.host.name).join(","),
-      "--gossip-port", String(LAB_GOSSIP_PORT), ...extra,
+      projectFile("dist", "src", "cli", "main.js"),
+      "agent",
+      "--net-config",
+      this.netConfPath(a),
+      "--iface",
+      a.host.underlayIf,
+      "--key-file",
+      this.keyFile,
+      "--state-dir",
+      a.stateDir,
+      "--subnet-file",
+      this.subnetFile(a),
+      "--node-name",
+      a.host.name,
+      ...(targets.length > 0 ? ["--join", targets.join(",")] : []),
+      "--subnet-seeds",
+      cluster.map((x) => x.host.name).join(","),
+      "--gossip-port",
+      String(LAB_GOSSIP_PORT),
+      ...extra,
     ];
     const [cmd, ...argv] = a.host.ns.wrap([process.execPath, ...args]);
     // The agent writes its log file itself: through a pipe to this process, an agent whose
@@ -111,7 +137,9 @@ export class LabAgents {
 
   /** Where an agent gossips: host:port, an IPv6 host in brackets. */
   gossipAddr(a: LabAgent): string {
-    return this.gossip6 ? `[${formatIpv6(a.host.underlayAddr6!)}]:${LAB_GOSSIP_PORT}` : `${formatIpv4(a.host.underlayAddr)}:${LAB_GOSSIP_PORT}`;
+    return this.gossip6
+      ? `[${formatIpv6(a.host.underlayAddr6!)}]:${LAB_GOSSIP_PORT}`
+      : `${formatIpv4(a.host.underlayAddr)}:${LAB_GOSSIP_PORT}`;
   }
 
   startAll(extra: string[] = []): void {
@@ -123,10 +151,23 @@ export class LabAgents {
     const until = Date.now() + timeoutMs;
     for (;;) {
       if (a.process && a.process.exitCode !== null) {
-        throw new WeftError("LAB_AGENT_EXITED", `${a.host.name}'s agent exited with ${a.process.exitCode}; its last log lines:\n${await this.logTail(a)}`);
+        throw new WeftError(
+          "LAB_AGENT_EXITED",
+          `${a.host.name}'s agent exited with ${a.process.exitCode}; its last log lines:\n${await this.logTail(a)}`,
+        );
       }
-      if (await agentRequest(a.stateDir, "GET", "/readyz").then(() => true, () => false)) return;
-      if (Date.now() > until) throw new WeftError("LAB_AGENT_TIMEOUT", `${a.host.name} not ready after ${timeoutMs / 1000} s; last log lines:\n${await this.logTail(a)}`);
+      if (
+        await agentRequest(a.stateDir, "GET", "/readyz").then(
+          () => true,
+          () => false,
+        )
+      )
+        return;
+      if (Date.now() > until)
+        throw new WeftError(
+          "LAB_AGENT_TIMEOUT",
+          `${a.host.name} not ready after ${timeoutMs / 1000} s; last log lines:\n${await this.logTail(a)}`,
+        );
       await new Promise((r) => setTimeout(r, 300));
     }
   }
@@ -136,13 +177,22 @@ export class LabAgents {
   }
 
   /** Polls until `check` holds for the agent's status, or fails with what it last saw. */
-  async waitFor(a: LabAgent, what: string, check: (s: AgentStatus) => boolean, timeoutMs = 60_000): Promise<AgentStatus> {
+  async waitFor(
+    a: LabAgent,
+    what: string,
+    check: (s: AgentStatus) => boolean,
+    timeoutMs = 60_000,
+  ): Promise<AgentStatus> {
     const until = Date.now() + timeoutMs;
     let last: AgentStatus | undefined;
     for (;;) {
       last = await this.status(a).catch(() => last);
       if (last && check(last)) return last;
-      if (Date.now() > until) throw new WeftError("LAB_WAIT_TIMEOUT", `${a.host.name}: ${what} did not happen within ${timeoutMs / 1000} s; last status: ${JSON.stringify(last)}`);
+      if (Date.now() > until)
+        throw new WeftError(
+          "LAB_WAIT_TIMEOUT",
+          `${a.host.name}: ${what} did not happen within ${timeoutMs / 1000} s; last status: ${JSON.stringify(last)}`,
+        );
       await new Promise((r) => setTimeout(r, 300));
     }
   }
@@ -180,7 +230,8 @@ export class LabAgents {
 
   /** SIGHUP: the agent re-reads its net-conf.json (a changed Backend is swapped in). */
   reload(a: LabAgent): void {
-    if (!a.process || a.process.exitCode !== null || a.process.signalCode !== null) throw new WeftError("LAB_AGENT_NOT_RUNNING", `${a.host.name}'s agent is not running`);
+    if (!a.process || a.process.exitCode !== null || a.process.signalCode !== null)
+      throw new WeftError("LAB_AGENT_NOT_RUNNING", `${a.host.name}'s agent is not running`);
     a.process.kill("SIGHUP");
   }
 
@@ -190,7 +241,11 @@ export class LabAgents {
     if (!child) throw new WeftError("LAB_AGENT_NOT_RUNNING", `${a.host.name}'s agent was never started`);
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new WeftError("LAB_AGENT_TIMEOUT", `${a.host.name}'s agent still runs after ${timeoutMs / 1000} s`)), timeoutMs);
+      timer = setTimeout(
+        () =>
+          reject(new WeftError("LAB_AGENT_TIMEOUT", `${a.host.name}'s agent still runs after ${timeoutMs / 1000} s`)),
+        timeoutMs,
+      );
     });
     await Promise.race([a.logClosed, timedOut]).finally(() => clearTimeout(timer));
     return child.exitCode;
@@ -203,7 +258,9 @@ export class LabAgents {
 
   /** The agent's log lines at error level or above (pino's 50), parsed; from byte `since` on. */
   async errorLines(a: LabAgent, since = 0): Promise<Array<{ level: number; msg: string; code?: string }>> {
-    const text = (await readFile(join(a.dir, "agent.log")).catch(() => Buffer.alloc(0))).subarray(since).toString("utf8");
+    const text = (await readFile(join(a.dir, "agent.log")).catch(() => Buffer.alloc(0)))
+      .subarray(since)
+      .toString("utf8");
     return text.split("\n").flatMap((line) => {
       try {
         const rec = JSON.parse(line) as { level: number; msg: string; code?: string };
@@ -215,7 +272,11 @@ export class LabAgents {
   }
 
   async logTail(a: LabAgent, lines = 8): Promise<string> {
-    return (await readFile(join(a.dir, "agent.log"), "utf8").catch(() => "")).trim().split("\n").slice(-lines).join("\n");
+    return (await readFile(join(a.dir, "agent.log"), "utf8").catch(() => ""))
+      .trim()
+      .split("\n")
+      .slice(-lines)
+      .join("\n");
   }
 
   /** Stops every agent and removes the work dir (the lab itself is the caller's). */

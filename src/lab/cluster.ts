@@ -69,7 +69,10 @@ export function labConfList(hostDir: string, subnetFile: string): ConfList {
     cniVersion: "1.0.0",
     plugins: [
       {
-        type: "flannel", subnetFile, dataDir: join(hostDir, "flannel"), ipam: { dataDir: join(hostDir, "ipam") },
+        type: "flannel",
+        subnetFile,
+        dataDir: join(hostDir, "flannel"),
+        ipam: { dataDir: join(hostDir, "ipam") },
         delegate: { hairpinMode: true, isDefaultGateway: true, ipMasq: false },
       },
       { type: "portmap", capabilities: { portMappings: true } },
@@ -118,10 +121,21 @@ export class LabCluster {
         ]);
         const addr6 = opts.ipv6 ? LAB_UNDERLAY_BASE6 + BigInt(10 + i) : undefined;
         // No duplicate address detection: the lab's addresses are unique, and a tentative address cannot be used.
-        await ns.kernel.ipBatch([`addr add ${formatIpv4(addr)}/24 dev eth0`, ...(addr6 !== undefined ? [`addr add ${formatIpv6(addr6)}/64 dev eth0 nodad`] : []), `link set eth0 up`]);
+        await ns.kernel.ipBatch([
+          `addr add ${formatIpv4(addr)}/24 dev eth0`,
+          ...(addr6 !== undefined ? [`addr add ${formatIpv6(addr6)}/64 dev eth0 nodad`] : []),
+          `link set eth0 up`,
+        ]);
         await ns.kernel.sysctl("net.ipv4.ip_forward", 1);
         if (opts.ipv6) await ns.kernel.sysctl("net.ipv6.conf.all.forwarding", 1);
-        hosts.push({ name: `host${i}`, ns, underlayIf: "eth0", underlayAddr: addr, ...(addr6 !== undefined && { underlayAddr6: addr6 }), pods: [] });
+        hosts.push({
+          name: `host${i}`,
+          ns,
+          underlayIf: "eth0",
+          underlayAddr: addr,
+          ...(addr6 !== undefined && { underlayAddr6: addr6 }),
+          pods: [],
+        });
       }
       return new LabCluster(opts.tag, sw, hosts, workDir);
     } catch (error) {
@@ -158,7 +172,12 @@ export class LabCluster {
     const n = (this.podCount.get(host) ?? 0) + 1;
     this.podCount.set(host, n);
     const ns = await Netns.create(`${this.tag}-${host.name}-p${n}`);
-    const attachment: Attachment = { containerId: ns.name, netns: ns.path, ifName: "eth0", capabilityArgs: opts.portMappings && { portMappings: opts.portMappings } };
+    const attachment: Attachment = {
+      containerId: ns.name,
+      netns: ns.path,
+      ifName: "eth0",
+      capabilityArgs: opts.portMappings && { portMappings: opts.portMappings },
+    };
     let result: CniResult;
     try {
       result = await this.cni(host, subnetFile).add(attachment);
@@ -168,16 +187,26 @@ export class LabCluster {
     }
     const ip = result.ips?.find((i) => !i.address.includes(":"));
     const ip6 = result.ips?.find((i) => i.address.includes(":"));
-    if (!ip && !ip6) throw new WeftError("LAB_POD_NO_ADDRESS", `CNI ADD for ${ns.name} gave no address: ${JSON.stringify(result)}`);
+    if (!ip && !ip6)
+      throw new WeftError("LAB_POD_NO_ADDRESS", `CNI ADD for ${ns.name} gave no address: ${JSON.stringify(result)}`);
     const name = `${host.name}-pod${n}`;
     const addr = ip && parseIpv4(ip.address.split("/")[0]);
     const pod: LabPod = {
-      name, ns, host,
+      name,
+      ns,
+      host,
       get addr(): number {
-        if (addr === undefined) throw new WeftError("LAB_POD_NO_ADDRESS", `${name} has no IPv4 address (its node is IPv6-only): use its addr6`);
+        if (addr === undefined)
+          throw new WeftError(
+            "LAB_POD_NO_ADDRESS",
+            `${name} has no IPv4 address (its node is IPv6-only): use its addr6`,
+          );
         return addr;
       },
-      ...(ip6 && { addr6: parseIpv6(ip6.address.split("/")[0]) }), attachment, result, subnetFile,
+      ...(ip6 && { addr6: parseIpv6(ip6.address.split("/")[0]) }),
+      attachment,
+      result,
+      subnetFile,
     };
     host.pods.push(pod);
     return pod;
@@ -195,7 +224,11 @@ export class LabCluster {
    * agent since lab traffic never leaves the pod network), its state under the lab's work dir.
    */
   cni(host: LabHost, subnetFile: string): CniRuntime {
-    return new CniRuntime(labConfList(this.hostDir(host), subnetFile), [this.binDir, ...referencePluginDirs()], host.ns.wrap([]));
+    return new CniRuntime(
+      labConfList(this.hostDir(host), subnetFile),
+      [this.binDir, ...referencePluginDirs()],
+      host.ns.wrap([]),
+    );
   }
 
   /** Where a host's CNI state lives: subnet.env (without agent), flannel's dataDir, host-local's store. */
@@ -216,8 +249,10 @@ export class LabCluster {
 
   describe(): string {
     return this.hosts
-      .map((h) => `${h.name} ${formatIpv4(h.underlayAddr)} pods ${h.pods.map((p) => (p.addr6 !== undefined ? formatIpv6(p.addr6) : formatIpv4(p.addr))).join(", ")}`)
+      .map(
+        (h) =>
+          `${h.name} ${formatIpv4(h.underlayAddr)} pods ${h.pods.map((p) => (p.addr6 !== undefined ? formatIpv6(p.addr6) : formatIpv4(p.addr))).join(", ")}`,
+      )
       .join("\n");
   }
 }
-

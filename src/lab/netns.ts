@@ -25,7 +25,10 @@ function hookExit(): void {
   if (hooked) return;
   hooked = true;
   process.once("exit", removeAllSync);
-  for (const [sig, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+  for (const [sig, code] of [
+    ["SIGINT", 130],
+    ["SIGTERM", 143],
+  ] as const) {
     process.on(sig, () => {
       // A tool with its own handler (demo, bench) stops its agents first and then exits, and the
       // exit hook removes what is left; removing namespaces here would pull them from under it.
@@ -87,7 +90,14 @@ export class Netns {
 }
 
 /** Joins two namespaces with a veth pair and gives each end an address. */
-export async function vethPair(a: Netns, aIf: string, aAddr: string, b: Netns, bIf: string, bAddr: string): Promise<void> {
+export async function vethPair(
+  a: Netns,
+  aIf: string,
+  aAddr: string,
+  b: Netns,
+  bIf: string,
+  bAddr: string,
+): Promise<void> {
   await a.ip(`link add ${aIf} type veth peer name ${bIf} netns ${b.name}`);
   await a.ip(`addr add ${aAddr} dev ${aIf}`);
   await b.ip(`addr add ${bAddr} dev ${bIf}`);

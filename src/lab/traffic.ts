@@ -15,12 +15,32 @@ export interface PingResult {
 }
 
 /** `ping -c count` from one pod to another (or any address); never throws for lost packets. */
-export async function ping(from: LabPod, to: IpAddr, opts: { count?: number; intervalS?: number; timeoutS?: number; size?: number } = {}): Promise<PingResult> {
-  if (to === undefined) throw new WeftError("LAB_NO_ADDRESS", `ping from ${from.name}: no destination address (a pod without an address of that family?)`);
+export async function ping(
+  from: LabPod,
+  to: IpAddr,
+  opts: { count?: number; intervalS?: number; timeoutS?: number; size?: number } = {},
+): Promise<PingResult> {
+  if (to === undefined)
+    throw new WeftError(
+      "LAB_NO_ADDRESS",
+      `ping from ${from.name}: no destination address (a pod without an address of that family?)`,
+    );
   const count = opts.count ?? 3;
-  const args = ["ping", "-n", "-c", String(count), "-i", String(opts.intervalS ?? 0.2), "-W", String(opts.timeoutS ?? 2)];
+  const args = [
+    "ping",
+    "-n",
+    "-c",
+    String(count),
+    "-i",
+    String(opts.intervalS ?? 0.2),
+    "-W",
+    String(opts.timeoutS ?? 2),
+  ];
   if (opts.size !== undefined) args.push("-s", String(opts.size));
-  const out = await capture(from.ns.wrap([...args, formatAddr(to)]), (count * (opts.intervalS ?? 0.2) + (opts.timeoutS ?? 2)) * 1000 + 5000);
+  const out = await capture(
+    from.ns.wrap([...args, formatAddr(to)]),
+    (count * (opts.intervalS ?? 0.2) + (opts.timeoutS ?? 2)) * 1000 + 5000,
+  );
   const rtts = [...out.stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
   return { sent: count, received: rtts.length, rtts };
 }
@@ -76,7 +96,8 @@ interface IperfJson {
 
 export async function iperf(server: LabPod, client: LabPod, o: IperfOptions): Promise<IperfResult> {
   const port = String(o.port ?? 5201 + (runs++ % 100));
-  if (o.family === 6 && server.addr6 === undefined) throw new WeftError("LAB_NO_ADDRESS", `iperf3 over IPv6 to ${server.name}: it has no IPv6 address`);
+  if (o.family === 6 && server.addr6 === undefined)
+    throw new WeftError("LAB_NO_ADDRESS", `iperf3 over IPv6 to ${server.name}: it has no IPv6 address`);
   const addr = o.family === 6 ? formatIpv6(server.addr6!) : formatIpv4(server.addr);
   const [cmd, ...argv] = server.ns.wrap(["iperf3", "-s", "-1", "--forceflush", "-B", addr, "-p", port]);
   const srv = spawn(cmd, argv, { stdio: ["ignore", "pipe", "ignore"] });
@@ -92,15 +113,31 @@ export async function iperf(server: LabPod, client: LabPod, o: IperfOptions): Pr
     try {
       j = JSON.parse(stdout);
     } catch {
-      throw new WeftError("LAB_IPERF_NO_RESULT", `iperf3 ${client.name} -> ${server.name} gave no result within ${limitMs / 1000} s (killed, or the path stalled)`);
+      throw new WeftError(
+        "LAB_IPERF_NO_RESULT",
+        `iperf3 ${client.name} -> ${server.name} gave no result within ${limitMs / 1000} s (killed, or the path stalled)`,
+      );
     }
     if (j.error) throw new WeftError("LAB_IPERF_FAILED", `iperf3 ${client.name} -> ${server.name}: ${j.error}`);
     const end = j.end;
     if (o.udp) {
       const s = end.sum;
-      return { sentBytes: s.bytes, receivedBytes: end.sum_received?.bytes ?? s.bytes * (1 - s.lost_percent / 100), seconds: s.seconds, bitsPerSecond: end.sum_received?.bits_per_second ?? s.bits_per_second, lostPackets: s.lost_packets, packets: s.packets };
+      return {
+        sentBytes: s.bytes,
+        receivedBytes: end.sum_received?.bytes ?? s.bytes * (1 - s.lost_percent / 100),
+        seconds: s.seconds,
+        bitsPerSecond: end.sum_received?.bits_per_second ?? s.bits_per_second,
+        lostPackets: s.lost_packets,
+        packets: s.packets,
+      };
     }
-    return { sentBytes: end.sum_sent.bytes, receivedBytes: end.sum_received.bytes, seconds: end.sum_received.seconds, bitsPerSecond: end.sum_received.bits_per_second, retransmits: end.sum_sent.retransmits };
+    return {
+      sentBytes: end.sum_sent.bytes,
+      receivedBytes: end.sum_received.bytes,
+      seconds: end.sum_received.seconds,
+      bitsPerSecond: end.sum_received.bits_per_second,
+      retransmits: end.sum_sent.retransmits,
+    };
   } finally {
     srv.kill("SIGKILL");
   }
@@ -110,7 +147,16 @@ export async function iperf(server: LabPod, client: LabPod, o: IperfOptions): Pr
 function serverListening(srv: ReturnType<typeof spawn>, timeoutMs: number): Promise<void> {
   return new Promise((resolve, reject) => {
     let seen = "";
-    const timer = setTimeout(() => reject(new WeftError("LAB_IPERF_SERVER_TIMEOUT", `iperf3 server did not start listening within ${timeoutMs / 1000} s`)), timeoutMs);
+    const timer = setTimeout(
+      () =>
+        reject(
+          new WeftError(
+            "LAB_IPERF_SERVER_TIMEOUT",
+            `iperf3 server did not start listening within ${timeoutMs / 1000} s`,
+          ),
+        ),
+      timeoutMs,
+    );
     srv.stdout!.on("data", (d) => {
       seen += d;
       if (seen.includes("Server listening")) {
@@ -120,7 +166,9 @@ function serverListening(srv: ReturnType<typeof spawn>, timeoutMs: number): Prom
     });
     srv.once("exit", (code) => {
       clearTimeout(timer);
-      reject(new WeftError("LAB_IPERF_SERVER_EXITED", `iperf3 server exited (${code}) before listening; is the port taken?`));
+      reject(
+        new WeftError("LAB_IPERF_SERVER_EXITED", `iperf3 server exited (${code}) before listening; is the port taken?`),
+      );
     });
   });
 }
@@ -133,10 +181,19 @@ function capture(argv: string[], timeoutMs: number): Promise<{ stdout: string; c
     child.stdout.on("data", (d) => (stdout += d));
     child.stderr.on("data", (d) => (stderr += d));
     const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-    child.on("error", (e) => reject(new WeftError("LAB_TRAFFIC_TOOL_MISSING", `cannot run ${argv.join(" ")}: ${e.message}; install iperf3 and iputils-ping`, { cause: e })));
+    child.on("error", (e) =>
+      reject(
+        new WeftError(
+          "LAB_TRAFFIC_TOOL_MISSING",
+          `cannot run ${argv.join(" ")}: ${e.message}; install iperf3 and iputils-ping`,
+          { cause: e },
+        ),
+      ),
+    );
     child.on("exit", (code) => {
       clearTimeout(timer);
-      if (code !== 0 && !stdout) reject(new WeftError("LAB_TRAFFIC_TOOL_FAILED", `${argv.join(" ")} exited ${code}: ${stderr.trim()}`));
+      if (code !== 0 && !stdout)
+        reject(new WeftError("LAB_TRAFFIC_TOOL_FAILED", `${argv.join(" ")} exited ${code}: ${stderr.trim()}`));
       else resolve({ stdout, code: code ?? -1 });
     });
   });

@@ -2,8 +2,25 @@
 // kernel backends, peers): an IPv4 address is a number (src/net/ipv4.ts), an IPv6 address a
 // bigint (src/net/ipv6.ts), so the type itself says the family.
 import { WeftError } from "../errors.js";
-import { formatIpv4, formatPrefix, parseIpv4, parsePrefix, prefixContains, prefixesOverlap, type Ipv4Prefix } from "./ipv4.js";
-import { formatIpv6, formatPrefix6, isIpv6Text, parseIpv6, parsePrefix6, prefixContains6, prefixesOverlap6, type Ipv6Prefix } from "./ipv6.js";
+import {
+  formatIpv4,
+  formatPrefix,
+  parseIpv4,
+  parsePrefix,
+  prefixContains,
+  prefixesOverlap,
+  type Ipv4Prefix,
+} from "./ipv4.js";
+import {
+  formatIpv6,
+  formatPrefix6,
+  isIpv6Text,
+  parseIpv6,
+  parsePrefix6,
+  prefixContains6,
+  prefixesOverlap6,
+  type Ipv6Prefix,
+} from "./ipv6.js";
 
 export type IpAddr = number | bigint;
 export type IpPrefix = Ipv4Prefix | Ipv6Prefix;
@@ -29,7 +46,9 @@ export function parseAnyPrefix(text: string): IpPrefix {
 /** Whether two prefixes overlap; prefixes of different families never do. */
 export function overlaps(a: IpPrefix, b: IpPrefix): boolean {
   if (typeof a.addr !== typeof b.addr) return false;
-  return typeof a.addr === "bigint" ? prefixesOverlap6(a as Ipv6Prefix, b as Ipv6Prefix) : prefixesOverlap(a as Ipv4Prefix, b as Ipv4Prefix);
+  return typeof a.addr === "bigint"
+    ? prefixesOverlap6(a as Ipv6Prefix, b as Ipv6Prefix)
+    : prefixesOverlap(a as Ipv4Prefix, b as Ipv4Prefix);
 }
 
 export function contains(p: IpPrefix, a: IpAddr): boolean {
@@ -44,7 +63,8 @@ export function hostPrefix(a: IpAddr): IpPrefix {
 
 /** The IPv4 prefix of code that carries IPv4 only (the userspace dataplane). */
 export function v4Prefix(p: IpPrefix): Ipv4Prefix {
-  if (typeof p.addr === "bigint") throw new WeftError("NET_BAD_IPV4", `${formatAnyPrefix(p)} is IPv6 where only IPv4 is carried`);
+  if (typeof p.addr === "bigint")
+    throw new WeftError("NET_BAD_IPV4", `${formatAnyPrefix(p)} is IPv6 where only IPv4 is carried`);
   return p as Ipv4Prefix;
 }
 

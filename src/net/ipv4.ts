@@ -11,7 +11,10 @@ export interface Ipv4Prefix {
 export function parseIpv4(text: string): number {
   const parts = text.split(".");
   if (parts.length !== 4 || parts.some((p) => !/^\d{1,3}$/.test(p) || Number(p) > 255)) {
-    throw new WeftError("NET_BAD_IPV4", `"${text}" is not an IPv4 address (expected four numbers 0-255, like 198.18.0.1)`);
+    throw new WeftError(
+      "NET_BAD_IPV4",
+      `"${text}" is not an IPv4 address (expected four numbers 0-255, like 198.18.0.1)`,
+    );
   }
   return parts.reduce((acc, p) => acc * 256 + Number(p), 0);
 }
@@ -29,12 +32,18 @@ export function prefixMask(len: number): number {
 export function parsePrefix(text: string): Ipv4Prefix {
   const m = /^([^/]+)\/(\d{1,2})$/.exec(text);
   if (!m || Number(m[2]) > 32) {
-    throw new WeftError("NET_BAD_PREFIX", `"${text}" is not an IPv4 prefix (expected address/length, like 198.19.1.0/24)`);
+    throw new WeftError(
+      "NET_BAD_PREFIX",
+      `"${text}" is not an IPv4 prefix (expected address/length, like 198.19.1.0/24)`,
+    );
   }
   const addr = parseIpv4(m[1]);
   const len = Number(m[2]);
   if ((addr & ~prefixMask(len)) !== 0) {
-    throw new WeftError("NET_BAD_PREFIX", `"${text}" has host bits set; did you mean ${formatPrefix({ addr: (addr & prefixMask(len)) >>> 0, len })}?`);
+    throw new WeftError(
+      "NET_BAD_PREFIX",
+      `"${text}" has host bits set; did you mean ${formatPrefix({ addr: (addr & prefixMask(len)) >>> 0, len })}?`,
+    );
   }
   return { addr, len };
 }
@@ -44,19 +53,22 @@ export function formatPrefix(p: Ipv4Prefix): string {
 }
 
 export function prefixContains(p: Ipv4Prefix, addr: number): boolean {
-  return ((addr & prefixMask(p.len)) >>> 0) === p.addr;
+  return (addr & prefixMask(p.len)) >>> 0 === p.addr;
 }
 
 export function prefixesOverlap(a: Ipv4Prefix, b: Ipv4Prefix): boolean {
   const mask = prefixMask(Math.min(a.len, b.len));
-  return ((a.addr & mask) >>> 0) === ((b.addr & mask) >>> 0);
+  return (a.addr & mask) >>> 0 === (b.addr & mask) >>> 0;
 }
 
 /** Parses "aa:bb:cc:dd:ee:ff" into 6 bytes. */
 export function parseMac(text: string): Uint8Array {
   const parts = text.split(":");
   if (parts.length !== 6 || parts.some((p) => !/^[0-9a-fA-F]{2}$/.test(p))) {
-    throw new WeftError("NET_BAD_MAC", `"${text}" is not a MAC address (expected six hex pairs, like 0a:58:c6:13:01:00)`);
+    throw new WeftError(
+      "NET_BAD_MAC",
+      `"${text}" is not a MAC address (expected six hex pairs, like 0a:58:c6:13:01:00)`,
+    );
   }
   return Uint8Array.from(parts, (p) => parseInt(p, 16));
 }

@@ -12,7 +12,20 @@ import { formatIpv4, parsePrefix } from "../../src/net/ipv4.js";
 import { canUseNetns } from "../support/netns.js";
 import { writeFile } from "node:fs/promises";
 import {
-  allPingsAnswered, eventually, firstAddress, links, netConf, NETWORK, nftTables, OVERLAY_DEVICES, overlayDevices, pingEveryPair, podRoutes, POD_MTU, vxlanEntries, type BackendName,
+  allPingsAnswered,
+  eventually,
+  firstAddress,
+  links,
+  netConf,
+  NETWORK,
+  nftTables,
+  OVERLAY_DEVICES,
+  overlayDevices,
+  pingEveryPair,
+  podRoutes,
+  POD_MTU,
+  vxlanEntries,
+  type BackendName,
 } from "./support.js";
 
 const HEALTHZ_PORT = 10254;
@@ -20,13 +33,20 @@ const METRICS_PORT = 10255;
 
 /** `200 <body>` or, for any other answer, the error naming the status code. */
 async function answer(a: LabAgent, path: string): Promise<string> {
-  return agentRequest(a.dir, "GET", path).then((body) => `200 ${String(body).trim()}`, (e: Error) => e.message);
+  return agentRequest(a.dir, "GET", path).then(
+    (body) => `200 ${String(body).trim()}`,
+    (e: Error) => e.message,
+  );
 }
 
 /** GET over TCP from inside the host's namespace (the ports are not reachable from here). */
 async function tcpGet(h: LabHost, port: number, path: string): Promise<{ status: number; body: string }> {
   const url = `http://${formatIpv4(h.underlayAddr)}:${port}${path}`;
-  const out = await h.ns.exec([process.execPath, "-e", `fetch(${JSON.stringify(url)}).then(async (r) => console.log(JSON.stringify({ status: r.status, body: await r.text() })))`]);
+  const out = await h.ns.exec([
+    process.execPath,
+    "-e",
+    `fetch(${JSON.stringify(url)}).then(async (r) => console.log(JSON.stringify({ status: r.status, body: await r.text() })))`,
+  ]);
   return JSON.parse(out);
 }
 
@@ -42,14 +62,25 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
   const others = (a: LabAgent) => all.filter((x) => x !== a);
   const peersOf = (s: AgentStatus) => s.peers.map((p) => `${p.name} ${p.subnet} ${p.underlay} ${p.backend}`).sort();
   const expectedPeers = (a: LabAgent, backend: (b: LabAgent) => string) =>
-    others(a).map((b) => `${b.host.name} ${subnets.get(b.host.name)} ${formatIpv4(b.host.underlayAddr)} ${backend(b)}`).sort();
+    others(a)
+      .map((b) => `${b.host.name} ${subnets.get(b.host.name)} ${formatIpv4(b.host.underlayAddr)} ${backend(b)}`)
+      .sort();
   /** Waits until `a` runs `backend`, is ready and has every running other agent as a peer on `peerBackend`. */
   const converged = (a: LabAgent, backend: BackendName, peerBackend: (b: LabAgent) => string = () => backend) =>
-    agents.waitFor(a, `ready on ${backend} with both peers`, (s) => s.ready && s.backend?.type === backend && JSON.stringify(peersOf(s)) === JSON.stringify(expectedPeers(a, peerBackend)), 30_000);
+    agents.waitFor(
+      a,
+      `ready on ${backend} with both peers`,
+      (s) =>
+        s.ready &&
+        s.backend?.type === backend &&
+        JSON.stringify(peersOf(s)) === JSON.stringify(expectedPeers(a, peerBackend)),
+      30_000,
+    );
   const subnetEnvText = (a: LabAgent, backend: BackendName, ipMasq: boolean) =>
     `FLANNEL_NETWORK=${NETWORK}\nFLANNEL_SUBNET=${firstAddress(subnets.get(a.host.name)!)}\nFLANNEL_MTU=${POD_MTU[backend]}\nFLANNEL_IPMASQ=${ipMasq}\n`;
   /** vxlan's per-peer route: `<subnet> via <subnet network> dev flannel.1 onlink`. */
-  const vxlanRoute = (b: LabAgent) => `${subnets.get(b.host.name)} via ${formatIpv4(parsePrefix(subnets.get(b.host.name)!).addr)} dev flannel.1 onlink`;
+  const vxlanRoute = (b: LabAgent) =>
+    `${subnets.get(b.host.name)} via ${formatIpv4(parsePrefix(subnets.get(b.host.name)!).addr)} dev flannel.1 onlink`;
   const hostGwRoute = (b: LabAgent) => `${subnets.get(b.host.name)} via ${formatIpv4(b.host.underlayAddr)} dev eth0`;
 
   beforeAll(async () => {
@@ -66,11 +97,24 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
 
   it("answers /healthz at once and /readyz with 503 until the lease is held, then 200", async () => {
     // /metrics is on loopback unless asked for: ask for the underlay address, as for a remote scraper.
-    agents.start(a1, ["--ip-masq", "--healthz-port", String(HEALTHZ_PORT), "--metrics-port", String(METRICS_PORT), "--metrics-ip", formatIpv4(a1.host.underlayAddr)]);
+    agents.start(a1, [
+      "--ip-masq",
+      "--healthz-port",
+      String(HEALTHZ_PORT),
+      "--metrics-port",
+      String(METRICS_PORT),
+      "--metrics-ip",
+      formatIpv4(a1.host.underlayAddr),
+    ]);
     agents.start(a2);
     agents.start(a3);
     for (const a of all) {
-      await eventually(`${a.host.name} answering /healthz`, () => answer(a, "/healthz"), (r) => r.startsWith("200"), 10_000);
+      await eventually(
+        `${a.host.name} answering /healthz`,
+        () => answer(a, "/healthz"),
+        (r) => r.startsWith("200"),
+        10_000,
+      );
       // A cold start listens 10 s for the cluster's lease ring before taking the seed division:
       // /healthz answers long before any lease is held.
       expect(await answer(a, "/readyz")).toMatch(/answered 503: not ready/);
@@ -96,7 +140,11 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
     expect(new Set(subnets.values()).size).toBe(3);
     for (const a of all) {
       const s = await converged(a, "vxlan");
-      expect(s.members.map((m) => `${m.name} ${m.state}`).sort()).toEqual(["host1 alive", "host2 alive", "host3 alive"]);
+      expect(s.members.map((m) => `${m.name} ${m.state}`).sort()).toEqual([
+        "host1 alive",
+        "host2 alive",
+        "host3 alive",
+      ]);
     }
     // A clean start says nothing at error level (the control plane once logged a contained
     // ReferenceError on every start).
@@ -113,11 +161,22 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
       expect(dev?.mtu).toBe(1450);
       expect(dev?.address).toBe(vtepMacs.get(a.host.name));
       // A peer shows in /status as soon as gossip brings it; its kernel entries follow a moment later.
-      await eventually(`${a.host.name}'s routes to both peers`, () => podRoutes(a.host), (r) => r.length === 2, 10_000);
+      await eventually(
+        `${a.host.name}'s routes to both peers`,
+        () => podRoutes(a.host),
+        (r) => r.length === 2,
+        10_000,
+      );
       expect(await podRoutes(a.host)).toEqual(others(a).map(vxlanRoute).sort());
       expect(await vxlanEntries(a.host)).toEqual({
-        neighs: others(a).map((b) => `${formatIpv4(parsePrefix(subnets.get(b.host.name)!).addr)} ${vtepMacs.get(b.host.name)} flannel.1`).sort(),
-        fdbs: others(a).map((b) => `${vtepMacs.get(b.host.name)} ${formatIpv4(b.host.underlayAddr)} flannel.1`).sort(),
+        neighs: others(a)
+          .map(
+            (b) => `${formatIpv4(parsePrefix(subnets.get(b.host.name)!).addr)} ${vtepMacs.get(b.host.name)} flannel.1`,
+          )
+          .sort(),
+        fdbs: others(a)
+          .map((b) => `${vtepMacs.get(b.host.name)} ${formatIpv4(b.host.underlayAddr)} flannel.1`)
+          .sort(),
       });
     }
     await agents.addPods(1);
@@ -130,7 +189,10 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
   });
 
   it("exports members, lease and gossip messages on /metrics (unix socket and --metrics-port)", async () => {
-    for (const text of [String(await agentRequest(a1.dir, "GET", "/metrics")), (await tcpGet(a1.host, METRICS_PORT, "/metrics")).body]) {
+    for (const text of [
+      String(await agentRequest(a1.dir, "GET", "/metrics")),
+      (await tcpGet(a1.host, METRICS_PORT, "/metrics")).body,
+    ]) {
       expect(text).toMatch(/^weft_members\{state="alive"\} 3$/m);
       expect(text).toContain(`weft_lease{subnet="${subnets.get("host1")}"} 1`);
       expect(text).toMatch(/^weft_gossip_messages_total\{direction="sent",kind="\w+"\} [1-9]\d*$/m);
@@ -142,18 +204,32 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
     const route = vxlanRoute(a3);
     await a2.host.ns.ip(`route del ${subnets.get("host3")} dev flannel.1`);
     expect(await podRoutes(a2.host)).not.toContain(route);
-    await eventually("the deleted route back", () => podRoutes(a2.host), (r) => r.includes(route), 10_000);
+    await eventually(
+      "the deleted route back",
+      () => podRoutes(a2.host),
+      (r) => r.includes(route),
+      10_000,
+    );
     expect((await agents.status(a2)).backendCounters?.driftRepairs).toBeGreaterThanOrEqual(1);
   });
 
   it("SIGKILL: once the node is declared dead, the others drop its peer, route, neighbour and FDB entry", async () => {
     await agents.stop(a3, "SIGKILL");
     for (const a of [a1, a2]) {
-      await agents.waitFor(a, "host3 dead and no longer a peer", (s) => s.members.some((m) => m.name === "host3" && m.state === "dead") && !s.peers.some((p) => p.name === "host3"));
+      await agents.waitFor(
+        a,
+        "host3 dead and no longer a peer",
+        (s) =>
+          s.members.some((m) => m.name === "host3" && m.state === "dead") && !s.peers.some((p) => p.name === "host3"),
+      );
       // Routes, neighbours and FDB entries go in separate kernel batches: wait for all three.
       const gone = (e: { routes: string[]; neighs: unknown; fdbs: unknown }) =>
         e.routes.length === 1 && !JSON.stringify([e.neighs, e.fdbs]).includes(vtepMacs.get("host3")!);
-      const entries = await eventually(`${a.host.name} without host3's entries`, async () => ({ routes: await podRoutes(a.host), ...(await vxlanEntries(a.host)) }), gone);
+      const entries = await eventually(
+        `${a.host.name} without host3's entries`,
+        async () => ({ routes: await podRoutes(a.host), ...(await vxlanEntries(a.host)) }),
+        gone,
+      );
       expect(entries.routes).toEqual([vxlanRoute(others(a).find((b) => b !== a3)!)]);
       expect(JSON.stringify([entries.neighs, entries.fdbs])).not.toContain(vtepMacs.get("host3"));
     }
@@ -169,7 +245,11 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
     expect((await links(a3.host)).get("flannel.1")?.address).toBe(vtepMacs.get("host3"));
     expect((await agents.subnetEnv(a3)).text).toBe(before);
     for (const a of all) await converged(a, "vxlan");
-    await eventually("host3's route back on host1", () => podRoutes(a1.host), (r) => r.includes(vxlanRoute(a3)));
+    await eventually(
+      "host3's route back on host1",
+      () => podRoutes(a1.host),
+      (r) => r.includes(vxlanRoute(a3)),
+    );
     expect(await pingEveryPair(lab.hosts)).toEqual(allPingsAnswered(lab.hosts));
   });
 
@@ -190,9 +270,17 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
 
   it("a backend that cannot start on SIGHUP leaves the node on the one it had", async () => {
     // udp on the gossip port: the dataplane's socket cannot bind.
-    await writeFile(agents.netConfPath(a2), JSON.stringify({ Network: NETWORK, Backend: { Type: "udp", Port: 7946, Workers: 1 } }));
+    await writeFile(
+      agents.netConfPath(a2),
+      JSON.stringify({ Network: NETWORK, Backend: { Type: "udp", Port: 7946, Workers: 1 } }),
+    );
     agents.reload(a2);
-    await eventually("host2's fallback logged", () => agents.logTail(a2, 50), (t) => t.includes("the udp backend failed to start; going back to wasm-vxlan"), 10_000);
+    await eventually(
+      "host2's fallback logged",
+      () => agents.logTail(a2, 50),
+      (t) => t.includes("the udp backend failed to start; going back to wasm-vxlan"),
+      10_000,
+    );
     const s = await converged(a2, "wasm-vxlan", (b) => (b === a2 ? "wasm-vxlan" : "vxlan"));
     expect(s.subnet).toBe(subnets.get("host2"));
     expect(await overlayDevices(a2.host)).toEqual(["weft.1"]);
@@ -204,37 +292,49 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
     const text = String(await agentRequest(a2.dir, "GET", "/metrics"));
     // Since the fallback restarted host2's dataplane, its pod sent 6 pings and answered the 6 of
     // the other pods: at least 12 packets each way.
-    expect(Number(/^weft_dataplane_packets_total\{direction="tx",verdict="FORWARD"\} (\d+)$/m.exec(text)?.[1])).toBeGreaterThanOrEqual(12);
-    expect(Number(/^weft_dataplane_packets_total\{direction="rx",verdict="FORWARD"\} (\d+)$/m.exec(text)?.[1])).toBeGreaterThanOrEqual(12);
+    expect(
+      Number(/^weft_dataplane_packets_total\{direction="tx",verdict="FORWARD"\} (\d+)$/m.exec(text)?.[1]),
+    ).toBeGreaterThanOrEqual(12);
+    expect(
+      Number(/^weft_dataplane_packets_total\{direction="rx",verdict="FORWARD"\} (\d+)$/m.exec(text)?.[1]),
+    ).toBeGreaterThanOrEqual(12);
     // Offloads are on by default and this kernel has them all (the reason would be in /status).
     expect(text).toMatch(/^weft_dataplane_offloads\{backend="wasm-vxlan"\} 1$/m);
     expect(text).toMatch(/^weft_dataplane_offload_segments_total\{direction="tx"\} \d+$/m);
   });
 
-  it.each(["wasm-vxlan", "udp", "host-gw", "vxlan"] as const)("SIGHUP swaps every host to %s: the old devices and routes go, the new ones come, subnets stay, pods ping", async (backend) => {
-    for (const a of all) {
-      await writeFile(agents.netConfPath(a), JSON.stringify(netConf(backend)));
-      agents.reload(a);
-    }
-    for (const a of all) {
-      const s = await converged(a, backend);
-      expect(s.subnet).toBe(subnets.get(a.host.name));
-      expect((await agents.subnetEnv(a)).text).toBe(subnetEnvText(a, backend, a === a1));
-    }
-    for (const a of all) {
-      const routes = {
-        vxlan: others(a).map(vxlanRoute).sort(),
-        "host-gw": others(a).map(hostGwRoute).sort(),
-        udp: [`${NETWORK} dev flannel0`],
-        "wasm-vxlan": [`${NETWORK} dev weft.1`],
-      }[backend];
-      // Peer routes of kernel backends follow the ready state by one programming round.
-      await eventually(`${a.host.name}'s routes for ${backend}`, () => podRoutes(a.host), (r) => JSON.stringify(r) === JSON.stringify(routes));
-      expect(await overlayDevices(a.host)).toEqual(OVERLAY_DEVICES[backend]);
-      if (backend !== "vxlan") expect(await vxlanEntries(a.host)).toEqual({ neighs: [], fdbs: [] });
-    }
-    expect(await pingEveryPair(lab.hosts)).toEqual(allPingsAnswered(lab.hosts));
-  }, 90_000);
+  it.each(["wasm-vxlan", "udp", "host-gw", "vxlan"] as const)(
+    "SIGHUP swaps every host to %s: the old devices and routes go, the new ones come, subnets stay, pods ping",
+    async (backend) => {
+      for (const a of all) {
+        await writeFile(agents.netConfPath(a), JSON.stringify(netConf(backend)));
+        agents.reload(a);
+      }
+      for (const a of all) {
+        const s = await converged(a, backend);
+        expect(s.subnet).toBe(subnets.get(a.host.name));
+        expect((await agents.subnetEnv(a)).text).toBe(subnetEnvText(a, backend, a === a1));
+      }
+      for (const a of all) {
+        const routes = {
+          vxlan: others(a).map(vxlanRoute).sort(),
+          "host-gw": others(a).map(hostGwRoute).sort(),
+          udp: [`${NETWORK} dev flannel0`],
+          "wasm-vxlan": [`${NETWORK} dev weft.1`],
+        }[backend];
+        // Peer routes of kernel backends follow the ready state by one programming round.
+        await eventually(
+          `${a.host.name}'s routes for ${backend}`,
+          () => podRoutes(a.host),
+          (r) => JSON.stringify(r) === JSON.stringify(routes),
+        );
+        expect(await overlayDevices(a.host)).toEqual(OVERLAY_DEVICES[backend]);
+        if (backend !== "vxlan") expect(await vxlanEntries(a.host)).toEqual({ neighs: [], fdbs: [] });
+      }
+      expect(await pingEveryPair(lab.hosts)).toEqual(allPingsAnswered(lab.hosts));
+    },
+    90_000,
+  );
 
   it("SIGTERM: a graceful leave (the others see host3 as left, not dead), its devices and routes removed", async () => {
     await agents.stop(a3, "SIGTERM");
@@ -244,9 +344,18 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
     expect(await vxlanEntries(a3.host)).toEqual({ neighs: [], fdbs: [] });
     for (const a of [a1, a2]) {
       // Well within the time a crash takes to be declared dead: the leave message says it.
-      const s = await agents.waitFor(a, "host3 gone from the peers", (x) => !x.peers.some((p) => p.name === "host3"), 5000);
+      const s = await agents.waitFor(
+        a,
+        "host3 gone from the peers",
+        (x) => !x.peers.some((p) => p.name === "host3"),
+        5000,
+      );
       expect(s.members.find((m) => m.name === "host3")?.state).toBe("left");
-      await eventually(`${a.host.name} without a route to host3`, () => podRoutes(a.host), (r) => !r.includes(vxlanRoute(a3)));
+      await eventually(
+        `${a.host.name} without a route to host3`,
+        () => podRoutes(a.host),
+        (r) => !r.includes(vxlanRoute(a3)),
+      );
     }
   });
 
@@ -254,7 +363,11 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
     agents.start(a3, ["--keep-on-exit"]);
     await converged(a3, "vxlan");
     const want = others(a3).map(vxlanRoute).sort();
-    await eventually("host3's peer routes", () => podRoutes(a3.host), (r) => JSON.stringify(r) === JSON.stringify(want));
+    await eventually(
+      "host3's peer routes",
+      () => podRoutes(a3.host),
+      (r) => JSON.stringify(r) === JSON.stringify(want),
+    );
     await agents.stop(a3, "SIGTERM");
     expect(a3.process?.exitCode).toBe(0);
     expect((await links(a3.host)).get("flannel.1")?.address).toBe(vtepMacs.get("host3"));

@@ -44,7 +44,7 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
     holder = spawn(cmd, argv, { stdio: ["ignore", "pipe", "inherit"] });
     await new Promise<void>((resolve) => holder.stdout!.once("data", () => resolve()));
     openKey = join(agents.dir, "open.key");
-    await writeFile(openKey, (await readFile(join(agents.dir, "cluster.key"), "utf8")), { mode: 0o644 });
+    await writeFile(openKey, await readFile(join(agents.dir, "cluster.key"), "utf8"), { mode: 0o644 });
     await chmod(openKey, 0o644);
     notADir = join(agents.dir, "a-file");
     await writeFile(notADir, "");
@@ -59,8 +59,22 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
   /** Runs `weft agent` in the host with the lab's flags, then `args` (a later flag wins); resolves with its exit code and output. */
   async function runAgent(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
     const iface = args.includes("--iface") || args.includes("--iface-regex") ? [] : ["--iface", "eth0"];
-    const base = ["agent", "--net-config", agents.netConfPath(a), ...iface, "--key-file", join(agents.dir, "cluster.key"),
-      "--state-dir", a.dir, "--subnet-file", join(a.dir, "subnet.env"), "--node-name", a.host.name, "--gossip-port", String(LAB_GOSSIP_PORT)];
+    const base = [
+      "agent",
+      "--net-config",
+      agents.netConfPath(a),
+      ...iface,
+      "--key-file",
+      join(agents.dir, "cluster.key"),
+      "--state-dir",
+      a.dir,
+      "--subnet-file",
+      join(a.dir, "subnet.env"),
+      "--node-name",
+      a.host.name,
+      "--gossip-port",
+      String(LAB_GOSSIP_PORT),
+    ];
     const argv = a.host.ns.wrap([process.execPath, projectFile("dist", "src", "cli", "main.js"), ...base, ...args]);
     return run(argv[0], argv.slice(1), { timeout: 30_000, maxBuffer: 1 << 20 }).then(
       (r) => ({ code: 0, ...r }),
@@ -70,92 +84,385 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
 
   // The corpus: one case a line: what, net-conf.json (object, or raw text), extra flags, the one error line expected.
   it.each<[string, object | string, string[], RegExp]>([
-    ["an unknown Backend.Type", { Network: NETWORK, Backend: { Type: "vxlan2" } }, [], /^weft: \[CONFIG_NET_CONF_INVALID\] \S+net-conf\.json: Backend\.Type is "vxlan2"; valid types are vxlan, host-gw, udp, wasm-vxlan$/],
-    ["a Network that is no prefix", { Network: "198.19.0.0/33" }, [], /\[CONFIG_NET_CONF_INVALID\] \S+: Network = "198\.19\.0\.0\/33": .*not an IPv4 prefix \(expected address\/length/],
-    ["a Network with host bits set", { Network: "198.19.1.0/16" }, [], /: Network = "198\.19\.1\.0\/16": .*host bits set; did you mean 198\.19\.0\.0\/16\?$/],
-    ["an unknown top-level key", { Network: NETWORK, Backnd: { Type: "udp" } }, [], /net-conf\.json: unknown key\(s\) Backnd; allowed here: Network, SubnetLen, SubnetMin, SubnetMax, EnableIPv4, EnableIPv6, IPv6Network, IPv6SubnetLen, IPv6SubnetMin, IPv6SubnetMax, Backend$/],
-    ["a key the backend does not have", { Network: NETWORK, Backend: { Type: "udp", VNI: 2 } }, [], /: Backend: unknown key\(s\) VNI; allowed here: Type, Port, Workers, Offloads, BusyPollMicros, QueueDelayMicros \(Backend\.Type udp\)$/],
-    ["a value out of range", { Network: NETWORK, Backend: { Type: "vxlan", VNI: 16777216 } }, [], /: Backend\.VNI = 16777216: .*16777215/],
-    ["text that is not JSON", "{ Network: ", [], /^weft: \[CONFIG_NET_CONF_NOT_JSON\] \S+net-conf\.json is not valid JSON: /],
-    ["an unknown key in a 10 MB file", { Network: NETWORK, Junk: "x".repeat(10_000_000) }, [], /^weft: \[CONFIG_NET_CONF_INVALID\] \S+: unknown key\(s\) Junk; allowed here: Network, SubnetLen, SubnetMin, SubnetMax, EnableIPv4, EnableIPv6, IPv6Network, IPv6SubnetLen, IPv6SubnetMin, IPv6SubnetMax, Backend$/],
-    ["JSON nested 100000 deep", "[".repeat(100_000), [], /^weft: \[CONFIG_NET_CONF_INVALID\] \S+: values nested 100000 levels deep; .*more than 16 is refused$/],
-    ["SubnetMin that is no address", { Network: NETWORK, SubnetMin: "banana" }, [], /: SubnetMin = "banana": "banana" is not an IPv4 address/],
-    ["SubnetMax that is no address", { Network: NETWORK, SubnetMax: "198.19.300.0" }, [], /: SubnetMax = "198\.19\.300\.0": .*not an IPv4 address/],
-    ["SubnetLen 33", { Network: NETWORK, SubnetLen: 33 }, [], /: network config: SubnetLen 33 must be a whole number no larger than 30/],
-    ["SubnetMin outside the Network", { Network: NETWORK, SubnetMin: "198.20.0.0" }, [], /: network config: SubnetMin 198\.20\.0\.0 is not inside Network 198\.19\.0\.0\/16$/],
-    ["SubnetMin above SubnetMax", { Network: NETWORK, SubnetMin: "198.19.9.0", SubnetMax: "198.19.2.0" }, [], /: network config: SubnetMin 198\.19\.9\.0 is above SubnetMax 198\.19\.2\.0$/],
-    ["Backend.Workers 0", { Network: NETWORK, Backend: { Type: "wasm-vxlan", Workers: 0 } }, [], /: Backend\.Workers = 0: .*>=1/],
-    ["EnableIPv4 false with nothing else to carry", { Network: NETWORK, EnableIPv4: false }, [], /: EnableIPv4 = false: at least one address family must be enabled/],
-    ["EnableIPv6 with a backend that cannot carry IPv6", { Network: NETWORK, EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49", Backend: { Type: "udp" } }, [], /^weft: \[CONFIG_NET_CONF_INVALID\] \S+: Backend = .*: Backend\.Type udp cannot carry IPv6 \(flannel's udp wire format carries IPv4 packets only\); with EnableIPv6 use one of vxlan, host-gw$/],
-    ["EnableIPv6 without IPv6Network", { Network: NETWORK, EnableIPv6: true }, [], /: IPv6Network = undefined: EnableIPv6 needs IPv6Network/],
-    ["IPv6-only with wasm-vxlan, whose dataplane forwards IPv4 only", { EnableIPv4: false, EnableIPv6: true, IPv6Network: NETWORK6, Backend: { Type: "wasm-vxlan" } }, [], /^weft: \[CONFIG_NET_CONF_INVALID\] \S+: Backend = .*: Backend\.Type wasm-vxlan cannot carry IPv6 \(weft's userspace VXLAN dataplane forwards IPv4 only so far/],
-    ["IPv6-only with udp", { EnableIPv4: false, EnableIPv6: true, IPv6Network: NETWORK6, Backend: { Type: "udp" } }, [], /\[CONFIG_NET_CONF_INVALID\] .*Backend\.Type udp cannot carry IPv6/],
-    ["IPv6-only with an IPv4 join target", { EnableIPv4: false, EnableIPv6: true, IPv6Network: NETWORK6 }, ["--join", "198.18.0.9:7946", "--subnet-seeds", "host1"], /^weft: \[CONFIG_FLAG_INVALID\] --join "198\.18\.0\.9:7946": an IPv4 address, but gossip runs over IPv6 here \(EnableIPv4 is false\)/],
-    ["an IPv6 join target while gossip runs over IPv4", { Network: NETWORK, EnableIPv6: true, IPv6Network: NETWORK6 }, ["--join", "[2001:2::9]:7946", "--subnet-seeds", "host1"], /^weft: \[CONFIG_FLAG_INVALID\] --join "\[2001:2::9\]:7946": an IPv6 address, but gossip runs over IPv4 here/],
-    ["an IPv6Network containing the underlay", { EnableIPv4: false, EnableIPv6: true, IPv6Network: "2001:2::/48" }, [], /^weft: \[CONFIG_NETWORK_OVERLAPS_HOST\] IPv6Network 2001:2::\/48 \(net-conf\.json\) contains the underlay address 2001:2::b on eth0: .*\(ip -6 addr, ip -6 route\)$/],
-    ["an IPv6Network holding a host route", { Network: NETWORK, EnableIPv6: true, IPv6Network: NETWORK6 }, [], /^weft: \[CONFIG_NETWORK_OVERLAPS_HOST\] IPv6Network 2001:2:0:8000::\/49 \(net-conf\.json\) overlaps the host's route 2001:2:0:c000::\/52 on eth0: /],
-    ["a Network containing the underlay", { Network: "198.18.0.0/16" }, [], /^weft: \[CONFIG_NETWORK_OVERLAPS_HOST\] Network 198\.18\.0\.0\/16 \(net-conf\.json\) contains the underlay address 198\.18\.0\.\d+ on eth0: /],
-    ["a Network inside a host route", { Network: "198.18.192.0/20" }, [], /^weft: \[CONFIG_NETWORK_OVERLAPS_HOST\] Network 198\.18\.192\.0\/20 \(net-conf\.json\) overlaps the host's route 198\.18\.128\.0\/17 on eth0: /],
-    ["a Network containing a host route", { Network: "198.18.128.0/17" }, [], /\[CONFIG_NETWORK_OVERLAPS_HOST\] Network 198\.18\.128\.0\/17 \(net-conf\.json\) overlaps the host's route 198\.18\.128\.0\/17 on eth0/],
+    [
+      "an unknown Backend.Type",
+      { Network: NETWORK, Backend: { Type: "vxlan2" } },
+      [],
+      /^weft: \[CONFIG_NET_CONF_INVALID\] \S+net-conf\.json: Backend\.Type is "vxlan2"; valid types are vxlan, host-gw, udp, wasm-vxlan$/,
+    ],
+    [
+      "a Network that is no prefix",
+      { Network: "198.19.0.0/33" },
+      [],
+      /\[CONFIG_NET_CONF_INVALID\] \S+: Network = "198\.19\.0\.0\/33": .*not an IPv4 prefix \(expected address\/length/,
+    ],
+    [
+      "a Network with host bits set",
+      { Network: "198.19.1.0/16" },
+      [],
+      /: Network = "198\.19\.1\.0\/16": .*host bits set; did you mean 198\.19\.0\.0\/16\?$/,
+    ],
+    [
+      "an unknown top-level key",
+      { Network: NETWORK, Backnd: { Type: "udp" } },
+      [],
+      /net-conf\.json: unknown key\(s\) Backnd; allowed here: Network, SubnetLen, SubnetMin, SubnetMax, EnableIPv4, EnableIPv6, IPv6Network, IPv6SubnetLen, IPv6SubnetMin, IPv6SubnetMax, Backend$/,
+    ],
+    [
+      "a key the backend does not have",
+      { Network: NETWORK, Backend: { Type: "udp", VNI: 2 } },
+      [],
+      /: Backend: unknown key\(s\) VNI; allowed here: Type, Port, Workers, Offloads, BusyPollMicros, QueueDelayMicros \(Backend\.Type udp\)$/,
+    ],
+    [
+      "a value out of range",
+      { Network: NETWORK, Backend: { Type: "vxlan", VNI: 16777216 } },
+      [],
+      /: Backend\.VNI = 16777216: .*16777215/,
+    ],
+    [
+      "text that is not JSON",
+      "{ Network: ",
+      [],
+      /^weft: \[CONFIG_NET_CONF_NOT_JSON\] \S+net-conf\.json is not valid JSON: /,
+    ],
+    [
+      "an unknown key in a 10 MB file",
+      { Network: NETWORK, Junk: "x".repeat(10_000_000) },
+      [],
+      /^weft: \[CONFIG_NET_CONF_INVALID\] \S+: unknown key\(s\) Junk; allowed here: Network, SubnetLen, SubnetMin, SubnetMax, EnableIPv4, EnableIPv6, IPv6Network, IPv6SubnetLen, IPv6SubnetMin, IPv6SubnetMax, Backend$/,
+    ],
+    [
+      "JSON nested 100000 deep",
+      "[".repeat(100_000),
+      [],
+      /^weft: \[CONFIG_NET_CONF_INVALID\] \S+: values nested 100000 levels deep; .*more than 16 is refused$/,
+    ],
+    [
+      "SubnetMin that is no address",
+      { Network: NETWORK, SubnetMin: "banana" },
+      [],
+      /: SubnetMin = "banana": "banana" is not an IPv4 address/,
+    ],
+    [
+      "SubnetMax that is no address",
+      { Network: NETWORK, SubnetMax: "198.19.300.0" },
+      [],
+      /: SubnetMax = "198\.19\.300\.0": .*not an IPv4 address/,
+    ],
+    [
+      "SubnetLen 33",
+      { Network: NETWORK, SubnetLen: 33 },
+      [],
+      /: network config: SubnetLen 33 must be a whole number no larger than 30/,
+    ],
+    [
+      "SubnetMin outside the Network",
+      { Network: NETWORK, SubnetMin: "198.20.0.0" },
+      [],
+      /: network config: SubnetMin 198\.20\.0\.0 is not inside Network 198\.19\.0\.0\/16$/,
+    ],
+    [
+      "SubnetMin above SubnetMax",
+      { Network: NETWORK, SubnetMin: "198.19.9.0", SubnetMax: "198.19.2.0" },
+      [],
+      /: network config: SubnetMin 198\.19\.9\.0 is above SubnetMax 198\.19\.2\.0$/,
+    ],
+    [
+      "Backend.Workers 0",
+      { Network: NETWORK, Backend: { Type: "wasm-vxlan", Workers: 0 } },
+      [],
+      /: Backend\.Workers = 0: .*>=1/,
+    ],
+    [
+      "EnableIPv4 false with nothing else to carry",
+      { Network: NETWORK, EnableIPv4: false },
+      [],
+      /: EnableIPv4 = false: at least one address family must be enabled/,
+    ],
+    [
+      "EnableIPv6 with a backend that cannot carry IPv6",
+      { Network: NETWORK, EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49", Backend: { Type: "udp" } },
+      [],
+      /^weft: \[CONFIG_NET_CONF_INVALID\] \S+: Backend = .*: Backend\.Type udp cannot carry IPv6 \(flannel's udp wire format carries IPv4 packets only\); with EnableIPv6 use one of vxlan, host-gw$/,
+    ],
+    [
+      "EnableIPv6 without IPv6Network",
+      { Network: NETWORK, EnableIPv6: true },
+      [],
+      /: IPv6Network = undefined: EnableIPv6 needs IPv6Network/,
+    ],
+    [
+      "IPv6-only with wasm-vxlan, whose dataplane forwards IPv4 only",
+      { EnableIPv4: false, EnableIPv6: true, IPv6Network: NETWORK6, Backend: { Type: "wasm-vxlan" } },
+      [],
+      /^weft: \[CONFIG_NET_CONF_INVALID\] \S+: Backend = .*: Backend\.Type wasm-vxlan cannot carry IPv6 \(weft's userspace VXLAN dataplane forwards IPv4 only so far/,
+    ],
+    [
+      "IPv6-only with udp",
+      { EnableIPv4: false, EnableIPv6: true, IPv6Network: NETWORK6, Backend: { Type: "udp" } },
+      [],
+      /\[CONFIG_NET_CONF_INVALID\] .*Backend\.Type udp cannot carry IPv6/,
+    ],
+    [
+      "IPv6-only with an IPv4 join target",
+      { EnableIPv4: false, EnableIPv6: true, IPv6Network: NETWORK6 },
+      ["--join", "198.18.0.9:7946", "--subnet-seeds", "host1"],
+      /^weft: \[CONFIG_FLAG_INVALID\] --join "198\.18\.0\.9:7946": an IPv4 address, but gossip runs over IPv6 here \(EnableIPv4 is false\)/,
+    ],
+    [
+      "an IPv6 join target while gossip runs over IPv4",
+      { Network: NETWORK, EnableIPv6: true, IPv6Network: NETWORK6 },
+      ["--join", "[2001:2::9]:7946", "--subnet-seeds", "host1"],
+      /^weft: \[CONFIG_FLAG_INVALID\] --join "\[2001:2::9\]:7946": an IPv6 address, but gossip runs over IPv4 here/,
+    ],
+    [
+      "an IPv6Network containing the underlay",
+      { EnableIPv4: false, EnableIPv6: true, IPv6Network: "2001:2::/48" },
+      [],
+      /^weft: \[CONFIG_NETWORK_OVERLAPS_HOST\] IPv6Network 2001:2::\/48 \(net-conf\.json\) contains the underlay address 2001:2::b on eth0: .*\(ip -6 addr, ip -6 route\)$/,
+    ],
+    [
+      "an IPv6Network holding a host route",
+      { Network: NETWORK, EnableIPv6: true, IPv6Network: NETWORK6 },
+      [],
+      /^weft: \[CONFIG_NETWORK_OVERLAPS_HOST\] IPv6Network 2001:2:0:8000::\/49 \(net-conf\.json\) overlaps the host's route 2001:2:0:c000::\/52 on eth0: /,
+    ],
+    [
+      "a Network containing the underlay",
+      { Network: "198.18.0.0/16" },
+      [],
+      /^weft: \[CONFIG_NETWORK_OVERLAPS_HOST\] Network 198\.18\.0\.0\/16 \(net-conf\.json\) contains the underlay address 198\.18\.0\.\d+ on eth0: /,
+    ],
+    [
+      "a Network inside a host route",
+      { Network: "198.18.192.0/20" },
+      [],
+      /^weft: \[CONFIG_NETWORK_OVERLAPS_HOST\] Network 198\.18\.192\.0\/20 \(net-conf\.json\) overlaps the host's route 198\.18\.128\.0\/17 on eth0: /,
+    ],
+    [
+      "a Network containing a host route",
+      { Network: "198.18.128.0/17" },
+      [],
+      /\[CONFIG_NETWORK_OVERLAPS_HOST\] Network 198\.18\.128\.0\/17 \(net-conf\.json\) overlaps the host's route 198\.18\.128\.0\/17 on eth0/,
+    ],
     ["Backend.Port 0", { Network: NETWORK, Backend: { Type: "udp", Port: 0 } }, [], /: Backend\.Port = 0: .*1/],
-    ["Backend.Port 70000", { Network: NETWORK, Backend: { Type: "wasm-vxlan", Port: 70000 } }, [], /: Backend\.Port = 70000: .*65535/],
-    ["--gossip-port 70000", { Network: NETWORK }, ["--gossip-port", "70000"], /^weft: \[CONFIG_FLAG_INVALID\] --gossip-port 70000: a port is a whole number in 1\.\.65535$/],
-    ["--healthz-port 0", { Network: NETWORK }, ["--healthz-port", "0"], /^weft: \[CONFIG_FLAG_INVALID\] --healthz-port 0: a port is a whole number in 1\.\.65535$/],
-    ["--metrics-port abc", { Network: NETWORK }, ["--metrics-port", "abc"], /^weft: \[CLI_BAD_NUMBER\] --metrics-port "abc": not a whole number$/],
-    ["Backend.Port on the gossip port", { Network: NETWORK, Backend: { Type: "wasm-vxlan", Port: 7946 } }, [], /^weft: \[CONFIG_PORT_CONFLICT\] --gossip-port 7946 and Backend\.Port \(net-conf\.json\) 7946 both need UDP port 7946: give each its own port$/],
-    ["vxlan Backend.Port on the gossip port", { Network: NETWORK, Backend: { Type: "vxlan", Port: 7946 } }, [], /\[CONFIG_PORT_CONFLICT\] --gossip-port 7946 and Backend\.Port \(net-conf\.json\) 7946 both need UDP port 7946/],
-    ["--healthz-port on the gossip port", { Network: NETWORK }, ["--healthz-port", "7946"], /\[CONFIG_PORT_CONFLICT\] --gossip-port 7946 and --healthz-port 7946 both need TCP port 7946/],
-    ["--metrics-port on the --healthz-port", { Network: NETWORK }, ["--healthz-port", "9100", "--metrics-port", "9100"], /\[CONFIG_PORT_CONFLICT\] --healthz-port 9100 and --metrics-port 9100 both need TCP port 9100/],
-    ["--gossip-port held by another process", { Network: NETWORK }, ["--gossip-port", "7999"], /^weft: \[CONFIG_PORT_IN_USE\] --gossip-port 7999: UDP 198\.18\.0\.\d+:7999 is already in use by another process .*set --gossip-port to a free port$/],
-    ["Backend.Port held by another process", { Network: NETWORK, Backend: { Type: "udp", Port: 7999 } }, [], /\[CONFIG_PORT_IN_USE\] Backend\.Port \(net-conf\.json\) 7999: UDP 198\.18\.0\.\d+:7999 is already in use/],
-    ["--metrics-port held by another process", { Network: NETWORK }, ["--metrics-port", "7999", "--metrics-ip", "0.0.0.0"], /\[CONFIG_PORT_IN_USE\] --metrics-port 7999: TCP 0\.0\.0\.0:7999 is already in use/],
-    ["--public-ip not on the host", { Network: NETWORK }, ["--public-ip", "198.18.0.250"], /^weft: \[CONFIG_ADDRESS_NOT_LOCAL\] --public-ip 198\.18\.0\.250: not an address of this host[^;]*; use one of the host's own addresses \(ip -4 addr\)$/],
-    ["--healthz-ip not on the host", { Network: NETWORK }, ["--healthz-port", "9101", "--healthz-ip", "198.18.0.251"], /\[CONFIG_ADDRESS_NOT_LOCAL\] --healthz-ip 198\.18\.0\.251: not an address of this host/],
-    ["--public-ip that is no address", { Network: NETWORK }, ["--public-ip", "198.18.0"], /^weft: \[CONFIG_FLAG_INVALID\] --public-ip "198\.18\.0": an IPv4 address of this host, like 198\.18\.0\.1$/],
-    ["--metrics-ip that is no address", { Network: NETWORK }, ["--metrics-ip", "localhost"], /\[CONFIG_FLAG_INVALID\] --metrics-ip "localhost": an IPv4 address/],
-    ["--iface-regex that is no regex", { Network: NETWORK }, ["--iface-regex", "eth("], /^weft: \[CONFIG_FLAG_INVALID\] --iface-regex "eth\(": a JavaScript regular expression over interface names and addresses \(/],
-    ["--iface that matches nothing", { Network: NETWORK }, ["--iface", "eth9"], /^weft: \[AGENT_UNDERLAY_NOT_FOUND\] no interface with a global IPv4 address matches --iface eth9; interfaces here: .*eth0 \[198\.18\.0\.\d+ 2001:2::b\]/],
-    ["--iface-regex that matches nothing", { Network: NETWORK }, ["--iface-regex", "^wlan"], /\[AGENT_UNDERLAY_NOT_FOUND\] no interface with a global IPv4 address matches --iface-regex \^wlan; interfaces here: /],
-    ["an empty --node-name", { Network: NETWORK }, ["--node-name", ""], /^weft: \[CONFIG_FLAG_INVALID\] --node-name "": 1\.\.128 bytes without spaces or control characters/],
-    ["a --node-name of 200 bytes", { Network: NETWORK }, ["--node-name", "n".repeat(200)], /\[CONFIG_FLAG_INVALID\] --node-name "n{200}": 1\.\.128 bytes/],
-    ["--join without --subnet-seeds", { Network: NETWORK }, ["--join", "198.18.0.9:7946"], /^weft: \[CONFIG_FLAG_INVALID\] --join 198\.18\.0\.9:7946 needs --subnet-seeds: the initial owners of the subnet space/],
-    ["--join that is not host:port", { Network: NETWORK }, ["--join", "198.18.0.9"], /^weft: \[CLI_BAD_ADDRESS\] --join "198\.18\.0\.9": not host:port/],
-    ["--join to port 0", { Network: NETWORK }, ["--join", "198.18.0.9:0", "--subnet-seeds", "host0"], /\[CONFIG_FLAG_INVALID\] --join "198\.18\.0\.9:0": each address is host:port with a port in 1\.\.65535/],
-    ["--reconcile-interval 0", { Network: NETWORK }, ["--reconcile-interval", "0"], /^weft: \[CONFIG_FLAG_INVALID\] --reconcile-interval 0: at least 1 second/],
-    ["a group-readable key file", { Network: NETWORK }, ["--key-file", "OPEN_KEY"], /^weft: \[GOSSIP_KEY_FILE_EXPOSED\] key file \S+open\.key is readable or writable by group or others \(mode 0644\): run `chmod 600 \S+open\.key`/],
-    ["a key file that is a directory", { Network: NETWORK }, ["--key-file", "AGENTS_DIR"], /^weft: \[GOSSIP_KEY_FILE_UNREADABLE\] cannot read key file \/\S+: it is a directory; pass the key file itself/],
-    ["a missing key file", { Network: NETWORK }, ["--key-file", "/nonexistent/weft.key"], /\[GOSSIP_KEY_FILE_UNREADABLE\] cannot read key file \/nonexistent\/weft\.key: ENOENT.*weft keygen/],
-    ["a state dir that is a file", { Network: NETWORK }, ["--state-dir", "NOT_A_DIR"], /^weft: \[AGENT_STATE_DIR_UNUSABLE\] --state-dir \S+a-file: cannot use it as the state dir/],
-  ])("%s: exits 1 before starting, with one error naming it, and changes nothing", async (_what, conf, extra, message) => {
-    const before = await kernelState(a.host);
-    await writeFile(agents.netConfPath(a), typeof conf === "string" ? conf : JSON.stringify(conf));
-    const args = extra.map((x) => (x === "OPEN_KEY" ? openKey : x === "AGENTS_DIR" ? agents.dir : x === "NOT_A_DIR" ? notADir : x));
-    const r = await runAgent([...args, "--ip-masq"]); // --ip-masq so that an nftables table would show up too
-    expect(r.code).toBe(1);
-    expect(r.stdout).toBe(""); // not even "starting" was logged
-    const lines = r.stderr.trim().split("\n");
-    expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(message);
-    // One error model: a namespaced code, not repeated in the message; never a whole file.
-    const [, code, text] = /^weft: \[([A-Z]+_[A-Z0-9_]+)\] (.*)$/.exec(lines[0])!;
-    expect(text).not.toContain(code);
-    expect(lines[0].length).toBeLessThan(700);
-    expect(lines[0]).not.toMatch(/pick another port/);
-    expect(await kernelState(a.host)).toEqual(before);
-    for (const f of STATE_FILES) expect(existsSync(join(a.dir, f)), f).toBe(false);
-  });
+    [
+      "Backend.Port 70000",
+      { Network: NETWORK, Backend: { Type: "wasm-vxlan", Port: 70000 } },
+      [],
+      /: Backend\.Port = 70000: .*65535/,
+    ],
+    [
+      "--gossip-port 70000",
+      { Network: NETWORK },
+      ["--gossip-port", "70000"],
+      /^weft: \[CONFIG_FLAG_INVALID\] --gossip-port 70000: a port is a whole number in 1\.\.65535$/,
+    ],
+    [
+      "--healthz-port 0",
+      { Network: NETWORK },
+      ["--healthz-port", "0"],
+      /^weft: \[CONFIG_FLAG_INVALID\] --healthz-port 0: a port is a whole number in 1\.\.65535$/,
+    ],
+    [
+      "--metrics-port abc",
+      { Network: NETWORK },
+      ["--metrics-port", "abc"],
+      /^weft: \[CLI_BAD_NUMBER\] --metrics-port "abc": not a whole number$/,
+    ],
+    [
+      "Backend.Port on the gossip port",
+      { Network: NETWORK, Backend: { Type: "wasm-vxlan", Port: 7946 } },
+      [],
+      /^weft: \[CONFIG_PORT_CONFLICT\] --gossip-port 7946 and Backend\.Port \(net-conf\.json\) 7946 both need UDP port 7946: give each its own port$/,
+    ],
+    [
+      "vxlan Backend.Port on the gossip port",
+      { Network: NETWORK, Backend: { Type: "vxlan", Port: 7946 } },
+      [],
+      /\[CONFIG_PORT_CONFLICT\] --gossip-port 7946 and Backend\.Port \(net-conf\.json\) 7946 both need UDP port 7946/,
+    ],
+    [
+      "--healthz-port on the gossip port",
+      { Network: NETWORK },
+      ["--healthz-port", "7946"],
+      /\[CONFIG_PORT_CONFLICT\] --gossip-port 7946 and --healthz-port 7946 both need TCP port 7946/,
+    ],
+    [
+      "--metrics-port on the --healthz-port",
+      { Network: NETWORK },
+      ["--healthz-port", "9100", "--metrics-port", "9100"],
+      /\[CONFIG_PORT_CONFLICT\] --healthz-port 9100 and --metrics-port 9100 both need TCP port 9100/,
+    ],
+    [
+      "--gossip-port held by another process",
+      { Network: NETWORK },
+      ["--gossip-port", "7999"],
+      /^weft: \[CONFIG_PORT_IN_USE\] --gossip-port 7999: UDP 198\.18\.0\.\d+:7999 is already in use by another process .*set --gossip-port to a free port$/,
+    ],
+    [
+      "Backend.Port held by another process",
+      { Network: NETWORK, Backend: { Type: "udp", Port: 7999 } },
+      [],
+      /\[CONFIG_PORT_IN_USE\] Backend\.Port \(net-conf\.json\) 7999: UDP 198\.18\.0\.\d+:7999 is already in use/,
+    ],
+    [
+      "--metrics-port held by another process",
+      { Network: NETWORK },
+      ["--metrics-port", "7999", "--metrics-ip", "0.0.0.0"],
+      /\[CONFIG_PORT_IN_USE\] --metrics-port 7999: TCP 0\.0\.0\.0:7999 is already in use/,
+    ],
+    [
+      "--public-ip not on the host",
+      { Network: NETWORK },
+      ["--public-ip", "198.18.0.250"],
+      /^weft: \[CONFIG_ADDRESS_NOT_LOCAL\] --public-ip 198\.18\.0\.250: not an address of this host[^;]*; use one of the host's own addresses \(ip -4 addr\)$/,
+    ],
+    [
+      "--healthz-ip not on the host",
+      { Network: NETWORK },
+      ["--healthz-port", "9101", "--healthz-ip", "198.18.0.251"],
+      /\[CONFIG_ADDRESS_NOT_LOCAL\] --healthz-ip 198\.18\.0\.251: not an address of this host/,
+    ],
+    [
+      "--public-ip that is no address",
+      { Network: NETWORK },
+      ["--public-ip", "198.18.0"],
+      /^weft: \[CONFIG_FLAG_INVALID\] --public-ip "198\.18\.0": an IPv4 address of this host, like 198\.18\.0\.1$/,
+    ],
+    [
+      "--metrics-ip that is no address",
+      { Network: NETWORK },
+      ["--metrics-ip", "localhost"],
+      /\[CONFIG_FLAG_INVALID\] --metrics-ip "localhost": an IPv4 address/,
+    ],
+    [
+      "--iface-regex that is no regex",
+      { Network: NETWORK },
+      ["--iface-regex", "eth("],
+      /^weft: \[CONFIG_FLAG_INVALID\] --iface-regex "eth\(": a JavaScript regular expression over interface names and addresses \(/,
+    ],
+    [
+      "--iface that matches nothing",
+      { Network: NETWORK },
+      ["--iface", "eth9"],
+      /^weft: \[AGENT_UNDERLAY_NOT_FOUND\] no interface with a global IPv4 address matches --iface eth9; interfaces here: .*eth0 \[198\.18\.0\.\d+ 2001:2::b\]/,
+    ],
+    [
+      "--iface-regex that matches nothing",
+      { Network: NETWORK },
+      ["--iface-regex", "^wlan"],
+      /\[AGENT_UNDERLAY_NOT_FOUND\] no interface with a global IPv4 address matches --iface-regex \^wlan; interfaces here: /,
+    ],
+    [
+      "an empty --node-name",
+      { Network: NETWORK },
+      ["--node-name", ""],
+      /^weft: \[CONFIG_FLAG_INVALID\] --node-name "": 1\.\.128 bytes without spaces or control characters/,
+    ],
+    [
+      "a --node-name of 200 bytes",
+      { Network: NETWORK },
+      ["--node-name", "n".repeat(200)],
+      /\[CONFIG_FLAG_INVALID\] --node-name "n{200}": 1\.\.128 bytes/,
+    ],
+    [
+      "--join without --subnet-seeds",
+      { Network: NETWORK },
+      ["--join", "198.18.0.9:7946"],
+      /^weft: \[CONFIG_FLAG_INVALID\] --join 198\.18\.0\.9:7946 needs --subnet-seeds: the initial owners of the subnet space/,
+    ],
+    [
+      "--join that is not host:port",
+      { Network: NETWORK },
+      ["--join", "198.18.0.9"],
+      /^weft: \[CLI_BAD_ADDRESS\] --join "198\.18\.0\.9": not host:port/,
+    ],
+    [
+      "--join to port 0",
+      { Network: NETWORK },
+      ["--join", "198.18.0.9:0", "--subnet-seeds", "host0"],
+      /\[CONFIG_FLAG_INVALID\] --join "198\.18\.0\.9:0": each address is host:port with a port in 1\.\.65535/,
+    ],
+    [
+      "--reconcile-interval 0",
+      { Network: NETWORK },
+      ["--reconcile-interval", "0"],
+      /^weft: \[CONFIG_FLAG_INVALID\] --reconcile-interval 0: at least 1 second/,
+    ],
+    [
+      "a group-readable key file",
+      { Network: NETWORK },
+      ["--key-file", "OPEN_KEY"],
+      /^weft: \[GOSSIP_KEY_FILE_EXPOSED\] key file \S+open\.key is readable or writable by group or others \(mode 0644\): run `chmod 600 \S+open\.key`/,
+    ],
+    [
+      "a key file that is a directory",
+      { Network: NETWORK },
+      ["--key-file", "AGENTS_DIR"],
+      /^weft: \[GOSSIP_KEY_FILE_UNREADABLE\] cannot read key file \/\S+: it is a directory; pass the key file itself/,
+    ],
+    [
+      "a missing key file",
+      { Network: NETWORK },
+      ["--key-file", "/nonexistent/weft.key"],
+      /\[GOSSIP_KEY_FILE_UNREADABLE\] cannot read key file \/nonexistent\/weft\.key: ENOENT.*weft keygen/,
+    ],
+    [
+      "a state dir that is a file",
+      { Network: NETWORK },
+      ["--state-dir", "NOT_A_DIR"],
+      /^weft: \[AGENT_STATE_DIR_UNUSABLE\] --state-dir \S+a-file: cannot use it as the state dir/,
+    ],
+  ])(
+    "%s: exits 1 before starting, with one error naming it, and changes nothing",
+    async (_what, conf, extra, message) => {
+      const before = await kernelState(a.host);
+      await writeFile(agents.netConfPath(a), typeof conf === "string" ? conf : JSON.stringify(conf));
+      const args = extra.map((x) =>
+        x === "OPEN_KEY" ? openKey : x === "AGENTS_DIR" ? agents.dir : x === "NOT_A_DIR" ? notADir : x,
+      );
+      const r = await runAgent([...args, "--ip-masq"]); // --ip-masq so that an nftables table would show up too
+      expect(r.code).toBe(1);
+      expect(r.stdout).toBe(""); // not even "starting" was logged
+      const lines = r.stderr.trim().split("\n");
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toMatch(message);
+      // One error model: a namespaced code, not repeated in the message; never a whole file.
+      const [, code, text] = /^weft: \[([A-Z]+_[A-Z0-9_]+)\] (.*)$/.exec(lines[0])!;
+      expect(text).not.toContain(code);
+      expect(lines[0].length).toBeLessThan(700);
+      expect(lines[0]).not.toMatch(/pick another port/);
+      expect(await kernelState(a.host)).toEqual(before);
+      for (const f of STATE_FILES) expect(existsSync(join(a.dir, f)), f).toBe(false);
+    },
+  );
   it("takes its flags from WEFT_<FLAG> environment variables", async () => {
     const conf = join(a.dir, "env-conf.json");
     await writeFile(conf, JSON.stringify({ Network: NETWORK, Backend: { Type: "geneve" } }));
     const before = await kernelState(a.host);
-    const env = { ...process.env, WEFT_NET_CONFIG: conf, WEFT_KEY_FILE: join(agents.dir, "cluster.key"), WEFT_STATE_DIR: a.dir, WEFT_SUBNET_FILE: join(a.dir, "subnet.env"), WEFT_IFACE: "eth0" };
-    const failed = await run("ip", ["netns", "exec", a.host.ns.name, process.execPath, projectFile("dist", "src", "cli", "main.js"), "agent"], { env, timeout: 20_000 }).then(
+    const env = {
+      ...process.env,
+      WEFT_NET_CONFIG: conf,
+      WEFT_KEY_FILE: join(agents.dir, "cluster.key"),
+      WEFT_STATE_DIR: a.dir,
+      WEFT_SUBNET_FILE: join(a.dir, "subnet.env"),
+      WEFT_IFACE: "eth0",
+    };
+    const failed = await run(
+      "ip",
+      ["netns", "exec", a.host.ns.name, process.execPath, projectFile("dist", "src", "cli", "main.js"), "agent"],
+      { env, timeout: 20_000 },
+    ).then(
       () => undefined,
       (e: { code: number; stderr: string }) => e,
     );
     expect(failed?.code).toBe(1);
     // The message names the file it read, so the variable was used (the default path does not exist here).
-    expect(failed?.stderr.trim()).toBe(`weft: [CONFIG_NET_CONF_INVALID] ${conf}: Backend.Type is "geneve"; valid types are vxlan, host-gw, udp, wasm-vxlan`);
+    expect(failed?.stderr.trim()).toBe(
+      `weft: [CONFIG_NET_CONF_INVALID] ${conf}: Backend.Type is "geneve"; valid types are vxlan, host-gw, udp, wasm-vxlan`,
+    );
     expect(await kernelState(a.host)).toEqual(before);
   });
 });

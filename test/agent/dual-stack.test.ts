@@ -14,10 +14,19 @@ import { tcpTransfer } from "../support/tcp-transfer.js";
 import { NETWORK } from "./support.js";
 
 const NETWORK6 = formatPrefix6(LAB_POD_NETWORK6); // 2001:2:0:8000::/49
-const dualConf = (type: "vxlan" | "host-gw") => ({ Network: NETWORK, EnableIPv6: true, IPv6Network: NETWORK6, Backend: { Type: type } });
+const dualConf = (type: "vxlan" | "host-gw") => ({
+  Network: NETWORK,
+  EnableIPv6: true,
+  IPv6Network: NETWORK6,
+  Backend: { Type: type },
+});
 /** The IPv6 routes to peers' subnets, as `ip -6 route` prints them (this host's own left out). */
 const v6Routes = async (a: LabAgent, own: string) =>
-  (await a.host.ns.ip(`-6 route show root ${NETWORK6}`)).split("\n").filter((l) => l.startsWith("2001:") && !l.startsWith(own.split("/")[0].replace(/::$/, ":")) && !l.includes(" dev cni0"));
+  (await a.host.ns.ip(`-6 route show root ${NETWORK6}`))
+    .split("\n")
+    .filter(
+      (l) => l.startsWith("2001:") && !l.startsWith(own.split("/")[0].replace(/::$/, ":")) && !l.includes(" dev cni0"),
+    );
 
 describe.skipIf(!canUseNetns())("agents, dual-stack", () => {
   let lab: LabCluster;
@@ -26,7 +35,11 @@ describe.skipIf(!canUseNetns())("agents, dual-stack", () => {
   const subnets = new Map<string, { v4: string; v6: string }>();
   const others = (a: LabAgent) => all.filter((x) => x !== a);
   const bothFamilies = (s: AgentStatus, backend: string, peers: number) =>
-    s.ready && s.backend?.type === backend && s.peers.length === peers && s.peers6?.length === peers && s.peers6.every((p) => p.backend === backend);
+    s.ready &&
+    s.backend?.type === backend &&
+    s.peers.length === peers &&
+    s.peers6?.length === peers &&
+    s.peers6.every((p) => p.backend === backend);
 
   beforeAll(async () => {
     lab = await LabCluster.create({ tag: "ads", hosts: 3, ipv6: true });
@@ -75,8 +88,12 @@ describe.skipIf(!canUseNetns())("agents, dual-stack", () => {
         // A peer's routes follow its record by up to one programming round: allow a few seconds.
         for (const to of [q.addr6!, q.addr]) {
           // Spaced out: without a route yet, ping fails at once (network unreachable).
-          for (let t = 0; t < 10 && (await ping(p, to, { count: 1, timeoutS: 1 })).received === 0; t++) await new Promise((r) => setTimeout(r, 500));
-          expect((await ping(p, to, { count: 2 })).received, `${p.name} -> ${q.name} ${typeof to === "bigint" ? "IPv6" : "IPv4"}`).toBe(2);
+          for (let t = 0; t < 10 && (await ping(p, to, { count: 1, timeoutS: 1 })).received === 0; t++)
+            await new Promise((r) => setTimeout(r, 500));
+          expect(
+            (await ping(p, to, { count: 2 })).received,
+            `${p.name} -> ${q.name} ${typeof to === "bigint" ? "IPv6" : "IPv4"}`,
+          ).toBe(2);
         }
       }
     }
@@ -98,7 +115,9 @@ describe.skipIf(!canUseNetns())("agents, dual-stack", () => {
     }
     const [a1, a2] = all;
     const v6 = subnets.get(a2.host.name)!.v6;
-    expect((await a1.host.ns.ip(`-6 route show ${v6}`)).trim()).toBe(`${v6} via ${formatIpv6(a2.host.underlayAddr6!)} dev eth0 metric 1024 pref medium`);
+    expect((await a1.host.ns.ip(`-6 route show ${v6}`)).trim()).toBe(
+      `${v6} via ${formatIpv6(a2.host.underlayAddr6!)} dev eth0 metric 1024 pref medium`,
+    );
     expect((await ping(a1.host.pods[0], a2.host.pods[0].addr6!, { count: 2 })).received).toBe(2);
     expect((await ping(a1.host.pods[0], a2.host.pods[0].addr, { count: 2 })).received).toBe(2);
   });
@@ -108,8 +127,14 @@ describe.skipIf(!canUseNetns())("agents, dual-stack", () => {
     const gone = subnets.get(a3.host.name)!.v6;
     expect((await v6Routes(a1, subnets.get(a1.host.name)!.v6)).some((l) => l.startsWith(gone))).toBe(true);
     await agents.stop(a3, "SIGKILL");
-    await agents.waitFor(a1, `${a3.host.name} gone from both families' peers`, (s) => s.peers.length === 1 && s.peers6?.length === 1, 60_000);
-    for (let t = 0; t < 20 && (await v6Routes(a1, subnets.get(a1.host.name)!.v6)).some((l) => l.startsWith(gone)); t++) await new Promise((r) => setTimeout(r, 500));
+    await agents.waitFor(
+      a1,
+      `${a3.host.name} gone from both families' peers`,
+      (s) => s.peers.length === 1 && s.peers6?.length === 1,
+      60_000,
+    );
+    for (let t = 0; t < 20 && (await v6Routes(a1, subnets.get(a1.host.name)!.v6)).some((l) => l.startsWith(gone)); t++)
+      await new Promise((r) => setTimeout(r, 500));
     expect((await v6Routes(a1, subnets.get(a1.host.name)!.v6)).some((l) => l.startsWith(gone))).toBe(false);
   });
 });

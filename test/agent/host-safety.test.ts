@@ -53,11 +53,31 @@ describe.skipIf(!canUseNetns())("agent: state dir and surfaces", () => {
 
   /** `weft agent` in the first host alone (seeds itself) with a state dir and subnet file of our choosing, then `args`. */
   function argv(stateDir: string, args: string[], subnetFile = join(stateDir, "subnet.env")): string[] {
-    return a.host.ns.wrap([process.execPath, projectFile("dist", "src", "cli", "main.js"), "agent", "--net-config", agents.netConfPath(a), "--iface", "eth0",
-      "--key-file", join(agents.dir, "cluster.key"), "--state-dir", stateDir, "--subnet-file", subnetFile, "--node-name", a.host.name, ...args]);
+    return a.host.ns.wrap([
+      process.execPath,
+      projectFile("dist", "src", "cli", "main.js"),
+      "agent",
+      "--net-config",
+      agents.netConfPath(a),
+      "--iface",
+      "eth0",
+      "--key-file",
+      join(agents.dir, "cluster.key"),
+      "--state-dir",
+      stateDir,
+      "--subnet-file",
+      subnetFile,
+      "--node-name",
+      a.host.name,
+      ...args,
+    ]);
   }
 
-  function startAgent(stateDir: string, args: string[], subnetFile?: string): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
+  function startAgent(
+    stateDir: string,
+    args: string[],
+    subnetFile?: string,
+  ): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
     const [cmd, ...rest] = argv(stateDir, args, subnetFile);
     const child = spawn(cmd, rest, { stdio: ["ignore", "pipe", "pipe"] });
     children.push(child);
@@ -70,9 +90,15 @@ describe.skipIf(!canUseNetns())("agent: state dir and surfaces", () => {
 
   /** Polls `f` until it gives a value (errors count as not yet). */
   const until = <T>(what: string, f: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> =>
-    eventually(what, () => f().catch(() => undefined), (v) => v !== undefined, timeoutMs) as Promise<T>;
+    eventually(
+      what,
+      () => f().catch(() => undefined),
+      (v) => v !== undefined,
+      timeoutMs,
+    ) as Promise<T>;
 
-  const ready = (stateDir: string) => until("ready", async () => ((await agentRequest(stateDir, "GET", "/readyz")) ? true : undefined));
+  const ready = (stateDir: string) =>
+    until("ready", async () => ((await agentRequest(stateDir, "GET", "/readyz")) ? true : undefined));
   const httpGet = async (url: string) => (await a.host.ns.exec([process.execPath, "-e", GET, url])).trim();
 
   it("creates the state dir 0700 and the subnet file's dir, makes weft.sock 0600, and refuses a second agent on the same state dir", async () => {
@@ -86,14 +112,24 @@ describe.skipIf(!canUseNetns())("agent: state dir and surfaces", () => {
     expect(existsSync(join(a.dir, "run", "flannel", `.subnet.env.${first.child.pid}.tmp`))).toBe(false);
 
     // Same dir and name, another gossip port: refused before it touches weft.sock or the kernel.
-    const second = await run(argv(stateDir, ["--gossip-port", "7950"], subnetFile)[0], argv(stateDir, ["--gossip-port", "7950"], subnetFile).slice(1), { timeout: 30_000 }).then(
+    const second = await run(
+      argv(stateDir, ["--gossip-port", "7950"], subnetFile)[0],
+      argv(stateDir, ["--gossip-port", "7950"], subnetFile).slice(1),
+      { timeout: 30_000 },
+    ).then(
       () => ({ code: 0, stderr: "" }),
       (e: { code: number; stderr: string }) => e,
     );
     expect(second.code).toBe(1);
-    expect(second.stderr.trim()).toMatch(new RegExp(`^weft: \\[AGENT_STATE_DIR_LOCKED\\] --state-dir ${stateDir} is in use by another weft agent \\(pid ${first.child.pid} `));
+    expect(second.stderr.trim()).toMatch(
+      new RegExp(
+        `^weft: \\[AGENT_STATE_DIR_LOCKED\\] --state-dir ${stateDir} is in use by another weft agent \\(pid ${first.child.pid} `,
+      ),
+    );
     expect(await agentRequest(stateDir, "GET", "/readyz")).toBe("ready\n"); // the first still serves its socket
-    expect((await a.host.ns.kernel.ipJson<Array<{ ifname: string }>>(["link", "show"])).map((l) => l.ifname)).toContain("flannel.1");
+    expect((await a.host.ns.kernel.ipJson<Array<{ ifname: string }>>(["link", "show"])).map((l) => l.ifname)).toContain(
+      "flannel.1",
+    );
 
     first.child.kill("SIGTERM");
     expect(await first.exited).toBe(0);
@@ -103,7 +139,18 @@ describe.skipIf(!canUseNetns())("agent: state dir and surfaces", () => {
   it("holds the state dir across PID namespaces (containers sharing it), where pids mean nothing", async () => {
     const dir = join(a.dir, "shared-by-containers");
     const lockIn = (mode: "hold" | "try") =>
-      a.host.ns.wrap(["unshare", "--pid", "--fork", "--kill-child", process.execPath, "-e", LOCK_SCRIPT, projectFile("dist", "src", "agent", "state-dir.js"), dir, mode]);
+      a.host.ns.wrap([
+        "unshare",
+        "--pid",
+        "--fork",
+        "--kill-child",
+        process.execPath,
+        "-e",
+        LOCK_SCRIPT,
+        projectFile("dist", "src", "agent", "state-dir.js"),
+        dir,
+        mode,
+      ]);
     const [cmd, ...rest] = lockIn("hold");
     const holder = spawn(cmd, rest, { stdio: ["ignore", "pipe", "inherit"] });
     children.push(holder);
@@ -111,7 +158,11 @@ describe.skipIf(!canUseNetns())("agent: state dir and surfaces", () => {
     const [cmd2, ...rest2] = lockIn("try");
     const other = (await run(cmd2, rest2, { timeout: 20_000 })).stdout.trim();
     // Both are pid 1 in their own namespace: the pid file alone would call the lock stale.
-    expect(other).toMatch(new RegExp(`^AGENT_STATE_DIR_LOCKED --state-dir ${dir} is in use by another weft agent \\(pid 1 in its PID namespace`));
+    expect(other).toMatch(
+      new RegExp(
+        `^AGENT_STATE_DIR_LOCKED --state-dir ${dir} is in use by another weft agent \\(pid 1 in its PID namespace`,
+      ),
+    );
     holder.kill("SIGKILL");
     await new Promise((r) => holder.once("exit", r));
     expect((await run(cmd2, rest2, { timeout: 20_000 })).stdout.trim()).toBe("held"); // freed by the kernel when the holder died
@@ -127,12 +178,19 @@ describe.skipIf(!canUseNetns())("agent: state dir and surfaces", () => {
       return r.startsWith("503") && r.includes(": no subnet yet") ? r : undefined;
     });
     // No join list: nothing to reach first, so it waits in the lease phase and says why.
-    expect(why).toMatch(/^503 not ready: waiting for a subnet lease: no subnet yet: this node knows the owners of only 0 of \d+ subnets/);
-    expect(await agentRequest(stateDir, "GET", "/status")).toMatchObject({ ready: false, waitingFor: expect.stringMatching(/^waiting for a subnet lease: no subnet yet/), join: { state: "standalone" } });
+    expect(why).toMatch(
+      /^503 not ready: waiting for a subnet lease: no subnet yet: this node knows the owners of only 0 of \d+ subnets/,
+    );
+    expect(await agentRequest(stateDir, "GET", "/status")).toMatchObject({
+      ready: false,
+      waitingFor: expect.stringMatching(/^waiting for a subnet lease: no subnet yet/),
+      join: { state: "standalone" },
+    });
     agent.child.kill("SIGTERM");
     expect(await agent.exited).toBe(0);
     expect(agent.output()).toMatch(/"msg":"stopped while starting; nothing left behind"/);
-    for (const f of ["weft.sock", "weft.lock", "vtep-mac", "subnet.env"]) expect(existsSync(join(stateDir, f)), f).toBe(false);
+    for (const f of ["weft.sock", "weft.lock", "vtep-mac", "subnet.env"])
+      expect(existsSync(join(stateDir, f)), f).toBe(false);
     expect(await kernelState(a.host)).toEqual(before);
   });
 
@@ -146,9 +204,13 @@ describe.skipIf(!canUseNetns())("agent: state dir and surfaces", () => {
       await new Promise((r) => setTimeout(r, delayMs));
       agent.child.kill("SIGTERM");
       const code = await agent.exited;
-      expect(code === 0 || agent.child.signalCode === "SIGTERM", `after ${delayMs} ms: exit ${code}\n${agent.output()}`).toBe(true);
+      expect(
+        code === 0 || agent.child.signalCode === "SIGTERM",
+        `after ${delayMs} ms: exit ${code}\n${agent.output()}`,
+      ).toBe(true);
       expect(agent.output()).not.toMatch(/^weft: /m);
-      for (const f of ["weft.sock", "weft.lock", "subnet.env", "vtep-mac"]) expect(existsSync(join(stateDir, f)), `${f} after ${delayMs} ms`).toBe(false);
+      for (const f of ["weft.sock", "weft.lock", "subnet.env", "vtep-mac"])
+        expect(existsSync(join(stateDir, f)), `${f} after ${delayMs} ms`).toBe(false);
       expect(await kernelState(a.host)).toEqual(before);
     }
   });
@@ -158,29 +220,54 @@ describe.skipIf(!canUseNetns())("agent: state dir and surfaces", () => {
     const mountpoint = join(a.dir, "small-disk");
     mkdirSync(mountpoint);
     const [cmd, ...rest] = argv(join(mountpoint, "state"), []);
-    const child = spawn("unshare", ["-m", "--propagation", "private", "sh", "-c", 'mount -t tmpfs -o size=256k weft-test "$0" && exec "$@"', mountpoint, cmd, ...rest], { stdio: "ignore" });
+    const child = spawn(
+      "unshare",
+      [
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        'mount -t tmpfs -o size=256k weft-test "$0" && exec "$@"',
+        mountpoint,
+        cmd,
+        ...rest,
+      ],
+      { stdio: "ignore" },
+    );
     children.push(child);
     const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
     const stateDir = `/proc/${child.pid}/root${mountpoint}/state`; // the agent's view of its mounts
     await until("weft.sock", async () => (existsSync(join(stateDir, "weft.sock")) ? true : undefined));
     // Fill the disk before the first save (the seed division is saved after 10 s of listening).
-    expect(() => writeFileSync(`/proc/${child.pid}/root${mountpoint}/fill`, Buffer.alloc(512 * 1024))).toThrow(/ENOSPC/);
+    expect(() => writeFileSync(`/proc/${child.pid}/root${mountpoint}/fill`, Buffer.alloc(512 * 1024))).toThrow(
+      /ENOSPC/,
+    );
     const status = await until("a full disk in weft status", async () => {
       const s = (await agentRequest(stateDir, "GET", "/status")) as { ready: boolean; waitingFor?: string };
       return s.waitingFor?.includes("no space left on device") ? s : undefined;
     });
-    expect(status.waitingFor).toMatch(/^waiting for a subnet lease: cannot save lease state to \S+lease-state\.json: ENOSPC: no space left on device.*\(retrying in \d+ s\)$/);
-    await expect(agentRequest(stateDir, "GET", "/readyz")).rejects.toThrow(/503: not ready: waiting for a subnet lease: cannot save lease state/);
+    expect(status.waitingFor).toMatch(
+      /^waiting for a subnet lease: cannot save lease state to \S+lease-state\.json: ENOSPC: no space left on device.*\(retrying in \d+ s\)$/,
+    );
+    await expect(agentRequest(stateDir, "GET", "/readyz")).rejects.toThrow(
+      /503: not ready: waiting for a subnet lease: cannot save lease state/,
+    );
     expect(readdirSync(stateDir).filter((f) => f.endsWith(".tmp"))).toEqual([]);
     rmSync(`/proc/${child.pid}/root${mountpoint}/fill`);
-    await until("ready once there is room", async () => ((await agentRequest(stateDir, "GET", "/readyz")) ? true : undefined));
+    await until("ready once there is room", async () =>
+      (await agentRequest(stateDir, "GET", "/readyz")) ? true : undefined,
+    );
     expect(readdirSync(stateDir).filter((f) => f.endsWith(".tmp"))).toEqual([]);
     child.kill("SIGTERM");
     expect(await exited).toBe(0);
   });
 
   it("serves only health on --healthz-port and /metrics on loopback; runs wasm-vxlan on a 9000-byte underlay; counts kernel drops on its sockets", async () => {
-    await writeFile(agents.netConfPath(a), JSON.stringify({ Network: NETWORK, Backend: { Type: "wasm-vxlan", Workers: 1 } }));
+    await writeFile(
+      agents.netConfPath(a),
+      JSON.stringify({ Network: NETWORK, Backend: { Type: "wasm-vxlan", Workers: 1 } }),
+    );
     await a.host.ns.exec(["ip", "link", "set", "dev", "eth0", "mtu", "9000"]);
     const stateDir = join(a.dir, "surfaces");
     const agent = startAgent(stateDir, ["--healthz-port", "9102", "--metrics-port", "9103"]);
@@ -205,7 +292,9 @@ describe.skipIf(!canUseNetns())("agent: state dir and surfaces", () => {
       process.kill(agent.child.pid!, "SIGCONT");
     }
     const status = await until("socket drops in weft status", async () => {
-      const s = (await agentRequest(stateDir, "GET", "/status")) as { socketDrops?: { sockets: number; drops: number } };
+      const s = (await agentRequest(stateDir, "GET", "/status")) as {
+        socketDrops?: { sockets: number; drops: number };
+      };
       return s.socketDrops && s.socketDrops.drops > 0 ? s.socketDrops : undefined;
     });
     expect(status.sockets).toBe(1);

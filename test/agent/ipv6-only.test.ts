@@ -22,8 +22,17 @@ import { canUseNetns } from "../support/netns.js";
 import { tcpTransfer } from "../support/tcp-transfer.js";
 
 const NETWORK6 = formatPrefix6(LAB_POD_NETWORK6); // 2001:2:0:8000::/49
-const v6Conf = (type: "vxlan" | "host-gw") => ({ EnableIPv4: false, EnableIPv6: true, IPv6Network: NETWORK6, Backend: { Type: type } });
-const exists = (path: string) => access(path).then(() => true, () => false);
+const v6Conf = (type: "vxlan" | "host-gw") => ({
+  EnableIPv4: false,
+  EnableIPv6: true,
+  IPv6Network: NETWORK6,
+  Backend: { Type: type },
+});
+const exists = (path: string) =>
+  access(path).then(
+    () => true,
+    () => false,
+  );
 
 describe.skipIf(!canUseNetns())("agents, IPv6-only", () => {
   let lab: LabCluster;
@@ -32,13 +41,18 @@ describe.skipIf(!canUseNetns())("agents, IPv6-only", () => {
   const subnets = new Map<string, string>();
   const others = (a: LabAgent) => all.filter((x) => x !== a);
   const ready = (s: AgentStatus, backend: string, peers: number) =>
-    s.ready && s.backend?.type === backend && s.peers.length === 0 && s.peers6?.length === peers && s.peers6.every((p) => p.backend === backend);
+    s.ready &&
+    s.backend?.type === backend &&
+    s.peers.length === 0 &&
+    s.peers6?.length === peers &&
+    s.peers6.every((p) => p.backend === backend);
   /** Pings every pod pair over IPv6; a route follows a peer's record by up to a programming round. */
   const pingAll = async () => {
     for (const a of all) {
       for (const b of others(a)) {
         const [p, q] = [a.host.pods[0], b.host.pods[0]];
-        for (let t = 0; t < 10 && (await ping(p, q.addr6!, { count: 1, timeoutS: 1 })).received === 0; t++) await new Promise((r) => setTimeout(r, 500));
+        for (let t = 0; t < 10 && (await ping(p, q.addr6!, { count: 1, timeoutS: 1 })).received === 0; t++)
+          await new Promise((r) => setTimeout(r, 500));
         expect((await ping(p, q.addr6!, { count: 2 })).received, `${p.name} -> ${q.name}`).toBe(2);
       }
     }
@@ -51,7 +65,8 @@ describe.skipIf(!canUseNetns())("agents, IPv6-only", () => {
     all = agents.agents;
     agents.startAll();
     await agents.waitAllReady();
-    for (const a of all) subnets.set(a.host.name, (await agents.waitFor(a, "IPv6 peers", (st) => ready(st, "vxlan", 2))).subnet6!);
+    for (const a of all)
+      subnets.set(a.host.name, (await agents.waitFor(a, "IPv6 peers", (st) => ready(st, "vxlan", 2))).subnet6!);
     await agents.addPods(1);
   }, 180_000);
 
@@ -78,7 +93,11 @@ describe.skipIf(!canUseNetns())("agents, IPv6-only", () => {
       expect(s.backend6).toEqual(s.backend);
       // Members are known at their IPv6 gossip addresses.
       expect(s.members.map((m) => m.addr).sort()).toEqual(all.map((x) => agents.gossipAddr(x)).sort());
-      expect(s.peers6!.map((p) => p.underlay).sort()).toEqual(others(a).map((x) => formatIpv6(x.host.underlayAddr6!)).sort());
+      expect(s.peers6!.map((p) => p.underlay).sort()).toEqual(
+        others(a)
+          .map((x) => formatIpv6(x.host.underlayAddr6!))
+          .sort(),
+      );
       // Only the IPv6 ring is kept.
       expect(await exists(join(a.stateDir, "lease-state-ipv6.json"))).toBe(true);
       expect(await exists(join(a.stateDir, "lease-state.json"))).toBe(false);
@@ -88,7 +107,9 @@ describe.skipIf(!canUseNetns())("agents, IPv6-only", () => {
   it("writes subnet.env as flanneld does in IPv6-only mode, byte for byte (no IPv4 lines; MTU for the IPv6 underlay: 1500 - 70)", async () => {
     for (const a of all) {
       const first6 = `${formatIpv6(parsePrefix6(subnets.get(a.host.name)!).addr + 1n)}/64`;
-      expect(await readFile(agents.subnetFile(a), "utf8")).toBe(`FLANNEL_IPV6_NETWORK=${NETWORK6}\nFLANNEL_IPV6_SUBNET=${first6}\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n`);
+      expect(await readFile(agents.subnetFile(a), "utf8")).toBe(
+        `FLANNEL_IPV6_NETWORK=${NETWORK6}\nFLANNEL_IPV6_SUBNET=${first6}\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n`,
+      );
     }
   });
 
@@ -106,7 +127,9 @@ describe.skipIf(!canUseNetns())("agents, IPv6-only", () => {
       expect(() => a.host.pods[0].addr).toThrow(expect.objectContaining({ code: "LAB_POD_NO_ADDRESS" }));
       for (const b of others(a)) {
         const peer = subnets.get(b.host.name)!;
-        expect((await a.host.ns.ip(`-6 route show ${peer}`)).trim()).toBe(`${peer} via ${peer.split("/")[0]} dev flannel-v6.1 metric 1024 onlink pref medium`);
+        expect((await a.host.ns.ip(`-6 route show ${peer}`)).trim()).toBe(
+          `${peer} via ${peer.split("/")[0]} dev flannel-v6.1 metric 1024 onlink pref medium`,
+        );
       }
     }
     await pingAll();
@@ -130,7 +153,8 @@ describe.skipIf(!canUseNetns())("agents, IPv6-only", () => {
     expect(await left()).toEqual({ route: true, neigh: true, fdb: true });
     await agents.stop(a3, "SIGKILL");
     await agents.waitFor(a1, `${a3.host.name} gone from the IPv6 peers`, (st) => st.peers6?.length === 1, 60_000);
-    for (let t = 0; t < 20 && Object.values(await left()).some(Boolean); t++) await new Promise((r) => setTimeout(r, 500));
+    for (let t = 0; t < 20 && Object.values(await left()).some(Boolean); t++)
+      await new Promise((r) => setTimeout(r, 500));
     expect(await left()).toEqual({ route: false, neigh: false, fdb: false });
   });
 
@@ -141,10 +165,13 @@ describe.skipIf(!canUseNetns())("agents, IPv6-only", () => {
     await mkdir(dir, { recursive: true });
     hostsFiles.push(dir);
     const name = "peers.weft.test";
-    await writeFile(join(dir, "hosts"), `127.0.0.1 localhost
+    await writeFile(
+      join(dir, "hosts"),
+      `127.0.0.1 localhost
 ${formatIpv6(a1.host.underlayAddr6!)} ${name}
 ${formatIpv6(a2.host.underlayAddr6!)} ${name}
-`);
+`,
+    );
     agents.start(a3, ["--join", `${name}:7946`], []); // no address list from the lab: the name alone
     await agents.waitReady(a3);
     const s = await agents.waitFor(a3, "rejoined with both IPv6 peers", (st) => ready(st, "vxlan", 2));
@@ -152,7 +179,12 @@ ${formatIpv6(a2.host.underlayAddr6!)} ${name}
     expect(s.subnet6).toBe(subnets.get(a3.host.name));
     await agents.waitFor(a1, `${a3.host.name} back among the IPv6 peers`, (st) => st.peers6?.length === 2);
     const a3Pod = a3.host.pods[0];
-    for (let t = 0; t < 10 && (await ping(a1.host.pods[0], a3Pod.addr6!, { count: 1, timeoutS: 1 })).received === 0; t++) await new Promise((r) => setTimeout(r, 500));
+    for (
+      let t = 0;
+      t < 10 && (await ping(a1.host.pods[0], a3Pod.addr6!, { count: 1, timeoutS: 1 })).received === 0;
+      t++
+    )
+      await new Promise((r) => setTimeout(r, 500));
     expect((await ping(a1.host.pods[0], a3Pod.addr6!, { count: 2 })).received).toBe(2);
   });
 
@@ -166,7 +198,9 @@ ${formatIpv6(a2.host.underlayAddr6!)} ${name}
     }
     const [a1, a2] = all;
     const peer = subnets.get(a2.host.name)!;
-    expect((await a1.host.ns.ip(`-6 route show ${peer}`)).trim()).toBe(`${peer} via ${formatIpv6(a2.host.underlayAddr6!)} dev eth0 metric 1024 pref medium`);
+    expect((await a1.host.ns.ip(`-6 route show ${peer}`)).trim()).toBe(
+      `${peer} via ${formatIpv6(a2.host.underlayAddr6!)} dev eth0 metric 1024 pref medium`,
+    );
     expect(await readFile(agents.subnetFile(a1), "utf8")).toContain("FLANNEL_MTU=1500\n");
     await pingAll();
     const { sent, received } = await tcpTransfer(a2.host.pods[0], a1.host.pods[0], 8 << 20, 7102, 6);

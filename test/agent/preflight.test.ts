@@ -8,7 +8,12 @@ import { parseIpv6, parsePrefix6 } from "../../src/net/ipv6.js";
 
 const conf = { space: SubnetSpace.fromConfig({ Network: "198.19.0.0/16" }) }; // SubnetLen 24
 const underlay = { iface: "eth0", addr: parseIpv4("198.18.0.1"), mtu: 1500 };
-const route = (dst: string, dev: string, via?: string): HostPrefix => ({ prefix: parsePrefix(dst), dev, kind: "route", via });
+const route = (dst: string, dev: string, via?: string): HostPrefix => ({
+  prefix: parsePrefix(dst),
+  dev,
+  kind: "route",
+  via,
+});
 const address = (net: string, dev: string): HostPrefix => ({ prefix: parsePrefix(net), dev, kind: "address" });
 
 describe("a Network against the host's addresses and routes", () => {
@@ -21,18 +26,43 @@ describe("a Network against the host's addresses and routes", () => {
     ["a vxlan peer route", route("198.19.5.0/24", "flannel.1", "198.19.5.0"), null],
     ["the userspace backend's route", route("198.19.0.0/16", "weft.1"), null],
     ["an on-link network around it", route("198.16.0.0/14", "eth1"), "overlaps the host's route 198.16.0.0/14 on eth1"],
-    ["an on-link network inside it", route("198.19.128.0/20", "eth1"), "overlaps the host's route 198.19.128.0/20 on eth1"],
-    ["a foreign route inside it, via a gateway", route("198.19.64.0/18", "eth0", "198.18.0.9"), "overlaps the host's route 198.19.64.0/18 on eth0"],
-    ["an address whose network covers it", address("198.16.0.0/14", "eth1"), "overlaps the host's address 198.16.0.0/14 on eth1"],
+    [
+      "an on-link network inside it",
+      route("198.19.128.0/20", "eth1"),
+      "overlaps the host's route 198.19.128.0/20 on eth1",
+    ],
+    [
+      "a foreign route inside it, via a gateway",
+      route("198.19.64.0/18", "eth0", "198.18.0.9"),
+      "overlaps the host's route 198.19.64.0/18 on eth0",
+    ],
+    [
+      "an address whose network covers it",
+      address("198.16.0.0/14", "eth1"),
+      "overlaps the host's address 198.16.0.0/14 on eth1",
+    ],
   ])("%s", (_what, host, refused) => {
     const check = () => checkNetworkAgainstHost(conf, underlay, [host]);
     if (refused === null) expect(check).not.toThrow();
-    else expect(check).toThrow(expect.objectContaining({ code: "CONFIG_NETWORK_OVERLAPS_HOST", message: expect.stringContaining(`Network 198.19.0.0/16 (net-conf.json) ${refused}`) }));
+    else
+      expect(check).toThrow(
+        expect.objectContaining({
+          code: "CONFIG_NETWORK_OVERLAPS_HOST",
+          message: expect.stringContaining(`Network 198.19.0.0/16 (net-conf.json) ${refused}`),
+        }),
+      );
   });
 
   it("refuses a Network holding the underlay address, naming both", () => {
-    expect(() => checkNetworkAgainstHost({ space: SubnetSpace.fromConfig({ Network: "198.18.0.0/16" }) }, underlay, [])).toThrow(
-      expect.objectContaining({ code: "CONFIG_NETWORK_OVERLAPS_HOST", message: expect.stringMatching(/^Network 198\.18\.0\.0\/16 \(net-conf\.json\) contains the underlay address 198\.18\.0\.1 on eth0/) }),
+    expect(() =>
+      checkNetworkAgainstHost({ space: SubnetSpace.fromConfig({ Network: "198.18.0.0/16" }) }, underlay, []),
+    ).toThrow(
+      expect.objectContaining({
+        code: "CONFIG_NETWORK_OVERLAPS_HOST",
+        message: expect.stringMatching(
+          /^Network 198\.18\.0\.0\/16 \(net-conf\.json\) contains the underlay address 198\.18\.0\.1 on eth0/,
+        ),
+      }),
     );
   });
 });
@@ -40,7 +70,12 @@ describe("a Network against the host's addresses and routes", () => {
 describe("an IPv6Network against the host's IPv6 addresses and routes (the same rules, per family)", () => {
   const conf6 = { space6: Ipv6SubnetSpace.fromConfig({ IPv6Network: "2001:2:0:8000::/49" }) }; // IPv6SubnetLen 64
   const underlay6 = { iface: "eth0", addr6: parseIpv6("2001:2::1"), mtu: 1500 };
-  const route6 = (dst: string, dev: string, via?: string): HostPrefix => ({ prefix: parsePrefix6(dst), dev, kind: "route", via });
+  const route6 = (dst: string, dev: string, via?: string): HostPrefix => ({
+    prefix: parsePrefix6(dst),
+    dev,
+    kind: "route",
+    via,
+  });
   const address6 = (net: string, dev: string): HostPrefix => ({ prefix: parsePrefix6(net), dev, kind: "address" });
 
   it.each<[string, HostPrefix, string | null]>([
@@ -53,21 +88,45 @@ describe("an IPv6Network against the host's IPv6 addresses and routes (the same 
     ["a vxlan peer route", route6("2001:2:0:8005::/64", "flannel-v6.1", "2001:2:0:8005::"), null],
     ["an IPv4 route over the same digits", route("198.19.0.0/16", "eth1"), null],
     ["an on-link network around it", route6("2001:2::/48", "eth1"), "overlaps the host's route 2001:2::/48 on eth1"],
-    ["an on-link network inside it", route6("2001:2:0:c000::/52", "eth1"), "overlaps the host's route 2001:2:0:c000::/52 on eth1"],
-    ["an address whose network covers it", address6("2001:2::/47", "eth1"), "overlaps the host's address 2001:2::/47 on eth1"],
+    [
+      "an on-link network inside it",
+      route6("2001:2:0:c000::/52", "eth1"),
+      "overlaps the host's route 2001:2:0:c000::/52 on eth1",
+    ],
+    [
+      "an address whose network covers it",
+      address6("2001:2::/47", "eth1"),
+      "overlaps the host's address 2001:2::/47 on eth1",
+    ],
   ])("%s", (_what, host, refused) => {
     const check = () => checkNetworkAgainstHost(conf6, underlay6, [host]);
     if (refused === null) expect(check).not.toThrow();
-    else expect(check).toThrow(expect.objectContaining({ code: "CONFIG_NETWORK_OVERLAPS_HOST", message: expect.stringContaining(`IPv6Network 2001:2:0:8000::/49 (net-conf.json) ${refused}`) }));
+    else
+      expect(check).toThrow(
+        expect.objectContaining({
+          code: "CONFIG_NETWORK_OVERLAPS_HOST",
+          message: expect.stringContaining(`IPv6Network 2001:2:0:8000::/49 (net-conf.json) ${refused}`),
+        }),
+      );
   });
 
   it("refuses an IPv6Network holding the IPv6 underlay address; with both families each network is checked", () => {
-    expect(() => checkNetworkAgainstHost({ space6: Ipv6SubnetSpace.fromConfig({ IPv6Network: "2001:2::/48" }) }, underlay6, [])).toThrow(
-      expect.objectContaining({ message: expect.stringMatching(/^IPv6Network 2001:2::\/48 \(net-conf\.json\) contains the underlay address 2001:2::1 on eth0: .*\(ip -6 addr, ip -6 route\)$/) }),
+    expect(() =>
+      checkNetworkAgainstHost({ space6: Ipv6SubnetSpace.fromConfig({ IPv6Network: "2001:2::/48" }) }, underlay6, []),
+    ).toThrow(
+      expect.objectContaining({
+        message: expect.stringMatching(
+          /^IPv6Network 2001:2::\/48 \(net-conf\.json\) contains the underlay address 2001:2::1 on eth0: .*\(ip -6 addr, ip -6 route\)$/,
+        ),
+      }),
     );
     const both = { ...conf, ...conf6 };
     const dual = { ...underlay, ...underlay6 };
-    expect(() => checkNetworkAgainstHost(both, dual, [route("198.19.0.0/20", "eth1"), route6("2001:2::/64", "eth0")])).toThrow(/^Network 198\.19\.0\.0\/16/);
-    expect(() => checkNetworkAgainstHost(both, dual, [route("198.18.0.0/24", "eth0"), route6("2001:2:0:8000::/56", "eth1")])).toThrow(/^IPv6Network 2001:2:0:8000::\/49/);
+    expect(() =>
+      checkNetworkAgainstHost(both, dual, [route("198.19.0.0/20", "eth1"), route6("2001:2::/64", "eth0")]),
+    ).toThrow(/^Network 198\.19\.0\.0\/16/);
+    expect(() =>
+      checkNetworkAgainstHost(both, dual, [route("198.18.0.0/24", "eth0"), route6("2001:2:0:8000::/56", "eth1")]),
+    ).toThrow(/^IPv6Network 2001:2:0:8000::\/49/);
   });
 });

@@ -37,25 +37,42 @@ describe.skipIf(!canUseNetns())("agent: cluster formation in any start order", (
     for (const a of all) subnets.set(a.host.name, (await agents!.status(a)).subnet!);
     expect(new Set(subnets.values()).size).toBe(3);
     for (const a of all) {
-      await agents!.waitFor(a, "both peers", (s) => s.peers.length === 2 && s.peers.every((p) => p.subnet === subnets.get(p.name)), 60_000);
-      const want = all.filter((b) => b !== a).map((b) => subnets.get(b.host.name)!).sort();
-      await eventually(`${a.host.name}'s routes to both peers`, async () => (await podRoutes(a.host)).map((r) => r.split(" ")[0]).sort(), (r) => JSON.stringify(r) === JSON.stringify(want), 30_000);
+      await agents!.waitFor(
+        a,
+        "both peers",
+        (s) => s.peers.length === 2 && s.peers.every((p) => p.subnet === subnets.get(p.name)),
+        60_000,
+      );
+      const want = all
+        .filter((b) => b !== a)
+        .map((b) => subnets.get(b.host.name)!)
+        .sort();
+      await eventually(
+        `${a.host.name}'s routes to both peers`,
+        async () => (await podRoutes(a.host)).map((r) => r.split(" ")[0]).sort(),
+        (r) => JSON.stringify(r) === JSON.stringify(want),
+        30_000,
+      );
       await agents!.waitFor(a, "joined", (s) => s.join.state === "joined", 10_000);
       expect(await agents!.errorLines(a), a.host.name).toEqual([]);
     }
   }
 
-  it.each(permutations([0, 1, 2]).map((p) => [p.map((i) => `host${i + 1}`).join(" → "), p] as const))("started %s, 3 s apart", async (_name, order) => {
-    agents = await LabAgents.prepare(lab, () => netConf("vxlan"));
-    const all = agents.agents;
-    for (const i of order) {
-      agents.start(all[i]);
-      await sleep(3000);
-    }
-    await formed(all);
-    await agents.stopAll();
-    agents = undefined;
-  }, 240_000);
+  it.each(permutations([0, 1, 2]).map((p) => [p.map((i) => `host${i + 1}`).join(" → "), p] as const))(
+    "started %s, 3 s apart",
+    async (_name, order) => {
+      agents = await LabAgents.prepare(lab, () => netConf("vxlan"));
+      const all = agents.agents;
+      for (const i of order) {
+        agents.start(all[i]);
+        await sleep(3000);
+      }
+      await formed(all);
+      await agents.stopAll();
+      agents = undefined;
+    },
+    240_000,
+  );
 
   it("join targets started last: the others retry, are not ready meanwhile, and join when it comes", async () => {
     agents = await LabAgents.prepare(lab, () => netConf("vxlan"));

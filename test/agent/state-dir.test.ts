@@ -19,7 +19,10 @@ describe("state dir", () => {
     expect(statSync(dir).mode & 0o777).toBe(0o700);
     expect(readdirSync(dir)).toEqual([LOCK_FILE]);
     // A second holder in the same process (as in the same network namespace) is refused too.
-    await expect(StateDirLock.acquire(dir)).rejects.toMatchObject({ code: "AGENT_STATE_DIR_LOCKED", message: expect.stringContaining(`(pid ${process.pid} in its PID namespace`) });
+    await expect(StateDirLock.acquire(dir)).rejects.toMatchObject({
+      code: "AGENT_STATE_DIR_LOCKED",
+      message: expect.stringContaining(`(pid ${process.pid} in its PID namespace`),
+    });
     await lock.release();
     expect(existsSync(join(dir, LOCK_FILE))).toBe(false);
 
@@ -44,7 +47,10 @@ describe("state dir", () => {
   it("refuses a path that is a file, naming the flag", async () => {
     const file = join(base, "file");
     writeFileSync(file, "");
-    await expect(StateDirLock.acquire(file)).rejects.toMatchObject({ code: "AGENT_STATE_DIR_UNUSABLE", message: expect.stringContaining(`--state-dir ${file}: `) });
+    await expect(StateDirLock.acquire(file)).rejects.toMatchObject({
+      code: "AGENT_STATE_DIR_UNUSABLE",
+      message: expect.stringContaining(`--state-dir ${file}: `),
+    });
   });
 
   it("leaves no temp file when an atomic write fails", async () => {

@@ -11,16 +11,28 @@ const v6 = { network: parsePrefix6("2001:2:0:8000::/49"), subnet: parsePrefix6("
 
 describe("subnet.env", () => {
   it.each([
-    ["IPv4-only", { v4, mtu: 1450, ipMasq: true }, "FLANNEL_NETWORK=198.19.0.0/16\nFLANNEL_SUBNET=198.19.7.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"],
+    [
+      "IPv4-only",
+      { v4, mtu: 1450, ipMasq: true },
+      "FLANNEL_NETWORK=198.19.0.0/16\nFLANNEL_SUBNET=198.19.7.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n",
+    ],
     [
       "dual-stack",
       { v4, v6, mtu: 1450, ipMasq: false },
       "FLANNEL_NETWORK=198.19.0.0/16\nFLANNEL_SUBNET=198.19.7.1/24\nFLANNEL_IPV6_NETWORK=2001:2:0:8000::/49\nFLANNEL_IPV6_SUBNET=2001:2:0:8007::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n",
     ],
-    ["IPv6-only", { v6, mtu: 1500, ipMasq: false }, "FLANNEL_IPV6_NETWORK=2001:2:0:8000::/49\nFLANNEL_IPV6_SUBNET=2001:2:0:8007::1/64\nFLANNEL_MTU=1500\nFLANNEL_IPMASQ=false\n"],
+    [
+      "IPv6-only",
+      { v6, mtu: 1500, ipMasq: false },
+      "FLANNEL_IPV6_NETWORK=2001:2:0:8000::/49\nFLANNEL_IPV6_SUBNET=2001:2:0:8007::1/64\nFLANNEL_MTU=1500\nFLANNEL_IPMASQ=false\n",
+    ],
     [
       "IPv6-only, a /122 of a /120 (flannel's default for small networks)",
-      { v6: { network: parsePrefix6("2001:2:0:8000::/120"), subnet: parsePrefix6("2001:2:0:8000::40/122") }, mtu: 1500, ipMasq: false },
+      {
+        v6: { network: parsePrefix6("2001:2:0:8000::/120"), subnet: parsePrefix6("2001:2:0:8000::40/122") },
+        mtu: 1500,
+        ipMasq: false,
+      },
       "FLANNEL_IPV6_NETWORK=2001:2:0:8000::/120\nFLANNEL_IPV6_SUBNET=2001:2:0:8000::41/122\nFLANNEL_MTU=1500\nFLANNEL_IPMASQ=false\n",
     ],
   ])("%s", (_, env, golden) => {
@@ -29,6 +41,8 @@ describe("subnet.env", () => {
   });
 
   it("refuses a file without a network", () => {
-    expect(() => parseSubnetEnv("FLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n")).toThrow(expect.objectContaining({ code: "AGENT_SUBNET_ENV_INVALID" }));
+    expect(() => parseSubnetEnv("FLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n")).toThrow(
+      expect.objectContaining({ code: "AGENT_SUBNET_ENV_INVALID" }),
+    );
   });
 });

@@ -23,11 +23,17 @@ describe.skipIf(!canUseNetns())("agents, dual-stack: a lost IPv6 subnet", () => 
 
   beforeAll(async () => {
     lab = await LabCluster.create({ tag: "al6", hosts: 2, ipv6: true });
-    agents = await LabAgents.prepare(lab, () => ({ Network: NETWORK, EnableIPv6: true, IPv6Network: NETWORK6, Backend: { Type: "vxlan" } }));
+    agents = await LabAgents.prepare(lab, () => ({
+      Network: NETWORK,
+      EnableIPv6: true,
+      IPv6Network: NETWORK6,
+      Backend: { Type: "vxlan" },
+    }));
     [a1, a2] = agents.agents;
     agents.startAll();
     await agents.waitAllReady();
-    for (const a of agents.agents) await agents.waitFor(a, "both families' peer", (s) => s.ready && s.peers.length === 1 && s.peers6?.length === 1);
+    for (const a of agents.agents)
+      await agents.waitFor(a, "both families' peer", (s) => s.ready && s.peers.length === 1 && s.peers6?.length === 1);
     await agents.addPods(1);
   }, 120_000);
 
@@ -39,16 +45,21 @@ describe.skipIf(!canUseNetns())("agents, dual-stack: a lost IPv6 subnet", () => 
   it("restarts only the IPv6 instance: a new IPv6 subnet, flannel-v6.1 made again, flannel.1 and the IPv4 subnet and traffic untouched", async () => {
     const before = await agents.status(a2);
     const [v4, lost] = [before.subnet!, before.subnet6!];
-    const ifindex = async (dev: string) => (await a2.host.ns.kernel.ipJson<Array<{ ifindex: number }>>(["link", "show", "dev", dev]))[0].ifindex;
+    const ifindex = async (dev: string) =>
+      (await a2.host.ns.kernel.ipJson<Array<{ ifindex: number }>>(["link", "show", "dev", dev]))[0].ifindex;
     const [flannel4, flannel6] = [await ifindex("flannel.1"), await ifindex("flannel-v6.1")];
     const since = await agents.logSize(a2);
 
     // host1's saved IPv6 ring now says host1 took host2's subnet, one version on.
     await agents.stop(a1, "SIGKILL");
     const file = join(a1.stateDir, "lease-state-ipv6.json");
-    const state = JSON.parse(await readFile(file, "utf8")) as { ring: { owners: string[]; runs: Array<[number, number, number, number, 0 | 1]> } };
+    const state = JSON.parse(await readFile(file, "utf8")) as {
+      ring: { owners: string[]; runs: Array<[number, number, number, number, 0 | 1]> };
+    };
     const ring = state.ring;
-    const i = ring.runs.findIndex(([, count, owner, , leased]) => ring.owners[owner] === a2.host.name && leased === 1 && count === 1);
+    const i = ring.runs.findIndex(
+      ([, count, owner, , leased]) => ring.owners[owner] === a2.host.name && leased === 1 && count === 1,
+    );
     expect(i).toBeGreaterThanOrEqual(0);
     if (!ring.owners.includes(a1.host.name)) ring.owners.push(a1.host.name);
     const [start, count, , version] = ring.runs[i];
@@ -57,7 +68,12 @@ describe.skipIf(!canUseNetns())("agents, dual-stack: a lost IPv6 subnet", () => 
     agents.start(a1);
     await agents.waitReady(a1);
 
-    const after = await agents.waitFor(a2, "a new IPv6 subnet, ready again", (s) => s.ready && s.subnet6 !== undefined && s.subnet6 !== lost && s.peers6?.length === 1, 60_000);
+    const after = await agents.waitFor(
+      a2,
+      "a new IPv6 subnet, ready again",
+      (s) => s.ready && s.subnet6 !== undefined && s.subnet6 !== lost && s.peers6?.length === 1,
+      60_000,
+    );
     expect(after.subnet).toBe(v4);
     expect(prefixContains6(LAB_POD_NETWORK6, parsePrefix6(after.subnet6!).addr)).toBe(true);
     const log = (await readFile(join(a2.dir, "agent.log"))).subarray(since).toString("utf8");
@@ -83,7 +99,12 @@ describe.skipIf(!canUseNetns())("agents, dual-stack: a lost IPv6 subnet", () => 
     expect((await ping(a1.host.pods[0], a2.host.pods[0].addr, { count: 2 })).received).toBe(2);
     const fresh = await lab.addPod(a2.host, agents.subnetFile(a2));
     expect(prefixContains6(parsePrefix6(after.subnet6!), fresh.addr6!)).toBe(true);
-    for (let t = 0; t < 10 && (await ping(a1.host.pods[0], fresh.addr6!, { count: 1, timeoutS: 1 })).received === 0; t++) await new Promise((r) => setTimeout(r, 500));
+    for (
+      let t = 0;
+      t < 10 && (await ping(a1.host.pods[0], fresh.addr6!, { count: 1, timeoutS: 1 })).received === 0;
+      t++
+    )
+      await new Promise((r) => setTimeout(r, 500));
     expect((await ping(a1.host.pods[0], fresh.addr6!, { count: 2 })).received).toBe(2);
   });
 });

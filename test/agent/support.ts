@@ -21,7 +21,12 @@ export function netConf(backend: BackendName): object {
 export const POD_MTU: Record<BackendName, number> = { vxlan: 1450, "wasm-vxlan": 1450, udp: 1472, "host-gw": 1500 };
 
 /** The devices each backend creates (VNI 1). */
-export const OVERLAY_DEVICES: Record<BackendName, string[]> = { vxlan: ["flannel.1"], "wasm-vxlan": ["weft.1"], udp: ["flannel0"], "host-gw": [] };
+export const OVERLAY_DEVICES: Record<BackendName, string[]> = {
+  vxlan: ["flannel.1"],
+  "wasm-vxlan": ["weft.1"],
+  udp: ["flannel0"],
+  "host-gw": [],
+};
 
 interface IpLink {
   ifname: string;
@@ -44,20 +49,41 @@ export async function overlayDevices(h: LabHost): Promise<string[]> {
  * [onlink]`, sorted: what a backend programs.
  */
 export async function podRoutes(h: LabHost): Promise<string[]> {
-  const routes = await h.ns.kernel.ipJson<Array<{ dst: string; gateway?: string; dev: string; flags: string[] }>>(["-4", "route", "show"]);
+  const routes = await h.ns.kernel.ipJson<Array<{ dst: string; gateway?: string; dev: string; flags: string[] }>>([
+    "-4",
+    "route",
+    "show",
+  ]);
   return routes
-    .filter((r) => r.dst !== "default" && r.dev !== "cni0" && prefixContains(LAB_POD_NETWORK, parseIpv4(r.dst.split("/")[0])))
-    .map((r) => `${r.dst}${r.gateway ? ` via ${r.gateway}` : ""} dev ${r.dev}${r.flags.includes("onlink") ? " onlink" : ""}`)
+    .filter(
+      (r) => r.dst !== "default" && r.dev !== "cni0" && prefixContains(LAB_POD_NETWORK, parseIpv4(r.dst.split("/")[0])),
+    )
+    .map(
+      (r) =>
+        `${r.dst}${r.gateway ? ` via ${r.gateway}` : ""} dev ${r.dev}${r.flags.includes("onlink") ? " onlink" : ""}`,
+    )
     .sort();
 }
 
 /** Permanent neighbour entries (`addr lladdr dev`) and FDB entries (`mac dst dev`) the vxlan backend writes. */
 export async function vxlanEntries(h: LabHost): Promise<{ neighs: string[]; fdbs: string[] }> {
-  const neighs = await h.ns.kernel.ipJson<Array<{ dst: string; lladdr?: string; dev: string; state?: string[] }>>(["-4", "neigh", "show", "nud", "permanent"]);
-  const fdbs = await h.ns.kernel.bridgeJson<Array<{ mac: string; dst?: string; ifname: string; state?: string }>>(["fdb", "show"]);
+  const neighs = await h.ns.kernel.ipJson<Array<{ dst: string; lladdr?: string; dev: string; state?: string[] }>>([
+    "-4",
+    "neigh",
+    "show",
+    "nud",
+    "permanent",
+  ]);
+  const fdbs = await h.ns.kernel.bridgeJson<Array<{ mac: string; dst?: string; ifname: string; state?: string }>>([
+    "fdb",
+    "show",
+  ]);
   return {
     neighs: neighs.map((n) => `${n.dst} ${n.lladdr} ${n.dev}`).sort(),
-    fdbs: fdbs.filter((f) => f.dst !== undefined).map((f) => `${f.mac} ${f.dst} ${f.ifname}`).sort(),
+    fdbs: fdbs
+      .filter((f) => f.dst !== undefined)
+      .map((f) => `${f.mac} ${f.dst} ${f.ifname}`)
+      .sort(),
   };
 }
 
@@ -95,12 +121,18 @@ export function allPingsAnswered(hosts: LabHost[]): string[] {
  * Polls `probe` until `ok` holds for its answer, for at most `timeoutMs`; fails with the last
  * answer. For kernel state that follows an agent's decision by a few milliseconds.
  */
-export async function eventually<T>(what: string, probe: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 5000): Promise<T> {
+export async function eventually<T>(
+  what: string,
+  probe: () => Promise<T>,
+  ok: (v: T) => boolean,
+  timeoutMs = 5000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await probe();
     if (ok(v)) return v;
-    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${timeoutMs} ms; last seen: ${JSON.stringify(v)}`);
+    if (Date.now() > deadline)
+      throw new Error(`${what} did not happen within ${timeoutMs} ms; last seen: ${JSON.stringify(v)}`);
     await sleep(200);
   }
 }

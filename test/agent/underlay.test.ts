@@ -17,7 +17,11 @@ describe.skipIf(!canUseNetns())("underlay choice", () => {
 
   beforeAll(async () => {
     ns = await Netns.create("uly");
-    for (const [dev, addrs] of [["u4", ["198.18.0.5/24"]], ["u46", ["198.18.0.6/24", "2001:2::6/64"]], ["u6", ["2001:2::7/64"]]] as const) {
+    for (const [dev, addrs] of [
+      ["u4", ["198.18.0.5/24"]],
+      ["u46", ["198.18.0.6/24", "2001:2::6/64"]],
+      ["u6", ["2001:2::7/64"]],
+    ] as const) {
       await ns.ip(`link add ${dev} mtu 1400 type veth peer name ${dev}p mtu 1400`);
       await ns.ip(`link set ${dev}p up`);
       for (const a of addrs) await ns.ip(`addr add ${a} dev ${dev}${a.includes(":") ? " nodad" : ""}`);
@@ -32,19 +36,39 @@ describe.skipIf(!canUseNetns())("underlay choice", () => {
   });
 
   it("--iface by IPv6 address picks the interface holding it", async () => {
-    expect(await chooseUnderlay(ns.kernel, { iface: ["2001:2:0::6"] }, V4)).toEqual({ iface: "u46", mtu: 1400, addr: parseIpv4("198.18.0.6") });
-    expect(await chooseUnderlay(ns.kernel, { iface: ["2001:2::7"] }, V6)).toEqual({ iface: "u6", mtu: 1400, addr6: parseIpv6("2001:2::7") });
+    expect(await chooseUnderlay(ns.kernel, { iface: ["2001:2:0::6"] }, V4)).toEqual({
+      iface: "u46",
+      mtu: 1400,
+      addr: parseIpv4("198.18.0.6"),
+    });
+    expect(await chooseUnderlay(ns.kernel, { iface: ["2001:2::7"] }, V6)).toEqual({
+      iface: "u6",
+      mtu: 1400,
+      addr6: parseIpv6("2001:2::7"),
+    });
   });
 
   it("dual-stack needs both families on one interface: the first --iface that has them", async () => {
-    expect(await chooseUnderlay(ns.kernel, { iface: ["u4", "u6", "u46"] }, DUAL)).toEqual({ iface: "u46", mtu: 1400, addr: parseIpv4("198.18.0.6"), addr6: parseIpv6("2001:2::6") });
-    await expect(chooseUnderlay(ns.kernel, { iface: ["u4", "u6"] }, DUAL)).rejects.toThrow(/no interface with a global IPv4 and IPv6 address matches --iface u4,u6/);
+    expect(await chooseUnderlay(ns.kernel, { iface: ["u4", "u6", "u46"] }, DUAL)).toEqual({
+      iface: "u46",
+      mtu: 1400,
+      addr: parseIpv4("198.18.0.6"),
+      addr6: parseIpv6("2001:2::6"),
+    });
+    await expect(chooseUnderlay(ns.kernel, { iface: ["u4", "u6"] }, DUAL)).rejects.toThrow(
+      /no interface with a global IPv4 and IPv6 address matches --iface u4,u6/,
+    );
   });
 
   it("--iface-regex over IPv6 addresses; --public-ip and --public-ipv6 override", async () => {
     expect(await chooseUnderlay(ns.kernel, { ifaceRegex: ["^2001:2::7$"] }, V6)).toMatchObject({ iface: "u6" });
-    expect(await chooseUnderlay(ns.kernel, { iface: ["u46"], publicIp: "198.18.0.99", publicIpv6: "2001:2::99" }, DUAL)).toEqual({
-      iface: "u46", mtu: 1400, addr: parseIpv4("198.18.0.99"), addr6: parseIpv6("2001:2::99"),
+    expect(
+      await chooseUnderlay(ns.kernel, { iface: ["u46"], publicIp: "198.18.0.99", publicIpv6: "2001:2::99" }, DUAL),
+    ).toEqual({
+      iface: "u46",
+      mtu: 1400,
+      addr: parseIpv4("198.18.0.99"),
+      addr6: parseIpv6("2001:2::99"),
     });
   });
 
@@ -52,6 +76,8 @@ describe.skipIf(!canUseNetns())("underlay choice", () => {
     expect(await chooseUnderlay(ns.kernel, {}, V4)).toMatchObject({ iface: "u4" });
     expect(await chooseUnderlay(ns.kernel, {}, V6)).toMatchObject({ iface: "u6" });
     // u4 (IPv4's default) has no IPv6 address.
-    await expect(chooseUnderlay(ns.kernel, {}, DUAL)).rejects.toThrow(expect.objectContaining({ code: "AGENT_UNDERLAY_NOT_FOUND" }));
+    await expect(chooseUnderlay(ns.kernel, {}, DUAL)).rejects.toThrow(
+      expect.objectContaining({ code: "AGENT_UNDERLAY_NOT_FOUND" }),
+    );
   });
 });

@@ -25,7 +25,12 @@ describe.skipIf(!canUseNetns())("host-gw backend (kernel)", () => {
   it("routes each peer's subnet via its underlay address, as flannel's host-gw", async () => {
     expect(n1.announced).toEqual({ type: "host-gw" });
     expect(n1.backend.mtu).toBe(1500);
-    expect((await podRoutes(host1)).find((r) => r.dst === "198.19.2.0/24")).toEqual({ dst: "198.19.2.0/24", gateway: "198.18.0.12", dev: "eth0", flags: [] });
+    expect((await podRoutes(host1)).find((r) => r.dst === "198.19.2.0/24")).toEqual({
+      dst: "198.19.2.0/24",
+      gateway: "198.18.0.12",
+      dev: "eth0",
+      flags: [],
+    });
     expect(await host1.ns.ip("route show 198.19.2.0/24")).toBe("198.19.2.0/24 via 198.18.0.12 dev eth0 \n");
   });
 
@@ -49,7 +54,10 @@ describe.skipIf(!canUseNetns())("host-gw backend (kernel)", () => {
       await host1.ns.ip("route del 198.18.0.200/32");
       await n1.backend.reconcile();
       expect(n1.backend.counters().peersUnreachable).toBe(0);
-      expect((await podRoutes(host1)).find((r) => r.dst === "198.19.9.0/24")).toMatchObject({ gateway: "198.18.0.200", dev: "eth0" });
+      expect((await podRoutes(host1)).find((r) => r.dst === "198.19.9.0/24")).toMatchObject({
+        gateway: "198.18.0.200",
+        dev: "eth0",
+      });
       await n1.backend.removePeer("far");
       expect((await podRoutes(host1)).map((r) => r.dst)).not.toContain("198.19.9.0/24");
     } finally {
@@ -62,7 +70,12 @@ describe.skipIf(!canUseNetns())("host-gw backend (kernel)", () => {
     await host1.ns.ip("route add 198.19.88.0/24 via 198.18.0.12");
     await n1.backend.reconcile();
     const routes = await podRoutes(host1);
-    expect(routes.find((r) => r.dst === "198.19.2.0/24")).toEqual({ dst: "198.19.2.0/24", gateway: "198.18.0.12", dev: "eth0", flags: [] });
+    expect(routes.find((r) => r.dst === "198.19.2.0/24")).toEqual({
+      dst: "198.19.2.0/24",
+      gateway: "198.18.0.12",
+      dev: "eth0",
+      flags: [],
+    });
     expect(routes.map((r) => r.dst)).not.toContain("198.19.88.0/24");
     expect(n1.backend.counters().driftRepairs).toBe(2);
     expect((await ping(host1.pods[0], host2.pods[0].addr, { count: 2 })).received).toBe(2);
@@ -70,7 +83,9 @@ describe.skipIf(!canUseNetns())("host-gw backend (kernel)", () => {
 
   it("refuses to start when the public address is not on the underlay interface (NAT)", async () => {
     const b = createBackend("host-gw", {}, { ...n1.c.ctx, underlay: { ...n1.c.ctx.underlay, addr: 0xc61200fe } });
-    await expect(b.start()).rejects.toThrow(/host-gw needs the public address 198\.18\.0\.254 on eth0 \(it has 198\.18\.0\.11\)/);
+    await expect(b.start()).rejects.toThrow(
+      /host-gw needs the public address 198\.18\.0\.254 on eth0 \(it has 198\.18\.0\.11\)/,
+    );
   });
 
   it("removePeer and stop(false) leave only the host's own subnet route", async () => {

@@ -14,12 +14,21 @@ import { udpPeer } from "../support/udp-peer.js";
 import { peerFrom, removeLab, startNode, subnetOf, type LabNode } from "./support.js";
 
 /** Sends one UDP datagram from `pod` to `to:port` and returns the source address the receiver saw. */
-async function sourceSeenBy(receiver: { ns: LabHost["ns"] }, to: number, pod: LabPod, port: number): Promise<string | undefined> {
+async function sourceSeenBy(
+  receiver: { ns: LabHost["ns"] },
+  to: number,
+  pod: LabPod,
+  port: number,
+): Promise<string | undefined> {
   const peer = udpPeer(receiver.ns, { bind: `${formatIpv4(to)}:${port}`, expect: 1, timeoutMs: 4000 });
   await peer.ready;
-  await pod.ns.exec([process.execPath, "-e", `
+  await pod.ns.exec([
+    process.execPath,
+    "-e",
+    `
     const s = require("node:dgram").createSocket("udp4");
-    s.send(Buffer.from("masq?"), ${port}, "${formatIpv4(to)}", () => s.close());`]);
+    s.send(Buffer.from("masq?"), ${port}, "${formatIpv4(to)}", () => s.close());`,
+  ]);
   const [got] = await peer.done;
   return got?.from.split(":")[0];
 }
@@ -58,7 +67,10 @@ describe.skipIf(!canUseNetns())("ip-masq (nftables)", () => {
     await setIpMasq(host1.ns.kernel, { network: LAB_POD_NETWORK, subnet: subnetOf(1) }); // replaces, never adds to
     expect(await tables(host1)).toEqual(["ip weft"]);
     const listed = await host1.ns.exec(["nft", "list", "table", "ip", "weft"]);
-    const rules = listed.split("\n").map((l) => l.trim()).filter((l) => /return|masquerade/.test(l));
+    const rules = listed
+      .split("\n")
+      .map((l) => l.trim())
+      .filter((l) => /return|masquerade/.test(l));
     expect(rules).toEqual([
       "meta mark & 0x00004000 == 0x00004000 return",
       "ip saddr 198.19.1.0/24 ip daddr 198.19.0.0/16 return",
@@ -70,7 +82,9 @@ describe.skipIf(!canUseNetns())("ip-masq (nftables)", () => {
     expect(listed).toContain("type nat hook postrouting priority srcnat; policy accept;");
     const j = await host1.ns.kernel.nftJson<{ nftables: Array<{ rule?: unknown }> }>(["table", "ip", "weft"]);
     expect(j.nftables.filter((e) => e.rule)).toHaveLength(6);
-    expect(ipMasqScript({ network: LAB_POD_NETWORK, subnet: subnetOf(1) })).toMatch(/^table ip weft\ndelete table ip weft\ntable ip weft \{/);
+    expect(ipMasqScript({ network: LAB_POD_NETWORK, subnet: subnetOf(1) })).toMatch(
+      /^table ip weft\ndelete table ip weft\ntable ip weft \{/,
+    );
   });
 
   it("dual-stack: flannel's IPv6 rules in table ip6 weft, in the same transaction; removed with the IPv4 table", async () => {
@@ -78,7 +92,12 @@ describe.skipIf(!canUseNetns())("ip-masq (nftables)", () => {
     await setIpMasq(host1.ns.kernel, { network: LAB_POD_NETWORK, subnet: subnetOf(1) }, net6);
     expect((await tables(host1)).sort()).toEqual(["ip weft", "ip6 weft"]);
     const listed = await host1.ns.exec(["nft", "list", "table", "ip6", "weft"]);
-    expect(listed.split("\n").map((l) => l.trim()).filter((l) => /return|masquerade/.test(l))).toEqual([
+    expect(
+      listed
+        .split("\n")
+        .map((l) => l.trim())
+        .filter((l) => /return|masquerade/.test(l)),
+    ).toEqual([
       "meta mark & 0x00004000 == 0x00004000 return",
       "ip6 saddr 2001:2:0:8001::/64 ip6 daddr 2001:2:0:8000::/49 return",
       "ip6 saddr 2001:2:0:8000::/49 ip6 daddr 2001:2:0:8001::/64 return",

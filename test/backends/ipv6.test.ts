@@ -39,7 +39,12 @@ function ctx(host: LabHost, dir: string, family: 4 | 6, i: number): BackendConte
   };
 }
 
-async function start(host: LabHost, type: string, i: number, dir = mkdtempSync(join(tmpdir(), "weft-v6-"))): Promise<Node6> {
+async function start(
+  host: LabHost,
+  type: string,
+  i: number,
+  dir = mkdtempSync(join(tmpdir(), "weft-v6-")),
+): Promise<Node6> {
   const v4 = createBackend(type, {}, ctx(host, dir, 4, i));
   const v6 = createBackend(type, {}, ctx(host, dir, 6, i));
   return { host, dir, v4, v6, a4: await v4.start(), a6: await v6.start() };
@@ -57,7 +62,11 @@ async function connect(n1: Node6, n2: Node6): Promise<void> {
 }
 
 /** The host's IPv6 routes to the peer's subnet (its own subnet's routes on cni0 and the device left out). */
-const routes6 = async (h: LabHost) => (await h.ns.ip("-6 route show root 2001:2:0:8000::/49")).split("\n").filter((l) => l.startsWith("2001:2:0:8002:")).join("\n");
+const routes6 = async (h: LabHost) =>
+  (await h.ns.ip("-6 route show root 2001:2:0:8000::/49"))
+    .split("\n")
+    .filter((l) => l.startsWith("2001:2:0:8002:"))
+    .join("\n");
 
 for (const type of ["vxlan", "host-gw"] as const) {
   describe.skipIf(!canUseNetns())(`${type} backend, dual-stack (kernel)`, () => {
@@ -71,7 +80,12 @@ for (const type of ["vxlan", "host-gw"] as const) {
       // Pods through the CNI plugins from a dual-stack subnet.env, as the agent would write it.
       for (const [k, h] of lab.hosts.entries()) {
         const file = join(lab.hostDir(h), "subnet.env");
-        await writeSubnetEnv(file, { v4: { network: LAB_POD_NETWORK, subnet: subnetOf(k + 1) }, v6: { network: LAB_POD_NETWORK6, subnet: subnet6Of(k + 1) }, mtu, ipMasq: false });
+        await writeSubnetEnv(file, {
+          v4: { network: LAB_POD_NETWORK, subnet: subnetOf(k + 1) },
+          v6: { network: LAB_POD_NETWORK6, subnet: subnet6Of(k + 1) },
+          mtu,
+          ipMasq: false,
+        });
         await lab.addPodsFromSubnetFile(h, file, 1);
       }
       n1 = await start(lab.hosts[0], type, 1);
@@ -93,18 +107,35 @@ for (const type of ["vxlan", "host-gw"] as const) {
         expect(n1.v6.mtu).toBe(1430);
         expect(n1.a6.vtepMac).toMatch(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/);
         expect(n1.a6.vtepMac).not.toBe(n1.a4.vtepMac);
-        const [link] = await n1.host.ns.kernel.ipJson<Array<{ address: string; mtu: number; linkinfo: { info_data: Record<string, unknown> } }>>(["-details", "link", "show", "flannel-v6.1"]);
+        const [link] = await n1.host.ns.kernel.ipJson<
+          Array<{ address: string; mtu: number; linkinfo: { info_data: Record<string, unknown> } }>
+        >(["-details", "link", "show", "flannel-v6.1"]);
         expect(link.address).toBe(n1.a6.vtepMac);
         expect(link.mtu).toBe(1430);
-        expect(link.linkinfo.info_data).toMatchObject({ id: 1, local6: "2001:2::b", link: "eth0", port: 8472, learning: false });
-        expect(await n1.host.ns.ip("-6 addr show dev flannel-v6.1 scope global")).toContain("inet6 2001:2:0:8001::/128 scope global");
+        expect(link.linkinfo.info_data).toMatchObject({
+          id: 1,
+          local6: "2001:2::b",
+          link: "eth0",
+          port: 8472,
+          learning: false,
+        });
+        expect(await n1.host.ns.ip("-6 addr show dev flannel-v6.1 scope global")).toContain(
+          "inet6 2001:2:0:8001::/128 scope global",
+        );
       });
 
       it("programs the peer exactly as flannel does for IPv6: permanent neighbour, permanent FDB entry to its IPv6 underlay, onlink route", async () => {
-        expect(await n1.host.ns.ip("-6 neigh show dev flannel-v6.1")).toBe(`2001:2:0:8002:: lladdr ${n2.a6.vtepMac} PERMANENT \n`);
-        expect(await n1.host.ns.kernel.bridgeJson(["fdb", "show", "dev", "flannel-v6.1"]).then((f) => (f as Array<{ dst?: string }>).filter((x) => x.dst)))
-          .toEqual([{ mac: n2.a6.vtepMac, dst: "2001:2::c", flags: ["self"], state: "permanent" }]);
-        expect(await routes6(n1.host)).toBe("2001:2:0:8002::/64 via 2001:2:0:8002:: dev flannel-v6.1 metric 1024 onlink pref medium");
+        expect(await n1.host.ns.ip("-6 neigh show dev flannel-v6.1")).toBe(
+          `2001:2:0:8002:: lladdr ${n2.a6.vtepMac} PERMANENT \n`,
+        );
+        expect(
+          await n1.host.ns.kernel
+            .bridgeJson(["fdb", "show", "dev", "flannel-v6.1"])
+            .then((f) => (f as Array<{ dst?: string }>).filter((x) => x.dst)),
+        ).toEqual([{ mac: n2.a6.vtepMac, dst: "2001:2::c", flags: ["self"], state: "permanent" }]);
+        expect(await routes6(n1.host)).toBe(
+          "2001:2:0:8002::/64 via 2001:2:0:8002:: dev flannel-v6.1 metric 1024 onlink pref medium",
+        );
       });
     } else {
       it("routes the peer's IPv6 subnet via its IPv6 underlay address", async () => {

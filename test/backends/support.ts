@@ -6,7 +6,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { pino } from "pino";
-import type { Backend, BackendAnnouncement, BackendContext, BackendOptions, BackendPeer } from "../../src/backends/backend.js";
+import type {
+  Backend,
+  BackendAnnouncement,
+  BackendContext,
+  BackendOptions,
+  BackendPeer,
+} from "../../src/backends/backend.js";
 import { createBackend } from "../../src/backends/index.js";
 import { withNetns } from "../../src/io/netns.js";
 import { LabCluster, LAB_POD_NETWORK, type LabHost } from "../../src/lab/cluster.js";
@@ -38,13 +44,25 @@ export function hostCtx(host: LabHost, subnet: Ipv4Prefix, stateDir?: string): H
   });
   const logger = pino({ level: "debug" }, sink);
   return {
-    ctx: { kernel: host.ns.kernel, network: LAB_POD_NETWORK, subnet, underlay: { iface: host.underlayIf, addr: host.underlayAddr, mtu: 1500 }, stateDir: dir, logger },
+    ctx: {
+      kernel: host.ns.kernel,
+      network: LAB_POD_NETWORK,
+      subnet,
+      underlay: { iface: host.underlayIf, addr: host.underlayAddr, mtu: 1500 },
+      stateDir: dir,
+      logger,
+    },
     log: { lines, errors: () => lines.filter((l) => l.level >= 50).map((l) => l.msg) },
     cleanup: () => rmSync(dir, { recursive: true, force: true }),
   };
 }
 
-export const peerOf = (name: string, subnet: Ipv4Prefix, underlay: number, backend: BackendAnnouncement): BackendPeer => ({ name, subnet, underlay, backend });
+export const peerOf = (
+  name: string,
+  subnet: Ipv4Prefix,
+  underlay: number,
+  backend: BackendAnnouncement,
+): BackendPeer => ({ name, subnet, underlay, backend });
 
 /** A lab host running a backend; `backend` and `announced` change when a test restarts it. */
 export interface LabNode {
@@ -59,7 +77,12 @@ export interface LabNode {
  * Creates the backend inside the host's namespace (a userspace backend opens its TUN device and
  * sockets there) and starts it. Subnet 198.19.i.0/24.
  */
-export async function startNode(host: LabHost, i: number, type: string, options: BackendOptions = {}): Promise<LabNode> {
+export async function startNode(
+  host: LabHost,
+  i: number,
+  type: string,
+  options: BackendOptions = {},
+): Promise<LabNode> {
   const subnet = subnetOf(i);
   const c = hostCtx(host, subnet);
   const backend = withNetns(host.ns.name, () => createBackend(type, { workers: 1, ...options }, c.ctx));
@@ -70,7 +93,11 @@ export async function startNode(host: LabHost, i: number, type: string, options:
 export const peerFrom = (n: LabNode): BackendPeer => peerOf(n.host.name, n.subnet, n.host.underlayAddr, n.announced);
 
 /** Two hosts with two pods each running backend `type`, each told about the other. */
-export async function twoHostLab(tag: string, type: string, podMtu: number): Promise<{ lab: LabCluster; n1: LabNode; n2: LabNode }> {
+export async function twoHostLab(
+  tag: string,
+  type: string,
+  podMtu: number,
+): Promise<{ lab: LabCluster; n1: LabNode; n2: LabNode }> {
   const lab = await LabCluster.create({ tag, hosts: 2 });
   const nodes: LabNode[] = [];
   try {
@@ -107,12 +134,23 @@ export async function podRoutes(host: LabHost): Promise<IpRoute[]> {
   return host.ns.kernel.ipJson<IpRoute[]>(["route", "show", "root", "198.19.0.0/16"]);
 }
 
-export async function neighbours(host: LabHost, dev: string): Promise<Array<{ dst: string; lladdr: string; state: string[] }>> {
+export async function neighbours(
+  host: LabHost,
+  dev: string,
+): Promise<Array<{ dst: string; lladdr: string; state: string[] }>> {
   return host.ns.kernel.ipJson(["-4", "neigh", "show", "dev", dev]);
 }
 
-export async function fdb(host: LabHost, dev: string): Promise<Array<{ mac: string; dst?: string; flags: string[]; state: string }>> {
-  const all = await host.ns.kernel.bridgeJson<Array<{ mac: string; dst?: string; flags: string[]; state: string }>>(["fdb", "show", "dev", dev]);
+export async function fdb(
+  host: LabHost,
+  dev: string,
+): Promise<Array<{ mac: string; dst?: string; flags: string[]; state: string }>> {
+  const all = await host.ns.kernel.bridgeJson<Array<{ mac: string; dst?: string; flags: string[]; state: string }>>([
+    "fdb",
+    "show",
+    "dev",
+    dev,
+  ]);
   return all.filter((f) => f.dst !== undefined);
 }
 

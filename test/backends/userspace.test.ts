@@ -6,7 +6,17 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LabCluster } from "../../src/lab/cluster.js";
 import { ping } from "../../src/lab/traffic.js";
 import { canUseNetns } from "../support/netns.js";
-import { fdb, linkNames, neighbours, peerFrom, removeLab, startNode, subnetOf, twoHostLab, type LabNode } from "./support.js";
+import {
+  fdb,
+  linkNames,
+  neighbours,
+  peerFrom,
+  removeLab,
+  startNode,
+  subnetOf,
+  twoHostLab,
+  type LabNode,
+} from "./support.js";
 
 for (const type of ["wasm-vxlan", "udp"] as const) {
   describe.skipIf(!canUseNetns())(`${type} backend (userspace dataplane)`, () => {
@@ -24,7 +34,13 @@ for (const type of ["wasm-vxlan", "udp"] as const) {
     it("announces its port (and VTEP MAC for VXLAN) and the pod MTU", () => {
       expect(n1.backend.mtu).toBe(mtu);
       if (type === "udp") expect(n1.announced).toEqual({ type: "udp", port: 8285 });
-      else expect(n1.announced).toMatchObject({ type: "wasm-vxlan", vni: 1, port: 8472, vtepMac: expect.stringMatching(/^[0-9a-f][26ae](:[0-9a-f]{2}){5}$/) });
+      else
+        expect(n1.announced).toMatchObject({
+          type: "wasm-vxlan",
+          vni: 1,
+          port: 8472,
+          vtepMac: expect.stringMatching(/^[0-9a-f][26ae](:[0-9a-f]{2}){5}$/),
+        });
     });
 
     it("keeps IPv6 off on its IPv4-only TUN device: no address, so the kernel sends it no router solicitations to drop", async () => {
@@ -81,8 +97,12 @@ describe.skipIf(!canUseNetns())("mixed cluster: kernel vxlan and wasm-vxlan", ()
   it("gives the wasm-vxlan peer flannel's neighbour and FDB entries on the kernel side", async () => {
     expect(kernelNode.backend.counters().peersUnreachable).toBe(0);
     expect(wasmNode.backend.counters().peersUnreachable).toBe(0);
-    expect(await neighbours(kernelNode.host, "flannel.1")).toEqual([{ dst: "198.19.2.0", lladdr: wasmNode.announced.vtepMac, state: ["PERMANENT"] }]);
-    expect(await fdb(kernelNode.host, "flannel.1")).toEqual([{ mac: wasmNode.announced.vtepMac, dst: "198.18.0.12", flags: ["self"], state: "permanent" }]);
+    expect(await neighbours(kernelNode.host, "flannel.1")).toEqual([
+      { dst: "198.19.2.0", lladdr: wasmNode.announced.vtepMac, state: ["PERMANENT"] },
+    ]);
+    expect(await fdb(kernelNode.host, "flannel.1")).toEqual([
+      { mac: wasmNode.announced.vtepMac, dst: "198.18.0.12", flags: ["self"], state: "permanent" },
+    ]);
   });
 
   it("carries pings both ways between a kernel vxlan host and a wasm-vxlan host", async () => {

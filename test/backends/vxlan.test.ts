@@ -7,7 +7,18 @@ import type { LabCluster, LabHost } from "../../src/lab/cluster.js";
 import { ping } from "../../src/lab/traffic.js";
 import { formatIpv4 } from "../../src/net/ipv4.js";
 import { canUseNetns } from "../support/netns.js";
-import { fdb, linkNames, neighbours, peerFrom, peerOf, podRoutes, removeLab, subnetOf, twoHostLab, type LabNode } from "./support.js";
+import {
+  fdb,
+  linkNames,
+  neighbours,
+  peerFrom,
+  peerOf,
+  podRoutes,
+  removeLab,
+  subnetOf,
+  twoHostLab,
+  type LabNode,
+} from "./support.js";
 
 describe.skipIf(!canUseNetns())("vxlan backend (kernel)", () => {
   let lab: LabCluster;
@@ -28,21 +39,49 @@ describe.skipIf(!canUseNetns())("vxlan backend (kernel)", () => {
     expect(n1.backend.mtu).toBe(1450);
     expect(n1.announced).toMatchObject({ type: "vxlan", vni: 1, port: 8472 });
     expect(n1.announced.vtepMac).toMatch(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/);
-    const [link] = await host1.ns.kernel.ipJson<Array<{ address: string; mtu: number; flags: string[]; linkinfo: { info_kind: string; info_data: Record<string, unknown> } }>>(["-details", "link", "show", "flannel.1"]);
+    const [link] = await host1.ns.kernel.ipJson<
+      Array<{
+        address: string;
+        mtu: number;
+        flags: string[];
+        linkinfo: { info_kind: string; info_data: Record<string, unknown> };
+      }>
+    >(["-details", "link", "show", "flannel.1"]);
     expect(link.address).toBe(n1.announced.vtepMac);
     expect(link.mtu).toBe(1450);
     expect(link.flags).toContain("UP");
     expect(link.linkinfo.info_kind).toBe("vxlan");
-    expect(link.linkinfo.info_data).toMatchObject({ id: 1, local: "198.18.0.11", link: "eth0", port: 8472, learning: false });
-    const [addrs] = await host1.ns.kernel.ipJson<Array<{ addr_info: Array<{ local: string; prefixlen: number }> }>>(["-4", "addr", "show", "dev", "flannel.1"]);
+    expect(link.linkinfo.info_data).toMatchObject({
+      id: 1,
+      local: "198.18.0.11",
+      link: "eth0",
+      port: 8472,
+      learning: false,
+    });
+    const [addrs] = await host1.ns.kernel.ipJson<Array<{ addr_info: Array<{ local: string; prefixlen: number }> }>>([
+      "-4",
+      "addr",
+      "show",
+      "dev",
+      "flannel.1",
+    ]);
     expect(addrs.addr_info.map((a) => `${a.local}/${a.prefixlen}`)).toEqual(["198.19.1.0/32"]);
   });
 
   it("programs a peer exactly as flannel: permanent neighbour, permanent FDB entry, onlink route", async () => {
-    expect(await neighbours(host1, "flannel.1")).toEqual([{ dst: "198.19.2.0", lladdr: n2.announced.vtepMac, state: ["PERMANENT"] }]);
-    expect(await fdb(host1, "flannel.1")).toEqual([{ mac: n2.announced.vtepMac, dst: "198.18.0.12", flags: ["self"], state: "permanent" }]);
+    expect(await neighbours(host1, "flannel.1")).toEqual([
+      { dst: "198.19.2.0", lladdr: n2.announced.vtepMac, state: ["PERMANENT"] },
+    ]);
+    expect(await fdb(host1, "flannel.1")).toEqual([
+      { mac: n2.announced.vtepMac, dst: "198.18.0.12", flags: ["self"], state: "permanent" },
+    ]);
     const routes = await podRoutes(host1);
-    expect(routes.find((r) => r.dst === "198.19.2.0/24")).toEqual({ dst: "198.19.2.0/24", gateway: "198.19.2.0", dev: "flannel.1", flags: ["onlink"] });
+    expect(routes.find((r) => r.dst === "198.19.2.0/24")).toEqual({
+      dst: "198.19.2.0/24",
+      gateway: "198.19.2.0",
+      dev: "flannel.1",
+      flags: ["onlink"],
+    });
     // The same line as `ip route` on a flannel host (shared/seeds).
     expect(await host1.ns.ip("route show 198.19.2.0/24")).toBe("198.19.2.0/24 via 198.19.2.0 dev flannel.1 onlink \n");
   });
@@ -59,10 +98,19 @@ describe.skipIf(!canUseNetns())("vxlan backend (kernel)", () => {
     const bridge = vi.spyOn(n1.c.ctx.kernel, "bridgeBatchForce");
     try {
       const fakes = Array.from({ length: 200 }, (_, i) =>
-        peerOf(`fake${i}`, subnetOf(10 + i), 0xc6120000 + 20 + i, { type: "vxlan", vni: 1, port: 8472, vtepMac: `0a:58:00:00:00:${i.toString(16).padStart(2, "0")}` }));
+        peerOf(`fake${i}`, subnetOf(10 + i), 0xc6120000 + 20 + i, {
+          type: "vxlan",
+          vni: 1,
+          port: 8472,
+          vtepMac: `0a:58:00:00:00:${i.toString(16).padStart(2, "0")}`,
+        }),
+      );
       // The batches that carried lines, in the order they ran.
       const batches = () =>
-        [...ip.mock.calls.map((c, i) => [ip.mock.invocationCallOrder[i], c[0]] as const), ...bridge.mock.calls.map((c, i) => [bridge.mock.invocationCallOrder[i], c[0]] as const)]
+        [
+          ...ip.mock.calls.map((c, i) => [ip.mock.invocationCallOrder[i], c[0]] as const),
+          ...bridge.mock.calls.map((c, i) => [bridge.mock.invocationCallOrder[i], c[0]] as const),
+        ]
           .sort((x, y) => x[0] - y[0])
           .map(([, lines]) => lines)
           .filter((lines) => lines.length > 0);
@@ -70,7 +118,9 @@ describe.skipIf(!canUseNetns())("vxlan backend (kernel)", () => {
       await Promise.all(fakes.map((p) => n1.backend.setPeer(p)));
       // Neighbours first, then FDB entries, then routes: one call each for all 200 peers.
       expect(batches().map((lines) => [lines.length, lines[0].split(" ").slice(0, 2).join(" ")])).toEqual([
-        [200, "neigh replace"], [200, "fdb replace"], [200, "route replace"],
+        [200, "neigh replace"],
+        [200, "fdb replace"],
+        [200, "route replace"],
       ]);
       expect((await podRoutes(host1)).filter((r) => r.dev === "flannel.1")).toHaveLength(201);
 
@@ -79,9 +129,13 @@ describe.skipIf(!canUseNetns())("vxlan backend (kernel)", () => {
       await Promise.all(fakes.map((p) => n1.backend.removePeer(p.name)));
       // Removal the other way round.
       expect(batches().map((lines) => [lines.length, lines[0].split(" ").slice(0, 2).join(" ")])).toEqual([
-        [200, "route del"], [200, "fdb del"], [200, "neigh del"],
+        [200, "route del"],
+        [200, "fdb del"],
+        [200, "neigh del"],
       ]);
-      expect((await podRoutes(host1)).filter((r) => r.dev === "flannel.1").map((r) => r.dst)).toEqual(["198.19.2.0/24"]);
+      expect((await podRoutes(host1)).filter((r) => r.dev === "flannel.1").map((r) => r.dst)).toEqual([
+        "198.19.2.0/24",
+      ]);
       expect(await neighbours(host1, "flannel.1")).toHaveLength(1);
       expect(await fdb(host1, "flannel.1")).toHaveLength(1);
     } finally {
@@ -100,8 +154,12 @@ describe.skipIf(!canUseNetns())("vxlan backend (kernel)", () => {
     const before = n1.backend.counters().driftRepairs;
 
     await n1.backend.reconcile();
-    expect(await neighbours(host1, "flannel.1")).toEqual([{ dst: "198.19.2.0", lladdr: n2.announced.vtepMac, state: ["PERMANENT"] }]);
-    expect(await fdb(host1, "flannel.1")).toEqual([{ mac: n2.announced.vtepMac, dst: "198.18.0.12", flags: ["self"], state: "permanent" }]);
+    expect(await neighbours(host1, "flannel.1")).toEqual([
+      { dst: "198.19.2.0", lladdr: n2.announced.vtepMac, state: ["PERMANENT"] },
+    ]);
+    expect(await fdb(host1, "flannel.1")).toEqual([
+      { mac: n2.announced.vtepMac, dst: "198.18.0.12", flags: ["self"], state: "permanent" },
+    ]);
     expect((await podRoutes(host1)).filter((r) => r.dev === "flannel.1").map((r) => r.dst)).toEqual(["198.19.2.0/24"]);
     expect(n1.backend.counters().driftRepairs - before).toBe(5);
     expect((await ping(host1.pods[0], host2.pods[0].addr, { count: 2 })).received).toBe(2);
@@ -113,15 +171,21 @@ describe.skipIf(!canUseNetns())("vxlan backend (kernel)", () => {
     await n1.backend.reconcile();
     const [link] = await host1.ns.kernel.ipJson<Array<{ address: string }>>(["link", "show", "flannel.1"]);
     expect(link.address).toBe(n1.announced.vtepMac);
-    expect(await neighbours(host1, "flannel.1")).toEqual([{ dst: "198.19.2.0", lladdr: n2.announced.vtepMac, state: ["PERMANENT"] }]);
+    expect(await neighbours(host1, "flannel.1")).toEqual([
+      { dst: "198.19.2.0", lladdr: n2.announced.vtepMac, state: ["PERMANENT"] },
+    ]);
     expect((await ping(host1.pods[0], host2.pods[0].addr, { count: 2 })).received).toBe(2);
   });
 
   it("reports a peer with another wire format or VNI instead of routing into nothing", async () => {
     await n1.backend.setPeer(peerOf("udp-host", subnetOf(50), 0xc6120032, { type: "udp", port: 8285 }));
-    await n1.backend.setPeer(peerOf("vni-host", subnetOf(51), 0xc6120033, { type: "vxlan", vni: 2, port: 8472, vtepMac: "0a:58:00:00:33:00" }));
+    await n1.backend.setPeer(
+      peerOf("vni-host", subnetOf(51), 0xc6120033, { type: "vxlan", vni: 2, port: 8472, vtepMac: "0a:58:00:00:33:00" }),
+    );
     expect(n1.backend.counters().peersUnreachable).toBe(2);
-    expect(n1.c.log.errors().filter((m) => m.includes("udp-host"))[0]).toMatch(/cannot reach peer udp-host: it runs backend udp, which does not speak vxlan's wire format/);
+    expect(n1.c.log.errors().filter((m) => m.includes("udp-host"))[0]).toMatch(
+      /cannot reach peer udp-host: it runs backend udp, which does not speak vxlan's wire format/,
+    );
     expect(n1.c.log.errors().some((m) => /vni-host: it uses VNI 2, this node 1/.test(m))).toBe(true);
     expect((await podRoutes(host1)).map((r) => r.dst)).not.toContain("198.19.50.0/24");
     await n1.backend.removePeer("udp-host");
@@ -130,8 +194,21 @@ describe.skipIf(!canUseNetns())("vxlan backend (kernel)", () => {
   });
 
   it("puts a peer's VXLAN port into its FDB entry when it differs from this device's", async () => {
-    await n1.backend.setPeer(peerOf("port-host", subnetOf(52), 0xc6120034, { type: "wasm-vxlan", vni: 1, port: 4789, vtepMac: "0a:58:00:00:34:00" }));
-    expect((await fdb(host1, "flannel.1")).find((f) => f.mac === "0a:58:00:00:34:00")).toEqual({ mac: "0a:58:00:00:34:00", dst: "198.18.0.52", port: 4789, flags: ["self"], state: "permanent" });
+    await n1.backend.setPeer(
+      peerOf("port-host", subnetOf(52), 0xc6120034, {
+        type: "wasm-vxlan",
+        vni: 1,
+        port: 4789,
+        vtepMac: "0a:58:00:00:34:00",
+      }),
+    );
+    expect((await fdb(host1, "flannel.1")).find((f) => f.mac === "0a:58:00:00:34:00")).toEqual({
+      mac: "0a:58:00:00:34:00",
+      dst: "198.18.0.52",
+      port: 4789,
+      flags: ["self"],
+      state: "permanent",
+    });
     await n1.backend.removePeer("port-host");
     expect(await fdb(host1, "flannel.1")).toHaveLength(1);
   });
@@ -157,7 +234,8 @@ describe.skipIf(!canUseNetns())("vxlan backend (kernel)", () => {
   });
 
   it("stop(true) keeps device and entries; the next start reuses the device and traffic never stops", async () => {
-    const index = async () => (await host1.ns.kernel.ipJson<Array<{ ifindex: number }>>(["link", "show", "flannel.1"]))[0].ifindex;
+    const index = async () =>
+      (await host1.ns.kernel.ipJson<Array<{ ifindex: number }>>(["link", "show", "flannel.1"]))[0].ifindex;
     const before = await index();
     await n1.backend.stop(true);
     expect(await neighbours(host1, "flannel.1")).toHaveLength(1);
@@ -178,9 +256,17 @@ describe.skipIf(!canUseNetns())("vxlan backend (kernel)", () => {
     await host1.ns.ip("link add flannel.1 type vxlan id 1 dev eth0 dstport 4789");
     n1.backend = createBackend("vxlan", {}, n1.c.ctx);
     await n1.backend.start();
-    const [link] = await host1.ns.kernel.ipJson<Array<{ linkinfo: { info_data: { port: number; learning: boolean } } }>>(["-details", "link", "show", "flannel.1"]);
+    const [link] = await host1.ns.kernel.ipJson<
+      Array<{ linkinfo: { info_data: { port: number; learning: boolean } } }>
+    >(["-details", "link", "show", "flannel.1"]);
     expect(link.linkinfo.info_data).toMatchObject({ port: 8472, learning: false });
-    expect(n1.c.log.lines.some((l) => /exists with other settings \(local address is none, not 198\.18\.0\.11, dstport is 4789, not 8472, learning is true, not false, MAC is .*\); replacing it/.test(l.msg))).toBe(true);
+    expect(
+      n1.c.log.lines.some((l) =>
+        /exists with other settings \(local address is none, not 198\.18\.0\.11, dstport is 4789, not 8472, learning is true, not false, MAC is .*\); replacing it/.test(
+          l.msg,
+        ),
+      ),
+    ).toBe(true);
     await n1.backend.setPeer(peer2());
     expect((await ping(host1.pods[0], host2.pods[0].addr, { count: 2 })).received).toBe(2);
   });
@@ -192,10 +278,22 @@ describe.skipIf(!canUseNetns())("vxlan backend (kernel)", () => {
     await host1.ns.ip("route add 198.18.0.200/32 via 198.18.0.12");
     try {
       await n1.backend.setPeer(peer2());
-      await n1.backend.setPeer(peerOf("far", subnetOf(60), 0xc61200c8, { type: "vxlan", vni: 1, port: 8472, vtepMac: "0a:58:00:00:c8:00" }));
+      await n1.backend.setPeer(
+        peerOf("far", subnetOf(60), 0xc61200c8, { type: "vxlan", vni: 1, port: 8472, vtepMac: "0a:58:00:00:c8:00" }),
+      );
       const routes = await podRoutes(host1);
-      expect(routes.find((r) => r.dst === "198.19.2.0/24")).toEqual({ dst: "198.19.2.0/24", gateway: formatIpv4(host2.underlayAddr), dev: "eth0", flags: [] });
-      expect(routes.find((r) => r.dst === "198.19.60.0/24")).toEqual({ dst: "198.19.60.0/24", gateway: "198.19.60.0", dev: "flannel.1", flags: ["onlink"] });
+      expect(routes.find((r) => r.dst === "198.19.2.0/24")).toEqual({
+        dst: "198.19.2.0/24",
+        gateway: formatIpv4(host2.underlayAddr),
+        dev: "eth0",
+        flags: [],
+      });
+      expect(routes.find((r) => r.dst === "198.19.60.0/24")).toEqual({
+        dst: "198.19.60.0/24",
+        gateway: "198.19.60.0",
+        dev: "flannel.1",
+        flags: ["onlink"],
+      });
       expect((await neighbours(host1, "flannel.1")).map((n) => n.dst)).toEqual(["198.19.60.0"]);
       expect((await ping(host1.pods[0], host2.pods[0].addr, { count: 2 })).received).toBe(2);
       await n1.backend.stop(false);
@@ -227,11 +325,18 @@ describe.skipIf(!canUseNetns())("vxlan backend (kernel)", () => {
     n1.backend = createBackend("vxlan", { gbp: true }, n1.c.ctx);
     try {
       expect(await n1.backend.start()).toMatchObject({ gbp: true });
-      const [link] = await host1.ns.kernel.ipJson<Array<{ linkinfo: { info_data: { gbp?: boolean } } }>>(["-details", "link", "show", "flannel.1"]);
+      const [link] = await host1.ns.kernel.ipJson<Array<{ linkinfo: { info_data: { gbp?: boolean } } }>>([
+        "-details",
+        "link",
+        "show",
+        "flannel.1",
+      ]);
       expect(link.linkinfo.info_data.gbp).toBe(true);
       await n1.backend.setPeer(peer2());
       expect(n1.backend.counters().peersUnreachable).toBe(1);
-      expect(n1.c.log.errors()).toContain("cannot reach peer host2: GBP is off there and on here; set GBP the same everywhere");
+      expect(n1.c.log.errors()).toContain(
+        "cannot reach peer host2: GBP is off there and on here; set GBP the same everywhere",
+      );
     } finally {
       await n1.backend.stop(false);
     }

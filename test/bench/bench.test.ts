@@ -31,7 +31,10 @@ function bench(name: string, args: string[], onStderr?: (text: string, pid: numb
   rmSync(agentTmp, { recursive: true, force: true });
   mkdirSync(agentTmp);
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [projectFile("dist", "src", "cli", "main.js"), "bench", ...args], { env: { ...process.env, TMPDIR: agentTmp }, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [projectFile("dist", "src", "cli", "main.js"), "bench", ...args], {
+      env: { ...process.env, TMPDIR: agentTmp },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d) => (stdout += d));
@@ -73,7 +76,14 @@ describe.runIf(canUseNetns())("weft bench", () => {
 
     const setups = ["vxlan", "wasm-vxlan", "wasm-vxlan (offloads off)"];
     const report = JSON.parse(readFileSync(join(out, "report.json"), "utf8")) as BenchReport;
-    expect(report.settings).toMatchObject({ backends: ["vxlan", "wasm-vxlan"], offloads: ["on", "off"], quick: true, rounds: 1, duration: 1, streams: [1, 4] });
+    expect(report.settings).toMatchObject({
+      backends: ["vxlan", "wasm-vxlan"],
+      offloads: ["on", "off"],
+      quick: true,
+      rounds: 1,
+      duration: 1,
+      streams: [1, 4],
+    });
     expect(report.settings.setups.map((x) => x.name)).toEqual(setups);
     expect(report.machine.cores).toBeGreaterThan(0);
     expect(report.machine.cpuModel).not.toBe("");
@@ -81,23 +91,43 @@ describe.runIf(canUseNetns())("weft bench", () => {
     expect(report.git.commit).toMatch(/^([0-9a-f]{40}|unknown)$/);
     expect(Object.keys(report.netConf).sort()).toEqual(setups);
     expect(report.netConf["wasm-vxlan"]).toMatchObject({ Backend: { Type: "wasm-vxlan", Offloads: true } });
-    expect(report.netConf["wasm-vxlan (offloads off)"]).toMatchObject({ Backend: { Type: "wasm-vxlan", Offloads: false } });
+    expect(report.netConf["wasm-vxlan (offloads off)"]).toMatchObject({
+      Backend: { Type: "wasm-vxlan", Offloads: false },
+    });
     // What the agents' dataplanes really ran with, from their status: the off setup had none.
     expect(Object.keys(report.offload).sort()).toEqual(["wasm-vxlan", "wasm-vxlan (offloads off)"]);
-    for (const [setup, hosts] of Object.entries(report.offload)) expect(Object.keys(hosts).sort(), setup).toEqual(["host1", "host2"]);
+    for (const [setup, hosts] of Object.entries(report.offload))
+      expect(Object.keys(hosts).sort(), setup).toEqual(["host1", "host2"]);
     for (const o of Object.values(report.offload["wasm-vxlan (offloads off)"])) {
       expect(o).toEqual({ enabled: false, tun: [], udpGro: false, reason: "disabled by the offloads option" });
     }
     // With offloads on, either in force or off with the kernel's reason (an old kernel).
-    for (const o of Object.values(report.offload["wasm-vxlan"])) expect(o.enabled ? o.tun.length > 0 && o.udpGro : o.reason !== undefined).toBe(true);
+    for (const o of Object.values(report.offload["wasm-vxlan"]))
+      expect(o.enabled ? o.tun.length > 0 && o.udpGro : o.reason !== undefined).toBe(true);
     // 2 TCP (1 and 4 streams), 2 UDP, ping, ping under load, flood tail per setup, one round; one
     // idle-cost window for all.
     expect(report.samples).toHaveLength(24);
-    for (const setup of setups) expect(report.samples.filter((x) => x.setup === setup), setup).toHaveLength(8);
-    expect(report.figures.map((f) => f.id)).toEqual(expect.arrayContaining([
-      "tcp-1.gbps", "tcp-4.gbps", "udp-64.receivedKpps", "udp-1400.lossPercent", "rtt.p99", "tcp-4.cpuTotal", "tcp-1.cpuAgents",
-      "loaded-rtt.p50", "loaded-rtt.p99", "flood-tail.tailMs", "flood-tail.delayP99Ms", "idle.cpuPercent",
-    ]));
+    for (const setup of setups)
+      expect(
+        report.samples.filter((x) => x.setup === setup),
+        setup,
+      ).toHaveLength(8);
+    expect(report.figures.map((f) => f.id)).toEqual(
+      expect.arrayContaining([
+        "tcp-1.gbps",
+        "tcp-4.gbps",
+        "udp-64.receivedKpps",
+        "udp-1400.lossPercent",
+        "rtt.p99",
+        "tcp-4.cpuTotal",
+        "tcp-1.cpuAgents",
+        "loaded-rtt.p50",
+        "loaded-rtt.p99",
+        "flood-tail.tailMs",
+        "flood-tail.delayP99Ms",
+        "idle.cpuPercent",
+      ]),
+    );
     for (const f of report.figures) {
       for (const b of setups) {
         const v = f.medians[b];
@@ -105,10 +135,12 @@ describe.runIf(canUseNetns())("weft bench", () => {
         if (f.mayBeZero) expect(v, `${f.id} of ${b}`).toBeGreaterThanOrEqual(0);
         else expect(v, `${f.id} of ${b}`).toBeGreaterThan(0);
       }
-      if (!f.mayBeZero) for (const b of setups.slice(1)) expect(f.ratios[b], `${f.id} ratio of ${b}`).toBeGreaterThan(0);
+      if (!f.mayBeZero)
+        for (const b of setups.slice(1)) expect(f.ratios[b], `${f.id} ratio of ${b}`).toBeGreaterThan(0);
     }
     // The userspace dataplane runs in the agents: its share of the CPU cannot be zero.
-    for (const b of setups.slice(1)) expect(report.figures.find((f) => f.id === "tcp-1.cpuAgents")!.medians[b], b).toBeGreaterThan(0);
+    for (const b of setups.slice(1))
+      expect(report.figures.find((f) => f.id === "tcp-1.cpuAgents")!.medians[b], b).toBeGreaterThan(0);
     expect(report.micro.length).toBeGreaterThan(0);
     for (const m of report.micro) expect(m.rate, m.name).toBeGreaterThan(0);
 
@@ -129,31 +161,55 @@ describe.runIf(canUseNetns())("weft bench", () => {
 
   it("--family 4,6: a TCP-over-IPv6 row for vxlan and host-gw, measured in IPv6-only labs, next to the IPv4 rows; nothing left behind", async () => {
     const out = join(work, "report-v6");
-    const r = await bench("family", ["--quick", "--backends", "vxlan,host-gw", "--family", "4,6", "--streams", "1", "--out", out]);
+    const r = await bench("family", [
+      "--quick",
+      "--backends",
+      "vxlan,host-gw",
+      "--family",
+      "4,6",
+      "--streams",
+      "1",
+      "--out",
+      out,
+    ]);
     expect(r.code, r.stderr).toBe(0);
     expect(await leftovers(r)).toEqual([]);
     const report = JSON.parse(readFileSync(join(out, "report.json"), "utf8")) as BenchReport;
     expect(report.settings.families).toEqual([4, 6]);
     expect(Object.keys(report.netConf).sort()).toEqual(["host-gw", "host-gw (IPv6)", "vxlan", "vxlan (IPv6)"]);
-    expect(report.netConf["vxlan (IPv6)"]).toEqual({ EnableIPv4: false, EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49", Backend: { Type: "vxlan" } });
+    expect(report.netConf["vxlan (IPv6)"]).toEqual({
+      EnableIPv4: false,
+      EnableIPv6: true,
+      IPv6Network: "2001:2:0:8000::/49",
+      Backend: { Type: "vxlan" },
+    });
     expect(report.netConf.vxlan).toEqual({ Network: "198.19.0.0/16", Backend: { Type: "vxlan" } });
     const row = report.figures.find((f) => f.id === "tcp6-1.gbps")!;
     expect(row.label).toBe("TCP 1 stream over IPv6 throughput");
     for (const b of ["vxlan", "host-gw"]) expect(row.medians[b], b).toBeGreaterThan(0);
     expect(row.ratios["host-gw"]).toBeGreaterThan(0);
-    expect(report.samples.filter((x) => x.workload === "tcp6-1").map((x) => x.setup).sort()).toEqual(["host-gw", "vxlan"]);
+    expect(
+      report.samples
+        .filter((x) => x.workload === "tcp6-1")
+        .map((x) => x.setup)
+        .sort(),
+    ).toEqual(["host-gw", "vxlan"]);
     expect(readFileSync(join(out, "report.md"), "utf8")).toContain("| TCP 1 stream over IPv6 throughput |");
   }, 240_000);
 
   it("an interrupt during the measurements stops the agents and removes everything", async () => {
     let sent = false;
-    const r = await bench("interrupt", ["--quick", "--backends", "vxlan", "--duration", "20", "--out", join(work, "never")], (text, pid) => {
-      if (!sent && text.includes("round 1/1")) {
-        sent = true;
-        // Into the middle of the first iperf3 run.
-        setTimeout(() => process.kill(pid, "SIGINT"), 2000);
-      }
-    });
+    const r = await bench(
+      "interrupt",
+      ["--quick", "--backends", "vxlan", "--duration", "20", "--out", join(work, "never")],
+      (text, pid) => {
+        if (!sent && text.includes("round 1/1")) {
+          sent = true;
+          // Into the middle of the first iperf3 run.
+          setTimeout(() => process.kill(pid, "SIGINT"), 2000);
+        }
+      },
+    );
     expect(sent, r.stderr).toBe(true);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain("BENCH_INTERRUPTED");

@@ -12,7 +12,10 @@ describe("bench --family", () => {
     expect(s.families).toEqual([4, 6]);
     expect(s.setups.filter((x) => runsIpv6(s, x)).map((x) => x.name)).toEqual(["vxlan", "host-gw"]);
     expect(resolveSettings({}).setups.filter((x) => runsIpv6(resolveSettings({}), x))).toEqual([]);
-    const bad = expect.objectContaining({ code: "BENCH_BAD_SETTING", message: expect.stringContaining("--family takes 4 or 4,6") });
+    const bad = expect.objectContaining({
+      code: "BENCH_BAD_SETTING",
+      message: expect.stringContaining("--family takes 4 or 4,6"),
+    });
     for (const family of [["6"], ["4", "5"], [], ["ipv6"]]) expect(() => resolveSettings({ family })).toThrow(bad);
   });
 
@@ -21,6 +24,15 @@ describe("bench --family", () => {
     expect(workloadId(w)).toBe("tcp6-1");
     expect(workloadLabel(w)).toBe("TCP 1 stream over IPv6");
     const ids = figureDefs([{ kind: "tcp", streams: 1 }, w]).map((f) => f.id);
-    expect(ids).toEqual(["tcp-1.gbps", "tcp6-1.gbps", "tcp-1.cpuTotal", "tcp-1.cpuAgents", "tcp-1.cpuKernel", "tcp6-1.cpuTotal", "tcp6-1.cpuAgents", "tcp6-1.cpuKernel"]);
+    expect(ids).toEqual([
+      "tcp-1.gbps",
+      "tcp6-1.gbps",
+      "tcp-1.cpuTotal",
+      "tcp-1.cpuAgents",
+      "tcp-1.cpuKernel",
+      "tcp6-1.cpuTotal",
+      "tcp6-1.cpuAgents",
+      "tcp6-1.cpuKernel",
+    ]);
   });
 });

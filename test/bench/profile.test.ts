@@ -4,7 +4,8 @@ import { describe, expect, it } from "vitest";
 import { categorize } from "../../bench/profile/categories.js";
 
 /** A `perf script -F comm,tid,ip,sym` sample: header, then frames innermost first. */
-const sample = (comm: string, ...frames: string[]) => [`${comm} 4242 `, ...frames.map((f, i) => `\t    ffff${i.toString(16).padStart(4, "0")} ${f}`), ""].join("\n");
+const sample = (comm: string, ...frames: string[]) =>
+  [`${comm} 4242 `, ...frames.map((f, i) => `\t    ffff${i.toString(16).padStart(4, "0")} ${f}`), ""].join("\n");
 
 describe("bench:profile categories", () => {
   it("files every sample once, by its innermost frame and the syscall it serves", () => {
@@ -13,8 +14,24 @@ describe("bench:profile categories", () => {
       sample("iperf3", "_copy_from_iter", "tcp_sendmsg_locked"),
       sample("node", "JS:wasm-function[1]-1-turbofan", "JS:wasm-function[0]-0-turbofan", "Builtins_JSEntry"),
       sample("node", "JS:wasm-function[1]-1-turbofan"),
-      sample("node", "_copy_to_iter", "skb_copy_datagram_iter", "tun_do_read", "tun_chr_read_iter", "do_syscall_64", "__GI___readv"),
-      sample("node", "tcp_v4_rcv", "ip_local_deliver", "netif_receive_skb", "tun_get_user", "do_syscall_64", "__GI___writev"),
+      sample(
+        "node",
+        "_copy_to_iter",
+        "skb_copy_datagram_iter",
+        "tun_do_read",
+        "tun_chr_read_iter",
+        "do_syscall_64",
+        "__GI___readv",
+      ),
+      sample(
+        "node",
+        "tcp_v4_rcv",
+        "ip_local_deliver",
+        "netif_receive_skb",
+        "tun_get_user",
+        "do_syscall_64",
+        "__GI___writev",
+      ),
       sample("node", "_copy_from_iter", "ip_generic_getfrag", "udp_sendmsg", "__sys_sendmmsg", "do_syscall_64"),
       sample("node", "__memmove_avx512_unaligned_erms", "v8::internal::wasm::memory_copy_wrapper"),
       sample("node", "Builtins_LoadIC", "JS:*runQueue file:///x/worker.js:1:1"),
@@ -23,7 +40,7 @@ describe("bench:profile categories", () => {
     const p = categorize(script, 1000, ["packet/checksum/checksumPartial", "packet/checksum/copyChecksumPartial"]);
     expect(p.total).toBe(10);
     expect(Object.fromEntries(p.categories)).toEqual({
-      "idle": 1,
+      idle: 1,
       "iperf3 (its syscalls, TCP stack, copies)": 1,
       "weft: Wasm": 2,
       "weft: TUN readv (kernel copy)": 1,

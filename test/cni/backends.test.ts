@@ -30,7 +30,9 @@ for (const backend of ["vxlan", "host-gw", "wasm-vxlan", "udp"] as const satisfi
         const [pod] = a.host.pods;
         const subnet = env.v4!.subnet;
         expect(pod.addr >>> (32 - subnet.len)).toBe(subnet.addr >>> (32 - subnet.len));
-        expect((await pod.ns.kernel.ipJson<Array<{ mtu: number }>>(["link", "show", "dev", "eth0"]))[0].mtu).toBe(POD_MTU[backend]);
+        expect((await pod.ns.kernel.ipJson<Array<{ mtu: number }>>(["link", "show", "dev", "eth0"]))[0].mtu).toBe(
+          POD_MTU[backend],
+        );
       }
       const [p1, p2] = lab.hosts.map((h) => h.pods[0]);
       // The peer's route follows its record by up to one programming round.

@@ -8,7 +8,12 @@ import { parseNetConf, parseSubnetEnvFile } from "../../src/cni/config.js";
 import type { CniError } from "../../src/cni/errors.js";
 import { delegateConfig } from "../../src/cni/plugin.js";
 
-const KUBE_FLANNEL_CNI_CONF = { name: "cbr0", cniVersion: "0.3.1", type: "flannel", delegate: { hairpinMode: true, isDefaultGateway: true } };
+const KUBE_FLANNEL_CNI_CONF = {
+  name: "cbr0",
+  cniVersion: "0.3.1",
+  type: "flannel",
+  delegate: { hairpinMode: true, isDefaultGateway: true },
+};
 const ENV4 = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n";
 
 const codeOf = (f: () => unknown) => {
@@ -28,38 +33,89 @@ describe("weft cni: config", () => {
   });
 
   it("builds the delegate as flannel does: bridge, host-local over the subnet, route to the network, MTU, isGateway, ipMasq the opposite of FLANNEL_IPMASQ", () => {
-    const d = delegateConfig(parseNetConf(JSON.stringify(KUBE_FLANNEL_CNI_CONF)), parseSubnetEnvFile(ENV4, "subnet.env"));
+    const d = delegateConfig(
+      parseNetConf(JSON.stringify(KUBE_FLANNEL_CNI_CONF)),
+      parseSubnetEnvFile(ENV4, "subnet.env"),
+    );
     expect(d).toEqual({
-      name: "cbr0", cniVersion: "0.3.1", type: "bridge", hairpinMode: true, isDefaultGateway: true, isGateway: true, ipMasq: false, mtu: 1450,
-      ipam: { type: "host-local", ranges: [[{ subnet: "10.244.3.0/24" }]], routes: [{ dst: "10.244.0.0/16", gw: "10.244.3.1" }] },
+      name: "cbr0",
+      cniVersion: "0.3.1",
+      type: "bridge",
+      hairpinMode: true,
+      isDefaultGateway: true,
+      isGateway: true,
+      ipMasq: false,
+      mtu: 1450,
+      ipam: {
+        type: "host-local",
+        ranges: [[{ subnet: "10.244.3.0/24" }]],
+        routes: [{ dst: "10.244.0.0/16", gw: "10.244.3.1" }],
+      },
     });
-    const noMasq = delegateConfig(parseNetConf(JSON.stringify(KUBE_FLANNEL_CNI_CONF)), parseSubnetEnvFile(ENV4.replace("IPMASQ=true", "IPMASQ=false"), "f"));
+    const noMasq = delegateConfig(
+      parseNetConf(JSON.stringify(KUBE_FLANNEL_CNI_CONF)),
+      parseSubnetEnvFile(ENV4.replace("IPMASQ=true", "IPMASQ=false"), "f"),
+    );
     expect(noMasq.ipMasq).toBe(true);
   });
 
   it("keeps delegate keys and IPAM keys given in the config; runtimeConfig goes to the delegate", () => {
-    const conf = { ...KUBE_FLANNEL_CNI_CONF, delegate: { type: "bridge", mtu: 1400, ipMasq: true, isGateway: false, bridge: "br9" }, ipam: { dataDir: "/x", routes: [{ dst: "192.0.2.0/24" }] }, runtimeConfig: { portMappings: [] } };
+    const conf = {
+      ...KUBE_FLANNEL_CNI_CONF,
+      delegate: { type: "bridge", mtu: 1400, ipMasq: true, isGateway: false, bridge: "br9" },
+      ipam: { dataDir: "/x", routes: [{ dst: "192.0.2.0/24" }] },
+      runtimeConfig: { portMappings: [] },
+    };
     const d = delegateConfig(parseNetConf(JSON.stringify(conf)), parseSubnetEnvFile(ENV4, "f"));
-    expect(d).toMatchObject({ mtu: 1400, ipMasq: true, isGateway: false, bridge: "br9", runtimeConfig: { portMappings: [] } });
-    expect(d.ipam).toEqual({ type: "host-local", dataDir: "/x", ranges: [[{ subnet: "10.244.3.0/24" }]], routes: [{ dst: "192.0.2.0/24" }, { dst: "10.244.0.0/16", gw: "10.244.3.1" }] });
+    expect(d).toMatchObject({
+      mtu: 1400,
+      ipMasq: true,
+      isGateway: false,
+      bridge: "br9",
+      runtimeConfig: { portMappings: [] },
+    });
+    expect(d.ipam).toEqual({
+      type: "host-local",
+      dataDir: "/x",
+      ranges: [[{ subnet: "10.244.3.0/24" }]],
+      routes: [{ dst: "192.0.2.0/24" }, { dst: "10.244.0.0/16", gw: "10.244.3.1" }],
+    });
   });
 
   it("both families: one range set and one route per family", () => {
-    const env = parseSubnetEnvFile(`${ENV4}FLANNEL_IPV6_NETWORK=2001:2:0:8000::/49\nFLANNEL_IPV6_SUBNET=2001:2:0:8003::1/64\n`, "f");
+    const env = parseSubnetEnvFile(
+      `${ENV4}FLANNEL_IPV6_NETWORK=2001:2:0:8000::/49\nFLANNEL_IPV6_SUBNET=2001:2:0:8003::1/64\n`,
+      "f",
+    );
     const d = delegateConfig(parseNetConf(JSON.stringify(KUBE_FLANNEL_CNI_CONF)), env);
     expect(d.ipam).toMatchObject({
       ranges: [[{ subnet: "10.244.3.0/24" }], [{ subnet: "2001:2:0:8003::/64" }]],
-      routes: [{ dst: "10.244.0.0/16", gw: "10.244.3.1" }, { dst: "2001:2:0:8000::/49", gw: "2001:2:0:8003::1" }],
+      routes: [
+        { dst: "10.244.0.0/16", gw: "10.244.3.1" },
+        { dst: "2001:2:0:8000::/49", gw: "2001:2:0:8003::1" },
+      ],
     });
     // IPv6 alone is a valid subnet.env too.
-    expect(parseSubnetEnvFile("FLANNEL_IPV6_NETWORK=2001:2:0:8000::/49\nFLANNEL_IPV6_SUBNET=2001:2:0:8003::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n", "f").families.length).toBe(1);
+    expect(
+      parseSubnetEnvFile(
+        "FLANNEL_IPV6_NETWORK=2001:2:0:8000::/49\nFLANNEL_IPV6_SUBNET=2001:2:0:8003::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n",
+        "f",
+      ).families.length,
+    ).toBe(1);
   });
 
   it("IPv6-only (flanneld's file without FLANNEL_NETWORK/FLANNEL_SUBNET): an IPv6 range and route only, the MTU and ip-masq from the file", () => {
-    const env = parseSubnetEnvFile("FLANNEL_IPV6_NETWORK=2001:2:0:8000::/49\nFLANNEL_IPV6_SUBNET=2001:2:0:8003::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=true\n", "f");
+    const env = parseSubnetEnvFile(
+      "FLANNEL_IPV6_NETWORK=2001:2:0:8000::/49\nFLANNEL_IPV6_SUBNET=2001:2:0:8003::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=true\n",
+      "f",
+    );
     const d = delegateConfig(parseNetConf(JSON.stringify(KUBE_FLANNEL_CNI_CONF)), env);
     expect(d).toMatchObject({ type: "bridge", mtu: 1430, ipMasq: false, isGateway: true });
-    expect(d.ipam).toEqual({ type: "host-local", ranges: [[{ subnet: "2001:2:0:8003::/64" }]], routes: [{ dst: "2001:2:0:8000::/49", gw: "2001:2:0:8003::1" }] });
+    expect(d.ipam).toEqual({
+      type: "host-local",
+      ranges: [[{ subnet: "2001:2:0:8003::/64" }]],
+      routes: [{ dst: "2001:2:0:8000::/49", gw: "2001:2:0:8003::1" }],
+    });
   });
 
   it("rejects configs with the spec's codes, naming the key", () => {
@@ -72,11 +128,23 @@ describe("weft cni: config", () => {
   });
 
   it.each([
-    ["FLANNEL_SUBNET without FLANNEL_NETWORK", "FLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n", /FLANNEL_NETWORK: missing/],
-    ["an IPv6 prefix as FLANNEL_SUBNET", ENV4.replace("10.244.3.1/24", "2001:2::1/64"), /FLANNEL_SUBNET: "2001:2::1\/64" is not an IPv4 prefix/],
+    [
+      "FLANNEL_SUBNET without FLANNEL_NETWORK",
+      "FLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n",
+      /FLANNEL_NETWORK: missing/,
+    ],
+    [
+      "an IPv6 prefix as FLANNEL_SUBNET",
+      ENV4.replace("10.244.3.1/24", "2001:2::1/64"),
+      /FLANNEL_SUBNET: "2001:2::1\/64" is not an IPv4 prefix/,
+    ],
     ["MTU out of range", ENV4.replace("1450", "70000"), /FLANNEL_MTU/],
     ["IPMASQ not a boolean", ENV4.replace("=true", "=yes"), /FLANNEL_IPMASQ/],
-    ["IPv6 subnet outside its network", `${ENV4}FLANNEL_IPV6_NETWORK=2001:2:0:8000::/49\nFLANNEL_IPV6_SUBNET=2001:2:0:1::1/64\n`, /FLANNEL_IPV6_SUBNET: 2001:2:0:1::\/64 is not inside/],
+    [
+      "IPv6 subnet outside its network",
+      `${ENV4}FLANNEL_IPV6_NETWORK=2001:2:0:8000::/49\nFLANNEL_IPV6_SUBNET=2001:2:0:1::1/64\n`,
+      /FLANNEL_IPV6_SUBNET: 2001:2:0:1::\/64 is not inside/,
+    ],
   ])("a subnet.env with %s is an invalid config (7) naming the key", (_, text, msg) => {
     expect(codeOf(() => parseSubnetEnvFile(text, "f"))).toBe(7);
     expect(() => parseSubnetEnvFile(text, "f")).toThrow(msg);
@@ -92,7 +160,10 @@ describe("weft cni: config", () => {
         const inner = parseCidr(`${b}/${width}`);
         expect(outer).toBeDefined();
         expect(bits(parseCidr(networkOf(outer))!.bytes)).toBe(bits(outer.bytes).slice(0, len).padEnd(width, "0"));
-        if (inner) expect(cidrContains(outer, inner)).toBe(inner.family === outer.family && bits(inner.bytes).slice(0, len) === bits(outer.bytes).slice(0, len));
+        if (inner)
+          expect(cidrContains(outer, inner)).toBe(
+            inner.family === outer.family && bits(inner.bytes).slice(0, len) === bits(outer.bytes).slice(0, len),
+          );
       }),
     );
   });

@@ -10,7 +10,15 @@ import { writeSubnetEnv } from "../../src/agent/subnet-env.js";
 import { CniError } from "../../src/cni/errors.js";
 import { execPlugin } from "../../src/cni/exec.js";
 import type { Attachment } from "../../src/cni/runtime.js";
-import { LabCluster, LAB_POD_NETWORK, LAB_POD_NETWORK6, labConfList, referencePluginDirs, type LabHost, type LabPod } from "../../src/lab/cluster.js";
+import {
+  LabCluster,
+  LAB_POD_NETWORK,
+  LAB_POD_NETWORK6,
+  labConfList,
+  referencePluginDirs,
+  type LabHost,
+  type LabPod,
+} from "../../src/lab/cluster.js";
 import { Netns } from "../../src/lab/netns.js";
 import { formatIpv4, prefixContains, type Ipv4Prefix } from "../../src/net/ipv4.js";
 import { parsePrefix6 } from "../../src/net/ipv6.js";
@@ -24,13 +32,38 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
   let h1: LabHost;
   let h2: LabHost;
   const subnetFile = (h: LabHost) => join(lab.hostDir(h), "subnet.env");
-  const hostVeths = async (h: LabHost) => (await h.ns.kernel.ipJson<Array<{ ifname: string }>>(["link", "show", "type", "veth"])).map((l) => l.ifname).filter((n) => n !== h.underlayIf);
-  const ipamStore = async (h: LabHost) => (await readdir(join(lab.hostDir(h), "ipam", "cbr0")).catch(() => [] as string[])).sort();
+  const hostVeths = async (h: LabHost) =>
+    (await h.ns.kernel.ipJson<Array<{ ifname: string }>>(["link", "show", "type", "veth"]))
+      .map((l) => l.ifname)
+      .filter((n) => n !== h.underlayIf);
+  const ipamStore = async (h: LabHost) =>
+    (await readdir(join(lab.hostDir(h), "ipam", "cbr0")).catch(() => [] as string[])).sort();
   const kept = async (h: LabHost) => await readdir(join(lab.hostDir(h), "flannel")).catch(() => [] as string[]);
   /** Runs the flannel plugin alone in the host, as the runtime would, with a config of our making. */
-  const runFlannel = (h: LabHost, command: "ADD" | "DEL" | "CHECK" | "VERSION", conf: object, att?: Partial<Attachment>) =>
-    execPlugin("flannel", conf, { command, containerId: att?.containerId, netns: att?.netns, ifName: att?.ifName ?? "eth0", path: [join(lab.workDir, "bin"), ...referencePluginDirs()] }, { wrap: h.ns.wrap([]) });
-  const flannelConf = (h: LabHost, extra: object = {}) => ({ ...labConfList(lab.hostDir(h), subnetFile(h)).plugins[0], name: "cbr0", cniVersion: "1.0.0", ...extra });
+  const runFlannel = (
+    h: LabHost,
+    command: "ADD" | "DEL" | "CHECK" | "VERSION",
+    conf: object,
+    att?: Partial<Attachment>,
+  ) =>
+    execPlugin(
+      "flannel",
+      conf,
+      {
+        command,
+        containerId: att?.containerId,
+        netns: att?.netns,
+        ifName: att?.ifName ?? "eth0",
+        path: [join(lab.workDir, "bin"), ...referencePluginDirs()],
+      },
+      { wrap: h.ns.wrap([]) },
+    );
+  const flannelConf = (h: LabHost, extra: object = {}) => ({
+    ...labConfList(lab.hostDir(h), subnetFile(h)).plugins[0],
+    name: "cbr0",
+    cniVersion: "1.0.0",
+    ...extra,
+  });
 
   beforeAll(async () => {
     lab = await LabCluster.create({ tag: "cni", hosts: 2 });
@@ -43,7 +76,10 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
   });
 
   it("VERSION lists 0.3.1 to 1.0.0", async () => {
-    expect(await runFlannel(h1, "VERSION", { cniVersion: "0.4.0" })).toEqual({ cniVersion: "0.4.0", supportedVersions: ["0.3.1", "0.4.0", "1.0.0"] });
+    expect(await runFlannel(h1, "VERSION", { cniVersion: "0.4.0" })).toEqual({
+      cniVersion: "0.4.0",
+      supportedVersions: ["0.3.1", "0.4.0", "1.0.0"],
+    });
   });
 
   let pod: LabPod;
@@ -52,14 +88,24 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
     expect(prefixContains(S1, pod.addr)).toBe(true);
     expect(pod.addr).not.toBe(S1.addr + 1); // the gateway's
     expect(pod.result.cniVersion).toBe("1.0.0");
-    const addrs = await pod.ns.kernel.ipJson<Array<{ ifname: string; mtu: number; addr_info: Array<{ family: string; local: string; prefixlen: number }> }>>(["addr", "show", "dev", "eth0"]);
+    const addrs = await pod.ns.kernel.ipJson<
+      Array<{ ifname: string; mtu: number; addr_info: Array<{ family: string; local: string; prefixlen: number }> }>
+    >(["addr", "show", "dev", "eth0"]);
     expect(addrs[0].mtu).toBe(1400);
-    expect(addrs[0].addr_info.filter((a) => a.family === "inet").map((a) => `${a.local}/${a.prefixlen}`)).toEqual([`${formatIpv4(pod.addr)}/24`]);
+    expect(addrs[0].addr_info.filter((a) => a.family === "inet").map((a) => `${a.local}/${a.prefixlen}`)).toEqual([
+      `${formatIpv4(pod.addr)}/24`,
+    ]);
     const routes = await pod.ns.kernel.ipJson<Array<{ dst: string; gateway?: string }>>(["-4", "route", "show"]);
     const gw = formatIpv4(S1.addr + 1);
-    expect(routes.map((r) => `${r.dst} ${r.gateway ?? "-"}`).sort()).toEqual([`198.19.0.0/16 ${gw}`, `198.19.5.0/24 -`, `default ${gw}`]);
+    expect(routes.map((r) => `${r.dst} ${r.gateway ?? "-"}`).sort()).toEqual([
+      `198.19.0.0/16 ${gw}`,
+      `198.19.5.0/24 -`,
+      `default ${gw}`,
+    ]);
     // The bridge plugin made cni0 the gateway, with the MTU.
-    const cni0 = await h1.ns.kernel.ipJson<Array<{ mtu: number; addr_info: Array<{ family: string; local: string }> }>>(["addr", "show", "dev", "cni0"]);
+    const cni0 = await h1.ns.kernel.ipJson<Array<{ mtu: number; addr_info: Array<{ family: string; local: string }> }>>(
+      ["addr", "show", "dev", "cni0"],
+    );
     expect(cni0[0].mtu).toBe(1400);
     expect(cni0[0].addr_info.filter((a) => a.family === "inet").map((a) => a.local)).toEqual([gw]);
     expect(await ipamStore(h1)).toContain(formatIpv4(pod.addr));
@@ -70,7 +116,10 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
     await lab.cni(h1, subnetFile(h1)).check(pod.attachment, pod.result);
     const other = await lab.addPod(h1, subnetFile(h1));
     await other.ns.ip("addr flush dev eth0");
-    const e = await lab.cni(h1, subnetFile(h1)).check(other.attachment, other.result).catch((x: unknown) => x);
+    const e = await lab
+      .cni(h1, subnetFile(h1))
+      .check(other.attachment, other.result)
+      .catch((x: unknown) => x);
     expect(e).toBeInstanceOf(CniError);
     expect((e as CniError).message).toMatch(/bridge: Failed to match addr/);
     await lab.removePod(other);
@@ -78,24 +127,52 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
 
   it("CHECK fails (101) once the pod's address is outside the node's subnet, as after a lease change", async () => {
     const moved = join(lab.hostDir(h1), "moved-subnet.env");
-    await writeSubnetEnv(moved, { v4: { network: LAB_POD_NETWORK, subnet: { addr: 0xc6130800, len: 24 } }, mtu: 1400, ipMasq: false });
-    const e = await runFlannel(h1, "CHECK", flannelConf(h1, { subnetFile: moved, prevResult: pod.result }), pod.attachment).catch((x: unknown) => x);
+    await writeSubnetEnv(moved, {
+      v4: { network: LAB_POD_NETWORK, subnet: { addr: 0xc6130800, len: 24 } },
+      mtu: 1400,
+      ipMasq: false,
+    });
+    const e = await runFlannel(
+      h1,
+      "CHECK",
+      flannelConf(h1, { subnetFile: moved, prevResult: pod.result }),
+      pod.attachment,
+    ).catch((x: unknown) => x);
     expect(e).toMatchObject({ cniCode: 101, code: "CNI_ADDRESS_OUTSIDE_SUBNET" });
     expect((e as CniError).message).toMatch(/outside this node's subnet 198\.19\.8\.0\/24/);
   });
 
   it("CHECK under cniVersion 0.3.1 is the spec's incompatible-version error (1)", async () => {
-    const e = await runFlannel(h1, "CHECK", flannelConf(h1, { cniVersion: "0.3.1", prevResult: pod.result }), pod.attachment).catch((x: unknown) => x);
+    const e = await runFlannel(
+      h1,
+      "CHECK",
+      flannelConf(h1, { cniVersion: "0.3.1", prevResult: pod.result }),
+      pod.attachment,
+    ).catch((x: unknown) => x);
     expect(e).toMatchObject({ cniCode: 1, code: "CNI_INCOMPATIBLE_VERSION" });
   });
 
   it("portmap: a hostPort on the host's underlay address reaches the pod, from another host", async () => {
-    const served = await lab.addPod(h1, subnetFile(h1), { portMappings: [{ hostPort: 8080, containerPort: 8000, protocol: "tcp" }] });
-    const [cmd, ...argv] = served.ns.wrap([process.execPath, "-e", `require("net").createServer((s) => s.end("hello from ${served.name}")).listen(8000, () => console.log("up"))`]);
+    const served = await lab.addPod(h1, subnetFile(h1), {
+      portMappings: [{ hostPort: 8080, containerPort: 8000, protocol: "tcp" }],
+    });
+    const [cmd, ...argv] = served.ns.wrap([
+      process.execPath,
+      "-e",
+      `require("net").createServer((s) => s.end("hello from ${served.name}")).listen(8000, () => console.log("up"))`,
+    ]);
     const server = spawn(cmd, argv, { stdio: ["ignore", "pipe", "inherit"] });
     try {
       await new Promise((r) => server.stdout!.once("data", r));
-      const fetchFrom = (ns: Netns, addr: string, port: number) => ns.exec([process.execPath, "-e", `const s = require("net").connect(${port}, "${addr}"); let d = ""; s.on("data", (b) => (d += b)); s.on("end", () => console.log(d)); s.on("error", (e) => console.log("error " + e.code)); s.setTimeout(3000, () => { console.log("timeout"); s.destroy(); });`], { timeoutMs: 10_000 });
+      const fetchFrom = (ns: Netns, addr: string, port: number) =>
+        ns.exec(
+          [
+            process.execPath,
+            "-e",
+            `const s = require("net").connect(${port}, "${addr}"); let d = ""; s.on("data", (b) => (d += b)); s.on("end", () => console.log(d)); s.on("error", (e) => console.log("error " + e.code)); s.setTimeout(3000, () => { console.log("timeout"); s.destroy(); });`,
+          ],
+          { timeoutMs: 10_000 },
+        );
       expect((await fetchFrom(h2.ns, formatIpv4(h1.underlayAddr), 8080)).trim()).toBe(`hello from ${served.name}`);
       await lab.removePod(served);
       // DEL removed the mapping: nothing listens on the host's port 8080.
@@ -111,7 +188,9 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
     await lab.cni(h1, subnetFile(h1)).del(pod.attachment, pod.result);
     expect(await ipamStore(h1)).not.toContain(ip);
     expect((await hostVeths(h1)).length).toBe(veths.length - 1);
-    expect(await pod.ns.kernel.ipJson<Array<{ ifname: string }>>(["link", "show"]).then((l) => l.map((x) => x.ifname))).toEqual(["lo"]);
+    expect(
+      await pod.ns.kernel.ipJson<Array<{ ifname: string }>>(["link", "show"]).then((l) => l.map((x) => x.ifname)),
+    ).toEqual(["lo"]);
     expect(await kept(h1)).toEqual([]);
     await lab.cni(h1, subnetFile(h1)).del(pod.attachment, pod.result);
     await lab.cni(h1, subnetFile(h1)).del({ ...pod.attachment, containerId: "never-added" });
@@ -120,7 +199,10 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
 
   it("both families: with FLANNEL_IPV6_* in subnet.env, ADD gives an IPv6 address of the node's IPv6 subnet and a route to the IPv6 network too", async () => {
     const file = join(lab.hostDir(h1), "dual-subnet.env");
-    await writeFile(file, `${await readFile(subnetFile(h1), "utf8")}FLANNEL_IPV6_NETWORK=2001:2:0:8000::/49\nFLANNEL_IPV6_SUBNET=2001:2:0:8005::1/64\n`);
+    await writeFile(
+      file,
+      `${await readFile(subnetFile(h1), "utf8")}FLANNEL_IPV6_NETWORK=2001:2:0:8000::/49\nFLANNEL_IPV6_SUBNET=2001:2:0:8005::1/64\n`,
+    );
     const dual = await lab.addPod(h1, file);
     try {
       const v6 = dual.result.ips!.filter((i) => i.address.includes(":"));
@@ -129,8 +211,12 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
       expect(v6[0].gateway).toBe("2001:2:0:8005::1");
       const routes = await dual.ns.kernel.ipJson<Array<{ dst: string; gateway?: string }>>(["-6", "route", "show"]);
       expect(routes.map((r) => `${r.dst} ${r.gateway ?? "-"}`)).toContain("2001:2:0:8000::/49 2001:2:0:8005::1");
-      const addrs = await dual.ns.kernel.ipJson<Array<{ addr_info: Array<{ family: string; local: string; scope: string }> }>>(["addr", "show", "dev", "eth0"]);
-      expect(addrs[0].addr_info.filter((a) => a.family === "inet6" && a.scope === "global").map((a) => a.local)).toEqual([v6[0].address.split("/")[0]]);
+      const addrs = await dual.ns.kernel.ipJson<
+        Array<{ addr_info: Array<{ family: string; local: string; scope: string }> }>
+      >(["addr", "show", "dev", "eth0"]);
+      expect(
+        addrs[0].addr_info.filter((a) => a.family === "inet6" && a.scope === "global").map((a) => a.local),
+      ).toEqual([v6[0].address.split("/")[0]]);
     } finally {
       await lab.removePod(dual);
     }
@@ -138,13 +224,19 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
 
   it("IPv6-only: with only FLANNEL_IPV6_* in subnet.env, ADD gives the pod an IPv6 address and route and no IPv4 address", async () => {
     const file = join(lab.hostDir(h1), "v6-subnet.env");
-    await writeSubnetEnv(file, { v6: { network: LAB_POD_NETWORK6, subnet: parsePrefix6("2001:2:0:8006::/64") }, mtu: 1430, ipMasq: false });
+    await writeSubnetEnv(file, {
+      v6: { network: LAB_POD_NETWORK6, subnet: parsePrefix6("2001:2:0:8006::/64") },
+      mtu: 1430,
+      ipMasq: false,
+    });
     const pod6 = await lab.addPod(h1, file);
     try {
       expect(pod6.result.ips!.map((i) => i.address)).toEqual([expect.stringMatching(/^2001:2:0:8006::[0-9a-f]+\/64$/)]);
       expect(pod6.addr6).toBeDefined();
       expect(() => pod6.addr).toThrow(expect.objectContaining({ code: "LAB_POD_NO_ADDRESS" }));
-      const addrs = await pod6.ns.kernel.ipJson<Array<{ mtu: number; addr_info: Array<{ family: string; local: string; scope: string }> }>>(["addr", "show", "dev", "eth0"]);
+      const addrs = await pod6.ns.kernel.ipJson<
+        Array<{ mtu: number; addr_info: Array<{ family: string; local: string; scope: string }> }>
+      >(["addr", "show", "dev", "eth0"]);
       expect(addrs[0].mtu).toBe(1430);
       expect(addrs[0].addr_info.filter((a) => a.family === "inet")).toEqual([]);
       const routes = await pod6.ns.kernel.ipJson<Array<{ dst: string; gateway?: string }>>(["-6", "route", "show"]);
@@ -157,9 +249,24 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
   describe("a missing or malformed subnet.env is a CNI error, and no pod is half built", () => {
     const cases: Array<[string, string | undefined, number, RegExp]> = [
       ["missing", undefined, 11, /does not exist yet/],
-      ["MTU not a number", "FLANNEL_NETWORK=198.19.0.0/16\nFLANNEL_SUBNET=198.19.5.1/24\nFLANNEL_MTU=abc\nFLANNEL_IPMASQ=false\n", 7, /FLANNEL_MTU: must be a whole number/],
-      ["subnet outside the network", "FLANNEL_NETWORK=198.19.0.0/16\nFLANNEL_SUBNET=198.18.5.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n", 7, /FLANNEL_SUBNET: 198\.18\.5\.0\/24 is not inside/],
-      ["no FLANNEL_IPMASQ", "FLANNEL_NETWORK=198.19.0.0/16\nFLANNEL_SUBNET=198.19.5.1/24\nFLANNEL_MTU=1450\n", 7, /FLANNEL_IPMASQ/],
+      [
+        "MTU not a number",
+        "FLANNEL_NETWORK=198.19.0.0/16\nFLANNEL_SUBNET=198.19.5.1/24\nFLANNEL_MTU=abc\nFLANNEL_IPMASQ=false\n",
+        7,
+        /FLANNEL_MTU: must be a whole number/,
+      ],
+      [
+        "subnet outside the network",
+        "FLANNEL_NETWORK=198.19.0.0/16\nFLANNEL_SUBNET=198.18.5.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n",
+        7,
+        /FLANNEL_SUBNET: 198\.18\.5\.0\/24 is not inside/,
+      ],
+      [
+        "no FLANNEL_IPMASQ",
+        "FLANNEL_NETWORK=198.19.0.0/16\nFLANNEL_SUBNET=198.19.5.1/24\nFLANNEL_MTU=1450\n",
+        7,
+        /FLANNEL_IPMASQ/,
+      ],
       ["empty", "", 7, /FLANNEL_MTU/],
     ];
     it.each(cases)("%s", async (_, text, code, msg) => {
@@ -170,11 +277,16 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
       try {
         const veths = await hostVeths(h1);
         const store = await ipamStore(h1);
-        const e = await runFlannel(h1, "ADD", flannelConf(h1, { subnetFile: file }), { containerId: ns.name, netns: ns.path }).catch((x: unknown) => x);
+        const e = await runFlannel(h1, "ADD", flannelConf(h1, { subnetFile: file }), {
+          containerId: ns.name,
+          netns: ns.path,
+        }).catch((x: unknown) => x);
         expect(e).toBeInstanceOf(CniError);
         expect((e as CniError).cniCode).toBe(code);
         expect((e as CniError).message).toMatch(msg);
-        expect(await ns.kernel.ipJson<Array<{ ifname: string }>>(["link", "show"]).then((l) => l.map((x) => x.ifname))).toEqual(["lo"]);
+        expect(
+          await ns.kernel.ipJson<Array<{ ifname: string }>>(["link", "show"]).then((l) => l.map((x) => x.ifname)),
+        ).toEqual(["lo"]);
         expect(await hostVeths(h1)).toEqual(veths);
         expect(await ipamStore(h1)).toEqual(store);
         expect(await kept(h1)).not.toContain(ns.name);
@@ -186,10 +298,23 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
 
   it("config errors carry the spec's codes: not JSON (6), unknown version (1), a bad key (7), no CNI_CONTAINERID (4)", async () => {
     const att = { containerId: "c1", netns: "/run/netns/none" };
-    const codeOf = (p: Promise<unknown>) => p.then(() => undefined, (e: CniError) => e.cniCode);
+    const codeOf = (p: Promise<unknown>) =>
+      p.then(
+        () => undefined,
+        (e: CniError) => e.cniCode,
+      );
     const exec = (stdin: string, a: Partial<Attachment> = att) =>
       new Promise<{ code: number; msg: string }>((resolve) => {
-        const child = spawn(join(lab.workDir, "bin", "flannel"), [], { env: { ...process.env, CNI_COMMAND: "ADD", CNI_CONTAINERID: a.containerId, CNI_NETNS: a.netns, CNI_IFNAME: "eth0", CNI_PATH: "/usr/lib/cni" } });
+        const child = spawn(join(lab.workDir, "bin", "flannel"), [], {
+          env: {
+            ...process.env,
+            CNI_COMMAND: "ADD",
+            CNI_CONTAINERID: a.containerId,
+            CNI_NETNS: a.netns,
+            CNI_IFNAME: "eth0",
+            CNI_PATH: "/usr/lib/cni",
+          },
+        });
         let out = "";
         child.stdout.on("data", (b) => (out += b));
         child.on("close", (status) => resolve({ ...JSON.parse(out), status }));
@@ -197,9 +322,17 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
       });
     expect(await exec("{not json")).toMatchObject({ code: 6, status: 1 });
     expect(await codeOf(runFlannel(h1, "ADD", flannelConf(h1, { cniVersion: "9.9.9" }), att))).toBe(1);
-    expect(await exec(JSON.stringify(flannelConf(h1, { delegate: { ipam: {} } })))).toMatchObject({ code: 7, msg: expect.stringMatching(/delegate: must not have 'ipam'/) });
-    expect(await exec(JSON.stringify(flannelConf(h1)), { netns: "/run/netns/none" })).toMatchObject({ code: 4, msg: expect.stringMatching(/CNI_CONTAINERID/) });
-    expect(await exec(JSON.stringify(flannelConf(h1)), { containerId: "../etc", netns: "/run/netns/none" })).toMatchObject({ code: 4 });
+    expect(await exec(JSON.stringify(flannelConf(h1, { delegate: { ipam: {} } })))).toMatchObject({
+      code: 7,
+      msg: expect.stringMatching(/delegate: must not have 'ipam'/),
+    });
+    expect(await exec(JSON.stringify(flannelConf(h1)), { netns: "/run/netns/none" })).toMatchObject({
+      code: 4,
+      msg: expect.stringMatching(/CNI_CONTAINERID/),
+    });
+    expect(
+      await exec(JSON.stringify(flannelConf(h1)), { containerId: "../etc", netns: "/run/netns/none" }),
+    ).toMatchObject({ code: 4 });
   });
 
   it("50 pods added and deleted concurrently on one host: distinct addresses, and no address, veth, kept config or lock left", async () => {

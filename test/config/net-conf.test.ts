@@ -19,24 +19,45 @@ describe("net-conf.json", () => {
   });
 
   it("fills per-backend defaults", () => {
-    expect(parse({ Network: "198.19.0.0/16", Backend: { Type: "udp" } }).Backend).toEqual({ Type: "udp", Port: 8285, Offloads: true });
-    expect(parse({ Network: "198.19.0.0/16", Backend: { Type: "wasm-vxlan", Workers: 2 } }).Backend).toEqual({ Type: "wasm-vxlan", VNI: 1, Port: 8472, Workers: 2, Offloads: true });
+    expect(parse({ Network: "198.19.0.0/16", Backend: { Type: "udp" } }).Backend).toEqual({
+      Type: "udp",
+      Port: 8285,
+      Offloads: true,
+    });
+    expect(parse({ Network: "198.19.0.0/16", Backend: { Type: "wasm-vxlan", Workers: 2 } }).Backend).toEqual({
+      Type: "wasm-vxlan",
+      VNI: 1,
+      Port: 8472,
+      Workers: 2,
+      Offloads: true,
+    });
   });
 
   it("takes Backend.Offloads for the userspace backends only", () => {
     for (const Type of ["udp", "wasm-vxlan"]) {
       expect(parse({ Network: "198.19.0.0/16", Backend: { Type } }).Backend).toMatchObject({ Offloads: true });
-      expect(parse({ Network: "198.19.0.0/16", Backend: { Type, Offloads: false } }).Backend).toMatchObject({ Offloads: false });
-      expect(() => parse({ Network: "198.19.0.0/16", Backend: { Type, Offloads: "no" } })).toThrow(/Backend\.Offloads = "no"/);
+      expect(parse({ Network: "198.19.0.0/16", Backend: { Type, Offloads: false } }).Backend).toMatchObject({
+        Offloads: false,
+      });
+      expect(() => parse({ Network: "198.19.0.0/16", Backend: { Type, Offloads: "no" } })).toThrow(
+        /Backend\.Offloads = "no"/,
+      );
     }
     for (const Type of ["vxlan", "host-gw"]) {
-      const message = expect.stringMatching(new RegExp(`unknown key\\(s\\) Offloads; allowed here: .*\\(Backend\\.Type ${Type}\\)$`));
-      expect(() => parse({ Network: "198.19.0.0/16", Backend: { Type, Offloads: false } })).toThrow(expect.objectContaining({ code: "CONFIG_NET_CONF_INVALID", message }));
+      const message = expect.stringMatching(
+        new RegExp(`unknown key\\(s\\) Offloads; allowed here: .*\\(Backend\\.Type ${Type}\\)$`),
+      );
+      expect(() => parse({ Network: "198.19.0.0/16", Backend: { Type, Offloads: false } })).toThrow(
+        expect.objectContaining({ code: "CONFIG_NET_CONF_INVALID", message }),
+      );
     }
   });
 
   it.each([
-    [{ Network: "198.19.0.0/16", Backend: { Type: "ipsec" } }, /Backend\.Type is "ipsec"; valid types are vxlan, host-gw, udp, wasm-vxlan/],
+    [
+      { Network: "198.19.0.0/16", Backend: { Type: "ipsec" } },
+      /Backend\.Type is "ipsec"; valid types are vxlan, host-gw, udp, wasm-vxlan/,
+    ],
     [{ Network: "198.19.0.0/16", Backend: { Type: "vxlan", VNI: -1 } }, /Backend\.VNI = -1/],
     [{ Network: "198.19.0.0/16", Backend: { Type: "udp", VNI: 4 } }, /unknown key\(s\) VNI/],
     [{ Network: "198.19.0.0/16", Bogus: 1 }, /unknown key\(s\) Bogus; allowed here: Network, SubnetLen/],
@@ -59,10 +80,19 @@ describe("net-conf.json", () => {
 
   it("documents every key", () => {
     const ref = configReference();
-    for (const key of ["Network", "SubnetLen", "Backend.VNI` (vxlan)", "Backend.Workers` (udp, wasm-vxlan)", "Backend.Port` (udp)", "Backend.Offloads` (udp, wasm-vxlan)"]) {
+    for (const key of [
+      "Network",
+      "SubnetLen",
+      "Backend.VNI` (vxlan)",
+      "Backend.Workers` (udp, wasm-vxlan)",
+      "Backend.Port` (udp)",
+      "Backend.Offloads` (udp, wasm-vxlan)",
+    ]) {
       expect(ref).toContain(key);
     }
-    expect(ref).toMatch(/Offloads` \(udp, wasm-vxlan\) \| segmentation offloads \(default true\).*turn off by themselves.*wire are the same/);
+    expect(ref).toMatch(
+      /Offloads` \(udp, wasm-vxlan\) \| segmentation offloads \(default true\).*turn off by themselves.*wire are the same/,
+    );
     // Escaped for Markdown, where <VNI> would vanish as an HTML tag.
     expect(ref).toContain("flannel.&lt;VNI&gt;");
   });
@@ -93,21 +123,41 @@ describe("net-conf.json: IPv6 and dual-stack (flannel's keys, defaults and limit
   });
 
   it("IPv6-only: EnableIPv4 false needs no Network", () => {
-    const c = parse({ EnableIPv4: false, EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49", Backend: { Type: "host-gw" } });
+    const c = parse({
+      EnableIPv4: false,
+      EnableIPv6: true,
+      IPv6Network: "2001:2:0:8000::/49",
+      Backend: { Type: "host-gw" },
+    });
     expect(c.space).toBeUndefined();
     expect(c.space6!.subnetOf(0)).toBe("2001:2:0:8001::/64");
   });
 
   it("follows flannel's IPv6SubnetLen default for small networks (prefix + 2) and takes Min/Max", () => {
-    expect(parse({ EnableIPv4: false, EnableIPv6: true, IPv6Network: "2001:2:0:8000::/120" }).space6!.subnetLen).toBe(122);
-    expect(parse({ EnableIPv4: false, EnableIPv6: true, IPv6Network: "2001:2:0:8000::/62" }).space6!.subnetLen).toBe(64);
-    expect(parse({ EnableIPv4: false, EnableIPv6: true, IPv6Network: "2001:2:0:8000::/63" }).space6!.subnetLen).toBe(65);
-    const s = parse({ EnableIPv4: false, EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49", IPv6SubnetLen: 80, IPv6SubnetMin: "2001:2:0:8000:1::", IPv6SubnetMax: "2001:2:0:8000:10::" }).space6!;
+    expect(parse({ EnableIPv4: false, EnableIPv6: true, IPv6Network: "2001:2:0:8000::/120" }).space6!.subnetLen).toBe(
+      122,
+    );
+    expect(parse({ EnableIPv4: false, EnableIPv6: true, IPv6Network: "2001:2:0:8000::/62" }).space6!.subnetLen).toBe(
+      64,
+    );
+    expect(parse({ EnableIPv4: false, EnableIPv6: true, IPv6Network: "2001:2:0:8000::/63" }).space6!.subnetLen).toBe(
+      65,
+    );
+    const s = parse({
+      EnableIPv4: false,
+      EnableIPv6: true,
+      IPv6Network: "2001:2:0:8000::/49",
+      IPv6SubnetLen: 80,
+      IPv6SubnetMin: "2001:2:0:8000:1::",
+      IPv6SubnetMax: "2001:2:0:8000:10::",
+    }).space6!;
     expect([s.subnetOf(0), s.slotCount]).toEqual(["2001:2:0:8000:1::/80", 16]);
   });
 
   it("holds 2^32 subnets of a /32 (the ring holds ranges, not slots)", () => {
-    expect(parse({ EnableIPv4: false, EnableIPv6: true, IPv6Network: "2001:2::/32" }).space6!.slotCount).toBe(2 ** 32 - 1);
+    expect(parse({ EnableIPv4: false, EnableIPv6: true, IPv6Network: "2001:2::/32" }).space6!.slotCount).toBe(
+      2 ** 32 - 1,
+    );
   });
 
   it.each([
@@ -115,16 +165,72 @@ describe("net-conf.json: IPv6 and dual-stack (flannel's keys, defaults and limit
     [{ EnableIPv4: false, EnableIPv6: false, Network: "198.19.0.0/16" }, "EnableIPv4", /at least one address family/],
     [{ Network: "198.19.0.0/16", EnableIPv6: true }, "IPv6Network", /EnableIPv6 needs IPv6Network/],
     [{ EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49" }, "Network", /required while EnableIPv4 is true/],
-    [{ Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49", Backend: { Type: "udp" } }, "Backend", /udp cannot carry IPv6 \(flannel's udp wire format carries IPv4 packets only\)/],
-    [{ Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49", Backend: { Type: "wasm-vxlan" } }, "Backend", /wasm-vxlan cannot carry IPv6/],
-    [{ Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "198.19.0.0/16" }, "IPv6Network", /not an IPv6 address/],
-    [{ Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::1/49" }, "IPv6Network", /host bits set/],
-    [{ Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49", IPv6SubnetLen: 127 }, "", /IPv6SubnetLen 127 must be a whole number no larger than 126/],
-    [{ Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49", IPv6SubnetLen: 50 }, "", /IPv6SubnetLen \/50 is too large .* at least four subnets \(use \/51/],
-    [{ Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::/125" }, "", /IPv6Network 2001:2:0:8000::\/125 is too small: use a \/124/],
-    [{ Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49", IPv6SubnetMin: "2001:2::" }, "", /IPv6SubnetMin 2001:2:: is not inside IPv6Network/],
-    [{ Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49", IPv6SubnetMax: "2001:2:0:8000::8" }, "", /IPv6SubnetMax 2001:2:0:8000::8 is not on a \/64 boundary/],
-    [{ Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49", IPv6SubnetMin: "2001:2:0:9000::", IPv6SubnetMax: "2001:2:0:8100::" }, "", /IPv6SubnetMin 2001:2:0:9000:: is above IPv6SubnetMax/],
+    [
+      { Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49", Backend: { Type: "udp" } },
+      "Backend",
+      /udp cannot carry IPv6 \(flannel's udp wire format carries IPv4 packets only\)/,
+    ],
+    [
+      {
+        Network: "198.19.0.0/16",
+        EnableIPv6: true,
+        IPv6Network: "2001:2:0:8000::/49",
+        Backend: { Type: "wasm-vxlan" },
+      },
+      "Backend",
+      /wasm-vxlan cannot carry IPv6/,
+    ],
+    [
+      { Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "198.19.0.0/16" },
+      "IPv6Network",
+      /not an IPv6 address/,
+    ],
+    [
+      { Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::1/49" },
+      "IPv6Network",
+      /host bits set/,
+    ],
+    [
+      { Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49", IPv6SubnetLen: 127 },
+      "",
+      /IPv6SubnetLen 127 must be a whole number no larger than 126/,
+    ],
+    [
+      { Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49", IPv6SubnetLen: 50 },
+      "",
+      /IPv6SubnetLen \/50 is too large .* at least four subnets \(use \/51/,
+    ],
+    [
+      { Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::/125" },
+      "",
+      /IPv6Network 2001:2:0:8000::\/125 is too small: use a \/124/,
+    ],
+    [
+      { Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49", IPv6SubnetMin: "2001:2::" },
+      "",
+      /IPv6SubnetMin 2001:2:: is not inside IPv6Network/,
+    ],
+    [
+      {
+        Network: "198.19.0.0/16",
+        EnableIPv6: true,
+        IPv6Network: "2001:2:0:8000::/49",
+        IPv6SubnetMax: "2001:2:0:8000::8",
+      },
+      "",
+      /IPv6SubnetMax 2001:2:0:8000::8 is not on a \/64 boundary/,
+    ],
+    [
+      {
+        Network: "198.19.0.0/16",
+        EnableIPv6: true,
+        IPv6Network: "2001:2:0:8000::/49",
+        IPv6SubnetMin: "2001:2:0:9000::",
+        IPv6SubnetMax: "2001:2:0:8100::",
+      },
+      "",
+      /IPv6SubnetMin 2001:2:0:9000:: is above IPv6SubnetMax/,
+    ],
     [{ EnableIPv4: false, EnableIPv6: true, IPv6Network: "2000::/8" }, "", /2\^48/],
   ])("rejects %j with one clear error naming the key", (conf, key, message) => {
     try {
@@ -139,6 +245,7 @@ describe("net-conf.json: IPv6 and dual-stack (flannel's keys, defaults and limit
 
   it("documents the IPv6 keys", () => {
     const ref = configReference();
-    for (const key of ["EnableIPv6", "IPv6Network", "IPv6SubnetLen", "IPv6SubnetMin", "IPv6SubnetMax"]) expect(ref).toContain(`| \`${key}\` |`);
+    for (const key of ["EnableIPv6", "IPv6Network", "IPv6SubnetLen", "IPv6SubnetMin", "IPv6SubnetMax"])
+      expect(ref).toContain(`| \`${key}\` |`);
   });
 });

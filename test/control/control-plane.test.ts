@@ -38,12 +38,22 @@ function noSharedSubnet(sim: SimControlPlanes): void {
   }
 }
 
-async function cluster(names: string[], seed: number, lease = {}, sim = new SimControlPlanes(SPACE, seed)): Promise<{ sim: SimControlPlanes; nodes: Live[] }> {
+async function cluster(
+  names: string[],
+  seed: number,
+  lease = {},
+  sim = new SimControlPlanes(SPACE, seed),
+): Promise<{ sim: SimControlPlanes; nodes: Live[] }> {
   const nodes = names.map((n) => sim.add(n));
   for (const n of nodes) {
     await sim.start(n, { join: nodes.filter((o) => o !== n).map((o) => o.host.addr), seeds: names, lease });
   }
-  expect(await sim.runUntil(() => agreed(sim) && sim.live().every((n) => n.plane.members().length === names.length), 120_000)).toBe(true);
+  expect(
+    await sim.runUntil(
+      () => agreed(sim) && sim.live().every((n) => n.plane.members().length === names.length),
+      120_000,
+    ),
+  ).toBe(true);
   return { sim, nodes: nodes as Live[] };
 }
 
@@ -69,16 +79,31 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
       expect(n.plane.leases).toBe(n.plane.leases6);
       expect(n.plane.leases4).toBeUndefined();
       expect(n.plane.leases.currentLease()!.subnet).toMatch(/^2001:2:0:[89a-f][0-9a-f]{3}::\/64$/);
-      n.plane.announce(undefined, { type: "vxlan", vtepMac: `02:00:00:00:00:0${n.name.charCodeAt(0) - 96}`, vni: 1, port: 8472 });
+      n.plane.announce(undefined, {
+        type: "vxlan",
+        vtepMac: `02:00:00:00:00:0${n.name.charCodeAt(0) - 96}`,
+        vni: 1,
+        port: 8472,
+      });
       await expect(n.plane.lease()).rejects.toMatchObject({ code: "LEASE_NOT_RUNNING" });
     }
     const record = (n: Live) => decodeNodeRecord(n.plane.nodeMeta(512));
     expect(await sim.runUntil(() => nodes.every((n) => n.plane.peers6().length === 2), 60_000)).toBe(true);
     for (const n of nodes) {
       // The record keeps IPv4's position, empty: subnet null, no IPv4 backend.
-      expect(record(n)).toEqual({ subnet: null, subnet6: n.plane.leases.currentLease()!.subnet, underlay6: n.host.addr.host, backend6: expect.objectContaining({ type: "vxlan" }) });
+      expect(record(n)).toEqual({
+        subnet: null,
+        subnet6: n.plane.leases.currentLease()!.subnet,
+        underlay6: n.host.addr.host,
+        backend6: expect.objectContaining({ type: "vxlan" }),
+      });
       expect(n.plane.peers()).toEqual([]);
-      expect(n.plane.peers6().map((p) => [p.name, formatIpv6(p.underlay), formatPrefix6(p.subnet)]).sort()).toEqual(
+      expect(
+        n.plane
+          .peers6()
+          .map((p) => [p.name, formatIpv6(p.underlay), formatPrefix6(p.subnet)])
+          .sort(),
+      ).toEqual(
         nodes.filter((o) => o !== n).map((o) => [o.name, o.host.addr.host, o.plane.leases.currentLease()!.subnet]),
       );
     }
@@ -90,10 +115,17 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     expect(await sim.runUntil(() => c2.leases.currentLease()?.subnet === cSubnet && agreed(sim), 60_000)).toBe(true);
     // Gone for good: reclaim hands its IPv6 subnets to the ring.
     sim.crash(c);
-    expect(await sim.runUntil(() => a.plane.allMembers().some((m) => m.name === "c" && m.state === "dead"), 60_000)).toBe(true);
+    expect(
+      await sim.runUntil(() => a.plane.allMembers().some((m) => m.name === "c" && m.state === "dead"), 60_000),
+    ).toBe(true);
     const report = await b.plane.reclaim("c");
     expect(report.node).toBe("c");
-    expect(await sim.runUntil(() => [a, b].every((n) => n.plane.reservations().every((r) => r.node !== "c" || r.condemned)), 60_000)).toBe(true);
+    expect(
+      await sim.runUntil(
+        () => [a, b].every((n) => n.plane.reservations().every((r) => r.node !== "c" || r.condemned)),
+        60_000,
+      ),
+    ).toBe(true);
     expect(sim.errors()).toEqual([]);
   }, 120_000);
 
@@ -102,7 +134,9 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     const [a, b, c] = nodes;
     const cSubnet = c.plane.leases.currentLease()!.subnet;
     sim.crash(c);
-    expect(await sim.runUntil(() => a.plane.allMembers().some((m) => m.name === "c" && m.state === "dead"), 60_000)).toBe(true);
+    expect(
+      await sim.runUntil(() => a.plane.allMembers().some((m) => m.name === "c" && m.state === "dead"), 60_000),
+    ).toBe(true);
     const deadAt = sim.scheduler.now();
     await sim.runFor(3600_000);
     for (const n of [a, b]) {
@@ -137,7 +171,12 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     expect(await sim.runUntil(() => reached, 60_000)).toBe(true);
     expect(pb.joinStatus().state).toBe("joined");
     expect(await sim.runUntil(() => agreed(sim), 60_000)).toBe(true);
-    expect(pa.members().map((m) => m.name).sort()).toEqual(["a", "b"]);
+    expect(
+      pa
+        .members()
+        .map((m) => m.name)
+        .sort(),
+    ).toEqual(["a", "b"]);
     expect(sim.errors()).toEqual([]);
   }, 120_000);
 
@@ -156,7 +195,15 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     sim.nodes.delete(`a@${a.host.addr.host}`);
     sim.dns.set("seeds.test", [moved.host.addr.host]);
     await sim.start(moved, { join: [], seeds: ["a", "b"] });
-    expect(await sim.runUntil(() => pb.joinStatus().state === "joined" && agreed(sim) && pb.members().some((m) => m.name === "a" && m.host === moved.host.addr.host), 120_000)).toBe(true);
+    expect(
+      await sim.runUntil(
+        () =>
+          pb.joinStatus().state === "joined" &&
+          agreed(sim) &&
+          pb.members().some((m) => m.name === "a" && m.host === moved.host.addr.host),
+        120_000,
+      ),
+    ).toBe(true);
   }, 120_000);
 
   it("refuses a second node with a live member's name: it never joins nor leases, and the first keeps its record and subnet", async () => {
@@ -187,10 +234,16 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     const [a, b, c, d] = nodes;
     const aSubnet = a.plane.leases.currentLease()!.subnet;
     // c is cut off long enough to declare the others dead, so it lets a second "a" in.
-    sim.net.partition([a, b, d].map((n) => n.host.addr), [c.host.addr]);
+    sim.net.partition(
+      [a, b, d].map((n) => n.host.addr),
+      [c.host.addr],
+    );
     expect(await sim.runUntil(() => c.plane.members().length === 1, 60_000)).toBe(true);
     const clone = sim.add("a");
-    sim.net.partition([a, b, d].map((n) => n.host.addr), [c.host.addr, clone.host.addr]);
+    sim.net.partition(
+      [a, b, d].map((n) => n.host.addr),
+      [c.host.addr, clone.host.addr],
+    );
     const pc = await sim.start(clone, { join: [c.host.addr], seeds: ["a", "b", "c", "d"] });
     let fatal: { code?: string; message: string } | undefined;
     let firstFatal: Error | undefined;
@@ -205,7 +258,14 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     await pc.stop(false);
     clone.plane = undefined;
     expect(firstFatal).toBeUndefined();
-    expect(await sim.runUntil(() => [b, c, d].every((n) => n.plane.members().find((m) => m.name === "a")?.host === a.host.addr.host) && agreed(sim), 180_000)).toBe(true);
+    expect(
+      await sim.runUntil(
+        () =>
+          [b, c, d].every((n) => n.plane.members().find((m) => m.name === "a")?.host === a.host.addr.host) &&
+          agreed(sim),
+        180_000,
+      ),
+    ).toBe(true);
     expect(a.plane.leases.currentLease()?.subnet).toBe(aSubnet);
   }, 180_000);
 
@@ -214,13 +274,20 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     const { sim, nodes } = await cluster(names, 6);
     const before = new Map(nodes.map((n) => [n.name, n.plane.leases.currentLease()!.subnet]));
     sim.scheduler.addCheck(() => noSharedSubnet(sim));
-    sim.net.partition(nodes.slice(0, 2).map((n) => n.host.addr), nodes.slice(2).map((n) => n.host.addr));
+    sim.net.partition(
+      nodes.slice(0, 2).map((n) => n.host.addr),
+      nodes.slice(2).map((n) => n.host.addr),
+    );
     await sim.runFor(120_000);
     expect(nodes[0].plane.members().length).toBe(2);
     sim.net.heal();
-    expect(await sim.runUntil(() => agreed(sim) && nodes.every((n) => n.plane.members().length === 5), 180_000)).toBe(true);
+    expect(await sim.runUntil(() => agreed(sim) && nodes.every((n) => n.plane.members().length === 5), 180_000)).toBe(
+      true,
+    );
     for (const n of nodes) expect(n.plane.leases.currentLease()?.subnet).toBe(before.get(n.name));
-    expect(sim.logs.filter((l) => ["LEASE_LOST", "LEASE_RECLAIMED", "LEASE_INCONSISTENT"].includes(l.code ?? ""))).toEqual([]);
+    expect(
+      sim.logs.filter((l) => ["LEASE_LOST", "LEASE_RECLAIMED", "LEASE_INCONSISTENT"].includes(l.code ?? "")),
+    ).toEqual([]);
   }, 180_000);
 
   it("when both sides reclaimed each other (a grace shorter than the partition), views agree again after the heal and nobody keeps a lost subnet", async () => {
@@ -230,14 +297,20 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
       // Within a side, never two users of one subnet (across sides it is the documented risk).
       for (const side of [nodes.slice(0, 2), nodes.slice(2)]) {
         const l = side.map((n) => n.plane.leases.currentLease()?.subnet).filter((x) => x);
-        if (new Set(l).size !== l.length) throw new Error(`t=${sim.scheduler.elapsed()}: one side shares a subnet: ${l}`);
+        if (new Set(l).size !== l.length)
+          throw new Error(`t=${sim.scheduler.elapsed()}: one side shares a subnet: ${l}`);
       }
     });
-    sim.net.partition(nodes.slice(0, 2).map((n) => n.host.addr), nodes.slice(2).map((n) => n.host.addr));
+    sim.net.partition(
+      nodes.slice(0, 2).map((n) => n.host.addr),
+      nodes.slice(2).map((n) => n.host.addr),
+    );
     await sim.runFor(90_000);
     expect(sim.logs.some((l) => l.code === "LEASE_RECLAIMED")).toBe(true);
     sim.net.heal();
-    expect(await sim.runUntil(() => agreed(sim) && nodes.every((n) => n.plane.members().length === 5), 600_000)).toBe(true);
+    expect(await sim.runUntil(() => agreed(sim) && nodes.every((n) => n.plane.members().length === 5), 600_000)).toBe(
+      true,
+    );
     noSharedSubnet(sim);
   }, 300_000);
 });

@@ -29,8 +29,17 @@ function deathLog(): { deaths: string[]; events: EventDelegate } {
 async function formCluster(s: number, n: number, conditions: Partial<LinkConditions> = {}, options: NodeOptions = {}) {
   const cluster = new SimCluster({ seed: s, conditions });
   cluster.addMany(n, "n", options);
-  const joined = await cluster.join(cluster.liveNodes().slice(1).map((x) => x.name), ["n0"]);
-  expect(joined.every((j) => j === 1), cluster.describe()).toBe(true);
+  const joined = await cluster.join(
+    cluster
+      .liveNodes()
+      .slice(1)
+      .map((x) => x.name),
+    ["n0"],
+  );
+  expect(
+    joined.every((j) => j === 1),
+    cluster.describe(),
+  ).toBe(true);
   expect(await cluster.runUntil(() => cluster.converged(), 60_000), `${cluster.describe()}: no convergence`).toBe(true);
   return cluster;
 }
@@ -53,7 +62,10 @@ describe("membership in the simulator", () => {
         const changed = cluster.node(`n${s % n}`);
         changed.meta = new TextEncoder().encode(`new meta ${s}`);
         changed.ml().updateNode();
-        expect(await cluster.runUntil(() => cluster.converged(), 30_000), `${cluster.describe()}: meta did not spread`).toBe(true);
+        expect(
+          await cluster.runUntil(() => cluster.converged(), 30_000),
+          `${cluster.describe()}: meta did not spread`,
+        ).toBe(true);
       }),
       { numRuns: RUNS * 2 },
     );
@@ -61,14 +73,25 @@ describe("membership in the simulator", () => {
 
   it("a crashed node is declared dead by every other node", async () => {
     await fc.assert(
-      fc.asyncProperty(seed, fc.integer({ min: 4, max: 12 }), fc.double({ min: 0, max: 0.05, noNaN: true }), async (s, n, loss) => {
-        const cluster = await formCluster(s, n, { loss });
-        const victims = cluster.liveNodes().slice(1, 1 + Math.max(1, Math.floor(n / 4))).map((v) => v.name);
-        for (const v of victims) cluster.crash(v);
-        expect(await cluster.runUntil(deadEverywhere(cluster, victims), 120_000), `${cluster.describe()}: ${victims} not dead everywhere`).toBe(true);
-        // And nobody alive was taken down with them.
-        expect(cluster.converged(), cluster.describe()).toBe(true);
-      }),
+      fc.asyncProperty(
+        seed,
+        fc.integer({ min: 4, max: 12 }),
+        fc.double({ min: 0, max: 0.05, noNaN: true }),
+        async (s, n, loss) => {
+          const cluster = await formCluster(s, n, { loss });
+          const victims = cluster
+            .liveNodes()
+            .slice(1, 1 + Math.max(1, Math.floor(n / 4)))
+            .map((v) => v.name);
+          for (const v of victims) cluster.crash(v);
+          expect(
+            await cluster.runUntil(deadEverywhere(cluster, victims), 120_000),
+            `${cluster.describe()}: ${victims} not dead everywhere`,
+          ).toBe(true);
+          // And nobody alive was taken down with them.
+          expect(cluster.converged(), cluster.describe()).toBe(true);
+        },
+      ),
       { numRuns: RUNS },
     );
   });
@@ -81,14 +104,28 @@ describe("membership in the simulator", () => {
         cluster.addMany(n - 1, "n", { events: log.events });
         // Handles everything 600 ms late: every direct ping to it misses the 500 ms probe timeout.
         cluster.add("slow", { events: log.events, timerStretch: stretched ? 10 : 1, inboundDelayMs: 600 });
-        await cluster.join(cluster.liveNodes().slice(1).map((x) => x.name), ["n0"]);
+        await cluster.join(
+          cluster
+            .liveNodes()
+            .slice(1)
+            .map((x) => x.name),
+          ["n0"],
+        );
         await cluster.runFor(180_000);
         expect(log.deaths, cluster.describe()).toEqual([]);
         // The slow node may be under (refutable) suspicion at any moment; nobody is missing.
         expect(cluster.everyoneKnown(), cluster.describe()).toBe(true);
       }),
       // Seeds that once failed (a suspicion outliving the refutation at one node), kept as regressions.
-      { numRuns: RUNS, examples: [[2147483627, 8, true], [2144206836, 6, true], [1, 9, true], [917437767, 7, false]] },
+      {
+        numRuns: RUNS,
+        examples: [
+          [2147483627, 8, true],
+          [2144206836, 6, true],
+          [1, 9, true],
+          [917437767, 7, false],
+        ],
+      },
     );
     // Nine runs of 180 simulated seconds each: about a minute on an idle 2-core machine, more
     // when it is shared, so this one gets more than the default 60 s.
@@ -96,38 +133,54 @@ describe("membership in the simulator", () => {
 
   it("a partition makes each side declare the other dead; after healing the cluster merges by itself", async () => {
     await fc.assert(
-      fc.asyncProperty(seed, fc.integer({ min: 4, max: 10 }), fc.double({ min: 0, max: 0.05, noNaN: true }), fc.boolean(), async (s, n, loss, late) => {
-        const cluster = await formCluster(s, n, { loss });
-        const names = cluster.liveNodes().map((x) => x.name);
-        const cut = 1 + (s % (n - 1));
-        const [left, right] = [names.slice(0, cut), names.slice(cut)];
-        cluster.partition(left, right);
-        const split = () =>
-          left.every((a) => right.every((b) => cluster.view(a, b)?.state === "dead" && cluster.view(b, a)?.state === "dead"));
-        expect(await cluster.runUntil(split, 180_000), `${cluster.describe()}: sides did not split`).toBe(true);
-        // Heal soon (dead members still get gossip) or late (only reconnect can bring them back).
-        await cluster.runFor(late ? 120_000 : 0);
-        cluster.heal();
-        expect(await cluster.runUntil(() => cluster.converged(), 300_000, 500), `${cluster.describe()}: no merge after heal`).toBe(true);
-      }),
+      fc.asyncProperty(
+        seed,
+        fc.integer({ min: 4, max: 10 }),
+        fc.double({ min: 0, max: 0.05, noNaN: true }),
+        fc.boolean(),
+        async (s, n, loss, late) => {
+          const cluster = await formCluster(s, n, { loss });
+          const names = cluster.liveNodes().map((x) => x.name);
+          const cut = 1 + (s % (n - 1));
+          const [left, right] = [names.slice(0, cut), names.slice(cut)];
+          cluster.partition(left, right);
+          const split = () =>
+            left.every((a) =>
+              right.every((b) => cluster.view(a, b)?.state === "dead" && cluster.view(b, a)?.state === "dead"),
+            );
+          expect(await cluster.runUntil(split, 180_000), `${cluster.describe()}: sides did not split`).toBe(true);
+          // Heal soon (dead members still get gossip) or late (only reconnect can bring them back).
+          await cluster.runFor(late ? 120_000 : 0);
+          cluster.heal();
+          expect(
+            await cluster.runUntil(() => cluster.converged(), 300_000, 500),
+            `${cluster.describe()}: no merge after heal`,
+          ).toBe(true);
+        },
+      ),
       { numRuns: RUNS },
     );
   });
 
   it("a graceful leave is seen as left, never as dead", async () => {
     await fc.assert(
-      fc.asyncProperty(seed, fc.integer({ min: 3, max: 10 }), fc.double({ min: 0, max: 0.05, noNaN: true }), async (s, n, loss) => {
-        const log = deathLog();
-        const cluster = await formCluster(s, n, { loss }, { events: log.events });
-        const leaver = `n${1 + (s % (n - 1))}`;
-        await cluster.leave(leaver);
-        const leftEverywhere = () => cluster.liveNodes().every((o) => cluster.view(o.name, leaver)?.state === "left");
-        expect(await cluster.runUntil(leftEverywhere, 90_000), `${cluster.describe()}: leave not seen`).toBe(true);
-        await cluster.runFor(120_000);
-        expect(leftEverywhere(), cluster.describe()).toBe(true);
-        expect(log.deaths, cluster.describe()).toEqual([]);
-        expect(cluster.converged(), cluster.describe()).toBe(true);
-      }),
+      fc.asyncProperty(
+        seed,
+        fc.integer({ min: 3, max: 10 }),
+        fc.double({ min: 0, max: 0.05, noNaN: true }),
+        async (s, n, loss) => {
+          const log = deathLog();
+          const cluster = await formCluster(s, n, { loss }, { events: log.events });
+          const leaver = `n${1 + (s % (n - 1))}`;
+          await cluster.leave(leaver);
+          const leftEverywhere = () => cluster.liveNodes().every((o) => cluster.view(o.name, leaver)?.state === "left");
+          expect(await cluster.runUntil(leftEverywhere, 90_000), `${cluster.describe()}: leave not seen`).toBe(true);
+          await cluster.runFor(120_000);
+          expect(leftEverywhere(), cluster.describe()).toBe(true);
+          expect(log.deaths, cluster.describe()).toEqual([]);
+          expect(cluster.converged(), cluster.describe()).toBe(true);
+        },
+      ),
       { numRuns: RUNS },
     );
   });
@@ -140,7 +193,11 @@ describe("membership in the simulator", () => {
         const next = generateKey();
         const nodes = cluster.liveNodes();
         // Each step reaches every node at a different moment within 10 s; the next step starts after.
-        for (const step of [(r: Keyring) => r.install(next), (r: Keyring) => r.use(next), (r: Keyring) => r.remove(CLUSTER_KEY)]) {
+        for (const step of [
+          (r: Keyring) => r.install(next),
+          (r: Keyring) => r.use(next),
+          (r: Keyring) => r.remove(CLUSTER_KEY),
+        ]) {
           const order = [...nodes].sort(() => cluster.random.next() - 0.5);
           for (const node of order) {
             await cluster.runFor(cluster.random.int(10_000 / n));
@@ -170,10 +227,17 @@ describe("membership in the simulator", () => {
         // It also tries to gossip its own record at a member directly.
         intruder.ml().sendBestEffort("intruder", new Uint8Array([1]));
         await cluster.runFor(60_000);
-        expect(intruder.ml().members().map((m) => m.name)).toEqual(["intruder"]);
+        expect(
+          intruder
+            .ml()
+            .members()
+            .map((m) => m.name),
+        ).toEqual(["intruder"]);
         intruder.crashed = true; // leave it out of the convergence check below
         expect(cluster.converged(), cluster.describe()).toBe(true);
-        expect(cluster.node("n0").ml().counters().dropped.badKey + cluster.node("n1").ml().counters().dropped.badKey).toBeGreaterThan(0);
+        expect(
+          cluster.node("n0").ml().counters().dropped.badKey + cluster.node("n1").ml().counters().dropped.badKey,
+        ).toBeGreaterThan(0);
       }),
       { numRuns: RUNS },
     );
@@ -181,7 +245,10 @@ describe("membership in the simulator", () => {
 
   it("a joiner makes one more push-pull a little after joining, whatever the number of seeds", async () => {
     // Periodic anti-entropy and reconnects pushed out of the way: every push-pull here is a join's.
-    const cluster = new SimCluster({ seed: 11, config: { pushPullIntervalMs: 3_600_000, reconnectIntervalMs: 3_600_000 } });
+    const cluster = new SimCluster({
+      seed: 11,
+      config: { pushPullIntervalMs: 3_600_000, reconnectIntervalMs: 3_600_000 },
+    });
     cluster.addMany(4);
     // Stream requests (push-pull is the only one here: no reliable sends, no TCP ping fallback
     // without loss) by their sender.
@@ -197,7 +264,9 @@ describe("membership in the simulator", () => {
     await cluster.runFor(2 * ((4 * 200) / 3) + 50);
     expect(pushPulls("n3"), cluster.describe()).toBe(4);
     await cluster.runFor(60_000);
-    expect([pushPulls("n0"), pushPulls("n1"), pushPulls("n2"), pushPulls("n3")], cluster.describe()).toEqual([0, 2, 2, 4]);
+    expect([pushPulls("n0"), pushPulls("n1"), pushPulls("n2"), pushPulls("n3")], cluster.describe()).toEqual([
+      0, 2, 2, 4,
+    ]);
     expect(cluster.converged(), cluster.describe()).toBe(true);
   });
 
@@ -211,7 +280,9 @@ describe("membership in the simulator", () => {
         expect(await cluster.runUntil(deadEverywhere(cluster, [victim]), 120_000), cluster.describe()).toBe(true);
         cluster.restart(victim);
         await cluster.join([victim], ["n0"]);
-        expect(await cluster.runUntil(() => cluster.converged(), 60_000), `${cluster.describe()}: no rejoin`).toBe(true);
+        expect(await cluster.runUntil(() => cluster.converged(), 60_000), `${cluster.describe()}: no rejoin`).toBe(
+          true,
+        );
         for (const o of cluster.liveNodes()) expect(cluster.view(o.name, victim)!.incarnation).toBeGreaterThan(before);
       }),
       { numRuns: RUNS },
@@ -252,7 +323,8 @@ describe("membership in the simulator", () => {
     const cluster = await formCluster(11, 4);
     const pings: Uint8Array[] = [];
     cluster.net.tap = (kind, from, to, frame) => {
-      if (kind === "packet" && from.host === cluster.node("n1").addr.host && to.host === cluster.node("n0").addr.host) pings.push(frame);
+      if (kind === "packet" && from.host === cluster.node("n1").addr.host && to.host === cluster.node("n0").addr.host)
+        pings.push(frame);
     };
     await cluster.runFor(20_000);
     const victim = { host: "198.18.200.1", port: 7946 };
@@ -280,7 +352,13 @@ describe("membership in the simulator", () => {
     };
     await cluster.runFor(5000);
     cluster.net.tap = undefined;
-    const snapshot = () => JSON.stringify(target.ml().allMembers().map((v) => [v.name, v.state, v.incarnation]));
+    const snapshot = () =>
+      JSON.stringify(
+        target
+          .ml()
+          .allMembers()
+          .map((v) => [v.name, v.state, v.incarnation]),
+      );
     const frames = fc.oneof(
       fc.uint8Array({ maxLength: 3000 }),
       fc.tuple(fc.constantFrom(...genuine), fc.nat(), fc.integer({ min: 1, max: 255 })).map(([g, at, mask]) => {

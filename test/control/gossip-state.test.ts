@@ -31,10 +31,20 @@ function setup(answers: () => boolean = () => false) {
   const awareness = new Awareness(8);
   let lastChecks = 0;
   const membership = new Membership({
-    config, clock, random: new SeededRandom(2), broadcasts: queue, awareness, counters,
+    config,
+    clock,
+    random: new SeededRandom(2),
+    broadcasts: queue,
+    awareness,
+    counters,
     self: { host: "198.18.0.1", port: 7946, meta: META, incarnation: MY_INCARNATION },
     logger: pino({ level: "silent" }),
-    events: { notifyJoin: record("join"), notifyUpdate: record("update"), notifyLeave: record("leave"), notifySuspect: record("suspect") },
+    events: {
+      notifyJoin: record("join"),
+      notifyUpdate: record("update"),
+      notifyLeave: record("leave"),
+      notifySuspect: record("suspect"),
+    },
     lastCheck: (_target, done) => {
       lastChecks++;
       clock.setTimer(config.probeIntervalMs, () => done(answers()));
@@ -44,8 +54,10 @@ function setup(answers: () => boolean = () => false) {
   const m = {
     alive: (node: string, incarnation: number, meta = META, host = `h-${node}`) =>
       membership.applyAlive({ kind: "alive", node, incarnation, host, port: 7946, meta }),
-    suspect: (node: string, incarnation: number, from = "x") => membership.applySuspect({ kind: "suspect", node, incarnation, from }),
-    dead: (node: string, incarnation: number, from = "x") => membership.applyDead({ kind: "dead", node, incarnation, from }),
+    suspect: (node: string, incarnation: number, from = "x") =>
+      membership.applySuspect({ kind: "suspect", node, incarnation, from }),
+    dead: (node: string, incarnation: number, from = "x") =>
+      membership.applyDead({ kind: "dead", node, incarnation, from }),
     state: (node: string) => {
       const r = membership.get(node);
       return r ? `${r.state}@${r.incarnation}` : "unknown";
@@ -116,7 +128,9 @@ describe("membership precedence", () => {
     queue.take(0, 10_000); // drain
     membership.suspectByProbe("b", 5);
     // Our confirmation goes out for the others to count...
-    expect(queue.take(0, 10_000)).toContainEqual(encodeMessage({ kind: "suspect", node: "b", incarnation: 5, from: "me" }));
+    expect(queue.take(0, 10_000)).toContainEqual(
+      encodeMessage({ kind: "suspect", node: "b", incarnation: 5, from: "me" }),
+    );
     // ...and shortens our timer: 24 − (24 − 4) × log 2 / log 3 ≈ 11.4 s instead of 24 s.
     await sched.runFor(11_000);
     expect(m.state("b")).toBe("suspect@5");
@@ -137,7 +151,12 @@ describe("membership precedence", () => {
     const { m, events } = setup();
     m.alive("b", 5);
     m.dead("b", 5);
-    for (const replay of [() => m.alive("b", 5), () => m.alive("b", 3), () => m.suspect("b", 9), () => m.dead("b", 4)]) {
+    for (const replay of [
+      () => m.alive("b", 5),
+      () => m.alive("b", 3),
+      () => m.suspect("b", 9),
+      () => m.dead("b", 4),
+    ]) {
       replay();
       expect(m.state("b")).toBe("dead@5");
     }
@@ -184,14 +203,28 @@ describe("membership precedence", () => {
     expect(counters.protocol.refutations).toBe(3);
     expect(awareness.score()).toBe(3);
     // The queued broadcast about us is the newest alive.
-    const current = encodeMessage({ kind: "alive", node: "me", incarnation: MY_INCARNATION + 21, host: "198.18.0.1", port: 7946, meta: META });
+    const current = encodeMessage({
+      kind: "alive",
+      node: "me",
+      incarnation: MY_INCARNATION + 21,
+      host: "198.18.0.1",
+      port: 7946,
+      meta: META,
+    });
     expect(queue.take(0, 1400)[0]).toEqual(current);
   });
 
   it("answers an accusation it already refuted by sending its current record again", () => {
     const { m, membership, queue, counters } = setup();
     m.suspect("me", MY_INCARNATION);
-    const current = encodeMessage({ kind: "alive", node: "me", incarnation: MY_INCARNATION + 1, host: "198.18.0.1", port: 7946, meta: META });
+    const current = encodeMessage({
+      kind: "alive",
+      node: "me",
+      incarnation: MY_INCARNATION + 1,
+      host: "198.18.0.1",
+      port: 7946,
+      meta: META,
+    });
     for (let i = 0; i < 10; i++) queue.take(0, 1400); // sent out its limit: the queue is empty
     expect(queue.size()).toBe(0);
     m.suspect("me", MY_INCARNATION); // someone missed the refutation
@@ -228,7 +261,10 @@ describe("membership precedence", () => {
 
   it("keeps (incarnation, state) moving forward under any message order (property)", () => {
     const RANK: Record<MemberState, number> = { alive: 0, suspect: 1, dead: 2, left: 3 };
-    const msg = fc.record({ kind: fc.constantFrom("alive", "suspect", "dead", "left"), incarnation: fc.integer({ min: 0, max: 6 }) });
+    const msg = fc.record({
+      kind: fc.constantFrom("alive", "suspect", "dead", "left"),
+      incarnation: fc.integer({ min: 0, max: 6 }),
+    });
     fc.assert(
       fc.property(fc.array(msg, { maxLength: 40 }), (msgs) => {
         const { m, membership } = setup();
@@ -257,7 +293,13 @@ describe("membership precedence", () => {
 
 describe("push-pull merge and tombstones", () => {
   const state = (name: string, s: MemberState, incarnation: number, stateAgeMs = 0): NodeState => ({
-    name, host: `h-${name}`, port: 7946, incarnation, state: s, meta: META, stateAgeMs,
+    name,
+    host: `h-${name}`,
+    port: 7946,
+    incarnation,
+    state: s,
+    meta: META,
+    stateAgeMs,
   });
 
   it("a remote 'dead' only makes us suspect a node we think alive (it may refute)", () => {

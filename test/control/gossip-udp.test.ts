@@ -42,7 +42,13 @@ async function start(name: string, keyring = new Keyring(KEY), port = 0): Promis
     localState: () => new Uint8Array(0),
     mergeRemoteState: () => {},
   };
-  const ml = new Memberlist(makeConfig("local", name, FAST), { clock: new RealClock(), transport, random: realRandom, keyring, delegate });
+  const ml = new Memberlist(makeConfig("local", name, FAST), {
+    clock: new RealClock(),
+    transport,
+    random: realRandom,
+    keyring,
+    delegate,
+  });
   const node = { name, ml, transport, received };
   running.push(node);
   return node;
@@ -59,7 +65,10 @@ async function until(what: string, pred: () => boolean, timeoutMs = 15_000): Pro
 const stateOf = (observer: Node, subject: string) => observer.ml.allMembers().find((v) => v.name === subject);
 const seesAllAlive = (nodes: Node[]) => () =>
   nodes.every((n) => {
-    const alive = n.ml.members().filter((v) => v.state === "alive").map((v) => v.name);
+    const alive = n.ml
+      .members()
+      .filter((v) => v.state === "alive")
+      .map((v) => v.name);
     return alive.length === nodes.length && nodes.every((o) => alive.includes(o.name));
   });
 
@@ -113,7 +122,14 @@ describe("memberlist on real sockets (127.0.0.1)", () => {
 
     // Raw garbage over UDP, and a stream announcing a frame larger than the bound.
     const udp = createSocket("udp4");
-    await new Promise<void>((resolve) => udp.send(Buffer.from("definitely not a frame, but long enough to pass"), a.transport.local.port, "127.0.0.1", () => resolve()));
+    await new Promise<void>((resolve) =>
+      udp.send(
+        Buffer.from("definitely not a frame, but long enough to pass"),
+        a.transport.local.port,
+        "127.0.0.1",
+        () => resolve(),
+      ),
+    );
     udp.close();
     const sock = connect(a.transport.local.port, "127.0.0.1");
     sock.on("error", () => {});
@@ -124,8 +140,18 @@ describe("memberlist on real sockets (127.0.0.1)", () => {
 
     // Still two members, the intruder unknown to both, for a few more rounds.
     await new Promise((r) => setTimeout(r, 1000));
-    expect(a.ml.members().map((m) => m.name).sort()).toEqual(["a", "b"]);
-    expect(b.ml.members().map((m) => m.name).sort()).toEqual(["a", "b"]);
+    expect(
+      a.ml
+        .members()
+        .map((m) => m.name)
+        .sort(),
+    ).toEqual(["a", "b"]);
+    expect(
+      b.ml
+        .members()
+        .map((m) => m.name)
+        .sort(),
+    ).toEqual(["a", "b"]);
     expect(intruder.ml.members().map((m) => m.name)).toEqual(["intruder"]);
   });
 
@@ -155,7 +181,9 @@ describe("memberlist on real sockets (127.0.0.1)", () => {
       expect(Buffer.from(await client.exchange(server.local, frame, 5000))).toEqual(Buffer.from(frame));
       await Promise.race([
         Promise.all(attackers.map((a) => a.closed)),
-        new Promise((_, reject) => setTimeout(() => reject(new Error("trickling connections still open after 15 s")), 15_000)),
+        new Promise((_, reject) =>
+          setTimeout(() => reject(new Error("trickling connections still open after 15 s")), 15_000),
+        ),
       ]);
       expect(server.stats.rejectedConnections).toBeGreaterThanOrEqual(56);
     } finally {

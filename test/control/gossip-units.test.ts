@@ -238,12 +238,21 @@ describe("TransmitLimitedQueue", () => {
     q.enqueue({ payload: bytes(3) });
     q.enqueue({ payload: bytes(4) }); // over the bound: 2 goes
     expect(q.size()).toBe(3);
-    expect(q.take(0, 1000).map((p) => p[0]).sort()).toEqual([1, 3, 4]);
+    expect(
+      q
+        .take(0, 1000)
+        .map((p) => p[0])
+        .sort(),
+    ).toEqual([1, 3, 4]);
   });
 
   it("never exceeds the budget or the limit, and never returns a replaced broadcast (property)", () => {
     const op = fc.oneof(
-      fc.record({ enqueue: fc.constant(true), key: fc.option(fc.constantFrom("a", "b", "c"), { nil: undefined }), len: fc.integer({ min: 1, max: 300 }) }),
+      fc.record({
+        enqueue: fc.constant(true),
+        key: fc.option(fc.constantFrom("a", "b", "c"), { nil: undefined }),
+        len: fc.integer({ min: 1, max: 300 }),
+      }),
       fc.record({ enqueue: fc.constant(false), budget: fc.integer({ min: 0, max: 1400 }) }),
     );
     fc.assert(

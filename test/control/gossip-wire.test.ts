@@ -8,7 +8,13 @@ import { describe, expect, it } from "vitest";
 import type { WeftError } from "../../src/errors.js";
 import { FRAME_OVERHEAD, generateKey, Keyring, type FrameKind } from "../../src/control/gossip/keyring.js";
 import {
-  buildEnvelope, encodeMessage, EnvelopeDecoder, envelopeHeader, kindOfEncoded, MESSAGE_KINDS, type Message,
+  buildEnvelope,
+  encodeMessage,
+  EnvelopeDecoder,
+  envelopeHeader,
+  kindOfEncoded,
+  MESSAGE_KINDS,
+  type Message,
 } from "../../src/control/gossip/messages.js";
 
 const k1 = new Uint8Array(32).fill(1);
@@ -78,7 +84,8 @@ describe("Keyring", () => {
   it("rotates without a moment where two nodes cannot talk: install, use, remove", () => {
     const a = new Keyring(k1);
     const b = new Keyring(k1);
-    const talk = (): boolean => b.open(a.seal(text("x"), "packet"), "packet").ok && a.open(b.seal(text("y"), "packet"), "packet").ok;
+    const talk = (): boolean =>
+      b.open(a.seal(text("x"), "packet"), "packet").ok && a.open(b.seal(text("y"), "packet"), "packet").ok;
     a.install(k2);
     expect(talk()).toBe(true);
     b.install(k2);
@@ -108,7 +115,11 @@ describe("Keyring", () => {
   it("loads a key file (base64, primary first, comments allowed) and refuses a bad one", async () => {
     const dir = mkdtempSync(join(tmpdir(), "weft-keys-"));
     const good = join(dir, "good");
-    writeFileSync(good, `# cluster key\n${Buffer.from(k2).toString("base64")}\n\n${Buffer.from(k1).toString("base64")}\n`, { mode: 0o600 });
+    writeFileSync(
+      good,
+      `# cluster key\n${Buffer.from(k2).toString("base64")}\n\n${Buffer.from(k1).toString("base64")}\n`,
+      { mode: 0o600 },
+    );
     expect((await Keyring.fromKeyFile(good)).keys()).toEqual([k2, k1]);
     const bad = join(dir, "bad");
     writeFileSync(bad, "bm90IGEga2V5\n", { mode: 0o600 });
@@ -122,8 +133,14 @@ describe("Keyring", () => {
       });
     }
     // A directory, or nothing at all, is named with its path.
-    await expect(Keyring.fromKeyFile(dir)).rejects.toMatchObject({ code: "GOSSIP_KEY_FILE_UNREADABLE", message: expect.stringContaining(`key file ${dir}: it is a directory`) });
-    await expect(Keyring.fromKeyFile(join(dir, "none"))).rejects.toMatchObject({ code: "GOSSIP_KEY_FILE_UNREADABLE", message: expect.stringContaining(join(dir, "none")) });
+    await expect(Keyring.fromKeyFile(dir)).rejects.toMatchObject({
+      code: "GOSSIP_KEY_FILE_UNREADABLE",
+      message: expect.stringContaining(`key file ${dir}: it is a directory`),
+    });
+    await expect(Keyring.fromKeyFile(join(dir, "none"))).rejects.toMatchObject({
+      code: "GOSSIP_KEY_FILE_UNREADABLE",
+      message: expect.stringContaining(join(dir, "none")),
+    });
   });
 });
 
@@ -135,7 +152,14 @@ const bytes = (max: number) => fc.uint8Array({ maxLength: max });
 const state = fc.constantFrom("alive", "suspect", "dead", "left" as const);
 const message: fc.Arbitrary<Message> = fc.oneof(
   fc.record({ kind: fc.constant("ping" as const), seq: uint, target: name }),
-  fc.record({ kind: fc.constant("indirectPing" as const), seq: uint, target: name, host: name, port, wantNack: fc.boolean() }),
+  fc.record({
+    kind: fc.constant("indirectPing" as const),
+    seq: uint,
+    target: name,
+    host: name,
+    port,
+    wantNack: fc.boolean(),
+  }),
   fc.record({ kind: fc.constantFrom("ack" as const, "nack" as const), seq: uint }),
   fc.record({ kind: fc.constant("alive" as const), node: name, incarnation: uint, host: name, port, meta: bytes(512) }),
   fc.record({ kind: fc.constantFrom("suspect" as const, "dead" as const), node: name, incarnation: uint, from: name }),
@@ -143,7 +167,10 @@ const message: fc.Arbitrary<Message> = fc.oneof(
   fc.record({
     kind: fc.constant("pushPull" as const),
     join: fc.boolean(),
-    nodes: fc.array(fc.record({ name, host: name, port, incarnation: uint, state, meta: bytes(64), stateAgeMs: uint }), { maxLength: 5 }),
+    nodes: fc.array(
+      fc.record({ name, host: name, port, incarnation: uint, state, meta: bytes(64), stateAgeMs: uint }),
+      { maxLength: 5 },
+    ),
     userState: bytes(100),
   }),
 ) as fc.Arbitrary<Message>;
@@ -179,8 +206,22 @@ describe("envelope codec", () => {
     const header = envelopeHeader("a");
     const ok = encodeMessage({ kind: "alive", node: "b", incarnation: 1, host: "h", port: 1, meta: new Uint8Array(0) });
     expect(decoder.decode(buildEnvelope(header, [ok]))).toBeDefined();
-    const tooBigMeta = encodeMessage({ kind: "alive", node: "b", incarnation: 1, host: "h", port: 1, meta: new Uint8Array(513) });
-    const badPort = encodeMessage({ kind: "alive", node: "b", incarnation: 1, host: "h", port: 70_000, meta: new Uint8Array(0) });
+    const tooBigMeta = encodeMessage({
+      kind: "alive",
+      node: "b",
+      incarnation: 1,
+      host: "h",
+      port: 1,
+      meta: new Uint8Array(513),
+    });
+    const badPort = encodeMessage({
+      kind: "alive",
+      node: "b",
+      incarnation: 1,
+      host: "h",
+      port: 70_000,
+      meta: new Uint8Array(0),
+    });
     const negative = encodeMessage({ kind: "ack", seq: -1 });
     const emptyName = encodeMessage({ kind: "suspect", node: "", incarnation: 1, from: "a" });
     for (const bad of [tooBigMeta, badPort, negative, emptyName]) {

@@ -34,19 +34,24 @@ function checkSafety(bus: Bus, gone: ReadonlySet<string> = new Set()): void {
     const bySlot = new Map<number, string>();
     for (const [node, slot] of heldSlots(bus, gone, f)) {
       const other = bySlot.get(slot);
-      if (other !== undefined) throw new Error(`t=${bus.clock.now()}: ${node} and ${other} both hold ${space.subnetOf(slot)}`);
+      if (other !== undefined)
+        throw new Error(`t=${bus.clock.now()}: ${node} and ${other} both hold ${space.subnetOf(slot)}`);
       bySlot.set(slot, node);
     }
     const mine: Array<{ start: number; end: number; node: string }> = [];
     for (const n of bus.nodes.values()) {
       if (!n.up && gone.has(n.name)) continue;
       const ring = n.up ? n.families[f].ringState() : n.stores[f].saved?.ring;
-      for (const r of ring?.runs ?? []) if (r.owner === n.name) mine.push({ start: r.start, end: r.start + r.count, node: n.name });
+      for (const r of ring?.runs ?? [])
+        if (r.owner === n.name) mine.push({ start: r.start, end: r.start + r.count, node: n.name });
     }
     mine.sort((a, b) => a.start - b.start);
     mine.forEach((r, i) => {
       const next = mine[i + 1];
-      if (next && next.start < r.end) throw new Error(`t=${bus.clock.now()}: slot ${next.start} is owned by both ${r.node} and ${next.node} in their own views`);
+      if (next && next.start < r.end)
+        throw new Error(
+          `t=${bus.clock.now()}: slot ${next.start} is owned by both ${r.node} and ${next.node} in their own views`,
+        );
     });
   });
 }
@@ -59,70 +64,92 @@ describe("SubnetLeases cluster on a lossy bus", () => {
   it.each<[string, LeaseSpace[]]>([
     ["IPv4", [SPACE]],
     ["dual-stack, the IPv6 ring of 2^32 subnets", [SPACE, SPACE6]],
-  ])("%s: every node ends with exactly one subnet per family, none shared at any instant; restarts keep subnets; views converge", async (_, spaces) => {
-    await fc.assert(
-      fc.asyncProperty(
-        fc.record({
-          seed: fc.integer({ min: 1, max: 2 ** 30 }),
-          nodes: fc.integer({ min: 2, max: 6 }),
-          seeds: fc.integer({ min: 1, max: 3 }),
-          loss: fc.constantFrom(0, 0.05, 0.2),
-          duplicate: fc.constantFrom(0, 0.1),
-          seedsEverywhere: fc.boolean(),
-          startsAt: fc.array(fc.integer({ min: 0, max: 20_000 }), { minLength: 6, maxLength: 6 }),
-          crash: fc.option(fc.record({ node: fc.nat(), at: fc.integer({ min: 1_000, max: 40_000 }), downFor: fc.integer({ min: 1, max: 30_000 }) })),
-        }),
-        async (p) => {
-          const bus = new Bus(spaces, { ...DEFAULT_BUS, seed: p.seed, loss: p.loss, duplicate: p.duplicate });
-          const all = names(p.nodes);
-          const seeds = all.slice(0, Math.min(p.seeds, p.nodes));
-          // Seeds always know the list; other nodes know it only if the deployment gives it to all.
-          for (const n of all) bus.add(n, seeds.includes(n) || p.seedsEverywhere ? { seeds } : {});
-          const actions: Array<{ at: number; run: () => Promise<void> }> = all.map((n, i) => ({
-            at: seeds.includes(n) ? 0 : p.startsAt[i],
-            run: () => bus.start(bus.nodes.get(n)!),
-          }));
-          if (p.crash) {
-            const victim = bus.nodes.get(all[p.crash.node % p.nodes])!;
-            let before: Array<number | undefined> = [];
-            actions.push({ at: Math.max(p.crash.at, 20_001), run: async () => {
-              before = victim.families.map((l) => l.currentLease()?.slot);
-              await bus.crash(victim);
-            } });
-            actions.push({ at: Math.max(p.crash.at, 20_001) + p.crash.downFor, run: async () => {
-              await bus.start(victim);
-              // Back with its saved state: the same subnet in every family, before hearing from anyone.
-              expect(victim.families.map((l) => l.currentLease()?.slot)).toEqual(before);
-            } });
-          }
-          actions.sort((a, b) => a.at - b.at);
-          for (const a of actions) {
-            await bus.clock.runUntil(a.at, () => checkSafety(bus));
-            await a.run();
-            checkSafety(bus);
-          }
-          await bus.clock.runUntil(150_000, () => checkSafety(bus));
-
-          const up = bus.upNodes();
-          expect(up.length).toBe(p.nodes);
-          spaces.forEach((_, f) => {
-            const slots = up.map((n) => n.families[f].currentLease()?.slot);
-            expect(slots.every((s) => s !== undefined), `nodes without subnet: ${up.filter((n) => !n.families[f].currentLease()).map((n) => n.name)}`).toBe(true);
-            expect(new Set(slots).size).toBe(p.nodes);
-            for (const n of up) {
-              expect(n.families[f].stats.refusedStates, `${n.name} refused a state: ${JSON.stringify(n.log.withCode("LEASE_INCONSISTENT"))}`).toBe(0);
-              expect(n.families[f].stats.slotsTakenFromUs).toBe(0);
+  ])(
+    "%s: every node ends with exactly one subnet per family, none shared at any instant; restarts keep subnets; views converge",
+    async (_, spaces) => {
+      await fc.assert(
+        fc.asyncProperty(
+          fc.record({
+            seed: fc.integer({ min: 1, max: 2 ** 30 }),
+            nodes: fc.integer({ min: 2, max: 6 }),
+            seeds: fc.integer({ min: 1, max: 3 }),
+            loss: fc.constantFrom(0, 0.05, 0.2),
+            duplicate: fc.constantFrom(0, 0.1),
+            seedsEverywhere: fc.boolean(),
+            startsAt: fc.array(fc.integer({ min: 0, max: 20_000 }), { minLength: 6, maxLength: 6 }),
+            crash: fc.option(
+              fc.record({
+                node: fc.nat(),
+                at: fc.integer({ min: 1_000, max: 40_000 }),
+                downFor: fc.integer({ min: 1, max: 30_000 }),
+              }),
+            ),
+          }),
+          async (p) => {
+            const bus = new Bus(spaces, { ...DEFAULT_BUS, seed: p.seed, loss: p.loss, duplicate: p.duplicate });
+            const all = names(p.nodes);
+            const seeds = all.slice(0, Math.min(p.seeds, p.nodes));
+            // Seeds always know the list; other nodes know it only if the deployment gives it to all.
+            for (const n of all) bus.add(n, seeds.includes(n) || p.seedsEverywhere ? { seeds } : {});
+            const actions: Array<{ at: number; run: () => Promise<void> }> = all.map((n, i) => ({
+              at: seeds.includes(n) ? 0 : p.startsAt[i],
+              run: () => bus.start(bus.nodes.get(n)!),
+            }));
+            if (p.crash) {
+              const victim = bus.nodes.get(all[p.crash.node % p.nodes])!;
+              let before: Array<number | undefined> = [];
+              actions.push({
+                at: Math.max(p.crash.at, 20_001),
+                run: async () => {
+                  before = victim.families.map((l) => l.currentLease()?.slot);
+                  await bus.crash(victim);
+                },
+              });
+              actions.push({
+                at: Math.max(p.crash.at, 20_001) + p.crash.downFor,
+                run: async () => {
+                  await bus.start(victim);
+                  // Back with its saved state: the same subnet in every family, before hearing from anyone.
+                  expect(victim.families.map((l) => l.currentLease()?.slot)).toEqual(before);
+                },
+              });
             }
-            const views = new Set(up.map((n) => JSON.stringify(n.families[f].ringState())));
-            expect(views.size, "views did not converge").toBe(1);
-            const peers = up[0].families[f].peers();
-            expect(peers.map((x) => x.node).sort()).toEqual([...all].sort());
-          });
-        },
-      ),
-      { numRuns: 20 },
-    );
-  }, 120_000);
+            actions.sort((a, b) => a.at - b.at);
+            for (const a of actions) {
+              await bus.clock.runUntil(a.at, () => checkSafety(bus));
+              await a.run();
+              checkSafety(bus);
+            }
+            await bus.clock.runUntil(150_000, () => checkSafety(bus));
+
+            const up = bus.upNodes();
+            expect(up.length).toBe(p.nodes);
+            spaces.forEach((_, f) => {
+              const slots = up.map((n) => n.families[f].currentLease()?.slot);
+              expect(
+                slots.every((s) => s !== undefined),
+                `nodes without subnet: ${up.filter((n) => !n.families[f].currentLease()).map((n) => n.name)}`,
+              ).toBe(true);
+              expect(new Set(slots).size).toBe(p.nodes);
+              for (const n of up) {
+                expect(
+                  n.families[f].stats.refusedStates,
+                  `${n.name} refused a state: ${JSON.stringify(n.log.withCode("LEASE_INCONSISTENT"))}`,
+                ).toBe(0);
+                expect(n.families[f].stats.slotsTakenFromUs).toBe(0);
+              }
+              const views = new Set(up.map((n) => JSON.stringify(n.families[f].ringState())));
+              expect(views.size, "views did not converge").toBe(1);
+              const peers = up[0].families[f].peers();
+              expect(peers.map((x) => x.node).sort()).toEqual([...all].sort());
+            });
+          },
+        ),
+        { numRuns: 20 },
+      );
+    },
+    120_000,
+  );
 
   it("a node cut off from every owner of free slots waits, says why, and gets a subnet after the heal", async () => {
     const bus = new Bus(SPACE, { ...DEFAULT_BUS, seed: 7 });
@@ -164,7 +191,12 @@ describe("SubnetLeases cluster on a lossy bus", () => {
     await bus.clock.runUntil(240_000, () => checkSafety(bus));
     for (const n of nodes) expect(n.leases.stats.refusedStates).toBe(0);
     expect(new Set(nodes.map((n) => JSON.stringify(n.leases.ringState()))).size).toBe(1);
-    expect(nodes[0].leases.peers().map((p) => p.node).sort()).toEqual(["a", "b", "c", "d", "e", "f"]);
+    expect(
+      nodes[0].leases
+        .peers()
+        .map((p) => p.node)
+        .sort(),
+    ).toEqual(["a", "b", "c", "d", "e", "f"]);
   });
 
   it("a donor that crashes just after the receiver took its grant comes back knowing it gave the slots", async () => {

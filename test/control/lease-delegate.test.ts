@@ -16,14 +16,25 @@ const name = fc.string({ minLength: 1, maxLength: 12 });
 const ringArb: fc.Arbitrary<RingState> = fc.record({
   seeds: fc.option(fc.uniqueArray(name, { minLength: 1, maxLength: 4 }), { nil: null }),
   runs: fc.array(
-    fc.record({ start: fc.nat({ max: 254 }), count: fc.integer({ min: 1, max: 255 }), owner: name, version: fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }), leased: fc.boolean() }),
+    fc.record({
+      start: fc.nat({ max: 254 }),
+      count: fc.integer({ min: 1, max: 255 }),
+      owner: name,
+      version: fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }),
+      leased: fc.boolean(),
+    }),
     { maxLength: 20 },
   ),
 });
 const messageArb: fc.Arbitrary<LeaseMessage> = fc.oneof(
   fc.record({ kind: fc.constant("state" as const), ring: ringArb }),
   fc.record({ kind: fc.constant("request" as const), id: fc.nat({ max: 0xffffffff }) }),
-  fc.record({ kind: fc.constant("reply" as const), id: fc.nat({ max: 0xffffffff }), granted: fc.boolean(), ring: ringArb }),
+  fc.record({
+    kind: fc.constant("reply" as const),
+    id: fc.nat({ max: 0xffffffff }),
+    granted: fc.boolean(),
+    ring: ringArb,
+  }),
   fc.record({ kind: fc.constant("reclaim" as const), node: name }),
 );
 
@@ -57,16 +68,31 @@ describe("lease wire format", () => {
 
   it("refuses a message of another network config", () => {
     const other = SubnetSpace.fromConfig({ Network: "198.20.0.0/16" }).fingerprint;
-    expect(() => decodeMessage(FP, encodeMessage(other, { kind: "request", id: 1 }))).toThrow(expect.objectContaining({ code: "LEASE_RING_MISMATCH" }));
+    expect(() => decodeMessage(FP, encodeMessage(other, { kind: "request", id: 1 }))).toThrow(
+      expect.objectContaining({ code: "LEASE_RING_MISMATCH" }),
+    );
   });
 });
 
 describe("LeaseDelegate", () => {
   async function setup(members: NodeView[] = []) {
     const log = new RecordingLog();
-    const membership = { localNode: () => ({ name: "a" }), members: () => members, request: () => Promise.resolve(undefined), updateNode: () => undefined };
+    const membership = {
+      localNode: () => ({ name: "a" }),
+      members: () => members,
+      request: () => Promise.resolve(undefined),
+      updateNode: () => undefined,
+    };
     const clock = new VirtualClock();
-    const leases = new SubnetLeases({ space: SPACE, seeds: ["a"], membership, store: new MemoryStore(), clock, random: new SeededRandom(3), log });
+    const leases = new SubnetLeases({
+      space: SPACE,
+      seeds: ["a"],
+      membership,
+      store: new MemoryStore(),
+      clock,
+      random: new SeededRandom(3),
+      log,
+    });
     const delegate = new LeaseDelegate(leases, membership, log);
     await leases.start();
     await clock.runUntil(60_000); // past the bootstrap quiet period: the seed division is in place
@@ -97,7 +123,10 @@ describe("LeaseDelegate", () => {
 
   it("refuses an inconsistent push-pull state, counts it and leaves the ring alone", async () => {
     const { leases, delegate, log } = await setup();
-    const forged: RingState = { seeds: ["a"], runs: [{ start: 0, count: 255, owner: "mallory", version: 1, leased: false }] };
+    const forged: RingState = {
+      seeds: ["a"],
+      runs: [{ start: 0, count: 255, owner: "mallory", version: 1, leased: false }],
+    };
     delegate.mergeRemoteState(encodeMessage(FP, { kind: "state", ring: forged }));
     await settle();
     expect(leases.stats.refusedStates).toBe(1);
@@ -106,9 +135,22 @@ describe("LeaseDelegate", () => {
   });
 
   it("piggybacks each broadcast about RetransmitMult x log10(N+1) times, newest first, within the size limit", async () => {
-    const members = Array.from({ length: 9 }, (_, i): NodeView => ({ name: `m${i}`, host: "h", port: 1, incarnation: 0, state: "alive", meta: new Uint8Array() }));
+    const members = Array.from(
+      { length: 9 },
+      (_, i): NodeView => ({
+        name: `m${i}`,
+        host: "h",
+        port: 1,
+        incarnation: 0,
+        state: "alive",
+        meta: new Uint8Array(),
+      }),
+    );
     const { leases, delegate } = await setup(members);
-    const delta = (slot: number): LeaseMessage => ({ kind: "state", ring: { seeds: ["a"], runs: [{ start: slot, count: 1, owner: "b", version: 5, leased: false }] } });
+    const delta = (slot: number): LeaseMessage => ({
+      kind: "state",
+      ring: { seeds: ["a"], runs: [{ start: slot, count: 1, owner: "b", version: 5, leased: false }] },
+    });
     leases.emit("announce", delta(1));
     leases.emit("announce", delta(2));
     const newest = encodeMessage(FP, delta(2));
@@ -121,7 +163,13 @@ describe("LeaseDelegate", () => {
 
   it("splits a big ring change into broadcasts that fit a gossip packet", async () => {
     const { leases, delegate } = await setup();
-    const runs = Array.from({ length: 200 }, (_, i) => ({ start: i, count: 1, owner: `node-with-a-long-name-${i}`, version: 7, leased: false }));
+    const runs = Array.from({ length: 200 }, (_, i) => ({
+      start: i,
+      count: 1,
+      owner: `node-with-a-long-name-${i}`,
+      version: 7,
+      leased: false,
+    }));
     leases.emit("announce", { kind: "state", ring: { seeds: ["a"], runs } });
     const parts = delegate.getBroadcasts(0, 1 << 20);
     expect(parts.length).toBeGreaterThan(5);
@@ -135,7 +183,10 @@ describe("LeaseDelegate", () => {
 
   it("encodes the lease part of the node record, one subnet per family", () => {
     expect(decodeLeaseMeta(encodeLeaseMeta(null))).toEqual({ subnet: null, subnets: [null] });
-    expect(decodeLeaseMeta(encodeLeaseMeta("198.19.1.0/24", "2001:2:0:8001::/64"))).toEqual({ subnet: "198.19.1.0/24", subnets: ["198.19.1.0/24", "2001:2:0:8001::/64"] });
+    expect(decodeLeaseMeta(encodeLeaseMeta("198.19.1.0/24", "2001:2:0:8001::/64"))).toEqual({
+      subnet: "198.19.1.0/24",
+      subnets: ["198.19.1.0/24", "2001:2:0:8001::/64"],
+    });
     expect(decodeLeaseMeta(new Uint8Array([1, 2, 3]))).toBeUndefined();
   });
 });

@@ -115,7 +115,15 @@ export interface BusOptions {
   pushPullEveryMs: number;
 }
 
-export const DEFAULT_BUS: BusOptions = { seed: 1, loss: 0, duplicate: 0, minDelayMs: 1, maxDelayMs: 50, gossipEveryMs: 200, pushPullEveryMs: 3_000 };
+export const DEFAULT_BUS: BusOptions = {
+  seed: 1,
+  loss: 0,
+  duplicate: 0,
+  minDelayMs: 1,
+  maxDelayMs: 50,
+  gossipEveryMs: 200,
+  pushPullEveryMs: 3_000,
+};
 
 /** A node's seed list (none: it learns the ring from peers) and timings other than the defaults. */
 export type SimNodeOptions = { seeds?: readonly string[] } & Partial<LeaseTimings>;
@@ -204,8 +212,20 @@ export class Bus {
     const { seeds, ...timings } = node.extra;
     // A short bootstrap wait keeps simulated cold starts brief; every other timing is production's.
     const layer = createLeaseLayer(
-      { space: this.spaces[0] as SubnetSpace, space6: this.spaces[1] as Ipv6SubnetSpace | undefined, seeds: seeds ?? [], lease: { bootstrapQuietMs: 2_000, ...timings } },
-      { membership: node, store: node.stores[0], store6: node.stores[1], clock: this.clock, random: new SeededRandom(this.o.seed * 31 + node.life * 7 + node.name.length), log: node.log },
+      {
+        space: this.spaces[0] as SubnetSpace,
+        space6: this.spaces[1] as Ipv6SubnetSpace | undefined,
+        seeds: seeds ?? [],
+        lease: { bootstrapQuietMs: 2_000, ...timings },
+      },
+      {
+        membership: node,
+        store: node.stores[0],
+        store6: node.stores[1],
+        clock: this.clock,
+        random: new SeededRandom(this.o.seed * 31 + node.life * 7 + node.name.length),
+        log: node.log,
+      },
     );
     node.families = layer.families;
     node.delegate = layer.delegate;

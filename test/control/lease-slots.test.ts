@@ -20,7 +20,12 @@ describe("SubnetSpace (flannel's Network/SubnetLen/SubnetMin/SubnetMax)", () => 
   });
 
   it("honours SubnetMin and SubnetMax", () => {
-    const space = SubnetSpace.fromConfig({ Network: "10.0.0.0/8", SubnetLen: 20, SubnetMin: "10.10.0.0", SubnetMax: "10.99.0.0" });
+    const space = SubnetSpace.fromConfig({
+      Network: "10.0.0.0/8",
+      SubnetLen: 20,
+      SubnetMin: "10.10.0.0",
+      SubnetMax: "10.99.0.0",
+    });
     expect(space.subnetOf(0)).toBe("10.10.0.0/20");
     expect(space.slotCount).toBe((0x0a630000 - 0x0a0a0000) / 4096 + 1);
     expect(space.subnetOf(space.slotCount - 1)).toBe("10.99.0.0/20");
@@ -41,9 +46,13 @@ describe("SubnetSpace (flannel's Network/SubnetLen/SubnetMin/SubnetMax)", () => 
       { Network: "198.19.0.0/16", SubnetMin: "198.19.9.0", SubnetMax: "198.19.3.0" },
     ];
     for (const config of bad) {
-      expect(() => SubnetSpace.fromConfig(config), JSON.stringify(config)).toThrow(expect.objectContaining({ code: "LEASE_BAD_NETWORK_CONFIG" }));
+      expect(() => SubnetSpace.fromConfig(config), JSON.stringify(config)).toThrow(
+        expect.objectContaining({ code: "LEASE_BAD_NETWORK_CONFIG" }),
+      );
     }
-    expect(() => SubnetSpace.fromConfig({ Network: "198.19.0.1/16" })).toThrow(expect.objectContaining({ code: "NET_BAD_PREFIX" }));
+    expect(() => SubnetSpace.fromConfig({ Network: "198.19.0.1/16" })).toThrow(
+      expect.objectContaining({ code: "NET_BAD_PREFIX" }),
+    );
     // Large spaces are fine: the ring holds ranges, not slots.
     expect(SubnetSpace.fromConfig({ Network: "10.0.0.0/8", SubnetLen: 26 }).slotCount).toBe(2 ** 18 - 1);
   });

@@ -5,7 +5,12 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { SubnetLeases } from "../../src/control/lease/subnet-leases.js";
 import { Ring } from "../../src/control/lease/ring.js";
 import { Ipv6SubnetSpace, SubnetSpace, type LeaseSpace } from "../../src/control/lease/slots.js";
-import { FileLeaseStore, STATE_FILE, STATE_FILE_IPV6, type PersistedLeaseState } from "../../src/control/lease/store.js";
+import {
+  FileLeaseStore,
+  STATE_FILE,
+  STATE_FILE_IPV6,
+  type PersistedLeaseState,
+} from "../../src/control/lease/store.js";
 import { RecordingLog, SeededRandom, VirtualClock } from "./lease-harness.js";
 
 const SPACE = SubnetSpace.fromConfig({ Network: "198.19.0.0/16" });
@@ -23,7 +28,13 @@ function sample(): PersistedLeaseState {
   const ring = Ring.seeded(SPACE.slotCount, ["a", "b"]);
   ring.setLeased("a", 3, true);
   ring.transfer("a", { start: 10, count: 5 }, "c");
-  return { node: "a", fingerprint: SPACE.fingerprint, network: SPACE.describe(), lease: SPACE.subnetOf(3), ring: ring.state() };
+  return {
+    node: "a",
+    fingerprint: SPACE.fingerprint,
+    network: SPACE.describe(),
+    lease: SPACE.subnetOf(3),
+    ring: ring.state(),
+  };
 }
 
 describe("FileLeaseStore", () => {
@@ -48,7 +59,14 @@ describe("FileLeaseStore", () => {
   it("refuses a damaged file with LEASE_STATE_CORRUPT instead of starting over", async () => {
     const store = new FileLeaseStore(dir);
     const file = join(dir, STATE_FILE);
-    const good = { format: 1, node: "a", fingerprint: "f", network: "n", lease: null, ring: { seeds: ["a"], owners: ["a"], runs: [[0, 4, 0, 1, 0]] } };
+    const good = {
+      format: 1,
+      node: "a",
+      fingerprint: "f",
+      network: "n",
+      lease: null,
+      ring: { seeds: ["a"], owners: ["a"], runs: [[0, 4, 0, 1, 0]] },
+    };
     const broken: unknown[] = [
       "{ not json",
       "[]",
@@ -70,21 +88,46 @@ describe("FileLeaseStore", () => {
 
   it("reports a failed save with LEASE_PERSIST_FAILED", async () => {
     await writeFile(join(dir, "blocker"), "");
-    await expect(new FileLeaseStore(join(dir, "blocker", "state")).save(sample())).rejects.toMatchObject({ code: "LEASE_PERSIST_FAILED" });
+    await expect(new FileLeaseStore(join(dir, "blocker", "state")).save(sample())).rejects.toMatchObject({
+      code: "LEASE_PERSIST_FAILED",
+    });
   });
 });
 
 describe("SubnetLeases with a state dir", () => {
-  const alone = { localNode: () => ({ name: "solo" }), members: () => [], request: () => Promise.reject(new Error("alone")), updateNode: () => undefined };
+  const alone = {
+    localNode: () => ({ name: "solo" }),
+    members: () => [],
+    request: () => Promise.reject(new Error("alone")),
+    updateNode: () => undefined,
+  };
 
-  function leases(stateDir: string, seeds: string[] | undefined, clock: VirtualClock, log = new RecordingLog(), space: LeaseSpace = SPACE): SubnetLeases {
-    return new SubnetLeases({ space, seeds, membership: alone, store: new FileLeaseStore(stateDir, space.family), clock, random: new SeededRandom(1), log, bootstrapQuietMs: 1_000 });
+  function leases(
+    stateDir: string,
+    seeds: string[] | undefined,
+    clock: VirtualClock,
+    log = new RecordingLog(),
+    space: LeaseSpace = SPACE,
+  ): SubnetLeases {
+    return new SubnetLeases({
+      space,
+      seeds,
+      membership: alone,
+      store: new FileLeaseStore(stateDir, space.family),
+      clock,
+      random: new SeededRandom(1),
+      log,
+      bootstrapQuietMs: 1_000,
+    });
   }
 
   /** Advances virtual time while real file I/O completes. */
   async function until<T>(clock: VirtualClock, p: Promise<T>): Promise<T> {
     let done = false;
-    void p.then(() => (done = true), () => (done = true));
+    void p.then(
+      () => (done = true),
+      () => (done = true),
+    );
     for (let t = clock.now(); !done; t += 100) {
       await clock.runUntil(t);
       await new Promise((r) => setTimeout(r, 5));
@@ -119,11 +162,17 @@ describe("SubnetLeases with a state dir", () => {
   it("will not start from another node's or network's state, or with a changed seed list", async () => {
     const store = new FileLeaseStore(dir);
     await store.save({ ...sample(), node: "someone-else" });
-    await expect(leases(dir, ["solo"], new VirtualClock()).start()).rejects.toMatchObject({ code: "LEASE_STATE_MISMATCH" });
+    await expect(leases(dir, ["solo"], new VirtualClock()).start()).rejects.toMatchObject({
+      code: "LEASE_STATE_MISMATCH",
+    });
     await store.save({ ...sample(), node: "solo", fingerprint: "0000" });
-    await expect(leases(dir, ["solo"], new VirtualClock()).start()).rejects.toMatchObject({ code: "LEASE_STATE_MISMATCH" });
+    await expect(leases(dir, ["solo"], new VirtualClock()).start()).rejects.toMatchObject({
+      code: "LEASE_STATE_MISMATCH",
+    });
     await store.save({ ...sample(), node: "solo" });
-    await expect(leases(dir, ["solo"], new VirtualClock()).start()).rejects.toMatchObject({ code: "LEASE_STATE_MISMATCH" });
+    await expect(leases(dir, ["solo"], new VirtualClock()).start()).rejects.toMatchObject({
+      code: "LEASE_STATE_MISMATCH",
+    });
   });
 
   it("dual-stack: one state file per family; restarted with its state dir, a node keeps both subnets", async () => {
@@ -138,7 +187,10 @@ describe("SubnetLeases with a state dir", () => {
     // The IPv6 ring of 2^32 subnets is saved as ranges: a few hundred bytes.
     expect((await stat(join(dir, STATE_FILE_IPV6))).size).toBeLessThan(1000);
 
-    const again = [leases(dir, ["solo"], new VirtualClock()), leases(dir, ["solo"], new VirtualClock(), new RecordingLog(), SPACE6)];
+    const again = [
+      leases(dir, ["solo"], new VirtualClock()),
+      leases(dir, ["solo"], new VirtualClock(), new RecordingLog(), SPACE6),
+    ];
     for (const l of again) await l.start();
     expect(again.map((l) => l.currentLease())).toEqual(held);
     for (const l of again) await l.stop();

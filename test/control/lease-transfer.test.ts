@@ -37,7 +37,10 @@ type Node = PlaneNode & { store: Disk };
 
 /** The rings each node acts on: the live one, or the saved one of a crashed node (it comes back with it). */
 function rings(sim: SimControlPlanes): Array<{ name: string; runs: PersistedLeaseState["ring"]["runs"] }> {
-  return [...sim.nodes.values()].map((n) => ({ name: n.name, runs: n.plane ? n.plane.leases.ringState().runs : (n.store.saved?.ring.runs ?? []) }));
+  return [...sim.nodes.values()].map((n) => ({
+    name: n.name,
+    runs: n.plane ? n.plane.leases.ringState().runs : (n.store.saved?.ring.runs ?? []),
+  }));
 }
 
 function checkRing(sim: SimControlPlanes): void {
@@ -46,7 +49,9 @@ function checkRing(sim: SimControlPlanes): void {
   const mine: Array<{ start: number; end: number; node: string }> = [];
   for (const { name, runs } of rings(sim)) {
     const node = [...sim.nodes.values()].find((n) => n.name === name)!;
-    const lease = node.plane ? node.plane.leases.currentLease()?.slot : runs.find((r) => r.owner === name && r.leased)?.start;
+    const lease = node.plane
+      ? node.plane.leases.currentLease()?.slot
+      : runs.find((r) => r.owner === name && r.leased)?.start;
     if (lease !== undefined) {
       const other = users.get(lease);
       if (other) throw new Error(`t=${t}: ${name} and ${other} both use ${SPACE.subnetOf(lease)}`);
@@ -57,7 +62,8 @@ function checkRing(sim: SimControlPlanes): void {
   mine.sort((x, y) => x.start - y.start);
   mine.forEach((r, i) => {
     const next = mine[i + 1];
-    if (next && next.start < r.end) throw new Error(`t=${t}: slot ${next.start} is ${r.node}'s and ${next.node}'s in their own views`);
+    if (next && next.start < r.end)
+      throw new Error(`t=${t}: slot ${next.start} is ${r.node}'s and ${next.node}'s in their own views`);
   });
 }
 
@@ -121,22 +127,35 @@ async function donation(seed: number, faults: Faults): Promise<{ sim: SimControl
 
 describe("a transfer the giver saved reaches its receiver", () => {
   it.each<[string, Faults]>([
-    ["the giver's disk is full, it crashes and restarts knowing no member (the chaos suite's tmpfs scenario)", { giver: "full", restartGiver: true }],
-    ["the giver's saves land but report ENOSPC, then it restarts from what landed", { giver: "torn", restartGiver: true }],
+    [
+      "the giver's disk is full, it crashes and restarts knowing no member (the chaos suite's tmpfs scenario)",
+      { giver: "full", restartGiver: true },
+    ],
+    [
+      "the giver's saves land but report ENOSPC, then it restarts from what landed",
+      { giver: "torn", restartGiver: true },
+    ],
     ["the giver's saves land but report ENOSPC, and it keeps running", { giver: "torn" }],
     ["the receivers' disks are full when the transfer arrives", { receivers: "full" }],
     ["the receivers' saves land but report ENOSPC", { receivers: "torn" }],
     ["the replies are lost after the giver saved the transfer", { lostReplies: 3 }],
     ["the replies are lost, then the giver restarts knowing no member", { lostReplies: 3, restartGiver: true }],
-  ])("%s", async (_, faults) => {
-    for (const seed of [1, 2, 3]) {
-      const { sim, a, b, c } = await donation(seed, faults);
-      // One anti-entropy period (push-pull every 30 s) at most: delivery must not wait for it.
-      expect(await sim.runUntil(() => [b, c].every((n) => n.plane?.leases.currentLease() != null), 25_000), `seed ${seed}: b or c has no subnet`).toBe(true);
-      expect(await sim.runUntil(() => agreed(sim), 120_000), `seed ${seed}: views differ`).toBe(true);
-      if (faults.giver) expect(a.store.failures).toBeGreaterThan(0);
-      if (faults.receivers) expect(b.store.failures + c.store.failures).toBeGreaterThan(0);
-      for (const n of [a, b, c]) expect(n.plane!.leases.stats.refusedStates).toBe(0);
-    }
-  }, 120_000);
+  ])(
+    "%s",
+    async (_, faults) => {
+      for (const seed of [1, 2, 3]) {
+        const { sim, a, b, c } = await donation(seed, faults);
+        // One anti-entropy period (push-pull every 30 s) at most: delivery must not wait for it.
+        expect(
+          await sim.runUntil(() => [b, c].every((n) => n.plane?.leases.currentLease() != null), 25_000),
+          `seed ${seed}: b or c has no subnet`,
+        ).toBe(true);
+        expect(await sim.runUntil(() => agreed(sim), 120_000), `seed ${seed}: views differ`).toBe(true);
+        if (faults.giver) expect(a.store.failures).toBeGreaterThan(0);
+        if (faults.receivers) expect(b.store.failures + c.store.failures).toBeGreaterThan(0);
+        for (const n of [a, b, c]) expect(n.plane!.leases.stats.refusedStates).toBe(0);
+      }
+    },
+    120_000,
+  );
 });

@@ -23,7 +23,9 @@ describe("gossip stream limits", () => {
     await new Promise<void>((r) => silent.listen(0, "127.0.0.1", () => r()));
     const port = (silent.address() as { port: number }).port;
     try {
-      const hanging = Array.from({ length: 4 }, () => server.exchange({ host: "127.0.0.1", port }, new Uint8Array([1]), 10_000).catch(() => undefined));
+      const hanging = Array.from({ length: 4 }, () =>
+        server.exchange({ host: "127.0.0.1", port }, new Uint8Array([1]), 10_000).catch(() => undefined),
+      );
       await new Promise((r) => setTimeout(r, 300));
       expect(held.length).toBe(4);
       const frame = new TextEncoder().encode("join");
@@ -41,8 +43,15 @@ describe("gossip stream limits", () => {
   it("connections refused at the per-source limit show in /metrics", async () => {
     const stateDir = await mkdtemp(join(tmpdir(), "weft-limits-"));
     const plane = await ControlPlane.start({
-      name: "a", join: [], seeds: ["a"], space: SubnetSpace.fromConfig({ Network: "198.19.0.0/16" }),
-      bindAddr: "127.0.0.1", gossipPort: 0, stateDir, keyring: new Keyring(generateKey()), logger: pino({ level: "silent" }),
+      name: "a",
+      join: [],
+      seeds: ["a"],
+      space: SubnetSpace.fromConfig({ Network: "198.19.0.0/16" }),
+      bindAddr: "127.0.0.1",
+      gossipPort: 0,
+      stateDir,
+      keyring: new Keyring(generateKey()),
+      logger: pino({ level: "silent" }),
     });
     const socks: Socket[] = [];
     try {
@@ -54,7 +63,13 @@ describe("gossip stream limits", () => {
         s.once("connect", () => s.write(Buffer.from([0, 0, 1, 0])));
         socks.push(s);
       }
-      const registry = agentMetrics(plane, () => undefined, () => undefined, () => [], () => undefined);
+      const registry = agentMetrics(
+        plane,
+        () => undefined,
+        () => undefined,
+        () => [],
+        () => undefined,
+      );
       let text = "";
       for (let i = 0; i < 50 && !/weft_gossip_transport_total\{event="rejectedConnections"\} [1-9]/.test(text); i++) {
         await new Promise((r) => setTimeout(r, 100));

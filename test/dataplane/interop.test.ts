@@ -25,16 +25,36 @@ describe.skipIf(!canUseNetns())("wasm-vxlan against a kernel vxlan peer", () => 
     const [h1, h2] = lab.hosts;
     await lab.addPods(h1, S1, 1, 1450);
     await lab.addPods(h2, S2, 1, 1450);
-    await createVxlanDevice(h1.ns.kernel, { vni: 1, dev: h1.underlayIf, local: h1.underlayAddr, port: 8472, subnet: S1, vtepMac: MAC1, mtu: 1450 });
+    await createVxlanDevice(h1.ns.kernel, {
+      vni: 1,
+      dev: h1.underlayIf,
+      local: h1.underlayAddr,
+      port: 8472,
+      subnet: S1,
+      vtepMac: MAC1,
+      mtu: 1450,
+    });
     await addVxlanPeer(h1.ns.kernel, 1, { subnet: S2, underlay: h2.underlayAddr, vtepMac: MAC2 });
     // Between namespaces nothing ever computes an offloaded inner checksum: a kernel peer would
     // accept the packet on trust (the skb says CHECKSUM_PARTIAL), but a socket in userspace only
     // sees the bytes. A real NIC fills the checksum in; here the vxlan device must do it.
     await h1.ns.exec(["ethtool", "-K", "flannel.1", "tx", "off"]);
-    dp = withNetns(h2.ns.name, () => new UserspaceDataplane({
-      format: "vxlan", tunName: "weft0", mtu: 1450, network: LAB_POD_NETWORK, subnet: S2,
-      listenAddr: h2.underlayAddr, port: 8472, vni: 1, vtepMac: MAC2, workers: 2,
-    }));
+    dp = withNetns(
+      h2.ns.name,
+      () =>
+        new UserspaceDataplane({
+          format: "vxlan",
+          tunName: "weft0",
+          mtu: 1450,
+          network: LAB_POD_NETWORK,
+          subnet: S2,
+          listenAddr: h2.underlayAddr,
+          port: 8472,
+          vni: 1,
+          vtepMac: MAC2,
+          workers: 2,
+        }),
+    );
     await dp.start(h2.ns.kernel);
     dp.setPeer({ name: h1.name, subnet: S1, underlay: h1.underlayAddr, port: 8472, vtepMac: MAC1 });
   });

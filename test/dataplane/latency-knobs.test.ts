@@ -16,7 +16,10 @@ const macOf = (i: number) => Uint8Array.from([0x0a, 0x58, 0xc6, 0x13, i, 0]);
 const MODES: Array<{ name: string; knobs: Partial<UserspaceDataplaneOptions> }> = [
   { name: "busy poll on, queue limit on", knobs: { busyPollUs: 200, queueDelayUs: 5000 } },
   { name: "busy poll off, queue limit off", knobs: { busyPollUs: 0, queueDelayUs: 0 } },
-  { name: "busy poll on, queue limit on, offloads off", knobs: { busyPollUs: 200, queueDelayUs: 5000, offloads: false } },
+  {
+    name: "busy poll on, queue limit on, offloads off",
+    knobs: { busyPollUs: 200, queueDelayUs: 5000, offloads: false },
+  },
 ];
 
 for (const [m, mode] of MODES.entries()) {
@@ -28,16 +31,35 @@ for (const [m, mode] of MODES.entries()) {
       lab = await LabCluster.create({ tag: `knob${m}`, hosts: 2 });
       for (const [k, h] of lab.hosts.entries()) {
         await lab.addPods(h, subnetOf(k + 1), 1, 1450);
-        const dp = withNetns(h.ns.name, () => new UserspaceDataplane({
-          format: "vxlan", tunName: "weft0", mtu: 1450, network: LAB_POD_NETWORK, subnet: subnetOf(k + 1),
-          listenAddr: h.underlayAddr, port: 8472, vni: 1, vtepMac: macOf(k + 1), workers: 2, ...mode.knobs,
-        }));
+        const dp = withNetns(
+          h.ns.name,
+          () =>
+            new UserspaceDataplane({
+              format: "vxlan",
+              tunName: "weft0",
+              mtu: 1450,
+              network: LAB_POD_NETWORK,
+              subnet: subnetOf(k + 1),
+              listenAddr: h.underlayAddr,
+              port: 8472,
+              vni: 1,
+              vtepMac: macOf(k + 1),
+              workers: 2,
+              ...mode.knobs,
+            }),
+        );
         dps.push(dp);
         await dp.start(h.ns.kernel);
       }
       for (const [k, dp] of dps.entries()) {
         const peer = lab.hosts[1 - k];
-        dp.setPeer({ name: peer.name, subnet: subnetOf(2 - k), underlay: peer.underlayAddr, port: 8472, vtepMac: macOf(2 - k) });
+        dp.setPeer({
+          name: peer.name,
+          subnet: subnetOf(2 - k),
+          underlay: peer.underlayAddr,
+          port: 8472,
+          vtepMac: macOf(2 - k),
+        });
       }
     });
 
@@ -50,9 +72,13 @@ for (const [m, mode] of MODES.entries()) {
       const [p1] = lab.hosts[0].pods;
       const [p2] = lab.hosts[1].pods;
       // The first packet of a fresh path can meet neighbour resolution and a cold worker: warm up.
-      for (let t = 0; t < 10 && (await ping(p1, p2.addr, { count: 1, timeoutS: 1 })).received === 0; t++) await new Promise((r) => setTimeout(r, 200));
+      for (let t = 0; t < 10 && (await ping(p1, p2.addr, { count: 1, timeoutS: 1 })).received === 0; t++)
+        await new Promise((r) => setTimeout(r, 200));
       expect((await ping(p1, p2.addr, { count: 5, intervalS: 0.05 })).received).toBe(5);
-      for (const [from, to] of [[p1, p2], [p2, p1]]) {
+      for (const [from, to] of [
+        [p1, p2],
+        [p2, p1],
+      ]) {
         const { sent, received } = await tcpTransfer(from, to, 30 * MB);
         expect(received).toEqual(sent);
         expect(sent.bytes).toBe(30 * MB);

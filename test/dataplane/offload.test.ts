@@ -18,11 +18,30 @@ const macOf = (i: number) => Uint8Array.from([0x0a, 0x58, 0xc6, 0x13, i, 0]);
 const portOf = (format: "vxlan" | "udp") => (format === "vxlan" ? 8472 : 8285);
 const mtuOf = (format: "vxlan" | "udp") => (format === "vxlan" ? 1450 : 1472);
 
-async function startNode(host: LabHost, i: number, format: "vxlan" | "udp", extra: Partial<UserspaceDataplaneOptions> = {}): Promise<UserspaceDataplane> {
-  const dp = withNetns(host.ns.name, () => new UserspaceDataplane({
-    format, tunName: "weft0", mtu: mtuOf(format), network: LAB_POD_NETWORK, subnet: subnetOf(i), listenAddr: host.underlayAddr,
-    port: portOf(format), vni: 1, vtepMac: macOf(i), workers: 2, offloads: true, ...extra,
-  }));
+async function startNode(
+  host: LabHost,
+  i: number,
+  format: "vxlan" | "udp",
+  extra: Partial<UserspaceDataplaneOptions> = {},
+): Promise<UserspaceDataplane> {
+  const dp = withNetns(
+    host.ns.name,
+    () =>
+      new UserspaceDataplane({
+        format,
+        tunName: "weft0",
+        mtu: mtuOf(format),
+        network: LAB_POD_NETWORK,
+        subnet: subnetOf(i),
+        listenAddr: host.underlayAddr,
+        port: portOf(format),
+        vni: 1,
+        vtepMac: macOf(i),
+        workers: 2,
+        offloads: true,
+        ...extra,
+      }),
+  );
   await dp.start(host.ns.kernel);
   return dp;
 }
@@ -43,7 +62,13 @@ for (const format of ["vxlan", "udp"] as const) {
       for (const [k, h] of lab.hosts.entries()) dps.push(await startNode(h, k + 1, format));
       for (const [k, dp] of dps.entries()) {
         const peer = lab.hosts[1 - k];
-        dp.setPeer({ name: peer.name, subnet: subnetOf(2 - k), underlay: peer.underlayAddr, port: portOf(format), vtepMac: macOf(2 - k) });
+        dp.setPeer({
+          name: peer.name,
+          subnet: subnetOf(2 - k),
+          underlay: peer.underlayAddr,
+          port: portOf(format),
+          vtepMac: macOf(2 - k),
+        });
       }
     });
 
@@ -80,7 +105,15 @@ describe.skipIf(!canUseNetns())("offloads against a kernel vxlan peer", () => {
     const [h1, h2] = lab.hosts;
     await lab.addPods(h1, subnetOf(1), 1, 1450);
     await lab.addPods(h2, subnetOf(2), 1, 1450);
-    await createVxlanDevice(h1.ns.kernel, { vni: 1, dev: h1.underlayIf, local: h1.underlayAddr, port: 8472, subnet: subnetOf(1), vtepMac: macOf(1), mtu: 1450 });
+    await createVxlanDevice(h1.ns.kernel, {
+      vni: 1,
+      dev: h1.underlayIf,
+      local: h1.underlayAddr,
+      port: 8472,
+      subnet: subnetOf(1),
+      vtepMac: macOf(1),
+      mtu: 1450,
+    });
     await addVxlanPeer(h1.ns.kernel, 1, { subnet: subnetOf(2), underlay: h2.underlayAddr, vtepMac: macOf(2) });
     // As in interop.test.ts: between namespaces nobody finishes the kernel's offloaded inner checksums.
     await h1.ns.exec(["ethtool", "-K", "flannel.1", "tx", "off"]);

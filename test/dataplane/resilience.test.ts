@@ -15,7 +15,13 @@ import { udpPeer } from "../support/udp-peer.js";
 const MB = 1_000_000;
 const subnetOf = (i: number) => ({ addr: 0xc6130000 + i * 256, len: 24 });
 const macOf = (i: number) => Uint8Array.from([0x0a, 0x58, 0xc6, 0x13, i, 0]);
-const peerOf = (h: LabHost, i: number) => ({ name: h.name, subnet: subnetOf(i), underlay: h.underlayAddr, port: 8472, vtepMac: macOf(i) });
+const peerOf = (h: LabHost, i: number) => ({
+  name: h.name,
+  subnet: subnetOf(i),
+  underlay: h.underlayAddr,
+  port: 8472,
+  vtepMac: macOf(i),
+});
 
 describe.skipIf(!canUseNetns())("userspace dataplane under change and abuse", () => {
   let lab: LabCluster;
@@ -27,13 +33,25 @@ describe.skipIf(!canUseNetns())("userspace dataplane under change and abuse", ()
     const dps: UserspaceDataplane[] = [];
     for (const [k, h] of lab.hosts.entries()) {
       await lab.addPods(h, subnetOf(k + 1), 1, 1450);
-      const dp = withNetns(h.ns.name, () => new UserspaceDataplane({
-        format: "vxlan", tunName: "weft0", mtu: 1450, network: LAB_POD_NETWORK, subnet: subnetOf(k + 1),
-        listenAddr: h.underlayAddr, port: 8472, vni: 1, vtepMac: macOf(k + 1), workers: 2,
-        // Every sprayed datagram must reach validation to be counted by its reason, so no sojourn
-        // limit here: a transfer running beside the spray can make the queue stand (queue-delay.test.ts).
-        queueDelayUs: 0,
-      }));
+      const dp = withNetns(
+        h.ns.name,
+        () =>
+          new UserspaceDataplane({
+            format: "vxlan",
+            tunName: "weft0",
+            mtu: 1450,
+            network: LAB_POD_NETWORK,
+            subnet: subnetOf(k + 1),
+            listenAddr: h.underlayAddr,
+            port: 8472,
+            vni: 1,
+            vtepMac: macOf(k + 1),
+            workers: 2,
+            // Every sprayed datagram must reach validation to be counted by its reason, so no sojourn
+            // limit here: a transfer running beside the spray can make the queue stand (queue-delay.test.ts).
+            queueDelayUs: 0,
+          }),
+      );
       await dp.start(h.ns.kernel);
       dps.push(dp);
     }
@@ -56,7 +74,14 @@ describe.skipIf(!canUseNetns())("userspace dataplane under change and abuse", ()
     // Peers come and go (other subnets) while the transfer runs; every change is a table write.
     const churner = (async () => {
       while (running && churn < 20_000) {
-        for (let i = 0; i < 50; i++) dp1.setPeer({ name: `ghost${i}`, subnet: subnetOf(100 + i), underlay: 0xc6120080 + i, port: 8472, vtepMac: macOf(100 + i) });
+        for (let i = 0; i < 50; i++)
+          dp1.setPeer({
+            name: `ghost${i}`,
+            subnet: subnetOf(100 + i),
+            underlay: 0xc6120080 + i,
+            port: 8472,
+            vtepMac: macOf(100 + i),
+          });
         for (let i = 0; i < 50; i++) dp1.removePeer(`ghost${i}`);
         dp1.setPeer(peerOf(lab.hosts[1], 2)); // the real peer, rewritten in place
         churn += 101;
@@ -102,7 +127,13 @@ describe.skipIf(!canUseNetns())("userspace dataplane under change and abuse", ()
     const [p2] = h2.pods;
     // Malformed datagrams from host1's underlay address (a known peer): random bytes, truncated
     // frames, wrong VNI, wrong MAC, broadcast ARP, inner sources outside host1's subnet.
-    const good = buildVxlan(1, macOf(2), macOf(1), 0x0800, buildIpv4({ src: subnetOf(1).addr + 2, dst: subnetOf(2).addr + 2, payload: new Uint8Array(64) }));
+    const good = buildVxlan(
+      1,
+      macOf(2),
+      macOf(1),
+      0x0800,
+      buildIpv4({ src: subnetOf(1).addr + 2, dst: subnetOf(2).addr + 2, payload: new Uint8Array(64) }),
+    );
     const spray: Uint8Array[] = [];
     let seed = 12345;
     const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) & 255;
@@ -113,8 +144,20 @@ describe.skipIf(!canUseNetns())("userspace dataplane under change and abuse", ()
       else if (kind === 2) spray.push(buildVxlan(7, macOf(2), macOf(1), 0x0800, good.subarray(22)));
       else if (kind === 3) spray.push(buildVxlan(1, macOf(9), macOf(1), 0x0800, good.subarray(22)));
       else if (kind === 4) spray.push(buildVxlan(1, new Uint8Array(6).fill(255), macOf(1), 0x0806, new Uint8Array(28)));
-      else if (kind === 5) spray.push(buildVxlan(1, macOf(2), macOf(1), 0x0800, buildIpv4({ src: 0xc6133301, dst: subnetOf(2).addr + 2 })));
-      else if (kind === 6) spray.push(buildVxlan(1, macOf(2), macOf(1), 0x0800, buildIpv4({ src: subnetOf(2).addr + 9, dst: subnetOf(2).addr + 2 })));
+      else if (kind === 5)
+        spray.push(
+          buildVxlan(1, macOf(2), macOf(1), 0x0800, buildIpv4({ src: 0xc6133301, dst: subnetOf(2).addr + 2 })),
+        );
+      else if (kind === 6)
+        spray.push(
+          buildVxlan(
+            1,
+            macOf(2),
+            macOf(1),
+            0x0800,
+            buildIpv4({ src: subnetOf(2).addr + 9, dst: subnetOf(2).addr + 2 }),
+          ),
+        );
       else spray.push(buildVxlan(0, macOf(2), macOf(1), 0x0800, good.subarray(22), 0));
     }
     const expected: Record<string, bigint> = {};
@@ -130,7 +173,12 @@ describe.skipIf(!canUseNetns())("userspace dataplane under change and abuse", ()
     }
     const before = dp2.counters().rx.packets;
     const transfer = tcpTransfer(p1, p2, 60 * MB);
-    const sprayer = udpPeer(h1.ns, { bind: `${formatIpv4(h1.underlayAddr)}:9999`, sendTo: `${formatIpv4(h2.underlayAddr)}:8472`, send: spray, expect: 0 });
+    const sprayer = udpPeer(h1.ns, {
+      bind: `${formatIpv4(h1.underlayAddr)}:9999`,
+      sendTo: `${formatIpv4(h2.underlayAddr)}:8472`,
+      send: spray,
+      expect: 0,
+    });
     await sprayer.done;
     const t = await transfer;
     expect(t.received).toEqual(t.sent);

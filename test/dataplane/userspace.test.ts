@@ -23,16 +23,34 @@ interface Node {
 async function startNode(host: LabHost, i: number, format: WireFormat): Promise<Node> {
   const subnet = subnetOf(i);
   const mtu = format === "vxlan" ? 1450 : 1472;
-  const dp = withNetns(host.ns.name, () => new UserspaceDataplane({
-    format, tunName: "weft0", mtu, network: LAB_POD_NETWORK, subnet, listenAddr: host.underlayAddr,
-    port: format === "vxlan" ? 8472 : 8285, vni: 1, vtepMac: macOf(i), workers: 2,
-  }));
+  const dp = withNetns(
+    host.ns.name,
+    () =>
+      new UserspaceDataplane({
+        format,
+        tunName: "weft0",
+        mtu,
+        network: LAB_POD_NETWORK,
+        subnet,
+        listenAddr: host.underlayAddr,
+        port: format === "vxlan" ? 8472 : 8285,
+        vni: 1,
+        vtepMac: macOf(i),
+        workers: 2,
+      }),
+  );
   await dp.start(host.ns.kernel);
   return { host, dp, subnet };
 }
 
 function connect(a: Node, b: Node, i: number, format: WireFormat): void {
-  a.dp.setPeer({ name: b.host.name, subnet: b.subnet, underlay: b.host.underlayAddr, port: format === "vxlan" ? 8472 : 8285, vtepMac: macOf(i) });
+  a.dp.setPeer({
+    name: b.host.name,
+    subnet: b.subnet,
+    underlay: b.host.underlayAddr,
+    port: format === "vxlan" ? 8472 : 8285,
+    vtepMac: macOf(i),
+  });
 }
 
 for (const format of ["vxlan", "udp"] as const) {
@@ -89,7 +107,11 @@ for (const format of ["vxlan", "udp"] as const) {
       const after = n1.dp.counters().perQueue;
       // 16 flows over 2 workers: each worker gets some of them, in both directions.
       for (const [q, c] of after.entries()) {
-        expect({ q, rx: c.rx - before[q].rx > 1000n, tx: c.tx - before[q].tx > 1000n }).toEqual({ q, rx: true, tx: true });
+        expect({ q, rx: c.rx - before[q].rx > 1000n, tx: c.tx - before[q].tx > 1000n }).toEqual({
+          q,
+          rx: true,
+          tx: true,
+        });
       }
     });
 
@@ -98,10 +120,22 @@ for (const format of ["vxlan", "udp"] as const) {
       await n2.dp.stop();
       await expect(n2.host.ns.kernel.ipJson(["link", "show", "weft0"])).rejects.toThrow(/does not exist/);
       // The port is free again: a new dataplane can bind it.
-      const again = withNetns(n2.host.ns.name, () => new UserspaceDataplane({
-        format, tunName: "weft0", mtu: 1400, network: LAB_POD_NETWORK, subnet: subnetOf(2), listenAddr: n2.host.underlayAddr,
-        port: format === "vxlan" ? 8472 : 8285, vni: 1, vtepMac: macOf(2), workers: 1,
-      }));
+      const again = withNetns(
+        n2.host.ns.name,
+        () =>
+          new UserspaceDataplane({
+            format,
+            tunName: "weft0",
+            mtu: 1400,
+            network: LAB_POD_NETWORK,
+            subnet: subnetOf(2),
+            listenAddr: n2.host.underlayAddr,
+            port: format === "vxlan" ? 8472 : 8285,
+            vni: 1,
+            vtepMac: macOf(2),
+            workers: 1,
+          }),
+      );
       await again.stop();
     });
   });

@@ -60,16 +60,27 @@ function fieldErrors(docs: Doc[]): string[] {
       return `import type { ${m.type} as T${i} } from "${m.module}";\nexport const d${i}: T${i} = ${JSON.stringify(d, null, 1)};\n`;
     })
     .join("");
-  const options: ts.CompilerOptions = { strict: true, noEmit: true, module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext, target: ts.ScriptTarget.ES2022, skipLibCheck: true, types: [] };
+  const options: ts.CompilerOptions = {
+    strict: true,
+    noEmit: true,
+    module: ts.ModuleKind.NodeNext,
+    moduleResolution: ts.ModuleResolutionKind.NodeNext,
+    target: ts.ScriptTarget.ES2022,
+    skipLibCheck: true,
+    types: [],
+  };
   const host = ts.createCompilerHost(options);
   const read = host.readFile.bind(host);
   host.readFile = (f) => (f === file ? source : read(f));
   const exists = host.fileExists.bind(host);
   host.fileExists = (f) => f === file || exists(f);
   const getSource = host.getSourceFile.bind(host);
-  host.getSourceFile = (f, lang, ...rest) => (f === file ? ts.createSourceFile(f, source, lang) : getSource(f, lang, ...rest));
+  host.getSourceFile = (f, lang, ...rest) =>
+    f === file ? ts.createSourceFile(f, source, lang) : getSource(f, lang, ...rest);
   const program = ts.createProgram([file], options, host);
-  return ts.getPreEmitDiagnostics(program).map((d) => ts.flattenDiagnosticMessageText(d.messageText, "\n").split("\n").slice(-1)[0]);
+  return ts
+    .getPreEmitDiagnostics(program)
+    .map((d) => ts.flattenDiagnosticMessageText(d.messageText, "\n").split("\n").slice(-1)[0]);
 }
 
 describe("deploy/kubernetes/weft.yaml", () => {
@@ -88,10 +99,14 @@ describe("deploy/kubernetes/weft.yaml", () => {
     const c = typo.find((d) => d.kind === "DaemonSet")!.spec.template.spec.containers[0];
     c.securityContext.capabilites = c.securityContext.capabilities;
     delete c.securityContext.capabilities;
-    expect(fieldErrors(typo)).toEqual([`Object literal may only specify known properties, and '"capabilites"' does not exist in type 'ISecurityContext'.`]);
+    expect(fieldErrors(typo)).toEqual([
+      `Object literal may only specify known properties, and '"capabilites"' does not exist in type 'ISecurityContext'.`,
+    ]);
     const typo2 = structuredClone(docs);
     typo2.find((d) => d.kind === "DaemonSet")!.spec.template.spec.hostNetwrok = true;
-    expect(fieldErrors(typo2)).toEqual([`Object literal may only specify known properties, and '"hostNetwrok"' does not exist in type 'IPodSpec'.`]);
+    expect(fieldErrors(typo2)).toEqual([
+      `Object literal may only specify known properties, and '"hostNetwrok"' does not exist in type 'IPodSpec'.`,
+    ]);
     const wrongType = structuredClone(docs);
     wrongType.find((d) => d.kind === "DaemonSet")!.spec.template.spec.hostNetwork = "yes";
     expect(schemaErrors(wrongType).join("\n")).toMatch(/hostNetwork must be boolean/);
@@ -106,9 +121,20 @@ describe("deploy/kubernetes/weft.yaml", () => {
     expect(pod.priorityClassName).toBe("system-node-critical");
     expect(pod.tolerations).toContainEqual({ operator: "Exists", effect: "NoSchedule" });
     const [agent] = pod.containers;
-    expect(agent.securityContext).toEqual({ privileged: false, capabilities: { drop: ["ALL"], add: ["NET_ADMIN", "NET_RAW"] } });
-    const hostPaths = Object.fromEntries(pod.volumes.filter((v: Doc) => v.hostPath).map((v: Doc) => [v.hostPath.path, v.hostPath.type]));
-    expect(hostPaths).toEqual({ "/run/flannel": "DirectoryOrCreate", "/var/lib/weft": "DirectoryOrCreate", "/etc/cni/net.d": "DirectoryOrCreate", "/opt/cni/bin": "DirectoryOrCreate", "/dev/net/tun": "CharDevice" });
+    expect(agent.securityContext).toEqual({
+      privileged: false,
+      capabilities: { drop: ["ALL"], add: ["NET_ADMIN", "NET_RAW"] },
+    });
+    const hostPaths = Object.fromEntries(
+      pod.volumes.filter((v: Doc) => v.hostPath).map((v: Doc) => [v.hostPath.path, v.hostPath.type]),
+    );
+    expect(hostPaths).toEqual({
+      "/run/flannel": "DirectoryOrCreate",
+      "/var/lib/weft": "DirectoryOrCreate",
+      "/etc/cni/net.d": "DirectoryOrCreate",
+      "/opt/cni/bin": "DirectoryOrCreate",
+      "/dev/net/tun": "CharDevice",
+    });
     expect(pod.initContainers.map((c: Doc) => c.name)).toEqual(["install-cni-plugin", "install-cni"]);
     expect(agent.livenessProbe.httpGet.path).toBe("/healthz");
     expect(agent.readinessProbe.httpGet.path).toBe("/readyz");
@@ -122,7 +148,9 @@ describe("deploy/kubernetes/weft.yaml", () => {
   it("carries kube-flannel's cni-conf.json and a net-conf.json that weft's own schemas accept", () => {
     const list = JSON.parse(cm.data["cni-conf.json"]);
     expect(list.plugins.map((p: Doc) => p.type)).toEqual(["flannel", "portmap"]);
-    expect(() => parseNetConf(JSON.stringify({ ...list.plugins[0], name: list.name, cniVersion: list.cniVersion }))).not.toThrow();
+    expect(() =>
+      parseNetConf(JSON.stringify({ ...list.plugins[0], name: list.name, cniVersion: list.cniVersion })),
+    ).not.toThrow();
     expect(parseFlannelNetConf(cm.data["net-conf.json"]).Backend.Type).toBe("vxlan");
     expect(cm.data.join.split(",").every((a: string) => /^[^:]+:\d+$/.test(a))).toBe(true);
   });

@@ -14,13 +14,16 @@ function hasSystemdAnalyze(): boolean {
     execFileSync("systemd-analyze", ["--version"], { stdio: "ignore" });
     return true;
   } catch {
-    if (process.env.CI === "true") throw new Error("systemd-analyze is missing (apt-get install systemd), and CI=true forbids skipping");
+    if (process.env.CI === "true")
+      throw new Error("systemd-analyze is missing (apt-get install systemd), and CI=true forbids skipping");
     return false;
   }
 }
 
 const UNIT = projectFile("deploy", "systemd", "weft.service");
-const SYSTEMD_UNITS = ["/usr/lib/systemd/system", "/lib/systemd/system"].find((d) => spawnSync("test", ["-d", d]).status === 0)!;
+const SYSTEMD_UNITS = ["/usr/lib/systemd/system", "/lib/systemd/system"].find(
+  (d) => spawnSync("test", ["-d", d]).status === 0,
+)!;
 
 describe.skipIf(!hasSystemdAnalyze())("deploy/systemd/weft.service", () => {
   const root = mkdtempSync(join(tmpdir(), "weft-systemd-"));
@@ -34,7 +37,10 @@ describe.skipIf(!hasSystemdAnalyze())("deploy/systemd/weft.service", () => {
   /** Runs verify on `text` as weft.service; returns its exit status and what it printed. */
   function verify(text: string): { status: number | null; output: string } {
     for (const line of text.split("\n").filter((l) => /^Exec\w+=/.test(l))) {
-      const program = line.slice(line.indexOf("=") + 1).replace(/^[-@:+!]+/, "").split(/\s+/)[0];
+      const program = line
+        .slice(line.indexOf("=") + 1)
+        .replace(/^[-@:+!]+/, "")
+        .split(/\s+/)[0];
       mkdirSync(join(root, program, ".."), { recursive: true });
       writeFileSync(join(root, program), "#!/bin/sh\n");
       chmodSync(join(root, program), 0o755);
@@ -61,7 +67,9 @@ describe.skipIf(!hasSystemdAnalyze())("deploy/systemd/weft.service", () => {
     expect(keys("KillSignal")).toEqual(["SIGTERM"]);
     expect(keys("StateDirectory")).toEqual(["weft"]);
     expect(keys("ConfigurationDirectory")).toEqual(["weft"]);
-    expect(keys("ExecStart")[0]).toMatch(/--state-dir \/var\/lib\/weft .*--net-config \/etc\/weft\/|--net-config \/etc\/weft\/.*--state-dir \/var\/lib\/weft/);
+    expect(keys("ExecStart")[0]).toMatch(
+      /--state-dir \/var\/lib\/weft .*--net-config \/etc\/weft\/|--net-config \/etc\/weft\/.*--state-dir \/var\/lib\/weft/,
+    );
     expect(text).toMatch(/--keep-on-exit/);
   });
 });

@@ -8,36 +8,64 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import {
-  completePartial, buildTcp4, pseudoHeaderSum, refSegmentTcp4, tcp4ChecksumsValid, type Tcp4Fields,
+  completePartial,
+  buildTcp4,
+  pseudoHeaderSum,
+  refSegmentTcp4,
+  tcp4ChecksumsValid,
+  type Tcp4Fields,
 } from "../reference/tcp-offload.js";
-import { datagrams, MAC1, MAC2, PEER, payloadOf, receive, send, type Format, type TunRead } from "../support/offload.js";
+import {
+  datagrams,
+  MAC1,
+  MAC2,
+  PEER,
+  payloadOf,
+  receive,
+  send,
+  type Format,
+  type TunRead,
+} from "../support/offload.js";
 
-const superPacket = fc.record({
-  srcPort: fc.integer({ min: 1024, max: 65535 }),
-  seq: fc.nat({ max: 0xffffffff }),
-  ack: fc.nat({ max: 0xffffffff }),
-  flags: fc.constantFrom(0x10, 0x18, 0x19, 0x90, 0x98),
-  window: fc.integer({ min: 0, max: 0xffff }),
-  options: fc.constantFrom(0, 12, 40).map((n) => Uint8Array.from({ length: n }, (_, i) => (i % 4 === 0 ? 1 : i))),
-  id: fc.integer({ min: 0, max: 0xffff }),
-  ttl: fc.integer({ min: 3, max: 255 }),
-  tos: fc.constantFrom(0, 0x10),
-  gsoSize: fc.integer({ min: 536, max: 1398 }),
-  segments: fc.integer({ min: 1, max: 44 }),
-  short: fc.integer({ min: 0, max: 535 }),
-  seed: fc.integer(),
-  junk: fc.integer({ min: 0, max: 0xffff }), // the TCP checksum field as the kernel leaves it: not ours to trust
-}).map((g) => {
-  const length = Math.max(1, g.segments * g.gsoSize - g.short);
-  const f: Tcp4Fields = {
-    src: 0xc6130105, dst: 0xc6130207, srcPort: g.srcPort, dstPort: 5201, seq: g.seq, ack: g.ack, flags: g.flags,
-    window: g.window, options: g.options, id: g.id, ttl: g.ttl, tos: g.tos, payload: payloadOf(g.seed, length),
-  };
-  const bytes = buildTcp4(f);
-  bytes[36] = g.junk >> 8;
-  bytes[37] = g.junk & 255;
-  return { fields: f, bytes, gsoSize: g.gsoSize };
-});
+const superPacket = fc
+  .record({
+    srcPort: fc.integer({ min: 1024, max: 65535 }),
+    seq: fc.nat({ max: 0xffffffff }),
+    ack: fc.nat({ max: 0xffffffff }),
+    flags: fc.constantFrom(0x10, 0x18, 0x19, 0x90, 0x98),
+    window: fc.integer({ min: 0, max: 0xffff }),
+    options: fc.constantFrom(0, 12, 40).map((n) => Uint8Array.from({ length: n }, (_, i) => (i % 4 === 0 ? 1 : i))),
+    id: fc.integer({ min: 0, max: 0xffff }),
+    ttl: fc.integer({ min: 3, max: 255 }),
+    tos: fc.constantFrom(0, 0x10),
+    gsoSize: fc.integer({ min: 536, max: 1398 }),
+    segments: fc.integer({ min: 1, max: 44 }),
+    short: fc.integer({ min: 0, max: 535 }),
+    seed: fc.integer(),
+    junk: fc.integer({ min: 0, max: 0xffff }), // the TCP checksum field as the kernel leaves it: not ours to trust
+  })
+  .map((g) => {
+    const length = Math.max(1, g.segments * g.gsoSize - g.short);
+    const f: Tcp4Fields = {
+      src: 0xc6130105,
+      dst: 0xc6130207,
+      srcPort: g.srcPort,
+      dstPort: 5201,
+      seq: g.seq,
+      ack: g.ack,
+      flags: g.flags,
+      window: g.window,
+      options: g.options,
+      id: g.id,
+      ttl: g.ttl,
+      tos: g.tos,
+      payload: payloadOf(g.seed, length),
+    };
+    const bytes = buildTcp4(f);
+    bytes[36] = g.junk >> 8;
+    bytes[37] = g.junk & 255;
+    return { fields: f, bytes, gsoSize: g.gsoSize };
+  });
 
 /**
  * One direction of a connection as its TUN reads: lone segments of any flags (pure ACKs, SYN,
@@ -45,50 +73,75 @@ const superPacket = fc.record({
  * IP IDs running on as the kernel would send them. Lone segments come with their checksum left
  * partial (NEEDS_CSUM) or finished. `wire` is what must reach the peer's TUN device, segment by segment.
  */
-const connection = fc.record({
-  srcPort: fc.integer({ min: 1024, max: 65535 }),
-  seq: fc.nat({ max: 0xffffffff }),
-  ack: fc.nat({ max: 0xffffffff }),
-  window: fc.integer({ min: 0, max: 0xffff }),
-  options: fc.constantFrom(0, 12).map((n) => Uint8Array.from({ length: n }, (_, i) => (i % 4 === 0 ? 1 : i))),
-  id: fc.integer({ min: 0, max: 0xffff }),
-  ttl: fc.integer({ min: 3, max: 255 }),
-  gsoSize: fc.integer({ min: 536, max: 1398 }),
-  items: fc.array(fc.record({
-    flags: fc.constantFrom(0x10, 0x18, 0x11, 0x19, 0x01, 0x04, 0x14, 0x02, 0x12, 0x30, 0x38, 0x50, 0x90, 0x98),
-    // payload: none, short, exactly one segment, or a super-packet of 2..12 segments
-    size: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 200 }), fc.constant(-1), fc.integer({ min: 2, max: 12 }).map((n) => -n)),
-    partial: fc.boolean(),
-    seed: fc.integer(),
-  }), { minLength: 1, maxLength: 12 }),
-}).map((c) => {
-  let seq = c.seq;
-  let id = c.id;
-  return c.items.map((it) => {
-    const gso = it.size < -1 && (it.flags & 0x06) === 0; // the kernel never sends SYN or RST with TSO
-    const length = it.size >= 0 ? it.size : it.size === -1 || !gso ? c.gsoSize : -it.size * c.gsoSize - (it.seed & 511);
-    const fields: Tcp4Fields = {
-      src: 0xc6130105, dst: 0xc6130207, srcPort: c.srcPort, dstPort: 7000, seq, ack: c.ack, flags: it.flags,
-      window: c.window, options: c.options, id, ttl: c.ttl, payload: payloadOf(it.seed, length),
-    };
-    seq = (seq + length + (it.flags & 0x02 ? 1 : 0) + (it.flags & 0x01 ? 1 : 0)) >>> 0;
-    id = (id + (gso ? Math.ceil(length / c.gsoSize) : 1)) & 0xffff;
-    const bytes = buildTcp4(fields);
-    let read: TunRead;
-    if (gso) {
-      read = { bytes, gsoSize: c.gsoSize };
-    } else if (it.partial) {
-      // As the kernel leaves it: the checksum field holds the pseudo-header sum.
-      const sum = pseudoHeaderSum(bytes, 6, bytes.length - 20);
-      bytes[36] = sum >> 8;
-      bytes[37] = sum & 255;
-      read = { bytes, gsoSize: 0, gsoType: 0 };
-    } else {
-      read = { bytes, gsoSize: 0, gsoType: 0, needsCsum: false };
-    }
-    return { read, wire: (hops: number) => refSegmentTcp4(buildTcp4({ ...fields, ttl: c.ttl - hops }), gso ? c.gsoSize : Math.max(1, length)) };
+const connection = fc
+  .record({
+    srcPort: fc.integer({ min: 1024, max: 65535 }),
+    seq: fc.nat({ max: 0xffffffff }),
+    ack: fc.nat({ max: 0xffffffff }),
+    window: fc.integer({ min: 0, max: 0xffff }),
+    options: fc.constantFrom(0, 12).map((n) => Uint8Array.from({ length: n }, (_, i) => (i % 4 === 0 ? 1 : i))),
+    id: fc.integer({ min: 0, max: 0xffff }),
+    ttl: fc.integer({ min: 3, max: 255 }),
+    gsoSize: fc.integer({ min: 536, max: 1398 }),
+    items: fc.array(
+      fc.record({
+        flags: fc.constantFrom(0x10, 0x18, 0x11, 0x19, 0x01, 0x04, 0x14, 0x02, 0x12, 0x30, 0x38, 0x50, 0x90, 0x98),
+        // payload: none, short, exactly one segment, or a super-packet of 2..12 segments
+        size: fc.oneof(
+          fc.constant(0),
+          fc.integer({ min: 1, max: 200 }),
+          fc.constant(-1),
+          fc.integer({ min: 2, max: 12 }).map((n) => -n),
+        ),
+        partial: fc.boolean(),
+        seed: fc.integer(),
+      }),
+      { minLength: 1, maxLength: 12 },
+    ),
+  })
+  .map((c) => {
+    let seq = c.seq;
+    let id = c.id;
+    return c.items.map((it) => {
+      const gso = it.size < -1 && (it.flags & 0x06) === 0; // the kernel never sends SYN or RST with TSO
+      const length =
+        it.size >= 0 ? it.size : it.size === -1 || !gso ? c.gsoSize : -it.size * c.gsoSize - (it.seed & 511);
+      const fields: Tcp4Fields = {
+        src: 0xc6130105,
+        dst: 0xc6130207,
+        srcPort: c.srcPort,
+        dstPort: 7000,
+        seq,
+        ack: c.ack,
+        flags: it.flags,
+        window: c.window,
+        options: c.options,
+        id,
+        ttl: c.ttl,
+        payload: payloadOf(it.seed, length),
+      };
+      seq = (seq + length + (it.flags & 0x02 ? 1 : 0) + (it.flags & 0x01 ? 1 : 0)) >>> 0;
+      id = (id + (gso ? Math.ceil(length / c.gsoSize) : 1)) & 0xffff;
+      const bytes = buildTcp4(fields);
+      let read: TunRead;
+      if (gso) {
+        read = { bytes, gsoSize: c.gsoSize };
+      } else if (it.partial) {
+        // As the kernel leaves it: the checksum field holds the pseudo-header sum.
+        const sum = pseudoHeaderSum(bytes, 6, bytes.length - 20);
+        bytes[36] = sum >> 8;
+        bytes[37] = sum & 255;
+        read = { bytes, gsoSize: 0, gsoType: 0 };
+      } else {
+        read = { bytes, gsoSize: 0, gsoType: 0, needsCsum: false };
+      }
+      return {
+        read,
+        wire: (hops: number) =>
+          refSegmentTcp4(buildTcp4({ ...fields, ttl: c.ttl - hops }), gso ? c.gsoSize : Math.max(1, length)),
+      };
+    });
   });
-});
 
 /** The segments as they must arrive after `hops` TTL decrements (flannel udp: one per side). */
 const expected = (p: { fields: Tcp4Fields; gsoSize: number }, hops: number) =>
@@ -130,8 +183,13 @@ function resegment(out: ReturnType<typeof receive>): Uint8Array[] {
       expect(o.flags).toBe(0);
       return [o.bytes];
     }
-    expect({ flags: o.flags, gsoType: o.gsoType, csumStart: o.csumStart, csumOffset: o.csumOffset, hdrLen: o.hdrLen })
-      .toEqual({ flags: 1, gsoType: 1, csumStart: 20, csumOffset: 16, hdrLen: 20 + (o.bytes[32] >> 4) * 4 });
+    expect({
+      flags: o.flags,
+      gsoType: o.gsoType,
+      csumStart: o.csumStart,
+      csumOffset: o.csumOffset,
+      hdrLen: o.hdrLen,
+    }).toEqual({ flags: 1, gsoType: 1, csumStart: 20, csumOffset: 16, hdrLen: 20 + (o.bytes[32] >> 4) * 4 });
     return refSegmentTcp4(completePartial(o.bytes, 20, 16), o.gsoSize);
   });
 }
@@ -141,106 +199,135 @@ const header = (format: Format) => (format === "vxlan" ? 22 : 0);
 for (const format of ["vxlan", "udp"] as const) {
   describe(`offloads, ${format} format`, () => {
     it("segments super-packets exactly as the reference does, in UDP GSO trains within the limits", () => {
-      fc.assert(fc.property(superPacket, (p) => {
-        const { trains, mem } = send([p], format);
-        const ds = datagrams(trains, mem);
-        const segs = ds.map((d) => d.subarray(header(format)));
-        const want = expected(p, format === "udp" ? 1 : 0);
-        expect(segs).toEqual(want);
-        for (const s of segs) expect(tcp4ChecksumsValid(s)).toBe(true);
-        const hdr = 20 + 20 + p.fields.options!.length;
-        for (const d of ds) expect(d.length).toBeLessThanOrEqual(header(format) + hdr + p.gsoSize);
-        if (format === "vxlan") for (const d of ds) expect([...d.subarray(8, 20)]).toEqual([...MAC2, ...MAC1]);
-        for (const t of trains) {
-          expect({ addr: t.addr, port: t.port }).toEqual({ addr: PEER.ip, port: PEER.port });
-          expect(t.len).toBeLessThanOrEqual(65507);
-          if (t.flags) expect(t.len / t.flags).toBeLessThanOrEqual(64);
-        }
-      }), { numRuns: 25 });
+      fc.assert(
+        fc.property(superPacket, (p) => {
+          const { trains, mem } = send([p], format);
+          const ds = datagrams(trains, mem);
+          const segs = ds.map((d) => d.subarray(header(format)));
+          const want = expected(p, format === "udp" ? 1 : 0);
+          expect(segs).toEqual(want);
+          for (const s of segs) expect(tcp4ChecksumsValid(s)).toBe(true);
+          const hdr = 20 + 20 + p.fields.options!.length;
+          for (const d of ds) expect(d.length).toBeLessThanOrEqual(header(format) + hdr + p.gsoSize);
+          if (format === "vxlan") for (const d of ds) expect([...d.subarray(8, 20)]).toEqual([...MAC2, ...MAC1]);
+          for (const t of trains) {
+            expect({ addr: t.addr, port: t.port }).toEqual({ addr: PEER.ip, port: PEER.port });
+            expect(t.len).toBeLessThanOrEqual(65507);
+            if (t.flags) expect(t.len / t.flags).toBeLessThanOrEqual(64);
+          }
+        }),
+        { numRuns: 25 },
+      );
     });
 
     it("coalesces the segments of interleaved flows, batched as UDP GRO, back into the same stream", () => {
-      fc.assert(fc.property(
-        fc.uniqueArray(superPacket, { minLength: 1, maxLength: 3, selector: (p) => p.fields.srcPort }),
-        fc.array(fc.nat(), { minLength: 1, maxLength: 20 }),
-        fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 10 }),
-        (flows, picks, maxes) => {
-          const lists = flows.map((p) => {
-            const { trains, mem } = send([p], format);
-            return datagrams(trains, mem);
-          });
-          const runs = groRuns(interleave(lists, picks), maxes).slice(0, 16);
-          const sent = runs.flat();
-          const out = receive(runs, format);
-          const got = resegment(out);
-          const hops = format === "udp" ? 2 : 0;
-          // Every datagram sent arrives, in order per flow, as exactly the segment it was.
-          for (const p of flows) {
-            const mine = (s: Uint8Array) => ((s[20] << 8) | s[21]) === p.fields.srcPort;
-            const want = expected(p, hops).filter((_, k) => k < sent.filter((d) => mine(d.subarray(header(format)))).length);
-            expect(got.filter(mine)).toEqual(want);
-          }
-          // A flow alone in the batch, only ACK/PSH, comes out as one super-packet.
-          if (flows.length === 1 && runs.length <= 16 && (flows[0].fields.flags & ~0x08) === 0x10) expect(out.length).toBe(1);
-        },
-      ), { numRuns: 25 });
+      fc.assert(
+        fc.property(
+          fc.uniqueArray(superPacket, { minLength: 1, maxLength: 3, selector: (p) => p.fields.srcPort }),
+          fc.array(fc.nat(), { minLength: 1, maxLength: 20 }),
+          fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 10 }),
+          (flows, picks, maxes) => {
+            const lists = flows.map((p) => {
+              const { trains, mem } = send([p], format);
+              return datagrams(trains, mem);
+            });
+            const runs = groRuns(interleave(lists, picks), maxes).slice(0, 16);
+            const sent = runs.flat();
+            const out = receive(runs, format);
+            const got = resegment(out);
+            const hops = format === "udp" ? 2 : 0;
+            // Every datagram sent arrives, in order per flow, as exactly the segment it was.
+            for (const p of flows) {
+              const mine = (s: Uint8Array) => ((s[20] << 8) | s[21]) === p.fields.srcPort;
+              const want = expected(p, hops).filter(
+                (_, k) => k < sent.filter((d) => mine(d.subarray(header(format)))).length,
+              );
+              expect(got.filter(mine)).toEqual(want);
+            }
+            // A flow alone in the batch, only ACK/PSH, comes out as one super-packet.
+            if (flows.length === 1 && runs.length <= 16 && (flows[0].fields.flags & ~0x08) === 0x10)
+              expect(out.length).toBe(1);
+          },
+        ),
+        { numRuns: 25 },
+      );
     });
 
     it("carries connections of lone segments of any flags and super-packets through both paths unchanged", () => {
-      fc.assert(fc.property(
-        fc.uniqueArray(connection, { minLength: 1, maxLength: 3, selector: (c) => c[0].read.bytes[20] << 8 | c[0].read.bytes[21] }),
-        fc.array(fc.nat(), { minLength: 1, maxLength: 20 }),
-        fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 10 }),
-        (conns, picks, maxes) => {
-          const lists = conns.map((c) => {
-            const ds: Uint8Array[] = [];
-            for (let i = 0; i < c.length; i += 4) {
-              const { trains, replies, mem } = send(c.slice(i, i + 4).map((x) => x.read), format);
-              expect(replies).toBe(0);
-              ds.push(...datagrams(trains, mem));
+      fc.assert(
+        fc.property(
+          fc.uniqueArray(connection, {
+            minLength: 1,
+            maxLength: 3,
+            selector: (c) => (c[0].read.bytes[20] << 8) | c[0].read.bytes[21],
+          }),
+          fc.array(fc.nat(), { minLength: 1, maxLength: 20 }),
+          fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 10 }),
+          (conns, picks, maxes) => {
+            const lists = conns.map((c) => {
+              const ds: Uint8Array[] = [];
+              for (let i = 0; i < c.length; i += 4) {
+                const { trains, replies, mem } = send(
+                  c.slice(i, i + 4).map((x) => x.read),
+                  format,
+                );
+                expect(replies).toBe(0);
+                ds.push(...datagrams(trains, mem));
+              }
+              return ds;
+            });
+            // Every datagram carries exactly the segment the kernel's own GSO and checksumming would send.
+            const hopsOut = format === "udp" ? 1 : 0;
+            conns.forEach((c, i) =>
+              expect(lists[i].map((d) => d.subarray(header(format)))).toEqual(c.flatMap((x) => x.wire(hopsOut))),
+            );
+            const runs = groRuns(interleave(lists, picks), maxes).slice(0, 16);
+            const sent = runs.flat();
+            const got = resegment(receive(runs, format));
+            const hops = format === "udp" ? 2 : 0;
+            for (const c of conns) {
+              const port = (c[0].read.bytes[20] << 8) | c[0].read.bytes[21];
+              const mine = (s: Uint8Array) => ((s[20] << 8) | s[21]) === port;
+              const count = sent.filter((d) => mine(d.subarray(header(format)))).length;
+              expect(got.filter(mine)).toEqual(c.flatMap((x) => x.wire(hops)).slice(0, count));
             }
-            return ds;
-          });
-          // Every datagram carries exactly the segment the kernel's own GSO and checksumming would send.
-          const hopsOut = format === "udp" ? 1 : 0;
-          conns.forEach((c, i) => expect(lists[i].map((d) => d.subarray(header(format)))).toEqual(c.flatMap((x) => x.wire(hopsOut))));
-          const runs = groRuns(interleave(lists, picks), maxes).slice(0, 16);
-          const sent = runs.flat();
-          const got = resegment(receive(runs, format));
-          const hops = format === "udp" ? 2 : 0;
-          for (const c of conns) {
-            const port = (c[0].read.bytes[20] << 8) | c[0].read.bytes[21];
-            const mine = (s: Uint8Array) => ((s[20] << 8) | s[21]) === port;
-            const count = sent.filter((d) => mine(d.subarray(header(format)))).length;
-            expect(got.filter(mine)).toEqual(c.flatMap((x) => x.wire(hops)).slice(0, count));
-          }
-        },
-      ), { numRuns: 30 });
+          },
+        ),
+        { numRuns: 30 },
+      );
     });
 
     it("never merges a damaged segment: it reaches the kernel alone, to be dropped there", () => {
-      fc.assert(fc.property(superPacket, fc.nat(), fc.nat(), (p, pick, where) => {
-        const { trains, mem } = send([p], format);
-        const ds = datagrams(trains, mem);
-        fc.pre(ds.length >= 2);
-        const k = pick % ds.length;
-        // One byte of the TCP header or payload (the sum covers both, in separate passes).
-        const tcpStart = header(format) + 20;
-        const at = tcpStart + (where % (ds[k].length - tcpStart));
-        const damaged = ds.map((d, i) => (i === k ? Uint8Array.from(d, (b, j) => (j === at ? b ^ 0x5a : b)) : d));
-        // As GRO would batch them: as many as fit in one 64 KiB receive.
-        const per = Math.floor(65535 / ds[0].length);
-        const out = receive(Array.from({ length: Math.ceil(ds.length / per) }, (_, r) => damaged.slice(r * per, (r + 1) * per)), format);
-        const got = resegment(out);
-        const hops = format === "udp" ? 2 : 0;
-        const want = expected(p, hops);
-        expect(got.length).toBe(want.length);
-        got.forEach((s, i) => {
-          if (i === k) expect(tcp4ChecksumsValid(s)).toBe(false);
-          else expect(s).toEqual(want[i]);
-        });
-        expect(out.some((o) => o.gsoType === 0 && o.bytes.length === want[k].length && !tcp4ChecksumsValid(o.bytes))).toBe(true);
-      }), { numRuns: 20 });
+      fc.assert(
+        fc.property(superPacket, fc.nat(), fc.nat(), (p, pick, where) => {
+          const { trains, mem } = send([p], format);
+          const ds = datagrams(trains, mem);
+          fc.pre(ds.length >= 2);
+          const k = pick % ds.length;
+          // One byte of the TCP header or payload (the sum covers both, in separate passes).
+          const tcpStart = header(format) + 20;
+          const at = tcpStart + (where % (ds[k].length - tcpStart));
+          const damaged = ds.map((d, i) => (i === k ? Uint8Array.from(d, (b, j) => (j === at ? b ^ 0x5a : b)) : d));
+          // As GRO would batch them: as many as fit in one 64 KiB receive.
+          const per = Math.floor(65535 / ds[0].length);
+          const out = receive(
+            Array.from({ length: Math.ceil(ds.length / per) }, (_, r) => damaged.slice(r * per, (r + 1) * per)),
+            format,
+          );
+          const got = resegment(out);
+          const hops = format === "udp" ? 2 : 0;
+          const want = expected(p, hops);
+          expect(got.length).toBe(want.length);
+          got.forEach((s, i) => {
+            if (i === k) expect(tcp4ChecksumsValid(s)).toBe(false);
+            else expect(s).toEqual(want[i]);
+          });
+          expect(
+            out.some((o) => o.gsoType === 0 && o.bytes.length === want[k].length && !tcp4ChecksumsValid(o.bytes)),
+          ).toBe(true);
+        }),
+        { numRuns: 20 },
+      );
     });
   });
 }

@@ -4,7 +4,19 @@ import { describe, expect, it } from "vitest";
 import { createHotPathMemory, HotPath } from "../../src/hotpath/module.js";
 import { native } from "../../src/io/native.js";
 
-const SHARED = ["DESC_BYTES", "DESC_OFF", "DESC_CAP", "DESC_LEN", "DESC_ADDR", "DESC_PORT", "DESC_FLAGS", "DESC_VERDICT", "DESC_AUX", "HEADROOM", "MAX_BATCH"] as const;
+const SHARED = [
+  "DESC_BYTES",
+  "DESC_OFF",
+  "DESC_CAP",
+  "DESC_LEN",
+  "DESC_ADDR",
+  "DESC_PORT",
+  "DESC_FLAGS",
+  "DESC_VERDICT",
+  "DESC_AUX",
+  "HEADROOM",
+  "MAX_BATCH",
+] as const;
 
 describe("batch descriptor", () => {
   it("has the same layout in the addon and in the Wasm hot path", () => {

@@ -31,5 +31,12 @@ export function parseEcho(p: Uint8Array): Echo | undefined {
   if (((p[2] << 8) | p[3]) !== p.length) return undefined;
   if (internetChecksum(p.subarray(0, 20)) !== 0 || internetChecksum(p.subarray(20)) !== 0) return undefined;
   const u32 = (i: number) => ((p[i] << 24) | (p[i + 1] << 16) | (p[i + 2] << 8) | p[i + 3]) >>> 0;
-  return { src: u32(12), dst: u32(16), type: p[20], id: (p[24] << 8) | p[25], seq: (p[26] << 8) | p[27], data: p.slice(28) };
+  return {
+    src: u32(12),
+    dst: u32(16),
+    type: p[20],
+    id: (p[24] << 8) | p[25],
+    seq: (p[26] << 8) | p[27],
+    data: p.slice(28),
+  };
 }

@@ -41,7 +41,9 @@ describe.skipIf(!canUseNetns())("withNetns", () => {
   it("refuses async work and unknown namespaces without leaving home", () => {
     const home = currentNetns();
     // @ts-expect-error -- the type forbids it too
-    expect(() => withNetns("weft-t-none", async () => 1)).toThrow(expect.objectContaining({ code: "ENOENT", syscall: "open" }));
+    expect(() => withNetns("weft-t-none", async () => 1)).toThrow(
+      expect.objectContaining({ code: "ENOENT", syscall: "open" }),
+    );
     expect(currentNetns()).toBe(home);
   });
 });

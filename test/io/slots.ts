@@ -32,12 +32,20 @@ export class Slots {
   /** Points every descriptor at its slot (OFF after the headroom) with the slot's capacity. */
   reset(): void {
     for (let i = 0; i < this.size; i++) {
-      this.set(i, { OFF: this.base + i * SLOT_BYTES + HEADROOM, CAP: SLOT_BYTES - HEADROOM, LEN: 0, ADDR: 0, PORT: 0, FLAGS: 0 });
+      this.set(i, {
+        OFF: this.base + i * SLOT_BYTES + HEADROOM,
+        CAP: SLOT_BYTES - HEADROOM,
+        LEN: 0,
+        ADDR: 0,
+        PORT: 0,
+        FLAGS: 0,
+      });
     }
   }
 
   set(i: number, fields: Partial<Record<keyof typeof FIELD, number>>): void {
-    for (const [name, value] of Object.entries(fields)) this.descs[i * WORDS + FIELD[name as keyof typeof FIELD]] = value;
+    for (const [name, value] of Object.entries(fields))
+      this.descs[i * WORDS + FIELD[name as keyof typeof FIELD]] = value;
   }
 
   get(i: number, name: keyof typeof FIELD): number {

@@ -32,7 +32,9 @@ describe.skipIf(!canUseNetns())("TUN queues", () => {
 
   /** Opens queues of device `name` inside the test's namespace and gives it 198.19.0.1/24. */
   async function device(name: string, queues = 1, options: { vnetHdr?: boolean } = {}): Promise<TunQueue[]> {
-    const qs = withNetns(ns.name, () => (queues === 1 ? [TunQueue.open(name, options)] : TunQueue.openQueues(name, queues, options)));
+    const qs = withNetns(ns.name, () =>
+      queues === 1 ? [TunQueue.open(name, options)] : TunQueue.openQueues(name, queues, options),
+    );
     open.push(...qs);
     await ns.ip(`addr add ${formatIpv4(LOCAL)}/24 dev ${name}`);
     await ns.ip(`link set ${name} up`);
@@ -83,7 +85,8 @@ describe.skipIf(!canUseNetns())("TUN queues", () => {
     const [q] = await device("wt0");
     const s = new Slots(64);
     const data = Uint8Array.from({ length: 32 }, (_, i) => i);
-    for (let i = 0; i < 64; i++) s.put(i, buildEcho({ src: PEER, dst: LOCAL, type: ICMP_ECHO_REQUEST, id: 77, seq: i, data }));
+    for (let i = 0; i < 64; i++)
+      s.put(i, buildEcho({ src: PEER, dst: LOCAL, type: ICMP_ECHO_REQUEST, id: 77, seq: i, data }));
     expect(q.write(s.buf, s.descs, 0, 64)).toBe(64);
 
     // A slot too small for the packet gets its first CAP bytes, and nothing past them.
@@ -183,11 +186,16 @@ describe.skipIf(!canUseNetns())("TUN queues", () => {
     const [q] = await device("wt0");
     const s = new Slots(4);
     const data = new Uint8Array(8);
-    for (let i = 0; i < 4; i++) s.put(i, buildEcho({ src: PEER, dst: LOCAL, type: ICMP_ECHO_REQUEST, id: 1, seq: i, data }));
+    for (let i = 0; i < 4; i++)
+      s.put(i, buildEcho({ src: PEER, dst: LOCAL, type: ICMP_ECHO_REQUEST, id: 1, seq: i, data }));
     s.buf[s.get(2, "OFF")] = 0x10; // IP version 1
     expect(q.write(s.buf, s.descs, 0, 4)).toBe(2);
     expect(() => q.write(s.buf, s.descs, 2, 2)).toThrow(
-      expect.objectContaining({ code: "EINVAL", syscall: "writev", message: expect.stringMatching(/descriptor 2 .*drop it and go on/) }),
+      expect.objectContaining({
+        code: "EINVAL",
+        syscall: "writev",
+        message: expect.stringMatching(/descriptor 2 .*drop it and go on/),
+      }),
     );
     expect(q.write(s.buf, s.descs, 3, 1)).toBe(1);
   });
@@ -206,7 +214,12 @@ describe.skipIf(!canUseNetns())("TUN queues", () => {
   it("names the cause of failed opens: EBUSY, EINVAL, EPERM", async () => {
     await device("wt0");
     expect(() => withNetns(ns.name, () => TunQueue.open("wt0"))).toThrow(
-      expect.objectContaining({ code: "EBUSY", errno: -16, syscall: "ioctl", message: expect.stringMatching(/held by another process/) }),
+      expect.objectContaining({
+        code: "EBUSY",
+        errno: -16,
+        syscall: "ioctl",
+        message: expect.stringMatching(/held by another process/),
+      }),
     );
     await device("wt1", 2);
     expect(() => withNetns(ns.name, () => TunQueue.open("wt1"))).toThrow(
@@ -217,7 +230,21 @@ describe.skipIf(!canUseNetns())("TUN queues", () => {
     // Without CAP_NET_ADMIN (dropped for a child process), creating a device fails with EPERM.
     const script = `try { require(${JSON.stringify(addonPath)}).tunOpen("wt2", false, false); console.log("{}") }
       catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })) }`;
-    const { stdout } = await run("ip", ["netns", "exec", ns.name, "setpriv", "--inh-caps=-net_admin", "--bounding-set=-net_admin", process.execPath, "-e", script], { timeout: 10_000 });
+    const { stdout } = await run(
+      "ip",
+      [
+        "netns",
+        "exec",
+        ns.name,
+        "setpriv",
+        "--inh-caps=-net_admin",
+        "--bounding-set=-net_admin",
+        process.execPath,
+        "-e",
+        script,
+      ],
+      { timeout: 10_000 },
+    );
     const failure = JSON.parse(stdout);
     expect(failure.code).toBe("EPERM");
     expect(failure.message).toMatch(/needs CAP_NET_ADMIN: run weft as root/);

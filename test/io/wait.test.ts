@@ -14,7 +14,12 @@ interface WaitResult {
 }
 
 /** Starts a worker blocked in wait(fds, wakeFd, timeoutMs); resolves when it is about to block. */
-async function blockedWorker(fds: number[], wakeFd: number, timeoutMs: number, spinUs = 0): Promise<{ result: Promise<WaitResult> }> {
+async function blockedWorker(
+  fds: number[],
+  wakeFd: number,
+  timeoutMs: number,
+  spinUs = 0,
+): Promise<{ result: Promise<WaitResult> }> {
   const worker = new Worker(
     `const { parentPort, workerData: w } = require("node:worker_threads");
      const io = require(w.addonPath);
@@ -70,7 +75,9 @@ describe("waiting for I/O", () => {
       const { result } = await blockedWorker([idle.fd], waker.fd, 50, 1000);
       expect((await result).mask).toBe(0);
       // Spinning blocks too, so the main thread may not.
-      expect(() => waitReadable([idle.fd], waker.fd, 0, 100)).toThrow(expect.objectContaining({ code: "IO_WAIT_ON_MAIN_THREAD" }));
+      expect(() => waitReadable([idle.fd], waker.fd, 0, 100)).toThrow(
+        expect.objectContaining({ code: "IO_WAIT_ON_MAIN_THREAD" }),
+      );
     } finally {
       waker.close();
       idle.close();
@@ -81,11 +88,21 @@ describe("waiting for I/O", () => {
     const waker = Waker.open();
     const fds = [Waker.open(), Waker.open(), Waker.open()];
     try {
-      const { result } = await blockedWorker(fds.map((f) => f.fd), waker.fd, 10_000);
+      const { result } = await blockedWorker(
+        fds.map((f) => f.fd),
+        waker.fd,
+        10_000,
+      );
       fds[2].signal();
       expect((await result).mask).toBe(0b100);
 
-      const timeout = await (await blockedWorker(fds.slice(0, 2).map((f) => f.fd), waker.fd, 100)).result;
+      const timeout = await (
+        await blockedWorker(
+          fds.slice(0, 2).map((f) => f.fd),
+          waker.fd,
+          100,
+        )
+      ).result;
       expect(timeout.mask).toBe(0);
       expect(Number(timeout.end - timeout.start) / 1e6).toBeGreaterThanOrEqual(99);
     } finally {

@@ -5,11 +5,24 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { formatIpv6, formatPrefix6, parseIpv6, parsePrefix6, prefixContains6 } from "../../src/net/ipv6.js";
 
-const viaUrl = (a: bigint) => new URL(`http://[${a.toString(16).padStart(32, "0").replace(/(.{4})(?!$)/g, "$1:")}]/`).hostname.slice(1, -1);
+const viaUrl = (a: bigint) =>
+  new URL(
+    `http://[${a
+      .toString(16)
+      .padStart(32, "0")
+      .replace(/(.{4})(?!$)/g, "$1:")}]/`,
+  ).hostname.slice(1, -1);
 
 /** Addresses rich in zero groups, so that runs and ties of runs come up often. */
-const address = fc.oneof(fc.bigInt({ min: 0n, max: 0xffffffffn }).map((v) => (0xffffn << 32n) | v), fc.array(fc.oneof(fc.constant(0), fc.constant(0), fc.integer({ min: 0, max: 0xffff })), { minLength: 8, maxLength: 8 })
-  .map((g) => g.reduce((acc, x) => (acc << 16n) | BigInt(x), 0n)));
+const address = fc.oneof(
+  fc.bigInt({ min: 0n, max: 0xffffffffn }).map((v) => (0xffffn << 32n) | v),
+  fc
+    .array(fc.oneof(fc.constant(0), fc.constant(0), fc.integer({ min: 0, max: 0xffff })), {
+      minLength: 8,
+      maxLength: 8,
+    })
+    .map((g) => g.reduce((acc, x) => (acc << 16n) | BigInt(x), 0n)),
+);
 
 describe("IPv6 text", () => {
   it.each([
@@ -38,7 +51,17 @@ describe("IPv6 text", () => {
     );
   });
 
-  it.each(["", "1", "2001:2", "2001:2::1::1", "1:2:3:4:5:6:7:8:9", "12345::", "g::", "::1.2.3.256", "1:2:3:4:5:6:7::8"])("refuses %j", (text) => {
+  it.each([
+    "",
+    "1",
+    "2001:2",
+    "2001:2::1::1",
+    "1:2:3:4:5:6:7:8:9",
+    "12345::",
+    "g::",
+    "::1.2.3.256",
+    "1:2:3:4:5:6:7::8",
+  ])("refuses %j", (text) => {
     expect(() => parseIpv6(text)).toThrow(expect.objectContaining({ code: "NET_BAD_IPV6" }));
   });
 

@@ -23,7 +23,20 @@ export function buildIpv4(f: Ipv4Fields): Uint8Array {
   const p = new Uint8Array(total);
   const id = f.id ?? 0;
   const frag = f.fragment ?? 0;
-  p.set([0x40 | (ihl >> 2), f.tos ?? 0, total >> 8, total & 255, id >> 8, id & 255, frag >> 8, frag & 255, f.ttl ?? 64, f.protocol ?? 17, 0, 0]);
+  p.set([
+    0x40 | (ihl >> 2),
+    f.tos ?? 0,
+    total >> 8,
+    total & 255,
+    id >> 8,
+    id & 255,
+    frag >> 8,
+    frag & 255,
+    f.ttl ?? 64,
+    f.protocol ?? 17,
+    0,
+    0,
+  ]);
   p.set(be32(f.src), 12);
   p.set(be32(f.dst), 16);
   p.set(opts, 20);
@@ -39,7 +52,14 @@ export function be32(v: number): number[] {
 }
 
 /** A VXLAN payload (what the UDP socket carries): header, inner Ethernet, packet. */
-export function buildVxlan(vni: number, dstMac: Uint8Array, srcMac: Uint8Array, ethertype: number, packet: Uint8Array, flags = 0x08): Uint8Array {
+export function buildVxlan(
+  vni: number,
+  dstMac: Uint8Array,
+  srcMac: Uint8Array,
+  ethertype: number,
+  packet: Uint8Array,
+  flags = 0x08,
+): Uint8Array {
   const f = new Uint8Array(22 + packet.length);
   f.set([flags, 0, 0, 0, (vni >> 16) & 255, (vni >> 8) & 255, vni & 255, 0]);
   f.set(dstMac, 8);

@@ -5,7 +5,14 @@ import { prefixMask } from "../../src/net/ipv4.js";
 
 /** Outcome of a table operation: the Wasm ROUTE_OK / ROUTE_ERR_* names, lower-case with dashes. */
 export type RouteResult =
-  | "ok" | "exists" | "not-found" | "bad-prefix" | "bad-length" | "bad-next-hop" | "full-rules" | "full-tbl8";
+  | "ok"
+  | "exists"
+  | "not-found"
+  | "bad-prefix"
+  | "bad-length"
+  | "bad-next-hop"
+  | "full-rules"
+  | "full-tbl8";
 
 export interface RouteLimits {
   tbl8Groups: number;
@@ -83,7 +90,8 @@ export class ReferenceRouteTable {
 
   private add(addr: number, len: number, nh: number): RouteResult {
     if (this.rules.size >= this.limits.maxRules) return "full-rules";
-    if (len > 24 && !this.longRules.has(addr >>> 8) && this.longRules.size >= this.limits.tbl8Groups) return "full-tbl8";
+    if (len > 24 && !this.longRules.has(addr >>> 8) && this.longRules.size >= this.limits.tbl8Groups)
+      return "full-tbl8";
     this.rules.set(key(addr, len), { addr, len, nh });
     if (len > 24) this.countLong(addr, +1);
     return "ok";

@@ -2,7 +2,15 @@
 // Kept as the plain reference for the range ring in src/control/lease/ring.ts: the same random
 // histories must give the same states (test/control/lease-ring.test.ts).
 import { type LeaseErrorCode, WeftError } from "../../src/errors.js";
-import { checkSlotCount, sameList, sortedSeeds, type RingRun, type RingState, type SlotSpan, type SlotState } from "../../src/control/lease/ring.js";
+import {
+  checkSlotCount,
+  sameList,
+  sortedSeeds,
+  type RingRun,
+  type RingState,
+  type SlotSpan,
+  type SlotState,
+} from "../../src/control/lease/ring.js";
 export interface SlotChange {
   readonly slot: number;
   readonly before: SlotState;
@@ -73,7 +81,11 @@ export class SlotRing {
 
   slot(slot: number): SlotState {
     const o = this.owners[slot];
-    return { owner: o === NO_OWNER ? null : this.names[o], version: this.versions[slot], leased: this.leasedFlags[slot] === 1 };
+    return {
+      owner: o === NO_OWNER ? null : this.names[o],
+      version: this.versions[slot],
+      leased: this.leasedFlags[slot] === 1,
+    };
   }
 
   ownerOf(slot: number): string | null {
@@ -136,11 +148,15 @@ export class SlotRing {
 
   /** `by` gives free slots [start, start+count) to `to`. Returns the changed runs. */
   transfer(by: string, span: SlotSpan, to: string): RingRun[] {
-    if (to === by || to.length === 0) throw new WeftError("LEASE_BAD_TRANSFER", `cannot transfer slots from ${by} to "${to}"`);
+    if (to === by || to.length === 0)
+      throw new WeftError("LEASE_BAD_TRANSFER", `cannot transfer slots from ${by} to "${to}"`);
     this.checkSpan(span);
     for (let s = span.start; s < span.start + span.count; s++) {
       if (this.ownerOf(s) !== by || this.leasedFlags[s] === 1) {
-        throw new WeftError("LEASE_NOT_OWNER", `${by} cannot give slot ${s} away: it is ${this.describe(s)} (only free slots of one's own can be transferred)`);
+        throw new WeftError(
+          "LEASE_NOT_OWNER",
+          `${by} cannot give slot ${s} away: it is ${this.describe(s)} (only free slots of one's own can be transferred)`,
+        );
       }
     }
     for (let s = span.start; s < span.start + span.count; s++) this.write(s, to, this.versions[s] + 1, false);
@@ -154,7 +170,10 @@ export class SlotRing {
       throw new WeftError("LEASE_NOT_OWNER", `${by} cannot change slot ${slot}: it is ${this.describe(slot)}`);
     }
     if (leased && this.leasesOf(by).length > 0) {
-      throw new WeftError("LEASE_ALREADY_LEASED", `${by} already uses slot ${this.leasesOf(by)[0]}; a node uses one slot`);
+      throw new WeftError(
+        "LEASE_ALREADY_LEASED",
+        `${by} already uses slot ${this.leasesOf(by)[0]}; a node uses one slot`,
+      );
     }
     this.write(slot, by, this.versions[slot] + 1, leased);
     return this.runsOf([slot]);
@@ -259,7 +278,13 @@ export class SlotRing {
     for (const s of sorted) {
       const o = this.owners[s];
       if (o === NO_OWNER) continue;
-      if (cur && cur.start + cur.count === s && cur.owner === o && cur.version === this.versions[s] && cur.leased === this.leasedFlags[s]) {
+      if (
+        cur &&
+        cur.start + cur.count === s &&
+        cur.owner === o &&
+        cur.version === this.versions[s] &&
+        cur.leased === this.leasedFlags[s]
+      ) {
         cur.count++;
         continue;
       }
@@ -291,14 +316,21 @@ export class SlotRing {
     let end = 0;
     for (const r of byStart) {
       if (r.start < end) return `runs overlap at slot ${r.start}`;
-      if (r.start + r.count > this.slotCount) return `run ${r.start}+${r.count} is outside the ${this.slotCount} slots of this network`;
+      if (r.start + r.count > this.slotCount)
+        return `run ${r.start}+${r.count} is outside the ${this.slotCount} slots of this network`;
       end = r.start + r.count;
     }
     return undefined;
   }
 
   private checkSpan(span: SlotSpan): void {
-    if (!Number.isInteger(span.start) || !Number.isInteger(span.count) || span.count < 1 || span.start < 0 || span.start + span.count > this.slotCount) {
+    if (
+      !Number.isInteger(span.start) ||
+      !Number.isInteger(span.count) ||
+      span.count < 1 ||
+      span.start < 0 ||
+      span.start + span.count > this.slotCount
+    ) {
       throw new WeftError("LEASE_BAD_SLOT", `slots ${span.start}+${span.count} are outside 0..${this.slotCount - 1}`);
     }
   }

@@ -70,7 +70,10 @@ function tcpChecksumOf(p: Uint8Array): number {
 
 /** Whether the IPv4 header checksum and the TCP checksum of the packet are right. */
 export function tcp4ChecksumsValid(p: Uint8Array): boolean {
-  return internetChecksum(p.subarray(0, 20)) === 0 && (~onesSum(p.subarray(20), pseudoHeaderSum(p, 6, p.length - 20)) & 0xffff) === 0;
+  return (
+    internetChecksum(p.subarray(0, 20)) === 0 &&
+    (~onesSum(p.subarray(20), pseudoHeaderSum(p, 6, p.length - 20)) & 0xffff) === 0
+  );
 }
 
 /** Finishes a NEEDS_CSUM packet as the kernel would: checksum from csumStart, field included. */

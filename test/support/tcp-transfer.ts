@@ -29,7 +29,13 @@ function runFixture(pod: LabPod, mode: "sink" | "source", opts: object, onReady?
  * Sends `bytes` pseudo-random bytes from `from` to `to` over TCP (to its IPv6 address with family 6); returns both sides' counts and
  * hashes once the connection is closed at both ends, so no packet of it is still in flight.
  */
-export async function tcpTransfer(from: LabPod, to: LabPod, bytes: number, port = 7000, family: 4 | 6 = 4): Promise<{ sent: TransferSide; received: TransferSide }> {
+export async function tcpTransfer(
+  from: LabPod,
+  to: LabPod,
+  bytes: number,
+  port = 7000,
+  family: 4 | 6 = 4,
+): Promise<{ sent: TransferSide; received: TransferSide }> {
   const addr = family === 4 ? formatIpv4(to.addr) : `[${formatIpv6(to.addr6!)}]`;
   const timeoutMs = 120_000;
   let ready!: () => void;

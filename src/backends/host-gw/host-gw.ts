@@ -49,7 +49,15 @@ export class HostGwBackend extends KernelBackend {
       peers.map((p, i): [string, PeerEntries | string] => [
         p.name,
         problems[i] === undefined
-          ? { route: { dst: p.subnet, gateway: p.underlay, dev: iface, onlink: false, metric: routeMetric(familyOf(p.underlay)) } }
+          ? {
+              route: {
+                dst: p.subnet,
+                gateway: p.underlay,
+                dev: iface,
+                onlink: false,
+                metric: routeMetric(familyOf(p.underlay)),
+              },
+            }
           : `${problems[i]}; host-gw needs every host on one L2 network (use vxlan, with DirectRouting, across routers)`,
       ]),
     );

@@ -32,7 +32,8 @@ export interface VxlanPeerEntry {
   port?: number;
 }
 
-export const vxlanDeviceName = (vni: number, family: 4 | 6 = 4) => (family === 4 ? `flannel.${vni}` : `flannel-v6.${vni}`);
+export const vxlanDeviceName = (vni: number, family: 4 | 6 = 4) =>
+  family === 4 ? `flannel.${vni}` : `flannel-v6.${vni}`;
 
 /** Routes weft writes carry the kernel's default metric of their family (IPv6 gives 1024 to a route without one). */
 export const routeMetric = (family: 4 | 6) => (family === 4 ? 0 : 1024);
@@ -62,7 +63,9 @@ export function vxlanDeviceMismatch(link: LinkState, o: VxlanDeviceSpec): string
     ["MAC", link.mac, formatMac(o.vtepMac)],
     ["MTU", link.mtu, o.mtu],
   ];
-  const diffs = want.filter(([, have, wanted]) => have !== wanted).map(([what, have, wanted]) => `${what} is ${String(have)}, not ${String(wanted)}`);
+  const diffs = want
+    .filter(([, have, wanted]) => have !== wanted)
+    .map(([what, have, wanted]) => `${what} is ${String(have)}, not ${String(wanted)}`);
   return diffs.length > 0 ? diffs.join(", ") : undefined;
 }
 

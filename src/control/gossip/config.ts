@@ -144,23 +144,37 @@ export function validateConfig(c: MemberlistConfig): MemberlistConfig {
   const nameBytes = Buffer.byteLength(c.name, "utf8");
   if (nameBytes === 0 || nameBytes > MAX_NAME_BYTES) bad("name", `must be 1..${MAX_NAME_BYTES} bytes`);
   const positiveInts: (keyof GossipProfile)[] = [
-    "probeIntervalMs", "probeTimeoutMs", "suspicionMult", "suspicionMaxTimeoutMult",
-    "awarenessMaxMultiplier", "retransmitMult", "gossipIntervalMs", "gossipNodes",
-    "pushPullIntervalMs", "tcpTimeoutMs", "reconnectIntervalMs", "tombstoneRetentionMs",
-    "maxPacketBytes", "maxStreamBytes", "maxMetaBytes", "maxQueuedBroadcasts",
+    "probeIntervalMs",
+    "probeTimeoutMs",
+    "suspicionMult",
+    "suspicionMaxTimeoutMult",
+    "awarenessMaxMultiplier",
+    "retransmitMult",
+    "gossipIntervalMs",
+    "gossipNodes",
+    "pushPullIntervalMs",
+    "tcpTimeoutMs",
+    "reconnectIntervalMs",
+    "tombstoneRetentionMs",
+    "maxPacketBytes",
+    "maxStreamBytes",
+    "maxMetaBytes",
+    "maxQueuedBroadcasts",
   ];
   for (const f of positiveInts) {
     const v = c[f];
     if (typeof v !== "number" || !Number.isSafeInteger(v) || v <= 0) bad(f, "must be a positive integer");
   }
   if (!Number.isSafeInteger(c.indirectChecks) || c.indirectChecks < 0) bad("indirectChecks", "must be >= 0");
-  if (!Number.isSafeInteger(c.suspicionConfirmations) || c.suspicionConfirmations < 0) bad("suspicionConfirmations", "must be >= 0");
+  if (!Number.isSafeInteger(c.suspicionConfirmations) || c.suspicionConfirmations < 0)
+    bad("suspicionConfirmations", "must be >= 0");
   if (!Number.isSafeInteger(c.gossipToTheDeadMs) || c.gossipToTheDeadMs < 0) bad("gossipToTheDeadMs", "must be >= 0");
   if (c.probeTimeoutMs >= c.probeIntervalMs) bad("probeTimeoutMs", "must be below probeIntervalMs");
   if (c.suspicionMaxTimeoutMult < 1) bad("suspicionMaxTimeoutMult", "must be >= 1");
   if (c.maxPacketBytes < 512 || c.maxPacketBytes > 65_000) bad("maxPacketBytes", "must be 512..65000");
   // An alive record with the largest meta must fit into one packet, or it could never be gossiped.
-  if (c.maxMetaBytes + MAX_NAME_BYTES + 128 > c.maxPacketBytes) bad("maxMetaBytes", "does not fit one packet with its record");
+  if (c.maxMetaBytes + MAX_NAME_BYTES + 128 > c.maxPacketBytes)
+    bad("maxMetaBytes", "does not fit one packet with its record");
   if (c.maxStreamBytes < c.maxPacketBytes) bad("maxStreamBytes", "must be >= maxPacketBytes");
   if (c.tombstoneRetentionMs < c.gossipToTheDeadMs) bad("tombstoneRetentionMs", "must be >= gossipToTheDeadMs");
   return Object.freeze({ ...c });

@@ -63,7 +63,10 @@ function keyId(key: Uint8Array): number {
 
 function checkKey(key: Uint8Array): Buffer {
   if (!(key instanceof Uint8Array) || key.length !== KEY_BYTES) {
-    throw new WeftError("GOSSIP_KEY_INVALID", `a gossip key must be ${KEY_BYTES} bytes (AES-256); generate one with 32 random bytes`);
+    throw new WeftError(
+      "GOSSIP_KEY_INVALID",
+      `a gossip key must be ${KEY_BYTES} bytes (AES-256); generate one with 32 random bytes`,
+    );
   }
   return Buffer.from(key);
 }
@@ -98,7 +101,11 @@ export class Keyring {
       text = await readFile(path, "utf8");
     } catch (cause) {
       if (cause instanceof WeftError) throw cause;
-      throw new WeftError("GOSSIP_KEY_FILE_UNREADABLE", `cannot read key file ${path}: ${(cause as Error).message}; make one with \`weft keygen PATH\``, { cause });
+      throw new WeftError(
+        "GOSSIP_KEY_FILE_UNREADABLE",
+        `cannot read key file ${path}: ${(cause as Error).message}; make one with \`weft keygen PATH\``,
+        { cause },
+      );
     }
     const keys = text
       .split("\n")
@@ -106,7 +113,10 @@ export class Keyring {
       .filter((line) => line !== "" && !line.startsWith("#"))
       .map((line) => Buffer.from(line, "base64"));
     if (keys.length === 0 || keys.some((k) => k.length !== KEY_BYTES)) {
-      throw new WeftError("GOSSIP_KEY_FILE_INVALID", `key file ${path} must hold base64 ${KEY_BYTES}-byte keys, one a line, primary first`);
+      throw new WeftError(
+        "GOSSIP_KEY_FILE_INVALID",
+        `key file ${path} must hold base64 ${KEY_BYTES}-byte keys, one a line, primary first`,
+      );
     }
     return new Keyring(keys[0], keys.slice(1));
   }
@@ -127,7 +137,8 @@ export class Keyring {
   remove(key: Uint8Array): void {
     const id = this.find(key);
     if (id === undefined) return;
-    if (id === this.primaryId) throw new WeftError("GOSSIP_KEY_IN_USE", "the primary key cannot be removed; use another key first");
+    if (id === this.primaryId)
+      throw new WeftError("GOSSIP_KEY_IN_USE", "the primary key cannot be removed; use another key first");
     this.byId.delete(id);
   }
 

@@ -81,7 +81,12 @@ export class Memberlist {
       config: this.config,
       clock: deps.clock,
       random: deps.random,
-      self: { host: advertise.host, port: advertise.port, meta: this.readMeta(), incarnation: initialIncarnation(deps.clock.now()) },
+      self: {
+        host: advertise.host,
+        port: advertise.port,
+        meta: this.readMeta(),
+        incarnation: initialIncarnation(deps.clock.now()),
+      },
       broadcasts: this.broadcasts,
       awareness: this.awareness,
       counters: this.stats,
@@ -113,7 +118,10 @@ export class Memberlist {
     this.wire.onRequest((request) => this.onRequest(request));
     this.detector.start();
     this.every(this.config.gossipIntervalMs, () => this.gossip());
-    this.every(() => pushPullInterval(this.config.pushPullIntervalMs, this.membership.liveCount()), () => this.antiEntropy());
+    this.every(
+      () => pushPullInterval(this.config.pushPullIntervalMs, this.membership.liveCount()),
+      () => this.antiEntropy(),
+    );
     this.every(this.config.reconnectIntervalMs, () => this.reconnect());
   }
 
@@ -128,7 +136,9 @@ export class Memberlist {
     for (const [i, r] of results.entries()) {
       if (r.status === "rejected") this.logger.debug({ seed: seeds[i], err: r.reason }, "join: seed did not answer");
     }
-    const conflict = results.find((r) => r.status === "rejected" && (r.reason as { code?: string }).code === "GOSSIP_NAME_CONFLICT");
+    const conflict = results.find(
+      (r) => r.status === "rejected" && (r.reason as { code?: string }).code === "GOSSIP_NAME_CONFLICT",
+    );
     if (conflict) throw (conflict as PromiseRejectedResult).reason;
     return results.filter((r) => r.status === "fulfilled").length;
   }
@@ -200,9 +210,14 @@ export class Memberlist {
    */
   async request(name: string, msg: Uint8Array): Promise<Uint8Array | undefined> {
     this.assertRunning();
-    const reply = await this.wire.request(this.addressOf(name), { kind: "user", payload: msg }, this.config.tcpTimeoutMs);
+    const reply = await this.wire.request(
+      this.addressOf(name),
+      { kind: "user", payload: msg },
+      this.config.tcpTimeoutMs,
+    );
     if (reply.message.kind === "user") return reply.message.payload;
-    if (reply.message.kind !== "ack") throw new WeftError("GOSSIP_BAD_RESPONSE", `${name} answered ${reply.message.kind} to a reliable message`);
+    if (reply.message.kind !== "ack")
+      throw new WeftError("GOSSIP_BAD_RESPONSE", `${name} answered ${reply.message.kind} to a reliable message`);
     return undefined;
   }
 
@@ -229,7 +244,10 @@ export class Memberlist {
   private readMeta(): Uint8Array {
     const meta = this.delegate?.nodeMeta(this.config.maxMetaBytes) ?? EMPTY;
     if (meta.length > this.config.maxMetaBytes) {
-      throw new WeftError("GOSSIP_META_TOO_BIG", `node meta is ${meta.length} bytes, over maxMetaBytes ${this.config.maxMetaBytes}`);
+      throw new WeftError(
+        "GOSSIP_META_TOO_BIG",
+        `node meta is ${meta.length} bytes, over maxMetaBytes ${this.config.maxMetaBytes}`,
+      );
     }
     return meta;
   }
@@ -264,8 +282,11 @@ export class Memberlist {
   private gossip(): void {
     const now = this.clock.now();
     const self = this.config.name;
-    const targets = this.membership.randomNodes(this.config.gossipNodes, (r) =>
-      r.name !== self && (isLive(r.state) || (r.state === "dead" && now - r.stateChangedAt < this.config.gossipToTheDeadMs)),
+    const targets = this.membership.randomNodes(
+      this.config.gossipNodes,
+      (r) =>
+        r.name !== self &&
+        (isLive(r.state) || (r.state === "dead" && now - r.stateChangedAt < this.config.gossipToTheDeadMs)),
     );
     for (const t of targets) this.wire.send({ host: t.host, port: t.port }, []);
   }
@@ -296,11 +317,14 @@ export class Memberlist {
 
   private async pushPull(peer: Addr, join: boolean): Promise<void> {
     const reply = await this.wire.request(peer, this.pushPullMessage(join), this.config.tcpTimeoutMs);
-    if (reply.message.kind !== "pushPull") throw new WeftError("GOSSIP_BAD_RESPONSE", `push-pull answered with ${reply.message.kind}`);
+    if (reply.message.kind !== "pushPull")
+      throw new WeftError("GOSSIP_BAD_RESPONSE", `push-pull answered with ${reply.message.kind}`);
     if (!this.running) return;
     if (join) {
       const me = this.membership.local();
-      const other = reply.message.nodes.find((n) => n.name === me.name && isLive(n.state) && (n.host !== me.host || n.port !== me.port));
+      const other = reply.message.nodes.find(
+        (n) => n.name === me.name && isLive(n.state) && (n.host !== me.host || n.port !== me.port),
+      );
       if (other) {
         this.stats.protocol.nameConflicts++;
         throw new WeftError(
@@ -327,32 +351,47 @@ export class Memberlist {
     if (!this.running || this.nameLost || now - this.nameCheckAt < 10 * this.config.probeIntervalMs) return;
     this.nameCheckAt = now;
     const me = this.membership.local();
-    const voters = this.membership.randomNodes(5, (r) => r.name !== me.name && r.state === "alive" && !(r.host === claim.host && r.port === claim.port));
+    const voters = this.membership.randomNodes(
+      5,
+      (r) => r.name !== me.name && r.state === "alive" && !(r.host === claim.host && r.port === claim.port),
+    );
     let ours = 0;
     let theirs = 0;
-    await Promise.all(voters.map(async (v) => {
-      try {
-        const reply = await this.wire.request({ host: v.host, port: v.port }, this.pushPullMessage(false), this.config.tcpTimeoutMs);
-        if (reply.message.kind !== "pushPull") return;
-        const known = reply.message.nodes.find((n) => n.name === me.name && isLive(n.state));
-        if (known) known.host === me.host && known.port === me.port ? ours++ : theirs++;
-      } catch {
-        // no vote
-      }
-    }));
+    await Promise.all(
+      voters.map(async (v) => {
+        try {
+          const reply = await this.wire.request(
+            { host: v.host, port: v.port },
+            this.pushPullMessage(false),
+            this.config.tcpTimeoutMs,
+          );
+          if (reply.message.kind !== "pushPull") return;
+          const known = reply.message.nodes.find((n) => n.name === me.name && isLive(n.state));
+          if (known) known.host === me.host && known.port === me.port ? ours++ : theirs++;
+        } catch {
+          // no vote
+        }
+      }),
+    );
     // A tie (e.g. no member but the two of them) goes by address, which both sides compare alike.
     const lost = theirs > ours || (theirs === ours && `${me.host}:${me.port}` > `${claim.host}:${claim.port}`);
     if (!this.running || !lost) {
-      if (this.running) this.logger.warn({ node: me.name, claimed: `${claim.host}:${claim.port}`, ours, theirs }, "name conflict: the members keep this node; the other must stop");
+      if (this.running)
+        this.logger.warn(
+          { node: me.name, claimed: `${claim.host}:${claim.port}`, ours, theirs },
+          "name conflict: the members keep this node; the other must stop",
+        );
       return;
     }
     this.nameLost = true;
     this.stats.protocol.nameConflicts++;
-    this.onNameLost?.(new WeftError(
-      "GOSSIP_NAME_CONFLICT",
-      `the node name ${me.name} is used by a live node at ${claim.host}:${claim.port} that ${theirs} of ${ours + theirs} member(s) asked know under it ` +
-        `(this node is ${me.host}:${me.port}); this node stops. Give every node a unique name (--node-name)`,
-    ));
+    this.onNameLost?.(
+      new WeftError(
+        "GOSSIP_NAME_CONFLICT",
+        `the node name ${me.name} is used by a live node at ${claim.host}:${claim.port} that ${theirs} of ${ours + theirs} member(s) asked know under it ` +
+          `(this node is ${me.host}:${me.port}); this node stops. Give every node a unique name (--node-name)`,
+      ),
+    );
   }
 
   /**
@@ -374,7 +413,12 @@ export class Memberlist {
   }
 
   private pushPullMessage(join: boolean): Message {
-    return { kind: "pushPull", join, nodes: this.membership.states(), userState: this.delegate?.localState(join) ?? EMPTY };
+    return {
+      kind: "pushPull",
+      join,
+      nodes: this.membership.states(),
+      userState: this.delegate?.localState(join) ?? EMPTY,
+    };
   }
 
   private mergeUserState(state: Uint8Array, join: boolean): void {
@@ -429,7 +473,10 @@ export class Memberlist {
         const known = this.membership.get(sender);
         if (own && known && isLive(known.state) && (known.host !== own.host || known.port !== own.port)) {
           this.stats.protocol.nameConflicts++;
-          this.logger.warn({ node: sender, known: `${known.host}:${known.port}`, claimed: `${own.host}:${own.port}` }, "refused push-pull from a second node using a live member's name");
+          this.logger.warn(
+            { node: sender, known: `${known.host}:${known.port}`, claimed: `${own.host}:${own.port}` },
+            "refused push-pull from a second node using a live member's name",
+          );
           return reply;
         }
         this.membership.mergeRemote(m.nodes, sender);

@@ -41,7 +41,15 @@ export type Message =
 
 export type MessageKind = Message["kind"];
 export const MESSAGE_KINDS = [
-  "ping", "indirectPing", "ack", "nack", "alive", "suspect", "dead", "user", "pushPull",
+  "ping",
+  "indirectPing",
+  "ack",
+  "nack",
+  "alive",
+  "suspect",
+  "dead",
+  "user",
+  "pushPull",
 ] as const satisfies readonly MessageKind[];
 
 const STATE_CODES = ["alive", "suspect", "dead", "left"] as const satisfies readonly MemberState[];
@@ -185,7 +193,12 @@ function parseMessage(v: unknown, limits: DecodeLimits): Message | undefined {
     case "nack":
       return v.length === 2 && isUint(v[1]) ? { kind, seq: v[1] } : undefined;
     case "alive":
-      return v.length === 6 && isName(v[1]) && isUint(v[2]) && isHost(v[3]) && isPort(v[4]) && isBytes(v[5], limits.maxMetaBytes)
+      return v.length === 6 &&
+        isName(v[1]) &&
+        isUint(v[2]) &&
+        isHost(v[3]) &&
+        isPort(v[4]) &&
+        isBytes(v[5], limits.maxMetaBytes)
         ? { kind, node: v[1], incarnation: v[2], host: v[3], port: v[4], meta: own(v[5]) }
         : undefined;
     case "suspect":

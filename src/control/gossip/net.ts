@@ -7,8 +7,14 @@ import type { MemberlistConfig } from "./config.js";
 import { WeftError } from "../../errors.js";
 import { FRAME_OVERHEAD, type FrameKind, type Keyring } from "./keyring.js";
 import {
-  buildEnvelope, encodeMessage, EnvelopeDecoder, envelopeHeader, framedSize, kindOfEncoded,
-  type Envelope, type Message,
+  buildEnvelope,
+  encodeMessage,
+  EnvelopeDecoder,
+  envelopeHeader,
+  framedSize,
+  kindOfEncoded,
+  type Envelope,
+  type Message,
 } from "./messages.js";
 import { contain, type GossipCounters, type GossipLogger } from "./observability.js";
 
@@ -37,7 +43,10 @@ export class Wire {
 
   constructor(private readonly deps: WireDeps) {
     this.header = envelopeHeader(deps.config.name);
-    this.decoder = new EnvelopeDecoder({ maxMetaBytes: deps.config.maxMetaBytes, maxFrameBytes: deps.config.maxStreamBytes });
+    this.decoder = new EnvelopeDecoder({
+      maxMetaBytes: deps.config.maxMetaBytes,
+      maxFrameBytes: deps.config.maxStreamBytes,
+    });
   }
 
   /** Plaintext bytes one packet can carry after the envelope header. */
@@ -53,7 +62,11 @@ export class Wire {
     const encoded = messages.map(encodeMessage);
     let budget = this.packetBudget();
     for (const m of encoded) budget -= framedSize(m.length);
-    if (budget < 0) throw new WeftError("GOSSIP_MESSAGE_TOO_BIG", `a packet holds ${this.packetBudget()} bytes of messages; send large data with sendReliable`);
+    if (budget < 0)
+      throw new WeftError(
+        "GOSSIP_MESSAGE_TOO_BIG",
+        `a packet holds ${this.packetBudget()} bytes of messages; send large data with sendReliable`,
+      );
     if (piggyback) encoded.push(...this.deps.piggyback(BROADCAST_OVERHEAD, budget));
     if (encoded.length === 0) return false;
     const frame = this.deps.keyring.seal(buildEnvelope(this.header, encoded), "packet");
@@ -71,7 +84,10 @@ export class Wire {
     const encoded = encodeMessage(message);
     const frame = this.deps.keyring.seal(buildEnvelope(this.header, [encoded]), "request");
     if (frame.length > config.maxStreamBytes) {
-      throw new WeftError("GOSSIP_STATE_TOO_BIG", `${frame.length} bytes exceed maxStreamBytes ${config.maxStreamBytes}; raise it or shrink node meta`);
+      throw new WeftError(
+        "GOSSIP_STATE_TOO_BIG",
+        `${frame.length} bytes exceed maxStreamBytes ${config.maxStreamBytes}; raise it or shrink node meta`,
+      );
     }
     count(counters.sent, encoded);
     counters.frames.streamsSent++;
@@ -84,7 +100,11 @@ export class Wire {
       throw err;
     }
     const envelope = this.accept(reply, "response");
-    if (!envelope) throw new WeftError("GOSSIP_BAD_RESPONSE", `refused the reply from ${to.host}:${to.port} (see dropped counters); check both nodes share a key`);
+    if (!envelope)
+      throw new WeftError(
+        "GOSSIP_BAD_RESPONSE",
+        `refused the reply from ${to.host}:${to.port} (see dropped counters); check both nodes share a key`,
+      );
     return { from: to, sender: envelope.sender, message: envelope.messages[0].message };
   }
 
@@ -99,8 +119,11 @@ export class Wire {
   onRequest(handler: (request: Request) => Promise<Message>): void {
     this.deps.transport.onExchange(async (from, frame) => {
       const envelope = this.accept(frame, "request");
-      if (!envelope) throw new WeftError("GOSSIP_FRAME_REFUSED", "request refused and counted; the sender may use another key");
-      const reply = encodeMessage(await handler({ from, sender: envelope.sender, message: envelope.messages[0].message }));
+      if (!envelope)
+        throw new WeftError("GOSSIP_FRAME_REFUSED", "request refused and counted; the sender may use another key");
+      const reply = encodeMessage(
+        await handler({ from, sender: envelope.sender, message: envelope.messages[0].message }),
+      );
       const out = this.deps.keyring.seal(buildEnvelope(this.header, [reply]), "response");
       count(this.deps.counters.sent, reply);
       this.deps.counters.frames.streamsSent++;

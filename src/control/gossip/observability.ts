@@ -66,10 +66,21 @@ export interface GossipCounters {
   };
 }
 
-const DROP_REASONS: readonly DropReason[] = ["badKey", "badTag", "badLength", "tooBig", "garbage", "misdirected", "unexpected"];
+const DROP_REASONS: readonly DropReason[] = [
+  "badKey",
+  "badTag",
+  "badLength",
+  "tooBig",
+  "garbage",
+  "misdirected",
+  "unexpected",
+];
 
 function perKind(): Record<MessageKind, TrafficCount> {
-  return Object.fromEntries(MESSAGE_KINDS.map((k) => [k, { messages: 0, bytes: 0 }])) as Record<MessageKind, TrafficCount>;
+  return Object.fromEntries(MESSAGE_KINDS.map((k) => [k, { messages: 0, bytes: 0 }])) as Record<
+    MessageKind,
+    TrafficCount
+  >;
 }
 
 export function newCounters(): GossipCounters {
@@ -77,13 +88,28 @@ export function newCounters(): GossipCounters {
     sent: perKind(),
     received: perKind(),
     frames: {
-      packetsSent: 0, packetBytesSent: 0, packetsReceived: 0, packetBytesReceived: 0,
-      streamsSent: 0, streamBytesSent: 0, streamsReceived: 0, streamBytesReceived: 0, streamFailures: 0,
+      packetsSent: 0,
+      packetBytesSent: 0,
+      packetsReceived: 0,
+      packetBytesReceived: 0,
+      streamsSent: 0,
+      streamBytesSent: 0,
+      streamsReceived: 0,
+      streamBytesReceived: 0,
+      streamFailures: 0,
     },
     dropped: Object.fromEntries(DROP_REASONS.map((r) => [r, 0])) as Record<DropReason, number>,
     protocol: {
-      probes: 0, probeFailures: 0, lastChecks: 0, lastChecksAnswered: 0, tcpFallbackAcks: 0, suspicionsRaised: 0, deathsDeclared: 0,
-      refutations: 0, nameConflicts: 0, handlerErrors: 0,
+      probes: 0,
+      probeFailures: 0,
+      lastChecks: 0,
+      lastChecksAnswered: 0,
+      tcpFallbackAcks: 0,
+      suspicionsRaised: 0,
+      deathsDeclared: 0,
+      refutations: 0,
+      nameConflicts: 0,
+      handlerErrors: 0,
     },
   };
 }

@@ -123,7 +123,9 @@ export class FailureDetector {
   confirm(target: MemberEntry, done: (answered: boolean) => void): void {
     const { awareness, config } = this.deps;
     this.deps.counters.protocol.lastChecks++;
-    this.probe(target, awareness.scale(config.probeIntervalMs), awareness.scale(config.probeTimeoutMs), (r) => done(r.acked));
+    this.probe(target, awareness.scale(config.probeIntervalMs), awareness.scale(config.probeTimeoutMs), (r) =>
+      done(r.acked),
+    );
   }
 
   private round(): void {
@@ -170,7 +172,10 @@ export class FailureDetector {
     const indirect = this.timers.after(timeout, () => {
       if (result.acked) return;
       const self = config.name;
-      const helpers = membership.randomNodes(config.indirectChecks, (r) => r.state === "alive" && r.name !== self && r.name !== name);
+      const helpers = membership.randomNodes(
+        config.indirectChecks,
+        (r) => r.state === "alive" && r.name !== self && r.name !== name,
+      );
       result.expectedNacks = helpers.length;
       for (const h of helpers) {
         wire.send({ host: h.host, port: h.port }, [

@@ -52,7 +52,12 @@ export interface MembershipDeps {
   readonly config: MemberlistConfig;
   readonly clock: Clock;
   readonly random: Random;
-  readonly self: { readonly host: string; readonly port: number; readonly meta: Uint8Array; readonly incarnation: number };
+  readonly self: {
+    readonly host: string;
+    readonly port: number;
+    readonly meta: Uint8Array;
+    readonly incarnation: number;
+  };
   readonly broadcasts: TransmitLimitedQueue;
   readonly awareness: Awareness;
   readonly counters: GossipCounters;
@@ -81,8 +86,13 @@ export class Membership {
   constructor(private readonly deps: MembershipDeps) {
     const { config, self, clock } = deps;
     this.me = {
-      name: config.name, host: self.host, port: self.port, incarnation: self.incarnation,
-      state: "alive", meta: self.meta, stateChangedAt: clock.now(),
+      name: config.name,
+      host: self.host,
+      port: self.port,
+      incarnation: self.incarnation,
+      state: "alive",
+      meta: self.meta,
+      stateChangedAt: clock.now(),
     };
     this.insert(this.me);
     this.broadcast(this.aliveMessage(this.me));
@@ -116,7 +126,12 @@ export class Membership {
   states(): NodeState[] {
     const now = this.deps.clock.now();
     return this.list.map((r) => ({
-      name: r.name, host: r.host, port: r.port, incarnation: r.incarnation, state: r.state, meta: r.meta,
+      name: r.name,
+      host: r.host,
+      port: r.port,
+      incarnation: r.incarnation,
+      state: r.state,
+      meta: r.meta,
       stateAgeMs: isLive(r.state) ? 0 : Math.max(0, Math.round(now - r.stateChangedAt)),
     }));
   }
@@ -129,12 +144,18 @@ export class Membership {
         // would make the two outbid each other forever: keep our record, and let the members
         // decide which of the two keeps the name (Memberlist.checkName); the other stops.
         this.deps.counters.protocol.nameConflicts++;
-        this.deps.logger.warn({ node: a.node, mine: `${this.me.host}:${this.me.port}`, claimed: `${a.host}:${a.port}` },
-          "another node claims this node's name; give every node a unique name");
+        this.deps.logger.warn(
+          { node: a.node, mine: `${this.me.host}:${this.me.port}`, claimed: `${a.host}:${a.port}` },
+          "another node claims this node's name; give every node a unique name",
+        );
         this.deps.nameClaimed?.({ host: a.host, port: a.port });
         return;
       }
-      const same = a.incarnation === this.me.incarnation && a.host === this.me.host && a.port === this.me.port && equalBytes(a.meta, this.me.meta);
+      const same =
+        a.incarnation === this.me.incarnation &&
+        a.host === this.me.host &&
+        a.port === this.me.port &&
+        equalBytes(a.meta, this.me.meta);
       // Someone holds a newer or different record of us (an earlier run of this node): refute it.
       if (a.incarnation >= this.me.incarnation && !same && !this.leaving) this.refute(a.incarnation);
       return;
@@ -142,8 +163,13 @@ export class Membership {
     const cur = this.records.get(a.node);
     if (!cur) {
       const rec: MemberEntry = {
-        name: a.node, host: a.host, port: a.port, incarnation: a.incarnation, state: "alive",
-        meta: a.meta, stateChangedAt: this.deps.clock.now(),
+        name: a.node,
+        host: a.host,
+        port: a.port,
+        incarnation: a.incarnation,
+        state: "alive",
+        meta: a.meta,
+        stateChangedAt: this.deps.clock.now(),
       };
       this.insert(rec);
       this.broadcast(a, undefined, fromState);
@@ -154,8 +180,10 @@ export class Membership {
     if (isLive(cur.state) && (cur.host !== a.host || cur.port !== a.port)) {
       // Two live nodes claim one name; keep the one we know until it dies (memberlist does the same).
       this.deps.counters.protocol.nameConflicts++;
-      this.deps.logger.warn({ node: a.node, known: `${cur.host}:${cur.port}`, claimed: `${a.host}:${a.port}` },
-        "two nodes use one name; give every node a unique name");
+      this.deps.logger.warn(
+        { node: a.node, known: `${cur.host}:${cur.port}`, claimed: `${a.host}:${a.port}` },
+        "two nodes use one name; give every node a unique name",
+      );
       return;
     }
     const wasLive = isLive(cur.state);
@@ -191,7 +219,13 @@ export class Membership {
   /** Lifeguard's timer, scaled by the live count, started by `from` (who never confirms). */
   private startSuspicion(rec: MemberEntry, from: string): void {
     const { config, clock } = this.deps;
-    const b = suspicionBounds(config.suspicionMult, config.suspicionMaxTimeoutMult, config.suspicionConfirmations, this.liveCount(), config.probeIntervalMs);
+    const b = suspicionBounds(
+      config.suspicionMult,
+      config.suspicionMaxTimeoutMult,
+      config.suspicionConfirmations,
+      this.liveCount(),
+      config.probeIntervalMs,
+    );
     // The last probe takes one probe interval and ends when the suspicion runs out.
     const lead = Math.min(b.minMs, config.probeIntervalMs);
     const bounds = { minMs: b.minMs - lead, maxMs: b.maxMs - lead, k: b.k };
@@ -234,13 +268,20 @@ export class Membership {
       }
       switch (n.state) {
         case "alive":
-          this.applyAlive({ kind: "alive", node: n.name, incarnation: n.incarnation, host: n.host, port: n.port, meta: n.meta }, !known && n.name !== peer);
+          this.applyAlive(
+            { kind: "alive", node: n.name, incarnation: n.incarnation, host: n.host, port: n.port, meta: n.meta },
+            !known && n.name !== peer,
+          );
           break;
         case "left":
           this.applyDead({ kind: "dead", node: n.name, incarnation: n.incarnation, from: n.name });
           break;
         case "suspect":
-          if (!known) this.applyAlive({ kind: "alive", node: n.name, incarnation: n.incarnation, host: n.host, port: n.port, meta: n.meta }, n.name !== peer);
+          if (!known)
+            this.applyAlive(
+              { kind: "alive", node: n.name, incarnation: n.incarnation, host: n.host, port: n.port, meta: n.meta },
+              n.name !== peer,
+            );
           this.applySuspect({ kind: "suspect", node: n.name, incarnation: n.incarnation, from: self });
           break;
         case "dead":
@@ -277,7 +318,10 @@ export class Membership {
     this.leaving = true;
     const anyoneElse = this.liveCount() > 1;
     this.setState(this.me, "left");
-    this.broadcast({ kind: "dead", node: this.me.name, incarnation: this.me.incarnation, from: this.me.name }, anyoneElse ? onSent : undefined);
+    this.broadcast(
+      { kind: "dead", node: this.me.name, incarnation: this.me.incarnation, from: this.me.name },
+      anyoneElse ? onSent : undefined,
+    );
     if (!anyoneElse) onSent();
   }
 
@@ -331,7 +375,10 @@ export class Membership {
         return;
       }
       this.deps.counters.protocol.deathsDeclared++;
-      this.deps.logger.info({ node: name, incarnation }, "suspicion timed out and a last probe failed; declaring member dead");
+      this.deps.logger.info(
+        { node: name, incarnation },
+        "suspicion timed out and a last probe failed; declaring member dead",
+      );
       this.applyDead({ kind: "dead", node: name, incarnation, from: this.me.name });
     });
   }
@@ -358,7 +405,12 @@ export class Membership {
 
   private insertTombstone(n: NodeState): void {
     const rec: MemberEntry = {
-      name: n.name, host: n.host, port: n.port, incarnation: n.incarnation, state: n.state, meta: n.meta,
+      name: n.name,
+      host: n.host,
+      port: n.port,
+      incarnation: n.incarnation,
+      state: n.state,
+      meta: n.meta,
       stateChangedAt: this.deps.clock.now() - Math.min(n.stateAgeMs, this.deps.config.tombstoneRetentionMs),
     };
     this.insert(rec);

@@ -33,7 +33,10 @@ export function suspicionBounds(
   // Never under two probe intervals: with a small mult (LAN: 1) a cluster under 100 members would
   // get 1 s, less than a slow member needs to refute (its suspect news arrives late, its own gossip
   // timer may run late too); the simulator found false deaths there with 5% loss.
-  const minMs = Math.max(MIN_SUSPICION_PROBES * probeIntervalMs, Math.floor(suspicionMult * nodeScale * probeIntervalMs));
+  const minMs = Math.max(
+    MIN_SUSPICION_PROBES * probeIntervalMs,
+    Math.floor(suspicionMult * nodeScale * probeIntervalMs),
+  );
   const maxMs = minMs * maxTimeoutMult;
   if (liveCount - 2 < confirmations) return { minMs: maxMs, maxMs, k: 0 };
   return { minMs, maxMs, k: confirmations };

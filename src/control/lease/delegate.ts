@@ -37,7 +37,10 @@ export class LeaseDelegate implements Omit<Delegate, "nodeMeta">, EventDelegate 
     options: LeaseDelegateOptions = {},
   ) {
     const mult = options.retransmitMult ?? 4;
-    this.queue = new TransmitLimitedQueue(() => retransmitLimit(mult, membership.members().length), options.maxQueued ?? 256);
+    this.queue = new TransmitLimitedQueue(
+      () => retransmitLimit(mult, membership.members().length),
+      options.maxQueued ?? 256,
+    );
     this.maxBroadcastBytes = options.maxBroadcastBytes ?? 512;
     this.families = Array.isArray(leases) ? leases : [leases as SubnetLeases];
     for (const l of this.families) l.on("announce", (msg) => this.enqueue(l, msg));
@@ -60,7 +63,9 @@ export class LeaseDelegate implements Omit<Delegate, "nodeMeta">, EventDelegate 
   }
 
   localState(): Uint8Array {
-    return encodeStateBundle(this.families.map((l) => encodeMessage(l.space.fingerprint, { kind: "state", ring: l.ringState() })));
+    return encodeStateBundle(
+      this.families.map((l) => encodeMessage(l.space.fingerprint, { kind: "state", ring: l.ringState() })),
+    );
   }
 
   mergeRemoteState(state: Uint8Array): void {
@@ -121,7 +126,10 @@ export class LeaseDelegate implements Omit<Delegate, "nodeMeta">, EventDelegate 
 
   private decode(from: string, bytes: Uint8Array): { leases: SubnetLeases; message: LeaseMessage } | undefined {
     try {
-      const { fingerprint, message } = decodeMessageFor(this.families.map((l) => l.space.fingerprint), bytes);
+      const { fingerprint, message } = decodeMessageFor(
+        this.families.map((l) => l.space.fingerprint),
+        bytes,
+      );
       return { leases: this.families.find((l) => l.space.fingerprint === fingerprint)!, message };
     } catch (err) {
       this.drop(from, (err as Error).message, (err as { code?: string }).code);
@@ -143,10 +151,17 @@ export function encodeLeaseMeta(...subnets: Array<string | null>): Uint8Array {
 
 /** Reads encodeLeaseMeta's bytes; undefined if they are not a lease record. `subnet` is the
  *  first family's, `subnets` all of them. */
-export function decodeLeaseMeta(meta: Uint8Array): { subnet: string | null; subnets: Array<string | null> } | undefined {
+export function decodeLeaseMeta(
+  meta: Uint8Array,
+): { subnet: string | null; subnets: Array<string | null> } | undefined {
   try {
     const v = decode(meta, { maxStrLength: 64, maxBinLength: 0, maxExtLength: 0, maxMapLength: 0, maxArrayLength: 3 });
-    if (Array.isArray(v) && v.length >= 2 && v[0] === 1 && v.slice(1).every((x) => x === null || typeof x === "string")) {
+    if (
+      Array.isArray(v) &&
+      v.length >= 2 &&
+      v[0] === 1 &&
+      v.slice(1).every((x) => x === null || typeof x === "string")
+    ) {
       const subnets = v.slice(1) as Array<string | null>;
       return { subnet: subnets[0], subnets };
     }

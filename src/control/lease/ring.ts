@@ -157,7 +157,11 @@ export class Ring {
    *  briefly show a node's old and new lease. */
   leasesOf(node: string): number[] {
     const id = this.nameIndex.get(node);
-    return id === undefined ? [] : this.leasedSlots().filter((l) => l.owner === id).map((l) => l.slot);
+    return id === undefined
+      ? []
+      : this.leasedSlots()
+          .filter((l) => l.owner === id)
+          .map((l) => l.slot);
   }
 
   /** Every leased slot with its owner, in slot order. */
@@ -198,7 +202,8 @@ export class Ring {
 
   /** `by` gives free slots [start, start+count) to `to`. Returns the changed runs. */
   transfer(by: string, span: SlotSpan, to: string): RingRun[] {
-    if (to === by || to.length === 0) throw new WeftError("LEASE_BAD_TRANSFER", `cannot transfer slots from ${by} to "${to}"`);
+    if (to === by || to.length === 0)
+      throw new WeftError("LEASE_BAD_TRANSFER", `cannot transfer slots from ${by} to "${to}"`);
     this.checkSpan(span);
     const by_ = this.nameIndex.get(by);
     for (const piece of this.pieces(span.start, span.count)) {
@@ -210,7 +215,8 @@ export class Ring {
       }
     }
     const to_ = this.id(to);
-    for (const piece of this.pieces(span.start, span.count)) this.assign(piece.start, piece.count, to_, piece.seg.version + 1, false);
+    for (const piece of this.pieces(span.start, span.count))
+      this.assign(piece.start, piece.count, to_, piece.seg.version + 1, false);
     return this.runsIn([span]);
   }
 
@@ -221,7 +227,10 @@ export class Ring {
       throw new WeftError("LEASE_NOT_OWNER", `${by} cannot change slot ${slot}: it is ${this.describe(slot)}`);
     }
     if (leased && this.leasesOf(by).length > 0) {
-      throw new WeftError("LEASE_ALREADY_LEASED", `${by} already uses slot ${this.leasesOf(by)[0]}; a node uses one slot`);
+      throw new WeftError(
+        "LEASE_ALREADY_LEASED",
+        `${by} already uses slot ${this.leasesOf(by)[0]}; a node uses one slot`,
+      );
     }
     const seg = this.segs[this.find(slot)];
     this.assign(slot, 1, seg.owner, seg.version + 1, leased);
@@ -237,7 +246,8 @@ export class Ring {
    */
   reclaim(heir: string, condemned: ReadonlySet<string>, takeOrphans: boolean): RingRun[] {
     const heirId = this.id(heir);
-    const isCondemned = (g: Segment): boolean => g.owner !== NO_OWNER && g.owner !== heirId && condemned.has(this.names[g.owner]);
+    const isCondemned = (g: Segment): boolean =>
+      g.owner !== NO_OWNER && g.owner !== heirId && condemned.has(this.names[g.owner]);
     const taken: SlotSpan[] = [];
     const take = (g: Segment, count: number): void => {
       this.assign(g.start, count, heirId, g.version + 1, false);
@@ -252,7 +262,11 @@ export class Ring {
         // g starts a condemned run right after one of heir's slots: take the whole run, which
         // may go on in following segments of other versions and wrap past the end.
         const run: Array<[Segment, number]> = [];
-        for (let j = i; run.length < this.segs.length && this.segs[j].owner === g.owner; j = (j + 1) % this.segs.length) {
+        for (
+          let j = i;
+          run.length < this.segs.length && this.segs[j].owner === g.owner;
+          j = (j + 1) % this.segs.length
+        ) {
           run.push([this.segs[j], this.end(j) - this.segs[j].start]);
         }
         for (const [seg, count] of run) take(seg, count);
@@ -261,7 +275,10 @@ export class Ring {
       }
     }
     if (takeOrphans && !this.segs.some((g) => g.owner !== NO_OWNER && !isCondemned(g))) {
-      for (const [seg, count] of this.segs.map((g, i): [Segment, number] => [g, this.end(i) - g.start]).filter(([g]) => isCondemned(g))) take(seg, count);
+      for (const [seg, count] of this.segs
+        .map((g, i): [Segment, number] => [g, this.end(i) - g.start])
+        .filter(([g]) => isCondemned(g)))
+        take(seg, count);
     }
     return this.runsIn(taken);
   }
@@ -317,7 +334,12 @@ export class Ring {
     if (this.seedList === null && remote.seeds !== null) this.seedList = [...remote.seeds];
     const changed: SlotChange[] = newer.map((n) => {
       this.assign(n.start, n.count, this.id(n.run.owner), n.run.version, n.run.leased);
-      return { start: n.start, count: n.count, before: n.before, after: { owner: n.run.owner, version: n.run.version, leased: n.run.leased } };
+      return {
+        start: n.start,
+        count: n.count,
+        before: n.before,
+        after: { owner: n.run.owner, version: n.run.version, leased: n.run.leased },
+      };
     });
     return { ok: true, changed };
   }
@@ -335,9 +357,21 @@ export class Ring {
       for (const piece of this.pieces(span.start, span.count)) {
         if (piece.seg.owner === NO_OWNER) continue;
         const last = runs[runs.length - 1];
-        const run = { start: piece.start, count: piece.count, owner: this.names[piece.seg.owner], version: piece.seg.version, leased: piece.seg.leased };
+        const run = {
+          start: piece.start,
+          count: piece.count,
+          owner: this.names[piece.seg.owner],
+          version: piece.seg.version,
+          leased: piece.seg.leased,
+        };
         if (last && last.start + last.count > run.start) continue; // spans overlapped: listed already
-        if (last && last.start + last.count === run.start && last.owner === run.owner && last.version === run.version && last.leased === run.leased) {
+        if (
+          last &&
+          last.start + last.count === run.start &&
+          last.owner === run.owner &&
+          last.version === run.version &&
+          last.leased === run.leased
+        ) {
           runs[runs.length - 1] = { ...last, count: last.count + run.count };
         } else {
           runs.push(run);
@@ -430,15 +464,23 @@ export class Ring {
     let end = 0;
     for (const r of byStart) {
       if (r.start < end) return `runs overlap at slot ${r.start}`;
-      if (r.start + r.count > this.slotCount) return `run ${r.start}+${r.count} is outside the ${this.slotCount} slots of this network`;
-      if (r.leased && r.count > MAX_LEASED_RUN) return `run ${r.start}+${r.count} marks more slots leased than any view can hold`;
+      if (r.start + r.count > this.slotCount)
+        return `run ${r.start}+${r.count} is outside the ${this.slotCount} slots of this network`;
+      if (r.leased && r.count > MAX_LEASED_RUN)
+        return `run ${r.start}+${r.count} marks more slots leased than any view can hold`;
       end = r.start + r.count;
     }
     return undefined;
   }
 
   private checkSpan(span: SlotSpan): void {
-    if (!Number.isInteger(span.start) || !Number.isInteger(span.count) || span.count < 1 || span.start < 0 || span.start + span.count > this.slotCount) {
+    if (
+      !Number.isInteger(span.start) ||
+      !Number.isInteger(span.count) ||
+      span.count < 1 ||
+      span.start < 0 ||
+      span.start + span.count > this.slotCount
+    ) {
       throw new WeftError("LEASE_BAD_SLOT", `slots ${span.start}+${span.count} are outside 0..${this.slotCount - 1}`);
     }
   }

@@ -4,8 +4,24 @@
 // them to and from CIDRs. One space per address family; each family has its own ring.
 import { createHash } from "node:crypto";
 import { WeftError } from "../../errors.js";
-import { formatIpv4, formatPrefix, parseIpv4, parsePrefix, prefixContains, prefixMask, type Ipv4Prefix } from "../../net/ipv4.js";
-import { formatIpv6, formatPrefix6, parseIpv6, parsePrefix6, prefixContains6, prefixMask6, type Ipv6Prefix } from "../../net/ipv6.js";
+import {
+  formatIpv4,
+  formatPrefix,
+  parseIpv4,
+  parsePrefix,
+  prefixContains,
+  prefixMask,
+  type Ipv4Prefix,
+} from "../../net/ipv4.js";
+import {
+  formatIpv6,
+  formatPrefix6,
+  parseIpv6,
+  parsePrefix6,
+  prefixContains6,
+  prefixMask6,
+  type Ipv6Prefix,
+} from "../../net/ipv6.js";
 
 /** Upper bound on slots: slot numbers stay exact JavaScript numbers. The ring holds ranges, so
  *  its size follows the number of nodes, not of slots (a /32 of /64s is 2^32 slots). */
@@ -54,20 +70,31 @@ export class SubnetSpace implements LeaseSpace {
     const network = parsePrefix(config.Network);
     const subnetLen = config.SubnetLen ?? defaultSubnetLen(network);
     if (!Number.isInteger(subnetLen) || subnetLen > 30) {
-      throw bad(`SubnetLen ${subnetLen} must be a whole number no larger than 30 (each host needs room for a gateway and pods)`);
+      throw bad(
+        `SubnetLen ${subnetLen} must be a whole number no larger than 30 (each host needs room for a gateway and pods)`,
+      );
     }
     if (subnetLen < network.len + 2) {
-      throw bad(`SubnetLen /${subnetLen} is too large for Network ${config.Network}: it must fit at least four subnets (use /${network.len + 2} or longer)`);
+      throw bad(
+        `SubnetLen /${subnetLen} is too large for Network ${config.Network}: it must fit at least four subnets (use /${network.len + 2} or longer)`,
+      );
     }
     const size = 2 ** (32 - subnetLen);
     // Like flannel, skip the first subnet by default: its first address is the network address.
     const subnetMin = config.SubnetMin === undefined ? network.addr + size : parseIpv4(config.SubnetMin);
-    const subnetMax = config.SubnetMax === undefined ? network.addr + 2 ** (32 - network.len) - size : parseIpv4(config.SubnetMax);
-    for (const [name, addr] of [["SubnetMin", subnetMin], ["SubnetMax", subnetMax]] as const) {
-      if (!prefixContains(network, addr)) throw bad(`${name} ${formatIpv4(addr)} is not inside Network ${config.Network}`);
-      if ((addr & ~prefixMask(subnetLen)) !== 0) throw bad(`${name} ${formatIpv4(addr)} is not on a /${subnetLen} boundary`);
+    const subnetMax =
+      config.SubnetMax === undefined ? network.addr + 2 ** (32 - network.len) - size : parseIpv4(config.SubnetMax);
+    for (const [name, addr] of [
+      ["SubnetMin", subnetMin],
+      ["SubnetMax", subnetMax],
+    ] as const) {
+      if (!prefixContains(network, addr))
+        throw bad(`${name} ${formatIpv4(addr)} is not inside Network ${config.Network}`);
+      if ((addr & ~prefixMask(subnetLen)) !== 0)
+        throw bad(`${name} ${formatIpv4(addr)} is not on a /${subnetLen} boundary`);
     }
-    if (subnetMin > subnetMax) throw bad(`SubnetMin ${formatIpv4(subnetMin)} is above SubnetMax ${formatIpv4(subnetMax)}`);
+    if (subnetMin > subnetMax)
+      throw bad(`SubnetMin ${formatIpv4(subnetMin)} is above SubnetMax ${formatIpv4(subnetMax)}`);
     return new SubnetSpace(network, subnetLen, subnetMin, subnetMax);
   }
 
@@ -148,21 +175,31 @@ export class Ipv6SubnetSpace implements LeaseSpace {
       subnetLen = network.len <= 62 ? 64 : network.len + 2;
     }
     if (!Number.isInteger(subnetLen) || subnetLen > 126) {
-      throw bad(`IPv6SubnetLen ${subnetLen} must be a whole number no larger than 126 (each host needs room for a gateway and pods)`);
+      throw bad(
+        `IPv6SubnetLen ${subnetLen} must be a whole number no larger than 126 (each host needs room for a gateway and pods)`,
+      );
     }
     if (subnetLen < network.len + 2) {
-      throw bad(`IPv6SubnetLen /${subnetLen} is too large for IPv6Network ${config.IPv6Network}: it must fit at least four subnets (use /${network.len + 2} or longer)`);
+      throw bad(
+        `IPv6SubnetLen /${subnetLen} is too large for IPv6Network ${config.IPv6Network}: it must fit at least four subnets (use /${network.len + 2} or longer)`,
+      );
     }
     const size = 1n << BigInt(128 - subnetLen);
     const end = network.addr + (1n << BigInt(128 - network.len));
     // Like flannel, skip the first subnet by default.
     const subnetMin = config.IPv6SubnetMin === undefined ? network.addr + size : parseIpv6(config.IPv6SubnetMin);
     const subnetMax = config.IPv6SubnetMax === undefined ? end - size : parseIpv6(config.IPv6SubnetMax);
-    for (const [name, addr] of [["IPv6SubnetMin", subnetMin], ["IPv6SubnetMax", subnetMax]] as const) {
-      if (!prefixContains6(network, addr)) throw bad(`${name} ${formatIpv6(addr)} is not inside IPv6Network ${config.IPv6Network}`);
-      if ((addr & ~prefixMask6(subnetLen)) !== 0n) throw bad(`${name} ${formatIpv6(addr)} is not on a /${subnetLen} boundary`);
+    for (const [name, addr] of [
+      ["IPv6SubnetMin", subnetMin],
+      ["IPv6SubnetMax", subnetMax],
+    ] as const) {
+      if (!prefixContains6(network, addr))
+        throw bad(`${name} ${formatIpv6(addr)} is not inside IPv6Network ${config.IPv6Network}`);
+      if ((addr & ~prefixMask6(subnetLen)) !== 0n)
+        throw bad(`${name} ${formatIpv6(addr)} is not on a /${subnetLen} boundary`);
     }
-    if (subnetMin > subnetMax) throw bad(`IPv6SubnetMin ${formatIpv6(subnetMin)} is above IPv6SubnetMax ${formatIpv6(subnetMax)}`);
+    if (subnetMin > subnetMax)
+      throw bad(`IPv6SubnetMin ${formatIpv6(subnetMin)} is above IPv6SubnetMax ${formatIpv6(subnetMax)}`);
     if ((subnetMax - subnetMin) / size + 1n > BigInt(MAX_SLOTS)) {
       throw bad(
         `${(subnetMax - subnetMin) / size + 1n} subnets between IPv6SubnetMin and IPv6SubnetMax; weft leases at most 2^48: ` +

@@ -48,7 +48,11 @@ export class FileLeaseStore implements LeaseStateStore {
       text = await readFile(this.file, "utf8");
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
-      throw new WeftError("LEASE_STATE_UNREADABLE", `cannot read ${this.file}: ${(err as Error).message}; check the state dir's permissions`, { cause: err });
+      throw new WeftError(
+        "LEASE_STATE_UNREADABLE",
+        `cannot read ${this.file}: ${(err as Error).message}; check the state dir's permissions`,
+        { cause: err },
+      );
     }
     let value: unknown;
     try {
@@ -71,7 +75,11 @@ export class FileLeaseStore implements LeaseStateStore {
     try {
       await writeFileAtomic(this.file, body, { mode: 0o600, dirMode: 0o700 });
     } catch (err) {
-      throw new WeftError("LEASE_PERSIST_FAILED", `cannot save lease state to ${this.file}: ${(err as Error).message}; the change was not made, check the disk`, { cause: err });
+      throw new WeftError(
+        "LEASE_PERSIST_FAILED",
+        `cannot save lease state to ${this.file}: ${(err as Error).message}; the change was not made, check the disk`,
+        { cause: err },
+      );
     }
   }
 
@@ -79,10 +87,17 @@ export class FileLeaseStore implements LeaseStateStore {
     if (typeof value !== "object" || value === null) throw this.corrupt("not an object");
     const v = value as Record<string, unknown>;
     if (v.format !== FILE_FORMAT) throw this.corrupt(`format ${String(v.format)} is not ${FILE_FORMAT}`);
-    if (typeof v.fingerprint !== "string" || typeof v.network !== "string") throw this.corrupt("fingerprint or network missing");
+    if (typeof v.fingerprint !== "string" || typeof v.network !== "string")
+      throw this.corrupt("fingerprint or network missing");
     if (v.lease !== null && typeof v.lease !== "string") throw this.corrupt("lease is neither null nor a CIDR");
     const fail = (why: string): WeftError => this.corrupt(why);
-    return { node: nodeName(v.node, fail), fingerprint: v.fingerprint, network: v.network, lease: v.lease, ring: fromPlainRing(v.ring, fail) };
+    return {
+      node: nodeName(v.node, fail),
+      fingerprint: v.fingerprint,
+      network: v.network,
+      lease: v.lease,
+      ring: fromPlainRing(v.ring, fail),
+    };
   }
 
   private corrupt(why: string): WeftError {

@@ -34,7 +34,15 @@ import { WeftError } from "../../errors.js";
 import type { NodeView } from "../gossip/delegate.js";
 import { withDefaults } from "../options.js";
 import type { Clock, Random, TimerHandle } from "../runtime.js";
-import { forkWinner, Ring, type Conflict, type RingRun, type RingState, type SlotChange, type SlotSpan } from "./ring.js";
+import {
+  forkWinner,
+  Ring,
+  type Conflict,
+  type RingRun,
+  type RingState,
+  type SlotChange,
+  type SlotSpan,
+} from "./ring.js";
 import type { LeaseSpace } from "./slots.js";
 import type { LeaseStateStore } from "./store.js";
 import { decodeMessage, encodeMessage, type LeaseMessage } from "./wire.js";
@@ -122,7 +130,12 @@ export const LEASE_DEFAULTS: LeaseTimings = Object.freeze({
   waitLogEveryMs: 60_000,
 });
 
-export type LeaseTimings = Required<Pick<SubnetLeasesOptions, "reclaimGraceMs" | "requestTimeoutMs" | "retryMinMs" | "retryMaxMs" | "bootstrapQuietMs" | "waitLogEveryMs">>;
+export type LeaseTimings = Required<
+  Pick<
+    SubnetLeasesOptions,
+    "reclaimGraceMs" | "requestTimeoutMs" | "retryMinMs" | "retryMaxMs" | "bootstrapQuietMs" | "waitLogEveryMs"
+  >
+>;
 
 export interface LeaseStats {
   /** Remote states refused (inconsistent, other seeds, malformed). */
@@ -222,9 +235,16 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
       }
       const loaded = this.ring.merge(saved.ring);
       if (!loaded.ok && loaded.error.code === "LEASE_RING_MISMATCH") {
-        throw new WeftError("LEASE_STATE_MISMATCH", `cannot use the saved lease state: ${loaded.error.message}; the seed list must never change`);
+        throw new WeftError(
+          "LEASE_STATE_MISMATCH",
+          `cannot use the saved lease state: ${loaded.error.message}; the seed list must never change`,
+        );
       }
-      if (!loaded.ok) throw new WeftError("LEASE_STATE_CORRUPT", `the saved lease state is not a valid ring: ${loaded.error.message}`);
+      if (!loaded.ok)
+        throw new WeftError(
+          "LEASE_STATE_CORRUPT",
+          `the saved lease state is not a valid ring: ${loaded.error.message}`,
+        );
     }
     if (configured && this.ring.knownCount() < space.slotCount) {
       this.pendingSeeds = configured;
@@ -242,7 +262,10 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     const next = this.ring.clone();
     const merged = next.merge(this.pendingSeeds.state());
     if (!merged.ok) return this.refuse(merged.error, merged.conflicts);
-    this.opts.log.info({ code: "LEASE_BOOTSTRAP" }, "heard no complete ring from any peer: starting from the seed division (cold start)");
+    this.opts.log.info(
+      { code: "LEASE_BOOTSTRAP" },
+      "heard no complete ring from any peer: starting from the seed division (cold start)",
+    );
     try {
       await this.commit(next, []);
     } catch (err) {
@@ -281,7 +304,9 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
 
   /** Every node's subnet as this node's ring says (dead nodes included until reclaimed). */
   peers(): PeerLease[] {
-    return this.ring.allLeases().map(({ slot, owner }) => ({ node: owner, slot, subnet: this.opts.space.subnetOf(slot) }));
+    return this.ring
+      .allLeases()
+      .map(({ slot, owner }) => ({ node: owner, slot, subnet: this.opts.space.subnetOf(slot) }));
   }
 
   /** The saved ring, for push-pull. */
@@ -294,13 +319,21 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
    * while membership sees the node alive or suspect. See the risks at the top of this file.
    */
   async reclaim(node: string): Promise<ReclaimReport> {
-    if (!this.ready || this.stopped) throw new WeftError("LEASE_NOT_RUNNING", "reclaim needs a started, running SubnetLeases");
-    if (node === this.name) throw new WeftError("LEASE_RECLAIM_SELF", "a node cannot reclaim itself; run reclaim on another node");
+    if (!this.ready || this.stopped)
+      throw new WeftError("LEASE_NOT_RUNNING", "reclaim needs a started, running SubnetLeases");
+    if (node === this.name)
+      throw new WeftError("LEASE_RECLAIM_SELF", "a node cannot reclaim itself; run reclaim on another node");
     if (this.isMember(node)) {
-      throw new WeftError("LEASE_RECLAIM_ALIVE", `${node} is alive or suspect in membership; reclaim only a node that is gone for good (stop it first)`);
+      throw new WeftError(
+        "LEASE_RECLAIM_ALIVE",
+        `${node} is alive or suspect in membership; reclaim only a node that is gone for good (stop it first)`,
+      );
     }
     if (this.countOwned(node) === 0) {
-      throw new WeftError("LEASE_RECLAIM_UNKNOWN", `${node} owns no subnet in this node's view of the ring: nothing to reclaim (weft status lists the reserved ones)`);
+      throw new WeftError(
+        "LEASE_RECLAIM_UNKNOWN",
+        `${node} owns no subnet in this node's view of the ring: nothing to reclaim (weft status lists the reserved ones)`,
+      );
     }
     let report: ReclaimReport | undefined;
     await this.enqueue(async () => {
@@ -381,7 +414,10 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     if (grace) this.cancelTimer(grace.timer);
     this.graceTimers.delete(node);
     if (this.condemned.delete(node)) {
-      this.opts.log.warn({ code: "LEASE_CONDEMNED_NODE_BACK", node }, `${node} was to be reclaimed but is alive again; slots already taken stay with their heirs and it will get a new subnet`);
+      this.opts.log.warn(
+        { code: "LEASE_CONDEMNED_NODE_BACK", node },
+        `${node} was to be reclaimed but is alive again; slots already taken stay with their heirs and it will get a new subnet`,
+      );
     }
     this.kickAcquire();
   }
@@ -389,9 +425,15 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
   /** Membership declared the node dead or it left: reclaim its slots after the grace period. */
   memberGone(node: string): void {
     if (node === this.name || this.graceTimers.has(node) || this.stopped) return;
-    const owned = this.ring.state().runs.filter((r) => r.owner === node).reduce((n, r) => n + r.count, 0);
+    const owned = this.ring
+      .state()
+      .runs.filter((r) => r.owner === node)
+      .reduce((n, r) => n + r.count, 0);
     if (owned > 0) {
-      this.opts.log.info({ code: "LEASE_NODE_GONE", node, slots: owned, graceMs: this.opts.reclaimGraceMs }, `${node} is gone; its ${owned} subnet slot(s) will be reclaimed after ${this.opts.reclaimGraceMs} ms unless it returns`);
+      this.opts.log.info(
+        { code: "LEASE_NODE_GONE", node, slots: owned, graceMs: this.opts.reclaimGraceMs },
+        `${node} is gone; its ${owned} subnet slot(s) will be reclaimed after ${this.opts.reclaimGraceMs} ms unless it returns`,
+      );
     }
     const timer = this.setTimer(this.opts.reclaimGraceMs, () => {
       this.graceTimers.delete(node);
@@ -418,17 +460,20 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
   reservations(): Reservation[] {
     const live = new Set([this.name, ...this.otherMembers().map((m) => m.name)]);
     const owned = new Map<string, number>();
-    for (const r of this.ring.state().runs) if (!live.has(r.owner)) owned.set(r.owner, (owned.get(r.owner) ?? 0) + r.count);
-    return [...owned].sort(([a], [b]) => (a < b ? -1 : 1)).map(([node, slots]) => {
-      const leased = this.ring.leasesOf(node);
-      return {
-        node,
-        slots,
-        subnet: leased.length > 0 ? this.opts.space.subnetOf(leased[0]) : null,
-        reclaimAt: this.graceTimers.get(node)?.at ?? null,
-        condemned: this.condemned.has(node),
-      };
-    });
+    for (const r of this.ring.state().runs)
+      if (!live.has(r.owner)) owned.set(r.owner, (owned.get(r.owner) ?? 0) + r.count);
+    return [...owned]
+      .sort(([a], [b]) => (a < b ? -1 : 1))
+      .map(([node, slots]) => {
+        const leased = this.ring.leasesOf(node);
+        return {
+          node,
+          slots,
+          subnet: leased.length > 0 ? this.opts.space.subnetOf(leased[0]) : null,
+          reclaimAt: this.graceTimers.get(node)?.at ?? null,
+          condemned: this.condemned.has(node),
+        };
+      });
   }
 
   // ---- the protocol ----
@@ -465,10 +510,17 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     const delta = mine.flatMap((c) => next.settleFork(c, c.mine.version, forkWinner(c.mine, c.theirs)));
     if (delta.length === 0) return;
     this.opts.log.warn(
-      { code: "LEASE_FORK_SETTLED", slots: mine.slice(0, 5).map((c) => ({ start: c.start, count: c.count, winner: forkWinner(c.mine, c.theirs).owner })) },
+      {
+        code: "LEASE_FORK_SETTLED",
+        slots: mine
+          .slice(0, 5)
+          .map((c) => ({ start: c.start, count: c.count, winner: forkWinner(c.mine, c.theirs).owner })),
+      },
       `settled ${mine.length} slot(s) that two histories gave different owners: the leased one (or the smaller name) keeps each, at a new version every node takes`,
     );
-    this.noteSlotsTaken(mine.map((c) => ({ start: c.start, count: c.count, before: c.mine, after: forkWinner(c.mine, c.theirs) })));
+    this.noteSlotsTaken(
+      mine.map((c) => ({ start: c.start, count: c.count, before: c.mine, after: forkWinner(c.mine, c.theirs) })),
+    );
     await this.commit(next, delta);
   }
 
@@ -514,7 +566,10 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     }
     let shown: RingRun[] | undefined;
     try {
-      const answer = await this.opts.membership.request(to, this.encode({ kind: "state", ring: { seeds: this.ring.seeds, runs: given } }));
+      const answer = await this.opts.membership.request(
+        to,
+        this.encode({ kind: "state", ring: { seeds: this.ring.seeds, runs: given } }),
+      );
       const decoded = answer && decodeMessage(this.opts.space.fingerprint, answer);
       if (decoded && decoded.kind === "state") shown = [...decoded.ring.runs];
     } catch {
@@ -538,7 +593,10 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
       const first = spans.shift()!;
       if (first.count > 1) spans.unshift({ start: first.start + 1, count: first.count - 1 });
     }
-    const largest = spans.reduce<SlotSpan | undefined>((best, s) => (best === undefined || s.count > best.count ? s : best), undefined);
+    const largest = spans.reduce<SlotSpan | undefined>(
+      (best, s) => (best === undefined || s.count > best.count ? s : best),
+      undefined,
+    );
     if (!largest) return undefined;
     const count = Math.ceil(largest.count / 2);
     return { start: largest.start + largest.count - count, count };
@@ -556,11 +614,17 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
 
   private async takeReclaimNotice(from: string, node: string): Promise<void> {
     if (node === this.name) {
-      this.opts.log.error({ code: "LEASE_RECLAIM_OF_LIVE_NODE", by: from }, `${from} says an operator reclaimed this node, but it is running: refusing; stop this node or undo the decision`);
+      this.opts.log.error(
+        { code: "LEASE_RECLAIM_OF_LIVE_NODE", by: from },
+        `${from} says an operator reclaimed this node, but it is running: refusing; stop this node or undo the decision`,
+      );
       return;
     }
     if (this.isMember(node)) {
-      this.opts.log.warn({ code: "LEASE_RECLAIM_REFUSED_ALIVE", node, by: from }, `not reclaiming ${node} as ${from} asked: it is alive or suspect here`);
+      this.opts.log.warn(
+        { code: "LEASE_RECLAIM_REFUSED_ALIVE", node, by: from },
+        `not reclaiming ${node} as ${from} asked: it is alive or suspect here`,
+      );
       return;
     }
     this.condemned.set(node, "operator");
@@ -625,7 +689,12 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     const members = new Map(this.otherMembers().map((m) => [m.name, m]));
     const candidates = [...this.ring.freeCounts()]
       .filter(([n]) => members.has(n) && !this.askedThisRound.has(n))
-      .map(([n, free]) => ({ n, free, suspect: members.get(n)!.state === "suspect" ? 1 : 0, tie: this.opts.random.next() }));
+      .map(([n, free]) => ({
+        n,
+        free,
+        suspect: members.get(n)!.state === "suspect" ? 1 : 0,
+        tie: this.opts.random.next(),
+      }));
     candidates.sort((a, b) => a.suspect - b.suspect || b.free - a.free || a.tie - b.tie);
     return candidates[0]?.n;
   }
@@ -646,11 +715,14 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
       this.kickAcquire();
     };
     // The reply comes back on the request's own stream (see answer()).
-    this.opts.membership.request(to, this.encode({ kind: "request", id })).then((bytes) => {
-      const reply = bytes && decodeMessage(this.opts.space.fingerprint, bytes);
-      if (reply?.kind !== "reply" || reply.id !== id) return failed();
-      void this.enqueue(() => this.takeReply(to, reply.id, reply.granted, reply.ring));
-    }).catch(failed);
+    this.opts.membership
+      .request(to, this.encode({ kind: "request", id }))
+      .then((bytes) => {
+        const reply = bytes && decodeMessage(this.opts.space.fingerprint, bytes);
+        if (reply?.kind !== "reply" || reply.id !== id) return failed();
+        void this.enqueue(() => this.takeReply(to, reply.id, reply.granted, reply.ring));
+      })
+      .catch(failed);
   }
 
   /** Logs why this node has no subnet yet, once per reason and then every waitLogEveryMs. */
@@ -733,7 +805,10 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     this.current = { slot: slots[0], subnet: this.opts.space.subnetOf(slots[0]) };
     this.retryDelay = this.opts.retryMinMs;
     this.lastWait = null;
-    this.opts.log.info({ code: "LEASE_ACQUIRED", subnet: this.current.subnet }, `this node's subnet is ${this.current.subnet}`);
+    this.opts.log.info(
+      { code: "LEASE_ACQUIRED", subnet: this.current.subnet },
+      `this node's subnet is ${this.current.subnet}`,
+    );
     this.opts.membership.updateNode();
     this.emit("lease", this.current);
     for (const w of this.waiters.splice(0)) w.resolve(this.current);
@@ -754,13 +829,20 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     const count = taken.reduce((n, c) => n + c.count, 0);
     this.stats.slotsTakenFromUs += count;
     this.opts.log.warn(
-      { code: "LEASE_SLOTS_TAKEN", slots: taken.slice(0, 10).map((c) => ({ start: c.start, count: c.count, to: c.after.owner, version: c.after.version })) },
+      {
+        code: "LEASE_SLOTS_TAKEN",
+        slots: taken
+          .slice(0, 10)
+          .map((c) => ({ start: c.start, count: c.count, to: c.after.owner, version: c.after.version })),
+      },
       `the cluster moved ${count} of this node's slot(s) to other nodes (reclaimed while this node was unreachable, or this node's state was rolled back); accepting`,
     );
   }
 
   private otherMembers(): NodeView[] {
-    return this.opts.membership.members().filter((m) => m.name !== this.name && (m.state === "alive" || m.state === "suspect"));
+    return this.opts.membership
+      .members()
+      .filter((m) => m.name !== this.name && (m.state === "alive" || m.state === "suspect"));
   }
 
   private isMember(node: string): boolean {
@@ -768,7 +850,10 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
   }
 
   private countOwned(node: string): number {
-    return this.ring.state().runs.filter((r) => r.owner === node).reduce((n, r) => n + r.count, 0);
+    return this.ring
+      .state()
+      .runs.filter((r) => r.owner === node)
+      .reduce((n, r) => n + r.count, 0);
   }
 
   private encode(msg: LeaseMessage): Uint8Array {

@@ -62,7 +62,13 @@ export function encodeStateBundle(parts: readonly Uint8Array[]): Uint8Array {
 export function splitStateBundle(bytes: Uint8Array): Uint8Array[] {
   try {
     // A lease message holds strings and numbers, so it never decodes under these limits.
-    const v = decode(bytes, { maxStrLength: 0, maxArrayLength: 2, maxMapLength: 0, maxExtLength: 0, maxBinLength: MAX_MESSAGE_BYTES });
+    const v = decode(bytes, {
+      maxStrLength: 0,
+      maxArrayLength: 2,
+      maxMapLength: 0,
+      maxExtLength: 0,
+      maxBinLength: MAX_MESSAGE_BYTES,
+    });
     if (Array.isArray(v) && v.length > 0 && v.every((p) => p instanceof Uint8Array)) return v as Uint8Array[];
   } catch {
     // not a bundle
@@ -72,8 +78,12 @@ export function splitStateBundle(bytes: Uint8Array): Uint8Array[] {
 
 /** decodeMessage for a node with one ring per address family: which family's network the
  *  message is for (by its fingerprint), and the message. */
-export function decodeMessageFor(fingerprints: readonly string[], bytes: Uint8Array): { fingerprint: string; message: LeaseMessage } {
-  if (bytes.length > MAX_MESSAGE_BYTES) throw badMessage(`${bytes.length} bytes is over the ${MAX_MESSAGE_BYTES}-byte limit`);
+export function decodeMessageFor(
+  fingerprints: readonly string[],
+  bytes: Uint8Array,
+): { fingerprint: string; message: LeaseMessage } {
+  if (bytes.length > MAX_MESSAGE_BYTES)
+    throw badMessage(`${bytes.length} bytes is over the ${MAX_MESSAGE_BYTES}-byte limit`);
   let value: unknown;
   try {
     value = decode(bytes, {
@@ -100,7 +110,8 @@ export function decodeMessageFor(fingerprints: readonly string[], bytes: Uint8Ar
 function decodeBody(value: unknown[]): LeaseMessage {
   const [, , kind, a, b, c] = value as unknown[];
   const expectLength = (n: number): void => {
-    if (value.length !== n) throw badMessage(`kind ${String(kind)} needs ${n} fields, got ${(value as unknown[]).length}`);
+    if (value.length !== n)
+      throw badMessage(`kind ${String(kind)} needs ${n} fields, got ${(value as unknown[]).length}`);
   };
   switch (kind) {
     case KIND.state:
@@ -146,7 +157,8 @@ export function fromPlainRing(value: unknown, fail: (why: string) => WeftError):
   if (!Array.isArray(owners) || !owners.every(isName)) throw fail("ring.owners is not a list of node names");
   if (!Array.isArray(runs) || runs.length > MAX_RUNS) throw fail(`ring.runs is not a list of at most ${MAX_RUNS} runs`);
   const out: RingRun[] = runs.map((run, i) => {
-    if (!Array.isArray(run) || run.length !== 5) throw fail(`ring run ${i} is not [start, count, owner, version, leased]`);
+    if (!Array.isArray(run) || run.length !== 5)
+      throw fail(`ring run ${i} is not [start, count, owner, version, leased]`);
     const [start, count, owner, version, leased] = run as unknown[];
     if (
       !isInt(start, 0, MAX_SLOTS - 1) ||

@@ -23,11 +23,14 @@ export class RealClock implements Clock {
     const left = Math.max(0, due - performance.now());
     this.timers.set(
       id,
-      setTimeout(() => {
-        if (left > MAX_TIMEOUT_MS) return this.arm(id, due, fn);
-        this.timers.delete(id);
-        fn();
-      }, Math.min(left, MAX_TIMEOUT_MS)),
+      setTimeout(
+        () => {
+          if (left > MAX_TIMEOUT_MS) return this.arm(id, due, fn);
+          this.timers.delete(id);
+          fn();
+        },
+        Math.min(left, MAX_TIMEOUT_MS),
+      ),
     );
   }
 

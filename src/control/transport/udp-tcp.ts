@@ -9,7 +9,6 @@ import { connect, createServer, type Server, type Socket } from "node:net";
 import { isWeftError, WeftError } from "../../errors.js";
 import type { Addr, Transport } from "../runtime.js";
 
-
 export interface UdpTcpOptions {
   /** Address to bind (e.g. "127.0.0.1", or the underlay address). */
   readonly host: string;
@@ -42,11 +41,19 @@ const LENGTH_BYTES = 4;
 
 /** What to do about a failed bind: a port can be freed, an address that is not local cannot. */
 function bindAdvice(err: unknown): string {
-  return (err as NodeJS.ErrnoException).code === "EADDRNOTAVAIL" ? "the address is not on this host: bind one of its own addresses" : "pick another port or free it";
+  return (err as NodeJS.ErrnoException).code === "EADDRNOTAVAIL"
+    ? "the address is not on this host: bind one of its own addresses"
+    : "pick another port or free it";
 }
 
 export class UdpTcpTransport implements Transport {
-  readonly stats: TransportStats = { oversizePackets: 0, oversizeStreams: 0, rejectedConnections: 0, inboundStreamErrors: 0, packetSendErrors: 0 };
+  readonly stats: TransportStats = {
+    oversizePackets: 0,
+    oversizeStreams: 0,
+    rejectedConnections: 0,
+    inboundStreamErrors: 0,
+    packetSendErrors: 0,
+  };
   private packetHandler: (from: Addr, frame: Uint8Array) => void = () => {};
   private exchangeHandler: (from: Addr, frame: Uint8Array) => Promise<Uint8Array> = () =>
     Promise.reject(new WeftError("TRANSPORT_CLOSED", "no exchange handler"));
@@ -88,7 +95,10 @@ export class UdpTcpTransport implements Transport {
         });
       } catch (err) {
         udp.close();
-        throw new WeftError("TRANSPORT_BIND_FAILED", `UDP ${opts.host}:${opts.port}: ${String(err)}; ${bindAdvice(err)}`);
+        throw new WeftError(
+          "TRANSPORT_BIND_FAILED",
+          `UDP ${opts.host}:${opts.port}: ${String(err)}; ${bindAdvice(err)}`,
+        );
       }
       const port = udp.address().port;
       const tcp = createServer();
@@ -116,7 +126,10 @@ export class UdpTcpTransport implements Transport {
         tcp.close();
       }
     }
-    throw new WeftError("TRANSPORT_BIND_FAILED", `TCP ${opts.host}:${opts.port}: ${String(lastError)}; ${bindAdvice(lastError)}`);
+    throw new WeftError(
+      "TRANSPORT_BIND_FAILED",
+      `TCP ${opts.host}:${opts.port}: ${String(lastError)}; ${bindAdvice(lastError)}`,
+    );
   }
 
   sendPacket(to: Addr, frame: Uint8Array): void {
@@ -136,7 +149,10 @@ export class UdpTcpTransport implements Transport {
     return new Promise((resolve, reject) => {
       const sock = connect({ host: to.host, port: to.port });
       this.outbound.add(sock);
-      const timer = setTimeout(() => fail(new WeftError("TRANSPORT_TIMEOUT", `no answer from ${to.host}:${to.port} in ${timeoutMs} ms`)), timeoutMs);
+      const timer = setTimeout(
+        () => fail(new WeftError("TRANSPORT_TIMEOUT", `no answer from ${to.host}:${to.port} in ${timeoutMs} ms`)),
+        timeoutMs,
+      );
       const finish = (): void => {
         clearTimeout(timer);
         this.outbound.delete(sock);
@@ -146,7 +162,9 @@ export class UdpTcpTransport implements Transport {
         finish();
         reject(err);
       };
-      sock.once("error", (err) => fail(new WeftError("TRANSPORT_CONNECT_FAILED", `${to.host}:${to.port}: ${err.message}`)));
+      sock.once("error", (err) =>
+        fail(new WeftError("TRANSPORT_CONNECT_FAILED", `${to.host}:${to.port}: ${err.message}`)),
+      );
       sock.once("connect", () => sock.write(lengthPrefixed(frame)));
       readFrame(sock, this.maxStreamBytes).then((reply) => {
         finish();
@@ -186,7 +204,10 @@ export class UdpTcpTransport implements Transport {
     }
     this.inbound.add(sock);
     this.perSource.set(source, fromSource + 1);
-    const deadline = setTimeout(() => sock.destroy(new WeftError("TRANSPORT_TIMEOUT", "inbound request too slow")), this.inboundTimeoutMs).unref();
+    const deadline = setTimeout(
+      () => sock.destroy(new WeftError("TRANSPORT_TIMEOUT", "inbound request too slow")),
+      this.inboundTimeoutMs,
+    ).unref();
     sock.on("error", () => {});
     sock.once("close", () => {
       clearTimeout(deadline);
@@ -234,7 +255,8 @@ function readFrame(sock: Socket, maxBytes: number): Promise<Uint8Array> {
       have += chunk.length;
       if (want < 0 && have >= LENGTH_BYTES) {
         want = Buffer.concat(chunks).readUInt32BE(0);
-        if (want > maxBytes) return done(new WeftError("TRANSPORT_TOO_BIG", `stream frame of ${want} bytes over ${maxBytes}`));
+        if (want > maxBytes)
+          return done(new WeftError("TRANSPORT_TOO_BIG", `stream frame of ${want} bytes over ${maxBytes}`));
       }
       if (want >= 0 && have >= LENGTH_BYTES + want) {
         const all = Buffer.concat(chunks);

@@ -31,7 +31,8 @@ export class SwitchFaults {
 
   /** Drops `percent`% of all frames crossing the switch, in both directions (0: none). */
   async loss(percent: number): Promise<void> {
-    if (!Number.isInteger(percent) || percent < 0 || percent > 100) throw new WeftError("LAB_CHAOS_BAD_LOSS", `loss must be a whole percentage, not ${percent}`);
+    if (!Number.isInteger(percent) || percent < 0 || percent > 100)
+      throw new WeftError("LAB_CHAOS_BAD_LOSS", `loss must be a whole percentage, not ${percent}`);
     this.lossPercent = percent;
     await this.apply();
   }
@@ -71,7 +72,14 @@ export class SwitchFaults {
     // Declaring the table first makes the delete valid when it does not exist yet.
     const script = ["table bridge weft_chaos {}", "delete table bridge weft_chaos"];
     if (rules.length > 0) {
-      script.push("table bridge weft_chaos {", "  chain forward {", "    type filter hook forward priority 0; policy accept;", ...rules.map((r) => `    ${r}`), "  }", "}");
+      script.push(
+        "table bridge weft_chaos {",
+        "  chain forward {",
+        "    type filter hook forward priority 0; policy accept;",
+        ...rules.map((r) => `    ${r}`),
+        "  }",
+        "}",
+      );
     }
     await this.lab.switchNs.kernel.nft(script.join("\n") + "\n");
   }
@@ -79,13 +87,19 @@ export class SwitchFaults {
 
 /** A namespace on the lab switch that runs no agent: where misbehaving clients come from. */
 export class Bystander {
-  private constructor(readonly ns: Netns, readonly addr: number) {}
+  private constructor(
+    readonly ns: Netns,
+    readonly addr: number,
+  ) {}
 
   static async attach(lab: LabCluster, tag: string): Promise<Bystander> {
     const ns = await Netns.create(`${tag}-by`);
     const addr = LAB_UNDERLAY_BASE + 200;
     try {
-      await lab.switchNs.kernel.ipBatch([`link add hby type veth peer name eth0 netns ${ns.name}`, "link set hby master br0 up"]);
+      await lab.switchNs.kernel.ipBatch([
+        `link add hby type veth peer name eth0 netns ${ns.name}`,
+        "link set hby master br0 up",
+      ]);
       await ns.kernel.ipBatch([`addr add ${formatIpv4(addr)}/24 dev eth0`, "link set eth0 up"]);
     } catch (error) {
       await ns.destroy();
@@ -99,7 +113,13 @@ export class Bystander {
    * frame on each every `intervalS`, for at most `seconds`. Resolves with how many connections were open once all
    * were tried; `stop()` (or the time limit) ends them.
    */
-  async slowConnections(target: LabHost, port: number, count: number, intervalS: number, seconds: number): Promise<SlowConnections> {
+  async slowConnections(
+    target: LabHost,
+    port: number,
+    count: number,
+    intervalS: number,
+    seconds: number,
+  ): Promise<SlowConnections> {
     const script = `
       const net = require("node:net");
       const socks = []; let open = 0, tried = 0;
@@ -157,7 +177,13 @@ export class SlowConnections {
   opened(timeoutMs: number): Promise<number> {
     if (this.openCount !== undefined) return Promise.resolve(this.openCount);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new WeftError("LAB_CHAOS_SLOW_CONNECT", `slow connections not all tried within ${timeoutMs / 1000} s`)), timeoutMs);
+      const timer = setTimeout(
+        () =>
+          reject(
+            new WeftError("LAB_CHAOS_SLOW_CONNECT", `slow connections not all tried within ${timeoutMs / 1000} s`),
+          ),
+        timeoutMs,
+      );
       this.waiting = () => {
         clearTimeout(timer);
         resolve(this.openCount!);

@@ -22,7 +22,10 @@ export type ChaosBackend = "vxlan" | "host-gw" | "wasm-vxlan";
 
 /** net-conf.json of the lab (one worker for wasm-vxlan: these machines have 2 cores). */
 export function chaosNetConf(backend: ChaosBackend): object {
-  return { Network: `${formatIpv4(LAB_POD_NETWORK.addr)}/${LAB_POD_NETWORK.len}`, Backend: backend === "wasm-vxlan" ? { Type: backend, Workers: 1 } : { Type: backend } };
+  return {
+    Network: `${formatIpv4(LAB_POD_NETWORK.addr)}/${LAB_POD_NETWORK.len}`,
+    Backend: backend === "wasm-vxlan" ? { Type: backend, Workers: 1 } : { Type: backend },
+  };
 }
 
 /** The time bounds the invariants are held to (the full suite: the issue's; the short one: generous, as it asserts invariants, not speed). */
@@ -120,7 +123,8 @@ export class ChaosLab {
   /** After a graceful stop nothing of the agent's may be left in its host's kernel. */
   private async checkClean(a: LabAgent): Promise<void> {
     const left = await leftovers(a.host);
-    if (left.length > 0) this.monitor.violate("kernel-leftovers", `${a.host.name} after its agent stopped: ${left.join("; ")}`);
+    if (left.length > 0)
+      this.monitor.violate("kernel-leftovers", `${a.host.name} after its agent stopped: ${left.join("; ")}`);
   }
 
   /** Ordered pairs of the given agents' pods that do not answer one ping now. */
@@ -130,8 +134,14 @@ export class ChaosLab {
     const podless = among.filter((a) => a.host.pods.length === 0).map((a) => `${a.host.name}: no pod`);
     const pairs = withPods.flatMap((a) => withPods.filter((b) => b !== a).map((b) => [a, b] as const));
     // ping gives up at once, without output, when there is no route at all: unreachable too.
-    const answered = (a: LabAgent, b: LabAgent) => ping(a.host.pods[0], b.host.pods[0].addr, { count: 1, timeoutS: 1 }).then((r) => r.received === 1, () => false);
-    const results = await Promise.all(pairs.map(async ([a, b]) => ((await answered(a, b)) ? "" : `${a.host.name}->${b.host.name}`)));
+    const answered = (a: LabAgent, b: LabAgent) =>
+      ping(a.host.pods[0], b.host.pods[0].addr, { count: 1, timeoutS: 1 }).then(
+        (r) => r.received === 1,
+        () => false,
+      );
+    const results = await Promise.all(
+      pairs.map(async ([a, b]) => ((await answered(a, b)) ? "" : `${a.host.name}->${b.host.name}`)),
+    );
     return [...podless, ...results.filter(Boolean)];
   }
 
@@ -142,7 +152,10 @@ export class ChaosLab {
       failing = await this.unreachablePairs(among);
       if (failing.length === 0) return (Date.now() - since) / 1000;
       if (Date.now() - since > boundMs) {
-        this.monitor.violate("no-traffic", `${what}: pods not all reachable ${boundMs / 1000} s after; failing: ${failing.slice(0, 6).join(", ")}`);
+        this.monitor.violate(
+          "no-traffic",
+          `${what}: pods not all reachable ${boundMs / 1000} s after; failing: ${failing.slice(0, 6).join(", ")}`,
+        );
         return undefined;
       }
       await sleep(200);
@@ -163,11 +176,16 @@ export class ChaosLab {
   /** Runs `weft <args>` (e.g. reclaim) against an agent; resolves with its exit code and output. */
   async cli(args: string[]): Promise<{ code: number; out: string }> {
     try {
-      const r = await run(process.execPath, [projectFile("dist", "src", "cli", "main.js"), ...args], { timeout: 30_000 });
+      const r = await run(process.execPath, [projectFile("dist", "src", "cli", "main.js"), ...args], {
+        timeout: 30_000,
+      });
       return { code: 0, out: (r.stdout + r.stderr).trim() };
     } catch (err) {
       const e = err as { code?: number; stdout?: string; stderr?: string; message: string };
-      return { code: typeof e.code === "number" ? e.code : 1, out: ((e.stdout ?? "") + (e.stderr ?? "") || e.message).trim() };
+      return {
+        code: typeof e.code === "number" ? e.code : 1,
+        out: ((e.stdout ?? "") + (e.stderr ?? "") || e.message).trim(),
+      };
     }
   }
 
@@ -191,7 +209,9 @@ export class ChaosLab {
       for (const d of this.mounts) await unmountTmpfs(d);
       if (this.logsTo) {
         await mkdir(this.logsTo, { recursive: true });
-        await Promise.allSettled(this.all.map((a) => copyFile(join(a.dir, "agent.log"), join(this.logsTo!, `${a.host.name}.log`))));
+        await Promise.allSettled(
+          this.all.map((a) => copyFile(join(a.dir, "agent.log"), join(this.logsTo!, `${a.host.name}.log`))),
+        );
       }
       await this.agents.stopAll().catch(() => undefined);
       await this.lab.destroy();
@@ -213,6 +233,7 @@ export async function leftovers(h: LabHost): Promise<string[]> {
   for (const f of fdbs) if (f.dst) out.push(`fdb ${f.mac} dst ${f.dst} dev ${f.ifname}`);
   const nft = await h.ns.kernel.nftJson<{ nftables: Array<{ table?: { family: string; name: string } }> }>(["tables"]);
   // Only the agent's own table: the CNI plugins (portmap) keep theirs.
-  for (const e of nft.nftables) if (e.table?.name.startsWith("weft")) out.push(`nft table ${e.table.family} ${e.table.name}`);
+  for (const e of nft.nftables)
+    if (e.table?.name.startsWith("weft")) out.push(`nft table ${e.table.family} ${e.table.name}`);
   return out;
 }

@@ -25,14 +25,33 @@ const started = new Date();
 const results: ScenarioResult[] = [];
 for (const sc of scenarios) {
   process.stdout.write(`-- ${sc.name}\n`);
-  const logs = o.logs && join(o.logs, sc.name.replace(/[^a-z0-9]+/gi, "-").replace(/^-|-$/g, "").toLowerCase());
+  const logs =
+    o.logs &&
+    join(
+      o.logs,
+      sc.name
+        .replace(/[^a-z0-9]+/gi, "-")
+        .replace(/^-|-$/g, "")
+        .toLowerCase(),
+    );
   results.push(await runScenario(sc, mode, (l) => process.stdout.write(l + "\n"), logs || undefined));
 }
 process.stdout.write("\n" + table(results) + "\n");
-const out = o.out ?? projectFile("bench", "results", `chaos-${started.toISOString().replace(/[:.]/g, "-")}`, "report.json");
+const out =
+  o.out ?? projectFile("bench", "results", `chaos-${started.toISOString().replace(/[:.]/g, "-")}`, "report.json");
 await mkdir(dirname(out), { recursive: true });
-const report = { mode: mode.name, bounds: mode.bounds, durations: mode.durations, cpu: cpus()[0]?.model, started: started.toISOString(), results };
+const report = {
+  mode: mode.name,
+  bounds: mode.bounds,
+  durations: mode.durations,
+  cpu: cpus()[0]?.model,
+  started: started.toISOString(),
+  results,
+};
 // Infinity ("never") is not JSON: null.
-await writeFile(out, JSON.stringify(report, (_k, v) => (typeof v === "number" && !Number.isFinite(v) ? null : v), 2) + "\n");
+await writeFile(
+  out,
+  JSON.stringify(report, (_k, v) => (typeof v === "number" && !Number.isFinite(v) ? null : v), 2) + "\n",
+);
 process.stdout.write(`report: ${out}\n`);
 process.exitCode = results.every((r) => r.ok) ? 0 : 1;

@@ -114,7 +114,10 @@ export class Monitor {
   private listeners: Array<(s: Snapshot) => void> = [];
   readonly origin = Date.now();
 
-  constructor(private readonly agents: LabAgents, private readonly opts: MonitorOptions = {}) {}
+  constructor(
+    private readonly agents: LabAgents,
+    private readonly opts: MonitorOptions = {},
+  ) {}
 
   /** Seconds since the monitor was made (for violation times). */
   private rel(t: number): number {
@@ -176,19 +179,32 @@ export class Monitor {
     if (v) {
       v.last = this.rel(now);
       v.count++;
-    } else this.violations.set(key, { kind, detail: detail + more, first: this.rel(now), last: this.rel(now), count: 1 });
+    } else
+      this.violations.set(key, { kind, detail: detail + more, first: this.rel(now), last: this.rel(now), count: 1 });
   }
 
   async sample(): Promise<Snapshot> {
     const running = this.agents.agents.filter(alive);
-    const views = await Promise.all(running.map(async (a): Promise<NodeView> => {
-      const [status, env, kernel] = await Promise.all([
-        this.agents.status(a).catch(() => undefined),
-        readFile(join(a.dir, "subnet.env"), "utf8").then((t) => formatPrefix(parseSubnetEnv(t).v4!.subnet), () => undefined),
-        hostRoutes(a.host).catch(() => ({ routes: new Map<string, string>(), userspaceDevice: undefined })),
-      ]);
-      return { agent: a, underlay: underlayOf(a), status, envSubnet: env, routes: kernel.routes, userspaceDevice: kernel.userspaceDevice };
-    }));
+    const views = await Promise.all(
+      running.map(async (a): Promise<NodeView> => {
+        const [status, env, kernel] = await Promise.all([
+          this.agents.status(a).catch(() => undefined),
+          readFile(join(a.dir, "subnet.env"), "utf8").then(
+            (t) => formatPrefix(parseSubnetEnv(t).v4!.subnet),
+            () => undefined,
+          ),
+          hostRoutes(a.host).catch(() => ({ routes: new Map<string, string>(), userspaceDevice: undefined })),
+        ]);
+        return {
+          agent: a,
+          underlay: underlayOf(a),
+          status,
+          envSubnet: env,
+          routes: kernel.routes,
+          userspaceDevice: kernel.userspaceDevice,
+        };
+      }),
+    );
     const snap = { at: Date.now(), views };
     this.last = snap;
     return snap;
@@ -210,7 +226,8 @@ export class Monitor {
       const me = v.agent.host.name;
       if (v.status?.subnet) claims.push({ subnet: v.status.subnet, holder: v.agent, source: `${me}'s /status` });
       // subnet.env counts once the agent answers: a restarted agent rewrites it before it is ready.
-      if (v.envSubnet && v.status?.ready) claims.push({ subnet: v.envSubnet, holder: v.agent, source: `${me}'s subnet.env` });
+      if (v.envSubnet && v.status?.ready)
+        claims.push({ subnet: v.envSubnet, holder: v.agent, source: `${me}'s subnet.env` });
       for (const p of v.status?.peers ?? []) {
         const holder = byUnderlay.get(p.underlay);
         if (holder && running.has(holder)) claims.push({ subnet: p.subnet, holder, source: `${me}'s /status peers` });
@@ -233,7 +250,8 @@ export class Monitor {
         conflicts.set(key, sources);
       }
     }
-    for (const [key, sources] of conflicts) this.violate("same-subnet", key, `, according to ${[...sources].sort().join(", ")}`);
+    for (const [key, sources] of conflicts)
+      this.violate("same-subnet", key, `, according to ${[...sources].sort().join(", ")}`);
     this.checkDead(s, running);
     this.countFalseDeaths(s, running);
     for (const l of this.listeners.splice(0)) l(s);
@@ -254,14 +272,21 @@ export class Monitor {
     for (const [a, at] of this.stoppedAt) {
       if (running.has(a)) continue;
       const dead = underlayOf(a);
-      const pointing = s.views.filter((v) => running.has(v.agent) && ([...v.routes.values()].includes(dead) || (v.status?.peers ?? []).some((p) => p.underlay === dead)));
+      const pointing = s.views.filter(
+        (v) =>
+          running.has(v.agent) &&
+          ([...v.routes.values()].includes(dead) || (v.status?.peers ?? []).some((p) => p.underlay === dead)),
+      );
       const key = `${a.host.name}@${at}`;
       if (pointing.length === 0) {
         if (!this.deadGoneAfter.has(key)) this.deadGoneAfter.set(key, (s.at - at) / 1000);
       } else {
         this.deadGoneAfter.delete(key);
         if (s.at - at > this.deadRouteBoundMs) {
-          this.violate("dead-routes", `${pointing.map((v) => v.agent.host.name).join(", ")} still route to ${a.host.name} more than ${this.deadRouteBoundMs / 1000} s after it stopped`);
+          this.violate(
+            "dead-routes",
+            `${pointing.map((v) => v.agent.host.name).join(", ")} still route to ${a.host.name} more than ${this.deadRouteBoundMs / 1000} s after it stopped`,
+          );
         }
       }
     }
@@ -287,7 +312,10 @@ export class Monitor {
         const reachable = cut === undefined || (cut < 0 && s.at + cut > settle);
         if (up && reachable) {
           this.falseDeaths++;
-          this.violate("false-death", `${v.agent.host.name} declared ${m.name} (${y.host.name}) dead while it ran and was reachable`);
+          this.violate(
+            "false-death",
+            `${v.agent.host.name} declared ${m.name} (${y.host.name}) dead while it ran and was reachable`,
+          );
         }
       }
     }
@@ -317,7 +345,8 @@ export class Monitor {
         if (!own) out.push(`${me}: ${b.host.name} holds no subnet`);
         else if (!peer) out.push(`${me}: ${b.host.name} not a peer`);
         else if (peer.subnet !== own) out.push(`${me}: sees ${b.host.name} at ${peer.subnet}, it holds ${own}`);
-        if (own && !v.userspaceDevice && v.routes.get(own) !== underlayOf(b)) out.push(`${me}: no route ${own} -> ${b.host.name}`);
+        if (own && !v.userspaceDevice && v.routes.get(own) !== underlayOf(b))
+          out.push(`${me}: no route ${own} -> ${b.host.name}`);
       }
       for (const [dst, to] of v.routes) {
         const holder = members.find((b) => underlayOf(b) === to);
@@ -338,10 +367,12 @@ export class Monitor {
       lastMissing = this.missing(s);
       if (lastMissing.length === 0) return (s.at - since) / 1000;
       if (s.at - since > boundMs) {
-        this.violate("no-convergence", `${what}: not converged ${boundMs / 1000} s after; missing: ${lastMissing.slice(0, 6).join("; ")}${lastMissing.length > 6 ? ` (+${lastMissing.length - 6})` : ""}`);
+        this.violate(
+          "no-convergence",
+          `${what}: not converged ${boundMs / 1000} s after; missing: ${lastMissing.slice(0, 6).join("; ")}${lastMissing.length > 6 ? ` (+${lastMissing.length - 6})` : ""}`,
+        );
         return undefined;
       }
     }
   }
 }
-

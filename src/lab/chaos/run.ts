@@ -49,7 +49,10 @@ let hooked = false;
 function hookSignals(): void {
   if (hooked) return;
   hooked = true;
-  for (const [sig, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+  for (const [sig, code] of [
+    ["SIGINT", 130],
+    ["SIGTERM", 143],
+  ] as const) {
     process.on(sig, () => {
       process.stderr.write(`\n${sig}: stopping agents and removing the lab...\n`);
       const done = current ? current.close() : Promise.resolve();
@@ -63,7 +66,12 @@ function hookSignals(): void {
 }
 
 /** Runs one scenario in a lab of its own; `logsTo`: where to keep the agents' logs. */
-export async function runScenario(sc: Scenario, mode: ChaosMode, log: (line: string) => void = () => undefined, logsTo?: string): Promise<ScenarioResult> {
+export async function runScenario(
+  sc: Scenario,
+  mode: ChaosMode,
+  log: (line: string) => void = () => undefined,
+  logsTo?: string,
+): Promise<ScenarioResult> {
   hookSignals();
   const t0 = Date.now();
   const c = await ChaosLab.open(sc.hosts, sc.seeds ?? 3, mode.bounds, logsTo);
@@ -110,7 +118,9 @@ export function table(results: ScenarioResult[]): string {
       fmt(trafficS),
       String(r.falseDeaths),
       kinds.length ? kinds.join(",") : "0",
-      Object.entries(rest).map(([k, v]) => `${k} ${fmt(v)}`).join(", "),
+      Object.entries(rest)
+        .map(([k, v]) => `${k} ${fmt(v)}`)
+        .join(", "),
     ];
   });
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));

@@ -96,7 +96,13 @@ function loss(percent: number): Scenario {
       // host5's only join target is host1: one target is the hard case under loss.
       const a5 = c.all[4];
       c.start(a5, { join: [c.all[0]] });
-      const joined = await Promise.race([c.agents.waitReady(a5, d.lossS * 1000).then(() => true, () => false), seconds(d.lossS).then(() => false)]);
+      const joined = await Promise.race([
+        c.agents.waitReady(a5, d.lossS * 1000).then(
+          () => true,
+          () => false,
+        ),
+        seconds(d.lossS).then(() => false),
+      ]);
       c.figures.joinedDuringLossS = joined ? (Date.now() - t0 - 5000) / 1000 : undefined;
       if (!joined) c.notes.push(`host5 not ready during the ${d.lossS} s of loss`);
       await seconds(Math.max(0, d.lossS - (Date.now() - t0) / 1000));
@@ -122,9 +128,14 @@ const duplicateName: Scenario = {
       held ??= (await c.agents.status(a4).catch(() => undefined))?.subnet;
       await seconds(1);
     }
-    if (held) c.monitor.violate("duplicate-accepted", `a second "host2" (host4) got subnet ${held} while host2 held ${before}`);
+    if (held)
+      c.monitor.violate("duplicate-accepted", `a second "host2" (host4) got subnet ${held} while host2 held ${before}`);
     const code = a4.process?.exitCode;
-    c.notes.push(code === null ? `the second "host2" still runs after ${d.watchS} s${held ? "" : ", without a subnet"}` : `the second "host2" exited with ${code}: ${(await c.agents.logTail(a4, 1)).slice(0, 160)}`);
+    c.notes.push(
+      code === null
+        ? `the second "host2" still runs after ${d.watchS} s${held ? "" : ", without a subnet"}`
+        : `the second "host2" exited with ${code}: ${(await c.agents.logTail(a4, 1)).slice(0, 160)}`,
+    );
     await c.stop(a4, "SIGTERM", false);
     const after = (await c.agents.status(a2)).subnet;
     if (after !== before) c.monitor.violate("subnet-changed", `host2 held ${before}, now ${after}`);
@@ -144,10 +155,17 @@ const slowConnections: Scenario = {
     const a5 = c.all[4];
     // host5's only join target is the node under attack.
     c.start(a5, { join: [c.all[0]] });
-    const joined = await c.agents.waitReady(a5, d.slowS * 1000).then(() => true, () => false);
+    const joined = await c.agents.waitReady(a5, d.slowS * 1000).then(
+      () => true,
+      () => false,
+    );
     c.figures.joinedUnderAttackS = joined ? (Date.now() - t0) / 1000 : undefined;
     // The issue's ask: slow clients must not keep a node from joining (a deadline per frame, limits per source).
-    if (!joined) c.monitor.violate("join-blocked", `host5 (joining host1 only) not ready while ${conns.alive} slow connections were held on host1 for ${d.slowS} s`);
+    if (!joined)
+      c.monitor.violate(
+        "join-blocked",
+        `host5 (joining host1 only) not ready while ${conns.alive} slow connections were held on host1 for ${d.slowS} s`,
+      );
     await seconds(Math.max(0, d.slowS - (Date.now() - t0) / 1000));
     c.figures.slowConnsHeld = conns.alive;
     await conns.stop();
@@ -182,8 +200,16 @@ async function killAndRestart(c: ChaosLab, a: LabAgent, label: string, waitForDe
   if (!(await c.ready(a))) return;
   const after = await c.agents.status(a);
   const envAfter = formatPrefix((await c.agents.subnetEnv(a)).v4!.subnet);
-  if (after.subnet !== before.subnet || envAfter !== envBefore) c.monitor.violate("subnet-changed", `${a.host.name} held ${before.subnet} (subnet.env ${envBefore}), after the restart ${after.subnet} (subnet.env ${envAfter})`);
-  if (after.backend?.vtepMac !== before.backend?.vtepMac) c.monitor.violate("mac-changed", `${a.host.name}'s VTEP MAC was ${before.backend?.vtepMac}, after the restart ${after.backend?.vtepMac}`);
+  if (after.subnet !== before.subnet || envAfter !== envBefore)
+    c.monitor.violate(
+      "subnet-changed",
+      `${a.host.name} held ${before.subnet} (subnet.env ${envBefore}), after the restart ${after.subnet} (subnet.env ${envAfter})`,
+    );
+  if (after.backend?.vtepMac !== before.backend?.vtepMac)
+    c.monitor.violate(
+      "mac-changed",
+      `${a.host.name}'s VTEP MAC was ${before.backend?.vtepMac}, after the restart ${after.backend?.vtepMac}`,
+    );
   const s = await c.waitTraffic(t0, c.bounds.restartTrafficMs, `${label}: pod traffic after the restart`);
   c.figures[`traffic${label}S`] = s;
   c.figures.trafficS = Math.max(c.figures.trafficS ?? 0, s ?? Infinity);
@@ -208,13 +234,19 @@ const sighupSwaps: Scenario = {
     let worst = 0;
     // Pod traffic all through the swaps: 10 pings a second from host1's pod to host2's, for 30 s at most.
     // vxlan and wasm-vxlan share a wire format, so they are swapped node by node.
-    const background = ping(c.all[0].host.pods[0], c.all[1].host.pods[0].addr, { count: 300, intervalS: 0.1, timeoutS: 1 });
+    const background = ping(c.all[0].host.pods[0], c.all[1].host.pods[0].addr, {
+      count: 300,
+      intervalS: 0.1,
+      timeoutS: 1,
+    });
     for (const to of ["wasm-vxlan", "vxlan"] as const) {
       for (const a of c.all) {
         await writeFile(c.agents.netConfPath(a), JSON.stringify(chaosNetConf(to)));
         const t0 = Date.now();
         c.agents.reload(a);
-        await c.agents.waitFor(a, `running ${to}`, (s) => s.ready && s.backend?.type === to, c.bounds.convergeMs).catch((err) => c.monitor.violate("swap-failed", (err as Error).message.slice(0, 200)));
+        await c.agents
+          .waitFor(a, `running ${to}`, (s) => s.ready && s.backend?.type === to, c.bounds.convergeMs)
+          .catch((err) => c.monitor.violate("swap-failed", (err as Error).message.slice(0, 200)));
         const s = await c.waitTraffic(t0, c.bounds.convergeMs, `${a.host.name} swapped to ${to}`);
         worst = Math.max(worst, s ?? Infinity);
       }
@@ -226,7 +258,10 @@ const sighupSwaps: Scenario = {
         await writeFile(c.agents.netConfPath(a), JSON.stringify(chaosNetConf(to)));
         c.agents.reload(a);
       }
-      for (const a of c.all) await c.agents.waitFor(a, `running ${to}`, (s) => s.ready && s.backend?.type === to, c.bounds.convergeMs).catch((err) => c.monitor.violate("swap-failed", (err as Error).message.slice(0, 200)));
+      for (const a of c.all)
+        await c.agents
+          .waitFor(a, `running ${to}`, (s) => s.ready && s.backend?.type === to, c.bounds.convergeMs)
+          .catch((err) => c.monitor.violate("swap-failed", (err as Error).message.slice(0, 200)));
       const s = await c.waitTraffic(t0, c.bounds.convergeMs, `every node swapped to ${to}`);
       worst = Math.max(worst, s ?? Infinity);
     }
@@ -256,16 +291,22 @@ const fullStateDir: Scenario = {
     for (const a of [a2, a3]) c.start(a);
     await seconds(d.watchS);
     const got = await Promise.all([a2, a3].map(async (a) => (await c.agents.status(a).catch(() => undefined))?.subnet));
-    c.notes.push(`while host1's state dir was full for ${d.watchS} s: host2 ${got[0] ? `got ${got[0]}` : "waited"}, host3 ${got[1] ? `got ${got[1]}` : "waited"}`);
+    c.notes.push(
+      `while host1's state dir was full for ${d.watchS} s: host2 ${got[0] ? `got ${got[0]}` : "waited"}, host3 ${got[1] ? `got ${got[1]}` : "waited"}`,
+    );
     // A crash while full: the saved ring must still load, with the same subnet, and whatever
     // host1 handed out must not be handed out again.
     await c.stop(a1, "SIGKILL", true);
     c.start(a1);
-    const up = await c.agents.waitReady(a1, c.bounds.convergeMs).then(() => "", (err: Error) => err.message.split("\n").at(-1) ?? err.message);
+    const up = await c.agents.waitReady(a1, c.bounds.convergeMs).then(
+      () => "",
+      (err: Error) => err.message.split("\n").at(-1) ?? err.message,
+    );
     if (up) c.notes.push(`host1 did not come back on a full state dir: ${up.slice(0, 160)}`);
     else {
       const again = (await c.agents.status(a1)).subnet;
-      if (again !== subnet1) c.monitor.violate("subnet-changed", `host1 held ${subnet1}, after a restart on a full disk ${again}`);
+      if (again !== subnet1)
+        c.monitor.violate("subnet-changed", `host1 held ${subnet1}, after a restart on a full disk ${again}`);
     }
     await rm(filler, { force: true });
     const since = Date.now();
@@ -275,7 +316,8 @@ const fullStateDir: Scenario = {
       c.start(a1);
       if (await c.ready(a1)) {
         const again = (await c.agents.status(a1)).subnet;
-        if (again !== subnet1) c.monitor.violate("subnet-changed", `host1 held ${subnet1}, after a restart with space again ${again}`);
+        if (again !== subnet1)
+          c.monitor.violate("subnet-changed", `host1 held ${subnet1}, after a restart with space again ${again}`);
       }
     }
     for (const a of [a2, a3]) if (await c.ready(a)) await c.addPod(a);
@@ -305,7 +347,8 @@ const removedReclaimed: Scenario = {
       }
     } else {
       const alive = await c.cli(["reclaim", "host2", "--state-dir", a1.stateDir]);
-      if (alive.code === 0) c.monitor.violate("reclaimed-alive", `weft reclaim host2 (alive) succeeded: ${alive.out.slice(0, 160)}`);
+      if (alive.code === 0)
+        c.monitor.violate("reclaimed-alive", `weft reclaim host2 (alive) succeeded: ${alive.out.slice(0, 160)}`);
       else c.notes.push(`reclaim of a live node refused: ${alive.out.split("\n")[0].slice(0, 120)}`);
       const r = await c.cli(["reclaim", "host4", "--state-dir", a2.stateDir]);
       if (r.code !== 0) c.monitor.violate("reclaim-failed", `weft reclaim host4: ${r.out.slice(0, 200)}`);

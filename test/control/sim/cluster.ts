@@ -141,7 +141,10 @@ export class SimCluster {
     const node = this.node(name);
     let done = false;
     node.leaving = true;
-    void node.ml().leave(timeoutMs).then(() => (done = true));
+    void node
+      .ml()
+      .leave(timeoutMs)
+      .then(() => (done = true));
     await this.scheduler.runUntilTrue(() => done, timeoutMs + 1000, 10);
     if (!done) throw new Error(`${this.describe()}: leave of ${name} did not finish`);
     node.left = true;
@@ -180,14 +183,22 @@ export class SimCluster {
   everyoneKnown(): boolean {
     const live = this.liveNodes();
     return live.every((n) => {
-      const seen = new Set(n.ml().members().map((v) => v.name));
+      const seen = new Set(
+        n
+          .ml()
+          .members()
+          .map((v) => v.name),
+      );
       return seen.size === live.length && live.every((o) => seen.has(o.name));
     });
   }
 
   /** How `observer` currently sees `subject` (undefined: unknown). */
   view(observer: string, subject: string): NodeView | undefined {
-    return this.node(observer).ml().allMembers().find((v) => v.name === subject);
+    return this.node(observer)
+      .ml()
+      .allMembers()
+      .find((v) => v.name === subject);
   }
 
   describe(): string {

@@ -53,13 +53,19 @@ export class SimControlPlanes {
   ) {
     this.random = new SeededRandom(seed);
     this.net = new SimNetwork(this.scheduler, this.random.fork("network"));
-    this.logger = pino({ level: "info" }, { write: (line: string) => void this.logs.push(JSON.parse(line) as LogRecord) });
+    this.logger = pino(
+      { level: "info" },
+      { write: (line: string) => void this.logs.push(JSON.parse(line) as LogRecord) },
+    );
   }
 
   /** A host for `name` at the next 198.18.0.x address (2001:2::x without IPv4), not started;
    *  `store`: its state dir. */
   add(name: string, store = new MemoryStore()): PlaneNode {
-    const host = this.net.host({ host: this.space ? `198.18.0.${this.nextHost++}` : `2001:2::${(this.nextHost++).toString(16)}`, port: 7946 });
+    const host = this.net.host({
+      host: this.space ? `198.18.0.${this.nextHost++}` : `2001:2::${(this.nextHost++).toString(16)}`,
+      port: 7946,
+    });
     const node: PlaneNode = { name, host, store, runs: 0 };
     this.nodes.set(`${name}@${host.addr.host}`, node);
     return node;
@@ -73,10 +79,19 @@ export class SimControlPlanes {
 
   /** Starts (or restarts, with its saved ring) the node's control plane; only `name`, `join`,
    *  `seeds` and `space` are set unless the test says more: everything else is the agent's default. */
-  async start(node: PlaneNode, opts: Partial<ControlPlaneOptions> & { join: Addr[]; seeds: string[] }): Promise<ControlPlane> {
+  async start(
+    node: PlaneNode,
+    opts: Partial<ControlPlaneOptions> & { join: Addr[]; seeds: string[] },
+  ): Promise<ControlPlane> {
     node.runs++;
     const plane = new ControlPlane(
-      { name: node.name, space: this.space, space6: this.space6, ...(!this.space && { underlay6: parseIpv6(node.host.addr.host) }), ...opts },
+      {
+        name: node.name,
+        space: this.space,
+        space6: this.space6,
+        ...(!this.space && { underlay6: parseIpv6(node.host.addr.host) }),
+        ...opts,
+      },
       {
         clock: node.host.clock,
         transport: this.net.attach(node.host),
@@ -85,7 +100,8 @@ export class SimControlPlanes {
         ...(this.space ? { store: node.store } : { store6: node.store }),
         logger: this.logger.child({ node: node.name }),
         resolve: async (host) => {
-          const addrs = this.dns.get(host) ?? (/^\d+\.\d+\.\d+\.\d+$/.test(host) || host.includes(":") ? [host] : undefined);
+          const addrs =
+            this.dns.get(host) ?? (/^\d+\.\d+\.\d+\.\d+$/.test(host) || host.includes(":") ? [host] : undefined);
           if (!addrs) throw Object.assign(new Error(`${host} does not resolve`), { code: "ENOTFOUND" });
           return addrs;
         },

@@ -42,7 +42,9 @@ export class MembershipInvariants {
         const prev = this.last.get(key);
         const rank = RANK[v.state];
         if (prev && (v.incarnation < prev.incarnation || (v.incarnation === prev.incarnation && rank < prev.rank))) {
-          this.fail(`${node.name} moved ${v.name} back from (${prev.incarnation}, rank ${prev.rank}) to (${v.incarnation}, ${v.state})`);
+          this.fail(
+            `${node.name} moved ${v.name} back from (${prev.incarnation}, rank ${prev.rank}) to (${v.incarnation}, ${v.state})`,
+          );
         }
         this.last.set(key, { incarnation: v.incarnation, rank });
       }

@@ -98,7 +98,13 @@ export type Tap = (kind: "packet" | "request", from: Addr, to: Addr, frame: Uint
 export class SimNetwork {
   conditions: LinkConditions;
   tap?: Tap;
-  readonly stats: NetworkStats = { packetsSent: 0, packetsLost: 0, packetsDuplicated: 0, packetsBlocked: 0, exchanges: 0 };
+  readonly stats: NetworkStats = {
+    packetsSent: 0,
+    packetsLost: 0,
+    packetsDuplicated: 0,
+    packetsBlocked: 0,
+    exchanges: 0,
+  };
   private readonly hosts = new Map<string, SimHost>();
   /** Host key → partition group; hosts in different groups cannot reach each other. */
   private groups = new Map<string, number>();
@@ -204,7 +210,8 @@ export class SimNetwork {
             if (t.host.epoch === targetEpoch) back(() => settle(() => resolve(reply)));
           },
           () => {
-            if (t.host.epoch === targetEpoch) back(() => settle(() => reject(new WeftError("TRANSPORT_CLOSED", `${key(to)} closed the stream`))));
+            if (t.host.epoch === targetEpoch)
+              back(() => settle(() => reject(new WeftError("TRANSPORT_CLOSED", `${key(to)} closed the stream`))));
           },
         );
       });
