@@ -10,9 +10,28 @@ const live = new Set<string>();
 let counter = 0;
 let hooked = false;
 
+/**
+ * Kills what still runs in a namespace (an agent or iperf3 whose stop never came, e.g. when a test
+ * worker exits mid-hook): `ip netns del` only drops the name, and such a process would keep the
+ * namespace, its devices and its CPU use alive.
+ */
+function killInside(pids: string): void {
+  for (const pid of pids.split(/\s+/).filter(Boolean).map(Number)) {
+    if (pid === process.pid) continue;
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+}
+
 function removeAllSync(): void {
   for (const name of live) {
     try {
+      killInside(
+        execFileSync("ip", ["netns", "pids", name], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }),
+      );
       execFileSync("ip", ["netns", "del", name], { stdio: "ignore" });
     } catch {
       // already gone
@@ -83,8 +102,16 @@ export class Netns {
     return `/run/netns/${this.name}`;
   }
 
+  /** The processes running in this namespace. */
+  async pids(): Promise<number[]> {
+    const { stdout } = await run("ip", ["netns", "pids", this.name]);
+    return stdout.split(/\s+/).filter(Boolean).map(Number);
+  }
+
   async destroy(): Promise<void> {
     if (!live.delete(this.name)) return;
+    const pids = await run("ip", ["netns", "pids", this.name]).catch(() => ({ stdout: "" }));
+    killInside(pids.stdout);
     await run("ip", ["netns", "del", this.name]).catch(() => undefined);
   }
 }
