@@ -19,15 +19,8 @@ import type { Keyring } from "./gossip/keyring.js";
 import { Memberlist } from "./gossip/memberlist.js";
 import type { GossipCounters } from "./gossip/observability.js";
 import { Joiner, type JoinStatus, type JoinTiming } from "./join.js";
-import {
-  SubnetLeases,
-  type Lease,
-  type LeaseLogger,
-  type LeaseTimings,
-  type MembershipPort,
-  type ReclaimReport,
-  type Reservation,
-} from "./lease/subnet-leases.js";
+import { SubnetLeases } from "./lease/subnet-leases.js";
+import type { Lease, LeaseLogger, LeaseTimings, MembershipPort, ReclaimReport, Reservation } from "./lease/types.js";
 import { encodeLeaseMeta, LeaseDelegate } from "./lease/delegate.js";
 import type { Ipv6SubnetSpace, SubnetSpace } from "./lease/slots.js";
 import { FileLeaseStore, type LeaseStateStore } from "./lease/store.js";

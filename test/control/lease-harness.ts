@@ -4,7 +4,8 @@
 // crashes and restarts. Deterministic for a given seed. Nodes are built by the agent's own
 // createLeaseLayer, so they run with the production defaults unless a test says otherwise.
 import { createLeaseLayer } from "../../src/control/control-plane.js";
-import type { LeaseLogger, LeaseTimings, MembershipPort, SubnetLeases } from "../../src/control/lease/subnet-leases.js";
+import type { SubnetLeases } from "../../src/control/lease/subnet-leases.js";
+import type { LeaseLogger, LeaseTimings, MembershipPort } from "../../src/control/lease/types.js";
 import type { LeaseDelegate } from "../../src/control/lease/delegate.js";
 import type { Ipv6SubnetSpace, LeaseSpace, SubnetSpace } from "../../src/control/lease/slots.js";
 import type { LeaseStateStore, PersistedLeaseState } from "../../src/control/lease/store.js";

@@ -15,7 +15,7 @@ import { BROADCAST_OVERHEAD, Wire, type Request } from "./net.js";
 import { contain, newCounters, type GossipCounters, type GossipLogger } from "./observability.js";
 import { FailureDetector } from "./probe.js";
 import { initialIncarnation, isLive, Membership, view } from "./state.js";
-import { Timers } from "./timers.js";
+import { Timers } from "../timers.js";
 
 export interface MemberlistDeps {
   /** now() must be wall-clock aligned milliseconds (the restart incarnation is derived from it). */

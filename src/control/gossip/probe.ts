@@ -12,7 +12,7 @@ import type { Message } from "./messages.js";
 import type { Wire } from "./net.js";
 import type { GossipCounters, GossipLogger } from "./observability.js";
 import type { Membership, MemberEntry } from "./state.js";
-import { Timers } from "./timers.js";
+import { Timers } from "../timers.js";
 
 type Ping = Extract<Message, { kind: "ping" }>;
 type IndirectPing = Extract<Message, { kind: "indirectPing" }>;

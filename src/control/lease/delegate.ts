@@ -8,7 +8,8 @@
 import { decode, encode } from "@msgpack/msgpack";
 import { retransmitLimit, TransmitLimitedQueue } from "../gossip/broadcast.js";
 import type { Delegate, EventDelegate, NodeView } from "../gossip/delegate.js";
-import type { LeaseLogger, SubnetLeases } from "./subnet-leases.js";
+import type { SubnetLeases } from "./subnet-leases.js";
+import type { LeaseLogger } from "./types.js";
 import type { RingRun } from "./ring.js";
 import { decodeMessageFor, encodeMessage, encodeStateBundle, splitStateBundle, type LeaseMessage } from "./wire.js";
 

@@ -1,12 +1,14 @@
 // Persistence of a node's ring view (which includes its own lease): one JSON file in the state
 // dir, replaced atomically (write a temp file, fsync, rename over, fsync the dir), so a crash
-// leaves either the old or the new state, never a torn one. The allocator saves before it lets
-// anyone hear of a change, which is what makes its ownership survive a restart.
+// leaves either the old or the new state, never a torn one. The lease layer saves before it lets
+// anyone hear of a change, which is what makes its ownership survive a restart. With the ring go
+// the transfers this node made that their receivers have not acknowledged yet, so a restarted
+// giver keeps resending them (transfer-resend.ts).
 import { readFile } from "node:fs/promises";
 import { writeFileAtomic } from "../../fs/atomic-write.js";
 import { join } from "node:path";
 import { WeftError } from "../../errors.js";
-import type { RingState } from "./ring.js";
+import type { RingState, SlotSpan } from "./ring.js";
 import type { Family } from "./slots.js";
 import { fromPlainRing, nodeName, toPlainRing } from "./wire.js";
 
@@ -19,9 +21,17 @@ export interface PersistedLeaseState {
   /** This node's subnet (CIDR) or null, for a person reading the file; the ring is authoritative. */
   readonly lease: string | null;
   readonly ring: RingState;
+  /** Transfers given by this node and not yet acknowledged by their receivers (absent: none). */
+  readonly transfers?: readonly SavedTransfer[];
 }
 
-/** Where the allocator keeps its state; FileLeaseStore on a node, an in-memory one in tests. */
+/** A transfer the giver keeps delivering until the receiver shows it has the slots. */
+export interface SavedTransfer {
+  readonly to: string;
+  readonly spans: readonly SlotSpan[];
+}
+
+/** Where the lease layer keeps its state; FileLeaseStore on a node, an in-memory one in tests. */
 export interface LeaseStateStore {
   /** The saved state, or null if none was ever saved. */
   load(): Promise<PersistedLeaseState | null>;
@@ -71,6 +81,10 @@ export class FileLeaseStore implements LeaseStateStore {
       network: state.network,
       lease: state.lease,
       ring: toPlainRing(state.ring),
+      // Left out when empty: the file stays as it was before transfers were saved.
+      ...(state.transfers?.length && {
+        transfers: state.transfers.map((t) => ({ to: t.to, spans: t.spans.map((s) => [s.start, s.count]) })),
+      }),
     });
     try {
       await writeFileAtomic(this.file, body, { mode: 0o600, dirMode: 0o700 });
@@ -97,6 +111,7 @@ export class FileLeaseStore implements LeaseStateStore {
       network: v.network,
       lease: v.lease,
       ring: fromPlainRing(v.ring, fail),
+      ...(v.transfers !== undefined && { transfers: parseTransfers(v.transfers, fail) }),
     };
   }
 
@@ -107,4 +122,32 @@ export class FileLeaseStore implements LeaseStateStore {
         `restore the file, or move it away: the node then relearns its slots and subnet from its peers (safe once its last changes have reached them)`,
     );
   }
+}
+
+const MAX_SAVED_SPANS = 100_000;
+
+/** The saved resend list: [{ to, spans: [[start, count], ...] }, ...]. */
+function parseTransfers(value: unknown, fail: (why: string) => WeftError): SavedTransfer[] {
+  if (!Array.isArray(value)) throw fail("transfers is not a list");
+  let total = 0;
+  return value.map((t, i) => {
+    if (typeof t !== "object" || t === null || !Array.isArray((t as { spans?: unknown }).spans))
+      throw fail(`transfer ${i} is not { to, spans }`);
+    const { to, spans } = t as { to: unknown; spans: unknown[] };
+    total += spans.length;
+    if (total > MAX_SAVED_SPANS) throw fail(`more than ${MAX_SAVED_SPANS} transfer spans`);
+    return {
+      to: nodeName(to, fail),
+      spans: spans.map((s, j) => {
+        const [start, count] = Array.isArray(s) ? (s as unknown[]) : [];
+        if (s === null || !Array.isArray(s) || s.length !== 2 || !isSlot(start, 0) || !isSlot(count, 1))
+          throw fail(`transfer ${i} span ${j} is not [start, count]`);
+        return { start, count };
+      }),
+    };
+  });
+}
+
+function isSlot(v: unknown, min: number): v is number {
+  return typeof v === "number" && Number.isSafeInteger(v) && v >= min;
 }

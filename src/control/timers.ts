@@ -1,5 +1,6 @@
-// The timers one component owns, so that stopping it cancels every one of them.
-import type { Clock, TimerHandle } from "../runtime.js";
+// The timers one component owns (a memberlist, its prober, a lease layer), so that stopping it
+// cancels every one of them.
+import type { Clock, TimerHandle } from "./runtime.js";
 
 export class Timers {
   private readonly live = new Set<TimerHandle>();

@@ -1,0 +1,50 @@
+// What the lease layer's concern modules (bootstrap, acquiring, donating, resending transfers,
+// reclaiming) share through their coordinator, SubnetLeases: the saved ring and this node's lease,
+// the one way to change them (commit, on the serial queue), timers that stop with the layer, and
+// membership. Each module holds only its own state machine's fields.
+import type { WeftError } from "../../errors.js";
+import type { NodeView } from "../gossip/delegate.js";
+import type { TimerHandle } from "../runtime.js";
+import type { Conflict, Ring, RingRun, RingState } from "./ring.js";
+import type { SavedTransfer } from "./store.js";
+import type { Lease, LeaseStats, ResolvedLeaseOptions } from "./types.js";
+import type { LeaseMessage } from "./wire.js";
+
+/** Where a ring state came from: a gossiped delta (re-broadcast if it teaches us something) or a
+ *  whole ring (push-pull, a reply). */
+export type RingSource = "gossip" | "full";
+
+export interface LeaseCore {
+  readonly name: string;
+  readonly opts: ResolvedLeaseOptions;
+  readonly stats: LeaseStats;
+  /** The saved ring: what gossip, peers() and the lease see. Only commit() replaces it. */
+  readonly ring: Ring;
+  /** This node's subnet, or null while it has none. */
+  readonly current: Lease | null;
+  /** start() has loaded the saved state, so messages can be answered. */
+  readonly ready: boolean;
+  readonly stopped: boolean;
+  /** Saves `next` (with the transfers still to be acknowledged: `transfers`, or the resend list),
+   *  then makes it the ring everyone sees and announces `delta`. */
+  commit(next: Ring, delta: readonly RingRun[], transfers?: readonly SavedTransfer[]): Promise<void>;
+  /** Counts, logs and reports a remote state that cannot be merged (LEASE_INCONSISTENT, ...). */
+  refuse(error: WeftError, conflicts: readonly Conflict[]): void;
+  /** Merges a remote ring state (saved first when it changes anything). */
+  merge(state: RingState, source: RingSource): Promise<void>;
+  /** Runs lease work one task at a time; a failure is logged (and retried while there is no lease). */
+  enqueue(task: () => Promise<void> | void): Promise<void>;
+  /** A timer cancelled by stop(); it does nothing once stopped. */
+  after(ms: number, fn: () => void): TimerHandle;
+  cancel(handle: TimerHandle | undefined): void;
+  /** Broadcasts a message through gossip (ring changes, reclaim notices). */
+  announce(msg: LeaseMessage): void;
+  /** Gets a subnet if this node has none and nothing is under way (queued on the serial queue). */
+  kickAcquire(): void;
+  /** Alive and suspect members other than this node. */
+  otherMembers(): NodeView[];
+  isMember(node: string): boolean;
+  encode(msg: LeaseMessage): Uint8Array;
+  /** Slots `node` owns in the saved ring. */
+  countOwned(node: string): number;
+}

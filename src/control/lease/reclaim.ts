@@ -1,0 +1,184 @@
+// Reclaiming: a dead node's slots pass to their heirs (ring.ts rule 4: the owner of the slot just
+// before each run, so reclaimers never compete) only by an explicit decision:
+//  - reclaim(node): an operator says the node is gone for good. Refused while membership sees it
+//    alive. The heirs take its slots; a notice is broadcast (and sent to each heir) so that heirs
+//    on other nodes act too. Risk: if the node is in fact alive behind a partition, or its last
+//    transfers have not spread yet, two nodes can use one subnet until the partition heals (the
+//    node then loses its lease, LEASE_LOST, and conflicts are reported as LEASE_INCONSISTENT).
+//  - after a grace period (default 24 h, flannel's lease TTL) since membership declared the node
+//    dead or gone. Same risk if a node stays alive but partitioned for longer than the grace
+//    period. The grace timer runs in memory: a restarting heir starts it again (later, safer).
+//    Ranges owned only by dead nodes with no live heir (e.g. the whole ring of a lone dead seed)
+//    are left alone by the automatic path; reclaim(node) takes them.
+// A seed that never came up was never declared dead, so its share stays unused until reclaimed
+// by the command.
+import { WeftError } from "../../errors.js";
+import type { TimerHandle } from "../runtime.js";
+import type { SeedBootstrap } from "./bootstrap.js";
+import type { LeaseCore } from "./core.js";
+import type { ReclaimReport, Reservation } from "./types.js";
+
+export class Reclaimer {
+  /** Nodes this node considers gone for good, and why. */
+  private readonly condemned = new Map<string, "operator" | "grace period">();
+  /** Automatic reclaims waiting for their grace period: the timer and when it fires (clock ms). */
+  private readonly graceTimers = new Map<string, { timer: TimerHandle; at: number }>();
+
+  constructor(
+    private readonly core: LeaseCore,
+    private readonly bootstrap: SeedBootstrap,
+  ) {}
+
+  /** An operator's decision (see the top of this file). */
+  async reclaim(node: string): Promise<ReclaimReport> {
+    const { core } = this;
+    if (!core.ready || core.stopped)
+      throw new WeftError("LEASE_NOT_RUNNING", "reclaim needs a started, running SubnetLeases");
+    if (node === core.name)
+      throw new WeftError("LEASE_RECLAIM_SELF", "a node cannot reclaim itself; run reclaim on another node");
+    if (core.isMember(node)) {
+      throw new WeftError(
+        "LEASE_RECLAIM_ALIVE",
+        `${node} is alive or suspect in membership; reclaim only a node that is gone for good (stop it first)`,
+      );
+    }
+    if (core.countOwned(node) === 0) {
+      throw new WeftError(
+        "LEASE_RECLAIM_UNKNOWN",
+        `${node} owns no subnet in this node's view of the ring: nothing to reclaim (weft status lists the reserved ones)`,
+      );
+    }
+    let report: ReclaimReport | undefined;
+    await core.enqueue(async () => {
+      this.condemned.set(node, "operator");
+      const taken = await this.reclaimAsHeir(true);
+      const ring = core.ring;
+      const remaining = ring.state().runs.filter((r) => r.owner === node);
+      const heirs = new Set<string>();
+      for (const r of remaining) {
+        const heir = ring.ownerOf((r.start + ring.slotCount - 1) % ring.slotCount);
+        if (heir !== null && heir !== core.name && heir !== node) heirs.add(heir);
+      }
+      core.announce({ kind: "reclaim", node });
+      const notice = core.encode({ kind: "reclaim", node });
+      for (const heir of heirs) core.opts.membership.request(heir, notice).catch(() => undefined);
+      report = { node, takenHere: taken, remaining: remaining.reduce((n, r) => n + r.count, 0), notified: [...heirs] };
+    });
+    return report!;
+  }
+
+  /** Another node's operator reclaimed `node`: take what follows our slots, unless it lives here. */
+  async takeNotice(from: string, node: string): Promise<void> {
+    const { core } = this;
+    if (node === core.name) {
+      core.opts.log.error(
+        { code: "LEASE_RECLAIM_OF_LIVE_NODE", by: from },
+        `${from} says an operator reclaimed this node, but it is running: refusing; stop this node or undo the decision`,
+      );
+      return;
+    }
+    if (core.isMember(node)) {
+      core.opts.log.warn(
+        { code: "LEASE_RECLAIM_REFUSED_ALIVE", node, by: from },
+        `not reclaiming ${node} as ${from} asked: it is alive or suspect here`,
+      );
+      return;
+    }
+    this.condemned.set(node, "operator");
+    await this.reclaimAsHeir(false);
+  }
+
+  /** Membership sees the node alive (joined, back, refuted): no reclaim for it. */
+  memberAlive(node: string): void {
+    const grace = this.graceTimers.get(node);
+    if (grace) this.core.cancel(grace.timer);
+    this.graceTimers.delete(node);
+    if (this.condemned.delete(node)) {
+      this.core.opts.log.warn(
+        { code: "LEASE_CONDEMNED_NODE_BACK", node },
+        `${node} was to be reclaimed but is alive again; slots already taken stay with their heirs and it will get a new subnet`,
+      );
+    }
+  }
+
+  /** Membership declared the node dead or it left: reclaim its slots after the grace period. */
+  memberGone(node: string): void {
+    const { core } = this;
+    if (node === core.name || this.graceTimers.has(node) || core.stopped) return;
+    const graceMs = core.opts.reclaimGraceMs;
+    const owned = core.countOwned(node);
+    if (owned > 0) {
+      core.opts.log.info(
+        { code: "LEASE_NODE_GONE", node, slots: owned, graceMs },
+        `${node} is gone; its ${owned} subnet slot(s) will be reclaimed after ${graceMs} ms unless it returns`,
+      );
+    }
+    const timer = core.after(graceMs, () => {
+      this.graceTimers.delete(node);
+      if (core.isMember(node)) return;
+      void core.enqueue(async () => {
+        this.condemned.set(node, "grace period");
+        await this.reclaimAsHeir(false);
+      });
+    });
+    this.graceTimers.set(node, { timer, at: core.opts.clock.now() + graceMs });
+  }
+
+  /** After every commit: a change may have made this node heir of a condemned node's run. */
+  committed(): void {
+    if (this.condemned.size > 0) void this.core.enqueue(() => this.reclaimAsHeir(false).then(() => undefined));
+  }
+
+  /**
+   * Slots this view keeps for nodes that are not alive or suspect in membership: what each holds
+   * and when this node's grace timer hands it to the heirs (null: no timer here, it waits for an
+   * operator's reclaim or for membership to declare the node gone).
+   */
+  reservations(): Reservation[] {
+    const { core } = this;
+    const live = new Set([core.name, ...core.otherMembers().map((m) => m.name)]);
+    const owned = new Map<string, number>();
+    for (const r of core.ring.state().runs)
+      if (!live.has(r.owner)) owned.set(r.owner, (owned.get(r.owner) ?? 0) + r.count);
+    return [...owned]
+      .sort(([a], [b]) => (a < b ? -1 : 1))
+      .map(([node, slots]) => {
+        const leased = core.ring.leasesOf(node);
+        return {
+          node,
+          slots,
+          subnet: leased.length > 0 ? core.opts.space.subnetOf(leased[0]) : null,
+          reclaimAt: this.graceTimers.get(node)?.at ?? null,
+          condemned: this.condemned.has(node),
+        };
+      });
+  }
+
+  stop(): void {
+    this.graceTimers.clear();
+  }
+
+  /** Takes over condemned nodes' runs that follow our slots. Returns how many slots. */
+  private async reclaimAsHeir(takeOrphans: boolean): Promise<number> {
+    const { core } = this;
+    // While the seed division is held back the ring is incomplete: do not judge who is heir.
+    if (this.condemned.size === 0 || this.bootstrap.holdingSeeds) return 0;
+    const next = core.ring.clone();
+    const before = new Map([...this.condemned.keys()].map((n) => [n, core.countOwned(n)]));
+    const delta = next.reclaim(core.name, new Set(this.condemned.keys()), takeOrphans);
+    if (delta.length === 0) return 0;
+    await core.commit(next, delta);
+    const taken = delta.reduce((n, r) => n + r.count, 0);
+    core.stats.slotsReclaimed += taken;
+    for (const [node, had] of before) {
+      const took = had - core.countOwned(node);
+      if (took > 0) {
+        core.opts.log.warn(
+          { code: "LEASE_RECLAIMED", node, slots: took, reason: this.condemned.get(node) },
+          `took over ${took} subnet slot(s) of ${node} (${this.condemned.get(node)}); if ${node} is in fact alive behind a partition, it loses its subnet when the partition heals`,
+        );
+      }
+    }
+    return taken;
+  }
+}
