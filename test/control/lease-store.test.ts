@@ -47,6 +47,14 @@ describe("FileLeaseStore", () => {
     expect((await stat(join(dir, "state", STATE_FILE))).mode & 0o777).toBe(0o600);
     const text = JSON.parse(await readFile(join(dir, "state", STATE_FILE), "utf8"));
     expect(text.lease).toBe("198.19.4.0/24"); // readable by a person
+    expect(text.transfers).toBeUndefined(); // none: the file is as before transfers were saved
+  });
+
+  it("keeps the unacknowledged transfers with the ring", async () => {
+    const store = new FileLeaseStore(dir);
+    const state = { ...sample(), transfers: [{ to: "c", spans: [{ start: 10, count: 5 }] }] };
+    await store.save(state);
+    expect(await store.load()).toEqual(state);
   });
 
   it("ignores a temp file left by a crash in the middle of a save", async () => {
@@ -77,6 +85,12 @@ describe("FileLeaseStore", () => {
       { ...good, ring: { ...good.ring, runs: [[0, 0, 0, 1, 0]] } },
       { ...good, ring: { ...good.ring, runs: [[0, 4, 0, 0, 0]] } },
       { ...good, ring: { ...good.ring, seeds: [] } },
+      { ...good, transfers: {} },
+      { ...good, transfers: [{ to: "", spans: [[0, 1]] }] },
+      { ...good, transfers: [{ to: "c", spans: [[0, 0]] }] },
+      { ...good, transfers: [{ to: "c", spans: [[-1, 1]] }] },
+      { ...good, transfers: [{ to: "c", spans: [[0.5, 1]] }] },
+      { ...good, transfers: [{ to: "c" }] },
     ];
     for (const b of broken) {
       await writeFile(file, typeof b === "string" ? b : JSON.stringify(b));

@@ -4,13 +4,16 @@
 // landed but the directory's fsync failed). The agent's ControlPlane in the simulator, with the
 // agent's defaults; after every simulated event: no two nodes use one subnet (a crashed node
 // keeps the one it saved), and no slot is "mine" in two nodes' own views (saved ones for
-// crashed nodes).
+// crashed nodes). And a giver restarted before the receiver acknowledged resends what it saved.
 import { describe, expect, it } from "vitest";
 import type { ControlPlane } from "../../src/control/control-plane.js";
 import { SubnetSpace } from "../../src/control/lease/slots.js";
 import type { PersistedLeaseState } from "../../src/control/lease/store.js";
 import { WeftError } from "../../src/errors.js";
-import { MemoryStore } from "./lease-harness.js";
+import { createLeaseLayer } from "../../src/control/control-plane.js";
+import type { MembershipPort } from "../../src/control/lease/types.js";
+import { decodeMessage, encodeMessage, type LeaseMessage } from "../../src/control/lease/wire.js";
+import { MemoryStore, RecordingLog, SeededRandom, VirtualClock } from "./lease-harness.js";
 import { SimControlPlanes, type PlaneNode } from "./sim/control-planes.js";
 
 const SPACE = SubnetSpace.fromConfig({ Network: "198.19.0.0/16" });
@@ -158,4 +161,68 @@ describe("a transfer the giver saved reaches its receiver", () => {
     },
     120_000,
   );
+});
+
+describe("a giver restarted before its transfer was acknowledged", () => {
+  const FP = SPACE.fingerprint;
+
+  /** Membership for the giver "a": b is alive; every lease message a sends is recorded, and b
+   *  answers a delivered ring state with its view (all it was sent) only once `bAnswers` is set. */
+  function giver(store: MemoryStore, clock: VirtualClock, sent: LeaseMessage[], bAnswers: () => boolean) {
+    const membership: MembershipPort = {
+      localNode: () => ({ name: "a" }),
+      members: () => [{ name: "b", host: "sim", port: 0, incarnation: 0, state: "alive", meta: new Uint8Array(0) }],
+      request: async (to, bytes) => {
+        const msg = decodeMessage(FP, bytes);
+        sent.push(msg);
+        if (to !== "b" || !bAnswers() || msg.kind !== "state") throw new Error("connection refused (simulated)");
+        return encodeMessage(FP, msg);
+      },
+      updateNode: () => undefined,
+    };
+    const layer = createLeaseLayer(
+      { space: SPACE, seeds: ["a"], lease: { bootstrapQuietMs: 1_000 } },
+      { membership, store, clock, random: new SeededRandom(1), log: new RecordingLog() },
+    );
+    return layer.families[0];
+  }
+
+  it("resends it from its state dir, with backoff, until the receiver shows it has the slots", async () => {
+    const store = new MemoryStore();
+    const clock = new VirtualClock();
+    const sent: LeaseMessage[] = [];
+    const first = giver(store, clock, sent, () => false);
+    await first.start();
+    await clock.runUntil(2_000);
+    expect(first.currentLease()).not.toBeNull();
+    // b asks; a saves the transfer (and that it is unacknowledged) before answering.
+    const reply = await first.answer("b", { kind: "request", id: 7 });
+    expect(reply).toMatchObject({ kind: "reply", granted: true });
+    const given = first.ringState().runs.filter((r) => r.owner === "b");
+    expect(given.length).toBeGreaterThan(0);
+    expect(store.saved?.transfers).toEqual([{ to: "b", spans: [{ start: given[0].start, count: given[0].count }] }]);
+    // The reply is lost and b cannot be reached; a dies before b ever answers.
+    await clock.runUntil(clock.now() + 5_000);
+    expect(sent.filter((m) => m.kind === "state").length).toBeGreaterThan(0);
+    await first.stop();
+
+    sent.length = 0;
+    let answering = false;
+    const again = giver(store, clock, sent, () => answering);
+    await again.start();
+    await clock.runUntil(clock.now() + 4_000);
+    const resent = sent.filter((m) => m.kind === "state");
+    expect(resent.length, "the restarted giver resends the saved transfer").toBeGreaterThan(0);
+    for (const m of resent) expect(m.kind === "state" && m.ring.runs.filter((r) => r.owner === "b")).toEqual(given);
+    // Backoff: 1 s doubling, so 4 s hold at most three tries (1, 2 and 4 s after the start).
+    expect(resent.length).toBeLessThanOrEqual(3);
+
+    answering = true;
+    await clock.runUntil(clock.now() + 60_000);
+    const count = sent.filter((m) => m.kind === "state").length;
+    expect(count).toBeGreaterThan(resent.length);
+    await clock.runUntil(clock.now() + 600_000);
+    expect(sent.filter((m) => m.kind === "state").length, "acknowledged: no more resends").toBe(count);
+    await again.stop();
+  });
 });
