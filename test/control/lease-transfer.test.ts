@@ -2,9 +2,7 @@
 // giver's view of membership (a lone seed restarted without a join list knows nobody), or a save
 // on either side (a full disk failing before the state file is replaced, or after: the rename
 // landed but the directory's fsync failed). The agent's ControlPlane in the simulator, with the
-// agent's defaults; after every simulated event: no two nodes use one subnet (a crashed node
-// keeps the one it saved), and no slot is "mine" in two nodes' own views (saved ones for
-// crashed nodes). And a giver restarted before the receiver acknowledged resends what it saved.
+// agent's defaults and the simulator's invariants after every event. And a giver restarted before the receiver acknowledged resends what it saved.
 import { describe, expect, it } from "vitest";
 import type { ControlPlane } from "../../src/control/control-plane.js";
 import { SubnetSpace } from "../../src/control/lease/slots.js";
@@ -13,8 +11,10 @@ import { WeftError } from "../../src/errors.js";
 import { createLeaseLayer } from "../../src/control/control-plane.js";
 import type { MembershipPort } from "../../src/control/lease/types.js";
 import { decodeMessage, encodeMessage, type LeaseMessage } from "../../src/control/lease/wire.js";
-import { MemoryStore, RecordingLog, SeededRandom, VirtualClock } from "./lease-harness.js";
 import { SimControlPlanes, type PlaneNode } from "./sim/control-planes.js";
+import { loneClock, MemoryStore, RecordingLog } from "./sim/lease-support.js";
+import { SeededRandom } from "./sim/random.js";
+import type { SimClock } from "./sim/network.js";
 
 const SPACE = SubnetSpace.fromConfig({ Network: "198.19.0.0/16" });
 
@@ -38,46 +38,6 @@ class Disk extends MemoryStore {
 
 type Node = PlaneNode & { store: Disk };
 
-/** The rings each node acts on: the live one, or the saved one of a crashed node (it comes back with it). */
-function rings(sim: SimControlPlanes): Array<{ name: string; runs: PersistedLeaseState["ring"]["runs"] }> {
-  return [...sim.nodes.values()].map((n) => ({
-    name: n.name,
-    runs: n.plane ? n.plane.leases.ringState().runs : (n.store.saved?.ring.runs ?? []),
-  }));
-}
-
-function checkRing(sim: SimControlPlanes): void {
-  const t = sim.scheduler.elapsed();
-  const users = new Map<number, string>();
-  const mine: Array<{ start: number; end: number; node: string }> = [];
-  for (const { name, runs } of rings(sim)) {
-    const node = [...sim.nodes.values()].find((n) => n.name === name)!;
-    const lease = node.plane
-      ? node.plane.leases.currentLease()?.slot
-      : runs.find((r) => r.owner === name && r.leased)?.start;
-    if (lease !== undefined) {
-      const other = users.get(lease);
-      if (other) throw new Error(`t=${t}: ${name} and ${other} both use ${SPACE.subnetOf(lease)}`);
-      users.set(lease, name);
-    }
-    for (const r of runs) if (r.owner === name) mine.push({ start: r.start, end: r.start + r.count, node: name });
-  }
-  mine.sort((x, y) => x.start - y.start);
-  mine.forEach((r, i) => {
-    const next = mine[i + 1];
-    if (next && next.start < r.end)
-      throw new Error(`t=${t}: slot ${next.start} is ${r.node}'s and ${next.node}'s in their own views`);
-  });
-}
-
-/** Every live node holds a distinct subnet and every live view of the ring is the same. */
-function agreed(sim: SimControlPlanes): boolean {
-  const live = sim.live();
-  const leases = live.map((n) => n.plane.leases.currentLease()?.slot);
-  if (leases.some((l) => l === undefined) || new Set(leases).size !== live.length) return false;
-  return new Set(live.map((n) => JSON.stringify(n.plane.leases.ringState()))).size === 1;
-}
-
 interface Faults {
   /** The giver's disk while the others ask. */
   giver?: "full" | "torn";
@@ -97,7 +57,6 @@ interface Faults {
 async function donation(seed: number, faults: Faults): Promise<{ sim: SimControlPlanes; a: Node; b: Node; c: Node }> {
   const sim = new SimControlPlanes(SPACE, seed);
   const [a, b, c] = ["a", "b", "c"].map((name) => sim.add(name, new Disk()) as Node);
-  sim.scheduler.addCheck(() => checkRing(sim));
   const startGiver = (): Promise<ControlPlane> => sim.start(a, { join: [], seeds: ["a"] });
   await startGiver();
   expect(await sim.runUntil(() => a.plane?.leases.currentLease() != null, 60_000)).toBe(true);
@@ -153,7 +112,7 @@ describe("a transfer the giver saved reaches its receiver", () => {
           await sim.runUntil(() => [b, c].every((n) => n.plane?.leases.currentLease() != null), 25_000),
           `seed ${seed}: b or c has no subnet`,
         ).toBe(true);
-        expect(await sim.runUntil(() => agreed(sim), 120_000), `seed ${seed}: views differ`).toBe(true);
+        expect(await sim.runUntil(() => sim.agreed(), 120_000), `seed ${seed}: views differ`).toBe(true);
         if (faults.giver) expect(a.store.failures).toBeGreaterThan(0);
         if (faults.receivers) expect(b.store.failures + c.store.failures).toBeGreaterThan(0);
         for (const n of [a, b, c]) expect(n.plane!.leases.stats.refusedStates).toBe(0);
@@ -168,7 +127,7 @@ describe("a giver restarted before its transfer was acknowledged", () => {
 
   /** Membership for the giver "a": b is alive; every lease message a sends is recorded, and b
    *  answers a delivered ring state with its view (all it was sent) only once `bAnswers` is set. */
-  function giver(store: MemoryStore, clock: VirtualClock, sent: LeaseMessage[], bAnswers: () => boolean) {
+  function giver(store: MemoryStore, clock: SimClock, sent: LeaseMessage[], bAnswers: () => boolean) {
     const membership: MembershipPort = {
       localNode: () => ({ name: "a" }),
       members: () => [{ name: "b", host: "sim", port: 0, incarnation: 0, state: "alive", meta: new Uint8Array(0) }],
@@ -189,11 +148,11 @@ describe("a giver restarted before its transfer was acknowledged", () => {
 
   it("resends it from its state dir, with backoff, until the receiver shows it has the slots", async () => {
     const store = new MemoryStore();
-    const clock = new VirtualClock();
+    const { scheduler, clock } = loneClock();
     const sent: LeaseMessage[] = [];
     const first = giver(store, clock, sent, () => false);
     await first.start();
-    await clock.runUntil(2_000);
+    await scheduler.runFor(2_000);
     expect(first.currentLease()).not.toBeNull();
     // b asks; a saves the transfer (and that it is unacknowledged) before answering.
     const reply = await first.answer("b", { kind: "request", id: 7 });
@@ -202,7 +161,7 @@ describe("a giver restarted before its transfer was acknowledged", () => {
     expect(given.length).toBeGreaterThan(0);
     expect(store.saved?.transfers).toEqual([{ to: "b", spans: [{ start: given[0].start, count: given[0].count }] }]);
     // The reply is lost and b cannot be reached; a dies before b ever answers.
-    await clock.runUntil(clock.now() + 5_000);
+    await scheduler.runFor(5_000);
     expect(sent.filter((m) => m.kind === "state").length).toBeGreaterThan(0);
     await first.stop();
 
@@ -210,7 +169,7 @@ describe("a giver restarted before its transfer was acknowledged", () => {
     let answering = false;
     const again = giver(store, clock, sent, () => answering);
     await again.start();
-    await clock.runUntil(clock.now() + 4_000);
+    await scheduler.runFor(4_000);
     const resent = sent.filter((m) => m.kind === "state");
     expect(resent.length, "the restarted giver resends the saved transfer").toBeGreaterThan(0);
     for (const m of resent) expect(m.kind === "state" && m.ring.runs.filter((r) => r.owner === "b")).toEqual(given);
@@ -218,10 +177,10 @@ describe("a giver restarted before its transfer was acknowledged", () => {
     expect(resent.length).toBeLessThanOrEqual(3);
 
     answering = true;
-    await clock.runUntil(clock.now() + 60_000);
+    await scheduler.runFor(60_000);
     const count = sent.filter((m) => m.kind === "state").length;
     expect(count).toBeGreaterThan(resent.length);
-    await clock.runUntil(clock.now() + 600_000);
+    await scheduler.runFor(600_000);
     expect(sent.filter((m) => m.kind === "state").length, "acknowledged: no more resends").toBe(count);
     await again.stop();
   });

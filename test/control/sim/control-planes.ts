@@ -1,16 +1,20 @@
-// Whole control planes (the agent's ControlPlane: memberlist, lease ring, joining) in the
-// simulator, built exactly as the agent builds them but over the simulated network and clock,
-// with an in-memory state store that survives restarts. Every log line is kept, so tests can
-// assert what was said (and that nothing was said at error level).
+// The simulator's nodes: whole control planes (the agent's ControlPlane: memberlist, lease rings,
+// joining), built exactly as the agent builds them — same constructor, same defaults — but over
+// the simulated network and clock, with in-memory state stores that survive restarts. After every
+// event the membership and lease invariants (invariants.ts) are checked. Every log line is kept,
+// so tests can assert what was said (and that nothing was said at error level). Everything
+// derives from one seed.
 import { pino, type Logger } from "pino";
 import { ControlPlane, type ControlPlaneOptions } from "../../../src/control/control-plane.js";
 import { Keyring } from "../../../src/control/gossip/keyring.js";
-import type { Ipv6SubnetSpace, SubnetSpace } from "../../../src/control/lease/slots.js";
-import { parseIpv6 } from "../../../src/net/ipv6.js";
+import type { Memberlist } from "../../../src/control/gossip/memberlist.js";
+import type { Ipv6SubnetSpace, LeaseSpace, SubnetSpace } from "../../../src/control/lease/slots.js";
 import type { Addr } from "../../../src/control/runtime.js";
-import { MemoryStore } from "../lease-harness.js";
+import { parseIpv6 } from "../../../src/net/ipv6.js";
 import { CLUSTER_KEY } from "./cluster.js";
-import { SimNetwork, type SimHost } from "./network.js";
+import { LeaseInvariants, MembershipInvariants } from "./invariants.js";
+import { MemoryStore } from "./lease-support.js";
+import { SimNetwork, type LinkConditions, type SimHost } from "./network.js";
 import { SeededRandom } from "./random.js";
 import { Scheduler } from "./scheduler.js";
 
@@ -22,12 +26,35 @@ export interface LogRecord {
   [k: string]: unknown;
 }
 
-export interface PlaneNode {
-  readonly name: string;
-  readonly host: SimHost;
-  readonly store: MemoryStore;
+export type PlaneStartOptions = Partial<ControlPlaneOptions> & { join: Addr[]; seeds: readonly string[] };
+
+/** One simulated node: a host, its state dir (a store per address family, IPv4 first) and its
+ *  current control plane. */
+export class PlaneNode {
   plane?: ControlPlane;
-  runs: number;
+  /** Control planes started on this host so far (restarts included). */
+  runs = 0;
+  /** What it was last started with (restart() uses it again). */
+  startOptions?: PlaneStartOptions;
+
+  constructor(
+    readonly name: string,
+    readonly host: SimHost,
+    readonly stores: MemoryStore[],
+  ) {}
+
+  /** The first family's store. */
+  get store(): MemoryStore {
+    return this.stores[0];
+  }
+}
+
+export interface SimOptions {
+  conditions?: Partial<LinkConditions>;
+  /** Check the membership invariants after every event (default true; off where two processes
+   *  share a name on purpose). The lease invariants are always checked unless `sim.checkLeases`
+   *  is set to false (the documented risk of reclaiming a node alive behind a partition). */
+  checkMembership?: boolean;
 }
 
 /** pino's numeric levels: 40 warn, 50 error. */
@@ -41,32 +68,62 @@ export class SimControlPlanes {
   readonly logs: LogRecord[] = [];
   /** Host names the simulated resolver knows (a name may stand for several addresses). */
   readonly dns = new Map<string, string[]>();
+  /** The enabled families' spaces, IPv4 first. */
+  readonly spaces: readonly LeaseSpace[];
+  /** Nodes an operator reclaimed (gone for good): the lease invariants ignore their saved state. */
+  readonly gone = new Set<string>();
+  checkLeases = true;
   private readonly logger: Logger;
+  private readonly membership?: MembershipInvariants;
   private nextHost = 1;
 
-  /** `space`: the IPv4 network; with `space6` instead (an IPv6-only cluster) hosts get IPv6
-   *  addresses (2001:2::x) and each node's store holds its IPv6 ring. */
+  /** `space`: the IPv4 network (hosts get 198.18.0.x); without it (IPv6-only, `space6` only)
+   *  hosts get IPv6 addresses (2001:2::x); with both, dual-stack gossiping over IPv4. */
   constructor(
     readonly space: SubnetSpace | undefined,
-    seed: number,
+    readonly seed: number,
     readonly space6?: Ipv6SubnetSpace,
+    options: SimOptions = {},
   ) {
+    this.spaces = [space, space6].filter((s): s is SubnetSpace | Ipv6SubnetSpace => s !== undefined);
     this.random = new SeededRandom(seed);
-    this.net = new SimNetwork(this.scheduler, this.random.fork("network"));
+    this.net = new SimNetwork(this.scheduler, this.random.fork("network"), options.conditions);
     this.logger = pino(
       { level: "info" },
       { write: (line: string) => void this.logs.push(JSON.parse(line) as LogRecord) },
     );
+    if (options.checkMembership ?? true) {
+      const membership = (this.membership = new MembershipInvariants({
+        liveNodes: () =>
+          this.live().map((n) => ({
+            name: n.name,
+            runs: n.runs,
+            leaving: false,
+            ml: (): Memberlist => n.plane.memberlist,
+          })),
+        describe: () => this.describe(),
+      }));
+      this.scheduler.addCheck(() => membership.check());
+    }
+    const leases = new LeaseInvariants({
+      spaces: this.spaces,
+      gone: this.gone,
+      leaseNodes: () =>
+        [...this.nodes.values()].map((n) => ({ name: n.name, families: n.plane?.families, stores: n.stores })),
+      describe: () => this.describe(),
+    });
+    this.scheduler.addCheck(() => {
+      if (this.checkLeases) leases.check();
+    });
   }
 
-  /** A host for `name` at the next 198.18.0.x address (2001:2::x without IPv4), not started;
-   *  `store`: its state dir. */
+  /** A host for `name` at the next address, not started; `store`: its (first family's) state dir. */
   add(name: string, store = new MemoryStore()): PlaneNode {
     const host = this.net.host({
       host: this.space ? `198.18.0.${this.nextHost++}` : `2001:2::${(this.nextHost++).toString(16)}`,
       port: 7946,
     });
-    const node: PlaneNode = { name, host, store, runs: 0 };
+    const node = new PlaneNode(name, host, [store, ...this.spaces.slice(1).map(() => new MemoryStore())]);
     this.nodes.set(`${name}@${host.addr.host}`, node);
     return node;
   }
@@ -77,19 +134,22 @@ export class SimControlPlanes {
     return found[0];
   }
 
-  /** Starts (or restarts, with its saved ring) the node's control plane; only `name`, `join`,
-   *  `seeds` and `space` are set unless the test says more: everything else is the agent's default. */
-  async start(
-    node: PlaneNode,
-    opts: Partial<ControlPlaneOptions> & { join: Addr[]; seeds: string[] },
-  ): Promise<ControlPlane> {
+  /** Starts (or restarts, with its saved rings) the node's control plane; only `name`, `join`,
+   *  `seeds` and the spaces are set unless the test says more: everything else is the agent's default. */
+  async start(node: PlaneNode, opts: PlaneStartOptions): Promise<ControlPlane> {
     node.runs++;
+    node.startOptions = opts;
+    const [store, store6] = this.space ? node.stores : [undefined, node.stores[0]];
     const plane = new ControlPlane(
       {
         name: node.name,
         space: this.space,
         space6: this.space6,
-        ...(!this.space && { underlay6: parseIpv6(node.host.addr.host) }),
+        ...(this.space6 && {
+          underlay6: this.space
+            ? parseIpv6(`2001:2::${node.host.addr.host.split(".")[3]}`)
+            : parseIpv6(node.host.addr.host),
+        }),
         ...opts,
       },
       {
@@ -97,7 +157,8 @@ export class SimControlPlanes {
         transport: this.net.attach(node.host),
         random: this.random.fork(`${node.name}@${node.host.addr.host}#${node.runs}`),
         keyring: new Keyring(CLUSTER_KEY),
-        ...(this.space ? { store: node.store } : { store6: node.store }),
+        store,
+        store6,
         logger: this.logger.child({ node: node.name }),
         resolve: async (host) => {
           const addrs =
@@ -109,13 +170,30 @@ export class SimControlPlanes {
     );
     node.plane = plane;
     await plane.start();
+    // A start is an event: what it issued counts even if the node crashes before the next one.
+    this.membership?.check();
     return plane;
   }
 
-  /** The host stops dead (its saved ring stays). */
+  /** Starts a crashed node again with its saved state and the options it last had. */
+  restart(node: PlaneNode): Promise<ControlPlane> {
+    if (!node.startOptions) throw new Error(`${node.name} was never started`);
+    return this.start(node, node.startOptions);
+  }
+
+  /** The host stops dead (its saved rings stay). */
   crash(node: PlaneNode): void {
     this.net.crash(node.host);
     node.plane = undefined;
+  }
+
+  /** Splits the network by node names: each list only talks within itself. */
+  partition(...groups: string[][]): void {
+    this.net.partition(...groups.map((g) => g.map((name) => this.node(name).host.addr)));
+  }
+
+  heal(): void {
+    this.net.heal();
   }
 
   live(): Array<PlaneNode & { plane: ControlPlane }> {
@@ -130,7 +208,34 @@ export class SimControlPlanes {
     return this.scheduler.runUntilTrue(pred, maxMs, stepMs);
   }
 
+  /** Every live node holds a subnet in every family, no two the same; every view of each ring is
+   *  identical and says each live node holds the subnet it uses. */
+  agreed(): boolean {
+    const live = this.live();
+    return this.spaces.every((_, f) => {
+      const leases = live.map((n) => n.plane.families[f].currentLease()?.subnet);
+      if (leases.some((l) => l === undefined) || new Set(leases).size !== live.length) return false;
+      if (new Set(live.map((n) => JSON.stringify(n.plane.families[f].ringState()))).size !== 1) return false;
+      const ring = new Map(live[0].plane.families[f].peers().map((p) => [p.node, p.subnet]));
+      return live.every((n) => ring.get(n.name) === n.plane.families[f].currentLease()?.subnet);
+    });
+  }
+
   errors(): LogRecord[] {
     return this.logs.filter((l) => l.level >= ERROR_LEVEL);
+  }
+
+  /** The codes `name` logged, in order. */
+  codes(name: string): string[] {
+    return this.logs.filter((l) => l.node === name && l.code !== undefined).map((l) => l.code!);
+  }
+
+  /** What `name` logged with `code`. */
+  withCode(name: string, code: string): LogRecord[] {
+    return this.logs.filter((l) => l.node === name && l.code === code);
+  }
+
+  describe(): string {
+    return `seed ${this.seed}, t=${this.scheduler.elapsed()} ms`;
   }
 }

@@ -1,11 +1,22 @@
-// Membership invariants, checked after every simulator event:
+// The simulator's invariants, checked after every event.
+// Membership (MembershipInvariants):
 //   1. a running node sees itself alive (until it starts leaving);
 //   2. what an observer (one run of a node) believes about a subject only moves forward in the
 //      order (incarnation, alive < suspect < dead < left): no rollback, no resurrection at the same
 //      or a lower incarnation;
 //   3. nobody believes an incarnation the subject never issued.
+// Leases (LeaseInvariants), in every address family, on ranges (a ring of 2^32 slots costs what a
+// small one does), counting a crashed node by the state it saved (it comes back with it) unless it
+// was declared gone for good:
+//   4. no two nodes hold one subnet;
+//   5. no slot is "mine" in two nodes' own views.
+// Nodes of one name are one owner to the ring (two processes with one name are membership's to
+// refuse), so they are never compared with each other.
 import type { MemberState } from "../../../src/control/gossip/delegate.js";
 import type { Memberlist } from "../../../src/control/gossip/memberlist.js";
+import type { SubnetLeases } from "../../../src/control/lease/subnet-leases.js";
+import type { LeaseSpace } from "../../../src/control/lease/slots.js";
+import type { PersistedLeaseState } from "../../../src/control/lease/store.js";
 
 const RANK: Record<MemberState, number> = { alive: 0, suspect: 1, dead: 2, left: 3 };
 
@@ -49,6 +60,61 @@ export class MembershipInvariants {
         this.last.set(key, { incarnation: v.incarnation, rank });
       }
     }
+  }
+
+  private fail(what: string): never {
+    throw new InvariantViolation(`invariant violated (${this.cluster.describe()}): ${what}`);
+  }
+}
+
+/** What the lease invariants read of a simulated cluster (SimControlPlanes). */
+export interface ObservedLeases {
+  readonly spaces: readonly LeaseSpace[];
+  /** Nodes an operator reclaimed: their saved state no longer counts. */
+  readonly gone: ReadonlySet<string>;
+  leaseNodes(): Array<{
+    readonly name: string;
+    /** The running lease layers (one per family), or undefined while crashed. */
+    readonly families: readonly SubnetLeases[] | undefined;
+    readonly stores: ReadonlyArray<{ readonly saved: PersistedLeaseState | null }>;
+  }>;
+  describe(): string;
+}
+
+export class LeaseInvariants {
+  checks = 0;
+
+  constructor(private readonly cluster: ObservedLeases) {}
+
+  check(): void {
+    this.checks++;
+    const nodes = this.cluster.leaseNodes().filter((n) => n.families || !this.cluster.gone.has(n.name));
+    this.cluster.spaces.forEach((space, f) => {
+      const held: Array<{ slot: number; node: string }> = [];
+      const mine: Array<{ start: number; end: number; node: string }> = [];
+      for (const n of nodes) {
+        const runs = n.families ? n.families[f].ringState().runs : (n.stores[f].saved?.ring.runs ?? []);
+        const slot = n.families
+          ? n.families[f].currentLease()?.slot
+          : runs.find((r) => r.owner === n.name && r.leased)?.start;
+        if (slot !== undefined) held.push({ slot, node: n.name });
+        for (const r of runs)
+          if (r.owner === n.name) mine.push({ start: r.start, end: r.start + r.count, node: n.name });
+      }
+      held.sort((a, b) => a.slot - b.slot);
+      held.forEach((h, i) => {
+        const next = held[i + 1];
+        if (next && next.slot === h.slot && next.node !== h.node)
+          this.fail(`${h.node} and ${next.node} both hold ${space.subnetOf(h.slot)}`);
+      });
+      mine.sort((a, b) => a.start - b.start);
+      let reach = { end: -1, node: "" };
+      for (const r of mine) {
+        if (r.start < reach.end && r.node !== reach.node)
+          this.fail(`slot ${r.start} is owned by both ${reach.node} and ${r.node} in their own views`);
+        if (r.end > reach.end) reach = { end: r.end, node: r.node };
+      }
+    });
   }
 
   private fail(what: string): never {

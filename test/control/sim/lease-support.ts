@@ -1,0 +1,50 @@
+// The lease layer's test doubles: a state store that survives restarts (a state dir kept in
+// memory), a logger that records every line, and a lone virtual clock for tests of one lease
+// layer (the simulator's Scheduler, through a simulated host's clock).
+import type { LeaseStateStore, PersistedLeaseState } from "../../../src/control/lease/store.js";
+import type { LeaseLogger } from "../../../src/control/lease/types.js";
+import { SimNetwork, type SimClock } from "./network.js";
+import { SeededRandom } from "./random.js";
+import { Scheduler } from "./scheduler.js";
+
+/** Keeps the last saved state, like a state dir that survives the process. */
+export class MemoryStore implements LeaseStateStore {
+  saved: PersistedLeaseState | null = null;
+  saves = 0;
+  async load(): Promise<PersistedLeaseState | null> {
+    return this.saved;
+  }
+  async save(state: PersistedLeaseState): Promise<void> {
+    this.saved = structuredClone(state);
+    this.saves++;
+  }
+}
+
+export interface LogLine {
+  level: "info" | "warn" | "error";
+  obj: Record<string, unknown>;
+  msg: string;
+}
+
+export class RecordingLog implements LeaseLogger {
+  readonly lines: LogLine[] = [];
+  info(obj: object, msg: string): void {
+    this.lines.push({ level: "info", obj: obj as Record<string, unknown>, msg });
+  }
+  warn(obj: object, msg: string): void {
+    this.lines.push({ level: "warn", obj: obj as Record<string, unknown>, msg });
+  }
+  error(obj: object, msg: string): void {
+    this.lines.push({ level: "error", obj: obj as Record<string, unknown>, msg });
+  }
+  codes(): string[] {
+    return this.lines.map((l) => String(l.obj.code));
+  }
+}
+
+/** One host's clock on a fresh scheduler: run it with scheduler.runFor / runUntilTrue. */
+export function loneClock(): { scheduler: Scheduler; clock: SimClock } {
+  const scheduler = new Scheduler();
+  const clock = new SimNetwork(scheduler, new SeededRandom(1)).host({ host: "198.18.0.1", port: 7946 }).clock;
+  return { scheduler, clock };
+}
