@@ -10,9 +10,8 @@ import type { MemberState, NodeView } from "../../src/control/gossip/delegate.js
 import { encodeMessage, type NodeState } from "../../src/control/gossip/messages.js";
 import { newCounters } from "../../src/control/gossip/observability.js";
 import { initialIncarnation, Membership } from "../../src/control/gossip/state.js";
-import { SimNetwork } from "./sim/network.js";
+import { loneClock } from "./sim/doubles.js";
 import { SeededRandom } from "./sim/random.js";
-import { Scheduler } from "./sim/scheduler.js";
 
 const META = new Uint8Array([1]);
 const MY_INCARNATION = 100;
@@ -20,8 +19,7 @@ const MY_INCARNATION = 100;
 /** answers: what the last probe before a death finds, one probe interval after it starts, as the
  *  failure detector's would (the detector itself is not under test here). */
 function setup(answers: () => boolean = () => false) {
-  const sched = new Scheduler();
-  const clock = new SimNetwork(sched, new SeededRandom(1)).host({ host: "198.18.0.1", port: 7946 }).clock;
+  const { scheduler: sched, clock } = loneClock();
   // memberlist's suspicion multiplier, so the timings below read as its formula (4 × log N s).
   const config = makeConfig("lan", "me", { suspicionMult: 4 });
   const events: string[] = [];

@@ -8,9 +8,7 @@ import { makeConfig, profiles } from "../../src/control/gossip/config.js";
 import { ProbeRing } from "../../src/control/gossip/schedule.js";
 import { WeftError } from "../../src/errors.js";
 import { Suspicion, suspicionBounds, suspicionTimeout } from "../../src/control/gossip/suspicion.js";
-import { SimNetwork } from "./sim/network.js";
-import { SeededRandom } from "./sim/random.js";
-import { Scheduler } from "./sim/scheduler.js";
+import { loneClock } from "./sim/doubles.js";
 
 describe("config profiles", () => {
   it("LAN profile carries memberlist's DefaultLANConfig timings, but for suspicion and gossip interval", () => {
@@ -70,8 +68,8 @@ describe("Lifeguard suspicion", () => {
   });
 
   const clockFor = () => {
-    const sched = new Scheduler();
-    return { sched, clock: new SimNetwork(sched, new SeededRandom(1)).host({ host: "198.18.0.1", port: 1 }).clock };
+    const { scheduler: sched, clock } = loneClock();
+    return { sched, clock };
   };
 
   it("fires at max with no confirmations and at min after k distinct ones", async () => {

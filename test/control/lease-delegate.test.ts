@@ -1,13 +1,14 @@
 import { encode } from "@msgpack/msgpack";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { SubnetLeases } from "../../src/control/lease/subnet-leases.js";
-import { decodeLeaseMeta, encodeLeaseMeta, LeaseDelegate } from "../../src/control/lease/delegate.js";
+import { createLeaseLayer } from "../../src/control/control-plane.js";
+import { decodeLeaseMeta, encodeLeaseMeta } from "../../src/control/lease/delegate.js";
 import type { RingState } from "../../src/control/lease/ring.js";
 import { SubnetSpace } from "../../src/control/lease/slots.js";
 import { decodeMessage, encodeMessage, type LeaseMessage } from "../../src/control/lease/wire.js";
 import type { NodeView } from "../../src/control/gossip/delegate.js";
-import { MemoryStore, RecordingLog, SeededRandom, settle, VirtualClock } from "./lease-harness.js";
+import { loneClock, MemoryStore, RecordingLog } from "./sim/doubles.js";
+import { SeededRandom } from "./sim/random.js";
 
 const SPACE = SubnetSpace.fromConfig({ Network: "198.19.0.0/16" });
 const FP = SPACE.fingerprint;
@@ -83,19 +84,17 @@ describe("LeaseDelegate", () => {
       request: () => Promise.resolve(undefined),
       updateNode: () => undefined,
     };
-    const clock = new VirtualClock();
-    const leases = new SubnetLeases({
-      space: SPACE,
-      seeds: ["a"],
-      membership,
-      store: new MemoryStore(),
-      clock,
-      random: new SeededRandom(3),
-      log,
-    });
-    const delegate = new LeaseDelegate(leases, membership, log);
+    const { scheduler, clock } = loneClock();
+    // Built as the agent builds it: the lease ring and its gossip adapter, production defaults.
+    const {
+      families: [leases],
+      delegate,
+    } = createLeaseLayer(
+      { space: SPACE, seeds: ["a"] },
+      { membership, store: new MemoryStore(), clock, random: new SeededRandom(3), log },
+    );
     await leases.start();
-    await clock.runUntil(60_000); // past the bootstrap quiet period: the seed division is in place
+    await scheduler.runFor(60_000); // past the bootstrap quiet period: the seed division is in place
     while (delegate.queued > 0) delegate.getBroadcasts(0, 1 << 20); // this node's own lease news
     return { leases, delegate, log };
   }
@@ -110,7 +109,7 @@ describe("LeaseDelegate", () => {
       }),
       { numRuns: 300 },
     );
-    await settle();
+    await leases.settled();
     expect(delegate.droppedMessages).toBe(600);
     expect(JSON.stringify(leases.ringState())).toBe(before);
   });
@@ -128,7 +127,7 @@ describe("LeaseDelegate", () => {
       runs: [{ start: 0, count: 255, owner: "mallory", version: 1, leased: false }],
     };
     delegate.mergeRemoteState(encodeMessage(FP, { kind: "state", ring: forged }));
-    await settle();
+    await leases.settled();
     expect(leases.stats.refusedStates).toBe(1);
     expect(log.codes()).toContain("LEASE_INCONSISTENT");
     expect(leases.ringState().runs.every((r) => r.owner === "a")).toBe(true);

@@ -11,7 +11,10 @@ import {
   STATE_FILE_IPV6,
   type PersistedLeaseState,
 } from "../../src/control/lease/store.js";
-import { RecordingLog, SeededRandom, VirtualClock } from "./lease-harness.js";
+import { loneClock, RecordingLog } from "./sim/doubles.js";
+import { SeededRandom } from "./sim/random.js";
+
+type Lone = ReturnType<typeof loneClock>;
 
 const SPACE = SubnetSpace.fromConfig({ Network: "198.19.0.0/16" });
 const SPACE6 = Ipv6SubnetSpace.fromConfig({ IPv6Network: "2001:2::/32" });
@@ -119,7 +122,7 @@ describe("SubnetLeases with a state dir", () => {
   function leases(
     stateDir: string,
     seeds: string[] | undefined,
-    clock: VirtualClock,
+    { clock }: Lone,
     log = new RecordingLog(),
     space: LeaseSpace = SPACE,
   ): SubnetLeases {
@@ -136,29 +139,29 @@ describe("SubnetLeases with a state dir", () => {
   }
 
   /** Advances virtual time while real file I/O completes. */
-  async function until<T>(clock: VirtualClock, p: Promise<T>): Promise<T> {
+  async function until<T>({ scheduler }: Lone, p: Promise<T>): Promise<T> {
     let done = false;
     void p.then(
       () => (done = true),
       () => (done = true),
     );
-    for (let t = clock.now(); !done; t += 100) {
-      await clock.runUntil(t);
+    while (!done) {
+      await scheduler.runFor(100);
       await new Promise((r) => setTimeout(r, 5));
     }
     return p;
   }
 
   it("a one-node cluster (seed list = itself) leases after the quiet period and keeps its subnet across restarts", async () => {
-    const clock = new VirtualClock();
-    const first = leases(dir, ["solo"], clock);
+    const lone = loneClock();
+    const first = leases(dir, ["solo"], lone);
     await first.start();
-    const lease = await until(clock, first.lease());
-    expect(clock.now()).toBeGreaterThanOrEqual(1_000);
+    const lease = await until(lone, first.lease());
+    expect(lone.scheduler.elapsed()).toBeGreaterThanOrEqual(1_000);
     await first.stop();
 
     const log = new RecordingLog();
-    const again = leases(dir, ["solo"], new VirtualClock(), log);
+    const again = leases(dir, ["solo"], loneClock(), log);
     await again.start();
     expect(again.currentLease()).toEqual(lease); // at once: no quiet period, no peers needed
     expect(log.codes()).not.toContain("LEASE_BOOTSTRAP");
@@ -167,7 +170,7 @@ describe("SubnetLeases with a state dir", () => {
 
   it("will not start from a damaged state file, and does not overwrite it", async () => {
     await writeFile(join(dir, STATE_FILE), "garbage");
-    const l = leases(dir, ["solo"], new VirtualClock());
+    const l = leases(dir, ["solo"], loneClock());
     await expect(l.start()).rejects.toMatchObject({ code: "LEASE_STATE_CORRUPT" });
     expect(await readFile(join(dir, STATE_FILE), "utf8")).toBe("garbage");
     await expect(l.lease()).rejects.toMatchObject({ code: "LEASE_STOPPED" });
@@ -176,24 +179,24 @@ describe("SubnetLeases with a state dir", () => {
   it("will not start from another node's or network's state, or with a changed seed list", async () => {
     const store = new FileLeaseStore(dir);
     await store.save({ ...sample(), node: "someone-else" });
-    await expect(leases(dir, ["solo"], new VirtualClock()).start()).rejects.toMatchObject({
+    await expect(leases(dir, ["solo"], loneClock()).start()).rejects.toMatchObject({
       code: "LEASE_STATE_MISMATCH",
     });
     await store.save({ ...sample(), node: "solo", fingerprint: "0000" });
-    await expect(leases(dir, ["solo"], new VirtualClock()).start()).rejects.toMatchObject({
+    await expect(leases(dir, ["solo"], loneClock()).start()).rejects.toMatchObject({
       code: "LEASE_STATE_MISMATCH",
     });
     await store.save({ ...sample(), node: "solo" });
-    await expect(leases(dir, ["solo"], new VirtualClock()).start()).rejects.toMatchObject({
+    await expect(leases(dir, ["solo"], loneClock()).start()).rejects.toMatchObject({
       code: "LEASE_STATE_MISMATCH",
     });
   });
 
   it("dual-stack: one state file per family; restarted with its state dir, a node keeps both subnets", async () => {
-    const clock = new VirtualClock();
-    const first = [leases(dir, ["solo"], clock), leases(dir, ["solo"], clock, new RecordingLog(), SPACE6)];
+    const lone = loneClock();
+    const first = [leases(dir, ["solo"], lone), leases(dir, ["solo"], lone, new RecordingLog(), SPACE6)];
     for (const l of first) await l.start();
-    const held = await until(clock, Promise.all(first.map((l) => l.lease())));
+    const held = await until(lone, Promise.all(first.map((l) => l.lease())));
     expect(held[0].subnet).toMatch(/^198\.19\./);
     expect(held[1].subnet).toMatch(/^2001:2:[0-9a-f:]+\/64$/);
     for (const l of first) await l.stop();
@@ -201,10 +204,7 @@ describe("SubnetLeases with a state dir", () => {
     // The IPv6 ring of 2^32 subnets is saved as ranges: a few hundred bytes.
     expect((await stat(join(dir, STATE_FILE_IPV6))).size).toBeLessThan(1000);
 
-    const again = [
-      leases(dir, ["solo"], new VirtualClock()),
-      leases(dir, ["solo"], new VirtualClock(), new RecordingLog(), SPACE6),
-    ];
+    const again = [leases(dir, ["solo"], loneClock()), leases(dir, ["solo"], loneClock(), new RecordingLog(), SPACE6)];
     for (const l of again) await l.start();
     expect(again.map((l) => l.currentLease())).toEqual(held);
     for (const l of again) await l.stop();

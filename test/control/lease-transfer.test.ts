@@ -12,7 +12,7 @@ import { createLeaseLayer } from "../../src/control/control-plane.js";
 import type { MembershipPort } from "../../src/control/lease/types.js";
 import { decodeMessage, encodeMessage, type LeaseMessage } from "../../src/control/lease/wire.js";
 import { SimControlPlanes, type PlaneNode } from "./sim/control-planes.js";
-import { loneClock, MemoryStore, RecordingLog } from "./sim/lease-support.js";
+import { loneClock, MemoryStore, RecordingLog } from "./sim/doubles.js";
 import { SeededRandom } from "./sim/random.js";
 import type { SimClock } from "./sim/network.js";
 

@@ -13,14 +13,15 @@ import type { Addr } from "../../../src/control/runtime.js";
 import { parseIpv6 } from "../../../src/net/ipv6.js";
 import { CLUSTER_KEY } from "./cluster.js";
 import { LeaseInvariants, MembershipInvariants } from "./invariants.js";
-import { MemoryStore } from "./lease-support.js";
+import { MemoryStore } from "./doubles.js";
 import { SimNetwork, type LinkConditions, type SimHost } from "./network.js";
 import { SeededRandom } from "./random.js";
 import { Scheduler } from "./scheduler.js";
 
 export interface LogRecord {
   level: number;
-  node: string;
+  /** The node that logged it (a line's own `node` field names the node it is about). */
+  from: string;
   code?: string;
   msg: string;
   [k: string]: unknown;
@@ -159,7 +160,7 @@ export class SimControlPlanes {
         keyring: new Keyring(CLUSTER_KEY),
         store,
         store6,
-        logger: this.logger.child({ node: node.name }),
+        logger: this.logger.child({ from: node.name }),
         resolve: async (host) => {
           const addrs =
             this.dns.get(host) ?? (/^\d+\.\d+\.\d+\.\d+$/.test(host) || host.includes(":") ? [host] : undefined);
@@ -227,12 +228,12 @@ export class SimControlPlanes {
 
   /** The codes `name` logged, in order. */
   codes(name: string): string[] {
-    return this.logs.filter((l) => l.node === name && l.code !== undefined).map((l) => l.code!);
+    return this.logs.filter((l) => l.from === name && l.code !== undefined).map((l) => l.code!);
   }
 
   /** What `name` logged with `code`. */
   withCode(name: string, code: string): LogRecord[] {
-    return this.logs.filter((l) => l.node === name && l.code === code);
+    return this.logs.filter((l) => l.from === name && l.code === code);
   }
 
   describe(): string {

@@ -1,6 +1,6 @@
-// The lease layer's test doubles: a state store that survives restarts (a state dir kept in
-// memory), a logger that records every line, and a lone virtual clock for tests of one lease
-// layer (the simulator's Scheduler, through a simulated host's clock).
+// Test doubles for one component at a time: a lease state store that survives restarts (a state
+// dir kept in memory), a logger that records every line, and a lone virtual clock (the
+// simulator's Scheduler, through a simulated host's clock).
 import type { LeaseStateStore, PersistedLeaseState } from "../../../src/control/lease/store.js";
 import type { LeaseLogger } from "../../../src/control/lease/types.js";
 import { SimNetwork, type SimClock } from "./network.js";
