@@ -2,19 +2,14 @@
 // flannel programs it, host2 runs weft's userspace dataplane in the VXLAN format. Pods must reach
 // each other both ways, with ping and with an exact TCP transfer.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { addVxlanPeer, createVxlanDevice } from "../../src/backends/vxlan/device.js";
-import { UserspaceDataplane } from "../../src/dataplane/dataplane.js";
-import { withNetns } from "../../src/io/netns.js";
-import { LabCluster, LAB_POD_NETWORK } from "../../src/lab/cluster.js";
+import type { UserspaceDataplane } from "../../src/dataplane/dataplane.js";
+import { LabCluster } from "../../src/lab/cluster.js";
 import { ping } from "../../src/lab/traffic.js";
+import { kernelVxlanNode, peerOf, startDataplane, subnetOf } from "../support/dataplane-lab.js";
 import { canUseNetns } from "../support/netns.js";
 import { tcpTransfer } from "../support/tcp-transfer.js";
 
 const MB = 1_000_000;
-const S1 = { addr: 0xc6130100, len: 24 };
-const S2 = { addr: 0xc6130200, len: 24 };
-const MAC1 = Uint8Array.from([0x0a, 0x58, 0xc6, 0x13, 0x01, 0x00]);
-const MAC2 = Uint8Array.from([0x0a, 0x58, 0xc6, 0x13, 0x02, 0x00]);
 
 describe.skipIf(!canUseNetns())("wasm-vxlan against a kernel vxlan peer", () => {
   let lab: LabCluster;
@@ -23,40 +18,11 @@ describe.skipIf(!canUseNetns())("wasm-vxlan against a kernel vxlan peer", () => 
   beforeAll(async () => {
     lab = await LabCluster.create({ tag: "interop", hosts: 2 });
     const [h1, h2] = lab.hosts;
-    await lab.addPods(h1, S1, 1, 1450);
-    await lab.addPods(h2, S2, 1, 1450);
-    await createVxlanDevice(h1.ns.kernel, {
-      vni: 1,
-      dev: h1.underlayIf,
-      local: h1.underlayAddr,
-      port: 8472,
-      subnet: S1,
-      vtepMac: MAC1,
-      mtu: 1450,
-    });
-    await addVxlanPeer(h1.ns.kernel, 1, { subnet: S2, underlay: h2.underlayAddr, vtepMac: MAC2 });
-    // Between namespaces nothing ever computes an offloaded inner checksum: a kernel peer would
-    // accept the packet on trust (the skb says CHECKSUM_PARTIAL), but a socket in userspace only
-    // sees the bytes. A real NIC fills the checksum in; here the vxlan device must do it.
-    await h1.ns.exec(["ethtool", "-K", "flannel.1", "tx", "off"]);
-    dp = withNetns(
-      h2.ns.name,
-      () =>
-        new UserspaceDataplane({
-          format: "vxlan",
-          tunName: "weft0",
-          mtu: 1450,
-          network: LAB_POD_NETWORK,
-          subnet: S2,
-          listenAddr: h2.underlayAddr,
-          port: 8472,
-          vni: 1,
-          vtepMac: MAC2,
-          workers: 2,
-        }),
-    );
-    await dp.start(h2.ns.kernel);
-    dp.setPeer({ name: h1.name, subnet: S1, underlay: h1.underlayAddr, port: 8472, vtepMac: MAC1 });
+    await lab.addPods(h1, subnetOf(1), 1, 1450);
+    await lab.addPods(h2, subnetOf(2), 1, 1450);
+    await kernelVxlanNode(h1, 1, h2, 2);
+    dp = await startDataplane(h2, 2);
+    dp.setPeer(peerOf(h1, 1));
   });
 
   afterAll(async () => {

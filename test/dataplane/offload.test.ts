@@ -3,49 +3,14 @@
 // kernel vxlan peer, exact TCP transfers must arrive whole, and the counters must show that
 // super-packets really were segmented and coalesced. With offloads off, the dataplane says why.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { addVxlanPeer, createVxlanDevice } from "../../src/backends/vxlan/device.js";
-import { UserspaceDataplane, type UserspaceDataplaneOptions } from "../../src/dataplane/dataplane.js";
-import { withNetns } from "../../src/io/netns.js";
-import { LabCluster, LAB_POD_NETWORK, type LabHost } from "../../src/lab/cluster.js";
+import type { UserspaceDataplane } from "../../src/dataplane/dataplane.js";
+import { LabCluster } from "../../src/lab/cluster.js";
 import { iperf } from "../../src/lab/traffic.js";
-import type { Ipv4Prefix } from "../../src/net/ipv4.js";
+import { dataplanePair, kernelVxlanNode, peerOf, startDataplane, subnetOf } from "../support/dataplane-lab.js";
 import { canUseNetns } from "../support/netns.js";
 import { tcpTransfer } from "../support/tcp-transfer.js";
 
 const MB = 1_000_000;
-const subnetOf = (i: number): Ipv4Prefix => ({ addr: 0xc6130000 + i * 256, len: 24 });
-const macOf = (i: number) => Uint8Array.from([0x0a, 0x58, 0xc6, 0x13, i, 0]);
-const portOf = (format: "vxlan" | "udp") => (format === "vxlan" ? 8472 : 8285);
-const mtuOf = (format: "vxlan" | "udp") => (format === "vxlan" ? 1450 : 1472);
-
-async function startNode(
-  host: LabHost,
-  i: number,
-  format: "vxlan" | "udp",
-  extra: Partial<UserspaceDataplaneOptions> = {},
-): Promise<UserspaceDataplane> {
-  const dp = withNetns(
-    host.ns.name,
-    () =>
-      new UserspaceDataplane({
-        format,
-        tunName: "weft0",
-        mtu: mtuOf(format),
-        network: LAB_POD_NETWORK,
-        subnet: subnetOf(i),
-        listenAddr: host.underlayAddr,
-        port: portOf(format),
-        vni: 1,
-        vtepMac: macOf(i),
-        workers: 2,
-        offloads: true,
-        ...extra,
-      }),
-  );
-  await dp.start(host.ns.kernel);
-  return dp;
-}
-
 function noOffloadDrops(dp: UserspaceDataplane): void {
   const c = dp.counters();
   for (const dir of [c.tx, c.rx]) expect(dir.packets.OFFLOAD_HEADER + dir.packets.OFFLOAD_SIZE).toBe(0n);
@@ -54,22 +19,10 @@ function noOffloadDrops(dp: UserspaceDataplane): void {
 for (const format of ["vxlan", "udp"] as const) {
   describe.skipIf(!canUseNetns())(`offloads between weft nodes, ${format} format`, () => {
     let lab: LabCluster;
-    const dps: UserspaceDataplane[] = [];
+    let dps: UserspaceDataplane[] = [];
 
     beforeAll(async () => {
-      lab = await LabCluster.create({ tag: `off${format[0]}`, hosts: 2 });
-      for (const [k, h] of lab.hosts.entries()) await lab.addPods(h, subnetOf(k + 1), 1, mtuOf(format));
-      for (const [k, h] of lab.hosts.entries()) dps.push(await startNode(h, k + 1, format));
-      for (const [k, dp] of dps.entries()) {
-        const peer = lab.hosts[1 - k];
-        dp.setPeer({
-          name: peer.name,
-          subnet: subnetOf(2 - k),
-          underlay: peer.underlayAddr,
-          port: portOf(format),
-          vtepMac: macOf(2 - k),
-        });
-      }
+      ({ lab, dps } = await dataplanePair(`off${format[0]}`, { format }));
     });
 
     afterAll(async () => {
@@ -105,20 +58,9 @@ describe.skipIf(!canUseNetns())("offloads against a kernel vxlan peer", () => {
     const [h1, h2] = lab.hosts;
     await lab.addPods(h1, subnetOf(1), 1, 1450);
     await lab.addPods(h2, subnetOf(2), 1, 1450);
-    await createVxlanDevice(h1.ns.kernel, {
-      vni: 1,
-      dev: h1.underlayIf,
-      local: h1.underlayAddr,
-      port: 8472,
-      subnet: subnetOf(1),
-      vtepMac: macOf(1),
-      mtu: 1450,
-    });
-    await addVxlanPeer(h1.ns.kernel, 1, { subnet: subnetOf(2), underlay: h2.underlayAddr, vtepMac: macOf(2) });
-    // As in interop.test.ts: between namespaces nobody finishes the kernel's offloaded inner checksums.
-    await h1.ns.exec(["ethtool", "-K", "flannel.1", "tx", "off"]);
-    dp = await startNode(h2, 2, "vxlan");
-    dp.setPeer({ name: h1.name, subnet: subnetOf(1), underlay: h1.underlayAddr, port: 8472, vtepMac: macOf(1) });
+    await kernelVxlanNode(h1, 1, h2, 2);
+    dp = await startDataplane(h2, 2);
+    dp.setPeer(peerOf(h1, 1));
   });
 
   afterAll(async () => {
@@ -149,7 +91,7 @@ describe.skipIf(!canUseNetns())("offloads turned off", () => {
   it("reports why and runs the plain path", async () => {
     const lab = await LabCluster.create({ tag: "offoff", hosts: 1 });
     try {
-      const dp = await startNode(lab.hosts[0], 1, "vxlan", { offloads: false, workers: 1 });
+      const dp = await startDataplane(lab.hosts[0], 1, "vxlan", { offloads: false, workers: 1 });
       const o = dp.counters().offload;
       await dp.stop();
       expect(o).toEqual({ enabled: false, tun: [], udpGro: false, reason: "disabled by the offloads option" });

@@ -1,27 +1,18 @@
 // The userspace dataplane under change and abuse: route updates while traffic flows, peer removal,
 // a worker thread killed mid-transfer, and malformed traffic sprayed at a worker's port.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { UserspaceDataplane } from "../../src/dataplane/dataplane.js";
-import { withNetns } from "../../src/io/netns.js";
-import { LabCluster, LAB_POD_NETWORK, type LabHost } from "../../src/lab/cluster.js";
+import type { UserspaceDataplane } from "../../src/dataplane/dataplane.js";
+import type { LabCluster } from "../../src/lab/cluster.js";
 import { ping } from "../../src/lab/traffic.js";
 import { formatIpv4 } from "../../src/net/ipv4.js";
 import { buildIpv4, buildVxlan } from "../reference/build.js";
 import { refVxlanReceive } from "../reference/packets.js";
+import { dataplanePair, macOf, peerOf, subnetOf } from "../support/dataplane-lab.js";
 import { canUseNetns } from "../support/netns.js";
 import { tcpTransfer } from "../support/tcp-transfer.js";
 import { udpPeer } from "../support/udp-peer.js";
 
 const MB = 1_000_000;
-const subnetOf = (i: number) => ({ addr: 0xc6130000 + i * 256, len: 24 });
-const macOf = (i: number) => Uint8Array.from([0x0a, 0x58, 0xc6, 0x13, i, 0]);
-const peerOf = (h: LabHost, i: number) => ({
-  name: h.name,
-  subnet: subnetOf(i),
-  underlay: h.underlayAddr,
-  port: 8472,
-  vtepMac: macOf(i),
-});
 
 describe.skipIf(!canUseNetns())("userspace dataplane under change and abuse", () => {
   let lab: LabCluster;
@@ -29,35 +20,12 @@ describe.skipIf(!canUseNetns())("userspace dataplane under change and abuse", ()
   let dp2: UserspaceDataplane;
 
   beforeAll(async () => {
-    lab = await LabCluster.create({ tag: "resil", hosts: 2 });
-    const dps: UserspaceDataplane[] = [];
-    for (const [k, h] of lab.hosts.entries()) {
-      await lab.addPods(h, subnetOf(k + 1), 1, 1450);
-      const dp = withNetns(
-        h.ns.name,
-        () =>
-          new UserspaceDataplane({
-            format: "vxlan",
-            tunName: "weft0",
-            mtu: 1450,
-            network: LAB_POD_NETWORK,
-            subnet: subnetOf(k + 1),
-            listenAddr: h.underlayAddr,
-            port: 8472,
-            vni: 1,
-            vtepMac: macOf(k + 1),
-            workers: 2,
-            // Every sprayed datagram must reach validation to be counted by its reason, so no sojourn
-            // limit here: a transfer running beside the spray can make the queue stand (queue-delay.test.ts).
-            queueDelayUs: 0,
-          }),
-      );
-      await dp.start(h.ns.kernel);
-      dps.push(dp);
-    }
-    [dp1, dp2] = dps;
-    dp1.setPeer(peerOf(lab.hosts[1], 2));
-    dp2.setPeer(peerOf(lab.hosts[0], 1));
+    // Every sprayed datagram must reach validation to be counted by its reason, so no sojourn
+    // limit here: a transfer running beside the spray can make the queue stand (queue-delay.test.ts).
+    ({
+      lab,
+      dps: [dp1, dp2],
+    } = await dataplanePair("resil", { extra: { queueDelayUs: 0 } }));
   });
 
   afterAll(async () => {

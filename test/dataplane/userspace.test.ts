@@ -1,56 +1,17 @@
 // The userspace dataplane end to end: two hosts in namespaces (underlay on a shared switch, cni0
 // and two pods each), real TUN devices, sockets, worker threads, ping and iperf3.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { UserspaceDataplane } from "../../src/dataplane/dataplane.js";
-import type { WireFormat } from "../../src/dataplane/queue-task.js";
-import { withNetns } from "../../src/io/netns.js";
-import { LabCluster, LAB_POD_NETWORK, type LabHost } from "../../src/lab/cluster.js";
+import type { UserspaceDataplane } from "../../src/dataplane/dataplane.js";
+import type { LabCluster, LabHost } from "../../src/lab/cluster.js";
 import { iperf, ping } from "../../src/lab/traffic.js";
-import type { Ipv4Prefix } from "../../src/net/ipv4.js";
+import { dataplanePair, makeDataplane } from "../support/dataplane-lab.js";
 import { canUseNetns } from "../support/netns.js";
 import { tcpTransfer } from "../support/tcp-transfer.js";
 
 const MB = 1_000_000;
-const subnetOf = (i: number): Ipv4Prefix => ({ addr: 0xc6130000 + i * 256, len: 24 });
-const macOf = (i: number) => Uint8Array.from([0x0a, 0x58, 0xc6, 0x13, i, 0]);
-
 interface Node {
   host: LabHost;
   dp: UserspaceDataplane;
-  subnet: Ipv4Prefix;
-}
-
-async function startNode(host: LabHost, i: number, format: WireFormat): Promise<Node> {
-  const subnet = subnetOf(i);
-  const mtu = format === "vxlan" ? 1450 : 1472;
-  const dp = withNetns(
-    host.ns.name,
-    () =>
-      new UserspaceDataplane({
-        format,
-        tunName: "weft0",
-        mtu,
-        network: LAB_POD_NETWORK,
-        subnet,
-        listenAddr: host.underlayAddr,
-        port: format === "vxlan" ? 8472 : 8285,
-        vni: 1,
-        vtepMac: macOf(i),
-        workers: 2,
-      }),
-  );
-  await dp.start(host.ns.kernel);
-  return { host, dp, subnet };
-}
-
-function connect(a: Node, b: Node, i: number, format: WireFormat): void {
-  a.dp.setPeer({
-    name: b.host.name,
-    subnet: b.subnet,
-    underlay: b.host.underlayAddr,
-    port: format === "vxlan" ? 8472 : 8285,
-    vtepMac: macOf(i),
-  });
 }
 
 for (const format of ["vxlan", "udp"] as const) {
@@ -60,15 +21,9 @@ for (const format of ["vxlan", "udp"] as const) {
     let n2: Node;
 
     beforeAll(async () => {
-      lab = await LabCluster.create({ tag: `dp${format}`, hosts: 2 });
-      const [h1, h2] = lab.hosts;
-      const mtu = format === "vxlan" ? 1450 : 1472;
-      await lab.addPods(h1, subnetOf(1), 2, mtu);
-      await lab.addPods(h2, subnetOf(2), 2, mtu);
-      n1 = await startNode(h1, 1, format);
-      n2 = await startNode(h2, 2, format);
-      connect(n1, n2, 2, format);
-      connect(n2, n1, 1, format);
+      const pair = await dataplanePair(`dp${format}`, { format, pods: 2 });
+      lab = pair.lab;
+      [n1, n2] = pair.dps.map((dp, k) => ({ host: lab.hosts[k], dp }));
     });
 
     afterAll(async () => {
@@ -120,22 +75,7 @@ for (const format of ["vxlan", "udp"] as const) {
       await n2.dp.stop();
       await expect(n2.host.ns.kernel.ipJson(["link", "show", "weft0"])).rejects.toThrow(/does not exist/);
       // The port is free again: a new dataplane can bind it.
-      const again = withNetns(
-        n2.host.ns.name,
-        () =>
-          new UserspaceDataplane({
-            format,
-            tunName: "weft0",
-            mtu: 1400,
-            network: LAB_POD_NETWORK,
-            subnet: subnetOf(2),
-            listenAddr: n2.host.underlayAddr,
-            port: format === "vxlan" ? 8472 : 8285,
-            vni: 1,
-            vtepMac: macOf(2),
-            workers: 1,
-          }),
-      );
+      const again = makeDataplane(n2.host, 2, format, { mtu: 1400, workers: 1 });
       await again.stop();
     });
   });
