@@ -1,6 +1,7 @@
-// Reference IPv4 route table, written the plain way: a list of rules, and longest-prefix match by
-// scanning all of them. It also states the Wasm table's capacity rules (rule count, and one tbl8
-// group per /24 holding a prefix longer than /24) so that full-table answers can be compared.
+// Reference route tables, written the plain way: a list of rules, and longest-prefix match by
+// scanning all of them (PrefixRuleTable, for either family; lpm6.ts is the IPv6 one). The IPv4
+// one also states the Wasm table's capacity rules (rule count, and one tbl8 group per /24 holding
+// a prefix longer than /24) so that full-table answers can be compared.
 import { prefixMask } from "../../src/net/ipv4.js";
 
 /** Outcome of a table operation: the Wasm ROUTE_OK / ROUTE_ERR_* names, lower-case with dashes. */
@@ -27,25 +28,37 @@ export interface Rule {
   nh: number;
 }
 
-const key = (addr: number, len: number) => `${addr}/${len}`;
+const key = (addr: number | bigint, len: number) => `${addr}/${len}`;
 
-export class ReferenceRouteTable {
-  private readonly rules = new Map<string, Rule>();
-  /** Rules longer than /24 per /24 (addr >>> 8): each such /24 needs its own tbl8 group. */
-  private readonly longRules = new Map<number, number>();
+/** What a family's table needs of its addresses. */
+export interface PrefixFamily<A extends number | bigint> {
+  readonly maxLen: number;
+  /** `addr` with the bits past `len` cleared. */
+  network(addr: A, len: number): A;
+  /** Whether `addr` has bits set past `len`. */
+  hostBits(addr: A, len: number): boolean;
+}
 
-  constructor(readonly limits: RouteLimits) {}
+/** The rules of one address family and longest-prefix match over them, by scanning; the IPv4 and
+ *  IPv6 references add only their own capacity rules. */
+export class PrefixRuleTable<A extends number | bigint> {
+  private readonly rules = new Map<string, { addr: A; len: number; nh: number }>();
+
+  constructor(
+    private readonly family: PrefixFamily<A>,
+    readonly limits: { maxRules: number; maxNextHops: number },
+  ) {}
 
   get count(): number {
     return this.rules.size;
   }
 
   /** The rules, in insertion order. */
-  list(): Rule[] {
+  list(): Array<{ addr: A; len: number; nh: number }> {
     return [...this.rules.values()];
   }
 
-  insert(addr: number, len: number, nh: number): RouteResult {
+  insert(addr: A, len: number, nh: number): RouteResult {
     const bad = this.checkPrefix(addr, len) ?? this.checkNextHop(nh);
     if (bad) return bad;
     if (this.rules.has(key(addr, len))) return "exists";
@@ -53,7 +66,7 @@ export class ReferenceRouteTable {
   }
 
   /** Sets the rule's next hop, adding the rule if it is absent (`ip route replace`). */
-  replace(addr: number, len: number, nh: number): RouteResult {
+  replace(addr: A, len: number, nh: number): RouteResult {
     const bad = this.checkPrefix(addr, len) ?? this.checkNextHop(nh);
     if (bad) return bad;
     const rule = this.rules.get(key(addr, len));
@@ -62,25 +75,25 @@ export class ReferenceRouteTable {
     return "ok";
   }
 
-  delete(addr: number, len: number): RouteResult {
+  delete(addr: A, len: number): RouteResult {
     const bad = this.checkPrefix(addr, len);
     if (bad) return bad;
     if (!this.rules.delete(key(addr, len))) return "not-found";
-    if (len > 24) this.countLong(addr, -1);
+    this.removed(addr, len);
     return "ok";
   }
 
   /** Next hop of the exact rule, or why there is none. */
-  get(addr: number, len: number): number | RouteResult {
+  get(addr: A, len: number): number | RouteResult {
     return this.checkPrefix(addr, len) ?? this.rules.get(key(addr, len))?.nh ?? "not-found";
   }
 
   /** Next hop of the longest rule covering addr, or -1. */
-  lookup(addr: number): number {
+  lookup(addr: A): number {
     let best = -1;
     let bestLen = -1;
     for (const rule of this.rules.values()) {
-      if (rule.len > bestLen && (addr & prefixMask(rule.len)) >>> 0 === rule.addr) {
+      if (rule.len > bestLen && this.family.network(addr, rule.len) === rule.addr) {
         best = rule.nh;
         bestLen = rule.len;
       }
@@ -88,29 +101,67 @@ export class ReferenceRouteTable {
     return best;
   }
 
-  private add(addr: number, len: number, nh: number): RouteResult {
+  /** Whether a new rule fits besides the rule count (undefined: it does). */
+  protected full(_addr: A, _len: number): RouteResult | undefined {
+    return undefined;
+  }
+
+  protected added(_addr: A, _len: number): void {}
+
+  protected removed(_addr: A, _len: number): void {}
+
+  private add(addr: A, len: number, nh: number): RouteResult {
     if (this.rules.size >= this.limits.maxRules) return "full-rules";
+    const full = this.full(addr, len);
+    if (full) return full;
+    this.rules.set(key(addr, len), { addr, len, nh });
+    this.added(addr, len);
+    return "ok";
+  }
+
+  private checkPrefix(addr: A, len: number): RouteResult | undefined {
+    if (!Number.isInteger(len) || len < 0 || len > this.family.maxLen) return "bad-length";
+    return this.family.hostBits(addr, len) ? "bad-prefix" : undefined;
+  }
+
+  private checkNextHop(nh: number): RouteResult | undefined {
+    return Number.isInteger(nh) && nh >= 0 && nh < this.limits.maxNextHops ? undefined : "bad-next-hop";
+  }
+}
+
+const IPV4: PrefixFamily<number> = {
+  maxLen: 32,
+  network: (addr, len) => (addr & prefixMask(len)) >>> 0,
+  hostBits: (addr, len) => (addr & ~prefixMask(len)) !== 0,
+};
+
+/** The IPv4 reference, with the Wasm table's tbl8 rule. */
+export class ReferenceRouteTable extends PrefixRuleTable<number> {
+  /** Rules longer than /24 per /24 (addr >>> 8): each such /24 needs its own tbl8 group. */
+  private readonly longRules = new Map<number, number>();
+
+  constructor(override readonly limits: RouteLimits) {
+    super(IPV4, limits);
+  }
+
+  protected override full(addr: number, len: number): RouteResult | undefined {
     if (len > 24 && !this.longRules.has(addr >>> 8) && this.longRules.size >= this.limits.tbl8Groups)
       return "full-tbl8";
-    this.rules.set(key(addr, len), { addr, len, nh });
+    return undefined;
+  }
+
+  protected override added(addr: number, len: number): void {
     if (len > 24) this.countLong(addr, +1);
-    return "ok";
+  }
+
+  protected override removed(addr: number, len: number): void {
+    if (len > 24) this.countLong(addr, -1);
   }
 
   private countLong(addr: number, change: number): void {
     const n = (this.longRules.get(addr >>> 8) ?? 0) + change;
     if (n === 0) this.longRules.delete(addr >>> 8);
     else this.longRules.set(addr >>> 8, n);
-  }
-
-  private checkPrefix(addr: number, len: number): RouteResult | undefined {
-    if (!Number.isInteger(len) || len < 0 || len > 32) return "bad-length";
-    if ((addr & ~prefixMask(len)) !== 0) return "bad-prefix";
-    return undefined;
-  }
-
-  private checkNextHop(nh: number): RouteResult | undefined {
-    return Number.isInteger(nh) && nh >= 0 && nh < this.limits.maxNextHops ? undefined : "bad-next-hop";
   }
 }
 
@@ -129,6 +180,25 @@ export function random32(seed: number): () => number {
   };
 }
 
+/** `count` distinct rules, each drawn by `draw` (a repeated rule is drawn again), with next hops
+ *  uniform below maxNextHops. */
+export function distinctRules<A extends number | bigint>(
+  count: number,
+  maxNextHops: number,
+  next: () => number,
+  draw: () => { addr: A; len: number },
+): Array<{ addr: A; len: number; nh: number }> {
+  const seen = new Set<string>();
+  const rules: Array<{ addr: A; len: number; nh: number }> = [];
+  while (rules.length < count) {
+    const { addr, len } = draw();
+    if (seen.has(key(addr, len))) continue;
+    seen.add(key(addr, len));
+    rules.push({ addr, len, nh: next() % maxNextHops });
+  }
+  return rules;
+}
+
 /**
  * count distinct rules: lengths drawn uniformly over 0..32, addresses and next hops uniform. A draw
  * that repeats a rule is redrawn, so the short lengths, which have few prefixes, run out (for 100k
@@ -136,14 +206,8 @@ export function random32(seed: number): () => number {
  * 100k rules are longer than /24.
  */
 export function randomRules(count: number, maxNextHops: number, next: () => number): Rule[] {
-  const seen = new Set<string>();
-  const rules: Rule[] = [];
-  while (rules.length < count) {
+  return distinctRules(count, maxNextHops, next, () => {
     const len = next() % 33;
-    const addr = (next() & prefixMask(len)) >>> 0;
-    if (seen.has(key(addr, len))) continue;
-    seen.add(key(addr, len));
-    rules.push({ addr, len, nh: next() % maxNextHops });
-  }
-  return rules;
+    return { addr: (next() & prefixMask(len)) >>> 0, len };
+  });
 }
