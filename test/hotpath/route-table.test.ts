@@ -10,7 +10,13 @@ import { Arena } from "../../src/hotpath/arena.js";
 import { HotPath, createHotPathMemory } from "../../src/hotpath/module.js";
 import { prefixMask } from "../../src/net/ipv4.js";
 import { projectFile } from "../../src/paths.js";
-import { ReferenceRouteTable, random32, randomRules, type RouteLimits, type RouteResult } from "../reference/lpm.js";
+import { ReferenceRouteTable, random32, randomRules, type RouteLimits } from "../reference/lpm.js";
+import {
+  routeOpArb,
+  runDifferential as differential,
+  type Prefix as RoutePrefix,
+  type RouteOp,
+} from "../support/route-differential.js";
 import { routeResults } from "../support/route-results.js";
 
 const hp = new HotPath(createHotPathMemory());
@@ -61,10 +67,7 @@ class WasmRouteTable {
   }
 }
 
-interface Prefix {
-  addr: number;
-  len: number;
-}
+type Prefix = RoutePrefix<number>;
 
 const network = (addr: number, len: number): Prefix => ({ addr: (addr & prefixMask(len)) >>> 0, len });
 const lastAddress = (p: Prefix) => (p.addr | ~prefixMask(p.len)) >>> 0;
@@ -98,95 +101,12 @@ const prefixArb = fc.oneof(
   { weight: 1, arbitrary: fc.constant(network(0, 0)) }, // the default route
 );
 
-type Op =
-  | { kind: "insert" | "replace"; at: number; nh: number }
-  | { kind: "delete" | "get"; at: number }
-  // Arbitrary arguments, mostly invalid: bad lengths, host bits, next hops out of range.
-  | { kind: "raw-insert" | "raw-replace"; addr: number; len: number; nh: number }
-  | { kind: "raw-delete" | "raw-get"; addr: number; len: number };
+const opArb = (maxNextHops: number) =>
+  routeOpArb(maxNextHops, { addr: fc.oneof(addressArb, fc.nat({ max: 0xffffffff })), maxLen: 32 });
 
-function opArb(maxNextHops: number): fc.Arbitrary<Op> {
-  const at = fc.nat({ max: 1000 });
-  const nh = fc.integer({ min: 0, max: maxNextHops - 1 });
-  const raw = {
-    addr: fc.oneof(addressArb, fc.nat({ max: 0xffffffff })),
-    len: fc.integer({ min: -2, max: 34 }),
-    nh: fc.integer({ min: -2, max: maxNextHops + 1 }),
-  };
-  return fc.oneof(
-    { weight: 6, arbitrary: fc.record({ kind: fc.constant("insert" as const), at, nh }) },
-    { weight: 2, arbitrary: fc.record({ kind: fc.constant("replace" as const), at, nh }) },
-    { weight: 4, arbitrary: fc.record({ kind: fc.constant("delete" as const), at }) },
-    { weight: 1, arbitrary: fc.record({ kind: fc.constant("get" as const), at }) },
-    {
-      weight: 1,
-      arbitrary: fc.record({ kind: fc.constantFrom("raw-insert" as const, "raw-replace" as const), ...raw }),
-    },
-    {
-      weight: 1,
-      arbitrary: fc.record({
-        kind: fc.constantFrom("raw-delete" as const, "raw-get" as const),
-        addr: raw.addr,
-        len: raw.len,
-      }),
-    },
-  );
-}
-
-type Table = Pick<WasmRouteTable, "insert" | "replace" | "delete" | "get">;
-
-/** Applies op to a table; pool-indexed ops pick their prefix from the pool. */
-function apply(table: Table, op: Op, pool: Prefix[]): number | RouteResult {
-  switch (op.kind) {
-    case "insert":
-    case "replace": {
-      const p = pool[op.at % pool.length];
-      return table[op.kind](p.addr, p.len, op.nh);
-    }
-    case "delete":
-    case "get": {
-      const p = pool[op.at % pool.length];
-      return table[op.kind](p.addr, p.len);
-    }
-    case "raw-insert":
-    case "raw-replace":
-      return table[op.kind === "raw-insert" ? "insert" : "replace"](op.addr, op.len, op.nh);
-    case "raw-delete":
-    case "raw-get":
-      return table[op.kind === "raw-delete" ? "delete" : "get"](op.addr, op.len);
-  }
-}
-
-/** Everything observable must agree: count, every pool rule's get, lookups single and batched. */
-function expectSame(wt: WasmRouteTable, ref: ReferenceRouteTable, pool: Prefix[], probes: number[]): void {
-  expect(wt.count).toBe(ref.count);
-  for (const p of pool) expect(wt.get(p.addr, p.len), `get ${p.addr}/${p.len}`).toEqual(ref.get(p.addr, p.len));
-  const want = probes.map((a) => ref.lookup(a));
-  expect(probes.map(wt.lookup), "routeLookup").toEqual(want);
-  expect(wt.lookupBatch(probes), "routeLookupBatch").toEqual(want);
-}
-
-/**
- * Runs ops on a fresh table and the reference side by side, comparing after each; then deletes
- * every rule, comparing again, which leaves the table empty for the next run.
- */
-function runDifferential(wt: WasmRouteTable, pool: Prefix[], ops: Op[], probes: number[]): void {
-  if (wt.count !== 0) wt.reset(); // a failed (shrinking) run may have left rules behind
-  const ref = new ReferenceRouteTable(wt.limits);
-  const step = (op: Op) => {
-    const before = wt.generation();
-    const got = apply(wt, op, pool);
-    expect(got, JSON.stringify(op)).toEqual(apply(ref, op, pool));
-    const mutated = got === "ok" && op.kind !== "get" && op.kind !== "raw-get";
-    // Even (no writer inside), and moved on exactly by the mutations.
-    expect(wt.unchangedSince(before)).toBe(!mutated);
-    expect(wt.generation()).toBe((before + (mutated ? 2 : 0)) >>> 0);
-    expectSame(wt, ref, pool, probes);
-  };
-  ops.forEach(step);
-  for (const r of ref.list()) step({ kind: "raw-delete", addr: r.addr, len: r.len });
-  expect(wt.count).toBe(0);
-}
+/** The differential run against a fresh reference (test/support/route-differential.ts). */
+const runDifferential = (wt: WasmRouteTable, pool: Prefix[], ops: RouteOp<number>[], probes: number[]) =>
+  differential(wt, new ReferenceRouteTable(wt.limits), pool, ops, probes);
 
 describe("route table against the linear-scan reference", () => {
   // Small capacities, so that full-rules and full-tbl8 come up in random runs.
@@ -236,7 +156,7 @@ describe("route table against the linear-scan reference", () => {
         (ops, hosts) => {
           // Each op's prefix joins the pool, so exact gets cover all of them.
           const pool = ops.map((o) => o.p);
-          const indexed: Op[] = ops.map((o, at) =>
+          const indexed: RouteOp<number>[] = ops.map((o, at) =>
             o.kind === "delete" ? { kind: o.kind, at } : { kind: o.kind, at, nh: o.nh },
           );
           // Every address of the /24, and around it and the other /24.

@@ -8,8 +8,9 @@ import { Arena } from "../../src/hotpath/arena.js";
 import { HotPath, createHotPathMemory } from "../../src/hotpath/module.js";
 import { RouteTable6 } from "../../src/hotpath/route-table6.js";
 import { parseIpv6, parsePrefix6, prefixMask6, readIpv6, writeIpv6 } from "../../src/net/ipv6.js";
-import { random32, type RouteResult } from "../reference/lpm.js";
+import { random32 } from "../reference/lpm.js";
 import { ReferenceRouteTable6, random128, randomRules6, type Route6Limits } from "../reference/lpm6.js";
+import { routeOpArb, runDifferential, type Prefix } from "../support/route-differential.js";
 import { routeResults } from "../support/route-results.js";
 
 const hp = new HotPath(createHotPathMemory());
@@ -55,6 +56,7 @@ class WasmRouteTable6 {
     return wasm.route6Count(this.t);
   }
   generation = () => wasm.routeReadBegin(this.t);
+  unchangedSince = (gen: number) => wasm.routeReadValid(this.t, gen) === 1;
 
   lookupBatch(addrs: bigint[]): number[] {
     addrs.forEach((a, i) => writeIpv6(hp.bytes(), probeIn + i * 16, a));
@@ -63,10 +65,7 @@ class WasmRouteTable6 {
   }
 }
 
-interface Prefix6 {
-  addr: bigint;
-  len: number;
-}
+type Prefix6 = Prefix<bigint>;
 
 const network = (addr: bigint, len: number): Prefix6 => ({ addr: addr & prefixMask6(len), len });
 const lastAddress = (p: Prefix6) => p.addr | (~prefixMask6(p.len) & ALL);
@@ -101,50 +100,6 @@ const lengthArb = fc.oneof(
 );
 const prefixArb = fc.tuple(addressArb, lengthArb).map(([a, len]) => network(a, len));
 
-type Op =
-  | { kind: "insert" | "replace"; at: number; nh: number }
-  | { kind: "delete" | "get"; at: number }
-  | { kind: "raw-insert"; addr: bigint; len: number; nh: number };
-
-function opArb(maxNextHops: number): fc.Arbitrary<Op> {
-  const at = fc.nat({ max: 1000 });
-  const nh = fc.integer({ min: 0, max: maxNextHops - 1 });
-  return fc.oneof(
-    { weight: 6, arbitrary: fc.record({ kind: fc.constant("insert" as const), at, nh }) },
-    { weight: 2, arbitrary: fc.record({ kind: fc.constant("replace" as const), at, nh }) },
-    { weight: 4, arbitrary: fc.record({ kind: fc.constant("delete" as const), at }) },
-    { weight: 1, arbitrary: fc.record({ kind: fc.constant("get" as const), at }) },
-    // Mostly invalid: host bits, bad lengths, next hops out of range.
-    {
-      weight: 1,
-      arbitrary: fc.record({
-        kind: fc.constant("raw-insert" as const),
-        addr: addressArb,
-        len: fc.integer({ min: -2, max: 130 }),
-        nh: fc.integer({ min: -2, max: maxNextHops + 1 }),
-      }),
-    },
-  );
-}
-
-type Table = Pick<WasmRouteTable6, "insert" | "replace" | "delete" | "get">;
-
-function apply(table: Table, op: Op, pool: Prefix6[]): number | RouteResult {
-  if (op.kind === "raw-insert") return table.insert(op.addr, op.len, op.nh);
-  const p = pool[op.at % pool.length];
-  return op.kind === "insert" || op.kind === "replace"
-    ? table[op.kind](p.addr, p.len, op.nh)
-    : table[op.kind](p.addr, p.len);
-}
-
-function expectSame(wt: WasmRouteTable6, ref: ReferenceRouteTable6, pool: Prefix6[], probes: bigint[]): void {
-  expect(wt.count).toBe(ref.count);
-  for (const p of pool) expect(wt.get(p.addr, p.len), `get ${p.addr}/${p.len}`).toEqual(ref.get(p.addr, p.len));
-  const want = probes.map((a) => ref.lookup(a));
-  expect(probes.map(wt.lookup), "route6Lookup").toEqual(want);
-  expect(wt.lookupBatch(probes), "route6LookupBatch").toEqual(want);
-}
-
 describe("IPv6 route table against the linear-scan reference", () => {
   const small = new WasmRouteTable6({ maxRules: 12, maxNextHops: 8 });
 
@@ -152,30 +107,10 @@ describe("IPv6 route table against the linear-scan reference", () => {
     fc.assert(
       fc.property(
         fc.array(prefixArb, { minLength: 1, maxLength: 16 }),
-        fc.array(opArb(small.limits.maxNextHops), { maxLength: 40 }),
+        fc.array(routeOpArb(small.limits.maxNextHops, { addr: addressArb, maxLen: 128 }), { maxLength: 40 }),
         fc.array(addressArb, { maxLength: 16 }),
-        (pool, ops, extra) => {
-          small.reset();
-          const ref = new ReferenceRouteTable6(small.limits);
-          const probes = [...boundaries(pool), ...extra];
-          const step = (op: Op) => {
-            const before = small.generation();
-            const got = apply(small, op, pool);
-            expect(
-              got,
-              JSON.stringify(op, (_, v) => (typeof v === "bigint" ? v.toString(16) : v)),
-            ).toEqual(apply(ref, op, pool));
-            const mutated = got === "ok" && op.kind !== "get";
-            expect(small.generation()).toBe((before + (mutated ? 2 : 0)) >>> 0);
-            expectSame(small, ref, pool, probes);
-          };
-          ops.forEach(step);
-          // Delete everything again: length sets and counts must empty out.
-          for (const p of pool) {
-            expect(small.delete(p.addr, p.len)).toEqual(ref.delete(p.addr, p.len));
-            expectSame(small, ref, pool, probes);
-          }
-        },
+        (pool, ops, extra) =>
+          runDifferential(small, new ReferenceRouteTable6(small.limits), pool, ops, [...boundaries(pool), ...extra]),
       ),
       { numRuns: 200 },
     );
