@@ -3,9 +3,9 @@
 // each other both ways, with ping and with an exact TCP transfer.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { UserspaceDataplane } from "../../src/dataplane/dataplane.js";
-import { LabCluster } from "../../src/lab/cluster.js";
+import type { LabCluster } from "../../src/lab/cluster.js";
 import { ping } from "../../src/lab/traffic.js";
-import { kernelVxlanNode, peerOf, startDataplane, subnetOf } from "../support/dataplane-lab.js";
+import { kernelPeerPair } from "../support/dataplane-lab.js";
 import { canUseNetns } from "../support/netns.js";
 import { tcpTransfer } from "../support/tcp-transfer.js";
 
@@ -16,13 +16,7 @@ describe.skipIf(!canUseNetns())("wasm-vxlan against a kernel vxlan peer", () => 
   let dp: UserspaceDataplane;
 
   beforeAll(async () => {
-    lab = await LabCluster.create({ tag: "interop", hosts: 2 });
-    const [h1, h2] = lab.hosts;
-    await lab.addPods(h1, subnetOf(1), 1, 1450);
-    await lab.addPods(h2, subnetOf(2), 1, 1450);
-    await kernelVxlanNode(h1, 1, h2, 2);
-    dp = await startDataplane(h2, 2);
-    dp.setPeer(peerOf(h1, 1));
+    ({ lab, dp } = await kernelPeerPair("interop"));
   });
 
   afterAll(async () => {

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { UserspaceDataplane } from "../../src/dataplane/dataplane.js";
 import { LabCluster } from "../../src/lab/cluster.js";
 import { iperf } from "../../src/lab/traffic.js";
-import { dataplanePair, kernelVxlanNode, peerOf, startDataplane, subnetOf } from "../support/dataplane-lab.js";
+import { dataplanePair, kernelPeerPair, startDataplane } from "../support/dataplane-lab.js";
 import { canUseNetns } from "../support/netns.js";
 import { tcpTransfer } from "../support/tcp-transfer.js";
 
@@ -54,13 +54,7 @@ describe.skipIf(!canUseNetns())("offloads against a kernel vxlan peer", () => {
   let dp: UserspaceDataplane;
 
   beforeAll(async () => {
-    lab = await LabCluster.create({ tag: "offkvx", hosts: 2 });
-    const [h1, h2] = lab.hosts;
-    await lab.addPods(h1, subnetOf(1), 1, 1450);
-    await lab.addPods(h2, subnetOf(2), 1, 1450);
-    await kernelVxlanNode(h1, 1, h2, 2);
-    dp = await startDataplane(h2, 2);
-    dp.setPeer(peerOf(h1, 1));
+    ({ lab, dp } = await kernelPeerPair("offkvx"));
   });
 
   afterAll(async () => {

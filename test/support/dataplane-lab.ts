@@ -96,3 +96,21 @@ export async function kernelVxlanNode(host: LabHost, i: number, peer: LabHost, j
   // sees the bytes. A real NIC fills the checksum in; here the vxlan device must do it.
   await host.ns.exec(["ethtool", "-K", "flannel.1", "tx", "off"]);
 }
+
+/** A lab of two hosts with a pod each: host 1 runs the kernel's vxlan device (kernelVxlanNode),
+ *  host 2 weft's dataplane, peered both ways. */
+export async function kernelPeerPair(tag: string): Promise<{ lab: LabCluster; dp: UserspaceDataplane }> {
+  const lab = await LabCluster.create({ tag, hosts: 2 });
+  const [h1, h2] = lab.hosts;
+  try {
+    await lab.addPods(h1, subnetOf(1), 1, mtuOf("vxlan"));
+    await lab.addPods(h2, subnetOf(2), 1, mtuOf("vxlan"));
+    await kernelVxlanNode(h1, 1, h2, 2);
+    const dp = await startDataplane(h2, 2);
+    dp.setPeer(peerOf(h1, 1));
+    return { lab, dp };
+  } catch (err) {
+    await lab.destroy();
+    throw err;
+  }
+}
