@@ -32,6 +32,8 @@ export interface MemberEntry {
   meta: Uint8Array;
   /** clock.now() when state last changed (tombstone age, gossip-to-the-dead window). */
   stateChangedAt: number;
+  /** clock.now() when this node last took any change to the record (a catch-up sends these). */
+  updatedAt: number;
 }
 
 type Alive = Extract<Message, { kind: "alive" }>;
@@ -43,6 +45,9 @@ type Dead = Extract<Message, { kind: "dead" }>;
 export function initialIncarnation(wallClockMs: number): number {
   return Math.max(1, Math.floor(wallClockMs / 1000));
 }
+
+/** How a member first heard of is gossiped on: in full, a few times after fresher news, not at all. */
+export type Regossip = "news" | "known" | "none";
 
 export function isLive(state: MemberState): boolean {
   return state === "alive" || state === "suspect";
@@ -78,6 +83,8 @@ export class Membership {
   private readonly counts: Record<MemberState, number> = { alive: 0, suspect: 0, dead: 0, left: 0 };
   /** Live members and this node, in the order every node probes them (see schedule.ts). */
   private readonly ring = new ProbeRing();
+  /** Deaths taken here lately, oldest first (see recentDeaths). */
+  private readonly deaths: { readonly msg: Dead; readonly at: number }[] = [];
   /** Probes since tombstones were last reaped (once per list length, as a round used to). */
   private probesSinceReap = 0;
   private leaving = false;
@@ -93,6 +100,7 @@ export class Membership {
       state: "alive",
       meta: self.meta,
       stateChangedAt: clock.now(),
+      updatedAt: clock.now(),
     };
     this.insert(this.me);
     this.broadcast(this.aliveMessage(this.me));
@@ -125,19 +133,19 @@ export class Membership {
   /** Every record for push-pull, tombstones with their age. */
   states(): NodeState[] {
     const now = this.deps.clock.now();
-    return this.list.map((r) => ({
-      name: r.name,
-      host: r.host,
-      port: r.port,
-      incarnation: r.incarnation,
-      state: r.state,
-      meta: r.meta,
-      stateAgeMs: isLive(r.state) ? 0 : Math.max(0, Math.round(now - r.stateChangedAt)),
-    }));
+    return this.list.map((r) => nodeState(r, now));
   }
 
-  /** fromState: learned from a peer's full state rather than from news (see mergeRemote). */
-  applyAlive(a: Alive, fromState = false): void {
+  /** The records this node took a change to in the last windowMs (a catch-up's answer). */
+  statesSince(windowMs: number): NodeState[] {
+    const now = this.deps.clock.now();
+    const out: NodeState[] = [];
+    for (const r of this.list) if (now - r.updatedAt <= windowMs) out.push(nodeState(r, now));
+    return out;
+  }
+
+  /** learned: how a member new to us is gossiped on (see mergeRemote); changes always go in full. */
+  applyAlive(a: Alive, learned: Regossip = "news"): void {
     if (a.node === this.me.name) {
       if (a.host !== this.me.host || a.port !== this.me.port) {
         // Another node uses our name (it joined through a member that did not know us). Refuting
@@ -170,9 +178,10 @@ export class Membership {
         state: "alive",
         meta: a.meta,
         stateChangedAt: this.deps.clock.now(),
+        updatedAt: this.deps.clock.now(),
       };
       this.insert(rec);
-      this.broadcast(a, undefined, fromState);
+      if (learned !== "none") this.broadcast(a, undefined, learned === "known");
       this.notify("join", rec);
       return;
     }
@@ -193,6 +202,7 @@ export class Membership {
     cur.host = a.host;
     cur.port = a.port;
     cur.meta = a.meta;
+    cur.updatedAt = this.deps.clock.now();
     this.setState(cur, "alive");
     this.broadcast(a);
     if (!wasLive) this.notify("join", cur);
@@ -210,6 +220,7 @@ export class Membership {
     }
     this.cancelSuspicion(s.node);
     cur.incarnation = s.incarnation;
+    cur.updatedAt = this.deps.clock.now();
     this.setState(cur, "suspect");
     this.startSuspicion(cur, s.from);
     this.broadcast(s);
@@ -244,9 +255,29 @@ export class Membership {
     const wasLive = isLive(cur.state);
     this.cancelSuspicion(d.node);
     cur.incarnation = d.incarnation;
+    cur.updatedAt = this.deps.clock.now();
     this.setState(cur, next);
+    if (next === "dead") this.deaths.push({ msg: d, at: cur.updatedAt });
     this.broadcast(d);
     this.notify(wasLive ? "leave" : "update", cur);
+  }
+
+  /**
+   * The newest deaths (at most `max`) taken here in the last windowMs that still stand. They ride
+   * on every ping and ack (FailureDetector), so a member the gossip of a death missed — a lost
+   * packet, or just the luck of random targets — hears it from whoever it probes or is probed by
+   * within a probe interval, rather than when its own suspicion runs out seconds later.
+   */
+  recentDeaths(windowMs: number, max: number): Dead[] {
+    const since = this.deps.clock.now() - windowMs;
+    while (this.deaths.length > 0 && this.deaths[0].at < since) this.deaths.shift();
+    const out: Dead[] = [];
+    for (let i = this.deaths.length - 1; i >= 0 && out.length < max; i--) {
+      const d = this.deaths[i].msg;
+      const cur = this.records.get(d.node);
+      if (cur?.state === "dead" && cur.incarnation === d.incarnation) out.push(d);
+    }
+    return out;
   }
 
   /**
@@ -256,9 +287,13 @@ export class Membership {
    * Members we did not know yet, other than the peer itself, are gossiped on only a few times and
    * after fresher news: the peer knew them, so most of the cluster does (a joiner learning 1,000
    * members would otherwise put 1,000 stale broadcasts ahead of real news). Changes to members we
-   * knew, such as refutations after a partition, are gossiped in full.
+   * knew, such as refutations after a partition, are gossiped in full. From a join (or its
+   * catch-up), `quiet`, they are not gossiped on at all: this node is new, so the seed's members
+   * are old news to everyone but us, and 1,000 joiners each re-sending 1,000 records three times
+   * made most of a join wave's traffic; what raced with the join is gossiped by whoever had it.
    */
-  mergeRemote(nodes: readonly NodeState[], peer: string): void {
+  mergeRemote(nodes: readonly NodeState[], peer: string, quiet = false): void {
+    const unknown: Regossip = quiet ? "none" : "known";
     const self = this.me.name;
     for (const n of nodes) {
       const known = this.records.has(n.name);
@@ -270,7 +305,7 @@ export class Membership {
         case "alive":
           this.applyAlive(
             { kind: "alive", node: n.name, incarnation: n.incarnation, host: n.host, port: n.port, meta: n.meta },
-            !known && n.name !== peer,
+            known || n.name === peer ? "news" : unknown,
           );
           break;
         case "left":
@@ -280,7 +315,7 @@ export class Membership {
           if (!known)
             this.applyAlive(
               { kind: "alive", node: n.name, incarnation: n.incarnation, host: n.host, port: n.port, meta: n.meta },
-              n.name !== peer,
+              n.name !== peer ? unknown : "news",
             );
           this.applySuspect({ kind: "suspect", node: n.name, incarnation: n.incarnation, from: self });
           break;
@@ -308,6 +343,7 @@ export class Membership {
   setLocalMeta(meta: Uint8Array): void {
     this.me.incarnation++;
     this.me.meta = meta;
+    this.me.updatedAt = this.deps.clock.now();
     this.broadcast(this.aliveMessage(this.me));
     this.notify("update", this.me);
   }
@@ -397,6 +433,7 @@ export class Membership {
 
   private refute(accusedIncarnation: number): void {
     this.me.incarnation = Math.max(this.me.incarnation, accusedIncarnation) + 1;
+    this.me.updatedAt = this.deps.clock.now();
     this.broadcast(this.aliveMessage(this.me));
     // Being suspected is a hint that we are the slow one (Lifeguard).
     this.deps.awareness.applyDelta(1);
@@ -412,6 +449,7 @@ export class Membership {
       state: n.state,
       meta: n.meta,
       stateChangedAt: this.deps.clock.now() - Math.min(n.stateAgeMs, this.deps.config.tombstoneRetentionMs),
+      updatedAt: this.deps.clock.now(),
     };
     this.insert(rec);
   }
@@ -450,6 +488,7 @@ export class Membership {
     else if (rec !== this.me) this.ring.remove(rec.name);
     rec.state = state;
     rec.stateChangedAt = this.deps.clock.now();
+    rec.updatedAt = rec.stateChangedAt;
   }
 
   private cancelSuspicion(name: string): void {
@@ -476,6 +515,18 @@ export class Membership {
       else events.notifySuspect?.(v);
     });
   }
+}
+
+function nodeState(r: MemberEntry, now: number): NodeState {
+  return {
+    name: r.name,
+    host: r.host,
+    port: r.port,
+    incarnation: r.incarnation,
+    state: r.state,
+    meta: r.meta,
+    stateAgeMs: isLive(r.state) ? 0 : Math.max(0, Math.round(now - r.stateChangedAt)),
+  };
 }
 
 /** A snapshot of a record for the layers above (records themselves keep changing). */
