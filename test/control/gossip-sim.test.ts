@@ -275,7 +275,7 @@ describe("membership in the simulator", () => {
       seed: 12,
       config: { pushPullIntervalMs: 3_600_000, reconnectIntervalMs: 3_600_000 },
     });
-    cluster.addMany(40);
+    cluster.addMany(24);
     await cluster.join(
       cluster
         .liveNodes()
@@ -292,7 +292,7 @@ describe("membership in the simulator", () => {
     await cluster.runUntil(() => joiner.ml().counters().frames.streamsSent === 2, 10_000);
     await cluster.runFor(1000);
     const catchUp = received() - fullState;
-    // The member answered (one more reply) with the joiner's own record, not its 41 records.
+    // The member answered (one more reply) with the joiner's own record, not its 25 records.
     expect(joiner.ml().counters().frames.streamsReceived, cluster.describe()).toBe(2);
     expect(catchUp, cluster.describe()).toBeGreaterThan(0);
     expect(catchUp * 5, cluster.describe()).toBeLessThan(fullState);
