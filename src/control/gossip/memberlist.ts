@@ -336,7 +336,7 @@ export class Memberlist {
         );
       }
     }
-    this.membership.mergeRemote(reply.message.nodes, reply.sender, join || catchUpMs > 0);
+    this.membership.mergeRemote(reply.message.nodes, reply.sender);
     this.mergeUserState(reply.message.userState, join);
     if (join) this.scheduleJoinSync(started);
   }
