@@ -120,6 +120,20 @@ function percentiles(xs: number[]): string {
 }
 const fmt = (ms: number): string => `${(ms / 1000).toFixed(2)} s`;
 
+/** Encoded message bytes sent, by kind, as shares of their sum (where the bytes go). */
+function sharesByKind(nodes: readonly SimNode[]): string {
+  const byKind = new Map<string, number>();
+  for (const n of nodes) {
+    for (const [kind, c] of Object.entries(n.ml().counters().sent)) byKind.set(kind, (byKind.get(kind) ?? 0) + c.bytes);
+  }
+  const sum = [...byKind.values()].reduce((a, b) => a + b, 0);
+  return [...byKind.entries()]
+    .filter(([, b]) => b > 0)
+    .sort((a, b) => b[1] - a[1])
+    .map(([k, b]) => `${k} ${((100 * b) / sum).toFixed(0)}%`)
+    .join(", ");
+}
+
 function bytesSent(nodes: readonly SimNode[]): number {
   let total = 0;
   for (const n of nodes) {
@@ -160,6 +174,7 @@ async function scenario(args: Args, loss: number): Promise<void> {
   const convergedAt = cluster.scheduler.elapsed();
   // Over the wave and its convergence, per node that took part (the last joiners count fully).
   const waveRate = bytesSent(cluster.liveNodes()) / cluster.liveNodes().length / (convergedAt / 1000);
+  const waveShares = sharesByKind(cluster.liveNodes());
   const waveLatency = waveJoins.map((j) => (rec.allKnew(rec.joinedAt, j.name, j.observers) ?? Infinity) - j.at);
   const original = nameSet(cluster.liveNodes());
 
@@ -216,8 +231,9 @@ async function scenario(args: Args, loss: number): Promise<void> {
   console.log(`  failure: crash → dead everywhere:          ${percentiles(detection)}`);
   console.log(`  failure: first 'dead' → dead everywhere:   ${percentiles(spread)}`);
   console.log(
-    `  steady state: ${(steadyRate / 1024).toFixed(2)} KiB/s sent per node (over ${fmt(args.steadyMs)}); during the wave: ${(waveRate / 1024).toFixed(2)} KiB/s`,
+    `  steady state: ${(steadyRate / 1024).toFixed(2)} KiB/s sent per node (over ${fmt(args.steadyMs)}); during the wave: ${(waveRate / 1024).toFixed(2)} KiB/s (${((waveRate * convergedAt) / 1000 / 1024).toFixed(0)} KiB per node until converged)`,
   );
+  console.log(`  bytes sent during the wave, by message kind: ${waveShares}`);
   console.log(
     `  false suspicions: ${rec.countAbout(rec.suspicions, neverFailed)}  false deaths: ${rec.countAbout(rec.deaths, neverFailed)}  (about ${neverFailed.size} nodes that never failed; ${original.size} in the wave)`,
   );

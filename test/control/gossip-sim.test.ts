@@ -270,6 +270,25 @@ describe("membership in the simulator", () => {
     expect(cluster.converged(), cluster.describe()).toBe(true);
   });
 
+  it("the join's follow-up is a catch-up: only records changed around the join come back", async () => {
+    // Periodic anti-entropy and reconnects pushed out of the way: the joiner's exchanges are its own.
+    const quiet = { config: { pushPullIntervalMs: 3_600_000, reconnectIntervalMs: 3_600_000 } };
+    const cluster = await formCluster(12, 24, {}, quiet);
+    await cluster.runFor(30_000); // everything the members know is older than any catch-up window
+    const joiner = cluster.add("late", quiet);
+    const received = () => joiner.ml().counters().frames.streamBytesReceived;
+    await cluster.join(["late"], ["n5"]);
+    const fullState = received();
+    await cluster.runUntil(() => joiner.ml().counters().frames.streamsSent === 2, 10_000);
+    await cluster.runFor(1000);
+    const catchUp = received() - fullState;
+    // The member answered (one more reply) with the joiner's own record, not its 25 records.
+    expect(joiner.ml().counters().frames.streamsReceived, cluster.describe()).toBe(2);
+    expect(catchUp, cluster.describe()).toBeGreaterThan(0);
+    expect(catchUp * 5, cluster.describe()).toBeLessThan(fullState);
+    expect(await cluster.runUntil(() => cluster.converged(), 30_000), cluster.describe()).toBe(true);
+  });
+
   it("a crashed node that restarts rejoins under a higher incarnation", async () => {
     await fc.assert(
       fc.asyncProperty(seed, fc.integer({ min: 3, max: 8 }), async (s, n) => {

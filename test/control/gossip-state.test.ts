@@ -289,6 +289,25 @@ describe("membership precedence", () => {
   });
 });
 
+describe("recent deaths (they ride on pings and acks)", () => {
+  it("lists the deaths of the window that still stand, newest first, at most max", async () => {
+    const { sched, membership, m } = setup();
+    for (const n of ["a", "b", "c", "d"]) m.alive(n, 1);
+    m.dead("a", 1);
+    await sched.runFor(1500);
+    m.dead("b", 1);
+    m.dead("c", 1);
+    m.alive("c", 2); // refuted: its death no longer stands
+    m.dead("d", 1, "d"); // left, not dead
+    expect(membership.recentDeaths(2000, 16).map((d) => d.node)).toEqual(["b", "a"]);
+    expect(membership.recentDeaths(2000, 1).map((d) => d.node)).toEqual(["b"]);
+    await sched.runFor(600);
+    expect(membership.recentDeaths(2000, 16).map((d) => d.node)).toEqual(["b"]);
+    await sched.runFor(2000);
+    expect(membership.recentDeaths(2000, 16)).toEqual([]);
+  });
+});
+
 describe("push-pull merge and tombstones", () => {
   const state = (name: string, s: MemberState, incarnation: number, stateAgeMs = 0): NodeState => ({
     name,

@@ -315,8 +315,11 @@ export class Memberlist {
     );
   }
 
-  private async pushPull(peer: Addr, join: boolean): Promise<void> {
-    const reply = await this.wire.request(peer, this.pushPullMessage(join), this.config.tcpTimeoutMs);
+  /** catchUpMs: a catch-up of that window (see catchUpRequest) rather than a full exchange. */
+  private async pushPull(peer: Addr, join: boolean, catchUpMs = 0): Promise<void> {
+    const started = this.clock.now();
+    const message = catchUpMs > 0 ? this.catchUpRequest(catchUpMs) : this.pushPullMessage(join);
+    const reply = await this.wire.request(peer, message, this.config.tcpTimeoutMs);
     if (reply.message.kind !== "pushPull")
       throw new WeftError("GOSSIP_BAD_RESPONSE", `push-pull answered with ${reply.message.kind}`);
     if (!this.running) return;
@@ -335,7 +338,7 @@ export class Memberlist {
     }
     this.membership.mergeRemote(reply.message.nodes, reply.sender);
     this.mergeUserState(reply.message.userState, join);
-    if (join) this.scheduleJoinSync();
+    if (join) this.scheduleJoinSync(started);
   }
 
   /**
@@ -395,28 +398,53 @@ export class Memberlist {
   }
 
   /**
-   * One more push-pull with a random member, a little after joining. A member that joined at about
-   * the same time, after our seeds answered, may have spread its news before most members knew
-   * us (gossip goes only to known members): we would miss it until anti-entropy, minutes away at
-   * 1,000 nodes. Two retransmission periods later our own record has spread, so news from then on
-   * reaches us, and this exchange picks up what raced with the join.
+   * One more push-pull with a random member, a little after joining: a catch-up. A member that
+   * joined at about the same time, after our seeds answered, may have spread its news before most
+   * members knew us (gossip goes only to known members): we would miss it until anti-entropy,
+   * minutes away at 1,000 nodes. Two retransmission periods later our own record has spread, so
+   * news from then on reaches us, and this exchange picks up what raced with the join. Only that
+   * is asked for: what the member took in since two retransmission periods before our join
+   * began (news older than that had reached our seeds). A full state each way, as before, cost
+   * 1,000 records per joiner and most of a join wave's traffic (ARCHITECTURE.md).
    */
-  private scheduleJoinSync(): void {
+  private scheduleJoinSync(joinStartedAt: number): void {
     if (this.joinSyncPending) return;
     this.joinSyncPending = true;
     const { retransmitMult, gossipIntervalMs, gossipNodes } = this.config;
     const sendingMs = (retransmitLimit(retransmitMult, this.membership.liveCount()) * gossipIntervalMs) / gossipNodes;
     this.timers.after(Math.ceil(2 * sendingMs), () => {
       this.joinSyncPending = false;
-      this.antiEntropy();
+      const [peer] = this.membership.randomNodes(1, (r) => r.state === "alive" && r.name !== this.config.name);
+      if (!peer) return;
+      const windowMs = Math.ceil(this.clock.now() - joinStartedAt + 2 * sendingMs);
+      this.pushPull({ host: peer.host, port: peer.port }, false, windowMs).catch((err) =>
+        this.logger.debug({ err, peer: peer.name }, "catch-up push-pull failed"),
+      );
     });
   }
 
-  private pushPullMessage(join: boolean): Message {
+  /**
+   * A push-pull that asks only for the records the peer changed in the last windowMs. It carries
+   * this node's own record alone, with windowMs as its age: a live record's age is otherwise
+   * always 0 and, before catch-ups existed, read only for tombstones, so an older peer merges our
+   * record and answers with its whole state, and a mixed cluster still works (a catch-up then
+   * costs what the full follow-up did).
+   */
+  private catchUpRequest(windowMs: number): Message {
+    const me = this.membership.local();
+    return {
+      kind: "pushPull",
+      join: false,
+      nodes: [{ ...view(me), stateAgeMs: Math.max(1, windowMs) }],
+      userState: this.delegate?.localState(false) ?? EMPTY,
+    };
+  }
+
+  private pushPullMessage(join: boolean, nodes = this.membership.states()): Message {
     return {
       kind: "pushPull",
       join,
-      nodes: this.membership.states(),
+      nodes,
       userState: this.delegate?.localState(join) ?? EMPTY,
     };
   }
@@ -465,11 +493,16 @@ export class Memberlist {
     this.assertRunning();
     switch (m.kind) {
       case "pushPull": {
-        // Answer with our state as it was before the merge (no point echoing the peer's back).
-        const reply = this.pushPullMessage(m.join);
+        // Answer with our state as it was before the merge (no point echoing the peer's back); to
+        // a catch-up (see catchUpRequest), with only what changed here within its window.
+        const own = m.nodes.find((n) => n.name === sender);
+        const catchUpMs = !m.join && own && isLive(own.state) ? own.stateAgeMs : 0;
+        const reply: Message =
+          catchUpMs > 0
+            ? this.pushPullMessage(false, this.membership.statesSince(catchUpMs))
+            : this.pushPullMessage(m.join);
         // A sender using the name of a live member at another address learns of it from our reply
         // and stops; nothing it says is taken in meanwhile (its lease ring least of all).
-        const own = m.nodes.find((n) => n.name === sender);
         const known = this.membership.get(sender);
         if (own && known && isLive(known.state) && (known.host !== own.host || known.port !== own.port)) {
           this.stats.protocol.nameConflicts++;

@@ -19,7 +19,8 @@ const encode = (value: unknown): Uint8Array => encoder.encode(value);
 
 /** A member's record as exchanged in push-pull: what members see of it, plus its tombstone age. */
 export interface NodeState extends NodeView {
-  /** How long ago a tombstone (dead/left) was made; 0 for live records. */
+  /** How long ago a tombstone (dead/left) was made; 0 for live records, except the sender's own
+   *  record in a catch-up push-pull, where it is the window asked for (Memberlist.catchUpRequest). */
   readonly stateAgeMs: number;
 }
 

@@ -8,13 +8,16 @@ import type { Addr, Clock, Random } from "../runtime.js";
 import type { Awareness } from "./awareness.js";
 import { WeftError } from "../../errors.js";
 import type { MemberlistConfig } from "./config.js";
-import type { Message } from "./messages.js";
+import { encodeMessage, framedSize, type Message } from "./messages.js";
 import type { Wire } from "./net.js";
 import type { GossipCounters, GossipLogger } from "./observability.js";
 import type { Membership, MemberEntry } from "./state.js";
 import { Timers } from "../timers.js";
 
 type Ping = Extract<Message, { kind: "ping" }>;
+
+/** Most deaths one ping or ack carries. */
+const RECENT_DEATHS_PER_PACKET = 16;
 type IndirectPing = Extract<Message, { kind: "indirectPing" }>;
 
 export interface FailureDetectorDeps {
@@ -68,7 +71,8 @@ export class FailureDetector {
     }
     const known = this.deps.membership.get(sender);
     const piggyback = !!known && known.host === from.host && known.port === from.port;
-    this.deps.wire.send(from, [{ kind: "ack", seq: ping.seq }], piggyback);
+    const ack: Message = { kind: "ack", seq: ping.seq };
+    this.deps.wire.send(from, piggyback ? [ack, ...this.recentDeaths()] : [ack], piggyback);
   }
 
   /** Stream ping (the fallback over TCP): the reply is the ack. */
@@ -108,6 +112,20 @@ export class FailureDetector {
 
   onNack(seq: number): void {
     this.waiters.get(seq)?.onNack();
+  }
+
+  /** Deaths of the last two probe intervals (each member pings and is pinged at least once in
+   *  them), in at most a quarter of a packet, so gossip keeps the rest. */
+  private recentDeaths(): Message[] {
+    const { membership, config, wire } = this.deps;
+    let room = wire.packetBudget() / 4;
+    const out: Message[] = [];
+    for (const d of membership.recentDeaths(2 * config.probeIntervalMs, RECENT_DEATHS_PER_PACKET)) {
+      room -= framedSize(encodeMessage(d).length);
+      if (room < 0) break;
+      out.push(d);
+    }
+    return out;
   }
 
   private nextSeq(): number {
@@ -167,7 +185,7 @@ export class FailureDetector {
     // suspicion goes first, so the refutation is already queued when the ack is built and rides
     // back on it to us, the suspecting prober.
     const buddy: Message = { kind: "suspect", node: name, incarnation, from: config.name };
-    wire.send(addr, target.state === "suspect" ? [buddy, ping] : [ping]);
+    wire.send(addr, [...(target.state === "suspect" ? [buddy, ping] : [ping]), ...this.recentDeaths()]);
 
     const indirect = this.timers.after(timeout, () => {
       if (result.acked) return;
