@@ -160,7 +160,11 @@ describe.skipIf(!canUseNetns()).each(MODES)("agents, dual-stack, $name", (mode) 
         expect(await a.host.ns.ip("link show dev weft-v6.1")).toContain("mtu 1430");
         const s = await agents.status(a);
         expect(s.dataplane6?.offload.enabled).toBe(true);
-        expect(Object.keys(s.dataplane6!.peers).sort()).toEqual(others(a).map((x) => x.host.name).sort());
+        expect(Object.keys(s.dataplane6!.peers).sort()).toEqual(
+          others(a)
+            .map((x) => x.host.name)
+            .sort(),
+        );
         expect(s.dataplane6!.tx.packets.FORWARD).toBeGreaterThan(0);
         expect(s.dataplane6!.rx.packets.FORWARD).toBeGreaterThan(0);
         // Nothing of the other family ends up in either dataplane.
