@@ -276,7 +276,7 @@ program
   .command("demo")
   .description("a three-host cluster in network namespaces on this machine, with pods and a live view (root)")
   .addOption(
-    new Option("--backend <type>", "backend for all hosts (default wasm-vxlan; vxlan with --dual-stack)").choices([
+    new Option("--backend <type>", "backend for all hosts (default wasm-vxlan)").choices([
       "vxlan",
       "host-gw",
       "udp",
@@ -285,12 +285,12 @@ program
   )
   .option(
     "--dual-stack",
-    "IPv6 too: an IPv6 underlay (2001:2::/64), pods in 2001:2:0:8000::/49, pings over both families (kernel backends vxlan, host-gw)",
+    "IPv6 too: an IPv6 underlay (2001:2::/64), pods in 2001:2:0:8000::/49, pings over both families (backends vxlan, host-gw, wasm-vxlan)",
     false,
   )
   .option("--once", "build, check and tear down without the live view (for scripts)", false)
   .action(async (o) =>
-    runDemo({ backend: o.backend ?? (o.dualStack ? "vxlan" : "wasm-vxlan"), once: o.once, dualStack: o.dualStack }),
+    runDemo({ backend: o.backend ?? "wasm-vxlan", once: o.once, dualStack: o.dualStack }),
   );
 
 program
