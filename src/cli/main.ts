@@ -310,7 +310,7 @@ program
   )
   .option(
     "--family <list>",
-    "address families of the pod traffic: 4, or 4,6 to add TCP over IPv6 for the backends that carry it (vxlan, host-gw), each in an IPv6-only lab of its own (default 4)",
+    "address families of the pod traffic: 4, or 4,6 to add TCP over IPv6 for the backends that carry it (vxlan, host-gw, wasm-vxlan), each in an IPv6-only lab of its own (default 4)",
     list,
   )
   .option("--duration <s>", "seconds per iperf3 run (default 10; --quick 1)", int("--duration"))
