@@ -37,14 +37,37 @@ import {
   type TunRead,
 } from "../support/offload.js";
 
+/** The TCP header fields of a super-packet, either family. */
+const superPacketTcp = {
+  srcPort: fc.integer({ min: 1024, max: 65535 }),
+  seq: fc.nat({ max: 0xffffffff }),
+  ack: fc.nat({ max: 0xffffffff }),
+  flags: fc.constantFrom(0x10, 0x18, 0x19, 0x90, 0x98),
+  window: fc.integer({ min: 0, max: 0xffff }),
+  options: fc.constantFrom(0, 12, 40).map((n) => Uint8Array.from({ length: n }, (_, i) => (i % 4 === 0 ? 1 : i))),
+};
+
+/** The drawn TCP fields, to port 5201. */
+const tcpOf = (g: {
+  srcPort: number;
+  seq: number;
+  ack: number;
+  flags: number;
+  window: number;
+  options: Uint8Array;
+}) => ({
+  srcPort: g.srcPort,
+  dstPort: 5201,
+  seq: g.seq,
+  ack: g.ack,
+  flags: g.flags,
+  window: g.window,
+  options: g.options,
+});
+
 const superPacket = fc
   .record({
-    srcPort: fc.integer({ min: 1024, max: 65535 }),
-    seq: fc.nat({ max: 0xffffffff }),
-    ack: fc.nat({ max: 0xffffffff }),
-    flags: fc.constantFrom(0x10, 0x18, 0x19, 0x90, 0x98),
-    window: fc.integer({ min: 0, max: 0xffff }),
-    options: fc.constantFrom(0, 12, 40).map((n) => Uint8Array.from({ length: n }, (_, i) => (i % 4 === 0 ? 1 : i))),
+    ...superPacketTcp,
     id: fc.integer({ min: 0, max: 0xffff }),
     ttl: fc.integer({ min: 3, max: 255 }),
     tos: fc.constantFrom(0, 0x10),
@@ -59,13 +82,7 @@ const superPacket = fc
     const f: Tcp4Fields = {
       src: 0xc6130105,
       dst: 0xc6130207,
-      srcPort: g.srcPort,
-      dstPort: 5201,
-      seq: g.seq,
-      ack: g.ack,
-      flags: g.flags,
-      window: g.window,
-      options: g.options,
+      ...tcpOf(g),
       id: g.id,
       ttl: g.ttl,
       tos: g.tos,
@@ -186,6 +203,19 @@ function groRuns(ds: Uint8Array[], maxes: number[]): Uint8Array[][] {
   return runs;
 }
 
+/** Interleaving picks and GRO run lengths, for the coalescing properties. */
+const PICKS = fc.array(fc.nat(), { minLength: 1, maxLength: 20 });
+const GRO_MAXES = fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 10 });
+
+/** Sends each flow's TUN read and batches all their datagrams, interleaved, as UDP GRO would (at most 16 receives). */
+function groBatched(reads: TunRead[], format: Format, picks: number[], maxes: number[]): Uint8Array[][] {
+  const lists = reads.map((r) => {
+    const { trains, mem } = send([r], format);
+    return datagrams(trains, mem);
+  });
+  return groRuns(interleave(lists, picks), maxes).slice(0, 16);
+}
+
 /** What the TUN device gets, as segments again: super-packets finished and re-segmented by the reference. */
 function resegment(out: ReturnType<typeof receive>): Uint8Array[] {
   return out.flatMap((o) => {
@@ -234,14 +264,10 @@ for (const format of ["vxlan", "udp"] as const) {
       fc.assert(
         fc.property(
           fc.uniqueArray(superPacket, { minLength: 1, maxLength: 3, selector: (p) => p.fields.srcPort }),
-          fc.array(fc.nat(), { minLength: 1, maxLength: 20 }),
-          fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 10 }),
+          PICKS,
+          GRO_MAXES,
           (flows, picks, maxes) => {
-            const lists = flows.map((p) => {
-              const { trains, mem } = send([p], format);
-              return datagrams(trains, mem);
-            });
-            const runs = groRuns(interleave(lists, picks), maxes).slice(0, 16);
+            const runs = groBatched(flows, format, picks, maxes);
             const sent = runs.flat();
             const out = receive(runs, format);
             const got = resegment(out);
@@ -271,8 +297,8 @@ for (const format of ["vxlan", "udp"] as const) {
             maxLength: 3,
             selector: (c) => (c[0].read.bytes[20] << 8) | c[0].read.bytes[21],
           }),
-          fc.array(fc.nat(), { minLength: 1, maxLength: 20 }),
-          fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 10 }),
+          PICKS,
+          GRO_MAXES,
           (conns, picks, maxes) => {
             const lists = conns.map((c) => {
               const ds: Uint8Array[] = [];
@@ -345,12 +371,7 @@ for (const format of ["vxlan", "udp"] as const) {
 /** TCP/IPv6 super-packets between pods 2001:2:0:8001::5 and 2001:2:0:8002::7, as TSO6 hands them over. */
 const superPacket6 = fc
   .record({
-    srcPort: fc.integer({ min: 1024, max: 65535 }),
-    seq: fc.nat({ max: 0xffffffff }),
-    ack: fc.nat({ max: 0xffffffff }),
-    flags: fc.constantFrom(0x10, 0x18, 0x19, 0x90, 0x98),
-    window: fc.integer({ min: 0, max: 0xffff }),
-    options: fc.constantFrom(0, 12, 40).map((n) => Uint8Array.from({ length: n }, (_, i) => (i % 4 === 0 ? 1 : i))),
+    ...superPacketTcp,
     hopLimit: fc.integer({ min: 1, max: 255 }),
     trafficClass: fc.constantFrom(0, 0x10, 0xb8),
     flowLabel: fc.integer({ min: 0, max: 0xfffff }),
@@ -364,13 +385,7 @@ const superPacket6 = fc
     const f: Tcp6Fields = {
       src: 0x2001_0002_0000_8001_0000_0000_0000_0005n,
       dst: 0x2001_0002_0000_8002_0000_0000_0000_0007n,
-      srcPort: g.srcPort,
-      dstPort: 5201,
-      seq: g.seq,
-      ack: g.ack,
-      flags: g.flags,
-      window: g.window,
-      options: g.options,
+      ...tcpOf(g),
       hopLimit: g.hopLimit,
       trafficClass: g.trafficClass,
       flowLabel: g.flowLabel,
@@ -424,14 +439,10 @@ describe("offloads, TCP over IPv6 (vxlan format, IPv6 underlay)", () => {
     fc.assert(
       fc.property(
         fc.uniqueArray(superPacket6, { minLength: 1, maxLength: 3, selector: (p) => p.fields.srcPort }),
-        fc.array(fc.nat(), { minLength: 1, maxLength: 20 }),
-        fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 10 }),
+        PICKS,
+        GRO_MAXES,
         (flows, picks, maxes) => {
-          const lists = flows.map((p) => {
-            const { trains, mem } = send([tso6(p)], "vxlan");
-            return datagrams(trains, mem);
-          });
-          const runs = groRuns(interleave(lists, picks), maxes).slice(0, 16);
+          const runs = groBatched(flows.map(tso6), "vxlan", picks, maxes);
           const sent = runs.flat();
           const out = receive(runs, "vxlan", RX6, SENDER6);
           const got = out.flatMap((o) => {
