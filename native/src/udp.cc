@@ -328,14 +328,15 @@ Napi::Value UdpSend(const Napi::CallbackInfo& info) {
     // and surface on the next call, which starts at the failed packet.
     const Slot& slot = batch[0];
     const PeerAddr& to = m.addrs[0];
-    std::string what = "sendmmsg descriptor " + std::to_string(batch.first()) + " to " +
-                       (to.v4.sin_family == AF_INET6 ? Endpoint6(to.v6.sin6_addr, slot.port) : Endpoint(slot.addr, slot.port));
-    const char* hint = err == ENETUNREACH || err == EHOSTUNREACH ? "no route to this peer: add one, or drop the packet"
-                       : err == EMSGSIZE
-                           ? "the datagram exceeds the MTU or 65507 bytes (or GSO limits): split it or drop it"
-                       : err == EINVAL ? "bad GSO segment size or destination: drop the packet"
-                       : err == EAFNOSUPPORT ? "an IPv6 destination needs an IPv6 socket: open one bound to an IPv6 address"
-                                       : "";
+    std::string what =
+        "sendmmsg descriptor " + std::to_string(batch.first()) + " to " +
+        (to.v4.sin_family == AF_INET6 ? Endpoint6(to.v6.sin6_addr, slot.port) : Endpoint(slot.addr, slot.port));
+    const char* hint =
+        err == ENETUNREACH || err == EHOSTUNREACH ? "no route to this peer: add one, or drop the packet"
+        : err == EMSGSIZE     ? "the datagram exceeds the MTU or 65507 bytes (or GSO limits): split it or drop it"
+        : err == EINVAL       ? "bad GSO segment size or destination: drop the packet"
+        : err == EAFNOSUPPORT ? "an IPv6 destination needs an IPv6 socket: open one bound to an IPv6 address"
+                              : "";
     ThrowSyscallError(env, err, "sendmmsg", what, hint);
   }
   return Napi::Number::New(env, n);

@@ -289,9 +289,7 @@ program
     false,
   )
   .option("--once", "build, check and tear down without the live view (for scripts)", false)
-  .action(async (o) =>
-    runDemo({ backend: o.backend ?? "wasm-vxlan", once: o.once, dualStack: o.dualStack }),
-  );
+  .action(async (o) => runDemo({ backend: o.backend ?? "wasm-vxlan", once: o.once, dualStack: o.dualStack }));
 
 program
   .command("bench")

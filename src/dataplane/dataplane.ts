@@ -169,7 +169,10 @@ export class UserspaceDataplane {
       );
     this.family = familyOf(opts.subnet.addr);
     if (this.family === 6 && opts.format !== "vxlan")
-      throw new WeftError("DATAPLANE_FAMILY", "flannel's udp format carries IPv4 only: route IPv6 with the vxlan format");
+      throw new WeftError(
+        "DATAPLANE_FAMILY",
+        "flannel's udp format carries IPv4 only: route IPv6 with the vxlan format",
+      );
     this.hp = new HotPath(createHotPathMemory());
     const arena = new Arena(this.hp);
     // Contexts always point at an IPv4 table; an IPv6 dataplane's stays empty (IPv4 packets find no route).
@@ -181,7 +184,9 @@ export class UserspaceDataplane {
         : { tbl8Groups: 1, maxRules: 1, maxNextHops: 1 },
     );
     const routes6 =
-      this.family === 6 ? new RouteTable6(this.hp, arena, { maxRules: maxPeers * 2, maxNextHops: maxPeers }) : undefined;
+      this.family === 6
+        ? new RouteTable6(this.hp, arena, { maxRules: maxPeers * 2, maxNextHops: maxPeers })
+        : undefined;
     this.peers = new PeerTable(routes6 ?? routes, maxPeers);
     const stopAt = arena.alloc(4);
     this.stopWord = new Int32Array(this.hp.memory.buffer, stopAt, 1);

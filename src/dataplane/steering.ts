@@ -32,11 +32,13 @@ export function innerFlowSteering(format: WireFormat, workers: number, family: 4
   const words = family === 4 ? [12, 16, 20] : [8, 12, 16, 20, 24, 28, 32, 36, 40];
   const insns: Array<[number, number, number, number]> = [
     [LD_W_ABS, 0, 0, ip + words[0]], // A = first word
-    ...words.slice(1).flatMap((w): Array<[number, number, number, number]> => [
-      [TAX, 0, 0, 0], // X = A
-      [LD_W_ABS, 0, 0, ip + w],
-      [ALU_XOR_X, 0, 0, 0], // A ^= X
-    ]),
+    ...words.slice(1).flatMap(
+      (w): Array<[number, number, number, number]> => [
+        [TAX, 0, 0, 0], // X = A
+        [LD_W_ABS, 0, 0, ip + w],
+        [ALU_XOR_X, 0, 0, 0], // A ^= X
+      ],
+    ),
     [TAX, 0, 0, 0],
     [ALU_RSH_K, 0, 0, 16], // fold the high half in, so that ports and addresses all count
     [ALU_XOR_X, 0, 0, 0],

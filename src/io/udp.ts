@@ -59,8 +59,7 @@ export class UdpSocket extends FdHandle implements DatagramBind {
   /** Binds in the calling thread's network namespace. */
   static open(options: UdpOptions): UdpSocket {
     const a = options.address;
-    const addr =
-      typeof a === "bigint" ? formatIpv6(a) : typeof a === "number" ? a : isIpv6Text(a) ? a : parseIpv4(a);
+    const addr = typeof a === "bigint" ? formatIpv6(a) : typeof a === "number" ? a : isIpv6Text(a) ? a : parseIpv4(a);
     const { fd, port } = native.udpOpen(
       addr,
       options.port,

@@ -57,7 +57,10 @@ export class UserspaceBackend implements Backend {
     const udp = type === "udp";
     this.family = familyOf(ctx.subnet.addr);
     if (this.family === 6 && udp)
-      throw new WeftError("BACKEND_NO_IPV6", "flannel's udp wire format carries IPv4 only; use vxlan or wasm-vxlan for IPv6");
+      throw new WeftError(
+        "BACKEND_NO_IPV6",
+        "flannel's udp wire format carries IPv4 only; use vxlan or wasm-vxlan for IPv6",
+      );
     this.logger = ctx.logger.child({ backend: type });
     this.unreachable = new UnreachablePeers(this.logger);
     this.port = options.port ?? (udp ? UDP_PORT : VXLAN_PORT);
@@ -159,7 +162,9 @@ export class UserspaceBackend implements Backend {
     ]);
     const lines: string[] = [];
     if (!addrs.some((a) => a.addr === subnet.addr && a.len === network.len))
-      lines.push(`addr replace ${formatAddr(subnet.addr)}/${network.len} dev ${tun}${this.family === 6 ? " nodad" : ""}`);
+      lines.push(
+        `addr replace ${formatAddr(subnet.addr)}/${network.len} dev ${tun}${this.family === 6 ? " nodad" : ""}`,
+      );
     else if (!routes.some((r) => r.dev === tun && r.dst.addr === network.addr && r.dst.len === network.len)) {
       lines.push(
         `route replace ${formatAnyPrefix(network)} dev ${tun} proto kernel${this.family === 4 ? " scope link" : ""} src ${formatAddr(subnet.addr)}`,
