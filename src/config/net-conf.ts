@@ -172,7 +172,7 @@ function jsonDepth(text: string): number {
 /** Backends whose wire format or kernel device carries IPv6 pod traffic. */
 export const IPV6_BACKENDS: readonly string[] = ["vxlan", "host-gw", "wasm-vxlan"];
 const NO_IPV6_BECAUSE: Record<string, string> = {
-  udp: "flannel's udp wire format carries IPv4 packets only (use vxlan or wasm-vxlan, which mix with each other)",
+  udp: "flannel's udp wire format carries IPv4 packets only",
 };
 
 /** A CIDR key: checked here, not only by the subnet space, so that the error names the key like every other one. */

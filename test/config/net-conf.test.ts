@@ -187,7 +187,7 @@ describe("net-conf.json: IPv6 and dual-stack (flannel's keys, defaults and limit
     [
       { Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49", Backend: { Type: "udp" } },
       "Backend",
-      /udp cannot carry IPv6 \(flannel's udp wire format carries IPv4 packets only \(use vxlan or wasm-vxlan/,
+      /udp cannot carry IPv6 \(flannel's udp wire format carries IPv4 packets only\); with EnableIPv6 use one of vxlan, host-gw, wasm-vxlan/,
     ],
     [
       { Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "198.19.0.0/16" },
