@@ -90,10 +90,16 @@ export type BackendErrorCode =
   | "BACKEND_HOSTGW_ADDRESS_NOT_LOCAL"
   | "BACKEND_VTEP_MAC_UNREADABLE"
   | "BACKEND_VTEP_MAC_CORRUPT"
-  | "BACKEND_VTEP_MAC_PERSIST_FAILED";
+  | "BACKEND_VTEP_MAC_PERSIST_FAILED"
+  | "BACKEND_NO_IPV6"
+  | "BACKEND_NO_UNDERLAY";
 
 /** The userspace dataplane (src/dataplane). */
-export type DataplaneErrorCode = "DATAPLANE_MTU" | "DATAPLANE_PEERS_FULL" | "DATAPLANE_SUBNET_OVERLAP";
+export type DataplaneErrorCode =
+  | "DATAPLANE_MTU"
+  | "DATAPLANE_PEERS_FULL"
+  | "DATAPLANE_SUBNET_OVERLAP"
+  | "DATAPLANE_FAMILY";
 
 /** The native addon's handles (src/io); system call failures keep Node's errno codes (EBADF, ...). */
 export type IoErrorCode = "IO_ADDON_NOT_BUILT" | "IO_CLOSED" | "IO_WAIT_ON_MAIN_THREAD";

@@ -3,7 +3,7 @@
 // (FLAGS = their size, the last one shorter): they are laid out as descriptors of their own (in
 // place, no copy), validated and source-checked by the usual decapsulation (vxlan.ts,
 // flannel-udp.ts, 256 at a time), and then consecutive TCP segments of one flow are merged into a
-// super-packet in the output region (tcp-coalesce.ts), written with a TCPv4 GSO vnet header so
+// super-packet in the output region (tcp-coalesce.ts), written with a TCPv4 or TCPv6 GSO vnet header so
 // the kernel takes them in one write. Everything else goes to the TUN device one by one, with a
 // zeroed vnet header written in front of it in place when there is room (the VXLAN header always
 // leaves 22 bytes) or after a copy into the output region when there is not (flannel udp
@@ -15,6 +15,7 @@ import {
   DESC_CAP,
   DESC_LEN,
   DESC_FLAGS,
+  DESC_FLAG_ADDR6,
   DESC_VERDICT,
   DESC_AUX,
   HEADROOM,
@@ -25,16 +26,16 @@ import { batchSize, descInBounds, memoryTop } from "../batch";
 import { countAdd, COUNTER_OFFLOAD_SEGMENTS } from "../counters";
 import { ctxCountersRx } from "../context";
 import { DROP_OFFLOAD_SIZE } from "../verdict";
-import { IPV4_HEADER_MIN } from "./ipv4";
 import { ENCAP_VXLAN } from "./resolve";
 import { vxlanDecapBatch } from "./vxlan";
 import { udpDecapBatch } from "./flannel-udp";
-import { VNET_HDR_BYTES, vnetWriteNone, vnetWriteTcp4 } from "./vnet-header";
+import { VNET_HDR_BYTES, vnetWriteNone, vnetWriteTcp } from "./vnet-header";
 import {
   tcpMergeablePayload,
   tcpFollows,
-  tcp4ChecksumValid,
-  tcp4FinishMerged,
+  tcpChecksumValid,
+  tcpFinishMerged,
+  tcpIpHeaderLen,
   tcpFlags,
   tcpHeaderLen,
   tcpSeq,
@@ -57,8 +58,9 @@ export const GRO_MAX_SEGMENTS: i32 = 64;
 /**
  * Lays the datagrams of received descriptors [i, n) out as scratch descriptors, at most
  * MAX_BATCH, starting `at` bytes into descriptor i. Each keeps the sender (ADDR, PORT), its
- * datagram's start in CAP and the free bytes in front of that start in FLAGS (the slot's headroom
- * for the first datagram, none for the others). Returns m | i << 16 | at << 32 to go on from.
+ * datagram's start in CAP and the free bytes in front of that start in FLAGS bits 0..15 (the
+ * slot's headroom for the first datagram, none for the others) beside DESC_FLAG_ADDR6, since the
+ * source check still needs the sender. Returns m | i << 16 | at << 32 to go on from.
  */
 function splitDatagrams(descs: usize, i: i32, n: i32, at: i32, scratch: usize, top: i64): i64 {
   let m = 0;
@@ -79,7 +81,7 @@ function splitDatagrams(descs: usize, i: i32, n: i32, at: i32, scratch: usize, t
     store<i32>(s + DESC_OFF, off + at);
     store<i32>(s + DESC_LEN, seg);
     store<i32>(s + DESC_CAP, off + at);
-    store<i32>(s + DESC_FLAGS, at == 0 ? HEADROOM : 0);
+    store<i32>(s + DESC_FLAGS, (at == 0 ? HEADROOM : 0) | (load<i32>(d + DESC_FLAGS) & DESC_FLAG_ADDR6));
     store<i32>(s + DESC_VERDICT, 0);
     store<i32>(s + DESC_AUX, -1);
     at += seg;
@@ -110,7 +112,7 @@ function splitDatagrams(descs: usize, i: i32, n: i32, at: i32, scratch: usize, t
 @inline function placeSingle(s: usize, out: usize, used: i32, cap: i32): i32 {
   const p = <usize>load<i32>(s + DESC_OFF);
   const len = load<i32>(s + DESC_LEN);
-  const room = load<i32>(s + DESC_OFF) - load<i32>(s + DESC_CAP) + load<i32>(s + DESC_FLAGS);
+  const room = load<i32>(s + DESC_OFF) - load<i32>(s + DESC_CAP) + (load<i32>(s + DESC_FLAGS) & 0xffff);
   if (room >= VNET_HDR_BYTES) {
     vnetWriteNone(p - <usize>VNET_HDR_BYTES);
     return used;
@@ -169,18 +171,18 @@ function coalesceChunk(
         (merged != 0 ? mergedLen : headLen) + pay <= IPV4_MAX_TOTAL &&
         tcpFollows(headPkt, p, nextSeq)
       ) {
-        if (merged == 0 && used + VNET_HDR_BYTES + IPV4_MAX_TOTAL <= cap && tcp4ChecksumValid(headPkt, headLen)) {
+        if (merged == 0 && used + VNET_HDR_BYTES + IPV4_MAX_TOTAL <= cap && tcpChecksumValid(headPkt, headLen)) {
           merged = out + <usize>(used + VNET_HDR_BYTES);
           memory.copy(merged, headPkt, headLen);
           mergedLen = headLen;
         }
-        if (merged != 0 && tcp4ChecksumValid(p, len)) {
+        if (merged != 0 && tcpChecksumValid(p, len)) {
           memory.copy(merged + <usize>mergedLen, p + <usize>(len - pay), pay);
           mergedLen += pay;
           segs++;
           nextSeq += <u32>pay;
           if ((tcpFlags(p) & TCP_PSH) != 0) {
-            const f = merged + <usize>IPV4_HEADER_MIN + 13;
+            const f = merged + <usize>tcpIpHeaderLen(merged) + 13;
             store<u8>(f, load<u8>(f) | <u8>TCP_PSH);
             open = false;
           }
@@ -190,8 +192,8 @@ function coalesceChunk(
       }
       // The open super-packet ends here.
       if (merged != 0) {
-        tcp4FinishMerged(merged, mergedLen);
-        vnetWriteTcp4(merged - <usize>VNET_HDR_BYTES, IPV4_HEADER_MIN, tcpHeaderLen(merged), segSize);
+        tcpFinishMerged(merged, mergedLen);
+        vnetWriteTcp(merged - <usize>VNET_HDR_BYTES, tcpIpHeaderLen(merged), tcpHeaderLen(merged), segSize);
         store<i32>(head + DESC_OFF, <i32>merged);
         store<i32>(head + DESC_LEN, mergedLen);
         used += align8(VNET_HDR_BYTES + mergedLen);

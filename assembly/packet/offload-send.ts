@@ -23,11 +23,12 @@ import {
   VNET_F_NEEDS_CSUM,
   VNET_GSO_NONE,
   VNET_GSO_TCPV4,
+  VNET_GSO_TCPV6,
   VNET_GSO_UDP_L4,
   VNET_GSO_ECN,
   vnetWriteNone,
 } from "./vnet-header";
-import { completeChecksum, gsoTrainBytes, segmentIpv4, OFFLOAD_MAX_TRAINS } from "./tcp-segment";
+import { completeChecksum, gsoTrainBytes, segmentSuperPacket, OFFLOAD_MAX_TRAINS } from "./tcp-segment";
 
 @inline function copyDesc(to: usize, from: usize): void {
   v128.store(to, v128.load(from));
@@ -40,10 +41,10 @@ import { completeChecksum, gsoTrainBytes, segmentIpv4, OFFLOAD_MAX_TRAINS } from
  */
 @inline function offloadOne(d: usize, h: usize, header: i32, out: usize, cap: i32, counters: usize): i32 {
   const gsoType = <u32>load<u8>(h + VNET_GSO_TYPE) & ~VNET_GSO_ECN;
-  if (gsoType == VNET_GSO_TCPV4 || gsoType == VNET_GSO_UDP_L4) {
-    return segmentIpv4(d, gsoType, <i32>load<u16>(h + VNET_GSO_SIZE), header, out, cap, counters);
+  if (gsoType == VNET_GSO_TCPV4 || gsoType == VNET_GSO_TCPV6 || gsoType == VNET_GSO_UDP_L4) {
+    return segmentSuperPacket(d, gsoType, <i32>load<u16>(h + VNET_GSO_SIZE), header, out, cap, counters);
   }
-  if (gsoType != VNET_GSO_NONE) return DROP_OFFLOAD_HEADER; // TCPv6 super-packets: not segmented yet
+  if (gsoType != VNET_GSO_NONE) return DROP_OFFLOAD_HEADER;
   if ((<u32>load<u8>(h + VNET_FLAGS) & VNET_F_NEEDS_CSUM) != 0) {
     const v = completeChecksum(
       <usize>load<i32>(d + DESC_OFF),

@@ -1,46 +1,60 @@
-// GRO in Wasm: the tests that decide whether received TCP segments may be merged into one
-// super-packet for the TUN device, and the header fix-ups of the merged packet. The rules follow
-// the kernel's TCP GRO, so that the pod's TCP sees what a kernel receive path would give it:
-// same flow, IP header fields that must match (TOS, TTL, DF, no options, no fragments), TCP
-// headers identical except the sequence number, checksum and PSH (ACK and window included,
-// options byte for byte), the next segment's sequence number right after the last byte merged,
-// all segments of the size of the first except a shorter last one, ACK with at most PSH set.
-// Every merged segment's TCP checksum is verified first: the kernel trusts the merged packet
-// (NEEDS_CSUM), so a damaged segment must never be laundered into it.
+// GRO in Wasm: the tests that decide whether received TCP segments (over IPv4 or IPv6) may be
+// merged into one super-packet for the TUN device, and the header fix-ups of the merged packet.
+// The rules follow the kernel's TCP GRO, so that the pod's TCP sees what a kernel receive path
+// would give it: same flow, IP header fields that must match (IPv4: TOS, TTL, DF, no options, no
+// fragments; IPv6: the whole first word — traffic class, flow label — and the hop limit, TCP right
+// after the fixed header), TCP headers identical except the sequence number, checksum and PSH
+// (ACK and window included, options byte for byte), the next segment's sequence number right
+// after the last byte merged, all segments of the size of the first except a shorter last one,
+// ACK with at most PSH set. Every merged segment's TCP checksum is verified first: the kernel
+// trusts the merged packet (NEEDS_CSUM), so a damaged segment must never be laundered into it.
 import { be16, be32, putBe16 } from "./bytes";
 import { checksum, checksumPartial } from "./checksum";
 import { IPV4_HEADER_MIN } from "./ipv4";
+import { IPV6_HEADER } from "./ipv6";
 import { PROTO_TCP, TCP_HEADER_MIN, ipv4PseudoSum } from "./tcp-segment";
 
 const TCP_ACK: u32 = 0x10;
 export const TCP_PSH: u32 = 0x08;
-/** Largest IPv4 packet, hence largest super-packet. */
+/** Largest super-packet: an IPv4 packet's limit, kept for IPv6 too (one output slot size). */
 export const IPV4_MAX_TOTAL: i32 = 65535;
 
+/** Bytes of the IP header in front of the TCP header: 20 (IPv4 without options) or 40 (IPv6). */
+@inline export function tcpIpHeaderLen(p: usize): i32 {
+  return load<u8>(p) >> 4 == 6 ? IPV6_HEADER : IPV4_HEADER_MIN;
+}
+
 @inline export function tcpFlags(p: usize): u32 {
-  return <u32>load<u8>(p + <usize>IPV4_HEADER_MIN + 13);
+  return <u32>load<u8>(p + <usize>tcpIpHeaderLen(p) + 13);
 }
 
 @inline export function tcpHeaderLen(p: usize): i32 {
-  return (<i32>load<u8>(p + <usize>IPV4_HEADER_MIN + 12) >> 4) << 2;
+  return (<i32>load<u8>(p + <usize>tcpIpHeaderLen(p) + 12) >> 4) << 2;
 }
 
 @inline export function tcpSeq(p: usize): u32 {
-  return be32(p + <usize>IPV4_HEADER_MIN + 4);
+  return be32(p + <usize>tcpIpHeaderLen(p) + 4);
 }
 
 /**
- * Payload bytes of the IPv4 packet at p (len = its total length, checked by decapsulation) when
- * it is a TCP segment that may start or join a super-packet; -1 when it must go alone.
+ * Payload bytes of the IP packet at p (len = its length, checked by decapsulation) when it is a
+ * TCP segment that may start or join a super-packet; -1 when it must go alone.
  */
 export function tcpMergeablePayload(p: usize, len: i32): i32 {
-  if (load<u8>(p) != 0x45) return -1; // IPv4 without options
-  if ((be16(p + 6) & 0xbfff) != 0) return -1; // fragment (DF alone is fine)
-  if (<u32>load<u8>(p + 9) != PROTO_TCP || len < IPV4_HEADER_MIN + TCP_HEADER_MIN) return -1;
+  const v = load<u8>(p);
+  if (v >> 4 == 6) {
+    if (<u32>load<u8>(p + 6) != PROTO_TCP) return -1; // extension headers go alone
+  } else {
+    if (v != 0x45) return -1; // IPv4 without options
+    if ((be16(p + 6) & 0xbfff) != 0) return -1; // fragment (DF alone is fine)
+    if (<u32>load<u8>(p + 9) != PROTO_TCP) return -1;
+  }
+  const l3 = tcpIpHeaderLen(p);
+  if (len < l3 + TCP_HEADER_MIN) return -1;
   const thl = tcpHeaderLen(p);
-  if (thl < TCP_HEADER_MIN || IPV4_HEADER_MIN + thl >= len) return -1; // no payload: pure ACKs go alone
+  if (thl < TCP_HEADER_MIN || l3 + thl >= len) return -1; // no payload: pure ACKs go alone
   if ((tcpFlags(p) & ~TCP_PSH) != TCP_ACK) return -1; // SYN, FIN, RST, URG, ECE, CWR go alone
-  return len - IPV4_HEADER_MIN - thl;
+  return len - l3 - thl;
 }
 
 /**
@@ -48,12 +62,20 @@ export function tcpMergeablePayload(p: usize, len: i32): i32 {
  * tcpMergeablePayload): same flow and headers, sequence number `nextSeq`.
  */
 export function tcpFollows(head: usize, q: usize, nextSeq: u32): bool {
-  // IP: TOS, flags/fragment word, TTL, protocol, addresses (ID and lengths may differ)
-  if (load<u8>(head + 1) != load<u8>(q + 1)) return false;
-  if (load<u16>(head + 6) != load<u16>(q + 6) || load<u16>(head + 8) != load<u16>(q + 8)) return false;
-  if (load<u64>(head + 12) != load<u64>(q + 12)) return false;
-  const th = head + <usize>IPV4_HEADER_MIN;
-  const tq = q + <usize>IPV4_HEADER_MIN;
+  const l3 = tcpIpHeaderLen(head);
+  if (l3 == IPV6_HEADER) {
+    // IPv6: version, traffic class, flow label; next header and hop limit; addresses (the payload length may differ)
+    if (load<u32>(head) != load<u32>(q) || load<u16>(head + 6) != load<u16>(q + 6)) return false;
+    if (load<u64>(head + 8) != load<u64>(q + 8) || load<u64>(head + 16) != load<u64>(q + 16)) return false;
+    if (load<u64>(head + 24) != load<u64>(q + 24) || load<u64>(head + 32) != load<u64>(q + 32)) return false;
+  } else {
+    // IPv4: TOS, flags/fragment word, TTL, protocol, addresses (ID and lengths may differ)
+    if (load<u8>(q) != 0x45 || load<u8>(head + 1) != load<u8>(q + 1)) return false;
+    if (load<u16>(head + 6) != load<u16>(q + 6) || load<u16>(head + 8) != load<u16>(q + 8)) return false;
+    if (load<u64>(head + 12) != load<u64>(q + 12)) return false;
+  }
+  const th = head + <usize>l3;
+  const tq = q + <usize>l3;
   if (load<u32>(th) != load<u32>(tq) || load<u32>(th + 8) != load<u32>(tq + 8)) return false; // ports, ACK
   if (be32(tq + 4) != nextSeq) return false;
   // data offset, flags but PSH, window
@@ -65,20 +87,31 @@ export function tcpFollows(head: usize, q: usize, nextSeq: u32): bool {
   return true;
 }
 
-/** Whether the TCP checksum of the IPv4 packet at p (no options, len bytes) is right. */
-export function tcp4ChecksumValid(p: usize, len: i32): bool {
-  const l4len = len - IPV4_HEADER_MIN;
-  return checksumPartial(p + <usize>IPV4_HEADER_MIN, l4len, ipv4PseudoSum(p, PROTO_TCP, l4len)) == 0xffff;
+/** Sum of the pseudo-header of the TCP segment of the packet at p, l4len bytes (not inverted). */
+@inline function tcpPseudoSum(p: usize, l3: i32, l4len: i32): u32 {
+  return l3 == IPV6_HEADER ? checksumPartial(p + 8, 32, PROTO_TCP + <u32>l4len) : ipv4PseudoSum(p, PROTO_TCP, l4len);
+}
+
+/** Whether the TCP checksum of the packet at p (IPv4 without options or IPv6, len bytes) is right. */
+export function tcpChecksumValid(p: usize, len: i32): bool {
+  const l3 = tcpIpHeaderLen(p);
+  const l4len = len - l3;
+  return checksumPartial(p + <usize>l3, l4len, tcpPseudoSum(p, l3, l4len)) == 0xffff;
 }
 
 /**
- * Makes the merged packet at p (len bytes) consistent: IP total length and header checksum, and
- * the TCP checksum field set to the pseudo-header sum, as NEEDS_CSUM asks (the kernel finishes it
- * if the packet ever leaves the host; locally it is trusted).
+ * Makes the merged packet at p (len bytes) consistent: the IP length (and IPv4's header checksum),
+ * and the TCP checksum field set to the pseudo-header sum, as NEEDS_CSUM asks (the kernel finishes
+ * it if the packet ever leaves the host; locally it is trusted).
  */
-export function tcp4FinishMerged(p: usize, len: i32): void {
-  putBe16(p + 2, len);
-  store<u16>(p + 10, 0);
-  putBe16(p + 10, checksum(p, IPV4_HEADER_MIN));
-  putBe16(p + <usize>IPV4_HEADER_MIN + 16, ipv4PseudoSum(p, PROTO_TCP, len - IPV4_HEADER_MIN));
+export function tcpFinishMerged(p: usize, len: i32): void {
+  const l3 = tcpIpHeaderLen(p);
+  if (l3 == IPV6_HEADER) {
+    putBe16(p + 4, len - IPV6_HEADER);
+  } else {
+    putBe16(p + 2, len);
+    store<u16>(p + 10, 0);
+    putBe16(p + 10, checksum(p, IPV4_HEADER_MIN));
+  }
+  putBe16(p + <usize>l3 + 16, tcpPseudoSum(p, l3, len - l3));
 }

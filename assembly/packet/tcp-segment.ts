@@ -1,6 +1,7 @@
-// Segmentation offload in Wasm: a TSO (TCP) or USO (UDP) super-packet read from the TUN device is
-// cut into segments of gso_size payload bytes, each with its own copy of the IP and transport
-// headers, fixed up as the kernel's own GSO would (IP total length, IP ID + k, TCP sequence
+// Segmentation offload in Wasm: a TSO (TCP over IPv4 or IPv6) or USO (UDP) super-packet read from
+// the TUN device is cut into segments of gso_size payload bytes, each with its own copy of the IP
+// and transport headers, fixed up as the kernel's own GSO would (IPv4 total length and IP ID + k,
+// or the IPv6 payload length; TCP sequence
 // number + k * gso_size, FIN/PSH only on the last and CWR only on the first segment, UDP length),
 // and every checksum computed in full. The segments are written back to back at equal strides,
 // each behind a copy of the encapsulation header, exactly the layout UDP GSO (UDP_SEGMENT) sends
@@ -8,10 +9,11 @@
 // Also here: finishing a checksum the kernel left partial (virtio NEEDS_CSUM) on a single packet.
 import { be16, be32, putBe16, putBe32 } from "./bytes";
 import { checksum, checksumPartial, copyChecksumPartial } from "./checksum";
-import { ipv4HeaderLen } from "./ipv4";
-import { DESC_OFF, DESC_LEN, DESC_FLAGS } from "../descriptor";
+import { ipVersion, ipv4HeaderLen } from "./ipv4";
+import { IPV6_HEADER } from "./ipv6";
+import { DESC_OFF, DESC_LEN, DESC_FLAGS, DESC_FLAG_ADDR6 } from "../descriptor";
 import { VERDICT_FORWARD, DROP_OFFLOAD_HEADER, DROP_OFFLOAD_SIZE } from "../verdict";
-import { VNET_GSO_TCPV4 } from "./vnet-header";
+import { VNET_GSO_TCPV4, VNET_GSO_TCPV6, VNET_GSO_UDP_L4 } from "./vnet-header";
 import { countAdd, COUNTER_OFFLOAD_SEGMENTS } from "../counters";
 
 export const PROTO_TCP: u32 = 6;
@@ -54,13 +56,16 @@ export function completeChecksum(p: usize, len: i32, start: i32, offset: i32): i
 }
 
 /**
- * Segments the IPv4 super-packet at the descriptor's OFF (LEN bytes, the IP header checked by the
- * caller) into `out` (cap bytes), each segment behind a copy of the `encap` bytes in front of
- * OFF. On success the descriptor points at the segments: OFF = out, LEN = all of them, FLAGS = the
- * segment stride (0 when there is just one). Returns a verdict and counts the segments in the
- * counter block `counters`.
+ * Segments the IPv4 or IPv6 super-packet at the descriptor's OFF (LEN bytes, the IP header checked
+ * by the caller) into `out` (cap bytes), each segment behind a copy of the `encap` bytes in front
+ * of OFF. `gsoType` must fit the packet's version: TCPV4 for IPv4, TCPV6 for IPv6, UDP_L4 for
+ * either. An IPv6 super-packet must carry TCP or UDP right after the fixed header (the kernel's
+ * own TSO6 takes no extension headers either). On success the descriptor points at the segments:
+ * OFF = out, LEN = all of them, FLAGS = the segment stride (0 when there is just one) beside
+ * DESC_FLAG_ADDR6 (an IPv6 underlay stays the destination). Returns a
+ * verdict and counts the segments in the counter block `counters`.
  */
-export function segmentIpv4(
+export function segmentSuperPacket(
   d: usize,
   gsoType: u32,
   gsoSize: i32,
@@ -71,17 +76,20 @@ export function segmentIpv4(
 ): i32 {
   const p = <usize>load<i32>(d + DESC_OFF);
   const len = load<i32>(d + DESC_LEN);
-  const ihl = ipv4HeaderLen(p);
-  const proto = <u32>load<u8>(p + 9);
-  const tcp = gsoType == VNET_GSO_TCPV4;
-  if (proto != (tcp ? PROTO_TCP : PROTO_UDP) || (be16(p + 6) & 0x3fff) != 0 || gsoSize < 1) return DROP_OFFLOAD_HEADER;
+  const v6 = ipVersion(p) == 6;
+  const tcp = gsoType != VNET_GSO_UDP_L4;
+  if (tcp && gsoType != (v6 ? VNET_GSO_TCPV6 : VNET_GSO_TCPV4)) return DROP_OFFLOAD_HEADER;
+  const l3 = v6 ? IPV6_HEADER : ipv4HeaderLen(p);
+  const proto = <u32>load<u8>(p + (v6 ? 6 : 9));
+  if (proto != (tcp ? PROTO_TCP : PROTO_UDP) || gsoSize < 1) return DROP_OFFLOAD_HEADER;
+  if (!v6 && (be16(p + 6) & 0x3fff) != 0) return DROP_OFFLOAD_HEADER;
   let thl = UDP_HEADER;
   if (tcp) {
-    if (ihl + TCP_HEADER_MIN > len) return DROP_OFFLOAD_HEADER;
-    thl = (<i32>load<u8>(p + <usize>ihl + 12) >> 4) << 2;
+    if (l3 + TCP_HEADER_MIN > len) return DROP_OFFLOAD_HEADER;
+    thl = (<i32>load<u8>(p + <usize>l3 + 12) >> 4) << 2;
     if (thl < TCP_HEADER_MIN) return DROP_OFFLOAD_HEADER;
   }
-  const hdr = ihl + thl;
+  const hdr = l3 + thl;
   if (hdr > len) return DROP_OFFLOAD_HEADER;
   const payload = len - hdr;
   const nseg = payload <= gsoSize ? 1 : (payload + gsoSize - 1) / gsoSize;
@@ -90,10 +98,11 @@ export function segmentIpv4(
   const trains = (nseg * stride + gsoTrainBytes(stride) - 1) / gsoTrainBytes(stride);
   if (total > cap || stride > UDP_GSO_MAX_BYTES || trains > OFFLOAD_MAX_TRAINS) return DROP_OFFLOAD_SIZE;
 
-  const id0 = be16(p + 4);
-  const seq0 = tcp ? be32(p + <usize>ihl + 4) : 0;
-  const flags0 = tcp ? <u32>load<u8>(p + <usize>ihl + 13) : 0;
-  const addrSum = checksumPartial(p + 12, 8, proto);
+  const id0 = v6 ? 0 : be16(p + 4);
+  const seq0 = tcp ? be32(p + <usize>l3 + 4) : 0;
+  const flags0 = tcp ? <u32>load<u8>(p + <usize>l3 + 13) : 0;
+  // The pseudo-header's addresses: 8 bytes at 12 (IPv4), 32 bytes at 8 (IPv6).
+  const addrSum = v6 ? checksumPartial(p + 8, 32, proto) : checksumPartial(p + 12, 8, proto);
   for (let k = 0; k < nseg; k++) {
     const o = out + <usize>(k * stride);
     const m = k == nseg - 1 ? payload - k * gsoSize : gsoSize;
@@ -102,12 +111,16 @@ export function segmentIpv4(
     memory.copy(ip, p, hdr);
     // The payload starts at an even offset of the L4 segment, so its sum simply adds to the header's.
     const payloadSum = copyChecksumPartial(ip + <usize>hdr, p + <usize>(hdr + k * gsoSize), m, 0);
-    putBe16(ip + 2, hdr + m);
-    putBe16(ip + 4, (id0 + <u32>k) & 0xffff);
-    store<u16>(ip + 10, 0);
-    putBe16(ip + 10, checksum(ip, ihl));
-    const l4 = ip + <usize>ihl;
     const l4len = thl + m;
+    if (v6) {
+      putBe16(ip + 4, l4len); // no extension headers: the payload length is the L4 segment's
+    } else {
+      putBe16(ip + 2, hdr + m);
+      putBe16(ip + 4, (id0 + <u32>k) & 0xffff);
+      store<u16>(ip + 10, 0);
+      putBe16(ip + 10, checksum(ip, l3));
+    }
+    const l4 = ip + <usize>l3;
     let field: usize;
     if (tcp) {
       putBe32(l4 + 4, seq0 + <u32>(k * gsoSize));
@@ -126,7 +139,7 @@ export function segmentIpv4(
   }
   store<i32>(d + DESC_OFF, <i32>out);
   store<i32>(d + DESC_LEN, total);
-  store<i32>(d + DESC_FLAGS, nseg > 1 ? stride : 0);
+  store<i32>(d + DESC_FLAGS, (nseg > 1 ? stride : 0) | (load<i32>(d + DESC_FLAGS) & DESC_FLAG_ADDR6));
   countAdd(counters, COUNTER_OFFLOAD_SEGMENTS, <u64>nseg);
   return VERDICT_FORWARD;
 }

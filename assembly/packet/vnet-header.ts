@@ -29,10 +29,10 @@ export const VNET_GSO_ECN: u32 = 0x80;
   store<u32>(h + 8, 0);
 }
 
-/** Writes a TCPv4 GSO header at h for a super-packet with ihl + thl header bytes. */
-@inline export function vnetWriteTcp4(h: usize, ihl: i32, thl: i32, gsoSize: i32): void {
+/** Writes a TCP GSO header at h for a super-packet with l3 (20: TCPv4, 40: TCPv6) + thl header bytes. */
+@inline export function vnetWriteTcp(h: usize, ihl: i32, thl: i32, gsoSize: i32): void {
   store<u8>(h + VNET_FLAGS, <u8>VNET_F_NEEDS_CSUM);
-  store<u8>(h + VNET_GSO_TYPE, <u8>VNET_GSO_TCPV4);
+  store<u8>(h + VNET_GSO_TYPE, <u8>(ihl == 40 ? VNET_GSO_TCPV6 : VNET_GSO_TCPV4));
   store<u16>(h + VNET_HDR_LEN, <u16>(ihl + thl));
   store<u16>(h + VNET_GSO_SIZE, <u16>gsoSize);
   store<u16>(h + VNET_CSUM_START, <u16>ihl);

@@ -22,6 +22,7 @@ void RegisterDescriptor(Napi::Env env, Napi::Object exports) {
   set("HEADROOM", kHeadroom);
   set("MAX_BATCH", kMaxBatch);
   set("FLAGS_SEGMENT_MASK", kFlagsSegmentMask);
+  set("DESC_FLAG_ADDR6", kFlagAddr6);
   set("VNET_HDR_BYTES", kVnetHdrBytes);
 }
 

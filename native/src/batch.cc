@@ -45,6 +45,8 @@ Batch::Batch(const Napi::CallbackInfo& info, size_t at, Access access, int32_t h
   }
   auto* base = static_cast<uint8_t*>(buf.data);
   const int64_t end = static_cast<int64_t>(buf.length);
+  base_ = base;
+  length_ = buf.length;
   const char* sizeName = access == Access::kRead ? "CAP" : "LEN";
   const int64_t minSize = access == Access::kRead ? 1 : 0;
   for (uint32_t i = 0; i < count_; i++) {

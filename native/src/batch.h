@@ -33,11 +33,16 @@ class Batch {
 
   uint32_t first() const { return first_; }
   uint32_t count() const { return count_; }
+  // The whole buffer, for ADDR values that are offsets into it (kFlagAddr6).
+  uint8_t* base() const { return base_; }
+  uint64_t length() const { return length_; }
   const Slot& operator[](uint32_t i) const { return slots_[i]; }
 
  private:
   uint32_t first_ = 0;
   uint32_t count_ = 0;
+  uint8_t* base_ = nullptr;
+  uint64_t length_ = 0;
   Slot slots_[kMaxBatch];
 };
 

@@ -23,6 +23,9 @@ constexpr int32_t kMaxBatch = 256;
 // FLAGS bits 0..15 on UDP descriptors: the GSO segment size (send: split into datagrams of this
 // size with UDP_SEGMENT; receive: the size the kernel coalesced with UDP_GRO). 0 = one datagram.
 constexpr int32_t kFlagsSegmentMask = 0xffff;
+// FLAGS bit on UDP descriptors: ADDR is not an IPv4 address but the buffer offset of a 16-byte
+// IPv6 address (DESC_FLAG_ADDR6): read from there on send, written to the slot's headroom on receive.
+constexpr int32_t kFlagAddr6 = 0x10000;
 
 // The virtio_net_hdr (v1 layout, 12 bytes) that rides in front of OFF on TUN queues opened with
 // IFF_VNET_HDR; it fits well inside the headroom.

@@ -1,6 +1,9 @@
 // UDP sockets for the dataplane: bound with SO_REUSEPORT so that each worker owns one socket on
 // the same address and port; recvmmsg/sendmmsg move a whole batch in one syscall.
 // FLAGS bits 0..15 carry a GSO segment size both ways (UDP_SEGMENT on send, UDP_GRO on receive).
+// IPv6 sockets (bound to an IPv6 address, or to :: for both families) carry IPv6 peers with
+// kFlagAddr6: ADDR is then the buffer offset of the peer's 16-byte address (descriptor.h). IPv4
+// peers of an IPv6 socket (::ffff:a.b.c.d) are given and taken as plain IPv4 ADDRs.
 #include <arpa/inet.h>
 #include <linux/filter.h>
 #include <netinet/in.h>
@@ -31,6 +34,18 @@ std::string Endpoint(uint32_t addr, int port) {
   return std::string(text) + ":" + std::to_string(port);
 }
 
+std::string Endpoint6(const in6_addr& addr, int port) {
+  char text[INET6_ADDRSTRLEN];
+  inet_ntop(AF_INET6, &addr, text, sizeof text);
+  return "[" + std::string(text) + "]:" + std::to_string(port);
+}
+
+// Room for either family's address (recvmmsg tells which it wrote).
+union PeerAddr {
+  sockaddr_in v4;
+  sockaddr_in6 v6;
+};
+
 // Root may exceed net.core.[rw]mem_max with the *FORCE options; others get what the limit allows.
 void SetBuffer(Napi::Env env, int fd, int forced, int plain, int bytes, const char* name) {
   if (bytes == 0) return;
@@ -47,7 +62,8 @@ std::string BindHint(int err, const std::string& endpoint) {
       return "another socket holds " + endpoint +
              ": give every socket that shares it reusePort, or choose another port";
     case EADDRNOTAVAIL:
-      return "no interface in this network namespace has that address: add it first, or bind 0.0.0.0";
+      return "no interface in this network namespace has that address (an IPv6 one may still be in DAD: add it "
+             "with nodad): add it first, or bind 0.0.0.0 / ::";
     case EACCES:
       return "ports below 1024 need CAP_NET_BIND_SERVICE: run as root or use a higher port";
     default:
@@ -55,21 +71,36 @@ std::string BindHint(int err, const std::string& endpoint) {
   }
 }
 
-// udpOpen(addr, port, reusePort, rcvbuf, sndbuf, gro) -> { fd, port }: port 0 binds an ephemeral
-// port, which the result reports. rcvbuf/sndbuf 0 keep the kernel's defaults.
+// udpOpen(addr, port, reusePort, rcvbuf, sndbuf, gro) -> { fd, port }: addr is an IPv4 address as
+// a number or an IPv6 address as text ("::" takes both families: V6ONLY is off). port 0 binds an
+// ephemeral port, which the result reports. rcvbuf/sndbuf 0 keep the kernel's defaults.
 Napi::Value UdpOpen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto addr = static_cast<uint32_t>(IntArg(info, 0, "addr", 0, UINT32_MAX));
+  const bool v6 = info[0].IsString();
+  in6_addr addr6{};
+  uint32_t addr = 0;
+  if (v6) {
+    std::string text = StringArg(info, 0, "addr");
+    if (inet_pton(AF_INET6, text.c_str(), &addr6) != 1) ThrowTypeError(env, "addr \"" + text + "\" is no IPv6 address");
+  } else {
+    addr = static_cast<uint32_t>(IntArg(info, 0, "addr", 0, UINT32_MAX));
+  }
   int port = static_cast<int>(IntArg(info, 1, "port", 0, 65535));
   bool reusePort = BoolArg(info, 2, "reusePort");
   int rcvbuf = static_cast<int>(IntArg(info, 3, "rcvbuf", 0, INT32_MAX / 2));
   int sndbuf = static_cast<int>(IntArg(info, 4, "sndbuf", 0, INT32_MAX / 2));
   bool gro = BoolArg(info, 5, "gro");
-  std::string endpoint = Endpoint(addr, port);
+  std::string endpoint = v6 ? Endpoint6(addr6, port) : Endpoint(addr, port);
 
-  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) ThrowSyscallError(env, errno, "socket", "socket for " + endpoint, "");
   int on = 1;
+  int off = 0;
+  if (v6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off) < 0) {
+    int err = errno;
+    close(fd);
+    ThrowSyscallError(env, err, "setsockopt", "IPV6_V6ONLY off on " + endpoint, "");
+  }
   if (reusePort && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) < 0) {
     int err = errno;
     close(fd);
@@ -83,16 +114,26 @@ Napi::Value UdpOpen(const Napi::CallbackInfo& info) {
   }
   SetBuffer(env, fd, SO_RCVBUFFORCE, SO_RCVBUF, rcvbuf, "SO_RCVBUF");
   SetBuffer(env, fd, SO_SNDBUFFORCE, SO_SNDBUF, sndbuf, "SO_SNDBUF");
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(static_cast<uint16_t>(port));
-  sa.sin_addr.s_addr = htonl(addr);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0) {
+  PeerAddr sa;
+  std::memset(&sa, 0, sizeof sa);
+  socklen_t len;
+  if (v6) {
+    sa.v6.sin6_family = AF_INET6;
+    sa.v6.sin6_port = htons(static_cast<uint16_t>(port));
+    sa.v6.sin6_addr = addr6;
+    len = sizeof sa.v6;
+  } else {
+    sa.v4.sin_family = AF_INET;
+    sa.v4.sin_port = htons(static_cast<uint16_t>(port));
+    sa.v4.sin_addr.s_addr = htonl(addr);
+    len = sizeof sa.v4;
+  }
+  if (bind(fd, reinterpret_cast<sockaddr*>(&sa), len) < 0) {
     int err = errno;
     close(fd);
     ThrowSyscallError(env, err, "bind", "bind " + endpoint, BindHint(err, endpoint));
   }
-  socklen_t len = sizeof sa;
+  len = sizeof sa;
   if (getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) < 0) {
     int err = errno;
     close(fd);
@@ -100,7 +141,8 @@ Napi::Value UdpOpen(const Napi::CallbackInfo& info) {
   }
   Napi::Object result = Napi::Object::New(env);
   result.Set("fd", Napi::Number::New(env, fd));
-  result.Set("port", Napi::Number::New(env, ntohs(sa.sin_port)));
+  // sin_port and sin6_port sit at the same offset.
+  result.Set("port", Napi::Number::New(env, ntohs(sa.v4.sin_port)));
   return result;
 }
 
@@ -111,7 +153,7 @@ constexpr size_t kControlBytes = CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(tim
 struct Messages {
   mmsghdr msgs[kMaxBatch];
   iovec iovs[kMaxBatch];
-  sockaddr_in addrs[kMaxBatch];
+  PeerAddr addrs[kMaxBatch];
   alignas(cmsghdr) uint8_t control[kMaxBatch][kControlBytes];
 };
 
@@ -168,15 +210,18 @@ thread_local Messages messages;
 // socket's queue; with `drop` they are dropped (head drop, as CoDel does once its queue stood above
 // target for an interval: the caller decides when, worker.ts) and their descriptors moved behind
 // the kept ones, which stay in order at the front. Without `drop` they stay in the batch.
+// `ipv6` (an IPv6 socket): an IPv6 sender's address is written to the first 16 bytes of the
+// slot's headroom, [OFF - HEADROOM, OFF - HEADROOM + 16), so every OFF must be at least HEADROOM.
 Napi::Value UdpRecv(const Napi::CallbackInfo& info) {
   int fd = FdArg(info, 0);
-  Batch batch(info, 1, Access::kRead, 0);
+  const bool ipv6 = info.Length() > 7 && BoolArg(info, 7, "ipv6");
+  Batch batch(info, 1, Access::kRead, ipv6 ? kHeadroom : 0);
   const int64_t maxAgeNs = info.Length() > 5 ? IntArg(info, 5, "maxAgeUs", 0, INT32_MAX) * 1000 : 0;
   const bool drop = info.Length() > 6 && BoolArg(info, 6, "drop");
   Messages& m = messages;
   for (uint32_t i = 0; i < batch.count(); i++) {
     m.iovs[i] = {batch[i].data, batch[i].size};
-    m.msgs[i].msg_hdr = msghdr{&m.addrs[i], sizeof(sockaddr_in), &m.iovs[i], 1, m.control[i], kControlBytes, 0};
+    m.msgs[i].msg_hdr = msghdr{&m.addrs[i], sizeof(PeerAddr), &m.iovs[i], 1, m.control[i], kControlBytes, 0};
   }
   int n = RetryOnEintr([&] { return recvmmsg(fd, m.msgs, batch.count(), MSG_DONTWAIT, nullptr); });
   if (n < 0) {
@@ -192,8 +237,22 @@ Napi::Value UdpRecv(const Napi::CallbackInfo& info) {
     // A datagram larger than CAP arrives cut to CAP bytes (MSG_TRUNC); its inner IP length then
     // disagrees with LEN and the hot path drops it.
     desc[kLen] = static_cast<int32_t>(m.msgs[i].msg_len);
-    desc[kAddr] = static_cast<int32_t>(ntohl(m.addrs[i].sin_addr.s_addr));
-    desc[kPort] = ntohs(m.addrs[i].sin_port);
+    const PeerAddr& from = m.addrs[i];
+    int32_t family = 0;
+    if (from.v4.sin_family == AF_INET) {
+      desc[kAddr] = static_cast<int32_t>(ntohl(from.v4.sin_addr.s_addr));
+    } else if (IN6_IS_ADDR_V4MAPPED(&from.v6.sin6_addr)) {
+      uint32_t v4;
+      std::memcpy(&v4, &from.v6.sin6_addr.s6_addr[12], 4);
+      desc[kAddr] = static_cast<int32_t>(ntohl(v4));
+    } else {
+      // Only IPv6 sockets get here, and their batches were checked for OFF >= HEADROOM.
+      uint8_t* at = batch[i].data - kHeadroom;
+      std::memcpy(at, &from.v6.sin6_addr, 16);
+      desc[kAddr] = static_cast<int32_t>(at - batch.base());
+      family = kFlagAddr6;
+    }
+    desc[kPort] = ntohs(from.v4.sin_port);
     int32_t segment = 0;
     bool stale = false;
     for (cmsghdr* c = CMSG_FIRSTHDR(&hdr); c != nullptr; c = CMSG_NXTHDR(const_cast<msghdr*>(&hdr), c)) {
@@ -208,7 +267,7 @@ Napi::Value UdpRecv(const Napi::CallbackInfo& info) {
         late += stale;
       }
     }
-    desc[kFlags] = segment;
+    desc[kFlags] = segment | family;
     if (stale && drop) continue;
     // Slots are distinct, so swapping whole descriptors keeps every slot owned by one of them.
     if (kept != i) std::swap_ranges(desc, desc + kDescWords, batch[kept].desc);
@@ -228,12 +287,27 @@ Napi::Value UdpSend(const Napi::CallbackInfo& info) {
       ThrowRangeError(env, "descriptor " + std::to_string(batch.first() + i) + ": PORT " + std::to_string(slot.port) +
                                " is not a UDP port (1..65535)");
     }
-    m.addrs[i] = sockaddr_in{};
-    m.addrs[i].sin_family = AF_INET;
-    m.addrs[i].sin_port = htons(static_cast<uint16_t>(slot.port));
-    m.addrs[i].sin_addr.s_addr = htonl(slot.addr);
+    PeerAddr& to = m.addrs[i];
+    socklen_t len;
+    std::memset(&to, 0, sizeof to);  // {} would clear only the first member
+    if (slot.flags & kFlagAddr6) {
+      if (static_cast<uint64_t>(slot.addr) + 16 > batch.length()) {
+        ThrowRangeError(env, "descriptor " + std::to_string(batch.first() + i) + ": ADDR " + std::to_string(slot.addr) +
+                                 " (an IPv6 address's offset) runs past the end of the buffer");
+      }
+      to.v6.sin6_family = AF_INET6;
+      to.v6.sin6_port = htons(static_cast<uint16_t>(slot.port));
+      std::memcpy(&to.v6.sin6_addr, batch.base() + slot.addr, 16);
+      len = sizeof to.v6;
+    } else {
+      // An IPv6 socket (V6ONLY off) takes IPv4 destinations as they are.
+      to.v4.sin_family = AF_INET;
+      to.v4.sin_port = htons(static_cast<uint16_t>(slot.port));
+      to.v4.sin_addr.s_addr = htonl(slot.addr);
+      len = sizeof to.v4;
+    }
     m.iovs[i] = {slot.data, slot.size};
-    m.msgs[i].msg_hdr = msghdr{&m.addrs[i], sizeof(sockaddr_in), &m.iovs[i], 1, nullptr, 0, 0};
+    m.msgs[i].msg_hdr = msghdr{&to, len, &m.iovs[i], 1, nullptr, 0, 0};
     uint16_t segment = static_cast<uint16_t>(slot.flags & kFlagsSegmentMask);
     if (segment != 0) {
       msghdr& hdr = m.msgs[i].msg_hdr;
@@ -253,12 +327,16 @@ Napi::Value UdpSend(const Napi::CallbackInfo& info) {
     // sendmmsg reports an error only when the first message failed; later failures end the batch
     // and surface on the next call, which starts at the failed packet.
     const Slot& slot = batch[0];
-    std::string what = "sendmmsg descriptor " + std::to_string(batch.first()) + " to " + Endpoint(slot.addr, slot.port);
-    const char* hint = err == ENETUNREACH || err == EHOSTUNREACH ? "no route to this peer: add one, or drop the packet"
-                       : err == EMSGSIZE
-                           ? "the datagram exceeds the MTU or 65507 bytes (or GSO limits): split it or drop it"
-                       : err == EINVAL ? "bad GSO segment size or destination: drop the packet"
-                                       : "";
+    const PeerAddr& to = m.addrs[0];
+    std::string what =
+        "sendmmsg descriptor " + std::to_string(batch.first()) + " to " +
+        (to.v4.sin_family == AF_INET6 ? Endpoint6(to.v6.sin6_addr, slot.port) : Endpoint(slot.addr, slot.port));
+    const char* hint =
+        err == ENETUNREACH || err == EHOSTUNREACH ? "no route to this peer: add one, or drop the packet"
+        : err == EMSGSIZE     ? "the datagram exceeds the MTU or 65507 bytes (or GSO limits): split it or drop it"
+        : err == EINVAL       ? "bad GSO segment size or destination: drop the packet"
+        : err == EAFNOSUPPORT ? "an IPv6 destination needs an IPv6 socket: open one bound to an IPv6 address"
+                              : "";
     ThrowSyscallError(env, err, "sendmmsg", what, hint);
   }
   return Napi::Number::New(env, n);

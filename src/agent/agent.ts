@@ -463,7 +463,8 @@ export class Agent {
   /**
    * What `weft status` shows. IPv4's keys (underlay, network, subnet, peers) are absent or empty
    * while IPv4 is off; IPv6's (underlay6, network6, subnet6, backend6, peers6) are there while
-   * IPv6 is on. `backend` is the node's backend announcement (the first family's).
+   * IPv6 is on. `backend` is the node's backend announcement (the first family's); `dataplane` the
+   * first family's userspace dataplane counters, `dataplane6` the IPv6 one's on a dual-stack node.
    */
   status(): unknown {
     const settings = this.control.settings();
@@ -511,6 +512,8 @@ export class Agent {
       settings: { ...settings, reclaimGrace: formatDuration(settings.lease.reclaimGraceMs) },
       backendCounters: this.counters(),
       dataplane: this.backend?.dataplaneCounters?.(),
+      // A dual-stack wasm-vxlan node runs a second dataplane for IPv6 (its own device and sockets).
+      ...(this.lanes.length > 1 && { dataplane6: this.lane(6)?.backend?.dataplaneCounters?.() }),
       socketDrops: this.socketDrops(),
     };
   }

@@ -7,6 +7,7 @@
 // Everything it creates (namespaces, devices, processes, files) goes
 // away at the end, also on Ctrl-C or failure.
 import type { BackendType } from "../backends/backend.js";
+import { IPV6_BACKENDS } from "../config/net-conf.js";
 import { median } from "../bench/stats.js";
 import { WeftError } from "../errors.js";
 import { LabAgents, type AgentStatus } from "../lab/agents.js";
@@ -21,7 +22,7 @@ export interface DemoOptions {
   /** Build, check and tear down without the live view. */
   once: boolean;
   hosts?: number;
-  /** IPv6 too (kernel backends). */
+  /** IPv6 too (the backends that carry it: vxlan, host-gw, wasm-vxlan). */
   dualStack?: boolean;
 }
 
@@ -46,10 +47,10 @@ export async function runDemo(o: DemoOptions): Promise<void> {
   try {
     const count = o.hosts ?? 3;
     say(`building ${count} hosts in network namespaces (backend ${o.backend})`);
-    if (o.dualStack && o.backend !== "vxlan" && o.backend !== "host-gw") {
+    if (o.dualStack && !IPV6_BACKENDS.includes(o.backend)) {
       throw new WeftError(
         "CLI_DEMO_BAD_BACKEND",
-        `--dual-stack needs a backend that carries IPv6: --backend vxlan or host-gw, not ${o.backend}`,
+        `--dual-stack needs a backend that carries IPv6: --backend ${IPV6_BACKENDS.join(", ")}, not ${o.backend}`,
       );
     }
     lab = await LabCluster.create({ tag: "demo", hosts: count, ipv6: o.dualStack });

@@ -276,7 +276,7 @@ program
   .command("demo")
   .description("a three-host cluster in network namespaces on this machine, with pods and a live view (root)")
   .addOption(
-    new Option("--backend <type>", "backend for all hosts (default wasm-vxlan; vxlan with --dual-stack)").choices([
+    new Option("--backend <type>", "backend for all hosts (default wasm-vxlan)").choices([
       "vxlan",
       "host-gw",
       "udp",
@@ -285,13 +285,11 @@ program
   )
   .option(
     "--dual-stack",
-    "IPv6 too: an IPv6 underlay (2001:2::/64), pods in 2001:2:0:8000::/49, pings over both families (kernel backends vxlan, host-gw)",
+    "IPv6 too: an IPv6 underlay (2001:2::/64), pods in 2001:2:0:8000::/49, pings over both families (backends vxlan, host-gw, wasm-vxlan)",
     false,
   )
   .option("--once", "build, check and tear down without the live view (for scripts)", false)
-  .action(async (o) =>
-    runDemo({ backend: o.backend ?? (o.dualStack ? "vxlan" : "wasm-vxlan"), once: o.once, dualStack: o.dualStack }),
-  );
+  .action(async (o) => runDemo({ backend: o.backend ?? "wasm-vxlan", once: o.once, dualStack: o.dualStack }));
 
 program
   .command("bench")
@@ -310,7 +308,7 @@ program
   )
   .option(
     "--family <list>",
-    "address families of the pod traffic: 4, or 4,6 to add TCP over IPv6 for the backends that carry it (vxlan, host-gw), each in an IPv6-only lab of its own (default 4)",
+    "address families of the pod traffic: 4, or 4,6 to add TCP over IPv6 for the backends that carry it (vxlan, host-gw, wasm-vxlan), each in an IPv6-only lab of its own (default 4)",
     list,
   )
   .option("--duration <s>", "seconds per iperf3 run (default 10; --quick 1)", int("--duration"))

@@ -170,11 +170,9 @@ function jsonDepth(text: string): number {
 }
 
 /** Backends whose wire format or kernel device carries IPv6 pod traffic. */
-export const IPV6_BACKENDS: readonly string[] = ["vxlan", "host-gw"];
+export const IPV6_BACKENDS: readonly string[] = ["vxlan", "host-gw", "wasm-vxlan"];
 const NO_IPV6_BECAUSE: Record<string, string> = {
   udp: "flannel's udp wire format carries IPv4 packets only",
-  "wasm-vxlan":
-    "weft's userspace VXLAN dataplane forwards IPv4 only so far (use the kernel vxlan backend, which mixes with wasm-vxlan peers for IPv4)",
 };
 
 /** A CIDR key: checked here, not only by the subnet space, so that the error names the key like every other one. */

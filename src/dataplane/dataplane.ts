@@ -2,7 +2,9 @@
 // SO_REUSEPORT UDP socket per queue, a piscina pool with one long-running task per queue
 // (worker.ts), and the shared hot-path memory holding the route table, the per-queue contexts,
 // batches and counters. The control thread changes peers while workers forward; a worker that
-// dies is replaced and its queue resumes.
+// dies is replaced and its queue resumes. One dataplane carries one address family, as flannel runs
+// one VXLAN device per family: an IPv6 one (wasm-vxlan only) has its own TUN device with IPv6 on,
+// an IPv6 route table, and IPv6 sockets on the IPv6 underlay address.
 import { availableParallelism } from "node:os";
 import { Piscina } from "piscina";
 import type { Logger } from "pino";
@@ -16,7 +18,8 @@ import type { TunQueue } from "../io/tun.js";
 import { UdpSocket } from "../io/udp.js";
 import { Waker } from "../io/wait.js";
 import type { Kernel } from "../kernel/iproute.js";
-import { formatIpv4, type Ipv4Prefix } from "../net/ipv4.js";
+import { familyOf, formatAddr, type IpAddr, type IpPrefix } from "../net/ip.js";
+import { RouteTable6 } from "../hotpath/route-table6.js";
 import { projectFile } from "../paths.js";
 import { DEFAULT_BUSY_POLL_US, DEFAULT_QUEUE_DELAY_US } from "./defaults.js";
 import { PeerTable, type DataplanePeer } from "./peers.js";
@@ -28,14 +31,17 @@ export interface UserspaceDataplaneOptions {
   format: WireFormat;
   /** TUN device name (e.g. weft0). */
   tunName: string;
-  /** MTU of the TUN device: underlay MTU - 50 (vxlan) or - 28 (udp). */
+  /** MTU of the TUN device: underlay MTU - 50 (vxlan over IPv4), - 70 (over IPv6) or - 28 (udp). */
   mtu: number;
-  /** The whole pod network; its route goes to the TUN device. */
-  network: Ipv4Prefix;
-  /** This node's subnet; its network address is the TUN device's address and the ICMP source. */
-  subnet: Ipv4Prefix;
-  /** Underlay address and UDP port to receive on (8472 vxlan, 8285 udp). */
-  listenAddr: number;
+  /**
+   * The whole pod network; its route goes to the TUN device. Its family is the dataplane's: an
+   * IPv6 network (vxlan format only) routes IPv6 pods.
+   */
+  network: IpPrefix;
+  /** This node's subnet; its network address is the TUN device's address and the ICMP (ICMPv6) source. */
+  subnet: IpPrefix;
+  /** Underlay address and UDP port to receive on (8472 vxlan, 8285 udp); an IPv6 address opens IPv6 sockets. */
+  listenAddr: IpAddr;
   port: number;
   vni: number;
   /** This node's VTEP MAC (vxlan). */
@@ -138,8 +144,8 @@ function inPlaceResults(tx: PacketBatch, rx: PacketBatch): ResultRegions {
 
 export class UserspaceDataplane {
   readonly workers: number;
+  private readonly family: 4 | 6;
   private readonly hp: HotPath;
-  private readonly routes: RouteTable;
   private readonly peers: PeerTable;
   private readonly queues: Queue[] = [];
   private readonly stopWord: Int32Array;
@@ -161,10 +167,27 @@ export class UserspaceDataplane {
         "DATAPLANE_MTU",
         `MTU ${opts.mtu} does not fit the ${SLOT_BYTES}-byte packet slots; use an MTU of at most ${DATAPLANE_MAX_MTU}`,
       );
+    this.family = familyOf(opts.subnet.addr);
+    if (this.family === 6 && opts.format !== "vxlan")
+      throw new WeftError(
+        "DATAPLANE_FAMILY",
+        "flannel's udp format carries IPv4 only: route IPv6 with the vxlan format",
+      );
     this.hp = new HotPath(createHotPathMemory());
     const arena = new Arena(this.hp);
-    this.routes = new RouteTable(this.hp, arena, { tbl8Groups: 256, maxRules: maxPeers * 2, maxNextHops: maxPeers });
-    this.peers = new PeerTable(this.routes, maxPeers);
+    // Contexts always point at an IPv4 table; an IPv6 dataplane's stays empty (IPv4 packets find no route).
+    const routes = new RouteTable(
+      this.hp,
+      arena,
+      this.family === 4
+        ? { tbl8Groups: 256, maxRules: maxPeers * 2, maxNextHops: maxPeers }
+        : { tbl8Groups: 1, maxRules: 1, maxNextHops: 1 },
+    );
+    const routes6 =
+      this.family === 6
+        ? new RouteTable6(this.hp, arena, { maxRules: maxPeers * 2, maxNextHops: maxPeers })
+        : undefined;
+    this.peers = new PeerTable(routes6 ?? routes, maxPeers);
     const stopAt = arena.alloc(4);
     this.stopWord = new Int32Array(this.hp.memory.buffer, stopAt, 1);
     const queueDelayUs = opts.queueDelayUs ?? DEFAULT_QUEUE_DELAY_US;
@@ -185,12 +208,13 @@ export class UserspaceDataplane {
       this.offload = { enabled, tun: tun.flags, udpGro: enabled, reason: first.reason ?? tun.reason };
       for (let q = 0; q < this.workers; q++) {
         const ctx = new DataplaneContext(this.hp, arena, {
-          routes: this.routes.base,
+          routes: routes.base,
           vni: opts.vni,
-          localAddr: opts.subnet.addr,
+          localAddr: this.family === 4 ? (opts.subnet.addr as number) : 0,
           mac: opts.vtepMac,
           antiSpoof: opts.antiSpoof ?? true,
           peerSlots: maxPeers,
+          ipv6: routes6 && { routes: routes6.base, localAddr: opts.subnet.addr as bigint },
         });
         const tx = enabled
           ? new PacketBatch(this.hp, arena, OFFLOAD_TX_BATCH, BIG_SLOT_BYTES)
@@ -228,7 +252,8 @@ export class UserspaceDataplane {
           },
         });
       }
-      if (this.workers > 1) this.queues[0].udp.setReuseportProgram(innerFlowSteering(opts.format, this.workers));
+      if (this.workers > 1)
+        this.queues[0].udp.setReuseportProgram(innerFlowSteering(opts.format, this.workers, this.family));
     } catch (error) {
       for (const u of sockets.slice(this.queues.length)) u.close();
       this.closeIo(tuns);
@@ -262,9 +287,10 @@ export class UserspaceDataplane {
     const { tunName, mtu, subnet, network } = this.opts;
     // Like flannel's udp backend: the device holds the subnet's network address with the whole
     // network's prefix length, so the kernel routes every other subnet of the network to it.
+    // IPv6: no duplicate address detection (nobody else is on a TUN device to answer it).
     await kernel.ipBatch([
       `link set ${tunName} mtu ${mtu} txqueuelen ${this.offload.enabled ? TUN_TXQUEUELEN_OFFLOADS : TUN_TXQUEUELEN}`,
-      `addr add ${formatIpv4(subnet.addr)}/${network.len} dev ${tunName}`,
+      `addr add ${formatAddr(subnet.addr)}/${network.len} dev ${tunName}${this.family === 6 ? " nodad" : ""}`,
       `link set ${tunName} up`,
     ]);
     this.pool = new Piscina({
@@ -284,9 +310,19 @@ export class UserspaceDataplane {
       );
   }
 
-  /** Adds or updates a peer; reaches every worker at once (shared route table). */
+  /**
+   * Adds or updates a peer of the dataplane's family; reaches every worker at once (shared route
+   * table). An IPv6 dataplane takes an IPv4 underlay too (as ::ffff:a.b.c.d), sent from its
+   * IPv6 sockets when they are bound to "::".
+   */
   setPeer(peer: DataplanePeer): void {
-    this.peers.set(peer);
+    if (familyOf(peer.subnet.addr) !== this.family)
+      throw new WeftError(
+        "DATAPLANE_FAMILY",
+        `peer ${peer.name}'s subnet is IPv${familyOf(peer.subnet.addr)}, this dataplane carries IPv${this.family}; give it to the dataplane of its family`,
+      );
+    const mapped = this.family === 6 && typeof peer.underlay === "number";
+    this.peers.set(mapped ? { ...peer, underlay: 0xffff_0000_0000n | BigInt(peer.underlay) } : peer);
   }
 
   removePeer(name: string): boolean {

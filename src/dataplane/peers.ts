@@ -1,16 +1,17 @@
 // Peers as the userspace dataplane knows them: each peer gets a next-hop index (a record with its
 // underlay address, UDP port and VTEP MAC) and a route for its subnet to that index. The control
 // side changes them while workers forward; the route table's seqlock publishes each change whole.
+// A dataplane carries one family, so its peers are all IPv4 (RouteTable) or all IPv6 (RouteTable6).
 import { WeftError } from "../errors.js";
-import { formatPrefix, prefixesOverlap, type Ipv4Prefix } from "../net/ipv4.js";
-import type { RouteTable } from "../hotpath/route-table.js";
+import { formatAnyPrefix, overlaps, type IpAddr, type IpPrefix } from "../net/ip.js";
 
 export interface DataplanePeer {
   /** Node name, the peer's identity. */
   name: string;
-  subnet: Ipv4Prefix;
-  /** Underlay IPv4 address (number). */
-  underlay: number;
+  /** The peer's subnet, of the dataplane's family. */
+  subnet: IpPrefix;
+  /** Underlay address: IPv4 as a number, IPv6 as a bigint (an IPv6 dataplane's next hops take either). */
+  underlay: IpAddr;
   /** UDP port the peer receives on. */
   port: number;
   /** VTEP MAC (wasm-vxlan); ignored by the udp format. */
@@ -24,12 +25,20 @@ interface Entry {
 
 const NO_MAC = new Uint8Array(6);
 
+/** What the peer table needs of a route table: RouteTable (IPv4) or RouteTable6. */
+export interface PeerRoutes {
+  setNextHop(i: number, nh: { ip: IpAddr; port: number; mac: Uint8Array }): void;
+  clearNextHop(i: number): void;
+  replace(p: IpPrefix, nextHop: number): void;
+  delete(p: IpPrefix): void;
+}
+
 export class PeerTable {
   private readonly byName = new Map<string, Entry>();
   private readonly free: number[];
 
   constructor(
-    private readonly routes: RouteTable,
+    private readonly routes: PeerRoutes,
     slots: number,
   ) {
     // Lowest indices first, so per-peer counters stay dense.
@@ -40,10 +49,10 @@ export class PeerTable {
   set(peer: DataplanePeer): void {
     const old = this.byName.get(peer.name);
     for (const [name, e] of this.byName) {
-      if (name !== peer.name && prefixesOverlap(e.peer.subnet, peer.subnet)) {
+      if (name !== peer.name && overlaps(e.peer.subnet, peer.subnet)) {
         throw new WeftError(
           "DATAPLANE_SUBNET_OVERLAP",
-          `peer ${peer.name}'s subnet ${formatPrefix(peer.subnet)} overlaps ${name}'s ${formatPrefix(e.peer.subnet)}; the lease layer must never allow this`,
+          `peer ${peer.name}'s subnet ${formatAnyPrefix(peer.subnet)} overlaps ${name}'s ${formatAnyPrefix(e.peer.subnet)}; the lease layer must never allow this`,
         );
       }
     }

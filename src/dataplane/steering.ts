@@ -1,7 +1,8 @@
 // Spreading flows over the workers on receive. All datagrams from one peer share one outer
 // 4-tuple (weft sends from its bound port), so SO_REUSEPORT's own hash would hand every flow from
 // that peer to one socket. Instead a classic BPF program on the reuseport group hashes the *inner*
-// flow — addresses and ports of the carried IPv4 packet — and picks the worker from it. The worker
+// flow — addresses and ports of the carried IPv4 or IPv6 packet (the dataplane's family) — and
+// picks the worker from it. The worker
 // then writes the flow's packets on its own TUN queue, and the kernel steers the replies of that
 // flow back to the same queue, so both directions of a flow stay on one worker.
 import type { WireFormat } from "./queue-task.js";
@@ -15,24 +16,29 @@ const ALU_MUL_K = 0x24;
 const ALU_MOD_K = 0x94;
 const RET_A = 0x16;
 
-/** Where the inner IPv4 header starts in the UDP payload. */
+/** Where the inner IP header starts in the UDP payload. */
 const INNER_IP: Record<WireFormat, number> = { vxlan: 8 + 14, udp: 0 };
 
 /**
- * The program for `workers` sockets: index = hash(inner src, dst, and the 4 bytes after a
- * 20-byte header — TCP/UDP ports) mod workers, the hash a multiplicative (Fibonacci) one. A datagram too short for the loads makes the
- * program return 0 (the first socket), which is fine for garbage.
+ * The program for `workers` sockets: index = hash(inner src, dst, and the 4 bytes after the fixed
+ * header — TCP/UDP ports) mod workers, the hash a multiplicative (Fibonacci) one. IPv4 (`family`
+ * 4): addresses at 12 and 16, ports at 20 (options are rare enough); IPv6: the eight address
+ * words at 8..36 folded by XOR, ports at 40. A datagram too short for the loads makes the program
+ * return 0 (the first socket), which is fine for garbage.
  */
-export function innerFlowSteering(format: WireFormat, workers: number): Int32Array {
+export function innerFlowSteering(format: WireFormat, workers: number, family: 4 | 6 = 4): Int32Array {
   const ip = INNER_IP[format];
+  // Every address word, then the ports, each XORed into A through X.
+  const words = family === 4 ? [12, 16, 20] : [8, 12, 16, 20, 24, 28, 32, 36, 40];
   const insns: Array<[number, number, number, number]> = [
-    [LD_W_ABS, 0, 0, ip + 12], // A = source address
-    [TAX, 0, 0, 0], // X = A
-    [LD_W_ABS, 0, 0, ip + 16], // A = destination address
-    [ALU_XOR_X, 0, 0, 0], // A ^= X
-    [TAX, 0, 0, 0],
-    [LD_W_ABS, 0, 0, ip + 20], // A = source and destination ports
-    [ALU_XOR_X, 0, 0, 0],
+    [LD_W_ABS, 0, 0, ip + words[0]], // A = first word
+    ...words.slice(1).flatMap(
+      (w): Array<[number, number, number, number]> => [
+        [TAX, 0, 0, 0], // X = A
+        [LD_W_ABS, 0, 0, ip + w],
+        [ALU_XOR_X, 0, 0, 0], // A ^= X
+      ],
+    ),
     [TAX, 0, 0, 0],
     [ALU_RSH_K, 0, 0, 16], // fold the high half in, so that ports and addresses all count
     [ALU_XOR_X, 0, 0, 0],

@@ -39,6 +39,8 @@ export interface NativeIo {
   readonly MAX_BATCH: number;
   /** FLAGS bits holding a UDP GSO/GRO segment size (0 = a single datagram). */
   readonly FLAGS_SEGMENT_MASK: number;
+  /** FLAGS bit: ADDR is the offset of a 16-byte IPv6 address (assembly/descriptor.ts). */
+  readonly DESC_FLAG_ADDR6: number;
   /** Size of the virtio_net_hdr in front of OFF on TUN queues with a vnet header. */
   readonly VNET_HDR_BYTES: 12;
   readonly TUN_F_CSUM: number;
@@ -62,8 +64,9 @@ export interface NativeIo {
   /** Writes [OFF, OFF+LEN), preceded by the vnet header in [OFF-12, OFF) when header is 12. */
   tunWrite: TunBatchCall;
 
+  /** addr: an IPv4 address as a number, or an IPv6 address as text ("::" takes both families). */
   udpOpen(
-    addr: number,
+    addr: number | string,
     port: number,
     reusePort: boolean,
     rcvbuf: number,
@@ -73,7 +76,9 @@ export interface NativeIo {
   /**
    * Fills [OFF, OFF+CAP) and sets LEN, ADDR, PORT (the sender) and FLAGS (GRO segment size or 0).
    * Returns kept | late << 16: with maxAgeUs > 0 (and udpSetTimestamps), `late` datagrams waited
-   * longer; with `drop` they are dropped and their descriptors moved behind the kept ones.
+   * longer; with `drop` they are dropped and their descriptors moved behind the kept ones. With
+   * `ipv6` (an IPv6 socket; every OFF >= HEADROOM) an IPv6 sender's 16 bytes go to the slot's
+   * first headroom bytes, ADDR = their offset, FLAGS |= DESC_FLAG_ADDR6.
    */
   udpRecv(
     fd: number,
@@ -83,10 +88,14 @@ export interface NativeIo {
     count: number,
     maxAgeUs?: number,
     drop?: boolean,
+    ipv6?: boolean,
   ): number;
   /** SO_TIMESTAMPNS: arrival times for udpRecv's maxAgeUs. */
   udpSetTimestamps(fd: number): void;
-  /** Sends [OFF, OFF+LEN) to ADDR:PORT; FLAGS' segment size, when not 0, asks for UDP GSO. */
+  /**
+   * Sends [OFF, OFF+LEN) to ADDR:PORT (with DESC_FLAG_ADDR6: to the 16 bytes at offset ADDR, which
+   * needs an IPv6 socket); FLAGS' segment size, when not 0, asks for UDP GSO.
+   */
   udpSend: BatchCall;
   /** SO_ATTACH_REUSEPORT_CBPF: [code, jt, jf, k] per instruction; see UdpSocket.setReuseportProgram. */
   udpSetReuseportProgram(fd: number, program: Int32Array): void;

@@ -3,14 +3,20 @@
 // address and port in each descriptor's ADDR/PORT. FLAGS bits 0..15 carry a segment size for
 // UDP GSO (send) and GRO (receive, when opened with gro). A UdpSocket is the dataplane's
 // DatagramBind (batch-io.ts); the control thread opens and owns it, a worker borrows it (lend()).
+// An IPv6 socket (an IPv6 address, or "::" for both families) carries IPv6 peers with
+// DESC_FLAG_ADDR6: ADDR is the offset of their 16 bytes in the buffer (see native.ts).
 import { parseIpv4 } from "../net/ipv4.js";
+import { formatIpv6, isIpv6Text } from "../net/ipv6.js";
 import type { DatagramBind } from "./batch-io.js";
 import { FdHandle } from "./fd-handle.js";
 import { atMostMaxBatch, native } from "./native.js";
 
 export interface UdpOptions {
-  /** Local address, "198.18.0.1" or as a number; "0.0.0.0" for any. */
-  readonly address: string | number;
+  /**
+   * Local address: IPv4 as "198.18.0.1" or a number ("0.0.0.0" for any), IPv6 as "2001:2::1" or a
+   * bigint ("::" for any address of either family).
+   */
+  readonly address: string | number | bigint;
   /** Local port; 0 picks a free one (see UdpSocket.port). */
   readonly port: number;
   /** SO_REUSEPORT, so that several workers bind the same address and port. Default true. */
@@ -26,12 +32,15 @@ export interface UdpOptions {
 export interface LentUdpSocket {
   fd: number;
   port: number;
+  family: 4 | 6;
 }
 
 export class UdpSocket extends FdHandle implements DatagramBind {
   private constructor(
     fd: number,
     readonly port: number,
+    /** The socket's family: an IPv6 socket bound to "::" also carries IPv4 peers. */
+    readonly family: 4 | 6,
     borrowed = false,
   ) {
     super(fd, "UDP socket", borrowed);
@@ -39,17 +48,18 @@ export class UdpSocket extends FdHandle implements DatagramBind {
 
   /** This socket as plain data for another thread, which borrows it; this handle stays the owner. */
   lend(): LentUdpSocket {
-    return { fd: this.fd, port: this.port };
+    return { fd: this.fd, port: this.port, family: this.family };
   }
 
   /** The socket a lender handed over: usable until its owner closes it; close() leaves the fd open. */
   static borrow(lent: LentUdpSocket): UdpSocket {
-    return new UdpSocket(lent.fd, lent.port, true);
+    return new UdpSocket(lent.fd, lent.port, lent.family, true);
   }
 
   /** Binds in the calling thread's network namespace. */
   static open(options: UdpOptions): UdpSocket {
-    const addr = typeof options.address === "number" ? options.address : parseIpv4(options.address);
+    const a = options.address;
+    const addr = typeof a === "bigint" ? formatIpv6(a) : typeof a === "number" ? a : isIpv6Text(a) ? a : parseIpv4(a);
     const { fd, port } = native.udpOpen(
       addr,
       options.port,
@@ -58,7 +68,7 @@ export class UdpSocket extends FdHandle implements DatagramBind {
       options.sndbuf ?? 0,
       options.gro ?? false,
     );
-    return new UdpSocket(fd, port);
+    return new UdpSocket(fd, port, typeof addr === "string" ? 6 : 4);
   }
 
   /**
@@ -68,7 +78,7 @@ export class UdpSocket extends FdHandle implements DatagramBind {
    * descriptors from `first` on hold the rest, in order. See DatagramBind.
    */
   recv(buf: Uint8Array, descs: Int32Array, first: number, count: number, maxAgeUs = 0, drop = false): number {
-    return native.udpRecv(this.fd, buf, descs, first, atMostMaxBatch(count), maxAgeUs, drop);
+    return native.udpRecv(this.fd, buf, descs, first, atMostMaxBatch(count), maxAgeUs, drop, this.family === 6);
   }
 
   /** Stamps every datagram with its arrival time (SO_TIMESTAMPNS), for recv's maxAgeUs. */
@@ -85,7 +95,10 @@ export class UdpSocket extends FdHandle implements DatagramBind {
     native.udpSetReuseportProgram(this.fd, program);
   }
 
-  /** sendmmsg: LEN bytes at OFF to ADDR:PORT per packet (FLAGS > 0: UDP GSO segments of that size). */
+  /**
+   * sendmmsg: LEN bytes at OFF to ADDR:PORT per packet (FLAGS' segment size > 0: UDP GSO segments of
+   * that size; DESC_FLAG_ADDR6: ADDR is the offset of an IPv6 address, for IPv6 sockets).
+   */
   send(buf: Uint8Array, descs: Int32Array, first: number, count: number): number {
     return native.udpSend(this.fd, buf, descs, first, atMostMaxBatch(count));
   }

@@ -30,6 +30,14 @@ export interface LabAgent {
   logClosed?: Promise<void>;
 }
 
+/** A userspace dataplane's counters as the status shows them; `peers` by node name (what its route table holds). */
+export interface LabDataplaneStatus {
+  tx: { packets: Record<string, number> };
+  rx: { packets: Record<string, number> };
+  peers: Record<string, { txPackets: number; rxPackets: number }>;
+  offload: OffloadState;
+}
+
 export interface AgentStatus {
   node: string;
   ready: boolean;
@@ -47,11 +55,9 @@ export interface AgentStatus {
   peers: Array<{ name: string; subnet: string; underlay: string; backend: string }>;
   members: Array<{ name: string; addr?: string; state: string }>;
   underlay?: string;
-  dataplane?: {
-    tx: { packets: Record<string, number> };
-    rx: { packets: Record<string, number> };
-    offload: OffloadState;
-  };
+  dataplane?: LabDataplaneStatus;
+  /** A dual-stack node's IPv6 dataplane (wasm-vxlan). */
+  dataplane6?: LabDataplaneStatus;
   backendCounters?: { kernelCommands: number; kernelErrors: number; peersUnreachable: number; driftRepairs: number };
 }
 

@@ -77,3 +77,10 @@ export function v4Addr(a: IpAddr): number {
 export function formatHostPort(host: string, port: number): string {
   return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
+
+/** The host of formatHostPort's text ("[2001:2::1]:7946" -> "2001:2::1", "198.18.0.1:7946" -> "198.18.0.1"). */
+export function hostOfHostPort(text: string): string {
+  if (text.startsWith("[")) return text.slice(1, text.indexOf("]"));
+  const colon = text.lastIndexOf(":");
+  return colon < 0 ? text : text.slice(0, colon);
+}

@@ -1,7 +1,11 @@
 // Real agents in dual-stack mode (EnableIPv6 with IPv6Network 2001:2:0:8000::/49) on a lab with an
 // IPv6 underlay: each node leases a subnet of each family, subnet.env is what flanneld writes,
-// pods ping over both families, a TCP transfer over IPv6 is exact, a backend swap keeps both
-// subnets, and a killed node's IPv6 routes are removed from its peers.
+// pods ping over both families, TCP transfers are exact, a backend swap keeps both subnets, and a
+// killed node's IPv6 routes are removed from its peers. Twice: all kernel vxlan (swapped to
+// host-gw), and kernel vxlan mixed with wasm-vxlan (one kernel node, two wasm-vxlan nodes: every
+// pod pair crosses kernel -> wasm, wasm -> kernel or wasm -> wasm, IPv4 over the IPv4 underlay and
+// IPv6 over the IPv6 one, flannel.1/flannel-v6.1 against weft.1/weft-v6.1), swapped the other way
+// round (the kernel node to wasm-vxlan, the wasm-vxlan nodes to vxlan).
 import { readFile, writeFile } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LabAgents, type AgentStatus, type LabAgent } from "../../src/lab/agents.js";
@@ -14,7 +18,8 @@ import { tcpTransfer } from "../support/tcp-transfer.js";
 import { NETWORK } from "./support.js";
 
 const NETWORK6 = formatPrefix6(LAB_POD_NETWORK6); // 2001:2:0:8000::/49
-const dualConf = (type: "vxlan" | "host-gw") => ({
+type Type = "vxlan" | "host-gw" | "wasm-vxlan";
+const dualConf = (type: Type) => ({
   Network: NETWORK,
   EnableIPv6: true,
   IPv6Network: NETWORK6,
@@ -28,29 +33,73 @@ const v6Routes = async (a: LabAgent, own: string) =>
       (l) => l.startsWith("2001:") && !l.startsWith(own.split("/")[0].replace(/::$/, ":")) && !l.includes(" dev cni0"),
     );
 
-describe.skipIf(!canUseNetns())("agents, dual-stack", () => {
+/** Each mode: the lab's tag, the backend of each host at the start, and after the SIGHUP swap. */
+const MODES: ReadonlyArray<{ name: string; tag: string; start: readonly Type[]; swapped: readonly Type[] }> = [
+  { name: "vxlan", tag: "ads", start: ["vxlan", "vxlan", "vxlan"], swapped: ["host-gw", "host-gw", "host-gw"] },
+  {
+    name: "kernel vxlan mixed with wasm-vxlan",
+    tag: "adw",
+    start: ["vxlan", "wasm-vxlan", "wasm-vxlan"],
+    swapped: ["wasm-vxlan", "vxlan", "vxlan"],
+  },
+];
+
+describe.skipIf(!canUseNetns()).each(MODES)("agents, dual-stack, $name", (mode) => {
   let lab: LabCluster;
   let agents: LabAgents;
   let all: LabAgent[];
   const subnets = new Map<string, { v4: string; v6: string }>();
   const others = (a: LabAgent) => all.filter((x) => x !== a);
-  const bothFamilies = (s: AgentStatus, backend: string, peers: number) =>
-    s.ready &&
-    s.backend?.type === backend &&
-    s.peers.length === peers &&
-    s.peers6?.length === peers &&
-    s.peers6.every((p) => p.backend === backend);
+  /** Node name -> its backend, per phase. */
+  const backendOf = (types: readonly Type[]) => new Map(all.map((a, i) => [a.host.name, types[i]]));
+  const bothFamilies = (s: AgentStatus, types: readonly Type[], peers: number) => {
+    const of = backendOf(types);
+    return (
+      s.ready &&
+      s.backend?.type === of.get(s.node) &&
+      s.backend6?.type === of.get(s.node) &&
+      s.peers.length === peers &&
+      s.peers6?.length === peers &&
+      s.peers.every((p) => p.backend === of.get(p.name)) &&
+      s.peers6.every((p) => p.backend === of.get(p.name))
+    );
+  };
+  /**
+   * Between namespaces nothing computes a kernel vxlan device's offloaded inner checksums (a real
+   * NIC would): a kernel peer accepts such packets on trust, a userspace socket sees only the bytes
+   * (as in test/dataplane/interop.test.ts). So the kernel nodes' devices checksum in software.
+   */
+  const checksumInSoftware = async (types: readonly Type[]) => {
+    if (!types.includes("wasm-vxlan")) return;
+    for (const [i, a] of all.entries())
+      if (types[i] === "vxlan")
+        for (const dev of ["flannel.1", "flannel-v6.1"]) await a.host.ns.exec(["ethtool", "-K", dev, "tx", "off"]);
+  };
+  const pingAll = async (family: 4 | 6) => {
+    for (const a of all) {
+      for (const b of others(a)) {
+        const [p, q] = [a.host.pods[0], b.host.pods[0]];
+        const to = family === 6 ? q.addr6! : q.addr;
+        // A peer's routes follow its record by up to one programming round: allow a few seconds.
+        // Spaced out: without a route yet, ping fails at once (network unreachable).
+        for (let t = 0; t < 10 && (await ping(p, to, { count: 1, timeoutS: 1 })).received === 0; t++)
+          await new Promise((r) => setTimeout(r, 500));
+        expect((await ping(p, to, { count: 2 })).received, `${p.name} -> ${q.name} IPv${family}`).toBe(2);
+      }
+    }
+  };
 
   beforeAll(async () => {
-    lab = await LabCluster.create({ tag: "ads", hosts: 3, ipv6: true });
-    agents = await LabAgents.prepare(lab, () => dualConf("vxlan"));
+    lab = await LabCluster.create({ tag: mode.tag, hosts: 3, ipv6: true });
+    agents = await LabAgents.prepare(lab, (h) => dualConf(mode.start[lab.hosts.indexOf(h)]));
     all = agents.agents;
     agents.startAll();
     await agents.waitAllReady();
     for (const a of all) {
-      const s = await agents.waitFor(a, "both families' peers", (st) => bothFamilies(st, "vxlan", 2));
+      const s = await agents.waitFor(a, "both families' peers", (st) => bothFamilies(st, mode.start, 2));
       subnets.set(a.host.name, { v4: s.subnet!, v6: s.subnet6! });
     }
+    await checksumInSoftware(mode.start);
     await agents.addPods(1);
   }, 180_000);
 
@@ -81,60 +130,104 @@ describe.skipIf(!canUseNetns())("agents, dual-stack", () => {
   });
 
   it("pods ping each other over IPv6 and IPv4, every pair", async () => {
-    for (const a of all) {
-      for (const b of others(a)) {
-        const [p, q] = [a.host.pods[0], b.host.pods[0]];
-        expect(q.addr6).toBeDefined();
-        // A peer's routes follow its record by up to one programming round: allow a few seconds.
-        for (const to of [q.addr6!, q.addr]) {
-          // Spaced out: without a route yet, ping fails at once (network unreachable).
-          for (let t = 0; t < 10 && (await ping(p, to, { count: 1, timeoutS: 1 })).received === 0; t++)
-            await new Promise((r) => setTimeout(r, 500));
-          expect(
-            (await ping(p, to, { count: 2 })).received,
-            `${p.name} -> ${q.name} ${typeof to === "bigint" ? "IPv6" : "IPv4"}`,
-          ).toBe(2);
-        }
+    await pingAll(6);
+    await pingAll(4);
+  });
+
+  it("TCP transfers arrive exactly (byte count and hash), over IPv6 and IPv4, around the ring of nodes", async () => {
+    const pairs = mode.start.includes("wasm-vxlan") ? [0, 1, 2] : [0];
+    for (const i of pairs) {
+      for (const family of [6, 4] as const) {
+        if (family === 4 && !mode.start.includes("wasm-vxlan")) continue;
+        const [from, to] = [all[i].host.pods[0], all[(i + 1) % 3].host.pods[0]];
+        const { sent, received } = await tcpTransfer(from, to, 8 << 20, 7001 + i * 2 + (family === 4 ? 1 : 0), family);
+        expect(received, `${from.name} -> ${to.name} IPv${family}`).toEqual(sent);
+        expect(sent.bytes).toBe(8 << 20);
+      }
+    }
+  }, 180_000);
+
+  // Only where there are wasm-vxlan nodes (defined, not skipped, per mode).
+  if (mode.start.includes("wasm-vxlan"))
+    it("wasm-vxlan: IPv6 on weft-v6.1 only (the subnet's address, no link-local), IPv6 off on weft.1; the IPv6 dataplane carries TCP with offloads", async () => {
+      for (const [i, a] of all.entries()) {
+        if (mode.start[i] !== "wasm-vxlan") continue;
+        const { v6 } = subnets.get(a.host.name)!;
+        const addrs = await a.host.ns.ip("-6 -o addr show dev weft-v6.1");
+        expect(addrs).toContain(`inet6 ${v6.split("/")[0]}/49 scope global`);
+        expect(addrs).not.toContain("fe80:");
+        expect(await a.host.ns.ip("-6 -o addr show dev weft.1")).toBe("");
+        expect(await a.host.ns.ip("link show dev weft-v6.1")).toContain("mtu 1430");
+        const s = await agents.status(a);
+        expect(s.dataplane6?.offload.enabled).toBe(true);
+        expect(Object.keys(s.dataplane6!.peers).sort()).toEqual(
+          others(a)
+            .map((x) => x.host.name)
+            .sort(),
+        );
+        expect(s.dataplane6!.tx.packets.FORWARD).toBeGreaterThan(0);
+        expect(s.dataplane6!.rx.packets.FORWARD).toBeGreaterThan(0);
+        // Nothing of the other family ends up in either dataplane.
+        expect(s.dataplane!.tx.packets.IPV6_UNROUTED ?? 0).toBe(0);
+      }
+    });
+
+  it("SIGHUP swaps backends: both subnets kept, the new backends' devices and routes, pings over both families (and TCP over IPv6 between kernel and wasm-vxlan)", async () => {
+    for (const [i, a] of all.entries()) {
+      await writeFile(agents.netConfPath(a), JSON.stringify(dualConf(mode.swapped[i])));
+      a.process!.kill("SIGHUP");
+    }
+    for (const [i, a] of all.entries()) {
+      const s = await agents.waitFor(a, "swapped, with both families", (st) => bothFamilies(st, mode.swapped, 2));
+      expect({ v4: s.subnet, v6: s.subnet6 }).toEqual(subnets.get(a.host.name));
+      const links = await a.host.ns.ip("link show");
+      if (mode.swapped[i] !== "vxlan") expect(links).not.toContain("flannel-v6.1");
+      if (mode.swapped[i] !== "wasm-vxlan") expect(links).not.toContain("weft-v6.1");
+    }
+    await checksumInSoftware(mode.swapped);
+    const [a1, a2] = all;
+    if (mode.swapped[0] === "host-gw") {
+      const v6 = subnets.get(a2.host.name)!.v6;
+      expect((await a1.host.ns.ip(`-6 route show ${v6}`)).trim()).toBe(
+        `${v6} via ${formatIpv6(a2.host.underlayAddr6!)} dev eth0 metric 1024 pref medium`,
+      );
+    }
+    await pingAll(6);
+    await pingAll(4);
+    if (mode.swapped.includes("wasm-vxlan")) {
+      // The swapped wasm-vxlan node against a swapped kernel node, IPv6 both ways.
+      for (const [from, to] of [
+        [a1, a2],
+        [a2, a1],
+      ]) {
+        const { sent, received } = await tcpTransfer(from.host.pods[0], to.host.pods[0], 4 << 20, 7011, 6);
+        expect(received, `${from.host.name} -> ${to.host.name}`).toEqual(sent);
       }
     }
   });
 
-  it("a TCP transfer over IPv6 arrives exactly (byte count and hash)", async () => {
-    const { sent, received } = await tcpTransfer(all[0].host.pods[0], all[1].host.pods[0], 8 << 20, 7001, 6);
-    expect(received).toEqual(sent);
-    expect(sent.bytes).toBe(8 << 20);
-  });
-
-  it("SIGHUP swaps every node to host-gw: both subnets kept, IPv6 routes via the peers' IPv6 underlay, pings over both families", async () => {
-    for (const a of all) await writeFile(agents.netConfPath(a), JSON.stringify(dualConf("host-gw")));
-    for (const a of all) a.process!.kill("SIGHUP");
-    for (const a of all) {
-      const s = await agents.waitFor(a, "host-gw with both families", (st) => bothFamilies(st, "host-gw", 2));
-      expect({ v4: s.subnet, v6: s.subnet6 }).toEqual(subnets.get(a.host.name));
-      expect(await a.host.ns.ip("link show")).not.toContain("flannel-v6.1");
-    }
-    const [a1, a2] = all;
-    const v6 = subnets.get(a2.host.name)!.v6;
-    expect((await a1.host.ns.ip(`-6 route show ${v6}`)).trim()).toBe(
-      `${v6} via ${formatIpv6(a2.host.underlayAddr6!)} dev eth0 metric 1024 pref medium`,
-    );
-    expect((await ping(a1.host.pods[0], a2.host.pods[0].addr6!, { count: 2 })).received).toBe(2);
-    expect((await ping(a1.host.pods[0], a2.host.pods[0].addr, { count: 2 })).received).toBe(2);
-  });
-
   it("a killed node's IPv6 routes are removed from its peers once it is declared dead", async () => {
-    const [a1, , a3] = all;
+    const [a1, a2, a3] = all;
+    // a2 programs the kernel (host-gw or vxlan) in both modes; a1 runs wasm-vxlan in the mixed one.
     const gone = subnets.get(a3.host.name)!.v6;
-    expect((await v6Routes(a1, subnets.get(a1.host.name)!.v6)).some((l) => l.startsWith(gone))).toBe(true);
+    expect((await v6Routes(a2, subnets.get(a2.host.name)!.v6)).some((l) => l.startsWith(gone))).toBe(true);
+    const wasm = mode.swapped[0] === "wasm-vxlan";
+    if (wasm) expect(Object.keys((await agents.status(a1)).dataplane6!.peers)).toContain(a3.host.name);
     await agents.stop(a3, "SIGKILL");
-    await agents.waitFor(
-      a1,
-      `${a3.host.name} gone from both families' peers`,
-      (s) => s.peers.length === 1 && s.peers6?.length === 1,
-      60_000,
-    );
-    for (let t = 0; t < 20 && (await v6Routes(a1, subnets.get(a1.host.name)!.v6)).some((l) => l.startsWith(gone)); t++)
+    for (const a of [a1, a2])
+      await agents.waitFor(
+        a,
+        `${a3.host.name} gone from both families' peers`,
+        (s) => s.peers.length === 1 && s.peers6?.length === 1,
+        60_000,
+      );
+    for (let t = 0; t < 20 && (await v6Routes(a2, subnets.get(a2.host.name)!.v6)).some((l) => l.startsWith(gone)); t++)
       await new Promise((r) => setTimeout(r, 500));
-    expect((await v6Routes(a1, subnets.get(a1.host.name)!.v6)).some((l) => l.startsWith(gone))).toBe(false);
+    expect((await v6Routes(a2, subnets.get(a2.host.name)!.v6)).some((l) => l.startsWith(gone))).toBe(false);
+    if (wasm) {
+      // The wasm-vxlan node's IPv6 route table no longer holds it, and pods there still reach the others.
+      expect(Object.keys((await agents.status(a1)).dataplane6!.peers)).toEqual([a2.host.name]);
+      expect((await ping(a1.host.pods[0], a2.host.pods[0].addr6!, { count: 2 })).received).toBe(2);
+    }
   });
 });

@@ -9,7 +9,9 @@
 // the same subnet (the name is in /etc/netns/<its namespace>/hosts, which `ip netns exec` mounts
 // over /etc/hosts for that namespace only; removed afterwards). A SIGHUP swap to host-gw keeps
 // every subnet and carries the same traffic over routes via the peers' IPv6 underlay, and a
-// killed node's IPv6 route is removed there too.
+// killed node's IPv6 route is removed there too. All of it twice: with kernel vxlan, and with
+// wasm-vxlan (weft-v6.1 alone, IPv6 sockets on the IPv6 underlay; a killed node leaves its IPv6
+// route table).
 import { access, mkdir, readFile, rm, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -22,7 +24,7 @@ import { canUseNetns } from "../support/netns.js";
 import { tcpTransfer } from "../support/tcp-transfer.js";
 
 const NETWORK6 = formatPrefix6(LAB_POD_NETWORK6); // 2001:2:0:8000::/49
-const v6Conf = (type: "vxlan" | "host-gw") => ({
+const v6Conf = (type: "vxlan" | "host-gw" | "wasm-vxlan") => ({
   EnableIPv4: false,
   EnableIPv6: true,
   IPv6Network: NETWORK6,
@@ -34,7 +36,12 @@ const exists = (path: string) =>
     () => false,
   );
 
-describe.skipIf(!canUseNetns())("agents, IPv6-only", () => {
+const MODES = [
+  { type: "vxlan", tag: "a6o", device: "flannel-v6.1", v4device: /flannel\.1\b/ },
+  { type: "wasm-vxlan", tag: "a6w", device: "weft-v6.1", v4device: /weft\.1\b/ },
+] as const;
+
+describe.skipIf(!canUseNetns()).each(MODES)("agents, IPv6-only, $type", (mode) => {
   let lab: LabCluster;
   let agents: LabAgents;
   let all: LabAgent[];
@@ -59,14 +66,14 @@ describe.skipIf(!canUseNetns())("agents, IPv6-only", () => {
   };
 
   beforeAll(async () => {
-    lab = await LabCluster.create({ tag: "a6o", hosts: 3, ipv6: true });
+    lab = await LabCluster.create({ tag: mode.tag, hosts: 3, ipv6: true });
     for (const h of lab.hosts) await h.ns.ip("-4 addr flush dev eth0");
-    agents = await LabAgents.prepare(lab, () => v6Conf("vxlan"), lab.hosts.length, true);
+    agents = await LabAgents.prepare(lab, () => v6Conf(mode.type), lab.hosts.length, true);
     all = agents.agents;
     agents.startAll();
     await agents.waitAllReady();
     for (const a of all)
-      subnets.set(a.host.name, (await agents.waitFor(a, "IPv6 peers", (st) => ready(st, "vxlan", 2))).subnet6!);
+      subnets.set(a.host.name, (await agents.waitFor(a, "IPv6 peers", (st) => ready(st, mode.type, 2))).subnet6!);
     await agents.addPods(1);
   }, 180_000);
 
@@ -119,43 +126,69 @@ describe.skipIf(!canUseNetns())("agents, IPv6-only", () => {
     expect(Number(/weft_kernel_programming_total\{result="ok"\} (\d+)/.exec(text)?.[1])).toBeGreaterThan(0);
   });
 
-  it("vxlan: only flannel-v6.1, with flannel's entries per peer; pods have only IPv6 addresses and ping each other", async () => {
+  it(`${mode.type}: only ${mode.device}, with its entries per peer; pods have only IPv6 addresses and ping each other`, async () => {
     for (const a of all) {
       const links = await a.host.ns.ip("link show");
-      expect(links).toContain("flannel-v6.1");
-      expect(links).not.toMatch(/flannel\.1\b/);
+      expect(links).toContain(mode.device);
+      expect(links).not.toMatch(mode.v4device);
       expect(() => a.host.pods[0].addr).toThrow(expect.objectContaining({ code: "LAB_POD_NO_ADDRESS" }));
       for (const b of others(a)) {
         const peer = subnets.get(b.host.name)!;
-        expect((await a.host.ns.ip(`-6 route show ${peer}`)).trim()).toBe(
-          `${peer} via ${peer.split("/")[0]} dev flannel-v6.1 metric 1024 onlink pref medium`,
+        if (mode.type === "vxlan")
+          expect((await a.host.ns.ip(`-6 route show ${peer}`)).trim()).toBe(
+            `${peer} via ${peer.split("/")[0]} dev flannel-v6.1 metric 1024 onlink pref medium`,
+          );
+      }
+      if (mode.type === "wasm-vxlan") {
+        // One kernel route for the whole network to the TUN device; the peers live in the dataplane's IPv6 table.
+        const own = subnets.get(a.host.name)!.split("/")[0];
+        expect(await a.host.ns.ip(`-6 -o addr show dev weft-v6.1`)).toContain(`inet6 ${own}/49 scope global`);
+        expect((await a.host.ns.ip(`-6 route show ${NETWORK6}`)).trim()).toMatch(
+          /^2001:2:0:8000::\/49 dev weft-v6\.1 proto kernel/,
+        );
+        const s = await agents.status(a);
+        expect(Object.keys(s.dataplane!.peers).sort()).toEqual(
+          others(a)
+            .map((x) => x.host.name)
+            .sort(),
         );
       }
     }
     await pingAll();
   });
 
-  it("vxlan: a TCP transfer over IPv6 arrives exactly (byte count and hash)", async () => {
+  it(`${mode.type}: a TCP transfer over IPv6 arrives exactly (byte count and hash)`, async () => {
     const { sent, received } = await tcpTransfer(all[0].host.pods[0], all[1].host.pods[0], 8 << 20, 7101, 6);
     expect(received).toEqual(sent);
     expect(sent.bytes).toBe(8 << 20);
   });
 
-  it("vxlan: a killed node's IPv6 route, neighbour and FDB entry are removed from its peers once it is declared dead", async () => {
+  it(`${mode.type}: a killed node's IPv6 route (vxlan: and neighbour and FDB entry) is removed from its peers once it is declared dead`, async () => {
     const [a1, , a3] = all;
     const gone = subnets.get(a3.host.name)!;
     const under = formatIpv6(a3.host.underlayAddr6!);
-    const left = async () => ({
-      route: (await a1.host.ns.ip(`-6 route show ${gone}`)).trim() !== "",
-      neigh: (await a1.host.ns.ip("-6 neigh show dev flannel-v6.1")).includes(gone.split("/")[0]),
-      fdb: (await a1.host.ns.exec(["bridge", "fdb", "show", "dev", "flannel-v6.1"])).includes(`dst ${under} `),
-    });
-    expect(await left()).toEqual({ route: true, neigh: true, fdb: true });
+    // vxlan: the kernel's route, neighbour and FDB entry; wasm-vxlan: the dataplane's IPv6 table.
+    const left = async () =>
+      mode.type === "wasm-vxlan"
+        ? { route: Object.keys((await agents.status(a1)).dataplane!.peers).includes(a3.host.name) }
+        : {
+            route: (await a1.host.ns.ip(`-6 route show ${gone}`)).trim() !== "",
+            neigh: (await a1.host.ns.ip("-6 neigh show dev flannel-v6.1")).includes(gone.split("/")[0]),
+            fdb: (await a1.host.ns.exec(["bridge", "fdb", "show", "dev", "flannel-v6.1"])).includes(`dst ${under} `),
+          };
+    const every = (v: boolean) => (mode.type === "wasm-vxlan" ? { route: v } : { route: v, neigh: v, fdb: v });
+    expect(await left()).toEqual(every(true));
     await agents.stop(a3, "SIGKILL");
     await agents.waitFor(a1, `${a3.host.name} gone from the IPv6 peers`, (st) => st.peers6?.length === 1, 60_000);
     for (let t = 0; t < 20 && Object.values(await left()).some(Boolean); t++)
       await new Promise((r) => setTimeout(r, 500));
-    expect(await left()).toEqual({ route: false, neigh: false, fdb: false });
+    expect(await left()).toEqual(every(false));
+    if (mode.type === "wasm-vxlan") {
+      // Its pods are answered at once: ICMPv6 destination unreachable from this node's TUN device.
+      const to = formatIpv6(a3.host.pods[0].addr6!);
+      const out = await a1.host.pods[0].ns.exec(["sh", "-c", `ping -6 -c 1 -W 2 ${to}; true`]);
+      expect(out).toMatch(/Destination unreachable: No route/);
+    }
   });
 
   it("restarted with its state dir and --join naming its peers by AAAA records only, a node rejoins over IPv6 with the same subnet and its pods are reachable again", async () => {
@@ -174,7 +207,7 @@ ${formatIpv6(a2.host.underlayAddr6!)} ${name}
     );
     agents.start(a3, ["--join", `${name}:7946`], []); // no address list from the lab: the name alone
     await agents.waitReady(a3);
-    const s = await agents.waitFor(a3, "rejoined with both IPv6 peers", (st) => ready(st, "vxlan", 2));
+    const s = await agents.waitFor(a3, "rejoined with both IPv6 peers", (st) => ready(st, mode.type, 2));
     expect(s.join.targets).toEqual([`${name}:7946`]);
     expect(s.subnet6).toBe(subnets.get(a3.host.name));
     await agents.waitFor(a1, `${a3.host.name} back among the IPv6 peers`, (st) => st.peers6?.length === 2);
@@ -188,13 +221,13 @@ ${formatIpv6(a2.host.underlayAddr6!)} ${name}
     expect((await ping(a1.host.pods[0], a3Pod.addr6!, { count: 2 })).received).toBe(2);
   });
 
-  it("SIGHUP swaps every node to host-gw: subnets kept, flannel-v6.1 gone, routes via the peers' IPv6 underlay, pods ping and TCP is exact", async () => {
+  it(`SIGHUP swaps every node to host-gw: subnets kept, ${mode.device} gone, routes via the peers' IPv6 underlay, pods ping and TCP is exact`, async () => {
     for (const a of all) await writeFile(agents.netConfPath(a), JSON.stringify(v6Conf("host-gw")));
     for (const a of all) agents.reload(a);
     for (const a of all) {
       const s = await agents.waitFor(a, "host-gw over IPv6", (st) => ready(st, "host-gw", 2));
       expect(s.subnet6).toBe(subnets.get(a.host.name));
-      expect(await a.host.ns.ip("link show")).not.toContain("flannel-v6.1");
+      expect(await a.host.ns.ip("link show")).not.toContain(mode.device);
     }
     const [a1, a2] = all;
     const peer = subnets.get(a2.host.name)!;

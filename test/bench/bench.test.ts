@@ -1,6 +1,6 @@
 // `weft bench` end to end, as a user runs it (the built CLI, as root): a --quick run over two
 // backends, wasm-vxlan with offloads on and off, must produce every figure for every setup (and
-// with --family 4,6 an IPv6 TCP row for the kernel backends),
+// with --family 4,6 an IPv6 TCP row for vxlan, host-gw and wasm-vxlan),
 // present and positive (zero only where zero is a real outcome), a report directory, and leave
 // nothing behind; an interrupt must leave nothing behind either. Speed is never asserted: figures
 // depend on the machine and on what else runs on it.
@@ -159,12 +159,12 @@ describe.runIf(canUseNetns())("weft bench", () => {
     expect(r.stderr).toContain("round 1/1 · wasm-vxlan (offloads off) · TCP 1 stream");
   }, 180_000);
 
-  it("--family 4,6: a TCP-over-IPv6 row for vxlan and host-gw, measured in IPv6-only labs, next to the IPv4 rows; nothing left behind", async () => {
+  it("--family 4,6: a TCP-over-IPv6 row for vxlan, host-gw and wasm-vxlan, measured in IPv6-only labs, next to the IPv4 rows; nothing left behind", async () => {
     const out = join(work, "report-v6");
     const r = await bench("family", [
       "--quick",
       "--backends",
-      "vxlan,host-gw",
+      "vxlan,host-gw,wasm-vxlan",
       "--family",
       "4,6",
       "--streams",
@@ -176,7 +176,15 @@ describe.runIf(canUseNetns())("weft bench", () => {
     expect(await leftovers(r)).toEqual([]);
     const report = JSON.parse(readFileSync(join(out, "report.json"), "utf8")) as BenchReport;
     expect(report.settings.families).toEqual([4, 6]);
-    expect(Object.keys(report.netConf).sort()).toEqual(["host-gw", "host-gw (IPv6)", "vxlan", "vxlan (IPv6)"]);
+    expect(Object.keys(report.netConf).sort()).toEqual([
+      "host-gw",
+      "host-gw (IPv6)",
+      "vxlan",
+      "vxlan (IPv6)",
+      "wasm-vxlan",
+      "wasm-vxlan (IPv6)",
+    ]);
+    expect(report.netConf["wasm-vxlan (IPv6)"]).toMatchObject({ EnableIPv4: false, EnableIPv6: true });
     expect(report.netConf["vxlan (IPv6)"]).toEqual({
       EnableIPv4: false,
       EnableIPv6: true,
@@ -186,16 +194,17 @@ describe.runIf(canUseNetns())("weft bench", () => {
     expect(report.netConf.vxlan).toEqual({ Network: "198.19.0.0/16", Backend: { Type: "vxlan" } });
     const row = report.figures.find((f) => f.id === "tcp6-1.gbps")!;
     expect(row.label).toBe("TCP 1 stream over IPv6 throughput");
-    for (const b of ["vxlan", "host-gw"]) expect(row.medians[b], b).toBeGreaterThan(0);
+    for (const b of ["vxlan", "host-gw", "wasm-vxlan"]) expect(row.medians[b], b).toBeGreaterThan(0);
     expect(row.ratios["host-gw"]).toBeGreaterThan(0);
+    expect(row.ratios["wasm-vxlan"]).toBeGreaterThan(0);
     expect(
       report.samples
         .filter((x) => x.workload === "tcp6-1")
         .map((x) => x.setup)
         .sort(),
-    ).toEqual(["host-gw", "vxlan"]);
+    ).toEqual(["host-gw", "vxlan", "wasm-vxlan"]);
     expect(readFileSync(join(out, "report.md"), "utf8")).toContain("| TCP 1 stream over IPv6 throughput |");
-  }, 240_000);
+  }, 420_000);
 
   it("an interrupt during the measurements stops the agents and removes everything", async () => {
     let sent = false;

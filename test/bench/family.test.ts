@@ -10,7 +10,7 @@ describe("bench --family", () => {
     expect(resolveSettings({}).families).toEqual([4]);
     const s = resolveSettings({ family: ["6", "4"], backends: ["vxlan", "host-gw", "wasm-vxlan", "udp"] });
     expect(s.families).toEqual([4, 6]);
-    expect(s.setups.filter((x) => runsIpv6(s, x)).map((x) => x.name)).toEqual(["vxlan", "host-gw"]);
+    expect(s.setups.filter((x) => runsIpv6(s, x)).map((x) => x.name)).toEqual(["vxlan", "host-gw", "wasm-vxlan"]);
     expect(resolveSettings({}).setups.filter((x) => runsIpv6(resolveSettings({}), x))).toEqual([]);
     const bad = expect.objectContaining({
       code: "BENCH_BAD_SETTING",

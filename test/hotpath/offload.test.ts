@@ -4,37 +4,70 @@
 // trains; those datagrams, interleaved over flows and batched as UDP GRO would, are decapsulated
 // and coalesced by Wasm, and re-segmenting what comes out must give back the very same segments.
 // Whole connections mix super-packets with lone segments of every kind (pure ACKs, SYN, FIN, RST,
-// URG; checksums left partial or finished), which must cross both paths unchanged.
+// URG; checksums left partial or finished), which must cross both paths unchanged. TCP over IPv6
+// takes the same paths (TSO6 in, TCPv6 GSO headers out), over an IPv6 underlay with the source
+// check on, so the sender's address must survive GRO batches being taken apart.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import {
   completePartial,
   buildTcp4,
+  buildTcp6,
   pseudoHeaderSum,
   refSegmentTcp4,
+  refSegmentTcp6,
   tcp4ChecksumsValid,
+  tcp6ChecksumValid,
   type Tcp4Fields,
+  type Tcp6Fields,
 } from "../reference/tcp-offload.js";
 import {
   datagrams,
   MAC1,
   MAC2,
   PEER,
+  PEER6,
   payloadOf,
   receive,
+  RX6,
   send,
+  SENDER6,
+  TX,
   type Format,
   type TunRead,
 } from "../support/offload.js";
 
+/** The TCP header fields of a super-packet, either family. */
+const superPacketTcp = {
+  srcPort: fc.integer({ min: 1024, max: 65535 }),
+  seq: fc.nat({ max: 0xffffffff }),
+  ack: fc.nat({ max: 0xffffffff }),
+  flags: fc.constantFrom(0x10, 0x18, 0x19, 0x90, 0x98),
+  window: fc.integer({ min: 0, max: 0xffff }),
+  options: fc.constantFrom(0, 12, 40).map((n) => Uint8Array.from({ length: n }, (_, i) => (i % 4 === 0 ? 1 : i))),
+};
+
+/** The drawn TCP fields, to port 5201. */
+const tcpOf = (g: {
+  srcPort: number;
+  seq: number;
+  ack: number;
+  flags: number;
+  window: number;
+  options: Uint8Array;
+}) => ({
+  srcPort: g.srcPort,
+  dstPort: 5201,
+  seq: g.seq,
+  ack: g.ack,
+  flags: g.flags,
+  window: g.window,
+  options: g.options,
+});
+
 const superPacket = fc
   .record({
-    srcPort: fc.integer({ min: 1024, max: 65535 }),
-    seq: fc.nat({ max: 0xffffffff }),
-    ack: fc.nat({ max: 0xffffffff }),
-    flags: fc.constantFrom(0x10, 0x18, 0x19, 0x90, 0x98),
-    window: fc.integer({ min: 0, max: 0xffff }),
-    options: fc.constantFrom(0, 12, 40).map((n) => Uint8Array.from({ length: n }, (_, i) => (i % 4 === 0 ? 1 : i))),
+    ...superPacketTcp,
     id: fc.integer({ min: 0, max: 0xffff }),
     ttl: fc.integer({ min: 3, max: 255 }),
     tos: fc.constantFrom(0, 0x10),
@@ -49,13 +82,7 @@ const superPacket = fc
     const f: Tcp4Fields = {
       src: 0xc6130105,
       dst: 0xc6130207,
-      srcPort: g.srcPort,
-      dstPort: 5201,
-      seq: g.seq,
-      ack: g.ack,
-      flags: g.flags,
-      window: g.window,
-      options: g.options,
+      ...tcpOf(g),
       id: g.id,
       ttl: g.ttl,
       tos: g.tos,
@@ -176,6 +203,19 @@ function groRuns(ds: Uint8Array[], maxes: number[]): Uint8Array[][] {
   return runs;
 }
 
+/** Interleaving picks and GRO run lengths, for the coalescing properties. */
+const PICKS = fc.array(fc.nat(), { minLength: 1, maxLength: 20 });
+const GRO_MAXES = fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 10 });
+
+/** Sends each flow's TUN read and batches all their datagrams, interleaved, as UDP GRO would (at most 16 receives). */
+function groBatched(reads: TunRead[], format: Format, picks: number[], maxes: number[]): Uint8Array[][] {
+  const lists = reads.map((r) => {
+    const { trains, mem } = send([r], format);
+    return datagrams(trains, mem);
+  });
+  return groRuns(interleave(lists, picks), maxes).slice(0, 16);
+}
+
 /** What the TUN device gets, as segments again: super-packets finished and re-segmented by the reference. */
 function resegment(out: ReturnType<typeof receive>): Uint8Array[] {
   return out.flatMap((o) => {
@@ -224,14 +264,10 @@ for (const format of ["vxlan", "udp"] as const) {
       fc.assert(
         fc.property(
           fc.uniqueArray(superPacket, { minLength: 1, maxLength: 3, selector: (p) => p.fields.srcPort }),
-          fc.array(fc.nat(), { minLength: 1, maxLength: 20 }),
-          fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 10 }),
+          PICKS,
+          GRO_MAXES,
           (flows, picks, maxes) => {
-            const lists = flows.map((p) => {
-              const { trains, mem } = send([p], format);
-              return datagrams(trains, mem);
-            });
-            const runs = groRuns(interleave(lists, picks), maxes).slice(0, 16);
+            const runs = groBatched(flows, format, picks, maxes);
             const sent = runs.flat();
             const out = receive(runs, format);
             const got = resegment(out);
@@ -261,8 +297,8 @@ for (const format of ["vxlan", "udp"] as const) {
             maxLength: 3,
             selector: (c) => (c[0].read.bytes[20] << 8) | c[0].read.bytes[21],
           }),
-          fc.array(fc.nat(), { minLength: 1, maxLength: 20 }),
-          fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 10 }),
+          PICKS,
+          GRO_MAXES,
           (conns, picks, maxes) => {
             const lists = conns.map((c) => {
               const ds: Uint8Array[] = [];
@@ -331,3 +367,112 @@ for (const format of ["vxlan", "udp"] as const) {
     });
   });
 }
+
+/** TCP/IPv6 super-packets between pods 2001:2:0:8001::5 and 2001:2:0:8002::7, as TSO6 hands them over. */
+const superPacket6 = fc
+  .record({
+    ...superPacketTcp,
+    hopLimit: fc.integer({ min: 1, max: 255 }),
+    trafficClass: fc.constantFrom(0, 0x10, 0xb8),
+    flowLabel: fc.integer({ min: 0, max: 0xfffff }),
+    gsoSize: fc.integer({ min: 516, max: 1378 }),
+    segments: fc.integer({ min: 1, max: 44 }),
+    short: fc.integer({ min: 0, max: 515 }),
+    seed: fc.integer(),
+    junk: fc.integer({ min: 0, max: 0xffff }),
+  })
+  .map((g) => {
+    const f: Tcp6Fields = {
+      src: 0x2001_0002_0000_8001_0000_0000_0000_0005n,
+      dst: 0x2001_0002_0000_8002_0000_0000_0000_0007n,
+      ...tcpOf(g),
+      hopLimit: g.hopLimit,
+      trafficClass: g.trafficClass,
+      flowLabel: g.flowLabel,
+      payload: payloadOf(g.seed, Math.max(1, g.segments * g.gsoSize - g.short)),
+    };
+    const bytes = buildTcp6(f);
+    bytes[56] = g.junk >> 8;
+    bytes[57] = g.junk & 255;
+    return { fields: f, bytes, gsoSize: g.gsoSize };
+  });
+
+const GSO_TCPV6 = 4;
+const tso6 = (p: { bytes: Uint8Array; gsoSize: number }): TunRead => ({ ...p, gsoType: GSO_TCPV6 });
+const peer6Addr = (addr: number) =>
+  new DataView(TX.rig.hp.memory.buffer, addr, 16).getBigUint64(0) * 2n ** 64n +
+  new DataView(TX.rig.hp.memory.buffer, addr, 16).getBigUint64(8);
+
+describe("offloads, TCP over IPv6 (vxlan format, IPv6 underlay)", () => {
+  it("segments TSO6 super-packets exactly as the reference does, sent to the peer's IPv6 underlay", () => {
+    fc.assert(
+      fc.property(superPacket6, (p) => {
+        const { trains, mem } = send([tso6(p)], "vxlan");
+        const ds = datagrams(trains, mem);
+        const segs = ds.map((d) => d.subarray(22));
+        expect(segs).toEqual(refSegmentTcp6(buildTcp6(p.fields), p.gsoSize));
+        for (const s of segs) expect(tcp6ChecksumValid(s)).toBe(true);
+        for (const d of ds) {
+          expect(d.length).toBeLessThanOrEqual(22 + 40 + 20 + p.fields.options!.length + p.gsoSize);
+          expect([...d.subarray(8, 20)]).toEqual([...MAC2, ...MAC1]);
+          expect((d[20] << 8) | d[21]).toBe(0x86dd);
+        }
+        const addr6 = TX.rig.hp.constant("DESC_FLAG_ADDR6");
+        for (const t of trains) {
+          expect(t.flags & addr6).toBe(addr6);
+          expect({ addr: peer6Addr(t.addr), port: t.port }).toEqual({ addr: PEER6.ip, port: PEER6.port });
+          expect(t.len).toBeLessThanOrEqual(65507);
+          if (t.flags & 0xffff) expect(t.len / (t.flags & 0xffff)).toBeLessThanOrEqual(64);
+        }
+      }),
+      { numRuns: 25 },
+    );
+  });
+
+  it("refuses a super-packet whose GSO type does not fit its IP version", () => {
+    const [p] = fc.sample(superPacket6, { numRuns: 1, seed: 6 });
+    const { trains } = send([{ ...p, gsoType: 1 }], "vxlan");
+    expect(trains).toHaveLength(0);
+  });
+
+  it("coalesces interleaved TCPv6 flows from an IPv6 peer, source-checked, into TCPv6 GSO super-packets", () => {
+    fc.assert(
+      fc.property(
+        fc.uniqueArray(superPacket6, { minLength: 1, maxLength: 3, selector: (p) => p.fields.srcPort }),
+        PICKS,
+        GRO_MAXES,
+        (flows, picks, maxes) => {
+          const runs = groBatched(flows.map(tso6), "vxlan", picks, maxes);
+          const sent = runs.flat();
+          const out = receive(runs, "vxlan", RX6, SENDER6);
+          const got = out.flatMap((o) => {
+            if (o.gsoType === 0) return [o.bytes];
+            expect({ flags: o.flags, gsoType: o.gsoType, csumStart: o.csumStart, csumOffset: o.csumOffset }).toEqual({
+              flags: 1,
+              gsoType: GSO_TCPV6,
+              csumStart: 40,
+              csumOffset: 16,
+            });
+            expect(o.hdrLen).toBe(40 + (o.bytes[52] >> 4) * 4);
+            return refSegmentTcp6(completePartial(o.bytes, 40, 16), o.gsoSize);
+          });
+          for (const p of flows) {
+            const mine = (s: Uint8Array) => ((s[40] << 8) | s[41]) === p.fields.srcPort;
+            const count = sent.filter((d) => mine(d.subarray(22))).length;
+            expect(got.filter(mine)).toEqual(refSegmentTcp6(buildTcp6(p.fields), p.gsoSize).slice(0, count));
+          }
+          if (flows.length === 1 && (flows[0].fields.flags & ~0x08) === 0x10) expect(out.length).toBe(1);
+        },
+      ),
+      { numRuns: 25 },
+    );
+  });
+
+  it("drops as spoofed what a GRO batch brings from any other IPv6 underlay address", () => {
+    const [p] = fc.sample(superPacket6, { numRuns: 1, seed: 7 });
+    const { trains, mem } = send([tso6(p)], "vxlan");
+    const ds = datagrams(trains, mem);
+    expect(receive([ds.slice(0, 64)], "vxlan", RX6, SENDER6).length).toBeGreaterThan(0);
+    expect(receive([ds.slice(0, 64)], "vxlan", RX6, SENDER6 + 1n)).toHaveLength(0);
+  });
+});

@@ -16,6 +16,7 @@ const SHARED = [
   "DESC_AUX",
   "HEADROOM",
   "MAX_BATCH",
+  "DESC_FLAG_ADDR6",
 ] as const;
 
 describe("batch descriptor", () => {

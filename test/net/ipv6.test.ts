@@ -3,6 +3,7 @@
 // same RFC 5952 rules except for IPv4-mapped addresses (Go writes those as plain dotted IPv4).
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { formatHostPort, hostOfHostPort } from "../../src/net/ip.js";
 import { formatIpv6, formatPrefix6, parseIpv6, parsePrefix6, prefixContains6 } from "../../src/net/ipv6.js";
 
 const viaUrl = (a: bigint) =>
@@ -72,5 +73,15 @@ describe("IPv6 text", () => {
     expect(prefixContains6(p, parseIpv6("2001:2:0:7fff::1"))).toBe(false);
     expect(() => parsePrefix6("2001:2:0:8000::1/64")).toThrow(/host bits set; did you mean 2001:2:0:8000::\/64/);
     expect(() => parsePrefix6("2001:2::/129")).toThrow(expect.objectContaining({ code: "NET_BAD_PREFIX" }));
+  });
+
+  it("takes the host back out of host:port text of either family (the chaos monitor's members)", () => {
+    fc.assert(
+      fc.property(fc.bigInt({ min: 0n, max: (1n << 128n) - 1n }), fc.integer({ min: 0, max: 65535 }), (a, port) => {
+        expect(hostOfHostPort(formatHostPort(formatIpv6(a), port))).toBe(formatIpv6(a));
+      }),
+    );
+    expect(hostOfHostPort(formatHostPort("198.18.0.10", 7946))).toBe("198.18.0.10");
+    expect(hostOfHostPort("[2001:2::a]:7946")).toBe("2001:2::a");
   });
 });

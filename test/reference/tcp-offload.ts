@@ -1,7 +1,7 @@
-// Reference TCP/IPv4 code for the offload tests, written the plain way: building segments with
-// correct checksums, checking checksums, and segmenting a TSO super-packet as the kernel's GSO
-// does (headers copied, lengths, IP ID + k, sequence + k * gso_size, FIN/PSH on the last only,
-// CWR on the first only, every checksum in full).
+// Reference TCP/IPv4 and TCP/IPv6 code for the offload tests, written the plain way: building
+// segments with correct checksums, checking checksums, and segmenting a TSO super-packet as the
+// kernel's GSO does (headers copied, lengths, IPv4's IP ID + k, sequence + k * gso_size, FIN/PSH
+// on the last only, CWR on the first only, every checksum in full).
 import { internetChecksum, onesSum } from "./checksum.js";
 import { be32 } from "./build.js";
 
@@ -47,25 +47,37 @@ export function buildTcp4(f: Tcp4Fields): Uint8Array {
   p.set(be32(f.src), 12);
   p.set(be32(f.dst), 16);
   put16(p, 10, internetChecksum(p.subarray(0, 20)));
-  put16(p, 20, f.srcPort);
-  put16(p, 22, f.dstPort);
-  p.set(be32(f.seq >>> 0), 24);
-  p.set(be32(f.ack >>> 0), 28);
-  p[32] = (thl / 4) << 4;
-  p[33] = f.flags;
-  put16(p, 34, f.window);
-  p.set(opts, 40);
-  p.set(f.payload, 20 + thl);
-  put16(p, 36, tcpChecksumOf(p));
+  writeTcp(p, 20, f);
   return p;
 }
 
-/** The TCP checksum field value of the packet (its current field taken as zero). */
+/** Writes the TCP header, options and payload of `f` at l3 (the IP header's length), checksum last. */
+function writeTcp(p: Uint8Array, l3: number, f: Omit<Tcp4Fields, "src" | "dst">): void {
+  const opts = f.options ?? new Uint8Array(0);
+  const thl = 20 + opts.length;
+  put16(p, l3, f.srcPort);
+  put16(p, l3 + 2, f.dstPort);
+  p.set(be32(f.seq >>> 0), l3 + 4);
+  p.set(be32(f.ack >>> 0), l3 + 8);
+  p[l3 + 12] = (thl / 4) << 4;
+  p[l3 + 13] = f.flags;
+  put16(p, l3 + 14, f.window);
+  p.set(opts, l3 + 20);
+  p.set(f.payload, l3 + thl);
+  put16(p, l3 + 16, tcpChecksumOf(p));
+}
+
+/** Bytes of the IP header in front of TCP: 20 (IPv4 without options) or 40 (IPv6). */
+const l3Of = (p: Uint8Array) => (p[0] >> 4 === 6 ? 40 : 20);
+
+/** The TCP checksum field value of the IPv4 or IPv6 packet (its current field taken as zero). */
 function tcpChecksumOf(p: Uint8Array): number {
-  const seg = p.slice(20);
+  const l3 = l3Of(p);
+  const seg = p.slice(l3);
   seg[16] = 0;
   seg[17] = 0;
-  return ~onesSum(seg, pseudoHeaderSum(p, 6, seg.length)) & 0xffff;
+  const pseudo = l3 === 40 ? pseudoHeaderSum6(p, 6, seg.length) : pseudoHeaderSum(p, 6, seg.length);
+  return ~onesSum(seg, pseudo) & 0xffff;
 }
 
 /** Whether the IPv4 header checksum and the TCP checksum of the packet are right. */
@@ -84,10 +96,14 @@ export function completePartial(p: Uint8Array, csumStart: number, csumOffset: nu
   return q;
 }
 
-/** Segments a TCP/IPv4 super-packet (no IP options) into segments of gsoSize payload bytes. */
-export function refSegmentTcp4(p: Uint8Array, gsoSize: number): Uint8Array[] {
-  const thl = (p[32] >> 4) * 4;
-  const hdr = 20 + thl;
+/**
+ * Segments a TCP super-packet (IPv4 without options, or IPv6 with TCP right after the fixed
+ * header) into segments of gsoSize payload bytes.
+ */
+function refSegmentTcp(p: Uint8Array, gsoSize: number): Uint8Array[] {
+  const l3 = l3Of(p);
+  const thl = (p[l3 + 12] >> 4) * 4;
+  const hdr = l3 + thl;
   const payload = p.subarray(hdr);
   const n = Math.max(1, Math.ceil(payload.length / gsoSize));
   const out: Uint8Array[] = [];
@@ -96,15 +112,64 @@ export function refSegmentTcp4(p: Uint8Array, gsoSize: number): Uint8Array[] {
     const s = new Uint8Array(hdr + part.length);
     s.set(p.subarray(0, hdr));
     s.set(part, hdr);
-    put16(s, 2, s.length);
-    put16(s, 4, (u16(p, 4) + k) & 0xffff);
-    put16(s, 10, 0);
-    put16(s, 10, internetChecksum(s.subarray(0, 20)));
-    s.set(be32((((s[24] << 24) | (s[25] << 16) | (s[26] << 8) | s[27]) + k * gsoSize) >>> 0), 24);
-    if (k !== n - 1) s[33] &= ~(0x01 | 0x08);
-    if (k !== 0) s[33] &= ~0x80;
-    put16(s, 36, tcpChecksumOf(s));
+    if (l3 === 40) {
+      put16(s, 4, s.length - 40);
+    } else {
+      put16(s, 2, s.length);
+      put16(s, 4, (u16(p, 4) + k) & 0xffff);
+      put16(s, 10, 0);
+      put16(s, 10, internetChecksum(s.subarray(0, 20)));
+    }
+    const q = l3 + 4;
+    s.set(be32((((s[q] << 24) | (s[q + 1] << 16) | (s[q + 2] << 8) | s[q + 3]) + k * gsoSize) >>> 0), q);
+    if (k !== n - 1) s[l3 + 13] &= ~(0x01 | 0x08);
+    if (k !== 0) s[l3 + 13] &= ~0x80;
+    put16(s, l3 + 16, tcpChecksumOf(s));
     out.push(s);
   }
   return out;
 }
+
+/** Segments a TCP/IPv4 super-packet (no IP options) into segments of gsoSize payload bytes. */
+export const refSegmentTcp4 = refSegmentTcp;
+
+export interface Tcp6Fields extends Omit<Tcp4Fields, "src" | "dst" | "id" | "ttl" | "tos" | "df"> {
+  src: bigint;
+  dst: bigint;
+  hopLimit?: number;
+  trafficClass?: number;
+  flowLabel?: number;
+}
+
+const addr6 = (a: bigint) => Uint8Array.from({ length: 16 }, (_, i) => Number((a >> BigInt(120 - 8 * i)) & 255n));
+
+/** Sum of the IPv6 pseudo-header for an L4 segment of `length` bytes (not inverted). */
+export function pseudoHeaderSum6(ip: Uint8Array, protocol: number, length: number): number {
+  return onesSum(Uint8Array.from([...ip.subarray(8, 40), 0, 0, length >> 8, length & 255, 0, 0, 0, protocol]));
+}
+
+/** A TCP/IPv6 packet (TCP right after the fixed header) with its checksum right. */
+export function buildTcp6(f: Tcp6Fields): Uint8Array {
+  const opts = f.options ?? new Uint8Array(0);
+  const thl = 20 + opts.length;
+  const l4 = thl + f.payload.length;
+  const p = new Uint8Array(40 + l4);
+  const tc = f.trafficClass ?? 0;
+  const flow = f.flowLabel ?? 0;
+  p.set([0x60 | (tc >> 4), ((tc & 15) << 4) | (flow >> 16), (flow >> 8) & 255, flow & 255]);
+  put16(p, 4, l4);
+  p[6] = 6;
+  p[7] = f.hopLimit ?? 64;
+  p.set(addr6(f.src), 8);
+  p.set(addr6(f.dst), 24);
+  writeTcp(p, 40, f);
+  return p;
+}
+
+/** Whether the TCP checksum of the IPv6 packet is right. */
+export function tcp6ChecksumValid(p: Uint8Array): boolean {
+  return (~onesSum(p.subarray(40), pseudoHeaderSum6(p, 6, p.length - 40)) & 0xffff) === 0;
+}
+
+/** Segments a TCP/IPv6 super-packet into segments of gsoSize payload bytes. */
+export const refSegmentTcp6 = refSegmentTcp;

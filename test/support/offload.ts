@@ -3,12 +3,16 @@
 // scratch descriptors and an output region. send()/receive() run whole calls for the tests;
 // loadSend()/runSend() and loadReceive()/runReceive() split loading from the call for benchmarks.
 import { parsePrefix } from "../../src/net/ipv4.js";
+import { parsePrefix6, writeIpv6 } from "../../src/net/ipv6.js";
 import { makeRig, type Rig } from "./hotpath.js";
 
 const VNI = 1;
 export const MAC1 = Uint8Array.from([0x0a, 0x58, 0xc6, 0x13, 0x01, 0x00]);
 export const MAC2 = Uint8Array.from([0x0a, 0x58, 0xc6, 0x13, 0x02, 0x00]);
 export const PEER = { ip: 0xc6120002, port: 8472, mac: MAC2 };
+/** The same peer over an IPv6 underlay, for IPv6 pods (2001:2:0:8002::/64); the sender's is 2001:2::1. */
+export const PEER6 = { ip: 0x2001_0002_0000_0000_0000_0000_0000_0002n, port: 8472, mac: MAC2 };
+export const SENDER6 = 0x2001_0002_0000_0000_0000_0000_0000_0001n;
 const BIG_SLOT = 65536 + 64;
 const SEGMENT_SLOT = 96 * 1024;
 export type Format = "vxlan" | "udp";
@@ -28,9 +32,18 @@ interface Receiver {
 }
 
 function sender(): Sender {
-  const rig = makeRig({ vni: VNI, localAddr: 0xc6130100, mac: MAC1, batchSize: 4, stride: BIG_SLOT });
+  const rig = makeRig({
+    vni: VNI,
+    localAddr: 0xc6130100,
+    mac: MAC1,
+    batchSize: 4,
+    stride: BIG_SLOT,
+    ipv6: { localAddr: 0x2001_0002_0000_8001_0000_0000_0000_0000n },
+  });
   rig.routes.setNextHop(1, PEER);
   rig.routes.insert(parsePrefix("198.19.2.0/24"), 1);
+  rig.routes6!.setNextHop(1, PEER6);
+  rig.routes6!.insert(parsePrefix6("2001:2:0:8002::/64"), 1);
   const n = rig.batch.size;
   return {
     rig,
@@ -39,8 +52,22 @@ function sender(): Sender {
   };
 }
 
-function receiver(): Receiver {
-  const rig = makeRig({ vni: VNI, localAddr: 0xc6130200, mac: MAC2, batchSize: 16, stride: BIG_SLOT });
+/**
+ * With `antiSpoof` the receiver checks sources: IPv6 pods of 2001:2:0:8001::/64 must come from
+ * SENDER6, which loadReceive's `from6` gives as a socket would (DESC_FLAG_ADDR6).
+ */
+function receiver(antiSpoof: boolean): Receiver {
+  const rig = makeRig({
+    vni: VNI,
+    localAddr: 0xc6130200,
+    mac: MAC2,
+    batchSize: 16,
+    stride: BIG_SLOT,
+    antiSpoof,
+    ipv6: { localAddr: 0x2001_0002_0000_8002_0000_0000_0000_0000n },
+  });
+  rig.routes6!.setNextHop(1, { ip: SENDER6, port: 8472, mac: MAC1 });
+  rig.routes6!.insert(parsePrefix6("2001:2:0:8001::/64"), 1);
   const outMax = rig.batch.size * 64;
   const cap = rig.batch.size * BIG_SLOT + outMax * 16 + BIG_SLOT;
   return {
@@ -55,7 +82,9 @@ function receiver(): Receiver {
 
 /** The one sender and receiver: their memory lives as long as the module. */
 export const TX = sender();
-export const RX = receiver();
+export const RX = receiver(false);
+/** A receiver with anti-spoofing on, for IPv6 pods over an IPv6 underlay. */
+export const RX6 = receiver(true);
 
 /** Reads descriptor i of the array at `descs`: OFF, LEN, ADDR, PORT, FLAGS. */
 function desc(rig: Rig, descs: number, i: number) {
@@ -86,9 +115,10 @@ export function loadSend(packets: TunRead[]): void {
     const needsCsum = p.needsCsum ?? true;
     v.setUint8(0, needsCsum ? 1 : 0);
     v.setUint8(1, p.gsoType ?? 1); // GSO_TCPV4 unless said otherwise
-    v.setUint16(2, 20 + (p.bytes[32] >> 4) * 4, true);
+    const l3 = p.bytes[0] >> 4 === 6 ? 40 : 20;
+    v.setUint16(2, l3 + (p.bytes[l3 + 12] >> 4) * 4, true);
     v.setUint16(4, p.gsoSize, true);
-    v.setUint16(6, needsCsum ? 20 : 0, true);
+    v.setUint16(6, needsCsum ? l3 : 0, true);
     v.setUint16(8, needsCsum ? 16 : 0, true);
   });
 }
@@ -126,17 +156,29 @@ export function datagrams(trains: ReturnType<typeof send>["trains"], mem: Uint8A
   return out;
 }
 
-/** Loads runs of datagrams into the receiver's batch, each run one UDP GRO receive. */
-export function loadReceive(runs: Uint8Array[][]): void {
-  const { rig } = RX;
+/**
+ * Loads runs of datagrams into the receiver's batch, each run one UDP GRO receive; with `from6`,
+ * as an IPv6 socket receives them from that sender (its address at the slot's start, ADDR its
+ * offset, DESC_FLAG_ADDR6 beside the segment size).
+ */
+export function loadReceive(runs: Uint8Array[][], rx: Receiver = RX, from6?: bigint): void {
+  const { rig } = rx;
   rig.batch.load(runs.map((r) => Buffer.concat(r)));
   const d = rig.batch.descView();
-  runs.forEach((r, i) => (d[i * 8 + 5] = r.length > 1 ? r[0].length : 0));
+  const headroom = rig.hp.constant("HEADROOM");
+  runs.forEach((r, i) => {
+    d[i * 8 + 5] = r.length > 1 ? r[0].length : 0;
+    if (from6 === undefined) return;
+    const at = d[i * 8] - headroom;
+    writeIpv6(rig.hp.bytes(), at, from6);
+    d[i * 8 + 3] = at;
+    d[i * 8 + 5] |= rig.hp.constant("DESC_FLAG_ADDR6");
+  });
 }
 
 /** One receive-path call over n loaded receives: the number of packets for the TUN device. */
-export function runReceive(n: number, format: Format): number {
-  const { rig } = RX;
+export function runReceive(n: number, format: Format, rx: Receiver = RX): number {
+  const { rig } = rx;
   const { hp } = rig;
   return hp.fn.decapBatch(
     rig.ctx.ptr,
@@ -144,21 +186,21 @@ export function runReceive(n: number, format: Format): number {
     n,
     hp.wireFormat(format),
     1,
-    RX.scratch,
-    RX.outDescs,
-    RX.outMax,
-    RX.out,
-    RX.cap,
+    rx.scratch,
+    rx.outDescs,
+    rx.outMax,
+    rx.out,
+    rx.cap,
   );
 }
 
 /** Receives runs of datagrams (each run one GRO batch) and returns the packets for the TUN device with their vnet headers. */
-export function receive(runs: Uint8Array[][], format: Format) {
-  loadReceive(runs);
-  const n = runReceive(runs.length, format);
-  const mem = RX.rig.hp.bytes();
+export function receive(runs: Uint8Array[][], format: Format, rx: Receiver = RX, from6?: bigint) {
+  loadReceive(runs, rx, from6);
+  const n = runReceive(runs.length, format, rx);
+  const mem = rx.rig.hp.bytes();
   return Array.from({ length: n }, (_, i) => {
-    const o = desc(RX.rig, RX.outDescs, i);
+    const o = desc(rx.rig, rx.outDescs, i);
     const h = new DataView(mem.buffer, o.off - 12, 12);
     return {
       bytes: mem.slice(o.off, o.off + o.len),

@@ -5,13 +5,17 @@
 // constructed, in the calling thread's network namespace: the agent runs inside its host's
 // namespace, and in-process tests construct it inside withNetns (src/io/netns.ts). A TUN device
 // lives only while weft holds it open, so stop() always removes it (nothing to keep).
+// wasm-vxlan carries IPv6 too, one instance per family as the kernel vxlan backend runs
+// flannel.<VNI> and flannel-v6.<VNI>: the IPv6 instance has its own TUN device weft-v6.<VNI> (IPv6
+// on, no link-local address), its own VTEP MAC and IPv6 sockets on the IPv6 underlay address, so
+// it mixes with kernel flannel-v6.<VNI> peers. The IPv4 device keeps IPv6 off.
 import type { Logger } from "pino";
 import { DATAPLANE_MAX_MTU, UserspaceDataplane, type DataplaneCounters } from "../../dataplane/dataplane.js";
 import { readRoutes } from "../../kernel/entries.js";
-import { readIpv4Addresses, readLink } from "../../kernel/links.js";
+import { readAddresses, readLink } from "../../kernel/links.js";
 import { WeftError } from "../../errors.js";
-import { formatIpv4, formatMac, formatPrefix, parseMac } from "../../net/ipv4.js";
-import { v4Addr, v4Prefix } from "../../net/ip.js";
+import { formatMac, parseMac } from "../../net/ipv4.js";
+import { familyOf, formatAddr, formatAnyPrefix } from "../../net/ip.js";
 import {
   DEFAULT_VNI,
   UDP_PORT,
@@ -23,7 +27,7 @@ import {
   type BackendOptions,
   type BackendPeer,
 } from "../backend.js";
-import { VXLAN_IPV4_UNDERLAY_BYTES } from "../vxlan/vxlan.js";
+import { VXLAN_IPV4_UNDERLAY_BYTES, VXLAN_IPV6_UNDERLAY_BYTES } from "../vxlan/vxlan.js";
 import { announcementProblem, overlapProblem, UnreachablePeers } from "../unreachable.js";
 import { loadVtepMac } from "../vtep-mac.js";
 
@@ -32,8 +36,9 @@ export const UDP_OVERHEAD = 28;
 
 export class UserspaceBackend implements Backend {
   readonly mtu: number;
-  /** flannel0 for udp (flannel's name), weft.<VNI> for wasm-vxlan. */
+  /** flannel0 for udp (flannel's name), weft.<VNI> for wasm-vxlan, weft-v6.<VNI> for its IPv6 instance. */
   readonly tunName: string;
+  private readonly family: 4 | 6;
   private readonly logger: Logger;
   private readonly dataplane: UserspaceDataplane;
   private readonly unreachable: UnreachablePeers;
@@ -50,11 +55,18 @@ export class UserspaceBackend implements Backend {
     private readonly ctx: BackendContext,
   ) {
     const udp = type === "udp";
+    this.family = familyOf(ctx.subnet.addr);
+    if (this.family === 6 && udp)
+      throw new WeftError(
+        "BACKEND_NO_IPV6",
+        "flannel's udp wire format carries IPv4 only; use vxlan or wasm-vxlan for IPv6",
+      );
     this.logger = ctx.logger.child({ backend: type });
     this.unreachable = new UnreachablePeers(this.logger);
     this.port = options.port ?? (udp ? UDP_PORT : VXLAN_PORT);
     this.vni = options.vni ?? DEFAULT_VNI;
-    const fits = (options.mtu ?? ctx.underlay.mtu) - (udp ? UDP_OVERHEAD : VXLAN_IPV4_UNDERLAY_BYTES);
+    const overhead = udp ? UDP_OVERHEAD : this.family === 4 ? VXLAN_IPV4_UNDERLAY_BYTES : VXLAN_IPV6_UNDERLAY_BYTES;
+    const fits = (options.mtu ?? ctx.underlay.mtu) - overhead;
     // A jumbo underlay (9000) is fine: pods get the largest MTU the packet slots hold, and TCP
     // still moves 64 KB super-packets through the TUN device with offloads on.
     this.mtu = Math.min(fits, DATAPLANE_MAX_MTU);
@@ -63,15 +75,21 @@ export class UserspaceBackend implements Backend {
         { underlayMtu: ctx.underlay.mtu, mtu: this.mtu },
         `the underlay allows MTU ${fits}; the ${type} dataplane uses at most ${DATAPLANE_MAX_MTU}`,
       );
-    this.tunName = udp ? "flannel0" : `weft.${this.vni}`;
-    this.vtepMac = loadVtepMac(ctx.stateDir);
+    this.tunName = udp ? "flannel0" : this.family === 4 ? `weft.${this.vni}` : `weft-v6.${this.vni}`;
+    this.vtepMac = loadVtepMac(ctx.stateDir, this.family);
+    const listenAddr = this.family === 4 ? ctx.underlay.addr : ctx.underlay.addr6;
+    if (listenAddr === undefined)
+      throw new WeftError(
+        "BACKEND_NO_UNDERLAY",
+        `no IPv${this.family} underlay address for the IPv${this.family} ${type} dataplane; give the node one (--public-ip${this.family === 6 ? "v6" : ""})`,
+      );
     this.dataplane = new UserspaceDataplane({
       format: udp ? "udp" : "vxlan",
       tunName: this.tunName,
       mtu: this.mtu,
-      network: v4Prefix(ctx.network),
-      subnet: v4Prefix(ctx.subnet),
-      listenAddr: ctx.underlay.addr!,
+      network: ctx.network,
+      subnet: ctx.subnet,
+      listenAddr,
       port: this.port,
       vni: this.vni,
       vtepMac: this.vtepMac,
@@ -87,11 +105,14 @@ export class UserspaceBackend implements Backend {
     if (this.state !== "new")
       throw new WeftError("BACKEND_STATE", `the ${this.type} backend was already started; create a new one`);
     try {
-      // The dataplane carries IPv4 only: with IPv6 off on the device the kernel gives it no
-      // link-local address and sends it no router solicitations (which it could only drop).
+      // A family that is off stays off on the device. The IPv4 device has IPv6 off: the kernel gives
+      // it no link-local address and sends it no router solicitations (which it could only drop).
+      // The IPv6 device needs no link-local address either (a TUN device has no neighbours), and
+      // without one the kernel sends it no router solicitations.
       // (The slash form, since a device name like weft.1 holds a dot.)
-      await this.ctx.kernel.sysctl(`net/ipv6/conf/${this.tunName}/disable_ipv6`, 1);
-      this.stats.kernelCommands += 4; // IPv6 off, and the TUN device's MTU, address and link state
+      if (this.family === 4) await this.ctx.kernel.sysctl(`net/ipv6/conf/${this.tunName}/disable_ipv6`, 1);
+      else await this.ctx.kernel.sysctl(`net/ipv6/conf/${this.tunName}/addr_gen_mode`, 1);
+      this.stats.kernelCommands += 4; // the family's sysctl, and the TUN device's MTU, address and link state
       await this.dataplane.start(this.ctx.kernel);
     } catch (err) {
       this.stats.kernelErrors++;
@@ -116,8 +137,8 @@ export class UserspaceBackend implements Backend {
     }
     this.dataplane.setPeer({
       name: peer.name,
-      subnet: v4Prefix(peer.subnet),
-      underlay: v4Addr(peer.underlay),
+      subnet: peer.subnet,
+      underlay: peer.underlay,
       port: peer.backend.port ?? this.port,
       vtepMac: this.type === "wasm-vxlan" ? parseMac(peer.backend.vtepMac!) : undefined,
     });
@@ -132,19 +153,21 @@ export class UserspaceBackend implements Backend {
   /** The peers live in the dataplane's own table; what can drift is the TUN device's address, route and link state. */
   async reconcile(): Promise<void> {
     this.assertRunning();
-    const [kernel, network, subnet] = [this.ctx.kernel, v4Prefix(this.ctx.network), v4Prefix(this.ctx.subnet)];
+    const [kernel, network, subnet] = [this.ctx.kernel, this.ctx.network, this.ctx.subnet];
     const tun = this.tunName;
     const [link, addrs, routes] = await Promise.all([
       readLink(kernel, tun),
-      readIpv4Addresses(kernel, tun),
+      readAddresses(kernel, tun, this.family),
       readRoutes(kernel, network),
     ]);
     const lines: string[] = [];
     if (!addrs.some((a) => a.addr === subnet.addr && a.len === network.len))
-      lines.push(`addr replace ${formatIpv4(subnet.addr)}/${network.len} dev ${tun}`);
+      lines.push(
+        `addr replace ${formatAddr(subnet.addr)}/${network.len} dev ${tun}${this.family === 6 ? " nodad" : ""}`,
+      );
     else if (!routes.some((r) => r.dev === tun && r.dst.addr === network.addr && r.dst.len === network.len)) {
       lines.push(
-        `route replace ${formatPrefix(network)} dev ${tun} proto kernel scope link src ${formatIpv4(subnet.addr)}`,
+        `route replace ${formatAnyPrefix(network)} dev ${tun} proto kernel${this.family === 4 ? " scope link" : ""} src ${formatAddr(subnet.addr)}`,
       );
     }
     if (!link?.up) lines.push(`link set ${tun} up`);

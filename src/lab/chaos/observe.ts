@@ -9,6 +9,8 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseSubnetEnv } from "../../agent/subnet-env.js";
 import { formatIpv4, formatPrefix, parsePrefix, prefixContains, prefixesOverlap } from "../../net/ipv4.js";
+import { hostOfHostPort } from "../../net/ip.js";
+import { formatIpv6 } from "../../net/ipv6.js";
 import type { AgentStatus, LabAgent, LabAgents } from "../agents.js";
 import { LAB_POD_NETWORK, type LabHost } from "../cluster.js";
 import type { SwitchFaults } from "./faults.js";
@@ -294,10 +296,16 @@ export class Monitor {
 
   private countFalseDeaths(s: Snapshot, running: Set<LabAgent>): void {
     const settle = this.opts.settleMs ?? 10_000;
-    const byAddr = new Map(this.agents.agents.map((a) => [underlayOf(a), a]));
+    // Members are known at their gossip address: IPv4, or IPv6 in brackets with an IPv6 underlay.
+    const byAddr = new Map(
+      this.agents.agents.flatMap((a) => [
+        [underlayOf(a), a] as const,
+        ...(a.host.underlayAddr6 !== undefined ? [[formatIpv6(a.host.underlayAddr6), a] as const] : []),
+      ]),
+    );
     for (const v of s.views) {
       for (const m of v.status?.members ?? []) {
-        const y = m.addr ? byAddr.get(m.addr.split(":")[0]) : undefined;
+        const y = m.addr ? byAddr.get(hostOfHostPort(m.addr)) : undefined;
         if (!y || y === v.agent) continue;
         const key = `${v.agent.host.name}|${y.host.name}|${m.name}`;
         if (m.state !== "dead") {
