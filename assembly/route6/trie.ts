@@ -1,0 +1,300 @@
+// The IPv6 table's rules longer than /16: one path-compressed multibit trie per /16, hung from the
+// /16's record (layout.ts ROOT_NODE), with 6-bit strides at fixed depths 16, 22, ..., 124.
+//
+// A node of depth D covers the addresses whose bits 0..D-1 equal its key and has one u32 entry per
+// value of bits D..D+5 (bits past 128 read as 0). A rule of length L lives in exactly one node,
+// its home, of depth D = 16 + 6 floor((L - 17) / 6) (so 1 <= L - D <= 6), expanded over the
+// 2^(6 - (L - D)) entries it covers, where no longer rule of the same node wins. An entry holds:
+//   0                      no rule of this node covers the slot
+//   LEAF_VALID | rel << 24 | next hop   the longest rule of this node covering it (rel = L - D)
+//   CHILD | node           a deeper node; the slot's leaf then lives in that node's NODE_LEAF
+// Rules are expanded within their node only, never pushed into deeper nodes, so an update writes
+// at most 64 entries of one node (and the NODE_LEAF of its children there); a lookup remembers the
+// last leaf it passed. Path compression: a child may be deeper than its parent's depth + 6 (its
+// key says which bits it skipped); a lookup whose address differs from a node's key stops there.
+// Every node holds a rule or has two children or more (deletes splice and free the others), so a
+// /16 with r rules has fewer than 2r nodes, and a lookup reads its /16's record and then at most
+// 19 nodes, in practice one to four: one per branching point on the way to its longest rule.
+//
+// Updates run in place under the table's seqlock (../route/seqlock.ts): readers that overlap one
+// redo their batch. What a racing reader may see is still safe: every entry and header field is
+// written whole and only ever holds in-range node and next-hop indices (freed nodes keep theirs),
+// and the walk stops after MAX_LEVELS nodes whatever it reads.
+// The writer works on big-endian halves of prefixes (a = bits 0..63, b = bits 64..127).
+import {
+  H6_FREE_NODES,
+  H6_NODES_AT,
+  H6_NODES_USED,
+  NODE_BYTES,
+  NODE_DEPTH,
+  NODE_ENTRIES,
+  NODE_FREE_NEXT,
+  NODE_KEY_HI,
+  NODE_KEY_LO,
+  NODE_LEAF,
+  NODE_PARENT,
+  NODE_RULES,
+  ROOT_BYTES,
+  ROOT_NODE,
+  ROOTS_OFFSET,
+  SHORT_BITS,
+} from "./layout";
+
+const LEAF_VALID: u32 = 0x8000_0000;
+const CHILD: u32 = 0x4000_0000;
+const REL_SHIFT: u32 = 24;
+const VALUE_MASK: u32 = 0x00ff_ffff;
+/** Valid, child and rel bits: what identifies the entries one rule owns. */
+const OWNER_MASK: u32 = 0xff00_0000;
+const STRIDE: i32 = 6;
+const SLOTS: u32 = 64;
+/** Depths 16, 22, ..., 124. */
+export const MAX_LEVELS: i32 = 19;
+
+/** The depth of the node that holds rules of length len (17..128). */
+@inline export function homeDepth(len: i32): i32 {
+  return SHORT_BITS + ((len - SHORT_BITS - 1) / STRIDE) * STRIDE;
+}
+
+/** The deepest node depth at or above bit position x (x >= 16). */
+@inline function depthAtOrAbove(x: i32): i32 {
+  return SHORT_BITS + ((x - SHORT_BITS) / STRIDE) * STRIDE;
+}
+
+/** Big-endian mask halves of the first d bits, d in 16..124 (a Wasm shift by 64 is a shift by 0). */
+@inline function maskA(d: u32): u64 {
+  return select<u64>(<u64>-1, (<u64>-1) << (<u64>(64 - d)), d >= 64);
+}
+
+@inline function maskB(d: u32): u64 {
+  return select<u64>((<u64>-1) << (<u64>(128 - d)), 0, d > 64);
+}
+
+/** Address bits d..d+5 (d = 16 + 6k never straddles bit 64; bits past 128 are 0). */
+@inline function chunkOf(a: u64, b: u64, d: u32): u32 {
+  const w = select<u64>(a, b, d < 64);
+  return <u32>((w << (<u64>(d & 63))) >> 58);
+}
+
+/** The first bit where (a1, b1) and (a2, b2) differ, 128 if none. */
+@inline function firstDifference(a1: u64, b1: u64, a2: u64, b2: u64): i32 {
+  const x = a1 ^ a2;
+  if (x != 0) return <i32>clz(x);
+  const y = b1 ^ b2;
+  return y != 0 ? 64 + <i32>clz(y) : 128;
+}
+
+@inline function nodeAt(t: usize, n: u32): usize {
+  return t + load<u32>(t, H6_NODES_AT) + <usize>n * NODE_BYTES;
+}
+
+@inline function entryAt(node: usize, slot: u32): usize {
+  return node + NODE_ENTRIES + ((<usize>slot) << 2);
+}
+
+@inline function rootAt(t: usize, bucket: u32): usize {
+  return t + ROOTS_OFFSET + <usize>bucket * ROOT_BYTES + ROOT_NODE;
+}
+
+@inline function relOf(e: u32): u32 {
+  return (e >> REL_SHIFT) & 7;
+}
+
+/** The leaf entry of a rule of length len homed at depth d. */
+@inline export function trieLeaf(len: i32, d: i32, nh: i32): u32 {
+  return LEAF_VALID | ((<u32>(len - d)) << REL_SHIFT) | <u32>nh;
+}
+
+/**
+ * Longest match below the /16 record for the address (a, b) (big-endian halves), starting at node
+ * n with best, the /16's short answer. Reads only; AS callers bracket it with the seqlock.
+ */
+@inline export function trieLookup(t: usize, a: u64, b: u64, n: u32, best: i32): i32 {
+  const base = t + load<u32>(t, H6_NODES_AT);
+  for (let level = 0; level < MAX_LEVELS; level++) {
+    const node = base + <usize>n * NODE_BYTES;
+    const leaf = load<u32>(node, NODE_LEAF);
+    best = select<i32>(<i32>(leaf & VALUE_MASK), best, <i32>leaf < 0);
+    const d = load<u32>(node, NODE_DEPTH);
+    if ((((a ^ load<u64>(node, NODE_KEY_HI)) & maskA(d)) | ((b ^ load<u64>(node, NODE_KEY_LO)) & maskB(d))) != 0) break;
+    const e = load<u32>(entryAt(node, chunkOf(a, b, d)));
+    best = select<i32>(<i32>(e & VALUE_MASK), best, <i32>e < 0);
+    if ((e & CHILD) == 0) break;
+    n = e & VALUE_MASK;
+  }
+  return best;
+}
+
+function nodeTake(t: usize): u32 {
+  const free = load<u32>(t, H6_FREE_NODES);
+  if (free != 0) {
+    store<u32>(t, load<u32>(nodeAt(t, free), NODE_FREE_NEXT), H6_FREE_NODES);
+    return free;
+  }
+  const n = load<u32>(t, H6_NODES_USED) + 1;
+  store<u32>(t, n, H6_NODES_USED);
+  return n;
+}
+
+function nodeGive(t: usize, n: u32): void {
+  store<u32>(nodeAt(t, n), load<u32>(t, H6_FREE_NODES), NODE_FREE_NEXT);
+  store<u32>(t, n, H6_FREE_NODES);
+}
+
+/** A new node with no entries, built whole before anything points to it. */
+function nodeNew(t: usize, a: u64, b: u64, d: u32, leaf: u32, parent: u32): u32 {
+  const n = nodeTake(t);
+  const node = nodeAt(t, n);
+  memory.fill(node + NODE_ENTRIES, 0, SLOTS << 2);
+  store<u64>(node, a & maskA(d), NODE_KEY_HI);
+  store<u64>(node, b & maskB(d), NODE_KEY_LO);
+  store<u32>(node, d, NODE_DEPTH);
+  store<u32>(node, leaf, NODE_LEAF);
+  store<u32>(node, 0, NODE_RULES);
+  store<u32>(node, parent, NODE_PARENT);
+  return n;
+}
+
+/** Where node n hangs: its parent's entry, or its /16's record (parent 0). */
+function hangAt(t: usize, n: u32, parent: u32): usize {
+  const node = nodeAt(t, n);
+  const a = load<u64>(node, NODE_KEY_HI);
+  if (parent == 0) return rootAt(t, <u32>(a >> 48));
+  const p = nodeAt(t, parent);
+  return entryAt(p, chunkOf(a, load<u64>(node, NODE_KEY_LO), load<u32>(p, NODE_DEPTH)));
+}
+
+/**
+ * Over the entries rule (a, b)/len covers in node n, make leaf win where no longer rule of n does
+ * (rel <= the rule's: shorter rules, or the rule itself when replacing).
+ */
+function leavesSet(t: usize, n: u32, a: u64, b: u64, len: i32, leaf: u32): void {
+  const node = nodeAt(t, n);
+  const d = load<u32>(node, NODE_DEPTH);
+  const rel = <u32>len - d;
+  const span = (<u32>1) << (<u32>STRIDE - rel);
+  const first = chunkOf(a, b, d) & ~(span - 1);
+  for (let s = first; s < first + span; s++) {
+    const p = entryAt(node, s);
+    const e = load<u32>(p);
+    const at = (e & CHILD) != 0 ? nodeAt(t, e & VALUE_MASK) + NODE_LEAF : p;
+    if (relOf(load<u32>(at)) <= rel) store<u32>(at, leaf);
+  }
+}
+
+/** The entries rule (a, b)/len owned in node n take replacement (the covering rule's leaf, or 0). */
+function leavesRemove(t: usize, n: u32, a: u64, b: u64, len: i32, replacement: u32): void {
+  const node = nodeAt(t, n);
+  const d = load<u32>(node, NODE_DEPTH);
+  const rel = <u32>len - d;
+  const owned = LEAF_VALID | (rel << REL_SHIFT);
+  const span = (<u32>1) << (<u32>STRIDE - rel);
+  const first = chunkOf(a, b, d) & ~(span - 1);
+  for (let s = first; s < first + span; s++) {
+    const p = entryAt(node, s);
+    const e = load<u32>(p);
+    const at = (e & CHILD) != 0 ? nodeAt(t, e & VALUE_MASK) + NODE_LEAF : p;
+    if ((load<u32>(at) & OWNER_MASK) == owned) store<u32>(at, replacement);
+  }
+}
+
+/** Add rule (a, b)/len -> nh (len 17..128, not present yet). At most two new nodes. */
+export function trieInsert(t: usize, a: u64, b: u64, len: i32, nh: i32): void {
+  const home = <u32>homeDepth(len);
+  let parent: u32 = 0;
+  let at = rootAt(t, <u32>(a >> 48));
+  while (true) {
+    const e = load<u32>(at);
+    if (parent == 0 ? e == 0 : (e & CHILD) == 0) {
+      // Nothing hangs here: a new home node, taking over the slot's leaf.
+      const n = nodeNew(t, a, b, home, parent == 0 ? 0 : e, parent);
+      store<u32>(at, parent == 0 ? n : CHILD | n);
+      return ruleAdd(t, n, a, b, len, nh);
+    }
+    const cur = e & VALUE_MASK;
+    const node = nodeAt(t, cur);
+    const d = load<u32>(node, NODE_DEPTH);
+    const diff = firstDifference(a, b, load<u64>(node, NODE_KEY_HI), load<u64>(node, NODE_KEY_LO));
+    if (home >= d && <u32>diff >= d) {
+      if (home == d) return ruleAdd(t, cur, a, b, len, nh);
+      parent = cur;
+      at = entryAt(node, chunkOf(a, b, d));
+      continue;
+    }
+    // The rule leaves cur's key before cur's depth: a node where they part (or the rule's home).
+    const split = <u32>depthAtOrAbove(min(<i32>home, diff));
+    const m = nodeNew(t, a, b, split, load<u32>(node, NODE_LEAF), parent);
+    store<u32>(node, 0, NODE_LEAF);
+    store<u32>(node, m, NODE_PARENT);
+    store<u32>(
+      entryAt(nodeAt(t, m), chunkOf(load<u64>(node, NODE_KEY_HI), load<u64>(node, NODE_KEY_LO), split)),
+      CHILD | cur,
+    );
+    store<u32>(at, parent == 0 ? m : CHILD | m);
+    if (split == home) return ruleAdd(t, m, a, b, len, nh);
+    parent = m;
+    at = entryAt(nodeAt(t, m), chunkOf(a, b, split));
+  }
+}
+
+function ruleAdd(t: usize, n: u32, a: u64, b: u64, len: i32, nh: i32): void {
+  const node = nodeAt(t, n);
+  store<u32>(node, load<u32>(node, NODE_RULES) + 1, NODE_RULES);
+  leavesSet(t, n, a, b, len, trieLeaf(len, <i32>load<u32>(node, NODE_DEPTH), nh));
+}
+
+/** The home node of rule (a, b)/len, which is present. */
+function homeOf(t: usize, a: u64, b: u64, len: i32): u32 {
+  const home = <u32>homeDepth(len);
+  let n = load<u32>(rootAt(t, <u32>(a >> 48)));
+  while (load<u32>(nodeAt(t, n), NODE_DEPTH) != home) {
+    const node = nodeAt(t, n);
+    n = load<u32>(entryAt(node, chunkOf(a, b, load<u32>(node, NODE_DEPTH)))) & VALUE_MASK;
+  }
+  return n;
+}
+
+/** Set the next hop of rule (a, b)/len, which is present. */
+export function trieReplace(t: usize, a: u64, b: u64, len: i32, nh: i32): void {
+  const n = homeOf(t, a, b, len);
+  leavesSet(t, n, a, b, len, trieLeaf(len, <i32>load<u32>(nodeAt(t, n), NODE_DEPTH), nh));
+}
+
+/**
+ * Remove rule (a, b)/len, which is present; replacement is the leaf of the longest rule of the
+ * same node covering it (trieLeaf), or 0. Nodes left with no rule and fewer than two children go.
+ */
+export function trieDelete(t: usize, a: u64, b: u64, len: i32, replacement: u32): void {
+  let n = homeOf(t, a, b, len);
+  leavesRemove(t, n, a, b, len, replacement);
+  const node = nodeAt(t, n);
+  store<u32>(node, load<u32>(node, NODE_RULES) - 1, NODE_RULES);
+  while (n != 0) {
+    const cur = nodeAt(t, n);
+    if (load<u32>(cur, NODE_RULES) != 0) return;
+    let children = 0;
+    let child: u32 = 0;
+    for (let s: u32 = 0; s < SLOTS; s++) {
+      const e = load<u32>(entryAt(cur, s));
+      if ((e & CHILD) != 0) {
+        children++;
+        child = e & VALUE_MASK;
+      }
+    }
+    if (children >= 2) return;
+    const parent = load<u32>(cur, NODE_PARENT);
+    const at = hangAt(t, n, parent);
+    // With no rule, n's own leaves are all 0: its slot's leaf (NODE_LEAF) is all that was left.
+    if (children == 1) {
+      const c = nodeAt(t, child);
+      store<u32>(c, load<u32>(cur, NODE_LEAF), NODE_LEAF);
+      store<u32>(c, parent, NODE_PARENT);
+      store<u32>(at, parent == 0 ? child : CHILD | child);
+      nodeGive(t, n);
+      return;
+    }
+    store<u32>(at, load<u32>(cur, NODE_LEAF)); // a root's NODE_LEAF is 0, which empties the record
+    nodeGive(t, n);
+    n = parent;
+  }
+}
