@@ -43,18 +43,18 @@ export const NEXT_HOP6_RECORD_BYTES: u32 = 32;
 /** Prefix (16 bytes), length tag, next hop, padding. */
 export const RULE6_SLOT_BYTES: u32 = 32;
 
-/**
- * Trie node (trie.ts): a 32-byte header, then 64 u32 entries (one per value of the node's 6-bit
- * stride). Header fields, offsets in the node:
- */
-export const NODE_BYTES: u32 = 288;
+/** Trie stride in bits (trie.ts): node depths are 16 + STRIDE k; 4, 6 or 8 keep a stride within one half. */
+export const STRIDE: i32 = 4;
+export const NODE_SLOTS: u32 = 1 << STRIDE;
+/** Trie node (trie.ts): a 32-byte header, then NODE_SLOTS u32 entries. Header fields: */
+export const NODE_BYTES: u32 = 32 + (NODE_SLOTS << 2);
 /** u64 x 2: the node's key, address bits 0..depth-1 as big-endian numbers (rest zero). */
 export const NODE_KEY_HI: u32 = 0;
 export const NODE_KEY_LO: u32 = 8;
-/** u32: the node's depth, 16 + 6k: its stride is address bits depth..depth+5. */
-export const NODE_DEPTH: u32 = 16;
 /** u32: the parent's leaf for the slot this node hangs from (a leaf entry, or 0: none). */
-export const NODE_LEAF: u32 = 20;
+export const NODE_LEAF: u32 = 16;
+/** u32, writer only: the node's depth, 16 + STRIDE k (lookups take k from the pointer). */
+export const NODE_DEPTH: u32 = 20;
 /** u32, writer only: rules whose home is this node. */
 export const NODE_RULES: u32 = 24;
 /** u32, writer only: the parent node, 0 when the node hangs from its /16 record; the next free node once freed. */

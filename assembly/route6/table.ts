@@ -35,6 +35,7 @@ import {
   NEXT_HOP6_RECORD_BYTES,
   NEXT_HOPS6_OFFSET,
   ROOT_BYTES,
+  ROOT_NODE,
   ROOT_SHORT,
   ROOTS_OFFSET,
   SHORT_BITS,
@@ -56,7 +57,17 @@ import {
   rule6SetNextHop,
   rule6Slot,
 } from "./rules";
-import { homeDepth, trieDelete, trieInsert, trieLeaf, trieLookup, trieReplace } from "./trie";
+import {
+  MAX_LEVELS,
+  homeDepth,
+  trieDelete,
+  trieInsert,
+  trieLeaf,
+  trieLookup,
+  triePoints,
+  trieReplace,
+  trieStep,
+} from "./trie";
 
 /** Alignment route6TableInit requires of t (the generation gets a cache line of its own). */
 export const ROUTE6_TABLE_ALIGN: i32 = 64;
@@ -245,15 +256,33 @@ export function route6Get(t: usize, p: usize, len: i32): i32 {
 
 /**
  * out[i] = route6Lookup(addrs + 16 i) for i < n, as one consistent snapshot (redone if an update
- * overlapped). Loading every address's length set and probe slots in earlier passes, as the IPv4
- * table's batch does with tbl24, did not pay here (measured: no faster; see ARCHITECTURE.md).
+ * overlapped). A lookup is a chain of dependent loads (record, then a node per level), each a
+ * likely cache miss in a large table; so the batch first walks all its addresses one level per
+ * pass (the /16 records, then the trie), keeping only the next pointer in out, so that the misses
+ * of different addresses overlap, and then does the lookups, from cache.
  */
 export function route6LookupBatch(t: usize, addrs: usize, out: usize, n: i32): void {
   if (n <= 0) return;
+  const end = (<usize>n) << 2;
   let gen: u32;
   do {
     gen = routeReadBegin(t);
-    for (let i = 0; i < n; i++) store<i32>(out + ((<usize>i) << 2), route6Lookup(t, addrs + ((<usize>i) << 4)));
+    for (let o: usize = 0; o < end; o += 4) {
+      const a = bswap<u64>(load<u64>(addrs + (o << 2)));
+      store<u32>(out + o, load<u32>(t + <usize>ROOTS_OFFSET + <usize>(a >> 48) * ROOT_BYTES, ROOT_NODE));
+    }
+    let walking = true;
+    for (let level = 0; walking && level < MAX_LEVELS; level++) {
+      walking = false;
+      for (let o: usize = 0; o < end; o += 4) {
+        const p = load<u32>(out + o);
+        if (!triePoints(p)) continue;
+        const q = trieStep(t, bswap<u64>(load<u64>(addrs + (o << 2))), bswap<u64>(load<u64>(addrs + (o << 2), 8)), p);
+        store<u32>(out + o, q);
+        walking = walking || triePoints(q);
+      }
+    }
+    for (let o: usize = 0; o < end; o += 4) store<i32>(out + o, route6Lookup(t, addrs + (o << 2)));
   } while (!routeReadValid(t, gen));
 }
 

@@ -34,22 +34,24 @@ import {
   NODE_LEAF,
   NODE_PARENT,
   NODE_RULES,
+  NODE_SLOTS,
   ROOT_BYTES,
   ROOT_NODE,
   ROOTS_OFFSET,
   SHORT_BITS,
+  STRIDE,
 } from "./layout";
 
 const LEAF_VALID: u32 = 0x8000_0000;
 const CHILD: u32 = 0x4000_0000;
-const REL_SHIFT: u32 = 24;
+/** Leaves: rel = length - node depth; child pointers: the child's level k (depth 16 + STRIDE k). */
+const TAG_SHIFT: u32 = 24;
+const TAG_MASK: u32 = 0x1f;
 const VALUE_MASK: u32 = 0x00ff_ffff;
 /** Valid, child and rel bits: what identifies the entries one rule owns. */
 const OWNER_MASK: u32 = 0xff00_0000;
-const STRIDE: i32 = 6;
-const SLOTS: u32 = 64;
-/** Depths 16, 22, ..., 124. */
-export const MAX_LEVELS: i32 = 19;
+/** Depths 16, 16 + STRIDE, ..., the last below 128. */
+export const MAX_LEVELS: i32 = (128 - SHORT_BITS - 1) / STRIDE + 1;
 
 /** The depth of the node that holds rules of length len (17..128). */
 @inline export function homeDepth(len: i32): i32 {
@@ -70,10 +72,15 @@ export const MAX_LEVELS: i32 = 19;
   return select<u64>((<u64>-1) << (<u64>(128 - d)), 0, d > 64);
 }
 
-/** Address bits d..d+5 (d = 16 + 6k never straddles bit 64; bits past 128 are 0). */
+/** Address bits d..d+STRIDE-1 (a stride never straddles bit 64; bits past 128 are 0). */
 @inline function chunkOf(a: u64, b: u64, d: u32): u32 {
   const w = select<u64>(a, b, d < 64);
-  return <u32>((w << (<u64>(d & 63))) >> 58);
+  return <u32>((w << (<u64>(d & 63))) >> (<u64>(64 - STRIDE)));
+}
+
+/** The entry (or /16 record root) pointing to node n of depth d. */
+@inline function pointerTo(n: u32, d: u32): u32 {
+  return CHILD | (((d - <u32>SHORT_BITS) / <u32>STRIDE) << TAG_SHIFT) | n;
 }
 
 /** The first bit where (a1, b1) and (a2, b2) differ, 128 if none. */
@@ -97,32 +104,52 @@ export const MAX_LEVELS: i32 = 19;
 }
 
 @inline function relOf(e: u32): u32 {
-  return (e >> REL_SHIFT) & 7;
+  return (e >> TAG_SHIFT) & TAG_MASK;
 }
 
 /** The leaf entry of a rule of length len homed at depth d. */
 @inline export function trieLeaf(len: i32, d: i32, nh: i32): u32 {
-  return LEAF_VALID | ((<u32>(len - d)) << REL_SHIFT) | <u32>nh;
+  return LEAF_VALID | ((<u32>(len - d)) << TAG_SHIFT) | <u32>nh;
 }
 
 /**
- * Longest match below the /16 record for the address (a, b) (big-endian halves), starting at node
- * n with best, the /16's short answer. Reads only; AS callers bracket it with the seqlock.
+ * Longest match below the /16 record for the address (a, b) (big-endian halves), starting at the
+ * record's root pointer p with best, the /16's short answer. The pointer carries the node's depth,
+ * so the entry load needs nothing from the node's header: one dependent load per level. Reads
+ * only; AS callers bracket it with the seqlock.
  */
-@inline export function trieLookup(t: usize, a: u64, b: u64, n: u32, best: i32): i32 {
+@inline export function trieLookup(t: usize, a: u64, b: u64, p: u32, best: i32): i32 {
   const base = t + load<u32>(t, H6_NODES_AT);
   for (let level = 0; level < MAX_LEVELS; level++) {
-    const node = base + <usize>n * NODE_BYTES;
+    const node = base + <usize>(p & VALUE_MASK) * NODE_BYTES;
+    const d = <u32>SHORT_BITS + <u32>STRIDE * ((p >> TAG_SHIFT) & TAG_MASK);
+    const e = load<u32>(entryAt(node, chunkOf(a, b, d)));
     const leaf = load<u32>(node, NODE_LEAF);
     best = select<i32>(<i32>(leaf & VALUE_MASK), best, <i32>leaf < 0);
-    const d = load<u32>(node, NODE_DEPTH);
     if ((((a ^ load<u64>(node, NODE_KEY_HI)) & maskA(d)) | ((b ^ load<u64>(node, NODE_KEY_LO)) & maskB(d))) != 0) break;
-    const e = load<u32>(entryAt(node, chunkOf(a, b, d)));
     best = select<i32>(<i32>(e & VALUE_MASK), best, <i32>e < 0);
     if ((e & CHILD) == 0) break;
-    n = e & VALUE_MASK;
+    p = e;
   }
   return best;
+}
+
+/**
+ * One level of a walk without its answer: the pointer to the node after p's for address (a, b), or
+ * 0 where the walk ends. Batches run it level by level across their addresses, so the cache misses
+ * of different lookups overlap (the lookups then walk again, from cache).
+ */
+@inline export function trieStep(t: usize, a: u64, b: u64, p: u32): u32 {
+  const node = t + load<u32>(t, H6_NODES_AT) + <usize>(p & VALUE_MASK) * NODE_BYTES;
+  const d = <u32>SHORT_BITS + <u32>STRIDE * ((p >> TAG_SHIFT) & TAG_MASK);
+  const e = load<u32>(entryAt(node, chunkOf(a, b, d)));
+  const off = ((a ^ load<u64>(node, NODE_KEY_HI)) & maskA(d)) | ((b ^ load<u64>(node, NODE_KEY_LO)) & maskB(d));
+  return select<u32>(e & ((e & CHILD) >> 30) * 0xffff_ffff, 0, off == 0);
+}
+
+/** Whether p (an entry or a record's root) points to a node. */
+@inline export function triePoints(p: u32): bool {
+  return (p & CHILD) != 0;
 }
 
 function nodeTake(t: usize): u32 {
@@ -145,7 +172,7 @@ function nodeGive(t: usize, n: u32): void {
 function nodeNew(t: usize, a: u64, b: u64, d: u32, leaf: u32, parent: u32): u32 {
   const n = nodeTake(t);
   const node = nodeAt(t, n);
-  memory.fill(node + NODE_ENTRIES, 0, SLOTS << 2);
+  memory.fill(node + NODE_ENTRIES, 0, NODE_SLOTS << 2);
   store<u64>(node, a & maskA(d), NODE_KEY_HI);
   store<u64>(node, b & maskB(d), NODE_KEY_LO);
   store<u32>(node, d, NODE_DEPTH);
@@ -187,7 +214,7 @@ function leavesRemove(t: usize, n: u32, a: u64, b: u64, len: i32, replacement: u
   const node = nodeAt(t, n);
   const d = load<u32>(node, NODE_DEPTH);
   const rel = <u32>len - d;
-  const owned = LEAF_VALID | (rel << REL_SHIFT);
+  const owned = LEAF_VALID | (rel << TAG_SHIFT);
   const span = (<u32>1) << (<u32>STRIDE - rel);
   const first = chunkOf(a, b, d) & ~(span - 1);
   for (let s = first; s < first + span; s++) {
@@ -205,10 +232,10 @@ export function trieInsert(t: usize, a: u64, b: u64, len: i32, nh: i32): void {
   let at = rootAt(t, <u32>(a >> 48));
   while (true) {
     const e = load<u32>(at);
-    if (parent == 0 ? e == 0 : (e & CHILD) == 0) {
-      // Nothing hangs here: a new home node, taking over the slot's leaf.
-      const n = nodeNew(t, a, b, home, parent == 0 ? 0 : e, parent);
-      store<u32>(at, parent == 0 ? n : CHILD | n);
+    if ((e & CHILD) == 0) {
+      // Nothing hangs here: a new home node, taking over the slot's leaf (an empty record's is 0).
+      const n = nodeNew(t, a, b, home, e, parent);
+      store<u32>(at, pointerTo(n, home));
       return ruleAdd(t, n, a, b, len, nh);
     }
     const cur = e & VALUE_MASK;
@@ -228,9 +255,9 @@ export function trieInsert(t: usize, a: u64, b: u64, len: i32, nh: i32): void {
     store<u32>(node, m, NODE_PARENT);
     store<u32>(
       entryAt(nodeAt(t, m), chunkOf(load<u64>(node, NODE_KEY_HI), load<u64>(node, NODE_KEY_LO), split)),
-      CHILD | cur,
+      pointerTo(cur, d),
     );
-    store<u32>(at, parent == 0 ? m : CHILD | m);
+    store<u32>(at, pointerTo(m, split));
     if (split == home) return ruleAdd(t, m, a, b, len, nh);
     parent = m;
     at = entryAt(nodeAt(t, m), chunkOf(a, b, split));
@@ -246,7 +273,7 @@ function ruleAdd(t: usize, n: u32, a: u64, b: u64, len: i32, nh: i32): void {
 /** The home node of rule (a, b)/len, which is present. */
 function homeOf(t: usize, a: u64, b: u64, len: i32): u32 {
   const home = <u32>homeDepth(len);
-  let n = load<u32>(rootAt(t, <u32>(a >> 48)));
+  let n = load<u32>(rootAt(t, <u32>(a >> 48))) & VALUE_MASK;
   while (load<u32>(nodeAt(t, n), NODE_DEPTH) != home) {
     const node = nodeAt(t, n);
     n = load<u32>(entryAt(node, chunkOf(a, b, load<u32>(node, NODE_DEPTH)))) & VALUE_MASK;
@@ -274,7 +301,7 @@ export function trieDelete(t: usize, a: u64, b: u64, len: i32, replacement: u32)
     if (load<u32>(cur, NODE_RULES) != 0) return;
     let children = 0;
     let child: u32 = 0;
-    for (let s: u32 = 0; s < SLOTS; s++) {
+    for (let s: u32 = 0; s < NODE_SLOTS; s++) {
       const e = load<u32>(entryAt(cur, s));
       if ((e & CHILD) != 0) {
         children++;
@@ -289,7 +316,7 @@ export function trieDelete(t: usize, a: u64, b: u64, len: i32, replacement: u32)
       const c = nodeAt(t, child);
       store<u32>(c, load<u32>(cur, NODE_LEAF), NODE_LEAF);
       store<u32>(c, parent, NODE_PARENT);
-      store<u32>(at, parent == 0 ? child : CHILD | child);
+      store<u32>(at, pointerTo(child, load<u32>(c, NODE_DEPTH)));
       nodeGive(t, n);
       return;
     }
