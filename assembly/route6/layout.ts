@@ -43,7 +43,7 @@ export const NEXT_HOP6_RECORD_BYTES: u32 = 32;
 /** Prefix (16 bytes), length tag, next hop, padding. */
 export const RULE6_SLOT_BYTES: u32 = 32;
 
-/** Trie stride in bits (trie.ts): node depths are 16 + STRIDE k; 4, 6 or 8 keep a stride within one half. */
+/** Trie stride in bits (trie.ts): node depths are 16 + 4k, so a stride is a nibble of one byte. */
 export const STRIDE: i32 = 4;
 export const NODE_SLOTS: u32 = 1 << STRIDE;
 /** Trie node (trie.ts): a 32-byte header, then NODE_SLOTS u32 entries. Header fields: */

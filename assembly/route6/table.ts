@@ -34,6 +34,7 @@ import {
   H6_SLOT_MASK,
   NEXT_HOP6_RECORD_BYTES,
   NEXT_HOPS6_OFFSET,
+  NODE_BYTES,
   ROOT_BYTES,
   ROOT_NODE,
   ROOT_SHORT,
@@ -64,7 +65,7 @@ import {
   trieInsert,
   trieLeaf,
   trieLookup,
-  triePoints,
+  trieLookupSteps,
   trieReplace,
   trieStep,
 } from "./trie";
@@ -82,9 +83,14 @@ const OWNER_MASK: u32 = 0xff00_0000;
   return ENTRY_VALID | ((<u32>len) << DEPTH_SHIFT) | <u32>nh;
 }
 
-/** The short entry of /16 number i (the first two address bytes as a big-endian number). */
-@inline function shortAt(t: usize, i: u32): usize {
-  return t + <usize>ROOTS_OFFSET + <usize>i * ROOT_BYTES + ROOT_SHORT;
+/** The record of the /16 whose first two bytes, loaded as a u16 (little-endian), are i. */
+@inline function recordAt(t: usize, i: u32): usize {
+  return t + <usize>ROOTS_OFFSET + <usize>i * ROOT_BYTES;
+}
+
+/** The short entry of /16 number be (the first two address bytes as a big-endian number). */
+@inline function shortAt(t: usize, be: u32): usize {
+  return recordAt(t, <u32>bswap<u16>(<u16>be)) + ROOT_SHORT;
 }
 
 /** Halves of the 16-byte address at p in memory order (rules.ts). */
@@ -110,9 +116,10 @@ export function route6TableInit(t: usize, maxRules: u32, maxNextHops: u32): i32 
   const bytes = table6Bytes(maxRules, maxNextHops);
   if (bytes == 0 || (t & <usize>(ROUTE6_TABLE_ALIGN - 1)) != 0) return ROUTE_ERR_BAD_REGION;
   if (<u64>t + bytes > (<u64>memory.size()) << 16) return ROUTE_ERR_BAD_REGION;
-  // Trie nodes are cleared when taken (trie.ts), so the pool needs no fill.
+  // Trie nodes are cleared when taken (trie.ts), so the pool needs no fill but for node 0, which
+  // batches read as "no node".
   const nodesAt = nodes6Offset(maxRules, maxNextHops);
-  memory.fill(t, 0, <usize>nodesAt);
+  memory.fill(t, 0, <usize>nodesAt + NODE_BYTES);
   store<u32>(t, maxRules, H6_MAX_RULES);
   store<u32>(t, maxNextHops, H6_MAX_NEXT_HOPS);
   store<u32>(t, slots6For(maxRules) - 1, H6_SLOT_MASK);
@@ -241,12 +248,11 @@ export function route6Get(t: usize, p: usize, len: i32): i32 {
  * AS callers bracket a batch of these with routeReadBegin/routeReadValid.
  */
 @inline export function lookup6(t: usize, hi: u64, lo: u64): i32 {
-  const a = bswap<u64>(hi);
-  const rec = load<u64>(t + <usize>ROOTS_OFFSET + <usize>(a >> 48) * ROOT_BYTES);
+  const rec = load<u64>(recordAt(t, <u32>hi & 0xffff));
   const e = <u32>rec;
   const short = select<i32>(<i32>(e & VALUE_MASK), -1, <i32>e < 0);
   const root = <u32>(rec >> 32);
-  return root == 0 ? short : trieLookup(t, a, bswap<u64>(lo), root, short);
+  return root == 0 ? short : trieLookup(t, hi, lo, root, short);
 }
 
 /** Next-hop index of the longest prefix covering the 16-byte address at a, or -1. */
@@ -259,7 +265,8 @@ export function route6Get(t: usize, p: usize, len: i32): i32 {
  * overlapped). A lookup is a chain of dependent loads (record, then a node per level), each a
  * likely cache miss in a large table; so the batch first walks all its addresses one level per
  * pass (the /16 records, then the trie), keeping only the next pointer in out, so that the misses
- * of different addresses overlap, and then does the lookups, from cache.
+ * of different addresses overlap, and then does the lookups from cache, each as many steps as the
+ * deepest walk of the batch took, without data-dependent branches.
  */
 export function route6LookupBatch(t: usize, addrs: usize, out: usize, n: i32): void {
   if (n <= 0) return;
@@ -267,22 +274,30 @@ export function route6LookupBatch(t: usize, addrs: usize, out: usize, n: i32): v
   let gen: u32;
   do {
     gen = routeReadBegin(t);
+    let any: u32 = 0;
     for (let o: usize = 0; o < end; o += 4) {
-      const a = bswap<u64>(load<u64>(addrs + (o << 2)));
-      store<u32>(out + o, load<u32>(t + <usize>ROOTS_OFFSET + <usize>(a >> 48) * ROOT_BYTES, ROOT_NODE));
+      const p = load<u32>(recordAt(t, <u32>load<u16>(addrs + (o << 2))), ROOT_NODE);
+      store<u32>(out + o, p);
+      any |= p;
     }
-    let walking = true;
-    for (let level = 0; walking && level < MAX_LEVELS; level++) {
-      walking = false;
+    let levels = 0;
+    while (any != 0 && levels < MAX_LEVELS) {
+      levels++;
+      any = 0;
       for (let o: usize = 0; o < end; o += 4) {
-        const p = load<u32>(out + o);
-        if (!triePoints(p)) continue;
-        const q = trieStep(t, bswap<u64>(load<u64>(addrs + (o << 2))), bswap<u64>(load<u64>(addrs + (o << 2), 8)), p);
+        const q = trieStep(t, load<u64>(addrs + (o << 2)), load<u64>(addrs + (o << 2), 8), load<u32>(out + o));
         store<u32>(out + o, q);
-        walking = walking || triePoints(q);
+        any |= q;
       }
     }
-    for (let o: usize = 0; o < end; o += 4) store<i32>(out + o, route6Lookup(t, addrs + (o << 2)));
+    for (let o: usize = 0; o < end; o += 4) {
+      const a = addrs + (o << 2);
+      const hi = load<u64>(a);
+      const rec = load<u64>(recordAt(t, <u32>hi & 0xffff));
+      const e = <u32>rec;
+      const short = select<i32>(<i32>(e & VALUE_MASK), -1, <i32>e < 0);
+      store<i32>(out + o, trieLookupSteps(t, hi, load<u64>(a, 8), <u32>(rec >> 32), short, levels));
+    }
   } while (!routeReadValid(t, gen));
 }
 

@@ -41,6 +41,7 @@ import {
   SHORT_BITS,
   STRIDE,
 } from "./layout";
+import { maskHi, maskLo } from "./rules";
 
 const LEAF_VALID: u32 = 0x8000_0000;
 const CHILD: u32 = 0x4000_0000;
@@ -72,10 +73,28 @@ export const MAX_LEVELS: i32 = (128 - SHORT_BITS - 1) / STRIDE + 1;
   return select<u64>((<u64>-1) << (<u64>(128 - d)), 0, d > 64);
 }
 
-/** Address bits d..d+STRIDE-1 (a stride never straddles bit 64; bits past 128 are 0). */
+/** Address bits d..d+3 of big-endian halves (a stride never straddles bit 64). */
 @inline function chunkOf(a: u64, b: u64, d: u32): u32 {
   const w = select<u64>(a, b, d < 64);
   return <u32>((w << (<u64>(d & 63))) >> (<u64>(64 - STRIDE)));
+}
+
+/**
+ * The same of memory-order halves (as loaded; rules.ts), which lookups use to spare byte swaps
+ * (Wasm has no bswap instruction): the nibble of byte d / 8, the high one when d is a multiple of 8.
+ */
+@inline function chunkOfMemory(hi: u64, lo: u64, d: u32): u32 {
+  const w = select<u64>(hi, lo, d < 64);
+  return <u32>(w >> (<u64>((d & 0x38) + (~d & 4)))) & (NODE_SLOTS - 1);
+}
+
+/** A node's key as big-endian halves, for the writer (stored in memory order, as lookups compare it). */
+@inline function keyA(node: usize): u64 {
+  return bswap<u64>(load<u64>(node, NODE_KEY_HI));
+}
+
+@inline function keyB(node: usize): u64 {
+  return bswap<u64>(load<u64>(node, NODE_KEY_LO));
 }
 
 /** The entry (or /16 record root) pointing to node n of depth d. */
@@ -99,8 +118,10 @@ export const MAX_LEVELS: i32 = (128 - SHORT_BITS - 1) / STRIDE + 1;
   return node + NODE_ENTRIES + ((<usize>slot) << 2);
 }
 
-@inline function rootAt(t: usize, bucket: u32): usize {
-  return t + ROOTS_OFFSET + <usize>bucket * ROOT_BYTES + ROOT_NODE;
+/** The root of the /16 of a (big-endian): records are indexed by the first two bytes as loaded. */
+@inline function rootAt(t: usize, a: u64): usize {
+  const i = <u32>(a >> 56) | (<u32>(a >> 40) & 0xff00);
+  return t + ROOTS_OFFSET + <usize>i * ROOT_BYTES + ROOT_NODE;
 }
 
 @inline function relOf(e: u32): u32 {
@@ -113,20 +134,21 @@ export const MAX_LEVELS: i32 = (128 - SHORT_BITS - 1) / STRIDE + 1;
 }
 
 /**
- * Longest match below the /16 record for the address (a, b) (big-endian halves), starting at the
- * record's root pointer p with best, the /16's short answer. The pointer carries the node's depth,
- * so the entry load needs nothing from the node's header: one dependent load per level. Reads
- * only; AS callers bracket it with the seqlock.
+ * Longest match below the /16 record for the address (hi, lo) (memory-order halves), starting at
+ * the record's root pointer p with best, the /16's short answer. The pointer carries the node's
+ * depth, so the entry load needs nothing from the node's header: one dependent load per level.
+ * Reads only; AS callers bracket it with the seqlock.
  */
-@inline export function trieLookup(t: usize, a: u64, b: u64, p: u32, best: i32): i32 {
+@inline export function trieLookup(t: usize, hi: u64, lo: u64, p: u32, best: i32): i32 {
   const base = t + load<u32>(t, H6_NODES_AT);
   for (let level = 0; level < MAX_LEVELS; level++) {
     const node = base + <usize>(p & VALUE_MASK) * NODE_BYTES;
     const d = <u32>SHORT_BITS + <u32>STRIDE * ((p >> TAG_SHIFT) & TAG_MASK);
-    const e = load<u32>(entryAt(node, chunkOf(a, b, d)));
+    const e = load<u32>(entryAt(node, chunkOfMemory(hi, lo, d)));
     const leaf = load<u32>(node, NODE_LEAF);
     best = select<i32>(<i32>(leaf & VALUE_MASK), best, <i32>leaf < 0);
-    if ((((a ^ load<u64>(node, NODE_KEY_HI)) & maskA(d)) | ((b ^ load<u64>(node, NODE_KEY_LO)) & maskB(d))) != 0) break;
+    const off = ((hi ^ load<u64>(node, NODE_KEY_HI)) & maskHi(t, d)) | ((lo ^ load<u64>(node, NODE_KEY_LO)) & maskLo(t, d));
+    if (off != 0) break;
     best = select<i32>(<i32>(e & VALUE_MASK), best, <i32>e < 0);
     if ((e & CHILD) == 0) break;
     p = e;
@@ -135,21 +157,34 @@ export const MAX_LEVELS: i32 = (128 - SHORT_BITS - 1) / STRIDE + 1;
 }
 
 /**
- * One level of a walk without its answer: the pointer to the node after p's for address (a, b), or
- * 0 where the walk ends. Batches run it level by level across their addresses, so the cache misses
- * of different lookups overlap (the lookups then walk again, from cache).
+ * One level of a walk without its answer: the pointer to the node after p's for address (hi, lo),
+ * or 0 where the walk ends. Branch-free: p = 0 reads node 0, which stays empty, and gives 0.
  */
-@inline export function trieStep(t: usize, a: u64, b: u64, p: u32): u32 {
+@inline export function trieStep(t: usize, hi: u64, lo: u64, p: u32): u32 {
   const node = t + load<u32>(t, H6_NODES_AT) + <usize>(p & VALUE_MASK) * NODE_BYTES;
   const d = <u32>SHORT_BITS + <u32>STRIDE * ((p >> TAG_SHIFT) & TAG_MASK);
-  const e = load<u32>(entryAt(node, chunkOf(a, b, d)));
-  const off = ((a ^ load<u64>(node, NODE_KEY_HI)) & maskA(d)) | ((b ^ load<u64>(node, NODE_KEY_LO)) & maskB(d));
-  return select<u32>(e & ((e & CHILD) >> 30) * 0xffff_ffff, 0, off == 0);
+  const e = load<u32>(entryAt(node, chunkOfMemory(hi, lo, d)));
+  const off = ((hi ^ load<u64>(node, NODE_KEY_HI)) & maskHi(t, d)) | ((lo ^ load<u64>(node, NODE_KEY_LO)) & maskLo(t, d));
+  return select<u32>(e, 0, (off == 0) & ((e & CHILD) != 0));
 }
 
-/** Whether p (an entry or a record's root) points to a node. */
-@inline export function triePoints(p: u32): bool {
-  return (p & CHILD) != 0;
+/**
+ * trieLookup for batches: exactly `levels` steps and no data-dependent branch (mispredicted
+ * branches, one or two per walk, cost more than the walk). Steps past the walk's end read node 0.
+ */
+@inline export function trieLookupSteps(t: usize, hi: u64, lo: u64, p: u32, best: i32, levels: i32): i32 {
+  const base = t + load<u32>(t, H6_NODES_AT);
+  for (let level = 0; level < levels; level++) {
+    const node = base + <usize>(p & VALUE_MASK) * NODE_BYTES;
+    const d = <u32>SHORT_BITS + <u32>STRIDE * ((p >> TAG_SHIFT) & TAG_MASK);
+    const e = load<u32>(entryAt(node, chunkOfMemory(hi, lo, d)));
+    const leaf = load<u32>(node, NODE_LEAF);
+    best = select<i32>(<i32>(leaf & VALUE_MASK), best, <i32>leaf < 0);
+    const on = (((hi ^ load<u64>(node, NODE_KEY_HI)) & maskHi(t, d)) | ((lo ^ load<u64>(node, NODE_KEY_LO)) & maskLo(t, d))) == 0;
+    best = select<i32>(<i32>(e & VALUE_MASK), best, on & (<i32>e < 0));
+    p = select<u32>(e, 0, on & ((e & CHILD) != 0));
+  }
+  return best;
 }
 
 function nodeTake(t: usize): u32 {
@@ -173,8 +208,8 @@ function nodeNew(t: usize, a: u64, b: u64, d: u32, leaf: u32, parent: u32): u32 
   const n = nodeTake(t);
   const node = nodeAt(t, n);
   memory.fill(node + NODE_ENTRIES, 0, NODE_SLOTS << 2);
-  store<u64>(node, a & maskA(d), NODE_KEY_HI);
-  store<u64>(node, b & maskB(d), NODE_KEY_LO);
+  store<u64>(node, bswap<u64>(a & maskA(d)), NODE_KEY_HI);
+  store<u64>(node, bswap<u64>(b & maskB(d)), NODE_KEY_LO);
   store<u32>(node, d, NODE_DEPTH);
   store<u32>(node, leaf, NODE_LEAF);
   store<u32>(node, 0, NODE_RULES);
@@ -185,10 +220,10 @@ function nodeNew(t: usize, a: u64, b: u64, d: u32, leaf: u32, parent: u32): u32 
 /** Where node n hangs: its parent's entry, or its /16's record (parent 0). */
 function hangAt(t: usize, n: u32, parent: u32): usize {
   const node = nodeAt(t, n);
-  const a = load<u64>(node, NODE_KEY_HI);
-  if (parent == 0) return rootAt(t, <u32>(a >> 48));
+  const a = keyA(node);
+  if (parent == 0) return rootAt(t, a);
   const p = nodeAt(t, parent);
-  return entryAt(p, chunkOf(a, load<u64>(node, NODE_KEY_LO), load<u32>(p, NODE_DEPTH)));
+  return entryAt(p, chunkOf(a, keyB(node), load<u32>(p, NODE_DEPTH)));
 }
 
 /**
@@ -229,7 +264,7 @@ function leavesRemove(t: usize, n: u32, a: u64, b: u64, len: i32, replacement: u
 export function trieInsert(t: usize, a: u64, b: u64, len: i32, nh: i32): void {
   const home = <u32>homeDepth(len);
   let parent: u32 = 0;
-  let at = rootAt(t, <u32>(a >> 48));
+  let at = rootAt(t, a);
   while (true) {
     const e = load<u32>(at);
     if ((e & CHILD) == 0) {
@@ -241,7 +276,7 @@ export function trieInsert(t: usize, a: u64, b: u64, len: i32, nh: i32): void {
     const cur = e & VALUE_MASK;
     const node = nodeAt(t, cur);
     const d = load<u32>(node, NODE_DEPTH);
-    const diff = firstDifference(a, b, load<u64>(node, NODE_KEY_HI), load<u64>(node, NODE_KEY_LO));
+    const diff = firstDifference(a, b, keyA(node), keyB(node));
     if (home >= d && <u32>diff >= d) {
       if (home == d) return ruleAdd(t, cur, a, b, len, nh);
       parent = cur;
@@ -254,7 +289,7 @@ export function trieInsert(t: usize, a: u64, b: u64, len: i32, nh: i32): void {
     store<u32>(node, 0, NODE_LEAF);
     store<u32>(node, m, NODE_PARENT);
     store<u32>(
-      entryAt(nodeAt(t, m), chunkOf(load<u64>(node, NODE_KEY_HI), load<u64>(node, NODE_KEY_LO), split)),
+      entryAt(nodeAt(t, m), chunkOf(keyA(node), keyB(node), split)),
       pointerTo(cur, d),
     );
     store<u32>(at, pointerTo(m, split));
@@ -273,7 +308,7 @@ function ruleAdd(t: usize, n: u32, a: u64, b: u64, len: i32, nh: i32): void {
 /** The home node of rule (a, b)/len, which is present. */
 function homeOf(t: usize, a: u64, b: u64, len: i32): u32 {
   const home = <u32>homeDepth(len);
-  let n = load<u32>(rootAt(t, <u32>(a >> 48))) & VALUE_MASK;
+  let n = load<u32>(rootAt(t, a)) & VALUE_MASK;
   while (load<u32>(nodeAt(t, n), NODE_DEPTH) != home) {
     const node = nodeAt(t, n);
     n = load<u32>(entryAt(node, chunkOf(a, b, load<u32>(node, NODE_DEPTH)))) & VALUE_MASK;
