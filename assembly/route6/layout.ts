@@ -5,7 +5,7 @@
 //
 //   offset 0              header (HEADER6_BYTES; the seqlock generation at 0, as seqlock.ts wants)
 //   MASKS_OFFSET          the mask of each length 0..128 as two u64 in memory order (rules.ts)
-//   ROOTS_OFFSET          one 8-byte record per /16 (ROOT_*): its short entry and its trie root
+//   ROOTS_OFFSET          one 16-byte record per /16 (ROOT_*): its short entry, trie root and filter
 //   H6_NEXT_HOPS_AT       next-hop records, NEXT_HOP6_RECORD_BYTES each
 //   H6_RULES_AT           rule hash slots (rules.ts), RULE6_SLOT_BYTES each
 //   H6_NODES_AT           trie nodes (trie.ts), NODE_BYTES each; node 0 is never used (0 = none)
@@ -32,10 +32,16 @@ export const MASKS_BYTES: u32 = 2112;
 export const SHORT_BITS: i32 = 16;
 export const ROOTS: u32 = 1 << SHORT_BITS;
 export const ROOTS_OFFSET: u32 = MASKS_OFFSET + MASKS_BYTES;
-/** A /16's record: the short entry (u32, low half) and its trie root node (u32, high half). */
-export const ROOT_BYTES: u32 = 8;
+/** A /16's record: the short entry (u32) and its trie root (u32, a pointer as in trie.ts), read as one u64, */
+export const ROOT_BYTES: u32 = 16;
 export const ROOT_SHORT: u32 = 0;
 export const ROOT_NODE: u32 = 4;
+/**
+ * and a u64 filter, one bit per value of address bits 16..21: clear means no rule of the trie
+ * covers such addresses, so the lookup needs no walk. Set by inserts over the values a rule
+ * covers, cleared only when the trie empties (a stale bit costs a walk, never a wrong answer).
+ */
+export const ROOT_FILTER: u32 = 8;
 const FIXED_END: u32 = ROOTS_OFFSET + ROOTS * ROOT_BYTES;
 
 /** 16-byte underlay address, port, MAC, flags, padding: two records per cache line. */

@@ -36,6 +36,7 @@ import {
   NEXT_HOPS6_OFFSET,
   NODE_BYTES,
   ROOT_BYTES,
+  ROOT_FILTER,
   ROOT_NODE,
   ROOT_SHORT,
   ROOTS_OFFSET,
@@ -161,6 +162,15 @@ function shortRemove(t: usize, hi: u64, len: i32, replacement: u32): void {
   }
 }
 
+/** Marks in the /16's filter the values of bits 16..21 a rule of length len (17..128) covers. */
+function filterAdd(t: usize, hi: u64, len: i32): void {
+  const r = recordAt(t, <u32>hi & 0xffff);
+  const span: u64 = len >= 22 ? 1 : (<u64>1) << (<u64>(22 - len));
+  const first = ((hi >> 18) & 63) & ~(span - 1);
+  const bits = span == 64 ? <u64>-1 : ((<u64>1 << span) - 1) << first;
+  store<u64>(r, load<u64>(r, ROOT_FILTER) | bits, ROOT_FILTER);
+}
+
 function addRule(t: usize, s: usize, hi: u64, lo: u64, len: i32, nh: i32): i32 {
   if (load<u32>(t, H6_RULE_COUNT) >= load<u32>(t, H6_MAX_RULES)) return ROUTE_ERR_FULL_RULES;
   writeBegin(t);
@@ -168,6 +178,7 @@ function addRule(t: usize, s: usize, hi: u64, lo: u64, len: i32, nh: i32): i32 {
   if (len <= SHORT_BITS) {
     shortAdd(t, hi, len, shortEntry(len, nh));
   } else {
+    filterAdd(t, hi, len);
     trieInsert(t, bswap<u64>(hi), bswap<u64>(lo), len, nh);
   }
   writeEnd(t);
@@ -222,7 +233,11 @@ export function route6Delete(t: usize, p: usize, len: i32): i32 {
   writeBegin(t);
   rule6Remove(t, s);
   if (len <= SHORT_BITS) shortRemove(t, hi, len, fallback);
-  else trieDelete(t, bswap<u64>(hi), bswap<u64>(lo), len, fallback);
+  else {
+    trieDelete(t, bswap<u64>(hi), bswap<u64>(lo), len, fallback);
+    const r = recordAt(t, <u32>hi & 0xffff);
+    if (load<u32>(r, ROOT_NODE) == 0) store<u64>(r, 0, ROOT_FILTER);
+  }
   writeEnd(t);
   return ROUTE_OK;
 }
@@ -248,11 +263,18 @@ export function route6Get(t: usize, p: usize, len: i32): i32 {
  * AS callers bracket a batch of these with routeReadBegin/routeReadValid.
  */
 @inline export function lookup6(t: usize, hi: u64, lo: u64): i32 {
-  const rec = load<u64>(recordAt(t, <u32>hi & 0xffff));
+  const r = recordAt(t, <u32>hi & 0xffff);
+  const rec = load<u64>(r);
   const e = <u32>rec;
   const short = select<i32>(<i32>(e & VALUE_MASK), -1, <i32>e < 0);
   const root = <u32>(rec >> 32);
-  return root == 0 ? short : trieLookup(t, hi, lo, root, short);
+  if (root == 0 || !filtered(r, hi)) return short;
+  return trieLookup(t, hi, lo, root, short);
+}
+
+/** Whether the filter of record r lets address hi (memory order) into the trie: its bits 16..21. */
+@inline function filtered(r: usize, hi: u64): bool {
+  return ((load<u64>(r, ROOT_FILTER) >> ((hi >> 18) & 63)) & 1) != 0;
 }
 
 /** Next-hop index of the longest prefix covering the 16-byte address at a, or -1. */
@@ -276,7 +298,9 @@ export function route6LookupBatch(t: usize, addrs: usize, out: usize, n: i32): v
     gen = routeReadBegin(t);
     let any: u32 = 0;
     for (let o: usize = 0; o < end; o += 4) {
-      const p = load<u32>(recordAt(t, <u32>load<u16>(addrs + (o << 2))), ROOT_NODE);
+      const hi = load<u64>(addrs + (o << 2));
+      const r = recordAt(t, <u32>hi & 0xffff);
+      const p = select<u32>(load<u32>(r, ROOT_NODE), 0, filtered(r, hi));
       store<u32>(out + o, p);
       any |= p;
     }
@@ -293,10 +317,12 @@ export function route6LookupBatch(t: usize, addrs: usize, out: usize, n: i32): v
     for (let o: usize = 0; o < end; o += 4) {
       const a = addrs + (o << 2);
       const hi = load<u64>(a);
-      const rec = load<u64>(recordAt(t, <u32>hi & 0xffff));
+      const r = recordAt(t, <u32>hi & 0xffff);
+      const rec = load<u64>(r);
       const e = <u32>rec;
       const short = select<i32>(<i32>(e & VALUE_MASK), -1, <i32>e < 0);
-      store<i32>(out + o, trieLookupSteps(t, hi, load<u64>(a, 8), <u32>(rec >> 32), short, levels));
+      const root = select<u32>(<u32>(rec >> 32), 0, filtered(r, hi));
+      store<i32>(out + o, root == 0 ? short : trieLookupSteps(t, hi, load<u64>(a, 8), root, short, levels));
     }
   } while (!routeReadValid(t, gen));
 }
