@@ -24,6 +24,8 @@ export const H6_NODES_AT: u32 = 28;
 export const H6_FREE_NODES: u32 = 32;
 /** Nodes handed out so far from the never-used end of the pool (node indices 1..this). */
 export const H6_NODES_USED: u32 = 36;
+/** Nodes in the trie now (taken minus given back). */
+export const H6_NODES_LIVE: u32 = 40;
 
 export const MASKS_OFFSET: u32 = HEADER6_BYTES;
 /** 129 masks of 16 bytes, rounded up to a cache line. */

@@ -24,6 +24,7 @@
 import {
   H6_FREE_NODES,
   H6_NODES_AT,
+  H6_NODES_LIVE,
   H6_NODES_USED,
   NODE_BYTES,
   NODE_DEPTH,
@@ -188,6 +189,7 @@ export const MAX_LEVELS: i32 = (128 - SHORT_BITS - 1) / STRIDE + 1;
 }
 
 function nodeTake(t: usize): u32 {
+  store<u32>(t, load<u32>(t, H6_NODES_LIVE) + 1, H6_NODES_LIVE);
   const free = load<u32>(t, H6_FREE_NODES);
   if (free != 0) {
     store<u32>(t, load<u32>(nodeAt(t, free), NODE_FREE_NEXT), H6_FREE_NODES);
@@ -199,6 +201,7 @@ function nodeTake(t: usize): u32 {
 }
 
 function nodeGive(t: usize, n: u32): void {
+  store<u32>(t, load<u32>(t, H6_NODES_LIVE) - 1, H6_NODES_LIVE);
   store<u32>(nodeAt(t, n), load<u32>(t, H6_FREE_NODES), NODE_FREE_NEXT);
   store<u32>(t, n, H6_FREE_NODES);
 }
