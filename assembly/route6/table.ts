@@ -285,10 +285,10 @@ export function route6Get(t: usize, p: usize, len: i32): i32 {
 
 /**
  * Up to this many trie nodes (512 KiB) a table is taken to stay in cache, where the batch's level
- * passes below cost more than they save (measured: 10k pod /64s, 700 nodes, 33 M lookups/s with
- * them, ... without).
+ * passes below cost more than they save (10k pod /64s, 700 nodes: 33 M lookups/s with them, 60 M
+ * without; see ARCHITECTURE.md).
  */
-const CACHED_NODES: u32 = (512 << 10) / NODE_BYTES;
+export const ROUTE6_CACHED_NODES: u32 = (512 << 10) / NODE_BYTES;
 
 /**
  * out[i] = route6Lookup(addrs + 16 i) for i < n, as one consistent snapshot (redone if an update
@@ -302,7 +302,7 @@ export function route6LookupBatch(t: usize, addrs: usize, out: usize, n: i32): v
   if (n <= 0) return;
   const end = (<usize>n) << 2;
   let gen: u32;
-  if (load<u32>(t, H6_NODES_LIVE) <= CACHED_NODES) {
+  if (load<u32>(t, H6_NODES_LIVE) <= ROUTE6_CACHED_NODES) {
     do {
       gen = routeReadBegin(t);
       for (let o: usize = 0; o < end; o += 4) store<i32>(out + o, route6Lookup(t, addrs + (o << 2)));

@@ -25,6 +25,13 @@ export class ReferenceRouteTable6 {
     return this.rules.size;
   }
 
+  /** Rules longer than len. */
+  countLongerThan(len: number): number {
+    let n = 0;
+    for (const r of this.rules.values()) if (r.len > len) n++;
+    return n;
+  }
+
   insert(addr: bigint, len: number, nh: number): RouteResult {
     const bad = this.checkPrefix(addr, len) ?? this.checkNextHop(nh);
     if (bad) return bad;
