@@ -72,6 +72,9 @@ import {
   trieStep,
 } from "./trie";
 
+/** Bytes of a trie node: the region holds two per rule (trie.ts), route6Nodes says how many are in use. */
+export const ROUTE6_NODE_BYTES: i32 = <i32>NODE_BYTES;
+
 /** Alignment route6TableInit requires of t (the generation gets a cache line of its own). */
 export const ROUTE6_TABLE_ALIGN: i32 = 64;
 
