@@ -46,6 +46,10 @@ import { maskHi, maskLo } from "./rules";
 
 const LEAF_VALID: u32 = 0x8000_0000;
 const CHILD: u32 = 0x4000_0000;
+/** In a pointer: the child skips bits (deeper than its parent's depth + STRIDE), so its key needs a check. */
+const SKIP: u32 = 0x2000_0000;
+/** What a record's root counts as hanging below: a root of depth 16 skips nothing. */
+const RECORD_DEPTH: u32 = <u32>(SHORT_BITS - STRIDE);
 /** Leaves: rel = length - node depth; child pointers: the child's level k (depth 16 + STRIDE k). */
 const TAG_SHIFT: u32 = 24;
 const TAG_MASK: u32 = 0x1f;
@@ -99,8 +103,14 @@ export const MAX_LEVELS: i32 = (128 - SHORT_BITS - 1) / STRIDE + 1;
 }
 
 /** The entry (or /16 record root) pointing to node n of depth d. */
-@inline function pointerTo(n: u32, d: u32): u32 {
-  return CHILD | (((d - <u32>SHORT_BITS) / <u32>STRIDE) << TAG_SHIFT) | n;
+@inline function pointerTo(n: u32, d: u32, above: u32): u32 {
+  const skip = select<u32>(SKIP, 0, d != above + <u32>STRIDE);
+  return CHILD | skip | (((d - <u32>SHORT_BITS) / <u32>STRIDE) << TAG_SHIFT) | n;
+}
+
+/** The depth a node hanging from parent (0: from its record) is compared with for SKIP. */
+function depthOfParent(t: usize, parent: u32): u32 {
+  return parent == 0 ? RECORD_DEPTH : load<u32>(nodeAt(t, parent), NODE_DEPTH);
 }
 
 /** The first bit where (a1, b1) and (a2, b2) differ, 128 if none. */
@@ -148,8 +158,10 @@ export const MAX_LEVELS: i32 = (128 - SHORT_BITS - 1) / STRIDE + 1;
     const e = load<u32>(entryAt(node, chunkOfMemory(hi, lo, d)));
     const leaf = load<u32>(node, NODE_LEAF);
     best = select<i32>(<i32>(leaf & VALUE_MASK), best, <i32>leaf < 0);
-    const off = ((hi ^ load<u64>(node, NODE_KEY_HI)) & maskHi(t, d)) | ((lo ^ load<u64>(node, NODE_KEY_LO)) & maskLo(t, d));
-    if (off != 0) break;
+    if ((p & SKIP) != 0) {
+      const off = ((hi ^ load<u64>(node, NODE_KEY_HI)) & maskHi(t, d)) | ((lo ^ load<u64>(node, NODE_KEY_LO)) & maskLo(t, d));
+      if (off != 0) break;
+    }
     best = select<i32>(<i32>(e & VALUE_MASK), best, <i32>e < 0);
     if ((e & CHILD) == 0) break;
     p = e;
@@ -166,7 +178,7 @@ export const MAX_LEVELS: i32 = (128 - SHORT_BITS - 1) / STRIDE + 1;
   const d = <u32>SHORT_BITS + <u32>STRIDE * ((p >> TAG_SHIFT) & TAG_MASK);
   const e = load<u32>(entryAt(node, chunkOfMemory(hi, lo, d)));
   const off = ((hi ^ load<u64>(node, NODE_KEY_HI)) & maskHi(t, d)) | ((lo ^ load<u64>(node, NODE_KEY_LO)) & maskLo(t, d));
-  return select<u32>(e, 0, (off == 0) & ((e & CHILD) != 0));
+  return select<u32>(e, 0, ((off == 0) | ((p & SKIP) == 0)) & ((e & CHILD) != 0));
 }
 
 /**
@@ -181,7 +193,8 @@ export const MAX_LEVELS: i32 = (128 - SHORT_BITS - 1) / STRIDE + 1;
     const e = load<u32>(entryAt(node, chunkOfMemory(hi, lo, d)));
     const leaf = load<u32>(node, NODE_LEAF);
     best = select<i32>(<i32>(leaf & VALUE_MASK), best, <i32>leaf < 0);
-    const on = (((hi ^ load<u64>(node, NODE_KEY_HI)) & maskHi(t, d)) | ((lo ^ load<u64>(node, NODE_KEY_LO)) & maskLo(t, d))) == 0;
+    const off = ((hi ^ load<u64>(node, NODE_KEY_HI)) & maskHi(t, d)) | ((lo ^ load<u64>(node, NODE_KEY_LO)) & maskLo(t, d));
+    const on = (off == 0) | ((p & SKIP) == 0);
     best = select<i32>(<i32>(e & VALUE_MASK), best, on & (<i32>e < 0));
     p = select<u32>(e, 0, on & ((e & CHILD) != 0));
   }
@@ -273,7 +286,7 @@ export function trieInsert(t: usize, a: u64, b: u64, len: i32, nh: i32): void {
     if ((e & CHILD) == 0) {
       // Nothing hangs here: a new home node, taking over the slot's leaf (an empty record's is 0).
       const n = nodeNew(t, a, b, home, e, parent);
-      store<u32>(at, pointerTo(n, home));
+      store<u32>(at, pointerTo(n, home, depthOfParent(t, parent)));
       return ruleAdd(t, n, a, b, len, nh);
     }
     const cur = e & VALUE_MASK;
@@ -293,9 +306,9 @@ export function trieInsert(t: usize, a: u64, b: u64, len: i32, nh: i32): void {
     store<u32>(node, m, NODE_PARENT);
     store<u32>(
       entryAt(nodeAt(t, m), chunkOf(keyA(node), keyB(node), split)),
-      pointerTo(cur, d),
+      pointerTo(cur, d, split),
     );
-    store<u32>(at, pointerTo(m, split));
+    store<u32>(at, pointerTo(m, split, depthOfParent(t, parent)));
     if (split == home) return ruleAdd(t, m, a, b, len, nh);
     parent = m;
     at = entryAt(nodeAt(t, m), chunkOf(a, b, split));
@@ -354,7 +367,7 @@ export function trieDelete(t: usize, a: u64, b: u64, len: i32, replacement: u32)
       const c = nodeAt(t, child);
       store<u32>(c, load<u32>(cur, NODE_LEAF), NODE_LEAF);
       store<u32>(c, parent, NODE_PARENT);
-      store<u32>(at, pointerTo(child, load<u32>(c, NODE_DEPTH)));
+      store<u32>(at, pointerTo(child, load<u32>(c, NODE_DEPTH), depthOfParent(t, parent)));
       nodeGive(t, n);
       return;
     }
