@@ -67,7 +67,6 @@ import {
   trieInsert,
   trieLeaf,
   trieLookup,
-  trieLookupSteps,
   trieReplace,
   trieStep,
 } from "./trie";
@@ -273,7 +272,7 @@ export function route6Get(t: usize, p: usize, len: i32): i32 {
   const short = select<i32>(<i32>(e & VALUE_MASK), -1, <i32>e < 0);
   const root = <u32>(rec >> 32);
   if (root == 0 || !filtered(r, hi)) return short;
-  return trieLookup(t, hi, lo, root, short);
+  return trieLookup(t, hi, lo, root, short, MAX_LEVELS, false);
 }
 
 /** Whether the filter of record r lets address hi (memory order) into the trie: its bits 16..21. */
@@ -340,7 +339,7 @@ export function route6LookupBatch(t: usize, addrs: usize, out: usize, n: i32): v
       const e = <u32>rec;
       const short = select<i32>(<i32>(e & VALUE_MASK), -1, <i32>e < 0);
       const root = select<u32>(<u32>(rec >> 32), 0, filtered(r, hi));
-      store<i32>(out + o, root == 0 ? short : trieLookupSteps(t, hi, load<u64>(a, 8), root, short, levels));
+      store<i32>(out + o, root == 0 ? short : trieLookup(t, hi, load<u64>(a, 8), root, short, levels, true));
     }
   } while (!routeReadValid(t, gen));
 }

@@ -1,26 +1,28 @@
 // The IPv6 table's rules longer than /16: one path-compressed multibit trie per /16, hung from the
-// /16's record (layout.ts ROOT_NODE), with 6-bit strides at fixed depths 16, 22, ..., 124.
+// /16's record (layout.ts ROOT_NODE), with 4-bit strides (STRIDE) at fixed depths 16, 20, ..., 124.
 //
 // A node of depth D covers the addresses whose bits 0..D-1 equal its key and has one u32 entry per
-// value of bits D..D+5 (bits past 128 read as 0). A rule of length L lives in exactly one node,
-// its home, of depth D = 16 + 6 floor((L - 17) / 6) (so 1 <= L - D <= 6), expanded over the
-// 2^(6 - (L - D)) entries it covers, where no longer rule of the same node wins. An entry holds:
-//   0                      no rule of this node covers the slot
+// value of bits D..D+3. A rule of length L lives in exactly one node, its home, of depth
+// D = 16 + 4 floor((L - 17) / 4) (so 1 <= L - D <= 4), expanded over the 2^(4 - (L - D)) entries
+// it covers, where no longer rule of the same node wins. An entry holds:
+//   0                                   no rule of this node covers the slot
 //   LEAF_VALID | rel << 24 | next hop   the longest rule of this node covering it (rel = L - D)
-//   CHILD | node           a deeper node; the slot's leaf then lives in that node's NODE_LEAF
+//   CHILD | SKIP? | level << 24 | node  a deeper node (depth 16 + 4 level); the slot's leaf then
+//                                       lives in that node's NODE_LEAF
 // Rules are expanded within their node only, never pushed into deeper nodes, so an update writes
-// at most 64 entries of one node (and the NODE_LEAF of its children there); a lookup remembers the
-// last leaf it passed. Path compression: a child may be deeper than its parent's depth + 6 (its
-// key says which bits it skipped); a lookup whose address differs from a node's key stops there.
+// at most 16 entries of one node (and the NODE_LEAF of its children there); a lookup remembers the
+// last leaf it passed. Path compression: a child may be deeper than its parent's depth + 4; its
+// pointer then has SKIP, and a lookup whose address differs from that node's key stops there.
 // Every node holds a rule or has two children or more (deletes splice and free the others), so a
 // /16 with r rules has fewer than 2r nodes, and a lookup reads its /16's record and then at most
-// 19 nodes, in practice one to four: one per branching point on the way to its longest rule.
+// 28 nodes, in practice one to four: one per branching point on the way to its longest rule.
 //
 // Updates run in place under the table's seqlock (../route/seqlock.ts): readers that overlap one
 // redo their batch. What a racing reader may see is still safe: every entry and header field is
 // written whole and only ever holds in-range node and next-hop indices (freed nodes keep theirs),
 // and the walk stops after MAX_LEVELS nodes whatever it reads.
-// The writer works on big-endian halves of prefixes (a = bits 0..63, b = bits 64..127).
+// The writer works on big-endian halves of prefixes (a = bits 0..63, b = bits 64..127); node keys
+// and lookups use memory order (rules.ts), which spares lookups the byte swaps.
 import {
   H6_FREE_NODES,
   H6_NODES_AT,
@@ -146,27 +148,51 @@ function depthOfParent(t: usize, parent: u32): u32 {
 
 /**
  * Longest match below the /16 record for the address (hi, lo) (memory-order halves), starting at
- * the record's root pointer p with best, the /16's short answer. The pointer carries the node's
- * depth, so the entry load needs nothing from the node's header: one dependent load per level.
- * Reads only; AS callers bracket it with the seqlock.
+ * the record's root pointer p with best, the /16's short answer, in at most `levels` steps. The
+ * pointer carries the node's depth, so the entry load needs nothing from the node's header: one
+ * dependent load per level. Reads only; AS callers bracket it with the seqlock.
+ * branchFree (a constant at each call): take exactly `levels` steps without a data-dependent
+ * branch, for batches that know how deep their walks go (a mispredicted walk end costs more than
+ * a step); steps past the walk's end read node 0, which stays empty.
  */
-@inline export function trieLookup(t: usize, hi: u64, lo: u64, p: u32, best: i32): i32 {
+@inline export function trieLookup(t: usize, hi: u64, lo: u64, p: u32, best: i32, levels: i32, branchFree: bool): i32 {
   const base = t + load<u32>(t, H6_NODES_AT);
-  for (let level = 0; level < MAX_LEVELS; level++) {
-    const node = base + <usize>(p & VALUE_MASK) * NODE_BYTES;
-    const d = <u32>SHORT_BITS + <u32>STRIDE * ((p >> TAG_SHIFT) & TAG_MASK);
+  for (let level = 0; level < levels; level++) {
+    const node = pointed(base, p);
+    const d = pointedDepth(p);
     const e = load<u32>(entryAt(node, chunkOfMemory(hi, lo, d)));
-    const leaf = load<u32>(node, NODE_LEAF);
-    best = select<i32>(<i32>(leaf & VALUE_MASK), best, <i32>leaf < 0);
-    if ((p & SKIP) != 0) {
-      const off = ((hi ^ load<u64>(node, NODE_KEY_HI)) & maskHi(t, d)) | ((lo ^ load<u64>(node, NODE_KEY_LO)) & maskLo(t, d));
-      if (off != 0) break;
+    best = leafOr(load<u32>(node, NODE_LEAF), best);
+    if (branchFree) {
+      const on = !keyDiffers(t, node, hi, lo, d) | ((p & SKIP) == 0);
+      best = select<i32>(leafOr(e, best), best, on);
+      p = select<u32>(e, 0, on & ((e & CHILD) != 0));
+    } else {
+      if ((p & SKIP) != 0 && keyDiffers(t, node, hi, lo, d)) break;
+      best = leafOr(e, best);
+      if ((e & CHILD) == 0) break;
+      p = e;
     }
-    best = select<i32>(<i32>(e & VALUE_MASK), best, <i32>e < 0);
-    if ((e & CHILD) == 0) break;
-    p = e;
   }
   return best;
+}
+
+/** The node p points to, in the pool at base. */
+@inline function pointed(base: usize, p: u32): usize {
+  return base + <usize>(p & VALUE_MASK) * NODE_BYTES;
+}
+
+@inline function pointedDepth(p: u32): u32 {
+  return <u32>SHORT_BITS + <u32>STRIDE * ((p >> TAG_SHIFT) & TAG_MASK);
+}
+
+/** The next hop of leaf entry e, or best when e holds none. */
+@inline function leafOr(e: u32, best: i32): i32 {
+  return select<i32>(<i32>(e & VALUE_MASK), best, <i32>e < 0);
+}
+
+/** Whether address (hi, lo) leaves the key of node (depth d) in its first d bits. */
+@inline function keyDiffers(t: usize, node: usize, hi: u64, lo: u64, d: u32): bool {
+  return (((hi ^ load<u64>(node, NODE_KEY_HI)) & maskHi(t, d)) | ((lo ^ load<u64>(node, NODE_KEY_LO)) & maskLo(t, d))) != 0;
 }
 
 /**
@@ -174,31 +200,11 @@ function depthOfParent(t: usize, parent: u32): u32 {
  * or 0 where the walk ends. Branch-free: p = 0 reads node 0, which stays empty, and gives 0.
  */
 @inline export function trieStep(t: usize, hi: u64, lo: u64, p: u32): u32 {
-  const node = t + load<u32>(t, H6_NODES_AT) + <usize>(p & VALUE_MASK) * NODE_BYTES;
-  const d = <u32>SHORT_BITS + <u32>STRIDE * ((p >> TAG_SHIFT) & TAG_MASK);
+  const node = pointed(t + load<u32>(t, H6_NODES_AT), p);
+  const d = pointedDepth(p);
   const e = load<u32>(entryAt(node, chunkOfMemory(hi, lo, d)));
-  const off = ((hi ^ load<u64>(node, NODE_KEY_HI)) & maskHi(t, d)) | ((lo ^ load<u64>(node, NODE_KEY_LO)) & maskLo(t, d));
-  return select<u32>(e, 0, ((off == 0) | ((p & SKIP) == 0)) & ((e & CHILD) != 0));
-}
-
-/**
- * trieLookup for batches: exactly `levels` steps and no data-dependent branch (mispredicted
- * branches, one or two per walk, cost more than the walk). Steps past the walk's end read node 0.
- */
-@inline export function trieLookupSteps(t: usize, hi: u64, lo: u64, p: u32, best: i32, levels: i32): i32 {
-  const base = t + load<u32>(t, H6_NODES_AT);
-  for (let level = 0; level < levels; level++) {
-    const node = base + <usize>(p & VALUE_MASK) * NODE_BYTES;
-    const d = <u32>SHORT_BITS + <u32>STRIDE * ((p >> TAG_SHIFT) & TAG_MASK);
-    const e = load<u32>(entryAt(node, chunkOfMemory(hi, lo, d)));
-    const leaf = load<u32>(node, NODE_LEAF);
-    best = select<i32>(<i32>(leaf & VALUE_MASK), best, <i32>leaf < 0);
-    const off = ((hi ^ load<u64>(node, NODE_KEY_HI)) & maskHi(t, d)) | ((lo ^ load<u64>(node, NODE_KEY_LO)) & maskLo(t, d));
-    const on = (off == 0) | ((p & SKIP) == 0);
-    best = select<i32>(<i32>(e & VALUE_MASK), best, on & (<i32>e < 0));
-    p = select<u32>(e, 0, on & ((e & CHILD) != 0));
-  }
-  return best;
+  const on = !keyDiffers(t, node, hi, lo, d) | ((p & SKIP) == 0);
+  return select<u32>(e, 0, on & ((e & CHILD) != 0));
 }
 
 function nodeTake(t: usize): u32 {
@@ -243,25 +249,12 @@ function hangAt(t: usize, n: u32, parent: u32): usize {
 }
 
 /**
- * Over the entries rule (a, b)/len covers in node n, make leaf win where no longer rule of n does
- * (rel <= the rule's: shorter rules, or the rule itself when replacing).
+ * Over the entries rule (a, b)/len covers in node n (their leaves, or the leaves of the children
+ * hanging there): adding, make leaf win where no longer rule of n does (rel <= the rule's: shorter
+ * rules, or the rule itself when replacing); removing, the entries the rule owned take leaf (the
+ * covering rule's, or 0).
  */
-function leavesSet(t: usize, n: u32, a: u64, b: u64, len: i32, leaf: u32): void {
-  const node = nodeAt(t, n);
-  const d = load<u32>(node, NODE_DEPTH);
-  const rel = <u32>len - d;
-  const span = (<u32>1) << (<u32>STRIDE - rel);
-  const first = chunkOf(a, b, d) & ~(span - 1);
-  for (let s = first; s < first + span; s++) {
-    const p = entryAt(node, s);
-    const e = load<u32>(p);
-    const at = (e & CHILD) != 0 ? nodeAt(t, e & VALUE_MASK) + NODE_LEAF : p;
-    if (relOf(load<u32>(at)) <= rel) store<u32>(at, leaf);
-  }
-}
-
-/** The entries rule (a, b)/len owned in node n take replacement (the covering rule's leaf, or 0). */
-function leavesRemove(t: usize, n: u32, a: u64, b: u64, len: i32, replacement: u32): void {
+function leavesUpdate(t: usize, n: u32, a: u64, b: u64, len: i32, leaf: u32, removing: bool): void {
   const node = nodeAt(t, n);
   const d = load<u32>(node, NODE_DEPTH);
   const rel = <u32>len - d;
@@ -272,7 +265,8 @@ function leavesRemove(t: usize, n: u32, a: u64, b: u64, len: i32, replacement: u
     const p = entryAt(node, s);
     const e = load<u32>(p);
     const at = (e & CHILD) != 0 ? nodeAt(t, e & VALUE_MASK) + NODE_LEAF : p;
-    if ((load<u32>(at) & OWNER_MASK) == owned) store<u32>(at, replacement);
+    const was = load<u32>(at);
+    if (removing ? (was & OWNER_MASK) == owned : relOf(was) <= rel) store<u32>(at, leaf);
   }
 }
 
@@ -318,7 +312,7 @@ export function trieInsert(t: usize, a: u64, b: u64, len: i32, nh: i32): void {
 function ruleAdd(t: usize, n: u32, a: u64, b: u64, len: i32, nh: i32): void {
   const node = nodeAt(t, n);
   store<u32>(node, load<u32>(node, NODE_RULES) + 1, NODE_RULES);
-  leavesSet(t, n, a, b, len, trieLeaf(len, <i32>load<u32>(node, NODE_DEPTH), nh));
+  leavesUpdate(t, n, a, b, len, trieLeaf(len, <i32>load<u32>(node, NODE_DEPTH), nh), false);
 }
 
 /** The home node of rule (a, b)/len, which is present. */
@@ -335,7 +329,7 @@ function homeOf(t: usize, a: u64, b: u64, len: i32): u32 {
 /** Set the next hop of rule (a, b)/len, which is present. */
 export function trieReplace(t: usize, a: u64, b: u64, len: i32, nh: i32): void {
   const n = homeOf(t, a, b, len);
-  leavesSet(t, n, a, b, len, trieLeaf(len, <i32>load<u32>(nodeAt(t, n), NODE_DEPTH), nh));
+  leavesUpdate(t, n, a, b, len, trieLeaf(len, <i32>load<u32>(nodeAt(t, n), NODE_DEPTH), nh), false);
 }
 
 /**
@@ -344,7 +338,7 @@ export function trieReplace(t: usize, a: u64, b: u64, len: i32, nh: i32): void {
  */
 export function trieDelete(t: usize, a: u64, b: u64, len: i32, replacement: u32): void {
   let n = homeOf(t, a, b, len);
-  leavesRemove(t, n, a, b, len, replacement);
+  leavesUpdate(t, n, a, b, len, replacement, true);
   const node = nodeAt(t, n);
   store<u32>(node, load<u32>(node, NODE_RULES) - 1, NODE_RULES);
   while (n != 0) {
