@@ -196,15 +196,16 @@ function depthOfParent(t: usize, parent: u32): u32 {
 }
 
 /**
- * One level of a walk without its answer: the pointer to the node after p's for address (hi, lo),
- * or 0 where the walk ends. Branch-free: p = 0 reads node 0, which stays empty, and gives 0.
+ * One level of a walk without its answer, as little work as a batch's level pass can do: the
+ * pointer to the node after p's for address (hi, lo), or 0 where the walk ends. It skips the key
+ * check (a walk that a key would end goes one node too far, which costs a read, never an answer)
+ * and reads the node's leaf only so that the lookup after it finds the header in cache (a leaf
+ * never has all bits set). Branch-free: p = 0 reads node 0, which stays empty, and gives 0.
  */
 @inline export function trieStep(t: usize, hi: u64, lo: u64, p: u32): u32 {
   const node = pointed(t + load<u32>(t, H6_NODES_AT), p);
-  const d = pointedDepth(p);
-  const e = load<u32>(entryAt(node, chunkOfMemory(hi, lo, d)));
-  const on = !keyDiffers(t, node, hi, lo, d) | ((p & SKIP) == 0);
-  return select<u32>(e, 0, on & ((e & CHILD) != 0));
+  const e = load<u32>(entryAt(node, chunkOfMemory(hi, lo, pointedDepth(p))));
+  return select<u32>(e, 0, ((e & CHILD) != 0) & (load<u32>(node, NODE_LEAF) != 0xffff_ffff));
 }
 
 function nodeTake(t: usize): u32 {
