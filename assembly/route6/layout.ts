@@ -1,56 +1,76 @@
-// Where everything of one IPv6 route table lives inside its memory region (see table.ts for the
-// scheme). Like the IPv4 table, the header holds the sizes chosen at init and the offsets derived
-// from them, so no module keeps state in a global (several Wasm instances share the memory).
+// Where everything of one IPv6 route table lives inside its memory region (see table.ts and
+// trie.ts for the scheme). Like the IPv4 table, the header holds the sizes chosen at init and the
+// offsets derived from them, so no module keeps state in a global (several Wasm instances share
+// the memory).
 //
 //   offset 0              header (HEADER6_BYTES; the seqlock generation at 0, as seqlock.ts wants)
 //   MASKS_OFFSET          the mask of each length 0..128 as two u64 in memory order (rules.ts)
-//   BUCKETS_OFFSET        one 64-byte record per /16 (BUCKET_*): its length set, its third-byte
-//                         filter and its short-table entry (4 MiB)
+//   ROOTS_OFFSET          one 16-byte record per /16 (ROOT_*): its short entry, trie root and filter
 //   H6_NEXT_HOPS_AT       next-hop records, NEXT_HOP6_RECORD_BYTES each
 //   H6_RULES_AT           rule hash slots (rules.ts), RULE6_SLOT_BYTES each
-//   H6_COUNTS_AT          per (/16, length) rule counts (rules.ts), COUNT_SLOT_BYTES each
+//   H6_NODES_AT           trie nodes (trie.ts), NODE_BYTES each; node 0 is never used (0 = none)
 
 export const HEADER6_BYTES: u32 = 64;
 /** u32 fields of the header (the generation, at 0, is seqlock.ts's H_GENERATION). */
 export const H6_MAX_RULES: u32 = 4;
 export const H6_MAX_NEXT_HOPS: u32 = 8;
 export const H6_RULE_COUNT: u32 = 12;
-/** Rule hash slots minus one (a power of two); the count hash has as many. */
+/** Rule hash slots minus one (a power of two). */
 export const H6_SLOT_MASK: u32 = 16;
 export const H6_NEXT_HOPS_AT: u32 = 20;
 export const H6_RULES_AT: u32 = 24;
-export const H6_COUNTS_AT: u32 = 28;
+export const H6_NODES_AT: u32 = 28;
+/** Head of the list of freed nodes (linked through NODE_FREE_NEXT), 0 = empty. */
+export const H6_FREE_NODES: u32 = 32;
+/** Nodes handed out so far from the never-used end of the pool (node indices 1..this). */
+export const H6_NODES_USED: u32 = 36;
+/** Nodes in the trie now (taken minus given back). */
+export const H6_NODES_LIVE: u32 = 40;
 
 export const MASKS_OFFSET: u32 = HEADER6_BYTES;
 /** 129 masks of 16 bytes, rounded up to a cache line. */
 export const MASKS_BYTES: u32 = 2112;
-/** Prefix lengths up to this one are expanded into the bucket records' short entries; longer ones are hashed. */
+/** Prefix lengths up to this one are expanded into the /16 records' short entries; longer ones go to the trie. */
 export const SHORT_BITS: i32 = 16;
-export const BUCKETS: u32 = 1 << SHORT_BITS;
-export const BUCKETS_OFFSET: u32 = MASKS_OFFSET + MASKS_BYTES;
-/** A /16's record, one cache line: what a lookup reads first, in one miss. */
-export const BUCKET_BYTES: u32 = 64;
-/** u64 x 2: the set of lengths 17..128 its rules have (bit 128 - length). */
-export const BUCKET_LENGTHS: u32 = 0;
+export const ROOTS: u32 = 1 << SHORT_BITS;
+export const ROOTS_OFFSET: u32 = MASKS_OFFSET + MASKS_BYTES;
+/** A /16's record: the short entry (u32) and its trie root (u32, a pointer as in trie.ts), read as one u64, */
+export const ROOT_BYTES: u32 = 16;
+export const ROOT_SHORT: u32 = 0;
+export const ROOT_NODE: u32 = 4;
 /**
- * 256 bits, one per value of the address's third byte: clear means no rule longer than /16 of
- * this /16 covers such addresses, so the lookup needs no probe. Set by inserts over the range a
- * rule covers, cleared only when the /16 loses its last long rule (a stale bit costs a probe,
- * never a wrong answer).
+ * and a u64 filter, one bit per value of address bits 16..21: clear means no rule of the trie
+ * covers such addresses, so the lookup needs no walk. Set by inserts over the values a rule
+ * covers, cleared only when the trie empties (a stale bit costs a walk, never a wrong answer).
  */
-export const BUCKET_FILTER: u32 = 16;
-/** u32: the best rule of length 0..16 (the IPv4 entry format). */
-export const BUCKET_SHORT: u32 = 48;
-const FIXED_END: u32 = BUCKETS_OFFSET + BUCKETS * BUCKET_BYTES;
+export const ROOT_FILTER: u32 = 8;
+const FIXED_END: u32 = ROOTS_OFFSET + ROOTS * ROOT_BYTES;
 
 /** 16-byte underlay address, port, MAC, flags, padding: two records per cache line. */
 export const NEXT_HOP6_RECORD_BYTES: u32 = 32;
 /** Prefix (16 bytes), length tag, next hop, padding. */
 export const RULE6_SLOT_BYTES: u32 = 32;
-/** Key (/16 << 8 | length) and count, u32 each. */
-export const COUNT_SLOT_BYTES: u32 = 8;
 
-/** Next-hop indices live in the 24-bit value field of a short-table entry. */
+/** Trie stride in bits (trie.ts): node depths are 16 + 4k, so a stride is a nibble of one byte. */
+export const STRIDE: i32 = 4;
+export const NODE_SLOTS: u32 = 1 << STRIDE;
+/** Trie node (trie.ts): a 32-byte header, then NODE_SLOTS u32 entries. Header fields: */
+export const NODE_BYTES: u32 = 32 + (NODE_SLOTS << 2);
+/** u64 x 2: the node's key, address bits 0..depth-1 as big-endian numbers (rest zero). */
+export const NODE_KEY_HI: u32 = 0;
+export const NODE_KEY_LO: u32 = 8;
+/** u32: the parent's leaf for the slot this node hangs from (a leaf entry, or 0: none). */
+export const NODE_LEAF: u32 = 16;
+/** u32, writer only: the node's depth, 16 + STRIDE k (lookups take k from the pointer). */
+export const NODE_DEPTH: u32 = 20;
+/** u32, writer only: rules whose home is this node. */
+export const NODE_RULES: u32 = 24;
+/** u32, writer only: the parent node, 0 when the node hangs from its /16 record; the next free node once freed. */
+export const NODE_PARENT: u32 = 28;
+export const NODE_FREE_NEXT: u32 = 28;
+export const NODE_ENTRIES: u32 = 32;
+
+/** Next-hop indices (and node indices) live in the 24-bit value field of an entry. */
 export const MAX6_NEXT_HOPS: u32 = 1 << 24;
 export const MAX6_RULES: u32 = 1 << 22;
 
@@ -59,11 +79,16 @@ export function slots6For(maxRules: u32): u32 {
   return maxRules <= 1 ? 2 : (<u32>1) << (32 - clz(maxRules * 2 - 1));
 }
 
+/** Trie nodes for a rule capacity: every node holds a rule or branches, so 2 per rule (trie.ts). */
+export function nodes6For(maxRules: u32): u32 {
+  return maxRules * 2;
+}
+
 export function rules6Offset(maxNextHops: u32): u64 {
   return <u64>FIXED_END + <u64>maxNextHops * NEXT_HOP6_RECORD_BYTES;
 }
 
-export function counts6Offset(maxRules: u32, maxNextHops: u32): u64 {
+export function nodes6Offset(maxRules: u32, maxNextHops: u32): u64 {
   return rules6Offset(maxNextHops) + <u64>slots6For(maxRules) * RULE6_SLOT_BYTES;
 }
 
@@ -71,7 +96,8 @@ export function counts6Offset(maxRules: u32, maxNextHops: u32): u64 {
 export function table6Bytes(maxRules: u32, maxNextHops: u32): u64 {
   if (maxRules == 0 || maxRules > MAX6_RULES) return 0;
   if (maxNextHops == 0 || maxNextHops > MAX6_NEXT_HOPS) return 0;
-  return counts6Offset(maxRules, maxNextHops) + <u64>slots6For(maxRules) * COUNT_SLOT_BYTES;
+  // Node 0 is a placeholder, so indices start at 1.
+  return nodes6Offset(maxRules, maxNextHops) + (<u64>nodes6For(maxRules) + 1) * NODE_BYTES;
 }
 
 /** First byte of the fixed region's next-hop records. */

@@ -1,14 +1,11 @@
 // The IPv6 rule store: every (prefix, length) -> next hop, in an open-addressing hash with linear
-// probing and backward-shift deletes (as assembly/route/rules.ts), plus the count of rules per
-// (/16, length), which says when a length leaves a /16's length set (table.ts).
+// probing and backward-shift deletes (as assembly/route/rules.ts). Lookups never read it (they
+// walk the trie, trie.ts); exact gets and the writer do.
 // Prefixes and addresses are two u64 halves as loaded from memory (little-endian loads of the
 // bytes in network order): hi = bytes 0..7, lo = bytes 8..15. Keeping memory order spares every
 // lookup four byte swaps; masks are precomputed in that order (maskHi/maskLo).
 // Rule slot, RULE6_SLOT_BYTES: u64 hi, u64 lo, u32 tag = length + 1 (0 = empty), u32 next hop.
-// Count slot, COUNT_SLOT_BYTES: u32 key = /16 << 8 | length + 1 (0 = empty), u32 count.
 import {
-  COUNT_SLOT_BYTES,
-  H6_COUNTS_AT,
   H6_RULE_COUNT,
   H6_RULES_AT,
   H6_SLOT_MASK,
@@ -110,68 +107,13 @@ export function rule6Remove(t: usize, s: usize): void {
   store<u32>(t, load<u32>(t, H6_RULE_COUNT) - 1, H6_RULE_COUNT);
 }
 
-/** The slot of the longest rule shorter than len covering (hi, lo), or 0 if there is none. */
-export function rule6Covering(t: usize, hi: u64, lo: u64, len: i32): usize {
-  for (let l = len - 1; l >= 0; l--) {
+/** The slot of the longest rule of length shortest..len-1 covering (hi, lo), or 0 if there is none. */
+export function rule6Covering(t: usize, hi: u64, lo: u64, len: i32, shortest: i32): usize {
+  for (let l = len - 1; l >= shortest; l--) {
     const h = hi & maskHi(t, l);
     const w = lo & maskLo(t, l);
     const s = rule6Slot(t, h, w, l);
     if (rule6Holds(s, h, w, l)) return s;
   }
-  return 0;
-}
-
-// Counts per (/16, length). Only the writer uses them: lookups read the length sets instead.
-
-@inline function countKey(bucket: u32, len: i32): u32 {
-  return (bucket << 8) | <u32>(len + 1);
-}
-
-@inline function countAt(t: usize, i: u32): usize {
-  return t + load<u32>(t, H6_COUNTS_AT) + <usize>i * COUNT_SLOT_BYTES;
-}
-
-@inline function countHome(key: u32, mask: u32): u32 {
-  return ((key * 0x9e3779b1) >> 8) & mask;
-}
-
-function countSlot(t: usize, key: u32): usize {
-  const mask = load<u32>(t, H6_SLOT_MASK);
-  let i = countHome(key, mask);
-  let s = countAt(t, i);
-  while (load<u32>(s) != 0 && load<u32>(s) != key) {
-    i = (i + 1) & mask;
-    s = countAt(t, i);
-  }
-  return s;
-}
-
-/** Adds change (+1 or -1) to the rules of this length under this /16; returns the new count. */
-export function count6Add(t: usize, bucket: u32, len: i32, change: i32): u32 {
-  const key = countKey(bucket, len);
-  const s = countSlot(t, key);
-  const n = <u32>(<i32>load<u32>(s, 4) + change);
-  if (n != 0) {
-    store<u32>(s, key);
-    store<u32>(s, n, 4);
-    return n;
-  }
-  // Backward-shift delete, as in rule6Remove.
-  const mask = load<u32>(t, H6_SLOT_MASK);
-  const base = t + load<u32>(t, H6_COUNTS_AT);
-  let hole = <u32>((s - base) / COUNT_SLOT_BYTES);
-  let j = (hole + 1) & mask;
-  while (true) {
-    const sj = countAt(t, j);
-    const k = load<u32>(sj);
-    if (k == 0) break;
-    const home = countHome(k, mask);
-    if (((j - home) & mask) >= ((j - hole) & mask)) {
-      store<u64>(countAt(t, hole), load<u64>(sj));
-      hole = j;
-    }
-    j = (j + 1) & mask;
-  }
-  store<u64>(countAt(t, hole), 0);
   return 0;
 }

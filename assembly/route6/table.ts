@@ -2,16 +2,13 @@
 // exact get and delete, next-hop records, and the IPv4 table's seqlock publication (../route/
 // seqlock.ts): one writer, lock-free readers that redo a batch when the generation moved.
 //
-// Scheme. Every /16 has a 64-byte record (one cache line): the best rule of length 0..16
-// (expanded, in the IPv4 table's entry format: valid bit, depth, next hop), the set of lengths
-// 17..128 its longer rules have, and a 256-bit filter of the third address byte values those
-// rules cover. Longer rules live in the rule hash. A lookup reads its /16's record; if the filter
-// bit of its third byte is clear (no longer rule can match), the short entry is the answer;
-// otherwise it probes the hash for the address masked to each length in the set, longest first,
-// and the first hit is the longest match. So most lookups of a sparse table cost one read; the
-// others one hash probe per distinct length under their /16: pod subnets (one length under a
-// network) one, 100k random prefixes (about 1.4 lengths per /16) 1.4 on average, a /16 holding
-// rules of many lengths up to 112; IPv6 routing tables of pods do not look like that.
+// Scheme. Every /16 has an 8-byte record: the best rule of length 0..16 (expanded, in the IPv4
+// table's entry format: valid bit, depth, next hop) and the root of a path-compressed multibit
+// trie (trie.ts, 6-bit strides) holding its longer rules. A lookup reads its /16's record; with no
+// root the short entry is the answer (one read, as in DIR-24-8), otherwise it walks the trie, one
+// node per branching point on the way to its longest rule, and falls back to the short entry.
+// Every rule is also in the rule hash (rules.ts), for exact gets and for the writer (the rule an
+// address falls back to when one is deleted).
 // Addresses are 16 bytes in network order, in memory: callers pass pointers.
 import {
   ROUTE_ERR_BAD_LENGTH,
@@ -28,28 +25,29 @@ import { H_GENERATION } from "../route/layout";
 import { routeReadBegin, routeReadValid, writeBegin, writeEnd } from "../route/seqlock";
 import { NEXT_HOP_VALID } from "../route/nexthop";
 import {
-  H6_COUNTS_AT,
   H6_MAX_NEXT_HOPS,
   H6_MAX_RULES,
   H6_NEXT_HOPS_AT,
+  H6_NODES_LIVE,
+  H6_NODES_AT,
   H6_RULE_COUNT,
   H6_RULES_AT,
   H6_SLOT_MASK,
-  BUCKETS_OFFSET,
-  BUCKET_BYTES,
-  BUCKET_FILTER,
-  BUCKET_LENGTHS,
-  BUCKET_SHORT,
   NEXT_HOP6_RECORD_BYTES,
   NEXT_HOPS6_OFFSET,
+  NODE_BYTES,
+  ROOT_BYTES,
+  ROOT_FILTER,
+  ROOT_NODE,
+  ROOT_SHORT,
+  ROOTS_OFFSET,
   SHORT_BITS,
-  counts6Offset,
+  nodes6Offset,
   rules6Offset,
   slots6For,
   table6Bytes,
 } from "./layout";
 import {
-  count6Add,
   maskHi,
   maskLo,
   masksInit,
@@ -62,6 +60,19 @@ import {
   rule6SetNextHop,
   rule6Slot,
 } from "./rules";
+import {
+  MAX_LEVELS,
+  homeDepth,
+  trieDelete,
+  trieInsert,
+  trieLeaf,
+  trieLookup,
+  trieReplace,
+  trieStep,
+} from "./trie";
+
+/** Bytes of a trie node: the region holds two per rule (trie.ts), route6Nodes says how many are in use. */
+export const ROUTE6_NODE_BYTES: i32 = <i32>NODE_BYTES;
 
 /** Alignment route6TableInit requires of t (the generation gets a cache line of its own). */
 export const ROUTE6_TABLE_ALIGN: i32 = 64;
@@ -76,9 +87,14 @@ const OWNER_MASK: u32 = 0xff00_0000;
   return ENTRY_VALID | ((<u32>len) << DEPTH_SHIFT) | <u32>nh;
 }
 
-/** The record of /16 bucket i (layout.ts, BUCKET_*). */
-@inline function bucketAt(t: usize, i: u32): usize {
-  return t + <usize>BUCKETS_OFFSET + <usize>i * BUCKET_BYTES;
+/** The record of the /16 whose first two bytes, loaded as a u16 (little-endian), are i. */
+@inline function recordAt(t: usize, i: u32): usize {
+  return t + <usize>ROOTS_OFFSET + <usize>i * ROOT_BYTES;
+}
+
+/** The short entry of /16 number be (the first two address bytes as a big-endian number). */
+@inline function shortAt(t: usize, be: u32): usize {
+  return recordAt(t, <u32>bswap<u16>(<u16>be)) + ROOT_SHORT;
 }
 
 /** Halves of the 16-byte address at p in memory order (rules.ts). */
@@ -90,19 +106,10 @@ const OWNER_MASK: u32 = 0xff00_0000;
   return load<u64>(p, 8);
 }
 
-/** Index of the /16 of hi (a memory-order half): its first two bytes as loaded. */
-@inline function bucketOf(hi: u64): u32 {
-  return <u32>hi & 0xffff;
-}
-
-/** The bucket index of /16 number be (the first two address bytes as a big-endian number). */
-@inline function bucketOfNumber(be: u32): u32 {
-  return <u32>bswap<u16>(<u16>be);
-}
-
 /**
  * Bytes of the region for a table of maxRules rules (1..2^22) and maxNextHops next-hop records
- * (1..2^24); 0 if a count is out of its limit. At least 1.3 MiB (short table and length sets).
+ * (1..2^24); 0 if a count is out of its limit. 514 KiB fixed (the /16 records), then per rule
+ * at most 64 B of rule hash and 576 B of trie nodes, per next hop 32 B.
  */
 export function route6TableSize(maxRules: u32, maxNextHops: u32): usize {
   return <usize>table6Bytes(maxRules, maxNextHops);
@@ -113,13 +120,16 @@ export function route6TableInit(t: usize, maxRules: u32, maxNextHops: u32): i32 
   const bytes = table6Bytes(maxRules, maxNextHops);
   if (bytes == 0 || (t & <usize>(ROUTE6_TABLE_ALIGN - 1)) != 0) return ROUTE_ERR_BAD_REGION;
   if (<u64>t + bytes > (<u64>memory.size()) << 16) return ROUTE_ERR_BAD_REGION;
-  memory.fill(t, 0, <usize>bytes);
+  // Trie nodes are cleared when taken (trie.ts), so the pool needs no fill but for node 0, which
+  // batches read as "no node".
+  const nodesAt = nodes6Offset(maxRules, maxNextHops);
+  memory.fill(t, 0, <usize>nodesAt + NODE_BYTES);
   store<u32>(t, maxRules, H6_MAX_RULES);
   store<u32>(t, maxNextHops, H6_MAX_NEXT_HOPS);
   store<u32>(t, slots6For(maxRules) - 1, H6_SLOT_MASK);
   store<u32>(t, NEXT_HOPS6_OFFSET, H6_NEXT_HOPS_AT);
   store<u32>(t, <u32>rules6Offset(maxNextHops), H6_RULES_AT);
-  store<u32>(t, <u32>counts6Offset(maxRules, maxNextHops), H6_COUNTS_AT);
+  store<u32>(t, <u32>nodesAt, H6_NODES_AT);
   masksInit(t);
   atomic.store<u32>(t, 0, H_GENERATION);
   return ROUTE_OK;
@@ -140,9 +150,8 @@ function shortAdd(t: usize, hi: u64, len: i32, entry: u32): void {
   const first = <u32>bswap<u16>(<u16>hi);
   const end = first + ((<u32>1) << (<u32>(SHORT_BITS - len)));
   for (let be = first; be < end; be++) {
-    const i = bucketOfNumber(be);
-    const e = load<u32>(bucketAt(t, i), BUCKET_SHORT);
-    if (<i32>((e >> DEPTH_SHIFT) & 0x3f) <= len) store<u32>(bucketAt(t, i), entry, BUCKET_SHORT);
+    const e = load<u32>(shortAt(t, be));
+    if (<i32>((e >> DEPTH_SHIFT) & 0x3f) <= len) store<u32>(shortAt(t, be), entry);
   }
 }
 
@@ -152,35 +161,17 @@ function shortRemove(t: usize, hi: u64, len: i32, replacement: u32): void {
   const first = <u32>bswap<u16>(<u16>hi);
   const end = first + ((<u32>1) << (<u32>(SHORT_BITS - len)));
   for (let be = first; be < end; be++) {
-    const i = bucketOfNumber(be);
-    if ((load<u32>(bucketAt(t, i), BUCKET_SHORT) & OWNER_MASK) == owned)
-      store<u32>(bucketAt(t, i), replacement, BUCKET_SHORT);
+    if ((load<u32>(shortAt(t, be)) & OWNER_MASK) == owned) store<u32>(shortAt(t, be), replacement);
   }
 }
 
-/**
- * Bit of length len (17..128) in a /16's length set: bit 128 - len, so the longest comes first.
- * When the set empties, the /16's third-byte filter is cleared too.
- */
-@inline function lengthBit(t: usize, bucket: u32, len: i32, on: bool): void {
-  const rec = bucketAt(t, bucket);
-  const bit = 128 - len;
-  const w = rec + BUCKET_LENGTHS + (bit >= 64 ? 8 : 0);
-  const m = (<u64>1) << (<u64>(bit & 63));
-  store<u64>(w, on ? load<u64>(w) | m : load<u64>(w) & ~m);
-  if ((load<u64>(rec, BUCKET_LENGTHS) | load<u64>(rec, BUCKET_LENGTHS + 8)) == 0)
-    memory.fill(rec + BUCKET_FILTER, 0, 32);
-}
-
-/** Marks in the /16's filter the third-byte values a rule of length len (17..128) covers. */
+/** Marks in the /16's filter the values of bits 16..21 a rule of length len (17..128) covers. */
 function filterAdd(t: usize, hi: u64, len: i32): void {
-  const rec = bucketAt(t, bucketOf(hi));
-  const span: u32 = len >= 24 ? 1 : (<u32>1) << (<u32>(24 - len));
-  const first = <u32>(hi >> 16) & 0xff & ~(span - 1);
-  for (let b = first; b < first + span; b++) {
-    const w = rec + BUCKET_FILTER + ((<usize>b >> 5) << 2);
-    store<u32>(w, load<u32>(w) | ((<u32>1) << (b & 31)));
-  }
+  const r = recordAt(t, <u32>hi & 0xffff);
+  const span: u64 = len >= 22 ? 1 : (<u64>1) << (<u64>(22 - len));
+  const first = ((hi >> 18) & 63) & ~(span - 1);
+  const bits = span == 64 ? <u64>-1 : ((<u64>1 << span) - 1) << first;
+  store<u64>(r, load<u64>(r, ROOT_FILTER) | bits, ROOT_FILTER);
 }
 
 function addRule(t: usize, s: usize, hi: u64, lo: u64, len: i32, nh: i32): i32 {
@@ -191,7 +182,7 @@ function addRule(t: usize, s: usize, hi: u64, lo: u64, len: i32, nh: i32): i32 {
     shortAdd(t, hi, len, shortEntry(len, nh));
   } else {
     filterAdd(t, hi, len);
-    if (count6Add(t, bucketOf(hi), len, 1) == 1) lengthBit(t, bucketOf(hi), len, true);
+    trieInsert(t, bswap<u64>(hi), bswap<u64>(lo), len, nh);
   }
   writeEnd(t);
   return ROUTE_OK;
@@ -221,6 +212,7 @@ export function route6Replace(t: usize, p: usize, len: i32, nh: i32): i32 {
   writeBegin(t);
   rule6SetNextHop(s, nh);
   if (len <= SHORT_BITS) shortAdd(t, hi, len, shortEntry(len, nh));
+  else trieReplace(t, bswap<u64>(hi), bswap<u64>(lo), len, nh);
   writeEnd(t);
   return ROUTE_OK;
 }
@@ -233,17 +225,21 @@ export function route6Delete(t: usize, p: usize, len: i32): i32 {
   if (bad != ROUTE_OK) return bad;
   const s = rule6Slot(t, hi, lo, len);
   if (!rule6Holds(s, hi, lo, len)) return ROUTE_ERR_NOT_FOUND;
+  // What its addresses fall back to: the longest rule covering it in the short table, or in its trie node.
+  const shortest = len <= SHORT_BITS ? 0 : homeDepth(len) + 1;
+  const cover = rule6Covering(t, hi, lo, len, shortest);
   let fallback: u32 = 0;
-  if (len <= SHORT_BITS) {
-    const cover = rule6Covering(t, hi, lo, len);
-    if (cover != 0) fallback = shortEntry(rule6Length(cover), rule6NextHop(cover));
+  if (cover != 0) {
+    const l = rule6Length(cover);
+    fallback = len <= SHORT_BITS ? shortEntry(l, rule6NextHop(cover)) : trieLeaf(l, homeDepth(len), rule6NextHop(cover));
   }
   writeBegin(t);
   rule6Remove(t, s);
-  if (len <= SHORT_BITS) {
-    shortRemove(t, hi, len, fallback);
-  } else if (count6Add(t, bucketOf(hi), len, -1) == 0) {
-    lengthBit(t, bucketOf(hi), len, false);
+  if (len <= SHORT_BITS) shortRemove(t, hi, len, fallback);
+  else {
+    trieDelete(t, bswap<u64>(hi), bswap<u64>(lo), len, fallback);
+    const r = recordAt(t, <u32>hi & 0xffff);
+    if (load<u32>(r, ROOT_NODE) == 0) store<u64>(r, 0, ROOT_FILTER);
   }
   writeEnd(t);
   return ROUTE_OK;
@@ -266,34 +262,22 @@ export function route6Get(t: usize, p: usize, len: i32): i32 {
 }
 
 /**
- * Longest match of the address (hi, lo): its /16's lengths longest first, then the short table.
+ * Longest match of the address (hi, lo) (memory-order halves): its /16's record, then its trie.
  * AS callers bracket a batch of these with routeReadBegin/routeReadValid.
  */
 @inline export function lookup6(t: usize, hi: u64, lo: u64): i32 {
-  const rec = bucketAt(t, bucketOf(hi));
-  const e = load<u32>(rec, BUCKET_SHORT);
+  const r = recordAt(t, <u32>hi & 0xffff);
+  const rec = load<u64>(r);
+  const e = <u32>rec;
   const short = select<i32>(<i32>(e & VALUE_MASK), -1, <i32>e < 0);
-  const third = <u32>(hi >> 16) & 0xff;
-  if ((load<u32>(rec + BUCKET_FILTER + ((<usize>third >> 5) << 2)) & ((<u32>1) << (third & 31))) == 0) return short;
-  // Lengths 65..128: bits 0..63 of the first word.
-  let w = load<u64>(rec, BUCKET_LENGTHS);
-  while (w != 0) {
-    const len = 128 - <i32>ctz(w);
-    const l = lo & maskLo(t, len);
-    const s = rule6Slot(t, hi, l, len);
-    if (rule6Holds(s, hi, l, len)) return rule6NextHop(s);
-    w &= w - 1;
-  }
-  // Lengths 17..64: bits 64..111, the second word.
-  w = load<u64>(rec, BUCKET_LENGTHS + 8);
-  while (w != 0) {
-    const len = 64 - <i32>ctz(w);
-    const h = hi & maskHi(t, len);
-    const s = rule6Slot(t, h, 0, len);
-    if (rule6Holds(s, h, 0, len)) return rule6NextHop(s);
-    w &= w - 1;
-  }
-  return short;
+  const root = <u32>(rec >> 32);
+  if (root == 0 || !filtered(r, hi)) return short;
+  return trieLookup(t, hi, lo, root, short, MAX_LEVELS, false);
+}
+
+/** Whether the filter of record r lets address hi (memory order) into the trie: its bits 16..21. */
+@inline function filtered(r: usize, hi: u64): bool {
+  return ((load<u64>(r, ROOT_FILTER) >> ((hi >> 18) & 63)) & 1) != 0;
 }
 
 /** Next-hop index of the longest prefix covering the 16-byte address at a, or -1. */
@@ -302,17 +286,67 @@ export function route6Get(t: usize, p: usize, len: i32): i32 {
 }
 
 /**
+ * Up to this many trie nodes (512 KiB) a table is taken to stay in cache, where the batch's level
+ * passes below cost more than they save (10k pod /64s, 700 nodes: 33 M lookups/s with them, 60 M
+ * without; see ARCHITECTURE.md).
+ */
+export const ROUTE6_CACHED_NODES: u32 = (512 << 10) / NODE_BYTES;
+
+/**
  * out[i] = route6Lookup(addrs + 16 i) for i < n, as one consistent snapshot (redone if an update
- * overlapped). Loading every address's length set and probe slots in earlier passes, as the IPv4
- * table's batch does with tbl24, did not pay here (measured: no faster; see ARCHITECTURE.md).
+ * overlapped). A lookup is a chain of dependent loads (record, then a node per level), each a
+ * likely cache miss in a large table; so the batch first walks all its addresses one level per
+ * pass (the /16 records, then the trie), keeping only the next pointer in out, so that the misses
+ * of different addresses overlap, and then does the lookups from cache, each as many steps as the
+ * deepest walk of the batch took, without data-dependent branches.
  */
 export function route6LookupBatch(t: usize, addrs: usize, out: usize, n: i32): void {
   if (n <= 0) return;
+  const end = (<usize>n) << 2;
   let gen: u32;
+  if (load<u32>(t, H6_NODES_LIVE) <= ROUTE6_CACHED_NODES) {
+    do {
+      gen = routeReadBegin(t);
+      for (let o: usize = 0; o < end; o += 4) store<i32>(out + o, route6Lookup(t, addrs + (o << 2)));
+    } while (!routeReadValid(t, gen));
+    return;
+  }
   do {
     gen = routeReadBegin(t);
-    for (let i = 0; i < n; i++) store<i32>(out + ((<usize>i) << 2), route6Lookup(t, addrs + ((<usize>i) << 4)));
+    let any: u32 = 0;
+    for (let o: usize = 0; o < end; o += 4) {
+      const hi = load<u64>(addrs + (o << 2));
+      const r = recordAt(t, <u32>hi & 0xffff);
+      const p = select<u32>(load<u32>(r, ROOT_NODE), 0, filtered(r, hi));
+      store<u32>(out + o, p);
+      any |= p;
+    }
+    let levels = 0;
+    while (any != 0 && levels < MAX_LEVELS) {
+      levels++;
+      any = 0;
+      for (let o: usize = 0; o < end; o += 4) {
+        const q = trieStep(t, load<u64>(addrs + (o << 2)), load<u64>(addrs + (o << 2), 8), load<u32>(out + o));
+        store<u32>(out + o, q);
+        any |= q;
+      }
+    }
+    for (let o: usize = 0; o < end; o += 4) {
+      const a = addrs + (o << 2);
+      const hi = load<u64>(a);
+      const r = recordAt(t, <u32>hi & 0xffff);
+      const rec = load<u64>(r);
+      const e = <u32>rec;
+      const short = select<i32>(<i32>(e & VALUE_MASK), -1, <i32>e < 0);
+      const root = select<u32>(<u32>(rec >> 32), 0, filtered(r, hi));
+      store<i32>(out + o, root == 0 ? short : trieLookup(t, hi, load<u64>(a, 8), root, short, levels, true));
+    }
   } while (!routeReadValid(t, gen));
+}
+
+/** Nodes of the tries (memory in use beyond the fixed part: NODE_BYTES each). */
+export function route6Nodes(t: usize): i32 {
+  return <i32>load<u32>(t, H6_NODES_LIVE);
 }
 
 /** Rules in the table. */

@@ -92,7 +92,15 @@ function suite(hp: HotPath, arena: Arena, shape: Shape, prefixes: number): { tit
     }
   }
   const what = shape === "random" ? "random prefixes (lengths uniform 0..128)" : "pod /64s of 2001:2:0:8000::/49";
-  return { title: `IPv6 LPM route table, ${prefixes / 1000}k ${what}`, cases: result };
+  // Memory: the region is sized for the worst case; the trie nodes are what this table uses of it.
+  const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
+  const region = hp.fn.route6TableSize(prefixes, MAX_NEXT_HOPS);
+  const nodes = hp.fn.route6Nodes(table.base);
+  const used = region - (2 * prefixes + 1 - nodes) * hp.constant("ROUTE6_NODE_BYTES");
+  return {
+    title: `IPv6 LPM route table, ${prefixes / 1000}k ${what}; ${nodes} trie nodes, ${mib(used)} of ${mib(region)} MiB in use`,
+    cases: result,
+  };
 }
 
 export function lpm6Benchmarks(maxTime?: number): MicroResult[] {

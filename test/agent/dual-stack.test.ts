@@ -118,13 +118,13 @@ describe.skipIf(!canUseNetns()).each(MODES)("agents, dual-stack, $name", (mode) 
     for (const s of v4) expect(parsePrefix(s).len).toBe(24);
   });
 
-  it("writes subnet.env as flanneld does in dual-stack, byte for byte (MTU for the IPv6 underlay: 1500 - 70)", async () => {
+  it("writes subnet.env as flanneld does in dual-stack, byte for byte (MTU 1500 - 50, as flanneld writes for vxlan in every mode)", async () => {
     for (const a of all) {
       const { v4, v6 } = subnets.get(a.host.name)!;
       const first4 = v4.replace(/\.0\/24$/, ".1/24");
       const first6 = `${formatIpv6(parsePrefix6(v6).addr + 1n)}/64`;
       expect(await readFile(`${a.dir}/subnet.env`, "utf8")).toBe(
-        `FLANNEL_NETWORK=${NETWORK}\nFLANNEL_SUBNET=${first4}\nFLANNEL_IPV6_NETWORK=${NETWORK6}\nFLANNEL_IPV6_SUBNET=${first6}\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n`,
+        `FLANNEL_NETWORK=${NETWORK}\nFLANNEL_SUBNET=${first4}\nFLANNEL_IPV6_NETWORK=${NETWORK6}\nFLANNEL_IPV6_SUBNET=${first6}\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n`,
       );
     }
   });

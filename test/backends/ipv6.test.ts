@@ -73,7 +73,7 @@ for (const type of ["vxlan", "host-gw"] as const) {
     let lab: LabCluster;
     let n1: Node6;
     let n2: Node6;
-    const mtu = type === "vxlan" ? 1430 : 1500;
+    const mtu = type === "vxlan" ? 1450 : 1500;
 
     beforeAll(async () => {
       lab = await LabCluster.create({ tag: type === "vxlan" ? "b6x" : "b6h", hosts: 2, ipv6: true });
@@ -103,8 +103,8 @@ for (const type of ["vxlan", "host-gw"] as const) {
     });
 
     if (type === "vxlan") {
-      it("creates flannel-v6.1 as flannel does: its own MAC, the IPv6 underlay, MTU underlay - 70, the subnet's network address as /128", async () => {
-        expect(n1.v6.mtu).toBe(1430);
+      it("creates flannel-v6.1 as flannel does: its own MAC, the IPv6 underlay, MTU underlay - 70 (pods: - 50), the subnet's network address as /128", async () => {
+        expect(n1.v6.mtu).toBe(1450);
         expect(n1.a6.vtepMac).toMatch(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/);
         expect(n1.a6.vtepMac).not.toBe(n1.a4.vtepMac);
         const [link] = await n1.host.ns.kernel.ipJson<

@@ -1,7 +1,10 @@
 // The Wasm IPv6 route table (assembly/route6/) against the linear-scan reference
 // (test/reference/lpm6.ts): random operation sequences on nested prefixes of every length 0..128,
-// compared after every step on return codes, exact gets, counts, single and batch lookups and the
-// seqlock generation; then 100,000 random prefixes, capacity, and the next-hop record layout.
+// and on prefixes crowded into one /16 (the trie's splits and splices), compared after every step
+// on return codes, exact gets, counts, single and batch lookups, the seqlock generation and the
+// trie's node count (bounded by twice the long rules, all given back when they go); updates
+// interleaved with batch lookups on a table large enough for the batch's level passes; then
+// 100,000 random prefixes, capacity, and the next-hop record layout.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { Arena } from "../../src/hotpath/arena.js";
@@ -10,7 +13,7 @@ import { RouteTable6 } from "../../src/hotpath/route-table6.js";
 import { parseIpv6, parsePrefix6, prefixMask6, readIpv6, writeIpv6 } from "../../src/net/ipv6.js";
 import { random32 } from "../reference/lpm.js";
 import { ReferenceRouteTable6, random128, randomRules6, type Route6Limits } from "../reference/lpm6.js";
-import { routeOpArb, runDifferential, type Prefix } from "../support/route-differential.js";
+import { applyOp, routeOpArb, runDifferential, type Prefix } from "../support/route-differential.js";
 import { routeResults } from "../support/route-results.js";
 
 const hp = new HotPath(createHotPathMemory());
@@ -54,6 +57,9 @@ class WasmRouteTable6 {
   lookup = (a: bigint) => wasm.route6Lookup(this.t, this.put(a));
   get count(): number {
     return wasm.route6Count(this.t);
+  }
+  get nodes(): number {
+    return wasm.route6Nodes(this.t);
   }
   generation = () => wasm.routeReadBegin(this.t);
   unchangedSince = (gen: number) => wasm.routeReadValid(this.t, gen) === 1;
@@ -100,20 +106,84 @@ const lengthArb = fc.oneof(
 );
 const prefixArb = fc.tuple(addressArb, lengthArb).map(([a, len]) => network(a, len));
 
+function agreesOnOperationSequences(
+  table: WasmRouteTable6,
+  prefixes: fc.Arbitrary<Prefix6>,
+  addresses: fc.Arbitrary<bigint>,
+  poolSize: number,
+): void {
+  fc.assert(
+    fc.property(
+      fc.array(prefixes, { minLength: 1, maxLength: poolSize }),
+      fc.array(routeOpArb(table.limits.maxNextHops, { addr: addresses, maxLen: 128 }), { maxLength: 40 }),
+      fc.array(addresses, { maxLength: 16 }),
+      (pool, ops, extra) => {
+        const ref = new ReferenceRouteTable6(table.limits);
+        runDifferential(table, ref, pool, ops, [...boundaries(pool), ...extra], () =>
+          // Every node holds a rule longer than /16 or branches: fewer than twice those rules, none without.
+          expect(table.nodes).toBeLessThanOrEqual(Math.max(0, 2 * ref.countLongerThan(16) - 1)),
+        );
+      },
+    ),
+    { numRuns: 200 },
+  );
+}
+
+// One /16 (2001::/16), lengths past it: nodes split where prefixes part and are spliced out again.
+const crowdedAddressArb = fc
+  .tuple(fc.constantFrom(parseIpv6("2001:2:0:8000::"), parseIpv6("2001:2::")), fc.array(bit, { maxLength: 4 }))
+  .map(([a, bits]) => bits.reduce((x, b) => x ^ (b < 1n << 112n ? b : 0n), a));
+const crowdedLengthArb = fc.oneof(
+  { weight: 4, arbitrary: fc.integer({ min: 17, max: 128 }) },
+  { weight: 2, arbitrary: fc.constantFrom(17, 20, 21, 48, 49, 52, 60, 61, 64, 124, 125, 128) },
+  { weight: 1, arbitrary: fc.integer({ min: 0, max: 16 }) },
+);
+const crowdedPrefixArb = fc.tuple(crowdedAddressArb, crowdedLengthArb).map(([a, len]) => network(a, len));
+
 describe("IPv6 route table against the linear-scan reference", () => {
   const small = new WasmRouteTable6({ maxRules: 12, maxNextHops: 8 });
+  const crowded = new WasmRouteTable6({ maxRules: 24, maxNextHops: 8 });
 
   it("agrees on random operation sequences over nested prefixes of all lengths", () => {
+    agreesOnOperationSequences(small, prefixArb, addressArb, 16);
+  });
+
+  it("agrees on random operation sequences over prefixes crowded into one /16", () => {
+    agreesOnOperationSequences(crowded, crowdedPrefixArb, crowdedAddressArb, 32);
+  });
+
+  it("agrees with updates interleaved with batch lookups on a table past the batch's in-cache size", () => {
+    // The batch walks large tables level by level across its addresses; small ones as single lookups.
+    const limits = { maxRules: 9000, maxNextHops: 4096 };
+    const wt = new WasmRouteTable6(limits);
+    const ref = new ReferenceRouteTable6(limits);
+    const next = random32(0x1b6);
+    const base = randomRules6(8000, limits.maxNextHops, next);
+    for (const r of base) expect(wt.insert(r.addr, r.len, r.nh)).toBe(ref.insert(r.addr, r.len, r.nh));
+    expect(wt.nodes).toBeGreaterThan(hp.constant("ROUTE6_CACHED_NODES"));
+    const uniform = Array.from({ length: 2000 }, () => random128(next));
     fc.assert(
       fc.property(
-        fc.array(prefixArb, { minLength: 1, maxLength: 16 }),
-        fc.array(routeOpArb(small.limits.maxNextHops, { addr: addressArb, maxLen: 128 }), { maxLength: 40 }),
-        fc.array(addressArb, { maxLength: 16 }),
-        (pool, ops, extra) =>
-          runDifferential(small, new ReferenceRouteTable6(small.limits), pool, ops, [...boundaries(pool), ...extra]),
+        fc.array(crowdedPrefixArb, { minLength: 1, maxLength: 16 }),
+        fc.array(routeOpArb(limits.maxNextHops, { addr: crowdedAddressArb, maxLen: 128 }), { maxLength: 12 }),
+        (pool, ops) => {
+          const probes = [...boundaries(pool), ...uniform.slice(0, 200), ...boundaries(base.slice(0, 50))];
+          for (const op of ops) {
+            expect(applyOp(wt, op, pool)).toEqual(applyOp(ref, op, pool));
+            // The batch against the single lookups (another code path) on many addresses,
+            // and against the reference (a scan of 8,000 rules per address) on the pool's edges.
+            expect(wt.lookupBatch(probes)).toEqual(probes.map(wt.lookup));
+            const edges = boundaries(pool);
+            expect(wt.lookupBatch(edges)).toEqual(edges.map((a) => ref.lookup(a)));
+          }
+          for (const p of pool) expect(wt.delete(p.addr, p.len)).toEqual(ref.delete(p.addr, p.len));
+          expect(wt.count).toBe(ref.count);
+        },
       ),
-      { numRuns: 200 },
+      { numRuns: 25 },
     );
+    // Everything the runs added is gone again: the trie is back to the base rules' nodes or fewer.
+    expect(wt.nodes).toBeLessThanOrEqual(2 * ref.countLongerThan(16));
   });
 });
 

@@ -24,6 +24,11 @@ export class ReferenceRouteTable6 extends PrefixRuleTable<bigint> {
   constructor(limits: Route6Limits) {
     super(IPV6, limits);
   }
+
+  /** Rules longer than len (the Wasm trie holds a node for each at most, plus branches). */
+  countLongerThan(len: number): number {
+    return this.list().filter((r) => r.len > len).length;
+  }
 }
 
 /** A uniform 128-bit number from four u32 draws. */

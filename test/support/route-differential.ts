@@ -103,13 +103,17 @@ export function expectSame<A>(wt: WasmTable<A>, ref: ComparedTable<A>, pool: Pre
   expect(wt.lookupBatch(probes), "lookupBatch").toEqual(want);
 }
 
-/** Runs ops on `wt` and a fresh reference side by side, comparing after each; then deletes every rule. */
+/**
+ * Runs ops on `wt` and a fresh reference side by side, comparing after each (and running the
+ * table's own `afterStep` check); then deletes every rule.
+ */
 export function runDifferential<A>(
   wt: WasmTable<A>,
   ref: ComparedTable<A> & { list(): Prefix<A>[] },
   pool: Prefix<A>[],
   ops: RouteOp<A>[],
   probes: A[],
+  afterStep?: () => void,
 ): void {
   if (wt.count !== 0) wt.reset(); // a failed (shrinking) run may have left rules behind
   const step = (op: RouteOp<A>) => {
@@ -124,6 +128,7 @@ export function runDifferential<A>(
     expect(wt.unchangedSince(before)).toBe(!mutated);
     expect(wt.generation()).toBe((before + (mutated ? 2 : 0)) >>> 0);
     expectSame(wt, ref, pool, probes);
+    afterStep?.();
   };
   ops.forEach(step);
   for (const r of ref.list()) step({ kind: "raw-delete", addr: r.addr, len: r.len });

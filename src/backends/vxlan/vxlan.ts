@@ -35,7 +35,19 @@ export const VXLAN_IPV4_UNDERLAY_BYTES = 50;
 export const VXLAN_IPV6_UNDERLAY_BYTES = 70;
 
 export class VxlanBackend extends KernelBackend {
+  /**
+   * FLANNEL_MTU as flanneld writes it for vxlan in every mode: the MTU key (default the
+   * underlay's) minus 50, also when the device is flannel-v6 (its network's MTU() subtracts one
+   * constant overhead, pkg/backend/vxlan/vxlan_network.go). Pods on an IPv6 underlay so get 20
+   * bytes more than the device carries; the kernel answers the excess with Packet Too Big.
+   */
   readonly mtu: number;
+  /**
+   * The device's MTU: minus 70 over IPv6. flanneld asks for minus 50 there too, but the kernel
+   * clamps a VXLAN device to its lower device's MTU minus the headroom of the underlay family,
+   * so flannel-v6.<VNI> ends up at minus 70 (seen on 6.18: mtu 1450 over a 1500 link gives 1430).
+   */
+  private readonly deviceMtu: number;
   protected readonly entryDevice: string;
   private readonly vni: number;
   private readonly port: number;
@@ -52,8 +64,9 @@ export class VxlanBackend extends KernelBackend {
     this.family = familyOf(ctx.subnet.addr);
     this.vni = options.vni ?? DEFAULT_VNI;
     this.port = options.port ?? VXLAN_PORT;
-    this.mtu =
-      (options.mtu ?? ctx.underlay.mtu) - (this.family === 4 ? VXLAN_IPV4_UNDERLAY_BYTES : VXLAN_IPV6_UNDERLAY_BYTES);
+    const underlayMtu = options.mtu ?? ctx.underlay.mtu;
+    this.mtu = underlayMtu - VXLAN_IPV4_UNDERLAY_BYTES;
+    this.deviceMtu = underlayMtu - (this.family === 4 ? VXLAN_IPV4_UNDERLAY_BYTES : VXLAN_IPV6_UNDERLAY_BYTES);
     this.entryDevice = vxlanDeviceName(this.vni, this.family);
     this.local = underlayAddr(ctx);
   }
@@ -143,7 +156,7 @@ export class VxlanBackend extends KernelBackend {
       port: this.port,
       subnet,
       vtepMac: this.vtepMac!,
-      mtu: this.mtu,
+      mtu: this.deviceMtu,
       gbp: this.options.gbp,
     };
   }
