@@ -35,7 +35,14 @@ import { loadVtepMac } from "../vtep-mac.js";
 export const UDP_OVERHEAD = 28;
 
 export class UserspaceBackend implements Backend {
+  /**
+   * The pods' MTU (FLANNEL_MTU): what the kernel vxlan backend writes, minus 50 in every mode, so a
+   * backend swap by config keeps the pods' MTU. Over an IPv6 underlay that is 20 bytes more than
+   * weft-v6.<VNI> carries; the kernel answers the excess with Packet Too Big, as for flannel-v6.
+   */
   readonly mtu: number;
+  /** The TUN device's MTU: what fits the underlay after this family's encapsulation. */
+  private readonly deviceMtu: number;
   /** flannel0 for udp (flannel's name), weft.<VNI> for wasm-vxlan, weft-v6.<VNI> for its IPv6 instance. */
   readonly tunName: string;
   private readonly family: 4 | 6;
@@ -66,13 +73,15 @@ export class UserspaceBackend implements Backend {
     this.port = options.port ?? (udp ? UDP_PORT : VXLAN_PORT);
     this.vni = options.vni ?? DEFAULT_VNI;
     const overhead = udp ? UDP_OVERHEAD : this.family === 4 ? VXLAN_IPV4_UNDERLAY_BYTES : VXLAN_IPV6_UNDERLAY_BYTES;
-    const fits = (options.mtu ?? ctx.underlay.mtu) - overhead;
+    const underlayMtu = options.mtu ?? ctx.underlay.mtu;
+    const fits = underlayMtu - overhead;
     // A jumbo underlay (9000) is fine: pods get the largest MTU the packet slots hold, and TCP
     // still moves 64 KB super-packets through the TUN device with offloads on.
-    this.mtu = Math.min(fits, DATAPLANE_MAX_MTU);
+    this.deviceMtu = Math.min(fits, DATAPLANE_MAX_MTU);
+    this.mtu = Math.min(underlayMtu - (udp ? UDP_OVERHEAD : VXLAN_IPV4_UNDERLAY_BYTES), DATAPLANE_MAX_MTU);
     if (fits > DATAPLANE_MAX_MTU)
       this.logger.info(
-        { underlayMtu: ctx.underlay.mtu, mtu: this.mtu },
+        { underlayMtu: ctx.underlay.mtu, mtu: this.deviceMtu },
         `the underlay allows MTU ${fits}; the ${type} dataplane uses at most ${DATAPLANE_MAX_MTU}`,
       );
     this.tunName = udp ? "flannel0" : this.family === 4 ? `weft.${this.vni}` : `weft-v6.${this.vni}`;
@@ -86,7 +95,7 @@ export class UserspaceBackend implements Backend {
     this.dataplane = new UserspaceDataplane({
       format: udp ? "udp" : "vxlan",
       tunName: this.tunName,
-      mtu: this.mtu,
+      mtu: this.deviceMtu,
       network: ctx.network,
       subnet: ctx.subnet,
       listenAddr,
@@ -121,7 +130,7 @@ export class UserspaceBackend implements Backend {
     }
     this.state = "running";
     const a = this.announcement();
-    this.logger.info({ ...a, mtu: this.mtu, tun: this.tunName }, `${this.type} backend started`);
+    this.logger.info({ ...a, mtu: this.deviceMtu, podMtu: this.mtu, tun: this.tunName }, `${this.type} backend started`);
     return a;
   }
 
