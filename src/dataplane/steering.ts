@@ -8,6 +8,10 @@ import type { WireFormat } from "./queue-task.js";
 
 // Classic BPF opcodes (linux/filter.h).
 const LD_W_ABS = 0x20;
+const LD_H_ABS = 0x28;
+const LD_B_ABS = 0x30;
+const JMP_JA = 0x05;
+const JMP_JEQ_K = 0x15;
 const TAX = 0x07;
 const ALU_XOR_X = 0xac;
 const ALU_RSH_K = 0x74;
@@ -15,13 +19,20 @@ const ALU_MUL_K = 0x24;
 const ALU_MOD_K = 0x94;
 const RET_A = 0x16;
 
+const IPPROTO_ICMP = 1;
+
 /** Where the inner IPv4 header starts in the UDP payload. */
 const INNER_IP: Record<WireFormat, number> = { vxlan: 8 + 14, udp: 0 };
 
 /**
  * The program for `workers` sockets: index = hash(inner src, dst, and the 4 bytes after a
- * 20-byte header — TCP/UDP ports) mod workers, the hash a multiplicative (Fibonacci) one. A datagram too short for the loads makes the
- * program return 0 (the first socket), which is fine for garbage.
+ * 20-byte header — TCP/UDP ports) mod workers, the hash a multiplicative (Fibonacci) one. For ICMP
+ * those 4 bytes are type, code and checksum, which differ between a request and its reply and from
+ * one echo to the next: the identifier (bytes 4–5) stands in for the ports, so that every echo of
+ * one ping lands on one worker. That worker writes it on its own TUN queue, the TUN's flow table
+ * sends the reply back on the same queue, and the thread that is already awake forwards it (a
+ * checksum-hashed echo woke the host's other worker on about half the round trips).
+ * A datagram too short for the loads makes the program return 0 (the first socket), which is fine for garbage.
  */
 export function innerFlowSteering(format: WireFormat, workers: number): Int32Array {
   const ip = INNER_IP[format];
@@ -31,7 +42,11 @@ export function innerFlowSteering(format: WireFormat, workers: number): Int32Arr
     [LD_W_ABS, 0, 0, ip + 16], // A = destination address
     [ALU_XOR_X, 0, 0, 0], // A ^= X
     [TAX, 0, 0, 0],
-    [LD_W_ABS, 0, 0, ip + 20], // A = source and destination ports
+    [LD_B_ABS, 0, 0, ip + 9], // A = protocol
+    [JMP_JEQ_K, 0, 2, IPPROTO_ICMP],
+    [LD_H_ABS, 0, 0, ip + 24], // ICMP: A = echo identifier
+    [JMP_JA, 0, 0, 1],
+    [LD_W_ABS, 0, 0, ip + 20], // otherwise: A = source and destination ports
     [ALU_XOR_X, 0, 0, 0],
     [TAX, 0, 0, 0],
     [ALU_RSH_K, 0, 0, 16], // fold the high half in, so that ports and addresses all count
