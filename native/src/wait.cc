@@ -24,6 +24,8 @@ namespace {
 
 constexpr int kMaxWaitFds = 30;
 constexpr int32_t kWoken = 1 << 30;
+constexpr int32_t kSpun = 1 << 29;
+constexpr int32_t kSlept = 1 << 28;
 
 int64_t NowNs() {
   timespec ts;
@@ -38,13 +40,16 @@ int64_t NowMs() { return NowNs() / 1000000; }
 // microseconds per hop; a thread that just forwarded a packet is likely to see the next one (the
 // reply) soon. sched_yield() between looks lets other runnable threads of this core (the pod
 // answering, the other worker) go first, so spinning never delays the work it waits for.
-// Returns poll()'s result: > 0 when something is ready, 0 when the budget ran out.
-int SpinPoll(pollfd* polls, int n, int64_t spinUs) {
+// Returns poll()'s result: > 0 when something is ready, 0 when the budget ran out; *waited says
+// whether it looked more than once (whether spinning, not the first look, found it).
+int SpinPoll(pollfd* polls, int n, int64_t spinUs, bool* waited) {
   const int64_t end = NowNs() + spinUs * 1000;
+  *waited = false;
   for (;;) {
     int rc = poll(polls, n, 0);
     if (rc != 0 && !(rc < 0 && errno == EINTR)) return rc;
     if (NowNs() >= end) return 0;
+    *waited = true;
     sched_yield();
   }
 }
@@ -52,7 +57,9 @@ int SpinPoll(pollfd* polls, int n, int64_t spinUs) {
 // wait(fds, wakeFd, timeoutMs) -> bit i set when fds[i] is readable (or has an error pending, so
 // that the next read reports it), WAIT_WOKEN when wakeFd is. 0 = timed out. wakeFd -1 = none,
 // timeoutMs -1 = no timeout. spinUs (optional, default 0) polls without sleeping for up to that
-// many microseconds first. The waker is not drained here: a stop request stays visible.
+// many microseconds first; then WAIT_SPUN says the spin found something after its first look,
+// WAIT_SLEPT that its budget ran out and it blocked in poll(), so that the caller can size its
+// next budget. The waker is not drained here: a stop request stays visible.
 Napi::Value Wait(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsArray()) ThrowTypeError(env, "fds must be an array of file descriptors");
@@ -70,15 +77,18 @@ Napi::Value Wait(const Napi::CallbackInfo& info) {
   int64_t spinUs = info.Length() > 3 ? IntArg(info, 3, "spinUs", 0, 1000000) : 0;
 
   const int64_t deadline = NowMs() + timeoutMs;
-  int rc = spinUs > 0 ? SpinPoll(polls, count + 1, spinUs) : 0;
-  if (rc == 0)
+  bool waited = false;
+  int rc = spinUs > 0 ? SpinPoll(polls, count + 1, spinUs, &waited) : 0;
+  int32_t mask = rc > 0 && waited ? kSpun : 0;
+  if (rc == 0) {
+    if (spinUs > 0) mask = kSlept;
     for (;;) {
       rc = poll(polls, count + 1, timeoutMs);
       if (rc >= 0 || errno != EINTR) break;
       if (timeoutMs > 0) timeoutMs = static_cast<int>(std::max<int64_t>(0, deadline - NowMs()));
     }
+  }
   if (rc < 0) ThrowSyscallError(env, errno, "poll", "poll", "");
-  int32_t mask = 0;
   for (int i = 0; i <= count; i++) {
     if (polls[i].revents & POLLNVAL) {
       ThrowSyscallError(env, EBADF, "poll", "wait on fd " + std::to_string(polls[i].fd),
@@ -141,6 +151,8 @@ void RegisterWait(Napi::Env env, Napi::Object exports) {
   exports.Set("wakerDrain", Napi::Function::New(env, WakerDrain, "wakerDrain"));
   exports.Set("threadNice", Napi::Function::New(env, ThreadNice, "threadNice"));
   SetConstant(env, exports, "WAIT_WOKEN", kWoken);
+  SetConstant(env, exports, "WAIT_SPUN", kSpun);
+  SetConstant(env, exports, "WAIT_SLEPT", kSlept);
   SetConstant(env, exports, "WAIT_MAX_FDS", kMaxWaitFds);
 }
 

@@ -11,7 +11,7 @@ import type { DatagramBind, PacketQueue } from "../io/batch-io.js";
 import { native } from "../io/native.js";
 import { TunQueue } from "../io/tun.js";
 import { UdpSocket } from "../io/udp.js";
-import { WAIT_WOKEN, waitReadable } from "../io/wait.js";
+import { WAIT_SLEPT, WAIT_SPUN, WAIT_WOKEN, waitReadable } from "../io/wait.js";
 import { CoDel } from "./codel.js";
 import { IO_COUNTER, IO_COUNTER_SLOTS, type QueueTask } from "./queue-task.js";
 
@@ -113,7 +113,12 @@ export default function runQueue(task: QueueTask): { queue: number } {
   let tunBatches = 0;
   let udpBatches = 0;
   // Busy polling only right after traffic: an idle queue sleeps at once, so idle costs nothing.
+  // The budget adapts as NAPI's and DPDK's adaptive modes do: a spin that caught a packet restores
+  // the whole budget, one that ran out halves it, down to an eighth, so a queue whose traffic comes
+  // in sparse bursts (a request every few ms on the far side of a round trip) spins little.
   let active = false;
+  let spinBudget = busyPollUs;
+  const spinFloor = busyPollUs >> 3;
   const txFull = tx.size;
   const rxFull = rx.size;
   while (Atomics.load(stop, 0) === 0) {
@@ -123,7 +128,9 @@ export default function runQueue(task: QueueTask): { queue: number } {
       io[IO_COUNTER.queueDelayDrops] += BigInt(stale);
       tunBatches = udpBatches = stale = 0;
     }
-    let ready = waitReadable(watch, task.wakeFd, IDLE_WAIT_MS, active ? busyPollUs : 0);
+    let ready = waitReadable(watch, task.wakeFd, IDLE_WAIT_MS, active ? spinBudget : 0);
+    if (ready & WAIT_SPUN) spinBudget = busyPollUs;
+    else if (ready & WAIT_SLEPT) spinBudget = Math.max(spinFloor, spinBudget >> 1);
     if (ready & WAIT_WOKEN) native.wakerDrain(task.wakeFd);
     active = false;
     // Read only what poll() found readable, and again only while batches come back full: a short

@@ -49,6 +49,8 @@ export interface NativeIo {
   readonly TUN_F_USO4: number;
   readonly TUN_F_USO6: number;
   readonly WAIT_WOKEN: number;
+  readonly WAIT_SPUN: number;
+  readonly WAIT_SLEPT: number;
   readonly WAIT_MAX_FDS: number;
 
   closeFd(fd: number): void;

@@ -9,6 +9,10 @@ import { native } from "./native.js";
 
 /** Bit of waitReadable()'s result that says the waker was signalled. */
 export const WAIT_WOKEN = native.WAIT_WOKEN;
+/** Bit of waitReadable()'s result that says busy polling found an fd ready (after the first look). */
+export const WAIT_SPUN = native.WAIT_SPUN;
+/** Bit of waitReadable()'s result that says its busy-poll budget ran out and it blocked. */
+export const WAIT_SLEPT = native.WAIT_SLEPT;
 /** waitReadable() watches at most this many fds besides the waker. */
 export const WAIT_MAX_FDS = native.WAIT_MAX_FDS;
 
@@ -17,7 +21,8 @@ export const WAIT_MAX_FDS = native.WAIT_MAX_FDS;
  * so that the next read reports it), `wakeFd` is signalled (WAIT_WOKEN), or `timeoutMs` passes
  * (result 0; -1 waits for ever). wakeFd -1 means none. The waker stays signalled until drained.
  * With `spinUs` > 0 it first polls without sleeping for up to that many microseconds (busy polling;
- * between looks it yields the core to any other runnable thread).
+ * between looks it yields the core to any other runnable thread); WAIT_SPUN says that found an fd
+ * ready after its first look, WAIT_SLEPT that the budget ran out and it blocked.
  */
 export function waitReadable(fds: readonly number[], wakeFd: number, timeoutMs: number, spinUs = 0): number {
   if (isMainThread && (timeoutMs !== 0 || spinUs !== 0)) {

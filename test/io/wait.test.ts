@@ -4,7 +4,7 @@ import { on } from "node:events";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Worker } from "node:worker_threads";
 import { addonPath, native } from "../../src/io/native.js";
-import { WAIT_WOKEN, Waker, waitReadable } from "../../src/io/wait.js";
+import { WAIT_SLEPT, WAIT_SPUN, WAIT_WOKEN, Waker, waitReadable } from "../../src/io/wait.js";
 
 interface WaitResult {
   mask: number;
@@ -63,17 +63,26 @@ describe("waiting for I/O", () => {
     const waker = Waker.open();
     const idle = Waker.open();
     try {
-      // Signalled while still spinning (a 1-s budget, the most), and after a short budget ran out (asleep).
-      for (const spinUs of [1_000_000, 1000]) {
+      // Signalled while still spinning (a 1-s budget, the most: WAIT_SPUN, caught by spinning), and
+      // after a short budget ran out (asleep: WAIT_SLEPT).
+      for (const [spinUs, how] of [
+        [1_000_000, WAIT_SPUN],
+        [1000, WAIT_SLEPT],
+      ]) {
         const { result } = await blockedWorker([idle.fd], waker.fd, 10_000, spinUs);
         await sleep(200);
         waker.signal();
-        expect((await result).mask).toBe(WAIT_WOKEN);
+        expect((await result).mask).toBe(WAIT_WOKEN | how);
         expect(waker.drain()).toBe(1);
       }
+      // Ready at the first look: neither caught by spinning nor asleep.
+      waker.signal();
+      const ready = await blockedWorker([idle.fd], waker.fd, 10_000, 1000);
+      expect((await ready.result).mask).toBe(WAIT_WOKEN);
+      expect(waker.drain()).toBe(1);
       // A budget with nothing to see ends in the timeout, like a plain wait.
       const { result } = await blockedWorker([idle.fd], waker.fd, 50, 1000);
-      expect((await result).mask).toBe(0);
+      expect((await result).mask).toBe(WAIT_SLEPT);
       // Spinning blocks too, so the main thread may not.
       expect(() => waitReadable([idle.fd], waker.fd, 0, 100)).toThrow(
         expect.objectContaining({ code: "IO_WAIT_ON_MAIN_THREAD" }),
