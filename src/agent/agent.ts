@@ -144,7 +144,7 @@ export class Agent {
     return this.lanes.find((l) => l.family === family);
   }
 
-  /** The backend instance shown for the node as a whole (status, dataplane metrics): the first family's. */
+  /** The backend instance shown for the node as a whole (status): the first family's. */
   private get backend(): Backend | undefined {
     return this.lanes[0].backend;
   }
@@ -222,7 +222,7 @@ export class Agent {
           status: () => agent.status(),
           metrics: agentMetrics(
             control,
-            () => agent.backend,
+            () => agent.lanes.flatMap((l) => (l.backend ? [{ family: l.family, backend: l.backend }] : [])),
             () => agent.counters(),
             () => agent.subnets(),
             () => agent.socketDrops(),
