@@ -2,15 +2,23 @@
 // reference interpreter (test/reference/cbpf.ts) over generated VXLAN (and, for IPv4, flannel udp)
 // datagrams of both inner families: both directions of an echo land on one socket index, the
 // transport ports and echo identifiers spread over every index, and a datagram too short for the
-// loads gives 0. The IPv4 program is also checked end to end in the kernel by
-// test/dataplane/userspace.test.ts (a ping's requests and replies stay on one worker).
+// loads gives 0. That the interpreter is the kernel's: real reuseport groups in namespaces the
+// test creates hand sampled datagrams of each kind to the sockets the interpreter picks. (The IPv4
+// program is also checked end to end by test/dataplane/userspace.test.ts: a ping's requests and
+// replies stay on one worker.)
 import fc from "fast-check";
-import { describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { withNetns } from "../../src/io/netns.js";
+import { UdpSocket, type UdpOptions } from "../../src/io/udp.js";
+import { parseIpv4 } from "../../src/net/ipv4.js";
 import type { WireFormat } from "../../src/dataplane/queue-task.js";
 import { innerFlowSteering } from "../../src/dataplane/steering.js";
 import { buildIpv4, buildVxlan } from "../reference/build.js";
 import { runClassicBpf } from "../reference/cbpf.js";
 import { addrBytes } from "../reference/packets6.js";
+import { Slots } from "../io/slots.js";
+import { until } from "../io/until.js";
+import { canUseNetns, Netns, vethPair } from "../support/netns.js";
 
 const MAC = Uint8Array.from([0x0a, 0x58, 0x20, 0x01, 0x80, 0x01]);
 const POD4 = 0xc6130000; // 198.19.0.0/16
@@ -177,4 +185,91 @@ describe("classic BPF reference interpreter", () => {
     expect(runClassicBpf(prog, Uint8Array.from([1, 2, 3]))).toBe(0);
     expect(() => runClassicBpf(Int32Array.from([0x06, 0, 0, 1]), new Uint8Array(4))).toThrow(/not in the reference/);
   });
+});
+
+describe.skipIf(!canUseNetns())("the kernel's reuseport groups pick the socket the reference interpreter picks", () => {
+  const [A, B] = [parseIpv4("198.18.0.1"), parseIpv4("198.18.0.2")];
+  const WORKERS = 4;
+  let nsA: Netns;
+  let nsB: Netns;
+  const sockets: UdpSocket[] = [];
+  const open = (ns: Netns, options: UdpOptions) => {
+    const sock = withNetns(ns.name, () => UdpSocket.open(options));
+    sockets.push(sock);
+    return sock;
+  };
+
+  beforeAll(async () => {
+    nsA = await Netns.create("stra");
+    nsB = await Netns.create("strb");
+    await vethPair(nsA, "sa", "198.18.0.1/24", nsB, "sb", "198.18.0.2/24");
+  });
+  afterAll(async () => {
+    for (const s of sockets) s.close();
+    await nsA?.destroy();
+    await nsB?.destroy();
+  });
+
+  it.each(CASES)(
+    "inner IPv$family over $format: echoes, TCP/UDP flows and short datagrams",
+    async ({ format, family }) => {
+      const icmp = family === 4 ? 1 : 58;
+      const first = open(nsB, { address: B, port: 0, reusePort: true });
+      const group = [
+        first,
+        ...Array.from({ length: WORKERS - 1 }, () => open(nsB, { address: B, port: first.port, reusePort: true })),
+      ];
+      const program = innerFlowSteering(format, WORKERS, family);
+      first.setReuseportProgram(program);
+      const sender = open(nsA, { address: A, port: 0 });
+      // Each full datagram ends in its own 2-byte tag, past every byte the program reads; the short
+      // ones are cuts of one datagram, told apart by length.
+      const tag = (i: number) => Uint8Array.from([i >> 8, i & 255]);
+      const full = fc
+        .sample(
+          fc.tuple(flowOf(family), fc.constantFrom(icmp, 6, 17), fc.boolean(), fc.integer({ min: 0, max: 0xffff })),
+          120,
+        )
+        .map(([f, protocol, reply, n], i) => {
+          const l4 =
+            protocol === icmp
+              ? echo(family, reply, n, i, n ^ i, tag(i))
+              : ports(n, 443, Uint8Array.from([...new Uint8Array(16), ...tag(i)]));
+          return datagram(format, family, innerPacket(f, protocol, l4));
+        });
+      const needed = (format === "vxlan" ? 22 : 0) + (family === 4 ? 20 : 40) + 4;
+      const short = Array.from({ length: needed }, (_, n) => full[0].subarray(0, n));
+      const all = [...full, ...short];
+      const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
+      const expected = new Map(all.map((d) => [hex(d), runClassicBpf(program, d)]));
+      expect(expected.size).toBe(all.length);
+      // The sample covers every socket, so that a kernel that ignored the program would show.
+      expect(new Set(expected.values()).size).toBe(WORKERS);
+
+      const out = new Slots(all.length);
+      all.forEach((d, i) => {
+        out.put(i, d);
+        out.set(i, { ADDR: B, PORT: first.port });
+      });
+      let sent = 0;
+      await until("every datagram sent", () =>
+        (sent += sender.send(out.buf, out.descs, sent, all.length - sent)) === all.length ? true : undefined,
+      );
+      const got = new Map<string, number>();
+      const inbox = new Slots(all.length);
+      await until(
+        `${all.length} datagrams received`,
+        () => {
+          for (const [q, sock] of group.entries()) {
+            inbox.reset();
+            const n = sock.recv(inbox.buf, inbox.descs, 0, all.length);
+            for (let k = 0; k < n; k++) got.set(hex(inbox.packet(k)), q);
+          }
+          return got.size === all.length ? true : undefined;
+        },
+        5000,
+      );
+      expect(got).toEqual(expected);
+    },
+  );
 });
