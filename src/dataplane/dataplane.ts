@@ -314,7 +314,7 @@ export class UserspaceDataplane {
   /**
    * Adds or updates a peer of the dataplane's family; reaches every worker at once (shared route
    * table). An IPv6 dataplane takes an IPv4 underlay too (as ::ffff:a.b.c.d), sent from its
-   * IPv6 sockets when they are bound to "::".
+   * IPv6 sockets when they are bound to "::", or from IPv4 sockets (IPv6 over the IPv4 underlay).
    */
   setPeer(peer: DataplanePeer): void {
     if (familyOf(peer.subnet.addr) !== this.family)

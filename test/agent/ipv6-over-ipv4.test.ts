@@ -7,6 +7,8 @@
 // IPv6 underlay, are refused the same way.
 import { readFile } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { withNetns } from "../../src/io/netns.js";
+import { UdpSocket } from "../../src/io/udp.js";
 import { LabAgents, type AgentStatus, type LabAgent } from "../../src/lab/agents.js";
 import { LabCluster, LAB_POD_NETWORK6 } from "../../src/lab/cluster.js";
 import { ping } from "../../src/lab/traffic.js";
@@ -101,9 +103,20 @@ describe.skipIf(!canUseNetns())("agents, dual-stack wasm-vxlan, IPv6 over the IP
     }
   }, 120_000);
 
-  it("a node that gains an IPv6 underlay address and restarts refuses, and is refused by, the others for IPv6 (logged and counted); IPv4 and the others' IPv6 keep working", async () => {
+  it("Port + 1 held by another process stops the start; a node that gains an IPv6 underlay address and restarts refuses, and is refused by, the others for IPv6 (logged and counted); IPv4 and the others' IPv6 keep working", async () => {
     const [a1, a2, a3] = all;
     await agents.stop(a3);
+    // Preflight knows the IPv6 dataplane's port: another process on Port + 1 stops the start.
+    const holder = withNetns(a3.host.ns.name, () => UdpSocket.open({ address: a3.host.underlayAddr, port: 8473 }));
+    try {
+      agents.start(a3);
+      expect(await agents.exited(a3)).toBe(1);
+      expect(await agents.logTail(a3, 5)).toMatch(
+        /\[CONFIG_PORT_IN_USE\] Backend\.Port \+ 1 \(net-conf\.json; the IPv6 dataplane over the IPv4 underlay\) 8473: UDP 198\.18\.0\.13:8473 is already in use/,
+      );
+    } finally {
+      holder.close();
+    }
     await a3.host.ns.ip("addr add 2001:2::13/64 dev eth0 nodad");
     agents.start(a3);
     await agents.waitReady(a3);
