@@ -158,16 +158,17 @@ export function agentMetrics(
         }
       }),
   );
-  mirroredCounter(
-    registry,
+  // Dataplane counters per family and direction (tx: TUN to socket, rx: socket to TUN).
+  const perDirection = (name: string, help: string, pick: (c: DataplaneCounters["tx"]) => bigint) =>
+    mirroredCounter(registry, name, help, ["family", "direction"], (set) =>
+      eachDataplane(backends, (d, family) => {
+        for (const direction of ["tx", "rx"] as const) set({ family, direction }, Number(pick(d[direction])));
+      }),
+    );
+  perDirection(
     "weft_dataplane_bytes_total",
     "Userspace dataplane bytes forwarded by address family and direction",
-    ["family", "direction"],
-    (set) =>
-      eachDataplane(backends, (d, family) => {
-        set({ family, direction: "tx" }, Number(d.tx.bytesForwarded));
-        set({ family, direction: "rx" }, Number(d.rx.bytesForwarded));
-      }),
+    (c) => c.bytesForwarded,
   );
   new Gauge({
     // Labelled by backend so that kernel backends, which have no dataplane, show no sample (an
@@ -181,16 +182,10 @@ export function agentMetrics(
       eachDataplane(backends, (d, family, b) => this.set({ backend: b.type, family }, d.offload.enabled ? 1 : 0));
     },
   });
-  mirroredCounter(
-    registry,
+  perDirection(
     "weft_dataplane_offload_segments_total",
     "Segments cut from super-packets (tx) and merged into super-packets (rx) by the userspace dataplane, by address family",
-    ["family", "direction"],
-    (set) =>
-      eachDataplane(backends, (d, family) => {
-        set({ family, direction: "tx" }, Number(d.tx.offloadSegments));
-        set({ family, direction: "rx" }, Number(d.rx.offloadSegments));
-      }),
+    (c) => c.offloadSegments,
   );
   mirroredCounter(
     registry,
