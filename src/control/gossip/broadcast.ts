@@ -1,5 +1,6 @@
 // Transmit-limited broadcast queue (memberlist's TransmitLimitedQueue). Each queued broadcast
-// rides on outgoing packets until it was sent `limit()` times; least-sent first, newest first
+// rides on outgoing packets until it was sent `limit(broadcast)` times (read on every send, so a
+// limit that drops ends the broadcasts already past it); least-sent first, newest first
 // among equals, so fresh news spreads before repeats. A broadcast with a key replaces an older one
 // with the same key (only a node's newest state is worth spreading).
 
@@ -12,6 +13,8 @@ export interface Broadcast {
   readonly onDone?: () => void;
   /** News most members already have: sent only KNOWN_NEWS_SENDS times, after everything fresher. */
   readonly alreadyKnown?: boolean;
+  /** Another member's "alive": in a join wave it is pushed fewer times, and pulls find it (pull.ts). */
+  readonly joinNews?: boolean;
 }
 
 /**
@@ -45,7 +48,7 @@ export class TransmitLimitedQueue {
   private count = 0;
 
   constructor(
-    private readonly limit: () => number,
+    private readonly limit: (broadcast: Broadcast) => number,
     private readonly maxEntries: number,
   ) {}
 
@@ -59,7 +62,7 @@ export class TransmitLimitedQueue {
       if (old) this.remove(old);
     }
     // Already-known news starts near the limit: it goes out after fresher news, and only a few times.
-    const transmits = broadcast.alreadyKnown ? Math.max(0, this.limit() - KNOWN_NEWS_SENDS) : 0;
+    const transmits = broadcast.alreadyKnown ? Math.max(0, this.limit(broadcast) - KNOWN_NEWS_SENDS) : 0;
     const entry: Entry = { broadcast, id: this.nextId++, transmits };
     this.bucket(transmits).push(entry);
     this.count++;
@@ -85,11 +88,10 @@ export class TransmitLimitedQueue {
         remaining -= cost;
       }
     }
-    const limit = this.limit();
     for (const entry of picked) {
       this.detach(entry);
       entry.transmits++;
-      if (entry.transmits >= limit) this.finish(entry);
+      if (entry.transmits >= this.limit(entry.broadcast)) this.finish(entry);
       else this.insertSorted(this.bucket(entry.transmits), entry);
     }
     return picked.map((e) => e.broadcast.payload);

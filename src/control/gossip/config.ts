@@ -32,6 +32,18 @@ export interface MemberlistConfig {
 
   /** Each broadcast is sent RetransmitMult × ceil(log10(N + 1)) times, then dropped from the queue. */
   readonly retransmitMult: number;
+  /** In a wave (see waveChanges), another member's "alive" is sent only
+   *  ceil(waveRetransmitMult × ceil(log10(N + 1))) times (may be a fraction): delta pulls find
+   *  what the shorter push misses (pull.ts). Suspicions, deaths and this node's own record keep
+   *  retransmitMult. */
+  readonly waveRetransmitMult: number;
+  /** A node is in a wave while it took at least this many record changes in the last
+   *  pullWindowMs (a lone join or failure is not a wave: its news keeps the full push). */
+  readonly waveChanges: number;
+  /** In a wave, pull the live records a random member took in the last pullWindowMs and this
+   *  node lacks, this often (0: never; nothing is sent outside waves). */
+  readonly pullIntervalMs: number;
+  readonly pullWindowMs: number;
   readonly gossipIntervalMs: number;
   readonly gossipNodes: number;
   /** Dead members still receive gossip this long, so a falsely declared node hears it and refutes. */
@@ -73,6 +85,11 @@ const lan: GossipProfile = {
   suspicionConfirmations: 2,
   awarenessMaxMultiplier: 8,
   retransmitMult: 4,
+  // Join waves at 1,000 nodes (ARCHITECTURE.md, "Gossip at 1,000 nodes"): a short push, then pulls.
+  waveRetransmitMult: 0.5,
+  waveChanges: 16,
+  pullIntervalMs: 500,
+  pullWindowMs: 2000,
   // memberlist: 200 ms. Gossip only sends when there is news, so this costs nothing when idle and
   // doubles how much news a node can pass on during a join wave.
   gossipIntervalMs: 100,
@@ -168,6 +185,12 @@ export function validateConfig(c: MemberlistConfig): MemberlistConfig {
   if (!Number.isSafeInteger(c.indirectChecks) || c.indirectChecks < 0) bad("indirectChecks", "must be >= 0");
   if (!Number.isSafeInteger(c.suspicionConfirmations) || c.suspicionConfirmations < 0)
     bad("suspicionConfirmations", "must be >= 0");
+  if (!Number.isSafeInteger(c.pullIntervalMs) || c.pullIntervalMs < 0) bad("pullIntervalMs", "must be >= 0");
+  if (!Number.isSafeInteger(c.pullWindowMs) || c.pullWindowMs <= 0 || c.pullWindowMs < c.pullIntervalMs)
+    bad("pullWindowMs", "must be a positive integer >= pullIntervalMs");
+  if (!Number.isSafeInteger(c.waveChanges) || c.waveChanges < 1) bad("waveChanges", "must be a positive integer");
+  if (!Number.isFinite(c.waveRetransmitMult) || c.waveRetransmitMult <= 0 || c.waveRetransmitMult > c.retransmitMult)
+    bad("waveRetransmitMult", "must be above 0 and at most retransmitMult");
   if (!Number.isSafeInteger(c.gossipToTheDeadMs) || c.gossipToTheDeadMs < 0) bad("gossipToTheDeadMs", "must be >= 0");
   if (c.probeTimeoutMs >= c.probeIntervalMs) bad("probeTimeoutMs", "must be below probeIntervalMs");
   if (c.suspicionMaxTimeoutMult < 1) bad("suspicionMaxTimeoutMult", "must be >= 1");

@@ -14,6 +14,8 @@ import { encodeMessage, framedSize, type Envelope, type Message } from "./messag
 import { BROADCAST_OVERHEAD, Wire, type Request } from "./net.js";
 import { contain, newCounters, type GossipCounters, type GossipLogger } from "./observability.js";
 import { FailureDetector } from "./probe.js";
+import { DeltaPull } from "./pull.js";
+import { WaveMeter, waveRetransmitLimit } from "./wave.js";
 import { initialIncarnation, isLive, Membership, view } from "./state.js";
 import { Timers } from "../timers.js";
 
@@ -38,6 +40,9 @@ export function pushPullInterval(baseMs: number, liveCount: number): number {
   return baseMs * (Math.ceil(Math.log2(liveCount) - Math.log2(32)) + 1);
 }
 
+/** The window a join asks of its seeds other than the first (see join): just their latest news. */
+const JOIN_INTRO_WINDOW_MS = 1;
+
 /** What a user message costs in an envelope besides its payload: bin header + array, kind, bin header. */
 const USER_MESSAGE_OVERHEAD = BROADCAST_OVERHEAD + 5;
 const EMPTY = new Uint8Array(0);
@@ -55,6 +60,8 @@ export class Memberlist {
   private readonly membership: Membership;
   private readonly wire: Wire;
   private readonly detector: FailureDetector;
+  private readonly wave: WaveMeter;
+  private readonly pull: DeltaPull;
   private readonly timers: Timers;
   private running = true;
   private joinSyncPending = false;
@@ -72,8 +79,12 @@ export class Memberlist {
     this.logger = deps.logger ?? pino({ level: "silent" });
     this.timers = new Timers(deps.clock);
     this.awareness = new Awareness(this.config.awarenessMaxMultiplier);
+    this.wave = new WaveMeter(deps.clock, this.config.pullWindowMs, this.config.waveChanges);
     this.broadcasts = new TransmitLimitedQueue(
-      () => retransmitLimit(this.config.retransmitMult, this.membership.liveCount()),
+      (b) =>
+        b.joinNews && this.wave.inWave()
+          ? waveRetransmitLimit(this.config.waveRetransmitMult, this.membership.liveCount())
+          : retransmitLimit(this.config.retransmitMult, this.membership.liveCount()),
       this.config.maxQueuedBroadcasts,
     );
     const advertise = this.config.advertise ?? deps.transport.local;
@@ -94,6 +105,7 @@ export class Memberlist {
       events: deps.events,
       lastCheck: (target, done) => this.detector.confirm(target, done),
       nameClaimed: (claim) => void this.checkName(claim),
+      changed: () => this.wave.note(),
     });
     this.onNameLost = deps.onNameLost;
     this.wire = new Wire({
@@ -114,6 +126,14 @@ export class Memberlist {
       counters: this.stats,
       logger: this.logger,
     });
+    this.pull = new DeltaPull({
+      config: this.config,
+      clock: deps.clock,
+      random: deps.random,
+      membership: this.membership,
+      wire: this.wire,
+      wave: this.wave,
+    });
     this.wire.onPacket((from, envelope) => this.onPacket(from, envelope));
     this.wire.onRequest((request) => this.onRequest(request));
     this.detector.start();
@@ -123,6 +143,7 @@ export class Memberlist {
       () => this.antiEntropy(),
     );
     this.every(this.config.reconnectIntervalMs, () => this.reconnect());
+    if (this.config.pullIntervalMs > 0) this.every(this.config.pullIntervalMs, () => this.pull.tick());
   }
 
   /**
@@ -132,7 +153,17 @@ export class Memberlist {
    */
   async join(seeds: readonly Addr[]): Promise<number> {
     this.assertRunning();
-    const results = await Promise.allSettled(seeds.map((seed) => this.pushPull(seed, true)));
+    // With delta pulls, one seed's full state is enough: the others get a catch-up of a short
+    // window, so they learn of us (and spread our record) without sending theirs whole, which was
+    // most of a join wave's push-pull bytes. If the first seed fails, one that answered the
+    // catch-up is asked in full.
+    const introMs = this.config.pullIntervalMs > 0 ? JOIN_INTRO_WINDOW_MS : 0;
+    const results = await Promise.allSettled(seeds.map((seed, i) => this.pushPull(seed, true, i === 0 ? 0 : introMs)));
+    if (introMs > 0 && results[0]?.status === "rejected") {
+      const other = results.findIndex((r) => r.status === "fulfilled");
+      if (other > 0)
+        results[other] = (await Promise.allSettled([this.pushPull(seeds[other], true)]))[0];
+    }
     for (const [i, r] of results.entries()) {
       if (r.status === "rejected") this.logger.debug({ seed: seeds[i], err: r.reason }, "join: seed did not answer");
     }
@@ -337,7 +368,7 @@ export class Memberlist {
       }
     }
     this.membership.mergeRemote(reply.message.nodes, reply.sender);
-    this.mergeUserState(reply.message.userState, join);
+    this.mergeUserState(reply.message.userState, join && catchUpMs === 0);
     if (join) this.scheduleJoinSync(started);
   }
 
@@ -414,6 +445,8 @@ export class Memberlist {
     const sendingMs = (retransmitLimit(retransmitMult, this.membership.liveCount()) * gossipIntervalMs) / gossipNodes;
     this.timers.after(Math.ceil(2 * sendingMs), () => {
       this.joinSyncPending = false;
+      // In a wave, delta pulls already ask for what raced with the join, every pullIntervalMs.
+      if (this.config.pullIntervalMs > 0 && this.wave.inWave()) return;
       const [peer] = this.membership.randomNodes(1, (r) => r.state === "alive" && r.name !== this.config.name);
       if (!peer) return;
       const windowMs = Math.ceil(this.clock.now() - joinStartedAt + 2 * sendingMs);
@@ -482,6 +515,12 @@ export class Memberlist {
         case "user":
           this.deliver(envelope.sender, m.payload);
           break;
+        case "pull":
+          this.pull.answer(from, envelope.sender, m);
+          break;
+        case "pullReply":
+          this.membership.mergePulled(m.nodes);
+          break;
         case "pushPull":
           this.stats.dropped.unexpected++;
           break;
@@ -497,14 +536,16 @@ export class Memberlist {
         // a catch-up (see catchUpRequest), with only what changed here within its window.
         const own = m.nodes.find((n) => n.name === sender);
         const catchUpMs = !m.join && own && isLive(own.state) ? own.stateAgeMs : 0;
+        // A sender using the name of a live member at another address learns of it from our reply
+        // (our full state, even to a catch-up) and stops; nothing it says is taken in meanwhile
+        // (its lease ring least of all).
+        const known = this.membership.get(sender);
+        const conflict = own && known && isLive(known.state) && (known.host !== own.host || known.port !== own.port);
         const reply: Message =
-          catchUpMs > 0
+          catchUpMs > 0 && !conflict
             ? this.pushPullMessage(false, this.membership.statesSince(catchUpMs))
             : this.pushPullMessage(m.join);
-        // A sender using the name of a live member at another address learns of it from our reply
-        // and stops; nothing it says is taken in meanwhile (its lease ring least of all).
-        const known = this.membership.get(sender);
-        if (own && known && isLive(known.state) && (known.host !== own.host || known.port !== own.port)) {
+        if (conflict) {
           this.stats.protocol.nameConflicts++;
           this.logger.warn(
             { node: sender, known: `${known.host}:${known.port}`, claimed: `${own.host}:${own.port}` },

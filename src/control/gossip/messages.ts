@@ -12,6 +12,9 @@ import { MAX_NAME_BYTES } from "./config.js";
 
 const WIRE_VERSION = 1;
 
+/** Largest pull digest (a Bloom filter; see digest.ts): it must fit one packet with room to spare. */
+export const MAX_DIGEST_BYTES = 1024;
+
 // One encoder for the module (msgpack's encode() builds a new one per call); encode() returns a
 // copy, so callers may keep the bytes.
 const encoder = new Encoder();
@@ -38,7 +41,14 @@ export type Message =
   | { kind: "dead"; node: string; incarnation: number; from: string }
   /** A message of the layer above (Delegate.notifyMsg). */
   | { kind: "user"; payload: Uint8Array }
-  | { kind: "pushPull"; join: boolean; nodes: NodeState[]; userState: Uint8Array };
+  | { kind: "pushPull"; join: boolean; nodes: NodeState[]; userState: Uint8Array }
+  /** Delta pull (pull.ts): "send me the live records you took within windowMs that `digest`
+   *  (a Bloom filter of name + incarnation, salted with `salt`) does not hold". Newer than wire
+   *  version 1's first agents: an agent without it refuses the frame, and the puller just gets
+   *  no answer (see pull.ts on mixed versions). */
+  | { kind: "pull"; salt: number; windowMs: number; digest: Uint8Array }
+  /** The answer to a pull: records as in push-pull, merged without being gossiped on. */
+  | { kind: "pullReply"; nodes: NodeState[] };
 
 export type MessageKind = Message["kind"];
 export const MESSAGE_KINDS = [
@@ -51,6 +61,8 @@ export const MESSAGE_KINDS = [
   "dead",
   "user",
   "pushPull",
+  "pull",
+  "pullReply",
 ] as const satisfies readonly MessageKind[];
 
 const STATE_CODES = ["alive", "suspect", "dead", "left"] as const satisfies readonly MemberState[];
@@ -73,13 +85,21 @@ export function encodeMessage(m: Message): Uint8Array {
     case "user":
       return encode([code, m.payload]);
     case "pushPull":
-      return encode([
-        code,
-        m.join,
-        m.nodes.map((n) => [n.name, n.host, n.port, n.incarnation, STATE_CODES.indexOf(n.state), n.meta, n.stateAgeMs]),
-        m.userState,
-      ]);
+      return encode([code, m.join, m.nodes.map(nodeStateTuple), m.userState]);
+    case "pull":
+      return encode([code, m.salt, m.windowMs, m.digest]);
+    case "pullReply":
+      return encode([code, m.nodes.map(nodeStateTuple)]);
   }
+}
+
+function nodeStateTuple(n: NodeState): unknown[] {
+  return [n.name, n.host, n.port, n.incarnation, STATE_CODES.indexOf(n.state), n.meta, n.stateAgeMs];
+}
+
+/** Encoded bytes one record adds to a push-pull or pull reply (its tuple in the records array). */
+export function nodeStateSize(n: NodeState): number {
+  return encode(nodeStateTuple(n)).length;
 }
 
 /** The kind of an encoded message without decoding it: every message is a fixarray (byte 0)
@@ -213,17 +233,31 @@ function parseMessage(v: unknown, limits: DecodeLimits): Message | undefined {
       if (v.length !== 4 || typeof v[1] !== "boolean" || !Array.isArray(v[2]) || !isBytes(v[3], limits.maxFrameBytes)) {
         return undefined;
       }
-      const nodes: NodeState[] = [];
-      for (const n of v[2] as unknown[]) {
-        const node = parseNodeState(n, limits);
-        if (!node) return undefined;
-        nodes.push(node);
-      }
-      return { kind, join: v[1], nodes, userState: own(v[3]) };
+      const nodes = parseNodeStates(v[2], limits);
+      return nodes && { kind, join: v[1], nodes, userState: own(v[3]) };
+    }
+    case "pull":
+      return v.length === 4 && isUint(v[1]) && v[1] <= 0xffffffff && isUint(v[2]) && isBytes(v[3], MAX_DIGEST_BYTES)
+        ? { kind, salt: v[1], windowMs: v[2], digest: own(v[3]) }
+        : undefined;
+    case "pullReply": {
+      if (v.length !== 2 || !Array.isArray(v[1])) return undefined;
+      const nodes = parseNodeStates(v[1], limits);
+      return nodes && { kind, nodes };
     }
     default:
       return undefined;
   }
+}
+
+function parseNodeStates(list: unknown[], limits: DecodeLimits): NodeState[] | undefined {
+  const nodes: NodeState[] = [];
+  for (const n of list) {
+    const node = parseNodeState(n, limits);
+    if (!node) return undefined;
+    nodes.push(node);
+  }
+  return nodes;
 }
 
 function parseNodeState(n: unknown, limits: DecodeLimits): NodeState | undefined {

@@ -69,6 +69,8 @@ export interface MembershipDeps {
   readonly lastCheck: (target: MemberEntry, done: (answered: boolean) => void) => void;
   /** A live record of this node's name at another address reached us (see Memberlist.checkName). */
   readonly nameClaimed?: (claim: { readonly host: string; readonly port: number }) => void;
+  /** This node took a change to a record (the join-wave meter, pull.ts). */
+  readonly changed?: () => void;
 }
 
 export class Membership {
@@ -141,8 +143,27 @@ export class Membership {
     return out;
   }
 
-  /** fromState: learned from a peer's full state rather than from news (see mergeRemote). */
-  applyAlive(a: Alive, fromState = false): void {
+  /** The records this node took a change to in the last windowMs (a delta pull's digest and answer). */
+  changedWithin(windowMs: number): MemberEntry[] {
+    const since = this.deps.clock.now() - windowMs;
+    return this.list.filter((r) => r.updatedAt >= since);
+  }
+
+  /** A pull reply's records: live ones only; deaths and suspicions travel by gossip and probes. */
+  mergePulled(nodes: readonly NodeState[]): void {
+    for (const n of nodes) {
+      if (n.state !== "alive") continue;
+      const { name, incarnation, host, port, meta } = n;
+      this.applyAlive({ kind: "alive", node: name, incarnation, host, port, meta }, "pull");
+    }
+  }
+
+  /**
+   * How the record came: as news (gossip, gossiped on in full), in a peer's full state (gossiped
+   * on a few times, see mergeRemote), or in a pull reply (not gossiped on: whoever else lacks it
+   * pulls it too, pull.ts).
+   */
+  applyAlive(a: Alive, via: "news" | "state" | "pull" = "news"): void {
     if (a.node === this.me.name) {
       if (a.host !== this.me.host || a.port !== this.me.port) {
         // Another node uses our name (it joined through a member that did not know us). Refuting
@@ -178,7 +199,7 @@ export class Membership {
         updatedAt: this.deps.clock.now(),
       };
       this.insert(rec);
-      this.broadcast(a, undefined, fromState);
+      if (via !== "pull") this.broadcast(a, undefined, via === "state");
       this.notify("join", rec);
       return;
     }
@@ -199,9 +220,9 @@ export class Membership {
     cur.host = a.host;
     cur.port = a.port;
     cur.meta = a.meta;
-    cur.updatedAt = this.deps.clock.now();
+    this.touch(cur);
     this.setState(cur, "alive");
-    this.broadcast(a);
+    if (via !== "pull") this.broadcast(a);
     if (!wasLive) this.notify("join", cur);
     else if (changed) this.notify("update", cur);
   }
@@ -217,7 +238,7 @@ export class Membership {
     }
     this.cancelSuspicion(s.node);
     cur.incarnation = s.incarnation;
-    cur.updatedAt = this.deps.clock.now();
+    this.touch(cur);
     this.setState(cur, "suspect");
     this.startSuspicion(cur, s.from);
     this.broadcast(s);
@@ -252,7 +273,7 @@ export class Membership {
     const wasLive = isLive(cur.state);
     this.cancelSuspicion(d.node);
     cur.incarnation = d.incarnation;
-    cur.updatedAt = this.deps.clock.now();
+    this.touch(cur);
     this.setState(cur, next);
     if (next === "dead") this.deaths.push({ msg: d, at: cur.updatedAt });
     this.broadcast(d);
@@ -300,7 +321,7 @@ export class Membership {
         case "alive":
           this.applyAlive(
             { kind: "alive", node: n.name, incarnation: n.incarnation, host: n.host, port: n.port, meta: n.meta },
-            !known && n.name !== peer,
+            !known && n.name !== peer ? "state" : "news",
           );
           break;
         case "left":
@@ -310,7 +331,7 @@ export class Membership {
           if (!known)
             this.applyAlive(
               { kind: "alive", node: n.name, incarnation: n.incarnation, host: n.host, port: n.port, meta: n.meta },
-              n.name !== peer,
+              n.name !== peer ? "state" : "news",
             );
           this.applySuspect({ kind: "suspect", node: n.name, incarnation: n.incarnation, from: self });
           break;
@@ -338,7 +359,7 @@ export class Membership {
   setLocalMeta(meta: Uint8Array): void {
     this.me.incarnation++;
     this.me.meta = meta;
-    this.me.updatedAt = this.deps.clock.now();
+    this.touch(this.me);
     this.broadcast(this.aliveMessage(this.me));
     this.notify("update", this.me);
   }
@@ -348,6 +369,7 @@ export class Membership {
   leave(onSent: () => void): void {
     this.leaving = true;
     const anyoneElse = this.liveCount() > 1;
+    this.touch(this.me);
     this.setState(this.me, "left");
     this.broadcast(
       { kind: "dead", node: this.me.name, incarnation: this.me.incarnation, from: this.me.name },
@@ -428,7 +450,7 @@ export class Membership {
 
   private refute(accusedIncarnation: number): void {
     this.me.incarnation = Math.max(this.me.incarnation, accusedIncarnation) + 1;
-    this.me.updatedAt = this.deps.clock.now();
+    this.touch(this.me);
     this.broadcast(this.aliveMessage(this.me));
     // Being suspected is a hint that we are the slow one (Lifeguard).
     this.deps.awareness.applyDelta(1);
@@ -450,6 +472,7 @@ export class Membership {
   }
 
   private insert(rec: MemberEntry): void {
+    this.deps.changed?.();
     this.records.set(rec.name, rec);
     this.listIndex.set(rec.name, this.list.length);
     this.list.push(rec);
@@ -486,6 +509,12 @@ export class Membership {
     rec.updatedAt = rec.stateChangedAt;
   }
 
+  /** Marks a record as changed here now (catch-ups and pulls send what changed lately). */
+  private touch(rec: MemberEntry): void {
+    rec.updatedAt = this.deps.clock.now();
+    this.deps.changed?.();
+  }
+
   private cancelSuspicion(name: string): void {
     this.suspicions.get(name)?.cancel();
     this.suspicions.delete(name);
@@ -496,7 +525,8 @@ export class Membership {
   }
 
   private broadcast(m: Alive | Suspect | Dead, onDone?: () => void, alreadyKnown = false): void {
-    this.deps.broadcasts.enqueue({ key: m.node, payload: encodeMessage(m), onDone, alreadyKnown });
+    const joinNews = m.kind === "alive" && m.node !== this.me.name;
+    this.deps.broadcasts.enqueue({ key: m.node, payload: encodeMessage(m), onDone, alreadyKnown, joinNews });
   }
 
   private notify(what: "join" | "update" | "leave" | "suspect", rec: MemberEntry): void {
@@ -512,7 +542,7 @@ export class Membership {
   }
 }
 
-function nodeState(r: MemberEntry, now: number): NodeState {
+export function nodeState(r: MemberEntry, now: number): NodeState {
   return {
     name: r.name,
     host: r.host,

@@ -1,0 +1,76 @@
+// Delta pulls: the pull half of push-pull rumour spreading (Karp et al.), for join waves. While
+// this node is in a wave (wave.ts), every pullIntervalMs it sends one random live member a
+// "pull" packet: a digest (digest.ts) of the records it took in the last 2 × pullWindowMs. The
+// member answers in one packet with the live records it took in the last pullWindowMs that the
+// digest lacks, newest first, and nothing if there are none. So the short push of a wave reaches
+// most members, and each pull round squares the share still missing a record, at the cost of a
+// digest (some 10 bits a record) and the records actually missing. Outside waves nothing is sent.
+// Mixed versions: an agent that predates pulls refuses the frame (counted as garbage) and
+// answers nothing; the puller loses only that round, and that agent still pushes in full.
+import type { Addr, Clock, Random } from "../runtime.js";
+import type { MemberlistConfig } from "./config.js";
+import { buildDigest, digestHas } from "./digest.js";
+import { nodeStateSize, type Message, type NodeState } from "./messages.js";
+import type { Wire } from "./net.js";
+import { nodeState, type Membership } from "./state.js";
+import type { WaveMeter } from "./wave.js";
+
+type Pull = Extract<Message, { kind: "pull" }>;
+
+/** The longest window a pull may ask for: bounds the work one packet can cause. */
+const MAX_PULL_WINDOW_MS = 60_000;
+/** A pull reply's message around its records: fixarray, kind code, array header (≤ 65535). */
+const REPLY_OVERHEAD = 5;
+
+export interface DeltaPullDeps {
+  readonly config: MemberlistConfig;
+  readonly clock: Clock;
+  readonly random: Random;
+  readonly membership: Membership;
+  readonly wire: Wire;
+  readonly wave: WaveMeter;
+}
+
+export class DeltaPull {
+  constructor(private readonly deps: DeltaPullDeps) {}
+
+  /** One pull round (every pullIntervalMs): only in a wave, to one random live member. */
+  tick(): void {
+    const { config, membership, random, wave, wire } = this.deps;
+    if (!wave.inWave()) return;
+    const [peer] = membership.randomNodes(1, (r) => r.state === "alive" && r.name !== config.name);
+    if (!peer) return;
+    // The digest covers twice the window asked for: a record the member took lately may have
+    // reached us a little earlier.
+    const held = membership.changedWithin(2 * config.pullWindowMs);
+    const salt = Math.floor(random.next() * 0x1_0000_0000);
+    const digest = buildDigest(salt, held, held.length);
+    // Not piggybacked: an agent without pulls drops the whole frame, broadcasts included.
+    wire.send(
+      { host: peer.host, port: peer.port },
+      [{ kind: "pull", salt, windowMs: config.pullWindowMs, digest }],
+      false,
+    );
+  }
+
+  /** Answers a pull from `sender` at `from` (see the module comment); silent if nothing is missing. */
+  answer(from: Addr, sender: string, m: Pull): void {
+    const { clock, membership, wire } = this.deps;
+    const missing = membership
+      .changedWithin(Math.min(m.windowMs, MAX_PULL_WINDOW_MS))
+      .filter((r) => r.state === "alive" && r.name !== sender && !digestHas(m.digest, m.salt, r))
+      .sort((a, b) => b.updatedAt - a.updatedAt);
+    if (missing.length === 0) return;
+    const now = clock.now();
+    // The reply's bin header is at most 3 bytes (a packet is far below 64 KiB).
+    let budget = wire.packetBudget() - 3 - REPLY_OVERHEAD;
+    const nodes: NodeState[] = [];
+    for (const r of missing) {
+      const n = nodeState(r, now);
+      budget -= nodeStateSize(n);
+      if (budget < 0) break;
+      nodes.push(n);
+    }
+    if (nodes.length > 0) wire.send(from, [{ kind: "pullReply", nodes }]);
+  }
+}
