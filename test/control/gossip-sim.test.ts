@@ -5,7 +5,10 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import type { EventDelegate, NodeView } from "../../src/control/gossip/delegate.js";
 import { generateKey, Keyring } from "../../src/control/gossip/keyring.js";
-import { CLUSTER_KEY, SimCluster, type NodeOptions } from "./sim/cluster.js";
+import { profiles } from "../../src/control/gossip/config.js";
+import { EnvelopeDecoder } from "../../src/control/gossip/messages.js";
+import type { GossipCounters } from "../../src/control/gossip/observability.js";
+import { CLUSTER_KEY, SimCluster, type NodeOptions, type SimNode } from "./sim/cluster.js";
 import type { LinkConditions } from "./sim/network.js";
 
 /** Runs per property; raise with GOSSIP_SIM_RUNS for a longer soak. */
@@ -42,6 +45,25 @@ async function formCluster(s: number, n: number, conditions: Partial<LinkConditi
   ).toBe(true);
   expect(await cluster.runUntil(() => cluster.converged(), 60_000), `${cluster.describe()}: no convergence`).toBe(true);
   return cluster;
+}
+
+/** n nodes: n0 first, then each of the others joins through up to 3 random earlier ones, spread over spreadMs. */
+async function joinWave(
+  cluster: SimCluster,
+  n: number,
+  spreadMs: number,
+  options: (i: number) => NodeOptions = () => ({}),
+  added: (node: SimNode, i: number) => void = () => {},
+) {
+  added(cluster.add("n0", options(0)), 0);
+  for (let i = 1; i < n; i++) {
+    const earlier = cluster.liveNodes();
+    const node = cluster.add(`n${i}`, options(i));
+    added(node, i);
+    const seeds = Array.from({ length: Math.min(3, earlier.length) }, () => earlier[cluster.random.int(earlier.length)]);
+    void node.ml().join(seeds.map((x) => x.addr));
+    await cluster.runFor(spreadMs / (n - 1));
+  }
 }
 
 const deadEverywhere = (cluster: SimCluster, names: string[]) => () =>
@@ -272,7 +294,8 @@ describe("membership in the simulator", () => {
 
   it("the join's follow-up is a catch-up: only records changed around the join come back", async () => {
     // Periodic anti-entropy and reconnects pushed out of the way: the joiner's exchanges are its own.
-    const quiet = { config: { pushPullIntervalMs: 3_600_000, reconnectIntervalMs: 3_600_000 } };
+    // The 25 records a joiner learns are no wave here (in a wave, pulls replace the follow-up).
+    const quiet = { config: { pushPullIntervalMs: 3_600_000, reconnectIntervalMs: 3_600_000, waveChanges: 100 } };
     const cluster = await formCluster(12, 24, {}, quiet);
     await cluster.runFor(30_000); // everything the members know is older than any catch-up window
     const joiner = cluster.add("late", quiet);
@@ -287,6 +310,64 @@ describe("membership in the simulator", () => {
     expect(catchUp, cluster.describe()).toBeGreaterThan(0);
     expect(catchUp * 5, cluster.describe()).toBeLessThan(fullState);
     expect(await cluster.runUntil(() => cluster.converged(), 30_000), cluster.describe()).toBe(true);
+  });
+
+  it("24 nodes joining one seed at once converge without anti-entropy (short push, then pulls)", async () => {
+    const quiet = { config: { pushPullIntervalMs: 3_600_000, reconnectIntervalMs: 3_600_000 } };
+    for (const s of [12, 13, 14]) {
+      const cluster = await formCluster(s, 24, {}, quiet);
+      expect(cluster.converged(), cluster.describe()).toBe(true);
+    }
+  });
+
+  it("a join wave converges through delta pulls with anti-entropy out of the way; an idle cluster pulls nothing", async () => {
+    const quiet = { pushPullIntervalMs: 3_600_000, reconnectIntervalMs: 3_600_000 };
+    const cluster = new SimCluster({ seed: 21, conditions: { loss: 0.05 }, config: quiet });
+    await joinWave(cluster, 32, 600);
+    expect(await cluster.runUntil(() => cluster.converged(), 30_000), `${cluster.describe()}: no convergence`).toBe(true);
+    const sum = (f: (c: GossipCounters) => number) => cluster.liveNodes().reduce((a, n) => a + f(n.ml().counters()), 0);
+    // The short push left gaps that pulls filled: pulls were answered with records.
+    expect(sum((c) => c.sent.pull.messages), cluster.describe()).toBeGreaterThan(0);
+    expect(sum((c) => c.received.pullReply.messages), cluster.describe()).toBeGreaterThan(0);
+    // Once the wave is over nobody pulls: a settled cluster pays nothing for them.
+    await cluster.runFor(5_000);
+    const pulls = sum((c) => c.sent.pull.messages);
+    await cluster.runFor(60_000);
+    expect(sum((c) => c.sent.pull.messages), cluster.describe()).toBe(pulls);
+    expect(cluster.converged(), cluster.describe()).toBe(true);
+  });
+
+  it("mixed versions: agents without pulls (they refuse the frame) and agents with them converge after a wave", async () => {
+    // Anti-entropy as configured (30 s here): an older agent hears less of a wave while the agents
+    // with pulls still push short (until their unanswered pulls make them push in full), and
+    // push-pull repairs that, as it repairs any missed gossip.
+    const cluster = new SimCluster({ seed: 22 });
+    // Odd nodes play the older agent: full push, no pulls, full joins, and (below) they refuse
+    // any frame holding a kind they do not know, as EnvelopeDecoder refuses unknown kinds.
+    const old = (i: number) => i % 2 === 1;
+    const oldHosts = new Set<string>();
+    const keyring = new Keyring(CLUSTER_KEY);
+    const decoder = new EnvelopeDecoder({ maxMetaBytes: 512, maxFrameBytes: 1 << 20 });
+    const refusedByOld: string[] = [];
+    cluster.net.filter = (_from, to, frame) => {
+      if (!oldHosts.has(to.host)) return true;
+      const opened = keyring.open(frame, "packet");
+      const kinds = opened.ok ? (decoder.decode(opened.plaintext)?.messages.map((m) => m.message.kind) ?? []) : [];
+      const unknown = kinds.filter((k) => k === "pull" || k === "pullReply");
+      refusedByOld.push(...unknown);
+      return unknown.length === 0;
+    };
+    await joinWave(
+      cluster,
+      32,
+      600,
+      (i) => (old(i) ? { config: { pullIntervalMs: 0, waveRetransmitMult: profiles.lan.retransmitMult } } : {}),
+      (node, i) => old(i) && oldHosts.add(node.addr.host),
+    );
+    expect(await cluster.runUntil(() => cluster.converged(), 60_000), `${cluster.describe()}: no convergence`).toBe(true);
+    // Older agents only ever got pull requests (which they drop), never a reply they did not ask for.
+    expect(refusedByOld.length, cluster.describe()).toBeGreaterThan(0);
+    expect(new Set(refusedByOld), cluster.describe()).toEqual(new Set(["pull"]));
   });
 
   it("a crashed node that restarts rejoins under a higher incarnation", async () => {

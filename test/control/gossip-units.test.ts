@@ -1,11 +1,14 @@
 // Unit tests of the membership building blocks: config profiles, Lifeguard suspicion, the probe
-// schedule, local health, the transmit-limited broadcast queue.
+// schedule, local health, the transmit-limited broadcast queue, join waves and the pull digest.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { Awareness } from "../../src/control/gossip/awareness.js";
 import { KNOWN_NEWS_SENDS, retransmitLimit, TransmitLimitedQueue } from "../../src/control/gossip/broadcast.js";
 import { makeConfig, profiles } from "../../src/control/gossip/config.js";
 import { ProbeRing } from "../../src/control/gossip/schedule.js";
+import { buildDigest, digestHas } from "../../src/control/gossip/digest.js";
+import { MAX_DIGEST_BYTES } from "../../src/control/gossip/messages.js";
+import { WaveMeter, waveRetransmitLimit } from "../../src/control/gossip/wave.js";
 import { WeftError } from "../../src/errors.js";
 import { Suspicion, suspicionBounds, suspicionTimeout } from "../../src/control/gossip/suspicion.js";
 import { loneClock } from "./sim/doubles.js";
@@ -30,6 +33,11 @@ describe("config profiles", () => {
       () => makeConfig("lan", "a", { maxMetaBytes: 1300 }),
       () => makeConfig("lan", "a", { tombstoneRetentionMs: 1000 }),
       () => makeConfig("lan", "x".repeat(129)),
+      () => makeConfig("lan", "a", { pullIntervalMs: -1 }),
+      () => makeConfig("lan", "a", { pullWindowMs: 100 }),
+      () => makeConfig("lan", "a", { waveChanges: 0 }),
+      () => makeConfig("lan", "a", { waveRetransmitMult: 0 }),
+      () => makeConfig("lan", "a", { waveRetransmitMult: 5 }),
     ];
     for (const f of invalid) {
       expect(f).toThrow(WeftError);
@@ -281,5 +289,70 @@ describe("TransmitLimitedQueue", () => {
       }),
       { numRuns: 200 },
     );
+  });
+});
+
+describe("join waves (wave.ts) and the pull digest (digest.ts)", () => {
+  it("sends another member's alive ceil(mult × ceil(log10(N+1))) times in a wave, at least once", () => {
+    expect(waveRetransmitLimit(0.5, 1000)).toBe(2);
+    expect(waveRetransmitLimit(0.5, 9)).toBe(1);
+    expect(waveRetransmitLimit(1, 1000)).toBe(4);
+    expect(waveRetransmitLimit(0.1, 1)).toBe(1);
+  });
+
+  it("is in a wave while the last `changes` changes fall within the window, and leaves it after", async () => {
+    const { scheduler, clock } = loneClock();
+    const meter = new WaveMeter(clock, 2000, 3);
+    expect(meter.inWave()).toBe(false);
+    meter.note();
+    meter.note();
+    expect(meter.inWave()).toBe(false);
+    await scheduler.runFor(1500);
+    meter.note();
+    expect(meter.inWave()).toBe(true);
+    await scheduler.runFor(501);
+    expect(meter.inWave()).toBe(false); // the first two are now older than the window
+    meter.note();
+    meter.note();
+    expect(meter.inWave()).toBe(true);
+  });
+
+  it("a queue whose limit depends on the broadcast ends join news at the lower limit", () => {
+    const q = new TransmitLimitedQueue((b) => (b.joinNews ? 1 : 3), 100);
+    q.enqueue({ payload: new Uint8Array(4).fill(1), joinNews: true });
+    q.enqueue({ payload: new Uint8Array(4).fill(2) });
+    expect(q.take(0, 100).map((p) => p[0])).toEqual([2, 1]);
+    expect(q.take(0, 100).map((p) => p[0])).toEqual([2]);
+    expect(q.take(0, 100).map((p) => p[0])).toEqual([2]);
+    expect(q.size()).toBe(0);
+  });
+
+  it("a digest holds every key put in it, whatever the salt (property)", () => {
+    const key = fc.record({ name: fc.string({ minLength: 1, maxLength: 40 }), incarnation: fc.nat() });
+    fc.assert(
+      fc.property(fc.array(key, { maxLength: 300 }), fc.nat({ max: 0xffffffff }), (keys, salt) => {
+        const digest = buildDigest(salt, keys, keys.length);
+        expect(digest.length).toBeLessThanOrEqual(MAX_DIGEST_BYTES);
+        for (const k of keys) expect(digestHas(digest, salt, k)).toBe(true);
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it("a digest rarely holds a key it was not given, and another salt hides other keys", () => {
+    const held = Array.from({ length: 400 }, (_, i) => ({ name: `n${i}`, incarnation: 1_700_000_000 }));
+    const others = Array.from({ length: 4000 }, (_, i) => ({ name: `m${i}`, incarnation: 1_700_000_000 }));
+    const falsePositives = (salt: number): Set<string> => {
+      const digest = buildDigest(salt, held, held.length);
+      return new Set(others.filter((k) => digestHas(digest, salt, k)).map((k) => k.name));
+    };
+    const a = falsePositives(1);
+    const b = falsePositives(2);
+    // About 1% at 10 bits a key; bounded loosely so the test cannot flake on the hash.
+    expect(a.size).toBeLessThan(others.length * 0.03);
+    expect([...a].filter((n) => b.has(n)).length).toBeLessThan(Math.max(3, a.size / 4));
+    // Not a filter this module builds (empty, or not a power of two): holds nothing.
+    expect(digestHas(new Uint8Array(0), 1, held[0])).toBe(false);
+    expect(digestHas(new Uint8Array(12).fill(255), 1, held[0])).toBe(false);
   });
 });

@@ -3,6 +3,7 @@
 import { chmodSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { encode } from "@msgpack/msgpack";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import type { WeftError } from "../../src/errors.js";
@@ -13,6 +14,7 @@ import {
   EnvelopeDecoder,
   envelopeHeader,
   kindOfEncoded,
+  MAX_DIGEST_BYTES,
   MESSAGE_KINDS,
   type Message,
 } from "../../src/control/gossip/messages.js";
@@ -173,6 +175,19 @@ const message: fc.Arbitrary<Message> = fc.oneof(
     ),
     userState: bytes(100),
   }),
+  fc.record({
+    kind: fc.constant("pull" as const),
+    salt: fc.nat({ max: 0xffffffff }),
+    windowMs: uint,
+    digest: bytes(MAX_DIGEST_BYTES),
+  }),
+  fc.record({
+    kind: fc.constant("pullReply" as const),
+    nodes: fc.array(
+      fc.record({ name, host: name, port, incarnation: uint, state, meta: bytes(64), stateAgeMs: uint }),
+      { maxLength: 5 },
+    ),
+  }),
 ) as fc.Arbitrary<Message>;
 
 describe("envelope codec", () => {
@@ -223,12 +238,48 @@ describe("envelope codec", () => {
       meta: new Uint8Array(0),
     });
     const negative = encodeMessage({ kind: "ack", seq: -1 });
+    const bigDigest = encodeMessage({ kind: "pull", salt: 1, windowMs: 1, digest: new Uint8Array(MAX_DIGEST_BYTES + 1) });
+    const bigSalt = encodeMessage({ kind: "pull", salt: 2 ** 32, windowMs: 1, digest: new Uint8Array(8) });
     const emptyName = encodeMessage({ kind: "suspect", node: "", incarnation: 1, from: "a" });
-    for (const bad of [tooBigMeta, badPort, negative, emptyName]) {
+    for (const bad of [tooBigMeta, badPort, negative, emptyName, bigDigest, bigSalt]) {
       // One bad message spoils the whole frame: nothing in it is acted on.
       expect(decoder.decode(buildEnvelope(header, [ok, bad]))).toBeUndefined();
     }
     expect(decoder.decode(envelopeHeader("a").subarray(0, 3))).toBeUndefined();
     expect(decoder.decode(new Uint8Array(0))).toBeUndefined();
+  });
+});
+
+describe("mixed versions on the wire", () => {
+  it("keeps every message kind an older agent knows at its code and encoding; pulls are new kinds after them", () => {
+    // Codes are positions: an older agent decodes kinds 0..8 as before and refuses 9 and 10.
+    expect(MESSAGE_KINDS.slice(0, 9)).toEqual([
+      "ping",
+      "indirectPing",
+      "ack",
+      "nack",
+      "alive",
+      "suspect",
+      "dead",
+      "user",
+      "pushPull",
+    ]);
+    expect(MESSAGE_KINDS.indexOf("pull")).toBe(9);
+    expect(MESSAGE_KINDS.indexOf("pullReply")).toBe(10);
+    // A push-pull is still [code, join, [[name, host, port, incarnation, state, meta, age]], userState].
+    const meta = text("m");
+    expect(
+      encodeMessage({
+        kind: "pushPull",
+        join: false,
+        nodes: [{ name: "a", host: "h", port: 1, incarnation: 2, state: "alive", meta, stateAgeMs: 3 }],
+        userState: new Uint8Array(0),
+      }),
+    ).toEqual(
+      encode([8, false, [["a", "h", 1, 2, 0, meta, 3]], new Uint8Array(0)]),
+    );
+    expect(encodeMessage({ kind: "alive", node: "a", incarnation: 2, host: "h", port: 1, meta })).toEqual(
+      encode([4, "a", 2, "h", 1, meta]),
+    );
   });
 });

@@ -82,7 +82,7 @@ export class Memberlist {
     this.wave = new WaveMeter(deps.clock, this.config.pullWindowMs, this.config.waveChanges);
     this.broadcasts = new TransmitLimitedQueue(
       (b) =>
-        b.joinNews && this.wave.inWave()
+        b.joinNews && this.wave.inWave() && this.pull.answering()
           ? waveRetransmitLimit(this.config.waveRetransmitMult, this.membership.liveCount())
           : retransmitLimit(this.config.retransmitMult, this.membership.liveCount()),
       this.config.maxQueuedBroadcasts,
@@ -519,6 +519,7 @@ export class Memberlist {
           this.pull.answer(from, envelope.sender, m);
           break;
         case "pullReply":
+          this.pull.answered(envelope.sender);
           this.membership.mergePulled(m.nodes);
           break;
         case "pushPull":

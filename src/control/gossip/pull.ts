@@ -2,11 +2,13 @@
 // this node is in a wave (wave.ts), every pullIntervalMs it sends one random live member a
 // "pull" packet: a digest (digest.ts) of the records it took in the last 2 × pullWindowMs. The
 // member answers in one packet with the live records it took in the last pullWindowMs that the
-// digest lacks, newest first, and nothing if there are none. So the short push of a wave reaches
-// most members, and each pull round squares the share still missing a record, at the cost of a
-// digest (some 10 bits a record) and the records actually missing. Outside waves nothing is sent.
-// Mixed versions: an agent that predates pulls refuses the frame (counted as garbage) and
-// answers nothing; the puller loses only that round, and that agent still pushes in full.
+// digest lacks, newest first (an empty reply if none). So the short push of a wave reaches most
+// members, and each pull round squares the share still missing a record, at the cost of a digest
+// (some 10 bits a record) and the records actually missing. Outside waves nothing is sent.
+// Mixed versions: an agent that predates pulls refuses the frame (counted as garbage) and answers
+// nothing, and it never pulls, so it would miss what the short push does not bring it. So this
+// node pushes short only while most of its recent pulls were answered (answering()); among older
+// agents, it pushes in full as they do.
 import type { Addr, Clock, Random } from "../runtime.js";
 import type { MemberlistConfig } from "./config.js";
 import { buildDigest, digestHas } from "./digest.js";
@@ -31,15 +33,34 @@ export interface DeltaPullDeps {
   readonly wave: WaveMeter;
 }
 
+/** Recent pulls remembered, and how many of them must have been answered for a short push. */
+const RECENT_PULLS = 8;
+const ANSWERED_FOR_SHORT_PUSH = 6;
+
 export class DeltaPull {
+  /** Whether each of the last RECENT_PULLS pulls was answered (a ring; optimistic at first). */
+  private readonly recent = new Array<boolean>(RECENT_PULLS).fill(true);
+  private next = 0;
+  /** The member asked last, until it answers or the next round counts it as silent. */
+  private awaiting?: string;
+
   constructor(private readonly deps: DeltaPullDeps) {}
+
+  /** Whether members answer this node's pulls (pulls on, and most recent ones answered; loss
+   *  costs a few): only then may this node cut its push short in a wave (see the module comment). */
+  answering(): boolean {
+    if (this.deps.config.pullIntervalMs === 0) return false;
+    return this.recent.filter(Boolean).length >= ANSWERED_FOR_SHORT_PUSH;
+  }
 
   /** One pull round (every pullIntervalMs): only in a wave, to one random live member. */
   tick(): void {
     const { config, membership, random, wave, wire } = this.deps;
+    if (this.awaiting !== undefined) this.record(false);
     if (!wave.inWave()) return;
     const [peer] = membership.randomNodes(1, (r) => r.state === "alive" && r.name !== config.name);
     if (!peer) return;
+    this.awaiting = peer.name;
     // The digest covers twice the window asked for: a record the member took lately may have
     // reached us a little earlier.
     const held = membership.changedWithin(2 * config.pullWindowMs);
@@ -53,14 +74,18 @@ export class DeltaPull {
     );
   }
 
-  /** Answers a pull from `sender` at `from` (see the module comment); silent if nothing is missing. */
+  /** A pull reply from `sender` arrived (its records are merged by the caller). */
+  answered(sender: string): void {
+    if (sender === this.awaiting) this.record(true);
+  }
+
+  /** Answers a pull from `sender` at `from` (see the module comment), empty if nothing is missing. */
   answer(from: Addr, sender: string, m: Pull): void {
     const { clock, membership, wire } = this.deps;
     const missing = membership
       .changedWithin(Math.min(m.windowMs, MAX_PULL_WINDOW_MS))
       .filter((r) => r.state === "alive" && r.name !== sender && !digestHas(m.digest, m.salt, r))
       .sort((a, b) => b.updatedAt - a.updatedAt);
-    if (missing.length === 0) return;
     const now = clock.now();
     // The reply's bin header is at most 3 bytes (a packet is far below 64 KiB).
     let budget = wire.packetBudget() - 3 - REPLY_OVERHEAD;
@@ -71,6 +96,12 @@ export class DeltaPull {
       if (budget < 0) break;
       nodes.push(n);
     }
-    if (nodes.length > 0) wire.send(from, [{ kind: "pullReply", nodes }]);
+    wire.send(from, [{ kind: "pullReply", nodes }]);
+  }
+
+  private record(answered: boolean): void {
+    this.awaiting = undefined;
+    this.recent[this.next] = answered;
+    this.next = (this.next + 1) % RECENT_PULLS;
   }
 }

@@ -95,9 +95,14 @@ export class SimClock implements Clock {
 /** Sees every frame sent (before loss), e.g. to capture frames for a replay attack. */
 export type Tap = (kind: "packet" | "request", from: Addr, to: Addr, frame: Uint8Array) => void;
 
+/** Decides per datagram whether it is delivered (false: dropped, counted as blocked), e.g. to
+ *  play an older agent that refuses a frame kind it does not know. */
+export type PacketFilter = (from: Addr, to: Addr, frame: Uint8Array) => boolean;
+
 export class SimNetwork {
   conditions: LinkConditions;
   tap?: Tap;
+  filter?: PacketFilter;
   readonly stats: NetworkStats = {
     packetsSent: 0,
     packetsLost: 0,
@@ -160,7 +165,7 @@ export class SimNetwork {
     const c = this.conditions;
     this.stats.packetsSent++;
     this.tap?.("packet", from, to, frame);
-    if (!this.reachable(from, to)) {
+    if (!this.reachable(from, to) || (this.filter && !this.filter(from, to, frame))) {
       this.stats.packetsBlocked++;
       return;
     }
