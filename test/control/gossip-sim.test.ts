@@ -442,6 +442,37 @@ describe("membership in the simulator", () => {
     for (const r of reflected) expect(r.length).toBeLessThanOrEqual(smallestPing); // ...with bare acks
   });
 
+  it("a replayed pull with a forged source is answered to the puller's own address, never to the source", async () => {
+    const cluster = new SimCluster({ seed: 23 });
+    const keyring = new Keyring(CLUSTER_KEY);
+    const decoder = new EnvelopeDecoder({ maxMetaBytes: 512, maxFrameBytes: 1 << 20 });
+    const pulls: { from: string; to: string; frame: Uint8Array }[] = [];
+    cluster.net.tap = (kind, from, to, frame) => {
+      const opened = kind === "packet" ? keyring.open(frame, "packet") : undefined;
+      if (opened?.ok && decoder.decode(opened.plaintext)?.messages.some((m) => m.message.kind === "pull"))
+        pulls.push({ from: from.host, to: to.host, frame });
+    };
+    await joinWave(cluster, 24, 400);
+    expect(pulls.length, cluster.describe()).toBeGreaterThan(0);
+    const victim = { host: "198.18.200.1", port: 7946 };
+    await cluster.runFor(10_000); // the wave is over: nobody pulls on its own any more
+    const toVictim: Uint8Array[] = [];
+    const replies = new Set<string>();
+    cluster.net.tap = (kind, _from, to, frame) => {
+      if (kind !== "packet") return;
+      if (to.host === victim.host) toVictim.push(frame);
+      const opened = keyring.open(frame, "packet");
+      if (opened.ok && decoder.decode(opened.plaintext)?.messages.some((m) => m.message.kind === "pullReply"))
+        replies.add(to.host);
+    };
+    const sample = pulls.slice(-20);
+    for (const p of sample) cluster.net.inject(victim, { host: p.to, port: 7946 }, p.frame);
+    await cluster.runFor(200);
+    expect(toVictim, cluster.describe()).toEqual([]);
+    expect(replies.size, cluster.describe()).toBeGreaterThan(0);
+    for (const host of replies) expect(sample.map((p) => p.from), cluster.describe()).toContain(host);
+  });
+
   it("garbage, bit-flipped and oversized frames are dropped, counted, and change nothing", async () => {
     const cluster = await formCluster(7, 4);
     const target = cluster.node("n0");

@@ -516,7 +516,7 @@ export class Memberlist {
           this.deliver(envelope.sender, m.payload);
           break;
         case "pull":
-          this.pull.answer(from, envelope.sender, m);
+          this.pull.answer(envelope.sender, m);
           break;
         case "pullReply":
           this.pull.answered(envelope.sender);

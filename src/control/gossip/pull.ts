@@ -9,7 +9,7 @@
 // nothing, and it never pulls, so it would miss what the short push does not bring it. So this
 // node pushes short only while most of its recent pulls were answered (answering()); among older
 // agents, it pushes in full as they do.
-import type { Addr, Clock, Random } from "../runtime.js";
+import type { Clock, Random } from "../runtime.js";
 import type { MemberlistConfig } from "./config.js";
 import { buildDigest, digestHas } from "./digest.js";
 import { nodeStateSize, type Message, type NodeState } from "./messages.js";
@@ -79,9 +79,15 @@ export class DeltaPull {
     if (sender === this.awaiting) this.record(true);
   }
 
-  /** Answers a pull from `sender` at `from` (see the module comment), empty if nothing is missing. */
-  answer(from: Addr, sender: string, m: Pull): void {
+  /**
+   * Answers a pull from `sender` (see the module comment), empty if nothing is missing. The reply
+   * goes to the address the sender's record holds, never to the packet's source: a replayed pull
+   * with a forged source must not turn a small packet into a large one at a stranger's address.
+   */
+  answer(sender: string, m: Pull): void {
     const { clock, membership, wire } = this.deps;
+    const to = membership.get(sender);
+    if (!to || to.state !== "alive") return;
     const missing = membership
       .changedWithin(Math.min(m.windowMs, MAX_PULL_WINDOW_MS))
       .filter((r) => r.state === "alive" && r.name !== sender && !digestHas(m.digest, m.salt, r))
@@ -96,7 +102,7 @@ export class DeltaPull {
       if (budget < 0) break;
       nodes.push(n);
     }
-    wire.send(from, [{ kind: "pullReply", nodes }]);
+    wire.send({ host: to.host, port: to.port }, [{ kind: "pullReply", nodes }]);
   }
 
   private record(answered: boolean): void {
