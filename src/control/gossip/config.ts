@@ -89,7 +89,7 @@ const lan: GossipProfile = {
   waveRetransmitMult: 0.5,
   waveChanges: 16,
   pullIntervalMs: 500,
-  pullWindowMs: 2000,
+  pullWindowMs: 4000,
   // memberlist: 200 ms. Gossip only sends when there is news, so this costs nothing when idle and
   // doubles how much news a node can pass on during a join wave.
   gossipIntervalMs: 100,

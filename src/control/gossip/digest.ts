@@ -2,7 +2,7 @@
 // records the puller already holds. A pair in it is never sent back; a false positive only
 // withholds a record for one pull, since every pull draws a new salt (so the same pair is not
 // hidden twice in a row except by chance). Sized at about 10 bits per pair (false positives about
-// 1% with 4 hashes), capped at MAX_DIGEST_BYTES; a power of two, so a bit index is a mask.
+// 1% with 4 hashes), capped at MAX_DIGEST_BYTES.
 import { MAX_DIGEST_BYTES } from "./messages.js";
 
 const HASHES = 4;
@@ -16,8 +16,7 @@ export interface DigestKey {
 
 /** A filter holding `keys`; with more keys than fit, the cap raises its false-positive rate. */
 export function buildDigest(salt: number, keys: Iterable<DigestKey>, count: number): Uint8Array {
-  let bytes = MIN_BYTES;
-  while (bytes < MAX_DIGEST_BYTES && bytes * 8 < count * BITS_PER_ENTRY) bytes *= 2;
+  const bytes = Math.min(MAX_DIGEST_BYTES, Math.max(MIN_BYTES, Math.ceil((count * BITS_PER_ENTRY) / 8)));
   const bits = new Uint8Array(bytes);
   for (const k of keys) forEachBit(salt, k, bytes * 8, (i) => (bits[i >>> 3] |= 1 << (i & 7)));
   return bits;
@@ -26,8 +25,7 @@ export function buildDigest(salt: number, keys: Iterable<DigestKey>, count: numb
 /** Whether the filter may hold the key (false: it certainly does not). An empty filter holds nothing. */
 export function digestHas(digest: Uint8Array, salt: number, key: DigestKey): boolean {
   const size = digest.length * 8;
-  // Only filters this module builds (power-of-two sizes) are read; anything else holds nothing.
-  if (size === 0 || (size & (size - 1)) !== 0) return false;
+  if (size === 0) return false;
   let all = true;
   forEachBit(salt, key, size, (i) => {
     if ((digest[i >>> 3] & (1 << (i & 7))) === 0) all = false;
@@ -55,6 +53,5 @@ function forEachBit(salt: number, key: DigestKey, size: number, visit: (bit: num
   }
   h1 ^= h1 >>> 15;
   h2 = (h2 ^ (h2 >>> 13)) | 1;
-  const mask = size - 1;
-  for (let i = 0; i < HASHES; i++) visit((h1 + Math.imul(i, h2)) & mask);
+  for (let i = 0; i < HASHES; i++) visit(((h1 + Math.imul(i, h2)) >>> 0) % size);
 }

@@ -1,8 +1,8 @@
 // Delta pulls: the pull half of push-pull rumour spreading (Karp et al.), for join waves. While
 // this node is in a wave (wave.ts), every pullIntervalMs it sends one random live member a
-// "pull" packet: a digest (digest.ts) of the records it took in the last 2 × pullWindowMs. The
-// member answers in one packet with the live records it took in the last pullWindowMs that the
-// digest lacks, newest first (an empty reply if none). So the short push of a wave reaches most
+// "pull" packet: a digest (digest.ts) of the records it took in the last pullWindowMs + 2 pull
+// intervals. The member answers in up to 3 packets with the live records it took in the last
+// pullWindowMs that the digest lacks, oldest first (an empty reply if none). So the short push of a wave reaches most
 // members, and each pull round squares the share still missing a record, at the cost of a digest
 // (some 10 bits a record) and the records actually missing. Outside waves nothing is sent.
 // Mixed versions: an agent that predates pulls refuses the frame (counted as garbage) and answers
@@ -21,6 +21,8 @@ type Pull = Extract<Message, { kind: "pull" }>;
 
 /** The longest window a pull may ask for: bounds the work one packet can cause. */
 const MAX_PULL_WINDOW_MS = 60_000;
+/** Packets one pull may be answered with (a member that missed much catches up over rounds). */
+const MAX_REPLY_PACKETS = 3;
 /** A pull reply's message around its records: fixarray, kind code, array header (≤ 65535). */
 const REPLY_OVERHEAD = 5;
 
@@ -61,9 +63,9 @@ export class DeltaPull {
     const [peer] = membership.randomNodes(1, (r) => r.state === "alive" && r.name !== config.name);
     if (!peer) return;
     this.awaiting = peer.name;
-    // The digest covers twice the window asked for: a record the member took lately may have
-    // reached us a little earlier.
-    const held = membership.changedWithin(2 * config.pullWindowMs);
+    // The digest covers a little more than the window asked for: a record the member took lately
+    // may have reached us a little earlier.
+    const held = membership.changedWithin(config.pullWindowMs + 2 * config.pullIntervalMs);
     const salt = Math.floor(random.next() * 0x1_0000_0000);
     const digest = buildDigest(salt, held, held.length);
     // Not piggybacked: an agent without pulls drops the whole frame, broadcasts included.
@@ -88,21 +90,27 @@ export class DeltaPull {
     const { clock, membership, wire } = this.deps;
     const to = membership.get(sender);
     if (!to || to.state !== "alive") return;
+    // Oldest first: those leave the window soonest, and a record that ages out of every member's
+    // window unpulled waits for anti-entropy (minutes at 1,000 nodes). Newer ones come next round.
     const missing = membership
       .changedWithin(Math.min(m.windowMs, MAX_PULL_WINDOW_MS))
       .filter((r) => r.state === "alive" && r.name !== sender && !digestHas(m.digest, m.salt, r))
-      .sort((a, b) => b.updatedAt - a.updatedAt);
+      .sort((a, b) => a.updatedAt - b.updatedAt);
     const now = clock.now();
-    // The reply's bin header is at most 3 bytes (a packet is far below 64 KiB).
-    let budget = wire.packetBudget() - 3 - REPLY_OVERHEAD;
-    const nodes: NodeState[] = [];
-    for (const r of missing) {
-      const n = nodeState(r, now);
-      budget -= nodeStateSize(n);
-      if (budget < 0) break;
-      nodes.push(n);
+    const addr = { host: to.host, port: to.port };
+    let next = 0;
+    for (let packet = 0; packet < MAX_REPLY_PACKETS && (packet === 0 || next < missing.length); packet++) {
+      // The reply's bin header is at most 3 bytes (a packet is far below 64 KiB).
+      let budget = wire.packetBudget() - 3 - REPLY_OVERHEAD;
+      const nodes: NodeState[] = [];
+      for (; next < missing.length; next++) {
+        const n = nodeState(missing[next], now);
+        budget -= nodeStateSize(n);
+        if (budget < 0) break;
+        nodes.push(n);
+      }
+      wire.send(addr, [{ kind: "pullReply", nodes }]);
     }
-    wire.send({ host: to.host, port: to.port }, [{ kind: "pullReply", nodes }]);
   }
 
   private record(answered: boolean): void {
