@@ -88,7 +88,7 @@ const lan: GossipProfile = {
   // Join waves at 1,000 nodes (ARCHITECTURE.md, "Gossip at 1,000 nodes"): a short push, then pulls.
   waveRetransmitMult: 0.5,
   waveChanges: 16,
-  pullIntervalMs: 500,
+  pullIntervalMs: 250,
   pullWindowMs: 4000,
   // memberlist: 200 ms. Gossip only sends when there is news, so this costs nothing when idle and
   // doubles how much news a node can pass on during a join wave.
