@@ -65,8 +65,6 @@ export class Memberlist {
   private readonly timers: Timers;
   private running = true;
   private joinSyncPending = false;
-  /** When this node last got a seed's full state in a join (clock ms). */
-  private joinedAt = -Infinity;
   private readonly onNameLost?: (err: WeftError) => void;
   /** When the last name check started (clock ms); one runs at a time, at most one per 10 probes. */
   private nameCheckAt = -Infinity;
@@ -325,11 +323,6 @@ export class Memberlist {
   }
 
   private antiEntropy(): void {
-    // The first round is drawn within the interval of a lone node (30 s), before the join made
-    // the cluster big: a join's full exchange counts as this interval's round (at 1,000 nodes
-    // these rounds were half a join wave's bytes).
-    if (this.clock.now() - this.joinedAt < pushPullInterval(this.config.pushPullIntervalMs, this.membership.liveCount()))
-      return;
     const self = this.config.name;
     const [peer] = this.membership.randomNodes(1, (r) => r.state === "alive" && r.name !== self);
     if (!peer) return;
@@ -376,7 +369,6 @@ export class Memberlist {
     }
     this.membership.mergeRemote(reply.message.nodes, reply.sender);
     this.mergeUserState(reply.message.userState, join && catchUpMs === 0);
-    if (join && catchUpMs === 0) this.joinedAt = this.clock.now();
     if (join) this.scheduleJoinSync(started);
   }
 
