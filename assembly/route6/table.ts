@@ -2,11 +2,13 @@
 // exact get and delete, next-hop records, and the IPv4 table's seqlock publication (../route/
 // seqlock.ts): one writer, lock-free readers that redo a batch when the generation moved.
 //
-// Scheme. Every /16 has an 8-byte record: the best rule of length 0..16 (expanded, in the IPv4
-// table's entry format: valid bit, depth, next hop) and the root of a path-compressed multibit
-// trie (trie.ts, 6-bit strides) holding its longer rules. A lookup reads its /16's record; with no
-// root the short entry is the answer (one read, as in DIR-24-8), otherwise it walks the trie, one
-// node per branching point on the way to its longest rule, and falls back to the short entry.
+// Scheme. Every /16 has a 16-byte record (layout.ts ROOT_*): the best rule of length 0..16
+// (expanded, in the IPv4 table's entry format: valid bit, depth, next hop), the root of a
+// path-compressed multibit trie (trie.ts, 4-bit strides) holding its longer rules, and a filter of
+// the address bits 16..21 those rules cover. A lookup reads its /16's record; with no root, or a
+// clear filter bit, the short entry is the answer (one read, as in DIR-24-8), otherwise it walks
+// the trie, one node per branching point on the way to its longest rule, and falls back to the
+// short entry.
 // Every rule is also in the rule hash (rules.ts), for exact gets and for the writer (the rule an
 // address falls back to when one is deleted).
 // Addresses are 16 bytes in network order, in memory: callers pass pointers.
@@ -99,8 +101,8 @@ const OWNER_MASK: u32 = 0xff00_0000;
 
 /**
  * Bytes of the region for a table of maxRules rules (1..2^22) and maxNextHops next-hop records
- * (1..2^24); 0 if a count is out of its limit. 514 KiB fixed (the /16 records), then per rule
- * at most 64 B of rule hash and 576 B of trie nodes, per next hop 32 B.
+ * (1..2^24); 0 if a count is out of its limit. 1 MiB fixed (the /16 records), then per rule
+ * at most 64 B of rule hash and 2 trie nodes (2 x 96 B), per next hop 32 B.
  */
 export function route6TableSize(maxRules: u32, maxNextHops: u32): usize {
   return <usize>table6Bytes(maxRules, maxNextHops);
