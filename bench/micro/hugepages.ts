@@ -4,6 +4,7 @@
 // before the table is filled, so its pages fault in as 2 MiB ones where the kernel has them.
 // Lookups of addresses inside the prefixes, batches of 64 and 256; A and B alternate in this one
 // process and are timed by its CPU time (wall clock swings with the machine's other work), medians.
+// First, as background, the latency of dependent reads by working-set size on either kind of page.
 // Not in `npm run bench:micro` (it builds four large tables): `node dist/bench/micro/hugepages.js`.
 // ARCHITECTURE.md ("IPv6 route table") has the figures and why the dataplane does not advise.
 import { readFileSync } from "node:fs";
@@ -107,7 +108,45 @@ function rate(t: Table, batch: number, calls: number): number {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
+/**
+ * Nanoseconds per dependent read (a random cyclic chase over 64-byte lines) in a working set of
+ * `mib` MiB of a shared Wasm memory, on 4 KiB pages or advised huge ones: where the machine's
+ * caches end, and what a TLB miss adds to a miss.
+ */
+function chaseNs(mib: number, huge: boolean, reads: number): number {
+  const memory = createHotPathMemory();
+  const bytes = mib << 20;
+  memory.grow(Math.ceil((bytes + 2 * native.HUGE_PAGE_BYTES) / 65536));
+  const buf = new Uint8Array(memory.buffer);
+  const at = native.HUGE_PAGE_BYTES;
+  if (huge) native.memoryAdviseHugePages(buf, at, bytes, false);
+  const words = new Uint32Array(memory.buffer, at, bytes / 4);
+  const lines = bytes / 64;
+  const order = new Uint32Array(lines).map((_, i) => i);
+  const next = random32(mib);
+  for (let i = lines - 1; i > 0; i--) {
+    const j = next() % (i + 1);
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  for (let i = 0; i < lines; i++) words[order[i] * 16] = order[(i + 1) % lines] * 16;
+  let p = 0;
+  const start = process.cpuUsage();
+  for (let i = 0; i < reads; i++) p = words[p];
+  const used = process.cpuUsage(start);
+  return ((used.user + used.system) * 1000) / reads + (p & 0);
+}
+
 export function hugePageBenchmarks(rounds = 7): void {
+  console.log("Dependent random reads (ns each, median of 5) by working set, on 4 KiB / huge pages:");
+  for (const mib of [1, 2, 4, 12, 64]) {
+    const small: number[] = [];
+    const huge: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      small.push(chaseNs(mib, false, 2e6));
+      huge.push(chaseNs(mib, true, 2e6));
+    }
+    console.log(`  ${String(mib).padStart(2)} MiB: ${median(small).toFixed(0)} / ${median(huge).toFixed(0)}`);
+  }
   console.log("LPM tables on 4 KiB pages (A) and on transparent huge pages (B), 100k prefixes, addresses inside them;");
   console.log(`  CPU-time medians of ${rounds} alternating rounds, M lookups/s`);
   for (const [family, build] of [

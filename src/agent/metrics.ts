@@ -182,6 +182,16 @@ export function agentMetrics(
       eachDataplane(backends, (d, family, b) => this.set({ backend: b.type, family }, d.offload.enabled ? 1 : 0));
     },
   });
+  new Gauge({
+    name: "weft_dataplane_route_table_huge_page_bytes",
+    help: "Bytes of the userspace dataplane's route tables on transparent huge pages (advised MADV_HUGEPAGE), by address family; 0 when on 4 KiB pages (the reason is in /status and the log)",
+    labelNames: ["backend", "family"],
+    registers: [registry],
+    collect() {
+      this.reset();
+      eachDataplane(backends, (d, family, b) => this.set({ backend: b.type, family }, d.routeTablePages.advisedBytes));
+    },
+  });
   perDirection(
     "weft_dataplane_offload_segments_total",
     "Segments cut from super-packets (tx) and merged into super-packets (rx) by the userspace dataplane, by address family",

@@ -25,6 +25,7 @@ import { projectFile } from "../paths.js";
 import { DEFAULT_BUSY_POLL_US, DEFAULT_QUEUE_DELAY_US } from "./defaults.js";
 import { PeerTable, type DataplanePeer } from "./peers.js";
 import { innerFlowSteering } from "./steering.js";
+import { routeTableAllocator, type HugePageState } from "./huge-pages.js";
 import { openFirstSocket, openTunQueues, type OffloadState } from "./offload.js";
 import { IO_COUNTER, IO_COUNTER_SLOTS, type QueueTask, type ResultRegions, type WireFormat } from "./queue-task.js";
 
@@ -72,6 +73,11 @@ export interface UserspaceDataplaneOptions {
   queueDelayUs?: number;
   /** Nice value of the worker threads (default 0). */
   nice?: number;
+  /**
+   * Route tables on transparent huge pages (huge-pages.ts), where the kernel has them. Default
+   * true; without them they stay on 4 KiB pages (the reason is in counters() and the log).
+   */
+  hugePages?: boolean;
   logger?: Logger;
 }
 
@@ -85,6 +91,8 @@ export interface DataplaneCounters {
   workerRestarts: number;
   /** Whether offloads are in force, with what, or why not. */
   offload: OffloadState;
+  /** How much of the route tables is on huge pages, or why none. */
+  routeTablePages: HugePageState;
 }
 
 interface Queue {
@@ -151,6 +159,7 @@ export class UserspaceDataplane {
   private readonly queues: Queue[] = [];
   private readonly stopWord: Int32Array;
   private readonly offload: OffloadState;
+  private readonly routeTablePages: HugePageState;
   private pool?: Piscina;
   private restarts = 0;
   private stopping = false;
@@ -176,17 +185,17 @@ export class UserspaceDataplane {
       );
     this.hp = new HotPath(createHotPathMemory());
     const arena = new Arena(this.hp);
-    // Contexts always point at an IPv4 table; an IPv6 dataplane's stays empty (IPv4 packets find no route).
-    const routes = new RouteTable(
-      this.hp,
-      arena,
+    const tables = routeTableAllocator(this.hp, arena, opts.hugePages ?? true);
+    this.routeTablePages = tables.state;
+    // Contexts always point at an IPv4 table; an IPv6 dataplane's stays empty (IPv4 packets find no
+    // route) and small, so it stays off the huge pages.
+    const routes =
       this.family === 4
-        ? { tbl8Groups: 256, maxRules: maxPeers * 2, maxNextHops: maxPeers }
-        : { tbl8Groups: 1, maxRules: 1, maxNextHops: 1 },
-    );
+        ? new RouteTable(this.hp, arena, { tbl8Groups: 256, maxRules: maxPeers * 2, maxNextHops: maxPeers }, tables.alloc)
+        : new RouteTable(this.hp, arena, { tbl8Groups: 1, maxRules: 1, maxNextHops: 1 });
     const routes6 =
       this.family === 6
-        ? new RouteTable6(this.hp, arena, { maxRules: maxPeers * 2, maxNextHops: maxPeers })
+        ? new RouteTable6(this.hp, arena, { maxRules: maxPeers * 2, maxNextHops: maxPeers }, tables.alloc)
         : undefined;
     this.peers = new PeerTable(routes6 ?? routes, maxPeers);
     const stopAt = arena.alloc(4);
@@ -301,7 +310,18 @@ export class UserspaceDataplane {
       idleTimeout: Number.POSITIVE_INFINITY,
     });
     for (const q of this.queues) q.running = this.supervise(q);
-    const log = { workers: this.workers, format: this.opts.format, tun: tunName, offload: this.offload };
+    const log = {
+      workers: this.workers,
+      format: this.opts.format,
+      tun: tunName,
+      offload: this.offload,
+      routeTablePages: this.routeTablePages,
+    };
+    if (this.routeTablePages.reason)
+      this.opts.logger?.warn(
+        { routeTablePages: this.routeTablePages },
+        "route tables stay on 4 KiB pages; lookups in large tables will be a little slower",
+      );
     if (this.offload.enabled || this.opts.offloads === false)
       this.opts.logger?.info(log, "userspace dataplane started");
     else
@@ -376,6 +396,7 @@ export class UserspaceDataplane {
       perQueue,
       workerRestarts: this.restarts,
       offload: { ...this.offload, tun: [...this.offload.tun] },
+      routeTablePages: { ...this.routeTablePages },
     };
   }
 

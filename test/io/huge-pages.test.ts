@@ -1,12 +1,15 @@
 // The addon's memoryAdviseHugePages (native/src/memory.cc) on a real shared Wasm memory: it
 // advises exactly the whole 2 MiB pages inside the range it is given, checks its arguments, and
 // where the kernel has transparent huge pages the range is then backed by them (/proc/self/smaps).
-// An IPv6 route table built in an advised range answers as the reference does.
+// An IPv6 route table built in an advised range answers as the reference does; the dataplane's
+// allocator (src/dataplane/huge-pages.ts) puts tables there and says so.
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { anonHugePageBytes } from "../../bench/micro/hugepages.js";
+import { routeTableAllocator } from "../../src/dataplane/huge-pages.js";
 import { Arena } from "../../src/hotpath/arena.js";
 import { HotPath, createHotPathMemory } from "../../src/hotpath/module.js";
+import { RouteTable6 } from "../../src/hotpath/route-table6.js";
 import { native } from "../../src/io/native.js";
 import { prefixMask6, writeIpv6 } from "../../src/net/ipv6.js";
 import { random32 } from "../reference/lpm.js";
@@ -87,5 +90,23 @@ describe("memoryAdviseHugePages", () => {
     addrs.forEach((a, i) => writeIpv6(hp.bytes(), inAt + i * 16, a));
     hp.fn.route6LookupBatch(at, inAt, outAt, n);
     expect([...new Int32Array(hp.memory.buffer, outAt, n)]).toEqual(addrs.map((a) => ref.lookup(a)));
+  });
+});
+
+describe("routeTableAllocator", () => {
+  it("puts tables on advised whole huge pages, or leaves them to the arena", () => {
+    const hp = new HotPath(createHotPathMemory());
+    const arena = new Arena(hp);
+    const huge = routeTableAllocator(hp, arena, true);
+    const table = new RouteTable6(hp, arena, { maxRules: 1000, maxNextHops: 16 }, huge.alloc);
+    expect(table.base % HUGE).toBe(0);
+    expect(huge.state.reason).toBeUndefined();
+    // The table's 1 MiB of records and more: at least one whole huge page (the buffer may not start on one).
+    expect(huge.state.advisedBytes).toBeGreaterThanOrEqual(HUGE);
+    table.insert({ addr: 0x20010002000080010000000000000000n, len: 64 }, 3);
+    expect(table.lookup(0x20010002000080010000000000000001n)).toBe(3);
+    const plain = routeTableAllocator(hp, arena, false);
+    new RouteTable6(hp, arena, { maxRules: 1000, maxNextHops: 16 }, plain.alloc);
+    expect(plain.state).toEqual({ advisedBytes: 0 });
   });
 });
