@@ -191,7 +191,12 @@ export class UserspaceDataplane {
     // route) and small, so it stays off the huge pages.
     const routes =
       this.family === 4
-        ? new RouteTable(this.hp, arena, { tbl8Groups: 256, maxRules: maxPeers * 2, maxNextHops: maxPeers }, tables.alloc)
+        ? new RouteTable(
+            this.hp,
+            arena,
+            { tbl8Groups: 256, maxRules: maxPeers * 2, maxNextHops: maxPeers },
+            tables.alloc,
+          )
         : new RouteTable(this.hp, arena, { tbl8Groups: 1, maxRules: 1, maxNextHops: 1 });
     const routes6 =
       this.family === 6
