@@ -48,7 +48,7 @@ export interface AgentStatus {
   peers6?: Array<{ name: string; subnet: string; underlay: string; backend: string }>;
   join: { state: string; targets: string[]; failedRounds: number };
   reserved: Array<{ node: string; slots: number; subnet: string | null; reclaimAt: string | null; condemned: boolean }>;
-  settings: { reclaimGrace: string; lease: { reclaimGraceMs: number } };
+  settings: { reclaimGrace: string; lease: { reclaimGraceMs: number }; backend: Record<string, unknown> };
   mtu?: number;
   backend?: { type: string; vtepMac?: string; port?: number };
   backend6?: { type: string; vtepMac?: string; port?: number };

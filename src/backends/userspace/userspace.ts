@@ -9,10 +9,11 @@
 // flannel.<VNI> and flannel-v6.<VNI>: the IPv6 instance has its own TUN device weft-v6.<VNI> (IPv6
 // on, no link-local address), its own VTEP MAC and IPv6 sockets on the IPv6 underlay address, so
 // it mixes with kernel flannel-v6.<VNI> peers. The IPv4 device keeps IPv6 off. On a node without
-// an IPv6 underlay address the IPv6 instance rides the IPv4 underlay instead: IPv4 sockets on
-// Port + 1 (the IPv4 instance holds Port on the same address, and one reuseport group cannot be
-// split by inner family), announced in its record like any port; such a node exchanges IPv6 only
-// with peers that do the same (kernel flannel-v6 always uses an IPv6 underlay).
+// an IPv6 underlay address (dual-stack or IPv6-only) the IPv6 instance rides the IPv4 underlay
+// instead: IPv4 sockets on Backend.IPv6OverIPv4Port, Port + 1 by default (in dual-stack the IPv4
+// instance holds Port on the same address, and one reuseport group cannot be split by inner
+// family), announced in its record like any port; such a node exchanges IPv6 only with peers that
+// do the same (kernel flannel-v6 always uses an IPv6 underlay).
 import type { Logger } from "pino";
 import { DATAPLANE_MAX_MTU, UserspaceDataplane, type DataplaneCounters } from "../../dataplane/dataplane.js";
 import { readRoutes } from "../../kernel/entries.js";
@@ -22,6 +23,7 @@ import { formatMac, parseMac } from "../../net/ipv4.js";
 import { familyOf, formatAddr, formatAnyPrefix } from "../../net/ip.js";
 import {
   DEFAULT_VNI,
+  ipv6OverIpv4Port,
   UDP_PORT,
   VXLAN_PORT,
   type Backend,
@@ -76,7 +78,8 @@ export class UserspaceBackend implements Backend {
     this.unreachable = new UnreachablePeers(this.logger);
     // An IPv6 instance over the IPv4 underlay (the node has no IPv6 underlay address).
     const overIpv4 = this.family === 6 && ctx.underlay.addr6 === undefined;
-    this.port = (options.port ?? (udp ? UDP_PORT : VXLAN_PORT)) + (overIpv4 ? 1 : 0);
+    const port = options.port ?? (udp ? UDP_PORT : VXLAN_PORT);
+    this.port = overIpv4 ? (options.ipv6OverIpv4Port ?? ipv6OverIpv4Port(port)) : port;
     this.vni = options.vni ?? DEFAULT_VNI;
     const overhead = udp
       ? UDP_OVERHEAD
@@ -102,7 +105,7 @@ export class UserspaceBackend implements Backend {
         "BACKEND_NO_UNDERLAY",
         listenAddr === undefined
           ? `no underlay address for the IPv${this.family} ${type} dataplane; give the node one (--public-ip${this.family === 6 ? "v6 or --public-ip" : ""})`
-          : `the IPv6 ${type} dataplane over the IPv4 underlay listens on Backend.Port + 1, and ${this.port} is no port; set Backend.Port to at most 65534`,
+          : `the IPv6 ${type} dataplane over the IPv4 underlay listens on Backend.IPv6OverIPv4Port (default Backend.Port + 1), and ${this.port} is no port; set Backend.IPv6OverIPv4Port`,
       );
     if (overIpv4)
       this.logger.info(
