@@ -37,6 +37,22 @@ import { VXLAN_IPV4_UNDERLAY_BYTES, VXLAN_IPV6_UNDERLAY_BYTES } from "../vxlan/v
 import { announcementProblem, overlapProblem, UnreachablePeers } from "../unreachable.js";
 import { loadVtepMac } from "../vtep-mac.js";
 
+/**
+ * The IPv6 TUN device's sysctls, set before it goes up, so that an idle device gets no packet from
+ * the kernel (`idle-quiet.test.ts`). On a router (all.forwarding 1) a new device joins the
+ * all-routers groups at once and would send MLD reports for them into the device at link up.
+ */
+const IPV6_TUN_SYSCTLS: ReadonlyArray<readonly [string, number]> = [
+  // No link-local address (a TUN device has no neighbours): without one, no router solicitations.
+  ["addr_gen_mode", 1],
+  // MLDv1: leaving a group that was never reported sends nothing (MLDv2 sends the leave at link up).
+  ["force_mld_version", 1],
+  // A host interface: it leaves the all-routers groups. Forwarding through it follows all.forwarding.
+  ["forwarding", 0],
+  // ...and, as a host interface, it takes no router advertisements (none belong on it).
+  ["accept_ra", 0],
+];
+
 /** flannel's udp encapsulation: outer IPv4 (20) + UDP (8). */
 export const UDP_OVERHEAD = 28;
 
@@ -134,14 +150,14 @@ export class UserspaceBackend implements Backend {
     if (this.state !== "new")
       throw new WeftError("BACKEND_STATE", `the ${this.type} backend was already started; create a new one`);
     try {
-      // A family that is off stays off on the device. The IPv4 device has IPv6 off: the kernel gives
-      // it no link-local address and sends it no router solicitations (which it could only drop).
-      // The IPv6 device needs no link-local address either (a TUN device has no neighbours), and
-      // without one the kernel sends it no router solicitations.
+      // A family that is off stays off on the device, and the kernel sends neither device anything
+      // of its own (the dataplane could only drop it). The IPv4 device has IPv6 off: no link-local
+      // address, no router solicitations. The IPv6 device gets its sysctls while still down.
       // (The slash form, since a device name like weft.1 holds a dot.)
-      if (this.family === 4) await this.ctx.kernel.sysctl(`net/ipv6/conf/${this.tunName}/disable_ipv6`, 1);
-      else await this.ctx.kernel.sysctl(`net/ipv6/conf/${this.tunName}/addr_gen_mode`, 1);
-      this.stats.kernelCommands += 4; // the family's sysctl, and the TUN device's MTU, address and link state
+      const sysctls: ReadonlyArray<readonly [string, number]> =
+        this.family === 4 ? [["disable_ipv6", 1]] : IPV6_TUN_SYSCTLS;
+      for (const [key, value] of sysctls) await this.ctx.kernel.sysctl(`net/ipv6/conf/${this.tunName}/${key}`, value);
+      this.stats.kernelCommands += sysctls.length + 3; // and the TUN device's MTU, address and link state
       await this.dataplane.start(this.ctx.kernel);
     } catch (err) {
       this.stats.kernelErrors++;
