@@ -36,6 +36,8 @@ export interface LabDataplaneStatus {
   rx: { packets: Record<string, number> };
   peers: Record<string, { txPackets: number; rxPackets: number }>;
   offload: OffloadState;
+  /** Size of the dataplane's shared hot-path memory. */
+  memoryBytes: number;
 }
 
 export interface AgentStatus {

@@ -1,7 +1,8 @@
 // An idle node's TUN devices get nothing from the kernel: real dual-stack wasm-vxlan agents (weft.1
 // and weft-v6.1, IPv6 underlay) with a pod each and no traffic. From the start on, and over a few
 // seconds of idling, the kernel sends neither device a packet (no router solicitations, no MLD
-// reports, nothing of the family that is off), so every dataplane's counters stay at 0.
+// reports, nothing of the family that is off), so every dataplane's counters stay at 0. Each
+// dataplane's memory holds only its own family's route table.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LabAgents, type LabAgent, type LabDataplaneStatus } from "../../src/lab/agents.js";
 import { LabCluster, LAB_POD_NETWORK6 } from "../../src/lab/cluster.js";
@@ -61,6 +62,9 @@ describe.skipIf(!canUseNetns())("an idle agent's devices stay quiet", () => {
       expect(await kernelSent(a, "weft-v6.1"), `${a.host.name} weft-v6.1`).toBe(0);
       expect(nonZero(s.dataplane), `${a.host.name} IPv4 dataplane`).toEqual({});
       expect(nonZero(s.dataplane6), `${a.host.name} IPv6 dataplane`).toEqual({});
+      // Each dataplane holds the route table of its own family only: IPv4's 64 MiB tbl24 is not in IPv6's.
+      expect(s.dataplane!.memoryBytes).toBeGreaterThan(64 << 20);
+      expect(s.dataplane6!.memoryBytes).toBeLessThan(32 << 20);
     }
   }, 60_000);
 });
