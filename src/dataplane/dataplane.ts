@@ -211,7 +211,8 @@ export class UserspaceDataplane {
           mac: opts.vtepMac,
           antiSpoof: opts.antiSpoof ?? true,
           peerSlots: maxPeers,
-          ipv6: routes instanceof RouteTable6 ? { routes: routes.base, localAddr: opts.subnet.addr as bigint } : undefined,
+          ipv6:
+            routes instanceof RouteTable6 ? { routes: routes.base, localAddr: opts.subnet.addr as bigint } : undefined,
         });
         const tx = enabled
           ? new PacketBatch(this.hp, arena, OFFLOAD_TX_BATCH, BIG_SLOT_BYTES)
