@@ -1,14 +1,14 @@
 // The receive queue's sojourn limit (codel.ts) on a real dataplane: a UDP flood that never backs
 // off, from a kernel vxlan peer (several iperf3 streams, faster than one low-priority worker
-// forwards), shares the worker's socket with a sparse ping. The flood's late datagrams are dropped at the head and
-// counted as queue-delay drops; the ping still gets through. How long anything waited is for the
-// benchmarks (weft bench's ping under load and flood tail).
+// forwards), shares the worker's socket with a sparse ping. The flood's late datagrams are dropped
+// at the head and counted as queue-delay drops; the ping still gets through. How long anything
+// waited is for the benchmarks (weft bench's ping under load and flood tail).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { UserspaceDataplane } from "../../src/dataplane/dataplane.js";
 import { DEFAULT_QUEUE_DELAY_US } from "../../src/dataplane/defaults.js";
-import { LabCluster } from "../../src/lab/cluster.js";
+import type { LabCluster } from "../../src/lab/cluster.js";
 import { iperf, ping } from "../../src/lab/traffic.js";
-import { kernelVxlanNode, mtuOf, peerOf, startDataplane, subnetOf } from "../support/dataplane-lab.js";
+import { kernelPeerPair } from "../support/dataplane-lab.js";
 import { canUseNetns } from "../support/netns.js";
 
 describe.skipIf(!canUseNetns())("userspace dataplane receive queue under a flood", () => {
@@ -16,16 +16,10 @@ describe.skipIf(!canUseNetns())("userspace dataplane receive queue under a flood
   let dp: UserspaceDataplane;
 
   beforeAll(async () => {
-    lab = await LabCluster.create({ tag: "qdelay", hosts: 2 });
-    const [h1, h2] = lab.hosts;
-    await lab.addPods(h1, subnetOf(1), 1, mtuOf("vxlan"));
-    await lab.addPods(h2, subnetOf(2), 1, mtuOf("vxlan"));
-    await kernelVxlanNode(h1, 1, h2, 2);
     // One worker: the flood and the ping share its socket, with the default sojourn limit. Its
-    // thread at the lowest priority, so that the flood outruns it also where cores are few (where
-    // they are many, four senders outrun one worker).
-    dp = await startDataplane(h2, 2, "vxlan", { workers: 1, nice: 10 });
-    dp.setPeer(peerOf(h1, 1));
+    // thread at a low priority, so that the flood outruns it also where cores are few (where they
+    // are many, four senders outrun one worker).
+    ({ lab, dp } = await kernelPeerPair("qdelay", { workers: 1, nice: 10 }));
   });
 
   afterAll(async () => {
