@@ -91,8 +91,10 @@ export interface DataplaneCounters {
   workerRestarts: number;
   /** Whether offloads are in force, with what, or why not. */
   offload: OffloadState;
-  /** How much of the route tables is on huge pages, or why none. */
+  /** How much of the route table is on huge pages, or why none. */
   routeTablePages: HugePageState;
+  /** Size of the shared hot-path memory (route table, contexts, counters, packet slots). */
+  memoryBytes: number;
 }
 
 interface Queue {
@@ -187,8 +189,8 @@ export class UserspaceDataplane {
     const arena = new Arena(this.hp);
     const tables = routeTableAllocator(this.hp, arena, opts.hugePages ?? true);
     this.routeTablePages = tables.state;
-    // Contexts always point at an IPv4 table; an IPv6 dataplane's stays empty (IPv4 packets find no
-    // route) and small, so it stays off the huge pages.
+    // One table, of the dataplane's family: an IPv6 dataplane has no IPv4 table (its 64 MiB tbl24
+    // would never be read; contexts without one give IPv4 packets no route).
     const routes =
       this.family === 4
         ? new RouteTable(
@@ -197,12 +199,8 @@ export class UserspaceDataplane {
             { tbl8Groups: 256, maxRules: maxPeers * 2, maxNextHops: maxPeers },
             tables.alloc,
           )
-        : new RouteTable(this.hp, arena, { tbl8Groups: 1, maxRules: 1, maxNextHops: 1 });
-    const routes6 =
-      this.family === 6
-        ? new RouteTable6(this.hp, arena, { maxRules: maxPeers * 2, maxNextHops: maxPeers }, tables.alloc)
-        : undefined;
-    this.peers = new PeerTable(routes6 ?? routes, maxPeers);
+        : new RouteTable6(this.hp, arena, { maxRules: maxPeers * 2, maxNextHops: maxPeers }, tables.alloc);
+    this.peers = new PeerTable(routes, maxPeers);
     const stopAt = arena.alloc(4);
     this.stopWord = new Int32Array(this.hp.memory.buffer, stopAt, 1);
     const queueDelayUs = opts.queueDelayUs ?? DEFAULT_QUEUE_DELAY_US;
@@ -223,13 +221,14 @@ export class UserspaceDataplane {
       this.offload = { enabled, tun: tun.flags, udpGro: enabled, reason: first.reason ?? tun.reason };
       for (let q = 0; q < this.workers; q++) {
         const ctx = new DataplaneContext(this.hp, arena, {
-          routes: routes.base,
+          routes: routes instanceof RouteTable ? routes.base : 0,
           vni: opts.vni,
           localAddr: this.family === 4 ? (opts.subnet.addr as number) : 0,
           mac: opts.vtepMac,
           antiSpoof: opts.antiSpoof ?? true,
           peerSlots: maxPeers,
-          ipv6: routes6 && { routes: routes6.base, localAddr: opts.subnet.addr as bigint },
+          ipv6:
+            routes instanceof RouteTable6 ? { routes: routes.base, localAddr: opts.subnet.addr as bigint } : undefined,
         });
         const tx = enabled
           ? new PacketBatch(this.hp, arena, OFFLOAD_TX_BATCH, BIG_SLOT_BYTES)
@@ -402,6 +401,7 @@ export class UserspaceDataplane {
       workerRestarts: this.restarts,
       offload: { ...this.offload, tun: [...this.offload.tun] },
       routeTablePages: { ...this.routeTablePages },
+      memoryBytes: this.hp.memory.buffer.byteLength,
     };
   }
 
