@@ -152,9 +152,10 @@ function makePartial(p: usize, len: i32): i32 {
     proto = <u32>load<u8>(p + 9);
   }
   const l4len = len - l3;
+  // UDP with a zero checksum has none to skip.
   let field: i32;
   if (proto == PROTO_TCP && l4len >= TCP_HEADER_MIN) field = 16;
-  else if (proto == PROTO_UDP && l4len >= 8 && be16(p + <usize>l3 + 6) != 0) field = 6; // 0: none to skip
+  else if (proto == PROTO_UDP && l4len >= 8 && be16(p + <usize>l3 + 6) != 0) field = 6;
   else return -1;
   const sum = l3 == IPV6_HEADER ? checksumPartial(p + 8, 32, proto + <u32>l4len) : ipv4PseudoSum(p, proto, l4len);
   putBe16(p + <usize>(l3 + field), sum);

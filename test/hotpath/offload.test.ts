@@ -416,7 +416,9 @@ for (const format of ["vxlan", "udp"] as const) {
           fc.pre((p.fields.flags & ~0x08) === 0x10 && ds.length >= 2 && ds.length <= 64);
           fc.pre(ds.reduce((n, d) => n + d.length, 0) <= 65535);
           const k = pick % ds.length;
-          const bad = ds.map((d, i) => (i === k ? Uint8Array.from(d, (b, j) => (j === d.length - 1 ? b ^ 0x5a : b)) : d));
+          const bad = ds.map((d, i) =>
+            i === k ? Uint8Array.from(d, (b, j) => (j === d.length - 1 ? b ^ 0x5a : b)) : d,
+          );
           const out = receive([bad], format);
           expect(out.length).toBe(1);
           expect(out[0].gsoType).toBe(1);
