@@ -9,6 +9,7 @@
 // check on, so the sender's address must survive GRO batches being taken apart.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { buildIpv4, buildUdp4, buildVxlan } from "../reference/build.js";
 import {
   completePartial,
   buildTcp4,
@@ -538,5 +539,82 @@ describe("offloads, TCP over IPv6 (vxlan format, IPv6 underlay)", () => {
     const ds = datagrams(trains, mem);
     expect(receive([ds.slice(0, 64)], "vxlan", RX6, SENDER6).length).toBeGreaterThan(0);
     expect(receive([ds.slice(0, 64)], "vxlan", RX6, SENDER6 + 1n)).toHaveLength(0);
+  });
+});
+
+/**
+ * Lone packets of every kind, all `total` bytes long (as a GRO receive has them): UDP with a
+ * checksum, UDP without one, TCP (SYN: never merged) over IPv4 and IPv6, UDP behind IPv4 options,
+ * an IPv4 fragment, ICMP. Pods 198.19.1.5 -> 198.19.2.7 and 2001:2:0:8001::5 -> 2001:2:0:8002::7.
+ */
+function lonePacket(kind: number, total: number, seed: number): Uint8Array {
+  const src = 0xc6130105;
+  const dst = 0xc6130207;
+  const data = (n: number) => payloadOf(seed, n);
+  const tcp = { srcPort: 40000, dstPort: 7000, seq: seed >>> 0, ack: 0, flags: 0x02, window: 100 };
+  switch (kind) {
+    case 0:
+      return buildUdp4(src, dst, 40000, 9000, data(total - 28));
+    case 1: {
+      const p = buildUdp4(src, dst, 40000, 9000, data(total - 28));
+      p[26] = 0;
+      p[27] = 0;
+      return p;
+    }
+    case 2:
+      return buildTcp4({ src, dst, ...tcp, payload: data(total - 40) });
+    case 3:
+      return buildTcp6({
+        src: 0x2001_0002_0000_8001_0000_0000_0000_0005n,
+        dst: 0x2001_0002_0000_8002_0000_0000_0000_0007n,
+        ...tcp,
+        payload: data(total - 60),
+      });
+    case 4: {
+      const options = Uint8Array.from([1, 1, 1, 1, 1, 1, 1, 0]);
+      const udp = buildUdp4(src, dst, 40000, 9000, data(total - 36)).slice(20);
+      return buildIpv4({ src, dst, protocol: 17, options, payload: udp });
+    }
+    case 5:
+      return buildIpv4({ src, dst, protocol: 17, fragment: 0x2000, payload: data(total - 20) });
+    default:
+      return buildIpv4({ src, dst, protocol: 1, payload: data(total - 20) });
+  }
+}
+
+describe("offloads, lone packets of a GRO receive and of single datagrams", () => {
+  it("hands lone TCP and UDP packets of GRO receives over with NEEDS_CSUM, every other one as it came", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: 0, max: 6 }), { minLength: 2, maxLength: 16 }),
+        fc.integer({ min: 80, max: 1400 }),
+        fc.integer(),
+        (kinds, total, seed) => {
+          const ips = kinds.map((k, i) => lonePacket(k, total, seed + i));
+          const ds = ips.map((ip) => buildVxlan(1, MAC2, MAC1, ip[0] >> 4 === 6 ? 0x86dd : 0x0800, ip));
+          for (const [runs, verified] of [
+            [[ds], true],
+            [ds.map((d) => [d]), false],
+          ] as const) {
+            const before = trustedCount();
+            const out = receive(
+              runs.map((r) => [...r]),
+              "vxlan",
+            );
+            expect(out.length).toBe(ips.length);
+            let trusted = 0n;
+            out.forEach((o, i) => {
+              const want = refLoneHeader(ips[i], verified);
+              expect(o.gsoType).toBe(0);
+              expect({ flags: o.flags, csumStart: o.csumStart, csumOffset: o.csumOffset }).toEqual(want);
+              expect(want.flags ? completePartial(o.bytes, want.csumStart, want.csumOffset) : o.bytes).toEqual(ips[i]);
+              if (want.flags) trusted++;
+            });
+            expect(trustedCount() - before).toBe(trusted);
+          }
+        },
+      ),
+      { numRuns: 40 },
+    );
   });
 });
