@@ -68,7 +68,7 @@ const queueDelay = z
   .optional()
   .describe(
     `longest wait of a datagram in a dataplane socket's receive queue, microseconds (default ${DEFAULT_QUEUE_DELAY_US}; 0: no limit). ` +
-      "Once a queue has stood above it for 100 ms (full batches of late datagrams), late datagrams are dropped at its head until fresh ones come, as CoDel does, " +
+      "Once a queue has stood above it for 100 ms (full batches of late datagrams), late datagrams are dropped at its head until fresh ones come, and at once whenever it stands again within 1.6 s, as CoDel does (RFC 8289), " +
       "so latency under overload stays bounded while a thread that is merely late costs nothing; " +
       'counted in weft_dataplane_queue_drops_total{reason="queue-delay"}',
   );
