@@ -197,6 +197,11 @@ export function agentMetrics(
     "Segments cut from super-packets (tx) and merged into super-packets (rx) by the userspace dataplane, by address family",
     (c) => c.offloadSegments,
   );
+  perDirection(
+    "weft_dataplane_checksum_trusted_total",
+    "Packets of UDP GRO receives (outer UDP checksum verified by the kernel) passed to the TUN device without the userspace dataplane's inner checksum check, by address family (rx only)",
+    (c) => c.checksumTrusted,
+  );
   mirroredCounter(
     registry,
     "weft_dataplane_queue_drops_total",

@@ -372,6 +372,7 @@ export class UserspaceDataplane {
         packets,
         bytesForwarded: all.reduce((n, c) => n + c.bytesForwarded, 0n),
         offloadSegments: all.reduce((n, c) => n + c.offloadSegments, 0n),
+        checksumTrusted: all.reduce((n, c) => n + c.checksumTrusted, 0n),
       };
     };
     const peers: DataplaneCounters["peers"] = {};
