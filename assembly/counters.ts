@@ -10,7 +10,12 @@ export const COUNTER_BYTES_FORWARDED: i32 = VERDICT_COUNT;
  * super-packet for the TUN device (receive path); the forwarded-packet counters count super-packets.
  */
 export const COUNTER_OFFLOAD_SEGMENTS: i32 = VERDICT_COUNT + 1;
-export const COUNTER_SLOTS: i32 = VERDICT_COUNT + 2;
+/**
+ * Receive path: TCP segments taken into a super-packet (or given NEEDS_CSUM alone) without our
+ * checksum check, because they came in a UDP GRO receive, whose outer checksum the kernel verified.
+ */
+export const COUNTER_CSUM_TRUSTED: i32 = VERDICT_COUNT + 2;
+export const COUNTER_SLOTS: i32 = VERDICT_COUNT + 3;
 export const COUNTER_BLOCK_BYTES: i32 = COUNTER_SLOTS << 3;
 
 @inline export function countAdd(block: usize, slot: i32, v: u64): void {

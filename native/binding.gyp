@@ -8,6 +8,7 @@
         "src/batch.cc",
         "src/errors.cc",
         "src/fd.cc",
+        "src/memory.cc",
         "src/netns.cc",
         "src/tun.cc",
         "src/udp.cc",

@@ -10,6 +10,16 @@
 // datagrams after the first of a GRO batch, whose bytes in front belong to the one before).
 // Without offloads (`vnet` 0) every receive is the single-segment case: one datagram, nothing to
 // split or merge and no header to write, so the decapsulation runs on the batch in place.
+//
+// Checksum trust. The kernel's UDP GRO merges only datagrams with a non-zero UDP checksum, and
+// only after validating it (udp4/udp6_gro_receive, udp_gro_receive_segment); a receive whose
+// segment size leaves room for more than one datagram is such a merge (or a GSO train that never
+// left the host, whose partial checksum the kernel trusts as well). The bytes of each of its
+// segments are therefore the sender's bytes, inner checksums included: we merge them without our
+// own pass over them, and hand lone TCP and UDP packets of such receives to the TUN device with
+// NEEDS_CSUM so that the pod's kernel skips its pass too. Single datagrams (zero-checksum ones from
+// kernel vxlan peers among them) keep the full check before a merge, and go alone with a zeroed
+// header, so that the pod's kernel checks them (and counts a bad one, TcpInCsumErrors).
 import {
   DESC_OFF,
   DESC_CAP,
@@ -23,13 +33,17 @@ import {
   descPtr,
 } from "../descriptor";
 import { batchSize, descInBounds, memoryTop } from "../batch";
-import { countAdd, COUNTER_OFFLOAD_SEGMENTS } from "../counters";
+import { countAdd, COUNTER_CSUM_TRUSTED, COUNTER_OFFLOAD_SEGMENTS } from "../counters";
 import { ctxCountersRx } from "../context";
 import { DROP_OFFLOAD_SIZE } from "../verdict";
 import { ENCAP_VXLAN } from "./resolve";
 import { vxlanDecapBatch } from "./vxlan";
 import { udpDecapBatch } from "./flannel-udp";
-import { VNET_HDR_BYTES, vnetWriteNone, vnetWriteTcp } from "./vnet-header";
+import { VNET_HDR_BYTES, vnetWriteNone, vnetWritePartial, vnetWriteTcp } from "./vnet-header";
+import { be16, putBe16 } from "./bytes";
+import { IPV6_HEADER } from "./ipv6";
+import { PROTO_TCP, PROTO_UDP, TCP_HEADER_MIN, ipv4PseudoSum } from "./tcp-segment";
+import { checksumPartial } from "./checksum";
 import {
   tcpMergeablePayload,
   tcpFollows,
@@ -45,6 +59,16 @@ import {
 
 /** Most datagrams the kernel puts in one UDP GRO receive (UDP_GRO_CNT_MAX). */
 export const GRO_MAX_SEGMENTS: i32 = 64;
+
+/**
+ * Scratch descriptors only, in FLAGS beside the headroom and DESC_FLAG_ADDR6: the datagram came in
+ * a receive of more than one datagram, so the kernel verified its outer UDP checksum.
+ */
+const SEG_OUTER_VERIFIED: i32 = 0x20000;
+
+@inline function outerVerified(s: usize): bool {
+  return (load<i32>(s + DESC_FLAGS) & SEG_OUTER_VERIFIED) != 0;
+}
 
 @inline function copyDesc(to: usize, from: usize): void {
   v128.store(to, v128.load(from));
@@ -76,12 +100,18 @@ function splitDatagrams(descs: usize, i: i32, n: i32, at: i32, scratch: usize, t
     }
     const off = load<i32>(d + DESC_OFF);
     const len = load<i32>(d + DESC_LEN);
-    let seg = load<i32>(d + DESC_FLAGS) & 0xffff;
+    const gro = load<i32>(d + DESC_FLAGS) & 0xffff;
+    let seg = gro;
     if (seg == 0 || seg > len - at) seg = len - at;
     store<i32>(s + DESC_OFF, off + at);
     store<i32>(s + DESC_LEN, seg);
     store<i32>(s + DESC_CAP, off + at);
-    store<i32>(s + DESC_FLAGS, (at == 0 ? HEADROOM : 0) | (load<i32>(d + DESC_FLAGS) & DESC_FLAG_ADDR6));
+    store<i32>(
+      s + DESC_FLAGS,
+      (at == 0 ? HEADROOM : 0) |
+        (load<i32>(d + DESC_FLAGS) & DESC_FLAG_ADDR6) |
+        (gro != 0 && gro < len ? SEG_OUTER_VERIFIED : 0),
+    );
     store<i32>(s + DESC_VERDICT, 0);
     store<i32>(s + DESC_AUX, -1);
     at += seg;
@@ -105,25 +135,63 @@ function splitDatagrams(descs: usize, i: i32, n: i32, at: i32, scratch: usize, t
 }
 
 /**
- * Gives the lone packet of scratch descriptor s a zeroed vnet header: in place when its datagram
- * leaves room in front, else copied to the output region at `used`. Returns the new `used`, or
- * -1 when the region is full (the packet is then dropped).
+ * Where the transport checksum of the IP packet at p (len bytes, checked by decapsulation) starts,
+ * and the field's offset in it << 16, when it is TCP or UDP with a checksum, right after the IPv4
+ * header (not a fragment) or the IPv6 fixed header; -1 otherwise. The field then gets the
+ * pseudo-header sum, as NEEDS_CSUM wants it.
  */
-@inline function placeSingle(s: usize, out: usize, used: i32, cap: i32): i32 {
-  const p = <usize>load<i32>(s + DESC_OFF);
+function makePartial(p: usize, len: i32): i32 {
+  let l3: i32;
+  let proto: u32;
+  if (load<u8>(p) >> 4 == 6) {
+    l3 = IPV6_HEADER;
+    proto = <u32>load<u8>(p + 6);
+  } else {
+    l3 = (<i32>load<u8>(p) & 15) << 2;
+    if ((be16(p + 6) & 0x3fff) != 0) return -1; // a fragment: its transport header is not all here
+    proto = <u32>load<u8>(p + 9);
+  }
+  const l4len = len - l3;
+  // UDP with a zero checksum has none to skip.
+  let field: i32;
+  if (proto == PROTO_TCP && l4len >= TCP_HEADER_MIN) field = 16;
+  else if (proto == PROTO_UDP && l4len >= 8 && be16(p + <usize>l3 + 6) != 0) field = 6;
+  else return -1;
+  const sum = l3 == IPV6_HEADER ? checksumPartial(p + 8, 32, proto + <u32>l4len) : ipv4PseudoSum(p, proto, l4len);
+  putBe16(p + <usize>(l3 + field), sum);
+  return l3 | (field << 16);
+}
+
+/**
+ * Gives the lone packet of scratch descriptor s its vnet header: NEEDS_CSUM when its outer
+ * checksum was verified and it is TCP or UDP (makePartial), else zeroed, so that the kernel
+ * checks it. In place when its datagram leaves room in front, else copied to the output region at
+ * `used`. Returns the new `used`, or -1 when the region is full (the packet is then dropped).
+ */
+@inline function placeSingle(s: usize, out: usize, used: i32, cap: i32, counters: usize): i32 {
+  let p = <usize>load<i32>(s + DESC_OFF);
   const len = load<i32>(s + DESC_LEN);
   const room = load<i32>(s + DESC_OFF) - load<i32>(s + DESC_CAP) + (load<i32>(s + DESC_FLAGS) & 0xffff);
-  if (room >= VNET_HDR_BYTES) {
-    vnetWriteNone(p - <usize>VNET_HDR_BYTES);
-    return used;
+  if (room < VNET_HDR_BYTES) {
+    const need = align8(VNET_HDR_BYTES + len);
+    if (used + need > cap) return -1;
+    const q = out + <usize>(used + VNET_HDR_BYTES);
+    memory.copy(q, p, len);
+    p = q;
+    store<i32>(s + DESC_OFF, <i32>q);
+    used += need;
   }
-  const need = align8(VNET_HDR_BYTES + len);
-  if (used + need > cap) return -1;
-  const q = out + <usize>used;
-  vnetWriteNone(q);
-  memory.copy(q + <usize>VNET_HDR_BYTES, p, len);
-  store<i32>(s + DESC_OFF, <i32>(q + <usize>VNET_HDR_BYTES));
-  return used + need;
+  const h = p - <usize>VNET_HDR_BYTES;
+  const partial = outerVerified(s) ? makePartial(p, len) : -1;
+  if (partial < 0) {
+    vnetWriteNone(h);
+  } else {
+    const start = partial & 0xffff;
+    const field = partial >> 16;
+    vnetWritePartial(h, start, field, start + (field == 16 ? TCP_HEADER_MIN : 8));
+    countAdd(counters, COUNTER_CSUM_TRUSTED, 1);
+  }
+  return used;
 }
 
 /**
@@ -152,6 +220,7 @@ function coalesceChunk(
   let segs = 0;
   let nextSeq: u32 = 0;
   let open = false; // may take more segments
+  let trusted = 0; // segments merged without our check (SEG_OUTER_VERIFIED)
   for (let k = 0; k <= fwd; k++) {
     let s: usize = 0;
     let p: usize = 0;
@@ -171,12 +240,18 @@ function coalesceChunk(
         (merged != 0 ? mergedLen : headLen) + pay <= IPV4_MAX_TOTAL &&
         tcpFollows(headPkt, p, nextSeq)
       ) {
-        if (merged == 0 && used + VNET_HDR_BYTES + IPV4_MAX_TOTAL <= cap && tcpChecksumValid(headPkt, headLen)) {
+        if (
+          merged == 0 &&
+          used + VNET_HDR_BYTES + IPV4_MAX_TOTAL <= cap &&
+          (outerVerified(head) || tcpChecksumValid(headPkt, headLen))
+        ) {
           merged = out + <usize>(used + VNET_HDR_BYTES);
           memory.copy(merged, headPkt, headLen);
           mergedLen = headLen;
+          if (outerVerified(head)) trusted++;
         }
-        if (merged != 0 && tcpChecksumValid(p, len)) {
+        if (merged != 0 && (outerVerified(s) || tcpChecksumValid(p, len))) {
+          if (outerVerified(s)) trusted++;
           memory.copy(merged + <usize>mergedLen, p + <usize>(len - pay), pay);
           mergedLen += pay;
           segs++;
@@ -198,9 +273,11 @@ function coalesceChunk(
         store<i32>(head + DESC_LEN, mergedLen);
         used += align8(VNET_HDR_BYTES + mergedLen);
         countAdd(counters, COUNTER_OFFLOAD_SEGMENTS, <u64>segs);
+        countAdd(counters, COUNTER_CSUM_TRUSTED, <u64>trusted);
+        trusted = 0;
         produced = emit(outDescs, produced, outMax, head, counters);
       } else {
-        const u = placeSingle(head, out, used, cap);
+        const u = placeSingle(head, out, used, cap, counters);
         if (u < 0) countAdd(counters, DROP_OFFLOAD_SIZE, 1);
         else {
           used = u;
@@ -221,7 +298,7 @@ function coalesceChunk(
       open = (tcpFlags(p) & TCP_PSH) == 0;
       continue;
     }
-    const u = placeSingle(s, out, used, cap);
+    const u = placeSingle(s, out, used, cap, counters);
     if (u < 0) countAdd(counters, DROP_OFFLOAD_SIZE, 1);
     else {
       used = u;

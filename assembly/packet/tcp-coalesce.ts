@@ -6,8 +6,9 @@
 // after the fixed header), TCP headers identical except the sequence number, checksum and PSH
 // (ACK and window included, options byte for byte), the next segment's sequence number right
 // after the last byte merged, all segments of the size of the first except a shorter last one,
-// ACK with at most PSH set. Every merged segment's TCP checksum is verified first: the kernel
-// trusts the merged packet (NEEDS_CSUM), so a damaged segment must never be laundered into it.
+// ACK with at most PSH set. Every merged segment's TCP checksum is verified first unless the
+// kernel verified its outer UDP checksum (offload-receive.ts): the kernel trusts the merged packet
+// (NEEDS_CSUM), so a damaged segment must never be laundered into it.
 import { be16, be32, putBe16 } from "./bytes";
 import { checksum, checksumPartial } from "./checksum";
 import { IPV4_HEADER_MIN } from "./ipv4";

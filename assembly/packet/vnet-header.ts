@@ -29,6 +29,21 @@ export const VNET_GSO_ECN: u32 = 0x80;
   store<u32>(h + 8, 0);
 }
 
+/**
+ * Writes a NEEDS_CSUM header without GSO at h, for a lone packet whose transport checksum from
+ * `start` on is known good and whose field at start + offset now holds the pseudo-header sum: the
+ * kernel takes it as CHECKSUM_PARTIAL, trusted on local delivery, finished if it ever leaves.
+ */
+@inline export function vnetWritePartial(h: usize, start: i32, offset: i32, hdrLen: i32): void {
+  store<u8>(h + VNET_FLAGS, <u8>VNET_F_NEEDS_CSUM);
+  store<u8>(h + VNET_GSO_TYPE, <u8>VNET_GSO_NONE);
+  store<u16>(h + VNET_HDR_LEN, <u16>hdrLen);
+  store<u16>(h + VNET_GSO_SIZE, 0);
+  store<u16>(h + VNET_CSUM_START, <u16>start);
+  store<u16>(h + VNET_CSUM_OFFSET, <u16>offset);
+  store<u16>(h + 10, 0);
+}
+
 /** Writes a TCP GSO header at h for a super-packet with l3 (20: TCPv4, 40: TCPv6) + thl header bytes. */
 @inline export function vnetWriteTcp(h: usize, ihl: i32, thl: i32, gsoSize: i32): void {
   store<u8>(h + VNET_FLAGS, <u8>VNET_F_NEEDS_CSUM);

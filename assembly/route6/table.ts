@@ -2,11 +2,13 @@
 // exact get and delete, next-hop records, and the IPv4 table's seqlock publication (../route/
 // seqlock.ts): one writer, lock-free readers that redo a batch when the generation moved.
 //
-// Scheme. Every /16 has an 8-byte record: the best rule of length 0..16 (expanded, in the IPv4
-// table's entry format: valid bit, depth, next hop) and the root of a path-compressed multibit
-// trie (trie.ts, 6-bit strides) holding its longer rules. A lookup reads its /16's record; with no
-// root the short entry is the answer (one read, as in DIR-24-8), otherwise it walks the trie, one
-// node per branching point on the way to its longest rule, and falls back to the short entry.
+// Scheme. Every /16 has a 16-byte record (layout.ts ROOT_*): the best rule of length 0..16
+// (expanded, in the IPv4 table's entry format: valid bit, depth, next hop), the root of a
+// path-compressed multibit trie (trie.ts, 4-bit strides) holding its longer rules, and a filter of
+// the address bits 16..21 those rules cover. A lookup reads its /16's record; with no root, or a
+// clear filter bit, the short entry is the answer (one read, as in DIR-24-8), otherwise it walks
+// the trie, one node per branching point on the way to its longest rule, and falls back to the
+// short entry.
 // Every rule is also in the rule hash (rules.ts), for exact gets and for the writer (the rule an
 // address falls back to when one is deleted).
 // Addresses are 16 bytes in network order, in memory: callers pass pointers.
@@ -99,8 +101,8 @@ const OWNER_MASK: u32 = 0xff00_0000;
 
 /**
  * Bytes of the region for a table of maxRules rules (1..2^22) and maxNextHops next-hop records
- * (1..2^24); 0 if a count is out of its limit. 514 KiB fixed (the /16 records), then per rule
- * at most 64 B of rule hash and 576 B of trie nodes, per next hop 32 B.
+ * (1..2^24); 0 if a count is out of its limit. 1 MiB fixed (the /16 records), then per rule
+ * at most 64 B of rule hash and 2 trie nodes (2 x 96 B), per next hop 32 B.
  */
 export function route6TableSize(maxRules: u32, maxNextHops: u32): usize {
   return <usize>table6Bytes(maxRules, maxNextHops);
@@ -287,10 +289,11 @@ export const ROUTE6_CACHED_NODES: u32 = (512 << 10) / NODE_BYTES;
 /**
  * out[i] = route6Lookup(addrs + 16 i) for i < n, as one consistent snapshot (redone if an update
  * overlapped). A lookup is a chain of dependent loads (record, then a node per level), each a
- * likely cache miss in a large table; so the batch first walks all its addresses one level per
- * pass (the /16 records, then the trie), keeping only the next pointer in out, so that the misses
- * of different addresses overlap, and then does the lookups from cache, each as many steps as the
- * deepest walk of the batch took, without data-dependent branches.
+ * likely cache miss in a large table; so the batch first walks its addresses one level per pass
+ * (the /16 records, then the trie), 64 at a time, keeping only the next pointer in out and the
+ * walks still going as bits of a mask (a pass steps only those), so that the misses of different
+ * addresses overlap, and then does the lookups from cache, each as many steps as the deepest walk
+ * of its 64 took, without data-dependent branches.
  */
 export function route6LookupBatch(t: usize, addrs: usize, out: usize, n: i32): void {
   if (n <= 0) return;
@@ -305,33 +308,42 @@ export function route6LookupBatch(t: usize, addrs: usize, out: usize, n: i32): v
   }
   do {
     gen = routeReadBegin(t);
-    let any: u32 = 0;
-    for (let o: usize = 0; o < end; o += 4) {
-      const hi = load<u64>(addrs + (o << 2));
-      const r = recordAt(t, <u32>hi & 0xffff);
-      const p = select<u32>(load<u32>(r, ROOT_NODE), 0, filtered(r, hi));
-      store<u32>(out + o, p);
-      any |= p;
-    }
-    let levels = 0;
-    while (any != 0 && levels < MAX_LEVELS) {
-      levels++;
-      any = 0;
-      for (let o: usize = 0; o < end; o += 4) {
-        const q = trieStep(t, load<u64>(addrs + (o << 2)), load<u64>(addrs + (o << 2), 8), load<u32>(out + o));
-        store<u32>(out + o, q);
-        any |= q;
+    // In groups of 64 addresses, whose walks still going are the bits of `live`: a level pass
+    // steps only those (the third pass of a batch has about 3 of 64 left).
+    for (let c: usize = 0; c < end; c += 256) {
+      const stop = min(end, c + 256);
+      let live: u64 = 0;
+      for (let o = c; o < stop; o += 4) {
+        const hi = load<u64>(addrs + (o << 2));
+        const r = recordAt(t, <u32>hi & 0xffff);
+        const p = select<u32>(load<u32>(r, ROOT_NODE), 0, filtered(r, hi));
+        store<u32>(out + o, p);
+        live |= (<u64>(p != 0)) << (<u64>((o - c) >> 2));
       }
-    }
-    for (let o: usize = 0; o < end; o += 4) {
-      const a = addrs + (o << 2);
-      const hi = load<u64>(a);
-      const r = recordAt(t, <u32>hi & 0xffff);
-      const rec = load<u64>(r);
-      const e = <u32>rec;
-      const short = select<i32>(<i32>(e & VALUE_MASK), -1, <i32>e < 0);
-      const root = select<u32>(<u32>(rec >> 32), 0, filtered(r, hi));
-      store<i32>(out + o, root == 0 ? short : trieLookup(t, hi, load<u64>(a, 8), root, short, levels, true));
+      let levels = 0;
+      while (live != 0 && levels < MAX_LEVELS) {
+        levels++;
+        let still: u64 = 0;
+        do {
+          const i = ctz(live);
+          live &= live - 1;
+          const o = c + ((<usize>i) << 2);
+          const q = trieStep(t, load<u64>(addrs + (o << 2)), load<u64>(addrs + (o << 2), 8), load<u32>(out + o));
+          store<u32>(out + o, q);
+          still |= (<u64>(q != 0)) << i;
+        } while (live != 0);
+        live = still;
+      }
+      for (let o = c; o < stop; o += 4) {
+        const a = addrs + (o << 2);
+        const hi = load<u64>(a);
+        const r = recordAt(t, <u32>hi & 0xffff);
+        const rec = load<u64>(r);
+        const e = <u32>rec;
+        const short = select<i32>(<i32>(e & VALUE_MASK), -1, <i32>e < 0);
+        const root = select<u32>(<u32>(rec >> 32), 0, filtered(r, hi));
+        store<i32>(out + o, root == 0 ? short : trieLookup(t, hi, load<u64>(a, 8), root, short, levels, true));
+      }
     }
   } while (!routeReadValid(t, gen));
 }

@@ -21,7 +21,8 @@ const ALL = (1n << 128n) - 1n;
 type Workload = "uniform" | "inside prefixes";
 type Shape = "random" | "pods";
 
-function podRules(count: number, next: () => number): Rule6[] {
+/** n distinct pod /64s of 2001:2:0:8000::/49 (also for lpm6-ab.ts). */
+export function podRules(count: number, next: () => number): Rule6[] {
   const net = parseIpv6("2001:2:0:8000::");
   const seen = new Set<bigint>();
   const rules: Rule6[] = [];

@@ -32,6 +32,7 @@ void RegisterDescriptor(Napi::Env env, Napi::Object exports) {
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   weft::RegisterDescriptor(env, exports);
   weft::RegisterFd(env, exports);
+  weft::RegisterMemory(env, exports);
   weft::RegisterNetns(env, exports);
   weft::RegisterTun(env, exports);
   weft::RegisterUdp(env, exports);

@@ -7,6 +7,7 @@ namespace weft {
 
 void RegisterDescriptor(Napi::Env env, Napi::Object exports);
 void RegisterFd(Napi::Env env, Napi::Object exports);
+void RegisterMemory(Napi::Env env, Napi::Object exports);
 void RegisterNetns(Napi::Env env, Napi::Object exports);
 void RegisterTun(Napi::Env env, Napi::Object exports);
 void RegisterUdp(Napi::Env env, Napi::Object exports);

@@ -182,10 +182,25 @@ export function agentMetrics(
       eachDataplane(backends, (d, family, b) => this.set({ backend: b.type, family }, d.offload.enabled ? 1 : 0));
     },
   });
+  new Gauge({
+    name: "weft_dataplane_route_table_huge_page_bytes",
+    help: "Bytes of the userspace dataplane's route tables on transparent huge pages (advised MADV_HUGEPAGE), by address family; 0 when on 4 KiB pages (the reason is in /status and the log)",
+    labelNames: ["backend", "family"],
+    registers: [registry],
+    collect() {
+      this.reset();
+      eachDataplane(backends, (d, family, b) => this.set({ backend: b.type, family }, d.routeTablePages.advisedBytes));
+    },
+  });
   perDirection(
     "weft_dataplane_offload_segments_total",
     "Segments cut from super-packets (tx) and merged into super-packets (rx) by the userspace dataplane, by address family",
     (c) => c.offloadSegments,
+  );
+  perDirection(
+    "weft_dataplane_checksum_trusted_total",
+    "Packets of UDP GRO receives (outer UDP checksum verified by the kernel) passed to the TUN device without the userspace dataplane's inner checksum check, by address family (rx only)",
+    (c) => c.checksumTrusted,
   );
   mirroredCounter(
     registry,

@@ -25,6 +25,7 @@ import { projectFile } from "../paths.js";
 import { DEFAULT_BUSY_POLL_US, DEFAULT_QUEUE_DELAY_US } from "./defaults.js";
 import { PeerTable, type DataplanePeer } from "./peers.js";
 import { innerFlowSteering } from "./steering.js";
+import { routeTableAllocator, type HugePageState } from "./huge-pages.js";
 import { openFirstSocket, openTunQueues, type OffloadState } from "./offload.js";
 import { IO_COUNTER, IO_COUNTER_SLOTS, type QueueTask, type ResultRegions, type WireFormat } from "./queue-task.js";
 
@@ -72,6 +73,11 @@ export interface UserspaceDataplaneOptions {
   queueDelayUs?: number;
   /** Nice value of the worker threads (default 0). */
   nice?: number;
+  /**
+   * Route tables on transparent huge pages (huge-pages.ts), where the kernel has them. Default
+   * true; without them they stay on 4 KiB pages (the reason is in counters() and the log).
+   */
+  hugePages?: boolean;
   logger?: Logger;
 }
 
@@ -85,6 +91,10 @@ export interface DataplaneCounters {
   workerRestarts: number;
   /** Whether offloads are in force, with what, or why not. */
   offload: OffloadState;
+  /** How much of the route table is on huge pages, or why none. */
+  routeTablePages: HugePageState;
+  /** Size of the shared hot-path memory (route table, contexts, counters, packet slots). */
+  memoryBytes: number;
 }
 
 interface Queue {
@@ -151,6 +161,7 @@ export class UserspaceDataplane {
   private readonly queues: Queue[] = [];
   private readonly stopWord: Int32Array;
   private readonly offload: OffloadState;
+  private readonly routeTablePages: HugePageState;
   private pool?: Piscina;
   private restarts = 0;
   private stopping = false;
@@ -176,19 +187,20 @@ export class UserspaceDataplane {
       );
     this.hp = new HotPath(createHotPathMemory());
     const arena = new Arena(this.hp);
-    // Contexts always point at an IPv4 table; an IPv6 dataplane's stays empty (IPv4 packets find no route).
-    const routes = new RouteTable(
-      this.hp,
-      arena,
+    const tables = routeTableAllocator(this.hp, arena, opts.hugePages ?? true);
+    this.routeTablePages = tables.state;
+    // One table, of the dataplane's family: an IPv6 dataplane has no IPv4 table (its 64 MiB tbl24
+    // would never be read; contexts without one give IPv4 packets no route).
+    const routes =
       this.family === 4
-        ? { tbl8Groups: 256, maxRules: maxPeers * 2, maxNextHops: maxPeers }
-        : { tbl8Groups: 1, maxRules: 1, maxNextHops: 1 },
-    );
-    const routes6 =
-      this.family === 6
-        ? new RouteTable6(this.hp, arena, { maxRules: maxPeers * 2, maxNextHops: maxPeers })
-        : undefined;
-    this.peers = new PeerTable(routes6 ?? routes, maxPeers);
+        ? new RouteTable(
+            this.hp,
+            arena,
+            { tbl8Groups: 256, maxRules: maxPeers * 2, maxNextHops: maxPeers },
+            tables.alloc,
+          )
+        : new RouteTable6(this.hp, arena, { maxRules: maxPeers * 2, maxNextHops: maxPeers }, tables.alloc);
+    this.peers = new PeerTable(routes, maxPeers);
     const stopAt = arena.alloc(4);
     this.stopWord = new Int32Array(this.hp.memory.buffer, stopAt, 1);
     const queueDelayUs = opts.queueDelayUs ?? DEFAULT_QUEUE_DELAY_US;
@@ -209,13 +221,14 @@ export class UserspaceDataplane {
       this.offload = { enabled, tun: tun.flags, udpGro: enabled, reason: first.reason ?? tun.reason };
       for (let q = 0; q < this.workers; q++) {
         const ctx = new DataplaneContext(this.hp, arena, {
-          routes: routes.base,
+          routes: routes instanceof RouteTable ? routes.base : 0,
           vni: opts.vni,
           localAddr: this.family === 4 ? (opts.subnet.addr as number) : 0,
           mac: opts.vtepMac,
           antiSpoof: opts.antiSpoof ?? true,
           peerSlots: maxPeers,
-          ipv6: routes6 && { routes: routes6.base, localAddr: opts.subnet.addr as bigint },
+          ipv6:
+            routes instanceof RouteTable6 ? { routes: routes.base, localAddr: opts.subnet.addr as bigint } : undefined,
         });
         const tx = enabled
           ? new PacketBatch(this.hp, arena, OFFLOAD_TX_BATCH, BIG_SLOT_BYTES)
@@ -301,7 +314,18 @@ export class UserspaceDataplane {
       idleTimeout: Number.POSITIVE_INFINITY,
     });
     for (const q of this.queues) q.running = this.supervise(q);
-    const log = { workers: this.workers, format: this.opts.format, tun: tunName, offload: this.offload };
+    const log = {
+      workers: this.workers,
+      format: this.opts.format,
+      tun: tunName,
+      offload: this.offload,
+      routeTablePages: this.routeTablePages,
+    };
+    if (this.routeTablePages.reason)
+      this.opts.logger?.warn(
+        { routeTablePages: this.routeTablePages },
+        "route tables stay on 4 KiB pages; lookups in large tables will be a little slower",
+      );
     if (this.offload.enabled || this.opts.offloads === false)
       this.opts.logger?.info(log, "userspace dataplane started");
     else
@@ -348,6 +372,7 @@ export class UserspaceDataplane {
         packets,
         bytesForwarded: all.reduce((n, c) => n + c.bytesForwarded, 0n),
         offloadSegments: all.reduce((n, c) => n + c.offloadSegments, 0n),
+        checksumTrusted: all.reduce((n, c) => n + c.checksumTrusted, 0n),
       };
     };
     const peers: DataplaneCounters["peers"] = {};
@@ -376,6 +401,8 @@ export class UserspaceDataplane {
       perQueue,
       workerRestarts: this.restarts,
       offload: { ...this.offload, tun: [...this.offload.tun] },
+      routeTablePages: { ...this.routeTablePages },
+      memoryBytes: this.hp.memory.buffer.byteLength,
     };
   }
 

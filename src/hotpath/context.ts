@@ -37,6 +37,11 @@ export interface DirectionCounters {
   bytesForwarded: bigint;
   /** Offloads: datagrams cut from super-packets (tx) or merged into super-packets (rx). */
   offloadSegments: bigint;
+  /**
+   * rx: packets of UDP GRO receives (outer checksum verified by the kernel) merged or handed to
+   * the TUN device with NEEDS_CSUM without our own checksum check.
+   */
+  checksumTrusted: bigint;
 }
 
 export class DataplaneContext {
@@ -115,6 +120,7 @@ export class DataplaneContext {
       packets,
       bytesForwarded: view[this.hp.constant("COUNTER_BYTES_FORWARDED")],
       offloadSegments: view[this.hp.constant("COUNTER_OFFLOAD_SEGMENTS")],
+      checksumTrusted: view[this.hp.constant("COUNTER_CSUM_TRUSTED")],
     };
   }
 }

@@ -32,12 +32,14 @@ export class RouteTable {
     private readonly hp: HotPath,
     arena: Arena,
     size: RouteTableSize = DEFAULT_ROUTE_TABLE_SIZE,
+    /** Where the table's region comes from (the dataplane puts it on huge pages); default the arena. */
+    alloc: (bytes: number, alignment: number) => number = (bytes, alignment) => arena.alloc(bytes, alignment),
   ) {
     const bytes = hp.fn.routeTableSize(size.tbl8Groups, size.maxRules, size.maxNextHops);
     if (bytes <= 0) {
       throw new WeftError("HOTPATH_ROUTE_TABLE_SIZE", `route table sizes out of range: ${JSON.stringify(size)}`);
     }
-    this.base = arena.alloc(bytes, hp.constant("ROUTE_TABLE_ALIGN"));
+    this.base = alloc(bytes, hp.constant("ROUTE_TABLE_ALIGN"));
     for (const name of [
       "ROUTE_ERR_NOT_FOUND",
       "ROUTE_ERR_EXISTS",

@@ -45,6 +45,8 @@ export class RouteTable6 {
     private readonly hp: HotPath,
     arena: Arena,
     size: RouteTable6Size = DEFAULT_ROUTE_TABLE6_SIZE,
+    /** Where the table's region comes from (the dataplane puts it on huge pages); default the arena. */
+    alloc: (bytes: number, alignment: number) => number = (bytes, alignment) => arena.alloc(bytes, alignment),
   ) {
     const bytes = hp.fn.route6TableSize(size.maxRules, size.maxNextHops);
     if (bytes <= 0) {
@@ -53,7 +55,7 @@ export class RouteTable6 {
         `IPv6 route table sizes out of range: ${JSON.stringify(size)} (rules 1..2^22, next hops 1..2^24)`,
       );
     }
-    this.base = arena.alloc(bytes, hp.constant("ROUTE6_TABLE_ALIGN"));
+    this.base = alloc(bytes, hp.constant("ROUTE6_TABLE_ALIGN"));
     this.scratch = arena.alloc(16, 16);
     for (const name of ERROR_NAMES) this.errorNames.set(hp.constant(name), name);
     this.check(hp.fn.route6TableInit(this.base, size.maxRules, size.maxNextHops), "init");

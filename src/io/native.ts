@@ -53,7 +53,22 @@ export interface NativeIo {
   readonly WAIT_SLEPT: number;
   readonly WAIT_MAX_FDS: number;
 
+  readonly HUGE_PAGE_BYTES: number;
+
   closeFd(fd: number): void;
+  /**
+   * madvise(MADV_HUGEPAGE) over the whole 2 MiB pages inside [offset, offset + length) of `buf` (a
+   * view over a whole Wasm memory), and with `collapse` MADV_COLLAPSE too (best effort: a failure
+   * comes back as collapseErrno). Returns the advised range (bytes 0: no whole huge page inside)
+   * and its virtual address, to find it in /proc/self/smaps. Throws when the kernel refuses the
+   * advice (no THP).
+   */
+  memoryAdviseHugePages(
+    buf: Uint8Array,
+    offset: number,
+    length: number,
+    collapse: boolean,
+  ): { offset: number; bytes: number; address: number; collapseErrno?: number };
   /** Moves the calling thread into the namespace at `path`; returns an fd of the one it left. */
   netnsEnter(path: string): number;
   /** Returns the calling thread to the namespace netnsEnter left, and closes that fd. */

@@ -41,6 +41,9 @@ for (const format of ["vxlan", "udp"] as const) {
       const c = n1.dp.counters();
       expect(c.peers[n2.host.name].txPackets).toBeGreaterThanOrEqual(6n); // requests out, replies out
       expect(c.peers[n2.host.name].rxPackets).toBeGreaterThanOrEqual(6n);
+      // The route table (64 MiB of tbl24) is on huge pages by default, and answers as before.
+      expect(c.routeTablePages.reason).toBeUndefined();
+      expect(c.routeTablePages.advisedBytes).toBeGreaterThanOrEqual(64 << 20);
     });
 
     it("moves 100 MB of TCP with iperf3", async () => {

@@ -9,11 +9,13 @@
 // check on, so the sender's address must survive GRO batches being taken apart.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { buildIpv4, buildUdp4, buildVxlan } from "../reference/build.js";
 import {
   completePartial,
   buildTcp4,
   buildTcp6,
   pseudoHeaderSum,
+  refLoneHeader,
   refSegmentTcp4,
   refSegmentTcp6,
   tcp4ChecksumsValid,
@@ -29,6 +31,7 @@ import {
   PEER6,
   payloadOf,
   receive,
+  RX,
   RX6,
   send,
   SENDER6,
@@ -216,13 +219,41 @@ function groBatched(reads: TunRead[], format: Format, picks: number[], maxes: nu
   return groRuns(interleave(lists, picks), maxes).slice(0, 16);
 }
 
+/**
+ * A segment's identity across hops: IPv4's ID (IPv6's payload length) and the transport bytes with
+ * the checksum field zeroed (flannel udp decrements the TTL, NEEDS_CSUM rewrites the field).
+ */
+function segKey(ip: Uint8Array): string {
+  const l3 = ip[0] >> 4 === 6 ? 40 : (ip[0] & 15) * 4;
+  const t = ip.slice(l3);
+  t[16] = 0;
+  t[17] = 0;
+  return `${ip[4]},${ip[5]}:${Buffer.from(t).toString("hex")}`;
+}
+
+/** The segments whose outer checksum the kernel verified: those of receives of more than one datagram. */
+function verifiedSegments(runs: Uint8Array[][], format: Format | 22): Set<string> {
+  const skip = typeof format === "number" ? format : header(format);
+  return new Set(runs.filter((r) => r.length > 1).flatMap((r) => r.map((d) => segKey(d.subarray(skip)))));
+}
+
+/**
+ * A lone packet as the TUN device gets it: its vnet header must be the reference's for it, and
+ * with NEEDS_CSUM it is finished as the kernel would; returns it with its checksum in full.
+ */
+function lone(o: ReturnType<typeof receive>[number], verified: Set<string>): Uint8Array {
+  const want = refLoneHeader(o.bytes, verified.has(segKey(o.bytes)));
+  expect({ flags: o.flags, csumStart: o.csumStart, csumOffset: o.csumOffset }).toEqual(want);
+  return want.flags ? completePartial(o.bytes, want.csumStart, want.csumOffset) : o.bytes;
+}
+
+/** The receiver's count of packets it passed on without its own checksum check. */
+const trustedCount = (rx = RX) => rx.rig.ctx.rx().checksumTrusted;
+
 /** What the TUN device gets, as segments again: super-packets finished and re-segmented by the reference. */
-function resegment(out: ReturnType<typeof receive>): Uint8Array[] {
+function resegment(out: ReturnType<typeof receive>, verified: Set<string>): Uint8Array[] {
   return out.flatMap((o) => {
-    if (o.gsoType === 0) {
-      expect(o.flags).toBe(0);
-      return [o.bytes];
-    }
+    if (o.gsoType === 0) return [lone(o, verified)];
     expect({
       flags: o.flags,
       gsoType: o.gsoType,
@@ -269,8 +300,11 @@ for (const format of ["vxlan", "udp"] as const) {
           (flows, picks, maxes) => {
             const runs = groBatched(flows, format, picks, maxes);
             const sent = runs.flat();
+            const before = trustedCount();
             const out = receive(runs, format);
-            const got = resegment(out);
+            const got = resegment(out, verifiedSegments(runs, format));
+            // Every segment of a GRO receive was passed on without our check, and no other.
+            expect(trustedCount() - before).toBe(BigInt(runs.filter((r) => r.length > 1).flat().length));
             const hops = format === "udp" ? 2 : 0;
             // Every datagram sent arrives, in order per flow, as exactly the segment it was.
             for (const p of flows) {
@@ -319,7 +353,7 @@ for (const format of ["vxlan", "udp"] as const) {
             );
             const runs = groRuns(interleave(lists, picks), maxes).slice(0, 16);
             const sent = runs.flat();
-            const got = resegment(receive(runs, format));
+            const got = resegment(receive(runs, format), verifiedSegments(runs, format));
             const hops = format === "udp" ? 2 : 0;
             for (const c of conns) {
               const port = (c[0].read.bytes[20] << 8) | c[0].read.bytes[21];
@@ -333,24 +367,28 @@ for (const format of ["vxlan", "udp"] as const) {
       );
     });
 
-    it("never merges a damaged segment: it reaches the kernel alone, to be dropped there", () => {
+    it("never merges a damaged segment of a single datagram: it reaches the kernel alone, to be dropped there", () => {
       fc.assert(
-        fc.property(superPacket, fc.nat(), fc.nat(), (p, pick, where) => {
+        fc.property(superPacket, fc.nat(), fc.nat(), fc.boolean(), (p, pick, where, alone) => {
           const { trains, mem } = send([p], format);
           const ds = datagrams(trains, mem);
-          fc.pre(ds.length >= 2);
+          fc.pre(ds.length >= 2 && (!alone || ds.length <= 16));
           const k = pick % ds.length;
           // One byte of the TCP header or payload (the sum covers both, in separate passes).
           const tcpStart = header(format) + 20;
           const at = tcpStart + (where % (ds[k].length - tcpStart));
-          const damaged = ds.map((d, i) => (i === k ? Uint8Array.from(d, (b, j) => (j === at ? b ^ 0x5a : b)) : d));
-          // As GRO would batch them: as many as fit in one 64 KiB receive.
-          const per = Math.floor(65535 / ds[0].length);
-          const out = receive(
-            Array.from({ length: Math.ceil(ds.length / per) }, (_, r) => damaged.slice(r * per, (r + 1) * per)),
-            format,
-          );
-          const got = resegment(out);
+          const damaged = Uint8Array.from(ds[k], (b, j) => (j === at ? b ^ 0x5a : b));
+          // The damaged one alone, as a datagram UDP GRO did not merge (a zero outer checksum, or
+          // none to merge with); the others around it in GRO receives of as many as fit 64 KiB,
+          // or, `alone`, each a receive of its own as from a kernel vxlan peer (zero checksums).
+          const per = alone ? 1 : Math.floor(65535 / ds[0].length);
+          const chunk = (xs: Uint8Array[]) =>
+            Array.from({ length: Math.ceil(xs.length / per) }, (_, r) => xs.slice(r * per, (r + 1) * per));
+          const runs = [...chunk(ds.slice(0, k)), [damaged], ...chunk(ds.slice(k + 1))];
+          const before = trustedCount();
+          const out = receive(runs, format);
+          expect(trustedCount() - before).toBe(BigInt(runs.filter((r) => r.length > 1).flat().length));
+          const got = resegment(out, verifiedSegments(runs, format));
           const hops = format === "udp" ? 2 : 0;
           const want = expected(p, hops);
           expect(got.length).toBe(want.length);
@@ -359,10 +397,34 @@ for (const format of ["vxlan", "udp"] as const) {
             else expect(s).toEqual(want[i]);
           });
           expect(
-            out.some((o) => o.gsoType === 0 && o.bytes.length === want[k].length && !tcp4ChecksumsValid(o.bytes)),
+            out.some(
+              (o) =>
+                o.gsoType === 0 && o.flags === 0 && o.bytes.length === want[k].length && !tcp4ChecksumsValid(o.bytes),
+            ),
           ).toBe(true);
         }),
         { numRuns: 20 },
+      );
+    });
+
+    it("trusts the segments of a GRO receive without a pass over them: the kernel verified their outer checksum", () => {
+      // A damaged segment inside a GRO receive cannot come from the kernel (it verified the outer
+      // checksum over the very bytes); planting one shows that no inner check runs there.
+      fc.assert(
+        fc.property(superPacket, fc.nat(), (p, pick) => {
+          const { trains, mem } = send([p], format);
+          const ds = datagrams(trains, mem);
+          fc.pre((p.fields.flags & ~0x08) === 0x10 && ds.length >= 2 && ds.length <= 64);
+          fc.pre(ds.reduce((n, d) => n + d.length, 0) <= 65535);
+          const k = pick % ds.length;
+          const bad = ds.map((d, i) =>
+            i === k ? Uint8Array.from(d, (b, j) => (j === d.length - 1 ? b ^ 0x5a : b)) : d,
+          );
+          const out = receive([bad], format);
+          expect(out.length).toBe(1);
+          expect(out[0].gsoType).toBe(1);
+        }),
+        { numRuns: 10 },
       );
     });
   });
@@ -444,9 +506,12 @@ describe("offloads, TCP over IPv6 (vxlan format, IPv6 underlay)", () => {
         (flows, picks, maxes) => {
           const runs = groBatched(flows.map(tso6), "vxlan", picks, maxes);
           const sent = runs.flat();
+          const before = trustedCount(RX6);
           const out = receive(runs, "vxlan", RX6, SENDER6);
+          expect(trustedCount(RX6) - before).toBe(BigInt(runs.filter((r) => r.length > 1).flat().length));
+          const verified = verifiedSegments(runs, 22);
           const got = out.flatMap((o) => {
-            if (o.gsoType === 0) return [o.bytes];
+            if (o.gsoType === 0) return [lone(o, verified)];
             expect({ flags: o.flags, gsoType: o.gsoType, csumStart: o.csumStart, csumOffset: o.csumOffset }).toEqual({
               flags: 1,
               gsoType: GSO_TCPV6,
@@ -474,5 +539,82 @@ describe("offloads, TCP over IPv6 (vxlan format, IPv6 underlay)", () => {
     const ds = datagrams(trains, mem);
     expect(receive([ds.slice(0, 64)], "vxlan", RX6, SENDER6).length).toBeGreaterThan(0);
     expect(receive([ds.slice(0, 64)], "vxlan", RX6, SENDER6 + 1n)).toHaveLength(0);
+  });
+});
+
+/**
+ * Lone packets of every kind, all `total` bytes long (as a GRO receive has them): UDP with a
+ * checksum, UDP without one, TCP (SYN: never merged) over IPv4 and IPv6, UDP behind IPv4 options,
+ * an IPv4 fragment, ICMP. Pods 198.19.1.5 -> 198.19.2.7 and 2001:2:0:8001::5 -> 2001:2:0:8002::7.
+ */
+function lonePacket(kind: number, total: number, seed: number): Uint8Array {
+  const src = 0xc6130105;
+  const dst = 0xc6130207;
+  const data = (n: number) => payloadOf(seed, n);
+  const tcp = { srcPort: 40000, dstPort: 7000, seq: seed >>> 0, ack: 0, flags: 0x02, window: 100 };
+  switch (kind) {
+    case 0:
+      return buildUdp4(src, dst, 40000, 9000, data(total - 28));
+    case 1: {
+      const p = buildUdp4(src, dst, 40000, 9000, data(total - 28));
+      p[26] = 0;
+      p[27] = 0;
+      return p;
+    }
+    case 2:
+      return buildTcp4({ src, dst, ...tcp, payload: data(total - 40) });
+    case 3:
+      return buildTcp6({
+        src: 0x2001_0002_0000_8001_0000_0000_0000_0005n,
+        dst: 0x2001_0002_0000_8002_0000_0000_0000_0007n,
+        ...tcp,
+        payload: data(total - 60),
+      });
+    case 4: {
+      const options = Uint8Array.from([1, 1, 1, 1, 1, 1, 1, 0]);
+      const udp = buildUdp4(src, dst, 40000, 9000, data(total - 36)).slice(20);
+      return buildIpv4({ src, dst, protocol: 17, options, payload: udp });
+    }
+    case 5:
+      return buildIpv4({ src, dst, protocol: 17, fragment: 0x2000, payload: data(total - 20) });
+    default:
+      return buildIpv4({ src, dst, protocol: 1, payload: data(total - 20) });
+  }
+}
+
+describe("offloads, lone packets of a GRO receive and of single datagrams", () => {
+  it("hands lone TCP and UDP packets of GRO receives over with NEEDS_CSUM, every other one as it came", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: 0, max: 6 }), { minLength: 2, maxLength: 16 }),
+        fc.integer({ min: 80, max: 1400 }),
+        fc.integer(),
+        (kinds, total, seed) => {
+          const ips = kinds.map((k, i) => lonePacket(k, total, seed + i));
+          const ds = ips.map((ip) => buildVxlan(1, MAC2, MAC1, ip[0] >> 4 === 6 ? 0x86dd : 0x0800, ip));
+          for (const [runs, verified] of [
+            [[ds], true],
+            [ds.map((d) => [d]), false],
+          ] as const) {
+            const before = trustedCount();
+            const out = receive(
+              runs.map((r) => [...r]),
+              "vxlan",
+            );
+            expect(out.length).toBe(ips.length);
+            let trusted = 0n;
+            out.forEach((o, i) => {
+              const want = refLoneHeader(ips[i], verified);
+              expect(o.gsoType).toBe(0);
+              expect({ flags: o.flags, csumStart: o.csumStart, csumOffset: o.csumOffset }).toEqual(want);
+              expect(want.flags ? completePartial(o.bytes, want.csumStart, want.csumOffset) : o.bytes).toEqual(ips[i]);
+              if (want.flags) trusted++;
+            });
+            expect(trustedCount() - before).toBe(trusted);
+          }
+        },
+      ),
+      { numRuns: 40 },
+    );
   });
 });

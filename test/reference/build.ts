@@ -68,3 +68,16 @@ export function buildVxlan(
   f.set(packet, 22);
   return f;
 }
+
+/** A UDP/IPv4 packet from src:srcPort to dst:dstPort carrying `data`, its UDP checksum in full. */
+export function buildUdp4(src: number, dst: number, srcPort: number, dstPort: number, data: Uint8Array): Uint8Array {
+  const len = 8 + data.length;
+  const udp = new Uint8Array(len);
+  udp.set([srcPort >> 8, srcPort & 255, dstPort >> 8, dstPort & 255, len >> 8, len & 255, 0, 0]);
+  udp.set(data, 8);
+  const pseudo = Uint8Array.from([...be32(src), ...be32(dst), 0, 17, len >> 8, len & 255]);
+  const c = internetChecksum(Uint8Array.from([...pseudo, ...udp])) || 0xffff;
+  udp[6] = c >> 8;
+  udp[7] = c & 255;
+  return buildIpv4({ src, dst, protocol: 17, payload: udp });
+}

@@ -173,3 +173,29 @@ export function tcp6ChecksumValid(p: Uint8Array): boolean {
 
 /** Segments a TCP/IPv6 super-packet into segments of gsoSize payload bytes. */
 export const refSegmentTcp6 = refSegmentTcp;
+
+/** The vnet header fields the receive path owes a lone packet handed to the TUN device. */
+export interface LoneHeader {
+  flags: number;
+  csumStart: number;
+  csumOffset: number;
+}
+
+/**
+ * What a lone packet's vnet header must say, written the plain way. A packet whose outer UDP
+ * checksum the kernel verified (it came in a UDP GRO receive of more than one datagram) is handed
+ * over with NEEDS_CSUM when it is TCP, or UDP with a checksum, right after the IPv4 header (not a
+ * fragment) or the IPv6 fixed header; every other packet with a zeroed header, for the kernel to check.
+ */
+export function refLoneHeader(ip: Uint8Array, outerVerified: boolean): LoneHeader {
+  const none = { flags: 0, csumStart: 0, csumOffset: 0 };
+  if (!outerVerified) return none;
+  const v6 = ip[0] >> 4 === 6;
+  const l3 = v6 ? 40 : (ip[0] & 15) * 4;
+  if (!v6 && (u16(ip, 6) & 0x3fff) !== 0) return none;
+  const proto = v6 ? ip[6] : ip[9];
+  const l4 = ip.length - l3;
+  if (proto === 6 && l4 >= 20) return { flags: 1, csumStart: l3, csumOffset: 16 };
+  if (proto === 17 && l4 >= 8 && u16(ip, l3 + 6) !== 0) return { flags: 1, csumStart: l3, csumOffset: 6 };
+  return none;
+}
