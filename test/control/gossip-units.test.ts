@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest";
 import { Awareness } from "../../src/control/gossip/awareness.js";
 import { KNOWN_NEWS_SENDS, retransmitLimit, TransmitLimitedQueue } from "../../src/control/gossip/broadcast.js";
 import { makeConfig, profiles } from "../../src/control/gossip/config.js";
-import { ProbeRing } from "../../src/control/gossip/schedule.js";
+import { ProbeRing, probePhase, probeSlot, untilProbeTime } from "../../src/control/gossip/schedule.js";
 import { WeftError } from "../../src/errors.js";
 import { Suspicion, suspicionBounds, suspicionTimeout } from "../../src/control/gossip/suspicion.js";
 import { loneClock } from "./sim/doubles.js";
@@ -143,6 +143,43 @@ describe("probe schedule (ProbeRing)", () => {
         expect(new Set(seen)).toEqual(new Set(members.filter((m) => m !== self)));
       }),
     );
+  });
+
+  it("a member's probes come at most one interval apart, bar one gap per lap of the ring (property)", () => {
+    // Each prober probes at its own phase of the slot (probePhase); a crash then waits at most
+    // about one interval for its first probe. With random phases a gap could reach two intervals.
+    const I = 1000;
+    fc.assert(
+      fc.property(names, fc.integer({ min: 0, max: 2 ** 30 }), fc.nat(), (members, start, pick) => {
+        fc.pre(members.length >= 3);
+        const ring = ringOf(members);
+        const v = members[pick % members.length];
+        const times: number[] = [];
+        for (let s = start; s < start + members.length - 1; s++) {
+          const probers = members.filter((p) => ring.target(p, s) === v);
+          expect(probers.length).toBe(1);
+          const at = s * I + probePhase(probers[0]) * I;
+          // The prober's own clock puts this probe time in slot s.
+          expect(probeSlot(at, I, probePhase(probers[0]))).toBe(s);
+          times.push(at);
+        }
+        const gaps = times.slice(1).map((t, i) => t - times[i]);
+        expect(gaps.every((g) => g <= 2 * I)).toBe(true);
+        expect(gaps.filter((g) => g > I).length).toBeLessThanOrEqual(1);
+      }),
+    );
+  });
+
+  it("a round that fires a little late runs at once; an early or off-phase one waits for its time", () => {
+    const I = 1000;
+    const phase = probePhase("n7");
+    const at = 5 * I + phase * I;
+    expect(untilProbeTime(at, I, phase)).toBe(0);
+    expect(untilProbeTime(at + 3, I, phase)).toBe(0);
+    expect(untilProbeTime(at - 3, I, phase)).toBeCloseTo(3, 6);
+    expect(untilProbeTime(at + 600, I, phase)).toBeCloseTo(400, 6);
+    expect(probeSlot(at + 3, I, phase)).toBe(5);
+    expect(probeSlot(at - 3, I, phase)).toBe(5);
   });
 
   it("add and remove are idempotent; no target for a node off the ring or alone on it", () => {
