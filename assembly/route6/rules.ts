@@ -5,13 +5,7 @@
 // bytes in network order): hi = bytes 0..7, lo = bytes 8..15. Keeping memory order spares every
 // lookup four byte swaps; masks are precomputed in that order (maskHi/maskLo).
 // Rule slot, RULE6_SLOT_BYTES: u64 hi, u64 lo, u32 tag = length + 1 (0 = empty), u32 next hop.
-import {
-  H6_RULE_COUNT,
-  H6_RULES_AT,
-  H6_SLOT_MASK,
-  MASKS_OFFSET,
-  RULE6_SLOT_BYTES,
-} from "./layout";
+import { H6_RULE_COUNT, H6_RULES_AT, H6_SLOT_MASK, MASKS_OFFSET, RULE6_SLOT_BYTES } from "./layout";
 
 /** Writes the mask table: for each length 0..128 its two halves in memory order. */
 export function masksInit(t: usize): void {

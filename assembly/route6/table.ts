@@ -60,16 +60,7 @@ import {
   rule6SetNextHop,
   rule6Slot,
 } from "./rules";
-import {
-  MAX_LEVELS,
-  homeDepth,
-  trieDelete,
-  trieInsert,
-  trieLeaf,
-  trieLookup,
-  trieReplace,
-  trieStep,
-} from "./trie";
+import { MAX_LEVELS, homeDepth, trieDelete, trieInsert, trieLeaf, trieLookup, trieReplace, trieStep } from "./trie";
 
 /** Bytes of a trie node: the region holds two per rule (trie.ts), route6Nodes says how many are in use. */
 export const ROUTE6_NODE_BYTES: i32 = <i32>NODE_BYTES;
@@ -169,8 +160,8 @@ function shortRemove(t: usize, hi: u64, len: i32, replacement: u32): void {
 function filterAdd(t: usize, hi: u64, len: i32): void {
   const r = recordAt(t, <u32>hi & 0xffff);
   const span: u64 = len >= 22 ? 1 : (<u64>1) << (<u64>(22 - len));
-  const first = ((hi >> 18) & 63) & ~(span - 1);
-  const bits = span == 64 ? <u64>-1 : ((<u64>1 << span) - 1) << first;
+  const first = (hi >> 18) & 63 & ~(span - 1);
+  const bits = span == 64 ? <u64>-1 : (((<u64>1) << span) - 1) << first;
   store<u64>(r, load<u64>(r, ROOT_FILTER) | bits, ROOT_FILTER);
 }
 
@@ -231,7 +222,8 @@ export function route6Delete(t: usize, p: usize, len: i32): i32 {
   let fallback: u32 = 0;
   if (cover != 0) {
     const l = rule6Length(cover);
-    fallback = len <= SHORT_BITS ? shortEntry(l, rule6NextHop(cover)) : trieLeaf(l, homeDepth(len), rule6NextHop(cover));
+    fallback =
+      len <= SHORT_BITS ? shortEntry(l, rule6NextHop(cover)) : trieLeaf(l, homeDepth(len), rule6NextHop(cover));
   }
   writeBegin(t);
   rule6Remove(t, s);

@@ -83,7 +83,7 @@ export const MAX_LEVELS: i32 = (128 - SHORT_BITS - 1) / STRIDE + 1;
 /** Address bits d..d+3 of big-endian halves (a stride never straddles bit 64). */
 @inline function chunkOf(a: u64, b: u64, d: u32): u32 {
   const w = select<u64>(a, b, d < 64);
-  return <u32>((w << (<u64>(d & 63))) >> (<u64>(64 - STRIDE)));
+  return <u32>((w << (<u64>(d & 63))) >> <u64>(64 - STRIDE));
 }
 
 /**
@@ -92,7 +92,7 @@ export const MAX_LEVELS: i32 = (128 - SHORT_BITS - 1) / STRIDE + 1;
  */
 @inline function chunkOfMemory(hi: u64, lo: u64, d: u32): u32 {
   const w = select<u64>(hi, lo, d < 64);
-  return <u32>(w >> (<u64>((d & 0x38) + (~d & 4)))) & (NODE_SLOTS - 1);
+  return <u32>(w >> <u64>((d & 0x38) + (~d & 4))) & (NODE_SLOTS - 1);
 }
 
 /** A node's key as big-endian halves, for the writer (stored in memory order, as lookups compare it). */
@@ -155,7 +155,15 @@ function depthOfParent(t: usize, parent: u32): u32 {
  * branch, for batches that know how deep their walks go (a mispredicted walk end costs more than
  * a step); steps past the walk's end read node 0, which stays empty.
  */
-@inline export function trieLookup(t: usize, hi: u64, lo: u64, p: u32, best: i32, levels: i32, branchFree: bool): i32 {
+@inline export function trieLookup(
+  t: usize,
+  hi: u64,
+  lo: u64,
+  p: u32,
+  best: i32,
+  levels: i32,
+  branchFree: bool,
+): i32 {
   const base = t + load<u32>(t, H6_NODES_AT);
   for (let level = 0; level < levels; level++) {
     const node = pointed(base, p);
@@ -192,7 +200,9 @@ function depthOfParent(t: usize, parent: u32): u32 {
 
 /** Whether address (hi, lo) leaves the key of node (depth d) in its first d bits. */
 @inline function keyDiffers(t: usize, node: usize, hi: u64, lo: u64, d: u32): bool {
-  return (((hi ^ load<u64>(node, NODE_KEY_HI)) & maskHi(t, d)) | ((lo ^ load<u64>(node, NODE_KEY_LO)) & maskLo(t, d))) != 0;
+  return (
+    (((hi ^ load<u64>(node, NODE_KEY_HI)) & maskHi(t, d)) | ((lo ^ load<u64>(node, NODE_KEY_LO)) & maskLo(t, d))) != 0
+  );
 }
 
 /**
@@ -299,10 +309,7 @@ export function trieInsert(t: usize, a: u64, b: u64, len: i32, nh: i32): void {
     const m = nodeNew(t, a, b, split, load<u32>(node, NODE_LEAF), parent);
     store<u32>(node, 0, NODE_LEAF);
     store<u32>(node, m, NODE_PARENT);
-    store<u32>(
-      entryAt(nodeAt(t, m), chunkOf(keyA(node), keyB(node), split)),
-      pointerTo(cur, d, split),
-    );
+    store<u32>(entryAt(nodeAt(t, m), chunkOf(keyA(node), keyB(node), split)), pointerTo(cur, d, split));
     store<u32>(at, pointerTo(m, split, depthOfParent(t, parent)));
     if (split == home) return ruleAdd(t, m, a, b, len, nh);
     parent = m;

@@ -130,7 +130,10 @@ export class UserspaceBackend implements Backend {
     }
     this.state = "running";
     const a = this.announcement();
-    this.logger.info({ ...a, mtu: this.deviceMtu, podMtu: this.mtu, tun: this.tunName }, `${this.type} backend started`);
+    this.logger.info(
+      { ...a, mtu: this.deviceMtu, podMtu: this.mtu, tun: this.tunName },
+      `${this.type} backend started`,
+    );
     return a;
   }
 
