@@ -48,7 +48,7 @@ export class FailureDetector {
 
   constructor(private readonly deps: FailureDetectorDeps) {
     this.timers = new Timers(deps.clock);
-    this.phase = probePhase(deps.config.name);
+    this.phase = deps.config.probePhaseFromName ? probePhase(deps.config.name) : deps.random.next();
   }
 
   start(): void {
