@@ -18,7 +18,7 @@ import { Kernel } from "../kernel/iproute.js";
 import { removeIpMasq, setIpMasq } from "../kernel/ipmasq.js";
 import { formatAnyPrefix, formatHostPort, type IpPrefix } from "../net/ip.js";
 import { formatIpv4, formatPrefix, type Ipv4Prefix } from "../net/ipv4.js";
-import { formatIpv6, formatPrefix6, type Ipv6Prefix } from "../net/ipv6.js";
+import { formatIpv6, formatPrefix6, ipv4Mapped, type Ipv6Prefix } from "../net/ipv6.js";
 import { SerialQueue } from "../util/serial.js";
 import { AgentHttp, SOCKET_NAME, type TcpListener } from "./http.js";
 import { agentMetrics } from "./metrics.js";
@@ -144,7 +144,7 @@ export class Agent {
     return this.lanes.find((l) => l.family === family);
   }
 
-  /** The backend instance shown for the node as a whole (status, dataplane metrics): the first family's. */
+  /** The backend instance shown for the node as a whole (status): the first family's. */
   private get backend(): Backend | undefined {
     return this.lanes[0].backend;
   }
@@ -165,7 +165,8 @@ export class Agent {
     try {
       underlay = await chooseUnderlay(kernel, opts, {
         ipv4: conf.space !== undefined,
-        ipv6: conf.space6 !== undefined,
+        // Dual-stack wasm-vxlan carries IPv6 over the IPv4 underlay where there is no IPv6 one.
+        ipv6: conf.space6 !== undefined && (conf.space && conf.Backend.Type === "wasm-vxlan" ? "if-present" : true),
       });
       await checkHost(kernel, opts, conf, underlay);
       await mkdir(dirname(opts.subnetFile), { recursive: true, mode: 0o755 });
@@ -188,7 +189,8 @@ export class Agent {
         seeds: opts.seeds ?? (opts.join.length === 0 ? [opts.nodeName] : []),
         space: conf.space,
         space6: conf.space6,
-        underlay6: underlay.addr6,
+        // Without an IPv6 underlay address, the IPv4 one (mapped) is what IPv6 peers send to.
+        underlay6: conf.space6 && (underlay.addr6 ?? ipv4Mapped(underlay.addr!)),
         keyring,
         stateDir: opts.stateDir,
         logger: log,
@@ -222,7 +224,7 @@ export class Agent {
           status: () => agent.status(),
           metrics: agentMetrics(
             control,
-            () => agent.backend,
+            () => agent.lanes.flatMap((l) => (l.backend ? [{ family: l.family, backend: l.backend }] : [])),
             () => agent.counters(),
             () => agent.subnets(),
             () => agent.socketDrops(),

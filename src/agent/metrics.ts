@@ -2,6 +2,7 @@
 // the packet path or in gossip does extra work for them.
 import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
 import type { Backend, BackendCounters } from "../backends/backend.js";
+import type { DataplaneCounters } from "../dataplane/dataplane.js";
 import type { ControlPlane } from "../control/control-plane.js";
 import type { SocketDrops } from "./socket-drops.js";
 
@@ -25,14 +26,34 @@ function mirroredCounter(
   });
 }
 
+/** One family's backend instance: a userspace backend runs a dataplane per family (weft.<VNI>, weft-v6.<VNI>). */
+export interface FamilyBackend {
+  family: 4 | 6;
+  backend: Backend;
+}
+
 /**
- * `backend` is the instance whose dataplane counters are shown (the userspace backends run one);
- * `counters` sums the kernel programming of every family's instance; `leases` lists this node's
- * subnets, one per enabled family.
+ * Every family's dataplane counters, each sample labelled with its `family` ("4" or "6"), so that
+ * a dual-stack node shows both dataplanes under one name per metric.
+ */
+function eachDataplane(
+  backends: () => FamilyBackend[],
+  read: (d: DataplaneCounters, family: string, backend: Backend) => void,
+): void {
+  for (const { family, backend } of backends()) {
+    const d = backend.dataplaneCounters?.();
+    if (d) read(d, String(family), backend);
+  }
+}
+
+/**
+ * `backends` lists the running instance of each enabled family, IPv4 first (the userspace
+ * backends run one dataplane per family); `counters` sums the kernel programming of every
+ * family's instance; `leases` lists this node's subnets, one per enabled family.
  */
 export function agentMetrics(
   control: ControlPlane,
-  backend: () => Backend | undefined,
+  backends: () => FamilyBackend[],
   counters: () => BackendCounters | undefined,
   leases: () => string[],
   socketDrops: () => SocketDrops | undefined,
@@ -125,84 +146,70 @@ export function agentMetrics(
   mirroredCounter(
     registry,
     "weft_dataplane_packets_total",
-    "Userspace dataplane packets by direction and verdict (FORWARD, REPLY or a drop reason)",
-    ["direction", "verdict"],
-    (set) => {
-      const d = backend()?.dataplaneCounters?.();
-      if (!d) return;
-      for (const [dir, c] of [
-        ["tx", d.tx],
-        ["rx", d.rx],
-      ] as const) {
-        for (const [verdict, n] of Object.entries(c.packets)) set({ direction: dir, verdict }, Number(n));
-      }
-    },
+    "Userspace dataplane packets by address family, direction and verdict (FORWARD, REPLY or a drop reason)",
+    ["family", "direction", "verdict"],
+    (set) =>
+      eachDataplane(backends, (d, family) => {
+        for (const [dir, c] of [
+          ["tx", d.tx],
+          ["rx", d.rx],
+        ] as const) {
+          for (const [verdict, n] of Object.entries(c.packets)) set({ family, direction: dir, verdict }, Number(n));
+        }
+      }),
   );
-  mirroredCounter(
-    registry,
+  // Dataplane counters per family and direction (tx: TUN to socket, rx: socket to TUN).
+  const perDirection = (name: string, help: string, pick: (c: DataplaneCounters["tx"]) => bigint) =>
+    mirroredCounter(registry, name, help, ["family", "direction"], (set) =>
+      eachDataplane(backends, (d, family) => {
+        for (const direction of ["tx", "rx"] as const) set({ family, direction }, Number(pick(d[direction])));
+      }),
+    );
+  perDirection(
     "weft_dataplane_bytes_total",
-    "Userspace dataplane bytes forwarded by direction",
-    ["direction"],
-    (set) => {
-      const d = backend()?.dataplaneCounters?.();
-      if (!d) return;
-      set({ direction: "tx" }, Number(d.tx.bytesForwarded));
-      set({ direction: "rx" }, Number(d.rx.bytesForwarded));
-    },
+    "Userspace dataplane bytes forwarded by address family and direction",
+    (c) => c.bytesForwarded,
   );
   new Gauge({
     // Labelled by backend so that kernel backends, which have no dataplane, show no sample (an
     // unlabelled gauge would read 0 there, as if offloads had turned themselves off).
     name: "weft_dataplane_offloads",
-    help: "1 while the userspace dataplane runs with segmentation offloads (TSO through TUN, UDP GSO/GRO), 0 when off (the reason is in /status and the log)",
-    labelNames: ["backend"],
+    help: "1 while the userspace dataplane of the address family runs with segmentation offloads (TSO through TUN, UDP GSO/GRO), 0 when off (the reason is in /status and the log)",
+    labelNames: ["backend", "family"],
     registers: [registry],
     collect() {
       this.reset();
-      const b = backend();
-      const d = b?.dataplaneCounters?.();
-      if (b && d) this.set({ backend: b.type }, d.offload.enabled ? 1 : 0);
+      eachDataplane(backends, (d, family, b) => this.set({ backend: b.type, family }, d.offload.enabled ? 1 : 0));
     },
   });
-  mirroredCounter(
-    registry,
+  perDirection(
     "weft_dataplane_offload_segments_total",
-    "Segments cut from super-packets (tx) and merged into super-packets (rx) by the userspace dataplane",
-    ["direction"],
-    (set) => {
-      const d = backend()?.dataplaneCounters?.();
-      if (!d) return;
-      set({ direction: "tx" }, Number(d.tx.offloadSegments));
-      set({ direction: "rx" }, Number(d.rx.offloadSegments));
-    },
+    "Segments cut from super-packets (tx) and merged into super-packets (rx) by the userspace dataplane, by address family",
+    (c) => c.offloadSegments,
   );
   mirroredCounter(
     registry,
     "weft_dataplane_queue_drops_total",
-    "Userspace dataplane packets dropped at its queues: queue-delay (waited longer than the target in a socket's receive queue), send (socket full), tun-write (TUN device full)",
-    ["reason"],
-    (set) => {
-      const d = backend()?.dataplaneCounters?.();
-      if (!d) return;
-      set({ reason: "queue-delay" }, Number(d.io.queueDelayDrops));
-      set({ reason: "send" }, Number(d.io.sendShortfall));
-      set({ reason: "tun-write" }, Number(d.io.tunWriteShortfall));
-    },
+    "Userspace dataplane packets dropped at its queues, by address family and reason: queue-delay (waited longer than the target in a socket's receive queue), send (socket full), tun-write (TUN device full)",
+    ["family", "reason"],
+    (set) =>
+      eachDataplane(backends, (d, family) => {
+        set({ family, reason: "queue-delay" }, Number(d.io.queueDelayDrops));
+        set({ family, reason: "send" }, Number(d.io.sendShortfall));
+        set({ family, reason: "tun-write" }, Number(d.io.tunWriteShortfall));
+      }),
   );
   mirroredCounter(
     registry,
     "weft_dataplane_worker_restarts_total",
-    "Userspace dataplane workers replaced after dying",
-    [],
-    (set) => {
-      const d = backend()?.dataplaneCounters?.();
-      if (d) set({}, d.workerRestarts);
-    },
+    "Userspace dataplane workers replaced after dying, by address family",
+    ["family"],
+    (set) => eachDataplane(backends, (d, family) => set({ family }, d.workerRestarts)),
   );
   mirroredCounter(
     registry,
     "weft_dataplane_socket_drops_total",
-    "Datagrams the kernel dropped on the userspace dataplane's UDP sockets before they were read (full receive buffer, bad checksum; /proc/net/udp drops)",
+    "Datagrams the kernel dropped on the userspace dataplane's UDP sockets before they were read (full receive buffer, bad checksum; /proc/net/udp and udp6 drops, every family's dataplane summed)",
     [],
     (set) => {
       const d = socketDrops();

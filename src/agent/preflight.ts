@@ -185,6 +185,17 @@ function portUses(f: FlagValues, conf: NetConf, underlay: Underlay, vxlanDeviceE
       hostFlag: addrFlag,
       probe: true,
     });
+  // Dual-stack wasm-vxlan without an IPv6 underlay address: the IPv6 dataplane's IPv4 sockets.
+  if (b.Type === "wasm-vxlan" && conf.space6 && underlay.addr6 === undefined && b.Port < 65535)
+    uses.push({
+      what: "Backend.Port + 1 (net-conf.json; the IPv6 dataplane over the IPv4 underlay)",
+      port: b.Port + 1,
+      udp: true,
+      tcp: false,
+      host: gossip,
+      hostFlag: addrFlag,
+      probe: true,
+    });
   return uses;
 }
 

@@ -1,8 +1,9 @@
 // Which interface and addresses carry this host's overlay traffic, chosen as flanneld chooses:
 // --iface (names or addresses, IPv4 or IPv6, first match wins), else --iface-regex (over names
 // and addresses), else the interface of the default route (IPv6's when IPv4 is off). The chosen
-// interface must have a global address of every enabled family; --public-ip and --public-ipv6
-// override the addresses peers send to.
+// interface must have a global address of every enabled family (in dual-stack wasm-vxlan the IPv6
+// one may be missing: IPv6 then rides the IPv4 underlay); --public-ip and --public-ipv6 override
+// the addresses peers send to.
 import { WeftError } from "../errors.js";
 import type { Underlay } from "../backends/backend.js";
 import type { Kernel } from "../kernel/iproute.js";
@@ -16,10 +17,10 @@ export interface UnderlayChoice {
   publicIpv6?: string;
 }
 
-/** The families the network config enables. */
+/** The families the network config enables; "if-present": IPv6 on, its underlay address optional. */
 export interface UnderlayFamilies {
   readonly ipv4: boolean;
-  readonly ipv6: boolean;
+  readonly ipv6: boolean | "if-present";
 }
 
 interface AddrInfo {
@@ -45,8 +46,8 @@ export async function chooseUnderlay(
       (l.addr_info ?? []).filter((a) => a.family === family && a.scope === "global").map((a) => a.local);
     return { iface: l.ifname, mtu: l.mtu, v4: global("inet"), v6: global("inet6") };
   });
-  const wanted = [families.ipv4 && "IPv4", families.ipv6 && "IPv6"].filter(Boolean).join(" and ");
-  const usable = (l: Link) => (!families.ipv4 || l.v4.length > 0) && (!families.ipv6 || l.v6.length > 0);
+  const wanted = [families.ipv4 && "IPv4", families.ipv6 === true && "IPv6"].filter(Boolean).join(" and ");
+  const usable = (l: Link) => (!families.ipv4 || l.v4.length > 0) && (families.ipv6 !== true || l.v6.length > 0);
   /** The interface's addresses, with `preferred` first where it is one of them. */
   const pick = (l: Link, preferred?: string): Underlay => {
     const first = (list: string[]) => (preferred !== undefined && list.includes(preferred) ? preferred : list[0]);
@@ -54,7 +55,8 @@ export async function chooseUnderlay(
       iface: l.iface,
       mtu: l.mtu,
       ...(families.ipv4 && { addr: parseIpv4(choice.publicIp ?? first(l.v4)) }),
-      ...(families.ipv6 && { addr6: parseIpv6(choice.publicIpv6 ?? first(l.v6)) }),
+      ...(families.ipv6 &&
+        (choice.publicIpv6 !== undefined || l.v6.length > 0) && { addr6: parseIpv6(choice.publicIpv6 ?? first(l.v6)) }),
     };
   };
   const sameAddr = (a: string, b: string) => (isIpv6Text(a) && isIpv6Text(b) ? parseIpv6(a) === parseIpv6(b) : a === b);

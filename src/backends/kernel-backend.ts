@@ -238,9 +238,7 @@ export abstract class KernelBackend implements Backend {
     const order = [...this.peers.values()];
     const problems = new Map<string, string>();
     for (const p of peers) {
-      const reason =
-        announcementProblem(own, this.ctx.network, this.ctx.subnet, p) ??
-        overlapProblem(p, order.slice(0, order.indexOf(p)));
+      const reason = announcementProblem(own, this.ctx, p) ?? overlapProblem(p, order.slice(0, order.indexOf(p)));
       if (reason) problems.set(p.name, reason);
     }
     const fine = peers.filter((p) => !problems.has(p.name));

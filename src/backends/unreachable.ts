@@ -2,7 +2,9 @@
 // its announcement does not match this node's wire format (kernel vxlan and wasm-vxlan share one;
 // VNI and GBP must agree), when its lease makes no sense here (outside the pod network, or
 // overlapping this node's subnet or another peer's), or when the backend finds it cannot get
-// there (host-gw: not on the same L2 network). Every such peer is logged as an error when it
+// there (host-gw: not on the same L2 network), or when IPv6 rides the IPv4 underlay at one end
+// and an IPv6 underlay at the other (a node without an IPv6 underlay address; wasm-vxlan only).
+// Every such peer is logged as an error when it
 // becomes unreachable and counted while it stays so — never a route into nothing.
 import type { Logger } from "pino";
 import { parseMac } from "../net/ipv4.js";
@@ -13,7 +15,14 @@ import {
   overlaps as prefixesOverlap,
   type IpPrefix,
 } from "../net/ip.js";
-import { DEFAULT_VNI, type BackendAnnouncement, type BackendPeer, type BackendType } from "./backend.js";
+import { isIpv4Mapped } from "../net/ipv6.js";
+import {
+  DEFAULT_VNI,
+  type BackendAnnouncement,
+  type BackendContext,
+  type BackendPeer,
+  type BackendType,
+} from "./backend.js";
 
 /** Backends that put the same bytes on the wire. */
 const WIRE_FORMAT: Record<BackendType, string> = {
@@ -23,11 +32,10 @@ const WIRE_FORMAT: Record<BackendType, string> = {
   "host-gw": "plain routing",
 };
 
-/** Why `peer` cannot be reached by a node announcing `own` with lease `subnet` in `network`; undefined when it can. */
+/** Why `peer` cannot be reached by a node announcing `own` with lease `subnet` in `network` over `underlay`; undefined when it can. */
 export function announcementProblem(
   own: BackendAnnouncement,
-  network: IpPrefix,
-  subnet: IpPrefix,
+  { network, subnet, underlay }: Pick<BackendContext, "network" | "subnet" | "underlay">,
   peer: BackendPeer,
 ): string | undefined {
   const theirs = peer.backend;
@@ -36,6 +44,12 @@ export function announcementProblem(
   }
   if (prefixesOverlap(peer.subnet, subnet)) {
     return `its subnet ${formatPrefix(peer.subnet)} overlaps this node's ${formatPrefix(subnet)}; one of the two leases is stale, reclaim it`;
+  }
+  // An IPv6 peer announces an IPv4-mapped underlay when it has no IPv6 underlay address.
+  if (typeof peer.underlay === "bigint" && isIpv4Mapped(peer.underlay) !== (underlay.addr6 === undefined)) {
+    return underlay.addr6 === undefined
+      ? "it carries IPv6 over an IPv6 underlay, and this node, which has no IPv6 underlay address, over its IPv4 one; give this node an IPv6 underlay address (--public-ipv6), or use no IPv6 underlay anywhere"
+      : "it has no IPv6 underlay address and carries IPv6 over its IPv4 underlay (wasm-vxlan only), which this node's IPv6 sockets cannot reach; give it an IPv6 underlay address (--public-ipv6)";
   }
   if (WIRE_FORMAT[theirs.type] !== WIRE_FORMAT[own.type]) {
     return `it runs backend ${theirs.type}, which does not speak ${own.type}'s wire format (${WIRE_FORMAT[own.type]}); use the same backend type everywhere (vxlan and wasm-vxlan mix)`;

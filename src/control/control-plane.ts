@@ -12,7 +12,7 @@ import type { Logger } from "pino";
 import type { BackendAnnouncement, BackendPeer } from "../backends/backend.js";
 import { isWeftError, WeftError } from "../errors.js";
 import { parseIpv4, parsePrefix, type Ipv4Prefix } from "../net/ipv4.js";
-import { formatIpv6, parseIpv6, parsePrefix6, type Ipv6Prefix } from "../net/ipv6.js";
+import { formatIpv6, isIpv4Mapped, parseIpv6, parsePrefix6, type Ipv6Prefix } from "../net/ipv6.js";
 import { makeConfig, type MemberlistConfig, type ProfileName } from "./gossip/config.js";
 import type { Delegate, EventDelegate, NodeView } from "./gossip/delegate.js";
 import type { Keyring } from "./gossip/keyring.js";
@@ -41,7 +41,7 @@ export interface ControlPlaneOptions {
   space?: SubnetSpace;
   /** The IPv6 network's space when IPv6 is on (leased on a ring of its own). */
   space6?: Ipv6SubnetSpace;
-  /** This node's IPv6 underlay address when IPv6 is on (--public-ipv6), for its record. */
+  /** This node's IPv6 underlay address when IPv6 is on (--public-ipv6; IPv4-mapped when IPv6 rides the IPv4 underlay), for its record. */
   underlay6?: bigint;
   /** Gossip timing profile (default lan). */
   profile?: ProfileName;
@@ -368,9 +368,12 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
     // Positions are per family, IPv4 first: an IPv6-only node writes null for IPv4.
     const subnet = (l: SubnetLeases | undefined) => l?.currentLease()?.subnet ?? null;
     const meta = encodeLeaseMeta(subnet(this.leases4), ...(this.leases6 ? [subnet(this.leases6)] : []));
+    // An IPv4-mapped underlay (no IPv6 underlay address) keeps its ::ffff: in the record, which
+    // formatIpv6 leaves out, so that peers parse it as the IPv6 address it stands for.
+    const u6 = this.opts.underlay6;
     const v6 =
-      this.opts.underlay6 !== undefined
-        ? { underlay: formatIpv6(this.opts.underlay6), backend: this.announcement6 }
+      u6 !== undefined
+        ? { underlay: `${isIpv4Mapped(u6) ? "::ffff:" : ""}${formatIpv6(u6)}`, backend: this.announcement6 }
         : undefined;
     const record = encodeNodeRecord(meta, this.announcement, v6);
     if (record.length > limit) {

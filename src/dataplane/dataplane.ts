@@ -19,6 +19,7 @@ import { UdpSocket } from "../io/udp.js";
 import { Waker } from "../io/wait.js";
 import type { Kernel } from "../kernel/iproute.js";
 import { familyOf, formatAddr, type IpAddr, type IpPrefix } from "../net/ip.js";
+import { ipv4Mapped } from "../net/ipv6.js";
 import { RouteTable6 } from "../hotpath/route-table6.js";
 import { projectFile } from "../paths.js";
 import { DEFAULT_BUSY_POLL_US, DEFAULT_QUEUE_DELAY_US } from "./defaults.js";
@@ -313,7 +314,7 @@ export class UserspaceDataplane {
   /**
    * Adds or updates a peer of the dataplane's family; reaches every worker at once (shared route
    * table). An IPv6 dataplane takes an IPv4 underlay too (as ::ffff:a.b.c.d), sent from its
-   * IPv6 sockets when they are bound to "::".
+   * IPv6 sockets when they are bound to "::", or from IPv4 sockets (IPv6 over the IPv4 underlay).
    */
   setPeer(peer: DataplanePeer): void {
     if (familyOf(peer.subnet.addr) !== this.family)
@@ -322,7 +323,7 @@ export class UserspaceDataplane {
         `peer ${peer.name}'s subnet is IPv${familyOf(peer.subnet.addr)}, this dataplane carries IPv${this.family}; give it to the dataplane of its family`,
       );
     const mapped = this.family === 6 && typeof peer.underlay === "number";
-    this.peers.set(mapped ? { ...peer, underlay: 0xffff_0000_0000n | BigInt(peer.underlay) } : peer);
+    this.peers.set(mapped ? { ...peer, underlay: ipv4Mapped(peer.underlay as number) } : peer);
   }
 
   removePeer(name: string): boolean {

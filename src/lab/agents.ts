@@ -50,8 +50,8 @@ export interface AgentStatus {
   reserved: Array<{ node: string; slots: number; subnet: string | null; reclaimAt: string | null; condemned: boolean }>;
   settings: { reclaimGrace: string; lease: { reclaimGraceMs: number } };
   mtu?: number;
-  backend?: { type: string; vtepMac?: string };
-  backend6?: { type: string; vtepMac?: string };
+  backend?: { type: string; vtepMac?: string; port?: number };
+  backend6?: { type: string; vtepMac?: string; port?: number };
   peers: Array<{ name: string; subnet: string; underlay: string; backend: string }>;
   members: Array<{ name: string; addr?: string; state: string }>;
   underlay?: string;

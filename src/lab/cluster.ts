@@ -86,8 +86,11 @@ export interface LabOptions {
   hosts: number;
   /** Underlay MTU; default 1500. */
   mtu?: number;
-  /** Also an IPv6 underlay (2001:2::/64), for dual-stack and IPv6 tests. */
-  ipv6?: boolean;
+  /**
+   * Also an IPv6 underlay (2001:2::/64), for dual-stack and IPv6 tests; "pods-only": hosts forward
+   * IPv6 for their pods but have no IPv6 underlay address (IPv6 over the IPv4 underlay).
+   */
+  ipv6?: boolean | "pods-only";
 }
 
 export class LabCluster {
@@ -119,7 +122,7 @@ export class LabCluster {
           `link add h${i} mtu ${opts.mtu ?? 1500} type veth peer name eth0 netns ${ns.name}`,
           `link set h${i} master br0 up`,
         ]);
-        const addr6 = opts.ipv6 ? LAB_UNDERLAY_BASE6 + BigInt(10 + i) : undefined;
+        const addr6 = opts.ipv6 === true ? LAB_UNDERLAY_BASE6 + BigInt(10 + i) : undefined;
         // No duplicate address detection: the lab's addresses are unique, and a tentative address cannot be used.
         await ns.kernel.ipBatch([
           `addr add ${formatIpv4(addr)}/24 dev eth0`,

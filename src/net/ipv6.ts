@@ -47,8 +47,13 @@ export function parseIpv6(text: string): bigint {
  * more zero groups (the first of equal runs) as "::", and an IPv4-mapped address (::ffff:0:0/96)
  * as plain dotted IPv4, which is what flannel would write for one.
  */
+/** The IPv4-mapped IPv6 address of an IPv4 address (::ffff:a.b.c.d): an IPv4 underlay where IPv6 addresses are expected. */
+export const ipv4Mapped = (addr: number): bigint => 0xffff_0000_0000n | BigInt(addr >>> 0);
+
+export const isIpv4Mapped = (addr: bigint): boolean => addr >> 32n === 0xffffn;
+
 export function formatIpv6(addr: bigint): string {
-  if (addr >> 32n === 0xffffn) {
+  if (isIpv4Mapped(addr)) {
     const v4 = Number(addr & 0xffffffffn);
     return [v4 >>> 24, (v4 >>> 16) & 255, (v4 >>> 8) & 255, v4 & 255].join(".");
   }

@@ -293,14 +293,14 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
     // Since the fallback restarted host2's dataplane, its pod sent 6 pings and answered the 6 of
     // the other pods: at least 12 packets each way.
     expect(
-      Number(/^weft_dataplane_packets_total\{direction="tx",verdict="FORWARD"\} (\d+)$/m.exec(text)?.[1]),
+      Number(/^weft_dataplane_packets_total\{family="4",direction="tx",verdict="FORWARD"\} (\d+)$/m.exec(text)?.[1]),
     ).toBeGreaterThanOrEqual(12);
     expect(
-      Number(/^weft_dataplane_packets_total\{direction="rx",verdict="FORWARD"\} (\d+)$/m.exec(text)?.[1]),
+      Number(/^weft_dataplane_packets_total\{family="4",direction="rx",verdict="FORWARD"\} (\d+)$/m.exec(text)?.[1]),
     ).toBeGreaterThanOrEqual(12);
     // Offloads are on by default and this kernel has them all (the reason would be in /status).
-    expect(text).toMatch(/^weft_dataplane_offloads\{backend="wasm-vxlan"\} 1$/m);
-    expect(text).toMatch(/^weft_dataplane_offload_segments_total\{direction="tx"\} \d+$/m);
+    expect(text).toMatch(/^weft_dataplane_offloads\{backend="wasm-vxlan",family="4"\} 1$/m);
+    expect(text).toMatch(/^weft_dataplane_offload_segments_total\{family="4",direction="tx"\} \d+$/m);
   });
 
   it.each(["wasm-vxlan", "udp", "host-gw", "vxlan"] as const)(

@@ -8,6 +8,7 @@
 // round (the kernel node to wasm-vxlan, the wasm-vxlan nodes to vxlan).
 import { readFile, writeFile } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { agentRequest } from "../../src/cli/agent-client.js";
 import { LabAgents, type AgentStatus, type LabAgent } from "../../src/lab/agents.js";
 import { LabCluster, LAB_POD_NETWORK6 } from "../../src/lab/cluster.js";
 import { ping } from "../../src/lab/traffic.js";
@@ -169,6 +170,40 @@ describe.skipIf(!canUseNetns()).each(MODES)("agents, dual-stack, $name", (mode) 
         expect(s.dataplane6!.rx.packets.FORWARD).toBeGreaterThan(0);
         // Nothing of the other family ends up in either dataplane.
         expect(s.dataplane!.tx.packets.IPV6_UNROUTED ?? 0).toBe(0);
+      }
+    });
+
+  if (mode.start.includes("wasm-vxlan"))
+    it("wasm-vxlan: /metrics exports both families' dataplanes under one name per metric, told apart by a family label; IPv6 pings move only the IPv6 dataplane's counters", async () => {
+      const i = mode.start.indexOf("wasm-vxlan");
+      const [a, b] = [all[i], all[(i + 1) % 3]];
+      const scrape = async () => String(await agentRequest(a.stateDir, "GET", "/metrics"));
+      const sample = (text: string, labels: string) => {
+        const m = new RegExp(`^weft_dataplane_packets_total\\{${labels}\\} (\\d+)$`, "m").exec(text);
+        expect(m, labels).not.toBeNull();
+        return Number(m![1]);
+      };
+      const before = await scrape();
+      // One TYPE line per metric (prom-client refuses a second registration), samples of both families.
+      expect(before.match(/^# TYPE weft_dataplane_packets_total counter$/gm)).toHaveLength(1);
+      for (const family of ["4", "6"]) {
+        expect(before).toMatch(
+          new RegExp(`^weft_dataplane_offloads\\{backend="wasm-vxlan",family="${family}"\\} 1$`, "m"),
+        );
+        expect(before).toMatch(
+          new RegExp(`^weft_dataplane_bytes_total\\{family="${family}",direction="rx"\\} [1-9]\\d*$`, "m"),
+        );
+        expect(before).toMatch(new RegExp(`^weft_dataplane_worker_restarts_total\\{family="${family}"\\} 0$`, "m"));
+      }
+      expect((await ping(a.host.pods[0], b.host.pods[0].addr6!, { count: 3 })).received).toBe(3);
+      const after = await scrape();
+      for (const dir of ["tx", "rx"]) {
+        const at = (text: string, family: string) =>
+          sample(text, `family="${family}",direction="${dir}",verdict="FORWARD"`);
+        // The requests leave (tx) and the replies come back (rx) through the IPv6 dataplane...
+        expect(at(after, "6") - at(before, "6"), `IPv6 ${dir}`).toBeGreaterThanOrEqual(3);
+        // ...and not through the IPv4 one, whose counters stand still.
+        expect(at(after, "4"), `IPv4 ${dir}`).toBe(at(before, "4"));
       }
     });
 

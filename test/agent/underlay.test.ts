@@ -11,6 +11,8 @@ import { canUseNetns, Netns } from "../support/netns.js";
 const V4 = { ipv4: true, ipv6: false };
 const DUAL = { ipv4: true, ipv6: true };
 const V6 = { ipv4: false, ipv6: true };
+/** Dual-stack wasm-vxlan: IPv6 rides the IPv4 underlay where the interface has no IPv6 address. */
+const DUAL_V6_IF_PRESENT = { ipv4: true, ipv6: "if-present" } as const;
 
 describe.skipIf(!canUseNetns())("underlay choice", () => {
   let ns: Netns;
@@ -79,5 +81,26 @@ describe.skipIf(!canUseNetns())("underlay choice", () => {
     await expect(chooseUnderlay(ns.kernel, {}, DUAL)).rejects.toThrow(
       expect.objectContaining({ code: "AGENT_UNDERLAY_NOT_FOUND" }),
     );
+  });
+
+  it("dual-stack wasm-vxlan takes the IPv4 interface as it is: its IPv6 address where it has one, else none", async () => {
+    expect(await chooseUnderlay(ns.kernel, {}, DUAL_V6_IF_PRESENT)).toEqual({
+      iface: "u4",
+      mtu: 1400,
+      addr: parseIpv4("198.18.0.5"),
+    });
+    expect(await chooseUnderlay(ns.kernel, { iface: ["u46"] }, DUAL_V6_IF_PRESENT)).toEqual({
+      iface: "u46",
+      mtu: 1400,
+      addr: parseIpv4("198.18.0.6"),
+      addr6: parseIpv6("2001:2::6"),
+    });
+    // An interface without IPv4 is still refused, and --public-ipv6 still wins.
+    await expect(chooseUnderlay(ns.kernel, { iface: ["u6"] }, DUAL_V6_IF_PRESENT)).rejects.toThrow(
+      /no interface with a global IPv4 address matches --iface u6/,
+    );
+    expect(
+      await chooseUnderlay(ns.kernel, { iface: ["u4"], publicIpv6: "2001:2::99" }, DUAL_V6_IF_PRESENT),
+    ).toMatchObject({ addr6: parseIpv6("2001:2::99") });
   });
 });

@@ -2,7 +2,8 @@
 // two-host lab with an IPv6 underlay (2001:2::/64) and pods in 2001:2:0:8000::/49: vxlan's
 // flannel-v6.<VNI> with flannel's neighbour, FDB and onlink route entries, host-gw's route via the
 // peer's IPv6 underlay address, pings over IPv6 and IPv4 side by side, drift repaired, peers
-// removed, and a VTEP MAC that survives a restart.
+// removed, a peer whose IPv6 rides its IPv4 underlay refused, and a VTEP MAC that survives a
+// restart.
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,7 +14,7 @@ import type { Backend, BackendAnnouncement, BackendContext, BackendPeer } from "
 import { createBackend } from "../../src/backends/index.js";
 import { LabCluster, LAB_POD_NETWORK, LAB_POD_NETWORK6, type LabHost } from "../../src/lab/cluster.js";
 import { ping } from "../../src/lab/traffic.js";
-import { formatIpv6, parsePrefix6, type Ipv6Prefix } from "../../src/net/ipv6.js";
+import { formatIpv6, ipv4Mapped, parsePrefix6, type Ipv6Prefix } from "../../src/net/ipv6.js";
 import { canUseNetns } from "../support/netns.js";
 import { subnetOf } from "./support.js";
 
@@ -169,6 +170,17 @@ for (const type of ["vxlan", "host-gw"] as const) {
       if (type === "vxlan") expect(await n1.host.ns.ip("-6 neigh show dev flannel-v6.1 nud permanent")).toBe("");
       expect((await ping(n1.host.pods[0], n2.host.pods[0].addr, { count: 2 })).received).toBe(2);
       await n1.v6.setPeer(peers(n2, 2)[1]);
+      expect((await ping(n1.host.pods[0], n2.host.pods[0].addr6!, { count: 2 })).received).toBe(2);
+    });
+
+    it("refuses a peer whose IPv6 rides its IPv4 underlay (::ffff:a.b.c.d, a wasm-vxlan node without an IPv6 underlay address): counted, its entries gone", async () => {
+      const before = n1.v6.counters().peersUnreachable;
+      await n1.v6.setPeer({ ...peers(n2, 2)[1], underlay: ipv4Mapped(n2.host.underlayAddr) });
+      expect(n1.v6.counters().peersUnreachable).toBe(before + 1);
+      expect(await routes6(n1.host)).toBe("");
+      if (type === "vxlan") expect(await n1.host.ns.ip("-6 neigh show dev flannel-v6.1 nud permanent")).toBe("");
+      await n1.v6.setPeer(peers(n2, 2)[1]);
+      expect(n1.v6.counters().peersUnreachable).toBe(before);
       expect((await ping(n1.host.pods[0], n2.host.pods[0].addr6!, { count: 2 })).received).toBe(2);
     });
 

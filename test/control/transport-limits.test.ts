@@ -65,7 +65,7 @@ describe("gossip stream limits", () => {
       }
       const registry = agentMetrics(
         plane,
-        () => undefined,
+        () => [],
         () => undefined,
         () => [],
         () => undefined,

@@ -8,7 +8,11 @@
 // wasm-vxlan carries IPv6 too, one instance per family as the kernel vxlan backend runs
 // flannel.<VNI> and flannel-v6.<VNI>: the IPv6 instance has its own TUN device weft-v6.<VNI> (IPv6
 // on, no link-local address), its own VTEP MAC and IPv6 sockets on the IPv6 underlay address, so
-// it mixes with kernel flannel-v6.<VNI> peers. The IPv4 device keeps IPv6 off.
+// it mixes with kernel flannel-v6.<VNI> peers. The IPv4 device keeps IPv6 off. On a node without
+// an IPv6 underlay address the IPv6 instance rides the IPv4 underlay instead: IPv4 sockets on
+// Port + 1 (the IPv4 instance holds Port on the same address, and one reuseport group cannot be
+// split by inner family), announced in its record like any port; such a node exchanges IPv6 only
+// with peers that do the same (kernel flannel-v6 always uses an IPv6 underlay).
 import type { Logger } from "pino";
 import { DATAPLANE_MAX_MTU, UserspaceDataplane, type DataplaneCounters } from "../../dataplane/dataplane.js";
 import { readRoutes } from "../../kernel/entries.js";
@@ -70,9 +74,15 @@ export class UserspaceBackend implements Backend {
       );
     this.logger = ctx.logger.child({ backend: type });
     this.unreachable = new UnreachablePeers(this.logger);
-    this.port = options.port ?? (udp ? UDP_PORT : VXLAN_PORT);
+    // An IPv6 instance over the IPv4 underlay (the node has no IPv6 underlay address).
+    const overIpv4 = this.family === 6 && ctx.underlay.addr6 === undefined;
+    this.port = (options.port ?? (udp ? UDP_PORT : VXLAN_PORT)) + (overIpv4 ? 1 : 0);
     this.vni = options.vni ?? DEFAULT_VNI;
-    const overhead = udp ? UDP_OVERHEAD : this.family === 4 ? VXLAN_IPV4_UNDERLAY_BYTES : VXLAN_IPV6_UNDERLAY_BYTES;
+    const overhead = udp
+      ? UDP_OVERHEAD
+      : this.family === 4 || overIpv4
+        ? VXLAN_IPV4_UNDERLAY_BYTES
+        : VXLAN_IPV6_UNDERLAY_BYTES;
     const underlayMtu = options.mtu ?? ctx.underlay.mtu;
     const fits = underlayMtu - overhead;
     // A jumbo underlay (9000) is fine: pods get the largest MTU the packet slots hold, and TCP
@@ -86,11 +96,18 @@ export class UserspaceBackend implements Backend {
       );
     this.tunName = udp ? "flannel0" : this.family === 4 ? `weft.${this.vni}` : `weft-v6.${this.vni}`;
     this.vtepMac = loadVtepMac(ctx.stateDir, this.family);
-    const listenAddr = this.family === 4 ? ctx.underlay.addr : ctx.underlay.addr6;
-    if (listenAddr === undefined)
+    const listenAddr = this.family === 4 || overIpv4 ? ctx.underlay.addr : ctx.underlay.addr6;
+    if (listenAddr === undefined || this.port > 65535)
       throw new WeftError(
         "BACKEND_NO_UNDERLAY",
-        `no IPv${this.family} underlay address for the IPv${this.family} ${type} dataplane; give the node one (--public-ip${this.family === 6 ? "v6" : ""})`,
+        listenAddr === undefined
+          ? `no underlay address for the IPv${this.family} ${type} dataplane; give the node one (--public-ip${this.family === 6 ? "v6 or --public-ip" : ""})`
+          : `the IPv6 ${type} dataplane over the IPv4 underlay listens on Backend.Port + 1, and ${this.port} is no port; set Backend.Port to at most 65534`,
+      );
+    if (overIpv4)
+      this.logger.info(
+        { port: this.port },
+        "no IPv6 underlay address: IPv6 rides the IPv4 underlay (reaching only peers that do the same)",
       );
     this.dataplane = new UserspaceDataplane({
       format: udp ? "udp" : "vxlan",
@@ -140,8 +157,7 @@ export class UserspaceBackend implements Backend {
   async setPeer(peer: BackendPeer): Promise<void> {
     this.assertRunning();
     const reason =
-      announcementProblem(this.announcement(), this.ctx.network, this.ctx.subnet, peer) ??
-      overlapProblem(peer, this.dataplane.listPeers());
+      announcementProblem(this.announcement(), this.ctx, peer) ?? overlapProblem(peer, this.dataplane.listPeers());
     this.unreachable.note(peer, reason);
     if (reason) {
       this.dataplane.removePeer(peer.name);

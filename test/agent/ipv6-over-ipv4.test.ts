@@ -1,0 +1,151 @@
+// Real dual-stack wasm-vxlan agents on hosts without an IPv6 underlay address (the lab's
+// "pods-only" IPv6: pods and forwarding, no IPv6 on eth0): the IPv6 dataplane weft-v6.1 rides the
+// IPv4 underlay on Backend.Port + 1, peers send IPv6 pod traffic to each other's IPv4 underlay,
+// pods ping and TCP is exact over both families. Then one host gains an IPv6 underlay address and
+// restarts: it and the others refuse each other's IPv6 (counted and logged as unreachable, no
+// route into nothing) while the rest keeps working — kernel flannel-v6 peers, which always use an
+// IPv6 underlay, are refused the same way.
+import { readFile } from "node:fs/promises";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { withNetns } from "../../src/io/netns.js";
+import { UdpSocket } from "../../src/io/udp.js";
+import { LabAgents, type AgentStatus, type LabAgent } from "../../src/lab/agents.js";
+import { LabCluster, LAB_POD_NETWORK6 } from "../../src/lab/cluster.js";
+import { ping } from "../../src/lab/traffic.js";
+import { formatIpv4 } from "../../src/net/ipv4.js";
+import { formatIpv6, formatPrefix6, parsePrefix6 } from "../../src/net/ipv6.js";
+import { canUseNetns } from "../support/netns.js";
+import { tcpTransfer } from "../support/tcp-transfer.js";
+import { NETWORK } from "./support.js";
+
+const NETWORK6 = formatPrefix6(LAB_POD_NETWORK6);
+const conf = { Network: NETWORK, EnableIPv6: true, IPv6Network: NETWORK6, Backend: { Type: "wasm-vxlan", Workers: 1 } };
+
+describe.skipIf(!canUseNetns())("agents, dual-stack wasm-vxlan, IPv6 over the IPv4 underlay", () => {
+  let lab: LabCluster;
+  let agents: LabAgents;
+  let all: LabAgent[];
+  const others = (a: LabAgent) => all.filter((x) => x !== a);
+  const bothFamilies = (s: AgentStatus, peers: number) =>
+    s.ready && s.peers.length === peers && s.peers6?.length === peers && s.backend6?.type === "wasm-vxlan";
+  /** Pings until one is answered (a peer's entry follows its record by up to one round), then 2 more. */
+  const pingOk = async (a: LabAgent, b: LabAgent, family: 4 | 6) => {
+    const [p, to] = [a.host.pods[0], family === 6 ? b.host.pods[0].addr6! : b.host.pods[0].addr];
+    for (let t = 0; t < 10 && (await ping(p, to, { count: 1, timeoutS: 1 })).received === 0; t++)
+      await new Promise((r) => setTimeout(r, 500));
+    return (await ping(p, to, { count: 2 })).received;
+  };
+
+  beforeAll(async () => {
+    lab = await LabCluster.create({ tag: "a64", hosts: 3, ipv6: "pods-only" });
+    agents = await LabAgents.prepare(lab, () => conf);
+    all = agents.agents;
+    agents.startAll();
+    await agents.waitAllReady();
+    for (const a of all) await agents.waitFor(a, "both families' peers", (st) => bothFamilies(st, 2));
+    await agents.addPods(1);
+  }, 180_000);
+
+  afterAll(async () => {
+    await agents?.stopAll();
+    await lab?.destroy();
+  });
+
+  it("each node leases both families with no IPv6 underlay; IPv6 peers are announced at their IPv4 underlay, the IPv6 dataplane on port 8473", async () => {
+    for (const a of all) {
+      const s = await agents.status(a);
+      expect(s.underlay).toBe(formatIpv4(a.host.underlayAddr));
+      expect(s.underlay6).toBeUndefined();
+      expect(s.backend6).toMatchObject({ type: "wasm-vxlan", port: 8473 });
+      expect(s.backend).toMatchObject({ type: "wasm-vxlan", port: 8472 });
+      expect(Object.fromEntries(s.peers6!.map((p) => [p.name, p.underlay]))).toEqual(
+        Object.fromEntries(others(a).map((b) => [b.host.name, formatIpv4(b.host.underlayAddr)])),
+      );
+      expect(s.backendCounters?.peersUnreachable).toBe(0);
+      // Both dataplanes' sockets are IPv4 ones on the underlay address; nothing listens on IPv6.
+      const udp = await a.host.ns.exec(["ss", "-H", "-u", "-l", "-n"]);
+      const addr = formatIpv4(a.host.underlayAddr);
+      expect(udp).toContain(`${addr}:8472`);
+      expect(udp).toContain(`${addr}:8473`);
+      expect(udp).not.toMatch(/\[[0-9a-f:]*\]:847[23]/);
+      // VXLAN over IPv4 costs 50 bytes: the device carries what the pods may send.
+      expect(await a.host.ns.ip("link show dev weft-v6.1")).toContain("mtu 1450");
+      const first6 = `${formatIpv6(parsePrefix6(s.subnet6!).addr + 1n)}/64`;
+      expect(await readFile(agents.subnetFile(a), "utf8")).toBe(
+        `FLANNEL_NETWORK=${NETWORK}\nFLANNEL_SUBNET=${s.subnet!.replace(/\.0\/24$/, ".1/24")}\nFLANNEL_IPV6_NETWORK=${NETWORK6}\nFLANNEL_IPV6_SUBNET=${first6}\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n`,
+      );
+    }
+  });
+
+  it("pods ping each other over IPv6 and IPv4, every pair; the IPv6 dataplane carries the IPv6 echoes", async () => {
+    for (const a of all)
+      for (const b of others(a)) {
+        expect(await pingOk(a, b, 6), `${a.host.name} -> ${b.host.name} IPv6`).toBe(2);
+        expect(await pingOk(a, b, 4), `${a.host.name} -> ${b.host.name} IPv4`).toBe(2);
+      }
+    for (const a of all) {
+      const s = await agents.status(a);
+      expect(s.dataplane6!.tx.packets.FORWARD).toBeGreaterThanOrEqual(4);
+      expect(s.dataplane6!.rx.packets.FORWARD).toBeGreaterThanOrEqual(4);
+      expect(s.dataplane!.tx.packets.IPV6_UNROUTED ?? 0).toBe(0);
+    }
+  });
+
+  it("a TCP transfer over IPv6 arrives exactly (byte count and hash), both ways between two nodes", async () => {
+    const [a1, a2] = all;
+    for (const [from, to, port] of [
+      [a1, a2, 7101],
+      [a2, a1, 7102],
+    ] as const) {
+      const { sent, received } = await tcpTransfer(from.host.pods[0], to.host.pods[0], 8 << 20, port, 6);
+      expect(received, `${from.host.name} -> ${to.host.name}`).toEqual(sent);
+      expect(sent.bytes).toBe(8 << 20);
+    }
+  }, 120_000);
+
+  it("Port + 1 held by another process stops the start; a node that gains an IPv6 underlay address and restarts refuses, and is refused by, the others for IPv6 (logged and counted); IPv4 and the others' IPv6 keep working", async () => {
+    const [a1, a2, a3] = all;
+    await agents.stop(a3);
+    // Preflight knows the IPv6 dataplane's port: another process on Port + 1 stops the start.
+    const holder = withNetns(a3.host.ns.name, () => UdpSocket.open({ address: a3.host.underlayAddr, port: 8473 }));
+    try {
+      agents.start(a3);
+      expect(await agents.exited(a3)).toBe(1);
+      expect(await agents.logTail(a3, 5)).toMatch(
+        /\[CONFIG_PORT_IN_USE\] Backend\.Port \+ 1 \(net-conf\.json; the IPv6 dataplane over the IPv4 underlay\) 8473: UDP 198\.18\.0\.13:8473 is already in use/,
+      );
+    } finally {
+      holder.close();
+    }
+    await a3.host.ns.ip("addr add 2001:2::13/64 dev eth0 nodad");
+    agents.start(a3);
+    await agents.waitReady(a3);
+    const s3 = await agents.waitFor(
+      a3,
+      "both families' peers, both IPv6 peers refused",
+      (st) => bothFamilies(st, 2) && st.backendCounters?.peersUnreachable === 2 && st.underlay6 === "2001:2::13",
+    );
+    expect(s3.backend6).toMatchObject({ port: 8472 });
+    expect(await agents.logTail(a3, 200)).toContain(
+      "has no IPv6 underlay address and carries IPv6 over its IPv4 underlay",
+    );
+    for (const a of [a1, a2]) {
+      const s = await agents.waitFor(
+        a,
+        `${a3.host.name} back, its IPv6 refused`,
+        (st) =>
+          bothFamilies(st, 2) &&
+          st.peers6!.find((p) => p.name === a3.host.name)?.underlay === "2001:2::13" &&
+          st.backendCounters?.peersUnreachable === 1,
+      );
+      expect(Object.keys(s.dataplane6!.peers)).not.toContain(a3.host.name);
+      expect(await agents.logTail(a, 200)).toContain(
+        "this node, which has no IPv6 underlay address, over its IPv4 one",
+      );
+      expect(await pingOk(a, a3, 4)).toBe(2);
+    }
+    expect(await pingOk(a1, a2, 6)).toBe(2);
+    // Refused, not black-holed into a wrong encapsulation: no route for the peer's subnet.
+    expect((await ping(a1.host.pods[0], a3.host.pods[0].addr6!, { count: 1, timeoutS: 1 })).received).toBe(0);
+  }, 120_000);
+});
