@@ -319,4 +319,52 @@ describe("TransmitLimitedQueue", () => {
       { numRuns: 200 },
     );
   });
+
+  it("oncePerRound: a broadcast rides on at most one packet per gossip round, and still on `limit` packets in all (property)", () => {
+    const op = fc.oneof(
+      fc.record({ kind: fc.constant("enqueue" as const), len: fc.integer({ min: 1, max: 300 }) }),
+      fc.record({ kind: fc.constant("take" as const), budget: fc.integer({ min: 0, max: 1400 }) }),
+      fc.record({ kind: fc.constant("round" as const) }),
+    );
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 200 }), fc.integer({ min: 1, max: 6 }), (ops, limit) => {
+        const q = new TransmitLimitedQueue(() => limit, 1000, true);
+        const sent = new Map<Uint8Array, number>();
+        let thisRound = new Set<Uint8Array>();
+        for (const o of ops) {
+          if (o.kind === "enqueue") q.enqueue({ payload: new Uint8Array(o.len) });
+          else if (o.kind === "round") {
+            q.beginRound();
+            thisRound = new Set();
+          } else {
+            for (const p of q.take(3, o.budget)) {
+              expect(thisRound.has(p)).toBe(false);
+              thisRound.add(p);
+              sent.set(p, (sent.get(p) ?? 0) + 1);
+            }
+          }
+        }
+        // Rounds with room for everything: each broadcast goes once per round until its limit.
+        for (let r = 0; r <= limit; r++) {
+          q.beginRound();
+          for (const p of q.take(3, 1_000_000)) sent.set(p, (sent.get(p) ?? 0) + 1);
+          expect(q.take(3, 1_000_000)).toEqual([]);
+        }
+        expect(q.size()).toBe(0);
+        for (const n of sent.values()) expect(n).toBe(limit);
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it("oncePerRound: the packets of one round carry different broadcasts, least sent first", () => {
+    const q = new TransmitLimitedQueue(() => 5, 100, true);
+    for (let i = 1; i <= 4; i++) q.enqueue({ payload: bytes(i) });
+    q.beginRound();
+    expect(q.take(0, 20).map((p) => p[0])).toEqual([4, 3]);
+    expect(q.take(0, 20).map((p) => p[0])).toEqual([2, 1]);
+    expect(q.take(0, 20)).toEqual([]);
+    q.beginRound();
+    expect(q.take(0, 40).map((p) => p[0])).toEqual([4, 3, 2, 1]);
+  });
 });

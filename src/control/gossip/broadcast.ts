@@ -32,6 +32,8 @@ interface Entry {
   /** Insertion order; higher is newer. */
   readonly id: number;
   transmits: number;
+  /** The gossip round (see beginRound) in which it was last taken. */
+  round: number;
 }
 
 export class TransmitLimitedQueue {
@@ -43,11 +45,19 @@ export class TransmitLimitedQueue {
   private minLength = Infinity;
   private nextId = 0;
   private count = 0;
+  private round = 0;
 
   constructor(
     private readonly limit: () => number,
     private readonly maxEntries: number,
+    /** Take each broadcast at most once per gossip round (see beginRound). */
+    private readonly oncePerRound = false,
   ) {}
+
+  /** A gossip round begins: with oncePerRound, what was taken in the last round may go again. */
+  beginRound(): void {
+    this.round++;
+  }
 
   size(): number {
     return this.count;
@@ -60,7 +70,7 @@ export class TransmitLimitedQueue {
     }
     // Already-known news starts near the limit: it goes out after fresher news, and only a few times.
     const transmits = broadcast.alreadyKnown ? Math.max(0, this.limit() - KNOWN_NEWS_SENDS) : 0;
-    const entry: Entry = { broadcast, id: this.nextId++, transmits };
+    const entry: Entry = { broadcast, id: this.nextId++, transmits, round: -1 };
     this.bucket(transmits).push(entry);
     this.count++;
     this.countLength(broadcast.payload.length, 1);
@@ -79,6 +89,7 @@ export class TransmitLimitedQueue {
       for (let i = bucket.length - 1; i >= 0; i--) {
         if (remaining < overhead + this.minLength) break scan;
         const entry = bucket[i];
+        if (this.oncePerRound && entry.round === this.round) continue;
         const cost = entry.broadcast.payload.length + overhead;
         if (cost > remaining) continue;
         picked.push(entry);
@@ -89,6 +100,7 @@ export class TransmitLimitedQueue {
     for (const entry of picked) {
       this.detach(entry);
       entry.transmits++;
+      entry.round = this.round;
       if (entry.transmits >= limit) this.finish(entry);
       else this.insertSorted(this.bucket(entry.transmits), entry);
     }

@@ -38,6 +38,8 @@ export interface MemberlistConfig {
   readonly retransmitMult: number;
   readonly gossipIntervalMs: number;
   readonly gossipNodes: number;
+  /** Each broadcast rides on at most one packet per gossip round (pings and acks included). */
+  readonly gossipOncePerRound: boolean;
   /** Dead members still receive gossip this long, so a falsely declared node hears it and refutes. */
   readonly gossipToTheDeadMs: number;
   /** Full-state anti-entropy with one random member; scaled up above 32 members (memberlist). */
@@ -82,6 +84,7 @@ const lan: GossipProfile = {
   // doubles how much news a node can pass on during a join wave.
   gossipIntervalMs: 100,
   gossipNodes: 3,
+  gossipOncePerRound: true,
   gossipToTheDeadMs: 30_000,
   pushPullIntervalMs: 30_000,
   tcpTimeoutMs: 10_000,

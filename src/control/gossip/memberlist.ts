@@ -75,6 +75,7 @@ export class Memberlist {
     this.broadcasts = new TransmitLimitedQueue(
       () => retransmitLimit(this.config.retransmitMult, this.membership.liveCount()),
       this.config.maxQueuedBroadcasts,
+      this.config.gossipOncePerRound,
     );
     const advertise = this.config.advertise ?? deps.transport.local;
     this.membership = new Membership({
@@ -280,6 +281,7 @@ export class Memberlist {
   }
 
   private gossip(): void {
+    this.broadcasts.beginRound();
     const now = this.clock.now();
     const self = this.config.name;
     const targets = this.membership.randomNodes(
