@@ -367,4 +367,14 @@ describe("TransmitLimitedQueue", () => {
     q.beginRound();
     expect(q.take(0, 40).map((p) => p[0])).toEqual([4, 3, 2, 1]);
   });
+
+  it("oncePerRound: an urgent broadcast (a death) still rides on every packet", () => {
+    const q = new TransmitLimitedQueue(() => 5, 100, true);
+    q.enqueue({ payload: bytes(1) });
+    q.enqueue({ payload: bytes(9), urgent: true });
+    q.beginRound();
+    expect(q.take(0, 20).map((p) => p[0])).toEqual([9, 1]);
+    expect(q.take(0, 20).map((p) => p[0])).toEqual([9]);
+    expect(q.take(0, 20).map((p) => p[0])).toEqual([9]);
+  });
 });

@@ -2,6 +2,16 @@
 // rides on outgoing packets until it was sent `limit()` times; least-sent first, newest first
 // among equals, so fresh news spreads before repeats. A broadcast with a key replaces an older one
 // with the same key (only a node's newest state is worth spreading).
+//
+// Once per round (gossipOncePerRound): a broadcast rides on at most one packet per gossip round
+// (deaths excepted: `urgent`). When news comes faster than packets carry it (a join wave), least-
+// sent-first put a fresh item in every packet until it caught up with the rest, so each member sent
+// it ~9 times in its next 3 rounds (~0.25 s) and then hardly at all for seconds, behind hundreds of
+// items at the same count; since all members learn an item within ~0.3 s, nearly all its sends
+// fell into ~0.7 s, and a member whose ~20 packets then came from senders past their burst missed
+// it, and the joins of the same 50 ms (they travel together), until anti-entropy (ARCHITECTURE.md,
+// "Gossip at 1,000 nodes"). One packet per round spreads each member's sends over its limit in
+// rounds (1.2 s at 1,000 nodes), so a member's chance to be missed falls from about 1e-4 to 1e-6.
 
 export interface Broadcast {
   /** Broadcasts with equal keys invalidate each other: the newer one replaces the older. */
@@ -12,6 +22,8 @@ export interface Broadcast {
   readonly onDone?: () => void;
   /** News most members already have: sent only KNOWN_NEWS_SENDS times, after everything fresher. */
   readonly alreadyKnown?: boolean;
+  /** Exempt from the queue's once-per-round rule (see beginRound). */
+  readonly urgent?: boolean;
 }
 
 /**
@@ -89,7 +101,7 @@ export class TransmitLimitedQueue {
       for (let i = bucket.length - 1; i >= 0; i--) {
         if (remaining < overhead + this.minLength) break scan;
         const entry = bucket[i];
-        if (this.oncePerRound && entry.round === this.round) continue;
+        if (this.oncePerRound && entry.round === this.round && !entry.broadcast.urgent) continue;
         const cost = entry.broadcast.payload.length + overhead;
         if (cost > remaining) continue;
         picked.push(entry);
