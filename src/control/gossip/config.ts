@@ -38,7 +38,9 @@ export interface MemberlistConfig {
   readonly retransmitMult: number;
   readonly gossipIntervalMs: number;
   readonly gossipNodes: number;
-  /** Each broadcast rides on at most one packet per gossip round (pings and acks included). */
+  /** Each broadcast rides on at most one packet per gossip round (pings and acks included; deaths
+   *  excepted), so a member's sends of one piece of news spread over rounds instead of coming in
+   *  one burst (broadcast.ts). false: memberlist's queue, least sent first in every packet. */
   readonly gossipOncePerRound: boolean;
   /** Dead members still receive gossip this long, so a falsely declared node hears it and refutes. */
   readonly gossipToTheDeadMs: number;
