@@ -7,7 +7,7 @@ export const CTX_VNI: i32 = 0;
 export const CTX_LOCAL_ADDR: i32 = 4;
 /** This node's VTEP MAC, 6 bytes in wire order. */
 export const CTX_MAC: i32 = 8;
-/** Route table (assembly/route/table.ts). */
+/** IPv4 route table (assembly/route/table.ts); 0: none, IPv4 packets find no route (an IPv6 dataplane's). */
 export const CTX_ROUTES: i32 = 16;
 /** Counter blocks (counters.ts) of the send path (TUN to socket) and the receive path. */
 export const CTX_COUNTERS_TX: i32 = 20;

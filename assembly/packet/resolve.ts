@@ -100,6 +100,8 @@ export const ENCAP_NONE: i32 = 1;
   // The kernel wrote these packets: structure is checked, the header checksum is trusted.
   const v = ipv4Check(p, len, false);
   if (v != VERDICT_FORWARD) return v;
+  // No IPv4 table (wasm-vxlan's IPv6 dataplane; its device has no IPv4 address): no route, no error.
+  if (routes == 0) return DROP_NO_ROUTE;
   const nh = routeLookup(routes, ipv4Dst(p));
   if (nh < 0) {
     if (!ipv4MayTriggerIcmpError(p, len)) return DROP_NO_ROUTE;
@@ -144,12 +146,12 @@ export const ENCAP_NONE: i32 = 1;
   let gen: u32;
   let gen6: u32;
   do {
-    gen = routeReadBegin(routes);
+    gen = routes != 0 ? routeReadBegin(routes) : 0;
     gen6 = routes6 != 0 ? routeReadBegin(routes6) : 0;
     for (let i = 0; i < n; i++) {
       const d = descPtr(descs, i);
       store<i32>(d + DESC_FLAGS, load<i32>(d + DESC_FLAGS) & ~DESC_FLAG_ADDR6);
       store<i32>(d + DESC_VERDICT, resolveOne(ctx, routes, routes6, d, encap, top));
     }
-  } while (!routeReadValid(routes, gen) || (routes6 != 0 && !routeReadValid(routes6, gen6)));
+  } while ((routes != 0 && !routeReadValid(routes, gen)) || (routes6 != 0 && !routeReadValid(routes6, gen6)));
 }

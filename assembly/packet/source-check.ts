@@ -1,7 +1,8 @@
 // Anti-spoofing on the receive path, which flannel lacks: a packet is accepted only if its inner
 // source address lies in the subnet of a known peer and it arrived from that peer's underlay
 // address. One route lookup of the inner source per packet, in the table of its family (IPv6
-// packets in the context's IPv6 table; without one they are dropped as IPV6_UNROUTED). The
+// packets in the context's IPv6 table; without one they are dropped as IPV6_UNROUTED; IPv4
+// packets without an IPv4 table come from no known peer: UNKNOWN_SOURCE). The
 // route tables are read under their seqlocks, so the phase writes only AUX (the peer's next hop,
 // or minus a drop reason) and runs again when a table changed under it. Verdicts become final
 // afterwards.
@@ -43,6 +44,7 @@ import { be32 } from "./bytes";
     return ok ? nh : -DROP_SPOOFED;
   }
   if ((load<i32>(d + DESC_FLAGS) & DESC_FLAG_ADDR6) != 0) return -DROP_SPOOFED; // IPv4 peers have IPv4 underlays
+  if (routes == 0) return -DROP_UNKNOWN_SOURCE; // no IPv4 table: no IPv4 peers
   const nh = routeLookup(routes, be32(p + 12));
   if (nh < 0) return -DROP_UNKNOWN_SOURCE;
   const rec = nextHopPtr(routes, nh);
@@ -60,13 +62,13 @@ export function sourceCheckBatch(ctx: usize, descs: usize, n: i32): void {
   let gen: u32;
   let gen6: u32;
   do {
-    gen = routeReadBegin(routes);
+    gen = routes != 0 ? routeReadBegin(routes) : 0;
     gen6 = routes6 != 0 ? routeReadBegin(routes6) : 0;
     for (let i = 0; i < n; i++) {
       const d = descPtr(descs, i);
       if (load<i32>(d + DESC_VERDICT) == VERDICT_FORWARD) store<i32>(d + DESC_AUX, sourcePeer(routes, routes6, d));
     }
-  } while (!routeReadValid(routes, gen) || (routes6 != 0 && !routeReadValid(routes6, gen6)));
+  } while ((routes != 0 && !routeReadValid(routes, gen)) || (routes6 != 0 && !routeReadValid(routes6, gen6)));
   for (let i = 0; i < n; i++) {
     const d = descPtr(descs, i);
     const peer = load<i32>(d + DESC_AUX);

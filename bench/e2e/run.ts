@@ -7,7 +7,8 @@
 //   --only a,b     subset of kernel-vxlan,wasm-vxlan,udp
 //   --offloads on,off   userspace setups with segmentation offloads, without, or both (default on,off)
 //   --workers 1,2,4     userspace setups per worker count (default: cores); each a setup of its own
-//   --workloads a,b     subset of the workload names below (default all)
+//   --workloads a,b     subset of the workload names below (default all; "loaded ping p50,loaded
+//                       ping p99,flood tail" are weft bench's ping under load and flood tail)
 //   --busy-poll 0,200   userspace setups per busy-poll budget in µs (default: the dataplane's)
 //   --queue-delay 0,5000  userspace setups per receive-queue sojourn limit in µs (default: the dataplane's)
 //   --nice 0,-10        userspace setups per worker-thread nice value (default: the dataplane's)
@@ -16,6 +17,7 @@ import { writeFileSync } from "node:fs";
 import { cpus, release } from "node:os";
 import { parseArgs } from "node:util";
 import { cpuPerGigabyte, measureCpu } from "../../src/bench/cpu.js";
+import { floodTail, pingUnderLoad } from "../../src/bench/load.js";
 import { median, percentile } from "../../src/bench/stats.js";
 import { iperf, ping } from "../../src/lab/traffic.js";
 import { destroySetup, kernelVxlan, userspace, type Knobs, type Setup } from "./setups.js";
@@ -65,6 +67,16 @@ const workloads: Array<{
   { name: "UDP 1400 B", unit: "kpps recv", run: async (s) => udp(s, 1400) },
   { name: "ping p50", unit: "ms", run: async (s) => rtt(s, 0.5) },
   { name: "ping p99", unit: "ms", run: async (s) => rtt(s, 0.99) },
+  { name: "loaded ping p50", unit: "ms", run: async (s) => loadedRtt(s, "p50") },
+  { name: "loaded ping p99", unit: "ms", run: async (s) => loadedRtt(s, "p99") },
+  {
+    name: "flood tail",
+    unit: "ms",
+    run: async (s) => {
+      const { values: v } = await floodTail(s.client, s.server, { seconds: Math.min(duration, 5) });
+      return { value: v.tailMs, extra: { delayP99Ms: v.delayP99Ms, probeLossPercent: v.probeLossPercent } };
+    },
+  },
 ];
 
 /**
@@ -105,6 +117,17 @@ async function rtt(s: Setup, q: number) {
     rttCache.set(key, samples);
   }
   return { value: percentile(samples, q) };
+}
+
+const loadedCache = new Map<string, { p50: number; p99: number; lossPercent: number; tcpGbps: number }>();
+/** Ping under load as `weft bench` measures it (src/bench/load.ts); one run serves both percentiles. */
+async function loadedRtt(s: Setup, q: "p50" | "p99") {
+  let v = loadedCache.get(s.name);
+  if (!v || q === "p50") {
+    v = (await pingUnderLoad(s.client, s.server, { seconds: duration, pingCount: 400, pingIntervalS: 0.01 })).values;
+    loadedCache.set(s.name, v);
+  }
+  return { value: v[q], extra: { lossPercent: v.lossPercent, tcpGbps: v.tcpGbps } };
 }
 
 async function main(): Promise<void> {

@@ -66,6 +66,7 @@ function backendOptions(b: BackendConfig): BackendOptions {
       return {
         vni: b.VNI,
         port: b.Port,
+        ipv6OverIpv4Port: b.IPv6OverIPv4Port,
         workers: b.Workers,
         offloads: b.Offloads,
         busyPollUs: b.BusyPollMicros,
@@ -165,8 +166,11 @@ export class Agent {
     try {
       underlay = await chooseUnderlay(kernel, opts, {
         ipv4: conf.space !== undefined,
-        // Dual-stack wasm-vxlan carries IPv6 over the IPv4 underlay where there is no IPv6 one.
-        ipv6: conf.space6 !== undefined && (conf.space && conf.Backend.Type === "wasm-vxlan" ? "if-present" : true),
+        // wasm-vxlan carries IPv6 over the IPv4 underlay where there is no IPv6 one (dual-stack), or
+        // where the node has no IPv6 address or is given --public-ip (IPv6-only).
+        ipv6:
+          conf.space6 !== undefined &&
+          (conf.Backend.Type !== "wasm-vxlan" ? true : conf.space ? "if-present" : "or-ipv4"),
       });
       await checkHost(kernel, opts, conf, underlay);
       await mkdir(dirname(opts.subnetFile), { recursive: true, mode: 0o755 });
@@ -511,7 +515,12 @@ export class Agent {
       reserved: this.control
         .reservations()
         .map((r) => ({ ...r, reclaimAt: r.reclaimAt === null ? null : new Date(r.reclaimAt).toISOString() })),
-      settings: { ...settings, reclaimGrace: formatDuration(settings.lease.reclaimGraceMs) },
+      // net-conf.json's Backend as in force, defaults filled in (e.g. wasm-vxlan's IPv6OverIPv4Port).
+      settings: {
+        ...settings,
+        reclaimGrace: formatDuration(settings.lease.reclaimGraceMs),
+        backend: this.conf.Backend,
+      },
       backendCounters: this.counters(),
       dataplane: this.backend?.dataplaneCounters?.(),
       // A dual-stack wasm-vxlan node runs a second dataplane for IPv6 (its own device and sockets).
@@ -527,9 +536,10 @@ export class Agent {
 
   /** Kernel drops on the userspace dataplane's sockets (kernel backends have none of their own). */
   private socketDrops(): SocketDrops | undefined {
-    const b = this.conf.Backend;
-    if (!this.backend?.dataplaneCounters || (b.Type !== "wasm-vxlan" && b.Type !== "udp")) return undefined;
-    return udpSocketDrops(b.Port);
+    if (!this.backend?.dataplaneCounters) return undefined;
+    // Each running dataplane's port: IPv6 over the IPv4 underlay has one of its own.
+    const ports = this.lanes.flatMap((l) => (l.announcement?.port !== undefined ? [l.announcement.port] : []));
+    return udpSocketDrops(new Set(ports));
   }
 
   /** Leaves the cluster and removes what the agent made (devices too, unless keepOnExit). */

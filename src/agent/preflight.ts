@@ -175,27 +175,43 @@ function portUses(f: FlagValues, conf: NetConf, underlay: Underlay, vxlanDeviceE
       host: conf.space ? "0.0.0.0" : "::",
       probe: !vxlanDeviceExists,
     });
-  if (b.Type === "wasm-vxlan" || b.Type === "udp")
+  // The userspace dataplanes bind the underlay address of their family: IPv4's holds Port; IPv6's
+  // holds Port on the IPv6 underlay address, or IPv6OverIPv4Port on the IPv4 one where it has none.
+  const ipv4Flag = f.publicIp ? "--public-ip" : "--iface";
+  if ((b.Type === "wasm-vxlan" || b.Type === "udp") && conf.space)
     uses.push({
       what: "Backend.Port (net-conf.json)",
       port: b.Port,
       udp: true,
       tcp: false,
-      host: gossip,
-      hostFlag: addrFlag,
+      host: formatAddr(underlay.addr!),
+      hostFlag: ipv4Flag,
       probe: true,
     });
-  // Dual-stack wasm-vxlan without an IPv6 underlay address: the IPv6 dataplane's IPv4 sockets.
-  if (b.Type === "wasm-vxlan" && conf.space6 && underlay.addr6 === undefined && b.Port < 65535)
-    uses.push({
-      what: "Backend.Port + 1 (net-conf.json; the IPv6 dataplane over the IPv4 underlay)",
-      port: b.Port + 1,
-      udp: true,
-      tcp: false,
-      host: gossip,
-      hostFlag: addrFlag,
-      probe: true,
-    });
+  if (b.Type === "wasm-vxlan" && conf.space6) {
+    uses.push(
+      underlay.addr6 !== undefined
+        ? {
+            what: "Backend.Port (net-conf.json)",
+            port: b.Port,
+            udp: true,
+            tcp: false,
+            host: formatAddr(underlay.addr6),
+            hostFlag: f.publicIpv6 ? "--public-ipv6" : "--iface",
+            probe: true,
+          }
+        : {
+            what: "Backend.IPv6OverIPv4Port (net-conf.json; the IPv6 dataplane over the IPv4 underlay)",
+            // Undefined only where the schema refused Port 65535 already.
+            port: b.IPv6OverIPv4Port!,
+            udp: true,
+            tcp: false,
+            host: formatAddr(underlay.addr!),
+            hostFlag: ipv4Flag,
+            probe: true,
+          },
+    );
+  }
   return uses;
 }
 
@@ -360,8 +376,8 @@ async function hostPrefixes(kernel: Kernel, family: 4 | 6): Promise<HostPrefix[]
 }
 
 /**
- * Join targets written as addresses must be of the family gossip runs over (IPv4 unless IPv4 is
- * off): a gossip socket of one family cannot reach the other. Names are resolved to the right
+ * Join targets written as addresses must be of the family gossip runs over (the IPv4 underlay's
+ * where there is one, else IPv6): a gossip socket of one family cannot reach the other. Names are resolved to the right
  * family when joining.
  */
 function checkJoinFamily(f: FlagValues, underlay: Underlay): void {
@@ -374,7 +390,7 @@ function checkJoinFamily(f: FlagValues, underlay: Underlay): void {
         formatHostPort(j.host, j.port),
         v6
           ? "an IPv4 address, but gossip runs over IPv6 here (EnableIPv4 is false): give the peers' IPv6 addresses in brackets ([2001:2::1]:7946) or names with AAAA records"
-          : "an IPv6 address, but gossip runs over IPv4 here (IPv4 is on): give the peers' IPv4 addresses, or names with A records",
+          : `an IPv6 address, but gossip runs over IPv4 here (on the IPv4 underlay address ${formatAddr(underlay.addr!)}: IPv4 is on, or IPv6 rides the IPv4 underlay): give the peers' IPv4 addresses, or names with A records`,
       );
     }
   }

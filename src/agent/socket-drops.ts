@@ -1,11 +1,11 @@
 // Datagrams the kernel dropped on this process's own UDP sockets before the dataplane could read
 // them (a full receive buffer, a bad checksum): the `drops` column of /proc/net/udp for the
-// sockets this process holds on the dataplane's port. Read from /proc on each scrape, so the
+// sockets this process holds on the dataplanes' ports. Read from /proc on each scrape, so the
 // native addon needs no change and the packet path does no extra work.
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 
 export interface SocketDrops {
-  /** Sockets of this process bound to the port. */
+  /** Sockets of this process bound to the ports. */
   sockets: number;
   /** Sum of their kernel drop counters. */
   drops: number;
@@ -35,7 +35,7 @@ export function parseProcNetUdp(text: string): Array<{ port: number; inode: stri
     .map((f) => ({ port: parseInt(f[1].split(":")[1], 16), inode: f[9], drops: Number(f[12]) }));
 }
 
-export function udpSocketDrops(port: number): SocketDrops {
+export function udpSocketDrops(ports: ReadonlySet<number>): SocketDrops {
   const inodes = ownSocketInodes();
   let sockets = 0;
   let drops = 0;
@@ -47,7 +47,7 @@ export function udpSocketDrops(port: number): SocketDrops {
       continue; // no IPv6 in this kernel
     }
     for (const s of parseProcNetUdp(text)) {
-      if (s.port !== port || !inodes.has(s.inode)) continue;
+      if (!ports.has(s.port) || !inodes.has(s.inode)) continue;
       sockets++;
       drops += s.drops;
     }

@@ -1,9 +1,9 @@
 // Which interface and addresses carry this host's overlay traffic, chosen as flanneld chooses:
 // --iface (names or addresses, IPv4 or IPv6, first match wins), else --iface-regex (over names
 // and addresses), else the interface of the default route (IPv6's when IPv4 is off). The chosen
-// interface must have a global address of every enabled family (in dual-stack wasm-vxlan the IPv6
-// one may be missing: IPv6 then rides the IPv4 underlay); --public-ip and --public-ipv6 override
-// the addresses peers send to.
+// interface must have a global address of every enabled family (in wasm-vxlan the IPv6 one may be
+// missing: IPv6 then rides the IPv4 underlay, in dual-stack and IPv6-only alike); --public-ip and
+// --public-ipv6 override the addresses peers send to.
 import { WeftError } from "../errors.js";
 import type { Underlay } from "../backends/backend.js";
 import type { Kernel } from "../kernel/iproute.js";
@@ -17,10 +17,15 @@ export interface UnderlayChoice {
   publicIpv6?: string;
 }
 
-/** The families the network config enables; "if-present": IPv6 on, its underlay address optional. */
+/**
+ * The families the network config enables. "if-present": IPv6 on, its underlay address optional
+ * (dual-stack wasm-vxlan). "or-ipv4": IPv6 only, over an IPv6 underlay address or else an IPv4 one
+ * (IPv6-only wasm-vxlan): --public-ipv6 asks for IPv6, --public-ip for IPv4; without either an
+ * interface's IPv6 address is taken where it has one, else its IPv4 address.
+ */
 export interface UnderlayFamilies {
   readonly ipv4: boolean;
-  readonly ipv6: boolean | "if-present";
+  readonly ipv6: boolean | "if-present" | "or-ipv4";
 }
 
 interface AddrInfo {
@@ -46,16 +51,39 @@ export async function chooseUnderlay(
       (l.addr_info ?? []).filter((a) => a.family === family && a.scope === "global").map((a) => a.local);
     return { iface: l.ifname, mtu: l.mtu, v4: global("inet"), v6: global("inet6") };
   });
-  const wanted = [families.ipv4 && "IPv4", families.ipv6 === true && "IPv6"].filter(Boolean).join(" and ");
-  const usable = (l: Link) => (!families.ipv4 || l.v4.length > 0) && (families.ipv6 !== true || l.v6.length > 0);
+  const orIpv4 = families.ipv6 === "or-ipv4";
+  if (!families.ipv4 && choice.publicIp !== undefined && (!orIpv4 || choice.publicIpv6 !== undefined)) {
+    throw new WeftError(
+      "CONFIG_FLAG_INVALID",
+      orIpv4
+        ? `--public-ip ${choice.publicIp} and --public-ipv6 ${choice.publicIpv6}: with EnableIPv4 false the IPv6 dataplane rides one underlay; give --public-ipv6 for an IPv6 underlay or --public-ip for an IPv4 one, not both`
+        : `--public-ip ${choice.publicIp}: EnableIPv4 is false and this backend carries IPv6 over an IPv6 underlay only; give --public-ipv6, or use Backend.Type wasm-vxlan, which carries IPv6 over an IPv4 underlay too`,
+    );
+  }
+  /** IPv6-only wasm-vxlan: whether IPv6 rides this interface's IPv4 address. */
+  const v6OverV4 = (l: Link) =>
+    orIpv4 && choice.publicIpv6 === undefined && (choice.publicIp !== undefined || l.v6.length === 0);
+  const wanted = orIpv4
+    ? choice.publicIpv6 !== undefined
+      ? "IPv6"
+      : choice.publicIp !== undefined
+        ? "IPv4"
+        : "IPv6 or IPv4"
+    : [families.ipv4 && "IPv4", families.ipv6 === true && "IPv6"].filter(Boolean).join(" and ");
+  const usable = (l: Link) =>
+    orIpv4
+      ? (v6OverV4(l) ? l.v4 : l.v6).length > 0
+      : (!families.ipv4 || l.v4.length > 0) && (families.ipv6 !== true || l.v6.length > 0);
   /** The interface's addresses, with `preferred` first where it is one of them. */
   const pick = (l: Link, preferred?: string): Underlay => {
     const first = (list: string[]) => (preferred !== undefined && list.includes(preferred) ? preferred : list[0]);
+    const v4 = families.ipv4 || v6OverV4(l);
     return {
       iface: l.iface,
       mtu: l.mtu,
-      ...(families.ipv4 && { addr: parseIpv4(choice.publicIp ?? first(l.v4)) }),
+      ...(v4 && { addr: parseIpv4(choice.publicIp ?? first(l.v4)) }),
       ...(families.ipv6 &&
+        !v6OverV4(l) &&
         (choice.publicIpv6 !== undefined || l.v6.length > 0) && { addr6: parseIpv6(choice.publicIpv6 ?? first(l.v6)) }),
     };
   };
@@ -87,27 +115,35 @@ export async function chooseUnderlay(
       .join(" or ");
     throw new WeftError(
       "AGENT_UNDERLAY_NOT_FOUND",
-      `no interface with a global ${wanted} address matches ${given}; interfaces here: ${describeLinks()}`,
+      `no interface with a global ${wanted} address matches ${given}; interfaces here: ${describeLinks()}${families.ipv6 === true && !families.ipv4 ? noV6Hint : ""}`,
     );
   }
-  const routes = await kernel.ipJson<Array<{ dev?: string }>>([
-    families.ipv4 ? "-4" : "-6",
-    "route",
-    "show",
-    "default",
-  ]);
-  const dev = routes.find((r) => r.dev)?.dev;
-  const link = links.find((l) => l.iface === dev && usable(l));
-  if (!link) {
-    throw new WeftError(
-      "AGENT_UNDERLAY_NOT_FOUND",
-      `no default ${families.ipv4 ? "IPv4" : "IPv6"} route through an interface with a global ${wanted} address to choose the underlay from; pass --iface NAME or --iface ADDRESS (interfaces here: ${describeLinks()})`,
-    );
+  // IPv6's default route when IPv4 is off; IPv6-only wasm-vxlan falls back to IPv4's (first with --public-ip).
+  const order: Array<4 | 6> = families.ipv4
+    ? [4]
+    : orIpv4 && choice.publicIpv6 === undefined
+      ? choice.publicIp !== undefined
+        ? [4]
+        : [6, 4]
+      : [6];
+  for (const family of order) {
+    const routes = await kernel.ipJson<Array<{ dev?: string }>>([`-${family}`, "route", "show", "default"]);
+    const dev = routes.find((r) => r.dev)?.dev;
+    const link = links.find((l) => l.iface === dev && usable(l));
+    if (link) return pick(link);
   }
-  return pick(link);
+  throw new WeftError(
+    "AGENT_UNDERLAY_NOT_FOUND",
+    `no default ${order.map((f) => `IPv${f}`).join(" or ")} route through an interface with a global ${wanted} address to choose the underlay from; pass --iface NAME or --iface ADDRESS (interfaces here: ${describeLinks()})${families.ipv6 === true && !families.ipv4 ? noV6Hint : ""}`,
+  );
 }
 
-/** The address gossip binds: IPv4's unless IPv4 is off (then the IPv6 underlay address). */
+/** IPv6-only on a backend that needs an IPv6 underlay: which backend does without one. */
+const noV6Hint =
+  "; this backend carries IPv6 over an IPv6 underlay only: give the interface a global IPv6 address (or --public-ipv6), or use Backend.Type wasm-vxlan, which carries IPv6 over an IPv4 underlay too";
+
+/** The address gossip binds: the IPv4 underlay address where there is one (also IPv6-only wasm-vxlan over an
+ *  IPv4 underlay), else the IPv6 one. */
 export function gossipHost(u: Underlay): string {
   return u.addr !== undefined ? formatIpv4(u.addr) : formatIpv6(u.addr6!);
 }

@@ -17,6 +17,9 @@ export const USERSPACE_BACKENDS: readonly BackendType[] = ["udp", "wasm-vxlan"];
 export const DEFAULT_VNI = 1;
 export const VXLAN_PORT = 8472;
 export const UDP_PORT = 8285;
+/** wasm-vxlan's IPv6 dataplane over the IPv4 underlay, by default (Backend.IPv6OverIPv4Port): the
+ *  port after the IPv4 dataplane's, which holds `port` on the same address in dual-stack. */
+export const ipv6OverIpv4Port = (port: number): number => port + 1;
 
 /** The host's side of the underlay: where peers reach it. */
 export interface Underlay {
@@ -52,6 +55,8 @@ export interface BackendOptions {
   vni?: number;
   /** UDP port: default 8472 (vxlan, wasm-vxlan) or 8285 (udp). */
   port?: number;
+  /** wasm-vxlan's IPv6 instance where IPv6 rides the IPv4 underlay: its UDP port; default `ipv6OverIpv4Port(port)`. */
+  ipv6OverIpv4Port?: number;
   /** The underlay MTU to assume instead of the interface's (flannel's MTU key); the encapsulation is subtracted. */
   mtu?: number;
   /** vxlan: peers on the same L2 network get a plain route via their underlay address. */

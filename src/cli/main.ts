@@ -47,7 +47,13 @@ program
       "IFACE_REGEX",
     ).argParser(list),
   )
-  .addOption(flag("--public-ip <ip>", "IPv4 address peers send to (default: the interface's)", "PUBLIC_IP"))
+  .addOption(
+    flag(
+      "--public-ip <ip>",
+      "IPv4 address peers send to (default: the interface's); IPv6-only wasm-vxlan: carry IPv6 over it",
+      "PUBLIC_IP",
+    ),
+  )
   .addOption(
     flag(
       "--public-ipv6 <ip>",

@@ -8,7 +8,7 @@
 // One deliberate difference: flannel's code defaults a missing Backend to "udp" while its
 // documentation says "vxlan". weft defaults to vxlan, the documented and far faster choice.
 import { z } from "zod";
-import { BACKEND_TYPES } from "../backends/backend.js";
+import { BACKEND_TYPES, ipv6OverIpv4Port } from "../backends/backend.js";
 import { DEFAULT_BUSY_POLL_US, DEFAULT_QUEUE_DELAY_US } from "../dataplane/defaults.js";
 import { Ipv6SubnetSpace, SubnetSpace } from "../control/lease/slots.js";
 import { WeftError } from "../errors.js";
@@ -68,7 +68,7 @@ const queueDelay = z
   .optional()
   .describe(
     `longest wait of a datagram in a dataplane socket's receive queue, microseconds (default ${DEFAULT_QUEUE_DELAY_US}; 0: no limit). ` +
-      "Once a queue has stood above it for 100 ms (full batches of late datagrams), late datagrams are dropped at its head until fresh ones come, as CoDel does, " +
+      "Once a queue has stood above it for 100 ms (full batches of late datagrams), late datagrams are dropped at its head until fresh ones come, and at once whenever it stands again within 1.6 s, as CoDel does (RFC 8289), " +
       "so latency under overload stays bounded while a thread that is merely late costs nothing; " +
       'counted in weft_dataplane_queue_drops_total{reason="queue-delay"}',
   );
@@ -117,12 +117,27 @@ const wasmVxlan = z
     Type: z.literal("wasm-vxlan"),
     VNI: vni("weft.<VNI> (a TUN device)"),
     Port: port(8472, "VXLAN socket", "where kernel vxlan peers send"),
+    IPv6OverIPv4Port: z
+      .number()
+      .int()
+      .min(1)
+      .max(65535)
+      .optional()
+      .describe(
+        "UDP port of the IPv6 dataplane (weft-v6.<VNI>) where IPv6 rides the IPv4 underlay (a node without an IPv6 underlay address, or IPv6-only with --public-ip), 1..65535 and not Port " +
+          "(default Port + 1: in dual-stack the IPv4 dataplane holds Port on the same address, and one socket group cannot be split by inner family); every such node announces it, so nodes may differ. " +
+          "Unused over an IPv6 underlay, which takes Port; not the gossip, health or metrics port",
+      ),
     Workers: workers,
     Offloads: offloads,
     BusyPollMicros: busyPoll,
     QueueDelayMicros: queueDelay,
   })
-  .strict();
+  .strict()
+  // The default follows Port; resolved here so that the config in force (weft status) shows it.
+  .overwrite((b) =>
+    b.IPv6OverIPv4Port === undefined && b.Port < 65535 ? { ...b, IPv6OverIPv4Port: ipv6OverIpv4Port(b.Port) } : b,
+  );
 
 export const backendSchema = z.discriminatedUnion("Type", [vxlan, hostGw, udp, wasmVxlan]);
 export type BackendConfig = z.infer<typeof backendSchema>;
@@ -253,6 +268,22 @@ export const netConfSchema = z
       );
     if (c.EnableIPv6 && c.IPv6Network === undefined)
       issue("IPv6Network", "EnableIPv6 needs IPv6Network, the pod network as IPv6 CIDR (e.g. 2001:2:0:8000::/49)");
+    if (c.Backend.Type === "wasm-vxlan") {
+      const [p, p6] = [c.Backend.Port, c.Backend.IPv6OverIPv4Port];
+      const fix = "set Backend.IPv6OverIPv4Port to another free port";
+      if (p6 === p)
+        ctx.addIssue({
+          code: "custom",
+          path: ["Backend", "IPv6OverIPv4Port"],
+          message: `the same as Backend.Port ${p}: where IPv6 rides the IPv4 underlay both dataplanes listen on the IPv4 address, each on its own port; ${fix}`,
+        });
+      if (p6 === undefined && c.EnableIPv6)
+        ctx.addIssue({
+          code: "custom",
+          path: ["Backend", "Port"],
+          message: `leaves no Port + 1 for IPv6 over the IPv4 underlay (Backend.IPv6OverIPv4Port's default); ${fix}, or a lower Backend.Port`,
+        });
+    }
     if (c.EnableIPv6 && !IPV6_BACKENDS.includes(c.Backend.Type)) {
       issue(
         "Backend",

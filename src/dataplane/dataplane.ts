@@ -85,6 +85,8 @@ export interface DataplaneCounters {
   workerRestarts: number;
   /** Whether offloads are in force, with what, or why not. */
   offload: OffloadState;
+  /** Size of the shared hot-path memory (route table, contexts, counters, packet slots). */
+  memoryBytes: number;
 }
 
 interface Queue {
@@ -176,19 +178,13 @@ export class UserspaceDataplane {
       );
     this.hp = new HotPath(createHotPathMemory());
     const arena = new Arena(this.hp);
-    // Contexts always point at an IPv4 table; an IPv6 dataplane's stays empty (IPv4 packets find no route).
-    const routes = new RouteTable(
-      this.hp,
-      arena,
+    // One table, of the dataplane's family: an IPv6 dataplane has no IPv4 table (its 64 MiB tbl24
+    // would never be read; contexts without one give IPv4 packets no route).
+    const routes =
       this.family === 4
-        ? { tbl8Groups: 256, maxRules: maxPeers * 2, maxNextHops: maxPeers }
-        : { tbl8Groups: 1, maxRules: 1, maxNextHops: 1 },
-    );
-    const routes6 =
-      this.family === 6
-        ? new RouteTable6(this.hp, arena, { maxRules: maxPeers * 2, maxNextHops: maxPeers })
-        : undefined;
-    this.peers = new PeerTable(routes6 ?? routes, maxPeers);
+        ? new RouteTable(this.hp, arena, { tbl8Groups: 256, maxRules: maxPeers * 2, maxNextHops: maxPeers })
+        : new RouteTable6(this.hp, arena, { maxRules: maxPeers * 2, maxNextHops: maxPeers });
+    this.peers = new PeerTable(routes, maxPeers);
     const stopAt = arena.alloc(4);
     this.stopWord = new Int32Array(this.hp.memory.buffer, stopAt, 1);
     const queueDelayUs = opts.queueDelayUs ?? DEFAULT_QUEUE_DELAY_US;
@@ -209,13 +205,14 @@ export class UserspaceDataplane {
       this.offload = { enabled, tun: tun.flags, udpGro: enabled, reason: first.reason ?? tun.reason };
       for (let q = 0; q < this.workers; q++) {
         const ctx = new DataplaneContext(this.hp, arena, {
-          routes: routes.base,
+          routes: routes instanceof RouteTable ? routes.base : 0,
           vni: opts.vni,
           localAddr: this.family === 4 ? (opts.subnet.addr as number) : 0,
           mac: opts.vtepMac,
           antiSpoof: opts.antiSpoof ?? true,
           peerSlots: maxPeers,
-          ipv6: routes6 && { routes: routes6.base, localAddr: opts.subnet.addr as bigint },
+          ipv6:
+            routes instanceof RouteTable6 ? { routes: routes.base, localAddr: opts.subnet.addr as bigint } : undefined,
         });
         const tx = enabled
           ? new PacketBatch(this.hp, arena, OFFLOAD_TX_BATCH, BIG_SLOT_BYTES)
@@ -376,6 +373,7 @@ export class UserspaceDataplane {
       perQueue,
       workerRestarts: this.restarts,
       offload: { ...this.offload, tun: [...this.offload.tun] },
+      memoryBytes: this.hp.memory.buffer.byteLength,
     };
   }
 

@@ -36,6 +36,8 @@ export interface LabDataplaneStatus {
   rx: { packets: Record<string, number> };
   peers: Record<string, { txPackets: number; rxPackets: number }>;
   offload: OffloadState;
+  /** Size of the dataplane's shared hot-path memory. */
+  memoryBytes: number;
 }
 
 export interface AgentStatus {
@@ -48,7 +50,7 @@ export interface AgentStatus {
   peers6?: Array<{ name: string; subnet: string; underlay: string; backend: string }>;
   join: { state: string; targets: string[]; failedRounds: number };
   reserved: Array<{ node: string; slots: number; subnet: string | null; reclaimAt: string | null; condemned: boolean }>;
-  settings: { reclaimGrace: string; lease: { reclaimGraceMs: number } };
+  settings: { reclaimGrace: string; lease: { reclaimGraceMs: number }; backend: Record<string, unknown> };
   mtu?: number;
   backend?: { type: string; vtepMac?: string; port?: number };
   backend6?: { type: string; vtepMac?: string; port?: number };

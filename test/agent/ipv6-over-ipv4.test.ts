@@ -1,6 +1,6 @@
 // Real dual-stack wasm-vxlan agents on hosts without an IPv6 underlay address (the lab's
 // "pods-only" IPv6: pods and forwarding, no IPv6 on eth0): the IPv6 dataplane weft-v6.1 rides the
-// IPv4 underlay on Backend.Port + 1, peers send IPv6 pod traffic to each other's IPv4 underlay,
+// IPv4 underlay on Backend.IPv6OverIPv4Port (Port + 1 by default), peers send IPv6 pod traffic to each other's IPv4 underlay,
 // pods ping and TCP is exact over both families. Then one host gains an IPv6 underlay address and
 // restarts: it and the others refuse each other's IPv6 (counted and logged as unreachable, no
 // route into nothing) while the rest keeps working — kernel flannel-v6 peers, which always use an
@@ -103,16 +103,16 @@ describe.skipIf(!canUseNetns())("agents, dual-stack wasm-vxlan, IPv6 over the IP
     }
   }, 120_000);
 
-  it("Port + 1 held by another process stops the start; a node that gains an IPv6 underlay address and restarts refuses, and is refused by, the others for IPv6 (logged and counted); IPv4 and the others' IPv6 keep working", async () => {
+  it("IPv6OverIPv4Port (Port + 1) held by another process stops the start; a node that gains an IPv6 underlay address and restarts refuses, and is refused by, the others for IPv6 (logged and counted); IPv4 and the others' IPv6 keep working", async () => {
     const [a1, a2, a3] = all;
     await agents.stop(a3);
-    // Preflight knows the IPv6 dataplane's port: another process on Port + 1 stops the start.
+    // Preflight knows the IPv6 dataplane's port (IPv6OverIPv4Port, Port + 1 by default): another process there stops the start.
     const holder = withNetns(a3.host.ns.name, () => UdpSocket.open({ address: a3.host.underlayAddr, port: 8473 }));
     try {
       agents.start(a3);
       expect(await agents.exited(a3)).toBe(1);
       expect(await agents.logTail(a3, 5)).toMatch(
-        /\[CONFIG_PORT_IN_USE\] Backend\.Port \+ 1 \(net-conf\.json; the IPv6 dataplane over the IPv4 underlay\) 8473: UDP 198\.18\.0\.13:8473 is already in use/,
+        /\[CONFIG_PORT_IN_USE\] Backend\.IPv6OverIPv4Port \(net-conf\.json; the IPv6 dataplane over the IPv4 underlay\) 8473: UDP 198\.18\.0\.13:8473 is already in use/,
       );
     } finally {
       holder.close();

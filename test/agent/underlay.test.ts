@@ -13,6 +13,8 @@ const DUAL = { ipv4: true, ipv6: true };
 const V6 = { ipv4: false, ipv6: true };
 /** Dual-stack wasm-vxlan: IPv6 rides the IPv4 underlay where the interface has no IPv6 address. */
 const DUAL_V6_IF_PRESENT = { ipv4: true, ipv6: "if-present" } as const;
+/** IPv6-only wasm-vxlan: an IPv6 underlay address, or else an IPv4 one. */
+const V6_OR_V4 = { ipv4: false, ipv6: "or-ipv4" } as const;
 
 describe.skipIf(!canUseNetns())("underlay choice", () => {
   let ns: Netns;
@@ -102,5 +104,52 @@ describe.skipIf(!canUseNetns())("underlay choice", () => {
     expect(
       await chooseUnderlay(ns.kernel, { iface: ["u4"], publicIpv6: "2001:2::99" }, DUAL_V6_IF_PRESENT),
     ).toMatchObject({ addr6: parseIpv6("2001:2::99") });
+  });
+
+  it("IPv6-only wasm-vxlan: the interface's IPv6 address where it has one, else its IPv4 one; --public-ip asks for IPv4", async () => {
+    expect(await chooseUnderlay(ns.kernel, { iface: ["u46"] }, V6_OR_V4)).toEqual({
+      iface: "u46",
+      mtu: 1400,
+      addr6: parseIpv6("2001:2::6"),
+    });
+    expect(await chooseUnderlay(ns.kernel, { iface: ["u4"] }, V6_OR_V4)).toEqual({
+      iface: "u4",
+      mtu: 1400,
+      addr: parseIpv4("198.18.0.5"),
+    });
+    expect(await chooseUnderlay(ns.kernel, { iface: ["u46"], publicIp: "198.18.0.6" }, V6_OR_V4)).toEqual({
+      iface: "u46",
+      mtu: 1400,
+      addr: parseIpv4("198.18.0.6"),
+    });
+    expect(await chooseUnderlay(ns.kernel, { iface: ["u46"], publicIpv6: "2001:2::99" }, V6_OR_V4)).toMatchObject({
+      addr6: parseIpv6("2001:2::99"),
+    });
+    // Without --iface: IPv6's default route first (u6), IPv4's with --public-ip (u4).
+    expect(await chooseUnderlay(ns.kernel, {}, V6_OR_V4)).toEqual({
+      iface: "u6",
+      mtu: 1400,
+      addr6: parseIpv6("2001:2::7"),
+    });
+    expect(await chooseUnderlay(ns.kernel, { publicIp: "198.18.0.5" }, V6_OR_V4)).toEqual({
+      iface: "u4",
+      mtu: 1400,
+      addr: parseIpv4("198.18.0.5"),
+    });
+    // One underlay: both addresses given is refused, and so is --public-ip where IPv6 needs an IPv6 underlay.
+    await expect(
+      chooseUnderlay(ns.kernel, { iface: ["u46"], publicIp: "198.18.0.6", publicIpv6: "2001:2::6" }, V6_OR_V4),
+    ).rejects.toThrow(
+      expect.objectContaining({ code: "CONFIG_FLAG_INVALID", message: expect.stringMatching(/not both$/) }),
+    );
+    await expect(chooseUnderlay(ns.kernel, { iface: ["u46"], publicIp: "198.18.0.6" }, V6)).rejects.toThrow(
+      expect.objectContaining({
+        code: "CONFIG_FLAG_INVALID",
+        message: expect.stringMatching(/give --public-ipv6, or use Backend\.Type wasm-vxlan/),
+      }),
+    );
+    await expect(chooseUnderlay(ns.kernel, { iface: ["u4"] }, V6)).rejects.toThrow(
+      /no interface with a global IPv6 address matches --iface u4.*use Backend\.Type wasm-vxlan, which carries IPv6 over an IPv4 underlay too/,
+    );
   });
 });

@@ -28,6 +28,7 @@ describe("net-conf.json", () => {
       Type: "wasm-vxlan",
       VNI: 1,
       Port: 8472,
+      IPv6OverIPv4Port: 8473,
       Workers: 2,
       Offloads: true,
     });
@@ -256,5 +257,41 @@ describe("net-conf.json: IPv6 and dual-stack (flannel's keys, defaults and limit
     const ref = configReference();
     for (const key of ["EnableIPv6", "IPv6Network", "IPv6SubnetLen", "IPv6SubnetMin", "IPv6SubnetMax"])
       expect(ref).toContain(`| \`${key}\` |`);
+    expect(ref).toMatch(
+      /\| `Backend\.IPv6OverIPv4Port` \(wasm-vxlan\) \| UDP port of the IPv6 dataplane .*default Port \+ 1/,
+    );
+  });
+
+  it("wasm-vxlan's IPv6OverIPv4Port: Port + 1 by default (following Port), or its own; never Port itself", () => {
+    const only = (backend: object) =>
+      parse({ EnableIPv4: false, EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49", Backend: backend });
+    expect(only({ Type: "wasm-vxlan" }).Backend).toMatchObject({ Port: 8472, IPv6OverIPv4Port: 8473 });
+    expect(only({ Type: "wasm-vxlan", Port: 9000 }).Backend).toMatchObject({ Port: 9000, IPv6OverIPv4Port: 9001 });
+    expect(only({ Type: "wasm-vxlan", IPv6OverIPv4Port: 8400 }).Backend).toMatchObject({ IPv6OverIPv4Port: 8400 });
+    // Port 65535 leaves no Port + 1: refused where IPv6 is on, unless the key is given.
+    expect(only({ Type: "wasm-vxlan", Port: 65535, IPv6OverIPv4Port: 8400 }).Backend).toMatchObject({
+      IPv6OverIPv4Port: 8400,
+    });
+    expect(parse({ Network: "198.19.0.0/16", Backend: { Type: "wasm-vxlan", Port: 65535 } }).Backend).toMatchObject({
+      Port: 65535,
+    });
+    for (const [backend, message] of [
+      [
+        { Type: "wasm-vxlan", IPv6OverIPv4Port: 8472 },
+        /^net-conf\.json: Backend\.IPv6OverIPv4Port = 8472: the same as Backend\.Port 8472: .*set Backend\.IPv6OverIPv4Port to another free port$/,
+      ],
+      [
+        { Type: "wasm-vxlan", Port: 65535 },
+        /^net-conf\.json: Backend\.Port = 65535: leaves no Port \+ 1 for IPv6 over the IPv4 underlay .*set Backend\.IPv6OverIPv4Port/,
+      ],
+      [{ Type: "wasm-vxlan", IPv6OverIPv4Port: 0 }, /^net-conf\.json: Backend\.IPv6OverIPv4Port = 0: /],
+      [
+        { Type: "vxlan", IPv6OverIPv4Port: 8473 },
+        /unknown key\(s\) IPv6OverIPv4Port; allowed here: .*\(Backend\.Type vxlan\)$/,
+      ],
+    ] as const)
+      expect(() => only(backend)).toThrow(
+        expect.objectContaining({ code: "CONFIG_NET_CONF_INVALID", message: expect.stringMatching(message) }),
+      );
   });
 });

@@ -4,7 +4,8 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { parseIpv6, parsePrefix6, readIpv6, writeIpv6 } from "../../src/net/ipv6.js";
-import { buildVxlan } from "../reference/build.js";
+import { DataplaneContext } from "../../src/hotpath/context.js";
+import { buildIpv4, buildVxlan } from "../reference/build.js";
 import { ReferenceRouteTable6 } from "../reference/lpm6.js";
 import { refVxlanReceive } from "../reference/packets.js";
 import { addrBytes, refSend6, refSourceCheck6, type NextHop6, type SendResult6 } from "../reference/packets6.js";
@@ -264,5 +265,79 @@ describe("IPv6 through the offload send path", () => {
     const before = rig.ctx.tx().packets.OFFLOAD_HEADER;
     expect(vnet(4)).toBe(0); // VIRTIO_NET_HDR_GSO_TCPV6
     expect(rig.ctx.tx().packets.OFFLOAD_HEADER - before).toBe(1n);
+  });
+});
+
+describe("without an IPv4 table (wasm-vxlan's IPv6 dataplane holds none)", () => {
+  const withTable = setupRig(true);
+  // The same IPv6 table and next hops, in a context whose IPv4 table is 0.
+  const rig: Rig = {
+    ...withTable,
+    ctx: new DataplaneContext(withTable.hp, withTable.arena, {
+      routes: 0,
+      vni: VNI,
+      localAddr: 0,
+      mac: OUR_MAC,
+      antiSpoof: true,
+      peerSlots: 256,
+      ipv6: { routes: withTable.routes6!.base, localAddr: LOCAL6 },
+    }),
+  };
+  const ipv4Packet = fc
+    .record({
+      src: fc.integer({ min: 0xc6130000, max: 0xc613ffff }),
+      dst: fc.integer({ min: 0xc6130000, max: 0xc613ffff }),
+    })
+    .map(({ src, dst }) => buildIpv4({ src, dst, protocol: 1, payload: Uint8Array.from([8, 0, 0, 0, 0, 1, 0, 1]) }));
+  const mixed = fc.array(fc.oneof(ipv6Packet, ipv4Packet), { minLength: 1, maxLength: 64 });
+
+  it("sends IPv6 as the reference does; IPv4 packets find no route and get no ICMP error (there is no IPv4 source to send one from)", () => {
+    fc.assert(
+      fc.property(mixed, (packets) => {
+        const refs = packets.map((p) => (p[0] >> 4 === 4 ? { verdict: "NO_ROUTE" } : refSend6(p, sendCtx)));
+        loadBatch(rig, packets);
+        const ret = encapInPlace(rig, "vxlan", packets.length);
+        expect(ret & 0xffff).toBe(refs.filter((r) => r.verdict === "FORWARD").length);
+        expect(ret >>> 16).toBe(refs.filter((r) => r.verdict === "REPLY").length);
+        for (const r of readBatch(rig, packets.length)) {
+          const ref = refs[r.slot];
+          expect({ slot: r.slot, verdict: r.verdict }).toEqual({ slot: r.slot, verdict: ref.verdict });
+          if ("out" in ref && ref.out) expect(hex(r.bytes)).toBe(hex(ref.out));
+        }
+      }),
+      { numRuns: 100 },
+    );
+  });
+
+  it("receives IPv6 from its peers as the reference does; an IPv4 inner packet comes from no known peer", () => {
+    // From the peer on an IPv4 underlay (::ffff:198.18.0.3), as over an IPv4 underlay: a plain IPv4 ADDR.
+    const from = Number(NEXT_HOPS.get(2)!.ip & 0xffffffffn);
+    fc.assert(
+      fc.property(mixed, (inner) => {
+        const frames = inner.map((p) =>
+          buildVxlan(VNI, OUR_MAC, NEXT_HOPS.get(2)!.mac, p[0] >> 4 === 4 ? 0x0800 : 0x86dd, p),
+        );
+        const refs = frames.map((f, i) =>
+          inner[i][0] >> 4 === 4
+            ? { verdict: "UNKNOWN_SOURCE" }
+            : refSourceCheck6(refVxlanReceive(f, VNI, OUR_MAC), from, lookup, nextHop),
+        );
+        loadBatch(rig, frames);
+        const d = rig.batch.descView();
+        const stride = rig.hp.constant("DESC_BYTES") >> 2;
+        frames.forEach((_, i) => {
+          d[i * stride + (rig.hp.constant("DESC_ADDR") >> 2)] = from;
+        });
+        expect(decapInPlace(rig, "vxlan", frames.length)).toBe(refs.filter((r) => r.verdict === "FORWARD").length);
+        for (const r of readBatch(rig, frames.length)) {
+          const ref = refs[r.slot];
+          expect({ slot: r.slot, verdict: r.verdict }).toEqual({ slot: r.slot, verdict: ref.verdict });
+          if ("out" in ref && ref.verdict === "FORWARD") expect(hex(r.bytes)).toBe(hex(ref.out!));
+        }
+      }),
+      { numRuns: 100 },
+    );
+    expect(rig.ctx.rx().packets.UNKNOWN_SOURCE).toBeGreaterThan(0n);
+    expect(rig.ctx.rx().packets.FORWARD).toBeGreaterThan(0n);
   });
 });

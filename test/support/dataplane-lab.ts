@@ -98,15 +98,18 @@ export async function kernelVxlanNode(host: LabHost, i: number, peer: LabHost, j
 }
 
 /** A lab of two hosts with a pod each: host 1 runs the kernel's vxlan device (kernelVxlanNode),
- *  host 2 weft's dataplane, peered both ways. */
-export async function kernelPeerPair(tag: string): Promise<{ lab: LabCluster; dp: UserspaceDataplane }> {
+ *  host 2 weft's dataplane (with `extra` options), peered both ways. */
+export async function kernelPeerPair(
+  tag: string,
+  extra: Partial<UserspaceDataplaneOptions> = {},
+): Promise<{ lab: LabCluster; dp: UserspaceDataplane }> {
   const lab = await LabCluster.create({ tag, hosts: 2 });
   const [h1, h2] = lab.hosts;
   try {
     await lab.addPods(h1, subnetOf(1), 1, mtuOf("vxlan"));
     await lab.addPods(h2, subnetOf(2), 1, mtuOf("vxlan"));
     await kernelVxlanNode(h1, 1, h2, 2);
-    const dp = await startDataplane(h2, 2);
+    const dp = await startDataplane(h2, 2, "vxlan", extra);
     dp.setPeer(peerOf(h1, 1));
     return { lab, dp };
   } catch (err) {

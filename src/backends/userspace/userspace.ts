@@ -9,10 +9,11 @@
 // flannel.<VNI> and flannel-v6.<VNI>: the IPv6 instance has its own TUN device weft-v6.<VNI> (IPv6
 // on, no link-local address), its own VTEP MAC and IPv6 sockets on the IPv6 underlay address, so
 // it mixes with kernel flannel-v6.<VNI> peers. The IPv4 device keeps IPv6 off. On a node without
-// an IPv6 underlay address the IPv6 instance rides the IPv4 underlay instead: IPv4 sockets on
-// Port + 1 (the IPv4 instance holds Port on the same address, and one reuseport group cannot be
-// split by inner family), announced in its record like any port; such a node exchanges IPv6 only
-// with peers that do the same (kernel flannel-v6 always uses an IPv6 underlay).
+// an IPv6 underlay address (dual-stack or IPv6-only) the IPv6 instance rides the IPv4 underlay
+// instead: IPv4 sockets on Backend.IPv6OverIPv4Port, Port + 1 by default (in dual-stack the IPv4
+// instance holds Port on the same address, and one reuseport group cannot be split by inner
+// family), announced in its record like any port; such a node exchanges IPv6 only with peers that
+// do the same (kernel flannel-v6 always uses an IPv6 underlay).
 import type { Logger } from "pino";
 import { DATAPLANE_MAX_MTU, UserspaceDataplane, type DataplaneCounters } from "../../dataplane/dataplane.js";
 import { readRoutes } from "../../kernel/entries.js";
@@ -22,6 +23,7 @@ import { formatMac, parseMac } from "../../net/ipv4.js";
 import { familyOf, formatAddr, formatAnyPrefix } from "../../net/ip.js";
 import {
   DEFAULT_VNI,
+  ipv6OverIpv4Port,
   UDP_PORT,
   VXLAN_PORT,
   type Backend,
@@ -34,6 +36,22 @@ import {
 import { VXLAN_IPV4_UNDERLAY_BYTES, VXLAN_IPV6_UNDERLAY_BYTES } from "../vxlan/vxlan.js";
 import { announcementProblem, overlapProblem, UnreachablePeers } from "../unreachable.js";
 import { loadVtepMac } from "../vtep-mac.js";
+
+/**
+ * The IPv6 TUN device's sysctls, set before it goes up, so that an idle device gets no packet from
+ * the kernel (`idle-quiet.test.ts`). On a router (all.forwarding 1) a new device joins the
+ * all-routers groups at once and would send MLD reports for them into the device at link up.
+ */
+const IPV6_TUN_SYSCTLS: ReadonlyArray<readonly [string, number]> = [
+  // No link-local address (a TUN device has no neighbours): without one, no router solicitations.
+  ["addr_gen_mode", 1],
+  // MLDv1: leaving a group that was never reported sends nothing (MLDv2 sends the leave at link up).
+  ["force_mld_version", 1],
+  // A host interface: it leaves the all-routers groups. Forwarding through it follows all.forwarding.
+  ["forwarding", 0],
+  // ...and, as a host interface, it takes no router advertisements (none belong on it).
+  ["accept_ra", 0],
+];
 
 /** flannel's udp encapsulation: outer IPv4 (20) + UDP (8). */
 export const UDP_OVERHEAD = 28;
@@ -76,7 +94,8 @@ export class UserspaceBackend implements Backend {
     this.unreachable = new UnreachablePeers(this.logger);
     // An IPv6 instance over the IPv4 underlay (the node has no IPv6 underlay address).
     const overIpv4 = this.family === 6 && ctx.underlay.addr6 === undefined;
-    this.port = (options.port ?? (udp ? UDP_PORT : VXLAN_PORT)) + (overIpv4 ? 1 : 0);
+    const port = options.port ?? (udp ? UDP_PORT : VXLAN_PORT);
+    this.port = overIpv4 ? (options.ipv6OverIpv4Port ?? ipv6OverIpv4Port(port)) : port;
     this.vni = options.vni ?? DEFAULT_VNI;
     const overhead = udp
       ? UDP_OVERHEAD
@@ -102,7 +121,7 @@ export class UserspaceBackend implements Backend {
         "BACKEND_NO_UNDERLAY",
         listenAddr === undefined
           ? `no underlay address for the IPv${this.family} ${type} dataplane; give the node one (--public-ip${this.family === 6 ? "v6 or --public-ip" : ""})`
-          : `the IPv6 ${type} dataplane over the IPv4 underlay listens on Backend.Port + 1, and ${this.port} is no port; set Backend.Port to at most 65534`,
+          : `the IPv6 ${type} dataplane over the IPv4 underlay listens on Backend.IPv6OverIPv4Port (default Backend.Port + 1), and ${this.port} is no port; set Backend.IPv6OverIPv4Port`,
       );
     if (overIpv4)
       this.logger.info(
@@ -131,14 +150,14 @@ export class UserspaceBackend implements Backend {
     if (this.state !== "new")
       throw new WeftError("BACKEND_STATE", `the ${this.type} backend was already started; create a new one`);
     try {
-      // A family that is off stays off on the device. The IPv4 device has IPv6 off: the kernel gives
-      // it no link-local address and sends it no router solicitations (which it could only drop).
-      // The IPv6 device needs no link-local address either (a TUN device has no neighbours), and
-      // without one the kernel sends it no router solicitations.
+      // A family that is off stays off on the device, and the kernel sends neither device anything
+      // of its own (the dataplane could only drop it). The IPv4 device has IPv6 off: no link-local
+      // address, no router solicitations. The IPv6 device gets its sysctls while still down.
       // (The slash form, since a device name like weft.1 holds a dot.)
-      if (this.family === 4) await this.ctx.kernel.sysctl(`net/ipv6/conf/${this.tunName}/disable_ipv6`, 1);
-      else await this.ctx.kernel.sysctl(`net/ipv6/conf/${this.tunName}/addr_gen_mode`, 1);
-      this.stats.kernelCommands += 4; // the family's sysctl, and the TUN device's MTU, address and link state
+      const sysctls: ReadonlyArray<readonly [string, number]> =
+        this.family === 4 ? [["disable_ipv6", 1]] : IPV6_TUN_SYSCTLS;
+      for (const [key, value] of sysctls) await this.ctx.kernel.sysctl(`net/ipv6/conf/${this.tunName}/${key}`, value);
+      this.stats.kernelCommands += sysctls.length + 3; // and the TUN device's MTU, address and link state
       await this.dataplane.start(this.ctx.kernel);
     } catch (err) {
       this.stats.kernelErrors++;

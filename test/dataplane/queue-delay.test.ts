@@ -1,0 +1,48 @@
+// The receive queue's sojourn limit (codel.ts) on a real dataplane: a UDP flood that never backs
+// off, from a kernel vxlan peer (several iperf3 streams, faster than one low-priority worker
+// forwards), shares the worker's socket with a sparse ping. The flood's late datagrams are dropped
+// at the head and counted as queue-delay drops; the ping still gets through. How long anything
+// waited is for the benchmarks (weft bench's ping under load and flood tail).
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { UserspaceDataplane } from "../../src/dataplane/dataplane.js";
+import { DEFAULT_QUEUE_DELAY_US } from "../../src/dataplane/defaults.js";
+import type { LabCluster } from "../../src/lab/cluster.js";
+import { iperf, ping } from "../../src/lab/traffic.js";
+import { kernelPeerPair } from "../support/dataplane-lab.js";
+import { canUseNetns } from "../support/netns.js";
+
+describe.skipIf(!canUseNetns())("userspace dataplane receive queue under a flood", () => {
+  let lab: LabCluster;
+  let dp: UserspaceDataplane;
+
+  beforeAll(async () => {
+    // One worker: the flood and the ping share its socket, with the default sojourn limit. Its
+    // thread at a low priority, so that the flood outruns it also where cores are few (where they
+    // are many, four senders outrun one worker).
+    ({ lab, dp } = await kernelPeerPair("qdelay", { workers: 1, nice: 10 }));
+  });
+
+  afterAll(async () => {
+    await dp?.stop();
+    await lab?.destroy();
+  });
+
+  it("drops the flood's late datagrams at the head, counted, while a sparse ping gets through", async () => {
+    const [p1] = lab.hosts[0].pods;
+    const [p2] = lab.hosts[1].pods;
+    for (let t = 0; t < 10 && (await ping(p1, p2.addr, { count: 1, timeoutS: 1 })).received === 0; t++)
+      await new Promise((r) => setTimeout(r, 200));
+    const before = dp.counters().io.queueDelayDrops;
+    const flood = iperf(p2, p1, { seconds: 4, udp: true, length: 1400, bitrate: "0", streams: 4 });
+    await new Promise((r) => setTimeout(r, 1000));
+    const pings = await ping(p1, p2.addr, { count: 40, intervalS: 0.05, timeoutS: 2 });
+    const f = await flood;
+    const dropped = dp.counters().io.queueDelayDrops - before;
+    expect(DEFAULT_QUEUE_DELAY_US).toBeGreaterThan(0);
+    expect(f.packets! - f.lostPackets!).toBeGreaterThan(0);
+    expect(dropped).toBeGreaterThan(0n);
+    // Dropped datagrams are among what iperf3 counts as lost.
+    expect(dropped).toBeLessThanOrEqual(BigInt(f.lostPackets!));
+    expect(pings.received).toBeGreaterThan(0);
+  });
+});
