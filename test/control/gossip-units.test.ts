@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest";
 import { Awareness } from "../../src/control/gossip/awareness.js";
 import { KNOWN_NEWS_SENDS, retransmitLimit, TransmitLimitedQueue } from "../../src/control/gossip/broadcast.js";
 import { makeConfig, profiles } from "../../src/control/gossip/config.js";
-import { ProbeRing } from "../../src/control/gossip/schedule.js";
+import { ProbeRing, probePhase, probeSlot, untilProbeTime } from "../../src/control/gossip/schedule.js";
 import { buildDigest, digestHas } from "../../src/control/gossip/digest.js";
 import { MAX_DIGEST_BYTES } from "../../src/control/gossip/messages.js";
 import { WaveMeter, waveRetransmitLimit } from "../../src/control/gossip/wave.js";
@@ -153,6 +153,43 @@ describe("probe schedule (ProbeRing)", () => {
     );
   });
 
+  it("a member's probes come at most one interval apart, bar one gap per lap of the ring (property)", () => {
+    // Each prober probes at its own phase of the slot (probePhase); a crash then waits at most
+    // about one interval for its first probe. With random phases a gap could reach two intervals.
+    const I = 1000;
+    fc.assert(
+      fc.property(names, fc.integer({ min: 0, max: 2 ** 30 }), fc.nat(), (members, start, pick) => {
+        fc.pre(members.length >= 3);
+        const ring = ringOf(members);
+        const v = members[pick % members.length];
+        const times: number[] = [];
+        for (let s = start; s < start + members.length - 1; s++) {
+          const probers = members.filter((p) => ring.target(p, s) === v);
+          expect(probers.length).toBe(1);
+          const at = s * I + probePhase(probers[0]) * I;
+          // The prober's own clock puts this probe time in slot s.
+          expect(probeSlot(at, I, probePhase(probers[0]))).toBe(s);
+          times.push(at);
+        }
+        const gaps = times.slice(1).map((t, i) => t - times[i]);
+        expect(gaps.every((g) => g <= 2 * I)).toBe(true);
+        expect(gaps.filter((g) => g > I).length).toBeLessThanOrEqual(1);
+      }),
+    );
+  });
+
+  it("a round that fires a little late runs at once; an early or off-phase one waits for its time", () => {
+    const I = 1000;
+    const phase = probePhase("n7");
+    const at = 5 * I + phase * I;
+    expect(untilProbeTime(at, I, phase)).toBe(0);
+    expect(untilProbeTime(at + 3, I, phase)).toBe(0);
+    expect(untilProbeTime(at - 3, I, phase)).toBeCloseTo(3, 6);
+    expect(untilProbeTime(at + 600, I, phase)).toBeCloseTo(400, 6);
+    expect(probeSlot(at + 3, I, phase)).toBe(5);
+    expect(probeSlot(at - 3, I, phase)).toBe(5);
+  });
+
   it("add and remove are idempotent; no target for a node off the ring or alone on it", () => {
     const ring = ringOf(["a", "b", "a"]);
     expect(ring.size()).toBe(2);
@@ -289,6 +326,64 @@ describe("TransmitLimitedQueue", () => {
       }),
       { numRuns: 200 },
     );
+  });
+
+  it("oncePerRound: a broadcast rides on at most one packet per gossip round, and still on `limit` packets in all (property)", () => {
+    const op = fc.oneof(
+      fc.record({ kind: fc.constant("enqueue" as const), len: fc.integer({ min: 1, max: 300 }) }),
+      fc.record({ kind: fc.constant("take" as const), budget: fc.integer({ min: 0, max: 1400 }) }),
+      fc.record({ kind: fc.constant("round" as const) }),
+    );
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 200 }), fc.integer({ min: 1, max: 6 }), (ops, limit) => {
+        const q = new TransmitLimitedQueue(() => limit, 1000, true);
+        const sent = new Map<Uint8Array, number>();
+        let thisRound = new Set<Uint8Array>();
+        for (const o of ops) {
+          if (o.kind === "enqueue") q.enqueue({ payload: new Uint8Array(o.len) });
+          else if (o.kind === "round") {
+            q.beginRound();
+            thisRound = new Set();
+          } else {
+            for (const p of q.take(3, o.budget)) {
+              expect(thisRound.has(p)).toBe(false);
+              thisRound.add(p);
+              sent.set(p, (sent.get(p) ?? 0) + 1);
+            }
+          }
+        }
+        // Rounds with room for everything: each broadcast goes once per round until its limit.
+        for (let r = 0; r <= limit; r++) {
+          q.beginRound();
+          for (const p of q.take(3, 1_000_000)) sent.set(p, (sent.get(p) ?? 0) + 1);
+          expect(q.take(3, 1_000_000)).toEqual([]);
+        }
+        expect(q.size()).toBe(0);
+        for (const n of sent.values()) expect(n).toBe(limit);
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it("oncePerRound: the packets of one round carry different broadcasts, least sent first", () => {
+    const q = new TransmitLimitedQueue(() => 5, 100, true);
+    for (let i = 1; i <= 4; i++) q.enqueue({ payload: bytes(i) });
+    q.beginRound();
+    expect(q.take(0, 20).map((p) => p[0])).toEqual([4, 3]);
+    expect(q.take(0, 20).map((p) => p[0])).toEqual([2, 1]);
+    expect(q.take(0, 20)).toEqual([]);
+    q.beginRound();
+    expect(q.take(0, 40).map((p) => p[0])).toEqual([4, 3, 2, 1]);
+  });
+
+  it("oncePerRound: an urgent broadcast (a death) still rides on every packet", () => {
+    const q = new TransmitLimitedQueue(() => 5, 100, true);
+    q.enqueue({ payload: bytes(1) });
+    q.enqueue({ payload: bytes(9), urgent: true });
+    q.beginRound();
+    expect(q.take(0, 20).map((p) => p[0])).toEqual([9, 1]);
+    expect(q.take(0, 20).map((p) => p[0])).toEqual([9]);
+    expect(q.take(0, 20).map((p) => p[0])).toEqual([9]);
   });
 });
 

@@ -3,6 +3,16 @@
 // limit that drops ends the broadcasts already past it); least-sent first, newest first
 // among equals, so fresh news spreads before repeats. A broadcast with a key replaces an older one
 // with the same key (only a node's newest state is worth spreading).
+//
+// Once per round (gossipOncePerRound): a broadcast rides on at most one packet per gossip round
+// (deaths excepted: `urgent`). When news comes faster than packets carry it (a join wave), least-
+// sent-first put a fresh item in every packet until it caught up with the rest, so each member sent
+// it ~9 times in its next 3 rounds (~0.25 s) and then hardly at all for seconds, behind hundreds of
+// items at the same count; since all members learn an item within ~0.3 s, nearly all its sends
+// fell into ~0.7 s, and a member whose ~20 packets then came from senders past their burst missed
+// it, and the joins of the same 50 ms (they travel together), until anti-entropy (ARCHITECTURE.md,
+// "Gossip at 1,000 nodes"). One packet per round spreads each member's sends over its limit in
+// rounds (1.2 s at 1,000 nodes), so a member's chance to be missed falls from about 1e-4 to 1e-6.
 
 export interface Broadcast {
   /** Broadcasts with equal keys invalidate each other: the newer one replaces the older. */
@@ -15,6 +25,8 @@ export interface Broadcast {
   readonly alreadyKnown?: boolean;
   /** Another member's "alive": in a join wave it is pushed fewer times, and pulls find it (pull.ts). */
   readonly joinNews?: boolean;
+  /** Exempt from the queue's once-per-round rule (see beginRound). */
+  readonly urgent?: boolean;
 }
 
 /**
@@ -35,6 +47,8 @@ interface Entry {
   /** Insertion order; higher is newer. */
   readonly id: number;
   transmits: number;
+  /** The gossip round (see beginRound) in which it was last taken. */
+  round: number;
 }
 
 export class TransmitLimitedQueue {
@@ -46,11 +60,19 @@ export class TransmitLimitedQueue {
   private minLength = Infinity;
   private nextId = 0;
   private count = 0;
+  private round = 0;
 
   constructor(
     private readonly limit: (broadcast: Broadcast) => number,
     private readonly maxEntries: number,
+    /** Take each broadcast at most once per gossip round (see beginRound). */
+    private readonly oncePerRound = false,
   ) {}
+
+  /** A gossip round begins: with oncePerRound, what was taken in the last round may go again. */
+  beginRound(): void {
+    this.round++;
+  }
 
   size(): number {
     return this.count;
@@ -63,7 +85,7 @@ export class TransmitLimitedQueue {
     }
     // Already-known news starts near the limit: it goes out after fresher news, and only a few times.
     const transmits = broadcast.alreadyKnown ? Math.max(0, this.limit(broadcast) - KNOWN_NEWS_SENDS) : 0;
-    const entry: Entry = { broadcast, id: this.nextId++, transmits };
+    const entry: Entry = { broadcast, id: this.nextId++, transmits, round: -1 };
     this.bucket(transmits).push(entry);
     this.count++;
     this.countLength(broadcast.payload.length, 1);
@@ -82,6 +104,7 @@ export class TransmitLimitedQueue {
       for (let i = bucket.length - 1; i >= 0; i--) {
         if (remaining < overhead + this.minLength) break scan;
         const entry = bucket[i];
+        if (this.oncePerRound && entry.round === this.round && !entry.broadcast.urgent) continue;
         const cost = entry.broadcast.payload.length + overhead;
         if (cost > remaining) continue;
         picked.push(entry);
@@ -91,6 +114,7 @@ export class TransmitLimitedQueue {
     for (const entry of picked) {
       this.detach(entry);
       entry.transmits++;
+      entry.round = this.round;
       if (entry.transmits >= this.limit(entry.broadcast)) this.finish(entry);
       else this.insertSorted(this.bucket(entry.transmits), entry);
     }

@@ -19,6 +19,10 @@ export interface MemberlistConfig {
   readonly indirectChecks: number;
   /** Also ping over the stream transport when the direct UDP ping failed (gets through UDP loss). */
   readonly tcpPingFallback: boolean;
+  /** Probe at a fixed phase of each slot, from the name's hash (schedule.ts): a crash meets its
+   *  first probe within about one interval. false: a random phase per node (a crash waits up to
+   *  two; measured at 1,000 nodes, the join wave's p99 was lower that way, see ARCHITECTURE.md). */
+  readonly probePhaseFromName: boolean;
   /** Lifeguard suspicion timeout: min = mult × max(1, log10 N) × probeInterval (at least 2 probe
    *  intervals, suspicion.ts), max = min × maxMult.
    *  The last probe before a death (see state.ts) is part of it, not added to it. */
@@ -46,6 +50,10 @@ export interface MemberlistConfig {
   readonly pullWindowMs: number;
   readonly gossipIntervalMs: number;
   readonly gossipNodes: number;
+  /** Each broadcast rides on at most one packet per gossip round (pings and acks included; deaths
+   *  excepted), so a member's sends of one piece of news spread over rounds instead of coming in
+   *  one burst (broadcast.ts). false: memberlist's queue, least sent first in every packet. */
+  readonly gossipOncePerRound: boolean;
   /** Dead members still receive gossip this long, so a falsely declared node hears it and refutes. */
   readonly gossipToTheDeadMs: number;
   /** Full-state anti-entropy with one random member; scaled up above 32 members (memberlist). */
@@ -77,6 +85,7 @@ const lan: GossipProfile = {
   probeTimeoutMs: 500,
   indirectChecks: 3,
   tcpPingFallback: true,
+  probePhaseFromName: true,
   // memberlist: 4 (k = 2). With every member probed once per interval (schedule.ts), a crashed
   // member gathers independent accusers one per second, while a slow one meets a lone accuser
   // and keeps the long maximum (18 s at 1,000 nodes) to refute: min 3 s is safe there.
@@ -94,6 +103,7 @@ const lan: GossipProfile = {
   // doubles how much news a node can pass on during a join wave.
   gossipIntervalMs: 100,
   gossipNodes: 3,
+  gossipOncePerRound: true,
   gossipToTheDeadMs: 30_000,
   pushPullIntervalMs: 30_000,
   tcpTimeoutMs: 10_000,

@@ -86,6 +86,7 @@ export class Memberlist {
           ? waveRetransmitLimit(this.config.waveRetransmitMult, this.membership.liveCount())
           : retransmitLimit(this.config.retransmitMult, this.membership.liveCount()),
       this.config.maxQueuedBroadcasts,
+      this.config.gossipOncePerRound,
     );
     const advertise = this.config.advertise ?? deps.transport.local;
     this.membership = new Membership({
@@ -311,6 +312,7 @@ export class Memberlist {
   }
 
   private gossip(): void {
+    this.broadcasts.beginRound();
     const now = this.clock.now();
     const self = this.config.name;
     const targets = this.membership.randomNodes(

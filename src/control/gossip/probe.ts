@@ -13,6 +13,7 @@ import type { Wire } from "./net.js";
 import type { GossipCounters, GossipLogger } from "./observability.js";
 import type { Membership, MemberEntry } from "./state.js";
 import { Timers } from "../timers.js";
+import { probePhase, probeSlot, sinceProbeTime, untilProbeTime } from "./schedule.js";
 
 type Ping = Extract<Message, { kind: "ping" }>;
 
@@ -42,15 +43,24 @@ export class FailureDetector {
   private readonly waiters = new Map<number, AckWaiter>();
   private seq = 0;
   private running = false;
+  /** Where in each probe slot this node probes (schedule.ts). */
+  private readonly phase: number;
 
   constructor(private readonly deps: FailureDetectorDeps) {
     this.timers = new Timers(deps.clock);
+    this.phase = deps.config.probePhaseFromName ? probePhase(deps.config.name) : deps.random.next();
   }
 
   start(): void {
     this.running = true;
-    // Random stagger, so that nodes started together do not probe in lockstep.
-    this.timers.after(Math.floor(this.deps.random.next() * this.deps.config.probeIntervalMs), () => this.round());
+    this.nextRound();
+  }
+
+  /** At this node's next probe time (its phase of the slot, see schedule.ts): at once when that is
+   *  now, as when a probe of a whole unstretched interval just ended. */
+  private nextRound(): void {
+    const { clock, config } = this.deps;
+    this.timers.after(untilProbeTime(clock.now(), config.probeIntervalMs, this.phase), () => this.round());
   }
 
   stop(): void {
@@ -149,8 +159,12 @@ export class FailureDetector {
   private round(): void {
     if (!this.running) return;
     const { awareness, config, membership, counters } = this.deps;
-    const interval = awareness.scale(config.probeIntervalMs);
-    const target = membership.nextProbeTarget(Math.floor(this.deps.clock.now() / config.probeIntervalMs));
+    const now = this.deps.clock.now();
+    const target = membership.nextProbeTarget(probeSlot(now, config.probeIntervalMs, this.phase));
+    // A round that started late (timer delay) ends on time, so the node keeps its phase.
+    const since = sinceProbeTime(now, config.probeIntervalMs, this.phase);
+    const behind = since <= config.probeIntervalMs / 4 ? since : 0;
+    const interval = awareness.scale(config.probeIntervalMs) - behind;
     if (!target) {
       this.timers.after(interval, () => this.round());
       return;
@@ -167,7 +181,7 @@ export class FailureDetector {
         // At the incarnation of the probe's start: if the target refuted meanwhile, this is void.
         membership.suspectByProbe(name, incarnation);
       }
-      this.round();
+      this.nextRound();
     });
   }
 

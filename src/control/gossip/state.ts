@@ -525,8 +525,16 @@ export class Membership {
   }
 
   private broadcast(m: Alive | Suspect | Dead, onDone?: () => void, alreadyKnown = false): void {
-    const joinNews = m.kind === "alive" && m.node !== this.me.name;
-    this.deps.broadcasts.enqueue({ key: m.node, payload: encodeMessage(m), onDone, alreadyKnown, joinNews });
+    // Deaths are rare and every second counts (crash → dead everywhere): they may ride on every
+    // packet of a gossip round (broadcast.ts, gossipOncePerRound), as all news did before.
+    this.deps.broadcasts.enqueue({
+      key: m.node,
+      payload: encodeMessage(m),
+      onDone,
+      alreadyKnown,
+      joinNews: m.kind === "alive" && m.node !== this.me.name,
+      urgent: m.kind === "dead",
+    });
   }
 
   private notify(what: "join" | "update" | "leave" | "suspect", rec: MemberEntry): void {
