@@ -60,7 +60,10 @@ async function joinWave(
     const earlier = cluster.liveNodes();
     const node = cluster.add(`n${i}`, options(i));
     added(node, i);
-    const seeds = Array.from({ length: Math.min(3, earlier.length) }, () => earlier[cluster.random.int(earlier.length)]);
+    const seeds = Array.from(
+      { length: Math.min(3, earlier.length) },
+      () => earlier[cluster.random.int(earlier.length)],
+    );
     void node.ml().join(seeds.map((x) => x.addr));
     await cluster.runFor(spreadMs / (n - 1));
   }
@@ -324,16 +327,27 @@ describe("membership in the simulator", () => {
     const quiet = { pushPullIntervalMs: 3_600_000, reconnectIntervalMs: 3_600_000 };
     const cluster = new SimCluster({ seed: 21, conditions: { loss: 0.05 }, config: quiet });
     await joinWave(cluster, 28, 500);
-    expect(await cluster.runUntil(() => cluster.converged(), 30_000), `${cluster.describe()}: no convergence`).toBe(true);
+    expect(await cluster.runUntil(() => cluster.converged(), 30_000), `${cluster.describe()}: no convergence`).toBe(
+      true,
+    );
     const sum = (f: (c: GossipCounters) => number) => cluster.liveNodes().reduce((a, n) => a + f(n.ml().counters()), 0);
     // The short push left gaps that pulls filled: pulls were answered with records.
-    expect(sum((c) => c.sent.pull.messages), cluster.describe()).toBeGreaterThan(0);
-    expect(sum((c) => c.received.pullReply.messages), cluster.describe()).toBeGreaterThan(0);
+    expect(
+      sum((c) => c.sent.pull.messages),
+      cluster.describe(),
+    ).toBeGreaterThan(0);
+    expect(
+      sum((c) => c.received.pullReply.messages),
+      cluster.describe(),
+    ).toBeGreaterThan(0);
     // Once the wave is over nobody pulls: a settled cluster pays nothing for them.
     await cluster.runFor(5_000);
     const pulls = sum((c) => c.sent.pull.messages);
     await cluster.runFor(30_000);
-    expect(sum((c) => c.sent.pull.messages), cluster.describe()).toBe(pulls);
+    expect(
+      sum((c) => c.sent.pull.messages),
+      cluster.describe(),
+    ).toBe(pulls);
     expect(cluster.converged(), cluster.describe()).toBe(true);
   }, 240_000);
 
@@ -364,7 +378,9 @@ describe("membership in the simulator", () => {
       (i) => (old(i) ? { config: { pullIntervalMs: 0, waveRetransmitMult: profiles.lan.retransmitMult } } : {}),
       (node, i) => old(i) && oldHosts.add(node.addr.host),
     );
-    expect(await cluster.runUntil(() => cluster.converged(), 60_000), `${cluster.describe()}: no convergence`).toBe(true);
+    expect(await cluster.runUntil(() => cluster.converged(), 60_000), `${cluster.describe()}: no convergence`).toBe(
+      true,
+    );
     // Older agents only ever got pull requests (which they drop), never a reply they did not ask for.
     expect(refusedByOld.length, cluster.describe()).toBeGreaterThan(0);
     expect(new Set(refusedByOld), cluster.describe()).toEqual(new Set(["pull"]));
@@ -470,7 +486,11 @@ describe("membership in the simulator", () => {
     await cluster.runFor(200);
     expect(toVictim, cluster.describe()).toEqual([]);
     expect(replies.size, cluster.describe()).toBeGreaterThan(0);
-    for (const host of replies) expect(sample.map((p) => p.from), cluster.describe()).toContain(host);
+    for (const host of replies)
+      expect(
+        sample.map((p) => p.from),
+        cluster.describe(),
+      ).toContain(host);
   });
 
   it("garbage, bit-flipped and oversized frames are dropped, counted, and change nothing", async () => {

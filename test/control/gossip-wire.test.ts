@@ -238,7 +238,12 @@ describe("envelope codec", () => {
       meta: new Uint8Array(0),
     });
     const negative = encodeMessage({ kind: "ack", seq: -1 });
-    const bigDigest = encodeMessage({ kind: "pull", salt: 1, windowMs: 1, digest: new Uint8Array(MAX_DIGEST_BYTES + 1) });
+    const bigDigest = encodeMessage({
+      kind: "pull",
+      salt: 1,
+      windowMs: 1,
+      digest: new Uint8Array(MAX_DIGEST_BYTES + 1),
+    });
     const bigSalt = encodeMessage({ kind: "pull", salt: 2 ** 32, windowMs: 1, digest: new Uint8Array(8) });
     const emptyName = encodeMessage({ kind: "suspect", node: "", incarnation: 1, from: "a" });
     for (const bad of [tooBigMeta, badPort, negative, emptyName, bigDigest, bigSalt]) {
@@ -275,9 +280,7 @@ describe("mixed versions on the wire", () => {
         nodes: [{ name: "a", host: "h", port: 1, incarnation: 2, state: "alive", meta, stateAgeMs: 3 }],
         userState: new Uint8Array(0),
       }),
-    ).toEqual(
-      encode([8, false, [["a", "h", 1, 2, 0, meta, 3]], new Uint8Array(0)]),
-    );
+    ).toEqual(encode([8, false, [["a", "h", 1, 2, 0, meta, 3]], new Uint8Array(0)]));
     expect(encodeMessage({ kind: "alive", node: "a", incarnation: 2, host: "h", port: 1, meta })).toEqual(
       encode([4, "a", 2, "h", 1, meta]),
     );

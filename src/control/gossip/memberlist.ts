@@ -162,8 +162,7 @@ export class Memberlist {
     const results = await Promise.allSettled(seeds.map((seed, i) => this.pushPull(seed, true, i === 0 ? 0 : introMs)));
     if (introMs > 0 && results[0]?.status === "rejected") {
       const other = results.findIndex((r) => r.status === "fulfilled");
-      if (other > 0)
-        results[other] = (await Promise.allSettled([this.pushPull(seeds[other], true)]))[0];
+      if (other > 0) results[other] = (await Promise.allSettled([this.pushPull(seeds[other], true)]))[0];
     }
     for (const [i, r] of results.entries()) {
       if (r.status === "rejected") this.logger.debug({ seed: seeds[i], err: r.reason }, "join: seed did not answer");

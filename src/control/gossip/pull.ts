@@ -89,7 +89,7 @@ export class DeltaPull {
   answer(sender: string, m: Pull): void {
     const { clock, membership, wire } = this.deps;
     const to = membership.get(sender);
-    if (!to || to.state !== "alive") return;
+    if (to?.state !== "alive") return;
     // Oldest first: those leave the window soonest, and a record that ages out of every member's
     // window unpulled waits for anti-entropy (minutes at 1,000 nodes). Newer ones come next round.
     const missing = membership
