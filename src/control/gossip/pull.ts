@@ -1,10 +1,10 @@
 // Delta pulls: the pull half of push-pull rumour spreading (Karp et al.), for join waves. While
-// this node is in a wave (wave.ts), every pullIntervalMs it sends one random live member a
+// news flows to this node (a record change within pullWindowMs, wave.ts), every pullIntervalMs it sends one random live member a
 // "pull" packet: a digest (digest.ts) of the records it took in the last pullWindowMs + 2 pull
 // intervals. The member answers in up to 3 packets with the live records it took in the last
 // pullWindowMs that the digest lacks, oldest first (an empty reply if none). So the short push of a wave reaches most
 // members, and each pull round squares the share still missing a record, at the cost of a digest
-// (some 10 bits a record) and the records actually missing. Outside waves nothing is sent.
+// (some 10 bits a record) and the records actually missing. Without news nothing is sent.
 // Mixed versions: an agent that predates pulls refuses the frame (counted as garbage) and answers
 // nothing, and it never pulls, so it would miss what the short push does not bring it. So this
 // node pushes short only while most of its recent pulls were answered (answering()); among older
@@ -55,11 +55,11 @@ export class DeltaPull {
     return this.recent.filter(Boolean).length >= ANSWERED_FOR_SHORT_PUSH;
   }
 
-  /** One pull round (every pullIntervalMs): only in a wave, to one random live member. */
+  /** One pull round (every pullIntervalMs): only while news flows (wave.ts), to one random live member. */
   tick(): void {
     const { config, membership, random, wave, wire } = this.deps;
     if (this.awaiting !== undefined) this.record(false);
-    if (!wave.inWave()) return;
+    if (!wave.newsFlowing()) return;
     const [peer] = membership.randomNodes(1, (r) => r.state === "alive" && r.name !== config.name);
     if (!peer) return;
     this.awaiting = peer.name;
