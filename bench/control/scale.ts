@@ -11,6 +11,7 @@
 // Reports, per scenario: time until every node knows a new node / a failure (p50/p99/max),
 // false suspicions and false deaths (about nodes that never failed), and bytes sent per node per
 // second at steady state (whole frames: encryption and headers included).
+import { encode } from "@msgpack/msgpack";
 import { percentile } from "../../src/bench/stats.js";
 import { profiles, type MemberlistConfig } from "../../src/control/gossip/config.js";
 import type { EventDelegate, NodeView } from "../../src/control/gossip/delegate.js";
@@ -134,6 +135,46 @@ function sharesByKind(nodes: readonly SimNode[]): string {
     .join(", ");
 }
 
+/**
+ * Where the bytes went, per node: each kind's bytes, messages and mean size; the framing around
+ * the messages (envelope header, bin headers, encryption: whole frames minus message bytes); and
+ * the fields of an "alive" (msgpack bytes of each, averaged over the nodes' own records).
+ */
+function byteBreakdown(nodes: readonly SimNode[]): string[] {
+  const per = (x: number): string => `${(x / nodes.length / 1000).toFixed(1)} KB`;
+  const sum = (f: (c: GossipCounters) => number): number => nodes.reduce((a, n) => a + f(n.ml().counters()), 0);
+  const kinds = Object.keys(nodes[0].ml().counters().sent) as (keyof GossipCounters["sent"])[];
+  const lines: string[] = [];
+  let messageBytes = 0;
+  for (const k of kinds) {
+    const bytes = sum((c) => c.sent[k].bytes);
+    const count = sum((c) => c.sent[k].messages);
+    messageBytes += bytes;
+    if (bytes > 0)
+      lines.push(`${k} ${per(bytes)} (${(count / nodes.length).toFixed(0)} msgs, ${(bytes / count).toFixed(1)} B each)`);
+  }
+  const packets = sum((c) => c.frames.packetsSent);
+  const frameBytes = sum((c) => c.frames.packetBytesSent + c.frames.streamBytesSent);
+  lines.push(
+    `framing ${per(frameBytes - messageBytes)} (${(packets / nodes.length).toFixed(0)} packets, ${(sum((c) => c.frames.streamsSent) / nodes.length).toFixed(0)} stream frames); all frames ${per(frameBytes)}`,
+  );
+  const fields = { code: 1, name: 0, incarnation: 0, host: 0, port: 0, meta: 0, "array+bin headers": 3 };
+  for (const n of nodes) {
+    const me = n.ml().localNode();
+    fields.name += encode(me.name).length / nodes.length;
+    fields.incarnation += encode(me.incarnation).length / nodes.length;
+    fields.host += encode(me.host).length / nodes.length;
+    fields.port += encode(me.port).length / nodes.length;
+    fields.meta += encode(me.meta).length / nodes.length;
+  }
+  lines.push(
+    `an alive's fields: ${Object.entries(fields)
+      .map(([f, b]) => `${f} ${b.toFixed(1)}`)
+      .join(", ")} B`,
+  );
+  return lines;
+}
+
 function bytesSent(nodes: readonly SimNode[]): number {
   let total = 0;
   for (const n of nodes) {
@@ -175,6 +216,7 @@ async function scenario(args: Args, loss: number): Promise<void> {
   // Over the wave and its convergence, per node that took part (the last joiners count fully).
   const waveRate = bytesSent(cluster.liveNodes()) / cluster.liveNodes().length / (convergedAt / 1000);
   const waveShares = sharesByKind(cluster.liveNodes());
+  const waveBytes = byteBreakdown(cluster.liveNodes());
   const waveLatency = waveJoins.map((j) => (rec.allKnew(rec.joinedAt, j.name, j.observers) ?? Infinity) - j.at);
   const original = nameSet(cluster.liveNodes());
 
@@ -231,9 +273,10 @@ async function scenario(args: Args, loss: number): Promise<void> {
   console.log(`  failure: crash → dead everywhere:          ${percentiles(detection)}`);
   console.log(`  failure: first 'dead' → dead everywhere:   ${percentiles(spread)}`);
   console.log(
-    `  steady state: ${(steadyRate / 1024).toFixed(2)} KiB/s sent per node (over ${fmt(args.steadyMs)}); during the wave: ${(waveRate / 1024).toFixed(2)} KiB/s (${((waveRate * convergedAt) / 1000 / 1024).toFixed(0)} KiB per node until converged)`,
+    `  steady state: ${(steadyRate / 1024).toFixed(2)} KiB/s sent per node (over ${fmt(args.steadyMs)}); during the wave: ${(waveRate / 1024).toFixed(2)} KiB/s = ${waveRate.toFixed(0)} B/s (${((waveRate * convergedAt) / 1000 / 1024).toFixed(0)} KiB per node until converged)`,
   );
   console.log(`  bytes sent during the wave, by message kind: ${waveShares}`);
+  for (const line of waveBytes) console.log(`    per node: ${line}`);
   console.log(
     `  false suspicions: ${rec.countAbout(rec.suspicions, neverFailed)}  false deaths: ${rec.countAbout(rec.deaths, neverFailed)}  (about ${neverFailed.size} nodes that never failed; ${original.size} in the wave)`,
   );

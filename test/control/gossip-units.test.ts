@@ -443,8 +443,8 @@ describe("join waves (wave.ts) and the pull digest (digest.ts)", () => {
     };
     const a = falsePositives(1);
     const b = falsePositives(2);
-    // About 1% at 10 bits a key; bounded loosely so the test cannot flake on the hash.
-    expect(a.size).toBeLessThan(others.length * 0.03);
+    // About 5.6% at 6 bits a key and 4 hashes; bounded loosely so the test cannot flake on the hash.
+    expect(a.size).toBeLessThan(others.length * 0.09);
     expect([...a].filter((n) => b.has(n)).length).toBeLessThan(Math.max(3, a.size / 4));
     // An empty filter (a puller that holds nothing recent) holds nothing.
     expect(digestHas(new Uint8Array(0), 1, held[0])).toBe(false);
