@@ -151,7 +151,9 @@ function byteBreakdown(nodes: readonly SimNode[]): string[] {
     const count = sum((c) => c.sent[k].messages);
     messageBytes += bytes;
     if (bytes > 0)
-      lines.push(`${k} ${per(bytes)} (${(count / nodes.length).toFixed(0)} msgs, ${(bytes / count).toFixed(1)} B each)`);
+      lines.push(
+        `${k} ${per(bytes)} (${(count / nodes.length).toFixed(0)} msgs, ${(bytes / count).toFixed(1)} B each)`,
+      );
   }
   const packets = sum((c) => c.frames.packetsSent);
   const frameBytes = sum((c) => c.frames.packetBytesSent + c.frames.streamBytesSent);

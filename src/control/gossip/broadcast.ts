@@ -19,6 +19,8 @@ export interface Broadcast {
   readonly key?: string;
   /** One encoded message. */
   readonly payload: Uint8Array;
+  /** The same news in protocol version 2 (messages.ts), sent instead to members known to speak it. */
+  readonly compact?: Uint8Array;
   /** Called once when the broadcast leaves the queue: sent `limit` times, replaced, pruned or cleared. */
   readonly onDone?: () => void;
   /** News most members already have: sent only KNOWN_NEWS_SENDS times, after everything fresher. */
@@ -88,16 +90,16 @@ export class TransmitLimitedQueue {
     const entry: Entry = { broadcast, id: this.nextId++, transmits, round: -1 };
     this.bucket(transmits).push(entry);
     this.count++;
-    this.countLength(broadcast.payload.length, 1);
+    this.countLength(smallest(broadcast), 1);
     if (broadcast.key !== undefined) this.byKey.set(broadcast.key, entry);
     while (this.count > this.maxEntries) this.pruneOne();
   }
 
   /**
    * Payloads that fit in `budget` bytes, each costing its length plus `overhead`; every returned
-   * broadcast counts one more transmission.
+   * broadcast counts one more transmission. compact: the receiver speaks protocol version 2.
    */
-  take(overhead: number, budget: number): Uint8Array[] {
+  take(overhead: number, budget: number, compact = false): Uint8Array[] {
     const picked: Entry[] = [];
     let remaining = budget;
     scan: for (const bucket of this.buckets) {
@@ -105,7 +107,7 @@ export class TransmitLimitedQueue {
         if (remaining < overhead + this.minLength) break scan;
         const entry = bucket[i];
         if (this.oncePerRound && entry.round === this.round && !entry.broadcast.urgent) continue;
-        const cost = entry.broadcast.payload.length + overhead;
+        const cost = payloadFor(entry.broadcast, compact).length + overhead;
         if (cost > remaining) continue;
         picked.push(entry);
         remaining -= cost;
@@ -118,7 +120,7 @@ export class TransmitLimitedQueue {
       if (entry.transmits >= this.limit(entry.broadcast)) this.finish(entry);
       else this.insertSorted(this.bucket(entry.transmits), entry);
     }
-    return picked.map((e) => e.broadcast.payload);
+    return picked.map((e) => payloadFor(e.broadcast, compact));
   }
 
   /** Drops everything (shutdown); waiters on onDone are released. */
@@ -146,7 +148,7 @@ export class TransmitLimitedQueue {
     const at = lowerBound(bucket, entry.id);
     bucket.splice(at, 1);
     this.count--;
-    this.countLength(entry.broadcast.payload.length, -1);
+    this.countLength(smallest(entry.broadcast), -1);
   }
 
   private finish(entry: Entry): void {
@@ -158,7 +160,7 @@ export class TransmitLimitedQueue {
   private insertSorted(bucket: Entry[], entry: Entry): void {
     bucket.splice(lowerBound(bucket, entry.id), 0, entry);
     this.count++;
-    this.countLength(entry.broadcast.payload.length, 1);
+    this.countLength(smallest(entry.broadcast), 1);
   }
 
   private countLength(length: number, delta: 1 | -1): void {
@@ -180,6 +182,10 @@ export class TransmitLimitedQueue {
     }
   }
 }
+
+const payloadFor = (b: Broadcast, compact: boolean): Uint8Array => (compact && b.compact) || b.payload;
+/** The shortest form, for take()'s early stop (nothing left can fit). */
+const smallest = (b: Broadcast): number => Math.min(b.payload.length, b.compact?.length ?? Infinity);
 
 function lowerBound(bucket: Entry[], id: number): number {
   let lo = 0;

@@ -6,6 +6,10 @@ import { withDefaults } from "../options.js";
 import type { Addr } from "../runtime.js";
 import { WeftError } from "../../errors.js";
 
+/** The gossip protocol versions this code speaks (messages.ts says what each one adds). */
+export const PROTOCOL_MIN = 1;
+export const PROTOCOL_MAX = 2;
+
 export interface MemberlistConfig {
   /** Unique node name; the cluster identifies a node by it (and its record by name + incarnation). */
   readonly name: string;
@@ -66,6 +70,11 @@ export interface MemberlistConfig {
    *  them is recognised as old and cannot bring them back. */
   readonly tombstoneRetentionMs: number;
 
+  /** The highest gossip protocol version this node speaks and accepts (messages.ts; memberlist's
+   *  ProtocolVersion): 2 sends compact records to members known to speak 2; 1 behaves on the wire
+   *  as agents before compact records did (a cautious rollout, and the older agent in tests). */
+  readonly protocolVersion: number;
+
   /** Largest UDP frame (ciphertext, tag and header included). */
   readonly maxPacketBytes: number;
   /** Largest stream frame (push-pull state, reliable message). */
@@ -111,6 +120,7 @@ const lan: GossipProfile = {
   // As long as the lease layer's default reclaim grace (24 h): a record must outlive any decision
   // taken about the node it describes.
   tombstoneRetentionMs: DAY_MS,
+  protocolVersion: PROTOCOL_MAX,
   maxPacketBytes: 1400,
   maxStreamBytes: 4 * 1024 * 1024,
   maxMetaBytes: 512,
@@ -202,6 +212,8 @@ export function validateConfig(c: MemberlistConfig): MemberlistConfig {
   if (!Number.isFinite(c.waveRetransmitMult) || c.waveRetransmitMult <= 0 || c.waveRetransmitMult > c.retransmitMult)
     bad("waveRetransmitMult", "must be above 0 and at most retransmitMult");
   if (!Number.isSafeInteger(c.gossipToTheDeadMs) || c.gossipToTheDeadMs < 0) bad("gossipToTheDeadMs", "must be >= 0");
+  if (!Number.isSafeInteger(c.protocolVersion) || c.protocolVersion < PROTOCOL_MIN || c.protocolVersion > PROTOCOL_MAX)
+    bad("protocolVersion", `must be ${PROTOCOL_MIN}..${PROTOCOL_MAX}`);
   if (c.probeTimeoutMs >= c.probeIntervalMs) bad("probeTimeoutMs", "must be below probeIntervalMs");
   if (c.suspicionMaxTimeoutMult < 1) bad("suspicionMaxTimeoutMult", "must be >= 1");
   if (c.maxPacketBytes < 512 || c.maxPacketBytes > 65_000) bad("maxPacketBytes", "must be 512..65000");

@@ -8,7 +8,7 @@ import { Awareness } from "./awareness.js";
 import { retransmitLimit, TransmitLimitedQueue } from "./broadcast.js";
 import { validateConfig, type MemberlistConfig } from "./config.js";
 import type { Delegate, EventDelegate, NodeView } from "./delegate.js";
-import { WeftError } from "../../errors.js";
+import { isWeftError, WeftError } from "../../errors.js";
 import type { Keyring } from "./keyring.js";
 import { encodeMessage, framedSize, type Envelope, type Message } from "./messages.js";
 import { BROADCAST_OVERHEAD, Wire, type Request } from "./net.js";
@@ -16,7 +16,7 @@ import { contain, newCounters, type GossipCounters, type GossipLogger } from "./
 import { FailureDetector } from "./probe.js";
 import { DeltaPull } from "./pull.js";
 import { WaveMeter, waveRetransmitLimit } from "./wave.js";
-import { initialIncarnation, isLive, Membership, view } from "./state.js";
+import { initialIncarnation, isLive, Membership, nodeState, view } from "./state.js";
 import { Timers } from "../timers.js";
 
 export interface MemberlistDeps {
@@ -115,7 +115,7 @@ export class Memberlist {
       keyring: deps.keyring,
       counters: this.stats,
       logger: this.logger,
-      piggyback: (overhead, budget) => this.piggyback(overhead, budget),
+      piggyback: (to, overhead, budget) => this.piggyback(to, overhead, budget),
     });
     this.detector = new FailureDetector({
       config: this.config,
@@ -294,9 +294,10 @@ export class Memberlist {
     this.timers.after(Math.floor(this.random.next() * next()), run);
   }
 
-  /** Our broadcasts first, then the layer above's, wrapped as user messages. */
-  private piggyback(overhead: number, budget: number): Uint8Array[] {
-    const out = this.broadcasts.take(overhead, budget);
+  /** Our broadcasts first (compact to a member known to speak version 2), then the layer above's,
+   *  wrapped as user messages. */
+  private piggyback(to: Addr, overhead: number, budget: number): Uint8Array[] {
+    const out = this.broadcasts.take(overhead, budget, this.speaksCompact(to));
     if (!this.delegate) return out;
     let left = budget;
     for (const m of out) left -= m.length + overhead;
@@ -308,6 +309,11 @@ export class Memberlist {
       out.push(encoded);
     }
     return out;
+  }
+
+  /** Whether the member at `to` is known to speak protocol version 2, and so may be sent its kinds. */
+  private speaksCompact(to: Addr): boolean {
+    return this.config.protocolVersion >= 2 && this.membership.versionAt(to) >= 2;
   }
 
   private gossip(): void {
@@ -347,12 +353,31 @@ export class Memberlist {
     );
   }
 
-  /** catchUpMs: a catch-up of that window (see catchUpRequest) rather than a full exchange. */
+  /**
+   * catchUpMs: a catch-up of that window (see catchUpRequest) rather than a full exchange. In
+   * protocol version 2 (compact records) unless the peer is known to speak only 1: a peer that
+   * does not know pushPull2 refuses it (closes the stream), so the exchange is made again in
+   * version 1 and the peer is noted as speaking 1. That refusal is how two members first learn
+   * each other's version; from then on it travels with the records.
+   */
   private async pushPull(peer: Addr, join: boolean, catchUpMs = 0): Promise<void> {
     const started = this.clock.now();
     const message = catchUpMs > 0 ? this.catchUpRequest(catchUpMs) : this.pushPullMessage(join);
-    const reply = await this.wire.request(peer, message, this.config.tcpTimeoutMs);
-    if (reply.message.kind !== "pushPull")
+    const tryCompact = this.config.protocolVersion >= 2 && this.membership.versionAt(peer) !== 1;
+    let reply: Request;
+    try {
+      reply = await this.wire.request(
+        peer,
+        tryCompact ? { ...message, kind: "pushPull2" } : message,
+        this.config.tcpTimeoutMs,
+      );
+    } catch (err) {
+      // A refusal closes the stream (a reset may show as a failed connection); a timeout is no refusal.
+      const refused = isWeftError(err, "TRANSPORT_CLOSED") || isWeftError(err, "TRANSPORT_CONNECT_FAILED");
+      if (!tryCompact || !refused) throw err;
+      reply = await this.wire.request(peer, message, this.config.tcpTimeoutMs);
+    }
+    if (reply.message.kind !== "pushPull" && reply.message.kind !== "pushPull2")
       throw new WeftError("GOSSIP_BAD_RESPONSE", `push-pull answered with ${reply.message.kind}`);
     if (!this.running) return;
     if (join) {
@@ -369,6 +394,8 @@ export class Memberlist {
       }
     }
     this.membership.mergeRemote(reply.message.nodes, reply.sender);
+    // A version-1 answer to a version-1 request (after a refusal): note it once the peer's record exists.
+    if (reply.message.kind === "pushPull" && tryCompact) this.membership.refusedVersion2(peer);
     this.mergeUserState(reply.message.userState, join && catchUpMs === 0);
     if (join) this.scheduleJoinSync(started);
   }
@@ -464,17 +491,17 @@ export class Memberlist {
    * record and answers with its whole state, and a mixed cluster still works (a catch-up then
    * costs what the full follow-up did).
    */
-  private catchUpRequest(windowMs: number): Message {
+  private catchUpRequest(windowMs: number): Extract<Message, { kind: "pushPull" }> {
     const me = this.membership.local();
     return {
       kind: "pushPull",
       join: false,
-      nodes: [{ ...view(me), stateAgeMs: Math.max(1, windowMs) }],
+      nodes: [{ ...nodeState(me, this.clock.now()), stateAgeMs: Math.max(1, windowMs) }],
       userState: this.delegate?.localState(false) ?? EMPTY,
     };
   }
 
-  private pushPullMessage(join: boolean, nodes = this.membership.states()): Message {
+  private pushPullMessage(join: boolean, nodes = this.membership.states()): Extract<Message, { kind: "pushPull" }> {
     return {
       kind: "pushPull",
       join,
@@ -505,6 +532,7 @@ export class Memberlist {
           this.detector.onNack(m.seq);
           break;
         case "alive":
+        case "alive2":
           this.membership.applyAlive(m);
           break;
         case "suspect":
@@ -520,10 +548,12 @@ export class Memberlist {
           this.pull.answer(envelope.sender, m);
           break;
         case "pullReply":
+        case "pullReply2":
           this.pull.answered(envelope.sender);
           this.membership.mergePulled(m.nodes);
           break;
         case "pushPull":
+        case "pushPull2":
           this.stats.dropped.unexpected++;
           break;
       }
@@ -533,7 +563,8 @@ export class Memberlist {
   private async onRequest({ sender, message: m }: Request): Promise<Message> {
     this.assertRunning();
     switch (m.kind) {
-      case "pushPull": {
+      case "pushPull":
+      case "pushPull2": {
         // Answer with our state as it was before the merge (no point echoing the peer's back); to
         // a catch-up (see catchUpRequest), with only what changed here within its window.
         const own = m.nodes.find((n) => n.name === sender);
@@ -543,10 +574,22 @@ export class Memberlist {
         // (its lease ring least of all).
         const known = this.membership.get(sender);
         const conflict = own && known && isLive(known.state) && (known.host !== own.host || known.port !== own.port);
-        const reply: Message =
+        const v1 =
           catchUpMs > 0 && !conflict
             ? this.pushPullMessage(false, this.membership.statesSince(catchUpMs))
             : this.pushPullMessage(m.join);
+        // In version 2 our own record always goes along, so the asker learns our version with it.
+        const me = this.membership.local();
+        const reply: Message =
+          m.kind === "pushPull2"
+            ? {
+                ...v1,
+                kind: "pushPull2",
+                nodes: v1.nodes.some((n) => n.name === me.name)
+                  ? v1.nodes
+                  : [...v1.nodes, nodeState(me, this.clock.now())],
+              }
+            : v1;
         if (conflict) {
           this.stats.protocol.nameConflicts++;
           this.logger.warn(

@@ -8,9 +8,19 @@
 // refused whole, before anything acts on it.
 import { Decoder, Encoder } from "@msgpack/msgpack";
 import type { MemberState, NodeView } from "./delegate.js";
-import { MAX_NAME_BYTES } from "./config.js";
+import { MAX_NAME_BYTES, PROTOCOL_MAX } from "./config.js";
 
 const WIRE_VERSION = 1;
+
+/**
+ * Gossip protocol versions (memberlist's pmin/pmax/pcur; the envelope's WIRE_VERSION stays 1, so
+ * an older agent still reads every frame meant for it). 1: the kinds of the first agents, up to
+ * pullReply. 2 adds compact records (alive2, pullReply2, pushPull2: an IPv4 address and port as 6
+ * bytes, no state or age for a live record, and what the sender knows of the subject's protocol
+ * version, so that knowledge spreads with the records). A node sends a version-2 kind only to a
+ * member known to speak 2 (state.ts, MemberEntry.vsn), and its decoder refuses kinds above the
+ * version it speaks, as an older agent's refuses kinds it does not know.
+ */
 
 /** Largest pull digest (a Bloom filter; see digest.ts): it must fit one packet with room to spare. */
 export const MAX_DIGEST_BYTES = 1024;
@@ -22,6 +32,8 @@ const encode = (value: unknown): Uint8Array => encoder.encode(value);
 
 /** A member's record as exchanged in push-pull: what members see of it, plus its tombstone age. */
 export interface NodeState extends NodeView {
+  /** The subject's protocol version as the sender knows it (0: unknown); version-2 kinds only. */
+  readonly vsn?: number;
   /** How long ago a tombstone (dead/left) was made; 0 for live records, except the sender's own
    *  record in a catch-up push-pull, where it is the window asked for (Memberlist.catchUpRequest). */
   readonly stateAgeMs: number;
@@ -48,7 +60,15 @@ export type Message =
    *  no answer (see pull.ts on mixed versions). */
   | { kind: "pull"; salt: number; windowMs: number; digest: Uint8Array }
   /** The answer to a pull: records as in push-pull, merged without being gossiped on. */
-  | { kind: "pullReply"; nodes: NodeState[] };
+  | { kind: "pullReply"; nodes: NodeState[] }
+  /** Version 2: "alive" with a compact address and the subject's protocol version (0: unknown). */
+  | { kind: "alive2"; node: string; incarnation: number; host: string; port: number; meta: Uint8Array; vsn: number }
+  /** Version 2: pullReply with compact records. */
+  | { kind: "pullReply2"; nodes: NodeState[] }
+  /** Version 2: pushPull with compact records, request and reply alike; the request is how a node
+   *  learns that a member speaks 2 (an older one refuses it, and the push-pull is made again in
+   *  version 1: Memberlist.pushPull). A reply always holds the responder's own record. */
+  | { kind: "pushPull2"; join: boolean; nodes: NodeState[]; userState: Uint8Array };
 
 export type MessageKind = Message["kind"];
 export const MESSAGE_KINDS = [
@@ -63,7 +83,16 @@ export const MESSAGE_KINDS = [
   "pushPull",
   "pull",
   "pullReply",
+  "alive2",
+  "pullReply2",
+  "pushPull2",
 ] as const satisfies readonly MessageKind[];
+
+/** The protocol version that introduced each kind (codes are positions in MESSAGE_KINDS). */
+const FIRST_V2_CODE = MESSAGE_KINDS.indexOf("alive2");
+export function protocolOf(kind: MessageKind): number {
+  return MESSAGE_KINDS.indexOf(kind) >= FIRST_V2_CODE ? 2 : 1;
+}
 
 const STATE_CODES = ["alive", "suspect", "dead", "left"] as const satisfies readonly MemberState[];
 
@@ -90,16 +119,47 @@ export function encodeMessage(m: Message): Uint8Array {
       return encode([code, m.salt, m.windowMs, m.digest]);
     case "pullReply":
       return encode([code, m.nodes.map(nodeStateTuple)]);
+    case "alive2":
+      return encode([code, m.node, m.incarnation, compactAddr(m.host, m.port), m.meta, m.vsn]);
+    case "pullReply2":
+      return encode([code, m.nodes.map(compactTuple)]);
+    case "pushPull2":
+      return encode([code, m.join, m.nodes.map(compactTuple), m.userState]);
   }
 }
 
+/** A canonical dotted-quad IPv4 address (no leading zeros): only those round-trip through 4 bytes. */
+const IPV4 = /^(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})$/;
+
+/** Version 2's address: an IPv4 host and its port as 6 bytes (network order); any other host
+ *  (IPv6, a name) as [host, port], which saves nothing but keeps the record compact otherwise. */
+function compactAddr(host: string, port: number): Uint8Array | [string, number] {
+  const m = IPV4.exec(host);
+  if (!m || m.slice(1).some((o) => Number(o) > 255)) return [host, port];
+  return Uint8Array.of(...m.slice(1).map(Number), port >>> 8, port & 0xff);
+}
+
+function parseAddr(v: unknown): { host: string; port: number } | undefined {
+  if (v instanceof Uint8Array) {
+    return v.length === 6 ? { host: `${v[0]}.${v[1]}.${v[2]}.${v[3]}`, port: (v[4] << 8) | v[5] } : undefined;
+  }
+  return Array.isArray(v) && v.length === 2 && isHost(v[0]) && isPort(v[1]) ? { host: v[0], port: v[1] } : undefined;
+}
+
+/** A record in version 2: [name, incarnation, addr, meta, vsn], then [state, age] unless it is
+ *  alive with age 0 (nearly every record a wave carries). */
+function compactTuple(n: NodeState): unknown[] {
+  const head = [n.name, n.incarnation, compactAddr(n.host, n.port), n.meta, n.vsn ?? 0];
+  return n.state === "alive" && n.stateAgeMs === 0 ? head : [...head, STATE_CODES.indexOf(n.state), n.stateAgeMs];
+}
 function nodeStateTuple(n: NodeState): unknown[] {
   return [n.name, n.host, n.port, n.incarnation, STATE_CODES.indexOf(n.state), n.meta, n.stateAgeMs];
 }
 
-/** Encoded bytes one record adds to a push-pull or pull reply (its tuple in the records array). */
-export function nodeStateSize(n: NodeState): number {
-  return encode(nodeStateTuple(n)).length;
+/** Encoded bytes one record adds to a push-pull or pull reply (its tuple in the records array),
+ *  in version 1 or, compact, in version 2. */
+export function nodeStateSize(n: NodeState, compact = false): number {
+  return encode(compact ? compactTuple(n) : nodeStateTuple(n)).length;
 }
 
 /** The kind of an encoded message without decoding it: every message is a fixarray (byte 0)
@@ -148,6 +208,9 @@ export function buildEnvelope(header: Uint8Array, messages: readonly Uint8Array[
 }
 
 export interface DecodeLimits {
+  /** Kinds of a later protocol version are refused, as an agent of this version refuses them
+   *  (default PROTOCOL_MAX). */
+  readonly maxProtocol?: number;
   readonly maxMetaBytes: number;
   /** Bound of any single bin (user payload, user state); the frame size bounds it anyway. */
   readonly maxFrameBytes: number;
@@ -203,6 +266,7 @@ export class EnvelopeDecoder {
 function parseMessage(v: unknown, limits: DecodeLimits): Message | undefined {
   if (!Array.isArray(v) || !isUint(v[0])) return undefined;
   const kind = MESSAGE_KINDS[v[0]];
+  if (kind === undefined || protocolOf(kind) > (limits.maxProtocol ?? PROTOCOL_MAX)) return undefined;
   switch (kind) {
     case "ping":
       return v.length === 3 && isUint(v[1]) && isName(v[2]) ? { kind, seq: v[1], target: v[2] } : undefined;
@@ -245,15 +309,52 @@ function parseMessage(v: unknown, limits: DecodeLimits): Message | undefined {
       const nodes = parseNodeStates(v[1], limits);
       return nodes && { kind, nodes };
     }
+    case "alive2": {
+      const addr = v.length === 6 && isName(v[1]) && isUint(v[2]) && parseAddr(v[3]);
+      return addr && isBytes(v[4], limits.maxMetaBytes) && isVsn(v[5])
+        ? { kind, node: v[1], incarnation: v[2], ...addr, meta: own(v[4]), vsn: v[5] }
+        : undefined;
+    }
+    case "pullReply2": {
+      if (v.length !== 2 || !Array.isArray(v[1])) return undefined;
+      const nodes = parseNodeStates(v[1], limits, parseCompact);
+      return nodes && { kind, nodes };
+    }
+    case "pushPull2": {
+      if (v.length !== 4 || typeof v[1] !== "boolean" || !Array.isArray(v[2]) || !isBytes(v[3], limits.maxFrameBytes)) {
+        return undefined;
+      }
+      const nodes = parseNodeStates(v[2], limits, parseCompact);
+      return nodes && { kind, join: v[1], nodes, userState: own(v[3]) };
+    }
     default:
       return undefined;
   }
 }
 
-function parseNodeStates(list: unknown[], limits: DecodeLimits): NodeState[] | undefined {
+function parseCompact(n: unknown, limits: DecodeLimits): NodeState | undefined {
+  if (!Array.isArray(n) || (n.length !== 5 && n.length !== 7)) return undefined;
+  const [name, incarnation, addrField, meta, vsn, stateCode = 0, stateAgeMs = 0] = n as unknown[];
+  const addr = parseAddr(addrField);
+  if (!isName(name) || !isUint(incarnation) || !addr || !isBytes(meta, limits.maxMetaBytes) || !isVsn(vsn)) {
+    return undefined;
+  }
+  const state = isUint(stateCode) ? STATE_CODES[stateCode] : undefined;
+  // The long form is for what the short one cannot say: a live record with age 0 is always short.
+  if (state === undefined || !isUint(stateAgeMs) || (n.length === 7 && state === "alive" && stateAgeMs === 0)) {
+    return undefined;
+  }
+  return { name, ...addr, incarnation, state, meta: own(meta), stateAgeMs, vsn };
+}
+
+function parseNodeStates(
+  list: unknown[],
+  limits: DecodeLimits,
+  parse: (n: unknown, limits: DecodeLimits) => NodeState | undefined = parseNodeState,
+): NodeState[] | undefined {
   const nodes: NodeState[] = [];
   for (const n of list) {
-    const node = parseNodeState(n, limits);
+    const node = parse(n, limits);
     if (!node) return undefined;
     nodes.push(node);
   }
@@ -269,6 +370,9 @@ function parseNodeState(n: unknown, limits: DecodeLimits): NodeState | undefined
   return { name, host, port, incarnation, state, meta: own(meta), stateAgeMs };
 }
 
+function isVsn(v: unknown): v is number {
+  return isUint(v) && v <= 255;
+}
 function isUint(v: unknown): v is number {
   return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
 }

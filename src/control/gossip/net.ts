@@ -27,8 +27,8 @@ export interface WireDeps {
   readonly keyring: Keyring;
   readonly counters: GossipCounters;
   readonly logger: GossipLogger;
-  /** Encoded broadcasts filling `budget` bytes, each costing its length plus `overhead`. */
-  readonly piggyback: (overhead: number, budget: number) => Uint8Array[];
+  /** Encoded broadcasts for a packet to `to`, filling `budget` bytes, each costing its length plus `overhead`. */
+  readonly piggyback: (to: Addr, overhead: number, budget: number) => Uint8Array[];
 }
 
 export interface Request {
@@ -44,6 +44,7 @@ export class Wire {
   constructor(private readonly deps: WireDeps) {
     this.header = envelopeHeader(deps.config.name);
     this.decoder = new EnvelopeDecoder({
+      maxProtocol: deps.config.protocolVersion,
       maxMetaBytes: deps.config.maxMetaBytes,
       maxFrameBytes: deps.config.maxStreamBytes,
     });
@@ -67,7 +68,7 @@ export class Wire {
         "GOSSIP_MESSAGE_TOO_BIG",
         `a packet holds ${this.packetBudget()} bytes of messages; send large data with sendReliable`,
       );
-    if (piggyback) encoded.push(...this.deps.piggyback(BROADCAST_OVERHEAD, budget));
+    if (piggyback) encoded.push(...this.deps.piggyback(to, BROADCAST_OVERHEAD, budget));
     if (encoded.length === 0) return false;
     const frame = this.deps.keyring.seal(buildEnvelope(this.header, encoded), "packet");
     const { counters } = this.deps;

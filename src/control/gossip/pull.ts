@@ -98,6 +98,8 @@ export class DeltaPull {
       .sort((a, b) => a.updatedAt - b.updatedAt);
     const now = clock.now();
     const addr = { host: to.host, port: to.port };
+    // Compact records (protocol version 2) to a member known to speak it.
+    const compact = this.deps.config.protocolVersion >= 2 && to.vsn >= 2;
     let next = 0;
     for (let packet = 0; packet < MAX_REPLY_PACKETS && (packet === 0 || next < missing.length); packet++) {
       // The reply's bin header is at most 3 bytes (a packet is far below 64 KiB).
@@ -105,11 +107,11 @@ export class DeltaPull {
       const nodes: NodeState[] = [];
       for (; next < missing.length; next++) {
         const n = nodeState(missing[next], now);
-        budget -= nodeStateSize(n);
+        budget -= nodeStateSize(n, compact);
         if (budget < 0) break;
         nodes.push(n);
       }
-      wire.send(addr, [{ kind: "pullReply", nodes }]);
+      wire.send(addr, [{ kind: compact ? "pullReply2" : "pullReply", nodes }]);
     }
   }
 

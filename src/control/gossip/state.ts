@@ -34,9 +34,14 @@ export interface MemberEntry {
   stateChangedAt: number;
   /** clock.now() when this node last took any change to the record (a catch-up sends these). */
   updatedAt: number;
+  /** The protocol version this run of the member speaks, as far as this node knows (0: unknown,
+   *  treated as 1). Learned from version-2 records (alive2, pullReply2, pushPull2 carry it),
+   *  from a pushPull2 answer, or set to 1 when the member refused one (Memberlist.pushPull). A
+   *  new incarnation told without it (a restart may be an older agent) makes it unknown again. */
+  vsn: number;
 }
 
-type Alive = Extract<Message, { kind: "alive" }>;
+type Alive = Extract<Message, { kind: "alive" }> | Extract<Message, { kind: "alive2" }>;
 type Suspect = Extract<Message, { kind: "suspect" }>;
 type Dead = Extract<Message, { kind: "dead" }>;
 
@@ -78,6 +83,8 @@ export class Membership {
   /** The same records in an array, for uniform random picks; listIndex maps name → position. */
   private readonly list: MemberEntry[] = [];
   private readonly listIndex = new Map<string, number>();
+  /** "host:port" → the record last inserted or moved there (which protocol a packet's receiver speaks). */
+  private readonly byAddress = new Map<string, MemberEntry>();
   private readonly suspicions = new Map<string, Suspicion>();
   private readonly counts: Record<MemberState, number> = { alive: 0, suspect: 0, dead: 0, left: 0 };
   /** Live members and this node, in the order every node probes them (see schedule.ts). */
@@ -100,6 +107,7 @@ export class Membership {
       meta: self.meta,
       stateChangedAt: clock.now(),
       updatedAt: clock.now(),
+      vsn: config.protocolVersion,
     };
     this.insert(this.me);
     this.broadcast(this.aliveMessage(this.me));
@@ -153,8 +161,7 @@ export class Membership {
   mergePulled(nodes: readonly NodeState[]): void {
     for (const n of nodes) {
       if (n.state !== "alive") continue;
-      const { name, incarnation, host, port, meta } = n;
-      this.applyAlive({ kind: "alive", node: name, incarnation, host, port, meta }, "pull");
+      this.applyAlive(aliveOf(n), "pull");
     }
   }
 
@@ -197,13 +204,19 @@ export class Membership {
         meta: a.meta,
         stateChangedAt: this.deps.clock.now(),
         updatedAt: this.deps.clock.now(),
+        vsn: vsnOf(a),
       };
       this.insert(rec);
       if (via !== "pull") this.broadcast(a, undefined, via === "state");
       this.notify("join", rec);
       return;
     }
-    if (a.incarnation <= cur.incarnation) return;
+    if (a.incarnation <= cur.incarnation) {
+      // The same run, told by someone who knows its version: learn it (nothing else changes).
+      if (a.incarnation === cur.incarnation && cur.host === a.host && cur.port === a.port && vsnOf(a) > cur.vsn)
+        cur.vsn = vsnOf(a);
+      return;
+    }
     if (isLive(cur.state) && (cur.host !== a.host || cur.port !== a.port)) {
       // Two live nodes claim one name; keep the one we know until it dies (memberlist does the same).
       this.deps.counters.protocol.nameConflicts++;
@@ -217,8 +230,8 @@ export class Membership {
     const changed = cur.host !== a.host || cur.port !== a.port || !equalBytes(cur.meta, a.meta);
     this.cancelSuspicion(a.node);
     cur.incarnation = a.incarnation;
-    cur.host = a.host;
-    cur.port = a.port;
+    cur.vsn = vsnOf(a);
+    this.moveTo(cur, a.host, a.port);
     cur.meta = a.meta;
     this.touch(cur);
     this.setState(cur, "alive");
@@ -237,7 +250,7 @@ export class Membership {
       return;
     }
     this.cancelSuspicion(s.node);
-    cur.incarnation = s.incarnation;
+    this.setIncarnation(cur, s.incarnation);
     this.touch(cur);
     this.setState(cur, "suspect");
     this.startSuspicion(cur, s.from);
@@ -272,7 +285,7 @@ export class Membership {
     if (cur.state === "left" || (cur.state === "dead" && next === "dead")) return;
     const wasLive = isLive(cur.state);
     this.cancelSuspicion(d.node);
-    cur.incarnation = d.incarnation;
+    this.setIncarnation(cur, d.incarnation);
     this.touch(cur);
     this.setState(cur, next);
     if (next === "dead") this.deaths.push({ msg: d, at: cur.updatedAt });
@@ -319,20 +332,13 @@ export class Membership {
       }
       switch (n.state) {
         case "alive":
-          this.applyAlive(
-            { kind: "alive", node: n.name, incarnation: n.incarnation, host: n.host, port: n.port, meta: n.meta },
-            !known && n.name !== peer ? "state" : "news",
-          );
+          this.applyAlive(aliveOf(n), !known && n.name !== peer ? "state" : "news");
           break;
         case "left":
           this.applyDead({ kind: "dead", node: n.name, incarnation: n.incarnation, from: n.name });
           break;
         case "suspect":
-          if (!known)
-            this.applyAlive(
-              { kind: "alive", node: n.name, incarnation: n.incarnation, host: n.host, port: n.port, meta: n.meta },
-              n.name !== peer ? "state" : "news",
-            );
+          if (!known) this.applyAlive(aliveOf(n), n.name !== peer ? "state" : "news");
           this.applySuspect({ kind: "suspect", node: n.name, incarnation: n.incarnation, from: self });
           break;
         case "dead":
@@ -386,6 +392,18 @@ export class Membership {
     }
     const name = this.ring.target(this.me.name, slot);
     return name === undefined ? undefined : this.records.get(name);
+  }
+
+  /** The protocol version the live member at `addr` speaks, as far as known (0: unknown). */
+  versionAt(addr: { readonly host: string; readonly port: number }): number {
+    const rec = this.byAddress.get(`${addr.host}:${addr.port}`);
+    return rec && isLive(rec.state) ? rec.vsn : 0;
+  }
+
+  /** The live member at `addr` refused protocol version 2 (Memberlist.pushPull): it speaks 1. */
+  refusedVersion2(addr: { readonly host: string; readonly port: number }): void {
+    const rec = this.byAddress.get(`${addr.host}:${addr.port}`);
+    if (rec && isLive(rec.state) && rec !== this.me) rec.vsn = 1;
   }
 
   /** Up to k distinct random records passing accept (memberlist's kRandomNodes: at most 3n draws). */
@@ -467,6 +485,7 @@ export class Membership {
       meta: n.meta,
       stateChangedAt: this.deps.clock.now() - Math.min(n.stateAgeMs, this.deps.config.tombstoneRetentionMs),
       updatedAt: this.deps.clock.now(),
+      vsn: 0,
     };
     this.insert(rec);
   }
@@ -476,6 +495,7 @@ export class Membership {
     this.records.set(rec.name, rec);
     this.listIndex.set(rec.name, this.list.length);
     this.list.push(rec);
+    this.byAddress.set(`${rec.host}:${rec.port}`, rec);
     this.counts[rec.state]++;
     if (isLive(rec.state)) this.ring.add(rec.name);
   }
@@ -493,8 +513,24 @@ export class Membership {
       }
       this.listIndex.delete(rec.name);
       this.records.delete(rec.name);
+      const at2 = `${rec.host}:${rec.port}`;
+      if (this.byAddress.get(at2) === rec) this.byAddress.delete(at2);
       this.counts[rec.state]--;
     }
+  }
+
+  private moveTo(rec: MemberEntry, host: string, port: number): void {
+    const from = `${rec.host}:${rec.port}`;
+    if (this.byAddress.get(from) === rec) this.byAddress.delete(from);
+    rec.host = host;
+    rec.port = port;
+    this.byAddress.set(`${host}:${port}`, rec);
+  }
+
+  /** A higher incarnation told without a version (suspect, dead) may be a restart as an older agent. */
+  private setIncarnation(rec: MemberEntry, incarnation: number): void {
+    if (incarnation > rec.incarnation) rec.vsn = 0;
+    rec.incarnation = incarnation;
   }
 
   private setState(rec: MemberEntry, state: MemberState): void {
@@ -525,14 +561,26 @@ export class Membership {
   }
 
   private broadcast(m: Alive | Suspect | Dead, onDone?: () => void, alreadyKnown = false): void {
+    // An "alive" goes as alive2 to members that speak version 2, with what we know of the
+    // subject's version (so it spreads with the record), and as "alive" to the others.
+    let payload = encodeMessage(m);
+    let compact: Uint8Array | undefined;
+    if (m.kind === "alive" || m.kind === "alive2") {
+      const vsn = this.records.get(m.node)?.vsn ?? vsnOf(m);
+      const { node, incarnation, host, port, meta } = m;
+      payload = encodeMessage({ kind: "alive", node, incarnation, host, port, meta });
+      if (this.deps.config.protocolVersion >= 2)
+        compact = encodeMessage({ kind: "alive2", node, incarnation, host, port, meta, vsn });
+    }
     // Deaths are rare and every second counts (crash → dead everywhere): they may ride on every
     // packet of a gossip round (broadcast.ts, gossipOncePerRound), as all news did before.
     this.deps.broadcasts.enqueue({
       key: m.node,
-      payload: encodeMessage(m),
+      payload,
+      compact,
       onDone,
       alreadyKnown,
-      joinNews: m.kind === "alive" && m.node !== this.me.name,
+      joinNews: (m.kind === "alive" || m.kind === "alive2") && m.node !== this.me.name,
       urgent: m.kind === "dead",
     });
   }
@@ -550,8 +598,19 @@ export class Membership {
   }
 }
 
+/** A record's "alive" message, with its version when the record came in version 2. */
+function aliveOf(n: NodeState): Alive {
+  const { name: node, incarnation, host, port, meta } = n;
+  return n.vsn === undefined
+    ? { kind: "alive", node, incarnation, host, port, meta }
+    : { kind: "alive2", node, incarnation, host, port, meta, vsn: n.vsn };
+}
+
+const vsnOf = (a: Alive): number => (a.kind === "alive2" ? a.vsn : 0);
+
 export function nodeState(r: MemberEntry, now: number): NodeState {
   return {
+    vsn: r.vsn,
     name: r.name,
     host: r.host,
     port: r.port,
