@@ -6,7 +6,7 @@ import { describe, expect, it } from "vitest";
 import type { EventDelegate, NodeView } from "../../src/control/gossip/delegate.js";
 import { generateKey, Keyring } from "../../src/control/gossip/keyring.js";
 import { profiles } from "../../src/control/gossip/config.js";
-import { EnvelopeDecoder } from "../../src/control/gossip/messages.js";
+import { EnvelopeDecoder, type MessageKind, protocolOf } from "../../src/control/gossip/messages.js";
 import type { GossipCounters } from "../../src/control/gossip/observability.js";
 import { CLUSTER_KEY, SimCluster, type NodeOptions, type SimNode } from "./sim/cluster.js";
 import type { LinkConditions } from "./sim/network.js";
@@ -375,7 +375,10 @@ describe("membership in the simulator", () => {
       cluster,
       32,
       600,
-      (i) => (old(i) ? { config: { pullIntervalMs: 0, waveRetransmitMult: profiles.lan.retransmitMult } } : {}),
+      (i) =>
+        old(i)
+          ? { config: { pullIntervalMs: 0, waveRetransmitMult: profiles.lan.retransmitMult, protocolVersion: 1 } }
+          : {},
       (node, i) => old(i) && oldHosts.add(node.addr.host),
     );
     expect(await cluster.runUntil(() => cluster.converged(), 60_000), `${cluster.describe()}: no convergence`).toBe(
@@ -385,6 +388,53 @@ describe("membership in the simulator", () => {
     expect(refusedByOld.length, cluster.describe()).toBeGreaterThan(0);
     expect(new Set(refusedByOld), cluster.describe()).toEqual(new Set(["pull"]));
   });
+
+  it("mixed protocol versions: version-1 agents never get a version-2 kind in a packet; version-2 agents use compact records among themselves", async () => {
+    // Odd nodes speak version 1 (their decoder refuses version-2 kinds, as an older agent's does);
+    // they learn nothing of version 2, so the others must find out who speaks what on their own.
+    const cluster = new SimCluster({ seed: 24, conditions: { loss: 0.02 } });
+    const v1 = (i: number) => i % 2 === 1;
+    const v1Hosts = new Set<string>();
+    const keyring = new Keyring(CLUSTER_KEY);
+    const decoder = new EnvelopeDecoder({ maxMetaBytes: 512, maxFrameBytes: 1 << 20 });
+    const newerToV1: string[] = [];
+    cluster.net.tap = (kind, _from, to, frame) => {
+      if (kind !== "packet" || !v1Hosts.has(to.host)) return;
+      const opened = keyring.open(frame, "packet");
+      const kinds = opened.ok ? (decoder.decode(opened.plaintext)?.messages.map((m) => m.message.kind) ?? []) : [];
+      newerToV1.push(...kinds.filter((k) => protocolOf(k) > 1));
+    };
+    const nodes: SimNode[] = [];
+    await joinWave(
+      cluster,
+      32,
+      600,
+      (i) => (v1(i) ? { config: { protocolVersion: 1 } } : {}),
+      (node, i) => {
+        nodes.push(node);
+        if (v1(i)) v1Hosts.add(node.addr.host);
+      },
+    );
+    expect(await cluster.runUntil(() => cluster.converged(), 60_000), `${cluster.describe()}: no convergence`).toBe(
+      true,
+    );
+    // A crash is still seen by everyone, whichever version declares it.
+    cluster.crash("n4");
+    expect(await cluster.runUntil(deadEverywhere(cluster, ["n4"]), 60_000), cluster.describe()).toBe(true);
+    expect(newerToV1, cluster.describe()).toEqual([]);
+    const sent = (pick: (i: number) => boolean, kind: MessageKind) =>
+      nodes.filter((_, i) => pick(i) && i !== 4).reduce((a, n) => a + n.ml().counters().sent[kind].messages, 0);
+    const v2 = (i: number) => !v1(i);
+    for (const kind of ["alive2", "pullReply2", "pushPull2"] as const) {
+      expect(sent(v2, kind), `${kind}: ${cluster.describe()}`).toBeGreaterThan(0);
+      expect(sent(v1, kind), `${kind}: ${cluster.describe()}`).toBe(0);
+    }
+    // Version-2 agents still told version-1 agents everything, in version 1.
+    expect(sent(v2, "alive"), cluster.describe()).toBeGreaterThan(0);
+    // How they found out: version-1 agents refused a pushPull2 (a stream frame, counted as garbage).
+    const refused = nodes.filter((_, i) => v1(i) && i !== 4).reduce((a, n) => a + n.ml().counters().dropped.garbage, 0);
+    expect(refused, cluster.describe()).toBeGreaterThan(0);
+  }, 240_000);
 
   it("a crashed node that restarts rejoins under a higher incarnation", async () => {
     await fc.assert(

@@ -17,6 +17,9 @@ import {
   MAX_DIGEST_BYTES,
   MESSAGE_KINDS,
   type Message,
+  type NodeState,
+  nodeStateSize,
+  protocolOf,
 } from "../../src/control/gossip/messages.js";
 
 const k1 = new Uint8Array(32).fill(1);
@@ -152,6 +155,17 @@ const uint = fc.integer({ min: 0, max: 2 ** 40 });
 const port = fc.integer({ min: 0, max: 65535 });
 const bytes = (max: number) => fc.uint8Array({ maxLength: max });
 const state = fc.constantFrom("alive", "suspect", "dead", "left" as const);
+/** Hosts as they come: dotted quads (compact in version 2), ones that only look like them (leading
+ *  zeros, octets over 255: sent as text), and any other text. */
+const host = fc.oneof(
+  fc.tuple(fc.nat(255), fc.nat(255), fc.nat(255), fc.nat(255)).map((o) => o.join(".")),
+  fc
+    .tuple(fc.nat(999), fc.nat(999), fc.nat(999), fc.nat(999))
+    .map((o) => o.map((x) => String(x).padStart(2, "0")).join(".")),
+  name,
+);
+const vsn = fc.nat(255);
+const compactRecord = fc.record({ name, host, port, incarnation: uint, state, meta: bytes(64), stateAgeMs: uint, vsn });
 const message: fc.Arbitrary<Message> = fc.oneof(
   fc.record({ kind: fc.constant("ping" as const), seq: uint, target: name }),
   fc.record({
@@ -187,6 +201,14 @@ const message: fc.Arbitrary<Message> = fc.oneof(
       fc.record({ name, host: name, port, incarnation: uint, state, meta: bytes(64), stateAgeMs: uint }),
       { maxLength: 5 },
     ),
+  }),
+  fc.record({ kind: fc.constant("alive2" as const), node: name, incarnation: uint, host, port, meta: bytes(512), vsn }),
+  fc.record({ kind: fc.constant("pullReply2" as const), nodes: fc.array(compactRecord, { maxLength: 5 }) }),
+  fc.record({
+    kind: fc.constant("pushPull2" as const),
+    join: fc.boolean(),
+    nodes: fc.array(compactRecord, { maxLength: 5 }),
+    userState: bytes(100),
   }),
 ) as fc.Arbitrary<Message>;
 
@@ -285,4 +307,90 @@ describe("mixed versions on the wire", () => {
       encode([4, "a", 2, "h", 1, meta]),
     );
   });
+
+  it("version 2 kinds come after them, with compact records pinned byte for byte", () => {
+    expect(MESSAGE_KINDS.slice(11)).toEqual(["alive2", "pullReply2", "pushPull2"]);
+    expect(MESSAGE_KINDS.map(protocolOf)).toEqual([1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2]);
+    const meta = text("m");
+    // An IPv4 address and port as 6 bytes, network order; the subject's version last.
+    expect(
+      encodeMessage({ kind: "alive2", node: "a", incarnation: 2, host: "198.18.0.1", port: 7946, meta, vsn: 2 }),
+    ).toEqual(encode([11, "a", 2, Uint8Array.of(198, 18, 0, 1, 0x1f, 0x0a), meta, 2]));
+    // Anything else stays text: [host, port].
+    expect(
+      encodeMessage({ kind: "alive2", node: "a", incarnation: 2, host: "2001:2::1", port: 1, meta, vsn: 0 }),
+    ).toEqual(encode([11, "a", 2, ["2001:2::1", 1], meta, 0]));
+    // A live record of age 0 is [name, incarnation, addr, meta, vsn]; any other adds [state, age].
+    const live: NodeState = {
+      name: "a",
+      host: "10.0.0.1",
+      port: 1,
+      incarnation: 2,
+      state: "alive",
+      meta,
+      stateAgeMs: 0,
+      vsn: 2,
+    };
+    const dead: NodeState = { ...live, state: "dead", stateAgeMs: 5 };
+    expect(encodeMessage({ kind: "pushPull2", join: true, nodes: [live, dead], userState: new Uint8Array(0) })).toEqual(
+      encode([
+        13,
+        true,
+        [
+          ["a", 2, Uint8Array.of(10, 0, 0, 1, 0, 1), meta, 2],
+          ["a", 2, Uint8Array.of(10, 0, 0, 1, 0, 1), meta, 2, 2, 5],
+        ],
+        new Uint8Array(0),
+      ]),
+    );
+    expect(encodeMessage({ kind: "pullReply2", nodes: [live] })).toEqual(
+      encode([12, [["a", 2, Uint8Array.of(10, 0, 0, 1, 0, 1), meta, 2]]]),
+    );
+    // The long form never says what the short one says (one encoding per record).
+    const decoder = new EnvelopeDecoder(limits);
+    const redundant = encode([12, [["a", 2, Uint8Array.of(10, 0, 0, 1, 0, 1), meta, 2, 0, 0]]]);
+    expect(decoder.decode(buildEnvelope(envelopeHeader("s"), [redundant]))).toBeUndefined();
+  });
+
+  it("a version-1 decoder (an older agent) refuses any frame holding a version-2 kind, and reads the rest as before (property)", () => {
+    const v1 = new EnvelopeDecoder({ ...limits, maxProtocol: 1 });
+    const v2 = new EnvelopeDecoder(limits);
+    fc.assert(
+      fc.property(name, fc.array(message, { minLength: 1, maxLength: 6 }), (sender, messages) => {
+        const frame = buildEnvelope(envelopeHeader(sender), messages.map(encodeMessage));
+        const newer = messages.some((m) => protocolOf(m.kind) > 1);
+        expect(v1.decode(frame) === undefined).toBe(newer);
+        if (!newer) expect(v1.decode(frame)).toEqual(v2.decode(frame));
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("alive2 and a compact record say what alive and a version-1 record say, in fewer bytes for IPv4 (property)", () => {
+    const decoder = new EnvelopeDecoder(limits);
+    const one = (m: Message): Message | undefined =>
+      decoder.decode(buildEnvelope(envelopeHeader("s"), [encodeMessage(m)]))?.messages[0].message;
+    fc.assert(
+      fc.property(compactRecord, (n) => {
+        const { name: node, incarnation, host: h, port: p, meta } = n;
+        const old = one({ kind: "alive", node, incarnation, host: h, port: p, meta });
+        const compact = one({ kind: "alive2", node, incarnation, host: h, port: p, meta, vsn: n.vsn });
+        expect(compact).toEqual({ ...old, kind: "alive2", vsn: n.vsn });
+        const oldRecord = one({ kind: "pullReply", nodes: [n] });
+        const newRecord = one({ kind: "pullReply2", nodes: [n] });
+        const { vsn: _, ...withoutVersion } = n;
+        expect(oldRecord).toEqual({ kind: "pullReply", nodes: [withoutVersion] });
+        expect(newRecord).toEqual({ kind: "pullReply2", nodes: [n] });
+        if (/^\d+\.\d+\.\d+\.\d+$/.test(h) && `${compactAddrHost(h)}` === h)
+          expect(nodeStateSize(n, true)).toBeLessThan(nodeStateSize(n));
+      }),
+      { numRuns: 300 },
+    );
+  });
 });
+
+/** A dotted quad as version 2 writes it back (octets as numbers): equal to the input only when it is canonical. */
+function compactAddrHost(h: string): string {
+  const octets = h.split(".").map(Number);
+  return octets.every((o) => o <= 255) ? octets.join(".") : "";
+}
