@@ -328,6 +328,55 @@ describe("TransmitLimitedQueue", () => {
     );
   });
 
+  it("a broadcast goes in its compact form to version-2 receivers, in its old form to others, within budget and limit (property)", () => {
+    const op = fc.oneof(
+      fc.record({
+        enqueue: fc.constant(true),
+        len: fc.integer({ min: 1, max: 300 }),
+        compactLen: fc.option(fc.integer({ min: 1, max: 300 }), { nil: undefined }),
+      }),
+      fc.record({ enqueue: fc.constant(false), budget: fc.integer({ min: 0, max: 1400 }), compact: fc.boolean() }),
+    );
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 200 }), fc.integer({ min: 1, max: 6 }), (ops, limit) => {
+        const q = new TransmitLimitedQueue(() => limit, 50);
+        /** Either form → its broadcast's index; sends counted per broadcast, whatever the form. */
+        const formOf = new Map<Uint8Array, { id: number; compact: boolean }>();
+        const sends: number[] = [];
+        for (const o of ops) {
+          if (o.enqueue) {
+            const payload = new Uint8Array(o.len);
+            const compact = o.compactLen === undefined ? undefined : new Uint8Array(o.compactLen);
+            formOf.set(payload, { id: sends.length, compact: false });
+            if (compact) formOf.set(compact, { id: sends.length, compact: true });
+            sends.push(0);
+            q.enqueue({ payload, compact });
+            continue;
+          }
+          const out = q.take(3, o.budget, o.compact);
+          expect(out.reduce((s, p) => s + p.length + 3, 0)).toBeLessThanOrEqual(o.budget);
+          for (const p of out) {
+            const form = formOf.get(p)!;
+            // The compact form only to a version-2 receiver; the old form to one only when there is no compact form.
+            if (form.compact) expect(o.compact).toBe(true);
+            else if (o.compact) expect([...formOf.values()].some((f) => f.id === form.id && f.compact)).toBe(false);
+            expect(++sends[form.id]).toBeLessThanOrEqual(limit);
+          }
+        }
+      }),
+      { numRuns: 200 },
+    );
+    // Room for the compact form only: the compact receiver gets it, the other gets nothing yet.
+    const q = new TransmitLimitedQueue(() => 2, 10);
+    const payload = new Uint8Array(200);
+    const compact = new Uint8Array(100);
+    q.enqueue({ payload, compact });
+    expect(q.take(3, 150, false)).toEqual([]);
+    expect(q.take(3, 150, true)).toEqual([compact]);
+    expect(q.take(3, 250, false)).toEqual([payload]);
+    expect(q.size()).toBe(0);
+  });
+
   it("oncePerRound: a broadcast rides on at most one packet per gossip round, and still on `limit` packets in all (property)", () => {
     const op = fc.oneof(
       fc.record({ kind: fc.constant("enqueue" as const), len: fc.integer({ min: 1, max: 300 }) }),
