@@ -32,7 +32,7 @@ interface Node {
 }
 const running: Node[] = [];
 
-async function start(name: string, keyring = new Keyring(KEY), port = 0): Promise<Node> {
+async function start(name: string, keyring = new Keyring(KEY), port = 0, protocolVersion?: number): Promise<Node> {
   const transport = await UdpTcpTransport.open({ host: "127.0.0.1", port });
   const received: string[] = [];
   const delegate: Delegate = {
@@ -42,7 +42,7 @@ async function start(name: string, keyring = new Keyring(KEY), port = 0): Promis
     localState: () => new Uint8Array(0),
     mergeRemoteState: () => {},
   };
-  const ml = new Memberlist(makeConfig("local", name, FAST), {
+  const ml = new Memberlist(makeConfig("local", name, { ...FAST, protocolVersion }), {
     clock: new RealClock(),
     transport,
     random: realRandom,
@@ -77,6 +77,29 @@ afterEach(async () => {
 });
 
 describe("memberlist on real sockets (127.0.0.1)", () => {
+  it("a version-2 node joins through a version-1 node (a refused pushPull2 falls back), and both keep talking", async () => {
+    const old = await start("old", undefined, 0, 1);
+    const a = await start("new-a");
+    const b = await start("new-b");
+    expect(await a.ml.join([old.transport.local])).toBe(1);
+    expect(await b.ml.join([a.transport.local])).toBe(1);
+    await until("all three see each other alive", seesAllAlive([old, a, b]));
+    // The refusal is real: the version-1 node's decoder dropped the pushPull2 stream frame.
+    expect(old.ml.counters().dropped.garbage).toBeGreaterThan(0);
+    expect(a.ml.counters().sent.pushPull.messages).toBeGreaterThan(0);
+    // The two version-2 nodes used version 2 between them.
+    expect(b.ml.counters().sent.pushPull2.messages).toBeGreaterThan(0);
+    // No packet to the version-1 node is refused: what it drops from now on are at most stream probes.
+    const before = old.ml.counters();
+    await new Promise((r) => setTimeout(r, 1500));
+    const after = old.ml.counters();
+    expect(after.frames.packetsReceived).toBeGreaterThan(before.frames.packetsReceived);
+    expect(after.dropped.garbage - before.dropped.garbage).toBeLessThanOrEqual(
+      after.frames.streamsReceived - before.frames.streamsReceived,
+    );
+    expect(seesAllAlive([old, a, b])()).toBe(true);
+  });
+
   it("five nodes join and converge; a killed one is declared dead; restarted on its port it rejoins", async () => {
     const nodes: Node[] = [];
     for (let i = 0; i < 5; i++) nodes.push(await start(`node${i}`));
