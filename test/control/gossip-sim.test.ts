@@ -337,7 +337,7 @@ describe("membership in the simulator", () => {
       cluster.describe(),
     ).toBeGreaterThan(0);
     expect(
-      sum((c) => c.received.pullReply.messages),
+      sum((c) => c.received.pullReply.messages + c.received.pullReply2.messages),
       cluster.describe(),
     ).toBeGreaterThan(0);
     // Once the wave is over nobody pulls: a settled cluster pays nothing for them.
@@ -528,7 +528,12 @@ describe("membership in the simulator", () => {
       if (kind !== "packet") return;
       if (to.host === victim.host) toVictim.push(frame);
       const opened = keyring.open(frame, "packet");
-      if (opened.ok && decoder.decode(opened.plaintext)?.messages.some((m) => m.message.kind === "pullReply"))
+      if (
+        opened.ok &&
+        decoder
+          .decode(opened.plaintext)
+          ?.messages.some((m) => m.message.kind === "pullReply" || m.message.kind === "pullReply2")
+      )
         replies.add(to.host);
     };
     const sample = pulls.slice(-20);
