@@ -91,7 +91,7 @@ function markdown(r: BenchReport): string {
   return `# weft bench: ${names.filter((n) => n !== BASELINE).join(", ")} against kernel vxlan
 
 Run ${r.startedAt} to ${r.finishedAt} with \`${r.command}\`, weft commit \`${r.git.commit}\`${r.git.dirty ? " (with uncommitted changes)" : ""}.
-Machine: ${m.cores} cores, ${m.cpuModel}, Linux ${m.kernel}, ${m.memoryGiB} GiB, Node.js ${m.node}; 1-minute load average at the start ${m.loadAverageAtStart.toFixed(2)}.
+Machine: ${m.cores} cores, ${m.cpuModel}, Linux ${m.kernel}, ${m.memoryGiB} GiB, Node.js ${m.node}; 1-minute load average at the start ${m.loadAverageAtStart.toFixed(2)}${m.loadAverageAtEnd === undefined ? "" : `, at the end ${m.loadAverageAtEnd.toFixed(2)}`}.
 Settings: ${s.rounds} round${s.rounds === 1 ? "" : "s"}, ${s.duration} s per iperf3 run, TCP with ${s.streams.join(" and ")} stream${s.streams.length === 1 && s.streams[0] === 1 ? "" : "s"}, ${s.pingCount} pings ${s.pingIntervalS * 1000} ms apart per round${s.quick ? " (--quick: a smoke run, not a measurement)" : ""}.
 ${userspace ? `Segmentation offloads of the userspace backends: \`--offloads ${s.offloads.join(",")}\`; in force: ${offload.join("; ") || "not reported"}.\n` : ""}Raw samples, the machine and the settings are in [${REPORT_FILES.json}](${REPORT_FILES.json}).
 
