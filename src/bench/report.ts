@@ -128,6 +128,17 @@ ${
 - **UDP**: iperf3 with the given payload, sent as fast as the sender can (\`-b 0\`): packets per
   second sent, received by the server, and the share lost on the way.
 - **Round trip**: ping between the pods, ${s.pingIntervalS * 1000} ms apart; p50 and p99 of the replies.
+- **Ping under load**: the same pings while a TCP stream and a UDP flood (1400 B, \`-b 0\`) run
+  from the same client pod to the same server pod (${Math.max(s.duration, 4)} s; the pings start after 1 s); p50
+  and p99 of the replies, and the share of pings lost.
+- **Flood tail**: a UDP flood as above for ${Math.max(Math.min(s.duration, 5), 3)} s and beside it 2,000 timestamped
+  64 B datagrams per second (\`src/bench/probe.ts\`) that stop half a second before the flood:
+  *oldest delivered after stop* is the age of the oldest probe datagram that arrived after the
+  last one was sent (0 when none did), the delay a standing queue still holds; also the probes'
+  one-way delay p99 during the flood and the flood's received rate.
+- **Idle cost**: once, after all the traffic, every setup's agents side by side for
+  ${s.idleSeconds} s with nothing flowing: the CPU time (user + system, all threads) of each agent as a
+  share of one core.
 - **Median and percentiles** (\`src/bench/stats.ts\`, the one implementation every weft benchmark
   uses): a cell's median over rounds is the middle value, or the mean of the two middle ones for
   an even number of rounds. A pN (p50, p99 of ping times, one-way delays) is the nearest rank: the

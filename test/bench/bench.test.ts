@@ -150,10 +150,18 @@ describe.runIf(canUseNetns())("weft bench", () => {
     expect(md).toContain("`--offloads on,off`; in force: wasm-vxlan: ");
     expect(md).toContain("wasm-vxlan (offloads off): off (disabled by the offloads option)");
     expect(md).toContain("(chart.svg)");
+    for (const row of ["ping under load p99", "flood tail: oldest delivered after stop", "idle cost, per agent"])
+      expect(md).toContain(`| ${row} |`);
+    // The header keeps the load at both ends, and the load workloads are defined where they are read.
+    expect(md).toMatch(/1-minute load average at the start \d+\.\d\d, at the end \d+\.\d\d\./);
+    expect(report.machine.loadAverageAtEnd).toBeGreaterThanOrEqual(0);
+    for (const term of ["**Ping under load**", "**Flood tail**", "**Idle cost**"]) expect(md).toContain(term);
     const svg = readFileSync(join(out, "chart.svg"), "utf8");
     expect(svg.startsWith("<svg ")).toBe(true);
     expect(svg).toContain(">wasm-vxlan</text>");
     expect(svg).toContain(">wasm-vxlan (offloads off)</text>");
+    expect(svg).toContain(">flood tail: oldest delivered after stop (lower is better)</text>");
+    expect(svg).toContain(">idle cost, per agent (lower is better)</text>");
     expect(r.stdout).toContain("ratio to vxlan");
     expect(r.stdout).toContain("wasm-vxlan (offloads off)");
     expect(r.stderr).toContain("round 1/1 · wasm-vxlan (offloads off) · TCP 1 stream");
