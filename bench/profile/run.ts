@@ -3,7 +3,8 @@
 // core during the middle of an iperf3 run, `perf stat` counts the syscalls, and each sample is put
 // in one category by its call stack (categories.ts): the Wasm hot path, each kernel path the
 // workers enter (TUN read and write, UDP send and receive; their copies apart), JS and N-API glue,
-// iperf3, softirq on no process of ours, other processes (told apart by pid), idle. Figures are per GB moved, so setups compare; the busiest Wasm functions are named.
+// iperf3, softirq on no process of ours, other processes (told apart by pid), idle. Figures are
+// per GB moved, so setups compare; the busiest Wasm functions are named.
 //   --setup wasm-vxlan|udp|kernel-vxlan (default wasm-vxlan)   --offloads on|off (default on)
 //   --workers N (default: cores)   --seconds S sampled (default 6)   --keep DIR (perf.data kept there)
 // Runs under `node --perf-basic-prof` (the npm script does it), so perf can name JIT frames.
