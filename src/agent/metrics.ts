@@ -192,6 +192,16 @@ export function agentMetrics(
       eachDataplane(backends, (d, family, b) => this.set({ backend: b.type, family }, d.routeTablePages.advisedBytes));
     },
   });
+  new Gauge({
+    name: "weft_dataplane_memory_bytes",
+    help: "Bytes of the userspace dataplane's shared WebAssembly memory (its route table, per-queue contexts and counters, packet slots), by address family; an IPv6 dataplane holds no IPv4 route table",
+    labelNames: ["backend", "family"],
+    registers: [registry],
+    collect() {
+      this.reset();
+      eachDataplane(backends, (d, family, b) => this.set({ backend: b.type, family }, d.memoryBytes));
+    },
+  });
   perDirection(
     "weft_dataplane_offload_segments_total",
     "Segments cut from super-packets (tx) and merged into super-packets (rx) by the userspace dataplane, by address family",
