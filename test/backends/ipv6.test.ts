@@ -2,8 +2,8 @@
 // two-host lab with an IPv6 underlay (2001:2::/64) and pods in 2001:2:0:8000::/49: vxlan's
 // flannel-v6.<VNI> with flannel's neighbour, FDB and onlink route entries, host-gw's route via the
 // peer's IPv6 underlay address, pings over IPv6 and IPv4 side by side, drift repaired, peers
-// removed, a peer whose IPv6 rides its IPv4 underlay refused, and a VTEP MAC that survives a
-// restart.
+// removed, a peer whose IPv6 rides its IPv4 underlay refused, a VTEP MAC that survives a restart,
+// and vxlan's DirectRouting over the IPv6 underlay.
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,7 +14,7 @@ import type { Backend, BackendAnnouncement, BackendContext, BackendPeer } from "
 import { createBackend } from "../../src/backends/index.js";
 import { LabCluster, LAB_POD_NETWORK, LAB_POD_NETWORK6, type LabHost } from "../../src/lab/cluster.js";
 import { ping } from "../../src/lab/traffic.js";
-import { formatIpv6, ipv4Mapped, parsePrefix6, type Ipv6Prefix } from "../../src/net/ipv6.js";
+import { formatIpv6, ipv4Mapped, parseIpv6, parsePrefix6, type Ipv6Prefix } from "../../src/net/ipv6.js";
 import { canUseNetns } from "../support/netns.js";
 import { subnetOf } from "./support.js";
 
@@ -192,6 +192,36 @@ for (const type of ["vxlan", "host-gw"] as const) {
         expect(n2.a6.vtepMac).toBe(peers(n2, 2)[1].backend.vtepMac);
         await connect(n1, n2);
         expect((await ping(n1.host.pods[0], n2.host.pods[0].addr6!, { count: 3 })).received).toBe(3);
+      });
+
+      it("DirectRouting for IPv6: a peer on the same L2 gets a plain route via its IPv6 underlay address, one behind a gateway gets flannel-v6.1's entries", async () => {
+        await n1.v6.stop(false);
+        n1.v6 = createBackend("vxlan", { directRouting: true }, ctx(n1.host, n1.dir, 6, 1));
+        n1.a6 = await n1.v6.start();
+        const far = { addr: "2001:2::c8", subnet: subnet6Of(60), vtepMac: "0a:58:00:00:c8:00" };
+        await n1.host.ns.ip(`-6 route add ${far.addr}/128 via 2001:2::c`);
+        try {
+          await n1.v6.setPeer(peers(n2, 2)[1]);
+          await n1.v6.setPeer({
+            name: "far",
+            subnet: far.subnet,
+            underlay: parseIpv6(far.addr),
+            backend: { type: "vxlan", vni: 1, port: 8472, vtepMac: far.vtepMac },
+          });
+          expect(await routes6(n1.host)).toBe("2001:2:0:8002::/64 via 2001:2::c dev eth0 metric 1024 pref medium");
+          expect(await n1.host.ns.ip("-6 route show 2001:2:0:803c::/64")).toBe(
+            "2001:2:0:803c::/64 via 2001:2:0:803c:: dev flannel-v6.1 metric 1024 onlink pref medium\n",
+          );
+          expect(await n1.host.ns.ip("-6 neigh show dev flannel-v6.1")).toBe(
+            `2001:2:0:803c:: lladdr ${far.vtepMac} PERMANENT \n`,
+          );
+          expect((await ping(n1.host.pods[0], n2.host.pods[0].addr6!, { count: 2 })).received).toBe(2);
+          await n1.v6.stop(false);
+          expect(await routes6(n1.host)).toBe("");
+          expect(await n1.host.ns.ip("-6 route show 2001:2:0:803c::/64")).toBe("");
+        } finally {
+          await n1.host.ns.ip(`-6 route del ${far.addr}/128`);
+        }
       });
     }
   });
