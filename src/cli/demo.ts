@@ -12,7 +12,7 @@ import { median } from "../bench/stats.js";
 import { WeftError } from "../errors.js";
 import { LabAgents, type AgentStatus, type LabDataplaneStatus } from "../lab/agents.js";
 import { LabCluster, LAB_POD_NETWORK, LAB_POD_NETWORK6 } from "../lab/cluster.js";
-import { ping } from "../lab/traffic.js";
+import { pingWhenRouted } from "../lab/traffic.js";
 import { formatAddr, type IpAddr } from "../net/ip.js";
 import { formatIpv4, formatPrefix } from "../net/ipv4.js";
 import { formatIpv6, formatPrefix6 } from "../net/ipv6.js";
@@ -89,11 +89,7 @@ export async function runDemo(o: DemoOptions): Promise<void> {
         if (a === b) continue;
         const targets: IpAddr[] = [b.pods[1].addr, ...(o.dualStack ? [b.pods[1].addr6!] : [])];
         for (const to of targets) {
-          // A peer's routes follow its record by up to one programming round: allow a few seconds.
-          // Spaced out: without a route yet, ping fails at once (network unreachable).
-          for (let t = 0; t < 10 && (await ping(a.pods[0], to, { count: 1, timeoutS: 1 })).received === 0; t++)
-            await new Promise((r) => setTimeout(r, 500));
-          const r = await ping(a.pods[0], to, { count: 3 });
+          const r = await pingWhenRouted(a.pods[0], to, 3);
           failures += r.received === r.sent ? 0 : 1;
           say(
             `ping ${a.pods[0].name} -> ${b.pods[1].name} (${formatAddr(to)}): ${r.received}/${r.sent}${r.rtts.length ? `, median ${median(r.rtts).toFixed(3)} ms` : ""}`,

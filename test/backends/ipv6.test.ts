@@ -185,6 +185,22 @@ for (const type of ["vxlan", "host-gw"] as const) {
     });
 
     if (type === "vxlan") {
+      it("reconcile() re-creates flannel-v6.1 deleted by hand, with the same MAC and the peer's IPv6 entries; flannel.1 untouched", async () => {
+        await n1.host.ns.ip("link del flannel-v6.1");
+        expect((await ping(n1.host.pods[0], n2.host.pods[0].addr6!, { count: 1, timeoutS: 1 })).received).toBe(0);
+        await n1.v6.reconcile();
+        const [link] = await n1.host.ns.kernel.ipJson<Array<{ address: string }>>(["link", "show", "flannel-v6.1"]);
+        expect(link.address).toBe(n1.a6.vtepMac);
+        expect(await n1.host.ns.ip("-6 neigh show dev flannel-v6.1")).toBe(
+          `2001:2:0:8002:: lladdr ${n2.a6.vtepMac} PERMANENT \n`,
+        );
+        expect(await routes6(n1.host)).toBe(
+          "2001:2:0:8002::/64 via 2001:2:0:8002:: dev flannel-v6.1 metric 1024 onlink pref medium",
+        );
+        expect((await ping(n1.host.pods[0], n2.host.pods[0].addr6!, { count: 2 })).received).toBe(2);
+        expect((await ping(n1.host.pods[0], n2.host.pods[0].addr, { count: 2 })).received).toBe(2);
+      });
+
       it("keeps the IPv6 VTEP MAC across a restart with the same state dir", async () => {
         await n2.v6.stop(false);
         await n2.v4.stop(false);
