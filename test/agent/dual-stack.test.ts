@@ -15,8 +15,7 @@ import { ping, pingWhenRouted } from "../../src/lab/traffic.js";
 import { parsePrefix } from "../../src/net/ipv4.js";
 import { formatIpv6, formatPrefix6, parsePrefix6 } from "../../src/net/ipv6.js";
 import { canUseNetns } from "../support/netns.js";
-import { tcpTransfer } from "../support/tcp-transfer.js";
-import { agentLab, NETWORK } from "./support.js";
+import { agentLab, expectExactTcp, NETWORK } from "./support.js";
 
 const NETWORK6 = formatPrefix6(LAB_POD_NETWORK6); // 2001:2:0:8000::/49
 type Type = "vxlan" | "host-gw" | "wasm-vxlan";
@@ -127,10 +126,7 @@ describe.skipIf(!canUseNetns()).each(MODES)("agents, dual-stack, $name", (mode) 
     for (const i of pairs) {
       for (const family of [6, 4] as const) {
         if (family === 4 && !mode.start.includes("wasm-vxlan")) continue;
-        const [from, to] = [env.all[i].host.pods[0], env.all[(i + 1) % 3].host.pods[0]];
-        const { sent, received } = await tcpTransfer(from, to, 8 << 20, 7001 + i * 2 + (family === 4 ? 1 : 0), family);
-        expect(received, `${from.name} -> ${to.name} IPv${family}`).toEqual(sent);
-        expect(sent.bytes).toBe(8 << 20);
+        await expectExactTcp([[env.all[i], env.all[(i + 1) % 3], 7001 + i * 2 + (family === 4 ? 1 : 0)]], family);
       }
     }
   }, 180_000);
@@ -222,13 +218,14 @@ describe.skipIf(!canUseNetns()).each(MODES)("agents, dual-stack, $name", (mode) 
     await pingAll(4);
     if (mode.swapped.includes("wasm-vxlan")) {
       // The swapped wasm-vxlan node against a swapped kernel node, IPv6 both ways.
-      for (const [from, to] of [
-        [a1, a2],
-        [a2, a1],
-      ]) {
-        const { sent, received } = await tcpTransfer(from.host.pods[0], to.host.pods[0], 4 << 20, 7011, 6);
-        expect(received, `${from.host.name} -> ${to.host.name}`).toEqual(sent);
-      }
+      await expectExactTcp(
+        [
+          [a1, a2, 7011],
+          [a2, a1, 7011],
+        ],
+        6,
+        4 << 20,
+      );
     }
   });
 

@@ -21,8 +21,7 @@ import { LAB_POD_NETWORK6 } from "../../src/lab/cluster.js";
 import { pingWhenRouted } from "../../src/lab/traffic.js";
 import { formatIpv6, formatPrefix6, parsePrefix6 } from "../../src/net/ipv6.js";
 import { canUseNetns } from "../support/netns.js";
-import { tcpTransfer } from "../support/tcp-transfer.js";
-import { agentLab } from "./support.js";
+import { agentLab, expectExactTcp } from "./support.js";
 
 const NETWORK6 = formatPrefix6(LAB_POD_NETWORK6); // 2001:2:0:8000::/49
 const v6Conf = (type: "vxlan" | "host-gw" | "wasm-vxlan") => ({
@@ -153,9 +152,7 @@ describe.skipIf(!canUseNetns()).each(MODES)("agents, IPv6-only, $type", (mode) =
   });
 
   it(`${mode.type}: a TCP transfer over IPv6 arrives exactly (byte count and hash)`, async () => {
-    const { sent, received } = await tcpTransfer(env.all[0].host.pods[0], env.all[1].host.pods[0], 8 << 20, 7101, 6);
-    expect(received).toEqual(sent);
-    expect(sent.bytes).toBe(8 << 20);
+    await expectExactTcp([[env.all[0], env.all[1], 7101]], 6);
   });
 
   it(`${mode.type}: a killed node's IPv6 route (vxlan: and neighbour and FDB entry) is removed from its peers once it is declared dead`, async () => {
@@ -224,8 +221,7 @@ ${formatIpv6(a2.host.underlayAddr6!)} ${name}
     );
     expect(await readFile(env.agents.subnetFile(a1), "utf8")).toContain("FLANNEL_MTU=1500\n");
     await pingAll();
-    const { sent, received } = await tcpTransfer(a2.host.pods[0], a1.host.pods[0], 8 << 20, 7102, 6);
-    expect(received).toEqual(sent);
+    await expectExactTcp([[a2, a1, 7102]], 6);
   });
 
   it("host-gw: a killed node's IPv6 route is removed from its peers once it is declared dead", async () => {

@@ -4,11 +4,12 @@
 // polling for things that happen a little after the agent says so, and a describe block's lab of
 // real agents (agentLab).
 import { setTimeout as sleep } from "node:timers/promises";
-import { afterAll, beforeAll } from "vitest";
+import { afterAll, beforeAll, expect } from "vitest";
 import { LabAgents, type AgentStatus, type LabAgent } from "../../src/lab/agents.js";
 import { LabCluster, LAB_POD_NETWORK, type LabHost, type LabOptions } from "../../src/lab/cluster.js";
 import { ping } from "../../src/lab/traffic.js";
 import { formatIpv4, formatPrefix, parseIpv4, parsePrefix, prefixContains } from "../../src/net/ipv4.js";
+import { tcpTransfer } from "../support/tcp-transfer.js";
 
 export const NETWORK = formatPrefix(LAB_POD_NETWORK); // 198.19.0.0/16
 
@@ -218,4 +219,20 @@ export function agentLab(o: AgentLabOptions): AgentLab {
     await env.lab?.destroy();
   });
   return env;
+}
+
+/**
+ * TCP from the first pod of each `from` host to the first pod of its `to` host over `family`, on
+ * the port given: each transfer must arrive exactly (byte count and hash).
+ */
+export async function expectExactTcp(
+  transfers: ReadonlyArray<readonly [from: LabAgent, to: LabAgent, port: number]>,
+  family: 4 | 6,
+  bytes = 8 << 20,
+): Promise<void> {
+  for (const [from, to, port] of transfers) {
+    const { sent, received } = await tcpTransfer(from.host.pods[0], to.host.pods[0], bytes, port, family);
+    expect(received, `${from.host.name} -> ${to.host.name} IPv${family}`).toEqual(sent);
+    expect(sent.bytes).toBe(bytes);
+  }
 }

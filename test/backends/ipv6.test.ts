@@ -12,10 +12,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeSubnetEnv } from "../../src/agent/subnet-env.js";
 import type { Backend, BackendAnnouncement, BackendContext, BackendPeer } from "../../src/backends/backend.js";
 import { createBackend } from "../../src/backends/index.js";
+import { withNetns } from "../../src/io/netns.js";
 import { LabCluster, LAB_POD_NETWORK, LAB_POD_NETWORK6, type LabHost } from "../../src/lab/cluster.js";
 import { ping } from "../../src/lab/traffic.js";
 import { formatIpv6, ipv4Mapped, parseIpv6, parsePrefix6, type Ipv6Prefix } from "../../src/net/ipv6.js";
-import { canUseNetns } from "../support/netns.js";
+import { canUseNetns, Netns } from "../support/netns.js";
 import { subnetOf } from "./support.js";
 
 const subnet6Of = (i: number): Ipv6Prefix => parsePrefix6(`2001:2:0:${(0x8000 + i).toString(16)}::/64`);
@@ -68,6 +69,31 @@ const routes6 = async (h: LabHost) =>
     .split("\n")
     .filter((l) => l.startsWith("2001:2:0:8002:"))
     .join("\n");
+
+describe.skipIf(!canUseNetns())("udp backend and IPv6", () => {
+  it("refuses an IPv6 subnet with BACKEND_NO_IPV6 (flannel's udp format is IPv4-only) before it opens anything", async () => {
+    // In a namespace of its own, so that a backend which wrongly went on would open its TUN device there.
+    const ns = await Netns.create("b6u");
+    const dir = mkdtempSync(join(tmpdir(), "weft-v6-udp-"));
+    try {
+      const context: BackendContext = {
+        kernel: ns.kernel,
+        network: LAB_POD_NETWORK6,
+        subnet: subnet6Of(1),
+        underlay: { iface: "eth0", addr: 0xc612000b, addr6: parseIpv6("2001:2::b"), mtu: 1500 },
+        stateDir: dir,
+        logger: pino({ level: "silent" }),
+      };
+      expect(() => withNetns(ns.name, () => createBackend("udp", {}, context))).toThrow(
+        expect.objectContaining({ code: "BACKEND_NO_IPV6", message: expect.stringMatching(/use vxlan or wasm-vxlan/) }),
+      );
+      expect(await ns.ip("-br link show")).not.toContain("flannel0");
+    } finally {
+      await ns.destroy();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
 
 for (const type of ["vxlan", "host-gw"] as const) {
   describe.skipIf(!canUseNetns())(`${type} backend, dual-stack (kernel)`, () => {
