@@ -252,7 +252,15 @@ export class UserspaceBackend implements Backend {
   private async repairSysctls(): Promise<void> {
     const kernel = this.ctx.kernel;
     const wanted = this.sysctls();
-    const values = await kernel.readSysctls(wanted.map(([key]) => key));
+    let values: string[];
+    try {
+      values = await kernel.readSysctls(wanted.map(([key]) => key));
+    } catch (err) {
+      // The device's address, route and link state are still repaired below.
+      this.stats.kernelErrors++;
+      this.logger.error({ err }, `cannot read ${this.tunName}'s sysctls; reconcile will try again`);
+      return;
+    }
     const drifted = wanted
       .map(([key, value], i) => ({ key, value, found: values[i] }))
       .filter((d) => d.found !== String(d.value));
