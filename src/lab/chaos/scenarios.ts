@@ -198,6 +198,8 @@ async function killAndRestart(c: ChaosLab, a: LabAgent, label: string, waitForDe
   const t0 = Date.now();
   c.start(a);
   if (!(await c.ready(a))) return;
+  // Apart from traffic, so that a slow start (a starved machine) is told from a slow data path.
+  c.figures[`ready${label}S`] = (Date.now() - t0) / 1000;
   const after = await c.agents.status(a);
   const envAfter = formatPrefix((await c.agents.subnetEnv(a)).v4!.subnet);
   if (after.subnet !== before.subnet || envAfter !== envBefore)
