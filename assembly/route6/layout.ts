@@ -11,7 +11,7 @@
 //   H6_NEXT_HOPS_AT       next-hop records, NEXT_HOP6_RECORD_BYTES each
 //   H6_RULES_AT           rule hash slots (rules.ts), RULE6_SLOT_BYTES each
 //   H6_NODES_AT           trie nodes (trie.ts), NODE_BYTES each; node 0 is never used (0 = none)
-//   H6_LEAVES_AT          range leaves (leaf.ts), LEAF_BYTES each, on cache lines; leaf 0 is never used
+//   H6_LEAVES_AT          range leaf slots (leaf.ts), LEAF_SLOT_BYTES each, on cache lines; slot 0 is never used
 
 export const HEADER6_BYTES: u32 = 64;
 /** u32 fields of the header (the generation, at 0, is seqlock.ts's H_GENERATION). */
@@ -63,7 +63,7 @@ export const W16_LONG_RULES: u32 = 4;
 /** Writer scratch: the raw ranges of one /16 (leaf.ts), RANGE_BYTES each. */
 export const RANGES_OFFSET: u32 = WRITER16_OFFSET + ROOTS * W16_BYTES;
 export const RANGE_BYTES: u32 = 24;
-export const MAX_RANGES: u32 = 128;
+export const MAX_RANGES: u32 = 256;
 const FIXED_END: u32 = RANGES_OFFSET + MAX_RANGES * RANGE_BYTES;
 
 /** 16-byte underlay address, port, MAC, flags, padding: two records per cache line. */
@@ -92,17 +92,21 @@ export const NODE_ENTRIES: u32 = 32;
 
 /**
  * Range leaf (leaf.ts): up to LEAF_KEYS range starts as two arrays of u64 (high halves, then low
- * halves, in the form leaf.ts compares), then LEAF_KEYS + 1 u32 values and a writer's u32.
+ * halves, in the form leaf.ts compares), then LEAF_KEYS + 1 u32 values and a writer's u32. Leaves
+ * live in slots of two: a /16 with more rules takes both (a pair, twice the starts).
  */
 export const LEAF_KEYS: u32 = 6;
 export const LEAF_BYTES: u32 = 128;
+export const LEAF_SLOT_BYTES: u32 = 2 * LEAF_BYTES;
 export const LEAF_HI: u32 = 0;
 export const LEAF_LO: u32 = 48;
 export const LEAF_VALUES: u32 = 96;
-/** u32, writer only: the next free leaf once freed. */
+/** u32, writer only: the next free slot once freed. */
 export const LEAF_FREE_NEXT: u32 = 124;
-/** A /16 with at most this many rules longer than /16 gets a leaf (2 range starts per rule at most). */
+/** A /16 with at most this many rules longer than /16 gets a leaf (2 range starts per rule at most), */
 export const LEAF_RULES: u32 = LEAF_KEYS / 2;
+/** with at most this many a pair. */
+export const LEAF_PAIR_RULES: u32 = LEAF_KEYS;
 
 /** Next-hop indices (and node indices) live in the 24-bit value field of an entry. */
 export const MAX6_NEXT_HOPS: u32 = 1 << 24;
@@ -126,7 +130,7 @@ export function nodes6Offset(maxRules: u32, maxNextHops: u32): u64 {
   return rules6Offset(maxNextHops) + <u64>slots6For(maxRules) * RULE6_SLOT_BYTES;
 }
 
-/** Range leaves for a rule capacity: one per /16 with long rules, and one more built before the old one goes. */
+/** Range leaf slots for a rule capacity: one per /16 with long rules, and one more built before the old one goes. */
 export function leaves6For(maxRules: u32): u32 {
   return min(maxRules, ROOTS) + 1;
 }
@@ -143,7 +147,7 @@ export function table6Bytes(maxRules: u32, maxNextHops: u32): u64 {
   if (maxRules == 0 || maxRules > MAX6_RULES) return 0;
   if (maxNextHops == 0 || maxNextHops > MAX6_NEXT_HOPS) return 0;
   // Leaf 0 is a placeholder too.
-  return leaves6Offset(maxRules, maxNextHops) + (<u64>leaves6For(maxRules) + 1) * LEAF_BYTES;
+  return leaves6Offset(maxRules, maxNextHops) + (<u64>leaves6For(maxRules) + 1) * LEAF_SLOT_BYTES;
 }
 
 /** First byte of the fixed region's next-hop records. */

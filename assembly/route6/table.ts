@@ -44,8 +44,8 @@ import {
   ROOT_SHORT,
   ROOTS_OFFSET,
   SHORT_BITS,
-  LEAF_BYTES,
-  LEAF_RULES,
+  LEAF_PAIR_RULES,
+  LEAF_SLOT_BYTES,
   H6_LEAVES_AT,
   H6_LEAVES_LIVE,
   W16_BYTES,
@@ -71,14 +71,14 @@ import {
   rule6SetNextHop,
   rule6Slot,
 } from "./rules";
-import { LEAF_POINTER, leafAnswer, leafAt, leafBuild, leafGive, leafValue } from "./leaf";
+import { LEAF_POINTER, leafAnswer, leafBuild, leafGive, leafLines, leafValue } from "./leaf";
 import { MAX_LEVELS, homeDepth, trieDelete, trieInsert, trieLeaf, trieLookup, trieReplace, trieStep } from "./trie";
 
 /** Bytes of a trie node: the region holds two per rule (trie.ts), route6Nodes says how many are in use. */
 export const ROUTE6_NODE_BYTES: i32 = <i32>NODE_BYTES;
 
-/** Bytes of a range leaf (leaf.ts): the region holds one per rule up to 65,537, route6Leaves says how many are in use. */
-export const ROUTE6_LEAF_BYTES: i32 = <i32>LEAF_BYTES;
+/** Bytes of a range leaf slot (leaf.ts): the region holds one per rule up to 65,537, route6Leaves says how many are in use. */
+export const ROUTE6_LEAF_BYTES: i32 = <i32>LEAF_SLOT_BYTES;
 
 /** Alignment route6TableInit requires of t (the generation gets a cache line of its own). */
 export const ROUTE6_TABLE_ALIGN: i32 = 64;
@@ -212,9 +212,9 @@ function lookupRefresh(t: usize, hi: u64): void {
   const root = load<u32>(w, W16_ROOT);
   const r = recordAt(t, <u32>hi & 0xffff);
   const old = load<u32>(r, ROOT_NODE);
-  const leafy = root != 0 && load<u32>(w, W16_LONG_RULES) <= LEAF_RULES;
-  store<u32>(r, leafy ? LEAF_POINTER | leafBuild(t, root) : root, ROOT_NODE);
-  if ((old & LEAF_POINTER) != 0) leafGive(t, old & ~LEAF_POINTER);
+  const rules = load<u32>(w, W16_LONG_RULES);
+  store<u32>(r, root != 0 && rules <= LEAF_PAIR_RULES ? leafBuild(t, root, rules) : root, ROOT_NODE);
+  if ((old & LEAF_POINTER) != 0) leafGive(t, old);
 }
 
 /** Add rule prefix/len -> nh (prefix: 16 bytes at p); ROUTE_ERR_EXISTS if present. */
@@ -308,7 +308,7 @@ export function route6Get(t: usize, p: usize, len: i32): i32 {
   const short = select<i32>(<i32>(e & VALUE_MASK), -1, <i32>e < 0);
   const root = <u32>(rec >> 32);
   if (root == 0 || !filtered(r, hi)) return short;
-  if ((root & LEAF_POINTER) != 0) return leafAnswer(leafValue(t, root & ~LEAF_POINTER, hi, lo), short);
+  if ((root & LEAF_POINTER) != 0) return leafAnswer(leafValue(t, root, hi, lo), short);
   return trieLookup(t, hi, lo, root, short, MAX_LEVELS, false);
 }
 
@@ -331,7 +331,7 @@ export const ROUTE6_CACHED_BYTES: u32 = 512 << 10;
 
 /** Whether the table's nodes and leaves fit ROUTE6_CACHED_BYTES. */
 @inline function inCache(t: usize): bool {
-  const bytes = <u64>load<u32>(t, H6_NODES_LIVE) * NODE_BYTES + <u64>load<u32>(t, H6_LEAVES_LIVE) * LEAF_BYTES;
+  const bytes = <u64>load<u32>(t, H6_NODES_LIVE) * NODE_BYTES + <u64>load<u32>(t, H6_LEAVES_LIVE) * LEAF_SLOT_BYTES;
   return bytes <= ROUTE6_CACHED_BYTES;
 }
 
@@ -379,8 +379,7 @@ export function route6LookupBatch(t: usize, addrs: usize, out: usize, n: i32): v
       while (each != 0) {
         const o = c + ((<usize>ctz(each)) << 2);
         each &= each - 1;
-        const leaf = leafAt(t, load<u32>(out + o) & ~LEAF_POINTER);
-        store<u32>(out + o, <u32>(load<u64>(leaf) ^ load<u64>(leaf, LEAF_BYTES - 8)));
+        store<u32>(out + o, <u32>leafLines(t, load<u32>(out + o)));
       }
       let levels = 0;
       while (live != 0 && levels < MAX_LEVELS) {
@@ -415,8 +414,7 @@ export function route6LookupBatch(t: usize, addrs: usize, out: usize, n: i32): v
         const rec = load<u64>(recordAt(t, <u32>hi & 0xffff));
         const e = <u32>rec;
         const short = select<i32>(<i32>(e & VALUE_MASK), -1, <i32>e < 0);
-        const leaf = <u32>(rec >> 32) & ~LEAF_POINTER;
-        store<i32>(out + o, leafAnswer(leafValue(t, leaf, hi, load<u64>(a, 8)), short));
+        store<i32>(out + o, leafAnswer(leafValue(t, <u32>(rec >> 32), hi, load<u64>(a, 8)), short));
       }
     }
   } while (!routeReadValid(t, gen));
@@ -427,7 +425,7 @@ export function route6Nodes(t: usize): i32 {
   return <i32>load<u32>(t, H6_NODES_LIVE);
 }
 
-/** Range leaves in use (LEAF_BYTES each). */
+/** Range leaf slots in use (ROUTE6_LEAF_BYTES each). */
 export function route6Leaves(t: usize): i32 {
   return <i32>load<u32>(t, H6_LEAVES_LIVE);
 }

@@ -401,7 +401,7 @@ const IN_SIXTEEN: u64 = 0x0000_ffff_ffff_ffff;
 
 /** Range start i at `at` (RANGE_BYTES each): (a, b) within the /16, and the next hop from there, -1 for none. */
 @inline function rangeAdd(at: usize, i: u32, a: u64, b: u64, nh: i32): u32 {
-  if (i >= MAX_RANGES) return i; // never with at most LEAF_RULES rules (see trieRanges); keeps writes in bounds
+  if (i >= MAX_RANGES) return i; // never with at most LEAF_PAIR_RULES rules (see trieRanges); keeps writes in bounds
   const r = at + <usize>i * RANGE_BYTES;
   store<u64>(r, a);
   store<u64>(r, b, 8);
@@ -413,7 +413,7 @@ const IN_SIXTEEN: u64 = 0x0000_ffff_ffff_ffff;
  * The answers of the trie at root over its /16 as raw range starts in address order, written at
  * `at` (leaf.ts merges them): (0, -1) first, then for every node the start of its parent's slot,
  * each of its slots and its end, so at most 1 + 18 per node, which MAX_RANGES holds for a /16 with
- * up to 7 nodes (fewer than twice its rules). Start positions are bits 16..127 of the address
+ * up to 14 nodes (it has fewer than twice its rules). Start positions are bits 16..127 of the address
  * (big-endian halves, the high one without the /16). Returns how many it wrote.
  */
 export function trieRanges(t: usize, root: u32, at: usize): u32 {
