@@ -77,6 +77,9 @@ import { MAX_LEVELS, homeDepth, trieDelete, trieInsert, trieLeaf, trieLookup, tr
 /** Bytes of a trie node: the region holds two per rule (trie.ts), route6Nodes says how many are in use. */
 export const ROUTE6_NODE_BYTES: i32 = <i32>NODE_BYTES;
 
+/** A /16 with up to this many rules longer than /16 is answered by range leaves (leaf.ts), not its trie. */
+export const ROUTE6_LEAF_RULES: i32 = <i32>LEAF_PAIR_RULES;
+
 /** Bytes of a range leaf slot (leaf.ts): the region holds one per rule up to 65,537, route6Leaves says how many are in use. */
 export const ROUTE6_LEAF_BYTES: i32 = <i32>LEAF_SLOT_BYTES;
 
