@@ -216,7 +216,10 @@ describe("IPv6 route table: a /16 moving between its trie, a pair of leaves and 
       network(sixteen, 17),
       network(sixteen | (1n << 111n), 17),
     ].map((p, i) => ({ ...p, nh: i }));
-    const probes = () => [...boundaries(rules), ...Array.from({ length: 64 }, () => sixteen | (random128(next) >> 16n))];
+    const probes = () => [
+      ...boundaries(rules),
+      ...Array.from({ length: 64 }, () => sixteen | (random128(next) >> 16n)),
+    ];
     const agree = () => {
       const at = probes();
       const want = at.map((a) => ref.lookup(a));

@@ -33,7 +33,8 @@ export class ReferenceRouteTable6 extends PrefixRuleTable<bigint> {
   /** /16s with 1..most rules longer than /16 (the Wasm table answers each with range leaves). */
   sixteensWithLongRules(most: number): number {
     const perSixteen = new Map<bigint, number>();
-    for (const r of this.list()) if (r.len > 16) perSixteen.set(r.addr >> 112n, (perSixteen.get(r.addr >> 112n) ?? 0) + 1);
+    for (const r of this.list())
+      if (r.len > 16) perSixteen.set(r.addr >> 112n, (perSixteen.get(r.addr >> 112n) ?? 0) + 1);
     return [...perSixteen.values()].filter((n) => n <= most).length;
   }
 }
