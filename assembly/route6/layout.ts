@@ -22,6 +22,7 @@ export const H6_RULE_COUNT: u32 = 12;
 export const H6_SLOT_MASK: u32 = 16;
 export const H6_NEXT_HOPS_AT: u32 = 20;
 export const H6_RULES_AT: u32 = 24;
+/** Trie nodes: a pool (pool.ts), its four fields in pool.ts's order. */
 export const H6_NODES_AT: u32 = 28;
 /** Head of the list of freed nodes (linked through NODE_FREE_NEXT), 0 = empty. */
 export const H6_FREE_NODES: u32 = 32;
@@ -29,7 +30,7 @@ export const H6_FREE_NODES: u32 = 32;
 export const H6_NODES_USED: u32 = 36;
 /** Nodes in the trie now (taken minus given back). */
 export const H6_NODES_LIVE: u32 = 40;
-/** Range leaves (leaf.ts): where they start, the head of the freed ones, handed out so far, in use now. */
+/** Range leaf slots (leaf.ts): a pool as the nodes (where they start, freed ones, handed out so far, in use now). */
 export const H6_LEAVES_AT: u32 = 44;
 export const H6_FREE_LEAVES: u32 = 48;
 export const H6_LEAVES_USED: u32 = 52;

@@ -18,10 +18,7 @@
 // before anything points to them and given back to a free list after; a racing reader sees only
 // in-range values and redoes its batch (seqlock).
 import {
-  H6_FREE_LEAVES,
   H6_LEAVES_AT,
-  H6_LEAVES_LIVE,
-  H6_LEAVES_USED,
   LEAF_BYTES,
   LEAF_FREE_NEXT,
   LEAF_HI,
@@ -33,6 +30,7 @@ import {
   RANGE_BYTES,
   RANGES_OFFSET,
 } from "./layout";
+import { poolGive, poolItem, poolTake } from "./pool";
 import { trieRanges } from "./trie";
 
 /** In a record's lookup pointer: the rest is a leaf slot (trie pointers never have this bit), */
@@ -47,7 +45,7 @@ const NO_KEY: i64 = i64.MAX_VALUE;
 const FLIP: u64 = 0x8000_0000_0000_0000;
 
 @inline function slotAt(t: usize, n: u32): usize {
-  return t + load<u32>(t, H6_LEAVES_AT) + <usize>n * LEAF_SLOT_BYTES;
+  return poolItem(t, H6_LEAVES_AT, LEAF_SLOT_BYTES, n);
 }
 
 /**
@@ -98,24 +96,9 @@ const FLIP: u64 = 0x8000_0000_0000_0000;
   return select<i32>(short, value, value < 0);
 }
 
-function leafTake(t: usize): u32 {
-  store<u32>(t, load<u32>(t, H6_LEAVES_LIVE) + 1, H6_LEAVES_LIVE);
-  const free = load<u32>(t, H6_FREE_LEAVES);
-  if (free != 0) {
-    store<u32>(t, load<u32>(slotAt(t, free), LEAF_FREE_NEXT), H6_FREE_LEAVES);
-    return free;
-  }
-  const n = load<u32>(t, H6_LEAVES_USED) + 1;
-  store<u32>(t, n, H6_LEAVES_USED);
-  return n;
-}
-
 /** Give back the slot of leaf pointer p. */
 export function leafGive(t: usize, p: u32): void {
-  const n = p & SLOT_MASK;
-  store<u32>(t, load<u32>(t, H6_LEAVES_LIVE) - 1, H6_LEAVES_LIVE);
-  store<u32>(slotAt(t, n), load<u32>(t, H6_FREE_LEAVES), LEAF_FREE_NEXT);
-  store<u32>(t, n, H6_FREE_LEAVES);
+  poolGive(t, H6_LEAVES_AT, LEAF_SLOT_BYTES, LEAF_FREE_NEXT, p & SLOT_MASK);
 }
 
 /**
@@ -143,7 +126,7 @@ export function leafBuild(t: usize, root: u32, rules: u32): u32 {
       k++;
     }
   }
-  const n = leafTake(t);
+  const n = poolTake(t, H6_LEAVES_AT, LEAF_SLOT_BYTES, LEAF_FREE_NEXT);
   const pair = rules > LEAF_RULES;
   // At most 2 starts per rule (its first address and the one after its last), so k fits.
   leafFill(slotAt(t, n), at, 0, k);

@@ -24,10 +24,7 @@
 // The writer works on big-endian halves of prefixes (a = bits 0..63, b = bits 64..127); node keys
 // and lookups use memory order (rules.ts), which spares lookups the byte swaps.
 import {
-  H6_FREE_NODES,
   H6_NODES_AT,
-  H6_NODES_LIVE,
-  H6_NODES_USED,
   NODE_BYTES,
   NODE_DEPTH,
   NODE_ENTRIES,
@@ -46,6 +43,7 @@ import {
   W16_ROOT,
   WRITER16_OFFSET,
 } from "./layout";
+import { poolGive, poolTake } from "./pool";
 import { maskHi, maskLo } from "./rules";
 
 const LEAF_VALID: u32 = 0x8000_0000;
@@ -225,21 +223,11 @@ function depthOfParent(t: usize, parent: u32): u32 {
 }
 
 function nodeTake(t: usize): u32 {
-  store<u32>(t, load<u32>(t, H6_NODES_LIVE) + 1, H6_NODES_LIVE);
-  const free = load<u32>(t, H6_FREE_NODES);
-  if (free != 0) {
-    store<u32>(t, load<u32>(nodeAt(t, free), NODE_FREE_NEXT), H6_FREE_NODES);
-    return free;
-  }
-  const n = load<u32>(t, H6_NODES_USED) + 1;
-  store<u32>(t, n, H6_NODES_USED);
-  return n;
+  return poolTake(t, H6_NODES_AT, NODE_BYTES, NODE_FREE_NEXT);
 }
 
 function nodeGive(t: usize, n: u32): void {
-  store<u32>(t, load<u32>(t, H6_NODES_LIVE) - 1, H6_NODES_LIVE);
-  store<u32>(nodeAt(t, n), load<u32>(t, H6_FREE_NODES), NODE_FREE_NEXT);
-  store<u32>(t, n, H6_FREE_NODES);
+  poolGive(t, H6_NODES_AT, NODE_BYTES, NODE_FREE_NEXT, n);
 }
 
 /** A new node with no entries, built whole before anything points to it. */
