@@ -76,6 +76,7 @@ export interface HotPathFunctions {
   route6Count(t: number): number;
   /** Trie nodes in use (route6/layout.ts NODE_BYTES each): memory beyond the fixed part. */
   route6Nodes(t: number): number;
+  route6Leaves(t: number): number;
   nextHop6Ptr(t: number, i: number): number;
   nextHop6Set(t: number, i: number, addr: number, port: number, macHi16: number, macLo32: number): number;
   nextHop6Clear(t: number, i: number): number;
