@@ -8,7 +8,18 @@
 // send batch; the TypeScript side only moves descriptors to and from the syscalls.
 //
 // Layout at `q` (fqSize bytes): a header, FQ_BUCKETS buckets, then one record per pool slot.
-import { DESC_OFF, DESC_CAP, DESC_LEN, DESC_ADDR, DESC_PORT, DESC_FLAGS, DESC_VERDICT, DESC_AUX, HEADROOM, descPtr } from "../descriptor";
+import {
+  DESC_OFF,
+  DESC_CAP,
+  DESC_LEN,
+  DESC_ADDR,
+  DESC_PORT,
+  DESC_FLAGS,
+  DESC_VERDICT,
+  DESC_AUX,
+  HEADROOM,
+  descPtr,
+} from "../descriptor";
 
 /** Buckets (flows hash into these); a power of two. */
 export const FQ_BUCKETS: i32 = 1024;
@@ -111,7 +122,7 @@ export function fqFlowBucket(p: usize, len: i32): i32 {
   let h: u32 = 0x5bd1e995;
   const version = len > 0 ? <u32>load<u8>(p) >> 4 : 0;
   if (version == 4 && len >= 20) {
-    const ihl = <i32>(load<u8>(p) & 15) << 2;
+    const ihl = (<i32>(load<u8>(p) & 15)) << 2;
     const proto = <u32>load<u8>(p + 9);
     h = mix(mix(mix(h, load<u32>(p + 12)), load<u32>(p + 16)), proto);
     const fragOffset = bswap<u16>(load<u16>(p + 6)) & 0x1fff;

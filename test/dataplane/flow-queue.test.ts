@@ -22,35 +22,38 @@ async function warmUp(lab: LabCluster): Promise<void> {
 }
 
 for (const offloads of [true, false]) {
-  describe.skipIf(!canUseNetns())(`userspace dataplane with the flow queue, offloads ${offloads ? "on" : "off"}`, () => {
-    let lab: LabCluster;
-    let dps: UserspaceDataplane[] = [];
+  describe.skipIf(!canUseNetns())(
+    `userspace dataplane with the flow queue, offloads ${offloads ? "on" : "off"}`,
+    () => {
+      let lab: LabCluster;
+      let dps: UserspaceDataplane[] = [];
 
-    beforeAll(async () => {
-      ({ lab, dps } = await dataplanePair(`fq${offloads ? "o" : "n"}`, { extra: { flowQueue: true, offloads } }));
-    });
+      beforeAll(async () => {
+        ({ lab, dps } = await dataplanePair(`fq${offloads ? "o" : "n"}`, { extra: { flowQueue: true, offloads } }));
+      });
 
-    afterAll(async () => {
-      await Promise.allSettled(dps.map((dp) => dp.stop()));
-      await lab?.destroy();
-    });
+      afterAll(async () => {
+        await Promise.allSettled(dps.map((dp) => dp.stop()));
+        await lab?.destroy();
+      });
 
-    it("answers pings and carries 30 MB of TCP exactly both ways (SHA-256)", async () => {
-      const [p1] = lab.hosts[0].pods;
-      const [p2] = lab.hosts[1].pods;
-      await warmUp(lab);
-      expect((await ping(p1, p2.addr, { count: 5, intervalS: 0.05 })).received).toBe(5);
-      for (const [from, to] of [
-        [p1, p2],
-        [p2, p1],
-      ]) {
-        const { sent, received } = await tcpTransfer(from, to, 30 * MB);
-        expect(received).toEqual(sent);
-        expect(sent.bytes).toBe(30 * MB);
-      }
-      expect(dps[0].counters().offload.enabled).toBe(offloads);
-    });
-  });
+      it("answers pings and carries 30 MB of TCP exactly both ways (SHA-256)", async () => {
+        const [p1] = lab.hosts[0].pods;
+        const [p2] = lab.hosts[1].pods;
+        await warmUp(lab);
+        expect((await ping(p1, p2.addr, { count: 5, intervalS: 0.05 })).received).toBe(5);
+        for (const [from, to] of [
+          [p1, p2],
+          [p2, p1],
+        ]) {
+          const { sent, received } = await tcpTransfer(from, to, 30 * MB);
+          expect(received).toEqual(sent);
+          expect(sent.bytes).toBe(30 * MB);
+        }
+        expect(dps[0].counters().offload.enabled).toBe(offloads);
+      });
+    },
+  );
 }
 
 describe.skipIf(!canUseNetns())("userspace dataplane flow queue under a flood", () => {

@@ -128,9 +128,9 @@ describe("flow queue", () => {
   it("orders, drops and keeps packets as the reference does", () => {
     fc.assert(
       fc.property(
-        fc.array(flowArb, { minLength: 1, maxLength: 5 }).chain((flows) =>
-          fc.tuple(fc.constant(flows), fc.array(opArb(flows.length), { maxLength: 60 })),
-        ),
+        fc
+          .array(flowArb, { minLength: 1, maxLength: 5 })
+          .chain((flows) => fc.tuple(fc.constant(flows), fc.array(opArb(flows.length), { maxLength: 60 }))),
         ([flows, ops]) => {
           const { hp, batch, q, drops, limit } = rig();
           const ref = new ReferenceFlowQueue(limit, QUANTUM);

@@ -8,7 +8,8 @@ const mix = (h: number, w: number): number => {
   const x = (h ^ w) >>> 0;
   return Math.imul(((x << 13) | (x >>> 19)) >>> 0, 0x9e3779b1) >>> 0;
 };
-const le32 = (p: Uint8Array, at: number): number => (p[at] | (p[at + 1] << 8) | (p[at + 2] << 16) | (p[at + 3] << 24)) >>> 0;
+const le32 = (p: Uint8Array, at: number): number =>
+  (p[at] | (p[at + 1] << 8) | (p[at + 2] << 16) | (p[at + 3] << 24)) >>> 0;
 const le16 = (p: Uint8Array, at: number): number => p[at] | (p[at + 1] << 8);
 
 /** The bytes that name a packet's flow beyond its addresses and protocol (as the Wasm reads them). */
