@@ -8,18 +8,8 @@
 // send batch; the TypeScript side only moves descriptors to and from the syscalls.
 //
 // Layout at `q` (fqSize bytes): a header, FQ_BUCKETS buckets, then one record per pool slot.
-import {
-  DESC_OFF,
-  DESC_CAP,
-  DESC_LEN,
-  DESC_ADDR,
-  DESC_PORT,
-  DESC_FLAGS,
-  DESC_VERDICT,
-  DESC_AUX,
-  HEADROOM,
-  descPtr,
-} from "../descriptor";
+import { DESC_OFF, DESC_LEN, HEADROOM, descPtr } from "../descriptor";
+import { descPointAt } from "../batch";
 
 /** Buckets (flows hash into these); a power of two. */
 export const FQ_BUCKETS: i32 = 1024;
@@ -153,15 +143,7 @@ export function fqPrepare(q: usize, descs: usize, want: i32): i32 {
   let s = load<i32>(q + H_FREE);
   let k = 0;
   while (k < want && s >= 0) {
-    const d = descPtr(descs, k++);
-    store<i32>(d + DESC_OFF, <i32>(base + <usize>(s * stride)) + HEADROOM);
-    store<i32>(d + DESC_CAP, stride - HEADROOM);
-    store<i32>(d + DESC_LEN, 0);
-    store<i32>(d + DESC_ADDR, 0);
-    store<i32>(d + DESC_PORT, 0);
-    store<i32>(d + DESC_FLAGS, 0);
-    store<i32>(d + DESC_VERDICT, 0);
-    store<i32>(d + DESC_AUX, -1);
+    descPointAt(descPtr(descs, k++), base + <usize>(s * stride), stride);
     s = load<i32>(slotPtr(q, s) + S_NEXT);
   }
   return k;
