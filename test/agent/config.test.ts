@@ -112,7 +112,7 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
       "a key the backend does not have",
       { Network: NETWORK, Backend: { Type: "udp", VNI: 2 } },
       [],
-      /: Backend: unknown key\(s\) VNI; allowed here: Type, Port, Workers, Offloads, BusyPollMicros, QueueDelayMicros \(Backend\.Type udp\)$/,
+      /: Backend: unknown key\(s\) VNI; allowed here: Type, Port, Workers, Offloads, BusyPollMicros, QueueDelayMicros, FlowQueue \(Backend\.Type udp\)$/,
     ],
     [
       "a value out of range",

@@ -142,6 +142,7 @@ export class UserspaceBackend implements Backend {
       offloads: options.offloads,
       busyPollUs: options.busyPollUs,
       queueDelayUs: options.queueDelayUs,
+      flowQueue: options.flowQueue,
       logger: this.logger,
     });
   }
