@@ -14,7 +14,7 @@ export const DEFAULT_BUSY_POLL_US = 0;
 export const DEFAULT_QUEUE_DELAY_US = 5000;
 /**
  * The send path's flow queue (Backend.FlowQueue; assembly/packet/flow-queue.ts): pings beside a
- * flood waited less and were lost less often with it, at no measurable cost to single-stream TCP
- * (ARCHITECTURE.md, "Queues").
+ * flood waited less and were lost less often with it, but single-stream TCP's CPU per GB rose in
+ * some A/B runs (up to 1.43x), so it is opt-in (ARCHITECTURE.md, "Queues").
  */
-export const DEFAULT_FLOW_QUEUE = true;
+export const DEFAULT_FLOW_QUEUE = false;
