@@ -23,17 +23,19 @@ import { ctxCountersRx, ctxCountersTx, ctxPeerCountersRx, ctxPeerCountersTx, ctx
  * bytes in front of its packet. Called before every read, since processing moves OFF.
  */
 export function batchInit(descs: usize, n: i32, base: usize, stride: i32): void {
-  for (let i = 0; i < n; i++) {
-    const d = descPtr(descs, i);
-    store<i32>(d + DESC_OFF, <i32>(base + <usize>(i * stride)) + HEADROOM);
-    store<i32>(d + DESC_CAP, stride - HEADROOM);
-    store<i32>(d + DESC_LEN, 0);
-    store<i32>(d + DESC_ADDR, 0);
-    store<i32>(d + DESC_PORT, 0);
-    store<i32>(d + DESC_FLAGS, 0);
-    store<i32>(d + DESC_VERDICT, 0);
-    store<i32>(d + DESC_AUX, -1); // no peer known yet
-  }
+  for (let i = 0; i < n; i++) descPointAt(descPtr(descs, i), base + <usize>(i * stride), stride);
+}
+
+/** Points descriptor d, empty, at the slot of `stride` bytes at `slot` (headroom kept in front). */
+@inline export function descPointAt(d: usize, slot: usize, stride: i32): void {
+  store<i32>(d + DESC_OFF, <i32>slot + HEADROOM);
+  store<i32>(d + DESC_CAP, stride - HEADROOM);
+  store<i32>(d + DESC_LEN, 0);
+  store<i32>(d + DESC_ADDR, 0);
+  store<i32>(d + DESC_PORT, 0);
+  store<i32>(d + DESC_FLAGS, 0);
+  store<i32>(d + DESC_VERDICT, 0);
+  store<i32>(d + DESC_AUX, -1); // no peer known yet
 }
 
 /** Clamps a caller's batch size to what one call handles. */

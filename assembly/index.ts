@@ -14,6 +14,17 @@ export { VXLAN_ENCAP_HEADER_BYTES } from "./packet/vxlan-header";
 export { ENCAP_VXLAN, ENCAP_NONE } from "./packet/resolve";
 export { encapBatch, OFFLOAD_MAX_TRAINS } from "./packet/offload-send";
 export { decapBatch, GRO_MAX_SEGMENTS } from "./packet/offload-receive";
+export {
+  fqSize,
+  fqInit,
+  fqBacklog,
+  fqSparseWaiting,
+  fqFlowBucket,
+  fqPrepare,
+  fqEnqueue,
+  fqDequeue,
+  FQ_BUCKETS,
+} from "./packet/flow-queue";
 export * from "./route/table";
 
 /** First byte after the module's static data: the TypeScript side lays its regions out from here. */

@@ -44,6 +44,15 @@ import {
   ROOT_SHORT,
   ROOTS_OFFSET,
   SHORT_BITS,
+  LEAF_PAIR_RULES,
+  LEAF_SLOT_BYTES,
+  H6_LEAVES_AT,
+  H6_LEAVES_LIVE,
+  W16_BYTES,
+  W16_LONG_RULES,
+  W16_ROOT,
+  WRITER16_OFFSET,
+  leaves6Offset,
   nodes6Offset,
   rules6Offset,
   slots6For,
@@ -62,10 +71,17 @@ import {
   rule6SetNextHop,
   rule6Slot,
 } from "./rules";
+import { LEAF_POINTER, leafAnswer, leafBuild, leafGive, leafLines, leafValue } from "./leaf";
 import { MAX_LEVELS, homeDepth, trieDelete, trieInsert, trieLeaf, trieLookup, trieReplace, trieStep } from "./trie";
 
 /** Bytes of a trie node: the region holds two per rule (trie.ts), route6Nodes says how many are in use. */
 export const ROUTE6_NODE_BYTES: i32 = <i32>NODE_BYTES;
+
+/** A /16 with up to this many rules longer than /16 is answered by range leaves (leaf.ts), not its trie. */
+export const ROUTE6_LEAF_RULES: i32 = <i32>LEAF_PAIR_RULES;
+
+/** Bytes of a range leaf slot (leaf.ts): the region holds one per rule up to 65,537, route6Leaves says how many are in use. */
+export const ROUTE6_LEAF_BYTES: i32 = <i32>LEAF_SLOT_BYTES;
 
 /** Alignment route6TableInit requires of t (the generation gets a cache line of its own). */
 export const ROUTE6_TABLE_ALIGN: i32 = 64;
@@ -123,6 +139,7 @@ export function route6TableInit(t: usize, maxRules: u32, maxNextHops: u32): i32 
   store<u32>(t, NEXT_HOPS6_OFFSET, H6_NEXT_HOPS_AT);
   store<u32>(t, <u32>rules6Offset(maxNextHops), H6_RULES_AT);
   store<u32>(t, <u32>nodesAt, H6_NODES_AT);
+  store<u32>(t, <u32>leaves6Offset(maxRules, maxNextHops), H6_LEAVES_AT);
   masksInit(t);
   atomic.store<u32>(t, 0, H_GENERATION);
   return ROUTE_OK;
@@ -175,10 +192,32 @@ function addRule(t: usize, s: usize, hi: u64, lo: u64, len: i32, nh: i32): i32 {
     shortAdd(t, hi, len, shortEntry(len, nh));
   } else {
     filterAdd(t, hi, len);
+    const w = writerAt(t, hi);
+    store<u32>(w, load<u32>(w, W16_LONG_RULES) + 1, W16_LONG_RULES);
     trieInsert(t, bswap<u64>(hi), bswap<u64>(lo), len, nh);
+    lookupRefresh(t, hi);
   }
   writeEnd(t);
   return ROUTE_OK;
+}
+
+/** The writer's per-/16 fields (trie root, long rules) of the /16 of address half hi. */
+@inline function writerAt(t: usize, hi: u64): usize {
+  return t + WRITER16_OFFSET + <usize>(<u32>hi & 0xffff) * W16_BYTES;
+}
+
+/**
+ * After a change of the /16 of hi's long rules: point its record to a new range leaf when its
+ * long rules fit one (leaf.ts), else to its trie (or to nothing), and give back the old leaf.
+ */
+function lookupRefresh(t: usize, hi: u64): void {
+  const w = writerAt(t, hi);
+  const root = load<u32>(w, W16_ROOT);
+  const r = recordAt(t, <u32>hi & 0xffff);
+  const old = load<u32>(r, ROOT_NODE);
+  const rules = load<u32>(w, W16_LONG_RULES);
+  store<u32>(r, root != 0 && rules <= LEAF_PAIR_RULES ? leafBuild(t, root, rules) : root, ROOT_NODE);
+  if ((old & LEAF_POINTER) != 0) leafGive(t, old);
 }
 
 /** Add rule prefix/len -> nh (prefix: 16 bytes at p); ROUTE_ERR_EXISTS if present. */
@@ -205,7 +244,10 @@ export function route6Replace(t: usize, p: usize, len: i32, nh: i32): i32 {
   writeBegin(t);
   rule6SetNextHop(s, nh);
   if (len <= SHORT_BITS) shortAdd(t, hi, len, shortEntry(len, nh));
-  else trieReplace(t, bswap<u64>(hi), bswap<u64>(lo), len, nh);
+  else {
+    trieReplace(t, bswap<u64>(hi), bswap<u64>(lo), len, nh);
+    lookupRefresh(t, hi);
+  }
   writeEnd(t);
   return ROUTE_OK;
 }
@@ -232,6 +274,9 @@ export function route6Delete(t: usize, p: usize, len: i32): i32 {
   if (len <= SHORT_BITS) shortRemove(t, hi, len, fallback);
   else {
     trieDelete(t, bswap<u64>(hi), bswap<u64>(lo), len, fallback);
+    const w = writerAt(t, hi);
+    store<u32>(w, load<u32>(w, W16_LONG_RULES) - 1, W16_LONG_RULES);
+    lookupRefresh(t, hi);
     const r = recordAt(t, <u32>hi & 0xffff);
     if (load<u32>(r, ROOT_NODE) == 0) store<u64>(r, 0, ROOT_FILTER);
   }
@@ -266,6 +311,7 @@ export function route6Get(t: usize, p: usize, len: i32): i32 {
   const short = select<i32>(<i32>(e & VALUE_MASK), -1, <i32>e < 0);
   const root = <u32>(rec >> 32);
   if (root == 0 || !filtered(r, hi)) return short;
+  if ((root & LEAF_POINTER) != 0) return leafAnswer(leafValue(t, root, hi, lo), short);
   return trieLookup(t, hi, lo, root, short, MAX_LEVELS, false);
 }
 
@@ -280,26 +326,33 @@ export function route6Get(t: usize, p: usize, len: i32): i32 {
 }
 
 /**
- * Up to this many trie nodes (512 KiB) a table is taken to stay in cache, where the batch's level
- * passes below cost more than they save (10k pod /64s, 700 nodes: 33 M lookups/s with them, 60 M
- * without; see ARCHITECTURE.md).
+ * Up to this many bytes of trie nodes and range leaves (512 KiB) a table is taken to stay in
+ * cache, where the batch's passes below cost more than they save (10k pod /64s, 700 nodes: 33 M
+ * lookups/s with them, 60 M without; see ARCHITECTURE.md).
  */
-export const ROUTE6_CACHED_NODES: u32 = (512 << 10) / NODE_BYTES;
+export const ROUTE6_CACHED_BYTES: u32 = 512 << 10;
+
+/** Whether the table's nodes and leaves fit ROUTE6_CACHED_BYTES. */
+@inline function inCache(t: usize): bool {
+  const bytes = <u64>load<u32>(t, H6_NODES_LIVE) * NODE_BYTES + <u64>load<u32>(t, H6_LEAVES_LIVE) * LEAF_SLOT_BYTES;
+  return bytes <= ROUTE6_CACHED_BYTES;
+}
 
 /**
  * out[i] = route6Lookup(addrs + 16 i) for i < n, as one consistent snapshot (redone if an update
- * overlapped). A lookup is a chain of dependent loads (record, then a node per level), each a
- * likely cache miss in a large table; so the batch first walks its addresses one level per pass
- * (the /16 records, then the trie), 64 at a time, keeping only the next pointer in out and the
- * walks still going as bits of a mask (a pass steps only those), so that the misses of different
- * addresses overlap, and then does the lookups from cache, each as many steps as the deepest walk
- * of its 64 took, without data-dependent branches.
+ * overlapped). A lookup is a chain of dependent loads (record, then a leaf or a trie node per
+ * level), each a likely cache miss in a large table; so the batch works on 64 addresses at a time
+ * in passes, each reading one step of all the addresses that need it, so that the misses of
+ * different addresses overlap: their records; a first read of each range leaf (leaf.ts); the trie
+ * walks one level per pass, keeping only the next pointer in out and the walks still going as bits
+ * of a mask; then the trie lookups from cache, each as many steps as the deepest walk of its 64
+ * took, without data-dependent branches; and last the leaf lookups, from cache.
  */
 export function route6LookupBatch(t: usize, addrs: usize, out: usize, n: i32): void {
   if (n <= 0) return;
   const end = (<usize>n) << 2;
   let gen: u32;
-  if (load<u32>(t, H6_NODES_LIVE) <= ROUTE6_CACHED_NODES) {
+  if (inCache(t)) {
     do {
       gen = routeReadBegin(t);
       for (let o: usize = 0; o < end; o += 4) store<i32>(out + o, route6Lookup(t, addrs + (o << 2)));
@@ -308,17 +361,28 @@ export function route6LookupBatch(t: usize, addrs: usize, out: usize, n: i32): v
   }
   do {
     gen = routeReadBegin(t);
-    // In groups of 64 addresses, whose walks still going are the bits of `live`: a level pass
-    // steps only those (the third pass of a batch has about 3 of 64 left).
+    // In groups of 64 addresses: `live` has the bits of the trie walks still going (a level pass
+    // steps only those; the third pass of a batch has about 3 of 64 left), `leaves` those of the
+    // addresses a range leaf answers.
     for (let c: usize = 0; c < end; c += 256) {
       const stop = min(end, c + 256);
       let live: u64 = 0;
+      let leaves: u64 = 0;
       for (let o = c; o < stop; o += 4) {
         const hi = load<u64>(addrs + (o << 2));
         const r = recordAt(t, <u32>hi & 0xffff);
         const p = select<u32>(load<u32>(r, ROOT_NODE), 0, filtered(r, hi));
         store<u32>(out + o, p);
-        live |= (<u64>(p != 0)) << (<u64>((o - c) >> 2));
+        const i = <u64>((o - c) >> 2);
+        live |= (<u64>(<i32>p > 0)) << i;
+        leaves |= (<u64>(p >> 31)) << i;
+      }
+      // Both lines of each leaf, stored where the answer goes later (so that the reads stay).
+      let each = leaves;
+      while (each != 0) {
+        const o = c + ((<usize>ctz(each)) << 2);
+        each &= each - 1;
+        store<u32>(out + o, <u32>leafLines(t, load<u32>(out + o)));
       }
       let levels = 0;
       while (live != 0 && levels < MAX_LEVELS) {
@@ -341,16 +405,32 @@ export function route6LookupBatch(t: usize, addrs: usize, out: usize, n: i32): v
         const rec = load<u64>(r);
         const e = <u32>rec;
         const short = select<i32>(<i32>(e & VALUE_MASK), -1, <i32>e < 0);
-        const root = select<u32>(<u32>(rec >> 32), 0, filtered(r, hi));
+        // Leaves' addresses get their short answer here and their own in the pass after.
+        const root = select<u32>(<u32>(rec >> 32), 0, filtered(r, hi) & (<i32>(rec >> 32) > 0));
         store<i32>(out + o, root == 0 ? short : trieLookup(t, hi, load<u64>(a, 8), root, short, levels, true));
+      }
+      while (leaves != 0) {
+        const o = c + ((<usize>ctz(leaves)) << 2);
+        leaves &= leaves - 1;
+        const a = addrs + (o << 2);
+        const hi = load<u64>(a);
+        const rec = load<u64>(recordAt(t, <u32>hi & 0xffff));
+        const e = <u32>rec;
+        const short = select<i32>(<i32>(e & VALUE_MASK), -1, <i32>e < 0);
+        store<i32>(out + o, leafAnswer(leafValue(t, <u32>(rec >> 32), hi, load<u64>(a, 8)), short));
       }
     }
   } while (!routeReadValid(t, gen));
 }
 
-/** Nodes of the tries (memory in use beyond the fixed part: NODE_BYTES each). */
+/** Nodes of the tries (memory in use beyond the fixed part: NODE_BYTES each, and the leaves). */
 export function route6Nodes(t: usize): i32 {
   return <i32>load<u32>(t, H6_NODES_LIVE);
+}
+
+/** Range leaf slots in use (ROUTE6_LEAF_BYTES each). */
+export function route6Leaves(t: usize): i32 {
+  return <i32>load<u32>(t, H6_LEAVES_LIVE);
 }
 
 /** Rules in the table. */

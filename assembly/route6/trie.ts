@@ -24,10 +24,7 @@
 // The writer works on big-endian halves of prefixes (a = bits 0..63, b = bits 64..127); node keys
 // and lookups use memory order (rules.ts), which spares lookups the byte swaps.
 import {
-  H6_FREE_NODES,
   H6_NODES_AT,
-  H6_NODES_LIVE,
-  H6_NODES_USED,
   NODE_BYTES,
   NODE_DEPTH,
   NODE_ENTRIES,
@@ -38,12 +35,15 @@ import {
   NODE_PARENT,
   NODE_RULES,
   NODE_SLOTS,
-  ROOT_BYTES,
-  ROOT_NODE,
-  ROOTS_OFFSET,
+  RANGE_BYTES,
+  MAX_RANGES,
   SHORT_BITS,
   STRIDE,
+  W16_BYTES,
+  W16_ROOT,
+  WRITER16_OFFSET,
 } from "./layout";
+import { poolGive, poolTake } from "./pool";
 import { maskHi, maskLo } from "./rules";
 
 const LEAF_VALID: u32 = 0x8000_0000;
@@ -131,10 +131,14 @@ function depthOfParent(t: usize, parent: u32): u32 {
   return node + NODE_ENTRIES + ((<usize>slot) << 2);
 }
 
-/** The root of the /16 of a (big-endian): records are indexed by the first two bytes as loaded. */
+/**
+ * The trie root of the /16 of a (big-endian), in the writer's per-/16 array (table.ts copies it
+ * into the /16's record unless a range leaf stands in for the trie); indexed, as the records, by
+ * the first two bytes as loaded.
+ */
 @inline function rootAt(t: usize, a: u64): usize {
   const i = <u32>(a >> 56) | (<u32>(a >> 40) & 0xff00);
-  return t + ROOTS_OFFSET + <usize>i * ROOT_BYTES + ROOT_NODE;
+  return t + WRITER16_OFFSET + <usize>i * W16_BYTES + W16_ROOT;
 }
 
 @inline function relOf(e: u32): u32 {
@@ -219,21 +223,11 @@ function depthOfParent(t: usize, parent: u32): u32 {
 }
 
 function nodeTake(t: usize): u32 {
-  store<u32>(t, load<u32>(t, H6_NODES_LIVE) + 1, H6_NODES_LIVE);
-  const free = load<u32>(t, H6_FREE_NODES);
-  if (free != 0) {
-    store<u32>(t, load<u32>(nodeAt(t, free), NODE_FREE_NEXT), H6_FREE_NODES);
-    return free;
-  }
-  const n = load<u32>(t, H6_NODES_USED) + 1;
-  store<u32>(t, n, H6_NODES_USED);
-  return n;
+  return poolTake(t, H6_NODES_AT, NODE_BYTES, NODE_FREE_NEXT);
 }
 
 function nodeGive(t: usize, n: u32): void {
-  store<u32>(t, load<u32>(t, H6_NODES_LIVE) - 1, H6_NODES_LIVE);
-  store<u32>(nodeAt(t, n), load<u32>(t, H6_FREE_NODES), NODE_FREE_NEXT);
-  store<u32>(t, n, H6_FREE_NODES);
+  poolGive(t, H6_NODES_AT, NODE_BYTES, NODE_FREE_NEXT, n);
 }
 
 /** A new node with no entries, built whole before anything points to it. */
@@ -377,4 +371,67 @@ export function trieDelete(t: usize, a: u64, b: u64, len: i32, replacement: u32)
     nodeGive(t, n);
     n = parent;
   }
+}
+
+/** Address bits 16..63 of a big-endian high half: the part of a range start within its /16. */
+const IN_SIXTEEN: u64 = 0x0000_ffff_ffff_ffff;
+
+/** The high half of big-endian (a, b) + 2^bit (bit 0..127). */
+@inline function plusHigh(a: u64, b: u64, bit: u32): u64 {
+  if (bit >= 64) return a + ((<u64>1) << (<u64>(bit - 64)));
+  return a + <u64>(b + ((<u64>1) << (<u64>bit)) < b);
+}
+
+/** The low half of big-endian (a, b) + 2^bit. */
+@inline function plusLow(b: u64, bit: u32): u64 {
+  return bit >= 64 ? b : b + ((<u64>1) << (<u64>bit));
+}
+
+/** Range start i at `at` (RANGE_BYTES each): (a, b) within the /16, and the next hop from there, -1 for none. */
+@inline function rangeAdd(at: usize, i: u32, a: u64, b: u64, nh: i32): u32 {
+  if (i >= MAX_RANGES) return i; // never with at most LEAF_PAIR_RULES rules (see trieRanges); keeps writes in bounds
+  const r = at + <usize>i * RANGE_BYTES;
+  store<u64>(r, a);
+  store<u64>(r, b, 8);
+  store<i32>(r, nh, 16);
+  return i + 1;
+}
+
+/**
+ * The answers of the trie at root over its /16 as raw range starts in address order, written at
+ * `at` (leaf.ts merges them): (0, -1) first, then for every node the start of its parent's slot,
+ * each of its slots and its end, so at most 1 + 18 per node, which MAX_RANGES holds for a /16 with
+ * up to 14 nodes (it has fewer than twice its rules). Start positions are bits 16..127 of the address
+ * (big-endian halves, the high one without the /16). Returns how many it wrote.
+ */
+export function trieRanges(t: usize, root: u32, at: usize): u32 {
+  const k = rangeAdd(at, 0, 0, 0, -1);
+  return rangesBelow(t, root & VALUE_MASK, -1, 0, 0, (<u64>1) << 48, 0, at, k);
+}
+
+/** The ranges of the slot [(sa, sb), (ea, eb)) of node n's parent, whose answer so far is `inherited`. */
+function rangesBelow(t: usize, n: u32, inherited: i32, sa: u64, sb: u64, ea: u64, eb: u64, at: usize, k: u32): u32 {
+  const node = nodeAt(t, n);
+  const d = load<u32>(node, NODE_DEPTH);
+  // As a lookup: the slot's leaf applies to all of it, the node's entries only under its key.
+  const best = leafOr(load<u32>(node, NODE_LEAF), inherited);
+  k = rangeAdd(at, k, sa, sb, best);
+  const ka = keyA(node) & IN_SIXTEEN;
+  const kb = keyB(node);
+  const slotBit = 128 - d - <u32>STRIDE;
+  for (let s: u32 = 0; s < NODE_SLOTS; s++) {
+    // The key is zero below depth d, so a slot's start is the key with the slot's bits set.
+    const a = slotBit >= 64 ? ka | ((<u64>s) << (<u64>(slotBit - 64))) : ka;
+    const b = slotBit >= 64 ? kb : kb | ((<u64>s) << (<u64>slotBit));
+    const e = load<u32>(entryAt(node, s));
+    if ((e & CHILD) != 0) {
+      k = rangesBelow(t, e & VALUE_MASK, best, a, b, plusHigh(a, b, slotBit), plusLow(b, slotBit), at, k);
+    } else {
+      k = rangeAdd(at, k, a, b, leafOr(e, best));
+    }
+  }
+  const xa = plusHigh(ka, kb, 128 - d);
+  const xb = plusLow(kb, 128 - d);
+  if (xa < ea || (xa == ea && xb < eb)) k = rangeAdd(at, k, xa, xb, best);
+  return k;
 }

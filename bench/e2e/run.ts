@@ -12,6 +12,7 @@
 //   --busy-poll 0,200   userspace setups per busy-poll budget in µs (default: the dataplane's)
 //   --queue-delay 0,5000  userspace setups per receive-queue sojourn limit in µs (default: the dataplane's)
 //   --nice 0,-10        userspace setups per worker-thread nice value (default: the dataplane's)
+//   --flow-queue on,off userspace setups with the send path's flow queue and without (default: the dataplane's)
 // Userspace setups are named like wasm-vxlan/off/w2 (offloads off, 2 workers).
 import { writeFileSync } from "node:fs";
 import { cpus, release } from "node:os";
@@ -34,6 +35,7 @@ const { values: args } = parseArgs({
     "busy-poll": { type: "string" },
     nice: { type: "string" },
     "queue-delay": { type: "string" },
+    "flow-queue": { type: "string" },
   },
 });
 const duration = Number(args.duration);
@@ -43,7 +45,14 @@ const offloadModes = args.offloads!.split(",").map((m) => m === "on");
 const list = (v: string | undefined): Array<number | undefined> => (v ? v.split(",").map(Number) : [undefined]);
 const knobSets: Knobs[] = list(args["busy-poll"]).flatMap((busyPollUs) =>
   list(args["queue-delay"]).flatMap((queueDelayUs) =>
-    list(args.nice).map((nice) => ({ busyPollUs, queueDelayUs, nice })),
+    list(args.nice).flatMap((nice) =>
+      (args["flow-queue"] ? args["flow-queue"].split(",").map((m) => m === "on") : [undefined]).map((flowQueue) => ({
+        busyPollUs,
+        queueDelayUs,
+        nice,
+        flowQueue,
+      })),
+    ),
   ),
 );
 
@@ -83,11 +92,16 @@ const workloads: Array<{
  * CPU seconds per GB as `weft bench` defines them (src/bench/cpu.ts): the dataplanes run in this
  * process, so it stands for the agents (kernel vxlan's setup has no dataplane: near zero).
  */
+/** Packets the setup's flow queues dropped so far (0 without a userspace dataplane or flow queue). */
+const flowQueueDrops = (s: Setup) => s.dataplanes.reduce((n, dp) => n + Number(dp.counters().io.flowQueueDrops), 0);
+
 async function tcp(s: Setup, streams: number) {
+  const dropsBefore = flowQueueDrops(s);
   const { result: r, cpu } = await measureCpu([process.pid], () =>
     iperf(s.server, s.client, { seconds: duration, streams }),
   );
   const extra: Record<string, number> = { retransmits: r.retransmits ?? 0 };
+  if (s.dataplanes.length > 0) extra.flowQueueDrops = flowQueueDrops(s) - dropsBefore;
   if (r.receivedBytes > 0) {
     const perGB = cpuPerGigabyte(cpu, r.receivedBytes);
     Object.assign(extra, { cpuTotal: perGB.total, cpuAgents: perGB.agents, cpuKernel: perGB.kernel });

@@ -52,6 +52,7 @@ export interface Knobs {
   busyPollUs?: number;
   queueDelayUs?: number;
   nice?: number;
+  flowQueue?: boolean;
 }
 
 export async function userspace(
@@ -60,11 +61,12 @@ export async function userspace(
   workers: number,
   knobs: Knobs = {},
 ): Promise<Setup> {
-  const { busyPollUs: bp, queueDelayUs: qd, nice } = knobs;
+  const { busyPollUs: bp, queueDelayUs: qd, nice, flowQueue: fq } = knobs;
   const suffix =
     (bp === undefined ? "" : `/bp${bp}`) +
     (qd === undefined ? "" : `/qd${qd}`) +
-    (nice === undefined ? "" : `/n${nice}`);
+    (nice === undefined ? "" : `/n${nice}`) +
+    (fq === undefined ? "" : `/fq${fq ? "on" : "off"}`);
   const name = `${format === "vxlan" ? "wasm-vxlan" : "udp"}/${offloads ? "on" : "off"}/w${workers}${suffix}`;
   const lab = await LabCluster.create({
     tag: `e2e-${format[0]}${offloads ? "o" : "n"}${workers}${suffix.replace(/[^a-z0-9]/g, "").slice(0, 12)}`,

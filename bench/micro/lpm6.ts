@@ -97,9 +97,16 @@ function suite(hp: HotPath, arena: Arena, shape: Shape, prefixes: number): { tit
   const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
   const region = hp.fn.route6TableSize(prefixes, MAX_NEXT_HOPS);
   const nodes = hp.fn.route6Nodes(table.base);
-  const used = region - (2 * prefixes + 1 - nodes) * hp.constant("ROUTE6_NODE_BYTES");
+  const leaves = hp.fn.route6Leaves(table.base);
+  const unusedLeaves = Math.min(prefixes, 65536) + 1 - leaves;
+  const used =
+    region -
+    (2 * prefixes + 1 - nodes) * hp.constant("ROUTE6_NODE_BYTES") -
+    unusedLeaves * hp.constant("ROUTE6_LEAF_BYTES");
   return {
-    title: `IPv6 LPM route table, ${prefixes / 1000}k ${what}; ${nodes} trie nodes, ${mib(used)} of ${mib(region)} MiB in use`,
+    title:
+      `IPv6 LPM route table, ${prefixes / 1000}k ${what}; ${nodes} trie nodes, ${leaves} range leaves, ` +
+      `${mib(used)} of ${mib(region)} MiB in use`,
     cases: result,
   };
 }

@@ -1,8 +1,11 @@
-// Sorting `perf script -F comm,tid,ip,sym` samples (each a header line, then its call stack,
-// innermost frame first) into the categories bench:profile reports. The first rule that matches
-// wins: a sample in Wasm is Wasm whoever called it; a kernel copy is filed under the syscall it
-// serves, apart from the rest of that syscall's path (for TUN writes that rest includes the pod's
-// TCP receive, run in the writer's softirq; for UDP sends, the veth and bridge hops).
+// Sorting `perf script -F comm,pid,tid,ip,sym` samples (each a header line, then its call stack,
+// innermost frame first) into the categories bench:profile reports. A sample is weft's or iperf3's
+// by its process id, not its command name: other work on a shared machine runs node and iperf3
+// too. The first rule that matches wins: a sample in Wasm is Wasm whoever called it; a kernel copy
+// is filed under the syscall it serves, apart from the rest of that syscall's path (for TUN writes
+// that rest includes the pod's TCP receive, run in the writer's softirq; for UDP sends, the veth
+// and bridge hops); softirq work that lands on no process of ours (kernel vxlan's receive path, in
+// an idle CPU's or another process's time) is counted apart from that process's own work.
 
 export interface Profile {
   total: number;
@@ -16,12 +19,23 @@ export interface Profile {
 
 const COPY = /\b_copy_(to|from)_iter\b|\bcopy_user_|\brep_movs/;
 
-function classify(comm: string, frames: string[]): string {
+/** The processes whose samples are the profiled path's own. */
+export interface ProfiledPids {
+  /** The process running the dataplanes (bench:profile itself, all its threads). */
+  weft: ReadonlySet<number>;
+  /** The setup's iperf3 client and server. */
+  iperf3: ReadonlySet<number>;
+}
+
+function classify(pid: number, frames: string[], own: ProfiledPids): string {
   const inner = frames[0] ?? "";
   const all = frames.join("\n");
-  if (comm === "swapper" || /pv_native_safe_halt|default_idle|cpuidle/.test(inner)) return "idle";
-  if (comm.startsWith("iperf3")) return "iperf3 (its syscalls, TCP stack, copies)";
-  if (!comm.startsWith("node")) return "other processes";
+  const softirq = /handle_softirqs|__do_softirq|net_rx_action/.test(all);
+  // pid 0 is the idle task (swapper): idle unless a softirq ran on its time.
+  if (/pv_native_safe_halt|default_idle|cpuidle/.test(inner) || (pid === 0 && !softirq)) return "idle";
+  if (own.iperf3.has(pid)) return "iperf3 (its syscalls, TCP stack, copies)";
+  if (!own.weft.has(pid))
+    return softirq ? "softirq outside our processes (idle CPUs, ksoftirqd, others' time)" : "other processes";
   if (inner.includes("wasm-function")) return "weft: Wasm";
   const copy = COPY.test(inner);
   const path = (name: string) => `weft: ${name} ${copy ? "(kernel copy)" : "(rest)"}`;
@@ -37,15 +51,15 @@ function classify(comm: string, frames: string[]): string {
 }
 
 /** `wasmNames[i]` names Wasm function i (perf shows JIT frames as wasm-function[i]). */
-export function categorize(script: string, rate: number, wasmNames: string[]): Profile {
+export function categorize(script: string, rate: number, wasmNames: string[], own: ProfiledPids): Profile {
   const categories = new Map<string, number>();
   const wasm = new Map<string, number>();
   let total = 0;
-  let comm: string | undefined;
+  let pid: number | undefined;
   let frames: string[] = [];
   const flush = () => {
-    if (comm === undefined) return;
-    const c = classify(comm, frames);
+    if (pid === undefined) return;
+    const c = classify(pid, frames, own);
     categories.set(c, (categories.get(c) ?? 0) + 1);
     if (c === "weft: Wasm") {
       const i = /wasm-function\[(\d+)\]/.exec(frames[0])?.[1];
@@ -53,12 +67,13 @@ export function categorize(script: string, rate: number, wasmNames: string[]): P
       wasm.set(name, (wasm.get(name) ?? 0) + 1);
     }
     total++;
-    comm = undefined;
+    pid = undefined;
     frames = [];
   };
   for (const line of script.split("\n")) {
     if (line.trim() === "") flush();
-    else if (comm === undefined && !/^\s/.test(line)) comm = line.trim().split(/\s+/)[0];
+    // The header: the command name (which may hold spaces), then pid/tid.
+    else if (pid === undefined && !/^\s/.test(line)) pid = Number(/(\d+)\/\d+\s*$/.exec(line)?.[1] ?? -1);
     else frames.push(line.trim().replace(/^[0-9a-f]+\s+/, ""));
   }
   flush();

@@ -3,7 +3,8 @@
 // core during the middle of an iperf3 run, `perf stat` counts the syscalls, and each sample is put
 // in one category by its call stack (categories.ts): the Wasm hot path, each kernel path the
 // workers enter (TUN read and write, UDP send and receive; their copies apart), JS and N-API glue,
-// iperf3, idle. Figures are per GB moved, so setups compare; the busiest Wasm functions are named.
+// iperf3, softirq on no process of ours, other processes (told apart by pid), idle. Figures are
+// per GB moved, so setups compare; the busiest Wasm functions are named.
 //   --setup wasm-vxlan|udp|kernel-vxlan (default wasm-vxlan)   --offloads on|off (default on)
 //   --workers N (default: cores)   --seconds S sampled (default 6)   --keep DIR (perf.data kept there)
 // Runs under `node --perf-basic-prof` (the npm script does it), so perf can name JIT frames.
@@ -56,6 +57,11 @@ function receivedBytes(s: Setup): number {
   return links.filter((l) => l.ifname !== "lo").reduce((n, l) => n + (l.stats64?.rx.bytes ?? 0), 0);
 }
 
+/** The processes in a network namespace (`ip netns pids`). */
+function namespacePids(ns: string): number[] {
+  return execFileSync("ip", ["netns", "pids", ns], { encoding: "utf8" }).split(/\s+/).filter(Boolean).map(Number);
+}
+
 /** Names of the Wasm functions by index, from the release build's text format (no imported functions). */
 function wasmFunctionNames(): string[] {
   const wat = readFileSync(projectFile("build", "weft.wat"), "utf8");
@@ -92,6 +98,15 @@ function print(
         .padStart(9)}`,
     );
   }
+  // Other processes' work (a shared machine) and idle time are not the path's cost.
+  const path = [...p.categories].filter(([name]) => name !== "idle" && name !== "other processes");
+  const pathSamples = path.reduce((n, [, k]) => n + k, 0);
+  console.log(
+    `the path's own (every category but idle and other processes): ${((100 * pathSamples) / p.total).toFixed(1)}% of the machine, ${perGigabyte(
+      (pathSamples / p.total) * coreSeconds,
+      bytes,
+    ).toFixed(3)} CPU s/GB`,
+  );
   if (p.wasm.size > 0) {
     console.log("\nWasm functions (self time, % of machine)");
     for (const [name, n] of [...p.wasm].sort((a, b) => b[1] - a[1]).slice(0, 8))
@@ -129,39 +144,42 @@ async function main(): Promise<void> {
         : await userspace(args.setup === "wasm-vxlan" ? "vxlan" : "udp", args.offloads === "on", workers);
     const s = setup;
     const traffic = iperf(s.server, s.client, { seconds: seconds + 2 * MARGIN_S, streams: 1 });
-    let sampled: [string, string, number, CpuDelta];
+    let sampled: [string, string, number, CpuDelta, Set<number>];
     try {
       await new Promise((r) => setTimeout(r, MARGIN_S * 1000));
       const data = join(dir, "perf.data");
       const events = SYSCALLS.map((c) => `syscalls:sys_enter_${c}`).join(",");
       const before = receivedBytes(s);
-      const {
-        result: [, stat],
-        cpu,
-      } = await measureCpu([process.pid], () =>
-        Promise.all([
-          run("perf", [
-            "record",
-            "-a",
-            "-g",
-            "-e",
-            "cpu-clock",
-            "-F",
-            String(SAMPLE_HZ),
-            "-o",
-            data,
-            "--",
-            "sleep",
-            String(seconds),
-          ]),
-          run("perf", ["stat", "-a", "-x", ",", "-e", events, "--", "sleep", String(seconds)]),
+      const perf = Promise.all([
+        run("perf", [
+          "record",
+          "-a",
+          "-g",
+          "-e",
+          "cpu-clock",
+          "-F",
+          String(SAMPLE_HZ),
+          "-o",
+          data,
+          "--",
+          "sleep",
+          String(seconds),
         ]),
-      );
-      sampled = [data, stat, receivedBytes(s) - before, cpu];
+        run("perf", ["stat", "-a", "-x", ",", "-e", events, "--", "sleep", String(seconds)]),
+      ]);
+      perf.catch(() => undefined);
+      // The window alone, not perf's exit: this process's CPU counts the children it waited for,
+      // and perf's own cost (sampling every core with call stacks) is not the dataplane's.
+      const { cpu } = await measureCpu([process.pid], () => new Promise((r) => setTimeout(r, seconds * 1000)));
+      const bytes = receivedBytes(s) - before;
+      // Taken while the stream still runs (MARGIN_S after the window): the setup's iperf3 processes.
+      const iperf3 = new Set([s.client, s.server].flatMap((p) => namespacePids(p.ns.name)));
+      const [, stat] = await perf;
+      sampled = [data, stat, bytes, cpu, iperf3];
     } finally {
       await Promise.allSettled([traffic]); // never leave iperf3 running into the teardown
     }
-    const [data, stat, bytes, cpu] = sampled;
+    const [data, stat, bytes, cpu, iperf3] = sampled;
     await traffic;
     const gbits = (bytes * 8) / seconds / 1e9;
     const syscalls = new Map<string, number>();
@@ -170,12 +188,13 @@ async function main(): Promise<void> {
       const m = /sys_enter_(\w+)/.exec(event ?? "");
       if (m) syscalls.set(m[1], Number(count));
     }
-    const script = execFileSync("perf", ["script", "-i", data, "-F", "comm,tid,ip,sym"], {
+    const script = execFileSync("perf", ["script", "-i", data, "-F", "comm,pid,tid,ip,sym"], {
       maxBuffer: 1 << 30,
       encoding: "utf8",
       stdio: ["ignore", "pipe", "ignore"],
     });
-    print(categorize(script, SAMPLE_HZ, wasmFunctionNames()), bytes, cpu, s.name, gbits, syscalls);
+    const own = { weft: new Set([process.pid]), iperf3 };
+    print(categorize(script, SAMPLE_HZ, wasmFunctionNames(), own), bytes, cpu, s.name, gbits, syscalls);
     if (args.keep) console.log(`\nperf.data kept in ${dir} (perf report -i ${data})`);
   } finally {
     if (setup) await destroySetup(setup);

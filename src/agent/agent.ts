@@ -71,6 +71,7 @@ function backendOptions(b: BackendConfig): BackendOptions {
         offloads: b.Offloads,
         busyPollUs: b.BusyPollMicros,
         queueDelayUs: b.QueueDelayMicros,
+        flowQueue: b.FlowQueue,
       };
     case "udp":
       return {
@@ -79,6 +80,7 @@ function backendOptions(b: BackendConfig): BackendOptions {
         offloads: b.Offloads,
         busyPollUs: b.BusyPollMicros,
         queueDelayUs: b.QueueDelayMicros,
+        flowQueue: b.FlowQueue,
       };
     case "host-gw":
       return {};

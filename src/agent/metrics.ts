@@ -192,6 +192,16 @@ export function agentMetrics(
       eachDataplane(backends, (d, family, b) => this.set({ backend: b.type, family }, d.routeTablePages.advisedBytes));
     },
   });
+  new Gauge({
+    name: "weft_dataplane_memory_bytes",
+    help: "Bytes of the userspace dataplane's shared WebAssembly memory (its route table, per-queue contexts and counters, packet slots), by address family; an IPv6 dataplane holds no IPv4 route table",
+    labelNames: ["backend", "family"],
+    registers: [registry],
+    collect() {
+      this.reset();
+      eachDataplane(backends, (d, family, b) => this.set({ backend: b.type, family }, d.memoryBytes));
+    },
+  });
   perDirection(
     "weft_dataplane_offload_segments_total",
     "Segments cut from super-packets (tx) and merged into super-packets (rx) by the userspace dataplane, by address family",
@@ -205,11 +215,12 @@ export function agentMetrics(
   mirroredCounter(
     registry,
     "weft_dataplane_queue_drops_total",
-    "Userspace dataplane packets dropped at its queues, by address family and reason: queue-delay (waited longer than the target in a socket's receive queue), send (socket full), tun-write (TUN device full)",
+    "Userspace dataplane packets dropped at its queues, by address family and reason: queue-delay (waited longer than the target in a socket's receive queue), flow-queue (dropped at the head of the fattest flow of the send path's flow queue), send (socket full), tun-write (TUN device full)",
     ["family", "reason"],
     (set) =>
       eachDataplane(backends, (d, family) => {
         set({ family, reason: "queue-delay" }, Number(d.io.queueDelayDrops));
+        set({ family, reason: "flow-queue" }, Number(d.io.flowQueueDrops));
         set({ family, reason: "send" }, Number(d.io.sendShortfall));
         set({ family, reason: "tun-write" }, Number(d.io.tunWriteShortfall));
       }),

@@ -1,12 +1,14 @@
 // The state dir (lease ring, VTEP MAC, weft.sock) belongs to one agent at a time: it is created
 // 0700 when missing and held two ways, so a second agent on the same dir stops before it touches
-// weft.sock or the kernel. A lock file names the holder's pid (a lock whose pid is gone is stale:
-// the holder was killed, and it is taken over). Pids mean nothing across PID namespaces (two
+// weft.sock or the kernel. A lock names the holder's pid (a lock whose pid is gone is stale: the
+// holder was killed, and it is taken over); it is a symlink whose target is the pid, made in one
+// atomic step and without a data block, so an agent killed while its disk is full can start again
+// (a pid written into a file failed with ENOSPC there; older agents' lock files are still read). Pids mean nothing across PID namespaces (two
 // containers sharing the dir), so the holder also binds an abstract unix socket named after the
 // dir's inode, which the kernel frees when the holder dies, however it dies; it is seen by every
 // agent in the same network namespace, as hostNetwork pods on one node are. Temp files of atomic
 // writes cut short are removed.
-import { link, mkdir, readdir, readFile, rm, stat, unlink, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, readlink, rm, stat, symlink, unlink } from "node:fs/promises";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { WeftError } from "../errors.js";
@@ -20,6 +22,14 @@ function alive(pid: number): boolean {
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === "EPERM";
   }
+}
+
+/** The pid a lock names ("" if none): a symlink's target, or an older agent's lock file's text. */
+async function lockHolder(file: string): Promise<string> {
+  const target = await readlink(file).catch((err: NodeJS.ErrnoException) =>
+    err.code === "EINVAL" ? readFile(file, "utf8") : "",
+  );
+  return target.trim();
 }
 
 /** Binds the dir's abstract socket; undefined if another process holds it. */
@@ -55,7 +65,7 @@ export class StateDirLock {
     const { dev, ino } = await stat(dir);
     const held = await bindAbstract(`\0weft-state-dir:${dev}:${ino}`);
     if (!held) {
-      const holder = (await readFile(file, "utf8").catch(() => "")).trim();
+      const holder = await lockHolder(file).catch(() => "");
       throw new WeftError(
         "AGENT_STATE_DIR_LOCKED",
         `--state-dir ${dir} is in use by another weft agent (pid ${holder || "unknown"} in its PID namespace, see ${file}); two agents on one state dir would take each other's weft.sock and devices: stop that one, or give this one its own --state-dir`,
@@ -73,34 +83,28 @@ export class StateDirLock {
     return new StateDirLock(file, held);
   }
 
-  /** Takes the pid lock file (for agents in other network namespaces), taking over a stale one. */
+  /** Takes the pid lock (for agents in other network namespaces), taking over a stale one. */
   private static async lockFile(dir: string, file: string): Promise<void> {
-    const mine = join(dir, `.${LOCK_FILE}.${process.pid}.tmp`);
-    await writeFile(mine, `${process.pid}\n`, { mode: 0o600 });
-    try {
-      for (let attempt = 0; ; attempt++) {
-        try {
-          await link(mine, file); // atomic: fails if another holder's file is there
-          break;
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== "EEXIST" || attempt > 0) throw err;
-        }
-        const holder = Number((await readFile(file, "utf8").catch(() => "")).trim());
-        if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && alive(holder)) {
-          throw new WeftError(
-            "AGENT_STATE_DIR_LOCKED",
-            `--state-dir ${dir} is in use by another weft agent (pid ${holder}, see ${file}); two agents on one state dir would take each other's weft.sock and devices: stop that one, or give this one its own --state-dir`,
-          );
-        }
-        await rm(file, { force: true }); // stale: its holder is gone
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await symlink(String(process.pid), file); // atomic: fails if another holder's lock is there
+        return;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "EEXIST" || attempt > 0) throw err;
       }
-    } finally {
-      await rm(mine, { force: true });
+      const holder = Number(await lockHolder(file).catch(() => ""));
+      if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && alive(holder)) {
+        throw new WeftError(
+          "AGENT_STATE_DIR_LOCKED",
+          `--state-dir ${dir} is in use by another weft agent (pid ${holder}, see ${file}); two agents on one state dir would take each other's weft.sock and devices: stop that one, or give this one its own --state-dir`,
+        );
+      }
+      await rm(file, { force: true }); // stale: its holder is gone
     }
   }
 
   async release(): Promise<void> {
-    const holder = (await readFile(this.file, "utf8").catch(() => "")).trim();
+    const holder = await lockHolder(this.file).catch(() => "");
     if (holder === String(process.pid)) await unlink(this.file).catch(() => undefined);
     await new Promise((r) => this.held.close(r));
   }

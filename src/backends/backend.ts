@@ -71,6 +71,8 @@ export interface BackendOptions {
   busyPollUs?: number;
   /** wasm-vxlan, udp: longest wait of a datagram in a socket's receive queue, µs (0: no limit). */
   queueDelayUs?: number;
+  /** wasm-vxlan, udp: per-flow queues on the send path, sparse flows first (see UserspaceDataplaneOptions). */
+  flowQueue?: boolean;
 }
 
 /** Plain counters for the metrics endpoint. */

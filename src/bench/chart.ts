@@ -1,6 +1,7 @@
 // The report's bar chart as a self-contained SVG (no scripts, fonts or anything fetched), viewable
 // in any browser: per figure, one bar per setup showing its ratio to kernel vxlan on a log
-// scale, so 0.5x and 2x are equally long and the baseline is the vertical line at 1x.
+// scale, so 0.5x and 2x are equally long and the baseline is the vertical line at 1x; below, the
+// figures without a useful ratio (loss, flood tail, idle cost, the agents' CPU) as absolute values.
 import type { BackendType } from "../backends/backend.js";
 import { BASELINE, type BenchSetup } from "./settings.js";
 import type { Figure } from "./summary.js";
@@ -39,7 +40,7 @@ function barStyle(s: BenchSetup): string {
 export function chartSvg(figures: Figure[], setups: BenchSetup[], title: string): string {
   const others = setups.filter((s) => s.name !== BASELINE);
   // Figures whose baseline may be near zero (loss, the agents' CPU under kernel backends) give
-  // ratios that say little and would squash every other bar: the table has them.
+  // ratios that say little and would squash every other bar.
   const shown = figures.filter((f) => !f.mayBeZero && others.some((s) => f.ratios[s.name] !== undefined));
   const ratios = shown.flatMap((f) =>
     others.map((s) => f.ratios[s.name]).filter((r): r is number => r !== undefined && r > 0),
@@ -50,7 +51,15 @@ export function chartSvg(figures: Figure[], setups: BenchSetup[], title: string)
   const span = Math.max(1, hi - lo);
   const x = (r: number) => LABEL_W + ((Math.min(hi, Math.max(lo, Math.log2(r))) - lo) / span) * PLOT_W;
   const groupH = others.length * BAR_H + GAP;
-  const height = TOP + shown.length * groupH + 40;
+  // Those figures, and any other without a ratio, get bars of their own below: absolute values of
+  // every setup (the baseline's too) on a linear scale per figure, the largest value full length.
+  const absolute = figures.filter(
+    (f) => !shown.includes(f) && setups.some((s) => Number.isFinite(f.medians[s.name] ?? Number.NaN)),
+  );
+  const ratioBottom = TOP + shown.length * groupH;
+  const absTop = ratioBottom + 70;
+  const absGroupH = setups.length * BAR_H + GAP;
+  const height = absolute.length > 0 ? absTop + absolute.length * absGroupH + 10 : ratioBottom + 40;
   const width = LABEL_W + PLOT_W + VALUE_W;
   const out: string[] = [];
   out.push(
@@ -72,10 +81,10 @@ export function chartSvg(figures: Figure[], setups: BenchSetup[], title: string)
   for (let e = Math.ceil(lo / step) * step; e <= hi; e += step) {
     const tx = x(2 ** e);
     out.push(
-      `<line x1="${tx}" y1="${TOP - 6}" x2="${tx}" y2="${height - 30}" stroke="${e === 0 ? "#000" : "#ddd"}" stroke-width="${e === 0 ? 1.5 : 1}"/>`,
+      `<line x1="${tx}" y1="${TOP - 6}" x2="${tx}" y2="${ratioBottom + 10}" stroke="${e === 0 ? "#000" : "#ddd"}" stroke-width="${e === 0 ? 1.5 : 1}"/>`,
     );
     out.push(
-      `<text x="${tx}" y="${height - 16}" text-anchor="middle" fill="#555">${e >= 0 ? 2 ** e : `1/${2 ** -e}`}x</text>`,
+      `<text x="${tx}" y="${ratioBottom + 24}" text-anchor="middle" fill="#555">${e >= 0 ? 2 ** e : `1/${2 ** -e}`}x</text>`,
     );
   }
   out.push(`<text x="${x(1) - 6}" y="${TOP - 10}" text-anchor="end" fill="#555">less than ${BASELINE}</text>`);
@@ -100,6 +109,32 @@ export function chartSvg(figures: Figure[], setups: BenchSetup[], title: string)
       );
       out.push(
         `<text x="${LABEL_W + PLOT_W + 6}" y="${y + BAR_H - 3}" fill="${COLORS[s.backend]}">${esc(`${formatRatio(r)}  ${formatValue(f.medians[b])} ${f.unit}`)}</text>`,
+      );
+    });
+  });
+  if (absolute.length > 0)
+    out.push(
+      `<text x="10" y="${absTop - 14}" fill="#555">absolute medians, linear scale per figure (kernel vxlan's may be 0, so no ratio): every setup</text>`,
+    );
+  absolute.forEach((f, i) => {
+    const y0 = absTop + i * absGroupH;
+    const max = Math.max(...setups.map((s) => f.medians[s.name] ?? 0));
+    out.push(
+      `<text x="${LABEL_W - 8}" y="${y0 + (setups.length * BAR_H) / 2 + 4}" text-anchor="end">${esc(`${f.label} (${f.better} is better)`)}</text>`,
+    );
+    setups.forEach((s, k) => {
+      const v = f.medians[s.name];
+      const y = y0 + k * BAR_H;
+      if (v === undefined || !Number.isFinite(v)) {
+        out.push(`<text x="${LABEL_W + 4}" y="${y + BAR_H - 3}" fill="#999">n/a</text>`);
+        return;
+      }
+      const w = max > 0 ? Math.round((v / max) * PLOT_W * 10) / 10 : 0;
+      out.push(
+        `<rect x="${LABEL_W}" y="${y + 1}" width="${Math.max(1, w)}" height="${BAR_H - 2}" ${barStyle(s)}><title>${esc(`${s.name}: ${formatValue(v)} ${f.unit}`)}</title></rect>`,
+      );
+      out.push(
+        `<text x="${LABEL_W + PLOT_W + 6}" y="${y + BAR_H - 3}" fill="${COLORS[s.backend]}">${esc(`${formatValue(v)} ${f.unit}  ${s.name}`)}</text>`,
       );
     });
   });

@@ -11,6 +11,8 @@ export interface MachineInfo {
   memoryGiB: number;
   /** 1-minute load average when the run started: others' work on the machine shows up here. */
   loadAverageAtStart: number;
+  /** 1-minute load average when the measurements ended (absent in reports from before it was kept). */
+  loadAverageAtEnd?: number;
 }
 
 export function machineInfo(): MachineInfo {

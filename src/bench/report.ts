@@ -91,7 +91,7 @@ function markdown(r: BenchReport): string {
   return `# weft bench: ${names.filter((n) => n !== BASELINE).join(", ")} against kernel vxlan
 
 Run ${r.startedAt} to ${r.finishedAt} with \`${r.command}\`, weft commit \`${r.git.commit}\`${r.git.dirty ? " (with uncommitted changes)" : ""}.
-Machine: ${m.cores} cores, ${m.cpuModel}, Linux ${m.kernel}, ${m.memoryGiB} GiB, Node.js ${m.node}; 1-minute load average at the start ${m.loadAverageAtStart.toFixed(2)}.
+Machine: ${m.cores} cores, ${m.cpuModel}, Linux ${m.kernel}, ${m.memoryGiB} GiB, Node.js ${m.node}; 1-minute load average at the start ${m.loadAverageAtStart.toFixed(2)}${m.loadAverageAtEnd === undefined ? "" : `, at the end ${m.loadAverageAtEnd.toFixed(2)}`}.
 Settings: ${s.rounds} round${s.rounds === 1 ? "" : "s"}, ${s.duration} s per iperf3 run, TCP with ${s.streams.join(" and ")} stream${s.streams.length === 1 && s.streams[0] === 1 ? "" : "s"}, ${s.pingCount} pings ${s.pingIntervalS * 1000} ms apart per round${s.quick ? " (--quick: a smoke run, not a measurement)" : ""}.
 ${userspace ? `Segmentation offloads of the userspace backends: \`--offloads ${s.offloads.join(",")}\`; in force: ${offload.join("; ") || "not reported"}.\n` : ""}Raw samples, the machine and the settings are in [${REPORT_FILES.json}](${REPORT_FILES.json}).
 
@@ -128,6 +128,17 @@ ${
 - **UDP**: iperf3 with the given payload, sent as fast as the sender can (\`-b 0\`): packets per
   second sent, received by the server, and the share lost on the way.
 - **Round trip**: ping between the pods, ${s.pingIntervalS * 1000} ms apart; p50 and p99 of the replies.
+- **Ping under load**: the same pings while a TCP stream and a UDP flood (1400 B, \`-b 0\`) run
+  from the same client pod to the same server pod (${Math.max(s.duration, 4)} s; the pings start after 1 s); p50
+  and p99 of the replies, and the share of pings lost.
+- **Flood tail**: a UDP flood as above for ${Math.max(Math.min(s.duration, 5), 3)} s and beside it 2,000 timestamped
+  64 B datagrams per second (\`src/bench/probe.ts\`) that stop half a second before the flood:
+  *oldest delivered after stop* is the age of the oldest probe datagram that arrived after the
+  last one was sent (0 when none did), the delay a standing queue still holds; also the probes'
+  one-way delay p99 during the flood and the flood's received rate.
+- **Idle cost**: once, after all the traffic, every setup's agents side by side for
+  ${s.idleSeconds} s with nothing flowing: the CPU time (user + system, all threads) of each agent as a
+  share of one core.
 - **Median and percentiles** (\`src/bench/stats.ts\`, the one implementation every weft benchmark
   uses): a cell's median over rounds is the middle value, or the mean of the two middle ones for
   an even number of rounds. A pN (p50, p99 of ping times, one-way delays) is the nearest rank: the

@@ -2,6 +2,7 @@
 // setting) with real agents, runs every workload on every setup round by round, alternating
 // setups, measures the microbenchmarks, and writes the report. Every namespace, device and
 // process it makes goes away at the end, also on failure and on Ctrl-C.
+import { loadavg } from "node:os";
 import { resolve } from "node:path";
 import { WeftError } from "../errors.js";
 import { gitCommit, machineInfo } from "./machine.js";
@@ -149,6 +150,7 @@ export async function runBench(settings: BenchSettings, command: string): Promis
     if (!interrupted) failure = error;
   }
   progress.stop();
+  machine.loadAverageAtEnd = loadavg()[0];
   await Promise.all(teardowns);
   // Labs built after an interrupt, or all of them when a step failed.
   await cleanup().catch((error: unknown) => void (failure ??= error));

@@ -10,9 +10,9 @@ import type { BackendType } from "../backends/backend.js";
 import { IPV6_BACKENDS } from "../config/net-conf.js";
 import { median } from "../bench/stats.js";
 import { WeftError } from "../errors.js";
-import { LabAgents, type AgentStatus } from "../lab/agents.js";
+import { LabAgents, type AgentStatus, type LabDataplaneStatus } from "../lab/agents.js";
 import { LabCluster, LAB_POD_NETWORK, LAB_POD_NETWORK6 } from "../lab/cluster.js";
-import { ping } from "../lab/traffic.js";
+import { pingWhenRouted } from "../lab/traffic.js";
 import { formatAddr, type IpAddr } from "../net/ip.js";
 import { formatIpv4, formatPrefix } from "../net/ipv4.js";
 import { formatIpv6, formatPrefix6 } from "../net/ipv6.js";
@@ -89,9 +89,7 @@ export async function runDemo(o: DemoOptions): Promise<void> {
         if (a === b) continue;
         const targets: IpAddr[] = [b.pods[1].addr, ...(o.dualStack ? [b.pods[1].addr6!] : [])];
         for (const to of targets) {
-          // A peer's routes follow its record by up to one programming round: allow a few seconds.
-          for (let t = 0; t < 10 && (await ping(a.pods[0], to, { count: 1, timeoutS: 1 })).received === 0; t++);
-          const r = await ping(a.pods[0], to, { count: 3 });
+          const r = await pingWhenRouted(a.pods[0], to, 3);
           failures += r.received === r.sent ? 0 : 1;
           say(
             `ping ${a.pods[0].name} -> ${b.pods[1].name} (${formatAddr(to)}): ${r.received}/${r.sent}${r.rtts.length ? `, median ${median(r.rtts).toFixed(3)} ms` : ""}`,
@@ -119,7 +117,7 @@ async function liveView(agents: LabAgents): Promise<void> {
     const lines = [
       `weft demo — ${new Date().toISOString()} — Ctrl-C stops the agents and removes everything`,
       "",
-      row(["host", "subnet", "alive", "peers", "packets out", "packets in", "drops", "kernel ops"]),
+      row(["host", "subnets", "alive", "peers", "packets out", "packets in", "drops", "kernel ops"]),
     ];
     rows.forEach((s, i) => lines.push(s ? row(cells(s)) : row([agents.agents[i].host.name, "(not answering)"])));
     process.stdout.write("\x1b[2J\x1b[H" + lines.join("\n") + "\n");
@@ -128,26 +126,28 @@ async function liveView(agents: LabAgents): Promise<void> {
 }
 
 function cells(s: AgentStatus): string[] {
-  const dp = s.dataplane;
-  const drops = dp
-    ? [...Object.entries(dp.tx.packets), ...Object.entries(dp.rx.packets)]
-        .filter(([k]) => k !== "FORWARD" && k !== "REPLY")
-        .reduce((n, [, v]) => n + v, 0)
-    : undefined;
+  // A dual-stack wasm-vxlan node runs a dataplane per family (weft.1, weft-v6.1): the view sums them.
+  const dps = [s.dataplane, s.dataplane6].filter((d) => d !== undefined);
+  const sum = (pick: (d: LabDataplaneStatus) => number) =>
+    dps.length === 0 ? undefined : String(dps.reduce((n, d) => n + pick(d), 0));
+  const drops = (d: LabDataplaneStatus) =>
+    [...Object.entries(d.tx.packets), ...Object.entries(d.rx.packets)]
+      .filter(([k]) => k !== "FORWARD" && k !== "REPLY")
+      .reduce((n, [, v]) => n + v, 0);
   return [
     s.node,
-    s.subnet ?? "-",
+    [s.subnet, s.subnet6].filter((x) => x !== undefined).join(" "),
     String(s.members.filter((m) => m.state === "alive").length),
-    s.peers.map((p) => p.name).join(","),
-    dp ? String(dp.tx.packets.FORWARD) : "(kernel)",
-    dp ? String(dp.rx.packets.FORWARD) : "(kernel)",
-    drops === undefined ? "-" : String(drops),
+    [...new Set([...s.peers, ...(s.peers6 ?? [])].map((p) => p.name))].join(","),
+    sum((d) => d.tx.packets.FORWARD) ?? "(kernel)",
+    sum((d) => d.rx.packets.FORWARD) ?? "(kernel)",
+    sum(drops) ?? "-",
     String(s.backendCounters?.kernelCommands ?? "-"),
   ];
 }
 
 function row(c: string[]): string {
-  const widths = [8, 16, 6, 18, 12, 12, 7, 10];
+  const widths = [8, 35, 6, 18, 12, 12, 7, 10];
   return c.map((x, i) => x.padEnd(widths[i] ?? 10)).join(" ");
 }
 

@@ -22,7 +22,7 @@ import { familyOf, formatAddr, type IpAddr, type IpPrefix } from "../net/ip.js";
 import { ipv4Mapped } from "../net/ipv6.js";
 import { RouteTable6 } from "../hotpath/route-table6.js";
 import { projectFile } from "../paths.js";
-import { DEFAULT_BUSY_POLL_US, DEFAULT_QUEUE_DELAY_US } from "./defaults.js";
+import { DEFAULT_BUSY_POLL_US, DEFAULT_FLOW_QUEUE, DEFAULT_QUEUE_DELAY_US } from "./defaults.js";
 import { PeerTable, type DataplanePeer } from "./peers.js";
 import { innerFlowSteering } from "./steering.js";
 import { routeTableAllocator, type HugePageState } from "./huge-pages.js";
@@ -74,6 +74,12 @@ export interface UserspaceDataplaneOptions {
   /** Nice value of the worker threads (default 0). */
   nice?: number;
   /**
+   * The send path's flow queue (assembly/packet/flow-queue.ts): a worker reads its TUN queue
+   * faster than it sends, into per-flow queues served sparse flows first, and drops a flood's
+   * excess itself (weft_dataplane_queue_drops_total{reason="flow-queue"}). Default DEFAULT_FLOW_QUEUE.
+   */
+  flowQueue?: boolean;
+  /**
    * Route tables on transparent huge pages (huge-pages.ts), where the kernel has them. Default
    * true; without them they stay on 4 KiB pages (the reason is in counters() and the log).
    */
@@ -123,6 +129,11 @@ export const DATAPLANE_MAX_MTU = SLOT_BYTES - SLOT_BYTES_BESIDES_PACKET;
  */
 const BIG_SLOT_BYTES = 65536 + 64;
 const OFFLOAD_TX_BATCH = 16;
+/**
+ * With the flow queue, the tx slots are a pool of this many batches: one to read into, the rest
+ * held (fqEnqueue drops the fattest flow's oldest above that).
+ */
+const FLOW_QUEUE_POOL_BATCHES = 4;
 const OFFLOAD_RX_BATCH = 32;
 /** A segmented super-packet: up to 64 KiB of payload plus per-segment headers (tcp-segment.ts drops what does not fit). */
 const SEGMENT_SLOT_BYTES = 96 * 1024;
@@ -204,6 +215,7 @@ export class UserspaceDataplane {
     const stopAt = arena.alloc(4);
     this.stopWord = new Int32Array(this.hp.memory.buffer, stopAt, 1);
     const queueDelayUs = opts.queueDelayUs ?? DEFAULT_QUEUE_DELAY_US;
+    const withFlowQueue = opts.flowQueue ?? DEFAULT_FLOW_QUEUE;
     const udpOptions = { address: opts.listenAddr, port: opts.port, reusePort: true, rcvbuf: 4 << 20, sndbuf: 4 << 20 };
     const first = openFirstSocket(udpOptions, opts.offloads ?? true);
     let tuns: TunQueue[] = [];
@@ -230,14 +242,15 @@ export class UserspaceDataplane {
           ipv6:
             routes instanceof RouteTable6 ? { routes: routes.base, localAddr: opts.subnet.addr as bigint } : undefined,
         });
-        const tx = enabled
-          ? new PacketBatch(this.hp, arena, OFFLOAD_TX_BATCH, BIG_SLOT_BYTES)
-          : new PacketBatch(this.hp, arena, batch, SLOT_BYTES);
+        const txSize = enabled ? OFFLOAD_TX_BATCH : batch;
+        const txSlots = withFlowQueue ? txSize * FLOW_QUEUE_POOL_BATCHES : txSize;
+        const tx = new PacketBatch(this.hp, arena, txSize, enabled ? BIG_SLOT_BYTES : SLOT_BYTES, txSlots);
         const rx = enabled
           ? new PacketBatch(this.hp, arena, OFFLOAD_RX_BATCH, BIG_SLOT_BYTES)
           : new PacketBatch(this.hp, arena, batch, SLOT_BYTES);
         const ioCounters = arena.alloc(IO_COUNTER_SLOTS * 8);
         this.hp.bytes().fill(0, ioCounters, ioCounters + IO_COUNTER_SLOTS * 8);
+        const flowQueue = withFlowQueue ? this.flowQueue(arena, tx, txSlots, ioCounters, opts.mtu) : 0;
         if (q > 0) sockets.push(UdpSocket.open({ ...udpOptions, gro: enabled }));
         if (queueDelayUs > 0) sockets[q].enableTimestamps();
         const waker = Waker.open();
@@ -260,6 +273,7 @@ export class UserspaceDataplane {
             busyPollUs: opts.busyPollUs ?? DEFAULT_BUSY_POLL_US,
             queueDelayUs,
             nice: opts.nice ?? 0,
+            flowQueue,
             tun: tuns[q].lend(),
             udp: sockets[q].lend(),
             wakeFd: waker.fd,
@@ -273,6 +287,18 @@ export class UserspaceDataplane {
       this.closeIo(tuns);
       throw error;
     }
+  }
+
+  /**
+   * A flow queue over the tx batch's `slots` slots: it holds up to all but one batch of them, so
+   * that a read always has a batch of free slots; its drops count in the queue's flowQueueDrops.
+   */
+  private flowQueue(arena: Arena, tx: PacketBatch, slots: number, ioCounters: number, mtu: number): number {
+    const { fn } = this.hp;
+    const at = arena.alloc(fn.fqSize(slots));
+    // A quantum of one full-sized frame per round, as fq_codel's default (MTU + Ethernet header).
+    fn.fqInit(at, slots, tx.slots, tx.stride, slots - tx.size, mtu + 14, ioCounters + IO_COUNTER.flowQueueDrops * 8);
+    return at;
   }
 
   /** The result regions of one queue's batches with offloads (see ResultRegions). */

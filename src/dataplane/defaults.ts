@@ -12,3 +12,9 @@ export const DEFAULT_BUSY_POLL_US = 0;
  * worth of work, far below TCP's timers, and CoDel's usual target.
  */
 export const DEFAULT_QUEUE_DELAY_US = 5000;
+/**
+ * The send path's flow queue (Backend.FlowQueue; assembly/packet/flow-queue.ts): pings beside a
+ * flood waited less and were lost less often with it, but single-stream TCP's CPU per GB rose in
+ * some A/B runs (up to 1.43x), so it is opt-in (ARCHITECTURE.md, "Queues").
+ */
+export const DEFAULT_FLOW_QUEUE = false;

@@ -56,6 +56,11 @@ export interface QueueTask {
   queueDelayUs: number;
   /** The worker thread's nice value (0: the process's). */
   nice: number;
+  /**
+   * The send path's flow queue (assembly/packet/flow-queue.ts), laid out over the tx batch's
+   * slots, or 0 for none: TUN packets are then sent in the order read, one read per send batch.
+   */
+  flowQueue: number;
 }
 
 /** The worker's own counters, beside the hot path's verdict counters. */
@@ -71,5 +76,7 @@ export const IO_COUNTER = {
   tunWriteErrors: 5,
   /** Datagrams dropped at the head of the socket's queue for waiting longer than the target. */
   queueDelayDrops: 6,
+  /** TUN packets dropped at the head of the fattest flow of the send path's flow queue (written by Wasm). */
+  flowQueueDrops: 7,
 } as const;
 export const IO_COUNTER_SLOTS = 8;

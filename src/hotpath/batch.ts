@@ -38,6 +38,8 @@ export class PacketBatch {
     readonly size: number,
     /** Bytes per slot, headroom included. */
     readonly stride: number,
+    /** Packet slots, at least `size` (more for a flow queue's pool, which reads into any of them). */
+    readonly slotCount = size,
   ) {
     const max = hp.constant("MAX_BATCH");
     if (size < 1 || size > max) throw new RangeError(`batch size must be 1..${max}, got ${size}`);
@@ -52,7 +54,8 @@ export class PacketBatch {
       aux: at("DESC_AUX"),
     };
     this.descs = arena.alloc(size * hp.constant("DESC_BYTES"));
-    this.slots = arena.alloc(size * stride);
+    if (slotCount < size) throw new RangeError(`${slotCount} slots for a batch of ${size}`);
+    this.slots = arena.alloc(slotCount * stride);
   }
 
   /** Points every descriptor at its slot again (processing moves OFF): once before each read. */

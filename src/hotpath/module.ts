@@ -49,6 +49,18 @@ export interface HotPathFunctions {
     out: number,
     cap: number,
   ): number;
+  /**
+   * The send path's flow queue (assembly/packet/flow-queue.ts): per-flow queues over a pool of
+   * slots, sparse flows first, the fattest flow dropped at its head above the limit.
+   */
+  fqSize(slots: number): number;
+  fqInit(q: number, slots: number, base: number, stride: number, limit: number, quantum: number, drops: number): void;
+  fqBacklog(q: number): number;
+  fqSparseWaiting(q: number): number;
+  fqFlowBucket(p: number, len: number): number;
+  fqPrepare(q: number, descs: number, want: number): number;
+  fqEnqueue(q: number, descs: number, k: number, n: number): number;
+  fqDequeue(q: number, out: number, max: number): number;
   routeTableSize(tbl8Groups: number, maxRules: number, maxNextHops: number): number;
   routeTableInit(t: number, tbl8Groups: number, maxRules: number, maxNextHops: number): number;
   routeInsert(t: number, prefix: number, len: number, nh: number): number;
@@ -76,6 +88,7 @@ export interface HotPathFunctions {
   route6Count(t: number): number;
   /** Trie nodes in use (route6/layout.ts NODE_BYTES each): memory beyond the fixed part. */
   route6Nodes(t: number): number;
+  route6Leaves(t: number): number;
   nextHop6Ptr(t: number, i: number): number;
   nextHop6Set(t: number, i: number, addr: number, port: number, macHi16: number, macLo32: number): number;
   nextHop6Clear(t: number, i: number): number;

@@ -4,6 +4,7 @@
 // read in one place and replayed by hand. A Kernel can target a named network namespace (`-n`),
 // which the lab (demo, tests, benchmarks) uses; the agent itself runs inside its host's namespace.
 import { execFile } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { WeftError } from "../errors.js";
 
 export interface KernelOptions {
@@ -133,6 +134,20 @@ export class Kernel {
       ? await run("ip", ["netns", "exec", this.opts.netns, "sysctl", ...args])
       : await run("sysctl", args);
     if (r.code !== 0) throw commandError("sysctl", args.join(" "), r);
+  }
+
+  /**
+   * Reads sysctls by their slash names (net/ipv6/conf/weft.1/forwarding: a device name may hold a
+   * dot) in this namespace, values in the order asked. Without a namespace it reads /proc/sys on
+   * the calling thread, which costs no process (reconcile reads them every few seconds); a net
+   * sysctl is that of the opening thread's namespace, so not on a pool thread.
+   */
+  async readSysctls(keys: string[]): Promise<string[]> {
+    if (!this.opts.netns) return keys.map((k) => readFileSync(`/proc/sys/${k}`, "utf8").trim());
+    const args = ["-n", ...keys];
+    const r = await run("ip", ["netns", "exec", this.opts.netns, "sysctl", ...args]);
+    if (r.code !== 0) throw commandError("sysctl", args.join(" "), r);
+    return r.stdout.trim().split("\n");
   }
 
   /** `family` is the whole batch's -4/-6 (a batch line cannot carry one, and some reads default to IPv4). */

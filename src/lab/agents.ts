@@ -32,8 +32,9 @@ export interface LabAgent {
 
 /** A userspace dataplane's counters as the status shows them; `peers` by node name (what its route table holds). */
 export interface LabDataplaneStatus {
-  tx: { packets: Record<string, number> };
-  rx: { packets: Record<string, number> };
+  /** offloadSegments: segments cut from super-packets (tx) or merged into them (rx). */
+  tx: { packets: Record<string, number>; offloadSegments: number };
+  rx: { packets: Record<string, number>; offloadSegments: number };
   peers: Record<string, { txPackets: number; rxPackets: number }>;
   offload: OffloadState;
   /** Size of the dataplane's shared hot-path memory. */

@@ -45,6 +45,17 @@ export async function ping(
   return { sent: count, received: rtts.length, rtts };
 }
 
+/**
+ * Pings `count` times once a single ping got through, or after `tries` single pings: a peer's
+ * routes follow its record by up to one programming round. Spaced out, since without a route yet
+ * ping fails at once (network unreachable).
+ */
+export async function pingWhenRouted(from: LabPod, to: IpAddr, count = 2, tries = 10): Promise<PingResult> {
+  for (let t = 0; t < tries && (await ping(from, to, { count: 1, timeoutS: 1 })).received === 0; t++)
+    await new Promise((r) => setTimeout(r, 500));
+  return ping(from, to, { count });
+}
+
 export interface IperfResult {
   sentBytes: number;
   receivedBytes: number;

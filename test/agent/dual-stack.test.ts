@@ -7,16 +7,15 @@
 // IPv6 over the IPv6 one, flannel.1/flannel-v6.1 against weft.1/weft-v6.1), swapped the other way
 // round (the kernel node to wasm-vxlan, the wasm-vxlan nodes to vxlan).
 import { readFile, writeFile } from "node:fs/promises";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { agentRequest } from "../../src/cli/agent-client.js";
-import { LabAgents, type AgentStatus, type LabAgent } from "../../src/lab/agents.js";
-import { LabCluster, LAB_POD_NETWORK6 } from "../../src/lab/cluster.js";
-import { ping } from "../../src/lab/traffic.js";
+import type { AgentStatus, LabAgent } from "../../src/lab/agents.js";
+import { LAB_POD_NETWORK6 } from "../../src/lab/cluster.js";
+import { ping, pingWhenRouted } from "../../src/lab/traffic.js";
 import { parsePrefix } from "../../src/net/ipv4.js";
 import { formatIpv6, formatPrefix6, parsePrefix6 } from "../../src/net/ipv6.js";
 import { canUseNetns } from "../support/netns.js";
-import { tcpTransfer } from "../support/tcp-transfer.js";
-import { NETWORK } from "./support.js";
+import { agentLab, expectExactTcp, NETWORK } from "./support.js";
 
 const NETWORK6 = formatPrefix6(LAB_POD_NETWORK6); // 2001:2:0:8000::/49
 type Type = "vxlan" | "host-gw" | "wasm-vxlan";
@@ -46,13 +45,8 @@ const MODES: ReadonlyArray<{ name: string; tag: string; start: readonly Type[]; 
 ];
 
 describe.skipIf(!canUseNetns()).each(MODES)("agents, dual-stack, $name", (mode) => {
-  let lab: LabCluster;
-  let agents: LabAgents;
-  let all: LabAgent[];
-  const subnets = new Map<string, { v4: string; v6: string }>();
-  const others = (a: LabAgent) => all.filter((x) => x !== a);
   /** Node name -> its backend, per phase. */
-  const backendOf = (types: readonly Type[]) => new Map(all.map((a, i) => [a.host.name, types[i]]));
+  const backendOf = (types: readonly Type[]) => new Map(env.all.map((a, i) => [a.host.name, types[i]]));
   const bothFamilies = (s: AgentStatus, types: readonly Type[], peers: number) => {
     const of = backendOf(types);
     return (
@@ -72,46 +66,38 @@ describe.skipIf(!canUseNetns()).each(MODES)("agents, dual-stack, $name", (mode) 
    */
   const checksumInSoftware = async (types: readonly Type[]) => {
     if (!types.includes("wasm-vxlan")) return;
-    for (const [i, a] of all.entries())
+    for (const [i, a] of env.all.entries())
       if (types[i] === "vxlan")
         for (const dev of ["flannel.1", "flannel-v6.1"]) await a.host.ns.exec(["ethtool", "-K", dev, "tx", "off"]);
   };
   const pingAll = async (family: 4 | 6) => {
-    for (const a of all) {
+    for (const a of env.all) {
       for (const b of others(a)) {
         const [p, q] = [a.host.pods[0], b.host.pods[0]];
         const to = family === 6 ? q.addr6! : q.addr;
-        // A peer's routes follow its record by up to one programming round: allow a few seconds.
-        // Spaced out: without a route yet, ping fails at once (network unreachable).
-        for (let t = 0; t < 10 && (await ping(p, to, { count: 1, timeoutS: 1 })).received === 0; t++)
-          await new Promise((r) => setTimeout(r, 500));
-        expect((await ping(p, to, { count: 2 })).received, `${p.name} -> ${q.name} IPv${family}`).toBe(2);
+        expect((await pingWhenRouted(p, to)).received, `${p.name} -> ${q.name} IPv${family}`).toBe(2);
       }
     }
   };
 
-  beforeAll(async () => {
-    lab = await LabCluster.create({ tag: mode.tag, hosts: 3, ipv6: true });
-    agents = await LabAgents.prepare(lab, (h) => dualConf(mode.start[lab.hosts.indexOf(h)]));
-    all = agents.agents;
-    agents.startAll();
-    await agents.waitAllReady();
-    for (const a of all) {
-      const s = await agents.waitFor(a, "both families' peers", (st) => bothFamilies(st, mode.start, 2));
-      subnets.set(a.host.name, { v4: s.subnet!, v6: s.subnet6! });
-    }
-    await checksumInSoftware(mode.start);
-    await agents.addPods(1);
-  }, 180_000);
-
-  afterAll(async () => {
-    await agents?.stopAll();
-    await lab?.destroy();
+  const env = agentLab({
+    tag: mode.tag,
+    hosts: 3,
+    ipv6: true,
+    conf: (_, i) => dualConf(mode.start[i]),
+    settled: { what: "both families' peers", check: (st) => bothFamilies(st, mode.start, 2) },
+    beforePods: () => checksumInSoftware(mode.start),
   });
+  const { others } = env;
+  /** A node's subnets as it leased them at the start. */
+  const subnetsOf = (name: string) => {
+    const s = env.settled.get(name)!;
+    return { v4: s.subnet!, v6: s.subnet6! };
+  };
 
   it("leases one subnet per family: distinct, inside each network, /24 and /64", () => {
-    const v4 = [...subnets.values()].map((s) => s.v4);
-    const v6 = [...subnets.values()].map((s) => s.v6);
+    const v4 = env.all.map((a) => subnetsOf(a.host.name).v4);
+    const v6 = env.all.map((a) => subnetsOf(a.host.name).v6);
     expect(new Set(v4).size).toBe(3);
     expect(new Set(v6).size).toBe(3);
     for (const s of v6) expect(parsePrefix6(s).len).toBe(64);
@@ -120,8 +106,8 @@ describe.skipIf(!canUseNetns()).each(MODES)("agents, dual-stack, $name", (mode) 
   });
 
   it("writes subnet.env as flanneld does in dual-stack, byte for byte (MTU 1500 - 50, as flanneld writes for vxlan in every mode)", async () => {
-    for (const a of all) {
-      const { v4, v6 } = subnets.get(a.host.name)!;
+    for (const a of env.all) {
+      const { v4, v6 } = subnetsOf(a.host.name);
       const first4 = v4.replace(/\.0\/24$/, ".1/24");
       const first6 = `${formatIpv6(parsePrefix6(v6).addr + 1n)}/64`;
       expect(await readFile(`${a.dir}/subnet.env`, "utf8")).toBe(
@@ -140,10 +126,7 @@ describe.skipIf(!canUseNetns()).each(MODES)("agents, dual-stack, $name", (mode) 
     for (const i of pairs) {
       for (const family of [6, 4] as const) {
         if (family === 4 && !mode.start.includes("wasm-vxlan")) continue;
-        const [from, to] = [all[i].host.pods[0], all[(i + 1) % 3].host.pods[0]];
-        const { sent, received } = await tcpTransfer(from, to, 8 << 20, 7001 + i * 2 + (family === 4 ? 1 : 0), family);
-        expect(received, `${from.name} -> ${to.name} IPv${family}`).toEqual(sent);
-        expect(sent.bytes).toBe(8 << 20);
+        await expectExactTcp([[env.all[i], env.all[(i + 1) % 3], 7001 + i * 2 + (family === 4 ? 1 : 0)]], family);
       }
     }
   }, 180_000);
@@ -151,15 +134,15 @@ describe.skipIf(!canUseNetns()).each(MODES)("agents, dual-stack, $name", (mode) 
   // Only where there are wasm-vxlan nodes (defined, not skipped, per mode).
   if (mode.start.includes("wasm-vxlan"))
     it("wasm-vxlan: IPv6 on weft-v6.1 only (the subnet's address, no link-local), IPv6 off on weft.1; the IPv6 dataplane carries TCP with offloads", async () => {
-      for (const [i, a] of all.entries()) {
+      for (const [i, a] of env.all.entries()) {
         if (mode.start[i] !== "wasm-vxlan") continue;
-        const { v6 } = subnets.get(a.host.name)!;
+        const { v6 } = subnetsOf(a.host.name);
         const addrs = await a.host.ns.ip("-6 -o addr show dev weft-v6.1");
         expect(addrs).toContain(`inet6 ${v6.split("/")[0]}/49 scope global`);
         expect(addrs).not.toContain("fe80:");
         expect(await a.host.ns.ip("-6 -o addr show dev weft.1")).toBe("");
         expect(await a.host.ns.ip("link show dev weft-v6.1")).toContain("mtu 1430");
-        const s = await agents.status(a);
+        const s = await env.agents.status(a);
         expect(s.dataplane6?.offload.enabled).toBe(true);
         expect(Object.keys(s.dataplane6!.peers).sort()).toEqual(
           others(a)
@@ -168,6 +151,10 @@ describe.skipIf(!canUseNetns()).each(MODES)("agents, dual-stack, $name", (mode) 
         );
         expect(s.dataplane6!.tx.packets.FORWARD).toBeGreaterThan(0);
         expect(s.dataplane6!.rx.packets.FORWARD).toBeGreaterThan(0);
+        // Each wasm-vxlan node sent and received TCP over IPv6 around the ring: TSO6 super-packets
+        // from its pod were cut into segments, and segments from its peers merged for its pod.
+        expect(s.dataplane6!.tx.offloadSegments, `${a.host.name} TSO6 segments`).toBeGreaterThan(0);
+        expect(s.dataplane6!.rx.offloadSegments, `${a.host.name} TCPv6 segments merged`).toBeGreaterThan(0);
         // Nothing of the other family ends up in either dataplane.
         expect(s.dataplane!.tx.packets.IPV6_UNROUTED ?? 0).toBe(0);
       }
@@ -176,7 +163,7 @@ describe.skipIf(!canUseNetns()).each(MODES)("agents, dual-stack, $name", (mode) 
   if (mode.start.includes("wasm-vxlan"))
     it("wasm-vxlan: /metrics exports both families' dataplanes under one name per metric, told apart by a family label; IPv6 pings move only the IPv6 dataplane's counters", async () => {
       const i = mode.start.indexOf("wasm-vxlan");
-      const [a, b] = [all[i], all[(i + 1) % 3]];
+      const [a, b] = [env.all[i], env.all[(i + 1) % 3]];
       const scrape = async () => String(await agentRequest(a.stateDir, "GET", "/metrics"));
       const sample = (text: string, labels: string) => {
         const m = new RegExp(`^weft_dataplane_packets_total\\{${labels}\\} (\\d+)$`, "m").exec(text);
@@ -208,21 +195,21 @@ describe.skipIf(!canUseNetns()).each(MODES)("agents, dual-stack, $name", (mode) 
     });
 
   it("SIGHUP swaps backends: both subnets kept, the new backends' devices and routes, pings over both families (and TCP over IPv6 between kernel and wasm-vxlan)", async () => {
-    for (const [i, a] of all.entries()) {
-      await writeFile(agents.netConfPath(a), JSON.stringify(dualConf(mode.swapped[i])));
+    for (const [i, a] of env.all.entries()) {
+      await writeFile(env.agents.netConfPath(a), JSON.stringify(dualConf(mode.swapped[i])));
       a.process!.kill("SIGHUP");
     }
-    for (const [i, a] of all.entries()) {
-      const s = await agents.waitFor(a, "swapped, with both families", (st) => bothFamilies(st, mode.swapped, 2));
-      expect({ v4: s.subnet, v6: s.subnet6 }).toEqual(subnets.get(a.host.name));
+    for (const [i, a] of env.all.entries()) {
+      const s = await env.agents.waitFor(a, "swapped, with both families", (st) => bothFamilies(st, mode.swapped, 2));
+      expect({ v4: s.subnet, v6: s.subnet6 }).toEqual(subnetsOf(a.host.name));
       const links = await a.host.ns.ip("link show");
       if (mode.swapped[i] !== "vxlan") expect(links).not.toContain("flannel-v6.1");
       if (mode.swapped[i] !== "wasm-vxlan") expect(links).not.toContain("weft-v6.1");
     }
     await checksumInSoftware(mode.swapped);
-    const [a1, a2] = all;
+    const [a1, a2] = env.all;
     if (mode.swapped[0] === "host-gw") {
-      const v6 = subnets.get(a2.host.name)!.v6;
+      const v6 = subnetsOf(a2.host.name).v6;
       expect((await a1.host.ns.ip(`-6 route show ${v6}`)).trim()).toBe(
         `${v6} via ${formatIpv6(a2.host.underlayAddr6!)} dev eth0 metric 1024 pref medium`,
       );
@@ -231,37 +218,38 @@ describe.skipIf(!canUseNetns()).each(MODES)("agents, dual-stack, $name", (mode) 
     await pingAll(4);
     if (mode.swapped.includes("wasm-vxlan")) {
       // The swapped wasm-vxlan node against a swapped kernel node, IPv6 both ways.
-      for (const [from, to] of [
-        [a1, a2],
-        [a2, a1],
-      ]) {
-        const { sent, received } = await tcpTransfer(from.host.pods[0], to.host.pods[0], 4 << 20, 7011, 6);
-        expect(received, `${from.host.name} -> ${to.host.name}`).toEqual(sent);
-      }
+      await expectExactTcp(
+        [
+          [a1, a2, 7011],
+          [a2, a1, 7011],
+        ],
+        6,
+        4 << 20,
+      );
     }
   });
 
   it("a killed node's IPv6 routes are removed from its peers once it is declared dead", async () => {
-    const [a1, a2, a3] = all;
+    const [a1, a2, a3] = env.all;
     // a2 programs the kernel (host-gw or vxlan) in both modes; a1 runs wasm-vxlan in the mixed one.
-    const gone = subnets.get(a3.host.name)!.v6;
-    expect((await v6Routes(a2, subnets.get(a2.host.name)!.v6)).some((l) => l.startsWith(gone))).toBe(true);
+    const gone = subnetsOf(a3.host.name).v6;
+    expect((await v6Routes(a2, subnetsOf(a2.host.name).v6)).some((l) => l.startsWith(gone))).toBe(true);
     const wasm = mode.swapped[0] === "wasm-vxlan";
-    if (wasm) expect(Object.keys((await agents.status(a1)).dataplane6!.peers)).toContain(a3.host.name);
-    await agents.stop(a3, "SIGKILL");
+    if (wasm) expect(Object.keys((await env.agents.status(a1)).dataplane6!.peers)).toContain(a3.host.name);
+    await env.agents.stop(a3, "SIGKILL");
     for (const a of [a1, a2])
-      await agents.waitFor(
+      await env.agents.waitFor(
         a,
         `${a3.host.name} gone from both families' peers`,
         (s) => s.peers.length === 1 && s.peers6?.length === 1,
         60_000,
       );
-    for (let t = 0; t < 20 && (await v6Routes(a2, subnets.get(a2.host.name)!.v6)).some((l) => l.startsWith(gone)); t++)
+    for (let t = 0; t < 20 && (await v6Routes(a2, subnetsOf(a2.host.name).v6)).some((l) => l.startsWith(gone)); t++)
       await new Promise((r) => setTimeout(r, 500));
-    expect((await v6Routes(a2, subnets.get(a2.host.name)!.v6)).some((l) => l.startsWith(gone))).toBe(false);
+    expect((await v6Routes(a2, subnetsOf(a2.host.name).v6)).some((l) => l.startsWith(gone))).toBe(false);
     if (wasm) {
       // The wasm-vxlan node's IPv6 route table no longer holds it, and pods there still reach the others.
-      expect(Object.keys((await agents.status(a1)).dataplane6!.peers)).toEqual([a2.host.name]);
+      expect(Object.keys((await env.agents.status(a1)).dataplane6!.peers)).toEqual([a2.host.name]);
       expect((await ping(a1.host.pods[0], a2.host.pods[0].addr6!, { count: 2 })).received).toBe(2);
     }
   });

@@ -5,7 +5,7 @@
 // stay off 0.0.0.0), a 9000-byte underlay works with wasm-vxlan, and datagrams the kernel drops
 // on the dataplane's sockets show up in /metrics and `weft status`.
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -133,7 +133,8 @@ describe.skipIf(!canUseNetns())("agent: state dir and surfaces", () => {
 
     first.child.kill("SIGTERM");
     expect(await first.exited).toBe(0);
-    for (const f of ["weft.sock", "weft.lock"]) expect(existsSync(join(stateDir, f)), f).toBe(false);
+    for (const f of ["weft.sock", "weft.lock"])
+      expect(lstatSync(join(stateDir, f), { throwIfNoEntry: false }), f).toBeUndefined();
   });
 
   it("holds the state dir across PID namespaces (containers sharing it), where pids mean nothing", async () => {
@@ -190,7 +191,7 @@ describe.skipIf(!canUseNetns())("agent: state dir and surfaces", () => {
     expect(await agent.exited).toBe(0);
     expect(agent.output()).toMatch(/"msg":"stopped while starting; nothing left behind"/);
     for (const f of ["weft.sock", "weft.lock", "vtep-mac", "subnet.env"])
-      expect(existsSync(join(stateDir, f)), f).toBe(false);
+      expect(lstatSync(join(stateDir, f), { throwIfNoEntry: false }), f).toBeUndefined();
     expect(await kernelState(a.host)).toEqual(before);
   });
 
@@ -210,7 +211,7 @@ describe.skipIf(!canUseNetns())("agent: state dir and surfaces", () => {
       ).toBe(true);
       expect(agent.output()).not.toMatch(/^weft: /m);
       for (const f of ["weft.sock", "weft.lock", "subnet.env", "vtep-mac"])
-        expect(existsSync(join(stateDir, f)), `${f} after ${delayMs} ms`).toBe(false);
+        expect(lstatSync(join(stateDir, f), { throwIfNoEntry: false }), `${f} after ${delayMs} ms`).toBeUndefined();
       expect(await kernelState(a.host)).toEqual(before);
     }
   });

@@ -7,14 +7,14 @@
 // and move TCP exactly. Kernel vxlan, which needs an IPv6 underlay, refuses to start on such a
 // host with one error that says what to do.
 import { readFile, writeFile } from "node:fs/promises";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { LabAgents, type AgentStatus, type LabAgent } from "../../src/lab/agents.js";
-import { LabCluster, LAB_POD_NETWORK6 } from "../../src/lab/cluster.js";
-import { ping } from "../../src/lab/traffic.js";
+import { describe, expect, it } from "vitest";
+import type { LabAgent } from "../../src/lab/agents.js";
+import { LAB_POD_NETWORK6 } from "../../src/lab/cluster.js";
+import { pingWhenRouted } from "../../src/lab/traffic.js";
 import { formatIpv4 } from "../../src/net/ipv4.js";
 import { formatIpv6, formatPrefix6, parsePrefix6 } from "../../src/net/ipv6.js";
 import { canUseNetns } from "../support/netns.js";
-import { tcpTransfer } from "../support/tcp-transfer.js";
+import { agentLab, expectExactTcp } from "./support.js";
 
 const NETWORK6 = formatPrefix6(LAB_POD_NETWORK6);
 const conf = (backend: object) => ({ EnableIPv4: false, EnableIPv6: true, IPv6Network: NETWORK6, Backend: backend });
@@ -23,36 +23,24 @@ const OWN_PORT = 8600;
 const portOf = (a: LabAgent) => (a.host.name === "host2" ? OWN_PORT : 8473);
 
 describe.skipIf(!canUseNetns())("agents, IPv6-only wasm-vxlan over the IPv4 underlay", () => {
-  let lab: LabCluster;
-  let agents: LabAgents;
-  let all: LabAgent[];
-  const others = (a: LabAgent) => all.filter((x) => x !== a);
-  const ready = (s: AgentStatus, peers: number) =>
-    s.ready && s.peers.length === 0 && s.peers6?.length === peers && s.backend?.type === "wasm-vxlan";
-  /** host3 has an IPv6 underlay address and is told to use its IPv4 one. */
-  const extra = (a: LabAgent) => (a.host.name === "host3" ? ["--public-ip", formatIpv4(a.host.underlayAddr)] : []);
-
-  beforeAll(async () => {
-    lab = await LabCluster.create({ tag: "a6v4", hosts: 3, ipv6: "pods-only" });
-    await lab.hosts[2].ns.ip("addr add 2001:2::13/64 dev eth0 nodad");
-    agents = await LabAgents.prepare(lab, (h) =>
-      conf({ Type: "wasm-vxlan", Workers: 1, ...(h.name === "host2" && { IPv6OverIPv4Port: OWN_PORT }) }),
-    );
-    all = agents.agents;
-    for (const a of all) agents.start(a, extra(a));
-    await agents.waitAllReady();
-    for (const a of all) await agents.waitFor(a, "IPv6 peers", (st) => ready(st, 2));
-    await agents.addPods(1);
-  }, 180_000);
-
-  afterAll(async () => {
-    await agents?.stopAll();
-    await lab?.destroy();
+  const env = agentLab({
+    tag: "a6v4",
+    hosts: 3,
+    ipv6: "pods-only",
+    beforeStart: (lab) => lab.hosts[2].ns.ip("addr add 2001:2::13/64 dev eth0 nodad"),
+    conf: (h) => conf({ Type: "wasm-vxlan", Workers: 1, ...(h.name === "host2" && { IPv6OverIPv4Port: OWN_PORT }) }),
+    // host3 has an IPv6 underlay address and is told to use its IPv4 one.
+    flags: (a) => (a.host.name === "host3" ? ["--public-ip", formatIpv4(a.host.underlayAddr)] : []),
+    settled: {
+      what: "IPv6 peers",
+      check: (st) => st.ready && st.peers.length === 0 && st.peers6?.length === 2 && st.backend?.type === "wasm-vxlan",
+    },
   });
+  const { others } = env;
 
   it("each node leases only IPv6, gossips and tunnels over its IPv4 underlay on IPv6OverIPv4Port, and writes flanneld's IPv6-only subnet.env", async () => {
-    for (const a of all) {
-      const s = await agents.status(a);
+    for (const a of env.all) {
+      const s = await env.agents.status(a);
       const addr = formatIpv4(a.host.underlayAddr);
       expect(s.underlay).toBe(addr);
       expect(s.underlay6).toBeUndefined();
@@ -74,33 +62,32 @@ describe.skipIf(!canUseNetns())("agents, IPv6-only wasm-vxlan over the IPv4 unde
       expect(links).not.toMatch(/\bweft\.1\b/);
       expect(await a.host.ns.ip("link show dev weft-v6.1")).toContain("mtu 1450");
       const first6 = `${formatIpv6(parsePrefix6(s.subnet6!).addr + 1n)}/64`;
-      expect(await readFile(agents.subnetFile(a), "utf8")).toBe(
+      expect(await readFile(env.agents.subnetFile(a), "utf8")).toBe(
         `FLANNEL_IPV6_NETWORK=${NETWORK6}\nFLANNEL_IPV6_SUBNET=${first6}\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n`,
       );
     }
   });
 
   it("pods (IPv6 only) ping every pair; a TCP transfer arrives exactly both ways", async () => {
-    for (const a of all) {
+    for (const a of env.all) {
       expect(a.host.pods[0].addr6).toBeDefined();
       for (const b of others(a)) {
-        const [p, to] = [a.host.pods[0], b.host.pods[0].addr6!];
-        for (let t = 0; t < 10 && (await ping(p, to, { count: 1, timeoutS: 1 })).received === 0; t++)
-          await new Promise((r) => setTimeout(r, 500));
-        expect((await ping(p, to, { count: 2 })).received, `${a.host.name} -> ${b.host.name}`).toBe(2);
+        expect(
+          (await pingWhenRouted(a.host.pods[0], b.host.pods[0].addr6!)).received,
+          `${a.host.name} -> ${b.host.name}`,
+        ).toBe(2);
       }
     }
-    const [a1, a2, a3] = all;
-    for (const [from, to, port] of [
-      [a1, a2, 7111],
-      [a2, a3, 7112],
-    ] as const) {
-      const { sent, received } = await tcpTransfer(from.host.pods[0], to.host.pods[0], 8 << 20, port, 6);
-      expect(received, `${from.host.name} -> ${to.host.name}`).toEqual(sent);
-      expect(sent.bytes).toBe(8 << 20);
-    }
-    for (const a of all) {
-      const s = await agents.status(a);
+    const [a1, a2, a3] = env.all;
+    await expectExactTcp(
+      [
+        [a1, a2, 7111],
+        [a2, a3, 7112],
+      ],
+      6,
+    );
+    for (const a of env.all) {
+      const s = await env.agents.status(a);
       expect(s.dataplane!.tx.packets.FORWARD).toBeGreaterThanOrEqual(4);
       expect(s.dataplane!.rx.packets.FORWARD).toBeGreaterThanOrEqual(4);
       // The IPv6 dataplane forwards without the IPv4 table (64 MiB) in its memory.
@@ -109,12 +96,12 @@ describe.skipIf(!canUseNetns())("agents, IPv6-only wasm-vxlan over the IPv4 unde
   }, 120_000);
 
   it("kernel vxlan, which needs an IPv6 underlay, refuses a host without one, saying what to do", async () => {
-    const a1 = all[0];
-    await agents.stop(a1);
-    await writeFile(agents.netConfPath(a1), JSON.stringify(conf({ Type: "vxlan" })));
-    agents.start(a1);
-    expect(await agents.exited(a1)).toBe(1);
-    expect(await agents.logTail(a1, 5)).toMatch(
+    const a1 = env.all[0];
+    await env.agents.stop(a1);
+    await writeFile(env.agents.netConfPath(a1), JSON.stringify(conf({ Type: "vxlan" })));
+    env.agents.start(a1);
+    expect(await env.agents.exited(a1)).toBe(1);
+    expect(await env.agents.logTail(a1, 5)).toMatch(
       /\[AGENT_UNDERLAY_NOT_FOUND\] no interface with a global IPv6 address matches --iface eth0.*use Backend\.Type wasm-vxlan, which carries IPv6 over an IPv4 underlay too/,
     );
   }, 60_000);

@@ -6,54 +6,38 @@
 // route into nothing) while the rest keeps working — kernel flannel-v6 peers, which always use an
 // IPv6 underlay, are refused the same way.
 import { readFile } from "node:fs/promises";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { withNetns } from "../../src/io/netns.js";
 import { UdpSocket } from "../../src/io/udp.js";
-import { LabAgents, type AgentStatus, type LabAgent } from "../../src/lab/agents.js";
-import { LabCluster, LAB_POD_NETWORK6 } from "../../src/lab/cluster.js";
-import { ping } from "../../src/lab/traffic.js";
+import type { AgentStatus, LabAgent } from "../../src/lab/agents.js";
+import { LAB_POD_NETWORK6 } from "../../src/lab/cluster.js";
+import { ping, pingWhenRouted } from "../../src/lab/traffic.js";
 import { formatIpv4 } from "../../src/net/ipv4.js";
 import { formatIpv6, formatPrefix6, parsePrefix6 } from "../../src/net/ipv6.js";
 import { canUseNetns } from "../support/netns.js";
-import { tcpTransfer } from "../support/tcp-transfer.js";
-import { NETWORK } from "./support.js";
+import { agentLab, expectExactTcp, NETWORK } from "./support.js";
 
 const NETWORK6 = formatPrefix6(LAB_POD_NETWORK6);
 const conf = { Network: NETWORK, EnableIPv6: true, IPv6Network: NETWORK6, Backend: { Type: "wasm-vxlan", Workers: 1 } };
 
 describe.skipIf(!canUseNetns())("agents, dual-stack wasm-vxlan, IPv6 over the IPv4 underlay", () => {
-  let lab: LabCluster;
-  let agents: LabAgents;
-  let all: LabAgent[];
-  const others = (a: LabAgent) => all.filter((x) => x !== a);
   const bothFamilies = (s: AgentStatus, peers: number) =>
     s.ready && s.peers.length === peers && s.peers6?.length === peers && s.backend6?.type === "wasm-vxlan";
-  /** Pings until one is answered (a peer's entry follows its record by up to one round), then 2 more. */
-  const pingOk = async (a: LabAgent, b: LabAgent, family: 4 | 6) => {
-    const [p, to] = [a.host.pods[0], family === 6 ? b.host.pods[0].addr6! : b.host.pods[0].addr];
-    for (let t = 0; t < 10 && (await ping(p, to, { count: 1, timeoutS: 1 })).received === 0; t++)
-      await new Promise((r) => setTimeout(r, 500));
-    return (await ping(p, to, { count: 2 })).received;
-  };
-
-  beforeAll(async () => {
-    lab = await LabCluster.create({ tag: "a64", hosts: 3, ipv6: "pods-only" });
-    agents = await LabAgents.prepare(lab, () => conf);
-    all = agents.agents;
-    agents.startAll();
-    await agents.waitAllReady();
-    for (const a of all) await agents.waitFor(a, "both families' peers", (st) => bothFamilies(st, 2));
-    await agents.addPods(1);
-  }, 180_000);
-
-  afterAll(async () => {
-    await agents?.stopAll();
-    await lab?.destroy();
+  const env = agentLab({
+    tag: "a64",
+    hosts: 3,
+    ipv6: "pods-only",
+    conf: () => conf,
+    settled: { what: "both families' peers", check: (st) => bothFamilies(st, 2) },
   });
+  const { others } = env;
+  /** Pings until one is answered, then 2 more: how many of those came back. */
+  const pingOk = async (a: LabAgent, b: LabAgent, family: 4 | 6) =>
+    (await pingWhenRouted(a.host.pods[0], family === 6 ? b.host.pods[0].addr6! : b.host.pods[0].addr)).received;
 
   it("each node leases both families with no IPv6 underlay; IPv6 peers are announced at their IPv4 underlay, the IPv6 dataplane on port 8473", async () => {
-    for (const a of all) {
-      const s = await agents.status(a);
+    for (const a of env.all) {
+      const s = await env.agents.status(a);
       expect(s.underlay).toBe(formatIpv4(a.host.underlayAddr));
       expect(s.underlay6).toBeUndefined();
       expect(s.backend6).toMatchObject({ type: "wasm-vxlan", port: 8473 });
@@ -71,20 +55,20 @@ describe.skipIf(!canUseNetns())("agents, dual-stack wasm-vxlan, IPv6 over the IP
       // VXLAN over IPv4 costs 50 bytes: the device carries what the pods may send.
       expect(await a.host.ns.ip("link show dev weft-v6.1")).toContain("mtu 1450");
       const first6 = `${formatIpv6(parsePrefix6(s.subnet6!).addr + 1n)}/64`;
-      expect(await readFile(agents.subnetFile(a), "utf8")).toBe(
+      expect(await readFile(env.agents.subnetFile(a), "utf8")).toBe(
         `FLANNEL_NETWORK=${NETWORK}\nFLANNEL_SUBNET=${s.subnet!.replace(/\.0\/24$/, ".1/24")}\nFLANNEL_IPV6_NETWORK=${NETWORK6}\nFLANNEL_IPV6_SUBNET=${first6}\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n`,
       );
     }
   });
 
   it("pods ping each other over IPv6 and IPv4, every pair; the IPv6 dataplane carries the IPv6 echoes", async () => {
-    for (const a of all)
+    for (const a of env.all)
       for (const b of others(a)) {
         expect(await pingOk(a, b, 6), `${a.host.name} -> ${b.host.name} IPv6`).toBe(2);
         expect(await pingOk(a, b, 4), `${a.host.name} -> ${b.host.name} IPv4`).toBe(2);
       }
-    for (const a of all) {
-      const s = await agents.status(a);
+    for (const a of env.all) {
+      const s = await env.agents.status(a);
       expect(s.dataplane6!.tx.packets.FORWARD).toBeGreaterThanOrEqual(4);
       expect(s.dataplane6!.rx.packets.FORWARD).toBeGreaterThanOrEqual(4);
       expect(s.dataplane!.tx.packets.IPV6_UNROUTED ?? 0).toBe(0);
@@ -92,45 +76,44 @@ describe.skipIf(!canUseNetns())("agents, dual-stack wasm-vxlan, IPv6 over the IP
   });
 
   it("a TCP transfer over IPv6 arrives exactly (byte count and hash), both ways between two nodes", async () => {
-    const [a1, a2] = all;
-    for (const [from, to, port] of [
-      [a1, a2, 7101],
-      [a2, a1, 7102],
-    ] as const) {
-      const { sent, received } = await tcpTransfer(from.host.pods[0], to.host.pods[0], 8 << 20, port, 6);
-      expect(received, `${from.host.name} -> ${to.host.name}`).toEqual(sent);
-      expect(sent.bytes).toBe(8 << 20);
-    }
+    const [a1, a2] = env.all;
+    await expectExactTcp(
+      [
+        [a1, a2, 7101],
+        [a2, a1, 7102],
+      ],
+      6,
+    );
   }, 120_000);
 
   it("IPv6OverIPv4Port (Port + 1) held by another process stops the start; a node that gains an IPv6 underlay address and restarts refuses, and is refused by, the others for IPv6 (logged and counted); IPv4 and the others' IPv6 keep working", async () => {
-    const [a1, a2, a3] = all;
-    await agents.stop(a3);
+    const [a1, a2, a3] = env.all;
+    await env.agents.stop(a3);
     // Preflight knows the IPv6 dataplane's port (IPv6OverIPv4Port, Port + 1 by default): another process there stops the start.
     const holder = withNetns(a3.host.ns.name, () => UdpSocket.open({ address: a3.host.underlayAddr, port: 8473 }));
     try {
-      agents.start(a3);
-      expect(await agents.exited(a3)).toBe(1);
-      expect(await agents.logTail(a3, 5)).toMatch(
+      env.agents.start(a3);
+      expect(await env.agents.exited(a3)).toBe(1);
+      expect(await env.agents.logTail(a3, 5)).toMatch(
         /\[CONFIG_PORT_IN_USE\] Backend\.IPv6OverIPv4Port \(net-conf\.json; the IPv6 dataplane over the IPv4 underlay\) 8473: UDP 198\.18\.0\.13:8473 is already in use/,
       );
     } finally {
       holder.close();
     }
     await a3.host.ns.ip("addr add 2001:2::13/64 dev eth0 nodad");
-    agents.start(a3);
-    await agents.waitReady(a3);
-    const s3 = await agents.waitFor(
+    env.agents.start(a3);
+    await env.agents.waitReady(a3);
+    const s3 = await env.agents.waitFor(
       a3,
       "both families' peers, both IPv6 peers refused",
       (st) => bothFamilies(st, 2) && st.backendCounters?.peersUnreachable === 2 && st.underlay6 === "2001:2::13",
     );
     expect(s3.backend6).toMatchObject({ port: 8472 });
-    expect(await agents.logTail(a3, 200)).toContain(
+    expect(await env.agents.logTail(a3, 200)).toContain(
       "has no IPv6 underlay address and carries IPv6 over its IPv4 underlay",
     );
     for (const a of [a1, a2]) {
-      const s = await agents.waitFor(
+      const s = await env.agents.waitFor(
         a,
         `${a3.host.name} back, its IPv6 refused`,
         (st) =>
@@ -139,7 +122,7 @@ describe.skipIf(!canUseNetns())("agents, dual-stack wasm-vxlan, IPv6 over the IP
           st.backendCounters?.peersUnreachable === 1,
       );
       expect(Object.keys(s.dataplane6!.peers)).not.toContain(a3.host.name);
-      expect(await agents.logTail(a, 200)).toContain(
+      expect(await env.agents.logTail(a, 200)).toContain(
         "this node, which has no IPv6 underlay address, over its IPv4 one",
       );
       expect(await pingOk(a, a3, 4)).toBe(2);

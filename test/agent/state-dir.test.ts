@@ -1,13 +1,25 @@
-// The state dir lock and temp-file hygiene, without namespaces: a live holder is refused by pid, a
-// dead one's lock is taken over, leftover temp files of cut-short atomic writes are removed, and
-// a failed atomic write (here: a rename onto a directory, as a full disk fails a write) leaves none.
+// The state dir lock and temp-file hygiene: a live holder is refused by pid, a dead one's lock is
+// taken over (also an older agent's lock file, and on a full disk: a small tmpfs, as root),
+// leftover temp files of cut-short atomic writes are removed, and a failed atomic write (here: a
+// rename onto a directory, as a full disk fails a write) leaves none.
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readlinkSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { LOCK_FILE, StateDirLock } from "../../src/agent/state-dir.js";
 import { writeFileAtomic, writeFileAtomicSync } from "../../src/fs/atomic-write.js";
+import { fillUp, mountTmpfs, unmountTmpfs } from "../../src/lab/chaos/faults.js";
+import { canUseNetns } from "../support/netns.js";
 
 const base = mkdtempSync(join(tmpdir(), "weft-statedir-"));
 afterAll(() => spawnSync("rm", ["-rf", base]));
@@ -18,6 +30,7 @@ describe("state dir", () => {
     const lock = await StateDirLock.acquire(dir);
     expect(statSync(dir).mode & 0o777).toBe(0o700);
     expect(readdirSync(dir)).toEqual([LOCK_FILE]);
+    expect(readlinkSync(join(dir, LOCK_FILE))).toBe(String(process.pid));
     // A second holder in the same process (as in the same network namespace) is refused too.
     await expect(StateDirLock.acquire(dir)).rejects.toMatchObject({
       code: "AGENT_STATE_DIR_LOCKED",
@@ -42,6 +55,26 @@ describe("state dir", () => {
     const again = await StateDirLock.acquire(dir);
     expect(readdirSync(dir)).toEqual([LOCK_FILE]);
     await again.release();
+  });
+
+  // An agent killed while its disk was full must start again there (its lock was once a file
+  // with the pid written in, which failed with ENOSPC; the README promises a retry, not an exit).
+  it.skipIf(!canUseNetns())("is taken over on a full disk", async () => {
+    const dir = join(base, "full");
+    await mountTmpfs(dir, 64 * 1024);
+    try {
+      const gone = spawn("true");
+      await new Promise((r) => gone.once("exit", r));
+      symlinkSync(String(gone.pid), join(dir, LOCK_FILE)); // a killed holder's lock
+      await fillUp(join(dir, "filler"));
+      expect(() => writeFileSync(join(dir, "probe"), "x")).toThrow(/ENOSPC/);
+      const lock = await StateDirLock.acquire(dir);
+      expect(readlinkSync(join(dir, LOCK_FILE))).toBe(String(process.pid));
+      await lock.release();
+      expect(readdirSync(dir).sort()).toEqual(["filler", "probe"]);
+    } finally {
+      await unmountTmpfs(dir);
+    }
   });
 
   it("refuses a path that is a file, naming the flag", async () => {

@@ -5,53 +5,38 @@
 // again; host2 merges the newer version and loses that subnet (LEASE_LOST).
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { LabAgents, type LabAgent } from "../../src/lab/agents.js";
-import { LabCluster, LAB_POD_NETWORK6 } from "../../src/lab/cluster.js";
-import { ping } from "../../src/lab/traffic.js";
+import { describe, expect, it } from "vitest";
+import { LAB_POD_NETWORK6 } from "../../src/lab/cluster.js";
+import { ping, pingWhenRouted } from "../../src/lab/traffic.js";
 import { formatIpv6, formatPrefix6, parsePrefix6, prefixContains6 } from "../../src/net/ipv6.js";
 import { canUseNetns } from "../support/netns.js";
-import { NETWORK } from "./support.js";
+import { agentLab, NETWORK } from "./support.js";
 
 const NETWORK6 = formatPrefix6(LAB_POD_NETWORK6);
 
 describe.skipIf(!canUseNetns())("agents, dual-stack: a lost IPv6 subnet", () => {
-  let lab: LabCluster;
-  let agents: LabAgents;
-  let a1: LabAgent;
-  let a2: LabAgent;
-
-  beforeAll(async () => {
-    lab = await LabCluster.create({ tag: "al6", hosts: 2, ipv6: true });
-    agents = await LabAgents.prepare(lab, () => ({
-      Network: NETWORK,
-      EnableIPv6: true,
-      IPv6Network: NETWORK6,
-      Backend: { Type: "vxlan" },
-    }));
-    [a1, a2] = agents.agents;
-    agents.startAll();
-    await agents.waitAllReady();
-    for (const a of agents.agents)
-      await agents.waitFor(a, "both families' peer", (s) => s.ready && s.peers.length === 1 && s.peers6?.length === 1);
-    await agents.addPods(1);
-  }, 120_000);
-
-  afterAll(async () => {
-    await agents?.stopAll();
-    await lab?.destroy();
+  const env = agentLab({
+    tag: "al6",
+    hosts: 2,
+    ipv6: true,
+    conf: () => ({ Network: NETWORK, EnableIPv6: true, IPv6Network: NETWORK6, Backend: { Type: "vxlan" } }),
+    settled: {
+      what: "both families' peer",
+      check: (s) => s.ready && s.peers.length === 1 && s.peers6?.length === 1,
+    },
   });
 
   it("restarts only the IPv6 instance: a new IPv6 subnet, flannel-v6.1 made again, flannel.1 and the IPv4 subnet and traffic untouched", async () => {
-    const before = await agents.status(a2);
+    const [a1, a2] = env.all;
+    const before = await env.agents.status(a2);
     const [v4, lost] = [before.subnet!, before.subnet6!];
     const ifindex = async (dev: string) =>
       (await a2.host.ns.kernel.ipJson<Array<{ ifindex: number }>>(["link", "show", "dev", dev]))[0].ifindex;
     const [flannel4, flannel6] = [await ifindex("flannel.1"), await ifindex("flannel-v6.1")];
-    const since = await agents.logSize(a2);
+    const since = await env.agents.logSize(a2);
 
     // host1's saved IPv6 ring now says host1 took host2's subnet, one version on.
-    await agents.stop(a1, "SIGKILL");
+    await env.agents.stop(a1, "SIGKILL");
     const file = join(a1.stateDir, "lease-state-ipv6.json");
     const state = JSON.parse(await readFile(file, "utf8")) as {
       ring: { owners: string[]; runs: Array<[number, number, number, number, 0 | 1]> };
@@ -65,10 +50,10 @@ describe.skipIf(!canUseNetns())("agents, dual-stack: a lost IPv6 subnet", () => 
     const [start, count, , version] = ring.runs[i];
     ring.runs[i] = [start, count, ring.owners.indexOf(a1.host.name), version + 1, 0];
     await writeFile(file, JSON.stringify(state), { mode: 0o600 });
-    agents.start(a1);
-    await agents.waitReady(a1);
+    env.agents.start(a1);
+    await env.agents.waitReady(a1);
 
-    const after = await agents.waitFor(
+    const after = await env.agents.waitFor(
       a2,
       "a new IPv6 subnet, ready again",
       (s) => s.ready && s.subnet6 !== undefined && s.subnet6 !== lost && s.peers6?.length === 1,
@@ -92,19 +77,13 @@ describe.skipIf(!canUseNetns())("agents, dual-stack: a lost IPv6 subnet", () => 
     // The IPv4 instance was never stopped: the same device; the IPv6 one was made again.
     expect(await ifindex("flannel.1")).toBe(flannel4);
     expect(await ifindex("flannel-v6.1")).not.toBe(flannel6);
-    const env = await agents.subnetEnv(a2);
-    expect(env.text).toContain(`FLANNEL_IPV6_SUBNET=${formatIpv6(parsePrefix6(after.subnet6!).addr + 1n)}/64\n`);
-    expect(env.text).toContain(`FLANNEL_SUBNET=${v4.replace(/\.0\/24$/, ".1/24")}\n`);
+    const written = await env.agents.subnetEnv(a2);
+    expect(written.text).toContain(`FLANNEL_IPV6_SUBNET=${formatIpv6(parsePrefix6(after.subnet6!).addr + 1n)}/64\n`);
+    expect(written.text).toContain(`FLANNEL_SUBNET=${v4.replace(/\.0\/24$/, ".1/24")}\n`);
     // IPv4 pod traffic as before; a pod made now on host2 gets the new IPv6 subnet and is reached over IPv6.
     expect((await ping(a1.host.pods[0], a2.host.pods[0].addr, { count: 2 })).received).toBe(2);
-    const fresh = await lab.addPod(a2.host, agents.subnetFile(a2));
+    const fresh = await env.lab.addPod(a2.host, env.agents.subnetFile(a2));
     expect(prefixContains6(parsePrefix6(after.subnet6!), fresh.addr6!)).toBe(true);
-    for (
-      let t = 0;
-      t < 10 && (await ping(a1.host.pods[0], fresh.addr6!, { count: 1, timeoutS: 1 })).received === 0;
-      t++
-    )
-      await new Promise((r) => setTimeout(r, 500));
-    expect((await ping(a1.host.pods[0], fresh.addr6!, { count: 2 })).received).toBe(2);
+    expect((await pingWhenRouted(a1.host.pods[0], fresh.addr6!)).received).toBe(2);
   });
 });

@@ -1,12 +1,15 @@
 // What the agent tests share: net-conf.json per backend, views of the kernel state an agent leaves
 // in its host's namespace (read with plain `ip -json`, `bridge -json` and `nft -j`, not with the
-// agent's own readers, so a bug there cannot hide itself), pings between every pair of hosts, and
-// polling for things that happen a little after the agent says so.
+// agent's own readers, so a bug there cannot hide itself), pings between every pair of hosts,
+// polling for things that happen a little after the agent says so, and a describe block's lab of
+// real agents (agentLab).
 import { setTimeout as sleep } from "node:timers/promises";
-import type { LabHost } from "../../src/lab/cluster.js";
-import { LAB_POD_NETWORK } from "../../src/lab/cluster.js";
+import { afterAll, beforeAll, expect } from "vitest";
+import { LabAgents, type AgentStatus, type LabAgent } from "../../src/lab/agents.js";
+import { LabCluster, LAB_POD_NETWORK, type LabHost, type LabOptions } from "../../src/lab/cluster.js";
 import { ping } from "../../src/lab/traffic.js";
 import { formatIpv4, formatPrefix, parseIpv4, parsePrefix, prefixContains } from "../../src/net/ipv4.js";
+import { tcpTransfer } from "../support/tcp-transfer.js";
 
 export const NETWORK = formatPrefix(LAB_POD_NETWORK); // 198.19.0.0/16
 
@@ -153,4 +156,83 @@ export async function kernelState(h: LabHost): Promise<unknown> {
     fdb: await k.bridgeJson(["fdb", "show"]),
     nft: (await h.ns.exec(["nft", "list", "ruleset"])).trim(),
   };
+}
+
+export interface AgentLabOptions {
+  tag: string;
+  hosts: number;
+  /** The lab's IPv6 underlay (LabOptions.ipv6). */
+  ipv6?: LabOptions["ipv6"];
+  /** Each host's net-conf.json (`i`: the host's index in the lab). */
+  conf: (h: LabHost, i: number) => object;
+  /** What every agent's status shows once it settled (its peers of each family known, ...). */
+  settled: { what: string; check: (s: AgentStatus) => boolean };
+  /** Gossip over IPv6 (IPv6-only agents on an IPv6 underlay). */
+  gossip6?: boolean;
+  /** Changes to the lab before the agents start (an address added, the IPv4 underlay flushed). */
+  beforeStart?: (lab: LabCluster) => Promise<unknown>;
+  /** An agent's extra flags. */
+  flags?: (a: LabAgent) => string[];
+  /** Runs once every agent settled, before the pods are made. */
+  beforePods?: (env: AgentLab) => Promise<void>;
+  timeoutMs?: number;
+}
+
+/** A describe block's lab of real agents; filled in by its beforeAll. */
+export interface AgentLab {
+  lab: LabCluster;
+  agents: LabAgents;
+  all: LabAgent[];
+  /** Each agent's status once it settled, by node name (its subnets then). */
+  settled: Map<string, AgentStatus>;
+  others(a: LabAgent): LabAgent[];
+}
+
+/**
+ * Registers the describe block's beforeAll and afterAll: a lab of `hosts` hosts, a real agent on
+ * each (every one a subnet seed, joining the others), all ready and settled, then a pod per host;
+ * afterwards the agents stop and the lab goes, also when the start failed halfway.
+ */
+export function agentLab(o: AgentLabOptions): AgentLab {
+  const env: AgentLab = {
+    settled: new Map(),
+    others: (a) => env.all.filter((x) => x !== a),
+  } as Partial<AgentLab> as AgentLab;
+  beforeAll(async () => {
+    env.lab = await LabCluster.create({ tag: o.tag, hosts: o.hosts, ipv6: o.ipv6 });
+    await o.beforeStart?.(env.lab);
+    env.agents = await LabAgents.prepare(
+      env.lab,
+      (h) => o.conf(h, env.lab.hosts.indexOf(h)),
+      env.lab.hosts.length,
+      o.gossip6,
+    );
+    env.all = env.agents.agents;
+    for (const a of env.all) env.agents.start(a, o.flags?.(a) ?? []);
+    await env.agents.waitAllReady();
+    for (const a of env.all) env.settled.set(a.host.name, await env.agents.waitFor(a, o.settled.what, o.settled.check));
+    await o.beforePods?.(env);
+    await env.agents.addPods(1);
+  }, o.timeoutMs ?? 180_000);
+  afterAll(async () => {
+    await env.agents?.stopAll();
+    await env.lab?.destroy();
+  });
+  return env;
+}
+
+/**
+ * TCP from the first pod of each `from` host to the first pod of its `to` host over `family`, on
+ * the port given: each transfer must arrive exactly (byte count and hash).
+ */
+export async function expectExactTcp(
+  transfers: ReadonlyArray<readonly [from: LabAgent, to: LabAgent, port: number]>,
+  family: 4 | 6,
+  bytes = 8 << 20,
+): Promise<void> {
+  for (const [from, to, port] of transfers) {
+    const { sent, received } = await tcpTransfer(from.host.pods[0], to.host.pods[0], bytes, port, family);
+    expect(received, `${from.host.name} -> ${to.host.name} IPv${family}`).toEqual(sent);
+    expect(sent.bytes).toBe(bytes);
+  }
 }

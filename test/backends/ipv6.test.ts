@@ -2,8 +2,8 @@
 // two-host lab with an IPv6 underlay (2001:2::/64) and pods in 2001:2:0:8000::/49: vxlan's
 // flannel-v6.<VNI> with flannel's neighbour, FDB and onlink route entries, host-gw's route via the
 // peer's IPv6 underlay address, pings over IPv6 and IPv4 side by side, drift repaired, peers
-// removed, a peer whose IPv6 rides its IPv4 underlay refused, and a VTEP MAC that survives a
-// restart.
+// removed, a peer whose IPv6 rides its IPv4 underlay refused, a VTEP MAC that survives a restart,
+// and vxlan's DirectRouting over the IPv6 underlay.
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,10 +12,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeSubnetEnv } from "../../src/agent/subnet-env.js";
 import type { Backend, BackendAnnouncement, BackendContext, BackendPeer } from "../../src/backends/backend.js";
 import { createBackend } from "../../src/backends/index.js";
+import { withNetns } from "../../src/io/netns.js";
 import { LabCluster, LAB_POD_NETWORK, LAB_POD_NETWORK6, type LabHost } from "../../src/lab/cluster.js";
 import { ping } from "../../src/lab/traffic.js";
-import { formatIpv6, ipv4Mapped, parsePrefix6, type Ipv6Prefix } from "../../src/net/ipv6.js";
-import { canUseNetns } from "../support/netns.js";
+import { formatIpv6, ipv4Mapped, parseIpv6, parsePrefix6, type Ipv6Prefix } from "../../src/net/ipv6.js";
+import { canUseNetns, Netns } from "../support/netns.js";
 import { subnetOf } from "./support.js";
 
 const subnet6Of = (i: number): Ipv6Prefix => parsePrefix6(`2001:2:0:${(0x8000 + i).toString(16)}::/64`);
@@ -68,6 +69,31 @@ const routes6 = async (h: LabHost) =>
     .split("\n")
     .filter((l) => l.startsWith("2001:2:0:8002:"))
     .join("\n");
+
+describe.skipIf(!canUseNetns())("udp backend and IPv6", () => {
+  it("refuses an IPv6 subnet with BACKEND_NO_IPV6 (flannel's udp format is IPv4-only) before it opens anything", async () => {
+    // In a namespace of its own, so that a backend which wrongly went on would open its TUN device there.
+    const ns = await Netns.create("b6u");
+    const dir = mkdtempSync(join(tmpdir(), "weft-v6-udp-"));
+    try {
+      const context: BackendContext = {
+        kernel: ns.kernel,
+        network: LAB_POD_NETWORK6,
+        subnet: subnet6Of(1),
+        underlay: { iface: "eth0", addr: 0xc612000b, addr6: parseIpv6("2001:2::b"), mtu: 1500 },
+        stateDir: dir,
+        logger: pino({ level: "silent" }),
+      };
+      expect(() => withNetns(ns.name, () => createBackend("udp", {}, context))).toThrow(
+        expect.objectContaining({ code: "BACKEND_NO_IPV6", message: expect.stringMatching(/use vxlan or wasm-vxlan/) }),
+      );
+      expect(await ns.ip("-br link show")).not.toContain("flannel0");
+    } finally {
+      await ns.destroy();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
 
 for (const type of ["vxlan", "host-gw"] as const) {
   describe.skipIf(!canUseNetns())(`${type} backend, dual-stack (kernel)`, () => {
@@ -185,6 +211,22 @@ for (const type of ["vxlan", "host-gw"] as const) {
     });
 
     if (type === "vxlan") {
+      it("reconcile() re-creates flannel-v6.1 deleted by hand, with the same MAC and the peer's IPv6 entries; flannel.1 untouched", async () => {
+        await n1.host.ns.ip("link del flannel-v6.1");
+        expect((await ping(n1.host.pods[0], n2.host.pods[0].addr6!, { count: 1, timeoutS: 1 })).received).toBe(0);
+        await n1.v6.reconcile();
+        const [link] = await n1.host.ns.kernel.ipJson<Array<{ address: string }>>(["link", "show", "flannel-v6.1"]);
+        expect(link.address).toBe(n1.a6.vtepMac);
+        expect(await n1.host.ns.ip("-6 neigh show dev flannel-v6.1")).toBe(
+          `2001:2:0:8002:: lladdr ${n2.a6.vtepMac} PERMANENT \n`,
+        );
+        expect(await routes6(n1.host)).toBe(
+          "2001:2:0:8002::/64 via 2001:2:0:8002:: dev flannel-v6.1 metric 1024 onlink pref medium",
+        );
+        expect((await ping(n1.host.pods[0], n2.host.pods[0].addr6!, { count: 2 })).received).toBe(2);
+        expect((await ping(n1.host.pods[0], n2.host.pods[0].addr, { count: 2 })).received).toBe(2);
+      });
+
       it("keeps the IPv6 VTEP MAC across a restart with the same state dir", async () => {
         await n2.v6.stop(false);
         await n2.v4.stop(false);
@@ -192,6 +234,36 @@ for (const type of ["vxlan", "host-gw"] as const) {
         expect(n2.a6.vtepMac).toBe(peers(n2, 2)[1].backend.vtepMac);
         await connect(n1, n2);
         expect((await ping(n1.host.pods[0], n2.host.pods[0].addr6!, { count: 3 })).received).toBe(3);
+      });
+
+      it("DirectRouting for IPv6: a peer on the same L2 gets a plain route via its IPv6 underlay address, one behind a gateway gets flannel-v6.1's entries", async () => {
+        await n1.v6.stop(false);
+        n1.v6 = createBackend("vxlan", { directRouting: true }, ctx(n1.host, n1.dir, 6, 1));
+        n1.a6 = await n1.v6.start();
+        const far = { addr: "2001:2::c8", subnet: subnet6Of(60), vtepMac: "0a:58:00:00:c8:00" };
+        await n1.host.ns.ip(`-6 route add ${far.addr}/128 via 2001:2::c`);
+        try {
+          await n1.v6.setPeer(peers(n2, 2)[1]);
+          await n1.v6.setPeer({
+            name: "far",
+            subnet: far.subnet,
+            underlay: parseIpv6(far.addr),
+            backend: { type: "vxlan", vni: 1, port: 8472, vtepMac: far.vtepMac },
+          });
+          expect(await routes6(n1.host)).toBe("2001:2:0:8002::/64 via 2001:2::c dev eth0 metric 1024 pref medium");
+          expect(await n1.host.ns.ip("-6 route show 2001:2:0:803c::/64")).toBe(
+            "2001:2:0:803c::/64 via 2001:2:0:803c:: dev flannel-v6.1 metric 1024 onlink pref medium\n",
+          );
+          expect(await n1.host.ns.ip("-6 neigh show dev flannel-v6.1")).toBe(
+            `2001:2:0:803c:: lladdr ${far.vtepMac} PERMANENT \n`,
+          );
+          expect((await ping(n1.host.pods[0], n2.host.pods[0].addr6!, { count: 2 })).received).toBe(2);
+          await n1.v6.stop(false);
+          expect(await routes6(n1.host)).toBe("");
+          expect(await n1.host.ns.ip("-6 route show 2001:2:0:803c::/64")).toBe("");
+        } finally {
+          await n1.host.ns.ip(`-6 route del ${far.addr}/128`);
+        }
       });
     }
   });

@@ -4,75 +4,27 @@
 // present and positive (zero only where zero is a real outcome), a report directory, and leave
 // nothing behind; an interrupt must leave nothing behind either. Speed is never asserted: figures
 // depend on the machine and on what else runs on it.
-import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import type { BenchReport } from "../../src/bench/report.js";
-import { projectFile } from "../../src/paths.js";
+import { leftovers, runCli } from "../support/cli-run.js";
 import { canUseNetns } from "../support/netns.js";
 
 const work = mkdtempSync(join(tmpdir(), "weft-bench-test-"));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
-interface Run {
-  pid: number;
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  /** TMPDIR of the run: LabAgents puts the agents' work dirs (and so their --state-dir) there. */
-  agentTmp: string;
-}
-
-/** Runs `weft bench args`; `onStderr` may act on progress lines (sent as plain lines off a TTY). */
-function bench(name: string, args: string[], onStderr?: (text: string, pid: number) => void): Promise<Run> {
-  const agentTmp = join(work, `${name}-tmp`);
-  rmSync(agentTmp, { recursive: true, force: true });
-  mkdirSync(agentTmp);
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [projectFile("dist", "src", "cli", "main.js"), "bench", ...args], {
-      env: { ...process.env, TMPDIR: agentTmp },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => {
-      stderr += d;
-      onStderr?.(stderr, child.pid!);
-    });
-    child.on("error", reject);
-    child.on("exit", (code) => resolve({ pid: child.pid!, code, stdout, stderr, agentTmp }));
-  });
-}
-
-/** What a run may have left: namespaces named with its pid, processes using its agents' dirs, those dirs. */
-async function leftovers(r: Run): Promise<string[]> {
-  const left: string[] = [];
-  const { execFileSync } = await import("node:child_process");
-  for (const line of execFileSync("ip", ["netns", "list"], { encoding: "utf8" }).split("\n")) {
-    if (line.includes(`-${r.pid}-`)) left.push(`namespace ${line.trim()}`);
-  }
-  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
-    let cmdline = "";
-    try {
-      cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8").replace(/\0/g, " ");
-    } catch {
-      continue; // exited meanwhile
-    }
-    if (cmdline.includes(r.agentTmp)) left.push(`process ${pid}: ${cmdline}`);
-  }
-  for (const d of readdirSync(r.agentTmp)) left.push(`agent work dir ${d}`);
-  return left;
-}
+/** Runs `weft bench args`. */
+const bench = (name: string, args: string[], onStderr?: (text: string, pid: number) => void) =>
+  runCli(work, name, ["bench", ...args], onStderr);
 
 describe.runIf(canUseNetns())("weft bench", () => {
   it("--quick on two backends, offloads on and off: every figure present and positive, a full report, nothing left behind", async () => {
     const out = join(work, "report");
     const r = await bench("quick", ["--quick", "--backends", "vxlan,wasm-vxlan", "--offloads", "on,off", "--out", out]);
     expect(r.code, r.stderr).toBe(0);
-    expect(await leftovers(r)).toEqual([]);
+    expect(leftovers(r)).toEqual([]);
 
     const setups = ["vxlan", "wasm-vxlan", "wasm-vxlan (offloads off)"];
     const report = JSON.parse(readFileSync(join(out, "report.json"), "utf8")) as BenchReport;
@@ -150,10 +102,18 @@ describe.runIf(canUseNetns())("weft bench", () => {
     expect(md).toContain("`--offloads on,off`; in force: wasm-vxlan: ");
     expect(md).toContain("wasm-vxlan (offloads off): off (disabled by the offloads option)");
     expect(md).toContain("(chart.svg)");
+    for (const row of ["ping under load p99", "flood tail: oldest delivered after stop", "idle cost, per agent"])
+      expect(md).toContain(`| ${row} |`);
+    // The header keeps the load at both ends, and the load workloads are defined where they are read.
+    expect(md).toMatch(/1-minute load average at the start \d+\.\d\d, at the end \d+\.\d\d\./);
+    expect(report.machine.loadAverageAtEnd).toBeGreaterThanOrEqual(0);
+    for (const term of ["**Ping under load**", "**Flood tail**", "**Idle cost**"]) expect(md).toContain(term);
     const svg = readFileSync(join(out, "chart.svg"), "utf8");
     expect(svg.startsWith("<svg ")).toBe(true);
     expect(svg).toContain(">wasm-vxlan</text>");
     expect(svg).toContain(">wasm-vxlan (offloads off)</text>");
+    expect(svg).toContain(">flood tail: oldest delivered after stop (lower is better)</text>");
+    expect(svg).toContain(">idle cost, per agent (lower is better)</text>");
     expect(r.stdout).toContain("ratio to vxlan");
     expect(r.stdout).toContain("wasm-vxlan (offloads off)");
     expect(r.stderr).toContain("round 1/1 · wasm-vxlan (offloads off) · TCP 1 stream");
@@ -173,7 +133,7 @@ describe.runIf(canUseNetns())("weft bench", () => {
       out,
     ]);
     expect(r.code, r.stderr).toBe(0);
-    expect(await leftovers(r)).toEqual([]);
+    expect(leftovers(r)).toEqual([]);
     const report = JSON.parse(readFileSync(join(out, "report.json"), "utf8")) as BenchReport;
     expect(report.settings.families).toEqual([4, 6]);
     expect(Object.keys(report.netConf).sort()).toEqual([
@@ -222,7 +182,7 @@ describe.runIf(canUseNetns())("weft bench", () => {
     expect(sent, r.stderr).toBe(true);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain("BENCH_INTERRUPTED");
-    expect(await leftovers(r)).toEqual([]);
+    expect(leftovers(r)).toEqual([]);
     expect(() => readdirSync(join(work, "never"))).toThrow();
   }, 120_000);
 });

@@ -3,9 +3,17 @@
 import { describe, expect, it } from "vitest";
 import { categorize } from "../../bench/profile/categories.js";
 
-/** A `perf script -F comm,tid,ip,sym` sample: header, then frames innermost first. */
+/** A `perf script -F comm,pid,tid,ip,sym` sample: header, then frames innermost first. */
+const sampleOf = (comm: string, pid: number, ...frames: string[]) =>
+  [`${comm} ${pid}/${pid + 1} `, ...frames.map((f, i) => `\t    ffff${i.toString(16).padStart(4, "0")} ${f}`), ""].join(
+    "\n",
+  );
+const WEFT = 4242;
+const IPERF3 = 5000;
+/** Samples of the profiled processes: weft's node, the setup's iperf3, the idle task. */
 const sample = (comm: string, ...frames: string[]) =>
-  [`${comm} 4242 `, ...frames.map((f, i) => `\t    ffff${i.toString(16).padStart(4, "0")} ${f}`), ""].join("\n");
+  sampleOf(comm, comm === "node" ? WEFT : comm === "iperf3" ? IPERF3 : comm === "swapper" ? 0 : 77, ...frames);
+const own = { weft: new Set([WEFT]), iperf3: new Set([IPERF3]) };
 
 describe("bench:profile categories", () => {
   it("files every sample once, by its innermost frame and the syscall it serves", () => {
@@ -37,7 +45,7 @@ describe("bench:profile categories", () => {
       sample("node", "Builtins_LoadIC", "JS:*runQueue file:///x/worker.js:1:1"),
       sample("perf", "evsel__read"),
     ].join("\n");
-    const p = categorize(script, 1000, ["packet/checksum/checksumPartial", "packet/checksum/copyChecksumPartial"]);
+    const p = categorize(script, 1000, ["packet/checksum/checksumPartial", "packet/checksum/copyChecksumPartial"], own);
     expect(p.total).toBe(10);
     expect(Object.fromEntries(p.categories)).toEqual({
       idle: 1,
@@ -52,5 +60,30 @@ describe("bench:profile categories", () => {
     });
     expect(Object.fromEntries(p.wasm)).toEqual({ "packet/checksum/copyChecksumPartial": 2 });
     expect([...p.categories.values()]).toEqual([...p.categories.values()].sort((a, b) => b - a));
+  });
+
+  it("tells the profiled processes from others of the same name by pid, and softirq work apart", () => {
+    const script = [
+      // Another session's node dataplane and iperf3 on a shared machine: not ours.
+      sampleOf("node", 9001, "_copy_to_iter", "skb_copy_datagram_iter", "tun_do_read", "do_syscall_64"),
+      sampleOf("iperf3", 9002, "_copy_from_iter", "tcp_sendmsg_locked"),
+      // Our worker threads may carry another command name: the pid decides.
+      sampleOf("weft-worker", WEFT, "JS:wasm-function[0]-0-turbofan"),
+      // Kernel vxlan's receive path on an idle CPU's time and in ksoftirqd.
+      sampleOf("swapper", 0, "vxlan_rcv", "udp_queue_rcv_one_skb", "net_rx_action", "handle_softirqs", "irq_exit_rcu"),
+      sampleOf("ksoftirqd/1", 22, "br_handle_frame", "__netif_receive_skb", "net_rx_action", "handle_softirqs"),
+      sampleOf("swapper", 0, "pv_native_safe_halt", "default_idle"),
+      sampleOf("swapper", 0, "tick_nohz_idle_enter", "do_idle"),
+      // A command name with a space.
+      sampleOf("Timer thread", 9003, "hrtimer_interrupt"),
+    ].join("\n");
+    const p = categorize(script, 1000, ["f"], own);
+    expect(p.total).toBe(8);
+    expect(Object.fromEntries(p.categories)).toEqual({
+      "other processes": 3,
+      "weft: Wasm": 1,
+      "softirq outside our processes (idle CPUs, ksoftirqd, others' time)": 2,
+      idle: 2,
+    });
   });
 });

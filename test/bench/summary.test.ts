@@ -129,4 +129,43 @@ describe("bench summary", () => {
     expect(svg).toContain(`fill="#eec2a9" stroke="#dd8452"`);
     expect(svg).toContain(">wasm-vxlan (offloads off)</text>");
   });
+
+  it("charts the figures without a ratio (flood tail, idle cost) as absolute values of every setup", () => {
+    const workloads: Workload[] = [{ kind: "flood-tail" }, { kind: "idle" }];
+    const at = (setup: string, workload: string, values: Record<string, number>): Sample => ({
+      setup,
+      workload,
+      round: 1,
+      seq: 0,
+      startedAt: "",
+      values,
+      raw: {},
+    });
+    const samples = [
+      at("vxlan", "flood-tail", { tailMs: 0, delayP99Ms: 0.5, floodReceivedKpps: 40 }),
+      at("udp", "flood-tail", { tailMs: 7.25, delayP99Ms: 20, floodReceivedKpps: 10 }),
+      at("vxlan", "idle", { cpuPercent: 0.04 }),
+      at("udp", "idle", { cpuPercent: 0.2 }),
+    ];
+    const { setups } = resolveSettings({ backends: ["vxlan", "udp"] });
+    const figures = summarize(
+      figureDefs(workloads),
+      setups.map((s) => s.name),
+      samples,
+    );
+    // Kernel vxlan's tail of 0 gives no ratio: without this section the figure would be missing.
+    expect(figures.find((f) => f.id === "flood-tail.tailMs")!.ratios).toEqual({});
+    const svg = chartSvg(figures, setups, "t");
+    expect(svg).toContain("absolute medians");
+    expect(svg).toContain(">flood tail: oldest delivered after stop (lower is better)</text>");
+    expect(svg).toContain(">7.25 ms  udp</text>");
+    expect(svg).toContain(">0 ms  vxlan</text>");
+    expect(svg).toContain(">idle cost, per agent (lower is better)</text>");
+    expect(svg).toContain(">0.200 % core  udp</text>");
+    // The largest value of a figure is the full length; the others in proportion.
+    expect(svg).toMatch(/<rect x="280" y="\d+" width="480" [^>]*><title>udp: 0.200 % core<\/title>/);
+    expect(svg).toMatch(/<rect x="280" y="\d+" width="96" [^>]*><title>vxlan: 0.0400 % core<\/title>/);
+    // Figures with a ratio stay in the ratio section only.
+    expect(svg.match(/one-way delay p99 beside a flood/g)).toHaveLength(1);
+  });
 });

@@ -1,6 +1,8 @@
-// The dataplane's latency knobs end to end — busy polling after traffic (busyPollUs) and the CoDel
-// sojourn limit on the sockets' receive queues (queueDelayUs) — each on and off, with offloads on
-// and off: pings and exact, hashed TCP transfers both ways. Their speed is for the benchmarks.
+// The dataplane's latency knobs end to end — busy polling after traffic (busyPollUs), the CoDel
+// sojourn limit on the sockets' receive queues (queueDelayUs) and the send path's flow queue
+// (flowQueue, off by default, so off in every mode that does not turn it on) — each on and off, with
+// offloads on and off: pings and exact, hashed TCP transfers both ways. Their speed is for the
+// benchmarks.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { UserspaceDataplane, UserspaceDataplaneOptions } from "../../src/dataplane/dataplane.js";
 import type { LabCluster } from "../../src/lab/cluster.js";
@@ -18,6 +20,8 @@ const MODES: Array<{ name: string; knobs: Partial<UserspaceDataplaneOptions> }> 
     name: "busy poll on, queue limit on, offloads off",
     knobs: { busyPollUs: 200, queueDelayUs: 5000, offloads: false },
   },
+  { name: "flow queue on", knobs: { flowQueue: true } },
+  { name: "flow queue on, offloads off", knobs: { flowQueue: true, offloads: false } },
 ];
 
 for (const [m, mode] of MODES.entries()) {

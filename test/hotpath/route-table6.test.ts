@@ -24,6 +24,7 @@ const wasm = hp.fn;
 const result = routeResults(hp);
 
 const MAX_PROBES = 4096;
+const LEAF_RULES = hp.constant("ROUTE6_LEAF_RULES");
 const scratch = arena.alloc(16, 16);
 const probeIn = arena.alloc(MAX_PROBES * 16);
 const probeOut = arena.alloc(MAX_PROBES * 4);
@@ -60,6 +61,9 @@ class WasmRouteTable6 {
   }
   get nodes(): number {
     return wasm.route6Nodes(this.t);
+  }
+  get leaves(): number {
+    return wasm.route6Leaves(this.t);
   }
   generation = () => wasm.routeReadBegin(this.t);
   unchangedSince = (gen: number) => wasm.routeReadValid(this.t, gen) === 1;
@@ -119,10 +123,12 @@ function agreesOnOperationSequences(
       fc.array(addresses, { maxLength: 16 }),
       (pool, ops, extra) => {
         const ref = new ReferenceRouteTable6(table.limits);
-        runDifferential(table, ref, pool, ops, [...boundaries(pool), ...extra], () =>
+        runDifferential(table, ref, pool, ops, [...boundaries(pool), ...extra], () => {
           // Every node holds a rule longer than /16 or branches: fewer than twice those rules, none without.
-          expect(table.nodes).toBeLessThanOrEqual(Math.max(0, 2 * ref.countLongerThan(16) - 1)),
-        );
+          expect(table.nodes).toBeLessThanOrEqual(Math.max(0, 2 * ref.countLongerThan(16) - 1));
+          // One leaf (or pair) for each /16 with few long rules, and old ones given back.
+          expect(table.leaves).toBe(ref.sixteensWithLongRules(LEAF_RULES));
+        });
       },
     ),
     { numRuns: 200 },
@@ -160,7 +166,10 @@ describe("IPv6 route table against the linear-scan reference", () => {
     const next = random32(0x1b6);
     const base = randomRules6(8000, limits.maxNextHops, next);
     for (const r of base) expect(wt.insert(r.addr, r.len, r.nh)).toBe(ref.insert(r.addr, r.len, r.nh));
-    expect(wt.nodes).toBeGreaterThan(hp.constant("ROUTE6_CACHED_NODES"));
+    expect(wt.nodes * hp.constant("ROUTE6_NODE_BYTES")).toBeGreaterThan(hp.constant("ROUTE6_CACHED_BYTES"));
+    // Most of its /16s have one rule or two, answered by leaves; the crowded one by its trie.
+    expect(wt.leaves).toBe(ref.sixteensWithLongRules(LEAF_RULES));
+    expect(wt.leaves).toBeGreaterThan(5000);
     const uniform = Array.from({ length: 2000 }, () => random128(next));
     fc.assert(
       fc.property(
@@ -187,6 +196,53 @@ describe("IPv6 route table against the linear-scan reference", () => {
   });
 });
 
+describe("IPv6 route table: a /16 moving between its trie, a pair of leaves and a leaf", () => {
+  it("answers as the reference at every range edge while its long rules come and go one by one", () => {
+    const limits = { maxRules: 32, maxNextHops: 64 };
+    const wt = new WasmRouteTable6(limits);
+    const ref = new ReferenceRouteTable6(limits);
+    const next = random32(0x1eaf);
+    // Nested and disjoint rules of one /16, up to /128, under a /16 and a /0.
+    const sixteen = parseIpv6("2001:2::");
+    const rules = [
+      { addr: 0n, len: 0 },
+      { addr: sixteen, len: 16 },
+      ...Array.from({ length: 10 }, () => {
+        const len = 17 + (next() % 112);
+        return network(sixteen | (random128(next) & ((1n << 112n) - 1n)), len);
+      }),
+      network(sixteen, 128),
+      network(sixteen | ((1n << 112n) - 1n), 128),
+      network(sixteen, 17),
+      network(sixteen | (1n << 111n), 17),
+    ].map((p, i) => ({ ...p, nh: i }));
+    const probes = () => [
+      ...boundaries(rules),
+      ...Array.from({ length: 64 }, () => sixteen | (random128(next) >> 16n)),
+    ];
+    const agree = () => {
+      const at = probes();
+      const want = at.map((a) => ref.lookup(a));
+      expect(at.map(wt.lookup)).toEqual(want);
+      expect(wt.lookupBatch(at)).toEqual(want);
+      expect(wt.leaves).toBe(ref.sixteensWithLongRules(LEAF_RULES));
+    };
+    for (const r of rules) {
+      expect(wt.insert(r.addr, r.len, r.nh)).toBe(ref.insert(r.addr, r.len, r.nh));
+      agree();
+    }
+    for (const r of rules) {
+      expect(wt.replace(r.addr, r.len, (r.nh + 7) % 64)).toBe(ref.replace(r.addr, r.len, (r.nh + 7) % 64));
+      agree();
+    }
+    for (const r of [...rules].reverse()) {
+      expect(wt.delete(r.addr, r.len)).toBe(ref.delete(r.addr, r.len));
+      agree();
+    }
+    expect(wt.leaves).toBe(0);
+  });
+});
+
 describe("IPv6 route table at scale", () => {
   it("holds 100,000 random prefixes of lengths 0..128 and agrees with the reference", () => {
     const limits = { maxRules: 100_000, maxNextHops: 4096 };
@@ -198,6 +254,7 @@ describe("IPv6 route table at scale", () => {
     expect(wt.insert(random128(next), 128, 0)).toBe("full-rules");
     const compare = (present: Prefix6[]) => {
       expect(wt.count).toBe(ref.count);
+      expect(wt.leaves).toBe(ref.sixteensWithLongRules(LEAF_RULES));
       // A linear-scan lookup costs 100k steps: a sample of boundaries plus uniform addresses.
       const probes = [
         ...boundaries(present.filter((_, i) => i % 2000 === 0)),

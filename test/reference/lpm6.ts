@@ -29,6 +29,14 @@ export class ReferenceRouteTable6 extends PrefixRuleTable<bigint> {
   countLongerThan(len: number): number {
     return this.list().filter((r) => r.len > len).length;
   }
+
+  /** /16s with 1..most rules longer than /16 (the Wasm table answers each with range leaves). */
+  sixteensWithLongRules(most: number): number {
+    const perSixteen = new Map<bigint, number>();
+    for (const r of this.list())
+      if (r.len > 16) perSixteen.set(r.addr >> 112n, (perSixteen.get(r.addr >> 112n) ?? 0) + 1);
+    return [...perSixteen.values()].filter((n) => n <= most).length;
+  }
 }
 
 /** A uniform 128-bit number from four u32 draws. */

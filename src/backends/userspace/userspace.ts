@@ -142,6 +142,7 @@ export class UserspaceBackend implements Backend {
       offloads: options.offloads,
       busyPollUs: options.busyPollUs,
       queueDelayUs: options.queueDelayUs,
+      flowQueue: options.flowQueue,
       logger: this.logger,
     });
   }
@@ -153,10 +154,8 @@ export class UserspaceBackend implements Backend {
       // A family that is off stays off on the device, and the kernel sends neither device anything
       // of its own (the dataplane could only drop it). The IPv4 device has IPv6 off: no link-local
       // address, no router solicitations. The IPv6 device gets its sysctls while still down.
-      // (The slash form, since a device name like weft.1 holds a dot.)
-      const sysctls: ReadonlyArray<readonly [string, number]> =
-        this.family === 4 ? [["disable_ipv6", 1]] : IPV6_TUN_SYSCTLS;
-      for (const [key, value] of sysctls) await this.ctx.kernel.sysctl(`net/ipv6/conf/${this.tunName}/${key}`, value);
+      const sysctls = this.sysctls();
+      for (const [key, value] of sysctls) await this.ctx.kernel.sysctl(key, value);
       this.stats.kernelCommands += sysctls.length + 3; // and the TUN device's MTU, address and link state
       await this.dataplane.start(this.ctx.kernel);
     } catch (err) {
@@ -197,7 +196,20 @@ export class UserspaceBackend implements Backend {
     this.dataplane.removePeer(name);
   }
 
-  /** The peers live in the dataplane's own table; what can drift is the TUN device's address, route and link state. */
+  /**
+   * The TUN device's sysctls by their slash names (a device name like weft.1 holds a dot) and the
+   * values that keep the kernel from sending it anything of its own.
+   */
+  private sysctls(): ReadonlyArray<readonly [string, number]> {
+    const settings: ReadonlyArray<readonly [string, number]> =
+      this.family === 4 ? [["disable_ipv6", 1]] : IPV6_TUN_SYSCTLS;
+    return settings.map(([key, value]) => [`net/ipv6/conf/${this.tunName}/${key}`, value]);
+  }
+
+  /**
+   * The peers live in the dataplane's own table; what can drift is the TUN device's address, route,
+   * link state and sysctls.
+   */
   async reconcile(): Promise<void> {
     this.assertRunning();
     const [kernel, network, subnet] = [this.ctx.kernel, this.ctx.network, this.ctx.subnet];
@@ -207,6 +219,7 @@ export class UserspaceBackend implements Backend {
       readAddresses(kernel, tun, this.family),
       readRoutes(kernel, network),
     ]);
+    if (link) await this.repairSysctls();
     const lines: string[] = [];
     if (!addrs.some((a) => a.addr === subnet.addr && a.len === network.len))
       lines.push(
@@ -229,6 +242,41 @@ export class UserspaceBackend implements Backend {
         { command: f.command },
         `the kernel refused \`${f.command}\`: ${f.message}; reconcile will try again`,
       );
+  }
+
+  /**
+   * Writes back the device's sysctls that something else changed: a write of
+   * net.ipv6.conf.all.forwarding (kube-proxy makes one) sets every device's forwarding, so
+   * weft-v6.<VNI> joins the all-routers groups and the kernel sends MLD reports into it; and
+   * all.disable_ipv6 sets every device's disable_ipv6.
+   */
+  private async repairSysctls(): Promise<void> {
+    const kernel = this.ctx.kernel;
+    const wanted = this.sysctls();
+    let values: string[];
+    try {
+      values = await kernel.readSysctls(wanted.map(([key]) => key));
+    } catch (err) {
+      // The device's address, route and link state are still repaired below.
+      this.stats.kernelErrors++;
+      this.logger.error({ err }, `cannot read ${this.tunName}'s sysctls; reconcile will try again`);
+      return;
+    }
+    const drifted = wanted
+      .map(([key, value], i) => ({ key, value, found: values[i] }))
+      .filter((d) => d.found !== String(d.value));
+    if (drifted.length === 0) return;
+    this.stats.kernelCommands += drifted.length;
+    this.stats.driftRepairs += drifted.length;
+    this.logger.warn({ sysctls: drifted }, `repairing ${this.tunName}'s sysctls`);
+    for (const { key, value } of drifted) {
+      try {
+        await kernel.sysctl(key, value);
+      } catch (err) {
+        this.stats.kernelErrors++;
+        this.logger.error({ err, key }, `the kernel refused sysctl ${key}=${value}; reconcile will try again`);
+      }
+    }
   }
 
   async stop(keep: boolean): Promise<void> {

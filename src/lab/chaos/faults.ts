@@ -110,8 +110,10 @@ export class Bystander {
 
   /**
    * Opens `count` TCP connections to `target:port` and writes one byte of a never-finished
-   * frame on each every `intervalS`, for at most `seconds`. Resolves with how many connections were open once all
-   * were tried; `stop()` (or the time limit) ends them.
+   * frame on each every `intervalS`, for at most `seconds`; a connection the target closes is
+   * opened again a second later (an attacker that persists, not one the first deadline ends).
+   * Resolves with how many connections were open once all were tried; `stop()` (or the time
+   * limit) ends them.
    */
   async slowConnections(
     target: LabHost,
@@ -122,19 +124,22 @@ export class Bystander {
   ): Promise<SlowConnections> {
     const script = `
       const net = require("node:net");
-      const socks = []; let open = 0, tried = 0;
-      for (let i = 0; i < ${count}; i++) {
-        const s = net.connect({ host: ${JSON.stringify(formatIpv4(target.underlayAddr))}, port: ${port} });
-        s.on("connect", () => { open++; if (++tried === ${count}) console.log("open " + open); });
-        s.on("error", () => { if (++tried === ${count}) console.log("open " + open); });
-        s.on("close", () => {});
-        socks.push(s);
-      }
+      const socks = []; let open = 0, tried = 0, ending = false;
       // A frame announcing 1,024 bytes, sent one byte at a time: a frame that is never whole.
       const frame = Buffer.alloc(4 + 1024); frame.writeUInt32BE(1024, 0);
-      let sent = 0;
-      const drip = setInterval(() => { for (const s of socks) if (!s.destroyed) s.write(frame.subarray(sent, sent + 1)); sent = Math.min(sent + 1, frame.length - 1); }, ${intervalS * 1000});
-      const end = () => { clearInterval(drip); for (const s of socks) s.destroy(); process.exit(0); };
+      const connect = (i, first) => {
+        const s = net.connect({ host: ${JSON.stringify(formatIpv4(target.underlayAddr))}, port: ${port} });
+        s.sent = 0;
+        let counted = !first;
+        const tally = (ok) => { if (counted) return; counted = true; if (ok) open++; if (++tried === ${count}) console.log("open " + open); };
+        s.on("connect", () => tally(true));
+        s.on("error", () => tally(false));
+        s.on("close", () => { if (!ending) setTimeout(() => { if (!ending) connect(i, false); }, 1000); });
+        socks[i] = s;
+      };
+      for (let i = 0; i < ${count}; i++) connect(i, true);
+      const drip = setInterval(() => { for (const s of socks) if (!s.destroyed && !s.connecting) { s.write(frame.subarray(s.sent, s.sent + 1)); s.sent = Math.min(s.sent + 1, frame.length - 1); } }, ${intervalS * 1000});
+      const end = () => { ending = true; clearInterval(drip); for (const s of socks) s.destroy(); process.exit(0); };
       setTimeout(end, ${seconds * 1000});
       process.on("SIGTERM", end);
       setInterval(() => { const alive = socks.filter((s) => !s.destroyed && s.readyState === "open").length; console.log("alive " + alive); }, 1000);

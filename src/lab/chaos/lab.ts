@@ -145,12 +145,20 @@ export class ChaosLab {
     return [...podless, ...results.filter(Boolean)];
   }
 
-  /** Pings every pair until all answer; seconds since `since`, or undefined (and a violation) past `boundMs`. */
+  /**
+   * Pings every pair until all answer; seconds since `since` (a violation too when that is past
+   * `boundMs`: a round that started in time may answer late), or undefined (and a violation)
+   * when still failing past `boundMs`.
+   */
   async waitTraffic(since: number, boundMs: number, what: string, among?: LabAgent[]): Promise<number | undefined> {
     let failing: string[] = [];
     for (;;) {
       failing = await this.unreachablePairs(among);
-      if (failing.length === 0) return (Date.now() - since) / 1000;
+      if (failing.length === 0) {
+        const s = (Date.now() - since) / 1000;
+        if (s * 1000 > boundMs) this.monitor.violate("late-traffic", `${what}: pods all reachable only ${s} s after`);
+        return s;
+      }
       if (Date.now() - since > boundMs) {
         this.monitor.violate(
           "no-traffic",

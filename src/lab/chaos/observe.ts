@@ -256,8 +256,13 @@ export class Monitor {
       this.violate("same-subnet", key, `, according to ${[...sources].sort().join(", ")}`);
     this.checkDead(s, running);
     this.countFalseDeaths(s, running);
+    if (this.missing(s).length > 0) this.convergedSince = undefined;
+    else this.convergedSince ??= s.at;
     for (const l of this.listeners.splice(0)) l(s);
   }
+
+  /** The first sample of the current converged stretch (undefined: not converged now). */
+  private convergedSince?: number;
 
   /** Routes and /status peers that still point at a stopped agent, longer than the bound. */
   deadRouteBoundMs = 30_000;
@@ -366,14 +371,21 @@ export class Monitor {
 
   /**
    * Waits until the cluster has converged (`missing` empty), sampling once a second; resolves
-   * with the seconds since `since`, or undefined (and a violation) when `boundMs` passes.
+   * with the seconds from `since` to the first sample of that converged stretch (which may come
+   * before this call, while the scenario was busy), a violation too when that is past `boundMs`;
+   * or undefined (and a violation) when still not converged past `boundMs`.
    */
   async waitConverged(since: number, boundMs: number, what: string): Promise<number | undefined> {
     let lastMissing: string[] = [];
     for (;;) {
       const s = await this.next();
       lastMissing = this.missing(s);
-      if (lastMissing.length === 0) return (s.at - since) / 1000;
+      if (lastMissing.length === 0) {
+        const at = Math.max(since, this.convergedSince ?? s.at);
+        if (at - since > boundMs)
+          this.violate("late-convergence", `${what}: converged only ${(at - since) / 1000} s after`);
+        return (at - since) / 1000;
+      }
       if (s.at - since > boundMs) {
         this.violate(
           "no-convergence",

@@ -1,0 +1,300 @@
+// The send path's own queue, fq_codel's idea in the worker (RFC 8290, without CoDel's clock): the
+// TUN ring is FIFO, drops at its tail when full and gives no backpressure, so a worker that reads
+// it no faster than it sends leaves a ping behind a flood's ring-full of packets and loses it with
+// the flood's. Here the worker reads the ring faster than it sends, into a pool of slots; packets
+// wait in per-flow queues (inner 5-tuple hash, ICMP echo identifier in place of ports), sparse
+// (new) flows are served before bulk (old) ones by deficit round robin, and when more are held
+// than the limit the fattest flow loses packets at its head. One call per read batch and one per
+// send batch; the TypeScript side only moves descriptors to and from the syscalls.
+//
+// Layout at `q` (fqSize bytes): a header, FQ_BUCKETS buckets, then one record per pool slot.
+import { DESC_OFF, DESC_LEN, HEADROOM, descPtr } from "../descriptor";
+import { descPointAt } from "../batch";
+
+/** Buckets (flows hash into these); a power of two. */
+export const FQ_BUCKETS: i32 = 1024;
+const BUCKET_BITS: i32 = 10;
+
+const H_SLOTS: i32 = 0; // pool slots (limit + read room)
+const H_BASE: i32 = 4; // first slot's byte offset
+const H_STRIDE: i32 = 8;
+const H_FREE: i32 = 12; // free list head (slot index, -1: none)
+const H_FREE_COUNT: i32 = 16;
+const H_NEW_HEAD: i32 = 20;
+const H_NEW_TAIL: i32 = 24;
+const H_OLD_HEAD: i32 = 28;
+const H_OLD_TAIL: i32 = 32;
+const H_QUANTUM: i32 = 36;
+const H_LIMIT: i32 = 40; // packets held at most after an enqueue
+const H_BACKLOG: i32 = 44;
+const H_DROPS: i32 = 48; // offset of the u64 drop counter
+const HEADER_BYTES: i32 = 64;
+
+// A bucket: FIFO of slot indices, packets in it, DRR deficit, link in the new/old list, which list.
+const B_HEAD: i32 = 0;
+const B_TAIL: i32 = 4;
+const B_COUNT: i32 = 8;
+const B_DEFICIT: i32 = 12;
+const B_NEXT: i32 = 16;
+const B_LIST: i32 = 20;
+const BUCKET_BYTES: i32 = 32;
+const LIST_NONE: i32 = 0;
+const LIST_NEW: i32 = 1;
+const LIST_OLD: i32 = 2;
+
+// A slot record: the packet's descriptor as read, the next slot in its bucket or the free list.
+const S_NEXT: i32 = 32;
+const SLOT_BYTES: i32 = 48;
+
+@inline function bucketPtr(q: usize, b: i32): usize {
+  return q + <usize>HEADER_BYTES + <usize>(b * BUCKET_BYTES);
+}
+@inline function slotPtr(q: usize, s: i32): usize {
+  return q + <usize>HEADER_BYTES + <usize>(FQ_BUCKETS * BUCKET_BYTES) + <usize>(s * SLOT_BYTES);
+}
+
+/** Bytes of a flow queue with `slots` pool slots. */
+export function fqSize(slots: i32): i32 {
+  return HEADER_BYTES + FQ_BUCKETS * BUCKET_BYTES + slots * SLOT_BYTES;
+}
+
+/**
+ * Lays out a flow queue at `q` over `slots` packet slots of `stride` bytes from `base`; at most
+ * `limit` packets (< slots) are held after an enqueue, so a read always finds slots - limit free.
+ * `quantum`: bytes a bulk flow may send per round. Drops are added to the u64 at `drops`.
+ */
+export function fqInit(q: usize, slots: i32, base: usize, stride: i32, limit: i32, quantum: i32, drops: usize): void {
+  store<i32>(q + H_SLOTS, slots);
+  store<i32>(q + H_BASE, <i32>base);
+  store<i32>(q + H_STRIDE, stride);
+  store<i32>(q + H_FREE, slots > 0 ? 0 : -1);
+  store<i32>(q + H_FREE_COUNT, slots);
+  store<i32>(q + H_NEW_HEAD, -1);
+  store<i32>(q + H_NEW_TAIL, -1);
+  store<i32>(q + H_OLD_HEAD, -1);
+  store<i32>(q + H_OLD_TAIL, -1);
+  store<i32>(q + H_QUANTUM, quantum);
+  store<i32>(q + H_LIMIT, limit);
+  store<i32>(q + H_BACKLOG, 0);
+  store<i32>(q + H_DROPS, <i32>drops);
+  for (let b = 0; b < FQ_BUCKETS; b++) {
+    const p = bucketPtr(q, b);
+    store<i32>(p + B_HEAD, -1);
+    store<i32>(p + B_TAIL, -1);
+    store<i32>(p + B_COUNT, 0);
+    store<i32>(p + B_DEFICIT, 0);
+    store<i32>(p + B_NEXT, -1);
+    store<i32>(p + B_LIST, LIST_NONE);
+  }
+  for (let s = 0; s < slots; s++) store<i32>(slotPtr(q, s) + S_NEXT, s + 1 < slots ? s + 1 : -1);
+}
+
+/** Packets held (read, not yet handed out by fqDequeue). */
+export function fqBacklog(q: usize): i32 {
+  return load<i32>(q + H_BACKLOG);
+}
+
+/** Whether a new (sparse) flow waits: then reading on would only delay it. */
+export function fqSparseWaiting(q: usize): bool {
+  return load<i32>(q + H_NEW_HEAD) >= 0;
+}
+
+@inline function mix(h: u32, w: u32): u32 {
+  return rotl<u32>(h ^ w, 13) * 0x9e3779b1;
+}
+
+/**
+ * The packet's flow: addresses, protocol and ports of TCP/UDP (the echo identifier of ICMP and
+ * ICMPv6 echoes, as the receive side's steering does, so one ping is one flow), as a bucket index.
+ * Fragments after the first and unknown protocols hash on addresses and protocol only.
+ */
+export function fqFlowBucket(p: usize, len: i32): i32 {
+  let h: u32 = 0x5bd1e995;
+  const version = len > 0 ? <u32>load<u8>(p) >> 4 : 0;
+  if (version == 4 && len >= 20) {
+    const ihl = (<i32>(load<u8>(p) & 15)) << 2;
+    const proto = <u32>load<u8>(p + 9);
+    h = mix(mix(mix(h, load<u32>(p + 12)), load<u32>(p + 16)), proto);
+    const fragOffset = bswap<u16>(load<u16>(p + 6)) & 0x1fff;
+    if (fragOffset == 0 && ihl >= 20) h = mix(h, transportKey(p + <usize>ihl, len - ihl, proto, 1));
+  } else if (version == 6 && len >= 40) {
+    const next = <u32>load<u8>(p + 6);
+    for (let i = 8; i < 40; i += 4) h = mix(h, load<u32>(p + <usize>i));
+    h = mix(mix(h, next), transportKey(p + 40, len - 40, next, 58));
+  }
+  h ^= h >> 16;
+  return <i32>((h * 0x85ebca6b) >> (32 - BUCKET_BITS));
+}
+
+/** Ports of TCP/UDP, the identifier of an ICMP (`icmp` = 1 or 58) echo, else 0. */
+@inline function transportKey(t: usize, rest: i32, proto: u32, icmp: u32): u32 {
+  if ((proto == 6 || proto == 17) && rest >= 4) return load<u32>(t);
+  if (proto == icmp && rest >= 6) return <u32>load<u16>(t + 4);
+  return 0;
+}
+
+/**
+ * Points up to `want` descriptors at free pool slots (as batchInit does) for one read; returns
+ * how many. Hand them all to fqEnqueue afterwards, with the number the read filled.
+ */
+export function fqPrepare(q: usize, descs: usize, want: i32): i32 {
+  const base = <usize>load<i32>(q + H_BASE);
+  const stride = load<i32>(q + H_STRIDE);
+  let s = load<i32>(q + H_FREE);
+  let k = 0;
+  while (k < want && s >= 0) {
+    descPointAt(descPtr(descs, k++), base + <usize>(s * stride), stride);
+    s = load<i32>(slotPtr(q, s) + S_NEXT);
+  }
+  return k;
+}
+
+@inline function slotOf(q: usize, d: usize): i32 {
+  const base = load<i32>(q + H_BASE);
+  return (load<i32>(d + DESC_OFF) - HEADROOM - base) / load<i32>(q + H_STRIDE);
+}
+
+@inline function freeSlot(q: usize, s: i32): void {
+  store<i32>(slotPtr(q, s) + S_NEXT, load<i32>(q + H_FREE));
+  store<i32>(q + H_FREE, s);
+  store<i32>(q + H_FREE_COUNT, load<i32>(q + H_FREE_COUNT) + 1);
+}
+
+@inline function listAppend(q: usize, b: i32, list: i32): void {
+  const head = list == LIST_NEW ? H_NEW_HEAD : H_OLD_HEAD;
+  const tail = list == LIST_NEW ? H_NEW_TAIL : H_OLD_TAIL;
+  const bp = bucketPtr(q, b);
+  store<i32>(bp + B_NEXT, -1);
+  store<i32>(bp + B_LIST, list);
+  const t = load<i32>(q + tail);
+  if (t < 0) store<i32>(q + head, b);
+  else store<i32>(bucketPtr(q, t) + B_NEXT, b);
+  store<i32>(q + tail, b);
+}
+
+/** Unlinks the head bucket of `list`, returns it. */
+@inline function listPop(q: usize, list: i32): i32 {
+  const head = list == LIST_NEW ? H_NEW_HEAD : H_OLD_HEAD;
+  const tail = list == LIST_NEW ? H_NEW_TAIL : H_OLD_TAIL;
+  const b = load<i32>(q + head);
+  const next = load<i32>(bucketPtr(q, b) + B_NEXT);
+  store<i32>(q + head, next);
+  if (next < 0) store<i32>(q + tail, -1);
+  store<i32>(bucketPtr(q, b) + B_LIST, LIST_NONE);
+  return b;
+}
+
+/** Takes the head packet of bucket b out (it must hold one); returns its slot. */
+@inline function bucketTake(q: usize, b: i32): i32 {
+  const bp = bucketPtr(q, b);
+  const s = load<i32>(bp + B_HEAD);
+  const next = load<i32>(slotPtr(q, s) + S_NEXT);
+  store<i32>(bp + B_HEAD, next);
+  if (next < 0) store<i32>(bp + B_TAIL, -1);
+  store<i32>(bp + B_COUNT, load<i32>(bp + B_COUNT) - 1);
+  store<i32>(q + H_BACKLOG, load<i32>(q + H_BACKLOG) - 1);
+  return s;
+}
+
+/**
+ * Takes the `k` descriptors fqPrepare gave, of which the read filled the first `n`: those join
+ * their flow's queue (a flow with nothing queued and in no list starts as new), the rest go back
+ * to the free list. Then, while more than the limit are held, the fattest flow loses packets at
+ * its head (the oldest first, as fq_codel drops). Returns the packets dropped.
+ */
+export function fqEnqueue(q: usize, descs: usize, k: i32, n: i32): i32 {
+  // fqPrepare handed out the free list's first k slots in order: take them off it.
+  for (let i = 0; i < k; i++) {
+    const s = load<i32>(q + H_FREE);
+    if (s < 0 || slotOf(q, descPtr(descs, i)) != s) unreachable(); // not fqPrepare's: a caller bug
+    store<i32>(q + H_FREE, load<i32>(slotPtr(q, s) + S_NEXT));
+    store<i32>(q + H_FREE_COUNT, load<i32>(q + H_FREE_COUNT) - 1);
+  }
+  for (let i = 0; i < k; i++) {
+    const d = descPtr(descs, i);
+    const s = slotOf(q, d);
+    if (i >= n) {
+      freeSlot(q, s);
+      continue;
+    }
+    const r = slotPtr(q, s);
+    v128.store(r, v128.load(d));
+    v128.store(r, v128.load(d, 16), 16);
+    const b = fqFlowBucket(<usize>load<i32>(d + DESC_OFF), load<i32>(d + DESC_LEN));
+    store<i32>(r + S_NEXT, -1);
+    const bp = bucketPtr(q, b);
+    const t = load<i32>(bp + B_TAIL);
+    if (t < 0) store<i32>(bp + B_HEAD, s);
+    else store<i32>(slotPtr(q, t) + S_NEXT, s);
+    store<i32>(bp + B_TAIL, s);
+    store<i32>(bp + B_COUNT, load<i32>(bp + B_COUNT) + 1);
+    store<i32>(q + H_BACKLOG, load<i32>(q + H_BACKLOG) + 1);
+    if (load<i32>(bp + B_LIST) == LIST_NONE) {
+      listAppend(q, b, LIST_NEW);
+      store<i32>(bp + B_DEFICIT, load<i32>(q + H_QUANTUM));
+    }
+  }
+  let dropped = 0;
+  const limit = load<i32>(q + H_LIMIT);
+  while (load<i32>(q + H_BACKLOG) > limit) {
+    let fattest = 0;
+    let most = 0;
+    for (let b = 0; b < FQ_BUCKETS; b++) {
+      const c = load<i32>(bucketPtr(q, b) + B_COUNT);
+      if (c > most) {
+        most = c;
+        fattest = b;
+      }
+    }
+    let excess = load<i32>(q + H_BACKLOG) - limit;
+    while (excess-- > 0 && load<i32>(bucketPtr(q, fattest) + B_COUNT) > 0) {
+      freeSlot(q, bucketTake(q, fattest));
+      dropped++;
+    }
+  }
+  const counter = <usize>load<i32>(q + H_DROPS);
+  if (counter != 0) store<u64>(counter, load<u64>(counter) + <u64>dropped);
+  return dropped;
+}
+
+/**
+ * Hands out up to `max` held packets as descriptors at `out`, in deficit round robin: new flows
+ * first, then old ones; a flow may send while its deficit is positive and gets another quantum
+ * when it goes to the back of the old list. A new flow that empties moves to the old list if old
+ * flows wait (so that it cannot starve them by coming back as new), otherwise leaves the lists.
+ * Their slots are free again: send them before the next fqPrepare. Returns the count.
+ */
+export function fqDequeue(q: usize, out: usize, max: i32): i32 {
+  let o = 0;
+  const quantum = load<i32>(q + H_QUANTUM);
+  while (o < max) {
+    let list = LIST_NEW;
+    let b = load<i32>(q + H_NEW_HEAD);
+    if (b < 0) {
+      list = LIST_OLD;
+      b = load<i32>(q + H_OLD_HEAD);
+      if (b < 0) break;
+    }
+    const bp = bucketPtr(q, b);
+    const deficit = load<i32>(bp + B_DEFICIT);
+    if (deficit <= 0) {
+      store<i32>(bp + B_DEFICIT, deficit + quantum);
+      listPop(q, list);
+      listAppend(q, b, LIST_OLD);
+      continue;
+    }
+    if (load<i32>(bp + B_COUNT) == 0) {
+      listPop(q, list);
+      if (list == LIST_NEW && load<i32>(q + H_OLD_HEAD) >= 0) listAppend(q, b, LIST_OLD);
+      continue;
+    }
+    const s = bucketTake(q, b);
+    const r = slotPtr(q, s);
+    const d = descPtr(out, o++);
+    v128.store(d, v128.load(r));
+    v128.store(d, v128.load(r, 16), 16);
+    store<i32>(bp + B_DEFICIT, deficit - load<i32>(r + DESC_LEN));
+    freeSlot(q, s);
+  }
+  return o;
+}

@@ -1,0 +1,224 @@
+// The send path's flow queue (assembly/packet/flow-queue.ts) against its TypeScript reference
+// (test/reference/flow-queue.ts): random runs of reads (packets of a few flows, some short reads)
+// and dequeues must hand out the same packets in the same order, drop the same ones, and keep the
+// bytes of every held packet intact while its slot waits.
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { Arena } from "../../src/hotpath/arena.js";
+import { PacketBatch } from "../../src/hotpath/batch.js";
+import { HotPath, createHotPathMemory } from "../../src/hotpath/module.js";
+import { ReferenceFlowQueue, refFlowBucket, type RefPacket } from "../reference/flow-queue.js";
+
+const BATCH = 8;
+const POOL_BATCHES = 4;
+const STRIDE = 2048;
+const QUANTUM = 1514;
+
+interface Flow {
+  v6: boolean;
+  proto: number;
+  src: number;
+  dst: number;
+  a: number;
+  b: number;
+  fragment: number;
+}
+
+/** A packet of `flow`, `len` bytes (at least 52), carrying `id` at byte 48. */
+function packet(flow: Flow, len: number, id: number): Uint8Array {
+  const p = new Uint8Array(len);
+  const v = new DataView(p.buffer);
+  let l4: number;
+  if (flow.v6) {
+    p[0] = 0x60;
+    v.setUint16(4, len - 40);
+    p[6] = flow.proto;
+    p[7] = 64;
+    v.setUint32(8, 0x20010002);
+    v.setUint32(20, flow.src);
+    v.setUint32(24, 0x20010002);
+    v.setUint32(36, flow.dst);
+    l4 = 40;
+  } else {
+    p[0] = 0x45;
+    v.setUint16(2, len);
+    v.setUint16(6, flow.fragment);
+    p[8] = 64;
+    p[9] = flow.proto;
+    v.setUint32(12, flow.src);
+    v.setUint32(16, flow.dst);
+    l4 = 20;
+  }
+  if (flow.proto === 1 || flow.proto === 58) {
+    p[l4] = 8;
+    v.setUint16(l4 + 4, flow.a); // echo identifier
+    v.setUint16(l4 + 6, flow.b); // sequence: must not split the flow
+  } else {
+    v.setUint16(l4, flow.a);
+    v.setUint16(l4 + 2, flow.b);
+    v.setUint16(l4 + 6, id & 0xffff); // checksum-like field that varies per packet
+  }
+  v.setUint32(48, id);
+  return p;
+}
+
+const flowArb: fc.Arbitrary<Flow> = fc.record({
+  v6: fc.boolean(),
+  proto: fc.constantFrom(1, 6, 17, 58, 47),
+  src: fc.constantFrom(0xc6130101, 0xc6130102),
+  dst: fc.constantFrom(0xc6130201, 0xc6130202),
+  a: fc.integer({ min: 0, max: 0xffff }),
+  b: fc.integer({ min: 0, max: 0xffff }),
+  fragment: fc.constantFrom(0, 0x2000, 0x0010),
+});
+
+type Op = { read: Array<{ flow: number; len: number }>; room: number } | { dequeue: number };
+
+const opArb = (flows: number): fc.Arbitrary<Op> =>
+  fc.oneof(
+    fc.record({
+      // A read that filled `read.length` of the `room` descriptors prepared (a short read ends at EAGAIN).
+      read: fc.array(
+        fc.record({
+          flow: fc.integer({ min: 0, max: flows - 1 }),
+          len: fc.oneof(fc.integer({ min: 52, max: 200 }), fc.integer({ min: 1000, max: STRIDE - 64 })),
+        }),
+        { maxLength: BATCH },
+      ),
+      room: fc.integer({ min: 0, max: BATCH }),
+    }),
+    fc.record({ dequeue: fc.integer({ min: 0, max: BATCH }) }),
+  );
+
+const SLOTS = BATCH * POOL_BATCHES;
+const LIMIT = SLOTS - BATCH;
+const shared = (() => {
+  const hp = new HotPath(createHotPathMemory());
+  const arena = new Arena(hp);
+  const batch = new PacketBatch(hp, arena, BATCH, STRIDE, SLOTS);
+  return { hp, batch, drops: arena.alloc(8), q: arena.alloc(hp.fn.fqSize(SLOTS)) };
+})();
+
+/** The shared memory's flow queue, laid out afresh (empty, drop counter zero). */
+function rig() {
+  const { hp, batch, drops, q } = shared;
+  new BigUint64Array(hp.memory.buffer, drops, 1)[0] = 0n;
+  hp.fn.fqInit(q, SLOTS, batch.slots, STRIDE, LIMIT, QUANTUM, drops);
+  return { ...shared, limit: LIMIT };
+}
+
+describe("flow queue", () => {
+  it("hashes flows as the reference does, the same for every packet of a flow", () => {
+    const { hp, batch } = rig();
+    fc.assert(
+      fc.property(flowArb, fc.integer({ min: 52, max: 1400 }), fc.nat(), fc.nat(), (flow, len, id1, id2) => {
+        const at = batch.slots + 64;
+        const bucketOf = (p: Uint8Array) => {
+          hp.bytes().set(p, at);
+          return hp.fn.fqFlowBucket(at, p.length);
+        };
+        const p = packet(flow, len, id1);
+        expect(bucketOf(p)).toBe(refFlowBucket(p));
+        expect(bucketOf(packet(flow, 52 + (id2 % 500), id2))).toBe(refFlowBucket(p));
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it("orders, drops and keeps packets as the reference does", () => {
+    fc.assert(
+      fc.property(
+        fc
+          .array(flowArb, { minLength: 1, maxLength: 5 })
+          .chain((flows) => fc.tuple(fc.constant(flows), fc.array(opArb(flows.length), { maxLength: 60 }))),
+        ([flows, ops]) => {
+          const { hp, batch, q, drops, limit } = rig();
+          const ref = new ReferenceFlowQueue(limit, QUANTUM);
+          const desc = batch.descView();
+          const fields = hp.constant("DESC_BYTES") >> 2;
+          const OFF = hp.constant("DESC_OFF") >> 2;
+          const LEN = hp.constant("DESC_LEN") >> 2;
+          const sent = new Map<number, Uint8Array>();
+          let id = 0;
+          let droppedWasm = 0;
+          for (const op of ops) {
+            if ("dequeue" in op) {
+              const m = hp.fn.fqDequeue(q, batch.descs, op.dequeue);
+              const want = ref.dequeue(op.dequeue);
+              const mem = hp.bytes();
+              const got = Array.from({ length: m }, (_, i) => {
+                const off = desc[i * fields + OFF];
+                const bytes = mem.slice(off, off + desc[i * fields + LEN]);
+                return new DataView(bytes.buffer).getUint32(48);
+              });
+              expect(got).toEqual(want.map((p) => p.id));
+              expect(hp.fn.fqSparseWaiting(q) !== 0).toBe(ref.sparseWaiting);
+              for (let i = 0; i < m; i++) {
+                const off = desc[i * fields + OFF];
+                expect(mem.slice(off, off + desc[i * fields + LEN])).toEqual(sent.get(got[i]));
+              }
+              continue;
+            }
+            const k = hp.fn.fqPrepare(q, batch.descs, op.room);
+            expect(k).toBe(op.room); // the limit leaves a batch free for every read
+            const n = Math.min(op.read.length, k);
+            const refPackets: RefPacket[] = [];
+            const mem = hp.bytes();
+            for (let i = 0; i < n; i++) {
+              const p = packet(flows[op.read[i].flow], op.read[i].len, id);
+              sent.set(id, p);
+              mem.set(p, desc[i * fields + OFF]);
+              desc[i * fields + LEN] = p.length;
+              refPackets.push({ id: id++, bucket: refFlowBucket(p), len: p.length });
+            }
+            const dropped = hp.fn.fqEnqueue(q, batch.descs, k, n);
+            expect(dropped).toBe(ref.enqueue(refPackets).length);
+            droppedWasm += dropped;
+            expect(hp.fn.fqBacklog(q)).toBe(ref.backlog);
+            expect(ref.backlog).toBeLessThanOrEqual(limit);
+            expect(hp.fn.fqSparseWaiting(q) !== 0).toBe(ref.sparseWaiting);
+          }
+          expect(new BigUint64Array(hp.memory.buffer, drops, 1)[0]).toBe(BigInt(droppedWasm));
+          expect(droppedWasm).toBe(ref.dropped);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it("serves a sparse flow ahead of a flood that fills the queue, and drops the flood's oldest", () => {
+    const { hp, batch, q, limit } = rig();
+    const desc = batch.descView();
+    const fields = hp.constant("DESC_BYTES") >> 2;
+    const OFF = hp.constant("DESC_OFF") >> 2;
+    const LEN = hp.constant("DESC_LEN") >> 2;
+    const flood: Flow = { v6: false, proto: 17, src: 0xc6130101, dst: 0xc6130201, a: 5001, b: 5201, fragment: 0 };
+    const ping: Flow = { v6: false, proto: 1, src: 0xc6130101, dst: 0xc6130201, a: 77, b: 1, fragment: 0 };
+    let id = 0;
+    const read = (flows: Flow[]) => {
+      const k = hp.fn.fqPrepare(q, batch.descs, BATCH);
+      flows.forEach((f, i) => {
+        const p = packet(f, f === ping ? 84 : 1428, id++);
+        hp.bytes().set(p, desc[i * fields + OFF]);
+        desc[i * fields + LEN] = p.length;
+      });
+      return hp.fn.fqEnqueue(q, batch.descs, k, flows.length);
+    };
+    const dequeue = () => {
+      const m = hp.fn.fqDequeue(q, batch.descs, BATCH);
+      return Array.from({ length: m }, (_, i) => new DataView(hp.memory.buffer).getUint32(desc[i * fields + OFF] + 48));
+    };
+    let dropped = 0;
+    for (let r = 0; r < POOL_BATCHES * 2; r++) dropped += read(Array(BATCH).fill(flood));
+    expect(dropped).toBe(POOL_BATCHES * 2 * BATCH - limit);
+    // Held: the newest `limit`; the oldest of them come out first (the flood is now an old flow).
+    expect(dequeue()).toEqual(Array.from({ length: BATCH }, (_, i) => dropped + i));
+    const pingId = id + BATCH - 1;
+    dropped += read([...Array(BATCH - 1).fill(flood), ping]);
+    const ids = dequeue();
+    expect(ids[0]).toBe(pingId); // the sparse flow first, though it was read last
+    const flooded = ids.slice(1);
+    expect(flooded).toEqual([...flooded].sort((a, b) => a - b));
+    expect(flooded[0]).toBeGreaterThanOrEqual(dropped); // drops took the flood's oldest
+  });
+});

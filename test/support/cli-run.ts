@@ -1,0 +1,61 @@
+// The built `weft` CLI run as a user runs it (bench, demo), each run with a TMPDIR of its own, and
+// what a run may have left behind afterwards.
+import { execFileSync, spawn } from "node:child_process";
+import { mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { projectFile } from "../../src/paths.js";
+
+export interface CliRun {
+  pid: number;
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  /** TMPDIR of the run: LabAgents puts the agents' work dirs (and so their --state-dir) there. */
+  agentTmp: string;
+}
+
+/** Runs `weft args` with TMPDIR `<work>/<name>-tmp`; `onStderr` may act on progress lines (sent as plain lines off a TTY). */
+export function runCli(
+  work: string,
+  name: string,
+  args: string[],
+  onStderr?: (text: string, pid: number) => void,
+): Promise<CliRun> {
+  const agentTmp = join(work, `${name}-tmp`);
+  rmSync(agentTmp, { recursive: true, force: true });
+  mkdirSync(agentTmp);
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [projectFile("dist", "src", "cli", "main.js"), ...args], {
+      env: { ...process.env, TMPDIR: agentTmp },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => {
+      stderr += d;
+      onStderr?.(stderr, child.pid!);
+    });
+    child.on("error", reject);
+    child.on("exit", (code) => resolve({ pid: child.pid!, code, stdout, stderr, agentTmp }));
+  });
+}
+
+/** What a run may have left: namespaces named with its pid, processes using its agents' dirs, those dirs. */
+export function leftovers(r: CliRun): string[] {
+  const left: string[] = [];
+  for (const line of execFileSync("ip", ["netns", "list"], { encoding: "utf8" }).split("\n")) {
+    if (line.includes(`-${r.pid}-`)) left.push(`namespace ${line.trim()}`);
+  }
+  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+    let cmdline = "";
+    try {
+      cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8").replace(/\0/g, " ");
+    } catch {
+      continue; // exited meanwhile
+    }
+    if (cmdline.includes(r.agentTmp)) left.push(`process ${pid}: ${cmdline}`);
+  }
+  for (const d of readdirSync(r.agentTmp)) left.push(`agent work dir ${d}`);
+  return left;
+}
