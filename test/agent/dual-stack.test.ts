@@ -12,7 +12,7 @@ import { agentRequest } from "../../src/cli/agent-client.js";
 import type { AgentStatus, LabAgent } from "../../src/lab/agents.js";
 import { LAB_POD_NETWORK6 } from "../../src/lab/cluster.js";
 import { ping, pingWhenRouted } from "../../src/lab/traffic.js";
-import { parsePrefix } from "../../src/net/ipv4.js";
+import { formatIpv4, parsePrefix } from "../../src/net/ipv4.js";
 import { formatIpv6, formatPrefix6, parsePrefix6 } from "../../src/net/ipv6.js";
 import { canUseNetns } from "../support/netns.js";
 import { agentLab, expectExactTcp, NETWORK } from "./support.js";
@@ -36,6 +36,7 @@ const v6Routes = async (a: LabAgent, own: string) =>
 /** Each mode: the lab's tag, the backend of each host at the start, and after the SIGHUP swap. */
 const MODES: ReadonlyArray<{ name: string; tag: string; start: readonly Type[]; swapped: readonly Type[] }> = [
   { name: "vxlan", tag: "ads", start: ["vxlan", "vxlan", "vxlan"], swapped: ["host-gw", "host-gw", "host-gw"] },
+  { name: "host-gw", tag: "adh", start: ["host-gw", "host-gw", "host-gw"], swapped: ["vxlan", "vxlan", "vxlan"] },
   {
     name: "kernel vxlan mixed with wasm-vxlan",
     tag: "adw",
@@ -105,13 +106,14 @@ describe.skipIf(!canUseNetns()).each(MODES)("agents, dual-stack, $name", (mode) 
     for (const s of v4) expect(parsePrefix(s).len).toBe(24);
   });
 
-  it("writes subnet.env as flanneld does in dual-stack, byte for byte (MTU 1500 - 50, as flanneld writes for vxlan in every mode)", async () => {
+  it("writes subnet.env as flanneld does in dual-stack, byte for byte (MTU: the underlay's 1500 for host-gw, 1500 - 50 for the VXLAN backends)", async () => {
+    const mtu = mode.start.every((t) => t === "host-gw") ? 1500 : 1450;
     for (const a of env.all) {
       const { v4, v6 } = subnetsOf(a.host.name);
       const first4 = v4.replace(/\.0\/24$/, ".1/24");
       const first6 = `${formatIpv6(parsePrefix6(v6).addr + 1n)}/64`;
       expect(await readFile(`${a.dir}/subnet.env`, "utf8")).toBe(
-        `FLANNEL_NETWORK=${NETWORK}\nFLANNEL_SUBNET=${first4}\nFLANNEL_IPV6_NETWORK=${NETWORK6}\nFLANNEL_IPV6_SUBNET=${first6}\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n`,
+        `FLANNEL_NETWORK=${NETWORK}\nFLANNEL_SUBNET=${first4}\nFLANNEL_IPV6_NETWORK=${NETWORK6}\nFLANNEL_IPV6_SUBNET=${first6}\nFLANNEL_MTU=${mtu}\nFLANNEL_IPMASQ=false\n`,
       );
     }
   });
@@ -194,6 +196,18 @@ describe.skipIf(!canUseNetns()).each(MODES)("agents, dual-stack, $name", (mode) 
       }
     });
 
+  if (mode.start.every((t) => t === "host-gw"))
+    it("host-gw: each peer's IPv6 subnet is routed via its IPv6 underlay address, IPv4's via its IPv4 one", async () => {
+      for (const a of env.all)
+        for (const b of others(a)) {
+          const { v4, v6 } = subnetsOf(b.host.name);
+          expect((await a.host.ns.ip(`-6 route show ${v6}`)).trim()).toBe(
+            `${v6} via ${formatIpv6(b.host.underlayAddr6!)} dev eth0 metric 1024 pref medium`,
+          );
+          expect(await a.host.ns.ip(`route show ${v4}`)).toContain(`via ${formatIpv4(b.host.underlayAddr)} dev eth0`);
+        }
+    });
+
   it("SIGHUP swaps backends: both subnets kept, the new backends' devices and routes, pings over both families (and TCP over IPv6 between kernel and wasm-vxlan)", async () => {
     for (const [i, a] of env.all.entries()) {
       await writeFile(env.agents.netConfPath(a), JSON.stringify(dualConf(mode.swapped[i])));
@@ -208,6 +222,12 @@ describe.skipIf(!canUseNetns()).each(MODES)("agents, dual-stack, $name", (mode) 
     }
     await checksumInSoftware(mode.swapped);
     const [a1, a2] = env.all;
+    if (mode.start[0] === "host-gw") {
+      // Before the swap host-gw's routes went via the peer's IPv6 underlay address (the start's
+      // pings and transfers crossed them); after it, the vxlan device carries them.
+      const v6 = subnetsOf(a2.host.name).v6;
+      expect(await a1.host.ns.ip(`-6 route show ${v6}`)).toContain("dev flannel-v6.1");
+    }
     if (mode.swapped[0] === "host-gw") {
       const v6 = subnetsOf(a2.host.name).v6;
       expect((await a1.host.ns.ip(`-6 route show ${v6}`)).trim()).toBe(
