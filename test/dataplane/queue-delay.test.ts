@@ -60,8 +60,10 @@ describe.skipIf(!canUseNetns())("userspace dataplane receive queue under a flood
     expect(DEFAULT_QUEUE_DELAY_US).toBeGreaterThan(0);
     expect(f.packets! - f.lostPackets!).toBeGreaterThan(0);
     expect(dropped).toBeGreaterThan(0n);
-    // Dropped datagrams are among what iperf3 counts as lost.
-    expect(dropped).toBeLessThanOrEqual(BigInt(f.lostPackets!));
+    // Dropped datagrams are among those sent and never received (not only iperf3's lost count,
+    // which ends at the highest sequence number received: a starved worker drops past it).
+    const [sent, received] = [Math.round(f.sentBytes / 1400), Math.floor(f.receivedBytes / 1400)];
+    expect(dropped).toBeLessThanOrEqual(BigInt(sent - received));
     expect(pings.received).toBeGreaterThan(0);
   });
 });
