@@ -5,6 +5,7 @@
 //
 //   npm run build:ts && node dist/bench/control/scale.js [--nodes 1000] [--seed 1] [--wave-ms 10000]
 //     [--singles 20] [--steady-ms <one push-pull period>] [--quick  (200 nodes, shorter)]
+//     [--crash-rounds 5  (rounds of 1% crashing at once, 20 s apart: 50 crashes at 1,000 nodes)]
 //     [--loss 0,0.05  (scale runs; none: skip them)] [--slow stretched,starved  (none: skip)]
 //     [--set gossipIntervalMs=100 ...  (override a LAN profile setting, for trade-off curves)]
 //
@@ -25,6 +26,8 @@ interface Args {
   waveMs: number;
   singles: number;
   steadyMs: number;
+  /** Rounds of 1% of the nodes crashing at once (so a crash p99 rests on enough crashes). */
+  crashRounds: number;
   quick: boolean;
   losses: number[];
   slow: ("stretched" | "starved")[];
@@ -60,6 +63,8 @@ function parseArgs(argv: string[]): Args {
     singles: get("--singles", quick ? 5 : 20),
     // One whole push-pull period, so the steady rate includes each node's full-state exchange.
     steadyMs: get("--steady-ms", pushPullInterval(profiles.lan.pushPullIntervalMs, nodes)),
+    // 10 crashes put the p99 on the slowest of them; 5 rounds give 50 at 1,000 nodes.
+    crashRounds: get("--crash-rounds", quick ? 1 : 5),
     quick,
     losses: list("--loss", "0,0.05").map(Number),
     slow: slow as Args["slow"],
@@ -244,26 +249,31 @@ async function scenario(args: Args, loss: number): Promise<void> {
     await cluster.runFor(10_000 - ((cluster.scheduler.now() - at) % 10_000));
   }
 
-  // 4. 1% crash at once.
-  const victims: SimNode[] = [];
-  const candidates = cluster.liveNodes();
-  while (victims.length < Math.max(1, Math.round(args.nodes / 100))) {
-    const v = candidates[cluster.random.int(candidates.length)];
-    if (!victims.includes(v)) victims.push(v);
+  // 4. 1% crash at once, crashRounds times, each round once the last one's deaths are known
+  // everywhere and 20 s after it began (so rounds do not overlap).
+  const detection: number[] = [];
+  const spread: number[] = [];
+  let survivors = cluster.liveNodes();
+  for (let round = 0; round < args.crashRounds; round++) {
+    const victims: SimNode[] = [];
+    const candidates = cluster.liveNodes();
+    while (victims.length < Math.max(1, Math.round(args.nodes / 100))) {
+      const v = candidates[cluster.random.int(candidates.length)];
+      if (!victims.includes(v)) victims.push(v);
+    }
+    const crashAt = cluster.scheduler.now();
+    for (const v of victims) cluster.crash(v.name);
+    survivors = cluster.liveNodes();
+    const known = (v: SimNode): number | undefined => rec.allKnew(rec.deadAt, v.name, survivors);
+    await cluster.runUntil(() => victims.every((v) => known(v) !== undefined), 300_000, 500);
+    for (const v of victims) {
+      detection.push((known(v) ?? Infinity) - crashAt);
+      const times = [...(rec.deadAt.get(v.name)?.values() ?? [])];
+      spread.push(times.length ? (known(v) ?? Infinity) - Math.min(...times) : Infinity);
+    }
+    const elapsed = cluster.scheduler.now() - crashAt;
+    if (round + 1 < args.crashRounds && elapsed < 20_000) await cluster.runFor(20_000 - elapsed);
   }
-  const crashAt = cluster.scheduler.now();
-  for (const v of victims) cluster.crash(v.name);
-  const survivors = cluster.liveNodes();
-  await cluster.runUntil(
-    () => victims.every((v) => rec.allKnew(rec.deadAt, v.name, survivors) !== undefined),
-    300_000,
-    500,
-  );
-  const detection = victims.map((v) => (rec.allKnew(rec.deadAt, v.name, survivors) ?? Infinity) - crashAt);
-  const spread = victims.map((v) => {
-    const times = [...(rec.deadAt.get(v.name)?.values() ?? [])];
-    return times.length ? (rec.allKnew(rec.deadAt, v.name, survivors) ?? Infinity) - Math.min(...times) : Infinity;
-  });
 
   const neverFailed = nameSet(survivors);
   console.log(`\n== ${args.nodes} nodes, ${(loss * 100).toFixed(0)}% loss, seed ${args.seed} ==`);
@@ -272,7 +282,9 @@ async function scenario(args: Args, loss: number): Promise<void> {
   );
   console.log(`  join known by all earlier nodes (wave):    ${percentiles(waveLatency)}`);
   console.log(`  join known by all nodes (settled cluster): ${percentiles(singleLatency)}`);
-  console.log(`  failure: crash → dead everywhere:          ${percentiles(detection)}`);
+  console.log(
+    `  failure: crash → dead everywhere:          ${percentiles(detection)}  (${args.crashRounds} round(s) of 1%)`,
+  );
   console.log(`  failure: first 'dead' → dead everywhere:   ${percentiles(spread)}`);
   console.log(
     `  steady state: ${(steadyRate / 1024).toFixed(2)} KiB/s sent per node (over ${fmt(args.steadyMs)}); during the wave: ${(waveRate / 1024).toFixed(2)} KiB/s = ${waveRate.toFixed(0)} B/s (${((waveRate * convergedAt) / 1000 / 1024).toFixed(0)} KiB per node until converged)`,
