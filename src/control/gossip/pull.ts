@@ -1,8 +1,9 @@
 // Delta pulls: the pull half of push-pull rumour spreading (Karp et al.), for join waves. While
 // news flows to this node (a record change within pullWindowMs, wave.ts), every pullIntervalMs it sends one random live member a
 // "pull" packet: a digest (digest.ts) of the records it took in the last pullWindowMs + 2 pull
-// intervals. The member answers in up to 3 packets with the live records it took in the last
-// pullWindowMs that the digest lacks, oldest first (an empty reply if none). So the short push of a wave reaches most
+// intervals. The member answers in up to 3 packets with the live records it took as news in the
+// last pullWindowMs that the digest lacks, oldest first (an empty reply if none; news only: what
+// a member took from a peer's full state at its join would crowd out what the puller lacks). So the short push of a wave reaches most
 // members, and each pull round squares the share still missing a record, at the cost of a digest
 // (some 10 bits a record) and the records actually missing. Without news nothing is sent.
 // Mixed versions: an agent that predates pulls refuses the frame (counted as garbage) and answers
@@ -93,9 +94,8 @@ export class DeltaPull {
     // Oldest first: those leave the window soonest, and a record that ages out of every member's
     // window unpulled waits for anti-entropy (minutes at 1,000 nodes). Newer ones come next round.
     const missing = membership
-      .changedWithin(Math.min(m.windowMs, MAX_PULL_WINDOW_MS))
-      .filter((r) => r.state === "alive" && r.name !== sender && !digestHas(m.digest, m.salt, r))
-      .sort((a, b) => a.updatedAt - b.updatedAt);
+      .newsWithin(Math.min(m.windowMs, MAX_PULL_WINDOW_MS))
+      .filter((r) => r.state === "alive" && r.name !== sender && !digestHas(m.digest, m.salt, r));
     const now = clock.now();
     const addr = { host: to.host, port: to.port };
     // Compact records (protocol version 2) to a member known to speak it.
