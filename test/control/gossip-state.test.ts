@@ -326,6 +326,31 @@ describe("push-pull merge and tombstones", () => {
     expect(m.state("b")).toBe("suspect@5");
   });
 
+  it("pull answers offer news only: not records first taken from a peer's full state, until they change", async () => {
+    const { m, membership, sched } = setup();
+    const news = () => membership.newsWithin(4000).map((r) => r.name);
+    await sched.runFor(5000); // this node's own record is no news any more
+    m.alive("b", 1); // gossip: news
+    await sched.runFor(10);
+    membership.mergeRemote([state("peer", "alive", 1), state("c", "alive", 1), state("d", "alive", 1)], "peer");
+    // The peer's own record is news; c and d only came in its full state (their age is unknown).
+    expect(news()).toEqual(["b", "peer"]);
+    // Yet every record taken lately is in changedWithin, which a pull's digest covers.
+    expect(
+      membership
+        .changedWithin(4000)
+        .map((r) => r.name)
+        .sort(),
+    ).toEqual(["b", "c", "d", "peer"]);
+    await sched.runFor(10);
+    membership.mergePulled([state("e", "alive", 1)]);
+    await sched.runFor(10);
+    m.alive("d", 2); // a change to d is news, and the newest
+    expect(news()).toEqual(["b", "peer", "e", "d"]);
+    await sched.runFor(3985); // b and peer (10 ms older than e) leave the window
+    expect(news()).toEqual(["e", "d"]);
+  });
+
   it("a remote left is taken as left; unknown tombstones are kept silently", () => {
     const { m, membership, events } = setup();
     m.alive("b", 5);

@@ -176,8 +176,12 @@ export class Membership {
 
   /** A pull reply's records: live ones only; deaths and suspicions travel by gossip and probes. */
   mergePulled(nodes: readonly NodeState[]): void {
+    const counters = this.deps.counters.protocol;
     for (const n of nodes) {
       if (n.state !== "alive") continue;
+      counters.pulledRecords++;
+      const cur = n.name === this.me.name ? this.me : this.records.get(n.name);
+      if (cur && cur.incarnation >= n.incarnation) counters.pulledKnown++;
       this.applyAlive(aliveOf(n), "pull");
     }
   }
