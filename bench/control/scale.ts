@@ -224,6 +224,15 @@ async function scenario(args: Args, loss: number): Promise<void> {
   const waveRate = bytesSent(cluster.liveNodes()) / cluster.liveNodes().length / (convergedAt / 1000);
   const waveShares = sharesByKind(cluster.liveNodes());
   const waveBytes = byteBreakdown(cluster.liveNodes());
+  const pulled = (f: (c: GossipCounters) => number): number =>
+    cluster.liveNodes().reduce((a, n) => a + f(n.ml().counters()), 0);
+  const pulledWaste = `pull replies brought ${(pulled((c) => c.protocol.pulledRecords) / cluster.liveNodes().length).toFixed(0)} records per node, ${(
+    (100 * pulled((c) => c.protocol.pulledKnown)) /
+      Math.max(
+        1,
+        pulled((c) => c.protocol.pulledRecords),
+      )
+  ).toFixed(0)}% of them already held`;
   const waveLatency = waveJoins.map((j) => (rec.allKnew(rec.joinedAt, j.name, j.observers) ?? Infinity) - j.at);
   const original = nameSet(cluster.liveNodes());
 
@@ -290,6 +299,7 @@ async function scenario(args: Args, loss: number): Promise<void> {
     `  steady state: ${(steadyRate / 1024).toFixed(2)} KiB/s sent per node (over ${fmt(args.steadyMs)}); during the wave: ${(waveRate / 1024).toFixed(2)} KiB/s = ${waveRate.toFixed(0)} B/s (${((waveRate * convergedAt) / 1000 / 1024).toFixed(0)} KiB per node until converged)`,
   );
   console.log(`  bytes sent during the wave, by message kind: ${waveShares}`);
+  console.log(`    ${pulledWaste}`);
   for (const line of waveBytes) console.log(`    per node: ${line}`);
   console.log(
     `  false suspicions: ${rec.countAbout(rec.suspicions, neverFailed)}  false deaths: ${rec.countAbout(rec.deaths, neverFailed)}  (about ${neverFailed.size} nodes that never failed; ${original.size} in the wave)`,

@@ -366,9 +366,10 @@ describe("membership in the simulator", () => {
     const pulled = sum((c) => c.protocol.pulledRecords);
     const known = sum((c) => c.protocol.pulledKnown);
     expect(pulled, cluster.describe()).toBeGreaterThan(0);
-    expect(known / pulled, `${cluster.describe()}: ${known} of ${pulled} pulled records were held already`).toBeLessThan(
-      0.3,
-    );
+    expect(
+      known / pulled,
+      `${cluster.describe()}: ${known} of ${pulled} pulled records were held already`,
+    ).toBeLessThan(0.3);
   }, 240_000);
 
   it("mixed versions: agents without pulls (they refuse the frame) and agents with them converge after a wave", async () => {
