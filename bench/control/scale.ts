@@ -215,7 +215,13 @@ async function scenario(args: Args, loss: number): Promise<void> {
     const observers = cluster.liveNodes();
     const node = add(`n${i}`);
     waveJoins.push({ name: node.name, at: cluster.scheduler.now(), observers });
-    void node.ml().join(seeds().map((s) => cluster.node(s).addr));
+    // Never itself, as the agent's join list (join.ts): a joiner that asked itself first got no
+    // full state and waited for anti-entropy.
+    void node.ml().join(
+      seeds()
+        .filter((s) => s !== node.name)
+        .map((s) => cluster.node(s).addr),
+    );
     await cluster.runFor(gap);
   }
   const convergedIn = await cluster.runUntil(() => cluster.converged(), 300_000, 500);
