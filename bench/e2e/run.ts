@@ -117,6 +117,8 @@ async function udp(s: Setup, length: number) {
     extra: {
       sentKpps: (r.packets ?? 0) / r.seconds / 1e3,
       lossPercent: r.packets ? (100 * (r.lostPackets ?? 0)) / r.packets : 0,
+      // Of that loss, the share dropped at the receiving pod's socket (iperf3 did not read in time).
+      receiverDropPercent: r.packets ? (100 * (r.receiverSocketDrops ?? 0)) / r.packets : 0,
     },
   };
 }

@@ -6,6 +6,7 @@ import { formatAddr, type IpAddr } from "../net/ip.js";
 import { formatIpv4 } from "../net/ipv4.js";
 import { formatIpv6 } from "../net/ipv6.js";
 import type { LabPod } from "./cluster.js";
+import type { Netns } from "./netns.js";
 
 export interface PingResult {
   sent: number;
@@ -65,6 +66,12 @@ export interface IperfResult {
   /** UDP only. */
   lostPackets?: number;
   packets?: number;
+  /**
+   * UDP only: datagrams the server pod's kernel received but dropped because a socket's receive
+   * buffer was full (the pod's UdpRcvbufErrors over the run) — lost at the receiving application,
+   * which did not read fast enough, not on the path.
+   */
+  receiverSocketDrops?: number;
 }
 
 export interface IperfOptions {
@@ -114,6 +121,7 @@ export async function iperf(server: LabPod, client: LabPod, o: IperfOptions): Pr
   const srv = spawn(cmd, argv, { stdio: ["ignore", "pipe", "ignore"] });
   try {
     await serverListening(srv, 10_000);
+    const dropsBefore = o.udp ? (await udpStats(server.ns)).rcvbufErrors : 0;
     const args = ["iperf3", "-c", addr, "-p", port, "-J", "-P", String(o.streams ?? 1)];
     if (o.bytes !== undefined) args.push("-n", String(o.bytes));
     else args.push("-t", String(o.seconds ?? 5));
@@ -140,6 +148,7 @@ export async function iperf(server: LabPod, client: LabPod, o: IperfOptions): Pr
         bitsPerSecond: end.sum_received?.bits_per_second ?? s.bits_per_second,
         lostPackets: s.lost_packets,
         packets: s.packets,
+        receiverSocketDrops: (await udpStats(server.ns)).rcvbufErrors - dropsBefore,
       };
     }
     return {
@@ -152,6 +161,29 @@ export async function iperf(server: LabPod, client: LabPod, o: IperfOptions): Pr
   } finally {
     srv.kill("SIGKILL");
   }
+}
+
+/** A namespace's UDP counters, both families summed (/proc/net/snmp and snmp6 inside it). */
+export interface UdpStats {
+  /** Datagrams applications read (Linux counts them in recvmsg, not on arrival). */
+  inDatagrams: number;
+  /** Datagrams dropped because the receiving socket's buffer was full. */
+  rcvbufErrors: number;
+}
+
+export async function udpStats(ns: Netns): Promise<UdpStats> {
+  const [v4, v6] = await Promise.all([ns.exec(["cat", "/proc/net/snmp"]), ns.exec(["cat", "/proc/net/snmp6"])]);
+  // snmp: a "Udp:" line of names, then one of values; snmp6: "Udp6InDatagrams   123" lines.
+  const [names, values] = v4.split("\n").filter((l) => l.startsWith("Udp: "));
+  const row = new Map(names.split(/\s+/).map((k, i) => [k, Number(values.split(/\s+/)[i])]));
+  const row6 = new Map(
+    v6
+      .split("\n")
+      .map((l) => l.trim().split(/\s+/))
+      .map(([k, v]) => [k, Number(v)] as const),
+  );
+  const both = (key: string) => (row.get(key) ?? 0) + (row6.get(`Udp6${key}`) ?? 0);
+  return { inDatagrams: both("InDatagrams"), rcvbufErrors: both("RcvbufErrors") };
 }
 
 /** Resolves when iperf3 says it listens (a fixed sleep is too short on a loaded machine). */
