@@ -5,6 +5,7 @@
 //
 //   npm run build:ts && node dist/bench/control/scale.js [--nodes 1000] [--seed 1] [--wave-ms 10000]
 //     [--singles 20] [--steady-ms <one push-pull period>] [--quick  (200 nodes, shorter)]
+//     [--crash-rounds 5  (rounds of 1% crashing at once, 20 s apart: 50 crashes at 1,000 nodes)]
 //     [--loss 0,0.05  (scale runs; none: skip them)] [--slow stretched,starved  (none: skip)]
 //     [--set gossipIntervalMs=100 ...  (override a LAN profile setting, for trade-off curves)]
 //
@@ -25,6 +26,8 @@ interface Args {
   waveMs: number;
   singles: number;
   steadyMs: number;
+  /** Rounds of 1% of the nodes crashing at once (so a crash p99 rests on enough crashes). */
+  crashRounds: number;
   quick: boolean;
   losses: number[];
   slow: ("stretched" | "starved")[];
@@ -60,6 +63,8 @@ function parseArgs(argv: string[]): Args {
     singles: get("--singles", quick ? 5 : 20),
     // One whole push-pull period, so the steady rate includes each node's full-state exchange.
     steadyMs: get("--steady-ms", pushPullInterval(profiles.lan.pushPullIntervalMs, nodes)),
+    // 10 crashes put the p99 on the slowest of them; 5 rounds give 50 at 1,000 nodes.
+    crashRounds: get("--crash-rounds", quick ? 1 : 5),
     quick,
     losses: list("--loss", "0,0.05").map(Number),
     slow: slow as Args["slow"],
@@ -210,7 +215,13 @@ async function scenario(args: Args, loss: number): Promise<void> {
     const observers = cluster.liveNodes();
     const node = add(`n${i}`);
     waveJoins.push({ name: node.name, at: cluster.scheduler.now(), observers });
-    void node.ml().join(seeds().map((s) => cluster.node(s).addr));
+    // Never itself, as the agent's join list (join.ts): a joiner that asked itself first got no
+    // full state and waited for anti-entropy.
+    void node.ml().join(
+      seeds()
+        .filter((s) => s !== node.name)
+        .map((s) => cluster.node(s).addr),
+    );
     await cluster.runFor(gap);
   }
   const convergedIn = await cluster.runUntil(() => cluster.converged(), 300_000, 500);
@@ -219,6 +230,15 @@ async function scenario(args: Args, loss: number): Promise<void> {
   const waveRate = bytesSent(cluster.liveNodes()) / cluster.liveNodes().length / (convergedAt / 1000);
   const waveShares = sharesByKind(cluster.liveNodes());
   const waveBytes = byteBreakdown(cluster.liveNodes());
+  const pulled = (f: (c: GossipCounters) => number): number =>
+    cluster.liveNodes().reduce((a, n) => a + f(n.ml().counters()), 0);
+  const pulledWaste = `pull replies brought ${(pulled((c) => c.protocol.pulledRecords) / cluster.liveNodes().length).toFixed(0)} records per node, ${(
+    (100 * pulled((c) => c.protocol.pulledKnown)) /
+      Math.max(
+        1,
+        pulled((c) => c.protocol.pulledRecords),
+      )
+  ).toFixed(0)}% of them already held`;
   const waveLatency = waveJoins.map((j) => (rec.allKnew(rec.joinedAt, j.name, j.observers) ?? Infinity) - j.at);
   const original = nameSet(cluster.liveNodes());
 
@@ -244,26 +264,31 @@ async function scenario(args: Args, loss: number): Promise<void> {
     await cluster.runFor(10_000 - ((cluster.scheduler.now() - at) % 10_000));
   }
 
-  // 4. 1% crash at once.
-  const victims: SimNode[] = [];
-  const candidates = cluster.liveNodes();
-  while (victims.length < Math.max(1, Math.round(args.nodes / 100))) {
-    const v = candidates[cluster.random.int(candidates.length)];
-    if (!victims.includes(v)) victims.push(v);
+  // 4. 1% crash at once, crashRounds times, each round once the last one's deaths are known
+  // everywhere and 20 s after it began (so rounds do not overlap).
+  const detection: number[] = [];
+  const spread: number[] = [];
+  let survivors = cluster.liveNodes();
+  for (let round = 0; round < args.crashRounds; round++) {
+    const victims: SimNode[] = [];
+    const candidates = cluster.liveNodes();
+    while (victims.length < Math.max(1, Math.round(args.nodes / 100))) {
+      const v = candidates[cluster.random.int(candidates.length)];
+      if (!victims.includes(v)) victims.push(v);
+    }
+    const crashAt = cluster.scheduler.now();
+    for (const v of victims) cluster.crash(v.name);
+    survivors = cluster.liveNodes();
+    const known = (v: SimNode): number | undefined => rec.allKnew(rec.deadAt, v.name, survivors);
+    await cluster.runUntil(() => victims.every((v) => known(v) !== undefined), 300_000, 500);
+    for (const v of victims) {
+      detection.push((known(v) ?? Infinity) - crashAt);
+      const times = [...(rec.deadAt.get(v.name)?.values() ?? [])];
+      spread.push(times.length ? (known(v) ?? Infinity) - Math.min(...times) : Infinity);
+    }
+    const elapsed = cluster.scheduler.now() - crashAt;
+    if (round + 1 < args.crashRounds && elapsed < 20_000) await cluster.runFor(20_000 - elapsed);
   }
-  const crashAt = cluster.scheduler.now();
-  for (const v of victims) cluster.crash(v.name);
-  const survivors = cluster.liveNodes();
-  await cluster.runUntil(
-    () => victims.every((v) => rec.allKnew(rec.deadAt, v.name, survivors) !== undefined),
-    300_000,
-    500,
-  );
-  const detection = victims.map((v) => (rec.allKnew(rec.deadAt, v.name, survivors) ?? Infinity) - crashAt);
-  const spread = victims.map((v) => {
-    const times = [...(rec.deadAt.get(v.name)?.values() ?? [])];
-    return times.length ? (rec.allKnew(rec.deadAt, v.name, survivors) ?? Infinity) - Math.min(...times) : Infinity;
-  });
 
   const neverFailed = nameSet(survivors);
   console.log(`\n== ${args.nodes} nodes, ${(loss * 100).toFixed(0)}% loss, seed ${args.seed} ==`);
@@ -272,12 +297,15 @@ async function scenario(args: Args, loss: number): Promise<void> {
   );
   console.log(`  join known by all earlier nodes (wave):    ${percentiles(waveLatency)}`);
   console.log(`  join known by all nodes (settled cluster): ${percentiles(singleLatency)}`);
-  console.log(`  failure: crash → dead everywhere:          ${percentiles(detection)}`);
+  console.log(
+    `  failure: crash → dead everywhere:          ${percentiles(detection)}  (${args.crashRounds} round(s) of 1%)`,
+  );
   console.log(`  failure: first 'dead' → dead everywhere:   ${percentiles(spread)}`);
   console.log(
     `  steady state: ${(steadyRate / 1024).toFixed(2)} KiB/s sent per node (over ${fmt(args.steadyMs)}); during the wave: ${(waveRate / 1024).toFixed(2)} KiB/s = ${waveRate.toFixed(0)} B/s (${((waveRate * convergedAt) / 1000 / 1024).toFixed(0)} KiB per node until converged)`,
   );
   console.log(`  bytes sent during the wave, by message kind: ${waveShares}`);
+  console.log(`    ${pulledWaste}`);
   for (const line of waveBytes) console.log(`    per node: ${line}`);
   console.log(
     `  false suspicions: ${rec.countAbout(rec.suspicions, neverFailed)}  false deaths: ${rec.countAbout(rec.deaths, neverFailed)}  (about ${neverFailed.size} nodes that never failed; ${original.size} in the wave)`,

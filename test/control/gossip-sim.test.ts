@@ -351,6 +351,27 @@ describe("membership in the simulator", () => {
     expect(cluster.converged(), cluster.describe()).toBe(true);
   }, 240_000);
 
+  it("pull replies bring what the puller lacks, not the records a recent joiner took from its seed's full state", async () => {
+    // A recent joiner took every record at its join; offering those (the puller's digest covers
+    // only what the puller itself took lately) filled its replies with records the puller held,
+    // oldest first, ahead of the few it lacked: at 1,000 nodes 80% of such replies were waste.
+    // A wave longer than the pull window (4 s), so pullers' digests no longer cover it all: here
+    // 84% of pulled records were held already before, 13% now.
+    const cluster = new SimCluster({ seed: 23, conditions: { loss: 0.05 }, checkInvariants: false });
+    await joinWave(cluster, 150, 12_000);
+    expect(await cluster.runUntil(() => cluster.converged(), 30_000), `${cluster.describe()}: no convergence`).toBe(
+      true,
+    );
+    const sum = (f: (c: GossipCounters) => number) => cluster.liveNodes().reduce((a, n) => a + f(n.ml().counters()), 0);
+    const pulled = sum((c) => c.protocol.pulledRecords);
+    const known = sum((c) => c.protocol.pulledKnown);
+    expect(pulled, cluster.describe()).toBeGreaterThan(0);
+    expect(
+      known / pulled,
+      `${cluster.describe()}: ${known} of ${pulled} pulled records were held already`,
+    ).toBeLessThan(0.3);
+  }, 240_000);
+
   it("mixed versions: agents without pulls (they refuse the frame) and agents with them converge after a wave", async () => {
     // Anti-entropy as configured (30 s here): an older agent hears less of a wave while the agents
     // with pulls still push short (until their unanswered pulls make them push in full), and

@@ -9,7 +9,10 @@ import { makeConfig } from "../../src/control/gossip/config.js";
 import type { MemberState, NodeView } from "../../src/control/gossip/delegate.js";
 import { encodeMessage, type NodeState } from "../../src/control/gossip/messages.js";
 import { newCounters } from "../../src/control/gossip/observability.js";
+import type { Wire } from "../../src/control/gossip/net.js";
+import { DeltaPull } from "../../src/control/gossip/pull.js";
 import { initialIncarnation, Membership } from "../../src/control/gossip/state.js";
+import type { WaveMeter } from "../../src/control/gossip/wave.js";
 import { loneClock } from "./sim/doubles.js";
 import { SeededRandom } from "./sim/random.js";
 
@@ -61,7 +64,7 @@ function setup(answers: () => boolean = () => false) {
       return r ? `${r.state}@${r.incarnation}` : "unknown";
     },
   };
-  return { sched, membership, events, counters, awareness, queue, m, lastChecks: () => lastChecks };
+  return { sched, clock, config, membership, events, counters, awareness, queue, m, lastChecks: () => lastChecks };
 }
 
 describe("membership precedence", () => {
@@ -324,6 +327,56 @@ describe("push-pull merge and tombstones", () => {
     m.alive("b", 5);
     membership.mergeRemote([state("b", "dead", 5)], "peer");
     expect(m.state("b")).toBe("suspect@5");
+  });
+
+  it("pull answers offer news only: not records first taken from a peer's full state, until they change", async () => {
+    const { m, membership, sched } = setup();
+    const news = () => membership.newsWithin(4000).map((r) => r.name);
+    await sched.runFor(5000); // this node's own record is no news any more
+    m.alive("b", 1); // gossip: news
+    await sched.runFor(10);
+    membership.mergeRemote([state("peer", "alive", 1), state("c", "alive", 1), state("d", "alive", 1)], "peer");
+    // The peer's own record is news; c and d only came in its full state (their age is unknown).
+    expect(news()).toEqual(["b", "peer"]);
+    // Yet every record taken lately is in changedWithin, which a pull's digest covers.
+    expect(
+      membership
+        .changedWithin(4000)
+        .map((r) => r.name)
+        .sort(),
+    ).toEqual(["b", "c", "d", "peer"]);
+    await sched.runFor(10);
+    membership.mergePulled([state("e", "alive", 1)]);
+    await sched.runFor(10);
+    m.alive("d", 2); // a change to d is news, and the newest
+    expect(news()).toEqual(["b", "peer", "e", "d"]);
+    await sched.runFor(3985); // b and peer (10 ms older than e) leave the window
+    expect(news()).toEqual(["e", "d"]);
+  });
+
+  it("a joiner's pulls ask for news since a window before its join, for a window after it", async () => {
+    const { membership, sched, clock, config } = setup();
+    const sent: { windowMs: number; digest: Uint8Array }[] = [];
+    const wire = {
+      send: (_to: unknown, messages: { kind: string; windowMs: number; digest: Uint8Array }[]) =>
+        sent.push(messages[0]),
+    } as unknown as Wire;
+    const pull = new DeltaPull({
+      config,
+      clock,
+      random: new SeededRandom(3),
+      membership,
+      wire,
+      wave: { newsFlowing: () => true } as WaveMeter,
+    });
+    membership.mergeRemote([state("peer", "alive", 1), state("c", "alive", 1)], "peer");
+    pull.tick();
+    pull.joined();
+    await sched.runFor(1000);
+    pull.tick();
+    await sched.runFor(config.pullWindowMs);
+    pull.tick();
+    expect(sent.map((p) => p.windowMs)).toEqual([config.pullWindowMs, config.pullWindowMs + 1000, config.pullWindowMs]);
   });
 
   it("a remote left is taken as left; unknown tombstones are kept silently", () => {

@@ -397,6 +397,7 @@ export class Memberlist {
     // A version-1 answer to a version-1 request (after a refusal): note it once the peer's record exists.
     if (reply.message.kind === "pushPull" && tryCompact) this.membership.refusedVersion2(peer);
     this.mergeUserState(reply.message.userState, join && catchUpMs === 0);
+    if (join && catchUpMs === 0) this.pull.joined();
     if (join) this.scheduleJoinSync(started);
   }
 

@@ -63,6 +63,10 @@ export interface GossipCounters {
     nameConflicts: number;
     /** A delegate or handler threw; logged and contained. */
     handlerErrors: number;
+    /** Live records that pull replies brought (pull.ts)... */
+    pulledRecords: number;
+    /** ...of which this node already held that incarnation or a newer one (the replies' waste). */
+    pulledKnown: number;
   };
 }
 
@@ -110,6 +114,8 @@ export function newCounters(): GossipCounters {
       refutations: 0,
       nameConflicts: 0,
       handlerErrors: 0,
+      pulledRecords: 0,
+      pulledKnown: 0,
     },
   };
 }

@@ -1,8 +1,9 @@
 // Delta pulls: the pull half of push-pull rumour spreading (Karp et al.), for join waves. While
 // news flows to this node (a record change within pullWindowMs, wave.ts), every pullIntervalMs it sends one random live member a
 // "pull" packet: a digest (digest.ts) of the records it took in the last pullWindowMs + 2 pull
-// intervals. The member answers in up to 3 packets with the live records it took in the last
-// pullWindowMs that the digest lacks, oldest first (an empty reply if none). So the short push of a wave reaches most
+// intervals. The member answers in up to 3 packets with the live records it took as news in the
+// last pullWindowMs that the digest lacks, oldest first (an empty reply if none; news only: what
+// a member took from a peer's full state at its join would crowd out what the puller lacks). So the short push of a wave reaches most
 // members, and each pull round squares the share still missing a record, at the cost of a digest
 // (some 10 bits a record) and the records actually missing. Without news nothing is sent.
 // Mixed versions: an agent that predates pulls refuses the frame (counted as garbage) and answers
@@ -45,6 +46,8 @@ export class DeltaPull {
   private next = 0;
   /** The member asked last, until it answers or the next round counts it as silent. */
   private awaiting?: string;
+  /** When this node took its seed's full state (joined), if it did. */
+  private joinedAt = -Infinity;
 
   constructor(private readonly deps: DeltaPullDeps) {}
 
@@ -53,6 +56,25 @@ export class DeltaPull {
   answering(): boolean {
     if (this.deps.config.pullIntervalMs === 0) return false;
     return this.recent.filter(Boolean).length >= ANSWERED_FOR_SHORT_PUSH;
+  }
+
+  /** This node took a seed's full state (its join): see windowMs. */
+  joined(): void {
+    this.joinedAt = this.deps.clock.now();
+  }
+
+  /**
+   * The window a pull asks for: pullWindowMs, and in the pullWindowMs after this node's join,
+   * also what members took as news since pullWindowMs before the join. A record the seed lacked
+   * when it sent its full state (news of the last second or two) is otherwise asked for only while
+   * it is news at the members; answers offer news only, so once it aged out of their windows
+   * nobody offered it, and the joiner waited for anti-entropy (ARCHITECTURE.md, "Pull answers:
+   * news only"). The digest covers the same span: the joiner took every record at its join.
+   */
+  private windowMs(): number {
+    const { config, clock } = this.deps;
+    const sinceJoin = clock.now() - this.joinedAt;
+    return sinceJoin <= config.pullWindowMs ? config.pullWindowMs + Math.ceil(sinceJoin) : config.pullWindowMs;
   }
 
   /** One pull round (every pullIntervalMs): only while news flows (wave.ts), to one random live member. */
@@ -65,15 +87,12 @@ export class DeltaPull {
     this.awaiting = peer.name;
     // The digest covers a little more than the window asked for: a record the member took lately
     // may have reached us a little earlier.
-    const held = membership.changedWithin(config.pullWindowMs + 2 * config.pullIntervalMs);
+    const windowMs = this.windowMs();
+    const held = membership.changedWithin(windowMs + 2 * config.pullIntervalMs);
     const salt = Math.floor(random.next() * 0x1_0000_0000);
     const digest = buildDigest(salt, held, held.length);
     // Not piggybacked: an agent without pulls drops the whole frame, broadcasts included.
-    wire.send(
-      { host: peer.host, port: peer.port },
-      [{ kind: "pull", salt, windowMs: config.pullWindowMs, digest }],
-      false,
-    );
+    wire.send({ host: peer.host, port: peer.port }, [{ kind: "pull", salt, windowMs, digest }], false);
   }
 
   /** A pull reply from `sender` arrived (its records are merged by the caller). */
@@ -93,9 +112,8 @@ export class DeltaPull {
     // Oldest first: those leave the window soonest, and a record that ages out of every member's
     // window unpulled waits for anti-entropy (minutes at 1,000 nodes). Newer ones come next round.
     const missing = membership
-      .changedWithin(Math.min(m.windowMs, MAX_PULL_WINDOW_MS))
-      .filter((r) => r.state === "alive" && r.name !== sender && !digestHas(m.digest, m.salt, r))
-      .sort((a, b) => a.updatedAt - b.updatedAt);
+      .newsWithin(Math.min(m.windowMs, MAX_PULL_WINDOW_MS))
+      .filter((r) => r.state === "alive" && r.name !== sender && !digestHas(m.digest, m.salt, r));
     const now = clock.now();
     const addr = { host: to.host, port: to.port };
     // Compact records (protocol version 2) to a member known to speak it.

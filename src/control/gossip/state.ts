@@ -34,6 +34,10 @@ export interface MemberEntry {
   stateChangedAt: number;
   /** clock.now() when this node last took any change to the record (a catch-up sends these). */
   updatedAt: number;
+  /** clock.now() when this node last took a change to the record as news (gossip, a pull reply, a
+   *  known member's change in a push-pull); -Infinity while it knows the record only from a peer's
+   *  full state, where its age is unknown. Pull answers offer news only (see newsWithin). */
+  newsAt: number;
   /** The protocol version this run of the member speaks, as far as this node knows (0: unknown,
    *  treated as 1). Learned from version-2 records (alive2, pullReply2, pushPull2 carry it),
    *  from a pushPull2 answer, or set to 1 when the member refused one (Memberlist.pushPull). A
@@ -107,6 +111,7 @@ export class Membership {
       meta: self.meta,
       stateChangedAt: clock.now(),
       updatedAt: clock.now(),
+      newsAt: clock.now(),
       vsn: config.protocolVersion,
     };
     this.insert(this.me);
@@ -157,10 +162,26 @@ export class Membership {
     return this.list.filter((r) => r.updatedAt >= since);
   }
 
+  /**
+   * The records this node took as news in the last windowMs, oldest first (a delta pull's answer).
+   * Not what it took from a peer's full state: a member that joined lately took all ~N records
+   * then, so by changedWithin it would offer each puller hundreds it holds (outside the puller's
+   * digest, which covers only its own recent changes), oldest first, and fill its reply with them
+   * before the few the puller lacks (ARCHITECTURE.md, "Pull answers: news only").
+   */
+  newsWithin(windowMs: number): MemberEntry[] {
+    const since = this.deps.clock.now() - windowMs;
+    return this.list.filter((r) => r.newsAt >= since).sort((a, b) => a.newsAt - b.newsAt);
+  }
+
   /** A pull reply's records: live ones only; deaths and suspicions travel by gossip and probes. */
   mergePulled(nodes: readonly NodeState[]): void {
+    const counters = this.deps.counters.protocol;
     for (const n of nodes) {
       if (n.state !== "alive") continue;
+      counters.pulledRecords++;
+      const cur = n.name === this.me.name ? this.me : this.records.get(n.name);
+      if (cur && cur.incarnation >= n.incarnation) counters.pulledKnown++;
       this.applyAlive(aliveOf(n), "pull");
     }
   }
@@ -204,6 +225,7 @@ export class Membership {
         meta: a.meta,
         stateChangedAt: this.deps.clock.now(),
         updatedAt: this.deps.clock.now(),
+        newsAt: via === "state" ? -Infinity : this.deps.clock.now(),
         vsn: vsnOf(a),
       };
       this.insert(rec);
@@ -485,6 +507,7 @@ export class Membership {
       meta: n.meta,
       stateChangedAt: this.deps.clock.now() - Math.min(n.stateAgeMs, this.deps.config.tombstoneRetentionMs),
       updatedAt: this.deps.clock.now(),
+      newsAt: -Infinity,
       vsn: 0,
     };
     this.insert(rec);
@@ -543,11 +566,13 @@ export class Membership {
     rec.state = state;
     rec.stateChangedAt = this.deps.clock.now();
     rec.updatedAt = rec.stateChangedAt;
+    rec.newsAt = rec.stateChangedAt;
   }
 
   /** Marks a record as changed here now (catch-ups and pulls send what changed lately). */
   private touch(rec: MemberEntry): void {
     rec.updatedAt = this.deps.clock.now();
+    rec.newsAt = rec.updatedAt;
     this.deps.changed?.();
   }
 
