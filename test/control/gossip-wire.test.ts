@@ -381,8 +381,13 @@ describe("mixed versions on the wire", () => {
         const { vsn: _, ...withoutVersion } = n;
         expect(oldRecord).toEqual({ kind: "pullReply", nodes: [withoutVersion] });
         expect(newRecord).toEqual({ kind: "pullReply2", nodes: [n] });
-        if (/^\d+\.\d+\.\d+\.\d+$/.test(h) && `${compactAddrHost(h)}` === h)
-          expect(nodeStateSize(n, true)).toBeLessThan(nodeStateSize(n));
+        // For the versions that exist (1 and 2), never larger, and smaller once the port takes
+        // more than msgpack's one-byte integer (128 and up: every usable gossip port; fast-check
+        // found a tie at 0.0.0.0:0, and a version of 128 takes two bytes).
+        if (/^\d+\.\d+\.\d+\.\d+$/.test(h) && `${compactAddrHost(h)}` === h && n.vsn < 128) {
+          expect(nodeStateSize(n, true)).toBeLessThanOrEqual(nodeStateSize(n));
+          if (p >= 128) expect(nodeStateSize(n, true)).toBeLessThan(nodeStateSize(n));
+        }
       }),
       { numRuns: 300 },
     );
