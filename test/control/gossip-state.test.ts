@@ -10,6 +10,7 @@ import type { MemberState, NodeView } from "../../src/control/gossip/delegate.js
 import { encodeMessage, type NodeState } from "../../src/control/gossip/messages.js";
 import { newCounters } from "../../src/control/gossip/observability.js";
 import type { Wire } from "../../src/control/gossip/net.js";
+import { buildDigest } from "../../src/control/gossip/digest.js";
 import { DeltaPull } from "../../src/control/gossip/pull.js";
 import { initialIncarnation, Membership } from "../../src/control/gossip/state.js";
 import type { WaveMeter } from "../../src/control/gossip/wave.js";
@@ -377,6 +378,34 @@ describe("push-pull merge and tombstones", () => {
     await sched.runFor(config.pullWindowMs);
     pull.tick();
     expect(sent.map((p) => p.windowMs)).toEqual([config.pullWindowMs, config.pullWindowMs + 1000, config.pullWindowMs]);
+  });
+
+  it("a joiner's pull (a window past pullWindowMs: its digest holds all it knows) is answered with every record it lacks, news or not", async () => {
+    const { m, membership, sched, clock, config } = setup();
+    const replies: string[][] = [];
+    const wire = {
+      send: (_to: unknown, messages: { nodes: NodeState[] }[]) => replies.push(messages[0].nodes.map((n) => n.name)),
+      packetBudget: () => 1400,
+    } as unknown as Wire;
+    const pull = new DeltaPull({
+      config,
+      clock,
+      random: new SeededRandom(7),
+      membership,
+      wire,
+      wave: { newsFlowing: () => true } as WaveMeter,
+    });
+    // a and b came in a peer's full state long ago (no news here), c is news, j pulls.
+    membership.mergeRemote([state("peer", "alive", 1), state("a", "alive", 1), state("b", "alive", 1)], "peer");
+    await sched.runFor(10_000);
+    m.alive("c", 1);
+    m.alive("j", 1);
+    const held = [membership.local(), membership.get("peer")!];
+    const salt = 12345;
+    const digest = buildDigest(salt, held, held.length);
+    pull.answer("j", { kind: "pull", salt, windowMs: config.pullWindowMs, digest });
+    pull.answer("j", { kind: "pull", salt, windowMs: config.pullWindowMs + 1000, digest });
+    expect(replies).toEqual([["c"], ["c", "a", "b"]]);
   });
 
   it("a remote left is taken as left; unknown tombstones are kept silently", () => {

@@ -3,7 +3,8 @@
 // "pull" packet: a digest (digest.ts) of the records it took in the last pullWindowMs + 2 pull
 // intervals. The member answers in up to 3 packets with the live records it took as news in the
 // last pullWindowMs that the digest lacks, oldest first (an empty reply if none; news only: what
-// a member took from a peer's full state at its join would crowd out what the puller lacks). So the short push of a wave reaches most
+// a member took from a peer's full state at its join would crowd out what the puller lacks; a
+// joiner's pull, whose digest holds all it knows, gets every record it lacks). So the short push of a wave reaches most
 // members, and each pull round squares the share still missing a record, at the cost of a digest
 // (some 10 bits a record) and the records actually missing. Without news nothing is sent.
 // Mixed versions: an agent that predates pulls refuses the frame (counted as garbage) and answers
@@ -15,7 +16,7 @@ import type { MemberlistConfig } from "./config.js";
 import { buildDigest, digestHas } from "./digest.js";
 import { nodeStateSize, type Message, type NodeState } from "./messages.js";
 import type { Wire } from "./net.js";
-import { nodeState, type Membership } from "./state.js";
+import { nodeState, type Membership, type MemberEntry } from "./state.js";
 import type { WaveMeter } from "./wave.js";
 
 type Pull = Extract<Message, { kind: "pull" }>;
@@ -111,9 +112,14 @@ export class DeltaPull {
     if (to?.state !== "alive") return;
     // Oldest first: those leave the window soonest, and a record that ages out of every member's
     // window unpulled waits for anti-entropy (minutes at 1,000 nodes). Newer ones come next round.
-    const missing = membership
-      .newsWithin(Math.min(m.windowMs, MAX_PULL_WINDOW_MS))
-      .filter((r) => r.state === "alive" && r.name !== sender && !digestHas(m.digest, m.salt, r));
+    const news = membership.newsWithin(Math.min(m.windowMs, MAX_PULL_WINDOW_MS));
+    // A joiner's pull (its window reaches back past pullWindowMs, see windowMs) has a digest of
+    // every record it holds: it took them all at its join. So what is missing from that digest is
+    // missing at the joiner, news or not, and the rest follows the news: a member its seed lacked
+    // (one that joined seconds before it, whose news had not reached the seed) is news nowhere by
+    // then, and waited for anti-entropy (ARCHITECTURE.md, "Pull answers: news only").
+    const offered = m.windowMs > this.deps.config.pullWindowMs ? news.concat(notIn(news, membership)) : news;
+    const missing = offered.filter((r) => r.state === "alive" && r.name !== sender && !digestHas(m.digest, m.salt, r));
     const now = clock.now();
     const addr = { host: to.host, port: to.port };
     // Compact records (protocol version 2) to a member known to speak it.
@@ -138,4 +144,10 @@ export class DeltaPull {
     this.recent[this.next] = answered;
     this.next = (this.next + 1) % RECENT_PULLS;
   }
+}
+
+/** Every record of `membership` but those in `news`. */
+function notIn(news: readonly MemberEntry[], membership: Membership): MemberEntry[] {
+  const taken = new Set(news);
+  return membership.changedWithin(Infinity).filter((r) => !taken.has(r));
 }
