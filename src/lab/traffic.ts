@@ -172,18 +172,33 @@ export interface UdpStats {
 }
 
 export async function udpStats(ns: Netns): Promise<UdpStats> {
-  const [v4, v6] = await Promise.all([ns.exec(["cat", "/proc/net/snmp"]), ns.exec(["cat", "/proc/net/snmp6"])]);
-  // snmp: a "Udp:" line of names, then one of values; snmp6: "Udp6InDatagrams   123" lines.
-  const [names, values] = v4.split("\n").filter((l) => l.startsWith("Udp: "));
-  const row = new Map(names.split(/\s+/).map((k, i) => [k, Number(values.split(/\s+/)[i])]));
+  const [snmp, v6] = await Promise.all([snmpTable(ns), ns.exec(["cat", "/proc/net/snmp6"])]);
+  // snmp6: "Udp6InDatagrams   123" lines.
   const row6 = new Map(
     v6
       .split("\n")
       .map((l) => l.trim().split(/\s+/))
       .map(([k, v]) => [k, Number(v)] as const),
   );
-  const both = (key: string) => (row.get(key) ?? 0) + (row6.get(`Udp6${key}`) ?? 0);
+  const both = (key: string) => snmpValue(snmp, "Udp", key) + (row6.get(`Udp6${key}`) ?? 0);
   return { inDatagrams: both("InDatagrams"), rcvbufErrors: both("RcvbufErrors") };
+}
+
+/** A counter of /proc/net/snmp in `ns` (IPv4 and protocol-wide), e.g. ("Tcp", "InCsumErrors"). */
+export async function snmpCounter(ns: Netns, proto: string, name: string): Promise<number> {
+  return snmpValue(await snmpTable(ns), proto, name);
+}
+
+function snmpTable(ns: Netns): Promise<string> {
+  return ns.exec(["cat", "/proc/net/snmp"]);
+}
+
+/** /proc/net/snmp holds per protocol a line of names, then one of values, both "Proto: ...". */
+function snmpValue(table: string, proto: string, name: string): number {
+  const lines = table.split("\n").filter((l) => l.startsWith(`${proto}:`));
+  const at = lines[0]?.split(/\s+/).indexOf(name) ?? -1;
+  if (at < 0) throw new Error(`no ${proto} ${name} in /proc/net/snmp`);
+  return Number(lines[1].split(/\s+/)[at]);
 }
 
 /** Resolves when iperf3 says it listens (a fixed sleep is too short on a loaded machine). */

@@ -10,7 +10,7 @@ import { withNetns } from "../../src/io/netns.js";
 import { TunQueue } from "../../src/io/tun.js";
 import { UdpSocket } from "../../src/io/udp.js";
 import type { LabCluster, LabPod } from "../../src/lab/cluster.js";
-import type { Netns } from "../../src/lab/netns.js";
+import { snmpCounter } from "../../src/lab/traffic.js";
 import { formatIpv4 } from "../../src/net/ipv4.js";
 import { Slots } from "../io/slots.js";
 import { buildUdp4, buildVxlan } from "../reference/build.js";
@@ -22,14 +22,6 @@ import { tcpTransfer } from "../support/tcp-transfer.js";
 import { udpPeer } from "../support/udp-peer.js";
 
 const MB = 1_000_000;
-
-/** A counter of /proc/net/snmp in `ns`, e.g. ("Tcp", "InCsumErrors"). */
-async function snmp(ns: Netns, proto: string, name: string): Promise<number> {
-  const lines = (await ns.exec(["cat", "/proc/net/snmp"])).split("\n").filter((l) => l.startsWith(`${proto}:`));
-  const at = lines[0].split(/\s+/).indexOf(name);
-  if (at < 0) throw new Error(`no ${proto} ${name} in /proc/net/snmp`);
-  return Number(lines[1].split(/\s+/)[at]);
-}
 
 /** Waits (bounded) until `read` returns at least `want`, and returns what it last read. */
 async function settle(read: () => Promise<number>, want: number, ms = 5000): Promise<number> {
@@ -86,7 +78,8 @@ describe.skipIf(!canUseNetns())("checksum trust between weft nodes", () => {
   it("carries TCP byte-exact through the trusted path, with no checksum errors at the pods", async () => {
     const [p1] = lab.hosts[0].pods;
     const [p2] = lab.hosts[1].pods;
-    const errors = async () => (await snmp(p1.ns, "Tcp", "InCsumErrors")) + (await snmp(p2.ns, "Tcp", "InCsumErrors"));
+    const errors = async () =>
+      (await snmpCounter(p1.ns, "Tcp", "InCsumErrors")) + (await snmpCounter(p2.ns, "Tcp", "InCsumErrors"));
     const errorsBefore = await errors();
     const trustedBefore = dps.map((dp) => dp.counters().rx.checksumTrusted);
     const there = await tcpTransfer(p1, p2, 30 * MB);
@@ -108,7 +101,7 @@ describe.skipIf(!canUseNetns())("checksum trust between weft nodes", () => {
     const train = Buffer.concat(
       sent.map((d) => buildVxlan(1, macOf(2), macOf(1), 0x0800, buildUdp4(p1.addr, p2.addr, 40001, 9100, d))),
     );
-    const errorsBefore = await snmp(p2.ns, "Udp", "InCsumErrors");
+    const errorsBefore = await snmpCounter(p2.ns, "Udp", "InCsumErrors");
     const trustedBefore = dps[1].counters().rx.checksumTrusted;
     const sink = udpPeer(p2.ns, { bind: `${formatIpv4(p2.addr)}:9100`, expect: sent.length, timeoutMs: 10_000 });
     await sink.ready;
@@ -125,7 +118,7 @@ describe.skipIf(!canUseNetns())("checksum trust between weft nodes", () => {
     expect(got.map((g) => Buffer.from(g.bytes).toString("hex")).sort()).toEqual(
       sent.map((d) => Buffer.from(d).toString("hex")).sort(),
     );
-    expect(await snmp(p2.ns, "Udp", "InCsumErrors")).toBe(errorsBefore);
+    expect(await snmpCounter(p2.ns, "Udp", "InCsumErrors")).toBe(errorsBefore);
     expect(dps[1].counters().rx.checksumTrusted - trustedBefore).toBe(BigInt(sent.length));
   });
 
@@ -140,14 +133,14 @@ describe.skipIf(!canUseNetns())("checksum trust between weft nodes", () => {
       { size: 500, bad: true },
     ]);
     const rx = () => dps[1].counters().rx;
-    const before = { errors: await snmp(p2.ns, "Tcp", "InCsumErrors"), ...rx() };
+    const before = { errors: await snmpCounter(p2.ns, "Tcp", "InCsumErrors"), ...rx() };
     const peer = udpPeer(h1.ns, {
       bind: `${formatIpv4(h1.underlayAddr)}:0`,
       sendTo: `${formatIpv4(h2.underlayAddr)}:8472`,
       send: segs.map(vxlan),
     });
     await peer.done;
-    const errors = await settle(() => snmp(p2.ns, "Tcp", "InCsumErrors"), before.errors + 2);
+    const errors = await settle(() => snmpCounter(p2.ns, "Tcp", "InCsumErrors"), before.errors + 2);
     // weft forwarded all three as they were; the pod's kernel dropped exactly the two bad ones.
     expect(errors - before.errors).toBe(2);
     expect(rx().packets.FORWARD - before.packets.FORWARD).toBeGreaterThanOrEqual(3n);
@@ -190,9 +183,9 @@ describe.skipIf(!canUseNetns())("checksum trust against a kernel vxlan peer (zer
     ]);
     const slots = new Slots(segs.length);
     segs.forEach((s, i) => slots.put(i, s));
-    const before = { errors: await snmp(p2.ns, "Tcp", "InCsumErrors"), ...dp.counters().rx };
+    const before = { errors: await snmpCounter(p2.ns, "Tcp", "InCsumErrors"), ...dp.counters().rx };
     expect(inject!.write(slots.buf, slots.descs, 0, segs.length)).toBe(segs.length);
-    const errors = await settle(() => snmp(p2.ns, "Tcp", "InCsumErrors"), before.errors + 2);
+    const errors = await settle(() => snmpCounter(p2.ns, "Tcp", "InCsumErrors"), before.errors + 2);
     expect(errors - before.errors).toBe(2);
     const rx = dp.counters().rx;
     expect(rx.packets.FORWARD - before.packets.FORWARD).toBeGreaterThanOrEqual(2n);
