@@ -77,6 +77,8 @@ class Recorder {
   /** subject → observers that have seen it join (this run of the subject). */
   readonly joinedAt = new Map<string, Map<string, number>>();
   readonly deadAt = new Map<string, Map<string, number>>();
+  /** subject → when any node suspected it, in order (where a crash's detection time goes). */
+  readonly suspectedAt = new Map<string, number[]>();
   /** Distinct (subject, incarnation) suspicions and deaths, for the false-positive counts. */
   readonly suspicions = new Set<string>();
   readonly deaths = new Set<string>();
@@ -97,7 +99,12 @@ class Recorder {
         mark(this.deadAt, v);
         this.deaths.add(`${v.name}@${v.incarnation}`);
       },
-      notifySuspect: (v) => this.suspicions.add(`${v.name}@${v.incarnation}`),
+      notifySuspect: (v) => {
+        this.suspicions.add(`${v.name}@${v.incarnation}`);
+        const times = this.suspectedAt.get(v.name) ?? [];
+        if (times.length === 0) this.suspectedAt.set(v.name, times);
+        times.push(this.now());
+      },
     };
   }
 
@@ -268,6 +275,9 @@ async function scenario(args: Args, loss: number): Promise<void> {
   // everywhere and 20 s after it began (so rounds do not overlap).
   const detection: number[] = [];
   const spread: number[] = [];
+  // Where a detection's time goes: crash → first failed probe (a suspicion anywhere), that → the
+  // first "dead" (the suspicion timeout), that → dead everywhere (spread, above).
+  const phases: { name: string; total: number; probe: number; suspect: number; spread: number }[] = [];
   let survivors = cluster.liveNodes();
   for (let round = 0; round < args.crashRounds; round++) {
     const victims: SimNode[] = [];
@@ -284,7 +294,16 @@ async function scenario(args: Args, loss: number): Promise<void> {
     for (const v of victims) {
       detection.push((known(v) ?? Infinity) - crashAt);
       const times = [...(rec.deadAt.get(v.name)?.values() ?? [])];
-      spread.push(times.length ? (known(v) ?? Infinity) - Math.min(...times) : Infinity);
+      const firstDead = times.length ? Math.min(...times) : Infinity;
+      spread.push((known(v) ?? Infinity) - firstDead);
+      const firstSuspect = rec.suspectedAt.get(v.name)?.find((t) => t >= crashAt) ?? firstDead;
+      phases.push({
+        name: v.name,
+        total: (known(v) ?? Infinity) - crashAt,
+        probe: firstSuspect - crashAt,
+        suspect: firstDead - firstSuspect,
+        spread: (known(v) ?? Infinity) - firstDead,
+      });
     }
     const elapsed = cluster.scheduler.now() - crashAt;
     if (round + 1 < args.crashRounds && elapsed < 20_000) await cluster.runFor(20_000 - elapsed);
@@ -300,7 +319,15 @@ async function scenario(args: Args, loss: number): Promise<void> {
   console.log(
     `  failure: crash → dead everywhere:          ${percentiles(detection)}  (${args.crashRounds} round(s) of 1%)`,
   );
+  console.log(`  failure: crash → first suspicion:          ${percentiles(phases.map((p) => p.probe))}`);
+  console.log(`  failure: first suspicion → first 'dead':   ${percentiles(phases.map((p) => p.suspect))}`);
   console.log(`  failure: first 'dead' → dead everywhere:   ${percentiles(spread)}`);
+  const slowest = [...phases].sort((a, b) => b.total - a.total).slice(0, 5);
+  console.log(
+    `  slowest crashes (total = to suspicion + to 'dead' + spread): ${slowest
+      .map((p) => `${p.name} ${fmt(p.total)} = ${fmt(p.probe)} + ${fmt(p.suspect)} + ${fmt(p.spread)}`)
+      .join("; ")}`,
+  );
   console.log(
     `  steady state: ${(steadyRate / 1024).toFixed(2)} KiB/s sent per node (over ${fmt(args.steadyMs)}); during the wave: ${(waveRate / 1024).toFixed(2)} KiB/s = ${waveRate.toFixed(0)} B/s (${((waveRate * convergedAt) / 1000 / 1024).toFixed(0)} KiB per node until converged)`,
   );

@@ -121,6 +121,25 @@ describe("membership in the simulator", () => {
     );
   });
 
+  it("helpers' nacks for a crashed member reach the prober within its probe: no prober's health score rises", async () => {
+    await fc.assert(
+      fc.asyncProperty(seed, fc.integer({ min: 5, max: 12 }), async (s, n) => {
+        const cluster = await formCluster(s, n, { loss: 0 });
+        const victim = cluster.liveNodes()[1].name;
+        cluster.crash(victim);
+        expect(await cluster.runUntil(deadEverywhere(cluster, [victim]), 60_000), cluster.describe()).toBe(true);
+        // Without loss every helper nacks in time, so a failed probe is the target's fault, not ours.
+        const failed = cluster.liveNodes().reduce((a, v) => a + v.ml().counters().protocol.probeFailures, 0);
+        expect(failed, cluster.describe()).toBeGreaterThan(0);
+        expect(
+          cluster.liveNodes().map((v) => `${v.name}:${v.ml().healthScore()}`),
+          cluster.describe(),
+        ).toEqual(cluster.liveNodes().map((v) => `${v.name}:0`));
+      }),
+      { numRuns: RUNS },
+    );
+  });
+
   it("no false deaths with 5% loss and one node 10x slower (stretched timers or starved CPU)", async () => {
     await fc.assert(
       fc.asyncProperty(seed, fc.integer({ min: 5, max: 12 }), fc.boolean(), async (s, n, stretched) => {

@@ -140,6 +140,34 @@ describe("membership precedence", () => {
     expect(m.state("b")).toBe("dead@5");
   });
 
+  it("helpers that nacked our failed probe confirm our suspicion at once, locally, each once", async () => {
+    const { m, sched, membership, queue } = setup();
+    for (const n of ["b", "c", "d", "e"]) m.alive(n, 5);
+    queue.take(0, 10_000); // drain
+    // 5 live members: min 4 s, max 24 s, k = 2. Two helpers nacked (one of them twice): k is
+    // reached, so the minimum runs from the start.
+    membership.suspectByProbe("b", 5, ["c", "d", "d"]);
+    const sent = queue.take(0, 10_000);
+    expect(sent).toContainEqual(encodeMessage({ kind: "suspect", node: "b", incarnation: 5, from: "me" }));
+    // The helpers' witness is not turned into accusations in their name.
+    expect(sent).not.toContainEqual(encodeMessage({ kind: "suspect", node: "b", incarnation: 5, from: "c" }));
+    await sched.runFor(3_999);
+    expect(m.state("b")).toBe("suspect@5");
+    await sched.runFor(2);
+    expect(m.state("b")).toBe("dead@5");
+  });
+
+  it("one nack alone shortens the suspicion only part of the way", async () => {
+    const { m, sched, membership } = setup();
+    for (const n of ["b", "c", "d", "e"]) m.alive(n, 5);
+    membership.suspectByProbe("b", 5, ["c"]);
+    // 24 − (24 − 4) × log 2 / log 3 ≈ 11.4 s.
+    await sched.runFor(11_000);
+    expect(m.state("b")).toBe("suspect@5");
+    await sched.runFor(1000);
+    expect(m.state("b")).toBe("dead@5");
+  });
+
   it("a refutation cancels the suspicion timer", async () => {
     const { m, sched } = setup();
     m.alive("b", 5);

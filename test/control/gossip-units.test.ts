@@ -29,6 +29,8 @@ describe("config profiles", () => {
       () => makeConfig("lan", "a", { probeTimeoutMs: 1000 }),
       () => makeConfig("lan", "a", { gossipNodes: 0 }),
       () => makeConfig("lan", "a", { suspicionConfirmations: -1 }),
+      () => makeConfig("lan", "a", { suspicionMult: 0 }),
+      () => makeConfig("lan", "a", { suspicionMult: Number.NaN }),
       () => makeConfig("lan", "a", { maxPacketBytes: 100 }),
       () => makeConfig("lan", "a", { maxMetaBytes: 1300 }),
       () => makeConfig("lan", "a", { tombstoneRetentionMs: 1000 }),
@@ -39,6 +41,8 @@ describe("config profiles", () => {
       () => makeConfig("lan", "a", { waveRetransmitMult: 0 }),
       () => makeConfig("lan", "a", { waveRetransmitMult: 5 }),
     ];
+    // A fractional multiplier is a setting (trade-off curves, ARCHITECTURE.md), not an error.
+    expect(makeConfig("lan", "a", { suspicionMult: 0.8 }).suspicionMult).toBe(0.8);
     for (const f of invalid) {
       expect(f).toThrow(WeftError);
       try {

@@ -95,9 +95,11 @@ const lan: GossipProfile = {
   indirectChecks: 3,
   tcpPingFallback: true,
   probePhaseFromName: true,
-  // memberlist: 4 (k = 2). With every member probed once per interval (schedule.ts), a crashed
-  // member gathers independent accusers one per second, while a slow one meets a lone accuser
-  // and keeps the long maximum (18 s at 1,000 nodes) to refute: min 3 s is safe there.
+  // memberlist: 4 (k = 2). A crashed member's first failed probe brings its witnesses along (the
+  // helpers that nacked, state.ts suspectByProbe), and every member is probed once per interval
+  // (schedule.ts), so independent accusers follow one per second; a member that is merely slow
+  // is usually reached by a helper, and a lone accuser leaves it the long maximum (18 s at 1,000
+  // nodes) to refute: min 3 s is safe there.
   suspicionMult: 1,
   suspicionMaxTimeoutMult: 6,
   suspicionConfirmations: 2,
@@ -183,7 +185,6 @@ export function validateConfig(c: MemberlistConfig): MemberlistConfig {
   const positiveInts: (keyof GossipProfile)[] = [
     "probeIntervalMs",
     "probeTimeoutMs",
-    "suspicionMult",
     "suspicionMaxTimeoutMult",
     "awarenessMaxMultiplier",
     "retransmitMult",
@@ -202,6 +203,7 @@ export function validateConfig(c: MemberlistConfig): MemberlistConfig {
     const v = c[f];
     if (typeof v !== "number" || !Number.isSafeInteger(v) || v <= 0) bad(f, "must be a positive integer");
   }
+  if (!Number.isFinite(c.suspicionMult) || c.suspicionMult <= 0) bad("suspicionMult", "must be a positive number");
   if (!Number.isSafeInteger(c.indirectChecks) || c.indirectChecks < 0) bad("indirectChecks", "must be >= 0");
   if (!Number.isSafeInteger(c.suspicionConfirmations) || c.suspicionConfirmations < 0)
     bad("suspicionConfirmations", "must be >= 0");

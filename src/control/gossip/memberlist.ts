@@ -530,7 +530,7 @@ export class Memberlist {
           this.detector.onAck(m.seq);
           break;
         case "nack":
-          this.detector.onNack(m.seq);
+          this.detector.onNack(m.seq, envelope.sender);
           break;
         case "alive":
         case "alive2":

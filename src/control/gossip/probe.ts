@@ -21,6 +21,20 @@ type Ping = Extract<Message, { kind: "ping" }>;
 const RECENT_DEATHS_PER_PACKET = 16;
 type IndirectPing = Extract<Message, { kind: "indirectPing" }>;
 
+/**
+ * How long a helper waits for the target's ack before it nacks. The prober sends its indirect
+ * pings at the probe timeout and counts nacks at the end of the probe interval, so a nack sent a
+ * whole probe timeout after the request (as memberlist does) reaches it only after the count: with
+ * the LAN profile's 500 / 1,000 ms, always, by the two hops' delay. Every failed probe then looked
+ * like three missed nacks, and the prober's own health score jumped to 3: it stretched its next
+ * probes to 4 s, so the members after the crashed one on the probe ring were probed late and
+ * its suspicion confirmed late (1,000 simulated nodes: a crash took up to 8 s to be known dead
+ * everywhere). Four fifths of the window leave the rest for the hops there and back.
+ */
+export function nackWaitMs(config: Pick<MemberlistConfig, "probeIntervalMs" | "probeTimeoutMs">): number {
+  return Math.min(config.probeTimeoutMs, Math.floor(((config.probeIntervalMs - config.probeTimeoutMs) * 4) / 5));
+}
+
 export interface FailureDetectorDeps {
   readonly config: MemberlistConfig;
   readonly clock: Clock;
@@ -34,7 +48,7 @@ export interface FailureDetectorDeps {
 
 interface AckWaiter {
   onAck(): void;
-  onNack(): void;
+  onNack(from: string): void;
 }
 
 export class FailureDetector {
@@ -99,7 +113,7 @@ export class FailureDetector {
     const { probeTimeoutMs } = this.deps.config;
     let answered = false;
     const nackTimer = req.wantNack
-      ? this.timers.after(probeTimeoutMs, () => {
+      ? this.timers.after(nackWaitMs(this.deps.config), () => {
           if (!answered) this.deps.wire.send(from, [{ kind: "nack", seq: req.seq }]);
         })
       : undefined;
@@ -120,8 +134,9 @@ export class FailureDetector {
     this.waiters.get(seq)?.onAck();
   }
 
-  onNack(seq: number): void {
-    this.waiters.get(seq)?.onNack();
+  /** A helper's nack; `from` is the envelope's sender. */
+  onNack(seq: number, from: string): void {
+    this.waiters.get(seq)?.onNack(from);
   }
 
   /** Deaths of the last two probe intervals (each member pings and is pinged at least once in
@@ -171,15 +186,15 @@ export class FailureDetector {
     }
     const { name, incarnation } = target;
     counters.protocol.probes++;
-    this.probe(target, interval, awareness.scale(config.probeTimeoutMs), ({ acked, expectedNacks, nacks }) => {
+    this.probe(target, interval, awareness.scale(config.probeTimeoutMs), ({ acked, expectedNacks, nackers }) => {
       if (acked) {
         awareness.applyDelta(-1);
       } else {
         // Helpers that did not even nack suggest our own links or CPU are the problem.
-        awareness.applyDelta(expectedNacks > 0 ? expectedNacks - nacks : 1);
+        awareness.applyDelta(expectedNacks > 0 ? expectedNacks - nackers.size : 1);
         counters.protocol.probeFailures++;
         // At the incarnation of the probe's start: if the target refuted meanwhile, this is void.
-        membership.suspectByProbe(name, incarnation);
+        membership.suspectByProbe(name, incarnation, nackers);
       }
       this.nextRound();
     });
@@ -191,8 +206,13 @@ export class FailureDetector {
     const seq = this.nextSeq();
     const { name, incarnation } = target;
     const addr = { host: target.host, port: target.port };
-    const result: ProbeResult = { acked: false, expectedNacks: 0, nacks: 0 };
-    this.waiters.set(seq, { onAck: () => (result.acked = true), onNack: () => result.nacks++ });
+    const result: ProbeResult = { acked: false, expectedNacks: 0, nackers: new Set() };
+    // Only helpers we asked count, each once (a duplicated packet is not a second witness).
+    const asked = new Set<string>();
+    this.waiters.set(seq, {
+      onAck: () => (result.acked = true),
+      onNack: (from) => asked.has(from) && result.nackers.add(from),
+    });
     const ping: Message = { kind: "ping", seq, target: name };
     // Lifeguard's buddy system: a suspected member hears of it with the probe itself and can refute
     // at once, instead of waiting for the suspicion to reach it by chance through gossip. The
@@ -209,6 +229,7 @@ export class FailureDetector {
         (r) => r.state === "alive" && r.name !== self && r.name !== name,
       );
       result.expectedNacks = helpers.length;
+      for (const h of helpers) asked.add(h.name);
       for (const h of helpers) {
         wire.send({ host: h.host, port: h.port }, [
           { kind: "indirectPing", seq, target: name, host: addr.host, port: addr.port, wantNack: true },
@@ -239,5 +260,6 @@ interface ProbeResult {
   acked: boolean;
   /** Helpers asked to ping indirectly; each owes us an ack or a nack. */
   expectedNacks: number;
-  nacks: number;
+  /** Helpers that could not reach the target either: independent witnesses of its failure. */
+  nackers: Set<string>;
 }

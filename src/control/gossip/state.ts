@@ -375,12 +375,23 @@ export class Membership {
    * confirmation (as memberlist does): each failed probe by another member is independent
    * evidence, and it is what brings a crashed member's suspicion down to the minimum, since with
    * fast gossip most probers have heard of the suspicion before they probe.
+   *
+   * The helpers that nacked (`nackers`) pinged the member from where they are in the same round
+   * and heard nothing either: independent witnesses, so they confirm our suspicion here (not
+   * gossiped: the accusation stays ours). Without them our timer waited for the next probers'
+   * failures, one a second, and a slot whose prober had crashed as well (1% crashing at once)
+   * added a second to the death (1,000 simulated nodes: 3 of 50 crashes took 4 s instead of 3
+   * from suspicion to death). A healthy member's helpers reach it and ack (no suspicion at all),
+   * and an accuser too slow to hear its own acks in time hears the nacks late too, so they do not
+   * count.
    */
-  suspectByProbe(name: string, incarnation: number): void {
+  suspectByProbe(name: string, incarnation: number, nackers: Iterable<string> = []): void {
     const cur = this.records.get(name);
     if (!cur || !isLive(cur.state) || cur.incarnation !== incarnation) return;
     if (cur.state === "alive") this.deps.counters.protocol.suspicionsRaised++;
     this.applySuspect({ kind: "suspect", node: name, incarnation, from: this.me.name });
+    const suspicion = this.suspicions.get(name);
+    for (const n of nackers) suspicion?.confirm(n);
   }
 
   /** New local meta (Memberlist.updateNode): a higher incarnation makes it win everywhere. */
