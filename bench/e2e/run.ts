@@ -13,6 +13,7 @@
 //   --queue-delay 0,5000  userspace setups per receive-queue sojourn limit in µs (default: the dataplane's)
 //   --nice 0,-10        userspace setups per worker-thread nice value (default: the dataplane's)
 //   --flow-queue on,off userspace setups with the send path's flow queue and without (default: the dataplane's)
+//   --tun-queue 256,64  userspace setups per TUN ring length, packets per queue (default: the dataplane's)
 // Userspace setups are named like wasm-vxlan/off/w2 (offloads off, 2 workers).
 import { writeFileSync } from "node:fs";
 import { cpus, release } from "node:os";
@@ -36,6 +37,7 @@ const { values: args } = parseArgs({
     nice: { type: "string" },
     "queue-delay": { type: "string" },
     "flow-queue": { type: "string" },
+    "tun-queue": { type: "string" },
   },
 });
 const duration = Number(args.duration);
@@ -46,12 +48,9 @@ const list = (v: string | undefined): Array<number | undefined> => (v ? v.split(
 const knobSets: Knobs[] = list(args["busy-poll"]).flatMap((busyPollUs) =>
   list(args["queue-delay"]).flatMap((queueDelayUs) =>
     list(args.nice).flatMap((nice) =>
-      (args["flow-queue"] ? args["flow-queue"].split(",").map((m) => m === "on") : [undefined]).map((flowQueue) => ({
-        busyPollUs,
-        queueDelayUs,
-        nice,
-        flowQueue,
-      })),
+      (args["flow-queue"] ? args["flow-queue"].split(",").map((m) => m === "on") : [undefined]).flatMap((flowQueue) =>
+        list(args["tun-queue"]).map((tunQueueLen) => ({ busyPollUs, queueDelayUs, nice, flowQueue, tunQueueLen })),
+      ),
     ),
   ),
 );

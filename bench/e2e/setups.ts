@@ -53,6 +53,7 @@ export interface Knobs {
   queueDelayUs?: number;
   nice?: number;
   flowQueue?: boolean;
+  tunQueueLen?: number;
 }
 
 export async function userspace(
@@ -61,12 +62,13 @@ export async function userspace(
   workers: number,
   knobs: Knobs = {},
 ): Promise<Setup> {
-  const { busyPollUs: bp, queueDelayUs: qd, nice, flowQueue: fq } = knobs;
+  const { busyPollUs: bp, queueDelayUs: qd, nice, flowQueue: fq, tunQueueLen: tq } = knobs;
   const suffix =
     (bp === undefined ? "" : `/bp${bp}`) +
     (qd === undefined ? "" : `/qd${qd}`) +
     (nice === undefined ? "" : `/n${nice}`) +
-    (fq === undefined ? "" : `/fq${fq ? "on" : "off"}`);
+    (fq === undefined ? "" : `/fq${fq ? "on" : "off"}`) +
+    (tq === undefined ? "" : `/tq${tq}`);
   const name = `${format === "vxlan" ? "wasm-vxlan" : "udp"}/${offloads ? "on" : "off"}/w${workers}${suffix}`;
   const lab = await LabCluster.create({
     tag: `e2e-${format[0]}${offloads ? "o" : "n"}${workers}${suffix.replace(/[^a-z0-9]/g, "").slice(0, 12)}`,

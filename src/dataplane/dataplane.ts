@@ -80,6 +80,11 @@ export interface UserspaceDataplaneOptions {
    */
   flowQueue?: boolean;
   /**
+   * Packets each TUN queue holds (the device's txqueuelen). Default TUN_TXQUEUELEN_OFFLOADS with
+   * offloads (TUN_TXQUEUELEN_FLOW_QUEUE with the flow queue), TUN_TXQUEUELEN without.
+   */
+  tunQueueLen?: number;
+  /**
    * Route tables on transparent huge pages (huge-pages.ts), where the kernel has them. Default
    * true; without them they stay on 4 KiB pages (the reason is in counters() and the log).
    */
@@ -147,7 +152,15 @@ const SEGMENT_SLOT_BYTES = 96 * 1024;
  * to drop by age, as the sockets do).
  */
 const TUN_TXQUEUELEN = 5000;
-const TUN_TXQUEUELEN_OFFLOADS = 256;
+/**
+ * With offloads, 32: a ping beside a flood waits behind at most 32 datagrams or super-packets.
+ * Against 256 (`bench:e2e --tun-queue`, two interleaved runs of 5 rounds, AMD EPYC): ping under
+ * load p50 3.57 → 0.53 and 2.33 → 1.47 ms, p99 35.2 → 7.7 and 26.8 → 18.4 ms, with TCP (1 and 4
+ * streams) and UDP 1400 B no lower (ARCHITECTURE.md, "A shorter TUN ring").
+ */
+const TUN_TXQUEUELEN_OFFLOADS = 32;
+/** The flow queue reads ahead from the ring while reads come back full, so it needs a ring of several batches. */
+const TUN_TXQUEUELEN_FLOW_QUEUE = 256;
 
 /** Without offloads every packet is a single segment: results stay in the batches they were read into. */
 function inPlaceResults(tx: PacketBatch, rx: PacketBatch): ResultRegions {
@@ -322,6 +335,11 @@ export class UserspaceDataplane {
     };
   }
 
+  private defaultTunQueueLen(): number {
+    if (!this.offload.enabled) return TUN_TXQUEUELEN;
+    return (this.opts.flowQueue ?? DEFAULT_FLOW_QUEUE) ? TUN_TXQUEUELEN_FLOW_QUEUE : TUN_TXQUEUELEN_OFFLOADS;
+  }
+
   /** Brings the TUN device up with its address and MTU (through `kernel`) and starts the workers. */
   async start(kernel: Kernel): Promise<void> {
     const { tunName, mtu, subnet, network } = this.opts;
@@ -329,7 +347,7 @@ export class UserspaceDataplane {
     // network's prefix length, so the kernel routes every other subnet of the network to it.
     // IPv6: no duplicate address detection (nobody else is on a TUN device to answer it).
     await kernel.ipBatch([
-      `link set ${tunName} mtu ${mtu} txqueuelen ${this.offload.enabled ? TUN_TXQUEUELEN_OFFLOADS : TUN_TXQUEUELEN}`,
+      `link set ${tunName} mtu ${mtu} txqueuelen ${this.opts.tunQueueLen ?? this.defaultTunQueueLen()}`,
       `addr add ${formatAddr(subnet.addr)}/${network.len} dev ${tunName}${this.family === 6 ? " nodad" : ""}`,
       `link set ${tunName} up`,
     ]);
