@@ -186,12 +186,12 @@ export class FailureDetector {
     }
     const { name, incarnation } = target;
     counters.protocol.probes++;
-    this.probe(target, interval, awareness.scale(config.probeTimeoutMs), ({ acked, expectedNacks, nackers }) => {
+    this.probe(target, interval, awareness.scale(config.probeTimeoutMs), ({ acked, asked, nackers }) => {
       if (acked) {
         awareness.applyDelta(-1);
       } else {
         // Helpers that did not even nack suggest our own links or CPU are the problem.
-        awareness.applyDelta(expectedNacks > 0 ? expectedNacks - nackers.size : 1);
+        awareness.applyDelta(asked.size > 0 ? asked.size - nackers.size : 1);
         counters.protocol.probeFailures++;
         // At the incarnation of the probe's start: if the target refuted meanwhile, this is void.
         membership.suspectByProbe(name, incarnation, nackers);
@@ -206,12 +206,11 @@ export class FailureDetector {
     const seq = this.nextSeq();
     const { name, incarnation } = target;
     const addr = { host: target.host, port: target.port };
-    const result: ProbeResult = { acked: false, expectedNacks: 0, nackers: new Set() };
+    const result: ProbeResult = { acked: false, asked: new Set(), nackers: new Set() };
     // Only helpers we asked count, each once (a duplicated packet is not a second witness).
-    const asked = new Set<string>();
     this.waiters.set(seq, {
       onAck: () => (result.acked = true),
-      onNack: (from) => asked.has(from) && result.nackers.add(from),
+      onNack: (from) => result.asked.has(from) && result.nackers.add(from),
     });
     const ping: Message = { kind: "ping", seq, target: name };
     // Lifeguard's buddy system: a suspected member hears of it with the probe itself and can refute
@@ -228,9 +227,8 @@ export class FailureDetector {
         config.indirectChecks,
         (r) => r.state === "alive" && r.name !== self && r.name !== name,
       );
-      result.expectedNacks = helpers.length;
-      for (const h of helpers) asked.add(h.name);
       for (const h of helpers) {
+        result.asked.add(h.name);
         wire.send({ host: h.host, port: h.port }, [
           { kind: "indirectPing", seq, target: name, host: addr.host, port: addr.port, wantNack: true },
         ]);
@@ -259,7 +257,7 @@ export class FailureDetector {
 interface ProbeResult {
   acked: boolean;
   /** Helpers asked to ping indirectly; each owes us an ack or a nack. */
-  expectedNacks: number;
+  asked: Set<string>;
   /** Helpers that could not reach the target either: independent witnesses of its failure. */
   nackers: Set<string>;
 }
