@@ -152,23 +152,27 @@ const connection = fc
       };
       seq = (seq + length + (it.flags & 0x02 ? 1 : 0) + (it.flags & 0x01 ? 1 : 0)) >>> 0;
       id = (id + (gso ? Math.ceil(length / c.gsoSize) : 1)) & 0xffff;
-      const bytes = buildTcp4(fields);
-      let read: TunRead;
-      if (gso) {
-        read = { bytes, gsoSize: c.gsoSize };
-      } else if (it.partial) {
-        // As the kernel leaves it: the checksum field holds the pseudo-header sum.
+      const partial = !gso && it.partial;
+      // As the kernel leaves a NEEDS_CSUM packet: the checksum field holds the pseudo-header sum.
+      const leavePartial = (bytes: Uint8Array) => {
         const sum = pseudoHeaderSum(bytes, 6, bytes.length - 20);
         bytes[36] = sum >> 8;
         bytes[37] = sum & 255;
-        read = { bytes, gsoSize: 0, gsoType: 0 };
-      } else {
-        read = { bytes, gsoSize: 0, gsoType: 0, needsCsum: false };
-      }
+        return bytes;
+      };
+      const bytes = buildTcp4(fields);
+      let read: TunRead;
+      if (gso) read = { bytes, gsoSize: c.gsoSize };
+      else if (partial) read = { bytes: leavePartial(bytes), gsoSize: 0, gsoType: 0 };
+      else read = { bytes, gsoSize: 0, gsoType: 0, needsCsum: false };
       return {
         read,
-        wire: (hops: number) =>
-          refSegmentTcp4(buildTcp4({ ...fields, ttl: c.ttl - hops }), gso ? c.gsoSize : Math.max(1, length)),
+        wire: (hops: number) => {
+          const sent = buildTcp4({ ...fields, ttl: c.ttl - hops });
+          // A partial checksum is finished as the kernel finishes it, a computed 0 sent as 0xffff.
+          if (partial) return [completePartial(leavePartial(sent), 20, 16)];
+          return refSegmentTcp4(sent, gso ? c.gsoSize : Math.max(1, length));
+        },
       };
     });
   });

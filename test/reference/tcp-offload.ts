@@ -88,11 +88,14 @@ export function tcp4ChecksumsValid(p: Uint8Array): boolean {
   );
 }
 
-/** Finishes a NEEDS_CSUM packet as the kernel would: checksum from csumStart, field included. */
+/**
+ * Finishes a NEEDS_CSUM packet as the kernel would (skb_checksum_help): checksum from csumStart,
+ * field included, and a result of 0 sent as 0xffff, for TCP too (both mean the same to a receiver).
+ */
 export function completePartial(p: Uint8Array, csumStart: number, csumOffset: number): Uint8Array {
   const q = p.slice();
   const c = ~onesSum(q.subarray(csumStart)) & 0xffff;
-  put16(q, csumStart + csumOffset, c);
+  put16(q, csumStart + csumOffset, c || 0xffff);
   return q;
 }
 
