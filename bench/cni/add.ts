@@ -3,8 +3,8 @@
 // weft's conflist (weft cni → bridge + host-local, then portmap), and, to show what weft cni adds,
 // for the same bridge config run directly. Pods one after another (p50/p99 over --pods), then a
 // burst of --burst pods at once (wall time). One host namespace from the lab, removed afterwards.
-import { parseArgs } from "node:util";
 import { join } from "node:path";
+import { Command } from "commander";
 import { writeSubnetEnv } from "../../src/agent/subnet-env.js";
 import { percentile } from "../../src/bench/stats.js";
 import { delegateConfig } from "../../src/cni/plugin.js";
@@ -13,12 +13,16 @@ import { CniRuntime, type ConfList } from "../../src/cni/runtime.js";
 import { LabCluster, LAB_POD_NETWORK, labConfList, referencePluginDirs } from "../../src/lab/cluster.js";
 import { Netns } from "../../src/lab/netns.js";
 import { readFile } from "node:fs/promises";
+import { wholeNumber } from "../cli-options.js";
 
-const { values } = parseArgs({
-  options: { pods: { type: "string", default: "100" }, burst: { type: "string", default: "20" } },
-});
-const PODS = Number(values.pods);
-const BURST = Number(values.burst);
+const program = new Command("bench:cni")
+  .description(
+    "CNI ADD/DEL latency as a container runtime sees it: weft's conflist against the bridge plugin run directly (root)",
+  )
+  .option("--pods <n>", "pods one after another (p50/p99 over them)", wholeNumber(1), 100)
+  .option("--burst <n>", "pods at once (wall time)", wholeNumber(1), 20)
+  .parse();
+const { pods: PODS, burst: BURST } = program.opts<{ pods: number; burst: number }>();
 
 const ms = (x: number) => `${x.toFixed(1)} ms`;
 

@@ -2,23 +2,20 @@
 // asserted). For each packet-loss level (0%, 5%): 1,000 nodes join in a wave, steady-state
 // traffic is measured, single nodes join the settled cluster, and 1% of the nodes crash at once.
 // Two last runs keep one node slow under 5% loss (see slowNode).
-//
-//   npm run build:ts && node dist/bench/control/scale.js [--nodes 1000] [--seed 1] [--wave-ms 10000]
-//     [--singles 20] [--steady-ms <one push-pull period>] [--quick  (200 nodes, shorter)]
-//     [--crash-rounds 5  (rounds of 1% crashing at once, 20 s apart: 50 crashes at 1,000 nodes)]
-//     [--loss 0,0.05  (scale runs; none: skip them)] [--slow stretched,starved  (none: skip)]
-//     [--set gossipIntervalMs=100 ...  (override a LAN profile setting, for trade-off curves)]
+// `npm run build:ts && node dist/bench/control/scale.js --help` lists the options.
 //
 // Reports, per scenario: time until every node knows a new node / a failure (p50/p99/max),
 // false suspicions and false deaths (about nodes that never failed), and bytes sent per node per
 // second at steady state (whole frames: encryption and headers included).
 import { encode } from "@msgpack/msgpack";
+import { Command, InvalidArgumentError, Option } from "commander";
 import { percentile } from "../../src/bench/stats.js";
-import { profiles, type MemberlistConfig } from "../../src/control/gossip/config.js";
+import { profiles, type GossipProfile, type MemberlistConfig } from "../../src/control/gossip/config.js";
 import type { EventDelegate, NodeView } from "../../src/control/gossip/delegate.js";
 import { pushPullInterval } from "../../src/control/gossip/memberlist.js";
 import type { GossipCounters } from "../../src/control/gossip/observability.js";
 import { SimCluster, type SimNode } from "../../test/control/sim/cluster.js";
+import { listOf, numberValue, oneOf, wholeNumber } from "../cli-options.js";
 
 interface Args {
   nodes: number;
@@ -35,40 +32,96 @@ interface Args {
   overrides: Partial<MemberlistConfig>;
 }
 
+const SLOW = ["stretched", "starved"] as const;
+
+/** A list where "none" is the empty list (skip those runs). */
+const orNone =
+  <T>(parse: (v: string) => T[]) =>
+  (v: string): T[] =>
+    v === "none" ? [] : parse(v);
+
+/** One `--set key=value` (repeatable): a LAN profile setting and a value of its type. */
+function setting(kv: string, previous: Record<string, number | boolean> = {}): Record<string, number | boolean> {
+  const eq = kv.indexOf("=");
+  if (eq < 0) throw new InvalidArgumentError("not key=value");
+  const [k, v] = [kv.slice(0, eq), kv.slice(eq + 1)];
+  if (!Object.hasOwn(profiles.lan, k))
+    throw new InvalidArgumentError(`${k}: not a gossip setting (see src/control/gossip/config.ts)`);
+  if (typeof profiles.lan[k as keyof GossipProfile] !== "boolean") return { ...previous, [k]: numberValue()(v) };
+  if (v !== "true" && v !== "false") throw new InvalidArgumentError(`${k} takes true or false`);
+  return { ...previous, [k]: v === "true" };
+}
+
 function parseArgs(argv: string[]): Args {
-  const get = (flag: string, dflt: number): number => {
-    const i = argv.indexOf(flag);
-    return i >= 0 ? Number(argv[i + 1]) : dflt;
-  };
-  const list = (flag: string, dflt: string): string[] => {
-    const i = argv.indexOf(flag);
-    const v = i >= 0 ? argv[i + 1] : dflt;
-    return v === "none" ? [] : v.split(",");
-  };
-  const overrides: Record<string, number | boolean> = {};
-  argv.forEach((a, i) => {
-    if (a !== "--set") return;
-    const [k, v] = argv[i + 1].split("=");
-    if (!(k in profiles.lan)) throw new Error(`--set ${k}: not a gossip setting (see src/control/gossip/config.ts)`);
-    overrides[k] = v === "true" ? true : v === "false" ? false : Number(v);
-  });
-  const quick = argv.includes("--quick");
-  const nodes = get("--nodes", quick ? 200 : 1000);
-  const slow = list("--slow", "stretched,starved");
-  for (const v of slow) if (v !== "stretched" && v !== "starved") throw new Error(`--slow ${v}: stretched or starved`);
+  const o = new Command("bench:gossip")
+    .description(
+      "membership at scale in the deterministic gossip simulator: per loss level a join wave, steady traffic, single joins and crashes; then one slow node under 5% loss",
+    )
+    .option(
+      "--quick",
+      "shorter: 200 nodes, 5 single joins, 1 crash round; slow-node runs of 100 nodes observed 120 s (not 300 s)",
+      false,
+    )
+    .option("--nodes <n>", "nodes in the scale runs (default: 1000; 200 with --quick)", wholeNumber(2))
+    .option("--seed <n>", "the simulator's seed (the slow-node runs take seed + 1)", wholeNumber(0), 1)
+    .option("--wave-ms <ms>", "simulated time the join wave is spread over", numberValue({ min: 0 }), 10_000)
+    .option(
+      "--singles <n>",
+      "single joins into the settled cluster, 10 s apart (default: 20; 5 with --quick)",
+      wholeNumber(0),
+    )
+    .option(
+      "--steady-ms <ms>",
+      "steady-state traffic measured over this long (default: one push-pull period at --nodes)",
+      numberValue({ min: 1 }),
+    )
+    .option(
+      "--crash-rounds <n>",
+      "rounds of 1% of the nodes crashing at once, 20 s apart (default: 5, 50 crashes at 1,000 nodes; 1 with --quick)",
+      wholeNumber(0),
+    )
+    .addOption(
+      new Option("--loss <p,...>", "packet-loss levels of the scale runs, as fractions (none: skip them)")
+        .argParser(orNone(listOf(numberValue({ min: 0, max: 1 }))))
+        .default([0, 0.05], "0,0.05"),
+    )
+    .addOption(
+      new Option("--slow <variants>", "slow-node runs under 5% loss, stretched and/or starved (none: skip them)")
+        .argParser(orNone(listOf(oneOf(SLOW))))
+        .default([...SLOW], SLOW.join(",")),
+    )
+    .option(
+      "--set <key=value>",
+      "override a LAN profile setting, e.g. gossipIntervalMs=200, for trade-off curves (repeatable; the settings: src/control/gossip/config.ts)",
+      setting,
+    )
+    .parse(argv, { from: "user" })
+    .opts<{
+      quick: boolean;
+      nodes?: number;
+      seed: number;
+      waveMs: number;
+      singles?: number;
+      steadyMs?: number;
+      crashRounds?: number;
+      loss: number[];
+      slow: Args["slow"];
+      set?: Partial<MemberlistConfig>;
+    }>();
+  const nodes = o.nodes ?? (o.quick ? 200 : 1000);
   return {
     nodes,
-    seed: get("--seed", 1),
-    waveMs: get("--wave-ms", 10_000),
-    singles: get("--singles", quick ? 5 : 20),
+    seed: o.seed,
+    waveMs: o.waveMs,
+    singles: o.singles ?? (o.quick ? 5 : 20),
     // One whole push-pull period, so the steady rate includes each node's full-state exchange.
-    steadyMs: get("--steady-ms", pushPullInterval(profiles.lan.pushPullIntervalMs, nodes)),
+    steadyMs: o.steadyMs ?? pushPullInterval(profiles.lan.pushPullIntervalMs, nodes),
     // 10 crashes put the p99 on the slowest of them; 5 rounds give 50 at 1,000 nodes.
-    crashRounds: get("--crash-rounds", quick ? 1 : 5),
-    quick,
-    losses: list("--loss", "0,0.05").map(Number),
-    slow: slow as Args["slow"],
-    overrides: overrides as Partial<MemberlistConfig>,
+    crashRounds: o.crashRounds ?? (o.quick ? 1 : 5),
+    quick: o.quick,
+    losses: o.loss,
+    slow: o.slow,
+    overrides: o.set ?? {},
   };
 }
 

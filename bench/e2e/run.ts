@@ -1,59 +1,17 @@
 // `npm run bench:e2e` (root): the two-host topology once per dataplane — kernel vxlan (as flannel
 // programs it), weft's wasm-vxlan and udp — and the same workloads on each, interleaved round by
 // round (A B C A B C ...) so that machine drift hits all alike. Prints medians and each userspace
-// figure as a ratio to kernel vxlan from the same run; writes raw samples as JSON.
-//   --duration S   seconds per throughput run (default 10)     --rounds N   (default 3)
-//   --workers N    userspace dataplane workers (default: cores) --out FILE  (JSON)
-//   --only a,b     subset of kernel-vxlan,wasm-vxlan,udp
-//   --offloads on,off   userspace setups with segmentation offloads, without, or both (default on,off)
-//   --workers 1,2,4     userspace setups per worker count (default: cores); each a setup of its own
-//   --workloads a,b     subset of the workload names below (default all; "loaded ping p50,loaded
-//                       ping p99,flood tail" are weft bench's ping under load and flood tail)
-//   --busy-poll 0,200   userspace setups per busy-poll budget in µs (default: the dataplane's)
-//   --queue-delay 0,5000  userspace setups per receive-queue sojourn limit in µs (default: the dataplane's)
-//   --nice 0,-10        userspace setups per worker-thread nice value (default: the dataplane's)
-//   --flow-queue on,off userspace setups with the send path's flow queue and without (default: the dataplane's)
-//   --tun-queue 256,64  userspace setups per TUN ring length, packets per queue (default: the dataplane's)
-// Userspace setups are named like wasm-vxlan/off/w2 (offloads off, 2 workers).
+// figure as a ratio to kernel vxlan from the same run; writes raw samples as JSON. `--help` lists
+// the options.
 import { writeFileSync } from "node:fs";
 import { cpus, release } from "node:os";
-import { parseArgs } from "node:util";
+import { Command, Option } from "commander";
 import { cpuPerGigabyte, measureCpu } from "../../src/bench/cpu.js";
 import { floodTail, pingUnderLoad } from "../../src/bench/load.js";
 import { median, percentile } from "../../src/bench/stats.js";
 import { iperf, ping } from "../../src/lab/traffic.js";
+import { listOf, numberValue, onOff, oneOf, wholeNumber } from "../cli-options.js";
 import { destroySetup, kernelVxlan, userspace, type Knobs, type Setup } from "./setups.js";
-
-const { values: args } = parseArgs({
-  options: {
-    duration: { type: "string", default: "10" },
-    rounds: { type: "string", default: "3" },
-    workers: { type: "string" },
-    out: { type: "string" },
-    only: { type: "string", default: "kernel-vxlan,wasm-vxlan,udp" },
-    offloads: { type: "string", default: "on,off" },
-    workloads: { type: "string" },
-    "busy-poll": { type: "string" },
-    nice: { type: "string" },
-    "queue-delay": { type: "string" },
-    "flow-queue": { type: "string" },
-    "tun-queue": { type: "string" },
-  },
-});
-const duration = Number(args.duration);
-const rounds = Number(args.rounds);
-const workerCounts = args.workers ? args.workers.split(",").map(Number) : [cpus().length];
-const offloadModes = args.offloads!.split(",").map((m) => m === "on");
-const list = (v: string | undefined): Array<number | undefined> => (v ? v.split(",").map(Number) : [undefined]);
-const knobSets: Knobs[] = list(args["busy-poll"]).flatMap((busyPollUs) =>
-  list(args["queue-delay"]).flatMap((queueDelayUs) =>
-    list(args.nice).flatMap((nice) =>
-      (args["flow-queue"] ? args["flow-queue"].split(",").map((m) => m === "on") : [undefined]).flatMap((flowQueue) =>
-        list(args["tun-queue"]).map((tunQueueLen) => ({ busyPollUs, queueDelayUs, nice, flowQueue, tunQueueLen })),
-      ),
-    ),
-  ),
-);
 
 interface Sample {
   setup: string;
@@ -86,6 +44,93 @@ const workloads: Array<{
     },
   },
 ];
+
+const DATAPLANES = ["kernel-vxlan", "wasm-vxlan", "udp"] as const;
+const WORKLOADS = workloads.map((w) => w.name);
+/** A userspace-only knob: a list, one setup per value; without it, the dataplane's own default. */
+const knob = (flags: string, description: string, item: (v: string) => unknown) =>
+  new Option(flags, `${description} (default: the dataplane's)`).argParser(listOf(item));
+const program = new Command("bench:e2e")
+  .description(
+    "kernel vxlan, wasm-vxlan and udp dataplanes pod to pod between two hosts in network namespaces, workloads interleaved round by round, ratios to kernel vxlan (root)",
+  )
+  .option("--duration <s>", "seconds per throughput run", numberValue({ min: 1 }), 10)
+  .option("--rounds <n>", "rounds; each runs every workload on every setup", wholeNumber(1), 3)
+  .addOption(
+    new Option("--workers <n,...>", "userspace dataplane workers; each count a setup of its own")
+      .argParser(listOf(wholeNumber(1)))
+      .default([cpus().length], "cores"),
+  )
+  .option("--out <file>", "write the raw samples as JSON")
+  .addOption(
+    new Option("--only <names>", "the dataplanes to measure, comma-separated")
+      .argParser(listOf(oneOf(DATAPLANES)))
+      .default([...DATAPLANES], DATAPLANES.join(",")),
+  )
+  .addOption(
+    new Option("--offloads <on,off>", "userspace setups with segmentation offloads, without, or both")
+      .argParser(listOf(onOff))
+      .default([true, false], "on,off"),
+  )
+  .addOption(
+    new Option(
+      "--workloads <names>",
+      'a subset of the workloads below, comma-separated (quote it: "TCP 1 stream,ping p99")',
+    )
+      .argParser(listOf(oneOf(WORKLOADS)))
+      .default(WORKLOADS, "all"),
+  )
+  .addOption(knob("--busy-poll <us,...>", "userspace setups per busy-poll budget in µs", wholeNumber(0)))
+  .addOption(knob("--queue-delay <us,...>", "userspace setups per receive-queue sojourn limit in µs", wholeNumber(0)))
+  .addOption(
+    knob(
+      "--nice <n,...>",
+      "userspace setups per worker-thread nice value",
+      numberValue({ min: -20, max: 19, whole: true }),
+    ),
+  )
+  .addOption(knob("--flow-queue <on,off>", "userspace setups with the send path's flow queue and without", onOff))
+  .addOption(knob("--tun-queue <n,...>", "userspace setups per TUN ring length, packets per queue", wholeNumber(1)))
+  .addHelpText(
+    "after",
+    [
+      "",
+      "Workloads (loaded ping and flood tail are weft bench's ping under load and flood tail):",
+      ...workloads.map((w) => `  ${w.name.padEnd(16)} ${w.unit}`),
+      "",
+      "Userspace setups are every combination of --offloads, --workers and the knobs, named like",
+      "wasm-vxlan/off/w2 (offloads off, 2 workers) or wasm-vxlan/on/w2/n-10 (nice -10).",
+    ].join("\n"),
+  )
+  .parse();
+const args = program.opts<{
+  duration: number;
+  rounds: number;
+  workers: number[];
+  out?: string;
+  only: string[];
+  offloads: boolean[];
+  workloads: string[];
+  busyPoll?: number[];
+  queueDelay?: number[];
+  nice?: number[];
+  flowQueue?: boolean[];
+  tunQueue?: number[];
+}>();
+const { duration, rounds } = args;
+const workerCounts = args.workers;
+const offloadModes = args.offloads;
+/** A knob's values, or the dataplane's default alone. */
+const each = <T>(values: T[] | undefined): Array<T | undefined> => values ?? [undefined];
+const knobSets: Knobs[] = each(args.busyPoll).flatMap((busyPollUs) =>
+  each(args.queueDelay).flatMap((queueDelayUs) =>
+    each(args.nice).flatMap((nice) =>
+      each(args.flowQueue).flatMap((flowQueue) =>
+        each(args.tunQueue).map((tunQueueLen) => ({ busyPollUs, queueDelayUs, nice, flowQueue, tunQueueLen })),
+      ),
+    ),
+  ),
+);
 
 /**
  * CPU seconds per GB as `weft bench` defines them (src/bench/cpu.ts): the dataplanes run in this
@@ -147,8 +192,8 @@ async function loadedRtt(s: Setup, q: "p50" | "p99") {
 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error("bench:e2e builds network namespaces: run it as root");
-  const wanted = args.only!.split(",");
-  const chosen = args.workloads ? workloads.filter((w) => args.workloads!.split(",").includes(w.name)) : workloads;
+  const wanted = args.only;
+  const chosen = workloads.filter((w) => args.workloads.includes(w.name));
   const setups: Setup[] = [];
   try {
     if (wanted.includes("kernel-vxlan")) setups.push(await kernelVxlan());

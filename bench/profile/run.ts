@@ -4,32 +4,41 @@
 // in one category by its call stack (categories.ts): the Wasm hot path, each kernel path the
 // workers enter (TUN read and write, UDP send and receive; their copies apart), JS and N-API glue,
 // iperf3, softirq on no process of ours, other processes (told apart by pid), idle. Figures are
-// per GB moved, so setups compare; the busiest Wasm functions are named.
-//   --setup wasm-vxlan|udp|kernel-vxlan (default wasm-vxlan)   --offloads on|off (default on)
-//   --workers N (default: cores)   --seconds S sampled (default 6)   --keep DIR (perf.data kept there)
+// per GB moved, so setups compare; the busiest Wasm functions are named (`--help`: the options).
 // Runs under `node --perf-basic-prof` (the npm script does it), so perf can name JIT frames.
 import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
+import { Command, Option } from "commander";
 import { cpuPerGigabyte, measureCpu, perGigabyte, type CpuDelta } from "../../src/bench/cpu.js";
 import { projectFile } from "../../src/paths.js";
 import { iperf } from "../../src/lab/traffic.js";
+import { numberValue, wholeNumber } from "../cli-options.js";
 import { destroySetup, kernelVxlan, userspace, type Setup } from "../e2e/setups.js";
 import { categorize, type Profile } from "./categories.js";
 
-const { values: args } = parseArgs({
-  options: {
-    setup: { type: "string", default: "wasm-vxlan" },
-    offloads: { type: "string", default: "on" },
-    workers: { type: "string" },
-    seconds: { type: "string", default: "6" },
-    keep: { type: "string" },
-  },
-});
-const seconds = Number(args.seconds);
 const SETUPS = ["wasm-vxlan", "udp", "kernel-vxlan"];
+const program = new Command("bench:profile")
+  .description(
+    "where the machine's CPU goes while one TCP stream crosses a dataplane pod to pod, by perf samples, per GB moved (root, perf)",
+  )
+  .addOption(new Option("--setup <name>", "the dataplane").choices(SETUPS).default("wasm-vxlan"))
+  .addOption(
+    new Option("--offloads <on|off>", "userspace dataplane's segmentation offloads")
+      .choices(["on", "off"])
+      .default("on"),
+  )
+  .addOption(
+    new Option("--workers <n>", "userspace dataplane workers")
+      .argParser(wholeNumber(1))
+      .default(cpus().length, "cores"),
+  )
+  .option("--seconds <s>", "seconds sampled", numberValue({ min: 1 }), 6)
+  .option("--keep <dir>", "keep perf.data in <dir> (default: a temporary directory, removed)")
+  .parse();
+const args = program.opts<{ setup: string; offloads: "on" | "off"; workers: number; seconds: number; keep?: string }>();
+const seconds = args.seconds;
 /** Samples per second and core: perf record -F, with cpu-clock so that idle cores are sampled too. */
 const SAMPLE_HZ = 999;
 const SYSCALLS = ["readv", "writev", "sendmmsg", "recvmmsg", "poll", "read", "write"];
@@ -129,19 +138,13 @@ async function main(): Promise<void> {
   } catch {
     throw new Error("perf is not installed: apt-get install linux-perf");
   }
-  if (!SETUPS.includes(args.setup!)) throw new Error(`--setup is one of ${SETUPS.join(", ")}, not ${args.setup}`);
-  if (args.offloads !== "on" && args.offloads !== "off")
-    throw new Error(`--offloads is on or off, not ${args.offloads}`);
-  const workers = args.workers ? Number(args.workers) : cpus().length;
-  if (!Number.isInteger(workers) || workers < 1 || !(seconds >= 1))
-    throw new Error("--workers and --seconds take whole numbers of at least 1");
   const dir = args.keep ?? mkdtempSync(join(tmpdir(), "weft-profile-"));
   let setup: Setup | undefined;
   try {
     setup =
       args.setup === "kernel-vxlan"
         ? await kernelVxlan()
-        : await userspace(args.setup === "wasm-vxlan" ? "vxlan" : "udp", args.offloads === "on", workers);
+        : await userspace(args.setup === "wasm-vxlan" ? "vxlan" : "udp", args.offloads === "on", args.workers);
     const s = setup;
     const traffic = iperf(s.server, s.client, { seconds: seconds + 2 * MARGIN_S, streams: 1 });
     let sampled: [string, string, number, CpuDelta, Set<number>];
