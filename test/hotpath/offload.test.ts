@@ -97,6 +97,14 @@ const superPacket = fc
     return { fields: f, bytes, gsoSize: g.gsoSize };
   });
 
+/** A TCP/IPv4 packet as the kernel leaves it with NEEDS_CSUM: its checksum field holds the pseudo-header sum. */
+function leavePartial(bytes: Uint8Array): Uint8Array {
+  const sum = pseudoHeaderSum(bytes, 6, bytes.length - 20);
+  bytes[36] = sum >> 8;
+  bytes[37] = sum & 255;
+  return bytes;
+}
+
 /**
  * One direction of a connection as its TUN reads: lone segments of any flags (pure ACKs, SYN,
  * FIN, RST, URG, ECE, CWR; empty, short or full) and TSO super-packets, with sequence numbers and
@@ -153,13 +161,6 @@ const connection = fc
       seq = (seq + length + (it.flags & 0x02 ? 1 : 0) + (it.flags & 0x01 ? 1 : 0)) >>> 0;
       id = (id + (gso ? Math.ceil(length / c.gsoSize) : 1)) & 0xffff;
       const partial = !gso && it.partial;
-      // As the kernel leaves a NEEDS_CSUM packet: the checksum field holds the pseudo-header sum.
-      const leavePartial = (bytes: Uint8Array) => {
-        const sum = pseudoHeaderSum(bytes, 6, bytes.length - 20);
-        bytes[36] = sum >> 8;
-        bytes[37] = sum & 255;
-        return bytes;
-      };
       const bytes = buildTcp4(fields);
       let read: TunRead;
       if (gso) read = { bytes, gsoSize: c.gsoSize };
@@ -169,8 +170,8 @@ const connection = fc
         read,
         wire: (hops: number) => {
           const sent = buildTcp4({ ...fields, ttl: c.ttl - hops });
-          // A partial checksum is finished as the kernel finishes it, a computed 0 sent as 0xffff.
-          if (partial) return [completePartial(leavePartial(sent), 20, 16)];
+          // A partial checksum is finished as the kernel finishes it in software, as weft does.
+          if (partial) return [completePartial(leavePartial(sent), 20, 16, { skbChecksumHelp: true })];
           return refSegmentTcp4(sent, gso ? c.gsoSize : Math.max(1, length));
         },
       };
@@ -369,6 +370,30 @@ for (const format of ["vxlan", "udp"] as const) {
         ),
         { numRuns: 30 },
       );
+    });
+
+    it("sends a partial TCP checksum that comes to 0 as 0xffff, as the kernel finishes one in software", () => {
+      const fields: Tcp4Fields = {
+        src: 0xc6130105,
+        dst: 0xc6130207,
+        srcPort: 40000,
+        dstPort: 7000,
+        seq: 1,
+        ack: 2,
+        flags: 0x18,
+        window: 0,
+        payload: payloadOf(7, 100),
+      };
+      // The window that brings the checksum to 0 (the reference writes it as 0x0000); one does.
+      let bytes = buildTcp4(fields);
+      while ((bytes[36] !== 0 || bytes[37] !== 0) && fields.window < 0xffff)
+        bytes = buildTcp4({ ...fields, window: ++fields.window });
+      expect([bytes[36], bytes[37]]).toEqual([0, 0]);
+      const { trains, replies, mem } = send([{ bytes: leavePartial(bytes.slice()), gsoSize: 0, gsoType: 0 }], format);
+      expect(replies).toBe(0);
+      const [sent] = datagrams(trains, mem).map((d) => d.subarray(header(format)));
+      expect([sent[36], sent[37]]).toEqual([0xff, 0xff]);
+      expect(tcp4ChecksumsValid(sent)).toBe(true);
     });
 
     it("never merges a damaged segment of a single datagram: it reaches the kernel alone, to be dropped there", () => {

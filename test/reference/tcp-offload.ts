@@ -89,13 +89,21 @@ export function tcp4ChecksumsValid(p: Uint8Array): boolean {
 }
 
 /**
- * Finishes a NEEDS_CSUM packet as the kernel would (skb_checksum_help): checksum from csumStart,
- * field included, and a result of 0 sent as 0xffff, for TCP too (both mean the same to a receiver).
+ * Finishes a NEEDS_CSUM packet: the checksum from csumStart, field included. A result of 0 goes out
+ * as 0xffff for UDP, where 0 means "no checksum", and for TCP too where the kernel finishes it in
+ * software (`skbChecksumHelp`, as Linux's skb_checksum_help does); a NIC leaves TCP's 0. Both
+ * forms check alike at a receiver.
  */
-export function completePartial(p: Uint8Array, csumStart: number, csumOffset: number): Uint8Array {
+export function completePartial(
+  p: Uint8Array,
+  csumStart: number,
+  csumOffset: number,
+  { skbChecksumHelp = false } = {},
+): Uint8Array {
   const q = p.slice();
   const c = ~onesSum(q.subarray(csumStart)) & 0xffff;
-  put16(q, csumStart + csumOffset, c || 0xffff);
+  const udp = p[l3Of(p) === 40 ? 6 : 9] === 17;
+  put16(q, csumStart + csumOffset, c === 0 && (udp || skbChecksumHelp) ? 0xffff : c);
   return q;
 }
 
