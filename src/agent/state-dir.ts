@@ -12,17 +12,9 @@ import { mkdir, readdir, readFile, readlink, rm, stat, symlink, unlink } from "n
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { WeftError } from "../errors.js";
+import { processAlive } from "../util/process-alive.js";
 
 export const LOCK_FILE = "weft.lock";
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
 
 /** The pid a lock names ("" if none): a symlink's target, or an older agent's lock file's text. */
 async function lockHolder(file: string): Promise<string> {
@@ -93,7 +85,7 @@ export class StateDirLock {
         if ((err as NodeJS.ErrnoException).code !== "EEXIST" || attempt > 0) throw err;
       }
       const holder = Number(await lockHolder(file).catch(() => ""));
-      if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && alive(holder)) {
+      if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && processAlive(holder)) {
         throw new WeftError(
           "AGENT_STATE_DIR_LOCKED",
           `--state-dir ${dir} is in use by another weft agent (pid ${holder}, see ${file}); two agents on one state dir would take each other's weft.sock and devices: stop that one, or give this one its own --state-dir`,

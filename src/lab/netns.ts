@@ -4,6 +4,7 @@
 import { execFile, execFileSync } from "node:child_process";
 import { promisify } from "node:util";
 import { Kernel } from "../kernel/iproute.js";
+import { processAlive } from "../util/process-alive.js";
 
 const run = promisify(execFile);
 const live = new Set<string>();
@@ -26,23 +27,50 @@ function killInside(pids: string): void {
   }
 }
 
-function removeAllSync(): void {
-  for (const name of live) {
-    try {
-      killInside(
-        execFileSync("ip", ["netns", "pids", name], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }),
-      );
-      execFileSync("ip", ["netns", "del", name], { stdio: "ignore" });
-    } catch {
-      // already gone
-    }
+function removeSync(name: string): void {
+  try {
+    killInside(execFileSync("ip", ["netns", "pids", name], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }));
+    execFileSync("ip", ["netns", "del", name], { stdio: "ignore" });
+  } catch {
+    // already gone
   }
+}
+
+function removeAllSync(): void {
+  for (const name of live) removeSync(name);
   live.clear();
+}
+
+/** Our names, `weft-<tag>-<pid>-<n>`: the pid is the maker's. */
+const OURS = /^weft-.+-(\d+)-\d+$/;
+
+/**
+ * Removes the namespaces of makers that are gone, with what still runs in them: a tool killed by
+ * a signal it cannot handle (SIGKILL, a native crash's SIGABRT) ran no exit hook. A maker's pid
+ * that is in use again keeps its names (left, never wrongly removed). Returns the names removed.
+ */
+export function sweepOrphans(): string[] {
+  let list: string;
+  try {
+    list = execFileSync("ip", ["netns", "list"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
+  } catch {
+    return [];
+  }
+  const orphans = list
+    .split("\n")
+    .map((line) => line.split(" ")[0])
+    .filter((name) => {
+      const m = OURS.exec(name);
+      return m !== null && Number(m[1]) !== process.pid && !processAlive(Number(m[1]));
+    });
+  for (const name of orphans) removeSync(name);
+  return orphans;
 }
 
 function hookExit(): void {
   if (hooked) return;
   hooked = true;
+  sweepOrphans();
   process.once("exit", removeAllSync);
   for (const [sig, code] of [
     ["SIGINT", 130],
