@@ -88,7 +88,10 @@ for (const format of ["vxlan", "udp"] as const) {
         before = now;
       }
       const r = await ping(n1.host.pods[0], n2.host.pods[0].addr, { count, intervalS: 0.01 });
-      expect(r.received).toBe(count);
+      // Not all of them need come back: where the machine starves a worker past the receive
+      // queue's sojourn limit, CoDel drops (one of 40 was lost once in CI). The claim is where
+      // those that did arrive went.
+      expect(r.received).toBeGreaterThanOrEqual(count - 5);
       // On the server's host, the worker that received the requests also read the replies from
       // the TUN device: the device learns the flow's
       // queue from the requests written on it — after the first one's reply was queued, so that
@@ -97,12 +100,17 @@ for (const format of ["vxlan", "udp"] as const) {
       // the replies written on it only after a while, 10–20 echoes in our runs).
       const busiest = (dp: UserspaceDataplane, k: number) => {
         const d = dp.counters().perQueue.map((c, q) => ({ rx: c.rx - before[k][q].rx, tx: c.tx - before[k][q].tx }));
-        return d.reduce((best, c) => (c.rx > best.rx ? c : best));
+        const all = d.reduce((sum, c) => sum + c.rx, 0n);
+        return { ...d.reduce((best, c) => (c.rx > best.rx ? c : best)), all };
       };
+      // Every request that reached the server's host, and every reply the client's, on one worker.
       const server = busiest(n2.dp, 1);
-      expect(server.rx).toBe(BigInt(count));
-      expect(server.tx).toBeGreaterThanOrEqual(BigInt(count - 1));
-      expect(busiest(n1.dp, 0).rx).toBe(BigInt(count));
+      expect(server.rx).toBe(server.all);
+      expect(server.rx).toBeGreaterThanOrEqual(BigInt(r.received));
+      expect(server.tx).toBeGreaterThanOrEqual(BigInt(r.received - 1));
+      const client = busiest(n1.dp, 0);
+      expect(client.rx).toBe(client.all);
+      expect(client.rx).toBeGreaterThanOrEqual(BigInt(r.received));
     });
 
     // How fast it stops is a benchmark matter; here only that it stops and cleans up.
