@@ -30,6 +30,11 @@ export const CTX_BYTES: i32 = 64;
  * source lies in that peer's subnet (which flannel does not check).
  */
 export const CTX_FLAG_ANTI_SPOOF: u32 = 1;
+/**
+ * The TUN device takes UDP super-packets (USO, Linux 6.2): the receive path merges UDP datagrams
+ * of one flow as it merges TCP segments (udp-coalesce.ts).
+ */
+export const CTX_FLAG_USO: u32 = 2;
 
 /** Fills a context. The MAC comes as its first 2 bytes (macHi16) and last 4 bytes (macLo32). */
 export function contextInit(

@@ -34,12 +34,12 @@ import {
 } from "../descriptor";
 import { batchSize, descInBounds, memoryTop } from "../batch";
 import { countAdd, COUNTER_CSUM_TRUSTED, COUNTER_OFFLOAD_SEGMENTS } from "../counters";
-import { ctxCountersRx } from "../context";
+import { CTX_FLAG_USO, ctxCountersRx, ctxHasFlag } from "../context";
 import { DROP_OFFLOAD_SIZE } from "../verdict";
 import { ENCAP_VXLAN } from "./resolve";
 import { vxlanDecapBatch } from "./vxlan";
 import { udpDecapBatch } from "./flannel-udp";
-import { VNET_HDR_BYTES, vnetWriteNone, vnetWritePartial, vnetWriteTcp } from "./vnet-header";
+import { VNET_HDR_BYTES, vnetWriteNone, vnetWritePartial, vnetWriteTcp, vnetWriteUdp } from "./vnet-header";
 import { be16, putBe16 } from "./bytes";
 import { IPV6_HEADER } from "./ipv6";
 import { PROTO_TCP, PROTO_UDP, TCP_HEADER_MIN, ipv4PseudoSum } from "./tcp-segment";
@@ -47,15 +47,16 @@ import { checksumPartial } from "./checksum";
 import {
   tcpMergeablePayload,
   tcpFollows,
-  tcpChecksumValid,
+  l4ChecksumValid,
   tcpFinishMerged,
-  tcpIpHeaderLen,
+  ipHeaderLen,
   tcpFlags,
   tcpHeaderLen,
   tcpSeq,
   TCP_PSH,
   IPV4_MAX_TOTAL,
 } from "./tcp-coalesce";
+import { udpMergeablePayload, udpFollows, udpFinishMerged } from "./udp-coalesce";
 
 /** Most datagrams the kernel puts in one UDP GRO receive (UDP_GRO_CNT_MAX). */
 export const GRO_MAX_SEGMENTS: i32 = 64;
@@ -196,8 +197,9 @@ function makePartial(p: usize, len: i32): i32 {
 
 /**
  * Coalesces the fwd decapsulated packets of a scratch batch (in order) into the output
- * descriptors from `produced` on, building super-packets in the output region from `used` on.
- * Returns produced | used << 32.
+ * descriptors from `produced` on, building super-packets in the output region from `used` on:
+ * TCP segments always (tcp-coalesce.ts), UDP datagrams when the TUN device takes USO
+ * (`uso`, udp-coalesce.ts). Returns produced | used << 32.
  */
 function coalesceChunk(
   ctx: usize,
@@ -209,11 +211,13 @@ function coalesceChunk(
   out: usize,
   used: i32,
   cap: i32,
+  uso: bool,
 ): i64 {
   const counters = ctxCountersRx(ctx);
   let head: usize = 0; // scratch descriptor of the open super-packet's first segment (0: none)
   let headPkt: usize = 0;
   let headLen = 0;
+  let proto: u32 = 0; // the open super-packet's: PROTO_TCP or PROTO_UDP
   let merged: usize = 0; // where the super-packet is built (0 while it is one segment)
   let mergedLen = 0;
   let segSize = 0;
@@ -226,38 +230,44 @@ function coalesceChunk(
     let p: usize = 0;
     let len = 0;
     let pay = -1;
+    let kind: u32 = 0;
     if (k < fwd) {
       s = descPtr(scratch, k);
       p = <usize>load<i32>(s + DESC_OFF);
       len = load<i32>(s + DESC_LEN);
       pay = tcpMergeablePayload(p, len);
+      if (pay > 0) kind = PROTO_TCP;
+      else if (uso) {
+        pay = udpMergeablePayload(p, len);
+        if (pay > 0) kind = PROTO_UDP;
+      }
     }
     if (head != 0) {
       if (
-        pay > 0 &&
+        kind == proto &&
         open &&
         pay <= segSize &&
         (merged != 0 ? mergedLen : headLen) + pay <= IPV4_MAX_TOTAL &&
-        tcpFollows(headPkt, p, nextSeq)
+        (kind == PROTO_TCP ? tcpFollows(headPkt, p, nextSeq) : segs < GRO_MAX_SEGMENTS && udpFollows(headPkt, p, segs))
       ) {
         if (
           merged == 0 &&
           used + VNET_HDR_BYTES + IPV4_MAX_TOTAL <= cap &&
-          (outerVerified(head) || tcpChecksumValid(headPkt, headLen))
+          (outerVerified(head) || l4ChecksumValid(headPkt, headLen, proto))
         ) {
           merged = out + <usize>(used + VNET_HDR_BYTES);
           memory.copy(merged, headPkt, headLen);
           mergedLen = headLen;
           if (outerVerified(head)) trusted++;
         }
-        if (merged != 0 && (outerVerified(s) || tcpChecksumValid(p, len))) {
+        if (merged != 0 && (outerVerified(s) || l4ChecksumValid(p, len, proto))) {
           if (outerVerified(s)) trusted++;
           memory.copy(merged + <usize>mergedLen, p + <usize>(len - pay), pay);
           mergedLen += pay;
           segs++;
           nextSeq += <u32>pay;
-          if ((tcpFlags(p) & TCP_PSH) != 0) {
-            const f = merged + <usize>tcpIpHeaderLen(merged) + 13;
+          if (kind == PROTO_TCP && (tcpFlags(p) & TCP_PSH) != 0) {
+            const f = merged + <usize>ipHeaderLen(merged) + 13;
             store<u8>(f, load<u8>(f) | <u8>TCP_PSH);
             open = false;
           }
@@ -267,8 +277,14 @@ function coalesceChunk(
       }
       // The open super-packet ends here.
       if (merged != 0) {
-        tcpFinishMerged(merged, mergedLen);
-        vnetWriteTcp(merged - <usize>VNET_HDR_BYTES, tcpIpHeaderLen(merged), tcpHeaderLen(merged), segSize);
+        const h = merged - <usize>VNET_HDR_BYTES;
+        if (proto == PROTO_TCP) {
+          tcpFinishMerged(merged, mergedLen);
+          vnetWriteTcp(h, ipHeaderLen(merged), tcpHeaderLen(merged), segSize);
+        } else {
+          udpFinishMerged(merged, mergedLen);
+          vnetWriteUdp(h, ipHeaderLen(merged), segSize);
+        }
         store<i32>(head + DESC_OFF, <i32>merged);
         store<i32>(head + DESC_LEN, mergedLen);
         used += align8(VNET_HDR_BYTES + mergedLen);
@@ -288,14 +304,17 @@ function coalesceChunk(
       merged = 0;
     }
     if (k == fwd) break;
-    if (pay > 0) {
+    if (kind != 0) {
       head = s;
       headPkt = p;
       headLen = len;
+      proto = kind;
       segSize = pay;
       segs = 1;
-      nextSeq = tcpSeq(p) + <u32>pay;
-      open = (tcpFlags(p) & TCP_PSH) == 0;
+      if (kind == PROTO_TCP) {
+        nextSeq = tcpSeq(p) + <u32>pay;
+        open = (tcpFlags(p) & TCP_PSH) == 0;
+      } else open = true;
       continue;
     }
     const u = placeSingle(s, out, used, cap, counters);
@@ -340,6 +359,7 @@ export function decapBatch(
     return fwd;
   }
   const top = memoryTop();
+  const uso = ctxHasFlag(ctx, CTX_FLAG_USO);
   let produced = 0;
   let used = 0;
   let i = 0;
@@ -350,7 +370,7 @@ export function decapBatch(
     i = <i32>((r >> 16) & 0xffff);
     at = <i32>(r >> 32);
     const fwd = format == ENCAP_VXLAN ? vxlanDecapBatch(ctx, scratch, m) : udpDecapBatch(ctx, scratch, m);
-    const c = coalesceChunk(ctx, scratch, fwd, outDescs, produced, outMax, out, used, cap);
+    const c = coalesceChunk(ctx, scratch, fwd, outDescs, produced, outMax, out, used, cap, uso);
     produced = <i32>c;
     used = <i32>(c >> 32);
   }

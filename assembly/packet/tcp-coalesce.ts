@@ -20,21 +20,33 @@ export const TCP_PSH: u32 = 0x08;
 /** Largest super-packet: an IPv4 packet's limit, kept for IPv6 too (one output slot size). */
 export const IPV4_MAX_TOTAL: i32 = 65535;
 
-/** Bytes of the IP header in front of the TCP header: 20 (IPv4 without options) or 40 (IPv6). */
-@inline export function tcpIpHeaderLen(p: usize): i32 {
+/** Bytes of the IP header in front of a mergeable packet's transport header: 20 (IPv4 without options) or 40 (IPv6). */
+@inline export function ipHeaderLen(p: usize): i32 {
   return load<u8>(p) >> 4 == 6 ? IPV6_HEADER : IPV4_HEADER_MIN;
 }
 
 @inline export function tcpFlags(p: usize): u32 {
-  return <u32>load<u8>(p + <usize>tcpIpHeaderLen(p) + 13);
+  return <u32>load<u8>(p + <usize>ipHeaderLen(p) + 13);
 }
 
 @inline export function tcpHeaderLen(p: usize): i32 {
-  return (<i32>load<u8>(p + <usize>tcpIpHeaderLen(p) + 12) >> 4) << 2;
+  return (<i32>load<u8>(p + <usize>ipHeaderLen(p) + 12) >> 4) << 2;
 }
 
 @inline export function tcpSeq(p: usize): u32 {
-  return be32(p + <usize>tcpIpHeaderLen(p) + 4);
+  return be32(p + <usize>ipHeaderLen(p) + 4);
+}
+
+/**
+ * The transport protocol of the IP packet at p when its IP header allows a merge: IPv4 without
+ * options and not a fragment (DF alone is fine), or IPv6 with the transport header right after the
+ * fixed one (extension headers go alone); 0 otherwise.
+ */
+export function mergeableProto(p: usize): u32 {
+  const v = load<u8>(p);
+  if (v >> 4 == 6) return <u32>load<u8>(p + 6);
+  if (v != 0x45 || (be16(p + 6) & 0xbfff) != 0) return 0;
+  return <u32>load<u8>(p + 9);
 }
 
 /**
@@ -42,15 +54,8 @@ export const IPV4_MAX_TOTAL: i32 = 65535;
  * TCP segment that may start or join a super-packet; -1 when it must go alone.
  */
 export function tcpMergeablePayload(p: usize, len: i32): i32 {
-  const v = load<u8>(p);
-  if (v >> 4 == 6) {
-    if (<u32>load<u8>(p + 6) != PROTO_TCP) return -1; // extension headers go alone
-  } else {
-    if (v != 0x45) return -1; // IPv4 without options
-    if ((be16(p + 6) & 0xbfff) != 0) return -1; // fragment (DF alone is fine)
-    if (<u32>load<u8>(p + 9) != PROTO_TCP) return -1;
-  }
-  const l3 = tcpIpHeaderLen(p);
+  if (mergeableProto(p) != PROTO_TCP) return -1;
+  const l3 = ipHeaderLen(p);
   if (len < l3 + TCP_HEADER_MIN) return -1;
   const thl = tcpHeaderLen(p);
   if (thl < TCP_HEADER_MIN || l3 + thl >= len) return -1; // no payload: pure ACKs go alone
@@ -59,22 +64,30 @@ export function tcpMergeablePayload(p: usize, len: i32): i32 {
 }
 
 /**
+ * Whether the IP headers of packets head and q (IPv4 without options, or IPv6 with the transport
+ * header right after it, as the mergeable-payload tests accept) are those of one flow that GRO may
+ * merge: only the lengths (and IPv4's ID and header checksum) may differ.
+ */
+export function ipHeadersMatch(head: usize, q: usize): bool {
+  if (load<u8>(head) >> 4 == 6) {
+    // IPv6: version, traffic class, flow label; next header and hop limit; addresses (the payload length may differ)
+    if (load<u32>(head) != load<u32>(q) || load<u16>(head + 6) != load<u16>(q + 6)) return false;
+    if (load<u64>(head + 8) != load<u64>(q + 8) || load<u64>(head + 16) != load<u64>(q + 16)) return false;
+    return load<u64>(head + 24) == load<u64>(q + 24) && load<u64>(head + 32) == load<u64>(q + 32);
+  }
+  // IPv4: TOS, flags/fragment word, TTL, protocol, addresses (ID and lengths may differ)
+  if (load<u8>(q) != 0x45 || load<u8>(head + 1) != load<u8>(q + 1)) return false;
+  if (load<u16>(head + 6) != load<u16>(q + 6) || load<u16>(head + 8) != load<u16>(q + 8)) return false;
+  return load<u64>(head + 12) == load<u64>(q + 12);
+}
+
+/**
  * Whether segment q may follow the super-packet whose first segment is `head` (both accepted by
  * tcpMergeablePayload): same flow and headers, sequence number `nextSeq`.
  */
 export function tcpFollows(head: usize, q: usize, nextSeq: u32): bool {
-  const l3 = tcpIpHeaderLen(head);
-  if (l3 == IPV6_HEADER) {
-    // IPv6: version, traffic class, flow label; next header and hop limit; addresses (the payload length may differ)
-    if (load<u32>(head) != load<u32>(q) || load<u16>(head + 6) != load<u16>(q + 6)) return false;
-    if (load<u64>(head + 8) != load<u64>(q + 8) || load<u64>(head + 16) != load<u64>(q + 16)) return false;
-    if (load<u64>(head + 24) != load<u64>(q + 24) || load<u64>(head + 32) != load<u64>(q + 32)) return false;
-  } else {
-    // IPv4: TOS, flags/fragment word, TTL, protocol, addresses (ID and lengths may differ)
-    if (load<u8>(q) != 0x45 || load<u8>(head + 1) != load<u8>(q + 1)) return false;
-    if (load<u16>(head + 6) != load<u16>(q + 6) || load<u16>(head + 8) != load<u16>(q + 8)) return false;
-    if (load<u64>(head + 12) != load<u64>(q + 12)) return false;
-  }
+  if (!ipHeadersMatch(head, q)) return false;
+  const l3 = ipHeaderLen(head);
   const th = head + <usize>l3;
   const tq = q + <usize>l3;
   if (load<u32>(th) != load<u32>(tq) || load<u32>(th + 8) != load<u32>(tq + 8)) return false; // ports, ACK
@@ -88,16 +101,35 @@ export function tcpFollows(head: usize, q: usize, nextSeq: u32): bool {
   return true;
 }
 
-/** Sum of the pseudo-header of the TCP segment of the packet at p, l4len bytes (not inverted). */
-@inline function tcpPseudoSum(p: usize, l3: i32, l4len: i32): u32 {
-  return l3 == IPV6_HEADER ? checksumPartial(p + 8, 32, PROTO_TCP + <u32>l4len) : ipv4PseudoSum(p, PROTO_TCP, l4len);
+/** Sum of the pseudo-header of the `proto` segment of the packet at p, l4len bytes (not inverted). */
+@inline export function l4PseudoSum(p: usize, l3: i32, proto: u32, l4len: i32): u32 {
+  return l3 == IPV6_HEADER ? checksumPartial(p + 8, 32, proto + <u32>l4len) : ipv4PseudoSum(p, proto, l4len);
 }
 
-/** Whether the TCP checksum of the packet at p (IPv4 without options or IPv6, len bytes) is right. */
-export function tcpChecksumValid(p: usize, len: i32): bool {
-  const l3 = tcpIpHeaderLen(p);
+/**
+ * Whether the `proto` (TCP or UDP) checksum of the packet at p (IPv4 without options or IPv6, the
+ * transport header right after it, len bytes) is right.
+ */
+export function l4ChecksumValid(p: usize, len: i32, proto: u32): bool {
+  const l3 = ipHeaderLen(p);
   const l4len = len - l3;
-  return checksumPartial(p + <usize>l3, l4len, tcpPseudoSum(p, l3, l4len)) == 0xffff;
+  return checksumPartial(p + <usize>l3, l4len, l4PseudoSum(p, l3, proto, l4len)) == 0xffff;
+}
+
+/**
+ * Gives the merged packet at p its length (len bytes) in the IP header, and IPv4 its header
+ * checksum again; returns the IP header's length.
+ */
+export function ipFinishMerged(p: usize, len: i32): i32 {
+  const l3 = ipHeaderLen(p);
+  if (l3 == IPV6_HEADER) {
+    putBe16(p + 4, len - IPV6_HEADER);
+  } else {
+    putBe16(p + 2, len);
+    store<u16>(p + 10, 0);
+    putBe16(p + 10, checksum(p, IPV4_HEADER_MIN));
+  }
+  return l3;
 }
 
 /**
@@ -106,13 +138,6 @@ export function tcpChecksumValid(p: usize, len: i32): bool {
  * it if the packet ever leaves the host; locally it is trusted).
  */
 export function tcpFinishMerged(p: usize, len: i32): void {
-  const l3 = tcpIpHeaderLen(p);
-  if (l3 == IPV6_HEADER) {
-    putBe16(p + 4, len - IPV6_HEADER);
-  } else {
-    putBe16(p + 2, len);
-    store<u16>(p + 10, 0);
-    putBe16(p + 10, checksum(p, IPV4_HEADER_MIN));
-  }
-  putBe16(p + <usize>l3 + 16, tcpPseudoSum(p, l3, len - l3));
+  const l3 = ipFinishMerged(p, len);
+  putBe16(p + <usize>l3 + 16, l4PseudoSum(p, l3, PROTO_TCP, len - l3));
 }

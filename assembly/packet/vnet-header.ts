@@ -54,3 +54,14 @@ export const VNET_GSO_ECN: u32 = 0x80;
   store<u16>(h + VNET_CSUM_OFFSET, 16);
   store<u16>(h + 10, 0);
 }
+
+/** Writes a UDP GSO (USO) header at h for a super-packet with l3 (20 or 40) bytes of IP header. */
+@inline export function vnetWriteUdp(h: usize, ihl: i32, gsoSize: i32): void {
+  store<u8>(h + VNET_FLAGS, <u8>VNET_F_NEEDS_CSUM);
+  store<u8>(h + VNET_GSO_TYPE, <u8>VNET_GSO_UDP_L4);
+  store<u16>(h + VNET_HDR_LEN, <u16>(ihl + 8));
+  store<u16>(h + VNET_GSO_SIZE, <u16>gsoSize);
+  store<u16>(h + VNET_CSUM_START, <u16>ihl);
+  store<u16>(h + VNET_CSUM_OFFSET, 6);
+  store<u16>(h + 10, 0);
+}

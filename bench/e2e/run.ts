@@ -91,6 +91,13 @@ const program = new Command("bench:e2e")
   )
   .addOption(knob("--flow-queue <on,off>", "userspace setups with the send path's flow queue and without", onOff))
   .addOption(knob("--tun-queue <n,...>", "userspace setups per TUN ring length, packets per queue", wholeNumber(1)))
+  .addOption(
+    knob(
+      "--udp-batching <on,off>",
+      "userspace setups with UDP GSO trains on send and USO merges on receive for datagrams other than TCP's, and without",
+      onOff,
+    ),
+  )
   .addHelpText(
     "after",
     [
@@ -116,6 +123,7 @@ const args = program.opts<{
   nice?: number[];
   flowQueue?: boolean[];
   tunQueue?: number[];
+  udpBatching?: boolean[];
 }>();
 const { duration, rounds } = args;
 const workerCounts = args.workers;
@@ -126,7 +134,16 @@ const knobSets: Knobs[] = each(args.busyPoll).flatMap((busyPollUs) =>
   each(args.queueDelay).flatMap((queueDelayUs) =>
     each(args.nice).flatMap((nice) =>
       each(args.flowQueue).flatMap((flowQueue) =>
-        each(args.tunQueue).map((tunQueueLen) => ({ busyPollUs, queueDelayUs, nice, flowQueue, tunQueueLen })),
+        each(args.tunQueue).flatMap((tunQueueLen) =>
+          each(args.udpBatching).map((udpBatching) => ({
+            busyPollUs,
+            queueDelayUs,
+            nice,
+            flowQueue,
+            tunQueueLen,
+            udpBatching,
+          })),
+        ),
       ),
     ),
   ),

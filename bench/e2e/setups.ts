@@ -54,6 +54,7 @@ export interface Knobs {
   nice?: number;
   flowQueue?: boolean;
   tunQueueLen?: number;
+  udpBatching?: boolean;
 }
 
 export async function userspace(
@@ -62,13 +63,14 @@ export async function userspace(
   workers: number,
   knobs: Knobs = {},
 ): Promise<Setup> {
-  const { busyPollUs: bp, queueDelayUs: qd, nice, flowQueue: fq, tunQueueLen: tq } = knobs;
+  const { busyPollUs: bp, queueDelayUs: qd, nice, flowQueue: fq, tunQueueLen: tq, udpBatching: ub } = knobs;
   const suffix =
     (bp === undefined ? "" : `/bp${bp}`) +
     (qd === undefined ? "" : `/qd${qd}`) +
     (nice === undefined ? "" : `/n${nice}`) +
     (fq === undefined ? "" : `/fq${fq ? "on" : "off"}`) +
-    (tq === undefined ? "" : `/tq${tq}`);
+    (tq === undefined ? "" : `/tq${tq}`) +
+    (ub === undefined ? "" : `/ub${ub ? "on" : "off"}`);
   const name = `${format === "vxlan" ? "wasm-vxlan" : "udp"}/${offloads ? "on" : "off"}/w${workers}${suffix}`;
   const lab = await LabCluster.create({
     tag: `e2e-${format[0]}${offloads ? "o" : "n"}${workers}${suffix.replace(/[^a-z0-9]/g, "").slice(0, 12)}`,

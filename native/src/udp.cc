@@ -154,6 +154,7 @@ struct Messages {
   mmsghdr msgs[kMaxBatch];
   iovec iovs[kMaxBatch];
   PeerAddr addrs[kMaxBatch];
+  uint32_t firsts[kMaxBatch + 1];  // send: message j covers descriptors [firsts[j], firsts[j + 1])
   alignas(cmsghdr) uint8_t control[kMaxBatch][kControlBytes];
 };
 
@@ -276,54 +277,112 @@ Napi::Value UdpRecv(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), kept | late << 16);
 }
 
+// Consecutive single datagrams to one destination go out as one UDP GSO send (a "train", as the
+// offload path's segments do): one message of several iovecs, split by the kernel at the first
+// datagram's size, so the whole UDP, IP, netfilter and veth/bridge path runs once per train
+// instead of once per datagram, and a peer's UDP_GRO socket takes it in one receive. The wire is
+// unchanged: the datagrams are exactly those of separate sends. Every datagram but the last of a
+// train has the first one's size (GSO cuts at that size), and trains stay within the kernel's
+// limits (kGsoMaxSegments, kGsoMaxBytes of UDP payload). wireguard-go's bind batches its sends
+// the same way.
+constexpr uint32_t kGsoMaxSegments = 64;
+constexpr uint32_t kGsoMaxBytes = 65507;
+
+// Fills `to` with the slot's destination; returns its length.
+socklen_t Destination(Napi::Env env, const Batch& batch, uint32_t i, PeerAddr& to) {
+  const Slot& slot = batch[i];
+  if (slot.port < 1 || slot.port > 65535) {
+    ThrowRangeError(env, "descriptor " + std::to_string(batch.first() + i) + ": PORT " + std::to_string(slot.port) +
+                             " is not a UDP port (1..65535)");
+  }
+  std::memset(&to, 0, sizeof to);  // {} would clear only the first member; trains compare whole addresses
+  if (slot.flags & kFlagAddr6) {
+    if (static_cast<uint64_t>(slot.addr) + 16 > batch.length()) {
+      ThrowRangeError(env, "descriptor " + std::to_string(batch.first() + i) + ": ADDR " + std::to_string(slot.addr) +
+                               " (an IPv6 address's offset) runs past the end of the buffer");
+    }
+    to.v6.sin6_family = AF_INET6;
+    to.v6.sin6_port = htons(static_cast<uint16_t>(slot.port));
+    std::memcpy(&to.v6.sin6_addr, batch.base() + slot.addr, 16);
+    return sizeof to.v6;
+  }
+  // An IPv6 socket (V6ONLY off) takes IPv4 destinations as they are.
+  to.v4.sin_family = AF_INET;
+  to.v4.sin_port = htons(static_cast<uint16_t>(slot.port));
+  to.v4.sin_addr.s_addr = htonl(slot.addr);
+  return sizeof to.v4;
+}
+
+void SetSegment(Messages& m, uint32_t j, uint16_t segment) {
+  msghdr& hdr = m.msgs[j].msg_hdr;
+  hdr.msg_control = m.control[j];
+  hdr.msg_controllen = CMSG_SPACE(sizeof segment);
+  cmsghdr* c = CMSG_FIRSTHDR(&hdr);
+  c->cmsg_level = SOL_UDP;
+  c->cmsg_type = UDP_SEGMENT;
+  c->cmsg_len = CMSG_LEN(sizeof segment);
+  std::memcpy(CMSG_DATA(c), &segment, sizeof segment);
+}
+
+// udpSend(fd, buf, descs, first, count, trains = false) -> descriptors sent. A descriptor with a
+// segment size in FLAGS is one GSO send of its own; with `trains`, runs of single datagrams to one
+// destination are joined into GSO sends (above). The count returned is of descriptors, whatever
+// the number of messages: a partial send ends at a message, so never inside a train.
 Napi::Value UdpSend(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = FdArg(info, 0);
   Batch batch(info, 1, Access::kWrite, 0);
+  const bool trains = info.Length() > 5 && BoolArg(info, 5, "trains");
   Messages& m = messages;
+  uint32_t messageCount = 0;
+  m.firsts[0] = 0;
+  uint32_t trainBytes = 0;  // payload of the open train, 0 when none is open
   for (uint32_t i = 0; i < batch.count(); i++) {
     const Slot& slot = batch[i];
-    if (slot.port < 1 || slot.port > 65535) {
-      ThrowRangeError(env, "descriptor " + std::to_string(batch.first() + i) + ": PORT " + std::to_string(slot.port) +
-                               " is not a UDP port (1..65535)");
-    }
-    PeerAddr& to = m.addrs[i];
-    socklen_t len;
-    std::memset(&to, 0, sizeof to);  // {} would clear only the first member
-    if (slot.flags & kFlagAddr6) {
-      if (static_cast<uint64_t>(slot.addr) + 16 > batch.length()) {
-        ThrowRangeError(env, "descriptor " + std::to_string(batch.first() + i) + ": ADDR " + std::to_string(slot.addr) +
-                                 " (an IPv6 address's offset) runs past the end of the buffer");
+    PeerAddr& to = m.addrs[messageCount];
+    PeerAddr next;
+    socklen_t len = Destination(env, batch, i, next);
+    const uint16_t segment = static_cast<uint16_t>(slot.flags & kFlagsSegmentMask);
+    if (trainBytes != 0 && segment == 0) {
+      msghdr& hdr = m.msgs[messageCount - 1].msg_hdr;
+      const uint32_t size = static_cast<uint32_t>(hdr.msg_iov[0].iov_len);
+      // Joins when the train's last datagram had the train's size (a shorter one ends it).
+      if (hdr.msg_iov[hdr.msg_iovlen - 1].iov_len == size && slot.size <= size && slot.size > 0 &&
+          hdr.msg_iovlen < kGsoMaxSegments && trainBytes + slot.size <= kGsoMaxBytes && hdr.msg_namelen == len &&
+          std::memcmp(hdr.msg_name, &next, len) == 0) {
+        m.iovs[i] = {slot.data, slot.size};
+        if (hdr.msg_iovlen++ == 1) SetSegment(m, messageCount - 1, static_cast<uint16_t>(size));
+        m.firsts[messageCount] = i + 1;
+        trainBytes += slot.size;
+        continue;
       }
-      to.v6.sin6_family = AF_INET6;
-      to.v6.sin6_port = htons(static_cast<uint16_t>(slot.port));
-      std::memcpy(&to.v6.sin6_addr, batch.base() + slot.addr, 16);
-      len = sizeof to.v6;
-    } else {
-      // An IPv6 socket (V6ONLY off) takes IPv4 destinations as they are.
-      to.v4.sin_family = AF_INET;
-      to.v4.sin_port = htons(static_cast<uint16_t>(slot.port));
-      to.v4.sin_addr.s_addr = htonl(slot.addr);
-      len = sizeof to.v4;
     }
+    to = next;
     m.iovs[i] = {slot.data, slot.size};
-    m.msgs[i].msg_hdr = msghdr{&to, len, &m.iovs[i], 1, nullptr, 0, 0};
-    uint16_t segment = static_cast<uint16_t>(slot.flags & kFlagsSegmentMask);
-    if (segment != 0) {
-      msghdr& hdr = m.msgs[i].msg_hdr;
-      hdr.msg_control = m.control[i];
-      hdr.msg_controllen = CMSG_SPACE(sizeof segment);
-      cmsghdr* c = CMSG_FIRSTHDR(&hdr);
-      c->cmsg_level = SOL_UDP;
-      c->cmsg_type = UDP_SEGMENT;
-      c->cmsg_len = CMSG_LEN(sizeof segment);
-      std::memcpy(CMSG_DATA(c), &segment, sizeof segment);
-    }
+    m.msgs[messageCount].msg_hdr = msghdr{&to, len, &m.iovs[i], 1, nullptr, 0, 0};
+    if (segment != 0) SetSegment(m, messageCount, segment);
+    trainBytes = trains && segment == 0 && slot.size > 0 ? slot.size : 0;
+    m.firsts[messageCount + 1] = i + 1;
+    messageCount++;
   }
-  int n = RetryOnEintr([&] { return sendmmsg(fd, m.msgs, batch.count(), MSG_DONTWAIT); });
+  int n = RetryOnEintr([&] { return sendmmsg(fd, m.msgs, messageCount, MSG_DONTWAIT); });
   if (n < 0) {
     int err = errno;
     if (err == EAGAIN) return Napi::Number::New(env, 0);
+    // A train the kernel refuses as a whole (EINVAL: a datagram larger than the path MTU, which a
+    // separate send would fragment) goes again as separate datagrams: the first one now, the rest
+    // on the next call.
+    if ((err == EINVAL || err == EMSGSIZE) && m.msgs[0].msg_hdr.msg_iovlen > 1) {
+      msghdr one = m.msgs[0].msg_hdr;
+      one.msg_iovlen = 1;
+      one.msg_control = nullptr;
+      one.msg_controllen = 0;
+      if (RetryOnEintr([&] { return static_cast<int>(sendmsg(fd, &one, MSG_DONTWAIT)); }) >= 0) {
+        return Napi::Number::New(env, 1);
+      }
+      err = errno;
+      if (err == EAGAIN) return Napi::Number::New(env, 0);
+    }
     // sendmmsg reports an error only when the first message failed; later failures end the batch
     // and surface on the next call, which starts at the failed packet.
     const Slot& slot = batch[0];
@@ -339,7 +398,7 @@ Napi::Value UdpSend(const Napi::CallbackInfo& info) {
                               : "";
     ThrowSyscallError(env, err, "sendmmsg", what, hint);
   }
-  return Napi::Number::New(env, n);
+  return Napi::Number::New(env, m.firsts[n]);
 }
 
 }  // namespace

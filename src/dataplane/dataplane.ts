@@ -85,6 +85,13 @@ export interface UserspaceDataplaneOptions {
    */
   tunQueueLen?: number;
   /**
+   * With offloads, datagrams other than TCP's super-packets are batched too: runs of single
+   * datagrams to one peer leave as UDP GSO trains (UdpSocket.trains), and received UDP datagrams of
+   * one flow are merged into USO super-packets for the TUN device (assembly/packet/udp-coalesce.ts,
+   * where the kernel has USO). Default true; false only to measure what it gains.
+   */
+  udpBatching?: boolean;
+  /**
    * Route tables on transparent huge pages (huge-pages.ts), where the kernel has them. Default
    * true; without them they stay on 4 KiB pages (the reason is in counters() and the log).
    */
@@ -251,6 +258,8 @@ export class UserspaceDataplane {
           localAddr: this.family === 4 ? (opts.subnet.addr as number) : 0,
           mac: opts.vtepMac,
           antiSpoof: opts.antiSpoof ?? true,
+          // USO4 and USO6 come as a pair (offload.ts).
+          uso: enabled && tun.flags.includes("USO4") && (opts.udpBatching ?? true),
           peerSlots: maxPeers,
           ipv6:
             routes instanceof RouteTable6 ? { routes: routes.base, localAddr: opts.subnet.addr as bigint } : undefined,
@@ -266,6 +275,7 @@ export class UserspaceDataplane {
         const flowQueue = withFlowQueue ? this.flowQueue(arena, tx, txSlots, ioCounters, opts.mtu) : 0;
         if (q > 0) sockets.push(UdpSocket.open({ ...udpOptions, gro: enabled }));
         if (queueDelayUs > 0) sockets[q].enableTimestamps();
+        sockets[q].trains = enabled && (opts.udpBatching ?? true);
         const waker = Waker.open();
         const region = (b: PacketBatch) => ({ descs: b.descs, slots: b.slots, size: b.size, stride: b.stride });
         this.queues.push({

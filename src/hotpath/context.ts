@@ -15,6 +15,11 @@ export interface ContextOptions {
   mac: Uint8Array;
   /** Drop received packets whose inner source is not in the sending peer's subnet. */
   antiSpoof: boolean;
+  /**
+   * The TUN device takes UDP super-packets (USO): received UDP datagrams of one flow are merged
+   * like TCP segments. Default false.
+   */
+  uso?: boolean;
   /** Next-hop indices to keep per-peer counters for (0: none). */
   peerSlots: number;
   /**
@@ -82,7 +87,7 @@ export class DataplaneContext {
       opts.vni,
       opts.localAddr,
       ...macHalves(opts.mac),
-      opts.antiSpoof ? hp.constant("CTX_FLAG_ANTI_SPOOF") : 0,
+      (opts.antiSpoof ? hp.constant("CTX_FLAG_ANTI_SPOOF") : 0) | (opts.uso ? hp.constant("CTX_FLAG_USO") : 0),
     );
     hp.fn.contextSetPeerCounters(this.ptr, this.peerTx, this.peerRx, opts.peerSlots);
     if (opts.ipv6) {

@@ -15,14 +15,13 @@ import { projectFile } from "../paths.js";
  * error on the first packet throws, one on a later packet ends the batch and is thrown by the next
  * call, which starts at that packet.
  */
-type BatchCall = (fd: number, buf: Uint8Array, descs: Int32Array, first: number, count: number) => number;
-type TunBatchCall = (
+type BatchCall<Extra extends unknown[]> = (
   fd: number,
   buf: Uint8Array,
   descs: Int32Array,
   first: number,
   count: number,
-  header: 0 | 12,
+  ...extra: Extra
 ) => number;
 
 export interface NativeIo {
@@ -77,9 +76,9 @@ export interface NativeIo {
   tunOpen(name: string, multiQueue: boolean, vnetHdr: boolean): { fd: number; name: string };
   tunSetOffload(fd: number, flags: number): void;
   /** Reads fill [OFF, OFF+CAP) and set LEN; with header 12 the vnet header lands in [OFF-12, OFF). */
-  tunRead: TunBatchCall;
+  tunRead: BatchCall<[header: 0 | 12]>;
   /** Writes [OFF, OFF+LEN), preceded by the vnet header in [OFF-12, OFF) when header is 12. */
-  tunWrite: TunBatchCall;
+  tunWrite: BatchCall<[header: 0 | 12]>;
 
   /** addr: an IPv4 address as a number, or an IPv6 address as text ("::" takes both families). */
   udpOpen(
@@ -111,9 +110,11 @@ export interface NativeIo {
   udpSetTimestamps(fd: number): void;
   /**
    * Sends [OFF, OFF+LEN) to ADDR:PORT (with DESC_FLAG_ADDR6: to the 16 bytes at offset ADDR, which
-   * needs an IPv6 socket); FLAGS' segment size, when not 0, asks for UDP GSO.
+   * needs an IPv6 socket); FLAGS' segment size, when not 0, asks for UDP GSO. With `trains`, runs
+   * of single datagrams to one destination go as UDP GSO sends (UdpSocket.trains). Returns the
+   * descriptors sent.
    */
-  udpSend: BatchCall;
+  udpSend: BatchCall<[trains?: boolean]>;
   /** SO_ATTACH_REUSEPORT_CBPF: [code, jt, jf, k] per instruction; see UdpSocket.setReuseportProgram. */
   udpSetReuseportProgram(fd: number, program: Int32Array): void;
 

@@ -5,10 +5,11 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { UserspaceDataplane } from "../../src/dataplane/dataplane.js";
 import { LabCluster } from "../../src/lab/cluster.js";
-import { iperf } from "../../src/lab/traffic.js";
+import { iperf, snmpCounter } from "../../src/lab/traffic.js";
 import { dataplanePair, kernelPeerPair, startDataplane } from "../support/dataplane-lab.js";
 import { canUseNetns } from "../support/netns.js";
 import { tcpTransfer } from "../support/tcp-transfer.js";
+import { udpGsoTransfer } from "../support/udp-gso.js";
 
 const MB = 1_000_000;
 function noOffloadDrops(dp: UserspaceDataplane): void {
@@ -46,6 +47,21 @@ for (const format of ["vxlan", "udp"] as const) {
       expect(c1.rx.offloadSegments).toBeGreaterThan(0n);
       for (const dp of dps) noOffloadDrops(dp);
     });
+
+    it("carries UDP exactly, sending datagrams as GSO trains and merging them into USO super-packets", async () => {
+      const [p1] = lab.hosts[0].pods;
+      const [p2] = lab.hosts[1].pods;
+      for (const dp of dps) expect(dp.counters().offload.tun).toContain("USO4");
+      const before = dps.map((dp) => dp.counters());
+      const { sent, received } = await udpGsoTransfer(p1, p2, 20, 10, 1000);
+      expect(received).toEqual(sent);
+      const after = dps.map((dp) => dp.counters());
+      // The sender cut each USO super-packet into a train; the receiver merged the trains again.
+      expect(after[0].tx.offloadSegments - before[0].tx.offloadSegments).toBe(200n);
+      expect(after[1].rx.offloadSegments - before[1].rx.offloadSegments).toBeGreaterThanOrEqual(100n);
+      expect(await snmpCounter(p2.ns, "Udp", "InCsumErrors")).toBe(0);
+      for (const dp of dps) noOffloadDrops(dp);
+    });
   });
 }
 
@@ -77,6 +93,21 @@ describe.skipIf(!canUseNetns())("offloads against a kernel vxlan peer", () => {
     // The kernel's datagrams carry no UDP checksum, so UDP GRO never merges them; weft still
     // coalesces consecutive segments of a flow before the TUN write.
     expect(c.rx.offloadSegments).toBeGreaterThan(0n);
+    noOffloadDrops(dp);
+  });
+
+  it("carries UDP exactly both ways: trains to the kernel, its single datagrams checked and merged", async () => {
+    const [p1] = lab.hosts[0].pods;
+    const [p2] = lab.hosts[1].pods;
+    const toKernel = await udpGsoTransfer(p2, p1, 10, 10, 1000);
+    expect(toKernel.received).toEqual(toKernel.sent);
+    const before = dp.counters().rx;
+    const fromKernel = await udpGsoTransfer(p1, p2, 10, 10, 1000);
+    expect(fromKernel.received).toEqual(fromKernel.sent);
+    const after = dp.counters().rx;
+    // Single datagrams (no outer checksum): merged only after weft's own check, never trusted.
+    expect(after.offloadSegments - before.offloadSegments).toBeGreaterThan(0n);
+    expect(after.checksumTrusted).toBe(before.checksumTrusted);
     noOffloadDrops(dp);
   });
 });

@@ -36,6 +36,10 @@ import {
   send,
   SENDER6,
   TX,
+  GRO_MAXES,
+  groRuns,
+  interleave,
+  PICKS,
   type Format,
   type TunRead,
 } from "../support/offload.js";
@@ -181,39 +185,6 @@ const connection = fc
 /** The segments as they must arrive after `hops` TTL decrements (flannel udp: one per side). */
 const expected = (p: { fields: Tcp4Fields; gsoSize: number }, hops: number) =>
   refSegmentTcp4(buildTcp4({ ...p.fields, ttl: p.fields.ttl! - hops }), p.gsoSize);
-
-/** Random interleaving of per-flow datagram lists that keeps each flow's order. */
-function interleave(lists: Uint8Array[][], picks: number[]): Uint8Array[] {
-  const at = lists.map(() => 0);
-  const out: Uint8Array[] = [];
-  let k = 0;
-  while (out.length < lists.reduce((n, l) => n + l.length, 0)) {
-    const open = lists.map((_, i) => i).filter((i) => at[i] < lists[i].length);
-    const i = open[picks[k++ % picks.length] % open.length];
-    out.push(lists[i][at[i]++]);
-  }
-  return out;
-}
-
-/** Cuts datagrams into runs as UDP GRO would: equal sizes, a shorter one only last, at most `max`. */
-function groRuns(ds: Uint8Array[], maxes: number[]): Uint8Array[][] {
-  const runs: Uint8Array[][] = [];
-  let k = 0;
-  for (let i = 0; i < ds.length; ) {
-    const run = [ds[i++]];
-    const max = maxes[k++ % maxes.length];
-    while (i < ds.length && run.length < max && ds[i].length <= run[0].length) {
-      run.push(ds[i++]);
-      if (run[run.length - 1].length < run[0].length) break;
-    }
-    runs.push(run);
-  }
-  return runs;
-}
-
-/** Interleaving picks and GRO run lengths, for the coalescing properties. */
-const PICKS = fc.array(fc.nat(), { minLength: 1, maxLength: 20 });
-const GRO_MAXES = fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 10 });
 
 /** Sends each flow's TUN read and batches all their datagrams, interleaved, as UDP GRO would (at most 16 receives). */
 function groBatched(reads: TunRead[], format: Format, picks: number[], maxes: number[]): Uint8Array[][] {

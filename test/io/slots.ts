@@ -23,7 +23,10 @@ export class Slots {
   readonly descs: Int32Array;
   readonly base: number;
 
-  constructor(readonly size = MAX_BATCH) {
+  constructor(
+    readonly size = MAX_BATCH,
+    readonly slotBytes = SLOT_BYTES,
+  ) {
     this.descs = new Int32Array(this.memory.buffer, 0, size * WORDS);
     this.base = size * DESC_BYTES;
     this.reset();
@@ -33,8 +36,8 @@ export class Slots {
   reset(): void {
     for (let i = 0; i < this.size; i++) {
       this.set(i, {
-        OFF: this.base + i * SLOT_BYTES + HEADROOM,
-        CAP: SLOT_BYTES - HEADROOM,
+        OFF: this.base + i * this.slotBytes + HEADROOM,
+        CAP: this.slotBytes - HEADROOM,
         LEN: 0,
         ADDR: 0,
         PORT: 0,

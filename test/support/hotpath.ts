@@ -26,6 +26,8 @@ export function makeRig(opts: {
   batchSize?: number;
   stride?: number;
   antiSpoof?: boolean;
+  /** The TUN device takes USO (the context's CTX_FLAG_USO). */
+  uso?: boolean;
   /** Route IPv6 too, with this IPv6 tunnel address. */
   ipv6?: { localAddr: bigint };
 }): Rig {
@@ -39,6 +41,7 @@ export function makeRig(opts: {
     localAddr: opts.localAddr,
     mac: opts.mac,
     antiSpoof: opts.antiSpoof ?? false,
+    uso: opts.uso,
     peerSlots: 256,
     ipv6: routes6 && opts.ipv6 ? { routes: routes6.base, localAddr: opts.ipv6.localAddr } : undefined,
   });

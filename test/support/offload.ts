@@ -4,6 +4,7 @@
 // loadSend()/runSend() and loadReceive()/runReceive() split loading from the call for benchmarks.
 import { parsePrefix } from "../../src/net/ipv4.js";
 import { parsePrefix6, writeIpv6 } from "../../src/net/ipv6.js";
+import fc from "fast-check";
 import { makeRig, type Rig } from "./hotpath.js";
 
 const VNI = 1;
@@ -56,8 +57,9 @@ function sender(): Sender {
  * With `antiSpoof` the receiver checks sources: IPv6 pods of 2001:2:0:8001::/64 must come from
  * SENDER6, which loadReceive's `from6` gives as a socket would (DESC_FLAG_ADDR6).
  */
-function receiver(antiSpoof: boolean): Receiver {
+function receiver(antiSpoof: boolean, uso = false): Receiver {
   const rig = makeRig({
+    uso,
     vni: VNI,
     localAddr: 0xc6130200,
     mac: MAC2,
@@ -85,6 +87,9 @@ export const TX = sender();
 export const RX = receiver(false);
 /** A receiver with anti-spoofing on, for IPv6 pods over an IPv6 underlay. */
 export const RX6 = receiver(true);
+/** Receivers whose TUN device takes USO: UDP datagrams are merged too. */
+export const RX_USO = receiver(false, true);
+export const RX6_USO = receiver(true, true);
 
 /** Reads descriptor i of the array at `descs`: OFF, LEN, ADDR, PORT, FLAGS. */
 function desc(rig: Rig, descs: number, i: number) {
@@ -226,3 +231,41 @@ export function payloadOf(seed: number, length: number): Uint8Array {
   }
   return p;
 }
+
+/** Random interleaving of per-flow datagram lists that keeps each flow's order. */
+export function interleave(lists: Uint8Array[][], picks: number[]): Uint8Array[] {
+  const at = lists.map(() => 0);
+  const out: Uint8Array[] = [];
+  let k = 0;
+  while (out.length < lists.reduce((n, l) => n + l.length, 0)) {
+    const open = lists.map((_, i) => i).filter((i) => at[i] < lists[i].length);
+    const i = open[picks[k++ % picks.length] % open.length];
+    out.push(lists[i][at[i]++]);
+  }
+  return out;
+}
+
+/**
+ * Cuts datagrams into runs as UDP GRO would: equal sizes, a shorter one only last, at most `max`
+ * datagrams and 65,535 bytes.
+ */
+export function groRuns(ds: Uint8Array[], maxes: number[]): Uint8Array[][] {
+  const runs: Uint8Array[][] = [];
+  let k = 0;
+  for (let i = 0; i < ds.length; ) {
+    const run = [ds[i++]];
+    let bytes = run[0].length;
+    const max = maxes[k++ % maxes.length];
+    while (i < ds.length && run.length < max && ds[i].length <= run[0].length && bytes + ds[i].length <= 65535) {
+      bytes += ds[i].length;
+      run.push(ds[i++]);
+      if (run[run.length - 1].length < run[0].length) break;
+    }
+    runs.push(run);
+  }
+  return runs;
+}
+
+/** Interleaving picks and GRO run lengths, for the coalescing properties. */
+export const PICKS = fc.array(fc.nat(), { minLength: 1, maxLength: 20 });
+export const GRO_MAXES = fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 10 });
