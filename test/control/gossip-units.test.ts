@@ -182,6 +182,19 @@ describe("probe schedule (ProbeRing)", () => {
     );
   });
 
+  it("spreads the probe phases of names that differ only in their last characters over the slot", () => {
+    // Names as clusters give them (node-1, worker-2, host10): phases bunched in a corner of the
+    // slot would make nodes started together probe in lockstep.
+    for (const prefix of ["node-", "worker-", "host", "n"]) {
+      const phases = Array.from({ length: 16 }, (_, i) => probePhase(`${prefix}${i + 1}`)).sort((a, b) => a - b);
+      const gaps = phases.map((p, i) => (i + 1 < phases.length ? phases[i + 1] : phases[0] + 1) - p);
+      // 16 uniform points leave a largest gap of about 0.21 on average, above 0.45 with odds near 1e-3.
+      expect(Math.max(...gaps), prefix).toBeLessThan(0.45);
+      const quarters = new Set(phases.map((p) => Math.floor(p * 4)));
+      expect(quarters.size, prefix).toBe(4);
+    }
+  });
+
   it("a round that fires a little late runs at once; an early or off-phase one waits for its time", () => {
     const I = 1000;
     const phase = probePhase("n7");

@@ -24,14 +24,24 @@ interface Position {
   readonly name: string;
 }
 
-/** FNV-1a over the name's UTF-16 code units: cheap, stable across nodes and runs. */
+/**
+ * FNV-1a over the name's UTF-16 code units, then MurmurHash3's 32-bit finalizer: cheap, stable
+ * across nodes and runs. FNV-1a alone moves a name's last character only into the low and top
+ * few bits, so names that differ there (node-1 … node-8) got phases within 3% of one slot and
+ * probed in lockstep; the finalizer spreads every input bit over all 32.
+ */
 function hashName(name: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < name.length; i++) {
     h ^= name.charCodeAt(i);
     h = Math.imul(h, 0x01000193) >>> 0;
   }
-  return h;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
 }
 
 /** Where in each probe slot this node probes, as a fraction of the slot in [0, 1). */
