@@ -15,13 +15,20 @@ export const DESC_LEN: i32 = 8;
 export const DESC_ADDR: i32 = 12;
 /** UDP port of the peer, host order. */
 export const DESC_PORT: i32 = 16;
-/** Per-packet flags: bits 0..15 the GSO segment size (offloads), DESC_FLAG_ADDR6. */
+/** Per-packet flags: bits 0..15 the GSO segment size (offloads), DESC_FLAG_ADDR6, the flow tag. */
 export const DESC_FLAGS: i32 = 20;
 /**
  * ADDR is not an IPv4 address but the offset in memory of a 16-byte IPv6 address (the peer's
  * underlay is IPv6): the destination on send (a next-hop record's), the source on receive.
  */
 export const DESC_FLAG_ADDR6: i32 = 0x10000;
+/**
+ * FLAGS bits 17..31 of a single datagram to send (segment size 0): a tag of its inner packet's
+ * flow, 1..0x7fff (0: no tag). The addon joins consecutive single datagrams into one UDP GSO train
+ * only when their tags match: the peer's reuseport program steers a whole train by its first
+ * datagram, so a train of several flows would move all but one off the worker that owns them.
+ */
+export const DESC_FLOW_TAG_SHIFT: i32 = 17;
 /** Hot-path verdict: 0 = forward, otherwise a drop reason from verdict.ts. */
 export const DESC_VERDICT: i32 = 24;
 /** Hot-path side result: next-hop index after encapsulation, flow hash for steering. */

@@ -2,7 +2,7 @@
 // TUN ring is FIFO, drops at its tail when full and gives no backpressure, so a worker that reads
 // it no faster than it sends leaves a ping behind a flood's ring-full of packets and loses it with
 // the flood's. Here the worker reads the ring faster than it sends, into a pool of slots; packets
-// wait in per-flow queues (inner 5-tuple hash, ICMP echo identifier in place of ports), sparse
+// wait in per-flow queues (flow-hash.ts), sparse
 // (new) flows are served before bulk (old) ones by deficit round robin, and when more are held
 // than the limit the fattest flow loses packets at its head. One call per read batch and one per
 // send batch; the TypeScript side only moves descriptors to and from the syscalls.
@@ -10,6 +10,7 @@
 // Layout at `q` (fqSize bytes): a header, FQ_BUCKETS buckets, then one record per pool slot.
 import { DESC_OFF, DESC_LEN, HEADROOM, descPtr } from "../descriptor";
 import { descPointAt } from "../batch";
+import { flowHash } from "./flow-hash";
 
 /** Buckets (flows hash into these); a power of two. */
 export const FQ_BUCKETS: i32 = 1024;
@@ -99,38 +100,9 @@ export function fqSparseWaiting(q: usize): bool {
   return load<i32>(q + H_NEW_HEAD) >= 0;
 }
 
-@inline function mix(h: u32, w: u32): u32 {
-  return rotl<u32>(h ^ w, 13) * 0x9e3779b1;
-}
-
-/**
- * The packet's flow: addresses, protocol and ports of TCP/UDP (the echo identifier of ICMP and
- * ICMPv6 echoes, as the receive side's steering does, so one ping is one flow), as a bucket index.
- * Fragments after the first and unknown protocols hash on addresses and protocol only.
- */
+/** The packet's flow (flow-hash.ts) as a bucket index. */
 export function fqFlowBucket(p: usize, len: i32): i32 {
-  let h: u32 = 0x5bd1e995;
-  const version = len > 0 ? <u32>load<u8>(p) >> 4 : 0;
-  if (version == 4 && len >= 20) {
-    const ihl = (<i32>(load<u8>(p) & 15)) << 2;
-    const proto = <u32>load<u8>(p + 9);
-    h = mix(mix(mix(h, load<u32>(p + 12)), load<u32>(p + 16)), proto);
-    const fragOffset = bswap<u16>(load<u16>(p + 6)) & 0x1fff;
-    if (fragOffset == 0 && ihl >= 20) h = mix(h, transportKey(p + <usize>ihl, len - ihl, proto, 1));
-  } else if (version == 6 && len >= 40) {
-    const next = <u32>load<u8>(p + 6);
-    for (let i = 8; i < 40; i += 4) h = mix(h, load<u32>(p + <usize>i));
-    h = mix(mix(h, next), transportKey(p + 40, len - 40, next, 58));
-  }
-  h ^= h >> 16;
-  return <i32>((h * 0x85ebca6b) >> (32 - BUCKET_BITS));
-}
-
-/** Ports of TCP/UDP, the identifier of an ICMP (`icmp` = 1 or 58) echo, else 0. */
-@inline function transportKey(t: usize, rest: i32, proto: u32, icmp: u32): u32 {
-  if ((proto == 6 || proto == 17) && rest >= 4) return load<u32>(t);
-  if (proto == icmp && rest >= 6) return <u32>load<u16>(t + 4);
-  return 0;
+  return <i32>(flowHash(p, len) >> (32 - BUCKET_BITS));
 }
 
 /**

@@ -3,16 +3,27 @@
 // IFF_VNET_HDR and TSO/USO on) a packet may be a super-packet of up to 64 KB: the checksum the
 // kernel left partial is finished in place, or the super-packet is cut into encapsulated segments
 // in its output slot (tcp-segment.ts), sent as one or more UDP GSO sends ("trains": at most 64
-// datagrams and 65507 bytes each). Without one (`vnet` 0, offloads off) every packet is the
+// datagrams and 65507 bytes each). A packet sent as one datagram carries its flow's tag, so that
+// the addon joins it only with the same flow's (DESC_FLOW_TAG_SHIFT). Without one (`vnet` 0, offloads off) every packet is the
 // single-segment case: no header to park or act on, nothing to segment, and with outDescs == descs
 // the sends stay where they were read, so that case costs what a plain encapsulation does.
-import { DESC_OFF, DESC_LEN, DESC_FLAGS, DESC_FLAG_ADDR6, DESC_VERDICT, HEADROOM, descPtr } from "../descriptor";
+import {
+  DESC_OFF,
+  DESC_LEN,
+  DESC_FLAGS,
+  DESC_FLAG_ADDR6,
+  DESC_FLOW_TAG_SHIFT,
+  DESC_VERDICT,
+  HEADROOM,
+  descPtr,
+} from "../descriptor";
 import { batchSize, descInBounds, finishTx, memoryTop } from "../batch";
 import { ctxCountersTx } from "../context";
 import { VERDICT_FORWARD, VERDICT_REPLY, DROP_OFFLOAD_HEADER } from "../verdict";
 import { ipv4DecrementTtl } from "./ipv4";
 import { resolveBatch, resolveApply, ENCAP_VXLAN, ENCAP_NONE } from "./resolve";
 import { VXLAN_ENCAP_HEADER_BYTES } from "./vxlan-header";
+import { flowHash } from "./flow-hash";
 import {
   VNET_HDR_BYTES,
   VNET_FLAGS,
@@ -35,6 +46,12 @@ import { completeChecksum, gsoTrainBytes, segmentSuperPacket, OFFLOAD_MAX_TRAINS
   v128.store(to, v128.load(from, 16), 16);
 }
 
+/** The inner packet's flow tag for FLAGS (DESC_FLOW_TAG_SHIFT): never 0, which means none. */
+@inline function flowTag(p: usize, len: i32): i32 {
+  const t = <i32>(flowHash(p, len) >>> (32 - 15));
+  return (t != 0 ? t : 1) << DESC_FLOW_TAG_SHIFT;
+}
+
 /**
  * Acts on one forwarded packet's virtio_net_hdr (parked at the slot's start, `h`): finishes a
  * partial checksum, or segments a super-packet into `out`. Returns a verdict.
@@ -54,8 +71,9 @@ import { completeChecksum, gsoTrainBytes, segmentSuperPacket, OFFLOAD_MAX_TRAINS
     );
     if (v != VERDICT_FORWARD) return v;
   }
+  const tag = flowTag(<usize>load<i32>(d + DESC_OFF), load<i32>(d + DESC_LEN));
   resolveApply(d, header);
-  store<i32>(d + DESC_FLAGS, load<i32>(d + DESC_FLAGS) & DESC_FLAG_ADDR6); // one datagram
+  store<i32>(d + DESC_FLAGS, (load<i32>(d + DESC_FLAGS) & DESC_FLAG_ADDR6) | tag); // one datagram
   return VERDICT_FORWARD;
 }
 

@@ -23,6 +23,7 @@ void RegisterDescriptor(Napi::Env env, Napi::Object exports) {
   set("MAX_BATCH", kMaxBatch);
   set("FLAGS_SEGMENT_MASK", kFlagsSegmentMask);
   set("DESC_FLAG_ADDR6", kFlagAddr6);
+  set("DESC_FLOW_TAG_SHIFT", kFlowTagShift);
   set("VNET_HDR_BYTES", kVnetHdrBytes);
 }
 

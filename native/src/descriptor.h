@@ -26,6 +26,9 @@ constexpr int32_t kFlagsSegmentMask = 0xffff;
 // FLAGS bit on UDP descriptors: ADDR is not an IPv4 address but the buffer offset of a 16-byte
 // IPv6 address (DESC_FLAG_ADDR6): read from there on send, written to the slot's headroom on receive.
 constexpr int32_t kFlagAddr6 = 0x10000;
+// FLAGS bits 17..31 of a single datagram to send: its inner flow's tag, 0 = none
+// (DESC_FLOW_TAG_SHIFT). Only datagrams with one tag are joined into a GSO train.
+constexpr int32_t kFlowTagShift = 17;
 
 // The virtio_net_hdr (v1 layout, 12 bytes) that rides in front of OFF on TUN queues opened with
 // IFF_VNET_HDR; it fits well inside the headroom.

@@ -277,10 +277,13 @@ Napi::Value UdpRecv(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), kept | late << 16);
 }
 
-// Consecutive single datagrams to one destination go out as one UDP GSO send (a "train", as the
-// offload path's segments do): one message of several iovecs, split by the kernel at the first
-// datagram's size, so the whole UDP, IP, netfilter and veth/bridge path runs once per train
-// instead of once per datagram, and a peer's UDP_GRO socket takes it in one receive. The wire is
+// Consecutive single datagrams of one flow to one destination go out as one UDP GSO send (a
+// "train", as the offload path's segments do): one message of several iovecs, split by the kernel
+// at the first datagram's size, so the whole UDP, IP, netfilter and veth/bridge path runs once per
+// train instead of once per datagram, and a peer's UDP_GRO socket takes it in one receive. The
+// flow is the hot path's tag in FLAGS (kFlowTagShift; untagged datagrams join nothing): the peer's
+// reuseport program steers a train by its first datagram, so a train of several flows would take
+// all but one off the worker that owns them. The wire is
 // unchanged: the datagrams are exactly those of separate sends. Every datagram but the last of a
 // train has the first one's size (GSO cuts at that size), and trains stay within the kernel's
 // limits (kGsoMaxSegments, kGsoMaxBytes of UDP payload). wireguard-go's bind batches its sends
@@ -325,8 +328,8 @@ void SetSegment(Messages& m, uint32_t j, uint16_t segment) {
 }
 
 // udpSend(fd, buf, descs, first, count, trains = false) -> descriptors sent. A descriptor with a
-// segment size in FLAGS is one GSO send of its own; with `trains`, runs of single datagrams to one
-// destination are joined into GSO sends (above). The count returned is of descriptors, whatever
+// segment size in FLAGS is one GSO send of its own; with `trains`, runs of single datagrams of one
+// flow tag to one destination are joined into GSO sends (above). The count returned is of descriptors, whatever
 // the number of messages: a partial send ends at a message, so never inside a train.
 Napi::Value UdpSend(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -337,13 +340,15 @@ Napi::Value UdpSend(const Napi::CallbackInfo& info) {
   uint32_t messageCount = 0;
   m.firsts[0] = 0;
   uint32_t trainBytes = 0;  // payload of the open train, 0 when none is open
+  int32_t trainTag = 0;     // its flow tag
   for (uint32_t i = 0; i < batch.count(); i++) {
     const Slot& slot = batch[i];
     PeerAddr& to = m.addrs[messageCount];
     PeerAddr next;
     socklen_t len = Destination(env, batch, i, next);
     const uint16_t segment = static_cast<uint16_t>(slot.flags & kFlagsSegmentMask);
-    if (trainBytes != 0 && segment == 0) {
+    const int32_t tag = static_cast<int32_t>(static_cast<uint32_t>(slot.flags) >> kFlowTagShift);
+    if (trainBytes != 0 && segment == 0 && tag == trainTag) {
       msghdr& hdr = m.msgs[messageCount - 1].msg_hdr;
       const uint32_t size = static_cast<uint32_t>(hdr.msg_iov[0].iov_len);
       // Joins when the train's last datagram had the train's size (a shorter one ends it).
@@ -361,7 +366,8 @@ Napi::Value UdpSend(const Napi::CallbackInfo& info) {
     m.iovs[i] = {slot.data, slot.size};
     m.msgs[messageCount].msg_hdr = msghdr{&to, len, &m.iovs[i], 1, nullptr, 0, 0};
     if (segment != 0) SetSegment(m, messageCount, segment);
-    trainBytes = trains && segment == 0 && slot.size > 0 ? slot.size : 0;
+    trainBytes = trains && segment == 0 && tag != 0 && slot.size > 0 ? slot.size : 0;
+    trainTag = tag;
     m.firsts[messageCount + 1] = i + 1;
     messageCount++;
   }

@@ -43,7 +43,7 @@ const offloads = z
   .default(true)
   .describe(
     "segmentation offloads (default true): TCP crosses the TUN device as 64 KB super-packets that the dataplane segments and coalesces, " +
-      "received UDP as USO super-packets (Linux ≥ 6.2), and the sockets use UDP GSO/GRO, single datagrams to one peer leaving as GSO trains. Where the kernel lacks a feature (Linux < 5.0) they turn off by themselves, with a log line, " +
+      "received UDP as USO super-packets (Linux ≥ 6.2), and the sockets use UDP GSO/GRO, single datagrams of one flow to one peer leaving as GSO trains. Where the kernel lacks a feature (Linux < 5.0) they turn off by themselves, with a log line, " +
       "`weft_dataplane_offloads` 0 on /metrics and the reason under `offload` in `weft status`; false turns them off. The datagrams on the wire are the same either way",
   );
 

@@ -40,6 +40,8 @@ export interface NativeIo {
   readonly FLAGS_SEGMENT_MASK: number;
   /** FLAGS bit: ADDR is the offset of a 16-byte IPv6 address (assembly/descriptor.ts). */
   readonly DESC_FLAG_ADDR6: number;
+  /** FLAGS bits from here up: a single datagram's flow tag (assembly/descriptor.ts); trains join one tag. */
+  readonly DESC_FLOW_TAG_SHIFT: number;
   /** Size of the virtio_net_hdr in front of OFF on TUN queues with a vnet header. */
   readonly VNET_HDR_BYTES: 12;
   readonly TUN_F_CSUM: number;

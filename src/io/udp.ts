@@ -38,8 +38,9 @@ export interface LentUdpSocket {
 
 export class UdpSocket extends FdHandle implements DatagramBind {
   /**
-   * send() joins runs of single datagrams to one destination, each but the last of the first one's
-   * size, into UDP GSO sends ("trains", up to 64 datagrams): the kernel's send path, and a GRO
+   * send() joins runs of single datagrams of one flow (the same nonzero tag in FLAGS above
+   * DESC_FLOW_TAG_SHIFT, which the hot path writes) to one destination, each but the last of the
+   * first one's size, into UDP GSO sends ("trains", up to 64 datagrams): the kernel's send path, and a GRO
    * peer's receive path, then run once per train. The datagrams on the wire are the same. Needs
    * UDP GSO (Linux 4.18), so the dataplane turns it on with its offloads. Lent with the socket.
    */
@@ -109,7 +110,7 @@ export class UdpSocket extends FdHandle implements DatagramBind {
   /**
    * sendmmsg: LEN bytes at OFF to ADDR:PORT per packet (FLAGS' segment size > 0: UDP GSO segments of
    * that size; DESC_FLAG_ADDR6: ADDR is the offset of an IPv6 address, for IPv6 sockets), single
-   * datagrams joined into trains when `trains` is on. Returns the descriptors sent.
+   * datagrams of one flow tag joined into trains when `trains` is on. Returns the descriptors sent.
    */
   send(buf: Uint8Array, descs: Int32Array, first: number, count: number): number {
     return native.udpSend(this.fd, buf, descs, first, atMostMaxBatch(count), this.trains);

@@ -4,10 +4,14 @@
 // super-packets really were segmented and coalesced. With offloads off, the dataplane says why.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { UserspaceDataplane } from "../../src/dataplane/dataplane.js";
-import { LabCluster } from "../../src/lab/cluster.js";
+import { withNetns } from "../../src/io/netns.js";
+import { UdpSocket } from "../../src/io/udp.js";
+import { LabCluster, type LabPod } from "../../src/lab/cluster.js";
 import { iperf, snmpCounter } from "../../src/lab/traffic.js";
-import { dataplanePair, kernelPeerPair, startDataplane } from "../support/dataplane-lab.js";
+import { dataplanePair, kernelPeerPair, peerOf, startDataplane, subnetOf } from "../support/dataplane-lab.js";
 import { canUseNetns } from "../support/netns.js";
+import { Slots } from "../io/slots.js";
+import { until } from "../io/until.js";
 import { tcpTransfer } from "../support/tcp-transfer.js";
 import { udpGsoTransfer } from "../support/udp-gso.js";
 
@@ -109,6 +113,105 @@ describe.skipIf(!canUseNetns())("offloads against a kernel vxlan peer", () => {
     expect(after.offloadSegments - before.offloadSegments).toBeGreaterThan(0n);
     expect(after.checksumTrusted).toBe(before.checksumTrusted);
     noOffloadDrops(dp);
+  });
+});
+
+describe.skipIf(!canUseNetns())("GSO trains of single datagrams", () => {
+  // The peer's reuseport program steers a train by its first datagram, so a train must carry one
+  // flow: datagrams of two flows that the receiving node steers to different workers, sent in
+  // runs from one sending worker, must still reach each flow's own worker.
+  let lab: LabCluster;
+  const dps: UserspaceDataplane[] = [];
+
+  beforeAll(async () => {
+    lab = await LabCluster.create({ tag: "trains", hosts: 2 });
+    for (const [k, h] of lab.hosts.entries()) await lab.addPods(h, subnetOf(k + 1), 1, 1450);
+    dps.push(await startDataplane(lab.hosts[0], 1, "vxlan", { workers: 1 }));
+    dps.push(await startDataplane(lab.hosts[1], 2, "vxlan", { workers: 2 }));
+    dps[0].setPeer(peerOf(lab.hosts[1], 2));
+    dps[1].setPeer(peerOf(lab.hosts[0], 1));
+  });
+
+  afterAll(async () => {
+    for (const dp of dps) await dp.stop();
+    await lab?.destroy();
+  });
+
+  /** Datagrams the receiving node has forwarded to its pods, per worker. */
+  const perWorker = () => dps[1].counters().perQueue.map((q) => q.rx);
+
+  it("keeps each flow on the receiving worker that owns it", async () => {
+    const [p1] = lab.hosts[0].pods;
+    const [p2] = lab.hosts[1].pods;
+    const open = (pod: LabPod, port: number) =>
+      withNetns(pod.ns.name, () => UdpSocket.open({ address: pod.addr, port, rcvbuf: 1 << 21 }));
+    const receiver = open(p2, 0);
+    const senders: UdpSocket[] = [];
+    const into = new Slots(256);
+    let received = 0;
+    const drain = () => {
+      for (;;) {
+        into.reset();
+        const n = receiver.recv(into.buf, into.descs, 0, 256);
+        if (n === 0) return received;
+        received += n;
+      }
+    };
+    /** Sends `n` single datagrams of 200 bytes from `from` to the receiver in one call. */
+    const burst = (from: UdpSocket, n: number) => {
+      const out = new Slots(n);
+      for (let i = 0; i < n; i++) {
+        out.put(i, new Uint8Array(200).fill(i));
+        out.set(i, { ADDR: p2.addr, PORT: receiver.port });
+      }
+      let sent = 0;
+      while (sent < n) sent += from.send(out.buf, out.descs, sent, n - sent);
+    };
+    try {
+      // Which worker each source port's flow lands on: one datagram at a time.
+      const owner = new Map<number, number>();
+      for (let port = 20000; port < 20016 && new Set(owner.values()).size < 2; port++) {
+        const s = open(p1, port);
+        senders.push(s);
+        const before = perWorker();
+        const want = received + 1;
+        burst(s, 1);
+        await until(`port ${port}'s datagram`, () => (drain() >= want ? true : undefined));
+        const after = perWorker();
+        const moved = after.map((n, q) => n - before[q]);
+        expect(moved.reduce((a, b) => a + b, 0n)).toBe(1n);
+        owner.set(port, moved.indexOf(1n));
+      }
+      const a = senders.find((s) => owner.get(s.port) === 0);
+      const b = senders.find((s) => owner.get(s.port) === 1);
+      expect(a && b, "two flows the receiving node steers apart").toBeTruthy();
+      const trustedBefore = dps[1].counters().rx.checksumTrusted;
+      const before = perWorker();
+      const start = received;
+      // Runs of 16 from one flow then the other: the sending node's one worker reads both flows
+      // from its one TUN queue, so its sends hold runs of both to one peer. A round at a time, so
+      // that no ring overflows.
+      for (let round = 0; round < 40; round++) {
+        const want = received + 32;
+        burst(a!, 16);
+        burst(b!, 16);
+        // A lost datagram only ends the wait: what arrived is checked below.
+        await until(`round ${round}`, () => (drain() >= want ? true : undefined), 2000).catch(() => undefined);
+      }
+      await new Promise((r) => setTimeout(r, 200));
+      drain();
+      expect(received - start).toBeGreaterThanOrEqual(40 * 32 * 0.9);
+      const moved = perWorker().map((n, q) => n - before[q]);
+      // Trains formed (their datagrams came as GRO receives, whose segments are trusted) ...
+      expect(dps[1].counters().rx.checksumTrusted).toBeGreaterThan(trustedBefore);
+      // ... and neither worker got datagrams of the other's flow.
+      expect(moved[0]).toBeLessThanOrEqual(640n);
+      expect(moved[1]).toBeLessThanOrEqual(640n);
+      expect(moved[0] + moved[1]).toBeGreaterThanOrEqual(BigInt(received - start));
+    } finally {
+      receiver.close();
+      for (const s of senders) s.close();
+    }
   });
 });
 

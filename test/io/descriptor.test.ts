@@ -17,6 +17,7 @@ const SHARED = [
   "HEADROOM",
   "MAX_BATCH",
   "DESC_FLAG_ADDR6",
+  "DESC_FLOW_TAG_SHIFT",
 ] as const;
 
 describe("batch descriptor", () => {

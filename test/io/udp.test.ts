@@ -192,15 +192,18 @@ describe.skipIf(!canUseNetns())("UDP sockets", () => {
     expect(s.get(0, "FLAGS")).toBe(300);
   });
 
-  /** A batch to send: `sizes[i]` bytes for descriptor i, to `to[i]`; byte k of datagram i is (i * 7 + k) & 255. */
-  function sendBatch(sizes: number[], to: UdpSocket[]): Slots {
+  /**
+   * A batch to send: `sizes[i]` bytes for descriptor i, to `to[i]`, with flow tag `tags[i]` (default
+   * 1: one flow); byte k of datagram i is (i * 7 + k) & 255.
+   */
+  function sendBatch(sizes: number[], to: UdpSocket[], tags: number[] = []): Slots {
     const out = new Slots(sizes.length);
     for (const [i, size] of sizes.entries()) {
       out.put(
         i,
         Uint8Array.from({ length: size }, (_, k) => (i * 7 + k) & 255),
       );
-      out.set(i, { ADDR: B, PORT: to[i].port });
+      out.set(i, { ADDR: B, PORT: to[i].port, FLAGS: (tags[i] ?? 1) << native.DESC_FLOW_TAG_SHIFT });
     }
     return out;
   }
@@ -235,6 +238,32 @@ describe.skipIf(!canUseNetns())("UDP sockets", () => {
       expect(s.packet(k)).toEqual(out.packet(6 + k));
       expect(s.get(k, "FLAGS")).toBe(0);
     }
+  });
+
+  it("with trains, joins only datagrams of one flow tag, and none without a tag", async () => {
+    // The peer's reuseport program steers a train by its first datagram: one flow per train.
+    const a = open(nsA, { address: A, port: 0 });
+    a.trains = true;
+    const gro = open(nsB, { address: B, port: 0, gro: true });
+    const tags = [1, 1, 2, 2, 0x7fff, 0x7fff, 1, 0, 0];
+    const out = sendBatch(Array(tags.length).fill(300), Array(tags.length).fill(gro), tags);
+    expect(a.send(out.buf, out.descs, 0, tags.length)).toBe(tags.length);
+
+    const s = new Slots(8);
+    await receive(gro, s, 6);
+    const joined = (ids: number[]) => Uint8Array.from(ids.flatMap((i) => Array.from(out.packet(i))));
+    expect([0, 1, 2, 3, 4, 5].map((k) => [s.get(k, "LEN"), s.get(k, "FLAGS")])).toEqual([
+      [600, 300],
+      [600, 300],
+      [600, 300],
+      [300, 0],
+      [300, 0],
+      [300, 0],
+    ]);
+    expect(s.packet(0)).toEqual(joined([0, 1]));
+    expect(s.packet(1)).toEqual(joined([2, 3]));
+    expect(s.packet(2)).toEqual(joined([4, 5]));
+    for (let k = 3; k < 6; k++) expect(s.packet(k)).toEqual(out.packet(k + 3));
   });
 
   it("with trains, keeps within 64 datagrams and 65,507 bytes per send, and sends what the MTU refuses as a train alone", async () => {

@@ -1,5 +1,5 @@
-// Reference for the send path's flow queue (assembly/packet/flow-queue.ts), written for clarity:
-// the flow hash as plain arithmetic over the packet's bytes, and the queue as arrays of packets
+// Reference for the send path's flow queue (assembly/packet/flow-queue.ts) and flow tags, written
+// for clarity: the flow hash as plain arithmetic over the packet's bytes, and the queue as arrays of packets
 // per bucket with fq_codel's new and old lists, deficit round robin and head drop of the fattest.
 
 export const REF_FQ_BUCKETS = 1024;
@@ -20,8 +20,8 @@ function transportKey(p: Uint8Array, at: number, proto: number, icmp: number): n
   return 0;
 }
 
-/** The bucket of a packet: addresses, protocol, ports (or ICMP echo identifier) hashed. */
-export function refFlowBucket(p: Uint8Array): number {
+/** A packet's flow hash (assembly/packet/flow-hash.ts): addresses, protocol, ports (or ICMP echo identifier). */
+function refFlowHash(p: Uint8Array): number {
   let h = 0x5bd1e995;
   const version = p.length > 0 ? p[0] >> 4 : 0;
   if (version === 4 && p.length >= 20) {
@@ -35,7 +35,17 @@ export function refFlowBucket(p: Uint8Array): number {
     h = mix(mix(h, p[6]), transportKey(p, 40, p[6], 58));
   }
   h = (h ^ (h >>> 16)) >>> 0;
-  return Math.imul(h, 0x85ebca6b) >>> 22;
+  return Math.imul(h, 0x85ebca6b) >>> 0;
+}
+
+/** The flow queue's bucket of a packet: the hash's top 10 bits. */
+export function refFlowBucket(p: Uint8Array): number {
+  return refFlowHash(p) >>> 22;
+}
+
+/** The send path's flow tag of a single datagram (DESC_FLOW_TAG_SHIFT): the hash's top 15 bits, 0 taken as 1. */
+export function refFlowTag(p: Uint8Array): number {
+  return refFlowHash(p) >>> 17 || 1;
 }
 
 export interface RefPacket {
