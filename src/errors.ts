@@ -102,7 +102,7 @@ export type DataplaneErrorCode =
   | "DATAPLANE_FAMILY";
 
 /** The native addon's handles (src/io); system call failures keep Node's errno codes (EBADF, ...). */
-export type IoErrorCode = "IO_ADDON_NOT_BUILT" | "IO_CLOSED" | "IO_WAIT_ON_MAIN_THREAD";
+export type IoErrorCode = "IO_ADDON_NOT_BUILT" | "IO_CLOSED" | "IO_LINK_STATS" | "IO_WAIT_ON_MAIN_THREAD";
 
 /** The Wasm hot path; route table failures carry the name from assembly/route/codes.ts. */
 export type HotpathErrorCode =

@@ -153,16 +153,29 @@ const knobSets: Knobs[] = each(args.busyPoll).flatMap((busyPollUs) =>
  * CPU seconds per GB as `weft bench` defines them (src/bench/cpu.ts): the dataplanes run in this
  * process, so it stands for the agents (kernel vxlan's setup has no dataplane: near zero).
  */
-/** Packets the setup's flow queues dropped so far (0 without a userspace dataplane or flow queue). */
-const flowQueueDrops = (s: Setup) => s.dataplanes.reduce((n, dp) => n + Number(dp.counters().io.flowQueueDrops), 0);
+/**
+ * Packets the setup's dataplanes dropped so far at their flow queues and at their TUN devices'
+ * rings (0 without a userspace dataplane or flow queue).
+ */
+const drops = (s: Setup) => {
+  const all = s.dataplanes.map((dp) => dp.counters());
+  return {
+    flowQueueDrops: all.reduce((n, c) => n + Number(c.io.flowQueueDrops), 0),
+    tunRingDrops: all.reduce((n, c) => n + Number(c.tunRingDrops), 0),
+  };
+};
 
 async function tcp(s: Setup, streams: number) {
-  const dropsBefore = flowQueueDrops(s);
+  const dropsBefore = drops(s);
   const { result: r, cpu } = await measureCpu([process.pid], () =>
     iperf(s.server, s.client, { seconds: duration, streams }),
   );
   const extra: Record<string, number> = { retransmits: r.retransmits ?? 0 };
-  if (s.dataplanes.length > 0) extra.flowQueueDrops = flowQueueDrops(s) - dropsBefore;
+  if (s.dataplanes.length > 0) {
+    const after = drops(s);
+    extra.flowQueueDrops = after.flowQueueDrops - dropsBefore.flowQueueDrops;
+    extra.tunRingDrops = after.tunRingDrops - dropsBefore.tunRingDrops;
+  }
   if (r.receivedBytes > 0) {
     const perGB = cpuPerGigabyte(cpu, r.receivedBytes);
     Object.assign(extra, { cpuTotal: perGB.total, cpuAgents: perGB.agents, cpuKernel: perGB.kernel });
@@ -171,17 +184,19 @@ async function tcp(s: Setup, streams: number) {
 }
 
 async function udp(s: Setup, length: number) {
+  const ringBefore = drops(s).tunRingDrops;
   const r = await iperf(s.server, s.client, { seconds: Math.max(2, duration / 2), udp: true, length, bitrate: "0" });
   const received = (r.packets ?? 0) - (r.lostPackets ?? 0);
-  return {
-    value: received / r.seconds / 1e3,
-    extra: {
-      sentKpps: (r.packets ?? 0) / r.seconds / 1e3,
-      lossPercent: r.packets ? (100 * (r.lostPackets ?? 0)) / r.packets : 0,
-      // Of that loss, the share dropped at the receiving pod's socket (iperf3 did not read in time).
-      receiverDropPercent: r.packets ? (100 * (r.receiverSocketDrops ?? 0)) / r.packets : 0,
-    },
+  const percentOfSent = (n: number) => (r.packets ? (100 * n) / r.packets : 0);
+  const extra: Record<string, number> = {
+    sentKpps: (r.packets ?? 0) / r.seconds / 1e3,
+    lossPercent: percentOfSent(r.lostPackets ?? 0),
+    // Of that loss, the share dropped at the receiving pod's socket (iperf3 did not read in time).
+    receiverDropPercent: percentOfSent(r.receiverSocketDrops ?? 0),
   };
+  // And the share the sending host's TUN ring dropped before a worker read it.
+  if (s.dataplanes.length > 0) extra.tunRingDropPercent = percentOfSent(drops(s).tunRingDrops - ringBefore);
+  return { value: received / r.seconds / 1e3, extra };
 }
 
 const rttCache = new Map<string, number[]>();

@@ -15,6 +15,7 @@ import { DataplaneContext, type DirectionCounters } from "../hotpath/context.js"
 import { HotPath, createHotPathMemory } from "../hotpath/module.js";
 import { RouteTable } from "../hotpath/route-table.js";
 import type { TunQueue } from "../io/tun.js";
+import { LinkStats } from "../io/link-stats.js";
 import { UdpSocket } from "../io/udp.js";
 import { Waker } from "../io/wait.js";
 import type { Kernel } from "../kernel/iproute.js";
@@ -106,6 +107,13 @@ export interface DataplaneCounters {
   io: Record<keyof typeof IO_COUNTER, bigint>;
   /** Packets forwarded by each worker (queue), both directions: how evenly flows spread. */
   perQueue: Array<{ tx: bigint; rx: bigint }>;
+  /**
+   * Packets the kernel dropped at the TUN device's rings before a worker read them (its tx_dropped:
+   * the ring of txqueuelen packets was full). The first place a flood loses packets on the sending
+   * host, and where TCP finds the dataplane's limit (tun_net_xmit orphans each skb, so the pods'
+   * small-queue limit does not hold a stream back).
+   */
+  tunRingDrops: bigint;
   workerRestarts: number;
   /** Whether offloads are in force, with what, or why not. */
   offload: OffloadState;
@@ -153,10 +161,12 @@ const SEGMENT_SLOT_BYTES = 96 * 1024;
  * Packets the kernel queues for the workers on each TUN queue (the device's ring: the TUN driver
  * drops when it is full and never holds packets back in a qdisc). Without offloads each entry is
  * one packet, and the default 500 overflowed while a worker sent a batch (TCP paid in
- * retransmits). With offloads TCP arrives in super-packets of up to 64 KB and its small-queue
- * limit keeps only a few per socket below it, so a short ring costs TCP nothing while it bounds
- * how long a flood of datagrams can make every other packet wait (the TUN ring has no timestamps
- * to drop by age, as the sockets do).
+ * retransmits). With offloads TCP arrives in super-packets of up to 64 KB. The driver orphans each
+ * skb it queues, so the pods' small-queue limit does not hold a stream back, only its window: a
+ * ring of 32 overflows under TCP (tunRingDrops), one of 256 did not, yet TCP ran no faster with
+ * it, since the workers' CPU bounds its rate (ARCHITECTURE.md, "A shorter TUN ring"). So a short
+ * ring costs TCP retransmits but no throughput, while it bounds how long a flood of datagrams can
+ * make every other packet wait (the TUN ring has no timestamps to drop by age, as the sockets do).
  */
 const TUN_TXQUEUELEN = 5000;
 /**
@@ -195,6 +205,8 @@ export class UserspaceDataplane {
   private readonly routeTablePages: HugePageState;
   private pool?: Piscina;
   private restarts = 0;
+  /** The TUN device's counters, opened where the device was created (link-stats.ts). */
+  private tunStats?: LinkStats;
   private stopping = false;
 
   /**
@@ -243,6 +255,7 @@ export class UserspaceDataplane {
     try {
       const tun = openTunQueues(opts.tunName, this.workers, first.gro);
       tuns = tun.tuns;
+      this.tunStats = LinkStats.open(tuns[0].name);
       const enabled = first.gro && tun.flags.length > 0;
       if (first.gro && !enabled) {
         // Without vnet headers every receive must be one datagram: GRO batches are taken apart only
@@ -453,6 +466,7 @@ export class UserspaceDataplane {
       peers,
       io,
       perQueue,
+      tunRingDrops: BigInt(this.tunStats?.txDropped() ?? 0),
       workerRestarts: this.restarts,
       offload: { ...this.offload, tun: [...this.offload.tun] },
       routeTablePages: { ...this.routeTablePages },
@@ -490,6 +504,7 @@ export class UserspaceDataplane {
   }
 
   private closeIo(tuns: TunQueue[]): void {
+    this.tunStats?.close();
     for (const t of tuns) t.close();
     for (const q of this.queues) {
       q.udp.close();

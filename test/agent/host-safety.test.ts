@@ -3,7 +3,7 @@
 // the same state dir is refused and leaves the first alone, SIGTERM while waiting for a lease exits
 // 0 and removes what it made, a full disk at start is retried and explained, the TCP ports serve only what they are for (/status and /metrics
 // stay off 0.0.0.0), a 9000-byte underlay works with wasm-vxlan, and datagrams the kernel drops
-// on the dataplane's sockets show up in /metrics and `weft status`.
+// on the dataplane's sockets and at its TUN ring show up in /metrics and `weft status`.
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { existsSync, lstatSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
@@ -264,7 +264,7 @@ describe.skipIf(!canUseNetns())("agent: state dir and surfaces", () => {
     expect(await exited).toBe(0);
   });
 
-  it("serves only health on --healthz-port and /metrics on loopback; runs wasm-vxlan on a 9000-byte underlay; counts kernel drops on its sockets", async () => {
+  it("serves only health on --healthz-port and /metrics on loopback; runs wasm-vxlan on a 9000-byte underlay; counts kernel drops on its sockets and at its TUN ring", async () => {
     await writeFile(
       agents.netConfPath(a),
       JSON.stringify({ Network: NETWORK, Backend: { Type: "wasm-vxlan", Workers: 1 } }),
@@ -302,6 +302,31 @@ describe.skipIf(!canUseNetns())("agent: state dir and surfaces", () => {
     const metrics = await httpGet("http://127.0.0.1:9103/metrics");
     const drops = Number(/^weft_dataplane_socket_drops_total (\d+)$/m.exec(metrics)?.[1]);
     expect(drops).toBeGreaterThanOrEqual(status.drops);
+
+    // Stopped again, its TUN ring fills with datagrams this host routes into the pod network (to a
+    // subnet not its own); the kernel drops the rest at the ring, and /metrics and /status say so.
+    const own = /^FLANNEL_SUBNET=198\.19\.(\d+)\./m.exec(await readFile(join(stateDir, "subnet.env"), "utf8"));
+    const elsewhere = `198.19.${(Number(own![1]) + 128) % 256}.5`;
+    const tunDrops = async () => {
+      const [link] = JSON.parse(await a.host.ns.exec(["ip", "-j", "-s", "link", "show", "dev", "weft.1"]));
+      return { ring: link.txqlen as number, dropped: link.stats64.tx.dropped as number };
+    };
+    const before = await tunDrops();
+    const ringDrops = (text: string) =>
+      Number(/^weft_dataplane_queue_drops_total\{family="4",reason="tun-ring"\} (\d+)$/m.exec(text)?.[1]);
+    expect(ringDrops(await httpGet("http://127.0.0.1:9103/metrics"))).toBe(before.dropped);
+    process.kill(agent.child.pid!, "SIGSTOP");
+    try {
+      await a.host.ns.exec([process.execPath, "-e", FLOOD, elsewhere, "5000"], { timeoutMs: 30_000 });
+    } finally {
+      process.kill(agent.child.pid!, "SIGCONT");
+    }
+    const after = await tunDrops();
+    // One worker, one ring: all but what it holds are dropped.
+    expect(after.dropped - before.dropped).toBeGreaterThanOrEqual(5000 - before.ring);
+    expect(ringDrops(await httpGet("http://127.0.0.1:9103/metrics"))).toBe(after.dropped);
+    const seen = (await agentRequest(stateDir, "GET", "/status")) as { dataplane: { tunRingDrops: number } };
+    expect(seen.dataplane.tunRingDrops).toBe(after.dropped);
     agent.child.kill("SIGTERM");
     expect(await agent.exited).toBe(0);
 

@@ -4,6 +4,7 @@ import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { formatIpv4, parseIpv4 } from "../../src/net/ipv4.js";
 import { addonPath, native } from "../../src/io/native.js";
+import { LinkStats } from "../../src/io/link-stats.js";
 import { withNetns } from "../../src/io/netns.js";
 import { TUN_OFFLOAD, TunQueue } from "../../src/io/tun.js";
 import { UdpSocket } from "../../src/io/udp.js";
@@ -209,6 +210,33 @@ describe.skipIf(!canUseNetns())("TUN queues", () => {
     q.close();
     q.close();
     expect(() => q.read(s.buf, s.descs, 0, 4)).toThrow(expect.objectContaining({ code: "IO_CLOSED" }));
+  });
+
+  it("counts what the kernel drops at a full ring, in the namespace where the device's stats were opened", async () => {
+    const [q] = await device("wt0");
+    await ns.ip("link set wt0 txqueuelen 8");
+    const stats = withNetns(ns.name, () => LinkStats.open("wt0"));
+    try {
+      expect(stats.txDropped()).toBe(0);
+      // 50 datagrams routed into the device, none read: the ring keeps 8 (with the device's own
+      // IPv6 chatter, if any came first) and the kernel drops the rest.
+      const flood = `const s = require("node:dgram").createSocket("udp4"); let n = 50;
+        const next = () => (n-- > 0 ? s.send(Buffer.alloc(100), 9, "${formatIpv4(PEER)}", next) : s.close()); next();`;
+      await run("ip", ["netns", "exec", ns.name, process.execPath, "-e", flood]);
+      // Read back on this thread, outside the namespace: still the device's own counter.
+      const dropped = stats.txDropped();
+      expect(dropped).toBeGreaterThanOrEqual(42);
+      const [link] = JSON.parse((await run("ip", ["-n", ns.name, "-j", "-s", "link", "show", "dev", "wt0"])).stdout);
+      expect(link.stats64.tx.dropped).toBe(dropped);
+      const s = new Slots(16);
+      expect(q.read(s.buf, s.descs, 0, 16)).toBe(8);
+    } finally {
+      stats.close();
+    }
+    expect(() => withNetns(ns.name, () => LinkStats.open("wt9"))).toThrow(
+      expect.objectContaining({ code: "IO_LINK_STATS" }),
+    );
+    expect(() => LinkStats.open("wt0")).toThrow(expect.objectContaining({ code: "IO_LINK_STATS" }));
   });
 
   it("names the cause of failed opens: EBUSY, EINVAL, EPERM", async () => {

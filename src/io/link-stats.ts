@@ -1,0 +1,70 @@
+// A network device's drop counters, read from /proc/net/dev. The file is opened once, by the thread
+// that created the device: a /proc net file stays bound to the namespace it was opened in, so the
+// counters are the device's own even when the opener has left that namespace since (a dataplane
+// built inside withNetns) — /sys/class/net would show the namespace sysfs was mounted in instead.
+// Each read is one pread of a small file, no process spawned, cheap enough for every scrape.
+import { closeSync, openSync, readSync } from "node:fs";
+import { WeftError } from "../errors.js";
+
+/** /proc/net/dev's columns after the device name: 8 receive counters, then transmit bytes, packets, errs, drop. */
+const TX_DROP_COLUMN = 11;
+
+/** A device's line of /proc/net/dev text, parsed; undefined when the device is not in it. */
+export function parseNetDev(text: string, device: string): { txDropped: number } | undefined {
+  for (const line of text.split("\n")) {
+    const colon = line.indexOf(":");
+    if (colon < 0 || line.slice(0, colon).trim() !== device) continue;
+    const fields = line
+      .slice(colon + 1)
+      .trim()
+      .split(/\s+/);
+    return { txDropped: Number(fields[TX_DROP_COLUMN]) };
+  }
+  return undefined;
+}
+
+export class LinkStats {
+  private fd: number;
+  private readonly buf = Buffer.alloc(64 << 10);
+
+  private constructor(
+    fd: number,
+    readonly device: string,
+  ) {
+    this.fd = fd;
+  }
+
+  /** Opens the calling thread's /proc/net/dev for `device`, which must exist in that namespace. */
+  static open(device: string): LinkStats {
+    const stats = new LinkStats(openSync("/proc/thread-self/net/dev", "r"), device);
+    if (stats.read() === undefined) {
+      stats.close();
+      throw new WeftError(
+        "IO_LINK_STATS",
+        `device ${device} is not in /proc/net/dev of this thread's network namespace; open its stats where it was created`,
+      );
+    }
+    return stats;
+  }
+
+  /**
+   * Packets the device dropped on transmit: on a TUN device, those the kernel routed to it while
+   * the queue's ring was full (tun_net_xmit drops instead of stopping the queue) or had no reader.
+   */
+  txDropped(): number {
+    return this.read()?.txDropped ?? 0;
+  }
+
+  close(): void {
+    if (this.fd < 0) return;
+    closeSync(this.fd);
+    this.fd = -1;
+  }
+
+  private read(): { txDropped: number } | undefined {
+    if (this.fd < 0) return undefined;
+    // pread at 0 restarts the seq_file, so the same fd gives fresh counters each time.
+    const n = readSync(this.fd, this.buf, 0, this.buf.length, 0);
+    return parseNetDev(this.buf.toString("latin1", 0, n), this.device);
+  }
+}
