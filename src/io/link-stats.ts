@@ -10,7 +10,7 @@ import { WeftError } from "../errors.js";
 const TX_DROP_COLUMN = 11;
 
 /** A device's line of /proc/net/dev text, parsed; undefined when the device is not in it. */
-export function parseNetDev(text: string, device: string): { txDropped: number } | undefined {
+function parseNetDev(text: string, device: string): { txDropped: number } | undefined {
   for (const line of text.split("\n")) {
     const colon = line.indexOf(":");
     if (colon < 0 || line.slice(0, colon).trim() !== device) continue;
@@ -25,7 +25,8 @@ export function parseNetDev(text: string, device: string): { txDropped: number }
 
 export class LinkStats {
   private fd: number;
-  private readonly buf = Buffer.alloc(64 << 10);
+  /** Grows when the file outgrows it (hundreds of pods, hundreds of veths). */
+  private buf = Buffer.alloc(64 << 10);
 
   private constructor(
     fd: number,
@@ -63,8 +64,15 @@ export class LinkStats {
 
   private read(): { txDropped: number } | undefined {
     if (this.fd < 0) return undefined;
-    // pread at 0 restarts the seq_file, so the same fd gives fresh counters each time.
-    const n = readSync(this.fd, this.buf, 0, this.buf.length, 0);
+    // pread at 0 restarts the seq_file, so the same fd gives fresh counters each time. Each read
+    // returns about a page (some 30 devices), so read to the end: a node lists every pod's veth.
+    let n = 0;
+    for (;;) {
+      if (n === this.buf.length) this.buf = Buffer.concat([this.buf, Buffer.alloc(this.buf.length)]);
+      const got = readSync(this.fd, this.buf, n, this.buf.length - n, n);
+      if (got === 0) break;
+      n += got;
+    }
     return parseNetDev(this.buf.toString("latin1", 0, n), this.device);
   }
 }

@@ -239,6 +239,25 @@ describe.skipIf(!canUseNetns())("TUN queues", () => {
     expect(() => LinkStats.open("wt0")).toThrow(expect.objectContaining({ code: "IO_LINK_STATS" }));
   });
 
+  it("finds its device's counters at the end of a long /proc/net/dev, read a page at a time (a node with many pods)", async () => {
+    // 700 devices (veth pairs) before it, about 90 KiB of lines; the TUN device is listed last.
+    const batch = Array.from({ length: 350 }, (_, i) => `link add v${i}a type veth peer name v${i}b`).join("\n");
+    await new Promise<void>((resolve, reject) => {
+      const p = execFile("ip", ["-n", ns.name, "-batch", "-"], (e) => (e ? reject(e) : resolve()));
+      p.stdin?.end(batch);
+    });
+    await device("wt0");
+    const { stdout } = await run("ip", ["netns", "exec", ns.name, "cat", "/proc/net/dev"]);
+    expect(stdout.length).toBeGreaterThan(64 << 10);
+    expect(stdout.trimEnd().split("\n").at(-1)).toMatch(/^\s*wt0:/);
+    const stats = withNetns(ns.name, () => LinkStats.open("wt0"));
+    try {
+      expect(stats.txDropped()).toBe(0);
+    } finally {
+      stats.close();
+    }
+  });
+
   it("names the cause of failed opens: EBUSY, EINVAL, EPERM", async () => {
     await device("wt0");
     expect(() => withNetns(ns.name, () => TunQueue.open("wt0"))).toThrow(
