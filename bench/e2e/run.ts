@@ -161,7 +161,7 @@ const drops = (s: Setup) => {
   const all = s.dataplanes.map((dp) => dp.counters());
   return {
     flowQueueDrops: all.reduce((n, c) => n + Number(c.io.flowQueueDrops), 0),
-    tunRingDrops: all.reduce((n, c) => n + Number(c.tunRingDrops), 0),
+    tunRingDrops: all.reduce((n, c) => n + Number(c.tunRingDrops ?? 0n), 0),
   };
 };
 

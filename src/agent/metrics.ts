@@ -223,7 +223,7 @@ export function agentMetrics(
         set({ family, reason: "flow-queue" }, Number(d.io.flowQueueDrops));
         set({ family, reason: "send" }, Number(d.io.sendShortfall));
         set({ family, reason: "tun-write" }, Number(d.io.tunWriteShortfall));
-        set({ family, reason: "tun-ring" }, Number(d.tunRingDrops));
+        if (d.tunRingDrops !== undefined) set({ family, reason: "tun-ring" }, Number(d.tunRingDrops));
       }),
   );
   mirroredCounter(

@@ -111,9 +111,9 @@ export interface DataplaneCounters {
    * Packets the kernel dropped at the TUN device's rings before a worker read them (its tx_dropped:
    * the ring of txqueuelen packets was full). The first place a flood loses packets on the sending
    * host, and where TCP finds the dataplane's limit (tun_net_xmit orphans each skb, so the pods'
-   * small-queue limit does not hold a stream back).
+   * small-queue limit does not hold a stream back). Absent when /proc/net/dev could not be read.
    */
-  tunRingDrops: bigint;
+  tunRingDrops?: bigint;
   workerRestarts: number;
   /** Whether offloads are in force, with what, or why not. */
   offload: OffloadState;
@@ -255,7 +255,12 @@ export class UserspaceDataplane {
     try {
       const tun = openTunQueues(opts.tunName, this.workers, first.gro);
       tuns = tun.tuns;
-      this.tunStats = LinkStats.open(tuns[0].name);
+      try {
+        this.tunStats = LinkStats.open(tuns[0].name);
+      } catch (err) {
+        // Only a counter: the dataplane runs without it, and says so.
+        opts.logger?.warn({ err }, "the TUN ring's drops will not be counted (tunRingDrops stays absent)");
+      }
       const enabled = first.gro && tun.flags.length > 0;
       if (first.gro && !enabled) {
         // Without vnet headers every receive must be one datagram: GRO batches are taken apart only
@@ -466,7 +471,7 @@ export class UserspaceDataplane {
       peers,
       io,
       perQueue,
-      tunRingDrops: BigInt(this.tunStats?.txDropped() ?? 0),
+      ...(this.tunStats && { tunRingDrops: BigInt(this.tunStats.txDropped()) }),
       workerRestarts: this.restarts,
       offload: { ...this.offload, tun: [...this.offload.tun] },
       routeTablePages: { ...this.routeTablePages },
