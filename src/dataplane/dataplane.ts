@@ -509,7 +509,9 @@ export class UserspaceDataplane {
   }
 
   private closeIo(tuns: TunQueue[]): void {
+    // Closed with the device: a stopped dataplane reports no ring drops rather than a closed file.
     this.tunStats?.close();
+    this.tunStats = undefined;
     for (const t of tuns) t.close();
     for (const q of this.queues) {
       q.udp.close();

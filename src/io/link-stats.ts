@@ -2,9 +2,10 @@
 // that created the device: a /proc net file stays bound to the namespace it was opened in, so the
 // counters are the device's own even when the opener has left that namespace since (a dataplane
 // built inside withNetns) — /sys/class/net would show the namespace sysfs was mounted in instead.
-// Each read is one pread of a small file, no process spawned, cheap enough for every scrape.
-import { closeSync, openSync, readSync } from "node:fs";
+// Each look preads the file to its end, no process spawned: cheap enough for every scrape.
+import { openSync, readSync } from "node:fs";
 import { WeftError } from "../errors.js";
+import { FdHandle } from "./fd-handle.js";
 
 /** /proc/net/dev's columns after the device name: 8 receive counters, then transmit bytes, packets, errs, drop. */
 const TX_DROP_COLUMN = 11;
@@ -23,8 +24,7 @@ function parseNetDev(text: string, device: string): { txDropped: number } | unde
   return undefined;
 }
 
-export class LinkStats {
-  private fd: number;
+export class LinkStats extends FdHandle {
   /** Grows when the file outgrows it (hundreds of pods, hundreds of veths). */
   private buf = Buffer.alloc(64 << 10);
 
@@ -32,7 +32,7 @@ export class LinkStats {
     fd: number,
     readonly device: string,
   ) {
-    this.fd = fd;
+    super(fd, "device's stats");
   }
 
   /** Opens the calling thread's /proc/net/dev for `device`, which must exist in that namespace. */
@@ -56,20 +56,14 @@ export class LinkStats {
     return this.read()?.txDropped ?? 0;
   }
 
-  close(): void {
-    if (this.fd < 0) return;
-    closeSync(this.fd);
-    this.fd = -1;
-  }
-
   private read(): { txDropped: number } | undefined {
-    if (this.fd < 0) return undefined;
+    const fd = this.fd;
     // pread at 0 restarts the seq_file, so the same fd gives fresh counters each time. Each read
     // returns about a page (some 30 devices), so read to the end: a node lists every pod's veth.
     let n = 0;
     for (;;) {
       if (n === this.buf.length) this.buf = Buffer.concat([this.buf, Buffer.alloc(this.buf.length)]);
-      const got = readSync(this.fd, this.buf, n, this.buf.length - n, n);
+      const got = readSync(fd, this.buf, n, this.buf.length - n, n);
       if (got === 0) break;
       n += got;
     }
