@@ -2,10 +2,10 @@
 // TUN ring is FIFO, drops at its tail when full and gives no backpressure, so a worker that reads
 // it no faster than it sends leaves a ping behind a flood's ring-full of packets and loses it with
 // the flood's. Here the worker reads the ring faster than it sends, into a pool of slots; packets
-// wait in per-flow queues (flow-hash.ts), sparse
-// (new) flows are served before bulk (old) ones by deficit round robin, and when more are held
-// than the limit the fattest flow loses packets at its head. One call per read batch and one per
-// send batch; the TypeScript side only moves descriptors to and from the syscalls.
+// wait in per-flow queues (flow-hash.ts), sparse (new) flows are served before bulk (old) ones by
+// deficit round robin, and when more are held than the limit the fattest flow loses packets at its
+// head. One call per read batch and one per send batch; the TypeScript side only moves
+// descriptors to and from the syscalls.
 //
 // Layout at `q` (fqSize bytes): a header, FQ_BUCKETS buckets, then one record per pool slot.
 import { DESC_OFF, DESC_LEN, HEADROOM, descPtr } from "../descriptor";

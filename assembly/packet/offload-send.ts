@@ -4,9 +4,10 @@
 // kernel left partial is finished in place, or the super-packet is cut into encapsulated segments
 // in its output slot (tcp-segment.ts), sent as one or more UDP GSO sends ("trains": at most 64
 // datagrams and 65507 bytes each). A packet sent as one datagram carries its flow's tag, so that
-// the addon joins it only with the same flow's (DESC_FLOW_TAG_SHIFT). Without one (`vnet` 0, offloads off) every packet is the
-// single-segment case: no header to park or act on, nothing to segment, and with outDescs == descs
-// the sends stay where they were read, so that case costs what a plain encapsulation does.
+// the addon joins it only with the same flow's (DESC_FLOW_TAG_SHIFT). Without one (`vnet` 0,
+// offloads off) every packet is the single-segment case: no header to park or act on, nothing to
+// segment, and with outDescs == descs the sends stay where they were read, so that case costs
+// what a plain encapsulation does.
 import {
   DESC_OFF,
   DESC_LEN,

@@ -283,8 +283,8 @@ Napi::Value UdpRecv(const Napi::CallbackInfo& info) {
 // train instead of once per datagram, and a peer's UDP_GRO socket takes it in one receive. The
 // flow is the hot path's tag in FLAGS (kFlowTagShift; untagged datagrams join nothing): the peer's
 // reuseport program steers a train by its first datagram, so a train of several flows would take
-// all but one off the worker that owns them. The wire is
-// unchanged: the datagrams are exactly those of separate sends. Every datagram but the last of a
+// all but one off the worker that owns them. The wire is unchanged: the datagrams are exactly
+// those of separate sends. Every datagram but the last of a
 // train has the first one's size (GSO cuts at that size), and trains stay within the kernel's
 // limits (kGsoMaxSegments, kGsoMaxBytes of UDP payload). wireguard-go's bind batches its sends
 // the same way.
@@ -329,8 +329,9 @@ void SetSegment(Messages& m, uint32_t j, uint16_t segment) {
 
 // udpSend(fd, buf, descs, first, count, trains = false) -> descriptors sent. A descriptor with a
 // segment size in FLAGS is one GSO send of its own; with `trains`, runs of single datagrams of one
-// flow tag to one destination are joined into GSO sends (above). The count returned is of descriptors, whatever
-// the number of messages: a partial send ends at a message, so never inside a train.
+// flow tag to one destination are joined into GSO sends (above). The count returned is of
+// descriptors, whatever the number of messages: a partial send ends at a message, so never inside
+// a train.
 Napi::Value UdpSend(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = FdArg(info, 0);

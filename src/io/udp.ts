@@ -40,9 +40,10 @@ export class UdpSocket extends FdHandle implements DatagramBind {
   /**
    * send() joins runs of single datagrams of one flow (the same nonzero tag in FLAGS above
    * DESC_FLOW_TAG_SHIFT, which the hot path writes) to one destination, each but the last of the
-   * first one's size, into UDP GSO sends ("trains", up to 64 datagrams): the kernel's send path, and a GRO
-   * peer's receive path, then run once per train. The datagrams on the wire are the same. Needs
-   * UDP GSO (Linux 4.18), so the dataplane turns it on with its offloads. Lent with the socket.
+   * first one's size, into UDP GSO sends ("trains", up to 64 datagrams): the kernel's send path,
+   * and a GRO peer's receive path, then run once per train. The datagrams on the wire are the
+   * same. Needs UDP GSO (Linux 4.18), so the dataplane turns it on with its offloads. Lent with
+   * the socket.
    */
   trains = false;
 

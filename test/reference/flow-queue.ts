@@ -1,6 +1,7 @@
 // Reference for the send path's flow queue (assembly/packet/flow-queue.ts) and flow tags, written
-// for clarity: the flow hash as plain arithmetic over the packet's bytes, and the queue as arrays of packets
-// per bucket with fq_codel's new and old lists, deficit round robin and head drop of the fattest.
+// for clarity: the flow hash as plain arithmetic over the packet's bytes, and the queue as arrays
+// of packets per bucket with fq_codel's new and old lists, deficit round robin and head drop of
+// the fattest.
 
 export const REF_FQ_BUCKETS = 1024;
 
