@@ -99,7 +99,8 @@ export type DataplaneErrorCode =
   | "DATAPLANE_MTU"
   | "DATAPLANE_PEERS_FULL"
   | "DATAPLANE_SUBNET_OVERLAP"
-  | "DATAPLANE_FAMILY";
+  | "DATAPLANE_FAMILY"
+  | "DATAPLANE_QUEUES";
 
 /** The native addon's handles (src/io); system call failures keep Node's errno codes (EBADF, ...). */
 export type IoErrorCode = "IO_ADDON_NOT_BUILT" | "IO_CLOSED" | "IO_LINK_STATS" | "IO_WAIT_ON_MAIN_THREAD";

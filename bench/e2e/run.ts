@@ -98,6 +98,13 @@ const program = new Command("bench:e2e")
       onOff,
     ),
   )
+  .addOption(
+    knob(
+      "--queues-per-worker <n,...>",
+      "userspace setups per count of queue pairs (TUN queue and socket) each worker serves",
+      wholeNumber(1),
+    ),
+  )
   .addHelpText(
     "after",
     [
@@ -124,6 +131,7 @@ const args = program.opts<{
   flowQueue?: boolean[];
   tunQueue?: number[];
   udpBatching?: boolean[];
+  queuesPerWorker?: number[];
 }>();
 const { duration, rounds } = args;
 const workerCounts = args.workers;
@@ -135,14 +143,17 @@ const knobSets: Knobs[] = each(args.busyPoll).flatMap((busyPollUs) =>
     each(args.nice).flatMap((nice) =>
       each(args.flowQueue).flatMap((flowQueue) =>
         each(args.tunQueue).flatMap((tunQueueLen) =>
-          each(args.udpBatching).map((udpBatching) => ({
-            busyPollUs,
-            queueDelayUs,
-            nice,
-            flowQueue,
-            tunQueueLen,
-            udpBatching,
-          })),
+          each(args.udpBatching).flatMap((udpBatching) =>
+            each(args.queuesPerWorker).map((queuesPerWorker) => ({
+              busyPollUs,
+              queueDelayUs,
+              nice,
+              flowQueue,
+              tunQueueLen,
+              udpBatching,
+              queuesPerWorker,
+            })),
+          ),
         ),
       ),
     ),

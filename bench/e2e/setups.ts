@@ -55,6 +55,7 @@ export interface Knobs {
   flowQueue?: boolean;
   tunQueueLen?: number;
   udpBatching?: boolean;
+  queuesPerWorker?: number;
 }
 
 export async function userspace(
@@ -64,13 +65,15 @@ export async function userspace(
   knobs: Knobs = {},
 ): Promise<Setup> {
   const { busyPollUs: bp, queueDelayUs: qd, nice, flowQueue: fq, tunQueueLen: tq, udpBatching: ub } = knobs;
+  const qw = knobs.queuesPerWorker;
   const suffix =
     (bp === undefined ? "" : `/bp${bp}`) +
     (qd === undefined ? "" : `/qd${qd}`) +
     (nice === undefined ? "" : `/n${nice}`) +
     (fq === undefined ? "" : `/fq${fq ? "on" : "off"}`) +
     (tq === undefined ? "" : `/tq${tq}`) +
-    (ub === undefined ? "" : `/ub${ub ? "on" : "off"}`);
+    (ub === undefined ? "" : `/ub${ub ? "on" : "off"}`) +
+    (qw === undefined ? "" : `/q${qw}`);
   const name = `${format === "vxlan" ? "wasm-vxlan" : "udp"}/${offloads ? "on" : "off"}/w${workers}${suffix}`;
   const lab = await LabCluster.create({
     tag: `e2e-${format[0]}${offloads ? "o" : "n"}${workers}${suffix.replace(/[^a-z0-9]/g, "").slice(0, 12)}`,

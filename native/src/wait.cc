@@ -22,7 +22,8 @@ namespace weft {
 
 namespace {
 
-constexpr int kMaxWaitFds = 30;
+// Bit i of the result is fds[i]; bits 28-30 are the flags below.
+constexpr int kMaxWaitFds = 28;
 constexpr int32_t kWoken = 1 << 30;
 constexpr int32_t kSpun = 1 << 29;
 constexpr int32_t kSlept = 1 << 28;

@@ -68,6 +68,7 @@ function backendOptions(b: BackendConfig): BackendOptions {
         port: b.Port,
         ipv6OverIpv4Port: b.IPv6OverIPv4Port,
         workers: b.Workers,
+        queuesPerWorker: b.QueuesPerWorker,
         offloads: b.Offloads,
         busyPollUs: b.BusyPollMicros,
         queueDelayUs: b.QueueDelayMicros,
@@ -77,6 +78,7 @@ function backendOptions(b: BackendConfig): BackendOptions {
       return {
         port: b.Port,
         workers: b.Workers,
+        queuesPerWorker: b.QueuesPerWorker,
         offloads: b.Offloads,
         busyPollUs: b.BusyPollMicros,
         queueDelayUs: b.QueueDelayMicros,

@@ -65,6 +65,8 @@ export interface BackendOptions {
   gbp?: boolean;
   /** wasm-vxlan, udp: dataplane worker threads. Default: the number of cores. */
   workers?: number;
+  /** wasm-vxlan, udp: queue pairs (TUN queue and socket) per worker (see UserspaceDataplaneOptions). */
+  queuesPerWorker?: number;
   /** wasm-vxlan, udp: segmentation offloads where the kernel has them (TSO through TUN, UDP GSO/GRO). Default true. */
   offloads?: boolean;
   /** wasm-vxlan, udp: microseconds a worker polls without sleeping after traffic (see UserspaceDataplaneOptions). */

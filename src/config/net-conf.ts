@@ -9,7 +9,13 @@
 // documentation says "vxlan". weft defaults to vxlan, the documented and far faster choice.
 import { z } from "zod";
 import { BACKEND_TYPES, ipv6OverIpv4Port } from "../backends/backend.js";
-import { DEFAULT_BUSY_POLL_US, DEFAULT_FLOW_QUEUE, DEFAULT_QUEUE_DELAY_US } from "../dataplane/defaults.js";
+import {
+  DEFAULT_BUSY_POLL_US,
+  DEFAULT_FLOW_QUEUE,
+  DEFAULT_QUEUE_DELAY_US,
+  DEFAULT_QUEUES_PER_WORKER,
+  WORKER_MAX_PAIRS,
+} from "../dataplane/defaults.js";
 import { Ipv6SubnetSpace, SubnetSpace } from "../control/lease/slots.js";
 import { WeftError } from "../errors.js";
 import { parseIpv4, parsePrefix } from "../net/ipv4.js";
@@ -37,7 +43,18 @@ const workers = z
   .min(1)
   .max(64)
   .optional()
-  .describe("dataplane worker threads (= TUN queues = sockets), 1..64; default: number of cores");
+  .describe("dataplane worker threads, 1..64; default: number of cores");
+const queuesPerWorker = z
+  .number()
+  .int()
+  .min(1)
+  .max(WORKER_MAX_PAIRS)
+  .optional()
+  .describe(
+    `queue pairs (a TUN queue and the UDP socket beside it) each dataplane worker serves in turn, 1..${WORKER_MAX_PAIRS} (default ${DEFAULT_QUEUES_PER_WORKER}). ` +
+      "Flows are spread over all pairs and both directions of a flow stay on one, so a flood fills its own pair's TUN ring and receive queue, " +
+      "not those of the flows beside it: each waits for one batch of the flood's at most",
+  );
 const offloads = z
   .boolean()
   .default(true)
@@ -116,6 +133,7 @@ const udp = z
     Type: z.literal("udp"),
     Port: port(8285, "flannel udp wire format", "flannel's"),
     Workers: workers,
+    QueuesPerWorker: queuesPerWorker,
     Offloads: offloads,
     BusyPollMicros: busyPoll,
     QueueDelayMicros: queueDelay,
@@ -140,6 +158,7 @@ const wasmVxlan = z
           "Unused over an IPv6 underlay, which takes Port; not the gossip, health or metrics port",
       ),
     Workers: workers,
+    QueuesPerWorker: queuesPerWorker,
     Offloads: offloads,
     BusyPollMicros: busyPoll,
     QueueDelayMicros: queueDelay,

@@ -1,7 +1,7 @@
 // weft's userspace dataplane (backends `wasm-vxlan` and `udp`): a multi-queue TUN device and one
-// SO_REUSEPORT UDP socket per queue, a piscina pool with one long-running task per queue
-// (worker.ts), and the shared hot-path memory holding the route table, the per-queue contexts,
-// batches and counters. The control thread changes peers while workers forward; a worker that
+// SO_REUSEPORT UDP socket per TUN queue (a queue pair), a piscina pool with one long-running task
+// per worker (worker.ts), each serving one or more pairs, and the shared hot-path memory holding
+// the route table, the per-pair contexts, the per-worker batches and counters. The control thread changes peers while workers forward; a worker that
 // dies is replaced and its queue resumes. One dataplane carries one address family, as flannel runs
 // one VXLAN device per family: an IPv6 one (wasm-vxlan only) has its own TUN device with IPv6 on,
 // an IPv6 route table, and IPv6 sockets on the IPv6 underlay address.
@@ -23,12 +23,25 @@ import { familyOf, formatAddr, type IpAddr, type IpPrefix } from "../net/ip.js";
 import { ipv4Mapped } from "../net/ipv6.js";
 import { RouteTable6 } from "../hotpath/route-table6.js";
 import { projectFile } from "../paths.js";
-import { DEFAULT_BUSY_POLL_US, DEFAULT_FLOW_QUEUE, DEFAULT_QUEUE_DELAY_US } from "./defaults.js";
+import {
+  DEFAULT_BUSY_POLL_US,
+  DEFAULT_FLOW_QUEUE,
+  DEFAULT_QUEUE_DELAY_US,
+  DEFAULT_QUEUES_PER_WORKER,
+  WORKER_MAX_PAIRS,
+} from "./defaults.js";
 import { PeerTable, type DataplanePeer } from "./peers.js";
 import { innerFlowSteering } from "./steering.js";
 import { routeTableAllocator, type HugePageState } from "./huge-pages.js";
 import { openFirstSocket, openTunQueues, type OffloadState } from "./offload.js";
-import { IO_COUNTER, IO_COUNTER_SLOTS, type QueueTask, type ResultRegions, type WireFormat } from "./queue-task.js";
+import {
+  IO_COUNTER,
+  IO_COUNTER_SLOTS,
+  type QueuePair,
+  type QueueTask,
+  type ResultRegions,
+  type WireFormat,
+} from "./queue-task.js";
 
 export interface UserspaceDataplaneOptions {
   format: WireFormat;
@@ -49,8 +62,14 @@ export interface UserspaceDataplaneOptions {
   vni: number;
   /** This node's VTEP MAC (vxlan). */
   vtepMac: Uint8Array;
-  /** Worker threads = TUN queues = sockets. Default: number of cores. */
+  /** Worker threads. Default: number of cores. */
   workers?: number;
+  /**
+   * Queue pairs (a TUN queue and its socket) each worker serves in turn, 1..WORKER_MAX_PAIRS.
+   * Flows spread over all pairs, so with more pairs than workers a flood fills its own pair's ring
+   * and receive queue, not those of the flows beside it. Default DEFAULT_QUEUES_PER_WORKER.
+   */
+  queuesPerWorker?: number;
   /** Most peers at once. Default 4096. */
   maxPeers?: number;
   /** Packets per batch (1..256). Default 64. */
@@ -105,7 +124,10 @@ export interface DataplaneCounters {
   rx: DirectionCounters;
   peers: Record<string, { txPackets: bigint; txBytes: bigint; rxPackets: bigint; rxBytes: bigint }>;
   io: Record<keyof typeof IO_COUNTER, bigint>;
-  /** Packets forwarded by each worker (queue), both directions: how evenly flows spread. */
+  /**
+   * Packets forwarded through each queue pair, both directions: how evenly flows spread. Pair q is
+   * served by worker q mod workers.
+   */
   perQueue: Array<{ tx: bigint; rx: bigint }>;
   /**
    * Packets the kernel dropped at the TUN device's rings before a worker read them (its tx_dropped:
@@ -123,11 +145,15 @@ export interface DataplaneCounters {
   memoryBytes: number;
 }
 
-interface Queue {
-  task: QueueTask;
+interface Pair {
   ctx: DataplaneContext;
   tun: TunQueue;
   udp: UdpSocket;
+}
+
+interface Worker {
+  task: QueueTask;
+  pairs: Pair[];
   waker: Waker;
   running?: Promise<void>;
 }
@@ -199,7 +225,8 @@ export class UserspaceDataplane {
   private readonly family: 4 | 6;
   private readonly hp: HotPath;
   private readonly peers: PeerTable;
-  private readonly queues: Queue[] = [];
+  private readonly workerTasks: Worker[] = [];
+  private pairs: Pair[] = [];
   private readonly stopWord: Int32Array;
   private readonly offload: OffloadState;
   private readonly routeTablePages: HugePageState;
@@ -249,11 +276,19 @@ export class UserspaceDataplane {
     const queueDelayUs = opts.queueDelayUs ?? DEFAULT_QUEUE_DELAY_US;
     const withFlowQueue = opts.flowQueue ?? DEFAULT_FLOW_QUEUE;
     const udpOptions = { address: opts.listenAddr, port: opts.port, reusePort: true, rcvbuf: 4 << 20, sndbuf: 4 << 20 };
+    const perWorker = opts.queuesPerWorker ?? DEFAULT_QUEUES_PER_WORKER;
+    if (!Number.isInteger(perWorker) || perWorker < 1 || perWorker > WORKER_MAX_PAIRS)
+      throw new WeftError(
+        "DATAPLANE_QUEUES",
+        `${perWorker} queues per worker: give a whole number from 1 to ${WORKER_MAX_PAIRS}`,
+      );
+    const pairCount = this.workers * perWorker;
     const first = openFirstSocket(udpOptions, opts.offloads ?? true);
     let tuns: TunQueue[] = [];
     const sockets = [first.socket];
+    const wakers: Waker[] = [];
     try {
-      const tun = openTunQueues(opts.tunName, this.workers, first.gro);
+      const tun = openTunQueues(opts.tunName, pairCount, first.gro);
       tuns = tun.tuns;
       try {
         this.tunStats = LinkStats.open(tuns[0].name);
@@ -269,7 +304,12 @@ export class UserspaceDataplane {
         sockets[0] = UdpSocket.open(udpOptions);
       }
       this.offload = { enabled, tun: tun.flags, udpGro: enabled, reason: first.reason ?? tun.reason };
-      for (let q = 0; q < this.workers; q++) {
+      // Sockets join the reuseport group in pair order, which is the index the steering program
+      // returns (steering.ts).
+      for (let q = 1; q < pairCount; q++) sockets.push(UdpSocket.open({ ...udpOptions, gro: enabled }));
+      const pairs = sockets.map((udp, q): Pair => {
+        if (queueDelayUs > 0) udp.enableTimestamps();
+        udp.trains = enabled && (opts.udpBatching ?? true);
         const ctx = new DataplaneContext(this.hp, arena, {
           routes: routes instanceof RouteTable ? routes.base : 0,
           vni: opts.vni,
@@ -282,6 +322,9 @@ export class UserspaceDataplane {
           ipv6:
             routes instanceof RouteTable6 ? { routes: routes.base, localAddr: opts.subnet.addr as bigint } : undefined,
         });
+        return { ctx, tun: tuns[q], udp };
+      });
+      for (let w = 0; w < this.workers; w++) {
         const txSize = enabled ? OFFLOAD_TX_BATCH : batch;
         const txSlots = withFlowQueue ? txSize * FLOW_QUEUE_POOL_BATCHES : txSize;
         const tx = new PacketBatch(this.hp, arena, txSize, enabled ? BIG_SLOT_BYTES : SLOT_BYTES, txSlots);
@@ -291,21 +334,19 @@ export class UserspaceDataplane {
         const ioCounters = arena.alloc(IO_COUNTER_SLOTS * 8);
         this.hp.bytes().fill(0, ioCounters, ioCounters + IO_COUNTER_SLOTS * 8);
         const flowQueue = withFlowQueue ? this.flowQueue(arena, tx, txSlots, ioCounters, opts.mtu) : 0;
-        if (q > 0) sockets.push(UdpSocket.open({ ...udpOptions, gro: enabled }));
-        if (queueDelayUs > 0) sockets[q].enableTimestamps();
-        sockets[q].trains = enabled && (opts.udpBatching ?? true);
+        // Worker w serves pairs w, w + workers, …: with one pair per worker, pair w.
+        const mine = pairs.filter((_, q) => q % this.workers === w);
         const waker = Waker.open();
+        wakers.push(waker);
         const region = (b: PacketBatch) => ({ descs: b.descs, slots: b.slots, size: b.size, stride: b.stride });
-        this.queues.push({
-          ctx,
-          tun: tuns[q],
-          udp: sockets[q],
+        this.workerTasks.push({
+          pairs: mine,
           waker,
           task: {
-            queue: q,
+            queue: w,
             format: opts.format,
             memory: this.hp.memory,
-            ctx: ctx.ptr,
+            pairs: mine.map((p): QueuePair => ({ ctx: p.ctx.ptr, tun: p.tun.lend(), udp: p.udp.lend() })),
             tx: region(tx),
             rx: region(rx),
             results: enabled ? this.offloadResults(arena, tx, rx) : inPlaceResults(tx, rx),
@@ -315,17 +356,18 @@ export class UserspaceDataplane {
             queueDelayUs,
             nice: opts.nice ?? 0,
             flowQueue,
-            tun: tuns[q].lend(),
-            udp: sockets[q].lend(),
             wakeFd: waker.fd,
           },
         });
       }
-      if (this.workers > 1)
-        this.queues[0].udp.setReuseportProgram(innerFlowSteering(opts.format, this.workers, this.family));
+      this.pairs = pairs;
+      if (pairCount > 1) sockets[0].setReuseportProgram(innerFlowSteering(opts.format, pairCount, this.family));
     } catch (error) {
-      for (const u of sockets.slice(this.queues.length)) u.close();
-      this.closeIo(tuns);
+      for (const u of sockets) u.close();
+      for (const w of wakers) w.close();
+      this.workerTasks.length = 0;
+      this.tunStats?.close();
+      for (const t of tuns) t.close();
       throw error;
     }
   }
@@ -385,7 +427,7 @@ export class UserspaceDataplane {
       maxThreads: this.workers,
       idleTimeout: Number.POSITIVE_INFINITY,
     });
-    for (const q of this.queues) q.running = this.supervise(q);
+    for (const w of this.workerTasks) w.running = this.supervise(w);
     const log = {
       workers: this.workers,
       format: this.opts.format,
@@ -437,7 +479,7 @@ export class UserspaceDataplane {
 
   counters(): DataplaneCounters {
     const sumDir = (get: (c: DataplaneContext) => DirectionCounters): DirectionCounters => {
-      const all = this.queues.map((q) => get(q.ctx));
+      const all = this.pairs.map((q) => get(q.ctx));
       const packets: Record<string, bigint> = {};
       for (const c of all) for (const [k, v] of Object.entries(c.packets)) packets[k] = (packets[k] ?? 0n) + v;
       return {
@@ -449,7 +491,7 @@ export class UserspaceDataplane {
     };
     const peers: DataplaneCounters["peers"] = {};
     for (const p of this.peers.list()) {
-      const per = this.queues.map((q) => q.ctx.peer(p.nextHop));
+      const per = this.pairs.map((q) => q.ctx.peer(p.nextHop));
       peers[p.name] = {
         txPackets: per.reduce((n, c) => n + c.tx.packets, 0n),
         txBytes: per.reduce((n, c) => n + c.tx.bytes, 0n),
@@ -459,12 +501,12 @@ export class UserspaceDataplane {
     }
     const io = {} as DataplaneCounters["io"];
     for (const [name, slot] of Object.entries(IO_COUNTER) as Array<[keyof typeof IO_COUNTER, number]>) {
-      io[name] = this.queues.reduce(
-        (n, q) => n + new BigUint64Array(this.hp.memory.buffer, q.task.ioCounters, IO_COUNTER_SLOTS)[slot],
+      io[name] = this.workerTasks.reduce(
+        (n, w) => n + new BigUint64Array(this.hp.memory.buffer, w.task.ioCounters, IO_COUNTER_SLOTS)[slot],
         0n,
       );
     }
-    const perQueue = this.queues.map((q) => ({ tx: q.ctx.tx().packets.FORWARD, rx: q.ctx.rx().packets.FORWARD }));
+    const perQueue = this.pairs.map((q) => ({ tx: q.ctx.tx().packets.FORWARD, rx: q.ctx.rx().packets.FORWARD }));
     return {
       tx: sumDir((c) => c.tx()),
       rx: sumDir((c) => c.rx()),
@@ -484,38 +526,38 @@ export class UserspaceDataplane {
     if (this.stopping) return;
     this.stopping = true;
     Atomics.store(this.stopWord, 0, 1);
-    for (const q of this.queues) q.waker.signal();
-    await Promise.all(this.queues.map((q) => q.running));
+    for (const w of this.workerTasks) w.waker.signal();
+    await Promise.all(this.workerTasks.map((w) => w.running));
     await this.pool?.destroy();
-    this.closeIo(this.queues.map((q) => q.tun));
+    this.closeIo();
     this.opts.logger?.info("userspace dataplane stopped");
   }
 
-  /** Runs a queue's task; when it fails (exception, trap, killed thread) runs it again. */
-  private async supervise(q: Queue): Promise<void> {
+  /** Runs a worker's task; when it fails (exception, trap, killed thread) runs it again. */
+  private async supervise(w: Worker): Promise<void> {
     let backoff = 10;
     while (!this.stopping) {
       try {
-        await this.pool!.run(q.task);
+        await this.pool!.run(w.task);
         return;
       } catch (error) {
         if (this.stopping) return;
         this.restarts++;
-        this.opts.logger?.warn({ queue: q.task.queue, err: error }, "dataplane worker died; restarting its queue");
+        this.opts.logger?.warn({ worker: w.task.queue, err: error }, "dataplane worker died; restarting its queues");
         await new Promise((r) => setTimeout(r, backoff));
         backoff = Math.min(backoff * 2, 1000);
       }
     }
   }
 
-  private closeIo(tuns: TunQueue[]): void {
+  private closeIo(): void {
     // Closed with the device: a stopped dataplane reports no ring drops rather than a closed file.
     this.tunStats?.close();
     this.tunStats = undefined;
-    for (const t of tuns) t.close();
-    for (const q of this.queues) {
-      q.udp.close();
-      q.waker.close();
+    for (const p of this.pairs) {
+      p.tun.close();
+      p.udp.close();
     }
+    for (const w of this.workerTasks) w.waker.close();
   }
 }

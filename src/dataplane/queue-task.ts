@@ -1,6 +1,6 @@
-// What the control thread hands a dataplane worker for one queue: the shared hot-path memory and
-// where in it this queue's context, batches and result regions are, plus the TUN queue and socket
-// it lends the worker. Plain data, so it crosses to the worker thread by structured clone (the
+// What the control thread hands a dataplane worker: the shared hot-path memory and where in it the
+// worker's batches and result regions are, plus the queue pairs it serves (a TUN queue, the socket
+// beside it and their context), which the control thread lends the worker. Plain data, so it crosses to the worker thread by structured clone (the
 // shared memory is shared, not copied).
 import type { LentTunQueue } from "../io/tun.js";
 import type { LentUdpSocket } from "../io/udp.js";
@@ -35,20 +35,31 @@ export interface ResultRegions {
   movedCap: number;
 }
 
+/**
+ * A TUN queue and the socket paired with it. A datagram received on the socket is written on the
+ * TUN queue, so the kernel steers the flow's replies back to that queue; both directions of a flow
+ * stay on one pair, and its packets never wait in another flow's ring or receive queue.
+ */
+export interface QueuePair {
+  /** Dataplane context (assembly/context.ts) of this pair: its routes view and counters. */
+  ctx: number;
+  tun: LentTunQueue;
+  udp: LentUdpSocket;
+}
+
 export interface QueueTask {
+  /** The worker's index (for logs). */
   queue: number;
   format: WireFormat;
   memory: WebAssembly.Memory;
-  /** Dataplane context (assembly/context.ts) of this queue. */
-  ctx: number;
+  /** The pairs this worker serves in turn, one batch each per round. */
+  pairs: QueuePair[];
   tx: BatchRegion;
   rx: BatchRegion;
   results: ResultRegions;
   /** This queue's I/O counters (IO_COUNTER_* u64 slots) and the pool-wide stop word (i32). */
   ioCounters: number;
   stopWord: number;
-  tun: LentTunQueue;
-  udp: LentUdpSocket;
   wakeFd: number;
   /** Microseconds to poll without sleeping after a batch moved packets (0: sleep at once). */
   busyPollUs: number;

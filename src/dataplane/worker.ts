@@ -1,11 +1,12 @@
-// A dataplane worker, run to completion as in DPDK or VPP: it owns one TUN queue and one UDP
-// socket (borrowed from the control thread, which opened them) and loops — batch read, one
-// hot-path call for the whole batch, batch send — in both directions, sleeping in the addon's wait
-// when idle. Each received packet is written on this worker's own TUN queue, so the kernel steers
-// the replies of that flow back to this queue. Runs as a piscina task that lasts as long as the
-// dataplane; it returns when the stop word is set. Offloads are not a path of their own: the
-// queue and socket carry vnet headers and GSO/GRO segments behind the I/O seam (src/io/batch-io.ts),
-// and the hot path's one call per direction treats a plain packet as a single segment.
+// A dataplane worker, run to completion as in DPDK or VPP: it serves one or more queue pairs (a TUN
+// queue and the UDP socket beside it, borrowed from the control thread, which opened them) and
+// loops — batch read, one hot-path call for the whole batch, batch send — in both directions and
+// over its pairs in turn, sleeping in the addon's wait when idle. Each received packet is written on
+// the TUN queue paired with the socket it came from, so the kernel steers the replies of that flow
+// back to that pair. Runs as a piscina task that lasts as long as the dataplane; it returns when
+// the stop word is set. Offloads are not a path of their own: the queue and socket carry vnet
+// headers and GSO/GRO segments behind the I/O seam (src/io/batch-io.ts), and the hot path's one
+// call per direction treats a plain packet as a single segment.
 import { HotPath } from "../hotpath/module.js";
 import type { DatagramBind, PacketQueue } from "../io/batch-io.js";
 import { native } from "../io/native.js";
@@ -34,14 +35,22 @@ export default function runQueue(task: QueueTask): { queue: number } {
   const buf = new Uint8Array(mem);
   const fields = hp.constant("DESC_BYTES") >> 2;
   const descView = (at: number, count: number) => new Int32Array(mem, at, count * fields);
-  const { ctx, tx, rx, results: out, busyPollUs, queueDelayUs } = task;
-  const tunQueue = TunQueue.borrow(task.tun);
-  const socket = UdpSocket.borrow(task.udp);
-  const tun: PacketQueue = tunQueue;
-  const bind: DatagramBind = socket;
-  const watch = [tunQueue.fd, socket.fd];
+  const { tx, rx, results: out, busyPollUs, queueDelayUs } = task;
+  // Each pair's I/O, context and receive-queue state (codel.ts: the sojourn limit is per socket).
+  // `more`: the TUN side has more for the next round — its last read filled its batch, or the flow
+  // queue still holds packets after reading it (then the loop must not sleep).
+  const borrowed = task.pairs.map((p) => ({ ctx: p.ctx, tun: TunQueue.borrow(p.tun), udp: UdpSocket.borrow(p.udp) }));
+  // wait()'s bit 2i is pair i's TUN queue, bit 2i+1 its socket.
+  const watch = borrowed.flatMap((p) => [p.tun.fd, p.udp.fd]);
+  const pairs = borrowed.map((p) => {
+    const tun: PacketQueue = p.tun;
+    const bind: DatagramBind = p.udp;
+    return { ctx: p.ctx, tun, bind, codel: new CoDel(rx.size), more: false };
+  });
+  type Pair = (typeof pairs)[number];
+  const fdBits = (1 << watch.length) - 1;
   const format = hp.wireFormat(task.format);
-  const vnet = tun.vnetHdr ? 1 : 0;
+  const vnet = pairs[0].tun.vnetHdr ? 1 : 0;
   const readDescs = descView(tx.descs, tx.size);
   const sendDescs = descView(out.sendDescs, out.sendMax);
   const recvDescs = descView(rx.descs, rx.size);
@@ -69,43 +78,45 @@ export default function runQueue(task: QueueTask): { queue: number } {
     }
     if (done < count) io[shortfall] += BigInt(count - done);
   };
-  const toSocket: Write = (b, d, first, count) => bind.send(b, d, first, count);
-  const toTun: Write = (b, d, first, count) => tun.write(b, d, first, count);
+  // The pair being served: where the drains below write.
+  let at = pairs[0];
+  const toSocket: Write = (b, d, first, count) => at.bind.send(b, d, first, count);
+  const toTun: Write = (b, d, first, count) => at.tun.write(b, d, first, count);
 
-  // Datagrams dropped for waiting too long, and when to drop them (codel.ts).
+  // Datagrams dropped for waiting too long (codel.ts).
   let stale = 0;
-  const codel = new CoDel(rx.size);
 
   const fq = task.flowQueue;
-  // Whether the TUN side has more for the next round: the last read filled its batch, or the
-  // flow queue still holds packets (then the loop must not sleep).
-  let tunMore = false;
-  /** Reads into the flow queue, then takes one batch out of it in its order; the count taken. */
-  const throughFlowQueue = () => {
+  /**
+   * Reads pair p's TUN queue into the flow queue, then takes one batch out of it in its order (the
+   * flow queue is the worker's, across its pairs); the count taken.
+   */
+  const throughFlowQueue = (p: Pair) => {
     let full = false;
     for (let reads = 0; reads < READS_PER_SEND; reads++) {
       const k = fn.fqPrepare(fq, tx.descs, tx.size);
-      const n = tun.read(buf, readDescs, 0, k);
+      const n = p.tun.read(buf, readDescs, 0, k);
       fn.fqEnqueue(fq, tx.descs, k, n);
       full = n === k;
       // A sparse flow's packet is sent at once: reading the rest of the ring first would delay it.
       if (!full || fn.fqSparseWaiting(fq)) break;
     }
     const m = fn.fqDequeue(fq, tx.descs, tx.size);
-    tunMore = full || fn.fqBacklog(fq) > 0;
+    p.more = full || fn.fqBacklog(fq) > 0;
     return m;
   };
   // One direction each: a batch read, one hot-path call, the batch written; the packet count read.
-  const fromTun = () => {
+  const fromTun = (p: Pair) => {
+    at = p;
     let n: number;
-    if (fq !== 0) n = throughFlowQueue();
+    if (fq !== 0) n = throughFlowQueue(p);
     else {
       fn.batchInit(tx.descs, tx.size, tx.slots, tx.stride);
-      n = tun.read(buf, readDescs, 0, tx.size);
-      tunMore = n === tx.size;
+      n = p.tun.read(buf, readDescs, 0, tx.size);
+      p.more = n === tx.size;
     }
     if (n === 0) return 0;
-    const r = fn.encapBatch(ctx, tx.descs, n, format, vnet, out.sendDescs, out.segments, out.segmentStride);
+    const r = fn.encapBatch(p.ctx, tx.descs, n, format, vnet, out.sendDescs, out.segments, out.segmentStride);
     const sends = r & 0xffff;
     const replies = r >>> 16;
     if (sends > 0) drain(toSocket, sendDescs, 0, sends, IO_COUNTER.sendErrors, IO_COUNTER.sendShortfall);
@@ -113,17 +124,18 @@ export default function runQueue(task: QueueTask): { queue: number } {
     return n;
   };
   // Returns the datagrams read, dropped stale ones included (a full batch means: read again).
-  const fromNet = () => {
+  const fromNet = (p: Pair) => {
+    at = p;
     fn.batchInit(rx.descs, rx.size, rx.slots, rx.stride);
-    const drop = codel.dropping;
-    const r = bind.recv(buf, recvDescs, 0, rx.size, queueDelayUs, drop);
+    const drop = p.codel.dropping;
+    const r = p.bind.recv(buf, recvDescs, 0, rx.size, queueDelayUs, drop);
     const n = r & 0xffff;
     const late = r >>> 16;
     if (drop) stale += late;
-    if (queueDelayUs > 0) codel.observe(n, late, performance.now());
+    if (queueDelayUs > 0) p.codel.observe(n, late, performance.now());
     if (n > 0) {
       const writes = fn.decapBatch(
-        ctx,
+        p.ctx,
         rx.descs,
         n,
         format,
@@ -151,6 +163,12 @@ export default function runQueue(task: QueueTask): { queue: number } {
   let spinBudget = busyPollUs;
   const spinFloor = busyPollUs >> 3;
   const rxFull = rx.size;
+  /** The TUN bits of the pairs whose queues have more for the next round. */
+  const tunMore = () => {
+    let bits = 0;
+    for (let i = 0; i < pairs.length; i++) if (pairs[i].more) bits |= 1 << (2 * i);
+    return bits;
+  };
   while (Atomics.load(stop, 0) === 0) {
     if (tunBatches > 0 || udpBatches > 0) {
       io[IO_COUNTER.tunBatches] += BigInt(tunBatches);
@@ -158,22 +176,32 @@ export default function runQueue(task: QueueTask): { queue: number } {
       io[IO_COUNTER.queueDelayDrops] += BigInt(stale);
       tunBatches = udpBatches = stale = 0;
     }
-    // Packets held in the flow queue are sent without sleeping first.
-    let ready = waitReadable(watch, task.wakeFd, tunMore ? 0 : IDLE_WAIT_MS, active ? spinBudget : 0);
-    if (tunMore) ready |= 1;
-    if (ready & WAIT_SPUN) spinBudget = busyPollUs;
-    else if (ready & WAIT_SLEPT) spinBudget = Math.max(spinFloor, spinBudget >> 1);
-    if (ready & WAIT_WOKEN) native.wakerDrain(task.wakeFd);
+    // Packets held in the flow queue or a full ring are sent without sleeping first.
+    const more = tunMore();
+    const woke = waitReadable(watch, task.wakeFd, more !== 0 ? 0 : IDLE_WAIT_MS, active ? spinBudget : 0);
+    if (woke & WAIT_SPUN) spinBudget = busyPollUs;
+    else if (woke & WAIT_SLEPT) spinBudget = Math.max(spinFloor, spinBudget >> 1);
+    if (woke & WAIT_WOKEN) native.wakerDrain(task.wakeFd);
     active = false;
     // Read only what poll() found readable, and again only while batches come back full: a short
     // batch ended at EAGAIN, so that queue is empty and one more read would be a wasted syscall.
-    for (let round = 0; round < ROUNDS && (ready & 3) !== 0 && Atomics.load(stop, 0) === 0; round++) {
-      const read = ready & 1 ? fromTun() : 0;
-      const received = ready & 2 ? fromNet() : 0;
-      if (read > 0) tunBatches++;
-      if (received > 0) udpBatches++;
-      if (read > 0 || received > 0) active = true;
-      ready = (tunMore ? 1 : 0) | (received === rxFull ? 2 : 0);
+    // Each round serves every ready fd one batch, so a flood on one pair delays another pair's
+    // packets by a batch at most, never by a full ring or receive queue.
+    let ready = (woke & fdBits) | more;
+    for (let round = 0; round < ROUNDS && ready !== 0 && Atomics.load(stop, 0) === 0; round++) {
+      let next = 0;
+      for (let i = 0; i < pairs.length; i++) {
+        const bits = (ready >>> (2 * i)) & 3;
+        if (bits === 0) continue;
+        const p = pairs[i];
+        const read = bits & 1 ? fromTun(p) : 0;
+        const received = bits & 2 ? fromNet(p) : 0;
+        if (read > 0) tunBatches++;
+        if (received > 0) udpBatches++;
+        if (read > 0 || received > 0) active = true;
+        next |= ((p.more ? 1 : 0) | (received === rxFull ? 2 : 0)) << (2 * i);
+      }
+      ready = next;
     }
   }
   return { queue: task.queue };

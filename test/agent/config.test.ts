@@ -112,7 +112,7 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
       "a key the backend does not have",
       { Network: NETWORK, Backend: { Type: "udp", VNI: 2 } },
       [],
-      /: Backend: unknown key\(s\) VNI; allowed here: Type, Port, Workers, Offloads, BusyPollMicros, QueueDelayMicros, FlowQueue \(Backend\.Type udp\)$/,
+      /: Backend: unknown key\(s\) VNI; allowed here: Type, Port, Workers, QueuesPerWorker, Offloads, BusyPollMicros, QueueDelayMicros, FlowQueue \(Backend\.Type udp\)$/,
     ],
     [
       "a value out of range",
@@ -173,6 +173,12 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
       { Network: NETWORK, Backend: { Type: "wasm-vxlan", Workers: 0 } },
       [],
       /: Backend\.Workers = 0: .*>=1/,
+    ],
+    [
+      "Backend.QueuesPerWorker above what a worker's wait can watch",
+      { Network: NETWORK, Backend: { Type: "udp", QueuesPerWorker: 15 } },
+      [],
+      /: Backend\.QueuesPerWorker = 15: .*<=14/,
     ],
     [
       "EnableIPv4 false with nothing else to carry",

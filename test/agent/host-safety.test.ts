@@ -267,7 +267,8 @@ describe.skipIf(!canUseNetns())("agent: state dir and surfaces", () => {
   it("serves only health on --healthz-port and /metrics on loopback; runs wasm-vxlan on a 9000-byte underlay; counts kernel drops on its sockets and at its TUN ring", async () => {
     await writeFile(
       agents.netConfPath(a),
-      JSON.stringify({ Network: NETWORK, Backend: { Type: "wasm-vxlan", Workers: 1 } }),
+      // Two queue pairs on the one worker: net-conf.json's key reaches the dataplane (two sockets).
+      JSON.stringify({ Network: NETWORK, Backend: { Type: "wasm-vxlan", Workers: 1, QueuesPerWorker: 2 } }),
     );
     await a.host.ns.exec(["ip", "link", "set", "dev", "eth0", "mtu", "9000"]);
     const stateDir = join(a.dir, "surfaces");
@@ -298,7 +299,7 @@ describe.skipIf(!canUseNetns())("agent: state dir and surfaces", () => {
       };
       return s.socketDrops && s.socketDrops.drops > 0 ? s.socketDrops : undefined;
     });
-    expect(status.sockets).toBe(1);
+    expect(status.sockets).toBe(2);
     const metrics = await httpGet("http://127.0.0.1:9103/metrics");
     const drops = Number(/^weft_dataplane_socket_drops_total (\d+)$/m.exec(metrics)?.[1]);
     expect(drops).toBeGreaterThanOrEqual(status.drops);
@@ -322,7 +323,7 @@ describe.skipIf(!canUseNetns())("agent: state dir and surfaces", () => {
       process.kill(agent.child.pid!, "SIGCONT");
     }
     const after = await tunDrops();
-    // One worker, one ring: all but what it holds are dropped.
+    // One flow, one ring: all but what it holds are dropped.
     expect(after.dropped - before.dropped).toBeGreaterThanOrEqual(5000 - before.ring);
     expect(ringDrops(await httpGet("http://127.0.0.1:9103/metrics"))).toBe(after.dropped);
     const seen = (await agentRequest(stateDir, "GET", "/status")) as { dataplane: { tunRingDrops: number } };

@@ -16,8 +16,11 @@ describe.skipIf(!canUseNetns())("userspace dataplane flow queue under a flood", 
 
   beforeAll(async () => {
     // The weft host sends: one worker at a low priority, so that the flood outruns it also where
-    // cores are many; the receiver is the kernel's vxlan, which keeps up.
-    ({ lab, dp } = await kernelPeerPair("fqflood", { workers: 1, nice: 10, flowQueue: true }));
+    // cores are many; the receiver is the kernel's vxlan, which keeps up. One queue pair, so that
+    // the flood's four streams and the ping share one TUN ring: with a ring per stream (queue
+    // pairs) each stream's excess is dropped at its own ring, and a stream read from a ring of its
+    // own reaches the flow queue as a sparse flow, sent at once.
+    ({ lab, dp } = await kernelPeerPair("fqflood", { workers: 1, queuesPerWorker: 1, nice: 10, flowQueue: true }));
   });
 
   afterAll(async () => {

@@ -126,8 +126,10 @@ describe.skipIf(!canUseNetns())("GSO trains of single datagrams", () => {
   beforeAll(async () => {
     lab = await LabCluster.create({ tag: "trains", hosts: 2 });
     for (const [k, h] of lab.hosts.entries()) await lab.addPods(h, subnetOf(k + 1), 1, 1450);
-    dps.push(await startDataplane(lab.hosts[0], 1, "vxlan", { workers: 1 }));
-    dps.push(await startDataplane(lab.hosts[1], 2, "vxlan", { workers: 2 }));
+    // One queue pair per worker: the sender reads both flows from one TUN queue, and the receiver's
+    // pairs are its workers.
+    dps.push(await startDataplane(lab.hosts[0], 1, "vxlan", { workers: 1, queuesPerWorker: 1 }));
+    dps.push(await startDataplane(lab.hosts[1], 2, "vxlan", { workers: 2, queuesPerWorker: 1 }));
     dps[0].setPeer(peerOf(lab.hosts[1], 2));
     dps[1].setPeer(peerOf(lab.hosts[0], 1));
   });

@@ -3,6 +3,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { UserspaceDataplane } from "../../src/dataplane/dataplane.js";
+import { DEFAULT_QUEUES_PER_WORKER, WORKER_MAX_PAIRS } from "../../src/dataplane/defaults.js";
 import type { LabCluster, LabHost } from "../../src/lab/cluster.js";
 import { iperf, ping } from "../../src/lab/traffic.js";
 import { dataplanePair, makeDataplane } from "../support/dataplane-lab.js";
@@ -15,14 +16,28 @@ interface Node {
   dp: UserspaceDataplane;
 }
 
-for (const format of ["vxlan", "udp"] as const) {
-  describe.skipIf(!canUseNetns())(`userspace dataplane, ${format} wire format`, () => {
+// Two workers with the default queue pairs each, with one and with two: flows spread over all the
+// TUN queues and sockets, and both directions of a flow stay on one pair. Enough TCP streams that
+// every pair gets some (one without any, by chance: below 1e-5).
+const CONFIGS: Array<{ format: "vxlan" | "udp"; queuesPerWorker?: number; streams: number }> = [
+  { format: "vxlan", streams: 128 },
+  { format: "udp", queuesPerWorker: 1, streams: 16 },
+  { format: "vxlan", queuesPerWorker: 2, streams: 48 },
+];
+
+for (const { format, queuesPerWorker, streams } of CONFIGS) {
+  const pairs = 2 * (queuesPerWorker ?? DEFAULT_QUEUES_PER_WORKER);
+  describe.skipIf(!canUseNetns())(`userspace dataplane, ${format} wire format, ${pairs} queue pairs`, () => {
     let lab: LabCluster;
     let n1: Node;
     let n2: Node;
 
     beforeAll(async () => {
-      const pair = await dataplanePair(`dp${format}`, { format, pods: 2 });
+      const pair = await dataplanePair(`dp${format}${queuesPerWorker ?? "d"}`, {
+        format,
+        pods: 2,
+        extra: queuesPerWorker === undefined ? {} : { queuesPerWorker },
+      });
       lab = pair.lab;
       [n1, n2] = pair.dps.map((dp, k) => ({ host: lab.hosts[k], dp }));
     });
@@ -60,11 +75,12 @@ for (const format of ["vxlan", "udp"] as const) {
       expect(sent.bytes).toBe(100 * MB);
     });
 
-    it("spreads flows over both workers (inner-flow steering on receive, TUN queues on send)", async () => {
+    it(`spreads flows over all ${pairs} queue pairs (inner-flow steering on receive, TUN queues on send)`, async () => {
       const before = n1.dp.counters().perQueue;
-      await iperf(n1.host.pods[1], n2.host.pods[1], { seconds: 2, streams: 16 });
+      await iperf(n1.host.pods[1], n2.host.pods[1], { seconds: 2, streams });
       const after = n1.dp.counters().perQueue;
-      // 16 flows over 2 workers: each worker gets some of them, in both directions.
+      expect(after).toHaveLength(pairs);
+      // Each pair gets some of the flows, in both directions.
       for (const [q, c] of after.entries()) {
         expect({ q, rx: c.rx - before[q].rx > 1000n, tx: c.tx - before[q].tx > 1000n }).toEqual({
           q,
@@ -74,7 +90,7 @@ for (const format of ["vxlan", "udp"] as const) {
       }
     });
 
-    it("keeps a ping's requests and replies on one worker per host (ICMP steered by echo identifier)", async () => {
+    it("keeps a ping's requests and replies on one queue pair per host (ICMP steered by echo identifier)", async () => {
       const count = 40;
       // Earlier tests' TCP may still trickle through (FINs, retransmits): start once both
       // dataplanes' counters have stood still for 200 ms (at most 10 s).
@@ -92,10 +108,10 @@ for (const format of ["vxlan", "udp"] as const) {
       // queue's sojourn limit, CoDel drops (one of 40 was lost once in CI). The claim is where
       // those that did arrive went.
       expect(r.received).toBeGreaterThanOrEqual(count - 5);
-      // On the server's host, the worker that received the requests also read the replies from
+      // On the server's host, the pair that received the requests also read the replies from
       // the TUN device: the device learns the flow's
       // queue from the requests written on it — after the first one's reply was queued, so that
-      // one may go elsewhere. On the client's host the replies all reach one worker too; which
+      // one may go elsewhere. On the client's host the replies all reach one pair too; which
       // queue the device reads the requests on is the kernel's choice (its flow table follows
       // the replies written on it only after a while, 10–20 echoes in our runs).
       const busiest = (dp: UserspaceDataplane, k: number) => {
@@ -103,7 +119,7 @@ for (const format of ["vxlan", "udp"] as const) {
         const all = d.reduce((sum, c) => sum + c.rx, 0n);
         return { ...d.reduce((best, c) => (c.rx > best.rx ? c : best)), all };
       };
-      // Every request that reached the server's host, and every reply the client's, on one worker.
+      // Every request that reached the server's host, and every reply the client's, on one pair.
       const server = busiest(n2.dp, 1);
       expect(server.rx).toBe(server.all);
       expect(server.rx).toBeGreaterThanOrEqual(BigInt(r.received));
@@ -112,6 +128,17 @@ for (const format of ["vxlan", "udp"] as const) {
       expect(client.rx).toBe(client.all);
       expect(client.rx).toBeGreaterThanOrEqual(BigInt(r.received));
     });
+
+    if (queuesPerWorker === 2)
+      it("refuses a pair count the worker's wait cannot watch, and says what to give", () => {
+        for (const bad of [0, 1.5, WORKER_MAX_PAIRS + 1])
+          expect(() => makeDataplane(n2.host, 2, format, { mtu: 1400, queuesPerWorker: bad })).toThrow(
+            expect.objectContaining({
+              code: "DATAPLANE_QUEUES",
+              message: expect.stringContaining(`from 1 to ${WORKER_MAX_PAIRS}`),
+            }),
+          );
+      });
 
     // How fast it stops is a benchmark matter; here only that it stops and cleans up.
     it("stops, leaving no device and no socket behind", async () => {

@@ -3,8 +3,9 @@ import { describe, expect, it } from "vitest";
 import { on } from "node:events";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Worker } from "node:worker_threads";
+import { WORKER_MAX_PAIRS } from "../../src/dataplane/defaults.js";
 import { addonPath, native } from "../../src/io/native.js";
-import { WAIT_SLEPT, WAIT_SPUN, WAIT_WOKEN, Waker, waitReadable } from "../../src/io/wait.js";
+import { WAIT_MAX_FDS, WAIT_SLEPT, WAIT_SPUN, WAIT_WOKEN, Waker, waitReadable } from "../../src/io/wait.js";
 
 interface WaitResult {
   mask: number;
@@ -37,6 +38,22 @@ async function blockedWorker(
 }
 
 describe("waiting for I/O", () => {
+  it("reports each of its most fds as a bit of its own, apart from the flag bits, and refuses one more", () => {
+    const fds = Array.from({ length: WAIT_MAX_FDS + 1 }, () => Waker.open());
+    try {
+      for (const w of fds) w.signal();
+      const all = fds.slice(0, WAIT_MAX_FDS).map((w) => w.fd);
+      const mask = waitReadable(all, -1, 0);
+      expect(mask).toBe(2 ** WAIT_MAX_FDS - 1);
+      expect(mask & (WAIT_WOKEN | WAIT_SPUN | WAIT_SLEPT)).toBe(0);
+      expect(() => waitReadable([...all, fds[WAIT_MAX_FDS].fd], -1, 0)).toThrow(/at most/);
+      // A dataplane worker watches two fds per queue pair.
+      expect(2 * WORKER_MAX_PAIRS).toBeLessThanOrEqual(WAIT_MAX_FDS);
+    } finally {
+      for (const w of fds) w.close();
+    }
+  });
+
   it("a waker signalled from another thread ends a blocked wait within 50 ms", async () => {
     const waker = Waker.open();
     const idle = Waker.open(); // stands in for a TUN or UDP fd with nothing to read

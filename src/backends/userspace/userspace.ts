@@ -139,6 +139,7 @@ export class UserspaceBackend implements Backend {
       vni: this.vni,
       vtepMac: this.vtepMac,
       workers: options.workers,
+      queuesPerWorker: options.queuesPerWorker,
       offloads: options.offloads,
       busyPollUs: options.busyPollUs,
       queueDelayUs: options.queueDelayUs,
