@@ -53,7 +53,8 @@ const queuesPerWorker = z
   .describe(
     `queue pairs (a TUN queue and the UDP socket beside it) each dataplane worker serves in turn, 1..${WORKER_MAX_PAIRS} (default ${DEFAULT_QUEUES_PER_WORKER}). ` +
       "Flows are spread over all pairs and both directions of a flow stay on one, so a flood fills its own pair's TUN ring and receive queue, " +
-      "not those of the flows beside it: each waits for one batch of the flood's at most",
+      "not those of the flows on other pairs, which wait for a round of its batches at most. " +
+      "Workers × QueuesPerWorker is at most 256 (the TUN driver's limit; with more than 64 workers the default gives fewer)",
   );
 const offloads = z
   .boolean()

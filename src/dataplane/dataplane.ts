@@ -1,8 +1,8 @@
 // weft's userspace dataplane (backends `wasm-vxlan` and `udp`): a multi-queue TUN device and one
 // SO_REUSEPORT UDP socket per TUN queue (a queue pair), a piscina pool with one long-running task
 // per worker (worker.ts), each serving one or more pairs, and the shared hot-path memory holding
-// the route table, the per-pair contexts, the per-worker batches and counters. The control thread changes peers while workers forward; a worker that
-// dies is replaced and its queue resumes. One dataplane carries one address family, as flannel runs
+// the route table, the per-pair contexts, the per-worker batches and counters. The control thread
+// changes peers while workers forward; a worker that dies is replaced and its pairs resume. One dataplane carries one address family, as flannel runs
 // one VXLAN device per family: an IPv6 one (wasm-vxlan only) has its own TUN device with IPv6 on,
 // an IPv6 route table, and IPv6 sockets on the IPv6 underlay address.
 import { availableParallelism } from "node:os";
@@ -67,7 +67,8 @@ export interface UserspaceDataplaneOptions {
   /**
    * Queue pairs (a TUN queue and its socket) each worker serves in turn, 1..WORKER_MAX_PAIRS.
    * Flows spread over all pairs, so with more pairs than workers a flood fills its own pair's ring
-   * and receive queue, not those of the flows beside it. Default DEFAULT_QUEUES_PER_WORKER.
+   * and receive queue, not those of the flows beside it. Default DEFAULT_QUEUES_PER_WORKER, fewer
+   * where workers × that would pass the TUN driver's 256 queues (more than 64 workers).
    */
   queuesPerWorker?: number;
   /** Most peers at once. Default 4096. */
@@ -170,7 +171,7 @@ const SLOT_BYTES_BESIDES_PACKET = 64 + 22;
 export const DATAPLANE_MAX_MTU = SLOT_BYTES - SLOT_BYTES_BESIDES_PACKET;
 /**
  * With offloads, slots hold a 64 KiB super-packet or GRO batch (plus headroom): fewer of them,
- * about 5 MiB per queue in all. Each TUN read is a syscall of its own anyway, so 16 per send batch
+ * about 5 MiB per worker in all. Each TUN read is a syscall of its own anyway, so 16 per send batch
  * lose little; the receive batch keeps 32 for peers that send single datagrams (kernel vxlan).
  */
 const BIG_SLOT_BYTES = 65536 + 64;
@@ -204,6 +205,8 @@ const TUN_TXQUEUELEN = 5000;
 const TUN_TXQUEUELEN_OFFLOADS = 32;
 /** The flow queue reads ahead from the ring while reads come back full, so it needs a ring of several batches. */
 const TUN_TXQUEUELEN_FLOW_QUEUE = 256;
+/** Most queues of one TUN device (the driver's MAX_TAP_QUEUES). */
+const TUN_MAX_QUEUES = 256;
 
 /** Without offloads every packet is a single segment: results stay in the batches they were read into. */
 function inPlaceResults(tx: PacketBatch, rx: PacketBatch): ResultRegions {
@@ -242,6 +245,21 @@ export class UserspaceDataplane {
    */
   constructor(private readonly opts: UserspaceDataplaneOptions) {
     this.workers = opts.workers ?? availableParallelism();
+    // The TUN driver takes at most TUN_MAX_QUEUES queues: a many-core host gets fewer pairs per worker.
+    const perWorker =
+      opts.queuesPerWorker ??
+      Math.max(1, Math.min(DEFAULT_QUEUES_PER_WORKER, Math.floor(TUN_MAX_QUEUES / this.workers)));
+    if (!Number.isInteger(perWorker) || perWorker < 1 || perWorker > WORKER_MAX_PAIRS)
+      throw new WeftError(
+        "DATAPLANE_QUEUES",
+        `${perWorker} queues per worker: give a whole number from 1 to ${WORKER_MAX_PAIRS}`,
+      );
+    const pairCount = this.workers * perWorker;
+    if (pairCount > TUN_MAX_QUEUES)
+      throw new WeftError(
+        "DATAPLANE_QUEUES",
+        `${this.workers} workers × ${perWorker} queues per worker = ${pairCount} TUN queues, above the kernel's ${TUN_MAX_QUEUES}: give fewer workers or queues per worker`,
+      );
     const maxPeers = opts.maxPeers ?? 4096;
     const batch = opts.batchSize ?? 64;
     if (opts.mtu > DATAPLANE_MAX_MTU)
@@ -276,13 +294,6 @@ export class UserspaceDataplane {
     const queueDelayUs = opts.queueDelayUs ?? DEFAULT_QUEUE_DELAY_US;
     const withFlowQueue = opts.flowQueue ?? DEFAULT_FLOW_QUEUE;
     const udpOptions = { address: opts.listenAddr, port: opts.port, reusePort: true, rcvbuf: 4 << 20, sndbuf: 4 << 20 };
-    const perWorker = opts.queuesPerWorker ?? DEFAULT_QUEUES_PER_WORKER;
-    if (!Number.isInteger(perWorker) || perWorker < 1 || perWorker > WORKER_MAX_PAIRS)
-      throw new WeftError(
-        "DATAPLANE_QUEUES",
-        `${perWorker} queues per worker: give a whole number from 1 to ${WORKER_MAX_PAIRS}`,
-      );
-    const pairCount = this.workers * perWorker;
     const first = openFirstSocket(udpOptions, opts.offloads ?? true);
     let tuns: TunQueue[] = [];
     const sockets = [first.socket];
@@ -374,7 +385,7 @@ export class UserspaceDataplane {
 
   /**
    * A flow queue over the tx batch's `slots` slots: it holds up to all but one batch of them, so
-   * that a read always has a batch of free slots; its drops count in the queue's flowQueueDrops.
+   * that a read always has a batch of free slots; its drops count in the worker's flowQueueDrops.
    */
   private flowQueue(arena: Arena, tx: PacketBatch, slots: number, ioCounters: number, mtu: number): number {
     const { fn } = this.hp;

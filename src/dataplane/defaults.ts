@@ -21,8 +21,8 @@ export const DEFAULT_FLOW_QUEUE = false;
 /**
  * Queue pairs (a TUN queue and its socket) per worker (Backend.QueuesPerWorker). With one, flows
  * that share a worker share its TUN ring and receive queue, so a flood fills them for the others:
- * beside a UDP flood, pings lost 17–28% and a TCP stream stalled in one round; with four they lost
- * 0–6%, and nothing else moved beyond noise (ARCHITECTURE.md, "Queue pairs").
+ * beside a UDP flood pings lost 17% (median of the rounds), with four 0.3%, the flows that still
+ * share a pair aside, and nothing else moved beyond noise (ARCHITECTURE.md, "Queue pairs").
  */
 export const DEFAULT_QUEUES_PER_WORKER = 4;
 /** Most queue pairs one worker serves: its wait reports two fds per pair as bits (WAIT_MAX_FDS, 28). */

@@ -57,7 +57,7 @@ export interface QueueTask {
   tx: BatchRegion;
   rx: BatchRegion;
   results: ResultRegions;
-  /** This queue's I/O counters (IO_COUNTER_* u64 slots) and the pool-wide stop word (i32). */
+  /** This worker's I/O counters (IO_COUNTER_* u64 slots) and the pool-wide stop word (i32). */
   ioCounters: number;
   stopWord: number;
   wakeFd: number;

@@ -1,10 +1,10 @@
-// Spreading flows over the workers on receive. All datagrams from one peer share one outer
+// Spreading flows over the queue pairs (and so the workers) on receive. All datagrams from one peer share one outer
 // 4-tuple (weft sends from its bound port), so SO_REUSEPORT's own hash would hand every flow from
 // that peer to one socket. Instead a classic BPF program on the reuseport group hashes the *inner*
 // flow — addresses and ports of the carried IPv4 or IPv6 packet (the dataplane's family) — and
-// picks the worker from it. The worker then writes the flow's packets on its own TUN queue, and
-// the kernel steers the replies of that flow back to the same queue, so both directions of a flow
-// stay on one worker.
+// picks the socket from it. The worker serving that socket writes the flow's packets on the TUN
+// queue of the socket's pair, and the kernel steers the replies of that flow back to the same
+// queue, so both directions of a flow stay on one pair.
 import type { WireFormat } from "./queue-task.js";
 
 // Classic BPF opcodes (linux/filter.h).
@@ -33,17 +33,17 @@ const LAYOUT = {
 } as const;
 
 /**
- * The program for `workers` sockets: index = hash(inner source and destination, and the 4 bytes
- * after the fixed header — TCP/UDP ports) mod workers, the hash a multiplicative (Fibonacci) one.
+ * The program for `sockets` sockets: index = hash(inner source and destination, and the 4 bytes
+ * after the fixed header — TCP/UDP ports) mod sockets, the hash a multiplicative (Fibonacci) one.
  * For ICMP those 4 bytes are type, code and checksum, which differ between a request and its reply
  * and from one echo to the next: the echo identifier (bytes 4–5) stands in for the ports, so that
- * every echo of one ping lands on one worker. That worker writes it on its own TUN queue, the TUN's
+ * every echo of one ping lands on one pair. Its worker writes it on the pair's TUN queue, the TUN's
  * flow table sends the reply back on the same queue, and the thread that is already awake forwards
  * it (a checksum-hashed echo woke the host's other worker on about half the round trips). A
  * datagram too short for the loads makes the program return 0 (the first socket), which is fine
  * for garbage.
  */
-export function innerFlowSteering(format: WireFormat, workers: number, family: 4 | 6 = 4): Int32Array {
+export function innerFlowSteering(format: WireFormat, sockets: number, family: 4 | 6 = 4): Int32Array {
   const ip = INNER_IP[format];
   const { words, protocol, icmp, l4 } = LAYOUT[family];
   const insns: Array<[number, number, number, number]> = [
@@ -70,7 +70,7 @@ export function innerFlowSteering(format: WireFormat, workers: number, family: 4
     // ports only, so every flow from one client would land on the same worker).
     [ALU_MUL_K, 0, 0, 0x9e3779b1 | 0],
     [ALU_RSH_K, 0, 0, 16],
-    [ALU_MOD_K, 0, 0, workers],
+    [ALU_MOD_K, 0, 0, sockets],
     [RET_A, 0, 0, 0],
   ];
   return Int32Array.from(insns.flat());

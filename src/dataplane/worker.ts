@@ -18,7 +18,7 @@ import { IO_COUNTER, IO_COUNTER_SLOTS, type QueueTask } from "./queue-task.js";
 
 /** Longest sleep between looks at the stop word when no packet and no wake-up arrives. */
 const IDLE_WAIT_MS = 100;
-/** Batches per direction before the loop looks at the stop word again. */
+/** Rounds (a batch per ready fd each) before the loop looks at the stop word and sleeps again. */
 const ROUNDS = 64;
 /**
  * With the flow queue, TUN reads per batch sent (each up to a batch, while they come back full and
@@ -88,8 +88,9 @@ export default function runQueue(task: QueueTask): { queue: number } {
 
   const fq = task.flowQueue;
   /**
-   * Reads pair p's TUN queue into the flow queue, then takes one batch out of it in its order (the
-   * flow queue is the worker's, across its pairs); the count taken.
+   * Reads pair p's TUN queue into the flow queue, then takes one batch out of it in its order; the
+   * count taken. The flow queue is the worker's, across its pairs: what p sends may have been read
+   * from another pair's ring, and counts in p's context (the wire is the same).
    */
   const throughFlowQueue = (p: Pair) => {
     let full = false;
@@ -185,8 +186,9 @@ export default function runQueue(task: QueueTask): { queue: number } {
     active = false;
     // Read only what poll() found readable, and again only while batches come back full: a short
     // batch ended at EAGAIN, so that queue is empty and one more read would be a wasted syscall.
-    // Each round serves every ready fd one batch, so a flood on one pair delays another pair's
-    // packets by a batch at most, never by a full ring or receive queue.
+    // Each round serves every ready fd one batch, and a round that leaves full ones looks again
+    // (poll without waiting) for fds that became readable meanwhile, so a flood on one fd delays
+    // another fd's packets by a round, never by a full ring or receive queue.
     let ready = (woke & fdBits) | more;
     for (let round = 0; round < ROUNDS && ready !== 0 && Atomics.load(stop, 0) === 0; round++) {
       let next = 0;
@@ -201,7 +203,7 @@ export default function runQueue(task: QueueTask): { queue: number } {
         if (read > 0 || received > 0) active = true;
         next |= ((p.more ? 1 : 0) | (received === rxFull ? 2 : 0)) << (2 * i);
       }
-      ready = next;
+      ready = next === 0 ? 0 : next | (waitReadable(watch, -1, 0) & fdBits);
     }
   }
   return { queue: task.queue };

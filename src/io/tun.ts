@@ -1,5 +1,5 @@
 // TUN queues: one fd per queue of a device (IFF_TUN | IFF_NO_PI), non-blocking and close-on-exec.
-// With multiQueue every dataplane worker owns one queue of the same device; with vnetHdr a 12-byte
+// With multiQueue each queue pair of the dataplane owns one queue of the same device; with vnetHdr a 12-byte
 // virtio_net_hdr rides in the slot bytes [OFF-12, OFF) of every packet read or written, so the
 // packet itself stays at OFF where the hot path expects it. A TunQueue is the dataplane's
 // PacketQueue (batch-io.ts); the control thread opens and owns it, a worker borrows it (lend()).

@@ -1,4 +1,4 @@
-// UDP sockets for the dataplane: bound with SO_REUSEPORT so that each worker owns one socket on
+// UDP sockets for the dataplane: bound with SO_REUSEPORT so that each queue pair owns one socket on
 // the same address and port; recvmmsg/sendmmsg move a whole batch per syscall, with the peer's
 // address and port in each descriptor's ADDR/PORT. FLAGS bits 0..15 carry a segment size for
 // UDP GSO (send) and GRO (receive, when opened with gro). A UdpSocket is the dataplane's

@@ -25,10 +25,10 @@ describe.skipIf(!canUseNetns())("userspace dataplane receive queue under a flood
   };
 
   beforeAll(async () => {
-    // One worker: the flood and the ping share its socket, with the default sojourn limit. Its
+    // One worker with one queue pair: the flood and the ping share its socket, with the default sojourn limit. Its
     // thread at a low priority and pinned to CPU 0 beside a busy loop during the flood, so the
     // flood outruns it on a quiet machine too (on an idle core a worker kept up, and no queue stood).
-    ({ lab, dp } = await kernelPeerPair("qdelay", { workers: 1, nice: 10 }));
+    ({ lab, dp } = await kernelPeerPair("qdelay", { workers: 1, queuesPerWorker: 1, nice: 10 }));
   });
 
   afterAll(async () => {

@@ -138,6 +138,13 @@ for (const { format, queuesPerWorker, streams } of CONFIGS) {
               message: expect.stringContaining(`from 1 to ${WORKER_MAX_PAIRS}`),
             }),
           );
+        // The TUN driver's limit: 256 queues in all.
+        expect(() => makeDataplane(n2.host, 2, format, { mtu: 1400, workers: 20, queuesPerWorker: 13 })).toThrow(
+          expect.objectContaining({
+            code: "DATAPLANE_QUEUES",
+            message: expect.stringContaining("= 260 TUN queues, above the kernel's 256"),
+          }),
+        );
       });
 
     // How fast it stops is a benchmark matter; here only that it stops and cleans up.
