@@ -2,9 +2,10 @@
 // SO_REUSEPORT UDP socket per TUN queue (a queue pair), a piscina pool with one long-running task
 // per worker (worker.ts), each serving one or more pairs, and the shared hot-path memory holding
 // the route table, the per-pair contexts, the per-worker batches and counters. The control thread
-// changes peers while workers forward; a worker that dies is replaced and its pairs resume. One dataplane carries one address family, as flannel runs
-// one VXLAN device per family: an IPv6 one (wasm-vxlan only) has its own TUN device with IPv6 on,
-// an IPv6 route table, and IPv6 sockets on the IPv6 underlay address.
+// changes peers while workers forward; a worker that dies is replaced and its pairs resume. One
+// dataplane carries one address family, as flannel runs one VXLAN device per family: an IPv6 one
+// (wasm-vxlan only) has its own TUN device with IPv6 on, an IPv6 route table, and IPv6 sockets on
+// the IPv6 underlay address.
 import { availableParallelism } from "node:os";
 import { Piscina } from "piscina";
 import type { Logger } from "pino";
@@ -354,7 +355,7 @@ export class UserspaceDataplane {
           pairs: mine,
           waker,
           task: {
-            queue: w,
+            worker: w,
             format: opts.format,
             memory: this.hp.memory,
             pairs: mine.map((p): QueuePair => ({ ctx: p.ctx.ptr, tun: p.tun.lend(), udp: p.udp.lend() })),
@@ -554,7 +555,7 @@ export class UserspaceDataplane {
       } catch (error) {
         if (this.stopping) return;
         this.restarts++;
-        this.opts.logger?.warn({ worker: w.task.queue, err: error }, "dataplane worker died; restarting its queues");
+        this.opts.logger?.warn({ worker: w.task.worker, err: error }, "dataplane worker died; restarting its queues");
         await new Promise((r) => setTimeout(r, backoff));
         backoff = Math.min(backoff * 2, 1000);
       }

@@ -49,7 +49,7 @@ export interface QueuePair {
 
 export interface QueueTask {
   /** The worker's index (for logs). */
-  queue: number;
+  worker: number;
   format: WireFormat;
   memory: WebAssembly.Memory;
   /** The pairs this worker serves in turn, one batch each per round. */

@@ -28,7 +28,7 @@ const ROUNDS = 64;
  */
 const READS_PER_SEND = 16;
 
-export default function runQueue(task: QueueTask): { queue: number } {
+export default function runWorker(task: QueueTask): { worker: number } {
   const hp = new HotPath(task.memory);
   const { fn } = hp;
   const mem = task.memory.buffer;
@@ -206,5 +206,5 @@ export default function runQueue(task: QueueTask): { queue: number } {
       ready = next === 0 ? 0 : next | (waitReadable(watch, -1, 0) & fdBits);
     }
   }
-  return { queue: task.queue };
+  return { worker: task.worker };
 }
