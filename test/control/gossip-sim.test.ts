@@ -229,6 +229,35 @@ describe("membership in the simulator", () => {
     );
   });
 
+  it("a member the gossip of a leave missed hears it on a probe, and never declares the leaver dead", async () => {
+    await fc.assert(
+      fc.asyncProperty(seed, fc.integer({ min: 4, max: 10 }), async (s, n) => {
+        const log = deathLog();
+        const cluster = await formCluster(s, n, {}, { events: log.events });
+        const [leaver, deaf] = ["n1", `n${n - 1}`];
+        const deafHost = cluster.node(deaf).addr.host;
+        const keyring = new Keyring(CLUSTER_KEY);
+        const decoder = new EnvelopeDecoder({ maxMetaBytes: 512, maxFrameBytes: 1 << 20 });
+        // Gossip never brings the leave to `deaf`; only pings and acks (and push-pull, every 30 s) may.
+        let dropped = 0;
+        cluster.net.filter = (_from, to, frame) => {
+          if (to.host !== deafHost) return true;
+          const opened = keyring.open(frame, "packet");
+          const kinds = opened.ok ? (decoder.decode(opened.plaintext)?.messages.map((m) => m.message.kind) ?? []) : [];
+          const gossipOfLeave = kinds.includes("dead") && !kinds.includes("ping") && !kinds.includes("ack");
+          if (gossipOfLeave) dropped++;
+          return !gossipOfLeave;
+        };
+        await cluster.leave(leaver);
+        await cluster.runFor(20_000);
+        expect(cluster.view(deaf, leaver)?.state, cluster.describe()).toBe("left");
+        expect(log.deaths, cluster.describe()).toEqual([]);
+        expect(dropped, "the filter kept the leave's gossip from the member").toBeGreaterThan(0);
+      }),
+      { numRuns: RUNS },
+    );
+  });
+
   it("rotates the cluster key mid-run (install, use, remove on every node) without losing membership", async () => {
     await fc.assert(
       fc.asyncProperty(seed, fc.integer({ min: 3, max: 8 }), async (s, n) => {

@@ -322,21 +322,24 @@ describe("membership precedence", () => {
 });
 
 describe("recent deaths (they ride on pings and acks)", () => {
-  it("lists the deaths of the window that still stand, newest first, at most max", async () => {
+  it("lists the deaths and leaves of the window that still stand, newest first, at most max", async () => {
     const { sched, membership, m } = setup();
-    for (const n of ["a", "b", "c", "d"]) m.alive(n, 1);
+    for (const n of ["a", "b", "c", "d", "e"]) m.alive(n, 1);
     m.dead("a", 1);
     await sched.runFor(1500);
     m.dead("b", 1);
     m.dead("c", 1);
     m.alive("c", 2); // refuted: its death no longer stands
-    m.dead("d", 1, "d"); // left, not dead
-    expect(membership.recentDeaths(2000, 16).map((d) => d.node)).toEqual(["b", "a"]);
-    expect(membership.recentDeaths(2000, 1).map((d) => d.node)).toEqual(["b"]);
+    m.dead("d", 1, "d"); // left: rides too, or a member that missed it declares the leaver dead
+    m.dead("e", 1);
+    m.dead("e", 1, "e"); // declared dead, then its own leave: only the leave stands
+    const listed = (max: number) => membership.recentDeaths(2000, max).map((d) => `${d.node}<${d.from}`);
+    expect(listed(16)).toEqual(["e<e", "d<d", "b<x", "a<x"]);
+    expect(listed(1)).toEqual(["e<e"]);
     await sched.runFor(600);
-    expect(membership.recentDeaths(2000, 16).map((d) => d.node)).toEqual(["b"]);
+    expect(listed(16)).toEqual(["e<e", "d<d", "b<x"]);
     await sched.runFor(2000);
-    expect(membership.recentDeaths(2000, 16)).toEqual([]);
+    expect(listed(16)).toEqual([]);
   });
 });
 

@@ -17,7 +17,7 @@ import { probePhase, probeSlot, sinceProbeTime, untilProbeTime } from "./schedul
 
 type Ping = Extract<Message, { kind: "ping" }>;
 
-/** Most deaths one ping or ack carries. */
+/** Most deaths and leaves one ping or ack carries. */
 const RECENT_DEATHS_PER_PACKET = 16;
 type IndirectPing = Extract<Message, { kind: "indirectPing" }>;
 
@@ -139,8 +139,8 @@ export class FailureDetector {
     this.waiters.get(seq)?.onNack(from);
   }
 
-  /** Deaths of the last two probe intervals (each member pings and is pinged at least once in
-   *  them), in at most a quarter of a packet, so gossip keeps the rest. */
+  /** Deaths and leaves of the last two probe intervals (each member pings and is pinged at least
+   *  once in them), in at most a quarter of a packet, so gossip keeps the rest. */
   private recentDeaths(): Message[] {
     const { membership, config, wire } = this.deps;
     let room = wire.packetBudget() / 4;
