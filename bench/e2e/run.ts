@@ -214,8 +214,9 @@ const rttCache = new Map<string, number[]>();
 async function rtt(s: Setup, q: number) {
   // One ping run per setup and round serves both percentiles.
   const key = `${s.name}`;
+  if (q === 0.5) rttCache.delete(key);
   let samples = rttCache.get(key);
-  if (!samples || q === 0.5) {
+  if (!samples) {
     samples = (await ping(s.client, s.server.addr, { count: 200, intervalS: 0.005, timeoutS: 1 })).rtts;
     rttCache.set(key, samples);
   }
@@ -225,8 +226,9 @@ async function rtt(s: Setup, q: number) {
 const loadedCache = new Map<string, { p50: number; p99: number; lossPercent: number; tcpGbps: number }>();
 /** Ping under load as `weft bench` measures it (src/bench/load.ts); one run serves both percentiles. */
 async function loadedRtt(s: Setup, q: "p50" | "p99") {
+  if (q === "p50") loadedCache.delete(s.name); // a failed p50 run leaves no older round's figures for p99
   let v = loadedCache.get(s.name);
-  if (!v || q === "p50") {
+  if (!v) {
     v = (await pingUnderLoad(s.client, s.server, { seconds: duration, pingCount: 400, pingIntervalS: 0.01 })).values;
     loadedCache.set(s.name, v);
   }
@@ -250,10 +252,20 @@ async function main(): Promise<void> {
       if (p.received !== 3) throw new Error(`${s.name}: pods cannot reach each other (${p.received}/3 pings)`);
     }
     const samples: Sample[] = [];
+    const failures: Array<{ setup: string; workload: string; round: number; error: string }> = [];
     for (let round = 1; round <= rounds; round++) {
       for (const w of chosen) {
         for (const s of setups) {
-          const r = await w.run(s);
+          let r: Awaited<ReturnType<typeof w.run>>;
+          try {
+            r = await w.run(s);
+          } catch (error) {
+            // One stalled run must not cost the others: note it and go on (medians skip it).
+            const text = error instanceof Error ? error.message : String(error);
+            failures.push({ setup: s.name, workload: w.name, round, error: text });
+            console.log(`round ${round}  ${w.name.padEnd(14)} ${s.name.padEnd(13)} FAILED: ${text}`);
+            continue;
+          }
           samples.push({ setup: s.name, workload: w.name, round, value: r.value, unit: w.unit, extra: r.extra });
           console.log(
             `round ${round}  ${w.name.padEnd(14)} ${s.name.padEnd(13)} ${r.value.toFixed(3)} ${w.unit}${r.extra ? "  " + JSON.stringify(r.extra) : ""}`,
@@ -261,6 +273,7 @@ async function main(): Promise<void> {
         }
       }
     }
+    if (failures.length > 0) console.log(`\n${failures.length} runs failed (above); medians are over the others`);
     console.log(`\nmedians of ${rounds} rounds, ${duration} s runs, ratio to kernel-vxlan in the same run`);
     console.log(["workload".padEnd(16), ...setups.map((s) => s.name.padStart(24))].join(""));
     for (const w of chosen) {
@@ -299,6 +312,7 @@ async function main(): Promise<void> {
             workers: workerCounts,
             offloads: offloadModes,
             samples,
+            failures,
           },
           null,
           2,

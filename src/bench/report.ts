@@ -9,7 +9,7 @@ import { chartSvg } from "./chart.js";
 import { BASELINE, type BenchSettings } from "./settings.js";
 import type { Figure } from "./summary.js";
 import { figureHeader, figureRow, markdownTable, microHeader, microRow, microSuites, textTable } from "./table.js";
-import type { Sample } from "./workloads.js";
+import type { FailedRun, Sample } from "./workloads.js";
 
 export interface BenchReport {
   tool: "weft bench";
@@ -26,6 +26,8 @@ export interface BenchReport {
   offload: Record<string, Record<string, OffloadState>>;
   figures: Figure[];
   samples: Sample[];
+  /** The runs that failed, in the order they ran (none in a clean run). */
+  failures: FailedRun[];
   micro: MicroResult[];
 }
 
@@ -43,6 +45,7 @@ export function terminalSummary(r: BenchReport): string {
       figureHeader(names),
       r.figures.map((f) => figureRow(f, names)),
     ),
+    ...failedRuns(r).map((line) => `FAILED ${line}`),
     "",
     "microbenchmarks (one core, benchmark.js)",
     ...microSuites(r.micro).map(([suite, ms]) => `\n${suite}\n${textTable(microHeader(), ms.map(microRow), 1)}`),
@@ -82,6 +85,11 @@ function offloadInForce(r: BenchReport): string[] {
   });
 }
 
+/** One line per failed run: where, and what went wrong. */
+function failedRuns(r: BenchReport): string[] {
+  return r.failures.map((f) => `round ${f.round} · ${f.setup} · ${f.label}: [${f.code}] ${f.message}`);
+}
+
 function markdown(r: BenchReport): string {
   const s = r.settings;
   const m = r.machine;
@@ -97,13 +105,19 @@ ${userspace ? `Segmentation offloads of the userspace backends: \`--offloads ${s
 
 ## Results
 
-Each cell is the median over rounds; in parentheses its ratio to kernel vxlan's median from the same run.
+Each cell is the median over rounds; in parentheses its ratio to kernel vxlan's median from the same run${r.failures.length > 0 ? ", and how many of its runs failed (the median is over the others)" : ""}.
 
 ${markdownTable(
   figureHeader(names),
   r.figures.map((f) => figureRow(f, names)),
 )}
-
+${
+  r.failures.length > 0
+    ? `\n**Failed runs** (not measured; the run went on):\n\n${failedRuns(r)
+        .map((line) => `- ${line}`)
+        .join("\n")}\n`
+    : ""
+}
 ![every figure as a ratio to kernel vxlan](${REPORT_FILES.chart})
 
 ## How to read it

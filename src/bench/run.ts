@@ -13,7 +13,15 @@ import { runsIpv6, type BenchSettings } from "./settings.js";
 import { figureDefs, summarize } from "./summary.js";
 import { idleCost } from "./load.js";
 import { agentPids, buildLab, killTrafficTools, readyLab, teardownLab, type BenchLab } from "./topology.js";
-import { runWorkload, workloadId, workloadLabel, type LabWorkload, type Sample, type Workload } from "./workloads.js";
+import {
+  runWorkload,
+  workloadId,
+  workloadLabel,
+  type FailedRun,
+  type LabWorkload,
+  type Sample,
+  type Workload,
+} from "./workloads.js";
 
 type Action = { step: Step; run: () => Promise<void> };
 
@@ -40,6 +48,7 @@ export async function runBench(settings: BenchSettings, command: string): Promis
   const workloads = [...perRound, idle];
   const labs: BenchLab[] = [];
   const samples: Sample[] = [];
+  const failures: FailedRun[] = [];
   let micro: MicroResult[] = [];
   let stopMicro: (() => Promise<void>) | undefined;
 
@@ -70,10 +79,22 @@ export async function runBench(settings: BenchSettings, command: string): Promis
             : w.kind === "flood-tail"
               ? Math.min(settings.duration, 5) + 3
               : settings.duration + 1.5;
-        plan(`round ${round}/${settings.rounds} · ${name} · ${workloadLabel(w)}`, weight, async () => {
+        const label = workloadLabel(w);
+        plan(`round ${round}/${settings.rounds} · ${name} · ${label}`, weight, async () => {
           const t = new Date().toISOString();
-          const r = await runWorkload(labOf(name), w, settings);
-          samples.push({ setup: name, workload: workloadId(w), round, seq: seq++, startedAt: t, ...r });
+          const at = { setup: name, workload: workloadId(w), round, seq: seq++, startedAt: t };
+          try {
+            samples.push({ ...at, ...(await runWorkload(labOf(name), w, settings)) });
+          } catch (error) {
+            if (interrupted) throw error;
+            // One stalled run (a TCP stream that shared a queue with a flood stalled for 35 s
+            // once) must not cost the whole measurement: report it, clear its tools, go on.
+            const code = error instanceof WeftError ? error.code : "UNKNOWN";
+            const message = error instanceof Error ? error.message : String(error);
+            failures.push({ ...at, label, code, message });
+            process.stderr.write(`\nround ${round} · ${name} · ${label} failed: [${code}] ${message}\n`);
+            killTrafficTools([labOf(name)]);
+          }
         });
       }
     }
@@ -181,8 +202,10 @@ export async function runBench(settings: BenchSettings, command: string): Promis
       figureDefs(workloads),
       setups.map((s) => s.name),
       samples,
+      failures,
     ),
     samples,
+    failures,
     micro,
   };
   const dir = resolve(settings.out);
@@ -191,5 +214,10 @@ export async function runBench(settings: BenchSettings, command: string): Promis
     terminalSummary(report) +
       `\n\nreport: ${resolve(dir, REPORT_FILES.markdown)} (with ${REPORT_FILES.chart}; raw samples in ${REPORT_FILES.json})\n`,
   );
+  if (failures.length > 0)
+    throw new WeftError(
+      "BENCH_RUNS_FAILED",
+      `${failures.length} of ${samples.length + failures.length} runs failed (listed above and in the report); their cells are medians of the other rounds: look at the failures' messages, then run again`,
+    );
   return report;
 }

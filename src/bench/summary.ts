@@ -2,7 +2,7 @@
 // setup (see settings.ts), and its ratio to kernel vxlan's median from the same run.
 import { BASELINE } from "./settings.js";
 import { median } from "./stats.js";
-import { workloadId, workloadLabel, type Sample, type Workload } from "./workloads.js";
+import { workloadId, workloadLabel, type FailedRun, type Sample, type Workload } from "./workloads.js";
 
 export interface FigureDef {
   /** Stable id, e.g. "tcp-4.gbps". */
@@ -21,6 +21,8 @@ export interface Figure extends FigureDef {
   medians: Record<string, number>;
   /** Median / baseline median, per setup name; absent when the baseline is 0. */
   ratios: Record<string, number>;
+  /** Runs of the figure's workload that failed, per setup name; absent when none did. */
+  failed: Record<string, number>;
 }
 
 /** Every figure the workloads produce, in report order. */
@@ -67,9 +69,16 @@ export function figureDefs(workloads: Workload[]): FigureDef[] {
   return defs;
 }
 
-/** `setups`: the setups' names. */
-export function summarize(defs: FigureDef[], setups: string[], samples: Sample[]): Figure[] {
+/** `setups`: the setups' names; `failures`: the runs that failed (medians are over the others). */
+export function summarize(
+  defs: FigureDef[],
+  setups: string[],
+  samples: Sample[],
+  failures: FailedRun[] = [],
+): Figure[] {
   return defs.map((d) => {
+    const failed: Figure["failed"] = {};
+    for (const f of failures) if (f.workload === d.workload) failed[f.setup] = (failed[f.setup] ?? 0) + 1;
     const medians: Figure["medians"] = {};
     for (const b of setups) {
       const xs = samples.filter((s) => s.setup === b && s.workload === d.workload).map((s) => s.values[d.value]);
@@ -81,6 +90,6 @@ export function summarize(defs: FigureDef[], setups: string[], samples: Sample[]
       const m = medians[b];
       if (m !== undefined && base !== undefined && base > 0) ratios[b] = m / base;
     }
-    return { ...d, medians, ratios };
+    return { ...d, medians, ratios, failed };
   });
 }

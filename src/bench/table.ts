@@ -22,14 +22,19 @@ export function figureHeader(setups: string[]): string[] {
   return ["figure", "unit", "better", ...setups.map((b) => (b === BASELINE ? `${b} (baseline)` : b))];
 }
 
+/** A cell: the median, the ratio (not for the baseline), and how many runs failed, if any did. */
 export function figureRow(f: Figure, setups: string[]): string[] {
   return [
     f.label,
     f.unit,
     f.better,
-    ...setups.map((b) =>
-      b === BASELINE ? formatValue(f.medians[b]) : `${formatValue(f.medians[b])} (${formatRatio(f.ratios[b])})`,
-    ),
+    ...setups.map((b) => {
+      const notes = [
+        ...(b === BASELINE ? [] : [formatRatio(f.ratios[b])]),
+        ...(f.failed[b] ? [`${f.failed[b]} failed`] : []),
+      ];
+      return `${formatValue(f.medians[b])}${notes.length > 0 ? ` (${notes.join(", ")})` : ""}`;
+    }),
   ];
 }
 

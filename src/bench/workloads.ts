@@ -62,6 +62,21 @@ export interface Sample {
 
 export type SampleFigures = Pick<Sample, "values" | "raw">;
 
+/** A run of one workload on one setup that failed (a stalled path, a tool gone): reported, not
+ *  measured; the run goes on, and that cell's median is over the rounds that did run. */
+export interface FailedRun {
+  setup: string;
+  workload: string;
+  /** The workload as the report names it (workloadLabel). */
+  label: string;
+  round: number;
+  seq: number;
+  startedAt: string;
+  /** The error's code (WeftError), or "UNKNOWN". */
+  code: string;
+  message: string;
+}
+
 /**
  * UDP payloads are sent as fast as iperf3 can (-b 0): the figure is what the path carries. TCP over
  * IPv6 runs in the setup's IPv6-only lab, its CPU counted for that lab's agents.

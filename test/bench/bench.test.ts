@@ -2,7 +2,8 @@
 // backends, wasm-vxlan with offloads on and off, must produce every figure for every setup (and
 // with --family 4,6 an IPv6 TCP row for vxlan, host-gw and wasm-vxlan),
 // present and positive (zero only where zero is a real outcome), a report directory, and leave
-// nothing behind; an interrupt must leave nothing behind either. Speed is never asserted: figures
+// nothing behind; a run that fails must be reported while the others go on; an interrupt must
+// leave nothing behind either. Speed is never asserted: figures
 // depend on the machine and on what else runs on it.
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -14,6 +15,35 @@ import { canUseNetns } from "../support/netns.js";
 
 const work = mkdtempSync(join(tmpdir(), "weft-bench-test-"));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+/** Every process below root (by parent pid, from /proc). */
+function descendants(root: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const d of readdirSync("/proc").filter((x) => /^\d+$/.test(x))) {
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, "utf8");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      children.set(ppid, [...(children.get(ppid) ?? []), Number(d)]);
+    } catch {
+      // exited meanwhile
+    }
+  }
+  const out: number[] = [];
+  for (let todo = [root]; todo.length > 0; ) {
+    const next = todo.flatMap((p) => children.get(p) ?? []);
+    out.push(...next);
+    todo = next;
+  }
+  return out;
+}
+
+const commandOf = (pid: number) => {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").replace(/\0/g, " ");
+  } catch {
+    return "";
+  }
+};
 
 /** Runs `weft bench args`. */
 const bench = (name: string, args: string[], onStderr?: (text: string, pid: number) => void) =>
@@ -165,6 +195,39 @@ describe.runIf(canUseNetns())("weft bench", () => {
     ).toEqual(["host-gw", "vxlan", "wasm-vxlan"]);
     expect(readFileSync(join(out, "report.md"), "utf8")).toContain("| TCP 1 stream over IPv6 throughput |");
   }, 420_000);
+
+  it("a run that fails is reported, and the other runs still measured; the exit code says so; nothing left behind", async () => {
+    const out = join(work, "failed-run");
+    let killed: number[] = [];
+    const r = await bench(
+      "failed-run",
+      ["--quick", "--backends", "vxlan", "--duration", "4", "--out", out],
+      (text, pid) => {
+        if (killed.length > 0 || !text.includes("round 1/1 · vxlan · TCP 1 stream")) return;
+        killed = [-1];
+        // The TCP client is killed a second into its run: its run fails as a stalled one would.
+        setTimeout(() => {
+          killed = descendants(pid).filter((p) => commandOf(p).startsWith("iperf3 -c"));
+          for (const p of killed) process.kill(p, "SIGKILL");
+        }, 1000);
+      },
+    );
+    expect(killed.length, r.stderr).toBeGreaterThan(0);
+    expect(killed, r.stderr).not.toContain(-1);
+    expect(r.code, r.stderr).not.toBe(0);
+    expect(r.stderr).toContain("BENCH_RUNS_FAILED");
+    expect(leftovers(r)).toEqual([]);
+    const report = JSON.parse(readFileSync(join(out, "report.json"), "utf8")) as BenchReport;
+    expect(report.failures.map((f) => [f.setup, f.workload, f.round])).toEqual([["vxlan", "tcp-1", 1]]);
+    expect(report.failures[0].code).toMatch(/^LAB_/);
+    // Every later run on the same lab was measured.
+    expect(report.samples.map((x) => x.workload).sort()).toEqual(
+      ["flood-tail", "idle", "loaded-rtt", "rtt", "tcp-4", "udp-1400", "udp-64"].sort(),
+    );
+    const md = readFileSync(join(out, "report.md"), "utf8");
+    expect(md).toContain("| TCP 1 stream throughput | Gbit/s | higher | - (1 failed) |");
+    expect(md).toContain("- round 1 · vxlan · TCP 1 stream: [LAB_");
+  }, 300_000);
 
   it("an interrupt during the measurements stops the agents and removes everything", async () => {
     let sent = false;

@@ -4,7 +4,8 @@ import { chartSvg } from "../../src/bench/chart.js";
 import { resolveSettings } from "../../src/bench/settings.js";
 import { median, percentile } from "../../src/bench/stats.js";
 import { figureDefs, summarize } from "../../src/bench/summary.js";
-import type { Sample, Workload } from "../../src/bench/workloads.js";
+import { figureRow } from "../../src/bench/table.js";
+import type { FailedRun, Sample, Workload } from "../../src/bench/workloads.js";
 
 const sample = (setup: string, round: number, gbps: number): Sample => ({
   setup,
@@ -93,6 +94,32 @@ describe("bench summary", () => {
     expect(tcp).toMatchObject({ id: "tcp-1.gbps", medians: { vxlan: 20, udp: 2 }, ratios: { vxlan: 1, udp: 0.1 } });
     // A zero baseline gives no ratio rather than Infinity.
     expect(agents).toMatchObject({ id: "tcp-1.cpuAgents", mayBeZero: true, ratios: {} });
+  });
+
+  it("counts failed runs per setup, takes medians over the others, and says so in the cell", () => {
+    const defs = figureDefs([{ kind: "tcp", streams: 1 }, { kind: "rtt" }]);
+    const failed = (setup: string, workload: string, round: number): FailedRun => ({
+      setup,
+      workload,
+      label: workload,
+      round,
+      seq: 0,
+      startedAt: "",
+      code: "LAB_IPERF_NO_RESULT",
+      message: "stalled",
+    });
+    const samples = [sample("vxlan", 1, 10), sample("vxlan", 2, 30), sample("udp", 1, 1), sample("udp", 3, 3)];
+    const failures = [failed("udp", "tcp-1", 2), failed("vxlan", "tcp-1", 3), failed("udp", "rtt", 1)];
+    const [tcp, rttP50] = summarize(defs, ["vxlan", "udp"], samples, failures);
+    expect(tcp).toMatchObject({ medians: { vxlan: 20, udp: 2 }, ratios: { udp: 0.1 }, failed: { vxlan: 1, udp: 1 } });
+    expect(figureRow(tcp, ["vxlan", "udp"]).slice(3)).toEqual(["20.0 (1 failed)", "2.00 (0.10x, 1 failed)"]);
+    // Every run failed: no median, and the cell says why.
+    expect(rttP50).toMatchObject({ id: "rtt.p50", medians: {}, failed: { udp: 1 } });
+    expect(figureRow(rttP50, ["vxlan", "udp"]).slice(3)).toEqual(["-", "- (n/a, 1 failed)"]);
+    // Without failures a cell is as before.
+    const [clean] = summarize(defs, ["vxlan", "udp"], samples);
+    expect(clean.failed).toEqual({});
+    expect(figureRow(clean, ["vxlan", "udp"]).slice(3)).toEqual(["20.0", "2.00 (0.10x)"]);
   });
 
   it("has one median (mean of the middle two) and one percentile rule (nearest rank), in any order", () => {
