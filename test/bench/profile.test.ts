@@ -42,7 +42,7 @@ describe("bench:profile categories", () => {
       ),
       sample("node", "_copy_from_iter", "ip_generic_getfrag", "udp_sendmsg", "__sys_sendmmsg", "do_syscall_64"),
       sample("node", "__memmove_avx512_unaligned_erms", "v8::internal::wasm::memory_copy_wrapper"),
-      sample("node", "Builtins_LoadIC", "JS:*runQueue file:///x/worker.js:1:1"),
+      sample("node", "Builtins_LoadIC", "JS:*runWorker file:///x/worker.js:1:1"),
       sample("perf", "evsel__read"),
     ].join("\n");
     const p = categorize(script, 1000, ["packet/checksum/checksumPartial", "packet/checksum/copyChecksumPartial"], own);
