@@ -9,6 +9,7 @@ import { iperf, ping } from "../lab/traffic.js";
 import { formatIpv4 } from "../net/ipv4.js";
 import { projectFile } from "../paths.js";
 import { measureCpu } from "./cpu.js";
+import { settleAll } from "../util/settle.js";
 import { percentile } from "./stats.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -23,17 +24,17 @@ export async function pingUnderLoad(
   o: { seconds: number; pingCount: number; pingIntervalS: number },
 ) {
   const seconds = Math.max(o.seconds, 4);
-  const load = Promise.all([
-    iperf(server, client, { seconds, streams: 1 }),
-    iperf(server, client, { seconds, udp: true, length: 1400, bitrate: "0" }),
-  ]);
-  // Whatever happens to the pings, the load is awaited, so no iperf3 outlives the run.
   const pings = (async () => {
     await sleep(1000);
     const count = Math.max(10, Math.min(o.pingCount, Math.floor((seconds - 2) / o.pingIntervalS)));
     return ping(client, server.addr, { count, intervalS: o.pingIntervalS, timeoutS: 1 });
   })();
-  const [r, [tcp, udp]] = await Promise.all([pings, load]);
+  // Whatever fails, every part is awaited, so no iperf3 or ping outlives the run.
+  const [r, tcp, udp] = await settleAll([
+    pings,
+    iperf(server, client, { seconds, streams: 1 }),
+    iperf(server, client, { seconds, udp: true, length: 1400, bitrate: "0" }),
+  ]);
   if (r.rtts.length === 0)
     throw new WeftError("BENCH_NO_TRAFFIC", `no ping under load from ${client.name} to ${server.name} was answered`);
   return {
@@ -89,7 +90,7 @@ export async function floodTail(client: LabPod, server: LabPod, o: { seconds: nu
       );
       return JSON.parse(await sender.output) as { sent: number; lastSentNs: string };
     })();
-    const [f, s] = await Promise.all([flood, probing]);
+    const [f, s] = await settleAll([flood, probing]);
     await sleep(DRAIN_MS);
     receiver.stop();
     const r = JSON.parse(await receiver.output) as {

@@ -5,6 +5,7 @@
 import { loadavg } from "node:os";
 import { resolve } from "node:path";
 import { WeftError } from "../errors.js";
+import { settleAll } from "../util/settle.js";
 import { gitCommit, machineInfo } from "./machine.js";
 import { runMicro, type MicroResult } from "./micro.js";
 import { Progress, type Step } from "./progress.js";
@@ -24,6 +25,9 @@ import {
 } from "./workloads.js";
 
 type Action = { step: Step; run: () => Promise<void> };
+
+/** Failures that end the run: every later measurement on the lab would fail too. */
+const AGENT_GONE = new Set(["BENCH_AGENT_GONE", "BENCH_PROCESS_GONE"]);
 
 export async function runBench(settings: BenchSettings, command: string): Promise<BenchReport> {
   if (process.getuid?.() !== 0)
@@ -86,14 +90,13 @@ export async function runBench(settings: BenchSettings, command: string): Promis
           try {
             samples.push({ ...at, ...(await runWorkload(labOf(name), w, settings)) });
           } catch (error) {
-            if (interrupted) throw error;
             // One stalled run (a TCP stream that shared a queue with a flood stalled for 35 s
-            // once) must not cost the whole measurement: report it, clear its tools, go on.
-            const code = error instanceof WeftError ? error.code : "UNKNOWN";
-            const message = error instanceof Error ? error.message : String(error);
-            failures.push({ ...at, label, code, message });
-            process.stderr.write(`\nround ${round} · ${name} · ${label} failed: [${code}] ${message}\n`);
-            killTrafficTools([labOf(name)]);
+            // once) must not cost the whole measurement: report it and go on (a workload settles
+            // all its tools before it fails). A bug, or an agent gone, still ends the run.
+            if (interrupted || !(error instanceof WeftError) || AGENT_GONE.has(error.code)) throw error;
+            agentPids(labOf(name)); // throws BENCH_AGENT_GONE if the failure was an agent's exit
+            failures.push({ ...at, label, code: error.code, message: error.message });
+            process.stderr.write(`\nround ${round} · ${name} · ${label} failed: [${error.code}] ${error.message}\n`);
           }
         });
       }
@@ -136,10 +139,7 @@ export async function runBench(settings: BenchSettings, command: string): Promis
   const cleanup = async () => {
     const todo = labs.filter((l) => !tornDown.has(l));
     todo.forEach((l) => tornDown.add(l));
-    const mine = Promise.allSettled(todo.map(teardownLab)).then((rs) => {
-      const failed = rs.find((r): r is PromiseRejectedResult => r.status === "rejected");
-      if (failed) throw failed.reason;
-    });
+    const mine = settleAll(todo.map(teardownLab)).then(() => undefined);
     teardowns.push(mine.catch(() => undefined));
     await mine;
   };
@@ -217,7 +217,7 @@ export async function runBench(settings: BenchSettings, command: string): Promis
   if (failures.length > 0)
     throw new WeftError(
       "BENCH_RUNS_FAILED",
-      `${failures.length} of ${samples.length + failures.length} runs failed (listed above and in the report); their cells are medians of the other rounds: look at the failures' messages, then run again`,
+      `${failures.length} of ${samples.filter((x) => x.workload !== workloadId(idle)).length + failures.length} runs failed (listed above and in the report); their cells take the median of the rounds that ran (none: "-"): look at the failures' messages, then run again`,
     );
   return report;
 }

@@ -14,6 +14,7 @@ import { ping } from "../lab/traffic.js";
 import type { IpAddr } from "../net/ip.js";
 import { formatPrefix } from "../net/ipv4.js";
 import { formatPrefix6 } from "../net/ipv6.js";
+import { settleAll } from "../util/settle.js";
 import type { BenchSetup } from "./settings.js";
 
 /** One setup's lab: two hosts, their agents, and (once ready) one pod per host. */
@@ -162,7 +163,7 @@ export function agentPids(l: BenchLab): number[] {
 
 /** Stops the agents (graceful leave, devices removed) and removes every namespace of the lab (and of its IPv6 sibling). */
 export async function teardownLab(lab: BenchLab): Promise<void> {
-  const results = await Promise.allSettled(
+  await settleAll(
     lab.all().map(async (l) => {
       try {
         await l.agents.stopAll();
@@ -171,8 +172,6 @@ export async function teardownLab(lab: BenchLab): Promise<void> {
       }
     }),
   );
-  const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
-  if (failed) throw failed.reason;
 }
 
 /**

@@ -205,11 +205,16 @@ describe.runIf(canUseNetns())("weft bench", () => {
       (text, pid) => {
         if (killed.length > 0 || !text.includes("round 1/1 · vxlan · TCP 1 stream")) return;
         killed = [-1];
-        // The TCP client is killed a second into its run: its run fails as a stalled one would.
-        setTimeout(() => {
-          killed = descendants(pid).filter((p) => commandOf(p).startsWith("iperf3 -c"));
-          for (const p of killed) process.kill(p, "SIGKILL");
-        }, 1000);
+        // The TCP client is killed once it runs (looked for every 100 ms, for up to 5 s): its
+        // run fails as a stalled one would.
+        const since = Date.now();
+        const look = setInterval(() => {
+          const found = descendants(pid).filter((p) => commandOf(p).startsWith("iperf3 -c"));
+          if (found.length === 0 && Date.now() - since < 5000) return;
+          clearInterval(look);
+          killed = found;
+          for (const p of found) process.kill(p, "SIGKILL");
+        }, 100);
       },
     );
     expect(killed.length, r.stderr).toBeGreaterThan(0);

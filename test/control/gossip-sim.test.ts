@@ -250,9 +250,10 @@ describe("membership in the simulator", () => {
         };
         await cluster.leave(leaver);
         await cluster.runFor(20_000);
+        // Now and then every copy of the leave `deaf` was sent rode on a ping or ack: nothing to test.
+        fc.pre(dropped > 0);
         expect(cluster.view(deaf, leaver)?.state, cluster.describe()).toBe("left");
         expect(log.deaths, cluster.describe()).toEqual([]);
-        expect(dropped, "the filter kept the leave's gossip from the member").toBeGreaterThan(0);
       }),
       { numRuns: RUNS },
     );
