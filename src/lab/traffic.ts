@@ -134,7 +134,7 @@ export async function iperf(server: LabPod, client: LabPod, o: IperfOptions): Pr
     } catch {
       throw new WeftError(
         "LAB_IPERF_NO_RESULT",
-        `iperf3 ${client.name} -> ${server.name} gave no result within ${limitMs / 1000} s (killed, or the path stalled)`,
+        `iperf3 ${o.udp ? "UDP" : "TCP"} ${client.name} -> ${server.name} gave no result within ${limitMs / 1000} s (killed, or the path stalled)`,
       );
     }
     if (j.error) throw new WeftError("LAB_IPERF_FAILED", `iperf3 ${client.name} -> ${server.name}: ${j.error}`);
