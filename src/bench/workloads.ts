@@ -72,7 +72,7 @@ export interface FailedRun {
   round: number;
   seq: number;
   startedAt: string;
-  /** The error's code (WeftError), or "UNKNOWN". */
+  /** The WeftError's code (anything else ends the run instead). */
   code: string;
   message: string;
 }

@@ -55,6 +55,11 @@ export function initialIncarnation(wallClockMs: number): number {
   return Math.max(1, Math.floor(wallClockMs / 1000));
 }
 
+/** What a "dead" message says: the node's own word is a graceful leave, anyone else's a death. */
+function verdictOf(d: Dead): MemberState {
+  return d.from === d.node ? "left" : "dead";
+}
+
 export function isLive(state: MemberState): boolean {
   return state === "alive" || state === "suspect";
 }
@@ -302,7 +307,7 @@ export class Membership {
     if (d.node === this.me.name && !this.leaving) return this.accused(d.incarnation);
     const cur = this.records.get(d.node);
     if (!cur || d.incarnation < cur.incarnation) return;
-    const next: MemberState = d.from === d.node ? "left" : "dead";
+    const next = verdictOf(d);
     // Dead is final for its incarnation; only left (the node's own word) still upgrades it.
     if (cur.state === "left" || (cur.state === "dead" && next === "dead")) return;
     const wasLive = isLive(cur.state);
@@ -321,7 +326,7 @@ export class Membership {
    * lost packet, or just the luck of random targets — hears it from whoever it probes or is probed
    * by within a probe interval, rather than when its own suspicion runs out seconds later. A leave
    * rides too: a member that missed it would otherwise suspect the silent leaver and declare it
-   * dead (a 10-node simulation with no loss did, once in a few thousand runs).
+   * dead (a 10-node simulation with no loss did, on a rare draw of gossip targets).
    */
   recentDeaths(windowMs: number, max: number): Dead[] {
     const since = this.deps.clock.now() - windowMs;
@@ -330,8 +335,7 @@ export class Membership {
     for (let i = this.deaths.length - 1; i >= 0 && out.length < max; i--) {
       const d = this.deaths[i].msg;
       const cur = this.records.get(d.node);
-      const state: MemberState = d.from === d.node ? "left" : "dead";
-      if (cur?.state === state && cur.incarnation === d.incarnation) out.push(d);
+      if (cur?.state === verdictOf(d) && cur.incarnation === d.incarnation) out.push(d);
     }
     return out;
   }
