@@ -105,6 +105,13 @@ const program = new Command("bench:e2e")
       wholeNumber(1),
     ),
   )
+  .addOption(
+    knob(
+      "--tun-steering <on,off>",
+      "userspace setups whose TUN device picks queues by weft's flow hash (an eBPF program), and by its own flow table",
+      onOff,
+    ),
+  )
   .addHelpText(
     "after",
     [
@@ -132,6 +139,7 @@ const args = program.opts<{
   tunQueue?: number[];
   udpBatching?: boolean[];
   queuesPerWorker?: number[];
+  tunSteering?: boolean[];
 }>();
 const { duration, rounds } = args;
 const workerCounts = args.workers;
@@ -144,15 +152,18 @@ const knobSets: Knobs[] = each(args.busyPoll).flatMap((busyPollUs) =>
       each(args.flowQueue).flatMap((flowQueue) =>
         each(args.tunQueue).flatMap((tunQueueLen) =>
           each(args.udpBatching).flatMap((udpBatching) =>
-            each(args.queuesPerWorker).map((queuesPerWorker) => ({
-              busyPollUs,
-              queueDelayUs,
-              nice,
-              flowQueue,
-              tunQueueLen,
-              udpBatching,
-              queuesPerWorker,
-            })),
+            each(args.queuesPerWorker).flatMap((queuesPerWorker) =>
+              each(args.tunSteering).map((tunSteering) => ({
+                busyPollUs,
+                queueDelayUs,
+                nice,
+                flowQueue,
+                tunQueueLen,
+                udpBatching,
+                queuesPerWorker,
+                tunSteering,
+              })),
+            ),
           ),
         ),
       ),

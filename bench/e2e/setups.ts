@@ -56,6 +56,7 @@ export interface Knobs {
   tunQueueLen?: number;
   udpBatching?: boolean;
   queuesPerWorker?: number;
+  tunSteering?: boolean;
 }
 
 export async function userspace(
@@ -65,7 +66,7 @@ export async function userspace(
   knobs: Knobs = {},
 ): Promise<Setup> {
   const { busyPollUs: bp, queueDelayUs: qd, nice, flowQueue: fq, tunQueueLen: tq, udpBatching: ub } = knobs;
-  const qw = knobs.queuesPerWorker;
+  const { queuesPerWorker: qw, tunSteering: ts } = knobs;
   const suffix =
     (bp === undefined ? "" : `/bp${bp}`) +
     (qd === undefined ? "" : `/qd${qd}`) +
@@ -73,7 +74,8 @@ export async function userspace(
     (fq === undefined ? "" : `/fq${fq ? "on" : "off"}`) +
     (tq === undefined ? "" : `/tq${tq}`) +
     (ub === undefined ? "" : `/ub${ub ? "on" : "off"}`) +
-    (qw === undefined ? "" : `/q${qw}`);
+    (qw === undefined ? "" : `/q${qw}`) +
+    (ts === undefined ? "" : `/ts${ts ? "on" : "off"}`);
   const name = `${format === "vxlan" ? "wasm-vxlan" : "udp"}/${offloads ? "on" : "off"}/w${workers}${suffix}`;
   const lab = await LabCluster.create({
     tag: `e2e-${format[0]}${offloads ? "o" : "n"}${workers}${suffix.replace(/[^a-z0-9]/g, "").slice(0, 12)}`,

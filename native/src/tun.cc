@@ -3,14 +3,17 @@
 // There is no batched read for TUN in the kernel: a batch is one syscall per packet, but one
 // N-API crossing per batch.
 #include <fcntl.h>
+#include <linux/bpf.h>
 #include <linux/if_tun.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 #include "args.h"
 #include "batch.h"
@@ -94,6 +97,61 @@ Napi::Value TunSetOffload(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// tunSetSteeringProgram(fd, program): loads `program` (a Uint8Array of 8-byte eBPF instructions, a
+// socket filter) and makes it the device's queue selector (TUNSETSTEERINGEBPF): the device then
+// sends each packet to queue (return value % queues) instead of following its flow table. The
+// device keeps its own reference to the program, so our fd is closed at once.
+Napi::Value TunSetSteeringProgram(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info, 0);
+  Napi::Value arg = info[1];
+  if (!arg.IsTypedArray() || arg.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    ThrowTypeError(env, "program must be a Uint8Array of 8-byte eBPF instructions");
+  }
+  Napi::Uint8Array bytes = arg.As<Napi::Uint8Array>();
+  size_t n = bytes.ByteLength() / sizeof(bpf_insn);
+  if (n == 0 || n > BPF_MAXINSNS || bytes.ByteLength() % sizeof(bpf_insn) != 0) {
+    ThrowRangeError(env, "program must hold 1.." + std::to_string(BPF_MAXINSNS) + " instructions of 8 bytes each");
+  }
+  std::vector<bpf_insn> insns(n);
+  memcpy(insns.data(), bytes.Data(), n * sizeof(bpf_insn));
+  // The verifier's log only when it refuses: a retry with a buffer says why.
+  std::vector<char> log;
+  int prog = -1;
+  for (int attempt = 0; attempt < 2 && prog < 0; attempt++) {
+    bpf_attr attr{};
+    attr.prog_type = BPF_PROG_TYPE_SOCKET_FILTER;
+    attr.insns = reinterpret_cast<uint64_t>(insns.data());
+    attr.insn_cnt = static_cast<uint32_t>(n);
+    attr.license = reinterpret_cast<uint64_t>("GPL");
+    if (attempt == 1) {
+      log.assign(4096, '\0');
+      attr.log_buf = reinterpret_cast<uint64_t>(log.data());
+      attr.log_size = static_cast<uint32_t>(log.size());
+      attr.log_level = 1;
+    }
+    prog = static_cast<int>(RetryOnEintr([&] { return syscall(__NR_bpf, BPF_PROG_LOAD, &attr, sizeof attr); }));
+    if (prog < 0 && errno != EINVAL && errno != EACCES) break;
+  }
+  if (prog < 0) {
+    int err = errno;
+    std::string hint;
+    if (err == EPERM) hint = "loading a BPF program needs CAP_BPF or CAP_SYS_ADMIN: run weft as root";
+    if (err == ENOSYS) hint = "this kernel has no bpf() syscall (CONFIG_BPF_SYSCALL)";
+    if (!log.empty() && log[0] != '\0') hint = "the verifier refused it: " + std::string(log.data());
+    ThrowSyscallError(env, err, "bpf", "BPF_PROG_LOAD (TUN steering)", hint);
+  }
+  int rc = ioctl(fd, TUNSETSTEERINGEBPF, &prog);
+  int err = errno;
+  close(prog);
+  if (rc < 0) {
+    ThrowSyscallError(
+        env, err, "ioctl", "TUNSETSTEERINGEBPF",
+        err == EINVAL || err == ENOTTY ? "this kernel's TUN driver has no steering programs (Linux 4.16 on)" : "");
+  }
+  return env.Undefined();
+}
+
 int32_t HeaderArg(const Napi::CallbackInfo& info, size_t i) {
   int32_t header = static_cast<int32_t>(IntArg(info, i, "header", 0, kVnetHdrBytes));
   if (header != 0 && header != kVnetHdrBytes) {
@@ -147,6 +205,7 @@ Napi::Value TunWrite(const Napi::CallbackInfo& info) { return Napi::Number::New(
 void RegisterTun(Napi::Env env, Napi::Object exports) {
   exports.Set("tunOpen", Napi::Function::New(env, TunOpen, "tunOpen"));
   exports.Set("tunSetOffload", Napi::Function::New(env, TunSetOffload, "tunSetOffload"));
+  exports.Set("tunSetSteeringProgram", Napi::Function::New(env, TunSetSteeringProgram, "tunSetSteeringProgram"));
   exports.Set("tunRead", Napi::Function::New(env, TunRead, "tunRead"));
   exports.Set("tunWrite", Napi::Function::New(env, TunWrite, "tunWrite"));
   SetConstant(env, exports, "TUN_F_CSUM", TUN_F_CSUM);

@@ -183,6 +183,18 @@ export function agentMetrics(
     },
   });
   new Gauge({
+    name: "weft_dataplane_tun_steering",
+    help: "1 while the userspace dataplane's TUN device picks each sent packet's queue pair by weft's flow hash (an eBPF steering program), as the sockets do on receive; 0 while it keeps its own flow table, or has one pair (the reason is in /status and the log)",
+    labelNames: ["backend", "family"],
+    registers: [registry],
+    collect() {
+      this.reset();
+      eachDataplane(backends, (d, family, b) =>
+        this.set({ backend: b.type, family }, d.tunSteering.by === "program" ? 1 : 0),
+      );
+    },
+  });
+  new Gauge({
     name: "weft_dataplane_route_table_huge_page_bytes",
     help: "Bytes of the userspace dataplane's route tables on transparent huge pages (advised MADV_HUGEPAGE), by address family; 0 when on 4 KiB pages (the reason is in /status and the log)",
     labelNames: ["backend", "family"],

@@ -2,6 +2,7 @@
 // in any browser: per figure, one bar per setup showing its ratio to kernel vxlan on a log
 // scale, so 0.5x and 2x are equally long and the baseline is the vertical line at 1x; below, the
 // figures without a useful ratio (loss, flood tail, idle cost, the agents' CPU) as absolute values.
+// A setup whose runs of a figure failed says how many beside its bar, in red, as the table does.
 import type { BackendType } from "../backends/backend.js";
 import { BASELINE, type BenchSetup } from "./settings.js";
 import type { Figure } from "./summary.js";
@@ -35,6 +36,12 @@ function barStyle(s: BenchSetup): string {
     )
     .join("");
   return `fill="#${light}" stroke="${c}"`;
+}
+
+/** How many of `setup`'s runs of the figure failed, as a red note to append to a text, or "". */
+function failedNote(f: Figure, setup: string): string {
+  const n = f.failed[setup];
+  return n ? `<tspan fill="#c44e52">${esc(` (${n} failed)`)}</tspan>` : "";
 }
 
 export function chartSvg(figures: Figure[], setups: BenchSetup[], title: string): string {
@@ -92,14 +99,14 @@ export function chartSvg(figures: Figure[], setups: BenchSetup[], title: string)
   shown.forEach((f, i) => {
     const y0 = TOP + i * groupH;
     out.push(
-      `<text x="${LABEL_W - 8}" y="${y0 + (others.length * BAR_H) / 2 + 4}" text-anchor="end">${esc(`${f.label} (${f.better} is better)`)}</text>`,
+      `<text x="${LABEL_W - 8}" y="${y0 + (others.length * BAR_H) / 2 + 4}" text-anchor="end">${esc(`${f.label} (${f.better} is better)`)}${f.failed[BASELINE] ? `<tspan fill="#c44e52">${esc(`, ${BASELINE}: ${f.failed[BASELINE]} failed`)}</tspan>` : ""}</text>`,
     );
     others.forEach((s, k) => {
       const b = s.name;
       const r = f.ratios[b];
       const y = y0 + k * BAR_H;
       if (r === undefined || r <= 0) {
-        out.push(`<text x="${x(1) + 4}" y="${y + BAR_H - 3}" fill="#999">n/a</text>`);
+        out.push(`<text x="${x(1) + 4}" y="${y + BAR_H - 3}" fill="#999">n/a${failedNote(f, b)}</text>`);
         return;
       }
       const a = x(1);
@@ -108,7 +115,7 @@ export function chartSvg(figures: Figure[], setups: BenchSetup[], title: string)
         `<rect x="${Math.min(a, bx)}" y="${y + 1}" width="${Math.max(1, Math.abs(bx - a))}" height="${BAR_H - 2}" ${barStyle(s)}><title>${esc(`${b}: ${formatValue(f.medians[b])} ${f.unit} vs ${formatValue(f.medians[BASELINE])} ${f.unit}`)}</title></rect>`,
       );
       out.push(
-        `<text x="${LABEL_W + PLOT_W + 6}" y="${y + BAR_H - 3}" fill="${COLORS[s.backend]}">${esc(`${formatRatio(r)}  ${formatValue(f.medians[b])} ${f.unit}`)}</text>`,
+        `<text x="${LABEL_W + PLOT_W + 6}" y="${y + BAR_H - 3}" fill="${COLORS[s.backend]}">${esc(`${formatRatio(r)}  ${formatValue(f.medians[b])} ${f.unit}`)}${failedNote(f, b)}</text>`,
       );
     });
   });
@@ -126,7 +133,7 @@ export function chartSvg(figures: Figure[], setups: BenchSetup[], title: string)
       const v = f.medians[s.name];
       const y = y0 + k * BAR_H;
       if (v === undefined || !Number.isFinite(v)) {
-        out.push(`<text x="${LABEL_W + 4}" y="${y + BAR_H - 3}" fill="#999">n/a</text>`);
+        out.push(`<text x="${LABEL_W + 4}" y="${y + BAR_H - 3}" fill="#999">n/a${failedNote(f, s.name)}</text>`);
         return;
       }
       const w = max > 0 ? Math.round((v / max) * PLOT_W * 10) / 10 : 0;
@@ -134,7 +141,7 @@ export function chartSvg(figures: Figure[], setups: BenchSetup[], title: string)
         `<rect x="${LABEL_W}" y="${y + 1}" width="${Math.max(1, w)}" height="${BAR_H - 2}" ${barStyle(s)}><title>${esc(`${s.name}: ${formatValue(v)} ${f.unit}`)}</title></rect>`,
       );
       out.push(
-        `<text x="${LABEL_W + PLOT_W + 6}" y="${y + BAR_H - 3}" fill="${COLORS[s.backend]}">${esc(`${formatValue(v)} ${f.unit}  ${s.name}`)}</text>`,
+        `<text x="${LABEL_W + PLOT_W + 6}" y="${y + BAR_H - 3}" fill="${COLORS[s.backend]}">${esc(`${formatValue(v)} ${f.unit}  ${s.name}`)}${failedNote(f, s.name)}</text>`,
       );
     });
   });

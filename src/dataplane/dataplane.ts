@@ -32,7 +32,7 @@ import {
   WORKER_MAX_PAIRS,
 } from "./defaults.js";
 import { PeerTable, type DataplanePeer } from "./peers.js";
-import { innerFlowSteering } from "./steering.js";
+import { innerFlowSteering, tunFlowSteering } from "./steering.js";
 import { routeTableAllocator, type HugePageState } from "./huge-pages.js";
 import { openFirstSocket, openTunQueues, type OffloadState } from "./offload.js";
 import {
@@ -114,6 +114,13 @@ export interface UserspaceDataplaneOptions {
    */
   udpBatching?: boolean;
   /**
+   * With several queue pairs, the TUN device picks each packet's queue by weft's flow hash (an eBPF
+   * program, steering.ts), the one the sockets' reuseport program uses, instead of its own flow
+   * table. Default true; where the kernel refuses the program the device keeps its flow table (the
+   * reason is in counters() and the log); false only to measure what it gains.
+   */
+  tunSteering?: boolean;
+  /**
    * Route tables on transparent huge pages (huge-pages.ts), where the kernel has them. Default
    * true; without them they stay on 4 KiB pages (the reason is in counters() and the log).
    */
@@ -141,10 +148,23 @@ export interface DataplaneCounters {
   workerRestarts: number;
   /** Whether offloads are in force, with what, or why not. */
   offload: OffloadState;
+  /** Who picks the TUN queue a sent packet waits in, and why not our program where it is not. */
+  tunSteering: TunSteeringState;
   /** How much of the route table is on huge pages, or why none. */
   routeTablePages: HugePageState;
   /** Size of the shared hot-path memory (route table, contexts, counters, packet slots). */
   memoryBytes: number;
+}
+
+export interface TunSteeringState {
+  /**
+   * "program": weft's flow hash, as on receive, so a flow never moves between pairs; "flow-table":
+   * the device's own (it follows the queue a flow was last written on, and its boot-seeded hash
+   * once that entry ages out after 3 s); "single-queue": one pair, nothing to pick.
+   */
+  by: "program" | "flow-table" | "single-queue";
+  /** Why not "program", where it could have been. */
+  reason?: string;
 }
 
 interface Pair {
@@ -233,6 +253,7 @@ export class UserspaceDataplane {
   private pairs: Pair[] = [];
   private readonly stopWord: Int32Array;
   private readonly offload: OffloadState;
+  private readonly tunSteering: TunSteeringState;
   private readonly routeTablePages: HugePageState;
   private pool?: Piscina;
   private restarts = 0;
@@ -373,7 +394,11 @@ export class UserspaceDataplane {
         });
       }
       this.pairs = pairs;
-      if (pairCount > 1) sockets[0].setReuseportProgram(innerFlowSteering(opts.format, pairCount, this.family));
+      this.tunSteering = { by: "single-queue" };
+      if (pairCount > 1) {
+        sockets[0].setReuseportProgram(innerFlowSteering(opts.format, pairCount, this.family));
+        this.tunSteering = steerTunQueues(tuns[0], pairCount, this.family, opts.tunSteering ?? true);
+      }
     } catch (error) {
       for (const u of sockets) u.close();
       for (const w of wakers) w.close();
@@ -445,8 +470,14 @@ export class UserspaceDataplane {
       format: this.opts.format,
       tun: tunName,
       offload: this.offload,
+      tunSteering: this.tunSteering,
       routeTablePages: this.routeTablePages,
     };
+    if (this.tunSteering.reason && this.opts.tunSteering !== false)
+      this.opts.logger?.warn(
+        { tunSteering: this.tunSteering },
+        "the TUN device keeps its own flow table: a one-way flow may move to another queue pair after 3 s",
+      );
     if (this.routeTablePages.reason)
       this.opts.logger?.warn(
         { routeTablePages: this.routeTablePages },
@@ -528,6 +559,7 @@ export class UserspaceDataplane {
       ...(this.tunStats && { tunRingDrops: BigInt(this.tunStats.txDropped()) }),
       workerRestarts: this.restarts,
       offload: { ...this.offload, tun: [...this.offload.tun] },
+      tunSteering: { ...this.tunSteering },
       routeTablePages: { ...this.routeTablePages },
       memoryBytes: this.hp.memory.buffer.byteLength,
     };
@@ -571,5 +603,18 @@ export class UserspaceDataplane {
       p.udp.close();
     }
     for (const w of this.workerTasks) w.waker.close();
+  }
+}
+
+/** Hands the TUN device's queue choice to weft's flow hash, or says why it stays the device's own. */
+function steerTunQueues(tun: TunQueue, queues: number, family: 4 | 6, want: boolean): TunSteeringState {
+  if (!want) return { by: "flow-table", reason: "disabled by the tunSteering option" };
+  try {
+    tun.setSteeringProgram(tunFlowSteering(queues, family));
+    return { by: "program" };
+  } catch (error) {
+    // An old kernel (before 4.16), one without bpf(), or a process without CAP_BPF: the device's
+    // flow table still keeps request/response flows on one pair; only one-way flows may move.
+    return { by: "flow-table", reason: error instanceof Error ? error.message : String(error) };
   }
 }

@@ -77,6 +77,8 @@ export interface NativeIo {
 
   tunOpen(name: string, multiQueue: boolean, vnetHdr: boolean): { fd: number; name: string };
   tunSetOffload(fd: number, flags: number): void;
+  /** TUNSETSTEERINGEBPF with a socket-filter program of 8-byte eBPF instructions; see TunQueue.setSteeringProgram. */
+  tunSetSteeringProgram(fd: number, program: Uint8Array): void;
   /** Reads fill [OFF, OFF+CAP) and set LEN; with header 12 the vnet header lands in [OFF-12, OFF). */
   tunRead: BatchCall<[header: 0 | 12]>;
   /** Writes [OFF, OFF+LEN), preceded by the vnet header in [OFF-12, OFF) when header is 12. */

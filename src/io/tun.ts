@@ -89,4 +89,13 @@ export class TunQueue extends FdHandle implements PacketQueue {
   setOffload(flags: number): void {
     native.tunSetOffload(this.fd, flags);
   }
+
+  /**
+   * Makes `program` (eBPF socket-filter instructions, steering.ts) pick the queue of every packet
+   * the device sends, for all its queues, in place of the device's flow table. Throws EPERM without
+   * CAP_BPF, EINVAL (or ENOTTY) on a kernel without TUN steering, or the verifier's refusal.
+   */
+  setSteeringProgram(program: Uint8Array): void {
+    native.tunSetSteeringProgram(this.fd, program);
+  }
 }

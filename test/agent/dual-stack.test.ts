@@ -179,6 +179,10 @@ describe.skipIf(!canUseNetns()).each(MODES)("agents, dual-stack, $name", (mode) 
         expect(before).toMatch(
           new RegExp(`^weft_dataplane_offloads\\{backend="wasm-vxlan",family="${family}"\\} 1$`, "m"),
         );
+        // The default gives several queue pairs, and this kernel takes the TUN steering program.
+        expect(before).toMatch(
+          new RegExp(`^weft_dataplane_tun_steering\\{backend="wasm-vxlan",family="${family}"\\} 1$`, "m"),
+        );
         expect(before).toMatch(
           new RegExp(`^weft_dataplane_bytes_total\\{family="${family}",direction="rx"\\} [1-9]\\d*$`, "m"),
         );

@@ -122,6 +122,45 @@ describe("bench summary", () => {
     expect(figureRow(clean, ["vxlan", "udp"]).slice(3)).toEqual(["20.0", "2.00 (0.10x)"]);
   });
 
+  it("marks the chart's bars of setups whose runs failed, as the table's cells", () => {
+    const defs = figureDefs([{ kind: "tcp", streams: 1 }, { kind: "flood-tail" }]);
+    const failed = (setup: string, workload: string): FailedRun => ({
+      setup,
+      workload,
+      label: workload,
+      round: 2,
+      seq: 0,
+      startedAt: "",
+      code: "LAB_IPERF_NO_RESULT",
+      message: "stalled",
+    });
+    const tail = (setup: string, tailMs: number): Sample => ({
+      setup,
+      workload: "flood-tail",
+      round: 1,
+      seq: 0,
+      startedAt: "",
+      values: { tailMs, delayP99Ms: 1, floodReceivedKpps: 10 },
+      raw: {},
+    });
+    const samples = [sample("vxlan", 1, 20), sample("udp", 1, 2), tail("vxlan", 0), tail("udp", 3)];
+    const failures = [
+      failed("udp", "tcp-1"),
+      failed("udp", "tcp-1"),
+      failed("vxlan", "tcp-1"),
+      failed("udp", "flood-tail"),
+    ];
+    const { setups } = resolveSettings({ backends: ["vxlan", "udp"] });
+    const svg = chartSvg(summarize(defs, ["vxlan", "udp"], samples, failures), setups, "t");
+    const note = (n: number) => `<tspan fill="#c44e52"> (${n} failed)</tspan>`;
+    expect(svg).toContain(`0.10x  2.00 Gbit/s${note(2)}</text>`);
+    expect(svg).toContain(`<tspan fill="#c44e52">, vxlan: 1 failed</tspan></text>`);
+    expect(svg).toContain(`>3.00 ms  udp${note(1)}</text>`);
+    expect(svg).toContain(">0 ms  vxlan</text>");
+    // Without failures, no note anywhere.
+    expect(chartSvg(summarize(defs, ["vxlan", "udp"], samples), setups, "t")).not.toContain("failed");
+  });
+
   it("has one median (mean of the middle two) and one percentile rule (nearest rank), in any order", () => {
     expect(median([4, 1, 3, 2])).toBe(2.5);
     expect(median([3, 1, 2])).toBe(2);

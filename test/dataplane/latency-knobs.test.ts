@@ -1,8 +1,8 @@
 // The dataplane's latency knobs end to end — busy polling after traffic (busyPollUs), the CoDel
-// sojourn limit on the sockets' receive queues (queueDelayUs) and the send path's flow queue
-// (flowQueue, off by default, so off in every mode that does not turn it on) — each on and off, with
-// offloads on and off: pings and exact, hashed TCP transfers both ways. Their speed is for the
-// benchmarks.
+// sojourn limit on the sockets' receive queues (queueDelayUs), the send path's flow queue
+// (flowQueue, off by default, so off in every mode that does not turn it on) and the TUN device's
+// steering program (tunSteering, on by default) — each on and off, with offloads on and off: pings
+// and exact, hashed TCP transfers both ways. Their speed is for the benchmarks.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { UserspaceDataplane, UserspaceDataplaneOptions } from "../../src/dataplane/dataplane.js";
 import type { LabCluster } from "../../src/lab/cluster.js";
@@ -26,6 +26,8 @@ const MODES: Array<{ name: string; knobs: Partial<UserspaceDataplaneOptions>; tu
   },
   { name: "flow queue on", knobs: { flowQueue: true }, tunRing: 256 },
   { name: "flow queue on, offloads off", knobs: { flowQueue: true, offloads: false }, tunRing: 5000 },
+  { name: "TUN steering program off", knobs: { tunSteering: false }, tunRing: 32 },
+  { name: "TUN steering program off, offloads off", knobs: { tunSteering: false, offloads: false }, tunRing: 5000 },
 ];
 
 for (const [m, mode] of MODES.entries()) {
@@ -58,6 +60,11 @@ for (const [m, mode] of MODES.entries()) {
         expect(sent.bytes).toBe(30 * MB);
       }
       expect(dps[0].counters().offload.enabled).toBe(mode.knobs.offloads !== false);
+      expect(dps[0].counters().tunSteering).toEqual(
+        mode.knobs.tunSteering === false
+          ? { by: "flow-table", reason: "disabled by the tunSteering option" }
+          : { by: "program" },
+      );
       for (const h of lab.hosts) {
         const [link] = JSON.parse(await h.ns.exec(["ip", "-json", "link", "show", "dev", "weft0"]));
         expect(link.txqlen).toBe(mode.tunRing);

@@ -1,9 +1,11 @@
-// Property tests of the receive steering program (src/dataplane/steering.ts) run in a classic-BPF
+// Property tests of the steering programs (src/dataplane/steering.ts) run in a classic-BPF
 // reference interpreter (test/reference/cbpf.ts) over generated VXLAN (and, for IPv4, flannel udp)
-// datagrams of both inner families: both directions of an echo land on one socket index, the
-// transport ports and echo identifiers spread over every index, and a datagram too short for the
-// loads gives 0. That the interpreter is the kernel's: real reuseport groups in namespaces the
-// test creates hand sampled datagrams of each kind to the sockets the interpreter picks. (The IPv4
+// datagrams of both inner families: both directions of an echo and of a TCP or UDP flow land on one
+// socket index, the transport ports and echo identifiers spread over every index, and a datagram
+// too short for the loads gives 0. That the interpreter is the kernel's: real reuseport groups in
+// namespaces the test creates hand sampled datagrams of each kind to the sockets the interpreter
+// picks, and a real multi-queue TUN device with the eBPF form of the program sends each packet on
+// the queue whose socket the interpreter picks for the same packet inside a datagram. (The IPv4
 // program is also checked end to end by test/dataplane/userspace.test.ts: a ping's requests and
 // replies stay on one worker.)
 import fc from "fast-check";
@@ -12,7 +14,9 @@ import { withNetns } from "../../src/io/netns.js";
 import { UdpSocket, type UdpOptions } from "../../src/io/udp.js";
 import { parseIpv4 } from "../../src/net/ipv4.js";
 import type { WireFormat } from "../../src/dataplane/queue-task.js";
-import { innerFlowSteering } from "../../src/dataplane/steering.js";
+import { innerFlowSteering, tunFlowSteering } from "../../src/dataplane/steering.js";
+import { TunQueue } from "../../src/io/tun.js";
+import { projectFile } from "../../src/paths.js";
 import { buildIpv4, buildVxlan } from "../reference/build.js";
 import { runClassicBpf } from "../reference/cbpf.js";
 import { addrBytes } from "../reference/packets6.js";
@@ -104,6 +108,26 @@ describe.each(CASES)("receive steering program, inner IPv$family over $format", 
               request,
             );
           }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it("puts both directions of a TCP or UDP flow (addresses and ports swapped) on one index", () => {
+    fc.assert(
+      fc.property(
+        workersArb,
+        flowOf(family),
+        fc.constantFrom<6 | 17>(6, 17),
+        fc.integer({ min: 0, max: 0xffff }),
+        fc.integer({ min: 0, max: 0xffff }),
+        fc.uint8Array({ minLength: 16, maxLength: 40 }),
+        fc.uint8Array({ minLength: 16, maxLength: 40 }),
+        (workers, f, protocol, sport, dport, there, back) => {
+          const forward = steer(workers, innerPacket(f, protocol, ports(sport, dport, there)));
+          const reverse = { family, src: f.dst, dst: f.src };
+          expect(steer(workers, innerPacket(reverse, protocol, ports(dport, sport, back)))).toBe(forward);
         },
       ),
       { numRuns: 300 },
@@ -272,4 +296,116 @@ describe.skipIf(!canUseNetns())("the kernel's reuseport groups pick the socket t
       expect(got).toEqual(expected);
     },
   );
+});
+
+describe.skipIf(!canUseNetns())(
+  "the TUN device's steering program sends a packet on the queue whose socket gets its flow",
+  () => {
+    const QUEUES = 4;
+    let ns: Netns;
+    const queues: TunQueue[] = [];
+
+    beforeAll(async () => {
+      ns = await Netns.create("strt");
+    });
+    afterAll(async () => {
+      for (const q of queues.splice(0)) q.close();
+      await ns?.destroy();
+    });
+
+    it.each([4, 6] as const)("IPv%i: UDP flows of many source ports, and pings", async (family) => {
+      const dev = `st${family}`;
+      const opened = withNetns(ns.name, () => TunQueue.openQueues(dev, QUEUES));
+      queues.push(...opened);
+      opened[0].setSteeringProgram(tunFlowSteering(QUEUES, family));
+      const [local, peer] =
+        family === 4 ? ["198.19.0.1/16", "198.19.7.2"] : ["2001:2:0:8000::1/49", "2001:2:0:8000::7:2"];
+      await ns.ip(`addr add ${local} dev ${dev}${family === 6 ? " nodad" : ""}`);
+      await ns.ip(`link set ${dev} up`);
+      // 64 UDP flows (a socket each, so a source port each) and 8 pings (an echo identifier each),
+      // every packet sent into the device by the namespace's own stack.
+      const FLOWS = 64;
+      const PINGS = 8;
+      const send = `const d=require("node:dgram");let n=0;for(let i=0;i<${FLOWS};i++){const s=d.createSocket("udp${family}");s.send(Buffer.alloc(32,i),4789,"${peer}",()=>{s.close();if(++n===${FLOWS})process.exit(0)})}`;
+      const pings = Array.from({ length: PINGS }, () =>
+        ns.exec(["ping", `-${family}`, "-n", "-c", "1", "-W", "1", peer]).catch(() => "no reply, as expected"),
+      );
+      await ns.exec([process.execPath, "-e", send]);
+      await Promise.all(pings);
+
+      const icmp = family === 4 ? 1 : 58;
+      const protocolOf = (p: Uint8Array) => (family === 4 ? p[9] : p[6]);
+      const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
+      const got = new Map<string, { queue: number; packet: Uint8Array }>();
+      const inbox = new Slots(64);
+      await until(
+        `${FLOWS} datagrams and ${PINGS} echo requests read from the queues`,
+        () => {
+          for (const [q, tun] of opened.entries()) {
+            inbox.reset();
+            const n = tun.read(inbox.buf, inbox.descs, 0, 64);
+            for (let k = 0; k < n; k++) {
+              const packet = inbox.packet(k);
+              // Only ours: the stack's own chatter (IPv6 router solicitations, MLD) is not.
+              if (packet[0] >> 4 !== family || ![17, icmp].includes(protocolOf(packet))) continue;
+              got.set(hex(packet), { queue: q, packet });
+            }
+          }
+          const udp = [...got.values()].filter((g) => protocolOf(g.packet) === 17).length;
+          return udp === FLOWS && got.size >= FLOWS + PINGS ? true : undefined;
+        },
+        10_000,
+      );
+      const reuseport = innerFlowSteering("vxlan", QUEUES, family);
+      const expected = [...got.values()].map((g) => runClassicBpf(reuseport, datagram("vxlan", family, g.packet)));
+      expect([...got.values()].map((g) => g.queue)).toEqual(expected);
+      // The flows cover every queue, so a device that ignored the program would show.
+      expect(new Set(expected).size).toBe(QUEUES);
+    });
+
+    it("refuses a program the verifier rejects, and says why", () => {
+      // A program that returns a register it never set.
+      const bad = Uint8Array.from([0x95, 0, 0, 0, 0, 0, 0, 0]);
+      const dev = "stbad";
+      const [q] = withNetns(ns.name, () => TunQueue.openQueues(dev, 2));
+      queues.push(q);
+      expect(() => q.setSteeringProgram(bad)).toThrow(/verifier refused it: .*R0 !read_ok/s);
+    });
+  },
+);
+
+describe.skipIf(!canUseNetns())("a dataplane the kernel refuses the TUN steering program", () => {
+  let ns: Netns;
+  beforeAll(async () => {
+    ns = await Netns.create("strp");
+  });
+  afterAll(async () => {
+    await ns?.destroy();
+  });
+
+  it("keeps the device's flow table, and says why (a process without CAP_BPF and CAP_SYS_ADMIN)", async () => {
+    await ns.ip("link set lo up");
+    // The dataplane from dist, as the agent runs it, in a process that keeps CAP_NET_ADMIN (TUN
+    // devices, sockets) but may not load BPF programs.
+    const script = `
+      const { UserspaceDataplane } = await import(${JSON.stringify(projectFile("dist", "src", "dataplane", "dataplane.js"))});
+      const dp = new UserspaceDataplane({ format: "vxlan", tunName: "weft0", mtu: 1450,
+        network: { addr: 0xc6130000, len: 16 }, subnet: { addr: 0xc6130100, len: 24 },
+        listenAddr: 0x7f000001, port: 8472, vni: 1, vtepMac: new Uint8Array(6), workers: 2 });
+      console.log(JSON.stringify(dp.counters().tunSteering));
+      await dp.stop();`;
+    const out = await ns.exec([
+      "setpriv",
+      "--bounding-set=-bpf,-sys_admin,-perfmon",
+      "--inh-caps=-bpf,-sys_admin,-perfmon",
+      "--",
+      process.execPath,
+      "--input-type=module",
+      "-e",
+      script,
+    ]);
+    const state = JSON.parse(out.trim().split("\n").at(-1)!);
+    expect(state.by).toBe("flow-table");
+    expect(state.reason).toMatch(/EPERM.*needs CAP_BPF or CAP_SYS_ADMIN/);
+  });
 });

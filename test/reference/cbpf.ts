@@ -19,7 +19,7 @@ const SIZES = new Map([
   [0x10, 1],
 ]);
 const [JA, JEQ] = [0x00, 0x10];
-const [MUL, RSH, MOD, XOR] = [0x20, 0x70, 0x90, 0xa0];
+const [MUL, AND, RSH, MOD, XOR] = [0x20, 0x50, 0x70, 0x90, 0xa0];
 const RVAL_A = 0x10;
 const TAX = 0x00;
 
@@ -45,6 +45,9 @@ export function runClassicBpf(program: Int32Array, packet: Uint8Array): number {
         switch (code & OP) {
           case MUL:
             a = Math.imul(a, v) >>> 0;
+            break;
+          case AND:
+            a = (a & v) >>> 0;
             break;
           case RSH:
             a = v >= 32 ? 0 : a >>> v;
