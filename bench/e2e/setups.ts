@@ -57,6 +57,7 @@ export interface Knobs {
   udpBatching?: boolean;
   queuesPerWorker?: number;
   tunSteering?: boolean;
+  batchTimeUs?: number;
 }
 
 export async function userspace(
@@ -66,7 +67,7 @@ export async function userspace(
   knobs: Knobs = {},
 ): Promise<Setup> {
   const { busyPollUs: bp, queueDelayUs: qd, nice, flowQueue: fq, tunQueueLen: tq, udpBatching: ub } = knobs;
-  const { queuesPerWorker: qw, tunSteering: ts } = knobs;
+  const { queuesPerWorker: qw, tunSteering: ts, batchTimeUs: bt } = knobs;
   const suffix =
     (bp === undefined ? "" : `/bp${bp}`) +
     (qd === undefined ? "" : `/qd${qd}`) +
@@ -75,7 +76,8 @@ export async function userspace(
     (tq === undefined ? "" : `/tq${tq}`) +
     (ub === undefined ? "" : `/ub${ub ? "on" : "off"}`) +
     (qw === undefined ? "" : `/q${qw}`) +
-    (ts === undefined ? "" : `/ts${ts ? "on" : "off"}`);
+    (ts === undefined ? "" : `/ts${ts ? "on" : "off"}`) +
+    (bt === undefined ? "" : `/bt${bt}`);
   const name = `${format === "vxlan" ? "wasm-vxlan" : "udp"}/${offloads ? "on" : "off"}/w${workers}${suffix}`;
   const lab = await LabCluster.create({
     tag: `e2e-${format[0]}${offloads ? "o" : "n"}${workers}${suffix.replace(/[^a-z0-9]/g, "").slice(0, 12)}`,
@@ -109,6 +111,9 @@ export async function userspace(
       await dp.start(h.ns.kernel);
       const o = dp.counters().offload;
       if (offloads && !o.enabled) console.log(`${name}: offloads unavailable (${o.reason}); measuring without`);
+      const t = dp.counters().tunSteering;
+      if (ts !== false && t.by === "flow-table")
+        console.log(`${name}: TUN steering program refused (${t.reason}); the device keeps its flow table`);
     }
   } catch (error) {
     await destroySetup({ name, lab, client: lab.hosts[0].pods[0], server: lab.hosts[1].pods[0], dataplanes });

@@ -118,6 +118,7 @@ Napi::Value TunSetSteeringProgram(const Napi::CallbackInfo& info) {
   // The verifier's log only when it refuses: a retry with a buffer says why.
   std::vector<char> log;
   int prog = -1;
+  int firstErr = 0;
   for (int attempt = 0; attempt < 2 && prog < 0; attempt++) {
     bpf_attr attr{};
     attr.prog_type = BPF_PROG_TYPE_SOCKET_FILTER;
@@ -131,12 +132,14 @@ Napi::Value TunSetSteeringProgram(const Napi::CallbackInfo& info) {
       attr.log_level = 1;
     }
     prog = static_cast<int>(RetryOnEintr([&] { return syscall(__NR_bpf, BPF_PROG_LOAD, &attr, sizeof attr); }));
+    if (prog < 0 && attempt == 0) firstErr = errno;
     if (prog < 0 && errno != EINVAL && errno != EACCES) break;
   }
   if (prog < 0) {
-    int err = errno;
+    // The first attempt's errno: the retry's may be ENOSPC, a log longer than our buffer.
+    int err = firstErr;
     std::string hint;
-    if (err == EPERM) hint = "loading a BPF program needs CAP_BPF or CAP_SYS_ADMIN: run weft as root";
+    if (err == EPERM) hint = "loading a BPF program needs CAP_BPF (Linux 5.8 on) or CAP_SYS_ADMIN: run weft as root";
     if (err == ENOSYS) hint = "this kernel has no bpf() syscall (CONFIG_BPF_SYSCALL)";
     if (!log.empty() && log[0] != '\0') hint = "the verifier refused it: " + std::string(log.data());
     ThrowSyscallError(env, err, "bpf", "BPF_PROG_LOAD (TUN steering)", hint);

@@ -52,7 +52,7 @@ const queuesPerWorker = z
   .optional()
   .describe(
     `queue pairs (a TUN queue and the UDP socket beside it) each dataplane worker serves in turn, 1..${WORKER_MAX_PAIRS} (default ${DEFAULT_QUEUES_PER_WORKER}). ` +
-      "Flows are spread over all pairs and both directions of a flow stay on one, so a flood fills its own pair's TUN ring and receive queue, " +
+      "Flows are spread over all pairs by one symmetric flow hash, in a steering program on the sockets and one on the TUN device (Linux ≥ 4.16, and `CAP_BPF` or `CAP_SYS_ADMIN`, which root has; without them the device keeps its own flow table, on which a one-way flow may move to another pair after 3 s), and both directions of a flow stay on one, so a flood fills its own pair's TUN ring and receive queue, " +
       "not those of the flows on other pairs, which wait for a round of its batches at most. " +
       "Workers × QueuesPerWorker is at most 256 (the TUN driver's limit; with more than 64 workers the default gives fewer)",
   );

@@ -25,6 +25,7 @@ import { ipv4Mapped } from "../net/ipv6.js";
 import { RouteTable6 } from "../hotpath/route-table6.js";
 import { projectFile } from "../paths.js";
 import {
+  DEFAULT_BATCH_TIME_US,
   DEFAULT_BUSY_POLL_US,
   DEFAULT_FLOW_QUEUE,
   DEFAULT_QUEUE_DELAY_US,
@@ -87,6 +88,12 @@ export interface UserspaceDataplaneOptions {
    * worker.ts). Default DEFAULT_BUSY_POLL_US; 0 sleeps at once. Idle queues never spin.
    */
   busyPollUs?: number;
+  /**
+   * Longest one batch from one queue should take, in microseconds (batch-size.ts): a queue whose
+   * batches take longer gets smaller ones, so that the worker's other queues wait less behind a
+   * bulk flow's super-packets. Default DEFAULT_BATCH_TIME_US; 0 for whole batches always.
+   */
+  batchTimeUs?: number;
   /**
    * Longest a datagram may wait in a socket's receive queue, in microseconds; older ones are dropped
    * at the head, so that latency under overload stays bounded. Default DEFAULT_QUEUE_DELAY_US; 0
@@ -386,6 +393,7 @@ export class UserspaceDataplane {
             ioCounters,
             stopWord: stopAt,
             busyPollUs: opts.busyPollUs ?? DEFAULT_BUSY_POLL_US,
+            batchTimeUs: opts.batchTimeUs ?? DEFAULT_BATCH_TIME_US,
             queueDelayUs,
             nice: opts.nice ?? 0,
             flowQueue,
@@ -613,8 +621,10 @@ function steerTunQueues(tun: TunQueue, queues: number, family: 4 | 6, want: bool
     tun.setSteeringProgram(tunFlowSteering(queues, family));
     return { by: "program" };
   } catch (error) {
-    // An old kernel (before 4.16), one without bpf(), or a process without CAP_BPF: the device's
-    // flow table still keeps request/response flows on one pair; only one-way flows may move.
-    return { by: "flow-table", reason: error instanceof Error ? error.message : String(error) };
+    // An old kernel (before 4.16), one without bpf(), or a process without CAP_BPF (Linux ≥ 5.8)
+    // or CAP_SYS_ADMIN: the device's flow table still keeps request/response flows on one pair;
+    // only one-way flows may move. Anything but the kernel's refusal is a bug, and thrown.
+    if (!(error instanceof Error && "syscall" in error)) throw error;
+    return { by: "flow-table", reason: error.message };
   }
 }

@@ -98,8 +98,10 @@ export function tunFlowSteering(queues: number, family: 4 | 6 = 4): Uint8Array {
 const EBPF_MOV64_X = 0xbf;
 const EBPF_MOV32_K = 0xb4;
 const EBPF_MOV32_X = 0xbc;
-const EBPF_JMP32_JEQ_K = 0x16;
-const EBPF_JMP32_JNE_K = 0x56;
+// 64-bit compares (JMP32 needs Linux 5.1, TUN steering only 4.16): R0 holds a zero-extended 32-bit
+// value and the constants compared are small and positive, so they compare as classic BPF does.
+const EBPF_JEQ_K = 0x15;
+const EBPF_JNE_K = 0x55;
 const EBPF_EXIT = 0x95;
 const [R0, R1, R6, R7] = [0, 1, 6, 7];
 
@@ -139,7 +141,9 @@ function toExtendedBpf(program: Int32Array): Uint8Array {
       case JMP_JEQ_K:
         // Classic BPF has two targets, eBPF one: one of them must be the next instruction.
         if (jt !== 0 && jf !== 0) throw new Error(`steering: JEQ at ${i / 4} has two jump targets`);
-        out.push(jt === 0 ? [EBPF_JMP32_JNE_K, R0, 0, jf, k] : [EBPF_JMP32_JEQ_K, R0, 0, jt, k]);
+        if (k < 0)
+          throw new Error(`steering: JEQ at ${i / 4} compares with ${k >>> 0}, which a 64-bit compare sign-extends`);
+        out.push(jt === 0 ? [EBPF_JNE_K, R0, 0, jf, k] : [EBPF_JEQ_K, R0, 0, jt, k]);
         break;
       case RET_A:
         out.push([EBPF_EXIT, 0, 0, 0, 0]);
@@ -148,6 +152,7 @@ function toExtendedBpf(program: Int32Array): Uint8Array {
         throw new Error(`steering: opcode 0x${code.toString(16)} has no eBPF form here`);
     }
   }
+  // Registers as the kernel's bitfields lay them out on little-endian machines (x86-64, arm64).
   const bytes = new Uint8Array(out.length * 8);
   const view = new DataView(bytes.buffer);
   out.forEach(([code, dst, src, off, imm], n) => {
