@@ -112,9 +112,6 @@ const program = new Command("bench:e2e")
       onOff,
     ),
   )
-  .addOption(
-    knob("--batch-time <us,...>", "userspace setups per batch time budget in µs (0: whole batches)", wholeNumber(0)),
-  )
   .addHelpText(
     "after",
     [
@@ -143,7 +140,6 @@ const args = program.opts<{
   udpBatching?: boolean[];
   queuesPerWorker?: number[];
   tunSteering?: boolean[];
-  batchTime?: number[];
 }>();
 const { duration, rounds } = args;
 const workerCounts = args.workers;
@@ -157,19 +153,16 @@ const knobSets: Knobs[] = each(args.busyPoll).flatMap((busyPollUs) =>
         each(args.tunQueue).flatMap((tunQueueLen) =>
           each(args.udpBatching).flatMap((udpBatching) =>
             each(args.queuesPerWorker).flatMap((queuesPerWorker) =>
-              each(args.tunSteering).flatMap((tunSteering) =>
-                each(args.batchTime).map((batchTimeUs) => ({
-                  busyPollUs,
-                  queueDelayUs,
-                  nice,
-                  flowQueue,
-                  tunQueueLen,
-                  udpBatching,
-                  queuesPerWorker,
-                  tunSteering,
-                  batchTimeUs,
-                })),
-              ),
+              each(args.tunSteering).map((tunSteering) => ({
+                busyPollUs,
+                queueDelayUs,
+                nice,
+                flowQueue,
+                tunQueueLen,
+                udpBatching,
+                queuesPerWorker,
+                tunSteering,
+              })),
             ),
           ),
         ),

@@ -57,7 +57,6 @@ export interface Knobs {
   udpBatching?: boolean;
   queuesPerWorker?: number;
   tunSteering?: boolean;
-  batchTimeUs?: number;
 }
 
 export async function userspace(
@@ -67,7 +66,7 @@ export async function userspace(
   knobs: Knobs = {},
 ): Promise<Setup> {
   const { busyPollUs: bp, queueDelayUs: qd, nice, flowQueue: fq, tunQueueLen: tq, udpBatching: ub } = knobs;
-  const { queuesPerWorker: qw, tunSteering: ts, batchTimeUs: bt } = knobs;
+  const { queuesPerWorker: qw, tunSteering: ts } = knobs;
   const suffix =
     (bp === undefined ? "" : `/bp${bp}`) +
     (qd === undefined ? "" : `/qd${qd}`) +
@@ -76,8 +75,7 @@ export async function userspace(
     (tq === undefined ? "" : `/tq${tq}`) +
     (ub === undefined ? "" : `/ub${ub ? "on" : "off"}`) +
     (qw === undefined ? "" : `/q${qw}`) +
-    (ts === undefined ? "" : `/ts${ts ? "on" : "off"}`) +
-    (bt === undefined ? "" : `/bt${bt}`);
+    (ts === undefined ? "" : `/ts${ts ? "on" : "off"}`);
   const name = `${format === "vxlan" ? "wasm-vxlan" : "udp"}/${offloads ? "on" : "off"}/w${workers}${suffix}`;
   const lab = await LabCluster.create({
     tag: `e2e-${format[0]}${offloads ? "o" : "n"}${workers}${suffix.replace(/[^a-z0-9]/g, "").slice(0, 12)}`,

@@ -26,11 +26,10 @@ export class CoDel {
 
   /**
    * One batch read: `kept` datagrams in it, `late` over the target (dropped when read while
-   * `dropping`, else among the kept); `asked`, the count the read asked for, when less than a
-   * whole batch (batch-size.ts).
+   * `dropping`, else among the kept).
    */
-  observe(kept: number, late: number, nowMs: number, asked = this.batchSize): void {
-    const full = kept + (this.dropping ? late : 0) === asked;
+  observe(kept: number, late: number, nowMs: number): void {
+    const full = kept + (this.dropping ? late : 0) === this.batchSize;
     // Still above target: a full batch with late datagrams, or, while dropping, nothing fresh read.
     if (late > 0 && (full || (this.dropping && kept === 0))) {
       if (this.dropping) return;

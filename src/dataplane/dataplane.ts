@@ -25,7 +25,6 @@ import { ipv4Mapped } from "../net/ipv6.js";
 import { RouteTable6 } from "../hotpath/route-table6.js";
 import { projectFile } from "../paths.js";
 import {
-  DEFAULT_BATCH_TIME_US,
   DEFAULT_BUSY_POLL_US,
   DEFAULT_FLOW_QUEUE,
   DEFAULT_QUEUE_DELAY_US,
@@ -88,12 +87,6 @@ export interface UserspaceDataplaneOptions {
    * worker.ts). Default DEFAULT_BUSY_POLL_US; 0 sleeps at once. Idle queues never spin.
    */
   busyPollUs?: number;
-  /**
-   * Longest one batch from one queue should take, in microseconds (batch-size.ts): a queue whose
-   * batches take longer gets smaller ones, so that the worker's other queues wait less behind a
-   * bulk flow's super-packets. Default DEFAULT_BATCH_TIME_US; 0 for whole batches always.
-   */
-  batchTimeUs?: number;
   /**
    * Longest a datagram may wait in a socket's receive queue, in microseconds; older ones are dropped
    * at the head, so that latency under overload stays bounded. Default DEFAULT_QUEUE_DELAY_US; 0
@@ -393,7 +386,6 @@ export class UserspaceDataplane {
             ioCounters,
             stopWord: stopAt,
             busyPollUs: opts.busyPollUs ?? DEFAULT_BUSY_POLL_US,
-            batchTimeUs: opts.batchTimeUs ?? DEFAULT_BATCH_TIME_US,
             queueDelayUs,
             nice: opts.nice ?? 0,
             flowQueue,

@@ -8,10 +8,6 @@
  */
 export const DEFAULT_BUSY_POLL_US = 0;
 /**
- * Longest one batch from one queue should take, µs (batch-size.ts): 0, whole batches always.
- */
-export const DEFAULT_BATCH_TIME_US = 0;
-/**
  * Sojourn limit of the sockets' receive queues, µs (Backend.QueueDelayMicros): a few batches'
  * worth of work, far below TCP's timers, and CoDel's usual target.
  */

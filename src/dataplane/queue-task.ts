@@ -65,11 +65,6 @@ export interface QueueTask {
   busyPollUs: number;
   /** Datagrams that waited longer than this in the socket's queue are dropped (0: no limit). */
   queueDelayUs: number;
-  /**
-   * Longest one batch from one queue should take, µs (batch-size.ts): longer batches make the
-   * queue's next ones smaller, so the worker's other queues wait less. 0: whole batches always.
-   */
-  batchTimeUs: number;
   /** The worker thread's nice value (0: the process's). */
   nice: number;
   /**

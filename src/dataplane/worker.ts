@@ -13,7 +13,6 @@ import { native } from "../io/native.js";
 import { TunQueue } from "../io/tun.js";
 import { UdpSocket } from "../io/udp.js";
 import { WAIT_SLEPT, WAIT_SPUN, WAIT_WOKEN, waitReadable } from "../io/wait.js";
-import { BatchSize } from "./batch-size.js";
 import { CoDel } from "./codel.js";
 import { IO_COUNTER, IO_COUNTER_SLOTS, type QueueTask } from "./queue-task.js";
 
@@ -36,28 +35,17 @@ export default function runWorker(task: QueueTask): { worker: number } {
   const buf = new Uint8Array(mem);
   const fields = hp.constant("DESC_BYTES") >> 2;
   const descView = (at: number, count: number) => new Int32Array(mem, at, count * fields);
-  const { tx, rx, results: out, busyPollUs, queueDelayUs, batchTimeUs } = task;
+  const { tx, rx, results: out, busyPollUs, queueDelayUs } = task;
   // Each pair's I/O, context and receive-queue state (codel.ts: the sojourn limit is per socket).
   // `more`: the TUN side has more for the next round — its last read filled its batch, or the flow
-  // queue still holds packets after reading it (then the loop must not sleep); `rxFull`: the last
-  // receive filled its batch. `txCount`/`rxCount`: each side's batch, bounded by time (batch-size.ts;
-  // the flow queue reads whole batches).
+  // queue still holds packets after reading it (then the loop must not sleep).
   const borrowed = task.pairs.map((p) => ({ ctx: p.ctx, tun: TunQueue.borrow(p.tun), udp: UdpSocket.borrow(p.udp) }));
   // wait()'s bit 2i is pair i's TUN queue, bit 2i+1 its socket.
   const watch = borrowed.flatMap((p) => [p.tun.fd, p.udp.fd]);
   const pairs = borrowed.map((p) => {
     const tun: PacketQueue = p.tun;
     const bind: DatagramBind = p.udp;
-    return {
-      ctx: p.ctx,
-      tun,
-      bind,
-      codel: new CoDel(rx.size),
-      more: false,
-      rxFull: false,
-      txCount: new BatchSize(tx.size, batchTimeUs),
-      rxCount: new BatchSize(rx.size, batchTimeUs),
-    };
+    return { ctx: p.ctx, tun, bind, codel: new CoDel(rx.size), more: false };
   });
   type Pair = (typeof pairs)[number];
   const fdBits = (1 << watch.length) - 1;
@@ -124,10 +112,9 @@ export default function runWorker(task: QueueTask): { worker: number } {
     let n: number;
     if (fq !== 0) n = throughFlowQueue(p);
     else {
-      const count = p.txCount.count;
-      fn.batchInit(tx.descs, count, tx.slots, tx.stride);
-      n = p.tun.read(buf, readDescs, 0, count);
-      p.more = n === count;
+      fn.batchInit(tx.descs, tx.size, tx.slots, tx.stride);
+      n = p.tun.read(buf, readDescs, 0, tx.size);
+      p.more = n === tx.size;
     }
     if (n === 0) return 0;
     const r = fn.encapBatch(p.ctx, tx.descs, n, format, vnet, out.sendDescs, out.segments, out.segmentStride);
@@ -137,33 +124,16 @@ export default function runWorker(task: QueueTask): { worker: number } {
     if (replies > 0) drain(toTun, sendDescs, sends, replies, IO_COUNTER.tunWriteErrors, IO_COUNTER.tunWriteShortfall);
     return n;
   };
-  // fromTun and fromNet, each batch timed for its queue's next count.
-  const timedFromTun = (p: Pair) => {
-    if (batchTimeUs === 0 || fq !== 0) return fromTun(p);
-    const t0 = performance.now();
-    const n = fromTun(p);
-    p.txCount.observe(n, (performance.now() - t0) * 1000);
-    return n;
-  };
-  const timedFromNet = (p: Pair) => {
-    if (batchTimeUs === 0) return fromNet(p);
-    const t0 = performance.now();
-    const n = fromNet(p);
-    p.rxCount.observe(n, (performance.now() - t0) * 1000);
-    return n;
-  };
   // Returns the datagrams read, dropped stale ones included (a full batch means: read again).
   const fromNet = (p: Pair) => {
     at = p;
-    const count = p.rxCount.count;
-    fn.batchInit(rx.descs, count, rx.slots, rx.stride);
+    fn.batchInit(rx.descs, rx.size, rx.slots, rx.stride);
     const drop = p.codel.dropping;
-    const r = p.bind.recv(buf, recvDescs, 0, count, queueDelayUs, drop);
+    const r = p.bind.recv(buf, recvDescs, 0, rx.size, queueDelayUs, drop);
     const n = r & 0xffff;
     const late = r >>> 16;
     if (drop) stale += late;
-    p.rxFull = (drop ? n + late : n) === count;
-    if (queueDelayUs > 0) p.codel.observe(n, late, performance.now(), count);
+    if (queueDelayUs > 0) p.codel.observe(n, late, performance.now());
     if (n > 0) {
       const writes = fn.decapBatch(
         p.ctx,
@@ -193,6 +163,7 @@ export default function runWorker(task: QueueTask): { worker: number } {
   let active = false;
   let spinBudget = busyPollUs;
   const spinFloor = busyPollUs >> 3;
+  const rxFull = rx.size;
   /** The TUN bits of the pairs whose queues have more for the next round. */
   const tunMore = () => {
     let bits = 0;
@@ -225,12 +196,12 @@ export default function runWorker(task: QueueTask): { worker: number } {
         const bits = (ready >>> (2 * i)) & 3;
         if (bits === 0) continue;
         const p = pairs[i];
-        const read = bits & 1 ? timedFromTun(p) : 0;
-        const received = bits & 2 ? timedFromNet(p) : 0;
+        const read = bits & 1 ? fromTun(p) : 0;
+        const received = bits & 2 ? fromNet(p) : 0;
         if (read > 0) tunBatches++;
         if (received > 0) udpBatches++;
         if (read > 0 || received > 0) active = true;
-        next |= ((p.more ? 1 : 0) | (received > 0 && p.rxFull ? 2 : 0)) << (2 * i);
+        next |= ((p.more ? 1 : 0) | (received === rxFull ? 2 : 0)) << (2 * i);
       }
       ready = next === 0 ? 0 : next | (waitReadable(watch, -1, 0) & fdBits);
     }

@@ -1,9 +1,8 @@
 // The dataplane's latency knobs end to end — busy polling after traffic (busyPollUs), the CoDel
 // sojourn limit on the sockets' receive queues (queueDelayUs), the send path's flow queue
-// (flowQueue, off by default, so off in every mode that does not turn it on), the batches' time
-// budget (batchTimeUs) and the TUN device's steering program (tunSteering, on by default) — each on
-// and off, with offloads on and off: pings and exact, hashed TCP transfers both ways. Their speed
-// is for the benchmarks.
+// (flowQueue, off by default, so off in every mode that does not turn it on) and the TUN device's
+// steering program (tunSteering, on by default) — each on and off, with offloads on and off: pings
+// and exact, hashed TCP transfers both ways. Their speed is for the benchmarks.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { UserspaceDataplane, UserspaceDataplaneOptions } from "../../src/dataplane/dataplane.js";
 import type { LabCluster } from "../../src/lab/cluster.js";
@@ -27,8 +26,6 @@ const MODES: Array<{ name: string; knobs: Partial<UserspaceDataplaneOptions>; tu
   },
   { name: "flow queue on", knobs: { flowQueue: true }, tunRing: 256 },
   { name: "flow queue on, offloads off", knobs: { flowQueue: true, offloads: false }, tunRing: 5000 },
-  { name: "batch time budget 50 µs", knobs: { batchTimeUs: 50 }, tunRing: 32 },
-  { name: "batch time budget 50 µs, offloads off", knobs: { batchTimeUs: 50, offloads: false }, tunRing: 5000 },
   { name: "TUN steering program off", knobs: { tunSteering: false }, tunRing: 32 },
   { name: "TUN steering program off, offloads off", knobs: { tunSteering: false, offloads: false }, tunRing: 5000 },
 ];
