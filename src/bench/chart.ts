@@ -60,8 +60,11 @@ export function chartSvg(figures: Figure[], setups: BenchSetup[], title: string)
   const groupH = others.length * BAR_H + GAP;
   // Those figures, and any other without a ratio, get bars of their own below: absolute values of
   // every setup (the baseline's too) on a linear scale per figure, the largest value full length.
+  // A figure whose every run failed is listed there too, so that its failures show.
   const absolute = figures.filter(
-    (f) => !shown.includes(f) && setups.some((s) => Number.isFinite(f.medians[s.name] ?? Number.NaN)),
+    (f) =>
+      !shown.includes(f) &&
+      (setups.some((s) => Number.isFinite(f.medians[s.name] ?? Number.NaN)) || Object.keys(f.failed).length > 0),
   );
   const ratioBottom = TOP + shown.length * groupH;
   const absTop = ratioBottom + 70;

@@ -123,7 +123,7 @@ describe("bench summary", () => {
   });
 
   it("marks the chart's bars of setups whose runs failed, as the table's cells", () => {
-    const defs = figureDefs([{ kind: "tcp", streams: 1 }, { kind: "flood-tail" }]);
+    const defs = figureDefs([{ kind: "tcp", streams: 1 }, { kind: "flood-tail" }, { kind: "rtt" }]);
     const failed = (setup: string, workload: string): FailedRun => ({
       setup,
       workload,
@@ -149,14 +149,21 @@ describe("bench summary", () => {
       failed("udp", "tcp-1"),
       failed("vxlan", "tcp-1"),
       failed("udp", "flood-tail"),
+      failed("udp", "rtt"),
     ];
     const { setups } = resolveSettings({ backends: ["vxlan", "udp"] });
-    const svg = chartSvg(summarize(defs, ["vxlan", "udp"], samples, failures), setups, "t");
+    const figures = summarize(defs, ["vxlan", "udp"], samples, failures);
+    const svg = chartSvg(figures, setups, "t");
     const note = (n: number) => `<tspan fill="#c44e52"> (${n} failed)</tspan>`;
     expect(svg).toContain(`0.10x  2.00 Gbit/s${note(2)}</text>`);
     expect(svg).toContain(`<tspan fill="#c44e52">, vxlan: 1 failed</tspan></text>`);
     expect(svg).toContain(`>3.00 ms  udp${note(1)}</text>`);
     expect(svg).toContain(">0 ms  vxlan</text>");
+    // A figure of which every run failed (and the baseline had none) is still listed, as n/a.
+    const rtt = figures.find((f) => f.id === "rtt.p50")!;
+    expect(rtt.medians).toEqual({});
+    expect(svg).toContain(`>${rtt.label} (lower is better)</text>`);
+    expect(svg).toContain(`>n/a${note(1)}</text>`);
     // Without failures, no note anywhere.
     expect(chartSvg(summarize(defs, ["vxlan", "udp"], samples), setups, "t")).not.toContain("failed");
   });
