@@ -29,6 +29,9 @@ const MAC = Uint8Array.from([0x0a, 0x58, 0x20, 0x01, 0x80, 0x01]);
 const POD4 = 0xc6130000; // 198.19.0.0/16
 const POD6 = 0x20010002_00008000n << 64n; // 2001:2:0:8000::/49
 
+/** A packet as a map key. */
+const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
+
 type Family = 4 | 6;
 interface Flow {
   family: Family;
@@ -265,7 +268,6 @@ describe.skipIf(!canUseNetns())("the kernel's reuseport groups pick the socket t
       const needed = (format === "vxlan" ? 22 : 0) + (family === 4 ? 20 : 40) + 4;
       const short = Array.from({ length: needed }, (_, n) => full[0].subarray(0, n));
       const all = [...full, ...short];
-      const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
       const expected = new Map(all.map((d) => [hex(d), runClassicBpf(program, d)]));
       expect(expected.size).toBe(all.length);
       // The sample covers every socket, so that a kernel that ignored the program would show.
@@ -336,7 +338,6 @@ describe.skipIf(!canUseNetns())(
 
       const icmp = family === 4 ? 1 : 58;
       const protocolOf = (p: Uint8Array) => (family === 4 ? p[9] : p[6]);
-      const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
       const got = new Map<string, { queue: number; packet: Uint8Array }>();
       const inbox = new Slots(64);
       await until(
