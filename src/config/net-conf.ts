@@ -98,7 +98,7 @@ const flowQueue = z
     `per-flow queues on a dataplane worker's send path (default ${DEFAULT_FLOW_QUEUE}): the worker reads its TUN queue faster than it sends, ` +
       "serves sparse flows (a ping, a request) before bulk ones, and drops a flood's excess at the head of the fattest flow instead of letting the TUN ring drop every flow's packets alike; " +
       "a TCP stream that shares its queue pair with a flood keeps moving instead of stalling (flows meet on a pair one time in Workers × QueuesPerWorker), and fewer pings are lost beside floods, " +
-      "at 18–27% more dataplane CPU per GB in the benchmarks; " +
+      "at about 3% more CPU per GB for a single stream and a longer ping tail beside floods in the benchmarks; " +
       'counted in weft_dataplane_queue_drops_total{reason="flow-queue"}',
   );
 
