@@ -13,11 +13,10 @@ export const DEFAULT_BUSY_POLL_US = 0;
  */
 export const DEFAULT_QUEUE_DELAY_US = 5000;
 /**
- * The send path's flow queue (Backend.FlowQueue; assembly/packet/flow-queue.ts): pings beside a
- * flood waited less and were lost less often with it, and a TCP stream that shares a flood's queue
- * pair keeps moving only with it, but CPU per GB rose (by up to 1.43x in A/B runs before queue
- * pairs, about 3% with them) and the pings kept wait longer, so it is opt-in (ARCHITECTURE.md,
- * "Queues").
+ * The send path's flow queue (Backend.FlowQueue; assembly/packet/flow-queue.ts): fewer pings
+ * beside a flood were lost with it, and a TCP stream that shares a flood's queue pair keeps moving
+ * only with it, but CPU per GB rose (by up to 1.43x in A/B runs before queue pairs, about 3% with
+ * them) and the ping tail beside floods (p99) grew, so it is opt-in (ARCHITECTURE.md, "Queues").
  */
 export const DEFAULT_FLOW_QUEUE = false;
 /**
