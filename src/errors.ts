@@ -208,3 +208,8 @@ export class WeftError<C extends ErrorCode = ErrorCode> extends Error {
 export function isWeftError<C extends ErrorCode>(err: unknown, code: C): err is WeftError<C> {
   return err instanceof WeftError && err.code === code;
 }
+
+/** The text of anything thrown, for messages that wrap a lower layer's failure. */
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -4,6 +4,7 @@
 // error as JSON on stdout, exit status 0 or 1, as the CNI spec requires.
 import { readFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
+import { errorMessage } from "../errors.js";
 import { CNI_ERROR, CniError } from "./errors.js";
 import type { CniCommand } from "./exec.js";
 import { runPlugin } from "./plugin.js";
@@ -41,7 +42,7 @@ export async function cniMain(): Promise<number> {
     const e =
       error instanceof CniError
         ? error
-        : new CniError(CNI_ERROR.IO_FAILURE, `unexpected failure: ${(error as Error)?.message ?? String(error)}`);
+        : new CniError(CNI_ERROR.IO_FAILURE, `unexpected failure: ${errorMessage(error)}`);
     process.stdout.write(JSON.stringify(e.toResult(cniVersion)) + "\n");
     return 1;
   }

@@ -5,6 +5,7 @@
 // and advised before they are filled (native memoryAdviseHugePages). Measured in
 // bench/micro/hugepages.ts: IPv4's 100k-prefix table 1.04–1.16× faster, IPv6's about the same
 // (ARCHITECTURE.md, "IPv6 route table"). Where the kernel refuses, tables stay on 4 KiB pages.
+import { errorMessage } from "../errors.js";
 import type { Arena } from "../hotpath/arena.js";
 import type { HotPath } from "../hotpath/module.js";
 import { native } from "../io/native.js";
@@ -35,7 +36,7 @@ export function routeTableAllocator(
     try {
       state.advisedBytes += native.memoryAdviseHugePages(hp.bytes(), at, size, false).bytes;
     } catch (error) {
-      state.reason = `madvise(MADV_HUGEPAGE) refused (${error instanceof Error ? error.message : String(error)})`;
+      state.reason = `madvise(MADV_HUGEPAGE) refused (${errorMessage(error)})`;
     }
     return at;
   };

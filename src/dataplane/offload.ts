@@ -4,6 +4,7 @@
 // (batched receives). UDP_GRO came with Linux 5.0, after UDP_SEGMENT (4.18), so a socket that
 // accepts UDP_GRO proves both. Whatever is missing turns offloads off as a whole, with the reason
 // kept for logs and counters; the wire format is the same either way.
+import { errorMessage } from "../errors.js";
 import { TUN_OFFLOAD, TunQueue } from "../io/tun.js";
 import { UdpSocket, type UdpOptions } from "../io/udp.js";
 
@@ -19,8 +20,6 @@ export interface OffloadState {
 const TSO = TUN_OFFLOAD.CSUM | TUN_OFFLOAD.TSO4 | TUN_OFFLOAD.TSO6;
 const USO = TUN_OFFLOAD.USO4 | TUN_OFFLOAD.USO6;
 
-const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
-
 /** Opens the first socket of the queue group with UDP_GRO if `want`, telling whether it took. */
 export function openFirstSocket(
   options: UdpOptions,
@@ -33,7 +32,7 @@ export function openFirstSocket(
     return {
       socket: UdpSocket.open(options),
       gro: false,
-      reason: `UDP_GRO refused (${message(error)}); UDP GSO/GRO need Linux 5.0`,
+      reason: `UDP_GRO refused (${errorMessage(error)}); UDP GSO/GRO need Linux 5.0`,
     };
   }
 }
@@ -55,7 +54,7 @@ export function openTunQueues(
     return {
       tuns: TunQueue.openQueues(name, count),
       flags: [],
-      reason: `TUN vnet headers refused (${message(error)})`,
+      reason: `TUN vnet headers refused (${errorMessage(error)})`,
     };
   }
   const refused = (flags: number): string | undefined => {
@@ -63,7 +62,7 @@ export function openTunQueues(
       for (const t of tuns) t.setOffload(flags);
       return undefined;
     } catch (error) {
-      return message(error);
+      return errorMessage(error);
     }
   };
   if (refused(TSO | USO) === undefined) return { tuns, flags: ["CSUM", "TSO4", "TSO6", "USO4", "USO6"] };
