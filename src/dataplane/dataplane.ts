@@ -218,14 +218,24 @@ const SEGMENT_SLOT_BYTES = 96 * 1024;
  */
 const TUN_TXQUEUELEN = 5000;
 /**
- * With offloads, 32: a ping beside a flood waits behind at most 32 datagrams or super-packets.
+ * With offloads and without the flow queue, 32: a ping beside a flood waits behind at most 32
+ * datagrams or super-packets.
  * Against 256 (`bench:e2e --tun-queue`, two interleaved runs of 5 rounds, AMD EPYC): ping under
  * load p50 3.57 → 0.53 and 2.33 → 1.47 ms, p99 35.2 → 7.7 and 26.8 → 18.4 ms, with TCP (1 and 4
  * streams) and UDP 1400 B no lower (ARCHITECTURE.md, "A shorter TUN ring").
  */
 const TUN_TXQUEUELEN_OFFLOADS = 32;
-/** The flow queue reads ahead from the ring while reads come back full, so it needs a ring of several batches. */
-const TUN_TXQUEUELEN_FLOW_QUEUE = 256;
+/**
+ * The flow queue reads ahead from the ring while reads come back full and drops a flood's excess
+ * itself (at the head of the fattest flow), so its ring is long: what a ring drops at its tail
+ * falls on every flow in it, and a worker off its CPU for a few milliseconds lets a flood fill 256
+ * packets (at 100 kpps). With every flow on one pair, 256 → 1,024 → 2,048 (5 rounds): pings lost
+ * 2.3–10.3% → 0–0.3% → 0% per round, p99 7.2 → 9.0 → 8.2 ms, TCP the same (ARCHITECTURE.md,
+ * "Queues"). The cost is memory the kernel holds for the ring when a worker falls behind: some
+ * 2 MB per queue of 1,400-byte datagrams, up to 64 MB of 64 KB super-packets (TCP's window keeps
+ * a stream to tcp_wmem's 4 MB).
+ */
+const TUN_TXQUEUELEN_FLOW_QUEUE = 1024;
 /** Most queues of one TUN device (the driver's MAX_TAP_QUEUES). */
 const TUN_MAX_QUEUES = 256;
 

@@ -1,6 +1,6 @@
 // The dataplane's latency knobs end to end — busy polling after traffic (busyPollUs), the CoDel
 // sojourn limit on the sockets' receive queues (queueDelayUs), the send path's flow queue
-// (flowQueue, off by default, so off in every mode that does not turn it on) and the TUN device's
+// (flowQueue, on by default, so on in every mode that does not turn it off) and the TUN device's
 // steering program (tunSteering, on by default) — each on and off, with offloads on and off: pings
 // and exact, hashed TCP transfers both ways. Their speed is for the benchmarks.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -13,20 +13,20 @@ import { tcpTransfer } from "../support/tcp-transfer.js";
 
 const MB = 1_000_000;
 
-// tunRing: the TUN device's txqueuelen in force (dataplane.ts: short with offloads, so a ping
-// waits behind few packets; longer for the flow queue, which reads ahead from it; one packet an
-// entry without offloads).
+// tunRing: the TUN device's txqueuelen in force (dataplane.ts: long for the flow queue, on by
+// default, which reads ahead from it and drops a flood's excess itself; short with offloads
+// without it, so a ping waits behind few packets; one packet an entry without offloads).
 const MODES: Array<{ name: string; knobs: Partial<UserspaceDataplaneOptions>; tunRing: number }> = [
-  { name: "busy poll on, queue limit on", knobs: { busyPollUs: 200, queueDelayUs: 5000 }, tunRing: 32 },
-  { name: "busy poll off, queue limit off", knobs: { busyPollUs: 0, queueDelayUs: 0 }, tunRing: 32 },
+  { name: "busy poll on, queue limit on", knobs: { busyPollUs: 200, queueDelayUs: 5000 }, tunRing: 1024 },
+  { name: "busy poll off, queue limit off", knobs: { busyPollUs: 0, queueDelayUs: 0 }, tunRing: 1024 },
   {
     name: "busy poll on, queue limit on, offloads off",
     knobs: { busyPollUs: 200, queueDelayUs: 5000, offloads: false },
     tunRing: 5000,
   },
-  { name: "flow queue on", knobs: { flowQueue: true }, tunRing: 256 },
-  { name: "flow queue on, offloads off", knobs: { flowQueue: true, offloads: false }, tunRing: 5000 },
-  { name: "TUN steering program off", knobs: { tunSteering: false }, tunRing: 32 },
+  { name: "flow queue off", knobs: { flowQueue: false }, tunRing: 32 },
+  { name: "flow queue off, offloads off", knobs: { flowQueue: false, offloads: false }, tunRing: 5000 },
+  { name: "TUN steering program off", knobs: { tunSteering: false }, tunRing: 1024 },
   { name: "TUN steering program off, offloads off", knobs: { tunSteering: false, offloads: false }, tunRing: 5000 },
 ];
 
