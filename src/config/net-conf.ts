@@ -97,9 +97,9 @@ const flowQueue = z
   .describe(
     `per-flow queues on a dataplane worker's send path (default ${DEFAULT_FLOW_QUEUE}): the worker reads its TUN queue faster than it sends, ` +
       "serves sparse flows (a ping, a request) before bulk ones, and drops a flood's excess at the head of the fattest flow instead of letting the TUN ring drop every flow's packets alike; " +
-      "a TCP stream that shares its queue pair with a flood keeps moving instead of stalling, and a ping that shares it is not lost (flows meet on a pair one time in Workers × QueuesPerWorker); " +
+      "a TCP stream that shares its queue pair with a flood keeps moving instead of stalling, and a ping that shares it is rarely lost (flows meet on a pair one time in Workers × QueuesPerWorker); " +
       "with it each TUN queue holds 1,024 packets, without it 32 (a flood then fills the ring and its tail drops hit every flow in it); " +
-      "TCP throughput and CPU per GB were the same either way within the benchmarks' noise; " +
+      "it costs a single TCP stream about 4% more CPU per GB in the benchmarks (none measured for four); " +
       'counted in weft_dataplane_queue_drops_total{reason="flow-queue"}',
   );
 

@@ -17,9 +17,9 @@ export const DEFAULT_QUEUE_DELAY_US = 5000;
  * of 1,024 packets (dataplane.ts): on since session 34. At the defaults (2 workers x 4 pairs, 10
  * interleaved rounds) no TCP stream beside a flood stalled and a ping lost 0.7% in one round,
  * against 42% in two rounds without it (a ping that shares the flood's pair loses what the ring
- * tail-drops); ping under load p50 0.41 vs 1.76 ms, p99 6.1 vs 7.6 ms; TCP and CPU per GB within
- * the noise (ARCHITECTURE.md, "Queues"). Earlier, with a ring of 256, it lost as many pings as
- * without it, and its p99 was longer: that is why it was opt-in until then.
+ * tail-drops); ping under load p50 0.41 vs 1.76 ms, p99 6.1 vs 7.6 ms; a single TCP stream some
+ * 4% more CPU per GB, paired by round (ARCHITECTURE.md, "Queues"). Earlier, with a ring of 256,
+ * it lost as many pings as without it, and its p99 was longer: that is why it was opt-in until then.
  */
 export const DEFAULT_FLOW_QUEUE = true;
 /**
