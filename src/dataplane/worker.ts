@@ -22,8 +22,8 @@ const IDLE_WAIT_MS = 100;
 const ROUNDS = 64;
 /**
  * With the flow queue, TUN reads per batch sent (each up to a batch, while they come back full and
- * no sparse flow waits): up to the whole ring (256 with the flow queue) per send, so a ping waits in it
- * for reads, not behind a ring-full of flood being sent, and the flood's excess is dropped by the
+ * no sparse flow waits): up to 256 packets per send, a quarter of the flow queue's TUN ring, so a ping
+ * waits in it for reads, not behind a ring-full of flood being sent, and the flood's excess is dropped by the
  * flow queue at the head of the fattest flow instead of at the ring's tail for every flow alike.
  */
 const READS_PER_SEND = 16;
