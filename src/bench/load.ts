@@ -15,8 +15,18 @@ import { percentile } from "./stats.js";
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
+ * Ping processes at once in ping under load. Each has its own echo identifier, which the steering
+ * programs hash as a flow's ports, so each lands on a queue pair, and a worker, of its own draw:
+ * one ping alone measured whichever worker it drew (beside the TCP stream's or not), and its p99
+ * moved 2–11 ms from round to round on that draw (ARCHITECTURE.md, "Latency"). Pooled, a round's
+ * percentiles cover the placements a pod's flows meet.
+ */
+export const LOADED_PINGS = 4;
+
+/**
  * Pings from client to server while a TCP stream and a UDP flood (1400 B, as fast as iperf3 can)
- * run the same way; the pings start once both have run a second. Lost pings count as loss.
+ * run the same way; the pings (LOADED_PINGS processes, each the given count and interval) start
+ * once both have run a second, and their round trips are pooled. Lost pings count as loss.
  */
 export async function pingUnderLoad(
   client: LabPod,
@@ -27,24 +37,42 @@ export async function pingUnderLoad(
   const pings = (async () => {
     await sleep(1000);
     const count = Math.max(10, Math.min(o.pingCount, Math.floor((seconds - 2) / o.pingIntervalS)));
-    return ping(client, server.addr, { count, intervalS: o.pingIntervalS, timeoutS: 1 });
+    return settleAll(
+      Array.from({ length: LOADED_PINGS }, () =>
+        ping(client, server.addr, { count, intervalS: o.pingIntervalS, timeoutS: 1 }),
+      ),
+    );
   })();
   // Whatever fails, every part is awaited, so no iperf3 or ping outlives the run.
-  const [r, tcp, udp] = await settleAll([
+  const [each, tcp, udp] = await settleAll([
     pings,
     iperf(server, client, { seconds, streams: 1 }),
     iperf(server, client, { seconds, udp: true, length: 1400, bitrate: "0" }),
   ]);
-  if (r.rtts.length === 0)
+  const rtts = each.flatMap((r) => r.rtts);
+  const sent = each.reduce((n, r) => n + r.sent, 0);
+  if (rtts.length === 0)
     throw new WeftError("BENCH_NO_TRAFFIC", `no ping under load from ${client.name} to ${server.name} was answered`);
   return {
     values: {
-      p50: percentile(r.rtts, 0.5),
-      p99: percentile(r.rtts, 0.99),
-      lossPercent: (100 * (r.sent - r.received)) / r.sent,
+      p50: percentile(rtts, 0.5),
+      p99: percentile(rtts, 0.99),
+      lossPercent: (100 * (sent - rtts.length)) / sent,
       tcpGbps: tcp.bitsPerSecond / 1e9,
     },
-    raw: { sent: r.sent, received: r.received, rttsMs: r.rtts, tcp, udp },
+    raw: {
+      sent,
+      received: rtts.length,
+      rttsMs: rtts,
+      // Each ping's own figures: how far apart the placements were.
+      perPing: each.map((r) => ({
+        sent: r.sent,
+        received: r.received,
+        ...(r.rtts.length > 0 && { p50: percentile(r.rtts, 0.5), p99: percentile(r.rtts, 0.99) }),
+      })),
+      tcp,
+      udp,
+    },
   };
 }
 

@@ -6,6 +6,7 @@ import type { OffloadState } from "../dataplane/offload.js";
 import type { MachineInfo } from "./machine.js";
 import type { MicroResult } from "./micro.js";
 import { chartSvg } from "./chart.js";
+import { LOADED_PINGS } from "./load.js";
 import { BASELINE, type BenchSettings } from "./settings.js";
 import type { Figure } from "./summary.js";
 import { figureHeader, figureRow, markdownTable, microHeader, microRow, microSuites, textTable } from "./table.js";
@@ -142,9 +143,10 @@ ${
 - **UDP**: iperf3 with the given payload, sent as fast as the sender can (\`-b 0\`): packets per
   second sent, received by the server, and the share lost on the way.
 - **Round trip**: ping between the pods, ${s.pingIntervalS * 1000} ms apart; p50 and p99 of the replies.
-- **Ping under load**: the same pings while a TCP stream and a UDP flood (1400 B, \`-b 0\`) run
-  from the same client pod to the same server pod (${Math.max(s.duration, 4)} s; the pings start after 1 s); p50
-  and p99 of the replies, and the share of pings lost.
+- **Ping under load**: ${LOADED_PINGS} such pings at once while a TCP stream and a UDP flood (1400 B,
+  \`-b 0\`) run from the same client pod to the same server pod (${Math.max(s.duration, 4)} s; the pings start
+  after 1 s); each ping has its own echo identifier, so its own draw of queue pair and worker, and
+  p50 and p99 are over all their replies pooled (the share lost over all their pings).
 - **Flood tail**: a UDP flood as above for ${Math.max(Math.min(s.duration, 5), 3)} s and beside it 2,000 timestamped
   64 B datagrams per second (\`src/bench/probe.ts\`) that stop half a second before the flood:
   *oldest delivered after stop* is the age of the oldest probe datagram that arrived after the

@@ -9,6 +9,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { LOADED_PINGS } from "../../src/bench/load.js";
 import type { BenchReport } from "../../src/bench/report.js";
 import { leftovers, runCli } from "../support/cli-run.js";
 import { canUseNetns } from "../support/netns.js";
@@ -119,6 +120,15 @@ describe.runIf(canUseNetns())("weft bench", () => {
       }
       if (!f.mayBeZero)
         for (const b of setups.slice(1)) expect(f.ratios[b], `${f.id} ratio of ${b}`).toBeGreaterThan(0);
+    }
+    // Ping under load pools LOADED_PINGS pings, each with its own echo identifier (so its own queue
+    // pair): every one was answered, and the percentiles are over all their replies.
+    for (const x of report.samples.filter((x) => x.workload === "loaded-rtt")) {
+      const raw = x.raw as { sent: number; rttsMs: number[]; perPing: Array<{ sent: number; received: number }> };
+      expect(raw.perPing, x.setup).toHaveLength(LOADED_PINGS);
+      for (const one of raw.perPing) expect(one.received, x.setup).toBeGreaterThan(0);
+      expect(raw.rttsMs.length).toBe(raw.perPing.reduce((n, one) => n + one.received, 0));
+      expect(raw.sent).toBe(raw.perPing.reduce((n, one) => n + one.sent, 0));
     }
     // The userspace dataplane runs in the agents: its share of the CPU cannot be zero.
     for (const b of setups.slice(1))
