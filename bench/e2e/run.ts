@@ -1,14 +1,15 @@
 // `npm run bench:e2e` (root): the two-host topology once per dataplane — kernel vxlan (as flannel
 // programs it), weft's wasm-vxlan and udp — and the same workloads on each, interleaved round by
 // round (A B C A B C ...) so that machine drift hits all alike. Prints medians and each userspace
-// figure as a ratio to kernel vxlan from the same run; writes raw samples as JSON. `--help` lists
-// the options.
+// figure as a ratio to kernel vxlan from the same run, and with several userspace setups (an A/B
+// of knobs) each against the first, paired round by round; writes raw samples as JSON. `--help`
+// lists the options.
 import { writeFileSync } from "node:fs";
 import { cpus, release } from "node:os";
 import { Command, Option } from "commander";
 import { cpuPerGigabyte, measureCpu } from "../../src/bench/cpu.js";
 import { floodTail, pingUnderLoad } from "../../src/bench/load.js";
-import { median, percentile } from "../../src/bench/stats.js";
+import { median, pairedRatio, percentile } from "../../src/bench/stats.js";
 import { iperf, ping } from "../../src/lab/traffic.js";
 import { listOf, numberValue, onOff, oneOf, wholeNumber } from "../cli-options.js";
 import { destroySetup, kernelVxlan, userspace, type Knobs, type Setup } from "./setups.js";
@@ -309,6 +310,28 @@ async function main(): Promise<void> {
         return `${m.toFixed(2)}${weft}`.padStart(24);
       });
       console.log([w.name.padEnd(16), ...cells].join(""));
+    }
+    // An A/B: every other userspace setup against the first, round by round.
+    const userspaceSetups = setups.filter((s) => s.dataplanes.length > 0);
+    if (userspaceSetups.length > 1) {
+      const [a, ...others] = userspaceSetups;
+      const byRound = (setup: string, workload: string, value: (x: Sample) => number) => {
+        const out: Array<number | undefined> = Array.from({ length: rounds }, () => undefined);
+        for (const x of samples) if (x.setup === setup && x.workload === workload) out[x.round - 1] = value(x);
+        return out;
+      };
+      const row = (label: string, workload: string, value: (x: Sample) => number) => {
+        const cells = others.map((b) => {
+          const p = pairedRatio(byRound(a.name, workload, value), byRound(b.name, workload, value));
+          return `x${p.median.toFixed(2)}, lower ${p.lower}/${p.rounds}`.padStart(24);
+        });
+        console.log([label.padEnd(20), ...cells].join(""));
+      };
+      console.log(`\npaired against ${a.name}: the median of the rounds' ratios, and in how many rounds lower`);
+      console.log(["workload".padEnd(20), ...others.map((s) => s.name.padStart(24))].join(""));
+      for (const w of chosen) row(w.name, w.name, (x) => x.value);
+      for (const w of chosen.filter((x) => x.name.startsWith("TCP")))
+        row(`${w.name} CPU`, w.name, (x) => x.extra?.cpuAgents ?? NaN);
     }
     if (args.out) {
       writeFileSync(

@@ -2,7 +2,8 @@
 // bench:io, bench:kernel, bench:gossip and the demo all use these):
 // - median: of an even count, the mean of the two middle values (figures over rounds);
 // - percentile: nearest rank, the smallest value with at least q of the values at or below it
-//   (p50, p99 of ping times). A p99 is always an observed value, never interpolated.
+//   (p50, p99 of ping times). A p99 is always an observed value, never interpolated;
+// - pairedRatio: how an interleaved A/B is read (bench:e2e).
 
 /** The median; NaN for no values. */
 export function median(values: readonly number[]): number {
@@ -17,4 +18,26 @@ export function percentile(values: readonly number[], q: number): number {
   if (values.length === 0) return NaN;
   const s = [...values].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))];
+}
+
+/**
+ * Setup B against setup A in an interleaved run (A B A B: each round's two runs met the same
+ * machine, so drift from round to round cancels in each round's ratio): the median of B / A over
+ * the rounds where both ran (`a[i]`, `b[i]`: round i's values, undefined for a failed run), and
+ * in how many of those B was lower. NaN and 0 rounds when no round has both.
+ */
+export function pairedRatio(
+  a: ReadonlyArray<number | undefined>,
+  b: ReadonlyArray<number | undefined>,
+): { median: number; lower: number; rounds: number } {
+  const ratios: number[] = [];
+  let lower = 0;
+  for (let i = 0; i < Math.min(a.length, b.length); i++) {
+    const x = a[i];
+    const y = b[i];
+    if (x === undefined || y === undefined || !(x > 0) || !Number.isFinite(y)) continue;
+    ratios.push(y / x);
+    if (y < x) lower++;
+  }
+  return { median: median(ratios), lower, rounds: ratios.length };
 }

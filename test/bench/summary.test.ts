@@ -2,7 +2,7 @@
 import { describe, expect, it } from "vitest";
 import { chartSvg } from "../../src/bench/chart.js";
 import { resolveSettings } from "../../src/bench/settings.js";
-import { median, percentile } from "../../src/bench/stats.js";
+import { median, pairedRatio, percentile } from "../../src/bench/stats.js";
 import { figureDefs, summarize } from "../../src/bench/summary.js";
 import { figureRow } from "../../src/bench/table.js";
 import type { FailedRun, Sample, Workload } from "../../src/bench/workloads.js";
@@ -179,6 +179,16 @@ describe("bench summary", () => {
     expect(percentile(rtts, 0.99)).toBe(396);
     expect(percentile(rtts, 0)).toBe(1);
     expect(percentile([], 0.5)).toBeNaN();
+  });
+
+  it("reads an interleaved A/B by the rounds' own ratios, skipping a round either side failed", () => {
+    // Round 2 is slow for both (drift): its ratio still counts as any other's.
+    const a = [10, 5, 10, undefined, 10];
+    const b = [8, 6, 9, 1, 12];
+    expect(pairedRatio(a, b)).toEqual({ median: (1.2 + 0.9) / 2, lower: 2, rounds: 4 });
+    expect(pairedRatio([1, 2], [undefined, undefined])).toEqual({ median: NaN, lower: 0, rounds: 0 });
+    // A zero or missing A gives no ratio.
+    expect(pairedRatio([0, 4], [1, 2])).toEqual({ median: 0.5, lower: 1, rounds: 1 });
   });
 
   it("charts every ratio as a bar, escaped, without anything external", () => {
