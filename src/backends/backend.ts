@@ -63,7 +63,7 @@ export interface BackendOptions {
   directRouting?: boolean;
   /** vxlan: VXLAN Group Based Policy. */
   gbp?: boolean;
-  /** wasm-vxlan, udp: dataplane worker threads. Default: the number of cores. */
+  /** wasm-vxlan, udp: dataplane worker threads. Default: the number of cores, at least DEFAULT_MIN_WORKERS. */
   workers?: number;
   /** wasm-vxlan, udp: queue pairs (TUN queue and socket) per worker (see UserspaceDataplaneOptions). */
   queuesPerWorker?: number;

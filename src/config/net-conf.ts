@@ -13,6 +13,7 @@ import {
   DEFAULT_BUSY_POLL_US,
   DEFAULT_FLOW_QUEUE,
   DEFAULT_QUEUE_DELAY_US,
+  DEFAULT_MIN_WORKERS,
   DEFAULT_QUEUES_PER_WORKER,
   WORKER_MAX_PAIRS,
 } from "../dataplane/defaults.js";
@@ -43,7 +44,11 @@ const workers = z
   .min(1)
   .max(64)
   .optional()
-  .describe("dataplane worker threads, 1..64; default: number of cores");
+  .describe(
+    `dataplane worker threads, 1..64; default: the number of cores, at least ${DEFAULT_MIN_WORKERS}. ` +
+      "A light flow (a ping, a request) waits for the batch its worker is serving; with more workers than bulk flows it usually has one to itself, " +
+      "and an idle worker costs nothing but ten wake-ups a second",
+  );
 const queuesPerWorker = z
   .number()
   .int()

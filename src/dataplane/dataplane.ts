@@ -28,6 +28,7 @@ import {
   DEFAULT_BUSY_POLL_US,
   DEFAULT_FLOW_QUEUE,
   DEFAULT_QUEUE_DELAY_US,
+  DEFAULT_MIN_WORKERS,
   DEFAULT_QUEUES_PER_WORKER,
   WORKER_MAX_PAIRS,
 } from "./defaults.js";
@@ -63,7 +64,7 @@ export interface UserspaceDataplaneOptions {
   vni: number;
   /** This node's VTEP MAC (vxlan). */
   vtepMac: Uint8Array;
-  /** Worker threads. Default: number of cores. */
+  /** Worker threads. Default: the number of cores, at least DEFAULT_MIN_WORKERS. */
   workers?: number;
   /**
    * Queue pairs (a TUN queue and its socket) each worker serves in turn, 1..WORKER_MAX_PAIRS.
@@ -276,7 +277,7 @@ export class UserspaceDataplane {
    * namespace (synchronous, so a caller can wrap it in withNetns). Nothing runs until start().
    */
   constructor(private readonly opts: UserspaceDataplaneOptions) {
-    this.workers = opts.workers ?? availableParallelism();
+    this.workers = opts.workers ?? Math.max(availableParallelism(), DEFAULT_MIN_WORKERS);
     // The TUN driver takes at most TUN_MAX_QUEUES queues: a many-core host gets fewer pairs per worker.
     const perWorker =
       opts.queuesPerWorker ??

@@ -29,5 +29,16 @@ export const DEFAULT_FLOW_QUEUE = true;
  * share a pair aside, and nothing else moved beyond noise (ARCHITECTURE.md, "Queue pairs").
  */
 export const DEFAULT_QUEUES_PER_WORKER = 4;
+/**
+ * Fewest worker threads by default (Backend.Workers; more where there are more cores). A ping or a
+ * request waits for the batch its worker is serving: with one worker per core on a 2-core host, a
+ * TCP stream and a flood leave no worker free of bulk work, and every light flow shares one with
+ * them. With four, the scheduler serves a light flow's sleeping thread while the bulk ones wait.
+ * Two interleaved runs of 8 rounds, 2 against 4 workers on 2 vCPUs, paired by round: ping under
+ * load p50 ×0.66 and ×0.65, p99 ×0.77 and ×0.56; TCP, UDP and the round trip's p50 within 5%,
+ * its p99 ×1.08 and ×1.03, CPU per GB ×0.86–0.95 (ARCHITECTURE.md, "Latency"). An idle worker
+ * wakes ten times a second: some 0.05% of a core each.
+ */
+export const DEFAULT_MIN_WORKERS = 4;
 /** Most queue pairs one worker serves: its wait reports two fds per pair as bits (WAIT_MAX_FDS, 28). */
 export const WORKER_MAX_PAIRS = 14;

@@ -1,9 +1,10 @@
 // The userspace dataplane end to end: two hosts in namespaces (underlay on a shared switch, cni0
 // and two pods each), real TUN devices, sockets, worker threads, ping and iperf3.
+import { availableParallelism } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { UserspaceDataplane } from "../../src/dataplane/dataplane.js";
-import { DEFAULT_QUEUES_PER_WORKER, WORKER_MAX_PAIRS } from "../../src/dataplane/defaults.js";
+import { DEFAULT_MIN_WORKERS, DEFAULT_QUEUES_PER_WORKER, WORKER_MAX_PAIRS } from "../../src/dataplane/defaults.js";
 import { withNetns } from "../../src/io/netns.js";
 import { UdpSocket } from "../../src/io/udp.js";
 import type { LabCluster, LabHost, LabPod } from "../../src/lab/cluster.js";
@@ -199,8 +200,11 @@ for (const { format, queuesPerWorker, streams } of CONFIGS) {
     it("stops, leaving no device and no socket behind", async () => {
       await n2.dp.stop();
       await expect(n2.host.ns.kernel.ipJson(["link", "show", "weft0"])).rejects.toThrow(/does not exist/);
-      // The port is free again: a new dataplane can bind it.
-      const again = makeDataplane(n2.host, 2, format, { mtu: 1400, workers: 1 });
+      // The port is free again: a new dataplane can bind it, here with the default worker count
+      // (the agent's when net-conf.json gives none): one per core, at least DEFAULT_MIN_WORKERS.
+      const again = makeDataplane(n2.host, 2, format, { mtu: 1400, workers: undefined });
+      expect(again.workers).toBe(Math.max(availableParallelism(), DEFAULT_MIN_WORKERS));
+      expect(again.counters().perQueue).toHaveLength(again.workers * DEFAULT_QUEUES_PER_WORKER);
       await again.stop();
     });
   });
