@@ -23,8 +23,9 @@ export function percentile(values: readonly number[], q: number): number {
 /**
  * Setup B against setup A in an interleaved run (A B A B: each round's two runs met the same
  * machine, so drift from round to round cancels in each round's ratio): the median of B / A over
- * the rounds where both ran (`a[i]`, `b[i]`: round i's values, undefined for a failed run), and
- * in how many of those B was lower. NaN and 0 rounds when no round has both.
+ * the rounds where both ran (`a[i]`, `b[i]`: round i's values, undefined for a failed run; a
+ * round whose A is not above 0 or whose B is not finite, such as a missing CPU figure, is skipped
+ * too), and in how many of those B was lower. NaN and 0 rounds when no round has any.
  */
 export function pairedRatio(
   a: ReadonlyArray<number | undefined>,

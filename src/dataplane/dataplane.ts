@@ -6,7 +6,6 @@
 // dataplane carries one address family, as flannel runs one VXLAN device per family: an IPv6 one
 // (wasm-vxlan only) has its own TUN device with IPv6 on, an IPv6 route table, and IPv6 sockets on
 // the IPv6 underlay address.
-import { availableParallelism } from "node:os";
 import { Piscina } from "piscina";
 import type { Logger } from "pino";
 import { WeftError } from "../errors.js";
@@ -28,9 +27,9 @@ import {
   DEFAULT_BUSY_POLL_US,
   DEFAULT_FLOW_QUEUE,
   DEFAULT_QUEUE_DELAY_US,
-  DEFAULT_MIN_WORKERS,
   DEFAULT_QUEUES_PER_WORKER,
   WORKER_MAX_PAIRS,
+  defaultWorkers,
 } from "./defaults.js";
 import { PeerTable, type DataplanePeer } from "./peers.js";
 import { innerFlowSteering, tunFlowSteering } from "./steering.js";
@@ -277,7 +276,7 @@ export class UserspaceDataplane {
    * namespace (synchronous, so a caller can wrap it in withNetns). Nothing runs until start().
    */
   constructor(private readonly opts: UserspaceDataplaneOptions) {
-    this.workers = opts.workers ?? Math.max(availableParallelism(), DEFAULT_MIN_WORKERS);
+    this.workers = opts.workers ?? defaultWorkers();
     // The TUN driver takes at most TUN_MAX_QUEUES queues: a many-core host gets fewer pairs per worker.
     const perWorker =
       opts.queuesPerWorker ??

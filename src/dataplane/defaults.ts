@@ -1,5 +1,6 @@
 // The userspace dataplane's latency knobs and their defaults, apart from the dataplane itself so
 // that the config schema (src/config/net-conf.ts) can name them without loading the dataplane.
+import { availableParallelism } from "node:os";
 
 /**
  * Busy-poll budget after traffic, µs (net-conf.json Backend.BusyPollMicros). Off by default: on a
@@ -14,7 +15,7 @@ export const DEFAULT_BUSY_POLL_US = 0;
 export const DEFAULT_QUEUE_DELAY_US = 5000;
 /**
  * The send path's flow queue (Backend.FlowQueue; assembly/packet/flow-queue.ts), with its TUN ring
- * of 1,024 packets (dataplane.ts): on since session 34. At the defaults (2 workers x 4 pairs, 10
+ * of 1,024 packets (dataplane.ts): on since session 34. At the defaults of then (2 workers x 4 pairs, 10
  * interleaved rounds) no TCP stream beside a flood stalled and a ping lost 0.7% in one round,
  * against 42% in two rounds without it (a ping that shares the flood's pair loses what the ring
  * tail-drops); ping under load p50 0.41 vs 1.76 ms, p99 6.1 vs 7.6 ms; a single TCP stream some
@@ -36,9 +37,14 @@ export const DEFAULT_QUEUES_PER_WORKER = 4;
  * them. With four, the scheduler serves a light flow's sleeping thread while the bulk ones wait.
  * Two interleaved runs of 8 rounds, 2 against 4 workers on 2 vCPUs, paired by round: ping under
  * load p50 ×0.66 and ×0.65, p99 ×0.77 and ×0.56; TCP, UDP and the round trip's p50 within 5%,
- * its p99 ×1.08 and ×1.03, CPU per GB ×0.86–0.95 (ARCHITECTURE.md, "Latency"). An idle worker
- * wakes ten times a second: some 0.05% of a core each.
+ * its p99 ×1.08 and ×1.03, the dataplane's own CPU per GB ×0.86–0.95 and the total ×0.97–1.02
+ * (ARCHITECTURE.md, "Latency"). An idle worker wakes ten times a second: some 0.05% of a core each.
  */
 export const DEFAULT_MIN_WORKERS = 4;
+
+/** The default worker count (Backend.Workers): one per core, at least DEFAULT_MIN_WORKERS. */
+export function defaultWorkers(): number {
+  return Math.max(availableParallelism(), DEFAULT_MIN_WORKERS);
+}
 /** Most queue pairs one worker serves: its wait reports two fds per pair as bits (WAIT_MAX_FDS, 28). */
 export const WORKER_MAX_PAIRS = 14;
