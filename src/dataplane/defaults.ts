@@ -34,7 +34,7 @@ export const DEFAULT_QUEUES_PER_WORKER = 4;
  * Fewest worker threads by default (Backend.Workers; more where there are more cores). A ping or a
  * request waits for the batch its worker is serving: with one worker per core on a 2-core host, a
  * TCP stream and a flood leave no worker free of bulk work, and every light flow shares one with
- * them. With four, the scheduler serves a light flow's sleeping thread while the bulk ones wait.
+ * them. With four it usually gets a thread of its own, which sleeps until it comes.
  * Two interleaved runs of 8 rounds, 2 against 4 workers on 2 vCPUs, paired by round: ping under
  * load p50 ×0.66 and ×0.65, p99 ×0.77 and ×0.56; TCP, UDP and the round trip's p50 within 5%,
  * its p99 ×1.08 and ×1.03, the dataplane's own CPU per GB ×0.86–0.95 and the total ×0.97–1.02
