@@ -58,9 +58,10 @@ describe("Lifeguard suspicion", () => {
   it("scales bounds with log10 N and wants the configured confirmations", () => {
     expect(suspicionBounds(4, 6, 2, 1000, 1000)).toEqual({ minMs: 12_000, maxMs: 72_000, k: 2 });
     expect(suspicionBounds(4, 6, 2, 5, 1000)).toEqual({ minMs: 4000, maxMs: 24_000, k: 2 });
-    // A small mult never goes under two probe intervals (LAN's mult 1 at 8 members would be 1 s).
-    expect(suspicionBounds(1, 6, 2, 8, 1000)).toEqual({ minMs: 2000, maxMs: 12_000, k: 2 });
+    // A small mult never goes under three probe intervals (LAN's mult 1 at 8 members would be 1 s).
+    expect(suspicionBounds(1, 6, 2, 8, 1000)).toEqual({ minMs: 3000, maxMs: 18_000, k: 2 });
     expect(suspicionBounds(1, 6, 2, 1000, 1000)).toEqual({ minMs: 3000, maxMs: 18_000, k: 2 });
+    expect(suspicionBounds(1, 6, 2, 10_000, 1000)).toEqual({ minMs: 4000, maxMs: 24_000, k: 2 });
     // Too few members to confirm: k = 0 and the timer runs the maximum.
     expect(suspicionBounds(4, 6, 2, 3, 1000).k).toBe(0);
     expect(suspicionTimeout(0, suspicionBounds(4, 6, 2, 3, 1000))).toBe(24_000);
