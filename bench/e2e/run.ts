@@ -7,7 +7,7 @@
 import { writeFileSync } from "node:fs";
 import { cpus, release } from "node:os";
 import { Command, Option } from "commander";
-import { defaultWorkers } from "../../src/dataplane/defaults.js";
+import { DEFAULT_WORKERS_RULE, defaultWorkers } from "../../src/dataplane/defaults.js";
 import { cpuPerGigabyte, measureCpu } from "../../src/bench/cpu.js";
 import { floodTail, pingUnderLoad } from "../../src/bench/load.js";
 import { median, pairedRatio, percentile } from "../../src/bench/stats.js";
@@ -61,7 +61,7 @@ const program = new Command("bench:e2e")
   .addOption(
     new Option("--workers <n,...>", "userspace dataplane workers; each count a setup of its own")
       .argParser(listOf(wholeNumber(1)))
-      .default([defaultWorkers()], "the dataplane's: one per core, at least 4"),
+      .default([defaultWorkers()], `the dataplane's: ${DEFAULT_WORKERS_RULE}`),
   )
   .option("--out <file>", "write the raw samples as JSON")
   .addOption(

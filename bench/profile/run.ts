@@ -11,7 +11,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { Command, Option } from "commander";
-import { defaultWorkers } from "../../src/dataplane/defaults.js";
+import { DEFAULT_WORKERS_RULE, defaultWorkers } from "../../src/dataplane/defaults.js";
 import { cpuPerGigabyte, measureCpu, perGigabyte, type CpuDelta } from "../../src/bench/cpu.js";
 import { projectFile } from "../../src/paths.js";
 import { iperf } from "../../src/lab/traffic.js";
@@ -33,7 +33,7 @@ const program = new Command("bench:profile")
   .addOption(
     new Option("--workers <n>", "userspace dataplane workers")
       .argParser(wholeNumber(1))
-      .default(defaultWorkers(), "the dataplane's: one per core, at least 4"),
+      .default(defaultWorkers(), `the dataplane's: ${DEFAULT_WORKERS_RULE}`),
   )
   .option("--seconds <s>", "seconds sampled", numberValue({ min: 1 }), 6)
   .option("--keep <dir>", "keep perf.data in <dir> (default: a temporary directory, removed)")

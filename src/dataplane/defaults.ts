@@ -42,6 +42,9 @@ export const DEFAULT_QUEUES_PER_WORKER = 4;
  */
 export const DEFAULT_MIN_WORKERS = 4;
 
+/** The default worker count in words, for help texts. */
+export const DEFAULT_WORKERS_RULE = `one per core, at least ${DEFAULT_MIN_WORKERS}`;
+
 /** The default worker count (Backend.Workers): one per core, at least DEFAULT_MIN_WORKERS. */
 export function defaultWorkers(): number {
   return Math.max(availableParallelism(), DEFAULT_MIN_WORKERS);
