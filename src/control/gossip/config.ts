@@ -27,7 +27,7 @@ export interface MemberlistConfig {
    *  first probe within about one interval. false: a random phase per node (a crash waits up to
    *  two; measured at 1,000 nodes, the join wave's p99 was lower that way, see ARCHITECTURE.md). */
   readonly probePhaseFromName: boolean;
-  /** Lifeguard suspicion timeout: min = mult × max(1, log10 N) × probeInterval (at least 2 probe
+  /** Lifeguard suspicion timeout: min = mult × max(1, log10 N) × probeInterval (at least 3 probe
    *  intervals, suspicion.ts), max = min × maxMult.
    *  The last probe before a death (see state.ts) is part of it, not added to it. */
   readonly suspicionMult: number;
