@@ -47,7 +47,7 @@ const workers = z
   .describe(
     `dataplane worker threads, 1..64; default: the number of cores, at least ${DEFAULT_MIN_WORKERS}. ` +
       "A light flow (a ping, a request) waits for the batch its worker is serving; with more workers than bulk flows it usually has one to itself, " +
-      "and an idle worker only wakes ten times a second (some 0.05% of a core)",
+      "and an idle worker sleeps until a packet comes, at no cost",
   );
 const queuesPerWorker = z
   .number()

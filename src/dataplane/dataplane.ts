@@ -475,6 +475,7 @@ export class UserspaceDataplane {
       idleTimeout: Number.POSITIVE_INFINITY,
     });
     for (const w of this.workerTasks) w.running = this.supervise(w);
+    runningDataplanes.add(this);
     const log = {
       workers: this.workers,
       format: this.opts.format,
@@ -525,9 +526,13 @@ export class UserspaceDataplane {
     return this.peers.list();
   }
 
-  /** The pool's worker threads (for tests that kill one). */
-  get threads(): readonly { terminate(): Promise<number> }[] {
-    return this.pool?.threads ?? [];
+  /** Terminates every worker thread as a crash would (for tests); the supervisor runs their tasks again. */
+  async killWorkers(): Promise<number> {
+    const exits = (this.pool?.threads ?? []).map((t) => t.terminate());
+    // A thread asleep in poll() is terminated only once it returns to JavaScript: wake it.
+    for (const w of this.workerTasks) w.waker.signal();
+    await Promise.all(exits);
+    return exits.length;
   }
 
   counters(): DataplaneCounters {
@@ -575,16 +580,22 @@ export class UserspaceDataplane {
     };
   }
 
-  /** Stops the workers (they wake and return within the idle wait), closes the TUN device and sockets. */
+  /** Stops the workers (the waker ends their wait, they see the stop word and return), closes the TUN device and sockets. */
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
-    Atomics.store(this.stopWord, 0, 1);
-    for (const w of this.workerTasks) w.waker.signal();
+    this.signalStop();
     await Promise.all(this.workerTasks.map((w) => w.running));
     await this.pool?.destroy();
     this.closeIo();
     this.opts.logger?.info("userspace dataplane stopped");
+  }
+
+  /** Sets the stop word and wakes every worker, which then returns from its task. */
+  signalStop(): void {
+    runningDataplanes.delete(this);
+    Atomics.store(this.stopWord, 0, 1);
+    for (const w of this.workerTasks) w.waker.signal();
   }
 
   /** Runs a worker's task; when it fails (exception, trap, killed thread) runs it again. */
@@ -615,6 +626,17 @@ export class UserspaceDataplane {
     for (const w of this.workerTasks) w.waker.close();
   }
 }
+
+/**
+ * Dataplanes whose workers may be asleep. An idle worker sleeps in poll() without a timeout, and
+ * Node joins worker threads at exit, which cannot interrupt a system call: a process that exits
+ * without stop() (process.exit, an uncaught exception) would hang. So the exit event, which comes
+ * before the join, wakes them.
+ */
+const runningDataplanes = new Set<UserspaceDataplane>();
+process.on("exit", () => {
+  for (const dp of runningDataplanes) dp.signalStop();
+});
 
 /** Hands the TUN device's queue choice to weft's flow hash, or says why it stays the device's own. */
 function steerTunQueues(tun: TunQueue, queues: number, family: 4 | 6, want: boolean): TunSteeringState {

@@ -38,7 +38,7 @@ export const DEFAULT_QUEUES_PER_WORKER = 4;
  * Two interleaved runs of 8 rounds, 2 against 4 workers on 2 vCPUs, paired by round: ping under
  * load p50 ×0.66 and ×0.65, p99 ×0.77 and ×0.56; TCP, UDP and the round trip's p50 within 5%,
  * its p99 ×1.08 and ×1.03, the dataplane's own CPU per GB ×0.86–0.95 and the total ×0.97–1.02
- * (ARCHITECTURE.md, "Latency"). An idle worker wakes ten times a second: some 0.05% of a core each.
+ * (ARCHITECTURE.md, "Latency"). An idle worker sleeps until a packet comes, so more of them cost nothing idle.
  */
 export const DEFAULT_MIN_WORKERS = 4;
 

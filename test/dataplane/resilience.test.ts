@@ -81,8 +81,7 @@ describe.skipIf(!canUseNetns())("userspace dataplane under change and abuse", ()
     const [p2] = lab.hosts[1].pods;
     const transfer = tcpTransfer(p1, p2, 150 * MB);
     await new Promise((r) => setTimeout(r, 400));
-    expect(dp1.threads.length).toBe(2);
-    await Promise.all(dp1.threads.map((t) => t.terminate()));
+    expect(await dp1.killWorkers()).toBe(2);
     const t = await transfer;
     expect(t.received).toEqual(t.sent);
     expect(dp1.counters().workerRestarts).toBeGreaterThanOrEqual(2);
