@@ -475,7 +475,7 @@ export class UserspaceDataplane {
       idleTimeout: Number.POSITIVE_INFINITY,
     });
     for (const w of this.workerTasks) w.running = this.supervise(w);
-    runningDataplanes.add(this);
+    if (!this.stopping) runningDataplanes.add(this);
     const log = {
       workers: this.workers,
       format: this.opts.format,
@@ -635,7 +635,13 @@ export class UserspaceDataplane {
  */
 const runningDataplanes = new Set<UserspaceDataplane>();
 process.on("exit", () => {
-  for (const dp of runningDataplanes) dp.signalStop();
+  for (const dp of runningDataplanes) {
+    try {
+      dp.signalStop();
+    } catch {
+      // A waker already closed: that dataplane's workers are gone; wake the others.
+    }
+  }
 });
 
 /** Hands the TUN device's queue choice to weft's flow hash, or says why it stays the device's own. */

@@ -13,8 +13,10 @@ import { canUseNetns } from "../support/netns.js";
 
 const dist = (...p: string[]) => pathToFileURL(projectFile("dist", "src", ...p)).href;
 
-// One lab host with a started two-worker dataplane and no traffic: the voluntary context switches
-// of the threads the start added, over 2 s, then process.exit() without stop().
+// One lab host with a started two-worker dataplane and no traffic (IPv6 off on its device, as the
+// backend sets it, so the kernel sends it no solicitation): once the threads the start added are
+// quiet (their startup done), their voluntary context switches over 2 s; then process.exit()
+// without stop().
 const CHILD = `
 import { readdirSync, readFileSync } from "node:fs";
 import { LabCluster, LAB_POD_NETWORK } from "${dist("lab", "cluster.js")}";
@@ -27,14 +29,23 @@ const h = lab.hosts[0];
 const dp = withNetns(h.ns.name, () => new UserspaceDataplane({ format: "vxlan", tunName: "weft0", mtu: 1450,
   network: LAB_POD_NETWORK, subnet: { addr: 0xc6130100, len: 24 }, listenAddr: h.underlayAddr, port: 8472, vni: 1,
   vtepMac: Uint8Array.from([0x0a, 0x58, 0xc6, 0x13, 1, 0]), workers: 2 }));
+await h.ns.kernel.sysctl("net/ipv6/conf/weft0/disable_ipv6", 1);
 const before = new Set(switches().keys());
 await dp.start(h.ns.kernel);
-await new Promise((r) => setTimeout(r, 1500));
-const a = switches();
-await new Promise((r) => setTimeout(r, 2000));
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const delta = (a, b, ts) => ts.map((t) => b.get(t) - (a.get(t) ?? 0));
+let a = switches();
+for (let i = 0; i < 60; i++) {
+  await sleep(500);
+  const b = switches();
+  const quiet = delta(a, b, [...b.keys()].filter((t) => !before.has(t))).every((d) => d === 0);
+  a = b;
+  if (quiet) break;
+}
+await sleep(2000);
 const b = switches();
 const added = [...b.keys()].filter((t) => !before.has(t));
-console.log(JSON.stringify({ namespaces: [h.ns.name], wakes: added.map((t) => b.get(t) - (a.get(t) ?? 0)) }));
+console.log(JSON.stringify({ namespaces: [h.ns.name], wakes: delta(a, b, added) }));
 process.exit(0);
 `;
 

@@ -195,7 +195,7 @@ export class FailureDetector {
         counters.protocol.probeFailures++;
         // At the incarnation of the probe's start: if the target refuted meanwhile, this is void.
         membership.suspectByProbe(name, incarnation, nackers);
-        this.tellAccused(target, incarnation);
+        this.tellAccused(name, incarnation);
       }
       this.nextRound();
     });
@@ -210,8 +210,8 @@ export class FailureDetector {
    * probe, without broadcasts: to a crashed member it is lost, and it must not use up this
    * round's one send of the suspicion itself (broadcast.ts).
    */
-  private tellAccused(target: MemberEntry, incarnation: number): void {
-    const cur = this.deps.membership.get(target.name);
+  private tellAccused(name: string, incarnation: number): void {
+    const cur = this.deps.membership.get(name);
     if (cur?.state !== "suspect" || cur.incarnation !== incarnation) return;
     const suspect: Message = { kind: "suspect", node: cur.name, incarnation, from: this.deps.config.name };
     this.deps.wire.send({ host: cur.host, port: cur.port }, [suspect], false);
