@@ -39,8 +39,9 @@ describe.skipIf(!canUseNetns())("userspace dataplane flow queue under a flood", 
     await new Promise((r) => setTimeout(r, 1000));
     // Many pings across the flood: where the worker gets little CPU (a loaded machine), the TUN
     // ring stays full between its reads and drops most of them before the flow queue sees them
-    // (1-4 of 40 got through beside two busy loops; once none did).
-    const pings = await ping(weftPod, kernelPod.addr, { count: 120, intervalS: 0.05, timeoutS: 2 });
+    // (1-4 of 40 got through beside two busy loops; in CI once none of 40, later none of 120 at
+    // 50 ms): each ping is a draw of a free slot, so 600 draws at 10 ms.
+    const pings = await ping(weftPod, kernelPod.addr, { count: 600, intervalS: 0.01, timeoutS: 2 });
     const f = await flood;
     const dropped = dp.counters().io.flowQueueDrops - before;
     expect(f.packets! - f.lostPackets!).toBeGreaterThan(0);
