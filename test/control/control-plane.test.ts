@@ -11,6 +11,9 @@ import { SimControlPlanes, type PlaneNode } from "./sim/control-planes.js";
 
 const SPACE = SubnetSpace.fromConfig({ Network: "198.19.0.0/16" });
 const DAY_MS = 24 * 3600_000;
+/** Seeds of the mutual-reclaim partition below: at 22c03bb (before a gone node heard from kept its
+ *  slots and vacated subnets went last) 6 of these 30 runs shared a subnet within a side. */
+const PARTITION_SEEDS = Array.from({ length: 30 }, (_, i) => i + 1);
 
 type Live = PlaneNode & { plane: ControlPlane };
 
@@ -277,29 +280,33 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     ).toEqual([]);
   }, 180_000);
 
-  it("when both sides reclaimed each other (a grace shorter than the partition), views agree again after the heal and nobody keeps a lost subnet", async () => {
-    const names = ["a", "b", "c", "d", "e"];
-    const { sim, nodes } = await cluster(names, 7, { reclaimGraceMs: 20_000 });
-    sim.checkLeases = false;
-    sim.scheduler.addCheck(() => {
-      // Within a side, never two users of one subnet (across sides it is the documented risk).
-      for (const side of [nodes.slice(0, 2), nodes.slice(2)]) {
-        const l = side.map((n) => n.plane.leases.currentLease()?.subnet).filter((x) => x);
-        if (new Set(l).size !== l.length)
-          throw new Error(`t=${sim.scheduler.elapsed()}: one side shares a subnet: ${l}`);
-      }
-    });
-    sim.net.partition(
-      nodes.slice(0, 2).map((n) => n.host.addr),
-      nodes.slice(2).map((n) => n.host.addr),
-    );
-    await sim.runFor(90_000);
-    expect(sim.logs.some((l) => l.code === "LEASE_RECLAIMED")).toBe(true);
-    sim.net.heal();
-    expect(await sim.runUntil(() => sim.agreed() && nodes.every((n) => n.plane.members().length === 5), 600_000)).toBe(
-      true,
-    );
-    sim.checkLeases = true; // and the invariants hold again
-    await sim.runFor(1_000);
-  }, 300_000);
+  it.each(PARTITION_SEEDS)(
+    "when both sides reclaimed each other (a grace shorter than the partition), views agree again after the heal and nobody keeps a lost subnet (seed %i)",
+    async (seed) => {
+      const names = ["a", "b", "c", "d", "e"];
+      const { sim, nodes } = await cluster(names, seed, { reclaimGraceMs: 20_000 });
+      sim.checkLeases = false;
+      sim.scheduler.addCheck(() => {
+        // Within a side, never two users of one subnet (across sides it is the documented risk).
+        for (const side of [nodes.slice(0, 2), nodes.slice(2)]) {
+          const l = side.map((n) => n.plane.leases.currentLease()?.subnet).filter((x) => x);
+          if (new Set(l).size !== l.length)
+            throw new Error(`t=${sim.scheduler.elapsed()}: one side shares a subnet: ${l}`);
+        }
+      });
+      sim.net.partition(
+        nodes.slice(0, 2).map((n) => n.host.addr),
+        nodes.slice(2).map((n) => n.host.addr),
+      );
+      await sim.runFor(90_000);
+      expect(sim.logs.some((l) => l.code === "LEASE_RECLAIMED")).toBe(true);
+      sim.net.heal();
+      expect(
+        await sim.runUntil(() => sim.agreed() && nodes.every((n) => n.plane.members().length === 5), 600_000),
+      ).toBe(true);
+      sim.checkLeases = true; // and the invariants hold again
+      await sim.runFor(1_000);
+    },
+    300_000,
+  );
 });

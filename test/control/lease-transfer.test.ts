@@ -3,6 +3,8 @@
 // on either side (a full disk failing before the state file is replaced, or after: the rename
 // landed but the directory's fsync failed). The agent's ControlPlane in the simulator, with the
 // agent's defaults and the simulator's invariants after every event. And a giver restarted before the receiver acknowledged resends what it saved.
+// And a giver that had reclaimed the asker (its grace ran out while the two were apart) keeps
+// what it gives it, gives it to nobody else, and does not give out the asker's old subnet.
 import { describe, expect, it } from "vitest";
 import type { ControlPlane } from "../../src/control/control-plane.js";
 import { SubnetSpace } from "../../src/control/lease/slots.js";
@@ -183,5 +185,83 @@ describe("a giver restarted before its transfer was acknowledged", () => {
     await scheduler.runFor(600_000);
     expect(sent.filter((m) => m.kind === "state").length, "acknowledged: no more resends").toBe(count);
     await again.stop();
+  });
+});
+
+describe("a reclaimer asked for slots by the node it reclaimed, before membership says it is back", () => {
+  const GRACE_MS = 20_000;
+
+  it("gives it slots, takes none back on the old verdict, gives them to nobody else, and reclaims only after a new grace period", async () => {
+    const store = new MemoryStore();
+    const { scheduler, clock } = loneClock();
+    const log = new RecordingLog();
+    let cState: "alive" | "dead" = "alive";
+    const membership: MembershipPort = {
+      localNode: () => ({ name: "b" }),
+      members: () => [{ name: "c", host: "sim", port: 0, incarnation: 0, state: cState, meta: new Uint8Array(0) }],
+      request: async () => {
+        throw new Error("connection refused (simulated)");
+      },
+      updateNode: () => undefined,
+    };
+    const layer = createLeaseLayer(
+      { space: SPACE, seeds: ["b", "c"], lease: { bootstrapQuietMs: 1_000, reclaimGraceMs: GRACE_MS } },
+      { membership, store, clock, random: new SeededRandom(1), log },
+    );
+    const b = layer.families[0];
+    await b.start();
+    await scheduler.runFor(2_000);
+    const owned = (node: string) => b.ringState().runs.filter((r) => r.owner === node);
+    expect(owned("c").length).toBeGreaterThan(0); // the seed division: b is the heir of c's share
+    // c uses the first slot of its share as its subnet.
+    const cSubnet = {
+      start: owned("c")[0].start,
+      count: 1,
+      owner: "c",
+      version: owned("c")[0].version + 1,
+      leased: true,
+    };
+    b.mergeRemote({ seeds: ["b", "c"], runs: [cSubnet] }, "gossip");
+    await scheduler.runFor(1_000);
+    expect(owned("c").filter((r) => r.leased)).toEqual([cSubnet]);
+
+    // c is declared dead; after the grace period b takes its share.
+    cState = "dead";
+    b.memberGone("c");
+    await scheduler.runFor(GRACE_MS + 1_000);
+    expect(owned("c")).toEqual([]);
+    expect(log.codes()).toContain("LEASE_RECLAIMED");
+
+    // c, back but not yet alive in b's membership, asks b for a subnet (a stream request).
+    const reply = await b.answer("c", { kind: "request", id: 1 });
+    expect(reply).toMatchObject({ kind: "reply", granted: true });
+    const given = owned("c");
+    expect(given.length).toBe(1);
+    // Not the subnet c used before: c may still use it until it hears of the reclaim.
+    expect(given[0].start > cSubnet.start || given[0].start + given[0].count <= cSubnet.start).toBe(true);
+    expect(log.codes()).toContain("LEASE_GONE_NODE_ACTIVE");
+    await scheduler.runFor(GRACE_MS / 2);
+    expect(owned("c"), "the reclaim pass after the transfer took it back").toEqual(given);
+    // Another asker gets slots c does not hold.
+    const other = await b.answer("d", { kind: "request", id: 2 });
+    expect(other).toMatchObject({ kind: "reply", granted: true });
+    const [g] = given;
+    for (const r of owned("d")) expect(r.start + r.count <= g.start || g.start + g.count <= r.start).toBe(true);
+
+    // c leases one of its slots: a ring change naming c, newer than b's view, starts the grace over.
+    const lease = { start: g.start, count: 1, owner: "c", version: g.version + 1, leased: true };
+    const heard = clock.now();
+    b.mergeRemote({ seeds: ["b", "c"], runs: [lease] }, "gossip");
+    await scheduler.runFor(GRACE_MS * 0.75); // past the grace that began with the request
+    expect(b.ringState().runs.filter((r) => r.owner === "c" && r.leased)).toEqual([lease]);
+    const reserved = () => b.reservations().find((r) => r.node === "c");
+    expect(reserved()?.condemned).toBe(false);
+    expect(reserved()?.reclaimAt).toBeGreaterThanOrEqual(heard + GRACE_MS);
+    // Still dead in membership a whole grace period after its last sign of life: reclaimed (b
+    // holds the slots before c's, so b is its heir).
+    await scheduler.runFor(GRACE_MS);
+    expect(owned("c")).toEqual([]);
+    expect(log.codes().filter((c) => c === "LEASE_RECLAIMED").length).toBe(2);
+    await b.stop();
   });
 });

@@ -83,7 +83,7 @@ export class LeaseAcquirer {
     const { core } = this;
     this.queued = false;
     if (core.current || core.stopped) return;
-    const own = core.ring.freeSpansOf(core.name);
+    const own = core.usable(core.ring.freeSpansOf(core.name));
     if (own.length > 0) {
       const next = core.ring.clone();
       await core.commit(next, next.setLeased(core.name, own[0].start, true));

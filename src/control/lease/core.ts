@@ -5,7 +5,7 @@
 import type { WeftError } from "../../errors.js";
 import type { NodeView } from "../gossip/delegate.js";
 import type { TimerHandle } from "../runtime.js";
-import type { Conflict, Ring, RingRun, RingState } from "./ring.js";
+import type { Conflict, Ring, RingRun, RingState, SlotSpan } from "./ring.js";
 import type { SavedTransfer } from "./store.js";
 import type { Lease, LeaseStats, ResolvedLeaseOptions } from "./types.js";
 import type { LeaseMessage } from "./wire.js";
@@ -41,6 +41,11 @@ export interface LeaseCore {
   announce(msg: LeaseMessage): void;
   /** Gets a subnet if this node has none and nothing is under way (queued on the serial queue). */
   kickAcquire(): void;
+  /** A sign that `node`, gone in membership, was alive later than membership knew (Reclaimer). */
+  activeWhileGone(node: string, sign: string): void;
+  /** Free spans of this node's, less the subnets a reclaimed node may still use (Reclaimer);
+   *  all of them when nothing else is left. */
+  usable(spans: SlotSpan[]): SlotSpan[];
   /** Alive and suspect members other than this node. */
   otherMembers(): NodeView[];
   isMember(node: string): boolean;

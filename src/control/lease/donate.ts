@@ -17,6 +17,8 @@ export class SlotDonor {
   /** Gives the asker slots if it has none here (saved first), and says so with the whole ring. */
   async answerRequest(from: string, id: number): Promise<LeaseMessage> {
     const { core } = this;
+    // Before the commit below: its reclaim pass must not take back what the asker is given.
+    core.activeWhileGone(from, "asked this node for a subnet");
     const next = core.ring.clone();
     const span = this.donation(next, from);
     if (span) {
@@ -29,11 +31,12 @@ export class SlotDonor {
     return { kind: "reply", id, granted: span !== undefined, ring: core.ring.state() };
   }
 
-  /** Which of our free slots to give `asker`: the upper half of our largest free run, keeping
-   *  one slot for ourselves while we have no lease. Nothing if the asker already has slots. */
+  /** Which of our free slots to give `asker`: the upper half of our largest free run (subnets
+   *  perhaps still in use by a reclaimed node last), keeping one slot for ourselves while we have
+   *  no lease. Nothing if the asker already has slots. */
   private donation(ring: Ring, asker: string): SlotSpan | undefined {
     if (ring.leasesOf(asker).length > 0 || ring.freeSpansOf(asker).length > 0) return undefined;
-    const spans = ring.freeSpansOf(this.core.name);
+    const spans = this.core.usable(ring.freeSpansOf(this.core.name));
     if (this.core.current === null && spans.length > 0) {
       const first = spans.shift()!;
       if (first.count > 1) spans.unshift({ start: first.start + 1, count: first.count - 1 });

@@ -12,10 +12,19 @@
 //    are left alone by the automatic path; reclaim(node) takes them.
 // A seed that never came up was never declared dead, so its share stays unused until reclaimed
 // by the command.
+// A verdict is never older than the last sign of life: a node gone in membership that asks for
+// slots, or that a ring change names as the owner of a version this view had not seen, was alive
+// after membership lost it (say, behind a partition now healed). Its condemnation is dropped and
+// its grace period starts over (activeWhileGone). Without this, a reclaimer that had not yet heard
+// the node was back took the slots it had just given it, and gave them to the next asker too.
+// A reclaimed node that was alive uses its subnet until it hears of the reclaim: the heir hands
+// that slot out last (usable), until the ring shows the node leasing another one. The mark is
+// kept in memory only: an heir restarted meanwhile hands it out like any other.
 import { WeftError } from "../../errors.js";
 import type { TimerHandle } from "../runtime.js";
 import type { SeedBootstrap } from "./bootstrap.js";
 import type { LeaseCore } from "./core.js";
+import type { SlotSpan } from "./ring.js";
 import type { ReclaimReport, Reservation } from "./types.js";
 
 export class Reclaimer {
@@ -23,6 +32,8 @@ export class Reclaimer {
   private readonly condemned = new Map<string, "operator" | "grace period">();
   /** Automatic reclaims waiting for their grace period: the timer and when it fires (clock ms). */
   private readonly graceTimers = new Map<string, { timer: TimerHandle; at: number }>();
+  /** Slots this node reclaimed that were a condemned node's subnet → that node (see the top). */
+  private readonly vacated = new Map<number, string>();
 
   constructor(
     private readonly core: LeaseCore,
@@ -101,6 +112,23 @@ export class Reclaimer {
     }
   }
 
+  /**
+   * A sign that `node`, gone in membership, was alive later than membership knew (see the top of
+   * this file): no reclaim on the old verdict; the grace period starts over.
+   */
+  activeWhileGone(node: string, sign: string): void {
+    const grace = this.graceTimers.get(node);
+    if ((!grace && !this.condemned.has(node)) || this.core.isMember(node)) return;
+    if (grace) this.core.cancel(grace.timer);
+    this.graceTimers.delete(node);
+    this.condemned.delete(node);
+    this.core.opts.log.warn(
+      { code: "LEASE_GONE_NODE_ACTIVE", node, sign },
+      `${node} is gone in membership but ${sign}: not reclaiming it on that verdict; its grace period starts over`,
+    );
+    this.memberGone(node);
+  }
+
   /** Membership declared the node dead or it left: reclaim its slots after the grace period. */
   memberGone(node: string): void {
     const { core } = this;
@@ -158,6 +186,30 @@ export class Reclaimer {
     this.graceTimers.clear();
   }
 
+  /** `spans` (free slots of this node's) less the vacated subnets; all of `spans` if nothing else is left. */
+  usable(spans: SlotSpan[]): SlotSpan[] {
+    const ring = this.core.ring;
+    for (const [slot, node] of this.vacated) {
+      // Forgotten once it is not ours to give, or its old user leases another slot.
+      if (ring.ownerOf(slot) !== this.core.name || ring.leasesOf(node).some((s) => s !== slot))
+        this.vacated.delete(slot);
+    }
+    if (this.vacated.size === 0) return spans;
+    const holes = [...this.vacated.keys()].sort((a, b) => a - b);
+    const out: SlotSpan[] = [];
+    for (const span of spans) {
+      let start = span.start;
+      const end = span.start + span.count;
+      for (const hole of holes) {
+        if (hole < start || hole >= end) continue;
+        if (hole > start) out.push({ start, count: hole - start });
+        start = hole + 1;
+      }
+      if (end > start) out.push({ start, count: end - start });
+    }
+    return out.length > 0 ? out : spans;
+  }
+
   /** Takes over condemned nodes' runs that follow our slots. Returns how many slots. */
   private async reclaimAsHeir(takeOrphans: boolean): Promise<number> {
     const { core } = this;
@@ -165,9 +217,11 @@ export class Reclaimer {
     if (this.condemned.size === 0 || this.bootstrap.holdingSeeds) return 0;
     const next = core.ring.clone();
     const before = new Map([...this.condemned.keys()].map((n) => [n, core.countOwned(n)]));
+    const subnets = [...this.condemned.keys()].flatMap((n) => core.ring.leasesOf(n).map((slot) => [slot, n] as const));
     const delta = next.reclaim(core.name, new Set(this.condemned.keys()), takeOrphans);
     if (delta.length === 0) return 0;
     await core.commit(next, delta);
+    for (const [slot, node] of subnets) if (next.ownerOf(slot) === core.name) this.vacated.set(slot, node);
     const taken = delta.reduce((n, r) => n + r.count, 0);
     core.stats.slotsReclaimed += taken;
     for (const [node, had] of before) {

@@ -74,8 +74,8 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     this.acquirer = new LeaseAcquirer(this.core);
     this.bootstrap = new SeedBootstrap(this.core, () => this.acquirer.retryDelay);
     this.resend = new TransferResender(this.core);
-    this.donor = new SlotDonor(this.core, this.resend);
     this.reclaimer = new Reclaimer(this.core, this.bootstrap);
+    this.donor = new SlotDonor(this.core, this.resend);
   }
 
   /** Reads the saved state (or starts from the seed list) and starts getting a subnet. */
@@ -243,6 +243,8 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
       enqueue: (task) => this.enqueue(task),
       announce: (msg) => this.emit("announce", msg),
       kickAcquire: () => this.acquirer.kick(),
+      activeWhileGone: (node, sign) => this.reclaimer.activeWhileGone(node, sign),
+      usable: (spans) => this.reclaimer.usable(spans),
       after: (ms, fn) => this.after(ms, fn),
       cancel: (handle) => this.timers.cancel(handle),
       otherMembers: () => this.otherMembers(),
@@ -265,6 +267,11 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     }
     if (result.changed.length === 0) return;
     this.noteSlotsTaken(result.changed);
+    // Whoever a new version names as owner was alive when it was written (it wrote it, asked for it,
+    // or wrote the lease that won a fork).
+    for (const owner of new Set(result.changed.map((c) => c.after.owner)))
+      if (owner !== null && owner !== this.name)
+        this.reclaimer.activeWhileGone(owner, "a ring change newer than this view names it");
     const extra = this.freeExtraLeases(next);
     const learnt = source === "gossip" ? next.runsIn(result.changed) : [];
     await this.commit(next, [...learnt, ...extra]);
