@@ -13,6 +13,7 @@ import type { BackendAnnouncement, BackendPeer } from "../backends/backend.js";
 import { isWeftError, WeftError } from "../errors.js";
 import { parseIpv4, parsePrefix, type Ipv4Prefix } from "../net/ipv4.js";
 import { formatIpv6, isIpv4Mapped, parseIpv6, parsePrefix6, type Ipv6Prefix } from "../net/ipv6.js";
+import type { BroadcastTarget } from "./gossip/broadcast.js";
 import { makeConfig, type MemberlistConfig, type ProfileName } from "./gossip/config.js";
 import type { Delegate, EventDelegate, NodeView } from "./gossip/delegate.js";
 import type { Keyring } from "./gossip/keyring.js";
@@ -395,8 +396,8 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
     return this.leaseDelegate.answerMsg(from, msg);
   }
 
-  getBroadcasts(overhead: number, limit: number): Uint8Array[] {
-    return this.leaseDelegate.getBroadcasts(overhead, limit);
+  getBroadcasts(overhead: number, limit: number, to?: BroadcastTarget): Uint8Array[] {
+    return this.leaseDelegate.getBroadcasts(overhead, limit, to);
   }
 
   localState(): Uint8Array {

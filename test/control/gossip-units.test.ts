@@ -452,6 +452,61 @@ describe("TransmitLimitedQueue", () => {
     expect(q.take(0, 20).map((p) => p[0])).toEqual([9]);
     expect(q.take(0, 20).map((p) => p[0])).toEqual([9]);
   });
+
+  it("to: a broadcast goes to a member again only after every peer had it", () => {
+    const q = new TransmitLimitedQueue(() => 5, 100, true);
+    q.enqueue({ payload: bytes(1), urgent: true });
+    const to = (id: string) => q.take(0, 20, false, { id, peers: 2 }).map((p) => p[0]);
+    expect(to("a")).toEqual([1]);
+    expect(to("a")).toEqual([]); // b has not had it
+    expect(to("b")).toEqual([1]);
+    expect(to("a")).toEqual([1]); // both had it: a new lap
+    expect(to("a")).toEqual([]);
+    expect(to("b")).toEqual([1]);
+    expect(to("b")).toEqual([1]); // the fifth send, its last
+    expect(q.size()).toBe(0);
+  });
+
+  it("to: the members a broadcast goes to are distinct in every lap of `peers` sends (property)", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 6 }),
+        fc.integer({ min: 1, max: 12 }),
+        fc.array(
+          fc.oneof(
+            fc.nat(5).map((m) => ({ take: m })),
+            fc.constant({ enqueue: true }),
+          ),
+          { maxLength: 200 },
+        ),
+        (peers, limit, ops) => {
+          const q = new TransmitLimitedQueue(() => limit, 1000);
+          const sends = new Map<Uint8Array, string[]>();
+          for (const o of ops) {
+            if ("enqueue" in o) q.enqueue({ payload: new Uint8Array(1) });
+            else {
+              const id = `m${o.take % peers}`;
+              for (const p of q.take(0, 1_000_000, false, { id, peers })) sends.set(p, [...(sends.get(p) ?? []), id]);
+            }
+          }
+          // Packets to every member in turn: nothing stays behind for good.
+          for (let i = 0; i < peers * limit; i++) {
+            const id = `m${i % peers}`;
+            for (const p of q.take(0, 1_000_000, false, { id, peers })) sends.set(p, [...(sends.get(p) ?? []), id]);
+          }
+          expect(q.size()).toBe(0);
+          for (const to of sends.values()) {
+            expect(to.length).toBe(limit);
+            for (let lap = 0; lap < to.length; lap += peers) {
+              const members = to.slice(lap, lap + peers);
+              expect(new Set(members).size).toBe(members.length);
+            }
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
 });
 
 describe("join waves (wave.ts) and the pull digest (digest.ts)", () => {

@@ -13,6 +13,19 @@
 // it, and the joins of the same 50 ms (they travel together), until anti-entropy (ARCHITECTURE.md,
 // "Gossip at 1,000 nodes"). One packet per round spreads each member's sends over its limit in
 // rounds (1.2 s at 1,000 nodes), so a member's chance to be missed falls from about 1e-4 to 1e-6.
+//
+// To distinct members (take's `to`): a broadcast goes to a member again only once every live
+// member could have had it. Packets go to members drawn at random, so a broadcast's few sends
+// could all go to one of them: a refutation once went four times to the one member that could not
+// hear it, and the others declared its sender dead (ARCHITECTURE.md, "A slow member's refutation").
+
+/** The member a packet goes to, for take(). */
+export interface BroadcastTarget {
+  /** The member's address, host:port. */
+  readonly id: string;
+  /** The members a broadcast can go to: the live ones, this node excluded. */
+  readonly peers: number;
+}
 
 export interface Broadcast {
   /** Broadcasts with equal keys invalidate each other: the newer one replaces the older. */
@@ -51,6 +64,8 @@ interface Entry {
   transmits: number;
   /** The gossip round (see beginRound) in which it was last taken. */
   round: number;
+  /** The members it went to since it last went to every peer (take's `to`). */
+  sentTo?: Set<string>;
 }
 
 export class TransmitLimitedQueue {
@@ -97,9 +112,10 @@ export class TransmitLimitedQueue {
 
   /**
    * Payloads that fit in `budget` bytes, each costing its length plus `overhead`; every returned
-   * broadcast counts one more transmission. compact: the receiver speaks protocol version 2.
+   * broadcast counts one more transmission. compact: the receiver speaks protocol version 2. to:
+   * the receiver, which gets none it already got while some peer has not.
    */
-  take(overhead: number, budget: number, compact = false): Uint8Array[] {
+  take(overhead: number, budget: number, compact = false, to?: BroadcastTarget): Uint8Array[] {
     const picked: Entry[] = [];
     let remaining = budget;
     scan: for (const bucket of this.buckets) {
@@ -107,6 +123,7 @@ export class TransmitLimitedQueue {
         if (remaining < overhead + this.minLength) break scan;
         const entry = bucket[i];
         if (this.oncePerRound && entry.round === this.round && !entry.broadcast.urgent) continue;
+        if (to && entry.sentTo?.has(to.id) && entry.sentTo.size < to.peers) continue;
         const cost = payloadFor(entry.broadcast, compact).length + overhead;
         if (cost > remaining) continue;
         picked.push(entry);
@@ -117,6 +134,7 @@ export class TransmitLimitedQueue {
       this.detach(entry);
       entry.transmits++;
       entry.round = this.round;
+      if (to) sentTo(entry, to);
       if (entry.transmits >= this.limit(entry.broadcast)) this.finish(entry);
       else this.insertSorted(this.bucket(entry.transmits), entry);
     }
@@ -181,6 +199,12 @@ export class TransmitLimitedQueue {
       if (this.buckets[t].length > 0) return this.remove(this.buckets[t][0]);
     }
   }
+}
+
+/** Records a send to `to`; a send to a member already in the set starts a new set (every peer had it). */
+function sentTo(entry: Entry, to: BroadcastTarget): void {
+  if (!entry.sentTo || entry.sentTo.has(to.id)) entry.sentTo = new Set([to.id]);
+  else entry.sentTo.add(to.id);
 }
 
 const payloadFor = (b: Broadcast, compact: boolean): Uint8Array => (compact && b.compact) || b.payload;

@@ -1,6 +1,7 @@
 // How a layer above membership (the subnet lease ring) rides on gossip, as memberlist's Delegate:
 // it contributes a small per-node record, piggybacks its own broadcasts on gossip packets, sends
 // direct messages, and takes part in push-pull anti-entropy.
+import type { BroadcastTarget } from "./broadcast.js";
 
 export interface Delegate {
   /** This node's application record (VTEP MAC, backend type and data, subnets), at most `limit` bytes. */
@@ -10,8 +11,9 @@ export interface Delegate {
   /** Optional: a message sent with Memberlist.request arrived; the bytes returned go back to the
    *  sender on the same stream (undefined: a plain ack). Without it, notifyMsg takes the message. */
   answerMsg?(from: string, msg: Uint8Array): Promise<Uint8Array | undefined>;
-  /** Broadcasts to piggyback, each at most `limit` bytes after `overhead`; newest first. */
-  getBroadcasts(overhead: number, limit: number): Uint8Array[];
+  /** Broadcasts to piggyback, each at most `limit` bytes after `overhead`; newest first. `to`: the
+   *  packet's receiver (TransmitLimitedQueue.take sends a broadcast to distinct members). */
+  getBroadcasts(overhead: number, limit: number, to?: BroadcastTarget): Uint8Array[];
   /** Full state for push-pull (join = true on the join exchange). */
   localState(join: boolean): Uint8Array;
   /** Merges a peer's full state received by push-pull. */

@@ -297,12 +297,13 @@ export class Memberlist {
   /** Our broadcasts first (compact to a member known to speak version 2), then the layer above's,
    *  wrapped as user messages. */
   private piggyback(to: Addr, overhead: number, budget: number): Uint8Array[] {
-    const out = this.broadcasts.take(overhead, budget, this.speaksCompact(to));
+    const target = { id: `${to.host}:${to.port}`, peers: this.membership.liveCount() - 1 };
+    const out = this.broadcasts.take(overhead, budget, this.speaksCompact(to), target);
     if (!this.delegate) return out;
     let left = budget;
     for (const m of out) left -= m.length + overhead;
     if (left <= USER_MESSAGE_OVERHEAD) return out;
-    for (const payload of this.delegate.getBroadcasts(USER_MESSAGE_OVERHEAD, left)) {
+    for (const payload of this.delegate.getBroadcasts(USER_MESSAGE_OVERHEAD, left, target)) {
       const encoded = encodeMessage({ kind: "user", payload });
       if (framedSize(encoded.length) > left) break;
       left -= framedSize(encoded.length);

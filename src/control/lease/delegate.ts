@@ -6,7 +6,7 @@
 // SubnetLeases per address family, each with its own ring; messages carry their family's network
 // fingerprint and go to that family, and push-pull carries every family's ring.
 import { decode, encode } from "@msgpack/msgpack";
-import { retransmitLimit, TransmitLimitedQueue } from "../gossip/broadcast.js";
+import { type BroadcastTarget, retransmitLimit, TransmitLimitedQueue } from "../gossip/broadcast.js";
 import type { Delegate, EventDelegate, NodeView } from "../gossip/delegate.js";
 import type { SubnetLeases } from "./subnet-leases.js";
 import type { LeaseLogger } from "./types.js";
@@ -59,8 +59,8 @@ export class LeaseDelegate implements Omit<Delegate, "nodeMeta">, EventDelegate 
     return answer && encodeMessage(decoded.leases.space.fingerprint, answer);
   }
 
-  getBroadcasts(overhead: number, limit: number): Uint8Array[] {
-    return this.queue.take(overhead, limit);
+  getBroadcasts(overhead: number, limit: number, to?: BroadcastTarget): Uint8Array[] {
+    return this.queue.take(overhead, limit, false, to);
   }
 
   localState(): Uint8Array {
