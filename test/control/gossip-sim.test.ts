@@ -215,6 +215,36 @@ describe("membership in the simulator", () => {
     );
   });
 
+  it("a broadcast's sends go to distinct members until every member had it", async () => {
+    await fc.assert(
+      fc.asyncProperty(seed, async (s) => {
+        const cluster = await formCluster(s, 4);
+        const sender = cluster.node("n1");
+        const before = sender.ml().localNode().incarnation;
+        const keyring = new Keyring(CLUSTER_KEY);
+        const decoder = new EnvelopeDecoder({ maxMetaBytes: 512, maxFrameBytes: 1 << 20 });
+        const to: string[] = [];
+        cluster.net.filter = (from, dest, frame) => {
+          if (from.host !== sender.addr.host) return true;
+          const opened = keyring.open(frame, "packet");
+          const messages = opened.ok ? (decoder.decode(opened.plaintext)?.messages ?? []) : [];
+          const news = messages.some(
+            ({ message: m }) =>
+              (m.kind === "alive" || m.kind === "alive2") && m.node === "n1" && m.incarnation > before,
+          );
+          if (news) to.push(dest.host);
+          return true;
+        };
+        sender.ml().updateNode(); // a new incarnation of n1's record, broadcast by n1
+        await cluster.runFor(10_000);
+        // 4 sends (RetransmitMult 4 × ceil(log10(5))): the first 3 to the 3 other members.
+        expect(to.length, cluster.describe()).toBe(4);
+        expect(new Set(to.slice(0, 3)).size, `${cluster.describe()}: ${to}`).toBe(3);
+      }),
+      { numRuns: RUNS },
+    );
+  });
+
   it("a partition makes each side declare the other dead; after healing the cluster merges by itself", async () => {
     await fc.assert(
       fc.asyncProperty(

@@ -191,8 +191,8 @@ describe("a giver restarted before its transfer was acknowledged", () => {
 describe("a reclaimer asked for slots by the node it reclaimed, before membership says it is back", () => {
   const GRACE_MS = 20_000;
 
-  it("gives it slots, takes none back on the old verdict, gives them to nobody else, and reclaims only after a new grace period", async () => {
-    const store = new MemoryStore();
+  /** b's lease layer, heir of c (seeds b and c), with c alive in membership until `killC`. */
+  async function heirOfC(store: MemoryStore) {
     const { scheduler, clock } = loneClock();
     const log = new RecordingLog();
     let cState: "alive" | "dead" = "alive";
@@ -213,6 +213,15 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
     await scheduler.runFor(2_000);
     const owned = (node: string) => b.ringState().runs.filter((r) => r.owner === node);
     expect(owned("c").length).toBeGreaterThan(0); // the seed division: b is the heir of c's share
+    const killC = () => {
+      cState = "dead";
+      b.memberGone("c");
+    };
+    return { b, scheduler, clock, log, owned, killC };
+  }
+
+  it("gives it slots, takes none back on the old verdict, gives them to nobody else, and reclaims only after a new grace period", async () => {
+    const { b, scheduler, clock, log, owned, killC } = await heirOfC(new MemoryStore());
     // c uses the first slot of its share as its subnet.
     const cSubnet = {
       start: owned("c")[0].start,
@@ -226,8 +235,7 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
     expect(owned("c").filter((r) => r.leased)).toEqual([cSubnet]);
 
     // c is declared dead; after the grace period b takes its share.
-    cState = "dead";
-    b.memberGone("c");
+    killC();
     await scheduler.runFor(GRACE_MS + 1_000);
     expect(owned("c")).toEqual([]);
     expect(log.codes()).toContain("LEASE_RECLAIMED");
@@ -262,6 +270,41 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
     await scheduler.runFor(GRACE_MS);
     expect(owned("c")).toEqual([]);
     expect(log.codes().filter((c) => c === "LEASE_RECLAIMED").length).toBe(2);
+    await b.stop();
+  });
+
+  it("a sign of life queued before the grace verdict voids the verdict", async () => {
+    // A state dir whose saves wait at a gate: lease work queues up behind the one saving.
+    class GatedStore extends MemoryStore {
+      gate: Promise<void> = Promise.resolve();
+      override async save(state: PersistedLeaseState): Promise<void> {
+        await this.gate;
+        await super.save(state);
+      }
+    }
+    const store = new GatedStore();
+    const { b, scheduler, log, owned, killC } = await heirOfC(store);
+    const share = owned("c");
+    killC();
+    await scheduler.runFor(GRACE_MS - 1_000);
+    let open: () => void = () => {};
+    store.gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    const blocker = b.answer("d", { kind: "request", id: 1 }); // a donation, saving at the gate
+    // c leases a slot of its share: queued behind the donation, before the verdict.
+    const lease = { ...share[0], count: 1, version: share[0].version + 1, leased: true };
+    b.mergeRemote({ seeds: ["b", "c"], runs: [lease] }, "gossip");
+    await scheduler.runFor(2_000); // the grace timer fires; its verdict queues behind both
+    open();
+    await blocker;
+    await scheduler.runFor(1_000);
+    expect(log.codes()).toContain("LEASE_GONE_NODE_ACTIVE");
+    expect(log.codes()).not.toContain("LEASE_RECLAIMED");
+    expect(owned("c").filter((r) => r.leased)).toEqual([lease]);
+    // A whole grace period after the sign of life: condemned (d, given the slots before c's, is its heir).
+    await scheduler.runFor(GRACE_MS);
+    expect(b.reservations().find((r) => r.node === "c")).toMatchObject({ condemned: true });
     await b.stop();
   });
 });

@@ -41,8 +41,9 @@ export interface LeaseCore {
   announce(msg: LeaseMessage): void;
   /** Gets a subnet if this node has none and nothing is under way (queued on the serial queue). */
   kickAcquire(): void;
-  /** A sign that `node`, gone in membership, was alive later than membership knew (Reclaimer). */
-  activeWhileGone(node: string, sign: string): void;
+  /** A sign that `node`, gone in membership, was alive later than this view knew (Reclaimer);
+   *  `direct`: it asked itself. */
+  activeWhileGone(node: string, sign: string, direct: boolean): void;
   /** Free spans of this node's, less the subnets a reclaimed node may still use (Reclaimer);
    *  all of them when nothing else is left. */
   usable(spans: SlotSpan[]): SlotSpan[];

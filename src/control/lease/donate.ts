@@ -18,7 +18,7 @@ export class SlotDonor {
   async answerRequest(from: string, id: number): Promise<LeaseMessage> {
     const { core } = this;
     // Before the commit below: its reclaim pass must not take back what the asker is given.
-    core.activeWhileGone(from, "asked this node for a subnet");
+    core.activeWhileGone(from, "asked this node for a subnet", true);
     const next = core.ring.clone();
     const span = this.donation(next, from);
     if (span) {

@@ -14,8 +14,10 @@
 // by the command.
 // A verdict is never older than the last sign of life: a node gone in membership that asks for
 // slots, or that a ring change names as the owner of a version this view had not seen, was alive
-// after membership lost it (say, behind a partition now healed). Its condemnation is dropped and
-// its grace period starts over (activeWhileGone). Without this, a reclaimer that had not yet heard
+// later than this view knew: after membership lost it (behind a partition now healed), or just
+// before, its last change spreading late (its reclaim then waits one more grace period). Its
+// condemnation is dropped and its grace period starts over (activeWhileGone); an operator's
+// verdict yields only to the node's own request. Without this, a reclaimer that had not yet heard
 // the node was back took the slots it had just given it, and gave them to the next asker too.
 // A reclaimed node that was alive uses its subnet until it hears of the reclaim: the heir hands
 // that slot out last (usable), until the ring shows the node leasing another one. The mark is
@@ -113,12 +115,15 @@ export class Reclaimer {
   }
 
   /**
-   * A sign that `node`, gone in membership, was alive later than membership knew (see the top of
-   * this file): no reclaim on the old verdict; the grace period starts over.
+   * A sign that `node`, gone in membership, was alive later than this view knew (see the top of
+   * this file): no reclaim on the old verdict; the grace period starts over. `direct`: the node
+   * itself asked; only that undoes an operator's verdict (a ring change may be its last act,
+   * spread late).
    */
-  activeWhileGone(node: string, sign: string): void {
+  activeWhileGone(node: string, sign: string, direct: boolean): void {
     const grace = this.graceTimers.get(node);
     if ((!grace && !this.condemned.has(node)) || this.core.isMember(node)) return;
+    if (!direct && this.condemned.get(node) === "operator") return;
     if (grace) this.core.cancel(grace.timer);
     this.graceTimers.delete(node);
     this.condemned.delete(node);
@@ -141,15 +146,22 @@ export class Reclaimer {
         `${node} is gone; its ${owned} subnet slot(s) will be reclaimed after ${graceMs} ms unless it returns`,
       );
     }
-    const timer = core.after(graceMs, () => {
-      this.graceTimers.delete(node);
-      if (core.isMember(node)) return;
-      void core.enqueue(async () => {
-        this.condemned.set(node, "grace period");
-        await this.reclaimAsHeir(false);
-      });
-    });
-    this.graceTimers.set(node, { timer, at: core.opts.clock.now() + graceMs });
+    const grace = {
+      at: core.opts.clock.now() + graceMs,
+      timer: core.after(graceMs, () => {
+        // The entry stays until the verdict runs on the serial queue: a sign of life or membership
+        // seeing the node queued before it (a request, a merge) replaces or removes the entry, and
+        // the verdict is then void.
+        void core.enqueue(async () => {
+          if (this.graceTimers.get(node) !== grace) return;
+          this.graceTimers.delete(node);
+          if (core.isMember(node)) return;
+          this.condemned.set(node, "grace period");
+          await this.reclaimAsHeir(false);
+        });
+      }),
+    };
+    this.graceTimers.set(node, grace);
   }
 
   /** After every commit: a change may have made this node heir of a condemned node's run. */
@@ -186,7 +198,8 @@ export class Reclaimer {
     this.graceTimers.clear();
   }
 
-  /** `spans` (free slots of this node's) less the vacated subnets; all of `spans` if nothing else is left. */
+  /** `spans` (free slots of this node's) less the vacated subnets; `spans` itself if nothing is
+   *  taken out or nothing else is left. */
   usable(spans: SlotSpan[]): SlotSpan[] {
     const ring = this.core.ring;
     for (const [slot, node] of this.vacated) {

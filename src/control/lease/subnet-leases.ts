@@ -243,7 +243,7 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
       enqueue: (task) => this.enqueue(task),
       announce: (msg) => this.emit("announce", msg),
       kickAcquire: () => this.acquirer.kick(),
-      activeWhileGone: (node, sign) => this.reclaimer.activeWhileGone(node, sign),
+      activeWhileGone: (node, sign, direct) => this.reclaimer.activeWhileGone(node, sign, direct),
       usable: (spans) => this.reclaimer.usable(spans),
       after: (ms, fn) => this.after(ms, fn),
       cancel: (handle) => this.timers.cancel(handle),
@@ -269,12 +269,17 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     this.noteSlotsTaken(result.changed);
     // Whoever a new version names as owner was alive when it was written (it wrote it, asked for it,
     // or wrote the lease that won a fork).
-    for (const owner of new Set(result.changed.map((c) => c.after.owner)))
-      if (owner !== null && owner !== this.name)
-        this.reclaimer.activeWhileGone(owner, "a ring change newer than this view names it");
+    this.signsOfLife(result.changed.map((c) => c.after.owner));
     const extra = this.freeExtraLeases(next);
     const learnt = source === "gossip" ? next.runsIn(result.changed) : [];
     await this.commit(next, [...learnt, ...extra]);
+  }
+
+  /** Ring states newer than this view name these owners (Reclaimer.activeWhileGone). */
+  private signsOfLife(owners: readonly (string | null)[]): void {
+    for (const owner of new Set(owners))
+      if (owner !== null && owner !== this.name)
+        this.reclaimer.activeWhileGone(owner, "a ring change newer than this view names it", false);
   }
 
   private refuse(error: WeftError, conflicts: readonly Conflict[]): void {
@@ -291,6 +296,9 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
   private async resolveForks(conflicts: readonly Conflict[]): Promise<void> {
     const mine = conflicts.filter((c) => c.mine.owner === this.name || c.theirs.owner === this.name);
     if (mine.length === 0) return;
+    // The other history's owners acted where this view did not know it (before the commit below:
+    // its reclaim pass must not take back a slot just settled in favour of a condemned node).
+    this.signsOfLife(mine.map((c) => c.theirs.owner));
     const next = this.ring.clone();
     const delta = mine.flatMap((c) => next.settleFork(c, c.mine.version, forkWinner(c.mine, c.theirs)));
     if (delta.length === 0) return;
