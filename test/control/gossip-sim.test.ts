@@ -241,7 +241,8 @@ describe("membership in the simulator", () => {
         expect(to.length, cluster.describe()).toBe(4);
         expect(new Set(to.slice(0, 3)).size, `${cluster.describe()}: ${to}`).toBe(3);
       }),
-      { numRuns: RUNS },
+      // Seed 1 sent the first two to one member without the receiver passed to take().
+      { numRuns: RUNS, examples: [[1]] },
     );
   });
 

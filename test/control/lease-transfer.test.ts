@@ -283,7 +283,7 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
       }
     }
     const store = new GatedStore();
-    const { b, scheduler, log, owned, killC } = await heirOfC(store);
+    const { b, scheduler, clock, log, owned, killC } = await heirOfC(store);
     const share = owned("c");
     killC();
     await scheduler.runFor(GRACE_MS - 1_000);
@@ -296,15 +296,45 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
     const lease = { ...share[0], count: 1, version: share[0].version + 1, leased: true };
     b.mergeRemote({ seeds: ["b", "c"], runs: [lease] }, "gossip");
     await scheduler.runFor(2_000); // the grace timer fires; its verdict queues behind both
+    const reserved = () => b.reservations().find((r) => r.node === "c");
+    expect(reserved()?.reclaimAt).toBeLessThanOrEqual(clock.now()); // fired, its verdict waiting
     open();
     await blocker;
     await scheduler.runFor(1_000);
     expect(log.codes()).toContain("LEASE_GONE_NODE_ACTIVE");
     expect(log.codes()).not.toContain("LEASE_RECLAIMED");
     expect(owned("c").filter((r) => r.leased)).toEqual([lease]);
+    // The verdict found its grace period replaced, and did nothing.
+    expect(reserved()?.condemned).toBe(false);
+    expect(reserved()?.reclaimAt).toBeGreaterThan(clock.now() + GRACE_MS - 2_000);
     // A whole grace period after the sign of life: condemned (d, given the slots before c's, is its heir).
     await scheduler.runFor(GRACE_MS);
     expect(b.reservations().find((r) => r.node === "c")).toMatchObject({ condemned: true });
+    await b.stop();
+  });
+
+  it("an operator's verdict yields to the node's own request, not to a ring change naming it, also after its grace period ran out", async () => {
+    const { b, scheduler, log, owned, killC } = await heirOfC(new MemoryStore());
+    const share = owned("c");
+    killC();
+    await scheduler.runFor(5_000);
+    const report = await b.reclaim("c");
+    expect(report.takenHere).toBeGreaterThan(0);
+    await scheduler.runFor(GRACE_MS); // past the grace period membership's verdict started
+    // A ring change naming c, newer than b's: c's old share at the version after b's reclaim.
+    const reclaimed = b.ringState().runs.filter((r) => r.start >= share[0].start && r.owner === "b");
+    b.mergeRemote(
+      { seeds: ["b", "c"], runs: reclaimed.map((r) => ({ ...r, owner: "c", version: r.version + 1 })) },
+      "gossip",
+    );
+    await scheduler.runFor(1_000);
+    expect(log.codes()).not.toContain("LEASE_GONE_NODE_ACTIVE");
+    expect(owned("c"), "taken again on the operator's verdict").toEqual([]);
+    // c itself asks: alive, whatever the operator said.
+    expect(await b.answer("c", { kind: "request", id: 1 })).toMatchObject({ kind: "reply", granted: true });
+    expect(log.codes()).toContain("LEASE_GONE_NODE_ACTIVE");
+    await scheduler.runFor(1_000);
+    expect(owned("c").length).toBe(1);
     await b.stop();
   });
 });

@@ -63,7 +63,7 @@ export class Reclaimer {
     }
     let report: ReclaimReport | undefined;
     await core.enqueue(async () => {
-      this.condemned.set(node, "operator");
+      this.condemnByOperator(node);
       const taken = await this.reclaimAsHeir(true);
       const ring = core.ring;
       const remaining = ring.state().runs.filter((r) => r.owner === node);
@@ -97,8 +97,16 @@ export class Reclaimer {
       );
       return;
     }
-    this.condemned.set(node, "operator");
+    this.condemnByOperator(node);
     await this.reclaimAsHeir(false);
+  }
+
+  /** An operator's verdict: it replaces a pending grace period (whose verdict would be weaker). */
+  private condemnByOperator(node: string): void {
+    const grace = this.graceTimers.get(node);
+    if (grace) this.core.cancel(grace.timer);
+    this.graceTimers.delete(node);
+    this.condemned.set(node, "operator");
   }
 
   /** Membership sees the node alive (joined, back, refuted): no reclaim for it. */

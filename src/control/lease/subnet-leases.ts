@@ -297,7 +297,8 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     const mine = conflicts.filter((c) => c.mine.owner === this.name || c.theirs.owner === this.name);
     if (mine.length === 0) return;
     // The other history's owners acted where this view did not know it (before the commit below:
-    // its reclaim pass must not take back a slot just settled in favour of a condemned node).
+    // its reclaim pass must not take back a slot just settled in favour of a node condemned by a
+    // grace period; an operator's verdict stands).
     this.signsOfLife(mine.map((c) => c.theirs.owner));
     const next = this.ring.clone();
     const delta = mine.flatMap((c) => next.settleFork(c, c.mine.version, forkWinner(c.mine, c.theirs)));
