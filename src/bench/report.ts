@@ -29,6 +29,8 @@ export interface BenchReport {
   samples: Sample[];
   /** The runs that failed, in the order they ran (none in a clean run). */
   failures: FailedRun[];
+  /** Runs of ping under load whose iperf3 ended without a result and that were measured again. */
+  retried: FailedRun[];
   micro: MicroResult[];
 }
 
@@ -46,7 +48,8 @@ export function terminalSummary(r: BenchReport): string {
       figureHeader(names),
       r.figures.map((f) => figureRow(f, names)),
     ),
-    ...failedRuns(r).map((line) => `FAILED ${line}`),
+    ...failedRuns(r.failures).map((line) => `FAILED ${line}`),
+    ...failedRuns(r.retried).map((line) => `MEASURED AGAIN ${line}`),
     "",
     "microbenchmarks (one core, benchmark.js)",
     ...microSuites(r.micro).map(([suite, ms]) => `\n${suite}\n${textTable(microHeader(), ms.map(microRow), 1)}`),
@@ -87,8 +90,8 @@ function offloadInForce(r: BenchReport): string[] {
 }
 
 /** One line per failed run: where, and what went wrong. */
-function failedRuns(r: BenchReport): string[] {
-  return r.failures.map((f) => `round ${f.round} · ${f.setup} · ${f.label}: [${f.code}] ${f.message}`);
+function failedRuns(runs: readonly FailedRun[]): string[] {
+  return runs.map((f) => `round ${f.round} · ${f.setup} · ${f.label}: [${f.code}] ${f.message}`);
 }
 
 function markdown(r: BenchReport): string {
@@ -114,7 +117,13 @@ ${markdownTable(
 )}
 ${
   r.failures.length > 0
-    ? `\n**Failed runs** (not measured; the run went on):\n\n${failedRuns(r)
+    ? `\n**Failed runs** (not measured; the run went on):\n\n${failedRuns(r.failures)
+        .map((line) => `- ${line}`)
+        .join("\n")}\n`
+    : ""
+}${
+  r.retried.length > 0
+    ? `\n**Measured again** (the first attempt's iperf3 gave no result):\n\n${failedRuns(r.retried)
         .map((line) => `- ${line}`)
         .join("\n")}\n`
     : ""
