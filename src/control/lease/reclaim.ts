@@ -103,17 +103,20 @@ export class Reclaimer {
 
   /** An operator's verdict: it replaces a pending grace period (whose verdict would be weaker). */
   private condemnByOperator(node: string): void {
+    this.dropGrace(node);
+    this.condemned.set(node, "operator");
+  }
+
+  /** Cancels `node`'s pending grace period, if any: its verdict, once queued, then finds no entry. */
+  private dropGrace(node: string): void {
     const grace = this.graceTimers.get(node);
     if (grace) this.core.cancel(grace.timer);
     this.graceTimers.delete(node);
-    this.condemned.set(node, "operator");
   }
 
   /** Membership sees the node alive (joined, back, refuted): no reclaim for it. */
   memberAlive(node: string): void {
-    const grace = this.graceTimers.get(node);
-    if (grace) this.core.cancel(grace.timer);
-    this.graceTimers.delete(node);
+    this.dropGrace(node);
     if (this.condemned.delete(node)) {
       this.core.opts.log.warn(
         { code: "LEASE_CONDEMNED_NODE_BACK", node },
@@ -129,11 +132,9 @@ export class Reclaimer {
    * spread late).
    */
   activeWhileGone(node: string, sign: string, direct: boolean): void {
-    const grace = this.graceTimers.get(node);
-    if ((!grace && !this.condemned.has(node)) || this.core.isMember(node)) return;
+    if ((!this.graceTimers.has(node) && !this.condemned.has(node)) || this.core.isMember(node)) return;
     if (!direct && this.condemned.get(node) === "operator") return;
-    if (grace) this.core.cancel(grace.timer);
-    this.graceTimers.delete(node);
+    this.dropGrace(node);
     this.condemned.delete(node);
     this.core.opts.log.warn(
       { code: "LEASE_GONE_NODE_ACTIVE", node, sign },
