@@ -300,6 +300,23 @@ describe("reclaiming a dead node's subnet", () => {
     for (const n of [a, b, d]) expect(leases(n).stats.refusedStates).toBe(0);
   });
 
+  it("by command, overtaken by stop(): refused with a code, nothing reclaimed", async () => {
+    const { sim, nodes } = await fullCluster(5);
+    const [, b, c] = nodes;
+    sim.crash(c);
+    sim.gone.add("c");
+    await runTo(sim, 90_000);
+    const asked = leases(b).reclaim("c");
+    const stopped = leases(b).stop();
+    await expect(asked).rejects.toMatchObject({ code: "LEASE_NOT_RUNNING" });
+    await stopped;
+    expect(
+      leases(b)
+        .reservations()
+        .find((r) => r.node === "c")?.slots,
+    ).toBe(1);
+  });
+
   it("after the grace period, not before; and the reclaimed node, restarted with its old state, gives the subnet up", async () => {
     const { sim, nodes, start } = await fullCluster(9, 600_000);
     const [, , c, d] = nodes;

@@ -77,7 +77,13 @@ export class Reclaimer {
       for (const heir of heirs) core.opts.membership.request(heir, notice).catch(() => undefined);
       report = { node, takenHere: taken, remaining: remaining.reduce((n, r) => n + r.count, 0), notified: [...heirs] };
     });
-    return report!;
+    // The queue skips tasks once stopped: a stop() that overtook the verdict leaves no report.
+    if (!report)
+      throw new WeftError(
+        "LEASE_NOT_RUNNING",
+        `subnet leasing stopped before reclaiming ${node}; nothing was reclaimed`,
+      );
+    return report;
   }
 
   /** Another node's operator reclaimed `node`: take what follows our slots, unless it lives here. */
