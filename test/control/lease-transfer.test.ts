@@ -7,7 +7,8 @@
 // what it gives it, gives it to nobody else, and does not give out the asker's old subnet.
 import { describe, expect, it } from "vitest";
 import type { ControlPlane } from "../../src/control/control-plane.js";
-import { SubnetSpace } from "../../src/control/lease/slots.js";
+import { Ipv6SubnetSpace, SubnetSpace } from "../../src/control/lease/slots.js";
+import type { SubnetLeases } from "../../src/control/lease/subnet-leases.js";
 import type { PersistedLeaseState } from "../../src/control/lease/store.js";
 import { WeftError } from "../../src/errors.js";
 import { createLeaseLayer } from "../../src/control/control-plane.js";
@@ -19,6 +20,7 @@ import { SeededRandom } from "./sim/random.js";
 import type { SimClock } from "./sim/network.js";
 
 const SPACE = SubnetSpace.fromConfig({ Network: "198.19.0.0/16" });
+const SPACE6 = Ipv6SubnetSpace.fromConfig({ IPv6Network: "2001:2:0:8000::/49" });
 
 /** A state dir that can fill up: "full" fails every save before writing; "torn" writes the new
  *  state but reports a failure, as a failed fsync of the directory after the rename does. */
@@ -191,8 +193,12 @@ describe("a giver restarted before its transfer was acknowledged", () => {
 describe("a reclaimer asked for slots by the node it reclaimed, before membership says it is back", () => {
   const GRACE_MS = 20_000;
 
-  /** b's lease layer, heir of c (seeds b and c), with c alive in membership until `killC`. */
-  async function heirOfC(store: MemoryStore) {
+  /**
+   * b's lease layer, heir of c (seeds b and c), with c alive in membership until `killC`; with
+   * `store6`, dual-stack (an IPv6 ring too, `b6`). Membership's news goes to every family, as the
+   * gossip delegate sends it.
+   */
+  async function heirOfC(store: MemoryStore, store6?: MemoryStore) {
     const { scheduler, clock } = loneClock();
     const log = new RecordingLog();
     let cState: "alive" | "dead" = "alive";
@@ -205,19 +211,47 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
       updateNode: () => undefined,
     };
     const layer = createLeaseLayer(
-      { space: SPACE, seeds: ["b", "c"], lease: { bootstrapQuietMs: 1_000, reclaimGraceMs: GRACE_MS } },
-      { membership, store, clock, random: new SeededRandom(1), log },
+      {
+        space: SPACE,
+        ...(store6 && { space6: SPACE6 }),
+        seeds: ["b", "c"],
+        lease: { bootstrapQuietMs: 1_000, reclaimGraceMs: GRACE_MS },
+      },
+      { membership, store, store6, clock, random: new SeededRandom(1), log },
     );
-    const b = layer.families[0];
-    await b.start();
+    const [b, b6] = layer.families;
+    for (const l of layer.families) await l.start();
     await scheduler.runFor(2_000);
-    const owned = (node: string) => b.ringState().runs.filter((r) => r.owner === node);
+    const ownedIn = (l: SubnetLeases, node: string) => l.ringState().runs.filter((r) => r.owner === node);
+    const owned = (node: string) => ownedIn(b, node);
     expect(owned("c").length).toBeGreaterThan(0); // the seed division: b is the heir of c's share
     const killC = () => {
       cState = "dead";
-      b.memberGone("c");
+      for (const l of layer.families) l.memberGone("c");
     };
-    return { b, scheduler, clock, log, owned, killC };
+    const reviveC = () => {
+      cState = "alive";
+      for (const l of layer.families) l.memberAlive("c");
+    };
+    return { b, b6, scheduler, clock, log, owned, ownedIn, killC, reviveC };
+  }
+
+  // A state dir whose saves wait at a gate: lease work queues up behind the one saving.
+  class GatedStore extends MemoryStore {
+    gate: Promise<void> = Promise.resolve();
+    override async save(state: PersistedLeaseState): Promise<void> {
+      await this.gate;
+      await super.save(state);
+    }
+
+    /** Holds every save from now on until the returned function is called. */
+    close(): () => void {
+      let open: () => void = () => {};
+      this.gate = new Promise<void>((resolve) => {
+        open = resolve;
+      });
+      return open;
+    }
   }
 
   it("gives it slots, takes none back on the old verdict, gives them to nobody else, and reclaims only after a new grace period", async () => {
@@ -274,23 +308,12 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
   });
 
   it("a sign of life queued before the grace verdict voids the verdict", async () => {
-    // A state dir whose saves wait at a gate: lease work queues up behind the one saving.
-    class GatedStore extends MemoryStore {
-      gate: Promise<void> = Promise.resolve();
-      override async save(state: PersistedLeaseState): Promise<void> {
-        await this.gate;
-        await super.save(state);
-      }
-    }
     const store = new GatedStore();
     const { b, scheduler, clock, log, owned, killC } = await heirOfC(store);
     const share = owned("c");
     killC();
     await scheduler.runFor(GRACE_MS - 1_000);
-    let open: () => void = () => {};
-    store.gate = new Promise<void>((resolve) => {
-      open = resolve;
-    });
+    const open = store.close();
     const blocker = b.answer("d", { kind: "request", id: 1 }); // a donation, saving at the gate
     // c leases a slot of its share: queued behind the donation, before the verdict.
     const lease = { ...share[0], count: 1, version: share[0].version + 1, leased: true };
@@ -336,5 +359,59 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
     await scheduler.runFor(1_000);
     expect(owned("c").length).toBe(1);
     await b.stop();
+  });
+
+  it("an operator's reclaim whose turn comes after membership saw the node back takes nothing", async () => {
+    const store = new GatedStore();
+    const { b, scheduler, log, owned, killC, reviveC } = await heirOfC(store);
+    const share = owned("c");
+    killC();
+    await scheduler.runFor(1_000);
+    const open = store.close();
+    const blocker = b.answer("d", { kind: "request", id: 1 }); // a donation, saving at the gate
+    const asked = b.reclaim("c"); // accepted: c is gone; queued behind the donation
+    reviveC(); // c rejoins meanwhile
+    open();
+    await blocker;
+    await expect(asked).rejects.toMatchObject({ code: "LEASE_RECLAIM_ALIVE" });
+    await scheduler.runFor(GRACE_MS * 2);
+    expect(owned("c")).toEqual(share);
+    expect(log.codes()).not.toContain("LEASE_RECLAIMED");
+    // Nor does a later commit's reclaim pass (a live node left condemned would lose its share there).
+    expect(await b.answer("e", { kind: "request", id: 2 })).toMatchObject({ kind: "reply", granted: true });
+    await scheduler.runFor(1_000);
+    expect(owned("c")).toEqual(share);
+    await b.stop();
+  });
+
+  it("dual-stack: a sign of life in the IPv4 ring restarts the IPv6 grace period too", async () => {
+    const { b, b6, scheduler, log, ownedIn, killC } = await heirOfC(new MemoryStore(), new MemoryStore());
+    // c leases the first slot of its share in each ring.
+    const leaseOf = (l: SubnetLeases) => {
+      const [first] = ownedIn(l, "c");
+      const lease = { start: first.start, count: 1, owner: "c", version: first.version + 1, leased: true };
+      l.mergeRemote({ seeds: ["b", "c"], runs: [lease] }, "gossip");
+      return lease;
+    };
+    const [lease4, lease6] = [leaseOf(b), leaseOf(b6!)];
+    await scheduler.runFor(1_000);
+    killC();
+    await scheduler.runFor(GRACE_MS - 5_000);
+    // Only the IPv4 ring hears of c again (its lease, one version on), 5 s before the deadline.
+    const renewed = { ...lease4, version: lease4.version + 1 };
+    b.mergeRemote({ seeds: ["b", "c"], runs: [renewed] }, "gossip");
+    await scheduler.runFor(10_000); // past the deadline both grace periods began with
+    expect(ownedIn(b, "c").filter((r) => r.leased)).toEqual([renewed]);
+    expect(
+      ownedIn(b6!, "c").filter((r) => r.leased),
+      "IPv6 subnet reclaimed on the old verdict",
+    ).toEqual([lease6]);
+    const signs = log.lines.filter((l) => l.obj.code === "LEASE_GONE_NODE_ACTIVE").map((l) => String(l.obj.sign));
+    expect(signs).toEqual([expect.not.stringContaining("IPv4 ring"), expect.stringContaining("(IPv4 ring)")]);
+    // Still gone a whole grace period after that sign: reclaimed in both rings.
+    await scheduler.runFor(GRACE_MS);
+    expect(ownedIn(b, "c")).toEqual([]);
+    expect(ownedIn(b6!, "c")).toEqual([]);
+    for (const l of [b, b6!]) await l.stop();
   });
 });

@@ -4,7 +4,8 @@
 // serves the full ring for push-pull (the control plane puts the subnet in the node record).
 // Malformed or foreign messages are counted and dropped, never thrown. A dual-stack node has one
 // SubnetLeases per address family, each with its own ring; messages carry their family's network
-// fingerprint and go to that family, and push-pull carries every family's ring.
+// fingerprint and go to that family, and push-pull carries every family's ring. Membership's news
+// and a ring's sign of life of a gone node go to every family.
 import { decode, encode } from "@msgpack/msgpack";
 import { type BroadcastTarget, retransmitLimit, TransmitLimitedQueue } from "../gossip/broadcast.js";
 import type { Delegate, EventDelegate, NodeView } from "../gossip/delegate.js";
@@ -44,7 +45,14 @@ export class LeaseDelegate implements Omit<Delegate, "nodeMeta">, EventDelegate 
     );
     this.maxBroadcastBytes = options.maxBroadcastBytes ?? 512;
     this.families = Array.isArray(leases) ? leases : [leases as SubnetLeases];
-    for (const l of this.families) l.on("announce", (msg) => this.enqueue(l, msg));
+    for (const l of this.families) {
+      l.on("announce", (msg) => this.enqueue(l, msg));
+      // A sign of life is the node's: a dual-stack node's IPv6 grace restarts on an IPv4 one too.
+      l.on("signOfLife", (node, sign, direct) => {
+        for (const other of this.families)
+          if (other !== l) other.signOfLifeElsewhere(node, `${sign} (IPv${l.space.family} ring)`, direct);
+      });
+    }
   }
 
   notifyMsg(from: string, msg: Uint8Array): void {

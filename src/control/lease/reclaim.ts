@@ -1,7 +1,7 @@
 // Reclaiming: a dead node's slots pass to their heirs (ring.ts rule 4: the owner of the slot just
 // before each run, so reclaimers never compete) only by an explicit decision:
 //  - reclaim(node): an operator says the node is gone for good. Refused while membership sees it
-//    alive. The heirs take its slots; a notice is broadcast (and sent to each heir) so that heirs
+//    alive, also when its turn on the serial queue comes. The heirs take its slots; a notice is broadcast (and sent to each heir) so that heirs
 //    on other nodes act too. Risk: if the node is in fact alive behind a partition, or its last
 //    transfers have not spread yet, two nodes can use one subnet until the partition heals (the
 //    node then loses its lease, LEASE_LOST, and conflicts are reported as LEASE_INCONSISTENT).
@@ -19,6 +19,8 @@
 // condemnation is dropped and its grace period starts over (activeWhileGone); an operator's
 // verdict yields only to the node's own request. Without this, a reclaimer that had not yet heard
 // the node was back took the slots it had just given it, and gave them to the next asker too.
+// A sign of life is the node's, not one ring's: a dual-stack node's counts in both (SubnetLeases
+// emits it, the gossip delegate passes it to the other family's reclaimer).
 // A reclaimed node that was alive uses its subnet until it hears of the reclaim: the heir hands
 // that slot out last (usable), until the ring shows the node leasing another one. The mark is
 // kept in memory only: an heir restarted meanwhile hands it out like any other.
@@ -62,7 +64,13 @@ export class Reclaimer {
       );
     }
     let report: ReclaimReport | undefined;
+    let back = false;
     await core.enqueue(async () => {
+      // Asked again on the queue: membership may have seen the node back while earlier work ran.
+      if (core.isMember(node)) {
+        back = true;
+        return;
+      }
       this.condemnByOperator(node);
       const taken = await this.reclaimAsHeir(true);
       const ring = core.ring;
@@ -77,6 +85,11 @@ export class Reclaimer {
       for (const heir of heirs) core.opts.membership.request(heir, notice).catch(() => undefined);
       report = { node, takenHere: taken, remaining: remaining.reduce((n, r) => n + r.count, 0), notified: [...heirs] };
     });
+    if (back)
+      throw new WeftError(
+        "LEASE_RECLAIM_ALIVE",
+        `${node} came back in membership before its reclaim ran: nothing was reclaimed; stop it first`,
+      );
     // The queue skips tasks once stopped: a stop() that overtook the verdict leaves no report.
     if (!report)
       throw new WeftError(

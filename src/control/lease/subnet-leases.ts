@@ -206,6 +206,11 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     this.reclaimer.memberGone(node);
   }
 
+  /** The other family's ring saw a sign of life of `node` (the signOfLife event there). */
+  signOfLifeElsewhere(node: string, sign: string, direct: boolean): void {
+    this.reclaimer.activeWhileGone(node, sign, direct);
+  }
+
   /** The timings in force (defaults filled in). */
   get settings(): LeaseTimings {
     const { reclaimGraceMs, requestTimeoutMs, retryMinMs, retryMaxMs, bootstrapQuietMs, waitLogEveryMs } = this.opts;
@@ -243,7 +248,10 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
       enqueue: (task) => this.enqueue(task),
       announce: (msg) => this.emit("announce", msg),
       kickAcquire: () => this.acquirer.kick(),
-      activeWhileGone: (node, sign, direct) => this.reclaimer.activeWhileGone(node, sign, direct),
+      activeWhileGone: (node, sign, direct) => {
+        this.reclaimer.activeWhileGone(node, sign, direct);
+        this.emit("signOfLife", node, sign, direct);
+      },
       usable: (spans) => this.reclaimer.usable(spans),
       after: (ms, fn) => this.after(ms, fn),
       cancel: (handle) => this.timers.cancel(handle),
@@ -279,7 +287,7 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
   private signsOfLife(owners: readonly (string | null)[]): void {
     for (const owner of new Set(owners))
       if (owner !== null && owner !== this.name)
-        this.reclaimer.activeWhileGone(owner, "a ring change newer than this view names it", false);
+        this.core.activeWhileGone(owner, "a ring change newer than this view names it", false);
   }
 
   private refuse(error: WeftError, conflicts: readonly Conflict[]): void {

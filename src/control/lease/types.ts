@@ -122,4 +122,6 @@ export type LeaseEvents = {
   /** For the gossip delegate: a message to broadcast (ring changes, reclaim notices). */
   announce: [LeaseMessage];
   inconsistency: [WeftError, readonly Conflict[]];
+  /** A node gone in membership showed it is alive in this ring: node, the sign, whether it asked itself. */
+  signOfLife: [string, string, boolean];
 };
