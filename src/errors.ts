@@ -79,7 +79,7 @@ export type AgentErrorCode =
   | "AGENT_STOPPED";
 
 /** Kernel state through iproute2 and nft (src/kernel). */
-export type KernelErrorCode = "KERNEL_TOOL_MISSING" | "KERNEL_COMMAND_FAILED";
+export type KernelErrorCode = "KERNEL_TOOL_MISSING" | "KERNEL_COMMAND_FAILED" | "KERNEL_SYSCTL_READ_ONLY";
 
 /** Backends and what they keep in the state dir (src/backends). */
 export type BackendErrorCode =

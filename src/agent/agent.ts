@@ -16,6 +16,7 @@ import type { Addr } from "../control/runtime.js";
 import { WeftError } from "../errors.js";
 import { Kernel } from "../kernel/iproute.js";
 import { removeIpMasq, setIpMasq } from "../kernel/ipmasq.js";
+import { removeStalePodAddresses } from "../kernel/pod-addresses.js";
 import { formatAnyPrefix, formatHostPort, type IpPrefix } from "../net/ip.js";
 import { formatIpv4, formatPrefix, type Ipv4Prefix } from "../net/ipv4.js";
 import { formatIpv6, formatPrefix6, ipv4Mapped, type Ipv6Prefix } from "../net/ipv6.js";
@@ -103,6 +104,8 @@ export class Agent {
   /** One lane per enabled family, IPv4 first. */
   private readonly lanes: Lane[];
   private ready = false;
+  /** stop() began: backend changes queued from now on do nothing, and their failures are no fatal. */
+  private stopping = false;
   private reconcileTimer?: NodeJS.Timeout;
   private http?: AgentHttp;
   private readonly backendChanges = new SerialQueue();
@@ -212,7 +215,13 @@ export class Agent {
     // Serialized with reloads: a backend swap and a lost subnet never interleave.
     control.on(
       "lost",
-      (lost) => void agent.serially(() => agent.subnetLost(lost.subnet)).catch((err) => agent.fatal(err)),
+      (lost) =>
+        void agent
+          .serially(() => agent.subnetLost(lost.subnet))
+          .catch((err) => {
+            // A stop rejects the wait for the new lease: that is the stop, not a failure.
+            if (!agent.stopping) agent.fatal(err);
+          }),
     );
     try {
       abortable(signal);
@@ -313,12 +322,18 @@ export class Agent {
     await backend.reconcile();
   }
 
-  /** Announces what every family's backend announces, sets ip-masq, writes subnet.env: the node is ready. */
+  /** Announces what every family's backend announces, sets ip-masq, removes stale pod-network addresses, writes subnet.env: the node is ready. */
   private async publish(): Promise<void> {
     const [l4, l6] = [this.lane(4), this.lane(6)];
     this.control.announce(l4?.announcement, l6?.announcement);
     const held = this.lanes.map((l) => ({ network: this.network(l.family), subnet: l.subnet! }));
     if (this.opts.ipMasq) await setIpMasq(this.kernel, ...held);
+    for (const r of await removeStalePodAddresses(this.kernel, held)) {
+      this.log.warn(
+        { code: "AGENT_STALE_POD_ADDRESS", dev: r.dev, address: r.address },
+        `removed ${r.address} from ${r.dev}: it is in the pod network but outside this node's subnet (a CNI bridge's gateway of an earlier subnet, or flannel's), and the bridge plugin would refuse new pods beside it; restart pods still holding addresses of that subnet`,
+      );
+    }
     const mtu = this.podMtu()!;
     await writeSubnetEnv(this.opts.subnetFile, {
       ...(l4 && { v4: { network: this.conf.space!.network, subnet: l4.subnet as Ipv4Prefix } }),
@@ -361,9 +376,9 @@ export class Agent {
     return this.serially(() => this.reloadNow());
   }
 
-  /** Runs backend changes (start, reload, a lost subnet) one at a time, in order. */
+  /** Runs backend changes (start, reload, a lost subnet) one at a time, in order; none once stopping. */
   private serially(task: () => Promise<void>): Promise<void> {
-    return this.backendChanges.run(task);
+    return this.backendChanges.run(() => (this.stopping ? undefined : task()));
   }
 
   /** Called once if this node must not run (its name is taken); the CLI stops it and exits. */
@@ -403,11 +418,15 @@ export class Agent {
     );
     lane.subnet = undefined;
     this.ready = false;
+    // Lost while start() still waited for the other family's lease: nothing is programmed yet, and
+    // start() programs the new subnet (its backend start is queued behind this).
+    const running = lane.backend !== undefined;
     await this.stopLane(lane);
     await rm(this.opts.subnetFile, { force: true });
     this.waitingFor = `a new ${what}: the cluster gave this node's ${what} to another node`;
     lane.subnet = await this.leaseOf(lane.family);
     const now = formatAnyPrefix(lane.subnet);
+    if (!running || this.stopping) return;
     await this.startLane(lane);
     await this.publish();
     this.log.warn({ code: "AGENT_SUBNET_REPLACED", from: lost, to: now }, `now serving ${now} instead of ${lost}`);
@@ -546,13 +565,25 @@ export class Agent {
     return udpSocketDrops(new Set(ports));
   }
 
-  /** Leaves the cluster and removes what the agent made (devices too, unless keepOnExit). */
+  /**
+   * Leaves the cluster and removes what the agent made. With keepOnExit it keeps its devices and
+   * does not leave: a leave makes peers drop their routes to it at once, which a restart (the
+   * reason to keep devices) must not do; they keep them, as for a node that may come back, until
+   * it is back or gossip declares it dead.
+   */
   async stop(leave = true): Promise<void> {
     this.ready = false;
+    this.stopping = true;
     clearInterval(this.reconcileTimer);
-    await this.control.stop(leave).catch((err) => this.log.warn({ err }, "leaving the cluster failed"));
+    await this.control
+      .stop(leave && !this.opts.keepOnExit)
+      .catch((err) => this.log.warn({ err }, "leaving the cluster failed"));
+    // A backend change under way (a reload, a lost subnet's new backend) ends first, so that what
+    // it starts is stopped below instead of left in the kernel.
+    await this.backendChanges.idle();
     for (const lane of this.lanes) await this.stopLane(lane, this.opts.keepOnExit);
-    if (this.opts.ipMasq)
+    // Kept with the devices: pods' traffic out keeps its masquerade until the next start rewrites it.
+    if (this.opts.ipMasq && !this.opts.keepOnExit)
       await removeIpMasq(this.kernel).catch((err) => this.log.warn({ err }, "removing ip-masq rules failed"));
     await this.http?.close();
     await this.lock.release();

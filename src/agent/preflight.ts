@@ -23,6 +23,7 @@ import {
 import { parseIpv4, prefixMask } from "../net/ipv4.js";
 import { isIpv6Text, parseIpv6, prefixMask6 } from "../net/ipv6.js";
 import { gossipHost } from "./underlay.js";
+import { WEFT_DEVICE } from "../kernel/pod-addresses.js";
 
 /** Below this, reconcile passes (each lists the kernel's routes and neighbours) would keep a core busy. */
 export const MIN_RECONCILE_INTERVAL_MS = 1000;
@@ -287,9 +288,6 @@ export interface HostPrefix {
   via?: string;
 }
 
-/** weft's own devices, which hold pod-network addresses and routes from a previous run (--keep-on-exit). */
-const OWN_DEVICE = /^(flannel\.\d+|flannel-v6\.\d+|weft\.\d+|flannel0)$/;
-
 /**
  * The host's addresses and routes that each enabled family's pod network (Network, IPv6Network)
  * must leave alone, each checked against the host's addresses and routes of its own family.
@@ -327,7 +325,7 @@ function checkFamilyAgainstHost(
     );
   }
   for (const h of host) {
-    if (h.prefix.len === 0 || OWN_DEVICE.test(h.dev) || !overlaps(h.prefix, network)) continue;
+    if (h.prefix.len === 0 || WEFT_DEVICE.test(h.dev) || !overlaps(h.prefix, network)) continue;
     if (inNetwork(h.prefix) && h.prefix.len >= subnetLen) continue;
     if (h.kind === "route" && h.via !== undefined && h.prefix.len <= network.len) continue;
     throw new WeftError(

@@ -25,7 +25,7 @@ import type { Lease, LeaseLogger, LeaseTimings, MembershipPort, ReclaimReport, R
 import { encodeLeaseMeta, LeaseDelegate } from "./lease/delegate.js";
 import type { Ipv6SubnetSpace, SubnetSpace } from "./lease/slots.js";
 import { FileLeaseStore, type LeaseStateStore } from "./lease/store.js";
-import { decodeNodeRecord, encodeNodeRecord } from "./node-record.js";
+import { decodeNodeRecord, encodeNodeRecord, type NodeRecord } from "./node-record.js";
 import type { Addr, Clock, Random, Transport } from "./runtime.js";
 import { RealClock, realRandom } from "./transport/real-clock.js";
 import { UdpTcpTransport } from "./transport/udp-tcp.js";
@@ -109,6 +109,8 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
   private readonly log: Logger;
   private announcement?: BackendAnnouncement;
   private announcement6?: BackendAnnouncement;
+  /** Each live peer's record as peers() last saw it, with its last backend announcements (peerRecords). */
+  private readonly announced = new Map<string, NodeRecord>();
 
   constructor(
     private readonly opts: ControlPlaneOptions,
@@ -283,11 +285,9 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
     if (!this.leases4) return [];
     const leased = new Map(this.leases4.peers().map((p) => [p.node, p.subnet]));
     const out: BackendPeer<Ipv4Prefix, number>[] = [];
-    for (const m of this.memberlist.members()) {
-      if (m.name === this.opts.name) continue;
+    for (const [m, record] of this.peerRecords()) {
       const subnet = leased.get(m.name);
-      const record = decodeNodeRecord(m.meta);
-      if (!subnet || !record?.backend) continue;
+      if (!subnet || !record.backend) continue;
       out.push({ name: m.name, subnet: parsePrefix(subnet), underlay: parseIpv4(m.host), backend: record.backend });
     }
     return out;
@@ -298,11 +298,9 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
     if (!this.leases6) return [];
     const leased = new Map(this.leases6.peers().map((p) => [p.node, p.subnet]));
     const out: BackendPeer<Ipv6Prefix, bigint>[] = [];
-    for (const m of this.memberlist.members()) {
-      if (m.name === this.opts.name) continue;
+    for (const [m, record] of this.peerRecords()) {
       const subnet = leased.get(m.name);
-      const record = decodeNodeRecord(m.meta);
-      if (!subnet || !record?.backend6 || record.underlay6 === undefined) continue;
+      if (!subnet || !record.backend6 || record.underlay6 === undefined) continue;
       try {
         out.push({
           name: m.name,
@@ -314,6 +312,35 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
         // a record with a malformed address: not a peer we can route to
       }
     }
+    return out;
+  }
+
+  /**
+   * The other live members with their records, each backend announcement the last one the member
+   * made: a record without one (its agent restarting, with --keep-on-exit, before its backend is
+   * up again, or swapping backends) keeps the peer on the previous one, as flannel's lease keeps
+   * its backend data while flanneld restarts, so that a restart does not take the routes away.
+   * A new announcement replaces it; a member no longer live is forgotten.
+   */
+  private peerRecords(): Array<[NodeView, NodeRecord]> {
+    const out: Array<[NodeView, NodeRecord]> = [];
+    const live = new Set<string>();
+    for (const m of this.memberlist.members()) {
+      const record = decodeNodeRecord(m.meta);
+      if (m.name === this.opts.name || !record) continue;
+      live.add(m.name);
+      const last = this.announced.get(m.name);
+      const now: NodeRecord = {
+        ...record,
+        backend: record.backend ?? last?.backend,
+        ...(record.backend6 || last?.backend6
+          ? { backend6: record.backend6 ?? last?.backend6, underlay6: record.underlay6 ?? last?.underlay6 }
+          : {}),
+      };
+      this.announced.set(m.name, now);
+      out.push([m, now]);
+    }
+    for (const name of this.announced.keys()) if (!live.has(name)) this.announced.delete(name);
     return out;
   }
 

@@ -42,7 +42,7 @@ export interface JoinerDeps {
 
 /** Where joining stands, for `weft status` and readiness. */
 export type JoinState =
-  /** The join list is empty: this node starts a cluster of its own. */
+  /** The join list is empty, or names only this node: it starts a cluster of its own. */
   | "standalone"
   /** No target has answered yet: retrying. */
   | "joining"
@@ -154,6 +154,9 @@ export class Joiner {
         }
       }),
     );
+    // Every target is this node (a one-node cluster given its own address, as a shared list of
+    // control-plane addresses is on a single control-plane node): there is nobody to reach.
+    if (addrs.length === 0 && failures.length === 0) return this.alone();
     let answered = 0;
     try {
       if (addrs.length > 0) answered = await this.deps.join(addrs);
@@ -193,6 +196,15 @@ export class Joiner {
     this.failedRounds = 0;
     this.lastError = undefined;
     this.joinedAt = this.deps.clock.now();
+    for (const w of this.reachedWaiters.splice(0)) w.resolve();
+  }
+
+  private alone(): void {
+    this.deps.log.info(
+      { code: "GOSSIP_JOIN_SELF_ONLY", targets: this.status().targets },
+      "every join target is this node itself: it starts the cluster, and the others join it",
+    );
+    this.state = "standalone";
     for (const w of this.reachedWaiters.splice(0)) w.resolve();
   }
 

@@ -5,6 +5,7 @@
 // which the lab (demo, tests, benchmarks) uses; the agent itself runs inside its host's namespace.
 import { execFile } from "node:child_process";
 import { readFileSync } from "node:fs";
+import { writeFile } from "node:fs/promises";
 import { WeftError } from "../errors.js";
 
 export interface KernelOptions {
@@ -127,12 +128,27 @@ export class Kernel {
     return JSON.parse(r.stdout) as T;
   }
 
-  /** Sets a sysctl (e.g. net.ipv4.ip_forward) in this namespace. */
+  /**
+   * Sets a sysctl (net.ipv4.ip_forward, or by its slash name where a device name holds a dot) in
+   * this namespace. Without a namespace it writes /proc/sys itself, as readSysctls reads it: no
+   * sysctl binary needed (container images come without procps).
+   */
   async sysctl(key: string, value: string | number): Promise<void> {
+    if (!this.opts.netns) {
+      try {
+        await writeFile(`/proc/sys/${key.includes("/") ? key : key.replaceAll(".", "/")}`, `${value}\n`);
+      } catch (cause) {
+        const readOnly = (cause as NodeJS.ErrnoException).code === "EROFS";
+        throw new WeftError(
+          readOnly ? "KERNEL_SYSCTL_READ_ONLY" : "KERNEL_COMMAND_FAILED",
+          `cannot set sysctl ${key}=${value}: ${(cause as Error).message}${readOnly ? " (a container's /proc/sys is read-only unless it runs privileged)" : ""}`,
+          { cause },
+        );
+      }
+      return;
+    }
     const args = ["-q", "-w", `${key}=${value}`];
-    const r = this.opts.netns
-      ? await run("ip", ["netns", "exec", this.opts.netns, "sysctl", ...args])
-      : await run("sysctl", args);
+    const r = await run("ip", ["netns", "exec", this.opts.netns, "sysctl", ...args]);
     if (r.code !== 0) throw commandError("sysctl", args.join(" "), r);
   }
 

@@ -25,6 +25,9 @@ export interface LabAgent {
   readonly dir: string;
   /** The agent's --state-dir (lease ring, VTEP MAC, weft.sock); `dir` unless set before a start. */
   stateDir: string;
+  /** Start it as an unprivileged container runs it: /proc/sys read-only (a read-only bind mount in
+   *  the mount namespace `ip netns exec` gives the agent alone). */
+  readOnlyProcSys?: boolean;
   process?: ChildProcess;
   /** Resolves once the process is gone and everything it printed is in agent.log. */
   logClosed?: Promise<void>;
@@ -134,7 +137,10 @@ export class LabAgents {
       String(LAB_GOSSIP_PORT),
       ...extra,
     ];
-    const [cmd, ...argv] = a.host.ns.wrap([process.execPath, ...args]);
+    const agent = [process.execPath, ...args];
+    const [cmd, ...argv] = a.host.ns.wrap(
+      a.readOnlyProcSys ? ["sh", "-c", 'mount --bind -o ro /proc/sys /proc/sys && exec "$@"', "sh", ...agent] : agent,
+    );
     // The agent writes its log file itself: through a pipe to this process, an agent whose
     // parent died would block on a full pipe and never see its SIGTERM.
     const log = openSync(join(a.dir, "agent.log"), "a");

@@ -11,6 +11,8 @@ import { LabCluster, type LabHost } from "../../src/lab/cluster.js";
 import { formatIpv4, parsePrefix } from "../../src/net/ipv4.js";
 import { canUseNetns } from "../support/netns.js";
 import { writeFile } from "node:fs/promises";
+import { setTimeout as sleep } from "node:timers/promises";
+import { ping } from "../../src/lab/traffic.js";
 import {
   allPingsAnswered,
   eventually,
@@ -359,7 +361,7 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
     }
   });
 
-  it("--keep-on-exit: flannel.1 and the peers' entries stay after SIGTERM", async () => {
+  it("--keep-on-exit: flannel.1 and its entries stay after SIGTERM, without a leave the peers keep theirs, and a restart loses no ping", async () => {
     agents.start(a3, ["--keep-on-exit"]);
     await converged(a3, "vxlan");
     const want = others(a3).map(vxlanRoute).sort();
@@ -368,10 +370,23 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
       () => podRoutes(a3.host),
       (r) => JSON.stringify(r) === JSON.stringify(want),
     );
+    // host1's pod pings host3's across the stop and the restart (60 at 0.1 s).
+    const pings = ping(a1.host.pods[0], a3.host.pods[0].addr, { count: 60, intervalS: 0.1 });
     await agents.stop(a3, "SIGTERM");
     expect(a3.process?.exitCode).toBe(0);
     expect((await links(a3.host)).get("flannel.1")?.address).toBe(vtepMacs.get("host3"));
     expect(await podRoutes(a3.host)).toEqual(want);
+    // No leave: a second on, host3 is at most suspect to the others (dead takes a failed probe and
+    // at least 3 s of suspicion), and their routes to it stay.
+    await sleep(1000);
+    for (const a of [a1, a2]) {
+      const s = await agents.status(a);
+      expect(["alive", "suspect"], a.host.name).toContain(s.members.find((m) => m.name === "host3")?.state);
+      expect(await podRoutes(a.host), a.host.name).toContain(vxlanRoute(a3));
+    }
+    agents.start(a3, ["--keep-on-exit"]);
+    await converged(a3, "vxlan");
+    expect((await pings).received).toBe(60);
   });
 
   it("--ip-masq: the nftables table goes when the agent exits", async () => {

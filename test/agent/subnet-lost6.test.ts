@@ -3,14 +3,15 @@
 // the way a restored state dir makes it: host1 is killed, its saved IPv6 ring is edited to say
 // host1 took host2's IPv6 subnet (one version later, as a transfer would), and host1 is started
 // again; host2 merges the newer version and loses that subnet (LEASE_LOST).
-import { readFile, writeFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { STATE_FILE_IPV6 } from "../../src/control/lease/store.js";
 import { LAB_POD_NETWORK6 } from "../../src/lab/cluster.js";
 import { ping, pingWhenRouted } from "../../src/lab/traffic.js";
 import { formatIpv6, formatPrefix6, parsePrefix6, prefixContains6 } from "../../src/net/ipv6.js";
 import { canUseNetns } from "../support/netns.js";
-import { agentLab, NETWORK } from "./support.js";
+import { agentLab, restartGivingSubnet, NETWORK } from "./support.js";
 
 const NETWORK6 = formatPrefix6(LAB_POD_NETWORK6);
 
@@ -36,22 +37,7 @@ describe.skipIf(!canUseNetns())("agents, dual-stack: a lost IPv6 subnet", () => 
     const since = await env.agents.logSize(a2);
 
     // host1's saved IPv6 ring now says host1 took host2's subnet, one version on.
-    await env.agents.stop(a1, "SIGKILL");
-    const file = join(a1.stateDir, "lease-state-ipv6.json");
-    const state = JSON.parse(await readFile(file, "utf8")) as {
-      ring: { owners: string[]; runs: Array<[number, number, number, number, 0 | 1]> };
-    };
-    const ring = state.ring;
-    const i = ring.runs.findIndex(
-      ([, count, owner, , leased]) => ring.owners[owner] === a2.host.name && leased === 1 && count === 1,
-    );
-    expect(i).toBeGreaterThanOrEqual(0);
-    if (!ring.owners.includes(a1.host.name)) ring.owners.push(a1.host.name);
-    const [start, count, , version] = ring.runs[i];
-    ring.runs[i] = [start, count, ring.owners.indexOf(a1.host.name), version + 1, 0];
-    await writeFile(file, JSON.stringify(state), { mode: 0o600 });
-    env.agents.start(a1);
-    await env.agents.waitReady(a1);
+    await restartGivingSubnet(env.agents, a1, STATE_FILE_IPV6, a2.host.name, a1.host.name, false);
 
     const after = await env.agents.waitFor(
       a2,

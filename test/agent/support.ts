@@ -3,6 +3,8 @@
 // agent's own readers, so a bug there cannot hide itself), pings between every pair of hosts,
 // polling for things that happen a little after the agent says so, and a describe block's lab of
 // real agents (agentLab).
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, expect } from "vitest";
 import { LabAgents, type AgentStatus, type LabAgent } from "../../src/lab/agents.js";
@@ -173,6 +175,8 @@ export interface AgentLabOptions {
   beforeStart?: (lab: LabCluster) => Promise<unknown>;
   /** An agent's extra flags. */
   flags?: (a: LabAgent) => string[];
+  /** Changes to an agent before its first start (e.g. readOnlyProcSys). */
+  setup?: (a: LabAgent) => void;
   /** Runs once every agent settled, before the pods are made. */
   beforePods?: (env: AgentLab) => Promise<void>;
   timeoutMs?: number;
@@ -208,7 +212,10 @@ export function agentLab(o: AgentLabOptions): AgentLab {
       o.gossip6,
     );
     env.all = env.agents.agents;
-    for (const a of env.all) env.agents.start(a, o.flags?.(a) ?? []);
+    for (const a of env.all) {
+      o.setup?.(a);
+      env.agents.start(a, o.flags?.(a) ?? []);
+    }
     await env.agents.waitAllReady();
     for (const a of env.all) env.settled.set(a.host.name, await env.agents.waitFor(a, o.settled.what, o.settled.check));
     await o.beforePods?.(env);
@@ -235,4 +242,35 @@ export async function expectExactTcp(
     expect(received, `${from.host.name} -> ${to.host.name} IPv${family}`).toEqual(sent);
     expect(sent.bytes).toBe(bytes);
   }
+}
+
+/**
+ * Kills `a` (SIGKILL) and rewrites its saved ring (its state file, `lease-state.json` or
+ * `lease-state-ipv6.json`) as a restored old copy or a transfer it never heard of would: the
+ * subnet `holder` leases passes, one version on, to `owner` (leased by it, or a free slot of its);
+ * then starts it again and waits until it is ready. It spreads that version, and `holder` loses
+ * its subnet (LEASE_LOST).
+ */
+export async function restartGivingSubnet(
+  agents: LabAgents,
+  a: LabAgent,
+  file: string,
+  holder: string,
+  owner: string,
+  leased: boolean,
+): Promise<void> {
+  await agents.stop(a, "SIGKILL");
+  const path = join(a.stateDir, file);
+  const state = JSON.parse(await readFile(path, "utf8")) as {
+    ring: { owners: string[]; runs: Array<[number, number, number, number, 0 | 1]> };
+  };
+  const ring = state.ring;
+  const i = ring.runs.findIndex(([, count, o, , l]) => ring.owners[o] === holder && l === 1 && count === 1);
+  expect(i, `${holder}'s lease in ${path}`).toBeGreaterThanOrEqual(0);
+  if (!ring.owners.includes(owner)) ring.owners.push(owner);
+  const [start, count, , version] = ring.runs[i];
+  ring.runs[i] = [start, count, ring.owners.indexOf(owner), version + 1, leased ? 1 : 0];
+  await writeFile(path, JSON.stringify(state), { mode: 0o600 });
+  agents.start(a);
+  await agents.waitReady(a);
 }

@@ -160,6 +160,29 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     expect(sim.errors()).toEqual([]);
   }, 120_000);
 
+  it("a join list that names only this node (one control-plane node, the list shared by all): it starts the cluster, and a second node joins it", async () => {
+    const sim = new SimControlPlanes(SPACE, 4);
+    const [a, b] = [sim.add("a"), sim.add("b")];
+    sim.dns.set("cp.test", [a.host.addr.host]);
+    const join = [{ host: "cp.test", port: a.host.addr.port }, a.host.addr];
+    const reached = (p: ControlPlane) => {
+      const done = { yes: false };
+      void p.reachedCluster().then(() => (done.yes = true));
+      return () => done.yes;
+    };
+    const pa = await sim.start(a, { join, seeds: ["a"] });
+    expect(await sim.runUntil(reached(pa), 60_000)).toBe(true);
+    expect(pa.joinStatus().state).toBe("standalone");
+    expect(pa.hasReachedCluster()).toBe(true);
+    expect(sim.logs.filter((l) => l.code === "GOSSIP_JOIN_SELF_ONLY").length).toBe(1);
+    expect(sim.logs.filter((l) => l.code === "GOSSIP_JOIN_RETRY")).toEqual([]);
+    const pb = await sim.start(b, { join, seeds: ["a"] });
+    expect(await sim.runUntil(reached(pb), 60_000)).toBe(true);
+    expect(pb.joinStatus().state).toBe("joined");
+    expect(await sim.runUntil(() => sim.agreed(), 60_000)).toBe(true);
+    expect(sim.errors()).toEqual([]);
+  });
+
   it("goes back to the join list when no member is left, e.g. every peer restarted on a new address", async () => {
     const sim = new SimControlPlanes(SPACE, 4);
     const [a, b] = [sim.add("a"), sim.add("b")];

@@ -12,7 +12,6 @@ import { parseAllDocuments } from "yaml";
 import { DaemonSet } from "kubernetes-models/apps/v1/DaemonSet";
 import { ConfigMap } from "kubernetes-models/v1/ConfigMap";
 import { Namespace } from "kubernetes-models/v1/Namespace";
-import { Secret } from "kubernetes-models/v1/Secret";
 import { parseNetConf } from "../../src/cni/config.js";
 import { parseNetConf as parseFlannelNetConf } from "../../src/config/net-conf.js";
 import { projectFile } from "../../src/paths.js";
@@ -24,7 +23,6 @@ type Doc = { apiVersion: string; kind: string; [k: string]: any };
 const MODELS: Record<string, { model: new (o: any) => { validate(): void }; type: string; module: string }> = {
   "v1/Namespace": { model: Namespace, type: "INamespace", module: "kubernetes-models/v1/Namespace" },
   "v1/ConfigMap": { model: ConfigMap, type: "IConfigMap", module: "kubernetes-models/v1/ConfigMap" },
-  "v1/Secret": { model: Secret, type: "ISecret", module: "kubernetes-models/v1/Secret" },
   "apps/v1/DaemonSet": { model: DaemonSet, type: "IDaemonSet", module: "kubernetes-models/apps/v1/DaemonSet" },
 };
 
@@ -89,7 +87,7 @@ describe("deploy/kubernetes/weft.yaml", () => {
   const cm = docs.find((d) => d.kind === "ConfigMap")!;
 
   it("is valid against the Kubernetes API schemas, with no unknown field", () => {
-    expect(docs.map((d) => d.kind)).toEqual(["Namespace", "ConfigMap", "Secret", "DaemonSet"]);
+    expect(docs.map((d) => d.kind)).toEqual(["Namespace", "ConfigMap", "DaemonSet"]);
     expect(schemaErrors(docs)).toEqual([]);
     expect(fieldErrors(docs)).toEqual([]);
   }, 60_000);
@@ -140,6 +138,15 @@ describe("deploy/kubernetes/weft.yaml", () => {
     expect(agent.readinessProbe.httpGet.path).toBe("/readyz");
     const port = Number(agent.env.find((e: Doc) => e.name === "WEFT_HEALTHZ_PORT").value);
     expect([agent.livenessProbe.httpGet.port, agent.readinessProbe.httpGet.port]).toEqual([port, port]);
+    // The key's Secret is made apart, so that applying the file again never replaces it; the pod
+    // mounts it where WEFT_KEY_FILE points.
+    const env = (name: string) => agent.env.find((e: Doc) => e.name === name)?.value;
+    const keyVolume = pod.volumes.find((v: Doc) => v.secret);
+    expect(keyVolume.secret.secretName).toBe("weft-cluster-key");
+    const keyMount = agent.volumeMounts.find((m: Doc) => m.name === keyVolume.name);
+    expect(env("WEFT_KEY_FILE")).toBe(`${keyMount.mountPath}/cluster.key`);
+    // A rollout restarts agents without a leave and keeps their devices: pod traffic flows on.
+    expect(env("WEFT_KEEP_ON_EXIT")).toBe("true");
     // Every WEFT_ variable names a flag of `weft agent`.
     const flags = readFileSync(projectFile("src", "cli", "main.ts"), "utf8");
     for (const e of agent.env) expect(flags).toContain(`"${e.name.slice("WEFT_".length)}"`);

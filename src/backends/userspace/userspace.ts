@@ -18,7 +18,7 @@ import type { Logger } from "pino";
 import { DATAPLANE_MAX_MTU, UserspaceDataplane, type DataplaneCounters } from "../../dataplane/dataplane.js";
 import { readRoutes } from "../../kernel/entries.js";
 import { readAddresses, readLink } from "../../kernel/links.js";
-import { WeftError } from "../../errors.js";
+import { isWeftError, WeftError } from "../../errors.js";
 import { formatMac, parseMac } from "../../net/ipv4.js";
 import { familyOf, formatAddr, formatAnyPrefix } from "../../net/ip.js";
 import {
@@ -76,6 +76,8 @@ export class UserspaceBackend implements Backend {
   private readonly vni: number;
   private readonly stats = { kernelCommands: 0, kernelErrors: 0, driftRepairs: 0 };
   private state: "new" | "running" | "stopped" = "new";
+  /** /proc/sys was read-only at start: the device runs without its sysctls, and reconcile leaves them. */
+  private sysctlsReadOnly = false;
 
   /** Opens the TUN device and sockets in the calling thread's namespace (synchronous on purpose). */
   constructor(
@@ -156,7 +158,7 @@ export class UserspaceBackend implements Backend {
       // of its own (the dataplane could only drop it). The IPv4 device has IPv6 off: no link-local
       // address, no router solicitations. The IPv6 device gets its sysctls while still down.
       const sysctls = this.sysctls();
-      for (const [key, value] of sysctls) await this.ctx.kernel.sysctl(key, value);
+      await this.setSysctls(sysctls);
       this.stats.kernelCommands += sysctls.length + 3; // and the TUN device's MTU, address and link state
       await this.dataplane.start(this.ctx.kernel);
     } catch (err) {
@@ -246,12 +248,34 @@ export class UserspaceBackend implements Backend {
   }
 
   /**
+   * Sets the device's sysctls; where /proc/sys is read-only (a container that is not privileged,
+   * such as kube-flannel.yml's) it goes on without them, as flannel does, and says once what that
+   * costs: the kernel's own packets on the device, which the dataplane drops.
+   */
+  private async setSysctls(sysctls: ReadonlyArray<readonly [string, number]>): Promise<void> {
+    for (const [key, value] of sysctls) {
+      try {
+        await this.ctx.kernel.sysctl(key, value);
+      } catch (err) {
+        if (!isWeftError(err, "KERNEL_SYSCTL_READ_ONLY")) throw err;
+        this.sysctlsReadOnly = true;
+        this.logger.warn(
+          { code: "BACKEND_SYSCTLS_READ_ONLY", err },
+          `cannot set ${this.tunName}'s sysctls (/proc/sys is read-only): going on without them; the kernel may send the device packets of its own (router solicitations, MLD reports), which the dataplane drops. Run the agent privileged to set them`,
+        );
+        return;
+      }
+    }
+  }
+
+  /**
    * Writes back the device's sysctls that something else changed: a write of
    * net.ipv6.conf.all.forwarding (kube-proxy makes one) sets every device's forwarding, so
    * weft-v6.<VNI> joins the all-routers groups and the kernel sends MLD reports into it; and
    * all.disable_ipv6 sets every device's disable_ipv6.
    */
   private async repairSysctls(): Promise<void> {
+    if (this.sysctlsReadOnly) return;
     const kernel = this.ctx.kernel;
     const wanted = this.sysctls();
     let values: string[];

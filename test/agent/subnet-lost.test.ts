@@ -1,0 +1,83 @@
+// A node whose IPv4 subnet the ring gives to another node (made as a restored state dir makes it:
+// host1's saved ring is edited while it is stopped, see restartGivingSubnet):
+// - with a free slot left, it gets a new subnet, and a pod made after that is built on it: the
+//   CNI bridge's gateway of the old subnet is removed first (the bridge plugin refuses a second
+//   IPv4 address), and the pod is reached from the other host;
+// - with none left, it waits for one; stopped then (SIGTERM), it exits 0 like any stop, and leaves
+//   nothing of its backend behind.
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { STATE_FILE } from "../../src/control/lease/store.js";
+import { pingWhenRouted } from "../../src/lab/traffic.js";
+import { formatIpv4, parsePrefix, prefixContains } from "../../src/net/ipv4.js";
+import { canUseNetns } from "../support/netns.js";
+import { agentLab, restartGivingSubnet, NETWORK } from "./support.js";
+
+/** The log records from byte `since` on with a code starting with `prefix`. */
+async function coded(dir: string, since: number, prefix: string): Promise<Array<Record<string, unknown>>> {
+  const text = (await readFile(join(dir, "agent.log"))).subarray(since).toString("utf8");
+  return text.split("\n").flatMap((l) => {
+    try {
+      const r = JSON.parse(l) as Record<string, unknown>;
+      return typeof r.code === "string" && r.code.startsWith(prefix) ? [r] : [];
+    } catch {
+      return [];
+    }
+  });
+}
+
+describe.skipIf(!canUseNetns())("agents: a lost IPv4 subnet, replaced", () => {
+  const env = agentLab({
+    tag: "al4",
+    hosts: 2,
+    conf: () => ({ Network: NETWORK, Backend: { Type: "vxlan" } }),
+    settled: { what: "its peer", check: (s) => s.ready && s.peers.length === 1 },
+  });
+
+  it("removes the old subnet's gateway from the CNI bridge, and a new pod gets the new subnet and is reached", async () => {
+    const [a1, a2] = env.all;
+    const lost = (await env.agents.status(a2)).subnet!;
+    const since = await env.agents.logSize(a2);
+    await restartGivingSubnet(env.agents, a1, STATE_FILE, a2.host.name, a1.host.name, false);
+    const after = await env.agents.waitFor(
+      a2,
+      "a new subnet, ready again",
+      (s) => s.ready && s.subnet !== undefined && s.subnet !== lost && s.peers.length === 1,
+      60_000,
+    );
+    const fresh = await env.lab.addPod(a2.host, env.agents.subnetFile(a2));
+    expect(prefixContains(parsePrefix(after.subnet!), fresh.addr)).toBe(true);
+    expect((await pingWhenRouted(a1.host.pods[0], fresh.addr)).received).toBe(2);
+    const oldGateway = `${formatIpv4(parsePrefix(lost).addr + 1)}/${parsePrefix(lost).len}`;
+    expect(await coded(a2.dir, since, "AGENT_STALE_POD_ADDRESS")).toEqual([
+      expect.objectContaining({ dev: "cni0", address: oldGateway }),
+    ]);
+  });
+});
+
+describe.skipIf(!canUseNetns())("agents: a lost IPv4 subnet, none free", () => {
+  // Three subnets to lease (flannel skips the first of the four): one per host.
+  const env = agentLab({
+    tag: "alw",
+    hosts: 3,
+    conf: () => ({ Network: "198.19.0.0/22", Backend: { Type: "vxlan" } }),
+    settled: { what: "its peers", check: (s) => s.ready && s.peers.length === 2 },
+  });
+
+  it("waits for a subnet; stopped meanwhile, it exits 0 without a fatal error and leaves no device", async () => {
+    const [a1, a2, a3] = env.all;
+    // host3 crashes (its subnet stays reserved for the grace period); host1's restored ring says
+    // host3 took host2's subnet too, so no slot is free anywhere.
+    await env.agents.stop(a3, "SIGKILL");
+    const since = await env.agents.logSize(a2);
+    await restartGivingSubnet(env.agents, a1, STATE_FILE, a2.host.name, a3.host.name, true);
+    await env.agents.waitFor(a2, "waiting for a new subnet", (s) => !s.ready && s.subnet === undefined, 60_000);
+    expect((await coded(a2.dir, since, "AGENT_SUBNET_")).map((r) => r.code)).toEqual(["AGENT_SUBNET_LOST"]);
+    await env.agents.stop(a2, "SIGTERM");
+    expect(await env.agents.exited(a2)).toBe(0);
+    expect((await env.agents.errorLines(a2, since)).map((r) => r.code)).toEqual(["LEASE_LOST", "AGENT_SUBNET_LOST"]);
+    const links = await a2.host.ns.kernel.ipJson<Array<{ ifname: string }>>(["link", "show"]);
+    expect(links.map((l) => l.ifname)).not.toContain("flannel.1");
+  });
+});
