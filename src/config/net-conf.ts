@@ -266,6 +266,12 @@ export const netConfSchema = z
       .describe(
         `lease IPv6 subnets of IPv6Network too (default false): dual-stack, or IPv6-only with EnableIPv4 false. Backends that carry IPv6: ${IPV6_BACKENDS.join(", ")}`,
       ),
+    EnableNFTables: z
+      .boolean()
+      .default(false)
+      .describe(
+        "flannel's choice of nftables over iptables for its masquerade and forward rules (default false); accepted and ignored: weft writes its masquerade rules (--ip-masq) with nftables always, in a table of its own (weft), and writes no forward rules",
+      ),
     IPv6Network: cidr(parsePrefix6, "the pod network as IPv6 CIDR, e.g. 2001:2:0:8000::/49; required with EnableIPv6"),
     IPv6SubnetLen: z
       .number()

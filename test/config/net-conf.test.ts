@@ -14,6 +14,20 @@ describe("net-conf.json", () => {
     expect(c.space?.slotCount).toBe(255);
   });
 
+  it("accepts the net-conf.json of the current upstream kube-flannel.yml", () => {
+    const c = parseNetConf('{"Network": "10.244.0.0/16", "EnableNFTables": false, "Backend": {"Type": "vxlan"}}');
+    expect(c.space?.subnetOf(0)).toBe("10.244.1.0/24");
+    expect(c.Backend.Type).toBe("vxlan");
+  });
+
+  it("accepts EnableNFTables (default false), which changes nothing in weft", () => {
+    expect(parse({ Network: "10.244.0.0/16" }).EnableNFTables).toBe(false);
+    for (const EnableNFTables of [true, false])
+      expect(parse({ Network: "10.244.0.0/16", EnableNFTables })).toMatchObject({ EnableNFTables });
+    expect(() => parse({ Network: "10.244.0.0/16", EnableNFTables: "yes" })).toThrow(/EnableNFTables = "yes"/);
+    expect(configReference()).toMatch(/\| `EnableNFTables` \| .*accepted and ignored: weft writes its masquerade/);
+  });
+
   it("follows flannel's SubnetLen default for small networks", () => {
     expect(parse({ Network: "198.19.0.0/24" }).space?.subnetLen).toBe(26);
   });
