@@ -127,6 +127,12 @@ const vxlan = z
       .default(false)
       .describe("peers on the same L2 network get a plain route via their underlay address instead of VXLAN"),
     GBP: z.boolean().default(false).describe("VXLAN Group Based Policy extension (the kernel device's gbp flag)"),
+    Learning: z
+      .boolean()
+      .default(false)
+      .describe(
+        "the kernel device's learning flag, as flannel (default false: nolearning, every peer comes from weft's permanent FDB entries); true lets the kernel also learn peers' MACs from the packets it receives",
+      ),
   })
   .strict();
 
@@ -295,7 +301,8 @@ export const netConfSchema = z
         "last IPv6 subnet that may be leased (its network address); default: the last subnet of the IPv6Network",
       ),
     Backend: backendSchema
-      .default({ Type: "vxlan", VNI: 1, Port: 8472, DirectRouting: false, GBP: false })
+      // Parsed like a given Backend, so the vxlan keys' defaults are written once, above.
+      .prefault({ Type: "vxlan" })
       .describe("how pod traffic crosses hosts: Type is one of " + BACKEND_TYPES.join(", ") + " (default vxlan)"),
   })
   .strict()

@@ -8,7 +8,14 @@ const parse = (o: unknown) => parseNetConf(JSON.stringify(o));
 describe("net-conf.json", () => {
   it("accepts flannel's documented example and defaults the backend to vxlan", () => {
     const c = parse({ Network: "10.244.0.0/16" });
-    expect(c.Backend).toEqual({ Type: "vxlan", VNI: 1, Port: 8472, DirectRouting: false, GBP: false });
+    expect(c.Backend).toEqual({
+      Type: "vxlan",
+      VNI: 1,
+      Port: 8472,
+      DirectRouting: false,
+      GBP: false,
+      Learning: false,
+    });
     expect(c.space?.subnetLen).toBe(24);
     expect(c.space?.subnetOf(0)).toBe("10.244.1.0/24"); // flannel skips the first subnet
     expect(c.space?.slotCount).toBe(255);
@@ -46,6 +53,17 @@ describe("net-conf.json", () => {
       Workers: 2,
       Offloads: true,
     });
+  });
+
+  it("takes flannel's vxlan key Learning (default false), for vxlan only", () => {
+    const vxlan = (b: object) => parse({ Network: "198.19.0.0/16", Backend: { Type: "vxlan", ...b } }).Backend;
+    expect(vxlan({})).toMatchObject({ Learning: false });
+    expect(vxlan({ Learning: true })).toMatchObject({ Learning: true });
+    expect(() => vxlan({ Learning: 1 })).toThrow(/Backend\.Learning = 1/);
+    expect(() => parse({ Network: "198.19.0.0/16", Backend: { Type: "wasm-vxlan", Learning: true } })).toThrow(
+      /unknown key\(s\) Learning/,
+    );
+    expect(configReference()).toMatch(/\| `Backend\.Learning` \(vxlan\) \| the kernel device's learning flag/);
   });
 
   it("takes Backend.Offloads for the userspace backends only", () => {
