@@ -5,8 +5,10 @@
 // backend keys per Type. The modes are flannel's: IPv4-only (the default), dual-stack
 // (EnableIPv6) and IPv6-only (EnableIPv4 false, EnableIPv6 true).
 //
-// One deliberate difference: flannel's code defaults a missing Backend to "udp" while its
-// documentation says "vxlan". weft defaults to vxlan, the documented and far faster choice.
+// Keys match regardless of case and Backend.Type is lowercased, as in flannel (flannelKeys).
+// Deliberate differences: flannel's code defaults a missing Backend to "udp" while its
+// documentation says "vxlan"; weft defaults to vxlan, the documented and far faster choice. And an
+// unknown key is an error, where flannel ignores it, so that a typo cannot leave a default in force.
 import { z } from "zod";
 import { BACKEND_TYPES, ipv6OverIpv4Port } from "../backends/backend.js";
 import {
@@ -371,6 +373,7 @@ export function parseNetConf(text: string, source = "net-conf.json"): NetConf {
       cause,
     });
   }
+  raw = flannelKeys(raw, source);
   const backendType = (raw as { Backend?: { Type?: unknown } } | null)?.Backend?.Type;
   if (backendType !== undefined && !(BACKEND_TYPES as readonly unknown[]).includes(backendType)) {
     throw new WeftError(
@@ -412,6 +415,60 @@ export function parseNetConf(text: string, source = "net-conf.json"): NetConf {
   }
 }
 
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+
+/** The Backend object schema of a type, or undefined for no valid type. */
+const backendOption = (type: unknown) =>
+  backendSchema.options.find((o) => (o.shape.Type as z.ZodLiteral<string>).value === type);
+
+/**
+ * The parsed JSON with keys as flannel reads them: Go's encoding/json takes a key that equals a
+ * known one ignoring case as that key, and flannel looks Backend.Type up lowercased
+ * (pkg/backend/manager.go), so "network" and {"type": "VXLAN"} work there and must here. Unknown
+ * keys are left for the schema to refuse.
+ */
+function flannelKeys(raw: unknown, source: string): unknown {
+  if (!isObject(raw)) return raw;
+  const conf = withKnownKeys(raw, Object.keys(netConfSchema.shape), "", source);
+  if (!isObject(conf.Backend)) return conf;
+  // Type first: it says which keys the rest may be.
+  const backend = withKnownKeys(conf.Backend, ["Type"], "Backend: ", source);
+  if (typeof backend.Type === "string") backend.Type = backend.Type.toLowerCase();
+  const option = backendOption(backend.Type);
+  return {
+    ...conf,
+    Backend: option ? withKnownKeys(backend, Object.keys(option.shape), "Backend: ", source) : backend,
+  };
+}
+
+/**
+ * `obj` with each key that is not in `known` but equals one of them ignoring case renamed to it.
+ * Two spellings of one key are refused: Go would silently take the later one.
+ */
+function withKnownKeys(
+  obj: Record<string, unknown>,
+  known: readonly string[],
+  where: string,
+  source: string,
+): Record<string, unknown> {
+  const byLowerCase = new Map(known.map((k) => [k.toLowerCase(), k]));
+  const spelling = new Map<string, string>();
+  const entries = Object.entries(obj).map(([k, v]): [string, unknown] => {
+    const key = known.includes(k) ? k : (byLowerCase.get(k.toLowerCase()) ?? k);
+    const other = spelling.get(key);
+    if (other !== undefined) {
+      throw new WeftError(
+        "CONFIG_NET_CONF_INVALID",
+        `${source}: ${where}${excerpt(other)} and ${excerpt(k)} are both the key ${key} (keys match regardless of case, as in flannel); keep one of them`,
+      );
+    }
+    spelling.set(key, k);
+    return [key, v];
+  });
+  // fromEntries, not assignment: a key "__proto__" stays a key (and is refused as unknown).
+  return Object.fromEntries(entries);
+}
+
 /**
  * The keys allowed where an unknown one was found: at the top level, or in Backend (zod reports
  * unknown Backend keys only once Type has picked a valid backend, so Type is one of them).
@@ -419,8 +476,7 @@ export function parseNetConf(text: string, source = "net-conf.json"): NetConf {
 function allowedKeys(path: readonly PropertyKey[], raw: unknown): string {
   if (path.length === 0) return Object.keys(netConfSchema.shape).join(", ");
   const type = (raw as { Backend: { Type: string } }).Backend.Type;
-  const option = backendSchema.options.find((o) => (o.shape.Type as z.ZodLiteral<string>).value === type);
-  return `${Object.keys(option!.shape).join(", ")} (Backend.Type ${type})`;
+  return `${Object.keys(backendOption(type)!.shape).join(", ")} (Backend.Type ${type})`;
 }
 
 /**

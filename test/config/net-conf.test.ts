@@ -66,6 +66,52 @@ describe("net-conf.json", () => {
     expect(configReference()).toMatch(/\| `Backend\.Learning` \(vxlan\) \| the kernel device's learning flag/);
   });
 
+  it("matches keys regardless of case and lowercases Backend.Type, as flannel (Go's encoding/json)", () => {
+    const c = parse({
+      network: "10.244.0.0/16",
+      ENABLENFTABLES: true,
+      backend: { type: "VXLAN", vni: 4, directRouting: true, learning: true },
+    });
+    expect(c.space?.subnetOf(0)).toBe("10.244.1.0/24");
+    expect(c.EnableNFTables).toBe(true);
+    expect(c.Backend).toEqual({ Type: "vxlan", VNI: 4, Port: 8472, DirectRouting: true, GBP: false, Learning: true });
+    expect(parse({ Network: "10.244.0.0/16", Backend: { Type: "Host-GW" } }).Backend).toEqual({ Type: "host-gw" });
+    expect(parse({ Network: "10.244.0.0/16", Backend: { TYPE: "udp", workers: 2 } }).Backend).toMatchObject({
+      Type: "udp",
+      Workers: 2,
+    });
+    // Errors name the key as weft spells it.
+    expect(() => parse({ network: "10.244.0.0/33" })).toThrow(/^net-conf\.json: Network = "10\.244\.0\.0\/33": /);
+  });
+
+  it.each([
+    [{ Network: "10.244.0.0/16", network: "10.245.0.0/16" }, /^net-conf\.json: "Network" and "network" are both/],
+    [
+      { Network: "10.244.0.0/16", Backend: { type: "vxlan", Type: "udp" } },
+      /^net-conf\.json: Backend: "type" and "Type" are both the key Type/,
+    ],
+    [
+      { Network: "10.244.0.0/16", Backend: { Type: "vxlan", vni: 1, VNI: 2 } },
+      /^net-conf\.json: Backend: "vni" and "VNI" are both the key VNI \(keys match regardless of case, as in flannel\); keep one of them$/,
+    ],
+  ])("refuses two spellings of one key in %j, naming both", (conf, message) => {
+    expect(() => parse(conf)).toThrow(
+      expect.objectContaining({ code: "CONFIG_NET_CONF_INVALID", message: expect.stringMatching(message) }),
+    );
+  });
+
+  it("still refuses unknown keys (flannel ignores them; weft catches the typo), spelt as given", () => {
+    expect(() => parse({ Network: "10.244.0.0/16", subnetlem: 24 })).toThrow(
+      /unknown key\(s\) subnetlem; allowed here/,
+    );
+    expect(() => parse({ Network: "10.244.0.0/16", Backend: { type: "vxlan", workers: 2 } })).toThrow(
+      /Backend: unknown key\(s\) workers; allowed here: .*\(Backend\.Type vxlan\)$/,
+    );
+    expect(() => parse({ Network: "10.244.0.0/16", Backend: { Type: "IPSEC" } })).toThrow(
+      /Backend\.Type is "ipsec"; valid types are/,
+    );
+  });
+
   it("takes Backend.Offloads for the userspace backends only", () => {
     for (const Type of ["udp", "wasm-vxlan"]) {
       expect(parse({ Network: "198.19.0.0/16", Backend: { Type } }).Backend).toMatchObject({ Offloads: true });
