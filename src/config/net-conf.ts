@@ -21,8 +21,8 @@ import {
 } from "../dataplane/defaults.js";
 import { Ipv6SubnetSpace, SubnetSpace } from "../control/lease/slots.js";
 import { WeftError } from "../errors.js";
-import { parseIpv4, parsePrefix } from "../net/ipv4.js";
-import { parseIpv6, parsePrefix6 } from "../net/ipv6.js";
+import { formatPrefix, parseIpv4, parseMaskedPrefix } from "../net/ipv4.js";
+import { formatPrefix6, parseIpv6, parseMaskedPrefix6 } from "../net/ipv6.js";
 
 const port = (dflt: number, what: string, why: string) =>
   z
@@ -189,15 +189,22 @@ const wasmVxlan = z
 export const backendSchema = z.discriminatedUnion("Type", [vxlan, hostGw, udp, wasmVxlan]);
 export type BackendConfig = z.infer<typeof backendSchema>;
 
+/** A transform to what `parse` returns that reports what it throws as the key's issue. */
+const parsedWith =
+  <T>(parse: (v: string) => T) =>
+  (v: string, ctx: z.RefinementCtx): T => {
+    try {
+      return parse(v);
+    } catch (e) {
+      ctx.addIssue({ code: "custom", message: (e as Error).message });
+      return z.NEVER;
+    }
+  };
 /** A refinement that reports what `parse` throws as the key's issue. */
 const refineWith =
   (parse: (v: string) => unknown) =>
   (v: string, ctx: z.RefinementCtx): void => {
-    try {
-      parse(v);
-    } catch (e) {
-      ctx.addIssue({ code: "custom", message: (e as Error).message });
-    }
+    parsedWith(parse)(v, ctx);
   };
 const ipv4Address = refineWith(parseIpv4);
 const ipv6Address = refineWith(parseIpv6);
@@ -237,15 +244,18 @@ const NO_IPV6_BECAUSE: Record<string, string> = {
   udp: "flannel's udp wire format carries IPv4 packets only",
 };
 
-/** A CIDR key: checked here, not only by the subnet space, so that the error names the key like every other one. */
-const cidr = (parse: (v: string) => unknown, what: string) =>
-  z.string().superRefine(refineWith(parse)).optional().describe(what);
+/**
+ * A CIDR key, written back as its network: flannel's net.ParseCIDR clears host bits. Checked here,
+ * not only by the subnet space, so that the error names the key like every other one.
+ */
+const cidr = (network: (v: string) => string, what: string) =>
+  z.string().transform(parsedWith(network)).optional().describe(what);
 
 export const netConfSchema = z
   .object({
     Network: cidr(
-      parsePrefix,
-      "the pod network as IPv4 CIDR, e.g. 10.244.0.0/16; every node leases one subnet of it (required unless EnableIPv4 is false). It must not contain the underlay address or overlap the host's other addresses and routes (checked at start)",
+      (v) => formatPrefix(parseMaskedPrefix(v)),
+      "the pod network as IPv4 CIDR, e.g. 10.244.0.0/16; every node leases one subnet of it (required unless EnableIPv4 is false). Host bits are cleared, as in flannel (10.244.1.0/16 is 10.244.0.0/16). It must not contain the underlay address or overlap the host's other addresses and routes (checked at start)",
     ),
     SubnetLen: z
       .number()
@@ -280,7 +290,10 @@ export const netConfSchema = z
       .describe(
         "flannel's choice of nftables over iptables for its masquerade and forward rules (default false); accepted and ignored: weft writes its masquerade rules (--ip-masq) with nftables always, in a table of its own (weft), and writes no forward rules",
       ),
-    IPv6Network: cidr(parsePrefix6, "the pod network as IPv6 CIDR, e.g. 2001:2:0:8000::/49; required with EnableIPv6"),
+    IPv6Network: cidr(
+      (v) => formatPrefix6(parseMaskedPrefix6(v)),
+      "the pod network as IPv6 CIDR, e.g. 2001:2:0:8000::/49; required with EnableIPv6. Host bits are cleared, as in flannel",
+    ),
     IPv6SubnetLen: z
       .number()
       .int()

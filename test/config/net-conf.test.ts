@@ -35,6 +35,15 @@ describe("net-conf.json", () => {
     expect(configReference()).toMatch(/\| `EnableNFTables` \| .*accepted and ignored: weft writes its masquerade/);
   });
 
+  it("clears host bits of Network and IPv6Network, as flannel's net.ParseCIDR does", () => {
+    const c = parse({ Network: "10.244.1.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8123::1/49" });
+    expect([c.Network, c.IPv6Network]).toEqual(["10.244.0.0/16", "2001:2:0:8000::/49"]);
+    expect(c.space?.subnetOf(0)).toBe("10.244.1.0/24");
+    expect(c.space6?.subnetOf(0)).toBe("2001:2:0:8001::/64");
+    // The same space as written without host bits: agents so written agree on their leases.
+    expect(c.space?.fingerprint).toBe(parse({ Network: "10.244.0.0/16" }).space?.fingerprint);
+  });
+
   it("follows flannel's SubnetLen default for small networks", () => {
     expect(parse({ Network: "198.19.0.0/24" }).space?.subnetLen).toBe(26);
   });
@@ -140,7 +149,7 @@ describe("net-conf.json", () => {
     [{ Network: "198.19.0.0/16", Backend: { Type: "vxlan", VNI: -1 } }, /Backend\.VNI = -1/],
     [{ Network: "198.19.0.0/16", Backend: { Type: "udp", VNI: 4 } }, /unknown key\(s\) VNI/],
     [{ Network: "198.19.0.0/16", Bogus: 1 }, /unknown key\(s\) Bogus; allowed here: Network, SubnetLen/],
-    [{ Network: "198.19.0.1/16" }, /host bits set/],
+    [{ Network: "198.19.0.0/33" }, /Network = "198\.19\.0\.0\/33": .*not an IPv4 prefix/],
     [{ Network: "198.19.0.0/16", SubnetMin: "198.20.0.0" }, /SubnetMin 198\.20\.0\.0 is not inside Network/],
     [{ Network: "198.19.0.0/16", SubnetLen: 17 }, /at least four subnets/],
     [{ SubnetLen: 24 }, /Network = undefined/],
@@ -274,9 +283,9 @@ describe("net-conf.json: IPv6 and dual-stack (flannel's keys, defaults and limit
       /not an IPv6 address/,
     ],
     [
-      { Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::1/49" },
+      { Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::/129" },
       "IPv6Network",
-      /host bits set/,
+      /not an IPv6 prefix/,
     ],
     [
       { Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49", IPv6SubnetLen: 127 },
