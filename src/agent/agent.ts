@@ -62,7 +62,7 @@ const WAITING_FOR_LEASE = "waiting for a subnet lease";
 function backendOptions(b: BackendConfig): BackendOptions {
   switch (b.Type) {
     case "vxlan":
-      return { vni: b.VNI, port: b.Port, mtu: b.MTU, directRouting: b.DirectRouting, gbp: b.GBP };
+      return { vni: b.VNI, port: b.Port, mtu: b.MTU, directRouting: b.DirectRouting, gbp: b.GBP, learning: b.Learning };
     case "wasm-vxlan":
       return {
         vni: b.VNI,

@@ -46,7 +46,7 @@ export interface BackendAnnouncement {
 
 /**
  * Per-backend keys of net-conf.json's Backend object, in camelCase (VNI -> vni, Port -> port,
- * MTU -> mtu, DirectRouting -> directRouting, GBP -> gbp, Workers -> workers, Offloads -> offloads).
+ * MTU -> mtu, DirectRouting -> directRouting, GBP -> gbp, Learning -> learning, Workers -> workers, Offloads -> offloads).
  * Each backend reads the keys it has and ignores the rest; the config layer rejects keys a type
  * does not have.
  */
@@ -63,6 +63,8 @@ export interface BackendOptions {
   directRouting?: boolean;
   /** vxlan: VXLAN Group Based Policy. */
   gbp?: boolean;
+  /** vxlan: the device learns peers' MACs from received packets too (flannel's Learning). Default false. */
+  learning?: boolean;
   /** wasm-vxlan, udp: dataplane worker threads. Default: the number of cores, at least DEFAULT_MIN_WORKERS. */
   workers?: number;
   /** wasm-vxlan, udp: queue pairs (TUN queue and socket) per worker (see UserspaceDataplaneOptions). */

@@ -5,8 +5,10 @@
 // backend keys per Type. The modes are flannel's: IPv4-only (the default), dual-stack
 // (EnableIPv6) and IPv6-only (EnableIPv4 false, EnableIPv6 true).
 //
-// One deliberate difference: flannel's code defaults a missing Backend to "udp" while its
-// documentation says "vxlan". weft defaults to vxlan, the documented and far faster choice.
+// Keys match regardless of case and Backend.Type is lowercased, as in flannel (flannelKeys).
+// Deliberate differences: flannel's code defaults a missing Backend to "udp" while its
+// documentation says "vxlan"; weft defaults to vxlan, the documented and far faster choice. And an
+// unknown key is an error, where flannel ignores it, so that a typo cannot leave a default in force.
 import { z } from "zod";
 import { BACKEND_TYPES, ipv6OverIpv4Port } from "../backends/backend.js";
 import {
@@ -19,8 +21,8 @@ import {
 } from "../dataplane/defaults.js";
 import { Ipv6SubnetSpace, SubnetSpace } from "../control/lease/slots.js";
 import { WeftError } from "../errors.js";
-import { parseIpv4, parsePrefix } from "../net/ipv4.js";
-import { parseIpv6, parsePrefix6 } from "../net/ipv6.js";
+import { formatPrefix, parseIpv4, parseMaskedPrefix } from "../net/ipv4.js";
+import { formatPrefix6, parseIpv6, parseMaskedPrefix6 } from "../net/ipv6.js";
 
 const port = (dflt: number, what: string, why: string) =>
   z
@@ -127,6 +129,12 @@ const vxlan = z
       .default(false)
       .describe("peers on the same L2 network get a plain route via their underlay address instead of VXLAN"),
     GBP: z.boolean().default(false).describe("VXLAN Group Based Policy extension (the kernel device's gbp flag)"),
+    Learning: z
+      .boolean()
+      .default(false)
+      .describe(
+        "the kernel device's learning flag, as flannel (default false: nolearning, every peer comes from weft's permanent FDB entries); true lets the kernel also learn peers' MACs from the packets it receives",
+      ),
   })
   .strict();
 
@@ -181,15 +189,22 @@ const wasmVxlan = z
 export const backendSchema = z.discriminatedUnion("Type", [vxlan, hostGw, udp, wasmVxlan]);
 export type BackendConfig = z.infer<typeof backendSchema>;
 
+/** A transform to what `parse` returns that reports what it throws as the key's issue. */
+const parsedWith =
+  <T>(parse: (v: string) => T) =>
+  (v: string, ctx: z.RefinementCtx): T => {
+    try {
+      return parse(v);
+    } catch (e) {
+      ctx.addIssue({ code: "custom", message: (e as Error).message });
+      return z.NEVER;
+    }
+  };
 /** A refinement that reports what `parse` throws as the key's issue. */
 const refineWith =
   (parse: (v: string) => unknown) =>
   (v: string, ctx: z.RefinementCtx): void => {
-    try {
-      parse(v);
-    } catch (e) {
-      ctx.addIssue({ code: "custom", message: (e as Error).message });
-    }
+    parsedWith(parse)(v, ctx);
   };
 const ipv4Address = refineWith(parseIpv4);
 const ipv6Address = refineWith(parseIpv6);
@@ -229,15 +244,18 @@ const NO_IPV6_BECAUSE: Record<string, string> = {
   udp: "flannel's udp wire format carries IPv4 packets only",
 };
 
-/** A CIDR key: checked here, not only by the subnet space, so that the error names the key like every other one. */
-const cidr = (parse: (v: string) => unknown, what: string) =>
-  z.string().superRefine(refineWith(parse)).optional().describe(what);
+/**
+ * A CIDR key, written back as its network: flannel's net.ParseCIDR clears host bits. Checked here,
+ * not only by the subnet space, so that the error names the key like every other one.
+ */
+const cidr = (network: (v: string) => string, what: string) =>
+  z.string().transform(parsedWith(network)).optional().describe(what);
 
 export const netConfSchema = z
   .object({
     Network: cidr(
-      parsePrefix,
-      "the pod network as IPv4 CIDR, e.g. 10.244.0.0/16; every node leases one subnet of it (required unless EnableIPv4 is false). It must not contain the underlay address or overlap the host's other addresses and routes (checked at start)",
+      (v) => formatPrefix(parseMaskedPrefix(v)),
+      "the pod network as IPv4 CIDR, e.g. 10.244.0.0/16; every node leases one subnet of it (required unless EnableIPv4 is false). Host bits are cleared, as in flannel (10.244.1.0/16 is 10.244.0.0/16). It must not contain the underlay address or overlap the host's other addresses and routes (checked at start)",
     ),
     SubnetLen: z
       .number()
@@ -266,7 +284,16 @@ export const netConfSchema = z
       .describe(
         `lease IPv6 subnets of IPv6Network too (default false): dual-stack, or IPv6-only with EnableIPv4 false. Backends that carry IPv6: ${IPV6_BACKENDS.join(", ")}`,
       ),
-    IPv6Network: cidr(parsePrefix6, "the pod network as IPv6 CIDR, e.g. 2001:2:0:8000::/49; required with EnableIPv6"),
+    EnableNFTables: z
+      .boolean()
+      .default(false)
+      .describe(
+        "flannel's choice of nftables over iptables for its masquerade and forward rules (default false); accepted and ignored: weft writes its masquerade rules (--ip-masq) with nftables always, in a table of its own (weft), and writes no forward rules",
+      ),
+    IPv6Network: cidr(
+      (v) => formatPrefix6(parseMaskedPrefix6(v)),
+      "the pod network as IPv6 CIDR, e.g. 2001:2:0:8000::/49; required with EnableIPv6. Host bits are cleared, as in flannel",
+    ),
     IPv6SubnetLen: z
       .number()
       .int()
@@ -289,7 +316,8 @@ export const netConfSchema = z
         "last IPv6 subnet that may be leased (its network address); default: the last subnet of the IPv6Network",
       ),
     Backend: backendSchema
-      .default({ Type: "vxlan", VNI: 1, Port: 8472, DirectRouting: false, GBP: false })
+      // Parsed like a given Backend, so the vxlan keys' defaults are written once, above.
+      .prefault({ Type: "vxlan" })
       .describe("how pod traffic crosses hosts: Type is one of " + BACKEND_TYPES.join(", ") + " (default vxlan)"),
   })
   .strict()
@@ -358,6 +386,7 @@ export function parseNetConf(text: string, source = "net-conf.json"): NetConf {
       cause,
     });
   }
+  raw = flannelKeys(raw, source);
   const backendType = (raw as { Backend?: { Type?: unknown } } | null)?.Backend?.Type;
   if (backendType !== undefined && !(BACKEND_TYPES as readonly unknown[]).includes(backendType)) {
     throw new WeftError(
@@ -399,6 +428,60 @@ export function parseNetConf(text: string, source = "net-conf.json"): NetConf {
   }
 }
 
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+
+/** The Backend object schema of a type, or undefined for no valid type. */
+const backendOption = (type: unknown) =>
+  backendSchema.options.find((o) => (o.shape.Type as z.ZodLiteral<string>).value === type);
+
+/**
+ * The parsed JSON with keys as flannel reads them: Go's encoding/json takes a key that equals a
+ * known one ignoring case as that key, and flannel looks Backend.Type up lowercased
+ * (pkg/backend/manager.go), so "network" and {"type": "VXLAN"} work there and must here. Unknown
+ * keys are left for the schema to refuse.
+ */
+function flannelKeys(raw: unknown, source: string): unknown {
+  if (!isObject(raw)) return raw;
+  const conf = withKnownKeys(raw, Object.keys(netConfSchema.shape), "", source);
+  if (!isObject(conf.Backend)) return conf;
+  // Type first: it says which keys the rest may be.
+  const backend = withKnownKeys(conf.Backend, ["Type"], "Backend: ", source);
+  if (typeof backend.Type === "string") backend.Type = backend.Type.toLowerCase();
+  const option = backendOption(backend.Type);
+  return {
+    ...conf,
+    Backend: option ? withKnownKeys(backend, Object.keys(option.shape), "Backend: ", source) : backend,
+  };
+}
+
+/**
+ * `obj` with each key that is not in `known` but equals one of them ignoring case renamed to it.
+ * Two spellings of one key are refused: Go would silently take the later one.
+ */
+function withKnownKeys(
+  obj: Record<string, unknown>,
+  known: readonly string[],
+  where: string,
+  source: string,
+): Record<string, unknown> {
+  const byLowerCase = new Map(known.map((k) => [k.toLowerCase(), k]));
+  const spelling = new Map<string, string>();
+  const entries = Object.entries(obj).map(([k, v]): [string, unknown] => {
+    const key = known.includes(k) ? k : (byLowerCase.get(k.toLowerCase()) ?? k);
+    const other = spelling.get(key);
+    if (other !== undefined) {
+      throw new WeftError(
+        "CONFIG_NET_CONF_INVALID",
+        `${source}: ${where}${excerpt(other)} and ${excerpt(k)} are both the key ${key} (keys match regardless of case, as in flannel); keep one of them`,
+      );
+    }
+    spelling.set(key, k);
+    return [key, v];
+  });
+  // fromEntries, not assignment: a key "__proto__" stays a key (and is refused as unknown).
+  return Object.fromEntries(entries);
+}
+
 /**
  * The keys allowed where an unknown one was found: at the top level, or in Backend (zod reports
  * unknown Backend keys only once Type has picked a valid backend, so Type is one of them).
@@ -406,8 +489,7 @@ export function parseNetConf(text: string, source = "net-conf.json"): NetConf {
 function allowedKeys(path: readonly PropertyKey[], raw: unknown): string {
   if (path.length === 0) return Object.keys(netConfSchema.shape).join(", ");
   const type = (raw as { Backend: { Type: string } }).Backend.Type;
-  const option = backendSchema.options.find((o) => (o.shape.Type as z.ZodLiteral<string>).value === type);
-  return `${Object.keys(option!.shape).join(", ")} (Backend.Type ${type})`;
+  return `${Object.keys(backendOption(type)!.shape).join(", ")} (Backend.Type ${type})`;
 }
 
 /**

@@ -30,15 +30,7 @@ export function prefixMask(len: number): number {
 
 /** Parses "198.19.1.0/24". Host bits must be zero, as `ip route` insists. */
 export function parsePrefix(text: string): Ipv4Prefix {
-  const m = /^([^/]+)\/(\d{1,2})$/.exec(text);
-  if (!m || Number(m[2]) > 32) {
-    throw new WeftError(
-      "NET_BAD_PREFIX",
-      `"${text}" is not an IPv4 prefix (expected address/length, like 198.19.1.0/24)`,
-    );
-  }
-  const addr = parseIpv4(m[1]);
-  const len = Number(m[2]);
+  const { addr, len } = parseAddressAndLength(text);
   if ((addr & ~prefixMask(len)) !== 0) {
     throw new WeftError(
       "NET_BAD_PREFIX",
@@ -46,6 +38,23 @@ export function parsePrefix(text: string): Ipv4Prefix {
     );
   }
   return { addr, len };
+}
+
+/** Parses a CIDR as Go's net.ParseCIDR does (flannel's Network): host bits are cleared, so 10.244.1.0/16 is 10.244.0.0/16. */
+export function parseMaskedPrefix(text: string): Ipv4Prefix {
+  const { addr, len } = parseAddressAndLength(text);
+  return { addr: (addr & prefixMask(len)) >>> 0, len };
+}
+
+function parseAddressAndLength(text: string): { addr: number; len: number } {
+  const m = /^([^/]+)\/(\d{1,2})$/.exec(text);
+  if (!m || Number(m[2]) > 32) {
+    throw new WeftError(
+      "NET_BAD_PREFIX",
+      `"${text}" is not an IPv4 prefix (expected address/length, like 198.19.1.0/24)`,
+    );
+  }
+  return { addr: parseIpv4(m[1]), len: Number(m[2]) };
 }
 
 export function formatPrefix(p: Ipv4Prefix): string {

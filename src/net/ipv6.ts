@@ -85,15 +85,7 @@ export function prefixMask6(len: number): bigint {
 
 /** Parses "2001:2:0:8000::/64". Host bits must be zero, as `ip -6 route` insists. */
 export function parsePrefix6(text: string): Ipv6Prefix {
-  const m = /^([^/]+)\/(\d{1,3})$/.exec(text);
-  if (!m || Number(m[2]) > 128) {
-    throw new WeftError(
-      "NET_BAD_PREFIX",
-      `"${text}" is not an IPv6 prefix (expected address/length, like 2001:2:0:8000::/49)`,
-    );
-  }
-  const addr = parseIpv6(m[1]);
-  const len = Number(m[2]);
+  const { addr, len } = parseAddressAndLength6(text);
   if ((addr & ~prefixMask6(len) & ALL_ONES) !== 0n) {
     throw new WeftError(
       "NET_BAD_PREFIX",
@@ -101,6 +93,23 @@ export function parsePrefix6(text: string): Ipv6Prefix {
     );
   }
   return { addr, len };
+}
+
+/** Parses a CIDR as Go's net.ParseCIDR does (flannel's IPv6Network): host bits are cleared. */
+export function parseMaskedPrefix6(text: string): Ipv6Prefix {
+  const { addr, len } = parseAddressAndLength6(text);
+  return { addr: addr & prefixMask6(len), len };
+}
+
+function parseAddressAndLength6(text: string): { addr: bigint; len: number } {
+  const m = /^([^/]+)\/(\d{1,3})$/.exec(text);
+  if (!m || Number(m[2]) > 128) {
+    throw new WeftError(
+      "NET_BAD_PREFIX",
+      `"${text}" is not an IPv6 prefix (expected address/length, like 2001:2:0:8000::/49)`,
+    );
+  }
+  return { addr: parseIpv6(m[1]), len: Number(m[2]) };
 }
 
 export function formatPrefix6(p: Ipv6Prefix): string {

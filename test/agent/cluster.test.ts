@@ -338,6 +338,26 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
     90_000,
   );
 
+  it("SIGHUP with Backend.Learning true: host2's flannel.1 comes back with learning on, its subnet kept; pods ping", async () => {
+    await writeFile(
+      agents.netConfPath(a2),
+      JSON.stringify({ Network: NETWORK, Backend: { Type: "vxlan", Learning: true } }),
+    );
+    agents.reload(a2);
+    const learning = async () =>
+      // All links: flannel.1 is briefly gone while the backend is swapped.
+      (
+        await a2.host.ns.kernel.ipJson<Array<{ ifname: string; linkinfo?: { info_data?: { learning?: boolean } } }>>([
+          "-details",
+          "link",
+          "show",
+        ])
+      ).find((l) => l.ifname === "flannel.1")?.linkinfo?.info_data?.learning;
+    await eventually("host2's flannel.1 with learning on", learning, (l) => l === true, 10_000);
+    expect((await converged(a2, "vxlan")).subnet).toBe(subnets.get("host2"));
+    expect(await pingEveryPair(lab.hosts)).toEqual(allPingsAnswered(lab.hosts));
+  });
+
   it("SIGTERM: a graceful leave (the others see host3 as left, not dead), its devices and routes removed", async () => {
     await agents.stop(a3, "SIGTERM");
     expect(a3.process?.exitCode).toBe(0);

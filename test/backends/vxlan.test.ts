@@ -321,6 +321,32 @@ describe.skipIf(!canUseNetns())("vxlan backend (kernel)", () => {
     }
   });
 
+  it("Learning: the device is created with learning on, and a kept device without it is replaced", async () => {
+    n1.backend = createBackend("vxlan", {}, n1.c.ctx);
+    await n1.backend.start();
+    await n1.backend.stop(true); // keeps flannel.1 as it is: nolearning
+    const learning = async () =>
+      (
+        await host1.ns.kernel.ipJson<Array<{ linkinfo: { info_data: { learning: boolean } } }>>([
+          "-details",
+          "link",
+          "show",
+          "flannel.1",
+        ])
+      )[0].linkinfo.info_data.learning;
+    expect(await learning()).toBe(false);
+    n1.backend = createBackend("vxlan", { learning: true }, n1.c.ctx);
+    try {
+      await n1.backend.start();
+      expect(await learning()).toBe(true);
+      expect(n1.c.log.lines.some((l) => /learning is false, not true\); replacing it/.test(l.msg))).toBe(true);
+      await n1.backend.setPeer(peer2());
+      expect((await ping(host1.pods[0], host2.pods[0].addr, { count: 2 })).received).toBe(2);
+    } finally {
+      await n1.backend.stop(false);
+    }
+  });
+
   it("GBP: the device carries the flag, the announcement says so, and a peer without it is reported", async () => {
     n1.backend = createBackend("vxlan", { gbp: true }, n1.c.ctx);
     try {

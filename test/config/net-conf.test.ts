@@ -8,10 +8,40 @@ const parse = (o: unknown) => parseNetConf(JSON.stringify(o));
 describe("net-conf.json", () => {
   it("accepts flannel's documented example and defaults the backend to vxlan", () => {
     const c = parse({ Network: "10.244.0.0/16" });
-    expect(c.Backend).toEqual({ Type: "vxlan", VNI: 1, Port: 8472, DirectRouting: false, GBP: false });
+    expect(c.Backend).toEqual({
+      Type: "vxlan",
+      VNI: 1,
+      Port: 8472,
+      DirectRouting: false,
+      GBP: false,
+      Learning: false,
+    });
     expect(c.space?.subnetLen).toBe(24);
     expect(c.space?.subnetOf(0)).toBe("10.244.1.0/24"); // flannel skips the first subnet
     expect(c.space?.slotCount).toBe(255);
+  });
+
+  it("accepts the net-conf.json of the current upstream kube-flannel.yml", () => {
+    const c = parseNetConf('{"Network": "10.244.0.0/16", "EnableNFTables": false, "Backend": {"Type": "vxlan"}}');
+    expect(c.space?.subnetOf(0)).toBe("10.244.1.0/24");
+    expect(c.Backend.Type).toBe("vxlan");
+  });
+
+  it("accepts EnableNFTables (default false), which changes nothing in weft", () => {
+    expect(parse({ Network: "10.244.0.0/16" }).EnableNFTables).toBe(false);
+    for (const EnableNFTables of [true, false])
+      expect(parse({ Network: "10.244.0.0/16", EnableNFTables })).toMatchObject({ EnableNFTables });
+    expect(() => parse({ Network: "10.244.0.0/16", EnableNFTables: "yes" })).toThrow(/EnableNFTables = "yes"/);
+    expect(configReference()).toMatch(/\| `EnableNFTables` \| .*accepted and ignored: weft writes its masquerade/);
+  });
+
+  it("clears host bits of Network and IPv6Network, as flannel's net.ParseCIDR does", () => {
+    const c = parse({ Network: "10.244.1.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8123::1/49" });
+    expect([c.Network, c.IPv6Network]).toEqual(["10.244.0.0/16", "2001:2:0:8000::/49"]);
+    expect(c.space?.subnetOf(0)).toBe("10.244.1.0/24");
+    expect(c.space6?.subnetOf(0)).toBe("2001:2:0:8001::/64");
+    // The same space as written without host bits: agents so written agree on their leases.
+    expect(c.space?.fingerprint).toBe(parse({ Network: "10.244.0.0/16" }).space?.fingerprint);
   });
 
   it("follows flannel's SubnetLen default for small networks", () => {
@@ -32,6 +62,63 @@ describe("net-conf.json", () => {
       Workers: 2,
       Offloads: true,
     });
+  });
+
+  it("takes flannel's vxlan key Learning (default false), for vxlan only", () => {
+    const vxlan = (b: object) => parse({ Network: "198.19.0.0/16", Backend: { Type: "vxlan", ...b } }).Backend;
+    expect(vxlan({})).toMatchObject({ Learning: false });
+    expect(vxlan({ Learning: true })).toMatchObject({ Learning: true });
+    expect(() => vxlan({ Learning: 1 })).toThrow(/Backend\.Learning = 1/);
+    expect(() => parse({ Network: "198.19.0.0/16", Backend: { Type: "wasm-vxlan", Learning: true } })).toThrow(
+      /unknown key\(s\) Learning/,
+    );
+    expect(configReference()).toMatch(/\| `Backend\.Learning` \(vxlan\) \| the kernel device's learning flag/);
+  });
+
+  it("matches keys regardless of case and lowercases Backend.Type, as flannel (Go's encoding/json)", () => {
+    const c = parse({
+      network: "10.244.0.0/16",
+      ENABLENFTABLES: true,
+      backend: { type: "VXLAN", vni: 4, directRouting: true, learning: true },
+    });
+    expect(c.space?.subnetOf(0)).toBe("10.244.1.0/24");
+    expect(c.EnableNFTables).toBe(true);
+    expect(c.Backend).toEqual({ Type: "vxlan", VNI: 4, Port: 8472, DirectRouting: true, GBP: false, Learning: true });
+    expect(parse({ Network: "10.244.0.0/16", Backend: { Type: "Host-GW" } }).Backend).toEqual({ Type: "host-gw" });
+    expect(parse({ Network: "10.244.0.0/16", Backend: { TYPE: "udp", workers: 2 } }).Backend).toMatchObject({
+      Type: "udp",
+      Workers: 2,
+    });
+    // Errors name the key as weft spells it.
+    expect(() => parse({ network: "10.244.0.0/33" })).toThrow(/^net-conf\.json: Network = "10\.244\.0\.0\/33": /);
+  });
+
+  it.each([
+    [{ Network: "10.244.0.0/16", network: "10.245.0.0/16" }, /^net-conf\.json: "Network" and "network" are both/],
+    [
+      { Network: "10.244.0.0/16", Backend: { type: "vxlan", Type: "udp" } },
+      /^net-conf\.json: Backend: "type" and "Type" are both the key Type/,
+    ],
+    [
+      { Network: "10.244.0.0/16", Backend: { Type: "vxlan", vni: 1, VNI: 2 } },
+      /^net-conf\.json: Backend: "vni" and "VNI" are both the key VNI \(keys match regardless of case, as in flannel\); keep one of them$/,
+    ],
+  ])("refuses two spellings of one key in %j, naming both", (conf, message) => {
+    expect(() => parse(conf)).toThrow(
+      expect.objectContaining({ code: "CONFIG_NET_CONF_INVALID", message: expect.stringMatching(message) }),
+    );
+  });
+
+  it("still refuses unknown keys (flannel ignores them; weft catches the typo), spelt as given", () => {
+    expect(() => parse({ Network: "10.244.0.0/16", subnetlem: 24 })).toThrow(
+      /unknown key\(s\) subnetlem; allowed here/,
+    );
+    expect(() => parse({ Network: "10.244.0.0/16", Backend: { type: "vxlan", workers: 2 } })).toThrow(
+      /Backend: unknown key\(s\) workers; allowed here: .*\(Backend\.Type vxlan\)$/,
+    );
+    expect(() => parse({ Network: "10.244.0.0/16", Backend: { Type: "IPSEC" } })).toThrow(
+      /Backend\.Type is "ipsec"; valid types are/,
+    );
   });
 
   it("takes Backend.Offloads for the userspace backends only", () => {
@@ -62,7 +149,7 @@ describe("net-conf.json", () => {
     [{ Network: "198.19.0.0/16", Backend: { Type: "vxlan", VNI: -1 } }, /Backend\.VNI = -1/],
     [{ Network: "198.19.0.0/16", Backend: { Type: "udp", VNI: 4 } }, /unknown key\(s\) VNI/],
     [{ Network: "198.19.0.0/16", Bogus: 1 }, /unknown key\(s\) Bogus; allowed here: Network, SubnetLen/],
-    [{ Network: "198.19.0.1/16" }, /host bits set/],
+    [{ Network: "198.19.0.0/33" }, /Network = "198\.19\.0\.0\/33": .*not an IPv4 prefix/],
     [{ Network: "198.19.0.0/16", SubnetMin: "198.20.0.0" }, /SubnetMin 198\.20\.0\.0 is not inside Network/],
     [{ Network: "198.19.0.0/16", SubnetLen: 17 }, /at least four subnets/],
     [{ SubnetLen: 24 }, /Network = undefined/],
@@ -196,9 +283,9 @@ describe("net-conf.json: IPv6 and dual-stack (flannel's keys, defaults and limit
       /not an IPv6 address/,
     ],
     [
-      { Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::1/49" },
+      { Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::/129" },
       "IPv6Network",
-      /host bits set/,
+      /not an IPv6 prefix/,
     ],
     [
       { Network: "198.19.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49", IPv6SubnetLen: 127 },

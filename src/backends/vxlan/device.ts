@@ -1,10 +1,10 @@
 // The kernel's vxlan device as flannel programs it (shared/seeds show real output): flannel.<VNI>
 // (flannel-v6.<VNI> for IPv6, a device of its own with its own MAC, sending over the IPv6
-// underlay) with nolearning and dstport 8472, the subnet's network address as a /32 (/128), and
-// per peer — in this
-// order — a permanent neighbour entry (peer's tunnel address -> its VTEP MAC), a permanent FDB
-// entry (VTEP MAC -> underlay address) and an onlink route to the peer's subnet; removal in the
-// reverse order. Kernel state changes go through Kernel (iproute2).
+// underlay) with nolearning (learning with the Learning key) and dstport 8472, the subnet's
+// network address as a /32 (/128), and per peer — in this order — a permanent neighbour entry
+// (peer's tunnel address -> its VTEP MAC), a permanent FDB entry (VTEP MAC -> underlay address)
+// and an onlink route to the peer's subnet; removal in the reverse order. Kernel state changes go
+// through Kernel (iproute2).
 import type { Kernel } from "../../kernel/iproute.js";
 import type { PeerEntries } from "../../kernel/converge.js";
 import { FDB, NEIGH, ROUTE } from "../../kernel/entries.js";
@@ -22,6 +22,7 @@ export interface VxlanDeviceSpec {
   vtepMac: Uint8Array;
   mtu: number;
   gbp?: boolean;
+  learning?: boolean;
 }
 
 export interface VxlanPeerEntry {
@@ -42,7 +43,7 @@ export async function createVxlanDevice(kernel: Kernel, o: VxlanDeviceSpec): Pro
   const family = familyOf(o.subnet.addr);
   const name = vxlanDeviceName(o.vni, family);
   await kernel.ipBatch([
-    `link add ${name} address ${formatMac(o.vtepMac)} mtu ${o.mtu} type vxlan id ${o.vni} local ${formatIpv4(o.local)} dev ${o.dev} dstport ${o.port} nolearning${o.gbp ? " gbp" : ""}`,
+    `link add ${name} address ${formatMac(o.vtepMac)} mtu ${o.mtu} type vxlan id ${o.vni} local ${formatIpv4(o.local)} dev ${o.dev} dstport ${o.port} ${o.learning ? "learning" : "nolearning"}${o.gbp ? " gbp" : ""}`,
     // No duplicate address detection: the address is this node's alone, and a tentative address cannot be routed from.
     `addr add ${formatIpv4(o.subnet.addr)}/${family === 4 ? 32 : "128 nodad"} dev ${name}`,
     `link set ${name} up`,
@@ -58,7 +59,7 @@ export function vxlanDeviceMismatch(link: LinkState, o: VxlanDeviceSpec): string
     ["local address", v.local === undefined ? "none" : formatIpv4(v.local), formatIpv4(o.local)],
     ["underlay device", v.link ?? "none", o.dev],
     ["dstport", v.port, o.port],
-    ["learning", v.learning, false],
+    ["learning", v.learning, o.learning ?? false],
     ["GBP", v.gbp, o.gbp ?? false],
     ["MAC", link.mac, formatMac(o.vtepMac)],
     ["MTU", link.mtu, o.mtu],

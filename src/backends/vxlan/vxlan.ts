@@ -158,6 +158,7 @@ export class VxlanBackend extends KernelBackend {
       vtepMac: this.vtepMac!,
       mtu: this.deviceMtu,
       gbp: this.options.gbp,
+      learning: this.options.learning,
     };
   }
 
