@@ -312,6 +312,36 @@ describe.skipIf(!canUseNetns())("UDP sockets", () => {
     await until("b readable", () => (waitReadable([a.fd, b.fd], -1, 0) === 0b10 ? true : undefined));
   });
 
+  it("reads OFF as unsigned: slots above 2 GiB of a Wasm memory send and receive", async () => {
+    const a = open(nsA, { address: A, port: 0 });
+    const b = open(nsB, { address: B, port: 0 });
+    // 2 GiB + 64 KiB of shared Wasm memory (address space only: untouched pages stay unbacked).
+    const memory = new WebAssembly.Memory({ initial: 32769, maximum: 32769, shared: true });
+    const buf = new Uint8Array(memory.buffer);
+    const descs = new Int32Array(memory.buffer, 0, 2 * (native.DESC_BYTES >> 2));
+    const out = 2 ** 31 + native.HEADROOM;
+    const into = out + 4096;
+    const p = payload(77);
+    buf.set(p, out);
+    const set = (i: number, fields: [number, number][]) => {
+      for (const [at, value] of fields) descs[i * (native.DESC_BYTES >> 2) + (at >> 2)] = value;
+    };
+    set(0, [
+      [native.DESC_OFF, out],
+      [native.DESC_LEN, p.length],
+      [native.DESC_ADDR, B],
+      [native.DESC_PORT, b.port],
+    ]);
+    set(1, [
+      [native.DESC_OFF, into],
+      [native.DESC_CAP, 2048],
+    ]);
+    expect(a.send(buf, descs, 0, 1)).toBe(1);
+    await until("datagram received", () => (b.recv(buf, descs, 1, 1) === 1 ? true : undefined));
+    expect(descs[(native.DESC_BYTES >> 2) + (native.DESC_LEN >> 2)]).toBe(p.length);
+    expect(buf.slice(into, into + p.length)).toEqual(p);
+  });
+
   it("checks every argument before any syscall, leaving queued data alone", async () => {
     const a = open(nsA, { address: A, port: 0 });
     const b = open(nsB, { address: B, port: 0 });
