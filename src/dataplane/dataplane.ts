@@ -320,7 +320,9 @@ export class UserspaceDataplane {
             tables.alloc,
           )
         : new RouteTable6(this.hp, arena, { maxRules: maxPeers * 2, maxNextHops: maxPeers }, tables.alloc);
-    this.peers = new PeerTable(routes, maxPeers);
+    this.peers = new PeerTable(routes, maxPeers, (nextHop) => {
+      for (const q of this.pairs) q.ctx.resetPeer(nextHop);
+    });
     const stopAt = arena.alloc(4);
     this.stopWord = new Int32Array(this.hp.memory.buffer, stopAt, 1);
     const queueDelayUs = opts.queueDelayUs ?? DEFAULT_QUEUE_DELAY_US;

@@ -42,6 +42,8 @@ export class PeerTable {
   constructor(
     private readonly routes: PeerRoutes,
     slots: number,
+    /** Called with a next hop before it is given to a new peer: its per-peer counters start at 0. */
+    private readonly assigned: (nextHop: number) => void,
   ) {
     // Lowest indices first, so per-peer counters stay dense.
     this.free = Array.from({ length: slots }, (_, i) => slots - 1 - i);
@@ -64,6 +66,8 @@ export class PeerTable {
         "DATAPLANE_PEERS_FULL",
         `no next-hop slot left for peer ${peer.name}; start the dataplane with more peer slots`,
       );
+    // A freed slot still holds its last peer's counts, which the new peer must not inherit.
+    if (!old) this.assigned(nextHop);
     const moved = old && (old.peer.subnet.addr !== peer.subnet.addr || old.peer.subnet.len !== peer.subnet.len);
     try {
       // Next hop first, then the route to it: a reader never finds a route to an empty record.
