@@ -206,11 +206,14 @@ int64_t RealtimeNs() {
 // Per thread, not on the stack: ~40 KiB, reused by every call on this thread (workers included).
 thread_local Messages messages;
 
-// udpRecv(fd, buf, descs, first, count, maxAgeUs?, drop?) -> kept | late << 16. With maxAgeUs > 0
-// on a socket with timestamps, `late` counts the datagrams that waited longer than that in the
-// socket's queue; with `drop` they are dropped (head drop, as CoDel does once its queue stood above
-// target for an interval: the caller decides when, worker.ts) and their descriptors moved behind
-// the kept ones, which stay in order at the front. Without `drop` they stay in the batch.
+// udpRecv(fd, buf, descs, first, count, maxAgeUs?, drop?) -> kept | late << 16, plus lateDatagrams
+// * 2^32. With maxAgeUs > 0 on a socket with timestamps, `late` counts the messages that waited
+// longer than that in the socket's queue, and lateDatagrams the datagrams in them (a UDP_GRO
+// message holds up to 64, LEN / segment size rounded up; drop counters count those, while CoDel
+// and a full batch go by messages); with `drop` they are dropped (head drop, as CoDel does once its
+// queue stood above target for an interval: the caller decides when, worker.ts) and their
+// descriptors moved behind the kept ones, which stay in order at the front. Without `drop` they
+// stay in the batch.
 // `ipv6` (an IPv6 socket): an IPv6 sender's address is written to the first 16 bytes of the
 // slot's headroom, [OFF - HEADROOM, OFF - HEADROOM + 16), so every OFF must be at least HEADROOM.
 Napi::Value UdpRecv(const Napi::CallbackInfo& info) {
@@ -232,6 +235,7 @@ Napi::Value UdpRecv(const Napi::CallbackInfo& info) {
   const int64_t now = maxAgeNs > 0 ? RealtimeNs() : 0;
   int kept = 0;
   int late = 0;
+  int64_t lateDatagrams = 0;
   for (int i = 0; i < n; i++) {
     int32_t* desc = batch[i].desc;
     const msghdr& hdr = m.msgs[i].msg_hdr;
@@ -268,13 +272,15 @@ Napi::Value UdpRecv(const Napi::CallbackInfo& info) {
         late += stale;
       }
     }
+    if (stale) lateDatagrams += segment > 0 ? std::max<int64_t>(1, (m.msgs[i].msg_len + segment - 1) / segment) : 1;
     desc[kFlags] = segment | family;
     if (stale && drop) continue;
     // Slots are distinct, so swapping whole descriptors keeps every slot owned by one of them.
     if (kept != i) std::swap_ranges(desc, desc + kDescWords, batch[kept].desc);
     kept++;
   }
-  return Napi::Number::New(info.Env(), kept | late << 16);
+  return Napi::Number::New(info.Env(),
+                           static_cast<double>(kept | late << 16) + static_cast<double>(lateDatagrams) * 4294967296.0);
 }
 
 // Consecutive single datagrams of one flow to one destination go out as one UDP GSO send (a

@@ -95,8 +95,9 @@ export interface NativeIo {
   ): { fd: number; port: number };
   /**
    * Fills [OFF, OFF+CAP) and sets LEN, ADDR, PORT (the sender) and FLAGS (GRO segment size or 0).
-   * Returns kept | late << 16: with maxAgeUs > 0 (and udpSetTimestamps), `late` datagrams waited
-   * longer; with `drop` they are dropped and their descriptors moved behind the kept ones. With
+   * Returns kept | late << 16, plus lateDatagrams * 2^32: with maxAgeUs > 0 (and udpSetTimestamps),
+   * `late` messages waited longer, holding lateDatagrams datagrams (a GRO message counts each of its
+   * segments); with `drop` they are dropped and their descriptors moved behind the kept ones. With
    * `ipv6` (an IPv6 socket; every OFF >= HEADROOM) an IPv6 sender's 16 bytes go to the slot's
    * first headroom bytes, ADDR = their offset, FLAGS |= DESC_FLAG_ADDR6.
    */

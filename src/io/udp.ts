@@ -85,10 +85,11 @@ export class UdpSocket extends FdHandle implements DatagramBind {
   }
 
   /**
-   * recvmmsg: fills slots, sets LEN, ADDR, PORT and FLAGS. Returns kept | late << 16, where `late`
-   * counts the datagrams that waited longer than `maxAgeUs` in the socket's queue (needs
-   * enableTimestamps; 0: no limit, late is 0); with `drop` those are dropped and the `kept`
-   * descriptors from `first` on hold the rest, in order. See DatagramBind.
+   * recvmmsg: fills slots, sets LEN, ADDR, PORT and FLAGS. Returns kept | late << 16, plus
+   * lateDatagrams * 2^32, where `late` counts the receives that waited longer than `maxAgeUs` in the
+   * socket's queue (needs enableTimestamps; 0: no limit, late is 0) and lateDatagrams the datagrams
+   * in them (a GRO receive holds several); with `drop` those are dropped and the `kept` descriptors
+   * from `first` on hold the rest, in order. See DatagramBind.
    */
   recv(buf: Uint8Array, descs: Int32Array, first: number, count: number, maxAgeUs = 0, drop = false): number {
     return native.udpRecv(this.fd, buf, descs, first, atMostMaxBatch(count), maxAgeUs, drop, this.family === 6);

@@ -147,6 +147,28 @@ describe.skipIf(!canUseNetns())("UDP sockets", () => {
     expect(recv(0, true)).toEqual({ kept: 2, late: 0 });
   });
 
+  it("counts a late GRO receive's datagrams, the last one shorter, beside its count of receives", async () => {
+    const a = open(nsA, { address: A, port: 0 });
+    const gro = open(nsB, { address: B, port: 0, gro: true, rcvbuf: 1 << 20 });
+    gro.enableTimestamps();
+    await new Promise((r) => setTimeout(r, 100)); // the kernel's timestamps start a moment later
+    const out = new Slots(2);
+    out.put(0, payload(3));
+    out.set(0, { ADDR: B, PORT: gro.port });
+    out.put(1, new Uint8Array(5 * 300 + 100).fill(9)); // 6 datagrams, the last of 100 bytes
+    out.set(1, { ADDR: B, PORT: gro.port, FLAGS: 300 });
+    expect(a.send(out.buf, out.descs, 0, 2)).toBe(2);
+    await until("datagrams queued", () => (waitReadable([gro.fd], -1, 0) ? true : undefined));
+    await new Promise((r) => setTimeout(r, 400));
+    const s = new Slots(8);
+    const r = gro.recv(s.buf, s.descs, 0, 8, 200_000, true);
+    expect({ kept: r & 0xffff, late: r >>> 16, lateDatagrams: Math.floor(r / 2 ** 32) }).toEqual({
+      kept: 0,
+      late: 2,
+      lateDatagrams: 7,
+    });
+  });
+
   it("shares a port between reusePort sockets and names the cause of failed binds", () => {
     const first = open(nsB, { address: B, port: 0 });
     open(nsB, { address: B, port: first.port });
