@@ -270,6 +270,8 @@ export class UserspaceDataplane {
   /** The TUN device's counters, opened where the device was created (link-stats.ts). */
   private tunStats?: LinkStats;
   private stopping = false;
+  /** The first stop()'s work, which every later stop() waits for. */
+  private stopped?: Promise<void>;
 
   /**
    * Builds the shared memory and opens the TUN queues and sockets in the calling thread's network
@@ -462,14 +464,24 @@ export class UserspaceDataplane {
   /** Brings the TUN device up with its address and MTU (through `kernel`) and starts the workers. */
   async start(kernel: Kernel): Promise<void> {
     const { tunName, mtu, subnet, network } = this.opts;
-    // Like flannel's udp backend: the device holds the subnet's network address with the whole
-    // network's prefix length, so the kernel routes every other subnet of the network to it.
-    // IPv6: no duplicate address detection (nobody else is on a TUN device to answer it).
-    await kernel.ipBatch([
-      `link set ${tunName} mtu ${mtu} txqueuelen ${this.opts.tunQueueLen ?? this.defaultTunQueueLen()}`,
-      `addr add ${formatAddr(subnet.addr)}/${network.len} dev ${tunName}${this.family === 6 ? " nodad" : ""}`,
-      `link set ${tunName} up`,
-    ]);
+    this.assertNotStopped();
+    try {
+      // Like flannel's udp backend: the device holds the subnet's network address with the whole
+      // network's prefix length, so the kernel routes every other subnet of the network to it.
+      // IPv6: no duplicate address detection (nobody else is on a TUN device to answer it).
+      await kernel.ipBatch([
+        `link set ${tunName} mtu ${mtu} txqueuelen ${this.opts.tunQueueLen ?? this.defaultTunQueueLen()}`,
+        `addr add ${formatAddr(subnet.addr)}/${network.len} dev ${tunName}${this.family === 6 ? " nodad" : ""}`,
+        `link set ${tunName} up`,
+      ]);
+    } catch (err) {
+      // A stop() meanwhile closed the device under the commands: that stop is what to report.
+      this.assertNotStopped();
+      throw err;
+    }
+    // A stop() that came while the commands ran has closed the device (with its address) and
+    // sockets: no workers may start on them, nor a pool that nothing would destroy.
+    this.assertNotStopped();
     this.pool = new Piscina({
       filename: projectFile("dist", "src", "dataplane", "worker.js"),
       minThreads: this.workers,
@@ -477,7 +489,7 @@ export class UserspaceDataplane {
       idleTimeout: Number.POSITIVE_INFINITY,
     });
     for (const w of this.workerTasks) w.running = this.supervise(w);
-    if (!this.stopping) runningDataplanes.add(this);
+    runningDataplanes.add(this);
     const log = {
       workers: this.workers,
       format: this.opts.format,
@@ -582,15 +594,31 @@ export class UserspaceDataplane {
     };
   }
 
-  /** Stops the workers (the waker ends their wait, they see the stop word and return), closes the TUN device and sockets. */
-  async stop(): Promise<void> {
-    if (this.stopping) return;
+  /**
+   * Stops the workers (the waker ends their wait, they see the stop word and return), closes the
+   * TUN device and sockets. A second call resolves when the first one's work is done; a start()
+   * still pending rejects with DATAPLANE_STOPPED.
+   */
+  stop(): Promise<void> {
+    this.stopped ??= this.close();
+    return this.stopped;
+  }
+
+  private async close(): Promise<void> {
     this.stopping = true;
     this.signalStop();
     await Promise.all(this.workerTasks.map((w) => w.running));
     await this.pool?.destroy();
     this.closeIo();
     this.opts.logger?.info("userspace dataplane stopped");
+  }
+
+  private assertNotStopped(): void {
+    if (this.stopping)
+      throw new WeftError(
+        "DATAPLANE_STOPPED",
+        "the dataplane was stopped before it finished starting (its device and sockets are closed); create a new one to start again",
+      );
   }
 
   /** Sets the stop word and wakes every worker, which then returns from its task. */
