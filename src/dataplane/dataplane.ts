@@ -350,7 +350,7 @@ export class UserspaceDataplane {
         sockets[0].close();
         sockets[0] = UdpSocket.open(udpOptions);
       }
-      this.offload = { enabled, tun: tun.flags, udpGro: enabled, reason: first.reason ?? tun.reason };
+      this.offload = { enabled, tun: tun.flags, udpGro: enabled, udpGsoRefused: 0, reason: first.reason ?? tun.reason };
       // Sockets join the reuseport group in pair order, which is the index the steering program
       // returns (steering.ts).
       for (let q = 1; q < pairCount; q++) sockets.push(UdpSocket.open({ ...udpOptions, gro: enabled }));
@@ -490,6 +490,15 @@ export class UserspaceDataplane {
     });
     for (const w of this.workerTasks) w.running = this.supervise(w);
     runningDataplanes.add(this);
+    for (const [q, p] of this.pairs.entries())
+      void p.udp
+        .whenGsoRefused()
+        .then(() =>
+          this.opts.logger?.warn(
+            { pair: q },
+            "the kernel refused a UDP GSO send (EIO: an IPsec/xfrm policy on the underlay route, or a device without TX checksum offload before Linux 6.11); this socket sends single datagrams from now on, at some cost in throughput",
+          ),
+        );
     const log = {
       workers: this.workers,
       format: this.opts.format,
@@ -587,7 +596,11 @@ export class UserspaceDataplane {
       perQueue,
       ...(this.tunStats && { tunRingDrops: BigInt(this.tunStats.txDropped()) }),
       workerRestarts: this.restarts,
-      offload: { ...this.offload, tun: [...this.offload.tun] },
+      offload: {
+        ...this.offload,
+        tun: [...this.offload.tun],
+        udpGsoRefused: this.pairs.filter((p) => p.udp.gsoRefused).length,
+      },
       tunSteering: { ...this.tunSteering },
       routeTablePages: { ...this.routeTablePages },
       memoryBytes: this.hp.memory.buffer.byteLength,

@@ -214,6 +214,27 @@ describe.skipIf(!canUseNetns())("UDP sockets", () => {
     expect(s.get(0, "FLAGS")).toBe(300);
   });
 
+  it("without gso, sends a segment size's datagrams one message each, whole descriptors per call", async () => {
+    const a = open(nsA, { address: A, port: 0 });
+    const b = open(nsB, { address: B, port: 0, rcvbuf: 1 << 20 });
+    // Five descriptors of 64 datagrams of 100 bytes (the last of 40): 320 messages, one batch holds 256.
+    const out = new Slots(5, 8192);
+    const data = (i: number) => Uint8Array.from({ length: 63 * 100 + 40 }, (_, k) => (i * 64 + ((k / 100) | 0)) & 255);
+    for (let i = 0; i < 5; i++) {
+      out.put(i, data(i));
+      out.set(i, { ADDR: B, PORT: b.port, FLAGS: 100 | (1 << native.DESC_FLOW_TAG_SHIFT) });
+    }
+    expect(native.udpSend(a.fd, out.buf, out.descs, 0, 5, true, false)).toBe(4);
+    expect(native.udpSend(a.fd, out.buf, out.descs, 4, 1, true, false)).toBe(1);
+    const s = new Slots(320);
+    await receive(b, s, 320);
+    for (let k = 0; k < 320; k++) {
+      const [i, j] = [(k / 64) | 0, k % 64];
+      expect(s.packet(k)).toEqual(data(i).subarray(j * 100, j * 100 + (j === 63 ? 40 : 100)));
+      expect(s.get(k, "FLAGS")).toBe(0);
+    }
+  });
+
   /**
    * A batch to send: `sizes[i]` bytes for descriptor i, to `to[i]`, with flow tag `tags[i]` (default
    * 1: one flow); byte k of datagram i is (i * 7 + k) & 255.
