@@ -100,7 +100,8 @@ export type DataplaneErrorCode =
   | "DATAPLANE_PEERS_FULL"
   | "DATAPLANE_SUBNET_OVERLAP"
   | "DATAPLANE_FAMILY"
-  | "DATAPLANE_QUEUES";
+  | "DATAPLANE_QUEUES"
+  | "DATAPLANE_STOPPED";
 
 /** The native addon's handles (src/io); system call failures keep Node's errno codes (EBADF, ...). */
 export type IoErrorCode = "IO_ADDON_NOT_BUILT" | "IO_CLOSED" | "IO_LINK_STATS" | "IO_WAIT_ON_MAIN_THREAD";

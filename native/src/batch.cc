@@ -51,8 +51,10 @@ Batch::Batch(const Napi::CallbackInfo& info, size_t at, Access access, int32_t h
   const int64_t minSize = access == Access::kRead ? 1 : 0;
   for (uint32_t i = 0; i < count_; i++) {
     int32_t* desc = static_cast<int32_t*>(descs.data) + (first + i) * kDescWords;
-    const int64_t off = desc[kOff];
-    const int64_t size = desc[access == Access::kRead ? kCap : kLen];
+    // OFF and CAP/LEN are unsigned (arena offsets reach 2^32, as Wasm reads them): an OFF above
+    // 2 GiB must not sign-extend to a negative offset.
+    const int64_t off = static_cast<uint32_t>(desc[kOff]);
+    const int64_t size = static_cast<uint32_t>(desc[access == Access::kRead ? kCap : kLen]);
     if (off < header || size < minSize || off + size > end) {
       ThrowRangeError(env, "descriptor " + std::to_string(first + i) + " (OFF " + std::to_string(off) + ", " +
                                sizeName + " " + std::to_string(size) + ") is not a slot of this " +

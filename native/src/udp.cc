@@ -152,9 +152,9 @@ constexpr size_t kControlBytes = CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(tim
 
 struct Messages {
   mmsghdr msgs[kMaxBatch];
-  iovec iovs[kMaxBatch];
+  iovec iovs[kMaxBatch];  // send: taken in order, so a train's iovecs are consecutive
   PeerAddr addrs[kMaxBatch];
-  uint32_t firsts[kMaxBatch + 1];  // send: message j covers descriptors [firsts[j], firsts[j + 1])
+  uint32_t firsts[kMaxBatch + 1];  // send: once messages [0, j) went, descriptors [0, firsts[j]) count as sent
   alignas(cmsghdr) uint8_t control[kMaxBatch][kControlBytes];
 };
 
@@ -206,11 +206,14 @@ int64_t RealtimeNs() {
 // Per thread, not on the stack: ~40 KiB, reused by every call on this thread (workers included).
 thread_local Messages messages;
 
-// udpRecv(fd, buf, descs, first, count, maxAgeUs?, drop?) -> kept | late << 16. With maxAgeUs > 0
-// on a socket with timestamps, `late` counts the datagrams that waited longer than that in the
-// socket's queue; with `drop` they are dropped (head drop, as CoDel does once its queue stood above
-// target for an interval: the caller decides when, worker.ts) and their descriptors moved behind
-// the kept ones, which stay in order at the front. Without `drop` they stay in the batch.
+// udpRecv(fd, buf, descs, first, count, maxAgeUs?, drop?) -> kept | late << 16, plus lateDatagrams
+// * 2^32. With maxAgeUs > 0 on a socket with timestamps, `late` counts the messages that waited
+// longer than that in the socket's queue, and lateDatagrams the datagrams in them (a UDP_GRO
+// message holds up to 64, LEN / segment size rounded up; drop counters count those, while CoDel
+// and a full batch go by messages); with `drop` they are dropped (head drop, as CoDel does once its
+// queue stood above target for an interval: the caller decides when, worker.ts) and their
+// descriptors moved behind the kept ones, which stay in order at the front. Without `drop` they
+// stay in the batch.
 // `ipv6` (an IPv6 socket): an IPv6 sender's address is written to the first 16 bytes of the
 // slot's headroom, [OFF - HEADROOM, OFF - HEADROOM + 16), so every OFF must be at least HEADROOM.
 Napi::Value UdpRecv(const Napi::CallbackInfo& info) {
@@ -232,6 +235,7 @@ Napi::Value UdpRecv(const Napi::CallbackInfo& info) {
   const int64_t now = maxAgeNs > 0 ? RealtimeNs() : 0;
   int kept = 0;
   int late = 0;
+  int64_t lateDatagrams = 0;
   for (int i = 0; i < n; i++) {
     int32_t* desc = batch[i].desc;
     const msghdr& hdr = m.msgs[i].msg_hdr;
@@ -268,13 +272,15 @@ Napi::Value UdpRecv(const Napi::CallbackInfo& info) {
         late += stale;
       }
     }
+    if (stale) lateDatagrams += segment > 0 ? std::max<int64_t>(1, (m.msgs[i].msg_len + segment - 1) / segment) : 1;
     desc[kFlags] = segment | family;
     if (stale && drop) continue;
     // Slots are distinct, so swapping whole descriptors keeps every slot owned by one of them.
     if (kept != i) std::swap_ranges(desc, desc + kDescWords, batch[kept].desc);
     kept++;
   }
-  return Napi::Number::New(info.Env(), kept | late << 16);
+  return Napi::Number::New(info.Env(),
+                           static_cast<double>(kept | late << 16) + static_cast<double>(lateDatagrams) * 4294967296.0);
 }
 
 // Consecutive single datagrams of one flow to one destination go out as one UDP GSO send (a
@@ -316,6 +322,44 @@ socklen_t Destination(Napi::Env env, const Batch& batch, uint32_t i, PeerAddr& t
   return sizeof to.v4;
 }
 
+// udpSend's result bit: the kernel refused a UDP GSO send with EIO, and its datagrams went one by
+// one; the caller passes gso = false from then on (UDP_SEND_GSO_REFUSED).
+constexpr int32_t kSendGsoRefused = 1 << 16;
+
+// Appends the datagrams of [data, data + size), cut at `segment` bytes (the last may be shorter),
+// as messages of one iovec each to `name`, at most `room` of them; returns how many it appended.
+uint32_t AppendDatagrams(mmsghdr* msgs, iovec* iovs, uint32_t room, void* name, socklen_t len, uint8_t* data,
+                         uint32_t size, uint16_t segment) {
+  uint32_t k = 0;
+  for (uint32_t at = 0; at < size && k < room; at += segment, k++) {
+    iovs[k] = {data + at, std::min<uint32_t>(segment, size - at)};
+    msgs[k].msg_hdr = msghdr{name, len, &iovs[k], 1, nullptr, 0, 0};
+  }
+  return k;
+}
+
+// The datagrams of a UDP_SEGMENT message the kernel refused (EIO), sent again one message each.
+struct Pieces {
+  mmsghdr msgs[kMaxBatch];
+  iovec iovs[kMaxBatch];
+};
+thread_local Pieces pieces;
+
+// Sends message `hdr` (with a UDP_SEGMENT control message) as separate datagrams; returns how many
+// went (-1 with errno when the first failed). Each iovec is cut at the segment size: a train's
+// iovecs are one datagram each, a GSO descriptor's one iovec holds them all.
+int SendWithoutGso(int fd, const msghdr& hdr) {
+  uint16_t segment;
+  std::memcpy(&segment, CMSG_DATA(CMSG_FIRSTHDR(const_cast<msghdr*>(&hdr))), sizeof segment);
+  uint32_t count = 0;
+  for (size_t v = 0; v < hdr.msg_iovlen; v++) {
+    const iovec& iov = hdr.msg_iov[v];
+    count += AppendDatagrams(pieces.msgs + count, pieces.iovs + count, kMaxBatch - count, hdr.msg_name, hdr.msg_namelen,
+                             static_cast<uint8_t*>(iov.iov_base), iov.iov_len, segment);
+  }
+  return RetryOnEintr([&] { return sendmmsg(fd, pieces.msgs, count, MSG_DONTWAIT); });
+}
+
 void SetSegment(Messages& m, uint32_t j, uint16_t segment) {
   msghdr& hdr = m.msgs[j].msg_hdr;
   hdr.msg_control = m.control[j];
@@ -327,22 +371,31 @@ void SetSegment(Messages& m, uint32_t j, uint16_t segment) {
   std::memcpy(CMSG_DATA(c), &segment, sizeof segment);
 }
 
-// udpSend(fd, buf, descs, first, count, trains = false) -> descriptors sent. A descriptor with a
-// segment size in FLAGS is one GSO send of its own; with `trains`, runs of single datagrams of one
-// flow tag to one destination are joined into GSO sends (above). The count returned is of
-// descriptors, whatever the number of messages: a partial send ends at a message, so never inside
-// a train.
+// udpSend(fd, buf, descs, first, count, trains = false, gso = true) -> descriptors sent, with
+// kSendGsoRefused set when the kernel refused a GSO send. A descriptor with a segment size in FLAGS
+// is one GSO send of its own; with `trains`, runs of single datagrams of one flow tag to one
+// destination are joined into GSO sends (above). The count returned is of descriptors, whatever
+// the number of messages: a partial send ends at a message, so never inside a train.
+// The kernel refuses UDP_SEGMENT with EIO where the route goes through xfrm (IPsec) and, before
+// Linux 6.11, where the device has no TX checksum offload (udp_send_skb); wireguard-go turns GSO
+// off then. So does this: the refused message's datagrams go again one by one, the result says
+// so, and with `gso` false a descriptor with a segment size goes as its datagrams, one message
+// each, and no trains are made. A descriptor cut short there by a full socket counts as sent (the
+// rest of it is dropped, as a full socket drops): sending it again would repeat datagrams.
 Napi::Value UdpSend(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = FdArg(info, 0);
   Batch batch(info, 1, Access::kWrite, 0);
-  const bool trains = info.Length() > 5 && BoolArg(info, 5, "trains");
+  const bool gso = info.Length() <= 6 || BoolArg(info, 6, "gso");
+  const bool trains = gso && info.Length() > 5 && BoolArg(info, 5, "trains");
   Messages& m = messages;
   uint32_t messageCount = 0;
+  uint32_t iovCount = 0;
   m.firsts[0] = 0;
   uint32_t trainBytes = 0;  // payload of the open train, 0 when none is open
   int32_t trainTag = 0;     // its flow tag
   for (uint32_t i = 0; i < batch.count(); i++) {
+    if (messageCount == kMaxBatch) break;  // only without gso, where descriptors took several messages
     const Slot& slot = batch[i];
     PeerAddr& to = m.addrs[messageCount];
     PeerAddr next;
@@ -356,7 +409,7 @@ Napi::Value UdpSend(const Napi::CallbackInfo& info) {
       if (hdr.msg_iov[hdr.msg_iovlen - 1].iov_len == size && slot.size <= size && slot.size > 0 &&
           hdr.msg_iovlen < kGsoMaxSegments && trainBytes + slot.size <= kGsoMaxBytes && hdr.msg_namelen == len &&
           std::memcmp(hdr.msg_name, &next, len) == 0) {
-        m.iovs[i] = {slot.data, slot.size};
+        m.iovs[iovCount++] = {slot.data, slot.size};
         if (hdr.msg_iovlen++ == 1) SetSegment(m, messageCount - 1, static_cast<uint16_t>(size));
         m.firsts[messageCount] = i + 1;
         trainBytes += slot.size;
@@ -364,9 +417,19 @@ Napi::Value UdpSend(const Napi::CallbackInfo& info) {
       }
     }
     to = next;
-    m.iovs[i] = {slot.data, slot.size};
-    m.msgs[messageCount].msg_hdr = msghdr{&to, len, &m.iovs[i], 1, nullptr, 0, 0};
-    if (segment != 0) SetSegment(m, messageCount, segment);
+    if (!gso && segment != 0 && slot.size > segment) {
+      // The rest of the batch on the next call; a first descriptor of more datagrams than a batch
+      // holds (more than GSO's limit) is cut.
+      if (messageCount > 0 && messageCount + (slot.size + segment - 1) / segment > kMaxBatch) break;
+      const uint32_t added = AppendDatagrams(m.msgs + messageCount, m.iovs + iovCount, kMaxBatch - messageCount, &to,
+                                             len, slot.data, slot.size, segment);
+      iovCount += added;
+      for (uint32_t k = 0; k < added; k++) m.firsts[++messageCount] = i + 1;
+      continue;
+    }
+    m.iovs[iovCount] = {slot.data, slot.size};
+    m.msgs[messageCount].msg_hdr = msghdr{&to, len, &m.iovs[iovCount++], 1, nullptr, 0, 0};
+    if (segment != 0 && gso) SetSegment(m, messageCount, segment);
     trainBytes = trains && segment == 0 && tag != 0 && slot.size > 0 ? slot.size : 0;
     trainTag = tag;
     m.firsts[messageCount + 1] = i + 1;
@@ -376,6 +439,16 @@ Napi::Value UdpSend(const Napi::CallbackInfo& info) {
   if (n < 0) {
     int err = errno;
     if (err == EAGAIN) return Napi::Number::New(env, 0);
+    if (err == EIO && m.msgs[0].msg_hdr.msg_controllen != 0) {
+      const int sent = SendWithoutGso(fd, m.msgs[0].msg_hdr);
+      if (sent >= 0) {
+        // A train's datagrams are its descriptors; a GSO descriptor counts once any of it went.
+        const uint32_t done = m.msgs[0].msg_hdr.msg_iovlen > 1 ? std::min<uint32_t>(sent, m.firsts[1]) : sent > 0;
+        return Napi::Number::New(env, static_cast<int32_t>(done) | kSendGsoRefused);
+      }
+      err = errno;
+      if (err == EAGAIN) return Napi::Number::New(env, kSendGsoRefused);
+    }
     // A train the kernel refuses as a whole (EINVAL: a datagram larger than the path MTU, which a
     // separate send would fragment) goes again as separate datagrams: the first one now, the rest
     // on the next call.
@@ -411,6 +484,7 @@ Napi::Value UdpSend(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void RegisterUdp(Napi::Env env, Napi::Object exports) {
+  SetConstant(env, exports, "UDP_SEND_GSO_REFUSED", kSendGsoRefused);
   exports.Set("udpOpen", Napi::Function::New(env, UdpOpen, "udpOpen"));
   exports.Set("udpSetReuseportProgram", Napi::Function::New(env, UdpSetReuseportProgram, "udpSetReuseportProgram"));
   exports.Set("udpRecv", Napi::Function::New(env, UdpRecv, "udpRecv"));

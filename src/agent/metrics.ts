@@ -183,6 +183,16 @@ export function agentMetrics(
     },
   });
   new Gauge({
+    name: "weft_dataplane_udp_gso_refused_sockets",
+    help: "Sockets of the userspace dataplane of the address family on which the kernel refused a UDP GSO send (EIO: an IPsec/xfrm policy on the underlay route, or a device without TX checksum offload before Linux 6.11); they send single datagrams since, each one a pass through the kernel's send path",
+    labelNames: ["backend", "family"],
+    registers: [registry],
+    collect() {
+      this.reset();
+      eachDataplane(backends, (d, family, b) => this.set({ backend: b.type, family }, d.offload.udpGsoRefused));
+    },
+  });
+  new Gauge({
     name: "weft_dataplane_tun_steering",
     help: "1 while the userspace dataplane's TUN device picks each sent packet's queue pair by weft's flow hash (an eBPF steering program), as the sockets do on receive; 0 while it keeps its own flow table, or has one pair (the reason is in /status and the log)",
     labelNames: ["backend", "family"],

@@ -270,6 +270,8 @@ export class UserspaceDataplane {
   /** The TUN device's counters, opened where the device was created (link-stats.ts). */
   private tunStats?: LinkStats;
   private stopping = false;
+  /** The first stop()'s work, which every later stop() waits for. */
+  private stopped?: Promise<void>;
 
   /**
    * Builds the shared memory and opens the TUN queues and sockets in the calling thread's network
@@ -320,7 +322,9 @@ export class UserspaceDataplane {
             tables.alloc,
           )
         : new RouteTable6(this.hp, arena, { maxRules: maxPeers * 2, maxNextHops: maxPeers }, tables.alloc);
-    this.peers = new PeerTable(routes, maxPeers);
+    this.peers = new PeerTable(routes, maxPeers, (nextHop) => {
+      for (const q of this.pairs) q.ctx.resetPeer(nextHop);
+    });
     const stopAt = arena.alloc(4);
     this.stopWord = new Int32Array(this.hp.memory.buffer, stopAt, 1);
     const queueDelayUs = opts.queueDelayUs ?? DEFAULT_QUEUE_DELAY_US;
@@ -346,7 +350,7 @@ export class UserspaceDataplane {
         sockets[0].close();
         sockets[0] = UdpSocket.open(udpOptions);
       }
-      this.offload = { enabled, tun: tun.flags, udpGro: enabled, reason: first.reason ?? tun.reason };
+      this.offload = { enabled, tun: tun.flags, udpGro: enabled, udpGsoRefused: 0, reason: first.reason ?? tun.reason };
       // Sockets join the reuseport group in pair order, which is the index the steering program
       // returns (steering.ts).
       for (let q = 1; q < pairCount; q++) sockets.push(UdpSocket.open({ ...udpOptions, gro: enabled }));
@@ -460,14 +464,24 @@ export class UserspaceDataplane {
   /** Brings the TUN device up with its address and MTU (through `kernel`) and starts the workers. */
   async start(kernel: Kernel): Promise<void> {
     const { tunName, mtu, subnet, network } = this.opts;
-    // Like flannel's udp backend: the device holds the subnet's network address with the whole
-    // network's prefix length, so the kernel routes every other subnet of the network to it.
-    // IPv6: no duplicate address detection (nobody else is on a TUN device to answer it).
-    await kernel.ipBatch([
-      `link set ${tunName} mtu ${mtu} txqueuelen ${this.opts.tunQueueLen ?? this.defaultTunQueueLen()}`,
-      `addr add ${formatAddr(subnet.addr)}/${network.len} dev ${tunName}${this.family === 6 ? " nodad" : ""}`,
-      `link set ${tunName} up`,
-    ]);
+    this.assertNotStopped();
+    try {
+      // Like flannel's udp backend: the device holds the subnet's network address with the whole
+      // network's prefix length, so the kernel routes every other subnet of the network to it.
+      // IPv6: no duplicate address detection (nobody else is on a TUN device to answer it).
+      await kernel.ipBatch([
+        `link set ${tunName} mtu ${mtu} txqueuelen ${this.opts.tunQueueLen ?? this.defaultTunQueueLen()}`,
+        `addr add ${formatAddr(subnet.addr)}/${network.len} dev ${tunName}${this.family === 6 ? " nodad" : ""}`,
+        `link set ${tunName} up`,
+      ]);
+    } catch (err) {
+      // A stop() meanwhile closed the device under the commands: that stop is what to report.
+      this.assertNotStopped();
+      throw err;
+    }
+    // A stop() that came while the commands ran has closed the device (with its address) and
+    // sockets: no workers may start on them, nor a pool that nothing would destroy.
+    this.assertNotStopped();
     this.pool = new Piscina({
       filename: projectFile("dist", "src", "dataplane", "worker.js"),
       minThreads: this.workers,
@@ -475,7 +489,16 @@ export class UserspaceDataplane {
       idleTimeout: Number.POSITIVE_INFINITY,
     });
     for (const w of this.workerTasks) w.running = this.supervise(w);
-    if (!this.stopping) runningDataplanes.add(this);
+    runningDataplanes.add(this);
+    for (const [q, p] of this.pairs.entries())
+      void p.udp
+        .whenGsoRefused()
+        .then(() =>
+          this.opts.logger?.warn(
+            { pair: q },
+            "the kernel refused a UDP GSO send (EIO: an IPsec/xfrm policy on the underlay route, or a device without TX checksum offload before Linux 6.11); this socket sends single datagrams from now on, at some cost in throughput",
+          ),
+        );
     const log = {
       workers: this.workers,
       format: this.opts.format,
@@ -573,22 +596,42 @@ export class UserspaceDataplane {
       perQueue,
       ...(this.tunStats && { tunRingDrops: BigInt(this.tunStats.txDropped()) }),
       workerRestarts: this.restarts,
-      offload: { ...this.offload, tun: [...this.offload.tun] },
+      offload: {
+        ...this.offload,
+        tun: [...this.offload.tun],
+        udpGsoRefused: this.pairs.filter((p) => p.udp.gsoRefused).length,
+      },
       tunSteering: { ...this.tunSteering },
       routeTablePages: { ...this.routeTablePages },
       memoryBytes: this.hp.memory.buffer.byteLength,
     };
   }
 
-  /** Stops the workers (the waker ends their wait, they see the stop word and return), closes the TUN device and sockets. */
-  async stop(): Promise<void> {
-    if (this.stopping) return;
+  /**
+   * Stops the workers (the waker ends their wait, they see the stop word and return), closes the
+   * TUN device and sockets. A second call resolves when the first one's work is done; a start()
+   * still pending rejects with DATAPLANE_STOPPED.
+   */
+  stop(): Promise<void> {
+    this.stopped ??= this.close();
+    return this.stopped;
+  }
+
+  private async close(): Promise<void> {
     this.stopping = true;
     this.signalStop();
     await Promise.all(this.workerTasks.map((w) => w.running));
     await this.pool?.destroy();
     this.closeIo();
     this.opts.logger?.info("userspace dataplane stopped");
+  }
+
+  private assertNotStopped(): void {
+    if (this.stopping)
+      throw new WeftError(
+        "DATAPLANE_STOPPED",
+        "the dataplane was stopped before it finished starting (its device and sockets are closed); create a new one to start again",
+      );
   }
 
   /** Sets the stop word and wakes every worker, which then returns from its task. */

@@ -13,6 +13,11 @@ export interface OffloadState {
   /** TUNSETOFFLOAD flags in force: CSUM, TSO4, TSO6, and USO4/USO6 where the kernel has them. */
   tun: string[];
   udpGro: boolean;
+  /**
+   * Sockets on which the kernel refused a UDP GSO send (EIO: an IPsec/xfrm route, or a device
+   * without TX checksum offload before Linux 6.11), which send single datagrams since.
+   */
+  udpGsoRefused: number;
   /** Why offloads are off (absent when on). */
   reason?: string;
 }

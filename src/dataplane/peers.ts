@@ -25,6 +25,8 @@ interface Entry {
 
 const NO_MAC = new Uint8Array(6);
 
+const record = (peer: DataplanePeer) => ({ ip: peer.underlay, port: peer.port, mac: peer.vtepMac ?? NO_MAC });
+
 /** What the peer table needs of a route table: RouteTable (IPv4) or RouteTable6. */
 export interface PeerRoutes {
   setNextHop(i: number, nh: { ip: IpAddr; port: number; mac: Uint8Array }): void;
@@ -40,6 +42,8 @@ export class PeerTable {
   constructor(
     private readonly routes: PeerRoutes,
     slots: number,
+    /** Called with a next hop before it is given to a new peer: its per-peer counters start at 0. */
+    private readonly assigned: (nextHop: number) => void,
   ) {
     // Lowest indices first, so per-peer counters stay dense.
     this.free = Array.from({ length: slots }, (_, i) => slots - 1 - i);
@@ -62,12 +66,27 @@ export class PeerTable {
         "DATAPLANE_PEERS_FULL",
         `no next-hop slot left for peer ${peer.name}; start the dataplane with more peer slots`,
       );
-    // Next hop first, then the route to it: a reader never finds a route to an empty record.
-    this.routes.setNextHop(nextHop, { ip: peer.underlay, port: peer.port, mac: peer.vtepMac ?? NO_MAC });
-    if (old && (old.peer.subnet.addr !== peer.subnet.addr || old.peer.subnet.len !== peer.subnet.len)) {
-      this.routes.delete(old.peer.subnet);
+    // A freed slot still holds its last peer's counts, which the new peer must not inherit.
+    if (!old) this.assigned(nextHop);
+    const moved = old && (old.peer.subnet.addr !== peer.subnet.addr || old.peer.subnet.len !== peer.subnet.len);
+    try {
+      // Next hop first, then the route to it: a reader never finds a route to an empty record.
+      this.routes.setNextHop(nextHop, record(peer));
+      if (moved) this.routes.delete(old.peer.subnet);
+      this.routes.replace(peer.subnet, nextHop);
+    } catch (err) {
+      // A full route table: leave everything as it was, or the slot leaks and a moved peer's entry
+      // names a route that is gone (its every later set or remove would fail). The old route goes
+      // back into the room its delete just freed.
+      if (old) {
+        this.routes.setNextHop(nextHop, record(old.peer));
+        if (moved) this.routes.replace(old.peer.subnet, nextHop);
+      } else {
+        this.routes.clearNextHop(nextHop);
+        this.free.push(nextHop);
+      }
+      throw err;
     }
-    this.routes.replace(peer.subnet, nextHop);
     this.byName.set(peer.name, { peer, nextHop });
   }
 

@@ -136,7 +136,8 @@ export default function runWorker(task: QueueTask): { worker: number } {
     const r = p.bind.recv(buf, recvDescs, 0, rx.size, queueDelayUs, drop);
     const n = r & 0xffff;
     const late = r >>> 16;
-    if (drop) stale += late;
+    // Counted in datagrams (a GRO receive holds up to 64); CoDel and a full batch go by receives.
+    if (drop) stale += Math.floor(r / 2 ** 32);
     if (queueDelayUs > 0) p.codel.observe(n, late, performance.now());
     if (n > 0) {
       const writes = fn.decapBatch(

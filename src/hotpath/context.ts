@@ -108,6 +108,13 @@ export class DataplaneContext {
     return { tx: at(this.peerTx), rx: at(this.peerRx) };
   }
 
+  /** Zeroes peer i's counters, for a next hop given to a new peer (nothing is routed to it yet). */
+  resetPeer(i: number): void {
+    if (i < 0 || i >= this.peerSlots) throw new RangeError(`no per-peer counters for next hop ${i}`);
+    const bytes = this.hp.constant("PEER_COUNTER_BYTES");
+    for (const base of [this.peerTx, this.peerRx]) this.hp.bytes().fill(0, base + i * bytes, base + (i + 1) * bytes);
+  }
+
   tx(): DirectionCounters {
     return this.read(this.countersTx);
   }

@@ -26,9 +26,10 @@ export interface PacketQueue {
  */
 export interface DatagramBind {
   /**
-   * Receives into [OFF, OFF+CAP), setting LEN, ADDR, PORT and FLAGS. Returns kept | late << 16:
-   * with maxAgeUs > 0 `late` datagrams waited longer than that in the socket's queue; with `drop`
-   * they are dropped and the `kept` descriptors from `first` on hold the rest, in order.
+   * Receives into [OFF, OFF+CAP), setting LEN, ADDR, PORT and FLAGS. Returns kept | late << 16,
+   * plus lateDatagrams * 2^32: with maxAgeUs > 0 `late` receives waited longer than that in the
+   * socket's queue, holding lateDatagrams datagrams (more with GRO); with `drop` they are dropped and
+   * the `kept` descriptors from `first` on hold the rest, in order.
    */
   recv(buf: Uint8Array, descs: Int32Array, first: number, count: number, maxAgeUs?: number, drop?: boolean): number;
   send(buf: Uint8Array, descs: Int32Array, first: number, count: number): number;

@@ -49,6 +49,8 @@ export interface NativeIo {
   readonly TUN_F_TSO6: number;
   readonly TUN_F_USO4: number;
   readonly TUN_F_USO6: number;
+  /** udpSend's result bit: the kernel refused a UDP GSO send (EIO); pass gso false from now on. */
+  readonly UDP_SEND_GSO_REFUSED: number;
   readonly WAIT_WOKEN: number;
   readonly WAIT_SPUN: number;
   readonly WAIT_SLEPT: number;
@@ -95,8 +97,9 @@ export interface NativeIo {
   ): { fd: number; port: number };
   /**
    * Fills [OFF, OFF+CAP) and sets LEN, ADDR, PORT (the sender) and FLAGS (GRO segment size or 0).
-   * Returns kept | late << 16: with maxAgeUs > 0 (and udpSetTimestamps), `late` datagrams waited
-   * longer; with `drop` they are dropped and their descriptors moved behind the kept ones. With
+   * Returns kept | late << 16, plus lateDatagrams * 2^32: with maxAgeUs > 0 (and udpSetTimestamps),
+   * `late` messages waited longer, holding lateDatagrams datagrams (a GRO message counts each of its
+   * segments); with `drop` they are dropped and their descriptors moved behind the kept ones. With
    * `ipv6` (an IPv6 socket; every OFF >= HEADROOM) an IPv6 sender's 16 bytes go to the slot's
    * first headroom bytes, ADDR = their offset, FLAGS |= DESC_FLAG_ADDR6.
    */
@@ -116,9 +119,11 @@ export interface NativeIo {
    * Sends [OFF, OFF+LEN) to ADDR:PORT (with DESC_FLAG_ADDR6: to the 16 bytes at offset ADDR, which
    * needs an IPv6 socket); FLAGS' segment size, when not 0, asks for UDP GSO. With `trains`, runs
    * of single datagrams to one destination go as UDP GSO sends (UdpSocket.trains). Returns the
-   * descriptors sent.
+   * descriptors sent, | UDP_SEND_GSO_REFUSED when the kernel refused a GSO send with EIO (its
+   * datagrams went one by one). With `gso` false (default true) no UDP_SEGMENT is set: a segment
+   * size splits the descriptor into datagrams, and no trains are made.
    */
-  udpSend: BatchCall<[trains?: boolean]>;
+  udpSend: BatchCall<[trains?: boolean, gso?: boolean]>;
   /** SO_ATTACH_REUSEPORT_CBPF: [code, jt, jf, k] per instruction; see UdpSocket.setReuseportProgram. */
   udpSetReuseportProgram(fd: number, program: Int32Array): void;
 

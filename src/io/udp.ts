@@ -5,6 +5,7 @@
 // DatagramBind (batch-io.ts); the control thread opens and owns it, a worker borrows it (lend()).
 // An IPv6 socket (an IPv6 address, or "::" for both families) carries IPv6 peers with
 // DESC_FLAG_ADDR6: ADDR is the offset of their 16 bytes in the buffer (see native.ts).
+/// <reference lib="es2024.sharedmemory" />
 import { parseIpv4 } from "../net/ipv4.js";
 import { formatIpv6, isIpv6Text } from "../net/ipv6.js";
 import type { DatagramBind } from "./batch-io.js";
@@ -34,6 +35,7 @@ export interface LentUdpSocket {
   port: number;
   family: 4 | 6;
   trains: boolean;
+  gsoRefused: Int32Array<SharedArrayBuffer>;
 }
 
 export class UdpSocket extends FdHandle implements DatagramBind {
@@ -53,18 +55,35 @@ export class UdpSocket extends FdHandle implements DatagramBind {
     /** The socket's family: an IPv6 socket bound to "::" also carries IPv4 peers. */
     readonly family: 4 | 6,
     borrowed = false,
+    /**
+     * 1 once the kernel refused a UDP GSO send on this socket (EIO: an IPsec/xfrm route, or no TX
+     * checksum offload before Linux 6.11): it sends single datagrams from then on. Shared memory,
+     * so that the owner and every borrower (a restarted worker too) see it.
+     */
+    private readonly gsoState = new Int32Array(new SharedArrayBuffer(4)),
   ) {
     super(fd, "UDP socket", borrowed);
   }
 
+  /** Whether the kernel refused a UDP GSO send here, so that sends go as single datagrams. */
+  get gsoRefused(): boolean {
+    return Atomics.load(this.gsoState, 0) !== 0;
+  }
+
+  /** Resolves when the kernel refuses a UDP GSO send on this socket (at once if it did). */
+  async whenGsoRefused(): Promise<void> {
+    const wait = Atomics.waitAsync(this.gsoState, 0, 0);
+    if (wait.async) await wait.value;
+  }
+
   /** This socket as plain data for another thread, which borrows it; this handle stays the owner. */
   lend(): LentUdpSocket {
-    return { fd: this.fd, port: this.port, family: this.family, trains: this.trains };
+    return { fd: this.fd, port: this.port, family: this.family, trains: this.trains, gsoRefused: this.gsoState };
   }
 
   /** The socket a lender handed over: usable until its owner closes it; close() leaves the fd open. */
   static borrow(lent: LentUdpSocket): UdpSocket {
-    const socket = new UdpSocket(lent.fd, lent.port, lent.family, true);
+    const socket = new UdpSocket(lent.fd, lent.port, lent.family, true, lent.gsoRefused);
     socket.trains = lent.trains;
     return socket;
   }
@@ -85,10 +104,11 @@ export class UdpSocket extends FdHandle implements DatagramBind {
   }
 
   /**
-   * recvmmsg: fills slots, sets LEN, ADDR, PORT and FLAGS. Returns kept | late << 16, where `late`
-   * counts the datagrams that waited longer than `maxAgeUs` in the socket's queue (needs
-   * enableTimestamps; 0: no limit, late is 0); with `drop` those are dropped and the `kept`
-   * descriptors from `first` on hold the rest, in order. See DatagramBind.
+   * recvmmsg: fills slots, sets LEN, ADDR, PORT and FLAGS. Returns kept | late << 16, plus
+   * lateDatagrams * 2^32, where `late` counts the receives that waited longer than `maxAgeUs` in the
+   * socket's queue (needs enableTimestamps; 0: no limit, late is 0) and lateDatagrams the datagrams
+   * in them (a GRO receive holds several); with `drop` those are dropped and the `kept` descriptors
+   * from `first` on hold the rest, in order. See DatagramBind.
    */
   recv(buf: Uint8Array, descs: Int32Array, first: number, count: number, maxAgeUs = 0, drop = false): number {
     return native.udpRecv(this.fd, buf, descs, first, atMostMaxBatch(count), maxAgeUs, drop, this.family === 6);
@@ -112,8 +132,14 @@ export class UdpSocket extends FdHandle implements DatagramBind {
    * sendmmsg: LEN bytes at OFF to ADDR:PORT per packet (FLAGS' segment size > 0: UDP GSO segments of
    * that size; DESC_FLAG_ADDR6: ADDR is the offset of an IPv6 address, for IPv6 sockets), single
    * datagrams of one flow tag joined into trains when `trains` is on. Returns the descriptors sent.
+   * Once the kernel refuses a GSO send (gsoRefused), segments and trains go as single datagrams.
    */
   send(buf: Uint8Array, descs: Int32Array, first: number, count: number): number {
-    return native.udpSend(this.fd, buf, descs, first, atMostMaxBatch(count), this.trains);
+    const r = native.udpSend(this.fd, buf, descs, first, atMostMaxBatch(count), this.trains, !this.gsoRefused);
+    if (r & native.UDP_SEND_GSO_REFUSED) {
+      Atomics.store(this.gsoState, 0, 1);
+      Atomics.notify(this.gsoState, 0);
+    }
+    return r & ~native.UDP_SEND_GSO_REFUSED;
   }
 }

@@ -302,6 +302,8 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
     ).toBeGreaterThanOrEqual(12);
     // Offloads are on by default and this kernel has them all (the reason would be in /status).
     expect(text).toMatch(/^weft_dataplane_offloads\{backend="wasm-vxlan",family="4"\} 1$/m);
+    // No IPsec on the underlay: the kernel refused no UDP GSO send.
+    expect(text).toMatch(/^weft_dataplane_udp_gso_refused_sockets\{backend="wasm-vxlan",family="4"\} 0$/m);
     expect(text).toMatch(/^weft_dataplane_offload_segments_total\{family="4",direction="tx"\} \d+$/m);
   });
 

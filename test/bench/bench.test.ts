@@ -94,7 +94,13 @@ describe.runIf(canUseNetns())("weft bench", () => {
     for (const [setup, hosts] of Object.entries(report.offload))
       expect(Object.keys(hosts).sort(), setup).toEqual(["host1", "host2"]);
     for (const o of Object.values(report.offload["wasm-vxlan (offloads off)"])) {
-      expect(o).toEqual({ enabled: false, tun: [], udpGro: false, reason: "disabled by the offloads option" });
+      expect(o).toEqual({
+        enabled: false,
+        tun: [],
+        udpGro: false,
+        udpGsoRefused: 0,
+        reason: "disabled by the offloads option",
+      });
     }
     // With offloads on, either in force or off with the kernel's reason (an old kernel).
     for (const o of Object.values(report.offload["wasm-vxlan"]))

@@ -224,7 +224,13 @@ describe.skipIf(!canUseNetns())("offloads turned off", () => {
       const dp = await startDataplane(lab.hosts[0], 1, "vxlan", { offloads: false, workers: 1 });
       const o = dp.counters().offload;
       await dp.stop();
-      expect(o).toEqual({ enabled: false, tun: [], udpGro: false, reason: "disabled by the offloads option" });
+      expect(o).toEqual({
+        enabled: false,
+        tun: [],
+        udpGro: false,
+        udpGsoRefused: 0,
+        reason: "disabled by the offloads option",
+      });
     } finally {
       await lab.destroy();
     }

@@ -147,6 +147,28 @@ describe.skipIf(!canUseNetns())("UDP sockets", () => {
     expect(recv(0, true)).toEqual({ kept: 2, late: 0 });
   });
 
+  it("counts a late GRO receive's datagrams, the last one shorter, beside its count of receives", async () => {
+    const a = open(nsA, { address: A, port: 0 });
+    const gro = open(nsB, { address: B, port: 0, gro: true, rcvbuf: 1 << 20 });
+    gro.enableTimestamps();
+    await new Promise((r) => setTimeout(r, 100)); // the kernel's timestamps start a moment later
+    const out = new Slots(2);
+    out.put(0, payload(3));
+    out.set(0, { ADDR: B, PORT: gro.port });
+    out.put(1, new Uint8Array(5 * 300 + 100).fill(9)); // 6 datagrams, the last of 100 bytes
+    out.set(1, { ADDR: B, PORT: gro.port, FLAGS: 300 });
+    expect(a.send(out.buf, out.descs, 0, 2)).toBe(2);
+    await until("datagrams queued", () => (waitReadable([gro.fd], -1, 0) ? true : undefined));
+    await new Promise((r) => setTimeout(r, 400));
+    const s = new Slots(8);
+    const r = gro.recv(s.buf, s.descs, 0, 8, 200_000, true);
+    expect({ kept: r & 0xffff, late: r >>> 16, lateDatagrams: Math.floor(r / 2 ** 32) }).toEqual({
+      kept: 0,
+      late: 2,
+      lateDatagrams: 7,
+    });
+  });
+
   it("shares a port between reusePort sockets and names the cause of failed binds", () => {
     const first = open(nsB, { address: B, port: 0 });
     open(nsB, { address: B, port: first.port });
@@ -190,6 +212,27 @@ describe.skipIf(!canUseNetns())("UDP sockets", () => {
     await receive(gro, s, 1);
     expect(s.packet(0)).toEqual(data);
     expect(s.get(0, "FLAGS")).toBe(300);
+  });
+
+  it("without gso, sends a segment size's datagrams one message each, whole descriptors per call", async () => {
+    const a = open(nsA, { address: A, port: 0 });
+    const b = open(nsB, { address: B, port: 0, rcvbuf: 1 << 20 });
+    // Five descriptors of 64 datagrams of 100 bytes (the last of 40): 320 messages, one batch holds 256.
+    const out = new Slots(5, 8192);
+    const data = (i: number) => Uint8Array.from({ length: 63 * 100 + 40 }, (_, k) => (i * 64 + ((k / 100) | 0)) & 255);
+    for (let i = 0; i < 5; i++) {
+      out.put(i, data(i));
+      out.set(i, { ADDR: B, PORT: b.port, FLAGS: 100 | (1 << native.DESC_FLOW_TAG_SHIFT) });
+    }
+    expect(native.udpSend(a.fd, out.buf, out.descs, 0, 5, true, false)).toBe(4);
+    expect(native.udpSend(a.fd, out.buf, out.descs, 4, 1, true, false)).toBe(1);
+    const s = new Slots(320);
+    await receive(b, s, 320);
+    for (let k = 0; k < 320; k++) {
+      const [i, j] = [(k / 64) | 0, k % 64];
+      expect(s.packet(k)).toEqual(data(i).subarray(j * 100, j * 100 + (j === 63 ? 40 : 100)));
+      expect(s.get(k, "FLAGS")).toBe(0);
+    }
   });
 
   /**
@@ -310,6 +353,36 @@ describe.skipIf(!canUseNetns())("UDP sockets", () => {
     s.set(0, { ADDR: B, PORT: b.port });
     expect(a.send(s.buf, s.descs, 0, 1)).toBe(1);
     await until("b readable", () => (waitReadable([a.fd, b.fd], -1, 0) === 0b10 ? true : undefined));
+  });
+
+  it("reads OFF as unsigned: slots above 2 GiB of a Wasm memory send and receive", async () => {
+    const a = open(nsA, { address: A, port: 0 });
+    const b = open(nsB, { address: B, port: 0 });
+    // 2 GiB + 64 KiB of shared Wasm memory (address space only: untouched pages stay unbacked).
+    const memory = new WebAssembly.Memory({ initial: 32769, maximum: 32769, shared: true });
+    const buf = new Uint8Array(memory.buffer);
+    const descs = new Int32Array(memory.buffer, 0, 2 * (native.DESC_BYTES >> 2));
+    const out = 2 ** 31 + native.HEADROOM;
+    const into = out + 4096;
+    const p = payload(77);
+    buf.set(p, out);
+    const set = (i: number, fields: [number, number][]) => {
+      for (const [at, value] of fields) descs[i * (native.DESC_BYTES >> 2) + (at >> 2)] = value;
+    };
+    set(0, [
+      [native.DESC_OFF, out],
+      [native.DESC_LEN, p.length],
+      [native.DESC_ADDR, B],
+      [native.DESC_PORT, b.port],
+    ]);
+    set(1, [
+      [native.DESC_OFF, into],
+      [native.DESC_CAP, 2048],
+    ]);
+    expect(a.send(buf, descs, 0, 1)).toBe(1);
+    await until("datagram received", () => (b.recv(buf, descs, 1, 1) === 1 ? true : undefined));
+    expect(descs[(native.DESC_BYTES >> 2) + (native.DESC_LEN >> 2)]).toBe(p.length);
+    expect(buf.slice(into, into + p.length)).toEqual(p);
   });
 
   it("checks every argument before any syscall, leaving queued data alone", async () => {

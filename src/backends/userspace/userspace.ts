@@ -162,7 +162,9 @@ export class UserspaceBackend implements Backend {
       this.stats.kernelCommands += sysctls.length + 3; // and the TUN device's MTU, address and link state
       await this.dataplane.start(this.ctx.kernel);
     } catch (err) {
-      this.stats.kernelErrors++;
+      // A stop() meanwhile makes the dataplane's start reject: no kernel error, and the state
+      // stays "stopped".
+      if (!(err instanceof WeftError && err.code === "DATAPLANE_STOPPED")) this.stats.kernelErrors++;
       await this.dataplane.stop();
       throw err;
     }
@@ -305,7 +307,8 @@ export class UserspaceBackend implements Backend {
   }
 
   async stop(keep: boolean): Promise<void> {
-    if (this.state === "stopped") return;
+    // A second stop resolves when the first one has closed everything (one dataplane stop).
+    if (this.state === "stopped") return this.dataplane.stop();
     this.state = "stopped";
     await this.dataplane.stop();
     this.logger.info(

@@ -1,0 +1,102 @@
+// The dataplane's peer table over a real Wasm route table: a set() that the route table refuses
+// (full) leaves the table as it was. And on a real dataplane: a peer given a freed next hop starts
+// with counters at 0.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { UserspaceDataplane } from "../../src/dataplane/dataplane.js";
+import { PeerTable, type DataplanePeer } from "../../src/dataplane/peers.js";
+import { Arena } from "../../src/hotpath/arena.js";
+import { HotPath, createHotPathMemory } from "../../src/hotpath/module.js";
+import { RouteTable } from "../../src/hotpath/route-table.js";
+import type { LabCluster } from "../../src/lab/cluster.js";
+import { ping } from "../../src/lab/traffic.js";
+import { parseIpv4, parsePrefix } from "../../src/net/ipv4.js";
+import { dataplanePair, peerOf } from "../support/dataplane-lab.js";
+import { canUseNetns } from "../support/netns.js";
+
+const hp = new HotPath(createHotPathMemory());
+const arena = new Arena(hp);
+
+/** A peer table of `slots` next hops over a route table with one tbl8 group: one prefix longer than /24 fills it. */
+function table(slots: number) {
+  const routes = new RouteTable(hp, arena, { tbl8Groups: 1, maxRules: 16, maxNextHops: slots });
+  const peers = new PeerTable(routes, slots, () => {});
+  const record = (i: number) => {
+    const at = hp.fn.nextHopPtr(routes.base, i);
+    return new Uint8Array(hp.memory.buffer.slice(at, at + 16));
+  };
+  return { routes, peers, record };
+}
+
+const peer = (name: string, subnet: string, underlay = "198.18.0.2"): DataplanePeer => ({
+  name,
+  subnet: parsePrefix(subnet),
+  underlay: parseIpv4(underlay),
+  port: 8472,
+});
+
+describe("PeerTable.set when the route table is full", () => {
+  it("gives a new peer's next-hop slot back and leaves its record empty", () => {
+    const { routes, peers, record } = table(3);
+    peers.set(peer("a", "198.19.1.0/25"));
+    expect(() => peers.set(peer("b", "198.19.2.0/25"))).toThrow(
+      expect.objectContaining({ code: "HOTPATH_ROUTE_ERR_FULL_TBL8" }),
+    );
+    expect(peers.list().map((p) => p.name)).toEqual(["a"]);
+    expect(record(1).every((byte) => byte === 0)).toBe(true);
+    expect(routes.lookup(parseIpv4("198.19.2.1"))).toBeUndefined();
+    // Both remaining slots are still free.
+    peers.set(peer("c", "198.19.3.0/24"));
+    peers.set(peer("d", "198.19.4.0/24"));
+    expect(peers.list().map((p) => p.nextHop)).toEqual([0, 1, 2]);
+  });
+
+  it("keeps a peer that moves subnet on its old route and record, so that it can be updated and removed", () => {
+    const { routes, peers, record } = table(2);
+    peers.set(peer("a", "198.19.1.0/24", "198.18.0.2"));
+    peers.set(peer("x", "198.19.9.0/25"));
+    const before = record(0);
+    expect(() => peers.set(peer("a", "198.19.3.0/25", "198.18.0.3"))).toThrow(
+      expect.objectContaining({ code: "HOTPATH_ROUTE_ERR_FULL_TBL8" }),
+    );
+    expect(routes.lookup(parseIpv4("198.19.1.5"))).toBe(0);
+    expect(routes.lookup(parseIpv4("198.19.3.5"))).toBeUndefined();
+    expect(record(0)).toEqual(before);
+    expect(peers.list().find((p) => p.name === "a")?.subnet).toEqual(parsePrefix("198.19.1.0/24"));
+    // The entry still matches the table: a later move that fits, then a remove, succeed.
+    peers.set(peer("a", "198.19.4.0/24", "198.18.0.3"));
+    expect(routes.lookup(parseIpv4("198.19.1.5"))).toBeUndefined();
+    expect(routes.lookup(parseIpv4("198.19.4.5"))).toBe(0);
+    expect(peers.remove("a")).toBe(true);
+    expect(routes.lookup(parseIpv4("198.19.4.5"))).toBeUndefined();
+  });
+});
+
+describe.skipIf(!canUseNetns())("per-peer counters on a real dataplane", () => {
+  let lab: LabCluster;
+  let dps: UserspaceDataplane[] = [];
+
+  beforeAll(async () => {
+    ({ lab, dps } = await dataplanePair("dppeers"));
+  });
+  afterAll(async () => {
+    await Promise.allSettled(dps.map((dp) => dp.stop()));
+    await lab?.destroy();
+  });
+
+  it("start at 0 for a new peer that gets a removed peer's next hop", async () => {
+    const [h1, h2] = lab.hosts;
+    const [dp] = dps;
+    expect((await ping(h1.pods[0], h2.pods[0].addr, { count: 3 })).received).toBe(3);
+    const old = dp.counters().peers[h2.name];
+    expect(old.txPackets).toBeGreaterThanOrEqual(3n);
+    expect(old.rxPackets).toBeGreaterThanOrEqual(3n);
+    const slot = dp.listPeers().find((p) => p.name === h2.name)?.nextHop;
+    expect(dp.removePeer(h2.name)).toBe(true);
+    dp.setPeer({ ...peerOf(h2, 2), name: "host2-again" });
+    expect(dp.listPeers().find((p) => p.name === "host2-again")?.nextHop).toBe(slot);
+    expect(dp.counters().peers["host2-again"]).toEqual({ txPackets: 0n, txBytes: 0n, rxPackets: 0n, rxBytes: 0n });
+    // And it counts its own traffic from there.
+    expect((await ping(h1.pods[0], h2.pods[0].addr, { count: 3 })).received).toBe(3);
+    expect(dp.counters().peers["host2-again"].txPackets).toBeGreaterThanOrEqual(3n);
+  });
+});
