@@ -117,3 +117,12 @@ export async function kernelPeerPair(
     throw err;
   }
 }
+
+/** A dataplane's offload state with the offloads option false, as counters() and weft status show it. */
+export const OFFLOADS_OFF = {
+  enabled: false,
+  tun: [],
+  udpGro: false,
+  udpGsoRefused: 0,
+  reason: "disabled by the offloads option",
+};
