@@ -16,7 +16,7 @@ import type { Addr } from "../control/runtime.js";
 import { WeftError } from "../errors.js";
 import { Kernel } from "../kernel/iproute.js";
 import { removeIpMasq, setIpMasq } from "../kernel/ipmasq.js";
-import { removeStalePodAddresses } from "../kernel/pod-addresses.js";
+import { removeStalePodGateways } from "../kernel/pod-addresses.js";
 import { formatAnyPrefix, formatHostPort, type IpPrefix } from "../net/ip.js";
 import { formatIpv4, formatPrefix, type Ipv4Prefix } from "../net/ipv4.js";
 import { formatIpv6, formatPrefix6, ipv4Mapped, type Ipv6Prefix } from "../net/ipv6.js";
@@ -322,18 +322,27 @@ export class Agent {
     await backend.reconcile();
   }
 
-  /** Announces what every family's backend announces, sets ip-masq, removes stale pod-network addresses, writes subnet.env: the node is ready. */
+  /** Announces what every family's backend announces, sets ip-masq, removes stale pod-subnet gateways, writes subnet.env: the node is ready. */
   private async publish(): Promise<void> {
+    // A stop that came while the backend started (a reload, a lost subnet's new one): gossip is
+    // down and nothing is to be announced or written; the stop removes what was started.
+    if (this.stopping) return;
     const [l4, l6] = [this.lane(4), this.lane(6)];
     this.control.announce(l4?.announcement, l6?.announcement);
     const held = this.lanes.map((l) => ({ network: this.network(l.family), subnet: l.subnet! }));
     if (this.opts.ipMasq) await setIpMasq(this.kernel, ...held);
-    for (const r of await removeStalePodAddresses(this.kernel, held)) {
+    const stale = await removeStalePodGateways(this.kernel, held);
+    for (const r of stale.removed) {
       this.log.warn(
         { code: "AGENT_STALE_POD_ADDRESS", dev: r.dev, address: r.address },
-        `removed ${r.address} from ${r.dev}: it is in the pod network but outside this node's subnet (a CNI bridge's gateway of an earlier subnet, or flannel's), and the bridge plugin would refuse new pods beside it; restart pods still holding addresses of that subnet`,
+        `removed ${r.address} from ${r.dev}: a pod subnet's gateway outside this node's subnet (an earlier subnet's, or flannel's), beside which the bridge plugin would refuse new pods; restart pods still holding addresses of that subnet`,
       );
     }
+    for (const f of stale.failures)
+      this.log.warn(
+        { code: "AGENT_STALE_POD_ADDRESS", command: f.command },
+        `could not remove a stale gateway: ${f.message}`,
+      );
     const mtu = this.podMtu()!;
     await writeSubnetEnv(this.opts.subnetFile, {
       ...(l4 && { v4: { network: this.conf.space!.network, subnet: l4.subnet as Ipv4Prefix } }),
@@ -452,6 +461,7 @@ export class Agent {
     try {
       await this.startBackend();
     } catch (err) {
+      if (this.stopping) throw err;
       // Never left without a backend: the previous one worked, so it comes back.
       this.log.error(
         { err, backend: next.Backend.Type },

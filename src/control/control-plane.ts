@@ -317,8 +317,8 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
 
   /**
    * The other live members with their records, each backend announcement the last one the member
-   * made: a record without one (its agent restarting, with --keep-on-exit, before its backend is
-   * up again, or swapping backends) keeps the peer on the previous one, as flannel's lease keeps
+   * made: a record without one (its agent restarted, with --keep-on-exit, before its backend is
+   * up again) keeps the peer on the previous one, as flannel's lease keeps
    * its backend data while flanneld restarts, so that a restart does not take the routes away.
    * A new announcement replaces it; a member no longer live is forgotten.
    */
@@ -372,6 +372,12 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
       try {
         reports.push(await l.reclaim(node));
       } catch (err) {
+        // Back in membership after an earlier ring reclaimed it: say what was done.
+        if (reports.length > 0 && isWeftError(err, "LEASE_RECLAIM_ALIVE"))
+          throw new WeftError(
+            "LEASE_RECLAIM_ALIVE",
+            `${node} came back in membership during its reclaim: its IPv4 subnet slots were reclaimed, its IPv${l.space.family} ones not; it gets a new IPv4 subnet`,
+          );
         // Alive or self: the same answer in every ring, so the first one stands.
         if (!isWeftError(err, "LEASE_RECLAIM_UNKNOWN")) throw err;
         refusal = err;

@@ -493,11 +493,13 @@ export class UserspaceDataplane {
     for (const [q, p] of this.pairs.entries())
       void p.udp
         .whenGsoRefused()
-        .then(() =>
-          this.opts.logger?.warn(
-            { pair: q },
-            "the kernel refused a UDP GSO send (EIO: an IPsec/xfrm policy on the underlay route, or a device without TX checksum offload before Linux 6.11); this socket sends single datagrams from now on, at some cost in throughput",
-          ),
+        .then(
+          (refused) =>
+            refused &&
+            this.opts.logger?.warn(
+              { pair: q },
+              "the kernel refused a UDP GSO send (EIO: an IPsec/xfrm policy on the underlay route, or a device without TX checksum offload before Linux 6.11); this socket sends single datagrams from now on, at some cost in throughput",
+            ),
         );
     const log = {
       workers: this.workers,

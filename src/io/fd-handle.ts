@@ -12,7 +12,7 @@ export abstract class FdHandle {
   protected constructor(
     fd: number,
     private readonly kind: string,
-    private readonly borrowed = false,
+    protected readonly borrowed = false,
   ) {
     this.current = fd;
   }

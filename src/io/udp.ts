@@ -38,6 +38,10 @@ export interface LentUdpSocket {
   gsoRefused: Int32Array<SharedArrayBuffer>;
 }
 
+/** The socket's shared GSO word: 0 while GSO works, GSO_REFUSED once the kernel refused it, GSO_CLOSED once closed without. */
+const GSO_REFUSED = 1;
+const GSO_CLOSED = 2;
+
 export class UdpSocket extends FdHandle implements DatagramBind {
   /**
    * send() joins runs of single datagrams of one flow (the same nonzero tag in FLAGS above
@@ -56,7 +60,7 @@ export class UdpSocket extends FdHandle implements DatagramBind {
     readonly family: 4 | 6,
     borrowed = false,
     /**
-     * 1 once the kernel refused a UDP GSO send on this socket (EIO: an IPsec/xfrm route, or no TX
+     * GSO_REFUSED once the kernel refused a UDP GSO send on this socket (EIO: an IPsec/xfrm route, or no TX
      * checksum offload before Linux 6.11): it sends single datagrams from then on. Shared memory,
      * so that the owner and every borrower (a restarted worker too) see it.
      */
@@ -67,13 +71,25 @@ export class UdpSocket extends FdHandle implements DatagramBind {
 
   /** Whether the kernel refused a UDP GSO send here, so that sends go as single datagrams. */
   get gsoRefused(): boolean {
-    return Atomics.load(this.gsoState, 0) !== 0;
+    return Atomics.load(this.gsoState, 0) === GSO_REFUSED;
   }
 
-  /** Resolves when the kernel refuses a UDP GSO send on this socket (at once if it did). */
-  async whenGsoRefused(): Promise<void> {
+  /**
+   * Resolves true when the kernel refuses a UDP GSO send on this socket (at once if it did), false
+   * once its owner closes it: a wait left pending would keep whoever waits alive for good.
+   */
+  async whenGsoRefused(): Promise<boolean> {
     const wait = Atomics.waitAsync(this.gsoState, 0, 0);
     if (wait.async) await wait.value;
+    return this.gsoRefused;
+  }
+
+  override close(): void {
+    if (!this.closed && !this.borrowed) {
+      Atomics.compareExchange(this.gsoState, 0, 0, GSO_CLOSED);
+      Atomics.notify(this.gsoState, 0);
+    }
+    super.close();
   }
 
   /** This socket as plain data for another thread, which borrows it; this handle stays the owner. */
@@ -137,7 +153,7 @@ export class UdpSocket extends FdHandle implements DatagramBind {
   send(buf: Uint8Array, descs: Int32Array, first: number, count: number): number {
     const r = native.udpSend(this.fd, buf, descs, first, atMostMaxBatch(count), this.trains, !this.gsoRefused);
     if (r & native.UDP_SEND_GSO_REFUSED) {
-      Atomics.store(this.gsoState, 0, 1);
+      Atomics.store(this.gsoState, 0, GSO_REFUSED);
       Atomics.notify(this.gsoState, 0);
     }
     return r & ~native.UDP_SEND_GSO_REFUSED;

@@ -2,7 +2,8 @@
 // host1's saved ring is edited while it is stopped, see restartGivingSubnet):
 // - with a free slot left, it gets a new subnet, and a pod made after that is built on it: the
 //   CNI bridge's gateway of the old subnet is removed first (the bridge plugin refuses a second
-//   IPv4 address), and the pod is reached from the other host;
+//   IPv4 address), a pod-network address of the user's on another device stays, and the pod is
+//   reached from the other host;
 // - with none left, it waits for one; stopped then (SIGTERM), it exits 0 like any stop, and leaves
 //   nothing of its backend behind.
 import { readFile } from "node:fs/promises";
@@ -38,6 +39,10 @@ describe.skipIf(!canUseNetns())("agents: a lost IPv4 subnet, replaced", () => {
   it("removes the old subnet's gateway from the CNI bridge, and a new pod gets the new subnet and is reached", async () => {
     const [a1, a2] = env.all;
     const lost = (await env.agents.status(a2)).subnet!;
+    // An address of the user's own in the pod network, on a device that is no bridge (a veth; in the first
+    // subnet, which is never leased): the preflight lets it be, and so must the gateway removal.
+    await a2.host.ns.ip("link add weftkeep0 type veth peer name weftkeep1");
+    await a2.host.ns.ip("addr add 198.19.0.1/24 dev weftkeep0");
     const since = await env.agents.logSize(a2);
     await restartGivingSubnet(env.agents, a1, STATE_FILE, a2.host.name, a1.host.name, false);
     const after = await env.agents.waitFor(
@@ -53,6 +58,7 @@ describe.skipIf(!canUseNetns())("agents: a lost IPv4 subnet, replaced", () => {
     expect(await coded(a2.dir, since, "AGENT_STALE_POD_ADDRESS")).toEqual([
       expect.objectContaining({ dev: "cni0", address: oldGateway }),
     ]);
+    expect(await a2.host.ns.ip("-4 -o addr show dev weftkeep0")).toContain("198.19.0.1/24");
   });
 });
 

@@ -344,6 +344,19 @@ describe.skipIf(!canUseNetns())("UDP sockets", () => {
     expect(a.send(s.buf, s.descs, 3, 1)).toBe(1);
   });
 
+  it("ends a wait for a GSO refusal when the owner closes the socket, not when a borrower does", async () => {
+    const sock = open(nsA, { address: "198.18.0.1", port: 0 });
+    let settled: boolean | undefined;
+    void sock.whenGsoRefused().then((refused) => (settled = refused));
+    UdpSocket.borrow(sock.lend()).close();
+    await new Promise((r) => setTimeout(r, 50));
+    expect(settled).toBeUndefined();
+    sock.close();
+    await until("the wait to end", () => (settled === undefined ? undefined : true));
+    expect(settled).toBe(false);
+    expect(sock.gsoRefused).toBe(false);
+  });
+
   it("reports readiness through waitReadable", async () => {
     const a = open(nsA, { address: A, port: 0 });
     const b = open(nsB, { address: B, port: 0 });
