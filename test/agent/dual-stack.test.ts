@@ -15,7 +15,7 @@ import { ping, pingWhenRouted } from "../../src/lab/traffic.js";
 import { formatIpv4, parsePrefix } from "../../src/net/ipv4.js";
 import { formatIpv6, formatPrefix6, parsePrefix6 } from "../../src/net/ipv6.js";
 import { canUseNetns } from "../support/netns.js";
-import { agentLab, expectExactTcp, NETWORK } from "./support.js";
+import { agentLab, eventually, expectExactTcp, NETWORK } from "./support.js";
 
 const NETWORK6 = formatPrefix6(LAB_POD_NETWORK6); // 2001:2:0:8000::/49
 type Type = "vxlan" | "host-gw" | "wasm-vxlan";
@@ -226,18 +226,23 @@ describe.skipIf(!canUseNetns()).each(MODES)("agents, dual-stack, $name", (mode) 
     }
     await checksumInSoftware(mode.swapped);
     const [a1, a2] = env.all;
-    if (mode.start[0] === "host-gw") {
-      // Before the swap host-gw's routes went via the peer's IPv6 underlay address (the start's
-      // pings and transfers crossed them); after it, the vxlan device carries them.
-      const v6 = subnetsOf(a2.host.name).v6;
-      expect(await a1.host.ns.ip(`-6 route show ${v6}`)).toContain("dev flannel-v6.1");
-    }
-    if (mode.swapped[0] === "host-gw") {
-      const v6 = subnetsOf(a2.host.name).v6;
-      expect((await a1.host.ns.ip(`-6 route show ${v6}`)).trim()).toBe(
-        `${v6} via ${formatIpv6(a2.host.underlayAddr6!)} dev eth0 metric 1024 pref medium`,
+    // The statuses show the peers' records; the routes follow them by a programming round (the
+    // status can show a peer's new backend before the sync it caused has run).
+    const v6Route = (want: (r: string) => boolean) =>
+      eventually(
+        `host1's IPv6 route to host2's subnet on the new backend`,
+        async () => (await a1.host.ns.ip(`-6 route show ${subnetsOf(a2.host.name).v6}`)).trim(),
+        want,
       );
-    }
+    // Before the swap host-gw's routes went via the peer's IPv6 underlay address (the start's
+    // pings and transfers crossed them); after it, the vxlan device carries them.
+    if (mode.start[0] === "host-gw") await v6Route((r) => r.includes("dev flannel-v6.1"));
+    if (mode.swapped[0] === "host-gw")
+      await v6Route(
+        (r) =>
+          r ===
+          `${subnetsOf(a2.host.name).v6} via ${formatIpv6(a2.host.underlayAddr6!)} dev eth0 metric 1024 pref medium`,
+      );
     await pingAll(6);
     await pingAll(4);
     if (mode.swapped.includes("wasm-vxlan")) {
