@@ -106,6 +106,8 @@ export class Agent {
   private ready = false;
   /** stop() began: backend changes queued from now on do nothing, and their failures are no fatal. */
   private stopping = false;
+  /** Set once start() has programmed the backends; before, start() leases any subnet lost meanwhile. */
+  private started = false;
   private reconcileTimer?: NodeJS.Timeout;
   private http?: AgentHttp;
   private readonly backendChanges = new SerialQueue();
@@ -270,8 +272,18 @@ export class Agent {
         for (const lane of agent.lanes)
           void lane.sync.kick().catch((err) => log.error({ err, family: lane.family }, "peer sync failed"));
       });
-      // Not raced with the abort: a backend half set up could not be undone; a stop waits for it.
-      await agent.serially(() => agent.startBackend());
+      await agent.serially(async () => {
+        // A subnet lost while the other family's lease was awaited is leased again here (subnetLost
+        // left it to start); the wait is raced with the abort, as nothing is set up yet.
+        for (const lane of agent.lanes) {
+          if (lane.subnet) continue;
+          agent.waitingFor = WAITING_FOR_LEASE;
+          lane.subnet = await abortable(signal, agent.leaseOf(lane.family));
+        }
+        agent.started = true;
+        // Not raced with the abort: a backend half set up could not be undone; a stop waits for it.
+        await agent.startBackend();
+      });
       abortable(signal);
       agent.reconcileTimer = setInterval(() => void agent.reconcile(), opts.reconcileIntervalMs);
       return agent;
@@ -428,16 +440,21 @@ export class Agent {
     lane.subnet = undefined;
     this.ready = false;
     // Lost while start() still waited for the other family's lease: nothing is programmed yet, and
-    // start() programs the new subnet (its backend start is queued behind this).
+    // start() leases and programs the new subnet in its backend start, queued behind this. Waiting
+    // for it here instead would hold that queue where a stop cannot reach it (no free subnet).
     const running = lane.backend !== undefined;
     await this.stopLane(lane);
     await rm(this.opts.subnetFile, { force: true });
+    if (!this.started) return;
     this.waitingFor = `a new ${what}: the cluster gave this node's ${what} to another node`;
     lane.subnet = await this.leaseOf(lane.family);
     const now = formatAnyPrefix(lane.subnet);
+    // Not running after a failed reload's failed rollback: the next reload starts every family.
     if (!running || this.stopping) return;
     await this.startLane(lane);
     await this.publish();
+    // A stop that came while the new backend started: publish() announced nothing; stop() removes it.
+    if (this.stopping) return;
     this.log.warn({ code: "AGENT_SUBNET_REPLACED", from: lost, to: now }, `now serving ${now} instead of ${lost}`);
   }
 

@@ -32,6 +32,18 @@ const port = (dflt: number, what: string, why: string) =>
     .max(65535)
     .default(dflt)
     .describe(`UDP port of the ${what}, 1..65535 (default ${dflt}: ${why}); not the gossip, health or metrics port`);
+/** A VXLAN port: flannel passes 0 (its default) to the kernel, which takes 8472, so 0 is accepted as the default. */
+const vxlanPort = (what: string, why: string) =>
+  z
+    .number()
+    .int()
+    .min(0)
+    .max(65535)
+    .default(8472)
+    .transform((p) => p || 8472)
+    .describe(
+      `UDP port of the ${what}, 1..65535, or 0 for the default as in flannel (default 8472: ${why}); not the gossip, health or metrics port`,
+    );
 const vni = (device: string) =>
   z
     .number()
@@ -114,7 +126,7 @@ const vxlan = z
   .object({
     Type: z.literal("vxlan"),
     VNI: vni("flannel.<VNI>"),
-    Port: port(8472, "VXLAN socket", "the Linux default, as in flannel"),
+    Port: vxlanPort("VXLAN socket", "the Linux default, as in flannel"),
     MTU: z
       .number()
       .int()
@@ -161,7 +173,7 @@ const wasmVxlan = z
   .object({
     Type: z.literal("wasm-vxlan"),
     VNI: vni("weft.<VNI> (a TUN device)"),
-    Port: port(8472, "VXLAN socket", "where kernel vxlan peers send"),
+    Port: vxlanPort("VXLAN socket", "where kernel vxlan peers send"),
     IPv6OverIPv4Port: z
       .number()
       .int()

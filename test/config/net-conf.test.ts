@@ -93,6 +93,14 @@ describe("net-conf.json", () => {
     expect(() => parse({ network: "10.244.0.0/33" })).toThrow(/^net-conf\.json: Network = "10\.244\.0\.0\/33": /);
   });
 
+  it("takes a VXLAN Port of 0 as flannel does: the kernel's default, 8472 (udp has no such default)", () => {
+    for (const Type of ["vxlan", "wasm-vxlan"])
+      expect(parse({ Network: "10.244.0.0/16", Backend: { Type, Port: 0 } }).Backend).toMatchObject({ Port: 8472 });
+    expect(parse({ Network: "10.244.0.0/16", Backend: { Type: "vxlan", Port: 4789 } }).Backend.Port).toBe(4789);
+    expect(() => parse({ Network: "10.244.0.0/16", Backend: { Type: "vxlan", Port: -1 } })).toThrow(/Backend\.Port/);
+    expect(() => parse({ Network: "10.244.0.0/16", Backend: { Type: "udp", Port: 0 } })).toThrow(/Backend\.Port/);
+  });
+
   it.each([
     [{ Network: "10.244.0.0/16", network: "10.245.0.0/16" }, /^net-conf\.json: "Network" and "network" are both/],
     [
