@@ -145,11 +145,8 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
       delegate: this,
       events: this,
       logger: deps.logger.child({ layer: "gossip" }),
-      // Lost after joining (the join itself rejects through the joiner, below).
-      onNameLost: (err) => {
-        this.joiner.nameConflict(err);
-        this.emit("fatal", err);
-      },
+      // Lost after joining; the joiner tells the owner (fatal), as for a conflict a join finds.
+      onNameLost: (err) => this.joiner.nameConflict(err),
     });
     const family = isIPv6(deps.transport.local.host) ? 6 : 4;
     this.joiner = new Joiner(
@@ -170,6 +167,7 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
         othersAlive: () => this.memberlist.numMembers() - 1,
         self: deps.transport.local,
         log: deps.logger.child({ layer: "join" }),
+        nameTaken: (err) => this.emit("fatal", err),
       },
       opts.joinTiming,
     );
@@ -209,8 +207,6 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
   async start(): Promise<void> {
     for (const l of this.families) await l.start();
     this.joiner.start();
-    // A name conflict can only be found by joining: tell the owner, who must stop this node.
-    this.joiner.reached().catch((err: Error) => this.emit("fatal", err));
   }
 
   /** Resolves once a join target answered and the ring it sent is merged (at once with an empty

@@ -38,6 +38,8 @@ export interface JoinerDeps {
   /** This node's gossip address, left out of the list (a list shared by every node names it too). */
   readonly self: Addr;
   readonly log: JoinLogger;
+  /** The name is taken (at the first join, a rejoin, or later): the owner must stop this node. */
+  readonly nameTaken: (err: Error) => void;
 }
 
 /** Where joining stands, for `weft status` and readiness. */
@@ -215,6 +217,8 @@ export class Joiner {
     this.fatal = err;
     this.deps.log.error({ code: "GOSSIP_NAME_CONFLICT" }, err.message);
     for (const w of this.reachedWaiters.splice(0)) w.reject(err);
+    // Told apart from the waiters: a rejoin's conflict has none (they were resolved at the first join).
+    this.deps.nameTaken(err);
   }
 
   /** Capped exponential backoff, shortened by up to `jitter` at random. */

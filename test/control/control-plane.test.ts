@@ -209,6 +209,32 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     ).toBe(true);
   }, 120_000);
 
+  it("a name taken while rejoining (the join target knows a live node of this name elsewhere) is fatal, as at the first join", async () => {
+    // Two processes named "b" on purpose: membership's invariants (one history per name) do not apply.
+    const sim = new SimControlPlanes(SPACE, 4, undefined, { checkMembership: false });
+    const [a, b] = [sim.add("a"), sim.add("b")];
+    sim.dns.set("seeds.test", [a.host.addr.host]);
+    await sim.start(a, { join: [], seeds: ["a", "b"] });
+    const pb = await sim.start(b, { join: [{ host: "seeds.test", port: 7946 }], seeds: ["a", "b"] });
+    let fatal: { code?: string } | undefined;
+    pb.on("fatal", (e) => (fatal = e as { code?: string }));
+    expect(await sim.runUntil(() => sim.agreed() && pb.members().length === 2, 60_000)).toBe(true);
+    sim.crash(a);
+    expect(await sim.runUntil(() => pb.joinStatus().state === "rejoining", 60_000)).toBe(true);
+    // a comes back on another host, and meanwhile another "b" (a replacement machine) joined it.
+    const moved = sim.add("a");
+    moved.store.saved = a.store.saved;
+    sim.nodes.delete(`a@${a.host.addr.host}`);
+    await sim.start(moved, { join: [], seeds: ["a", "b"] });
+    const clone = sim.add("b");
+    await sim.start(clone, { join: [moved.host.addr], seeds: ["a", "b"] });
+    expect(await sim.runUntil(() => moved.plane!.members().some((m) => m.name === "b"), 30_000)).toBe(true);
+    sim.dns.set("seeds.test", [moved.host.addr.host]);
+    expect(await sim.runUntil(() => fatal !== undefined, 120_000)).toBe(true);
+    expect(fatal?.code).toBe("GOSSIP_NAME_CONFLICT");
+    expect(pb.joinStatus().state).toBe("name-conflict");
+  }, 120_000);
+
   it("refuses a second node with a live member's name: it never joins nor leases, and the first keeps its record and subnet", async () => {
     // Two processes named "a" on purpose: membership's invariants (one history per name) do not apply.
     const { sim, nodes } = await cluster(

@@ -300,6 +300,21 @@ describe("membership in the simulator", () => {
     );
   });
 
+  it("a meta update while leaving (the lease layer adopting or losing a subnet) does not cancel the leave", async () => {
+    await fc.assert(
+      fc.asyncProperty(seed, fc.integer({ min: 3, max: 8 }), async (s, n) => {
+        const log = deathLog();
+        const cluster = await formCluster(s, n, {}, { events: log.events });
+        const leaver = `n${1 + (s % (n - 1))}`;
+        await cluster.leave(leaver, 2000, (ml) => ml.updateNode());
+        const leftEverywhere = () => cluster.liveNodes().every((o) => cluster.view(o.name, leaver)?.state === "left");
+        expect(await cluster.runUntil(leftEverywhere, 90_000), `${cluster.describe()}: leave not seen`).toBe(true);
+        expect(log.deaths, cluster.describe()).toEqual([]);
+      }),
+      { numRuns: Math.min(RUNS, 10) },
+    );
+  });
+
   it("a member the gossip of a leave missed hears it on a probe, and never declares the leaver dead", async () => {
     await fc.assert(
       fc.asyncProperty(seed, fc.integer({ min: 4, max: 10 }), async (s, n) => {

@@ -403,6 +403,9 @@ export class Membership {
 
   /** New local meta (Memberlist.updateNode): a higher incarnation makes it win everywhere. */
   setLocalMeta(meta: Uint8Array): void {
+    // Once leaving, an alive would replace the "left" in the broadcast queue (same key): the leave
+    // would end unsent, and peers would find the node dead by suspicion instead of left.
+    if (this.leaving) return;
     this.me.incarnation++;
     this.me.meta = meta;
     this.touch(this.me);

@@ -136,8 +136,8 @@ export class SimCluster {
     return node;
   }
 
-  /** Graceful leave; resolves when the node has stopped. */
-  async leave(name: string, timeoutMs = 5000): Promise<void> {
+  /** Graceful leave; resolves when the node has stopped. `meanwhile` runs once the leave began. */
+  async leave(name: string, timeoutMs = 5000, meanwhile?: (ml: Memberlist) => void): Promise<void> {
     const node = this.node(name);
     let done = false;
     node.leaving = true;
@@ -145,6 +145,7 @@ export class SimCluster {
       .ml()
       .leave(timeoutMs)
       .then(() => (done = true));
+    meanwhile?.(node.ml());
     await this.scheduler.runUntilTrue(() => done, timeoutMs + 1000, 10);
     if (!done) throw new Error(`${this.describe()}: leave of ${name} did not finish`);
     node.left = true;
