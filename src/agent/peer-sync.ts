@@ -1,6 +1,9 @@
 // Keeps the backend's peers equal to what the control plane says: on every membership or lease
-// change (coalesced), and from the periodic reconcile. Adds and updates come before removals, so
-// a peer that changed address never loses its route in between. While there is no backend (in
+// change (coalesced), and from the periodic reconcile. Removals come first: a subnet that moved
+// from a gone peer to another (a reclaim) must be free before its new owner is set, or the backend
+// refuses the new owner as an overlap. A peer whose subnet a removal frees is set again (it may
+// have been refused before, beside the stale holder). A peer that changed address is an update,
+// set in place, so it never loses its route in between. While there is no backend (in
 // the middle of a swap) a sync does nothing: the new backend gets every peer when it starts.
 // A failed sync fails only the kicks waiting for it; the next kick runs again and sets every
 // peer afresh, since what the backend holds is unknown after a failure.
@@ -10,7 +13,8 @@ import type { Logger } from "pino";
 import { SerialQueue } from "../util/serial.js";
 
 export class PeerSync {
-  private current = new Map<string, string>();
+  /** What each peer was last set to (key "" once a failed sync left it unknown), and its subnet. */
+  private current = new Map<string, { key: string; subnet: string }>();
   private readonly syncs = new SerialQueue();
   /** The sync queued but not started yet, which later kicks join. */
   private next?: Promise<void>;
@@ -46,7 +50,7 @@ export class PeerSync {
     try {
       await this.apply(backend);
     } catch (err) {
-      for (const name of this.current.keys()) this.current.set(name, ""); // set again, removed still when gone
+      for (const c of this.current.values()) c.key = ""; // set again, removed still when gone
       throw err;
     }
   }
@@ -54,23 +58,37 @@ export class PeerSync {
   private async apply(backend: Backend): Promise<void> {
     const want = new Map<string, BackendPeer>(this.peers().map((p) => [p.name, p]));
     const key = (p: BackendPeer) => JSON.stringify([formatPrefix(p.subnet), String(p.underlay), p.backend]);
-    const changes: Promise<void>[] = [];
-    for (const [name, p] of want) {
-      if (this.current.get(name) === key(p)) continue;
-      this.log.info(
-        { peer: name, subnet: formatPrefix(p.subnet), backend: p.backend.type },
-        this.current.has(name) ? "peer changed" : "peer added",
-      );
-      this.current.set(name, key(p));
-      changes.push(backend.setPeer(p));
-    }
-    // Issued together, so that a kernel backend programs them in one batch.
-    await Promise.all(changes);
     const gone = [...this.current.keys()].filter((name) => !want.has(name));
+    // Subnets a removal or a peer's move frees: a peer holding one now is set again.
+    const freed = new Set<string>();
+    for (const [name, p] of want) {
+      const was = this.current.get(name)?.subnet;
+      if (was !== undefined && was !== formatPrefix(p.subnet)) freed.add(was);
+    }
     for (const name of gone) {
       this.log.info({ peer: name }, "peer removed");
+      freed.add(this.current.get(name)!.subnet);
       this.current.delete(name);
     }
+    // Issued together, so that a kernel backend programs them in one batch; so are the sets.
     await Promise.all(gone.map((name) => backend.removePeer(name)));
+    // Changed peers first, then unchanged ones, then newcomers: one that moved off a subnet frees
+    // it before another holder of it is checked for overlap.
+    const rank = ([n, p]: [string, BackendPeer]) =>
+      !this.current.has(n) ? 2 : this.current.get(n)!.key === key(p) ? 1 : 0;
+    const changes: Promise<void>[] = [];
+    for (const [name, p] of [...want].sort((a, b) => rank(a) - rank(b))) {
+      const subnet = formatPrefix(p.subnet);
+      const same = this.current.get(name)?.key === key(p);
+      if (same && !freed.has(subnet)) continue;
+      if (!same)
+        this.log.info(
+          { peer: name, subnet, backend: p.backend.type },
+          this.current.has(name) ? "peer changed" : "peer added",
+        );
+      this.current.set(name, { key: key(p), subnet });
+      changes.push(backend.setPeer(p));
+    }
+    await Promise.all(changes);
   }
 }

@@ -134,7 +134,7 @@ const vxlan = z
       .max(65535)
       .optional()
       .describe(
-        "the underlay MTU to assume instead of the interface's, as flannel; the 50 bytes of encapsulation are subtracted for pods",
+        "the underlay MTU to assume instead of the interface's, as flannel; at most the interface's (the kernel caps a VXLAN device there; a larger one is logged and capped); the 50 bytes of encapsulation are subtracted for pods",
       ),
     DirectRouting: z
       .boolean()

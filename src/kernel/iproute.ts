@@ -83,7 +83,21 @@ export class Kernel {
    * still run, so one bad peer never holds up the others.
    */
   async ipBatchForce(lines: string[]): Promise<BatchFailure[]> {
-    return (await this.forceBatch("ip", lines, false)).failures;
+    const { failures } = await this.forceBatch("ip", lines, false);
+    const stopped = failures.find((f) => f.line === undefined);
+    if (!stopped) return failures;
+    // iproute2's `ip neigh` exits at once when the kernel refuses it, even under -force, without
+    // saying which line: the lines after the last one reported run again, one per call. A delete
+    // that finds nothing there now may have run the first time, and its goal holds either way.
+    const from = Math.max(0, ...failures.map((f) => f.line ?? 0));
+    const again: BatchFailure[] = [];
+    for (let i = from; i < lines.length; i++) {
+      for (const f of (await this.forceBatch("ip", [lines[i]], false)).failures) {
+        const absent = /^\S+ del /.test(lines[i]) && /No such file or directory|No such process/.test(f.message);
+        if (!absent) again.push({ ...f, line: i + 1, command: lines[i] });
+      }
+    }
+    return [...failures.filter((f) => f !== stopped), ...again];
   }
 
   /** `bridge -force -batch`, as ipBatchForce. */

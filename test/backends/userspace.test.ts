@@ -2,7 +2,9 @@
 // and a mixed cluster: a kernel `vxlan` host and a `wasm-vxlan` host talking VXLAN to each other.
 // The dataplane opens its TUN device and sockets in the calling thread's namespace, so each
 // backend is constructed inside withNetns (support.ts startNode).
+import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { PeerSync } from "../../src/agent/peer-sync.js";
 import { LabCluster } from "../../src/lab/cluster.js";
 import { ping } from "../../src/lab/traffic.js";
 import { canUseNetns } from "../support/netns.js";
@@ -66,6 +68,24 @@ for (const type of ["wasm-vxlan", "udp"] as const) {
       await n1.backend.reconcile();
       expect(n1.backend.counters().driftRepairs).toBe(1);
       expect((await ping(n1.host.pods[0], n2.host.pods[0].addr, { count: 2 })).received).toBe(2);
+    });
+
+    it("a subnet that moved from a gone peer to another in one sync (a reclaim) reaches the new owner", async () => {
+      // As the agent drives it: the control plane's peers, synced by PeerSync. The ghost held host2's
+      // subnet (at another underlay address); the next view has host2 holding it and the ghost gone.
+      const ghost = { ...peerFrom(n2), name: "ghost", underlay: 0xc6120063 }; // 198.18.0.99
+      let peers = [ghost];
+      const sync = new PeerSync(
+        () => peers,
+        () => n1.backend,
+        pino({ level: "silent" }),
+      );
+      await n1.backend.removePeer("host2");
+      await sync.kick();
+      peers = [peerFrom(n2)];
+      await sync.kick();
+      expect(n1.backend.counters().peersUnreachable).toBe(0);
+      expect((await ping(n1.host.pods[0], n2.host.pods[0].addr, { count: 3 })).received).toBe(3);
     });
 
     it("stops carrying a removed peer's traffic; stop() removes the TUN device", async () => {

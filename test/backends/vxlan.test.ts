@@ -367,4 +367,22 @@ describe.skipIf(!canUseNetns())("vxlan backend (kernel)", () => {
       await n1.backend.stop(false);
     }
   });
+
+  it("an MTU key above the interface's is capped to it, as the kernel caps the device: no replacement on every reconcile", async () => {
+    const since = n1.c.log.lines.length;
+    n1.backend = createBackend("vxlan", { mtu: 9000 }, n1.c.ctx);
+    try {
+      await n1.backend.start();
+      expect(n1.backend.mtu).toBe(1450);
+      expect(n1.c.log.lines.some((l) => l.code === "BACKEND_MTU_CAPPED")).toBe(true);
+      await n1.backend.setPeer(peer2());
+      await n1.backend.reconcile();
+      await n1.backend.reconcile();
+      expect(n1.backend.counters().driftRepairs).toBe(0);
+      expect(n1.c.log.lines.slice(since).some((l) => /replacing it/.test(l.msg))).toBe(false);
+      expect((await ping(host1.pods[0], host2.pods[0].addr, { count: 2 })).received).toBe(2);
+    } finally {
+      await n1.backend.stop(false);
+    }
+  });
 });

@@ -183,8 +183,8 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     expect(sim.errors()).toEqual([]);
   });
 
-  it("goes back to the join list when no member is left, e.g. every peer restarted on a new address", async () => {
-    const sim = new SimControlPlanes(SPACE, 4);
+  /** a and b (joining a through DNS name seeds.test), then a crashed: b is rejoining; a is started again on another host with its state. */
+  async function rejoining(sim: SimControlPlanes) {
     const [a, b] = [sim.add("a"), sim.add("b")];
     sim.dns.set("seeds.test", [a.host.addr.host]);
     await sim.start(a, { join: [], seeds: ["a", "b"] });
@@ -192,12 +192,18 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     expect(await sim.runUntil(() => sim.agreed() && pb.members().length === 2, 60_000)).toBe(true);
     sim.crash(a);
     expect(await sim.runUntil(() => pb.joinStatus().state === "rejoining", 60_000)).toBe(true);
-    // a comes back on another host with its state; DNS follows it.
     const moved = sim.add("a");
     moved.store.saved = a.store.saved;
     sim.nodes.delete(`a@${a.host.addr.host}`);
-    sim.dns.set("seeds.test", [moved.host.addr.host]);
     await sim.start(moved, { join: [], seeds: ["a", "b"] });
+    return { pb, moved };
+  }
+
+  it("goes back to the join list when no member is left, e.g. every peer restarted on a new address", async () => {
+    const sim = new SimControlPlanes(SPACE, 4);
+    const { pb, moved } = await rejoining(sim);
+    // DNS follows a.
+    sim.dns.set("seeds.test", [moved.host.addr.host]);
     expect(
       await sim.runUntil(
         () =>
@@ -212,20 +218,10 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
   it("a name taken while rejoining (the join target knows a live node of this name elsewhere) is fatal, as at the first join", async () => {
     // Two processes named "b" on purpose: membership's invariants (one history per name) do not apply.
     const sim = new SimControlPlanes(SPACE, 4, undefined, { checkMembership: false });
-    const [a, b] = [sim.add("a"), sim.add("b")];
-    sim.dns.set("seeds.test", [a.host.addr.host]);
-    await sim.start(a, { join: [], seeds: ["a", "b"] });
-    const pb = await sim.start(b, { join: [{ host: "seeds.test", port: 7946 }], seeds: ["a", "b"] });
+    const { pb, moved } = await rejoining(sim);
     let fatal: { code?: string } | undefined;
     pb.on("fatal", (e) => (fatal = e as { code?: string }));
-    expect(await sim.runUntil(() => sim.agreed() && pb.members().length === 2, 60_000)).toBe(true);
-    sim.crash(a);
-    expect(await sim.runUntil(() => pb.joinStatus().state === "rejoining", 60_000)).toBe(true);
-    // a comes back on another host, and meanwhile another "b" (a replacement machine) joined it.
-    const moved = sim.add("a");
-    moved.store.saved = a.store.saved;
-    sim.nodes.delete(`a@${a.host.addr.host}`);
-    await sim.start(moved, { join: [], seeds: ["a", "b"] });
+    // Meanwhile another "b" (a replacement machine) joined the moved a.
     const clone = sim.add("b");
     await sim.start(clone, { join: [moved.host.addr], seeds: ["a", "b"] });
     expect(await sim.runUntil(() => moved.plane!.members().some((m) => m.name === "b"), 30_000)).toBe(true);

@@ -64,7 +64,15 @@ export class VxlanBackend extends KernelBackend {
     this.family = familyOf(ctx.subnet.addr);
     this.vni = options.vni ?? DEFAULT_VNI;
     this.port = options.port ?? VXLAN_PORT;
-    const underlayMtu = options.mtu ?? ctx.underlay.mtu;
+    // The kernel caps a VXLAN device at its lower device's MTU minus the headroom: an MTU key
+    // above the interface's would leave the device below the size asked (found drifted and
+    // replaced on every reconcile) and the pods above what it carries.
+    const underlayMtu = Math.min(options.mtu ?? ctx.underlay.mtu, ctx.underlay.mtu);
+    if (options.mtu !== undefined && options.mtu > ctx.underlay.mtu)
+      this.logger.warn(
+        { code: "BACKEND_MTU_CAPPED", mtu: options.mtu, underlayMtu: ctx.underlay.mtu },
+        `Backend.MTU ${options.mtu} is above ${ctx.underlay.iface}'s MTU ${ctx.underlay.mtu}, which bounds a VXLAN device: using ${ctx.underlay.mtu}; raise the interface's MTU first for a larger one`,
+      );
     this.mtu = underlayMtu - VXLAN_IPV4_UNDERLAY_BYTES;
     this.deviceMtu = underlayMtu - (this.family === 4 ? VXLAN_IPV4_UNDERLAY_BYTES : VXLAN_IPV6_UNDERLAY_BYTES);
     this.entryDevice = vxlanDeviceName(this.vni, this.family);
