@@ -8,7 +8,7 @@ import { mkdir, readFile, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Logger } from "pino";
 import type { Backend, BackendAnnouncement, BackendCounters, BackendOptions, Underlay } from "../backends/backend.js";
-import { createBackend } from "../backends/index.js";
+import { createBackend, overlayDevice } from "../backends/index.js";
 import { parseNetConf, type BackendConfig, type NetConf } from "../config/net-conf.js";
 import { ControlPlane } from "../control/control-plane.js";
 import { Keyring } from "../control/gossip/keyring.js";
@@ -17,6 +17,7 @@ import { WeftError } from "../errors.js";
 import { Kernel } from "../kernel/iproute.js";
 import { removeIpMasq, setIpMasq } from "../kernel/ipmasq.js";
 import { removeStalePodGateways } from "../kernel/pod-addresses.js";
+import { removeStaleOverlayDevices } from "../kernel/stale-devices.js";
 import { formatAnyPrefix, formatHostPort, type IpPrefix } from "../net/ip.js";
 import { formatIpv4, formatPrefix, type Ipv4Prefix } from "../net/ipv4.js";
 import { formatIpv6, formatPrefix6, ipv4Mapped, type Ipv6Prefix } from "../net/ipv6.js";
@@ -310,8 +311,26 @@ export class Agent {
 
   /** Creates and starts the backend of the current config for every family, announces them, writes subnet.env. */
   private async startBackend(): Promise<void> {
+    await this.removeStaleDevices();
     for (const lane of this.lanes) await this.startLane(lane);
     await this.publish();
+  }
+
+  /** Removes overlay devices no family's backend of this config uses (a kept or flannel's device of another backend). */
+  private async removeStaleDevices(): Promise<void> {
+    const options = backendOptions(this.conf.Backend);
+    const keep = new Set(this.lanes.flatMap((l) => overlayDevice(this.conf.Backend.Type, options, l.family) ?? []));
+    const stale = await removeStaleOverlayDevices(this.kernel, keep);
+    for (const dev of stale.removed)
+      this.log.warn(
+        { code: "AGENT_STALE_DEVICE", dev },
+        `removed ${dev}, an overlay device the ${this.conf.Backend.Type} backend does not use (kept from an earlier backend, or flannel's), with its routes`,
+      );
+    for (const f of stale.failures)
+      this.log.warn(
+        { code: "AGENT_STALE_DEVICE", command: f.command },
+        `could not remove a stale device: ${f.message}`,
+      );
   }
 
   /**

@@ -138,7 +138,8 @@ interface PortUse {
 /** The wildcard addresses, which collide with every address of their family (:: with both, as Node binds it). */
 const ANY = ["0.0.0.0", "::"];
 
-function portUses(f: FlagValues, conf: NetConf, underlay: Underlay, vxlanDeviceExists: boolean): PortUse[] {
+/** `portHeldByVxlanDevice`: Backend.Port may be held by a kernel VXLAN device weft reuses or removes (not probed). */
+function portUses(f: FlagValues, conf: NetConf, underlay: Underlay, portHeldByVxlanDevice: boolean): PortUse[] {
   const gossip = gossipHost(underlay);
   const addrFlag =
     underlay.addr !== undefined ? (f.publicIp ? "--public-ip" : "--iface") : f.publicIpv6 ? "--public-ipv6" : "--iface";
@@ -174,7 +175,7 @@ function portUses(f: FlagValues, conf: NetConf, underlay: Underlay, vxlanDeviceE
       udp: true,
       tcp: false,
       host: conf.space ? "0.0.0.0" : "::",
-      probe: !vxlanDeviceExists,
+      probe: !portHeldByVxlanDevice,
     });
   // The userspace dataplanes bind the underlay address of their family: IPv4's holds Port; IPv6's
   // holds Port on the IPv6 underlay address, or IPv6OverIPv4Port on the IPv4 one where it has none.
@@ -187,7 +188,7 @@ function portUses(f: FlagValues, conf: NetConf, underlay: Underlay, vxlanDeviceE
       tcp: false,
       host: formatAddr(underlay.addr!),
       hostFlag: ipv4Flag,
-      probe: true,
+      probe: !portHeldByVxlanDevice,
     });
   if (b.Type === "wasm-vxlan" && conf.space6) {
     uses.push(
@@ -199,7 +200,7 @@ function portUses(f: FlagValues, conf: NetConf, underlay: Underlay, vxlanDeviceE
             tcp: false,
             host: formatAddr(underlay.addr6),
             hostFlag: f.publicIpv6 ? "--public-ipv6" : "--iface",
-            probe: true,
+            probe: !portHeldByVxlanDevice,
           }
         : {
             what: "Backend.IPv6OverIPv4Port (net-conf.json; the IPv6 dataplane over the IPv4 underlay)",
@@ -401,13 +402,16 @@ export async function checkHost(kernel: Kernel, f: FlagValues, conf: NetConf, un
     ...(conf.space ? await hostPrefixes(kernel, 4) : []),
     ...(conf.space6 ? await hostPrefixes(kernel, 6) : []),
   ]);
-  const vni = conf.Backend.Type === "vxlan" ? conf.Backend.VNI : undefined;
-  const deviceExists =
-    vni !== undefined &&
-    (await kernel.ipJson<unknown[]>(["link", "show"])).some((l) =>
-      [vxlanDeviceName(vni), vxlanDeviceName(vni, 6)].includes((l as { ifname: string }).ifname),
-    );
-  const uses = portUses(f, conf, underlay, deviceExists);
+  const links = (await kernel.ipJson<Array<{ ifname: string }>>(["link", "show"])).map((l) => l.ifname);
+  const b = conf.Backend;
+  // A kernel VXLAN device holds its port: vxlan's own (kept by --keep-on-exit) is reused; one a
+  // userspace backend does not use (kept from an earlier vxlan run, or flannel's) is removed
+  // before the backend binds (Agent.removeStaleDevices), so neither is another process.
+  const portHeldByVxlanDevice =
+    b.Type === "vxlan"
+      ? links.some((n) => [vxlanDeviceName(b.VNI), vxlanDeviceName(b.VNI, 6)].includes(n))
+      : links.some((n) => /^flannel(-v6)?\.\d+$/.test(n));
+  const uses = portUses(f, conf, underlay, portHeldByVxlanDevice);
   checkPortConflicts(uses);
   await checkPortsFree(uses);
 }

@@ -1,10 +1,19 @@
 // Choosing a backend by net-conf.json's Backend.Type. Synchronous, so that a userspace backend's
 // TUN device and sockets open in the namespace the caller is in (see userspace/userspace.ts).
 import { WeftError } from "../errors.js";
-import { BACKEND_TYPES, type Backend, type BackendContext, type BackendOptions } from "./backend.js";
+import { BACKEND_TYPES, DEFAULT_VNI, type Backend, type BackendContext, type BackendOptions } from "./backend.js";
 import { HostGwBackend } from "./host-gw/host-gw.js";
-import { UserspaceBackend } from "./userspace/userspace.js";
+import { tunDeviceName, UserspaceBackend } from "./userspace/userspace.js";
+import { vxlanDeviceName } from "./vxlan/device.js";
 import { VxlanBackend } from "./vxlan/vxlan.js";
+
+/** The overlay device an instance of backend `type` makes for `family` (host-gw makes none). */
+export function overlayDevice(type: string, options: BackendOptions, family: 4 | 6): string | undefined {
+  const vni = options.vni ?? DEFAULT_VNI;
+  if (type === "vxlan") return vxlanDeviceName(vni, family);
+  if (type === "udp" || type === "wasm-vxlan") return tunDeviceName(type, vni, family);
+  return undefined;
+}
 
 export function createBackend(type: string, options: BackendOptions, ctx: BackendContext): Backend {
   switch (type) {

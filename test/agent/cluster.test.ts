@@ -10,7 +10,8 @@ import { LabAgents, type AgentStatus, type LabAgent } from "../../src/lab/agents
 import { LabCluster, type LabHost } from "../../src/lab/cluster.js";
 import { formatIpv4, parsePrefix } from "../../src/net/ipv4.js";
 import { canUseNetns } from "../support/netns.js";
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ping } from "../../src/lab/traffic.js";
 import {
@@ -409,6 +410,20 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
     agents.start(a3, ["--keep-on-exit"]);
     await converged(a3, "vxlan");
     expect((await pings).received).toBe(60);
+  });
+
+  it("--keep-on-exit, then another backend: the kept flannel.1 goes with its routes, and wasm-vxlan takes its port and carries pods", async () => {
+    await agents.stop(a3, "SIGTERM");
+    expect((await links(a3.host)).has("flannel.1")).toBe(true);
+    await writeFile(agents.netConfPath(a3), JSON.stringify(netConf("wasm-vxlan")));
+    const since = await agents.logSize(a3);
+    agents.start(a3);
+    await converged(a3, "wasm-vxlan", () => "vxlan");
+    expect(await overlayDevices(a3.host)).toEqual(["weft.1"]);
+    expect((await podRoutes(a3.host)).filter((r) => r.includes("flannel.1"))).toEqual([]);
+    const log = (await readFile(join(a3.dir, "agent.log"))).subarray(since).toString("utf8");
+    expect(log).toMatch(/"code":"AGENT_STALE_DEVICE","dev":"flannel\.1"/);
+    expect((await ping(a1.host.pods[0], a3.host.pods[0].addr, { count: 3 })).received).toBe(3);
   });
 
   it("--ip-masq: the nftables table goes when the agent exits", async () => {

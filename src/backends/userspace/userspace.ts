@@ -53,6 +53,10 @@ const IPV6_TUN_SYSCTLS: ReadonlyArray<readonly [string, number]> = [
   ["accept_ra", 0],
 ];
 
+/** The TUN device: flannel's name for udp, weft.<VNI> and weft-v6.<VNI> for wasm-vxlan. */
+export const tunDeviceName = (type: "udp" | "wasm-vxlan", vni: number, family: 4 | 6): string =>
+  type === "udp" ? "flannel0" : family === 4 ? `weft.${vni}` : `weft-v6.${vni}`;
+
 /** flannel's udp encapsulation: outer IPv4 (20) + UDP (8). */
 export const UDP_OVERHEAD = 28;
 
@@ -115,7 +119,7 @@ export class UserspaceBackend implements Backend {
         { underlayMtu: ctx.underlay.mtu, mtu: this.deviceMtu },
         `the underlay allows MTU ${fits}; the ${type} dataplane uses at most ${DATAPLANE_MAX_MTU}`,
       );
-    this.tunName = udp ? "flannel0" : this.family === 4 ? `weft.${this.vni}` : `weft-v6.${this.vni}`;
+    this.tunName = tunDeviceName(type, this.vni, this.family);
     this.vtepMac = loadVtepMac(ctx.stateDir, this.family);
     const listenAddr = this.family === 4 || overIpv4 ? ctx.underlay.addr : ctx.underlay.addr6;
     if (listenAddr === undefined || this.port > 65535)
