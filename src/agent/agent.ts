@@ -627,12 +627,24 @@ export class Agent {
     // A backend change under way (a reload, a lost subnet's new backend) ends first, so that what
     // it starts is stopped below instead of left in the kernel.
     await this.backendChanges.idle();
-    for (const lane of this.lanes) await this.stopLane(lane, this.opts.keepOnExit);
+    // One family's failure leaves the other family's backend, ip-masq, the socket and the lock to
+    // be removed all the same; the stop then says it was incomplete.
+    const failed: number[] = [];
+    for (const lane of this.lanes)
+      await this.stopLane(lane, this.opts.keepOnExit).catch((err) => {
+        failed.push(lane.family);
+        this.log.error({ err, family: lane.family }, `stopping the IPv${lane.family} backend failed`);
+      });
     // Kept with the devices: pods' traffic out keeps its masquerade until the next start rewrites it.
     if (this.opts.ipMasq && !this.opts.keepOnExit)
       await removeIpMasq(this.kernel).catch((err) => this.log.warn({ err }, "removing ip-masq rules failed"));
     await this.http?.close();
     await this.lock.release();
+    if (failed.length > 0)
+      throw new WeftError(
+        "AGENT_STOP_INCOMPLETE",
+        `the IPv${failed.join(" and IPv")} backend could not be removed completely (see the error above); what is left goes at the next start, or remove it by hand (ip link show)`,
+      );
     this.log.info({ keptDevices: this.opts.keepOnExit }, "stopped");
   }
 }

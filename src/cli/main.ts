@@ -184,9 +184,16 @@ program
       stopping = true;
       log.info({ signal }, "stopping");
       if (!agent) return starting.abort();
-      await agent.stop(true);
-      process.exit(0);
+      await stopAndExit(agent);
     };
+    const stopAndExit = (a: Agent) =>
+      a.stop(true).then(
+        () => process.exit(0),
+        (err: Error) => {
+          log.error({ err, code: (err as { code?: string }).code }, err.message);
+          process.exit(1);
+        },
+      );
     process.on("SIGTERM", () => void stop("SIGTERM"));
     process.on("SIGINT", () => void stop("SIGINT"));
     try {
@@ -198,8 +205,7 @@ program
     }
     if (stopping) {
       // The signal came after the start's last check: stop as if it had come a moment later.
-      await agent.stop(true);
-      process.exit(0);
+      await stopAndExit(agent);
     }
     process.removeListener("SIGHUP", onEarlyHup);
     const running = agent;
