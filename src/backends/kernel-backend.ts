@@ -29,7 +29,7 @@ import type {
   BackendPeer,
   BackendType,
 } from "./backend.js";
-import { announcementProblem, overlapProblem, UnreachablePeers } from "./unreachable.js";
+import { announcementProblem, overlapProblem, UnreachablePeers, vtepMacProblem } from "./unreachable.js";
 
 interface Round {
   /** Peers set or removed since the last round. */
@@ -238,7 +238,9 @@ export abstract class KernelBackend implements Backend {
     const order = [...this.peers.values()];
     const problems = new Map<string, string>();
     for (const p of peers) {
-      const reason = announcementProblem(own, this.ctx, p) ?? overlapProblem(p, order.slice(0, order.indexOf(p)));
+      const before = order.slice(0, order.indexOf(p));
+      const reason =
+        announcementProblem(own, this.ctx, p) ?? overlapProblem(p, before) ?? vtepMacProblem(own, p, before);
       if (reason) problems.set(p.name, reason);
     }
     const fine = peers.filter((p) => !problems.has(p.name));

@@ -1,7 +1,8 @@
 // Peers a backend cannot exchange packets with, and reporting them. A peer is unreachable when
 // its announcement does not match this node's wire format (kernel vxlan and wasm-vxlan share one;
 // VNI and GBP must agree), when its lease makes no sense here (outside the pod network, or
-// overlapping this node's subnet or another peer's), or when the backend finds it cannot get
+// overlapping this node's subnet or another peer's), when kernel vxlan would give it the FDB entry
+// of another node's VTEP MAC, or when the backend finds it cannot get
 // there (host-gw: not on the same L2 network), or when IPv6 rides the IPv4 underlay at one end
 // and an IPv6 underlay at the other (a node without an IPv6 underlay address; wasm-vxlan only).
 // Every such peer is logged as an error when it
@@ -79,6 +80,27 @@ export function overlapProblem(
       return `its subnet ${formatPrefix(peer.subnet)} overlaps ${o.name}'s ${formatPrefix(o.subnet)}; one of the two leases is stale, reclaim it`;
     }
   }
+  return undefined;
+}
+
+/**
+ * Why `peer` cannot get a kernel FDB entry next to this node's device and the `others` already
+ * accepted: an FDB entry is found by MAC, so a second node with the same VTEP MAC (a state dir
+ * copied with a VM image or a backup) would take the first one's traffic, and each reconcile
+ * would swap them back and forth. Undefined when it can.
+ */
+export function vtepMacProblem(
+  own: BackendAnnouncement,
+  peer: BackendPeer,
+  others: Iterable<BackendPeer>,
+): string | undefined {
+  const mac = peer.backend.vtepMac?.toLowerCase();
+  if (!mac) return undefined;
+  const fix = "delete vtep-mac (vtep-mac-ipv6) from one of the two nodes' state dirs and restart it";
+  if (mac === own.vtepMac?.toLowerCase()) return `its VTEP MAC ${mac} is this node's own; ${fix}`;
+  for (const o of others)
+    if (o.name !== peer.name && o.backend.vtepMac?.toLowerCase() === mac)
+      return `its VTEP MAC ${mac} is also ${o.name}'s; ${fix}`;
   return undefined;
 }
 

@@ -193,6 +193,30 @@ describe.skipIf(!canUseNetns())("vxlan backend (kernel)", () => {
     expect(n1.backend.counters().peersUnreachable).toBe(0);
   });
 
+  it("reports a peer whose VTEP MAC is another peer's or this node's (a copied state dir) instead of moving their FDB entry", async () => {
+    const repairs = n1.backend.counters().driftRepairs;
+    await n1.backend.setPeer(peerOf("twin", subnetOf(53), 0xc6120035, n2.announced));
+    await n1.backend.setPeer(peerOf("self-twin", subnetOf(54), 0xc6120036, n1.announced));
+    expect(n1.backend.counters().peersUnreachable).toBe(2);
+    expect(n1.c.log.errors()).toContain(
+      `cannot reach peer twin: its VTEP MAC ${n2.announced.vtepMac} is also host2's; delete vtep-mac (vtep-mac-ipv6) from one of the two nodes' state dirs and restart it`,
+    );
+    expect(
+      n1.c.log
+        .errors()
+        .some((m) => m.startsWith("cannot reach peer self-twin: its VTEP MAC") && m.includes("this node's own")),
+    ).toBe(true);
+    await n1.backend.reconcile();
+    expect(await fdb(host1, "flannel.1")).toEqual([
+      { mac: n2.announced.vtepMac, dst: "198.18.0.12", flags: ["self"], state: "permanent" },
+    ]);
+    expect(n1.backend.counters().driftRepairs).toBe(repairs);
+    expect((await ping(host1.pods[0], host2.pods[0].addr, { count: 2 })).received).toBe(2);
+    await n1.backend.removePeer("twin");
+    await n1.backend.removePeer("self-twin");
+    expect(n1.backend.counters().peersUnreachable).toBe(0);
+  });
+
   it("puts a peer's VXLAN port into its FDB entry when it differs from this device's", async () => {
     await n1.backend.setPeer(
       peerOf("port-host", subnetOf(52), 0xc6120034, {
