@@ -1,7 +1,9 @@
 // The state dir (lease ring, VTEP MAC, weft.sock) belongs to one agent at a time: it is created
 // 0700 when missing and held two ways, so a second agent on the same dir stops before it touches
-// weft.sock or the kernel. A lock names the holder's pid (a lock whose pid is gone is stale: the
-// holder was killed, and it is taken over); it is a symlink whose target is the pid, made in one
+// weft.sock or the kernel. A lock names the holder's pid and boot (a lock whose pid is gone, or
+// from an earlier boot, is stale: the holder was killed, or the host lost power, and it is taken
+// over; after a reboot its pid may be any other process's); it is a symlink whose target is
+// `<pid>@<boot id>`, made in one
 // atomic step and without a data block, so an agent killed while its disk is full can start again
 // (a pid written into a file failed with ENOSPC there; older agents' lock files are still read). Pids mean nothing across PID namespaces (two
 // containers sharing the dir), so the holder also binds an abstract unix socket named after the
@@ -16,12 +18,18 @@ import { processAlive } from "../util/process-alive.js";
 
 export const LOCK_FILE = "weft.lock";
 
-/** The pid a lock names ("" if none): a symlink's target, or an older agent's lock file's text. */
-async function lockHolder(file: string): Promise<string> {
+/** This boot's id ("" where /proc does not say): the same for every container on the host. */
+async function bootId(): Promise<string> {
+  return (await readFile("/proc/sys/kernel/random/boot_id", "utf8").catch(() => "")).trim();
+}
+
+/** The pid and boot a lock names ("" if none): a symlink's target, or an older agent's lock file's text (no boot). */
+async function lockHolder(file: string): Promise<{ pid: string; boot: string }> {
   const target = await readlink(file).catch((err: NodeJS.ErrnoException) =>
     err.code === "EINVAL" ? readFile(file, "utf8") : "",
   );
-  return target.trim();
+  const [pid, boot = ""] = target.trim().split("@");
+  return { pid, boot };
 }
 
 /** Binds the dir's abstract socket; undefined if another process holds it. */
@@ -57,7 +65,7 @@ export class StateDirLock {
     const { dev, ino } = await stat(dir);
     const held = await bindAbstract(`\0weft-state-dir:${dev}:${ino}`);
     if (!held) {
-      const holder = await lockHolder(file).catch(() => "");
+      const holder = (await lockHolder(file).catch(() => undefined))?.pid;
       throw new WeftError(
         "AGENT_STATE_DIR_LOCKED",
         `--state-dir ${dir} is in use by another weft agent (pid ${holder || "unknown"} in its PID namespace, see ${file}); two agents on one state dir would take each other's weft.sock and devices: stop that one, or give this one its own --state-dir`,
@@ -77,26 +85,30 @@ export class StateDirLock {
 
   /** Takes the pid lock (for agents in other network namespaces), taking over a stale one. */
   private static async lockFile(dir: string, file: string): Promise<void> {
+    const boot = await bootId();
     for (let attempt = 0; ; attempt++) {
       try {
-        await symlink(String(process.pid), file); // atomic: fails if another holder's lock is there
+        // Atomic: fails if another holder's lock is there.
+        await symlink(boot ? `${process.pid}@${boot}` : String(process.pid), file);
         return;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== "EEXIST" || attempt > 0) throw err;
       }
-      const holder = Number(await lockHolder(file).catch(() => ""));
-      if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && processAlive(holder)) {
+      const named = await lockHolder(file).catch(() => ({ pid: "", boot: "" }));
+      const holder = Number(named.pid);
+      const thisBoot = !named.boot || !boot || named.boot === boot;
+      if (thisBoot && Number.isInteger(holder) && holder > 0 && holder !== process.pid && processAlive(holder)) {
         throw new WeftError(
           "AGENT_STATE_DIR_LOCKED",
           `--state-dir ${dir} is in use by another weft agent (pid ${holder}, see ${file}); two agents on one state dir would take each other's weft.sock and devices: stop that one, or give this one its own --state-dir`,
         );
       }
-      await rm(file, { force: true }); // stale: its holder is gone
+      await rm(file, { force: true }); // stale: its holder is gone, or it is from an earlier boot
     }
   }
 
   async release(): Promise<void> {
-    const holder = await lockHolder(this.file).catch(() => "");
+    const holder = (await lockHolder(this.file).catch(() => undefined))?.pid;
     if (holder === String(process.pid)) await unlink(this.file).catch(() => undefined);
     await new Promise((r) => this.held.close(r));
   }

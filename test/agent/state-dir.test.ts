@@ -8,7 +8,9 @@ import {
   mkdirSync,
   mkdtempSync,
   readdirSync,
+  readFileSync,
   readlinkSync,
+  rmSync,
   statSync,
   symlinkSync,
   writeFileSync,
@@ -22,6 +24,7 @@ import { fillUp, mountTmpfs, unmountTmpfs } from "../../src/lab/chaos/faults.js"
 import { canUseNetns } from "../support/netns.js";
 
 const base = mkdtempSync(join(tmpdir(), "weft-statedir-"));
+const BOOT = readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
 afterAll(() => spawnSync("rm", ["-rf", base]));
 
 describe("state dir", () => {
@@ -30,7 +33,7 @@ describe("state dir", () => {
     const lock = await StateDirLock.acquire(dir);
     expect(statSync(dir).mode & 0o777).toBe(0o700);
     expect(readdirSync(dir)).toEqual([LOCK_FILE]);
-    expect(readlinkSync(join(dir, LOCK_FILE))).toBe(String(process.pid));
+    expect(readlinkSync(join(dir, LOCK_FILE))).toBe(`${process.pid}@${BOOT}`);
     // A second holder in the same process (as in the same network namespace) is refused too.
     await expect(StateDirLock.acquire(dir)).rejects.toMatchObject({
       code: "AGENT_STATE_DIR_LOCKED",
@@ -38,6 +41,21 @@ describe("state dir", () => {
     });
     await lock.release();
     expect(existsSync(join(dir, LOCK_FILE))).toBe(false);
+    // A live pid of this boot holds it; the same pid named by an earlier boot's lock (the host
+    // lost power, and after the reboot the pid is another process's) does not.
+    const other = spawn("sleep", ["30"]);
+    try {
+      symlinkSync(`${other.pid}@${BOOT}`, join(dir, LOCK_FILE));
+      await expect(StateDirLock.acquire(dir)).rejects.toMatchObject({ code: "AGENT_STATE_DIR_LOCKED" });
+      rmSync(join(dir, LOCK_FILE));
+      symlinkSync(`${other.pid}@00000000-0000-0000-0000-000000000000`, join(dir, LOCK_FILE));
+      const taken = await StateDirLock.acquire(dir);
+      expect(readlinkSync(join(dir, LOCK_FILE))).toBe(`${process.pid}@${BOOT}`);
+      await taken.release();
+    } finally {
+      other.kill("SIGKILL");
+      await new Promise((r) => other.once("exit", r));
+    }
 
     const sleeper = spawn("sleep", ["30"]);
     try {
@@ -69,7 +87,7 @@ describe("state dir", () => {
       await fillUp(join(dir, "filler"));
       expect(() => writeFileSync(join(dir, "probe"), "x")).toThrow(/ENOSPC/);
       const lock = await StateDirLock.acquire(dir);
-      expect(readlinkSync(join(dir, LOCK_FILE))).toBe(String(process.pid));
+      expect(readlinkSync(join(dir, LOCK_FILE))).toBe(`${process.pid}@${BOOT}`);
       await lock.release();
       expect(readdirSync(dir).sort()).toEqual(["filler", "probe"]);
     } finally {
