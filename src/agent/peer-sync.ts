@@ -1,8 +1,9 @@
 // Keeps the backend's peers equal to what the control plane says: on every membership or lease
 // change (coalesced), and from the periodic reconcile. Removals come first: a subnet that moved
 // from a gone peer to another (a reclaim) must be free before its new owner is set, or the backend
-// refuses the new owner as an overlap. A peer whose subnet a removal frees is set again (it may
-// have been refused before, beside the stale holder). A peer that changed address is an update,
+// refuses the new owner as an overlap. Every peer holding a subnet that a removal or another
+// peer's move freed is set again once all the changes are in (it may have been refused beside the
+// subnet's previous holder, in this sync or before). A peer that changed address is an update,
 // set in place, so it never loses its route in between. While there is no backend (in
 // the middle of a swap) a sync does nothing: the new backend gets every peer when it starts.
 // A failed sync fails only the kicks waiting for it; the next kick runs again and sets every
@@ -72,23 +73,22 @@ export class PeerSync {
     }
     // Issued together, so that a kernel backend programs them in one batch; so are the sets.
     await Promise.all(gone.map((name) => backend.removePeer(name)));
-    // Changed peers first, then unchanged ones, then newcomers: one that moved off a subnet frees
-    // it before another holder of it is checked for overlap.
-    const rank = ([n, p]: [string, BackendPeer]) =>
-      !this.current.has(n) ? 2 : this.current.get(n)!.key === key(p) ? 1 : 0;
     const changes: Promise<void>[] = [];
-    for (const [name, p] of [...want].sort((a, b) => rank(a) - rank(b))) {
+    for (const [name, p] of want) {
       const subnet = formatPrefix(p.subnet);
-      const same = this.current.get(name)?.key === key(p);
-      if (same && !freed.has(subnet)) continue;
-      if (!same)
-        this.log.info(
-          { peer: name, subnet, backend: p.backend.type },
-          this.current.has(name) ? "peer changed" : "peer added",
-        );
+      if (this.current.get(name)?.key === key(p)) continue;
+      this.log.info(
+        { peer: name, subnet, backend: p.backend.type },
+        this.current.has(name) ? "peer changed" : "peer added",
+      );
       this.current.set(name, { key: key(p), subnet });
       changes.push(backend.setPeer(p));
     }
     await Promise.all(changes);
+    // Once every move is in: a set above may have met a freed subnet's previous holder still there
+    // (moves in a chain or a swap), and a peer refused before beside a stale holder is set again.
+    await Promise.all(
+      [...want.values()].filter((p) => freed.has(formatPrefix(p.subnet))).map((p) => backend.setPeer(p)),
+    );
   }
 }

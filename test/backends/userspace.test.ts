@@ -86,6 +86,20 @@ for (const type of ["wasm-vxlan", "udp"] as const) {
       await sync.kick();
       expect(n1.backend.counters().peersUnreachable).toBe(0);
       expect((await ping(n1.host.pods[0], n2.host.pods[0].addr, { count: 3 })).received).toBe(3);
+      // Moves in a chain in one sync (b takes d's subnet, d a new one), b listed first.
+      const at = (name: string, i: number) => ({
+        ...peerFrom(n2),
+        name,
+        subnet: subnetOf(i),
+        underlay: 0xc6120060 + i,
+      });
+      peers = [peerFrom(n2), at("b", 60), at("d", 61)];
+      await sync.kick();
+      peers = [peerFrom(n2), at("b", 61), at("d", 62)];
+      await sync.kick();
+      expect(n1.backend.counters().peersUnreachable).toBe(0);
+      peers = [peerFrom(n2)];
+      await sync.kick();
     });
 
     it("stops carrying a removed peer's traffic; stop() removes the TUN device", async () => {
