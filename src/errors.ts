@@ -118,6 +118,7 @@ export type HotpathErrorCode =
 /** The `weft` command line and its client of a running agent (src/cli). */
 export type CliErrorCode =
   | "CLI_BAD_NUMBER"
+  | "CLI_BAD_BOOLEAN"
   | "CLI_BAD_ADDRESS"
   | "CLI_AGENT_ERROR"
   | "CLI_AGENT_UNREACHABLE"

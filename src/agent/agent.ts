@@ -107,7 +107,7 @@ export class Agent {
   private ready = false;
   /** stop() began: backend changes queued from now on do nothing, and their failures are no fatal. */
   private stopping = false;
-  /** Set once start() has programmed the backends; before, start() leases any subnet lost meanwhile. */
+  /** Set once start() holds every family's lease, as it programs them; before, a lost subnet is only forgotten (lostBeforeStart). */
   private started = false;
   private reconcileTimer?: NodeJS.Timeout;
   private http?: AgentHttp;
@@ -216,16 +216,17 @@ export class Agent {
     const agent = new Agent(opts, conf, kernel, underlay, control, lock, log);
     control.on("fatal", (err) => agent.fatal(err));
     // Serialized with reloads: a backend swap and a lost subnet never interleave.
-    control.on(
-      "lost",
-      (lost) =>
-        void agent
-          .serially(() => agent.subnetLost(lost.subnet))
-          .catch((err) => {
-            // A stop rejects the wait for the new lease: that is the stop, not a failure.
-            if (!agent.stopping) agent.fatal(err);
-          }),
-    );
+    control.on("lost", (lost) => {
+      // Before start() programs anything, it only forgets the subnet (at once, not behind start's
+      // own task, which would program it first) and leases the family again itself.
+      if (!agent.started) return agent.lostBeforeStart(lost.subnet);
+      void agent
+        .serially(() => agent.subnetLost(lost.subnet))
+        .catch((err) => {
+          // A stop rejects the wait for the new lease: that is the stop, not a failure.
+          if (!agent.stopping) agent.fatal(err);
+        });
+    });
     try {
       abortable(signal);
       const tcp: TcpListener[] = [];
@@ -274,10 +275,9 @@ export class Agent {
           void lane.sync.kick().catch((err) => log.error({ err, family: lane.family }, "peer sync failed"));
       });
       await agent.serially(async () => {
-        // A subnet lost while the other family's lease was awaited is leased again here (subnetLost
-        // left it to start); the wait is raced with the abort, as nothing is set up yet.
-        for (const lane of agent.lanes) {
-          if (lane.subnet) continue;
+        // A subnet lost while another lease was awaited is leased again here, until every family
+        // holds one at once; the wait is raced with the abort, as nothing is set up yet.
+        for (let lane = agent.lanes.find((l) => !l.subnet); lane; lane = agent.lanes.find((l) => !l.subnet)) {
           agent.waitingFor = WAITING_FOR_LEASE;
           lane.subnet = await abortable(signal, agent.leaseOf(lane.family));
         }
@@ -320,7 +320,11 @@ export class Agent {
   private async removeStaleDevices(): Promise<void> {
     const options = backendOptions(this.conf.Backend);
     const keep = new Set(this.lanes.flatMap((l) => overlayDevice(this.conf.Backend.Type, options, l.family) ?? []));
-    const stale = await removeStaleOverlayDevices(this.kernel, keep);
+    const stale = await removeStaleOverlayDevices(
+      this.kernel,
+      keep,
+      this.lanes.map((l) => this.network(l.family)),
+    );
     for (const dev of stale.removed)
       this.log.warn(
         { code: "AGENT_STALE_DEVICE", dev },
@@ -449,22 +453,12 @@ export class Agent {
    * running on the old subnet keep addresses that now belong elsewhere: they must be restarted.
    */
   private async subnetLost(lost: string): Promise<void> {
-    const lane = this.lanes.find((l) => l.subnet && formatAnyPrefix(l.subnet) === lost);
+    const lane = this.forgetLost(lost, `stopping its backend and removing ${this.opts.subnetFile}`);
     if (!lane) return;
     const what = this.lanes.length > 1 ? `IPv${lane.family} subnet` : "subnet";
-    this.log.error(
-      { code: "AGENT_SUBNET_LOST", subnet: lost },
-      `the cluster gave this node's ${what} ${lost} to another node: stopping its backend and removing ${this.opts.subnetFile}; restart this node's pods once it has a new subnet`,
-    );
-    lane.subnet = undefined;
-    this.ready = false;
-    // Lost while start() still waited for the other family's lease: nothing is programmed yet, and
-    // start() leases and programs the new subnet in its backend start, queued behind this. Waiting
-    // for it here instead would hold that queue where a stop cannot reach it (no free subnet).
     const running = lane.backend !== undefined;
     await this.stopLane(lane);
     await rm(this.opts.subnetFile, { force: true });
-    if (!this.started) return;
     this.waitingFor = `a new ${what}: the cluster gave this node's ${what} to another node`;
     lane.subnet = await this.leaseOf(lane.family);
     const now = formatAnyPrefix(lane.subnet);
@@ -475,6 +469,30 @@ export class Agent {
     // A stop that came while the new backend started: publish() announced nothing; stop() removes it.
     if (this.stopping) return;
     this.log.warn({ code: "AGENT_SUBNET_REPLACED", from: lost, to: now }, `now serving ${now} instead of ${lost}`);
+  }
+
+  /** The lane that held `lost`, its subnet forgotten and the loss logged; undefined if none held it. */
+  private forgetLost(lost: string, doing: string): Lane | undefined {
+    const lane = this.lanes.find((l) => l.subnet && formatAnyPrefix(l.subnet) === lost);
+    if (!lane) return undefined;
+    const what = this.lanes.length > 1 ? `IPv${lane.family} subnet` : "subnet";
+    this.log.error(
+      { code: "AGENT_SUBNET_LOST", subnet: lost },
+      `the cluster gave this node's ${what} ${lost} to another node: ${doing}; restart this node's pods once it has a new subnet`,
+    );
+    lane.subnet = undefined;
+    this.ready = false;
+    return lane;
+  }
+
+  /**
+   * Lost before start() programmed anything (while it waited for another family's lease): nothing
+   * runs on it and subnet.env is not written yet; start() leases the family again before it
+   * programs. Waiting for the new lease in the backend-change queue instead held start() behind it,
+   * where a stop could not reach it while no subnet was free.
+   */
+  private lostBeforeStart(lost: string): void {
+    this.forgetLost(lost, "leasing another before anything is programmed");
   }
 
   private async reloadNow(): Promise<void> {

@@ -7,7 +7,7 @@
 import { createSocket } from "node:dgram";
 import { createServer } from "node:net";
 import type { Underlay } from "../backends/backend.js";
-import { vxlanDeviceName } from "../backends/vxlan/device.js";
+import { overlayDevice } from "../backends/index.js";
 import type { NetConf } from "../config/net-conf.js";
 import { WeftError } from "../errors.js";
 import type { Kernel } from "../kernel/iproute.js";
@@ -24,6 +24,7 @@ import { parseIpv4, prefixMask } from "../net/ipv4.js";
 import { isIpv6Text, parseIpv6, prefixMask6 } from "../net/ipv6.js";
 import { gossipHost } from "./underlay.js";
 import { WEFT_DEVICE } from "../kernel/pod-addresses.js";
+import { overlayDevices } from "../kernel/stale-devices.js";
 
 /** Below this, reconcile passes (each lists the kernel's routes and neighbours) would keep a core busy. */
 export const MIN_RECONCILE_INTERVAL_MS = 1000;
@@ -138,8 +139,13 @@ interface PortUse {
 /** The wildcard addresses, which collide with every address of their family (:: with both, as Node binds it). */
 const ANY = ["0.0.0.0", "::"];
 
-/** `portHeldByVxlanDevice`: Backend.Port may be held by a kernel VXLAN device weft reuses or removes (not probed). */
-function portUses(f: FlagValues, conf: NetConf, underlay: Underlay, portHeldByVxlanDevice: boolean): PortUse[] {
+/** `heldByOverlay(port)`: a kernel VXLAN device weft reuses or removes holds it (not probed). */
+function portUses(
+  f: FlagValues,
+  conf: NetConf,
+  underlay: Underlay,
+  heldByOverlay: (port: number) => boolean,
+): PortUse[] {
   const gossip = gossipHost(underlay);
   const addrFlag =
     underlay.addr !== undefined ? (f.publicIp ? "--public-ip" : "--iface") : f.publicIpv6 ? "--public-ipv6" : "--iface";
@@ -175,7 +181,7 @@ function portUses(f: FlagValues, conf: NetConf, underlay: Underlay, portHeldByVx
       udp: true,
       tcp: false,
       host: conf.space ? "0.0.0.0" : "::",
-      probe: !portHeldByVxlanDevice,
+      probe: !heldByOverlay(b.Port),
     });
   // The userspace dataplanes bind the underlay address of their family: IPv4's holds Port; IPv6's
   // holds Port on the IPv6 underlay address, or IPv6OverIPv4Port on the IPv4 one where it has none.
@@ -188,7 +194,7 @@ function portUses(f: FlagValues, conf: NetConf, underlay: Underlay, portHeldByVx
       tcp: false,
       host: formatAddr(underlay.addr!),
       hostFlag: ipv4Flag,
-      probe: !portHeldByVxlanDevice,
+      probe: !heldByOverlay(b.Port),
     });
   if (b.Type === "wasm-vxlan" && conf.space6) {
     uses.push(
@@ -200,7 +206,7 @@ function portUses(f: FlagValues, conf: NetConf, underlay: Underlay, portHeldByVx
             tcp: false,
             host: formatAddr(underlay.addr6),
             hostFlag: f.publicIpv6 ? "--public-ipv6" : "--iface",
-            probe: !portHeldByVxlanDevice,
+            probe: !heldByOverlay(b.Port),
           }
         : {
             what: "Backend.IPv6OverIPv4Port (net-conf.json; the IPv6 dataplane over the IPv4 underlay)",
@@ -402,16 +408,17 @@ export async function checkHost(kernel: Kernel, f: FlagValues, conf: NetConf, un
     ...(conf.space ? await hostPrefixes(kernel, 4) : []),
     ...(conf.space6 ? await hostPrefixes(kernel, 6) : []),
   ]);
-  const links = (await kernel.ipJson<Array<{ ifname: string }>>(["link", "show"])).map((l) => l.ifname);
+  // A kernel VXLAN device holds its port on the wildcard address: the config's own (kept by
+  // --keep-on-exit) is reused, and one of this pod network that the config does not use (kept
+  // from an earlier backend or VNI, or flannel's) is removed before the backend binds
+  // (Agent.removeStaleDevices); neither is another process holding the port.
   const b = conf.Backend;
-  // A kernel VXLAN device holds its port: vxlan's own (kept by --keep-on-exit) is reused; one a
-  // userspace backend does not use (kept from an earlier vxlan run, or flannel's) is removed
-  // before the backend binds (Agent.removeStaleDevices), so neither is another process.
-  const portHeldByVxlanDevice =
-    b.Type === "vxlan"
-      ? links.some((n) => [vxlanDeviceName(b.VNI), vxlanDeviceName(b.VNI, 6)].includes(n))
-      : links.some((n) => /^flannel(-v6)?\.\d+$/.test(n));
-  const uses = portUses(f, conf, underlay, portHeldByVxlanDevice);
+  const families = [...(conf.space ? [4 as const] : []), ...(conf.space6 ? [6 as const] : [])];
+  const own = new Set(families.flatMap((f) => overlayDevice(b.Type, { vni: "VNI" in b ? b.VNI : undefined }, f) ?? []));
+  const networks = [conf.space?.network, conf.space6?.network].filter((n) => n !== undefined);
+  const devices = await overlayDevices(kernel, networks);
+  const heldByOverlay = (port: number) => devices.some((d) => d.vxlanPort === port && (own.has(d.name) || d.inNetwork));
+  const uses = portUses(f, conf, underlay, heldByOverlay);
   checkPortConflicts(uses);
   await checkPortsFree(uses);
 }

@@ -27,12 +27,34 @@ const int = (flag: string) => (v: string) => {
   return n;
 };
 
+/** Go's strconv.ParseBool, as flanneld reads `--ip-masq=false`. */
+const BOOLEANS: Record<string, boolean> = {
+  ...Object.fromEntries(["1", "t", "true"].map((v) => [v, true])),
+  ...Object.fromEntries(["0", "f", "false"].map((v) => [v, false])),
+};
+/**
+ * A switch: bare, it is on; with a value (`--ip-masq=false`, or WEFT_IP_MASQ=false, which
+ * commander would otherwise take as on merely for being set) it is what the value says.
+ */
+const toggle = (name: string, description: string, env: string) =>
+  flag(`--${name} [true|false]`, description, env)
+    .preset("true")
+    .default(false)
+    .argParser((v: string) => {
+      const b = BOOLEANS[v.trim().toLowerCase()];
+      if (b === undefined)
+        throw new WeftError("CLI_BAD_BOOLEAN", `--${name} "${v}" (or WEFT_${env}): use true or false`);
+      return b;
+    });
+
 program
   .command("agent")
   .description("run the agent on this host")
   .addOption(
     flag("--net-config <path>", "flannel's net-conf.json", "NET_CONFIG").default("/etc/kube-flannel/net-conf.json"),
   )
+  // flanneld's name for it.
+  .addOption(new Option("--net-config-path <path>", "the same as --net-config").hideHelp())
   .addOption(
     flag(
       "--iface <name|ip...>",
@@ -66,7 +88,7 @@ program
       DEFAULT_SUBNET_FILE,
     ),
   )
-  .addOption(flag("--ip-masq", "masquerade pod traffic leaving the pod network (nftables)", "IP_MASQ").default(false))
+  .addOption(toggle("ip-masq", "masquerade pod traffic leaving the pod network (nftables)", "IP_MASQ"))
   .addOption(
     flag(
       "--healthz-ip <ip>",
@@ -80,11 +102,11 @@ program
     ),
   )
   .addOption(
-    flag(
-      "--healthz-status",
+    toggle(
+      "healthz-status",
       "also serve /status on --healthz-port: it shows members, underlay addresses and MACs, so only on a trusted network",
       "HEALTHZ_STATUS",
-    ).default(false),
+    ),
   )
   .addOption(
     flag(
@@ -131,11 +153,11 @@ program
   )
   .addOption(flag("--node-name <name>", "this node's name in the cluster (default: hostname)", "NODE_NAME"))
   .addOption(
-    flag(
-      "--keep-on-exit",
+    toggle(
+      "keep-on-exit",
       "leave devices, routes and FDB entries in place on exit (zero-downtime restarts, as flannel)",
       "KEEP_ON_EXIT",
-    ).default(false),
+    ),
   )
   .addOption(
     flag("--reconcile-interval <s>", "seconds between kernel drift repairs, at least 1", "RECONCILE_INTERVAL")
@@ -145,7 +167,7 @@ program
   .action(async (o) => {
     const log = pino({ base: { node: o.nodeName } });
     const opts: AgentOptions = {
-      netConfig: o.netConfig,
+      netConfig: o.netConfigPath ?? o.netConfig,
       iface: o.iface,
       ifaceRegex: o.ifaceRegex,
       publicIp: o.publicIp,
