@@ -5,7 +5,7 @@
 // family (such a network would take the host's underlay route and cut it off).
 // Every error names the flag or net-conf key, the value and what is allowed.
 import { createSocket } from "node:dgram";
-import { createServer } from "node:net";
+import { createServer, isIP } from "node:net";
 import type { Underlay } from "../backends/backend.js";
 import { overlayDevice } from "../backends/index.js";
 import type { NetConf } from "../config/net-conf.js";
@@ -87,12 +87,14 @@ export function checkFlags(f: FlagValues): void {
   }
   if (f.seeds !== undefined && (f.seeds.length === 0 || f.seeds.some((s) => s.trim() === "")))
     throw flagError("--subnet-seeds", f.seeds.join(","), "a comma-separated list of node names, at least one");
+  if (f.publicIp !== undefined) parseFlagIpv4("--public-ip", f.publicIp);
+  // Either family: an IPv6-only host's kubelet probes its IPv6 address ("::" takes both where the host has IPv6).
   for (const [flag, ip] of [
-    ["--public-ip", f.publicIp],
     ["--healthz-ip", f.healthzIp],
     ["--metrics-ip", f.metricsIp],
   ] as const) {
-    if (ip !== undefined) parseFlagIpv4(flag, ip);
+    if (ip !== undefined && !isIP(ip))
+      throw flagError(flag, ip, "an address of this host, IPv4 or IPv6, like 198.18.0.1, 0.0.0.0 or ::");
   }
   if (f.publicIpv6 !== undefined) {
     try {

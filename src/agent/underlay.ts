@@ -118,6 +118,16 @@ export async function chooseUnderlay(
       `no interface with a global ${wanted} address matches ${given}; interfaces here: ${describeLinks()}${families.ipv6 === true && !families.ipv4 ? noV6Hint : ""}`,
     );
   }
+  // As flanneld: with --public-ip (--public-ipv6) and no --iface, the interface that holds it, so
+  // that a VXLAN device, host-gw's routes and the MTU follow the address peers send to, not the
+  // default route's interface.
+  for (const addr of families.ipv4 || orIpv4 ? [choice.publicIp, choice.publicIpv6] : [choice.publicIpv6]) {
+    const holder =
+      addr === undefined
+        ? undefined
+        : links.find((l) => usable(l) && [...l.v4, ...l.v6].some((a) => sameAddr(a, addr)));
+    if (holder) return pick(holder);
+  }
   // IPv6's default route when IPv4 is off; IPv6-only wasm-vxlan falls back to IPv4's (first with --public-ip).
   const order: Array<4 | 6> = families.ipv4
     ? [4]

@@ -10,6 +10,7 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LAB_GOSSIP_PORT, LabAgents, type LabAgent } from "../../src/lab/agents.js";
 import { LabCluster } from "../../src/lab/cluster.js";
+import { formatIpv6 } from "../../src/net/ipv6.js";
 import { projectFile } from "../../src/paths.js";
 import { canUseNetns } from "../support/netns.js";
 import { kernelState, NETWORK, netConf } from "./support.js";
@@ -266,6 +267,12 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
       /^weft: \[CONFIG_FLAG_INVALID\] --healthz-port 0: a port is a whole number in 1\.\.65535$/,
     ],
     [
+      "--keep-on-exit=maybe (a switch takes true or false, as flanneld's)",
+      { Network: NETWORK },
+      ["--keep-on-exit=maybe"],
+      /^weft: \[CLI_BAD_BOOLEAN\] --keep-on-exit "maybe" \(or WEFT_KEEP_ON_EXIT\): use true or false$/,
+    ],
+    [
       "--metrics-port abc",
       { Network: NETWORK },
       ["--metrics-port", "abc"],
@@ -335,7 +342,7 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
       "--metrics-ip that is no address",
       { Network: NETWORK },
       ["--metrics-ip", "localhost"],
-      /\[CONFIG_FLAG_INVALID\] --metrics-ip "localhost": an IPv4 address/,
+      /\[CONFIG_FLAG_INVALID\] --metrics-ip "localhost": an address of this host, IPv4 or IPv6/,
     ],
     [
       "--iface-regex that is no regex",
@@ -438,6 +445,39 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
       for (const f of STATE_FILES) expect(lstatSync(join(a.dir, f), { throwIfNoEntry: false }), f).toBeUndefined();
     },
   );
+  it("reads a switch's value: WEFT_IP_MASQ=false is off (commander took any value as on), --ip-masq=true on, --net-config-path as flanneld's", async () => {
+    const subnetEnv = () => readFile(join(a.dir, "subnet.env"), "utf8");
+    await writeFile(agents.netConfPath(a), JSON.stringify(netConf("vxlan")));
+    process.env.WEFT_IP_MASQ = "false";
+    try {
+      // Health on "::" too, as an IPv6-only host's kubelet probes its IPv6 address.
+      agents.start(a, ["--healthz-port", "9102", "--healthz-ip", "::"], []);
+      await agents.waitReady(a);
+    } finally {
+      delete process.env.WEFT_IP_MASQ;
+    }
+    expect(await subnetEnv()).toContain("FLANNEL_IPMASQ=false");
+    expect(await a.host.ns.exec(["nft", "list", "tables"])).toBe("");
+    const url = `http://[${formatIpv6(a.host.underlayAddr6!)}]:9102/healthz`;
+    expect(
+      await a.host.ns.exec([
+        process.execPath,
+        "-e",
+        `fetch(${JSON.stringify(url)}).then((r) => console.log(r.status))`,
+      ]),
+    ).toBe("200\n");
+    await agents.stop(a);
+    // The lab's --net-config now names a broken file: the start works only by --net-config-path.
+    const conf = join(a.dir, "flanneld-conf.json");
+    await writeFile(conf, JSON.stringify(netConf("vxlan")));
+    await writeFile(agents.netConfPath(a), "{ not json");
+    agents.start(a, ["--ip-masq=true", "--net-config-path", conf], []);
+    await agents.waitReady(a);
+    expect(await subnetEnv()).toContain("FLANNEL_IPMASQ=true");
+    expect(await a.host.ns.exec(["nft", "list", "tables"])).toContain("table ip weft");
+    await agents.stop(a);
+  });
+
   it("takes its flags from WEFT_<FLAG> environment variables", async () => {
     const conf = join(a.dir, "env-conf.json");
     await writeFile(conf, JSON.stringify({ Network: NETWORK, Backend: { Type: "geneve" } }));

@@ -1,6 +1,6 @@
 // The underlay choice as flanneld makes it, with IPv6: --iface by name or by IPv4/IPv6 address,
-// --iface-regex over names and addresses, the default route's interface, and --public-ip(v6)
-// overriding; the interface must have a global address of every enabled family. Real interfaces
+// --iface-regex over names and addresses, the interface holding --public-ip(v6) or else the
+// default route's, and --public-ip(v6) overriding the address; the interface must have a global address of every enabled family. Real interfaces
 // in a namespace of the test's own.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { chooseUnderlay } from "../../src/agent/underlay.js";
@@ -50,6 +50,17 @@ describe.skipIf(!canUseNetns())("underlay choice", () => {
       mtu: 1400,
       addr6: parseIpv6("2001:2::7"),
     });
+  });
+
+  it("--public-ip without --iface picks the interface holding it, not the default route's (as flanneld)", async () => {
+    expect(await chooseUnderlay(ns.kernel, { publicIp: "198.18.0.6" }, V4)).toEqual({
+      iface: "u46",
+      mtu: 1400,
+      addr: parseIpv4("198.18.0.6"),
+    });
+    expect(await chooseUnderlay(ns.kernel, { publicIpv6: "2001:2::6" }, V6)).toMatchObject({ iface: "u46" });
+    // An address no interface holds (a NAT's): the default route's interface, as before.
+    expect(await chooseUnderlay(ns.kernel, { publicIp: "198.18.0.99" }, V4)).toMatchObject({ iface: "u4" });
   });
 
   it("dual-stack needs both families on one interface: the first --iface that has them", async () => {

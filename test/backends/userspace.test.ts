@@ -5,6 +5,7 @@
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PeerSync } from "../../src/agent/peer-sync.js";
+import type { BackendPeer } from "../../src/backends/backend.js";
 import { LabCluster } from "../../src/lab/cluster.js";
 import { ping } from "../../src/lab/traffic.js";
 import { canUseNetns } from "../support/netns.js";
@@ -74,7 +75,7 @@ for (const type of ["wasm-vxlan", "udp"] as const) {
       // As the agent drives it: the control plane's peers, synced by PeerSync. The ghost held host2's
       // subnet (at another underlay address); the next view has host2 holding it and the ghost gone.
       const ghost = { ...peerFrom(n2), name: "ghost", underlay: 0xc6120063 }; // 198.18.0.99
-      let peers = [ghost];
+      let peers: BackendPeer[] = [ghost];
       const sync = new PeerSync(
         () => peers,
         () => n1.backend,

@@ -147,6 +147,10 @@ describe("deploy/kubernetes/weft.yaml", () => {
     expect(env("WEFT_KEY_FILE")).toBe(`${keyMount.mountPath}/cluster.key`);
     // A rollout restarts agents without a leave and keeps their devices: pod traffic flows on.
     expect(env("WEFT_KEEP_ON_EXIT")).toBe("true");
+    // The underlay: the interface holding the node's InternalIP, of either family (--iface takes an
+    // IPv6 address too, --public-ip only IPv4, which an IPv6-only cluster's hostIP is not).
+    expect(agent.env.find((e: Doc) => e.name === "WEFT_IFACE")?.valueFrom.fieldRef.fieldPath).toBe("status.hostIP");
+    expect(env("WEFT_PUBLIC_IP")).toBeUndefined();
     // Every WEFT_ variable names a flag of `weft agent`.
     const flags = readFileSync(projectFile("src", "cli", "main.ts"), "utf8");
     for (const e of agent.env) expect(flags).toContain(`"${e.name.slice("WEFT_".length)}"`);
