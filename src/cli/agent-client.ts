@@ -5,10 +5,15 @@ import { join } from "node:path";
 import { SOCKET_NAME } from "../agent/http.js";
 import { WeftError } from "../errors.js";
 
+/** A read answers at once; a change (a reclaim) waits its turn on the lease queue and saves the ring. */
+const TIMEOUT_MS = { read: 3000, change: 30_000 };
+
 export function agentRequest(stateDir: string, method: string, path: string): Promise<unknown> {
   const socketPath = join(stateDir, SOCKET_NAME);
+  const timeout = method === "GET" ? TIMEOUT_MS.read : TIMEOUT_MS.change;
   return new Promise((resolve, reject) => {
-    const req = request({ socketPath, method, path, timeout: 3000 }, (res) => {
+    let timedOut = false;
+    const req = request({ socketPath, method, path, timeout }, (res) => {
       let body = "";
       res.on("data", (d) => (body += d));
       res.on("end", () => {
@@ -17,14 +22,23 @@ export function agentRequest(stateDir: string, method: string, path: string): Pr
         else resolve(res.headers["content-type"]?.includes("json") ? JSON.parse(body) : body);
       });
     });
-    req.on("timeout", () => req.destroy(new Error("timed out")));
+    req.on("timeout", () => {
+      timedOut = true;
+      req.destroy(new Error("timed out"));
+    });
     req.on("error", (cause) =>
       reject(
-        new WeftError(
-          "CLI_AGENT_UNREACHABLE",
-          `no agent answers at ${socketPath}: ${cause.message}; is it running with --state-dir ${stateDir}?`,
-          { cause },
-        ),
+        timedOut
+          ? new WeftError(
+              "CLI_AGENT_TIMEOUT",
+              `the agent at ${socketPath} did not answer ${method} ${path} within ${timeout / 1000} s${method === "GET" ? "" : "; it may still have carried it out: check with weft status before asking again"}`,
+              { cause },
+            )
+          : new WeftError(
+              "CLI_AGENT_UNREACHABLE",
+              `no agent answers at ${socketPath}: ${cause.message}; is it running with --state-dir ${stateDir}?`,
+              { cause },
+            ),
       ),
     );
     req.end();
