@@ -95,8 +95,11 @@ export function segmentSuperPacket(
   const nseg = payload <= gsoSize ? 1 : (payload + gsoSize - 1) / gsoSize;
   const stride = encap + hdr + gsoSize;
   const total = (nseg - 1) * stride + encap + hdr + (payload - (nseg - 1) * gsoSize);
-  const trains = (nseg * stride + gsoTrainBytes(stride) - 1) / gsoTrainBytes(stride);
-  if (total > cap || stride > UDP_GSO_MAX_BYTES || trains > OFFLOAD_MAX_TRAINS) return DROP_OFFLOAD_SIZE;
+  // The stride first: a segment size past a UDP datagram's (any u16 a vnet header holds) leaves
+  // no train, and dividing by its size would trap, which restarts the worker.
+  if (total > cap || stride > UDP_GSO_MAX_BYTES) return DROP_OFFLOAD_SIZE;
+  const train = gsoTrainBytes(stride);
+  if ((nseg * stride + train - 1) / train > OFFLOAD_MAX_TRAINS) return DROP_OFFLOAD_SIZE;
 
   const id0 = v6 ? 0 : be16(p + 4);
   const seq0 = tcp ? be32(p + <usize>l3 + 4) : 0;

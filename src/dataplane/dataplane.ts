@@ -225,6 +225,9 @@ const TUN_TXQUEUELEN = 5000;
  * streams) and UDP 1400 B no lower (ARCHITECTURE.md, "A shorter TUN ring").
  */
 const TUN_TXQUEUELEN_OFFLOADS = 32;
+
+/** Waits before a dead worker's task runs again: doubling from min to max, back to min after a healthy run. */
+const SUPERVISE_BACKOFF_MS = { min: 10, max: 1000, healthyRun: 60_000 };
 /**
  * The flow queue reads ahead from the ring while reads come back full and drops a flood's excess
  * itself (at the head of the fattest flow), so its ring is long: what a ring drops at its tail
@@ -645,8 +648,9 @@ export class UserspaceDataplane {
 
   /** Runs a worker's task; when it fails (exception, trap, killed thread) runs it again. */
   private async supervise(w: Worker): Promise<void> {
-    let backoff = 10;
+    let backoff = SUPERVISE_BACKOFF_MS.min;
     while (!this.stopping) {
+      const began = performance.now();
       try {
         await this.pool!.run(w.task);
         return;
@@ -654,8 +658,11 @@ export class UserspaceDataplane {
         if (this.stopping) return;
         this.restarts++;
         this.opts.logger?.warn({ worker: w.task.worker, err: error }, "dataplane worker died; restarting its queues");
+        // A worker that ran well for a while starts from the shortest wait again: otherwise, after
+        // a few deaths spread over days, every later one would stall its queue pairs for a second.
+        if (performance.now() - began > SUPERVISE_BACKOFF_MS.healthyRun) backoff = SUPERVISE_BACKOFF_MS.min;
         await new Promise((r) => setTimeout(r, backoff));
-        backoff = Math.min(backoff * 2, 1000);
+        backoff = Math.min(backoff * 2, SUPERVISE_BACKOFF_MS.max);
       }
     }
   }

@@ -267,6 +267,16 @@ for (const format of ["vxlan", "udp"] as const) {
       );
     });
 
+    it("takes any segment size a vnet header may carry, 1..65535, without a trap (a trap restarts the worker)", () => {
+      fc.assert(
+        fc.property(superPacket, fc.integer({ min: 1, max: 65535 }), (p, gsoSize) => {
+          const { trains } = send([{ ...p, gsoSize }], format);
+          for (const t of trains) expect(t.len).toBeLessThanOrEqual(65507);
+        }),
+        { numRuns: 50 },
+      );
+    });
+
     it("coalesces the segments of interleaved flows, batched as UDP GRO, back into the same stream", () => {
       fc.assert(
         fc.property(
