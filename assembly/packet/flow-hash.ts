@@ -2,7 +2,12 @@
 // identifier of ICMP and ICMPv6 echoes (as the receive side's steering program takes it, so one
 // ping is one flow). Fragments after the first and unknown protocols hash on addresses and
 // protocol only. The flow queue buckets by it; the send path tags single datagrams with it so
-// that GSO trains carry one flow each (offload-send.ts).
+// that GSO trains carry one flow each (offload-send.ts). The flow queue seeds it with a random
+// value per queue, as fq_codel perturbs its hash, so that a pod cannot pick flows that share a
+// victim flow's bucket; the tags need no secret and use the default seed.
+
+/** The seed of flows hashed without one of their own (the send path's flow tags). */
+export const FLOW_HASH_SEED: u32 = 0x5bd1e995;
 
 @inline function mix(h: u32, w: u32): u32 {
   return rotl<u32>(h ^ w, 13) * 0x9e3779b1;
@@ -16,8 +21,8 @@
 }
 
 /** The flow of the IP packet of `len` bytes at `p`, well mixed in all 32 bits. */
-export function flowHash(p: usize, len: i32): u32 {
-  let h: u32 = 0x5bd1e995;
+export function flowHash(p: usize, len: i32, seed: u32 = FLOW_HASH_SEED): u32 {
+  let h = seed;
   const version = len > 0 ? <u32>load<u8>(p) >> 4 : 0;
   if (version == 4 && len >= 20) {
     const ihl = (<i32>(load<u8>(p) & 15)) << 2;

@@ -29,6 +29,7 @@ const H_QUANTUM: i32 = 36;
 const H_LIMIT: i32 = 40; // packets held at most after an enqueue
 const H_BACKLOG: i32 = 44;
 const H_DROPS: i32 = 48; // offset of the u64 drop counter
+const H_SEED: i32 = 52; // the flow hash's seed
 const HEADER_BYTES: i32 = 64;
 
 // A bucket: FIFO of slot indices, packets in it, DRR deficit, link in the new/old list, which list.
@@ -62,9 +63,19 @@ export function fqSize(slots: i32): i32 {
 /**
  * Lays out a flow queue at `q` over `slots` packet slots of `stride` bytes from `base`; at most
  * `limit` packets (< slots) are held after an enqueue, so a read always finds slots - limit free.
- * `quantum`: bytes a bulk flow may send per round. Drops are added to the u64 at `drops`.
+ * `quantum`: bytes a bulk flow may send per round. Drops are added to the u64 at `drops`. `seed`
+ * keys the flow hash: a random one keeps the buckets of flows unknown to whoever sends them.
  */
-export function fqInit(q: usize, slots: i32, base: usize, stride: i32, limit: i32, quantum: i32, drops: usize): void {
+export function fqInit(
+  q: usize,
+  slots: i32,
+  base: usize,
+  stride: i32,
+  limit: i32,
+  quantum: i32,
+  drops: usize,
+  seed: u32,
+): void {
   store<i32>(q + H_SLOTS, slots);
   store<i32>(q + H_BASE, <i32>base);
   store<i32>(q + H_STRIDE, stride);
@@ -78,6 +89,7 @@ export function fqInit(q: usize, slots: i32, base: usize, stride: i32, limit: i3
   store<i32>(q + H_LIMIT, limit);
   store<i32>(q + H_BACKLOG, 0);
   store<i32>(q + H_DROPS, <i32>drops);
+  store<u32>(q + H_SEED, seed);
   for (let b = 0; b < FQ_BUCKETS; b++) {
     const p = bucketPtr(q, b);
     store<i32>(p + B_HEAD, -1);
@@ -100,9 +112,9 @@ export function fqSparseWaiting(q: usize): bool {
   return load<i32>(q + H_NEW_HEAD) >= 0;
 }
 
-/** The packet's flow (flow-hash.ts) as a bucket index. */
-export function fqFlowBucket(p: usize, len: i32): i32 {
-  return <i32>(flowHash(p, len) >> (32 - BUCKET_BITS));
+/** The packet's flow (flow-hash.ts, with the queue's seed) as a bucket index. */
+export function fqFlowBucket(q: usize, p: usize, len: i32): i32 {
+  return <i32>(flowHash(p, len, load<u32>(q + H_SEED)) >> (32 - BUCKET_BITS));
 }
 
 /**
@@ -192,7 +204,7 @@ export function fqEnqueue(q: usize, descs: usize, k: i32, n: i32): i32 {
     const r = slotPtr(q, s);
     v128.store(r, v128.load(d));
     v128.store(r, v128.load(d, 16), 16);
-    const b = fqFlowBucket(<usize>load<i32>(d + DESC_OFF), load<i32>(d + DESC_LEN));
+    const b = fqFlowBucket(q, <usize>load<i32>(d + DESC_OFF), load<i32>(d + DESC_LEN));
     store<i32>(r + S_NEXT, -1);
     const bp = bucketPtr(q, b);
     const t = load<i32>(bp + B_TAIL);

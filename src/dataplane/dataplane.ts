@@ -6,6 +6,7 @@
 // dataplane carries one address family, as flannel runs one VXLAN device per family: an IPv6 one
 // (wasm-vxlan only) has its own TUN device with IPv6 on, an IPv6 route table, and IPv6 sockets on
 // the IPv6 underlay address.
+import { randomInt } from "node:crypto";
 import { Piscina } from "piscina";
 import type { Logger } from "pino";
 import { WeftError } from "../errors.js";
@@ -433,8 +434,19 @@ export class UserspaceDataplane {
   private flowQueue(arena: Arena, tx: PacketBatch, slots: number, ioCounters: number, mtu: number): number {
     const { fn } = this.hp;
     const at = arena.alloc(fn.fqSize(slots));
-    // A quantum of one full-sized frame per round, as fq_codel's default (MTU + Ethernet header).
-    fn.fqInit(at, slots, tx.slots, tx.stride, slots - tx.size, mtu + 14, ioCounters + IO_COUNTER.flowQueueDrops * 8);
+    // A quantum of one full-sized frame per round, as fq_codel's default (MTU + Ethernet header);
+    // a random hash seed per queue, as fq_codel's perturbation.
+    const seed = randomInt(2 ** 32);
+    fn.fqInit(
+      at,
+      slots,
+      tx.slots,
+      tx.stride,
+      slots - tx.size,
+      mtu + 14,
+      ioCounters + IO_COUNTER.flowQueueDrops * 8,
+      seed,
+    );
     return at;
   }
 

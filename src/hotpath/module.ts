@@ -54,10 +54,19 @@ export interface HotPathFunctions {
    * slots, sparse flows first, the fattest flow dropped at its head above the limit.
    */
   fqSize(slots: number): number;
-  fqInit(q: number, slots: number, base: number, stride: number, limit: number, quantum: number, drops: number): void;
+  fqInit(
+    q: number,
+    slots: number,
+    base: number,
+    stride: number,
+    limit: number,
+    quantum: number,
+    drops: number,
+    seed: number,
+  ): void;
   fqBacklog(q: number): number;
   fqSparseWaiting(q: number): number;
-  fqFlowBucket(p: number, len: number): number;
+  fqFlowBucket(q: number, p: number, len: number): number;
   fqPrepare(q: number, descs: number, want: number): number;
   fqEnqueue(q: number, descs: number, k: number, n: number): number;
   fqDequeue(q: number, out: number, max: number): number;

@@ -21,9 +21,12 @@ function transportKey(p: Uint8Array, at: number, proto: number, icmp: number): n
   return 0;
 }
 
+/** The flow hash's default seed (the send path's flow tags). */
+const DEFAULT_SEED = 0x5bd1e995;
+
 /** A packet's flow hash (assembly/packet/flow-hash.ts): addresses, protocol, ports (or ICMP echo identifier). */
-function refFlowHash(p: Uint8Array): number {
-  let h = 0x5bd1e995;
+function refFlowHash(p: Uint8Array, seed = DEFAULT_SEED): number {
+  let h = seed >>> 0;
   const version = p.length > 0 ? p[0] >> 4 : 0;
   if (version === 4 && p.length >= 20) {
     const ihl = (p[0] & 15) << 2;
@@ -39,9 +42,9 @@ function refFlowHash(p: Uint8Array): number {
   return Math.imul(h, 0x85ebca6b) >>> 0;
 }
 
-/** The flow queue's bucket of a packet: the hash's top 10 bits. */
-export function refFlowBucket(p: Uint8Array): number {
-  return refFlowHash(p) >>> 22;
+/** The flow queue's bucket of a packet, under the queue's seed: the hash's top 10 bits. */
+export function refFlowBucket(p: Uint8Array, seed: number): number {
+  return refFlowHash(p, seed) >>> 22;
 }
 
 /** The send path's flow tag of a single datagram (DESC_FLOW_TAG_SHIFT): the hash's top 15 bits, 0 taken as 1. */
