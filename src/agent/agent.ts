@@ -7,9 +7,9 @@
 import { mkdir, readFile, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Logger } from "pino";
-import type { Backend, BackendAnnouncement, BackendCounters, BackendOptions, Underlay } from "../backends/backend.js";
-import { createBackend, overlayDevice } from "../backends/index.js";
-import { parseNetConf, type BackendConfig, type NetConf } from "../config/net-conf.js";
+import type { Backend, BackendAnnouncement, BackendCounters, Underlay } from "../backends/backend.js";
+import { backendOptions, createBackend, overlayDevice } from "../backends/index.js";
+import { parseNetConf, type NetConf } from "../config/net-conf.js";
 import { ControlPlane } from "../control/control-plane.js";
 import { Keyring } from "../control/gossip/keyring.js";
 import type { Addr } from "../control/runtime.js";
@@ -58,38 +58,6 @@ export interface AgentOptions {
 
 /** The phase whose reason the lease layer knows (its last wait or failure). */
 const WAITING_FOR_LEASE = "waiting for a subnet lease";
-
-/** net-conf.json's Backend keys as the backends take them. */
-function backendOptions(b: BackendConfig): BackendOptions {
-  switch (b.Type) {
-    case "vxlan":
-      return { vni: b.VNI, port: b.Port, mtu: b.MTU, directRouting: b.DirectRouting, gbp: b.GBP, learning: b.Learning };
-    case "wasm-vxlan":
-      return {
-        vni: b.VNI,
-        port: b.Port,
-        ipv6OverIpv4Port: b.IPv6OverIPv4Port,
-        workers: b.Workers,
-        queuesPerWorker: b.QueuesPerWorker,
-        offloads: b.Offloads,
-        busyPollUs: b.BusyPollMicros,
-        queueDelayUs: b.QueueDelayMicros,
-        flowQueue: b.FlowQueue,
-      };
-    case "udp":
-      return {
-        port: b.Port,
-        workers: b.Workers,
-        queuesPerWorker: b.QueuesPerWorker,
-        offloads: b.Offloads,
-        busyPollUs: b.BusyPollMicros,
-        queueDelayUs: b.QueueDelayMicros,
-        flowQueue: b.FlowQueue,
-      };
-    case "host-gw":
-      return {};
-  }
-}
 
 /** One address family's side of the node: its lease, the backend instance carrying it, and the
  *  peer sync that keeps that instance's peers equal to the control plane's peers of the family. */
@@ -455,7 +423,7 @@ export class Agent {
   private async subnetLost(lost: string): Promise<void> {
     const lane = this.forgetLost(lost, `stopping its backend and removing ${this.opts.subnetFile}`);
     if (!lane) return;
-    const what = this.lanes.length > 1 ? `IPv${lane.family} subnet` : "subnet";
+    const what = this.subnetWord(lane);
     const running = lane.backend !== undefined;
     await this.stopLane(lane);
     await rm(this.opts.subnetFile, { force: true });
@@ -475,7 +443,7 @@ export class Agent {
   private forgetLost(lost: string, doing: string): Lane | undefined {
     const lane = this.lanes.find((l) => l.subnet && formatAnyPrefix(l.subnet) === lost);
     if (!lane) return undefined;
-    const what = this.lanes.length > 1 ? `IPv${lane.family} subnet` : "subnet";
+    const what = this.subnetWord(lane);
     this.log.error(
       { code: "AGENT_SUBNET_LOST", subnet: lost },
       `the cluster gave this node's ${what} ${lost} to another node: ${doing}; restart this node's pods once it has a new subnet`,
@@ -483,6 +451,11 @@ export class Agent {
     lane.subnet = undefined;
     this.ready = false;
     return lane;
+  }
+
+  /** "subnet", or "IPv6 subnet" when the node has two families. */
+  private subnetWord(lane: Lane): string {
+    return this.lanes.length > 1 ? `IPv${lane.family} subnet` : "subnet";
   }
 
   /**

@@ -7,7 +7,7 @@
 import { createSocket } from "node:dgram";
 import { createServer, isIP } from "node:net";
 import type { Underlay } from "../backends/backend.js";
-import { overlayDevice } from "../backends/index.js";
+import { backendOptions, overlayDevice } from "../backends/index.js";
 import type { NetConf } from "../config/net-conf.js";
 import { WeftError } from "../errors.js";
 import type { Kernel } from "../kernel/iproute.js";
@@ -416,7 +416,7 @@ export async function checkHost(kernel: Kernel, f: FlagValues, conf: NetConf, un
   // (Agent.removeStaleDevices); neither is another process holding the port.
   const b = conf.Backend;
   const families = [...(conf.space ? [4 as const] : []), ...(conf.space6 ? [6 as const] : [])];
-  const own = new Set(families.flatMap((f) => overlayDevice(b.Type, { vni: "VNI" in b ? b.VNI : undefined }, f) ?? []));
+  const own = new Set(families.flatMap((f) => overlayDevice(b.Type, backendOptions(b), f) ?? []));
   const networks = [conf.space?.network, conf.space6?.network].filter((n) => n !== undefined);
   const devices = await overlayDevices(kernel, networks);
   const heldByOverlay = (port: number) => devices.some((d) => d.vxlanPort === port && (own.has(d.name) || d.inNetwork));

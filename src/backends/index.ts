@@ -1,11 +1,44 @@
 // Choosing a backend by net-conf.json's Backend.Type. Synchronous, so that a userspace backend's
 // TUN device and sockets open in the namespace the caller is in (see userspace/userspace.ts).
+import type { BackendConfig } from "../config/net-conf.js";
 import { WeftError } from "../errors.js";
 import { BACKEND_TYPES, DEFAULT_VNI, type Backend, type BackendContext, type BackendOptions } from "./backend.js";
 import { HostGwBackend } from "./host-gw/host-gw.js";
 import { tunDeviceName, UserspaceBackend } from "./userspace/userspace.js";
 import { vxlanDeviceName } from "./vxlan/device.js";
 import { VxlanBackend } from "./vxlan/vxlan.js";
+
+/** net-conf.json's Backend keys as the backends take them. */
+export function backendOptions(b: BackendConfig): BackendOptions {
+  switch (b.Type) {
+    case "vxlan":
+      return { vni: b.VNI, port: b.Port, mtu: b.MTU, directRouting: b.DirectRouting, gbp: b.GBP, learning: b.Learning };
+    case "wasm-vxlan":
+      return {
+        vni: b.VNI,
+        port: b.Port,
+        ipv6OverIpv4Port: b.IPv6OverIPv4Port,
+        workers: b.Workers,
+        queuesPerWorker: b.QueuesPerWorker,
+        offloads: b.Offloads,
+        busyPollUs: b.BusyPollMicros,
+        queueDelayUs: b.QueueDelayMicros,
+        flowQueue: b.FlowQueue,
+      };
+    case "udp":
+      return {
+        port: b.Port,
+        workers: b.Workers,
+        queuesPerWorker: b.QueuesPerWorker,
+        offloads: b.Offloads,
+        busyPollUs: b.BusyPollMicros,
+        queueDelayUs: b.QueueDelayMicros,
+        flowQueue: b.FlowQueue,
+      };
+    case "host-gw":
+      return {};
+  }
+}
 
 /** The overlay device an instance of backend `type` makes for `family` (host-gw makes none). */
 export function overlayDevice(type: string, options: BackendOptions, family: 4 | 6): string | undefined {
