@@ -8,33 +8,28 @@ import { tunDeviceName, UserspaceBackend } from "./userspace/userspace.js";
 import { vxlanDeviceName } from "./vxlan/device.js";
 import { VxlanBackend } from "./vxlan/vxlan.js";
 
+/** The userspace dataplane's keys, which wasm-vxlan and udp share. */
+function dataplaneOptions(b: Extract<BackendConfig, { Type: "wasm-vxlan" | "udp" }>): BackendOptions {
+  return {
+    port: b.Port,
+    workers: b.Workers,
+    queuesPerWorker: b.QueuesPerWorker,
+    offloads: b.Offloads,
+    busyPollUs: b.BusyPollMicros,
+    queueDelayUs: b.QueueDelayMicros,
+    flowQueue: b.FlowQueue,
+  };
+}
+
 /** net-conf.json's Backend keys as the backends take them. */
 export function backendOptions(b: BackendConfig): BackendOptions {
   switch (b.Type) {
     case "vxlan":
       return { vni: b.VNI, port: b.Port, mtu: b.MTU, directRouting: b.DirectRouting, gbp: b.GBP, learning: b.Learning };
     case "wasm-vxlan":
-      return {
-        vni: b.VNI,
-        port: b.Port,
-        ipv6OverIpv4Port: b.IPv6OverIPv4Port,
-        workers: b.Workers,
-        queuesPerWorker: b.QueuesPerWorker,
-        offloads: b.Offloads,
-        busyPollUs: b.BusyPollMicros,
-        queueDelayUs: b.QueueDelayMicros,
-        flowQueue: b.FlowQueue,
-      };
+      return { vni: b.VNI, ipv6OverIpv4Port: b.IPv6OverIPv4Port, ...dataplaneOptions(b) };
     case "udp":
-      return {
-        port: b.Port,
-        workers: b.Workers,
-        queuesPerWorker: b.QueuesPerWorker,
-        offloads: b.Offloads,
-        busyPollUs: b.BusyPollMicros,
-        queueDelayUs: b.QueueDelayMicros,
-        flowQueue: b.FlowQueue,
-      };
+      return dataplaneOptions(b);
     case "host-gw":
       return {};
   }
