@@ -133,6 +133,21 @@ describe("LeaseDelegate", () => {
     expect(leases.ringState().runs.every((r) => r.owner === "a")).toBe(true);
   });
 
+  it("answers a ring state whose runs lie past the last slot with its view of the slots it has, at once", async () => {
+    // A keyed peer, buggy or hostile: the merge refuses the run, and the answer (this node's view
+    // of the slots the message names) once walked past the last slot without end and ran out of memory.
+    const { leases, delegate, log } = await setup();
+    const before = JSON.stringify(leases.ringState());
+    const lying: RingState = { seeds: ["a"], runs: [{ start: 250, count: 10, owner: "x", version: 9, leased: false }] };
+    const answer = await delegate.answerMsg("x", encodeMessage(FP, { kind: "state", ring: lying }));
+    expect(log.codes()).toContain("LEASE_BAD_STATE");
+    expect(JSON.stringify(leases.ringState())).toBe(before);
+    const reply = decodeMessage(FP, answer!);
+    expect(reply.kind === "state" && reply.ring.runs).toEqual([
+      { start: 250, count: 5, owner: "a", version: expect.any(Number), leased: false },
+    ]);
+  });
+
   it("piggybacks each broadcast about RetransmitMult x log10(N+1) times, newest first, within the size limit", async () => {
     const members = Array.from(
       { length: 9 },

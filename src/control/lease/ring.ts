@@ -349,10 +349,20 @@ export class Ring {
     return { seeds: this.seedList, runs: this.runsIn([{ start: 0, count: this.slotCount }]) };
   }
 
-  /** The current state of the given slots as runs, in slot order (unknown slots left out). */
+  /**
+   * The current state of the given slots as runs, in slot order (unknown slots left out). Spans
+   * may come from a peer's message (a transfer's view is answered with ours): the part outside
+   * the ring is left out, since walking past the last slot never ended.
+   */
   runsIn(spans: readonly SlotSpan[]): RingRun[] {
     const runs: RingRun[] = [];
-    const sorted = [...spans].sort((a, b) => a.start - b.start);
+    const inRing = spans.flatMap((span): SlotSpan[] => {
+      if (!Number.isInteger(span.start) || !Number.isInteger(span.count)) return [];
+      const start = Math.max(0, span.start);
+      const stop = Math.min(this.slotCount, span.start + span.count);
+      return stop > start ? [{ start, count: stop - start }] : [];
+    });
+    const sorted = inRing.sort((a, b) => a.start - b.start);
     for (const span of sorted) {
       for (const piece of this.pieces(span.start, span.count)) {
         if (piece.seg.owner === NO_OWNER) continue;
