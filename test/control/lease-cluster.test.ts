@@ -341,6 +341,57 @@ describe("reclaiming a dead node's subnet", () => {
     await sim.runFor(1_000);
   });
 
+  /** a, b and c, seeds all three (a 0-84, b 85-169, c 170-254: b is heir of c's run), up, and c then dead everywhere. */
+  async function cDead(seed: number, graceMs: number) {
+    const { sim, nodes, start } = cluster(["a", "b", "c", "d"], seed);
+    const extra = { seeds: ["a", "b", "c"], lease: { reclaimGraceMs: graceMs } };
+    for (const n of nodes.slice(0, 3)) await start(n, extra);
+    await runTo(sim, 30_000);
+    expect(nodes.slice(0, 3).every((n) => leases(n).currentLease())).toBe(true);
+    const [a, , c] = nodes;
+    sim.crash(c);
+    sim.gone.add("c"); // its saved state is not a claim the invariants should weigh once reclaimed
+    await runTo(sim, 60_000);
+    expect(a.plane!.allMembers().find((m) => m.name === "c")?.state).toBe("dead");
+    const ownedByC = () =>
+      leases(a)
+        .ringState()
+        .runs.filter((r) => r.owner === "c").length;
+    expect(ownedByC()).toBeGreaterThan(0);
+    return { sim, nodes, start: (n: PlaneNode) => start(n, extra), ownedByC };
+  }
+
+  it("after the grace period also when the heir restarted after the death (it learns of the death only from a peer's state)", async () => {
+    const { sim, nodes, ownedByC } = await cDead(7, 60_000);
+    const b = nodes[1];
+    sim.crash(b);
+    await runTo(sim, 62_000);
+    await sim.restart(b);
+    await runTo(sim, 62_000 + 30_000);
+    // b's own timer, from when it learnt of the death: a's fired meanwhile, but a is not heir.
+    expect(
+      leases(b)
+        .reservations()
+        .find((r) => r.node === "c")?.reclaimAt,
+    ).toEqual(expect.any(Number));
+    await runTo(sim, 62_000 + 200_000);
+    expect(ownedByC()).toBe(0);
+    expect(sim.codes("b")).toContain("LEASE_RECLAIMED");
+  });
+
+  it("after the grace period also when a node that joined after the death became heir by a donation", async () => {
+    for (const seed of [3, 4]) {
+      const { sim, nodes, start, ownedByC } = await cDead(seed, 60_000);
+      const d = nodes[3];
+      await start(d);
+      await runTo(sim, 90_000);
+      expect(leases(d).currentLease()).not.toBeNull();
+      await runTo(sim, 90_000 + 200_000);
+      expect(ownedByC()).toBe(0);
+      expect([...sim.codes("b"), ...sim.codes("d")]).toContain("LEASE_RECLAIMED");
+    }
+  });
+
   it("two histories (both sides of a partition changed the same slots): the nodes they name settle them, and every view agrees again", async () => {
     const { sim, nodes, start } = cluster(["a", "b", "c", "d"], 41);
     const [a, b, c, d] = nodes;

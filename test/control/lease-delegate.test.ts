@@ -83,6 +83,7 @@ describe("LeaseDelegate", () => {
       members: () => members,
       request: () => Promise.resolve(undefined),
       updateNode: () => undefined,
+      allMembers: () => [],
     };
     const { scheduler, clock } = loneClock();
     // Built as the agent builds it: the lease ring and its gossip adapter, production defaults.

@@ -117,6 +117,7 @@ describe("SubnetLeases with a state dir", () => {
     members: () => [],
     request: () => Promise.reject(new Error("alone")),
     updateNode: () => undefined,
+    allMembers: () => [],
   };
 
   function leases(

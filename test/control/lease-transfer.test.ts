@@ -142,6 +142,7 @@ describe("a giver restarted before its transfer was acknowledged", () => {
         return encodeMessage(FP, msg);
       },
       updateNode: () => undefined,
+      allMembers: () => [],
     };
     const layer = createLeaseLayer(
       { space: SPACE, seeds: ["a"], lease: { bootstrapQuietMs: 1_000 } },
@@ -209,6 +210,7 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
         throw new Error("connection refused (simulated)");
       },
       updateNode: () => undefined,
+      allMembers: () => [],
     };
     const layer = createLeaseLayer(
       {

@@ -50,6 +50,8 @@ export interface LeaseCore {
   /** Alive and suspect members other than this node. */
   otherMembers(): NodeView[];
   isMember(node: string): boolean;
+  /** Nodes membership knows only as dead or left (tombstones included). */
+  goneMembers(): Set<string>;
   encode(msg: LeaseMessage): Uint8Array;
   /** Slots `node` owns in the saved ring. */
   countOwned(node: string): number;

@@ -8,6 +8,11 @@
 //  - after a grace period (default 24 h, flannel's lease TTL) since membership declared the node
 //    dead or gone. Same risk if a node stays alive but partitioned for longer than the grace
 //    period. The grace timer runs in memory: a restarting heir starts it again (later, safer).
+//    A node that learns of the death only as a tombstone in a peer's state (it restarted, or
+//    joined after the death) is never told of it, and it may be the heir (a donation can make a
+//    newcomer heir of the dead node's run): it starts the timer when a ring state names a node
+//    its membership holds as dead or left (ownersGone). Before, only the nodes that saw the death
+//    ran a timer, and if none of them was heir when it fired the slots stayed the dead node's.
 //    Ranges owned only by dead nodes with no live heir (e.g. the whole ring of a lone dead seed)
 //    are left alone by the automatic path; reclaim(node) takes them.
 // A seed that never came up was never declared dead, so its share stays unused until reclaimed
@@ -190,6 +195,18 @@ export class Reclaimer {
       }),
     };
     this.graceTimers.set(node, grace);
+  }
+
+  /** Owners named by a ring state: those membership knows only as dead or left, with no timer or
+   *  verdict here yet, start their grace period (see the top of this file). */
+  ownersGone(owners: readonly string[]): void {
+    const { core } = this;
+    const untimed = [...new Set(owners)].filter(
+      (n) => n !== core.name && !this.graceTimers.has(n) && !this.condemned.has(n),
+    );
+    if (untimed.length === 0) return;
+    const gone = core.goneMembers();
+    for (const node of untimed) if (gone.has(node)) this.memberGone(node);
   }
 
   /** After every commit: a change may have made this node heir of a condemned node's run. */

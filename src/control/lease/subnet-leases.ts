@@ -257,6 +257,13 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
       cancel: (handle) => this.timers.cancel(handle),
       otherMembers: () => this.otherMembers(),
       isMember: (node) => this.otherMembers().some((m) => m.name === node),
+      goneMembers: () =>
+        new Set(
+          this.opts.membership
+            .allMembers()
+            .filter((m) => m.state === "dead" || m.state === "left")
+            .map((m) => m.name),
+        ),
       encode: (msg) => encodeMessage(this.opts.space.fingerprint, msg),
       countOwned: (node) =>
         this.ring
@@ -273,14 +280,17 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
       this.refuse(result.error, result.conflicts);
       return this.resolveForks(result.conflicts);
     }
-    if (result.changed.length === 0) return;
-    this.noteSlotsTaken(result.changed);
-    // Whoever a new version names as owner was alive when it was written (it wrote it, asked for it,
-    // or wrote the lease that won a fork).
-    this.signsOfLife(result.changed.map((c) => c.after.owner));
-    const extra = this.freeExtraLeases(next);
-    const learnt = source === "gossip" ? next.runsIn(result.changed) : [];
-    await this.commit(next, [...learnt, ...extra]);
+    if (result.changed.length > 0) {
+      this.noteSlotsTaken(result.changed);
+      // Whoever a new version names as owner was alive when it was written (it wrote it, asked for it,
+      // or wrote the lease that won a fork).
+      this.signsOfLife(result.changed.map((c) => c.after.owner));
+      const extra = this.freeExtraLeases(next);
+      const learnt = source === "gossip" ? next.runsIn(result.changed) : [];
+      await this.commit(next, [...learnt, ...extra]);
+    }
+    // After the signs of life: an owner this view knows only as a tombstone did not write these runs.
+    this.reclaimer.ownersGone(state.runs.map((r) => r.owner));
   }
 
   /** Ring states newer than this view name these owners (Reclaimer.activeWhileGone). */

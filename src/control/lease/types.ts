@@ -13,6 +13,8 @@ export interface MembershipPort {
   localNode(): { readonly name: string };
   /** Alive and suspect members. */
   members(): readonly NodeView[];
+  /** Every member the gossip layer knows, dead and left ones included. */
+  allMembers(): readonly NodeView[];
   /** A stream exchange: delivers msg to the peer's lease layer (SubnetLeases.answer) and resolves
    *  to its answer from the same stream (undefined: none); rejects if it cannot. */
   request(name: string, msg: Uint8Array): Promise<Uint8Array | undefined>;
