@@ -386,6 +386,34 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
     await b.stop();
   });
 
+  it("an operator's reclaim that could not be saved takes nothing later either; the grace period starts over", async () => {
+    const disk = new Disk();
+    const { b, scheduler, log, owned, killC } = await heirOfC(disk);
+    const share = owned("c");
+    killC();
+    await scheduler.runFor(1_000);
+    disk.fault = "full";
+    await expect(b.reclaim("c")).rejects.toMatchObject({ code: "LEASE_PERSIST_FAILED" });
+    disk.fault = null;
+    // The next commit's reclaim pass once took the share on the verdict the operator was told had
+    // not been made, and without the notice to other heirs. A commit that leaves b heir of c's
+    // share (a donation would make the receiver heir): another node's change to one of b's slots.
+    const v = b.ringState().runs.find((r) => r.start <= 10 && 10 < r.start + r.count)!.version;
+    b.mergeRemote(
+      { seeds: ["b", "c"], runs: [{ start: 10, count: 1, owner: "e", version: v + 1, leased: false }] },
+      "gossip",
+    );
+    await scheduler.runFor(GRACE_MS / 2);
+    expect(owned("b").some((r) => r.start + r.count === share[0].start)).toBe(true); // still c's heir
+    expect(owned("c")).toEqual(share);
+    expect(log.codes()).not.toContain("LEASE_RECLAIMED");
+    // Still gone in membership: it is reclaimed a grace period after the failed attempt.
+    await scheduler.runFor(GRACE_MS);
+    expect(owned("c")).toEqual([]);
+    expect(log.codes()).toContain("LEASE_RECLAIMED");
+    await b.stop();
+  });
+
   it("dual-stack: a sign of life in the IPv4 ring restarts the IPv6 grace period too", async () => {
     const { b, b6, scheduler, log, ownedIn, killC } = await heirOfC(new MemoryStore(), new MemoryStore());
     // c leases the first slot of its share in each ring.

@@ -77,7 +77,17 @@ export class Reclaimer {
         return;
       }
       this.condemnByOperator(node);
-      const taken = await this.reclaimAsHeir(true);
+      let taken: number;
+      try {
+        taken = await this.reclaimAsHeir(true);
+      } catch (err) {
+        // Not saved, so not made, as the error says: the verdict goes too (the reclaim pass after
+        // the next commit took the slots on it, and without the notice to the other heirs), and
+        // the node, still gone, starts a grace period again.
+        this.condemned.delete(node);
+        this.memberGone(node);
+        throw err;
+      }
       const ring = core.ring;
       const remaining = ring.state().runs.filter((r) => r.owner === node);
       const heirs = new Set<string>();
