@@ -28,7 +28,7 @@ import { PeerSync } from "./peer-sync.js";
 import { checkFlags, checkHost } from "./preflight.js";
 import { udpSocketDrops, type SocketDrops } from "./socket-drops.js";
 import { StateDirLock } from "./state-dir.js";
-import { writeSubnetEnv } from "./subnet-env.js";
+import { parseSubnetEnv, writeSubnetEnv } from "./subnet-env.js";
 import { chooseUnderlay, describeUnderlay, gossipHost } from "./underlay.js";
 
 export interface AgentOptions {
@@ -183,6 +183,12 @@ export class Agent {
     }
     const agent = new Agent(opts, conf, kernel, underlay, control, lock, log);
     control.on("fatal", (err) => agent.fatal(err));
+    try {
+      await agent.removeStaleSubnetEnv();
+    } catch (err) {
+      await agent.stop(false).catch(() => undefined);
+      throw err;
+    }
     // Serialized with reloads: a backend swap and a lost subnet never interleave.
     control.on("lost", (lost) => {
       // Before start() programs anything, it only forgets the subnet (at once, not behind start's
@@ -260,6 +266,41 @@ export class Agent {
       await agent.stop(false).catch(() => undefined);
       throw err;
     }
+  }
+
+  /**
+   * A subnet.env this start finds that does not name exactly the subnets the state dir holds
+   * (flannel's, left by the DaemonSet weft replaces; one of an earlier config or state dir) is
+   * removed before anything waits for the cluster: the CNI plugin would hand pods addresses of a
+   * subnet that may be another node's until this node writes its own. One that names them is kept,
+   * so that pods still start during a restart; if the cluster took the subnet away meanwhile, the
+   * loss removes it once the ring says so (subnetLost).
+   */
+  private async removeStaleSubnetEnv(): Promise<void> {
+    const file = this.opts.subnetFile;
+    const text = await readFile(file, "utf8").catch((err: NodeJS.ErrnoException) => {
+      if (err.code === "ENOENT") return undefined;
+      throw err;
+    });
+    if (text === undefined) return;
+    const held = this.control.families.map((l) => l.currentLease()?.subnet);
+    let named: string[] | undefined;
+    try {
+      const env = parseSubnetEnv(text);
+      const networks = [env.v4?.network, env.v6?.network].filter((n) => n !== undefined);
+      const ours = [this.conf.space?.network, this.conf.space6?.network].filter((n) => n !== undefined);
+      // The config's networks, each with the subnet this node holds in it, and nothing else.
+      if (networks.length === ours.length && networks.every((n, i) => formatAnyPrefix(n) === formatAnyPrefix(ours[i])))
+        named = [env.v4?.subnet, env.v6?.subnet].filter((n) => n !== undefined).map(formatAnyPrefix);
+    } catch {
+      // not a subnet.env we can read: not ours
+    }
+    if (named && named.length === held.length && named.every((n, i) => n === held[i])) return;
+    await rm(file, { force: true });
+    this.log.warn(
+      { code: "AGENT_STALE_SUBNET_ENV", file, held: held.filter((h) => h !== undefined) },
+      `removed ${file}, which did not name the subnets this node holds (left by flannel, or by an earlier config or state dir): pods started before this node is ready wait for the new one (the CNI plugin says try again)`,
+    );
   }
 
   /** Waits for this node's subnet of a family. */

@@ -407,8 +407,28 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
       expect(["alive", "suspect"], a.host.name).toContain(s.members.find((m) => m.name === "host3")?.state);
       expect(await podRoutes(a.host), a.host.name).toContain(vxlanRoute(a3));
     }
+    // subnet.env stays across the restart (it names the subnet host3's state dir holds), so pods
+    // can start meanwhile, as with flanneld.
+    const env = await readFile(agents.subnetFile(a3), "utf8");
     agents.start(a3, ["--keep-on-exit"]);
+    let envMissing = 0;
+    const watching = (async () => {
+      while (
+        !(await agents.status(a3).then(
+          (s) => s.ready,
+          () => false,
+        ))
+      ) {
+        envMissing += await readFile(agents.subnetFile(a3), "utf8").then(
+          (t) => (t === env ? 0 : 1),
+          () => 1,
+        );
+        await sleep(20);
+      }
+    })();
     await converged(a3, "vxlan");
+    await watching;
+    expect(envMissing, "polls that found subnet.env missing or changed during the restart").toBe(0);
     expect((await pings).received).toBe(60);
   });
 

@@ -3,6 +3,8 @@
 // targets that start last. A node whose join targets are not up retries (it is not ready
 // meanwhile, so a seed never serves alone); once they are, everyone converges. Fresh state dirs
 // for every run.
+import { existsSync } from "node:fs";
+import { writeFile } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { agentRequest } from "../../src/cli/agent-client.js";
 import { LabAgents, type LabAgent } from "../../src/lab/agents.js";
@@ -77,6 +79,11 @@ describe.skipIf(!canUseNetns())("agent: cluster formation in any start order", (
   it("join targets started last: the others retry, are not ready meanwhile, and join when it comes", async () => {
     agents = await LabAgents.prepare(lab, () => netConf("vxlan"));
     const [target, a2, a3] = agents.agents;
+    // flannel's subnet.env, left by the DaemonSet weft replaces: the CNI plugin must not hand out
+    // its addresses while host2 waits (they may be another node's by now).
+    const flannels =
+      "FLANNEL_NETWORK=198.19.0.0/16\nFLANNEL_SUBNET=198.19.77.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n";
+    await writeFile(agents.subnetFile(a2), flannels);
     // host2 and host3 know only host1, which is not up yet; all three are subnet seeds.
     agents.start(a2, [], [target]);
     agents.start(a3, [], [target]);
@@ -85,6 +92,8 @@ describe.skipIf(!canUseNetns())("agent: cluster formation in any start order", (
     expect(waiting.ready).toBe(false);
     await expect(agentRequest(a2.dir, "GET", "/readyz")).rejects.toThrow(/503/);
     expect(await agents.logTail(a2, 50)).toMatch(/GOSSIP_JOIN_RETRY/);
+    expect(existsSync(agents.subnetFile(a2))).toBe(false);
+    expect(await agents.logTail(a2, 50)).toMatch(/AGENT_STALE_SUBNET_ENV/);
     agents.start(target);
     await formed(agents.agents);
     await agents.stopAll();
