@@ -8,7 +8,7 @@ import { writeFileSync } from "node:fs";
 import { cpus, release } from "node:os";
 import { Command, Option } from "commander";
 import { DEFAULT_WORKERS_RULE, defaultWorkers } from "../../src/dataplane/defaults.js";
-import { cpuPerGigabyte, measureCpu } from "../../src/bench/cpu.js";
+import { cpuPerGigabyte, measureOwnCpu } from "../../src/bench/cpu.js";
 import { floodTail, pingUnderLoad } from "../../src/bench/load.js";
 import { median, pairedRatio, percentile } from "../../src/bench/stats.js";
 import { iperf, ping } from "../../src/lab/traffic.js";
@@ -174,10 +174,6 @@ const knobSets: Knobs[] = each(args.busyPoll).flatMap((busyPollUs) =>
 );
 
 /**
- * CPU seconds per GB as `weft bench` defines them (src/bench/cpu.ts): the dataplanes run in this
- * process, so it stands for the agents (kernel vxlan's setup has no dataplane: near zero).
- */
-/**
  * Packets the setup's dataplanes dropped so far at their flow queues and at their TUN devices'
  * rings (0 without a userspace dataplane or flow queue).
  */
@@ -189,11 +185,14 @@ const drops = (s: Setup) => {
   };
 };
 
+/**
+ * CPU seconds per GB as `weft bench` defines them (src/bench/cpu.ts): the dataplanes run in this
+ * process, so its own threads stand for the agents (kernel vxlan's setup has no dataplane: near
+ * zero); iperf3, its child, is not counted there.
+ */
 async function tcp(s: Setup, streams: number) {
   const dropsBefore = drops(s);
-  const { result: r, cpu } = await measureCpu([process.pid], () =>
-    iperf(s.server, s.client, { seconds: duration, streams }),
-  );
+  const { result: r, cpu } = await measureOwnCpu(() => iperf(s.server, s.client, { seconds: duration, streams }));
   const extra: Record<string, number> = { retransmits: r.retransmits ?? 0 };
   if (s.dataplanes.length > 0) {
     const after = drops(s);

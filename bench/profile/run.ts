@@ -12,7 +12,7 @@ import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { Command, Option } from "commander";
 import { DEFAULT_WORKERS_RULE, defaultWorkers } from "../../src/dataplane/defaults.js";
-import { cpuPerGigabyte, measureCpu, perGigabyte, type CpuDelta } from "../../src/bench/cpu.js";
+import { cpuPerGigabyte, measureOwnCpu, perGigabyte, type CpuDelta } from "../../src/bench/cpu.js";
 import { projectFile } from "../../src/paths.js";
 import { iperf } from "../../src/lab/traffic.js";
 import { numberValue, wholeNumber } from "../cli-options.js";
@@ -172,9 +172,9 @@ async function main(): Promise<void> {
         run("perf", ["stat", "-a", "-x", ",", "-e", events, "--", "sleep", String(seconds)]),
       ]);
       perf.catch(() => undefined);
-      // The window alone, not perf's exit: this process's CPU counts the children it waited for,
-      // and perf's own cost (sampling every core with call stacks) is not the dataplane's.
-      const { cpu } = await measureCpu([process.pid], () => new Promise((r) => setTimeout(r, seconds * 1000)));
+      // This process's own threads (the dataplanes), not its children: perf's cost (sampling every
+      // core with call stacks) and iperf3's are not the dataplane's.
+      const { cpu } = await measureOwnCpu(() => new Promise((r) => setTimeout(r, seconds * 1000)));
       const bytes = receivedBytes(s) - before;
       // Taken while the stream still runs (MARGIN_S after the window): the setup's iperf3 processes.
       const iperf3 = new Set([s.client, s.server].flatMap((p) => namespacePids(p.ns.name)));
