@@ -13,7 +13,15 @@ import { REPORT_FILES, terminalSummary, writeReport, type BenchReport } from "./
 import { runsIpv6, type BenchSettings } from "./settings.js";
 import { figureDefs, summarize } from "./summary.js";
 import { idleCost } from "./load.js";
-import { agentPids, buildLab, killTrafficTools, readyLab, teardownLab, type BenchLab } from "./topology.js";
+import {
+  agentPids,
+  buildLab,
+  checkAgents,
+  killTrafficTools,
+  readyLab,
+  teardownLab,
+  type BenchLab,
+} from "./topology.js";
 import {
   runWorkload,
   workloadId,
@@ -97,7 +105,7 @@ export async function runBench(settings: BenchSettings, command: string): Promis
               // gives no result, kernel backends too (iperf3's or the harness's, not a dataplane's):
               // measured once more, and the stall reported as retried, not hidden.
               if (interrupted || !(error instanceof WeftError) || !retryable(w, error.code)) throw error;
-              agentPids(labOf(name)); // throws BENCH_AGENT_GONE if an agent's exit was the cause
+              checkAgents(labOf(name)); // throws BENCH_AGENT_GONE if an agent's exit was the cause
               retried.push({ ...at, label, code: error.code, message: error.message });
               process.stderr.write(
                 `\nround ${round} · ${name} · ${label}: [${error.code}] ${error.message}; measuring it again\n`,
@@ -109,7 +117,7 @@ export async function runBench(settings: BenchSettings, command: string): Promis
             // once) must not cost the whole measurement: report it and go on (a workload settles
             // all its tools before it fails). A bug, or an agent gone, still ends the run.
             if (interrupted || !(error instanceof WeftError) || AGENT_GONE.has(error.code)) throw error;
-            agentPids(labOf(name)); // throws BENCH_AGENT_GONE if the failure was an agent's exit
+            checkAgents(labOf(name)); // throws BENCH_AGENT_GONE if the failure was an agent's exit
             failures.push({ ...at, label, code: error.code, message: error.message });
             process.stderr.write(`\nround ${round} · ${name} · ${label} failed: [${error.code}] ${error.message}\n`);
           }
