@@ -136,7 +136,8 @@ ${
   lab: two hosts as network namespaces on a switch (a bridge), each with a cni0 bridge and one
   pod, and a real \`weft agent\` per host running that backend (net-conf.json in the JSON file).
   All labs are built before the first measurement and the runs alternate between setups (each
-  round runs every workload on every setup, starting with a different setup each round), so
+  round runs every workload on every setup, starting with a different setup each round and
+  every other round in reverse order, so no setup always runs right after the same one), so
   drift of the machine hits every setup alike. Compare setups by their ratios, not by absolute
   figures from different runs or machines.
 ${
