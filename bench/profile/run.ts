@@ -4,7 +4,8 @@
 // in one category by its call stack (categories.ts): the Wasm hot path, each kernel path the
 // workers enter (TUN read and write, UDP send and receive; their copies apart), JS and N-API glue,
 // iperf3, softirq on no process of ours, other processes (told apart by pid), idle. Figures are
-// per GB moved, so setups compare; the busiest Wasm functions are named (`--help`: the options).
+// per GB the server pod received (headers included), so setups compare; the busiest Wasm functions
+// are named (`--help`: the options).
 // Runs under `node --perf-basic-prof` (the npm script does it), so perf can name JIT frames.
 import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
@@ -59,7 +60,10 @@ function run(cmd: string, argv: string[]): Promise<string> {
   });
 }
 
-/** Bytes received so far by the server pod's interfaces: what crossed the dataplane in the window. */
+/**
+ * Bytes received so far by the server pod's interfaces: what crossed the dataplane in the window,
+ * headers included (iperf3's own count covers its whole run, not the sampled window).
+ */
 function receivedBytes(s: Setup): number {
   const links = JSON.parse(
     execFileSync("ip", ["-n", s.server.ns.name, "-s", "-j", "link", "show"], { encoding: "utf8" }),
@@ -92,7 +96,7 @@ function print(
     `\n${setup}: ${gbits.toFixed(2)} Gbit/s over the sampled ${seconds} s (${(bytes / 1e9).toFixed(2)} GB received by the server pod), ${p.total} samples of ${cpus().length} cores`,
   );
   console.log(
-    `CPU s/GB as weft bench reports it (src/bench/cpu.ts; this process runs the dataplanes): total ${perGB.total.toFixed(3)}, agents ${perGB.agents.toFixed(3)}, kernel ${perGB.kernel.toFixed(3)}`,
+    `CPU s/GB in weft bench's three views (src/bench/cpu.ts; agents: this process, which runs the dataplanes), per GB the server pod received with headers, while perf samples (near, not equal to weft bench's figures, which divide by iperf3's bytes without perf): total ${perGB.total.toFixed(3)}, agents ${perGB.agents.toFixed(3)}, kernel ${perGB.kernel.toFixed(3)}`,
   );
   console.log(
     "where every core's time went, by perf samples (CPU s/GB: the category's sampled seconds per GB, iperf3 and idle included):",
