@@ -8,11 +8,13 @@ import { writeFileSync } from "node:fs";
 import { cpus, release } from "node:os";
 import { Command, Option } from "commander";
 import { DEFAULT_WORKERS_RULE, defaultWorkers } from "../../src/dataplane/defaults.js";
-import { cpuPerGigabyte, measureCpu } from "../../src/bench/cpu.js";
+import { cpuPerGigabyte, measureOwnCpu } from "../../src/bench/cpu.js";
 import { floodTail, pingUnderLoad } from "../../src/bench/load.js";
-import { median, pairedRatio, percentile } from "../../src/bench/stats.js";
+import { median, pairedRatio } from "../../src/bench/stats.js";
+import { roundTripFigures } from "../../src/bench/workloads.js";
 import { iperf, ping } from "../../src/lab/traffic.js";
 import { listOf, numberValue, onOff, oneOf, wholeNumber } from "../cli-options.js";
+import { perRound } from "./per-round.js";
 import { destroySetup, kernelVxlan, userspace, type Knobs, type Setup } from "./setups.js";
 
 interface Sample {
@@ -27,16 +29,16 @@ interface Sample {
 const workloads: Array<{
   name: string;
   unit: string;
-  run: (s: Setup) => Promise<{ value: number; extra?: Record<string, number> }>;
+  run: (s: Setup, round: number) => Promise<{ value: number; extra?: Record<string, number> }>;
 }> = [
   { name: "TCP 1 stream", unit: "Gbit/s", run: async (s) => tcp(s, 1) },
   { name: "TCP 4 streams", unit: "Gbit/s", run: async (s) => tcp(s, 4) },
   { name: "UDP 64 B", unit: "kpps recv", run: async (s) => udp(s, 64) },
   { name: "UDP 1400 B", unit: "kpps recv", run: async (s) => udp(s, 1400) },
-  { name: "ping p50", unit: "ms", run: async (s) => rtt(s, 0.5) },
-  { name: "ping p99", unit: "ms", run: async (s) => rtt(s, 0.99) },
-  { name: "loaded ping p50", unit: "ms", run: async (s) => loadedRtt(s, "p50") },
-  { name: "loaded ping p99", unit: "ms", run: async (s) => loadedRtt(s, "p99") },
+  { name: "ping p50", unit: "ms", run: async (s, round) => rtt(s, round, "p50") },
+  { name: "ping p99", unit: "ms", run: async (s, round) => rtt(s, round, "p99") },
+  { name: "loaded ping p50", unit: "ms", run: async (s, round) => loadedRtt(s, round, "p50") },
+  { name: "loaded ping p99", unit: "ms", run: async (s, round) => loadedRtt(s, round, "p99") },
   {
     name: "flood tail",
     unit: "ms",
@@ -174,10 +176,6 @@ const knobSets: Knobs[] = each(args.busyPoll).flatMap((busyPollUs) =>
 );
 
 /**
- * CPU seconds per GB as `weft bench` defines them (src/bench/cpu.ts): the dataplanes run in this
- * process, so it stands for the agents (kernel vxlan's setup has no dataplane: near zero).
- */
-/**
  * Packets the setup's dataplanes dropped so far at their flow queues and at their TUN devices'
  * rings (0 without a userspace dataplane or flow queue).
  */
@@ -189,11 +187,14 @@ const drops = (s: Setup) => {
   };
 };
 
+/**
+ * CPU seconds per GB as `weft bench` defines them (src/bench/cpu.ts): the dataplanes run in this
+ * process, so its own threads stand for the agents (kernel vxlan's setup has no dataplane: near
+ * zero); iperf3, its child, is not counted there.
+ */
 async function tcp(s: Setup, streams: number) {
   const dropsBefore = drops(s);
-  const { result: r, cpu } = await measureCpu([process.pid], () =>
-    iperf(s.server, s.client, { seconds: duration, streams }),
-  );
+  const { result: r, cpu } = await measureOwnCpu(() => iperf(s.server, s.client, { seconds: duration, streams }));
   const extra: Record<string, number> = { retransmits: r.retransmits ?? 0 };
   if (s.dataplanes.length > 0) {
     const after = drops(s);
@@ -223,28 +224,23 @@ async function udp(s: Setup, length: number) {
   return { value: received / r.seconds / 1e3, extra };
 }
 
-const rttCache = new Map<string, number[]>();
-async function rtt(s: Setup, q: number) {
-  // One ping run per setup and round serves both percentiles.
-  const key = `${s.name}`;
-  if (q === 0.5) rttCache.delete(key);
-  let samples = rttCache.get(key);
-  if (!samples) {
-    samples = (await ping(s.client, s.server.addr, { count: 200, intervalS: 0.005, timeoutS: 1 })).rtts;
-    rttCache.set(key, samples);
-  }
-  return { value: percentile(samples, q) };
+const pingRun = perRound<ReturnType<typeof roundTripFigures>>();
+async function rtt(s: Setup, round: number, q: "p50" | "p99") {
+  const v = await pingRun(s.name, round, async () =>
+    roundTripFigures(await ping(s.client, s.server.addr, { count: 200, intervalS: 0.005, timeoutS: 1 }), s.name),
+  );
+  return { value: v[q], extra: { lossPercent: v.lossPercent } };
 }
 
-const loadedCache = new Map<string, { p50: number; p99: number; lossPercent: number; tcpGbps: number }>();
-/** Ping under load as `weft bench` measures it (src/bench/load.ts); one run serves both percentiles. */
-async function loadedRtt(s: Setup, q: "p50" | "p99") {
-  if (q === "p50") loadedCache.delete(s.name); // a failed p50 run leaves no older round's figures for p99
-  let v = loadedCache.get(s.name);
-  if (!v) {
-    v = (await pingUnderLoad(s.client, s.server, { seconds: duration, pingCount: 400, pingIntervalS: 0.01 })).values;
-    loadedCache.set(s.name, v);
-  }
+const loadedRun = perRound<Awaited<ReturnType<typeof pingUnderLoad>>["values"]>();
+/** Ping under load as `weft bench` measures it (src/bench/load.ts). */
+async function loadedRtt(s: Setup, round: number, q: "p50" | "p99") {
+  const v = await loadedRun(
+    s.name,
+    round,
+    async () =>
+      (await pingUnderLoad(s.client, s.server, { seconds: duration, pingCount: 400, pingIntervalS: 0.01 })).values,
+  );
   return { value: v[q], extra: { lossPercent: v.lossPercent, tcpGbps: v.tcpGbps } };
 }
 
@@ -271,7 +267,7 @@ async function main(): Promise<void> {
         for (const s of setups) {
           let r: Awaited<ReturnType<typeof w.run>>;
           try {
-            r = await w.run(s);
+            r = await w.run(s, round);
           } catch (error) {
             // One stalled run must not cost the others: note it and go on (medians skip it).
             const text = error instanceof Error ? error.message : String(error);

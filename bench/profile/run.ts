@@ -4,7 +4,8 @@
 // in one category by its call stack (categories.ts): the Wasm hot path, each kernel path the
 // workers enter (TUN read and write, UDP send and receive; their copies apart), JS and N-API glue,
 // iperf3, softirq on no process of ours, other processes (told apart by pid), idle. Figures are
-// per GB moved, so setups compare; the busiest Wasm functions are named (`--help`: the options).
+// per GB the server pod received (headers included), so setups compare; the busiest Wasm functions
+// are named (`--help`: the options).
 // Runs under `node --perf-basic-prof` (the npm script does it), so perf can name JIT frames.
 import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
@@ -12,7 +13,7 @@ import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { Command, Option } from "commander";
 import { DEFAULT_WORKERS_RULE, defaultWorkers } from "../../src/dataplane/defaults.js";
-import { cpuPerGigabyte, measureCpu, perGigabyte, type CpuDelta } from "../../src/bench/cpu.js";
+import { cpuPerGigabyte, measureOwnCpu, perGigabyte, type CpuDelta } from "../../src/bench/cpu.js";
 import { projectFile } from "../../src/paths.js";
 import { iperf } from "../../src/lab/traffic.js";
 import { numberValue, wholeNumber } from "../cli-options.js";
@@ -59,7 +60,10 @@ function run(cmd: string, argv: string[]): Promise<string> {
   });
 }
 
-/** Bytes received so far by the server pod's interfaces: what crossed the dataplane in the window. */
+/**
+ * Bytes received so far by the server pod's interfaces: what crossed the dataplane in the window,
+ * headers included (iperf3's own count covers its whole run, not the sampled window).
+ */
 function receivedBytes(s: Setup): number {
   const links = JSON.parse(
     execFileSync("ip", ["-n", s.server.ns.name, "-s", "-j", "link", "show"], { encoding: "utf8" }),
@@ -92,7 +96,7 @@ function print(
     `\n${setup}: ${gbits.toFixed(2)} Gbit/s over the sampled ${seconds} s (${(bytes / 1e9).toFixed(2)} GB received by the server pod), ${p.total} samples of ${cpus().length} cores`,
   );
   console.log(
-    `CPU s/GB as weft bench reports it (src/bench/cpu.ts; this process runs the dataplanes): total ${perGB.total.toFixed(3)}, agents ${perGB.agents.toFixed(3)}, kernel ${perGB.kernel.toFixed(3)}`,
+    `CPU s/GB in weft bench's three views (src/bench/cpu.ts; agents: this process, which runs the dataplanes), per GB the server pod received with headers, while perf samples (near, not equal to weft bench's figures, which divide by iperf3's bytes without perf): total ${perGB.total.toFixed(3)}, agents ${perGB.agents.toFixed(3)}, kernel ${perGB.kernel.toFixed(3)}`,
   );
   console.log(
     "where every core's time went, by perf samples (CPU s/GB: the category's sampled seconds per GB, iperf3 and idle included):",
@@ -172,9 +176,9 @@ async function main(): Promise<void> {
         run("perf", ["stat", "-a", "-x", ",", "-e", events, "--", "sleep", String(seconds)]),
       ]);
       perf.catch(() => undefined);
-      // The window alone, not perf's exit: this process's CPU counts the children it waited for,
-      // and perf's own cost (sampling every core with call stacks) is not the dataplane's.
-      const { cpu } = await measureCpu([process.pid], () => new Promise((r) => setTimeout(r, seconds * 1000)));
+      // This process's own threads (the dataplanes), not its children: perf's cost (sampling every
+      // core with call stacks) and iperf3's are not the dataplane's.
+      const { cpu } = await measureOwnCpu(() => new Promise((r) => setTimeout(r, seconds * 1000)));
       const bytes = receivedBytes(s) - before;
       // Taken while the stream still runs (MARGIN_S after the window): the setup's iperf3 processes.
       const iperf3 = new Set([s.client, s.server].flatMap((p) => namespacePids(p.ns.name)));

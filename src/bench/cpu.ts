@@ -72,18 +72,40 @@ export interface CpuDelta {
   wallSeconds: number;
 }
 
-/** Measures `run` against the given agent processes and the whole machine. */
-export async function measureCpu<T>(pids: number[], run: () => Promise<T>): Promise<{ result: T; cpu: CpuDelta }> {
-  const sum = () =>
-    pids
-      .map(processCpu)
-      .reduce((a, b) => ({ user: a.user + b.user, system: a.system + b.system }), { user: 0, system: 0 });
-  const a0 = sum();
+/**
+ * Measures `run` against the given agent processes (each with the children it waited for: its
+ * own `ip` and `nft`) and the whole machine.
+ */
+export function measureCpu<T>(pids: number[], run: () => Promise<T>): Promise<{ result: T; cpu: CpuDelta }> {
+  return measure(
+    () =>
+      pids
+        .map(processCpu)
+        .reduce((a, b) => ({ user: a.user + b.user, system: a.system + b.system }), { user: 0, system: 0 }),
+    run,
+  );
+}
+
+/**
+ * Measures `run` against this process, which runs the dataplanes itself (bench:e2e,
+ * bench:profile), and the whole machine. Its own threads only: the children it reaps (iperf3,
+ * perf) are not its dataplanes' cost, and processCpu's cutime would count a child whenever it
+ * happens to be reaped, also in the next run's window.
+ */
+export function measureOwnCpu<T>(run: () => Promise<T>): Promise<{ result: T; cpu: CpuDelta }> {
+  return measure(() => {
+    const u = process.cpuUsage(); // getrusage(RUSAGE_SELF): every thread, no children; µs
+    return { user: u.user / 1e6, system: u.system / 1e6 };
+  }, run);
+}
+
+async function measure<T>(own: () => ProcessCpu, run: () => Promise<T>): Promise<{ result: T; cpu: CpuDelta }> {
+  const a0 = own();
   const m0 = machineCpu();
   const t0 = process.hrtime.bigint();
   const result = await run();
   const t1 = process.hrtime.bigint();
-  const a1 = sum();
+  const a1 = own();
   const m1 = machineCpu();
   return {
     result,

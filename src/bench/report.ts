@@ -136,7 +136,8 @@ ${
   lab: two hosts as network namespaces on a switch (a bridge), each with a cni0 bridge and one
   pod, and a real \`weft agent\` per host running that backend (net-conf.json in the JSON file).
   All labs are built before the first measurement and the runs alternate between setups (each
-  round runs every workload on every setup, starting with a different setup each round), so
+  round runs every workload on every setup, starting with a different setup each round and
+  every other round in reverse order, so no setup always runs right after the same one), so
   drift of the machine hits every setup alike. Compare setups by their ratios, not by absolute
   figures from different runs or machines.
 ${
@@ -167,8 +168,10 @@ ${
 - **Median and percentiles** (\`src/bench/stats.ts\`, the one implementation every weft benchmark
   uses): a cell's median over rounds is the middle value, or the mean of the two middle ones for
   an even number of rounds. A pN (p50, p99 of ping times, one-way delays) is the nearest rank: the
-  smallest observed value with at least N% of the values at or below it, never interpolated; of
-  ${s.pingCount} pings, p99 is the ${Math.ceil(0.99 * s.pingCount)}th fastest.
+  smallest observed value with at least N% of the values at or below it, never interpolated: of
+  R replies, p99 is the ⌈0.99 R⌉th fastest (a lost ping has no reply, so no place in the order;
+  under load R counts the ${LOADED_PINGS} pings' replies pooled). With all ${s.pingCount} round-trip pings
+  answered, p99 is the ${Math.ceil(0.99 * s.pingCount)}th fastest.
 - **CPU per GB** (\`src/bench/cpu.ts\`, the one definition; \`bench:e2e\` and \`bench:profile\`
   report the same three), over each TCP run, from /proc, in CPU seconds per 10^9 bytes received:
   *agents* is both agents' own time (utime + stime of their processes, all threads: the cost of

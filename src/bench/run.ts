@@ -13,7 +13,15 @@ import { REPORT_FILES, terminalSummary, writeReport, type BenchReport } from "./
 import { runsIpv6, type BenchSettings } from "./settings.js";
 import { figureDefs, summarize } from "./summary.js";
 import { idleCost } from "./load.js";
-import { agentPids, buildLab, killTrafficTools, readyLab, teardownLab, type BenchLab } from "./topology.js";
+import {
+  agentPids,
+  buildLab,
+  checkAgents,
+  killTrafficTools,
+  readyLab,
+  teardownLab,
+  type BenchLab,
+} from "./topology.js";
 import {
   runWorkload,
   workloadId,
@@ -71,9 +79,9 @@ export async function runBench(settings: BenchSettings, command: string): Promis
     );
   for (const s of setups) plan(`waiting for ${s.name} agents, adding pods`, 4, () => readyLab(labOf(s.name)));
   let seq = 0;
+  const names = setups.map((x) => x.name);
   for (let round = 1; round <= settings.rounds; round++) {
-    // Each round starts with another setup, so no setup always runs right after the same one.
-    const order = setups.map((_, i) => setups[(i + round - 1) % setups.length].name);
+    const order = setupOrder(names, round);
     for (const w of perRound) {
       for (const name of order) {
         // IPv6 runs only where the backend carries IPv6: the other setups' cells stay empty.
@@ -97,7 +105,7 @@ export async function runBench(settings: BenchSettings, command: string): Promis
               // gives no result, kernel backends too (iperf3's or the harness's, not a dataplane's):
               // measured once more, and the stall reported as retried, not hidden.
               if (interrupted || !(error instanceof WeftError) || !retryable(w, error.code)) throw error;
-              agentPids(labOf(name)); // throws BENCH_AGENT_GONE if an agent's exit was the cause
+              checkAgents(labOf(name)); // throws BENCH_AGENT_GONE if an agent's exit was the cause
               retried.push({ ...at, label, code: error.code, message: error.message });
               process.stderr.write(
                 `\nround ${round} · ${name} · ${label}: [${error.code}] ${error.message}; measuring it again\n`,
@@ -109,7 +117,7 @@ export async function runBench(settings: BenchSettings, command: string): Promis
             // once) must not cost the whole measurement: report it and go on (a workload settles
             // all its tools before it fails). A bug, or an agent gone, still ends the run.
             if (interrupted || !(error instanceof WeftError) || AGENT_GONE.has(error.code)) throw error;
-            agentPids(labOf(name)); // throws BENCH_AGENT_GONE if the failure was an agent's exit
+            checkAgents(labOf(name)); // throws BENCH_AGENT_GONE if the failure was an agent's exit
             failures.push({ ...at, label, code: error.code, message: error.message });
             process.stderr.write(`\nround ${round} · ${name} · ${label} failed: [${error.code}] ${error.message}\n`);
           }
@@ -241,4 +249,16 @@ export async function runBench(settings: BenchSettings, command: string): Promis
 /** Runs measured once more after a failure: only ping under load's iperf3 ending without a result. */
 function retryable(w: Workload, code: string): boolean {
   return w.kind === "loaded-rtt" && (code === "LAB_IPERF_NO_RESULT" || code === "LAB_TRAFFIC_TOOL_FAILED");
+}
+
+/**
+ * The order of the setups in a round (every workload of the round runs them in it; the samples'
+ * `seq` records it). Each round starts with another setup, and every other round runs them
+ * backwards, so with three setups or more no setup always runs right after the same one (a
+ * rotation alone keeps each setup's predecessor: the baseline would always follow one setup and
+ * inherit its leftovers, warm caches or queues still draining).
+ */
+export function setupOrder(names: readonly string[], round: number): string[] {
+  const rotated = names.map((_, i) => names[(i + round - 1) % names.length]);
+  return round % 2 === 0 ? rotated.reverse() : rotated;
 }

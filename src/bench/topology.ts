@@ -161,6 +161,15 @@ export function agentPids(l: BenchLab): number[] {
   });
 }
 
+/**
+ * Throws BENCH_AGENT_GONE if an agent of the setup is not running, in its IPv4 lab or its IPv6
+ * sibling: after a failed run, whether the failure was an agent's exit (which voids every later
+ * figure of the setup) or only the run's.
+ */
+export function checkAgents(lab: BenchLab): void {
+  for (const l of lab.all()) agentPids(l);
+}
+
 /** Stops the agents (graceful leave, devices removed) and removes every namespace of the lab (and of its IPv6 sibling). */
 export async function teardownLab(lab: BenchLab): Promise<void> {
   await settleAll(

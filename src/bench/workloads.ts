@@ -2,7 +2,7 @@
 // the server): TCP throughput, UDP packet rates, round-trip latency. Each run yields one sample of
 // named values; the TCP runs also carry their CPU cost per gigabyte (src/bench/cpu.ts).
 import { WeftError } from "../errors.js";
-import { iperf, ping } from "../lab/traffic.js";
+import { iperf, ping, type PingResult } from "../lab/traffic.js";
 import { cpuPerGigabyte, measureCpu } from "./cpu.js";
 import { floodTail, pingUnderLoad } from "./load.js";
 import { percentile } from "./stats.js";
@@ -117,13 +117,8 @@ export async function runWorkload(l: BenchLab, w: LabWorkload, s: WorkloadSettin
     }
     case "rtt": {
       const r = await ping(l.client, l.server.addr, { count: s.pingCount, intervalS: s.pingIntervalS, timeoutS: 1 });
-      if (r.rtts.length === 0) throw new WeftError("BENCH_NO_TRAFFIC", `${l.setup.name}: no ping was answered`);
       return {
-        values: {
-          p50: percentile(r.rtts, 0.5),
-          p99: percentile(r.rtts, 0.99),
-          lossPercent: (100 * (r.sent - r.received)) / r.sent,
-        },
+        values: roundTripFigures(r, l.setup.name),
         raw: { sent: r.sent, received: r.received, rttsMs: r.rtts },
       };
     }
@@ -136,4 +131,18 @@ export async function runWorkload(l: BenchLab, w: LabWorkload, s: WorkloadSettin
     case "flood-tail":
       return floodTail(l.client, l.server, { seconds: Math.min(s.duration, 5) });
   }
+}
+
+/**
+ * A ping run's p50, p99 and loss (`weft bench` and bench:e2e); BENCH_NO_TRAFFIC without a reply,
+ * whose percentiles would be NaN, not a round trip.
+ */
+export function roundTripFigures(r: PingResult, setup: string): { p50: number; p99: number; lossPercent: number } {
+  if (r.rtts.length === 0)
+    throw new WeftError("BENCH_NO_TRAFFIC", `${setup}: no ping was answered (${r.sent} sent): the pods' path is down`);
+  return {
+    p50: percentile(r.rtts, 0.5),
+    p99: percentile(r.rtts, 0.99),
+    lossPercent: (100 * (r.sent - r.received)) / r.sent,
+  };
 }

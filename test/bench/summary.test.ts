@@ -174,7 +174,7 @@ describe("bench summary", () => {
     expect(median([])).toBeNaN();
     expect(percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 0.5)).toBe(5);
     expect(percentile([10, 9, 8, 7, 6, 5, 4, 3, 2, 1], 0.99)).toBe(10);
-    // Of 400 pings, p99 is the 396th fastest: an observed value, not interpolated.
+    // Of 400 replies, p99 is the 396th fastest: an observed value, not interpolated.
     const rtts = Array.from({ length: 400 }, (_, i) => 400 - i);
     expect(percentile(rtts, 0.99)).toBe(396);
     expect(percentile(rtts, 0)).toBe(1);
