@@ -102,7 +102,8 @@ export type DataplaneErrorCode =
   | "DATAPLANE_SUBNET_OVERLAP"
   | "DATAPLANE_FAMILY"
   | "DATAPLANE_QUEUES"
-  | "DATAPLANE_STOPPED";
+  | "DATAPLANE_STOPPED"
+  | "DATAPLANE_TUN_GONE";
 
 /** The native addon's handles (src/io); system call failures keep Node's errno codes (EBADF, ...). */
 export type IoErrorCode = "IO_ADDON_NOT_BUILT" | "IO_CLOSED" | "IO_LINK_STATS" | "IO_WAIT_ON_MAIN_THREAD";

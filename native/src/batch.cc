@@ -56,6 +56,13 @@ Batch::Batch(const Napi::CallbackInfo& info, size_t at, Access access, int32_t h
     const int64_t off = static_cast<uint32_t>(desc[kOff]);
     const int64_t size = static_cast<uint32_t>(desc[access == Access::kRead ? kCap : kLen]);
     if (off < header || size < minSize || off + size > end) {
+      // A write ends before a bad descriptor after the first, as at a syscall error: the packets
+      // ahead of it go, and the next call, starting at it, throws (callers skip a first packet that
+      // throws and go on; a throw here would drop the good ones ahead of it with it).
+      if (access == Access::kWrite && i > 0) {
+        count_ = i;
+        break;
+      }
       ThrowRangeError(env, "descriptor " + std::to_string(first + i) + " (OFF " + std::to_string(off) + ", " +
                                sizeName + " " + std::to_string(size) + ") is not a slot of this " +
                                std::to_string(end) + "-byte buffer: it needs OFF >= " + std::to_string(header) + ", " +

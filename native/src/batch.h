@@ -1,6 +1,7 @@
 // The (buf, descs, first, count) arguments of every batch call, checked in full before any
-// syscall. Each descriptor is copied into a Slot first: the descriptor array may live in the same
-// (shared) memory that packets are read into, so later reads must not act on unchecked values.
+// syscall; a write batch ends before a bad descriptor after its first (the next call throws for it).
+// Each descriptor is copied into a Slot first: the descriptor array may live in the same (shared)
+// memory that packets are read into, so later reads must not act on unchecked values.
 #pragma once
 
 #include <napi.h>

@@ -2,6 +2,7 @@
 
 #include <uv.h>
 
+#include <cerrno>
 #include <cstring>
 
 namespace weft {
@@ -30,8 +31,10 @@ const char* GenericHint(int err) {
 }  // namespace
 
 void ThrowSyscallError(Napi::Env env, int err, const char* syscall, const std::string& what, const std::string& hint) {
-  char code[64];
-  uv_err_name_r(-err, code, sizeof code);
+  char name[64];
+  uv_err_name_r(-err, name, sizeof name);
+  // libuv has no name for EBADFD (a TUN queue whose device was deleted), which callers match on.
+  const std::string code = err == EBADFD ? "EBADFD" : name;
   std::string message =
       what + ": " + std::strerror(err) + " (" + code + "); " + (hint.empty() ? GenericHint(err) : hint.c_str());
   Napi::Error error = Napi::Error::New(env, message);

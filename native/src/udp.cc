@@ -214,12 +214,13 @@ thread_local Messages messages;
 // queue stood above target for an interval: the caller decides when, worker.ts) and their
 // descriptors moved behind the kept ones, which stay in order at the front. Without `drop` they
 // stay in the batch.
-// `ipv6` (an IPv6 socket): an IPv6 sender's address is written to the first 16 bytes of the
-// slot's headroom, [OFF - HEADROOM, OFF - HEADROOM + 16), so every OFF must be at least HEADROOM.
+// An IPv6 sender's address is written to the first 16 bytes of the slot's headroom,
+// [OFF - HEADROOM, OFF - HEADROOM + 16), so every OFF must be at least HEADROOM, on every socket:
+// which family a sender has is known only after the receive, and asking the socket its family
+// would cost a syscall per call (a caller's word for it wrote before the buffer when wrong).
 Napi::Value UdpRecv(const Napi::CallbackInfo& info) {
   int fd = FdArg(info, 0);
-  const bool ipv6 = info.Length() > 7 && BoolArg(info, 7, "ipv6");
-  Batch batch(info, 1, Access::kRead, ipv6 ? kHeadroom : 0);
+  Batch batch(info, 1, Access::kRead, kHeadroom);
   const int64_t maxAgeNs = info.Length() > 5 ? IntArg(info, 5, "maxAgeUs", 0, INT32_MAX) * 1000 : 0;
   const bool drop = info.Length() > 6 && BoolArg(info, 6, "drop");
   Messages& m = messages;
@@ -251,7 +252,7 @@ Napi::Value UdpRecv(const Napi::CallbackInfo& info) {
       std::memcpy(&v4, &from.v6.sin6_addr.s6_addr[12], 4);
       desc[kAddr] = static_cast<int32_t>(ntohl(v4));
     } else {
-      // Only IPv6 sockets get here, and their batches were checked for OFF >= HEADROOM.
+      // Every OFF was checked to be at least HEADROOM.
       uint8_t* at = batch[i].data - kHeadroom;
       std::memcpy(at, &from.v6.sin6_addr, 16);
       desc[kAddr] = static_cast<int32_t>(at - batch.base());
@@ -297,18 +298,21 @@ Napi::Value UdpRecv(const Napi::CallbackInfo& info) {
 constexpr uint32_t kGsoMaxSegments = 64;
 constexpr uint32_t kGsoMaxBytes = 65507;
 
-// Fills `to` with the slot's destination; returns its length.
-socklen_t Destination(Napi::Env env, const Batch& batch, uint32_t i, PeerAddr& to) {
+// Fills `to` with the slot's destination; returns its length, or 0 with `why` set when the
+// descriptor names none.
+socklen_t Destination(const Batch& batch, uint32_t i, PeerAddr& to, std::string& why) {
   const Slot& slot = batch[i];
   if (slot.port < 1 || slot.port > 65535) {
-    ThrowRangeError(env, "descriptor " + std::to_string(batch.first() + i) + ": PORT " + std::to_string(slot.port) +
-                             " is not a UDP port (1..65535)");
+    why = "descriptor " + std::to_string(batch.first() + i) + ": PORT " + std::to_string(slot.port) +
+          " is not a UDP port (1..65535)";
+    return 0;
   }
   std::memset(&to, 0, sizeof to);  // {} would clear only the first member; trains compare whole addresses
   if (slot.flags & kFlagAddr6) {
     if (static_cast<uint64_t>(slot.addr) + 16 > batch.length()) {
-      ThrowRangeError(env, "descriptor " + std::to_string(batch.first() + i) + ": ADDR " + std::to_string(slot.addr) +
-                               " (an IPv6 address's offset) runs past the end of the buffer");
+      why = "descriptor " + std::to_string(batch.first() + i) + ": ADDR " + std::to_string(slot.addr) +
+            " (an IPv6 address's offset) runs past the end of the buffer";
+      return 0;
     }
     to.v6.sin6_family = AF_INET6;
     to.v6.sin6_port = htons(static_cast<uint16_t>(slot.port));
@@ -338,7 +342,7 @@ uint32_t AppendDatagrams(mmsghdr* msgs, iovec* iovs, uint32_t room, void* name, 
   return k;
 }
 
-// The datagrams of a UDP_SEGMENT message the kernel refused (EIO), sent again one message each.
+// The datagrams of a UDP_SEGMENT message the kernel refused, sent again one message each.
 struct Pieces {
   mmsghdr msgs[kMaxBatch];
   iovec iovs[kMaxBatch];
@@ -375,7 +379,10 @@ void SetSegment(Messages& m, uint32_t j, uint16_t segment) {
 // kSendGsoRefused set when the kernel refused a GSO send. A descriptor with a segment size in FLAGS
 // is one GSO send of its own; with `trains`, runs of single datagrams of one flow tag to one
 // destination are joined into GSO sends (above). The count returned is of descriptors, whatever
-// the number of messages: a partial send ends at a message, so never inside a train.
+// the number of messages: a partial send ends at a message, so never inside a train. A bad
+// descriptor (slot, PORT, IPv6 address offset) after the first ends the batch before it, and the
+// next call, which starts at it, throws for it: a caller that skips a first packet that throws
+// then loses only that one.
 // The kernel refuses UDP_SEGMENT with EIO where the route goes through xfrm (IPsec) and, before
 // Linux 6.11, where the device has no TX checksum offload (udp_send_skb); wireguard-go turns GSO
 // off then. So does this: the refused message's datagrams go again one by one, the result says
@@ -399,7 +406,14 @@ Napi::Value UdpSend(const Napi::CallbackInfo& info) {
     const Slot& slot = batch[i];
     PeerAddr& to = m.addrs[messageCount];
     PeerAddr next;
-    socklen_t len = Destination(env, batch, i, next);
+    std::string why;
+    socklen_t len = Destination(batch, i, next, why);
+    // A bad destination after the first descriptor ends the batch (Batch does the same for bad
+    // slots): the ones ahead of it go, and the next call, starting at it, throws.
+    if (len == 0) {
+      if (i == 0) ThrowRangeError(env, why);
+      break;
+    }
     const uint16_t segment = static_cast<uint16_t>(slot.flags & kFlagsSegmentMask);
     const int32_t tag = static_cast<int32_t>(static_cast<uint32_t>(slot.flags) >> kFlowTagShift);
     if (trainBytes != 0 && segment == 0 && tag == trainTag) {
@@ -439,29 +453,22 @@ Napi::Value UdpSend(const Napi::CallbackInfo& info) {
   if (n < 0) {
     int err = errno;
     if (err == EAGAIN) return Napi::Number::New(env, 0);
-    if (err == EIO && m.msgs[0].msg_hdr.msg_controllen != 0) {
+    // A UDP_SEGMENT message the kernel refuses goes again as its datagrams, one message each: with
+    // EIO, GSO is refused on this socket for good (the caller stops using it); with EINVAL or
+    // EMSGSIZE, a segment is larger than this path's MTU (a PMTU exception, a route's locked mtu),
+    // which a separate send fragments. That costs the failed send again on every batch to such a
+    // path (one syscall: the addon keeps no state), and drops nothing.
+    const bool refused = err == EIO;
+    if ((refused || err == EINVAL || err == EMSGSIZE) && m.msgs[0].msg_hdr.msg_controllen != 0) {
+      const int32_t flag = refused ? kSendGsoRefused : 0;
       const int sent = SendWithoutGso(fd, m.msgs[0].msg_hdr);
       if (sent >= 0) {
         // A train's datagrams are its descriptors; a GSO descriptor counts once any of it went.
         const uint32_t done = m.msgs[0].msg_hdr.msg_iovlen > 1 ? std::min<uint32_t>(sent, m.firsts[1]) : sent > 0;
-        return Napi::Number::New(env, static_cast<int32_t>(done) | kSendGsoRefused);
+        return Napi::Number::New(env, static_cast<int32_t>(done) | flag);
       }
       err = errno;
-      if (err == EAGAIN) return Napi::Number::New(env, kSendGsoRefused);
-    }
-    // A train the kernel refuses as a whole (EINVAL: a datagram larger than the path MTU, which a
-    // separate send would fragment) goes again as separate datagrams: the first one now, the rest
-    // on the next call.
-    if ((err == EINVAL || err == EMSGSIZE) && m.msgs[0].msg_hdr.msg_iovlen > 1) {
-      msghdr one = m.msgs[0].msg_hdr;
-      one.msg_iovlen = 1;
-      one.msg_control = nullptr;
-      one.msg_controllen = 0;
-      if (RetryOnEintr([&] { return static_cast<int>(sendmsg(fd, &one, MSG_DONTWAIT)); }) >= 0) {
-        return Napi::Number::New(env, 1);
-      }
-      err = errno;
-      if (err == EAGAIN) return Napi::Number::New(env, 0);
+      if (err == EAGAIN) return Napi::Number::New(env, flag);
     }
     // sendmmsg reports an error only when the first message failed; later failures end the batch
     // and surface on the next call, which starts at the failed packet.

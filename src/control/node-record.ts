@@ -24,6 +24,8 @@ function decodeAnnouncement(b: unknown): BackendAnnouncement | null | undefined 
   if (b === null) return null;
   if (!Array.isArray(b) || b.length !== 5 || !(BACKEND_TYPES as readonly unknown[]).includes(b[0])) return undefined;
   const [type, vtepMac, port, vni, gbp] = b as [BackendType, unknown, unknown, unknown, unknown];
+  // A port no datagram can go to makes no peer: every send to it would fail.
+  if (typeof port === "number" && !(Number.isInteger(port) && port >= 1 && port <= 65535)) return undefined;
   return {
     type,
     ...(typeof vtepMac === "string" ? { vtepMac } : {}),

@@ -664,7 +664,14 @@ export class UserspaceDataplane {
     while (!this.stopping) {
       const began = performance.now();
       try {
-        await this.pool!.run(w.task);
+        const { tunGone } = await this.pool!.run(w.task);
+        if (tunGone !== undefined && !this.stopping) {
+          const err = new WeftError(
+            "DATAPLANE_TUN_GONE",
+            `the TUN device ${this.opts.tunName} was deleted under the dataplane (${tunGone}); its queues stopped, not restarted: restart the agent`,
+          );
+          this.opts.logger?.error({ worker: w.task.worker, err }, "dataplane worker ended: its TUN device is gone");
+        }
         return;
       } catch (error) {
         if (this.stopping) return;

@@ -89,5 +89,7 @@ export const IO_COUNTER = {
   queueDelayDrops: 6,
   /** TUN packets dropped at the head of the fattest flow of the send path's flow queue (written by Wasm). */
   flowQueueDrops: 7,
+  /** TUN reads that failed with an error (not a deleted device, which ends the worker); nothing read. */
+  tunReadErrors: 8,
 } as const;
-export const IO_COUNTER_SLOTS = 8;
+export const IO_COUNTER_SLOTS = 9;

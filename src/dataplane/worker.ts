@@ -32,7 +32,11 @@ const ROUNDS = 64;
  */
 const READS_PER_SEND = 16;
 
-export default function runWorker(task: QueueTask): { worker: number } {
+/**
+ * A worker returns when the stop word is set, or with `tunGone` (the read error's message) once its
+ * TUN device is deleted: its queues will read nothing again, and a restarted worker would fail the same way.
+ */
+export default function runWorker(task: QueueTask): { worker: number; tunGone?: string } {
   const hp = new HotPath(task.memory);
   const { fn } = hp;
   const mem = task.memory.buffer;
@@ -90,6 +94,22 @@ export default function runWorker(task: QueueTask): { worker: number } {
   // Datagrams dropped for waiting too long (codel.ts).
   let stale = 0;
 
+  let tunGone: string | undefined;
+  /**
+   * Reads pair p's TUN queue; a failed read counts in tunReadErrors and reads nothing (a throw
+   * killed the worker, restarted forever), and a deleted device (EBADFD) ends the loop below
+   * (after the round under way).
+   */
+  const readTun = (p: Pair, count: number) => {
+    try {
+      return p.tun.read(buf, readDescs, 0, count);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "EBADFD") tunGone = (error as Error).message;
+      else io[IO_COUNTER.tunReadErrors]++;
+      return 0;
+    }
+  };
+
   const fq = task.flowQueue;
   /**
    * Reads pair p's TUN queue into the flow queue, then takes one batch out of it in its order; the
@@ -100,7 +120,7 @@ export default function runWorker(task: QueueTask): { worker: number } {
     let full = false;
     for (let reads = 0; reads < READS_PER_SEND; reads++) {
       const k = fn.fqPrepare(fq, tx.descs, tx.size);
-      const n = p.tun.read(buf, readDescs, 0, k);
+      const n = readTun(p, k);
       fn.fqEnqueue(fq, tx.descs, k, n);
       full = n === k;
       // A sparse flow's packet is sent at once: reading the rest of the ring first would delay it.
@@ -117,7 +137,7 @@ export default function runWorker(task: QueueTask): { worker: number } {
     if (fq !== 0) n = throughFlowQueue(p);
     else {
       fn.batchInit(tx.descs, tx.size, tx.slots, tx.stride);
-      n = p.tun.read(buf, readDescs, 0, tx.size);
+      n = readTun(p, tx.size);
       p.more = n === tx.size;
     }
     if (n === 0) return 0;
@@ -175,7 +195,7 @@ export default function runWorker(task: QueueTask): { worker: number } {
     for (let i = 0; i < pairs.length; i++) if (pairs[i].more) bits |= 1 << (2 * i);
     return bits;
   };
-  while (Atomics.load(stop, 0) === 0) {
+  while (Atomics.load(stop, 0) === 0 && tunGone === undefined) {
     if (tunBatches > 0 || udpBatches > 0) {
       io[IO_COUNTER.tunBatches] += BigInt(tunBatches);
       io[IO_COUNTER.udpBatches] += BigInt(udpBatches);
@@ -211,5 +231,5 @@ export default function runWorker(task: QueueTask): { worker: number } {
       ready = next === 0 ? 0 : next | (waitReadable(watch, -1, 0) & fdBits);
     }
   }
-  return { worker: task.worker };
+  return { worker: task.worker, ...(tunGone !== undefined && { tunGone }) };
 }

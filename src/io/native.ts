@@ -99,9 +99,9 @@ export interface NativeIo {
    * Fills [OFF, OFF+CAP) and sets LEN, ADDR, PORT (the sender) and FLAGS (GRO segment size or 0).
    * Returns kept | late << 16, plus lateDatagrams * 2^32: with maxAgeUs > 0 (and udpSetTimestamps),
    * `late` messages waited longer, holding lateDatagrams datagrams (a GRO message counts each of its
-   * segments); with `drop` they are dropped and their descriptors moved behind the kept ones. With
-   * `ipv6` (an IPv6 socket; every OFF >= HEADROOM) an IPv6 sender's 16 bytes go to the slot's
-   * first headroom bytes, ADDR = their offset, FLAGS |= DESC_FLAG_ADDR6.
+   * segments); with `drop` they are dropped and their descriptors moved behind the kept ones. An
+   * IPv6 sender's 16 bytes go to the slot's first headroom bytes, ADDR = their offset, FLAGS |=
+   * DESC_FLAG_ADDR6, so every OFF must be at least HEADROOM (on an IPv4 socket too).
    */
   udpRecv(
     fd: number,
@@ -111,7 +111,6 @@ export interface NativeIo {
     count: number,
     maxAgeUs?: number,
     drop?: boolean,
-    ipv6?: boolean,
   ): number;
   /** SO_TIMESTAMPNS: arrival times for udpRecv's maxAgeUs. */
   udpSetTimestamps(fd: number): void;

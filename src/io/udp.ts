@@ -127,7 +127,7 @@ export class UdpSocket extends FdHandle implements DatagramBind {
    * from `first` on hold the rest, in order. See DatagramBind.
    */
   recv(buf: Uint8Array, descs: Int32Array, first: number, count: number, maxAgeUs = 0, drop = false): number {
-    return native.udpRecv(this.fd, buf, descs, first, atMostMaxBatch(count), maxAgeUs, drop, this.family === 6);
+    return native.udpRecv(this.fd, buf, descs, first, atMostMaxBatch(count), maxAgeUs, drop);
   }
 
   /** Stamps every datagram with its arrival time (SO_TIMESTAMPNS), for recv's maxAgeUs. */

@@ -212,6 +212,16 @@ describe.skipIf(!canUseNetns())("TUN queues", () => {
     expect(() => q.read(s.buf, s.descs, 0, 4)).toThrow(expect.objectContaining({ code: "IO_CLOSED" }));
   });
 
+  it("names a deleted device's read error EBADFD, which the dataplane's workers match on", async () => {
+    // libuv names no EBADFD: the code was "Unknown system error -77".
+    const [q] = await device("wt0");
+    await ns.ip("link del wt0");
+    const s = new Slots(4);
+    expect(() => q.read(s.buf, s.descs, 0, 4)).toThrow(
+      expect.objectContaining({ code: "EBADFD", errno: -77, message: expect.stringMatching(/device deleted/) }),
+    );
+  });
+
   it("counts what the kernel drops at a full ring, in the namespace where the device's stats were opened", async () => {
     const [q] = await device("wt0");
     await ns.ip("link set wt0 txqueuelen 8");

@@ -344,6 +344,108 @@ describe.skipIf(!canUseNetns())("UDP sockets", () => {
     expect(a.send(s.buf, s.descs, 3, 1)).toBe(1);
   });
 
+  it("ends a send batch before a bad descriptor after the first, sending the ones ahead of it, and throws for it next", async () => {
+    // The worker skips a first descriptor that throws and calls again: a throw for descriptor 3
+    // dropped 0..2 with it (and counted each as an error).
+    const a = open(nsA, { address: A, port: 0 });
+    const b = open(nsB, { address: B, port: 0 });
+    const s = new Slots(6);
+    for (let i = 0; i < 6; i++) {
+      s.put(i, payload(i));
+      s.set(i, { ADDR: B, PORT: i === 3 ? 0 : b.port });
+    }
+    s.set(5, { OFF: s.buf.length - 10, LEN: 20 });
+    expect(a.send(s.buf, s.descs, 0, 6)).toBe(3);
+    expect(() => a.send(s.buf, s.descs, 3, 3)).toThrow(
+      expect.objectContaining({ name: "RangeError", message: expect.stringMatching(/descriptor 3: PORT 0/) }),
+    );
+    expect(a.send(s.buf, s.descs, 4, 2)).toBe(1);
+    expect(() => a.send(s.buf, s.descs, 5, 1)).toThrow(RangeError);
+    const got = new Slots(8);
+    await receive(b, got, 4);
+    expect([0, 1, 2, 3].map((k) => got.packet(k))).toEqual([0, 1, 2, 4].map(payload));
+  });
+
+  it("sends a GSO descriptor and a train whose segments exceed the path MTU as separate datagrams", async () => {
+    // A route's locked mtu (as a PMTU exception from an ICMP frag-needed would) below the segment
+    // size: the kernel refuses the UDP_SEGMENT send (EMSGSIZE), while a separate send fragments.
+    // The GSO descriptor was dropped whole, and a train went one datagram per call.
+    const C = parseIpv4("198.18.0.3");
+    await nsB.ip("addr add 198.18.0.3/32 dev vb");
+    await nsA.ip("route add 198.18.0.3/32 dev va mtu lock 1000");
+    const a = open(nsA, { address: A, port: 0 });
+    a.trains = true;
+    const b = open(nsB, { address: C, port: 0, rcvbuf: 1 << 20 });
+    const out = new Slots(4, 8192);
+    const data = Uint8Array.from({ length: 3 * 1200 + 500 }, (_, k) => ((k / 1200) | 0) + k);
+    out.put(0, data);
+    out.set(0, { ADDR: C, PORT: b.port, FLAGS: 1200 });
+    for (let i = 1; i < 4; i++) {
+      out.put(
+        i,
+        data.subarray(0, 1200).map((x) => x ^ i),
+      );
+      out.set(i, { ADDR: C, PORT: b.port, FLAGS: 1 << native.DESC_FLOW_TAG_SHIFT });
+    }
+    expect(a.send(out.buf, out.descs, 0, 4)).toBe(1);
+    expect(a.send(out.buf, out.descs, 1, 3)).toBe(3);
+    expect(a.gsoRefused).toBe(false);
+    const s = new Slots(7);
+    await receive(b, s, 7);
+    const cuts = [0, 1200, 2400, 3600, data.length];
+    for (let k = 0; k < 4; k++) expect(s.packet(k)).toEqual(data.subarray(cuts[k], cuts[k + 1]));
+    for (let k = 4; k < 7; k++) expect(s.packet(k)).toEqual(out.packet(k - 3));
+  });
+
+  it("sends a GSO descriptor whose segments exceed an IPv6 path's MTU (loopback's 65,536) as separate datagrams", async () => {
+    const [tx, rx] = withNetns(nsA.name, () => [
+      UdpSocket.open({ address: "::1", port: 0 }),
+      UdpSocket.open({ address: "::1", port: 0, rcvbuf: 1 << 20 }),
+    ]);
+    sockets.push(tx, rx);
+    // Segments of 65,500 bytes: with the IPv6 and UDP headers, more than lo's 65,536.
+    const out = new Slots(1, 4 * 65536);
+    const lo6 = out.get(0, "OFF") - native.HEADROOM;
+    out.buf.set([...Array(15).fill(0), 1], lo6);
+    const data = Uint8Array.from({ length: 65500 + 1000 }, (_, k) => k * 7);
+    out.put(0, data);
+    out.set(0, { ADDR: lo6, PORT: rx.port, FLAGS: 65500 | native.DESC_FLAG_ADDR6 });
+    expect(tx.send(out.buf, out.descs, 0, 1)).toBe(1);
+    const s = new Slots(2, 65536 + native.HEADROOM);
+    await receive(rx, s, 2);
+    expect(s.packet(0)).toEqual(data.subarray(0, 65500));
+    expect(s.packet(1)).toEqual(data.subarray(65500));
+  });
+
+  it("needs headroom in every receive slot, on an IPv6 socket too, and writes nothing before the buffer", async () => {
+    // An IPv6 sender's address goes 64 bytes before OFF: with OFF 0 it went before the buffer.
+    const [tx, rx] = withNetns(nsA.name, () => [
+      UdpSocket.open({ address: "::1", port: 0 }),
+      UdpSocket.open({ address: "::1", port: 0 }),
+    ]);
+    sockets.push(tx, rx);
+    const out = new Slots(1);
+    const lo6 = out.get(0, "OFF") - native.HEADROOM;
+    out.buf.set([...Array(15).fill(0), 1], lo6);
+    out.put(0, payload(9));
+    out.set(0, { ADDR: lo6, PORT: rx.port, FLAGS: native.DESC_FLAG_ADDR6 });
+    expect(tx.send(out.buf, out.descs, 0, 1)).toBe(1);
+    await until("rx readable", () => (waitReadable([rx.fd], -1, 0) ? true : undefined));
+
+    const s = new Slots(1);
+    const view = s.buf.subarray(s.base + 64, s.base + 4096);
+    s.buf.fill(0xee, s.base, s.base + 64);
+    s.set(0, { OFF: 0, CAP: 2048 });
+    expect(() => native.udpRecv(rx.fd, view, s.descs, 0, 1)).toThrow(
+      expect.objectContaining({ name: "RangeError", message: expect.stringMatching(/needs OFF >= 64/) }),
+    );
+    expect(s.buf.subarray(s.base, s.base + 64).every((x) => x === 0xee)).toBe(true);
+    s.set(0, { OFF: 64 });
+    expect(native.udpRecv(rx.fd, view, s.descs, 0, 1)).toBe(1);
+    expect(s.get(0, "FLAGS")).toBe(native.DESC_FLAG_ADDR6);
+    expect(view.subarray(s.get(0, "ADDR"), s.get(0, "ADDR") + 16)).toEqual(out.buf.subarray(lo6, lo6 + 16));
+  });
+
   it("ends a wait for a GSO refusal when the owner closes the socket, not when a borrower does", async () => {
     const sock = open(nsA, { address: "198.18.0.1", port: 0 });
     let settled: boolean | undefined;
