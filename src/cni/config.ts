@@ -5,8 +5,13 @@ import { z } from "zod";
 import { CNI_ERROR, CniError } from "./errors.js";
 import { networkOf, parseCidr, cidrContains, type Cidr } from "./cidr.js";
 
-/** CNI spec versions this plugin speaks (config and result formats). */
-export const SUPPORTED_VERSIONS = ["0.3.1", "0.4.0", "1.0.0"] as const;
+/**
+ * CNI spec versions this plugin takes, flannel's (cni.All): the result is the delegate's, made in
+ * the version asked for, so the delegate decides in the end (Debian's 1.1.1 refuses 1.1.0, code 1).
+ */
+export const SUPPORTED_VERSIONS = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] as const;
+/** What a missing or empty cniVersion means, to libcni and the reference plugins. */
+export const DEFAULT_VERSION = "0.1.0";
 export const DEFAULT_SUBNET_FILE = "/run/flannel/subnet.env";
 export const DEFAULT_DATA_DIR = "/var/lib/cni/flannel";
 
@@ -15,7 +20,10 @@ const jsonObject = z.record(z.string(), z.unknown());
 export const flannelNetConfSchema = z.looseObject({
   cniVersion: z
     .string()
-    .describe(`CNI spec version of this config and of the result: one of ${SUPPORTED_VERSIONS.join(", ")}`),
+    .optional()
+    .describe(
+      `CNI spec version of this config and of the result: one of ${SUPPORTED_VERSIONS.join(", ")} (none: ${DEFAULT_VERSION})`,
+    ),
   name: z.string().min(1).describe("network name; given to the delegate, and host-local keeps its addresses under it"),
   type: z.string().describe("the plugin's name on CNI_PATH: flannel"),
   subnetFile: z.string().min(1).default(DEFAULT_SUBNET_FILE).describe("the agent's subnet.env"),
@@ -60,8 +68,11 @@ function issuesText(e: z.ZodError): string {
   return e.issues.map((i) => `${i.path.length ? i.path.join(".") : "(config)"}: ${i.message}`).join("; ");
 }
 
-/** Parses stdin; the spec's codes for undecodable JSON (6), an unsupported version (1), bad keys (7). */
-export function parseNetConf(stdin: string): FlannelNetConf {
+/**
+ * Parses stdin; the spec's codes for undecodable JSON (6), an unsupported version (1), bad keys
+ * (7). `anyVersion` (DEL): a conflist changed since ADD must not keep a pod from going.
+ */
+export function parseNetConf(stdin: string, opts: { anyVersion?: boolean } = {}): FlannelNetConf {
   let raw: unknown;
   try {
     raw = JSON.parse(stdin);
@@ -69,7 +80,11 @@ export function parseNetConf(stdin: string): FlannelNetConf {
     throw new CniError(CNI_ERROR.DECODE_FAILURE, `network config on stdin is not JSON: ${(e as Error).message}`);
   }
   const version = (raw as { cniVersion?: unknown } | null)?.cniVersion;
-  if (typeof version === "string" && !(SUPPORTED_VERSIONS as readonly string[]).includes(version)) {
+  if (
+    !opts.anyVersion &&
+    typeof version === "string" &&
+    !(SUPPORTED_VERSIONS as readonly string[]).includes(version || DEFAULT_VERSION)
+  ) {
     throw new CniError(
       CNI_ERROR.INCOMPATIBLE_VERSION,
       `cniVersion ${version} is not supported; use one of ${SUPPORTED_VERSIONS.join(", ")}`,

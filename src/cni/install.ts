@@ -2,45 +2,61 @@
 // launcher script that runs this installation's Node.js on the plugin's entry point. With
 // `bundle`, Node.js itself and the plugin's few files are copied next to it, for hosts (a
 // Kubernetes node) that have no Node.js: the init container of deploy/kubernetes/weft.yaml.
-import { copyFile, cp, mkdir, rename, rm, writeFile } from "node:fs/promises";
+import { chmod, copyFile, cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { writeFileAtomic } from "../fs/atomic-write.js";
 import { projectFile } from "../paths.js";
 
 export const PLUGIN_NAME = "flannel";
 
-/** dist/src/cni/main.js of this installation (also when this module runs from src/, in tests). */
+/** dist/src/cni/entry.js of this installation (also when this module runs from src/, in tests). */
 export function pluginEntry(): string {
-  return projectFile("dist", "src", "cni", "main.js");
+  return projectFile("dist", "src", "cni", "entry.js");
 }
+
+const quote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
 
 function launcher(node: string, entry: string): string {
-  const q = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
-  return `#!/bin/sh\n# weft's CNI plugin, compatible with flannel's (same config, same subnet.env).\nexec ${q(node)} ${q(entry)} "$@"\n`;
+  return `#!/bin/sh\n# weft's CNI plugin, compatible with flannel's (same config, same subnet.env).\nexec ${quote(node)} ${quote(entry)} "$@"\n`;
 }
 
-/** Writes `<binDir>/<name>`; returns its path. */
+/** Copies Node.js and what the plugin loads into a new directory of binDir; returns [node, entry]. */
+async function bundle(binDir: string, name: string): Promise<[string, string]> {
+  // A new directory each time, never one a runtime may be running the plugin from.
+  await mkdir(binDir, { recursive: true });
+  const dir = await mkdtemp(join(binDir, `weft-cni.${name}.`));
+  await chmod(dir, 0o755);
+  const entry = pluginEntry();
+  // Only what the plugin loads: its own modules, the error root, the atomic write helper, zod and Node.js.
+  await mkdir(join(dir, "dist", "src", "fs"), { recursive: true });
+  await cp(dirname(entry), join(dir, "dist", "src", "cni"), { recursive: true });
+  for (const file of [["fs", "atomic-write.js"], ["errors.js"]])
+    await copyFile(projectFile("dist", "src", ...file), join(dir, "dist", "src", ...file));
+  await cp(projectFile("node_modules", "zod"), join(dir, "node_modules", "zod"), { recursive: true });
+  await writeFile(join(dir, "package.json"), JSON.stringify({ name: "weft-cni", private: true, type: "module" }));
+  await copyFile(process.execPath, join(dir, "node"));
+  return [join(dir, "node"), join(dir, "dist", "src", "cni", "entry.js")];
+}
+
+/**
+ * Writes `<binDir>/<name>`; returns its path. The launcher is replaced atomically, so a runtime
+ * running the plugin meanwhile (an agent pod restarting) gets the old one or the new one, both whole.
+ */
 export async function installPlugin(binDir: string, opts: { name?: string; bundle?: boolean } = {}): Promise<string> {
-  const target = join(binDir, opts.name ?? PLUGIN_NAME);
-  let node = process.execPath;
-  let entry = pluginEntry();
-  if (opts.bundle) {
-    // Only what the plugin loads: its own modules, the error root, the atomic write helper, zod and Node.js.
-    const dir = join(binDir, "weft-cni");
-    const staging = `${dir}.${process.pid}.tmp`;
-    await rm(staging, { recursive: true, force: true });
-    await mkdir(join(staging, "dist", "src", "fs"), { recursive: true });
-    await cp(dirname(entry), join(staging, "dist", "src", "cni"), { recursive: true });
-    for (const file of [["fs", "atomic-write.js"], ["errors.js"]])
-      await copyFile(projectFile("dist", "src", ...file), join(staging, "dist", "src", ...file));
-    await cp(projectFile("node_modules", "zod"), join(staging, "node_modules", "zod"), { recursive: true });
-    await writeFile(join(staging, "package.json"), JSON.stringify({ name: "weft-cni", private: true, type: "module" }));
-    await copyFile(process.execPath, join(staging, "node"));
-    await rm(dir, { recursive: true, force: true });
-    await rename(staging, dir);
-    node = join(dir, "node");
-    entry = join(dir, "dist", "src", "cni", "main.js");
+  const name = opts.name ?? PLUGIN_NAME;
+  const target = join(binDir, name);
+  const [node, entry] = opts.bundle ? await bundle(binDir, name) : [process.execPath, pluginEntry()];
+  const text = launcher(node, entry);
+  const previous = await readFile(target, "utf8").catch(() => "");
+  await writeFileAtomic(target, text, { mode: 0o755 });
+  // Older bundles of this launcher go, but for the one the previous launcher ran: a runtime may
+  // have read that launcher just now and be starting its Node.js. (A bare `weft-cni` is the
+  // bundle's directory of weft 0.1.0.)
+  for (const old of await readdir(binDir)) {
+    const path = join(binDir, old);
+    const ours = old.startsWith(`weft-cni.${name}.`) || old === "weft-cni";
+    if (ours && !(text + previous).includes(quote(join(path, "node"))))
+      await rm(path, { recursive: true, force: true });
   }
-  await writeFileAtomic(target, launcher(node, entry), { mode: 0o755 });
   return target;
 }

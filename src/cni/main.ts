@@ -1,9 +1,7 @@
-#!/usr/bin/env node
-// `weft cni`'s entry point, kept lean (no agent code loaded) because a runtime starts one process
-// per pod operation: CNI_* from the environment, the config from stdin, the result or a CNI
-// error as JSON on stdout, exit status 0 or 1, as the CNI spec requires.
+// `weft cni` and the installed plugin (entry.ts), kept lean (no agent code loaded) because a
+// runtime starts one process per pod operation: CNI_* from the environment, the config from
+// stdin, the result or a CNI error as JSON on stdout, exit status 0 or 1, as the CNI spec requires.
 import { readFileSync } from "node:fs";
-import { pathToFileURL } from "node:url";
 import { errorMessage } from "../errors.js";
 import { CNI_ERROR, CniError } from "./errors.js";
 import type { CniCommand } from "./exec.js";
@@ -55,8 +53,4 @@ function versionOf(stdin: string): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
-  process.exitCode = await cniMain();
 }

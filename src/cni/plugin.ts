@@ -7,7 +7,14 @@ import { readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { writeFileAtomic } from "../fs/atomic-write.js";
 import { cidrContains, firstHostOf, networkOf, parseCidr } from "./cidr.js";
-import { parseNetConf, parseSubnetEnvFile, SUPPORTED_VERSIONS, type FlannelNetConf, type SubnetEnv } from "./config.js";
+import {
+  DEFAULT_VERSION,
+  parseNetConf,
+  parseSubnetEnvFile,
+  SUPPORTED_VERSIONS,
+  type FlannelNetConf,
+  type SubnetEnv,
+} from "./config.js";
 import { CNI_ERROR, CniError } from "./errors.js";
 import { execPlugin, type CniArgs } from "./exec.js";
 
@@ -15,7 +22,8 @@ import { execPlugin, type CniArgs } from "./exec.js";
 export function delegateConfig(conf: FlannelNetConf, env: SubnetEnv): Record<string, unknown> {
   const d: Record<string, unknown> = { ...conf.delegate };
   d.name = conf.name;
-  d.cniVersion = conf.cniVersion;
+  // As flannel: without a version of its own the config leaves the delegate's (or its default).
+  if (conf.cniVersion) d.cniVersion = conf.cniVersion;
   d.type ??= "bridge";
   // Masquerading is done once: by the agent (FLANNEL_IPMASQ=true) or else by the bridge plugin.
   d.ipMasq ??= !env.ipMasq;
@@ -53,7 +61,7 @@ function need(v: string | undefined, name: string, why: string): string {
 export async function runPlugin(call: PluginCall): Promise<object | undefined> {
   const { args } = call;
   if (args.command === "VERSION") return versionResult(call.stdin);
-  const conf = parseNetConf(call.stdin);
+  const conf = parseNetConf(call.stdin, { anyVersion: args.command === "DEL" });
   const cid = need(args.containerId, "CNI_CONTAINERID", "the runtime must name the container");
   // The id names a file in dataDir: only the characters the spec allows, never a path.
   if (!CONTAINER_ID.test(cid))
@@ -75,15 +83,31 @@ export async function runPlugin(call: PluginCall): Promise<object | undefined> {
       try {
         return (await execPlugin(d.type as string, d, args)) as object;
       } catch (error) {
-        // The reference plugins release what they took when ADD fails; a DEL makes sure, and
-        // the runtime's own DEL afterwards then finds nothing left.
-        await execPlugin(d.type as string, d, { ...args, command: "DEL" }).catch(() => undefined);
-        await rm(kept, { force: true });
+        // The reference plugins release what they took when ADD fails; a DEL makes sure. Only
+        // when it worked (or the delegate refused the version, so did nothing) is nothing left;
+        // else the kept config stays, for the runtime's own DEL to try again.
+        const refused = error instanceof CniError && error.cniCode === CNI_ERROR.INCOMPATIBLE_VERSION;
+        const released =
+          refused ||
+          (await execPlugin(d.type as string, d, { ...args, command: "DEL" }).then(
+            () => true,
+            () => false,
+          ));
+        if (released) await rm(kept, { force: true });
         throw error;
       }
     }
     case "DEL": {
-      const d = await readKept(kept);
+      const d = await readKept(kept).catch(async (e: unknown) => {
+        if (!(e instanceof CniError && e.cniCode === CNI_ERROR.DECODE_FAILURE)) throw e;
+        // As flannel's plugin: a DEL failing forever leaves the pod Terminating, and nothing
+        // could ever run this file's delegate. Said on stderr, which runtimes log.
+        process.stderr.write(
+          `weft cni: ${e.message}; removed it: the pod's interface and address, if any, are left to remove by hand\n`,
+        );
+        await rm(kept, { force: true });
+        return undefined;
+      });
       // Nothing kept: never added, or already deleted. The spec asks DEL to succeed then.
       if (!d) return undefined;
       if (conf.prevResult) d.prevResult = conf.prevResult;
@@ -92,7 +116,8 @@ export async function runPlugin(call: PluginCall): Promise<object | undefined> {
       return undefined;
     }
     case "CHECK": {
-      if (conf.cniVersion === "0.3.1")
+      const v = (SUPPORTED_VERSIONS as readonly string[]).indexOf(conf.cniVersion || DEFAULT_VERSION);
+      if (v < SUPPORTED_VERSIONS.indexOf("0.4.0"))
         throw new CniError(CNI_ERROR.INCOMPATIBLE_VERSION, "CHECK needs cniVersion 0.4.0 or later");
       need(args.netns, "CNI_NETNS", "CHECK needs the pod's network namespace");
       if (!conf.prevResult) throw new CniError(CNI_ERROR.INVALID_CONFIG, "CHECK needs prevResult: the result of ADD");

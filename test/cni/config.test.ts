@@ -120,11 +120,25 @@ describe("weft cni: config", () => {
 
   it("rejects configs with the spec's codes, naming the key", () => {
     expect(codeOf(() => parseNetConf("{"))).toBe(6);
-    expect(codeOf(() => parseNetConf(JSON.stringify({ ...KUBE_FLANNEL_CNI_CONF, cniVersion: "0.2.0" })))).toBe(1);
+    expect(codeOf(() => parseNetConf(JSON.stringify({ ...KUBE_FLANNEL_CNI_CONF, cniVersion: "9.9.9" })))).toBe(1);
     expect(codeOf(() => parseNetConf(JSON.stringify({ ...KUBE_FLANNEL_CNI_CONF, delegate: { name: "x" } })))).toBe(7);
     expect(codeOf(() => parseNetConf(JSON.stringify({ ...KUBE_FLANNEL_CNI_CONF, delegate: { type: 3 } })))).toBe(7);
     expect(codeOf(() => parseNetConf(JSON.stringify({ ...KUBE_FLANNEL_CNI_CONF, name: "" })))).toBe(7);
     expect(() => parseNetConf(JSON.stringify({ ...KUBE_FLANNEL_CNI_CONF, subnetFile: 5 }))).toThrow(/subnetFile/);
+  });
+
+  it("takes every cniVersion flannel's plugin takes; DEL any; none leaves the delegate its own, as flannel", () => {
+    const withVersion = (v: unknown) => JSON.stringify({ ...KUBE_FLANNEL_CNI_CONF, cniVersion: v });
+    for (const v of ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0", ""])
+      expect(parseNetConf(withVersion(v)).cniVersion).toBe(v);
+    expect(codeOf(() => parseNetConf(withVersion("2.0.0")))).toBe(1);
+    expect(parseNetConf(withVersion("2.0.0"), { anyVersion: true }).cniVersion).toBe("2.0.0");
+    const env = parseSubnetEnvFile(ENV4, "f");
+    const { cniVersion: _, ...none } = KUBE_FLANNEL_CNI_CONF;
+    expect(delegateConfig(parseNetConf(JSON.stringify(none)), env)).not.toHaveProperty("cniVersion");
+    expect(
+      delegateConfig(parseNetConf(JSON.stringify({ ...none, delegate: { cniVersion: "0.4.0" } })), env).cniVersion,
+    ).toBe("0.4.0");
   });
 
   it.each([

@@ -1,12 +1,23 @@
 // `weft install-cni`: the launcher runtimes find under the type name, and the bundle for hosts
 // without Node.js (Node.js and the plugin's files copied beside it), run as a runtime would with
 // no Node.js on PATH.
-import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { execFile, spawnSync } from "node:child_process";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { installPlugin } from "../../src/cni/install.js";
+import { fakeDelegate } from "./fake-delegate.js";
 
 describe("weft install-cni", () => {
   const dir = mkdtempSync(join(tmpdir(), "weft-cni-bin-"));
@@ -24,18 +35,19 @@ describe("weft install-cni", () => {
     expect(statSync(file).mode & 0o111).toBe(0o111);
     expect(JSON.parse(version(file).stdout)).toEqual({
       cniVersion: "0.4.0",
-      supportedVersions: ["0.3.1", "0.4.0", "1.0.0"],
+      supportedVersions: ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"],
     });
   });
 
   it("--bundle: runs from its own copy of Node.js and files, nothing of this checkout", async () => {
     const file = await installPlugin(dir, { bundle: true });
-    expect(readFileSync(file, "utf8")).toContain(
-      `'${join(dir, "weft-cni", "node")}' '${join(dir, "weft-cni", "dist", "src", "cni", "main.js")}'`,
+    const copy = /'([^']*\/weft-cni\.flannel\.[^/']+)\/node' '\1\/dist\/src\/cni\/entry\.js'/.exec(
+      readFileSync(file, "utf8"),
     );
+    expect(copy?.[1].startsWith(`${dir}/`)).toBe(true);
     const r = version(file);
     expect(r.status).toBe(0);
-    expect(JSON.parse(r.stdout).supportedVersions).toEqual(["0.3.1", "0.4.0", "1.0.0"]);
+    expect(JSON.parse(r.stdout).supportedVersions).toContain("1.0.0");
     // A config error still comes back as CNI error JSON, so zod and the plugin's modules are all there.
     const bad = spawnSync(file, [], {
       input: "{}",
@@ -45,7 +57,63 @@ describe("weft install-cni", () => {
     expect(bad.status).toBe(1);
     expect(JSON.parse(bad.stdout)).toMatchObject({
       code: 7,
-      msg: expect.stringMatching(/^invalid network config: cniVersion/),
+      msg: expect.stringMatching(/^invalid network config: name/),
     });
   }, 60_000);
+
+  it("--bundle into a bin dir reached through a symlink (as /opt/cni/bin often is): VERSION answers and DEL runs the delegate", async () => {
+    const real = join(dir, "real-bin");
+    mkdirSync(real);
+    symlinkSync(real, join(dir, "linked-bin"));
+    const file = await installPlugin(join(dir, "linked-bin"), { bundle: true });
+    const r = version(file);
+    expect(r.status).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ cniVersion: "0.4.0" });
+    // A DEL that did nothing would leak the pod's address and veth while reporting success.
+    const fake = fakeDelegate(join(dir, "fake-plugins"));
+    const dataDir = join(dir, "data");
+    mkdirSync(dataDir);
+    writeFileSync(join(dataDir, "c1"), JSON.stringify({ cniVersion: "1.0.0", name: "cbr0", type: "fake" }));
+    const del = spawnSync(file, [], {
+      input: JSON.stringify({ cniVersion: "1.0.0", name: "cbr0", type: "flannel", dataDir }),
+      env: { CNI_COMMAND: "DEL", CNI_CONTAINERID: "c1", CNI_IFNAME: "eth0", CNI_PATH: fake.dir, PATH: "/usr/bin:/bin" },
+      encoding: "utf8",
+    });
+    expect({ status: del.status, stdout: del.stdout }).toEqual({ status: 0, stdout: "" });
+    expect(fake.calls()).toEqual(["DEL c1"]);
+    expect(existsSync(join(dataDir, "c1"))).toBe(false);
+  }, 60_000);
+
+  it("--bundle again while runtimes run the plugin: every run in between works, and the newest two copies are left", async () => {
+    const bin = join(dir, "reinstalled");
+    const file = await installPlugin(bin, { bundle: true });
+    let installing = true;
+    const failures: string[] = [];
+    let runs = 0;
+    // Plugin runs back to back, two at a time, as pods start and stop during an agent pod's restart.
+    const runner = async () => {
+      while (installing) {
+        const r = await new Promise<{ code: number; out: string; err: string }>((resolve) => {
+          const child = execFile(file, [], { env: { CNI_COMMAND: "VERSION", PATH: "/nonexistent" } }, (e, out, err) =>
+            resolve({ code: e ? ((e.code as number) ?? -1) : 0, out, err }),
+          );
+          child.stdin!.on("error", () => undefined); // a plugin that failed to start reads nothing; its exit says so
+          child.stdin!.end('{"cniVersion":"1.0.0"}');
+        });
+        runs++;
+        if (r.code !== 0 || JSON.parse(r.out || "{}").cniVersion !== "1.0.0")
+          failures.push(`exit ${r.code}: ${r.out}${r.err}`.slice(0, 300));
+      }
+    };
+    const runners = [runner(), runner()];
+    for (let i = 0; i < 5; i++) await installPlugin(bin, { bundle: true });
+    installing = false;
+    await Promise.all(runners);
+    expect(runs).toBeGreaterThan(5);
+    expect(failures).toEqual([]);
+    // The newest copy, and the one before it (a run may just have read the previous launcher).
+    const left = readdirSync(bin).filter((n) => n.startsWith("weft-cni"));
+    expect(left.length).toBe(2);
+    expect(left.filter((n) => readFileSync(file, "utf8").includes(join(bin, n, "node"))).length).toBe(1);
+  }, 180_000);
 });

@@ -75,11 +75,53 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
     await lab?.destroy();
   });
 
-  it("VERSION lists 0.3.1 to 1.0.0", async () => {
+  it("VERSION lists 0.1.0 to 1.1.0, as flannel's plugin", async () => {
     expect(await runFlannel(h1, "VERSION", { cniVersion: "0.4.0" })).toEqual({
       cniVersion: "0.4.0",
-      supportedVersions: ["0.3.1", "0.4.0", "1.0.0"],
+      supportedVersions: ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"],
     });
+  });
+
+  it.each([
+    ["0.3.0", (r: { ips: Array<{ address: string }> }) => r.ips[0].address],
+    ["none (0.1.0 to the reference plugins)", (r: { ip4: { ip: string } }) => r.ip4.ip],
+  ] as const)(
+    "cniVersion %s: ADD builds the pod, in that version's result format; DEL releases it",
+    async (v, addrOf) => {
+      const ns = await Netns.create("cni-ver");
+      try {
+        const conf = flannelConf(h1, { cniVersion: v.startsWith("none") ? undefined : v });
+        const att = { containerId: ns.name, netns: ns.path };
+        const r = (await runFlannel(h1, "ADD", conf, att)) as never;
+        const addr = addrOf(r).split("/")[0];
+        expect(`${addr}/24`).toMatch(/^198\.19\.5\.\d+\/24$/);
+        expect(await ipamStore(h1)).toContain(addr);
+        await runFlannel(h1, "DEL", conf, att);
+        expect(await ipamStore(h1)).not.toContain(addr);
+        expect(await kept(h1)).not.toContain(ns.name);
+      } finally {
+        await ns.destroy();
+      }
+    },
+  );
+
+  it("cniVersion 1.1.0, which Debian's plugins (1.1.1) do not take: ADD is their incompatible-version error (1), and nothing is left to delete", async () => {
+    const ns = await Netns.create("cni-ver");
+    try {
+      const veths = await hostVeths(h1);
+      const store = await ipamStore(h1);
+      const e = await runFlannel(h1, "ADD", flannelConf(h1, { cniVersion: "1.1.0" }), {
+        containerId: ns.name,
+        netns: ns.path,
+      }).catch((x: unknown) => x);
+      expect(e).toMatchObject({ cniCode: 1, message: "flannel: bridge: incompatible CNI versions" });
+      expect((e as CniError).details).toMatch(/plugin supports .*"1\.0\.0"/);
+      expect(await hostVeths(h1)).toEqual(veths);
+      expect(await ipamStore(h1)).toEqual(store);
+      expect(await kept(h1)).not.toContain(ns.name);
+    } finally {
+      await ns.destroy();
+    }
   });
 
   let pod: LabPod;

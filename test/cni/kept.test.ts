@@ -1,0 +1,122 @@
+// The delegate config the plugin keeps per container (dataDir/<id>) and what DEL does with it
+// when things went wrong: a damaged file, an ADD whose delegate failed and could not clean up, a
+// config whose cniVersion changed since ADD. The plugin runs as a runtime runs it (the installed
+// launcher, CNI_* and stdin), in front of a fake delegate that logs its calls and fails on demand.
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { CniError } from "../../src/cni/errors.js";
+import { type CniArgs, execPlugin } from "../../src/cni/exec.js";
+import { installPlugin } from "../../src/cni/install.js";
+import { type FakeDelegate, fakeDelegate } from "./fake-delegate.js";
+
+describe("weft cni: the kept delegate config", () => {
+  const dir = mkdtempSync(join(tmpdir(), "weft-cni-kept-"));
+  const dataDir = join(dir, "data");
+  const subnetFile = join(dir, "subnet.env");
+  let fake: FakeDelegate;
+  let flannel: string;
+  const conf = (extra: object = {}) => ({
+    cniVersion: "1.0.0",
+    name: "cbr0",
+    type: "flannel",
+    subnetFile,
+    dataDir,
+    delegate: { type: "fake" },
+    ...extra,
+  });
+  const args = (command: CniArgs["command"], containerId: string): CniArgs => ({
+    command,
+    containerId,
+    netns: "/proc/self/ns/net", // the fake delegate never enters it
+    ifName: "eth0",
+    path: [join(dir, "bin"), fake.dir],
+  });
+  const run = (command: CniArgs["command"], containerId: string, extra: object = {}) =>
+    execPlugin("flannel", conf(extra), args(command, containerId));
+  const kept = () => (existsSync(dataDir) ? readdirSync(dataDir) : []);
+
+  beforeAll(async () => {
+    flannel = await installPlugin(join(dir, "bin"));
+    fake = fakeDelegate(join(dir, "plugins"));
+    mkdirSync(dataDir);
+    writeFileSync(
+      subnetFile,
+      "FLANNEL_NETWORK=198.19.0.0/16\nFLANNEL_SUBNET=198.19.5.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n",
+    );
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it.each([
+    ["empty", ""],
+    ["cut short", '{"cniVersion":"1.0.0","name":"cbr0","ty'],
+  ])("a damaged (%s) kept config: DEL says so on stderr, removes it and succeeds; CHECK fails (6)", (_, text) => {
+    const id = `damaged-${text.length}`;
+    writeFileSync(join(dataDir, id), text);
+    const check = spawnSync(flannel, [], {
+      input: JSON.stringify(conf({ prevResult: { cniVersion: "1.0.0", ips: [] } })),
+      env: {
+        CNI_COMMAND: "CHECK",
+        CNI_CONTAINERID: id,
+        CNI_NETNS: "/proc/self/ns/net",
+        CNI_IFNAME: "eth0",
+        CNI_PATH: fake.dir,
+      },
+      encoding: "utf8",
+    });
+    expect(check.status).toBe(1);
+    expect(JSON.parse(check.stdout)).toMatchObject({ code: 6, msg: expect.stringMatching(/is damaged/) });
+    // A DEL failing forever would leave the pod Terminating; flannel's plugin, too, forgets the file.
+    const del = spawnSync(flannel, [], {
+      input: JSON.stringify(conf()),
+      env: { CNI_COMMAND: "DEL", CNI_CONTAINERID: id, CNI_IFNAME: "eth0", CNI_PATH: fake.dir },
+      encoding: "utf8",
+    });
+    expect({ status: del.status, stdout: del.stdout }).toEqual({ status: 0, stdout: "" });
+    expect(del.stderr).toMatch(new RegExp(`${join(dataDir, id)} .*is damaged.*removed`));
+    expect(kept()).not.toContain(id);
+    expect(fake.calls().filter((c) => c.endsWith(id))).toEqual([]);
+  });
+
+  it("ADD whose delegate fails: the cleanup DEL runs, and the kept config goes only once that DEL succeeded", async () => {
+    fake.fail("ADD", true);
+    fake.fail("DEL", true);
+    try {
+      const e = await run("ADD", "a1").catch((x: unknown) => x);
+      expect(e).toBeInstanceOf(CniError);
+      expect(e).toMatchObject({ cniCode: 11, message: "flannel: fake: fake ADD failure" });
+      // Its DEL failed too: what ADD took may still be held, and the runtime's DEL must retry it.
+      expect(fake.calls().filter((c) => c.endsWith(" a1"))).toEqual(["ADD a1", "DEL a1"]);
+      expect(kept()).toContain("a1");
+      await expect(run("DEL", "a1")).rejects.toMatchObject({ cniCode: 11 });
+      expect(kept()).toContain("a1");
+      fake.fail("DEL", false);
+      expect(await run("DEL", "a1")).toBeUndefined();
+      expect(fake.calls().filter((c) => c.endsWith(" a1"))).toEqual(["ADD a1", "DEL a1", "DEL a1", "DEL a1"]);
+      expect(kept()).not.toContain("a1");
+      // With a cleanup DEL that works, nothing is kept after the failed ADD.
+      await expect(run("ADD", "a2")).rejects.toMatchObject({ cniCode: 11 });
+      expect(fake.calls().filter((c) => c.endsWith(" a2"))).toEqual(["ADD a2", "DEL a2"]);
+      expect(kept()).not.toContain("a2");
+    } finally {
+      fake.fail("ADD", false);
+      fake.fail("DEL", false);
+    }
+  });
+
+  it.each([undefined, "", "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0", "9.9.9"])(
+    "DEL with cniVersion %j: succeeds for an unknown container, and runs what ADD kept",
+    async (v) => {
+      const extra = { cniVersion: v };
+      expect(await run("DEL", "never-added", extra)).toBeUndefined();
+      // Added under 1.0.0; the conflist changed before the pod went.
+      const id = `v-${v ?? "absent"}`;
+      expect(await run("ADD", id)).toMatchObject({ cniVersion: "1.0.0" });
+      expect(await run("DEL", id, extra)).toBeUndefined();
+      expect(fake.calls().filter((c) => c.endsWith(` ${id}`))).toEqual([`ADD ${id}`, `DEL ${id}`]);
+      expect(kept()).not.toContain(id);
+    },
+  );
+});
