@@ -30,6 +30,14 @@ import { overlayDevices } from "../kernel/stale-devices.js";
 export const MIN_RECONCILE_INTERVAL_MS = 1000;
 /** Node names travel in gossip records (memberlist's limit, in UTF-8 bytes). */
 export const MAX_NODE_NAME_BYTES = 128;
+/** The longest timer Node keeps (a longer one fires at once). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** 1..MAX_NODE_NAME_BYTES bytes without spaces or control characters. */
+function validNodeName(name: string): boolean {
+  const bytes = Buffer.byteLength(name, "utf8");
+  return bytes > 0 && bytes <= MAX_NODE_NAME_BYTES && !/[\s\p{Cc}]/u.test(name);
+}
 
 export interface FlagValues {
   iface?: string[];
@@ -64,15 +72,16 @@ export function checkFlags(f: FlagValues): void {
     if (!(Number.isInteger(j.port) && j.port >= 1 && j.port <= 65535))
       throw flagError("--join", `${j.host}:${j.port}`, "each address is host:port with a port in 1..65535");
   }
-  if (!(f.reconcileIntervalMs >= MIN_RECONCILE_INTERVAL_MS)) {
+  // A timer longer than 2^31 - 1 ms fires at once in Node, so a huge interval meant as "never"
+  // would reconcile every millisecond.
+  if (!(f.reconcileIntervalMs >= MIN_RECONCILE_INTERVAL_MS && f.reconcileIntervalMs <= MAX_TIMER_MS)) {
     throw flagError(
       "--reconcile-interval",
       f.reconcileIntervalMs / 1000,
-      `at least ${MIN_RECONCILE_INTERVAL_MS / 1000} second (each pass lists the kernel's routes and neighbours)`,
+      `${MIN_RECONCILE_INTERVAL_MS / 1000} to ${Math.floor(MAX_TIMER_MS / 1000)} seconds (each pass lists the kernel's routes and neighbours)`,
     );
   }
-  const nameBytes = Buffer.byteLength(f.nodeName, "utf8");
-  if (nameBytes === 0 || nameBytes > MAX_NODE_NAME_BYTES || /[\s\p{Cc}]/u.test(f.nodeName)) {
+  if (!validNodeName(f.nodeName)) {
     throw flagError(
       "--node-name",
       f.nodeName,
@@ -85,8 +94,14 @@ export function checkFlags(f: FlagValues): void {
       `--join ${f.join.map((j) => `${j.host}:${j.port}`).join(",")} needs --subnet-seeds: the initial owners of the subnet space, the same list on every node (e.g. --subnet-seeds node-a,node-b)`,
     );
   }
-  if (f.seeds !== undefined && (f.seeds.length === 0 || f.seeds.some((s) => s.trim() === "")))
-    throw flagError("--subnet-seeds", f.seeds.join(","), "a comma-separated list of node names, at least one");
+  // A seed no node can be named never comes up, and its share of the subnets stays unused: the
+  // seed list can never change afterwards.
+  if (f.seeds !== undefined && (f.seeds.length === 0 || !f.seeds.every(validNodeName)))
+    throw flagError(
+      "--subnet-seeds",
+      f.seeds.join(","),
+      "a comma-separated list of node names (as --node-name takes them: no spaces), at least one",
+    );
   if (f.publicIp !== undefined) parseFlagIpv4("--public-ip", f.publicIp);
   // Either family: an IPv6-only host's kubelet probes its IPv6 address ("::" takes both where the host has IPv6).
   for (const [flag, ip] of [

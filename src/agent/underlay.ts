@@ -109,7 +109,7 @@ export async function chooseUnderlay(
   if ((choice.iface?.length ?? 0) + (choice.ifaceRegex?.length ?? 0) > 0) {
     const given = [
       choice.iface?.length && `--iface ${choice.iface.join(",")}`,
-      choice.ifaceRegex?.length && `--iface-regex ${choice.ifaceRegex.join(",")}`,
+      choice.ifaceRegex?.length && choice.ifaceRegex.map((re) => `--iface-regex ${re}`).join(" or "),
     ]
       .filter(Boolean)
       .join(" or ");

@@ -2,7 +2,8 @@
 // `weft`: the node agent and its tools. Flag names follow flanneld's where it has them; every
 // flag can also come from the environment as WEFT_<FLAG> (e.g. WEFT_NET_CONFIG).
 import { randomBytes } from "node:crypto";
-import { writeFile } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
+import { dirname } from "node:path";
 import { Command, Option } from "commander";
 import { pino } from "pino";
 import { Agent, type AgentOptions } from "../agent/agent.js";
@@ -18,7 +19,16 @@ const program = new Command("weft").description(
 );
 
 const flag = (spec: string, description: string, env: string) => new Option(spec, description).env(`WEFT_${env}`);
-const list = (v: string, prev: string[] = []) => [...prev, ...v.split(",").filter(Boolean)];
+/** Comma-separated and repeatable; items trimmed, so that "a, b" (a ConfigMap's habit) is a and b. */
+const list = (v: string, prev: string[] = []) => [
+  ...prev,
+  ...v
+    .split(",")
+    .map((x) => x.trim())
+    .filter(Boolean),
+];
+/** Repeatable, never split: a regex may hold commas ({1,3}), as flanneld's --iface-regex may. */
+const each = (v: string, prev: string[] = []) => [...prev, v];
 /** A whole number for `flag`; limits are checked where the value is used, naming the flag too. */
 const int = (flag: string) => (v: string) => {
   const n = Number(v);
@@ -65,9 +75,9 @@ program
   .addOption(
     flag(
       "--iface-regex <re...>",
-      "regex over interface names and IPv4/IPv6 addresses, if --iface matched nothing",
+      "regex over interface names and IPv4/IPv6 addresses, if --iface matched nothing; repeat for several",
       "IFACE_REGEX",
-    ).argParser(list),
+    ).argParser(each),
   )
   .addOption(
     flag(
@@ -267,6 +277,8 @@ program
   .description("write a new cluster key file (give the same file to every node)")
   .argument("<path>", "key file to create")
   .action(async (path: string) => {
+    // The first step on a fresh host: /etc/weft may not exist yet (systemd makes it at the first start).
+    await mkdir(dirname(path), { recursive: true, mode: 0o700 });
     await writeFile(path, randomBytes(KEY_BYTES).toString("base64") + "\n", { mode: 0o600, flag: "wx" });
     process.stdout.write(`wrote ${path}\n`);
   });

@@ -396,7 +396,37 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
       "--reconcile-interval 0",
       { Network: NETWORK },
       ["--reconcile-interval", "0"],
-      /^weft: \[CONFIG_FLAG_INVALID\] --reconcile-interval 0: at least 1 second/,
+      /^weft: \[CONFIG_FLAG_INVALID\] --reconcile-interval 0: 1 to 2147483 seconds/,
+    ],
+    [
+      // Node fires a longer timer at once: reconcile ran every millisecond.
+      "--reconcile-interval past Node's longest timer",
+      { Network: NETWORK },
+      ["--reconcile-interval", "2147484"],
+      /^weft: \[CONFIG_FLAG_INVALID\] --reconcile-interval 2147484: 1 to 2147483 seconds/,
+    ],
+    [
+      // A seed no node can be named never comes up, and its share of the ring stays unused for good.
+      "a --subnet-seeds name no node can have",
+      { Network: NETWORK },
+      ["--join", "198.18.0.9:7946", "--subnet-seeds", "host1,host 2"],
+      /^weft: \[CONFIG_FLAG_INVALID\] --subnet-seeds "host1,host 2": a comma-separated list of node names \(as --node-name takes them: no spaces\)/,
+    ],
+    [
+      // "a, b" (a ConfigMap's habit) is a and b; a space was kept in the name before, and the
+      // join target " 198.18.0.10" was looked up in DNS. Here the lists parse, and the start stops
+      // only at the port held below.
+      "--join and --subnet-seeds with spaces after the commas",
+      { Network: NETWORK },
+      ["--join", "198.18.0.9:7946, 198.18.0.10:7946", "--subnet-seeds", "host1, host2", "--gossip-port", "7999"],
+      /^weft: \[CONFIG_PORT_IN_USE\] --gossip-port 7999: UDP 198\.18\.0\.\d+:7999 is already in use/,
+    ],
+    [
+      // A regex with a comma in it ({m,n}) is one regex: it was split into pieces that match nothing.
+      "--iface-regex with a {m,n} quantifier",
+      { Network: NETWORK },
+      ["--iface-regex", "^eth\\d{0,3}$", "--gossip-port", "7999"],
+      /^weft: \[CONFIG_PORT_IN_USE\] --gossip-port 7999: UDP 198\.18\.0\.\d+:7999 is already in use/,
     ],
     [
       "a group-readable key file",

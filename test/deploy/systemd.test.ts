@@ -67,9 +67,20 @@ describe.skipIf(!hasSystemdAnalyze())("deploy/systemd/weft.service", () => {
     expect(keys("KillSignal")).toEqual(["SIGTERM"]);
     expect(keys("StateDirectory")).toEqual(["weft"]);
     expect(keys("ConfigurationDirectory")).toEqual(["weft"]);
-    expect(keys("ExecStart")[0]).toMatch(
-      /--state-dir \/var\/lib\/weft .*--net-config \/etc\/weft\/|--net-config \/etc\/weft\/.*--state-dir \/var\/lib\/weft/,
+    // Settings as variables that weft.env (read after them) overrides; a flag would win over it.
+    expect(keys("ExecStart")).toEqual(["/usr/local/bin/weft agent"]);
+    const env = keys("Environment").flatMap((l) => l.split(/\s+/));
+    expect(env).toEqual(
+      expect.arrayContaining([
+        "WEFT_NET_CONFIG=/etc/weft/net-conf.json",
+        "WEFT_STATE_DIR=/var/lib/weft",
+        "WEFT_KEY_FILE=/etc/weft/cluster.key",
+        "WEFT_IP_MASQ=true",
+      ]),
     );
+    expect(keys("EnvironmentFile")).toEqual(["-/etc/weft/weft.env"]);
+    expect(text.indexOf("\nEnvironmentFile=")).toBeGreaterThan(text.lastIndexOf("\nEnvironment="));
+    expect(keys("CapabilityBoundingSet")[0].split(" ")).toEqual(expect.arrayContaining(["CAP_NET_ADMIN", "CAP_BPF"]));
     expect(text).toMatch(/--keep-on-exit/);
   });
 });

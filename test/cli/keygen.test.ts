@@ -1,0 +1,28 @@
+// `weft keygen`, the first step on a fresh host: its directory (/etc/weft) may not exist yet, as
+// systemd makes it only at the unit's first start; the key file is written once, owner-only.
+import { execFile } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, describe, expect, it } from "vitest";
+import { KEY_BYTES } from "../../src/control/gossip/keyring.js";
+import { projectFile } from "../../src/paths.js";
+
+const run = promisify(execFile);
+const weft = (...args: string[]) => run(process.execPath, [projectFile("dist", "src", "cli", "main.js"), ...args]);
+const dir = mkdtempSync(join(tmpdir(), "weft-keygen-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe("weft keygen", () => {
+  it("makes the missing directory (owner-only), writes a 0600 key once and refuses to overwrite it", async () => {
+    const key = join(dir, "etc", "weft", "cluster.key");
+    expect((await weft("keygen", key)).stdout).toBe(`wrote ${key}\n`);
+    expect(statSync(join(dir, "etc", "weft")).mode & 0o777).toBe(0o700);
+    expect(statSync(key).mode & 0o777).toBe(0o600);
+    expect(Buffer.from(readFileSync(key, "utf8").trim(), "base64")).toHaveLength(KEY_BYTES);
+    const before = readFileSync(key, "utf8");
+    await expect(weft("keygen", key)).rejects.toMatchObject({ code: 1 });
+    expect(readFileSync(key, "utf8")).toBe(before);
+  });
+});
