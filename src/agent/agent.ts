@@ -582,9 +582,9 @@ export class Agent {
         backend: this.conf.Backend,
       },
       backendCounters: this.counters(),
-      dataplane: this.backend?.dataplaneCounters?.(),
+      dataplane: this.backend?.dataplaneCounters?.({ peers: true }),
       // A dual-stack wasm-vxlan node runs a second dataplane for IPv6 (its own device and sockets).
-      ...(this.lanes.length > 1 && { dataplane6: this.lane(6)?.backend?.dataplaneCounters?.() }),
+      ...(this.lanes.length > 1 && { dataplane6: this.lane(6)?.backend?.dataplaneCounters?.({ peers: true }) }),
       socketDrops: this.socketDrops(),
     };
   }

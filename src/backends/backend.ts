@@ -145,6 +145,6 @@ export interface Backend {
   /** Stops; removes devices, routes, neighbours and FDB entries unless `keep`. */
   stop(keep: boolean): Promise<void>;
   counters(): BackendCounters;
-  /** Packets, bytes and drops of the userspace dataplane (wasm-vxlan, udp only). */
-  dataplaneCounters?(): DataplaneCounters;
+  /** Packets, bytes and drops of the userspace dataplane (wasm-vxlan, udp only); per peer when asked. */
+  dataplaneCounters?(opts?: { peers?: boolean }): DataplaneCounters;
 }

@@ -132,7 +132,11 @@ export interface UserspaceDataplaneOptions {
 export interface DataplaneCounters {
   tx: DirectionCounters;
   rx: DirectionCounters;
-  peers: Record<string, { txPackets: bigint; txBytes: bigint; rxPackets: bigint; rxBytes: bigint }>;
+  /**
+   * Per peer, summed over every pair: only when asked (counters({ peers: true }), for /status),
+   * since it reads pairs × peers slots, which no metric uses.
+   */
+  peers?: Record<string, { txPackets: bigint; txBytes: bigint; rxPackets: bigint; rxBytes: bigint }>;
   io: Record<keyof typeof IO_COUNTER, bigint>;
   /**
    * Packets forwarded through each queue pair, both directions: how evenly flows spread. Pair q is
@@ -575,7 +579,7 @@ export class UserspaceDataplane {
     return exits.length;
   }
 
-  counters(): DataplaneCounters {
+  counters(opts: { peers?: boolean } = {}): DataplaneCounters {
     const sumDir = (get: (c: DataplaneContext) => DirectionCounters): DirectionCounters => {
       const all = this.pairs.map((q) => get(q.ctx));
       const packets: Record<string, bigint> = {};
@@ -587,16 +591,6 @@ export class UserspaceDataplane {
         checksumTrusted: all.reduce((n, c) => n + c.checksumTrusted, 0n),
       };
     };
-    const peers: DataplaneCounters["peers"] = {};
-    for (const p of this.peers.list()) {
-      const per = this.pairs.map((q) => q.ctx.peer(p.nextHop));
-      peers[p.name] = {
-        txPackets: per.reduce((n, c) => n + c.tx.packets, 0n),
-        txBytes: per.reduce((n, c) => n + c.tx.bytes, 0n),
-        rxPackets: per.reduce((n, c) => n + c.rx.packets, 0n),
-        rxBytes: per.reduce((n, c) => n + c.rx.bytes, 0n),
-      };
-    }
     const io = {} as DataplaneCounters["io"];
     for (const [name, slot] of Object.entries(IO_COUNTER) as Array<[keyof typeof IO_COUNTER, number]>) {
       io[name] = this.workerTasks.reduce(
@@ -608,7 +602,7 @@ export class UserspaceDataplane {
     return {
       tx: sumDir((c) => c.tx()),
       rx: sumDir((c) => c.rx()),
-      peers,
+      ...(opts.peers && { peers: this.peerCounters() }),
       io,
       perQueue,
       ...(this.tunStats && { tunRingDrops: BigInt(this.tunStats.txDropped()) }),
@@ -622,6 +616,20 @@ export class UserspaceDataplane {
       routeTablePages: { ...this.routeTablePages },
       memoryBytes: this.hp.memory.buffer.byteLength,
     };
+  }
+
+  private peerCounters(): NonNullable<DataplaneCounters["peers"]> {
+    const peers: NonNullable<DataplaneCounters["peers"]> = {};
+    for (const p of this.peers.list()) {
+      const per = this.pairs.map((q) => q.ctx.peer(p.nextHop));
+      peers[p.name] = {
+        txPackets: per.reduce((n, c) => n + c.tx.packets, 0n),
+        txBytes: per.reduce((n, c) => n + c.tx.bytes, 0n),
+        rxPackets: per.reduce((n, c) => n + c.rx.packets, 0n),
+        rxBytes: per.reduce((n, c) => n + c.rx.bytes, 0n),
+      };
+    }
+    return peers;
   }
 
   /**

@@ -87,16 +87,21 @@ describe.skipIf(!canUseNetns())("per-peer counters on a real dataplane", () => {
     const [h1, h2] = lab.hosts;
     const [dp] = dps;
     expect((await ping(h1.pods[0], h2.pods[0].addr, { count: 3 })).received).toBe(3);
-    const old = dp.counters().peers[h2.name];
+    const old = dp.counters({ peers: true }).peers![h2.name];
     expect(old.txPackets).toBeGreaterThanOrEqual(3n);
     expect(old.rxPackets).toBeGreaterThanOrEqual(3n);
     const slot = dp.listPeers().find((p) => p.name === h2.name)?.nextHop;
     expect(dp.removePeer(h2.name)).toBe(true);
     dp.setPeer({ ...peerOf(h2, 2), name: "host2-again" });
     expect(dp.listPeers().find((p) => p.name === "host2-again")?.nextHop).toBe(slot);
-    expect(dp.counters().peers["host2-again"]).toEqual({ txPackets: 0n, txBytes: 0n, rxPackets: 0n, rxBytes: 0n });
+    expect(dp.counters({ peers: true }).peers!["host2-again"]).toEqual({
+      txPackets: 0n,
+      txBytes: 0n,
+      rxPackets: 0n,
+      rxBytes: 0n,
+    });
     // And it counts its own traffic from there.
     expect((await ping(h1.pods[0], h2.pods[0].addr, { count: 3 })).received).toBe(3);
-    expect(dp.counters().peers["host2-again"].txPackets).toBeGreaterThanOrEqual(3n);
+    expect(dp.counters({ peers: true }).peers!["host2-again"].txPackets).toBeGreaterThanOrEqual(3n);
   });
 });

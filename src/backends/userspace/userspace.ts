@@ -324,8 +324,8 @@ export class UserspaceBackend implements Backend {
     return { ...this.stats, peersUnreachable: this.unreachable.count };
   }
 
-  dataplaneCounters(): DataplaneCounters {
-    return this.dataplane.counters();
+  dataplaneCounters(opts?: { peers?: boolean }): DataplaneCounters {
+    return this.dataplane.counters(opts);
   }
 
   private announcement(): BackendAnnouncement {
