@@ -32,7 +32,7 @@ import {
   WORKER_MAX_PAIRS,
   defaultWorkers,
 } from "./defaults.js";
-import { PeerTable, type DataplanePeer } from "./peers.js";
+import { PeerTable, peerRouteTableSize, type DataplanePeer } from "./peers.js";
 import { innerFlowSteering, tunFlowSteering } from "./steering.js";
 import { routeTableAllocator, type HugePageState } from "./huge-pages.js";
 import { openFirstSocket, openTunQueues, type OffloadState } from "./offload.js";
@@ -323,13 +323,8 @@ export class UserspaceDataplane {
     // would never be read; contexts without one give IPv4 packets no route).
     const routes =
       this.family === 4
-        ? new RouteTable(
-            this.hp,
-            arena,
-            { tbl8Groups: 256, maxRules: maxPeers * 2, maxNextHops: maxPeers },
-            tables.alloc,
-          )
-        : new RouteTable6(this.hp, arena, { maxRules: maxPeers * 2, maxNextHops: maxPeers }, tables.alloc);
+        ? new RouteTable(this.hp, arena, peerRouteTableSize(maxPeers), tables.alloc)
+        : new RouteTable6(this.hp, arena, peerRouteTableSize(maxPeers), tables.alloc);
     this.peers = new PeerTable(routes, maxPeers, (nextHop) => {
       for (const q of this.pairs) q.ctx.resetPeer(nextHop);
     });
