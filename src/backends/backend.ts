@@ -65,7 +65,7 @@ export interface BackendOptions {
   gbp?: boolean;
   /** vxlan: the device learns peers' MACs from received packets too (flannel's Learning). Default false. */
   learning?: boolean;
-  /** wasm-vxlan, udp: dataplane worker threads. Default: the number of cores, at least DEFAULT_MIN_WORKERS. */
+  /** wasm-vxlan, udp: dataplane worker threads. Default: defaultWorkers() (src/dataplane/defaults.ts). */
   workers?: number;
   /** wasm-vxlan, udp: queue pairs (TUN queue and socket) per worker (see UserspaceDataplaneOptions). */
   queuesPerWorker?: number;

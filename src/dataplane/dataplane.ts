@@ -64,7 +64,7 @@ export interface UserspaceDataplaneOptions {
   vni: number;
   /** This node's VTEP MAC (vxlan). */
   vtepMac: Uint8Array;
-  /** Worker threads. Default: the number of cores, at least DEFAULT_MIN_WORKERS. */
+  /** Worker threads. Default: defaultWorkers(). */
   workers?: number;
   /**
    * Queue pairs (a TUN queue and its socket) each worker serves in turn, 1..WORKER_MAX_PAIRS.

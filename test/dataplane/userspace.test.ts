@@ -4,7 +4,12 @@ import { availableParallelism } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { UserspaceDataplane } from "../../src/dataplane/dataplane.js";
-import { DEFAULT_MIN_WORKERS, DEFAULT_QUEUES_PER_WORKER, WORKER_MAX_PAIRS } from "../../src/dataplane/defaults.js";
+import {
+  DEFAULT_MIN_WORKERS,
+  DEFAULT_QUEUES_PER_WORKER,
+  MAX_WORKERS,
+  WORKER_MAX_PAIRS,
+} from "../../src/dataplane/defaults.js";
 import { withNetns } from "../../src/io/netns.js";
 import { UdpSocket } from "../../src/io/udp.js";
 import type { LabCluster, LabHost, LabPod } from "../../src/lab/cluster.js";
@@ -201,9 +206,10 @@ for (const { format, queuesPerWorker, streams } of CONFIGS) {
       await n2.dp.stop();
       await expect(n2.host.ns.kernel.ipJson(["link", "show", "weft0"])).rejects.toThrow(/does not exist/);
       // The port is free again: a new dataplane can bind it, here with the default worker count
-      // (the agent's when net-conf.json gives none): one per core, at least DEFAULT_MIN_WORKERS.
+      // (the agent's when net-conf.json gives none): one per core, at least DEFAULT_MIN_WORKERS,
+      // at most MAX_WORKERS.
       const again = makeDataplane(n2.host, 2, format, { mtu: 1400, workers: undefined });
-      expect(again.workers).toBe(Math.max(availableParallelism(), DEFAULT_MIN_WORKERS));
+      expect(again.workers).toBe(Math.min(Math.max(availableParallelism(), DEFAULT_MIN_WORKERS), MAX_WORKERS));
       expect(again.counters().perQueue.length % again.workers).toBe(0);
       await again.stop();
     });
