@@ -74,7 +74,7 @@ class ScrapeRegistry extends Registry {
 /**
  * `backends` lists the running instance of each enabled family, IPv4 first (the userspace
  * backends run one dataplane per family); `counters` sums the kernel programming of every
- * family's instance; `leases` lists this node's subnets, one per enabled family.
+ * family's instance, and of the instances stopped before (so that it never falls); `leases` lists this node's subnets, one per enabled family.
  */
 export function agentMetrics(
   control: ControlPlane,
@@ -159,16 +159,14 @@ export function agentMetrics(
       set({ result: "error" }, c.kernelErrors);
     },
   );
-  mirroredCounter(
-    registry,
-    "weft_peers_unreachable_total",
-    "Peers the backend could not reach (host-gw off-link, wire format mismatch)",
-    [],
-    (set) => {
-      const c = counters();
-      if (c) set({}, c.peersUnreachable);
+  new Gauge({
+    name: "weft_peers_unreachable",
+    help: "Peers the backend cannot reach now (host-gw off-link, wire format mismatch, a subnet overlapping another's, no room left in the userspace dataplane)",
+    registers: [registry],
+    collect() {
+      this.set(counters()?.peersUnreachable ?? 0);
     },
-  );
+  });
   mirroredCounter(
     registry,
     "weft_dataplane_packets_total",
