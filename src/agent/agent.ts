@@ -69,6 +69,15 @@ interface Lane {
   announcement?: BackendAnnouncement;
 }
 
+function sumCounters(a: BackendCounters, c: BackendCounters): BackendCounters {
+  return {
+    kernelCommands: a.kernelCommands + c.kernelCommands,
+    kernelErrors: a.kernelErrors + c.kernelErrors,
+    peersUnreachable: a.peersUnreachable + c.peersUnreachable,
+    driftRepairs: a.driftRepairs + c.driftRepairs,
+  };
+}
+
 export class Agent {
   /** One lane per enabled family, IPv4 first. */
   private readonly lanes: Lane[];
@@ -78,6 +87,13 @@ export class Agent {
   /** Set once start() holds every family's lease, as it programs them; before, a lost subnet is only forgotten (lostBeforeStart). */
   private started = false;
   private reconcileTimer?: NodeJS.Timeout;
+  /** Kernel programming of the backend instances stopped so far (counters()). */
+  private stoppedCounters: BackendCounters = {
+    kernelCommands: 0,
+    kernelErrors: 0,
+    peersUnreachable: 0,
+    driftRepairs: 0,
+  };
   private http?: AgentHttp;
   private readonly backendChanges = new SerialQueue();
   private waitingFor = "joining the cluster";
@@ -412,16 +428,14 @@ export class Agent {
     return mtus.length > 0 ? Math.min(...mtus) : undefined;
   }
 
-  /** Kernel programming of every family's instance, summed. */
+  /**
+   * Kernel programming of every family's instance, summed, with that of the instances stopped
+   * before (a counter, which must not fall at a backend swap); peersUnreachable is the running ones'.
+   */
   private counters(): BackendCounters | undefined {
     const all = this.lanes.flatMap((l) => (l.backend ? [l.backend.counters()] : []));
     if (all.length === 0) return undefined;
-    return all.reduce((a, c) => ({
-      kernelCommands: a.kernelCommands + c.kernelCommands,
-      kernelErrors: a.kernelErrors + c.kernelErrors,
-      peersUnreachable: a.peersUnreachable + c.peersUnreachable,
-      driftRepairs: a.driftRepairs + c.driftRepairs,
-    }));
+    return all.reduce(sumCounters, this.stoppedCounters);
   }
 
   /** Re-reads net-conf.json; a changed Backend is swapped in (the node keeps its subnet). Reloads run one at a time. */
@@ -551,6 +565,9 @@ export class Agent {
 
   private async stopLane(lane: Lane, keep = false): Promise<void> {
     const backend = lane.backend;
+    // Taken as it leaves the lanes, so that the sum stays whole (what its stop does goes uncounted).
+    if (backend)
+      this.stoppedCounters = sumCounters(this.stoppedCounters, { ...backend.counters(), peersUnreachable: 0 });
     lane.backend = undefined;
     lane.announcement = undefined;
     await backend?.stop(keep);
@@ -623,9 +640,9 @@ export class Agent {
         backend: this.conf.Backend,
       },
       backendCounters: this.counters(),
-      dataplane: this.backend?.dataplaneCounters?.(),
+      dataplane: this.backend?.dataplaneCounters?.({ peers: true }),
       // A dual-stack wasm-vxlan node runs a second dataplane for IPv6 (its own device and sockets).
-      ...(this.lanes.length > 1 && { dataplane6: this.lane(6)?.backend?.dataplaneCounters?.() }),
+      ...(this.lanes.length > 1 && { dataplane6: this.lane(6)?.backend?.dataplaneCounters?.({ peers: true }) }),
       socketDrops: this.socketDrops(),
     };
   }

@@ -33,23 +33,48 @@ export interface FamilyBackend {
 }
 
 /**
- * Every family's dataplane counters, each sample labelled with its `family` ("4" or "6"), so that
- * a dual-stack node shows both dataplanes under one name per metric.
+ * A registry whose scrape reads each family's dataplane counters once, for all the metrics that
+ * show them: reading them sums every queue pair's and worker's counters, on the main thread.
  */
-function eachDataplane(
-  backends: () => FamilyBackend[],
-  read: (d: DataplaneCounters, family: string, backend: Backend) => void,
-): void {
-  for (const { family, backend } of backends()) {
-    const d = backend.dataplaneCounters?.();
-    if (d) read(d, String(family), backend);
+class ScrapeRegistry extends Registry {
+  /** The running scrapes' dataplane counters by backend instance, taken at first use. */
+  private snapshot?: Map<Backend, DataplaneCounters>;
+  private scrapes = 0;
+
+  constructor(private readonly backends: () => FamilyBackend[]) {
+    super();
+  }
+
+  override async metrics(): Promise<string> {
+    this.scrapes++;
+    this.snapshot ??= new Map();
+    try {
+      return await super.metrics();
+    } finally {
+      if (--this.scrapes === 0) this.snapshot = undefined;
+    }
+  }
+
+  /**
+   * Every family's dataplane counters, each sample labelled with its `family` ("4" or "6"), so
+   * that a dual-stack node shows both dataplanes under one name per metric.
+   */
+  eachDataplane(read: (d: DataplaneCounters, family: string, backend: Backend) => void): void {
+    for (const { family, backend } of this.backends()) {
+      let d = this.snapshot?.get(backend);
+      if (!d) {
+        d = backend.dataplaneCounters?.();
+        if (d) this.snapshot?.set(backend, d);
+      }
+      if (d) read(d, String(family), backend);
+    }
   }
 }
 
 /**
  * `backends` lists the running instance of each enabled family, IPv4 first (the userspace
  * backends run one dataplane per family); `counters` sums the kernel programming of every
- * family's instance; `leases` lists this node's subnets, one per enabled family.
+ * family's instance, and of the instances stopped before (so that it never falls); `leases` lists this node's subnets, one per enabled family.
  */
 export function agentMetrics(
   control: ControlPlane,
@@ -58,7 +83,8 @@ export function agentMetrics(
   leases: () => string[],
   socketDrops: () => SocketDrops | undefined,
 ): Registry {
-  const registry = new Registry();
+  const registry = new ScrapeRegistry(backends);
+  const eachDataplane = registry.eachDataplane.bind(registry);
   // The event-loop-lag histogram samples on a libuv timer; prom-client's default (10 ms) wakes an
   // idle agent 100 times a second, about half its idle CPU. Once a second keeps the metric.
   collectDefaultMetrics({ register: registry, prefix: "weft_process_", eventLoopMonitoringPrecision: 1000 });
@@ -133,23 +159,21 @@ export function agentMetrics(
       set({ result: "error" }, c.kernelErrors);
     },
   );
-  mirroredCounter(
-    registry,
-    "weft_peers_unreachable_total",
-    "Peers the backend could not reach (host-gw off-link, wire format mismatch)",
-    [],
-    (set) => {
-      const c = counters();
-      if (c) set({}, c.peersUnreachable);
+  new Gauge({
+    name: "weft_peers_unreachable",
+    help: "Peers the backend cannot reach now (host-gw off-link, wire format mismatch, a subnet overlapping another's, no room left in the userspace dataplane)",
+    registers: [registry],
+    collect() {
+      this.set(counters()?.peersUnreachable ?? 0);
     },
-  );
+  });
   mirroredCounter(
     registry,
     "weft_dataplane_packets_total",
     "Userspace dataplane packets by address family, direction and verdict (FORWARD, REPLY or a drop reason)",
     ["family", "direction", "verdict"],
     (set) =>
-      eachDataplane(backends, (d, family) => {
+      eachDataplane((d, family) => {
         for (const [dir, c] of [
           ["tx", d.tx],
           ["rx", d.rx],
@@ -161,7 +185,7 @@ export function agentMetrics(
   // Dataplane counters per family and direction (tx: TUN to socket, rx: socket to TUN).
   const perDirection = (name: string, help: string, pick: (c: DataplaneCounters["tx"]) => bigint) =>
     mirroredCounter(registry, name, help, ["family", "direction"], (set) =>
-      eachDataplane(backends, (d, family) => {
+      eachDataplane((d, family) => {
         for (const direction of ["tx", "rx"] as const) set({ family, direction }, Number(pick(d[direction])));
       }),
     );
@@ -179,7 +203,7 @@ export function agentMetrics(
     registers: [registry],
     collect() {
       this.reset();
-      eachDataplane(backends, (d, family, b) => this.set({ backend: b.type, family }, d.offload.enabled ? 1 : 0));
+      eachDataplane((d, family, b) => this.set({ backend: b.type, family }, d.offload.enabled ? 1 : 0));
     },
   });
   new Gauge({
@@ -189,7 +213,7 @@ export function agentMetrics(
     registers: [registry],
     collect() {
       this.reset();
-      eachDataplane(backends, (d, family, b) => this.set({ backend: b.type, family }, d.offload.udpGsoRefused));
+      eachDataplane((d, family, b) => this.set({ backend: b.type, family }, d.offload.udpGsoRefused));
     },
   });
   new Gauge({
@@ -199,9 +223,7 @@ export function agentMetrics(
     registers: [registry],
     collect() {
       this.reset();
-      eachDataplane(backends, (d, family, b) =>
-        this.set({ backend: b.type, family }, d.tunSteering.by === "program" ? 1 : 0),
-      );
+      eachDataplane((d, family, b) => this.set({ backend: b.type, family }, d.tunSteering.by === "program" ? 1 : 0));
     },
   });
   new Gauge({
@@ -211,7 +233,7 @@ export function agentMetrics(
     registers: [registry],
     collect() {
       this.reset();
-      eachDataplane(backends, (d, family, b) => this.set({ backend: b.type, family }, d.routeTablePages.advisedBytes));
+      eachDataplane((d, family, b) => this.set({ backend: b.type, family }, d.routeTablePages.advisedBytes));
     },
   });
   new Gauge({
@@ -221,7 +243,7 @@ export function agentMetrics(
     registers: [registry],
     collect() {
       this.reset();
-      eachDataplane(backends, (d, family, b) => this.set({ backend: b.type, family }, d.memoryBytes));
+      eachDataplane((d, family, b) => this.set({ backend: b.type, family }, d.memoryBytes));
     },
   });
   perDirection(
@@ -240,7 +262,7 @@ export function agentMetrics(
     "Userspace dataplane packets dropped at its queues, by address family and reason: queue-delay (waited longer than the target in a socket's receive queue), flow-queue (dropped at the head of the fattest flow of the send path's flow queue), send (socket full), tun-write (TUN device full), tun-ring (the kernel dropped them at the TUN device's ring, full of packets the workers had not read yet: its tx_dropped)",
     ["family", "reason"],
     (set) =>
-      eachDataplane(backends, (d, family) => {
+      eachDataplane((d, family) => {
         set({ family, reason: "queue-delay" }, Number(d.io.queueDelayDrops));
         set({ family, reason: "flow-queue" }, Number(d.io.flowQueueDrops));
         set({ family, reason: "send" }, Number(d.io.sendShortfall));
@@ -253,7 +275,7 @@ export function agentMetrics(
     "weft_dataplane_worker_restarts_total",
     "Userspace dataplane workers replaced after dying, by address family",
     ["family"],
-    (set) => eachDataplane(backends, (d, family) => set({ family }, d.workerRestarts)),
+    (set) => eachDataplane((d, family) => set({ family }, d.workerRestarts)),
   );
   mirroredCounter(
     registry,

@@ -65,7 +65,7 @@ export interface BackendOptions {
   gbp?: boolean;
   /** vxlan: the device learns peers' MACs from received packets too (flannel's Learning). Default false. */
   learning?: boolean;
-  /** wasm-vxlan, udp: dataplane worker threads. Default: the number of cores, at least DEFAULT_MIN_WORKERS. */
+  /** wasm-vxlan, udp: dataplane worker threads. Default: defaultWorkers() (src/dataplane/defaults.ts). */
   workers?: number;
   /** wasm-vxlan, udp: queue pairs (TUN queue and socket) per worker (see UserspaceDataplaneOptions). */
   queuesPerWorker?: number;
@@ -145,6 +145,6 @@ export interface Backend {
   /** Stops; removes devices, routes, neighbours and FDB entries unless `keep`. */
   stop(keep: boolean): Promise<void>;
   counters(): BackendCounters;
-  /** Packets, bytes and drops of the userspace dataplane (wasm-vxlan, udp only). */
-  dataplaneCounters?(): DataplaneCounters;
+  /** Packets, bytes and drops of the userspace dataplane (wasm-vxlan, udp only); per peer when asked. */
+  dataplaneCounters?(opts?: { peers?: boolean }): DataplaneCounters;
 }

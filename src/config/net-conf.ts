@@ -15,8 +15,9 @@ import {
   DEFAULT_BUSY_POLL_US,
   DEFAULT_FLOW_QUEUE,
   DEFAULT_QUEUE_DELAY_US,
-  DEFAULT_MIN_WORKERS,
   DEFAULT_QUEUES_PER_WORKER,
+  DEFAULT_WORKERS_RULE,
+  MAX_WORKERS,
   WORKER_MAX_PAIRS,
 } from "../dataplane/defaults.js";
 import { Ipv6SubnetSpace, SubnetSpace } from "../control/lease/slots.js";
@@ -56,10 +57,10 @@ const workers = z
   .number()
   .int()
   .min(1)
-  .max(64)
+  .max(MAX_WORKERS)
   .optional()
   .describe(
-    `dataplane worker threads, 1..64; default: the number of cores, at least ${DEFAULT_MIN_WORKERS}. ` +
+    `dataplane worker threads, 1..${MAX_WORKERS}; default: ${DEFAULT_WORKERS_RULE}. ` +
       "A light flow (a ping, a request) waits for the batch its worker is serving; with more workers than bulk flows it usually has one to itself, " +
       "and an idle worker sleeps until a packet comes, at no cost",
   );

@@ -32,7 +32,7 @@ import {
   WORKER_MAX_PAIRS,
   defaultWorkers,
 } from "./defaults.js";
-import { PeerTable, type DataplanePeer } from "./peers.js";
+import { PeerTable, peerRouteTableSize, type DataplanePeer } from "./peers.js";
 import { innerFlowSteering, tunFlowSteering } from "./steering.js";
 import { routeTableAllocator, type HugePageState } from "./huge-pages.js";
 import { openFirstSocket, openTunQueues, type OffloadState } from "./offload.js";
@@ -64,7 +64,7 @@ export interface UserspaceDataplaneOptions {
   vni: number;
   /** This node's VTEP MAC (vxlan). */
   vtepMac: Uint8Array;
-  /** Worker threads. Default: the number of cores, at least DEFAULT_MIN_WORKERS. */
+  /** Worker threads. Default: defaultWorkers(). */
   workers?: number;
   /**
    * Queue pairs (a TUN queue and its socket) each worker serves in turn, 1..WORKER_MAX_PAIRS.
@@ -132,7 +132,11 @@ export interface UserspaceDataplaneOptions {
 export interface DataplaneCounters {
   tx: DirectionCounters;
   rx: DirectionCounters;
-  peers: Record<string, { txPackets: bigint; txBytes: bigint; rxPackets: bigint; rxBytes: bigint }>;
+  /**
+   * Per peer, summed over every pair: only when asked (counters({ peers: true }), for /status),
+   * since it reads pairs × peers slots, which no metric uses.
+   */
+  peers?: Record<string, { txPackets: bigint; txBytes: bigint; rxPackets: bigint; rxBytes: bigint }>;
   io: Record<keyof typeof IO_COUNTER, bigint>;
   /**
    * Packets forwarded through each queue pair, both directions: how evenly flows spread. Pair q is
@@ -319,13 +323,8 @@ export class UserspaceDataplane {
     // would never be read; contexts without one give IPv4 packets no route).
     const routes =
       this.family === 4
-        ? new RouteTable(
-            this.hp,
-            arena,
-            { tbl8Groups: 256, maxRules: maxPeers * 2, maxNextHops: maxPeers },
-            tables.alloc,
-          )
-        : new RouteTable6(this.hp, arena, { maxRules: maxPeers * 2, maxNextHops: maxPeers }, tables.alloc);
+        ? new RouteTable(this.hp, arena, peerRouteTableSize(maxPeers), tables.alloc)
+        : new RouteTable6(this.hp, arena, peerRouteTableSize(maxPeers), tables.alloc);
     this.peers = new PeerTable(routes, maxPeers, (nextHop) => {
       for (const q of this.pairs) q.ctx.resetPeer(nextHop);
     });
@@ -575,7 +574,7 @@ export class UserspaceDataplane {
     return exits.length;
   }
 
-  counters(): DataplaneCounters {
+  counters(opts: { peers?: boolean } = {}): DataplaneCounters {
     const sumDir = (get: (c: DataplaneContext) => DirectionCounters): DirectionCounters => {
       const all = this.pairs.map((q) => get(q.ctx));
       const packets: Record<string, bigint> = {};
@@ -587,16 +586,6 @@ export class UserspaceDataplane {
         checksumTrusted: all.reduce((n, c) => n + c.checksumTrusted, 0n),
       };
     };
-    const peers: DataplaneCounters["peers"] = {};
-    for (const p of this.peers.list()) {
-      const per = this.pairs.map((q) => q.ctx.peer(p.nextHop));
-      peers[p.name] = {
-        txPackets: per.reduce((n, c) => n + c.tx.packets, 0n),
-        txBytes: per.reduce((n, c) => n + c.tx.bytes, 0n),
-        rxPackets: per.reduce((n, c) => n + c.rx.packets, 0n),
-        rxBytes: per.reduce((n, c) => n + c.rx.bytes, 0n),
-      };
-    }
     const io = {} as DataplaneCounters["io"];
     for (const [name, slot] of Object.entries(IO_COUNTER) as Array<[keyof typeof IO_COUNTER, number]>) {
       io[name] = this.workerTasks.reduce(
@@ -608,7 +597,7 @@ export class UserspaceDataplane {
     return {
       tx: sumDir((c) => c.tx()),
       rx: sumDir((c) => c.rx()),
-      peers,
+      ...(opts.peers && { peers: this.peerCounters() }),
       io,
       perQueue,
       ...(this.tunStats && { tunRingDrops: BigInt(this.tunStats.txDropped()) }),
@@ -622,6 +611,20 @@ export class UserspaceDataplane {
       routeTablePages: { ...this.routeTablePages },
       memoryBytes: this.hp.memory.buffer.byteLength,
     };
+  }
+
+  private peerCounters(): NonNullable<DataplaneCounters["peers"]> {
+    const peers: NonNullable<DataplaneCounters["peers"]> = {};
+    for (const p of this.peers.list()) {
+      const per = this.pairs.map((q) => q.ctx.peer(p.nextHop));
+      peers[p.name] = {
+        txPackets: per.reduce((n, c) => n + c.tx.packets, 0n),
+        txBytes: per.reduce((n, c) => n + c.tx.bytes, 0n),
+        rxPackets: per.reduce((n, c) => n + c.rx.packets, 0n),
+        rxBytes: per.reduce((n, c) => n + c.rx.bytes, 0n),
+      };
+    }
+    return peers;
   }
 
   /**

@@ -42,12 +42,18 @@ export const DEFAULT_QUEUES_PER_WORKER = 4;
  */
 export const DEFAULT_MIN_WORKERS = 4;
 
-/** The default worker count in words, for help texts. */
-export const DEFAULT_WORKERS_RULE = `one per core, at least ${DEFAULT_MIN_WORKERS}`;
+/**
+ * Most worker threads (Backend.Workers' limit, and the default's on a host of more cores): the TUN
+ * driver's 256 queues leave each of 64 workers 4 queue pairs.
+ */
+export const MAX_WORKERS = 64;
 
-/** The default worker count (Backend.Workers): one per core, at least DEFAULT_MIN_WORKERS. */
-export function defaultWorkers(): number {
-  return Math.max(availableParallelism(), DEFAULT_MIN_WORKERS);
+/** The default worker count in words, for help texts. */
+export const DEFAULT_WORKERS_RULE = `one per core, at least ${DEFAULT_MIN_WORKERS}, at most ${MAX_WORKERS}`;
+
+/** The default worker count (Backend.Workers) on a host of `cores` cores: see DEFAULT_WORKERS_RULE. */
+export function defaultWorkers(cores = availableParallelism()): number {
+  return Math.min(Math.max(cores, DEFAULT_MIN_WORKERS), MAX_WORKERS);
 }
 /** Most queue pairs one worker serves: its wait reports two fds per pair as bits (WAIT_MAX_FDS, 28). */
 export const WORKER_MAX_PAIRS = 14;

@@ -3,7 +3,10 @@
 // side changes them while workers forward; the route table's seqlock publishes each change whole.
 // A dataplane carries one family, so its peers are all IPv4 (RouteTable) or all IPv6 (RouteTable6).
 import { WeftError } from "../errors.js";
-import { formatAnyPrefix, overlaps, type IpAddr, type IpPrefix } from "../net/ip.js";
+import type { RouteTableSize } from "../hotpath/route-table.js";
+import { formatAnyPrefix, type IpAddr, type IpPrefix } from "../net/ip.js";
+import { prefixMask } from "../net/ipv4.js";
+import { prefixMask6 } from "../net/ipv6.js";
 
 export interface DataplanePeer {
   /** Node name, the peer's identity. */
@@ -25,7 +28,33 @@ interface Entry {
 
 const NO_MAC = new Uint8Array(6);
 
+/** The addresses a prefix covers, first to last: numbers for IPv4, bigints for IPv6. */
+interface Span {
+  first: IpAddr;
+  last: IpAddr;
+  name: string;
+}
+
+function span(p: IpPrefix, name: string): Span {
+  if (typeof p.addr === "bigint") {
+    const first = p.addr & prefixMask6(p.len);
+    return { first, last: first + (1n << BigInt(128 - p.len)) - 1n, name };
+  }
+  const first = (p.addr & prefixMask(p.len)) >>> 0;
+  return { first, last: first + 2 ** (32 - p.len) - 1, name };
+}
+
 const record = (peer: DataplanePeer) => ({ ip: peer.underlay, port: peer.port, mac: peer.vtepMac ?? NO_MAC });
+
+/**
+ * An IPv4 route table for `maxPeers` peers. Each peer's subnet is one rule (a moved peer's old one
+ * goes before its new one comes), and a subnet longer than /24 takes a tbl8 group (1 KiB) for its
+ * /24: the lease ring spreads small subnets over a wide network, so each peer may have a /24 of its
+ * own, and the table must hold a group per peer (4 MiB at 4,096 peers, beside the 64 MiB tbl24).
+ */
+export function peerRouteTableSize(maxPeers: number): RouteTableSize {
+  return { tbl8Groups: maxPeers, maxRules: maxPeers * 2, maxNextHops: maxPeers };
+}
 
 /** What the peer table needs of a route table: RouteTable (IPv4) or RouteTable6. */
 export interface PeerRoutes {
@@ -38,6 +67,11 @@ export interface PeerRoutes {
 export class PeerTable {
   private readonly byName = new Map<string, Entry>();
   private readonly free: number[];
+  /**
+   * The peers' subnets in address order. They never overlap (set() refuses that), so a full sync
+   * checks each peer against its neighbour here, not against every other peer.
+   */
+  private readonly spans: Span[] = [];
 
   constructor(
     private readonly routes: PeerRoutes,
@@ -52,19 +86,18 @@ export class PeerTable {
   /** Adds a peer or updates it (new address, MAC or subnet). */
   set(peer: DataplanePeer): void {
     const old = this.byName.get(peer.name);
-    for (const [name, e] of this.byName) {
-      if (name !== peer.name && overlaps(e.peer.subnet, peer.subnet)) {
-        throw new WeftError(
-          "DATAPLANE_SUBNET_OVERLAP",
-          `peer ${peer.name}'s subnet ${formatAnyPrefix(peer.subnet)} overlaps ${name}'s ${formatAnyPrefix(e.peer.subnet)}; the lease layer must never allow this`,
-        );
-      }
-    }
+    const mine = span(peer.subnet, peer.name);
+    const other = this.overlapping(mine);
+    if (other)
+      throw new WeftError(
+        "DATAPLANE_SUBNET_OVERLAP",
+        `peer ${peer.name}'s subnet ${formatAnyPrefix(peer.subnet)} overlaps ${other.name}'s ${formatAnyPrefix(this.byName.get(other.name)!.peer.subnet)}; one of the two leases is stale, reclaim it`,
+      );
     const nextHop = old ? old.nextHop : this.free.pop();
     if (nextHop === undefined)
       throw new WeftError(
         "DATAPLANE_PEERS_FULL",
-        `no next-hop slot left for peer ${peer.name}; start the dataplane with more peer slots`,
+        `no next-hop slot left for peer ${peer.name}: the dataplane holds ${this.byName.size} peers, its most; it gets the slot of the next peer that leaves`,
       );
     // A freed slot still holds its last peer's counts, which the new peer must not inherit.
     if (!old) this.assigned(nextHop);
@@ -87,6 +120,8 @@ export class PeerTable {
       }
       throw err;
     }
+    if (old) this.spans.splice(this.spanIndex(old.peer), 1);
+    this.spans.splice(this.after(mine.first), 0, mine);
     this.byName.set(peer.name, { peer, nextHop });
   }
 
@@ -96,9 +131,35 @@ export class PeerTable {
     if (!e) return false;
     this.routes.delete(e.peer.subnet);
     this.routes.clearNextHop(e.nextHop);
+    this.spans.splice(this.spanIndex(e.peer), 1);
     this.byName.delete(name);
     this.free.push(e.nextHop);
     return true;
+  }
+
+  /** Another peer's subnet that `s` overlaps, if any. */
+  private overlapping(s: Span): Span | undefined {
+    // Of the subnets that start at or before s's last address, the last one reaches furthest
+    // (they are disjoint); skipping s's own peer, the one before it.
+    let i = this.after(s.last) - 1;
+    if (i >= 0 && this.spans[i].name === s.name) i--;
+    return i >= 0 && this.spans[i].last >= s.first ? this.spans[i] : undefined;
+  }
+
+  /** Index of the first subnet that starts after `addr`. */
+  private after(addr: IpAddr): number {
+    let [lo, hi] = [0, this.spans.length];
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.spans[mid].first <= addr) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** Index of a peer's subnet (it starts where no other does). */
+  private spanIndex(peer: DataplanePeer): number {
+    return this.after(span(peer.subnet, peer.name).first) - 1;
   }
 
   list(): Array<DataplanePeer & { nextHop: number }> {

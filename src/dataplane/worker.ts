@@ -111,6 +111,9 @@ export default function runWorker(task: QueueTask): { worker: number; tunGone?: 
   };
 
   const fq = task.flowQueue;
+  // A worker that replaces a dead one finds what it held still in the flow queue: sent at once,
+  // not left there until the next packet comes. (Whichever pair sends it, the wire is the same.)
+  if (fq !== 0 && fn.fqBacklog(fq) > 0) pairs[0].more = true;
   /**
    * Reads pair p's TUN queue into the flow queue, then takes one batch out of it in its order; the
    * count taken. The flow queue is the worker's, across its pairs: what p sends may have been read

@@ -257,10 +257,20 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
   });
 
   it("SIGHUP swaps host2 to wasm-vxlan: flannel.1 and its routes gone, weft.1 up, subnet kept, peers told; the mixed cluster pings", async () => {
+    // Kernel vxlan programmed far more than wasm-vxlan will: the counter keeps what it did.
+    const programmed = async () =>
+      Number(
+        /^weft_kernel_programming_total\{result="ok"\} (\d+)$/m.exec(
+          String(await agentRequest(a2.dir, "GET", "/metrics")),
+        )?.[1],
+      );
+    const before = await programmed();
+    expect(before).toBeGreaterThan(0);
     await writeFile(agents.netConfPath(a2), JSON.stringify(netConf("wasm-vxlan")));
     agents.reload(a2);
     const peerBackend = (b: LabAgent) => (b === a2 ? "wasm-vxlan" : "vxlan");
     const s = await converged(a2, "wasm-vxlan", peerBackend);
+    expect(await programmed()).toBeGreaterThanOrEqual(before);
     expect(s.subnet).toBe(subnets.get("host2"));
     expect(s.backend?.vtepMac).toBe(vtepMacs.get("host2")); // peers' neighbour and FDB entries stay right
     expect(await overlayDevices(a2.host)).toEqual(["weft.1"]);

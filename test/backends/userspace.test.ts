@@ -3,9 +3,10 @@
 // The dataplane opens its TUN device and sockets in the calling thread's namespace, so each
 // backend is constructed inside withNetns (support.ts startNode).
 import { pino } from "pino";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { PeerSync } from "../../src/agent/peer-sync.js";
 import type { BackendPeer } from "../../src/backends/backend.js";
+import { PeerTable } from "../../src/dataplane/peers.js";
 import { LabCluster } from "../../src/lab/cluster.js";
 import { ping } from "../../src/lab/traffic.js";
 import { canUseNetns } from "../support/netns.js";
@@ -59,7 +60,49 @@ for (const type of ["wasm-vxlan", "udp"] as const) {
     it("carries pings between pods on different hosts, both ways", async () => {
       expect((await ping(n1.host.pods[0], n2.host.pods[0].addr, { count: 3 })).received).toBe(3);
       expect((await ping(n2.host.pods[1], n1.host.pods[1].addr, { count: 3 })).received).toBe(3);
-      expect(n1.backend.dataplaneCounters!().peers.host2.txPackets).toBeGreaterThanOrEqual(6n);
+      expect(n1.backend.dataplaneCounters!({ peers: true }).peers!.host2.txPackets).toBeGreaterThanOrEqual(6n);
+    });
+
+    it("a full sync of more peers than the dataplane holds sets the others and reports the refused ones unreachable", async () => {
+      // As the agent drives it (PeerSync): 4,095 peers besides host2 fill the dataplane's 4,096
+      // next hops (/29s in 198.19.16.0/20 and on: several per /24, as the ring spreads them), one
+      // overlaps another's subnet and one finds no slot left. The sync checks each peer against
+      // its neighbour in the peer table, not against a copy of every other peer.
+      const at = (i: number) => ({
+        ...peerFrom(n2),
+        name: `p${i}`,
+        subnet: { addr: 0xc6131000 + i * 8, len: 29 }, // 198.19.16.0/29 + i
+        underlay: 0xc6120064, // 198.18.0.100: nobody, no packet goes there
+      });
+      const many = Array.from({ length: 4095 }, (_, i) => at(i));
+      const overlapping = { ...at(0), name: "overlapping", subnet: { addr: 0xc6131000, len: 28 } };
+      const tooMany = at(4095);
+      let peers: BackendPeer[] = [peerFrom(n2), ...many, overlapping, tooMany];
+      const sync = new PeerSync(
+        () => peers,
+        () => n1.backend,
+        pino({ level: "silent" }),
+      );
+      const lists = vi.spyOn(PeerTable.prototype, "list");
+      try {
+        await sync.kick();
+        expect(lists).not.toHaveBeenCalled();
+      } finally {
+        lists.mockRestore();
+      }
+      expect(n1.backend.counters().peersUnreachable).toBe(2);
+      const errors = n1.c.log.errors();
+      expect(errors).toContainEqual(expect.stringMatching(/^cannot reach peer overlapping: .*overlaps p[01]'s/));
+      expect(errors).toContainEqual(expect.stringMatching(/^cannot reach peer p4095: no next-hop slot left/));
+      expect(Object.keys(n1.backend.dataplaneCounters!({ peers: true }).peers!).length).toBe(4096);
+      expect((await ping(n1.host.pods[0], n2.host.pods[0].addr, { count: 2 })).received).toBe(2);
+      // Once the peers are gone, the refused one fits.
+      peers = [peerFrom(n2), tooMany];
+      await sync.kick();
+      expect(n1.backend.counters().peersUnreachable).toBe(0);
+      peers = [peerFrom(n2)];
+      await sync.kick();
+      expect(Object.keys(n1.backend.dataplaneCounters!({ peers: true }).peers!)).toEqual(["host2"]);
     });
 
     it("reconcile() restores the TUN device's address after it was deleted by hand", async () => {
@@ -145,7 +188,7 @@ describe.skipIf(!canUseNetns())("mixed cluster: kernel vxlan and wasm-vxlan", ()
     const [w] = wasmNode.host.pods;
     expect((await ping(k, w.addr, { count: 3 })).received).toBe(3);
     expect((await ping(w, k.addr, { count: 3 })).received).toBe(3);
-    const c = wasmNode.backend.dataplaneCounters!().peers.host1;
+    const c = wasmNode.backend.dataplaneCounters!({ peers: true }).peers!.host1;
     expect(c.rxPackets).toBeGreaterThanOrEqual(6n);
     expect(c.txPackets).toBeGreaterThanOrEqual(6n);
   });

@@ -1,16 +1,10 @@
 // The gossip TCP listener's limits on real sockets (127.0.0.1): this node's own outbound exchanges
 // never take the slots inbound ones need, and refused connections are counted in /metrics.
-import { mkdtemp, rm } from "node:fs/promises";
 import { createServer, connect, type Socket } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { pino } from "pino";
 import { describe, expect, it } from "vitest";
 import { agentMetrics } from "../../src/agent/metrics.js";
-import { ControlPlane } from "../../src/control/control-plane.js";
-import { generateKey, Keyring } from "../../src/control/gossip/keyring.js";
-import { SubnetSpace } from "../../src/control/lease/slots.js";
 import { UdpTcpTransport } from "../../src/control/transport/udp-tcp.js";
+import { loopbackPlane } from "../support/loopback-plane.js";
 
 describe("gossip stream limits", () => {
   it("outbound exchanges to peers that never answer leave every inbound slot free", async () => {
@@ -41,18 +35,7 @@ describe("gossip stream limits", () => {
   });
 
   it("connections refused at the per-source limit show in /metrics", async () => {
-    const stateDir = await mkdtemp(join(tmpdir(), "weft-limits-"));
-    const plane = await ControlPlane.start({
-      name: "a",
-      join: [],
-      seeds: ["a"],
-      space: SubnetSpace.fromConfig({ Network: "198.19.0.0/16" }),
-      bindAddr: "127.0.0.1",
-      gossipPort: 0,
-      stateDir,
-      keyring: new Keyring(generateKey()),
-      logger: pino({ level: "silent" }),
-    });
+    const { plane, close } = await loopbackPlane("a");
     const socks: Socket[] = [];
     try {
       const addr = plane.memberlist.localNode();
@@ -78,8 +61,7 @@ describe("gossip stream limits", () => {
       expect(text).toMatch(/^weft_gossip_transport_total\{event="rejectedConnections"\} 1$/m);
     } finally {
       for (const s of socks) s.destroy();
-      await plane.stop(false);
-      await rm(stateDir, { recursive: true, force: true });
+      await close();
     }
   });
 });

@@ -1,15 +1,19 @@
 // The dataplane's peer table over a real Wasm route table: a set() that the route table refuses
-// (full) leaves the table as it was. And on a real dataplane: a peer given a freed next hop starts
-// with counters at 0.
+// (full) leaves the table as it was; the table the dataplane sizes holds a peer per /24; overlaps
+// are refused as a check of every pair would. And on a real dataplane: a peer given a freed next
+// hop starts with counters at 0.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { UserspaceDataplane } from "../../src/dataplane/dataplane.js";
-import { PeerTable, type DataplanePeer } from "../../src/dataplane/peers.js";
+import { PeerTable, peerRouteTableSize, type DataplanePeer } from "../../src/dataplane/peers.js";
 import { Arena } from "../../src/hotpath/arena.js";
 import { HotPath, createHotPathMemory } from "../../src/hotpath/module.js";
 import { RouteTable } from "../../src/hotpath/route-table.js";
+import { RouteTable6 } from "../../src/hotpath/route-table6.js";
+import { formatAnyPrefix, overlaps, type IpPrefix } from "../../src/net/ip.js";
 import type { LabCluster } from "../../src/lab/cluster.js";
 import { ping } from "../../src/lab/traffic.js";
 import { parseIpv4, parsePrefix } from "../../src/net/ipv4.js";
+import { parseIpv6, parsePrefix6 } from "../../src/net/ipv6.js";
 import { dataplanePair, peerOf } from "../support/dataplane-lab.js";
 import { canUseNetns } from "../support/netns.js";
 
@@ -71,6 +75,75 @@ describe("PeerTable.set when the route table is full", () => {
   });
 });
 
+describe("the dataplane's peer tables (peerRouteTableSize)", () => {
+  const MAX_PEERS = 4096;
+
+  it("hold 400 peers of /26 in distinct /24s: each takes a tbl8 group of its own", () => {
+    // A wide network with small subnets, as the lease ring spreads them (198.18.0.0/15: 512 /24s).
+    const routes = new RouteTable(hp, arena, peerRouteTableSize(MAX_PEERS));
+    const peers = new PeerTable(routes, MAX_PEERS, () => {});
+    const at = (i: number) => parseIpv4("198.18.0.0") + i * 256;
+    for (let i = 0; i < 400; i++) peers.set({ ...peer(`n${i}`, "198.18.0.0/26"), subnet: { addr: at(i), len: 26 } });
+    const next = new Map(peers.list().map((p) => [p.name, p.nextHop]));
+    for (let i = 0; i < 400; i++) {
+      expect(routes.lookup(at(i) + 5)).toBe(next.get(`n${i}`));
+      expect(routes.lookup(at(i) + 64)).toBeUndefined();
+    }
+  });
+
+  it("hold as many IPv6 peers, scattered over the pod network", () => {
+    const routes = new RouteTable6(hp, arena, peerRouteTableSize(MAX_PEERS));
+    const peers = new PeerTable(routes, MAX_PEERS, () => {});
+    const network = parsePrefix6("2001:2:0:8000::/49");
+    // /120s at scattered places of the /49 (a multiplicative hash of i): long, sparse trie paths.
+    const at = (i: number) => network.addr | (((BigInt(i) * 0x9e3779b1n) & ((1n << 71n) - 1n)) << 8n);
+    const underlay = parseIpv6("2001:2::2");
+    for (let i = 0; i < MAX_PEERS; i++)
+      peers.set({ name: `n${i}`, subnet: { addr: at(i), len: 120 }, underlay, port: 8472 });
+    const next = new Map(peers.list().map((p) => [p.name, p.nextHop]));
+    for (let i = 0; i < MAX_PEERS; i += 97) expect(routes.lookup(at(i) | 7n)).toBe(next.get(`n${i}`));
+    expect(() =>
+      peers.set({ name: "one-more", subnet: { addr: at(MAX_PEERS), len: 120 }, underlay, port: 8472 }),
+    ).toThrow(expect.objectContaining({ code: "DATAPLANE_PEERS_FULL" }));
+  });
+
+  it("refuse a subnet that overlaps another peer's, as a check of every pair would, through sets, moves and removes", () => {
+    const routes = new RouteTable(hp, arena, peerRouteTableSize(64));
+    const peers = new PeerTable(routes, 64, () => {});
+    // Random prefixes /22../28 in 198.19.0.0/20, names from a small set so that sets move peers.
+    let seed = 7;
+    const random = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    const held = new Map<string, IpPrefix>();
+    let refused = 0;
+    for (let step = 0; step < 3000; step++) {
+      const name = `n${random(40)}`;
+      if (random(5) === 0) {
+        expect(peers.remove(name)).toBe(held.delete(name));
+        continue;
+      }
+      const len = 22 + random(7);
+      const addr = parseIpv4(`198.19.${random(16)}.${random(256)}`);
+      const subnet = { addr: (addr & ~(2 ** (32 - len) - 1)) >>> 0, len };
+      const clash = [...held].find(([n, p]) => n !== name && overlaps(p, subnet));
+      const set = () => peers.set({ ...peer(name, "198.19.0.0/24"), subnet });
+      if (clash) {
+        refused++;
+        expect(set, `${name} ${formatAnyPrefix(subnet)}`).toThrow(
+          expect.objectContaining({ code: "DATAPLANE_SUBNET_OVERLAP" }),
+        );
+      } else {
+        set();
+        held.set(name, subnet);
+      }
+      expect(new Map(peers.list().map((p) => [p.name, p.subnet]))).toEqual(held);
+    }
+    expect(refused).toBeGreaterThan(100);
+  });
+});
+
 describe.skipIf(!canUseNetns())("per-peer counters on a real dataplane", () => {
   let lab: LabCluster;
   let dps: UserspaceDataplane[] = [];
@@ -87,16 +160,21 @@ describe.skipIf(!canUseNetns())("per-peer counters on a real dataplane", () => {
     const [h1, h2] = lab.hosts;
     const [dp] = dps;
     expect((await ping(h1.pods[0], h2.pods[0].addr, { count: 3 })).received).toBe(3);
-    const old = dp.counters().peers[h2.name];
+    const old = dp.counters({ peers: true }).peers![h2.name];
     expect(old.txPackets).toBeGreaterThanOrEqual(3n);
     expect(old.rxPackets).toBeGreaterThanOrEqual(3n);
     const slot = dp.listPeers().find((p) => p.name === h2.name)?.nextHop;
     expect(dp.removePeer(h2.name)).toBe(true);
     dp.setPeer({ ...peerOf(h2, 2), name: "host2-again" });
     expect(dp.listPeers().find((p) => p.name === "host2-again")?.nextHop).toBe(slot);
-    expect(dp.counters().peers["host2-again"]).toEqual({ txPackets: 0n, txBytes: 0n, rxPackets: 0n, rxBytes: 0n });
+    expect(dp.counters({ peers: true }).peers!["host2-again"]).toEqual({
+      txPackets: 0n,
+      txBytes: 0n,
+      rxPackets: 0n,
+      rxBytes: 0n,
+    });
     // And it counts its own traffic from there.
     expect((await ping(h1.pods[0], h2.pods[0].addr, { count: 3 })).received).toBe(3);
-    expect(dp.counters().peers["host2-again"].txPackets).toBeGreaterThanOrEqual(3n);
+    expect(dp.counters({ peers: true }).peers!["host2-again"].txPackets).toBeGreaterThanOrEqual(3n);
   });
 });

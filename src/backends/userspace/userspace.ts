@@ -34,7 +34,7 @@ import {
   type BackendPeer,
 } from "../backend.js";
 import { VXLAN_IPV4_UNDERLAY_BYTES, VXLAN_IPV6_UNDERLAY_BYTES } from "../vxlan/vxlan.js";
-import { announcementProblem, overlapProblem, UnreachablePeers } from "../unreachable.js";
+import { announcementProblem, UnreachablePeers } from "../unreachable.js";
 import { loadVtepMac } from "../vtep-mac.js";
 
 /**
@@ -57,6 +57,14 @@ const IPV6_TUN_SYSCTLS: ReadonlyArray<readonly [string, number]> = [
 export const tunDeviceName = (type: "udp" | "wasm-vxlan", vni: number, family: 4 | 6): string =>
   type === "udp" ? "flannel0" : family === 4 ? `weft.${vni}` : `weft-v6.${vni}`;
 
+/** The dataplane's refusals of one peer, which leave the others as they were. */
+const PEER_REFUSALS: ReadonlySet<string> = new Set([
+  "DATAPLANE_SUBNET_OVERLAP",
+  "DATAPLANE_PEERS_FULL",
+  "HOTPATH_ROUTE_ERR_FULL_RULES",
+  "HOTPATH_ROUTE_ERR_FULL_TBL8",
+]);
+
 /** flannel's udp encapsulation: outer IPv4 (20) + UDP (8). */
 export const UDP_OVERHEAD = 28;
 
@@ -75,6 +83,11 @@ export class UserspaceBackend implements Backend {
   private readonly logger: Logger;
   private readonly dataplane: UserspaceDataplane;
   private readonly unreachable: UnreachablePeers;
+  /**
+   * Peers the dataplane had no room for, unreachable until a removal makes room: the agent sets a
+   * peer again only when it changes.
+   */
+  private readonly waiting = new Map<string, BackendPeer>();
   private readonly vtepMac: Uint8Array;
   private readonly port: number;
   private readonly vni: number;
@@ -181,28 +194,50 @@ export class UserspaceBackend implements Backend {
     return a;
   }
 
+  /**
+   * A peer the dataplane refuses (its subnet overlaps another peer's, or the tables are full) is
+   * unreachable, as one whose announcement does not fit: the other peers of the sync still get set.
+   */
   async setPeer(peer: BackendPeer): Promise<void> {
     this.assertRunning();
-    const reason =
-      announcementProblem(this.announcement(), this.ctx, peer) ?? overlapProblem(peer, this.dataplane.listPeers());
+    this.set(peer);
+  }
+
+  private set(peer: BackendPeer): void {
+    this.waiting.delete(peer.name);
+    const reason = announcementProblem(this.announcement(), this.ctx, peer) ?? this.setInDataplane(peer);
     this.unreachable.note(peer, reason);
-    if (reason) {
-      this.dataplane.removePeer(peer.name);
-      return;
+    if (reason) this.dataplane.removePeer(peer.name);
+  }
+
+  /** Sets `peer` in the dataplane, whose table checks overlaps itself; why it refused, or undefined. */
+  private setInDataplane(peer: BackendPeer): string | undefined {
+    try {
+      this.dataplane.setPeer({
+        name: peer.name,
+        subnet: peer.subnet,
+        underlay: peer.underlay,
+        port: peer.backend.port ?? this.port,
+        vtepMac: this.type === "wasm-vxlan" ? parseMac(peer.backend.vtepMac!) : undefined,
+      });
+      return undefined;
+    } catch (err) {
+      if (!(err instanceof WeftError && PEER_REFUSALS.has(err.code))) throw err;
+      if (err.code !== "DATAPLANE_SUBNET_OVERLAP") this.waiting.set(peer.name, peer);
+      return err.message;
     }
-    this.dataplane.setPeer({
-      name: peer.name,
-      subnet: peer.subnet,
-      underlay: peer.underlay,
-      port: peer.backend.port ?? this.port,
-      vtepMac: this.type === "wasm-vxlan" ? parseMac(peer.backend.vtepMac!) : undefined,
-    });
   }
 
   async removePeer(name: string): Promise<void> {
     this.assertRunning();
     this.unreachable.forget(name);
-    this.dataplane.removePeer(name);
+    this.waiting.delete(name);
+    if (!this.dataplane.removePeer(name)) return;
+    // The room it leaves goes to the peers waiting for room, in turn, until one finds none.
+    for (const peer of this.waiting.values()) {
+      this.set(peer);
+      if (this.waiting.has(peer.name)) return;
+    }
   }
 
   /**
@@ -324,8 +359,8 @@ export class UserspaceBackend implements Backend {
     return { ...this.stats, peersUnreachable: this.unreachable.count };
   }
 
-  dataplaneCounters(): DataplaneCounters {
-    return this.dataplane.counters();
+  dataplaneCounters(opts?: { peers?: boolean }): DataplaneCounters {
+    return this.dataplane.counters(opts);
   }
 
   private announcement(): BackendAnnouncement {

@@ -1,0 +1,82 @@
+// The agent's /metrics registry over a real wasm-vxlan backend in a lab host and a real control
+// plane (gossip on 127.0.0.1): one scrape reads the dataplane's counters once, and without the
+// per-peer sums no metric shows; the unreachable peers are a gauge that falls when a peer becomes
+// reachable again, while no counter ever falls.
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { agentMetrics } from "../../src/agent/metrics.js";
+import type { ControlPlane } from "../../src/control/control-plane.js";
+import { UserspaceDataplane } from "../../src/dataplane/dataplane.js";
+import { LabCluster } from "../../src/lab/cluster.js";
+import { peerOf, removeLab, startNode, subnetOf, type LabNode } from "../backends/support.js";
+import { loopbackPlane } from "../support/loopback-plane.js";
+import { canUseNetns } from "../support/netns.js";
+
+/** The samples of every metric of type counter in a scrape, by name and labels. */
+function counterSamples(text: string): Map<string, number> {
+  const counters = new Set([...text.matchAll(/^# TYPE (\S+) counter$/gm)].map((m) => m[1]));
+  const samples = new Map<string, number>();
+  for (const [, series, name, value] of text.matchAll(/^(([a-z_]+)(?:\{[^}]*\})?) (\S+)$/gm))
+    if (counters.has(name)) samples.set(series, Number(value));
+  return samples;
+}
+
+describe.skipIf(!canUseNetns())("agent metrics", () => {
+  let lab: LabCluster;
+  let node: LabNode;
+  let control: ControlPlane;
+  let close: (() => Promise<void>) | undefined;
+
+  beforeAll(async () => {
+    lab = await LabCluster.create({ tag: "amt", hosts: 1 });
+    node = await startNode(lab.hosts[0], 1, "wasm-vxlan");
+    ({ plane: control, close } = await loopbackPlane("host1"));
+  });
+
+  afterAll(async () => {
+    await close?.();
+    await removeLab(lab, [node]);
+  });
+
+  const registry = () =>
+    agentMetrics(
+      control,
+      () => [{ family: 4, backend: node.backend }],
+      () => node.backend.counters(),
+      () => [],
+      () => undefined,
+    );
+
+  it("reads the dataplane's counters once per scrape, without the per-peer sums", async () => {
+    const metrics = registry();
+    const counters = vi.spyOn(UserspaceDataplane.prototype, "counters");
+    try {
+      const text = await metrics.metrics();
+      expect(text).toMatch(/^weft_dataplane_memory_bytes\{backend="wasm-vxlan",family="4"\} [1-9]\d*$/m);
+      expect(counters).toHaveBeenCalledTimes(1);
+      expect(counters.mock.results[0].value).not.toHaveProperty("peers");
+      // And again at the next scrape: nothing kept from the last one.
+      await metrics.metrics();
+      expect(counters).toHaveBeenCalledTimes(2);
+    } finally {
+      counters.mockRestore();
+    }
+  });
+
+  it("shows unreachable peers as a gauge that falls when the peer is reachable again; no counter falls", async () => {
+    const metrics = registry();
+    const unreachable = (text: string) => Number(/^weft_peers_unreachable (\d+)$/m.exec(text)?.[1]);
+    const peer = peerOf("other", subnetOf(2), 0xc6120063, node.announced); // 198.18.0.99
+    await node.backend.setPeer({ ...peer, backend: { ...peer.backend, vni: 99 } });
+    const before = await metrics.metrics();
+    expect(before).toMatch(/^# TYPE weft_peers_unreachable gauge$/m);
+    expect(unreachable(before)).toBe(1);
+    await node.backend.setPeer(peer);
+    const after = await metrics.metrics();
+    expect(unreachable(after)).toBe(0);
+    const was = counterSamples(before);
+    expect(was.size).toBeGreaterThan(10);
+    for (const [series, value] of counterSamples(after))
+      expect(value, series).toBeGreaterThanOrEqual(was.get(series) ?? 0);
+    await node.backend.removePeer("other");
+  });
+});
