@@ -4,6 +4,7 @@
 // subnet.env for the CNI plugin, keeps the backends' peers in step with the cluster (on every
 // change and by a periodic reconcile that also repairs kernel drift), serves health, status and
 // metrics, swaps backends on SIGHUP, and leaves cleanly on SIGTERM/SIGINT.
+import { rmSync } from "node:fs";
 import { mkdir, readFile, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Logger } from "pino";
@@ -476,12 +477,13 @@ export class Agent {
    * running on the old subnet keep addresses that now belong elsewhere: they must be restarted.
    */
   private async subnetLost(lost: string): Promise<void> {
-    const lane = this.forgetLost(lost, `stopping its backend and removing ${this.opts.subnetFile}`);
+    const lane = this.forgetLost(lost, `removing ${this.opts.subnetFile} and stopping its backend`);
     if (!lane) return;
     const what = this.subnetWord(lane);
     const running = lane.backend !== undefined;
-    await this.stopLane(lane);
+    // subnet.env first: a stop that fails (and makes the agent exit) must not leave it to the CNI plugin.
     await rm(this.opts.subnetFile, { force: true });
+    await this.stopLane(lane);
     this.waitingFor = `a new ${what}: the cluster gave this node's ${what} to another node`;
     lane.subnet = await this.leaseOf(lane.family);
     const now = formatAnyPrefix(lane.subnet);
@@ -520,7 +522,16 @@ export class Agent {
    * where a stop could not reach it while no subnet was free.
    */
   private lostBeforeStart(lost: string): void {
-    this.forgetLost(lost, "leasing another before anything is programmed");
+    // Nothing is published before start() programs, so a subnet.env here is the one a restart kept
+    // (it named the saved subnets): it goes at once, or pods would get the new owner's addresses.
+    rmSync(this.opts.subnetFile, { force: true });
+    const doing = `${this.opts.subnetFile} removed, leasing another before anything is programmed`;
+    // Lost in the join's first merge, before any lane holds the subnet the state dir saved.
+    if (!this.forgetLost(lost, doing))
+      this.log.error(
+        { code: "AGENT_SUBNET_LOST", subnet: lost },
+        `the cluster gave this node's subnet ${lost} (held when it last ran) to another node: ${doing}; restart this node's pods once it has a new subnet`,
+      );
   }
 
   private async reloadNow(): Promise<void> {

@@ -123,9 +123,19 @@ const flowQueue = z
       'counted in weft_dataplane_queue_drops_total{reason="flow-queue"}',
   );
 
+/** Keys of flannel's Windows backends, which a ConfigMap shared with Windows nodes carries (its
+ *  Helm chart writes MacPrefix); flanneld on Linux ignores them, and so does weft. */
+const windowsOnly = (what: string) =>
+  z
+    .string()
+    .optional()
+    .describe(`${what} on flannel's Windows nodes; accepted and ignored here, as flanneld on Linux does`);
+
 const vxlan = z
   .object({
     Type: z.literal("vxlan"),
+    MacPrefix: windowsOnly("the VTEP MAC prefix"),
+    Name: windowsOnly("the HNS network's name"),
     VNI: vni("flannel.<VNI>"),
     Port: vxlanPort("VXLAN socket", "the Linux default, as in flannel"),
     MTU: z
@@ -154,6 +164,8 @@ const vxlan = z
 const hostGw = z
   .object({
     Type: z.literal("host-gw"),
+    Name: windowsOnly("the HNS network's name"),
+    DNSServerList: windowsOnly("the DNS servers of the HNS network"),
   })
   .strict();
 
@@ -264,29 +276,47 @@ const NO_IPV6_BECAUSE: Record<string, string> = {
 const cidr = (network: (v: string) => string, what: string) =>
   z.string().transform(parsedWith(network)).optional().describe(what);
 
+/**
+ * flannel reads a zero value (0, 0.0.0.0, ::) or null as "not set" and applies the default
+ * (CheckNetworkConfig); templated configs write them.
+ */
+const unsetIf = <T extends z.ZodType>(zero: unknown, schema: T) =>
+  z
+    .preprocess((v) => (v === zero || v === null ? undefined : v), schema)
+    .describe(`${schema.description} (${JSON.stringify(zero)} or null: the default, as in flannel)`);
+
 export const netConfSchema = z
   .object({
     Network: cidr(
       (v) => formatPrefix(parseMaskedPrefix(v)),
       "the pod network as IPv4 CIDR, e.g. 10.244.0.0/16; every node leases one subnet of it (required unless EnableIPv4 is false). Host bits are cleared, as in flannel (10.244.1.0/16 is 10.244.0.0/16). It must not contain the underlay address or overlap the host's other addresses and routes (checked at start)",
     ),
-    SubnetLen: z
-      .number()
-      .int()
-      .optional()
-      .describe("prefix length of each node's subnet; default 24 (for Networks of /22 and larger), else Network + 2"),
-    SubnetMin: z
-      .string()
-      .superRefine(ipv4Address)
-      .optional()
-      .describe(
-        "first subnet that may be leased (its IPv4 network address); default: the second subnet (flannel skips the first)",
-      ),
-    SubnetMax: z
-      .string()
-      .superRefine(ipv4Address)
-      .optional()
-      .describe("last subnet that may be leased (its IPv4 network address); default: the last subnet of the Network"),
+    SubnetLen: unsetIf(
+      0,
+      z
+        .number()
+        .int()
+        .optional()
+        .describe("prefix length of each node's subnet; default 24 (for Networks of /22 and larger), else Network + 2"),
+    ),
+    SubnetMin: unsetIf(
+      "0.0.0.0",
+      z
+        .string()
+        .superRefine(ipv4Address)
+        .optional()
+        .describe(
+          "first subnet that may be leased (its IPv4 network address); default: the second subnet (flannel skips the first)",
+        ),
+    ),
+    SubnetMax: unsetIf(
+      "0.0.0.0",
+      z
+        .string()
+        .superRefine(ipv4Address)
+        .optional()
+        .describe("last subnet that may be leased (its IPv4 network address); default: the last subnet of the Network"),
+    ),
     EnableIPv4: z
       .boolean()
       .default(true)
@@ -307,27 +337,36 @@ export const netConfSchema = z
       (v) => formatPrefix6(parseMaskedPrefix6(v)),
       "the pod network as IPv6 CIDR, e.g. 2001:2:0:8000::/49; required with EnableIPv6. Host bits are cleared, as in flannel",
     ),
-    IPv6SubnetLen: z
-      .number()
-      .int()
-      .optional()
-      .describe(
-        "prefix length of each node's IPv6 subnet, at most 126 and at least IPv6Network + 2; default 64 (for IPv6Networks of /62 and larger), else IPv6Network + 2",
-      ),
-    IPv6SubnetMin: z
-      .string()
-      .superRefine(ipv6Address)
-      .optional()
-      .describe(
-        "first IPv6 subnet that may be leased (its network address); default: the second subnet (flannel skips the first)",
-      ),
-    IPv6SubnetMax: z
-      .string()
-      .superRefine(ipv6Address)
-      .optional()
-      .describe(
-        "last IPv6 subnet that may be leased (its network address); default: the last subnet of the IPv6Network",
-      ),
+    IPv6SubnetLen: unsetIf(
+      0,
+      z
+        .number()
+        .int()
+        .optional()
+        .describe(
+          "prefix length of each node's IPv6 subnet, at most 126 and at least IPv6Network + 2; default 64 (for IPv6Networks of /62 and larger), else IPv6Network + 2",
+        ),
+    ),
+    IPv6SubnetMin: unsetIf(
+      "::",
+      z
+        .string()
+        .superRefine(ipv6Address)
+        .optional()
+        .describe(
+          "first IPv6 subnet that may be leased (its network address); default: the second subnet (flannel skips the first)",
+        ),
+    ),
+    IPv6SubnetMax: unsetIf(
+      "::",
+      z
+        .string()
+        .superRefine(ipv6Address)
+        .optional()
+        .describe(
+          "last IPv6 subnet that may be leased (its network address); default: the last subnet of the IPv6Network",
+        ),
+    ),
     Backend: backendSchema
       // Parsed like a given Backend, so the vxlan keys' defaults are written once, above.
       .prefault({ Type: "vxlan" })

@@ -87,3 +87,32 @@ describe.skipIf(!canUseNetns())("agents: a lost IPv4 subnet, none free", () => {
     expect(links.map((l) => l.ifname)).not.toContain("flannel.1");
   });
 });
+
+describe.skipIf(!canUseNetns())("agents: a subnet lost while the node was down", () => {
+  const env = agentLab({
+    tag: "ald",
+    hosts: 3,
+    conf: () => ({ Network: "198.19.0.0/22", Backend: { Type: "vxlan" } }),
+    settled: { what: "its peers", check: (s) => s.ready && s.peers.length === 2 },
+  });
+
+  it("the subnet.env its restart kept goes as soon as the join says the subnet is another node's", async () => {
+    const [a1, a2, a3] = env.all;
+    // host2 and host3 crash (host2's subnet.env stays); host1 restarts alone with a ring in which
+    // host3 took host2's subnet, so none is free; then host2 comes back, still holding it on disk.
+    await env.agents.stop(a3, "SIGKILL");
+    await env.agents.stop(a2, "SIGKILL");
+    expect(await readFile(env.agents.subnetFile(a2), "utf8")).toContain("FLANNEL_SUBNET=");
+    await restartGivingSubnet(env.agents, a1, STATE_FILE, a2.host.name, a3.host.name, true, []);
+    const since = await env.agents.logSize(a2);
+    env.agents.start(a2, [], [a1]);
+    await env.agents.waitFor(a2, "joined, waiting for a subnet", (s) => s.join.state === "joined" && !s.ready, 60_000);
+    await expect
+      .poll(async () => (await coded(a2.dir, since, "AGENT_SUBNET_")).map((r) => r.code))
+      .toEqual(["AGENT_SUBNET_LOST"]);
+    // Before, it stayed until a new subnet came, and new pods got host3's addresses.
+    await expect(readFile(env.agents.subnetFile(a2), "utf8")).rejects.toMatchObject({ code: "ENOENT" });
+    await env.agents.stop(a2, "SIGTERM");
+    expect(await env.agents.exited(a2)).toBe(0);
+  });
+});

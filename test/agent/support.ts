@@ -258,6 +258,7 @@ export async function restartGivingSubnet(
   holder: string,
   owner: string,
   leased: boolean,
+  joinTargets?: LabAgent[],
 ): Promise<void> {
   await agents.stop(a, "SIGKILL");
   const path = join(a.stateDir, file);
@@ -271,6 +272,6 @@ export async function restartGivingSubnet(
   const [start, count, , version] = ring.runs[i];
   ring.runs[i] = [start, count, ring.owners.indexOf(owner), version + 1, leased ? 1 : 0];
   await writeFile(path, JSON.stringify(state), { mode: 0o600 });
-  agents.start(a);
+  agents.start(a, [], joinTargets);
   await agents.waitReady(a);
 }

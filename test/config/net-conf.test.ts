@@ -35,6 +35,37 @@ describe("net-conf.json", () => {
     expect(configReference()).toMatch(/\| `EnableNFTables` \| .*accepted and ignored: weft writes its masquerade/);
   });
 
+  it("reads flannel's zero values (0, 0.0.0.0, ::) and null as unset, as its CheckNetworkConfig does", () => {
+    const plain = parse({ Network: "10.244.0.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49" });
+    const zeros = parse({
+      Network: "10.244.0.0/16",
+      SubnetLen: 0,
+      SubnetMin: "0.0.0.0",
+      SubnetMax: null,
+      EnableIPv6: true,
+      IPv6Network: "2001:2:0:8000::/49",
+      IPv6SubnetLen: null,
+      IPv6SubnetMin: "::",
+      IPv6SubnetMax: "::",
+    });
+    expect(zeros.space!.describe()).toBe(plain.space!.describe());
+    expect(zeros.space6!.describe()).toBe(plain.space6!.describe());
+    expect(configReference()).toMatch(/\| `SubnetLen` \| .*\(0 or null: the default, as in flannel\)/);
+  });
+
+  it("accepts the keys of flannel's Windows backends (its Helm chart writes MacPrefix) and ignores them", () => {
+    const vx = parse({ Network: "10.244.0.0/16", Backend: { Type: "vxlan", MacPrefix: "0E-2A", Name: "vxlan0" } });
+    expect(vx.Backend).toMatchObject({ Type: "vxlan", VNI: 1 });
+    const gw = parse({
+      Network: "10.244.0.0/16",
+      Backend: { Type: "host-gw", Name: "cbr0", DNSServerList: "10.96.0.10" },
+    });
+    expect(gw.Backend.Type).toBe("host-gw");
+    expect(() => parse({ Network: "10.244.0.0/16", Backend: { Type: "udp", MacPrefix: "0E-2A" } })).toThrow(
+      /unknown key\(s\) MacPrefix/,
+    );
+  });
+
   it("clears host bits of Network and IPv6Network, as flannel's net.ParseCIDR does", () => {
     const c = parse({ Network: "10.244.1.0/16", EnableIPv6: true, IPv6Network: "2001:2:0:8123::1/49" });
     expect([c.Network, c.IPv6Network]).toEqual(["10.244.0.0/16", "2001:2:0:8000::/49"]);
