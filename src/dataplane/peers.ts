@@ -79,8 +79,10 @@ export class PeerTable {
     /** Called with a next hop before it is given to a new peer: its per-peer counters start at 0. */
     private readonly assigned: (nextHop: number) => void,
   ) {
-    // Lowest indices first, so per-peer counters stay dense.
-    this.free = Array.from({ length: slots }, (_, i) => slots - 1 - i);
+    // A queue: lowest indices first, so per-peer counters stay dense, and a freed index goes to the
+    // back, so that it rests while the others are used: a worker may still be counting a batch
+    // resolved to its old peer, which a new peer given it at once would inherit.
+    this.free = Array.from({ length: slots }, (_, i) => i);
   }
 
   /** Adds a peer or updates it (new address, MAC or subnet). */
@@ -93,7 +95,7 @@ export class PeerTable {
         "DATAPLANE_SUBNET_OVERLAP",
         `peer ${peer.name}'s subnet ${formatAnyPrefix(peer.subnet)} overlaps ${other.name}'s ${formatAnyPrefix(this.byName.get(other.name)!.peer.subnet)}; one of the two leases is stale, reclaim it`,
       );
-    const nextHop = old ? old.nextHop : this.free.pop();
+    const nextHop = old ? old.nextHop : this.free.shift();
     if (nextHop === undefined)
       throw new WeftError(
         "DATAPLANE_PEERS_FULL",
@@ -116,7 +118,7 @@ export class PeerTable {
         if (moved) this.routes.replace(old.peer.subnet, nextHop);
       } else {
         this.routes.clearNextHop(nextHop);
-        this.free.push(nextHop);
+        this.free.unshift(nextHop);
       }
       throw err;
     }

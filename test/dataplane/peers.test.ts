@@ -149,7 +149,8 @@ describe.skipIf(!canUseNetns())("per-peer counters on a real dataplane", () => {
   let dps: UserspaceDataplane[] = [];
 
   beforeAll(async () => {
-    ({ lab, dps } = await dataplanePair("dppeers"));
+    // Two next hops: a removed peer's slot is given again only once the other one is taken.
+    ({ lab, dps } = await dataplanePair("dppeers", { extra: { maxPeers: 2 } }));
   });
   afterAll(async () => {
     await Promise.allSettled(dps.map((dp) => dp.stop()));
@@ -165,6 +166,11 @@ describe.skipIf(!canUseNetns())("per-peer counters on a real dataplane", () => {
     expect(old.rxPackets).toBeGreaterThanOrEqual(3n);
     const slot = dp.listPeers().find((p) => p.name === h2.name)?.nextHop;
     expect(dp.removePeer(h2.name)).toBe(true);
+    // A freed slot rests at the back of the queue (a worker may still count a batch resolved to
+    // the removed peer): the next new peer gets the other one.
+    const filler = { ...peerOf(h2, 2), name: "filler", subnet: parsePrefix("198.19.200.0/24") };
+    dp.setPeer(filler);
+    expect(dp.listPeers().find((p) => p.name === "filler")?.nextHop).not.toBe(slot);
     dp.setPeer({ ...peerOf(h2, 2), name: "host2-again" });
     expect(dp.listPeers().find((p) => p.name === "host2-again")?.nextHop).toBe(slot);
     expect(dp.counters({ peers: true }).peers!["host2-again"]).toEqual({
