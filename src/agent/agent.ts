@@ -10,7 +10,7 @@ import { dirname, join } from "node:path";
 import type { Logger } from "pino";
 import type { Backend, BackendAnnouncement, BackendCounters, Underlay } from "../backends/backend.js";
 import { backendOptions, createBackend, overlayDevice } from "../backends/index.js";
-import { parseNetConf, type NetConf } from "../config/net-conf.js";
+import { backendInForce, parseNetConf, type NetConf } from "../config/net-conf.js";
 import { ControlPlane } from "../control/control-plane.js";
 import { Keyring } from "../control/gossip/keyring.js";
 import type { Addr } from "../control/runtime.js";
@@ -546,7 +546,14 @@ export class Agent {
         "Network and subnet keys cannot change while running; stop every agent to change them",
       );
     }
-    if (JSON.stringify(next.Backend) === JSON.stringify(this.conf.Backend)) return;
+    const inForce = (c: NetConf) => JSON.stringify(backendInForce(c.Backend));
+    // A family without a backend (a swap whose rollback failed) is started again by any reload,
+    // the same config included: that is how an operator retries.
+    const down = this.lanes.some((l) => !l.backend);
+    if (!down && inForce(next) === inForce(this.conf)) {
+      this.log.info({ backend: next.Backend.Type }, "reloaded: the backend in force is the same, nothing to swap");
+      return;
+    }
     const prev = this.conf;
     this.log.info({ from: prev.Backend.Type, to: next.Backend.Type }, "swapping backend");
     await this.stopBackend();
@@ -560,9 +567,17 @@ export class Agent {
         { err, backend: next.Backend.Type },
         `the ${next.Backend.Type} backend failed to start; going back to ${prev.Backend.Type}`,
       );
-      await this.stopBackend();
       this.conf = prev;
-      await this.startBackend();
+      try {
+        await this.stopBackend();
+        await this.startBackend();
+      } catch (rollback) {
+        if (this.stopping) throw rollback;
+        throw new WeftError(
+          "AGENT_ROLLBACK_FAILED",
+          `the ${next.Backend.Type} backend failed to start (${(err as Error).message}), and so did the ${prev.Backend.Type} backend it went back to (${(rollback as Error).message}): this node carries no pod traffic now; fix the cause and send SIGHUP again (any config, the same one too), or restart the agent`,
+        );
+      }
       throw err;
     }
   }
@@ -644,11 +659,11 @@ export class Agent {
       reserved: this.control
         .reservations()
         .map((r) => ({ ...r, reclaimAt: r.reclaimAt === null ? null : new Date(r.reclaimAt).toISOString() })),
-      // net-conf.json's Backend as in force, defaults filled in (e.g. wasm-vxlan's IPv6OverIPv4Port).
+      // net-conf.json's Backend in force, defaults filled in (wasm-vxlan's IPv6OverIPv4Port, the dataplane's Workers...).
       settings: {
         ...settings,
         reclaimGrace: formatDuration(settings.lease.reclaimGraceMs),
-        backend: this.conf.Backend,
+        backend: backendInForce(this.conf.Backend),
       },
       backendCounters: this.counters(),
       dataplane: this.backend?.dataplaneCounters?.({ peers: true }),

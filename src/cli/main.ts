@@ -245,7 +245,13 @@ program
     // tell the cluster that the other node left) and exit 1.
     running.onFatal(() => void running.stop(false).finally(() => process.exit(1)));
     const reload = () =>
-      void running.reload().catch((err) => log.error({ err }, "reload failed; keeping the running config"));
+      void running
+        .reload()
+        .catch((err) =>
+          isWeftError(err, "AGENT_ROLLBACK_FAILED")
+            ? log.error({ err, code: err.code }, "reload failed, and the backend in force before could not be restored")
+            : log.error({ err }, "reload failed; keeping the running config"),
+        );
     process.on("SIGHUP", reload);
     if (reloadWanted) reload();
   });

@@ -19,6 +19,7 @@ import {
   DEFAULT_WORKERS_RULE,
   MAX_WORKERS,
   WORKER_MAX_PAIRS,
+  defaultWorkers,
 } from "../dataplane/defaults.js";
 import { Ipv6SubnetSpace, SubnetSpace } from "../control/lease/slots.js";
 import { WeftError } from "../errors.js";
@@ -213,6 +214,31 @@ const wasmVxlan = z
 
 export const backendSchema = z.discriminatedUnion("Type", [vxlan, hostGw, udp, wasmVxlan]);
 export type BackendConfig = z.infer<typeof backendSchema>;
+
+/**
+ * The Backend in force: with the userspace dataplane's defaults, which the schema leaves to the
+ * dataplane, filled in (on this host: the worker count depends on its cores) and keys in one
+ * order. `weft status` shows it, and a reload whose Backend is the same in force (an explicit
+ * default written out) swaps nothing.
+ */
+export function backendInForce(b: BackendConfig): BackendConfig {
+  const full =
+    b.Type === "udp" || b.Type === "wasm-vxlan"
+      ? {
+          ...b,
+          Workers: b.Workers ?? defaultWorkers(),
+          QueuesPerWorker: b.QueuesPerWorker ?? DEFAULT_QUEUES_PER_WORKER,
+          BusyPollMicros: b.BusyPollMicros ?? DEFAULT_BUSY_POLL_US,
+          QueueDelayMicros: b.QueueDelayMicros ?? DEFAULT_QUEUE_DELAY_US,
+          FlowQueue: b.FlowQueue ?? DEFAULT_FLOW_QUEUE,
+        }
+      : b;
+  const { Type, ...rest } = full;
+  return {
+    Type,
+    ...Object.fromEntries(Object.entries(rest).sort(([x], [y]) => (x < y ? -1 : 1))),
+  } as BackendConfig;
+}
 
 /** A transform to what `parse` returns that reports what it throws as the key's issue. */
 const parsedWith =

@@ -301,6 +301,30 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
     expect(await pingEveryPair(lab.hosts)).toEqual(allPingsAnswered(lab.hosts));
   });
 
+  it("a SIGHUP whose Backend only writes out the defaults in force swaps nothing; weft status shows them", async () => {
+    const inForce = (await agents.status(a2)).settings.backend as Record<string, unknown>;
+    // The dataplane's own defaults, filled in for this host (its worker count follows the cores).
+    expect(inForce).toMatchObject({
+      Type: "wasm-vxlan",
+      Workers: expect.any(Number),
+      QueuesPerWorker: 4,
+      FlowQueue: true,
+    });
+    const log = async () => (await readFile(join(a2.dir, "agent.log"), "utf8")).split("\n");
+    const count = (lines: string[], text: string) => lines.filter((l) => l.includes(text)).length;
+    const before = await log();
+    await writeFile(agents.netConfPath(a2), JSON.stringify({ Network: NETWORK, Backend: inForce }));
+    agents.reload(a2);
+    const after = await eventually(
+      "host2's reload done",
+      log,
+      (l) => count(l, "the backend in force is the same") > count(before, "the backend in force is the same"),
+      10_000,
+    );
+    // Before, the two texts differed (key order, defaults written out) and the dataplane was swapped for itself.
+    expect(count(after, "swapping backend")).toBe(count(before, "swapping backend"));
+  });
+
   it("exports the userspace dataplane's packets on /metrics", async () => {
     const text = String(await agentRequest(a2.dir, "GET", "/metrics"));
     // Since the fallback restarted host2's dataplane, its pod sent 6 pings and answered the 6 of
