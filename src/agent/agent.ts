@@ -4,7 +4,7 @@
 // subnet.env for the CNI plugin, keeps the backends' peers in step with the cluster (on every
 // change and by a periodic reconcile that also repairs kernel drift), serves health, status and
 // metrics, swaps backends on SIGHUP, and leaves cleanly on SIGTERM/SIGINT.
-import { rmSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import { mkdir, readFile, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Logger } from "pino";
@@ -523,15 +523,17 @@ export class Agent {
    */
   private lostBeforeStart(lost: string): void {
     // Nothing is published before start() programs, so a subnet.env here is the one a restart kept
-    // (it named the saved subnets): it goes at once, or pods would get the new owner's addresses.
-    rmSync(this.opts.subnetFile, { force: true });
-    const doing = `${this.opts.subnetFile} removed, leasing another before anything is programmed`;
-    // Lost in the join's first merge, before any lane holds the subnet the state dir saved.
-    if (!this.forgetLost(lost, doing))
-      this.log.error(
-        { code: "AGENT_SUBNET_LOST", subnet: lost },
-        `the cluster gave this node's subnet ${lost} (held when it last ran) to another node: ${doing}; restart this node's pods once it has a new subnet`,
+    // (it named the saved subnets, this one among them): it goes at once, or pods would get the
+    // new owner's addresses. Lost in the join's first merge, no lane holds the subnet yet.
+    const file = this.opts.subnetFile;
+    if (existsSync(file)) {
+      rmSync(file, { force: true });
+      this.log.warn(
+        { code: "AGENT_STALE_SUBNET_ENV", file, subnet: lost },
+        `removed ${file}: it named ${lost}, which the cluster gave to another node while this node was down; pods started before this node is ready wait for the new subnet (the CNI plugin says try again), and pods still on ${lost} must be restarted`,
       );
+    }
+    this.forgetLost(lost, "leasing another before anything is programmed");
   }
 
   private async reloadNow(): Promise<void> {

@@ -259,6 +259,9 @@ function retryable(w: Workload, code: string): boolean {
  * inherit its leftovers, warm caches or queues still draining).
  */
 export function setupOrder(names: readonly string[], round: number): string[] {
-  const rotated = names.map((_, i) => names[(i + round - 1) % names.length]);
-  return round % 2 === 0 ? rotated.reverse() : rotated;
+  // Round r starts at setup r (rotating) and goes forwards or, every other round, backwards from
+  // it; reversing a rotated list instead gave two setups the same order in every round.
+  const n = names.length;
+  const step = round % 2 === 0 ? n - 1 : 1;
+  return names.map((_, i) => names[(round - 1 + i * step) % n]);
 }

@@ -1,7 +1,8 @@
 // `weft cni` and the installed plugin (entry.ts), kept lean (no agent code loaded) because a
 // runtime starts one process per pod operation: CNI_* from the environment, the config from
 // stdin, the result or a CNI error as JSON on stdout, exit status 0 or 1, as the CNI spec requires.
-import { readFileSync } from "node:fs";
+import { readFileSync, realpathSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { errorMessage } from "../errors.js";
 import { CNI_ERROR, CniError } from "./errors.js";
 import type { CniCommand } from "./exec.js";
@@ -54,3 +55,16 @@ function versionOf(stdin: string): string | undefined {
     return undefined;
   }
 }
+
+/** Whether this module is the file node was asked to run (symlinks resolved), not an import. */
+function runAsFile(): boolean {
+  try {
+    return realpathSync(process.argv[1] ?? "") === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+// Launchers installed before entry.js existed run this file: an upgrade must not turn them into
+// a plugin that does nothing and exits 0 (DEL "succeeding" without the delegate).
+if (runAsFile()) process.exitCode = await cniMain();

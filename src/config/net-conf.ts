@@ -126,6 +126,7 @@ const flowQueue = z
 
 /** Keys of flannel's Windows backends, which a ConfigMap shared with Windows nodes carries (its
  *  Helm chart writes MacPrefix); flanneld on Linux ignores them, and so does weft. */
+const WINDOWS_ONLY = new Set(["MacPrefix", "Name", "DNSServerList"]);
 const windowsOnly = (what: string) =>
   z
     .string()
@@ -236,7 +237,11 @@ export function backendInForce(b: BackendConfig): BackendConfig {
   const { Type, ...rest } = full;
   return {
     Type,
-    ...Object.fromEntries(Object.entries(rest).sort(([x], [y]) => (x < y ? -1 : 1))),
+    ...Object.fromEntries(
+      Object.entries(rest)
+        .filter(([k]) => !WINDOWS_ONLY.has(k)) // ignored, so not in force (and no reason to swap)
+        .sort(([x], [y]) => (x < y ? -1 : 1)),
+    ),
   } as BackendConfig;
 }
 

@@ -32,6 +32,9 @@ const ROUNDS = 64;
  */
 const READS_PER_SEND = 16;
 
+/** TUN read errors in a row after which a worker gives up to its supervisor (see readTun). */
+const READ_ERRORS_IN_A_ROW = 64;
+
 /**
  * A worker returns when the stop word is set, or with `tunGone` (the read error's message) once its
  * TUN device is deleted: its queues will read nothing again, and a restarted worker would fail the same way.
@@ -95,17 +98,25 @@ export default function runWorker(task: QueueTask): { worker: number; tunGone?: 
   let stale = 0;
 
   let tunGone: string | undefined;
+  let readErrorsInARow = 0;
   /**
    * Reads pair p's TUN queue; a failed read counts in tunReadErrors and reads nothing (a throw
    * killed the worker, restarted forever), and a deleted device (EBADFD) ends the loop below
-   * (after the round under way).
+   * (after the round under way). An error that comes back read after read (the queue stays
+   * readable) would spin the thread: past READ_ERRORS_IN_A_ROW it is thrown, for the
+   * supervisor's restart with its backoff and log line.
    */
   const readTun = (p: Pair, count: number) => {
     try {
-      return p.tun.read(buf, readDescs, 0, count);
+      const n = p.tun.read(buf, readDescs, 0, count);
+      readErrorsInARow = 0;
+      return n;
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === "EBADFD") tunGone = (error as Error).message;
-      else io[IO_COUNTER.tunReadErrors]++;
+      else {
+        io[IO_COUNTER.tunReadErrors]++;
+        if (++readErrorsInARow >= READ_ERRORS_IN_A_ROW) throw error;
+      }
       return 0;
     }
   };

@@ -457,7 +457,7 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
           (t) => (t === env ? 0 : 1),
           () => 1,
         );
-        await sleep(20);
+        await sleep(100);
       }
     })();
     await converged(a3, "vxlan");

@@ -96,6 +96,13 @@ for (const type of ["wasm-vxlan", "udp"] as const) {
       expect(errors).toContainEqual(expect.stringMatching(/^cannot reach peer p4095: no next-hop slot left/));
       expect(Object.keys(n1.backend.dataplaneCounters!({ peers: true }).peers!).length).toBe(4096);
       expect((await ping(n1.host.pods[0], n2.host.pods[0].addr, { count: 2 })).received).toBe(2);
+      // A peer whose update is refused (p1 moved onto p0's subnet) leaves, and its room goes to
+      // the one waiting for room (it stayed free until another peer left).
+      peers = peers.map((p) => (p.name === "p1" ? { ...p, subnet: { addr: 0xc6131000, len: 29 } } : p));
+      await sync.kick();
+      const held = Object.keys(n1.backend.dataplaneCounters!({ peers: true }).peers!);
+      expect(held).toContain("p4095");
+      expect(held).not.toContain("p1");
       // Once the peers are gone, the refused one fits.
       peers = [peerFrom(n2), tooMany];
       await sync.kick();

@@ -17,6 +17,20 @@ describe("setupOrder", () => {
     for (let round = 1; round <= 6; round++) expect([...setupOrder(names, round)].sort()).toEqual([...names].sort());
   });
 
+  it("starts each round with another setup: over n rounds each goes first once, two alternate", () => {
+    for (const n of [2, 3, 4, 5, 6]) {
+      const names = Array.from({ length: n }, (_, i) => `s${i}`);
+      const firsts = Array.from({ length: n }, (_, r) => setupOrder(names, r + 1)[0]);
+      expect(new Set(firsts).size, `${n} setups`).toBe(n);
+    }
+    expect([1, 2, 3, 4].map((r) => setupOrder(["vxlan", "wasm-vxlan"], r).join())).toEqual([
+      "vxlan,wasm-vxlan",
+      "wasm-vxlan,vxlan",
+      "vxlan,wasm-vxlan",
+      "wasm-vxlan,vxlan",
+    ]);
+  });
+
   it("gives each setup at least two different predecessors over three rounds", () => {
     for (const n of [3, 4, 5, 6]) {
       const names = Array.from({ length: n }, (_, i) => `s${i}`);

@@ -17,6 +17,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { installPlugin } from "../../src/cni/install.js";
+import { projectFile } from "../../src/paths.js";
 import { fakeDelegate } from "./fake-delegate.js";
 
 describe("weft install-cni", () => {
@@ -37,6 +38,19 @@ describe("weft install-cni", () => {
       cniVersion: "0.4.0",
       supportedVersions: ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"],
     });
+  });
+
+  it("a launcher of before entry.js (it runs dist/src/cni/main.js), also through a symlink, still runs the plugin", () => {
+    // An upgrade in place keeps such launchers: main.js must not become a plugin that prints
+    // nothing and exits 0 (DEL "succeeding" without the delegate).
+    const main = projectFile("dist", "src", "cni", "main.js");
+    const linked = join(dir, "linked-main.js");
+    symlinkSync(main, linked);
+    for (const file of [main, linked]) {
+      const old = join(dir, "old-launcher");
+      writeFileSync(old, `#!/bin/sh\nexec '${process.execPath}' '${file}' "$@"\n`, { mode: 0o755 });
+      expect(JSON.parse(version(old).stdout), file).toMatchObject({ cniVersion: "0.4.0" });
+    }
   });
 
   it("--bundle: runs from its own copy of Node.js and files, nothing of this checkout", async () => {

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { configReference, parseNetConf } from "../../src/config/net-conf.js";
+import { backendInForce, configReference, parseNetConf } from "../../src/config/net-conf.js";
 import { projectFile } from "../../src/paths.js";
 
 const parse = (o: unknown) => parseNetConf(JSON.stringify(o));
@@ -56,6 +56,8 @@ describe("net-conf.json", () => {
   it("accepts the keys of flannel's Windows backends (its Helm chart writes MacPrefix) and ignores them", () => {
     const vx = parse({ Network: "10.244.0.0/16", Backend: { Type: "vxlan", MacPrefix: "0E-2A", Name: "vxlan0" } });
     expect(vx.Backend).toMatchObject({ Type: "vxlan", VNI: 1 });
+    // Not in force: a reload that adds them swaps nothing, and weft status does not list them.
+    expect(backendInForce(vx.Backend)).toEqual(backendInForce(parse({ Network: "10.244.0.0/16" }).Backend));
     const gw = parse({
       Network: "10.244.0.0/16",
       Backend: { Type: "host-gw", Name: "cbr0", DNSServerList: "10.96.0.10" },

@@ -207,7 +207,8 @@ export class UserspaceBackend implements Backend {
     this.waiting.delete(peer.name);
     const reason = announcementProblem(this.announcement(), this.ctx, peer) ?? this.setInDataplane(peer);
     this.unreachable.note(peer, reason);
-    if (reason) this.dataplane.removePeer(peer.name);
+    // A refused update takes the peer out: its room goes to the peers waiting for room.
+    if (reason && this.dataplane.removePeer(peer.name)) this.giveRoom();
   }
 
   /** Sets `peer` in the dataplane, whose table checks overlaps itself; why it refused, or undefined. */
@@ -232,8 +233,11 @@ export class UserspaceBackend implements Backend {
     this.assertRunning();
     this.unreachable.forget(name);
     this.waiting.delete(name);
-    if (!this.dataplane.removePeer(name)) return;
-    // The room it leaves goes to the peers waiting for room, in turn, until one finds none.
+    if (this.dataplane.removePeer(name)) this.giveRoom();
+  }
+
+  /** Room left in the dataplane goes to the peers waiting for room, in turn, until one finds none. */
+  private giveRoom(): void {
     for (const peer of this.waiting.values()) {
       this.set(peer);
       if (this.waiting.has(peer.name)) return;

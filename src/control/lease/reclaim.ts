@@ -76,16 +76,20 @@ export class Reclaimer {
         back = true;
         return;
       }
+      const verdict = this.condemned.get(node);
+      const deadline = this.graceTimers.get(node)?.at;
       this.condemnByOperator(node);
       let taken: number;
       try {
         taken = await this.reclaimAsHeir(true);
       } catch (err) {
-        // Not saved, so not made, as the error says: the verdict goes too (the reclaim pass after
-        // the next commit took the slots on it, and without the notice to the other heirs), and
-        // the node, still gone, starts a grace period again.
+        // Not saved, so not made, as the error says: the operator's verdict goes too (the reclaim
+        // pass after the next commit took the slots on it, and without the notice to the other
+        // heirs), and what stood before it stands again: a verdict of the grace period, or its
+        // timer with the deadline it had (the node is still gone).
         this.condemned.delete(node);
-        this.memberGone(node);
+        if (verdict) this.condemned.set(node, verdict);
+        else this.memberGone(node, deadline);
         throw err;
       }
       const ring = core.ring;
@@ -177,11 +181,12 @@ export class Reclaimer {
     this.memberGone(node);
   }
 
-  /** Membership declared the node dead or it left: reclaim its slots after the grace period. */
-  memberGone(node: string): void {
+  /** Membership declared the node dead or it left: reclaim its slots after the grace period (or
+   *  at `at`, clock ms, a deadline set before). */
+  memberGone(node: string, at?: number): void {
     const { core } = this;
     if (node === core.name || this.graceTimers.has(node) || core.stopped) return;
-    const graceMs = core.opts.reclaimGraceMs;
+    const graceMs = at === undefined ? core.opts.reclaimGraceMs : Math.max(0, at - core.opts.clock.now());
     const owned = core.countOwned(node);
     if (owned > 0) {
       core.opts.log.info(
