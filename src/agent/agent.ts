@@ -291,7 +291,7 @@ export class Agent {
    * removed before anything waits for the cluster: the CNI plugin would hand pods addresses of a
    * subnet that may be another node's until this node writes its own. One that names them is kept,
    * so that pods still start during a restart; if the cluster took the subnet away meanwhile, the
-   * loss removes it once the ring says so (subnetLost).
+   * loss removes it once the join's merge says so (lostBeforeStart).
    */
   private async removeStaleSubnetEnv(): Promise<void> {
     const file = this.opts.subnetFile;
