@@ -1,10 +1,8 @@
 // A dataplane context: what one worker's batches need besides the packets. It lives in memory
 // (64 bytes) like everything else, so the module itself holds no state.
 
-/** VXLAN network identifier (24 bits). */
+/** VXLAN network identifier (24 bits). Bytes 4 to 7 are free. */
 export const CTX_VNI: i32 = 0;
-/** This node's tunnel address (its subnet's network address): source of the ICMP errors it sends. */
-export const CTX_LOCAL_ADDR: i32 = 4;
 /** This node's VTEP MAC, 6 bytes in wire order. */
 export const CTX_MAC: i32 = 8;
 /** IPv4 route table (assembly/route/table.ts); 0: none, IPv4 packets find no route (an IPv6 dataplane's). */
@@ -43,14 +41,12 @@ export function contextInit(
   countersTx: usize,
   countersRx: usize,
   vni: u32,
-  localAddr: u32,
   macHi16: u32,
   macLo32: u32,
   flags: u32,
 ): void {
   memory.fill(ctx, 0, CTX_BYTES);
   store<u32>(ctx + CTX_VNI, vni & 0xffffff);
-  store<u32>(ctx + CTX_LOCAL_ADDR, localAddr);
   store<u16>(ctx + CTX_MAC, bswap<u16>(<u16>macHi16));
   store<u32>(ctx + CTX_MAC + 2, bswap<u32>(macLo32));
   store<u32>(ctx + CTX_ROUTES, <u32>routes);

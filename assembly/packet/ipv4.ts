@@ -1,6 +1,6 @@
 // IPv4: header checks shared by every receive path,
 // the TTL decrement flannel's udp proxy does, and the ICMP error it sends when a route is missing.
-import { be16, putBe16, putBe32 } from "./bytes";
+import { be16, putBe16 } from "./bytes";
 import { checksum, checksumUpdate16, ipv4HeaderSumsToZero } from "./checksum";
 import {
   DROP_TOO_SHORT,
@@ -86,22 +86,26 @@ export function ipv4MayTriggerIcmpError(p: usize, avail: i32): bool {
 
 /**
  * Writes an ICMP destination-unreachable (code 0: net unreachable) in front of the offending
- * IPv4 packet at p, quoting its header and first 8 payload bytes, from `source` back to the
- * offender's source. Uses ICMP_ERROR_OVERHEAD bytes of headroom; returns the new packet length
- * (the packet now starts at p - ICMP_ERROR_OVERHEAD).
+ * IPv4 packet at p, quoting its header and first 8 payload bytes, back to the offender's source.
+ * It comes from the offender's destination: the kernel drops a packet that arrives on the TUN
+ * device from one of the host's own addresses as a martian source (unless the device has
+ * accept_local, which a container without a writable /proc/sys cannot set), so the error cannot
+ * come from the TUN device's address as the ICMPv6 one does. Uses ICMP_ERROR_OVERHEAD bytes of
+ * headroom; returns the new packet length (the packet now starts at p - ICMP_ERROR_OVERHEAD).
  */
-export function ipv4WriteNetUnreachable(p: usize, avail: i32, source: u32): i32 {
+export function ipv4WriteNetUnreachable(p: usize, avail: i32): i32 {
   const ihl = ipv4HeaderLen(p);
   let quoted = ihl + 8;
   if (quoted > avail) quoted = avail;
   const offenderSrc = load<u32>(p + 12); // wire order, copied as is
+  const offenderDst = load<u32>(p + 16);
   const q = p - <usize>ICMP_ERROR_OVERHEAD;
   const total = ICMP_ERROR_OVERHEAD + quoted;
   // IPv4 header: version 4, IHL 5, TOS 0, no fragmentation, TTL 64, protocol ICMP
   store<u32>(q, bswap<u32>(0x45000000 | <u32>total));
   store<u32>(q + 4, 0);
   store<u32>(q + 8, bswap<u32>(0x40010000));
-  putBe32(q + 12, source);
+  store<u32>(q + 12, offenderDst);
   store<u32>(q + 16, offenderSrc);
   putBe16(q + 10, checksum(q, IPV4_HEADER_MIN));
   // ICMP: type 3, code 0, checksum, 4 unused bytes

@@ -19,7 +19,7 @@ import {
   descPtr,
 } from "../descriptor";
 import { descInBounds, memoryTop } from "../batch";
-import { CTX_VNI, CTX_MAC, CTX_LOCAL_ADDR, CTX_LOCAL_ADDR6, ctxRoutes, ctxRoutes6 } from "../context";
+import { CTX_VNI, CTX_MAC, CTX_LOCAL_ADDR6, ctxRoutes, ctxRoutes6 } from "../context";
 import {
   VERDICT_FORWARD,
   VERDICT_REPLY,
@@ -106,7 +106,7 @@ export const ENCAP_NONE: i32 = 1;
   if (nh < 0) {
     if (!ipv4MayTriggerIcmpError(p, len)) return DROP_NO_ROUTE;
     // The reply's length waits in AUX: LEN must stay as read until the phase is final.
-    store<i32>(d + DESC_AUX, ipv4WriteNetUnreachable(p, len, load<u32>(ctx + CTX_LOCAL_ADDR)));
+    store<i32>(d + DESC_AUX, ipv4WriteNetUnreachable(p, len));
     return VERDICT_REPLY;
   }
   const rec = nextHopPtr(routes, nh);

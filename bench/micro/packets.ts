@@ -39,7 +39,6 @@ function caseSet(size: number): { cases: MicroCase[] } {
   const ctx = new DataplaneContext(hp, arena, {
     routes: routes.base,
     vni: 1,
-    localAddr: 0xc6130000,
     mac: OUR_MAC,
     antiSpoof: false,
     peerSlots: PEERS,
@@ -68,7 +67,6 @@ function caseSet(size: number): { cases: MicroCase[] } {
       p,
       {
         vni: 1,
-        localAddr: 0,
         mac: peerMac(3),
         lookup: (a) => reference.lookup(a),
         nextHop: (i) => ({ ...hops.get(i)!, mac: OUR_MAC }),
@@ -82,7 +80,6 @@ function caseSet(size: number): { cases: MicroCase[] } {
   const rxView = rx.descView();
   const sendCtx = {
     vni: 1,
-    localAddr: 0xc6130000,
     mac: OUR_MAC,
     lookup: (a: number) => reference.lookup(a),
     nextHop: (i: number) => hops.get(i),

@@ -363,7 +363,6 @@ export class UserspaceDataplane {
         const ctx = new DataplaneContext(this.hp, arena, {
           routes: routes instanceof RouteTable ? routes.base : 0,
           vni: opts.vni,
-          localAddr: this.family === 4 ? (opts.subnet.addr as number) : 0,
           mac: opts.vtepMac,
           antiSpoof: opts.antiSpoof ?? true,
           // USO4 and USO6 come as a pair (offload.ts).

@@ -9,8 +9,6 @@ export interface ContextOptions {
   /** Route table offset (RouteTable.base). */
   routes: number;
   vni: number;
-  /** This node's tunnel address, source of the ICMP errors it sends (number). */
-  localAddr: number;
   /** This node's VTEP MAC, 6 bytes. */
   mac: Uint8Array;
   /** Drop received packets whose inner source is not in the sending peer's subnet. */
@@ -85,7 +83,6 @@ export class DataplaneContext {
       this.countersTx,
       this.countersRx,
       opts.vni,
-      opts.localAddr,
       ...macHalves(opts.mac),
       (opts.antiSpoof ? hp.constant("CTX_FLAG_ANTI_SPOOF") : 0) | (opts.uso ? hp.constant("CTX_FLAG_USO") : 0),
     );

@@ -15,7 +15,6 @@ export interface HotPathFunctions {
     countersTx: number,
     countersRx: number,
     vni: number,
-    localAddr: number,
     macHi16: number,
     macLo32: number,
     flags: number,

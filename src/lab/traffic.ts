@@ -13,6 +13,8 @@ export interface PingResult {
   received: number;
   /** Round-trip times in ms, one per reply. */
   rtts: number[];
+  /** ICMP or ICMPv6 destination-unreachable errors that came back instead of replies. */
+  unreachable: number;
 }
 
 /** `ping -c count` from one pod to another (or any address); never throws for lost packets. */
@@ -43,7 +45,8 @@ export async function ping(
     (count * (opts.intervalS ?? 0.2) + (opts.timeoutS ?? 2)) * 1000 + 5000,
   );
   const rtts = [...out.stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
-  return { sent: count, received: rtts.length, rtts };
+  const unreachable = out.stdout.match(/Destination (Net Unreachable|unreachable)/g)?.length ?? 0;
+  return { sent: count, received: rtts.length, rtts, unreachable };
 }
 
 /**

@@ -33,13 +33,17 @@ describe("bench:e2e perRound", () => {
 
 describe("roundTripFigures", () => {
   it("fails with BENCH_NO_TRAFFIC when no ping was answered", () => {
-    expect(() => roundTripFigures({ sent: 200, received: 0, rtts: [] }, "udp")).toThrow(
+    expect(() => roundTripFigures({ sent: 200, received: 0, rtts: [], unreachable: 0 }, "udp")).toThrow(
       expect.objectContaining({ code: "BENCH_NO_TRAFFIC" }),
     );
   });
 
   it("gives the nearest-rank p50 and p99 and the loss", () => {
     const rtts = Array.from({ length: 99 }, (_, i) => i + 1);
-    expect(roundTripFigures({ sent: 100, received: 99, rtts }, "udp")).toEqual({ p50: 50, p99: 99, lossPercent: 1 });
+    expect(roundTripFigures({ sent: 100, received: 99, rtts, unreachable: 0 }, "udp")).toEqual({
+      p50: 50,
+      p99: 99,
+      lossPercent: 1,
+    });
   });
 });

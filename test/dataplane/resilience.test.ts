@@ -72,6 +72,7 @@ describe.skipIf(!canUseNetns())("userspace dataplane under change and abuse", ()
     expect(cut.received).toBe(0);
     // No route: the sender got ICMP net unreachable from the dataplane, one per ping.
     expect(dp1.counters().tx.packets.REPLY - before).toBe(2n);
+    expect(cut.unreachable).toBe(2);
     dp1.setPeer(peerOf(lab.hosts[1], 2));
     expect((await ping(p1, p2.addr, { count: 1, timeoutS: 1 })).received).toBe(1);
   });

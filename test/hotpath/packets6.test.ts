@@ -13,7 +13,6 @@ import { decapInPlace, encapInPlace, loadBatch, makeRig, readBatch, type Rig } f
 
 const VNI = 1;
 const OUR_MAC = Uint8Array.from([0x0a, 0x58, 0x20, 0x01, 0x80, 0x01]);
-const LOCAL4 = 0xc6130100;
 const LOCAL6 = parseIpv6("2001:2:0:8001::");
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
 
@@ -53,7 +52,7 @@ const NEXT_HOPS = new Map<number, NextHop6>([
 ]);
 
 function setupRig(antiSpoof = false): Rig {
-  const rig = makeRig({ vni: VNI, localAddr: LOCAL4, mac: OUR_MAC, antiSpoof, ipv6: { localAddr: LOCAL6 } });
+  const rig = makeRig({ vni: VNI, mac: OUR_MAC, antiSpoof, ipv6: { localAddr: LOCAL6 } });
   for (const [i, nh] of NEXT_HOPS) if (nh.valid) rig.routes6!.setNextHop(i, nh);
   for (const [p, nh] of ROUTES) rig.routes6!.insert(parsePrefix6(p), nh);
   return rig;
@@ -167,7 +166,7 @@ describe("IPv6 send path (TUN to socket)", () => {
   });
 
   it("drops IPv6 as before when the context has no IPv6 table", () => {
-    const v4only = makeRig({ vni: VNI, localAddr: LOCAL4, mac: OUR_MAC });
+    const v4only = makeRig({ vni: VNI, mac: OUR_MAC });
     const pkt = new Uint8Array(48);
     pkt.set([0x60, 0, 0, 0, 0, 8, 17, 64]);
     loadBatch(v4only, [pkt]);
@@ -276,7 +275,6 @@ describe("without an IPv4 table (wasm-vxlan's IPv6 dataplane holds none)", () =>
     ctx: new DataplaneContext(withTable.hp, withTable.arena, {
       routes: 0,
       vni: VNI,
-      localAddr: 0,
       mac: OUR_MAC,
       antiSpoof: true,
       peerSlots: 256,

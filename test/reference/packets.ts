@@ -11,7 +11,6 @@ export interface NextHop {
 
 export interface SendContext {
   vni: number;
-  localAddr: number;
   mac: Uint8Array;
   /** Longest-prefix match: next-hop index or -1. */
   lookup(addr: number): number;
@@ -90,13 +89,13 @@ function mayTriggerIcmpError(ip: Uint8Array): boolean {
   return [0, 8, 13, 14, 17, 18].includes(ip[ihl]);
 }
 
-function netUnreachable(ip: Uint8Array, source: number): Uint8Array {
+function netUnreachable(ip: Uint8Array): Uint8Array {
   const ihl = (ip[0] & 15) * 4;
   const quoted = ip.subarray(0, Math.min(ihl + 8, ip.length));
   const out = new Uint8Array(28 + quoted.length);
   const total = out.length;
   out.set([0x45, 0, total >> 8, total & 255, 0, 0, 0, 0, 64, 1, 0, 0]);
-  out.set([source >>> 24, (source >>> 16) & 255, (source >>> 8) & 255, source & 255], 12);
+  out.set(ip.subarray(16, 20), 12); // from the offender's destination: the TUN device's own address would be a martian
   out.set(ip.subarray(12, 16), 16);
   const c = internetChecksum(out.subarray(0, 20));
   out[10] = c >> 8;
@@ -119,7 +118,7 @@ export function refSend(packet: Uint8Array, ctx: SendContext, format: "vxlan" | 
   const nh = ctx.lookup(u32(ip, 16));
   if (nh < 0) {
     if (!mayTriggerIcmpError(ip)) return { verdict: "NO_ROUTE" };
-    return { verdict: "REPLY", out: netUnreachable(ip, ctx.localAddr) };
+    return { verdict: "REPLY", out: netUnreachable(ip) };
   }
   const hop = ctx.nextHop(nh);
   if (!hop?.valid) return { verdict: "NO_NEXT_HOP" };

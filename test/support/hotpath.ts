@@ -20,7 +20,6 @@ export interface Rig {
 
 export function makeRig(opts: {
   vni: number;
-  localAddr: number;
   mac: Uint8Array;
   size?: RouteTableSize;
   batchSize?: number;
@@ -38,7 +37,6 @@ export function makeRig(opts: {
   const ctx = new DataplaneContext(hp, arena, {
     routes: routes.base,
     vni: opts.vni,
-    localAddr: opts.localAddr,
     mac: opts.mac,
     antiSpoof: opts.antiSpoof ?? false,
     uso: opts.uso,

@@ -35,7 +35,6 @@ interface Receiver {
 function sender(): Sender {
   const rig = makeRig({
     vni: VNI,
-    localAddr: 0xc6130100,
     mac: MAC1,
     batchSize: 4,
     stride: BIG_SLOT,
@@ -61,7 +60,6 @@ function receiver(antiSpoof: boolean, uso = false): Receiver {
   const rig = makeRig({
     uso,
     vni: VNI,
-    localAddr: 0xc6130200,
     mac: MAC2,
     batchSize: 16,
     stride: BIG_SLOT,

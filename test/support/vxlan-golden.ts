@@ -148,12 +148,12 @@ export function goldenRig(
   peer: { subnet: IpPrefix; underlay: IpAddr; mac: Uint8Array },
 ): Rig {
   if (typeof self.tunnel === "bigint") {
-    const rig = makeRig({ vni: VNI, localAddr: 0, mac: self.mac, ipv6: { localAddr: self.tunnel } });
+    const rig = makeRig({ vni: VNI, mac: self.mac, ipv6: { localAddr: self.tunnel } });
     rig.routes6!.setNextHop(0, { ip: peer.underlay as bigint, port: 8472, mac: peer.mac });
     rig.routes6!.insert(peer.subnet as Ipv6Prefix, 0);
     return rig;
   }
-  const rig = makeRig({ vni: VNI, localAddr: self.tunnel, mac: self.mac });
+  const rig = makeRig({ vni: VNI, mac: self.mac });
   rig.routes.setNextHop(0, { ip: peer.underlay as number, port: 8472, mac: peer.mac });
   rig.routes.insert(peer.subnet as Ipv4Prefix, 0);
   return rig;
