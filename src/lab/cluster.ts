@@ -6,7 +6,7 @@
 // and the tests. Addresses: underlay 198.18.0.0/24, pods 198.19.0.0/16; with IPv6 also underlay
 // 2001:2::/64 and pods 2001:2:0:8000::/49 (RFC 5180's benchmarking range, IPv6's counterpart to
 // 198.18.0.0/15).
-import { existsSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -93,6 +93,32 @@ export interface LabOptions {
   ipv6?: boolean | "pods-only";
 }
 
+/**
+ * Work dirs of clusters not destroyed: removed when the process exits, as the namespaces are
+ * (netns.ts), so that a tool or test process that exits (or is interrupted) without destroy()
+ * leaves neither behind.
+ */
+const liveWorkDirs = new Set<string>();
+let exitHooked = false;
+
+async function makeWorkDir(): Promise<string> {
+  if (!exitHooked) process.once("exit", removeWorkDirsSync);
+  exitHooked = true;
+  const dir = await mkdtemp(join(tmpdir(), "weft-lab-cni-"));
+  liveWorkDirs.add(dir);
+  return dir;
+}
+
+async function removeWorkDir(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true });
+  liveWorkDirs.delete(dir);
+}
+
+function removeWorkDirsSync(): void {
+  for (const dir of liveWorkDirs) rmSync(dir, { recursive: true, force: true });
+  liveWorkDirs.clear();
+}
+
 export class LabCluster {
   private readonly podCount = new Map<LabHost, number>();
 
@@ -107,7 +133,7 @@ export class LabCluster {
   /** Builds the switch and the hosts; on failure removes what it made. */
   static async create(opts: LabOptions): Promise<LabCluster> {
     const made: Netns[] = [];
-    const workDir = await mkdtemp(join(tmpdir(), "weft-lab-cni-"));
+    const workDir = await makeWorkDir();
     try {
       await installPlugin(join(workDir, "bin"));
       const sw = await Netns.create(`${opts.tag}-sw`);
@@ -143,7 +169,7 @@ export class LabCluster {
       return new LabCluster(opts.tag, sw, hosts, workDir);
     } catch (error) {
       await Promise.all(made.map((ns) => ns.destroy()));
-      await rm(workDir, { recursive: true, force: true });
+      await removeWorkDir(workDir);
       throw error;
     }
   }
@@ -247,7 +273,7 @@ export class LabCluster {
   async destroy(): Promise<void> {
     const all = [...this.hosts.flatMap((h) => h.pods.map((p) => p.ns)), ...this.hosts.map((h) => h.ns), this.switchNs];
     await Promise.all(all.map((ns) => ns.destroy()));
-    await rm(this.workDir, { recursive: true, force: true });
+    await removeWorkDir(this.workDir);
   }
 
   describe(): string {

@@ -3,6 +3,7 @@
 // agent's own readers, so a bug there cannot hide itself), pings between every pair of hosts,
 // polling for things that happen a little after the agent says so, and a describe block's lab of
 // real agents (agentLab).
+import { spawn } from "node:child_process";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -140,6 +141,36 @@ export async function eventually<T>(
       throw new Error(`${what} did not happen within ${timeoutMs} ms; last seen: ${JSON.stringify(v)}`);
     await sleep(200);
   }
+}
+
+/**
+ * Records every link, address, route and neighbour/FDB event in the host's namespace (`ip monitor`)
+ * until `stop`, which gives the IPv4 and link events naming `dev`: an entry deleted and added
+ * again, or a device re-created, shows even where the state after equals the state before (the
+ * kernel reports no event for a replace by an identical entry, which changes nothing). IPv6 events
+ * are left out: the kernel's own link-local address and its duplicate address detection come and
+ * go by themselves.
+ */
+export function watchKernelEvents(h: LabHost): { stop(dev: string): Promise<string[]> } {
+  const [cmd, ...args] = h.ns.wrap(["ip", "monitor", "link", "address", "route", "neigh"]);
+  const p = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  let err = "";
+  p.stdout.on("data", (d: Buffer) => (out += d));
+  p.stderr.on("data", (d: Buffer) => (err += d));
+  const exited = new Promise<void>((r) => p.on("exit", () => r()));
+  return {
+    async stop(dev) {
+      // A watcher that died early would see nothing and pass anything.
+      if (p.exitCode !== null || p.signalCode !== null)
+        throw new Error(`ip monitor in ${h.name} ended early (${p.exitCode ?? p.signalCode}): ${err}`);
+      p.kill();
+      await exited;
+      return out
+        .split("\n")
+        .filter((line) => line.split(/\s+/).some((t) => t.replace(/:$/, "") === dev) && !line.includes("::"));
+    },
+  };
 }
 
 /**

@@ -4,6 +4,7 @@
 // without stop() must not hang on workers that sleep in a system call. A thread asleep there is
 // not terminated either until it returns to JavaScript, which the second test holds.
 import { execFileSync, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { describe, expect, it } from "vitest";
 import { ping } from "../../src/lab/traffic.js";
@@ -45,7 +46,7 @@ for (let i = 0; i < 60; i++) {
 await sleep(2000);
 const b = switches();
 const added = [...b.keys()].filter((t) => !before.has(t));
-console.log(JSON.stringify({ namespaces: [h.ns.name], wakes: delta(a, b, added) }));
+console.log(JSON.stringify({ namespaces: [h.ns.name], workDir: lab.workDir, wakes: delta(a, b, added) }));
 process.exit(0);
 `;
 
@@ -63,7 +64,11 @@ describe.skipIf(!canUseNetns())("an idle userspace dataplane", () => {
     );
     clearTimeout(killer);
     expect({ code, signal }, err).toEqual({ code: 0, signal: null });
-    const { namespaces, wakes } = JSON.parse(out) as { namespaces: string[]; wakes: number[] };
+    const { namespaces, workDir, wakes } = JSON.parse(out) as {
+      namespaces: string[];
+      workDir: string;
+      wakes: number[];
+    };
     // The two workers are among the threads the start added; a worker that looked at its stop word
     // ten times a second (as before) woke some 20 times here.
     expect(wakes.length, out).toBeGreaterThanOrEqual(2);
@@ -73,6 +78,8 @@ describe.skipIf(!canUseNetns())("an idle userspace dataplane", () => {
     ).toBe(true);
     const left = execFileSync("ip", ["netns", "list"], { encoding: "utf8" });
     for (const ns of namespaces) expect(left).not.toContain(ns);
+    // Nor the lab's work dir (the CNI plugin's launcher), which outlived such a process.
+    expect(existsSync(workDir), workDir).toBe(false);
   }, 90_000);
 
   it("replaces workers killed while they sleep, and carries traffic again", async () => {
