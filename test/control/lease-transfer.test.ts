@@ -15,7 +15,7 @@ import { createLeaseLayer } from "../../src/control/control-plane.js";
 import type { MembershipPort } from "../../src/control/lease/types.js";
 import { decodeMessage, encodeMessage, type LeaseMessage } from "../../src/control/lease/wire.js";
 import { SimControlPlanes, type PlaneNode } from "./sim/control-planes.js";
-import { loneClock, MemoryStore, RecordingLog } from "./sim/doubles.js";
+import { GatedStore, loneClock, MemoryStore, RecordingLog } from "./sim/doubles.js";
 import { SeededRandom } from "./sim/random.js";
 import type { SimClock } from "./sim/network.js";
 
@@ -236,24 +236,6 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
       for (const l of layer.families) l.memberAlive("c");
     };
     return { b, b6, scheduler, clock, log, owned, ownedIn, killC, reviveC };
-  }
-
-  // A state dir whose saves wait at a gate: lease work queues up behind the one saving.
-  class GatedStore extends MemoryStore {
-    gate: Promise<void> = Promise.resolve();
-    override async save(state: PersistedLeaseState): Promise<void> {
-      await this.gate;
-      await super.save(state);
-    }
-
-    /** Holds every save from now on until the returned function is called. */
-    close(): () => void {
-      let open: () => void = () => {};
-      this.gate = new Promise<void>((resolve) => {
-        open = resolve;
-      });
-      return open;
-    }
   }
 
   it("gives it slots, takes none back on the old verdict, gives them to nobody else, and reclaims only after a new grace period", async () => {
