@@ -575,6 +575,9 @@ export class Agent {
         await this.startBackend();
       } catch (rollback) {
         if (this.stopping) throw rollback;
+        // Not "swapping the backend" (stopBackend's word): nothing is under way until a SIGHUP.
+        this.waitingFor =
+          "no backend: the new one and the way back to the old one failed to start (AGENT_ROLLBACK_FAILED); fix the cause and send SIGHUP";
         throw new WeftError(
           "AGENT_ROLLBACK_FAILED",
           `the ${next.Backend.Type} backend failed to start (${(err as Error).message}), and so did the ${prev.Backend.Type} backend it went back to (${(rollback as Error).message}): this node carries no pod traffic now; fix the cause and send SIGHUP again (any config, the same one too), or restart the agent`,

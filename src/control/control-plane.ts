@@ -383,12 +383,17 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
     return reports[0];
   }
 
-  /** Graceful: tell the cluster we leave (so peers drop our routes at once), then stop. */
+  /**
+   * Graceful: tell the cluster we leave (so peers drop our routes at once), then stop. The lease
+   * layers stop first, while gossip runs: their work under way (a subnet just taken goes into this
+   * node's record) ends on a running memberlist, and its broadcasts go out with the leave. Once
+   * stopped they take no more work from gossip, so gossip can stop after them.
+   */
   async stop(leave: boolean): Promise<void> {
     this.joiner.stop();
+    for (const l of this.families) await l.stop();
     if (leave) await this.memberlist.leave(2000).catch(() => undefined);
     await this.memberlist.shutdown();
-    for (const l of this.families) await l.stop();
     await this.deps.transport.close();
   }
 

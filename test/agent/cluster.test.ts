@@ -343,6 +343,41 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
     expect(text).toMatch(/^weft_dataplane_offload_segments_total\{family="4",direction="tx"\} \d+$/m);
   });
 
+  it("a swap whose way back fails too: AGENT_ROLLBACK_FAILED, not ready, no device left; a SIGHUP with the config in force once the cause is gone brings host2 back", async () => {
+    // Every VXLAN backend, kernel or userspace, reads the VTEP MAC file as it starts: a damaged one
+    // fails the new backend and the way back, while the running one (its MAC loaded) goes on.
+    const macFile = join(a2.stateDir, "vtep-mac");
+    const mac = await readFile(macFile, "utf8");
+    const inForce = await readFile(agents.netConfPath(a2), "utf8");
+    const since = await agents.logSize(a2);
+    await writeFile(macFile, "not a MAC\n");
+    await writeFile(agents.netConfPath(a2), JSON.stringify(netConf("vxlan")));
+    agents.reload(a2);
+    const errors = await eventually(
+      "host2's rollback failure logged",
+      () => agents.errorLines(a2, since),
+      (e) => e.some((l) => l.code === "AGENT_ROLLBACK_FAILED"),
+      10_000,
+    );
+    expect(errors.map((l) => l.code)).toContain("AGENT_ROLLBACK_FAILED");
+    // It says why, and what brings it back (it said "swapping the backend" before).
+    expect(await answer(a2, "/readyz")).toMatch(
+      /answered 503: not ready: no backend: .*AGENT_ROLLBACK_FAILED.*send SIGHUP/,
+    );
+    expect((await agents.status(a2)).ready).toBe(false);
+    expect(await overlayDevices(a2.host)).toEqual([]);
+    // The same config as the one in force: before, a reload that changed nothing returned early.
+    await writeFile(macFile, mac);
+    await writeFile(agents.netConfPath(a2), inForce);
+    agents.reload(a2);
+    const s = await converged(a2, "wasm-vxlan", (b) => (b === a2 ? "wasm-vxlan" : "vxlan"));
+    expect(s.subnet).toBe(subnets.get("host2"));
+    expect(s.backend?.vtepMac).toBe(vtepMacs.get("host2"));
+    expect(await overlayDevices(a2.host)).toEqual(["weft.1"]);
+    expect((await agents.subnetEnv(a2)).text).toBe(subnetEnvText(a2, "wasm-vxlan", false));
+    expect(await pingEveryPair(lab.hosts)).toEqual(allPingsAnswered(lab.hosts));
+  });
+
   it.each(["wasm-vxlan", "udp", "host-gw", "vxlan"] as const)(
     "SIGHUP swaps every host to %s: the old devices and routes go, the new ones come, subnets stay, pods ping",
     async (backend) => {
@@ -396,9 +431,11 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
     expect(await pingEveryPair(lab.hosts)).toEqual(allPingsAnswered(lab.hosts));
   });
 
-  it("SIGTERM: a graceful leave (the others see host3 as left, not dead), its devices and routes removed", async () => {
+  it("SIGTERM: a graceful leave (the others see host3 as left, not dead), its devices and routes removed, nothing logged at error level", async () => {
+    const since = await agents.logSize(a3);
     await agents.stop(a3, "SIGTERM");
     expect(a3.process?.exitCode).toBe(0);
+    expect(await agents.errorLines(a3, since)).toEqual([]);
     expect(await overlayDevices(a3.host)).toEqual([]);
     expect(await podRoutes(a3.host)).toEqual([]);
     expect(await vxlanEntries(a3.host)).toEqual({ neighs: [], fdbs: [] });

@@ -8,6 +8,7 @@ import { decodeNodeRecord } from "../../src/control/node-record.js";
 import { formatIpv6, formatPrefix6 } from "../../src/net/ipv6.js";
 import type { ControlPlane } from "../../src/control/control-plane.js";
 import { SimControlPlanes, type PlaneNode } from "./sim/control-planes.js";
+import { GatedStore } from "./sim/doubles.js";
 
 const SPACE = SubnetSpace.fromConfig({ Network: "198.19.0.0/16" });
 const DAY_MS = 24 * 3600_000;
@@ -353,5 +354,46 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
       await sim.runFor(1_000);
     },
     300_000,
+  );
+  it.each([true, false])(
+    "stop (leave %s) while the lease work saves the subnet it was just given: the work ends before gossip stops, nothing is logged at error level",
+    async (leave) => {
+      const { sim, nodes } = await cluster(["a", "b", "c"], 21);
+      const store = new GatedStore();
+      const d = sim.add("d", store);
+      let open = store.close();
+      const pd = await sim.start(d, { join: [nodes[0].host.addr], seeds: ["a", "b", "c"] });
+      // Let the saves before it through, up to the one that takes the first subnet.
+      expect(
+        await sim.runUntil(
+          () => {
+            if (store.waiting.some((s) => s.lease !== null)) return true;
+            if (store.waiting.length > 0) {
+              open();
+              open = store.close();
+            }
+            return false;
+          },
+          30_000,
+          10,
+        ),
+      ).toBe(true);
+      expect(pd.leases.currentLease()).toBeNull();
+      const stopping = sim.stop(d, leave);
+      // Past the leave's 2 s, then the save lands: before, gossip was already shut down and taking
+      // the subnet (its record goes out with it) failed with GOSSIP_NOT_RUNNING.
+      await sim.runFor(3_000);
+      open();
+      await sim.runFor(2_000);
+      await stopping;
+      expect(sim.errors()).toEqual([]);
+      expect(store.saved?.lease).toBeTruthy(); // the subnet was taken, and the record said so
+      expect(pd.leases.currentLease()?.subnet).toBe(store.saved?.lease);
+      // A graceful leave still tells the others; without one they find out by failure detection.
+      const dState = () => nodes.map((n) => n.plane.allMembers().find((m) => m.name === "d")?.state);
+      if (leave) expect(await sim.runUntil(() => dState().every((s) => s === "left"), 10_000)).toBe(true);
+      else expect(dState()).not.toContain("left");
+    },
+    60_000,
   );
 });

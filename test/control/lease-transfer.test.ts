@@ -15,7 +15,7 @@ import { createLeaseLayer } from "../../src/control/control-plane.js";
 import type { MembershipPort } from "../../src/control/lease/types.js";
 import { decodeMessage, encodeMessage, type LeaseMessage } from "../../src/control/lease/wire.js";
 import { SimControlPlanes, type PlaneNode } from "./sim/control-planes.js";
-import { loneClock, MemoryStore, RecordingLog } from "./sim/doubles.js";
+import { GatedStore, loneClock, MemoryStore, RecordingLog } from "./sim/doubles.js";
 import { SeededRandom } from "./sim/random.js";
 import type { SimClock } from "./sim/network.js";
 
@@ -238,24 +238,6 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
     return { b, b6, scheduler, clock, log, owned, ownedIn, killC, reviveC };
   }
 
-  // A state dir whose saves wait at a gate: lease work queues up behind the one saving.
-  class GatedStore extends MemoryStore {
-    gate: Promise<void> = Promise.resolve();
-    override async save(state: PersistedLeaseState): Promise<void> {
-      await this.gate;
-      await super.save(state);
-    }
-
-    /** Holds every save from now on until the returned function is called. */
-    close(): () => void {
-      let open: () => void = () => {};
-      this.gate = new Promise<void>((resolve) => {
-        open = resolve;
-      });
-      return open;
-    }
-  }
-
   it("gives it slots, takes none back on the old verdict, gives them to nobody else, and reclaims only after a new grace period", async () => {
     const { b, scheduler, clock, log, owned, killC } = await heirOfC(new MemoryStore());
     // c uses the first slot of its share as its subnet.
@@ -392,8 +374,12 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
     const share = owned("c");
     killC();
     await scheduler.runFor(1_000);
+    const reserved = () => b.reservations().find((r) => r.node === "c");
+    const before = reserved();
+    expect(before).toMatchObject({ condemned: false, reclaimAt: expect.any(Number) });
     disk.fault = "full";
     await expect(b.reclaim("c")).rejects.toMatchObject({ code: "LEASE_PERSIST_FAILED" });
+    expect(reserved()).toEqual(before); // its grace deadline, not a new one from now
     disk.fault = null;
     // The next commit's reclaim pass once took the share on the verdict the operator was told had
     // not been made, and without the notice to other heirs. A commit that leaves b heir of c's
@@ -412,6 +398,40 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
     await scheduler.runFor(GRACE_MS / 2 - 500);
     expect(owned("c")).toEqual([]);
     expect(log.codes()).toContain("LEASE_RECLAIMED");
+    await b.stop();
+  });
+
+  it("an operator's reclaim that could not be saved leaves the grace period's verdict standing: the next commit takes the share on it", async () => {
+    const disk = new Disk();
+    const { b, scheduler, log, owned, killC } = await heirOfC(disk);
+    const share = owned("c");
+    const reserved = () => b.reservations().find((r) => r.node === "c");
+    killC();
+    // The disk is full when the grace period ends: its verdict stands, the share not yet taken.
+    disk.fault = "full";
+    await scheduler.runFor(GRACE_MS + 1_000);
+    const before = reserved();
+    expect(before).toMatchObject({ condemned: true, reclaimAt: null });
+    expect(owned("c")).toEqual(share);
+    await expect(b.reclaim("c")).rejects.toMatchObject({ code: "LEASE_PERSIST_FAILED" });
+    // Before, the failed reclaim dropped the verdict and started a new grace period from now.
+    expect(reserved()).toEqual(before);
+    expect(owned("c")).toEqual(share);
+    expect(disk.saved?.ring).toEqual(b.ringState()); // nothing half made: what is seen is what is saved
+    disk.fault = null;
+    // The next commit (another node's change to one of b's slots) runs the reclaim pass on it.
+    const v = b.ringState().runs.find((r) => r.start <= 10 && 10 < r.start + r.count)!.version;
+    b.mergeRemote(
+      { seeds: ["b", "c"], runs: [{ start: 10, count: 1, owner: "e", version: v + 1, leased: false }] },
+      "gossip",
+    );
+    await scheduler.runFor(1_000);
+    expect(owned("c")).toEqual([]);
+    expect(log.lines.find((l) => l.obj.code === "LEASE_RECLAIMED")?.obj).toMatchObject({
+      node: "c",
+      reason: "grace period",
+    });
+    expect(disk.saved?.ring).toEqual(b.ringState());
     await b.stop();
   });
 

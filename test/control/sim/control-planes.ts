@@ -37,6 +37,8 @@ export class PlaneNode {
   runs = 0;
   /** What it was last started with (restart() uses it again). */
   startOptions?: PlaneStartOptions;
+  /** Its control plane is stopping (stop()): it may see itself left. */
+  stopping = false;
 
   constructor(
     readonly name: string,
@@ -99,7 +101,7 @@ export class SimControlPlanes {
           this.live().map((n) => ({
             name: n.name,
             runs: n.runs,
-            leaving: false,
+            leaving: n.stopping,
             ml: (): Memberlist => n.plane.memberlist,
           })),
         describe: () => this.describe(),
@@ -180,6 +182,19 @@ export class SimControlPlanes {
   restart(node: PlaneNode): Promise<ControlPlane> {
     if (!node.startOptions) throw new Error(`${node.name} was never started`);
     return this.start(node, node.startOptions);
+  }
+
+  /** Stops the node's control plane as the agent does (with a graceful leave, or without); the
+   *  caller runs the simulation meanwhile. Checked as a live node until its stop is done. */
+  async stop(node: PlaneNode, leave: boolean): Promise<void> {
+    if (!node.plane) throw new Error(`${node.name} is not running`);
+    node.stopping = true;
+    try {
+      await node.plane.stop(leave);
+    } finally {
+      node.stopping = false;
+      node.plane = undefined;
+    }
   }
 
   /** The host stops dead (its saved rings stay). */

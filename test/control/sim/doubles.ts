@@ -1,6 +1,6 @@
 // Test doubles for one component at a time: a lease state store that survives restarts (a state
-// dir kept in memory), a logger that records every line, and a lone virtual clock (the
-// simulator's Scheduler, through a simulated host's clock).
+// dir kept in memory; one whose saves can be held at a gate), a logger that records every line,
+// and a lone virtual clock (the simulator's Scheduler, through a simulated host's clock).
 import type { LeaseStateStore, PersistedLeaseState } from "../../../src/control/lease/store.js";
 import type { LeaseLogger } from "../../../src/control/lease/types.js";
 import { SimNetwork, type SimClock } from "./network.js";
@@ -17,6 +17,28 @@ export class MemoryStore implements LeaseStateStore {
   async save(state: PersistedLeaseState): Promise<void> {
     this.saved = structuredClone(state);
     this.saves++;
+  }
+}
+
+/** A state dir whose saves wait at a gate: lease work queues up behind the one saving. */
+export class GatedStore extends MemoryStore {
+  gate: Promise<void> = Promise.resolve();
+  /** The states waiting at the gate now, oldest first. */
+  readonly waiting: PersistedLeaseState[] = [];
+  override async save(state: PersistedLeaseState): Promise<void> {
+    this.waiting.push(state);
+    await this.gate;
+    this.waiting.splice(this.waiting.indexOf(state), 1);
+    await super.save(state);
+  }
+
+  /** Holds every save from now on until the returned function is called. */
+  close(): () => void {
+    let open: () => void = () => {};
+    this.gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    return open;
   }
 }
 
