@@ -71,7 +71,7 @@ export const ENCAP_NONE: i32 = 1;
   if (v != VERDICT_FORWARD) return v;
   const nh = lookup6(routes6, load<u64>(p + 24), load<u64>(p + 32));
   if (nh < 0) {
-    if (!ipv6MayTriggerIcmpError(p, len)) return DROP_NO_ROUTE;
+    if (!ipv6MayTriggerIcmpError(p)) return DROP_NO_ROUTE;
     store<i32>(d + DESC_AUX, ipv6WriteNoRoute(p, len, ctx + <usize>CTX_LOCAL_ADDR6));
     return VERDICT_REPLY;
   }
