@@ -176,7 +176,7 @@ describe("IPv6 send path (TUN to socket)", () => {
           expect([r.port, r.aux]).toEqual([ref.port, ref.peer]);
           if (ref.addr6 !== undefined) {
             expect(flags[i] & addr6Flag).toBe(addr6Flag);
-            expect(readIpv6(rig.hp.bytes(), r.addr)).toBe(ref.addr6); // ADDR points at the next hop's address
+            expect(readIpv6(rig.hp.bytes(), r.addr)).toBe(ref.addr6); // ADDR points at a copy of the next hop's address
           } else {
             expect(flags[i] & addr6Flag).toBe(0);
             expect(r.addr).toBe(ref.addr);
@@ -318,6 +318,65 @@ describe("IPv6 receive path (socket to TUN) with anti-spoofing", () => {
     for (const v of ["FORWARD", "SPOOFED", "UNKNOWN_SOURCE", "NOT_OUR_MAC", "IP_LENGTH"]) {
       expect({ v, seen: seen[v] > 0n }).toEqual({ v, seen: true });
     }
+  });
+});
+
+describe("the IPv6 underlay a send goes to", () => {
+  // The control thread may change a next hop between a batch's encapsulation and its send (a peer
+  // moved to another underlay address, or removed): each datagram must still go where the lookup
+  // said, all 16 bytes of it.
+  const peer = NEXT_HOPS.get(1)!;
+  const to = (rig: Rig, descs: number, n: number) => {
+    const d = new Int32Array(rig.hp.memory.buffer, descs, n * 8);
+    return Array.from({ length: n }, (_, i) =>
+      readIpv6(rig.hp.bytes(), d[i * 8 + (rig.hp.constant("DESC_ADDR") >> 2)]),
+    );
+  };
+  const afterChanges = (rig: Rig, descs: number, n: number) => {
+    rig.routes6!.setNextHop(1, { ...peer, ip: parseIpv6("2001:2::66") });
+    const moved = to(rig, descs, n);
+    rig.routes6!.clearNextHop(1);
+    return { moved, removed: to(rig, descs, n) };
+  };
+  const dst = parseIpv6("2001:2:0:8002::9");
+
+  it("single segments: the address as the lookup found it", () => {
+    const rig = setupRig();
+    loadBatch(rig, [ipv6(LOCAL6 | 5n, dst, 17, new Uint8Array(8)), ipv6(LOCAL6 | 6n, dst, 17, new Uint8Array(30))]);
+    expect(encapInPlace(rig, "vxlan", 2)).toBe(2);
+    expect(afterChanges(rig, rig.batch.descs, 2)).toEqual({ moved: [peer.ip, peer.ip], removed: [peer.ip, peer.ip] });
+  });
+
+  it("with a vnet header: a lone packet and every train of a segmented TSO6 super-packet", () => {
+    const rig = setupRig();
+    const outDescs = rig.arena.alloc(2 * rig.hp.constant("OFFLOAD_MAX_TRAINS") * 32);
+    const out = rig.arena.alloc(2 * 8192);
+    const tcp = new Uint8Array(20 + 1800);
+    tcp[12] = 0x50; // data offset: 5 words
+    loadBatch(rig, [ipv6(LOCAL6 | 5n, dst, 17, new Uint8Array(8)), ipv6(LOCAL6 | 5n, dst, 6, tcp)]);
+    const d = rig.batch.descView();
+    const view = new DataView(rig.hp.memory.buffer);
+    [0, 4].forEach((gsoType, i) => {
+      const off = d[i * 8 + (rig.hp.constant("DESC_OFF") >> 2)];
+      rig.hp.bytes().fill(0, off - 12, off);
+      rig.hp.bytes()[off - 11] = gsoType; // VIRTIO_NET_HDR_GSO_TCPV6 for the second
+      view.setUint16(off - 8, 600, true); // gso_size
+    });
+    const sends = rig.hp.fn.encapBatch(
+      rig.ctx.ptr,
+      rig.batch.descs,
+      2,
+      rig.hp.wireFormat("vxlan"),
+      1,
+      outDescs,
+      out,
+      8192,
+    );
+    expect(sends).toBe(2); // the lone datagram, and the super-packet's 3 segments as one train
+    expect(new Int32Array(rig.hp.memory.buffer, outDescs, 16)[8 + (rig.hp.constant("DESC_FLAGS") >> 2)] & 0xffff).toBe(
+      22 + 60 + 600,
+    );
+    expect(afterChanges(rig, outDescs, 2)).toEqual({ moved: [peer.ip, peer.ip], removed: [peer.ip, peer.ip] });
   });
 });
 
