@@ -19,7 +19,8 @@ export const DESC_PORT: i32 = 16;
 export const DESC_FLAGS: i32 = 20;
 /**
  * ADDR is not an IPv4 address but the offset in memory of a 16-byte IPv6 address (the peer's
- * underlay is IPv6): the destination on send (a next-hop record's), the source on receive.
+ * underlay is IPv6), in the slot's headroom: the destination on send (the next hop's, copied at
+ * lookup, resolve.ts), the source on receive.
  */
 export const DESC_FLAG_ADDR6: i32 = 0x10000;
 /**

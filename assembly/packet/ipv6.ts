@@ -24,20 +24,60 @@ export function ipv6Check(p: usize, avail: i32): i32 {
   return VERDICT_FORWARD;
 }
 
+// The extension headers (RFC 8200 4) the error check walks past to find the upper layer.
+const EXT_HOP_BY_HOP: u32 = 0;
+const EXT_ROUTING: u32 = 43;
+const EXT_FRAGMENT: u32 = 44;
+const EXT_AUTH: u32 = 51;
+const EXT_DEST_OPTIONS: u32 = 60;
+/** Extension headers walked at most; a longer chain gets no error, as one that runs past the end. */
+const EXT_HEADERS_MAX: i32 = 8;
+const ICMPV6_REDIRECT: u32 = 137;
+
+@inline function isExtensionHeader(next: u32): bool {
+  return (
+    next == EXT_HOP_BY_HOP ||
+    next == EXT_ROUTING ||
+    next == EXT_FRAGMENT ||
+    next == EXT_AUTH ||
+    next == EXT_DEST_OPTIONS
+  );
+}
+
 /**
  * Whether an ICMPv6 error may be sent about this packet (RFC 4443 2.4 e, f): not about an ICMPv6
- * error message, not to a multicast destination, not from an unspecified or multicast source.
- * The caller has checked the fixed header.
+ * error message or redirect, not to a multicast destination, not from an unspecified or multicast
+ * source. The upper layer is found behind the extension headers, as the kernel's icmp6_send does
+ * (is_ineligible); a chain that runs past the payload or is longer than EXT_HEADERS_MAX gets no
+ * error (the kernel sends one then: we cannot tell that it quotes no ICMPv6 error). A non-first
+ * fragment holds no upper-layer header and may get one (RFC 4443 has no rule against it, unlike
+ * IPv4's; the kernel sends one too). The caller has checked the fixed header.
  */
-export function ipv6MayTriggerIcmpError(p: usize, avail: i32): bool {
+export function ipv6MayTriggerIcmpError(p: usize): bool {
   if (load<u8>(p + 24) == 0xff) return false; // multicast destination (router solicitations, ...)
   if (load<u8>(p + 8) == 0xff) return false; // multicast source
   if ((load<u64>(p + 8) | load<u64>(p + 16)) == 0) return false; // unspecified source
-  if (<u32>load<u8>(p + 6) == PROTO_ICMPV6) {
-    if (avail <= IPV6_HEADER) return false;
-    return load<u8>(p + <usize>IPV6_HEADER) >= 128; // informational (echo...), not an error
+  const end = IPV6_HEADER + ipv6PayloadLen(p);
+  let next = <u32>load<u8>(p + 6);
+  let at = IPV6_HEADER;
+  let walked = 0;
+  while (isExtensionHeader(next)) {
+    // Every extension header is a multiple of 8 bytes, at least 8.
+    if (walked++ == EXT_HEADERS_MAX || at + 8 > end) return false;
+    const h = p + <usize>at;
+    if (next == EXT_FRAGMENT) {
+      if ((be16(h + 2) & 0xfff8) != 0) return true; // not the first fragment
+      at += 8;
+    } else {
+      at += next == EXT_AUTH ? (<i32>load<u8>(h + 1) + 2) << 2 : (<i32>load<u8>(h + 1) + 1) << 3;
+    }
+    if (at > end) return false;
+    next = <u32>load<u8>(h);
   }
-  return true;
+  if (next != PROTO_ICMPV6) return true;
+  if (at >= end) return false;
+  const type = <u32>load<u8>(p + <usize>at);
+  return type >= 128 && type != ICMPV6_REDIRECT; // informational (echo...), not an error
 }
 
 /**

@@ -16,6 +16,7 @@ import {
   DESC_VERDICT,
   DESC_AUX,
   DESC_FLAG_ADDR6,
+  HEADROOM,
   descPtr,
 } from "../descriptor";
 import { descInBounds, memoryTop } from "../batch";
@@ -59,6 +60,17 @@ import {
   NEXT_HOP6_FLAGS,
 } from "../route6/table";
 import { underlayIsIpv4Mapped } from "../route6/underlay";
+import { VNET_HDR_BYTES } from "./vnet-header";
+
+/**
+ * Where in a slot's headroom (bytes from its start) a packet to an IPv6 underlay keeps its peer's
+ * address, which the send reads (DESC_FLAG_ADDR6): copied from the next hop while the route
+ * table's seqlock vouches for it, since the control thread may change or clear the record before
+ * the send. Behind the vnet header parked at the slot's start (offload-send.ts), in front of the
+ * VXLAN header; an ICMPv6 error, which would overlap it, is no send. Segments and trains in other
+ * slots keep pointing here: the read slot (a flow queue's too) waits untouched for the send.
+ */
+const PEER_ADDR6_AT: i32 = VNET_HDR_BYTES;
 
 /** What the send path produces: VXLAN frames, or bare IP packets (flannel's udp format). */
 export const ENCAP_VXLAN: i32 = 0;
@@ -71,7 +83,7 @@ export const ENCAP_NONE: i32 = 1;
   if (v != VERDICT_FORWARD) return v;
   const nh = lookup6(routes6, load<u64>(p + 24), load<u64>(p + 32));
   if (nh < 0) {
-    if (!ipv6MayTriggerIcmpError(p, len)) return DROP_NO_ROUTE;
+    if (!ipv6MayTriggerIcmpError(p)) return DROP_NO_ROUTE;
     store<i32>(d + DESC_AUX, ipv6WriteNoRoute(p, len, ctx + <usize>CTX_LOCAL_ADDR6));
     return VERDICT_REPLY;
   }
@@ -82,7 +94,10 @@ export const ENCAP_NONE: i32 = 1;
   if (underlayIsIpv4Mapped(underlay)) {
     store<i32>(d + DESC_ADDR, <i32>bswap<u32>(load<u32>(underlay, 12)));
   } else {
-    store<i32>(d + DESC_ADDR, <i32>underlay);
+    const to = p - <usize>(HEADROOM - PEER_ADDR6_AT);
+    store<u64>(to, load<u64>(underlay));
+    store<u64>(to, load<u64>(underlay, 8), 8);
+    store<i32>(d + DESC_ADDR, <i32>to);
     store<i32>(d + DESC_FLAGS, load<i32>(d + DESC_FLAGS) | DESC_FLAG_ADDR6);
   }
   store<i32>(d + DESC_PORT, <i32>load<u16>(rec + <usize>NEXT_HOP6_PORT));

@@ -83,31 +83,64 @@ const addr6 = fc.oneof(
     .tuple(fc.integer({ min: 0, max: 0x7fff }), fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }))
     .map(([s, low]) => parseIpv6("2001:2:0:8000::") | (BigInt(s) << 64n) | low),
 );
+/** An extension header to put in front of the upper layer: its type and its size or fragment offset. */
+type Extension = { type: 0 | 43 | 60; units: number } | { type: 51; units: number } | { type: 44; offset: number };
+
+/** The chain of extension headers (each naming the next), then `upper` (its number) with `payload`. */
+function withExtensions(exts: Extension[], upper: number, payload: Uint8Array): { next: number; body: Uint8Array } {
+  const headers = exts.map((e, i) => {
+    const next = i + 1 < exts.length ? exts[i + 1].type : upper;
+    if (e.type === 44) return Uint8Array.from([next, 0, e.offset >> 5, ((e.offset << 3) & 255) | 1, 0, 0, 0, 7]);
+    const h = new Uint8Array(e.type === 51 ? (e.units + 2) * 4 : (e.units + 1) * 8);
+    h.set([next, e.units]);
+    return h;
+  });
+  return { next: exts.length > 0 ? exts[0].type : upper, body: Buffer.concat([...headers, payload]) };
+}
+
+/** An IPv6 packet whose payload length is the body's. */
+function ipv6(src: bigint, dst: bigint, next: number, body: Uint8Array, hop = 64): Uint8Array {
+  const p = new Uint8Array(40 + body.length);
+  p.set([0x60, 0, 0, 0, body.length >> 8, body.length & 255, next, hop]);
+  p.set(addrBytes(src), 8);
+  p.set(addrBytes(dst), 24);
+  p.set(body, 40);
+  return p;
+}
+
+const extension: fc.Arbitrary<Extension> = fc.oneof(
+  fc.record({ type: fc.constantFrom(0 as const, 43 as const, 60 as const), units: fc.integer({ min: 0, max: 3 }) }),
+  fc.record({ type: fc.constant(51 as const), units: fc.integer({ min: 0, max: 6 }) }),
+  fc.record({ type: fc.constant(44 as const), offset: fc.constantFrom(0, 0, 1, 185) }),
+);
 const ipv6Packet = fc
   .record({
     src: addr6,
     dst: addr6,
+    exts: fc.oneof(
+      { arbitrary: fc.constant<Extension[]>([]), weight: 2 },
+      { arbitrary: fc.array(extension, { maxLength: 3 }), weight: 1 },
+    ),
     next: fc.oneof(fc.constantFrom(6, 17, 58), fc.integer({ min: 0, max: 255 })),
-    icmpType: fc.constantFrom(1, 3, 128, 129, 133),
+    icmpType: fc.constantFrom(1, 3, 128, 129, 133, 137),
     hop: fc.constantFrom(0, 1, 64, 255),
     payload: fc.oneof(fc.uint8Array({ maxLength: 64 }), fc.uint8Array({ maxLength: 1400 })),
+    // A consistent packet cut short (its extension headers too, as its payload length says).
+    cut: fc.option(fc.nat({ max: 48 }), { freq: 6 }),
     extra: fc.oneof(
       { arbitrary: fc.constant(0), weight: 5 },
       { arbitrary: fc.integer({ min: -50, max: 30 }), weight: 1 },
     ),
   })
-  .map(({ src, dst, next, icmpType, hop, payload, extra }) => {
-    const body = payload.slice();
-    if (next === 58 && body.length > 0) body[0] = icmpType;
-    const p = new Uint8Array(Math.max(1, 40 + body.length + Math.min(extra, 0)));
-    const full = new Uint8Array(40 + body.length);
+  .map(({ src, dst, exts, next, icmpType, hop, payload, cut, extra }) => {
+    const upper = payload.slice();
+    if (next === 58 && upper.length > 0) upper[0] = icmpType;
+    const chain = withExtensions(exts, next, upper);
+    const body = cut === null ? chain.body : chain.body.subarray(0, cut);
+    const full = ipv6(src, dst, chain.next, body, hop);
     const plen = Math.max(0, body.length + Math.max(extra, 0));
-    full.set([0x60, 0, 0, 0, plen >> 8, plen & 255, next, hop]);
-    full.set(addrBytes(src), 8);
-    full.set(addrBytes(dst), 24);
-    full.set(body, 40);
-    p.set(full.subarray(0, p.length));
-    return p;
+    full.set([plen >> 8, plen & 255], 4);
+    return full.slice(0, Math.max(1, full.length + Math.min(extra, 0)));
   });
 const batchOf = (p: fc.Arbitrary<Uint8Array>) => fc.array(p, { minLength: 1, maxLength: 64 });
 
@@ -143,7 +176,7 @@ describe("IPv6 send path (TUN to socket)", () => {
           expect([r.port, r.aux]).toEqual([ref.port, ref.peer]);
           if (ref.addr6 !== undefined) {
             expect(flags[i] & addr6Flag).toBe(addr6Flag);
-            expect(readIpv6(rig.hp.bytes(), r.addr)).toBe(ref.addr6); // ADDR points at the next hop's address
+            expect(readIpv6(rig.hp.bytes(), r.addr)).toBe(ref.addr6); // ADDR points at a copy of the next hop's address
           } else {
             expect(flags[i] & addr6Flag).toBe(0);
             expect(r.addr).toBe(ref.addr);
@@ -172,6 +205,58 @@ describe("IPv6 send path (TUN to socket)", () => {
     loadBatch(v4only, [pkt]);
     expect(encapInPlace(v4only, "vxlan", 1)).toBe(0);
     expect(readBatch(v4only, 1)[0].verdict).toBe("IPV6_UNROUTED");
+  });
+});
+
+describe("ICMPv6 errors about packets with extension headers (RFC 4443 2.4 e)", () => {
+  const rig = setupRig();
+  const unrouted = parseIpv6("2001:2:0:7fff::1");
+  const icmp = (type: number) => Uint8Array.from([type, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]);
+  const hopByHop16 = withExtensions([{ type: 0, units: 1 }], 58, icmp(1));
+  const cases: Array<[string, string, { next: number; body: Uint8Array }]> = [
+    ["Hop-by-Hop, then destination unreachable", "NO_ROUTE", withExtensions([{ type: 0, units: 0 }], 58, icmp(1))],
+    ["Destination Options, then packet too big", "NO_ROUTE", withExtensions([{ type: 60, units: 1 }], 58, icmp(2))],
+    [
+      "a first fragment of a destination unreachable",
+      "NO_ROUTE",
+      withExtensions([{ type: 44, offset: 0 }], 58, icmp(1)),
+    ],
+    [
+      "Hop-by-Hop, Routing and AH, then time exceeded",
+      "NO_ROUTE",
+      withExtensions(
+        [
+          { type: 0, units: 0 },
+          { type: 43, units: 2 },
+          { type: 51, units: 4 },
+        ],
+        58,
+        icmp(3),
+      ),
+    ],
+    ["Hop-by-Hop, then a redirect", "NO_ROUTE", withExtensions([{ type: 0, units: 0 }], 58, icmp(137))],
+    ["Hop-by-Hop, then an echo request", "REPLY", withExtensions([{ type: 0, units: 0 }], 58, icmp(128))],
+    ["Destination Options, then UDP", "REPLY", withExtensions([{ type: 60, units: 0 }], 17, new Uint8Array(12))],
+    // A later fragment holds no upper-layer header: nothing says it is an ICMPv6 error (the kernel sends one too).
+    ["a later fragment", "REPLY", withExtensions([{ type: 44, offset: 185 }], 58, icmp(1))],
+    // The Hop-by-Hop header says 16 bytes; the packet ends after 8: what follows it is unknown.
+    ["a truncated Hop-by-Hop header", "NO_ROUTE", { next: 0, body: hopByHop16.body.subarray(0, 8) }],
+    [
+      "nine Destination Options headers, then UDP",
+      "NO_ROUTE",
+      withExtensions(Array(9).fill({ type: 60, units: 0 }), 17, new Uint8Array(8)),
+    ],
+  ];
+
+  it.each(cases)("%s: %s", (_, verdict, chain) => {
+    const packet = ipv6(LOCAL6 | 5n, unrouted, chain.next, chain.body);
+    loadBatch(rig, [packet]);
+    const ret = encapInPlace(rig, "vxlan", 1);
+    const [r] = readBatch(rig, 1);
+    expect(r.verdict).toBe(verdict);
+    expect(ret >>> 16).toBe(verdict === "REPLY" ? 1 : 0);
+    expect(refSend6(packet, sendCtx).verdict).toBe(verdict);
+    if (verdict === "REPLY") expect(hex(r.bytes)).toBe(hex(refSend6(packet, sendCtx).out!));
   });
 });
 
@@ -233,6 +318,65 @@ describe("IPv6 receive path (socket to TUN) with anti-spoofing", () => {
     for (const v of ["FORWARD", "SPOOFED", "UNKNOWN_SOURCE", "NOT_OUR_MAC", "IP_LENGTH"]) {
       expect({ v, seen: seen[v] > 0n }).toEqual({ v, seen: true });
     }
+  });
+});
+
+describe("the IPv6 underlay a send goes to", () => {
+  // The control thread may change a next hop between a batch's encapsulation and its send (a peer
+  // moved to another underlay address, or removed): each datagram must still go where the lookup
+  // said, all 16 bytes of it.
+  const peer = NEXT_HOPS.get(1)!;
+  const to = (rig: Rig, descs: number, n: number) => {
+    const d = new Int32Array(rig.hp.memory.buffer, descs, n * 8);
+    return Array.from({ length: n }, (_, i) =>
+      readIpv6(rig.hp.bytes(), d[i * 8 + (rig.hp.constant("DESC_ADDR") >> 2)]),
+    );
+  };
+  const afterChanges = (rig: Rig, descs: number, n: number) => {
+    rig.routes6!.setNextHop(1, { ...peer, ip: parseIpv6("2001:2::66") });
+    const moved = to(rig, descs, n);
+    rig.routes6!.clearNextHop(1);
+    return { moved, removed: to(rig, descs, n) };
+  };
+  const dst = parseIpv6("2001:2:0:8002::9");
+
+  it("single segments: the address as the lookup found it", () => {
+    const rig = setupRig();
+    loadBatch(rig, [ipv6(LOCAL6 | 5n, dst, 17, new Uint8Array(8)), ipv6(LOCAL6 | 6n, dst, 17, new Uint8Array(30))]);
+    expect(encapInPlace(rig, "vxlan", 2)).toBe(2);
+    expect(afterChanges(rig, rig.batch.descs, 2)).toEqual({ moved: [peer.ip, peer.ip], removed: [peer.ip, peer.ip] });
+  });
+
+  it("with a vnet header: a lone packet and every train of a segmented TSO6 super-packet", () => {
+    const rig = setupRig();
+    const outDescs = rig.arena.alloc(2 * rig.hp.constant("OFFLOAD_MAX_TRAINS") * 32);
+    const out = rig.arena.alloc(2 * 8192);
+    const tcp = new Uint8Array(20 + 1800);
+    tcp[12] = 0x50; // data offset: 5 words
+    loadBatch(rig, [ipv6(LOCAL6 | 5n, dst, 17, new Uint8Array(8)), ipv6(LOCAL6 | 5n, dst, 6, tcp)]);
+    const d = rig.batch.descView();
+    const view = new DataView(rig.hp.memory.buffer);
+    [0, 4].forEach((gsoType, i) => {
+      const off = d[i * 8 + (rig.hp.constant("DESC_OFF") >> 2)];
+      rig.hp.bytes().fill(0, off - 12, off);
+      rig.hp.bytes()[off - 11] = gsoType; // VIRTIO_NET_HDR_GSO_TCPV6 for the second
+      view.setUint16(off - 8, 600, true); // gso_size
+    });
+    const sends = rig.hp.fn.encapBatch(
+      rig.ctx.ptr,
+      rig.batch.descs,
+      2,
+      rig.hp.wireFormat("vxlan"),
+      1,
+      outDescs,
+      out,
+      8192,
+    );
+    expect(sends).toBe(2); // the lone datagram, and the super-packet's 3 segments as one train
+    expect(new Int32Array(rig.hp.memory.buffer, outDescs, 16)[8 + (rig.hp.constant("DESC_FLAGS") >> 2)] & 0xffff).toBe(
+      22 + 60 + 600,
+    );
+    expect(afterChanges(rig, outDescs, 2)).toEqual({ moved: [peer.ip, peer.ip], removed: [peer.ip, peer.ip] });
   });
 });
 

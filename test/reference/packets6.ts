@@ -38,11 +38,36 @@ export const addrBytes = (a: bigint) =>
   Uint8Array.from({ length: 16 }, (_, i) => Number((a >> BigInt(120 - 8 * i)) & 255n));
 export const isIpv4Mapped = (a: bigint) => a >> 32n === 0xffffn;
 
+/** Bytes of each extension header (RFC 8200 4) the error check walks past, from the header at o. */
+const EXTENSION_BYTES = new Map<number, (ip: Uint8Array, o: number) => number>([
+  [0, (ip, o) => (ip[o + 1] + 1) * 8], // Hop-by-Hop Options
+  [43, (ip, o) => (ip[o + 1] + 1) * 8], // Routing
+  [44, () => 8], // Fragment
+  [51, (ip, o) => (ip[o + 1] + 2) * 4], // Authentication Header
+  [60, (ip, o) => (ip[o + 1] + 1) * 8], // Destination Options
+]);
+
+/**
+ * RFC 4443 2.4 (e): no error about an ICMPv6 error or redirect (found behind the extension
+ * headers), a multicast destination, an unspecified or multicast source. A chain of more than 8
+ * extension headers, or one that runs past the payload, gets none; a non-first fragment may.
+ */
 function mayTriggerIcmpError(ip: Uint8Array): boolean {
   if (ip[24] === 0xff || ip[8] === 0xff) return false;
   if (addrAt(ip, 8) === 0n) return false;
-  if (ip[6] === 58) return ip.length > 40 && ip[40] >= 128;
-  return true;
+  const end = 40 + u16(ip, 4);
+  let next = ip[6];
+  let at = 40;
+  for (let walked = 0; EXTENSION_BYTES.has(next); walked++) {
+    if (walked === 8 || at + 8 > end) return false;
+    if (next === 44 && u16(ip, at + 2) >> 3 !== 0) return true; // a later fragment: no upper layer here
+    const bytes = EXTENSION_BYTES.get(next)!(ip, at);
+    if (at + bytes > end) return false;
+    next = ip[at];
+    at += bytes;
+  }
+  if (next !== 58) return true;
+  return at < end && ip[at] >= 128 && ip[at] !== 137;
 }
 
 /** ICMPv6 destination unreachable, code 0, quoting what fits 1280 bytes. */
