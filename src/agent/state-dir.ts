@@ -1,5 +1,5 @@
-// The state dir (lease ring, VTEP MAC, weft.sock) belongs to one agent at a time: it is created
-// 0700 when missing and held two ways, so a second agent on the same dir stops before it touches
+// The state dir (lease ring, VTEP MAC, weft.sock) belongs to one agent at a time: it is made 0700
+// (created so when missing) and held two ways, so a second agent on the same dir stops before it touches
 // weft.sock or the kernel. A lock names the holder's pid and boot (a lock whose pid is gone, or
 // from an earlier boot, is stale: the holder was killed, or the host lost power, and it is taken
 // over; after a reboot its pid may be any other process's); it is a symlink whose target is
@@ -10,7 +10,7 @@
 // dir's inode, which the kernel frees when the holder dies, however it dies; it is seen by every
 // agent in the same network namespace, as hostNetwork pods on one node are. Temp files of atomic
 // writes cut short are removed.
-import { mkdir, readdir, readFile, readlink, rm, stat, symlink, unlink } from "node:fs/promises";
+import { chmod, mkdir, readdir, readFile, readlink, rm, stat, symlink, unlink } from "node:fs/promises";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { WeftError } from "../errors.js";
@@ -49,11 +49,13 @@ export class StateDirLock {
     private readonly held: Server,
   ) {}
 
-  /** Creates the dir if missing (0700), takes the lock, removes leftover temp files. */
+  /** Creates the dir if missing, makes it 0700, takes the lock, removes leftover temp files. */
   static async acquire(dir: string): Promise<StateDirLock> {
     try {
       await mkdir(dir, { recursive: true, mode: 0o700 });
       if (!(await stat(dir)).isDirectory()) throw new Error("not a directory");
+      // One that exists may be open to all (a Kubernetes hostPath the kubelet created 0755).
+      await chmod(dir, 0o700);
     } catch (cause) {
       throw new WeftError(
         "AGENT_STATE_DIR_UNUSABLE",

@@ -4,6 +4,7 @@
 // rename onto a directory, as a full disk fails a write) leaves none.
 import { spawn, spawnSync } from "node:child_process";
 import {
+  chmodSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
@@ -93,6 +94,15 @@ describe("state dir", () => {
     } finally {
       await unmountTmpfs(dir);
     }
+  });
+
+  it("makes a dir that exists open to all (as a Kubernetes hostPath is created) 0700", async () => {
+    const dir = join(base, "host-path");
+    mkdirSync(dir, { mode: 0o755 });
+    chmodSync(dir, 0o755); // whatever the umask
+    const lock = await StateDirLock.acquire(dir);
+    expect(statSync(dir).mode & 0o777).toBe(0o700);
+    await lock.release();
   });
 
   it("refuses a path that is a file, naming the flag", async () => {

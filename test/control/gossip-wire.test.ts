@@ -1,11 +1,11 @@
 // The wire format: AES-256-GCM keyring frames and the msgpack envelope codec. Anything that is not
 // an authentic, well-formed frame is refused with a reason and never throws.
-import { chmodSync, mkdtempSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { encode } from "@msgpack/msgpack";
 import fc from "fast-check";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, onTestFinished } from "vitest";
 import type { WeftError } from "../../src/errors.js";
 import { FRAME_OVERHEAD, generateKey, Keyring, type FrameKind } from "../../src/control/gossip/keyring.js";
 import {
@@ -119,6 +119,7 @@ describe("Keyring", () => {
 
   it("loads a key file (base64, primary first, comments allowed) and refuses a bad one", async () => {
     const dir = mkdtempSync(join(tmpdir(), "weft-keys-"));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
     const good = join(dir, "good");
     writeFileSync(
       good,

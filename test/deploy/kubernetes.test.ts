@@ -4,7 +4,9 @@
 // that a misspelt field fails too (the OpenAPI schemas themselves allow unknown fields, as the API
 // server's non-strict decoding does). Then what the issue asks of the DaemonSet, and the configs
 // checked by weft's own schemas: cni-conf.json by the CNI plugin's, net-conf.json by the agent's.
-import { readFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import ts from "typescript";
 import { describe, expect, it } from "vitest";
@@ -26,8 +28,8 @@ const MODELS: Record<string, { model: new (o: any) => { validate(): void }; type
   "apps/v1/DaemonSet": { model: DaemonSet, type: "IDaemonSet", module: "kubernetes-models/apps/v1/DaemonSet" },
 };
 
-function load(): Doc[] {
-  return parseAllDocuments(readFileSync(projectFile("deploy", "kubernetes", "weft.yaml"), "utf8"))
+function load(text = readFileSync(projectFile("deploy", "kubernetes", "weft.yaml"), "utf8")): Doc[] {
+  return parseAllDocuments(text)
     .map((d) => {
       if (d.errors.length) throw d.errors[0];
       return d.toJS() as Doc;
@@ -154,6 +156,31 @@ describe("deploy/kubernetes/weft.yaml", () => {
     // Every WEFT_ variable names a flag of `weft agent`.
     const flags = readFileSync(projectFile("src", "cli", "main.ts"), "utf8");
     for (const e of agent.env) expect(flags).toContain(`"${e.name.slice("WEFT_".length)}"`);
+  });
+
+  it("names one image, by a registry host (a bare name is pulled from Docker Hub), that README.md's sed line replaces", () => {
+    const images = (d: Doc) =>
+      [...d.spec.template.spec.initContainers, ...d.spec.template.spec.containers].map((c: Doc) => c.image);
+    const version = JSON.parse(readFileSync(projectFile("package.json"), "utf8")).version;
+    expect(images(ds)).toEqual(Array(3).fill(`registry.example.com/weft:${version}`));
+    const sed = readFileSync(projectFile("README.md"), "utf8")
+      .split("\n")
+      .filter((l) => l.startsWith("sed -i ") && l.endsWith(" deploy/kubernetes/weft.yaml"));
+    expect(sed).toHaveLength(1);
+    const dir = mkdtempSync(join(tmpdir(), "weft-manifest-"));
+    try {
+      const file = join(dir, "weft.yaml");
+      writeFileSync(file, readFileSync(projectFile("deploy", "kubernetes", "weft.yaml")));
+      const r = spawnSync("sh", ["-c", sed[0].replace("deploy/kubernetes/weft.yaml", file)], {
+        env: { ...process.env, REGISTRY: "registry.test:5000/infra" },
+        encoding: "utf8",
+      });
+      expect(r.stderr).toBe("");
+      const edited = load(readFileSync(file, "utf8")).find((d) => d.kind === "DaemonSet")!;
+      expect(images(edited)).toEqual(Array(3).fill(`registry.test:5000/infra/weft:${version}`));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("carries kube-flannel's cni-conf.json and a net-conf.json that weft's own schemas accept", () => {
