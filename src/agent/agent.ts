@@ -60,6 +60,9 @@ export interface AgentOptions {
 /** The phase whose reason the lease layer knows (its last wait or failure). */
 const WAITING_FOR_LEASE = "waiting for a subnet lease";
 
+/** Waits before a failed backend's lane is started again after a start that failed: doubling, back to min once one runs. */
+const RESTART_BACKOFF_MS = { min: 1000, max: 30_000 };
+
 /** One address family's side of the node: its lease, the backend instance carrying it, and the
  *  peer sync that keeps that instance's peers equal to the control plane's peers of the family. */
 interface Lane {
@@ -68,6 +71,10 @@ interface Lane {
   subnet?: IpPrefix;
   backend?: Backend;
   announcement?: BackendAnnouncement;
+  /** Why its backend stopped carrying traffic by itself, until a new instance runs (restartFailed). */
+  failed?: Error;
+  /** Backends of this lane replaced after such a failure (weft_backend_restarts_total). */
+  restarts: number;
 }
 
 function sumCounters(a: BackendCounters, c: BackendCounters): BackendCounters {
@@ -88,6 +95,9 @@ export class Agent {
   /** Set once start() holds every family's lease, as it programs them; before, a lost subnet is only forgotten (lostBeforeStart). */
   private started = false;
   private reconcileTimer?: NodeJS.Timeout;
+  /** The next try to start the lanes whose backend failed, after a try that failed (restartFailed). */
+  private restartTimer?: NodeJS.Timeout;
+  private restartBackoffMs = RESTART_BACKOFF_MS.min;
   /** Kernel programming of the backend instances stopped so far (counters()). */
   private stoppedCounters: BackendCounters = {
     kernelCommands: 0,
@@ -115,6 +125,7 @@ export class Agent {
     if (conf.space) {
       const lane: Lane = {
         family: 4,
+        restarts: 0,
         sync: new PeerSync(
           () => control.peers(),
           () => lane.backend,
@@ -126,6 +137,7 @@ export class Agent {
     if (conf.space6) {
       const lane: Lane = {
         family: 6,
+        restarts: 0,
         sync: new PeerSync(
           () => control.peers6(),
           () => lane.backend,
@@ -240,6 +252,10 @@ export class Agent {
             () => agent.counters(),
             () => agent.subnets(),
             () => agent.socketDrops(),
+            {
+              ready: () => agent.isReady(),
+              backendRestarts: () => agent.lanes.map((l) => ({ family: l.family, restarts: l.restarts })),
+            },
           ),
           reclaim: (node) => control.reclaim(node),
         },
@@ -368,16 +384,18 @@ export class Agent {
    * flannel-v6.<VNI>, as flannel runs one device per family) and gives it every peer of the family.
    */
   private async startLane(lane: Lane): Promise<void> {
-    const backend = createBackend(this.conf.Backend.Type, backendOptions(this.conf.Backend), {
+    const backend: Backend = createBackend(this.conf.Backend.Type, backendOptions(this.conf.Backend), {
       kernel: this.kernel,
       network: this.network(lane.family),
       subnet: lane.subnet!,
       underlay: this.underlay,
       stateDir: this.opts.stateDir,
       logger: this.log.child({ layer: "backend", ...(lane.family === 6 && { family: 6 }) }),
+      onFailed: (err) => this.backendFailed(lane, backend, err),
     });
     lane.announcement = await backend.start();
     lane.backend = backend;
+    lane.failed = undefined;
     lane.sync.reset();
     await lane.sync.kick();
     await backend.reconcile();
@@ -447,6 +465,73 @@ export class Agent {
   /** Runs backend changes (start, reload, a lost subnet) one at a time, in order; none once stopping. */
   private serially(task: () => Promise<void>): Promise<void> {
     return this.backendChanges.run(() => (this.stopping ? undefined : task()));
+  }
+
+  /**
+   * A family's backend stopped carrying pod traffic by itself (a userspace backend's TUN device was
+   * deleted). As a kernel backend's reconcile makes a deleted device again, the lane gets a new
+   * instance (device, queues, peers), behind any backend change under way; until it runs the node
+   * is not ready. One replaced meanwhile (a reload, a lost subnet) needs nothing.
+   */
+  private backendFailed(lane: Lane, backend: Backend, err: Error): void {
+    void this.serially(async () => {
+      if (lane.backend !== backend) return;
+      this.ready = false;
+      this.waitingFor = `a new IPv${lane.family} ${backend.type} backend: the running one stopped carrying pod traffic (${err.message})`;
+      this.log.error(
+        { err, code: "AGENT_BACKEND_FAILED", family: lane.family },
+        `the IPv${lane.family} ${backend.type} backend stopped carrying pod traffic: this node is not ready until a new one runs; starting it`,
+      );
+      lane.failed = err;
+      lane.restarts++;
+      // What a stop leaves (it closes the dataplane's sockets first) must not keep the lane down.
+      await this.stopLane(lane).catch((e) =>
+        this.log.error(
+          { err: e, family: lane.family },
+          "stopping the failed backend failed; starting a new one all the same",
+        ),
+      );
+      await this.restartFailed();
+    }).catch((e) => this.publishFailed(e));
+  }
+
+  private publishFailed(err: unknown): void {
+    this.log.error({ err }, "publishing the new backend failed; the node stays not ready: restart the agent");
+  }
+
+  /**
+   * Starts the lanes whose backend failed and are still down (a reload starts them too), then
+   * publishes: the node is ready again. A start that fails is tried again after a backoff, the
+   * lane down meanwhile.
+   */
+  private async restartFailed(): Promise<void> {
+    clearTimeout(this.restartTimer);
+    const down = this.lanes.filter((l) => l.failed && !l.backend && l.subnet);
+    if (down.length === 0) return;
+    try {
+      for (const lane of down) await this.startLane(lane);
+    } catch (err) {
+      // A stop under way removes what was started.
+      if (this.stopping) return;
+      const wait = this.restartBackoffMs;
+      this.restartBackoffMs = Math.min(wait * 2, RESTART_BACKOFF_MS.max);
+      this.log.error(
+        { err, code: "AGENT_BACKEND_RESTART_FAILED", retryInMs: wait },
+        `starting the failed backend again failed; this node carries no pod traffic of that family, trying again in ${wait} ms (SIGHUP tries at once)`,
+      );
+      this.restartTimer = setTimeout(
+        () => void this.serially(() => this.restartFailed()).catch((e) => this.publishFailed(e)),
+        wait,
+      );
+      return;
+    }
+    this.restartBackoffMs = RESTART_BACKOFF_MS.min;
+    await this.publish();
+    if (!this.stopping)
+      this.log.warn(
+        { code: "AGENT_BACKEND_RESTARTED", families: down.map((l) => l.family) },
+        "a new backend runs in place of the failed one",
+      );
   }
 
   /** Called once if this node must not run (its name is taken); the CLI stops it and exits. */
@@ -701,6 +786,7 @@ export class Agent {
     this.ready = false;
     this.stopping = true;
     clearInterval(this.reconcileTimer);
+    clearTimeout(this.restartTimer);
     await this.control
       .stop(leave && !this.opts.keepOnExit)
       .catch((err) => this.log.warn({ err }, "leaving the cluster failed"));

@@ -74,7 +74,7 @@ class ScrapeRegistry extends Registry {
 /**
  * `backends` lists the running instance of each enabled family, IPv4 first (the userspace
  * backends run one dataplane per family); `counters` sums the kernel programming of every
- * family's instance, and of the instances stopped before (so that it never falls); `leases` lists this node's subnets, one per enabled family.
+ * family's instance, and of the instances stopped before (so that it never falls); `leases` lists this node's subnets, one per enabled family; `backendRestarts` counts each family's backends replaced after a failure.
  */
 export function agentMetrics(
   control: ControlPlane,
@@ -82,6 +82,8 @@ export function agentMetrics(
   counters: () => BackendCounters | undefined,
   leases: () => string[],
   socketDrops: () => SocketDrops | undefined,
+  /** The agent's own state (absent for a registry of the layers alone, as some tests make). */
+  agent?: { ready: () => boolean; backendRestarts: () => Array<{ family: 4 | 6; restarts: number }> },
 ): Registry {
   const registry = new ScrapeRegistry(backends);
   const eachDataplane = registry.eachDataplane.bind(registry);
@@ -98,6 +100,25 @@ export function agentMetrics(
       for (const m of control.allMembers()) this.inc({ state: m.state });
     },
   });
+  if (agent) {
+    new Gauge({
+      name: "weft_ready",
+      help: "1 while the agent is ready (what /readyz answers 200 to), 0 while it is not (weft status says why)",
+      registers: [registry],
+      collect() {
+        this.set(agent.ready() ? 1 : 0);
+      },
+    });
+    mirroredCounter(
+      registry,
+      "weft_backend_restarts_total",
+      "Backend instances replaced by address family after they stopped carrying pod traffic by themselves (a userspace backend's TUN device deleted)",
+      ["family"],
+      (set) => {
+        for (const l of agent.backendRestarts()) set({ family: String(l.family) }, l.restarts);
+      },
+    );
+  }
   new Gauge({
     name: "weft_lease",
     help: "1 while this node holds the subnet in the label (one per enabled address family)",

@@ -118,6 +118,12 @@ export interface BackendContext {
   /** Directory for state kept across restarts (e.g. the VTEP MAC). */
   stateDir: string;
   logger: Logger;
+  /**
+   * Called once if the running backend stops carrying traffic by itself and cannot recover in
+   * place (a userspace backend whose TUN device was deleted): its owner stops it and starts a new
+   * one. Kernel backends repair their devices in reconcile() and never call it.
+   */
+  onFailed?: (err: Error) => void;
 }
 
 export interface Backend {

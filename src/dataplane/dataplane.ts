@@ -126,6 +126,12 @@ export interface UserspaceDataplaneOptions {
    * true; without them they stay on 4 KiB pages (the reason is in counters() and the log).
    */
   hugePages?: boolean;
+  /**
+   * Called once when the TUN device is deleted under the running dataplane (DATAPLANE_TUN_GONE):
+   * its queues read nothing again, so the owner stops it and starts a new one (the agent restarts
+   * the backend's lane). Not called for a stop().
+   */
+  onTunGone?: (err: WeftError) => void;
   logger?: Logger;
 }
 
@@ -278,6 +284,8 @@ export class UserspaceDataplane {
   /** The TUN device's counters, opened where the device was created (link-stats.ts). */
   private tunStats?: LinkStats;
   private stopping = false;
+  /** A worker found the TUN device deleted (onTunGone was called). */
+  private tunGone = false;
   /** The first stop()'s work, which every later stop() waits for. */
   private stopped?: Promise<void>;
 
@@ -670,9 +678,14 @@ export class UserspaceDataplane {
         if (tunGone !== undefined && !this.stopping) {
           const err = new WeftError(
             "DATAPLANE_TUN_GONE",
-            `the TUN device ${this.opts.tunName} was deleted under the dataplane (${tunGone}); its queues stopped, not restarted: restart the agent`,
+            `the TUN device ${this.opts.tunName} was deleted under the dataplane (${tunGone}); its queues stopped: stop this dataplane and start a new one (the agent does so itself)`,
           );
           this.opts.logger?.error({ worker: w.task.worker, err }, "dataplane worker ended: its TUN device is gone");
+          // Every worker ends so; the owner hears it once.
+          if (!this.tunGone) {
+            this.tunGone = true;
+            this.opts.onTunGone?.(err);
+          }
         }
         return;
       } catch (error) {

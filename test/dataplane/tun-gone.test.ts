@@ -1,6 +1,7 @@
 // A userspace dataplane whose TUN device is deleted under it (by hand, by another program): its
 // workers end with DATAPLANE_TUN_GONE instead of dying on the read error (EBADFD) and being
-// restarted forever, every second at most, while the device stays gone.
+// restarted forever, every second at most, while the device stays gone; its owner hears it once
+// (onTunGone: the agent then runs a new backend, test/agent/tun-gone.test.ts).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { UserspaceDataplane } from "../../src/dataplane/dataplane.js";
 import { LabCluster } from "../../src/lab/cluster.js";
@@ -24,8 +25,13 @@ describe.skipIf(!canUseNetns())("userspace dataplane without its TUN device", ()
     await lab?.destroy();
   });
 
-  it("ends each worker with DATAPLANE_TUN_GONE once the device is deleted, restarting none", async () => {
-    dp = await startDataplane(lab.hosts[0], 1, "vxlan", { logger: c.ctx.logger, workers: 2 });
+  it("ends each worker with DATAPLANE_TUN_GONE once the device is deleted, restarting none, and tells its owner once", async () => {
+    const told: string[] = [];
+    dp = await startDataplane(lab.hosts[0], 1, "vxlan", {
+      logger: c.ctx.logger,
+      workers: 2,
+      onTunGone: (err) => told.push(err.code),
+    });
     await lab.hosts[0].ns.ip("link del weft0");
     const gone = () =>
       c.log.lines.filter((l) => (l.err as { code?: string } | undefined)?.code === "DATAPLANE_TUN_GONE");
@@ -33,5 +39,6 @@ describe.skipIf(!canUseNetns())("userspace dataplane without its TUN device", ()
     expect(gone()[0].msg).toBe("dataplane worker ended: its TUN device is gone");
     expect(dp.counters().workerRestarts).toBe(0);
     expect(dp.counters().io.tunReadErrors).toBe(0n);
+    expect(told).toEqual(["DATAPLANE_TUN_GONE"]);
   });
 });
