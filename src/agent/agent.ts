@@ -661,11 +661,13 @@ export class Agent {
       } catch (rollback) {
         if (this.stopping) throw rollback;
         // Not "swapping the backend" (stopBackend's word): nothing is under way until a SIGHUP.
-        this.waitingFor =
-          "no backend: the new one and the way back to the old one failed to start (AGENT_ROLLBACK_FAILED); fix the cause and send SIGHUP";
+        // A dual-stack node may have started one family's backend before the other's failed.
+        const down = this.lanes.filter((l) => !l.backend).map((l) => `IPv${l.family}`);
+        const which = down.length > 0 ? `no backend for ${down.join(" and ")}` : "a backend not set up";
+        this.waitingFor = `${which}: the new one and the way back to the old one failed to start (AGENT_ROLLBACK_FAILED); fix the cause and send SIGHUP`;
         throw new WeftError(
           "AGENT_ROLLBACK_FAILED",
-          `the ${next.Backend.Type} backend failed to start (${(err as Error).message}), and so did the ${prev.Backend.Type} backend it went back to (${(rollback as Error).message}): this node carries no pod traffic now; fix the cause and send SIGHUP again (any config, the same one too), or restart the agent`,
+          `the ${next.Backend.Type} backend failed to start (${(err as Error).message}), and so did the ${prev.Backend.Type} backend it went back to (${(rollback as Error).message}): this node has ${which} now; fix the cause and send SIGHUP again (any config, the same one too), or restart the agent`,
         );
       }
       throw err;

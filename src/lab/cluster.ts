@@ -115,7 +115,13 @@ async function removeWorkDir(dir: string): Promise<void> {
 }
 
 function removeWorkDirsSync(): void {
-  for (const dir of liveWorkDirs) rmSync(dir, { recursive: true, force: true });
+  for (const dir of liveWorkDirs) {
+    // A throw here would skip the exit listeners after this one, the namespaces' removal among
+    // them: a dir left behind (a plugin still writing into it) is the smaller harm.
+    try {
+      rmSync(dir, { recursive: true, force: true });
+    } catch {}
+  }
   liveWorkDirs.clear();
 }
 

@@ -362,7 +362,7 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
     expect(errors.map((l) => l.code)).toContain("AGENT_ROLLBACK_FAILED");
     // It says why, and what brings it back (it said "swapping the backend" before).
     expect(await answer(a2, "/readyz")).toMatch(
-      /answered 503: not ready: no backend: .*AGENT_ROLLBACK_FAILED.*send SIGHUP/,
+      /answered 503: not ready: no backend for IPv4: .*AGENT_ROLLBACK_FAILED.*send SIGHUP/,
     );
     expect((await agents.status(a2)).ready).toBe(false);
     expect(await overlayDevices(a2.host)).toEqual([]);
