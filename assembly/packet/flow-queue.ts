@@ -32,13 +32,15 @@ const H_DROPS: i32 = 48; // offset of the u64 drop counter
 const H_SEED: i32 = 52; // the flow hash's seed
 const HEADER_BYTES: i32 = 64;
 
-// A bucket: FIFO of slot indices, packets in it, DRR deficit, link in the new/old list, which list.
+// A bucket: FIFO of slot indices, packets and bytes in it, DRR deficit, link in the new/old list,
+// which list.
 const B_HEAD: i32 = 0;
 const B_TAIL: i32 = 4;
 const B_COUNT: i32 = 8;
 const B_DEFICIT: i32 = 12;
 const B_NEXT: i32 = 16;
 const B_LIST: i32 = 20;
+const B_BYTES: i32 = 24;
 const BUCKET_BYTES: i32 = 32;
 const LIST_NONE: i32 = 0;
 const LIST_NEW: i32 = 1;
@@ -95,6 +97,7 @@ export function fqInit(
     store<i32>(p + B_HEAD, -1);
     store<i32>(p + B_TAIL, -1);
     store<i32>(p + B_COUNT, 0);
+    store<i32>(p + B_BYTES, 0);
     store<i32>(p + B_DEFICIT, 0);
     store<i32>(p + B_NEXT, -1);
     store<i32>(p + B_LIST, LIST_NONE);
@@ -107,9 +110,18 @@ export function fqBacklog(q: usize): i32 {
   return load<i32>(q + H_BACKLOG);
 }
 
-/** Whether a new (sparse) flow waits: then reading on would only delay it. */
+/**
+ * Whether a sparse flow waits: a new flow whose bytes fit its quantum, so that its first turn sends
+ * it whole (a ping, a request); reading on would only delay it. A new flow that came with more is
+ * bulk (each of a flood's streams, once the last send emptied it): reading on lets the queue, not
+ * the ring, drop the excess, and the ring keeps room for the next sparse packet.
+ */
 export function fqSparseWaiting(q: usize): bool {
-  return load<i32>(q + H_NEW_HEAD) >= 0;
+  const quantum = load<i32>(q + H_QUANTUM);
+  for (let b = load<i32>(q + H_NEW_HEAD); b >= 0; b = load<i32>(bucketPtr(q, b) + B_NEXT)) {
+    if (load<i32>(bucketPtr(q, b) + B_BYTES) <= quantum) return true;
+  }
+  return false;
 }
 
 /** The packet's flow (flow-hash.ts, with the queue's seed) as a bucket index. */
@@ -176,6 +188,7 @@ export function fqPrepare(q: usize, descs: usize, want: i32): i32 {
   store<i32>(bp + B_HEAD, next);
   if (next < 0) store<i32>(bp + B_TAIL, -1);
   store<i32>(bp + B_COUNT, load<i32>(bp + B_COUNT) - 1);
+  store<i32>(bp + B_BYTES, load<i32>(bp + B_BYTES) - load<i32>(slotPtr(q, s) + DESC_LEN));
   store<i32>(q + H_BACKLOG, load<i32>(q + H_BACKLOG) - 1);
   return s;
 }
@@ -212,6 +225,7 @@ export function fqEnqueue(q: usize, descs: usize, k: i32, n: i32): i32 {
     else store<i32>(slotPtr(q, t) + S_NEXT, s);
     store<i32>(bp + B_TAIL, s);
     store<i32>(bp + B_COUNT, load<i32>(bp + B_COUNT) + 1);
+    store<i32>(bp + B_BYTES, load<i32>(bp + B_BYTES) + load<i32>(d + DESC_LEN));
     store<i32>(q + H_BACKLOG, load<i32>(q + H_BACKLOG) + 1);
     if (load<i32>(bp + B_LIST) == LIST_NONE) {
       listAppend(q, b, LIST_NEW);

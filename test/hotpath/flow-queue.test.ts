@@ -262,4 +262,62 @@ describe("flow queue", () => {
     expect(flooded).toEqual([...flooded].sort((a, b) => a - b));
     expect(flooded[0]).toBeGreaterThanOrEqual(dropped); // drops took the flood's oldest
   });
+
+  it("calls a new flow sparse only while its bytes fit a quantum: a flood's streams, new again after each send emptied them, are bulk (the worker reads on); a ping among them is sparse", () => {
+    const { hp, batch, q } = rig();
+    const desc = batch.descView();
+    const fields = hp.constant("DESC_BYTES") >> 2;
+    const OFF = hp.constant("DESC_OFF") >> 2;
+    const LEN = hp.constant("DESC_LEN") >> 2;
+    const stream = (a: number): Flow => ({
+      v6: false,
+      proto: 17,
+      src: 0xc6130101,
+      dst: 0xc6130201,
+      a,
+      b: 5201,
+      fragment: 0,
+    });
+    const ping: Flow = { v6: false, proto: 1, src: 0xc6130101, dst: 0xc6130201, a: 77, b: 1, fragment: 0 };
+    let id = 0;
+    const read = (packets: Array<[Flow, number]>) => {
+      const k = hp.fn.fqPrepare(q, batch.descs, BATCH);
+      packets.forEach(([f, len], i) => {
+        const p = packet(f, len, id++);
+        hp.bytes().set(p, desc[i * fields + OFF]);
+        desc[i * fields + LEN] = p.length;
+      });
+      hp.fn.fqEnqueue(q, batch.descs, k, packets.length);
+    };
+    const sparse = () => hp.fn.fqSparseWaiting(q) !== 0;
+    const streams = [5001, 5002, 5003, 5004].map(stream);
+    for (let round = 0; round < 3; round++) {
+      // Two full-sized datagrams per stream and read: each stream comes new with more than a quantum.
+      read(
+        streams.flatMap(
+          (f): Array<[Flow, number]> => [
+            [f, 1428],
+            [f, 1428],
+          ],
+        ),
+      );
+      expect(sparse()).toBe(false);
+      expect(hp.fn.fqDequeue(q, batch.descs, BATCH)).toBe(BATCH); // all sent: the streams leave the lists
+      expect(hp.fn.fqBacklog(q)).toBe(0);
+    }
+    read([
+      ...streams.slice(0, 3).flatMap(
+        (f): Array<[Flow, number]> => [
+          [f, 1428],
+          [f, 1428],
+        ],
+      ),
+      [ping, 84],
+    ]);
+    expect(sparse()).toBe(true);
+    // One full-sized datagram of a new flow fits the quantum: sparse too.
+    hp.fn.fqDequeue(q, batch.descs, BATCH);
+    read([[streams[3], 1428]]);
+    expect(sparse()).toBe(true);
+  });
 });

@@ -79,9 +79,9 @@ export class ReferenceFlowQueue {
     private readonly quantum: number,
   ) {}
 
-  /** Whether a new flow waits (the worker stops reading ahead then). */
+  /** Whether a new flow waits whose bytes fit its quantum (the worker stops reading ahead then). */
   get sparseWaiting(): boolean {
-    return this.newFlows.length > 0;
+    return this.newFlows.some((i) => this.buckets[i].packets.reduce((n, p) => n + p.len, 0) <= this.quantum);
   }
 
   get backlog(): number {
