@@ -17,6 +17,8 @@ export { decapBatch, GRO_MAX_SEGMENTS } from "./packet/offload-receive";
 export {
   fqSize,
   fqInit,
+  fqCut,
+  fqReset,
   fqBacklog,
   fqSparseWaiting,
   fqFlowBucket,

@@ -30,6 +30,7 @@ const H_LIMIT: i32 = 40; // packets held at most after an enqueue
 const H_BACKLOG: i32 = 44;
 const H_DROPS: i32 = 48; // offset of the u64 drop counter
 const H_SEED: i32 = 52; // the flow hash's seed
+const H_BUSY: i32 = 56; // 1 while fqEnqueue or fqDequeue runs (see fqCut)
 const HEADER_BYTES: i32 = 64;
 
 // A bucket: FIFO of slot indices, packets and bytes in it, DRR deficit, link in the new/old list,
@@ -92,6 +93,7 @@ export function fqInit(
   store<i32>(q + H_BACKLOG, 0);
   store<i32>(q + H_DROPS, <i32>drops);
   store<u32>(q + H_SEED, seed);
+  store<i32>(q + H_BUSY, 0);
   for (let b = 0; b < FQ_BUCKETS; b++) {
     const p = bucketPtr(q, b);
     store<i32>(p + B_HEAD, -1);
@@ -103,6 +105,41 @@ export function fqInit(
     store<i32>(p + B_LIST, LIST_NONE);
   }
   for (let s = 0; s < slots; s++) store<i32>(slotPtr(q, s) + S_NEXT, s + 1 < slots ? s + 1 : -1);
+}
+
+/**
+ * Whether a call that changes the queue (fqEnqueue, fqDequeue) was cut short: its thread died in it
+ * (a trap, or a terminate, which stops Wasm at a loop's back edge). Its lists and counts may then be
+ * half updated: slots off the free list and in no flow's queue are lost for good (a thread killed
+ * under a flood lost up to a read's worth), and a list or count that disagrees with the slots could
+ * send a packet twice or keep the drop loop from ending. The worker that takes the queue over then
+ * calls fqReset. Two stores a call. fqPrepare only writes descriptors: a read cut short leaves the
+ * queue whole.
+ */
+export function fqCut(q: usize): bool {
+  return load<i32>(q + H_BUSY) != 0;
+}
+
+/**
+ * Lays the queue out afresh with its own parameters (empty, a new free list over every slot); what
+ * it held (its backlog count, as far as it was kept) is added to the drop counter and returned.
+ */
+export function fqReset(q: usize): i32 {
+  const slots = load<i32>(q + H_SLOTS);
+  const held = min(max(load<i32>(q + H_BACKLOG), 0), slots);
+  const drops = <usize>load<i32>(q + H_DROPS);
+  fqInit(
+    q,
+    slots,
+    <usize>load<i32>(q + H_BASE),
+    load<i32>(q + H_STRIDE),
+    load<i32>(q + H_LIMIT),
+    load<i32>(q + H_QUANTUM),
+    drops,
+    load<u32>(q + H_SEED),
+  );
+  if (drops != 0) store<u64>(drops, load<u64>(drops) + <u64>held);
+  return held;
 }
 
 /** Packets held (read, not yet handed out by fqDequeue). */
@@ -200,6 +237,7 @@ export function fqPrepare(q: usize, descs: usize, want: i32): i32 {
  * its head (the oldest first, as fq_codel drops). Returns the packets dropped.
  */
 export function fqEnqueue(q: usize, descs: usize, k: i32, n: i32): i32 {
+  store<i32>(q + H_BUSY, 1);
   // fqPrepare handed out the free list's first k slots in order: take them off it.
   for (let i = 0; i < k; i++) {
     const s = load<i32>(q + H_FREE);
@@ -252,6 +290,7 @@ export function fqEnqueue(q: usize, descs: usize, k: i32, n: i32): i32 {
   }
   const counter = <usize>load<i32>(q + H_DROPS);
   if (counter != 0) store<u64>(counter, load<u64>(counter) + <u64>dropped);
+  store<i32>(q + H_BUSY, 0);
   return dropped;
 }
 
@@ -263,6 +302,7 @@ export function fqEnqueue(q: usize, descs: usize, k: i32, n: i32): i32 {
  * Their slots are free again: send them before the next fqPrepare. Returns the count.
  */
 export function fqDequeue(q: usize, out: usize, max: i32): i32 {
+  store<i32>(q + H_BUSY, 1);
   let o = 0;
   const quantum = load<i32>(q + H_QUANTUM);
   while (o < max) {
@@ -294,5 +334,6 @@ export function fqDequeue(q: usize, out: usize, max: i32): i32 {
     store<i32>(bp + B_DEFICIT, deficit - load<i32>(r + DESC_LEN));
     freeSlot(q, s);
   }
+  store<i32>(q + H_BUSY, 0);
   return o;
 }

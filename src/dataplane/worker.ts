@@ -7,7 +7,7 @@
 // the stop word is set. Offloads are not a path of their own: the queue and socket carry vnet
 // headers and GSO/GRO segments behind the I/O seam (src/io/batch-io.ts), and the hot path's one
 // call per direction treats a plain packet as a single segment.
-import { HotPath } from "../hotpath/module.js";
+import { HotPath, type HotPathFunctions } from "../hotpath/module.js";
 import type { DatagramBind, PacketQueue } from "../io/batch-io.js";
 import { native } from "../io/native.js";
 import { TunQueue } from "../io/tun.js";
@@ -34,6 +34,17 @@ const READS_PER_SEND = 16;
 
 /** TUN read errors in a row after which a worker gives up to its supervisor (see readTun). */
 const READ_ERRORS_IN_A_ROW = 64;
+
+/**
+ * A worker's start with its flow queue `fq`: one that replaces a dead one finds what it held still
+ * there, unless the dead one died inside a call that changes the queue (fqCut): its lists may then
+ * be half updated (slots lost for good, a packet sent twice), so the queue is laid out afresh and
+ * what it held counts in flowQueueDrops. Returns whether packets are held.
+ */
+export function takeOverFlowQueue(fn: HotPathFunctions, fq: number): boolean {
+  if (fn.fqCut(fq)) fn.fqReset(fq);
+  return fn.fqBacklog(fq) > 0;
+}
 
 /**
  * A worker returns when the stop word is set, or with `tunGone` (the read error's message) once its
@@ -122,9 +133,9 @@ export default function runWorker(task: QueueTask): { worker: number; tunGone?: 
   };
 
   const fq = task.flowQueue;
-  // A worker that replaces a dead one finds what it held still in the flow queue: sent at once,
-  // not left there until the next packet comes. (Whichever pair sends it, the wire is the same.)
-  if (fq !== 0 && fn.fqBacklog(fq) > 0) pairs[0].more = true;
+  // What a dead worker held is sent at once, not left until the next packet comes. (Whichever pair
+  // sends it, the wire is the same.)
+  if (fq !== 0 && takeOverFlowQueue(fn, fq)) pairs[0].more = true;
   /**
    * Reads pair p's TUN queue into the flow queue, then takes one batch out of it in its order; the
    * count taken. The flow queue is the worker's, across its pairs: what p sends may have been read

@@ -63,6 +63,8 @@ export interface HotPathFunctions {
     drops: number,
     seed: number,
   ): void;
+  fqCut(q: number): number;
+  fqReset(q: number): number;
   fqBacklog(q: number): number;
   fqSparseWaiting(q: number): number;
   fqFlowBucket(q: number, p: number, len: number): number;

@@ -1,12 +1,19 @@
 // The send path's flow queue (assembly/packet/flow-queue.ts) against its TypeScript reference
 // (test/reference/flow-queue.ts): random runs of reads (packets of a few flows, some short reads)
 // and dequeues must hand out the same packets in the same order, drop the same ones, and keep the
-// bytes of every held packet intact while its slot waits.
+// bytes of every held packet intact while its slot waits. And a call cut short (its thread died in
+// it: a trap, a terminate) is found by the next worker's start, which lays the queue out afresh.
+import { readFileSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
+import { Worker } from "node:worker_threads";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { Arena } from "../../src/hotpath/arena.js";
 import { PacketBatch } from "../../src/hotpath/batch.js";
 import { HotPath, createHotPathMemory } from "../../src/hotpath/module.js";
+import { takeOverFlowQueue } from "../../src/dataplane/worker.js";
+import { projectFile } from "../../src/paths.js";
+import { until } from "../io/until.js";
 import { ReferenceFlowQueue, refFlowBucket, type RefPacket } from "../reference/flow-queue.js";
 
 const BATCH = 8;
@@ -96,7 +103,14 @@ const shared = (() => {
   const hp = new HotPath(createHotPathMemory());
   const arena = new Arena(hp);
   const batch = new PacketBatch(hp, arena, BATCH, STRIDE, SLOTS);
-  return { hp, batch, drops: arena.alloc(8), q: arena.alloc(hp.fn.fqSize(SLOTS)) };
+  return {
+    hp,
+    arena,
+    batch,
+    drops: arena.alloc(8),
+    q: arena.alloc(hp.fn.fqSize(SLOTS)),
+    wide: arena.alloc(SLOTS * hp.constant("DESC_BYTES")),
+  };
 })();
 
 const SEED = 0x5bd1e995; // the seed before queues had their own: the fixed cases below were written for it
@@ -320,4 +334,125 @@ describe("flow queue", () => {
     read([[streams[3], 1428]]);
     expect(sparse()).toBe(true);
   });
+});
+
+/**
+ * What is wrong with the flow queue `q` of `slots` slots (none: it is whole), found by using it:
+ * draining it hands out its backlog, each slot once, and then every slot is free, each once. It is
+ * left empty. `wide`: room for `slots` descriptors.
+ */
+function wrongs(hp: HotPath, q: number, slots: number, wide: number): string[] {
+  const fields = hp.constant("DESC_BYTES") >> 2;
+  const OFF = hp.constant("DESC_OFF") >> 2;
+  const desc = new Int32Array(hp.memory.buffer, wide, slots * fields);
+  const found: string[] = [];
+  const held = hp.fn.fqBacklog(q);
+  const out = new Set<number>();
+  let drained = 0;
+  // Bounded: a corrupt list may hand out slots again and again.
+  for (let calls = 0; calls <= slots; calls++) {
+    const m = hp.fn.fqDequeue(q, wide, slots);
+    if (m === 0) break;
+    for (let i = 0; i < m; i++) {
+      if (out.has(desc[i * fields + OFF])) found.push(`slot at ${desc[i * fields + OFF]} handed out twice`);
+      out.add(desc[i * fields + OFF]);
+    }
+    drained += m;
+  }
+  if (drained !== held) found.push(`backlog ${held}, drained ${drained}`);
+  if (hp.fn.fqBacklog(q) !== 0) found.push(`backlog ${hp.fn.fqBacklog(q)} once drained`);
+  const free = hp.fn.fqPrepare(q, wide, slots);
+  const distinct = new Set(Array.from({ length: free }, (_, i) => desc[i * fields + OFF])).size;
+  if (free !== slots || distinct !== slots) found.push(`${free} slots free (${distinct} distinct) of ${slots}`);
+  return found;
+}
+
+describe("flow queue, a call cut short", () => {
+  it("is found at a worker's start after a trap inside fqEnqueue, and laid out afresh, what it held counted as dropped", () => {
+    const { hp, batch, q, drops, wide } = rig();
+    const desc = batch.descView();
+    const fields = hp.constant("DESC_BYTES") >> 2;
+    const OFF = hp.constant("DESC_OFF") >> 2;
+    const LEN = hp.constant("DESC_LEN") >> 2;
+    const flow: Flow = { v6: false, proto: 17, src: 0xc6130101, dst: 0xc6130201, a: 5001, b: 5201, fragment: 0 };
+    const read = (n: number, bad = -1) => {
+      const k = hp.fn.fqPrepare(q, batch.descs, BATCH);
+      for (let i = 0; i < n; i++) {
+        hp.bytes().set(packet(flow, 200, i), desc[i * fields + OFF]);
+        desc[i * fields + LEN] = 200;
+      }
+      // A descriptor fqPrepare did not give: fqEnqueue traps once it has taken the ones before off
+      // the free list, and they are then neither free nor held.
+      if (bad >= 0) desc[bad * fields + OFF] += STRIDE;
+      return hp.fn.fqEnqueue(q, batch.descs, k, n);
+    };
+    read(BATCH);
+    read(3);
+    expect(hp.fn.fqCut(q)).toBe(0);
+    // A whole queue is kept as it is.
+    expect(takeOverFlowQueue(hp.fn, q)).toBe(true);
+    expect(hp.fn.fqBacklog(q)).toBe(BATCH + 3);
+    expect(() => read(BATCH, 2)).toThrow(WebAssembly.RuntimeError);
+    expect(hp.fn.fqCut(q)).toBe(1);
+    expect(takeOverFlowQueue(hp.fn, q)).toBe(false);
+    expect(hp.fn.fqCut(q)).toBe(0);
+    expect(new BigUint64Array(hp.memory.buffer, drops, 1)[0]).toBe(BigInt(BATCH + 3));
+    expect(wrongs(hp, q, SLOTS, wide)).toEqual([]);
+  });
+
+  it("is found at a worker's start after terminates at random moments of a thread that enqueues and dequeues", async () => {
+    const { hp, batch, q, drops, wide } = rig();
+    // [0]: rounds the thread has done.
+    const ctl = shared.arena.alloc(4);
+    const rounds = new Int32Array(hp.memory.buffer, ctl, 1);
+    const workerData = {
+      module: new WebAssembly.Module(readFileSync(projectFile("build", "weft.wasm"))),
+      memory: hp.memory,
+      q,
+      descs: batch.descs,
+      size: BATCH,
+      fields: hp.constant("DESC_BYTES") >> 2,
+      off: hp.constant("DESC_OFF") >> 2,
+      len: hp.constant("DESC_LEN") >> 2,
+      ctl,
+    };
+    // Reads of a full batch of packets of 16 flows, each followed by a send of a batch: the queue
+    // stays below its limit, so the time goes to the calls' loops over packets, not the drop's scan.
+    const script = `const { workerData } = require("node:worker_threads");
+       const { module, memory, q, descs, size, fields, off, len, ctl } = workerData;
+       const { fqPrepare, fqEnqueue, fqDequeue } = new WebAssembly.Instance(module, { env: { memory } }).exports;
+       const d = new Int32Array(memory.buffer, descs, size * fields);
+       const u8 = new Uint8Array(memory.buffer);
+       const rounds = new Int32Array(memory.buffer, ctl, 1);
+       for (let r = 0; ; r++) {
+         const k = fqPrepare(q, descs, size);
+         for (let i = 0; i < k; i++) {
+           const at = d[i * fields + off];
+           u8[at] = 0x45;
+           u8[at + 12] = (r + i) & 15;
+           d[i * fields + len] = 100 + ((r * 7 + i * 131) & 1023);
+         }
+         fqEnqueue(q, descs, k, k);
+         fqDequeue(q, descs, size - (r & 1));
+         Atomics.add(rounds, 0, 1);
+       }`;
+    let cuts = 0;
+    let kills = 0;
+    for (; kills < 300 && cuts < 5; kills++) {
+      rounds[0] = 0;
+      const thread = new Worker(script, { eval: true, workerData });
+      const failed = new Promise<never>((_, reject) => thread.once("error", reject));
+      await Promise.race([failed, until("the thread to run", () => (Atomics.load(rounds, 0) > 0 ? true : undefined))]);
+      // Runs of tens to thousands of rounds: the terminate falls anywhere in one.
+      await sleep(kills % 4);
+      await thread.terminate();
+      if (hp.fn.fqCut(q)) cuts++;
+      const dropsBefore = new BigUint64Array(hp.memory.buffer, drops, 1)[0];
+      const held = hp.fn.fqCut(q) ? hp.fn.fqBacklog(q) : 0;
+      takeOverFlowQueue(hp.fn, q);
+      expect(new BigUint64Array(hp.memory.buffer, drops, 1)[0] - dropsBefore).toBe(BigInt(held));
+      expect(wrongs(hp, q, SLOTS, wide), `after kill ${kills}`).toEqual([]);
+    }
+    expect(cuts, `of ${kills} kills`).toBeGreaterThan(0);
+  }, 120_000);
 });
