@@ -87,7 +87,10 @@ export const IO_COUNTER = {
   tunWriteErrors: 5,
   /** Datagrams dropped at the head of the socket's queue for waiting longer than the target. */
   queueDelayDrops: 6,
-  /** TUN packets dropped at the head of the fattest flow of the send path's flow queue (written by Wasm). */
+  /**
+   * TUN packets dropped at the head of the fattest flow of the send path's flow queue, or held by a
+   * worker that died inside a call that changes it (written by Wasm: fqEnqueue, fqReset).
+   */
   flowQueueDrops: 7,
   /** TUN reads that failed with an error (not a deleted device, which ends the worker); nothing read. */
   tunReadErrors: 8,
