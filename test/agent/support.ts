@@ -45,9 +45,9 @@ export async function links(h: LabHost): Promise<Map<string, IpLink>> {
   return new Map((await h.ns.kernel.ipJson<IpLink[]>(["link", "show"])).map((l) => [l.ifname, l]));
 }
 
-/** The overlay devices present (flannel.<VNI>, flannel0, weft.<VNI>), sorted. */
+/** The overlay devices present (flannel.<VNI>, flannel0, weft.<VNI>, their IPv6 -v6 ones), sorted. */
 export async function overlayDevices(h: LabHost): Promise<string[]> {
-  return [...(await links(h)).keys()].filter((n) => /^(flannel\.\d+|flannel0|weft\.\d+)$/.test(n)).sort();
+  return [...(await links(h)).keys()].filter((n) => /^((flannel|weft)(-v6)?\.\d+|flannel0)$/.test(n)).sort();
 }
 
 /**

@@ -1,62 +1,132 @@
-// A real wasm-vxlan agent whose TUN device is deleted under it (`ip link del weft.1`): its
-// dataplane's workers end (DATAPLANE_TUN_GONE), and the agent, as a kernel backend's reconcile
-// makes a deleted device again, goes not ready and runs a new backend (device, queue pairs, peers)
-// by itself, trying again with backoff while that fails; pods ping across once it runs, and a
-// stop leaves nothing. Before, the agent stayed ready while pod traffic went nowhere.
+// A real agent whose TUN device is deleted under it: wasm-vxlan's IPv4 device `weft.1`, its IPv6
+// one `weft-v6.1` (dual-stack), the udp backend's `flannel0`. The dataplane's workers end
+// (DATAPLANE_TUN_GONE), and the agent, as a kernel backend's reconcile makes a deleted device
+// again, goes not ready and runs a new backend of that family (device, queue pairs, peers) by
+// itself, trying again with backoff while that fails; pods ping across once it runs, the other
+// family's backend runs on untouched, and a stop leaves nothing. Before, the agent stayed ready
+// while pod traffic went nowhere.
 import { describe, expect, it } from "vitest";
 import { agentRequest } from "../../src/cli/agent-client.js";
+import { LAB_POD_NETWORK6 } from "../../src/lab/cluster.js";
 import { pingWhenRouted } from "../../src/lab/traffic.js";
 import type { LabAgent } from "../../src/lab/agents.js";
+import { formatPrefix6 } from "../../src/net/ipv6.js";
 import { canUseNetns } from "../support/netns.js";
-import { agentLab, eventually, netConf, overlayDevices } from "./support.js";
+import { agentLab, eventually, NETWORK, netConf, overlayDevices } from "./support.js";
 
-/** The UDP sockets bound to the VXLAN port in the agent's namespace: one per queue pair. */
-const vxlanSockets = async (a: LabAgent) =>
-  (await a.host.ns.exec(["ss", "-Huan", "sport", "=", ":8472"])).split("\n").filter((l) => l.trim() !== "").length;
+const MODES = [
+  { name: "wasm-vxlan's IPv4 device", tag: "atg", type: "wasm-vxlan", device: "weft.1", family: 4, port: 8472 },
+  {
+    name: "wasm-vxlan's IPv6 device, dual-stack",
+    tag: "atg6",
+    type: "wasm-vxlan",
+    device: "weft-v6.1",
+    family: 6,
+    port: 8472,
+  },
+  { name: "udp's flannel0", tag: "atgu", type: "udp", device: "flannel0", family: 4, port: 8285 },
+] as const;
 
-const metrics = (a: LabAgent) => agentRequest(a.stateDir, "GET", "/metrics") as Promise<string>;
+describe.skipIf(!canUseNetns()).each(MODES)("an agent whose TUN device is deleted: $name", (mode) => {
+  const dual = mode.family === 6;
+  /** The UDP sockets bound to the backend's port in the agent's namespace: one per queue pair and family. */
+  const sockets = async (a: LabAgent) =>
+    (await a.host.ns.exec(["ss", "-Huan", "sport", "=", `:${mode.port}`])).split("\n").filter((l) => l.trim() !== "")
+      .length;
+  const metrics = (a: LabAgent) => agentRequest(a.stateDir, "GET", "/metrics") as Promise<string>;
+  /** Pings from a1's pod to a2's and back, over each family the agents carry. */
+  const pingBoth = async (a1: LabAgent, a2: LabAgent, families: Array<4 | 6>) => {
+    for (const family of families)
+      for (const [from, to] of [
+        [a1, a2],
+        [a2, a1],
+      ]) {
+        const [p, q] = [from.host.pods[0], to.host.pods[0]];
+        expect((await pingWhenRouted(p, family === 6 ? q.addr6! : q.addr)).received, `IPv${family}`).toBe(2);
+      }
+  };
 
-describe.skipIf(!canUseNetns())("an agent whose TUN device is deleted", () => {
+  /**
+   * Deletes the device and gives its name to a device of another kind at once, so that the first
+   * start of a new TUN device fails (EINVAL) and the agent stays down, trying again, until it is
+   * gone. ip can be held back between the two (a loaded machine) while the agent makes its new
+   * device: then that one is deleted too (each deletion is a restart, counted).
+   */
+  const takeName = async (a: LabAgent) => {
+    const kind = () =>
+      a.host.ns.kernel
+        .ipJson<Array<{ linkinfo?: { info_kind?: string } }>>(["-d", "link", "show", "dev", mode.device])
+        .then(
+          (links) => links[0]?.linkinfo?.info_kind,
+          () => undefined,
+        );
+    for (let tries = 0; tries < 5; tries++) {
+      await a.host.ns.exec([
+        "sh",
+        "-c",
+        `printf 'link del ${mode.device}\\nlink add ${mode.device} type bridge\\n' | ip -force -batch - || true`,
+      ]);
+      if ((await kind()) === "bridge") return;
+    }
+    throw new Error(`${mode.device} is not a bridge after 5 tries`);
+  };
+
   const env = agentLab({
-    tag: "atg",
+    tag: mode.tag,
     hosts: 2,
-    conf: () => netConf("wasm-vxlan"),
-    settled: { what: "its peer", check: (s) => s.ready && s.peers.length === 1 },
+    ipv6: dual,
+    conf: () =>
+      dual
+        ? {
+            Network: NETWORK,
+            EnableIPv6: true,
+            IPv6Network: formatPrefix6(LAB_POD_NETWORK6),
+            Backend: { Type: mode.type, Workers: 1 },
+          }
+        : netConf(mode.type),
+    settled: {
+      what: "its peers",
+      check: (s) => s.ready && s.peers.length === 1 && (!dual || s.peers6?.length === 1),
+    },
   });
 
-  it("goes not ready, runs a new dataplane once it can, and pods ping across again", async () => {
+  it("goes not ready, runs a new backend of that family once it can, and pods ping across again", async () => {
     const [a1, a2] = env.all;
-    expect((await pingWhenRouted(a1.host.pods[0], a2.host.pods[0].addr)).received).toBe(2);
-    const pairs = await vxlanSockets(a1);
+    const families: Array<4 | 6> = dual ? [4, 6] : [4];
+    await pingBoth(a1, a2, families);
+    const pairs = await sockets(a1);
     expect(pairs).toBeGreaterThan(0);
     const since = await env.agents.logSize(a1);
-    // A device of another kind takes the name at once, so that the first start of a new TUN
-    // device fails (EINVAL) and the agent stays down, trying again, until it is gone.
-    await a1.host.ns.exec(["sh", "-c", "printf 'link del weft.1\\nlink add weft.1 type bridge\\n' | ip -batch -"]);
+    await takeName(a1);
     const codes = async () => (await env.agents.errorLines(a1, since)).map((l) => l.code);
+    const failures = async () => (await codes()).filter((c) => c === "AGENT_BACKEND_FAILED").length;
     await eventually("the restart to fail", codes, (c) => c.includes("AGENT_BACKEND_RESTART_FAILED"), 20_000);
     expect(await codes()).toContain("AGENT_BACKEND_FAILED");
     const down = await env.agents.status(a1);
     expect(down.ready).toBe(false);
     expect((down as { waitingFor?: string }).waitingFor).toMatch(
-      /^a new IPv4 wasm-vxlan backend: .*weft\.1 was deleted/,
+      new RegExp(`^a new IPv${mode.family} ${mode.type} backend: .*${mode.device.replace(".", "\\.")} was deleted`),
     );
     await expect(agentRequest(a1.stateDir, "GET", "/readyz")).rejects.toThrow(/not ready/);
     expect(await metrics(a1)).toMatch(/^weft_ready 0$/m);
+    // The other family's backend carries its pods' traffic meanwhile.
+    if (dual) await pingBoth(a1, a2, [4]);
 
-    await a1.host.ns.ip("link del weft.1");
+    await a1.host.ns.ip(`link del ${mode.device}`);
     await env.agents.waitReady(a1, 30_000);
-    expect((await pingWhenRouted(a1.host.pods[0], a2.host.pods[0].addr)).received).toBe(2);
-    expect((await pingWhenRouted(a2.host.pods[0], a1.host.pods[0].addr)).received).toBe(2);
+    await pingBoth(a1, a2, families);
     const text = await metrics(a1);
     expect(text).toMatch(/^weft_ready 1$/m);
-    expect(text).toMatch(/^weft_backend_restarts_total\{family="4"\} 1$/m);
+    expect(text).toMatch(
+      new RegExp(`^weft_backend_restarts_total\\{family="${mode.family}"\\} ${await failures()}$`, "m"),
+    );
+    if (dual) expect(text).not.toMatch(/^weft_backend_restarts_total\{family="4"\} [1-9]/m);
     // The old dataplane's sockets were closed: the new one's alone are in the reuseport group.
-    expect(await vxlanSockets(a1)).toBe(pairs);
+    expect(await sockets(a1)).toBe(pairs);
 
     await env.agents.stop(a1);
     expect(a1.process?.exitCode).toBe(0);
     expect(await overlayDevices(a1.host)).toEqual([]);
-    expect(await vxlanSockets(a1)).toBe(0);
+    expect(await sockets(a1)).toBe(0);
   });
 });
