@@ -1,8 +1,10 @@
 // A dataplane context: what one worker's batches need besides the packets. It lives in memory
 // (64 bytes) like everything else, so the module itself holds no state.
 
-/** VXLAN network identifier (24 bits). Bytes 4 to 7 are free. */
+/** VXLAN network identifier (24 bits). */
 export const CTX_VNI: i32 = 0;
+/** The worker's ICMP error bucket (packet/icmp-rate.ts), shared by the contexts it serves. */
+export const CTX_ICMP_BUCKET: i32 = 4;
 /** This node's VTEP MAC, 6 bytes in wire order. */
 export const CTX_MAC: i32 = 8;
 /** IPv4 route table (assembly/route/table.ts); 0: none, IPv4 packets find no route (an IPv6 dataplane's). */
@@ -44,9 +46,11 @@ export function contextInit(
   macHi16: u32,
   macLo32: u32,
   flags: u32,
+  icmpBucket: usize,
 ): void {
   memory.fill(ctx, 0, CTX_BYTES);
   store<u32>(ctx + CTX_VNI, vni & 0xffffff);
+  store<u32>(ctx + CTX_ICMP_BUCKET, <u32>icmpBucket);
   store<u16>(ctx + CTX_MAC, bswap<u16>(<u16>macHi16));
   store<u32>(ctx + CTX_MAC + 2, bswap<u32>(macLo32));
   store<u32>(ctx + CTX_ROUTES, <u32>routes);
@@ -67,6 +71,10 @@ export function contextSetIpv6(ctx: usize, routes6: usize, a: usize): void {
   store<u32>(ctx + CTX_ROUTES6, <u32>routes6);
   store<u64>(ctx + CTX_LOCAL_ADDR6, load<u64>(a));
   store<u64>(ctx + CTX_LOCAL_ADDR6 + 8, load<u64>(a, 8));
+}
+
+@inline export function ctxIcmpBucket(ctx: usize): usize {
+  return <usize>load<u32>(ctx + CTX_ICMP_BUCKET);
 }
 
 @inline export function ctxRoutes6(ctx: usize): usize {

@@ -7,6 +7,13 @@ export * from "./verdict";
 export * from "./counters";
 export * from "./context";
 export { batchInit } from "./batch";
+export {
+  icmpBucketInit,
+  ICMP_BUCKET_NOW,
+  ICMP_BUCKET_BYTES,
+  ICMP_ERRORS_PER_SEC,
+  ICMP_ERRORS_BURST,
+} from "./packet/icmp-rate";
 export { checksum, checksumPartial } from "./packet/checksum";
 export { VXLAN_ENCAP_HEADER_BYTES } from "./packet/vxlan-header";
 // The packet path: one call per batch and direction, for both wire formats (ENCAP_VXLAN, ENCAP_NONE

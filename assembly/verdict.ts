@@ -33,5 +33,8 @@ export const DROP_OFFLOAD_HEADER: i32 = 19;
 /** Offloads: a super-packet whose segments exceed the output slot, or coalescing output space ran out. */
 export const DROP_OFFLOAD_SIZE: i32 = 20;
 
+/** An ICMP or ICMPv6 error (a REPLY) the worker's rate limit withheld (packet/icmp-rate.ts). */
+export const DROP_ICMP_RATE_LIMITED: i32 = 21;
+
 /** One past the highest code; the counters block holds this many drop counters. */
-export const VERDICT_COUNT: i32 = 21;
+export const VERDICT_COUNT: i32 = 22;

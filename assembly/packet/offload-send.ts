@@ -22,7 +22,7 @@ import { batchSize, descInBounds, finishTx, memoryTop } from "../batch";
 import { ctxCountersTx } from "../context";
 import { VERDICT_FORWARD, VERDICT_REPLY, DROP_OFFLOAD_HEADER } from "../verdict";
 import { ipv4DecrementTtl } from "./ipv4";
-import { resolveBatch, resolveApply, ENCAP_VXLAN, ENCAP_NONE } from "./resolve";
+import { resolveBatch, resolveApply, resolveForward, resolveReply, ENCAP_VXLAN, ENCAP_NONE } from "./resolve";
 import { VXLAN_ENCAP_HEADER_BYTES } from "./vxlan-header";
 import { flowHash } from "./flow-hash";
 import {
@@ -73,7 +73,7 @@ import { completeChecksum, gsoTrainBytes, segmentSuperPacket, OFFLOAD_MAX_TRAINS
     if (v != VERDICT_FORWARD) return v;
   }
   const tag = flowTag(<usize>load<i32>(d + DESC_OFF), load<i32>(d + DESC_LEN));
-  resolveApply(d, header);
+  resolveForward(d, header);
   store<i32>(d + DESC_FLAGS, (load<i32>(d + DESC_FLAGS) & DESC_FLAG_ADDR6) | tag); // one datagram
   return VERDICT_FORWARD;
 }
@@ -134,7 +134,7 @@ export function encapBatch(
     const d = descPtr(descs, i);
     if (!vnet) {
       // The single segment: the lookup's outcome made final in place, nothing else to act on.
-      resolveApply(d, header);
+      resolveApply(ctx, d, header);
       if (encap == ENCAP_NONE && load<i32>(d + DESC_VERDICT) == VERDICT_FORWARD) {
         store<i32>(d + DESC_VERDICT, ipv4DecrementTtl(<usize>load<i32>(d + DESC_OFF)));
       }
@@ -142,8 +142,7 @@ export function encapBatch(
     }
     const v = load<i32>(d + DESC_VERDICT);
     if (v == VERDICT_REPLY) {
-      resolveApply(d, header);
-      vnetWriteNone(<usize>load<i32>(d + DESC_OFF) - <usize>VNET_HDR_BYTES);
+      if (resolveReply(ctx, d)) vnetWriteNone(<usize>load<i32>(d + DESC_OFF) - <usize>VNET_HDR_BYTES);
       continue;
     }
     if (v != VERDICT_FORWARD) continue;

@@ -6,7 +6,9 @@
 // The route tables may be changed by the control thread while a worker reads them (seqlock,
 // route/table.ts). Everything in this phase only reads the packet and writes the descriptor and
 // the slot's headroom, so when a table changed under it, the phase simply runs again; steps
-// that change the packet itself (the udp backend's TTL decrement) come after it.
+// that change the packet itself (the udp backend's TTL decrement) come after it, and so do the
+// ICMP errors: written once the phase is final, each only if the worker's bucket (icmp-rate.ts)
+// has a token for it.
 import {
   DESC_OFF,
   DESC_LEN,
@@ -20,7 +22,7 @@ import {
   descPtr,
 } from "../descriptor";
 import { descInBounds, memoryTop } from "../batch";
-import { CTX_VNI, CTX_MAC, CTX_LOCAL_ADDR6, ctxRoutes, ctxRoutes6 } from "../context";
+import { CTX_VNI, CTX_MAC, CTX_LOCAL_ADDR6, ctxIcmpBucket, ctxRoutes, ctxRoutes6 } from "../context";
 import {
   VERDICT_FORWARD,
   VERDICT_REPLY,
@@ -29,6 +31,7 @@ import {
   DROP_NO_NEXT_HOP,
   DROP_IPV6_UNROUTED,
   DROP_BAD_DESCRIPTOR,
+  DROP_ICMP_RATE_LIMITED,
 } from "../verdict";
 import {
   ipVersion,
@@ -39,6 +42,7 @@ import {
   ICMP_ERROR_OVERHEAD,
 } from "./ipv4";
 import { ipv6Check, ipv6MayTriggerIcmpError, ipv6WriteNoRoute, ICMPV6_ERROR_OVERHEAD } from "./ipv6";
+import { icmpBucketTake } from "./icmp-rate";
 import { vxlanWriteHeader, ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "./vxlan-header";
 import {
   routeReadBegin,
@@ -82,11 +86,7 @@ export const ENCAP_NONE: i32 = 1;
   const v = ipv6Check(p, len);
   if (v != VERDICT_FORWARD) return v;
   const nh = lookup6(routes6, load<u64>(p + 24), load<u64>(p + 32));
-  if (nh < 0) {
-    if (!ipv6MayTriggerIcmpError(p)) return DROP_NO_ROUTE;
-    store<i32>(d + DESC_AUX, ipv6WriteNoRoute(p, len, ctx + <usize>CTX_LOCAL_ADDR6));
-    return VERDICT_REPLY;
-  }
+  if (nh < 0) return ipv6MayTriggerIcmpError(p) ? VERDICT_REPLY : DROP_NO_ROUTE;
   const rec = nextHop6Ptr(routes6, nh);
   if ((load<u32>(rec + <usize>NEXT_HOP6_FLAGS) & NEXT_HOP_VALID) == 0) return DROP_NO_NEXT_HOP;
   const underlay = rec + <usize>NEXT_HOP6_UNDERLAY;
@@ -118,12 +118,7 @@ export const ENCAP_NONE: i32 = 1;
   // No IPv4 table (wasm-vxlan's IPv6 dataplane; its device has no IPv4 address): no route, no error.
   if (routes == 0) return DROP_NO_ROUTE;
   const nh = routeLookup(routes, ipv4Dst(p));
-  if (nh < 0) {
-    if (!ipv4MayTriggerIcmpError(p, len)) return DROP_NO_ROUTE;
-    // The reply's length waits in AUX: LEN must stay as read until the phase is final.
-    store<i32>(d + DESC_AUX, ipv4WriteNetUnreachable(p, len));
-    return VERDICT_REPLY;
-  }
+  if (nh < 0) return ipv4MayTriggerIcmpError(p, len) ? VERDICT_REPLY : DROP_NO_ROUTE;
   const rec = nextHopPtr(routes, nh);
   if ((load<u32>(rec + <usize>NEXT_HOP_FLAGS) & NEXT_HOP_VALID) == 0) return DROP_NO_NEXT_HOP;
   store<i32>(d + DESC_ADDR, load<i32>(rec + <usize>NEXT_HOP_UNDERLAY));
@@ -135,22 +130,41 @@ export const ENCAP_NONE: i32 = 1;
   return VERDICT_FORWARD;
 }
 
+/** Makes a forwarded packet's outcome final: it grows by the `header` bytes written in front of it. */
+@inline export function resolveForward(d: usize, header: i32): void {
+  store<i32>(d + DESC_OFF, load<i32>(d + DESC_OFF) - header);
+  store<i32>(d + DESC_LEN, load<i32>(d + DESC_LEN) + header);
+}
+
 /**
- * Makes the phase's outcome final for one descriptor: a forwarded packet grows by the `header`
- * bytes written in front of it; a reply becomes the ICMP or ICMPv6 packet written in front of its
- * offender (which is still at OFF, so its version says which).
+ * Makes a reply's outcome final: with a token from the worker's bucket, the ICMP or ICMPv6 error
+ * is written in front of its offender (still at OFF, so its version says which) and the
+ * descriptor becomes it; without, the packet is dropped (DROP_ICMP_RATE_LIMITED). Returns whether
+ * the error was written.
  */
-@inline export function resolveApply(d: usize, header: i32): void {
-  const v = load<i32>(d + DESC_VERDICT);
-  if (v == VERDICT_FORWARD) {
-    store<i32>(d + DESC_OFF, load<i32>(d + DESC_OFF) - header);
-    store<i32>(d + DESC_LEN, load<i32>(d + DESC_LEN) + header);
-  } else if (v == VERDICT_REPLY) {
-    const p = <usize>load<i32>(d + DESC_OFF);
-    store<i32>(d + DESC_OFF, <i32>p - (ipVersion(p) == 6 ? ICMPV6_ERROR_OVERHEAD : ICMP_ERROR_OVERHEAD));
-    store<i32>(d + DESC_LEN, load<i32>(d + DESC_AUX));
-    store<i32>(d + DESC_AUX, -1);
+@inline export function resolveReply(ctx: usize, d: usize): bool {
+  if (!icmpBucketTake(ctxIcmpBucket(ctx))) {
+    store<i32>(d + DESC_VERDICT, DROP_ICMP_RATE_LIMITED);
+    return false;
   }
+  const p = <usize>load<i32>(d + DESC_OFF);
+  const len = load<i32>(d + DESC_LEN);
+  if (ipVersion(p) == 6) {
+    store<i32>(d + DESC_LEN, ipv6WriteNoRoute(p, len, ctx + <usize>CTX_LOCAL_ADDR6));
+    store<i32>(d + DESC_OFF, <i32>p - ICMPV6_ERROR_OVERHEAD);
+  } else {
+    store<i32>(d + DESC_LEN, ipv4WriteNetUnreachable(p, len));
+    store<i32>(d + DESC_OFF, <i32>p - ICMP_ERROR_OVERHEAD);
+  }
+  store<i32>(d + DESC_AUX, -1);
+  return true;
+}
+
+/** Makes the phase's outcome final for one single-segment packet (resolveForward, resolveReply). */
+@inline export function resolveApply(ctx: usize, d: usize, header: i32): void {
+  const v = load<i32>(d + DESC_VERDICT);
+  if (v == VERDICT_FORWARD) resolveForward(d, header);
+  else if (v == VERDICT_REPLY) resolveReply(ctx, d);
 }
 
 /** Runs the lookup phase over the batch until it completes against one generation of each table. */

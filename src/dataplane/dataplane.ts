@@ -12,7 +12,7 @@ import type { Logger } from "pino";
 import { WeftError } from "../errors.js";
 import { Arena } from "../hotpath/arena.js";
 import { PacketBatch } from "../hotpath/batch.js";
-import { DataplaneContext, type DirectionCounters } from "../hotpath/context.js";
+import { DataplaneContext, type DirectionCounters, icmpBucket } from "../hotpath/context.js";
 import { HotPath, createHotPathMemory } from "../hotpath/module.js";
 import { RouteTable } from "../hotpath/route-table.js";
 import type { TunQueue } from "../io/tun.js";
@@ -365,6 +365,8 @@ export class UserspaceDataplane {
       // Sockets join the reuseport group in pair order, which is the index the steering program
       // returns (steering.ts).
       for (let q = 1; q < pairCount; q++) sockets.push(UdpSocket.open({ ...udpOptions, gro: enabled }));
+      // One ICMP error bucket per worker: errors are limited per worker, as Linux limits them per host.
+      const icmpBuckets = Array.from({ length: this.workers }, () => icmpBucket(this.hp, arena));
       const pairs = sockets.map((udp, q): Pair => {
         if (queueDelayUs > 0) udp.enableTimestamps();
         udp.trains = enabled && (opts.udpBatching ?? true);
@@ -376,6 +378,7 @@ export class UserspaceDataplane {
           // USO4 and USO6 come as a pair (offload.ts).
           uso: enabled && tun.flags.includes("USO4") && (opts.udpBatching ?? true),
           peerSlots: maxPeers,
+          icmpBucket: icmpBuckets[q % this.workers],
           ipv6:
             routes instanceof RouteTable6 ? { routes: routes.base, localAddr: opts.subnet.addr as bigint } : undefined,
         });
@@ -413,6 +416,7 @@ export class UserspaceDataplane {
             queueDelayUs,
             nice: opts.nice ?? 0,
             flowQueue,
+            icmpBucket: icmpBuckets[w],
             wakeFd: waker.fd,
           },
         });

@@ -72,6 +72,11 @@ export interface QueueTask {
    * slots, or 0 for none: TUN packets are then sent in the order read, one read per send batch.
    */
   flowQueue: number;
+  /**
+   * The worker's ICMP error bucket (assembly/packet/icmp-rate.ts), shared by its pairs' contexts:
+   * the worker writes its clock into it before each send batch.
+   */
+  icmpBucket: number;
 }
 
 /** The worker's own counters, beside the hot path's verdict counters. */

@@ -79,6 +79,8 @@ export default function runWorker(task: QueueTask): { worker: number; tunGone?: 
   const writeDescs = descView(out.writeDescs, out.writeMax);
   const io = new BigUint64Array(mem, task.ioCounters, IO_COUNTER_SLOTS);
   const stop = new Int32Array(mem, task.stopWord, 1);
+  // The ICMP error bucket's clock: ms, truncated to u32 by the store (the bucket takes the wrap).
+  const icmpClock = new Uint32Array(mem, task.icmpBucket + hp.constant("ICMP_BUCKET_NOW"), 1);
   if (task.nice !== 0) native.threadNice(task.nice);
 
   type Write = (buf: Uint8Array, descs: Int32Array, first: number, count: number) => number;
@@ -166,6 +168,7 @@ export default function runWorker(task: QueueTask): { worker: number; tunGone?: 
       p.more = n === tx.size;
     }
     if (n === 0) return 0;
+    icmpClock[0] = performance.now();
     const r = fn.encapBatch(p.ctx, tx.descs, n, format, vnet, out.sendDescs, out.segments, out.segmentStride);
     const sends = r & 0xffff;
     const replies = r >>> 16;

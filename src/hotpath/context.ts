@@ -26,6 +26,18 @@ export interface ContextOptions {
    * next hop has the same index in both tables, so its counters cover both families.
    */
   ipv6?: { routes: number; localAddr: bigint };
+  /**
+   * The ICMP error bucket (icmpBucket()) of the worker that serves this context, shared by all of
+   * its contexts so the rate limit is per worker. Default: one of the context's own.
+   */
+  icmpBucket?: number;
+}
+
+/** A full ICMP error bucket (assembly/packet/icmp-rate.ts): one per worker. */
+export function icmpBucket(hp: HotPath, arena: Arena): number {
+  const b = arena.alloc(hp.constant("ICMP_BUCKET_BYTES"));
+  hp.fn.icmpBucketInit(b);
+  return b;
 }
 
 /** Packets and bytes forwarded to or from one peer (by next-hop index). */
@@ -53,6 +65,8 @@ export class DataplaneContext {
   readonly countersRx: number;
   readonly peerTx: number;
   readonly peerRx: number;
+  /** The ICMP error bucket; its worker writes ICMP_BUCKET_NOW before each send batch. */
+  readonly icmpBucket: number;
   private readonly slots: number;
   private readonly peerSlots: number;
 
@@ -70,6 +84,7 @@ export class DataplaneContext {
     const peerBytes = opts.peerSlots * hp.constant("PEER_COUNTER_BYTES");
     this.peerTx = opts.peerSlots ? arena.alloc(peerBytes) : 0;
     this.peerRx = opts.peerSlots ? arena.alloc(peerBytes) : 0;
+    this.icmpBucket = opts.icmpBucket ?? icmpBucket(hp, arena);
     const mem = hp.bytes();
     mem.fill(0, this.countersTx, this.countersTx + blockBytes);
     mem.fill(0, this.countersRx, this.countersRx + blockBytes);
@@ -85,6 +100,7 @@ export class DataplaneContext {
       opts.vni,
       ...macHalves(opts.mac),
       (opts.antiSpoof ? hp.constant("CTX_FLAG_ANTI_SPOOF") : 0) | (opts.uso ? hp.constant("CTX_FLAG_USO") : 0),
+      this.icmpBucket,
     );
     hp.fn.contextSetPeerCounters(this.ptr, this.peerTx, this.peerRx, opts.peerSlots);
     if (opts.ipv6) {

@@ -18,7 +18,10 @@ export interface HotPathFunctions {
     macHi16: number,
     macLo32: number,
     flags: number,
+    icmpBucket: number,
   ): void;
+  /** A full ICMP error bucket (assembly/packet/icmp-rate.ts) at b, ICMP_BUCKET_BYTES long. */
+  icmpBucketInit(b: number): void;
   contextSetPeerCounters(ctx: number, tx: number, rx: number, slots: number): void;
   contextSetIpv6(ctx: number, routes6: number, addr: number): void;
   /**

@@ -21,7 +21,14 @@ export interface PingResult {
 export async function ping(
   from: LabPod,
   to: IpAddr,
-  opts: { count?: number; intervalS?: number; timeoutS?: number; size?: number } = {},
+  opts: {
+    count?: number;
+    intervalS?: number;
+    timeoutS?: number;
+    size?: number;
+    /** Requests sent without waiting for answers (ping -l; with intervalS 0, a flood unslowed by silence). */
+    preload?: number;
+  } = {},
 ): Promise<PingResult> {
   if (to === undefined)
     throw new WeftError(
@@ -40,6 +47,7 @@ export async function ping(
     String(opts.timeoutS ?? 2),
   ];
   if (opts.size !== undefined) args.push("-s", String(opts.size));
+  if (opts.preload !== undefined) args.push("-l", String(opts.preload));
   const out = await capture(
     from.ns.wrap([...args, formatAddr(to)]),
     (count * (opts.intervalS ?? 0.2) + (opts.timeoutS ?? 2)) * 1000 + 5000,

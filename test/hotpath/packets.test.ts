@@ -14,7 +14,7 @@ import {
   type SendResult,
   type ReceiveResult,
 } from "../reference/packets.js";
-import { decapInPlace, encapInPlace, loadBatch, makeRig, readBatch, type Rig } from "../support/hotpath.js";
+import { decapInPlace, encapInPlace, icmpClock, loadBatch, makeRig, readBatch, type Rig } from "../support/hotpath.js";
 
 const VNI = 1;
 const OUR_MAC = Uint8Array.from([0x0a, 0x58, 0xc6, 0x13, 0x01, 0x00]);
@@ -130,7 +130,14 @@ const vxlanFrame = fc
 const received = (frame: fc.Arbitrary<Uint8Array>) =>
   fc.oneof({ arbitrary: damaged(frame), weight: 6 }, { arbitrary: garbage, weight: 1 });
 const batchOf = <T>(p: fc.Arbitrary<T>) => fc.array(p, { minLength: 1, maxLength: 64 });
-
+/** Read batches, and now and then a flood to an unrouted address (198.18.0.x) that drains the ICMP error bucket. */
+const unrouted = fc
+  .record({ dst: fc.integer({ min: 0xc6120000, max: 0xc61200ff }), payload: fc.uint8Array({ maxLength: 64 }) })
+  .map(({ dst, payload }) => buildIpv4({ src: 0xc6130201, dst, payload }));
+const tunBatch = fc.oneof(
+  { arbitrary: batchOf(tunPacket), weight: 4 },
+  { arbitrary: fc.array(unrouted, { minLength: 20, maxLength: 64 }), weight: 1 },
+);
 // ---- comparison ----
 type Ref = SendResult | ReceiveResult;
 
@@ -196,10 +203,14 @@ function peerOf(r: Ref): number | undefined {
 
 describe("send path (TUN to socket)", () => {
   const rig = setupRig();
+  const clock = icmpClock(rig);
   it("encapBatch (vxlan, single segments) equals the reference", () => {
     fc.assert(
-      fc.property(batchOf(tunPacket), (packets) => {
-        const refs = packets.map((p) => refSend(p, sendCtx, "vxlan"));
+      fc.property(tunBatch, clock.tick, (packets, ms) => {
+        const refs = clock.limit(
+          packets.map((p) => refSend(p, sendCtx, "vxlan")),
+          ms,
+        );
         compare(
           rig,
           packets,
@@ -220,13 +231,17 @@ describe("send path (TUN to socket)", () => {
       "IP_LENGTH",
       "IPV4_IHL",
       "IP_VERSION",
+      "ICMP_RATE_LIMITED",
     ]);
   });
 
   it("encapBatch (udp, single segments) equals the reference (TTL decrement, ICMP net unreachable)", () => {
     fc.assert(
-      fc.property(batchOf(tunPacket), (packets) => {
-        const refs = packets.map((p) => refSend(p, sendCtx, "udp"));
+      fc.property(tunBatch, clock.tick, (packets, ms) => {
+        const refs = clock.limit(
+          packets.map((p) => refSend(p, sendCtx, "udp")),
+          ms,
+        );
         compare(
           rig,
           packets,
@@ -242,6 +257,7 @@ describe("send path (TUN to socket)", () => {
   it("keeps header checksums valid through the TTL decrement and writes valid ICMP errors from the offender's destination", () => {
     fc.assert(
       fc.property(batchOf(ipv4), (packets) => {
+        clock.advance(1000); // a full bucket: every error is written
         loadBatch(rig, packets);
         const ret = encapInPlace(rig, "udp", packets.length);
         const n = (ret & 0xffff) + (ret >>> 16);

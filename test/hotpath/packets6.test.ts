@@ -9,7 +9,7 @@ import { buildIpv4, buildVxlan } from "../reference/build.js";
 import { ReferenceRouteTable6 } from "../reference/lpm6.js";
 import { refVxlanReceive } from "../reference/packets.js";
 import { addrBytes, refSend6, refSourceCheck6, type NextHop6, type SendResult6 } from "../reference/packets6.js";
-import { decapInPlace, encapInPlace, loadBatch, makeRig, readBatch, type Rig } from "../support/hotpath.js";
+import { decapInPlace, encapInPlace, icmpClock, loadBatch, makeRig, readBatch, type Rig } from "../support/hotpath.js";
 
 const VNI = 1;
 const OUR_MAC = Uint8Array.from([0x0a, 0x58, 0x20, 0x01, 0x80, 0x01]);
@@ -143,6 +143,14 @@ const ipv6Packet = fc
     return full.slice(0, Math.max(1, full.length + Math.min(extra, 0)));
   });
 const batchOf = (p: fc.Arbitrary<Uint8Array>) => fc.array(p, { minLength: 1, maxLength: 64 });
+/** Read batches, and now and then a flood to an unrouted address that drains the ICMP error bucket. */
+const unrouted = fc
+  .uint8Array({ maxLength: 64 })
+  .map((payload) => ipv6(LOCAL6 | 5n, parseIpv6("2001:2:0:7fff::1"), 17, payload));
+const tunBatch = fc.oneof(
+  { arbitrary: batchOf(ipv6Packet), weight: 4 },
+  { arbitrary: fc.array(unrouted, { minLength: 20, maxLength: 64 }), weight: 1 },
+);
 
 /** The descriptors' FLAGS, in descriptor order. */
 const flagsOf = (rig: Rig, n: number) => {
@@ -153,12 +161,16 @@ const flagsOf = (rig: Rig, n: number) => {
 
 describe("IPv6 send path (TUN to socket)", () => {
   const rig = setupRig();
+  const clock = icmpClock(rig);
   const addr6Flag = rig.hp.constant("DESC_FLAG_ADDR6");
 
-  it("encapBatch (vxlan, single segments) equals the reference: frames, underlay of either family, ICMPv6 errors, counters", () => {
+  it("encapBatch (vxlan, single segments) equals the reference: frames, underlay of either family, ICMPv6 errors, rate limit, counters", () => {
     fc.assert(
-      fc.property(batchOf(ipv6Packet), (packets) => {
-        const refs: SendResult6[] = packets.map((p) => refSend6(p, sendCtx));
+      fc.property(tunBatch, clock.tick, (packets, ms) => {
+        const refs: SendResult6[] = clock.limit(
+          packets.map((p) => refSend6(p, sendCtx)),
+          ms,
+        );
         const before = rig.ctx.tx().packets;
         loadBatch(rig, packets);
         const ret = encapInPlace(rig, "vxlan", packets.length);
@@ -193,7 +205,16 @@ describe("IPv6 send path (TUN to socket)", () => {
       { numRuns: 150 },
     );
     const seen = rig.ctx.tx().packets;
-    for (const v of ["FORWARD", "REPLY", "NO_ROUTE", "NO_NEXT_HOP", "TOO_SHORT", "IP_LENGTH", "TTL_EXHAUSTED"]) {
+    for (const v of [
+      "FORWARD",
+      "REPLY",
+      "NO_ROUTE",
+      "NO_NEXT_HOP",
+      "TOO_SHORT",
+      "IP_LENGTH",
+      "TTL_EXHAUSTED",
+      "ICMP_RATE_LIMITED",
+    ]) {
       expect({ v, seen: seen[v] > 0n }).toEqual({ v, seen: true });
     }
   });
@@ -432,11 +453,15 @@ describe("without an IPv4 table (wasm-vxlan's IPv6 dataplane holds none)", () =>
     })
     .map(({ src, dst }) => buildIpv4({ src, dst, protocol: 1, payload: Uint8Array.from([8, 0, 0, 0, 0, 1, 0, 1]) }));
   const mixed = fc.array(fc.oneof(ipv6Packet, ipv4Packet), { minLength: 1, maxLength: 64 });
+  const clock = icmpClock(rig);
 
   it("sends IPv6 as the reference does; IPv4 packets find no route and get no ICMP error (there is no IPv4 source to send one from)", () => {
     fc.assert(
-      fc.property(mixed, (packets) => {
-        const refs = packets.map((p) => (p[0] >> 4 === 4 ? { verdict: "NO_ROUTE" } : refSend6(p, sendCtx)));
+      fc.property(mixed, clock.tick, (packets, ms) => {
+        const refs = clock.limit(
+          packets.map((p) => (p[0] >> 4 === 4 ? { verdict: "NO_ROUTE" } : refSend6(p, sendCtx))),
+          ms,
+        );
         loadBatch(rig, packets);
         const ret = encapInPlace(rig, "vxlan", packets.length);
         expect(ret & 0xffff).toBe(refs.filter((r) => r.verdict === "FORWARD").length);
@@ -481,5 +506,92 @@ describe("without an IPv4 table (wasm-vxlan's IPv6 dataplane holds none)", () =>
     );
     expect(rig.ctx.rx().packets.UNKNOWN_SOURCE).toBeGreaterThan(0n);
     expect(rig.ctx.rx().packets.FORWARD).toBeGreaterThan(0n);
+  });
+});
+
+describe("the ICMP error rate limit (Linux's defaults: 1000 a second, bursts of 50)", () => {
+  // No routes at all: every packet gets an error, IPv4 (net unreachable) and IPv6 (no route) alike.
+  const unroutedPair = (i: number) => [
+    buildIpv4({ src: 0xc6130101, dst: 0xc6120000 + i, payload: new Uint8Array(8) }),
+    ipv6(LOCAL6 | 5n, parseIpv6("2001:2:0:7fff::1") + BigInt(i), 17, new Uint8Array(8)),
+  ];
+  const floodOf = (n: number) => Array.from({ length: n }, (_, i) => unroutedPair(i)[i % 2]);
+  const bare = () => makeRig({ vni: VNI, mac: OUR_MAC, ipv6: { localAddr: LOCAL6 } });
+  /** The send path over `packets`: the verdict of each, in packet order. */
+  const run = (rig: Rig, packets: Uint8Array[]) => {
+    loadBatch(rig, packets);
+    const replies = encapInPlace(rig, "vxlan", packets.length) >>> 16;
+    const verdicts = readBatch(rig, packets.length)
+      .sort((a, b) => a.slot - b.slot)
+      .map((r) => r.verdict);
+    expect(verdicts.filter((v) => v === "REPLY").length).toBe(replies);
+    return verdicts;
+  };
+  const count = (verdicts: string[]) => ({
+    replies: verdicts.filter((v) => v === "REPLY").length,
+    limited: verdicts.filter((v) => v === "ICMP_RATE_LIMITED").length,
+  });
+
+  it("writes a burst of 50 errors of both families, then one per millisecond of the worker's clock", () => {
+    const rig = bare();
+    const clock = icmpClock(rig);
+    const first = run(rig, floodOf(64));
+    // In packet order: the first 50 get their error, the rest are dropped and counted.
+    expect(first).toEqual([...Array(50).fill("REPLY"), ...Array(14).fill("ICMP_RATE_LIMITED")]);
+    expect(count(run(rig, floodOf(10)))).toEqual({ replies: 0, limited: 10 }); // same ms: none
+    clock.advance(7);
+    expect(count(run(rig, floodOf(10)))).toEqual({ replies: 7, limited: 3 });
+    clock.advance(1);
+    expect(count(run(rig, floodOf(10)))).toEqual({ replies: 1, limited: 9 });
+    clock.advance(60_000); // a long quiet: a full bucket, no more
+    expect(count(run(rig, floodOf(64)))).toEqual({ replies: 50, limited: 14 });
+    clock.advance(2 ** 32 - 5); // 5 ms back, as a replaced worker's clock starts again: full
+    expect(count(run(rig, floodOf(64)))).toEqual({ replies: 50, limited: 14 });
+    const { packets } = rig.ctx.tx();
+    expect([packets.REPLY, packets.ICMP_RATE_LIMITED]).toEqual([
+      50n + 7n + 1n + 50n + 50n,
+      14n + 10n + 3n + 9n + 14n + 14n,
+    ]);
+  });
+
+  it("is the worker's: contexts given the same bucket share its tokens", () => {
+    const rig = bare();
+    const other = new DataplaneContext(rig.hp, rig.arena, {
+      routes: rig.routes.base,
+      vni: VNI,
+      mac: OUR_MAC,
+      antiSpoof: false,
+      peerSlots: 0,
+      ipv6: { routes: rig.routes6!.base, localAddr: LOCAL6 },
+      icmpBucket: rig.ctx.icmpBucket,
+    });
+    expect(count(run(rig, floodOf(30)))).toEqual({ replies: 30, limited: 0 });
+    expect(count(run({ ...rig, ctx: other }, floodOf(30)))).toEqual({ replies: 20, limited: 10 });
+    expect(other.tx().packets.ICMP_RATE_LIMITED).toBe(10n);
+  });
+
+  it("holds on the offload send path (vnet headers) too; an error withheld leaves no reply behind", () => {
+    const rig = bare();
+    const outDescs = rig.arena.alloc(64 * rig.hp.constant("OFFLOAD_MAX_TRAINS") * 32);
+    loadBatch(rig, floodOf(64));
+    const d = rig.batch.descView();
+    // A zeroed vnet header (no GSO, no checksum to finish) in front of each packet.
+    for (let i = 0; i < 64; i++) rig.hp.bytes().fill(0, d[i * 8] - 12, d[i * 8]);
+    const r = rig.hp.fn.encapBatch(rig.ctx.ptr, rig.batch.descs, 64, rig.hp.wireFormat("vxlan"), 1, outDescs, 0, 0);
+    expect([r & 0xffff, r >>> 16]).toEqual([0, 50]);
+    expect(rig.ctx.tx().packets.ICMP_RATE_LIMITED).toBe(14n);
+    // The replies are the first 50 packets' errors, each behind a zeroed vnet header.
+    const out = new Int32Array(rig.hp.memory.buffer, outDescs, 50 * 8);
+    for (let i = 0; i < 50; i++) {
+      const off = out[i * 8];
+      const version = rig.hp.bytes()[off] >> 4;
+      expect(version).toBe(i % 2 === 0 ? 4 : 6);
+      expect(
+        rig.hp
+          .bytes()
+          .subarray(off - 12, off)
+          .every((b) => b === 0),
+      ).toBe(true);
+    }
   });
 });

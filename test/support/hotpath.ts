@@ -1,11 +1,13 @@
 // A hot path set up the way a worker has it (shared memory, route table, context, one batch),
 // with helpers that load packets into the batch and read results back by slot.
+import fc from "fast-check";
 import { Arena } from "../../src/hotpath/arena.js";
 import { PacketBatch } from "../../src/hotpath/batch.js";
 import { DataplaneContext } from "../../src/hotpath/context.js";
 import { HotPath, createHotPathMemory } from "../../src/hotpath/module.js";
 import { RouteTable, type RouteTableSize } from "../../src/hotpath/route-table.js";
 import { RouteTable6 } from "../../src/hotpath/route-table6.js";
+import { RefIcmpBucket } from "../reference/icmp-rate.js";
 
 export interface Rig {
   hp: HotPath;
@@ -85,6 +87,32 @@ export function readBatch(rig: Rig, n: number): SlotResult[] {
 export function encapInPlace(rig: Rig, format: "vxlan" | "udp", n: number): number {
   const { hp, ctx, batch } = rig;
   return hp.fn.encapBatch(ctx.ptr, batch.descs, n, hp.wireFormat(format), 0, batch.descs, 0, 0);
+}
+
+/**
+ * The clock of the rig's ICMP error bucket (ms, u32) as a worker sets it before each send batch,
+ * and a reference bucket that reads the same clock.
+ */
+export function icmpClock(rig: Rig) {
+  const ref = new RefIcmpBucket();
+  const clock = new Uint32Array(rig.hp.memory.buffer, rig.ctx.icmpBucket + rig.hp.constant("ICMP_BUCKET_NOW"), 1);
+  return {
+    /** Milliseconds between send batches, to draw: the bucket runs dry at times, and refills. */
+    tick: fc.oneof(
+      { arbitrary: fc.constant(0), weight: 4 },
+      { arbitrary: fc.integer({ min: 1, max: 20 }), weight: 2 },
+      { arbitrary: fc.constantFrom(50, 1000, 5000), weight: 1 },
+    ),
+    /** Moves the clock `ms` on (modulo 2^32: a large `ms` moves it back). */
+    advance(ms: number): void {
+      clock[0] += ms;
+    },
+    /** The reference results of the next batch, `ms` after the one before, after the rate limit. */
+    limit<T extends { verdict: string }>(results: T[], ms: number) {
+      clock[0] += ms;
+      return ref.limit(results, clock[0]);
+    },
+  };
 }
 
 /** The receive path without offloads on the rig's batch of n datagrams, in place: the packets to write. */
