@@ -2,7 +2,10 @@
 // dataplane's workers end (DATAPLANE_TUN_GONE), and the agent, as a kernel backend's reconcile
 // makes a deleted device again, goes not ready and runs a new backend (device, queue pairs, peers)
 // by itself, trying again with backoff while that fails; pods ping across once it runs, and a
-// stop leaves nothing. Before, the agent stayed ready while pod traffic went nowhere.
+// stop leaves nothing. Before, the agent stayed ready while pod traffic went nowhere. While it is
+// down its peer is told (gossip says it has no backend) and drops it from its own dataplane; a
+// new backend whose publish fails (subnet.env cannot be written) is published again with backoff.
+import { mkdir, rm, rmdir } from "node:fs/promises";
 import { describe, expect, it } from "vitest";
 import { agentRequest } from "../../src/cli/agent-client.js";
 import { pingWhenRouted } from "../../src/lab/traffic.js";
@@ -35,6 +38,10 @@ describe.skipIf(!canUseNetns())("an agent whose TUN device is deleted", () => {
     await a1.host.ns.exec(["sh", "-c", "printf 'link del weft.1\\nlink add weft.1 type bridge\\n' | ip -batch -"]);
     const codes = async () => (await env.agents.errorLines(a1, since)).map((l) => l.code);
     await eventually("the restart to fail", codes, (c) => c.includes("AGENT_BACKEND_RESTART_FAILED"), 20_000);
+    // Its peer drops it, from the control plane's peers and from its dataplane's route table:
+    // before, gossip kept the old announcement and host2 sent host1's pod traffic into nothing.
+    const peerless = await env.agents.waitFor(a2, "host1 no longer a peer", (s) => s.peers.length === 0, 10_000);
+    expect(Object.keys(peerless.dataplane?.peers ?? {})).toEqual([]);
     expect(await codes()).toContain("AGENT_BACKEND_FAILED");
     const down = await env.agents.status(a1);
     expect(down.ready).toBe(false);
@@ -53,7 +60,36 @@ describe.skipIf(!canUseNetns())("an agent whose TUN device is deleted", () => {
     expect(text).toMatch(/^weft_backend_restarts_total\{family="4"\} 1$/m);
     // The old dataplane's sockets were closed: the new one's alone are in the reuseport group.
     expect(await vxlanSockets(a1)).toBe(pairs);
+    expect(Object.keys((await env.agents.status(a2)).dataplane?.peers ?? {})).toEqual(["host1"]);
+  });
 
+  it("a new backend whose publish fails (subnet.env cannot be written) is published again with backoff: ready once the cause is gone, without a restart", async () => {
+    const [a1, a2] = env.all;
+    const file = env.agents.subnetFile(a1);
+    const before = (await env.agents.subnetEnv(a1)).text;
+    const since = await env.agents.logSize(a1);
+    // An empty directory where subnet.env goes: renaming the new file onto it fails (EISDIR), root
+    // or not. The TUN device deleted, the new backend starts at once and only its publish fails.
+    await rm(file);
+    await mkdir(file);
+    await a1.host.ns.ip("link del weft.1");
+    const failures = async () =>
+      (await env.agents.errorLines(a1, since)).filter((l) => l.msg.startsWith("publishing the new backend failed"));
+    // Tried again while the cause stays (before, once: the node stayed not ready until a restart).
+    const failed = await eventually("the publish to fail twice", failures, (f) => f.length >= 2, 20_000);
+    expect(failed.map((l) => l.code)).toEqual(failed.map(() => "AGENT_PUBLISH_FAILED"));
+    const down = await env.agents.status(a1);
+    expect(down.ready).toBe(false);
+    expect((down as { waitingFor?: string }).waitingFor).toMatch(/^publishing the new backend: .*AGENT_PUBLISH_FAILED/);
+
+    await rmdir(file);
+    await env.agents.waitReady(a1, 30_000);
+    expect((await env.agents.subnetEnv(a1)).text).toBe(before);
+    expect((await pingWhenRouted(a2.host.pods[0], a1.host.pods[0].addr)).received).toBe(2);
+  });
+
+  it("a stop leaves nothing", async () => {
+    const [a1] = env.all;
     await env.agents.stop(a1);
     expect(a1.process?.exitCode).toBe(0);
     expect(await overlayDevices(a1.host)).toEqual([]);
