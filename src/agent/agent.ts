@@ -13,6 +13,7 @@ import { backendOptions, createBackend, overlayDevice } from "../backends/index.
 import { backendInForce, parseNetConf, type NetConf } from "../config/net-conf.js";
 import { ControlPlane } from "../control/control-plane.js";
 import { Keyring } from "../control/gossip/keyring.js";
+import { NO_BACKEND } from "../control/node-record.js";
 import type { Addr } from "../control/runtime.js";
 import { WeftError } from "../errors.js";
 import { Kernel } from "../kernel/iproute.js";
@@ -60,7 +61,7 @@ export interface AgentOptions {
 /** The phase whose reason the lease layer knows (its last wait or failure). */
 const WAITING_FOR_LEASE = "waiting for a subnet lease";
 
-/** Waits before a failed backend's lane is started again after a start that failed: doubling, back to min once one runs. */
+/** Waits before a failed backend's lane is started again after a start (or its publish) that failed: doubling, back to min once one runs. */
 const RESTART_BACKOFF_MS = { min: 1000, max: 30_000 };
 
 /** One address family's side of the node: its lease, the backend instance carrying it, and the
@@ -98,6 +99,8 @@ export class Agent {
   /** The next try to start the lanes whose backend failed, after a try that failed (restartFailed). */
   private restartTimer?: NodeJS.Timeout;
   private restartBackoffMs = RESTART_BACKOFF_MS.min;
+  /** A restart's publish failed: the next try publishes even with no lane down (publishFailed). */
+  private publishDue = false;
   /** Kernel programming of the backend instances stopped so far (counters()). */
   private stoppedCounters: BackendCounters = {
     kernelCommands: 0,
@@ -407,7 +410,7 @@ export class Agent {
     // down and nothing is to be announced or written; the stop removes what was started.
     if (this.stopping) return;
     const [l4, l6] = [this.lane(4), this.lane(6)];
-    this.control.announce(l4?.announcement, l6?.announcement);
+    this.announceLanes();
     const held = this.lanes.map((l) => ({ network: this.network(l.family), subnet: l.subnet! }));
     if (this.opts.ipMasq) await setIpMasq(this.kernel, ...held);
     const stale = await removeStalePodGateways(this.kernel, held);
@@ -430,6 +433,7 @@ export class Agent {
       ipMasq: this.opts.ipMasq,
     });
     this.ready = true;
+    this.publishDue = false;
     this.log.info(
       {
         backend: this.conf.Backend.Type,
@@ -439,6 +443,18 @@ export class Agent {
       },
       "ready",
     );
+  }
+
+  /**
+   * Announces each family's running backend, and NO_BACKEND for a family left without one, so that
+   * peers drop their routes to this node for it, as for a node that left, instead of sending its
+   * pods' traffic into nothing, until a backend runs again and publish() announces it. Nothing once
+   * stopping: gossip is going, and a leave (or --keep-on-exit's kept devices) decides what peers keep.
+   */
+  private announceLanes(): void {
+    if (this.stopping) return;
+    const said = (l: Lane | undefined) => l && (l.announcement ?? NO_BACKEND);
+    this.control.announce(said(this.lane(4)), said(this.lane(6)));
   }
 
   /** One pod interface carries every family: it gets the smallest MTU of the running instances. */
@@ -495,39 +511,58 @@ export class Agent {
     }).catch((e) => this.publishFailed(e));
   }
 
+  /**
+   * The new backend runs but publishing it failed (subnet.env not written, ip-masq not set: a
+   * full or read-only disk, a transient nft failure): tried again with the restarts' backoff, the
+   * node not ready meanwhile. Before, it stayed not ready until the agent was restarted.
+   */
   private publishFailed(err: unknown): void {
-    this.log.error({ err }, "publishing the new backend failed; the node stays not ready: restart the agent");
+    if (this.stopping) return;
+    this.publishDue = true;
+    const wait = this.retryRestart();
+    this.waitingFor = `publishing the new backend: ${(err as Error).message} (AGENT_PUBLISH_FAILED); trying again`;
+    this.log.error(
+      { err, code: "AGENT_PUBLISH_FAILED", retryInMs: wait },
+      `publishing the new backend failed (writing ${this.opts.subnetFile}, or setting ip-masq): this node is not ready; fix the cause in err, trying again in ${wait} ms`,
+    );
+  }
+
+  /** Schedules the next restartFailed after the backoff; returns the wait. */
+  private retryRestart(): number {
+    const wait = this.restartBackoffMs;
+    this.restartBackoffMs = Math.min(wait * 2, RESTART_BACKOFF_MS.max);
+    this.restartTimer = setTimeout(
+      () => void this.serially(() => this.restartFailed()).catch((e) => this.publishFailed(e)),
+      wait,
+    );
+    return wait;
   }
 
   /**
    * Starts the lanes whose backend failed and are still down (a reload starts them too), then
    * publishes: the node is ready again. A start that fails is tried again after a backoff, the
-   * lane down meanwhile.
+   * lane down (and announced so) meanwhile; so is a publish that fails (publishFailed).
    */
   private async restartFailed(): Promise<void> {
     clearTimeout(this.restartTimer);
     const down = this.lanes.filter((l) => l.failed && !l.backend && l.subnet);
-    if (down.length === 0) return;
+    if (down.length === 0 && !this.publishDue) return;
     try {
       for (const lane of down) await this.startLane(lane);
     } catch (err) {
       // A stop under way removes what was started.
       if (this.stopping) return;
-      const wait = this.restartBackoffMs;
-      this.restartBackoffMs = Math.min(wait * 2, RESTART_BACKOFF_MS.max);
+      this.announceLanes();
+      const wait = this.retryRestart();
       this.log.error(
         { err, code: "AGENT_BACKEND_RESTART_FAILED", retryInMs: wait },
-        `starting the failed backend again failed; this node carries no pod traffic of that family, trying again in ${wait} ms (SIGHUP tries at once)`,
-      );
-      this.restartTimer = setTimeout(
-        () => void this.serially(() => this.restartFailed()).catch((e) => this.publishFailed(e)),
-        wait,
+        `starting the failed backend again failed; this node carries no pod traffic of that family (peers are told), trying again in ${wait} ms (SIGHUP tries at once)`,
       );
       return;
     }
-    this.restartBackoffMs = RESTART_BACKOFF_MS.min;
     await this.publish();
-    if (!this.stopping)
+    this.restartBackoffMs = RESTART_BACKOFF_MS.min;
+    if (!this.stopping && down.length > 0)
       this.log.warn(
         { code: "AGENT_BACKEND_RESTARTED", families: down.map((l) => l.family) },
         "a new backend runs in place of the failed one",
@@ -643,6 +678,10 @@ export class Agent {
     }
     const prev = this.conf;
     this.log.info({ from: prev.Backend.Type, to: next.Backend.Type }, "swapping backend");
+    // The swap starts every lane and publishes: a pending restart or publish retry is its to do
+    // (one left behind a failed rollback would publish beside a lane that is down).
+    clearTimeout(this.restartTimer);
+    this.publishDue = false;
     await this.stopBackend();
     this.conf = next;
     try {
@@ -665,6 +704,7 @@ export class Agent {
         const down = this.lanes.filter((l) => !l.backend).map((l) => `IPv${l.family}`);
         const which = down.length > 0 ? `no backend for ${down.join(" and ")}` : "a backend not set up";
         this.waitingFor = `${which}: the new one and the way back to the old one failed to start (AGENT_ROLLBACK_FAILED); fix the cause and send SIGHUP`;
+        this.announceLanes();
         throw new WeftError(
           "AGENT_ROLLBACK_FAILED",
           `the ${next.Backend.Type} backend failed to start (${(err as Error).message}), and so did the ${prev.Backend.Type} backend it went back to (${(rollback as Error).message}): this node has ${which} now; fix the cause and send SIGHUP again (any config, the same one too), or restart the agent`,

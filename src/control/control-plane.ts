@@ -9,7 +9,7 @@ import { lookup } from "node:dns/promises";
 import { EventEmitter } from "node:events";
 import { isIP, isIPv6 } from "node:net";
 import type { Logger } from "pino";
-import type { BackendAnnouncement, BackendPeer } from "../backends/backend.js";
+import type { BackendPeer } from "../backends/backend.js";
 import { isWeftError, WeftError } from "../errors.js";
 import { parseIpv4, parsePrefix, type Ipv4Prefix } from "../net/ipv4.js";
 import { formatIpv6, isIpv4Mapped, parseIpv6, parsePrefix6, type Ipv6Prefix } from "../net/ipv6.js";
@@ -25,7 +25,7 @@ import type { Lease, LeaseLogger, LeaseTimings, MembershipPort, ReclaimReport, R
 import { encodeLeaseMeta, LeaseDelegate } from "./lease/delegate.js";
 import type { Ipv6SubnetSpace, SubnetSpace } from "./lease/slots.js";
 import { FileLeaseStore, type LeaseStateStore } from "./lease/store.js";
-import { decodeNodeRecord, encodeNodeRecord, type NodeRecord } from "./node-record.js";
+import { decodeNodeRecord, encodeNodeRecord, NO_BACKEND, type Announced, type NodeRecord } from "./node-record.js";
 import type { Addr, Clock, Random, Transport } from "./runtime.js";
 import { RealClock, realRandom } from "./transport/real-clock.js";
 import { UdpTcpTransport } from "./transport/udp-tcp.js";
@@ -107,8 +107,8 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
   private readonly joiner: Joiner;
   private readonly profile: ProfileName;
   private readonly log: Logger;
-  private announcement?: BackendAnnouncement;
-  private announcement6?: BackendAnnouncement;
+  private announcement?: Announced;
+  private announcement6?: Announced;
   /** Each live peer's record as peers() last saw it, with its last backend announcements (peerRecords). */
   private readonly announced = new Map<string, NodeRecord>();
 
@@ -269,34 +269,35 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
   }
 
   /** Publishes what this node's backend instances announce (IPv4's, IPv6's; either is absent
-   *  while that family is off or its backend is not running) in its gossip record. */
-  announce(a: BackendAnnouncement | undefined, a6?: BackendAnnouncement): void {
+   *  while that family is off or its backend has not run yet, NO_BACKEND while it is down) in its
+   *  gossip record. */
+  announce(a: Announced | undefined, a6?: Announced): void {
     this.announcement = a;
     this.announcement6 = a6;
     this.memberlist.updateNode();
   }
 
-  /** Live peers that hold an IPv4 lease and have announced an IPv4 backend (none while IPv4 is off). */
+  /** Live peers that hold an IPv4 lease and have announced an IPv4 backend that is not down (none while IPv4 is off). */
   peers(): BackendPeer<Ipv4Prefix, number>[] {
     if (!this.leases4) return [];
     const leased = new Map(this.leases4.peers().map((p) => [p.node, p.subnet]));
     const out: BackendPeer<Ipv4Prefix, number>[] = [];
     for (const [m, record] of this.peerRecords()) {
       const subnet = leased.get(m.name);
-      if (!subnet || !record.backend) continue;
+      if (!subnet || !record.backend || record.backend === NO_BACKEND) continue;
       out.push({ name: m.name, subnet: parsePrefix(subnet), underlay: parseIpv4(m.host), backend: record.backend });
     }
     return out;
   }
 
-  /** Live peers that hold an IPv6 lease and announced an IPv6 backend (none while IPv6 is off). */
+  /** Live peers that hold an IPv6 lease and announced an IPv6 backend that is not down (none while IPv6 is off). */
   peers6(): BackendPeer<Ipv6Prefix, bigint>[] {
     if (!this.leases6) return [];
     const leased = new Map(this.leases6.peers().map((p) => [p.node, p.subnet]));
     const out: BackendPeer<Ipv6Prefix, bigint>[] = [];
     for (const [m, record] of this.peerRecords()) {
       const subnet = leased.get(m.name);
-      if (!subnet || !record.backend6 || record.underlay6 === undefined) continue;
+      if (!subnet || !record.backend6 || record.backend6 === NO_BACKEND || record.underlay6 === undefined) continue;
       try {
         out.push({
           name: m.name,
@@ -316,7 +317,8 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
    * made: a record without one (its agent restarted, with --keep-on-exit, before its backend is
    * up again) keeps the peer on the previous one, as flannel's lease keeps
    * its backend data while flanneld restarts, so that a restart does not take the routes away.
-   * A new announcement replaces it; a member no longer live is forgotten.
+   * A new announcement replaces it, NO_BACKEND too (a restart then keeps the member without one);
+   * a member no longer live is forgotten.
    */
   private peerRecords(): Array<[NodeView, NodeRecord]> {
     const out: Array<[NodeView, NodeRecord]> = [];

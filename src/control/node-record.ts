@@ -1,5 +1,9 @@
 // A node's gossip record (memberlist's node meta): its lease, as the lease layer encodes it, and
 // what its backend announces (type, VTEP MAC, port, VNI). Peers program their backends from it.
+// Per family, the announcement is absent until the backend first runs (peers keep the last one
+// they heard: a restart with --keep-on-exit), or NO_BACKEND while that family's backend is down
+// (peers drop their routes to the node for it; an older peer, which reads no such record, drops
+// the node altogether until it announces again).
 import { decode, encode } from "@msgpack/msgpack";
 import type { BackendAnnouncement, BackendType } from "../backends/backend.js";
 import { BACKEND_TYPES } from "../backends/backend.js";
@@ -7,21 +11,26 @@ import { decodeLeaseMeta } from "./lease/delegate.js";
 
 const RECORD_VERSION = 1;
 
+/** A family whose backend is down (a failed swap's failed rollback, a failed restart). */
+export const NO_BACKEND = "none";
+export type Announced = BackendAnnouncement | typeof NO_BACKEND;
+
 export interface NodeRecord {
   subnet: string | null;
   /** The IPv6 subnet, on a dual-stack node. */
   subnet6?: string | null;
-  backend?: BackendAnnouncement;
+  backend?: Announced;
   /** On a dual-stack node: its IPv6 underlay address and what its IPv6 backend instance announces. */
   underlay6?: string;
-  backend6?: BackendAnnouncement;
+  backend6?: Announced;
 }
 
-const encodeAnnouncement = (b: BackendAnnouncement | undefined) =>
-  b ? [b.type, b.vtepMac ?? null, b.port ?? null, b.vni ?? null, b.gbp ?? null] : null;
+const encodeAnnouncement = (b: Announced | undefined) =>
+  b === NO_BACKEND ? false : b ? [b.type, b.vtepMac ?? null, b.port ?? null, b.vni ?? null, b.gbp ?? null] : null;
 
-function decodeAnnouncement(b: unknown): BackendAnnouncement | null | undefined {
+function decodeAnnouncement(b: unknown): Announced | null | undefined {
   if (b === null) return null;
+  if (b === false) return NO_BACKEND;
   if (!Array.isArray(b) || b.length !== 5 || !(BACKEND_TYPES as readonly unknown[]).includes(b[0])) return undefined;
   const [type, vtepMac, port, vni, gbp] = b as [BackendType, unknown, unknown, unknown, unknown];
   // A port no datagram can go to makes no peer: every send to it would fail.
@@ -38,8 +47,8 @@ function decodeAnnouncement(b: unknown): BackendAnnouncement | null | undefined 
 /** The record; a dual-stack node adds its IPv6 underlay address and IPv6 announcement. */
 export function encodeNodeRecord(
   leaseMeta: Uint8Array,
-  backend: BackendAnnouncement | undefined,
-  v6?: { underlay: string; backend: BackendAnnouncement | undefined },
+  backend: Announced | undefined,
+  v6?: { underlay: string; backend: Announced | undefined },
 ): Uint8Array {
   return encode([
     RECORD_VERSION,

@@ -85,6 +85,16 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
   /** vxlan's per-peer route: `<subnet> via <subnet network> dev flannel.1 onlink`. */
   const vxlanRoute = (b: LabAgent) =>
     `${subnets.get(b.host.name)} via ${formatIpv4(parsePrefix(subnets.get(b.host.name)!).addr)} dev flannel.1 onlink`;
+  /** Waits until `a` holds no route, neighbour or FDB entry of `gone`'s (separate kernel batches: all three are awaited); its route to the other host stays. */
+  const entriesGone = async (a: LabAgent, gone: LabAgent) => {
+    const mac = vtepMacs.get(gone.host.name)!;
+    const entries = await eventually(
+      `${a.host.name} without ${gone.host.name}'s entries`,
+      async () => ({ routes: await podRoutes(a.host), ...(await vxlanEntries(a.host)) }),
+      (e) => e.routes.length === 1 && !JSON.stringify([e.neighs, e.fdbs]).includes(mac),
+    );
+    expect(entries.routes).toEqual([vxlanRoute(others(a).find((b) => b !== gone)!)]);
+  };
   const hostGwRoute = (b: LabAgent) => `${subnets.get(b.host.name)} via ${formatIpv4(b.host.underlayAddr)} dev eth0`;
 
   beforeAll(async () => {
@@ -226,16 +236,7 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
         (s) =>
           s.members.some((m) => m.name === "host3" && m.state === "dead") && !s.peers.some((p) => p.name === "host3"),
       );
-      // Routes, neighbours and FDB entries go in separate kernel batches: wait for all three.
-      const gone = (e: { routes: string[]; neighs: unknown; fdbs: unknown }) =>
-        e.routes.length === 1 && !JSON.stringify([e.neighs, e.fdbs]).includes(vtepMacs.get("host3")!);
-      const entries = await eventually(
-        `${a.host.name} without host3's entries`,
-        async () => ({ routes: await podRoutes(a.host), ...(await vxlanEntries(a.host)) }),
-        gone,
-      );
-      expect(entries.routes).toEqual([vxlanRoute(others(a).find((b) => b !== a3)!)]);
-      expect(JSON.stringify([entries.neighs, entries.fdbs])).not.toContain(vtepMacs.get("host3"));
+      await entriesGone(a, a3);
     }
   });
 
@@ -366,6 +367,13 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
     );
     expect((await agents.status(a2)).ready).toBe(false);
     expect(await overlayDevices(a2.host)).toEqual([]);
+    // Its peers are told it has no backend and drop their routes and entries to it, so that their
+    // pods' traffic to host2 finds no route rather than going into nothing (before, gossip kept its
+    // old announcement, and their routes, for as long as it stayed down).
+    for (const a of [a1, a3]) {
+      await agents.waitFor(a, "host2 no longer a peer", (s) => !s.peers.some((p) => p.name === "host2"), 10_000);
+      await entriesGone(a, a2);
+    }
     // The same config as the one in force: before, a reload that changed nothing returned early.
     await writeFile(macFile, mac);
     await writeFile(agents.netConfPath(a2), inForce);
@@ -375,6 +383,12 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
     expect(s.backend?.vtepMac).toBe(vtepMacs.get("host2"));
     expect(await overlayDevices(a2.host)).toEqual(["weft.1"]);
     expect((await agents.subnetEnv(a2)).text).toBe(subnetEnvText(a2, "wasm-vxlan", false));
+    for (const a of [a1, a3])
+      await eventually(
+        `${a.host.name}'s entries to host2 back`,
+        async () => ({ routes: await podRoutes(a.host), ...(await vxlanEntries(a.host)) }),
+        (e) => e.routes.includes(vxlanRoute(a2)) && e.fdbs.some((f) => f.startsWith(vtepMacs.get("host2")!)),
+      );
     expect(await pingEveryPair(lab.hosts)).toEqual(allPingsAnswered(lab.hosts));
   });
 

@@ -4,12 +4,15 @@
 // again, goes not ready and runs a new backend of that family (device, queue pairs, peers) by
 // itself, trying again with backoff while that fails; pods ping across once it runs, the other
 // family's backend runs on untouched, and a stop leaves nothing. Before, the agent stayed ready
-// while pod traffic went nowhere.
+// while pod traffic went nowhere. While it is down its peer is told (gossip says it has no backend
+// of that family) and drops it from its own dataplane; a new backend whose publish fails
+// (subnet.env cannot be written) is published again with backoff.
+import { mkdir, rm, rmdir } from "node:fs/promises";
 import { describe, expect, it } from "vitest";
 import { agentRequest } from "../../src/cli/agent-client.js";
 import { LAB_POD_NETWORK6 } from "../../src/lab/cluster.js";
 import { pingWhenRouted } from "../../src/lab/traffic.js";
-import type { LabAgent } from "../../src/lab/agents.js";
+import type { AgentStatus, LabAgent } from "../../src/lab/agents.js";
 import { formatPrefix6 } from "../../src/net/ipv6.js";
 import { canUseNetns } from "../support/netns.js";
 import { agentLab, eventually, NETWORK, netConf, overlayDevices } from "./support.js";
@@ -34,6 +37,9 @@ describe.skipIf(!canUseNetns()).each(MODES)("an agent whose TUN device is delete
     (await a.host.ns.exec(["ss", "-Huan", "sport", "=", `:${mode.port}`])).split("\n").filter((l) => l.trim() !== "")
       .length;
   const metrics = (a: LabAgent) => agentRequest(a.stateDir, "GET", "/metrics") as Promise<string>;
+  /** The control plane's peers of the device's family, and its dataplane's peer table. */
+  const peersOf = (s: AgentStatus) => (mode.family === 6 ? (s.peers6 ?? []) : s.peers);
+  const peerTable = (s: AgentStatus) => (mode.family === 6 ? s.dataplane6 : s.dataplane)?.peers ?? {};
   /** Pings from a1's pod to a2's and back, over each family the agents carry. */
   const pingBoth = async (a1: LabAgent, a2: LabAgent, families: Array<4 | 6>) => {
     for (const family of families)
@@ -101,6 +107,17 @@ describe.skipIf(!canUseNetns()).each(MODES)("an agent whose TUN device is delete
     const codes = async () => (await env.agents.errorLines(a1, since)).map((l) => l.code);
     const failures = async () => (await codes()).filter((c) => c === "AGENT_BACKEND_FAILED").length;
     await eventually("the restart to fail", codes, (c) => c.includes("AGENT_BACKEND_RESTART_FAILED"), 20_000);
+    // Its peer drops it, from the control plane's peers and from its dataplane's route table:
+    // before, gossip kept the old announcement and host2 sent host1's pod traffic into nothing.
+    const peerless = await env.agents.waitFor(
+      a2,
+      `host1 no longer an IPv${mode.family} peer`,
+      (s) => peersOf(s).length === 0,
+      10_000,
+    );
+    expect(Object.keys(peerTable(peerless))).toEqual([]);
+    // The other family's peer stays.
+    if (dual) expect(peerless.peers.length).toBe(1);
     expect(await codes()).toContain("AGENT_BACKEND_FAILED");
     const down = await env.agents.status(a1);
     expect(down.ready).toBe(false);
@@ -123,7 +140,36 @@ describe.skipIf(!canUseNetns()).each(MODES)("an agent whose TUN device is delete
     if (dual) expect(text).not.toMatch(/^weft_backend_restarts_total\{family="4"\} [1-9]/m);
     // The old dataplane's sockets were closed: the new one's alone are in the reuseport group.
     expect(await sockets(a1)).toBe(pairs);
+    expect(Object.keys(peerTable(await env.agents.status(a2)))).toEqual(["host1"]);
+  });
 
+  it("a new backend whose publish fails (subnet.env cannot be written) is published again with backoff: ready once the cause is gone, without a restart", async () => {
+    const [a1, a2] = env.all;
+    const file = env.agents.subnetFile(a1);
+    const before = (await env.agents.subnetEnv(a1)).text;
+    const since = await env.agents.logSize(a1);
+    // An empty directory where subnet.env goes: renaming the new file onto it fails (EISDIR), root
+    // or not. The TUN device deleted, the new backend starts at once and only its publish fails.
+    await rm(file);
+    await mkdir(file);
+    await a1.host.ns.ip(`link del ${mode.device}`);
+    const failures = async () =>
+      (await env.agents.errorLines(a1, since)).filter((l) => l.msg.startsWith("publishing the new backend failed"));
+    // Tried again while the cause stays (before, once: the node stayed not ready until a restart).
+    const failed = await eventually("the publish to fail twice", failures, (f) => f.length >= 2, 20_000);
+    expect(failed.map((l) => l.code)).toEqual(failed.map(() => "AGENT_PUBLISH_FAILED"));
+    const down = await env.agents.status(a1);
+    expect(down.ready).toBe(false);
+    expect((down as { waitingFor?: string }).waitingFor).toMatch(/^publishing the new backend: .*AGENT_PUBLISH_FAILED/);
+
+    await rmdir(file);
+    await env.agents.waitReady(a1, 30_000);
+    expect((await env.agents.subnetEnv(a1)).text).toBe(before);
+    await pingBoth(a1, a2, dual ? [4, 6] : [4]);
+  });
+
+  it("a stop leaves nothing", async () => {
+    const [a1] = env.all;
     await env.agents.stop(a1);
     expect(a1.process?.exitCode).toBe(0);
     expect(await overlayDevices(a1.host)).toEqual([]);

@@ -4,7 +4,7 @@
 // names, and views of ownership that agree again after partitions and forks.
 import { describe, expect, it } from "vitest";
 import { Ipv6SubnetSpace, SubnetSpace } from "../../src/control/lease/slots.js";
-import { decodeNodeRecord } from "../../src/control/node-record.js";
+import { decodeNodeRecord, NO_BACKEND } from "../../src/control/node-record.js";
 import { formatIpv6, formatPrefix6 } from "../../src/net/ipv6.js";
 import type { ControlPlane } from "../../src/control/control-plane.js";
 import { SimControlPlanes, type PlaneNode } from "./sim/control-planes.js";
@@ -47,6 +47,25 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
       expect(n.plane.joinStatus().state).toBe("joined");
       expect(decodeNodeRecord(n.plane.nodeMeta(512))?.subnet).toBe(n.plane.leases.currentLease()?.subnet);
     }
+    expect(sim.errors()).toEqual([]);
+  }, 60_000);
+
+  it("a node that says it has no backend of a family is no peer of it until it announces again; a record without an announcement (a restart) keeps it so", async () => {
+    const { sim, nodes } = await cluster(["a", "b", "c"], 3);
+    const [a, b, c] = nodes;
+    const udp = (n: Live) => ({ type: "udp", port: 8285 + n.name.charCodeAt(0) }) as const;
+    for (const n of nodes) n.plane.announce(udp(n));
+    const peersOf = (n: Live) => n.plane.peers().map((p) => `${p.name} ${p.backend.port}`);
+    expect(await sim.runUntil(() => [a, b].every((n) => peersOf(n).includes(`c ${udp(c).port}`)), 60_000)).toBe(true);
+    c.plane.announce(NO_BACKEND);
+    expect(await sim.runUntil(() => [a, b].every((n) => peersOf(n).length === 1), 60_000)).toBe(true);
+    expect(decodeNodeRecord(c.plane.nodeMeta(512))?.backend).toBe(NO_BACKEND);
+    // What a restarted agent's record says before its backend runs: the last word, none, stands.
+    c.plane.announce(undefined);
+    await sim.runFor(5_000);
+    expect(peersOf(a)).toEqual([`b ${udp(b).port}`]);
+    c.plane.announce(udp(c));
+    expect(await sim.runUntil(() => [a, b].every((n) => peersOf(n).includes(`c ${udp(c).port}`)), 60_000)).toBe(true);
     expect(sim.errors()).toEqual([]);
   }, 60_000);
 
