@@ -398,10 +398,19 @@ export class Agent {
     });
     lane.announcement = await backend.start();
     lane.backend = backend;
+    try {
+      lane.sync.reset();
+      await lane.sync.kick();
+      await backend.reconcile();
+    } catch (err) {
+      // Half started (its peers not set): stopped again, so that the lane reads as down and a
+      // retry starts it whole. Left running, a retry found nothing down and never published.
+      await this.stopLane(lane).catch((e) =>
+        this.log.error({ err: e, family: lane.family }, "stopping a backend that failed to start failed"),
+      );
+      throw err;
+    }
     lane.failed = undefined;
-    lane.sync.reset();
-    await lane.sync.kick();
-    await backend.reconcile();
   }
 
   /** Announces what every family's backend announces, sets ip-masq, removes stale pod-subnet gateways, writes subnet.env: the node is ready. */
@@ -411,6 +420,14 @@ export class Agent {
     if (this.stopping) return;
     const [l4, l6] = [this.lane(4), this.lane(6)];
     this.announceLanes();
+    // Ready only with every family running: a family's new backend (a lost subnet's) published
+    // beside another that is down said ready, and wrote subnet.env for both. The one that brings
+    // the last family up publishes.
+    const down = this.lanes.find((l) => l.subnet && !l.backend);
+    if (down) {
+      this.waitingFor = `a new IPv${down.family} ${this.conf.Backend.Type} backend: ${down.failed?.message ?? "not running"}`;
+      return;
+    }
     const held = this.lanes.map((l) => ({ network: this.network(l.family), subnet: l.subnet! }));
     if (this.opts.ipMasq) await setIpMasq(this.kernel, ...held);
     const stale = await removeStalePodGateways(this.kernel, held);
@@ -434,6 +451,9 @@ export class Agent {
     });
     this.ready = true;
     this.publishDue = false;
+    // Whatever brought the node back (a retry, a SIGHUP), the next failure starts at the short wait.
+    clearTimeout(this.restartTimer);
+    this.restartBackoffMs = RESTART_BACKOFF_MS.min;
     this.log.info(
       {
         backend: this.conf.Backend.Type,
@@ -545,7 +565,8 @@ export class Agent {
    */
   private async restartFailed(): Promise<void> {
     clearTimeout(this.restartTimer);
-    const down = this.lanes.filter((l) => l.failed && !l.backend && l.subnet);
+    // Down: failed, or left so by a failed rollback; a lane waiting for a new lease has no subnet.
+    const down = this.lanes.filter((l) => !l.backend && l.subnet);
     if (down.length === 0 && !this.publishDue) return;
     try {
       for (const lane of down) await this.startLane(lane);
@@ -561,7 +582,6 @@ export class Agent {
       return;
     }
     await this.publish();
-    this.restartBackoffMs = RESTART_BACKOFF_MS.min;
     if (!this.stopping && down.length > 0)
       this.log.warn(
         { code: "AGENT_BACKEND_RESTARTED", families: down.map((l) => l.family) },
@@ -607,8 +627,10 @@ export class Agent {
     this.waitingFor = `a new ${what}: the cluster gave this node's ${what} to another node`;
     lane.subnet = await this.leaseOf(lane.family);
     const now = formatAnyPrefix(lane.subnet);
-    // Not running after a failed reload's failed rollback: the next reload starts every family.
-    if (!running || this.stopping) return;
+    if (this.stopping) return;
+    // Down before (its backend failed, or a reload's rollback did): started with any other family
+    // that is down, as a retry would. A retry that ran while it had no subnet skipped it.
+    if (!running) return this.restartFailed();
     await this.startLane(lane);
     await this.publish();
     // A stop that came while the new backend started: publish() announced nothing; stop() removes it.
@@ -703,11 +725,16 @@ export class Agent {
         // A dual-stack node may have started one family's backend before the other's failed.
         const down = this.lanes.filter((l) => !l.backend).map((l) => `IPv${l.family}`);
         const which = down.length > 0 ? `no backend for ${down.join(" and ")}` : "a backend not set up";
-        this.waitingFor = `${which}: the new one and the way back to the old one failed to start (AGENT_ROLLBACK_FAILED); fix the cause and send SIGHUP`;
+        // Tried again with the restarts' backoff, as a crash loop under a supervisor would: a cause
+        // that passes (a transient failure, a file put back) needs no operator.
+        for (const l of this.lanes) if (!l.backend) l.failed ??= rollback as Error;
+        this.publishDue = true;
+        const wait = this.retryRestart();
+        this.waitingFor = `${which}: the new one and the way back to the old one failed to start (AGENT_ROLLBACK_FAILED); fix the cause: the way back is tried again in ${wait} ms and after, or send SIGHUP to try at once`;
         this.announceLanes();
         throw new WeftError(
           "AGENT_ROLLBACK_FAILED",
-          `the ${next.Backend.Type} backend failed to start (${(err as Error).message}), and so did the ${prev.Backend.Type} backend it went back to (${(rollback as Error).message}): this node has ${which} now; fix the cause and send SIGHUP again (any config, the same one too), or restart the agent`,
+          `the ${next.Backend.Type} backend failed to start (${(err as Error).message}), and so did the ${prev.Backend.Type} backend it went back to (${(rollback as Error).message}): this node has ${which} now; the way back is tried again with backoff (1 s doubling to 30 s): fix the cause, or send SIGHUP to try at once (any config, the same one too)`,
         );
       }
       throw err;

@@ -344,7 +344,7 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
     expect(text).toMatch(/^weft_dataplane_offload_segments_total\{family="4",direction="tx"\} \d+$/m);
   });
 
-  it("a swap whose way back fails too: AGENT_ROLLBACK_FAILED, not ready, no device left; a SIGHUP with the config in force once the cause is gone brings host2 back", async () => {
+  it("a swap whose way back fails too: AGENT_ROLLBACK_FAILED, not ready, no device left; the way back is tried again with backoff, and host2 comes back by itself once the cause is gone", async () => {
     // Every VXLAN backend, kernel or userspace, reads the VTEP MAC file as it starts: a damaged one
     // fails the new backend and the way back, while the running one (its MAC loaded) goes on.
     const macFile = join(a2.stateDir, "vtep-mac");
@@ -363,7 +363,7 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
     expect(errors.map((l) => l.code)).toContain("AGENT_ROLLBACK_FAILED");
     // It says why, and what brings it back (it said "swapping the backend" before).
     expect(await answer(a2, "/readyz")).toMatch(
-      /answered 503: not ready: no backend for IPv4: .*AGENT_ROLLBACK_FAILED.*send SIGHUP/,
+      /answered 503: not ready: no backend for IPv4: .*AGENT_ROLLBACK_FAILED.*tried again in \d+ ms.*send SIGHUP/,
     );
     expect((await agents.status(a2)).ready).toBe(false);
     expect(await overlayDevices(a2.host)).toEqual([]);
@@ -374,11 +374,26 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
       await agents.waitFor(a, "host2 no longer a peer", (s) => !s.peers.some((p) => p.name === "host2"), 10_000);
       await entriesGone(a, a2);
     }
-    // The same config as the one in force: before, a reload that changed nothing returned early.
+    // The way back is tried again meanwhile (before, nothing happened until a SIGHUP).
+    await eventually(
+      "host2's way back tried again",
+      () => agents.errorLines(a2, since),
+      (e) => e.some((l) => l.code === "AGENT_BACKEND_RESTART_FAILED"),
+      10_000,
+    );
+    // The cause gone, no SIGHUP: the next try brings back the backend in force (the backoff has
+    // reached some 8–16 s by now).
     await writeFile(macFile, mac);
     await writeFile(agents.netConfPath(a2), inForce);
-    agents.reload(a2);
-    const s = await converged(a2, "wasm-vxlan", (b) => (b === a2 ? "wasm-vxlan" : "vxlan"));
+    const s = await agents.waitFor(
+      a2,
+      "ready on wasm-vxlan again, without a SIGHUP",
+      (st) =>
+        st.ready &&
+        st.backend?.type === "wasm-vxlan" &&
+        JSON.stringify(peersOf(st)) === JSON.stringify(expectedPeers(a2, (b) => (b === a2 ? "wasm-vxlan" : "vxlan"))),
+      60_000,
+    );
     expect(s.subnet).toBe(subnets.get("host2"));
     expect(s.backend?.vtepMac).toBe(vtepMacs.get("host2"));
     expect(await overlayDevices(a2.host)).toEqual(["weft.1"]);

@@ -7,7 +7,9 @@
 // while pod traffic went nowhere. While it is down its peer is told (gossip says it has no backend
 // of that family) and drops it from its own dataplane; a new backend whose publish fails
 // (subnet.env cannot be written) is published again with backoff.
-import { mkdir, rm, rmdir } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { mkdir, readFile, rm, rmdir } from "node:fs/promises";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { agentRequest } from "../../src/cli/agent-client.js";
 import { LAB_POD_NETWORK6 } from "../../src/lab/cluster.js";
@@ -15,7 +17,8 @@ import { pingWhenRouted } from "../../src/lab/traffic.js";
 import type { AgentStatus, LabAgent } from "../../src/lab/agents.js";
 import { formatPrefix6 } from "../../src/net/ipv6.js";
 import { canUseNetns } from "../support/netns.js";
-import { agentLab, eventually, NETWORK, netConf, overlayDevices } from "./support.js";
+import { STATE_FILE } from "../../src/control/lease/store.js";
+import { agentLab, eventually, NETWORK, netConf, overlayDevices, restartGivingSubnet } from "./support.js";
 
 const MODES = [
   { name: "wasm-vxlan's IPv4 device", tag: "atg", type: "wasm-vxlan", device: "weft.1", family: 4, port: 8472 },
@@ -167,6 +170,45 @@ describe.skipIf(!canUseNetns()).each(MODES)("an agent whose TUN device is delete
     expect((await env.agents.subnetEnv(a1)).text).toBe(before);
     await pingBoth(a1, a2, dual ? [4, 6] : [4]);
   });
+
+  // Defined for the dual-stack mode alone (not skipped in the others: a skip reads as a gap).
+  if (dual)
+    it("IPv6 down while the IPv4 subnet is lost and replaced: not ready and no subnet.env until IPv6 runs too", async () => {
+      const [a1, a2] = env.all;
+      const since = await env.agents.logSize(a1);
+      await takeName(a1);
+      await eventually(
+        "the IPv6 restart to fail",
+        async () => (await env.agents.errorLines(a1, since)).map((l) => l.code),
+        (c) => c.includes("AGENT_BACKEND_RESTART_FAILED"),
+        20_000,
+      );
+      const lost = (await env.agents.status(a1)).subnet!;
+      // host2's saved IPv4 ring now says host2 took host1's IPv4 subnet: host1 loses it, leases
+      // another and starts its IPv4 backend again, while IPv6's is still down.
+      await restartGivingSubnet(env.agents, a2, STATE_FILE, a1.host.name, a2.host.name, false);
+      const codes = async () =>
+        (await readFile(join(a1.dir, "agent.log")))
+          .subarray(since)
+          .toString("utf8")
+          .split("\n")
+          .flatMap((l) => (l.startsWith("{") ? [(JSON.parse(l) as { code?: string }).code] : []));
+      await eventually("host1's IPv4 subnet replaced", codes, (c) => c.includes("AGENT_SUBNET_REPLACED"), 60_000);
+      // Before, the new IPv4 backend's publish said ready and wrote subnet.env for both families.
+      const s = await env.agents.status(a1);
+      expect(s.subnet).not.toBe(lost);
+      expect(s.ready).toBe(false);
+      expect((s as { waitingFor?: string }).waitingFor).toMatch(/^a new IPv6 wasm-vxlan backend: /);
+      expect(existsSync(env.agents.subnetFile(a1))).toBe(false);
+      await expect(agentRequest(a1.stateDir, "GET", "/readyz")).rejects.toThrow(/not ready/);
+
+      await a1.host.ns.ip(`link del ${mode.device}`);
+      await env.agents.waitReady(a1, 30_000);
+      // A pod made now gets the new IPv4 subnet and is reached over both families.
+      const fresh = await env.lab.addPod(a1.host, env.agents.subnetFile(a1));
+      expect((await pingWhenRouted(a2.host.pods[0], fresh.addr)).received).toBe(2);
+      expect((await pingWhenRouted(a2.host.pods[0], fresh.addr6!)).received).toBe(2);
+    });
 
   it("a stop leaves nothing", async () => {
     const [a1] = env.all;
