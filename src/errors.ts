@@ -78,7 +78,8 @@ export type AgentErrorCode =
   | "AGENT_STATE_DIR_LOCKED"
   | "AGENT_STOPPED"
   | "AGENT_STOP_INCOMPLETE"
-  | "AGENT_ROLLBACK_FAILED";
+  | "AGENT_ROLLBACK_FAILED"
+  | "AGENT_SWAP_STOP_FAILED";
 
 /** Kernel state through iproute2 and nft (src/kernel). */
 export type KernelErrorCode = "KERNEL_TOOL_MISSING" | "KERNEL_COMMAND_FAILED" | "KERNEL_SYSCTL_READ_ONLY";

@@ -79,6 +79,9 @@ export function fqInit(
   drops: usize,
   seed: u32,
 ): void {
+  // Busy until the last store: a layout cut short (a reset's thread killed in its loops) is laid
+  // out again by the next worker, not taken as a queue.
+  store<i32>(q + H_BUSY, 1);
   store<i32>(q + H_SLOTS, slots);
   store<i32>(q + H_BASE, <i32>base);
   store<i32>(q + H_STRIDE, stride);
@@ -93,7 +96,6 @@ export function fqInit(
   store<i32>(q + H_BACKLOG, 0);
   store<i32>(q + H_DROPS, <i32>drops);
   store<u32>(q + H_SEED, seed);
-  store<i32>(q + H_BUSY, 0);
   for (let b = 0; b < FQ_BUCKETS; b++) {
     const p = bucketPtr(q, b);
     store<i32>(p + B_HEAD, -1);
@@ -105,6 +107,7 @@ export function fqInit(
     store<i32>(p + B_LIST, LIST_NONE);
   }
   for (let s = 0; s < slots; s++) store<i32>(slotPtr(q, s) + S_NEXT, s + 1 < slots ? s + 1 : -1);
+  store<i32>(q + H_BUSY, 0);
 }
 
 /**
@@ -128,6 +131,10 @@ export function fqReset(q: usize): i32 {
   const slots = load<i32>(q + H_SLOTS);
   const held = min(max(load<i32>(q + H_BACKLOG), 0), slots);
   const drops = <usize>load<i32>(q + H_DROPS);
+  // Counted before the layout (no loop between: a terminate cannot land here), so that a reset cut
+  // short and done again counts the held packets once.
+  if (drops != 0) store<u64>(drops, load<u64>(drops) + <u64>held);
+  store<i32>(q + H_BACKLOG, 0);
   fqInit(
     q,
     slots,
@@ -138,7 +145,6 @@ export function fqReset(q: usize): i32 {
     drops,
     load<u32>(q + H_SEED),
   );
-  if (drops != 0) store<u64>(drops, load<u64>(drops) + <u64>held);
   return held;
 }
 

@@ -95,6 +95,8 @@ export class Agent {
   private stopping = false;
   /** Set once start() holds every family's lease, as it programs them; before, a lost subnet is only forgotten (lostBeforeStart). */
   private started = false;
+  /** Until start()'s backends run: a lane that fails then keeps, with --keep-on-exit, what it reused. */
+  private firstStart = true;
   private reconcileTimer?: NodeJS.Timeout;
   /** The next try to start the lanes whose backend failed, after a try that failed (restartFailed). */
   private restartTimer?: NodeJS.Timeout;
@@ -294,6 +296,7 @@ export class Agent {
         agent.started = true;
         // Not raced with the abort: a backend half set up could not be undone; a stop waits for it.
         await agent.startBackend();
+        agent.firstStart = false;
       });
       abortable(signal);
       agent.reconcileTimer = setInterval(() => void agent.reconcile(), opts.reconcileIntervalMs);
@@ -405,7 +408,8 @@ export class Agent {
     } catch (err) {
       // Half started (its peers not set): stopped again, so that the lane reads as down and a
       // retry starts it whole. Left running, a retry found nothing down and never published.
-      await this.stopLane(lane).catch((e) =>
+      // A first start with --keep-on-exit keeps what it reused: the stop that follows keeps it too.
+      await this.stopLane(lane, this.opts.keepOnExit && this.firstStart).catch((e) =>
         this.log.error({ err: e, family: lane.family }, "stopping a backend that failed to start failed"),
       );
       throw err;
@@ -547,8 +551,22 @@ export class Agent {
     );
   }
 
+  /**
+   * A swap left lanes without a backend (its rollback, or its stop, failed): they are announced
+   * as down and started again with the restarts' backoff, then published, as a crash loop under a
+   * supervisor would; a cause that passes (a transient failure, a file put back) needs no
+   * operator. Returns the wait.
+   */
+  private retryDown(err: Error): number {
+    for (const l of this.lanes) if (!l.backend) l.failed ??= err;
+    this.publishDue = true;
+    this.announceLanes();
+    return this.retryRestart();
+  }
+
   /** Schedules the next restartFailed after the backoff; returns the wait. */
   private retryRestart(): number {
+    clearTimeout(this.restartTimer);
     const wait = this.restartBackoffMs;
     this.restartBackoffMs = Math.min(wait * 2, RESTART_BACKOFF_MS.max);
     this.restartTimer = setTimeout(
@@ -700,11 +718,21 @@ export class Agent {
     }
     const prev = this.conf;
     this.log.info({ from: prev.Backend.Type, to: next.Backend.Type }, "swapping backend");
+    try {
+      await this.stopBackend();
+    } catch (err) {
+      if (this.stopping) throw err;
+      // Lanes it stopped are down, the config in force unchanged: as after a failed rollback.
+      const wait = this.retryDown(err as Error);
+      throw new WeftError(
+        "AGENT_SWAP_STOP_FAILED",
+        `stopping the ${prev.Backend.Type} backend for the swap to ${next.Backend.Type} failed (${(err as Error).message}): this node may carry no pod traffic now; the ${prev.Backend.Type} backend is started again in ${wait} ms and after (1 s doubling to 30 s), or send SIGHUP to try the swap again`,
+      );
+    }
     // The swap starts every lane and publishes: a pending restart or publish retry is its to do
     // (one left behind a failed rollback would publish beside a lane that is down).
     clearTimeout(this.restartTimer);
     this.publishDue = false;
-    await this.stopBackend();
     this.conf = next;
     try {
       await this.startBackend();
@@ -725,13 +753,8 @@ export class Agent {
         // A dual-stack node may have started one family's backend before the other's failed.
         const down = this.lanes.filter((l) => !l.backend).map((l) => `IPv${l.family}`);
         const which = down.length > 0 ? `no backend for ${down.join(" and ")}` : "a backend not set up";
-        // Tried again with the restarts' backoff, as a crash loop under a supervisor would: a cause
-        // that passes (a transient failure, a file put back) needs no operator.
-        for (const l of this.lanes) if (!l.backend) l.failed ??= rollback as Error;
-        this.publishDue = true;
-        const wait = this.retryRestart();
+        const wait = this.retryDown(rollback as Error);
         this.waitingFor = `${which}: the new one and the way back to the old one failed to start (AGENT_ROLLBACK_FAILED); fix the cause: the way back is tried again in ${wait} ms and after, or send SIGHUP to try at once`;
-        this.announceLanes();
         throw new WeftError(
           "AGENT_ROLLBACK_FAILED",
           `the ${next.Backend.Type} backend failed to start (${(err as Error).message}), and so did the ${prev.Backend.Type} backend it went back to (${(rollback as Error).message}): this node has ${which} now; the way back is tried again with backoff (1 s doubling to 30 s): fix the cause, or send SIGHUP to try at once (any config, the same one too)`,

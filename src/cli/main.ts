@@ -250,7 +250,9 @@ program
         .catch((err) =>
           isWeftError(err, "AGENT_ROLLBACK_FAILED")
             ? log.error({ err, code: err.code }, "reload failed, and the backend in force before could not be restored")
-            : log.error({ err }, "reload failed; keeping the running config"),
+            : isWeftError(err, "AGENT_SWAP_STOP_FAILED")
+              ? log.error({ err, code: err.code }, "reload failed: the running backend could not be stopped")
+              : log.error({ err }, "reload failed; keeping the running config"),
         );
     process.on("SIGHUP", reload);
     if (reloadWanted) reload();
