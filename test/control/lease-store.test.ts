@@ -51,6 +51,7 @@ describe("FileLeaseStore", () => {
     const text = JSON.parse(await readFile(join(dir, "state", STATE_FILE), "utf8"));
     expect(text.lease).toBe("198.19.4.0/24"); // readable by a person
     expect(text.transfers).toBeUndefined(); // none: the file is as before transfers were saved
+    expect(text.vacated).toBeUndefined(); // likewise for the vacated subnets
   });
 
   it("keeps the unacknowledged transfers with the ring", async () => {
@@ -58,6 +59,24 @@ describe("FileLeaseStore", () => {
     const state = { ...sample(), transfers: [{ to: "c", spans: [{ start: 10, count: 5 }] }] };
     await store.save(state);
     expect(await store.load()).toEqual(state);
+  });
+
+  it("keeps the vacated subnets with the ring; a file from before them loads as having none", async () => {
+    const store = new FileLeaseStore(dir);
+    const state = { ...sample(), vacated: [{ slot: 12, node: "c" }] };
+    await store.save(state);
+    expect(await store.load()).toEqual(state);
+    expect(JSON.parse(await readFile(join(dir, STATE_FILE), "utf8")).vacated).toEqual([{ slot: 12, node: "c" }]);
+    await store.save({ ...sample(), vacated: [] });
+    expect(JSON.parse(await readFile(join(dir, STATE_FILE), "utf8")).vacated).toBeUndefined();
+    // As an agent before them wrote it: same format number, no field.
+    const { format, node, fingerprint, network, lease, ring } = JSON.parse(
+      await readFile(join(dir, STATE_FILE), "utf8"),
+    );
+    await writeFile(join(dir, STATE_FILE), JSON.stringify({ format, node, fingerprint, network, lease, ring }));
+    const old = await store.load();
+    expect(old).toEqual(sample());
+    expect(old?.vacated).toBeUndefined();
   });
 
   it("ignores a temp file left by a crash in the middle of a save", async () => {
@@ -94,6 +113,11 @@ describe("FileLeaseStore", () => {
       { ...good, transfers: [{ to: "c", spans: [[-1, 1]] }] },
       { ...good, transfers: [{ to: "c", spans: [[0.5, 1]] }] },
       { ...good, transfers: [{ to: "c" }] },
+      { ...good, vacated: {} },
+      { ...good, vacated: [[1, "c"]] },
+      { ...good, vacated: [{ slot: -1, node: "c" }] },
+      { ...good, vacated: [{ slot: 1, node: "" }] },
+      { ...good, vacated: [null] },
     ];
     for (const b of broken) {
       await writeFile(file, typeof b === "string" ? b : JSON.stringify(b));

@@ -5,11 +5,14 @@
 // agent's defaults and the simulator's invariants after every event. And a giver restarted before the receiver acknowledged resends what it saved.
 // And a giver that had reclaimed the asker (its grace ran out while the two were apart) keeps
 // what it gives it, gives it to nobody else, and does not give out the asker's old subnet.
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import type { ControlPlane } from "../../src/control/control-plane.js";
 import { Ipv6SubnetSpace, SubnetSpace } from "../../src/control/lease/slots.js";
 import type { SubnetLeases } from "../../src/control/lease/subnet-leases.js";
-import type { PersistedLeaseState } from "../../src/control/lease/store.js";
+import { FileLeaseStore, type LeaseStateStore, type PersistedLeaseState } from "../../src/control/lease/store.js";
 import { WeftError } from "../../src/errors.js";
 import { createLeaseLayer } from "../../src/control/control-plane.js";
 import type { MembershipPort } from "../../src/control/lease/types.js";
@@ -195,14 +198,14 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
   const GRACE_MS = 20_000;
 
   /**
-   * b's lease layer, heir of c (seeds b and c), with c alive in membership until `killC`; with
-   * `store6`, dual-stack (an IPv6 ring too, `b6`). Membership's news goes to every family, as the
-   * gossip delegate sends it.
+   * b's lease layer, heir of c (seeds b and c), with c alive in membership until `killC` (or dead
+   * from the start: `cAtStart`); with `store6`, dual-stack (an IPv6 ring too, `b6`). Membership's
+   * news goes to every family, as the gossip delegate sends it.
    */
-  async function heirOfC(store: MemoryStore, store6?: MemoryStore) {
+  async function heirOfC(store: LeaseStateStore, store6?: LeaseStateStore, cAtStart: "alive" | "dead" = "alive") {
     const { scheduler, clock } = loneClock();
     const log = new RecordingLog();
-    let cState: "alive" | "dead" = "alive";
+    let cState = cAtStart;
     const membership: MembershipPort = {
       localNode: () => ({ name: "b" }),
       members: () => [{ name: "c", host: "sim", port: 0, incarnation: 0, state: cState, meta: new Uint8Array(0) }],
@@ -226,7 +229,8 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
     await scheduler.runFor(2_000);
     const ownedIn = (l: SubnetLeases, node: string) => l.ringState().runs.filter((r) => r.owner === node);
     const owned = (node: string) => ownedIn(b, node);
-    expect(owned("c").length).toBeGreaterThan(0); // the seed division: b is the heir of c's share
+    // The seed division: b is the heir of c's share.
+    if (cAtStart === "alive") expect(owned("c").length).toBeGreaterThan(0);
     const killC = () => {
       cState = "dead";
       for (const l of layer.families) l.memberGone("c");
@@ -465,4 +469,87 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
     expect(ownedIn(b6!, "c")).toEqual([]);
     for (const l of [b, b6!]) await l.stop();
   });
+
+  it("dual-stack: an heir restarted from its state dir still hands out the subnet of a node it reclaimed last, until that node leases another", async () => {
+    const stores = [new MemoryStore(), new MemoryStore()] as const;
+    const first = await heirOfC(...stores);
+    // c leases the first slot of its share in each ring, then dies; its grace period runs out.
+    const cSubnets = [first.b, first.b6!].map((l) => {
+      const [share] = first.ownedIn(l, "c");
+      const lease = { start: share.start, count: 1, owner: "c", version: share.version + 1, leased: true };
+      l.mergeRemote({ seeds: ["b", "c"], runs: [lease] }, "gossip");
+      return share.start;
+    });
+    await first.scheduler.runFor(1_000);
+    first.killC();
+    await first.scheduler.runFor(GRACE_MS + 1_000);
+    for (const l of [first.b, first.b6!]) expect(first.ownedIn(l, "c")).toEqual([]);
+    // b restarts (an upgrade, a crash) while c, behind a partition, may still use its subnets. What
+    // it saved goes through the state files (one per family) and back.
+    for (const l of [first.b, first.b6!]) await l.stop();
+    const dir = await mkdtemp(join(tmpdir(), "weft-vacated-"));
+    try {
+      for (const [family, store] of [
+        [4, stores[0]],
+        [6, stores[1]],
+      ] as const) {
+        const file = new FileLeaseStore(dir, family);
+        await file.save(store.saved!);
+        store.saved = await file.load();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+    const again = await heirOfC(...stores, "dead");
+    const rings = [again.b, again.b6!];
+    /** The one run `node` was given (still free: split only by versions). */
+    const spanOf = (l: SubnetLeases, node: string) => {
+      const [span, ...more] = freeRuns(l, node);
+      expect(more).toEqual([]);
+      return span;
+    };
+    const holds = (span: { start: number; end: number }, slot: number) => span.start <= slot && slot < span.end;
+
+    for (const [i, l] of rings.entries()) {
+      // d asks first: b owns every other slot but its own lease, all free, c's old subnet among them.
+      expect(await l.answer("d", { kind: "request", id: 1 })).toMatchObject({ granted: true });
+      expect(holds(spanOf(l, "d"), cSubnets[i]), `IPv${i === 0 ? 4 : 6}: c's subnet given to d`).toBe(false);
+      expect(stores[i].saved?.vacated).toEqual([{ slot: cSubnets[i], node: "c" }]);
+    }
+
+    for (const [i, l] of rings.entries()) {
+      // c comes back and asks (not given its old subnet either), then leases a slot it was given.
+      expect(await l.answer("c", { kind: "request", id: 2 })).toMatchObject({ granted: true });
+      expect(holds(spanOf(l, "c"), cSubnets[i])).toBe(false);
+      const [run] = again.ownedIn(l, "c");
+      l.mergeRemote(
+        { seeds: ["b", "c"], runs: [{ ...run, count: 1, version: run.version + 1, leased: true }] },
+        "gossip",
+      );
+    }
+    await again.scheduler.runFor(1_000);
+    for (const [i, l] of rings.entries()) {
+      // The mark is gone, from the saved state too: the next asker is given the upper half of b's
+      // largest free run counted with c's old subnet in it.
+      expect(stores[i].saved?.vacated).toEqual([]);
+      const largest = freeRuns(l, "b").reduce((best, r) => (r.end - r.start > best.end - best.start ? r : best));
+      expect(holds(largest, cSubnets[i])).toBe(true);
+      expect(await l.answer("e", { kind: "request", id: 3 })).toMatchObject({ granted: true });
+      const half = Math.ceil((largest.end - largest.start) / 2);
+      expect(spanOf(l, "e")).toEqual({ start: largest.end - half, end: largest.end });
+    }
+    for (const l of rings) await l.stop();
+  });
 });
+
+/** `node`'s runs of free slots (adjacent runs of different versions joined), end exclusive. */
+function freeRuns(l: SubnetLeases, node: string): Array<{ start: number; end: number }> {
+  const out: Array<{ start: number; end: number }> = [];
+  for (const r of l.ringState().runs) {
+    if (r.owner !== node || r.leased) continue;
+    const last = out[out.length - 1];
+    if (last && last.end === r.start) last.end += r.count;
+    else out.push({ start: r.start, end: r.start + r.count });
+  }
+  return out;
+}

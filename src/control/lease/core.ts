@@ -6,13 +6,19 @@ import type { WeftError } from "../../errors.js";
 import type { NodeView } from "../gossip/delegate.js";
 import type { TimerHandle } from "../runtime.js";
 import type { Conflict, Ring, RingRun, RingState, SlotSpan } from "./ring.js";
-import type { SavedTransfer } from "./store.js";
+import type { SavedTransfer, VacatedSlot } from "./store.js";
 import type { Lease, LeaseStats, ResolvedLeaseOptions } from "./types.js";
 import type { LeaseMessage } from "./wire.js";
 
 /** Where a ring state came from: a gossiped delta (re-broadcast if it teaches us something) or a
  *  whole ring (push-pull, a reply). */
 export type RingSource = "gossip" | "full";
+
+/** What a commit saves with the ring, when the caller changes it. */
+export interface CommitSaved {
+  readonly transfers?: readonly SavedTransfer[];
+  readonly vacated?: readonly VacatedSlot[];
+}
 
 export interface LeaseCore {
   readonly name: string;
@@ -25,9 +31,10 @@ export interface LeaseCore {
   /** start() has loaded the saved state, so messages can be answered. */
   readonly ready: boolean;
   readonly stopped: boolean;
-  /** Saves `next` (with the transfers still to be acknowledged: `transfers`, or the resend list),
-   *  then makes it the ring everyone sees and announces `delta`. */
-  commit(next: Ring, delta: readonly RingRun[], transfers?: readonly SavedTransfer[]): Promise<void>;
+  /** Saves `next` with what goes with it (the transfers still to be acknowledged and the vacated
+   *  subnets: those in `saved`, or the resend list and the Reclaimer's marks still standing in
+   *  `next`), then makes it the ring everyone sees and announces `delta`. */
+  commit(next: Ring, delta: readonly RingRun[], saved?: CommitSaved): Promise<void>;
   /** Counts, logs and reports a remote state that cannot be merged (LEASE_INCONSISTENT, ...). */
   refuse(error: WeftError, conflicts: readonly Conflict[]): void;
   /** Merges a remote ring state (saved first when it changes anything). */

@@ -23,7 +23,7 @@ export class SlotDonor {
     const span = this.donation(next, from);
     if (span) {
       const delta = next.transfer(core.name, span, from);
-      await core.commit(next, delta, this.resend.saved({ to: from, span }));
+      await core.commit(next, delta, { transfers: this.resend.saved({ to: from, span }) });
       core.stats.slotsGiven += span.count;
       core.opts.log.info({ code: "LEASE_GAVE", to: from, slots: span }, `gave ${span.count} subnet slot(s) to ${from}`);
       this.resend.track(from, span);

@@ -27,13 +27,15 @@
 // A sign of life is the node's, not one ring's: a dual-stack node's counts in both (SubnetLeases
 // emits it, the gossip delegate passes it to the other family's reclaimer).
 // A reclaimed node that was alive uses its subnet until it hears of the reclaim: the heir hands
-// that slot out last (usable), until the ring shows the node leasing another one. The mark is
-// kept in memory only: an heir restarted meanwhile hands it out like any other.
+// that slot out last (usable), until the ring shows the node leasing another one, or the slot is no
+// longer the heir's. The marks are saved with the ring, in the same save as the reclaim that makes
+// them (and each later commit saves those still standing), so a restarted heir keeps them.
 import { WeftError } from "../../errors.js";
 import type { TimerHandle } from "../runtime.js";
 import type { SeedBootstrap } from "./bootstrap.js";
 import type { LeaseCore } from "./core.js";
-import type { SlotSpan } from "./ring.js";
+import type { Ring, SlotSpan } from "./ring.js";
+import type { VacatedSlot } from "./store.js";
 import type { ReclaimReport, Reservation } from "./types.js";
 
 export class Reclaimer {
@@ -41,8 +43,9 @@ export class Reclaimer {
   private readonly condemned = new Map<string, "operator" | "grace period">();
   /** Automatic reclaims waiting for their grace period: the timer and when it fires (clock ms). */
   private readonly graceTimers = new Map<string, { timer: TimerHandle; at: number }>();
-  /** Slots this node reclaimed that were a condemned node's subnet → that node (see the top). */
-  private readonly vacated = new Map<number, string>();
+  /** Slots this node reclaimed that were a condemned node's subnet → that node (see the top); the
+   *  marks saved with the ring in force. */
+  private vacated = new Map<number, string>();
 
   constructor(
     private readonly core: LeaseCore,
@@ -258,15 +261,34 @@ export class Reclaimer {
     this.graceTimers.clear();
   }
 
+  /** The marks to save with `next`: ours and `fresh` ones, less those `next` makes void: a slot no
+   *  longer ours to give, or whose old user leases another slot. */
+  standing(next: Ring, fresh: readonly VacatedSlot[] = []): VacatedSlot[] {
+    const marks = new Map([...this.vacated, ...fresh.map((v) => [v.slot, v.node] as const)]);
+    return [...marks]
+      .filter(([slot, node]) => next.ownerOf(slot) === this.core.name && next.leasesOf(node).every((s) => s === slot))
+      .map(([slot, node]) => ({ slot, node }));
+  }
+
+  /** The marks saved with the ring now in force (by a commit, or loaded at start). */
+  adopt(marks: readonly VacatedSlot[]): void {
+    this.vacated = new Map(marks.map((v) => [v.slot, v.node]));
+  }
+
+  /** The saved marks after a restart (slots outside the ring are dropped). */
+  restore(saved: readonly VacatedSlot[]): void {
+    const ring = this.core.ring;
+    this.adopt(
+      this.standing(
+        ring,
+        saved.filter((v) => v.slot < ring.slotCount),
+      ),
+    );
+  }
+
   /** `spans` (free slots of this node's) less the vacated subnets; `spans` itself if nothing is
    *  taken out or nothing else is left. */
   usable(spans: SlotSpan[]): SlotSpan[] {
-    const ring = this.core.ring;
-    for (const [slot, node] of this.vacated) {
-      // Forgotten once it is not ours to give, or its old user leases another slot.
-      if (ring.ownerOf(slot) !== this.core.name || ring.leasesOf(node).some((s) => s !== slot))
-        this.vacated.delete(slot);
-    }
     if (this.vacated.size === 0) return spans;
     const holes = [...this.vacated.keys()].sort((a, b) => a - b);
     const out: SlotSpan[] = [];
@@ -290,11 +312,13 @@ export class Reclaimer {
     if (this.condemned.size === 0 || this.bootstrap.holdingSeeds) return 0;
     const next = core.ring.clone();
     const before = new Map([...this.condemned.keys()].map((n) => [n, core.countOwned(n)]));
-    const subnets = [...this.condemned.keys()].flatMap((n) => core.ring.leasesOf(n).map((slot) => [slot, n] as const));
+    const subnets = [...this.condemned.keys()].flatMap((node) =>
+      core.ring.leasesOf(node).map((slot) => ({ slot, node })),
+    );
     const delta = next.reclaim(core.name, new Set(this.condemned.keys()), takeOrphans);
     if (delta.length === 0) return 0;
-    await core.commit(next, delta);
-    for (const [slot, node] of subnets) if (next.ownerOf(slot) === core.name) this.vacated.set(slot, node);
+    // The subnets taken here are marked in the same save as the reclaim.
+    await core.commit(next, delta, { vacated: this.standing(next, subnets) });
     const taken = delta.reduce((n, r) => n + r.count, 0);
     core.stats.slotsReclaimed += taken;
     for (const [node, had] of before) {

@@ -3,7 +3,10 @@
 // leaves either the old or the new state, never a torn one. The lease layer saves before it lets
 // anyone hear of a change, which is what makes its ownership survive a restart. With the ring go
 // the transfers this node made that their receivers have not acknowledged yet, so a restarted
-// giver keeps resending them (transfer-resend.ts).
+// giver keeps resending them (transfer-resend.ts). And the slots this node reclaimed that were a
+// reclaimed node's subnet, which it hands out last (reclaim.ts), so a restarted heir does too.
+// Both are optional fields, left out when empty: an older agent ignores them (and drops them at
+// its next save), and an older file loads as having none.
 import { readFile } from "node:fs/promises";
 import { writeFileAtomic } from "../../fs/atomic-write.js";
 import { join } from "node:path";
@@ -23,6 +26,14 @@ export interface PersistedLeaseState {
   readonly ring: RingState;
   /** Transfers given by this node and not yet acknowledged by their receivers (absent: none). */
   readonly transfers?: readonly SavedTransfer[];
+  /** Slots this node reclaimed that a reclaimed node may still use as its subnet (absent: none). */
+  readonly vacated?: readonly VacatedSlot[];
+}
+
+/** A reclaimed subnet the heir hands out last: `slot` was `node`'s subnet. */
+export interface VacatedSlot {
+  readonly slot: number;
+  readonly node: string;
 }
 
 /** A transfer the giver keeps delivering until the receiver shows it has the slots. */
@@ -85,6 +96,7 @@ export class FileLeaseStore implements LeaseStateStore {
       ...(state.transfers?.length && {
         transfers: state.transfers.map((t) => ({ to: t.to, spans: t.spans.map((s) => [s.start, s.count]) })),
       }),
+      ...(state.vacated?.length && { vacated: state.vacated.map((v) => ({ slot: v.slot, node: v.node })) }),
     });
     try {
       await writeFileAtomic(this.file, body, { mode: 0o600, dirMode: 0o700 });
@@ -112,6 +124,7 @@ export class FileLeaseStore implements LeaseStateStore {
       lease: v.lease,
       ring: fromPlainRing(v.ring, fail),
       ...(v.transfers !== undefined && { transfers: parseTransfers(v.transfers, fail) }),
+      ...(v.vacated !== undefined && { vacated: parseVacated(v.vacated, fail) }),
     };
   }
 
@@ -145,6 +158,17 @@ function parseTransfers(value: unknown, fail: (why: string) => WeftError): Saved
         return { start, count };
       }),
     };
+  });
+}
+
+/** The saved marks: [{ slot, node }, ...]. */
+function parseVacated(value: unknown, fail: (why: string) => WeftError): VacatedSlot[] {
+  if (!Array.isArray(value)) throw fail("vacated is not a list");
+  if (value.length > MAX_SAVED_SPANS) throw fail(`more than ${MAX_SAVED_SPANS} vacated slots`);
+  return value.map((v, i) => {
+    const { slot, node } = (typeof v === "object" && v !== null ? v : {}) as { slot?: unknown; node?: unknown };
+    if (!isSlot(slot, 0)) throw fail(`vacated ${i} is not { slot, node }`);
+    return { slot, node: nodeName(node, fail) };
   });
 }
 

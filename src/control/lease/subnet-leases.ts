@@ -20,12 +20,11 @@ import { Timers } from "../timers.js";
 import { SerialQueue } from "../../util/serial.js";
 import { LeaseAcquirer } from "./acquire.js";
 import { SeedBootstrap } from "./bootstrap.js";
-import type { LeaseCore, RingSource } from "./core.js";
+import type { CommitSaved, LeaseCore, RingSource } from "./core.js";
 import { SlotDonor } from "./donate.js";
 import { Reclaimer } from "./reclaim.js";
 import { forkWinner, Ring, type Conflict, type RingRun, type RingState, type SlotChange } from "./ring.js";
 import type { LeaseSpace } from "./slots.js";
-import type { SavedTransfer } from "./store.js";
 import { TransferResender } from "./transfer-resend.js";
 import {
   LEASE_DEFAULTS,
@@ -86,6 +85,7 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
       const { ring, saved } = await this.bootstrap.load();
       this.ring = ring;
       this.resend.restore(saved?.transfers ?? []);
+      this.reclaimer.restore(saved?.vacated ?? []);
     } catch (err) {
       this.stopped = true; // never let a later change overwrite a state file we could not read
       throw err;
@@ -242,7 +242,7 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
       get stopped() {
         return self.stopped;
       },
-      commit: (next, delta, transfers) => this.commit(next, delta, transfers),
+      commit: (next, delta, saved) => this.commit(next, delta, saved),
       refuse: (error, conflicts) => this.refuse(error, conflicts),
       merge: (state, source) => this.merge(state, source),
       enqueue: (task) => this.enqueue(task),
@@ -336,13 +336,11 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     await this.commit(next, delta);
   }
 
-  /** Saves `next` with the transfers still to be acknowledged, then makes it the ring everyone
-   *  sees and announces `delta`. */
-  private async commit(
-    next: Ring,
-    delta: readonly RingRun[],
-    transfers: readonly SavedTransfer[] = this.resend.saved(),
-  ): Promise<void> {
+  /** Saves `next` with the transfers still to be acknowledged and the vacated subnets (in the same
+   *  save as the change, so a crash cannot keep the change without them), then makes it the ring
+   *  everyone sees and announces `delta`. */
+  private async commit(next: Ring, delta: readonly RingRun[], saved: CommitSaved = {}): Promise<void> {
+    const { transfers = this.resend.saved(), vacated = this.reclaimer.standing(next) } = saved;
     const leases = next.leasesOf(this.name);
     await this.opts.store.save({
       node: this.name,
@@ -351,8 +349,10 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
       lease: leases.length > 0 ? this.opts.space.subnetOf(leases[0]) : null,
       ring: next.state(),
       transfers,
+      vacated,
     });
     this.ring = next;
+    this.reclaimer.adopt(vacated);
     this.acquirer.saved();
     this.bootstrap.committed(next);
     if (delta.length > 0) this.emit("announce", { kind: "state", ring: { seeds: next.seeds, runs: delta } });
