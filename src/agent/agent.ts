@@ -95,6 +95,8 @@ export class Agent {
   private stopping = false;
   /** Set once start() holds every family's lease, as it programs them; before, a lost subnet is only forgotten (lostBeforeStart). */
   private started = false;
+  /** Subnets lost and leased anew, logged (AGENT_SUBNET_REPLACED) once subnet.env names the new ones. */
+  private readonly replaced: Array<{ from: string; to: string }> = [];
   /** Until start()'s backends run: a lane that fails then keeps, with --keep-on-exit, what it reused. */
   private firstStart = true;
   private reconcileTimer?: NodeJS.Timeout;
@@ -455,6 +457,8 @@ export class Agent {
     });
     this.ready = true;
     this.publishDue = false;
+    for (const { from, to } of this.replaced.splice(0))
+      this.log.warn({ code: "AGENT_SUBNET_REPLACED", from, to }, `now serving ${to} instead of ${from}`);
     // Whatever brought the node back (a retry, a SIGHUP), the next failure starts at the short wait.
     clearTimeout(this.restartTimer);
     this.restartBackoffMs = RESTART_BACKOFF_MS.min;
@@ -586,15 +590,21 @@ export class Agent {
     // Down: failed, or left so by a failed rollback; a lane waiting for a new lease has no subnet.
     const down = this.lanes.filter((l) => !l.backend && l.subnet);
     if (down.length === 0 && !this.publishDue) return;
-    try {
-      for (const lane of down) await this.startLane(lane);
-    } catch (err) {
-      // A stop under way removes what was started.
-      if (this.stopping) return;
+    // Each on its own: one family that keeps failing must not keep the other down.
+    const failed: Array<{ family: 4 | 6; err: unknown }> = [];
+    for (const lane of down) await this.startLane(lane).catch((err) => failed.push({ family: lane.family, err }));
+    // A stop under way removes what was started.
+    if (this.stopping) return;
+    if (failed.length > 0) {
       this.announceLanes();
       const wait = this.retryRestart();
       this.log.error(
-        { err, code: "AGENT_BACKEND_RESTART_FAILED", retryInMs: wait },
+        {
+          err: failed[0].err,
+          code: "AGENT_BACKEND_RESTART_FAILED",
+          families: failed.map((f) => f.family),
+          retryInMs: wait,
+        },
         `starting the failed backend again failed; this node carries no pod traffic of that family (peers are told), trying again in ${wait} ms (SIGHUP tries at once)`,
       );
       return;
@@ -646,14 +656,16 @@ export class Agent {
     lane.subnet = await this.leaseOf(lane.family);
     const now = formatAnyPrefix(lane.subnet);
     if (this.stopping) return;
-    // Down before (its backend failed, or a reload's rollback did): started with any other family
-    // that is down, as a retry would. A retry that ran while it had no subnet skipped it.
-    if (!running) return this.restartFailed();
+    // Said by the publish that writes it to subnet.env: pods are to be restarted from then on.
+    this.replaced.push({ from: lost, to: now });
+    if (!running) {
+      // Down before (its backend failed, or a reload's rollback did): started with any other
+      // family that is down, as a retry would (a retry that ran while it had no subnet skipped it).
+      this.waitingFor = `a new IPv${lane.family} ${this.conf.Backend.Type} backend: ${lane.failed?.message ?? "not running"}`;
+      return this.restartFailed();
+    }
     await this.startLane(lane);
     await this.publish();
-    // A stop that came while the new backend started: publish() announced nothing; stop() removes it.
-    if (this.stopping) return;
-    this.log.warn({ code: "AGENT_SUBNET_REPLACED", from: lost, to: now }, `now serving ${now} instead of ${lost}`);
   }
 
   /** The lane that held `lost`, its subnet forgotten and the loss logged; undefined if none held it. */
@@ -724,6 +736,8 @@ export class Agent {
       if (this.stopping) throw err;
       // Lanes it stopped are down, the config in force unchanged: as after a failed rollback.
       const wait = this.retryDown(err as Error);
+      const down = this.lanes.filter((l) => !l.backend).map((l) => `IPv${l.family}`);
+      this.waitingFor = `no backend for ${down.join(" and ")}: stopping the ${prev.Backend.Type} backend for the swap failed (AGENT_SWAP_STOP_FAILED); started again in ${wait} ms and after, or send SIGHUP to try at once`;
       throw new WeftError(
         "AGENT_SWAP_STOP_FAILED",
         `stopping the ${prev.Backend.Type} backend for the swap to ${next.Backend.Type} failed (${(err as Error).message}): this node may carry no pod traffic now; the ${prev.Backend.Type} backend is started again in ${wait} ms and after (1 s doubling to 30 s), or send SIGHUP to try the swap again`,

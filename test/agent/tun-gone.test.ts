@@ -187,23 +187,37 @@ describe.skipIf(!canUseNetns()).each(MODES)("an agent whose TUN device is delete
       // host2's saved IPv4 ring now says host2 took host1's IPv4 subnet: host1 loses it, leases
       // another and starts its IPv4 backend again, while IPv6's is still down.
       await restartGivingSubnet(env.agents, a2, STATE_FILE, a1.host.name, a2.host.name, false);
-      const codes = async () =>
+      const logged = async () =>
         (await readFile(join(a1.dir, "agent.log")))
           .subarray(since)
           .toString("utf8")
           .split("\n")
-          .flatMap((l) => (l.startsWith("{") ? [(JSON.parse(l) as { code?: string }).code] : []));
-      await eventually("host1's IPv4 subnet replaced", codes, (c) => c.includes("AGENT_SUBNET_REPLACED"), 60_000);
+          .flatMap((l) => (l.startsWith("{") ? [JSON.parse(l) as { code?: string; from?: string; to?: string }] : []));
+      // host1's new IPv4 backend runs once host2 has it as a peer with its new subnet (publish()
+      // announces it, even while it returns early).
+      const seen = await env.agents.waitFor(
+        a2,
+        "host1's new IPv4 subnet announced",
+        (st) => st.peers.some((p) => p.name === "host1" && p.subnet !== lost),
+        60_000,
+      );
+      const now = seen.peers.find((p) => p.name === "host1")!.subnet;
       // Before, the new IPv4 backend's publish said ready and wrote subnet.env for both families.
       const s = await env.agents.status(a1);
-      expect(s.subnet).not.toBe(lost);
+      expect(s.subnet).toBe(now);
       expect(s.ready).toBe(false);
       expect((s as { waitingFor?: string }).waitingFor).toMatch(/^a new IPv6 wasm-vxlan backend: /);
       expect(existsSync(env.agents.subnetFile(a1))).toBe(false);
       await expect(agentRequest(a1.stateDir, "GET", "/readyz")).rejects.toThrow(/not ready/);
+      // Pods are told to restart once subnet.env names the new subnet, not before.
+      expect((await logged()).map((l) => l.code)).toContain("AGENT_SUBNET_LOST");
+      expect((await logged()).map((l) => l.code)).not.toContain("AGENT_SUBNET_REPLACED");
 
       await a1.host.ns.ip(`link del ${mode.device}`);
       await env.agents.waitReady(a1, 30_000);
+      expect((await logged()).filter((l) => l.code === "AGENT_SUBNET_REPLACED")).toEqual([
+        expect.objectContaining({ from: lost, to: now }),
+      ]);
       // A pod made now gets the new IPv4 subnet and is reached over both families.
       const fresh = await env.lab.addPod(a1.host, env.agents.subnetFile(a1));
       expect((await pingWhenRouted(a2.host.pods[0], fresh.addr)).received).toBe(2);
