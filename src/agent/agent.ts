@@ -95,6 +95,8 @@ export class Agent {
   private stopping = false;
   /** Set once start() holds every family's lease, as it programs them; before, a lost subnet is only forgotten (lostBeforeStart). */
   private started = false;
+  /** A periodic reconcile waits on the backend-change queue: no second one queues behind it. */
+  private reconcileQueued = false;
   /** Subnets lost and leased anew, logged (AGENT_SUBNET_REPLACED) once subnet.env names the new ones. */
   private readonly replaced: Array<{ from: string; to: string }> = [];
   /** Until start()'s backends run: a lane that fails then keeps, with --keep-on-exit, what it reused. */
@@ -797,14 +799,22 @@ export class Agent {
 
   /** Periodic: peers from the control plane, then kernel drift repaired. */
   private async reconcile(): Promise<void> {
-    if (!this.ready) return;
-    try {
-      await Promise.all(this.lanes.map((l) => l.sync.kick()));
-      for (const lane of this.lanes) await lane.backend?.reconcile();
-    } catch (err) {
+    // On the backend-change queue, so that no swap or restart is under way; a family that runs is
+    // repaired while another is down (the node not ready: before, nothing was repaired then,
+    // and a failed restart or rollback now leaves the node so for long). One queued at a time.
+    if (this.reconcileQueued) return;
+    this.reconcileQueued = true;
+    await this.serially(async () => {
+      this.reconcileQueued = false;
+      const running = this.lanes.filter((l) => l.backend);
+      await Promise.all(running.map((l) => l.sync.kick()));
+      for (const lane of running) await lane.backend?.reconcile();
+    }).catch((err) => {
+      this.reconcileQueued = false;
       this.log.error({ err }, "reconcile failed; trying again at the next interval");
-    }
+    });
   }
+
 
   /**
    * What `weft status` shows. IPv4's keys (underlay, network, subnet, peers) are absent or empty

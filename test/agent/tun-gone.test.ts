@@ -130,7 +130,17 @@ describe.skipIf(!canUseNetns()).each(MODES)("an agent whose TUN device is delete
     await expect(agentRequest(a1.stateDir, "GET", "/readyz")).rejects.toThrow(/not ready/);
     expect(await metrics(a1)).toMatch(/^weft_ready 0$/m);
     // The other family's backend carries its pods' traffic meanwhile.
-    if (dual) await pingBoth(a1, a2, [4]);
+    if (dual) {
+      await pingBoth(a1, a2, [4]);
+      // ... and is repaired: a route deleted by hand comes back at a reconcile, the node not
+      // ready as it is (before, nothing was reconciled while not ready).
+      const routes = () => a1.host.ns.exec(["ip", "-4", "route", "show", "dev", "weft.1"]);
+      expect(await routes()).toContain(NETWORK);
+      await a1.host.ns.ip(`route del ${NETWORK} dev weft.1`);
+      expect(await routes()).not.toContain(NETWORK);
+      await eventually("the deleted IPv4 route back while IPv6 is down", routes, (r) => r.includes(NETWORK), 20_000);
+      expect((await env.agents.status(a1)).ready).toBe(false);
+    }
 
     await a1.host.ns.ip(`link del ${mode.device}`);
     await env.agents.waitReady(a1, 30_000);
