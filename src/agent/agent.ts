@@ -815,7 +815,6 @@ export class Agent {
     });
   }
 
-
   /**
    * What `weft status` shows. IPv4's keys (underlay, network, subnet, peers) are absent or empty
    * while IPv4 is off; IPv6's (underlay6, network6, subnet6, backend6, peers6) are there while
