@@ -201,13 +201,16 @@ export type ErrorCode =
 
 export class WeftError<C extends ErrorCode = ErrorCode> extends Error {
   override readonly name = "WeftError";
+  /** Evidence too long for the message (a tool's output, socket states), for reports to record. */
+  readonly detail?: string;
 
   constructor(
     readonly code: C,
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; detail?: string },
   ) {
     super(message, options);
+    if (options?.detail !== undefined) this.detail = options.detail;
   }
 }
 

@@ -3,7 +3,7 @@
 // (a flood of timestamped datagrams, probe.ts: how old are the ones still delivered after it
 // stopped), and idle cost (the agents' CPU while nothing flows).
 import { spawn } from "node:child_process";
-import { WeftError } from "../errors.js";
+import { errorMessage, WeftError } from "../errors.js";
 import type { LabPod } from "../lab/cluster.js";
 import { iperf, ping } from "../lab/traffic.js";
 import { formatIpv4 } from "../net/ipv4.js";
@@ -44,11 +44,14 @@ export async function pingUnderLoad(
     );
   })();
   // Whatever fails, every part is awaited, so no iperf3 or ping outlives the run.
-  const [each, tcp, udp] = await settleAll([
-    pings,
-    iperf(server, client, { seconds, streams: 1 }),
-    iperf(server, client, { seconds, udp: true, length: 1400, bitrate: "0" }),
-  ]);
+  const [each, tcp, udp] = await settleNamed(
+    ["pings", "TCP", "UDP"],
+    [
+      pings,
+      iperf(server, client, { seconds, streams: 1 }),
+      iperf(server, client, { seconds, udp: true, length: 1400, bitrate: "0" }),
+    ],
+  );
   const rtts = each.flatMap((r) => r.rtts);
   const sent = each.reduce((n, r) => n + r.sent, 0);
   if (rtts.length === 0)
@@ -74,6 +77,29 @@ export async function pingUnderLoad(
       udp,
     },
   };
+}
+
+/**
+ * settleAll, and when several parts failed, one error that names each with its failure (which of
+ * TCP, UDP and the pings stalled together tells a path's stall from one tool's): the first
+ * failure's code, so a retry still sees why, and every part's detail.
+ */
+async function settleNamed<T extends readonly unknown[] | []>(names: readonly string[], parts: T) {
+  const results = await Promise.allSettled(parts);
+  const failed = results.flatMap((r, i) => (r.status === "rejected" ? [{ name: names[i], error: r.reason }] : []));
+  const first = failed[0]?.error;
+  if (failed.length > 1 && first instanceof WeftError) {
+    const each = (e: unknown) => (e instanceof WeftError ? `[${e.code}] ${e.message}` : errorMessage(e));
+    throw new WeftError(first.code, `${failed.map((f) => `${f.name}: ${each(f.error)}`).join("; ")}`, {
+      cause: first,
+      detail:
+        failed
+          .filter((f) => f.error instanceof WeftError && f.error.detail)
+          .map((f) => `${f.name}:\n${(f.error as WeftError).detail}`)
+          .join("\n") || undefined,
+    });
+  }
+  return settleAll(parts);
 }
 
 const PROBE_PORT = 7100;

@@ -97,7 +97,13 @@ export interface IperfOptions {
   port?: number;
   /** 6: to the server pod's IPv6 address (default 4). */
   family?: 4 | 6;
+  /** When the client is killed if it has given no result (default: the run's seconds + 30 s). */
+  limitMs?: number;
 }
+
+/** How much of each tool's output a LAB_IPERF_NO_RESULT error keeps (the end of it). */
+const DETAIL_BYTES = 4096;
+const tail = (text: string) => (text.length > DETAIL_BYTES ? `…${text.slice(-DETAIL_BYTES)}` : text);
 
 /**
  * Each run listens on the next port of 5201..5300 (unless `port` is given): after a UDP flood,
@@ -106,6 +112,11 @@ export interface IperfOptions {
  * takes the first datagram's sender for its client, and iperf3 does not retry its UDP set-up.
  */
 let runs = 0;
+
+/** Client options of every run: a control connection not set up within 5 s is an error. */
+export const IPERF_TIMEOUTS = ["--connect-timeout", "5000"];
+/** TCP only (TCP_USER_TIMEOUT on the data sockets): data unacknowledged for 10 s is an error. */
+export const IPERF_TCP_TIMEOUTS = ["--snd-timeout", "10000"];
 
 /** One iperf3 run: a one-shot server in `server`, the client in `client`. */
 /** What is read of iperf3's JSON result (`-J`): `sum` for UDP, `sum_sent` and `sum_received` for TCP. */
@@ -129,23 +140,44 @@ export async function iperf(server: LabPod, client: LabPod, o: IperfOptions): Pr
     throw new WeftError("LAB_NO_ADDRESS", `iperf3 over IPv6 to ${server.name}: it has no IPv6 address`);
   const addr = o.family === 6 ? formatIpv6(server.addr6!) : formatIpv4(server.addr);
   const [cmd, ...argv] = server.ns.wrap(["iperf3", "-s", "-1", "--forceflush", "-B", addr, "-p", port]);
-  const srv = spawn(cmd, argv, { stdio: ["ignore", "pipe", "ignore"] });
+  const srv = spawn(cmd, argv, { stdio: ["ignore", "pipe", "pipe"] });
+  // The server's whole output (its per-second reports, its errors), its end kept for a stall's detail.
+  let serverOut = "";
+  const keep = (d: Buffer) => (serverOut = tail(serverOut + d));
+  srv.stdout.on("data", keep);
+  srv.stderr.on("data", keep);
   try {
     await serverListening(srv, 10_000);
     const dropsBefore = o.udp ? (await udpStats(server.ns)).rcvbufErrors : 0;
     const args = ["iperf3", "-c", addr, "-p", port, "-J", "-P", String(o.streams ?? 1)];
     if (o.bytes !== undefined) args.push("-n", String(o.bytes));
     else args.push("-t", String(o.seconds ?? 5));
+    // A control connection that cannot be set up, or TCP data unacknowledged for 10 s, become
+    // iperf3's own error (LAB_IPERF_FAILED, naming the phase) long before the kill below.
+    args.push(...IPERF_TIMEOUTS);
     if (o.udp) args.push("-u", "-b", o.bitrate ?? "0", "-l", String(o.length ?? 1400));
-    const limitMs = (o.seconds ?? 60) * 1000 + 30_000;
-    const { stdout } = await capture(client.ns.wrap(args), limitMs);
+    else args.push(...IPERF_TCP_TIMEOUTS);
+    const limitMs = o.limitMs ?? (o.seconds ?? 60) * 1000 + 30_000;
+    const started = Date.now();
+    // Before the kill: both ends' sockets (state, timers, queues), which tell a stalled path
+    // (unacknowledged data, backoff) from a stalled process (data queued, unread).
+    let sockets = "";
+    const { stdout, stderr, killed } = await capture(client.ns.wrap(args), limitMs, async () => {
+      const ss = (ns: Netns) => ns.exec(["ss", "-tino"], { timeoutMs: 5000 }).catch((e: Error) => e.message);
+      const [c, s] = await Promise.all([ss(client.ns), ss(server.ns)]);
+      sockets = `client ss -tino:\n${tail(c)}\nserver ss -tino:\n${tail(s)}`;
+    });
     let j: IperfJson;
     try {
       j = JSON.parse(stdout);
     } catch {
+      const elapsedS = ((Date.now() - started) / 1000).toFixed(1);
       throw new WeftError(
         "LAB_IPERF_NO_RESULT",
-        `iperf3 ${o.udp ? "UDP" : "TCP"} ${client.name} -> ${server.name} gave no result within ${limitMs / 1000} s (killed, or the path stalled)`,
+        `iperf3 ${o.udp ? "UDP" : "TCP"} ${client.name} -> ${server.name} gave no result ${killed ? `within its limit of ${limitMs / 1000} s (killed after ${elapsedS} s)` : `(exited after ${elapsedS} s)`}; the error's detail (in a bench report's JSON) holds both ends' sockets and the iperf3s' output`,
+        {
+          detail: `${sockets || "(no sockets captured: not killed)"}\nserver output:\n${serverOut}\nclient stderr:\n${tail(stderr)}\nclient stdout:\n${tail(stdout)}`,
+        },
       );
     }
     if (j.error) throw new WeftError("LAB_IPERF_FAILED", `iperf3 ${client.name} -> ${server.name}: ${j.error}`);
@@ -242,14 +274,30 @@ function serverListening(srv: ReturnType<typeof spawn>, timeoutMs: number): Prom
   });
 }
 
-function capture(argv: string[], timeoutMs: number): Promise<{ stdout: string; code: number }> {
+/**
+ * Runs a tool to its end, or kills it after timeoutMs (once `beforeKill` has looked around).
+ * A killed tool resolves with what it wrote (`killed`); one that failed with no output rejects.
+ */
+function capture(
+  argv: string[],
+  timeoutMs: number,
+  beforeKill: () => Promise<void> = async () => {},
+): Promise<{ stdout: string; stderr: string; code: number; killed: boolean }> {
   return new Promise((resolve, reject) => {
     const child = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
+    let killed = false;
     child.stdout.on("data", (d) => (stdout += d));
     child.stderr.on("data", (d) => (stderr += d));
-    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    const timer = setTimeout(
+      () =>
+        void beforeKill().finally(() => {
+          killed = true;
+          child.kill("SIGKILL");
+        }),
+      timeoutMs,
+    );
     child.on("error", (e) =>
       reject(
         new WeftError(
@@ -261,9 +309,9 @@ function capture(argv: string[], timeoutMs: number): Promise<{ stdout: string; c
     );
     child.on("exit", (code) => {
       clearTimeout(timer);
-      if (code !== 0 && !stdout)
+      if (code !== 0 && !stdout && !killed)
         reject(new WeftError("LAB_TRAFFIC_TOOL_FAILED", `${argv.join(" ")} exited ${code}: ${stderr.trim()}`));
-      else resolve({ stdout, code: code ?? -1 });
+      else resolve({ stdout, stderr, code: code ?? -1, killed });
     });
   });
 }

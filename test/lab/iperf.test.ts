@@ -1,0 +1,84 @@
+// iperf() between two namespaces joined by a veth: normal TCP and UDP runs give results with the
+// client's timeouts on; a run whose path drops everything ends as iperf3's own error once the
+// control connection cannot be set up, and one killed at its limit says what both ends looked like.
+import { describe, expect, it } from "vitest";
+import { WeftError } from "../../src/errors.js";
+import type { LabPod } from "../../src/lab/cluster.js";
+import { pingUnderLoad } from "../../src/bench/load.js";
+import { iperf } from "../../src/lab/traffic.js";
+import { parseIpv4 } from "../../src/net/ipv4.js";
+import { canUseNetns, Netns, vethPair } from "../support/netns.js";
+
+/** Two pods (only what iperf() reads of one) on a veth; `run` gets them, then both are removed. */
+async function withPods(run: (server: LabPod, client: LabPod) => Promise<void>): Promise<void> {
+  const a = await Netns.create("ipfs");
+  const b = await Netns.create("ipfc");
+  try {
+    await vethPair(a, "eth0", "198.19.0.1/24", b, "eth0", "198.19.0.2/24");
+    const pod = (name: string, ns: Netns, addr: string) => ({ name, ns, addr: parseIpv4(addr) }) as unknown as LabPod;
+    await run(pod("server", a, "198.19.0.1"), pod("client", b, "198.19.0.2"));
+  } finally {
+    await Promise.all([a.destroy(), b.destroy()]);
+  }
+}
+
+/** Drops every TCP packet to `port` (every TCP one without) arriving in the server pod's namespace. */
+const dropTo = (server: LabPod, port?: number) =>
+  server.ns.exec([
+    "nft",
+    `add table inet t; add chain inet t in { type filter hook input priority 0 ; }; add rule inet t in ${port === undefined ? "meta l4proto tcp" : `tcp dport ${port}`} drop`,
+  ]);
+
+const failure = async (p: Promise<unknown>) => {
+  const e = await p.then(
+    () => undefined,
+    (x: unknown) => x,
+  );
+  expect(e).toBeInstanceOf(WeftError);
+  return e as WeftError;
+};
+
+describe.skipIf(!canUseNetns())("lab iperf3 runs", () => {
+  it("TCP and UDP runs give their results", async () => {
+    await withPods(async (server, client) => {
+      const tcp = await iperf(server, client, { seconds: 1 });
+      expect(tcp.receivedBytes).toBeGreaterThan(0);
+      const udp = await iperf(server, client, { seconds: 1, udp: true, bitrate: "10M" });
+      expect(udp.packets).toBeGreaterThan(0);
+    });
+  }, 30_000);
+
+  it("a control connection that cannot be set up is iperf3's own error, before the limit", async () => {
+    await withPods(async (server, client) => {
+      await dropTo(server, 5290);
+      const e = await failure(iperf(server, client, { seconds: 1, port: 5290, limitMs: 20_000 }));
+      expect(e.code, e.message).toBe("LAB_IPERF_FAILED");
+      expect(e.message).toMatch(/connect/i);
+    });
+  }, 30_000);
+
+  it("a run killed at its limit carries both ends' sockets, the server's output and the time it took", async () => {
+    await withPods(async (server, client) => {
+      await dropTo(server, 5291);
+      const e = await failure(iperf(server, client, { seconds: 1, port: 5291, limitMs: 1500 }));
+      expect(e.code, e.message).toBe("LAB_IPERF_NO_RESULT");
+      expect(e.message).toMatch(/killed after \d+\.\d s/);
+      // The client's SYN never answered; the server listening.
+      expect(e.detail).toMatch(/client ss -tino:\n.*SYN-SENT.*198\.19\.0\.1:5291/s);
+      expect(e.detail).toMatch(/server ss -tino:\n/);
+      expect(e.detail).toContain(
+        "server output:\n-----------------------------------------------------------\nServer listening on 5291",
+      );
+    });
+  }, 30_000);
+
+  it("ping under load names every part that failed, not only the first", async () => {
+    await withPods(async (server, client) => {
+      // Neither iperf3 can set up its control connection; the pings still get through.
+      await dropTo(server);
+      const e = await failure(pingUnderLoad(client, server, { seconds: 4, pingCount: 10, pingIntervalS: 0.1 }));
+      expect(e.code, e.message).toBe("LAB_IPERF_FAILED");
+      expect(e.message).toMatch(/^TCP: \[LAB_IPERF_FAILED\] iperf3 .*; UDP: \[LAB_IPERF_FAILED\] iperf3 /);
+    });
+  }, 30_000);
+});
