@@ -11,7 +11,8 @@ import { DEFAULT_WORKERS_RULE, defaultWorkers } from "../../src/dataplane/defaul
 import { cpuPerGigabyte, measureOwnCpu } from "../../src/bench/cpu.js";
 import { floodTail, pingUnderLoad } from "../../src/bench/load.js";
 import { median, pairedRatio } from "../../src/bench/stats.js";
-import { roundTripFigures } from "../../src/bench/workloads.js";
+import { retryable, roundTripFigures } from "../../src/bench/workloads.js";
+import { WeftError } from "../../src/errors.js";
 import { iperf, ping } from "../../src/lab/traffic.js";
 import { listOf, numberValue, onOff, oneOf, wholeNumber } from "../cli-options.js";
 import { perRound } from "./per-round.js";
@@ -232,16 +233,24 @@ async function rtt(s: Setup, round: number, q: "p50" | "p99") {
   return { value: v[q], extra: { lossPercent: v.lossPercent } };
 }
 
-const loadedRun = perRound<Awaited<ReturnType<typeof pingUnderLoad>>["values"]>();
+const loadedRun = perRound<Awaited<ReturnType<typeof pingUnderLoad>>["values"] & { measuredAgain: number }>();
 /** Ping under load as `weft bench` measures it (src/bench/load.ts). */
 async function loadedRtt(s: Setup, round: number, q: "p50" | "p99") {
-  const v = await loadedRun(
-    s.name,
-    round,
-    async () =>
-      (await pingUnderLoad(s.client, s.server, { seconds: duration, pingCount: 400, pingIntervalS: 0.01 })).values,
-  );
-  return { value: v[q], extra: { lossPercent: v.lossPercent, tcpGbps: v.tcpGbps } };
+  const v = await loadedRun(s.name, round, async () => {
+    const measure = async () =>
+      (await pingUnderLoad(s.client, s.server, { seconds: duration, pingCount: 400, pingIntervalS: 0.01 })).values;
+    try {
+      return { ...(await measure()), measuredAgain: 0 };
+    } catch (error) {
+      // As `weft bench` does: a TCP stream stalled beside the flood is measured once more, and said.
+      if (!(error instanceof WeftError) || !retryable("loaded-rtt", error.code)) throw error;
+      console.log(
+        `round ${round}  loaded ping     ${s.name}: [${error.code}] ${error.message}; measuring it again${error.detail ? `\n${error.detail}` : ""}`,
+      );
+      return { ...(await measure()), measuredAgain: 1 };
+    }
+  });
+  return { value: v[q], extra: { lossPercent: v.lossPercent, tcpGbps: v.tcpGbps, measuredAgain: v.measuredAgain } };
 }
 
 async function main(): Promise<void> {
@@ -261,7 +270,7 @@ async function main(): Promise<void> {
       if (p.received !== 3) throw new Error(`${s.name}: pods cannot reach each other (${p.received}/3 pings)`);
     }
     const samples: Sample[] = [];
-    const failures: Array<{ setup: string; workload: string; round: number; error: string }> = [];
+    const failures: Array<{ setup: string; workload: string; round: number; error: string; detail?: string }> = [];
     for (let round = 1; round <= rounds; round++) {
       for (const w of chosen) {
         for (const s of setups) {
@@ -271,8 +280,11 @@ async function main(): Promise<void> {
           } catch (error) {
             // One stalled run must not cost the others: note it and go on (medians skip it).
             const text = error instanceof Error ? error.message : String(error);
-            failures.push({ setup: s.name, workload: w.name, round, error: text });
-            console.log(`round ${round}  ${w.name.padEnd(14)} ${s.name.padEnd(13)} FAILED: ${text}`);
+            const detail = error instanceof WeftError ? error.detail : undefined;
+            failures.push({ setup: s.name, workload: w.name, round, error: text, ...(detail && { detail }) });
+            console.log(
+              `round ${round}  ${w.name.padEnd(14)} ${s.name.padEnd(13)} FAILED: ${text}${detail ? `\n${detail}` : ""}`,
+            );
             continue;
           }
           samples.push({ setup: s.name, workload: w.name, round, value: r.value, unit: w.unit, extra: r.extra });

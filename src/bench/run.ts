@@ -28,6 +28,7 @@ import {
   workloadLabel,
   type FailedRun,
   type LabWorkload,
+  retryable,
   type Sample,
   type Workload,
 } from "./workloads.js";
@@ -104,11 +105,11 @@ export async function runBench(settings: BenchSettings, command: string): Promis
               // The TCP stream of ping under load sometimes stalls beside the flood and its iperf3
               // gives no result, kernel backends too (iperf3's or the harness's, not a dataplane's):
               // measured once more, and the stall reported as retried, not hidden.
-              if (interrupted || !(error instanceof WeftError) || !retryable(w, error.code)) throw error;
+              if (interrupted || !(error instanceof WeftError) || !retryable(w.kind, error.code)) throw error;
               checkAgents(labOf(name)); // throws BENCH_AGENT_GONE if an agent's exit was the cause
-              retried.push({ ...at, label, code: error.code, message: error.message });
+              retried.push({ ...at, label, ...recordOf(error) });
               process.stderr.write(
-                `\nround ${round} · ${name} · ${label}: [${error.code}] ${error.message}; measuring it again\n`,
+                `\nround ${round} · ${name} · ${label}: [${error.code}] ${error.message}; measuring it again\n${detailText(error)}`,
               );
               await measure();
             }
@@ -118,8 +119,10 @@ export async function runBench(settings: BenchSettings, command: string): Promis
             // all its tools before it fails). A bug, or an agent gone, still ends the run.
             if (interrupted || !(error instanceof WeftError) || AGENT_GONE.has(error.code)) throw error;
             checkAgents(labOf(name)); // throws BENCH_AGENT_GONE if the failure was an agent's exit
-            failures.push({ ...at, label, code: error.code, message: error.message });
-            process.stderr.write(`\nround ${round} · ${name} · ${label} failed: [${error.code}] ${error.message}\n`);
+            failures.push({ ...at, label, ...recordOf(error) });
+            process.stderr.write(
+              `\nround ${round} · ${name} · ${label} failed: [${error.code}] ${error.message}\n${detailText(error)}`,
+            );
           }
         });
       }
@@ -246,10 +249,12 @@ export async function runBench(settings: BenchSettings, command: string): Promis
   return report;
 }
 
-/** Runs measured once more after a failure: only ping under load's iperf3 ending without a result. */
-function retryable(w: Workload, code: string): boolean {
-  return w.kind === "loaded-rtt" && (code === "LAB_IPERF_NO_RESULT" || code === "LAB_TRAFFIC_TOOL_FAILED");
+/** What a failed run records of its error (the detail: a stall's sockets and tools' output). */
+function recordOf(e: WeftError) {
+  return { code: e.code, message: e.message, ...(e.detail && { detail: e.detail }) };
 }
+
+const detailText = (e: WeftError) => (e.detail ? `${e.detail}\n` : "");
 
 /**
  * The order of the setups in a round (every workload of the round runs them in it; the samples'

@@ -75,6 +75,16 @@ export interface FailedRun {
   /** The WeftError's code (anything else ends the run instead). */
   code: string;
   message: string;
+  /** The error's detail, when it has one (a stall's sockets and iperf3's output). */
+  detail?: string;
+}
+
+/**
+ * Runs measured once more after a failure (`weft bench` and bench:e2e): only ping under load's
+ * iperf3 ending without a result.
+ */
+export function retryable(kind: Workload["kind"], code: string): boolean {
+  return kind === "loaded-rtt" && (code === "LAB_IPERF_NO_RESULT" || code === "LAB_TRAFFIC_TOOL_FAILED");
 }
 
 /**
