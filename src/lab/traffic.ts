@@ -176,7 +176,7 @@ export async function iperf(server: LabPod, client: LabPod, o: IperfOptions): Pr
         "LAB_IPERF_NO_RESULT",
         `iperf3 ${o.udp ? "UDP" : "TCP"} ${client.name} -> ${server.name} gave no result ${killed ? `within its limit of ${limitMs / 1000} s (killed after ${elapsedS} s)` : `(exited after ${elapsedS} s)`}; the error's detail (in a bench report's JSON) holds both ends' sockets and the iperf3s' output`,
         {
-          detail: `${sockets || "(no sockets captured: not killed)"}\nserver output:\n${serverOut}\nclient stderr:\n${tail(stderr)}\nclient stdout:\n${tail(stdout)}`,
+          detail: `client: ${args.join(" ")}\n${sockets || "(no sockets captured: not killed)"}\nserver output:\n${serverOut}\nclient stderr:\n${tail(stderr)}\nclient stdout:\n${tail(stdout)}`,
         },
       );
     }

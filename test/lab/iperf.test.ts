@@ -22,11 +22,11 @@ async function withPods(run: (server: LabPod, client: LabPod) => Promise<void>):
   }
 }
 
-/** Drops every TCP packet to `port` (every TCP one without) arriving in the server pod's namespace. */
-const dropTo = (server: LabPod, port?: number) =>
-  server.ns.exec([
+/** Drops the TCP packets that `match` (an nft match) picks among those arriving in a pod's namespace. */
+const dropIn = (pod: LabPod, match: string) =>
+  pod.ns.exec([
     "nft",
-    `add table inet t; add chain inet t in { type filter hook input priority 0 ; }; add rule inet t in ${port === undefined ? "meta l4proto tcp" : `tcp dport ${port}`} drop`,
+    `add table inet t; add chain inet t in { type filter hook input priority 0 ; }; add rule inet t in ${match} drop`,
   ]);
 
 const failure = async (p: Promise<unknown>) => {
@@ -50,7 +50,7 @@ describe.skipIf(!canUseNetns())("lab iperf3 runs", () => {
 
   it("a control connection that cannot be set up is iperf3's own error, before the limit", async () => {
     await withPods(async (server, client) => {
-      await dropTo(server, 5290);
+      await dropIn(server, "tcp dport 5290");
       const e = await failure(iperf(server, client, { seconds: 1, port: 5290, limitMs: 20_000 }));
       expect(e.code, e.message).toBe("LAB_IPERF_FAILED");
       expect(e.message).toMatch(/connect/i);
@@ -59,13 +59,14 @@ describe.skipIf(!canUseNetns())("lab iperf3 runs", () => {
 
   it("a run killed at its limit carries both ends' sockets, the server's output and the time it took", async () => {
     await withPods(async (server, client) => {
-      await dropTo(server, 5291);
+      await dropIn(server, "tcp dport 5291");
       const e = await failure(iperf(server, client, { seconds: 1, port: 5291, limitMs: 1500 }));
       expect(e.code, e.message).toBe("LAB_IPERF_NO_RESULT");
       expect(e.message).toMatch(/killed after \d+\.\d s/);
       // The client's SYN never answered; the server listening.
       expect(e.detail).toMatch(/client ss -tino:\n.*SYN-SENT.*198\.19\.0\.1:5291/s);
       expect(e.detail).toMatch(/server ss -tino:\n/);
+      expect(e.detail).toMatch(/^client: iperf3 -c 198\.19\.0\.1 .*--connect-timeout 5000 --snd-timeout 10000/);
       expect(e.detail).toContain(
         "server output:\n-----------------------------------------------------------\nServer listening on 5291",
       );
@@ -75,7 +76,7 @@ describe.skipIf(!canUseNetns())("lab iperf3 runs", () => {
   it("ping under load names every part that failed, not only the first", async () => {
     await withPods(async (server, client) => {
       // Neither iperf3 can set up its control connection; the pings still get through.
-      await dropTo(server);
+      await dropIn(server, "meta l4proto tcp");
       const e = await failure(pingUnderLoad(client, server, { seconds: 4, pingCount: 10, pingIntervalS: 0.1 }));
       expect(e.code, e.message).toBe("LAB_IPERF_FAILED");
       expect(e.message).toMatch(/^TCP: \[LAB_IPERF_FAILED\] iperf3 .*; UDP: \[LAB_IPERF_FAILED\] iperf3 /);
