@@ -422,6 +422,16 @@ export class Agent {
   }
 
   /** Announces what every family's backend announces, sets ip-masq, removes stale pod-subnet gateways, writes subnet.env: the node is ready. */
+  /** Why a lane with a subnet is not ready: the backend it waits for, and its last failure. */
+  private awaitingBackend(lane: Lane): string {
+    return `a new IPv${lane.family} ${this.conf.Backend.Type} backend: ${lane.failed?.message ?? "not running"}`;
+  }
+
+  /** The families left without a backend, as the waiting texts name them ("IPv4", "IPv6"). */
+  private downFamilies(): string[] {
+    return this.lanes.filter((l) => !l.backend).map((l) => `IPv${l.family}`);
+  }
+
   private async publish(): Promise<void> {
     // A stop that came while the backend started (a reload, a lost subnet's new one): gossip is
     // down and nothing is to be announced or written; the stop removes what was started.
@@ -433,7 +443,7 @@ export class Agent {
     // the last family up publishes.
     const down = this.lanes.find((l) => l.subnet && !l.backend);
     if (down) {
-      this.waitingFor = `a new IPv${down.family} ${this.conf.Backend.Type} backend: ${down.failed?.message ?? "not running"}`;
+      this.waitingFor = this.awaitingBackend(down);
       return;
     }
     const held = this.lanes.map((l) => ({ network: this.network(l.family), subnet: l.subnet! }));
@@ -663,7 +673,7 @@ export class Agent {
     if (!running) {
       // Down before (its backend failed, or a reload's rollback did): started with any other
       // family that is down, as a retry would (a retry that ran while it had no subnet skipped it).
-      this.waitingFor = `a new IPv${lane.family} ${this.conf.Backend.Type} backend: ${lane.failed?.message ?? "not running"}`;
+      this.waitingFor = this.awaitingBackend(lane);
       return this.restartFailed();
     }
     await this.startLane(lane);
@@ -738,7 +748,7 @@ export class Agent {
       if (this.stopping) throw err;
       // Lanes it stopped are down, the config in force unchanged: as after a failed rollback.
       const wait = this.retryDown(err as Error);
-      const down = this.lanes.filter((l) => !l.backend).map((l) => `IPv${l.family}`);
+      const down = this.downFamilies();
       this.waitingFor = `no backend for ${down.join(" and ")}: stopping the ${prev.Backend.Type} backend for the swap failed (AGENT_SWAP_STOP_FAILED); started again in ${wait} ms and after, or send SIGHUP to try at once`;
       throw new WeftError(
         "AGENT_SWAP_STOP_FAILED",
@@ -767,7 +777,7 @@ export class Agent {
         if (this.stopping) throw rollback;
         // Not "swapping the backend" (stopBackend's word): nothing is under way until a SIGHUP.
         // A dual-stack node may have started one family's backend before the other's failed.
-        const down = this.lanes.filter((l) => !l.backend).map((l) => `IPv${l.family}`);
+        const down = this.downFamilies();
         const which = down.length > 0 ? `no backend for ${down.join(" and ")}` : "a backend not set up";
         const wait = this.retryDown(rollback as Error);
         this.waitingFor = `${which}: the new one and the way back to the old one failed to start (AGENT_ROLLBACK_FAILED); fix the cause: the way back is tried again in ${wait} ms and after, or send SIGHUP to try at once`;
