@@ -87,17 +87,34 @@ export class Kernel {
     const stopped = failures.find((f) => f.line === undefined);
     if (!stopped) return failures;
     // iproute2's `ip neigh` exits at once when the kernel refuses it, even under -force, without
-    // saying which line: the lines after the last one reported run again, one per call. A delete
-    // that finds nothing there now may have run the first time, and its goal holds either way.
+    // saying which line: the lines after the last one reported run again, halved until the one
+    // that stops a batch runs alone, so a refusal costs some 2·log2(n) calls, not n.
     const from = Math.max(0, ...failures.map((f) => f.line ?? 0));
-    const again: BatchFailure[] = [];
-    for (let i = from; i < lines.length; i++) {
-      for (const f of (await this.forceBatch("ip", [lines[i]], false)).failures) {
-        const absent = /^\S+ del /.test(lines[i]) && /No such file or directory|No such process/.test(f.message);
-        if (!absent) again.push({ ...f, line: i + 1, command: lines[i] });
-      }
-    }
-    return [...failures.filter((f) => f !== stopped), ...again];
+    return [...failures.filter((f) => f !== stopped), ...(await this.ipBatchAgain(lines, from, lines.length))];
+  }
+
+  /**
+   * Runs lines[from, to) again under -force; a delete that finds nothing there now may have run
+   * the first time, and its goal holds either way, so it is no failure.
+   */
+  private async ipBatchAgain(lines: string[], from: number, to: number): Promise<BatchFailure[]> {
+    if (from >= to) return [];
+    const { failures } = await this.forceBatch("ip", lines.slice(from, to), false);
+    const alone = to - from === 1;
+    const stopped = failures.find((f) => f.line === undefined);
+    const reported = failures
+      .map((f) => (f === stopped && alone ? { ...f, line: 1, command: lines[from] } : f))
+      .filter((f) => f.line !== undefined)
+      .map((f) => ({ ...f, line: f.line! + from }))
+      .filter((f) => !(/^\S+ del /.test(f.command) && /No such file or directory|No such process/.test(f.message)));
+    if (!stopped || alone) return reported;
+    const rest = from + Math.max(0, ...failures.map((f) => f.line ?? 0));
+    const half = rest + Math.ceil((to - rest) / 2);
+    return [
+      ...reported,
+      ...(await this.ipBatchAgain(lines, rest, half)),
+      ...(await this.ipBatchAgain(lines, half, to)),
+    ];
   }
 
   /** `bridge -force -batch`, as ipBatchForce. */

@@ -1,7 +1,7 @@
 // `ip -force -batch` on a real kernel: every line the kernel accepts is applied even where
 // iproute2 gives up early (`ip neigh` exits at the first refusal, -force or not, without saying
 // which line), so one vanished neighbour never holds up the other peers' entries.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { Netns } from "../../src/lab/netns.js";
 import { canUseNetns } from "../support/netns.js";
 
@@ -43,5 +43,25 @@ describe.skipIf(!canUseNetns())("ip -force -batch", () => {
         command: "neigh replace 198.18.0.96 lladdr 02:00:00:00:00:96 dev kb9 nud permanent",
       }),
     ]);
+  });
+  it("finds the lines a stopped batch left by halving the rest, not one call per line", async () => {
+    const addr = (i: number) => `198.18.0.${100 + i}`;
+    const mac = (i: number) => `02:00:00:00:01:${(100 + i).toString(16)}`;
+    const lines = Array.from(
+      { length: 40 },
+      (_, i) => `neigh replace ${addr(i)} lladdr ${mac(i)} dev kb0 nud permanent`,
+    );
+    // Refused: nothing there to delete (the batch stops), and a device that does not exist.
+    lines[9] = "neigh del 198.18.0.199 dev kb0";
+    lines[29] = `neigh replace ${addr(29)} lladdr ${mac(29)} dev kb9 nud permanent`;
+    const calls = vi.spyOn(ns.kernel as unknown as { forceBatch: () => Promise<unknown> }, "forceBatch");
+    const failures = await ns.kernel.ipBatchForce(lines);
+    const applied = new Set((await neighs()).map((l) => l.split(" ")[0]));
+    const wanted = lines.flatMap((l, i) => (l.startsWith("neigh replace") && i !== 29 ? [addr(i)] : []));
+    expect(wanted.filter((a) => !applied.has(a))).toEqual([]);
+    expect(failures).toEqual([expect.objectContaining({ line: 30, command: lines[29] })]);
+    // One call per line after the stop was 32 calls; halving needs about 2·log2(31).
+    expect(calls.mock.calls.length).toBeLessThanOrEqual(16);
+    calls.mockRestore();
   });
 });
