@@ -16,8 +16,7 @@ export type ConfigErrorCode =
   | "CONFIG_NETWORK_OVERLAPS_HOST"
   | "CONFIG_PORT_CONFLICT"
   | "CONFIG_PORT_IN_USE"
-  | "CONFIG_ADDRESS_NOT_LOCAL"
-  | "CONFIG_MTU_TOO_BIG";
+  | "CONFIG_ADDRESS_NOT_LOCAL";
 
 /** Membership: gossip profile, keys, members, frames (src/control/gossip). */
 export type GossipErrorCode =

@@ -3,7 +3,7 @@
 import { request } from "node:http";
 import { join } from "node:path";
 import { SOCKET_NAME } from "../agent/http.js";
-import { WeftError } from "../errors.js";
+import { type ErrorCode, WeftError } from "../errors.js";
 
 /** A read answers at once; a change (a reclaim) waits its turn on the lease queue and saves the ring. */
 const TIMEOUT_MS = { read: 3000, change: 30_000 };
@@ -17,8 +17,14 @@ export function agentRequest(stateDir: string, method: string, path: string): Pr
       let body = "";
       res.on("data", (d) => (body += d));
       res.on("end", () => {
+        // A refusal the agent gave a code (409, "[LEASE_RECLAIM_ALIVE] …") keeps it: scripts match on it.
+        const refused = /^\[([A-Z][A-Z0-9_]*)\] ([\s\S]*)$/.exec(body.trim());
         if ((res.statusCode ?? 500) >= 400)
-          reject(new WeftError("CLI_AGENT_ERROR", `agent answered ${res.statusCode}: ${body.trim()}`));
+          reject(
+            refused
+              ? new WeftError(refused[1] as ErrorCode, refused[2])
+              : new WeftError("CLI_AGENT_ERROR", `agent answered ${res.statusCode}: ${body.trim()}`),
+          );
         else resolve(res.headers["content-type"]?.includes("json") ? JSON.parse(body) : body);
       });
     });

@@ -18,6 +18,7 @@ import {
   DEFAULT_QUEUES_PER_WORKER,
   DEFAULT_WORKERS_RULE,
   MAX_WORKERS,
+  TUN_MAX_QUEUES,
   WORKER_MAX_PAIRS,
   defaultWorkers,
 } from "../dataplane/defaults.js";
@@ -75,7 +76,7 @@ const queuesPerWorker = z
     `queue pairs (a TUN queue and the UDP socket beside it) each dataplane worker serves in turn, 1..${WORKER_MAX_PAIRS} (default ${DEFAULT_QUEUES_PER_WORKER}). ` +
       "Flows are spread over all pairs by one symmetric flow hash, in a steering program on the sockets and one on the TUN device (Linux ≥ 4.16, and `CAP_BPF` or `CAP_SYS_ADMIN`, which root has; without them the device keeps its own flow table, on which a one-way flow may move to another pair after 3 s), and both directions of a flow stay on one, so a flood fills its own pair's TUN ring and receive queue, " +
       "not those of the flows on other pairs, which wait for a round of its batches at most. " +
-      "Workers × QueuesPerWorker is at most 256 (the TUN driver's limit; with more than 64 workers the default gives fewer)",
+      `Workers × QueuesPerWorker is at most ${TUN_MAX_QUEUES} (the TUN driver's limit; without Workers, with the default worker count of this host)`,
   );
 const offloads = z
   .boolean()
@@ -328,7 +329,9 @@ export const netConfSchema = z
         .number()
         .int()
         .optional()
-        .describe("prefix length of each node's subnet; default 24 (for Networks of /22 and larger), else Network + 2"),
+        .describe(
+          "prefix length of each node's subnet, at most 30 and at least Network + 2 (a Network of /28 or larger); default 24 (for Networks of /22 and larger), else Network + 2",
+        ),
     ),
     SubnetMin: unsetIf(
       "0.0.0.0",
@@ -375,7 +378,7 @@ export const netConfSchema = z
         .int()
         .optional()
         .describe(
-          "prefix length of each node's IPv6 subnet, at most 126 and at least IPv6Network + 2; default 64 (for IPv6Networks of /62 and larger), else IPv6Network + 2",
+          "prefix length of each node's IPv6 subnet, at most 126 and at least IPv6Network + 2, with at most 2^48 subnets between IPv6SubnetMin and IPv6SubnetMax; default 64 (for IPv6Networks of /62 and larger), else IPv6Network + 2",
         ),
     ),
     IPv6SubnetMin: unsetIf(
@@ -432,6 +435,16 @@ export const netConfSchema = z
           code: "custom",
           path: ["Backend", "Port"],
           message: `leaves no Port + 1 for IPv6 over the IPv4 underlay (Backend.IPv6OverIPv4Port's default); ${fix}, or a lower Backend.Port`,
+        });
+    }
+    if ((c.Backend.Type === "udp" || c.Backend.Type === "wasm-vxlan") && c.Backend.QueuesPerWorker !== undefined) {
+      // Checked here, before the node joins and leases, not first by the dataplane it would start.
+      const workers = c.Backend.Workers ?? defaultWorkers();
+      if (workers * c.Backend.QueuesPerWorker > TUN_MAX_QUEUES)
+        ctx.addIssue({
+          code: "custom",
+          path: ["Backend", "QueuesPerWorker"],
+          message: `${workers} workers${c.Backend.Workers === undefined ? " (this host's default)" : ""} × ${c.Backend.QueuesPerWorker} = ${workers * c.Backend.QueuesPerWorker} TUN queues, above the driver's ${TUN_MAX_QUEUES}: give fewer Workers or QueuesPerWorker`,
         });
     }
     if (c.EnableIPv6 && !IPV6_BACKENDS.includes(c.Backend.Type)) {

@@ -31,6 +31,7 @@ import {
   DEFAULT_QUEUES_PER_WORKER,
   WORKER_MAX_PAIRS,
   defaultWorkers,
+  TUN_MAX_QUEUES,
 } from "./defaults.js";
 import { PeerTable, peerRouteTableSize, type DataplanePeer } from "./peers.js";
 import { innerFlowSteering, tunFlowSteering } from "./steering.js";
@@ -250,9 +251,6 @@ const SUPERVISE_BACKOFF_MS = { min: 10, max: 1000, healthyRun: 60_000 };
  * a stream to tcp_wmem's 4 MB).
  */
 const TUN_TXQUEUELEN_FLOW_QUEUE = 1024;
-/** Most queues of one TUN device (the driver's MAX_TAP_QUEUES). */
-const TUN_MAX_QUEUES = 256;
-
 /** Without offloads every packet is a single segment: results stay in the batches they were read into. */
 function inPlaceResults(tx: PacketBatch, rx: PacketBatch): ResultRegions {
   return {

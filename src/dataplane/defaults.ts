@@ -55,5 +55,8 @@ export const DEFAULT_WORKERS_RULE = `one per core, at least ${DEFAULT_MIN_WORKER
 export function defaultWorkers(cores = availableParallelism()): number {
   return Math.min(Math.max(cores, DEFAULT_MIN_WORKERS), MAX_WORKERS);
 }
+/** Most queues of one TUN device (the kernel's MAX_TAP_QUEUES): Workers × QueuesPerWorker's limit. */
+export const TUN_MAX_QUEUES = 256;
+
 /** Most queue pairs one worker serves: its wait reports two fds per pair as bits (WAIT_MAX_FDS, 28). */
 export const WORKER_MAX_PAIRS = 14;

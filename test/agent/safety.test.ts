@@ -225,10 +225,10 @@ describe.skipIf(!canUseNetns())(
         expect.objectContaining({ node: "host5", subnet: subnets.get("host5"), condemned: false }),
       ]);
       await expect(weft("reclaim", "host3", "--state-dir", rest[0].dir)).rejects.toMatchObject({
-        stderr: expect.stringMatching(/LEASE_RECLAIM_ALIVE.*host3 is alive or suspect/),
+        stderr: expect.stringMatching(/^weft: \[LEASE_RECLAIM_ALIVE\] .*host3 is alive or suspect/),
       });
       await expect(weft("reclaim", "nobody", "--state-dir", rest[0].dir)).rejects.toMatchObject({
-        stderr: expect.stringMatching(/LEASE_RECLAIM_UNKNOWN/),
+        stderr: expect.stringMatching(/^weft: \[LEASE_RECLAIM_UNKNOWN\] /),
       });
       const { stdout } = await weft("reclaim", "host5", "--state-dir", rest[0].dir);
       expect(JSON.parse(stdout)).toMatchObject({ node: "host5" });

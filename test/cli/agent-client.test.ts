@@ -27,4 +27,25 @@ describe("agent client", () => {
       await new Promise((r) => server.close(r));
     }
   });
+
+  it("keeps the code of a refusal the agent gave one, so that scripts can match on it", async () => {
+    const server = createServer((req, res) => {
+      if (req.url === "/reclaim/host3") res.writeHead(409).end("[LEASE_RECLAIM_ALIVE] host3 is alive or suspect\n");
+      else res.writeHead(500).end("something broke\n");
+    });
+    await new Promise<void>((r) => server.listen(join(dir, SOCKET_NAME), r));
+    try {
+      await expect(agentRequest(dir, "POST", "/reclaim/host3")).rejects.toMatchObject({
+        code: "LEASE_RECLAIM_ALIVE",
+        message: "host3 is alive or suspect",
+      });
+      await expect(agentRequest(dir, "GET", "/status")).rejects.toMatchObject({
+        code: "CLI_AGENT_ERROR",
+        message: "agent answered 500: something broke",
+      });
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
 });

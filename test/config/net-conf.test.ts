@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { describe, expect, it } from "vitest";
 import { backendInForce, configReference, parseNetConf } from "../../src/config/net-conf.js";
 import { projectFile } from "../../src/paths.js";
@@ -106,6 +107,22 @@ describe("net-conf.json", () => {
       /unknown key\(s\) Learning/,
     );
     expect(configReference()).toMatch(/\| `Backend\.Learning` \(vxlan\) \| the kernel device's learning flag/);
+  });
+
+  it("refuses more TUN queues than the driver takes before the node joins, not when the dataplane starts", () => {
+    const backend = (b: object) => parse({ Network: "198.19.0.0/16", Backend: { Type: "wasm-vxlan", ...b } }).Backend;
+    expect(() => backend({ Workers: 64, QueuesPerWorker: 14 })).toThrow(
+      /Backend\.QueuesPerWorker = 14: 64 workers × 14 = 896 TUN queues, above the driver's 256/,
+    );
+    expect(() =>
+      parse({ Network: "198.19.0.0/16", Backend: { Type: "udp", Workers: 19, QueuesPerWorker: 14 } }),
+    ).toThrow(/266 TUN queues/);
+    expect(backend({ Workers: 18, QueuesPerWorker: 14 })).toMatchObject({ Workers: 18, QueuesPerWorker: 14 });
+    // Without Workers the host's default count is the one that will run.
+    const cores = Math.min(Math.max(availableParallelism(), 4), 64);
+    const most = Math.floor(256 / cores);
+    if (most < 14) expect(() => backend({ QueuesPerWorker: most + 1 })).toThrow(/\(this host's default\)/);
+    expect(backend({ QueuesPerWorker: Math.min(most, 14) })).toMatchObject({ QueuesPerWorker: Math.min(most, 14) });
   });
 
   it("matches keys regardless of case and lowercases Backend.Type, as flannel (Go's encoding/json)", () => {
