@@ -67,6 +67,7 @@ export type LeaseErrorCode =
   | "LEASE_STATE_CORRUPT"
   | "LEASE_STATE_MISMATCH"
   | "LEASE_STATE_UNREADABLE"
+  | "LEASE_STATE_VACATED_CORRUPT"
   | "LEASE_STOPPED";
 
 /** The agent's host-side plumbing: underlay choice, subnet file, state dir (src/agent). */

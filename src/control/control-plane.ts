@@ -361,8 +361,11 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
     return { ...this.deps.transport.stats };
   }
 
-  /** Hands a dead node's subnets back in every family's ring; the report is the first ring's
-   *  (a node that owns nothing in one ring but something in another is still reclaimed there). */
+  /** Hands a dead node's subnets back in every family's ring; the report is the first ring's that
+   *  held some (a node that owns nothing in one ring but something in another is still reclaimed there).
+   *  Not atomic across the rings, but repeatable: a ring that failed (a full disk) changed nothing
+   *  and the command run again skips a ring with nothing left of the node (LEASE_RECLAIM_UNKNOWN)
+   *  or reclaims there again, so the error after a ring that did reclaim says so and to rerun. */
   async reclaim(node: string): Promise<ReclaimReport> {
     const reports: ReclaimReport[] = [];
     let refusal: unknown;
@@ -370,15 +373,24 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
       try {
         reports.push(await l.reclaim(node));
       } catch (err) {
+        const done = `its IPv4 subnet slots were reclaimed, its IPv${l.space.family} ones not`;
         // Back in membership after an earlier ring reclaimed it: say what was done.
         if (reports.length > 0 && isWeftError(err, "LEASE_RECLAIM_ALIVE"))
           throw new WeftError(
             "LEASE_RECLAIM_ALIVE",
-            `${node} came back in membership during its reclaim: its IPv4 subnet slots were reclaimed, its IPv${l.space.family} ones not; it gets a new IPv4 subnet`,
+            `${node} came back in membership during its reclaim: ${done}; it gets a new IPv4 subnet`,
           );
+        if (isWeftError(err, "LEASE_RECLAIM_UNKNOWN")) {
+          refusal = err;
+          continue;
+        }
+        // A failure after an earlier ring reclaimed (a full disk): what was done, and to run again.
+        if (reports.length > 0 && err instanceof WeftError)
+          throw new WeftError(err.code, `${node}: ${done}: ${err.message}; then run weft reclaim ${node} again`, {
+            cause: err,
+          });
         // Alive or self: the same answer in every ring, so the first one stands.
-        if (!isWeftError(err, "LEASE_RECLAIM_UNKNOWN")) throw err;
-        refusal = err;
+        throw err;
       }
     }
     if (reports.length === 0) throw refusal;

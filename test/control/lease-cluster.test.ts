@@ -7,6 +7,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { Ipv6SubnetSpace, SubnetSpace } from "../../src/control/lease/slots.js";
 import { SimControlPlanes, type PlaneNode, type SimOptions } from "./sim/control-planes.js";
+import { Disk } from "./sim/doubles.js";
 import { SIM_EPOCH_MS } from "./sim/scheduler.js";
 
 const SPACE = SubnetSpace.fromConfig({ Network: "198.19.0.0/16" });
@@ -298,6 +299,48 @@ describe("reclaiming a dead node's subnet", () => {
     expect(leases(d).currentLease()?.subnet).toBe(cSubnet);
     expect([...sim.codes("a"), ...sim.codes("b")]).toContain("LEASE_RECLAIMED");
     for (const n of [a, b, d]) expect(leases(n).stats.refusedStates).toBe(0);
+  });
+
+  it("dual-stack, by command: an IPv6 ring that cannot save after the IPv4 one reclaimed says so, and the command run again reclaims the rest", async () => {
+    const { sim, nodes, start } = cluster(["a", "b", "c"], 5, { space: TINY, space6: SPACE6 });
+    const [a, b, c] = nodes;
+    const disk6 = new Disk();
+    b.stores[1] = disk6;
+    for (const n of nodes) await start(n, { seeds: ["a"] });
+    await runTo(sim, 30_000);
+    expect(nodes.every((n) => n.plane!.families.every((l) => l.currentLease()))).toBe(true);
+    sim.crash(c);
+    sim.gone.add("c");
+    await runTo(sim, 90_000);
+    /** Slots c holds in `n`'s view of each ring, IPv4 first. */
+    const heldByC = (n: PlaneNode) =>
+      n.plane!.families.map((l) =>
+        l
+          .ringState()
+          .runs.filter((r) => r.owner === "c")
+          .reduce((sum, r) => sum + r.count, 0),
+      );
+    const [held4, held6] = heldByC(b);
+    expect(held4).toBeGreaterThan(0);
+    expect(held6).toBeGreaterThan(0);
+    disk6.fault = "full";
+    const failed = await b.plane!.reclaim("c").then(
+      () => null,
+      (e: unknown) => e,
+    );
+    disk6.fault = null;
+    expect(failed).toMatchObject({
+      code: "LEASE_PERSIST_FAILED",
+      message: expect.stringMatching(/IPv4 subnet slots were reclaimed, its IPv6 ones not: .*run weft reclaim c again/),
+    });
+    await runTo(sim, 100_000);
+    // Half done, and stable so: the IPv6 ring kept c's slots everywhere (no notice went out).
+    for (const n of [a, b]) expect(heldByC(n)).toEqual([0, held6]);
+    // Run again: the IPv4 ring has nothing left of c (skipped), the IPv6 one reclaims.
+    await b.plane!.reclaim("c");
+    await runTo(sim, 110_000);
+    for (const n of [a, b]) expect(heldByC(n)).toEqual([0, 0]);
+    expect(sim.codes("b")).toContain("LEASE_RECLAIMED");
   });
 
   it("by command, overtaken by stop(): refused with a code, nothing reclaimed", async () => {

@@ -113,11 +113,6 @@ describe("FileLeaseStore", () => {
       { ...good, transfers: [{ to: "c", spans: [[-1, 1]] }] },
       { ...good, transfers: [{ to: "c", spans: [[0.5, 1]] }] },
       { ...good, transfers: [{ to: "c" }] },
-      { ...good, vacated: {} },
-      { ...good, vacated: [[1, "c"]] },
-      { ...good, vacated: [{ slot: -1, node: "c" }] },
-      { ...good, vacated: [{ slot: 1, node: "" }] },
-      { ...good, vacated: [null] },
     ];
     for (const b of broken) {
       await writeFile(file, typeof b === "string" ? b : JSON.stringify(b));
@@ -125,6 +120,47 @@ describe("FileLeaseStore", () => {
     }
     await writeFile(file, JSON.stringify(good));
     await expect(store.load()).resolves.toMatchObject({ node: "a" });
+  });
+
+  it("refuses a damaged vacated mark with its own code, naming the entry and saying to keep the ring", async () => {
+    const store = new FileLeaseStore(dir);
+    const file = join(dir, STATE_FILE);
+    await store.save(sample());
+    const good = JSON.parse(await readFile(file, "utf8"));
+    const mark = { slot: 12, node: "c" };
+    const damaged: [unknown, string][] = [
+      [{}, '"vacated"'],
+      ["c", '"vacated"'],
+      [Array.from({ length: 100_001 }, () => mark), '"vacated"'],
+      [[mark, null], "vacated[1] null"],
+      [[mark, 12], "vacated[1] 12"],
+      [[mark, [12, "c"]], 'vacated[1] [12,"c"]'],
+      [[mark, { node: "c" }], 'vacated[1] {"node":"c"}'],
+      [[mark, { slot: -1, node: "c" }], "vacated[1]"],
+      [[mark, { slot: 1.5, node: "c" }], "vacated[1]"],
+      [[mark, { slot: "12", node: "c" }], "vacated[1]"],
+      [[mark, { slot: 12 }], "vacated[1]"],
+      [[mark, { slot: 12, node: "" }], "vacated[1]"],
+      [[mark, { slot: 12, node: 7 }], "vacated[1]"],
+      [[mark, { slot: 12, node: "n".repeat(256) }], `vacated[1] {"slot":12,"node":"${"n".repeat(61)}...`],
+    ];
+    for (const [vacated, entry] of damaged) {
+      const text = JSON.stringify({ ...good, vacated });
+      await writeFile(file, text);
+      const err = await store.load().then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(err, entry).toMatchObject({ code: "LEASE_STATE_VACATED_CORRUPT" });
+      const { message } = err as Error;
+      expect(message).toContain(`${file}: ${entry}`);
+      expect(message).toContain("keep the rest of the file: its ring holds this node's subnets");
+      expect(message).not.toContain("move it away");
+      expect(await readFile(file, "utf8")).toBe(text); // refused, not mended behind the operator's back
+    }
+    // As the error says: without the damaged entry the ring, and the good marks, load.
+    await writeFile(file, JSON.stringify({ ...good, vacated: [mark] }));
+    expect(await store.load()).toEqual({ ...sample(), vacated: [mark] });
   });
 
   it("reports a failed save with LEASE_PERSIST_FAILED", async () => {
@@ -199,6 +235,26 @@ describe("SubnetLeases with a state dir", () => {
     await expect(l.start()).rejects.toMatchObject({ code: "LEASE_STATE_CORRUPT" });
     expect(await readFile(join(dir, STATE_FILE), "utf8")).toBe("garbage");
     await expect(l.lease()).rejects.toMatchObject({ code: "LEASE_STOPPED" });
+  });
+
+  it("will not start from a state file with a damaged vacated mark; without the mark it keeps its subnet", async () => {
+    const lone = loneClock();
+    const first = leases(dir, ["solo"], lone);
+    await first.start();
+    const lease = await until(lone, first.lease());
+    await first.stop();
+    const file = join(dir, STATE_FILE);
+    const saved = JSON.parse(await readFile(file, "utf8"));
+    const damaged = JSON.stringify({ ...saved, vacated: [{ slot: lease.slot + 1, node: 7 }] });
+    await writeFile(file, damaged);
+    const refused = leases(dir, ["solo"], loneClock());
+    await expect(refused.start()).rejects.toMatchObject({ code: "LEASE_STATE_VACATED_CORRUPT" });
+    expect(await readFile(file, "utf8")).toBe(damaged);
+    await writeFile(file, JSON.stringify({ ...saved, vacated: [{ slot: lease.slot + 1, node: "gone" }] }));
+    const again = leases(dir, ["solo"], loneClock());
+    await again.start();
+    expect(again.currentLease()).toEqual(lease);
+    await again.stop();
   });
 
   it("will not start from another node's or network's state, or with a changed seed list", async () => {

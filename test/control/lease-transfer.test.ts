@@ -12,36 +12,17 @@ import { describe, expect, it } from "vitest";
 import type { ControlPlane } from "../../src/control/control-plane.js";
 import { Ipv6SubnetSpace, SubnetSpace } from "../../src/control/lease/slots.js";
 import type { SubnetLeases } from "../../src/control/lease/subnet-leases.js";
-import { FileLeaseStore, type LeaseStateStore, type PersistedLeaseState } from "../../src/control/lease/store.js";
-import { WeftError } from "../../src/errors.js";
+import { FileLeaseStore, type LeaseStateStore } from "../../src/control/lease/store.js";
 import { createLeaseLayer } from "../../src/control/control-plane.js";
 import type { MembershipPort } from "../../src/control/lease/types.js";
 import { decodeMessage, encodeMessage, type LeaseMessage } from "../../src/control/lease/wire.js";
 import { SimControlPlanes, type PlaneNode } from "./sim/control-planes.js";
-import { GatedStore, loneClock, MemoryStore, RecordingLog } from "./sim/doubles.js";
+import { Disk, GatedStore, loneClock, MemoryStore, RecordingLog } from "./sim/doubles.js";
 import { SeededRandom } from "./sim/random.js";
 import type { SimClock } from "./sim/network.js";
 
 const SPACE = SubnetSpace.fromConfig({ Network: "198.19.0.0/16" });
 const SPACE6 = Ipv6SubnetSpace.fromConfig({ IPv6Network: "2001:2:0:8000::/49" });
-
-/** A state dir that can fill up: "full" fails every save before writing; "torn" writes the new
- *  state but reports a failure, as a failed fsync of the directory after the rename does. */
-class Disk extends MemoryStore {
-  fault: "full" | "torn" | null = null;
-  failures = 0;
-
-  override async save(state: PersistedLeaseState): Promise<void> {
-    if (this.fault === "full") this.fail();
-    await super.save(state);
-    if (this.fault === "torn") this.fail();
-  }
-
-  private fail(): never {
-    this.failures++;
-    throw new WeftError("LEASE_PERSIST_FAILED", "cannot save lease state: ENOSPC: no space left on device (simulated)");
-  }
-}
 
 type Node = PlaneNode & { store: Disk };
 

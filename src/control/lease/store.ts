@@ -7,6 +7,11 @@
 // reclaimed node's subnet, which it hands out last (reclaim.ts), so a restarted heir does too.
 // Both are optional fields, left out when empty: an older agent ignores them (and drops them at
 // its next save), and an older file loads as having none.
+// A damaged vacated mark refuses the start with its own code, LEASE_STATE_VACATED_CORRUPT, naming
+// the entry, rather than dropping it with a warning: the mark may be all that keeps a subnet still
+// in use (its node reclaimed while alive) from going to the first asker, so only the operator may
+// decide it can go. Its advice differs from LEASE_STATE_CORRUPT's (move the file away), which would
+// throw the ring, this node's ownership, out with it: mend or delete the entry, keep the rest.
 import { readFile } from "node:fs/promises";
 import { writeFileAtomic } from "../../fs/atomic-write.js";
 import { join } from "node:path";
@@ -124,7 +129,9 @@ export class FileLeaseStore implements LeaseStateStore {
       lease: v.lease,
       ring: fromPlainRing(v.ring, fail),
       ...(v.transfers !== undefined && { transfers: parseTransfers(v.transfers, fail) }),
-      ...(v.vacated !== undefined && { vacated: parseVacated(v.vacated, fail) }),
+      ...(v.vacated !== undefined && {
+        vacated: parseVacated(v.vacated, (entry, why) => this.damagedMark(entry, why)),
+      }),
     };
   }
 
@@ -135,9 +142,22 @@ export class FileLeaseStore implements LeaseStateStore {
         `restore the file, or move it away: the node then relearns its slots and subnet from its peers (safe once its last changes have reached them)`,
     );
   }
+
+  private damagedMark(entry: string, why: string): WeftError {
+    return new WeftError(
+      "LEASE_STATE_VACATED_CORRUPT",
+      `${this.file}: ${entry} is damaged (${why}). Each vacated mark keeps a reclaimed node's old subnet, perhaps ` +
+        `still in use, from being handed out before the other free ones, so weft will not start without it. Mend the ` +
+        `entry ({ "slot": <slot number>, "node": "<node name>" }) or delete it (or the whole "vacated" field) and keep ` +
+        `the rest of the file: its ring holds this node's subnets. Deleting is safe once the reclaimed nodes are ` +
+        `stopped for good or lease another subnet (weft status); moving the file away would lose the ring too`,
+    );
+  }
 }
 
 const MAX_SAVED_SPANS = 100_000;
+/** How much of a damaged vacated entry its error quotes. */
+const MAX_QUOTED = 80;
 
 /** The saved resend list: [{ to, spans: [[start, count], ...] }, ...]. */
 function parseTransfers(value: unknown, fail: (why: string) => WeftError): SavedTransfer[] {
@@ -161,14 +181,18 @@ function parseTransfers(value: unknown, fail: (why: string) => WeftError): Saved
   });
 }
 
-/** The saved marks: [{ slot, node }, ...]. */
-function parseVacated(value: unknown, fail: (why: string) => WeftError): VacatedSlot[] {
-  if (!Array.isArray(value)) throw fail("vacated is not a list");
-  if (value.length > MAX_SAVED_SPANS) throw fail(`more than ${MAX_SAVED_SPANS} vacated slots`);
+/** The saved marks: [{ slot, node }, ...]. `fail` names the damaged entry (the field itself, or
+ *  one element quoted) and why. */
+function parseVacated(value: unknown, fail: (entry: string, why: string) => WeftError): VacatedSlot[] {
+  if (!Array.isArray(value)) throw fail('"vacated"', "not a list");
+  if (value.length > MAX_SAVED_SPANS) throw fail('"vacated"', `more than ${MAX_SAVED_SPANS} marks`);
   return value.map((v, i) => {
-    const { slot, node } = (typeof v === "object" && v !== null ? v : {}) as { slot?: unknown; node?: unknown };
-    if (!isSlot(slot, 0)) throw fail(`vacated ${i} is not { slot, node }`);
-    return { slot, node: nodeName(node, fail) };
+    const quoted = JSON.stringify(v);
+    const entry = `vacated[${i}] ${quoted.length > MAX_QUOTED ? `${quoted.slice(0, MAX_QUOTED)}...` : quoted}`;
+    if (typeof v !== "object" || v === null || Array.isArray(v)) throw fail(entry, "not { slot, node }");
+    const { slot, node } = v as { slot?: unknown; node?: unknown };
+    if (!isSlot(slot, 0)) throw fail(entry, "slot is not a slot number");
+    return { slot, node: nodeName(node, (why) => fail(entry, why)) };
   });
 }
 

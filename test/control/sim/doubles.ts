@@ -1,7 +1,8 @@
 // Test doubles for one component at a time: a lease state store that survives restarts (a state
-// dir kept in memory; one whose saves can be held at a gate), a logger that records every line,
+// dir kept in memory; one that can fill up; one whose saves can be held at a gate), a logger that records every line,
 // and a lone virtual clock (the simulator's Scheduler, through a simulated host's clock).
 import type { LeaseStateStore, PersistedLeaseState } from "../../../src/control/lease/store.js";
+import { WeftError } from "../../../src/errors.js";
 import type { LeaseLogger } from "../../../src/control/lease/types.js";
 import { SimNetwork, type SimClock } from "./network.js";
 import { SeededRandom } from "./random.js";
@@ -17,6 +18,24 @@ export class MemoryStore implements LeaseStateStore {
   async save(state: PersistedLeaseState): Promise<void> {
     this.saved = structuredClone(state);
     this.saves++;
+  }
+}
+
+/** A state dir that can fill up: "full" fails every save before writing; "torn" writes the new
+ *  state but reports a failure, as a failed fsync of the directory after the rename does. */
+export class Disk extends MemoryStore {
+  fault: "full" | "torn" | null = null;
+  failures = 0;
+
+  override async save(state: PersistedLeaseState): Promise<void> {
+    if (this.fault === "full") this.fail();
+    await super.save(state);
+    if (this.fault === "torn") this.fail();
+  }
+
+  private fail(): never {
+    this.failures++;
+    throw new WeftError("LEASE_PERSIST_FAILED", "cannot save lease state: ENOSPC: no space left on device (simulated)");
   }
 }
 
