@@ -25,7 +25,14 @@ import type { Lease, LeaseLogger, LeaseTimings, MembershipPort, ReclaimReport, R
 import { encodeLeaseMeta, LeaseDelegate } from "./lease/delegate.js";
 import type { Ipv6SubnetSpace, SubnetSpace } from "./lease/slots.js";
 import { FileLeaseStore, type LeaseStateStore } from "./lease/store.js";
-import { decodeNodeRecord, encodeNodeRecord, NO_BACKEND, type Announced, type NodeRecord } from "./node-record.js";
+import {
+  decodeNodeRecord,
+  encodeNodeRecord,
+  NO_BACKEND,
+  type Announced,
+  type LastAnnounced,
+  type NodeRecord,
+} from "./node-record.js";
 import type { Addr, Clock, Random, Transport } from "./runtime.js";
 import { RealClock, realRandom } from "./transport/real-clock.js";
 import { UdpTcpTransport } from "./transport/udp-tcp.js";
@@ -109,6 +116,8 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
   private readonly log: Logger;
   private announcement?: Announced;
   private announcement6?: Announced;
+  /** The last backend announcement of each family, shown to older agents while it is down (node-record.ts). */
+  private readonly lastAnnounced: LastAnnounced = {};
   /** Each live peer's record as peers() last saw it, with its last backend announcements (peerRecords). */
   private readonly announced = new Map<string, NodeRecord>();
 
@@ -274,6 +283,8 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
   announce(a: Announced | undefined, a6?: Announced): void {
     this.announcement = a;
     this.announcement6 = a6;
+    if (a && a !== NO_BACKEND) this.lastAnnounced.v4 = a;
+    if (a6 && a6 !== NO_BACKEND) this.lastAnnounced.v6 = a6;
     this.memberlist.updateNode();
   }
 
@@ -424,7 +435,7 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
       u6 !== undefined
         ? { underlay: `${isIpv4Mapped(u6) ? "::ffff:" : ""}${formatIpv6(u6)}`, backend: this.announcement6 }
         : undefined;
-    const record = encodeNodeRecord(meta, this.announcement, v6);
+    const record = encodeNodeRecord(meta, this.announcement, v6, this.lastAnnounced);
     if (record.length > limit) {
       // Cannot happen with a sane config (a record is under 100 bytes); say so rather than truncate.
       this.log.error(

@@ -2,8 +2,15 @@
 // what its backend announces (type, VTEP MAC, port, VNI). Peers program their backends from it.
 // Per family, the announcement is absent until the backend first runs (peers keep the last one
 // they heard: a restart with --keep-on-exit), or NO_BACKEND while that family's backend is down
-// (peers drop their routes to the node for it; an older peer, which reads no such record, drops
-// the node altogether until it announces again).
+// (peers drop their routes to the node for it).
+//
+// NO_BACKEND on the wire: the family's last announcement (or, if it never ran, the backend type
+// alone) with "none" in the GBP slot. Agents older than NO_BACKEND read any non-boolean there as
+// no GBP and keep reading the rest, so they stay on that announcement for the family (as they did
+// for a down family before) and keep the other family. The first agents with NO_BACKEND sent
+// `false`, which older ones refuse, dropping the node for both families; it is still read, and
+// still sent when no type is known (no family has run: dropping the whole node is then right).
+// test/reference/node-record-v1.ts holds the older agents' rules.
 import { decode, encode } from "@msgpack/msgpack";
 import type { BackendAnnouncement, BackendType } from "../backends/backend.js";
 import { BACKEND_TYPES } from "../backends/backend.js";
@@ -25,14 +32,32 @@ export interface NodeRecord {
   backend6?: Announced;
 }
 
-const encodeAnnouncement = (b: Announced | undefined) =>
-  b === NO_BACKEND ? false : b ? [b.type, b.vtepMac ?? null, b.port ?? null, b.vni ?? null, b.gbp ?? null] : null;
+/** Each family's last announcement: what a down family shows agents that do not read NO_BACKEND. */
+export interface LastAnnounced {
+  v4?: BackendAnnouncement;
+  v6?: BackendAnnouncement;
+}
+
+const fields = (a: BackendAnnouncement, gbpSlot: boolean | typeof NO_BACKEND | null) => [
+  a.type,
+  a.vtepMac ?? null,
+  a.port ?? null,
+  a.vni ?? null,
+  gbpSlot,
+];
+
+function encodeAnnouncement(b: Announced | undefined, shown: BackendAnnouncement | undefined) {
+  if (b === undefined) return null;
+  if (b !== NO_BACKEND) return fields(b, b.gbp ?? null);
+  return shown ? fields(shown, NO_BACKEND) : false;
+}
 
 function decodeAnnouncement(b: unknown): Announced | null | undefined {
   if (b === null) return null;
   if (b === false) return NO_BACKEND;
   if (!Array.isArray(b) || b.length !== 5 || !(BACKEND_TYPES as readonly unknown[]).includes(b[0])) return undefined;
   const [type, vtepMac, port, vni, gbp] = b as [BackendType, unknown, unknown, unknown, unknown];
+  if (gbp === NO_BACKEND) return NO_BACKEND;
   // A port no datagram can go to makes no peer: every send to it would fail.
   if (typeof port === "number" && !(Number.isInteger(port) && port >= 1 && port <= 65535)) return undefined;
   return {
@@ -44,17 +69,21 @@ function decodeAnnouncement(b: unknown): Announced | null | undefined {
   };
 }
 
-/** The record; a dual-stack node adds its IPv6 underlay address and IPv6 announcement. */
+/** The record; a dual-stack node adds its IPv6 underlay address and IPv6 announcement. `last`
+ *  gives what a down family shows older agents. */
 export function encodeNodeRecord(
   leaseMeta: Uint8Array,
   backend: Announced | undefined,
   v6?: { underlay: string; backend: Announced | undefined },
+  last: LastAnnounced = {},
 ): Uint8Array {
+  // Both families run the one configured backend type, so either's type stands for the other's.
+  const type = (a: BackendAnnouncement | undefined) => a && { type: a.type };
   return encode([
     RECORD_VERSION,
     leaseMeta,
-    encodeAnnouncement(backend),
-    ...(v6 ? [v6.underlay, encodeAnnouncement(v6.backend)] : []),
+    encodeAnnouncement(backend, last.v4 ?? type(last.v6)),
+    ...(v6 ? [v6.underlay, encodeAnnouncement(v6.backend, last.v6 ?? type(last.v4))] : []),
   ]);
 }
 

@@ -7,6 +7,7 @@ import { Ipv6SubnetSpace, SubnetSpace } from "../../src/control/lease/slots.js";
 import { decodeNodeRecord, NO_BACKEND } from "../../src/control/node-record.js";
 import { formatIpv6, formatPrefix6 } from "../../src/net/ipv6.js";
 import type { ControlPlane } from "../../src/control/control-plane.js";
+import { refDecodeNodeRecordV1 } from "../reference/node-record-v1.js";
 import { SimControlPlanes, type PlaneNode } from "./sim/control-planes.js";
 import { GatedStore } from "./sim/doubles.js";
 
@@ -66,6 +67,35 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     expect(peersOf(a)).toEqual([`b ${udp(b).port}`]);
     c.plane.announce(udp(c));
     expect(await sim.runUntil(() => [a, b].every((n) => peersOf(n).includes(`c ${udp(c).port}`)), 60_000)).toBe(true);
+    expect(sim.errors()).toEqual([]);
+  }, 60_000);
+
+  it("dual-stack, IPv6 down: no IPv6 peer here, still an IPv4 one; an agent before NO_BACKEND reads the record as before the failure (both families), a restart's record too", async () => {
+    const space6 = Ipv6SubnetSpace.fromConfig({ IPv6Network: "2001:2:0:8000::/49" });
+    const { sim, nodes } = await cluster(["a", "b", "c"], 5, {}, new SimControlPlanes(SPACE, 5, space6));
+    const [a, b, c] = nodes;
+    const mac = (n: Live, f: number) => `02:00:00:00:0${f}:0${n.name.charCodeAt(0) - 96}`;
+    const vxlan = (n: Live, f: 4 | 6) => ({ type: "vxlan", vtepMac: mac(n, f), port: 8472, vni: 1 }) as const;
+    for (const n of nodes) n.plane.announce(vxlan(n, 4), vxlan(n, 6));
+    const has = (n: Live, fam: "peers" | "peers6") => n.plane[fam]().some((p) => p.name === "c");
+    expect(await sim.runUntil(() => [a, b].every((n) => has(n, "peers") && has(n, "peers6")), 60_000)).toBe(true);
+    const older = refDecodeNodeRecordV1(c.plane.nodeMeta(512));
+    expect(older).toMatchObject({ backend: vxlan(c, 4), backend6: vxlan(c, 6) });
+    c.plane.announce(vxlan(c, 4), NO_BACKEND);
+    expect(await sim.runUntil(() => [a, b].every((n) => !has(n, "peers6")), 60_000)).toBe(true);
+    expect([a, b].every((n) => has(n, "peers"))).toBe(true);
+    expect(refDecodeNodeRecordV1(c.plane.nodeMeta(512))).toEqual(older);
+    // Restarted, its IPv6 backend failing from the start: the IPv4 one's type stands for it.
+    sim.crash(c);
+    await sim.runFor(2_000);
+    const c2 = await sim.start(c, { join: [a.host.addr], seeds: ["a", "b", "c"] });
+    c2.announce(vxlan(c, 4), NO_BACKEND);
+    expect(decodeNodeRecord(c2.nodeMeta(512))).toMatchObject({ backend: vxlan(c, 4), backend6: NO_BACKEND });
+    expect(refDecodeNodeRecordV1(c2.nodeMeta(512))).toMatchObject({
+      backend: vxlan(c, 4),
+      backend6: { type: "vxlan" },
+    });
+    expect(await sim.runUntil(() => [a, b].every((n) => has(n, "peers") && !has(n, "peers6")), 60_000)).toBe(true);
     expect(sim.errors()).toEqual([]);
   }, 60_000);
 
