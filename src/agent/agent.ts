@@ -674,10 +674,12 @@ export class Agent {
       // Down before (its backend failed, or a reload's rollback did): started with any other
       // family that is down, as a retry would (a retry that ran while it had no subnet skipped it).
       this.waitingFor = this.awaitingBackend(lane);
-      return this.restartFailed();
+      return this.restartFailed().catch((err) => this.publishFailed(err));
     }
     await this.startLane(lane);
-    await this.publish();
+    // A publish that fails (subnet.env not written) is tried again with backoff, as a restart's:
+    // before, it ended the agent, whose restart had the same cause to face.
+    await this.publish().catch((err) => this.publishFailed(err));
   }
 
   /** The lane that held `lost`, its subnet forgotten and the loss logged; undefined if none held it. */
