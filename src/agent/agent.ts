@@ -676,9 +676,21 @@ export class Agent {
       this.waitingFor = this.awaitingBackend(lane);
       return this.restartFailed().catch((err) => this.publishFailed(err));
     }
-    await this.startLane(lane);
-    // A publish that fails (subnet.env not written) is tried again with backoff, as a restart's:
+    // A start or a publish that fails is tried again with backoff, as a failed backend's restart:
     // before, it ended the agent, whose restart had the same cause to face.
+    try {
+      await this.startLane(lane);
+    } catch (err) {
+      if (this.stopping) throw err;
+      lane.failed = err as Error;
+      const wait = this.retryDown(lane.failed);
+      this.waitingFor = this.awaitingBackend(lane);
+      this.log.error(
+        { err, code: "AGENT_BACKEND_RESTART_FAILED", families: [lane.family], retryInMs: wait },
+        `starting the backend for the new ${what} failed; this node carries no pod traffic of that family (peers are told), trying again in ${wait} ms (SIGHUP tries at once)`,
+      );
+      return;
+    }
     await this.publish().catch((err) => this.publishFailed(err));
   }
 
