@@ -674,10 +674,24 @@ export class Agent {
       // Down before (its backend failed, or a reload's rollback did): started with any other
       // family that is down, as a retry would (a retry that ran while it had no subnet skipped it).
       this.waitingFor = this.awaitingBackend(lane);
-      return this.restartFailed();
+      return this.restartFailed().catch((err) => this.publishFailed(err));
     }
-    await this.startLane(lane);
-    await this.publish();
+    // A start or a publish that fails is tried again with backoff, as a failed backend's restart:
+    // before, it ended the agent, whose restart had the same cause to face.
+    try {
+      await this.startLane(lane);
+    } catch (err) {
+      if (this.stopping) throw err;
+      lane.failed = err as Error;
+      const wait = this.retryDown(lane.failed);
+      this.waitingFor = this.awaitingBackend(lane);
+      this.log.error(
+        { err, code: "AGENT_BACKEND_RESTART_FAILED", families: [lane.family], retryInMs: wait },
+        `starting the backend for the new ${what} failed; this node carries no pod traffic of that family (peers are told), trying again in ${wait} ms (SIGHUP tries at once)`,
+      );
+      return;
+    }
+    await this.publish().catch((err) => this.publishFailed(err));
   }
 
   /** The lane that held `lost`, its subnet forgotten and the loss logged; undefined if none held it. */

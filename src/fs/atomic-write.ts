@@ -4,6 +4,14 @@ import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSyn
 import { mkdir, open, rename, rm } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
+/**
+ * The temp file written beside `path` by a process (this one by default): a dot-file, as flannel
+ * writes subnet.env's, on the same filesystem, so that the rename over `path` is atomic.
+ */
+export function atomicTempPath(path: string, pid = process.pid): string {
+  return join(dirname(path), `.${basename(path)}.${pid}.tmp`);
+}
+
 export async function writeFileAtomic(
   path: string,
   data: string | Uint8Array,
@@ -11,8 +19,7 @@ export async function writeFileAtomic(
 ): Promise<void> {
   const dir = dirname(path);
   await mkdir(dir, { recursive: true, mode: opts.dirMode ?? 0o755 });
-  // A dot-file beside the target, as flannel does for subnet.env: same filesystem, so rename is atomic.
-  const tmp = join(dir, `.${basename(path)}.${process.pid}.tmp`);
+  const tmp = atomicTempPath(path);
   const fh = await open(tmp, "w", opts.mode ?? 0o644);
   try {
     try {
@@ -42,7 +49,7 @@ export function writeFileAtomicSync(
 ): void {
   const dir = dirname(path);
   mkdirSync(dir, { recursive: true, mode: opts.dirMode ?? 0o755 });
-  const tmp = join(dir, `.${basename(path)}.${process.pid}.tmp`);
+  const tmp = atomicTempPath(path);
   const fd = openSync(tmp, "w", opts.mode ?? 0o644);
   try {
     try {

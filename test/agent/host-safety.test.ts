@@ -12,6 +12,7 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { agentRequest } from "../../src/cli/agent-client.js";
 import { LabAgents, type LabAgent } from "../../src/lab/agents.js";
+import { atomicTempPath } from "../../src/fs/atomic-write.js";
 import { LabCluster, type LabHost } from "../../src/lab/cluster.js";
 import { formatIpv4 } from "../../src/net/ipv4.js";
 import { projectFile } from "../../src/paths.js";
@@ -109,7 +110,7 @@ describe.skipIf(!canUseNetns())("agent: state dir and surfaces", () => {
     expect(statSync(stateDir).mode & 0o777).toBe(0o700);
     expect(statSync(join(stateDir, "weft.sock")).mode & 0o777).toBe(0o600);
     expect(existsSync(subnetFile)).toBe(true);
-    expect(existsSync(join(a.dir, "run", "flannel", `.subnet.env.${first.child.pid}.tmp`))).toBe(false);
+    expect(existsSync(atomicTempPath(subnetFile, first.child.pid))).toBe(false);
 
     // Same dir and name, another gossip port: refused before it touches weft.sock or the kernel.
     const second = await run(

@@ -4,16 +4,23 @@
 //   CNI bridge's gateway of the old subnet is removed first (the bridge plugin refuses a second
 //   IPv4 address), a pod-network address of the user's on another device stays, and the pod is
 //   reached from the other host;
+// - when starting the backend for the new subnet (AGENT_BACKEND_RESTART_FAILED) or writing
+//   subnet.env for it (AGENT_PUBLISH_FAILED) fails, it stays up, not ready with the reason, tries
+//   again with backoff, and serves the new subnet once the cause is gone;
 // - with none left, it waits for one; stopped then (SIGTERM), it exits 0 like any stop, and leaves
 //   nothing of its backend behind.
-import { readFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { mkdir, readFile, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { agentRequest } from "../../src/cli/agent-client.js";
+import { VTEP_MAC_FILE } from "../../src/backends/vtep-mac.js";
 import { STATE_FILE } from "../../src/control/lease/store.js";
+import { atomicTempPath } from "../../src/fs/atomic-write.js";
 import { pingWhenRouted } from "../../src/lab/traffic.js";
 import { formatIpv4, parsePrefix, prefixContains } from "../../src/net/ipv4.js";
 import { canUseNetns } from "../support/netns.js";
-import { agentLab, restartGivingSubnet, NETWORK } from "./support.js";
+import { agentLab, eventually, firstAddress, restartGivingSubnet, NETWORK } from "./support.js";
 
 /** The log records from byte `since` on with a code starting with `prefix`. */
 async function coded(dir: string, since: number, prefix: string): Promise<Array<Record<string, unknown>>> {
@@ -59,6 +66,75 @@ describe.skipIf(!canUseNetns())("agents: a lost IPv4 subnet, replaced", () => {
       expect.objectContaining({ dev: "cni0", address: oldGateway }),
     ]);
     expect(await a2.host.ns.ip("-4 -o addr show dev weftkeep0")).toContain("198.19.0.1/24");
+  });
+
+  /**
+   * host2 loses its subnet while `cause` makes the new one's start or publish fail: it stays up
+   * (before, the first failure ended the agent, exit 1), not ready with `waiting` as the reason and
+   * no subnet.env, trying again (`code` twice) until `fix` removes the cause; then it serves the
+   * new subnet: subnet.env names it, AGENT_SUBNET_REPLACED says so, a new pod on it is reached.
+   */
+  const failingReplacement = async (code: string, waiting: RegExp, cause: () => Promise<() => Promise<void>>) => {
+    const [a1, a2] = env.all;
+    const lost = (await env.agents.status(a2)).subnet!;
+    const file = env.agents.subnetFile(a2);
+    const fix = await cause();
+    const since = await env.agents.logSize(a2);
+    await restartGivingSubnet(env.agents, a1, STATE_FILE, a2.host.name, a1.host.name, false);
+    const failures = async () => (await env.agents.errorLines(a2, since)).map((l) => l.code);
+    const codes = await eventually(`${code} twice`, failures, (c) => c.filter((x) => x === code).length >= 2, 20_000);
+    expect(codes.filter((c) => c !== code)).toEqual(["LEASE_LOST", "AGENT_SUBNET_LOST"]);
+    expect(a2.process!.exitCode).toBe(null);
+    const down = await env.agents.status(a2);
+    expect(down.ready).toBe(false);
+    expect(down.subnet).not.toBe(lost);
+    expect((down as { waitingFor?: string }).waitingFor).toMatch(waiting);
+    await expect(agentRequest(a2.stateDir, "GET", "/readyz")).rejects.toThrow(/not ready/);
+    // The old subnet.env went before the stop and none is written yet: the CNI plugin hands out nothing.
+    expect(existsSync(file)).toBe(false);
+    expect(await coded(a2.dir, since, "AGENT_SUBNET_REPLACED")).toEqual([]);
+
+    await fix();
+    await env.agents.waitReady(a2, 30_000);
+    const now = (await env.agents.status(a2)).subnet!;
+    expect(now).toBe(down.subnet);
+    expect(await readFile(file, "utf8")).toContain(`FLANNEL_SUBNET=${firstAddress(now)}\n`);
+    expect(await coded(a2.dir, since, "AGENT_SUBNET_REPLACED")).toEqual([
+      expect.objectContaining({ from: lost, to: now }),
+    ]);
+    const fresh = await env.lab.addPod(a2.host, file);
+    expect(prefixContains(parsePrefix(now), fresh.addr)).toBe(true);
+    expect((await pingWhenRouted(a1.host.pods[0], fresh.addr)).received).toBe(2);
+  };
+
+  it("writing subnet.env for the new subnet fails: it stays up, not ready, tries again, and writes it once the cause is gone", async () => {
+    const a2 = env.all[1];
+    await failingReplacement(
+      "AGENT_PUBLISH_FAILED",
+      /^publishing the new backend: .*AGENT_PUBLISH_FAILED/,
+      async () => {
+        // A directory where the agent writes its new subnet.env before renaming it into place: the
+        // write fails (EISDIR), while the removal of the old subnet.env, before the stop, succeeds.
+        const blocker = atomicTempPath(env.agents.subnetFile(a2), a2.process!.pid);
+        await mkdir(blocker);
+        return () => rmdir(blocker);
+      },
+    );
+  });
+
+  it("starting the backend for the new subnet fails: it stays up, not ready, tries again, and runs once the cause is gone", async () => {
+    const a2 = env.all[1];
+    await failingReplacement(
+      "AGENT_BACKEND_RESTART_FAILED",
+      /^a new IPv4 vxlan backend: .*does not hold a MAC/,
+      async () => {
+        // A damaged VTEP MAC file: the running backend has read it, the next start reads it and fails.
+        const macFile = join(a2.stateDir, VTEP_MAC_FILE);
+        const mac = await readFile(macFile, "utf8");
+        await writeFile(macFile, "not a MAC\n");
+        return () => writeFile(macFile, mac);
+      },
+    );
   });
 });
 
