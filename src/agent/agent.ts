@@ -639,7 +639,10 @@ export class Agent {
     if (this.fatalError) return;
     this.fatalError = err;
     this.ready = false;
-    this.log.error({ err, code: (err as { code?: string }).code ?? "AGENT_FATAL" }, "this node cannot go on running");
+    // A weft error keeps its own documented code (GOSSIP_NAME_CONFLICT); a system error's code
+    // (EISDIR) is no log code: it stays in `err`, and the line is AGENT_FATAL.
+    const code = err instanceof WeftError ? err.code : "AGENT_FATAL";
+    this.log.error({ err, code }, "this node cannot go on running");
     this.fatalHandler?.(err);
   }
 

@@ -10,7 +10,7 @@
 // - with none left, it waits for one; stopped then (SIGTERM), it exits 0 like any stop, and leaves
 //   nothing of its backend behind.
 import { existsSync } from "node:fs";
-import { mkdir, readFile, rmdir, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { agentRequest } from "../../src/cli/agent-client.js";
@@ -135,6 +135,21 @@ describe.skipIf(!canUseNetns())("agents: a lost IPv4 subnet, replaced", () => {
         return () => writeFile(macFile, mac);
       },
     );
+  });
+
+  // Last: host2 ends here.
+  it("removing subnet.env fails: it exits 1 under AGENT_FATAL, since the CNI plugin would go on handing out the lost subnet", async () => {
+    const [a1, a2] = env.all;
+    const file = env.agents.subnetFile(a2);
+    await rm(file);
+    await mkdir(join(file, "blocked"), { recursive: true });
+    const since = await env.agents.logSize(a2);
+    await restartGivingSubnet(env.agents, a1, STATE_FILE, a2.host.name, a1.host.name, false);
+    expect(await env.agents.exited(a2, 60_000)).toBe(1);
+    // A system error (EISDIR) is logged under the documented code, not its errno name.
+    expect(await coded(a2.dir, since, "AGENT_FATAL")).toEqual([
+      expect.objectContaining({ err: expect.objectContaining({ code: "ERR_FS_EISDIR" }) }),
+    ]);
   });
 });
 
