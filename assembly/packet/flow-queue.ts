@@ -31,7 +31,15 @@ const H_BACKLOG: i32 = 44;
 const H_DROPS: i32 = 48; // offset of the u64 drop counter
 const H_SEED: i32 = 52; // the flow hash's seed
 const H_BUSY: i32 = 56; // 1 while fqEnqueue or fqDequeue runs (see fqCut)
-const HEADER_BYTES: i32 = 64;
+// What the worker holds outside the lists, for fqTakeOver to count if it dies: the descriptors
+// fqPrepare gave to a read that fqEnqueue has not taken yet, the packets fqDequeue handed out that
+// the hot path has not had yet, and the sends and TUN writes of a batch not made yet.
+const H_PREPARED: i32 = 60;
+/** Byte offsets of the words the worker also stores (from TypeScript): out, sends, TUN writes. */
+export const FQ_OUT: i32 = 64;
+export const FQ_SENDS: i32 = 68;
+export const FQ_WRITES: i32 = 72;
+const HEADER_BYTES: i32 = 80;
 
 // A bucket: FIFO of slot indices, packets and bytes in it, DRR deficit, link in the new/old list,
 // which list.
@@ -96,6 +104,10 @@ export function fqInit(
   store<i32>(q + H_BACKLOG, 0);
   store<i32>(q + H_DROPS, <i32>drops);
   store<u32>(q + H_SEED, seed);
+  store<i32>(q + H_PREPARED, 0);
+  store<i32>(q + FQ_OUT, 0);
+  store<i32>(q + FQ_SENDS, 0);
+  store<i32>(q + FQ_WRITES, 0);
   for (let b = 0; b < FQ_BUCKETS; b++) {
     const p = bucketPtr(q, b);
     store<i32>(p + B_HEAD, -1);
@@ -148,6 +160,33 @@ export function fqReset(q: usize): i32 {
   return held;
 }
 
+/**
+ * A worker's start: counts what the worker before it held outside the queue's lists, were it to
+ * have died (a terminate lands at any function's entry or loop's back edge): the packets a read
+ * filled in `descs` and fqEnqueue had not taken, those fqDequeue had handed out before the hot path
+ * had them (both in the drop counter), and the sends and TUN writes not made yet (added at
+ * `sendShortfall` and `writeShortfall`). Each is counted and cleared with no loop or call between,
+ * so that a start cut short and done again counts each once. Then fqReset if a call was cut.
+ * Returns the packets so counted as dropped.
+ */
+export function fqTakeOver(q: usize, descs: usize, sendShortfall: usize, writeShortfall: usize): i32 {
+  // A read's packets have a length; fqPrepare zeroed it, fqEnqueue zeroes it as it takes each one.
+  const prepared = load<i32>(q + H_PREPARED);
+  let unread = 0;
+  for (let i = 0; i < prepared; i++) if (load<i32>(descPtr(descs, i) + DESC_LEN) > 0) unread++;
+  const lost = unread + load<i32>(q + FQ_OUT);
+  const drops = <usize>load<i32>(q + H_DROPS);
+  if (drops != 0) store<u64>(drops, load<u64>(drops) + <u64>lost);
+  store<u64>(sendShortfall, load<u64>(sendShortfall) + <u64>load<i32>(q + FQ_SENDS));
+  store<u64>(writeShortfall, load<u64>(writeShortfall) + <u64>load<i32>(q + FQ_WRITES));
+  store<i32>(q + H_PREPARED, 0);
+  store<i32>(q + FQ_OUT, 0);
+  store<i32>(q + FQ_SENDS, 0);
+  store<i32>(q + FQ_WRITES, 0);
+  if (fqCut(q)) fqReset(q);
+  return lost;
+}
+
 /** Packets held (read, not yet handed out by fqDequeue). */
 export function fqBacklog(q: usize): i32 {
   return load<i32>(q + H_BACKLOG);
@@ -185,6 +224,7 @@ export function fqPrepare(q: usize, descs: usize, want: i32): i32 {
     descPointAt(descPtr(descs, k++), base + <usize>(s * stride), stride);
     s = load<i32>(slotPtr(q, s) + S_NEXT);
   }
+  store<i32>(q + H_PREPARED, k);
   return k;
 }
 
@@ -271,6 +311,7 @@ export function fqEnqueue(q: usize, descs: usize, k: i32, n: i32): i32 {
     store<i32>(bp + B_COUNT, load<i32>(bp + B_COUNT) + 1);
     store<i32>(bp + B_BYTES, load<i32>(bp + B_BYTES) + load<i32>(d + DESC_LEN));
     store<i32>(q + H_BACKLOG, load<i32>(q + H_BACKLOG) + 1);
+    store<i32>(d + DESC_LEN, 0); // held now, no longer the read's (fqTakeOver)
     if (load<i32>(bp + B_LIST) == LIST_NONE) {
       listAppend(q, b, LIST_NEW);
       store<i32>(bp + B_DEFICIT, load<i32>(q + H_QUANTUM));
@@ -278,6 +319,7 @@ export function fqEnqueue(q: usize, descs: usize, k: i32, n: i32): i32 {
   }
   let dropped = 0;
   const limit = load<i32>(q + H_LIMIT);
+  const counter = <usize>load<i32>(q + H_DROPS);
   while (load<i32>(q + H_BACKLOG) > limit) {
     let fattest = 0;
     let most = 0;
@@ -291,11 +333,12 @@ export function fqEnqueue(q: usize, descs: usize, k: i32, n: i32): i32 {
     let excess = load<i32>(q + H_BACKLOG) - limit;
     while (excess-- > 0 && load<i32>(bucketPtr(q, fattest) + B_COUNT) > 0) {
       freeSlot(q, bucketTake(q, fattest));
+      // Counted with the take: a call cut after it must not lose the drop from the count.
+      if (counter != 0) store<u64>(counter, load<u64>(counter) + 1);
       dropped++;
     }
   }
-  const counter = <usize>load<i32>(q + H_DROPS);
-  if (counter != 0) store<u64>(counter, load<u64>(counter) + <u64>dropped);
+  store<i32>(q + H_PREPARED, 0);
   store<i32>(q + H_BUSY, 0);
   return dropped;
 }
@@ -309,6 +352,7 @@ export function fqEnqueue(q: usize, descs: usize, k: i32, n: i32): i32 {
  */
 export function fqDequeue(q: usize, out: usize, max: i32): i32 {
   store<i32>(q + H_BUSY, 1);
+  store<i32>(q + FQ_OUT, 0);
   let o = 0;
   const quantum = load<i32>(q + H_QUANTUM);
   while (o < max) {
@@ -337,6 +381,7 @@ export function fqDequeue(q: usize, out: usize, max: i32): i32 {
     const d = descPtr(out, o++);
     v128.store(d, v128.load(r));
     v128.store(d, v128.load(r, 16), 16);
+    store<i32>(q + FQ_OUT, o); // with the take: the worker's now (fqTakeOver)
     store<i32>(bp + B_DEFICIT, deficit - load<i32>(r + DESC_LEN));
     freeSlot(q, s);
   }

@@ -84,7 +84,10 @@ export const IO_COUNTER = {
   /** Batches read from the TUN device / from the socket. */
   tunBatches: 0,
   udpBatches: 1,
-  /** Packets the socket or TUN device would not take (buffer full) and that were dropped. */
+  /**
+   * Packets the socket or TUN device would not take (buffer full) and that were dropped, or that a
+   * worker with a flow queue died before sending (counted by the next one: takeOverFlowQueue).
+   */
   sendShortfall: 2,
   tunWriteShortfall: 3,
   /** Packets whose send failed with an error (e.g. unreachable underlay), skipped. */
@@ -93,8 +96,9 @@ export const IO_COUNTER = {
   /** Datagrams dropped at the head of the socket's queue for waiting longer than the target. */
   queueDelayDrops: 6,
   /**
-   * TUN packets dropped at the head of the fattest flow of the send path's flow queue, or held by a
-   * worker that died inside a call that changes it (written by Wasm: fqEnqueue, fqReset).
+   * TUN packets dropped at the head of the fattest flow of the send path's flow queue, held by a
+   * worker that died inside a call that changes it, or read or taken out of it by a worker that
+   * died before the hot path had them (written by Wasm: fqEnqueue, fqReset, fqTakeOver).
    */
   flowQueueDrops: 7,
   /** TUN reads that failed with an error (not a deleted device, which ends the worker); nothing read. */

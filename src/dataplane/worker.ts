@@ -36,13 +36,17 @@ const READS_PER_SEND = 16;
 const READ_ERRORS_IN_A_ROW = 64;
 
 /**
- * A worker's start with its flow queue `fq`: one that replaces a dead one finds what it held still
- * there, unless the dead one died inside a call that changes the queue (fqCut): its lists may then
- * be half updated (slots lost for good, a packet sent twice), so the queue is laid out afresh and
- * what it held counts in flowQueueDrops. Returns whether packets are held.
+ * A worker's start with its flow queue `fq` (read into `txDescs`, counters at `ioCounters`): one
+ * that replaces a dead one finds what it held still there, unless the dead one died inside a call
+ * that changes the queue (fqCut): its lists may then be half updated (slots lost for good, a packet
+ * sent twice), so the queue is laid out afresh and what it held counts in flowQueueDrops. What the
+ * dead one held outside the queue is lost and counted (fqTakeOver): packets read and not queued yet,
+ * or taken out and not through the hot path yet, in flowQueueDrops; sends and TUN writes not made
+ * yet, in sendShortfall and tunWriteShortfall. Returns whether packets are held.
  */
-export function takeOverFlowQueue(fn: HotPathFunctions, fq: number): boolean {
-  if (fn.fqCut(fq)) fn.fqReset(fq);
+export function takeOverFlowQueue(fn: HotPathFunctions, fq: number, txDescs: number, ioCounters: number): boolean {
+  const at = (slot: number) => ioCounters + slot * 8;
+  fn.fqTakeOver(fq, txDescs, at(IO_COUNTER.sendShortfall), at(IO_COUNTER.tunWriteShortfall));
   return fn.fqBacklog(fq) > 0;
 }
 
@@ -83,24 +87,48 @@ export default function runWorker(task: QueueTask): { worker: number; tunGone?: 
   const icmpClock = new Uint32Array(mem, task.icmpBucket + hp.constant("ICMP_BUCKET_NOW"), 1);
   if (task.nice !== 0) native.threadNice(task.nice);
 
+  const fq = task.flowQueue;
+  /**
+   * Words in the flow queue's header where the worker keeps what it holds outside the queue — the
+   * packets fqDequeue handed out (OUT, written by it) until the hot path has them, then the sends
+   * and TUN writes still to make — for the worker after it to count if it dies (takeOverFlowQueue).
+   * Each is stored right after the call that changes it returns, with no call or loop between
+   * (where a terminate lands), so that the count is exact. Without a flow queue, words nobody reads.
+   */
+  const [OUT, SENDS, WRITES] = ["FQ_OUT", "FQ_SENDS", "FQ_WRITES"].map((c) => hp.constant(c) >> 2);
+  const held = fq !== 0 ? new Int32Array(mem, fq, WRITES + 1) : new Int32Array(WRITES + 1);
   type Write = (buf: Uint8Array, descs: Int32Array, first: number, count: number) => number;
   /**
    * Writes descriptors [first, first+count) with batched `write` calls, skipping a packet the
    * kernel refuses; what cannot be written (queue full) is counted as a shortfall and dropped.
    */
-  const drain = (write: Write, descs: Int32Array, first: number, count: number, errors: number, shortfall: number) => {
+  const drain = (
+    write: Write,
+    descs: Int32Array,
+    first: number,
+    count: number,
+    errors: number,
+    shortfall: number,
+    toDo: number,
+  ) => {
     let done = 0;
     while (done < count) {
       try {
         const n = write(buf, descs, first + done, count - done);
+        // Stored before the loop's next turn: a terminate lands at its back edge (see held).
+        held[toDo] = count - done - n;
         if (n === 0) break;
         done += n;
       } catch {
         io[errors]++;
         done++;
+        held[toDo] = count - done;
       }
     }
-    if (done < count) io[shortfall] += BigInt(count - done);
+    if (done < count) {
+      held[toDo] = 0;
+      io[shortfall] += BigInt(count - done);
+    }
   };
   // The pair being served: where the drains below write.
   let at = pairs[0];
@@ -134,10 +162,9 @@ export default function runWorker(task: QueueTask): { worker: number; tunGone?: 
     }
   };
 
-  const fq = task.flowQueue;
   // What a dead worker held is sent at once, not left until the next packet comes. (Whichever pair
   // sends it, the wire is the same.)
-  if (fq !== 0 && takeOverFlowQueue(fn, fq)) pairs[0].more = true;
+  if (fq !== 0 && takeOverFlowQueue(fn, fq, tx.descs, task.ioCounters)) pairs[0].more = true;
   /**
    * Reads pair p's TUN queue into the flow queue, then takes one batch out of it in its order; the
    * count taken. The flow queue is the worker's, across its pairs: what p sends may have been read
@@ -172,8 +199,12 @@ export default function runWorker(task: QueueTask): { worker: number; tunGone?: 
     const r = fn.encapBatch(p.ctx, tx.descs, n, format, vnet, out.sendDescs, out.segments, out.segmentStride);
     const sends = r & 0xffff;
     const replies = r >>> 16;
-    if (sends > 0) drain(toSocket, sendDescs, 0, sends, IO_COUNTER.sendErrors, IO_COUNTER.sendShortfall);
-    if (replies > 0) drain(toTun, sendDescs, sends, replies, IO_COUNTER.tunWriteErrors, IO_COUNTER.tunWriteShortfall);
+    held[SENDS] = sends;
+    held[WRITES] = replies;
+    held[OUT] = 0;
+    if (sends > 0) drain(toSocket, sendDescs, 0, sends, IO_COUNTER.sendErrors, IO_COUNTER.sendShortfall, SENDS);
+    if (replies > 0)
+      drain(toTun, sendDescs, sends, replies, IO_COUNTER.tunWriteErrors, IO_COUNTER.tunWriteShortfall, WRITES);
     return n;
   };
   // Returns the datagrams read, dropped stale ones included (a full batch means: read again).
@@ -200,7 +231,9 @@ export default function runWorker(task: QueueTask): { worker: number; tunGone?: 
         out.moved,
         out.movedCap,
       );
-      if (writes > 0) drain(toTun, writeDescs, 0, writes, IO_COUNTER.tunWriteErrors, IO_COUNTER.tunWriteShortfall);
+      held[WRITES] = writes;
+      if (writes > 0)
+        drain(toTun, writeDescs, 0, writes, IO_COUNTER.tunWriteErrors, IO_COUNTER.tunWriteShortfall, WRITES);
     }
     return drop ? n + late : n;
   };

@@ -68,6 +68,7 @@ export interface HotPathFunctions {
   ): void;
   fqCut(q: number): number;
   fqReset(q: number): number;
+  fqTakeOver(q: number, descs: number, sendShortfall: number, writeShortfall: number): number;
   fqBacklog(q: number): number;
   fqSparseWaiting(q: number): number;
   fqFlowBucket(q: number, p: number, len: number): number;

@@ -2,7 +2,8 @@
 // (test/reference/flow-queue.ts): random runs of reads (packets of a few flows, some short reads)
 // and dequeues must hand out the same packets in the same order, drop the same ones, and keep the
 // bytes of every held packet intact while its slot waits. And a call cut short (its thread died in
-// it: a trap, a terminate) is found by the next worker's start, which lays the queue out afresh.
+// it: a trap, a terminate) is found by the next worker's start, which lays the queue out afresh
+// and counts every packet the dead thread held, in the queue or out of it, as dropped.
 import { readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Worker } from "node:worker_threads";
@@ -11,6 +12,7 @@ import { describe, expect, it } from "vitest";
 import { Arena } from "../../src/hotpath/arena.js";
 import { PacketBatch } from "../../src/hotpath/batch.js";
 import { HotPath, createHotPathMemory } from "../../src/hotpath/module.js";
+import { IO_COUNTER, IO_COUNTER_SLOTS } from "../../src/dataplane/queue-task.js";
 import { takeOverFlowQueue } from "../../src/dataplane/worker.js";
 import { projectFile } from "../../src/paths.js";
 import { until } from "../io/until.js";
@@ -103,11 +105,13 @@ const shared = (() => {
   const hp = new HotPath(createHotPathMemory());
   const arena = new Arena(hp);
   const batch = new PacketBatch(hp, arena, BATCH, STRIDE, SLOTS);
+  const io = arena.alloc(IO_COUNTER_SLOTS * 8);
   return {
     hp,
     arena,
     batch,
-    drops: arena.alloc(8),
+    io,
+    drops: io + IO_COUNTER.flowQueueDrops * 8,
     q: arena.alloc(hp.fn.fqSize(SLOTS)),
     wide: arena.alloc(SLOTS * hp.constant("DESC_BYTES")),
   };
@@ -118,8 +122,8 @@ const seedArb = fc.integer({ min: 0, max: 2 ** 32 - 1 });
 
 /** The shared memory's flow queue, laid out afresh (empty, drop counter zero) with hash seed `seed`. */
 function rig(seed = SEED) {
-  const { hp, batch, drops, q } = shared;
-  new BigUint64Array(hp.memory.buffer, drops, 1)[0] = 0n;
+  const { hp, batch, drops, q, io } = shared;
+  new BigUint64Array(hp.memory.buffer, io, IO_COUNTER_SLOTS).fill(0n);
   hp.fn.fqInit(q, SLOTS, batch.slots, STRIDE, LIMIT, QUANTUM, drops, seed);
   return { ...shared, limit: LIMIT, seed };
 }
@@ -364,12 +368,13 @@ function wrongs(hp: HotPath, q: number, slots: number, wide: number): string[] {
   const free = hp.fn.fqPrepare(q, wide, slots);
   const distinct = new Set(Array.from({ length: free }, (_, i) => desc[i * fields + OFF])).size;
   if (free !== slots || distinct !== slots) found.push(`${free} slots free (${distinct} distinct) of ${slots}`);
+  hp.fn.fqEnqueue(q, wide, free, 0);
   return found;
 }
 
 describe("flow queue, a call cut short", () => {
   it("is found at a worker's start after a trap inside fqEnqueue, and laid out afresh, what it held counted as dropped", () => {
-    const { hp, batch, q, drops, wide } = rig();
+    const { hp, batch, q, drops, wide, io } = rig();
     const desc = batch.descView();
     const fields = hp.constant("DESC_BYTES") >> 2;
     const OFF = hp.constant("DESC_OFF") >> 2;
@@ -390,28 +395,31 @@ describe("flow queue, a call cut short", () => {
     read(3);
     expect(hp.fn.fqCut(q)).toBe(0);
     // A whole queue is kept as it is.
-    expect(takeOverFlowQueue(hp.fn, q)).toBe(true);
+    expect(takeOverFlowQueue(hp.fn, q, batch.descs, io)).toBe(true);
     expect(hp.fn.fqBacklog(q)).toBe(BATCH + 3);
     expect(() => read(BATCH, 2)).toThrow(WebAssembly.RuntimeError);
     expect(hp.fn.fqCut(q)).toBe(1);
-    expect(takeOverFlowQueue(hp.fn, q)).toBe(false);
+    expect(takeOverFlowQueue(hp.fn, q, batch.descs, io)).toBe(false);
     expect(hp.fn.fqCut(q)).toBe(0);
-    expect(new BigUint64Array(hp.memory.buffer, drops, 1)[0]).toBe(BigInt(BATCH + 3));
+    // What was held, and the read the trapped call had not taken yet.
+    expect(new BigUint64Array(hp.memory.buffer, drops, 1)[0]).toBe(BigInt(BATCH + 3 + BATCH));
     expect(wrongs(hp, q, SLOTS, wide)).toEqual([]);
   });
 
   // The second: a worker killed while it laid a cut queue out afresh (fqReset cleared the busy word
-  // as it began, so the next worker took a half-laid queue as whole).
+  // as it began, so the next worker took a half-laid queue as whole). And every packet read is
+  // accounted for: sent, dropped (counted) or held; before, a thread killed between a read and
+  // fqEnqueue, or between fqDequeue and its send, lost those packets uncounted.
   it.each([
-    ["enqueues and dequeues", "fqDequeue(q, descs, size - (r & 1));"],
+    ["enqueues and dequeues", "c[2] += fqDequeue(q, descs, size - (r & 1)); out[0] = 0;"],
     ["enqueues and resets", "fqReset(q);"],
   ])(
     "is found at a worker's start after terminates at random moments of a thread that %s",
     async (_, then) => {
-      const { hp, batch, q, drops, wide } = rig();
-      // [0]: rounds the thread has done.
-      const ctl = shared.arena.alloc(4);
-      const rounds = new Int32Array(hp.memory.buffer, ctl, 1);
+      const { hp, batch, q, drops, wide, io } = rig();
+      // [0]: rounds the thread has done, [1]: packets it read, [2]: packets it sent.
+      const ctl = shared.arena.alloc(12);
+      const c = new Int32Array(hp.memory.buffer, ctl, 3);
       const workerData = {
         module: new WebAssembly.Module(readFileSync(projectFile("build", "weft.wasm"))),
         memory: hp.memory,
@@ -421,16 +429,20 @@ describe("flow queue, a call cut short", () => {
         fields: hp.constant("DESC_BYTES") >> 2,
         off: hp.constant("DESC_OFF") >> 2,
         len: hp.constant("DESC_LEN") >> 2,
+        fqOut: hp.constant("FQ_OUT"),
         ctl,
       };
       // Reads of a full batch of packets of 16 flows, each followed by a send of a batch (or a reset): the queue
       // stays below its limit, so the time goes to the calls' loops over packets, not the drop's scan.
+      // As the worker does, each count is stored right after what it counts, with no loop's back
+      // edge or call (where a terminate lands) between; the send's is the worker's out word cleared.
       const script = `const { workerData } = require("node:worker_threads");
-       const { module, memory, q, descs, size, fields, off, len, ctl } = workerData;
+       const { module, memory, q, descs, size, fields, off, len, fqOut, ctl } = workerData;
        const { fqPrepare, fqEnqueue, fqDequeue, fqReset } = new WebAssembly.Instance(module, { env: { memory } }).exports;
        const d = new Int32Array(memory.buffer, descs, size * fields);
        const u8 = new Uint8Array(memory.buffer);
-       const rounds = new Int32Array(memory.buffer, ctl, 1);
+       const c = new Int32Array(memory.buffer, ctl, 3);
+       const out = new Int32Array(memory.buffer, q + fqOut, 1);
        for (let r = 0; ; r++) {
          const k = fqPrepare(q, descs, size);
          for (let i = 0; i < k; i++) {
@@ -438,32 +450,39 @@ describe("flow queue, a call cut short", () => {
            u8[at] = 0x45;
            u8[at + 12] = (r + i) & 15;
            d[i * fields + len] = 100 + ((r * 7 + i * 131) & 1023);
+           c[1]++;
          }
          fqEnqueue(q, descs, k, k);
          ${then}
-         Atomics.add(rounds, 0, 1);
+         Atomics.add(c, 0, 1);
        }`;
+      const dropped = () => new BigUint64Array(hp.memory.buffer, drops, 1)[0];
       let cuts = 0;
+      let outside = 0;
       let kills = 0;
-      for (; kills < 300 && cuts < 5; kills++) {
-        rounds[0] = 0;
+      for (; kills < 300 && (cuts < 5 || outside < 5); kills++) {
+        c.fill(0);
+        const dropsAtStart = dropped();
         const thread = new Worker(script, { eval: true, workerData });
         const failed = new Promise<never>((_, reject) => thread.once("error", reject));
-        await Promise.race([
-          failed,
-          until("the thread to run", () => (Atomics.load(rounds, 0) > 0 ? true : undefined)),
-        ]);
+        await Promise.race([failed, until("the thread to run", () => (Atomics.load(c, 0) > 0 ? true : undefined))]);
         // Runs of tens to thousands of rounds: the terminate falls anywhere in one.
         await sleep(kills % 4);
         await thread.terminate();
         if (hp.fn.fqCut(q)) cuts++;
-        const dropsBefore = new BigUint64Array(hp.memory.buffer, drops, 1)[0];
+        const dropsBefore = dropped();
         const held = hp.fn.fqCut(q) ? hp.fn.fqBacklog(q) : 0;
-        takeOverFlowQueue(hp.fn, q);
-        expect(new BigUint64Array(hp.memory.buffer, drops, 1)[0] - dropsBefore).toBe(BigInt(held));
+        takeOverFlowQueue(hp.fn, q, batch.descs, io);
+        // More than the cut queue held: packets read and not queued, or handed out and not sent.
+        if (dropped() - dropsBefore > BigInt(held)) outside++;
+        expect({ kill: kills, read: c[1] }).toEqual({
+          kill: kills,
+          read: c[2] + Number(dropped() - dropsAtStart) + hp.fn.fqBacklog(q),
+        });
         expect(wrongs(hp, q, SLOTS, wide), `after kill ${kills}`).toEqual([]);
       }
       expect(cuts, `of ${kills} kills`).toBeGreaterThan(0);
+      expect(outside, `of ${kills} kills`).toBeGreaterThan(0);
     },
     120_000,
   );
