@@ -7,7 +7,7 @@ import { networkOf, parseCidr, cidrContains, type Cidr } from "./cidr.js";
 
 /**
  * CNI spec versions this plugin takes, flannel's (cni.All): the result is the delegate's, made in
- * the version asked for, so the delegate decides in the end (Debian's 1.1.1 refuses 1.1.0, code 1).
+ * the version asked for (1.1.0 with a delegate that stops at 1.0.0: see delegateVersion in plugin.ts).
  */
 export const SUPPORTED_VERSIONS = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] as const;
 /** What a missing or empty cniVersion means, to libcni and the reference plugins. */
@@ -64,15 +64,47 @@ export const flannelNetConfSchema = z.looseObject({
 
 export type FlannelNetConf = z.infer<typeof flannelNetConfSchema>;
 
+/**
+ * What DEL reads: where the kept config is, and the runtime's prevResult. As flannel's cmdDel,
+ * nothing of the delegate is checked, so a conflist edited after ADD never keeps a pod Terminating.
+ */
+export const delNetConfSchema = flannelNetConfSchema.pick({ dataDir: true, prevResult: true });
+
+/**
+ * What GC (1.1.0) needs to release the attachments the runtime no longer has, checked apart from
+ * the rest (read only to forward GC to the delegate), so that a bad delegate key stops no cleanup.
+ */
+export const gcNetConfSchema = flannelNetConfSchema.pick({ cniVersion: true, dataDir: true }).extend({
+  "cni.dev/valid-attachments": z
+    .array(z.looseObject({ containerID: z.string(), ifname: z.string().optional() }))
+    .describe("the attachments the runtime still has: every other one kept in dataDir is deleted"),
+});
+
 function issuesText(e: z.ZodError): string {
   return e.issues.map((i) => `${i.path.length ? i.path.join(".") : "(config)"}: ${i.message}`).join("; ");
 }
 
-/**
- * Parses stdin; the spec's codes for undecodable JSON (6), an unsupported version (1), bad keys
- * (7). `anyVersion` (DEL): a conflist changed since ADD must not keep a pod from going.
- */
-export function parseNetConf(stdin: string, opts: { anyVersion?: boolean } = {}): FlannelNetConf {
+/** Whether spec version `v` (none: 0.1.0) is `min` or later; undefined for a version not in SUPPORTED_VERSIONS. */
+export function versionAtLeast(v: string | undefined, min: (typeof SUPPORTED_VERSIONS)[number]): boolean | undefined {
+  const i = (SUPPORTED_VERSIONS as readonly string[]).indexOf(v || DEFAULT_VERSION);
+  return i < 0 ? undefined : i >= SUPPORTED_VERSIONS.indexOf(min);
+}
+
+/** Parses stdin; the spec's codes for undecodable JSON (6), an unsupported version (1), bad keys (7). */
+export function parseNetConf(stdin: string): FlannelNetConf {
+  return decode(stdin, flannelNetConfSchema, false);
+}
+
+/** DEL's config (`delNetConfSchema`), of any version: a conflist changed since ADD must not keep a pod from going. */
+export function parseDelConf(stdin: string): z.output<typeof delNetConfSchema> {
+  return decode(stdin, delNetConfSchema, true);
+}
+
+export function parseGcConf(stdin: string): z.output<typeof gcNetConfSchema> {
+  return decode(stdin, gcNetConfSchema, false);
+}
+
+function decode<S extends z.ZodType>(stdin: string, schema: S, anyVersion: boolean): z.output<S> {
   let raw: unknown;
   try {
     raw = JSON.parse(stdin);
@@ -80,17 +112,13 @@ export function parseNetConf(stdin: string, opts: { anyVersion?: boolean } = {})
     throw new CniError(CNI_ERROR.DECODE_FAILURE, `network config on stdin is not JSON: ${(e as Error).message}`);
   }
   const version = (raw as { cniVersion?: unknown } | null)?.cniVersion;
-  if (
-    !opts.anyVersion &&
-    typeof version === "string" &&
-    !(SUPPORTED_VERSIONS as readonly string[]).includes(version || DEFAULT_VERSION)
-  ) {
+  if (!anyVersion && typeof version === "string" && versionAtLeast(version, DEFAULT_VERSION) === undefined) {
     throw new CniError(
       CNI_ERROR.INCOMPATIBLE_VERSION,
       `cniVersion ${version} is not supported; use one of ${SUPPORTED_VERSIONS.join(", ")}`,
     );
   }
-  const r = flannelNetConfSchema.safeParse(raw);
+  const r = schema.safeParse(raw);
   if (!r.success) throw new CniError(CNI_ERROR.INVALID_CONFIG, `invalid network config: ${issuesText(r.error)}`);
   return r.data;
 }
@@ -153,7 +181,8 @@ export const subnetEnvSchema = z
         });
         continue;
       }
-      const network = nets as Cidr[];
+      // As flannel (isSubnetAlreadyPresent): a network listed twice is one route, not two.
+      const network = (nets as Cidr[]).filter((n, i, all) => all.findIndex((m) => networkOf(m) === networkOf(n)) === i);
       if (!network.some((n) => cidrContains(n, subnet))) {
         ctx.addIssue({ code: "custom", path: [subKey], message: `${networkOf(subnet)} is not inside ${netText}` });
         continue;

@@ -6,7 +6,7 @@ import { accessSync, constants } from "node:fs";
 import { join } from "node:path";
 import { CNI_ERROR, CniError } from "./errors.js";
 
-export type CniCommand = "ADD" | "DEL" | "CHECK" | "VERSION";
+export type CniCommand = "ADD" | "DEL" | "CHECK" | "VERSION" | "STATUS" | "GC";
 
 /** The CNI_* variables of one call (CNI_PATH as a list of directories). */
 export interface CniArgs {

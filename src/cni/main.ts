@@ -3,12 +3,11 @@
 // stdin, the result or a CNI error as JSON on stdout, exit status 0 or 1, as the CNI spec requires.
 import { readFileSync, realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { errorMessage } from "../errors.js";
-import { CNI_ERROR, CniError } from "./errors.js";
+import { asCniError, CNI_ERROR, CniError } from "./errors.js";
 import type { CniCommand } from "./exec.js";
 import { runPlugin } from "./plugin.js";
 
-const COMMANDS: readonly CniCommand[] = ["ADD", "DEL", "CHECK", "VERSION"];
+const COMMANDS: readonly CniCommand[] = ["ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC"];
 
 export async function cniMain(): Promise<number> {
   let stdin = "";
@@ -38,11 +37,7 @@ export async function cniMain(): Promise<number> {
     if (result !== undefined) process.stdout.write(JSON.stringify(result) + "\n");
     return 0;
   } catch (error) {
-    const e =
-      error instanceof CniError
-        ? error
-        : new CniError(CNI_ERROR.IO_FAILURE, `unexpected failure: ${errorMessage(error)}`);
-    process.stdout.write(JSON.stringify(e.toResult(cniVersion)) + "\n");
+    process.stdout.write(JSON.stringify(asCniError(error).toResult(cniVersion)) + "\n");
     return 1;
   }
 }

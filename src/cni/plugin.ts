@@ -2,23 +2,30 @@
 // network config's `delegate` into a complete config for the plugin that builds the pod (the
 // reference `bridge` plugin with `host-local` IPAM over this node's subnet, a route to the pod
 // network, the MTU, ipMasq and isGateway), keep that config in dataDir, and run it. DEL and CHECK
-// run the kept config, so they work even after subnet.env changed.
-import { readFile, rm } from "node:fs/promises";
+// run the kept config, so they work even after subnet.env changed; GC deletes those the runtime
+// no longer has; STATUS says whether subnet.env is there (the agent ready).
+import { readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { writeFileAtomic } from "../fs/atomic-write.js";
 import { cidrContains, firstHostOf, networkOf, parseCidr } from "./cidr.js";
 import {
   DEFAULT_VERSION,
+  parseDelConf,
+  parseGcConf,
   parseNetConf,
   parseSubnetEnvFile,
   SUPPORTED_VERSIONS,
+  versionAtLeast,
   type FlannelNetConf,
   type SubnetEnv,
 } from "./config.js";
-import { CNI_ERROR, CniError } from "./errors.js";
+import { asCniError, CNI_ERROR, CniError } from "./errors.js";
 import { execPlugin, type CniArgs } from "./exec.js";
 
-/** The delegate's config, as flannel's plugin builds it (delegate keys given in the config win). */
+/**
+ * The delegate's config, as flannel's plugin builds it: delegate keys win over subnet.env's
+ * defaults; name, and cniVersion and runtimeConfig when given, are the network's; ipam is the top-level one.
+ */
 export function delegateConfig(conf: FlannelNetConf, env: SubnetEnv): Record<string, unknown> {
   const d: Record<string, unknown> = { ...conf.delegate };
   d.name = conf.name;
@@ -52,16 +59,25 @@ export interface PluginCall {
 
 const CONTAINER_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
+/**
+ * The interface name ADD was given, kept beside the delegate config (and never passed to it): GC
+ * runs DEL without the runtime, and host-local releases an address only for the right one.
+ */
+const KEPT_IFNAME = "weft.ifName";
+
 function need(v: string | undefined, name: string, why: string): string {
   if (!v) throw new CniError(CNI_ERROR.INVALID_ENV, `${name} is not set: ${why}`);
   return v;
 }
 
-/** Runs one CNI command; resolves with what to print on stdout (undefined: print nothing). */
-export async function runPlugin(call: PluginCall): Promise<object | undefined> {
-  const { args } = call;
-  if (args.command === "VERSION") return versionResult(call.stdin);
-  const conf = parseNetConf(call.stdin, { anyVersion: args.command === "DEL" });
+function needPath(args: CniArgs): string[] {
+  if (args.path.length === 0)
+    throw new CniError(CNI_ERROR.INVALID_ENV, "CNI_PATH is not set: the runtime must say where the plugins are");
+  return args.path;
+}
+
+/** The kept config's path for an ADD, DEL or CHECK, once the CNI_* variables they need are checked. */
+function keptPath(args: CniArgs, dataDir: string): string {
   const cid = need(args.containerId, "CNI_CONTAINERID", "the runtime must name the container");
   // The id names a file in dataDir: only the characters the spec allows, never a path.
   if (!CONTAINER_ID.test(cid))
@@ -70,18 +86,76 @@ export async function runPlugin(call: PluginCall): Promise<object | undefined> {
       `CNI_CONTAINERID "${cid}" may only hold letters, digits, '_', '.' and '-'`,
     );
   need(args.ifName, "CNI_IFNAME", "the runtime must name the pod's interface");
-  if (args.path.length === 0)
-    throw new CniError(CNI_ERROR.INVALID_ENV, "CNI_PATH is not set: the runtime must say where the plugins are");
-  const kept = join(conf.dataDir, cid);
+  needPath(args);
+  return join(dataDir, cid);
+}
+
+/** STATUS and GC came with CNI 1.1.0; for an older config they are the spec's incompatible version (1), as skel answers. */
+function need110(cniVersion: string | undefined, command: string): void {
+  if (!versionAtLeast(cniVersion, "1.1.0"))
+    throw new CniError(
+      CNI_ERROR.INCOMPATIBLE_VERSION,
+      `cniVersion ${cniVersion || DEFAULT_VERSION} does not have ${command}: it came with 1.1.0`,
+    );
+}
+
+/**
+ * The version to run the delegate with: the config's; but for a 1.1.0 config, 1.0.0 when the
+ * delegate stops there (Debian's plugins, 1.1.1). The two share the result format (1.1.0 added
+ * optional fields only, and STATUS and GC, which such a delegate does not have), so ADD works and
+ * its result is a 1.1.0 one.
+ */
+async function delegateVersion(type: string, cniVersion: unknown, path: string[]): Promise<unknown> {
+  if (cniVersion !== "1.1.0") return cniVersion;
+  const r = (await execPlugin(type, { cniVersion }, { command: "VERSION", path })) as
+    | { supportedVersions?: unknown }
+    | undefined;
+  const supported = Array.isArray(r?.supportedVersions) ? (r.supportedVersions as unknown[]) : [];
+  return supported.includes("1.1.0") || !supported.includes("1.0.0") ? "1.1.0" : "1.0.0";
+}
+
+/** A 1.1.0 result (prevResult) as the delegate run at 1.0.0 knows it: the same but for its label. */
+function resultFor(result: Record<string, unknown>, delegateVersion: unknown): Record<string, unknown> {
+  return result.cniVersion === "1.1.0" && delegateVersion === "1.0.0" ? { ...result, cniVersion: "1.0.0" } : result;
+}
+
+/** Runs one CNI command; resolves with what to print on stdout (undefined: print nothing). */
+export async function runPlugin(call: PluginCall): Promise<object | undefined> {
+  const { args } = call;
+  switch (args.command) {
+    case "VERSION":
+      return versionResult(call.stdin);
+    case "DEL": {
+      // As flannel's cmdDel: only what finds the kept config is read, so an edit of the conflist
+      // since ADD (a bad delegate key, another version) never keeps a pod Terminating.
+      const conf = parseDelConf(call.stdin);
+      await deleteKept(keptPath(args, conf.dataDir), args, conf.prevResult);
+      return undefined;
+    }
+    case "STATUS":
+      return await status(call);
+    case "GC":
+      return await gc(call);
+  }
+  const conf = parseNetConf(call.stdin);
+  const kept = keptPath(args, conf.dataDir);
   switch (args.command) {
     case "ADD": {
       need(args.netns, "CNI_NETNS", "ADD needs the pod's network namespace");
       const env = await readSubnetEnv(conf.subnetFile);
       const d = delegateConfig(conf, env);
+      const type = d.type as string;
+      const asked = d.cniVersion;
+      const v = await delegateVersion(type, asked, args.path);
+      if (v !== asked) d.cniVersion = v;
       // Kept before the delegate runs, so that a DEL after a failed or interrupted ADD still finds it.
-      await writeFileAtomic(kept, JSON.stringify(d), { mode: 0o600, dirMode: 0o700 });
+      await writeFileAtomic(kept, JSON.stringify({ ...d, [KEPT_IFNAME]: args.ifName }), {
+        mode: 0o600,
+        dirMode: 0o700,
+      });
       try {
-        return (await execPlugin(d.type as string, d, args)) as object;
+        const result = (await execPlugin(type, d, args)) as Record<string, unknown>;
+        return v === asked ? result : { ...result, cniVersion: asked };
       } catch (error) {
         // The reference plugins release what they took when ADD fails; a DEL makes sure. Only
         // when it worked (or the delegate refused the version, so did nothing) is nothing left;
@@ -89,7 +163,7 @@ export async function runPlugin(call: PluginCall): Promise<object | undefined> {
         const refused = error instanceof CniError && error.cniCode === CNI_ERROR.INCOMPATIBLE_VERSION;
         const released =
           refused ||
-          (await execPlugin(d.type as string, d, { ...args, command: "DEL" }).then(
+          (await execPlugin(type, d, { ...args, command: "DEL" }).then(
             () => true,
             () => false,
           ));
@@ -97,41 +171,100 @@ export async function runPlugin(call: PluginCall): Promise<object | undefined> {
         throw error;
       }
     }
-    case "DEL": {
-      const d = await readKept(kept).catch(async (e: unknown) => {
-        if (!(e instanceof CniError && e.cniCode === CNI_ERROR.DECODE_FAILURE)) throw e;
-        // As flannel's plugin: a DEL failing forever leaves the pod Terminating, and nothing
-        // could ever run this file's delegate. Said on stderr, which runtimes log.
-        process.stderr.write(
-          `weft cni: ${e.message}; removed it: the pod's interface and address, if any, are left to remove by hand\n`,
-        );
-        await rm(kept, { force: true });
-        return undefined;
-      });
-      // Nothing kept: never added, or already deleted. The spec asks DEL to succeed then.
-      if (!d) return undefined;
-      if (conf.prevResult) d.prevResult = conf.prevResult;
-      await execPlugin(d.type as string, d, args);
-      await rm(kept, { force: true });
-      return undefined;
-    }
     case "CHECK": {
-      const v = (SUPPORTED_VERSIONS as readonly string[]).indexOf(conf.cniVersion || DEFAULT_VERSION);
-      if (v < SUPPORTED_VERSIONS.indexOf("0.4.0"))
+      if (!versionAtLeast(conf.cniVersion, "0.4.0"))
         throw new CniError(CNI_ERROR.INCOMPATIBLE_VERSION, "CHECK needs cniVersion 0.4.0 or later");
       need(args.netns, "CNI_NETNS", "CHECK needs the pod's network namespace");
       if (!conf.prevResult) throw new CniError(CNI_ERROR.INVALID_CONFIG, "CHECK needs prevResult: the result of ADD");
-      const d = await readKept(kept);
-      if (!d)
+      const found = await readKept(kept);
+      if (!found)
         throw new CniError(
           CNI_ERROR.UNKNOWN_CONTAINER,
-          `no pod ${cid} was added on this network (nothing kept in ${conf.dataDir})`,
+          `no pod ${args.containerId} was added on this network (nothing kept in ${conf.dataDir})`,
         );
       checkAddressesInSubnet(conf.prevResult, await readSubnetEnv(conf.subnetFile), conf.subnetFile);
-      await execPlugin(d.type as string, { ...d, cniVersion: conf.cniVersion, prevResult: conf.prevResult }, args);
+      const { d } = found;
+      const v = await delegateVersion(d.type as string, conf.cniVersion, args.path);
+      await execPlugin(d.type as string, { ...d, cniVersion: v, prevResult: resultFor(conf.prevResult, v) }, args);
       return undefined;
     }
   }
+}
+
+/**
+ * DEL of what ADD kept in `path`, with the runtime's prevResult if any; the file goes once the
+ * delegate's DEL worked. Nothing kept (never added, or already deleted) succeeds, as the spec asks.
+ */
+async function deleteKept(path: string, args: CniArgs, prevResult?: Record<string, unknown>): Promise<void> {
+  const found = await readKept(path).catch(async (e: unknown) => {
+    if (!(e instanceof CniError && e.cniCode === CNI_ERROR.DECODE_FAILURE)) throw e;
+    // As flannel's plugin: a DEL failing forever leaves the pod Terminating, and nothing
+    // could ever run this file's delegate. Said on stderr, which runtimes log.
+    process.stderr.write(
+      `weft cni: ${e.message}; removed it: the pod's interface and address, if any, are left to remove by hand\n`,
+    );
+    await rm(path, { force: true });
+    return undefined;
+  });
+  if (!found) return;
+  const { d, ifName } = found;
+  if (prevResult) d.prevResult = resultFor(prevResult, d.cniVersion);
+  await execPlugin(d.type as string, d, { ...args, ifName: args.ifName ?? ifName });
+  await rm(path, { force: true });
+}
+
+/** STATUS (1.1.0): ready when subnet.env is (the agent holds a lease) and the delegate says so too. */
+async function status(call: PluginCall): Promise<undefined> {
+  const conf = parseNetConf(call.stdin);
+  need110(conf.cniVersion, "STATUS");
+  const notAvailable = (e: unknown): never => {
+    const c = asCniError(e);
+    throw new CniError(CNI_ERROR.NOT_AVAILABLE, c.message, c.details);
+  };
+  const d = delegateConfig(conf, await readSubnetEnv(conf.subnetFile).catch(notAvailable));
+  const type = d.type as string;
+  // A delegate run at 1.0.0 has no STATUS to ask: ADD works as far as it can tell.
+  if ((await delegateVersion(type, d.cniVersion, call.args.path).catch(notAvailable)) === "1.1.0")
+    await execPlugin(type, d, { command: "STATUS", path: call.args.path });
+  return undefined;
+}
+
+/**
+ * GC (1.1.0): every attachment kept in dataDir that the runtime no longer lists gets its delegate's
+ * DEL (no CNI_NETNS: the spec lets GC assume the pod's namespace is gone), then GC goes on to the
+ * delegate if it has it. As the spec asks, a failure stops nothing; the errors are reported after.
+ */
+async function gc(call: PluginCall): Promise<undefined> {
+  const conf = parseGcConf(call.stdin);
+  need110(conf.cniVersion, "GC");
+  const path = needPath(call.args);
+  const attachments = conf["cni.dev/valid-attachments"];
+  // Kept configs are per container (flannel's layout), so a container listed keeps its file.
+  const valid = new Set(attachments.map((a) => a.containerID));
+  const failures: CniError[] = [];
+  const names = await readdir(conf.dataDir).catch((e: NodeJS.ErrnoException) => {
+    if (e.code === "ENOENT") return [];
+    throw new CniError(CNI_ERROR.IO_FAILURE, `cannot list ${conf.dataDir}: ${e.message}`);
+  });
+  for (const cid of names) {
+    // Dot-files are the atomic writer's temporary files; anything else is no container's.
+    if (!CONTAINER_ID.test(cid) || valid.has(cid)) continue;
+    await deleteKept(join(conf.dataDir, cid), { command: "DEL", containerId: cid, path }).catch((e: unknown) =>
+      failures.push(asCniError(e)),
+    );
+  }
+  try {
+    const full = parseNetConf(call.stdin);
+    const d = delegateConfig(full, await readSubnetEnv(full.subnetFile));
+    const type = d.type as string;
+    if ((await delegateVersion(type, d.cniVersion, path)) === "1.1.0")
+      await execPlugin(type, { ...d, "cni.dev/valid-attachments": attachments }, { command: "GC", path });
+  } catch (e) {
+    failures.push(asCniError(e));
+  }
+  if (failures.length > 0)
+    throw new CniError(failures[0].cniCode, `GC: ${failures.map((f) => f.message).join("; ")}`, failures[0].details);
+  return undefined;
 }
 
 function versionResult(stdin: string): object {
@@ -166,7 +299,7 @@ async function readSubnetEnv(path: string): Promise<SubnetEnv> {
   return parseSubnetEnvFile(text, path);
 }
 
-async function readKept(path: string): Promise<Record<string, unknown> | undefined> {
+async function readKept(path: string): Promise<{ d: Record<string, unknown>; ifName?: string } | undefined> {
   let text: string;
   try {
     text = await readFile(path, "utf8");
@@ -175,8 +308,9 @@ async function readKept(path: string): Promise<Record<string, unknown> | undefin
     throw new CniError(CNI_ERROR.IO_FAILURE, `cannot read ${path}: ${(e as Error).message}`);
   }
   try {
-    const d = JSON.parse(text) as Record<string, unknown>;
-    if (typeof d.type === "string") return d;
+    const { [KEPT_IFNAME]: ifName, ...d } = JSON.parse(text) as Record<string, unknown>;
+    // Files kept by flannel's plugin or an older weft have no interface name: Kubernetes' is eth0.
+    if (typeof d.type === "string") return { d, ifName: typeof ifName === "string" ? ifName : "eth0" };
   } catch {
     // handled below
   }

@@ -4,7 +4,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { cidrContains, networkOf, parseCidr } from "../../src/cni/cidr.js";
-import { parseNetConf, parseSubnetEnvFile } from "../../src/cni/config.js";
+import { parseDelConf, parseNetConf, parseSubnetEnvFile } from "../../src/cni/config.js";
 import type { CniError } from "../../src/cni/errors.js";
 import { delegateConfig } from "../../src/cni/plugin.js";
 
@@ -104,6 +104,26 @@ describe("weft cni: config", () => {
     ).toBe(1);
   });
 
+  it("a network listed twice in FLANNEL_NETWORK or FLANNEL_IPV6_NETWORK is one route, as flannel (isSubnetAlreadyPresent)", () => {
+    const env = parseSubnetEnvFile(
+      `${ENV4.replace("=10.244.0.0/16", "=10.244.0.0/16,10.244.0.0/16,10.244.9.9/16")}FLANNEL_IPV6_NETWORK=2001:2:0:8000::/49,2001:2:0:8000::/49\nFLANNEL_IPV6_SUBNET=2001:2:0:8003::1/64\n`,
+      "f",
+    );
+    expect(
+      (delegateConfig(parseNetConf(JSON.stringify(KUBE_FLANNEL_CNI_CONF)), env).ipam as { routes: unknown }).routes,
+    ).toEqual([
+      { dst: "10.244.0.0/16", gw: "10.244.3.1" },
+      { dst: "2001:2:0:8000::/49", gw: "2001:2:0:8003::1" },
+    ]);
+  });
+
+  it("DEL reads only dataDir and prevResult: delegate keys ADD refuses (name, ipam) do not stop it", () => {
+    const edited = JSON.stringify({ ...KUBE_FLANNEL_CNI_CONF, dataDir: "/d", delegate: { name: "x", ipam: {} } });
+    expect(codeOf(() => parseNetConf(edited))).toBe(7);
+    expect(parseDelConf(edited)).toMatchObject({ dataDir: "/d" });
+    expect(codeOf(() => parseDelConf(JSON.stringify({ dataDir: 5 })))).toBe(7);
+  });
+
   it("IPv6-only (flanneld's file without FLANNEL_NETWORK/FLANNEL_SUBNET): an IPv6 range and route only, the MTU and ip-masq from the file", () => {
     const env = parseSubnetEnvFile(
       "FLANNEL_IPV6_NETWORK=2001:2:0:8000::/49\nFLANNEL_IPV6_SUBNET=2001:2:0:8003::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=true\n",
@@ -132,7 +152,7 @@ describe("weft cni: config", () => {
     for (const v of ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0", ""])
       expect(parseNetConf(withVersion(v)).cniVersion).toBe(v);
     expect(codeOf(() => parseNetConf(withVersion("2.0.0")))).toBe(1);
-    expect(parseNetConf(withVersion("2.0.0"), { anyVersion: true }).cniVersion).toBe("2.0.0");
+    expect(parseDelConf(withVersion("2.0.0")).dataDir).toBe("/var/lib/cni/flannel");
     const env = parseSubnetEnvFile(ENV4, "f");
     const { cniVersion: _, ...none } = KUBE_FLANNEL_CNI_CONF;
     expect(delegateConfig(parseNetConf(JSON.stringify(none)), env)).not.toHaveProperty("cniVersion");

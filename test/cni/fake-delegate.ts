@@ -1,6 +1,7 @@
 // A stand-in delegate for tests of what the flannel plugin does around its delegate (the kept
-// config, failures): a script named `fake` that logs each call and fails a command while a file
-// `fail-<COMMAND>` exists beside it, printing a CNI error as a failing plugin does.
+// config, failures, STATUS and GC, which Debian's plugins lack): a script named `fake`, of CNI
+// 1.1.0, that logs each call and fails a command while a file `fail-<COMMAND>` exists beside it,
+// printing a CNI error as a failing plugin does.
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
@@ -10,7 +11,7 @@ export interface FakeDelegate {
   /** "COMMAND containerId" of each call so far. */
   calls(): string[];
   /** Makes `command` fail (true) or succeed again. */
-  fail(command: "ADD" | "DEL" | "CHECK", on: boolean): void;
+  fail(command: "ADD" | "DEL" | "CHECK" | "STATUS" | "GC", on: boolean): void;
 }
 
 export function fakeDelegate(dir: string): FakeDelegate {
@@ -26,6 +27,7 @@ if [ -e '${dir}/fail-'"$CNI_COMMAND" ]; then
   exit 1
 fi
 if [ "$CNI_COMMAND" = ADD ]; then echo '{"cniVersion":"1.0.0","interfaces":[],"ips":[]}'; fi
+if [ "$CNI_COMMAND" = VERSION ]; then echo '{"cniVersion":"1.1.0","supportedVersions":["1.0.0","1.1.0"]}'; fi
 `,
     { mode: 0o755 },
   );

@@ -119,4 +119,46 @@ describe("weft cni: the kept delegate config", () => {
       expect(kept()).not.toContain(id);
     },
   );
+
+  it("a delegate of CNI 1.1.0 is asked too: STATUS fails with its error, GC is forwarded with the valid attachments after the stale ones' DEL", async () => {
+    const v110 = { cniVersion: "1.1.0" };
+    const gcArgs: CniArgs = { command: "GC", path: [join(dir, "bin"), fake.dir] };
+    expect(await execPlugin("flannel", conf(v110), { command: "STATUS", path: gcArgs.path })).toBeUndefined();
+    expect(fake.calls().at(-1)?.trim()).toBe("STATUS");
+    fake.fail("STATUS", true);
+    try {
+      await expect(execPlugin("flannel", conf(v110), { command: "STATUS", path: gcArgs.path })).rejects.toMatchObject({
+        cniCode: 11,
+        message: "flannel: fake: fake STATUS failure",
+      });
+    } finally {
+      fake.fail("STATUS", false);
+    }
+    await run("ADD", "gc-live");
+    await run("ADD", "gc-stale");
+    const valid = { "cni.dev/valid-attachments": [{ containerID: "gc-live", ifname: "eth0" }] };
+    // A failing DEL of one stale attachment stops neither the others nor the delegate's GC; GC then reports it.
+    fake.fail("DEL", true);
+    try {
+      await expect(execPlugin("flannel", conf({ ...v110, ...valid }), gcArgs)).rejects.toMatchObject({
+        cniCode: 11,
+        message: expect.stringMatching(/^flannel: GC: .*fake DEL failure/),
+      });
+    } finally {
+      fake.fail("DEL", false);
+    }
+    expect(kept()).toEqual(expect.arrayContaining(["gc-live", "gc-stale"]));
+    expect(await execPlugin("flannel", conf({ ...v110, ...valid }), gcArgs)).toBeUndefined();
+    expect(kept()).toContain("gc-live");
+    expect(kept()).not.toContain("gc-stale");
+    expect(
+      fake
+        .calls()
+        .filter((c) => /^(DEL gc-|GC)/.test(c))
+        .map((c) => c.trim()),
+    ).toEqual(["DEL gc-stale", "GC", "DEL gc-stale", "GC"]);
+    // Not for a 1.0.0 config: STATUS and GC came with 1.1.0.
+    await expect(execPlugin("flannel", conf({ ...valid }), gcArgs)).rejects.toMatchObject({ cniCode: 1 });
+    expect(await run("DEL", "gc-live")).toBeUndefined();
+  });
 });

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeSubnetEnv } from "../../src/agent/subnet-env.js";
 import { CniError } from "../../src/cni/errors.js";
 import { execPlugin } from "../../src/cni/exec.js";
-import type { Attachment } from "../../src/cni/runtime.js";
+import type { Attachment, CniResult } from "../../src/cni/runtime.js";
 import {
   LabCluster,
   LAB_POD_NETWORK,
@@ -42,7 +42,7 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
   /** Runs the flannel plugin alone in the host, as the runtime would, with a config of our making. */
   const runFlannel = (
     h: LabHost,
-    command: "ADD" | "DEL" | "CHECK" | "VERSION",
+    command: "ADD" | "DEL" | "CHECK" | "VERSION" | "STATUS" | "GC",
     conf: object,
     att?: Partial<Attachment>,
   ) =>
@@ -105,19 +105,103 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
     },
   );
 
-  it("cniVersion 1.1.0, which Debian's plugins (1.1.1) do not take: ADD is their incompatible-version error (1), and nothing is left to delete", async () => {
+  it("cniVersion 1.1.0, which Debian's plugins (1.1.1) do not take: the delegate runs at 1.0.0 (the same result format), the result says 1.1.0, CHECK and DEL work", async () => {
     const ns = await Netns.create("cni-ver");
     try {
+      const conf = flannelConf(h1, { cniVersion: "1.1.0" });
+      const att = { containerId: ns.name, netns: ns.path };
+      const r = (await runFlannel(h1, "ADD", conf, att)) as CniResult;
+      expect(r.cniVersion).toBe("1.1.0");
+      const addr = r.ips![0].address.split("/")[0];
+      expect(addr).toMatch(/^198\.19\.5\.\d+$/);
+      expect(JSON.parse(await readFile(join(lab.hostDir(h1), "flannel", ns.name), "utf8"))).toMatchObject({
+        cniVersion: "1.0.0",
+        "weft.ifName": "eth0",
+      });
+      expect(await runFlannel(h1, "CHECK", { ...conf, prevResult: r }, att)).toBeUndefined();
+      await runFlannel(h1, "DEL", { ...conf, prevResult: r }, att);
+      expect(await ipamStore(h1)).not.toContain(addr);
+      expect(
+        await ns.kernel.ipJson<Array<{ ifname: string }>>(["link", "show"]).then((l) => l.map((x) => x.ifname)),
+      ).toEqual(["lo"]);
+      expect(await kept(h1)).not.toContain(ns.name);
+    } finally {
+      await ns.destroy();
+    }
+  });
+
+  it("STATUS (1.1.0) succeeds while subnet.env is there; without it, or malformed, it is 'not available' (50); before 1.1.0 it is an incompatible version (1)", async () => {
+    // Debian's bridge has no STATUS (it answers "missing containerID", 3): it is not asked.
+    expect(await runFlannel(h1, "STATUS", flannelConf(h1, { cniVersion: "1.1.0" }))).toBeUndefined();
+    const missing = join(lab.hostDir(h1), "no-subnet.env");
+    const e = await runFlannel(h1, "STATUS", flannelConf(h1, { cniVersion: "1.1.0", subnetFile: missing })).catch(
+      (x: unknown) => x,
+    );
+    expect(e).toMatchObject({
+      cniCode: 50,
+      code: "CNI_NOT_AVAILABLE",
+      message: expect.stringMatching(/does not exist yet/),
+    });
+    const bad = join(lab.hostDir(h1), "bad-status-subnet.env");
+    await writeFile(bad, "FLANNEL_NETWORK=198.19.0.0/16\n");
+    await expect(
+      runFlannel(h1, "STATUS", flannelConf(h1, { cniVersion: "1.1.0", subnetFile: bad })),
+    ).rejects.toMatchObject({
+      cniCode: 50,
+      message: expect.stringMatching(/is malformed/),
+    });
+    await expect(runFlannel(h1, "STATUS", flannelConf(h1, { cniVersion: "1.0.0" }))).rejects.toMatchObject({
+      cniCode: 1,
+    });
+    await expect(
+      runFlannel(h1, "GC", flannelConf(h1, { cniVersion: "1.0.0", "cni.dev/valid-attachments": [] })),
+    ).rejects.toMatchObject({ cniCode: 1 });
+  });
+
+  it("GC (1.1.0) runs the delegate's DEL for an attachment the runtime no longer lists (its address released, its kept config gone) and keeps the listed ones", async () => {
+    const conf = flannelConf(h1, { cniVersion: "1.1.0" });
+    const [gone, live] = [await Netns.create("cni-gc"), await Netns.create("cni-gc")];
+    try {
+      const addrOf = async (ns: Netns) =>
+        (
+          (await runFlannel(h1, "ADD", conf, { containerId: ns.name, netns: ns.path })) as CniResult
+        ).ips![0].address.split("/")[0];
+      const [goneAddr, liveAddr] = [await addrOf(gone), await addrOf(live)];
       const veths = await hostVeths(h1);
-      const store = await ipamStore(h1);
-      const e = await runFlannel(h1, "ADD", flannelConf(h1, { cniVersion: "1.1.0" }), {
-        containerId: ns.name,
-        netns: ns.path,
-      }).catch((x: unknown) => x);
-      expect(e).toMatchObject({ cniCode: 1, message: "flannel: bridge: incompatible CNI versions" });
-      expect((e as CniError).details).toMatch(/plugin supports .*"1\.0\.0"/);
-      expect(await hostVeths(h1)).toEqual(veths);
-      expect(await ipamStore(h1)).toEqual(store);
+      // The runtime lost this pod without a DEL (a crash): its namespace, so its veth, went away.
+      await gone.destroy();
+      expect(await hostVeths(h1)).toHaveLength(veths.length - 1);
+      expect(await ipamStore(h1)).toContain(goneAddr);
+      const valid = { "cni.dev/valid-attachments": [{ containerID: live.name, ifname: "eth0" }] };
+      expect(await runFlannel(h1, "GC", { ...conf, ...valid })).toBeUndefined();
+      expect(await ipamStore(h1)).not.toContain(goneAddr);
+      expect(await kept(h1)).not.toContain(gone.name);
+      expect(await ipamStore(h1)).toContain(liveAddr);
+      expect(await kept(h1)).toContain(live.name);
+      expect(
+        await live.kernel.ipJson<Array<{ ifname: string }>>(["link", "show"]).then((l) => l.map((x) => x.ifname)),
+      ).toContain("eth0");
+      await runFlannel(h1, "DEL", conf, { containerId: live.name, netns: live.path });
+      expect(await ipamStore(h1)).not.toContain(liveAddr);
+    } finally {
+      await gone.destroy();
+      await live.destroy();
+    }
+  });
+
+  it("DEL runs what ADD kept even when the config has since been edited into one ADD refuses (delegate.ipam)", async () => {
+    const ns = await Netns.create("cni-edit");
+    try {
+      const att = { containerId: ns.name, netns: ns.path };
+      const r = (await runFlannel(h1, "ADD", flannelConf(h1), att)) as CniResult;
+      const addr = r.ips![0].address.split("/")[0];
+      const edited = flannelConf(h1, { delegate: { ipam: { type: "host-local" } } });
+      await expect(runFlannel(h1, "ADD", edited, att)).rejects.toMatchObject({ cniCode: 7 });
+      expect(await runFlannel(h1, "DEL", edited, att)).toBeUndefined();
+      expect(
+        await ns.kernel.ipJson<Array<{ ifname: string }>>(["link", "show"]).then((l) => l.map((x) => x.ifname)),
+      ).toEqual(["lo"]);
+      expect(await ipamStore(h1)).not.toContain(addr);
       expect(await kept(h1)).not.toContain(ns.name);
     } finally {
       await ns.destroy();

@@ -5,7 +5,7 @@
 // server's non-strict decoding does). Then what the issue asks of the DaemonSet, and the configs
 // checked by weft's own schemas: cni-conf.json by the CNI plugin's, net-conf.json by the agent's.
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import ts from "typescript";
@@ -115,7 +115,7 @@ describe("deploy/kubernetes/weft.yaml", () => {
     expect(schemaErrors(missing).join("\n")).toBe("DaemonSet: data/spec must have required property selector");
   }, 60_000);
 
-  it("has the DaemonSet flannel's has: hostNetwork, system-node-critical, NoSchedule tolerated, NET_ADMIN and NET_RAW only, /dev/net/tun, the host paths, init containers, probes", () => {
+  it("has the DaemonSet flannel's has: hostNetwork, system-node-critical, NoSchedule tolerated, NET_ADMIN and NET_RAW only, the host's /dev/net (TUN, where there is one), the host paths, init containers, probes", () => {
     const pod = ds.spec.template.spec;
     expect(pod.hostNetwork).toBe(true);
     expect(pod.priorityClassName).toBe("system-node-critical");
@@ -133,8 +133,11 @@ describe("deploy/kubernetes/weft.yaml", () => {
       "/var/lib/weft": "DirectoryOrCreate",
       "/etc/cni/net.d": "DirectoryOrCreate",
       "/opt/cni/bin": "DirectoryOrCreate",
-      "/dev/net/tun": "CharDevice",
+      // Not /dev/net/tun as a CharDevice: a node without TUN could then run no agent, even for vxlan.
+      "/dev/net": "DirectoryOrCreate",
     });
+    const devNet = pod.volumes.find((v: Doc) => v.hostPath?.path === "/dev/net").name;
+    expect(agent.volumeMounts.find((m: Doc) => m.name === devNet).mountPath).toBe("/dev/net");
     expect(pod.initContainers.map((c: Doc) => c.name)).toEqual(["install-cni-plugin", "install-cni"]);
     expect(agent.livenessProbe.httpGet.path).toBe("/healthz");
     expect(agent.readinessProbe.httpGet.path).toBe("/readyz");
@@ -156,6 +159,31 @@ describe("deploy/kubernetes/weft.yaml", () => {
     // Every WEFT_ variable names a flag of `weft agent`.
     const flags = readFileSync(projectFile("src", "cli", "main.ts"), "utf8");
     for (const e of agent.env) expect(flags).toContain(`"${e.name.slice("WEFT_".length)}"`);
+  });
+
+  it("installs the conflist by a rename over it, so that the runtime never loads it half-written: the ConfigMap's cni-conf.json, no temporary file left", () => {
+    const init = ds.spec.template.spec.initContainers.find((c: Doc) => c.name === "install-cni");
+    const dir = mkdtempSync(join(tmpdir(), "weft-install-cni-"));
+    try {
+      // The container's command, run here with its mounts made directories of ours.
+      let script = [...init.command, ...init.args].slice(2).join(" ");
+      expect(init.command).toEqual(["sh", "-c"]);
+      for (const m of init.volumeMounts) script = script.replaceAll(m.mountPath.replace(/\/$/, ""), join(dir, m.name));
+      const netD = join(dir, "cni");
+      mkdirSync(netD);
+      mkdirSync(join(dir, "weft-cfg"));
+      writeFileSync(join(dir, "weft-cfg", "cni-conf.json"), cm.data["cni-conf.json"]);
+      writeFileSync(join(netD, "10-flannel.conflist"), "{}");
+      const before = statSync(join(netD, "10-flannel.conflist")).ino;
+      const r = spawnSync("sh", ["-c", script], { encoding: "utf8" });
+      expect({ status: r.status, stderr: r.stderr }).toEqual({ status: 0, stderr: "" });
+      expect(readFileSync(join(netD, "10-flannel.conflist"), "utf8")).toBe(cm.data["cni-conf.json"]);
+      // A new file renamed over the old one (cp -f writes into the old one, in place).
+      expect(statSync(join(netD, "10-flannel.conflist")).ino).not.toBe(before);
+      expect(readdirSync(netD)).toEqual(["10-flannel.conflist"]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("names one image, by a registry host (a bare name is pulled from Docker Hub), that README.md's sed line replaces", () => {
