@@ -116,6 +116,33 @@ describe("FileLeaseStore", () => {
     await expect(store.load()).resolves.toMatchObject({ node: "a" });
   });
 
+  it("says to keep the ring where only a field people read is damaged, and to run the other version for another format", async () => {
+    const store = new FileLeaseStore(dir);
+    const file = join(dir, STATE_FILE);
+    await store.save(sample());
+    const good = JSON.parse(await readFile(file, "utf8"));
+    const damaged: [Record<string, unknown>, string][] = [
+      [{ network: 7 }, 'set "network" to ""'],
+      [{ network: undefined }, 'set "network" to ""'],
+      [{ lease: 7 }, 'set "lease" to null'],
+      [{ format: 2 }, "another version of weft wrote it"],
+    ];
+    for (const [fields, advice] of damaged) {
+      const text = JSON.stringify({ ...good, ...fields });
+      await writeFile(file, text);
+      const err = await store.load().then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(err, text).toMatchObject({ code: "LEASE_STATE_CORRUPT", message: expect.stringContaining(advice) });
+      expect((err as Error).message).not.toContain("move it away");
+      expect(await readFile(file, "utf8")).toBe(text);
+    }
+    // As the error says (weft writes both again at its next save).
+    await writeFile(file, JSON.stringify({ ...good, network: "", lease: null }));
+    expect(await store.load()).toEqual({ ...sample(), network: "", lease: null });
+  });
+
   /** Writes each of `damaged` ([the field's value, the entry the error names, why]) as `field` of
    *  a good file: the load is refused with `code`, naming the file and the entry and saying to keep
    *  the ring, and the file is left as it was. As the error says, with `mended` instead the ring and

@@ -120,10 +120,18 @@ export class FileLeaseStore implements LeaseStateStore {
   private parse(value: unknown): PersistedLeaseState {
     if (typeof value !== "object" || value === null) throw this.corrupt("not an object");
     const v = value as Record<string, unknown>;
-    if (v.format !== FILE_FORMAT) throw this.corrupt(`format ${String(v.format)} is not ${FILE_FORMAT}`);
-    if (typeof v.fingerprint !== "string" || typeof v.network !== "string")
-      throw this.corrupt("fingerprint or network missing");
-    if (v.lease !== null && typeof v.lease !== "string") throw this.corrupt("lease is neither null nor a CIDR");
+    if (typeof v.format === "number" && v.format !== FILE_FORMAT)
+      throw this.corrupt(
+        `format ${v.format} is not ${FILE_FORMAT}`,
+        "another version of weft wrote it: run that version, or restore the file this one wrote",
+      );
+    if (v.format !== FILE_FORMAT) throw this.corrupt("format missing");
+    if (typeof v.fingerprint !== "string") throw this.corrupt("fingerprint missing");
+    // "network" and "lease" are for a person reading the file (the ring is authoritative), so
+    // their advice keeps the ring; still refused, as their damage may be the first of more.
+    if (typeof v.network !== "string") throw this.corrupt("network is not a string", keepRing('"network" to ""'));
+    if (v.lease !== null && typeof v.lease !== "string")
+      throw this.corrupt("lease is neither null nor a CIDR", keepRing('"lease" to null'));
     const fail = (why: string): WeftError => this.corrupt(why);
     return {
       node: nodeName(v.node, fail),
@@ -136,11 +144,14 @@ export class FileLeaseStore implements LeaseStateStore {
     };
   }
 
-  private corrupt(why: string): WeftError {
+  /** `advice`: what to do, where it is narrower than restoring the file or moving it away. */
+  private corrupt(
+    why: string,
+    advice = "restore the file, or move it away: the node then relearns its slots and subnet from its peers (safe once its last changes have reached them)",
+  ): WeftError {
     return new WeftError(
       "LEASE_STATE_CORRUPT",
-      `${this.file} is damaged (${why}). It holds this node's subnet ownership, so weft will not start from scratch on its own: ` +
-        `restore the file, or move it away: the node then relearns its slots and subnet from its peers (safe once its last changes have reached them)`,
+      `${this.file} is damaged (${why}). It holds this node's subnet ownership, so weft will not start from scratch on its own: ${advice}`,
     );
   }
 
@@ -155,6 +166,11 @@ export class FileLeaseStore implements LeaseStateStore {
           `holds this node's subnets. ${deleting}; moving the file away would lose the ring too`,
       );
   }
+}
+
+/** The advice for a damaged field only people read: set it to a harmless value, keep the ring. */
+function keepRing(setting: string): string {
+  return `set ${setting} (it is only for people to read; weft writes it again at its next save) and keep the rest of the file: its ring holds this node's subnets`;
 }
 
 const MAX_SAVED_SPANS = 100_000;
