@@ -107,12 +107,6 @@ describe("FileLeaseStore", () => {
       { ...good, ring: { ...good.ring, runs: [[0, 0, 0, 1, 0]] } },
       { ...good, ring: { ...good.ring, runs: [[0, 4, 0, 0, 0]] } },
       { ...good, ring: { ...good.ring, seeds: [] } },
-      { ...good, transfers: {} },
-      { ...good, transfers: [{ to: "", spans: [[0, 1]] }] },
-      { ...good, transfers: [{ to: "c", spans: [[0, 0]] }] },
-      { ...good, transfers: [{ to: "c", spans: [[-1, 1]] }] },
-      { ...good, transfers: [{ to: "c", spans: [[0.5, 1]] }] },
-      { ...good, transfers: [{ to: "c" }] },
     ];
     for (const b of broken) {
       await writeFile(file, typeof b === "string" ? b : JSON.stringify(b));
@@ -122,45 +116,125 @@ describe("FileLeaseStore", () => {
     await expect(store.load()).resolves.toMatchObject({ node: "a" });
   });
 
-  it("refuses a damaged vacated mark with its own code, naming the entry and saying to keep the ring", async () => {
+  it("says to keep the ring where only a field people read is damaged, and to run the other version for another format", async () => {
     const store = new FileLeaseStore(dir);
     const file = join(dir, STATE_FILE);
     await store.save(sample());
     const good = JSON.parse(await readFile(file, "utf8"));
-    const mark = { slot: 12, node: "c" };
-    const damaged: [unknown, string][] = [
-      [{}, '"vacated"'],
-      ["c", '"vacated"'],
-      [Array.from({ length: 100_001 }, () => mark), '"vacated"'],
-      [[mark, null], "vacated[1] null"],
-      [[mark, 12], "vacated[1] 12"],
-      [[mark, [12, "c"]], 'vacated[1] [12,"c"]'],
-      [[mark, { node: "c" }], 'vacated[1] {"node":"c"}'],
-      [[mark, { slot: -1, node: "c" }], "vacated[1]"],
-      [[mark, { slot: 1.5, node: "c" }], "vacated[1]"],
-      [[mark, { slot: "12", node: "c" }], "vacated[1]"],
-      [[mark, { slot: 12 }], "vacated[1]"],
-      [[mark, { slot: 12, node: "" }], "vacated[1]"],
-      [[mark, { slot: 12, node: 7 }], "vacated[1]"],
-      [[mark, { slot: 12, node: "n".repeat(256) }], `vacated[1] {"slot":12,"node":"${"n".repeat(61)}...`],
+    const damaged: [Record<string, unknown>, string][] = [
+      [{ network: 7 }, 'set "network" to ""'],
+      [{ network: undefined }, 'set "network" to ""'],
+      [{ lease: 7 }, 'set "lease" to null'],
+      [{ format: 2 }, "another version of weft wrote it"],
     ];
-    for (const [vacated, entry] of damaged) {
-      const text = JSON.stringify({ ...good, vacated });
+    for (const [fields, advice] of damaged) {
+      const text = JSON.stringify({ ...good, ...fields });
       await writeFile(file, text);
       const err = await store.load().then(
         () => null,
         (e: unknown) => e,
       );
-      expect(err, entry).toMatchObject({ code: "LEASE_STATE_VACATED_CORRUPT" });
+      expect(err, text).toMatchObject({ code: "LEASE_STATE_CORRUPT", message: expect.stringContaining(advice) });
+      expect((err as Error).message).not.toContain("move it away");
+      expect(await readFile(file, "utf8")).toBe(text);
+    }
+    // As the error says (weft writes both again at its next save).
+    await writeFile(file, JSON.stringify({ ...good, network: "", lease: null }));
+    expect(await store.load()).toEqual({ ...sample(), network: "", lease: null });
+  });
+
+  /** Writes each of `damaged` ([the field's value, the entry the error names, why]) as `field` of
+   *  a good file: the load is refused with `code`, naming the file and the entry and saying to keep
+   *  the ring, and the file is left as it was. As the error says, with `mended` instead the ring and
+   *  the good entries load (as `loaded`). */
+  async function refusesDamaged(
+    field: "transfers" | "vacated",
+    code: string,
+    damaged: [unknown, string, string?][],
+    mended: unknown,
+    loaded: PersistedLeaseState,
+  ): Promise<void> {
+    const store = new FileLeaseStore(dir);
+    const file = join(dir, STATE_FILE);
+    await store.save(sample());
+    const good = JSON.parse(await readFile(file, "utf8"));
+    for (const [value, entry, why = ""] of damaged) {
+      const text = JSON.stringify({ ...good, [field]: value });
+      await writeFile(file, text);
+      const err = await store.load().then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(err, entry).toMatchObject({ code });
       const { message } = err as Error;
       expect(message).toContain(`${file}: ${entry}`);
+      expect(message).toContain(why);
       expect(message).toContain("keep the rest of the file: its ring holds this node's subnets");
       expect(message).not.toContain("move it away");
       expect(await readFile(file, "utf8")).toBe(text); // refused, not mended behind the operator's back
     }
-    // As the error says: without the damaged entry the ring, and the good marks, load.
-    await writeFile(file, JSON.stringify({ ...good, vacated: [mark] }));
-    expect(await store.load()).toEqual({ ...sample(), vacated: [mark] });
+    await writeFile(file, JSON.stringify({ ...good, [field]: mended }));
+    expect(await store.load()).toEqual(loaded);
+  }
+
+  it("refuses a damaged vacated mark with its own code, naming the entry and saying to keep the ring", async () => {
+    const mark = { slot: 12, node: "c" };
+    await refusesDamaged(
+      "vacated",
+      "LEASE_STATE_VACATED_CORRUPT",
+      [
+        [{}, '"vacated"'],
+        ["c", '"vacated"'],
+        [Array.from({ length: 100_001 }, () => mark), '"vacated"'],
+        [[mark, null], "vacated[1] null"],
+        [[mark, 12], "vacated[1] 12"],
+        [[mark, [12, "c"]], 'vacated[1] [12,"c"]'],
+        [[mark, { node: "c" }], 'vacated[1] {"node":"c"}'],
+        [[mark, { slot: -1, node: "c" }], "vacated[1]"],
+        [[mark, { slot: 1.5, node: "c" }], "vacated[1]"],
+        [[mark, { slot: "12", node: "c" }], "vacated[1]"],
+        [[mark, { slot: 12 }], "vacated[1]"],
+        [[mark, { slot: 12, node: "" }], "vacated[1]"],
+        [[mark, { slot: 12, node: 7 }], "vacated[1]"],
+        [[mark, { slot: 12, node: "n".repeat(256) }], `vacated[1] {"slot":12,"node":"${"n".repeat(61)}...`],
+      ],
+      [mark],
+      { ...sample(), vacated: [mark] },
+    );
+  });
+
+  it("refuses a damaged transfer entry with its own code, naming the entry and saying to keep the ring", async () => {
+    const spans = [[10, 5]];
+    const gift = { to: "c", spans };
+    const bad = (span: unknown): unknown[] => [gift, { to: "c", spans: [...spans, span] }];
+    await refusesDamaged(
+      "transfers",
+      "LEASE_STATE_TRANSFERS_CORRUPT",
+      [
+        [{}, '"transfers"', "not a list"],
+        ["c", '"transfers"', "not a list"],
+        [[gift, { to: "c", spans: Array.from({ length: 100_000 }, () => [10, 5]) }], '"transfers"', "more than 100000"],
+        [[gift, null], "transfers[1] null", "not { to, spans }"],
+        [[gift, 12], "transfers[1] 12", "not { to, spans }"],
+        [[gift, ["c", spans]], 'transfers[1] ["c",[[10,5]]]', "not { to, spans }"],
+        [[gift, { to: "c" }], 'transfers[1] {"to":"c"}', "spans is not a list"],
+        [[gift, { to: "c", spans: {} }], "transfers[1]", "spans is not a list"],
+        [[gift, { spans }], "transfers[1]", "node name"],
+        [[gift, { to: "", spans }], "transfers[1]", "node name"],
+        [[gift, { to: 7, spans }], "transfers[1]", "node name"],
+        [[gift, { to: "n".repeat(256), spans }], `transfers[1] {"to":"${"n".repeat(73)}...`, "node name"],
+        [bad(null), "transfers[1]", "spans[1] null is not [first slot, slot count]"],
+        [bad([0, 0]), "transfers[1]", "spans[1] [0,0] is not"],
+        [bad([-1, 1]), "transfers[1]", "spans[1] [-1,1] is not"],
+        [bad([0.5, 1]), "transfers[1]", "spans[1] [0.5,1] is not"],
+        [bad(["10", 5]), "transfers[1]", 'spans[1] ["10",5] is not'],
+        [bad([10]), "transfers[1]", "spans[1] [10] is not"],
+        [bad([10, 5, 1]), "transfers[1]", "spans[1] [10,5,1] is not"],
+        [bad({ start: 10, count: 5 }), "transfers[1]", 'spans[1] {"start":10,"count":5} is not'],
+      ],
+      [gift],
+      { ...sample(), transfers: [{ to: "c", spans: [{ start: 10, count: 5 }] }] },
+    );
   });
 
   it("reports a failed save with LEASE_PERSIST_FAILED", async () => {
@@ -237,7 +311,22 @@ describe("SubnetLeases with a state dir", () => {
     await expect(l.lease()).rejects.toMatchObject({ code: "LEASE_STOPPED" });
   });
 
-  it("will not start from a state file with a damaged vacated mark; without the mark it keeps its subnet", async () => {
+  it.each<[string, "transfers" | "vacated", string, (slot: number) => unknown, (slot: number) => unknown]>([
+    [
+      "a damaged vacated mark; without the mark",
+      "vacated",
+      "LEASE_STATE_VACATED_CORRUPT",
+      (slot) => [{ slot, node: 7 }],
+      (slot) => [{ slot, node: "gone" }],
+    ],
+    [
+      "a damaged transfer entry; with the entry mended",
+      "transfers",
+      "LEASE_STATE_TRANSFERS_CORRUPT",
+      (slot) => [{ to: "gone", spans: [[slot, -1]] }],
+      (slot) => [{ to: "gone", spans: [[slot, 1]] }],
+    ],
+  ])("will not start from a state file with %s it keeps its subnet", async (_, field, code, damage, mend) => {
     const lone = loneClock();
     const first = leases(dir, ["solo"], lone);
     await first.start();
@@ -245,12 +334,12 @@ describe("SubnetLeases with a state dir", () => {
     await first.stop();
     const file = join(dir, STATE_FILE);
     const saved = JSON.parse(await readFile(file, "utf8"));
-    const damaged = JSON.stringify({ ...saved, vacated: [{ slot: lease.slot + 1, node: 7 }] });
+    const damaged = JSON.stringify({ ...saved, [field]: damage(lease.slot + 1) });
     await writeFile(file, damaged);
     const refused = leases(dir, ["solo"], loneClock());
-    await expect(refused.start()).rejects.toMatchObject({ code: "LEASE_STATE_VACATED_CORRUPT" });
+    await expect(refused.start()).rejects.toMatchObject({ code });
     expect(await readFile(file, "utf8")).toBe(damaged);
-    await writeFile(file, JSON.stringify({ ...saved, vacated: [{ slot: lease.slot + 1, node: "gone" }] }));
+    await writeFile(file, JSON.stringify({ ...saved, [field]: mend(lease.slot + 1) }));
     const again = leases(dir, ["solo"], loneClock());
     await again.start();
     expect(again.currentLease()).toEqual(lease);

@@ -7,15 +7,18 @@
 // reclaimed node's subnet, which it hands out last (reclaim.ts), so a restarted heir does too.
 // Both are optional fields, left out when empty: an older agent ignores them (and drops them at
 // its next save), and an older file loads as having none.
-// A damaged vacated mark refuses the start with its own code, LEASE_STATE_VACATED_CORRUPT, naming
-// the entry, rather than dropping it with a warning: the mark may be all that keeps a subnet still
-// in use (its node reclaimed while alive) from going to the first asker, so only the operator may
-// decide it can go. Its advice differs from LEASE_STATE_CORRUPT's (move the file away), which would
-// throw the ring, this node's ownership, out with it: mend or delete the entry, keep the rest.
+// A damaged entry of either refuses the start with its own code (LEASE_STATE_TRANSFERS_CORRUPT,
+// LEASE_STATE_VACATED_CORRUPT) naming it, rather than being dropped with a warning: a vacated mark
+// may be all that keeps a subnet still in use (its node reclaimed while alive) from the first
+// asker; a transfer entry owns nothing (the ring has its slots as the receiver's), but it may be
+// all that brings them to a receiver whose reply was lost (a giver restarted knowing no member:
+// lease-transfer.test.ts), and only the operator can tell whether that receiver has them by now.
+// The advice keeps the ring, this node's ownership, which LEASE_STATE_CORRUPT's (move the file
+// away) would throw out: mend or delete the entry.
 import { readFile } from "node:fs/promises";
 import { writeFileAtomic } from "../../fs/atomic-write.js";
 import { join } from "node:path";
-import { WeftError } from "../../errors.js";
+import { type LeaseErrorCode, WeftError } from "../../errors.js";
 import type { RingState, SlotSpan } from "./ring.js";
 import type { Family } from "./slots.js";
 import { fromPlainRing, nodeName, toPlainRing } from "./wire.js";
@@ -117,10 +120,18 @@ export class FileLeaseStore implements LeaseStateStore {
   private parse(value: unknown): PersistedLeaseState {
     if (typeof value !== "object" || value === null) throw this.corrupt("not an object");
     const v = value as Record<string, unknown>;
-    if (v.format !== FILE_FORMAT) throw this.corrupt(`format ${String(v.format)} is not ${FILE_FORMAT}`);
-    if (typeof v.fingerprint !== "string" || typeof v.network !== "string")
-      throw this.corrupt("fingerprint or network missing");
-    if (v.lease !== null && typeof v.lease !== "string") throw this.corrupt("lease is neither null nor a CIDR");
+    if (typeof v.format === "number" && v.format !== FILE_FORMAT)
+      throw this.corrupt(
+        `format ${v.format} is not ${FILE_FORMAT}`,
+        "another version of weft wrote it: run that version, or restore the file this one wrote",
+      );
+    if (v.format !== FILE_FORMAT) throw this.corrupt("format missing");
+    if (typeof v.fingerprint !== "string") throw this.corrupt("fingerprint missing");
+    // "network" and "lease" are for a person reading the file (the ring is authoritative), so
+    // their advice keeps the ring; still refused, as their damage may be the first of more.
+    if (typeof v.network !== "string") throw this.corrupt("network is not a string", keepRing('"network" to ""'));
+    if (v.lease !== null && typeof v.lease !== "string")
+      throw this.corrupt("lease is neither null nor a CIDR", keepRing('"lease" to null'));
     const fail = (why: string): WeftError => this.corrupt(why);
     return {
       node: nodeName(v.node, fail),
@@ -128,67 +139,108 @@ export class FileLeaseStore implements LeaseStateStore {
       network: v.network,
       lease: v.lease,
       ring: fromPlainRing(v.ring, fail),
-      ...(v.transfers !== undefined && { transfers: parseTransfers(v.transfers, fail) }),
-      ...(v.vacated !== undefined && {
-        vacated: parseVacated(v.vacated, (entry, why) => this.damagedMark(entry, why)),
-      }),
+      ...(v.transfers !== undefined && { transfers: parseTransfers(v.transfers, this.damaged("transfers")) }),
+      ...(v.vacated !== undefined && { vacated: parseVacated(v.vacated, this.damaged("vacated")) }),
     };
   }
 
-  private corrupt(why: string): WeftError {
+  /** `advice`: what to do, where it is narrower than restoring the file or moving it away. */
+  private corrupt(
+    why: string,
+    advice = "restore the file, or move it away: the node then relearns its slots and subnet from its peers (safe once its last changes have reached them)",
+  ): WeftError {
     return new WeftError(
       "LEASE_STATE_CORRUPT",
-      `${this.file} is damaged (${why}). It holds this node's subnet ownership, so weft will not start from scratch on its own: ` +
-        `restore the file, or move it away: the node then relearns its slots and subnet from its peers (safe once its last changes have reached them)`,
+      `${this.file} is damaged (${why}). It holds this node's subnet ownership, so weft will not start from scratch on its own: ${advice}`,
     );
   }
 
-  private damagedMark(entry: string, why: string): WeftError {
-    return new WeftError(
-      "LEASE_STATE_VACATED_CORRUPT",
-      `${this.file}: ${entry} is damaged (${why}). Each vacated mark keeps a reclaimed node's old subnet, perhaps ` +
-        `still in use, from being handed out before the other free ones, so weft will not start without it. Mend the ` +
-        `entry ({ "slot": <slot number>, "node": "<node name>" }) or delete it (or the whole "vacated" field) and keep ` +
-        `the rest of the file: its ring holds this node's subnets. Deleting is safe once the reclaimed nodes are ` +
-        `stopped for good or lease another subnet (weft status); moving the file away would lose the ring too`,
-    );
+  /** How a damaged entry of `field` (one of its elements, or the field itself) is refused. */
+  private damaged(field: keyof typeof ENTRY_FIELDS): EntryFail {
+    const { code, shape, purpose, deleting } = ENTRY_FIELDS[field];
+    return (entry, why) =>
+      new WeftError(
+        code,
+        `${this.file}: ${entry} is damaged (${why}). ${purpose}, so weft will not start without it. Mend the ` +
+          `entry (${shape}) or delete it (or the whole "${field}" field) and keep the rest of the file: its ring ` +
+          `holds this node's subnets. ${deleting}; moving the file away would lose the ring too`,
+      );
   }
 }
 
+/** The advice for a damaged field only people read: set it to a harmless value, keep the ring. */
+function keepRing(setting: string): string {
+  return `set ${setting} (it is only for people to read; weft writes it again at its next save) and keep the rest of the file: its ring holds this node's subnets`;
+}
+
 const MAX_SAVED_SPANS = 100_000;
-/** How much of a damaged vacated entry its error quotes. */
+/** How much of a damaged entry its error quotes. */
 const MAX_QUOTED = 80;
 
+/** Builds the error for a damaged entry (`entry` names it) of an optional list field. */
+type EntryFail = (entry: string, why: string) => WeftError;
+
+/** Per optional list field: its code, the shape of an entry, what an entry is for and when deleting
+ *  one is safe, for the advice in its error. */
+const ENTRY_FIELDS: Record<
+  "transfers" | "vacated",
+  { code: LeaseErrorCode; shape: string; purpose: string; deleting: string }
+> = {
+  transfers: {
+    code: "LEASE_STATE_TRANSFERS_CORRUPT",
+    shape: '{ "to": "<node name>", "spans": [[<first slot>, <slot count>], ...] }',
+    purpose:
+      "Each transfer entry names subnet slots this node gave to another that has not shown it has them yet; " +
+      "weft resends them until it has",
+    deleting:
+      "Deleting gives no slot to two nodes (the ring already records them as the receiver's), but the receiver " +
+      "then learns of them only by gossip, later (not at all while the two do not reach each other)",
+  },
+  vacated: {
+    code: "LEASE_STATE_VACATED_CORRUPT",
+    shape: '{ "slot": <slot number>, "node": "<node name>" }',
+    purpose:
+      "Each vacated mark keeps a reclaimed node's old subnet, perhaps still in use, from being handed out " +
+      "before the other free ones",
+    deleting: "Deleting is safe once the reclaimed nodes are stopped for good or lease another subnet (weft status)",
+  },
+};
+
+/** How an error names element `i` of `field`: `field[i]` and the element, quoted and cut short. */
+function element(field: string, i: number, v: unknown): string {
+  const quoted = JSON.stringify(v);
+  return `${field}[${i}] ${quoted.length > MAX_QUOTED ? `${quoted.slice(0, MAX_QUOTED)}...` : quoted}`;
+}
+
 /** The saved resend list: [{ to, spans: [[start, count], ...] }, ...]. */
-function parseTransfers(value: unknown, fail: (why: string) => WeftError): SavedTransfer[] {
-  if (!Array.isArray(value)) throw fail("transfers is not a list");
+function parseTransfers(value: unknown, fail: EntryFail): SavedTransfer[] {
+  if (!Array.isArray(value)) throw fail('"transfers"', "not a list");
   let total = 0;
   return value.map((t, i) => {
-    if (typeof t !== "object" || t === null || !Array.isArray((t as { spans?: unknown }).spans))
-      throw fail(`transfer ${i} is not { to, spans }`);
-    const { to, spans } = t as { to: unknown; spans: unknown[] };
+    const entry = element("transfers", i, t);
+    if (typeof t !== "object" || t === null || Array.isArray(t)) throw fail(entry, "not { to, spans }");
+    const { to, spans } = t as { to?: unknown; spans?: unknown };
+    if (!Array.isArray(spans)) throw fail(entry, "spans is not a list");
     total += spans.length;
-    if (total > MAX_SAVED_SPANS) throw fail(`more than ${MAX_SAVED_SPANS} transfer spans`);
+    if (total > MAX_SAVED_SPANS) throw fail('"transfers"', `more than ${MAX_SAVED_SPANS} spans`);
     return {
-      to: nodeName(to, fail),
+      to: nodeName(to, (why) => fail(entry, why)),
       spans: spans.map((s, j) => {
         const [start, count] = Array.isArray(s) ? (s as unknown[]) : [];
-        if (s === null || !Array.isArray(s) || s.length !== 2 || !isSlot(start, 0) || !isSlot(count, 1))
-          throw fail(`transfer ${i} span ${j} is not [start, count]`);
+        if (!Array.isArray(s) || s.length !== 2 || !isSlot(start, 0) || !isSlot(count, 1))
+          throw fail(entry, `${element("spans", j, s)} is not [first slot, slot count]`);
         return { start, count };
       }),
     };
   });
 }
 
-/** The saved marks: [{ slot, node }, ...]. `fail` names the damaged entry (the field itself, or
- *  one element quoted) and why. */
-function parseVacated(value: unknown, fail: (entry: string, why: string) => WeftError): VacatedSlot[] {
+/** The saved marks: [{ slot, node }, ...]. */
+function parseVacated(value: unknown, fail: EntryFail): VacatedSlot[] {
   if (!Array.isArray(value)) throw fail('"vacated"', "not a list");
   if (value.length > MAX_SAVED_SPANS) throw fail('"vacated"', `more than ${MAX_SAVED_SPANS} marks`);
   return value.map((v, i) => {
-    const quoted = JSON.stringify(v);
-    const entry = `vacated[${i}] ${quoted.length > MAX_QUOTED ? `${quoted.slice(0, MAX_QUOTED)}...` : quoted}`;
+    const entry = element("vacated", i, v);
     if (typeof v !== "object" || v === null || Array.isArray(v)) throw fail(entry, "not { slot, node }");
     const { slot, node } = v as { slot?: unknown; node?: unknown };
     if (!isSlot(slot, 0)) throw fail(entry, "slot is not a slot number");
