@@ -293,6 +293,18 @@ export function agentMetrics(
   );
   mirroredCounter(
     registry,
+    "weft_dataplane_io_errors_total",
+    "Userspace dataplane I/O calls that failed with an error, each losing its packet, by address family and op: tun-read (a TUN read; the worker gives up to a restart after 64 in a row), tun-write (a TUN write the kernel refused), send (a socket send that failed, e.g. no route to the peer's underlay address)",
+    ["family", "op"],
+    (set) =>
+      eachDataplane((d, family) => {
+        set({ family, op: "tun-read" }, Number(d.io.tunReadErrors));
+        set({ family, op: "tun-write" }, Number(d.io.tunWriteErrors));
+        set({ family, op: "send" }, Number(d.io.sendErrors));
+      }),
+  );
+  mirroredCounter(
+    registry,
     "weft_dataplane_worker_restarts_total",
     "Userspace dataplane workers replaced after dying, by address family",
     ["family"],

@@ -42,7 +42,9 @@ import {
   IO_COUNTER_SLOTS,
   type QueuePair,
   type QueueTask,
+  reviveError,
   type ResultRegions,
+  type TaskEnd,
   type WireFormat,
 } from "./queue-task.js";
 
@@ -675,31 +677,43 @@ export class UserspaceDataplane {
     let backoff = SUPERVISE_BACKOFF_MS.min;
     while (!this.stopping) {
       const began = performance.now();
+      let err: Error;
       try {
-        const { tunGone } = await this.pool!.run(w.task);
-        if (tunGone !== undefined && !this.stopping) {
-          const err = new WeftError(
-            "DATAPLANE_TUN_GONE",
-            `the TUN device ${this.opts.tunName} was deleted under the dataplane (${tunGone}); its queues stopped: stop this dataplane and start a new one (the agent does so itself)`,
-          );
-          this.opts.logger?.error({ worker: w.task.worker, err }, "dataplane worker ended: its TUN device is gone");
-          // Every worker ends so; the owner hears it once.
-          if (!this.tunGone) {
-            this.tunGone = true;
-            this.opts.onTunGone?.(err);
-          }
+        const end: TaskEnd = await this.pool!.run(w.task);
+        if (end.died === undefined) {
+          if (end.tunGone !== undefined && !this.stopping) this.onTunGone(w, end.tunGone);
+          return;
         }
-        return;
+        err = reviveError(end.died);
       } catch (error) {
-        if (this.stopping) return;
-        this.restarts++;
-        this.opts.logger?.warn({ worker: w.task.worker, err: error }, "dataplane worker died; restarting its queues");
-        // A worker that ran well for a while starts from the shortest wait again: otherwise, after
-        // a few deaths spread over days, every later one would stall its queue pairs for a second.
-        if (performance.now() - began > SUPERVISE_BACKOFF_MS.healthyRun) backoff = SUPERVISE_BACKOFF_MS.min;
-        await new Promise((r) => setTimeout(r, backoff));
-        backoff = Math.min(backoff * 2, SUPERVISE_BACKOFF_MS.max);
+        // The thread itself died (terminated, out of memory): piscina's error.
+        err = error as Error;
       }
+      if (this.stopping) return;
+      this.restarts++;
+      // A worker that ran well for a while starts from the shortest wait again: otherwise, after
+      // a few deaths spread over days, every later one would stall its queue pairs for a second.
+      if (performance.now() - began > SUPERVISE_BACKOFF_MS.healthyRun) backoff = SUPERVISE_BACKOFF_MS.min;
+      const cause = (err as NodeJS.ErrnoException).code ?? err.name;
+      this.opts.logger?.warn(
+        { code: "DATAPLANE_WORKER_DIED", worker: w.task.worker, err, retryInMs: backoff },
+        `dataplane worker died (${cause}); its queue pairs forward nothing until it restarts: if this repeats, err says why (a system error's code and what to do; a RuntimeError, ERR_* or another weft code is a bug: report it with this line)`,
+      );
+      await new Promise((r) => setTimeout(r, backoff));
+      backoff = Math.min(backoff * 2, SUPERVISE_BACKOFF_MS.max);
+    }
+  }
+
+  private onTunGone(w: Worker, tunGone: string): void {
+    const err = new WeftError(
+      "DATAPLANE_TUN_GONE",
+      `the TUN device ${this.opts.tunName} was deleted under the dataplane (${tunGone}); its queues stopped: stop this dataplane and start a new one (the agent does so itself)`,
+    );
+    this.opts.logger?.error({ worker: w.task.worker, err }, "dataplane worker ended: its TUN device is gone");
+    // Every worker ends so; the owner hears it once.
+    if (!this.tunGone) {
+      this.tunGone = true;
+      this.opts.onTunGone?.(err);
     }
   }
 

@@ -2,6 +2,7 @@
 // worker's batches and result regions are, plus the queue pairs it serves (a TUN queue, the socket
 // beside it and their context), which the control thread lends the worker. Plain data, so it crosses to the worker thread by structured clone (the
 // shared memory is shared, not copied).
+import { type ErrorCode, WeftError } from "../errors.js";
 import type { LentTunQueue } from "../io/tun.js";
 import type { LentUdpSocket } from "../io/udp.js";
 
@@ -105,3 +106,43 @@ export const IO_COUNTER = {
   tunReadErrors: 8,
 } as const;
 export const IO_COUNTER_SLOTS = 9;
+
+/**
+ * How a worker's task ended: the stop word was set; its TUN device was deleted (`tunGone`, the read
+ * error's message); or it failed (`died`). A thrown error would cross to the supervisor without its
+ * code (structured clone keeps an Error's message and stack, not its own fields), so the worker
+ * returns it as data, and the supervisor makes it an error again (reviveError).
+ */
+export interface TaskEnd {
+  worker: number;
+  tunGone?: string;
+  died?: ErrorData;
+}
+
+/** An error as plain data: its own fields are `code`, a WeftError's `detail`, a system error's `errno` and `syscall`. */
+export interface ErrorData {
+  name: string;
+  message: string;
+  stack?: string;
+  fields: Record<string, string | number | boolean>;
+}
+
+export function errorData(error: unknown): ErrorData {
+  if (!(error instanceof Error)) return { name: "Error", message: String(error), fields: {} };
+  // Only plain values: anything else could not be cloned, and the worker's result would be lost.
+  const fields: ErrorData["fields"] = {};
+  for (const [k, v] of Object.entries(error))
+    if (typeof v === "string" || typeof v === "number" || typeof v === "boolean") fields[k] = v;
+  return { name: error.name, message: error.message, stack: error.stack, fields };
+}
+
+/** The error errorData() described, a WeftError again if it was one. */
+export function reviveError(d: ErrorData): Error {
+  const err =
+    d.name === "WeftError"
+      ? new WeftError(d.fields.code as ErrorCode, d.message)
+      : Object.assign(new Error(d.message), { name: d.name });
+  Object.assign(err, d.fields);
+  if (d.stack !== undefined) err.stack = d.stack;
+  return err;
+}

@@ -14,7 +14,7 @@ import { TunQueue } from "../io/tun.js";
 import { UdpSocket } from "../io/udp.js";
 import { WAIT_SLEPT, WAIT_SPUN, WAIT_WOKEN, waitReadable } from "../io/wait.js";
 import { CoDel } from "./codel.js";
-import { IO_COUNTER, IO_COUNTER_SLOTS, type QueueTask } from "./queue-task.js";
+import { errorData, IO_COUNTER, IO_COUNTER_SLOTS, type QueueTask, type TaskEnd } from "./queue-task.js";
 
 /**
  * An idle worker sleeps until a packet comes or its waker is signalled (-1: no timeout): stop(),
@@ -50,11 +50,20 @@ export function takeOverFlowQueue(fn: HotPathFunctions, fq: number, txDescs: num
   return fn.fqBacklog(fq) > 0;
 }
 
+/** A worker's task: what ended it (TaskEnd), a failure included, which it returns rather than throws. */
+export default function runWorker(task: QueueTask): TaskEnd {
+  try {
+    return serve(task);
+  } catch (error) {
+    return { worker: task.worker, died: errorData(error) };
+  }
+}
+
 /**
- * A worker returns when the stop word is set, or with `tunGone` (the read error's message) once its
- * TUN device is deleted: its queues will read nothing again, and a restarted worker would fail the same way.
+ * Serves the task's pairs until the stop word is set, or until its TUN device is deleted
+ * (`tunGone`): its queues will read nothing again, and a restarted worker would fail the same way.
  */
-export default function runWorker(task: QueueTask): { worker: number; tunGone?: string } {
+function serve(task: QueueTask): TaskEnd {
   const hp = new HotPath(task.memory);
   const { fn } = hp;
   const mem = task.memory.buffer;

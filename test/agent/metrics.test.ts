@@ -79,4 +79,25 @@ describe.skipIf(!canUseNetns())("agent metrics", () => {
       expect(value, series).toBeGreaterThanOrEqual(was.get(series) ?? 0);
     await node.backend.removePeer("other");
   });
+
+  it("counts sends that fail, for want of a route to the peer's underlay address, beside the other I/O errors", async () => {
+    const metrics = registry();
+    const errors = (text: string, op: string) =>
+      Number(new RegExp(`^weft_dataplane_io_errors_total\\{family="4",op="${op}"\\} (\\d+)$`, "m").exec(text)?.[1]);
+    const host = lab.hosts[0];
+    await host.ns.ip("route add unreachable 198.18.0.250/32");
+    await node.backend.setPeer(peerOf("far", subnetOf(3), 0xc61200fa, node.announced));
+    try {
+      // From the host itself: its route to the pod network goes through the TUN device.
+      const pings = host.ns.exec(["ping", "-c", "3", "-i", "0.2", "-W", "1", "198.19.3.1"]);
+      await expect(pings).rejects.toThrow();
+      const text = await metrics.metrics();
+      expect(errors(text, "send")).toBe(3);
+      expect(errors(text, "tun-read")).toBe(0);
+      expect(errors(text, "tun-write")).toBe(0);
+    } finally {
+      await node.backend.removePeer("far");
+      await host.ns.ip("route del unreachable 198.18.0.250/32");
+    }
+  });
 });
