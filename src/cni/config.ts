@@ -74,7 +74,7 @@ export const delNetConfSchema = flannelNetConfSchema.pick({ dataDir: true, prevR
  * What GC (1.1.0) needs to release the attachments the runtime no longer has, checked apart from
  * the rest (read only to forward GC to the delegate), so that a bad delegate key stops no cleanup.
  */
-export const gcNetConfSchema = flannelNetConfSchema.pick({ cniVersion: true, dataDir: true }).extend({
+export const gcNetConfSchema = flannelNetConfSchema.pick({ cniVersion: true, name: true, dataDir: true }).extend({
   "cni.dev/valid-attachments": z
     .array(z.looseObject({ containerID: z.string(), ifname: z.string().optional() }))
     .describe("the attachments the runtime still has: every other one kept in dataDir is deleted"),

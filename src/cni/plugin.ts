@@ -249,7 +249,13 @@ async function gc(call: PluginCall): Promise<undefined> {
   for (const cid of names) {
     // Dot-files are the atomic writer's temporary files; anything else is no container's.
     if (!CONTAINER_ID.test(cid) || valid.has(cid)) continue;
-    await deleteKept(join(conf.dataDir, cid), { command: "DEL", containerId: cid, path }).catch((e: unknown) =>
+    // Only this network's: the default dataDir is shared by every network of this type (and
+    // flannel's plugin), whose pods this runtime's list does not name; libcni's GC, too, keeps to
+    // its own network. A damaged file is no one's known: DEL removes it, GC leaves it.
+    const file = join(conf.dataDir, cid);
+    const found = await readKept(file).catch(() => undefined);
+    if (found?.d.name !== conf.name) continue;
+    await deleteKept(file, { command: "DEL", containerId: cid, path }).catch((e: unknown) =>
       failures.push(asCniError(e)),
     );
   }

@@ -10,6 +10,7 @@
 // for a down family before) and keep the other family. The first agents with NO_BACKEND sent
 // `false`, which older ones refuse, dropping the node for both families; it is still read, and
 // still sent when no type is known (no family has run: dropping the whole node is then right).
+// Those first agents read "none" as no GBP, so to them a down family looks up: a known gap.
 // test/reference/node-record-v1.ts holds the older agents' rules.
 import { decode, encode } from "@msgpack/msgpack";
 import type { BackendAnnouncement, BackendType } from "../backends/backend.js";

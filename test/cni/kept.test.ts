@@ -157,8 +157,14 @@ describe("weft cni: the kept delegate config", () => {
         .filter((c) => /^(DEL gc-|GC)/.test(c))
         .map((c) => c.trim()),
     ).toEqual(["DEL gc-stale", "GC", "DEL gc-stale", "GC"]);
+    // Another network's pod kept in the same dataDir: its runtime's list is not this one.
+    await run("ADD", "gc-other", { name: "other-net" });
+    expect(await execPlugin("flannel", conf({ ...v110, "cni.dev/valid-attachments": [] }), gcArgs)).toBeUndefined();
+    expect(kept()).toContain("gc-other");
+    expect(kept()).not.toContain("gc-live");
+    expect(fake.calls().filter((c) => / gc-other$/.test(c.trim()))).toEqual(["ADD gc-other"]);
+    expect(await run("DEL", "gc-other", { name: "other-net" })).toBeUndefined();
     // Not for a 1.0.0 config: STATUS and GC came with 1.1.0.
     await expect(execPlugin("flannel", conf({ ...valid }), gcArgs)).rejects.toMatchObject({ cniCode: 1 });
-    expect(await run("DEL", "gc-live")).toBeUndefined();
   });
 });
