@@ -359,6 +359,24 @@ describe("SubnetLeases with a state dir", () => {
     await store.save({ ...sample(), node: "solo" });
     await expect(leases(dir, ["solo"], loneClock()).start()).rejects.toMatchObject({
       code: "LEASE_STATE_MISMATCH",
+      message: expect.stringContaining(join(dir, STATE_FILE)),
+    });
+  });
+
+  it("will not start from a saved ring that does not fit the network, and says which file to mend", async () => {
+    const last = SPACE.slotCount - 1;
+    await new FileLeaseStore(dir).save({
+      ...sample(),
+      node: "solo",
+      ring: { seeds: ["solo"], runs: [{ start: last, count: 2, owner: "solo", version: 1, leased: false }] },
+    });
+    await expect(leases(dir, ["solo"], loneClock()).start()).rejects.toMatchObject({
+      code: "LEASE_STATE_CORRUPT",
+      message: expect.stringMatching(
+        new RegExp(
+          `^${join(dir, STATE_FILE)} is damaged \\(refused the saved ring: run ${last}\\+2 is outside .* move it away`,
+        ),
+      ),
     });
   });
 

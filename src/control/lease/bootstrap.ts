@@ -37,22 +37,19 @@ export class SeedBootstrap {
       if (saved.fingerprint !== space.fingerprint || saved.node !== name) {
         throw new WeftError(
           "LEASE_STATE_MISMATCH",
-          `the saved lease state belongs to node ${saved.node} on "${saved.network}", but this is node ${name} on "${space.describe()}". ` +
+          `the saved lease state in ${store.location} belongs to node ${saved.node} on "${saved.network}", but this is node ${name} on "${space.describe()}". ` +
             `Changing the network or the node name needs a new state dir (and the old node reclaimed)`,
         );
       }
-      const loaded = ring.merge(saved.ring);
+      const loaded = ring.merge(saved.ring, "the saved ring");
       if (!loaded.ok && loaded.error.code === "LEASE_RING_MISMATCH") {
         throw new WeftError(
           "LEASE_STATE_MISMATCH",
-          `cannot use the saved lease state: ${loaded.error.message}; the seed list must never change`,
+          `cannot use the saved lease state in ${store.location}: ${loaded.error.message}; the seed list must never change`,
         );
       }
-      if (!loaded.ok)
-        throw new WeftError(
-          "LEASE_STATE_CORRUPT",
-          `the saved lease state is not a valid ring: ${loaded.error.message}`,
-        );
+      // Parsed, but its ring does not fit this network (a hand edit, or damage the parser cannot see).
+      if (!loaded.ok) throw store.corrupt(loaded.error.message);
     }
     if (configured && ring.knownCount() < space.slotCount) {
       this.held = configured;

@@ -294,16 +294,18 @@ export class Ring {
     return this.runsIn(at);
   }
 
-  /** Merges a remote (full or partial) state by rule 2. Nothing changes unless ok is true. */
-  merge(remote: RingState): MergeResult {
+  /** Merges a remote (full or partial) state by rule 2. Nothing changes unless ok is true.
+   *  `source` names the remote state in refusals (a peer's, or the node's own saved one). */
+  merge(remote: RingState, source = "a peer's ring"): MergeResult {
     if (remote.seeds !== null && this.seedList !== null && !sameList(remote.seeds, this.seedList)) {
       return refused(
         "LEASE_RING_MISMATCH",
-        `the peer's ring was seeded with [${remote.seeds.join(", ")}] but ours with [${this.seedList.join(", ")}]: all nodes of a cluster need the same seed list`,
+        source,
+        `it was seeded with [${remote.seeds.join(", ")}] but ours with [${this.seedList.join(", ")}]: all nodes of a cluster need the same seed list`,
       );
     }
     const bad = this.checkRuns(remote.runs);
-    if (bad) return refused("LEASE_BAD_STATE", bad);
+    if (bad) return refused("LEASE_BAD_STATE", source, bad);
     const conflicts: Conflict[] = [];
     const newer: Array<{ start: number; count: number; before: SlotState; run: RingRun }> = [];
     for (const run of remote.runs) {
@@ -529,6 +531,6 @@ export function sameList(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
-function refused(code: LeaseErrorCode, message: string): MergeResult {
-  return { ok: false, conflicts: [], error: new WeftError(code, `refused a peer's ring: ${message}`) };
+function refused(code: LeaseErrorCode, source: string, message: string): MergeResult {
+  return { ok: false, conflicts: [], error: new WeftError(code, `refused ${source}: ${message}`) };
 }

@@ -56,6 +56,11 @@ export interface LeaseStateStore {
   load(): Promise<PersistedLeaseState | null>;
   /** Replaces the saved state atomically and durably. Calls are not concurrent. */
   save(state: PersistedLeaseState): Promise<void>;
+  /** Where the state is kept, for errors that must say which file to mend. */
+  readonly location: string;
+  /** The error for saved state that parsed but cannot be used (e.g. its ring does not fit the
+   *  network): what is damaged, and what to do about it. */
+  corrupt(why: string): WeftError;
 }
 
 const FILE_FORMAT = 1;
@@ -69,6 +74,10 @@ export class FileLeaseStore implements LeaseStateStore {
 
   constructor(dir: string, family: Family = 4) {
     this.file = join(dir, family === 4 ? STATE_FILE : STATE_FILE_IPV6);
+  }
+
+  get location(): string {
+    return this.file;
   }
 
   async load(): Promise<PersistedLeaseState | null> {
@@ -145,7 +154,7 @@ export class FileLeaseStore implements LeaseStateStore {
   }
 
   /** `advice`: what to do, where it is narrower than restoring the file or moving it away. */
-  private corrupt(
+  corrupt(
     why: string,
     advice = "restore the file, or move it away: the node then relearns its slots and subnet from its peers (safe once its last changes have reached them)",
   ): WeftError {

@@ -12,6 +12,10 @@ import { Scheduler } from "./scheduler.js";
 export class MemoryStore implements LeaseStateStore {
   saved: PersistedLeaseState | null = null;
   saves = 0;
+  readonly location = "the in-memory state dir";
+  corrupt(why: string): WeftError {
+    return new WeftError("LEASE_STATE_CORRUPT", `${this.location} is damaged (${why})`);
+  }
   async load(): Promise<PersistedLeaseState | null> {
     return this.saved;
   }
