@@ -1,6 +1,7 @@
 // weft's native I/O: syscalls and buffer bookkeeping only. Packet logic lives in assembly/.
 #include <napi.h>
 
+#include "batch.h"
 #include "descriptor.h"
 #include "modules.h"
 #include "syscall.h"
@@ -21,6 +22,7 @@ void RegisterDescriptor(Napi::Env env, Napi::Object exports) {
   set("DESC_AUX", kAux * 4);
   set("HEADROOM", kHeadroom);
   set("MAX_BATCH", kMaxBatch);
+  set("BATCH_FAILED_SHIFT", kBatchFailedShift);
   set("FLAGS_SEGMENT_MASK", kFlagsSegmentMask);
   set("DESC_FLAG_ADDR6", kFlagAddr6);
   set("DESC_FLOW_TAG_SHIFT", kFlowTagShift);

@@ -26,6 +26,12 @@ struct Slot {
   int32_t* desc;  // the descriptor, for writing results back
 };
 
+// A batch call's result: packets done | a call's own flag bits (16) | failed << kBatchFailedShift,
+// plus errno * 2^32: `failed` packets were lost to errors of the kernel's (errno: the first one's),
+// reported rather than thrown so that a caller neither loses the count nor pays a call per packet.
+constexpr int32_t kBatchFailedShift = 17;
+Napi::Value BatchResult(Napi::Env env, uint32_t done, int32_t flags, uint32_t failed, int err);
+
 class Batch {
  public:
   // Reads info[at .. at+3]. `header` bytes in front of OFF belong to the packet too (the

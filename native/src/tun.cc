@@ -171,9 +171,12 @@ ssize_t Transfer(int fd, const Slot& slot, int32_t header, bool write) {
   return RetryOnEintr([&] { return write ? writev(fd, first, n) : readv(fd, first, n); });
 }
 
-// Shared by read and write: stops at EAGAIN; another error ends the batch, and is thrown only when
-// it hit the first packet (so the caller sees it, with the packet's index, on its next call).
-uint32_t RunBatch(const Napi::CallbackInfo& info, bool write) {
+// Shared by read and write, as BatchResult: stops at EAGAIN; another error ends the batch, and is
+// thrown when it hit the first packet. A write's failed packet is still the caller's, so the next
+// call, starting at it, throws for it. A read's is gone (tun_do_read frees the packet it could not
+// copy): the result counts it as failed, with its errno. A deleted device (EBADFD) loses nothing
+// and throws on the next call.
+Napi::Value RunBatch(const Napi::CallbackInfo& info, bool write) {
   int fd = FdArg(info, 0);
   int32_t header = HeaderArg(info, 5);
   Batch batch(info, 1, write ? Access::kWrite : Access::kRead, header);
@@ -183,7 +186,9 @@ uint32_t RunBatch(const Napi::CallbackInfo& info, bool write) {
     ssize_t n = Transfer(fd, slot, header, write);
     if (n < 0) {
       int err = errno;
-      if (err == EAGAIN || done > 0) break;
+      if (err == EAGAIN) break;
+      const bool lost = !write && err != EBADFD;
+      if (done > 0) return BatchResult(info.Env(), done, 0, lost ? 1 : 0, lost ? err : 0);
       ThrowSyscallError(info.Env(), err, write ? "writev" : "readv",
                         std::string(write ? "TUN write" : "TUN read") + " of descriptor " +
                             std::to_string(batch.first()) + " on fd " + std::to_string(fd),
@@ -196,12 +201,12 @@ uint32_t RunBatch(const Napi::CallbackInfo& info, bool write) {
     // length then disagrees with LEN and the hot path drops it.
     if (!write) slot.desc[kLen] = static_cast<int32_t>(n - header);
   }
-  return done;
+  return Napi::Number::New(info.Env(), done);
 }
 
-Napi::Value TunRead(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), RunBatch(info, false)); }
+Napi::Value TunRead(const Napi::CallbackInfo& info) { return RunBatch(info, false); }
 
-Napi::Value TunWrite(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), RunBatch(info, true)); }
+Napi::Value TunWrite(const Napi::CallbackInfo& info) { return RunBatch(info, true); }
 
 }  // namespace
 

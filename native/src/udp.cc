@@ -349,13 +349,13 @@ struct Pieces {
 };
 thread_local Pieces pieces;
 
-// Sends message `hdr` (with a UDP_SEGMENT control message) as separate datagrams; returns how many
-// went (-1 with errno when the first failed). Each iovec is cut at the segment size: a train's
-// iovecs are one datagram each, a GSO descriptor's one iovec holds them all.
-int SendWithoutGso(int fd, const msghdr& hdr) {
+// Sends message `hdr` (with a UDP_SEGMENT control message) as separate datagrams, `count` of them;
+// returns how many went (-1 with errno when the first failed). Each iovec is cut at the segment
+// size: a train's iovecs are one datagram each, a GSO descriptor's one iovec holds them all.
+int SendWithoutGso(int fd, const msghdr& hdr, uint32_t& count) {
   uint16_t segment;
   std::memcpy(&segment, CMSG_DATA(CMSG_FIRSTHDR(const_cast<msghdr*>(&hdr))), sizeof segment);
-  uint32_t count = 0;
+  count = 0;
   for (size_t v = 0; v < hdr.msg_iovlen; v++) {
     const iovec& iov = hdr.msg_iov[v];
     count += AppendDatagrams(pieces.msgs + count, pieces.iovs + count, kMaxBatch - count, hdr.msg_name, hdr.msg_namelen,
@@ -375,20 +375,19 @@ void SetSegment(Messages& m, uint32_t j, uint16_t segment) {
   std::memcpy(CMSG_DATA(c), &segment, sizeof segment);
 }
 
-// udpSend(fd, buf, descs, first, count, trains = false, gso = true) -> descriptors sent, with
-// kSendGsoRefused set when the kernel refused a GSO send. A descriptor with a segment size in FLAGS
-// is one GSO send of its own; with `trains`, runs of single datagrams of one flow tag to one
-// destination are joined into GSO sends (above). The count returned is of descriptors, whatever
-// the number of messages: a partial send ends at a message, so never inside a train. A bad
-// descriptor (slot, PORT, IPv6 address offset) after the first ends the batch before it, and the
-// next call, which starts at it, throws for it: a caller that skips a first packet that throws
-// then loses only that one.
-// The kernel refuses UDP_SEGMENT with EIO where the route goes through xfrm (IPsec) and, before
-// Linux 6.11, where the device has no TX checksum offload (udp_send_skb); wireguard-go turns GSO
-// off then. So does this: the refused message's datagrams go again one by one, the result says
-// so, and with `gso` false a descriptor with a segment size goes as its datagrams, one message
-// each, and no trains are made. A descriptor cut short there by a full socket counts as sent (the
-// rest of it is dropped, as a full socket drops): sending it again would repeat datagrams.
+// udpSend(fd, buf, descs, first, count, trains = false, gso = true) -> descriptors done |
+// kSendGsoRefused when the kernel refused a GSO send, as BatchResult: `failed` of the descriptors
+// done were lost to messages the kernel refused (a train counts its descriptors). It throws only for its arguments (and
+// a bad fd). A descriptor with a segment size in FLAGS is one GSO send of its own; with `trains`, runs of single
+// datagrams of one flow tag to one destination are joined into GSO sends (above). The count returned is of descriptors,
+// whatever the number of messages: a partial send ends at a message, so never inside a train. A bad descriptor (slot,
+// PORT, IPv6 address offset) after the first ends the batch before it, and the next call, which starts at it, throws
+// for it: a caller that skips a first packet that throws then loses only that one. The kernel refuses UDP_SEGMENT with
+// EIO where the route goes through xfrm (IPsec) and, before Linux 6.11, where the device has no TX checksum offload
+// (udp_send_skb); wireguard-go turns GSO off then. So does this: the refused message's datagrams go again one by one,
+// the result says so, and with `gso` false a descriptor with a segment size goes as its datagrams, one message each,
+// and no trains are made. A descriptor cut short there by a full socket counts as sent (the rest of it is dropped, as a
+// full socket drops): sending it again would repeat datagrams.
 Napi::Value UdpSend(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = FdArg(info, 0);
@@ -449,43 +448,61 @@ Napi::Value UdpSend(const Napi::CallbackInfo& info) {
     m.firsts[messageCount + 1] = i + 1;
     messageCount++;
   }
-  int n = RetryOnEintr([&] { return sendmmsg(fd, m.msgs, messageCount, MSG_DONTWAIT); });
-  if (n < 0) {
-    int err = errno;
-    if (err == EAGAIN) return Napi::Number::New(env, 0);
+  // Messages [0, j) are done: sent, or refused and counted in `failed` (descriptors).
+  uint32_t j = 0;
+  uint32_t done = 0;
+  uint32_t failed = 0;
+  int firstErr = 0;
+  int32_t flag = 0;
+  while (j < messageCount) {
+    const msghdr& hdr = m.msgs[j].msg_hdr;
+    int err = EIO;
+    // Once refused with EIO, the call's other UDP_SEGMENT messages go without trying GSO again.
+    if (flag == 0 || hdr.msg_controllen == 0) {
+      // After a partial send, the message it stopped at comes first: it fails alone, or the socket
+      // is full.
+      int n = RetryOnEintr([&] { return sendmmsg(fd, m.msgs + j, messageCount - j, MSG_DONTWAIT); });
+      if (n > 0) {
+        j += n;
+        continue;
+      }
+      err = errno;
+    }
+    if (err == EAGAIN) break;
+    if (err == EBADF || err == ENOTSOCK) {
+      ThrowSyscallError(env, err, "sendmmsg", "sendmmsg on fd " + std::to_string(fd), "");
+    }
     // A UDP_SEGMENT message the kernel refuses goes again as its datagrams, one message each: with
     // EIO, GSO is refused on this socket for good (the caller stops using it); with EINVAL or
     // EMSGSIZE, a segment is larger than this path's MTU (a PMTU exception, a route's locked mtu),
     // which a separate send fragments. That costs the failed send again on every batch to such a
     // path (one syscall: the addon keeps no state), and drops nothing.
-    const bool refused = err == EIO;
-    if ((refused || err == EINVAL || err == EMSGSIZE) && m.msgs[0].msg_hdr.msg_controllen != 0) {
-      const int32_t flag = refused ? kSendGsoRefused : 0;
-      const int sent = SendWithoutGso(fd, m.msgs[0].msg_hdr);
-      if (sent >= 0) {
-        // A train's datagrams are its descriptors; a GSO descriptor counts once any of it went.
-        const uint32_t done = m.msgs[0].msg_hdr.msg_iovlen > 1 ? std::min<uint32_t>(sent, m.firsts[1]) : sent > 0;
-        return Napi::Number::New(env, static_cast<int32_t>(done) | flag);
+    if ((err == EIO || err == EINVAL || err == EMSGSIZE) && hdr.msg_controllen != 0) {
+      if (err == EIO) flag = kSendGsoRefused;
+      uint32_t count;
+      const int sent = SendWithoutGso(fd, hdr, count);
+      if (sent == static_cast<int>(count)) {
+        j++;
+        continue;
+      }
+      if (sent > 0) {
+        // Cut short by a full socket. A train's datagrams are its descriptors (the rest go on the
+        // next call); a GSO descriptor counts once any of it went.
+        done = hdr.msg_iovlen > 1 ? m.firsts[j] + sent : m.firsts[j + 1];
+        break;
       }
       err = errno;
-      if (err == EAGAIN) return Napi::Number::New(env, flag);
+      if (err == EAGAIN) break;
     }
-    // sendmmsg reports an error only when the first message failed; later failures end the batch
-    // and surface on the next call, which starts at the failed packet.
-    const Slot& slot = batch[0];
-    const PeerAddr& to = m.addrs[0];
-    std::string what =
-        "sendmmsg descriptor " + std::to_string(batch.first()) + " to " +
-        (to.v4.sin_family == AF_INET6 ? Endpoint6(to.v6.sin6_addr, slot.port) : Endpoint(slot.addr, slot.port));
-    const char* hint =
-        err == ENETUNREACH || err == EHOSTUNREACH ? "no route to this peer: add one, or drop the packet"
-        : err == EMSGSIZE     ? "the datagram exceeds the MTU or 65507 bytes (or GSO limits): split it or drop it"
-        : err == EINVAL       ? "bad GSO segment size or destination: drop the packet"
-        : err == EAFNOSUPPORT ? "an IPv6 destination needs an IPv6 socket: open one bound to an IPv6 address"
-                              : "";
-    ThrowSyscallError(env, err, "sendmmsg", what, hint);
+    // The kernel refused the message (no route, a netfilter drop, a broadcast without
+    // SO_BROADCAST): its descriptors are lost and counted, and the rest of the batch goes on, so
+    // that a train or batch to a refused peer costs one call, not one per datagram.
+    failed += m.firsts[j + 1] - m.firsts[j];
+    if (firstErr == 0) firstErr = err;
+    j++;
   }
-  return Napi::Number::New(env, m.firsts[n]);
+  if (done == 0) done = m.firsts[j];
+  return BatchResult(env, done, flag, failed, firstErr);
 }
 
 }  // namespace

@@ -91,7 +91,7 @@ export const IO_COUNTER = {
    */
   sendShortfall: 2,
   tunWriteShortfall: 3,
-  /** Packets whose send failed with an error (e.g. unreachable underlay), skipped. */
+  /** Packets whose send failed with an error (e.g. unreachable underlay; a refused train counts each), skipped. */
   sendErrors: 4,
   tunWriteErrors: 5,
   /** Datagrams dropped at the head of the socket's queue for waiting longer than the target. */
@@ -102,7 +102,7 @@ export const IO_COUNTER = {
    * died before the hot path had them (written by Wasm: fqEnqueue, fqReset, fqTakeOver).
    */
   flowQueueDrops: 7,
-  /** TUN reads that failed with an error (not a deleted device, which ends the worker); nothing read. */
+  /** TUN reads that failed with an error (not a deleted device, which ends the worker), each losing its packet. */
   tunReadErrors: 8,
 } as const;
 export const IO_COUNTER_SLOTS = 9;

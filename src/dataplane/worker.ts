@@ -9,7 +9,7 @@
 // call per direction treats a plain packet as a single segment.
 import { HotPath, type HotPathFunctions } from "../hotpath/module.js";
 import type { DatagramBind, PacketQueue } from "../io/batch-io.js";
-import { native } from "../io/native.js";
+import { batchDone, batchFailed, native } from "../io/native.js";
 import { TunQueue } from "../io/tun.js";
 import { UdpSocket } from "../io/udp.js";
 import { WAIT_SLEPT, WAIT_SPUN, WAIT_WOKEN, waitReadable } from "../io/wait.js";
@@ -32,7 +32,7 @@ const ROUNDS = 64;
  */
 const READS_PER_SEND = 16;
 
-/** TUN read errors in a row after which a worker gives up to its supervisor (see readTun). */
+/** TUN read errors in a row after which a worker gives up to its supervisor (see TunReader). */
 const READ_ERRORS_IN_A_ROW = 64;
 
 /**
@@ -48,6 +48,89 @@ export function takeOverFlowQueue(fn: HotPathFunctions, fq: number, txDescs: num
   const at = (slot: number) => ioCounters + slot * 8;
   fn.fqTakeOver(fq, txDescs, at(IO_COUNTER.sendShortfall), at(IO_COUNTER.tunWriteShortfall));
   return fn.fqBacklog(fq) > 0;
+}
+
+/** A batched write: a TUN queue's or a socket's (batch-io.ts), returning a batch result. */
+export type Write = (buf: Uint8Array, descs: Int32Array, first: number, count: number) => number;
+
+/**
+ * The worker's drain over `buf`, with counters `io` and the words `held` (see serve): it writes
+ * descriptors [first, first+count) with batched `write` calls, skipping what the kernel refuses (a
+ * send reports it in its result, a whole train at once; a TUN write throws for its first packet)
+ * and counting it in io[errors]; what cannot be written (queue full) is counted in io[shortfall]
+ * and dropped. held[toDo] follows what is still to write.
+ */
+export function drainer(buf: Uint8Array, io: BigUint64Array, held: Int32Array) {
+  return (
+    write: Write,
+    descs: Int32Array,
+    first: number,
+    count: number,
+    errors: number,
+    shortfall: number,
+    toDo: number,
+  ) => {
+    let done = 0;
+    while (done < count) {
+      try {
+        const r = write(buf, descs, first + done, count - done);
+        const n = batchDone(r);
+        // Stored before the loop's next turn: a terminate lands at its back edge (see held).
+        held[toDo] = count - done - n;
+        if (n === 0) break;
+        done += n;
+        // A BigInt only when there is something to add (see tunBatches in serve).
+        const failed = batchFailed(r);
+        if (failed > 0) io[errors] += BigInt(failed);
+      } catch {
+        io[errors]++;
+        done++;
+        held[toDo] = count - done;
+      }
+    }
+    if (done < count) {
+      held[toDo] = 0;
+      io[shortfall] += BigInt(count - done);
+    }
+  };
+}
+
+/**
+ * A worker's TUN reads into `descs` over `buf`. A failed read counts in io's tunReadErrors and
+ * reads nothing (a throw killed the worker, restarted forever), or, after the batch's first packet,
+ * ends the batch with the packets read (the kernel dropped the one it failed); a deleted device
+ * (EBADFD) sets `gone`, which ends the worker's loop (after the round under way). An error that
+ * comes back read after read (the queue stays readable) would spin the thread: past
+ * READ_ERRORS_IN_A_ROW it is thrown, for the supervisor's restart with its backoff and log line.
+ */
+export class TunReader {
+  /** The error's message once the device is deleted. */
+  gone: string | undefined;
+  private errorsInARow = 0;
+
+  constructor(
+    private readonly buf: Uint8Array,
+    private readonly descs: Int32Array,
+    private readonly io: BigUint64Array,
+  ) {}
+
+  /** Reads up to `count` packets from `tun` into descriptors 0..; the packets read. */
+  read(tun: PacketQueue, count: number): number {
+    try {
+      const r = tun.read(this.buf, this.descs, 0, count);
+      // A failed read after good ones: one error in a row.
+      this.errorsInARow = batchFailed(r);
+      if (this.errorsInARow > 0) this.io[IO_COUNTER.tunReadErrors]++;
+      return batchDone(r);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "EBADFD") this.gone = (error as Error).message;
+      else {
+        this.io[IO_COUNTER.tunReadErrors]++;
+        if (++this.errorsInARow >= READ_ERRORS_IN_A_ROW) throw error;
+      }
+      return 0;
+    }
+  }
 }
 
 /** A worker's task: what ended it (TaskEnd), a failure included, which it returns rather than throws. */
@@ -106,39 +189,7 @@ function serve(task: QueueTask): TaskEnd {
    */
   const [OUT, SENDS, WRITES] = ["FQ_OUT", "FQ_SENDS", "FQ_WRITES"].map((c) => hp.constant(c) >> 2);
   const held = fq !== 0 ? new Int32Array(mem, fq, WRITES + 1) : new Int32Array(WRITES + 1);
-  type Write = (buf: Uint8Array, descs: Int32Array, first: number, count: number) => number;
-  /**
-   * Writes descriptors [first, first+count) with batched `write` calls, skipping a packet the
-   * kernel refuses; what cannot be written (queue full) is counted as a shortfall and dropped.
-   */
-  const drain = (
-    write: Write,
-    descs: Int32Array,
-    first: number,
-    count: number,
-    errors: number,
-    shortfall: number,
-    toDo: number,
-  ) => {
-    let done = 0;
-    while (done < count) {
-      try {
-        const n = write(buf, descs, first + done, count - done);
-        // Stored before the loop's next turn: a terminate lands at its back edge (see held).
-        held[toDo] = count - done - n;
-        if (n === 0) break;
-        done += n;
-      } catch {
-        io[errors]++;
-        done++;
-        held[toDo] = count - done;
-      }
-    }
-    if (done < count) {
-      held[toDo] = 0;
-      io[shortfall] += BigInt(count - done);
-    }
-  };
+  const drain = drainer(buf, io, held);
   // The pair being served: where the drains below write.
   let at = pairs[0];
   const toSocket: Write = (b, d, first, count) => at.bind.send(b, d, first, count);
@@ -147,30 +198,7 @@ function serve(task: QueueTask): TaskEnd {
   // Datagrams dropped for waiting too long (codel.ts).
   let stale = 0;
 
-  let tunGone: string | undefined;
-  let readErrorsInARow = 0;
-  /**
-   * Reads pair p's TUN queue; a failed read counts in tunReadErrors and reads nothing (a throw
-   * killed the worker, restarted forever), and a deleted device (EBADFD) ends the loop below
-   * (after the round under way). An error that comes back read after read (the queue stays
-   * readable) would spin the thread: past READ_ERRORS_IN_A_ROW it is thrown, for the
-   * supervisor's restart with its backoff and log line.
-   */
-  const readTun = (p: Pair, count: number) => {
-    try {
-      const n = p.tun.read(buf, readDescs, 0, count);
-      readErrorsInARow = 0;
-      return n;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === "EBADFD") tunGone = (error as Error).message;
-      else {
-        io[IO_COUNTER.tunReadErrors]++;
-        if (++readErrorsInARow >= READ_ERRORS_IN_A_ROW) throw error;
-      }
-      return 0;
-    }
-  };
-
+  const reader = new TunReader(buf, readDescs, io);
   // What a dead worker held is sent at once, not left until the next packet comes. (Whichever pair
   // sends it, the wire is the same.)
   if (fq !== 0 && takeOverFlowQueue(fn, fq, tx.descs, task.ioCounters)) pairs[0].more = true;
@@ -183,7 +211,7 @@ function serve(task: QueueTask): TaskEnd {
     let full = false;
     for (let reads = 0; reads < READS_PER_SEND; reads++) {
       const k = fn.fqPrepare(fq, tx.descs, tx.size);
-      const n = readTun(p, k);
+      const n = reader.read(p.tun, k);
       fn.fqEnqueue(fq, tx.descs, k, n);
       full = n === k;
       // A sparse flow's packet is sent at once: reading the rest of the ring first would delay it.
@@ -200,7 +228,7 @@ function serve(task: QueueTask): TaskEnd {
     if (fq !== 0) n = throughFlowQueue(p);
     else {
       fn.batchInit(tx.descs, tx.size, tx.slots, tx.stride);
-      n = readTun(p, tx.size);
+      n = reader.read(p.tun, tx.size);
       p.more = n === tx.size;
     }
     if (n === 0) return 0;
@@ -265,7 +293,7 @@ function serve(task: QueueTask): TaskEnd {
     for (let i = 0; i < pairs.length; i++) if (pairs[i].more) bits |= 1 << (2 * i);
     return bits;
   };
-  while (Atomics.load(stop, 0) === 0 && tunGone === undefined) {
+  while (Atomics.load(stop, 0) === 0 && reader.gone === undefined) {
     if (tunBatches > 0 || udpBatches > 0) {
       io[IO_COUNTER.tunBatches] += BigInt(tunBatches);
       io[IO_COUNTER.udpBatches] += BigInt(udpBatches);
@@ -301,5 +329,5 @@ function serve(task: QueueTask): TaskEnd {
       ready = next === 0 ? 0 : next | (waitReadable(watch, -1, 0) & fdBits);
     }
   }
-  return { worker: task.worker, ...(tunGone !== undefined && { tunGone }) };
+  return { worker: task.worker, ...(reader.gone !== undefined && { tunGone: reader.gone }) };
 }

@@ -11,9 +11,11 @@ import { projectFile } from "../paths.js";
  * A batch call's arguments: packets [first, first+count) of `descs` (8 x i32 per packet, the
  * format of assembly/descriptor.ts) with slots in `buf` — a view over a whole WebAssembly.Memory
  * buffer (shared or not) or a Buffer. Every descriptor is checked against `buf` before any syscall
- * (RangeError). Returns the number of packets done: EAGAIN ends a batch early (0 = none ready); an
- * error on the first packet throws, one on a later packet ends the batch and is thrown by the next
- * call, which starts at that packet.
+ * (RangeError). Returns the number of packets done (batchDone): EAGAIN ends a batch early (0 = none
+ * ready); an error on the first packet throws, one on a later packet ends the batch and is thrown
+ * by the next call, which starts at that packet — except where the packet is lost already, which
+ * the result counts instead (batchFailed, batchErrno): a TUN read's (the kernel freed it), and any
+ * udpSend message the kernel refuses (its descriptors are done, and the batch goes on).
  */
 type BatchCall<Extra extends unknown[]> = (
   fd: number,
@@ -36,6 +38,8 @@ export interface NativeIo {
   readonly DESC_AUX: number;
   readonly HEADROOM: number;
   readonly MAX_BATCH: number;
+  /** A batch result's packets lost to errors from this bit up (batchFailed). */
+  readonly BATCH_FAILED_SHIFT: number;
   /** FLAGS bits holding a UDP GSO/GRO segment size (0 = a single datagram). */
   readonly FLAGS_SEGMENT_MASK: number;
   /** FLAGS bit: ADDR is the offset of a 16-byte IPv6 address (assembly/descriptor.ts). */
@@ -118,8 +122,9 @@ export interface NativeIo {
    * Sends [OFF, OFF+LEN) to ADDR:PORT (with DESC_FLAG_ADDR6: to the 16 bytes at offset ADDR, which
    * needs an IPv6 socket); FLAGS' segment size, when not 0, asks for UDP GSO. With `trains`, runs
    * of single datagrams to one destination go as UDP GSO sends (UdpSocket.trains). Returns the
-   * descriptors sent, | UDP_SEND_GSO_REFUSED when the kernel refused a GSO send with EIO (its
-   * datagrams went one by one). With `gso` false (default true) no UDP_SEGMENT is set: a segment
+   * descriptors done, | UDP_SEND_GSO_REFUSED when the kernel refused a GSO send with EIO (its
+   * datagrams went one by one); a message the kernel refuses counts its descriptors as done and
+   * failed (batchFailed), and the rest of the batch goes on. With `gso` false (default true) no UDP_SEGMENT is set: a segment
    * size splits the descriptor into datagrams, and no trains are made.
    */
   udpSend: BatchCall<[trains?: boolean, gso?: boolean]>;
@@ -153,4 +158,19 @@ export const native: NativeIo = load();
 /** A batch call's count cut to what one native call takes (the caller calls again for the rest). */
 export function atMostMaxBatch(count: number): number {
   return Math.min(count, native.MAX_BATCH);
+}
+
+/** A batch call's packets done (for a send, those it lost to errors included). */
+export function batchDone(result: number): number {
+  return result & 0xffff;
+}
+
+/** A batch call's packets lost to errors of the kernel's. */
+export function batchFailed(result: number): number {
+  return (result >>> native.BATCH_FAILED_SHIFT) & 0x1ff;
+}
+
+/** The errno of a batch call's first lost packet (0: none lost). */
+export function batchErrno(result: number): number {
+  return Math.floor(result / 2 ** 32);
 }

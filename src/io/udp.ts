@@ -147,15 +147,17 @@ export class UdpSocket extends FdHandle implements DatagramBind {
   /**
    * sendmmsg: LEN bytes at OFF to ADDR:PORT per packet (FLAGS' segment size > 0: UDP GSO segments of
    * that size; DESC_FLAG_ADDR6: ADDR is the offset of an IPv6 address, for IPv6 sockets), single
-   * datagrams of one flow tag joined into trains when `trains` is on. Returns the descriptors sent.
+   * datagrams of one flow tag joined into trains when `trains` is on. Returns a batch result: the
+   * descriptors done (batchDone), of which batchFailed were lost to messages the kernel refused
+   * (no route, a netfilter drop, a broadcast), with the first one's errno (batchErrno).
    * Once the kernel refuses a GSO send (gsoRefused), segments and trains go as single datagrams.
    */
   send(buf: Uint8Array, descs: Int32Array, first: number, count: number): number {
     const r = native.udpSend(this.fd, buf, descs, first, atMostMaxBatch(count), this.trains, !this.gsoRefused);
-    if (r & native.UDP_SEND_GSO_REFUSED) {
-      Atomics.store(this.gsoState, 0, GSO_REFUSED);
-      Atomics.notify(this.gsoState, 0);
-    }
-    return r & ~native.UDP_SEND_GSO_REFUSED;
+    // Not `r & ~flag`: bitwise operators cut the errno above 2^32.
+    if (!(r & native.UDP_SEND_GSO_REFUSED)) return r;
+    Atomics.store(this.gsoState, 0, GSO_REFUSED);
+    Atomics.notify(this.gsoState, 0);
+    return r - native.UDP_SEND_GSO_REFUSED;
   }
 }

@@ -4,20 +4,19 @@
 // process of its own (test/kernel/fixtures/dataplane-host.mjs) under an LD_PRELOAD shim
 // (refuse-gso.c) that refuses exactly those sends the way the kernel would; host 2's dataplane
 // is an ordinary one. TCP must still arrive exactly, and each socket must fall back once.
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface, type Interface } from "node:readline";
-import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { UserspaceDataplane } from "../../src/dataplane/dataplane.js";
 import { LAB_POD_NETWORK, LabCluster } from "../../src/lab/cluster.js";
 import { macOf, mtuOf, peerOf, portOf, startDataplane, subnetOf } from "../support/dataplane-lab.js";
 import { canUseNetns } from "../support/netns.js";
+import { buildPreload, FIXTURES } from "../support/preload.js";
 import { tcpTransfer } from "../support/tcp-transfer.js";
 
-const fixtures = fileURLToPath(new URL("../kernel/fixtures/", import.meta.url));
 const MB = 1_000_000;
 const REFUSED_LOG = "the kernel refused a UDP GSO send";
 
@@ -32,7 +31,7 @@ describe.skipIf(!canUseNetns())("UDP GSO sends refused by the kernel (EIO)", () 
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), "weft-gso-eio-"));
-    execFileSync("cc", ["-shared", "-fPIC", "-o", join(dir, "refuse-gso.so"), join(fixtures, "refuse-gso.c"), "-ldl"]);
+    const shim = buildPreload("refuse-gso", dir);
     lab = await LabCluster.create({ tag: "gsoeio", hosts: 2 });
     const [h1, h2] = lab.hosts;
     await lab.addPods(h1, subnetOf(1), 1, mtuOf("vxlan"));
@@ -54,14 +53,14 @@ describe.skipIf(!canUseNetns())("UDP GSO sends refused by the kernel (EIO)", () 
     const peer = { ...peerOf(h2, 2), vtepMac: [...macOf(2)] };
     const [cmd, ...argv] = h1.ns.wrap([
       process.execPath,
-      join(fixtures, "dataplane-host.mjs"),
+      join(FIXTURES, "dataplane-host.mjs"),
       JSON.stringify({ options, peer }),
     ]);
     child = spawn(cmd, argv, {
       stdio: ["pipe", "pipe", "pipe"],
       env: {
         ...process.env,
-        LD_PRELOAD: join(dir, "refuse-gso.so"),
+        LD_PRELOAD: shim,
         WEFT_REFUSE_GSO_PORT: String(portOf("vxlan")),
         WEFT_REFUSE_GSO_LOG: join(dir, "refusals"),
       },
