@@ -651,9 +651,14 @@ export class UserspaceDataplane {
   private async close(): Promise<void> {
     this.stopping = true;
     this.signalStop();
-    await Promise.all(this.workerTasks.map((w) => w.running));
-    await this.pool?.destroy();
-    this.closeIo();
+    try {
+      await Promise.all(this.workerTasks.map((w) => w.running));
+      await this.pool?.destroy();
+    } finally {
+      // Whatever the pool did: sockets left open stay in their reuseport group, which a new
+      // backend's sockets on the same port would join.
+      this.closeIo();
+    }
     this.opts.logger?.info("userspace dataplane stopped");
   }
 
