@@ -151,13 +151,14 @@ async function readyOne(l: BenchLab, timeoutMs: number): Promise<void> {
 /** The agents' pids, for /proc accounting (`ip netns exec` execs the agent, so this is its pid). */
 export function agentPids(l: BenchLab): number[] {
   return l.agents.agents.map((a) => {
-    const pid = a.process?.pid;
-    if (pid === undefined || a.process!.exitCode !== null)
+    const p = a.process;
+    // A crash (SIGSEGV) or a kill leaves exitCode null and signalCode set.
+    if (p?.pid === undefined || p.exitCode !== null || p.signalCode !== null)
       throw new WeftError(
         "BENCH_AGENT_GONE",
-        `${l.setup.name}: ${a.host.name}'s agent is not running (exit code ${a.process?.exitCode})`,
+        `${l.setup.name}: ${a.host.name}'s agent is not running (${p?.signalCode ? `killed by ${p.signalCode}` : `exit code ${p?.exitCode}`})`,
       );
-    return pid;
+    return p.pid;
   });
 }
 
