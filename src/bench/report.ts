@@ -159,8 +159,9 @@ ${
   p50 and p99 are over all their replies pooled (the share lost over all their pings).
 - **Flood tail**: a UDP flood as above for ${Math.max(Math.min(s.duration, 5), 3)} s and beside it 2,000 timestamped
   64 B datagrams per second (\`src/bench/probe.ts\`) that stop half a second before the flood:
-  *oldest delivered after stop* is the age of the oldest probe datagram that arrived after the
-  last one was sent (0 when none did), the delay a standing queue still holds; also the probes'
+  *oldest delivered after stop* is the age of the oldest probe datagram sent before the sender's
+  final burst that arrived after the last one was sent (0 when none did; the final burst's own
+  always arrive after it), the delay a standing queue still holds; also the probes'
   one-way delay p99 during the flood and the flood's received rate.
 - **Idle cost**: once, after all the traffic, every setup's agents side by side for
   ${s.idleSeconds} s with nothing flowing: the CPU time (user + system, all threads) of each agent as a
