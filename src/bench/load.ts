@@ -3,6 +3,7 @@
 // (a flood of timestamped datagrams, probe.ts: how old are the ones still delivered after it
 // stopped), and idle cost (the agents' CPU while nothing flows).
 import { spawn } from "node:child_process";
+import { setTimeout as sleepFor } from "node:timers/promises";
 import { errorMessage, WeftError } from "../errors.js";
 import type { LabPod } from "../lab/cluster.js";
 import { iperf, ping } from "../lab/traffic.js";
@@ -247,9 +248,16 @@ export function runProbe(argv: string[], limitMs: number) {
 
 /**
  * CPU of each lab's agents while no traffic flows, all labs measured in the same window: percent
- * of one core per agent (user + system).
+ * of one core per agent (user + system). Rejects (AbortError) as soon as `signal` aborts.
  */
-export async function idleCost(labs: Array<{ pids: number[] }>, seconds: number): Promise<number[]> {
-  const runs = await Promise.all(labs.map((l) => measureCpu(l.pids, () => sleep(seconds * 1000))));
+export async function idleCost(
+  labs: Array<{ pids: number[] }>,
+  seconds: number,
+  signal?: AbortSignal,
+): Promise<number[]> {
+  // Abortable: a Ctrl-C must not wait out the window.
+  const runs = await Promise.all(
+    labs.map((l) => measureCpu(l.pids, () => sleepFor(seconds * 1000, undefined, { signal }))),
+  );
   return runs.map(({ cpu }, i) => (100 * (cpu.agentsUser + cpu.agentsSystem)) / cpu.wallSeconds / labs[i].pids.length);
 }
