@@ -153,7 +153,7 @@ export async function iperf(server: LabPod, client: LabPod, o: IperfOptions): Pr
     if (o.bytes !== undefined) args.push("-n", String(o.bytes));
     else args.push("-t", String(o.seconds ?? 5));
     // A control connection that cannot be set up, or TCP data unacknowledged for 10 s, become
-    // iperf3's own error (LAB_IPERF_FAILED, naming the phase) long before the kill below.
+    // iperf3's own error (LAB_IPERF_TIMED_OUT, naming the phase) long before the kill below.
     args.push(...IPERF_TIMEOUTS);
     if (o.udp) args.push("-u", "-b", o.bitrate ?? "0", "-l", String(o.length ?? 1400));
     else args.push(...IPERF_TCP_TIMEOUTS);
