@@ -3,6 +3,7 @@
 // (a flood of timestamped datagrams, probe.ts: how old are the ones still delivered after it
 // stopped), and idle cost (the agents' CPU while nothing flows).
 import { spawn } from "node:child_process";
+import { setTimeout as sleepFor } from "node:timers/promises";
 import { errorMessage, WeftError } from "../errors.js";
 import type { LabPod } from "../lab/cluster.js";
 import { iperf, ping } from "../lab/traffic.js";
@@ -102,6 +103,8 @@ async function settleNamed<T extends readonly unknown[] | []>(names: readonly st
   return settleAll(parts);
 }
 
+/** The probe (probe.ts), run by node as a process of its own in each pod's namespace. */
+export const PROBE_SCRIPT = projectFile("dist", "src", "bench", "probe.js");
 const PROBE_PORT = 7100;
 /** Probe datagrams per second beside the flood: enough samples, too few to matter as load. */
 const PROBE_RATE = 2000;
@@ -112,13 +115,13 @@ const DRAIN_MS = 1500;
  * A UDP flood (iperf3, 1400 B, as fast as it can) from client to server for `seconds`, and beside
  * it a probe stream (probe.ts) of timestamped datagrams that starts half a second later and stops
  * half a second before the flood ends, so that its datagrams wait in the queues the flood fills.
- * Figures: `tailMs`, the age of the oldest probe datagram delivered after the last one was sent —
- * how old what is still delivered after a sender stops gets, a standing queue's delay — (0 when none
- * was); `delayP99Ms`, the probes' one-way delay p99; the flood's and the probes' delivery.
+ * Figures: `tailMs`, the age of the oldest probe datagram delivered after the last one was sent
+ * (of those sent before the final burst, probeTail) — how old what is still delivered after a
+ * sender stops gets, a standing queue's delay — (0 when none was); `delayP99Ms`, the probes' one-way delay p99; the flood's and the probes' delivery.
  */
 export async function floodTail(client: LabPod, server: LabPod, o: { seconds: number }) {
   const seconds = Math.max(o.seconds, 3);
-  const probe = projectFile("dist", "src", "bench", "probe.js");
+  const probe = PROBE_SCRIPT;
   const addr = formatIpv4(server.addr);
   const receiver = runProbe(
     server.ns.wrap([process.execPath, probe, "recv", addr, String(PROBE_PORT), String(seconds + 30)]),
@@ -142,7 +145,7 @@ export async function floodTail(client: LabPod, server: LabPod, o: { seconds: nu
         ]),
         (seconds + 20) * 1000,
       );
-      return JSON.parse(await sender.output) as { sent: number; lastSentNs: string };
+      return JSON.parse(await sender.output) as ProbeSender;
     })();
     const [f, s] = await settleAll([flood, probing]);
     await sleep(DRAIN_MS);
@@ -157,14 +160,12 @@ export async function floodTail(client: LabPod, server: LabPod, o: { seconds: nu
         "BENCH_NO_TRAFFIC",
         `no probe datagram from ${client.name} reached ${server.name} during the flood`,
       );
-    const last = BigInt(s.lastSentNs);
     const arrivals = r.arrivals.map(([a, b]) => [BigInt(a), BigInt(b)] as const);
-    const after = arrivals.filter(([, at]) => at > last);
-    const ms = (ns: bigint) => Number(ns) / 1e6;
+    const tail = probeTail(arrivals, s);
     const delays = arrivals.map(([sent, at]) => ms(at - sent));
     return {
       values: {
-        tailMs: after.reduce((m, [sent, at]) => Math.max(m, ms(at - sent)), 0),
+        tailMs: tail.tailMs,
         delayP99Ms: percentile(delays, 0.99),
         probeLossPercent: (100 * Math.max(0, s.sent - r.count)) / s.sent,
         floodReceivedKpps: ((f.packets ?? 0) - (f.lostPackets ?? 0)) / f.seconds / 1e3,
@@ -173,7 +174,7 @@ export async function floodTail(client: LabPod, server: LabPod, o: { seconds: nu
         probesSent: s.sent,
         probesReceived: r.count,
         maxDelayMs: ms(BigInt(r.maxDelayNs)),
-        deliveredAfterStop: after.length,
+        deliveredAfterStop: tail.deliveredAfterStop,
         flood: f,
       },
     };
@@ -182,8 +183,33 @@ export async function floodTail(client: LabPod, server: LabPod, o: { seconds: nu
   }
 }
 
+/** What the probe sender prints at its end (probe.ts): ns as strings. */
+export interface ProbeSender {
+  sent: number;
+  lastSentNs: string;
+  finalBurstNs: string;
+}
+
+const ms = (ns: bigint) => Number(ns) / 1e6;
+
+/**
+ * Of the probe arrivals ([sentNs, receivedNs]), those delivered after the sender stopped (its last
+ * datagram sent) that it had sent before its final burst, and the oldest one's age (0 when none):
+ * what a queue still held at the stop. The final burst's own datagrams, sent at the stop, always
+ * arrive after it even on an empty path, and counted they made the tail the path's one-way delay.
+ */
+export function probeTail(arrivals: ReadonlyArray<readonly [bigint, bigint]>, s: ProbeSender) {
+  const stop = BigInt(s.lastSentNs);
+  const finalBurst = BigInt(s.finalBurstNs);
+  const after = arrivals.filter(([sent, at]) => at > stop && sent < finalBurst);
+  return {
+    tailMs: after.reduce((m, [sent, at]) => Math.max(m, ms(at - sent)), 0),
+    deliveredAfterStop: after.length,
+  };
+}
+
 /** A probe process: `listening` once a receiver has bound, `output` its JSON line at exit. */
-function runProbe(argv: string[], limitMs: number) {
+export function runProbe(argv: string[], limitMs: number) {
   const child = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
   let stdout = "";
   let stderr = "";
@@ -222,9 +248,16 @@ function runProbe(argv: string[], limitMs: number) {
 
 /**
  * CPU of each lab's agents while no traffic flows, all labs measured in the same window: percent
- * of one core per agent (user + system).
+ * of one core per agent (user + system). Rejects (AbortError) as soon as `signal` aborts.
  */
-export async function idleCost(labs: Array<{ pids: number[] }>, seconds: number): Promise<number[]> {
-  const runs = await Promise.all(labs.map((l) => measureCpu(l.pids, () => sleep(seconds * 1000))));
+export async function idleCost(
+  labs: Array<{ pids: number[] }>,
+  seconds: number,
+  signal?: AbortSignal,
+): Promise<number[]> {
+  // Abortable: a Ctrl-C must not wait out the window.
+  const runs = await Promise.all(
+    labs.map((l) => measureCpu(l.pids, () => sleepFor(seconds * 1000, undefined, { signal }))),
+  );
   return runs.map(({ cpu }, i) => (100 * (cpu.agentsUser + cpu.agentsSystem)) / cpu.wallSeconds / labs[i].pids.length);
 }

@@ -11,8 +11,11 @@ export interface MachineInfo {
   memoryGiB: number;
   /** 1-minute load average when the run started: others' work on the machine shows up here. */
   loadAverageAtStart: number;
-  /** 1-minute load average when the measurements ended (absent in reports from before it was kept). */
-  loadAverageAtEnd?: number;
+  /**
+   * 1-minute load average right after the last traffic round, before the idle window and the
+   * microbenchmarks (absent when the run did not get there).
+   */
+  loadAverageAfterTraffic?: number;
 }
 
 export function machineInfo(): MachineInfo {

@@ -5,7 +5,8 @@
 // one-way delay, and which ones were still delivered after a flood beside them had stopped.
 //   recv <addr> <port> <seconds>   prints {"count", "maxDelayNs", "arrivals": [[sentNs, receivedNs], ...]}
 //                                  (the latest KEEP arrivals; ns as strings)
-//   send <addr> <port> <seconds> <perSecond> <length>  prints {"sent": n, "lastSentNs": "..."}
+//   send <addr> <port> <seconds> <perSecond> <length>  prints {"sent": n, "lastSentNs": "...",
+//                                  "finalBurstNs": "..."} (the last datagram's and its burst's first one's times)
 import { createSocket } from "node:dgram";
 
 const now = () => process.hrtime.bigint();
@@ -56,6 +57,7 @@ async function send(addr: string, port: number, seconds: number, perSecond: numb
   const gapNs = BigInt(Math.round(1e9 / perSecond));
   let sent = 0;
   let last = start;
+  let burstStart = start;
   for (let t = now(); t < end; t = now()) {
     // Paced: what is due by now (against the start, so late timers never make the rate drift).
     const burst = Math.min(WINDOW, Number((t - start) / gapNs) + 1 - sent);
@@ -63,6 +65,7 @@ async function send(addr: string, port: number, seconds: number, perSecond: numb
       await new Promise((r) => setTimeout(r, 1));
       continue;
     }
+    burstStart = now();
     await Promise.all(
       Array.from({ length: burst }, () => {
         // A buffer per datagram: a queued send still reads its own.
@@ -75,7 +78,9 @@ async function send(addr: string, port: number, seconds: number, perSecond: numb
     );
   }
   sock.close();
-  process.stdout.write(JSON.stringify({ sent, lastSentNs: last.toString() }) + "\n");
+  process.stdout.write(
+    JSON.stringify({ sent, lastSentNs: last.toString(), finalBurstNs: burstStart.toString() }) + "\n",
+  );
 }
 
 const [mode, addr, port, seconds, perSecond, length] = process.argv.slice(2);

@@ -32,6 +32,11 @@ export interface BenchReport {
   /** Runs of ping under load whose iperf3 ended without a result and that were measured again. */
   retried: FailedRun[];
   micro: MicroResult[];
+  /**
+   * The step after the traffic rounds that failed (idle cost, teardown, microbenchmarks): what it
+   * measures is missing (the run exits with its code). Absent when every step ran.
+   */
+  incomplete?: { step: string; code?: string; message: string };
 }
 
 export const REPORT_FILES = { json: "report.json", markdown: "report.md", chart: "chart.svg" } as const;
@@ -50,6 +55,7 @@ export function terminalSummary(r: BenchReport): string {
     ),
     ...failedRuns(r.failures).map((line) => `FAILED ${line}`),
     ...failedRuns(r.retried).map((line) => `MEASURED AGAIN ${line}`),
+    ...(r.incomplete ? [`INCOMPLETE ${incompleteLine(r.incomplete)}`] : []),
     "",
     "microbenchmarks (one core, benchmark.js)",
     ...microSuites(r.micro).map(([suite, ms]) => `\n${suite}\n${textTable(microHeader(), ms.map(microRow), 1)}`),
@@ -89,6 +95,11 @@ function offloadInForce(r: BenchReport): string[] {
   });
 }
 
+/** The failed step after the traffic rounds, and its error. */
+function incompleteLine(i: NonNullable<BenchReport["incomplete"]>): string {
+  return `${i.step} failed: ${i.code ? `[${i.code}] ` : ""}${i.message}; its figures are missing`;
+}
+
 /** One line per failed run: where, and what went wrong. */
 function failedRuns(runs: readonly FailedRun[]): string[] {
   return runs.map((f) => `round ${f.round} · ${f.setup} · ${f.label}: [${f.code}] ${f.message}`);
@@ -103,10 +114,10 @@ function markdown(r: BenchReport): string {
   return `# weft bench: ${names.filter((n) => n !== BASELINE).join(", ")} against kernel vxlan
 
 Run ${r.startedAt} to ${r.finishedAt} with \`${r.command}\`, weft commit \`${r.git.commit}\`${r.git.dirty ? " (with uncommitted changes)" : ""}.
-Machine: ${m.cores} cores, ${m.cpuModel}, Linux ${m.kernel}, ${m.memoryGiB} GiB, Node.js ${m.node}; 1-minute load average at the start ${m.loadAverageAtStart.toFixed(2)}${m.loadAverageAtEnd === undefined ? "" : `, at the end ${m.loadAverageAtEnd.toFixed(2)}`}.
+Machine: ${m.cores} cores, ${m.cpuModel}, Linux ${m.kernel}, ${m.memoryGiB} GiB, Node.js ${m.node}; 1-minute load average at the start ${m.loadAverageAtStart.toFixed(2)}${m.loadAverageAfterTraffic === undefined ? "" : `, after the last traffic round ${m.loadAverageAfterTraffic.toFixed(2)}`}.
 Settings: ${s.rounds} round${s.rounds === 1 ? "" : "s"}, ${s.duration} s per iperf3 run, TCP with ${s.streams.join(" and ")} stream${s.streams.length === 1 && s.streams[0] === 1 ? "" : "s"}, ${s.pingCount} pings ${s.pingIntervalS * 1000} ms apart per round${s.quick ? " (--quick: a smoke run, not a measurement)" : ""}.
 ${userspace ? `Segmentation offloads of the userspace backends: \`--offloads ${s.offloads.join(",")}\`; in force: ${offload.join("; ") || "not reported"}.\n` : ""}Raw samples, the machine and the settings are in [${REPORT_FILES.json}](${REPORT_FILES.json}).
-
+${r.incomplete ? `\n**Incomplete**: ${incompleteLine(r.incomplete)}.\n` : ""}
 ## Results
 
 Each cell is the median over rounds; in parentheses its ratio to kernel vxlan's median from the same run${r.failures.length > 0 ? ", and how many of its runs failed (the median is over the others)" : ""}.
@@ -159,8 +170,9 @@ ${
   p50 and p99 are over all their replies pooled (the share lost over all their pings).
 - **Flood tail**: a UDP flood as above for ${Math.max(Math.min(s.duration, 5), 3)} s and beside it 2,000 timestamped
   64 B datagrams per second (\`src/bench/probe.ts\`) that stop half a second before the flood:
-  *oldest delivered after stop* is the age of the oldest probe datagram that arrived after the
-  last one was sent (0 when none did), the delay a standing queue still holds; also the probes'
+  *oldest delivered after stop* is the age of the oldest probe datagram sent before the sender's
+  final burst that arrived after the last one was sent (0 when none did; the final burst's own
+  always arrive after it), the delay a standing queue still holds; also the probes'
   one-way delay p99 during the flood and the flood's received rate.
 - **Idle cost**: once, after all the traffic, every setup's agents side by side for
   ${s.idleSeconds} s with nothing flowing: the CPU time (user + system, all threads) of each agent as a

@@ -4,7 +4,8 @@
 // process it makes goes away at the end, also on failure and on Ctrl-C.
 import { loadavg } from "node:os";
 import { resolve } from "node:path";
-import { WeftError } from "../errors.js";
+import { setTimeout as sleepFor } from "node:timers/promises";
+import { errorMessage, WeftError } from "../errors.js";
 import { settleAll } from "../util/settle.js";
 import { gitCommit, machineInfo } from "./machine.js";
 import { runMicro, type MicroResult } from "./micro.js";
@@ -130,12 +131,17 @@ export async function runBench(settings: BenchSettings, command: string): Promis
   }
   // Once for all setups in the same window, after the traffic (a few seconds for queues to drain
   // and busy polling to stop): what an agent costs while nothing flows.
+  const afterTraffic = actions.length;
   plan(`idle cost (${settings.idleSeconds} s, every setup at once)`, settings.idleSeconds + 3, async () => {
-    await new Promise((r) => setTimeout(r, 3000));
+    // The machine's load of the measurements, before the idle window and the microbenchmarks
+    // (a single-core minute of weft's own) move it.
+    machine.loadAverageAfterTraffic = loadavg()[0];
+    await sleepFor(3000, undefined, { signal: abort.signal });
     const t = new Date().toISOString();
     const cpu = await idleCost(
       setups.map((s) => ({ pids: agentPids(labOf(s.name)) })),
       settings.idleSeconds,
+      abort.signal,
     );
     setups.forEach((s, i) =>
       samples.push({
@@ -170,6 +176,7 @@ export async function runBench(settings: BenchSettings, command: string): Promis
     await mine;
   };
   let interrupted: NodeJS.Signals | undefined;
+  const abort = new AbortController();
   const onSignal = (signal: NodeJS.Signals) => {
     // Also reached a second time when src/lab/netns.ts re-raises the signal after removing the
     // namespaces' names; by then the agents are already being stopped.
@@ -179,25 +186,27 @@ export async function runBench(settings: BenchSettings, command: string): Promis
     process.stderr.write(`\n${signal}: stopping traffic and agents, removing every namespace and device...\n`);
     // The running step fails once its tools are gone; the loop below then stops.
     killTrafficTools(labs);
+    abort.abort();
     void stopMicro?.();
     void cleanup().catch(() => undefined);
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
   let failure: unknown;
+  let completed = 0;
   try {
     for (const a of actions) {
       if (interrupted) break;
       progress.begin();
       await a.run();
       progress.end();
+      completed++;
     }
   } catch (error) {
     // After an interrupt the running step fails because its tools were killed: not the story.
     if (!interrupted) failure = error;
   }
   progress.stop();
-  machine.loadAverageAtEnd = loadavg()[0];
   await Promise.all(teardowns);
   // Labs built after an interrupt, or all of them when a step failed.
   await cleanup().catch((error: unknown) => void (failure ??= error));
@@ -208,7 +217,9 @@ export async function runBench(settings: BenchSettings, command: string): Promis
       "BENCH_INTERRUPTED",
       `stopped by ${interrupted}; the agents were stopped and every namespace and device removed`,
     );
-  if (failure) throw failure;
+  // A failure once every traffic round ran (idle cost, teardown, microbenchmarks) still leaves
+  // the rounds' samples worth a report: written with the failure in it, then thrown.
+  if (failure && completed < afterTraffic) throw failure;
 
   const report: BenchReport = {
     tool: "weft bench",
@@ -234,6 +245,7 @@ export async function runBench(settings: BenchSettings, command: string): Promis
     failures,
     retried,
     micro,
+    ...(failure !== undefined && { incomplete: incompleteOf(actions[completed]?.step.label, failure) }),
   };
   const dir = resolve(settings.out);
   await writeReport(dir, report);
@@ -241,12 +253,21 @@ export async function runBench(settings: BenchSettings, command: string): Promis
     terminalSummary(report) +
       `\n\nreport: ${resolve(dir, REPORT_FILES.markdown)} (with ${REPORT_FILES.chart}; raw samples in ${REPORT_FILES.json})\n`,
   );
+  if (failure) throw failure;
   if (failures.length > 0)
     throw new WeftError(
       "BENCH_RUNS_FAILED",
       `${failures.length} of ${samples.filter((x) => x.workload !== workloadId(idle)).length + failures.length} runs failed (listed above and in the report); their cells take the median of the rounds that ran (none: "-"): look at the failures' messages, then run again`,
     );
   return report;
+}
+
+/** The step after the traffic rounds that failed (none: the final teardown), and its error. */
+function incompleteOf(step: string | undefined, e: unknown) {
+  return {
+    step: step ?? "stopping agents, removing labs",
+    ...(e instanceof WeftError ? { code: e.code, message: e.message } : { message: errorMessage(e) }),
+  };
 }
 
 /** What a failed run records of its error (the detail: a stall's sockets and tools' output). */

@@ -28,6 +28,9 @@ export class BenchLab {
   /** With --family 4,6 and a backend that carries IPv6: the setup's IPv6-only lab. */
   ipv6?: BenchLab;
 
+  /** Set once teardownLab has begun: a sibling still being built then goes too (buildLab). */
+  tornDown = false;
+
   constructor(
     readonly setup: BenchSetup,
     /** The net-conf.json both agents run with (recorded in the report). */
@@ -77,7 +80,8 @@ const TAGS: Record<BackendType, string> = {
 /**
  * Builds one setup's lab (and, with `ipv6`, its IPv6-only sibling) and starts its agents without
  * waiting for them; `labs` receives the lab as soon as it exists, so a failure or an interrupt
- * later still tears it down (the sibling with it).
+ * later still tears it down (the sibling with it). A sibling whose lab's teardown began while it
+ * was being built (Ctrl-C) is removed as soon as it exists: that teardown did not see it.
  */
 export async function buildLab(setup: BenchSetup, labs: BenchLab[], ipv6 = false): Promise<BenchLab> {
   const backend = { Type: setup.backend, ...(setup.offloads !== undefined && { Offloads: setup.offloads }) };
@@ -85,13 +89,17 @@ export async function buildLab(setup: BenchSetup, labs: BenchLab[], ipv6 = false
   labs.push(entry);
   entry.agents.startAll();
   if (ipv6) {
-    entry.ipv6 = await buildOne(setup, 6, {
+    const sibling = await buildOne(setup, 6, {
       EnableIPv4: false,
       EnableIPv6: true,
       IPv6Network: formatPrefix6(LAB_POD_NETWORK6),
       Backend: backend,
     });
-    entry.ipv6.agents.startAll();
+    if (entry.tornDown) await teardownLab(sibling);
+    else {
+      entry.ipv6 = sibling;
+      sibling.agents.startAll();
+    }
   }
   return entry;
 }
@@ -151,13 +159,14 @@ async function readyOne(l: BenchLab, timeoutMs: number): Promise<void> {
 /** The agents' pids, for /proc accounting (`ip netns exec` execs the agent, so this is its pid). */
 export function agentPids(l: BenchLab): number[] {
   return l.agents.agents.map((a) => {
-    const pid = a.process?.pid;
-    if (pid === undefined || a.process!.exitCode !== null)
+    const p = a.process;
+    // A crash (SIGSEGV) or a kill leaves exitCode null and signalCode set.
+    if (p?.pid === undefined || p.exitCode !== null || p.signalCode !== null)
       throw new WeftError(
         "BENCH_AGENT_GONE",
-        `${l.setup.name}: ${a.host.name}'s agent is not running (exit code ${a.process?.exitCode})`,
+        `${l.setup.name}: ${a.host.name}'s agent is not running (${p?.signalCode ? `killed by ${p.signalCode}` : `exit code ${p?.exitCode}`})`,
       );
-    return pid;
+    return p.pid;
   });
 }
 
@@ -172,6 +181,7 @@ export function checkAgents(lab: BenchLab): void {
 
 /** Stops the agents (graceful leave, devices removed) and removes every namespace of the lab (and of its IPv6 sibling). */
 export async function teardownLab(lab: BenchLab): Promise<void> {
+  lab.tornDown = true;
   await settleAll(
     lab.all().map(async (l) => {
       try {

@@ -79,12 +79,15 @@ export interface FailedRun {
   detail?: string;
 }
 
+/** How an iperf3 beside the flood ends when its path stalls: no result, or its own timeouts' error. */
+const STALLS = new Set(["LAB_IPERF_NO_RESULT", "LAB_IPERF_TIMED_OUT", "LAB_TRAFFIC_TOOL_FAILED"]);
+
 /**
  * Runs measured once more after a failure (`weft bench` and bench:e2e): only ping under load's
- * iperf3 ending without a result.
+ * iperf3 ending in a stall (without a result, or timed out by --snd-timeout or --connect-timeout).
  */
 export function retryable(kind: Workload["kind"], code: string): boolean {
-  return kind === "loaded-rtt" && (code === "LAB_IPERF_NO_RESULT" || code === "LAB_TRAFFIC_TOOL_FAILED");
+  return kind === "loaded-rtt" && STALLS.has(code);
 }
 
 /**

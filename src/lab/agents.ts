@@ -165,10 +165,12 @@ export class LabAgents {
   async waitReady(a: LabAgent, timeoutMs = 90_000): Promise<void> {
     const until = Date.now() + timeoutMs;
     for (;;) {
-      if (a.process && a.process.exitCode !== null) {
+      const p = a.process;
+      // A crash or a kill leaves exitCode null and signalCode set: gone all the same.
+      if (p && (p.exitCode !== null || p.signalCode !== null)) {
         throw new WeftError(
           "LAB_AGENT_EXITED",
-          `${a.host.name}'s agent exited with ${a.process.exitCode}; its last log lines:\n${await this.logTail(a)}`,
+          `${a.host.name}'s agent ${p.signalCode ? `was killed by ${p.signalCode}` : `exited with ${p.exitCode}`}; its last log lines:\n${await this.logTail(a)}`,
         );
       }
       if (

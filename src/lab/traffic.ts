@@ -153,7 +153,7 @@ export async function iperf(server: LabPod, client: LabPod, o: IperfOptions): Pr
     if (o.bytes !== undefined) args.push("-n", String(o.bytes));
     else args.push("-t", String(o.seconds ?? 5));
     // A control connection that cannot be set up, or TCP data unacknowledged for 10 s, become
-    // iperf3's own error (LAB_IPERF_FAILED, naming the phase) long before the kill below.
+    // iperf3's own error (LAB_IPERF_TIMED_OUT, naming the phase) long before the kill below.
     args.push(...IPERF_TIMEOUTS);
     if (o.udp) args.push("-u", "-b", o.bitrate ?? "0", "-l", String(o.length ?? 1400));
     else args.push(...IPERF_TCP_TIMEOUTS);
@@ -180,7 +180,15 @@ export async function iperf(server: LabPod, client: LabPod, o: IperfOptions): Pr
         },
       );
     }
-    if (j.error) throw new WeftError("LAB_IPERF_FAILED", `iperf3 ${client.name} -> ${server.name}: ${j.error}`);
+    if (j.error) {
+      // ETIMEDOUT is one of the timeouts above giving up on a stalled path (a retry may get
+      // through, bench/workloads.ts); any other error is the run's own.
+      const stalled = /timed out/i.test(j.error);
+      throw new WeftError(
+        stalled ? "LAB_IPERF_TIMED_OUT" : "LAB_IPERF_FAILED",
+        `iperf3 ${client.name} -> ${server.name}: ${j.error}${stalled ? ` (${[...IPERF_TIMEOUTS, ...(o.udp ? [] : IPERF_TCP_TIMEOUTS)].join(" ")}: the path stalled)` : ""}`,
+      );
+    }
     const end = j.end;
     if (o.udp) {
       const s = end.sum;

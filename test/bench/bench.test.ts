@@ -39,17 +39,21 @@ function descendants(root: number): number[] {
   return out;
 }
 
-/** Kills the iperf3 clients below `pid` once one runs (looked for every 100 ms, for up to 5 s). */
-function killIperfClients(pid: number, done: (pids: number[]) => void): void {
+/** Kills the processes below `pid` whose command line `matches` once one runs (looked for every 100 ms, for up to 5 s). */
+function killBelow(pid: number, matches: (cmdline: string) => boolean, done: (pids: number[]) => void): void {
   const since = Date.now();
   const look = setInterval(() => {
-    const found = descendants(pid).filter((p) => commandOf(p).startsWith("iperf3 -c"));
+    const found = descendants(pid).filter((p) => matches(commandOf(p)));
     if (found.length === 0 && Date.now() - since < 5000) return;
     clearInterval(look);
     done(found);
     for (const p of found) process.kill(p, "SIGKILL");
   }, 100);
 }
+
+/** Kills the iperf3 clients below `pid` once one runs. */
+const killIperfClients = (pid: number, done: (pids: number[]) => void) =>
+  killBelow(pid, (cmd) => cmd.startsWith("iperf3 -c"), done);
 
 const commandOf = (pid: number) => {
   try {
@@ -157,9 +161,10 @@ describe.runIf(canUseNetns())("weft bench", () => {
     expect(md).toContain("(chart.svg)");
     for (const row of ["ping under load p99", "flood tail: oldest delivered after stop", "idle cost, per agent"])
       expect(md).toContain(`| ${row} |`);
-    // The header keeps the load at both ends, and the load workloads are defined where they are read.
-    expect(md).toMatch(/1-minute load average at the start \d+\.\d\d, at the end \d+\.\d\d\./);
-    expect(report.machine.loadAverageAtEnd).toBeGreaterThanOrEqual(0);
+    // The header keeps the load at the start and after the traffic (not after the microbenchmarks),
+    // and the load workloads are defined where they are read.
+    expect(md).toMatch(/1-minute load average at the start \d+\.\d\d, after the last traffic round \d+\.\d\d\./);
+    expect(report.machine.loadAverageAfterTraffic).toBeGreaterThanOrEqual(0);
     for (const term of ["**Ping under load**", "**Flood tail**", "**Idle cost**"]) expect(md).toContain(term);
     const svg = readFileSync(join(out, "chart.svg"), "utf8");
     expect(svg.startsWith("<svg ")).toBe(true);
@@ -258,6 +263,34 @@ describe.runIf(canUseNetns())("weft bench", () => {
     expect(md).toContain("- round 1 · vxlan · TCP 1 stream: [LAB_");
     expect(md).toContain("**Measured again**");
   }, 300_000);
+
+  it("a step after the traffic rounds that fails (the microbenchmarks) still leaves a report of what was measured, and its exit code", async () => {
+    const out = join(work, "micro-failed");
+    let killed: number[] = [];
+    const r = await bench("micro-failed", ["--quick", "--backends", "vxlan", "--out", out], (text, pid) => {
+      if (killed.length > 0 || !text.includes("microbenchmarks")) return;
+      killed = [-1];
+      killBelow(
+        pid,
+        (cmd) => cmd.includes("bench/micro/run.js"),
+        (found) => (killed = found),
+      );
+    });
+    expect(killed, r.stderr).not.toContain(-1);
+    expect(killed.length, r.stderr).toBeGreaterThan(0);
+    expect(r.code, r.stderr).not.toBe(0);
+    expect(r.stderr).toContain("BENCH_MICRO_FAILED");
+    expect(leftovers(r)).toEqual([]);
+    const report = JSON.parse(readFileSync(join(out, "report.json"), "utf8")) as BenchReport;
+    expect(report.samples).toHaveLength(8);
+    expect(report.micro).toEqual([]);
+    expect(report.incomplete).toMatchObject({ step: "microbenchmarks", code: "BENCH_MICRO_FAILED" });
+    // Taken before the microbenchmarks ran.
+    expect(report.machine.loadAverageAfterTraffic).toBeGreaterThanOrEqual(0);
+    const md = readFileSync(join(out, "report.md"), "utf8");
+    expect(md).toContain("**Incomplete**: microbenchmarks failed: [BENCH_MICRO_FAILED] ");
+    expect(md).toContain("| TCP 1 stream throughput |");
+  }, 180_000);
 
   it("an interrupt during the measurements stops the agents and removes everything", async () => {
     let sent = false;

@@ -1,10 +1,12 @@
 // iperf() between two namespaces joined by a veth: normal TCP and UDP runs give results with the
 // client's timeouts on; a run whose path drops everything ends as iperf3's own error once the
-// control connection cannot be set up, and one killed at its limit says what both ends looked like.
+// control connection cannot be set up, and one killed at its limit says what both ends looked like;
+// a TCP stream that stalls beside ping under load's flood ends timed out, which is measured again.
 import { describe, expect, it } from "vitest";
 import { WeftError } from "../../src/errors.js";
 import type { LabPod } from "../../src/lab/cluster.js";
 import { pingUnderLoad } from "../../src/bench/load.js";
+import { retryable } from "../../src/bench/workloads.js";
 import { iperf } from "../../src/lab/traffic.js";
 import { parseIpv4 } from "../../src/net/ipv4.js";
 import { canUseNetns, Netns, vethPair } from "../support/netns.js";
@@ -48,12 +50,12 @@ describe.skipIf(!canUseNetns())("lab iperf3 runs", () => {
     });
   }, 30_000);
 
-  it("a control connection that cannot be set up is iperf3's own error, before the limit", async () => {
+  it("a control connection that cannot be set up is iperf3's own timeout, before the limit", async () => {
     await withPods(async (server, client) => {
       await dropIn(server, "tcp dport 5290");
       const e = await failure(iperf(server, client, { seconds: 1, port: 5290, limitMs: 20_000 }));
-      expect(e.code, e.message).toBe("LAB_IPERF_FAILED");
-      expect(e.message).toMatch(/connect/i);
+      expect(e.code, e.message).toBe("LAB_IPERF_TIMED_OUT");
+      expect(e.message).toMatch(/connect.*--connect-timeout 5000/i);
     });
   }, 30_000);
 
@@ -73,13 +75,29 @@ describe.skipIf(!canUseNetns())("lab iperf3 runs", () => {
     });
   }, 30_000);
 
+  it("a TCP stream that stalls beside the flood of ping under load times out, and is measured again", async () => {
+    await withPods(async (server, client) => {
+      // Long enough for --snd-timeout's 10 s to run out before the stream's end closes its socket.
+      const run = failure(pingUnderLoad(client, server, { seconds: 12, pingCount: 10, pingIntervalS: 0.1 }));
+      // Once the stream runs, its full-sized segments go nowhere; the control connections' small
+      // messages, the flood (UDP) and the pings still get through.
+      await new Promise((r) => setTimeout(r, 1500));
+      await dropIn(server, "meta l4proto tcp ip length > 1000");
+      const e = await run;
+      expect(e.code, e.message).toBe("LAB_IPERF_TIMED_OUT");
+      expect(e.message).toMatch(/^iperf3 client -> server: .*timed out.*--snd-timeout 10000: the path stalled\)$/);
+      expect(retryable("loaded-rtt", e.code)).toBe(true);
+      expect(retryable("tcp", e.code)).toBe(false);
+    });
+  }, 40_000);
+
   it("ping under load names every part that failed, not only the first", async () => {
     await withPods(async (server, client) => {
       // Neither iperf3 can set up its control connection; the pings still get through.
       await dropIn(server, "meta l4proto tcp");
       const e = await failure(pingUnderLoad(client, server, { seconds: 4, pingCount: 10, pingIntervalS: 0.1 }));
-      expect(e.code, e.message).toBe("LAB_IPERF_FAILED");
-      expect(e.message).toMatch(/^TCP: \[LAB_IPERF_FAILED\] iperf3 .*; UDP: \[LAB_IPERF_FAILED\] iperf3 /);
+      expect(e.code, e.message).toBe("LAB_IPERF_TIMED_OUT");
+      expect(e.message).toMatch(/^TCP: \[LAB_IPERF_TIMED_OUT\] iperf3 .*; UDP: \[LAB_IPERF_TIMED_OUT\] iperf3 /);
     });
   }, 30_000);
 });
