@@ -397,6 +397,25 @@ describe.skipIf(!canUseNetns())("vxlan backend (kernel)", () => {
     }
   });
 
+  it("reconcile removes a route into this node's own subnet on flannel.1 (a peer's that held it, kept over a crash); cni0's stays", async () => {
+    n1.backend = createBackend("vxlan", {}, n1.c.ctx);
+    try {
+      await n1.backend.start();
+      await n1.backend.setPeer(peer2());
+      // Written before flannel.1 and cni0 had their addresses in this subnet (appended: the
+      // kernel adds cni0's route so when the bridge gets its address after it).
+      await host1.ns.ip("addr del 198.19.1.0/32 dev flannel.1");
+      await host1.ns.ip("route append 198.19.1.0/24 via 198.19.1.0 dev flannel.1 onlink");
+      // Puts the address back, and host2's entries the kernel removed with the device's last address.
+      await n1.backend.reconcile();
+      expect((await podRoutes(host1)).filter((r) => r.dst === "198.19.1.0/24").map((r) => r.dev)).toEqual(["cni0"]);
+      expect((await ping(host1.pods[0], host1.pods[1].addr, { count: 2 })).received).toBe(2);
+      expect((await ping(host1.pods[0], host2.pods[0].addr, { count: 2 })).received).toBe(2);
+    } finally {
+      await n1.backend.stop(false);
+    }
+  });
+
   it("an underlay MTU lowered at runtime: a re-created device gets what fits, is not replaced at every reconcile, and takes its MTU back in place", async () => {
     const since = n1.c.log.lines.length;
     n1.backend = createBackend("vxlan", {}, n1.c.ctx);
