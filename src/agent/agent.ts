@@ -834,8 +834,24 @@ export class Agent {
     await this.serially(async () => {
       this.reconcileQueued = false;
       const running = this.lanes.filter((l) => l.backend);
-      await Promise.all(running.map((l) => l.sync.kick()));
-      for (const lane of running) await lane.backend?.reconcile();
+      // Each family apart: one whose peer sync or reconcile fails leaves the other's repaired.
+      const synced = await Promise.allSettled(running.map((l) => l.sync.kick()));
+      for (const [i, lane] of running.entries()) {
+        const sync = synced[i];
+        if (sync.status === "rejected")
+          this.log.error(
+            { err: sync.reason, family: lane.family },
+            `the IPv${lane.family} peer sync failed; trying again at the next interval`,
+          );
+        await lane.backend
+          ?.reconcile()
+          .catch((err) =>
+            this.log.error(
+              { err, family: lane.family },
+              `the IPv${lane.family} reconcile failed; trying again at the next interval`,
+            ),
+          );
+      }
     }).catch((err) => {
       this.reconcileQueued = false;
       this.log.error({ err }, "reconcile failed; trying again at the next interval");

@@ -257,8 +257,10 @@ export abstract class KernelBackend implements Backend {
   private async readOwned(): Promise<EntrySets> {
     const { routes, neighs, fdbs } = await readEntries(this.ctx.kernel, this.ctx.network, this.entryDevice);
     return {
-      // Never this node's own subnet, whatever holds it.
-      routes: routes.filter((r) => !overlaps(r.dst, this.ctx.subnet) && this.ownsRoute(r)),
+      // Into this node's own subnet only those via a gateway (no peer may want one: a route of a
+      // peer that held it, kept over a crash, would take the pods' traffic from cni0's); those
+      // without are the kernel's for the device's own address (flannel-v6's /128).
+      routes: routes.filter((r) => this.ownsRoute(r) && (r.gateway !== undefined || !overlaps(r.dst, this.ctx.subnet))),
       neighs: neighs.filter((n) => n.permanent),
       fdbs: fdbs.filter((f) => f.permanent),
     };

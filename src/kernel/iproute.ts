@@ -4,7 +4,7 @@
 // read in one place and replayed by hand. A Kernel can target a named network namespace (`-n`),
 // which the lab (demo, tests, benchmarks) uses; the agent itself runs inside its host's namespace.
 import { execFile } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { WeftError } from "../errors.js";
 
@@ -181,6 +181,14 @@ export class Kernel {
     const args = ["-q", "-w", `${key}=${value}`];
     const r = await run("ip", ["netns", "exec", this.opts.netns, "sysctl", ...args]);
     if (r.code !== 0) throw commandError("sysctl", args.join(" "), r);
+  }
+
+  /**
+   * Whether the kernel has IPv6 (not booted with ipv6.disable=1, which takes away net/ipv6 and
+   * every sysctl under it). Kernel-wide, so this process's /proc/sys says it for every namespace.
+   */
+  hasIpv6(): boolean {
+    return existsSync("/proc/sys/net/ipv6");
   }
 
   /**

@@ -38,16 +38,28 @@ interface RawLink {
       link?: string;
       port?: number;
       learning?: boolean;
-      gbp?: boolean;
+      /** A presence flag: `true` up to iproute2 6.3, `null` from 6.4 on (a183eba7); absent when off. */
+      gbp?: boolean | null;
     };
   };
 }
 
 /** The device named `name`, or undefined when there is none. */
 export async function readLink(kernel: Kernel, name: string): Promise<LinkState | undefined> {
+  return (await readLinks(kernel, [name]))[0];
+}
+
+/** The devices named, in that order (undefined where there is none), from one listing. */
+export async function readLinks(kernel: Kernel, names: string[]): Promise<Array<LinkState | undefined>> {
   // Listing all links rather than `show dev NAME` keeps "no such device" from being an error.
-  const raw = (await kernel.ipJson<RawLink[]>(["-details", "link", "show"])).find((l) => l.ifname === name);
-  if (!raw) return undefined;
+  const all = await kernel.ipJson<RawLink[]>(["-details", "link", "show"]);
+  return names.map((name) => {
+    const raw = all.find((l) => l.ifname === name);
+    return raw && linkState(raw);
+  });
+}
+
+function linkState(raw: RawLink): LinkState {
   const info = raw.linkinfo?.info_data;
   return {
     name: raw.ifname,
@@ -68,7 +80,7 @@ export async function readLink(kernel: Kernel, name: string): Promise<LinkState 
             link: info.link,
             port: info.port ?? 0,
             learning: info.learning ?? true,
-            gbp: info.gbp ?? false,
+            gbp: "gbp" in info && info.gbp !== false,
           }
         : undefined,
   };

@@ -6,12 +6,17 @@ import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { PeerSync } from "../../src/agent/peer-sync.js";
 import type { BackendPeer } from "../../src/backends/backend.js";
+import { createBackend } from "../../src/backends/index.js";
 import { PeerTable } from "../../src/dataplane/peers.js";
+import { WeftError } from "../../src/errors.js";
+import { withNetns } from "../../src/io/netns.js";
+import { Kernel } from "../../src/kernel/iproute.js";
 import { LabCluster } from "../../src/lab/cluster.js";
 import { ping } from "../../src/lab/traffic.js";
 import { canUseNetns } from "../support/netns.js";
 import {
   fdb,
+  hostCtx,
   linkNames,
   neighbours,
   peerFrom,
@@ -204,4 +209,59 @@ describe.skipIf(!canUseNetns())("mixed cluster: kernel vxlan and wasm-vxlan", ()
     expect(c.rxPackets).toBeGreaterThanOrEqual(6n);
     expect(c.txPackets).toBeGreaterThanOrEqual(6n);
   });
+});
+
+/**
+ * A lab host's Kernel as on a kernel booted with ipv6.disable=1, which this machine is not: no
+ * /proc/sys/net/ipv6, so every net/ipv6 sysctl is missing.
+ */
+class NoIpv6Kernel extends Kernel {
+  override hasIpv6(): boolean {
+    return false;
+  }
+
+  override async sysctl(key: string, value: string | number): Promise<void> {
+    NoIpv6Kernel.check([key]);
+    return super.sysctl(key, value);
+  }
+
+  override async readSysctls(keys: string[]): Promise<string[]> {
+    NoIpv6Kernel.check(keys);
+    return super.readSysctls(keys);
+  }
+
+  private static check(keys: string[]): void {
+    const missing = keys.find((k) => /^net[./]ipv6[./]/.test(k));
+    if (missing)
+      throw new WeftError("KERNEL_COMMAND_FAILED", `cannot set sysctl ${missing}: ENOENT: no such file or directory`);
+  }
+}
+
+describe.skipIf(!canUseNetns())("userspace backends on a kernel without IPv6 (ipv6.disable=1)", () => {
+  let lab: LabCluster;
+  beforeAll(async () => {
+    lab = await LabCluster.create({ tag: "bn6", hosts: 1 });
+  });
+  afterAll(() => lab?.destroy());
+
+  it.each(["wasm-vxlan", "udp"] as const)(
+    "%s starts and reconciles: its IPv4 device has no IPv6 to switch off",
+    async (type) => {
+      const host = lab.hosts[0];
+      const c = hostCtx(host, subnetOf(1));
+      const ctx = { ...c.ctx, kernel: new NoIpv6Kernel(host.ns.kernel.opts) };
+      const backend = withNetns(host.ns.name, () => createBackend(type, { workers: 1 }, ctx));
+      try {
+        await backend.start();
+        await backend.reconcile();
+        await backend.reconcile();
+        expect(backend.counters()).toMatchObject({ kernelErrors: 0, driftRepairs: 0 });
+        expect(c.log.errors()).toEqual([]);
+        expect(c.log.lines.filter((l) => /runs without IPv6/.test(l.msg))).toHaveLength(1);
+      } finally {
+        await backend.stop(false);
+        c.cleanup();
+      }
+    },
+  );
 });

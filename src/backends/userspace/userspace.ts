@@ -95,6 +95,11 @@ export class UserspaceBackend implements Backend {
   private state: "new" | "running" | "stopped" = "new";
   /** /proc/sys was read-only at start: the device runs without its sysctls, and reconcile leaves them. */
   private sysctlsReadOnly = false;
+  /**
+   * The kernel has no IPv6 (ipv6.disable=1): the IPv4 device's one sysctl, IPv6 off, holds as it
+   * is, and there is no file to write it to.
+   */
+  private noIpv6 = false;
 
   /** Opens the TUN device and sockets in the calling thread's namespace (synchronous on purpose). */
   constructor(
@@ -175,7 +180,10 @@ export class UserspaceBackend implements Backend {
       // A family that is off stays off on the device, and the kernel sends neither device anything
       // of its own (the dataplane could only drop it). The IPv4 device has IPv6 off: no link-local
       // address, no router solicitations. The IPv6 device gets its sysctls while still down.
-      const sysctls = this.sysctls();
+      this.noIpv6 = this.family === 4 && !this.ctx.kernel.hasIpv6();
+      if (this.noIpv6)
+        this.logger.info(`the kernel runs without IPv6 (ipv6.disable=1): ${this.tunName} has none to switch off`);
+      const sysctls = this.noIpv6 ? [] : this.sysctls();
       await this.setSysctls(sysctls);
       this.stats.kernelCommands += sysctls.length + 3; // and the TUN device's MTU, address and link state
       await this.dataplane.start(this.ctx.kernel);
@@ -321,7 +329,7 @@ export class UserspaceBackend implements Backend {
    * all.disable_ipv6 sets every device's disable_ipv6.
    */
   private async repairSysctls(): Promise<void> {
-    if (this.sysctlsReadOnly) return;
+    if (this.sysctlsReadOnly || this.noIpv6) return;
     const kernel = this.ctx.kernel;
     const wanted = this.sysctls();
     let values: string[];

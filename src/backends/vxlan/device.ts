@@ -50,7 +50,10 @@ export async function createVxlanDevice(kernel: Kernel, o: VxlanDeviceSpec): Pro
   ]);
 }
 
-/** How an existing device differs from the spec, or undefined when it can be kept. */
+/**
+ * How an existing device differs from the spec, or undefined when it can be kept. The MTU is no
+ * reason to replace it: it is set in place (a replaced device got the same clamped MTU again).
+ */
 export function vxlanDeviceMismatch(link: LinkState, o: VxlanDeviceSpec): string | undefined {
   const v = link.vxlan;
   if (!v) return `it is a ${link.kind ?? "plain"} device, not vxlan`;
@@ -62,7 +65,6 @@ export function vxlanDeviceMismatch(link: LinkState, o: VxlanDeviceSpec): string
     ["learning", v.learning, o.learning ?? false],
     ["GBP", v.gbp, o.gbp ?? false],
     ["MAC", link.mac, formatMac(o.vtepMac)],
-    ["MTU", link.mtu, o.mtu],
   ];
   const diffs = want
     .filter(([, have, wanted]) => have !== wanted)

@@ -5,7 +5,7 @@
 // they do not; a device someone deleted is re-created by the next reconcile. An instance serves one
 // address family (BackendContext): IPv6 gets flannel-v6.<VNI>, its own VTEP MAC, and 70 bytes of
 // encapsulation over an IPv6 underlay.
-import { readAddresses, readLink } from "../../kernel/links.js";
+import { readAddresses, readLink, readLinks, type LinkState } from "../../kernel/links.js";
 import type { PeerEntries } from "../../kernel/converge.js";
 import type { RouteEntry } from "../../kernel/entries.js";
 import { formatMac, parseMac } from "../../net/ipv4.js";
@@ -48,6 +48,8 @@ export class VxlanBackend extends KernelBackend {
    * so flannel-v6.<VNI> ends up at minus 70 (seen on 6.18: mtu 1450 over a 1500 link gives 1430).
    */
   private readonly deviceMtu: number;
+  /** The underlay interface's MTU is below what deviceMtu was made for (warned once until it is not). */
+  private underlayMtuLowered = false;
   protected readonly entryDevice: string;
   private readonly vni: number;
   private readonly port: number;
@@ -102,11 +104,11 @@ export class VxlanBackend extends KernelBackend {
 
   protected async ensureDevices(): Promise<void> {
     const { kernel } = this.ctx;
-    const spec = this.spec();
-    const link = await readLink(kernel, this.entryDevice);
+    const [link, lower] = await readLinks(kernel, [this.entryDevice, this.ctx.underlay.iface]);
+    const spec = this.spec(this.fittingMtu(lower));
     const mismatch = link && vxlanDeviceMismatch(link, spec);
     if (link && !mismatch) {
-      await this.ensureAddress(link.up);
+      await this.fixDevice(link, spec.mtu);
       return;
     }
     if (link) {
@@ -155,7 +157,7 @@ export class VxlanBackend extends KernelBackend {
     return r.dev === this.entryDevice || (r.gateway !== undefined && r.dev === this.ctx.underlay.iface);
   }
 
-  private spec(): VxlanDeviceSpec {
+  private spec(mtu: number): VxlanDeviceSpec {
     const { underlay, subnet } = this.ctx;
     return {
       vni: this.vni,
@@ -164,14 +166,34 @@ export class VxlanBackend extends KernelBackend {
       port: this.port,
       subnet,
       vtepMac: this.vtepMac!,
-      mtu: this.deviceMtu,
+      mtu,
       gbp: this.options.gbp,
       learning: this.options.learning,
     };
   }
 
-  /** A kept device may carry an older lease's address: exactly <subnet network>/32 (/128) of the pod network, and up. */
-  private async ensureAddress(up: boolean): Promise<void> {
+  /**
+   * deviceMtu, or less when the underlay interface's MTU was lowered since start: the kernel
+   * clamps a new device to what the interface carries and refuses more to a kept one, so asking
+   * for deviceMtu then would find the device drifted again at every reconcile.
+   */
+  private fittingMtu(lower: LinkState | undefined): number {
+    const headroom = this.family === 4 ? VXLAN_IPV4_UNDERLAY_BYTES : VXLAN_IPV6_UNDERLAY_BYTES;
+    const fits = lower ? Math.min(this.deviceMtu, lower.mtu - headroom) : this.deviceMtu;
+    if (fits < this.deviceMtu && !this.underlayMtuLowered)
+      this.logger.warn(
+        { code: "BACKEND_UNDERLAY_MTU_LOWERED", underlayMtu: lower!.mtu, deviceMtu: fits, podMtu: this.mtu },
+        `${lower!.name}'s MTU is now ${lower!.mtu}, so ${this.entryDevice} carries at most ${fits}: the pods' MTU ${this.mtu} is too large for it. Restart the agent (it writes FLANNEL_MTU anew), then the pods`,
+      );
+    this.underlayMtuLowered = fits < this.deviceMtu;
+    return fits;
+  }
+
+  /**
+   * A kept device may carry an older lease's address: exactly <subnet network>/32 (/128) of the
+   * pod network, up, and at the MTU that fits.
+   */
+  private async fixDevice(link: LinkState, mtu: number): Promise<void> {
     const { kernel, network, subnet } = this.ctx;
     const dev = this.entryDevice;
     const hostLen = this.family === 4 ? 32 : 128;
@@ -181,9 +203,10 @@ export class VxlanBackend extends KernelBackend {
       .map((a) => `addr del ${formatIpv4(a.addr)}/${a.len} dev ${dev}`);
     if (!addrs.some((a) => a.addr === subnet.addr && a.len === hostLen))
       lines.push(`addr add ${formatIpv4(subnet.addr)}/${hostLen}${this.family === 6 ? " nodad" : ""} dev ${dev}`);
-    if (!up) lines.push(`link set ${dev} up`);
+    if (link.mtu !== mtu) lines.push(`link set ${dev} mtu ${mtu}`);
+    if (!link.up) lines.push(`link set ${dev} up`);
     if (lines.length === 0) return;
-    this.logger.info({ device: dev, commands: lines }, `fixing ${dev}'s address`);
+    this.logger.info({ device: dev, commands: lines }, `fixing ${dev}`);
     await kernel.ipBatch(lines);
   }
 }
