@@ -3,10 +3,19 @@
 // fast-check's counterexample); `new SimCluster({ seed })` with the same steps replays it.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import type { Addr } from "../../src/control/runtime.js";
 import type { EventDelegate, NodeView } from "../../src/control/gossip/delegate.js";
 import { generateKey, Keyring } from "../../src/control/gossip/keyring.js";
 import { profiles } from "../../src/control/gossip/config.js";
-import { EnvelopeDecoder, type MessageKind, protocolOf } from "../../src/control/gossip/messages.js";
+import {
+  buildEnvelope,
+  EnvelopeDecoder,
+  encodeMessage,
+  envelopeHeader,
+  type Message,
+  type MessageKind,
+  protocolOf,
+} from "../../src/control/gossip/messages.js";
 import type { GossipCounters } from "../../src/control/gossip/observability.js";
 import { CLUSTER_KEY, SimCluster, type NodeOptions, type SimNode } from "./sim/cluster.js";
 import type { LinkConditions } from "./sim/network.js";
@@ -643,9 +652,15 @@ describe("membership in the simulator", () => {
 
   it("a replayed ping with a forged source gets a bare ack, no larger than the ping (no reflection)", async () => {
     const cluster = await formCluster(11, 4);
+    const keyring = new Keyring(CLUSTER_KEY);
+    const decoder = new EnvelopeDecoder({ maxMetaBytes: 512, maxFrameBytes: 1 << 20 });
     const pings: Uint8Array[] = [];
     cluster.net.tap = (kind, from, to, frame) => {
-      if (kind === "packet" && from.host === cluster.node("n1").addr.host && to.host === cluster.node("n0").addr.host)
+      if (kind !== "packet" || from.host !== cluster.node("n1").addr.host || to.host !== cluster.node("n0").addr.host)
+        return;
+      // Pings only: an ack's sequence number may take fewer bytes (each node counts from its own random start).
+      const opened = keyring.open(frame, "packet");
+      if (opened.ok && decoder.decode(opened.plaintext)?.messages.some((m) => m.message.kind === "ping"))
         pings.push(frame);
     };
     await cluster.runFor(20_000);
@@ -702,6 +717,115 @@ describe("membership in the simulator", () => {
         sample.map((p) => p.from),
         cluster.describe(),
       ).toContain(host);
+  });
+
+  it("a replayed indirect ping with a forged source gets a bare ack or nack (no reflection)", async () => {
+    const cluster = await formCluster(12, 5);
+    const keyring = new Keyring(CLUSTER_KEY);
+    const decoder = new EnvelopeDecoder({ maxMetaBytes: 512, maxFrameBytes: 1 << 20 });
+    const kinds = (frame: Uint8Array): MessageKind[] => {
+      const opened = keyring.open(frame, "packet");
+      return opened.ok ? (decoder.decode(opened.plaintext)?.messages.map((m) => m.message.kind) ?? []) : [];
+    };
+    const requests: { to: Addr; frame: Uint8Array }[] = [];
+    cluster.net.tap = (kind, _from, to, frame) => {
+      if (kind === "packet" && kinds(frame).includes("indirectPing")) requests.push({ to, frame });
+    };
+    cluster.crash("n4"); // its probers ask helpers to ping it
+    await cluster.runFor(10_000);
+    expect(requests.length, cluster.describe()).toBeGreaterThan(0);
+    cluster.restart("n4"); // it answers the helpers' pings again: they relay acks at once
+    const victim = { host: "198.18.200.1", port: 7946 };
+    const reflected: MessageKind[][] = [];
+    cluster.net.tap = (kind, _from, to, frame) => {
+      if (kind === "packet" && to.host === victim.host) reflected.push(kinds(frame));
+    };
+    for (const [i, { to, frame }] of requests.slice(-10).entries()) {
+      // News of a death queued at the helper, which rides every packet (urgent) until sent enough.
+      const gone = { node: `gone${i}`, incarnation: 1 };
+      const news: Message[] = [
+        { kind: "alive", ...gone, host: "198.18.0.200", port: 7946, meta: new Uint8Array(0) },
+        { kind: "dead", ...gone, from: "n1" },
+      ];
+      cluster.net.inject(
+        cluster.node("n1").addr,
+        to,
+        keyring.seal(buildEnvelope(envelopeHeader("n1"), news.map(encodeMessage)), "packet"),
+      );
+      await cluster.runFor(1);
+      cluster.net.inject(victim, to, frame);
+      await cluster.runFor(1000);
+    }
+    // The helpers relayed n4's acks... with nothing else in the packet.
+    expect(reflected.length, cluster.describe()).toBeGreaterThan(0);
+    for (const r of reflected) expect(r.join()).toBe("ack");
+  });
+
+  it("acks captured from a node's previous run, replayed at its next, do not hide a crashed member from its probes", async () => {
+    const cluster = await formCluster(13, 4);
+    const n0 = cluster.node("n0");
+    const keyring = new Keyring(CLUSTER_KEY);
+    const decoder = new EnvelopeDecoder({ maxMetaBytes: 512, maxFrameBytes: 1 << 20 });
+    const acks: { from: Addr; frame: Uint8Array }[] = [];
+    cluster.net.tap = (kind, from, to, frame) => {
+      const opened = kind === "packet" && to.host === n0.addr.host ? keyring.open(frame, "packet") : undefined;
+      if (opened?.ok && decoder.decode(opened.plaintext)?.messages.some((m) => m.message.kind === "ack"))
+        acks.push({ from, frame });
+    };
+    await cluster.runFor(60_000);
+    cluster.net.tap = undefined;
+    expect(acks.length, cluster.describe()).toBeGreaterThan(20);
+    cluster.crash("n0");
+    cluster.restart("n0");
+    expect(await cluster.join(["n0"], ["n1"]), cluster.describe()).toEqual([1]);
+    cluster.crash("n3");
+    // The whole capture, again and again, while n0's new run probes.
+    for (let t = 0; t < 10_000; t += 100) {
+      for (const a of acks) cluster.net.inject(a.from, n0.addr, a.frame);
+      await cluster.runFor(100);
+    }
+    expect(n0.ml().counters().protocol.probeFailures, cluster.describe()).toBeGreaterThan(0);
+    expect(["suspect", "dead"], cluster.describe()).toContain(cluster.view("n0", "n3")?.state);
+  });
+
+  it("an ack with the probe's sequence number counts only from the probed member or a helper asked", async () => {
+    const cluster = await formCluster(15, 4);
+    const [n0, n3] = [cluster.node("n0"), cluster.node("n3")];
+    const keyring = new Keyring(CLUSTER_KEY);
+    const decoder = new EnvelopeDecoder({ maxMetaBytes: 512, maxFrameBytes: 1 << 20 });
+    cluster.crash("n3");
+    // Each ping n0 sends the crashed n3 gets an ack with its number, from n3's address, sent by a
+    // name that is neither n3 nor any helper.
+    cluster.net.tap = (kind, _from, to, frame) => {
+      const opened = kind === "packet" && to.host === n3.addr.host ? keyring.open(frame, "packet") : undefined;
+      for (const { message: m } of (opened?.ok && decoder.decode(opened.plaintext)?.messages) || []) {
+        if (m.kind !== "ping") continue;
+        const ack = encodeMessage({ kind: "ack", seq: m.seq });
+        cluster.net.inject(n3.addr, n0.addr, keyring.seal(buildEnvelope(envelopeHeader("mallory"), [ack]), "packet"));
+      }
+    };
+    const failures = n0.ml().counters().protocol.probeFailures;
+    await cluster.runFor(10_000);
+    expect(n0.ml().counters().protocol.probeFailures, cluster.describe()).toBeGreaterThan(failures);
+  });
+
+  it("a record with port 0 is refused whole and makes no member (sending to it used to throw from a timer)", async () => {
+    const cluster = await formCluster(14, 3);
+    const n0 = cluster.node("n0");
+    const evil: Message = {
+      kind: "alive",
+      node: "evil",
+      incarnation: 1,
+      host: "198.18.0.99",
+      port: 0,
+      meta: new Uint8Array(0),
+    };
+    const frame = new Keyring(CLUSTER_KEY).seal(buildEnvelope(envelopeHeader("evil"), [encodeMessage(evil)]), "packet");
+    const garbage = n0.ml().counters().dropped.garbage;
+    cluster.net.inject({ host: "198.18.0.99", port: 7946 }, n0.addr, frame);
+    await cluster.runFor(5000);
+    expect(n0.ml().counters().dropped.garbage).toBe(garbage + 1);
+    expect(cluster.view("n0", "evil")).toBeUndefined();
   });
 
   it("garbage, bit-flipped and oversized frames are dropped, counted, and change nothing", async () => {

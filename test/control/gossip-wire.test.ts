@@ -3,6 +3,7 @@
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Worker } from "node:worker_threads";
 import { encode } from "@msgpack/msgpack";
 import fc from "fast-check";
 import { describe, expect, it, onTestFinished } from "vitest";
@@ -153,17 +154,13 @@ describe("Keyring", () => {
 const limits = { maxMetaBytes: 512, maxFrameBytes: 1 << 20 };
 const name = fc.string({ minLength: 1, maxLength: 40 });
 const uint = fc.integer({ min: 0, max: 2 ** 40 });
-const port = fc.integer({ min: 0, max: 65535 });
+const port = fc.integer({ min: 1, max: 65535 });
 const bytes = (max: number) => fc.uint8Array({ maxLength: max });
 const state = fc.constantFrom("alive", "suspect", "dead", "left" as const);
-/** Hosts as they come: dotted quads (compact in version 2), ones that only look like them (leading
- *  zeros, octets over 255: sent as text), and any other text. */
+/** Hosts as records carry them: IP literals, dotted quads (compact in version 2) or IPv6 (text). */
 const host = fc.oneof(
   fc.tuple(fc.nat(255), fc.nat(255), fc.nat(255), fc.nat(255)).map((o) => o.join(".")),
-  fc
-    .tuple(fc.nat(999), fc.nat(999), fc.nat(999), fc.nat(999))
-    .map((o) => o.map((x) => String(x).padStart(2, "0")).join(".")),
-  name,
+  fc.ipV6(),
 );
 const vsn = fc.nat(255);
 const compactRecord = fc.record({ name, host, port, incarnation: uint, state, meta: bytes(64), stateAgeMs: uint, vsn });
@@ -173,21 +170,20 @@ const message: fc.Arbitrary<Message> = fc.oneof(
     kind: fc.constant("indirectPing" as const),
     seq: uint,
     target: name,
-    host: name,
+    host,
     port,
     wantNack: fc.boolean(),
   }),
   fc.record({ kind: fc.constantFrom("ack" as const, "nack" as const), seq: uint }),
-  fc.record({ kind: fc.constant("alive" as const), node: name, incarnation: uint, host: name, port, meta: bytes(512) }),
+  fc.record({ kind: fc.constant("alive" as const), node: name, incarnation: uint, host, port, meta: bytes(512) }),
   fc.record({ kind: fc.constantFrom("suspect" as const, "dead" as const), node: name, incarnation: uint, from: name }),
   fc.record({ kind: fc.constant("user" as const), payload: bytes(2000) }),
   fc.record({
     kind: fc.constant("pushPull" as const),
     join: fc.boolean(),
-    nodes: fc.array(
-      fc.record({ name, host: name, port, incarnation: uint, state, meta: bytes(64), stateAgeMs: uint }),
-      { maxLength: 5 },
-    ),
+    nodes: fc.array(fc.record({ name, host, port, incarnation: uint, state, meta: bytes(64), stateAgeMs: uint }), {
+      maxLength: 5,
+    }),
     userState: bytes(100),
   }),
   fc.record({
@@ -198,10 +194,9 @@ const message: fc.Arbitrary<Message> = fc.oneof(
   }),
   fc.record({
     kind: fc.constant("pullReply" as const),
-    nodes: fc.array(
-      fc.record({ name, host: name, port, incarnation: uint, state, meta: bytes(64), stateAgeMs: uint }),
-      { maxLength: 5 },
-    ),
+    nodes: fc.array(fc.record({ name, host, port, incarnation: uint, state, meta: bytes(64), stateAgeMs: uint }), {
+      maxLength: 5,
+    }),
   }),
   fc.record({ kind: fc.constant("alive2" as const), node: name, incarnation: uint, host, port, meta: bytes(512), vsn }),
   fc.record({ kind: fc.constant("pullReply2" as const), nodes: fc.array(compactRecord, { maxLength: 5 }) }),
@@ -242,13 +237,20 @@ describe("envelope codec", () => {
 
   it("refuses well-formed msgpack with a wrong field", () => {
     const header = envelopeHeader("a");
-    const ok = encodeMessage({ kind: "alive", node: "b", incarnation: 1, host: "h", port: 1, meta: new Uint8Array(0) });
+    const ok = encodeMessage({
+      kind: "alive",
+      node: "b",
+      incarnation: 1,
+      host: "198.18.0.2",
+      port: 1,
+      meta: new Uint8Array(0),
+    });
     expect(decoder.decode(buildEnvelope(header, [ok]))).toBeDefined();
     const tooBigMeta = encodeMessage({
       kind: "alive",
       node: "b",
       incarnation: 1,
-      host: "h",
+      host: "198.18.0.2",
       port: 1,
       meta: new Uint8Array(513),
     });
@@ -256,10 +258,15 @@ describe("envelope codec", () => {
       kind: "alive",
       node: "b",
       incarnation: 1,
-      host: "h",
+      host: "198.18.0.2",
       port: 70_000,
       meta: new Uint8Array(0),
     });
+    const alive = { kind: "alive", node: "b", incarnation: 1, meta: new Uint8Array(0) } as const;
+    // Port 0 is no member's address (sending there throws), nor is a name (a DNS lookup per packet).
+    const portZero = encodeMessage({ ...alive, host: "198.18.0.2", port: 0 });
+    const compactPortZero = encodeMessage({ ...alive, kind: "alive2", host: "198.18.0.2", port: 0, vsn: 2 });
+    const named = encodeMessage({ ...alive, host: "h", port: 1 });
     const negative = encodeMessage({ kind: "ack", seq: -1 });
     const bigDigest = encodeMessage({
       kind: "pull",
@@ -269,12 +276,55 @@ describe("envelope codec", () => {
     });
     const bigSalt = encodeMessage({ kind: "pull", salt: 2 ** 32, windowMs: 1, digest: new Uint8Array(8) });
     const emptyName = encodeMessage({ kind: "suspect", node: "", incarnation: 1, from: "a" });
-    for (const bad of [tooBigMeta, badPort, negative, emptyName, bigDigest, bigSalt]) {
+    for (const bad of [
+      tooBigMeta,
+      badPort,
+      portZero,
+      compactPortZero,
+      named,
+      negative,
+      emptyName,
+      bigDigest,
+      bigSalt,
+    ]) {
       // One bad message spoils the whole frame: nothing in it is acted on.
       expect(decoder.decode(buildEnvelope(header, [ok, bad]))).toBeUndefined();
     }
     expect(decoder.decode(envelopeHeader("a").subarray(0, 3))).toBeUndefined();
     expect(decoder.decode(new Uint8Array(0))).toBeUndefined();
+  });
+
+  it("refuses array headers claiming more than the bytes left, and nesting no message has, before allocating", async () => {
+    // One packet's worth of 250 nested array32 headers, each claiming 4 Mi elements: the msgpack
+    // decoder allocates each array's slots at its header (32 MB each), and the agent died of it.
+    const bomb = new Uint8Array(250 * 5);
+    for (let i = 0; i < 250; i++) bomb.set([0xdd, 0x00, 0x40, 0x00, 0x00], i * 5);
+    // And a stream's worth of one-element arrays nested a million deep: honest counts, but the
+    // decoder builds some 150 bytes a level; only a depth bound (no message nests deeper than 4: a
+    // push-pull's records' addresses) stops that one.
+    const deep = new Uint8Array(1 << 20).fill(0x91);
+    deep[deep.length - 1] = 0;
+    const inBin = (b: Uint8Array) => buildEnvelope(envelopeHeader("a"), [b]);
+    // In a bin, as messages come, and bare after the envelope's header.
+    const frames = [inBin(bomb), Buffer.concat([envelopeHeader("a"), bomb]), inBin(deep)];
+    // Decoded in a thread whose heap is bounded, so that without the check it is the thread that dies.
+    const thread = new Worker(
+      `const { parentPort, workerData } = require("node:worker_threads");
+       import(workerData.module).then(({ EnvelopeDecoder }) => {
+         const d = new EnvelopeDecoder({ maxMetaBytes: 512, maxFrameBytes: 4 * 1024 * 1024 });
+         parentPort.postMessage(workerData.frames.map((f) => d.decode(f) === undefined));
+       });`,
+      {
+        eval: true,
+        workerData: { module: new URL("../../dist/src/control/gossip/messages.js", import.meta.url).href, frames },
+        resourceLimits: { maxOldGenerationSizeMb: 64 },
+      },
+    );
+    const refused = await new Promise((resolve, reject) => {
+      thread.once("message", resolve);
+      thread.once("error", reject);
+    });
+    expect(refused).toEqual([true, true, true]);
   });
 });
 

@@ -1,10 +1,12 @@
-// The gossip TCP listener's limits on real sockets (127.0.0.1): this node's own outbound exchanges
-// never take the slots inbound ones need, and refused connections are counted in /metrics.
+// The gossip transport's limits on real sockets (127.0.0.1): this node's own outbound exchanges
+// never take the slots inbound ones need, refused connections are counted in /metrics, and a
+// datagram the socket refuses is counted, never thrown.
 import { createServer, connect, type Socket } from "node:net";
 import { describe, expect, it } from "vitest";
 import { agentMetrics } from "../../src/agent/metrics.js";
 import { UdpTcpTransport } from "../../src/control/transport/udp-tcp.js";
 import { loopbackPlane } from "../support/loopback-plane.js";
+import { canUseNetns, Netns } from "../support/netns.js";
 
 describe("gossip stream limits", () => {
   it("outbound exchanges to peers that never answer leave every inbound slot free", async () => {
@@ -64,4 +66,50 @@ describe("gossip stream limits", () => {
       await close();
     }
   });
+
+  it("a datagram the socket refuses at once (port 0) is counted, not thrown into the gossip timer that sent it", async () => {
+    const t = await UdpTcpTransport.open({ host: "127.0.0.1", port: 0 });
+    try {
+      expect(() => t.sendPacket({ host: "127.0.0.1", port: 0 }, new Uint8Array([1]))).not.toThrow();
+      expect(t.stats.packetSendErrors).toBe(1);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it.skipIf(!canUseNetns())(
+    "an IPv6 host's addresses share one per-source share of the stream slots: its /64",
+    async () => {
+      const ns = await Netns.create("slots6");
+      try {
+        // Two addresses of one /64, and one of another (the pod range), on the namespace's loopback.
+        for (const a of ["2001:2::1", "2001:2::2", "2001:2::3", "2001:2:0:8000::1"])
+          await ns.ip(`addr add ${a}/64 dev lo nodad`);
+        // In the namespace: a listener allowing 2 connections a source, then connections one after
+        // the other from ::2, ::3, ::2, ::3 and the other /64, each announcing a frame it never sends.
+        const script = `(async () => {
+        const { connect } = require("node:net");
+        const { UdpTcpTransport } = await import(${JSON.stringify(new URL("../../dist/src/control/transport/udp-tcp.js", import.meta.url).href)});
+        const t = await UdpTcpTransport.open({ host: "2001:2::1", port: 0, maxConnectionsPerSource: 2 });
+        const closed = [];
+        for (const [i, localAddress] of ["2001:2::2", "2001:2::3", "2001:2::2", "2001:2::3", "2001:2:0:8000::1"].entries()) {
+          const s = connect({ host: "2001:2::1", port: t.local.port, localAddress });
+          s.on("error", () => {});
+          s.once("close", () => (closed[i] = true));
+          closed[i] = false;
+          await new Promise((r) => s.once("connect", r));
+          s.write(Buffer.from([0, 0, 1, 0]));
+        }
+        for (let i = 0; i < 50 && t.stats.rejectedConnections < 2; i++) await new Promise((r) => setTimeout(r, 100));
+        await new Promise((r) => setTimeout(r, 200));
+        console.log(JSON.stringify({ rejected: t.stats.rejectedConnections, closed }));
+        process.exit(0);
+      })();`;
+        const out = JSON.parse(await ns.exec([process.execPath, "-e", script]));
+        expect(out).toEqual({ rejected: 2, closed: [false, false, true, true, false] });
+      } finally {
+        await ns.destroy();
+      }
+    },
+  );
 });

@@ -525,10 +525,10 @@ export class Memberlist {
           this.detector.onPing(from, envelope.sender, m);
           break;
         case "indirectPing":
-          this.detector.onIndirectPing(from, m);
+          this.detector.onIndirectPing(from, envelope.sender, m);
           break;
         case "ack":
-          this.detector.onAck(m.seq);
+          this.detector.onAck(m.seq, envelope.sender);
           break;
         case "nack":
           this.detector.onNack(m.seq, envelope.sender);

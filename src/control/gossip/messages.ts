@@ -6,6 +6,7 @@
 // is the same envelope with exactly one message. Each message is a msgpack array whose first
 // element is its kind code. Decoding checks every field; a frame with any malformed part is
 // refused whole, before anything acts on it.
+import { isIP } from "node:net";
 import { Decoder, Encoder } from "@msgpack/msgpack";
 import type { MemberState, NodeView } from "./delegate.js";
 import { MAX_NAME_BYTES, PROTOCOL_MAX } from "./config.js";
@@ -141,7 +142,8 @@ function compactAddr(host: string, port: number): Uint8Array | [string, number] 
 
 function parseAddr(v: unknown): { host: string; port: number } | undefined {
   if (v instanceof Uint8Array) {
-    return v.length === 6 ? { host: `${v[0]}.${v[1]}.${v[2]}.${v[3]}`, port: (v[4] << 8) | v[5] } : undefined;
+    const port = (v[4] << 8) | v[5];
+    return v.length === 6 && isPort(port) ? { host: `${v[0]}.${v[1]}.${v[2]}.${v[3]}`, port } : undefined;
   }
   return Array.isArray(v) && v.length === 2 && isHost(v[0]) && isPort(v[1]) ? { host: v[0], port: v[1] } : undefined;
 }
@@ -244,6 +246,7 @@ export class EnvelopeDecoder {
   /** Undefined for anything malformed: wrong version, bad msgpack, a field of the wrong type or size. */
   decode(plaintext: Uint8Array): Envelope | undefined {
     try {
+      if (!wellFormed(plaintext, 1)) return undefined;
       // Split first, then parse each bin: the decoder is not re-entered while it iterates.
       const [header, ...bins] = [...this.decoder.decodeMulti(plaintext)];
       if (!Array.isArray(header) || header.length !== 2 || header[0] !== WIRE_VERSION || !isName(header[1])) {
@@ -251,7 +254,7 @@ export class EnvelopeDecoder {
       }
       const messages: DecodedMessage[] = [];
       for (const bin of bins) {
-        if (!(bin instanceof Uint8Array)) return undefined;
+        if (!(bin instanceof Uint8Array) || !wellFormed(bin, MAX_DEPTH)) return undefined;
         const message = parseMessage(this.decoder.decode(bin), this.limits);
         if (!message) return undefined;
         messages.push({ message, bytes: bin.length });
@@ -261,6 +264,54 @@ export class EnvelopeDecoder {
       return undefined;
     }
   }
+}
+
+/** Deepest nesting of arrays in any message: a push-pull, its records, a record, its [host, port]. */
+const MAX_DEPTH = 4;
+
+/**
+ * Checks the msgpack in `b` without building anything: each array's count within the bytes left
+ * (every element takes at least one), arrays nested at most `depth` deep, no maps or extensions
+ * (no message has any), no value cut short. @msgpack/msgpack allocates an array's slots at its
+ * header, before it reads an element, and bounds no depth: one 1.3 KB packet of 250 nested
+ * headers, each claiming 4 Mi elements, asked for gigabytes and the agent died out of memory.
+ */
+function wellFormed(b: Uint8Array, depth: number): boolean {
+  const open: number[] = []; // elements still to come in each open array
+  let at = 0;
+  // Big-endian unsigned of `n` bytes at `at` (n ≤ 4), or -1 past the end.
+  const uint = (n: number): number => {
+    if (at + n > b.length) return -1;
+    let v = 0;
+    for (let i = 0; i < n; i++) v = v * 256 + b[at++];
+    return v;
+  };
+  while (at < b.length) {
+    const h = b[at++];
+    let skip = 0; // bytes of the value after its header
+    let items = -1; // an array's count
+    if (h <= 0x7f || h >= 0xe0 || h === 0xc0 || h === 0xc2 || h === 0xc3) skip = 0;
+    else if (h >= 0x90 && h <= 0x9f) items = h & 0x0f;
+    else if (h >= 0xa0 && h <= 0xbf) skip = h & 0x1f;
+    else if (h === 0xc4 || h === 0xd9) skip = uint(1);
+    else if (h === 0xc5 || h === 0xda) skip = uint(2);
+    else if (h === 0xc6 || h === 0xdb) skip = uint(4);
+    else if (h === 0xdc || h === 0xdd) {
+      items = uint(h === 0xdc ? 2 : 4);
+      if (items < 0) return false;
+    } else if (h >= 0xca && h <= 0xd3) skip = [4, 8, 1, 2, 4, 8, 1, 2, 4, 8][h - 0xca];
+    else return false; // maps, extensions, 0xc1
+    if (skip < 0 || at + skip > b.length) return false;
+    at += skip;
+    if (items > 0) {
+      if (open.length >= depth || items > b.length - at) return false;
+      open.push(items);
+      continue;
+    }
+    // A whole value: it completes its array, and that array perhaps its own.
+    while (open.length > 0 && --open[open.length - 1] === 0) open.pop();
+  }
+  return open.length === 0;
 }
 
 function parseMessage(v: unknown, limits: DecodeLimits): Message | undefined {
@@ -379,11 +430,14 @@ function isUint(v: unknown): v is number {
 function isName(v: unknown): v is string {
   return typeof v === "string" && v.length > 0 && v.length <= MAX_NAME_BYTES;
 }
+/** Records carry the address a node bound, always an IP literal: a name would have every packet
+ *  to that member wait on a DNS lookup of a name any key holder chose. */
 function isHost(v: unknown): v is string {
-  return typeof v === "string" && v.length > 0 && v.length <= 255;
+  return typeof v === "string" && isIP(v) !== 0;
 }
+/** Port 0 is no member's: the socket refuses to send there. */
 function isPort(v: unknown): v is number {
-  return isUint(v) && v <= 65535;
+  return isUint(v) && v >= 1 && v <= 65535;
 }
 /** Decoded bins are views into the frame; copy what is kept, so a record's few meta bytes do not
  *  pin a whole push-pull frame in memory. */

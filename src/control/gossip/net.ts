@@ -39,15 +39,18 @@ export interface Request {
 
 export class Wire {
   private readonly header: Uint8Array;
-  private readonly decoder: EnvelopeDecoder;
+  /** Packets and streams each decode under their own frame bound. */
+  private readonly decoders: Record<"packet" | "stream", EnvelopeDecoder>;
 
   constructor(private readonly deps: WireDeps) {
     this.header = envelopeHeader(deps.config.name);
-    this.decoder = new EnvelopeDecoder({
-      maxProtocol: deps.config.protocolVersion,
-      maxMetaBytes: deps.config.maxMetaBytes,
-      maxFrameBytes: deps.config.maxStreamBytes,
-    });
+    const decoder = (maxFrameBytes: number) =>
+      new EnvelopeDecoder({
+        maxProtocol: deps.config.protocolVersion,
+        maxMetaBytes: deps.config.maxMetaBytes,
+        maxFrameBytes,
+      });
+    this.decoders = { packet: decoder(deps.config.maxPacketBytes), stream: decoder(deps.config.maxStreamBytes) };
   }
 
   /** Plaintext bytes one packet can carry after the envelope header. */
@@ -153,7 +156,7 @@ export class Wire {
       counters.dropped[opened.reason]++;
       return undefined;
     }
-    const envelope = this.decoder.decode(opened.plaintext);
+    const envelope = this.decoders[isPacket ? "packet" : "stream"].decode(opened.plaintext);
     // A stream frame carries exactly one message.
     if (!envelope || (!isPacket && envelope.messages.length !== 1)) {
       counters.dropped.garbage++;

@@ -47,7 +47,8 @@ export interface FailureDetectorDeps {
 }
 
 interface AckWaiter {
-  onAck(): void;
+  /** `from` is the envelope's sender: a waiter takes acks only from those it expects them from. */
+  onAck(from: string): void;
   onNack(from: string): void;
 }
 
@@ -55,13 +56,16 @@ export class FailureDetector {
   private readonly timers: Timers;
   /** Outstanding pings (ours and those we forward) by sequence number. */
   private readonly waiters = new Map<number, AckWaiter>();
-  private seq = 0;
+  /** Starts anywhere in the 32-bit space, so that acks captured from an earlier run of this node,
+   *  replayed at this one, do not match its probes (from 0, every run used the same numbers). */
+  private seq: number;
   private running = false;
   /** Where in each probe slot this node probes (schedule.ts). */
   private readonly phase: number;
 
   constructor(private readonly deps: FailureDetectorDeps) {
     this.timers = new Timers(deps.clock);
+    this.seq = Math.floor(deps.random.next() * 0x1_0000_0000);
     this.phase = deps.config.probePhaseFromName ? probePhase(deps.config.name) : deps.random.next();
   }
 
@@ -93,10 +97,15 @@ export class FailureDetector {
       this.deps.counters.dropped.misdirected++;
       return;
     }
-    const known = this.deps.membership.get(sender);
-    const piggyback = !!known && known.host === from.host && known.port === from.port;
+    const piggyback = this.fromKnownAddress(from, sender);
     const ack: Message = { kind: "ack", seq: ping.seq };
     this.deps.wire.send(from, piggyback ? [ack, ...this.recentDeaths()] : [ack], piggyback);
+  }
+
+  /** Whether a packet came from the address we know for its sender (its source is not authenticated). */
+  private fromKnownAddress(from: Addr, sender: string): boolean {
+    const known = this.deps.membership.get(sender);
+    return !!known && known.host === from.host && known.port === from.port;
   }
 
   /** Stream ping (the fallback over TCP): the reply is the ack. */
@@ -108,21 +117,24 @@ export class FailureDetector {
     return { kind: "ack", seq: ping.seq };
   }
 
-  onIndirectPing(from: Addr, req: IndirectPing): void {
+  /** Pings `req.target` for the sender and relays its ack (or, asked to, a nack); with broadcasts
+   *  only to the sender's known address, as onPing answers, so a replay reflects bare replies. */
+  onIndirectPing(from: Addr, sender: string, req: IndirectPing): void {
     const seq = this.nextSeq();
     const { probeTimeoutMs } = this.deps.config;
+    const piggyback = this.fromKnownAddress(from, sender);
     let answered = false;
     const nackTimer = req.wantNack
       ? this.timers.after(nackWaitMs(this.deps.config), () => {
-          if (!answered) this.deps.wire.send(from, [{ kind: "nack", seq: req.seq }]);
+          if (!answered) this.deps.wire.send(from, [{ kind: "nack", seq: req.seq }], piggyback);
         })
       : undefined;
     this.waiters.set(seq, {
-      onAck: () => {
-        if (answered) return;
+      onAck: (acker) => {
+        if (answered || acker !== req.target) return;
         answered = true;
         this.timers.cancel(nackTimer);
-        this.deps.wire.send(from, [{ kind: "ack", seq: req.seq }]);
+        this.deps.wire.send(from, [{ kind: "ack", seq: req.seq }], piggyback);
       },
       onNack: () => {},
     });
@@ -130,8 +142,9 @@ export class FailureDetector {
     this.deps.wire.send({ host: req.host, port: req.port }, [{ kind: "ping", seq, target: req.target }]);
   }
 
-  onAck(seq: number): void {
-    this.waiters.get(seq)?.onAck();
+  /** An ack; `from` is the envelope's sender. */
+  onAck(seq: number, from: string): void {
+    this.waiters.get(seq)?.onAck(from);
   }
 
   /** A helper's nack; `from` is the envelope's sender. */
@@ -224,9 +237,12 @@ export class FailureDetector {
     const { name, incarnation } = target;
     const addr = { host: target.host, port: target.port };
     const result: ProbeResult = { acked: false, asked: new Set(), nackers: new Set() };
-    // Only helpers we asked count, each once (a duplicated packet is not a second witness).
+    // Acks count from the target or a helper we asked (relaying), and nacks only from those
+    // helpers, each once (a duplicated packet is not a second witness).
     this.waiters.set(seq, {
-      onAck: () => (result.acked = true),
+      onAck: (from) => {
+        if (from === name || result.asked.has(from)) result.acked = true;
+      },
       onNack: (from) => result.asked.has(from) && result.nackers.add(from),
     });
     const ping: Message = { kind: "ping", seq, target: name };
@@ -253,7 +269,7 @@ export class FailureDetector {
       if (config.tcpPingFallback && interval > timeout) {
         wire.request(addr, { kind: "ping", seq, target: name }, interval - timeout).then(
           (reply) => {
-            if (reply.message.kind === "ack" && reply.message.seq === seq && !result.acked) {
+            if (reply.message.kind === "ack" && reply.message.seq === seq && reply.sender === name && !result.acked) {
               result.acked = true;
               counters.protocol.tcpFallbackAcks++;
             }

@@ -40,5 +40,7 @@ export class RealClock implements Clock {
   }
 }
 
-/** Math.random is enough for picking gossip targets; nothing secret depends on it. */
-export const realRandom = { next: (): number => Math.random() };
+/** From the system's CSPRNG: a node's first probe sequence number is drawn here, and acks captured
+ *  from its earlier runs must not be able to match it. */
+const word = new Uint32Array(1);
+export const realRandom = { next: (): number => crypto.getRandomValues(word)[0] / 0x1_0000_0000 };

@@ -7,6 +7,7 @@ import { createSocket, type Socket as UdpSocket } from "node:dgram";
 import { isIPv6 } from "node:net";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import { isWeftError, WeftError } from "../../errors.js";
+import { parseIpv6 } from "../../net/ipv6.js";
 import type { Addr, Transport } from "../runtime.js";
 
 export interface UdpTcpOptions {
@@ -20,7 +21,8 @@ export interface UdpTcpOptions {
   readonly maxStreamBytes?: number;
   /** Concurrent inbound stream connections; more are closed at once. */
   readonly maxConnections?: number;
-  /** Concurrent inbound stream connections from one address, so that one host cannot take them all. */
+  /** Concurrent inbound stream connections from one source (an IPv4 address, an IPv6 /64), so that
+   *  one host cannot take them all. */
   readonly maxConnectionsPerSource?: number;
   /** An inbound connection must deliver its whole request within this time (a deadline, not an
    *  idle timeout: a client trickling a byte at a time is cut off all the same). */
@@ -139,9 +141,14 @@ export class UdpTcpTransport implements Transport {
       this.stats.oversizePackets++;
       return;
     }
-    this.udp.send(frame, to.port, to.host, (err) => {
-      if (err) this.stats.packetSendErrors++;
-    });
+    try {
+      // dgram throws at once for what it can check itself (a port out of range, a bad address).
+      this.udp.send(frame, to.port, to.host, (err) => {
+        if (err) this.stats.packetSendErrors++;
+      });
+    } catch {
+      this.stats.packetSendErrors++;
+    }
   }
 
   exchange(to: Addr, frame: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
@@ -195,7 +202,7 @@ export class UdpTcpTransport implements Transport {
   }
 
   private accept(sock: Socket): void {
-    const source = sock.remoteAddress ?? "";
+    const source = sourceKey(sock.remoteAddress ?? "");
     const fromSource = this.perSource.get(source) ?? 0;
     if (this.closed || this.inbound.size >= this.maxConnections || fromSource >= this.maxConnectionsPerSource) {
       this.stats.rejectedConnections++;
@@ -216,7 +223,7 @@ export class UdpTcpTransport implements Transport {
       if (n === 0) this.perSource.delete(source);
       else this.perSource.set(source, n);
     });
-    const from = { host: source, port: sock.remotePort ?? 0 };
+    const from = { host: sock.remoteAddress ?? "", port: sock.remotePort ?? 0 };
     readFrame(sock, this.maxStreamBytes)
       .then((request) => this.exchangeHandler(from, request))
       .then(
@@ -228,6 +235,15 @@ export class UdpTcpTransport implements Transport {
         },
       );
   }
+}
+
+/** What the per-source limit counts by: an IPv4 address, or an IPv6 address's /64, since a host
+ *  usually holds a whole /64 and could otherwise take every slot from addresses of its own. */
+function sourceKey(address: string): string {
+  if (!isIPv6(address)) return address;
+  const a = parseIpv6(address.split("%")[0]);
+  if (a >> 32n === 0xffffn) return address; // IPv4-mapped: an IPv4 source
+  return `${(a >> 64n).toString(16)}::/64`;
 }
 
 function lengthPrefixed(frame: Uint8Array): Buffer {
