@@ -221,24 +221,24 @@ export class Agent {
     }
     const agent = new Agent(opts, conf, kernel, underlay, control, lock, log);
     control.on("fatal", (err) => agent.fatal(err));
+    // Before any await, so that no loss goes unheard (one while subnet.env is read below is also
+    // caught there: it compares with the leases held after the read). A loss's backend work is
+    // serialized with reloads: a swap and a lost subnet never interleave.
+    control.on("lost", (lost) => {
+      // Before start() programs anything, it only forgets the subnet (at once, not behind start's
+      // own task, which would program it first) and leases the family again itself.
+      if (!agent.started) return agent.lostBeforeStart(lost.subnet);
+      void agent.subnetLost(lost.subnet).catch((err) => {
+        // A stop rejects the wait for the new lease: that is the stop, not a failure.
+        if (!agent.stopping) agent.fatal(err);
+      });
+    });
     try {
       await agent.removeStaleSubnetEnv();
     } catch (err) {
       await agent.stop(false).catch(() => undefined);
       throw err;
     }
-    // Serialized with reloads: a backend swap and a lost subnet never interleave.
-    control.on("lost", (lost) => {
-      // Before start() programs anything, it only forgets the subnet (at once, not behind start's
-      // own task, which would program it first) and leases the family again itself.
-      if (!agent.started) return agent.lostBeforeStart(lost.subnet);
-      void agent
-        .serially(() => agent.subnetLost(lost.subnet))
-        .catch((err) => {
-          // A stop rejects the wait for the new lease: that is the stop, not a failure.
-          if (!agent.stopping) agent.fatal(err);
-        });
-    });
     try {
       abortable(signal);
       const tcp: TcpListener[] = [];
@@ -288,7 +288,14 @@ export class Agent {
       // instead of waiting for the next reconcile.
       control.on("change", () => {
         for (const lane of agent.lanes)
-          void lane.sync.kick().catch((err) => log.error({ err, family: lane.family }, "peer sync failed"));
+          void lane.sync
+            .kick()
+            .catch((err) =>
+              log.error(
+                { err, code: "AGENT_PEER_SYNC_FAILED", family: lane.family },
+                `setting the IPv${lane.family} backend's peers after a cluster change failed (see err); the next change or the periodic reconcile tries again`,
+              ),
+            );
       });
       await agent.serially(async () => {
         // A subnet lost while another lease was awaited is leased again here, until every family
@@ -364,7 +371,8 @@ export class Agent {
   /** Creates and starts the backend of the current config for every family, announces them, writes subnet.env. */
   private async startBackend(): Promise<void> {
     await this.removeStaleDevices();
-    for (const lane of this.lanes) await this.startLane(lane);
+    // A lane waiting for a new subnet after a loss is started once it has one (startLeased).
+    for (const lane of this.lanes) if (lane.subnet) await this.startLane(lane);
     await this.publish();
   }
 
@@ -438,6 +446,12 @@ export class Agent {
     if (this.stopping) return;
     const [l4, l6] = [this.lane(4), this.lane(6)];
     this.announceLanes();
+    // A family waiting for a new subnet after a loss: its new backend publishes (startLeased).
+    const leasing = this.lanes.find((l) => !l.subnet);
+    if (leasing) {
+      this.waitingFor = this.awaitingLease(leasing);
+      return;
+    }
     // Ready only with every family running: a family's new backend (a lost subnet's) published
     // beside another that is down said ready, and wrote subnet.env for both. The one that brings
     // the last family up publishes.
@@ -518,8 +532,8 @@ export class Agent {
     return this.serially(() => this.reloadNow());
   }
 
-  /** Runs backend changes (start, reload, a lost subnet) one at a time, in order; none once stopping. */
-  private serially(task: () => Promise<void>): Promise<void> {
+  /** Runs backend changes (start, reload, a lost subnet) one at a time, in order; none once stopping (undefined). */
+  private serially<T>(task: () => Promise<T>): Promise<T | undefined> {
     return this.backendChanges.run(() => (this.stopping ? undefined : task()));
   }
 
@@ -658,21 +672,36 @@ export class Agent {
    * hands out no address of it, then, with a new subnet, program that family's instance again and
    * write subnet.env. The other family's instance keeps running with its subnet. Pods already
    * running on the old subnet keep addresses that now belong elsewhere: they must be restarted.
+   * The wait for the new subnet (hours, if none is free) is outside the backend-change queue: in
+   * it, the other family's loss, a failed backend's restart, the reconcile and SIGHUP waited too.
    */
   private async subnetLost(lost: string): Promise<void> {
-    const lane = this.forgetLost(lost, `removing ${this.opts.subnetFile} and stopping its backend`);
-    if (!lane) return;
-    const what = this.subnetWord(lane);
-    const running = lane.backend !== undefined;
-    // subnet.env first: a stop that fails (and makes the agent exit) must not leave it to the CNI plugin.
-    await rm(this.opts.subnetFile, { force: true });
-    await this.stopLane(lane);
-    this.waitingFor = `a new ${what}: the cluster gave this node's ${what} to another node`;
-    lane.subnet = await this.leaseOf(lane.family);
-    const now = formatAnyPrefix(lane.subnet);
+    const gone = await this.serially(async () => {
+      const lane = this.forgetLost(lost, `removing ${this.opts.subnetFile} and stopping its backend`);
+      if (!lane) return undefined;
+      const running = lane.backend !== undefined;
+      // subnet.env first: a stop that fails (and makes the agent exit) must not leave it to the CNI plugin.
+      await rm(this.opts.subnetFile, { force: true });
+      await this.stopLane(lane);
+      this.waitingFor = this.awaitingLease(lane);
+      return { lane, running };
+    });
+    if (!gone) return;
+    const { lane, running } = gone;
+    const subnet = await this.leaseOf(lane.family);
     if (this.stopping) return;
+    // Held from now on: a loss of it before the queue gets to it is seen (forgetLost), and a retry
+    // or a reload that runs first starts the lane with it.
+    lane.subnet = subnet;
     // Said by the publish that writes it to subnet.env: pods are to be restarted from then on.
-    this.replaced.push({ from: lost, to: now });
+    this.replaced.push({ from: lost, to: formatAnyPrefix(subnet) });
+    await this.serially(() => this.startLeased(lane, subnet, running));
+  }
+
+  /** Starts the lane on the subnet leased after a loss (subnetLost), then publishes. */
+  private async startLeased(lane: Lane, subnet: IpPrefix, running: boolean): Promise<void> {
+    // Lost again meanwhile (that loss waits for its own), or started by a retry or a reload.
+    if (lane.subnet !== subnet || lane.backend) return;
     if (!running) {
       // Down before (its backend failed, or a reload's rollback did): started with any other
       // family that is down, as a retry would (a retry that ran while it had no subnet skipped it).
@@ -690,11 +719,17 @@ export class Agent {
       this.waitingFor = this.awaitingBackend(lane);
       this.log.error(
         { err, code: "AGENT_BACKEND_RESTART_FAILED", families: [lane.family], retryInMs: wait },
-        `starting the backend for the new ${what} failed; this node carries no pod traffic of that family (peers are told), trying again in ${wait} ms (SIGHUP tries at once)`,
+        `starting the backend for the new ${this.subnetWord(lane)} failed; this node carries no pod traffic of that family (peers are told), trying again in ${wait} ms (SIGHUP tries at once)`,
       );
       return;
     }
     await this.publish().catch((err) => this.publishFailed(err));
+  }
+
+  /** Why a lane that lost its subnet is not ready (whyNotReady adds the lease layer's reason). */
+  private awaitingLease(lane: Lane): string {
+    const what = this.subnetWord(lane);
+    return `a new ${what}: the cluster gave this node's ${what} to another node`;
   }
 
   /** The lane that held `lost`, its subnet forgotten and the loss logged; undefined if none held it. */
@@ -752,7 +787,7 @@ export class Agent {
     const inForce = (c: NetConf) => JSON.stringify(backendInForce(c.Backend));
     // A family without a backend (a swap whose rollback failed) is started again by any reload,
     // the same config included: that is how an operator retries.
-    const down = this.lanes.some((l) => !l.backend);
+    const down = this.lanes.some((l) => l.subnet && !l.backend);
     if (!down && inForce(next) === inForce(this.conf)) {
       this.log.info({ backend: next.Backend.Type }, "reloaded: the backend in force is the same, nothing to swap");
       return;
@@ -783,8 +818,8 @@ export class Agent {
       if (this.stopping) throw err;
       // Never left without a backend: the previous one worked, so it comes back.
       this.log.error(
-        { err, backend: next.Backend.Type },
-        `the ${next.Backend.Type} backend failed to start; going back to ${prev.Backend.Type}`,
+        { err, code: "AGENT_SWAP_START_FAILED", backend: next.Backend.Type },
+        `the ${next.Backend.Type} backend failed to start; going back to ${prev.Backend.Type} (see err): fix the cause, then send SIGHUP to try the swap again`,
       );
       this.conf = prev;
       try {
@@ -922,8 +957,12 @@ export class Agent {
   }
 
   private whyNotReady(): string {
-    const lease = this.waitingFor === WAITING_FOR_LEASE ? this.control.leaseWaitReason() : null;
-    return lease ? `${this.waitingFor}: ${lease}` : this.waitingFor;
+    const atStart = this.waitingFor === WAITING_FOR_LEASE;
+    // A family that lost its subnet waits for the lease layer too, whatever another one does meanwhile.
+    const lost = this.started && this.lanes.some((l) => !l.subnet);
+    const lease = atStart || lost ? this.control.leaseWaitReason() : null;
+    if (!lease) return this.waitingFor;
+    return atStart ? `${this.waitingFor}: ${lease}` : `${this.waitingFor} (${WAITING_FOR_LEASE}: ${lease})`;
   }
 
   /** Kernel drops on the userspace dataplane's sockets (kernel backends have none of their own). */
@@ -957,7 +996,10 @@ export class Agent {
     for (const lane of this.lanes)
       await this.stopLane(lane, this.opts.keepOnExit).catch((err) => {
         failed.push(lane.family);
-        this.log.error({ err, family: lane.family }, `stopping the IPv${lane.family} backend failed`);
+        this.log.error(
+          { err, code: "AGENT_BACKEND_STOP_FAILED", family: lane.family },
+          `stopping the IPv${lane.family} backend failed (see err); what it left goes at the next start, or remove it by hand (ip link show)`,
+        );
       });
     // Kept with the devices: pods' traffic out keeps its masquerade until the next start rewrites it.
     if (this.opts.ipMasq && !this.opts.keepOnExit)

@@ -245,15 +245,17 @@ program
     // tell the cluster that the other node left) and exit 1.
     running.onFatal(() => void running.stop(false).finally(() => process.exit(1)));
     const reload = () =>
-      void running
-        .reload()
-        .catch((err) =>
-          isWeftError(err, "AGENT_ROLLBACK_FAILED")
-            ? log.error({ err, code: err.code }, "reload failed, and the backend in force before could not be restored")
-            : isWeftError(err, "AGENT_SWAP_STOP_FAILED")
-              ? log.error({ err, code: err.code }, "reload failed: the running backend could not be stopped")
-              : log.error({ err }, "reload failed; keeping the running config"),
-        );
+      void running.reload().catch((err) =>
+        isWeftError(err, "AGENT_ROLLBACK_FAILED")
+          ? log.error({ err, code: err.code }, "reload failed, and the backend in force before could not be restored")
+          : isWeftError(err, "AGENT_SWAP_STOP_FAILED")
+            ? log.error({ err, code: err.code }, "reload failed: the running backend could not be stopped")
+            : log.error(
+                // A weft error's own code (CONFIG_NET_CONF_INVALID...); a system error's stays in `err`.
+                { err, code: err instanceof WeftError ? err.code : "AGENT_RELOAD_FAILED" },
+                "reload failed; keeping the running config: fix what err says (net-conf.json, or the new backend's start) and send SIGHUP again",
+              ),
+      );
     process.on("SIGHUP", reload);
     if (reloadWanted) reload();
   });

@@ -289,13 +289,20 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
       agents.netConfPath(a2),
       JSON.stringify({ Network: NETWORK, Backend: { Type: "udp", Port: 7946, Workers: 1 } }),
     );
+    const swapAt = await agents.logSize(a2);
     agents.reload(a2);
-    await eventually(
+    const reloadFailed = (l: { msg: string }) => l.msg.startsWith("reload failed; keeping the running config");
+    const failures = await eventually(
       "host2's fallback logged",
-      () => agents.logTail(a2, 50),
-      (t) => t.includes("the udp backend failed to start; going back to wasm-vxlan"),
+      () => agents.errorLines(a2, swapAt),
+      (e) =>
+        e.some((l) => l.msg.includes("the udp backend failed to start; going back to wasm-vxlan")) &&
+        e.some(reloadFailed),
       10_000,
     );
+    // Both lines carry a code (before, neither did): the agent's, and the start error's own at the top.
+    expect(failures.find((l) => l.msg.includes("going back to"))?.code).toBe("AGENT_SWAP_START_FAILED");
+    expect(failures.find(reloadFailed)?.code).toMatch(/^[A-Z][A-Z0-9]*(_[A-Z0-9]+)+$/);
     const s = await converged(a2, "wasm-vxlan", (b) => (b === a2 ? "wasm-vxlan" : "vxlan"));
     expect(s.subnet).toBe(subnets.get("host2"));
     expect(await overlayDevices(a2.host)).toEqual(["weft.1"]);

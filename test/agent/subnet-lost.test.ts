@@ -20,20 +20,7 @@ import { atomicTempPath } from "../../src/fs/atomic-write.js";
 import { pingWhenRouted } from "../../src/lab/traffic.js";
 import { formatIpv4, parsePrefix, prefixContains } from "../../src/net/ipv4.js";
 import { canUseNetns } from "../support/netns.js";
-import { agentLab, eventually, firstAddress, restartGivingSubnet, NETWORK } from "./support.js";
-
-/** The log records from byte `since` on with a code starting with `prefix`. */
-async function coded(dir: string, since: number, prefix: string): Promise<Array<Record<string, unknown>>> {
-  const text = (await readFile(join(dir, "agent.log"))).subarray(since).toString("utf8");
-  return text.split("\n").flatMap((l) => {
-    try {
-      const r = JSON.parse(l) as Record<string, unknown>;
-      return typeof r.code === "string" && r.code.startsWith(prefix) ? [r] : [];
-    } catch {
-      return [];
-    }
-  });
-}
+import { agentLab, coded, eventually, firstAddress, restartGivingSubnet, NETWORK } from "./support.js";
 
 describe.skipIf(!canUseNetns())("agents: a lost IPv4 subnet, replaced", () => {
   const env = agentLab({

@@ -306,3 +306,16 @@ export async function restartGivingSubnet(
   agents.start(a, [], joinTargets);
   await agents.waitReady(a);
 }
+
+/** The log records of the agent logging in `dir` from byte `since` on, with a code starting with `prefix`. */
+export async function coded(dir: string, since: number, prefix: string): Promise<Array<Record<string, unknown>>> {
+  const text = (await readFile(join(dir, "agent.log"))).subarray(since).toString("utf8");
+  return text.split("\n").flatMap((l) => {
+    try {
+      const r = JSON.parse(l) as Record<string, unknown>;
+      return typeof r.code === "string" && r.code.startsWith(prefix) ? [r] : [];
+    } catch {
+      return [];
+    }
+  });
+}

@@ -385,10 +385,15 @@ describe("reclaiming a dead node's subnet", () => {
     await sim.runFor(1_000);
   });
 
-  /** a, b and c, seeds all three (a 0-84, b 85-169, c 170-254: b is heir of c's run), up, and c then dead everywhere. */
-  async function cDead(seed: number, graceMs: number) {
+  /** a, b and c, seeds all three (a 0-84, b 85-169, c 170-254: b is heir of c's run), up, and c
+   *  then dead everywhere; tombstones kept `tombstoneMs` (default: the agent's 24 h). */
+  async function cDead(seed: number, graceMs: number, tombstoneMs?: number) {
     const { sim, nodes, start } = cluster(["a", "b", "c", "d"], seed);
-    const extra = { seeds: ["a", "b", "c"], lease: { reclaimGraceMs: graceMs } };
+    const extra = {
+      seeds: ["a", "b", "c"],
+      lease: { reclaimGraceMs: graceMs },
+      ...(tombstoneMs !== undefined && { gossip: { tombstoneRetentionMs: tombstoneMs } }),
+    };
     for (const n of nodes.slice(0, 3)) await start(n, extra);
     await runTo(sim, 30_000);
     expect(nodes.slice(0, 3).every((n) => leases(n).currentLease())).toBe(true);
@@ -421,6 +426,41 @@ describe("reclaiming a dead node's subnet", () => {
     await runTo(sim, 62_000 + 200_000);
     expect(ownedByC()).toBe(0);
     expect(sim.codes("b")).toContain("LEASE_RECLAIMED");
+  });
+
+  it("after the grace period also when the heir restarts again once every tombstone of the dead node is reaped", async () => {
+    // Tombstones kept as long as the grace period, as the agent's defaults (24 h each).
+    const { sim, nodes, ownedByC } = await cDead(7, 60_000, 60_000);
+    const [a, b] = nodes;
+    // b restarts knowing c's tombstone (its timer starts), then goes down again before it fires...
+    sim.crash(b);
+    await runTo(sim, 62_000);
+    await sim.restart(b);
+    await runTo(sim, 90_000);
+    expect(
+      leases(b)
+        .reservations()
+        .find((r) => r.node === "c")?.reclaimAt,
+    ).toEqual(expect.any(Number));
+    sim.crash(b);
+    // ... and comes back once a, too, has forgotten c: nobody can tell b that c died.
+    const known = (n: PlaneNode) => n.plane!.allMembers().some((m) => m.name === "c");
+    expect(await sim.runUntil(() => !known(a), 120_000)).toBe(true);
+    await sim.restart(b);
+    await sim.runFor(10_000);
+    expect(known(b)).toBe(false);
+    expect(ownedByC()).toBeGreaterThan(0);
+    // Before, c's slots stayed reserved for good (reclaimAt null everywhere).
+    expect(
+      leases(b)
+        .reservations()
+        .find((r) => r.node === "c")?.reclaimAt,
+    ).toEqual(expect.any(Number));
+    await sim.runFor(200_000);
+    expect(ownedByC()).toBe(0);
+    expect(sim.codes("b")).toContain("LEASE_RECLAIMED");
+    // a and b never lost a subnet (the simulator also checked after every event that no two nodes held one).
+    for (const n of [a, b]) expect(sim.codes(n.name)).not.toContain("LEASE_LOST");
   });
 
   it("after the grace period also when a node that joined after the death became heir by a donation", async () => {

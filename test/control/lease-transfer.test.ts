@@ -194,7 +194,8 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
         throw new Error("connection refused (simulated)");
       },
       updateNode: () => undefined,
-      allMembers: () => [],
+      // c's record, dead too (as gossip keeps a tombstone).
+      allMembers: () => membership.members(),
     };
     const layer = createLeaseLayer(
       {
@@ -534,3 +535,76 @@ function freeRuns(l: SubnetLeases, node: string): Array<{ start: number; end: nu
   }
   return out;
 }
+
+describe("reclaimed nodes", () => {
+  /** a's lease layer (the only seed, holding a subnet), with `alive` and `dead` as its membership. */
+  async function lone(alive: Set<string>, dead: Set<string>) {
+    const { scheduler, clock } = loneClock();
+    const log = new RecordingLog();
+    const view = (name: string, state: "alive" | "dead") => ({
+      name,
+      host: "sim",
+      port: 0,
+      incarnation: 0,
+      state,
+      meta: new Uint8Array(0),
+    });
+    const membership: MembershipPort = {
+      localNode: () => ({ name: "a" }),
+      members: () => [...alive].map((n) => view(n, "alive")),
+      allMembers: () => [...[...alive].map((n) => view(n, "alive")), ...[...dead].map((n) => view(n, "dead"))],
+      request: async () => undefined,
+      updateNode: () => undefined,
+    };
+    const layer = createLeaseLayer(
+      { space: SPACE, seeds: ["a"], lease: { bootstrapQuietMs: 1_000, reclaimGraceMs: 1_000 } },
+      { membership, store: new MemoryStore(), clock, random: new SeededRandom(1), log },
+    );
+    const a = layer.families[0];
+    await a.start();
+    await scheduler.runFor(2_000);
+    expect(a.currentLease()).not.toBeNull();
+    return { a, scheduler, log };
+  }
+
+  it("are forgotten once they own nothing and their tombstones are reaped: 1000 deaths of nodes without slots, and one whose slots this node took", async () => {
+    const alive = new Set(["a", "d"]);
+    const dead = new Set<string>();
+    const { a, scheduler } = await lone(alive, dead);
+    // d gets slots from a (a is heir of them: the slot before d's run is a's), then dies.
+    expect(await a.answer("d", { kind: "request", id: 1 })).toMatchObject({ granted: true });
+    const ownedByD = () => a.ringState().runs.filter((r) => r.owner === "d").length;
+    expect(ownedByD()).toBeGreaterThan(0);
+    alive.delete("d");
+    dead.add("d");
+    a.memberGone("d");
+    for (let i = 0; i < 1000; i++) {
+      dead.add(`gone${i}`);
+      a.memberGone(`gone${i}`);
+    }
+    await scheduler.runFor(2_000);
+    await a.settled();
+    expect(ownedByD()).toBe(0);
+    const { reclaimer } = a as unknown as { reclaimer: { condemned: Map<string, unknown> } };
+    // While membership keeps their tombstones the verdicts stand (a request of theirs is a sign of life).
+    expect(reclaimer.condemned.size).toBe(1001);
+    // Tombstones reaped; the next commit (a donation) forgets them. Before, every one of them
+    // stayed condemned for good, and each commit's reclaim pass went through them all (counting
+    // each one's slots in a copy of the whole ring).
+    dead.clear();
+    alive.add("e");
+    expect(await a.answer("e", { kind: "request", id: 2 })).toMatchObject({ granted: true });
+    await a.settled();
+    expect(reclaimer.condemned.size).toBe(0);
+  });
+
+  it("this node, running, reclaimed by an operator elsewhere: says what follows and what to check", async () => {
+    const { a, log } = await lone(new Set(["a", "b"]), new Set());
+    await a.answer("b", { kind: "reclaim", node: "a" });
+    const line = log.lines.find((l) => l.obj.code === "LEASE_RECLAIM_OF_LIVE_NODE");
+    expect(line).toMatchObject({ level: "error", obj: { by: "b" } });
+    // Before, it said "refusing" (nothing refuses it) and to "undo the decision" (no command does).
+    expect(line!.msg).toMatch(/loses its subnet .* leases a new one; check the network between this node and b\b/);
+    expect(line!.msg).not.toMatch(/refus|undo/);
+  });
+});

@@ -3,16 +3,17 @@
 // the one way to change them (commit, on the serial queue), timers that stop with the layer, and
 // membership. Each module holds only its own state machine's fields.
 import type { WeftError } from "../../errors.js";
-import type { NodeView } from "../gossip/delegate.js";
+import type { MemberState, NodeView } from "../gossip/delegate.js";
 import type { TimerHandle } from "../runtime.js";
 import type { Conflict, Ring, RingRun, RingState, SlotSpan } from "./ring.js";
 import type { SavedTransfer, VacatedSlot } from "./store.js";
 import type { Lease, LeaseStats, ResolvedLeaseOptions } from "./types.js";
 import type { LeaseMessage } from "./wire.js";
 
-/** Where a ring state came from: a gossiped delta (re-broadcast if it teaches us something) or a
- *  whole ring (push-pull, a reply). */
-export type RingSource = "gossip" | "full";
+/** Where a ring state came from: a gossiped delta (re-broadcast if it teaches us something), a
+ *  whole ring in a push-pull (after the members it carried were merged), or another whole ring (a
+ *  donor's reply, ...). */
+export type RingSource = "gossip" | "push-pull" | "full";
 
 /** What a commit saves with the ring, when the caller changes it. */
 export interface CommitSaved {
@@ -57,9 +58,9 @@ export interface LeaseCore {
   /** Alive and suspect members other than this node. */
   otherMembers(): NodeView[];
   isMember(node: string): boolean;
-  /** Nodes membership knows only as dead or left (tombstones included). */
-  goneMembers(): Set<string>;
+  /** The state of every node membership knows (tombstones included). */
+  memberStates(): Map<string, MemberState>;
   encode(msg: LeaseMessage): Uint8Array;
-  /** Slots `node` owns in the saved ring. */
-  countOwned(node: string): number;
+  /** Slots each owner holds in the saved ring (owners of none are absent). */
+  ownedCounts(): Map<string, number>;
 }

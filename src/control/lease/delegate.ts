@@ -85,7 +85,7 @@ export class LeaseDelegate implements Omit<Delegate, "nodeMeta">, EventDelegate 
         this.drop("push-pull", `expected a ring state, got a ${decoded.message.kind} message`);
         continue;
       }
-      decoded.leases.mergeRemote(decoded.message.ring, "full");
+      decoded.leases.mergeRemote(decoded.message.ring, "push-pull");
     }
   }
 

@@ -13,6 +13,12 @@
 //    newcomer heir of the dead node's run): it starts the timer when a ring state names a node
 //    its membership holds as dead or left (ownersGone). Before, only the nodes that saw the death
 //    ran a timer, and if none of them was heir when it fired the slots stayed the dead node's.
+//    Tombstones are reaped (tombstoneRetentionMs, 24 h): a heir restarting after that learns of
+//    no death at all, and the slots stayed reserved for good. So an owner that a push-pull's ring
+//    names, that ran (a run past version 1), and that membership does not know at all (the
+//    push-pull's members were merged just before) is gone too, from when first noticed. A node
+//    alive but not known yet (its join still spreading) is safe: the grace period, and its alive
+//    record cancels the timer (memberAlive).
 //    Ranges owned only by dead nodes with no live heir (e.g. the whole ring of a lone dead seed)
 //    are left alone by the automatic path; reclaim(node) takes them.
 // A seed that never came up was never declared dead, so its share stays unused until reclaimed
@@ -34,7 +40,7 @@ import { WeftError } from "../../errors.js";
 import type { TimerHandle } from "../runtime.js";
 import type { SeedBootstrap } from "./bootstrap.js";
 import type { LeaseCore } from "./core.js";
-import type { Ring, SlotSpan } from "./ring.js";
+import type { Ring, RingRun, SlotSpan } from "./ring.js";
 import type { VacatedSlot } from "./store.js";
 import type { ReclaimReport, Reservation } from "./types.js";
 
@@ -65,7 +71,7 @@ export class Reclaimer {
         `${node} is alive or suspect in membership; reclaim only a node that is gone for good (stop it first)`,
       );
     }
-    if (core.countOwned(node) === 0) {
+    if (!core.ownedCounts().has(node)) {
       throw new WeftError(
         "LEASE_RECLAIM_UNKNOWN",
         `${node} owns no subnet in this node's view of the ring: nothing to reclaim (weft status lists the reserved ones)`,
@@ -127,7 +133,7 @@ export class Reclaimer {
     if (node === core.name) {
       core.opts.log.error(
         { code: "LEASE_RECLAIM_OF_LIVE_NODE", by: from },
-        `${from} says an operator reclaimed this node, but it is running: refusing; stop this node or undo the decision`,
+        `${from} says an operator reclaimed this node, but it is running: this node loses its subnet if it lies in the slots the heirs take (LEASE_LOST), and then leases a new one; check the network between this node and ${from}, which saw it gone`,
       );
       return;
     }
@@ -190,7 +196,7 @@ export class Reclaimer {
     const { core } = this;
     if (node === core.name || this.graceTimers.has(node) || core.stopped) return;
     const graceMs = at === undefined ? core.opts.reclaimGraceMs : Math.max(0, at - core.opts.clock.now());
-    const owned = core.countOwned(node);
+    const owned = core.ownedCounts().get(node) ?? 0;
     if (owned > 0) {
       core.opts.log.info(
         { code: "LEASE_NODE_GONE", node, slots: owned, graceMs },
@@ -215,16 +221,23 @@ export class Reclaimer {
     this.graceTimers.set(node, grace);
   }
 
-  /** Owners named by a ring state: those membership knows only as dead or left, with no timer or
-   *  verdict here yet, start their grace period (see the top of this file). */
-  ownersGone(owners: readonly string[]): void {
+  /** Owners of `runs` (a ring state) with no timer or verdict here yet start their grace period
+   *  (see the top of this file) if membership knows them only as dead or left, or, in a push-pull's
+   *  ring (whose members were merged just before), if it does not know them at all and they ran
+   *  (a run of theirs past version 1; a seed that never came up owns only its share, version 1). */
+  ownersGone(runs: readonly RingRun[], pushPull: boolean): void {
     const { core } = this;
-    const untimed = [...new Set(owners)].filter(
-      (n) => n !== core.name && !this.graceTimers.has(n) && !this.condemned.has(n),
+    const untimed = new Set(
+      runs.map((r) => r.owner).filter((n) => n !== core.name && !this.graceTimers.has(n) && !this.condemned.has(n)),
     );
-    if (untimed.length === 0) return;
-    const gone = core.goneMembers();
-    for (const node of untimed) if (gone.has(node)) this.memberGone(node);
+    if (untimed.size === 0) return;
+    const known = core.memberStates();
+    for (const node of untimed) {
+      const state = known.get(node);
+      if (state === "dead" || state === "left") this.memberGone(node);
+    }
+    if (!pushPull) return;
+    for (const r of runs) if (r.version > 1 && untimed.has(r.owner) && !known.has(r.owner)) this.memberGone(r.owner);
   }
 
   /** After every commit: a change may have made this node heir of a condemned node's run. */
@@ -240,10 +253,8 @@ export class Reclaimer {
   reservations(): Reservation[] {
     const { core } = this;
     const live = new Set([core.name, ...core.otherMembers().map((m) => m.name)]);
-    const owned = new Map<string, number>();
-    for (const r of core.ring.state().runs)
-      if (!live.has(r.owner)) owned.set(r.owner, (owned.get(r.owner) ?? 0) + r.count);
-    return [...owned]
+    return [...core.ownedCounts()]
+      .filter(([node]) => !live.has(node))
       .sort(([a], [b]) => (a < b ? -1 : 1))
       .map(([node, slots]) => {
         const leased = core.ring.leasesOf(node);
@@ -305,24 +316,35 @@ export class Reclaimer {
     return out.length > 0 ? out : spans;
   }
 
-  /** Takes over condemned nodes' runs that follow our slots. Returns how many slots. */
+  /** Takes over condemned nodes' runs that follow our slots. Returns how many slots. A condemned
+   *  node that owns nothing and that membership no longer knows (its tombstone reaped) is
+   *  forgotten: the list grew with every node that ever died, and every commit paid for it. Known
+   *  to membership, the verdict still counts: its request is a sign of life (activeWhileGone), and
+   *  an operator's takes a late ring change naming it. One that turns up owning slots again is
+   *  judged anew: ownersGone starts its grace period, later and safer. */
   private async reclaimAsHeir(takeOrphans: boolean): Promise<number> {
     const { core } = this;
     // While the seed division is held back the ring is incomplete: do not judge who is heir.
     if (this.condemned.size === 0 || this.bootstrap.holdingSeeds) return 0;
+    const before = core.ownedCounts();
+    const known = core.memberStates();
+    this.forget(before, known);
+    const condemned = new Set(this.condemned.keys());
+    if (condemned.size === 0) return 0;
     const next = core.ring.clone();
-    const before = new Map([...this.condemned.keys()].map((n) => [n, core.countOwned(n)]));
-    const subnets = [...this.condemned.keys()].flatMap((node) =>
-      core.ring.leasesOf(node).map((slot) => ({ slot, node })),
-    );
-    const delta = next.reclaim(core.name, new Set(this.condemned.keys()), takeOrphans);
+    const subnets = core.ring
+      .allLeases()
+      .filter((l) => condemned.has(l.owner))
+      .map(({ slot, owner }) => ({ slot, node: owner }));
+    const delta = next.reclaim(core.name, condemned, takeOrphans);
     if (delta.length === 0) return 0;
     // The subnets taken here are marked in the same save as the reclaim.
     await core.commit(next, delta, { vacated: this.standing(next, subnets) });
     const taken = delta.reduce((n, r) => n + r.count, 0);
     core.stats.slotsReclaimed += taken;
-    for (const [node, had] of before) {
-      const took = had - core.countOwned(node);
+    const after = core.ownedCounts();
+    for (const node of condemned) {
+      const took = (before.get(node) ?? 0) - (after.get(node) ?? 0);
       if (took > 0) {
         core.opts.log.warn(
           { code: "LEASE_RECLAIMED", node, slots: took, reason: this.condemned.get(node) },
@@ -330,6 +352,12 @@ export class Reclaimer {
         );
       }
     }
+    this.forget(after, known);
     return taken;
+  }
+
+  /** Drops the verdicts on nodes that own nothing in a ring of these counts and are unknown to membership. */
+  private forget(owned: ReadonlyMap<string, number>, known: ReadonlyMap<string, unknown>): void {
+    for (const node of this.condemned.keys()) if (!owned.has(node) && !known.has(node)) this.condemned.delete(node);
   }
 }

@@ -186,9 +186,18 @@ export class Ring {
 
   /** Number of free (owned, not leased) slots per owner. */
   freeCounts(): Map<string, number> {
+    return this.counts(true);
+  }
+
+  /** Number of slots per owner, leased or free (owners of none are absent). */
+  ownedCounts(): Map<string, number> {
+    return this.counts(false);
+  }
+
+  private counts(freeOnly: boolean): Map<string, number> {
     const counts = new Map<string, number>();
     this.segs.forEach((g, i) => {
-      if (g.owner === NO_OWNER || g.leased) return;
+      if (g.owner === NO_OWNER || (freeOnly && g.leased)) return;
       const name = this.names[g.owner];
       counts.set(name, (counts.get(name) ?? 0) + this.end(i) - g.start);
     });

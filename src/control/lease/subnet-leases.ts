@@ -257,19 +257,9 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
       cancel: (handle) => this.timers.cancel(handle),
       otherMembers: () => this.otherMembers(),
       isMember: (node) => this.otherMembers().some((m) => m.name === node),
-      goneMembers: () =>
-        new Set(
-          this.opts.membership
-            .allMembers()
-            .filter((m) => m.state === "dead" || m.state === "left")
-            .map((m) => m.name),
-        ),
+      memberStates: () => new Map(this.opts.membership.allMembers().map((m) => [m.name, m.state])),
       encode: (msg) => encodeMessage(this.opts.space.fingerprint, msg),
-      countOwned: (node) =>
-        this.ring
-          .state()
-          .runs.filter((r) => r.owner === node)
-          .reduce((n, r) => n + r.count, 0),
+      ownedCounts: () => this.ring.ownedCounts(),
     };
   }
 
@@ -290,7 +280,7 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
       await this.commit(next, [...learnt, ...extra]);
     }
     // After the signs of life: an owner this view knows only as a tombstone did not write these runs.
-    this.reclaimer.ownersGone(state.runs.map((r) => r.owner));
+    this.reclaimer.ownersGone(state.runs, source === "push-pull");
   }
 
   /** Ring states newer than this view name these owners (Reclaimer.activeWhileGone). */
