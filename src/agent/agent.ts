@@ -411,7 +411,13 @@ export class Agent {
       logger: this.log.child({ layer: "backend", ...(lane.family === 6 && { family: 6 }) }),
       onFailed: (err) => this.backendFailed(lane, backend, err),
     });
-    lane.announcement = await backend.start();
+    try {
+      lane.announcement = await backend.start();
+    } catch (err) {
+      // Never in a lane, so stopLane never takes its counters: its failed start is counted here.
+      this.retireCounters(backend);
+      throw err;
+    }
     lane.backend = backend;
     try {
       lane.sync.reset();
@@ -849,11 +855,15 @@ export class Agent {
     for (const lane of this.lanes) await this.stopLane(lane);
   }
 
+  /** Adds a backend instance leaving for good to stoppedCounters (its unreachable peers are no longer). */
+  private retireCounters(backend: Backend): void {
+    this.stoppedCounters = sumCounters(this.stoppedCounters, { ...backend.counters(), peersUnreachable: 0 });
+  }
+
   private async stopLane(lane: Lane, keep = false): Promise<void> {
     const backend = lane.backend;
     // Taken as it leaves the lanes, so that the sum stays whole (what its stop does goes uncounted).
-    if (backend)
-      this.stoppedCounters = sumCounters(this.stoppedCounters, { ...backend.counters(), peersUnreachable: 0 });
+    if (backend) this.retireCounters(backend);
     lane.backend = undefined;
     lane.announcement = undefined;
     await backend?.stop(keep);
@@ -968,9 +978,20 @@ export class Agent {
   /** Kernel drops on the userspace dataplane's sockets (kernel backends have none of their own). */
   private socketDrops(): SocketDrops | undefined {
     if (!this.backend?.dataplaneCounters) return undefined;
-    // Each running dataplane's port: IPv6 over the IPv4 underlay has one of its own.
-    const ports = this.lanes.flatMap((l) => (l.announcement?.port !== undefined ? [l.announcement.port] : []));
-    return udpSocketDrops(new Set(ports));
+    // Each running dataplane's port: IPv6 over the IPv4 underlay has one of its own, on IPv4 sockets.
+    return udpSocketDrops(
+      this.lanes.flatMap((l) =>
+        l.announcement?.port !== undefined
+          ? [
+              {
+                family: l.family,
+                port: l.announcement.port,
+                ipv6Sockets: l.family === 6 && this.underlay.addr6 !== undefined,
+              },
+            ]
+          : [],
+      ),
+    );
   }
 
   /**

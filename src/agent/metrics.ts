@@ -168,6 +168,10 @@ export function agentMetrics(
       for (const [event, n] of Object.entries(control.transportCounters())) set({ event }, n);
     },
   );
+  // The backends count a failed round or read as a refused command, so ok never falls; should a
+  // count still outrun the commands, ok holds its last value: a negative inc() would reject every
+  // scrape, weft_ready's included.
+  let kernelOk = 0;
   mirroredCounter(
     registry,
     "weft_kernel_programming_total",
@@ -176,16 +180,20 @@ export function agentMetrics(
     (set) => {
       const c = counters();
       if (!c) return;
-      set({ result: "ok" }, c.kernelCommands - c.kernelErrors);
+      kernelOk = Math.max(kernelOk, c.kernelCommands - c.kernelErrors);
+      set({ result: "ok" }, kernelOk);
       set({ result: "error" }, c.kernelErrors);
     },
   );
   new Gauge({
     name: "weft_peers_unreachable",
-    help: "Peers the backend cannot reach now (host-gw off-link, wire format mismatch, a subnet overlapping another's, no room left in the userspace dataplane)",
+    help: "Peers the backend of the address family cannot reach now (host-gw off-link, wire format mismatch, a subnet overlapping another's, no room left in the userspace dataplane); a node refused in both families counts in each",
+    labelNames: ["family"],
     registers: [registry],
     collect() {
-      this.set(counters()?.peersUnreachable ?? 0);
+      this.reset();
+      for (const { family, backend } of backends())
+        this.set({ family: String(family) }, backend.counters().peersUnreachable);
     },
   });
   mirroredCounter(
@@ -313,11 +321,10 @@ export function agentMetrics(
   mirroredCounter(
     registry,
     "weft_dataplane_socket_drops_total",
-    "Datagrams the kernel dropped on the userspace dataplane's UDP sockets before they were read (full receive buffer, bad checksum; /proc/net/udp and udp6 drops, every family's dataplane summed)",
-    [],
+    "Datagrams the kernel dropped on the userspace dataplane's UDP sockets before they were read (full receive buffer, bad checksum; /proc/net/udp and udp6 drops), by address family of the dataplane",
+    ["family"],
     (set) => {
-      const d = socketDrops();
-      if (d) set({}, d.drops);
+      for (const f of socketDrops()?.families ?? []) set({ family: String(f.family) }, f.drops);
     },
   );
   return registry;

@@ -9,6 +9,18 @@ export interface SocketDrops {
   sockets: number;
   /** Sum of their kernel drop counters. */
   drops: number;
+  /**
+   * The same by address family of the dataplane: a sum over both would fall when one family's
+   * dataplane is replaced (its sockets closed), which reads as a reset of the survivor's count.
+   */
+  families: Array<{ family: 4 | 6; sockets: number; drops: number }>;
+}
+
+/** One running dataplane's sockets: its port, and whether they are IPv6 sockets (/proc/net/udp6). */
+export interface DataplanePort {
+  family: 4 | 6;
+  port: number;
+  ipv6Sockets: boolean;
 }
 
 /** Inodes of the sockets this process holds. */
@@ -35,11 +47,13 @@ export function parseProcNetUdp(text: string): Array<{ port: number; inode: stri
     .map((f) => ({ port: parseInt(f[1].split(":")[1], 16), inode: f[9], drops: Number(f[12]) }));
 }
 
-export function udpSocketDrops(ports: ReadonlySet<number>): SocketDrops {
+export function udpSocketDrops(ports: readonly DataplanePort[]): SocketDrops {
   const inodes = ownSocketInodes();
-  let sockets = 0;
-  let drops = 0;
-  for (const table of ["/proc/self/net/udp", "/proc/self/net/udp6"]) {
+  const families = ports.map(({ family }) => ({ family, sockets: 0, drops: 0 }));
+  for (const [table, ipv6Sockets] of [
+    ["/proc/self/net/udp", false],
+    ["/proc/self/net/udp6", true],
+  ] as const) {
     let text: string;
     try {
       text = readFileSync(table, "utf8");
@@ -47,10 +61,13 @@ export function udpSocketDrops(ports: ReadonlySet<number>): SocketDrops {
       continue; // no IPv6 in this kernel
     }
     for (const s of parseProcNetUdp(text)) {
-      if (!ports.has(s.port) || !inodes.has(s.inode)) continue;
-      sockets++;
-      drops += s.drops;
+      // Both families may hold one port number, one on IPv4 sockets and one on IPv6 sockets.
+      const i = ports.findIndex((p) => p.port === s.port && p.ipv6Sockets === ipv6Sockets);
+      if (i < 0 || !inodes.has(s.inode)) continue;
+      families[i].sockets++;
+      families[i].drops += s.drops;
     }
   }
-  return { sockets, drops };
+  const sum = (pick: (f: (typeof families)[number]) => number) => families.reduce((n, f) => n + pick(f), 0);
+  return { sockets: sum((f) => f.sockets), drops: sum((f) => f.drops), families };
 }

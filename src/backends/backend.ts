@@ -83,7 +83,7 @@ export interface BackendOptions {
 export interface BackendCounters {
   /** iproute2 commands sent to change kernel state (lines of a batch count one each). */
   kernelCommands: number;
-  /** Of those, the ones the kernel refused, plus failed reads. */
+  /** Of those, the ones the kernel refused; a failed round, read or start counts as one command refused. */
   kernelErrors: number;
   /** Peers known but not reachable (wrong wire format or VNI, or not on the same L2 for host-gw). */
   peersUnreachable: number;

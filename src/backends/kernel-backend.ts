@@ -164,6 +164,8 @@ export abstract class KernelBackend implements Backend {
         try {
           await this.runRound(round, false);
         } catch (err) {
+          // A failed round counts as one refused command: errors never outrun commands.
+          this.stats.kernelCommands++;
           this.stats.kernelErrors++;
           this.logger.error({ err }, "a kernel programming round failed; the next round or reconcile tries again");
           throw err;

@@ -282,7 +282,9 @@ describe.skipIf(!canUseNetns())("agent: state dir and surfaces", () => {
     expect(await httpGet(`http://${underlay}:9102/metrics`)).toMatch(/^404 /);
     expect(await httpGet(`http://${underlay}:9103/metrics`)).toBe("refused");
     expect(await httpGet("http://127.0.0.1:9103/status")).toMatch(/^404 /);
-    expect(await httpGet("http://127.0.0.1:9103/metrics")).toMatch(/^200 [\s\S]*weft_dataplane_socket_drops_total 0$/m);
+    expect(await httpGet("http://127.0.0.1:9103/metrics")).toMatch(
+      /^200 [\s\S]*weft_dataplane_socket_drops_total\{family="4"\} 0$/m,
+    );
 
     // The dataplane's slots hold MTU 1962: a jumbo underlay gives pods that, not a failed start.
     expect(await readFile(join(stateDir, "subnet.env"), "utf8")).toMatch(/^FLANNEL_MTU=1962$/m);
@@ -302,7 +304,7 @@ describe.skipIf(!canUseNetns())("agent: state dir and surfaces", () => {
     });
     expect(status.sockets).toBe(2);
     const metrics = await httpGet("http://127.0.0.1:9103/metrics");
-    const drops = Number(/^weft_dataplane_socket_drops_total (\d+)$/m.exec(metrics)?.[1]);
+    const drops = Number(/^weft_dataplane_socket_drops_total\{family="4"\} (\d+)$/m.exec(metrics)?.[1]);
     expect(drops).toBeGreaterThanOrEqual(status.drops);
 
     // Stopped again, its TUN ring fills with datagrams this host routes into the pod network (to a

@@ -4,10 +4,11 @@
 // reachable again, while no counter ever falls.
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { agentMetrics } from "../../src/agent/metrics.js";
+import type { BackendCounters } from "../../src/backends/backend.js";
 import type { ControlPlane } from "../../src/control/control-plane.js";
 import { UserspaceDataplane } from "../../src/dataplane/dataplane.js";
 import { LabCluster } from "../../src/lab/cluster.js";
-import { peerOf, removeLab, startNode, subnetOf, type LabNode } from "../backends/support.js";
+import { peerFrom, peerOf, removeLab, startNode, subnetOf, type LabNode } from "../backends/support.js";
 import { loopbackPlane } from "../support/loopback-plane.js";
 import { canUseNetns } from "../support/netns.js";
 
@@ -27,7 +28,7 @@ describe.skipIf(!canUseNetns())("agent metrics", () => {
   let close: (() => Promise<void>) | undefined;
 
   beforeAll(async () => {
-    lab = await LabCluster.create({ tag: "amt", hosts: 1 });
+    lab = await LabCluster.create({ tag: "amt", hosts: 2 });
     node = await startNode(lab.hosts[0], 1, "wasm-vxlan");
     ({ plane: control, close } = await loopbackPlane("host1"));
   });
@@ -64,7 +65,7 @@ describe.skipIf(!canUseNetns())("agent metrics", () => {
 
   it("shows unreachable peers as a gauge that falls when the peer is reachable again; no counter falls", async () => {
     const metrics = registry();
-    const unreachable = (text: string) => Number(/^weft_peers_unreachable (\d+)$/m.exec(text)?.[1]);
+    const unreachable = (text: string) => Number(/^weft_peers_unreachable\{family="4"\} (\d+)$/m.exec(text)?.[1]);
     const peer = peerOf("other", subnetOf(2), 0xc6120063, node.announced); // 198.18.0.99
     await node.backend.setPeer({ ...peer, backend: { ...peer.backend, vni: 99 } });
     const before = await metrics.metrics();
@@ -99,5 +100,84 @@ describe.skipIf(!canUseNetns())("agent metrics", () => {
       await node.backend.removePeer("far");
       await host.ns.ip("route del unreachable 198.18.0.250/32");
     }
+  });
+
+  it("a kernel backend whose rounds fail (its underlay NIC gone) counts each as a refused command: no sample falls", async () => {
+    const vx = await startNode(lab.hosts[1], 2, "vxlan");
+    try {
+      await vx.backend.setPeer(peerFrom(node));
+      const metrics = agentMetrics(
+        control,
+        () => [{ family: 4, backend: vx.backend }],
+        () => vx.backend.counters(),
+        () => [],
+        () => undefined,
+      );
+      const before = await metrics.metrics();
+      // flannel.1 cannot be made again without its underlay device: every reconcile fails whole.
+      await lab.hosts[1].ns.ip("link del flannel.1");
+      await lab.hosts[1].ns.ip(`link del ${lab.hosts[1].underlayIf}`);
+      for (let i = 0; i < 3; i++) await expect(vx.backend.reconcile()).rejects.toThrow();
+      const c = vx.backend.counters();
+      expect(c.kernelErrors).toBeGreaterThanOrEqual(3);
+      // Before, a failed round added an error alone: ok (commands - errors) fell.
+      expect(c.kernelErrors).toBeLessThanOrEqual(c.kernelCommands);
+      const was = counterSamples(before);
+      for (const [series, value] of counterSamples(await metrics.metrics()))
+        expect(value, series).toBeGreaterThanOrEqual(was.get(series) ?? 0);
+    } finally {
+      await vx.backend.stop(false).catch(() => undefined);
+    }
+  });
+
+  it("scrapes whole while kernel errors outrun commands, and weft_kernel_programming_total never falls", async () => {
+    let c: BackendCounters = { kernelCommands: 6, kernelErrors: 0, peersUnreachable: 0, driftRepairs: 0 };
+    const metrics = agentMetrics(
+      control,
+      () => [],
+      () => c,
+      () => [],
+      () => undefined,
+      { ready: () => true, backendRestarts: () => [] },
+    );
+    let was = counterSamples(await metrics.metrics());
+    // Errors alone grow, past the commands: before, ok fell, then its negative inc() rejected the
+    // whole scrape (weft_ready too).
+    for (const kernelErrors of [3, 7, 9]) {
+      c = { ...c, kernelErrors };
+      const text = await metrics.metrics();
+      expect(text).toMatch(/^weft_ready 1$/m);
+      expect(text).toMatch(new RegExp(`^weft_kernel_programming_total\\{result="error"\\} ${kernelErrors}$`, "m"));
+      const now = counterSamples(text);
+      for (const [series, value] of now) expect(value, series).toBeGreaterThanOrEqual(was.get(series) ?? 0);
+      was = now;
+    }
+  });
+
+  it("counts socket drops by family: one family's dataplane gone lowers no sample", async () => {
+    const both = {
+      sockets: 4,
+      drops: 12,
+      families: [
+        { family: 4 as const, sockets: 2, drops: 5 },
+        { family: 6 as const, sockets: 2, drops: 7 },
+      ],
+    };
+    let drops = both;
+    const metrics = agentMetrics(
+      control,
+      () => [],
+      () => undefined,
+      () => [],
+      () => drops,
+    );
+    const before = await metrics.metrics();
+    expect(before).toMatch(/^weft_dataplane_socket_drops_total\{family="6"\} 7$/m);
+    // The IPv6 dataplane replaced: its sockets closed, the IPv4 one's count goes on.
+    drops = { sockets: 2, drops: 6, families: [{ family: 4, sockets: 2, drops: 6 }] };
+    const after = counterSamples(await metrics.metrics());
+    expect(after.get('weft_dataplane_socket_drops_total{family="4"}')).toBe(6);
+    for (const [series, value] of counterSamples(before))
+      if (after.has(series)) expect(after.get(series), series).toBeGreaterThanOrEqual(value);
   });
 });

@@ -126,6 +126,19 @@ for (const type of ["wasm-vxlan", "udp"] as const) {
       expect((await ping(n1.host.pods[0], n2.host.pods[0].addr, { count: 2 })).received).toBe(2);
     });
 
+    it("reconcile() brings a TUN device set down by hand up again, its route back, without a kernel error", async () => {
+      const tun = type === "udp" ? "flannel0" : "weft.1";
+      const before = n1.backend.counters();
+      await n1.host.ns.ip(`link set ${tun} down`);
+      await n1.backend.reconcile();
+      // Before, it replaced the route on the down device first, which the kernel refuses (ENETDOWN).
+      const after = n1.backend.counters();
+      expect(after.kernelErrors).toBe(before.kernelErrors);
+      expect(after.driftRepairs).toBe(before.driftRepairs + 1);
+      expect(await n1.host.ns.ip(`-4 route show dev ${tun}`)).toMatch(/^198\.19\.0\.0\/16 proto kernel scope link/m);
+      expect((await ping(n1.host.pods[0], n2.host.pods[0].addr, { count: 2 })).received).toBe(2);
+    });
+
     it("a subnet that moved from a gone peer to another in one sync (a reclaim) reaches the new owner", async () => {
       // As the agent drives it: the control plane's peers, synced by PeerSync. The ghost held host2's
       // subnet (at another underlay address); the next view has host2 holding it and the ghost gone.

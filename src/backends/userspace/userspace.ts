@@ -190,7 +190,11 @@ export class UserspaceBackend implements Backend {
     } catch (err) {
       // A stop() meanwhile makes the dataplane's start reject: no kernel error, and the state
       // stays "stopped".
-      if (!(err instanceof WeftError && err.code === "DATAPLANE_STOPPED")) this.stats.kernelErrors++;
+      // A failed start counts as one refused command if it failed before counting its own.
+      if (!(err instanceof WeftError && err.code === "DATAPLANE_STOPPED")) {
+        this.stats.kernelErrors++;
+        this.stats.kernelCommands = Math.max(this.stats.kernelCommands, this.stats.kernelErrors);
+      }
       await this.dataplane.stop();
       throw err;
     }
@@ -282,7 +286,12 @@ export class UserspaceBackend implements Backend {
       lines.push(
         `addr replace ${formatAddr(subnet.addr)}/${network.len} dev ${tun}${this.family === 6 ? " nodad" : ""}`,
       );
-    else if (!routes.some((r) => r.dev === tun && r.dst.addr === network.addr && r.dst.len === network.len)) {
+    // A device set down lost its prefix route, which the kernel puts back at link up; a route
+    // replace on the down device is refused (ENETDOWN), a false kernel error at every repair.
+    else if (
+      link?.up &&
+      !routes.some((r) => r.dev === tun && r.dst.addr === network.addr && r.dst.len === network.len)
+    ) {
       lines.push(
         `route replace ${formatAnyPrefix(network)} dev ${tun} proto kernel${this.family === 4 ? " scope link" : ""} src ${formatAddr(subnet.addr)}`,
       );
@@ -336,7 +345,9 @@ export class UserspaceBackend implements Backend {
     try {
       values = await kernel.readSysctls(wanted.map(([key]) => key));
     } catch (err) {
-      // The device's address, route and link state are still repaired below.
+      // The device's address, route and link state are still repaired below. A failed read
+      // counts as a refused command: errors never outrun commands.
+      this.stats.kernelCommands++;
       this.stats.kernelErrors++;
       this.logger.error({ err }, `cannot read ${this.tunName}'s sysctls; reconcile will try again`);
       return;
