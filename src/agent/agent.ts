@@ -995,8 +995,8 @@ export class Agent {
   }
 
   /**
-   * Leaves the cluster and removes what the agent made. With keepOnExit it keeps its devices and
-   * does not leave: a leave makes peers drop their routes to it at once, which a restart (the
+   * Leaves the cluster and removes what the agent made, subnet.env too. With keepOnExit it keeps
+   * its devices and subnet.env and does not leave: a leave makes peers drop their routes to it at once, which a restart (the
    * reason to keep devices) must not do; they keep them, as for a node that may come back, until
    * it is back or gossip declares it dead.
    */
@@ -1005,12 +1005,23 @@ export class Agent {
     this.stopping = true;
     clearInterval(this.reconcileTimer);
     clearTimeout(this.restartTimer);
+    // Without keepOnExit the devices and routes go, so subnet.env goes first: left, it has the CNI
+    // plugin call the node ready (STATUS) and give pods addresses (ADD) of a node that has left.
+    const removeSubnetEnv = async () => {
+      if (!this.opts.keepOnExit)
+        await rm(this.opts.subnetFile, { force: true }).catch((err) =>
+          this.log.warn({ err }, `removing ${this.opts.subnetFile} failed; remove it by hand`),
+        );
+    };
+    await removeSubnetEnv();
     await this.control
       .stop(leave && !this.opts.keepOnExit)
       .catch((err) => this.log.warn({ err }, "leaving the cluster failed"));
     // A backend change under way (a reload, a lost subnet's new backend) ends first, so that what
-    // it starts is stopped below instead of left in the kernel.
+    // it starts is stopped below instead of left in the kernel; a publish in it may have written
+    // subnet.env again.
     await this.backendChanges.idle();
+    await removeSubnetEnv();
     // One family's failure leaves the other family's backend, ip-masq, the socket and the lock to
     // be removed all the same; the stop then says it was incomplete.
     const failed: number[] = [];

@@ -75,8 +75,12 @@ export const delNetConfSchema = flannelNetConfSchema.pick({ dataDir: true, prevR
  * the rest (read only to forward GC to the delegate), so that a bad delegate key stops no cleanup.
  */
 export const gcNetConfSchema = flannelNetConfSchema.pick({ cniVersion: true, name: true, dataDir: true }).extend({
+  // libcni sends a nil Go slice (no pod uses the network: CRI-O) as null, and the reference
+  // plugins' GC reads the key with omitempty: null and absent are the empty list to them.
   "cni.dev/valid-attachments": z
     .array(z.looseObject({ containerID: z.string(), ifname: z.string().optional() }))
+    .nullish()
+    .transform((a) => a ?? [])
     .describe("the attachments the runtime still has: every other one kept in dataDir is deleted"),
 });
 

@@ -3,7 +3,7 @@
 // `bundle`, Node.js itself and the plugin's few files are copied next to it, for hosts (a
 // Kubernetes node) that have no Node.js: the init container of deploy/kubernetes/weft.yaml.
 import { chmod, copyFile, cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { writeFileAtomic } from "../fs/atomic-write.js";
 import { projectFile } from "../paths.js";
 
@@ -16,11 +16,16 @@ export function pluginEntry(): string {
 
 const quote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
 
-function launcher(node: string, entry: string): string {
-  return `#!/bin/sh\n# weft's CNI plugin, compatible with flannel's (same config, same subnet.env).\nexec ${quote(node)} ${quote(entry)} "$@"\n`;
+/** A bundle's `node` and `entry` are relative to the launcher's directory, the others absolute. */
+function launcher(node: string, entry: string, bundled: boolean): string {
+  const head = "#!/bin/sh\n# weft's CNI plugin, compatible with flannel's (same config, same subnet.env).\n";
+  if (!bundled) return `${head}exec ${quote(node)} ${quote(entry)} "$@"\n`;
+  // The bundle is found beside this script as the runtime runs it: the init container that wrote
+  // it may have the host's bin dir mounted at another path (flannel's chart: cniBinDir).
+  return `${head}d=\${0%/*}\nexec "$d"/${quote(node)} "$d"/${quote(entry)} "$@"\n`;
 }
 
-/** Copies Node.js and what the plugin loads into a new directory of binDir; returns [node, entry]. */
+/** Copies Node.js and what the plugin loads into a new directory of binDir; returns [node, entry], relative to binDir. */
 async function bundle(binDir: string, name: string): Promise<[string, string]> {
   // A new directory each time, never one a runtime may be running the plugin from.
   await mkdir(binDir, { recursive: true });
@@ -35,7 +40,8 @@ async function bundle(binDir: string, name: string): Promise<[string, string]> {
   await cp(projectFile("node_modules", "zod"), join(dir, "node_modules", "zod"), { recursive: true });
   await writeFile(join(dir, "package.json"), JSON.stringify({ name: "weft-cni", private: true, type: "module" }));
   await copyFile(process.execPath, join(dir, "node"));
-  return [join(dir, "node"), join(dir, "dist", "src", "cni", "entry.js")];
+  const copy = basename(dir);
+  return [join(copy, "node"), join(copy, "dist", "src", "cni", "entry.js")];
 }
 
 /**
@@ -46,17 +52,16 @@ export async function installPlugin(binDir: string, opts: { name?: string; bundl
   const name = opts.name ?? PLUGIN_NAME;
   const target = join(binDir, name);
   const [node, entry] = opts.bundle ? await bundle(binDir, name) : [process.execPath, pluginEntry()];
-  const text = launcher(node, entry);
+  const text = launcher(node, entry, opts.bundle === true);
   const previous = await readFile(target, "utf8").catch(() => "");
   await writeFileAtomic(target, text, { mode: 0o755 });
   // Older bundles of this launcher go, but for the one the previous launcher ran: a runtime may
   // have read that launcher just now and be starting its Node.js. (A bare `weft-cni` is the
-  // bundle's directory of weft 0.1.0.)
+  // bundle's directory of weft 0.1.0; launchers before this one named their bundle by its absolute path.)
   for (const old of await readdir(binDir)) {
-    const path = join(binDir, old);
     const ours = old.startsWith(`weft-cni.${name}.`) || old === "weft-cni";
-    if (ours && !(text + previous).includes(quote(join(path, "node"))))
-      await rm(path, { recursive: true, force: true });
+    if (ours && !(text + previous).includes(`${old}/node'`))
+      await rm(join(binDir, old), { recursive: true, force: true });
   }
   return target;
 }

@@ -192,7 +192,7 @@ export async function runPlugin(call: PluginCall): Promise<object | undefined> {
 }
 
 /**
- * DEL of what ADD kept in `path`, with the runtime's prevResult if any; the file goes once the
+ * DEL of what ADD kept in `path`, with the runtime's prevResult if of its version; the file goes once the
  * delegate's DEL worked. Nothing kept (never added, or already deleted) succeeds, as the spec asks.
  */
 async function deleteKept(path: string, args: CniArgs, prevResult?: Record<string, unknown>): Promise<void> {
@@ -208,7 +208,11 @@ async function deleteKept(path: string, args: CniArgs, prevResult?: Record<strin
   });
   if (!found) return;
   const { d, ifName } = found;
-  if (prevResult) d.prevResult = resultFor(prevResult, d.cniVersion);
+  // A result of another version than the kept config's (the conflist's cniVersion changed since
+  // ADD; libcni converts the cached result to the new one) is one the delegate cannot parse: ipvlan's
+  // DEL would fail forever. Without it DEL works from the config alone, as under flannel's plugin.
+  const prev = prevResult && resultFor(prevResult, d.cniVersion);
+  if (prev?.cniVersion === d.cniVersion) d.prevResult = prev;
   await execPlugin(d.type as string, d, { ...args, ifName: args.ifName ?? ifName });
   await rm(path, { force: true });
 }

@@ -7,9 +7,11 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { agentRequest } from "../../src/cli/agent-client.js";
 import { LabAgents, type AgentStatus, type LabAgent } from "../../src/lab/agents.js";
-import { LabCluster, type LabHost } from "../../src/lab/cluster.js";
+import { execPlugin } from "../../src/cni/exec.js";
+import { LabCluster, labConfList, referencePluginDirs, type LabHost } from "../../src/lab/cluster.js";
 import { formatIpv4, parsePrefix } from "../../src/net/ipv4.js";
 import { canUseNetns } from "../support/netns.js";
+import { existsSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -467,11 +469,22 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
     expect(await pingEveryPair(lab.hosts)).toEqual(allPingsAnswered(lab.hosts));
   });
 
-  it("SIGTERM: a graceful leave (the others see host3 as left, not dead), its devices and routes removed, nothing logged at error level", async () => {
+  it("SIGTERM: a graceful leave (the others see host3 as left, not dead), its devices, routes and subnet.env removed (CNI STATUS says not available), nothing logged at error level", async () => {
     const since = await agents.logSize(a3);
+    const cniStatus = () =>
+      execPlugin(
+        "flannel",
+        { ...labConfList(lab.hostDir(a3.host), agents.subnetFile(a3)).plugins[0], name: "cbr0", cniVersion: "1.1.0" },
+        { command: "STATUS", path: [join(lab.workDir, "bin"), ...referencePluginDirs()] },
+        { wrap: a3.host.ns.wrap([]) },
+      );
+    expect(await cniStatus()).toBeUndefined();
     await agents.stop(a3, "SIGTERM");
     expect(a3.process?.exitCode).toBe(0);
     expect(await agents.errorLines(a3, since)).toEqual([]);
+    // The node left: no pod may get an address of it.
+    expect(existsSync(agents.subnetFile(a3))).toBe(false);
+    await expect(cniStatus()).rejects.toMatchObject({ cniCode: 50 });
     expect(await overlayDevices(a3.host)).toEqual([]);
     expect(await podRoutes(a3.host)).toEqual([]);
     expect(await vxlanEntries(a3.host)).toEqual({ neighs: [], fdbs: [] });

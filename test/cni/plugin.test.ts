@@ -3,12 +3,14 @@
 // (bridge, host-local, portmap), on lab hosts in network namespaces without agents: each host's
 // subnet.env is written as an agent writes it.
 import { execFileSync, spawn } from "node:child_process";
-import { readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeSubnetEnv } from "../../src/agent/subnet-env.js";
+import { parseNetConf, parseSubnetEnvFile } from "../../src/cni/config.js";
 import { CniError } from "../../src/cni/errors.js";
 import { execPlugin } from "../../src/cni/exec.js";
+import { delegateConfig } from "../../src/cni/plugin.js";
 import type { Attachment, CniResult } from "../../src/cni/runtime.js";
 import {
   LabCluster,
@@ -186,6 +188,48 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
     } finally {
       await gone.destroy();
       await live.destroy();
+    }
+  });
+
+  it.each([null, undefined])(
+    "GC with cni.dev/valid-attachments %s (libcni's nil slice when no pod uses the network; or left out) deletes every kept attachment",
+    async (none) => {
+      const conf = flannelConf(h1, { cniVersion: "1.1.0" });
+      const ns = await Netns.create("cni-gcnull");
+      const r = (await runFlannel(h1, "ADD", conf, { containerId: ns.name, netns: ns.path })) as CniResult;
+      // The runtime lost the pod without a DEL; its namespace went (the lab removes it on exit otherwise).
+      await ns.destroy();
+      expect(await runFlannel(h1, "GC", { ...conf, "cni.dev/valid-attachments": none })).toBeUndefined();
+      // The bridge plugin's DEL ran: host-local released the address; and the kept config went.
+      expect(await ipamStore(h1)).not.toContain(r.ips![0].address.split("/")[0]);
+      expect(await kept(h1)).not.toContain(ns.name);
+    },
+  );
+
+  it("DEL after the conflist went from 0.3.1 to 1.0.0: the kept 0.3.1 ipvlan config runs without the runtime's 1.0.0 prevResult, which it cannot parse", async () => {
+    const ns = await Netns.create("cni-ver");
+    try {
+      const att = { containerId: ns.name, netns: ns.path };
+      const added = flannelConf(h1, { cniVersion: "0.3.1", delegate: { type: "ipvlan", master: h1.underlayIf } });
+      const dataDir = join(lab.hostDir(h1), "flannel");
+      // This kernel has no ipvlan to ADD with, so the pod is as ipvlan's ADD leaves it once its
+      // interface went with the namespace: an address taken from host-local, the config kept as ADD keeps it.
+      const d = delegateConfig(
+        parseNetConf(JSON.stringify(added)),
+        parseSubnetEnvFile(await readFile(subnetFile(h1), "utf8"), "subnet.env"),
+      );
+      const paths = { path: referencePluginDirs(), ifName: "eth0", ...att };
+      const r = (await execPlugin("host-local", d, { command: "ADD", ...paths })) as CniResult;
+      const addr = r.ips![0].address.split("/")[0];
+      await mkdir(dataDir, { recursive: true });
+      await writeFile(join(dataDir, ns.name), JSON.stringify({ ...d, "weft.ifName": "eth0" }));
+      // libcni hands DEL the cached result converted to the list's new version.
+      const prevResult = { ...r, cniVersion: "1.0.0", ips: r.ips!.map((ip) => ({ ...ip, version: undefined })) };
+      expect(await runFlannel(h1, "DEL", flannelConf(h1, { prevResult }), att)).toBeUndefined();
+      expect(await kept(h1)).not.toContain(ns.name);
+      expect(await ipamStore(h1)).not.toContain(addr);
+    } finally {
+      await ns.destroy();
     }
   });
 
