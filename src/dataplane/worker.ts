@@ -9,7 +9,7 @@
 // call per direction treats a plain packet as a single segment.
 import { HotPath, type HotPathFunctions } from "../hotpath/module.js";
 import type { DatagramBind, PacketQueue } from "../io/batch-io.js";
-import { batchDone, batchFailed, native } from "../io/native.js";
+import { BATCH_DONE_MASK, batchDone, batchFailed, native } from "../io/native.js";
 import { TunQueue } from "../io/tun.js";
 import { UdpSocket } from "../io/udp.js";
 import { WAIT_SLEPT, WAIT_SPUN, WAIT_WOKEN, waitReadable } from "../io/wait.js";
@@ -74,9 +74,10 @@ export function drainer(buf: Uint8Array, io: BigUint64Array, held: Int32Array) {
     while (done < count) {
       try {
         const r = write(buf, descs, first + done, count - done);
+        // Stored before any call (batchDone's too) or the loop's next turn: a terminate lands at
+        // a call or a back edge, and would count what was just written as still to write (see held).
+        held[toDo] = count - done - (r & BATCH_DONE_MASK);
         const n = batchDone(r);
-        // Stored before the loop's next turn: a terminate lands at its back edge (see held).
-        held[toDo] = count - done - n;
         if (n === 0) break;
         done += n;
         // A BigInt only when there is something to add (see tunBatches in serve).

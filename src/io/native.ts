@@ -160,9 +160,12 @@ export function atMostMaxBatch(count: number): number {
   return Math.min(count, native.MAX_BATCH);
 }
 
+/** The bits of a batch result that hold the packets done (batchDone). */
+export const BATCH_DONE_MASK = 0xffff;
+
 /** A batch call's packets done (for a send, those it lost to errors included). */
 export function batchDone(result: number): number {
-  return result & 0xffff;
+  return result & BATCH_DONE_MASK;
 }
 
 /** A batch call's packets lost to errors of the kernel's. */
