@@ -302,12 +302,13 @@ describe("reclaiming a dead node's subnet", () => {
   });
 
   it("dual-stack, by command: an IPv6 ring that cannot save after the IPv4 one reclaimed says so, and the command run again reclaims the rest", async () => {
-    // A seed where b is the heir of c's IPv6 slots (reclaiming, it must save them); gossip's random draws decide that.
+    // All three are seeds, so each ring starts divided a, b, c in slot order and b is the heir of
+    // c's whole run in both (reclaiming, it must save them), whatever the random stream does.
     const { sim, nodes, start } = cluster(["a", "b", "c"], 6, { space: TINY, space6: SPACE6 });
     const [a, b, c] = nodes;
     const disk6 = new Disk();
     b.stores[1] = disk6;
-    for (const n of nodes) await start(n, { seeds: ["a"] });
+    for (const n of nodes) await start(n, { seeds: ["a", "b", "c"] });
     await runTo(sim, 30_000);
     expect(nodes.every((n) => n.plane!.families.every((l) => l.currentLease()))).toBe(true);
     sim.crash(c);
@@ -324,6 +325,11 @@ describe("reclaiming a dead node's subnet", () => {
     const [held4, held6] = heldByC(b);
     expect(held4).toBeGreaterThan(0);
     expect(held6).toBeGreaterThan(0);
+    for (const l of b.plane!.families) {
+      const runs = l.ringState().runs;
+      const first = runs.find((r) => r.owner === "c")!;
+      expect(runs.find((r) => r.start + r.count === first.start)?.owner).toBe("b");
+    }
     disk6.fault = "full";
     const failed = await b.plane!.reclaim("c").then(
       () => null,
