@@ -459,13 +459,15 @@ describe("Ring properties", () => {
 });
 
 // ---- The range ring against the per-slot reference (test/reference/slot-ring.ts): the same
-// operations, including refused ones and merges of each other's states, give the same results. ----
+// operations, including refused ones and merges of each other's states, give the same results;
+// the range ring's per-owner index gives the counts of counting the slots. ----
 
 type DiffOp =
   | { op: "transfer"; by: number; to: number; at: number; count: number }
   | { op: "lease"; node: number; at: number; leased: boolean }
   | { op: "reclaim"; heir: number; dead: number[]; orphans: boolean }
-  | { op: "merge"; from: number };
+  | { op: "merge"; from: number }
+  | { op: "clone" };
 
 const diffOp: fc.Arbitrary<DiffOp> = fc.oneof(
   fc.record({
@@ -483,19 +485,33 @@ const diffOp: fc.Arbitrary<DiffOp> = fc.oneof(
     orphans: fc.boolean(),
   }),
   fc.record({ op: fc.constant("merge" as const), from: fc.nat() }),
+  fc.record({ op: fc.constant("clone" as const) }),
 );
 
+/** Owner counts (and leases) of `ring` equal those of counting `ref`'s slots, per owner and one by one. */
+function expectCounts(ring: Ring, ref: SlotRing): void {
+  const counted = ref.ownedCounts();
+  const leases = ring.leasesByOwner();
+  expect(ring.ownedCounts()).toEqual(counted);
+  for (const n of NAMES) {
+    expect(ring.ownedBy(n)).toBe(counted.get(n) ?? 0);
+    expect(leases.get(n) ?? []).toEqual(ref.leasesOf(n));
+  }
+}
+
 describe("Ring against the per-slot reference", () => {
-  it("gives the same states, deltas, errors and merge results", () => {
+  it("gives the same states, deltas, errors, merge results and owner counts (clones keep their own)", () => {
     fc.assert(
       fc.property(
         fc.integer({ min: 1, max: 30 }),
         fc.subarray(NAMES, { minLength: 1 }),
         fc.array(diffOp, { maxLength: 80 }),
         (slotCount, seeds, ops) => {
-          const ring = Ring.seeded(slotCount, seeds);
-          const ref = SlotRing.seeded(slotCount, seeds);
+          let ring = Ring.seeded(slotCount, seeds);
+          let ref = SlotRing.seeded(slotCount, seeds);
           const history: RingState[] = [ring.state()];
+          /** Rings left behind by a clone op, with their references: later changes must not reach them. */
+          const left: Array<[Ring, SlotRing]> = [];
           const both = <T>(f: (r: Ring | SlotRing) => T): [T | string, T | string] =>
             [ring, ref].map((r) => {
               try {
@@ -517,6 +533,10 @@ describe("Ring against the per-slot reference", () => {
               const dead = new Set(o.dead.map((i) => NAMES[i]));
               const [a, b] = both((r) => r.reclaim(NAMES[o.heir], dead, o.orphans));
               expect(a).toEqual(b);
+            } else if (o.op === "clone") {
+              left.push([ring, ref]);
+              ring = ring.clone();
+              ref = ref.clone();
             } else {
               const st = history[o.from % history.length];
               const [a, b] = both((r) => r.merge(st));
@@ -529,6 +549,8 @@ describe("Ring against the per-slot reference", () => {
               expect(slots(a)).toEqual(slots(b));
             }
             expect(ring.state()).toEqual(ref.state());
+            expectCounts(ring, ref);
+            for (const [r, x] of left) expectCounts(r, x);
             history.push(ring.state());
           }
         },

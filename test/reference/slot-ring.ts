@@ -139,6 +139,16 @@ export class SlotRing {
     return counts;
   }
 
+  /** Number of slots per owner, leased or free (owners of none are absent). */
+  ownedCounts(): Map<string, number> {
+    const counts = new Map<string, number>();
+    for (let s = 0; s < this.slotCount; s++) {
+      const o = this.owners[s];
+      if (o !== NO_OWNER) counts.set(this.names[o], (counts.get(this.names[o]) ?? 0) + 1);
+    }
+    return counts;
+  }
+
   /** Slots whose owner this view knows (all of them once the ring has been learnt). */
   knownCount(): number {
     let n = 0;

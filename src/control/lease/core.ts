@@ -61,6 +61,4 @@ export interface LeaseCore {
   /** The state of every node membership knows (tombstones included). */
   memberStates(): Map<string, MemberState>;
   encode(msg: LeaseMessage): Uint8Array;
-  /** Slots each owner holds in the saved ring (owners of none are absent). */
-  ownedCounts(): Map<string, number>;
 }

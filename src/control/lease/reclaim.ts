@@ -71,7 +71,7 @@ export class Reclaimer {
         `${node} is alive or suspect in membership; reclaim only a node that is gone for good (stop it first)`,
       );
     }
-    if (!core.ownedCounts().has(node)) {
+    if (core.ring.ownedBy(node) === 0) {
       throw new WeftError(
         "LEASE_RECLAIM_UNKNOWN",
         `${node} owns no subnet in this node's view of the ring: nothing to reclaim (weft status lists the reserved ones)`,
@@ -196,7 +196,7 @@ export class Reclaimer {
     const { core } = this;
     if (node === core.name || this.graceTimers.has(node) || core.stopped) return;
     const graceMs = at === undefined ? core.opts.reclaimGraceMs : Math.max(0, at - core.opts.clock.now());
-    const owned = core.ownedCounts().get(node) ?? 0;
+    const owned = core.ring.ownedBy(node);
     if (owned > 0) {
       core.opts.log.info(
         { code: "LEASE_NODE_GONE", node, slots: owned, graceMs },
@@ -253,15 +253,16 @@ export class Reclaimer {
   reservations(): Reservation[] {
     const { core } = this;
     const live = new Set([core.name, ...core.otherMembers().map((m) => m.name)]);
-    return [...core.ownedCounts()]
+    const leases = core.ring.leasesByOwner();
+    return [...core.ring.ownedCounts()]
       .filter(([node]) => !live.has(node))
       .sort(([a], [b]) => (a < b ? -1 : 1))
       .map(([node, slots]) => {
-        const leased = core.ring.leasesOf(node);
+        const leased = leases.get(node);
         return {
           node,
           slots,
-          subnet: leased.length > 0 ? core.opts.space.subnetOf(leased[0]) : null,
+          subnet: leased ? core.opts.space.subnetOf(leased[0]) : null,
           reclaimAt: this.graceTimers.get(node)?.at ?? null,
           condemned: this.condemned.has(node),
         };
@@ -276,8 +277,12 @@ export class Reclaimer {
    *  longer ours to give, or whose old user leases another slot. */
   standing(next: Ring, fresh: readonly VacatedSlot[] = []): VacatedSlot[] {
     const marks = new Map([...this.vacated, ...fresh.map((v) => [v.slot, v.node] as const)]);
+    if (marks.size === 0) return [];
+    const leases = next.leasesByOwner();
     return [...marks]
-      .filter(([slot, node]) => next.ownerOf(slot) === this.core.name && next.leasesOf(node).every((s) => s === slot))
+      .filter(
+        ([slot, node]) => next.ownerOf(slot) === this.core.name && (leases.get(node) ?? []).every((s) => s === slot),
+      )
       .map(([slot, node]) => ({ slot, node }));
   }
 
@@ -326,25 +331,31 @@ export class Reclaimer {
     const { core } = this;
     // While the seed division is held back the ring is incomplete: do not judge who is heir.
     if (this.condemned.size === 0 || this.bootstrap.holdingSeeds) return 0;
-    const before = core.ownedCounts();
-    const known = core.memberStates();
-    this.forget(before, known);
     const condemned = new Set(this.condemned.keys());
-    if (condemned.size === 0) return 0;
-    const next = core.ring.clone();
-    const subnets = core.ring
+    const before = core.ring;
+    const next = before.clone();
+    const subnets = before
       .allLeases()
       .filter((l) => condemned.has(l.owner))
       .map(({ slot, owner }) => ({ slot, node: owner }));
     const delta = next.reclaim(core.name, condemned, takeOrphans);
-    if (delta.length === 0) return 0;
-    // The subnets taken here are marked in the same save as the reclaim.
-    await core.commit(next, delta, { vacated: this.standing(next, subnets) });
     const taken = delta.reduce((n, r) => n + r.count, 0);
-    core.stats.slotsReclaimed += taken;
-    const after = core.ownedCounts();
+    if (taken > 0) {
+      // The subnets taken here are marked in the same save as the reclaim.
+      await core.commit(next, delta, { vacated: this.standing(next, subnets) });
+      core.stats.slotsReclaimed += taken;
+      this.logTaken(condemned, before, next);
+    }
+    // Once, after the pass: a node emptied by it goes at once, as does one that owned nothing.
+    this.forget();
+    return taken;
+  }
+
+  /** LEASE_RECLAIMED for each condemned node that owned slots in `before` and fewer in `after`. */
+  private logTaken(condemned: ReadonlySet<string>, before: Ring, after: Ring): void {
+    const { core } = this;
     for (const node of condemned) {
-      const took = (before.get(node) ?? 0) - (after.get(node) ?? 0);
+      const took = before.ownedBy(node) - after.ownedBy(node);
       if (took > 0) {
         core.opts.log.warn(
           { code: "LEASE_RECLAIMED", node, slots: took, reason: this.condemned.get(node) },
@@ -352,12 +363,12 @@ export class Reclaimer {
         );
       }
     }
-    this.forget(after, known);
-    return taken;
   }
 
-  /** Drops the verdicts on nodes that own nothing in a ring of these counts and are unknown to membership. */
-  private forget(owned: ReadonlyMap<string, number>, known: ReadonlyMap<string, unknown>): void {
-    for (const node of this.condemned.keys()) if (!owned.has(node) && !known.has(node)) this.condemned.delete(node);
+  /** Drops the verdicts on nodes that own nothing in the saved ring and are unknown to membership. */
+  private forget(): void {
+    const known = this.core.memberStates();
+    for (const node of this.condemned.keys())
+      if (this.core.ring.ownedBy(node) === 0 && !known.has(node)) this.condemned.delete(node);
   }
 }

@@ -98,6 +98,9 @@ export class Ring {
   /** Owner names interned. */
   private readonly names: string[];
   private readonly nameIndex: Map<string, number>;
+  /** Slots per owner (by name index; owners of none absent), kept by assign(): the reclaimer asks
+   *  for one node's count on every membership death and every reclaim pass. */
+  private readonly owned: Map<number, number>;
   private seedList: readonly string[] | null;
 
   private constructor(
@@ -108,6 +111,7 @@ export class Ring {
     this.segs = from ? from.segs.slice() : [{ start: 0, owner: NO_OWNER, version: 0, leased: false }];
     this.names = from ? from.names.slice() : [];
     this.nameIndex = new Map(from?.nameIndex);
+    this.owned = new Map(from?.owned);
     this.seedList = seeds;
   }
 
@@ -169,6 +173,17 @@ export class Ring {
     return this.leasedSlots().map((l) => ({ slot: l.slot, owner: this.names[l.owner] }));
   }
 
+  /** leasesOf() for every node that leases a slot, in one pass. */
+  leasesByOwner(): Map<string, number[]> {
+    const out = new Map<string, number[]>();
+    for (const { slot, owner } of this.allLeases()) {
+      const slots = out.get(owner);
+      if (slots) slots.push(slot);
+      else out.set(owner, [slot]);
+    }
+    return out;
+  }
+
   /** Maximal runs of free slots owned by `node`, in slot order (not joined across the wrap). */
   freeSpansOf(node: string): SlotSpan[] {
     const id = this.nameIndex.get(node);
@@ -186,22 +201,24 @@ export class Ring {
 
   /** Number of free (owned, not leased) slots per owner. */
   freeCounts(): Map<string, number> {
-    return this.counts(true);
-  }
-
-  /** Number of slots per owner, leased or free (owners of none are absent). */
-  ownedCounts(): Map<string, number> {
-    return this.counts(false);
-  }
-
-  private counts(freeOnly: boolean): Map<string, number> {
     const counts = new Map<string, number>();
     this.segs.forEach((g, i) => {
-      if (g.owner === NO_OWNER || (freeOnly && g.leased)) return;
+      if (g.owner === NO_OWNER || g.leased) return;
       const name = this.names[g.owner];
       counts.set(name, (counts.get(name) ?? 0) + this.end(i) - g.start);
     });
     return counts;
+  }
+
+  /** Number of slots per owner, leased or free (owners of none are absent). */
+  ownedCounts(): Map<string, number> {
+    return new Map([...this.owned].map(([id, n]) => [this.names[id], n]));
+  }
+
+  /** Number of slots `node` owns, leased or free. */
+  ownedBy(node: string): number {
+    const id = this.nameIndex.get(node);
+    return id === undefined ? 0 : (this.owned.get(id) ?? 0);
   }
 
   /** Slots whose owner this view knows (all of them once the ring has been learnt). */
@@ -451,6 +468,11 @@ export class Ring {
     const stop = start + count;
     const first = this.find(start);
     const last = this.find(stop - 1);
+    for (let i = first; i <= last; i++) {
+      const was = this.segs[i].owner;
+      if (was !== NO_OWNER) this.count(was, Math.max(this.segs[i].start, start) - Math.min(this.end(i), stop));
+    }
+    this.count(owner, count);
     const replaced: Segment[] = [];
     const head = this.segs[first];
     if (head.start < start) replaced.push(head);
@@ -468,6 +490,13 @@ export class Ring {
       joined.push(g);
     }
     this.segs.splice(from, to - from, ...joined);
+  }
+
+  /** Adds `delta` (negative: takes) to `owner`'s count in the index. */
+  private count(owner: number, delta: number): void {
+    const n = (this.owned.get(owner) ?? 0) + delta;
+    if (n === 0) this.owned.delete(owner);
+    else this.owned.set(owner, n);
   }
 
   /** Leased slots, one entry per slot; a leased segment longer than one slot only in a stale view. */

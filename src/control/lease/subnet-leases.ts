@@ -259,7 +259,6 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
       isMember: (node) => this.otherMembers().some((m) => m.name === node),
       memberStates: () => new Map(this.opts.membership.allMembers().map((m) => [m.name, m.state])),
       encode: (msg) => encodeMessage(this.opts.space.fingerprint, msg),
-      ownedCounts: () => this.ring.ownedCounts(),
     };
   }
 
