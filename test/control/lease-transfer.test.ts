@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import type { ControlPlane } from "../../src/control/control-plane.js";
+import type { RingRun } from "../../src/control/lease/ring.js";
 import { Ipv6SubnetSpace, SubnetSpace } from "../../src/control/lease/slots.js";
 import type { SubnetLeases } from "../../src/control/lease/subnet-leases.js";
 import { FileLeaseStore, type LeaseStateStore } from "../../src/control/lease/store.js";
@@ -178,6 +179,15 @@ describe("a giver restarted before its transfer was acknowledged", () => {
 describe("a reclaimer asked for slots by the node it reclaimed, before membership says it is back", () => {
   const GRACE_MS = 20_000;
 
+  /** A ring change naming c, newer than b's: c's old `share` (b reclaimed it) at the next version. */
+  function namingC(b: SubnetLeases, share: readonly RingRun[]): void {
+    const reclaimed = b.ringState().runs.filter((r) => r.start >= share[0].start && r.owner === "b");
+    b.mergeRemote(
+      { seeds: ["b", "c"], runs: reclaimed.map((r) => ({ ...r, owner: "c", version: r.version + 1 })) },
+      "gossip",
+    );
+  }
+
   /**
    * b's lease layer, heir of c (seeds b and c), with c alive in membership until `killC` (or dead
    * from the start: `cAtStart`); with `store6`, dual-stack (an IPv6 ring too, `b6`). Membership's
@@ -314,12 +324,7 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
     const report = await b.reclaim("c");
     expect(report.takenHere).toBeGreaterThan(0);
     await scheduler.runFor(GRACE_MS); // past the grace period membership's verdict started
-    // A ring change naming c, newer than b's: c's old share at the version after b's reclaim.
-    const reclaimed = b.ringState().runs.filter((r) => r.start >= share[0].start && r.owner === "b");
-    b.mergeRemote(
-      { seeds: ["b", "c"], runs: reclaimed.map((r) => ({ ...r, owner: "c", version: r.version + 1 })) },
-      "gossip",
-    );
+    namingC(b, share);
     await scheduler.runFor(1_000);
     expect(log.codes()).not.toContain("LEASE_GONE_NODE_ACTIVE");
     expect(owned("c"), "taken again on the operator's verdict").toEqual([]);
@@ -328,6 +333,24 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
     expect(log.codes()).toContain("LEASE_GONE_NODE_ACTIVE");
     await scheduler.runFor(1_000);
     expect(owned("c").length).toBe(1);
+    await b.stop();
+  });
+
+  it("an operator's verdict stays the operator's when membership reports the node gone again (dead, then left)", async () => {
+    const { b, scheduler, log, owned, killC } = await heirOfC(new MemoryStore());
+    const share = owned("c");
+    killC();
+    await scheduler.runFor(5_000);
+    await b.reclaim("c");
+    // The delegate's notifyUpdate for a dead node later reported as left. Before, this started a
+    // grace period for the condemned node whose verdict, when it ran out, replaced the operator's.
+    b.memberGone("c");
+    await scheduler.runFor(GRACE_MS + 1_000);
+    // So a ring change naming c, which does not undo an operator's verdict, undid it.
+    namingC(b, share);
+    await scheduler.runFor(1_000);
+    expect(log.codes()).not.toContain("LEASE_GONE_NODE_ACTIVE");
+    expect(owned("c"), "taken again on the operator's verdict").toEqual([]);
     await b.stop();
   });
 

@@ -191,10 +191,11 @@ export class Reclaimer {
   }
 
   /** Membership declared the node dead or it left: reclaim its slots after the grace period (or
-   *  at `at`, clock ms, a deadline set before). */
+   *  at `at`, clock ms, a deadline set before). Nothing if a verdict stands: a dead node reported
+   *  again as left must not start a grace period whose verdict would replace an operator's. */
   memberGone(node: string, at?: number): void {
     const { core } = this;
-    if (node === core.name || this.graceTimers.has(node) || core.stopped) return;
+    if (node === core.name || this.graceTimers.has(node) || this.condemned.has(node) || core.stopped) return;
     const graceMs = at === undefined ? core.opts.reclaimGraceMs : Math.max(0, at - core.opts.clock.now());
     const owned = core.ring.ownedBy(node);
     if (owned > 0) {
