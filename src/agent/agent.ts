@@ -977,20 +977,14 @@ export class Agent {
 
   /** Kernel drops on the userspace dataplane's sockets (kernel backends have none of their own). */
   private socketDrops(): SocketDrops | undefined {
-    if (!this.backend?.dataplaneCounters) return undefined;
-    // Each running dataplane's port: IPv6 over the IPv4 underlay has one of its own, on IPv4 sockets.
+    if (!this.backend?.dataplaneSockets) return undefined;
+    // Each running dataplane's sockets, as its backend reports them: IPv6 over the IPv4 underlay
+    // has a port of its own, on IPv4 sockets.
     return udpSocketDrops(
-      this.lanes.flatMap((l) =>
-        l.announcement?.port !== undefined
-          ? [
-              {
-                family: l.family,
-                port: l.announcement.port,
-                ipv6Sockets: l.family === 6 && this.underlay.addr6 !== undefined,
-              },
-            ]
-          : [],
-      ),
+      this.lanes.flatMap((l) => {
+        const sockets = l.backend?.dataplaneSockets?.();
+        return sockets ? [{ family: l.family, port: sockets.port, socketFamily: sockets.family }] : [];
+      }),
     );
   }
 

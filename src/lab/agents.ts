@@ -65,6 +65,8 @@ export interface AgentStatus {
   /** A dual-stack node's IPv6 dataplane (wasm-vxlan). */
   dataplane6?: LabDataplaneStatus;
   backendCounters?: { kernelCommands: number; kernelErrors: number; peersUnreachable: number; driftRepairs: number };
+  /** Kernel drops on the userspace dataplanes' sockets, by family of the dataplane. */
+  socketDrops?: { sockets: number; drops: number; families: Array<{ family: 4 | 6; sockets: number; drops: number }> };
 }
 
 export class LabAgents {
