@@ -5,7 +5,7 @@ import { rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { formatPrefix } from "../../net/ipv4.js";
-import { LAB_GOSSIP_PORT, type LabAgent } from "../agents.js";
+import { LAB_GOSSIP_PORT, type LabAgent, running } from "../agents.js";
 import { ping } from "../traffic.js";
 import { chaosNetConf, type ChaosLab } from "./lab.js";
 import { fillUp, mountTmpfs } from "./faults.js";
@@ -124,7 +124,7 @@ const duplicateName: Scenario = {
     c.start(a4, { nodeName: "host2", member: false });
     const until = Date.now() + d.watchS * 1000;
     let held: string | undefined;
-    while (Date.now() < until && a4.process?.exitCode === null) {
+    while (Date.now() < until && running(a4.process)) {
       held ??= (await c.agents.status(a4).catch(() => undefined))?.subnet;
       await seconds(1);
     }
@@ -315,7 +315,7 @@ const fullStateDir: Scenario = {
     await rm(filler, { force: true });
     const since = Date.now();
     // As a supervisor would: start it again once there is space.
-    if (a1.process?.exitCode !== null) {
+    if (!running(a1.process)) {
       await c.stop(a1, "SIGKILL", true);
       c.start(a1);
       if (await c.ready(a1)) {
