@@ -17,7 +17,7 @@ import { NO_BACKEND } from "../control/node-record.js";
 import type { Addr } from "../control/runtime.js";
 import { WeftError } from "../errors.js";
 import { Kernel } from "../kernel/iproute.js";
-import { removeIpMasq, setIpMasq } from "../kernel/ipmasq.js";
+import { IPMASQ_TABLE, removeIpMasq, setIpMasq } from "../kernel/ipmasq.js";
 import { removeStalePodGateways } from "../kernel/pod-addresses.js";
 import { removeStaleOverlayDevices } from "../kernel/stale-devices.js";
 import { formatAnyPrefix, formatHostPort, type IpPrefix } from "../net/ip.js";
@@ -428,7 +428,10 @@ export class Agent {
       // retry starts it whole. Left running, a retry found nothing down and never published.
       // A first start with --keep-on-exit keeps what it reused: the stop that follows keeps it too.
       await this.stopLane(lane, this.opts.keepOnExit && this.firstStart).catch((e) =>
-        this.log.error({ err: e, family: lane.family }, "stopping a backend that failed to start failed"),
+        this.log.error(
+          { err: e, code: "AGENT_BACKEND_STOP_FAILED", family: lane.family },
+          `stopping the IPv${lane.family} backend that failed to start failed too (see err); what it left goes at the next start, or remove it by hand (ip link show)`,
+        ),
       );
       throw err;
     }
@@ -563,8 +566,8 @@ export class Agent {
       // What a stop leaves (it closes the dataplane's sockets first) must not keep the lane down.
       await this.stopLane(lane).catch((e) =>
         this.log.error(
-          { err: e, family: lane.family },
-          "stopping the failed backend failed; starting a new one all the same",
+          { err: e, code: "AGENT_BACKEND_STOP_FAILED", family: lane.family },
+          `stopping the failed IPv${lane.family} backend failed (see err); starting a new one all the same`,
         ),
       );
       await this.restartFailed();
@@ -885,21 +888,24 @@ export class Agent {
         const sync = synced[i];
         if (sync.status === "rejected")
           this.log.error(
-            { err: sync.reason, family: lane.family },
-            `the IPv${lane.family} peer sync failed; trying again at the next interval`,
+            { err: sync.reason, code: "AGENT_PEER_SYNC_FAILED", family: lane.family },
+            `setting the IPv${lane.family} backend's peers failed (see err); trying again at the next interval`,
           );
         await lane.backend
           ?.reconcile()
           .catch((err) =>
             this.log.error(
-              { err, family: lane.family },
-              `the IPv${lane.family} reconcile failed; trying again at the next interval`,
+              { err, code: "AGENT_RECONCILE_FAILED", family: lane.family },
+              `repairing the IPv${lane.family} backend's kernel state failed (see err); trying again at the next interval`,
             ),
           );
       }
     }).catch((err) => {
       this.reconcileQueued = false;
-      this.log.error({ err }, "reconcile failed; trying again at the next interval");
+      this.log.error(
+        { err, code: "AGENT_RECONCILE_FAILED" },
+        "reconcile failed (see err); trying again at the next interval",
+      );
     });
   }
 
@@ -977,20 +983,14 @@ export class Agent {
 
   /** Kernel drops on the userspace dataplane's sockets (kernel backends have none of their own). */
   private socketDrops(): SocketDrops | undefined {
-    if (!this.backend?.dataplaneCounters) return undefined;
-    // Each running dataplane's port: IPv6 over the IPv4 underlay has one of its own, on IPv4 sockets.
+    if (!this.backend?.dataplaneSockets) return undefined;
+    // Each running dataplane's sockets, as its backend reports them: IPv6 over the IPv4 underlay
+    // has a port of its own, on IPv4 sockets.
     return udpSocketDrops(
-      this.lanes.flatMap((l) =>
-        l.announcement?.port !== undefined
-          ? [
-              {
-                family: l.family,
-                port: l.announcement.port,
-                ipv6Sockets: l.family === 6 && this.underlay.addr6 !== undefined,
-              },
-            ]
-          : [],
-      ),
+      this.lanes.flatMap((l) => {
+        const sockets = l.backend?.dataplaneSockets?.();
+        return sockets ? [{ family: l.family, port: sockets.port, socketFamily: sockets.family }] : [];
+      }),
     );
   }
 
@@ -1010,13 +1010,21 @@ export class Agent {
     const removeSubnetEnv = async () => {
       if (!this.opts.keepOnExit)
         await rm(this.opts.subnetFile, { force: true }).catch((err) =>
-          this.log.warn({ err }, `removing ${this.opts.subnetFile} failed; remove it by hand`),
+          this.log.warn(
+            { err, code: "AGENT_SUBNET_ENV_REMOVE_FAILED" },
+            `removing ${this.opts.subnetFile} failed; remove it by hand`,
+          ),
         );
     };
     await removeSubnetEnv();
     await this.control
       .stop(leave && !this.opts.keepOnExit)
-      .catch((err) => this.log.warn({ err }, "leaving the cluster failed"));
+      .catch((err) =>
+        this.log.warn(
+          { err, code: "AGENT_LEAVE_FAILED" },
+          "leaving the cluster failed (see err): peers drop this node's routes once gossip declares it dead",
+        ),
+      );
     // A backend change under way (a reload, a lost subnet's new backend) ends first, so that what
     // it starts is stopped below instead of left in the kernel; a publish in it may have written
     // subnet.env again.
@@ -1035,7 +1043,12 @@ export class Agent {
       });
     // Kept with the devices: pods' traffic out keeps its masquerade until the next start rewrites it.
     if (this.opts.ipMasq && !this.opts.keepOnExit)
-      await removeIpMasq(this.kernel).catch((err) => this.log.warn({ err }, "removing ip-masq rules failed"));
+      await removeIpMasq(this.kernel).catch((err) =>
+        this.log.warn(
+          { err, code: "AGENT_IP_MASQ_REMOVE_FAILED" },
+          `removing ip-masq rules failed (see err); remove them by hand (nft delete table ip ${IPMASQ_TABLE}, and ip6)`,
+        ),
+      );
     await this.http?.close();
     await this.lock.release();
     if (failed.length > 0)

@@ -16,11 +16,11 @@ export interface SocketDrops {
   families: Array<{ family: 4 | 6; sockets: number; drops: number }>;
 }
 
-/** One running dataplane's sockets: its port, and whether they are IPv6 sockets (/proc/net/udp6). */
+/** One running dataplane's sockets: its family, their port, and their own family (6: /proc/net/udp6). */
 export interface DataplanePort {
   family: 4 | 6;
   port: number;
-  ipv6Sockets: boolean;
+  socketFamily: 4 | 6;
 }
 
 /** Inodes of the sockets this process holds. */
@@ -50,9 +50,9 @@ export function parseProcNetUdp(text: string): Array<{ port: number; inode: stri
 export function udpSocketDrops(ports: readonly DataplanePort[]): SocketDrops {
   const inodes = ownSocketInodes();
   const families = ports.map(({ family }) => ({ family, sockets: 0, drops: 0 }));
-  for (const [table, ipv6Sockets] of [
-    ["/proc/self/net/udp", false],
-    ["/proc/self/net/udp6", true],
+  for (const [table, socketFamily] of [
+    ["/proc/self/net/udp", 4],
+    ["/proc/self/net/udp6", 6],
   ] as const) {
     let text: string;
     try {
@@ -62,7 +62,7 @@ export function udpSocketDrops(ports: readonly DataplanePort[]): SocketDrops {
     }
     for (const s of parseProcNetUdp(text)) {
       // Both families may hold one port number, one on IPv4 sockets and one on IPv6 sockets.
-      const i = ports.findIndex((p) => p.port === s.port && p.ipv6Sockets === ipv6Sockets);
+      const i = ports.findIndex((p) => p.port === s.port && p.socketFamily === socketFamily);
       if (i < 0 || !inodes.has(s.inode)) continue;
       families[i].sockets++;
       families[i].drops += s.drops;

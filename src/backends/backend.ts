@@ -153,4 +153,9 @@ export interface Backend {
   counters(): BackendCounters;
   /** Packets, bytes and drops of the userspace dataplane (wasm-vxlan, udp only); per peer when asked. */
   dataplaneCounters?(opts?: { peers?: boolean }): DataplaneCounters;
+  /**
+   * The userspace dataplane's UDP sockets (wasm-vxlan, udp only): their port and address family,
+   * the underlay's (IPv4 for an IPv6 dataplane that rides the IPv4 underlay).
+   */
+  dataplaneSockets?(): { port: number; family: 4 | 6 };
 }

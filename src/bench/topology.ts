@@ -8,7 +8,7 @@ import { execFileSync } from "node:child_process";
 import type { BackendType } from "../backends/backend.js";
 import type { OffloadState } from "../dataplane/offload.js";
 import { WeftError } from "../errors.js";
-import { LabAgents } from "../lab/agents.js";
+import { exitText, LabAgents, running } from "../lab/agents.js";
 import { LabCluster, LAB_POD_NETWORK, LAB_POD_NETWORK6, type LabPod } from "../lab/cluster.js";
 import { ping } from "../lab/traffic.js";
 import type { IpAddr } from "../net/ip.js";
@@ -160,12 +160,8 @@ async function readyOne(l: BenchLab, timeoutMs: number): Promise<void> {
 export function agentPids(l: BenchLab): number[] {
   return l.agents.agents.map((a) => {
     const p = a.process;
-    // A crash (SIGSEGV) or a kill leaves exitCode null and signalCode set.
-    if (p?.pid === undefined || p.exitCode !== null || p.signalCode !== null)
-      throw new WeftError(
-        "BENCH_AGENT_GONE",
-        `${l.setup.name}: ${a.host.name}'s agent is not running (${p?.signalCode ? `killed by ${p.signalCode}` : `exit code ${p?.exitCode}`})`,
-      );
+    if (!running(p) || p.pid === undefined)
+      throw new WeftError("BENCH_AGENT_GONE", `${l.setup.name}: ${a.host.name}'s agent ${exitText(p)}`);
     return p.pid;
   });
 }

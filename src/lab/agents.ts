@@ -44,6 +44,19 @@ export interface LabDataplaneStatus {
   memoryBytes: number;
 }
 
+/** Whether an agent's process still runs: a crash or a kill leaves exitCode null and signalCode set. */
+export function running(p: ChildProcess | undefined): p is ChildProcess {
+  return !!p && p.exitCode === null && p.signalCode === null;
+}
+
+/** How an agent's process ended, for messages ("was killed by SIGKILL", "exited with 1"). */
+export function exitText(p: ChildProcess | undefined): string {
+  if (!p) return "was never started";
+  if (p.signalCode) return `was killed by ${p.signalCode}`;
+  if (p.exitCode !== null) return `exited with ${p.exitCode}`;
+  return p.pid === undefined ? "could not be started" : "still runs";
+}
+
 export interface AgentStatus {
   node: string;
   ready: boolean;
@@ -65,6 +78,8 @@ export interface AgentStatus {
   /** A dual-stack node's IPv6 dataplane (wasm-vxlan). */
   dataplane6?: LabDataplaneStatus;
   backendCounters?: { kernelCommands: number; kernelErrors: number; peersUnreachable: number; driftRepairs: number };
+  /** Kernel drops on the userspace dataplanes' sockets, by family of the dataplane. */
+  socketDrops?: { sockets: number; drops: number; families: Array<{ family: 4 | 6; sockets: number; drops: number }> };
 }
 
 export class LabAgents {
@@ -111,8 +126,7 @@ export class LabAgents {
   /** Starts an agent process; the other cluster members (or `join`) are its --join list and all
    *  cluster members are subnet seeds. */
   start(a: LabAgent, extra: string[] = [], joinTargets?: LabAgent[]): void {
-    if (a.process && a.process.exitCode === null && a.process.signalCode === null)
-      throw new WeftError("LAB_AGENT_RUNNING", `${a.host.name}'s agent is already running`);
+    if (running(a.process)) throw new WeftError("LAB_AGENT_RUNNING", `${a.host.name}'s agent is already running`);
     const cluster = this.agents.slice(0, this.members);
     const targets = (joinTargets ?? cluster.filter((x) => x !== a)).map((x) => this.gossipAddr(x));
     const args = [
@@ -165,12 +179,10 @@ export class LabAgents {
   async waitReady(a: LabAgent, timeoutMs = 90_000): Promise<void> {
     const until = Date.now() + timeoutMs;
     for (;;) {
-      const p = a.process;
-      // A crash or a kill leaves exitCode null and signalCode set: gone all the same.
-      if (p && (p.exitCode !== null || p.signalCode !== null)) {
+      if (a.process && !running(a.process)) {
         throw new WeftError(
           "LAB_AGENT_EXITED",
-          `${a.host.name}'s agent ${p.signalCode ? `was killed by ${p.signalCode}` : `exited with ${p.exitCode}`}; its last log lines:\n${await this.logTail(a)}`,
+          `${a.host.name}'s agent ${exitText(a.process)}; its last log lines:\n${await this.logTail(a)}`,
         );
       }
       if (
@@ -237,7 +249,7 @@ export class LabAgents {
   /** SIGTERM (graceful leave) or SIGKILL (a crash); resolves when the process is gone. */
   async stop(a: LabAgent, signal: "SIGTERM" | "SIGKILL" = "SIGTERM"): Promise<void> {
     const child = a.process;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    if (!running(child)) return;
     const exited = new Promise<void>((r) => child.once("exit", () => r()));
     child.kill(signal);
     const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
@@ -247,8 +259,7 @@ export class LabAgents {
 
   /** SIGHUP: the agent re-reads its net-conf.json (a changed Backend is swapped in). */
   reload(a: LabAgent): void {
-    if (!a.process || a.process.exitCode !== null || a.process.signalCode !== null)
-      throw new WeftError("LAB_AGENT_NOT_RUNNING", `${a.host.name}'s agent is not running`);
+    if (!running(a.process)) throw new WeftError("LAB_AGENT_NOT_RUNNING", `${a.host.name}'s agent is not running`);
     a.process.kill("SIGHUP");
   }
 

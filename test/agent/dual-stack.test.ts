@@ -15,7 +15,7 @@ import { ping, pingWhenRouted } from "../../src/lab/traffic.js";
 import { formatIpv4, parsePrefix } from "../../src/net/ipv4.js";
 import { formatIpv6, formatPrefix6, parsePrefix6 } from "../../src/net/ipv6.js";
 import { canUseNetns } from "../support/netns.js";
-import { agentLab, eventually, expectExactTcp, NETWORK } from "./support.js";
+import { agentLab, eventually, expectExactTcp, NETWORK, udpSockets } from "./support.js";
 
 const NETWORK6 = formatPrefix6(LAB_POD_NETWORK6); // 2001:2:0:8000::/49
 type Type = "vxlan" | "host-gw" | "wasm-vxlan";
@@ -187,7 +187,15 @@ describe.skipIf(!canUseNetns()).each(MODES)("agents, dual-stack, $name", (mode) 
           new RegExp(`^weft_dataplane_bytes_total\\{family="${family}",direction="rx"\\} [1-9]\\d*$`, "m"),
         );
         expect(before).toMatch(new RegExp(`^weft_dataplane_worker_restarts_total\\{family="${family}"\\} 0$`, "m"));
+        expect(before).toMatch(new RegExp(`^weft_dataplane_socket_drops_total\\{family="${family}"\\} 0$`, "m"));
       }
+      // The socket drops of each family are read from its own sockets: IPv6 ones on the IPv6 underlay.
+      const s = await env.agents.status(a);
+      expect(s.socketDrops?.families).toEqual([
+        { family: 4, sockets: await udpSockets(a.host, 4, 8472), drops: expect.any(Number) },
+        { family: 6, sockets: await udpSockets(a.host, 6, 8472), drops: expect.any(Number) },
+      ]);
+      expect(s.socketDrops?.sockets).toBeGreaterThanOrEqual(2);
       expect((await ping(a.host.pods[0], b.host.pods[0].addr6!, { count: 3 })).received).toBe(3);
       const after = await scrape();
       for (const dir of ["tx", "rx"]) {

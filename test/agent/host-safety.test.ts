@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { agentRequest } from "../../src/cli/agent-client.js";
-import { LabAgents, type LabAgent } from "../../src/lab/agents.js";
+import { LabAgents, type LabAgent, running } from "../../src/lab/agents.js";
 import { atomicTempPath } from "../../src/fs/atomic-write.js";
 import { LabCluster, type LabHost } from "../../src/lab/cluster.js";
 import { formatIpv4 } from "../../src/net/ipv4.js";
@@ -47,7 +47,7 @@ describe.skipIf(!canUseNetns())("agent: state dir and surfaces", () => {
   });
 
   afterAll(async () => {
-    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+    for (const c of children) if (running(c)) c.kill("SIGKILL");
     await agents?.stopAll();
     await lab?.destroy();
   });

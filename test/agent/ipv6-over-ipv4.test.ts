@@ -15,7 +15,7 @@ import { ping, pingWhenRouted } from "../../src/lab/traffic.js";
 import { formatIpv4 } from "../../src/net/ipv4.js";
 import { formatIpv6, formatPrefix6, parsePrefix6 } from "../../src/net/ipv6.js";
 import { canUseNetns } from "../support/netns.js";
-import { agentLab, expectExactTcp, NETWORK } from "./support.js";
+import { agentLab, expectExactTcp, NETWORK, udpSockets } from "./support.js";
 
 const NETWORK6 = formatPrefix6(LAB_POD_NETWORK6);
 const conf = { Network: NETWORK, EnableIPv6: true, IPv6Network: NETWORK6, Backend: { Type: "wasm-vxlan", Workers: 1 } };
@@ -52,6 +52,12 @@ describe.skipIf(!canUseNetns())("agents, dual-stack wasm-vxlan, IPv6 over the IP
       expect(udp).toContain(`${addr}:8472`);
       expect(udp).toContain(`${addr}:8473`);
       expect(udp).not.toMatch(/\[[0-9a-f:]*\]:847[23]/);
+      // The socket-drop reading finds each dataplane's sockets where they are: the IPv6 one's are IPv4 sockets.
+      expect(s.socketDrops?.families).toEqual([
+        { family: 4, sockets: await udpSockets(a.host, 4, 8472), drops: expect.any(Number) },
+        { family: 6, sockets: await udpSockets(a.host, 4, 8473), drops: expect.any(Number) },
+      ]);
+      expect(s.socketDrops?.sockets).toBeGreaterThanOrEqual(2);
       // VXLAN over IPv4 costs 50 bytes: the device carries what the pods may send.
       expect(await a.host.ns.ip("link show dev weft-v6.1")).toContain("mtu 1450");
       const first6 = `${formatIpv6(parsePrefix6(s.subnet6!).addr + 1n)}/64`;

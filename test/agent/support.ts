@@ -319,3 +319,10 @@ export async function coded(dir: string, since: number, prefix: string): Promise
     }
   });
 }
+
+/** The UDP sockets of address family `family` bound to `port` in the host's namespace, as `ss` lists them. */
+export async function udpSockets(h: LabHost, family: 4 | 6, port: number): Promise<number> {
+  return (await h.ns.exec(["ss", `-H${family}uan`, "sport", "=", `:${port}`]))
+    .split("\n")
+    .filter((l) => l.trim() !== "").length;
+}

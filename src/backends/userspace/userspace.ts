@@ -90,6 +90,8 @@ export class UserspaceBackend implements Backend {
   private readonly waiting = new Map<string, BackendPeer>();
   private readonly vtepMac: Uint8Array;
   private readonly port: number;
+  /** The address family of the dataplane's sockets: the underlay address it listens on. */
+  private readonly socketFamily: 4 | 6;
   private readonly vni: number;
   private readonly stats = { kernelCommands: 0, kernelErrors: 0, driftRepairs: 0 };
   private state: "new" | "running" | "stopped" = "new";
@@ -139,7 +141,8 @@ export class UserspaceBackend implements Backend {
       );
     this.tunName = tunDeviceName(type, this.vni, this.family);
     this.vtepMac = loadVtepMac(ctx.stateDir, this.family);
-    const listenAddr = this.family === 4 || overIpv4 ? ctx.underlay.addr : ctx.underlay.addr6;
+    this.socketFamily = this.family === 4 || overIpv4 ? 4 : 6;
+    const listenAddr = this.socketFamily === 4 ? ctx.underlay.addr : ctx.underlay.addr6;
     if (listenAddr === undefined || this.port > 65535)
       throw new WeftError(
         "BACKEND_NO_UNDERLAY",
@@ -385,6 +388,10 @@ export class UserspaceBackend implements Backend {
 
   dataplaneCounters(opts?: { peers?: boolean }): DataplaneCounters {
     return this.dataplane.counters(opts);
+  }
+
+  dataplaneSockets(): { port: number; family: 4 | 6 } {
+    return { port: this.port, family: this.socketFamily };
   }
 
   private announcement(): BackendAnnouncement {

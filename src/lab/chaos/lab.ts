@@ -10,7 +10,7 @@ import { promisify } from "node:util";
 import { setTimeout as sleep } from "node:timers/promises";
 import { formatIpv4 } from "../../net/ipv4.js";
 import { projectFile } from "../../paths.js";
-import { LabAgents, type LabAgent } from "../agents.js";
+import { LabAgents, type LabAgent, running } from "../agents.js";
 import { LabCluster, LAB_POD_NETWORK, type LabHost } from "../cluster.js";
 import { ping } from "../traffic.js";
 import { Bystander, SwitchFaults, unmountTmpfs } from "./faults.js";
@@ -208,9 +208,9 @@ export class ChaosLab {
     this.closed = true;
     try {
       await this.monitor.stop();
-      const running = this.all.filter((a) => a.process && a.process.exitCode === null && a.process.signalCode === null);
-      await Promise.all(running.map((a) => this.agents.stop(a, "SIGTERM")));
-      for (const a of running) await this.checkClean(a);
+      const up = this.all.filter((a) => running(a.process));
+      await Promise.all(up.map((a) => this.agents.stop(a, "SIGTERM")));
+      for (const a of up) await this.checkClean(a);
     } finally {
       await Promise.allSettled(this.all.map((a) => this.agents.stop(a, "SIGKILL")));
       await Promise.allSettled(this.bystanders.map((b) => b.destroy()));

@@ -11,7 +11,7 @@ import { parseSubnetEnv } from "../../agent/subnet-env.js";
 import { formatIpv4, formatPrefix, parsePrefix, prefixContains, prefixesOverlap } from "../../net/ipv4.js";
 import { hostOfHostPort } from "../../net/ip.js";
 import { formatIpv6 } from "../../net/ipv6.js";
-import type { AgentStatus, LabAgent, LabAgents } from "../agents.js";
+import { type AgentStatus, type LabAgent, type LabAgents, running } from "../agents.js";
 import { LAB_POD_NETWORK, type LabHost } from "../cluster.js";
 import type { SwitchFaults } from "./faults.js";
 
@@ -78,10 +78,6 @@ export async function hostRoutes(h: LabHost): Promise<{ routes: Map<string, stri
 
 function overlap(a: string, b: string): boolean {
   return prefixesOverlap(parsePrefix(a), parsePrefix(b));
-}
-
-function alive(a: LabAgent): boolean {
-  return !!a.process && a.process.exitCode === null && a.process.signalCode === null;
 }
 
 const underlayOf = (a: LabAgent) => formatIpv4(a.host.underlayAddr);
@@ -186,9 +182,9 @@ export class Monitor {
   }
 
   async sample(): Promise<Snapshot> {
-    const running = this.agents.agents.filter(alive);
+    const up = this.agents.agents.filter((a) => running(a.process));
     const views = await Promise.all(
-      running.map(async (a): Promise<NodeView> => {
+      up.map(async (a): Promise<NodeView> => {
         const [status, env, kernel] = await Promise.all([
           this.agents.status(a).catch(() => undefined),
           readFile(join(a.dir, "subnet.env"), "utf8").then(
@@ -219,12 +215,12 @@ export class Monitor {
 
   private check(s: Snapshot): void {
     // Only agents still running after the sample count as holders.
-    const running = new Set(s.views.map((v) => v.agent).filter(alive));
+    const live = new Set(s.views.map((v) => v.agent).filter((a) => running(a.process)));
     const byUnderlay = new Map(this.agents.agents.map((a) => [underlayOf(a), a]));
     type Claim = { subnet: string; holder: LabAgent; source: string };
     const claims: Claim[] = [];
     for (const v of s.views) {
-      if (!running.has(v.agent)) continue;
+      if (!live.has(v.agent)) continue;
       const me = v.agent.host.name;
       if (v.status?.subnet) claims.push({ subnet: v.status.subnet, holder: v.agent, source: `${me}'s /status` });
       // subnet.env counts once the agent answers: a restarted agent rewrites it before it is ready.
@@ -232,12 +228,12 @@ export class Monitor {
         claims.push({ subnet: v.envSubnet, holder: v.agent, source: `${me}'s subnet.env` });
       for (const p of v.status?.peers ?? []) {
         const holder = byUnderlay.get(p.underlay);
-        if (holder && running.has(holder)) claims.push({ subnet: p.subnet, holder, source: `${me}'s /status peers` });
+        if (holder && live.has(holder)) claims.push({ subnet: p.subnet, holder, source: `${me}'s /status peers` });
       }
       for (const [dst, to] of v.routes) {
         const holder = byUnderlay.get(to);
         if (holder === v.agent) this.violate("route-to-self", `${me} routes ${dst} to itself`);
-        else if (holder && running.has(holder)) claims.push({ subnet: dst, holder, source: `${me}'s routes` });
+        else if (holder && live.has(holder)) claims.push({ subnet: dst, holder, source: `${me}'s routes` });
       }
     }
     // One violation per pair of holders and subnets, naming every source that said so.
@@ -254,8 +250,8 @@ export class Monitor {
     }
     for (const [key, sources] of conflicts)
       this.violate("same-subnet", key, `, according to ${[...sources].sort().join(", ")}`);
-    this.checkDead(s, running);
-    this.countFalseDeaths(s, running);
+    this.checkDead(s, live);
+    this.countFalseDeaths(s, live);
     if (this.missing(s).length > 0) this.convergedSince = undefined;
     else this.convergedSince ??= s.at;
     for (const l of this.listeners.splice(0)) l(s);

@@ -4,8 +4,8 @@
 import { rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { formatPrefix } from "../../net/ipv4.js";
-import { LAB_GOSSIP_PORT, type LabAgent } from "../agents.js";
+import { formatPrefix, parsePrefix, prefixesOverlap } from "../../net/ipv4.js";
+import { LAB_GOSSIP_PORT, type LabAgent, running } from "../agents.js";
 import { ping } from "../traffic.js";
 import { chaosNetConf, type ChaosLab } from "./lab.js";
 import { fillUp, mountTmpfs } from "./faults.js";
@@ -124,7 +124,7 @@ const duplicateName: Scenario = {
     c.start(a4, { nodeName: "host2", member: false });
     const until = Date.now() + d.watchS * 1000;
     let held: string | undefined;
-    while (Date.now() < until && a4.process?.exitCode === null) {
+    while (Date.now() < until && running(a4.process)) {
       held ??= (await c.agents.status(a4).catch(() => undefined))?.subnet;
       await seconds(1);
     }
@@ -315,7 +315,7 @@ const fullStateDir: Scenario = {
     await rm(filler, { force: true });
     const since = Date.now();
     // As a supervisor would: start it again once there is space.
-    if (a1.process?.exitCode !== null) {
+    if (!running(a1.process)) {
       await c.stop(a1, "SIGKILL", true);
       c.start(a1);
       if (await c.ready(a1)) {
@@ -328,6 +328,31 @@ const fullStateDir: Scenario = {
     await settle(c, since, "after space was freed");
   },
 };
+
+/** Each running agent's reserved slots (its ring's slots owned by nodes that are not live), as its /status lists them. */
+async function reservedSlots(c: ChaosLab): Promise<string[]> {
+  const up = c.all.filter((a) => running(a.process));
+  const views = await Promise.all(up.map((a) => c.agents.status(a).catch(() => undefined)));
+  return views.flatMap((s, i) =>
+    s
+      ? s.reserved.map(
+          (r) => `${up[i].host.name} sees ${r.slots} slot(s) of ${r.node}${r.condemned ? " (condemned)" : ""}`,
+        )
+      : [`${up[i].host.name} answers no /status`],
+  );
+}
+
+/** Whether two running agents hold overlapping subnets by their own /status: each pair that does. */
+async function sharedSubnets(c: ChaosLab): Promise<string[]> {
+  const up = c.all.filter((a) => running(a.process));
+  const held = (await Promise.all(up.map((a) => c.agents.status(a)))).flatMap((s) => (s.subnet ? [s] : []));
+  return held.flatMap((x, i) =>
+    held
+      .slice(i + 1)
+      .filter((y) => prefixesOverlap(parsePrefix(x.subnet!), parsePrefix(y.subnet!)))
+      .map((y) => `${x.node} holds ${x.subnet}, ${y.node} ${y.subnet}`),
+  );
+}
 
 const removedReclaimed: Scenario = {
   name: "node removed for good, then reclaimed",
@@ -354,13 +379,28 @@ const removedReclaimed: Scenario = {
       if (alive.code === 0)
         c.monitor.violate("reclaimed-alive", `weft reclaim host2 (alive) succeeded: ${alive.out.slice(0, 160)}`);
       else c.notes.push(`reclaim of a live node refused: ${alive.out.split("\n")[0].slice(0, 120)}`);
+      // Before the reclaim host4's slots are reserved (else the check after it would prove nothing)...
+      const before = await reservedSlots(c);
+      if (!before.some((r) => r.includes(" of host4")))
+        c.monitor.violate("reclaim-nothing-reserved", `before weft reclaim host4: ${before.join("; ") || "none"}`);
       const r = await c.cli(["reclaim", "host4", "--state-dir", a2.stateDir]);
       if (r.code !== 0) c.monitor.violate("reclaim-failed", `weft reclaim host4: ${r.out.slice(0, 200)}`);
+      // ...and after it live nodes own every slot: no running agent's ring keeps any for a node that is gone.
+      const until = Date.now() + c.bounds.convergeMs;
+      let left = await reservedSlots(c);
+      while (left.length > 0 && Date.now() < until) {
+        await seconds(1);
+        left = await reservedSlots(c);
+      }
+      if (left.length > 0) c.monitor.violate("reclaim-not-owned", `after weft reclaim host4: ${left.join("; ")}`);
       c.start(a5);
       if (await c.ready(a5)) await c.addPod(a5);
       c.notes.push(`host4 held ${gone}; host5 got ${(await c.agents.status(a5).catch(() => undefined))?.subnet}`);
     }
     await settle(c, t0, "after host5 joined");
+    // The monitor checks every source at every sample; this is the outcome once all is settled.
+    const shared = await sharedSubnets(c);
+    if (shared.length > 0) c.monitor.violate("same-subnet", `after host5 joined: ${shared.join("; ")}`);
   },
 };
 
