@@ -22,7 +22,10 @@ void RegisterDescriptor(Napi::Env env, Napi::Object exports) {
   set("DESC_AUX", kAux * 4);
   set("HEADROOM", kHeadroom);
   set("MAX_BATCH", kMaxBatch);
+  set("BATCH_DONE_MASK", kBatchDoneMask);
   set("BATCH_FAILED_SHIFT", kBatchFailedShift);
+  set("BATCH_FAILED_MASK", kBatchFailedMask);
+  set("BATCH_ERRNO_SHIFT", kBatchErrnoShift);
   set("FLAGS_SEGMENT_MASK", kFlagsSegmentMask);
   set("DESC_FLAG_ADDR6", kFlagAddr6);
   set("DESC_FLOW_TAG_SHIFT", kFlowTagShift);

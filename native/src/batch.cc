@@ -76,7 +76,7 @@ Batch::Batch(const Napi::CallbackInfo& info, size_t at, Access access, int32_t h
 
 Napi::Value BatchResult(Napi::Env env, uint32_t done, int32_t flags, uint32_t failed, int err) {
   const int32_t low = static_cast<int32_t>(done) | flags | static_cast<int32_t>(failed) << kBatchFailedShift;
-  return Napi::Number::New(env, static_cast<double>(low) + static_cast<double>(err) * 4294967296.0);
+  return Napi::Number::New(env, static_cast<double>(low) + static_cast<double>(err) * (1ULL << kBatchErrnoShift));
 }
 
 }  // namespace weft

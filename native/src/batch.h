@@ -26,10 +26,18 @@ struct Slot {
   int32_t* desc;  // the descriptor, for writing results back
 };
 
-// A batch call's result: packets done | a call's own flag bits (16) | failed << kBatchFailedShift,
-// plus errno * 2^32: `failed` packets were lost to errors of the kernel's (errno: the first one's),
-// reported rather than thrown so that a caller neither loses the count nor pays a call per packet.
+// A batch call's result: packets done (kBatchDoneMask) | a call's own flag bits (16) |
+// failed << kBatchFailedShift, plus errno << kBatchErrnoShift (above the 32 bits, as a double):
+// `failed` packets were lost to errors of the kernel's (errno: the first one's), reported rather
+// than thrown so that a caller neither loses the count nor pays a call per packet. The only
+// definition of the layout: the addon exports it (BATCH_*), and native.ts reads results with it.
+constexpr int32_t kBatchDoneMask = 0xffff;
 constexpr int32_t kBatchFailedShift = 17;
+constexpr int32_t kBatchFailedMask = 0x1ff;
+constexpr int32_t kBatchErrnoShift = 32;
+static_assert(kMaxBatch <= kBatchDoneMask && kMaxBatch <= kBatchFailedMask, "a batch's counts fit their fields");
+static_assert(kBatchDoneMask < 1 << 16 && kBatchFailedShift > 16, "the flag bit 16 lies between done and failed");
+static_assert(kBatchFailedShift + 9 <= 31 && kBatchFailedMask < 1 << 9, "failed stays in the low 31 bits");
 Napi::Value BatchResult(Napi::Env env, uint32_t done, int32_t flags, uint32_t failed, int err);
 
 class Batch {

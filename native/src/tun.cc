@@ -171,37 +171,42 @@ ssize_t Transfer(int fd, const Slot& slot, int32_t header, bool write) {
   return RetryOnEintr([&] { return write ? writev(fd, first, n) : readv(fd, first, n); });
 }
 
-// Shared by read and write, as BatchResult: stops at EAGAIN; another error ends the batch, and is
-// thrown when it hit the first packet. A write's failed packet is still the caller's, so the next
-// call, starting at it, throws for it. A read's is gone (tun_do_read frees the packet it could not
-// copy): the result counts it as failed, with its errno. A deleted device (EBADFD) loses nothing
-// and throws on the next call.
+// Shared by read and write, as BatchResult: stops at EAGAIN. A write the kernel refuses (a packet
+// that is not IPv4/IPv6, a bad virtio_net_hdr) is done and counted in `failed`, and the batch goes
+// on, as udpSend's refused messages do: no call or throw per refused packet. A read's other error
+// ends the batch, and is thrown when it hit the first packet; the packet is gone (tun_do_read frees
+// the one it could not copy), so the result counts it as failed, after the `done` read. A closed
+// fd or deleted device (EBADF, EBADFD) loses nothing: it ends the batch, and throws on the next call.
 Napi::Value RunBatch(const Napi::CallbackInfo& info, bool write) {
   int fd = FdArg(info, 0);
   int32_t header = HeaderArg(info, 5);
   Batch batch(info, 1, write ? Access::kWrite : Access::kRead, header);
   uint32_t done = 0;
+  uint32_t failed = 0;
+  int firstErr = 0;
   for (; done < batch.count(); done++) {
     const Slot& slot = batch[done];
     ssize_t n = Transfer(fd, slot, header, write);
     if (n < 0) {
       int err = errno;
       if (err == EAGAIN) break;
-      const bool lost = !write && err != EBADFD;
-      if (done > 0) return BatchResult(info.Env(), done, 0, lost ? 1 : 0, lost ? err : 0);
+      const bool gone = err == EBADF || err == EBADFD;
+      if (write && !gone) {
+        failed++;
+        if (firstErr == 0) firstErr = err;
+        continue;
+      }
+      if (done > 0) return BatchResult(info.Env(), done, 0, gone ? failed : 1, gone ? firstErr : err);
       ThrowSyscallError(info.Env(), err, write ? "writev" : "readv",
                         std::string(write ? "TUN write" : "TUN read") + " of descriptor " +
                             std::to_string(batch.first()) + " on fd " + std::to_string(fd),
-                        err == EINVAL && write ? "the kernel rejected this packet (not IPv4/IPv6, or a bad "
-                                                 "virtio_net_hdr): drop it and go on with the next"
-                        : err == EBADFD        ? "the queue is detached or its device deleted: reopen it"
-                                               : "");
+                        err == EBADFD ? "the queue is detached or its device deleted: reopen it" : "");
     }
     // A packet longer than CAP arrives cut to CAP bytes (the kernel returns what it copied); its IP
     // length then disagrees with LEN and the hot path drops it.
     if (!write) slot.desc[kLen] = static_cast<int32_t>(n - header);
   }
-  return Napi::Number::New(info.Env(), done);
+  return BatchResult(info.Env(), done, 0, failed, firstErr);
 }
 
 Napi::Value TunRead(const Napi::CallbackInfo& info) { return RunBatch(info, false); }

@@ -329,6 +329,8 @@ socklen_t Destination(const Batch& batch, uint32_t i, PeerAddr& to, std::string&
 // udpSend's result bit: the kernel refused a UDP GSO send with EIO, and its datagrams went one by
 // one; the caller passes gso = false from then on (UDP_SEND_GSO_REFUSED).
 constexpr int32_t kSendGsoRefused = 1 << 16;
+static_assert((kSendGsoRefused & kBatchDoneMask) == 0 && kSendGsoRefused < 1 << kBatchFailedShift,
+              "a flag bit of the batch result");
 
 // Appends the datagrams of [data, data + size), cut at `segment` bytes (the last may be shorter),
 // as messages of one iovec each to `name`, at most `room` of them; returns how many it appended.

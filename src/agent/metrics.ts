@@ -168,10 +168,7 @@ export function agentMetrics(
       for (const [event, n] of Object.entries(control.transportCounters())) set({ event }, n);
     },
   );
-  // The backends count a failed round or read as a refused command, so ok never falls; should a
-  // count still outrun the commands, ok holds its last value: a negative inc() would reject every
-  // scrape, weft_ready's included.
-  let kernelOk = 0;
+  // ok never falls: the backends count through KernelStats (backend.ts).
   mirroredCounter(
     registry,
     "weft_kernel_programming_total",
@@ -180,8 +177,7 @@ export function agentMetrics(
     (set) => {
       const c = counters();
       if (!c) return;
-      kernelOk = Math.max(kernelOk, c.kernelCommands - c.kernelErrors);
-      set({ result: "ok" }, kernelOk);
+      set({ result: "ok" }, c.kernelCommands - c.kernelErrors);
       set({ result: "error" }, c.kernelErrors);
     },
   );

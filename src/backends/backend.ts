@@ -92,6 +92,33 @@ export interface BackendCounters {
 }
 
 /**
+ * A backend's kernel programming counters (BackendCounters' kernelCommands, kernelErrors and
+ * driftRepairs), counted by one rule: a command counts once its outcome is known, and every error
+ * is one of the commands. So kernelErrors never outruns kernelCommands, and the commands taken
+ * (weft_kernel_programming_total{result="ok"}) never fall.
+ */
+export class KernelStats {
+  kernelCommands = 0;
+  kernelErrors = 0;
+  driftRepairs = 0;
+
+  /** `sent` commands whose outcome is in, `refusedCount` of them refused. */
+  done(sent: number, refusedCount = 0): void {
+    this.kernelCommands += Math.max(sent, refusedCount);
+    this.kernelErrors += refusedCount;
+  }
+
+  /** An operation that failed whole (a round, a read, a start): one command, refused. */
+  refused(): void {
+    this.done(1, 1);
+  }
+
+  counters(): Pick<BackendCounters, "kernelCommands" | "kernelErrors" | "driftRepairs"> {
+    return { kernelCommands: this.kernelCommands, kernelErrors: this.kernelErrors, driftRepairs: this.driftRepairs };
+  }
+}
+
+/**
  * A peer as backends see it: its lease, where it is, what it announced. The control plane hands
  * out peers of one family (`BackendPeer<Ipv4Prefix, number>`, `BackendPeer<Ipv6Prefix, bigint>`).
  */

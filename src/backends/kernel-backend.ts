@@ -21,13 +21,14 @@ import {
 import { lookupRoutes, readEntries, type RouteEntry } from "../kernel/entries.js";
 import { SerialQueue } from "../util/serial.js";
 import { familyOf, formatAddr, formatAnyPrefix, overlaps, type IpAddr } from "../net/ip.js";
-import type {
-  Backend,
-  BackendAnnouncement,
-  BackendContext,
-  BackendCounters,
-  BackendPeer,
-  BackendType,
+import {
+  type Backend,
+  type BackendAnnouncement,
+  type BackendContext,
+  type BackendCounters,
+  type BackendPeer,
+  type BackendType,
+  KernelStats,
 } from "./backend.js";
 import { announcementProblem, overlapProblem, UnreachablePeers, vtepMacProblem } from "./unreachable.js";
 
@@ -46,7 +47,7 @@ export abstract class KernelBackend implements Backend {
   private readonly peers = new Map<string, BackendPeer>();
   /** Each reachable peer's entries as last written. */
   private readonly written = new Map<string, PeerEntries>();
-  private readonly stats = { kernelCommands: 0, kernelErrors: 0, driftRepairs: 0 };
+  private readonly stats = new KernelStats();
   /** The round calls are gathered into until it starts, and when it is done. */
   private pending?: { round: Round; done: Promise<void> };
   private readonly rounds = new SerialQueue();
@@ -127,7 +128,7 @@ export abstract class KernelBackend implements Backend {
   }
 
   counters(): BackendCounters {
-    return { ...this.stats, peersUnreachable: this.unreachable.count };
+    return { ...this.stats.counters(), peersUnreachable: this.unreachable.count };
   }
 
   /** Why each peer cannot be reached directly on the underlay interface (host-gw, DirectRouting); undefined when it can. */
@@ -164,9 +165,7 @@ export abstract class KernelBackend implements Backend {
         try {
           await this.runRound(round, false);
         } catch (err) {
-          // A failed round counts as one refused command: errors never outrun commands.
-          this.stats.kernelCommands++;
-          this.stats.kernelErrors++;
+          this.stats.refused();
           this.logger.error({ err }, "a kernel programming round failed; the next round or reconcile tries again");
           throw err;
         }
@@ -217,8 +216,7 @@ export abstract class KernelBackend implements Backend {
     for (const [name, entries] of planned) entries ? this.written.set(name, entries) : this.written.delete(name);
 
     const keys = changedKeys(changes);
-    this.stats.kernelCommands += keys.length;
-    this.stats.kernelErrors += failures.length;
+    this.stats.done(keys.length, failures.length);
     for (const f of failures)
       this.logger.error(
         { command: f.command },

@@ -7,6 +7,7 @@
 // (wasm-vxlan only) has its own TUN device with IPv6 on, an IPv6 route table, and IPv6 sockets on
 // the IPv6 underlay address.
 import { randomInt } from "node:crypto";
+import { getSystemErrorName } from "node:util";
 import { Piscina } from "piscina";
 import type { Logger } from "pino";
 import { WeftError } from "../errors.js";
@@ -40,6 +41,7 @@ import { openFirstSocket, openTunQueues, type OffloadState } from "./offload.js"
 import {
   IO_COUNTER,
   IO_COUNTER_SLOTS,
+  IO_ERRNO,
   type QueuePair,
   type QueueTask,
   reviveError,
@@ -147,6 +149,11 @@ export interface DataplaneCounters {
    */
   peers?: Record<string, { txPackets: bigint; txBytes: bigint; rxPackets: bigint; rxBytes: bigint }>;
   io: Record<keyof typeof IO_COUNTER, bigint>;
+  /**
+   * Per worker, the errno of its last refused send and TUN write by name ("EHOSTUNREACH"): why
+   * io.sendErrors and io.tunWriteErrors grow. A worker's entry is {} until it has one.
+   */
+  lastErrno: Array<{ send?: string; tunWrite?: string }>;
   /**
    * Packets forwarded through each queue pair, both directions: how evenly flows spread. Pair q is
    * served by worker q mod workers.
@@ -604,12 +611,20 @@ export class UserspaceDataplane {
         0n,
       );
     }
+    const lastErrno = this.workerTasks.map((w) => {
+      const slots = new BigUint64Array(this.hp.memory.buffer, w.task.ioCounters, IO_COUNTER_SLOTS);
+      const named = Object.entries(IO_ERRNO).flatMap(([op, slot]) =>
+        slots[slot] === 0n ? [] : [[op, getSystemErrorName(-Number(slots[slot]))]],
+      );
+      return Object.fromEntries(named) as DataplaneCounters["lastErrno"][number];
+    });
     const perQueue = this.pairs.map((q) => ({ tx: q.ctx.tx().packets.FORWARD, rx: q.ctx.rx().packets.FORWARD }));
     return {
       tx: sumDir((c) => c.tx()),
       rx: sumDir((c) => c.rx()),
       ...(opts.peers && { peers: this.peerCounters() }),
       io,
+      lastErrno,
       perQueue,
       ...(this.tunStats && { tunRingDrops: BigInt(this.tunStats.txDropped()) }),
       workerRestarts: this.restarts,

@@ -105,7 +105,12 @@ export const IO_COUNTER = {
   /** TUN reads that failed with an error (not a deleted device, which ends the worker), each losing its packet. */
   tunReadErrors: 8,
 } as const;
-export const IO_COUNTER_SLOTS = 9;
+/**
+ * Beside the counters, not summed with them: the errno of the worker's last refused send and TUN
+ * write (0: none yet), for why sendErrors and tunWriteErrors grow (counters(): lastErrno).
+ */
+export const IO_ERRNO = { send: 9, tunWrite: 10 } as const;
+export const IO_COUNTER_SLOTS = 11;
 
 /**
  * How a worker's task ended: the stop word was set; its TUN device was deleted (`tunGone`, the read

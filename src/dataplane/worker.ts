@@ -9,12 +9,20 @@
 // call per direction treats a plain packet as a single segment.
 import { HotPath, type HotPathFunctions } from "../hotpath/module.js";
 import type { DatagramBind, PacketQueue } from "../io/batch-io.js";
-import { BATCH_DONE_MASK, batchDone, batchFailed, native } from "../io/native.js";
+import {
+  BATCH_DONE_MASK,
+  BATCH_ERRNO_UNIT,
+  BATCH_FAILED_MASK,
+  BATCH_FAILED_SHIFT,
+  batchDone,
+  batchFailed,
+  native,
+} from "../io/native.js";
 import { TunQueue } from "../io/tun.js";
 import { UdpSocket } from "../io/udp.js";
 import { WAIT_SLEPT, WAIT_SPUN, WAIT_WOKEN, waitReadable } from "../io/wait.js";
 import { CoDel } from "./codel.js";
-import { errorData, IO_COUNTER, IO_COUNTER_SLOTS, type QueueTask, type TaskEnd } from "./queue-task.js";
+import { errorData, IO_COUNTER, IO_COUNTER_SLOTS, IO_ERRNO, type QueueTask, type TaskEnd } from "./queue-task.js";
 
 /**
  * An idle worker sleeps until a packet comes or its waker is signalled (-1: no timeout): stop(),
@@ -53,45 +61,56 @@ export function takeOverFlowQueue(fn: HotPathFunctions, fq: number, txDescs: num
 /** A batched write: a TUN queue's or a socket's (batch-io.ts), returning a batch result. */
 export type Write = (buf: Uint8Array, descs: Int32Array, first: number, count: number) => number;
 
+/** Where a drain counts: io's slots for its errors, shortfall and last errno, and its word in `held`. */
+export interface DrainSlots {
+  errors: number;
+  shortfall: number;
+  errno: number;
+  toDo: number;
+}
+
+/** The BigInts 0..BATCH_FAILED_MASK: a batch's failed packets are added to a counter without a call (see drainer). */
+const FAILED = Array.from({ length: BATCH_FAILED_MASK + 1 }, (_, i) => BigInt(i));
+
 /**
  * The worker's drain over `buf`, with counters `io` and the words `held` (see serve): it writes
- * descriptors [first, first+count) with batched `write` calls, skipping what the kernel refuses (a
- * send reports it in its result, a whole train at once; a TUN write throws for its first packet)
- * and counting it in io[errors]; what cannot be written (queue full) is counted in io[shortfall]
- * and dropped. held[toDo] follows what is still to write.
+ * descriptors [first, first+count) with batched `write` calls. What the kernel refuses is reported
+ * in the result (a send's train at once, a TUN write's packets) and counted in io[errors], with
+ * its errno in io[errno]; a descriptor that throws (a bad one, a closed queue) is skipped and
+ * counted the same way. What cannot be written (queue full) is counted in io[shortfall] and
+ * dropped. held[toDo] follows what is still to write.
  */
 export function drainer(buf: Uint8Array, io: BigUint64Array, held: Int32Array) {
-  return (
-    write: Write,
-    descs: Int32Array,
-    first: number,
-    count: number,
-    errors: number,
-    shortfall: number,
-    toDo: number,
-  ) => {
+  return (write: Write, descs: Int32Array, first: number, count: number, slots: DrainSlots) => {
     let done = 0;
     while (done < count) {
       try {
         const r = write(buf, descs, first + done, count - done);
-        // Stored before any call (batchDone's too) or the loop's next turn: a terminate lands at
-        // a call or a back edge, and would count what was just written as still to write (see held).
-        held[toDo] = count - done - (r & BATCH_DONE_MASK);
-        const n = batchDone(r);
+        // No call between the write's return and these stores (a terminate lands at a call or the
+        // loop's back edge; the successor's accounting reads io and held): the result is read
+        // inline, and a BigInt comes from FAILED. The errors first: were a terminate to land
+        // between them, failed packets would count twice (errors, and shortfall through held), never
+        // be lost.
+        const n = r & BATCH_DONE_MASK;
+        const failed = (r >>> BATCH_FAILED_SHIFT) & BATCH_FAILED_MASK;
+        if (failed > 0) io[slots.errors] += FAILED[failed];
+        held[slots.toDo] = count - done - n;
+        if (failed > 0) io[slots.errno] = BigInt(Math.floor(r / BATCH_ERRNO_UNIT));
         if (n === 0) break;
         done += n;
-        // A BigInt only when there is something to add (see tunBatches in serve).
-        const failed = batchFailed(r);
-        if (failed > 0) io[errors] += BigInt(failed);
-      } catch {
-        io[errors]++;
+      } catch (error) {
+        io[slots.errors]++;
         done++;
-        held[toDo] = count - done;
+        held[slots.toDo] = count - done;
+        const errno = (error as NodeJS.ErrnoException).errno;
+        if (errno !== undefined) io[slots.errno] = BigInt(-errno);
       }
     }
     if (done < count) {
-      held[toDo] = 0;
-      io[shortfall] += BigInt(count - done);
+      // Made before the stores, as above: a terminate at this call counts the rest through held.
+      const rest = BigInt(count - done);
+      io[slots.shortfall] += rest;
+      held[slots.toDo] = 0;
     }
   };
 }
@@ -191,6 +210,18 @@ function serve(task: QueueTask): TaskEnd {
   const [OUT, SENDS, WRITES] = ["FQ_OUT", "FQ_SENDS", "FQ_WRITES"].map((c) => hp.constant(c) >> 2);
   const held = fq !== 0 ? new Int32Array(mem, fq, WRITES + 1) : new Int32Array(WRITES + 1);
   const drain = drainer(buf, io, held);
+  const sendSlots: DrainSlots = {
+    errors: IO_COUNTER.sendErrors,
+    shortfall: IO_COUNTER.sendShortfall,
+    errno: IO_ERRNO.send,
+    toDo: SENDS,
+  };
+  const replySlots: DrainSlots = {
+    errors: IO_COUNTER.tunWriteErrors,
+    shortfall: IO_COUNTER.tunWriteShortfall,
+    errno: IO_ERRNO.tunWrite,
+    toDo: WRITES,
+  };
   // The pair being served: where the drains below write.
   let at = pairs[0];
   const toSocket: Write = (b, d, first, count) => at.bind.send(b, d, first, count);
@@ -240,9 +271,8 @@ function serve(task: QueueTask): TaskEnd {
     held[SENDS] = sends;
     held[WRITES] = replies;
     held[OUT] = 0;
-    if (sends > 0) drain(toSocket, sendDescs, 0, sends, IO_COUNTER.sendErrors, IO_COUNTER.sendShortfall, SENDS);
-    if (replies > 0)
-      drain(toTun, sendDescs, sends, replies, IO_COUNTER.tunWriteErrors, IO_COUNTER.tunWriteShortfall, WRITES);
+    if (sends > 0) drain(toSocket, sendDescs, 0, sends, sendSlots);
+    if (replies > 0) drain(toTun, sendDescs, sends, replies, replySlots);
     return n;
   };
   // Returns the datagrams read, dropped stale ones included (a full batch means: read again).
@@ -270,8 +300,7 @@ function serve(task: QueueTask): TaskEnd {
         out.movedCap,
       );
       held[WRITES] = writes;
-      if (writes > 0)
-        drain(toTun, writeDescs, 0, writes, IO_COUNTER.tunWriteErrors, IO_COUNTER.tunWriteShortfall, WRITES);
+      if (writes > 0) drain(toTun, writeDescs, 0, writes, replySlots);
     }
     return drop ? n + late : n;
   };

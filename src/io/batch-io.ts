@@ -9,10 +9,11 @@
 /**
  * A TUN queue: IP packets from and to the kernel. Reads fill [OFF, OFF+CAP) and set LEN; writes
  * send [OFF, OFF+LEN). Both return the packets done from `first` on (0: none ready / queue full),
- * as a batch result (native.ts: batchDone); an error on the first packet throws, one on a later
- * packet ends the batch and is thrown by the next call, which starts at that packet — but a read
- * whose packet the kernel lost already counts it in the result (batchFailed, with batchErrno) and
- * ends there. Any count is taken; one call moves at most MAX_BATCH.
+ * as a batch result (native.ts: batchDone). A read's error on the first packet throws, one on a
+ * later packet ends the batch and counts it in the result (batchFailed, with batchErrno): the
+ * kernel lost it already. A packet the kernel refuses to take is done and counted the same way,
+ * and the write goes on; a write throws only for its arguments and a closed queue or deleted device.
+ * Any count is taken; one call moves at most MAX_BATCH.
  */
 export interface PacketQueue {
   /** Whether every packet has a virtio_net_hdr in [OFF-12, OFF) (offloads: TSO super-packets). */
@@ -24,9 +25,9 @@ export interface PacketQueue {
 /**
  * A UDP socket: datagrams from and to peers, with the peer's address and port in ADDR/PORT. With
  * UDP GRO a received descriptor may hold several datagrams of FLAGS bytes each, and a sent one
- * with FLAGS > 0 is cut into datagrams of that size (GSO). Counts and errors as PacketQueue's, but
- * send() throws only for its arguments: a message the kernel refuses (a train: its descriptors) is
- * done and counted in batchFailed, and the batch goes on.
+ * with FLAGS > 0 is cut into datagrams of that size (GSO). Counts and errors as PacketQueue's: a
+ * message the kernel refuses (a train: its descriptors) is done and counted in batchFailed, and the
+ * batch goes on; send() throws only for its arguments.
  */
 export interface DatagramBind {
   /**

@@ -14,8 +14,9 @@ import { projectFile } from "../paths.js";
  * (RangeError). Returns the number of packets done (batchDone): EAGAIN ends a batch early (0 = none
  * ready); an error on the first packet throws, one on a later packet ends the batch and is thrown
  * by the next call, which starts at that packet — except where the packet is lost already, which
- * the result counts instead (batchFailed, batchErrno): a TUN read's (the kernel freed it), and any
- * udpSend message the kernel refuses (its descriptors are done, and the batch goes on).
+ * the result counts instead (batchFailed, batchErrno): a TUN read's (the kernel freed it), and a
+ * TUN write's packet or udpSend's message that the kernel refuses (its descriptors are done, and
+ * the batch goes on). A write throws only for its arguments and a closed fd or deleted device.
  */
 type BatchCall<Extra extends unknown[]> = (
   fd: number,
@@ -38,8 +39,11 @@ export interface NativeIo {
   readonly DESC_AUX: number;
   readonly HEADROOM: number;
   readonly MAX_BATCH: number;
-  /** A batch result's packets lost to errors from this bit up (batchFailed). */
+  /** A batch result's layout (native/src/batch.h; read with batchDone, batchFailed, batchErrno). */
+  readonly BATCH_DONE_MASK: number;
   readonly BATCH_FAILED_SHIFT: number;
+  readonly BATCH_FAILED_MASK: number;
+  readonly BATCH_ERRNO_SHIFT: number;
   /** FLAGS bits holding a UDP GSO/GRO segment size (0 = a single datagram). */
   readonly FLAGS_SEGMENT_MASK: number;
   /** FLAGS bit: ADDR is the offset of a 16-byte IPv6 address (assembly/descriptor.ts). */
@@ -87,7 +91,10 @@ export interface NativeIo {
   tunSetSteeringProgram(fd: number, program: Uint8Array): void;
   /** Reads fill [OFF, OFF+CAP) and set LEN; with header 12 the vnet header lands in [OFF-12, OFF). */
   tunRead: BatchCall<[header: 0 | 12]>;
-  /** Writes [OFF, OFF+LEN), preceded by the vnet header in [OFF-12, OFF) when header is 12. */
+  /**
+   * Writes [OFF, OFF+LEN), preceded by the vnet header in [OFF-12, OFF) when header is 12; a packet
+   * the kernel refuses (not IPv4/IPv6, a bad vnet header) is done and counted (batchFailed).
+   */
   tunWrite: BatchCall<[header: 0 | 12]>;
 
   /** addr: an IPv4 address as a number, or an IPv6 address as text ("::" takes both families). */
@@ -160,20 +167,27 @@ export function atMostMaxBatch(count: number): number {
   return Math.min(count, native.MAX_BATCH);
 }
 
+// The batch result's layout, as the addon defines it (native/src/batch.h): read once here, so
+// that a result costs no property lookup.
 /** The bits of a batch result that hold the packets done (batchDone). */
-export const BATCH_DONE_MASK = 0xffff;
+export const BATCH_DONE_MASK = native.BATCH_DONE_MASK;
+/** A batch result's packets lost to errors: (result >>> BATCH_FAILED_SHIFT) & BATCH_FAILED_MASK. */
+export const BATCH_FAILED_SHIFT = native.BATCH_FAILED_SHIFT;
+export const BATCH_FAILED_MASK = native.BATCH_FAILED_MASK;
+/** A batch result's errno is result / BATCH_ERRNO_UNIT, rounded down (above the 32 bits: no bitwise operator reaches it). */
+export const BATCH_ERRNO_UNIT = 2 ** native.BATCH_ERRNO_SHIFT;
 
-/** A batch call's packets done (for a send, those it lost to errors included). */
+/** A batch call's packets done (for a send or TUN write, those it lost to errors included). */
 export function batchDone(result: number): number {
   return result & BATCH_DONE_MASK;
 }
 
 /** A batch call's packets lost to errors of the kernel's. */
 export function batchFailed(result: number): number {
-  return (result >>> native.BATCH_FAILED_SHIFT) & 0x1ff;
+  return (result >>> BATCH_FAILED_SHIFT) & BATCH_FAILED_MASK;
 }
 
 /** The errno of a batch call's first lost packet (0: none lost). */
 export function batchErrno(result: number): number {
-  return Math.floor(result / 2 ** 32);
+  return Math.floor(result / BATCH_ERRNO_UNIT);
 }

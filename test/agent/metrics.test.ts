@@ -4,7 +4,7 @@
 // reachable again, while no counter ever falls.
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { agentMetrics } from "../../src/agent/metrics.js";
-import type { BackendCounters } from "../../src/backends/backend.js";
+import { KernelStats } from "../../src/backends/backend.js";
 import type { ControlPlane } from "../../src/control/control-plane.js";
 import { UserspaceDataplane } from "../../src/dataplane/dataplane.js";
 import { LabCluster } from "../../src/lab/cluster.js";
@@ -130,28 +130,36 @@ describe.skipIf(!canUseNetns())("agent metrics", () => {
     }
   });
 
-  it("scrapes whole while kernel errors outrun commands, and weft_kernel_programming_total never falls", async () => {
-    let c: BackendCounters = { kernelCommands: 6, kernelErrors: 0, peersUnreachable: 0, driftRepairs: 0 };
+  it("counts weft_kernel_programming_total by KernelStats' one rule: errors never outrun commands, ok never falls", async () => {
+    const stats = new KernelStats();
     const metrics = agentMetrics(
       control,
       () => [],
-      () => c,
+      () => ({ ...stats.counters(), peersUnreachable: 0 }),
       () => [],
       () => undefined,
       { ready: () => true, backendRestarts: () => [] },
     );
     let was = counterSamples(await metrics.metrics());
-    // Errors alone grow, past the commands: before, ok fell, then its negative inc() rejected the
-    // whole scrape (weft_ready too).
-    for (const kernelErrors of [3, 7, 9]) {
-      c = { ...c, kernelErrors };
+    // Failed rounds and reads, batches with refusals (one refusing more lines than it sent), one taken whole.
+    const steps = [() => stats.refused(), () => stats.done(4, 3), () => stats.done(0, 2), () => stats.done(2)];
+    for (const step of steps) {
+      step();
+      const c = stats.counters();
+      expect(c.kernelErrors).toBeLessThanOrEqual(c.kernelCommands);
       const text = await metrics.metrics();
       expect(text).toMatch(/^weft_ready 1$/m);
-      expect(text).toMatch(new RegExp(`^weft_kernel_programming_total\\{result="error"\\} ${kernelErrors}$`, "m"));
+      // Before, the metric held ok at its highest against counts that outran the commands.
+      for (const [result, n] of [
+        ["ok", c.kernelCommands - c.kernelErrors],
+        ["error", c.kernelErrors],
+      ] as const)
+        expect(text).toMatch(new RegExp(`^weft_kernel_programming_total\\{result="${result}"\\} ${n}$`, "m"));
       const now = counterSamples(text);
       for (const [series, value] of now) expect(value, series).toBeGreaterThanOrEqual(was.get(series) ?? 0);
       was = now;
     }
+    expect(stats.counters()).toEqual({ kernelCommands: 9, kernelErrors: 6, driftRepairs: 0 });
   });
 
   it("counts socket drops by family: one family's dataplane gone lowers no sample", async () => {

@@ -32,6 +32,7 @@ import {
   type BackendCounters,
   type BackendOptions,
   type BackendPeer,
+  KernelStats,
 } from "../backend.js";
 import { VXLAN_IPV4_UNDERLAY_BYTES, VXLAN_IPV6_UNDERLAY_BYTES } from "../vxlan/vxlan.js";
 import { announcementProblem, UnreachablePeers } from "../unreachable.js";
@@ -93,7 +94,7 @@ export class UserspaceBackend implements Backend {
   /** The address family of the dataplane's sockets: the underlay address it listens on. */
   private readonly socketFamily: 4 | 6;
   private readonly vni: number;
-  private readonly stats = { kernelCommands: 0, kernelErrors: 0, driftRepairs: 0 };
+  private readonly stats = new KernelStats();
   private state: "new" | "running" | "stopped" = "new";
   /** /proc/sys was read-only at start: the device runs without its sysctls, and reconcile leaves them. */
   private sysctlsReadOnly = false;
@@ -188,16 +189,13 @@ export class UserspaceBackend implements Backend {
         this.logger.info(`the kernel runs without IPv6 (ipv6.disable=1): ${this.tunName} has none to switch off`);
       const sysctls = this.noIpv6 ? [] : this.sysctls();
       await this.setSysctls(sysctls);
-      this.stats.kernelCommands += sysctls.length + 3; // and the TUN device's MTU, address and link state
+      this.stats.done(sysctls.length);
       await this.dataplane.start(this.ctx.kernel);
+      this.stats.done(3); // the TUN device's MTU, address and link state
     } catch (err) {
       // A stop() meanwhile makes the dataplane's start reject: no kernel error, and the state
       // stays "stopped".
-      // A failed start counts as one refused command if it failed before counting its own.
-      if (!(err instanceof WeftError && err.code === "DATAPLANE_STOPPED")) {
-        this.stats.kernelErrors++;
-        this.stats.kernelCommands = Math.max(this.stats.kernelCommands, this.stats.kernelErrors);
-      }
+      if (!(err instanceof WeftError && err.code === "DATAPLANE_STOPPED")) this.stats.refused();
       await this.dataplane.stop();
       throw err;
     }
@@ -301,11 +299,10 @@ export class UserspaceBackend implements Backend {
     }
     if (!link?.up) lines.push(`link set ${tun} up`);
     if (lines.length === 0) return;
-    this.stats.kernelCommands += lines.length;
     this.stats.driftRepairs += lines.length;
     this.logger.warn({ commands: lines }, `repairing ${tun}`);
     const failures = await kernel.ipBatchForce(lines);
-    this.stats.kernelErrors += failures.length;
+    this.stats.done(lines.length, failures.length);
     for (const f of failures)
       this.logger.error(
         { command: f.command },
@@ -348,10 +345,8 @@ export class UserspaceBackend implements Backend {
     try {
       values = await kernel.readSysctls(wanted.map(([key]) => key));
     } catch (err) {
-      // The device's address, route and link state are still repaired below. A failed read
-      // counts as a refused command: errors never outrun commands.
-      this.stats.kernelCommands++;
-      this.stats.kernelErrors++;
+      // The device's address, route and link state are still repaired below.
+      this.stats.refused();
       this.logger.error({ err }, `cannot read ${this.tunName}'s sysctls; reconcile will try again`);
       return;
     }
@@ -359,14 +354,14 @@ export class UserspaceBackend implements Backend {
       .map(([key, value], i) => ({ key, value, found: values[i] }))
       .filter((d) => d.found !== String(d.value));
     if (drifted.length === 0) return;
-    this.stats.kernelCommands += drifted.length;
     this.stats.driftRepairs += drifted.length;
     this.logger.warn({ sysctls: drifted }, `repairing ${this.tunName}'s sysctls`);
     for (const { key, value } of drifted) {
       try {
         await kernel.sysctl(key, value);
+        this.stats.done(1);
       } catch (err) {
-        this.stats.kernelErrors++;
+        this.stats.refused();
         this.logger.error({ err, key }, `the kernel refused sysctl ${key}=${value}; reconcile will try again`);
       }
     }
@@ -383,7 +378,7 @@ export class UserspaceBackend implements Backend {
   }
 
   counters(): BackendCounters {
-    return { ...this.stats, peersUnreachable: this.unreachable.count };
+    return { ...this.stats.counters(), peersUnreachable: this.unreachable.count };
   }
 
   dataplaneCounters(opts?: { peers?: boolean }): DataplaneCounters {
