@@ -89,7 +89,7 @@ function keptFile(dataDir: string, cid: string, ifName: string): string {
 }
 
 /** Linux's rule for an interface name (IFNAMSIZ, dev_valid_name), as libcni checks it; it also names a file here. */
-const IFNAME = /^(?!\.\.?$)[^/:\s]{1,15}$/;
+const IFNAME = /^(?!\.\.?$)[^/:\s]+$/;
 
 /** The attachment of an ADD, DEL or CHECK, once the CNI_* variables they need are checked. */
 function attachmentOf(args: CniArgs): { cid: string; ifName: string } {
@@ -101,10 +101,10 @@ function attachmentOf(args: CniArgs): { cid: string; ifName: string } {
       `CNI_CONTAINERID "${cid}" may only hold letters, digits, '_', '.' and '-'`,
     );
   const ifName = need(args.ifName, "CNI_IFNAME", "the runtime must name the pod's interface");
-  if (!IFNAME.test(ifName))
+  if (!IFNAME.test(ifName) || Buffer.byteLength(ifName) > 15)
     throw new CniError(
       CNI_ERROR.INVALID_ENV,
-      `CNI_IFNAME "${ifName}" is not an interface name: 1 to 15 characters, none of '/', ':' or spaces`,
+      `CNI_IFNAME "${ifName}" is not an interface name: 1 to 15 bytes, none of '/', ':' or spaces`,
     );
   needPath(args);
   return { cid, ifName };

@@ -190,10 +190,12 @@ describe("weft cni: the kept delegate config", () => {
     expect(await execPlugin("flannel", conf(), { ...args("DEL", "old-1"), ifName: "net1" })).toBeUndefined();
     expect(kept()).not.toContain("old-1");
     expect(fake.calls().filter((c) => c.endsWith(" old-1"))).toEqual(["DEL old-1"]);
-    // The interface name names a file: never a path.
-    await expect(execPlugin("flannel", conf(), { ...args("ADD", "if-1"), ifName: "../x" })).rejects.toMatchObject({
-      cniCode: 4,
-      message: expect.stringMatching(/CNI_IFNAME/),
-    });
+    // The interface name names a file: never a path; and Linux's limit is 15 bytes, not characters.
+    for (const ifName of ["../x", "é".repeat(8)])
+      await expect(execPlugin("flannel", conf(), { ...args("ADD", "if-1"), ifName })).rejects.toMatchObject({
+        cniCode: 4,
+        message: expect.stringMatching(/CNI_IFNAME/),
+      });
+    expect(kept().filter((f) => f.startsWith("if-1"))).toEqual([]);
   });
 });
