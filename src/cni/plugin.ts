@@ -4,7 +4,7 @@
 // network, the MTU, ipMasq and isGateway), keep that config in dataDir, and run it. DEL and CHECK
 // run the kept config, so they work even after subnet.env changed; GC deletes those the runtime
 // no longer has; STATUS says whether subnet.env is there (the agent ready).
-import { readdir, readFile, rm } from "node:fs/promises";
+import { access, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { writeFileAtomic } from "../fs/atomic-write.js";
 import { cidrContains, firstHostOf, networkOf, parseCidr } from "./cidr.js";
@@ -76,8 +76,23 @@ function needPath(args: CniArgs): string[] {
   return args.path;
 }
 
-/** The kept config's path for an ADD, DEL or CHECK, once the CNI_* variables they need are checked. */
-function keptPath(args: CniArgs, dataDir: string): string {
+/** Kubernetes' interface name, and the one a kept file without weft.ifName (flannel's, an older weft's) was added with. */
+const DEFAULT_IFNAME = "eth0";
+
+/**
+ * The kept config's path for the attachment (container, interface): flannel's `<id>` for eth0, so
+ * that a switch between flannel's plugin and weft's keeps finding the pods' files; `<id>@<ifname>`
+ * for any other (a second network of the same container, with Multus), '@' being no container id's.
+ */
+function keptFile(dataDir: string, cid: string, ifName: string): string {
+  return join(dataDir, ifName === DEFAULT_IFNAME ? cid : `${cid}@${ifName}`);
+}
+
+/** Linux's rule for an interface name (IFNAMSIZ, dev_valid_name), as libcni checks it; it also names a file here. */
+const IFNAME = /^(?!\.\.?$)[^/:\s]+$/;
+
+/** The attachment of an ADD, DEL or CHECK, once the CNI_* variables they need are checked. */
+function attachmentOf(args: CniArgs): { cid: string; ifName: string } {
   const cid = need(args.containerId, "CNI_CONTAINERID", "the runtime must name the container");
   // The id names a file in dataDir: only the characters the spec allows, never a path.
   if (!CONTAINER_ID.test(cid))
@@ -85,9 +100,36 @@ function keptPath(args: CniArgs, dataDir: string): string {
       CNI_ERROR.INVALID_ENV,
       `CNI_CONTAINERID "${cid}" may only hold letters, digits, '_', '.' and '-'`,
     );
-  need(args.ifName, "CNI_IFNAME", "the runtime must name the pod's interface");
+  const ifName = need(args.ifName, "CNI_IFNAME", "the runtime must name the pod's interface");
+  if (!IFNAME.test(ifName) || Buffer.byteLength(ifName) > 15)
+    throw new CniError(
+      CNI_ERROR.INVALID_ENV,
+      `CNI_IFNAME "${ifName}" is not an interface name: 1 to 15 bytes, none of '/', ':' or spaces`,
+    );
   needPath(args);
-  return join(dataDir, cid);
+  return { cid, ifName };
+}
+
+/**
+ * The kept config of a DEL or CHECK's attachment, if any: its own file; but an older weft kept
+ * every interface in `<id>`, which is then the attachment's whose interface name it holds.
+ */
+async function keptPath(args: CniArgs, dataDir: string): Promise<string | undefined> {
+  const { cid, ifName } = attachmentOf(args);
+  const own = keptFile(dataDir, cid, ifName);
+  const old = join(dataDir, cid);
+  if (
+    own !== old &&
+    (await access(own).then(
+      () => true,
+      () => false,
+    ))
+  )
+    return own;
+  // A damaged `<id>` counts as eth0's, for DEL to report and remove.
+  const found = await readKept(old).catch(() => undefined);
+  if (found) return found.ifName === ifName ? old : undefined;
+  return own === old ? own : undefined;
 }
 
 /** STATUS and GC came with CNI 1.1.0; for an older config they are the spec's incompatible version (1), as skel answers. */
@@ -129,7 +171,8 @@ export async function runPlugin(call: PluginCall): Promise<object | undefined> {
       // As flannel's cmdDel: only what finds the kept config is read, so an edit of the conflist
       // since ADD (a bad delegate key, another version) never keeps a pod Terminating.
       const conf = parseDelConf(call.stdin);
-      await deleteKept(keptPath(args, conf.dataDir), args, conf.prevResult);
+      const kept = await keptPath(args, conf.dataDir);
+      if (kept) await deleteKept(kept, args, conf.prevResult);
       return undefined;
     }
     case "STATUS":
@@ -138,9 +181,10 @@ export async function runPlugin(call: PluginCall): Promise<object | undefined> {
       return await gc(call);
   }
   const conf = parseNetConf(call.stdin);
-  const kept = keptPath(args, conf.dataDir);
   switch (args.command) {
     case "ADD": {
+      const { cid, ifName } = attachmentOf(args);
+      const kept = keptFile(conf.dataDir, cid, ifName);
       need(args.netns, "CNI_NETNS", "ADD needs the pod's network namespace");
       const env = await readSubnetEnv(conf.subnetFile);
       const d = delegateConfig(conf, env);
@@ -176,7 +220,8 @@ export async function runPlugin(call: PluginCall): Promise<object | undefined> {
         throw new CniError(CNI_ERROR.INCOMPATIBLE_VERSION, "CHECK needs cniVersion 0.4.0 or later");
       need(args.netns, "CNI_NETNS", "CHECK needs the pod's network namespace");
       if (!conf.prevResult) throw new CniError(CNI_ERROR.INVALID_CONFIG, "CHECK needs prevResult: the result of ADD");
-      const found = await readKept(kept);
+      const kept = await keptPath(args, conf.dataDir);
+      const found = kept && (await readKept(kept));
       if (!found)
         throw new CniError(
           CNI_ERROR.UNKNOWN_CONTAINER,
@@ -207,13 +252,13 @@ async function deleteKept(path: string, args: CniArgs, prevResult?: Record<strin
     return undefined;
   });
   if (!found) return;
-  const { d, ifName } = found;
+  const { d } = found;
   // A result of another version than the kept config's (the conflist's cniVersion changed since
   // ADD; libcni converts the cached result to the new one) is one the delegate cannot parse: ipvlan's
   // DEL would fail forever. Without it DEL works from the config alone, as under flannel's plugin.
   const prev = prevResult && resultFor(prevResult, d.cniVersion);
   if (prev?.cniVersion === d.cniVersion) d.prevResult = prev;
-  await execPlugin(d.type as string, d, { ...args, ifName: args.ifName ?? ifName });
+  await execPlugin(d.type as string, d, args);
   await rm(path, { force: true });
 }
 
@@ -243,23 +288,27 @@ async function gc(call: PluginCall): Promise<undefined> {
   need110(conf.cniVersion, "GC");
   const path = needPath(call.args);
   const attachments = conf["cni.dev/valid-attachments"];
-  // Kept configs are per container (flannel's layout), so a container listed keeps its file.
-  const valid = new Set(attachments.map((a) => a.containerID));
+  // An attachment is (container, interface), as the spec has it; an entry without ifname keeps
+  // every interface of its container.
+  const valid = new Set(
+    attachments.map((a) => (a.ifname === undefined ? a.containerID : `${a.containerID}@${a.ifname}`)),
+  );
   const failures: CniError[] = [];
   const names = await readdir(conf.dataDir).catch((e: NodeJS.ErrnoException) => {
     if (e.code === "ENOENT") return [];
     throw new CniError(CNI_ERROR.IO_FAILURE, `cannot list ${conf.dataDir}: ${e.message}`);
   });
-  for (const cid of names) {
+  for (const name of names) {
     // Dot-files are the atomic writer's temporary files; anything else is no container's.
+    const cid = name.split("@")[0];
     if (!CONTAINER_ID.test(cid) || valid.has(cid)) continue;
     // Only this network's: the default dataDir is shared by every network of this type (and
     // flannel's plugin), whose pods this runtime's list does not name; libcni's GC, too, keeps to
     // its own network. A damaged file is no one's known: DEL removes it, GC leaves it.
-    const file = join(conf.dataDir, cid);
+    const file = join(conf.dataDir, name);
     const found = await readKept(file).catch(() => undefined);
-    if (found?.d.name !== conf.name) continue;
-    await deleteKept(file, { command: "DEL", containerId: cid, path }).catch((e: unknown) =>
+    if (found?.d.name !== conf.name || valid.has(`${cid}@${found.ifName}`)) continue;
+    await deleteKept(file, { command: "DEL", containerId: cid, ifName: found.ifName, path }).catch((e: unknown) =>
       failures.push(asCniError(e)),
     );
   }
@@ -309,7 +358,12 @@ async function readSubnetEnv(path: string): Promise<SubnetEnv> {
   return parseSubnetEnvFile(text, path);
 }
 
-async function readKept(path: string): Promise<{ d: Record<string, unknown>; ifName?: string } | undefined> {
+interface Kept {
+  d: Record<string, unknown>;
+  ifName: string;
+}
+
+async function readKept(path: string): Promise<Kept | undefined> {
   let text: string;
   try {
     text = await readFile(path, "utf8");
@@ -320,7 +374,7 @@ async function readKept(path: string): Promise<{ d: Record<string, unknown>; ifN
   try {
     const { [KEPT_IFNAME]: ifName, ...d } = JSON.parse(text) as Record<string, unknown>;
     // Files kept by flannel's plugin or an older weft have no interface name: Kubernetes' is eth0.
-    if (typeof d.type === "string") return { d, ifName: typeof ifName === "string" ? ifName : "eth0" };
+    if (typeof d.type === "string") return { d, ifName: typeof ifName === "string" ? ifName : DEFAULT_IFNAME };
   } catch {
     // handled below
   }

@@ -167,4 +167,35 @@ describe("weft cni: the kept delegate config", () => {
     // Not for a 1.0.0 config: STATUS and GC came with 1.1.0.
     await expect(execPlugin("flannel", conf({ ...valid }), gcArgs)).rejects.toMatchObject({ cniCode: 1 });
   });
+
+  it("files without weft's own layout: flannel's (no interface name: eth0) and an older weft's (every interface in <id>)", async () => {
+    const v110 = { cniVersion: "1.1.0" };
+    const gcArgs: CniArgs = { command: "GC", path: [join(dir, "bin"), fake.dir] };
+    const gc = (valid: object[]) =>
+      execPlugin("flannel", conf({ ...v110, "cni.dev/valid-attachments": valid }), gcArgs);
+    const keep = (id: string, extra: object = {}) =>
+      writeFileSync(join(dataDir, id), JSON.stringify({ cniVersion: "1.0.0", name: "cbr0", type: "fake", ...extra }));
+    keep("fl-1");
+    // Listed with its container only, or as eth0: kept. As another interface: flannel's eth0 is stale.
+    expect(await gc([{ containerID: "fl-1" }])).toBeUndefined();
+    expect(await gc([{ containerID: "fl-1", ifname: "eth0" }])).toBeUndefined();
+    expect(kept()).toContain("fl-1");
+    expect(await gc([{ containerID: "fl-1", ifname: "net1" }])).toBeUndefined();
+    expect(kept()).not.toContain("fl-1");
+    expect(fake.calls().filter((c) => c.endsWith(" fl-1"))).toEqual(["DEL fl-1"]);
+    // An older weft kept net1's config as <id>: DEL of eth0 is not its; DEL of net1 finds and runs it.
+    keep("old-1", { "weft.ifName": "net1" });
+    expect(await execPlugin("flannel", conf(), args("DEL", "old-1"))).toBeUndefined();
+    expect(kept()).toContain("old-1");
+    expect(await execPlugin("flannel", conf(), { ...args("DEL", "old-1"), ifName: "net1" })).toBeUndefined();
+    expect(kept()).not.toContain("old-1");
+    expect(fake.calls().filter((c) => c.endsWith(" old-1"))).toEqual(["DEL old-1"]);
+    // The interface name names a file: never a path; and Linux's limit is 15 bytes, not characters.
+    for (const ifName of ["../x", "é".repeat(8)])
+      await expect(execPlugin("flannel", conf(), { ...args("ADD", "if-1"), ifName })).rejects.toMatchObject({
+        cniCode: 4,
+        message: expect.stringMatching(/CNI_IFNAME/),
+      });
+    expect(kept().filter((f) => f.startsWith("if-1"))).toEqual([]);
+  });
 });

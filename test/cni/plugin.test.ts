@@ -191,6 +191,34 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
     }
   });
 
+  it("GC tells attachments apart by container and interface: of one pod's eth0 and net1, only the one not listed is deleted", async () => {
+    const conf = flannelConf(h1, { cniVersion: "1.1.0" });
+    const ns = await Netns.create("cni-gcif");
+    try {
+      const att = (ifName: string) => ({ containerId: ns.name, netns: ns.path, ifName });
+      const addrOf = async (ifName: string) =>
+        ((await runFlannel(h1, "ADD", conf, att(ifName))) as CniResult).ips![0].address.split("/")[0];
+      const [eth0, net1] = [await addrOf("eth0"), await addrOf("net1")];
+      expect(eth0).not.toBe(net1);
+      // eth0 keeps flannel's file name, so either plugin finds it.
+      expect((await kept(h1)).filter((f) => f.startsWith(ns.name)).sort()).toEqual([ns.name, `${ns.name}@net1`]);
+      const valid = { "cni.dev/valid-attachments": [{ containerID: ns.name, ifname: "eth0" }] };
+      expect(await runFlannel(h1, "GC", { ...conf, ...valid })).toBeUndefined();
+      expect(await ipamStore(h1)).toContain(eth0);
+      expect(await ipamStore(h1)).not.toContain(net1);
+      expect((await kept(h1)).filter((f) => f.startsWith(ns.name))).toEqual([ns.name]);
+      // Each DEL runs its own attachment's config: eth0's releases eth0's address and removes its interface.
+      await runFlannel(h1, "DEL", conf, att("eth0"));
+      expect(await ipamStore(h1)).not.toContain(eth0);
+      expect(
+        await ns.kernel.ipJson<Array<{ ifname: string }>>(["link", "show"]).then((l) => l.map((x) => x.ifname)),
+      ).not.toContain("eth0");
+      expect((await kept(h1)).filter((f) => f.startsWith(ns.name))).toEqual([]);
+    } finally {
+      await ns.destroy();
+    }
+  });
+
   it.each([null, undefined])(
     "GC with cni.dev/valid-attachments %s (libcni's nil slice when no pod uses the network; or left out) deletes every kept attachment",
     async (none) => {
