@@ -1,9 +1,15 @@
 // The gossip transport's limits on real sockets (127.0.0.1): this node's own outbound exchanges
-// never take the slots inbound ones need, refused connections are counted in /metrics, and a
-// datagram the socket refuses is counted, never thrown.
+// never take the slots inbound ones need, refused connections are counted in /metrics, bytes held
+// by requests not yet whole (unauthenticated) stay within a budget, and a datagram the socket
+// refuses is counted, never thrown.
+import { randomBytes } from "node:crypto";
 import { createServer, connect, type Socket } from "node:net";
 import { describe, expect, it } from "vitest";
 import { agentMetrics } from "../../src/agent/metrics.js";
+import { makeConfig } from "../../src/control/gossip/config.js";
+import { generateKey, Keyring } from "../../src/control/gossip/keyring.js";
+import { Memberlist } from "../../src/control/gossip/memberlist.js";
+import { RealClock, realRandom } from "../../src/control/transport/real-clock.js";
 import { UdpTcpTransport } from "../../src/control/transport/udp-tcp.js";
 import { loopbackPlane } from "../support/loopback-plane.js";
 import { canUseNetns, Netns } from "../support/netns.js";
@@ -65,6 +71,86 @@ describe("gossip stream limits", () => {
       for (const s of socks) s.destroy();
       await close();
     }
+  });
+
+  it("unauthenticated partial frames from many connections hold at most maxPendingBytes, and a real peer's push-pull still gets through", async () => {
+    const KiB = 1024;
+    const budget = 512 * KiB;
+    const warnings: Array<Record<string, unknown>> = [];
+    const transport = await UdpTcpTransport.open({
+      host: "127.0.0.1",
+      port: 0,
+      maxStreamBytes: 256 * KiB,
+      maxPendingBytes: budget,
+      // The budget is global: one source stands for many here.
+      maxConnectionsPerSource: 64,
+      logger: { warn: (o: Record<string, unknown>) => void warnings.push(o) } as never,
+    });
+    const key = generateKey();
+    const merged: number[] = [];
+    const node = (name: string, t: UdpTcpTransport, state: Uint8Array) =>
+      new Memberlist(makeConfig("local", name), {
+        clock: new RealClock(),
+        transport: t,
+        random: realRandom,
+        keyring: new Keyring(key),
+        delegate: {
+          nodeMeta: () => new Uint8Array(0),
+          notifyMsg: () => {},
+          getBroadcasts: () => [],
+          localState: () => state,
+          mergeRemoteState: (s) => void merged.push(s.length),
+        },
+      });
+    const server = node("server", transport, new Uint8Array(0));
+    // The peer's push-pull is several chunks long: its state alone is 150 KiB.
+    const client = node("client", await UdpTcpTransport.open({ host: "127.0.0.1", port: 0 }), randomBytes(150 * KiB));
+    const attackers: Socket[] = [];
+    let peak = 0;
+    const sampler = setInterval(() => (peak = Math.max(peak, transport.pendingBytes)), 5);
+    try {
+      // 40 connections without the key, each announcing a 200 KiB frame, sending 60 KiB of it and
+      // stalling: 2.4 MiB if nothing bounded them.
+      const sent = await Promise.all(
+        Array.from({ length: 40 }, async () => {
+          const s = connect({ host: "127.0.0.1", port: transport.local.port });
+          s.on("error", () => {});
+          attackers.push(s);
+          await new Promise((r) => s.once("connect", r));
+          const frame = randomBytes(4 + 60 * KiB);
+          frame.writeUInt32BE(200 * KiB, 0);
+          return new Promise<boolean>((r) => s.write(frame, (err) => r(!err)));
+        }),
+      );
+      expect(sent.filter(Boolean).length).toBeGreaterThan(8);
+      for (let i = 0; i < 50 && transport.pendingBytes + 60 * KiB <= budget; i++)
+        await new Promise((r) => setTimeout(r, 20));
+      peak = Math.max(peak, transport.pendingBytes);
+      // The budget is full of attackers' bytes when the real peer comes.
+      expect(transport.pendingBytes).toBeGreaterThan(budget - 60 * KiB);
+      expect(attackers.filter((s) => !s.destroyed && !s.readableEnded).length).toBeGreaterThan(0);
+      expect(await client.join([transport.local])).toBe(1);
+      expect(merged).toContain(150 * KiB);
+      peak = Math.max(peak, transport.pendingBytes);
+      expect(peak).toBeLessThanOrEqual(budget);
+      expect(transport.stats.overBudgetStreams).toBeGreaterThanOrEqual(40 - budget / (60 * KiB));
+      // Logged once however many were closed (at most once a minute).
+      const logged = warnings.filter((w) => w.code === "TRANSPORT_PENDING_BYTES_OVER");
+      expect(logged).toHaveLength(1);
+      expect(logged[0]).toMatchObject({ maxPendingBytes: budget });
+    } finally {
+      clearInterval(sampler);
+      for (const s of attackers) s.destroy();
+      await Promise.all([server.shutdown(), client.shutdown()]);
+    }
+  });
+
+  it("maxPendingBytes under maxStreamBytes is refused: no whole frame could arrive", async () => {
+    await expect(
+      UdpTcpTransport.open({ host: "127.0.0.1", port: 0, maxStreamBytes: 2048, maxPendingBytes: 2047 }),
+    ).rejects.toMatchObject({
+      code: "GOSSIP_CONFIG_INVALID",
+    });
   });
 
   it("a datagram the socket refuses at once (port 0) is counted, not thrown into the gossip timer that sent it", async () => {
