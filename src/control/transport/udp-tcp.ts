@@ -20,7 +20,8 @@ export interface UdpTcpOptions {
   readonly maxPacketBytes?: number;
   /** Largest stream frame either way; a longer announced length closes the connection. */
   readonly maxStreamBytes?: number;
-  /** Concurrent inbound stream connections; more are closed at once. */
+  /** Concurrent inbound stream connections; at the limit a new one closes the oldest whose request
+   *  is not yet whole (see hold() for why the oldest), or is closed at once if there is none. */
   readonly maxConnections?: number;
   /** Concurrent inbound stream connections from one source (an IPv4 address, an IPv6 /64), so that
    *  one host cannot take them all. */
@@ -33,8 +34,8 @@ export interface UdpTcpOptions {
    *  least maxStreamBytes. Default twice maxStreamBytes: 8 MiB, about 8 push-pulls of 1,000 nodes
    *  at their largest (1 MB with 128-byte names and 512-byte meta; 0.2–0.4 MB as usually named). */
   readonly maxPendingBytes?: number;
-  /** Where a closed over-budget connection is logged (TRANSPORT_PENDING_BYTES_OVER, at most once
-   *  per PENDING_LOG_INTERVAL_MS). */
+  /** Where connections closed by those two limits are logged (TRANSPORT_INBOUND_EVICTED, at most
+   *  once per EVICTED_LOG_INTERVAL_MS). */
   readonly logger?: Pick<Logger, "warn">;
 }
 
@@ -48,11 +49,13 @@ export type TransportStats = {
   packetSendErrors: number;
   /** Inbound connections closed because the bytes held before requests were whole went over maxPendingBytes. */
   overBudgetStreams: number;
+  /** Inbound connections whose request was not yet whole, closed for a newer one at maxConnections. */
+  evictedForSlot: number;
 };
 
 const LENGTH_BYTES = 4;
-/** At most one TRANSPORT_PENDING_BYTES_OVER line this often: a flood must not flood the log too. */
-export const PENDING_LOG_INTERVAL_MS = 60_000;
+/** At most one TRANSPORT_INBOUND_EVICTED line this often: a flood must not flood the log too. */
+export const EVICTED_LOG_INTERVAL_MS = 60_000;
 
 /** What to do about a failed bind: a port can be freed, an address that is not local cannot. */
 function bindAdvice(err: unknown): string {
@@ -69,20 +72,21 @@ export class UdpTcpTransport implements Transport {
     inboundStreamErrors: 0,
     packetSendErrors: 0,
     overBudgetStreams: 0,
+    evictedForSlot: 0,
   };
   private packetHandler: (from: Addr, frame: Uint8Array) => void = () => {};
   private exchangeHandler: (from: Addr, frame: Uint8Array) => Promise<Uint8Array> = () =>
     Promise.reject(new WeftError("TRANSPORT_CLOSED", "no exchange handler"));
   /** Inbound connections (the limits count these only) and this node's own outbound exchanges,
    *  kept apart so that a burst of our own push-pulls never takes a slot a joining peer needs. */
-  private readonly inbound = new Set<Socket>();
+  private readonly inbound = new Map<Socket, string>(); // → its source (sourceKey)
   private readonly outbound = new Set<Socket>();
   private readonly perSource = new Map<string, number>();
   /** Bytes each inbound connection holds of a request not yet whole, in order of acceptance. */
   private readonly pending = new Map<Socket, number>();
   private pendingTotal = 0;
-  private lastPendingLog = -Infinity;
-  private overBudgetSinceLog = 0;
+  private lastEvictedLog = -Infinity;
+  private readonly evictedSinceLog = { overBudget: 0, forSlot: 0 };
   private closed = false;
 
   private constructor(
@@ -226,10 +230,9 @@ export class UdpTcpTransport implements Transport {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const set of [this.inbound, this.outbound]) {
-      for (const sock of set) sock.destroy();
-      set.clear();
-    }
+    for (const sock of [...this.inbound.keys(), ...this.outbound]) sock.destroy();
+    this.inbound.clear();
+    this.outbound.clear();
     await Promise.all([
       new Promise<void>((resolve) => this.udp.close(() => resolve())),
       new Promise<void>((resolve) => this.tcp.close(() => resolve())),
@@ -239,12 +242,15 @@ export class UdpTcpTransport implements Transport {
   private accept(sock: Socket): void {
     const source = sourceKey(sock.remoteAddress ?? "");
     const fromSource = this.perSource.get(source) ?? 0;
-    if (this.closed || this.inbound.size >= this.maxConnections || fromSource >= this.maxConnectionsPerSource) {
+    const oldestPending = this.pending.keys().next();
+    const full = this.inbound.size >= this.maxConnections;
+    if (this.closed || fromSource >= this.maxConnectionsPerSource || (full && oldestPending.done)) {
       this.stats.rejectedConnections++;
       sock.destroy();
       return;
     }
-    this.inbound.add(sock);
+    if (full && !oldestPending.done) this.evict(oldestPending.value, "forSlot");
+    this.inbound.set(sock, source);
     this.pending.set(sock, 0);
     this.perSource.set(source, fromSource + 1);
     const deadline = setTimeout(
@@ -254,11 +260,7 @@ export class UdpTcpTransport implements Transport {
     sock.on("error", () => {});
     sock.once("close", () => {
       clearTimeout(deadline);
-      this.inbound.delete(sock);
-      this.release(sock);
-      const n = (this.perSource.get(source) ?? 1) - 1;
-      if (n === 0) this.perSource.delete(source);
-      else this.perSource.set(source, n);
+      this.forget(sock);
     });
     const from = { host: sock.remoteAddress ?? "", port: sock.remotePort ?? 0 };
     readFrame(sock, this.maxStreamBytes, (n) => this.hold(sock, n))
@@ -270,7 +272,7 @@ export class UdpTcpTransport implements Transport {
         (reply) => sock.end(lengthPrefixed(reply)),
         (err: unknown) => {
           if (isWeftError(err, "TRANSPORT_TOO_BIG")) this.stats.oversizeStreams++;
-          else if (!isWeftError(err, "TRANSPORT_REFUSED")) this.stats.inboundStreamErrors++; // counted by hold()
+          else if (!isWeftError(err, "TRANSPORT_REFUSED")) this.stats.inboundStreamErrors++; // counted by evict()
           sock.destroy();
         },
       );
@@ -290,31 +292,48 @@ export class UdpTcpTransport implements Transport {
     this.pendingTotal += n;
     for (const [s, bytes] of this.pending) {
       if (this.pendingTotal <= this.maxPendingBytes) break;
-      if (bytes === 0) continue;
-      this.release(s);
-      this.stats.overBudgetStreams++;
-      this.overBudgetSinceLog++;
-      s.destroy(new WeftError("TRANSPORT_REFUSED", "over maxPendingBytes"));
-    }
-    if (this.overBudgetSinceLog > 0 && Date.now() - this.lastPendingLog >= PENDING_LOG_INTERVAL_MS) {
-      this.lastPendingLog = Date.now();
-      this.logger?.warn(
-        {
-          code: "TRANSPORT_PENDING_BYTES_OVER",
-          closed: this.overBudgetSinceLog,
-          maxPendingBytes: this.maxPendingBytes,
-        },
-        "inbound gossip streams held more unauthenticated bytes than allowed; closed the oldest",
-      );
-      this.overBudgetSinceLog = 0;
+      if (bytes > 0) this.evict(s, "overBudget");
     }
     return this.pending.has(sock);
+  }
+
+  /** Closes an inbound connection whose request is not yet whole, counted, and logged at a bounded rate. */
+  private evict(sock: Socket, why: "overBudget" | "forSlot"): void {
+    this.forget(sock);
+    if (why === "overBudget") this.stats.overBudgetStreams++;
+    else this.stats.evictedForSlot++;
+    this.evictedSinceLog[why]++;
+    sock.destroy(new WeftError("TRANSPORT_REFUSED", `closed (${why}) before its request was whole`));
+    if (Date.now() - this.lastEvictedLog < EVICTED_LOG_INTERVAL_MS) return;
+    this.lastEvictedLog = Date.now();
+    this.logger?.warn(
+      {
+        code: "TRANSPORT_INBOUND_EVICTED",
+        ...this.evictedSinceLog,
+        maxPendingBytes: this.maxPendingBytes,
+        maxConnections: this.maxConnections,
+      },
+      "closed the oldest inbound gossip streams whose requests were not yet whole (not yet authenticated)",
+    );
+    this.evictedSinceLog.overBudget = 0;
+    this.evictedSinceLog.forSlot = 0;
   }
 
   /** sock's bytes no longer count: its request is whole (gossip authenticates it next) or it closed. */
   private release(sock: Socket): void {
     this.pendingTotal -= this.pending.get(sock) ?? 0;
     this.pending.delete(sock);
+  }
+
+  /** sock no longer takes an inbound slot (it closed, or is being closed); idempotent. */
+  private forget(sock: Socket): void {
+    const source = this.inbound.get(sock);
+    if (source === undefined) return;
+    this.inbound.delete(sock);
+    this.release(sock);
+    const n = (this.perSource.get(source) ?? 1) - 1;
+    if (n === 0) this.perSource.delete(source);
+    else this.perSource.set(source, n);
   }
 }
 
