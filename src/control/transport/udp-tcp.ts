@@ -233,6 +233,8 @@ export class UdpTcpTransport implements Transport {
     for (const sock of [...this.inbound.keys(), ...this.outbound]) sock.destroy();
     this.inbound.clear();
     this.outbound.clear();
+    this.pending.clear();
+    this.pendingTotal = 0;
     await Promise.all([
       new Promise<void>((resolve) => this.udp.close(() => resolve())),
       new Promise<void>((resolve) => this.tcp.close(() => resolve())),
