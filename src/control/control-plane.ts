@@ -193,7 +193,11 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
       logger: Logger;
     },
   ): Promise<ControlPlane> {
-    const transport = await UdpTcpTransport.open({ host: opts.bindAddr, port: opts.gossipPort });
+    const transport = await UdpTcpTransport.open({
+      host: opts.bindAddr,
+      port: opts.gossipPort,
+      logger: opts.logger.child({ layer: "transport" }),
+    });
     const plane = new ControlPlane(opts, {
       clock: new RealClock(),
       transport,

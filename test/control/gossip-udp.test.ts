@@ -8,6 +8,9 @@ import { makeConfig } from "../../src/control/gossip/config.js";
 import type { Delegate } from "../../src/control/gossip/delegate.js";
 import { generateKey, Keyring } from "../../src/control/gossip/keyring.js";
 import { Memberlist } from "../../src/control/gossip/memberlist.js";
+import type { Message } from "../../src/control/gossip/messages.js";
+import { Wire } from "../../src/control/gossip/net.js";
+import { newCounters } from "../../src/control/gossip/observability.js";
 import { RealClock, realRandom } from "../../src/control/transport/real-clock.js";
 import { UdpTcpTransport } from "../../src/control/transport/udp-tcp.js";
 
@@ -215,6 +218,65 @@ describe("memberlist on real sockets (127.0.0.1)", () => {
         a.sock.destroy();
       }
       await Promise.all([server.close(), client.close()]);
+    }
+  });
+
+  it("a packet of many requests from a member with the key is answered once, not once per request", async () => {
+    const a = await start("a");
+    // The member: a transport and the wire of the cluster's key, to write packets no agent sends.
+    const evil = await UdpTcpTransport.open({ host: "127.0.0.1", port: 0 });
+    const config = makeConfig("local", "evil", FAST);
+    const counters = newCounters();
+    const wire = new Wire({
+      config,
+      transport: evil,
+      keyring: new Keyring(KEY),
+      counters,
+      logger: { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} } as never,
+      piggyback: () => [],
+    });
+    const pullReplies: number[] = [];
+    wire.onPacket((_from, envelope) => {
+      for (const { message } of envelope.messages) if (message.kind.startsWith("pullReply")) pullReplies.push(1);
+    });
+    // A host that is no member: indirect pings name it as their target's address.
+    const stranger = createSocket("udp4");
+    let reflected = 0;
+    stranger.on("message", () => reflected++);
+    await new Promise<void>((r) => stranger.bind(0, "127.0.0.1", () => r()));
+    try {
+      // Joins as a member at its own address.
+      const me = { name: "evil", host: "127.0.0.1", port: evil.local.port, incarnation: 1, state: "alive" as const };
+      await wire.request(
+        a.transport.local,
+        {
+          kind: "pushPull",
+          join: true,
+          nodes: [{ ...me, meta: new Uint8Array(0), stateAgeMs: 0 }],
+          userState: new Uint8Array(0),
+        },
+        2000,
+      );
+      await until("a knows the member", () => stateOf(a, "evil")?.state === "alive");
+      const times = <T extends Message>(m: T): T[] => Array.from({ length: 10 }, () => m);
+      const port = (stranger.address() as { port: number }).port;
+      wire.send(
+        a.transport.local,
+        times({ kind: "indirectPing", seq: 1, target: "x", host: "127.0.0.1", port, wantNack: false }),
+        false,
+      );
+      wire.send(
+        a.transport.local,
+        times({ kind: "pull", salt: 1, windowMs: 60_000, digest: new Uint8Array(8) }),
+        false,
+      );
+      await until("a answered", () => reflected > 0 && pullReplies.length > 0, 5000);
+      await new Promise((r) => setTimeout(r, 500));
+      expect({ reflected, pullReplies: pullReplies.length }).toEqual({ reflected: 1, pullReplies: 1 });
+      expect(a.ml.counters().dropped.extraRequest).toBe(18);
+    } finally {
+      stranger.close();
+      await evil.close();
     }
   });
 });

@@ -1,12 +1,63 @@
 // The gossip transport's limits on real sockets (127.0.0.1): this node's own outbound exchanges
-// never take the slots inbound ones need, refused connections are counted in /metrics, and a
-// datagram the socket refuses is counted, never thrown.
+// never take the slots inbound ones need, refused connections are counted in /metrics, bytes held
+// by requests not yet whole (unauthenticated) stay within a budget, and a datagram the socket
+// refuses is counted, never thrown.
+import { randomBytes } from "node:crypto";
 import { createServer, connect, type Socket } from "node:net";
 import { describe, expect, it } from "vitest";
 import { agentMetrics } from "../../src/agent/metrics.js";
-import { UdpTcpTransport } from "../../src/control/transport/udp-tcp.js";
+import { makeConfig } from "../../src/control/gossip/config.js";
+import { generateKey, Keyring } from "../../src/control/gossip/keyring.js";
+import { Memberlist } from "../../src/control/gossip/memberlist.js";
+import { RealClock, realRandom } from "../../src/control/transport/real-clock.js";
+import { UdpTcpTransport, type UdpTcpOptions } from "../../src/control/transport/udp-tcp.js";
 import { loopbackPlane } from "../support/loopback-plane.js";
 import { canUseNetns, Netns } from "../support/netns.js";
+
+const KiB = 1024;
+
+/** A transport on 127.0.0.1 with `opts` (its warnings kept), a gossip node over it, and a client
+ *  node of the same key whose push-pull state is 150 KiB, so several chunks long. */
+async function serverAndClient(opts: Partial<UdpTcpOptions>) {
+  const warnings: Array<Record<string, unknown>> = [];
+  const transport = await UdpTcpTransport.open({
+    host: "127.0.0.1",
+    port: 0,
+    ...opts,
+    logger: { warn: (o: Record<string, unknown>) => void warnings.push(o) } as never,
+  });
+  const key = generateKey();
+  const merged: number[] = [];
+  const node = (name: string, t: UdpTcpTransport, state: Uint8Array) =>
+    new Memberlist(makeConfig("local", name), {
+      clock: new RealClock(),
+      transport: t,
+      random: realRandom,
+      keyring: new Keyring(key),
+      delegate: {
+        nodeMeta: () => new Uint8Array(0),
+        notifyMsg: () => {},
+        getBroadcasts: () => [],
+        localState: () => state,
+        mergeRemoteState: (s) => void merged.push(s.length),
+      },
+    });
+  const server = node("server", transport, new Uint8Array(0));
+  const client = node("client", await UdpTcpTransport.open({ host: "127.0.0.1", port: 0 }), randomBytes(150 * KiB));
+  return { transport, warnings, server, client, merged };
+}
+
+/** Connects without the key, sends `bytes` of a frame announcing `announced` bytes and stalls;
+ *  resolves whether the bytes were written. */
+async function stall(port: number, announced: number, bytes: number, into: Socket[]): Promise<boolean> {
+  const s = connect({ host: "127.0.0.1", port });
+  s.on("error", () => {});
+  into.push(s);
+  await new Promise((r) => s.once("connect", r));
+  const frame = randomBytes(4 + bytes);
+  frame.writeUInt32BE(announced, 0);
+  return new Promise<boolean>((r) => s.write(frame, (err) => r(!err)));
+}
 
 describe("gossip stream limits", () => {
   it("outbound exchanges to peers that never answer leave every inbound slot free", async () => {
@@ -65,6 +116,80 @@ describe("gossip stream limits", () => {
       for (const s of socks) s.destroy();
       await close();
     }
+  });
+
+  it("unauthenticated partial frames from many connections hold at most maxPendingBytes, and a real peer's push-pull still gets through", async () => {
+    const budget = 512 * KiB;
+    // The budget is global: one source stands for many here.
+    const { transport, warnings, server, client, merged } = await serverAndClient({
+      maxStreamBytes: 256 * KiB,
+      maxPendingBytes: budget,
+      maxConnectionsPerSource: 64,
+    });
+    const attackers: Socket[] = [];
+    let peak = 0;
+    const sampler = setInterval(() => (peak = Math.max(peak, transport.pendingBytes)), 5);
+    try {
+      // 40 connections without the key, each announcing a 200 KiB frame, sending 60 KiB of it and
+      // stalling: 2.4 MiB if nothing bounded them.
+      const sent = await Promise.all(
+        Array.from({ length: 40 }, () => stall(transport.local.port, 200 * KiB, 60 * KiB, attackers)),
+      );
+      expect(sent.filter(Boolean).length).toBeGreaterThan(8);
+      for (let i = 0; i < 50 && transport.pendingBytes + 60 * KiB <= budget; i++)
+        await new Promise((r) => setTimeout(r, 20));
+      peak = Math.max(peak, transport.pendingBytes);
+      // The budget is full of attackers' bytes when the real peer comes.
+      expect(transport.pendingBytes).toBeGreaterThan(budget - 60 * KiB);
+      expect(await client.join([transport.local])).toBe(1);
+      expect(merged).toContain(150 * KiB);
+      peak = Math.max(peak, transport.pendingBytes);
+      expect(peak).toBeLessThanOrEqual(budget);
+      expect(transport.stats.overBudgetStreams).toBeGreaterThanOrEqual(40 - budget / (60 * KiB));
+      // Logged once however many were closed (at most once a minute).
+      const logged = warnings.filter((w) => w.code === "TRANSPORT_INBOUND_EVICTED");
+      expect(logged).toHaveLength(1);
+      expect(logged[0]).toMatchObject({ overBudget: 1, forSlot: 0, maxPendingBytes: budget });
+    } finally {
+      clearInterval(sampler);
+      for (const s of attackers) s.destroy();
+      await Promise.all([server.shutdown(), client.shutdown()]);
+    }
+  });
+
+  it("connections without the key holding every slot give the oldest up to a real peer's push-pull", async () => {
+    const { transport, warnings, server, client, merged } = await serverAndClient({
+      maxConnections: 8,
+      maxConnectionsPerSource: 64,
+    });
+    const attackers: Socket[] = [];
+    try {
+      // Every slot taken by a connection that announced a frame, sent 10 bytes of it and stalls.
+      for (let i = 0; i < 8; i++) expect(await stall(transport.local.port, 1000, 10, attackers)).toBe(true);
+      for (let i = 0; i < 50 && transport.pendingBytes < 8 * 14; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(transport.pendingBytes).toBe(8 * 14);
+      expect(await client.join([transport.local])).toBe(1);
+      expect(merged).toContain(150 * KiB);
+      expect(transport.stats.rejectedConnections).toBe(0);
+      expect(transport.stats.evictedForSlot).toBeGreaterThanOrEqual(1);
+      expect(warnings.filter((w) => w.code === "TRANSPORT_INBOUND_EVICTED")).toEqual([
+        expect.objectContaining({ overBudget: 0, forSlot: 1, maxConnections: 8 }),
+      ]);
+      // The oldest went first.
+      for (let i = 0; i < 50 && !attackers[0].closed; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(attackers.map((s) => s.closed)).toEqual([true, false, false, false, false, false, false, false]);
+    } finally {
+      for (const s of attackers) s.destroy();
+      await Promise.all([server.shutdown(), client.shutdown()]);
+    }
+  });
+
+  it("maxPendingBytes under maxStreamBytes is refused: no whole frame could arrive", async () => {
+    await expect(
+      UdpTcpTransport.open({ host: "127.0.0.1", port: 0, maxStreamBytes: 2048, maxPendingBytes: 2047 }),
+    ).rejects.toMatchObject({
+      code: "GOSSIP_CONFIG_INVALID",
+    });
   });
 
   it("a datagram the socket refuses at once (port 0) is counted, not thrown into the gossip timer that sent it", async () => {

@@ -1,9 +1,12 @@
 // The dataplane's peer table over a real Wasm route table: a set() that the route table refuses
 // (full) leaves the table as it was; the table the dataplane sizes holds a peer per /24; overlaps
-// are refused as a check of every pair would. And on a real dataplane: a peer given a freed next
-// hop starts with counters at 0.
+// are refused as a check of every pair would. The per-peer sums /status shows are, on generated
+// counters, each peer's counters summed over every pair. And on a real dataplane: a peer given a
+// freed next hop starts with counters at 0.
+import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { UserspaceDataplane } from "../../src/dataplane/dataplane.js";
+import { UserspaceDataplane } from "../../src/dataplane/dataplane.js";
+import { DataplaneContext } from "../../src/hotpath/context.js";
 import { PeerTable, peerRouteTableSize, type DataplanePeer } from "../../src/dataplane/peers.js";
 import { Arena } from "../../src/hotpath/arena.js";
 import { HotPath, createHotPathMemory } from "../../src/hotpath/module.js";
@@ -141,6 +144,57 @@ describe("the dataplane's peer tables (peerRouteTableSize)", () => {
       expect(new Map(peers.list().map((p) => [p.name, p.subnet]))).toEqual(held);
     }
     expect(refused).toBeGreaterThan(100);
+  });
+});
+
+describe("per-peer sums (counters({ peers: true }), for /status)", () => {
+  it("are each peer's counters, read slot by slot (DataplaneContext.peer), summed over every pair", () => {
+    const u64 = fc.bigInt({ min: 0n, max: 2n ** 64n - 1n });
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 5 }),
+        fc.integer({ min: 1, max: 40 }),
+        fc.nat(),
+        (pairCount, slots, seed) => {
+          const pairs = Array.from({ length: pairCount }, () => ({
+            ctx: new DataplaneContext(hp, arena, {
+              routes: 0,
+              vni: 1,
+              mac: new Uint8Array(6),
+              antiSpoof: false,
+              peerSlots: slots,
+            }),
+          }));
+          // Counters anywhere in the u64 range, so that sums pass 2^53 and 2^64.
+          const values = fc.sample(u64, { seed, numRuns: pairCount * slots * 4 });
+          for (const [k, { ctx }] of pairs.entries())
+            for (const [d, base] of [ctx.peerTx, ctx.peerRx].entries())
+              new BigUint64Array(hp.memory.buffer, base, slots * 2).set(
+                values.slice((k * 2 + d) * slots * 2, (k * 2 + d + 1) * slots * 2),
+              );
+          // Peers on some of the slots, not in slot order; the others stay unused.
+          const peers = fc
+            .sample(fc.shuffledSubarray([...Array(slots).keys()]), { seed, numRuns: 1 })[0]
+            .map((nextHop) => ({ name: `n${nextHop}`, nextHop }));
+          const stand = { pairs, hp, peers: { list: () => peers } };
+          const got: object = Reflect.apply(Reflect.get(UserspaceDataplane.prototype, "peerCounters"), stand, []);
+          const want: Record<string, Record<string, bigint>> = {};
+          for (const p of peers) {
+            const per = pairs.map((q) => q.ctx.peer(p.nextHop));
+            const sum = (f: (c: (typeof per)[number]) => bigint) => per.reduce((n, c) => n + f(c), 0n);
+            want[p.name] = {
+              txPackets: sum((c) => c.tx.packets),
+              txBytes: sum((c) => c.tx.bytes),
+              rxPackets: sum((c) => c.rx.packets),
+              rxBytes: sum((c) => c.rx.bytes),
+            };
+          }
+          expect(got).toStrictEqual(want);
+          expect(Object.keys(got)).toEqual(peers.map((p) => p.name));
+        },
+      ),
+      { numRuns: 200 },
+    );
   });
 });
 

@@ -519,7 +519,12 @@ export class Memberlist {
 
   private onPacket(from: Addr, envelope: Envelope): void {
     if (!this.running) return;
+    let requests = 0;
     for (const { message: m } of envelope.messages) {
+      if ((m.kind === "ping" || m.kind === "indirectPing" || m.kind === "pull") && requests++ > 0) {
+        this.stats.dropped.extraRequest++;
+        continue;
+      }
       switch (m.kind) {
         case "ping":
           this.detector.onPing(from, envelope.sender, m);

@@ -26,7 +26,11 @@ export type DropReason =
   /** A ping meant for another node name at this address (the address was reused). */
   | "misdirected"
   /** A well-formed message on the wrong channel (e.g. push-pull in a UDP packet). */
-  | "unexpected";
+  | "unexpected"
+  /** A request (ping, indirect ping, pull) after the first in one packet: no agent sends two, and
+   *  each is answered with packets of its own (a member with the key could have one packet of
+   *  indirect pings send dozens of full packets to any address). */
+  | "extraRequest";
 
 export interface GossipCounters {
   sent: Record<MessageKind, TrafficCount>;
@@ -78,6 +82,7 @@ const DROP_REASONS: readonly DropReason[] = [
   "garbage",
   "misdirected",
   "unexpected",
+  "extraRequest",
 ];
 
 function perKind(): Record<MessageKind, TrafficCount> {

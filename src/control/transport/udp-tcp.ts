@@ -6,6 +6,7 @@
 import { createSocket, type Socket as UdpSocket } from "node:dgram";
 import { isIPv6 } from "node:net";
 import { connect, createServer, type Server, type Socket } from "node:net";
+import type { Logger } from "pino";
 import { isWeftError, WeftError } from "../../errors.js";
 import { parseIpv6 } from "../../net/ipv6.js";
 import type { Addr, Transport } from "../runtime.js";
@@ -19,7 +20,8 @@ export interface UdpTcpOptions {
   readonly maxPacketBytes?: number;
   /** Largest stream frame either way; a longer announced length closes the connection. */
   readonly maxStreamBytes?: number;
-  /** Concurrent inbound stream connections; more are closed at once. */
+  /** Concurrent inbound stream connections; at the limit a new one closes the oldest whose request
+   *  is not yet whole (see hold() for why the oldest), or is closed at once if there is none. */
   readonly maxConnections?: number;
   /** Concurrent inbound stream connections from one source (an IPv4 address, an IPv6 /64), so that
    *  one host cannot take them all. */
@@ -27,6 +29,14 @@ export interface UdpTcpOptions {
   /** An inbound connection must deliver its whole request within this time (a deadline, not an
    *  idle timeout: a client trickling a byte at a time is cut off all the same). */
   readonly inboundTimeoutMs?: number;
+  /** Bytes all inbound connections together may hold before their request is whole, and so before
+   *  gossip can authenticate it; a chunk that would go over closes the oldest holders first. At
+   *  least maxStreamBytes. Default twice maxStreamBytes: 8 MiB, about 8 push-pulls of 1,000 nodes
+   *  at their largest (1 MB with 128-byte names and 512-byte meta; 0.2–0.4 MB as usually named). */
+  readonly maxPendingBytes?: number;
+  /** Where connections closed by those two limits are logged (TRANSPORT_INBOUND_EVICTED, at most
+   *  once per EVICTED_LOG_INTERVAL_MS). */
+  readonly logger?: Pick<Logger, "warn">;
 }
 
 /** Counters of what this transport refused or failed at (frames it drops never reach gossip). */
@@ -37,9 +47,15 @@ export type TransportStats = {
   rejectedConnections: number;
   inboundStreamErrors: number;
   packetSendErrors: number;
+  /** Inbound connections closed because the bytes held before requests were whole went over maxPendingBytes. */
+  overBudgetStreams: number;
+  /** Inbound connections whose request was not yet whole, closed for a newer one at maxConnections. */
+  evictedForSlot: number;
 };
 
 const LENGTH_BYTES = 4;
+/** At most one TRANSPORT_INBOUND_EVICTED line this often: a flood must not flood the log too. */
+export const EVICTED_LOG_INTERVAL_MS = 60_000;
 
 /** What to do about a failed bind: a port can be freed, an address that is not local cannot. */
 function bindAdvice(err: unknown): string {
@@ -55,15 +71,22 @@ export class UdpTcpTransport implements Transport {
     rejectedConnections: 0,
     inboundStreamErrors: 0,
     packetSendErrors: 0,
+    overBudgetStreams: 0,
+    evictedForSlot: 0,
   };
   private packetHandler: (from: Addr, frame: Uint8Array) => void = () => {};
   private exchangeHandler: (from: Addr, frame: Uint8Array) => Promise<Uint8Array> = () =>
     Promise.reject(new WeftError("TRANSPORT_CLOSED", "no exchange handler"));
   /** Inbound connections (the limits count these only) and this node's own outbound exchanges,
    *  kept apart so that a burst of our own push-pulls never takes a slot a joining peer needs. */
-  private readonly inbound = new Set<Socket>();
+  private readonly inbound = new Map<Socket, string>(); // → its source (sourceKey)
   private readonly outbound = new Set<Socket>();
   private readonly perSource = new Map<string, number>();
+  /** Bytes each inbound connection holds of a request not yet whole, in order of acceptance. */
+  private readonly pending = new Map<Socket, number>();
+  private pendingTotal = 0;
+  private lastEvictedLog = -Infinity;
+  private readonly evictedSinceLog = { overBudget: 0, forSlot: 0 };
   private closed = false;
 
   private constructor(
@@ -75,6 +98,8 @@ export class UdpTcpTransport implements Transport {
     private readonly maxConnections: number,
     private readonly maxConnectionsPerSource: number,
     private readonly inboundTimeoutMs: number,
+    private readonly maxPendingBytes: number,
+    private readonly logger: Pick<Logger, "warn"> | undefined,
   ) {
     udp.on("message", (msg, rinfo) => this.packetHandler({ host: rinfo.address, port: rinfo.port }, msg));
     udp.on("error", () => this.stats.packetSendErrors++);
@@ -83,6 +108,13 @@ export class UdpTcpTransport implements Transport {
 
   /** Binds UDP and TCP on one port (with port 0: a free one, retried if TCP finds it taken). */
   static async open(opts: UdpTcpOptions): Promise<UdpTcpTransport> {
+    const maxStreamBytes = opts.maxStreamBytes ?? 4 * 1024 * 1024;
+    const maxPendingBytes = opts.maxPendingBytes ?? 2 * maxStreamBytes;
+    if (maxPendingBytes < maxStreamBytes)
+      throw new WeftError(
+        "GOSSIP_CONFIG_INVALID",
+        `maxPendingBytes ${maxPendingBytes} is under maxStreamBytes ${maxStreamBytes}: a whole frame could never arrive; raise it`,
+      );
     const attempts = opts.port === 0 ? 10 : 1;
     let lastError: unknown;
     for (let i = 0; i < attempts; i++) {
@@ -117,10 +149,12 @@ export class UdpTcpTransport implements Transport {
           udp,
           tcp,
           opts.maxPacketBytes ?? 1400,
-          opts.maxStreamBytes ?? 4 * 1024 * 1024,
+          maxStreamBytes,
           opts.maxConnections ?? 64,
           opts.maxConnectionsPerSource ?? 8,
           opts.inboundTimeoutMs ?? 10_000,
+          maxPendingBytes,
+          opts.logger,
         );
       } catch (err) {
         lastError = err;
@@ -180,6 +214,11 @@ export class UdpTcpTransport implements Transport {
     });
   }
 
+  /** Bytes inbound connections now hold of requests not yet whole (never over maxPendingBytes). */
+  get pendingBytes(): number {
+    return this.pendingTotal;
+  }
+
   onPacket(handler: (from: Addr, frame: Uint8Array) => void): void {
     this.packetHandler = handler;
   }
@@ -191,10 +230,11 @@ export class UdpTcpTransport implements Transport {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const set of [this.inbound, this.outbound]) {
-      for (const sock of set) sock.destroy();
-      set.clear();
-    }
+    for (const sock of [...this.inbound.keys(), ...this.outbound]) sock.destroy();
+    this.inbound.clear();
+    this.outbound.clear();
+    this.pending.clear();
+    this.pendingTotal = 0;
     await Promise.all([
       new Promise<void>((resolve) => this.udp.close(() => resolve())),
       new Promise<void>((resolve) => this.tcp.close(() => resolve())),
@@ -204,12 +244,16 @@ export class UdpTcpTransport implements Transport {
   private accept(sock: Socket): void {
     const source = sourceKey(sock.remoteAddress ?? "");
     const fromSource = this.perSource.get(source) ?? 0;
-    if (this.closed || this.inbound.size >= this.maxConnections || fromSource >= this.maxConnectionsPerSource) {
+    const oldestPending = this.pending.keys().next();
+    const full = this.inbound.size >= this.maxConnections;
+    if (this.closed || fromSource >= this.maxConnectionsPerSource || (full && oldestPending.done)) {
       this.stats.rejectedConnections++;
       sock.destroy();
       return;
     }
-    this.inbound.add(sock);
+    if (full && !oldestPending.done) this.evict(oldestPending.value, "forSlot");
+    this.inbound.set(sock, source);
+    this.pending.set(sock, 0);
     this.perSource.set(source, fromSource + 1);
     const deadline = setTimeout(
       () => sock.destroy(new WeftError("TRANSPORT_TIMEOUT", "inbound request too slow")),
@@ -218,22 +262,80 @@ export class UdpTcpTransport implements Transport {
     sock.on("error", () => {});
     sock.once("close", () => {
       clearTimeout(deadline);
-      this.inbound.delete(sock);
-      const n = (this.perSource.get(source) ?? 1) - 1;
-      if (n === 0) this.perSource.delete(source);
-      else this.perSource.set(source, n);
+      this.forget(sock);
     });
     const from = { host: sock.remoteAddress ?? "", port: sock.remotePort ?? 0 };
-    readFrame(sock, this.maxStreamBytes)
-      .then((request) => this.exchangeHandler(from, request))
+    readFrame(sock, this.maxStreamBytes, (n) => this.hold(sock, n))
+      .then((request) => {
+        this.release(sock);
+        return this.exchangeHandler(from, request);
+      })
       .then(
         (reply) => sock.end(lengthPrefixed(reply)),
         (err: unknown) => {
           if (isWeftError(err, "TRANSPORT_TOO_BIG")) this.stats.oversizeStreams++;
-          else this.stats.inboundStreamErrors++;
+          else if (!isWeftError(err, "TRANSPORT_REFUSED")) this.stats.inboundStreamErrors++; // counted by evict()
           sock.destroy();
         },
       );
+  }
+
+  /**
+   * Counts n more bytes held by sock before its request is whole; while that puts the total over
+   * maxPendingBytes, closes the oldest holders (sock among them, if it is the oldest left). Oldest,
+   * not newest (memberlist refuses the newest push-pull over its 128): holders that stall are what
+   * a flood without the key is made of, and refusing the newest would hand them every legitimate
+   * push-pull until the deadline, at the cost of a few bytes each. Evicting the oldest, a flood
+   * must send the whole budget anew while a peer's request is in flight to close it. False when
+   * sock was closed.
+   */
+  private hold(sock: Socket, n: number): boolean {
+    this.pending.set(sock, (this.pending.get(sock) ?? 0) + n);
+    this.pendingTotal += n;
+    for (const [s, bytes] of this.pending) {
+      if (this.pendingTotal <= this.maxPendingBytes) break;
+      if (bytes > 0) this.evict(s, "overBudget");
+    }
+    return this.pending.has(sock);
+  }
+
+  /** Closes an inbound connection whose request is not yet whole, counted, and logged at a bounded rate. */
+  private evict(sock: Socket, why: "overBudget" | "forSlot"): void {
+    this.forget(sock);
+    if (why === "overBudget") this.stats.overBudgetStreams++;
+    else this.stats.evictedForSlot++;
+    this.evictedSinceLog[why]++;
+    sock.destroy(new WeftError("TRANSPORT_REFUSED", `closed (${why}) before its request was whole`));
+    if (Date.now() - this.lastEvictedLog < EVICTED_LOG_INTERVAL_MS) return;
+    this.lastEvictedLog = Date.now();
+    this.logger?.warn(
+      {
+        code: "TRANSPORT_INBOUND_EVICTED",
+        ...this.evictedSinceLog,
+        maxPendingBytes: this.maxPendingBytes,
+        maxConnections: this.maxConnections,
+      },
+      "closed the oldest inbound gossip streams whose requests were not yet whole (not yet authenticated)",
+    );
+    this.evictedSinceLog.overBudget = 0;
+    this.evictedSinceLog.forSlot = 0;
+  }
+
+  /** sock's bytes no longer count: its request is whole (gossip authenticates it next) or it closed. */
+  private release(sock: Socket): void {
+    this.pendingTotal -= this.pending.get(sock) ?? 0;
+    this.pending.delete(sock);
+  }
+
+  /** sock no longer takes an inbound slot (it closed, or is being closed); idempotent. */
+  private forget(sock: Socket): void {
+    const source = this.inbound.get(sock);
+    if (source === undefined) return;
+    this.inbound.delete(sock);
+    this.release(sock);
+    const n = (this.perSource.get(source) ?? 1) - 1;
+    if (n === 0) this.perSource.delete(source);
+    else this.perSource.set(source, n);
   }
 }
 
@@ -253,8 +355,9 @@ function lengthPrefixed(frame: Uint8Array): Buffer {
   return out;
 }
 
-/** Reads one length-prefixed frame; rejects if the announced length is over max or the stream ends early. */
-function readFrame(sock: Socket, maxBytes: number): Promise<Uint8Array> {
+/** Reads one length-prefixed frame; rejects if the announced length is over max or the stream ends
+ *  early. `hold` is told of each chunk before it is kept; false (the socket was closed) stops. */
+function readFrame(sock: Socket, maxBytes: number, hold: (n: number) => boolean = () => true): Promise<Uint8Array> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let have = 0;
@@ -263,10 +366,12 @@ function readFrame(sock: Socket, maxBytes: number): Promise<Uint8Array> {
       sock.off("data", onData);
       sock.off("end", onEnd);
       sock.off("close", onEnd);
+      sock.off("error", done);
       if (err) reject(err);
       else resolve(frame!);
     };
     const onData = (chunk: Buffer): void => {
+      if (!hold(chunk.length)) return;
       chunks.push(chunk);
       have += chunk.length;
       if (want < 0 && have >= LENGTH_BYTES) {
@@ -284,5 +389,6 @@ function readFrame(sock: Socket, maxBytes: number): Promise<Uint8Array> {
     sock.on("data", onData);
     sock.once("end", onEnd);
     sock.once("close", onEnd);
+    sock.once("error", done);
   });
 }
