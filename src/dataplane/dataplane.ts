@@ -7,7 +7,6 @@
 // (wasm-vxlan only) has its own TUN device with IPv6 on, an IPv6 route table, and IPv6 sockets on
 // the IPv6 underlay address.
 import { randomInt } from "node:crypto";
-import { getSystemErrorName } from "node:util";
 import { Piscina } from "piscina";
 import type { Logger } from "pino";
 import { WeftError } from "../errors.js";
@@ -18,6 +17,7 @@ import { HotPath, createHotPathMemory } from "../hotpath/module.js";
 import { RouteTable } from "../hotpath/route-table.js";
 import type { TunQueue } from "../io/tun.js";
 import { LinkStats } from "../io/link-stats.js";
+import { errnoName } from "../io/native.js";
 import { UdpSocket } from "../io/udp.js";
 import { Waker } from "../io/wait.js";
 import type { Kernel } from "../kernel/iproute.js";
@@ -614,7 +614,7 @@ export class UserspaceDataplane {
     const lastErrno = this.workerTasks.map((w) => {
       const slots = new BigUint64Array(this.hp.memory.buffer, w.task.ioCounters, IO_COUNTER_SLOTS);
       const named = Object.entries(IO_ERRNO).flatMap(([op, slot]) =>
-        slots[slot] === 0n ? [] : [[op, getSystemErrorName(-Number(slots[slot]))]],
+        slots[slot] === 0n ? [] : [[op, errnoName(Number(slots[slot]))]],
       );
       return Object.fromEntries(named) as DataplaneCounters["lastErrno"][number];
     });

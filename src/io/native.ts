@@ -4,6 +4,7 @@
 // calls it directly on the fds it owns.
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
+import { getSystemErrorName } from "node:util";
 import { WeftError } from "../errors.js";
 import { projectFile } from "../paths.js";
 
@@ -157,7 +158,22 @@ function load(): NativeIo {
       `${addonPath} is missing; build it with \`npm install\` (or \`npx node-gyp rebuild --directory native\`)`,
     );
   }
-  return createRequire(import.meta.url)(addonPath) as NativeIo;
+  return checkAddon(createRequire(import.meta.url)(addonPath) as NativeIo);
+}
+
+/**
+ * Refuses an addon built before the batch layout was exported: it would read every result as 0
+ * packets done, pod traffic dropped with no error (`npm run build` does not rebuild the addon).
+ */
+export function checkAddon(addon: NativeIo): NativeIo {
+  const layout = ["BATCH_DONE_MASK", "BATCH_FAILED_SHIFT", "BATCH_FAILED_MASK", "BATCH_ERRNO_SHIFT"] as const;
+  if (layout.some((k) => typeof addon[k] !== "number")) {
+    throw new WeftError(
+      "IO_ADDON_NOT_BUILT",
+      `${addonPath} is older than this checkout; rebuild it with \`npm install\` (or \`npx node-gyp rebuild --directory native\`)`,
+    );
+  }
+  return addon;
 }
 
 export const native: NativeIo = load();
@@ -185,6 +201,14 @@ export function batchDone(result: number): number {
 /** A batch call's packets lost to errors of the kernel's. */
 export function batchFailed(result: number): number {
   return (result >>> BATCH_FAILED_SHIFT) & BATCH_FAILED_MASK;
+}
+
+/** Linux's EBADFD ("file descriptor in bad state"); Node's os.constants.errno lacks it. */
+const EBADFD = 77;
+
+/** An errno's name as the kernel's headers spell it (libuv has no name for EBADFD: a TUN queue whose device was deleted). */
+export function errnoName(errno: number): string {
+  return errno === EBADFD ? "EBADFD" : getSystemErrorName(-errno);
 }
 
 /** The errno of a batch call's first lost packet (0: none lost). */

@@ -3,6 +3,7 @@
 // The dataplane opens its TUN device and sockets in the calling thread's namespace, so each
 // backend is constructed inside withNetns (support.ts startNode).
 import { pino } from "pino";
+import { execFileSync } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { PeerSync } from "../../src/agent/peer-sync.js";
 import type { BackendPeer } from "../../src/backends/backend.js";
@@ -136,6 +137,23 @@ for (const type of ["wasm-vxlan", "udp"] as const) {
       expect(after.kernelErrors).toBe(before.kernelErrors);
       expect(after.driftRepairs).toBe(before.driftRepairs + 1);
       expect(await n1.host.ns.ip(`-4 route show dev ${tun}`)).toMatch(/^198\.19\.0\.0\/16 proto kernel scope link/m);
+      expect((await ping(n1.host.pods[0], n2.host.pods[0].addr, { count: 2 })).received).toBe(2);
+    });
+
+    it("reconcile() that cannot reach its namespace at all counts one refused command, as a kernel backend's failed round does", async () => {
+      const before = n1.backend.counters();
+      // /dev/null over the namespace's file: every `ip -n` fails whole (setns: Invalid argument).
+      const nsFile = `/run/netns/${n1.host.ns.name}`;
+      execFileSync("mount", ["--bind", "/dev/null", nsFile]);
+      try {
+        await expect(n1.backend.reconcile()).rejects.toThrow();
+      } finally {
+        execFileSync("umount", [nsFile]);
+      }
+      // Before, the failed reads counted nothing: kernel_programming_total said all was well.
+      const after = n1.backend.counters();
+      expect([after.kernelCommands - before.kernelCommands, after.kernelErrors - before.kernelErrors]).toEqual([1, 1]);
+      await n1.backend.reconcile();
       expect((await ping(n1.host.pods[0], n2.host.pods[0].addr, { count: 2 })).received).toBe(2);
     });
 

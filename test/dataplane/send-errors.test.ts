@@ -21,6 +21,8 @@ import {
   batchDone,
   batchErrno,
   batchFailed,
+  checkAddon,
+  errnoName,
   native,
 } from "../../src/io/native.js";
 import { withNetns } from "../../src/io/netns.js";
@@ -60,6 +62,18 @@ describe("the batch result's layout", () => {
     expect(native.UDP_SEND_GSO_REFUSED).toBeLessThan(2 ** BATCH_FAILED_SHIFT);
     expect(failedBits + BATCH_DONE_MASK + native.UDP_SEND_GSO_REFUSED).toBeLessThan(2 ** 31);
     expect(BATCH_ERRNO_UNIT).toBe(2 ** 32);
+  });
+
+  it("is refused, with what to do, from an addon built before it was exported", () => {
+    const { BATCH_DONE_MASK: _, ...stale } = native;
+    expect(() => checkAddon(stale as typeof native)).toThrow(
+      expect.objectContaining({ code: "IO_ADDON_NOT_BUILT", message: expect.stringMatching(/older.*npm install/) }),
+    );
+    expect(checkAddon(native)).toBe(native);
+  });
+
+  it("names errnos as the kernel does, EBADFD (a deleted TUN device) too", () => {
+    expect([errnoName(constants.errno.EHOSTUNREACH), errnoName(77)]).toEqual(["EHOSTUNREACH", "EBADFD"]);
   });
 });
 

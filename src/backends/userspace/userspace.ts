@@ -276,11 +276,9 @@ export class UserspaceBackend implements Backend {
     this.assertRunning();
     const [kernel, network, subnet] = [this.ctx.kernel, this.ctx.network, this.ctx.subnet];
     const tun = this.tunName;
-    const [link, addrs, routes] = await Promise.all([
-      readLink(kernel, tun),
-      readAddresses(kernel, tun, this.family),
-      readRoutes(kernel, network),
-    ]);
+    const [link, addrs, routes] = await this.refusedWhole(() =>
+      Promise.all([readLink(kernel, tun), readAddresses(kernel, tun, this.family), readRoutes(kernel, network)]),
+    );
     if (link) await this.repairSysctls();
     const lines: string[] = [];
     if (!addrs.some((a) => a.addr === subnet.addr && a.len === network.len))
@@ -301,7 +299,7 @@ export class UserspaceBackend implements Backend {
     if (lines.length === 0) return;
     this.stats.driftRepairs += lines.length;
     this.logger.warn({ commands: lines }, `repairing ${tun}`);
-    const failures = await kernel.ipBatchForce(lines);
+    const failures = await this.refusedWhole(() => kernel.ipBatchForce(lines));
     this.stats.done(lines.length, failures.length);
     for (const f of failures)
       this.logger.error(
@@ -337,6 +335,16 @@ export class UserspaceBackend implements Backend {
    * weft-v6.<VNI> joins the all-routers groups and the kernel sends MLD reports into it; and
    * all.disable_ipv6 sets every device's disable_ipv6.
    */
+  /** A read or batch that failed whole (iproute2 could not run, or not in the namespace) counts as one refused command, as the kernel backends' rounds do. */
+  private async refusedWhole<T>(op: () => Promise<T>): Promise<T> {
+    try {
+      return await op();
+    } catch (err) {
+      this.stats.refused();
+      throw err;
+    }
+  }
+
   private async repairSysctls(): Promise<void> {
     if (this.sysctlsReadOnly || this.noIpv6) return;
     const kernel = this.ctx.kernel;
