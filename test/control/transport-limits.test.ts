@@ -184,9 +184,34 @@ describe("gossip stream limits", () => {
     }
   });
 
-  it("maxPendingBytes under maxStreamBytes is refused: no whole frame could arrive", async () => {
+  it("a connection that takes the slot of one from its own address leaves that address's count exact", async () => {
+    const { transport, server, client, merged } = await serverAndClient({
+      maxConnections: 2,
+      maxConnectionsPerSource: 3,
+    });
+    try {
+      for (let round = 0; round < 3; round++) {
+        const socks: Socket[] = [];
+        // The third takes the first's slot: both from 127.0.0.1.
+        for (let i = 0; i < 3; i++) expect(await stall(transport.local.port, 1000, 10, socks)).toBe(true);
+        for (let i = 0; i < 50 && !socks[0].closed; i++) await new Promise((r) => setTimeout(r, 20));
+        for (const s of socks) s.destroy();
+        for (let i = 0; i < 50 && transport.pendingBytes > 0; i++) await new Promise((r) => setTimeout(r, 20));
+      }
+      // Before, each such eviction left one phantom connection counted for the address for good:
+      // the second round's third connection was refused, and soon every one.
+      expect(transport.stats.rejectedConnections).toBe(0);
+      expect(transport.stats.evictedForSlot).toBe(3);
+      expect(await client.join([transport.local])).toBe(1);
+      expect(merged).toContain(150 * KiB);
+    } finally {
+      await Promise.all([server.shutdown(), client.shutdown()]);
+    }
+  });
+
+  it("maxPendingBytes that cannot hold a whole frame with its length is refused", async () => {
     await expect(
-      UdpTcpTransport.open({ host: "127.0.0.1", port: 0, maxStreamBytes: 2048, maxPendingBytes: 2047 }),
+      UdpTcpTransport.open({ host: "127.0.0.1", port: 0, maxStreamBytes: 2048, maxPendingBytes: 2048 + 3 }),
     ).rejects.toMatchObject({
       code: "GOSSIP_CONFIG_INVALID",
     });

@@ -110,10 +110,10 @@ export class UdpTcpTransport implements Transport {
   static async open(opts: UdpTcpOptions): Promise<UdpTcpTransport> {
     const maxStreamBytes = opts.maxStreamBytes ?? 4 * 1024 * 1024;
     const maxPendingBytes = opts.maxPendingBytes ?? 2 * maxStreamBytes;
-    if (maxPendingBytes < maxStreamBytes)
+    if (maxPendingBytes < maxStreamBytes + LENGTH_BYTES)
       throw new WeftError(
         "GOSSIP_CONFIG_INVALID",
-        `maxPendingBytes ${maxPendingBytes} is under maxStreamBytes ${maxStreamBytes}: a whole frame could never arrive; raise it`,
+        `maxPendingBytes ${maxPendingBytes} is under maxStreamBytes ${maxStreamBytes} and its ${LENGTH_BYTES}-byte length: a whole frame could never arrive; raise it`,
       );
     const attempts = opts.port === 0 ? 10 : 1;
     let lastError: unknown;
@@ -254,7 +254,8 @@ export class UdpTcpTransport implements Transport {
     if (full && !oldestPending.done) this.evict(oldestPending.value, "forSlot");
     this.inbound.set(sock, source);
     this.pending.set(sock, 0);
-    this.perSource.set(source, fromSource + 1);
+    // Read again: the eviction may have been of a connection from this same source.
+    this.perSource.set(source, (this.perSource.get(source) ?? 0) + 1);
     const deadline = setTimeout(
       () => sock.destroy(new WeftError("TRANSPORT_TIMEOUT", "inbound request too slow")),
       this.inboundTimeoutMs,
