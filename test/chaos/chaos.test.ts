@@ -2,7 +2,8 @@
 // each scenario in a lab of its own, the monitor checking every second that no two running
 // agents hold the same subnet (in /status, subnet.env, peers or routes), that routes to stopped
 // agents go, that a restarted agent keeps its subnet and VTEP MAC, that the cluster converges
-// and pods reach each other after the fault ends, and that a stop leaves the kernel clean. It
+// and pods reach each other after the fault ends, and that a stop leaves the kernel clean — in
+// each family for the dual-stack kill -9 scenario (IPv6 subnets, routes and pod pings too). It
 // asserts those invariants with generous time bounds, never speed; the full suite's figures
 // come from `npm run chaos`.
 import { describe, expect, it } from "vitest";

@@ -9,21 +9,23 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { setTimeout as sleep } from "node:timers/promises";
 import { formatIpv4 } from "../../net/ipv4.js";
+import { formatPrefix6 } from "../../net/ipv6.js";
 import { projectFile } from "../../paths.js";
 import { LabAgents, type LabAgent, running } from "../agents.js";
-import { LabCluster, LAB_POD_NETWORK, type LabHost } from "../cluster.js";
+import { LabCluster, LAB_POD_NETWORK, LAB_POD_NETWORK6, type LabHost } from "../cluster.js";
 import { ping } from "../traffic.js";
 import { Bystander, SwitchFaults, unmountTmpfs } from "./faults.js";
-import { hostRoutes, Monitor } from "./observe.js";
+import { type Family, FAMILIES, hostRoutes, Monitor } from "./observe.js";
 
 const run = promisify(execFile);
 
 export type ChaosBackend = "vxlan" | "host-gw" | "wasm-vxlan";
 
-/** net-conf.json of the lab (one worker for wasm-vxlan: these machines have 2 cores). */
-export function chaosNetConf(backend: ChaosBackend): object {
+/** net-conf.json of the lab (one worker for wasm-vxlan: these machines have 2 cores); `dualStack`: IPv6 too, as flannel's EnableIPv6/IPv6Network. */
+export function chaosNetConf(backend: ChaosBackend, dualStack = false): object {
   return {
     Network: `${formatIpv4(LAB_POD_NETWORK.addr)}/${LAB_POD_NETWORK.len}`,
+    ...(dualStack && { EnableIPv6: true, IPv6Network: formatPrefix6(LAB_POD_NETWORK6) }),
     Backend: backend === "wasm-vxlan" ? { Type: backend, Workers: 1 } : { Type: backend },
   };
 }
@@ -64,17 +66,24 @@ export class ChaosLab {
 
   /**
    * `hosts` hosts on vxlan, the first `seeds` of them the subnet seeds and everyone's join
-   * targets; `logsTo`: a directory to copy every agent's log into when the lab closes.
+   * targets; `dualStack`: an IPv6 underlay too, agents and pods in both families (gossip stays on
+   * IPv4); `logsTo`: a directory to copy every agent's log into when the lab closes.
    */
-  static async open(hosts: number, seeds: number, bounds: Bounds, logsTo?: string): Promise<ChaosLab> {
-    const lab = await LabCluster.create({ tag: "chaos", hosts });
+  static async open(
+    hosts: number,
+    seeds: number,
+    bounds: Bounds,
+    opts: { dualStack?: boolean; logsTo?: string } = {},
+  ): Promise<ChaosLab> {
+    const dualStack = opts.dualStack ?? false;
+    const lab = await LabCluster.create({ tag: "chaos", hosts, ipv6: dualStack });
     try {
-      const agents = await LabAgents.prepare(lab, () => chaosNetConf("vxlan"), seeds);
+      const agents = await LabAgents.prepare(lab, () => chaosNetConf("vxlan", dualStack), seeds);
       const faults = new SwitchFaults(lab);
-      const monitor = new Monitor(agents, { faults });
+      const monitor = new Monitor(agents, { faults, families: dualStack ? [4, 6] : [4] });
       monitor.deadRouteBoundMs = bounds.deadRoutesMs;
       monitor.start();
-      return new ChaosLab(lab, agents, faults, monitor, bounds, logsTo);
+      return new ChaosLab(lab, agents, faults, monitor, bounds, opts.logsTo);
     } catch (error) {
       await lab.destroy();
       throw error;
@@ -127,20 +136,35 @@ export class ChaosLab {
       this.monitor.violate("kernel-leftovers", `${a.host.name} after its agent stopped: ${left.join("; ")}`);
   }
 
-  /** Ordered pairs of the given agents' pods that do not answer one ping now. */
+  /** The address families the agents run. */
+  get families(): readonly Family[] {
+    return this.monitor.families;
+  }
+
+  /** Ordered pairs of the given agents' pods that do not answer one ping now, in each family the agents run. */
   async unreachablePairs(among: LabAgent[] = [...this.monitor.members]): Promise<string[]> {
     // A member without a pod (it never got a subnet) has no traffic at all.
     const withPods = among.filter((a) => a.host.pods.length > 0);
     const podless = among.filter((a) => a.host.pods.length === 0).map((a) => `${a.host.name}: no pod`);
     const pairs = withPods.flatMap((a) => withPods.filter((b) => b !== a).map((b) => [a, b] as const));
-    // ping gives up at once, without output, when there is no route at all: unreachable too.
-    const answered = (a: LabAgent, b: LabAgent) =>
-      ping(a.host.pods[0], b.host.pods[0].addr, { count: 1, timeoutS: 1 }).then(
+    // ping gives up at once, without output, when there is no route at all (or, LAB_NO_ADDRESS,
+    // the pod has no address of the family): unreachable too.
+    const answered = (a: LabAgent, b: LabAgent, family: Family) =>
+      ping(a.host.pods[0], family === 6 ? b.host.pods[0].addr6! : b.host.pods[0].addr, {
+        count: 1,
+        timeoutS: 1,
+      }).then(
         (r) => r.received === 1,
         () => false,
       );
     const results = await Promise.all(
-      pairs.map(async ([a, b]) => ((await answered(a, b)) ? "" : `${a.host.name}->${b.host.name}`)),
+      this.families.flatMap((family) =>
+        pairs.map(async ([a, b]) =>
+          (await answered(a, b, family))
+            ? ""
+            : `${a.host.name}->${b.host.name}${family === 4 ? "" : ` (${FAMILIES[family].name})`}`,
+        ),
+      ),
     );
     return [...podless, ...results.filter(Boolean)];
   }
@@ -231,10 +255,12 @@ export class ChaosLab {
 export async function leftovers(h: LabHost): Promise<string[]> {
   const out: string[] = [];
   const links = await h.ns.kernel.ipJson<Array<{ ifname: string }>>(["link", "show"]);
-  for (const l of links) if (/^(flannel\.\d+|flannel0|weft\.\d+)$/.test(l.ifname)) out.push(`device ${l.ifname}`);
-  const { routes, userspaceDevice } = await hostRoutes(h);
-  for (const [dst, to] of routes) out.push(`route ${dst} -> ${to}`);
-  if (userspaceDevice) out.push(`route into ${userspaceDevice}`);
+  for (const l of links)
+    if (/^(flannel(-v6)?\.\d+|flannel0|weft(-v6)?\.\d+)$/.test(l.ifname)) out.push(`device ${l.ifname}`);
+  for (const { routes, userspaceDevice } of (await hostRoutes(h, [4, 6])).values()) {
+    for (const [dst, to] of routes) out.push(`route ${dst} -> ${to}`);
+    if (userspaceDevice) out.push(`route into ${userspaceDevice}`);
+  }
   const neighs = await h.ns.kernel.ipJson<Array<{ dst: string; dev: string }>>(["neigh", "show", "nud", "permanent"]);
   for (const n of neighs) out.push(`neighbour ${n.dst} dev ${n.dev}`);
   const fdbs = await h.ns.kernel.bridgeJson<Array<{ mac: string; dst?: string; ifname: string }>>(["fdb", "show"]);

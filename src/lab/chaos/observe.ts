@@ -3,29 +3,84 @@
 // `ip -json` and `bridge -json`, and followed to the host they lead to (a vxlan route's gateway
 // → permanent neighbour → FDB entry → underlay address; a host-gw route's gateway is the
 // underlay address). From each snapshot it checks the invariants that must hold at every
-// moment and records the figures the others need.
+// moment, for every address family the agents run, and records the figures the others need.
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { parseSubnetEnv } from "../../agent/subnet-env.js";
+import { parseSubnetEnv, type SubnetEnv } from "../../agent/subnet-env.js";
 import { formatIpv4, formatPrefix, parsePrefix, prefixContains, prefixesOverlap } from "../../net/ipv4.js";
 import { hostOfHostPort } from "../../net/ip.js";
-import { formatIpv6 } from "../../net/ipv6.js";
+import { formatIpv6, formatPrefix6, parsePrefix6, prefixContains6, prefixesOverlap6 } from "../../net/ipv6.js";
 import { type AgentStatus, type LabAgent, type LabAgents, running } from "../agents.js";
-import { LAB_POD_NETWORK, type LabHost } from "../cluster.js";
+import { LAB_POD_NETWORK, LAB_POD_NETWORK6, type LabHost } from "../cluster.js";
 import type { SwitchFaults } from "./faults.js";
 
-/** One agent as seen at one moment; undefined parts did not answer. */
-export interface NodeView {
-  agent: LabAgent;
-  underlay: string;
-  status?: AgentStatus;
+export type Family = 4 | 6;
+
+/** How the monitor reads one address family: the lab's pod network, a host's underlay address, the /status and subnet.env keys. */
+export interface FamilyReader {
+  /** "IPv4" or "IPv6", for messages. */
+  name: string;
+  /** A route's destination (`ip -json`'s dst) inside the lab's pod network, normalised, and whether it is the whole network or wider (a userspace dataplane's device route); undefined outside it. */
+  podRoute(dst: string): { prefix: string; wide: boolean } | undefined;
+  overlap(a: string, b: string): boolean;
+  underlay(a: LabAgent): string;
+  subnet(s: AgentStatus): string | undefined;
+  peers(s: AgentStatus): AgentStatus["peers"];
+  envSubnet(e: SubnetEnv): string | undefined;
+  vtepMac(s: AgentStatus): string | undefined;
+}
+
+export const FAMILIES: Record<Family, FamilyReader> = {
+  4: {
+    name: "IPv4",
+    podRoute(dst) {
+      if (!/^\d+\.\d+\.\d+\.\d+/.test(dst)) return undefined;
+      const p = parsePrefix(dst.includes("/") ? dst : `${dst}/32`);
+      if (!prefixContains(LAB_POD_NETWORK, p.addr)) return undefined;
+      return { prefix: formatPrefix(p), wide: p.len <= LAB_POD_NETWORK.len };
+    },
+    overlap: (a, b) => prefixesOverlap(parsePrefix(a), parsePrefix(b)),
+    underlay: (a) => formatIpv4(a.host.underlayAddr),
+    subnet: (s) => s.subnet,
+    peers: (s) => s.peers,
+    envSubnet: (e) => e.v4 && formatPrefix(e.v4.subnet),
+    vtepMac: (s) => s.backend?.vtepMac,
+  },
+  6: {
+    name: "IPv6",
+    podRoute(dst) {
+      if (!dst.includes(":")) return undefined;
+      const p = parsePrefix6(dst.includes("/") ? dst : `${dst}/128`);
+      if (!prefixContains6(LAB_POD_NETWORK6, p.addr)) return undefined;
+      return { prefix: formatPrefix6(p), wide: p.len <= LAB_POD_NETWORK6.len };
+    },
+    overlap: (a, b) => prefixesOverlap6(parsePrefix6(a), parsePrefix6(b)),
+    // A host without an IPv6 underlay has no IPv6 routes either ("-" matches none).
+    underlay: (a) => (a.host.underlayAddr6 === undefined ? "-" : formatIpv6(a.host.underlayAddr6)),
+    subnet: (s) => s.subnet6,
+    peers: (s) => s.peers6 ?? [],
+    envSubnet: (e) => e.v6 && formatPrefix6(e.v6.subnet),
+    vtepMac: (s) => s.backend6?.vtepMac,
+  },
+};
+
+/** One family of one agent as seen at one moment. */
+export interface FamilyView {
   /** subnet.env's subnet (the network address and length). */
   envSubnet?: string;
   /** Routes into the pod network other than the host's own cni0: destination → underlay address it leads to ("?" when it leads nowhere known). */
   routes: Map<string, string>;
   /** Network-wide routes into a userspace dataplane's device (the peers live in the dataplane). */
   userspaceDevice?: string;
+}
+
+/** One agent as seen at one moment; undefined parts did not answer. */
+export interface NodeView {
+  agent: LabAgent;
+  status?: AgentStatus;
+  /** Per family the agents run. */
+  families: Map<Family, FamilyView>;
 }
 
 export interface Snapshot {
@@ -45,57 +100,64 @@ interface IpRoute {
   dst: string;
   gateway?: string;
   dev: string;
+  protocol?: string;
 }
 
-/** Reads the kernel state of one host that says where pod traffic goes. */
-export async function hostRoutes(h: LabHost): Promise<{ routes: Map<string, string>; userspaceDevice?: string }> {
-  const [{ answers }, fdbs] = await Promise.all([
-    h.ns.kernel.ipJsonBatch<unknown[]>(["route show", "neigh show nud permanent"]),
+/** Reads, per family, the kernel state of one host that says where pod traffic goes. */
+export async function hostRoutes(
+  h: LabHost,
+  families: readonly Family[],
+): Promise<Map<Family, { routes: Map<string, string>; userspaceDevice?: string }>> {
+  const [batches, fdbs] = await Promise.all([
+    Promise.all(families.map((f) => h.ns.kernel.ipJsonBatch<unknown[]>(["route show", "neigh show nud permanent"], f))),
     h.ns.kernel.bridgeJson<Array<{ mac: string; dst?: string; ifname: string }>>(["fdb", "show"]).catch(() => []),
   ]);
-  const routes = (answers[0] ?? []) as IpRoute[];
-  const neighs = (answers[1] ?? []) as Array<{ dst: string; lladdr?: string; dev: string }>;
-  const out = new Map<string, string>();
-  let userspaceDevice: string | undefined;
-  for (const r of routes) {
-    if (r.dst === "default" || r.dev === "cni0" || !/^\d+\.\d+\.\d+\.\d+/.test(r.dst)) continue;
-    const dst = parsePrefix(r.dst.includes("/") ? r.dst : `${r.dst}/32`);
-    if (!prefixContains(LAB_POD_NETWORK, dst.addr)) continue;
-    if (dst.len <= LAB_POD_NETWORK.len) {
-      userspaceDevice = r.dev;
-      continue;
+  const out = new Map<Family, { routes: Map<string, string>; userspaceDevice?: string }>();
+  for (const [i, family] of families.entries()) {
+    const { answers } = batches[i];
+    const routes = (answers[0] ?? []) as IpRoute[];
+    const neighs = (answers[1] ?? []) as Array<{ dst: string; lladdr?: string; dev: string }>;
+    const found = new Map<string, string>();
+    let userspaceDevice: string | undefined;
+    for (const r of routes) {
+      // The kernel's own routes (cni0's subnet; with IPv6, the VTEP's /128 address) are not the agent's.
+      if (r.dst === "default" || r.dev === "cni0" || r.protocol === "kernel") continue;
+      const dst = FAMILIES[family].podRoute(r.dst);
+      if (!dst) continue;
+      if (dst.wide) {
+        userspaceDevice = r.dev;
+        continue;
+      }
+      let to = "?";
+      if (r.gateway && r.dev === "eth0") to = r.gateway;
+      else if (r.gateway) {
+        const mac = neighs.find((n) => n.dst === r.gateway && n.dev === r.dev)?.lladdr;
+        to = fdbs.find((f) => f.mac === mac && f.ifname === r.dev && f.dst)?.dst ?? "?";
+      }
+      found.set(dst.prefix, to);
     }
-    let to = "?";
-    if (r.gateway && r.dev === "eth0") to = r.gateway;
-    else if (r.gateway) {
-      const mac = neighs.find((n) => n.dst === r.gateway && n.dev === r.dev)?.lladdr;
-      to = fdbs.find((f) => f.mac === mac && f.ifname === r.dev && f.dst)?.dst ?? "?";
-    }
-    out.set(formatPrefix(dst), to);
+    out.set(family, { routes: found, userspaceDevice });
   }
-  return { routes: out, userspaceDevice };
+  return out;
 }
-
-function overlap(a: string, b: string): boolean {
-  return prefixesOverlap(parsePrefix(a), parsePrefix(b));
-}
-
-const underlayOf = (a: LabAgent) => formatIpv4(a.host.underlayAddr);
 
 export interface MonitorOptions {
   faults?: SwitchFaults;
   /** A node running for less than this, or cut from an observer less than this ago, may still be seen dead without it counting as a false death. */
   settleMs?: number;
+  /** The address families the agents run (default IPv4 only); every invariant is checked for each. */
+  families?: readonly Family[];
 }
 
 /**
- * Samples every running agent once a second and checks, at every sample:
+ * Samples every running agent once a second and checks, at every sample and for every family
+ * the agents run:
  * - no two running agents hold overlapping subnets — by their own /status, their subnet.env,
  *   any agent's /status peers, or any agent's routes;
  * - routes and peers pointing at a stopped agent are gone within `deadRouteBoundMs` of its stop;
  * and counts false deaths (an agent seen dead by another while it runs and the two can reach
  * each other). Convergence ("every node sees every other, with the right subnet, in /status and
- * in its routes") is checked on demand by `waitConverged`.
+ * in its routes", per family) is checked on demand by `waitConverged`.
  */
 export class Monitor {
   readonly violations = new Map<string, Violation>();
@@ -111,11 +173,14 @@ export class Monitor {
   private loop?: Promise<void>;
   private listeners: Array<(s: Snapshot) => void> = [];
   readonly origin = Date.now();
+  readonly families: readonly Family[];
 
   constructor(
     private readonly agents: LabAgents,
     private readonly opts: MonitorOptions = {},
-  ) {}
+  ) {
+    this.families = opts.families ?? [4];
+  }
 
   /** Seconds since the monitor was made (for violation times). */
   private rel(t: number): number {
@@ -187,20 +252,16 @@ export class Monitor {
       up.map(async (a): Promise<NodeView> => {
         const [status, env, kernel] = await Promise.all([
           this.agents.status(a).catch(() => undefined),
-          readFile(join(a.dir, "subnet.env"), "utf8").then(
-            (t) => formatPrefix(parseSubnetEnv(t).v4!.subnet),
-            () => undefined,
-          ),
-          hostRoutes(a.host).catch(() => ({ routes: new Map<string, string>(), userspaceDevice: undefined })),
+          readFile(join(a.dir, "subnet.env"), "utf8").then(parseSubnetEnv, () => undefined),
+          hostRoutes(a.host, this.families).catch(() => undefined),
         ]);
-        return {
-          agent: a,
-          underlay: underlayOf(a),
-          status,
-          envSubnet: env,
-          routes: kernel.routes,
-          userspaceDevice: kernel.userspaceDevice,
-        };
+        const families = new Map(
+          this.families.map((f): [Family, FamilyView] => [
+            f,
+            { envSubnet: env && FAMILIES[f].envSubnet(env), routes: new Map(), ...kernel?.get(f) },
+          ]),
+        );
+        return { agent: a, status, families };
       }),
     );
     const snap = { at: Date.now(), views };
@@ -216,21 +277,34 @@ export class Monitor {
   private check(s: Snapshot): void {
     // Only agents still running after the sample count as holders.
     const live = new Set(s.views.map((v) => v.agent).filter((a) => running(a.process)));
-    const byUnderlay = new Map(this.agents.agents.map((a) => [underlayOf(a), a]));
+    for (const family of this.families) this.checkSubnets(s, live, family);
+    this.checkDead(s, live);
+    this.countFalseDeaths(s, live);
+    if (this.missing(s).length > 0) this.convergedSince = undefined;
+    else this.convergedSince ??= s.at;
+    for (const l of this.listeners.splice(0)) l(s);
+  }
+
+  /** No two live agents hold overlapping subnets of `family`, by any source. */
+  private checkSubnets(s: Snapshot, live: Set<LabAgent>, family: Family): void {
+    const f = FAMILIES[family];
+    const byUnderlay = new Map(this.agents.agents.map((a) => [f.underlay(a), a]));
     type Claim = { subnet: string; holder: LabAgent; source: string };
     const claims: Claim[] = [];
     for (const v of s.views) {
       if (!live.has(v.agent)) continue;
       const me = v.agent.host.name;
-      if (v.status?.subnet) claims.push({ subnet: v.status.subnet, holder: v.agent, source: `${me}'s /status` });
+      const fv = v.families.get(family)!;
+      const own = v.status && f.subnet(v.status);
+      if (own) claims.push({ subnet: own, holder: v.agent, source: `${me}'s /status` });
       // subnet.env counts once the agent answers: a restarted agent rewrites it before it is ready.
-      if (v.envSubnet && v.status?.ready)
-        claims.push({ subnet: v.envSubnet, holder: v.agent, source: `${me}'s subnet.env` });
-      for (const p of v.status?.peers ?? []) {
+      if (fv.envSubnet && v.status?.ready)
+        claims.push({ subnet: fv.envSubnet, holder: v.agent, source: `${me}'s subnet.env` });
+      for (const p of v.status ? f.peers(v.status) : []) {
         const holder = byUnderlay.get(p.underlay);
         if (holder && live.has(holder)) claims.push({ subnet: p.subnet, holder, source: `${me}'s /status peers` });
       }
-      for (const [dst, to] of v.routes) {
+      for (const [dst, to] of fv.routes) {
         const holder = byUnderlay.get(to);
         if (holder === v.agent) this.violate("route-to-self", `${me} routes ${dst} to itself`);
         else if (holder && live.has(holder)) claims.push({ subnet: dst, holder, source: `${me}'s routes` });
@@ -241,7 +315,7 @@ export class Monitor {
     for (let i = 0; i < claims.length; i++) {
       for (let j = i + 1; j < claims.length; j++) {
         const [x, y] = [claims[i], claims[j]].sort((p, q) => p.holder.host.name.localeCompare(q.holder.host.name));
-        if (x.holder === y.holder || !overlap(x.subnet, y.subnet)) continue;
+        if (x.holder === y.holder || !f.overlap(x.subnet, y.subnet)) continue;
         const key = `${x.subnet} held by ${x.holder.host.name} and ${y.subnet} by ${y.holder.host.name}`;
         const sources = conflicts.get(key) ?? new Set<string>();
         sources.add(x.source).add(y.source);
@@ -250,11 +324,6 @@ export class Monitor {
     }
     for (const [key, sources] of conflicts)
       this.violate("same-subnet", key, `, according to ${[...sources].sort().join(", ")}`);
-    this.checkDead(s, live);
-    this.countFalseDeaths(s, live);
-    if (this.missing(s).length > 0) this.convergedSince = undefined;
-    else this.convergedSince ??= s.at;
-    for (const l of this.listeners.splice(0)) l(s);
   }
 
   /** The first sample of the current converged stretch (undefined: not converged now). */
@@ -274,11 +343,17 @@ export class Monitor {
   private checkDead(s: Snapshot, running: Set<LabAgent>): void {
     for (const [a, at] of this.stoppedAt) {
       if (running.has(a)) continue;
-      const dead = underlayOf(a);
       const pointing = s.views.filter(
         (v) =>
           running.has(v.agent) &&
-          ([...v.routes.values()].includes(dead) || (v.status?.peers ?? []).some((p) => p.underlay === dead)),
+          this.families.some((family) => {
+            const f = FAMILIES[family];
+            const dead = f.underlay(a);
+            return (
+              [...v.families.get(family)!.routes.values()].includes(dead) ||
+              (v.status ? f.peers(v.status) : []).some((p) => p.underlay === dead)
+            );
+          }),
       );
       const key = `${a.host.name}@${at}`;
       if (pointing.length === 0) {
@@ -300,7 +375,7 @@ export class Monitor {
     // Members are known at their gossip address: IPv4, or IPv6 in brackets with an IPv6 underlay.
     const byAddr = new Map(
       this.agents.agents.flatMap((a) => [
-        [underlayOf(a), a] as const,
+        [FAMILIES[4].underlay(a), a] as const,
         ...(a.host.underlayAddr6 !== undefined ? [[formatIpv6(a.host.underlayAddr6), a] as const] : []),
       ]),
     );
@@ -347,19 +422,26 @@ export class Monitor {
         continue;
       }
       if (!v.status.ready) out.push(`${me}: not ready`);
-      for (const b of members) {
-        if (b === a) continue;
-        const own = views.get(b)?.status?.subnet;
-        const peer = v.status.peers.find((p) => p.underlay === underlayOf(b));
-        if (!own) out.push(`${me}: ${b.host.name} holds no subnet`);
-        else if (!peer) out.push(`${me}: ${b.host.name} not a peer`);
-        else if (peer.subnet !== own) out.push(`${me}: sees ${b.host.name} at ${peer.subnet}, it holds ${own}`);
-        if (own && !v.userspaceDevice && v.routes.get(own) !== underlayOf(b))
-          out.push(`${me}: no route ${own} -> ${b.host.name}`);
-      }
-      for (const [dst, to] of v.routes) {
-        const holder = members.find((b) => underlayOf(b) === to);
-        if (!holder) out.push(`${me}: routes ${dst} to ${to}, not a member`);
+      for (const family of this.families) {
+        const f = FAMILIES[family];
+        const fv = v.families.get(family)!;
+        // IPv4 keeps its messages as they were; IPv6's name their family.
+        const fam = family === 4 ? "" : ` (${f.name})`;
+        for (const b of members) {
+          if (b === a) continue;
+          const theirs = views.get(b)?.status;
+          const own = theirs && f.subnet(theirs);
+          const peer = f.peers(v.status).find((p) => p.underlay === f.underlay(b));
+          if (!own) out.push(`${me}: ${b.host.name} holds no subnet${fam}`);
+          else if (!peer) out.push(`${me}: ${b.host.name} not a peer${fam}`);
+          else if (peer.subnet !== own) out.push(`${me}: sees ${b.host.name} at ${peer.subnet}, it holds ${own}`);
+          if (own && !fv.userspaceDevice && fv.routes.get(own) !== f.underlay(b))
+            out.push(`${me}: no route ${own} -> ${b.host.name}`);
+        }
+        for (const [dst, to] of fv.routes) {
+          const holder = members.find((b) => f.underlay(b) === to);
+          if (!holder) out.push(`${me}: routes ${dst} to ${to}, not a member`);
+        }
       }
     }
     return out;

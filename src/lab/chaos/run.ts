@@ -74,7 +74,7 @@ export async function runScenario(
 ): Promise<ScenarioResult> {
   hookSignals();
   const t0 = Date.now();
-  const c = await ChaosLab.open(sc.hosts, sc.seeds ?? 3, mode.bounds, logsTo);
+  const c = await ChaosLab.open(sc.hosts, sc.seeds ?? 3, mode.bounds, { dualStack: sc.dualStack, logsTo });
   current = c;
   let error: string | undefined;
   try {

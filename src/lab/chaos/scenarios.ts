@@ -1,14 +1,16 @@
 // The chaos scenarios: each builds its own lab (ChaosLab), drives real agents through one kind of
 // trouble and records figures; the monitor checks the invariants every second meanwhile. Default
-// wiring: vxlan, the first three hosts are the subnet seeds and every agent's join targets.
+// wiring: vxlan, IPv4 only, the first three hosts are the subnet seeds and every agent's join
+// targets; a dual-stack scenario runs agents and pods in IPv4 and IPv6, and every check covers both.
 import { rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { formatPrefix, parsePrefix, prefixesOverlap } from "../../net/ipv4.js";
+import { parsePrefix, prefixesOverlap } from "../../net/ipv4.js";
 import { LAB_GOSSIP_PORT, type LabAgent, running } from "../agents.js";
 import { ping } from "../traffic.js";
 import { chaosNetConf, type ChaosLab } from "./lab.js";
 import { fillUp, mountTmpfs } from "./faults.js";
+import { FAMILIES } from "./observe.js";
 
 /** How long each fault lasts: the full suite uses the issue's durations, the short one less. */
 export interface Durations {
@@ -24,6 +26,8 @@ export interface Scenario {
   hosts: number;
   /** How many of the first hosts are the subnet seeds and the join targets (default 3). */
   seeds?: number;
+  /** IPv6 too (net-conf.json's EnableIPv6/IPv6Network, an IPv6 underlay, pods in both families). */
+  dualStack?: boolean;
   run(c: ChaosLab, d: Durations): Promise<void>;
 }
 
@@ -69,9 +73,13 @@ function startOrder(name: string, hosts: number, seeds: number, order: number[],
 
 const joinTargetLast = startOrder("start order: the only join target last", 4, 1, [1, 2, 3, 0], 5);
 
-const partition: Scenario = {
-  name: "partition {1,2}|{3,4,5}, heal",
+/** The name of a scenario in its IPv4-only or dual-stack version. */
+const named = (name: string, dualStack: boolean) => (dualStack ? `dual-stack: ${name}` : name);
+
+const partition = (dualStack: boolean): Scenario => ({
+  name: named("partition {1,2}|{3,4,5}, heal", dualStack),
   hosts: 5,
+  dualStack,
   async run(c, d) {
     await bringUp(c, c.all);
     const [h1, h2, h3, h4, h5] = c.all.map((a) => a.host);
@@ -82,7 +90,7 @@ const partition: Scenario = {
     c.monitor.partitionChanged();
     await settle(c, Date.now(), "after healing");
   },
-};
+});
 
 function loss(percent: number): Scenario {
   return {
@@ -175,14 +183,22 @@ const slowConnections: Scenario = {
   },
 };
 
+/** The agent's subnet (/status and subnet.env) and VTEP MAC, in each family the agents run. */
+async function identity(c: ChaosLab, a: LabAgent): Promise<Array<{ subnet?: string; env?: string; mac?: string }>> {
+  const [status, env] = await Promise.all([c.agents.status(a), c.agents.subnetEnv(a)]);
+  return c.families.map((family) => {
+    const f = FAMILIES[family];
+    return { subnet: f.subnet(status), env: f.envSubnet(env), mac: f.vtepMac(status) };
+  });
+}
+
 /**
  * kill -9, then a restart with the same state dir: quickly (before anyone declares it dead) or
- * once every peer dropped its routes. Its subnet (/status and subnet.env) and VTEP MAC must be
- * what they were, and its pod traffic back within the bound.
+ * once every peer dropped its routes. Its subnet (/status and subnet.env) and VTEP MAC, of every
+ * family, must be what they were, and its pod traffic back within the bound.
  */
 async function killAndRestart(c: ChaosLab, a: LabAgent, label: string, waitForDeath: boolean): Promise<void> {
-  const before = await c.agents.status(a);
-  const envBefore = formatPrefix((await c.agents.subnetEnv(a)).v4!.subnet);
+  const before = await identity(c, a);
   await c.stop(a, "SIGKILL", true);
   const killed = Date.now();
   if (waitForDeath) {
@@ -200,33 +216,34 @@ async function killAndRestart(c: ChaosLab, a: LabAgent, label: string, waitForDe
   if (!(await c.ready(a))) return;
   // Apart from traffic, so that a slow start (a starved machine) is told from a slow data path.
   c.figures[`ready${label}S`] = (Date.now() - t0) / 1000;
-  const after = await c.agents.status(a);
-  const envAfter = formatPrefix((await c.agents.subnetEnv(a)).v4!.subnet);
-  if (after.subnet !== before.subnet || envAfter !== envBefore)
-    c.monitor.violate(
-      "subnet-changed",
-      `${a.host.name} held ${before.subnet} (subnet.env ${envBefore}), after the restart ${after.subnet} (subnet.env ${envAfter})`,
-    );
-  if (after.backend?.vtepMac !== before.backend?.vtepMac)
-    c.monitor.violate(
-      "mac-changed",
-      `${a.host.name}'s VTEP MAC was ${before.backend?.vtepMac}, after the restart ${after.backend?.vtepMac}`,
-    );
+  const after = await identity(c, a);
+  for (const [i, family] of c.families.entries()) {
+    const [was, is] = [before[i], after[i]];
+    const fam = family === 4 ? "" : ` ${FAMILIES[family].name}`;
+    if (is.subnet !== was.subnet || is.env !== was.env)
+      c.monitor.violate(
+        "subnet-changed",
+        `${a.host.name} held${fam} ${was.subnet} (subnet.env ${was.env}), after the restart ${is.subnet} (subnet.env ${is.env})`,
+      );
+    if (is.mac !== was.mac)
+      c.monitor.violate("mac-changed", `${a.host.name}'s${fam} VTEP MAC was ${was.mac}, after the restart ${is.mac}`);
+  }
   const s = await c.waitTraffic(t0, c.bounds.restartTrafficMs, `${label}: pod traffic after the restart`);
   c.figures[`traffic${label}S`] = s;
   c.figures.trafficS = Math.max(c.figures.trafficS ?? 0, s ?? Infinity);
 }
 
-const killRestart: Scenario = {
-  name: "kill -9, restart with the same state dir",
+const killRestart = (dualStack: boolean): Scenario => ({
+  name: named("kill -9, restart with the same state dir", dualStack),
   hosts: 4,
+  dualStack,
   async run(c) {
     await bringUp(c, c.all);
     await killAndRestart(c, c.all[1], "Quick", false);
     await killAndRestart(c, c.all[2], "AfterDeath", true);
     c.figures.convergenceS = await c.monitor.waitConverged(Date.now(), c.bounds.convergeMs, "after the restarts");
   },
-};
+});
 
 const sighupSwaps: Scenario = {
   name: "SIGHUP backend swaps under traffic",
@@ -411,19 +428,21 @@ export function fullScenarios(): Scenario[] {
     joinTargetLast,
     startOrder("start order: reverse, 3 s apart", 4, 3, [3, 2, 1, 0], 3),
     startOrder("start order: non-seeds first, seeds 4 s later", 4, 2, [2, 3, 0, 1], 4),
-    partition,
+    partition(false),
+    partition(true),
     loss(20),
     loss(40),
     duplicateName,
     slowConnections,
-    killRestart,
+    killRestart(false),
+    killRestart(true),
     sighupSwaps,
     fullStateDir,
     removedReclaimed,
   ];
 }
 
-/** The short suite `npm test` runs: a few scenarios that break the lease ring's promise when something is wrong. */
+/** The short suite `npm test` runs: a few scenarios that break the lease ring's promise when something is wrong (one dual-stack, about 30 s). */
 export function shortScenarios(): Scenario[] {
-  return [joinTargetLast, partition, killRestart, duplicateName];
+  return [joinTargetLast, partition(false), killRestart(false), killRestart(true), duplicateName];
 }
