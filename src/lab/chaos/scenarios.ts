@@ -362,12 +362,20 @@ async function reservedSlots(c: ChaosLab): Promise<string[]> {
 /** Whether two running agents hold overlapping subnets by their own /status: each pair that does. */
 async function sharedSubnets(c: ChaosLab): Promise<string[]> {
   const up = c.all.filter((a) => running(a.process));
-  const held = (await Promise.all(up.map((a) => c.agents.status(a)))).flatMap((s) => (s.subnet ? [s] : []));
-  return held.flatMap((x, i) =>
-    held
-      .slice(i + 1)
-      .filter((y) => prefixesOverlap(parsePrefix(x.subnet!), parsePrefix(y.subnet!)))
-      .map((y) => `${x.node} holds ${x.subnet}, ${y.node} ${y.subnet}`),
+  // An agent that does not answer is a finding of the check, not an end of the scenario.
+  const answers = await Promise.all(up.map((a) => c.agents.status(a).catch((err: Error) => err)));
+  const silent = up.flatMap((a, i) => {
+    const r = answers[i];
+    return r instanceof Error ? [`${a.host.name} did not answer /status: ${r.message}`] : [];
+  });
+  const held = answers.flatMap((s) => (s instanceof Error || !s.subnet ? [] : [s]));
+  return silent.concat(
+    held.flatMap((x, i) =>
+      held
+        .slice(i + 1)
+        .filter((y) => prefixesOverlap(parsePrefix(x.subnet!), parsePrefix(y.subnet!)))
+        .map((y) => `${x.node} holds ${x.subnet}, ${y.node} ${y.subnet}`),
+    ),
   );
 }
 
