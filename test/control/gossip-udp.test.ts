@@ -11,6 +11,7 @@ import { Memberlist } from "../../src/control/gossip/memberlist.js";
 import type { Message } from "../../src/control/gossip/messages.js";
 import { Wire } from "../../src/control/gossip/net.js";
 import { newCounters } from "../../src/control/gossip/observability.js";
+import { WeftError } from "../../src/errors.js";
 import { RealClock, realRandom } from "../../src/control/transport/real-clock.js";
 import { UdpTcpTransport } from "../../src/control/transport/udp-tcp.js";
 
@@ -101,6 +102,27 @@ describe("memberlist on real sockets (127.0.0.1)", () => {
       after.frames.streamsReceived - before.frames.streamsReceived,
     );
     expect(seesAllAlive([old, a, b])()).toBe(true);
+  });
+
+  it("a version-2 member's closed stream (its transport evicting under a flood) is no refusal: it is not noted as speaking 1", async () => {
+    const a = await start("v2-a");
+    const b = await start("v2-b");
+    expect(await a.ml.join([b.transport.local])).toBe(1);
+    await until("both see each other alive", seesAllAlive([a, b]));
+    // b's records came in version 2 (its pushPull2 reply): a knows b speaks 2.
+    // One exchange closed as b's transport closes an evicted request.
+    const exchange = a.transport.exchange.bind(a.transport);
+    a.transport.exchange = () => {
+      a.transport.exchange = exchange;
+      return Promise.reject(new WeftError("TRANSPORT_CLOSED", "stream closed before the reply"));
+    };
+    const sentV1 = a.ml.counters().sent.pushPull.messages;
+    expect(await a.ml.join([b.transport.local])).toBe(0);
+    // Before, a made the exchange again in version 1 and noted b as speaking 1.
+    expect(a.ml.counters().sent.pushPull.messages).toBe(sentV1);
+    const sentV2 = a.ml.counters().sent.pushPull2.messages;
+    expect(await a.ml.join([b.transport.local])).toBe(1);
+    expect(a.ml.counters().sent.pushPull2.messages).toBe(sentV2 + 1);
   });
 
   it("five nodes join and converge; a killed one is declared dead; restarted on its port it rejoins", async () => {

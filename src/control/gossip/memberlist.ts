@@ -358,13 +358,14 @@ export class Memberlist {
    * catchUpMs: a catch-up of that window (see catchUpRequest) rather than a full exchange. In
    * protocol version 2 (compact records) unless the peer is known to speak only 1: a peer that
    * does not know pushPull2 refuses it (closes the stream), so the exchange is made again in
-   * version 1 and the peer is noted as speaking 1. That refusal is how two members first learn
+   * version 1 and the peer is noted as speaking 1 (unless known to speak 2). That refusal is how two members first learn
    * each other's version; from then on it travels with the records.
    */
   private async pushPull(peer: Addr, join: boolean, catchUpMs = 0): Promise<void> {
     const started = this.clock.now();
     const message = catchUpMs > 0 ? this.catchUpRequest(catchUpMs) : this.pushPullMessage(join);
-    const tryCompact = this.config.protocolVersion >= 2 && this.membership.versionAt(peer) !== 1;
+    const known = this.membership.versionAt(peer);
+    const tryCompact = this.config.protocolVersion >= 2 && known !== 1;
     let reply: Request;
     try {
       reply = await this.wire.request(
@@ -375,7 +376,10 @@ export class Memberlist {
     } catch (err) {
       // A refusal closes the stream (a reset may show as a failed connection); a timeout is no refusal.
       const refused = isWeftError(err, "TRANSPORT_CLOSED") || isWeftError(err, "TRANSPORT_CONNECT_FAILED");
-      if (!tryCompact || !refused) throw err;
+      // A member whose records say it speaks 2 never refuses it: its stream was closed for another
+      // reason (its transport evicting unfinished requests under a flood), and falling back would
+      // note it as speaking 1.
+      if (!tryCompact || !refused || known >= 2) throw err;
       reply = await this.wire.request(peer, message, this.config.tcpTimeoutMs);
     }
     if (reply.message.kind !== "pushPull" && reply.message.kind !== "pushPull2")
