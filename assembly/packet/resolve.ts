@@ -45,8 +45,6 @@ import { ipv6Check, ipv6MayTriggerIcmpError, ipv6WriteNoRoute, ICMPV6_ERROR_OVER
 import { icmpBucketTake } from "./icmp-rate";
 import { vxlanWriteHeader, ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "./vxlan-header";
 import {
-  routeReadBegin,
-  routeReadValid,
   routeLookup,
   nextHopPtr,
   NEXT_HOP_UNDERLAY,
@@ -55,6 +53,7 @@ import {
   NEXT_HOP_FLAGS,
   NEXT_HOP_VALID,
 } from "../route/table";
+import { tablesReadBegin, tablesReadValid } from "../route/seqlock";
 import {
   lookup6,
   nextHop6Ptr,
@@ -172,15 +171,13 @@ export const ENCAP_NONE: i32 = 1;
   const routes = ctxRoutes(ctx);
   const routes6 = ctxRoutes6(ctx);
   const top = memoryTop();
-  let gen: u32;
-  let gen6: u32;
+  let gens: u64;
   do {
-    gen = routes != 0 ? routeReadBegin(routes) : 0;
-    gen6 = routes6 != 0 ? routeReadBegin(routes6) : 0;
+    gens = tablesReadBegin(routes, routes6);
     for (let i = 0; i < n; i++) {
       const d = descPtr(descs, i);
       store<i32>(d + DESC_FLAGS, load<i32>(d + DESC_FLAGS) & ~DESC_FLAG_ADDR6);
       store<i32>(d + DESC_VERDICT, resolveOne(ctx, routes, routes6, d, encap, top));
     }
-  } while ((routes != 0 && !routeReadValid(routes, gen)) || (routes6 != 0 && !routeReadValid(routes6, gen6)));
+  } while (!tablesReadValid(routes, routes6, gens));
 }

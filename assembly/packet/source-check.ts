@@ -9,15 +9,8 @@
 import { DESC_OFF, DESC_ADDR, DESC_FLAGS, DESC_VERDICT, DESC_AUX, DESC_FLAG_ADDR6, descPtr } from "../descriptor";
 import { CTX_FLAG_ANTI_SPOOF, ctxHasFlag, ctxRoutes, ctxRoutes6 } from "../context";
 import { VERDICT_FORWARD, DROP_IPV6_UNROUTED, DROP_UNKNOWN_SOURCE, DROP_SPOOFED } from "../verdict";
-import {
-  routeReadBegin,
-  routeReadValid,
-  routeLookup,
-  nextHopPtr,
-  NEXT_HOP_UNDERLAY,
-  NEXT_HOP_FLAGS,
-  NEXT_HOP_VALID,
-} from "../route/table";
+import { routeLookup, nextHopPtr, NEXT_HOP_UNDERLAY, NEXT_HOP_FLAGS, NEXT_HOP_VALID } from "../route/table";
+import { tablesReadBegin, tablesReadValid } from "../route/seqlock";
 import { lookup6, nextHop6Ptr, NEXT_HOP6_UNDERLAY, NEXT_HOP6_FLAGS } from "../route6/table";
 import { underlayIsIpv4Mapped } from "../route6/underlay";
 import { ipVersion } from "./ipv4";
@@ -59,16 +52,14 @@ export function sourceCheckBatch(ctx: usize, descs: usize, n: i32): void {
   if (!ctxHasFlag(ctx, CTX_FLAG_ANTI_SPOOF)) return;
   const routes = ctxRoutes(ctx);
   const routes6 = ctxRoutes6(ctx);
-  let gen: u32;
-  let gen6: u32;
+  let gens: u64;
   do {
-    gen = routes != 0 ? routeReadBegin(routes) : 0;
-    gen6 = routes6 != 0 ? routeReadBegin(routes6) : 0;
+    gens = tablesReadBegin(routes, routes6);
     for (let i = 0; i < n; i++) {
       const d = descPtr(descs, i);
       if (load<i32>(d + DESC_VERDICT) == VERDICT_FORWARD) store<i32>(d + DESC_AUX, sourcePeer(routes, routes6, d));
     }
-  } while ((routes != 0 && !routeReadValid(routes, gen)) || (routes6 != 0 && !routeReadValid(routes6, gen6)));
+  } while (!tablesReadValid(routes, routes6, gens));
   for (let i = 0; i < n; i++) {
     const d = descPtr(descs, i);
     const peer = load<i32>(d + DESC_AUX);

@@ -30,6 +30,21 @@ import { H_GENERATION } from "./layout";
   return atomic.load<u32>(t, H_GENERATION) == gen;
 }
 
+/**
+ * Start of a read phase over an IPv4 and an IPv6 table (route6 shares this header layout), either
+ * 0 when absent: both generations, IPv4's in the low half.
+ */
+@inline export function tablesReadBegin(t: usize, t6: usize): u64 {
+  const gen: u32 = t != 0 ? routeReadBegin(t) : 0;
+  const gen6: u32 = t6 != 0 ? routeReadBegin(t6) : 0;
+  return ((<u64>gen6) << 32) | <u64>gen;
+}
+
+/** End of a read phase over both tables: true if neither changed since tablesReadBegin returned gens. */
+@inline export function tablesReadValid(t: usize, t6: usize, gens: u64): bool {
+  return (t == 0 || routeReadValid(t, <u32>gens)) && (t6 == 0 || routeReadValid(t6, <u32>(gens >> 32)));
+}
+
 export function writeBegin(t: usize): void {
   atomic.add<u32>(t, 1, H_GENERATION);
   // Readers must see the odd generation before any store of the update: x86-64's locked add is a

@@ -2,7 +2,7 @@
 // agents: kernel vxlan programmed as flannel does it, and weft's userspace dataplane in each host's
 // namespace, in this process, with static peers. One pod per host; host1's is the client.
 import { addVxlanPeer, createVxlanDevice } from "../../src/backends/vxlan/device.js";
-import { UserspaceDataplane } from "../../src/dataplane/dataplane.js";
+import { UserspaceDataplane, type UserspaceDataplaneOptions } from "../../src/dataplane/dataplane.js";
 import { withNetns } from "../../src/io/netns.js";
 import { LabCluster, LAB_POD_NETWORK, type LabPod } from "../../src/lab/cluster.js";
 
@@ -48,16 +48,17 @@ export async function kernelVxlan(): Promise<Setup> {
 }
 
 /** Dataplane knobs a setup sets (undefined: the dataplane's default); each one set names the setup. */
-export interface Knobs {
-  busyPollUs?: number;
-  queueDelayUs?: number;
-  nice?: number;
-  flowQueue?: boolean;
-  tunQueueLen?: number;
-  udpBatching?: boolean;
-  queuesPerWorker?: number;
-  tunSteering?: boolean;
-}
+export type Knobs = Pick<
+  UserspaceDataplaneOptions,
+  | "busyPollUs"
+  | "queueDelayUs"
+  | "nice"
+  | "flowQueue"
+  | "tunQueueLen"
+  | "udpBatching"
+  | "queuesPerWorker"
+  | "tunSteering"
+>;
 
 export async function userspace(
   format: "vxlan" | "udp",

@@ -125,6 +125,16 @@ const flowQueue = z
       'counted in weft_dataplane_queue_drops_total{reason="flow-queue"}',
   );
 
+/** The userspace dataplane's tuning keys, which both its formats (udp, wasm-vxlan) take. */
+const userspaceTuning = {
+  Workers: workers,
+  QueuesPerWorker: queuesPerWorker,
+  Offloads: offloads,
+  BusyPollMicros: busyPoll,
+  QueueDelayMicros: queueDelay,
+  FlowQueue: flowQueue,
+};
+
 /** Keys of flannel's Windows backends, which a ConfigMap shared with Windows nodes carries (its
  *  Helm chart writes MacPrefix); flanneld on Linux ignores them, and so does weft. */
 const WINDOWS_ONLY = new Set(["MacPrefix", "Name", "DNSServerList"]);
@@ -176,12 +186,7 @@ const udp = z
   .object({
     Type: z.literal("udp"),
     Port: port(8285, "flannel udp wire format", "flannel's"),
-    Workers: workers,
-    QueuesPerWorker: queuesPerWorker,
-    Offloads: offloads,
-    BusyPollMicros: busyPoll,
-    QueueDelayMicros: queueDelay,
-    FlowQueue: flowQueue,
+    ...userspaceTuning,
   })
   .strict();
 
@@ -201,12 +206,7 @@ const wasmVxlan = z
           "(default Port + 1: in dual-stack the IPv4 dataplane holds Port on the same address, and one socket group cannot be split by inner family); every such node announces it, so nodes may differ. " +
           "Unused over an IPv6 underlay, which takes Port; not the gossip, health or metrics port",
       ),
-    Workers: workers,
-    QueuesPerWorker: queuesPerWorker,
-    Offloads: offloads,
-    BusyPollMicros: busyPoll,
-    QueueDelayMicros: queueDelay,
-    FlowQueue: flowQueue,
+    ...userspaceTuning,
   })
   .strict()
   // The default follows Port; resolved here so that the config in force (weft status) shows it.

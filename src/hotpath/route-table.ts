@@ -26,7 +26,7 @@ export const DEFAULT_ROUTE_TABLE_SIZE: RouteTableSize = { tbl8Groups: 1024, maxR
 export class RouteTable {
   /** Offset of the table in hot-path memory (for contexts). */
   readonly base: number;
-  private readonly errorNames = new Map<number, `ROUTE_ERR_${string}`>();
+  private readonly check: RouteStatusCheck;
 
   constructor(
     private readonly hp: HotPath,
@@ -40,19 +40,7 @@ export class RouteTable {
       throw new WeftError("HOTPATH_ROUTE_TABLE_SIZE", `route table sizes out of range: ${JSON.stringify(size)}`);
     }
     this.base = alloc(bytes, hp.constant("ROUTE_TABLE_ALIGN"));
-    for (const name of [
-      "ROUTE_ERR_NOT_FOUND",
-      "ROUTE_ERR_EXISTS",
-      "ROUTE_ERR_BAD_PREFIX",
-      "ROUTE_ERR_BAD_LENGTH",
-      "ROUTE_ERR_BAD_NEXT_HOP",
-      "ROUTE_ERR_FULL_RULES",
-      "ROUTE_ERR_FULL_TBL8",
-      "ROUTE_ERR_BAD_FIELD",
-      "ROUTE_ERR_BAD_REGION",
-    ] as const) {
-      this.errorNames.set(hp.constant(name), name);
-    }
+    this.check = routeStatusCheck(hp, "route table");
     this.check(hp.fn.routeTableInit(this.base, size.tbl8Groups, size.maxRules, size.maxNextHops), "init");
   }
 
@@ -92,13 +80,33 @@ export class RouteTable {
   clearNextHop(i: number): void {
     this.check(this.hp.fn.nextHopClear(this.base, i), `clear next hop ${i}`);
   }
+}
 
-  private check(code: number, what: string): void {
-    if (code >= 0) return;
-    const name = this.errorNames.get(code) ?? (`ROUTE_ERR_${code}` as const);
+/** Throws a route-table call's status, when below zero, as HOTPATH_<its ROUTE_ERR_ name>, saying what failed. */
+export type RouteStatusCheck = (status: number, what: string) => void;
+
+/** The status check of `table` (its name in messages); both families share the codes of assembly/route/codes.ts. */
+export function routeStatusCheck(hp: HotPath, table: string): RouteStatusCheck {
+  const names = new Map<number, `ROUTE_ERR_${string}`>();
+  for (const name of [
+    "ROUTE_ERR_NOT_FOUND",
+    "ROUTE_ERR_EXISTS",
+    "ROUTE_ERR_BAD_PREFIX",
+    "ROUTE_ERR_BAD_LENGTH",
+    "ROUTE_ERR_BAD_NEXT_HOP",
+    "ROUTE_ERR_FULL_RULES",
+    "ROUTE_ERR_FULL_TBL8",
+    "ROUTE_ERR_BAD_FIELD",
+    "ROUTE_ERR_BAD_REGION",
+  ] as const) {
+    names.set(hp.constant(name), name);
+  }
+  return (status, what) => {
+    if (status >= 0) return;
+    const name = names.get(status) ?? (`ROUTE_ERR_${status}` as const);
     throw new WeftError(
       `HOTPATH_${name}`,
-      `route table: ${what} failed with ${name} (meanings in assembly/route/codes.ts)`,
+      `${table}: ${what} failed with ${name} (meanings in assembly/route/codes.ts)`,
     );
-  }
+  };
 }

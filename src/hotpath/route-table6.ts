@@ -7,6 +7,7 @@ import { macHalves } from "../net/ipv4.js";
 import { formatPrefix6, writeIpv6, type Ipv6Prefix } from "../net/ipv6.js";
 import type { Arena } from "./arena.js";
 import type { HotPath } from "./module.js";
+import { routeStatusCheck, type RouteStatusCheck } from "./route-table.js";
 
 export interface RouteTable6Size {
   maxRules: number;
@@ -23,23 +24,12 @@ export interface NextHop6Record {
 
 export const DEFAULT_ROUTE_TABLE6_SIZE: RouteTable6Size = { maxRules: 16384, maxNextHops: 4096 };
 
-const ERROR_NAMES = [
-  "ROUTE_ERR_NOT_FOUND",
-  "ROUTE_ERR_EXISTS",
-  "ROUTE_ERR_BAD_PREFIX",
-  "ROUTE_ERR_BAD_LENGTH",
-  "ROUTE_ERR_BAD_NEXT_HOP",
-  "ROUTE_ERR_FULL_RULES",
-  "ROUTE_ERR_BAD_FIELD",
-  "ROUTE_ERR_BAD_REGION",
-] as const;
-
 export class RouteTable6 {
   /** Offset of the table in hot-path memory (for contexts). */
   readonly base: number;
   /** 16 bytes where addresses are written for the module to read. */
   private readonly scratch: number;
-  private readonly errorNames = new Map<number, string>();
+  private readonly check: RouteStatusCheck;
 
   constructor(
     private readonly hp: HotPath,
@@ -57,7 +47,7 @@ export class RouteTable6 {
     }
     this.base = alloc(bytes, hp.constant("ROUTE6_TABLE_ALIGN"));
     this.scratch = arena.alloc(16, 16);
-    for (const name of ERROR_NAMES) this.errorNames.set(hp.constant(name), name);
+    this.check = routeStatusCheck(hp, "IPv6 route table");
     this.check(hp.fn.route6TableInit(this.base, size.maxRules, size.maxNextHops), "init");
   }
 
@@ -103,14 +93,5 @@ export class RouteTable6 {
   private put(addr: bigint): number {
     writeIpv6(this.hp.bytes(), this.scratch, addr);
     return this.scratch;
-  }
-
-  private check(code: number, what: string): void {
-    if (code >= 0) return;
-    const name = this.errorNames.get(code) ?? `ROUTE_ERR_${code}`;
-    throw new WeftError(
-      `HOTPATH_${name}` as `HOTPATH_ROUTE_ERR_${string}`,
-      `IPv6 route table: ${what} failed with ${name} (meanings in assembly/route/codes.ts)`,
-    );
   }
 }

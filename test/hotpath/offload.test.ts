@@ -14,7 +14,6 @@ import {
   completePartial,
   buildTcp4,
   buildTcp6,
-  pseudoHeaderSum,
   refLoneHeader,
   refSegmentTcp4,
   refSegmentTcp6,
@@ -25,6 +24,7 @@ import {
 } from "../reference/tcp-offload.js";
 import {
   datagrams,
+  leavePartial,
   MAC1,
   MAC2,
   PEER,
@@ -100,14 +100,6 @@ const superPacket = fc
     bytes[37] = g.junk & 255;
     return { fields: f, bytes, gsoSize: g.gsoSize };
   });
-
-/** A TCP/IPv4 packet as the kernel leaves it with NEEDS_CSUM: its checksum field holds the pseudo-header sum. */
-function leavePartial(bytes: Uint8Array): Uint8Array {
-  const sum = pseudoHeaderSum(bytes, 6, bytes.length - 20);
-  bytes[36] = sum >> 8;
-  bytes[37] = sum & 255;
-  return bytes;
-}
 
 /**
  * One direction of a connection as its TUN reads: lone segments of any flags (pure ACKs, SYN,

@@ -1,5 +1,6 @@
 // Reference packet processing: the behaviour the Wasm hot path must match, written for clarity
 // only (copies, plain branches). Verdicts are names from assembly/verdict.ts.
+import { buildVxlan } from "./build.js";
 import { internetChecksum } from "./checksum.js";
 
 export interface NextHop {
@@ -127,13 +128,7 @@ export function refSend(packet: Uint8Array, ctx: SendContext, format: "vxlan" | 
     if (ttl) return { verdict: ttl };
     return { verdict: "FORWARD", out: ip, addr: hop.ip, port: hop.port };
   }
-  const frame = new Uint8Array(22 + ip.length);
-  frame.set([0x08, 0, 0, 0, (ctx.vni >> 16) & 255, (ctx.vni >> 8) & 255, ctx.vni & 255, 0]);
-  frame.set(hop.mac, 8);
-  frame.set(ctx.mac, 14);
-  frame.set([0x08, 0x00], 20);
-  frame.set(ip, 22);
-  return { verdict: "FORWARD", out: frame, addr: hop.ip, port: hop.port };
+  return { verdict: "FORWARD", out: buildVxlan(ctx.vni, hop.mac, ctx.mac, 0x0800, ip), addr: hop.ip, port: hop.port };
 }
 
 /** A VXLAN payload received from a peer. */

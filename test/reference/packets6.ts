@@ -2,6 +2,7 @@
 // path does with an IPv6 packet from the TUN device when the context has an IPv6 route table, and
 // the IPv6 source check on receive. Verdicts are names from assembly/verdict.ts. Decapsulation of
 // IPv6 frames is the same function for both families (refVxlanReceive in packets.ts).
+import { buildVxlan } from "./build.js";
 import { internetChecksum } from "./checksum.js";
 import type { ReceiveResult } from "./packets.js";
 
@@ -101,12 +102,7 @@ export function refSend6(packet: Uint8Array, ctx: SendContext6): SendResult6 {
     return mayTriggerIcmpError(ip) ? { verdict: "REPLY", out: noRoute6(ip, ctx.localAddr) } : { verdict: "NO_ROUTE" };
   const hop = ctx.nextHop(nh);
   if (!hop?.valid) return { verdict: "NO_NEXT_HOP" };
-  const frame = new Uint8Array(22 + ip.length);
-  frame.set([0x08, 0, 0, 0, (ctx.vni >> 16) & 255, (ctx.vni >> 8) & 255, ctx.vni & 255, 0]);
-  frame.set(hop.mac, 8);
-  frame.set(ctx.mac, 14);
-  frame.set([0x86, 0xdd], 20);
-  frame.set(ip, 22);
+  const frame = buildVxlan(ctx.vni, hop.mac, ctx.mac, 0x86dd, ip);
   const to = isIpv4Mapped(hop.ip) ? { addr: Number(hop.ip & 0xffffffffn) } : { addr6: hop.ip };
   return { verdict: "FORWARD", out: frame, ...to, port: hop.port, peer: nh };
 }

@@ -5,6 +5,7 @@
 import { parsePrefix } from "../../src/net/ipv4.js";
 import { parsePrefix6, writeIpv6 } from "../../src/net/ipv6.js";
 import fc from "fast-check";
+import { pseudoHeaderSum } from "../reference/tcp-offload.js";
 import { makeRig, type Rig } from "./hotpath.js";
 
 const VNI = 1;
@@ -215,6 +216,14 @@ export function receive(runs: Uint8Array[][], format: Format, rx: Receiver = RX,
       csumOffset: h.getUint16(8, true),
     };
   });
+}
+
+/** A TCP/IPv4 packet as the kernel leaves it with NEEDS_CSUM: its checksum field holds the pseudo-header sum. */
+export function leavePartial(bytes: Uint8Array): Uint8Array {
+  const sum = pseudoHeaderSum(bytes, 6, bytes.length - 20);
+  bytes[36] = sum >> 8;
+  bytes[37] = sum & 255;
+  return bytes;
 }
 
 /** Cheap deterministic payload bytes. */
