@@ -76,7 +76,7 @@ function needPath(args: CniArgs): string[] {
   return args.path;
 }
 
-/** Kubernetes' interface name, and the one a kept file without weft.ifName (flannel's, an older weft's) was added with. */
+/** Kubernetes' interface name, and flannel's plugin's usual one. */
 const DEFAULT_IFNAME = "eth0";
 
 /**
@@ -112,7 +112,9 @@ function attachmentOf(args: CniArgs): { cid: string; ifName: string } {
 
 /**
  * The kept config of a DEL or CHECK's attachment, if any: its own file; but an older weft kept
- * every interface in `<id>`, which is then the attachment's whose interface name it holds.
+ * every interface in `<id>`, which is then the attachment's whose interface name it holds, and
+ * flannel's plugin (as a weft before weft.ifName) one `<id>` per container whatever its interface,
+ * with no name: that one is any interface's of the container.
  */
 async function keptPath(args: CniArgs, dataDir: string): Promise<string | undefined> {
   const { cid, ifName } = attachmentOf(args);
@@ -128,7 +130,7 @@ async function keptPath(args: CniArgs, dataDir: string): Promise<string | undefi
     return own;
   // A damaged `<id>` counts as eth0's, for DEL to report and remove.
   const found = await readKept(old).catch(() => undefined);
-  if (found) return found.ifName === ifName ? old : undefined;
+  if (found) return found.ifName === undefined || found.ifName === ifName ? old : undefined;
   return own === old ? own : undefined;
 }
 
@@ -172,7 +174,7 @@ export async function runPlugin(call: PluginCall): Promise<object | undefined> {
       // since ADD (a bad delegate key, another version) never keeps a pod Terminating.
       const conf = parseDelConf(call.stdin);
       const kept = await keptPath(args, conf.dataDir);
-      if (kept) await deleteKept(kept, args, conf.prevResult);
+      if (kept) await deleteKept(kept, [args], conf.prevResult);
       return undefined;
     }
     case "STATUS":
@@ -237,10 +239,11 @@ export async function runPlugin(call: PluginCall): Promise<object | undefined> {
 }
 
 /**
- * DEL of what ADD kept in `path`, with the runtime's prevResult if of its version; the file goes once the
- * delegate's DEL worked. Nothing kept (never added, or already deleted) succeeds, as the spec asks.
+ * DEL of what ADD kept in `path` (one per call: GC may not know which interface), with the runtime's
+ * prevResult if of its version; the file goes once the delegate's DEL worked. Nothing kept (never
+ * added, or already deleted) succeeds, as the spec asks.
  */
-async function deleteKept(path: string, args: CniArgs, prevResult?: Record<string, unknown>): Promise<void> {
+async function deleteKept(path: string, calls: CniArgs[], prevResult?: Record<string, unknown>): Promise<void> {
   const found = await readKept(path).catch(async (e: unknown) => {
     if (!(e instanceof CniError && e.cniCode === CNI_ERROR.DECODE_FAILURE)) throw e;
     // As flannel's plugin: a DEL failing forever leaves the pod Terminating, and nothing
@@ -258,7 +261,7 @@ async function deleteKept(path: string, args: CniArgs, prevResult?: Record<strin
   // DEL would fail forever. Without it DEL works from the config alone, as under flannel's plugin.
   const prev = prevResult && resultFor(prevResult, d.cniVersion);
   if (prev?.cniVersion === d.cniVersion) d.prevResult = prev;
-  await execPlugin(d.type as string, d, args);
+  for (const args of calls) await execPlugin(d.type as string, d, args);
   await rm(path, { force: true });
 }
 
@@ -293,6 +296,7 @@ async function gc(call: PluginCall): Promise<undefined> {
   const valid = new Set(
     attachments.map((a) => (a.ifname === undefined ? a.containerID : `${a.containerID}@${a.ifname}`)),
   );
+  const listed = new Set(attachments.map((a) => a.containerID));
   const failures: CniError[] = [];
   const names = await readdir(conf.dataDir).catch((e: NodeJS.ErrnoException) => {
     if (e.code === "ENOENT") return [];
@@ -307,10 +311,12 @@ async function gc(call: PluginCall): Promise<undefined> {
     // its own network. A damaged file is no one's known: DEL removes it, GC leaves it.
     const file = join(conf.dataDir, name);
     const found = await readKept(file).catch(() => undefined);
-    if (found?.d.name !== conf.name || valid.has(`${cid}@${found.ifName}`)) continue;
-    await deleteKept(file, { command: "DEL", containerId: cid, ifName: found.ifName, path }).catch((e: unknown) =>
-      failures.push(asCniError(e)),
-    );
+    if (found?.d.name !== conf.name) continue;
+    // A file without an interface name is any interface's: kept while the container is listed.
+    if (found.ifName === undefined ? listed.has(cid) : valid.has(`${cid}@${found.ifName}`)) continue;
+    const ifNames = found.ifName === undefined ? await unkeptIfNames(found.d, cid, names) : [found.ifName];
+    const calls = ifNames.map((ifName): CniArgs => ({ command: "DEL", containerId: cid, ifName, path }));
+    await deleteKept(file, calls).catch((e: unknown) => failures.push(asCniError(e)));
   }
   try {
     const full = parseNetConf(call.stdin);
@@ -360,7 +366,30 @@ async function readSubnetEnv(path: string): Promise<SubnetEnv> {
 
 interface Kept {
   d: Record<string, unknown>;
-  ifName: string;
+  /** Unknown for flannel's plugin's files and an older weft's. */
+  ifName?: string;
+}
+
+/** host-local's store when the config does not name one. */
+const HOST_LOCAL_DIR = "/var/lib/cni/networks";
+
+/**
+ * The interfaces to DEL, at GC, for a container's file without an interface name (flannel's):
+ * host-local's DEL releases only the addresses of the (container, interface) it names, or, when
+ * there are none, those an older host-local stored under the container alone; so the interfaces it
+ * holds addresses for (but those with a kept file of their own) are read from its store (`<ip>`
+ * files holding "<id>\r\n<ifname>"); with none found, or another IPAM, eth0, flannel's usual one.
+ */
+async function unkeptIfNames(d: Record<string, unknown>, cid: string, names: string[]): Promise<string[]> {
+  const ipam = d.ipam as { type?: unknown; dataDir?: unknown } | undefined;
+  if (ipam?.type !== "host-local" || typeof d.name !== "string") return [DEFAULT_IFNAME];
+  const dir = join(typeof ipam.dataDir === "string" ? ipam.dataDir : HOST_LOCAL_DIR, d.name);
+  const held = new Set<string>();
+  for (const f of await readdir(dir).catch(() => [] as string[])) {
+    const [id, ifName] = (await readFile(join(dir, f), "utf8").catch(() => "")).trim().split("\r\n");
+    if (id === cid && ifName && !names.includes(`${cid}@${ifName}`)) held.add(ifName);
+  }
+  return held.size > 0 ? [...held] : [DEFAULT_IFNAME];
 }
 
 async function readKept(path: string): Promise<Kept | undefined> {
@@ -373,8 +402,8 @@ async function readKept(path: string): Promise<Kept | undefined> {
   }
   try {
     const { [KEPT_IFNAME]: ifName, ...d } = JSON.parse(text) as Record<string, unknown>;
-    // Files kept by flannel's plugin or an older weft have no interface name: Kubernetes' is eth0.
-    if (typeof d.type === "string") return { d, ifName: typeof ifName === "string" ? ifName : DEFAULT_IFNAME };
+    // Files kept by flannel's plugin or an older weft have no interface name.
+    if (typeof d.type === "string") return { d, ifName: typeof ifName === "string" ? ifName : undefined };
   } catch {
     // handled below
   }

@@ -168,7 +168,7 @@ describe("weft cni: the kept delegate config", () => {
     await expect(execPlugin("flannel", conf({ ...valid }), gcArgs)).rejects.toMatchObject({ cniCode: 1 });
   });
 
-  it("files without weft's own layout: flannel's (no interface name: eth0) and an older weft's (every interface in <id>)", async () => {
+  it("files without weft's own layout: flannel's (no interface name: any interface's) and an older weft's (every interface in <id>)", async () => {
     const v110 = { cniVersion: "1.1.0" };
     const gcArgs: CniArgs = { command: "GC", path: [join(dir, "bin"), fake.dir] };
     const gc = (valid: object[]) =>
@@ -176,13 +176,20 @@ describe("weft cni: the kept delegate config", () => {
     const keep = (id: string, extra: object = {}) =>
       writeFileSync(join(dataDir, id), JSON.stringify({ cniVersion: "1.0.0", name: "cbr0", type: "fake", ...extra }));
     keep("fl-1");
-    // Listed with its container only, or as eth0: kept. As another interface: flannel's eth0 is stale.
-    expect(await gc([{ containerID: "fl-1" }])).toBeUndefined();
-    expect(await gc([{ containerID: "fl-1", ifname: "eth0" }])).toBeUndefined();
+    keep("fl-2");
+    // Flannel's plugin keeps one file per container, whatever the interface (net1 under Multus):
+    // kept while any attachment of the container is listed; DEL of any interface runs it.
+    for (const ifname of [undefined, "eth0", "net1"])
+      expect(await gc([{ containerID: "fl-1", ifname }])).toBeUndefined();
     expect(kept()).toContain("fl-1");
-    expect(await gc([{ containerID: "fl-1", ifname: "net1" }])).toBeUndefined();
+    expect(fake.calls().filter((c) => c.endsWith(" fl-1"))).toEqual([]);
+    expect(await execPlugin("flannel", conf(), { ...args("DEL", "fl-1"), ifName: "net1" })).toBeUndefined();
     expect(kept()).not.toContain("fl-1");
     expect(fake.calls().filter((c) => c.endsWith(" fl-1"))).toEqual(["DEL fl-1"]);
+    // Its container no longer listed at all: GC runs it once (no host-local store to name interfaces: eth0).
+    expect(await gc([{ containerID: "other", ifname: "net1" }])).toBeUndefined();
+    expect(kept()).not.toContain("fl-2");
+    expect(fake.calls().filter((c) => c.endsWith(" fl-2"))).toEqual(["DEL fl-2"]);
     // An older weft kept net1's config as <id>: DEL of eth0 is not its; DEL of net1 finds and runs it.
     keep("old-1", { "weft.ifName": "net1" });
     expect(await execPlugin("flannel", conf(), args("DEL", "old-1"))).toBeUndefined();

@@ -219,6 +219,48 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
     }
   });
 
+  it("a file kept as flannel's plugin keeps it (`<id>`, no interface name) for a pod's net1: GC keeps it while the container is listed, DEL of net1 runs it; GC of an unlisted container frees net1's address", async () => {
+    const conf = flannelConf(h1, { cniVersion: "1.1.0" });
+    const [a, b] = [await Netns.create("cni-flnet1"), await Netns.create("cni-flnet1")];
+    try {
+      const dataDir = join(lab.hostDir(h1), "flannel");
+      const links = async (ns: Netns) =>
+        (await ns.kernel.ipJson<Array<{ ifname: string }>>(["link", "show"])).map((l) => l.ifname);
+      // Added as net1 under flannel's plugin: the same delegate config, in `<id>`, without weft.ifName.
+      const addNet1 = async (ns: Netns) => {
+        const r = (await runFlannel(h1, "ADD", conf, {
+          containerId: ns.name,
+          netns: ns.path,
+          ifName: "net1",
+        })) as CniResult;
+        const { "weft.ifName": _, ...d } = JSON.parse(await readFile(join(dataDir, `${ns.name}@net1`), "utf8"));
+        await writeFile(join(dataDir, ns.name), JSON.stringify(d));
+        await rm(join(dataDir, `${ns.name}@net1`));
+        return r.ips![0].address.split("/")[0];
+      };
+      const [addrA, addrB] = [await addNet1(a), await addNet1(b)];
+      const valid = (...ns: Netns[]) => ({
+        "cni.dev/valid-attachments": ns.map((n) => ({ containerID: n.name, ifname: "net1" })),
+      });
+      expect(await runFlannel(h1, "GC", { ...conf, ...valid(a, b) })).toBeUndefined();
+      expect(await kept(h1)).toEqual(expect.arrayContaining([a.name, b.name]));
+      expect(await ipamStore(h1)).toEqual(expect.arrayContaining([addrA, addrB]));
+      // The runtime's DEL of net1: the delegate's DEL runs for net1 (interface and address gone).
+      expect(await runFlannel(h1, "DEL", conf, { containerId: a.name, netns: a.path, ifName: "net1" })).toBeUndefined();
+      expect(await links(a)).not.toContain("net1");
+      expect(await ipamStore(h1)).not.toContain(addrA);
+      expect(await kept(h1)).not.toContain(a.name);
+      // The runtime lost b without a DEL: GC finds net1 in host-local's store, and frees its address.
+      await b.destroy();
+      expect(await runFlannel(h1, "GC", { ...conf, ...valid(a) })).toBeUndefined();
+      expect(await ipamStore(h1)).not.toContain(addrB);
+      expect(await kept(h1)).not.toContain(b.name);
+    } finally {
+      await a.destroy();
+      await b.destroy();
+    }
+  });
+
   it.each([null, undefined])(
     "GC with cni.dev/valid-attachments %s (libcni's nil slice when no pod uses the network; or left out) deletes every kept attachment",
     async (none) => {
