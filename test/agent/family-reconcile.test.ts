@@ -38,7 +38,7 @@ describe.skipIf(!canUseNetns())("agents, dual-stack: one family's failing reconc
       const failed = await eventually(
         "an IPv4 reconcile failure",
         async () =>
-          (await env.agents.errorLines(a1, since)).find((l) => /reconcile failed/.test(l.msg)) as
+          (await env.agents.errorLines(a1, since)).find((l) => l.code === "AGENT_RECONCILE_FAILED") as
             | { family?: number; err?: { code?: string } }
             | undefined,
         (l) => l !== undefined,
