@@ -8,9 +8,14 @@
 
 namespace weft {
 
+// Raised with every change the JS side must match (a layout, a result's encoding, a function's
+// arguments): src/io/native.ts refuses an addon of another version, which `npm run build` leaves.
+constexpr int32_t kAbiVersion = 2;
+
 void RegisterDescriptor(Napi::Env env, Napi::Object exports) {
   auto set = [&](const char* name, int32_t value) { SetConstant(env, exports, name, value); };
   // Byte offsets, as in assembly/descriptor.ts.
+  set("ABI_VERSION", kAbiVersion);
   set("DESC_BYTES", kDescBytes);
   set("DESC_OFF", kOff * 4);
   set("DESC_CAP", kCap * 4);

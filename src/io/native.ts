@@ -29,6 +29,8 @@ type BatchCall<Extra extends unknown[]> = (
 ) => number;
 
 export interface NativeIo {
+  /** What this code expects of the addon (ADDON_ABI; addon.cc's kAbiVersion). */
+  readonly ABI_VERSION: number;
   readonly DESC_BYTES: number;
   readonly DESC_OFF: number;
   readonly DESC_CAP: number;
@@ -161,16 +163,19 @@ function load(): NativeIo {
   return checkAddon(createRequire(import.meta.url)(addonPath) as NativeIo);
 }
 
+/** The addon version this code is written for: raised with native/src/addon.cc's kAbiVersion. */
+export const ADDON_ABI = 2;
+
 /**
- * Refuses an addon built before the batch layout was exported: it would read every result as 0
- * packets done, pod traffic dropped with no error (`npm run build` does not rebuild the addon).
+ * Refuses an addon built from another checkout (`npm run build` does not rebuild it): one from
+ * before the batch layout was exported, say, would read every result as 0 packets done, pod
+ * traffic dropped with no error.
  */
 export function checkAddon(addon: NativeIo): NativeIo {
-  const layout = ["BATCH_DONE_MASK", "BATCH_FAILED_SHIFT", "BATCH_FAILED_MASK", "BATCH_ERRNO_SHIFT"] as const;
-  if (layout.some((k) => typeof addon[k] !== "number")) {
+  if (addon.ABI_VERSION !== ADDON_ABI) {
     throw new WeftError(
       "IO_ADDON_NOT_BUILT",
-      `${addonPath} is older than this checkout; rebuild it with \`npm install\` (or \`npx node-gyp rebuild --directory native\`)`,
+      `${addonPath} was built from another checkout (addon version ${addon.ABI_VERSION ?? "none"}, this one needs ${ADDON_ABI}); rebuild it with \`npm install\` (or \`npx node-gyp rebuild --directory native\`)`,
     );
   }
   return addon;
