@@ -983,15 +983,14 @@ export class Agent {
 
   /** Kernel drops on the userspace dataplane's sockets (kernel backends have none of their own). */
   private socketDrops(): SocketDrops | undefined {
-    if (!this.backend?.dataplaneSockets) return undefined;
     // Each running dataplane's sockets, as its backend reports them: IPv6 over the IPv4 underlay
-    // has a port of its own, on IPv4 sockets.
-    return udpSocketDrops(
-      this.lanes.flatMap((l) => {
-        const sockets = l.backend?.dataplaneSockets?.();
-        return sockets ? [{ family: l.family, port: sockets.port, socketFamily: sockets.family }] : [];
-      }),
-    );
+    // has a port of its own, on IPv4 sockets. A family whose backend is down (being replaced) does
+    // not hide the other's.
+    const ports = this.lanes.flatMap((l) => {
+      const sockets = l.backend?.dataplaneSockets?.();
+      return sockets ? [{ family: l.family, port: sockets.port, socketFamily: sockets.family }] : [];
+    });
+    return ports.length > 0 ? udpSocketDrops(ports) : undefined;
   }
 
   /**
