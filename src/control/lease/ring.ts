@@ -265,8 +265,8 @@ export class Ring {
 
   /**
    * `heir` takes over every run of slots owned by a condemned node that directly follows a slot
-   * `heir` owns (rule 4), repeating until nothing changes, so chains of dead owners are taken
-   * too. With `takeOrphans`, if no live (uncondemned) node owns any slot at all, nobody can be
+   * `heir` owns (rule 4), and so on, so chains of dead owners are taken too (in one pass: every
+   * condemned segment with only condemned ones back to one of `heir`'s). With `takeOrphans`, if no live (uncondemned) node owns any slot at all, nobody can be
    * heir and `heir` takes every condemned slot (only for an operator's explicit reclaim).
    * Reclaimed slots become free slots of the heir. Returns the changed runs.
    */
@@ -274,38 +274,34 @@ export class Ring {
     const heirId = this.id(heir);
     const isCondemned = (g: Segment): boolean =>
       g.owner !== NO_OWNER && g.owner !== heirId && condemned.has(this.names[g.owner]);
-    const taken: SlotSpan[] = [];
-    const take = (g: Segment, count: number): void => {
-      this.assign(g.start, count, heirId, g.version + 1, false);
-      taken.push({ start: g.start, count });
-    };
-    for (let progress = true; progress; ) {
-      progress = false;
-      for (let i = 0; i < this.segs.length; i++) {
-        const g = this.segs[i];
-        const prev = this.segs[(i + this.segs.length - 1) % this.segs.length];
-        if (!isCondemned(g) || prev.owner !== heirId) continue;
-        // g starts a condemned run right after one of heir's slots: take the whole run, which
-        // may go on in following segments of other versions and wrap past the end.
-        const run: Array<[Segment, number]> = [];
-        for (
-          let j = i;
-          run.length < this.segs.length && this.segs[j].owner === g.owner;
-          j = (j + 1) % this.segs.length
-        ) {
-          run.push([this.segs[j], this.end(j) - this.segs[j].start]);
-        }
-        for (const [seg, count] of run) take(seg, count);
-        progress = true;
-        break; // the segment list changed: look again from the start
+    const n = this.segs.length;
+    const take: boolean[] = new Array(n).fill(false);
+    const anchor = this.segs.findIndex((g) => g.owner === heirId);
+    if (anchor >= 0) {
+      // One lap from one of heir's segments, wrapping past the end: a condemned segment is taken
+      // when every segment back to heir's last one is taken too — what taking run after run until
+      // nothing changes gives, since each run taken makes the next one follow a slot of heir's.
+      for (let k = 1, chain = true; k < n; k++) {
+        const j = (anchor + k) % n;
+        const g = this.segs[j];
+        if (g.owner === heirId) chain = true;
+        else if (chain && isCondemned(g)) take[j] = true;
+        else chain = false;
       }
+    } else if (takeOrphans && !this.segs.some((g) => g.owner !== NO_OWNER && !isCondemned(g))) {
+      for (const [i, g] of this.segs.entries()) take[i] = isCondemned(g);
     }
-    if (takeOrphans && !this.segs.some((g) => g.owner !== NO_OWNER && !isCondemned(g))) {
-      for (const [seg, count] of this.segs
-        .map((g, i): [Segment, number] => [g, this.end(i) - g.start])
-        .filter(([g]) => isCondemned(g)))
-        take(seg, count);
-    }
+    // Rebuilt in one pass, not assigned run by run (each assign splices the whole list).
+    const taken: SlotSpan[] = [];
+    const segs = this.segs.map((g, i): Segment => {
+      if (!take[i]) return g;
+      const count = this.end(i) - g.start;
+      this.count(g.owner, -count);
+      this.count(heirId, count);
+      taken.push({ start: g.start, count });
+      return { start: g.start, owner: heirId, version: g.version + 1, leased: false };
+    });
+    this.segs = joined(segs);
     return this.runsIn(taken);
   }
 
@@ -483,13 +479,7 @@ export class Ring {
     const from = first > 0 ? first - 1 : first;
     const to = last + 1 < this.segs.length ? last + 2 : last + 1;
     const window = [...this.segs.slice(from, first), ...replaced, ...this.segs.slice(last + 1, to)];
-    const joined: Segment[] = [];
-    for (const g of window) {
-      const prev = joined[joined.length - 1];
-      if (prev && prev.owner === g.owner && prev.version === g.version && prev.leased === g.leased) continue;
-      joined.push(g);
-    }
-    this.segs.splice(from, to - from, ...joined);
+    this.segs.splice(from, to - from, ...joined(window));
   }
 
   /** Adds `delta` (negative: takes) to `owner`'s count in the index. */
@@ -539,6 +529,17 @@ export class Ring {
     const st = this.slot(slot);
     return st.owner === null ? "unknown here" : `owned by ${st.owner} at v${st.version}${st.leased ? ", leased" : ""}`;
   }
+}
+
+/** `segs` with each segment that has its predecessor's state left out (joined into it). */
+function joined(segs: readonly Segment[]): Segment[] {
+  const out: Segment[] = [];
+  for (const g of segs) {
+    const prev = out[out.length - 1];
+    if (prev && prev.owner === g.owner && prev.version === g.version && prev.leased === g.leased) continue;
+    out.push(g);
+  }
+  return out;
 }
 
 /** A node leases one slot; a stale view can show a node's old and new lease side by side, and

@@ -141,6 +141,80 @@ export async function hostRoutes(
   return out;
 }
 
+/** The agents of snapshot `s` still running now: only they count as subnet holders. */
+export function liveIn(s: Snapshot): Set<LabAgent> {
+  return new Set(s.views.map((v) => v.agent).filter((a) => running(a.process)));
+}
+
+/** A violation the subnet check found: its kind, detail (the same each time it is seen) and the sources that said so. */
+export interface Finding {
+  kind: "same-subnet" | "route-to-self";
+  detail: string;
+  more: string;
+}
+
+/**
+ * The subnet check, for each of `families`: no two `live` agents hold overlapping subnets by
+ * any source in `s` (their own /status, their subnet.env once ready, any agent's /status peers
+ * or routes), and no agent routes to itself. The monitor runs it on every sample, a scenario on
+ * its settled outcome; `agents`: the lab's agents, to tell which one an underlay address is.
+ */
+export function subnetFindings(
+  s: Snapshot,
+  live: ReadonlySet<LabAgent>,
+  agents: readonly LabAgent[],
+  families: readonly Family[],
+): Finding[] {
+  return families.flatMap((family) => familyFindings(s, live, agents, family));
+}
+
+function familyFindings(
+  s: Snapshot,
+  live: ReadonlySet<LabAgent>,
+  agents: readonly LabAgent[],
+  family: Family,
+): Finding[] {
+  const f = FAMILIES[family];
+  const found: Finding[] = [];
+  const byUnderlay = new Map(agents.map((a) => [f.underlay(a), a]));
+  type Claim = { subnet: string; holder: LabAgent; source: string };
+  const claims: Claim[] = [];
+  for (const v of s.views) {
+    if (!live.has(v.agent)) continue;
+    const me = v.agent.host.name;
+    const fv = v.families.get(family)!;
+    const own = v.status && f.subnet(v.status);
+    if (own) claims.push({ subnet: own, holder: v.agent, source: `${me}'s /status` });
+    // subnet.env counts once the agent answers: a restarted agent rewrites it before it is ready.
+    if (fv.envSubnet && v.status?.ready)
+      claims.push({ subnet: fv.envSubnet, holder: v.agent, source: `${me}'s subnet.env` });
+    for (const p of v.status ? f.peers(v.status) : []) {
+      const holder = byUnderlay.get(p.underlay);
+      if (holder && live.has(holder)) claims.push({ subnet: p.subnet, holder, source: `${me}'s /status peers` });
+    }
+    for (const [dst, to] of fv.routes) {
+      const holder = byUnderlay.get(to);
+      if (holder === v.agent) found.push({ kind: "route-to-self", detail: `${me} routes ${dst} to itself`, more: "" });
+      else if (holder && live.has(holder)) claims.push({ subnet: dst, holder, source: `${me}'s routes` });
+    }
+  }
+  // One finding per pair of holders and subnets, naming every source that said so.
+  const conflicts = new Map<string, Set<string>>();
+  for (let i = 0; i < claims.length; i++) {
+    for (let j = i + 1; j < claims.length; j++) {
+      const [x, y] = [claims[i], claims[j]].sort((p, q) => p.holder.host.name.localeCompare(q.holder.host.name));
+      if (x.holder === y.holder || !f.overlap(x.subnet, y.subnet)) continue;
+      const key = `${x.subnet} held by ${x.holder.host.name} and ${y.subnet} by ${y.holder.host.name}`;
+      const sources = conflicts.get(key) ?? new Set<string>();
+      sources.add(x.source).add(y.source);
+      conflicts.set(key, sources);
+    }
+  }
+  for (const [key, sources] of conflicts)
+    found.push({ kind: "same-subnet", detail: key, more: `, according to ${[...sources].sort().join(", ")}` });
+  return found;
+}
+
 export interface MonitorOptions {
   faults?: SwitchFaults;
   /** A node running for less than this, or cut from an observer less than this ago, may still be seen dead without it counting as a false death. */
@@ -275,55 +349,13 @@ export class Monitor {
   }
 
   private check(s: Snapshot): void {
-    // Only agents still running after the sample count as holders.
-    const live = new Set(s.views.map((v) => v.agent).filter((a) => running(a.process)));
-    for (const family of this.families) this.checkSubnets(s, live, family);
+    const live = liveIn(s);
+    for (const x of subnetFindings(s, live, this.agents.agents, this.families)) this.violate(x.kind, x.detail, x.more);
     this.checkDead(s, live);
     this.countFalseDeaths(s, live);
     if (this.missing(s).length > 0) this.convergedSince = undefined;
     else this.convergedSince ??= s.at;
     for (const l of this.listeners.splice(0)) l(s);
-  }
-
-  /** No two live agents hold overlapping subnets of `family`, by any source. */
-  private checkSubnets(s: Snapshot, live: Set<LabAgent>, family: Family): void {
-    const f = FAMILIES[family];
-    const byUnderlay = new Map(this.agents.agents.map((a) => [f.underlay(a), a]));
-    type Claim = { subnet: string; holder: LabAgent; source: string };
-    const claims: Claim[] = [];
-    for (const v of s.views) {
-      if (!live.has(v.agent)) continue;
-      const me = v.agent.host.name;
-      const fv = v.families.get(family)!;
-      const own = v.status && f.subnet(v.status);
-      if (own) claims.push({ subnet: own, holder: v.agent, source: `${me}'s /status` });
-      // subnet.env counts once the agent answers: a restarted agent rewrites it before it is ready.
-      if (fv.envSubnet && v.status?.ready)
-        claims.push({ subnet: fv.envSubnet, holder: v.agent, source: `${me}'s subnet.env` });
-      for (const p of v.status ? f.peers(v.status) : []) {
-        const holder = byUnderlay.get(p.underlay);
-        if (holder && live.has(holder)) claims.push({ subnet: p.subnet, holder, source: `${me}'s /status peers` });
-      }
-      for (const [dst, to] of fv.routes) {
-        const holder = byUnderlay.get(to);
-        if (holder === v.agent) this.violate("route-to-self", `${me} routes ${dst} to itself`);
-        else if (holder && live.has(holder)) claims.push({ subnet: dst, holder, source: `${me}'s routes` });
-      }
-    }
-    // One violation per pair of holders and subnets, naming every source that said so.
-    const conflicts = new Map<string, Set<string>>();
-    for (let i = 0; i < claims.length; i++) {
-      for (let j = i + 1; j < claims.length; j++) {
-        const [x, y] = [claims[i], claims[j]].sort((p, q) => p.holder.host.name.localeCompare(q.holder.host.name));
-        if (x.holder === y.holder || !f.overlap(x.subnet, y.subnet)) continue;
-        const key = `${x.subnet} held by ${x.holder.host.name} and ${y.subnet} by ${y.holder.host.name}`;
-        const sources = conflicts.get(key) ?? new Set<string>();
-        sources.add(x.source).add(y.source);
-        conflicts.set(key, sources);
-      }
-    }
-    for (const [key, sources] of conflicts)
-      this.violate("same-subnet", key, `, according to ${[...sources].sort().join(", ")}`);
   }
 
   /** The first sample of the current converged stretch (undefined: not converged now). */

@@ -5,12 +5,11 @@
 import { rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { parsePrefix, prefixesOverlap } from "../../net/ipv4.js";
 import { LAB_GOSSIP_PORT, type LabAgent, running } from "../agents.js";
 import { ping } from "../traffic.js";
 import { chaosNetConf, type ChaosLab } from "./lab.js";
 import { fillUp, mountTmpfs } from "./faults.js";
-import { FAMILIES } from "./observe.js";
+import { FAMILIES, liveIn, subnetFindings } from "./observe.js";
 
 /** How long each fault lasts: the full suite uses the issue's durations, the short one less. */
 export interface Durations {
@@ -359,24 +358,13 @@ async function reservedSlots(c: ChaosLab): Promise<string[]> {
   );
 }
 
-/** Whether two running agents hold overlapping subnets by their own /status: each pair that does. */
-async function sharedSubnets(c: ChaosLab): Promise<string[]> {
-  const up = c.all.filter((a) => running(a.process));
-  // An agent that does not answer is a finding of the check, not an end of the scenario.
-  const answers = await Promise.all(up.map((a) => c.agents.status(a).catch((err: Error) => err)));
-  const silent = up.flatMap((a, i) => {
-    const r = answers[i];
-    return r instanceof Error ? [`${a.host.name} did not answer /status: ${r.message}`] : [];
-  });
-  const held = answers.flatMap((s) => (s instanceof Error || !s.subnet ? [] : [s]));
-  return silent.concat(
-    held.flatMap((x, i) =>
-      held
-        .slice(i + 1)
-        .filter((y) => prefixesOverlap(parsePrefix(x.subnet!), parsePrefix(y.subnet!)))
-        .map((y) => `${x.node} holds ${x.subnet}, ${y.node} ${y.subnet}`),
-    ),
-  );
+/** Runs the monitor's subnet check (every family) on a fresh sample and records what it finds, `what` saying when; a running agent that does not answer /status is a finding too. */
+async function checkSettledSubnets(c: ChaosLab, what: string): Promise<void> {
+  const s = await c.monitor.sample();
+  for (const v of s.views)
+    if (!v.status) c.monitor.violate("same-subnet", `${what}: ${v.agent.host.name} did not answer /status`);
+  for (const x of subnetFindings(s, liveIn(s), c.all, c.monitor.families))
+    c.monitor.violate(x.kind, `${what}: ${x.detail}`, x.more);
 }
 
 const removedReclaimed: Scenario = {
@@ -424,8 +412,7 @@ const removedReclaimed: Scenario = {
     }
     await settle(c, t0, "after host5 joined");
     // The monitor checks every source at every sample; this is the outcome once all is settled.
-    const shared = await sharedSubnets(c);
-    if (shared.length > 0) c.monitor.violate("same-subnet", `after host5 joined: ${shared.join("; ")}`);
+    await checkSettledSubnets(c, "after host5 joined");
   },
 };
 
