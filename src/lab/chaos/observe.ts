@@ -236,7 +236,6 @@ export interface MonitorOptions {
 export class Monitor {
   readonly violations = new Map<string, Violation>();
   falseDeaths = 0;
-  last?: Snapshot;
   /** Agents that belong in the cluster (started and not expected to be refused). */
   readonly members = new Set<LabAgent>();
   private readonly startedAt = new Map<LabAgent, number>();
@@ -338,9 +337,7 @@ export class Monitor {
         return { agent: a, status, families };
       }),
     );
-    const snap = { at: Date.now(), views };
-    this.last = snap;
-    return snap;
+    return { at: Date.now(), views };
   }
 
   /** Resolves with the next snapshot the loop takes. */
