@@ -284,7 +284,7 @@ export function agentMetrics(
   mirroredCounter(
     registry,
     "weft_dataplane_queue_drops_total",
-    "Userspace dataplane packets dropped at its queues, by address family and reason: queue-delay (waited longer than the target in a socket's receive queue), flow-queue (dropped at the head of the fattest flow of the send path's flow queue, or held in it or between it and the hot path by a worker that died), send (socket full, or not yet sent by a worker that died), tun-write (TUN device full, or not yet written by a worker that died), tun-ring (the kernel dropped them at the TUN device's ring, full of packets the workers had not read yet: its tx_dropped)",
+    "Userspace dataplane packets dropped at its queues, by address family and reason: queue-delay (waited longer than the target in a socket's receive queue), flow-queue (dropped at the head of the fattest flow of the send path's flow queue, or held in it or between it and the hot path by a worker that died), send (socket full, left after the first on a closed socket, or not yet sent by a worker that died), tun-write (TUN device full, left after the first on a closed queue or deleted device, or not yet written by a worker that died), tun-ring (the kernel dropped them at the TUN device's ring, full of packets the workers had not read yet: its tx_dropped)",
     ["family", "reason"],
     (set) =>
       eachDataplane((d, family) => {

@@ -12,7 +12,7 @@ import type { Logger } from "pino";
 import { WeftError } from "../errors.js";
 import { Arena } from "../hotpath/arena.js";
 import { PacketBatch } from "../hotpath/batch.js";
-import { DataplaneContext, type DirectionCounters, icmpBucket } from "../hotpath/context.js";
+import { DataplaneContext, type DirectionCounters, icmpBucket, PeerCounterSums } from "../hotpath/context.js";
 import { HotPath, createHotPathMemory } from "../hotpath/module.js";
 import { RouteTable } from "../hotpath/route-table.js";
 import type { TunQueue } from "../io/tun.js";
@@ -198,6 +198,8 @@ interface Worker {
   task: QueueTask;
   pairs: Pair[];
   waker: Waker;
+  /** The worker's I/O counters (task.ioCounters), viewed once for counters(). */
+  io: BigUint64Array;
   running?: Promise<void>;
 }
 
@@ -409,6 +411,7 @@ export class UserspaceDataplane {
         this.workerTasks.push({
           pairs: mine,
           waker,
+          io: new BigUint64Array(this.hp.memory.buffer, ioCounters, IO_COUNTER_SLOTS),
           task: {
             worker: w,
             format: opts.format,
@@ -593,8 +596,9 @@ export class UserspaceDataplane {
   }
 
   counters(opts: { peers?: boolean } = {}): DataplaneCounters {
-    const sumDir = (get: (c: DataplaneContext) => DirectionCounters): DirectionCounters => {
-      const all = this.pairs.map((q) => get(q.ctx));
+    const perPair = this.pairs.map((q) => ({ tx: q.ctx.tx(), rx: q.ctx.rx() }));
+    const sumDir = (dir: "tx" | "rx"): DirectionCounters => {
+      const all = perPair.map((c) => c[dir]);
       const packets: Record<string, bigint> = {};
       for (const c of all) for (const [k, v] of Object.entries(c.packets)) packets[k] = (packets[k] ?? 0n) + v;
       return {
@@ -605,23 +609,18 @@ export class UserspaceDataplane {
       };
     };
     const io = {} as DataplaneCounters["io"];
-    for (const [name, slot] of Object.entries(IO_COUNTER) as Array<[keyof typeof IO_COUNTER, number]>) {
-      io[name] = this.workerTasks.reduce(
-        (n, w) => n + new BigUint64Array(this.hp.memory.buffer, w.task.ioCounters, IO_COUNTER_SLOTS)[slot],
-        0n,
-      );
-    }
+    for (const [name, slot] of Object.entries(IO_COUNTER) as Array<[keyof typeof IO_COUNTER, number]>)
+      io[name] = this.workerTasks.reduce((n, w) => n + w.io[slot], 0n);
     const lastErrno = this.workerTasks.map((w) => {
-      const slots = new BigUint64Array(this.hp.memory.buffer, w.task.ioCounters, IO_COUNTER_SLOTS);
       const named = Object.entries(IO_ERRNO).flatMap(([op, slot]) =>
-        slots[slot] === 0n ? [] : [[op, errnoName(Number(slots[slot]))]],
+        w.io[slot] === 0n ? [] : [[op, errnoName(Number(w.io[slot]))]],
       );
       return Object.fromEntries(named) as DataplaneCounters["lastErrno"][number];
     });
-    const perQueue = this.pairs.map((q) => ({ tx: q.ctx.tx().packets.FORWARD, rx: q.ctx.rx().packets.FORWARD }));
+    const perQueue = perPair.map((c) => ({ tx: c.tx.packets.FORWARD, rx: c.rx.packets.FORWARD }));
     return {
-      tx: sumDir((c) => c.tx()),
-      rx: sumDir((c) => c.rx()),
+      tx: sumDir("tx"),
+      rx: sumDir("rx"),
       ...(opts.peers && { peers: this.peerCounters() }),
       io,
       lastErrno,
@@ -640,28 +639,16 @@ export class UserspaceDataplane {
   }
 
   private peerCounters(): NonNullable<DataplaneCounters["peers"]> {
-    // Pair by pair, each pair's counter arrays read front to back into one running sum per slot:
-    // reading a peer's slot in every pair in turn (a view per peer and pair, strided across all the
-    // pairs' arrays) took 230–700 ms of the main thread at 256 pairs × 4,096 peers, this 40–220 ms
-    // (2 shared, loaded cores; about a third). Each u64 is still read whole, so never torn.
     const list = this.peers.list();
-    const words = this.hp.constant("PEER_COUNTER_BYTES") / 8; // packets, bytes
-    const n = list.reduce((m, p) => Math.max(m, p.nextHop + 1), 0) * words;
-    const tx = new Array<bigint>(n).fill(0n);
-    const rx = new Array<bigint>(n).fill(0n);
-    for (const q of this.pairs) {
-      for (const [sums, base] of [
-        [tx, q.ctx.peerTx],
-        [rx, q.ctx.peerRx],
-      ] as const) {
-        const v = new BigUint64Array(this.hp.memory.buffer, base, n);
-        for (let i = 0; i < n; i++) sums[i] += v[i];
-      }
-    }
+    const sums = new PeerCounterSums(
+      this.hp,
+      list.reduce((m, p) => Math.max(m, p.nextHop + 1), 0),
+    );
+    for (const q of this.pairs) sums.add(q.ctx);
     const peers: NonNullable<DataplaneCounters["peers"]> = {};
     for (const p of list) {
-      const i = p.nextHop * words;
-      peers[p.name] = { txPackets: tx[i], txBytes: tx[i + 1], rxPackets: rx[i], rxBytes: rx[i + 1] };
+      const { tx, rx } = sums.get(p.nextHop);
+      peers[p.name] = { txPackets: tx.packets, txBytes: tx.bytes, rxPackets: rx.packets, rxBytes: rx.bytes };
     }
     return peers;
   }

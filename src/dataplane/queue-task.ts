@@ -86,8 +86,10 @@ export const IO_COUNTER = {
   tunBatches: 0,
   udpBatches: 1,
   /**
-   * Packets the socket or TUN device would not take (buffer full) and that were dropped, or that a
-   * worker with a flow queue died before sending (counted by the next one: takeOverFlowQueue).
+   * Packets the socket or TUN device would not take (buffer full) and that were dropped, those a
+   * drain left after the first once its queue was closed or device deleted (drainer: the first
+   * counts in sendErrors, tunWriteErrors), or that a worker with a flow queue died before sending
+   * (counted by the next one: takeOverFlowQueue).
    */
   sendShortfall: 2,
   tunWriteShortfall: 3,

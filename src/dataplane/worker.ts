@@ -76,9 +76,11 @@ const FAILED = Array.from({ length: BATCH_FAILED_MASK + 1 }, (_, i) => BigInt(i)
  * The worker's drain over `buf`, with counters `io` and the words `held` (see serve): it writes
  * descriptors [first, first+count) with batched `write` calls. What the kernel refuses is reported
  * in the result (a send's train at once, a TUN write's packets) and counted in io[errors], with
- * its errno in io[errno]; a descriptor that throws (a bad one, a closed queue) is skipped and
- * counted the same way. What cannot be written (queue full) is counted in io[shortfall] and
- * dropped. held[toDo] follows what is still to write.
+ * its errno in io[errno]; a bad descriptor, which throws (ERR_OUT_OF_RANGE), is skipped and counted
+ * the same way. Any other throw is the queue's (closed, its device deleted) and would come again for
+ * every descriptor: it counts once in io[errors] and ends the drain. What is not written then, or
+ * cannot be (queue full), is counted in io[shortfall] and dropped. held[toDo] follows what is
+ * still to write.
  */
 export function drainer(buf: Uint8Array, io: BigUint64Array, held: Int32Array) {
   return (write: Write, descs: Int32Array, first: number, count: number, slots: DrainSlots) => {
@@ -102,8 +104,9 @@ export function drainer(buf: Uint8Array, io: BigUint64Array, held: Int32Array) {
         io[slots.errors]++;
         done++;
         held[slots.toDo] = count - done;
-        const errno = (error as NodeJS.ErrnoException).errno;
+        const { errno, code } = error as NodeJS.ErrnoException;
         if (errno !== undefined) io[slots.errno] = BigInt(-errno);
+        if (code !== "ERR_OUT_OF_RANGE") break;
       }
     }
     if (done < count) {

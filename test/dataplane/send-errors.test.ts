@@ -4,8 +4,10 @@
 // skipped one descriptor per throw, and a batch of 256 cost 256 calls and exceptions.
 // TUN writes the kernel refuses the same way: counted in the result, one call per batch (before,
 // each refused packet threw). The last refused send's errno shows by name in counters().lastErrno
-// (/status), from a real dataplane. The result's layout has one definition, the addon's. And a
-// worker terminated right after a refused batch, at the drain's next call, keeps it counted.
+// (/status), from a real dataplane. The result's layout has one definition, the addon's. A drain
+// skips a bad descriptor and goes on, but stops at a closed queue's or deleted device's first throw
+// (before, every descriptor left threw and counted as an error). And a worker terminated right
+// after a refused batch, at the drain's next call, keeps it counted.
 import { constants } from "node:os";
 import { pathToFileURL } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -47,6 +49,12 @@ const SEND: DrainSlots = {
   shortfall: IO_COUNTER.sendShortfall,
   errno: IO_ERRNO.send,
   toDo: 1,
+};
+const TUN_SLOTS: DrainSlots = {
+  errors: IO_COUNTER.tunWriteErrors,
+  shortfall: IO_COUNTER.tunWriteShortfall,
+  errno: IO_ERRNO.tunWrite,
+  toDo: 2,
 };
 
 describe("the batch result's layout", () => {
@@ -147,9 +155,10 @@ describe.skipIf(!canUseNetns())("sends the kernel refuses", () => {
     expect([batchDone(r), batchFailed(r), batchErrno(r)]).toEqual([N, 64, errno.EHOSTUNREACH]);
   });
 
-  it("counts the packets a TUN write refuses in tunWriteErrors, in one native call, and writes the rest", async () => {
-    const s = new Slots(8);
-    for (let i = 0; i < 8; i++)
+  /** n echo requests from 198.19.0.2 to A, each one's seq its index: written on a TUN queue, the kernel answers. */
+  function echoes(n: number): Slots {
+    const s = new Slots(n);
+    for (let i = 0; i < n; i++)
       s.put(
         i,
         buildEcho({
@@ -161,6 +170,46 @@ describe.skipIf(!canUseNetns())("sends the kernel refuses", () => {
           data: new Uint8Array(8),
         }),
       );
+    return s;
+  }
+
+  /** A drain of `s`'s descriptors onto `q` as the worker drains replies: the write calls it made, and its counters. */
+  function drainTun(q: TunQueue, s: Slots) {
+    const io = new BigUint64Array(IO_COUNTER_SLOTS);
+    const held = new Int32Array(4);
+    let calls = 0;
+    const write = (b: Uint8Array, d: Int32Array, first: number, count: number) => {
+      calls++;
+      return q.write(b, d, first, count);
+    };
+    held[TUN_SLOTS.toDo] = s.size;
+    drainer(s.buf, io, held)(write, s.descs, 0, s.size, TUN_SLOTS);
+    return {
+      calls,
+      errors: io[IO_COUNTER.tunWriteErrors],
+      shortfall: io[IO_COUNTER.tunWriteShortfall],
+      errno: io[IO_ERRNO.tunWrite],
+      toDo: held[TUN_SLOTS.toDo],
+    };
+  }
+
+  /** The seqs of the next `n` echo replies read from tun, in order. */
+  async function replies(n: number): Promise<number[]> {
+    const seqs = new Set<number>();
+    await until(`${n} echo replies`, () => {
+      const r = new Slots(16);
+      const k = batchDone(tun.read(r.buf, r.descs, 0, 16));
+      for (let i = 0; i < k; i++) {
+        const echo = parseEcho(r.packet(i));
+        if (echo?.type === ICMP_ECHO_REPLY) seqs.add(echo.seq);
+      }
+      return seqs.size >= n ? true : undefined;
+    });
+    return [...seqs].sort();
+  }
+
+  it("counts the packets a TUN write refuses in tunWriteErrors, in one native call, and writes the rest", async () => {
+    const s = echoes(8);
     for (const i of [2, 5]) s.buf[s.get(i, "OFF")] = 0x10; // IP version 1: the kernel refuses it (EINVAL)
     const io = new BigUint64Array(IO_COUNTER_SLOTS);
     const results: number[] = [];
@@ -168,13 +217,7 @@ describe.skipIf(!canUseNetns())("sends the kernel refuses", () => {
       results.push(tun.write(b, d, first, count));
       return results.at(-1)!;
     };
-    const slots = {
-      ...SEND,
-      errors: IO_COUNTER.tunWriteErrors,
-      shortfall: IO_COUNTER.tunWriteShortfall,
-      errno: IO_ERRNO.tunWrite,
-    };
-    drainer(s.buf, io, new Int32Array(4))(write, s.descs, 0, 8, slots);
+    drainer(s.buf, io, new Int32Array(4))(write, s.descs, 0, 8, TUN_SLOTS);
     expect(results.map((r) => [batchDone(r), batchFailed(r), batchErrno(r)])).toEqual([[8, 2, errno.EINVAL]]);
     expect([io[IO_COUNTER.tunWriteErrors], io[IO_COUNTER.tunWriteShortfall], io[IO_ERRNO.tunWrite]]).toEqual([
       2n,
@@ -182,18 +225,31 @@ describe.skipIf(!canUseNetns())("sends the kernel refuses", () => {
       BigInt(errno.EINVAL),
     ]);
     // The kernel answers the six it took.
-    const replies = new Set<number>();
-    await until("six echo replies", () => {
-      const r = new Slots(16);
-      const n = batchDone(tun.read(r.buf, r.descs, 0, 16));
-      for (let i = 0; i < n; i++) {
-        const echo = parseEcho(r.packet(i));
-        if (echo?.type === ICMP_ECHO_REPLY) replies.add(echo.seq);
-      }
-      return replies.size === 6 ? true : undefined;
-    });
-    expect([...replies].sort()).toEqual([0, 1, 3, 4, 6, 7]);
+    expect(await replies(6)).toEqual([0, 1, 3, 4, 6, 7]);
   });
+
+  it("skips a bad descriptor in a TUN drain and writes the ones after it", async () => {
+    const s = echoes(8);
+    s.set(3, { OFF: 1 << 30 });
+    // 0..2, the throw at 3, 4..7.
+    expect(drainTun(tun, s)).toEqual({ calls: 3, errors: 1n, shortfall: 0n, errno: 0n, toDo: 0 });
+    expect(await replies(7)).toEqual([0, 1, 2, 4, 5, 6, 7]);
+  });
+
+  // Before, each descriptor left threw in a call of its own and counted in tunWriteErrors.
+  for (const [what, end, errnoOf] of [
+    ["a deleted device (EBADFD)", (q: TunQueue) => ns.ip(`link del ${q.name}`), 77n],
+    ["a closed queue (IO_CLOSED)", (q: TunQueue) => q.close(), 0n],
+  ] as const)
+    it(`stops a TUN drain onto ${what} at its first throw: one error, the rest in tunWriteShortfall`, async () => {
+      const q = withNetns(ns.name, () => TunQueue.open("wt1"));
+      try {
+        await end(q);
+        expect(drainTun(q, echoes(8))).toEqual({ calls: 1, errors: 1n, shortfall: 7n, errno: errnoOf, toDo: 0 });
+      } finally {
+        q.close();
+      }
+    });
 
   it("keeps a refused batch counted when its worker is terminated at the drain's next call", async () => {
     const s = batch(FAR);
