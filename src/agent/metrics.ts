@@ -298,7 +298,7 @@ export function agentMetrics(
   mirroredCounter(
     registry,
     "weft_dataplane_io_errors_total",
-    "Userspace dataplane packets lost to I/O errors, by address family and op: tun-read (a TUN read that failed; the worker gives up to a restart after 64 in a row), tun-write (a TUN write the kernel refused), send (a datagram the kernel refused to send, e.g. no route to the peer's underlay address; a refused train counts each of its datagrams)",
+    "Userspace dataplane packets lost to I/O errors, by address family and op: tun-read (a TUN read that failed; the worker gives up to a restart after 64 in a row), tun-write (a TUN write the kernel refused), send (a datagram the kernel refused to send, e.g. no route to the peer's underlay address; a refused train counts each of its datagrams); a drain whose socket or queue closed or TUN device went counts its first packet here and the rest as queue drops",
     ["family", "op"],
     (set) =>
       eachDataplane((d, family) => {

@@ -93,7 +93,10 @@ export const IO_COUNTER = {
    */
   sendShortfall: 2,
   tunWriteShortfall: 3,
-  /** Packets whose send failed with an error (e.g. unreachable underlay; a refused train counts each), skipped. */
+  /**
+   * Packets whose send failed with an error (e.g. unreachable underlay; a refused train counts each),
+   * skipped; and a drain's first packet once its socket or queue closed or its device went.
+   */
   sendErrors: 4,
   tunWriteErrors: 5,
   /** Datagrams dropped at the head of the socket's queue for waiting longer than the target. */
