@@ -427,11 +427,10 @@ export class Agent {
       // Half started (its peers not set): stopped again, so that the lane reads as down and a
       // retry starts it whole. Left running, a retry found nothing down and never published.
       // A first start with --keep-on-exit keeps what it reused: the stop that follows keeps it too.
-      await this.stopLane(lane, this.opts.keepOnExit && this.firstStart).catch((e) =>
-        this.log.error(
-          { err: e, code: "AGENT_BACKEND_STOP_FAILED", family: lane.family },
-          `stopping the IPv${lane.family} backend that failed to start failed too (see err); what it left goes at the next start, or remove it by hand (ip link show)`,
-        ),
+      await this.stopLaneOrLog(
+        lane,
+        this.opts.keepOnExit && this.firstStart,
+        `stopping the IPv${lane.family} backend that failed to start failed too (see err); what it left goes at the next start, or remove it by hand (ip link show)`,
       );
       throw err;
     }
@@ -564,11 +563,10 @@ export class Agent {
       lane.failed = err;
       lane.restarts++;
       // What a stop leaves (it closes the dataplane's sockets first) must not keep the lane down.
-      await this.stopLane(lane).catch((e) =>
-        this.log.error(
-          { err: e, code: "AGENT_BACKEND_STOP_FAILED", family: lane.family },
-          `stopping the failed IPv${lane.family} backend failed (see err); starting a new one all the same`,
-        ),
+      await this.stopLaneOrLog(
+        lane,
+        false,
+        `stopping the failed IPv${lane.family} backend failed (see err); starting a new one all the same`,
       );
       await this.restartFailed();
     }).catch((e) => this.publishFailed(e));
@@ -872,6 +870,21 @@ export class Agent {
     await backend?.stop(keep);
   }
 
+  /**
+   * stopLane where a failure must not stop the caller (a failed start, a failed backend's
+   * restart, the agent's stop): logged as AGENT_BACKEND_STOP_FAILED with `message`, which says
+   * what happens next. False when it failed.
+   */
+  private async stopLaneOrLog(lane: Lane, keep: boolean, message: string): Promise<boolean> {
+    try {
+      await this.stopLane(lane, keep);
+      return true;
+    } catch (err) {
+      this.log.error({ err, code: "AGENT_BACKEND_STOP_FAILED", family: lane.family }, message);
+      return false;
+    }
+  }
+
   /** Periodic: peers from the control plane, then kernel drift repaired. */
   private async reconcile(): Promise<void> {
     // On the backend-change queue, so that no swap or restart is under way; a family that runs is
@@ -1032,14 +1045,10 @@ export class Agent {
     // One family's failure leaves the other family's backend, ip-masq, the socket and the lock to
     // be removed all the same; the stop then says it was incomplete.
     const failed: number[] = [];
-    for (const lane of this.lanes)
-      await this.stopLane(lane, this.opts.keepOnExit).catch((err) => {
-        failed.push(lane.family);
-        this.log.error(
-          { err, code: "AGENT_BACKEND_STOP_FAILED", family: lane.family },
-          `stopping the IPv${lane.family} backend failed (see err); what it left goes at the next start, or remove it by hand (ip link show)`,
-        );
-      });
+    for (const lane of this.lanes) {
+      const why = `stopping the IPv${lane.family} backend failed (see err); what it left goes at the next start, or remove it by hand (ip link show)`;
+      if (!(await this.stopLaneOrLog(lane, this.opts.keepOnExit, why))) failed.push(lane.family);
+    }
     // Kept with the devices: pods' traffic out keeps its masquerade until the next start rewrites it.
     if (this.opts.ipMasq && !this.opts.keepOnExit)
       await removeIpMasq(this.kernel).catch((err) =>

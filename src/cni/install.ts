@@ -21,8 +21,10 @@ function launcher(node: string, entry: string, bundled: boolean): string {
   const head = "#!/bin/sh\n# weft's CNI plugin, compatible with flannel's (same config, same subnet.env).\n";
   if (!bundled) return `${head}exec ${quote(node)} ${quote(entry)} "$@"\n`;
   // The bundle is found beside this script as the runtime runs it: the init container that wrote
-  // it may have the host's bin dir mounted at another path (flannel's chart: cniBinDir).
-  return `${head}d=\${0%/*}\nexec "$d"/${quote(node)} "$d"/${quote(entry)} "$@"\n`;
+  // it may have the host's bin dir mounted at another path (flannel's chart: cniBinDir). A bare
+  // name (`sh flannel` in the bin dir) has no slash to cut at: `${0%/*}` would be the name itself.
+  // No dirname: a runtime may run plugins with a PATH that lacks it.
+  return `${head}case $0 in */*) d=\${0%/*} ;; *) d=. ;; esac\nexec "$d"/${quote(node)} "$d"/${quote(entry)} "$@"\n`;
 }
 
 /** Copies Node.js and what the plugin loads into a new directory of binDir; returns [node, entry], relative to binDir. */

@@ -3,28 +3,75 @@
 // loopback, renamed) makes the periodic reconcile's repair fail (AGENT_RECONCILE_FAILED) and the
 // agent's stop fail to remove its backend (AGENT_BACKEND_STOP_FAILED, then AGENT_STOP_INCOMPLETE
 // and exit 1). A missing flannel.1 would not do: reads filter whole tables by device, and the
-// next reconcile makes it again.
+// next reconcile makes it again. Before those, a peer leaving while the agent cannot run iproute2
+// makes the peer sync fail (AGENT_PEER_SYNC_FAILED), tried again until iproute2 runs again.
+import { execFileSync } from "node:child_process";
+import { realpathSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import type { LabAgent } from "../../src/lab/agents.js";
+import { agentRequest } from "../../src/cli/agent-client.js";
+import { running, type LabAgent } from "../../src/lab/agents.js";
+import { ping } from "../../src/lab/traffic.js";
 import { canUseNetns } from "../support/netns.js";
-import { agentLab, coded, eventually, netConf } from "./support.js";
+import { agentLab, coded, eventually, netConf, podRoutes } from "./support.js";
+
+/** The records of `a`'s log from byte `since` on with exactly `code`, once there are more than `after`. */
+const logged = (a: LabAgent, since: number, code: string, after = 0) =>
+  eventually(
+    `${code} in ${a.host.name}'s log`,
+    async () => (await coded(a.dir, since, code)).filter((r) => r.code === code),
+    (r) => r.length > after,
+    15_000,
+  );
 
 describe.skipIf(!canUseNetns())("agent: failures it logs, with their codes", () => {
   const env = agentLab({
     tag: "alf",
-    hosts: 2,
+    hosts: 3,
     conf: () => netConf("vxlan"),
-    settled: { what: "its peer", check: (s) => s.ready && s.peers.length === 1 },
+    settled: { what: "its peers", check: (s) => s.ready && s.peers.length === 2 },
     flags: () => ["--reconcile-interval", "1"],
   });
-  /** The records of `a`'s log from byte `since` on with exactly `code`, once there is one. */
-  const logged = (a: LabAgent, since: number, code: string) =>
-    eventually(
-      `${code} in ${a.host.name}'s log`,
-      async () => (await coded(a.dir, since, code)).filter((r) => r.code === code),
-      (r) => r.length > 0,
-      15_000,
-    );
+
+  /**
+   * /dev/null bound over `ip` in the mount namespace `ip netns exec` gave `a`'s agent (a slave of
+   * the host's: nothing propagates back, this process and the lab keep theirs), so that every
+   * iproute2 command the agent runs fails; returns the undo (nothing to undo once the agent is
+   * gone: its mount namespace went with it).
+   */
+  const breakIproute = (a: LabAgent): (() => void) => {
+    const pid = String(a.process!.pid);
+    const ip = realpathSync(execFileSync("sh", ["-c", "command -v ip"], { encoding: "utf8" }).trim());
+    execFileSync("nsenter", ["-t", pid, "-m", "mount", "--bind", "/dev/null", ip]);
+    return () => {
+      if (running(a.process)) execFileSync("nsenter", ["-t", pid, "-m", "umount", ip]);
+    };
+  };
+
+  it("a peer leaves while the agent cannot run iproute2: AGENT_PEER_SYNC_FAILED, tried again, the node stays ready; once it runs, the routes follow", async () => {
+    const [a1, a2, a3] = env.all;
+    const subnet = (a: LabAgent) => env.settled.get(a.host.name)!.subnet!;
+    /** The destinations of a1's routes into the pod network. */
+    const routes = async () => (await podRoutes(a1.host)).map((r) => r.split(" ")[0]);
+    expect(await routes()).toEqual([subnet(a2), subnet(a3)].sort());
+    const from = await env.agents.logSize(a1);
+    const repair = breakIproute(a1);
+    try {
+      await env.agents.stop(a3);
+      const failed = await logged(a1, from, "AGENT_PEER_SYNC_FAILED");
+      expect(failed[0]).toMatchObject({ level: 50, family: 4, err: { code: "KERNEL_TOOL_MISSING" } });
+      // Tried again (the next change or the periodic reconcile) for as long as it fails.
+      await logged(a1, from, "AGENT_PEER_SYNC_FAILED", failed.length);
+      // A sync's failure leaves readiness alone: the peers that were set still carry traffic.
+      expect(await agentRequest(a1.stateDir, "GET", "/readyz")).toBe("ready\n");
+      expect(await routes()).toContain(subnet(a3));
+    } finally {
+      repair();
+    }
+    await eventually("a1's routes without a3's", routes, (r) => r.join() === subnet(a2), 15_000);
+    expect((await ping(a1.host.pods[0], a2.host.pods[0].addr, { count: 2, timeoutS: 2 })).received).toBe(2);
+    expect(await agentRequest(a1.stateDir, "GET", "/readyz")).toBe("ready\n");
+  });
+
   let since = 0;
 
   it("a reconcile that cannot repair flannel.1 (a loopback device holds its name) logs AGENT_RECONCILE_FAILED", async () => {

@@ -141,4 +141,17 @@ describe("weft install-cni", () => {
     expect({ status: r.status, stderr: r.stderr }).toEqual({ status: 0, stderr: "" });
     expect(JSON.parse(r.stdout)).toMatchObject({ cniVersion: "0.4.0" });
   }, 60_000);
+
+  it("--bundle, the launcher run by a bare name in the bin dir (`sh flannel`, no slash in $0): VERSION answers", async () => {
+    const bin = join(dir, "bare-name");
+    await installPlugin(bin, { bundle: true });
+    const r = spawnSync("/bin/sh", ["flannel"], {
+      cwd: bin,
+      input: '{"cniVersion":"0.4.0"}',
+      env: { CNI_COMMAND: "VERSION", PATH: "/nonexistent" },
+      encoding: "utf8",
+    });
+    expect({ status: r.status, stderr: r.stderr }).toEqual({ status: 0, stderr: "" });
+    expect(JSON.parse(r.stdout)).toMatchObject({ cniVersion: "0.4.0" });
+  }, 60_000);
 });
