@@ -34,10 +34,11 @@ async function bundle(binDir: string, name: string): Promise<[string, string]> {
   const dir = await mkdtemp(join(binDir, `weft-cni.${name}.`));
   await chmod(dir, 0o755);
   const entry = pluginEntry();
-  // Only what the plugin loads: its own modules, the error root, the atomic write helper, zod and Node.js.
-  await mkdir(join(dir, "dist", "src", "fs"), { recursive: true });
+  // Only what the plugin loads: its own modules, the error root, the atomic write helper, the
+  // kernel commands (GC's iptables), zod and Node.js.
+  for (const sub of ["fs", "kernel"]) await mkdir(join(dir, "dist", "src", sub), { recursive: true });
   await cp(dirname(entry), join(dir, "dist", "src", "cni"), { recursive: true });
-  for (const file of [["fs", "atomic-write.js"], ["errors.js"]])
+  for (const file of [["fs", "atomic-write.js"], ["kernel", "iproute.js"], ["errors.js"]])
     await copyFile(projectFile("dist", "src", ...file), join(dir, "dist", "src", ...file));
   await cp(projectFile("node_modules", "zod"), join(dir, "node_modules", "zod"), { recursive: true });
   await writeFile(join(dir, "package.json"), JSON.stringify({ name: "weft-cni", private: true, type: "module" }));

@@ -3,10 +3,14 @@
 // reference `bridge` plugin with `host-local` IPAM over this node's subnet, a route to the pod
 // network, the MTU, ipMasq and isGateway), keep that config in dataDir, and run it. DEL and CHECK
 // run the kept config, so they work even after subnet.env changed; GC deletes those the runtime
-// no longer has; STATUS says whether subnet.env is there (the agent ready).
+// no longer has (and the bridge's masquerade rules its DEL leaves without the pod's namespace);
+// STATUS says whether subnet.env is there (the agent ready).
+import { createHash } from "node:crypto";
 import { access, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
+import { errorMessage } from "../errors.js";
 import { writeFileAtomic } from "../fs/atomic-write.js";
+import { Kernel } from "../kernel/iproute.js";
 import { cidrContains, firstHostOf, networkOf, parseCidr } from "./cidr.js";
 import {
   DEFAULT_VERSION,
@@ -302,6 +306,7 @@ async function gc(call: PluginCall): Promise<undefined> {
     if (e.code === "ENOENT") return [];
     throw new CniError(CNI_ERROR.IO_FAILURE, `cannot list ${conf.dataDir}: ${e.message}`);
   });
+  const ours: Array<{ cid: string; file: string; found: Kept; stays: boolean }> = [];
   for (const name of names) {
     // Dot-files are the atomic writer's temporary files; anything else is no container's.
     const cid = name.split("@")[0];
@@ -313,10 +318,25 @@ async function gc(call: PluginCall): Promise<undefined> {
     const found = await readKept(file).catch(() => undefined);
     if (found?.d.name !== conf.name) continue;
     // A file without an interface name is any interface's: kept while the container is listed.
-    if (found.ifName === undefined ? listed.has(cid) : valid.has(`${cid}@${found.ifName}`)) continue;
-    const ifNames = found.ifName === undefined ? await unkeptIfNames(found.d, cid, names) : [found.ifName];
-    const calls = ifNames.map((ifName): CniArgs => ({ command: "DEL", containerId: cid, ifName, path }));
-    await deleteKept(file, calls).catch((e: unknown) => failures.push(asCniError(e)));
+    const stays = found.ifName === undefined ? listed.has(cid) : valid.has(`${cid}@${found.ifName}`);
+    ours.push({ cid, file, found, stays });
+  }
+  const stores = new Map<string, Promise<HostLocalEntry[]>>();
+  for (const { cid, file, found } of ours.filter((o) => !o.stays)) {
+    try {
+      // The bridge's masquerade chain is the container's on this network, whichever interface:
+      // while another attachment stays, only the jumps from these interfaces' addresses go.
+      const shared = ours.some((o) => o.cid === cid && o.stays);
+      const store = found.ifName === undefined || shared ? await hostLocalStore(found.d, stores) : undefined;
+      const ifNames = found.ifName === undefined ? unkeptIfNames(cid, names, store) : [found.ifName];
+      const own = store?.filter((e) => e.id === cid && ifNames.includes(e.ifName)).map((e) => e.ip);
+      await removeBridgeMasquerade(found.d, cid, shared ? (own ?? []) : undefined);
+      const calls = ifNames.map((ifName): CniArgs => ({ command: "DEL", containerId: cid, ifName, path }));
+      await deleteKept(file, calls);
+    } catch (e) {
+      // The file stays (also when the masquerade could not be removed): the next GC tries again.
+      failures.push(asCniError(e));
+    }
   }
   try {
     const full = parseNetConf(call.stdin);
@@ -373,23 +393,100 @@ interface Kept {
 /** host-local's store when the config does not name one. */
 const HOST_LOCAL_DIR = "/var/lib/cni/networks";
 
+/** An address host-local holds: its `<ip>` file, holding "<id>\r\n<ifname>". */
+interface HostLocalEntry {
+  ip: string;
+  id: string;
+  ifName: string;
+}
+
+/**
+ * host-local's store of a kept config (undefined for another IPAM), read once per GC: a
+ * container's DEL releases only its own entries, which no other file's look needs.
+ */
+async function hostLocalStore(
+  d: Record<string, unknown>,
+  stores: Map<string, Promise<HostLocalEntry[]>>,
+): Promise<HostLocalEntry[] | undefined> {
+  const ipam = d.ipam as { type?: unknown; dataDir?: unknown } | undefined;
+  if (ipam?.type !== "host-local" || typeof d.name !== "string") return undefined;
+  const dir = join(typeof ipam.dataDir === "string" ? ipam.dataDir : HOST_LOCAL_DIR, d.name);
+  if (!stores.has(dir))
+    stores.set(
+      dir,
+      readdir(dir)
+        .catch(() => [] as string[])
+        .then((files) =>
+          Promise.all(
+            files.map(async (ip) => {
+              const [id = "", ifName = ""] = (await readFile(join(dir, ip), "utf8").catch(() => ""))
+                .trim()
+                .split("\r\n");
+              return { ip, id, ifName };
+            }),
+          ),
+        ),
+    );
+  return stores.get(dir);
+}
+
 /**
  * The interfaces to DEL, at GC, for a container's file without an interface name (flannel's):
  * host-local's DEL releases only the addresses of the (container, interface) it names, or, when
  * there are none, those an older host-local stored under the container alone; so the interfaces it
- * holds addresses for (but those with a kept file of their own) are read from its store (`<ip>`
- * files holding "<id>\r\n<ifname>"); with none found, or another IPAM, eth0, flannel's usual one.
+ * holds addresses for (but those with a kept file of their own) are read from its store; with none
+ * found, or another IPAM, eth0, flannel's usual one.
  */
-async function unkeptIfNames(d: Record<string, unknown>, cid: string, names: string[]): Promise<string[]> {
-  const ipam = d.ipam as { type?: unknown; dataDir?: unknown } | undefined;
-  if (ipam?.type !== "host-local" || typeof d.name !== "string") return [DEFAULT_IFNAME];
-  const dir = join(typeof ipam.dataDir === "string" ? ipam.dataDir : HOST_LOCAL_DIR, d.name);
-  const held = new Set<string>();
-  for (const f of await readdir(dir).catch(() => [] as string[])) {
-    const [id, ifName] = (await readFile(join(dir, f), "utf8").catch(() => "")).trim().split("\r\n");
-    if (id === cid && ifName && !names.includes(`${cid}@${ifName}`)) held.add(ifName);
-  }
+function unkeptIfNames(cid: string, names: string[], store: HostLocalEntry[] | undefined): string[] {
+  const held = new Set(
+    (store ?? []).filter((e) => e.id === cid && e.ifName && !names.includes(`${cid}@${e.ifName}`)).map((e) => e.ifName),
+  );
   return held.size > 0 ? [...held] : [DEFAULT_IFNAME];
+}
+
+/**
+ * GC's DEL runs without the pod's namespace, and the bridge plugin's DEL removes its ipMasq rules
+ * only for the addresses it finds on the pod's interface there: so GC removes them. The names
+ * are the reference plugins' (pkg/utils): the chain `CNI-` and the first 24 hex digits of
+ * sha512(network name + container id), jumped to from nat POSTROUTING by one rule per pod address
+ * (commented `name: "<network>" id: "<container id>"`). Only jumps to that chain are removed (with
+ * `sources`, only those from these addresses, and the chain stays), so no other pod's rule is
+ * touched; declaring the chain in the same iptables-restore transaction creates or flushes it, so
+ * that deleting it works whether or not it is still there.
+ */
+async function removeBridgeMasquerade(d: Record<string, unknown>, cid: string, sources?: string[]): Promise<void> {
+  if (d.type !== "bridge" || d.ipMasq !== true || typeof d.name !== "string") return;
+  const chain = `CNI-${createHash("sha512")
+    .update(d.name + cid)
+    .digest("hex")
+    .slice(0, 24)}`;
+  // The families the pod had addresses of: the kept config's host-local ranges.
+  const ranges = (d.ipam as { ranges?: unknown } | undefined)?.ranges;
+  const subnets = (Array.isArray(ranges) ? (ranges.flat() as Array<{ subnet?: unknown } | undefined>) : [])
+    .map((r) => r?.subnet)
+    .filter((s): s is string => typeof s === "string");
+  const families = ([4, 6] as const).filter((f) => subnets.some((s) => s.includes(":") === (f === 6)));
+  const kernel = new Kernel();
+  try {
+    for (const family of families) {
+      const jumps = (await kernel.iptables(family, ["-t", "nat", "-S", "POSTROUTING"]))
+        .split("\n")
+        .filter((l) => l.startsWith("-A POSTROUTING -s ") && l.endsWith(` -j ${chain}`))
+        .filter((l) => !sources || sources.includes(l.split(" ")[3].split("/")[0]));
+      const deletes = jumps.map((l) => `-D${l.slice(2)}`);
+      if (sources && deletes.length === 0) continue;
+      const script = sources
+        ? ["*nat", ...deletes, "COMMIT"]
+        : ["*nat", `:${chain} - [0:0]`, ...deletes, `-X ${chain}`, "COMMIT"];
+      await kernel.iptablesRestore(family, `${script.join("\n")}\n`);
+    }
+  } catch (e) {
+    throw new CniError(
+      CNI_ERROR.IO_FAILURE,
+      `cannot remove the bridge plugin's masquerade rules (chain ${chain}) of container ${cid}: ${errorMessage(e)}`,
+      `GC tries again; by hand: iptables -t nat -S POSTROUTING | grep ${chain}, delete those rules (-D), then iptables -t nat -F ${chain} and -X ${chain}`,
+    );
+  }
 }
 
 async function readKept(path: string): Promise<Kept | undefined> {

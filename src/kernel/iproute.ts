@@ -1,6 +1,7 @@
 // The one way weft changes kernel state: iproute2 (`ip -json` to read, `ip -batch` and
-// `bridge -batch` to write) and `nft -f`. Everything that programs links, addresses, routes,
-// neighbours, FDB entries or nftables goes through a Kernel, so what weft does to a host can be
+// `bridge -batch` to write) and `nft -f`; iptables only to remove what the CNI bridge plugin left
+// (GC). Everything that programs links, addresses, routes, neighbours, FDB entries, nftables or
+// iptables goes through a Kernel, so what weft does to a host can be
 // read in one place and replayed by hand. A Kernel can target a named network namespace (`-n`),
 // which the lab (demo, tests, benchmarks) uses; the agent itself runs inside its host's namespace.
 import { execFile } from "node:child_process";
@@ -35,7 +36,7 @@ function run(cmd: string, args: string[], input?: string): Promise<RunResult> {
         reject(
           new WeftError(
             "KERNEL_TOOL_MISSING",
-            `cannot run ${cmd}: ${error.message}; install iproute2 and nftables (apt-get install iproute2 nftables)`,
+            `cannot run ${cmd}: ${error.message}; install ${cmd.includes("iptables") ? "iptables (apt-get install iptables)" : "iproute2 and nftables (apt-get install iproute2 nftables)"}`,
             { cause: error },
           ),
         );
@@ -142,21 +143,41 @@ export class Kernel {
     return { answers, failures };
   }
 
+  /** Runs a tool that has no namespace option of its own, inside this namespace (`ip netns exec`). */
+  private inNs(cmd: string, args: string[], input?: string): Promise<RunResult> {
+    return this.opts.netns ? run("ip", ["netns", "exec", this.opts.netns, cmd, ...args], input) : run(cmd, args, input);
+  }
+
   /** Applies an nftables script atomically (`nft -f -`: all of it or none). */
   async nft(script: string): Promise<void> {
-    const args = this.opts.netns ? ["netns", "exec", this.opts.netns, "nft", "-f", "-"] : ["-f", "-"];
-    const r = await run(this.opts.netns ? "ip" : "nft", args, script);
+    const r = await this.inNs("nft", ["-f", "-"], script);
     if (r.code !== 0) throw commandError("nft", script.split("\n")[0] + " ...", r);
   }
 
   /** `nft -j list ...` parsed. */
   async nftJson<T = unknown>(args: string[]): Promise<T> {
     const nftArgs = ["-j", "list", ...args];
-    const r = this.opts.netns
-      ? await run("ip", ["netns", "exec", this.opts.netns, "nft", ...nftArgs])
-      : await run("nft", nftArgs);
+    const r = await this.inNs("nft", nftArgs);
     if (r.code !== 0) throw commandError("nft", nftArgs.join(" "), r);
     return JSON.parse(r.stdout) as T;
+  }
+
+  /**
+   * `iptables <args>` (ip6tables for 6), waiting for the xtables lock; its output. Only for rules
+   * other programs made with iptables (the CNI bridge plugin's), which weft itself never writes.
+   */
+  async iptables(family: 4 | 6, args: string[]): Promise<string> {
+    const cmd = family === 4 ? "iptables" : "ip6tables";
+    const r = await this.inNs(cmd, ["-w", ...args]);
+    if (r.code !== 0) throw commandError(cmd, args.join(" "), r);
+    return r.stdout;
+  }
+
+  /** Applies an iptables-restore script, keeping every rule it does not name (`--noflush`): all of it or none. */
+  async iptablesRestore(family: 4 | 6, script: string): Promise<void> {
+    const cmd = family === 4 ? "iptables-restore" : "ip6tables-restore";
+    const r = await this.inNs(cmd, ["-w", "--noflush"], script);
+    if (r.code !== 0) throw commandError(cmd, script.trim().split("\n").join("; "), r);
   }
 
   /**
@@ -179,7 +200,7 @@ export class Kernel {
       return;
     }
     const args = ["-q", "-w", `${key}=${value}`];
-    const r = await run("ip", ["netns", "exec", this.opts.netns, "sysctl", ...args]);
+    const r = await this.inNs("sysctl", args);
     if (r.code !== 0) throw commandError("sysctl", args.join(" "), r);
   }
 
@@ -200,7 +221,7 @@ export class Kernel {
   async readSysctls(keys: string[]): Promise<string[]> {
     if (!this.opts.netns) return keys.map((k) => readFileSync(`/proc/sys/${k}`, "utf8").trim());
     const args = ["-n", ...keys];
-    const r = await run("ip", ["netns", "exec", this.opts.netns, "sysctl", ...args]);
+    const r = await this.inNs("sysctl", args);
     if (r.code !== 0) throw commandError("sysctl", args.join(" "), r);
     return r.stdout.trim().split("\n");
   }

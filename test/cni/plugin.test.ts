@@ -41,6 +41,10 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
   const ipamStore = async (h: LabHost) =>
     (await readdir(join(lab.hostDir(h), "ipam", "cbr0")).catch(() => [] as string[])).sort();
   const kept = async (h: LabHost) => await readdir(join(lab.hostDir(h), "flannel")).catch(() => [] as string[]);
+  const natRules = async (h: LabHost) => (await h.ns.kernel.iptables(4, ["-t", "nat", "-S"])).trim().split("\n");
+  /** The bridge plugin's POSTROUTING jumps for a container (found by their comment, as it wrote them). */
+  const masqJumps = (rules: string[], cid: string) =>
+    rules.filter((l) => l.startsWith("-A POSTROUTING ") && l.includes(`--comment "name: \\"cbr0\\" id: \\"${cid}\\""`));
   /** Runs the flannel plugin alone in the host, as the runtime would, with a config of our making. */
   const runFlannel = (
     h: LabHost,
@@ -191,8 +195,53 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
     }
   });
 
+  it("GC removes the NAT chain and POSTROUTING jump the bridge plugin made for an unlisted pod's ipMasq (FLANNEL_IPMASQ=false), which its DEL without the namespace leaves; other pods' stay; a chain already gone is no failure", async () => {
+    // The lab's delegate turns ipMasq off; without it, FLANNEL_IPMASQ=false hands masquerading to the bridge.
+    const conf = flannelConf(h1, { cniVersion: "1.1.0", delegate: {} });
+    const pods = [await Netns.create("cni-gcmasq"), await Netns.create("cni-gcmasq"), await Netns.create("cni-gcmasq")];
+    const [gone, live, bare] = pods;
+    try {
+      for (const ns of pods) await runFlannel(h1, "ADD", conf, { containerId: ns.name, netns: ns.path });
+      const before = await natRules(h1);
+      const chainOf = (ns: Netns) => masqJumps(before, ns.name)[0]?.split(" -j ")[1] ?? "";
+      const [goneChain, liveChain, bareChain] = pods.map(chainOf);
+      for (const [ns, chain] of [
+        [gone, goneChain],
+        [live, liveChain],
+        [bare, bareChain],
+      ] as const) {
+        expect(chain).toMatch(/^CNI-[0-9a-f]{24}$/);
+        expect(masqJumps(before, ns.name)).toHaveLength(1);
+        expect(before).toContain(`-N ${chain}`);
+        expect(before.filter((l) => l.startsWith(`-A ${chain} `))).toHaveLength(2); // ACCEPT to the subnet, MASQUERADE
+      }
+      // bare's chain is gone already (as after a DEL with its namespace that then failed on something else).
+      await h1.ns.kernel.iptablesRestore(
+        4,
+        `*nat\n-D${masqJumps(before, bare.name)[0].slice(2)}\n-F ${bareChain}\n-X ${bareChain}\nCOMMIT\n`,
+      );
+      // The runtime lost gone and bare without a DEL: their namespaces went.
+      await gone.destroy();
+      await bare.destroy();
+      const valid = { "cni.dev/valid-attachments": [{ containerID: live.name, ifname: "eth0" }] };
+      expect(await runFlannel(h1, "GC", { ...conf, ...valid })).toBeUndefined();
+      const after = await natRules(h1);
+      expect(after.filter((l) => l.includes(goneChain) || l.includes(gone.name))).toEqual([]);
+      expect(after.filter((l) => l.includes(bareChain) || l.includes(bare.name))).toEqual([]);
+      expect(after.filter((l) => l.includes(liveChain))).toEqual(before.filter((l) => l.includes(liveChain)));
+      expect(await kept(h1)).not.toContain(gone.name);
+      expect(await kept(h1)).not.toContain(bare.name);
+      expect(await runFlannel(h1, "GC", { ...conf, ...valid })).toBeUndefined();
+      // live's own DEL, with its namespace, still finds its chain to remove.
+      expect(await runFlannel(h1, "DEL", conf, { containerId: live.name, netns: live.path })).toBeUndefined();
+      expect((await natRules(h1)).filter((l) => l.includes(liveChain))).toEqual([]);
+    } finally {
+      for (const ns of pods) await ns.destroy();
+    }
+  });
+
   it("GC tells attachments apart by container and interface: of one pod's eth0 and net1, only the one not listed is deleted", async () => {
-    const conf = flannelConf(h1, { cniVersion: "1.1.0" });
+    const conf = flannelConf(h1, { cniVersion: "1.1.0", delegate: {} }); // the bridge's ipMasq, as above
     const ns = await Netns.create("cni-gcif");
     try {
       const att = (ifName: string) => ({ containerId: ns.name, netns: ns.path, ifName });
@@ -202,14 +251,21 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
       expect(eth0).not.toBe(net1);
       // eth0 keeps flannel's file name, so either plugin finds it.
       expect((await kept(h1)).filter((f) => f.startsWith(ns.name)).sort()).toEqual([ns.name, `${ns.name}@net1`]);
+      // Both interfaces share the bridge's masquerade chain (network and container name it), one jump each.
+      const jumps = masqJumps(await natRules(h1), ns.name);
+      expect(jumps.map((l) => l.split(" ")[3]).sort()).toEqual([`${eth0}/32`, `${net1}/32`].sort());
       const valid = { "cni.dev/valid-attachments": [{ containerID: ns.name, ifname: "eth0" }] };
       expect(await runFlannel(h1, "GC", { ...conf, ...valid })).toBeUndefined();
       expect(await ipamStore(h1)).toContain(eth0);
       expect(await ipamStore(h1)).not.toContain(net1);
       expect((await kept(h1)).filter((f) => f.startsWith(ns.name))).toEqual([ns.name]);
-      // Each DEL runs its own attachment's config: eth0's releases eth0's address and removes its interface.
+      // net1's jump went, eth0's and the chain stay: eth0 is still masqueraded.
+      expect(masqJumps(await natRules(h1), ns.name)).toEqual(jumps.filter((l) => l.includes(`-s ${eth0}/32 `)));
+      // Each DEL runs its own attachment's config: eth0's releases eth0's address and removes its
+      // interface, and its masquerade chain (which the bridge cannot delete while net1's jump is left).
       await runFlannel(h1, "DEL", conf, att("eth0"));
       expect(await ipamStore(h1)).not.toContain(eth0);
+      expect((await natRules(h1)).filter((l) => l.includes(jumps[0].split(" -j ")[1]))).toEqual([]);
       expect(
         await ns.kernel.ipJson<Array<{ ifname: string }>>(["link", "show"]).then((l) => l.map((x) => x.ifname)),
       ).not.toContain("eth0");
