@@ -1,12 +1,12 @@
 // The one way weft changes kernel state: iproute2 (`ip -json` to read, `ip -batch` and
-// `bridge -batch` to write) and `nft -f`. Everything that programs links, addresses, routes,
-// neighbours, FDB entries or nftables goes through a Kernel, so what weft does to a host can be
-// read in one place and replayed by hand. A Kernel can target a named network namespace (`-n`),
+// `bridge -batch` to write) and `nft -f`, and iptables only to remove flannel's leftover rules.
+// Everything that programs links, addresses, routes, neighbours, FDB entries or nftables goes
+// through a Kernel, so what weft does to a host can be read in one place and replayed by hand. A Kernel can target a named network namespace (`-n`),
 // which the lab (demo, tests, benchmarks) uses; the agent itself runs inside its host's namespace.
 import { execFile } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
-import { WeftError } from "../errors.js";
+import { isWeftError, WeftError } from "../errors.js";
 
 export interface KernelOptions {
   /** Network namespace name (as `ip netns` lists it); the current one when absent. */
@@ -157,6 +157,46 @@ export class Kernel {
       : await run("nft", nftArgs);
     if (r.code !== 0) throw commandError("nft", nftArgs.join(" "), r);
     return JSON.parse(r.stdout) as T;
+  }
+
+  /** The nftables tables here, each as `family name` (`ip weft`). */
+  async nftTables(): Promise<string[]> {
+    const j = await this.nftJson<{ nftables: Array<{ table?: { family: string; name: string } }> }>(["tables"]);
+    return j.nftables.flatMap((e) => (e.table ? [`${e.table.family} ${e.table.name}`] : []));
+  }
+
+  /**
+   * `iptables -S` of a table (ip6tables for family 6), one rule or chain per line; undefined where
+   * the host has no iptables (weft writes none: it only removes flannel's, flannel-masq.ts).
+   */
+  async iptablesRules(family: 4 | 6, table: string): Promise<string[] | undefined> {
+    const args = ["-w", "5", "-t", table, "-S"];
+    const r = await this.iptablesRun(family === 6 ? "ip6tables" : "iptables", args);
+    if (r === undefined) return undefined;
+    if (r.code !== 0) throw commandError(family === 6 ? "ip6tables" : "iptables", args.join(" "), r);
+    return r.stdout.split("\n").filter((l) => l !== "");
+  }
+
+  /** Applies an iptables-restore script (ip6tables-restore for family 6) whole, other rules kept (--noflush). */
+  async iptablesRestore(family: 4 | 6, script: string): Promise<void> {
+    const tool = family === 6 ? "ip6tables-restore" : "iptables-restore";
+    const r = await this.iptablesRun(tool, ["-w", "5", "--noflush"], script);
+    if (r === undefined) throw new WeftError("KERNEL_TOOL_MISSING", `cannot run ${tool}: not installed`);
+    if (r.code !== 0) throw commandError(tool, script.split("\n")[1] + " ...", r);
+  }
+
+  /** Runs an iptables command here or in the namespace; undefined where it is not installed. */
+  private async iptablesRun(tool: string, args: string[], input?: string): Promise<RunResult | undefined> {
+    try {
+      const r = this.opts.netns
+        ? await run("ip", ["netns", "exec", this.opts.netns, tool, ...args], input)
+        : await run(tool, args, input);
+      // `ip netns exec` says so itself where the command is missing.
+      return /^exec of "[^"]*" failed: No such file/m.test(r.stderr) ? undefined : r;
+    } catch (err) {
+      if (isWeftError(err, "KERNEL_TOOL_MISSING")) return undefined;
+      throw err;
+    }
   }
 
   /**
