@@ -17,6 +17,7 @@ import { NO_BACKEND } from "../control/node-record.js";
 import type { Addr } from "../control/runtime.js";
 import { WeftError } from "../errors.js";
 import { Kernel } from "../kernel/iproute.js";
+import { removeFlannelMasq } from "../kernel/flannel-masq.js";
 import { IPMASQ_TABLE, removeIpMasq, setIpMasq } from "../kernel/ipmasq.js";
 import { removeStalePodGateways } from "../kernel/pod-addresses.js";
 import { removeStaleOverlayDevices } from "../kernel/stale-devices.js";
@@ -371,6 +372,7 @@ export class Agent {
   /** Creates and starts the backend of the current config for every family, announces them, writes subnet.env. */
   private async startBackend(): Promise<void> {
     await this.removeStaleDevices();
+    await this.removeFlannelMasq();
     // A lane waiting for a new subnet after a loss is started once it has one (startLeased).
     for (const lane of this.lanes) if (lane.subnet) await this.startLane(lane);
     await this.publish();
@@ -394,6 +396,24 @@ export class Agent {
       this.log.warn(
         { code: "AGENT_STALE_DEVICE", command: f.command },
         `could not remove a stale device: ${f.message}`,
+      );
+  }
+
+  /** Removes flannel's masquerade rules, which would SNAT this node's pods on their way to other nodes. */
+  private async removeFlannelMasq(): Promise<void> {
+    const stale = await removeFlannelMasq(
+      this.kernel,
+      this.lanes.map((l) => l.family),
+    );
+    if (stale.removed.length > 0)
+      this.log.warn(
+        { code: "AGENT_STALE_FLANNEL_MASQ", removed: stale.removed },
+        "removed flannel's masquerade rules, which masqueraded pod traffic between nodes outside flannel's old subnet",
+      );
+    for (const f of stale.failures)
+      this.log.warn(
+        { code: "AGENT_STALE_FLANNEL_MASQ", command: f.command },
+        `could not remove flannel's masquerade rules: ${f.message}; remove them by hand, or pods' traffic to other nodes leaves with the node's address`,
       );
   }
 

@@ -469,8 +469,10 @@ async function removeBridgeMasquerade(d: Record<string, unknown>, cid: string, s
   const kernel = new Kernel();
   try {
     for (const family of families) {
-      const jumps = (await kernel.iptables(family, ["-t", "nat", "-S", "POSTROUTING"]))
-        .split("\n")
+      // No iptables here: the bridge plugin, which needs it, made no rules.
+      const rules = await kernel.iptablesRules(family, "nat", "POSTROUTING");
+      if (rules === undefined) continue;
+      const jumps = rules
         .filter((l) => l.startsWith("-A POSTROUTING -s ") && l.endsWith(` -j ${chain}`))
         .filter((l) => !sources || sources.includes(l.split(" ")[3].split("/")[0]));
       const deletes = jumps.map((l) => `-D${l.slice(2)}`);

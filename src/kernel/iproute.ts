@@ -1,13 +1,14 @@
 // The one way weft changes kernel state: iproute2 (`ip -json` to read, `ip -batch` and
-// `bridge -batch` to write) and `nft -f`; iptables only to remove what the CNI bridge plugin left
-// (GC). Everything that programs links, addresses, routes, neighbours, FDB entries, nftables or
-// iptables goes through a Kernel, so what weft does to a host can be
-// read in one place and replayed by hand. A Kernel can target a named network namespace (`-n`),
-// which the lab (demo, tests, benchmarks) uses; the agent itself runs inside its host's namespace.
+// `bridge -batch` to write) and `nft -f`; iptables only to remove rules other programs left:
+// flannel's masquerade (flannel-masq.ts) and the CNI bridge plugin's per-pod ones (GC).
+// Everything that programs links, addresses, routes, neighbours, FDB entries or nftables goes
+// through a Kernel, so what weft does to a host can be read in one place and replayed by hand. A
+// Kernel can target a named network namespace (`-n`), which the lab (demo, tests, benchmarks)
+// uses; the agent itself runs inside its host's namespace.
 import { execFile } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
-import { WeftError } from "../errors.js";
+import { isWeftError, WeftError } from "../errors.js";
 
 export interface KernelOptions {
   /** Network namespace name (as `ip netns` lists it); the current one when absent. */
@@ -162,22 +163,42 @@ export class Kernel {
     return JSON.parse(r.stdout) as T;
   }
 
-  /**
-   * `iptables <args>` (ip6tables for 6), waiting for the xtables lock; its output. Only for rules
-   * other programs made with iptables (the CNI bridge plugin's), which weft itself never writes.
-   */
-  async iptables(family: 4 | 6, args: string[]): Promise<string> {
-    const cmd = family === 4 ? "iptables" : "ip6tables";
-    const r = await this.inNs(cmd, ["-w", ...args]);
-    if (r.code !== 0) throw commandError(cmd, args.join(" "), r);
-    return r.stdout;
+  /** The nftables tables here, each as `family name` (`ip weft`). */
+  async nftTables(): Promise<string[]> {
+    const j = await this.nftJson<{ nftables: Array<{ table?: { family: string; name: string } }> }>(["tables"]);
+    return j.nftables.flatMap((e) => (e.table ? [`${e.table.family} ${e.table.name}`] : []));
   }
 
-  /** Applies an iptables-restore script, keeping every rule it does not name (`--noflush`): all of it or none. */
+  /**
+   * `iptables -S` of a table (ip6tables for family 6), one rule or chain per line; undefined where
+   * the host has no iptables (weft writes none: it only removes flannel's and the CNI bridge plugin's).
+   */
+  async iptablesRules(family: 4 | 6, table: string, chain?: string): Promise<string[] | undefined> {
+    const args = ["-w", "5", "-t", table, "-S", ...(chain ? [chain] : [])];
+    const r = await this.iptablesRun(family === 6 ? "ip6tables" : "iptables", args);
+    if (r === undefined) return undefined;
+    if (r.code !== 0) throw commandError(family === 6 ? "ip6tables" : "iptables", args.join(" "), r);
+    return r.stdout.split("\n").filter((l) => l !== "");
+  }
+
+  /** Applies an iptables-restore script (ip6tables-restore for family 6) whole, other rules kept (--noflush). */
   async iptablesRestore(family: 4 | 6, script: string): Promise<void> {
-    const cmd = family === 4 ? "iptables-restore" : "ip6tables-restore";
-    const r = await this.inNs(cmd, ["-w", "--noflush"], script);
-    if (r.code !== 0) throw commandError(cmd, script.trim().split("\n").join("; "), r);
+    const tool = family === 6 ? "ip6tables-restore" : "iptables-restore";
+    const r = await this.iptablesRun(tool, ["-w", "5", "--noflush"], script);
+    if (r === undefined) throw new WeftError("KERNEL_TOOL_MISSING", `cannot run ${tool}: not installed`);
+    if (r.code !== 0) throw commandError(tool, script.trim().split("\n").join("; "), r);
+  }
+
+  /** Runs an iptables command here or in the namespace; undefined where it is not installed. */
+  private async iptablesRun(tool: string, args: string[], input?: string): Promise<RunResult | undefined> {
+    try {
+      const r = await this.inNs(tool, args, input);
+      // `ip netns exec` says so itself where the command is missing.
+      return /^exec of "[^"]*" failed: No such file/m.test(r.stderr) ? undefined : r;
+    } catch (err) {
+      if (isWeftError(err, "KERNEL_TOOL_MISSING")) return undefined;
+      throw err;
+    }
   }
 
   /**

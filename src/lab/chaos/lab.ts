@@ -265,9 +265,7 @@ export async function leftovers(h: LabHost): Promise<string[]> {
   for (const n of neighs) out.push(`neighbour ${n.dst} dev ${n.dev}`);
   const fdbs = await h.ns.kernel.bridgeJson<Array<{ mac: string; dst?: string; ifname: string }>>(["fdb", "show"]);
   for (const f of fdbs) if (f.dst) out.push(`fdb ${f.mac} dst ${f.dst} dev ${f.ifname}`);
-  const nft = await h.ns.kernel.nftJson<{ nftables: Array<{ table?: { family: string; name: string } }> }>(["tables"]);
   // Only the agent's own table: the CNI plugins (portmap) keep theirs.
-  for (const e of nft.nftables)
-    if (e.table?.name.startsWith("weft")) out.push(`nft table ${e.table.family} ${e.table.name}`);
+  for (const t of await h.ns.kernel.nftTables()) if (t.split(" ")[1].startsWith("weft")) out.push(`nft table ${t}`);
   return out;
 }
