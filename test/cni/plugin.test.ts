@@ -41,7 +41,7 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
   const ipamStore = async (h: LabHost) =>
     (await readdir(join(lab.hostDir(h), "ipam", "cbr0")).catch(() => [] as string[])).sort();
   const kept = async (h: LabHost) => await readdir(join(lab.hostDir(h), "flannel")).catch(() => [] as string[]);
-  const natRules = async (h: LabHost) => (await h.ns.kernel.iptables(4, ["-t", "nat", "-S"])).trim().split("\n");
+  const natRules = async (h: LabHost) => (await h.ns.kernel.iptablesRules(4, "nat")) ?? [];
   /** The bridge plugin's POSTROUTING jumps for a container (found by their comment, as it wrote them). */
   const masqJumps = (rules: string[], cid: string) =>
     rules.filter((l) => l.startsWith("-A POSTROUTING ") && l.includes(`--comment "name: \\"cbr0\\" id: \\"${cid}\\""`));
