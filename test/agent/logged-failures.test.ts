@@ -6,7 +6,7 @@
 // next reconcile makes it again. Before those, a peer leaving while the agent cannot run iproute2
 // makes the peer sync fail (AGENT_PEER_SYNC_FAILED), tried again until iproute2 runs again.
 import { execFileSync } from "node:child_process";
-import { realpathSync } from "node:fs";
+import { readlinkSync, realpathSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { agentRequest } from "../../src/cli/agent-client.js";
 import { running, type LabAgent } from "../../src/lab/agents.js";
@@ -40,10 +40,21 @@ describe.skipIf(!canUseNetns())("agent: failures it logs, with their codes", () 
    */
   const breakIproute = (a: LabAgent): (() => void) => {
     const pid = String(a.process!.pid);
+    // Never in this process's own mount namespace (a dead agent's reused pid could name another).
+    const mnt = () => readlinkSync(`/proc/${pid}/ns/mnt`);
+    const ours = mnt();
+    expect(running(a.process) && ours !== readlinkSync("/proc/self/ns/mnt")).toBe(true);
     const ip = realpathSync(execFileSync("sh", ["-c", "command -v ip"], { encoding: "utf8" }).trim());
     execFileSync("nsenter", ["-t", pid, "-m", "mount", "--bind", "/dev/null", ip]);
     return () => {
-      if (running(a.process)) execFileSync("nsenter", ["-t", pid, "-m", "umount", ip]);
+      const now = (() => {
+        try {
+          return mnt();
+        } catch {
+          return undefined;
+        }
+      })();
+      if (now === ours) execFileSync("nsenter", ["-t", pid, "-m", "umount", ip]);
     };
   };
 
