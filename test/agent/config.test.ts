@@ -475,6 +475,37 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
       for (const f of STATE_FILES) expect(lstatSync(join(a.dir, f), { throwIfNoEntry: false }), f).toBeUndefined();
     },
   );
+  it("names kube-flannel's /23 node subnet on cni0 as one, with the SubnetLen that fits; with that SubnetLen the agent starts", async () => {
+    // What kube-flannel leaves where kube-controller-manager's --node-cidr-mask-size is 23: cni0's
+    // gateway and a host-gw route to a peer's /23.
+    const ns = a.host.ns;
+    await ns.exec(["ip", "link", "add", "cni0", "type", "bridge"]);
+    try {
+      await ns.exec(["ip", "addr", "add", "198.19.2.1/23", "dev", "cni0"]);
+      await ns.exec(["ip", "route", "add", "198.19.4.0/23", "via", "198.18.0.99", "dev", "eth0"]);
+      const before = await kernelState(a.host);
+      await writeFile(agents.netConfPath(a), JSON.stringify(netConf("vxlan")));
+      const r = await runAgent([]);
+      expect(r.code).toBe(1);
+      expect(r.stderr.trim()).toMatch(
+        /^weft: \[CONFIG_NETWORK_OVERLAPS_HOST\] Network 198\.19\.0\.0\/16 \(net-conf\.json\) overlaps the host's address 198\.19\.2\.0\/23 on cni0, a node subnet \/23 where SubnetLen is 24: .*--node-cidr-mask-size.*, set SubnetLen to 23 in net-conf\.json; else pick a Network/,
+      );
+      expect(await kernelState(a.host)).toEqual(before);
+      // As the error says: the agent starts (on a state dir of its own: a lease ring is kept with
+      // its subnet length), and its node subnet is a /23.
+      await writeFile(agents.netConfPath(a), JSON.stringify({ ...netConf("vxlan"), SubnetLen: 23 }));
+      a.stateDir = join(a.dir, "state-subnetlen-23");
+      agents.start(a, [], []);
+      await agents.waitReady(a);
+      expect(await readFile(join(a.dir, "subnet.env"), "utf8")).toMatch(/^FLANNEL_SUBNET=198\.19\.\d+\.1\/23$/m);
+      await agents.stop(a);
+    } finally {
+      a.stateDir = a.dir;
+      await ns.exec(["ip", "link", "del", "cni0"]);
+      await ns.exec(["ip", "route", "del", "198.19.4.0/23"]).catch(() => undefined); // the agent may have removed it
+    }
+  });
+
   it("reads a switch's value: WEFT_IP_MASQ=false is off (commander took any value as on), --ip-masq=true on, --net-config-path as flanneld's", async () => {
     const subnetEnv = () => readFile(join(a.dir, "subnet.env"), "utf8");
     await writeFile(agents.netConfPath(a), JSON.stringify(netConf("vxlan")));
