@@ -320,7 +320,10 @@ export interface HostPrefix {
  * gateway that contains the whole network (the default route, or a VPN's 10.0.0.0/8: pod routes
  * are more specific and take only the pod range, by design). Refused: the underlay address inside
  * the network, an on-link network around or inside it (hosts there would become unreachable), a
- * foreign route inside it.
+ * foreign route inside it. A refused prefix that looks like another cluster's node subnet (inside
+ * the network, shorter than the subnet length but a valid one, on the CNI bridge cni0 or a route
+ * via a gateway: what kube-flannel leaves where kube-controller-manager hands out /23s, say) is
+ * named as such, with the subnet length that fits it.
  */
 export function checkNetworkAgainstHost(
   conf: Partial<Pick<NetConf, "space" | "space6">>,
@@ -352,9 +355,22 @@ function checkFamilyAgainstHost(
     if (h.prefix.len === 0 || WEFT_DEVICE.test(h.dev) || !overlaps(h.prefix, network)) continue;
     if (inNetwork(h.prefix) && h.prefix.len >= subnetLen) continue;
     if (h.kind === "route" && h.via !== undefined && h.prefix.len <= network.len) continue;
+    const overlap = `${key} ${formatAnyPrefix(network)} (net-conf.json) overlaps the host's ${h.kind} ${formatAnyPrefix(h.prefix)} on ${h.dev}`;
+    const nodeSubnet =
+      inNetwork(h.prefix) && h.prefix.len >= network.len + 2 && (h.dev === "cni0" || h.via !== undefined);
+    if (nodeSubnet) {
+      // kube-flannel's node subnets are the Nodes' PodCIDRs, whatever SubnetLen says.
+      const lenKey = key === "Network" ? "SubnetLen" : "IPv6SubnetLen";
+      const mask =
+        key === "Network" ? "--node-cidr-mask-size (-ipv4 on a dual-stack cluster)" : "--node-cidr-mask-size-ipv6";
+      throw new WeftError(
+        "CONFIG_NETWORK_OVERLAPS_HOST",
+        `${overlap}, a node subnet /${h.prefix.len} where ${lenKey} is ${subnetLen}: if the cluster's node subnets are /${h.prefix.len} (kube-flannel's follow kube-controller-manager's ${mask}), set ${lenKey} to ${h.prefix.len} in net-conf.json; else ${pick}`,
+      );
+    }
     throw new WeftError(
       "CONFIG_NETWORK_OVERLAPS_HOST",
-      `${key} ${formatAnyPrefix(network)} (net-conf.json) overlaps the host's ${h.kind} ${formatAnyPrefix(h.prefix)} on ${h.dev}: pod routes would take traffic meant for it; ${pick}`,
+      `${overlap}: pod routes would take traffic meant for it; ${pick}`,
     );
   }
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // `weft`: the node agent and its tools. Flag names follow flanneld's where it has them; every
-// flag can also come from the environment as WEFT_<FLAG> (e.g. WEFT_NET_CONFIG).
+// flag can also come from the environment as WEFT_<FLAG> (e.g. WEFT_NET_CONFIG), and a flag
+// shared with flanneld from FLANNELD_<FLAG> too (flanneld.ts).
 import { randomBytes } from "node:crypto";
 import { mkdir, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
@@ -13,6 +14,7 @@ import { KEY_BYTES } from "../control/gossip/keyring.js";
 import { isWeftError, WeftError } from "../errors.js";
 import { agentRequest } from "./agent-client.js";
 import { runDemo } from "./demo.js";
+import { adoptFlanneldEnv, ignoredFlanneldEnv, refuseFlanneldFlags } from "./flanneld.js";
 
 const program = new Command("weft").description(
   "node agent for container overlay networks: gossip-leased subnets, kernel and WebAssembly dataplanes",
@@ -57,8 +59,23 @@ const toggle = (name: string, description: string, env: string) =>
       return b;
     });
 
-program
-  .command("agent")
+/**
+ * `weft agent`: flanneld's flags it has no equivalent of are refused with what to do (commander
+ * would say only "unknown option"), and flanneld's variables of the flags it shares are read.
+ */
+class AgentCommand extends Command {
+  override parseOptions(argv: string[]) {
+    const parsed = super.parseOptions(argv);
+    refuseFlanneldFlags(parsed.unknown, this);
+    // Commander reads the environment right after this.
+    adoptFlanneldEnv(process.env);
+    return parsed;
+  }
+}
+
+const agentCommand = new AgentCommand("agent");
+program.addCommand(agentCommand);
+agentCommand
   .description("run the agent on this host")
   .addOption(
     flag("--net-config <path>", "flannel's net-conf.json", "NET_CONFIG").default("/etc/kube-flannel/net-conf.json"),
@@ -176,6 +193,8 @@ program
   )
   .action(async (o) => {
     const log = pino({ base: { node: o.nodeName } });
+    for (const { variable, advice } of ignoredFlanneldEnv(process.env))
+      log.warn({ code: "CLI_FLANNELD_ENV_IGNORED", variable }, `${variable} is ignored: ${advice}`);
     const opts: AgentOptions = {
       netConfig: o.netConfigPath ?? o.netConfig,
       iface: o.iface,

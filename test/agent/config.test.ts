@@ -428,6 +428,32 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
       ["--iface-regex", "^eth\\d{0,3}$", "--gossip-port", "7999"],
       /^weft: \[CONFIG_PORT_IN_USE\] --gossip-port 7999: UDP 198\.18\.0\.\d+:7999 is already in use/,
     ],
+    // flanneld's flags: the ones weft has no equivalent of, and Go-style ones, say what to use.
+    [
+      "flanneld's --kube-subnet-mgr",
+      { Network: NETWORK },
+      ["--kube-subnet-mgr"],
+      /^weft: \[CLI_FLANNELD_FLAG\] --kube-subnet-mgr \(flanneld's\): weft never talks to the Kubernetes API server; weft leases node subnets by gossip among its agents: drop it, and give --join .* and --subnet-seeds .*, and set SubnetLen \(IPv6SubnetLen\) in net-conf\.json to kube-controller-manager's --node-cidr-mask-size/,
+    ],
+    [
+      // Named once for both, and without the endpoint's value (it could be a password).
+      "flanneld's --etcd-endpoints=... and --etcd-prefix",
+      { Network: NETWORK },
+      ["--etcd-endpoints=http://198.18.0.9:2379", "--etcd-prefix", "/coreos.com/network"],
+      /^(?!.*2379)weft: \[CLI_FLANNELD_FLAG\] --etcd-endpoints, --etcd-prefix \(flanneld's\): weft needs no etcd; .*--join.*, and --net-config a file holding the net-conf\.json kept at <etcd-prefix>\/config$/,
+    ],
+    [
+      "flanneld's --iface-can-reach and --iptables-forward-rules=false",
+      { Network: NETWORK },
+      ["--iface-can-reach", "198.18.0.9", "--iptables-forward-rules=false"],
+      /^weft: \[CLI_FLANNELD_FLAG\] --iface-can-reach \(flanneld's\): .*pass --iface with the interface `ip route get <that address>` names.*; --iptables-forward-rules \(flanneld's\): weft writes no FORWARD rules/,
+    ],
+    [
+      "Go-style flags, one dash (-iface, -ip-masq=true)",
+      { Network: NETWORK },
+      ["-iface", "eth0", "-ip-masq=true"],
+      /^weft: \[CLI_FLANNELD_FLAG\] -iface \(Go-style\): weft's flags take two dashes, write --iface; -ip-masq \(Go-style\): weft's flags take two dashes, write --ip-masq$/,
+    ],
     [
       "a group-readable key file",
       { Network: NETWORK },
@@ -475,6 +501,37 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
       for (const f of STATE_FILES) expect(lstatSync(join(a.dir, f), { throwIfNoEntry: false }), f).toBeUndefined();
     },
   );
+  it("names kube-flannel's /23 node subnet on cni0 as one, with the SubnetLen that fits; with that SubnetLen the agent starts", async () => {
+    // What kube-flannel leaves where kube-controller-manager's --node-cidr-mask-size is 23: cni0's
+    // gateway and a host-gw route to a peer's /23.
+    const ns = a.host.ns;
+    await ns.exec(["ip", "link", "add", "cni0", "type", "bridge"]);
+    try {
+      await ns.exec(["ip", "addr", "add", "198.19.2.1/23", "dev", "cni0"]);
+      await ns.exec(["ip", "route", "add", "198.19.4.0/23", "via", "198.18.0.99", "dev", "eth0"]);
+      const before = await kernelState(a.host);
+      await writeFile(agents.netConfPath(a), JSON.stringify(netConf("vxlan")));
+      const r = await runAgent([]);
+      expect(r.code).toBe(1);
+      expect(r.stderr.trim()).toMatch(
+        /^weft: \[CONFIG_NETWORK_OVERLAPS_HOST\] Network 198\.19\.0\.0\/16 \(net-conf\.json\) overlaps the host's address 198\.19\.2\.0\/23 on cni0, a node subnet \/23 where SubnetLen is 24: .*--node-cidr-mask-size.*, set SubnetLen to 23 in net-conf\.json; else pick a Network/,
+      );
+      expect(await kernelState(a.host)).toEqual(before);
+      // As the error says: the agent starts (on a state dir of its own: a lease ring is kept with
+      // its subnet length), and its node subnet is a /23.
+      await writeFile(agents.netConfPath(a), JSON.stringify({ ...netConf("vxlan"), SubnetLen: 23 }));
+      a.stateDir = join(a.dir, "state-subnetlen-23");
+      agents.start(a, [], []);
+      await agents.waitReady(a);
+      expect(await readFile(join(a.dir, "subnet.env"), "utf8")).toMatch(/^FLANNEL_SUBNET=198\.19\.\d+\.1\/23$/m);
+      await agents.stop(a);
+    } finally {
+      a.stateDir = a.dir;
+      await ns.exec(["ip", "link", "del", "cni0"]);
+      await ns.exec(["ip", "route", "del", "198.19.4.0/23"]).catch(() => undefined); // the agent may have removed it
+    }
+  });
+
   it("reads a switch's value: WEFT_IP_MASQ=false is off (commander took any value as on), --ip-masq=true on, --net-config-path as flanneld's", async () => {
     const subnetEnv = () => readFile(join(a.dir, "subnet.env"), "utf8");
     await writeFile(agents.netConfPath(a), JSON.stringify(netConf("vxlan")));
@@ -508,30 +565,76 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
     await agents.stop(a);
   });
 
+  /** Runs `weft agent` in the host with no flags, `env` beside the test's own environment; resolves with its exit code and output. */
+  function runAgentWithEnv(env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
+    return run(
+      "ip",
+      ["netns", "exec", a.host.ns.name, process.execPath, projectFile("dist", "src", "cli", "main.js"), "agent"],
+      { env: { ...process.env, ...env }, timeout: 20_000 },
+    ).then(
+      (r) => ({ code: 0, ...r }),
+      (e: { code: number; stdout: string; stderr: string }) => e,
+    );
+  }
+
+  /** The lab's key file, state dir and subnet file as WEFT_<FLAG> variables. */
+  const labEnv = () => ({
+    WEFT_KEY_FILE: join(agents.dir, "cluster.key"),
+    WEFT_STATE_DIR: a.dir,
+    WEFT_SUBNET_FILE: join(a.dir, "subnet.env"),
+  });
+
   it("takes its flags from WEFT_<FLAG> environment variables", async () => {
     const conf = join(a.dir, "env-conf.json");
     await writeFile(conf, JSON.stringify({ Network: NETWORK, Backend: { Type: "geneve" } }));
     const before = await kernelState(a.host);
-    const env = {
-      ...process.env,
-      WEFT_NET_CONFIG: conf,
-      WEFT_KEY_FILE: join(agents.dir, "cluster.key"),
-      WEFT_STATE_DIR: a.dir,
-      WEFT_SUBNET_FILE: join(a.dir, "subnet.env"),
-      WEFT_IFACE: "eth0",
-    };
-    const failed = await run(
-      "ip",
-      ["netns", "exec", a.host.ns.name, process.execPath, projectFile("dist", "src", "cli", "main.js"), "agent"],
-      { env, timeout: 20_000 },
-    ).then(
-      () => undefined,
-      (e: { code: number; stderr: string }) => e,
-    );
-    expect(failed?.code).toBe(1);
+    const failed = await runAgentWithEnv({ ...labEnv(), WEFT_NET_CONFIG: conf, WEFT_IFACE: "eth0" });
+    expect(failed.code).toBe(1);
     // The message names the file it read, so the variable was used (the default path does not exist here).
-    expect(failed?.stderr.trim()).toBe(
+    expect(failed.stderr.trim()).toBe(
       `weft: [CONFIG_NET_CONF_INVALID] ${conf}: Backend.Type is "geneve"; valid types are vxlan, host-gw, udp, wasm-vxlan`,
+    );
+    expect(await kernelState(a.host)).toEqual(before);
+  });
+
+  it("reads flanneld's FLANNELD_<FLAG> of the flags it shares (WEFT_<FLAG> wins), and logs the others as ignored", async () => {
+    const conf = join(a.dir, "flanneld-env-conf.json");
+    await writeFile(conf, JSON.stringify({ Network: NETWORK, Backend: { Type: "geneve" } }));
+    const before = await kernelState(a.host);
+    const flanneld = {
+      ...labEnv(),
+      FLANNELD_NET_CONFIG_PATH: conf,
+      FLANNELD_IFACE: "eth0",
+      FLANNELD_KUBE_SUBNET_MGR: "true",
+      FLANNELD_ETCD_ENDPOINTS: "http://198.18.0.9:2379",
+    };
+    const failed = await runAgentWithEnv(flanneld);
+    expect(failed.code).toBe(1);
+    expect(failed.stderr.trim()).toBe(
+      `weft: [CONFIG_NET_CONF_INVALID] ${conf}: Backend.Type is "geneve"; valid types are vxlan, host-gw, udp, wasm-vxlan`,
+    );
+    const warned = failed.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { code: string; level: number; variable: string; msg: string });
+    expect(warned.map((w) => [w.code, w.level, w.variable])).toEqual([
+      ["CLI_FLANNELD_ENV_IGNORED", 40, "FLANNELD_KUBE_SUBNET_MGR"],
+      ["CLI_FLANNELD_ENV_IGNORED", 40, "FLANNELD_ETCD_ENDPOINTS"],
+    ]);
+    expect(warned[0].msg).toMatch(
+      /^FLANNELD_KUBE_SUBNET_MGR is ignored: weft never talks to the Kubernetes API server; /,
+    );
+    expect(warned[1].msg).toMatch(/^FLANNELD_ETCD_ENDPOINTS is ignored: weft needs no etcd; /);
+    // FLANNELD_IFACE too, with a config that passes: the interface it names is looked for.
+    await writeFile(conf, JSON.stringify(netConf("vxlan")));
+    const iface = await runAgentWithEnv({ ...labEnv(), FLANNELD_NET_CONFIG_PATH: conf, FLANNELD_IFACE: "eth9" });
+    expect(iface.stderr).toMatch(
+      /^weft: \[AGENT_UNDERLAY_NOT_FOUND\] no interface with a global IPv4 address matches --iface eth9; /,
+    );
+    // WEFT_<FLAG> set beside it wins.
+    const both = await runAgentWithEnv({ ...flanneld, WEFT_NET_CONFIG: join(a.dir, "missing.json") });
+    expect(both.stderr).toMatch(
+      /^weft: \[CONFIG_NET_CONF_UNREADABLE\] cannot read the network config \S+missing\.json: ENOENT/,
     );
     expect(await kernelState(a.host)).toEqual(before);
   });

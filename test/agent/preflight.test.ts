@@ -29,7 +29,33 @@ describe("a Network against the host's addresses and routes", () => {
     [
       "an on-link network inside it",
       route("198.19.128.0/20", "eth1"),
-      "overlaps the host's route 198.19.128.0/20 on eth1",
+      "overlaps the host's route 198.19.128.0/20 on eth1: pod routes would take traffic meant for it; pick a Network",
+    ],
+    // kube-flannel's leftovers where the cluster's node mask is /23: named as node subnets, with the SubnetLen that fits.
+    [
+      "the CNI bridge's /23 (kube-flannel's node subnet)",
+      address("198.19.2.0/23", "cni0"),
+      "overlaps the host's address 198.19.2.0/23 on cni0, a node subnet /23 where SubnetLen is 24: if the cluster's node subnets are /23 (kube-flannel's follow kube-controller-manager's --node-cidr-mask-size (-ipv4 on a dual-stack cluster)), set SubnetLen to 23 in net-conf.json; else pick a Network",
+    ],
+    [
+      "a host-gw peer route to a /23",
+      route("198.19.4.0/23", "eth0", "198.18.0.2"),
+      "overlaps the host's route 198.19.4.0/23 on eth0, a node subnet /23 where SubnetLen is 24: if the cluster's node subnets are /23",
+    ],
+    [
+      "cni0's on-link route to its /23",
+      route("198.19.2.0/23", "cni0"),
+      "overlaps the host's route 198.19.2.0/23 on cni0, a node subnet /23 where SubnetLen is 24",
+    ],
+    [
+      "a /17 via a gateway (no SubnetLen of a /16 Network fits it)",
+      route("198.19.0.0/17", "eth0", "198.18.0.2"),
+      "overlaps the host's route 198.19.0.0/17 on eth0: pod routes would take traffic meant for it",
+    ],
+    [
+      "an address inside it on another device",
+      address("198.19.2.0/23", "eth1"),
+      "overlaps the host's address 198.19.2.0/23 on eth1: pod routes would take traffic meant for it",
     ],
     [
       "a foreign route inside it, via a gateway",
@@ -92,6 +118,11 @@ describe("an IPv6Network against the host's IPv6 addresses and routes (the same 
       "an on-link network inside it",
       route6("2001:2:0:c000::/52", "eth1"),
       "overlaps the host's route 2001:2:0:c000::/52 on eth1",
+    ],
+    [
+      "the CNI bridge's /63 (kube-flannel's node subnet)",
+      address6("2001:2:0:8002::/63", "cni0"),
+      "overlaps the host's address 2001:2:0:8002::/63 on cni0, a node subnet /63 where IPv6SubnetLen is 64: if the cluster's node subnets are /63 (kube-flannel's follow kube-controller-manager's --node-cidr-mask-size-ipv6), set IPv6SubnetLen to 63 in net-conf.json; else pick an IPv6Network",
     ],
     [
       "an address whose network covers it",
