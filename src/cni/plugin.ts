@@ -3,8 +3,8 @@
 // reference `bridge` plugin with `host-local` IPAM over this node's subnet, a route to the pod
 // network, the MTU, ipMasq and isGateway), keep that config in dataDir, and run it. DEL and CHECK
 // run the kept config, so they work even after subnet.env changed; GC deletes those the runtime
-// no longer has (and the bridge's masquerade rules its DEL leaves without the pod's namespace);
-// STATUS says whether subnet.env is there (the agent ready).
+// no longer has; GC and a DEL without the pod's namespace remove the bridge's masquerade rules,
+// which its DEL leaves then; STATUS says whether subnet.env is there (the agent ready).
 import { createHash } from "node:crypto";
 import { access, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
@@ -178,7 +178,9 @@ export async function runPlugin(call: PluginCall): Promise<object | undefined> {
       // since ADD (a bad delegate key, another version) never keeps a pod Terminating.
       const conf = parseDelConf(call.stdin);
       const kept = await keptPath(args, conf.dataDir);
-      if (kept) await deleteKept(kept, [args], conf.prevResult);
+      if (!kept) return undefined;
+      if (await netnsGone(args.netns)) await removeMasqueradeAtDel(kept, args, conf.dataDir);
+      await deleteKept(kept, [args], conf.prevResult);
       return undefined;
     }
     case "STATUS":
@@ -329,8 +331,7 @@ async function gc(call: PluginCall): Promise<undefined> {
       const shared = ours.some((o) => o.cid === cid && o.stays);
       const store = found.ifName === undefined || shared ? await hostLocalStore(found.d, stores) : undefined;
       const ifNames = found.ifName === undefined ? unkeptIfNames(cid, names, store) : [found.ifName];
-      const own = store?.filter((e) => e.id === cid && ifNames.includes(e.ifName)).map((e) => e.ip);
-      await removeBridgeMasquerade(found.d, cid, shared ? (own ?? []) : undefined);
+      await removeBridgeMasquerade(found.d, cid, shared ? heldBy(store, cid, ifNames) : undefined);
       const calls = ifNames.map((ifName): CniArgs => ({ command: "DEL", containerId: cid, ifName, path }));
       await deleteKept(file, calls);
     } catch (e) {
@@ -444,15 +445,52 @@ function unkeptIfNames(cid: string, names: string[], store: HostLocalEntry[] | u
   return held.size > 0 ? [...held] : [DEFAULT_IFNAME];
 }
 
+/** The addresses host-local holds for these interfaces of the container. */
+function heldBy(store: HostLocalEntry[] | undefined, cid: string, ifNames: string[]): string[] {
+  return (store ?? []).filter((e) => e.id === cid && ifNames.includes(e.ifName)).map((e) => e.ip);
+}
+
+/**
+ * CNI_NETNS unset, or a path that no longer exists (the runtime's DEL after a reboot, or once the
+ * pod's sandbox died): the bridge's DEL then has no interface to learn the pod's addresses from.
+ */
+async function netnsGone(netns: string | undefined): Promise<boolean> {
+  if (!netns) return true;
+  return await access(netns).then(
+    () => false,
+    (e: NodeJS.ErrnoException) => e.code === "ENOENT",
+  );
+}
+
+/**
+ * A DEL without the pod's namespace removes the bridge's masquerade rules as GC does, before the
+ * delegate's DEL: host-local's store names the interface's addresses only until that frees them.
+ * While the container has another attachment kept on the network (the chain is theirs too), only
+ * this interface's jumps go. Nothing kept, or damaged (deleteKept reports it), is nothing to remove.
+ */
+async function removeMasqueradeAtDel(path: string, args: CniArgs, dataDir: string): Promise<void> {
+  const { cid, ifName } = attachmentOf(args);
+  const found = await readKept(path).catch(() => undefined);
+  if (!found) return;
+  let shared = false;
+  for (const name of await readdir(dataDir).catch(() => [] as string[])) {
+    if ((name !== cid && !name.startsWith(`${cid}@`)) || join(dataDir, name) === path) continue;
+    if ((await readKept(join(dataDir, name)).catch(() => undefined))?.d.name === found.d.name) shared = true;
+  }
+  const store = shared ? await hostLocalStore(found.d, new Map()) : undefined;
+  await removeBridgeMasquerade(found.d, cid, shared ? heldBy(store, cid, [ifName]) : undefined);
+}
+
 /**
  * GC's DEL runs without the pod's namespace, and the bridge plugin's DEL removes its ipMasq rules
- * only for the addresses it finds on the pod's interface there: so GC removes them. The names
- * are the reference plugins' (pkg/utils): the chain `CNI-` and the first 24 hex digits of
- * sha512(network name + container id), jumped to from nat POSTROUTING by one rule per pod address
- * (commented `name: "<network>" id: "<container id>"`). Only jumps to that chain are removed (with
- * `sources`, only those from these addresses, and the chain stays), so no other pod's rule is
- * touched; declaring the chain in the same iptables-restore transaction creates or flushes it, so
- * that deleting it works whether or not it is still there.
+ * only for the addresses it finds on the pod's interface there: so GC (and a DEL without the
+ * namespace) removes them. The names are the reference plugins' (pkg/utils): the chain `CNI-`
+ * and the first 24 hex digits of sha512(network name + container id), jumped to from nat
+ * POSTROUTING by one rule per pod address (commented `name: "<network>" id: "<container id>"`).
+ * Only jumps to that chain are removed (with `sources`, only those from these addresses, and the
+ * chain stays), so no other pod's rule is touched; declaring the chain in the same
+ * iptables-restore transaction creates or flushes it, so that deleting it works whether or not it
+ * is still there.
  */
 async function removeBridgeMasquerade(d: Record<string, unknown>, cid: string, sources?: string[]): Promise<void> {
   if (d.type !== "bridge" || d.ipMasq !== true || typeof d.name !== "string") return;
@@ -486,7 +524,7 @@ async function removeBridgeMasquerade(d: Record<string, unknown>, cid: string, s
     throw new CniError(
       CNI_ERROR.IO_FAILURE,
       `cannot remove the bridge plugin's masquerade rules (chain ${chain}) of container ${cid}: ${errorMessage(e)}`,
-      `GC tries again; by hand: iptables -t nat -S POSTROUTING | grep ${chain}, delete those rules (-D), then iptables -t nat -F ${chain} and -X ${chain}`,
+      `the next DEL or GC tries again; by hand: iptables -t nat -S POSTROUTING | grep ${chain}, delete those rules (-D), then iptables -t nat -F ${chain} and -X ${chain}`,
     );
   }
 }

@@ -41,7 +41,7 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
   const ipamStore = async (h: LabHost) =>
     (await readdir(join(lab.hostDir(h), "ipam", "cbr0")).catch(() => [] as string[])).sort();
   const kept = async (h: LabHost) => await readdir(join(lab.hostDir(h), "flannel")).catch(() => [] as string[]);
-  const natRules = async (h: LabHost) => (await h.ns.kernel.iptablesRules(4, "nat")) ?? [];
+  const natRules = async (h: LabHost, family: 4 | 6 = 4) => (await h.ns.kernel.iptablesRules(family, "nat")) ?? [];
   /** The bridge plugin's POSTROUTING jumps for a container (found by their comment, as it wrote them). */
   const masqJumps = (rules: string[], cid: string) =>
     rules.filter((l) => l.startsWith("-A POSTROUTING ") && l.includes(`--comment "name: \\"cbr0\\" id: \\"${cid}\\""`));
@@ -269,6 +269,99 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
       expect(
         await ns.kernel.ipJson<Array<{ ifname: string }>>(["link", "show"]).then((l) => l.map((x) => x.ifname)),
       ).not.toContain("eth0");
+      expect((await kept(h1)).filter((f) => f.startsWith(ns.name))).toEqual([]);
+    } finally {
+      await ns.destroy();
+    }
+  });
+
+  it.each([
+    ["IPv4", false],
+    ["dual-stack (ip6tables too)", true],
+  ] as const)(
+    "%s: DEL without the pod's namespace (CNI_NETNS unset, or its path deleted) removes the bridge's masquerade chain and jumps (FLANNEL_IPMASQ=false), which the bridge's DEL then leaves; another pod's stay; a repeated DEL succeeds",
+    async (_, dual) => {
+      const file = join(lab.hostDir(h1), "masq-subnet.env");
+      const v6 = "FLANNEL_IPV6_NETWORK=2001:2:0:8000::/49\nFLANNEL_IPV6_SUBNET=2001:2:0:8005::1/64\n";
+      await writeFile(file, `${await readFile(subnetFile(h1), "utf8")}${dual ? v6 : ""}`);
+      const families = dual ? ([4, 6] as const) : ([4] as const);
+      const conf = flannelConf(h1, { subnetFile: file, delegate: {} }); // the bridge's ipMasq, as above
+      const pods = [
+        await Netns.create("cni-delmasq"),
+        await Netns.create("cni-delmasq"),
+        await Netns.create("cni-delmasq"),
+      ];
+      const [unset, deleted, live] = pods;
+      try {
+        const addrs = new Map<Netns, string[]>();
+        for (const ns of pods) {
+          const r = (await runFlannel(h1, "ADD", conf, { containerId: ns.name, netns: ns.path })) as CniResult;
+          addrs.set(
+            ns,
+            r.ips!.map((i) => i.address.split("/")[0]),
+          );
+        }
+        const before = new Map(await Promise.all(families.map(async (f) => [f, await natRules(h1, f)] as const)));
+        const chainOf = (ns: Netns) => masqJumps(before.get(4)!, ns.name)[0]?.split(" -j ")[1] ?? "";
+        for (const ns of pods) {
+          expect(addrs.get(ns)).toHaveLength(families.length);
+          expect(chainOf(ns)).toMatch(/^CNI-[0-9a-f]{24}$/);
+          for (const f of families) {
+            expect(masqJumps(before.get(f)!, ns.name)).toHaveLength(1);
+            expect(before.get(f)).toContain(`-N ${chainOf(ns)}`);
+          }
+        }
+        // The pods' sandboxes died before the runtime's DEL: their namespaces went.
+        await unset.destroy();
+        await deleted.destroy();
+        const del = async () => {
+          expect(await runFlannel(h1, "DEL", conf, { containerId: unset.name })).toBeUndefined();
+          expect(await runFlannel(h1, "DEL", conf, { containerId: deleted.name, netns: deleted.path })).toBeUndefined();
+        };
+        await del();
+        for (const f of families) {
+          const after = await natRules(h1, f);
+          for (const ns of [unset, deleted])
+            expect(after.filter((l) => l.includes(chainOf(ns)) || l.includes(ns.name))).toEqual([]);
+          expect(after.filter((l) => l.includes(chainOf(live)))).toEqual(
+            before.get(f)!.filter((l) => l.includes(chainOf(live))),
+          );
+        }
+        for (const ns of [unset, deleted]) for (const a of addrs.get(ns)!) expect(await ipamStore(h1)).not.toContain(a);
+        expect(await kept(h1)).not.toContain(unset.name);
+        expect(await kept(h1)).not.toContain(deleted.name);
+        await del();
+        // live's DEL with its namespace: the bridge's own teardown, as before.
+        expect(await runFlannel(h1, "DEL", conf, { containerId: live.name, netns: live.path })).toBeUndefined();
+        for (const f of families) expect((await natRules(h1, f)).filter((l) => l.includes(chainOf(live)))).toEqual([]);
+      } finally {
+        for (const ns of pods) await ns.destroy();
+      }
+    },
+  );
+
+  it("DEL without the namespace of one of a pod's two interfaces on the network removes only that interface's jump; the last one's DEL removes the chain", async () => {
+    const conf = flannelConf(h1, { delegate: {} }); // the bridge's ipMasq, as above
+    const ns = await Netns.create("cni-delif");
+    try {
+      const addrOf = async (ifName: string) =>
+        (
+          (await runFlannel(h1, "ADD", conf, { containerId: ns.name, netns: ns.path, ifName })) as CniResult
+        ).ips![0].address.split("/")[0];
+      const [eth0, net1] = [await addrOf("eth0"), await addrOf("net1")];
+      const jumps = masqJumps(await natRules(h1), ns.name);
+      expect(jumps).toHaveLength(2);
+      const chain = jumps[0].split(" -j ")[1];
+      const path = ns.path;
+      await ns.destroy();
+      expect(await runFlannel(h1, "DEL", conf, { containerId: ns.name, ifName: "net1" })).toBeUndefined();
+      expect(await ipamStore(h1)).not.toContain(net1);
+      // eth0 is still kept, so still masqueraded: its jump and the chain stay.
+      expect(masqJumps(await natRules(h1), ns.name)).toEqual(jumps.filter((l) => l.includes(`-s ${eth0}/32 `)));
+      expect(await natRules(h1)).toContain(`-N ${chain}`);
+      expect(await runFlannel(h1, "DEL", conf, { containerId: ns.name, netns: path, ifName: "eth0" })).toBeUndefined();
+      expect(await ipamStore(h1)).not.toContain(eth0);
+      expect((await natRules(h1)).filter((l) => l.includes(chain) || l.includes(ns.name))).toEqual([]);
       expect((await kept(h1)).filter((f) => f.startsWith(ns.name))).toEqual([]);
     } finally {
       await ns.destroy();
