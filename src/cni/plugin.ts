@@ -178,9 +178,7 @@ export async function runPlugin(call: PluginCall): Promise<object | undefined> {
       // since ADD (a bad delegate key, another version) never keeps a pod Terminating.
       const conf = parseDelConf(call.stdin);
       const kept = await keptPath(args, conf.dataDir);
-      if (!kept) return undefined;
-      if (await netnsGone(args.netns)) await removeMasqueradeAtDel(kept, args, conf.dataDir);
-      await deleteKept(kept, [args], conf.prevResult);
+      if (kept) await deleteKept(kept, args, conf.dataDir, conf.prevResult);
       return undefined;
     }
     case "STATUS":
@@ -245,29 +243,87 @@ export async function runPlugin(call: PluginCall): Promise<object | undefined> {
 }
 
 /**
- * DEL of what ADD kept in `path` (one per call: GC may not know which interface), with the runtime's
- * prevResult if of its version; the file goes once the delegate's DEL worked. Nothing kept (never
- * added, or already deleted) succeeds, as the spec asks.
+ * The kept file of a DEL or GC, or undefined when there is none; a damaged one is removed, as
+ * flannel's plugin does: a DEL failing forever leaves the pod Terminating, and nothing could
+ * ever run its delegate. Said on stderr, which runtimes log.
  */
-async function deleteKept(path: string, calls: CniArgs[], prevResult?: Record<string, unknown>): Promise<void> {
-  const found = await readKept(path).catch(async (e: unknown) => {
+async function readKeptOrDrop(path: string): Promise<Kept | undefined> {
+  return await readKept(path).catch(async (e: unknown) => {
     if (!(e instanceof CniError && e.cniCode === CNI_ERROR.DECODE_FAILURE)) throw e;
-    // As flannel's plugin: a DEL failing forever leaves the pod Terminating, and nothing
-    // could ever run this file's delegate. Said on stderr, which runtimes log.
-    process.stderr.write(
-      `weft cni: ${e.message}; removed it: the pod's interface and address, if any, are left to remove by hand\n`,
-    );
+    warn(`${e.message}; removed it: the pod's interface and address, if any, are left to remove by hand`);
     await rm(path, { force: true });
     return undefined;
   });
-  if (!found) return;
-  const { d } = found;
+}
+
+function warn(text: string): void {
+  process.stderr.write(`weft cni: ${text}\n`);
+}
+
+/**
+ * The delegate's DEL of a kept config (one per call: GC may not know which interface), with the
+ * runtime's prevResult if of its version.
+ */
+async function delegateDel(
+  d: Record<string, unknown>,
+  calls: CniArgs[],
+  prevResult?: Record<string, unknown>,
+): Promise<void> {
   // A result of another version than the kept config's (the conflist's cniVersion changed since
   // ADD; libcni converts the cached result to the new one) is one the delegate cannot parse: ipvlan's
   // DEL would fail forever. Without it DEL works from the config alone, as under flannel's plugin.
   const prev = prevResult && resultFor(prevResult, d.cniVersion);
-  if (prev?.cniVersion === d.cniVersion) d.prevResult = prev;
-  for (const args of calls) await execPlugin(d.type as string, d, args);
+  const conf = prev?.cniVersion === d.cniVersion ? { ...d, prevResult: prev } : d;
+  for (const args of calls) await execPlugin(d.type as string, conf, args);
+}
+
+/**
+ * The runtime's DEL of what ADD kept in `path`; the file goes once the delegate's DEL worked (and
+ * the masquerade removal, see below). Nothing kept (never added, or already deleted) succeeds, as
+ * the spec asks.
+ */
+async function deleteKept(
+  path: string,
+  args: CniArgs,
+  dataDir: string,
+  prevResult?: Record<string, unknown>,
+): Promise<void> {
+  const found = await readKeptOrDrop(path);
+  if (!found) return;
+  const { cid, ifName } = attachmentOf(args);
+  const masq = bridgeMasquerade(found.d, cid);
+  const shared = masq !== undefined && (await sharesChain(path, cid, found.d.name, dataDir));
+  // Without the pod's namespace the bridge's DEL leaves its masquerade rules, which weft then
+  // removes (after it: the address is freed whatever iptables does); a file GC or an earlier DEL
+  // left (`left`) needs only that removal.
+  let left = found.left;
+  if (!left) {
+    // host-local's store names the interface's addresses only until the delegate's DEL frees them.
+    if (masq && (await netnsGone(args.netns)))
+      left = { sources: shared ? await sourcesOf(found.d, cid, [ifName], new Map()) : undefined };
+    try {
+      await delegateDel(found.d, [args], prevResult);
+    } catch (e) {
+      // With the namespace, the bridge's own teardown cannot delete the chain ("Too many links")
+      // while a jump of a gone interface whose addresses were unknown still leads to it; its next
+      // DEL would then leave it for good. As the container's last attachment on the network, all
+      // of its rules go, and its DEL runs again.
+      if (!masq || left || shared) throw e;
+      const failed = (await removeMasquerades([masq])).get(masq);
+      if (failed)
+        throw new CniError(asCniError(e).cniCode, `${asCniError(e).message}; ${failed.message}`, failed.details);
+      await delegateDel(found.d, [args], prevResult);
+    }
+  }
+  if (left && masq) {
+    const target = { ...masq, sources: shared ? (left.sources ?? unknownSources(masq, [ifName])) : undefined };
+    const failed = (await removeMasquerades([target])).get(target);
+    if (failed) {
+      // The address is free already: the runtime's next DEL (or GC) retries only this.
+      await keepLeft(path, found, left);
+      throw failed;
+    }
+  }
   await rm(path, { force: true });
 }
 
@@ -323,21 +379,49 @@ async function gc(call: PluginCall): Promise<undefined> {
     const stays = found.ifName === undefined ? listed.has(cid) : valid.has(`${cid}@${found.ifName}`);
     ours.push({ cid, file, found, stays });
   }
-  const stores = new Map<string, Promise<HostLocalEntry[]>>();
+  const stores = new Map<string, Promise<HostLocalEntry[] | undefined>>();
+  // The masquerade rules of every gone attachment go after all the delegates' DELs, in one
+  // iptables transaction per family: freeing the addresses never waits for (or on) iptables.
+  const removals: Array<{ file: string; found: Kept; left: Left; target: Masquerade }> = [];
   for (const { cid, file, found } of ours.filter((o) => !o.stays)) {
     try {
-      // The bridge's masquerade chain is the container's on this network, whichever interface:
-      // while another attachment stays, only the jumps from these interfaces' addresses go.
-      const shared = ours.some((o) => o.cid === cid && o.stays);
-      const store = found.ifName === undefined || shared ? await hostLocalStore(found.d, stores) : undefined;
-      const ifNames = found.ifName === undefined ? unkeptIfNames(cid, names, store) : [found.ifName];
-      await removeBridgeMasquerade(found.d, cid, shared ? heldBy(store, cid, ifNames) : undefined);
-      const calls = ifNames.map((ifName): CniArgs => ({ command: "DEL", containerId: cid, ifName, path }));
-      await deleteKept(file, calls);
+      const masq = bridgeMasquerade(found.d, cid);
+      // The chain is the container's on this network, whichever interface: while the runtime
+      // lists another of its attachments (whatever that one's kept file holds), only the jumps from
+      // these interfaces' addresses go, read before the delegate frees them.
+      const shared = listed.has(cid);
+      let left = found.left;
+      if (!left) {
+        const store = found.ifName === undefined ? await hostLocalStore(found.d, stores) : undefined;
+        const ifNames = found.ifName === undefined ? unkeptIfNames(cid, names, store) : [found.ifName];
+        if (masq) left = { sources: shared ? await sourcesOf(found.d, cid, ifNames, stores) : undefined };
+        const calls = ifNames.map((ifName): CniArgs => ({ command: "DEL", containerId: cid, ifName, path }));
+        await delegateDel(found.d, calls);
+      }
+      if (!masq || !left) {
+        await rm(file, { force: true });
+        continue;
+      }
+      // (Shared, the file names its interface: one without is kept while the container is listed.)
+      const ifName = found.ifName ?? DEFAULT_IFNAME;
+      const target = { ...masq, sources: shared ? (left.sources ?? unknownSources(masq, [ifName])) : undefined };
+      removals.push({ file, found, left, target });
     } catch (e) {
-      // The file stays (also when the masquerade could not be removed): the next GC tries again.
+      // The file stays: the next GC tries again.
       failures.push(asCniError(e));
     }
+  }
+  const failed = await removeMasquerades(removals.map((r) => r.target));
+  for (const { file, found, left, target } of removals) {
+    const failure = failed.get(target);
+    try {
+      // What could not be removed is kept (the address is free), for the next GC.
+      if (failure) await keepLeft(file, found, left);
+      else await rm(file, { force: true });
+    } catch (e) {
+      failures.push(asCniError(e));
+    }
+    if (failure) failures.push(failure);
   }
   try {
     const full = parseNetConf(call.stdin);
@@ -389,6 +473,25 @@ interface Kept {
   d: Record<string, unknown>;
   /** Unknown for flannel's plugin's files and an older weft's. */
   ifName?: string;
+  /** Set once the delegate's DEL ran but the bridge's masquerade rules could not be removed. */
+  left?: Left;
+}
+
+/**
+ * What a DEL or GC left to remove: the bridge's masquerade rules of the attachment, its delegate's
+ * DEL done; with `sources`, only the jumps from these addresses (another attachment of the
+ * container shared the chain then).
+ */
+interface Left {
+  sources?: string[];
+}
+
+/** The key of a kept file holding `Left`. */
+const KEPT_LEFT = "weft.masqueradeLeft";
+
+function leftOf(kept: { sources?: unknown }): Left {
+  const { sources } = kept;
+  return { sources: Array.isArray(sources) ? sources.filter((s): s is string => typeof s === "string") : undefined };
 }
 
 /** host-local's store when the config does not name one. */
@@ -402,12 +505,12 @@ interface HostLocalEntry {
 }
 
 /**
- * host-local's store of a kept config (undefined for another IPAM), read once per GC: a
- * container's DEL releases only its own entries, which no other file's look needs.
+ * host-local's store of a kept config (undefined for another IPAM, or unreadable), read once per
+ * GC: a container's DEL releases only its own entries, which no other file's look needs.
  */
 async function hostLocalStore(
   d: Record<string, unknown>,
-  stores: Map<string, Promise<HostLocalEntry[]>>,
+  stores: Map<string, Promise<HostLocalEntry[] | undefined>>,
 ): Promise<HostLocalEntry[] | undefined> {
   const ipam = d.ipam as { type?: unknown; dataDir?: unknown } | undefined;
   if (ipam?.type !== "host-local" || typeof d.name !== "string") return undefined;
@@ -416,16 +519,18 @@ async function hostLocalStore(
     stores.set(
       dir,
       readdir(dir)
-        .catch(() => [] as string[])
-        .then((files) =>
-          Promise.all(
-            files.map(async (ip) => {
-              const [id = "", ifName = ""] = (await readFile(join(dir, ip), "utf8").catch(() => ""))
-                .trim()
-                .split("\r\n");
-              return { ip, id, ifName };
-            }),
-          ),
+        .catch((e: NodeJS.ErrnoException) => (e.code === "ENOENT" ? [] : undefined))
+        .then(
+          (files) =>
+            files &&
+            Promise.all(
+              files.map(async (ip) => {
+                const [id = "", ifName = ""] = (await readFile(join(dir, ip), "utf8").catch(() => ""))
+                  .trim()
+                  .split("\r\n");
+                return { ip, id, ifName };
+              }),
+            ),
         ),
     );
   return stores.get(dir);
@@ -445,11 +550,6 @@ function unkeptIfNames(cid: string, names: string[], store: HostLocalEntry[] | u
   return held.size > 0 ? [...held] : [DEFAULT_IFNAME];
 }
 
-/** The addresses host-local holds for these interfaces of the container. */
-function heldBy(store: HostLocalEntry[] | undefined, cid: string, ifNames: string[]): string[] {
-  return (store ?? []).filter((e) => e.id === cid && ifNames.includes(e.ifName)).map((e) => e.ip);
-}
-
 /**
  * CNI_NETNS unset, or a path that no longer exists (the runtime's DEL after a reboot, or once the
  * pod's sandbox died): the bridge's DEL then has no interface to learn the pod's addresses from.
@@ -463,70 +563,147 @@ async function netnsGone(netns: string | undefined): Promise<boolean> {
 }
 
 /**
- * A DEL without the pod's namespace removes the bridge's masquerade rules as GC does, before the
- * delegate's DEL: host-local's store names the interface's addresses only until that frees them.
- * While the container has another attachment kept on the network (the chain is theirs too), only
- * this interface's jumps go. Nothing kept, or damaged (deleteKept reports it), is nothing to remove.
+ * The addresses host-local holds for these interfaces of the container, read before the delegate's
+ * DEL frees them; undefined when they cannot be known (another IPAM, an unreadable store).
  */
-async function removeMasqueradeAtDel(path: string, args: CniArgs, dataDir: string): Promise<void> {
-  const { cid, ifName } = attachmentOf(args);
-  const found = await readKept(path).catch(() => undefined);
-  if (!found) return;
-  let shared = false;
-  for (const name of await readdir(dataDir).catch(() => [] as string[])) {
-    if ((name !== cid && !name.startsWith(`${cid}@`)) || join(dataDir, name) === path) continue;
-    if ((await readKept(join(dataDir, name)).catch(() => undefined))?.d.name === found.d.name) shared = true;
-  }
-  const store = shared ? await hostLocalStore(found.d, new Map()) : undefined;
-  await removeBridgeMasquerade(found.d, cid, shared ? heldBy(store, cid, [ifName]) : undefined);
+async function sourcesOf(
+  d: Record<string, unknown>,
+  cid: string,
+  ifNames: string[],
+  stores: Map<string, Promise<HostLocalEntry[] | undefined>>,
+): Promise<string[] | undefined> {
+  return (await hostLocalStore(d, stores))?.filter((e) => e.id === cid && ifNames.includes(e.ifName)).map((e) => e.ip);
 }
 
 /**
- * GC's DEL runs without the pod's namespace, and the bridge plugin's DEL removes its ipMasq rules
- * only for the addresses it finds on the pod's interface there: so GC (and a DEL without the
- * namespace) removes them. The names are the reference plugins' (pkg/utils): the chain `CNI-`
- * and the first 24 hex digits of sha512(network name + container id), jumped to from nat
- * POSTROUTING by one rule per pod address (commented `name: "<network>" id: "<container id>"`).
- * Only jumps to that chain are removed (with `sources`, only those from these addresses, and the
- * chain stays), so no other pod's rule is touched; declaring the chain in the same
- * iptables-restore transaction creates or flushes it, so that deleting it works whether or not it
- * is still there.
+ * Whether another attachment of the container is kept on the network, so shares the bridge's
+ * chain, at DEL (GC has the runtime's list instead). A damaged file may be one: its chain is kept
+ * rather than a live interface's masquerading lost. A file whose DEL ran (`left`) is none.
  */
-async function removeBridgeMasquerade(d: Record<string, unknown>, cid: string, sources?: string[]): Promise<void> {
-  if (d.type !== "bridge" || d.ipMasq !== true || typeof d.name !== "string") return;
+async function sharesChain(path: string, cid: string, network: unknown, dataDir: string): Promise<boolean> {
+  for (const name of await readdir(dataDir).catch(() => [] as string[])) {
+    if ((name !== cid && !name.startsWith(`${cid}@`)) || join(dataDir, name) === path) continue;
+    const other = await readKept(join(dataDir, name)).catch(() => "damaged" as const);
+    if (other === "damaged" || (other && other.d.name === network && !other.left)) return true;
+  }
+  return false;
+}
+
+/** A shared chain whose jumps from a gone interface's addresses cannot be found: said, and left. */
+function unknownSources(m: Masquerade, ifNames: string[]): string[] {
+  warn(
+    `cannot tell which of the POSTROUTING jumps to ${m.chain} (nat) are container ${m.cid}'s ${ifNames.join(", ")}, whose IPAM is not host-local or whose store cannot be read: they stay until the container's last attachment on the network is deleted, which removes them all`,
+  );
+  return [];
+}
+
+/** Keeps what is left to remove in the attachment's file, its delegate's DEL done. */
+async function keepLeft(path: string, found: Kept, left: Left): Promise<void> {
+  await writeFileAtomic(path, JSON.stringify({ ...found.d, [KEPT_IFNAME]: found.ifName, [KEPT_LEFT]: left }), {
+    mode: 0o600,
+    dirMode: 0o700,
+  });
+}
+
+/**
+ * The bridge plugin's ipMasq rules of a container on a network (undefined when it makes none with
+ * iptables: another plugin, no ipMasq, or `ipMasqBackend: "nftables"`, which bridge 1.5 removes
+ * itself). Its DEL removes them only for the addresses it finds on the pod's interface, so a DEL
+ * without the namespace (GC's are) leaves them. The names are the reference plugins' (pkg/utils):
+ * the chain `CNI-` and the first 24 hex digits of sha512(network name + container id), jumped to
+ * from nat POSTROUTING by one rule per pod address (commented `name: "<network>" id: "<container id>"`);
+ * the families are the kept config's host-local ranges'.
+ */
+interface Masquerade {
+  chain: string;
+  cid: string;
+  families: Array<4 | 6>;
+  /** Only the jumps from these addresses, the chain kept: another attachment of the container still uses it. */
+  sources?: string[];
+}
+
+function bridgeMasquerade(d: Record<string, unknown>, cid: string): Masquerade | undefined {
+  if (d.type !== "bridge" || d.ipMasq !== true || d.ipMasqBackend === "nftables" || typeof d.name !== "string")
+    return undefined;
   const chain = `CNI-${createHash("sha512")
     .update(d.name + cid)
     .digest("hex")
     .slice(0, 24)}`;
-  // The families the pod had addresses of: the kept config's host-local ranges.
   const ranges = (d.ipam as { ranges?: unknown } | undefined)?.ranges;
   const subnets = (Array.isArray(ranges) ? (ranges.flat() as Array<{ subnet?: unknown } | undefined>) : [])
     .map((r) => r?.subnet)
     .filter((s): s is string => typeof s === "string");
   const families = ([4, 6] as const).filter((f) => subnets.some((s) => s.includes(":") === (f === 6)));
+  return { chain, cid, families };
+}
+
+/**
+ * The iptables-restore lines that remove a chain's rules from a nat table listing (`-S`): every
+ * rule that jumps or goes to it, and the chain, flushed by its declaration, if it exists; with
+ * `sources`, only the POSTROUTING jumps from those addresses. None when nothing is there.
+ */
+function masqueradeScript(rules: string[], chain: string, sources?: string[]): string[] {
+  const target = new RegExp(` -[jg] ${chain}(?: |$)`);
+  const refs = rules.filter((l) => l.startsWith("-A ") && !l.startsWith(`-A ${chain} `) && target.test(l));
+  const deletes = (
+    sources
+      ? refs.filter((l) => l.startsWith("-A POSTROUTING -s ") && sources.includes(l.split(" ")[3].split("/")[0]))
+      : refs
+  ).map((l) => `-D${l.slice(2)}`);
+  if (sources || !rules.includes(`-N ${chain}`)) return deletes;
+  return [`:${chain} - [0:0]`, ...deletes, `-X ${chain}`];
+}
+
+/**
+ * Removes these masquerade rules: one nat listing per family, and one iptables-restore
+ * transaction (--noflush: nothing else touched) for all, each taking the xtables lock; if that
+ * fails, one per chain, so that one container's trouble keeps no other's. Only what is there is
+ * named, so removing what is gone already does nothing. The failures, by target.
+ */
+async function removeMasquerades(targets: Masquerade[]): Promise<Map<Masquerade, CniError>> {
+  const failed = new Map<Masquerade, CniError>();
+  const fail = (ms: Masquerade[], e: unknown) => {
+    for (const m of ms)
+      if (!failed.has(m))
+        failed.set(
+          m,
+          new CniError(
+            CNI_ERROR.IO_FAILURE,
+            `cannot remove the bridge plugin's masquerade rules (chain ${m.chain}) of container ${m.cid}: ${errorMessage(e)}`,
+            `the next DEL or GC tries again; by hand: iptables -t nat -S | grep ${m.chain}, delete those rules (-D), then iptables -t nat -F ${m.chain} and -X ${m.chain}`,
+          ),
+        );
+  };
   const kernel = new Kernel();
-  try {
-    for (const family of families) {
-      // No iptables here: the bridge plugin, which needs it, made no rules.
-      const rules = await kernel.iptablesRules(family, "nat", "POSTROUTING");
-      if (rules === undefined) continue;
-      const jumps = rules
-        .filter((l) => l.startsWith("-A POSTROUTING -s ") && l.endsWith(` -j ${chain}`))
-        .filter((l) => !sources || sources.includes(l.split(" ")[3].split("/")[0]));
-      const deletes = jumps.map((l) => `-D${l.slice(2)}`);
-      if (sources && deletes.length === 0) continue;
-      const script = sources
-        ? ["*nat", ...deletes, "COMMIT"]
-        : ["*nat", `:${chain} - [0:0]`, ...deletes, `-X ${chain}`, "COMMIT"];
-      await kernel.iptablesRestore(family, `${script.join("\n")}\n`);
+  for (const family of [4, 6] as const) {
+    const ours = targets.filter((m) => m.families.includes(family));
+    if (ours.length === 0) continue;
+    let rules: string[] | undefined;
+    try {
+      rules = await kernel.iptablesRules(family, "nat");
+    } catch (e) {
+      fail(ours, e);
+      continue;
     }
-  } catch (e) {
-    throw new CniError(
-      CNI_ERROR.IO_FAILURE,
-      `cannot remove the bridge plugin's masquerade rules (chain ${chain}) of container ${cid}: ${errorMessage(e)}`,
-      `the next DEL or GC tries again; by hand: iptables -t nat -S POSTROUTING | grep ${chain}, delete those rules (-D), then iptables -t nat -F ${chain} and -X ${chain}`,
-    );
+    // No iptables here: the bridge plugin, which needs it, made no rules.
+    if (rules === undefined) continue;
+    // All of a chain's rules go once any of its attachments was the container's last on the network.
+    const chains = new Map<string, Masquerade[]>();
+    for (const m of ours) chains.set(m.chain, [...(chains.get(m.chain) ?? []), m]);
+    const scripts = [...chains].flatMap(([chain, ms]) => {
+      const all = ms.some((m) => !m.sources);
+      const lines = masqueradeScript(rules, chain, all ? undefined : ms.flatMap((m) => m.sources ?? []));
+      return lines.length > 0 ? [{ ms, lines }] : [];
+    });
+    const restore = (lines: string[]) => kernel.iptablesRestore(family, `${["*nat", ...lines, "COMMIT"].join("\n")}\n`);
+    try {
+      if (scripts.length > 0) await restore(scripts.flatMap((s) => s.lines));
+    } catch (e) {
+      if (scripts.length === 1) fail(scripts[0].ms, e);
+      else for (const s of scripts) await restore(s.lines).catch((err: unknown) => fail(s.ms, err));
+    }
   }
+  return failed;
 }
 
 async function readKept(path: string): Promise<Kept | undefined> {
@@ -538,9 +715,14 @@ async function readKept(path: string): Promise<Kept | undefined> {
     throw new CniError(CNI_ERROR.IO_FAILURE, `cannot read ${path}: ${(e as Error).message}`);
   }
   try {
-    const { [KEPT_IFNAME]: ifName, ...d } = JSON.parse(text) as Record<string, unknown>;
+    const { [KEPT_IFNAME]: ifName, [KEPT_LEFT]: left, ...d } = JSON.parse(text) as Record<string, unknown>;
     // Files kept by flannel's plugin or an older weft have no interface name.
-    if (typeof d.type === "string") return { d, ifName: typeof ifName === "string" ? ifName : undefined };
+    if (typeof d.type === "string")
+      return {
+        d,
+        ifName: typeof ifName === "string" ? ifName : undefined,
+        left: typeof left === "object" && left !== null ? leftOf(left as { sources?: unknown }) : undefined,
+      };
   } catch {
     // handled below
   }

@@ -3,7 +3,7 @@
 // (bridge, host-local, portmap), on lab hosts in network namespaces without agents: each host's
 // subnet.env is written as an agent writes it.
 import { execFileSync, spawn } from "node:child_process";
-import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeSubnetEnv } from "../../src/agent/subnet-env.js";
@@ -51,6 +51,7 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
     command: "ADD" | "DEL" | "CHECK" | "VERSION" | "STATUS" | "GC",
     conf: object,
     att?: Partial<Attachment>,
+    env?: NodeJS.ProcessEnv,
   ) =>
     execPlugin(
       "flannel",
@@ -62,8 +63,52 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
         ifName: att?.ifName ?? "eth0",
         path: [join(lab.workDir, "bin"), ...referencePluginDirs()],
       },
-      { wrap: h.ns.wrap([]) },
+      { wrap: h.ns.wrap([]), env },
     );
+  /**
+   * A PATH for the plugin (only its process, nothing shadowed for anyone else) whose iptables,
+   * ip6tables and their -restore log each run to `log` before running the real one, or, for the
+   * names in `failing`, fail as a held lock or a refused table would.
+   */
+  const iptablesPath = async (log: string, failing: string[] = []) => {
+    const dir = await mkdtemp(join(lab.workDir, "iptables-"));
+    for (const name of ["iptables", "ip6tables", "iptables-restore", "ip6tables-restore"]) {
+      const run = failing.includes(name)
+        ? `cat >/dev/null; echo "${name}: Another app is currently holding the xtables lock (test)" >&2; exit 4`
+        : `exec /usr/sbin/${name} "$@"`;
+      await writeFile(join(dir, name), `#!/bin/sh\necho "${name} $*" >> ${log}\n${run}\n`, { mode: 0o755 });
+    }
+    return { ...process.env, PATH: `${dir}:${process.env.PATH}` };
+  };
+  /** A subnet.env of h1's, with an IPv6 subnet too when `dual`. */
+  const subnetFileOf = async (name: string, dual: boolean) => {
+    const file = join(lab.hostDir(h1), name);
+    const v6 = "FLANNEL_IPV6_NETWORK=2001:2:0:8000::/49\nFLANNEL_IPV6_SUBNET=2001:2:0:8005::1/64\n";
+    await writeFile(file, `${await readFile(subnetFile(h1), "utf8")}${dual ? v6 : ""}`);
+    return file;
+  };
+  /** ADD (eth0) of each pod on h1; their addresses. */
+  const addPods = async (conf: object, pods: Netns[]) => {
+    const addrs = new Map<Netns, string[]>();
+    for (const ns of pods) {
+      const r = (await runFlannel(h1, "ADD", conf, { containerId: ns.name, netns: ns.path })) as CniResult;
+      addrs.set(
+        ns,
+        r.ips!.map((i) => i.address.split("/")[0]),
+      );
+    }
+    return addrs;
+  };
+  /** ADD of a pod's eth0 and net1 on h1; their addresses, and `att` naming either. */
+  const addEth0Net1 = async (conf: object, ns: Netns) => {
+    const att = (ifName: string) => ({ containerId: ns.name, netns: ns.path, ifName });
+    const addrOf = async (ifName: string) =>
+      ((await runFlannel(h1, "ADD", conf, att(ifName))) as CniResult).ips![0].address.split("/")[0];
+    return { att, eth0: await addrOf("eth0"), net1: await addrOf("net1") };
+  };
+  const natOf = async (families: ReadonlyArray<4 | 6>) =>
+    new Map(await Promise.all(families.map(async (f) => [f, await natRules(h1, f)] as const)));
+  const logged = async (log: string) => (await readFile(log, "utf8").catch(() => "")).split("\n").filter(Boolean);
   const flannelConf = (h: LabHost, extra: object = {}) => ({
     ...labConfList(lab.hostDir(h), subnetFile(h)).plugins[0],
     name: "cbr0",
@@ -240,14 +285,146 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
     }
   });
 
+  it("GC frees the addresses even when iptables fails (a held xtables lock), keeping only the masquerade removal for the next GC; nat is listed once per family and changed in one iptables-restore for all pods (one per pod only after that failed)", async () => {
+    const file = await subnetFileOf("gcfail-subnet.env", true);
+    const conf = flannelConf(h1, { cniVersion: "1.1.0", subnetFile: file, delegate: {} }); // the bridge's ipMasq
+    const pods: Netns[] = [];
+    for (let i = 0; i < 4; i++) pods.push(await Netns.create("cni-gcfail"));
+    const [live, ...gone] = pods;
+    try {
+      const addrs = await addPods(conf, pods);
+      const before = await natOf([4, 6]);
+      const chainOf = (ns: Netns) => masqJumps(before.get(4)!, ns.name)[0]?.split(" -j ")[1] ?? "";
+      for (const ns of pods) expect(addrs.get(ns)).toHaveLength(2);
+      for (const ns of pods) for (const f of [4, 6] as const) expect(before.get(f)).toContain(`-N ${chainOf(ns)}`);
+      // The runtime lost three pods without a DEL (their namespaces went, as after a reboot).
+      for (const ns of gone) await ns.destroy();
+      const valid = { "cni.dev/valid-attachments": [{ containerID: live.name, ifname: "eth0" }] };
+      const log = join(lab.workDir, `${live.name}.iptables.log`);
+      await expect(
+        runFlannel(h1, "GC", { ...conf, ...valid }, undefined, await iptablesPath(log, ["iptables-restore"])),
+      ).rejects.toMatchObject({ cniCode: 5, message: expect.stringContaining("xtables lock") });
+      const counts = (lines: string[]) =>
+        Object.fromEntries(
+          ["iptables", "iptables-restore", "ip6tables", "ip6tables-restore"].map((t) => [
+            t,
+            lines.filter((l) => l.split(" ")[0] === t).length,
+          ]),
+        );
+      for (const ns of gone) {
+        // The delegate's DEL ran all the same: the addresses are free.
+        for (const a of addrs.get(ns)!) expect(await ipamStore(h1)).not.toContain(a);
+        expect(await kept(h1)).toContain(ns.name);
+        expect(await natRules(h1)).toContain(`-N ${chainOf(ns)}`);
+        expect((await natRules(h1, 6)).filter((l) => l.includes(chainOf(ns)))).toEqual([]);
+      }
+      // One listing and one transaction per family; IPv4's failed, so one more per pod.
+      expect(counts(await logged(log))).toEqual({
+        iptables: 1,
+        "iptables-restore": 4,
+        ip6tables: 1,
+        "ip6tables-restore": 1,
+      });
+      await rm(log);
+      expect(await runFlannel(h1, "GC", { ...conf, ...valid }, undefined, await iptablesPath(log))).toBeUndefined();
+      // Only IPv4 had rules left to remove: one transaction for the three pods.
+      expect(counts(await logged(log))).toEqual({
+        iptables: 1,
+        "iptables-restore": 1,
+        ip6tables: 1,
+        "ip6tables-restore": 0,
+      });
+      for (const f of [4, 6] as const) {
+        const after = await natRules(h1, f);
+        for (const ns of gone) expect(after.filter((l) => l.includes(chainOf(ns)) || l.includes(ns.name))).toEqual([]);
+        expect(after.filter((l) => l.includes(chainOf(live)))).toEqual(
+          before.get(f)!.filter((l) => l.includes(chainOf(live))),
+        );
+      }
+      for (const ns of gone) expect(await kept(h1)).not.toContain(ns.name);
+      // Nothing left: a GC then lists nat and changes nothing.
+      await rm(log);
+      expect(await runFlannel(h1, "GC", { ...conf, ...valid }, undefined, await iptablesPath(log))).toBeUndefined();
+      expect(await logged(log)).toEqual([]);
+      expect(await runFlannel(h1, "DEL", conf, { containerId: live.name, netns: live.path })).toBeUndefined();
+    } finally {
+      for (const ns of pods) await ns.destroy();
+    }
+  });
+
+  it("DEL without the namespace frees the address even when iptables fails, and fails itself; the runtime's next DEL removes only the masquerade rules", async () => {
+    const conf = flannelConf(h1, { delegate: {} }); // the bridge's ipMasq
+    const ns = await Netns.create("cni-delfail");
+    try {
+      const r = (await runFlannel(h1, "ADD", conf, { containerId: ns.name, netns: ns.path })) as CniResult;
+      const addr = r.ips![0].address.split("/")[0];
+      const chain = masqJumps(await natRules(h1), ns.name)[0].split(" -j ")[1];
+      await ns.destroy();
+      const log = join(lab.workDir, `${ns.name}.iptables.log`);
+      await expect(
+        runFlannel(h1, "DEL", conf, { containerId: ns.name }, await iptablesPath(log, ["iptables-restore"])),
+      ).rejects.toMatchObject({ cniCode: 5 });
+      expect(await ipamStore(h1)).not.toContain(addr);
+      expect(await kept(h1)).toContain(ns.name);
+      expect(await natRules(h1)).toContain(`-N ${chain}`);
+      expect(await runFlannel(h1, "DEL", conf, { containerId: ns.name })).toBeUndefined();
+      expect((await natRules(h1)).filter((l) => l.includes(chain) || l.includes(ns.name))).toEqual([]);
+      expect(await kept(h1)).not.toContain(ns.name);
+    } finally {
+      await ns.destroy();
+    }
+  });
+
+  it("GC takes the runtime's list, not the kept files, for whether a pod's other interface still uses the chain: with eth0's kept file damaged, net1's GC leaves eth0's jump", async () => {
+    const conf = flannelConf(h1, { cniVersion: "1.1.0", delegate: {} }); // the bridge's ipMasq
+    const ns = await Netns.create("cni-gcdmg");
+    try {
+      const { att, eth0, net1 } = await addEth0Net1(conf, ns);
+      const jumps = masqJumps(await natRules(h1), ns.name);
+      expect(jumps).toHaveLength(2);
+      const eth0File = join(lab.hostDir(h1), "flannel", ns.name);
+      const text = await readFile(eth0File, "utf8");
+      await writeFile(eth0File, "{");
+      const valid = { "cni.dev/valid-attachments": [{ containerID: ns.name, ifname: "eth0" }] };
+      expect(await runFlannel(h1, "GC", { ...conf, ...valid })).toBeUndefined();
+      expect(await ipamStore(h1)).not.toContain(net1);
+      expect(masqJumps(await natRules(h1), ns.name)).toEqual(jumps.filter((l) => l.includes(`-s ${eth0}/32 `)));
+      await writeFile(eth0File, text);
+      expect(await runFlannel(h1, "DEL", conf, att("eth0"))).toBeUndefined();
+      expect((await natRules(h1)).filter((l) => l.includes(jumps[0].split(" -j ")[1]))).toEqual([]);
+    } finally {
+      await ns.destroy();
+    }
+  });
+
+  it("a pod's two interfaces with an IPAM that keeps no store (static): net1's GC cannot tell its jump and leaves it; eth0's DEL, the container's last on the network, removes it with the chain instead of failing on it", async () => {
+    const conf = (address: string) =>
+      flannelConf(h1, { cniVersion: "1.1.0", delegate: {}, ipam: { type: "static", addresses: [{ address }] } });
+    const ns = await Netns.create("cni-gcstatic");
+    try {
+      const att = (ifName: string) => ({ containerId: ns.name, netns: ns.path, ifName });
+      await runFlannel(h1, "ADD", conf("198.19.5.250/24"), att("eth0"));
+      await runFlannel(h1, "ADD", conf("198.19.5.251/24"), att("net1"));
+      const jumps = masqJumps(await natRules(h1), ns.name);
+      expect(jumps.map((l) => l.split(" ")[3]).sort()).toEqual(["198.19.5.250/32", "198.19.5.251/32"]);
+      const chain = jumps[0].split(" -j ")[1];
+      const valid = { "cni.dev/valid-attachments": [{ containerID: ns.name, ifname: "eth0" }] };
+      expect(await runFlannel(h1, "GC", { ...conf("198.19.5.250/24"), ...valid })).toBeUndefined();
+      expect((await kept(h1)).filter((f) => f.startsWith(ns.name))).toEqual([ns.name]);
+      expect(masqJumps(await natRules(h1), ns.name)).toEqual(jumps);
+      expect(await runFlannel(h1, "DEL", conf("198.19.5.250/24"), att("eth0"))).toBeUndefined();
+      expect((await natRules(h1)).filter((l) => l.includes(chain) || l.includes(ns.name))).toEqual([]);
+      expect(await kept(h1)).not.toContain(ns.name);
+    } finally {
+      await ns.destroy();
+    }
+  });
+
   it("GC tells attachments apart by container and interface: of one pod's eth0 and net1, only the one not listed is deleted", async () => {
     const conf = flannelConf(h1, { cniVersion: "1.1.0", delegate: {} }); // the bridge's ipMasq, as above
     const ns = await Netns.create("cni-gcif");
     try {
-      const att = (ifName: string) => ({ containerId: ns.name, netns: ns.path, ifName });
-      const addrOf = async (ifName: string) =>
-        ((await runFlannel(h1, "ADD", conf, att(ifName))) as CniResult).ips![0].address.split("/")[0];
-      const [eth0, net1] = [await addrOf("eth0"), await addrOf("net1")];
+      const { att, eth0, net1 } = await addEth0Net1(conf, ns);
       expect(eth0).not.toBe(net1);
       // eth0 keeps flannel's file name, so either plugin finds it.
       expect((await kept(h1)).filter((f) => f.startsWith(ns.name)).sort()).toEqual([ns.name, `${ns.name}@net1`]);
@@ -281,9 +458,7 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
   ] as const)(
     "%s: DEL without the pod's namespace (CNI_NETNS unset, or its path deleted) removes the bridge's masquerade chain and jumps (FLANNEL_IPMASQ=false), which the bridge's DEL then leaves; another pod's stay; a repeated DEL succeeds",
     async (_, dual) => {
-      const file = join(lab.hostDir(h1), "masq-subnet.env");
-      const v6 = "FLANNEL_IPV6_NETWORK=2001:2:0:8000::/49\nFLANNEL_IPV6_SUBNET=2001:2:0:8005::1/64\n";
-      await writeFile(file, `${await readFile(subnetFile(h1), "utf8")}${dual ? v6 : ""}`);
+      const file = await subnetFileOf("masq-subnet.env", dual);
       const families = dual ? ([4, 6] as const) : ([4] as const);
       const conf = flannelConf(h1, { subnetFile: file, delegate: {} }); // the bridge's ipMasq, as above
       const pods = [
@@ -293,15 +468,8 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
       ];
       const [unset, deleted, live] = pods;
       try {
-        const addrs = new Map<Netns, string[]>();
-        for (const ns of pods) {
-          const r = (await runFlannel(h1, "ADD", conf, { containerId: ns.name, netns: ns.path })) as CniResult;
-          addrs.set(
-            ns,
-            r.ips!.map((i) => i.address.split("/")[0]),
-          );
-        }
-        const before = new Map(await Promise.all(families.map(async (f) => [f, await natRules(h1, f)] as const)));
+        const addrs = await addPods(conf, pods);
+        const before = await natOf(families);
         const chainOf = (ns: Netns) => masqJumps(before.get(4)!, ns.name)[0]?.split(" -j ")[1] ?? "";
         for (const ns of pods) {
           expect(addrs.get(ns)).toHaveLength(families.length);
