@@ -103,6 +103,9 @@ export class Agent {
   /** Until start()'s backends run: a lane that fails then keeps, with --keep-on-exit, what it reused. */
   private firstStart = true;
   private reconcileTimer?: NodeJS.Timeout;
+  /** A removal found flannel's masquerade rules: the reconcile looks whether a flanneld still running wrote them again. */
+  private flannelMasqSeen = false;
+  private flannelMasqBackWarned = false;
   /** The next try to start the lanes whose backend failed, after a try that failed (restartFailed). */
   private restartTimer?: NodeJS.Timeout;
   private restartBackoffMs = RESTART_BACKOFF_MS.min;
@@ -399,19 +402,35 @@ export class Agent {
       );
   }
 
-  /** Removes flannel's masquerade rules, which would SNAT this node's pods on their way to other nodes. */
-  private async removeFlannelMasq(): Promise<void> {
+  /**
+   * Removes flannel's masquerade rules of this config's networks, which would SNAT this node's pods
+   * on their way to other nodes; `again` (the periodic reconcile, only where a removal found some)
+   * says whether they came back.
+   */
+  private async removeFlannelMasq(again = false): Promise<void> {
     const stale = await removeFlannelMasq(
       this.kernel,
-      this.lanes.map((l) => l.family),
+      this.lanes.map((l) => this.network(l.family)),
     );
-    if (stale.removed.length > 0)
+    if (stale.kept.length > 0 && !again)
+      this.log.debug({ kept: stale.kept }, "left flannel's masquerade rules of another network (another flanneld's)");
+    if (stale.removed.length > 0 && again && !this.flannelMasqBackWarned) {
+      // Removed again each time: once flanneld stops, what it wrote last must not stay.
+      this.flannelMasqBackWarned = true;
+      this.log.warn(
+        { code: "AGENT_FLANNEL_MASQ_BACK", removed: stale.removed },
+        "flannel's masquerade rules came back after weft removed them: is flanneld still running? stop kube-flannel first (delete its DaemonSet and wait until its pods are gone); they are removed again whenever they come back, but until then pods' traffic to other nodes may leave with the node's address",
+      );
+    } else if (stale.removed.length > 0 && again)
+      this.log.debug({ removed: stale.removed }, "removed flannel's masquerade rules again");
+    else if (stale.removed.length > 0)
       this.log.warn(
         { code: "AGENT_STALE_FLANNEL_MASQ", removed: stale.removed },
         "removed flannel's masquerade rules, which masqueraded pod traffic between nodes outside flannel's old subnet",
       );
+    if (stale.removed.length > 0) this.flannelMasqSeen = true;
     for (const f of stale.failures)
-      this.log.warn(
+      this.log[again ? "debug" : "warn"](
         { code: "AGENT_STALE_FLANNEL_MASQ", command: f.command },
         `could not remove flannel's masquerade rules: ${f.message}; remove them by hand, or pods' traffic to other nodes leaves with the node's address`,
       );
@@ -933,6 +952,8 @@ export class Agent {
             ),
           );
       }
+      // Only where a removal found them: elsewhere the reconcile runs no iptables at all.
+      if (this.flannelMasqSeen) await this.removeFlannelMasq(true);
     }).catch((err) => {
       this.reconcileQueued = false;
       this.log.error(

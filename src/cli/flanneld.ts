@@ -16,12 +16,15 @@ const LOG = "weft logs JSON lines at info level and has no verbosity flag: drop 
 const sharedAdvice = (flags: string[], none: string) => Object.fromEntries(flags.map((f) => [f, { none }]));
 
 /** flanneld's flags (main.go, klog's copied ones too), each with the weft flag it is or, if none, what to do instead. */
-const FLANNELD_FLAGS: Record<string, { weft: string } | { none: string }> = {
+const FLANNELD_FLAGS: Record<string, { weft: string; unset?: string } | { none: string }> = {
   ...Object.fromEntries(
-    ["iface", "iface-regex", "public-ip", "public-ipv6", "subnet-file", "ip-masq", "healthz-ip", "healthz-port"].map(
-      (f) => [f, { weft: `--${f}` }],
-    ),
+    ["iface", "iface-regex", "public-ip", "public-ipv6", "subnet-file", "ip-masq", "healthz-ip"].map((f) => [
+      f,
+      { weft: `--${f}` },
+    ]),
   ),
+  // flanneld's default, "no health server": weft's is the flag left out (0 is refused).
+  "healthz-port": { weft: "--healthz-port", unset: "0" },
   "net-config-path": { weft: "--net-config" },
   ...sharedAdvice(["kube-subnet-mgr", "kube-api-url", "kubeconfig-file", "kube-annotation-prefix"], KUBE),
   ...sharedAdvice(
@@ -46,6 +49,12 @@ const FLANNELD_FLAGS: Record<string, { weft: string } | { none: string }> = {
   },
   "ip-masq-fully-random-disable": {
     none: "weft's --ip-masq always masquerades fully-random, with no way to turn it off: drop it",
+  },
+  "use-multi-cluster-cidr": {
+    none: "weft never talks to the Kubernetes API server, so it reads no ClusterCIDR objects: drop it, and give the pod network as Network (and IPv6Network) in net-conf.json",
+  },
+  "persistent-mac": {
+    none: "weft keeps the VTEP MAC in --state-dir, across restarts and reboots while that directory stays: drop it",
   },
   "ip-blackhole-route": {
     none: "weft adds no blackhole route for the node's subnet: drop it, and add one yourself if the node's pods are not on its CNI bridge (ip route add blackhole <FLANNEL_SUBNET's network>)",
@@ -86,16 +95,29 @@ export function refuseFlanneldFlags(unknown: readonly string[], agent: Command):
 const envName = (prefix: string, flag: string) =>
   `${prefix}_${flag.replace(/^--/, "").replace(/-/g, "_").toUpperCase()}`;
 
+/** WEFT_<FLAG> variables taken from FLANNELD_<FLAG>, by name: errors about their value name what the user set. */
+const adopted = new Map<string, string>();
+
+/** The variable a WEFT_<FLAG> value came from: FLANNELD_<FLAG> where adoptFlanneldEnv took it from there. */
+export const envSource = (weftVariable: string) => adopted.get(weftVariable) ?? weftVariable;
+
 /**
  * Takes FLANNELD_<FLAG> of each flag weft shares with flanneld as weft's WEFT_<FLAG>, unless that is
- * set; flanneld, too, takes an empty variable as unset.
+ * set; flanneld, too, takes an empty variable as unset. Returns the FLANNELD_<FLAG> variables a
+ * different WEFT_<FLAG> shadowed (weft's manifests set some: a migrated value would go unseen).
  */
-export function adoptFlanneldEnv(env: NodeJS.ProcessEnv): void {
+export function adoptFlanneldEnv(env: NodeJS.ProcessEnv): Array<{ variable: string; shadowedBy: string }> {
+  const shadowed: Array<{ variable: string; shadowedBy: string }> = [];
   for (const [name, flag] of Object.entries(FLANNELD_FLAGS)) {
-    const value = env[envName("FLANNELD", name)];
-    if ("weft" in flag && value && env[envName("WEFT", flag.weft)] === undefined)
-      env[envName("WEFT", flag.weft)] = value;
+    const [from, value] = [envName("FLANNELD", name), env[envName("FLANNELD", name)]];
+    if (!("weft" in flag) || !value || value === flag.unset) continue;
+    const to = envName("WEFT", flag.weft);
+    if (env[to] === undefined) {
+      env[to] = value;
+      adopted.set(to, from);
+    } else if (env[to] !== value) shadowed.push({ variable: from, shadowedBy: to });
   }
+  return shadowed;
 }
 
 /** The FLANNELD_<FLAG> variables set for flanneld's flags weft has no equivalent of, each with what to do instead. */

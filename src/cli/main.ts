@@ -3,6 +3,7 @@
 // flag can also come from the environment as WEFT_<FLAG> (e.g. WEFT_NET_CONFIG), and a flag
 // shared with flanneld from FLANNELD_<FLAG> too (flanneld.ts).
 import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import { Command, Option } from "commander";
@@ -12,13 +13,17 @@ import { DEFAULT_SUBNET_FILE } from "../agent/subnet-env.js";
 import { configReference } from "../config/net-conf.js";
 import { KEY_BYTES } from "../control/gossip/keyring.js";
 import { isWeftError, WeftError } from "../errors.js";
+import { projectFile } from "../paths.js";
 import { agentRequest } from "./agent-client.js";
 import { runDemo } from "./demo.js";
-import { adoptFlanneldEnv, ignoredFlanneldEnv, refuseFlanneldFlags } from "./flanneld.js";
+import { adoptFlanneldEnv, envSource, ignoredFlanneldEnv, refuseFlanneldFlags } from "./flanneld.js";
 
-const program = new Command("weft").description(
-  "node agent for container overlay networks: gossip-leased subnets, kernel and WebAssembly dataplanes",
-);
+/** weft's version, from its package.json (the image ships it). */
+const VERSION = (JSON.parse(readFileSync(projectFile("package.json"), "utf8")) as { version: string }).version;
+
+const program = new Command("weft")
+  .description("node agent for container overlay networks: gossip-leased subnets, kernel and WebAssembly dataplanes")
+  .version(VERSION);
 
 const flag = (spec: string, description: string, env: string) => new Option(spec, description).env(`WEFT_${env}`);
 /** Comma-separated and repeatable; items trimmed, so that "a, b" (a ConfigMap's habit) is a and b. */
@@ -31,11 +36,14 @@ const list = (v: string, prev: string[] = []) => [
 ];
 /** Repeatable, never split: a regex may hold commas ({1,3}), as flanneld's --iface-regex may. */
 const each = (v: string, prev: string[] = []) => [...prev, v];
-/** A whole number for `flag`; limits are checked where the value is used, naming the flag too. */
-const int = (flag: string) => (v: string) => {
+/** A whole number for `flag` (or its WEFT_`env`); limits are checked where the value is used, naming the flag too. */
+const int = (flag: string, env?: string) => (v: string) => {
   const n = Number(v);
   if (v.trim() === "" || !Number.isInteger(n) || n < 0)
-    throw new WeftError("CLI_BAD_NUMBER", `${flag} "${v}": not a whole number`);
+    throw new WeftError(
+      "CLI_BAD_NUMBER",
+      `${flag} "${v}"${env ? ` (or ${envSource(`WEFT_${env}`)})` : ""}: not a whole number`,
+    );
   return n;
 };
 
@@ -55,7 +63,7 @@ const toggle = (name: string, description: string, env: string) =>
     .argParser((v: string) => {
       const b = BOOLEANS[v.trim().toLowerCase()];
       if (b === undefined)
-        throw new WeftError("CLI_BAD_BOOLEAN", `--${name} "${v}" (or WEFT_${env}): use true or false`);
+        throw new WeftError("CLI_BAD_BOOLEAN", `--${name} "${v}" (or ${envSource(`WEFT_${env}`)}): use true or false`);
       return b;
     });
 
@@ -64,11 +72,14 @@ const toggle = (name: string, description: string, env: string) =>
  * would say only "unknown option"), and flanneld's variables of the flags it shares are read.
  */
 class AgentCommand extends Command {
+  /** FLANNELD_<FLAG> variables a different WEFT_<FLAG> shadowed, logged once the agent has a log. */
+  flanneldShadowed: Array<{ variable: string; shadowedBy: string }> = [];
+
   override parseOptions(argv: string[]) {
     const parsed = super.parseOptions(argv);
     refuseFlanneldFlags(parsed.unknown, this);
     // Commander reads the environment right after this.
-    adoptFlanneldEnv(process.env);
+    this.flanneldShadowed = adoptFlanneldEnv(process.env);
     return parsed;
   }
 }
@@ -77,6 +88,8 @@ const agentCommand = new AgentCommand("agent");
 program.addCommand(agentCommand);
 agentCommand
   .description("run the agent on this host")
+  // flanneld's --version, so that a unit or probe asking it still gets an answer.
+  .version(VERSION)
   .addOption(
     flag("--net-config <path>", "flannel's net-conf.json", "NET_CONFIG").default("/etc/kube-flannel/net-conf.json"),
   )
@@ -125,7 +138,7 @@ agentCommand
   )
   .addOption(
     flag("--healthz-port <n>", "TCP port of /healthz and /readyz, 1..65535 (off unless set)", "HEALTHZ_PORT").argParser(
-      int("--healthz-port"),
+      int("--healthz-port", "HEALTHZ_PORT"),
     ),
   )
   .addOption(
@@ -144,12 +157,12 @@ agentCommand
   )
   .addOption(
     flag("--metrics-port <n>", "TCP port of Prometheus /metrics, 1..65535 (off unless set)", "METRICS_PORT").argParser(
-      int("--metrics-port"),
+      int("--metrics-port", "METRICS_PORT"),
     ),
   )
   .addOption(
     flag("--gossip-port <n>", "UDP and TCP port of the gossip control plane, 1..65535", "GOSSIP_PORT")
-      .argParser(int("--gossip-port"))
+      .argParser(int("--gossip-port", "GOSSIP_PORT"))
       .default(7946),
   )
   .addOption(
@@ -188,13 +201,18 @@ agentCommand
   )
   .addOption(
     flag("--reconcile-interval <s>", "seconds between kernel drift repairs, at least 1", "RECONCILE_INTERVAL")
-      .argParser(int("--reconcile-interval"))
+      .argParser(int("--reconcile-interval", "RECONCILE_INTERVAL"))
       .default(5),
   )
   .action(async (o) => {
     const log = pino({ base: { node: o.nodeName } });
     for (const { variable, advice } of ignoredFlanneldEnv(process.env))
       log.warn({ code: "CLI_FLANNELD_ENV_IGNORED", variable }, `${variable} is ignored: ${advice}`);
+    for (const { variable, shadowedBy } of agentCommand.flanneldShadowed)
+      log.warn(
+        { code: "CLI_FLANNELD_ENV_IGNORED", variable, shadowedBy },
+        `${variable} is ignored: ${shadowedBy} is set to another value, and wins; unset one of them (weft's manifest and unit set some WEFT_ variables)`,
+      );
     const opts: AgentOptions = {
       netConfig: o.netConfigPath ?? o.netConfig,
       iface: o.iface,

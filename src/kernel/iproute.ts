@@ -7,7 +7,7 @@
 // uses; the agent itself runs inside its host's namespace.
 import { execFile } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { isWeftError, WeftError } from "../errors.js";
 
 export interface KernelOptions {
@@ -48,6 +48,10 @@ function run(cmd: string, args: string[], input?: string): Promise<RunResult> {
     if (input !== undefined) child.stdin!.end(input);
   });
 }
+
+/** iptables or ip6tables, or their -legacy forms (Debian's names for iptables-legacy's tools). */
+export const iptablesTool = (family: 4 | 6, legacy = false) =>
+  `${family === 6 ? "ip6tables" : "iptables"}${legacy ? "-legacy" : ""}`;
 
 export class Kernel {
   constructor(readonly opts: KernelOptions = {}) {}
@@ -145,8 +149,13 @@ export class Kernel {
   }
 
   /** Runs a tool that has no namespace option of its own, inside this namespace (`ip netns exec`). */
-  private inNs(cmd: string, args: string[], input?: string): Promise<RunResult> {
-    return this.opts.netns ? run("ip", ["netns", "exec", this.opts.netns, cmd, ...args], input) : run(cmd, args, input);
+  private async inNs(cmd: string, args: string[], input?: string): Promise<RunResult> {
+    if (!this.opts.netns) return run(cmd, args, input);
+    const r = await run("ip", ["netns", "exec", this.opts.netns, cmd, ...args], input);
+    // `ip netns exec` says so itself where the command is missing: missing as it is without a namespace.
+    if (/^exec of "[^"]*" failed: No such file/m.test(r.stderr))
+      throw new WeftError("KERNEL_TOOL_MISSING", `cannot run ${cmd}: not installed`);
+    return r;
   }
 
   /** Applies an nftables script atomically (`nft -f -`: all of it or none). */
@@ -170,31 +179,46 @@ export class Kernel {
   }
 
   /**
-   * `iptables -S` of a table (ip6tables for family 6), one rule or chain per line; undefined where
-   * the host has no iptables (weft writes none: it only removes flannel's and the CNI bridge plugin's).
+   * `iptables -S` of a table (ip6tables for family 6; iptables-legacy's with `legacy`), one rule or
+   * chain per line; undefined where the host has no such tool (weft writes no iptables rules: it
+   * only removes flannel's and the CNI bridge plugin's).
    */
-  async iptablesRules(family: 4 | 6, table: string, chain?: string): Promise<string[] | undefined> {
+  async iptablesRules(family: 4 | 6, table: string, chain?: string, legacy = false): Promise<string[] | undefined> {
+    const tool = iptablesTool(family, legacy);
     const args = ["-w", "5", "-t", table, "-S", ...(chain ? [chain] : [])];
-    const r = await this.iptablesRun(family === 6 ? "ip6tables" : "iptables", args);
+    const r = await this.iptablesRun(tool, args);
     if (r === undefined) return undefined;
-    if (r.code !== 0) throw commandError(family === 6 ? "ip6tables" : "iptables", args.join(" "), r);
+    if (r.code !== 0) throw commandError(tool, args.join(" "), r);
     return r.stdout.split("\n").filter((l) => l !== "");
   }
 
   /** Applies an iptables-restore script (ip6tables-restore for family 6) whole, other rules kept (--noflush). */
-  async iptablesRestore(family: 4 | 6, script: string): Promise<void> {
-    const tool = family === 6 ? "ip6tables-restore" : "iptables-restore";
+  async iptablesRestore(family: 4 | 6, script: string, legacy = false): Promise<void> {
+    const tool = `${iptablesTool(family, legacy)}-restore`;
     const r = await this.iptablesRun(tool, ["-w", "5", "--noflush"], script);
     if (r === undefined) throw new WeftError("KERNEL_TOOL_MISSING", `cannot run ${tool}: not installed`);
     if (r.code !== 0) throw commandError(tool, script.trim().split("\n").join("; "), r);
   }
 
+  /**
+   * Whether this namespace has tables of the kernel's legacy xtables (iptables-legacy's), which an
+   * nft-backed iptables does not show; reading the list loads nothing.
+   */
+  async hasLegacyIptables(family: 4 | 6): Promise<boolean> {
+    const file = `/proc/net/${family === 6 ? "ip6_tables_names" : "ip_tables_names"}`;
+    if (!this.opts.netns)
+      return readFile(file, "utf8").then(
+        (t) => t.trim() !== "",
+        () => false,
+      );
+    const r = await this.inNs("cat", [file]);
+    return r.code === 0 && r.stdout.trim() !== "";
+  }
+
   /** Runs an iptables command here or in the namespace; undefined where it is not installed. */
   private async iptablesRun(tool: string, args: string[], input?: string): Promise<RunResult | undefined> {
     try {
-      const r = await this.inNs(tool, args, input);
-      // `ip netns exec` says so itself where the command is missing.
-      return /^exec of "[^"]*" failed: No such file/m.test(r.stderr) ? undefined : r;
+      return await this.inNs(tool, args, input);
     } catch (err) {
       if (isWeftError(err, "KERNEL_TOOL_MISSING")) return undefined;
       throw err;

@@ -28,6 +28,8 @@ export interface LabAgent {
   /** Start it as an unprivileged container runs it: /proc/sys read-only (a read-only bind mount in
    *  the mount namespace `ip netns exec` gives the agent alone). */
   readOnlyProcSys?: boolean;
+  /** Environment variables of its process beside the test's own (a PATH without a tool). */
+  env?: Record<string, string>;
   process?: ChildProcess;
   /** Resolves once the process is gone and everything it printed is in agent.log. */
   logClosed?: Promise<void>;
@@ -158,7 +160,7 @@ export class LabAgents {
     // The agent writes its log file itself: through a pipe to this process, an agent whose
     // parent died would block on a full pipe and never see its SIGTERM.
     const log = openSync(join(a.dir, "agent.log"), "a");
-    const child = spawn(cmd, argv, { stdio: ["ignore", log, log] });
+    const child = spawn(cmd, argv, { stdio: ["ignore", log, log], env: { ...process.env, ...a.env } });
     closeSync(log);
     a.logClosed = new Promise((r) => child.once("exit", () => r()));
     a.process = child;

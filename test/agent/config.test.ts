@@ -276,7 +276,7 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
       "--metrics-port abc",
       { Network: NETWORK },
       ["--metrics-port", "abc"],
-      /^weft: \[CLI_BAD_NUMBER\] --metrics-port "abc": not a whole number$/,
+      /^weft: \[CLI_BAD_NUMBER\] --metrics-port "abc" \(or WEFT_METRICS_PORT\): not a whole number$/,
     ],
     [
       "Backend.Port on the gossip port",
@@ -449,6 +449,12 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
       /^weft: \[CLI_FLANNELD_FLAG\] --iface-can-reach \(flanneld's\): .*pass --iface with the interface `ip route get <that address>` names.*; --iptables-forward-rules \(flanneld's\): weft writes no FORWARD rules/,
     ],
     [
+      "flanneld's --use-multi-cluster-cidr and --persistent-mac",
+      { Network: NETWORK },
+      ["--use-multi-cluster-cidr", "--persistent-mac"],
+      /^weft: \[CLI_FLANNELD_FLAG\] --use-multi-cluster-cidr \(flanneld's\): weft never talks to the Kubernetes API server, so it reads no ClusterCIDR objects: drop it, .*; --persistent-mac \(flanneld's\): weft keeps the VTEP MAC in --state-dir/,
+    ],
+    [
       "Go-style flags, one dash (-iface, -ip-masq=true)",
       { Network: NETWORK },
       ["-iface", "eth0", "-ip-masq=true"],
@@ -594,6 +600,56 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
     expect(failed.stderr.trim()).toBe(
       `weft: [CONFIG_NET_CONF_INVALID] ${conf}: Backend.Type is "geneve"; valid types are vxlan, host-gw, udp, wasm-vxlan`,
     );
+    expect(await kernelState(a.host)).toEqual(before);
+  });
+
+  it("answers --version as flanneld does, weft's own and `weft agent`'s", async () => {
+    const { version } = JSON.parse(await readFile(projectFile("package.json"), "utf8")) as { version: string };
+    for (const args of [["--version"], ["agent", "--version"]]) {
+      const r = await run(process.execPath, [projectFile("dist", "src", "cli", "main.js"), ...args]);
+      expect(r.stdout.trim(), args.join(" ")).toBe(version);
+    }
+  });
+
+  it("names the FLANNELD_<FLAG> a different WEFT_<FLAG> shadows, takes FLANNELD_HEALTHZ_PORT=0 as unset, and names FLANNELD_<FLAG> in a bad value's error", async () => {
+    const conf = join(a.dir, "flanneld-shadow-conf.json");
+    await writeFile(conf, JSON.stringify({ Network: NETWORK, Backend: { Type: "geneve" } }));
+    const before = await kernelState(a.host);
+    // As weft.service and weft.yaml set WEFT_IP_MASQ, beside a migrated FLANNELD_IP_MASQ=false.
+    const shadowed = await runAgentWithEnv({
+      ...labEnv(),
+      WEFT_NET_CONFIG: conf,
+      FLANNELD_IP_MASQ: "false",
+      WEFT_IP_MASQ: "true",
+      FLANNELD_IFACE: "eth0",
+      WEFT_IFACE: "eth0",
+    });
+    expect(shadowed.stderr).toMatch(/^weft: \[CONFIG_NET_CONF_INVALID\] /);
+    const warned = shadowed.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { code: string; variable: string; shadowedBy: string; msg: string });
+    // The same value twice is no conflict: only FLANNELD_IP_MASQ is named.
+    expect(warned.map((w) => [w.code, w.variable, w.shadowedBy])).toEqual([
+      ["CLI_FLANNELD_ENV_IGNORED", "FLANNELD_IP_MASQ", "WEFT_IP_MASQ"],
+    ]);
+    expect(warned[0].msg).toMatch(/^FLANNELD_IP_MASQ is ignored: WEFT_IP_MASQ is set to another value, and wins/);
+    // flanneld's own default, 0 (no health server), leaves the agent going: it reaches the underlay.
+    await writeFile(conf, JSON.stringify(netConf("vxlan")));
+    const port0 = await runAgentWithEnv({
+      ...labEnv(),
+      WEFT_NET_CONFIG: conf,
+      FLANNELD_HEALTHZ_PORT: "0",
+      FLANNELD_IFACE: "eth9",
+    });
+    expect(port0.stderr).toMatch(/^weft: \[AGENT_UNDERLAY_NOT_FOUND\] /);
+    for (const [variable, value, code] of [
+      ["FLANNELD_IP_MASQ", "yes", "CLI_BAD_BOOLEAN"],
+      ["FLANNELD_HEALTHZ_PORT", "x", "CLI_BAD_NUMBER"],
+    ]) {
+      const bad = await runAgentWithEnv({ ...labEnv(), WEFT_NET_CONFIG: conf, [variable]: value });
+      expect(bad.stderr.trim()).toMatch(new RegExp(`^weft: \\[${code}\\] --\\S+ "${value}" \\(or ${variable}\\): `));
+    }
     expect(await kernelState(a.host)).toEqual(before);
   });
 
