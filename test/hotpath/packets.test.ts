@@ -2,6 +2,7 @@
 // test/reference/packets.ts, on random batches of well-formed, damaged and garbage packets.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { PacketBatch } from "../../src/hotpath/batch.js";
 import { parsePrefix } from "../../src/net/ipv4.js";
 import { buildIpv4, buildVxlan } from "../reference/build.js";
 import { internetChecksum } from "../reference/checksum.js";
@@ -400,5 +401,22 @@ describe("descriptors the caller got wrong", () => {
     const ret = encapInPlace(rig, "vxlan", 3);
     expect(ret).toBe(1);
     expect(rig.ctx.tx().packets.BAD_DESCRIPTOR).toBe(2n);
+  });
+
+  it("forwards from slots at 2 GiB and beyond: offsets reach 2^32, so they are unsigned", () => {
+    const rig = setupRig();
+    // Memory past 2 GiB (the pages are not touched but where the packet goes), then a batch there.
+    rig.arena.alloc(2 ** 31);
+    const batch = new PacketBatch(rig.hp, rig.arena, 1, 2048);
+    expect(batch.slots).toBeGreaterThanOrEqual(2 ** 31);
+    batch.reset();
+    const d = new Uint32Array(rig.hp.memory.buffer, batch.descs, 8);
+    const packet = buildIpv4({ src: 0xc6130101, dst: 0xc6130201, payload: new Uint8Array(10) });
+    rig.hp.bytes().set(packet, d[0]);
+    d[2] = packet.length;
+    const ret = rig.hp.fn.encapBatch(rig.ctx.ptr, batch.descs, 1, rig.hp.wireFormat("vxlan"), 0, batch.descs, 0, 0);
+    expect(rig.ctx.tx().packets.BAD_DESCRIPTOR).toBe(0n);
+    expect(ret).toBe(1);
+    expect(rig.hp.bytes().slice(d[0] + 22, d[0] + d[2])).toEqual(packet);
   });
 });
