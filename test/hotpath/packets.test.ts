@@ -57,6 +57,8 @@ const sendCtx = {
 // ---- generators ----
 const addr = fc.oneof(
   fc.constantFrom(0xc6130201, 0xc61302ff, 0xc6130301, 0xc6130381, 0xc61304aa, 0xc6120009),
+  // no single host: 0.0.0.0, multicast, class E, broadcast
+  fc.constantFrom(0, 0xe0000001, 0xefffffff, 0xf0000001, 0xffffffff),
   fc.integer({ min: 0xc6120000, max: 0xc613ffff }),
 );
 const ipv4 = fc
@@ -274,6 +276,31 @@ describe("send path (TUN to socket)", () => {
       }),
       { numRuns: 100 },
     );
+  });
+});
+
+describe("ICMP errors about packets to or from no single host", () => {
+  it("sends none about a multicast or broadcast destination, or from 0.0.0.0 or a multicast source (RFC 1122 3.2.2)", () => {
+    const rig = setupRig();
+    icmpClock(rig).advance(1000); // a full bucket: the rate limit withholds nothing
+    const unrouted = 0x0a000001; // 10.0.0.1: no route
+    const pod = 0xc6130105;
+    const cases = [
+      [pod, unrouted, "REPLY"],
+      [pod, 0xe0000001, "NO_ROUTE"],
+      [pod, 0xefffffff, "NO_ROUTE"],
+      [pod, 0xf0000001, "NO_ROUTE"],
+      [pod, 0xffffffff, "NO_ROUTE"],
+      [0, unrouted, "NO_ROUTE"],
+      [0xe0000005, unrouted, "NO_ROUTE"],
+    ] as const;
+    const packets = cases.map(([src, dst]) => buildIpv4({ src, dst, protocol: 17, payload: new Uint8Array(16) }));
+    loadBatch(rig, packets);
+    const ret = encapInPlace(rig, "vxlan", packets.length);
+    expect(ret).toBe(1 << 16);
+    const [reply] = readBatch(rig, 1);
+    expect(reply.verdict).toBe("REPLY");
+    expect(rig.ctx.tx().packets.NO_ROUTE).toBe(BigInt(cases.length - 1));
   });
 });
 
