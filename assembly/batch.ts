@@ -48,9 +48,9 @@ export function batchInit(descs: usize, n: i32, base: usize, stride: i32): void 
  * answer is a caller bug; the packet is dropped rather than letting a write land out of bounds.
  */
 @inline export function descInBounds(d: usize, top: i64): bool {
-  const off = load<i32>(d + DESC_OFF);
+  const off = load<u32>(d + DESC_OFF); // unsigned: slots lie anywhere in up to 4 GiB of memory
   const len = load<i32>(d + DESC_LEN);
-  return off >= HEADROOM && len >= 0 && <i64>off + <i64>len <= top;
+  return off >= <u32>HEADROOM && len >= 0 && <i64>off + <i64>len <= top;
 }
 
 /** Bytes of memory, for descInBounds: read once per batch. */

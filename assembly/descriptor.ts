@@ -36,8 +36,12 @@ export const DESC_VERDICT: i32 = 24;
 export const DESC_AUX: i32 = 28;
 
 /**
- * Bytes every slot keeps free in front of OFF, so that encapsulation (22 bytes of VXLAN and
- * inner Ethernet) and ICMP replies (28 bytes of IP and ICMP header) are written in place.
+ * Bytes every slot keeps free in front of OFF, for what is written there in place. Send path: at
+ * the slot's start the packet's 12-byte vnet header parked (offload-send.ts), then a forwarded
+ * packet's next hop's 16-byte IPv6 underlay address (resolve.ts); in front of OFF either
+ * encapsulation (22 bytes of VXLAN and inner Ethernet) or an ICMP error's headers (28 bytes of
+ * IPv4 and ICMP, 48 of IPv6 and ICMPv6) behind a 12-byte vnet header. Receive path: an IPv6
+ * sender's 16-byte address at the slot's start (the addon).
  */
 export const HEADROOM: i32 = 64;
 

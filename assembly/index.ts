@@ -19,7 +19,7 @@ export { VXLAN_ENCAP_HEADER_BYTES } from "./packet/vxlan-header";
 // The packet path: one call per batch and direction, for both wire formats (ENCAP_VXLAN, ENCAP_NONE
 // = flannel's udp), with or without offloads (vnet 0 is the single-segment case of the same call).
 export { ENCAP_VXLAN, ENCAP_NONE } from "./packet/resolve";
-export { encapBatch, OFFLOAD_MAX_TRAINS } from "./packet/offload-send";
+export { encapBatch, OFFLOAD_MAX_SEGMENTS, OFFLOAD_MAX_TRAINS } from "./packet/offload-send";
 export { decapBatch, GRO_MAX_SEGMENTS } from "./packet/offload-receive";
 export {
   fqSize,

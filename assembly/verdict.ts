@@ -28,7 +28,11 @@ export const DROP_BAD_DESCRIPTOR: i32 = 16;
 export const DROP_UNKNOWN_SOURCE: i32 = 17;
 /** Anti-spoofing: the inner source lies in a peer's subnet, but the packet came from elsewhere. */
 export const DROP_SPOOFED: i32 = 18;
-/** Offloads: a virtio_net_hdr the send path cannot act on (unknown GSO type, bad checksum offsets). */
+/**
+ * Offloads: a virtio_net_hdr the send path cannot act on (unknown GSO type, bad checksum offsets),
+ * or a super-packet it cannot segment (an IPv6 extension header other than hop-by-hop or
+ * destination options in front of TCP/UDP, or not ending where csum_start says).
+ */
 export const DROP_OFFLOAD_HEADER: i32 = 19;
 /** Offloads: a super-packet whose segments exceed the output slot, or coalescing output space ran out. */
 export const DROP_OFFLOAD_SIZE: i32 = 20;

@@ -1,6 +1,6 @@
 // IPv4: header checks shared by every receive path,
 // the TTL decrement flannel's udp proxy does, and the ICMP error it sends when a route is missing.
-import { be16, putBe16 } from "./bytes";
+import { be16, be32, putBe16 } from "./bytes";
 import { checksum, checksumUpdate16, ipv4HeaderSumsToZero } from "./checksum";
 import {
   DROP_TOO_SHORT,
@@ -14,6 +14,8 @@ import {
 
 export const IPV4_HEADER_MIN: i32 = 20;
 export const PROTO_ICMP: u32 = 1;
+/** 224.0.0.0: this and every address above it is multicast, class E or the broadcast address. */
+const IPV4_MULTICAST: u32 = 0xe0000000;
 
 /** ICMP header plus IPv4 header of the error packet written in front of the offending packet. */
 export const ICMP_ERROR_OVERHEAD: i32 = IPV4_HEADER_MIN + 8;
@@ -69,11 +71,14 @@ export function ipv4DecrementTtl(p: usize): i32 {
 
 /**
  * Whether an ICMP error may be sent about this packet: never about an ICMP error (RFC 1122
- * 3.2.2, avoids loops) and never about a fragment other than the first (RFC 1812 4.3.2.7).
- * The caller has checked the header (ihl bytes are present).
+ * 3.2.2, avoids loops), a fragment other than the first, a multicast or broadcast destination, or
+ * a source that names no single host (RFC 1122 3.2.2, RFC 1812 4.3.2.7: here 0.0.0.0, multicast,
+ * class E and broadcast). The caller has checked the header (ihl bytes are present).
  */
 export function ipv4MayTriggerIcmpError(p: usize, avail: i32): bool {
   if ((be16(p + 6) & 0x1fff) != 0) return false;
+  const src = be32(p + 12);
+  if (be32(p + 16) >= IPV4_MULTICAST || src >= IPV4_MULTICAST || src == 0) return false;
   if (<u32>load<u8>(p + 9) == PROTO_ICMP) {
     const ihl = ipv4HeaderLen(p);
     if (avail <= ihl) return false; // no ICMP type to tell: treat it as an error message

@@ -81,6 +81,25 @@ export function ipv6MayTriggerIcmpError(p: usize): bool {
 }
 
 /**
+ * Where `proto` starts in the IPv6 packet at p (len bytes) behind nothing but extension headers
+ * a segmented super-packet may carry a copy of in every segment: hop-by-hop (first only) and
+ * destination options, at most EXT_HEADERS_MAX. -1 for any other chain: a routing header too, as
+ * the transport checksum would then cover its final destination, not the fixed header's.
+ */
+export function ipv6SegmentableOffset(p: usize, len: i32, proto: u32): i32 {
+  let next = <u32>load<u8>(p + 6);
+  let at = IPV6_HEADER;
+  for (let walked = 0; next != proto; walked++) {
+    if (next != EXT_DEST_OPTIONS && (next != EXT_HOP_BY_HOP || at != IPV6_HEADER)) return -1;
+    if (walked == EXT_HEADERS_MAX || at + 8 > len) return -1;
+    const h = p + <usize>at;
+    next = <u32>load<u8>(h);
+    at += (<i32>load<u8>(h + 1) + 1) << 3;
+  }
+  return at;
+}
+
+/**
  * Writes an ICMPv6 destination unreachable (code 0: no route) in front of the offending packet at
  * p, quoting as much of it as fits 1280 bytes, from the 16-byte address at `source` back to the
  * offender's source. Uses ICMPV6_ERROR_OVERHEAD bytes of headroom; returns the new packet length

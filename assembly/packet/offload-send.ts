@@ -40,7 +40,13 @@ import {
   VNET_GSO_ECN,
   vnetWriteNone,
 } from "./vnet-header";
-import { completeChecksum, gsoTrainBytes, segmentSuperPacket, OFFLOAD_MAX_TRAINS } from "./tcp-segment";
+import {
+  completeChecksum,
+  gsoTrainBytes,
+  segmentSuperPacket,
+  OFFLOAD_MAX_SEGMENTS,
+  OFFLOAD_MAX_TRAINS,
+} from "./tcp-segment";
 
 @inline function copyDesc(to: usize, from: usize): void {
   v128.store(to, v128.load(from));
@@ -60,7 +66,9 @@ import { completeChecksum, gsoTrainBytes, segmentSuperPacket, OFFLOAD_MAX_TRAINS
 @inline function offloadOne(d: usize, h: usize, header: i32, out: usize, cap: i32, counters: usize): i32 {
   const gsoType = <u32>load<u8>(h + VNET_GSO_TYPE) & ~VNET_GSO_ECN;
   if (gsoType == VNET_GSO_TCPV4 || gsoType == VNET_GSO_TCPV6 || gsoType == VNET_GSO_UDP_L4) {
-    return segmentSuperPacket(d, gsoType, <i32>load<u16>(h + VNET_GSO_SIZE), header, out, cap, counters);
+    const gsoSize = <i32>load<u16>(h + VNET_GSO_SIZE);
+    const csumStart = <i32>load<u16>(h + VNET_CSUM_START);
+    return segmentSuperPacket(d, gsoType, gsoSize, csumStart, header, out, cap, counters);
   }
   if (gsoType != VNET_GSO_NONE) return DROP_OFFLOAD_HEADER;
   if ((<u32>load<u8>(h + VNET_FLAGS) & VNET_F_NEEDS_CSUM) != 0) {
@@ -183,4 +191,4 @@ export function encapBatch(
   return o | (rep << 16);
 }
 
-export { OFFLOAD_MAX_TRAINS };
+export { OFFLOAD_MAX_SEGMENTS, OFFLOAD_MAX_TRAINS };

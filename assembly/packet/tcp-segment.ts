@@ -1,7 +1,7 @@
 // Segmentation offload in Wasm: a TSO (TCP over IPv4 or IPv6) or USO (UDP) super-packet read from
 // the TUN device is cut into segments of gso_size payload bytes, each with its own copy of the IP
 // and transport headers, fixed up as the kernel's own GSO would (IPv4 total length and IP ID + k,
-// or the IPv6 payload length; TCP sequence
+// or the IPv6 payload length, extension headers copied into each segment; TCP sequence
 // number + k * gso_size, FIN/PSH only on the last and CWR only on the first segment, UDP length),
 // and every checksum computed in full. The segments are written back to back at equal strides,
 // each behind a copy of the encapsulation header, exactly the layout UDP GSO (UDP_SEGMENT) sends
@@ -10,7 +10,7 @@
 import { be16, be32, putBe16, putBe32 } from "./bytes";
 import { checksum, checksumPartial, copyChecksumPartial } from "./checksum";
 import { ipVersion, ipv4HeaderLen } from "./ipv4";
-import { IPV6_HEADER } from "./ipv6";
+import { IPV6_HEADER, ipv6SegmentableOffset } from "./ipv6";
 import { DESC_OFF, DESC_LEN, DESC_FLAGS, DESC_FLAG_ADDR6 } from "../descriptor";
 import { VERDICT_FORWARD, DROP_OFFLOAD_HEADER, DROP_OFFLOAD_SIZE } from "../verdict";
 import { VNET_GSO_TCPV4, VNET_GSO_TCPV6, VNET_GSO_UDP_L4 } from "./vnet-header";
@@ -30,6 +30,13 @@ export const UDP_GSO_MAX_SEGMENTS: i32 = 64;
 export const UDP_GSO_MAX_BYTES: i32 = 65507;
 /** Most sends (trains of datagrams) one super-packet may need; the send batch sizes its output by it. */
 export const OFFLOAD_MAX_TRAINS: i32 = 8;
+/**
+ * Most segments of a super-packet the TUN device hands over: the dataplane sets the device's
+ * gso_max_segs to it, and the kernel cuts a super-packet of more segments (a peer's small MSS)
+ * itself. 128 segments (a full 64 KB at an MSS of 512 and up) fit 2 trains, and with up to 234
+ * bytes of headers each (IPv4's and TCP's largest take 120) the dataplane's 96 KiB segment slot.
+ */
+export const OFFLOAD_MAX_SEGMENTS: i32 = 128;
 
 /** Sum of an IPv4 packet's pseudo-header for a transport segment of l4len bytes (not inverted). */
 @inline export function ipv4PseudoSum(ip: usize, proto: u32, l4len: i32): u32 {
@@ -59,8 +66,10 @@ export function completeChecksum(p: usize, len: i32, start: i32, offset: i32): i
  * Segments the IPv4 or IPv6 super-packet at the descriptor's OFF (LEN bytes, the IP header checked
  * by the caller) into `out` (cap bytes), each segment behind a copy of the `encap` bytes in front
  * of OFF. `gsoType` must fit the packet's version: TCPV4 for IPv4, TCPV6 for IPv6, UDP_L4 for
- * either. An IPv6 super-packet must carry TCP or UDP right after the fixed header (the kernel's
- * own TSO6 takes no extension headers either). On success the descriptor points at the segments:
+ * either. In an IPv6 super-packet TCP or UDP may sit behind hop-by-hop and destination options
+ * headers (a socket's IPV6_HOPOPTS/IPV6_DSTOPTS), which every segment carries; where they end
+ * must be `csumStart` (the vnet header's csum_start), unless that is 0 (none given). On success
+ * the descriptor points at the segments:
  * OFF = out, LEN = all of them, FLAGS = the segment stride (0 when there is just one) beside
  * DESC_FLAG_ADDR6 (an IPv6 underlay stays the destination). Returns a
  * verdict and counts the segments in the counter block `counters`.
@@ -69,6 +78,7 @@ export function segmentSuperPacket(
   d: usize,
   gsoType: u32,
   gsoSize: i32,
+  csumStart: i32,
   encap: i32,
   out: usize,
   cap: i32,
@@ -79,17 +89,21 @@ export function segmentSuperPacket(
   const v6 = ipVersion(p) == 6;
   const tcp = gsoType != VNET_GSO_UDP_L4;
   if (tcp && gsoType != (v6 ? VNET_GSO_TCPV6 : VNET_GSO_TCPV4)) return DROP_OFFLOAD_HEADER;
+  const proto = tcp ? PROTO_TCP : PROTO_UDP;
+  if (gsoSize < 1) return DROP_OFFLOAD_HEADER;
+  // l3: the IP header's bytes the IPv4 checksum covers; l4: where the transport header starts.
   const l3 = v6 ? IPV6_HEADER : ipv4HeaderLen(p);
-  const proto = <u32>load<u8>(p + (v6 ? 6 : 9));
-  if (proto != (tcp ? PROTO_TCP : PROTO_UDP) || gsoSize < 1) return DROP_OFFLOAD_HEADER;
-  if (!v6 && (be16(p + 6) & 0x3fff) != 0) return DROP_OFFLOAD_HEADER;
+  const l4 = v6 ? ipv6SegmentableOffset(p, len, proto) : l3;
+  if (v6) {
+    if (l4 < 0 || (csumStart != 0 && csumStart != l4)) return DROP_OFFLOAD_HEADER;
+  } else if (<u32>load<u8>(p + 9) != proto || (be16(p + 6) & 0x3fff) != 0) return DROP_OFFLOAD_HEADER;
   let thl = UDP_HEADER;
   if (tcp) {
-    if (l3 + TCP_HEADER_MIN > len) return DROP_OFFLOAD_HEADER;
-    thl = (<i32>load<u8>(p + <usize>l3 + 12) >> 4) << 2;
+    if (l4 + TCP_HEADER_MIN > len) return DROP_OFFLOAD_HEADER;
+    thl = (<i32>load<u8>(p + <usize>l4 + 12) >> 4) << 2;
     if (thl < TCP_HEADER_MIN) return DROP_OFFLOAD_HEADER;
   }
-  const hdr = l3 + thl;
+  const hdr = l4 + thl;
   if (hdr > len) return DROP_OFFLOAD_HEADER;
   const payload = len - hdr;
   const nseg = payload <= gsoSize ? 1 : (payload + gsoSize - 1) / gsoSize;
@@ -102,8 +116,8 @@ export function segmentSuperPacket(
   if ((nseg * stride + train - 1) / train > OFFLOAD_MAX_TRAINS) return DROP_OFFLOAD_SIZE;
 
   const id0 = v6 ? 0 : be16(p + 4);
-  const seq0 = tcp ? be32(p + <usize>l3 + 4) : 0;
-  const flags0 = tcp ? <u32>load<u8>(p + <usize>l3 + 13) : 0;
+  const seq0 = tcp ? be32(p + <usize>l4 + 4) : 0;
+  const flags0 = tcp ? <u32>load<u8>(p + <usize>l4 + 13) : 0;
   // The pseudo-header's addresses: 8 bytes at 12 (IPv4), 32 bytes at 8 (IPv6).
   const addrSum = v6 ? checksumPartial(p + 8, 32, proto) : checksumPartial(p + 12, 8, proto);
   for (let k = 0; k < nseg; k++) {
@@ -116,28 +130,28 @@ export function segmentSuperPacket(
     const payloadSum = copyChecksumPartial(ip + <usize>hdr, p + <usize>(hdr + k * gsoSize), m, 0);
     const l4len = thl + m;
     if (v6) {
-      putBe16(ip + 4, l4len); // no extension headers: the payload length is the L4 segment's
+      putBe16(ip + 4, hdr - IPV6_HEADER + m); // the extension headers and the L4 segment
     } else {
       putBe16(ip + 2, hdr + m);
       putBe16(ip + 4, (id0 + <u32>k) & 0xffff);
       store<u16>(ip + 10, 0);
       putBe16(ip + 10, checksum(ip, l3));
     }
-    const l4 = ip + <usize>l3;
+    const t = ip + <usize>l4;
     let field: usize;
     if (tcp) {
-      putBe32(l4 + 4, seq0 + <u32>(k * gsoSize));
+      putBe32(t + 4, seq0 + <u32>(k * gsoSize));
       let f = flags0;
       if (k != nseg - 1) f &= ~(TCP_FIN | TCP_PSH);
       if (k != 0) f &= ~TCP_CWR;
-      store<u8>(l4 + 13, <u8>f);
-      field = l4 + 16;
+      store<u8>(t + 13, <u8>f);
+      field = t + 16;
     } else {
-      putBe16(l4 + 4, l4len);
-      field = l4 + 6;
+      putBe16(t + 4, l4len);
+      field = t + 6;
     }
     store<u16>(field, 0);
-    const c = ~checksumPartial(l4, thl, addrSum + <u32>l4len + payloadSum) & 0xffff;
+    const c = ~checksumPartial(t, thl, addrSum + <u32>l4len + payloadSum) & 0xffff;
     putBe16(field, c == 0 && !tcp ? 0xffff : c);
   }
   store<i32>(d + DESC_OFF, <i32>out);

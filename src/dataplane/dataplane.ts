@@ -226,7 +226,11 @@ const OFFLOAD_TX_BATCH = 16;
  */
 const FLOW_QUEUE_POOL_BATCHES = 4;
 const OFFLOAD_RX_BATCH = 32;
-/** A segmented super-packet: up to 64 KiB of payload plus per-segment headers (tcp-segment.ts drops what does not fit). */
+/**
+ * A segmented super-packet: up to 64 KiB of payload plus per-segment headers, for as many
+ * segments as the TUN device's gso_max_segs lets through (OFFLOAD_MAX_SEGMENTS in tcp-segment.ts,
+ * which drops what does not fit).
+ */
 const SEGMENT_SLOT_BYTES = 96 * 1024;
 /**
  * Packets the kernel queues for the workers on each TUN queue (the device's ring: the TUN driver
@@ -504,8 +508,11 @@ export class UserspaceDataplane {
       // Like flannel's udp backend: the device holds the subnet's network address with the whole
       // network's prefix length, so the kernel routes every other subnet of the network to it.
       // IPv6: no duplicate address detection (nobody else is on a TUN device to answer it).
+      // With offloads, super-packets of at most the segments a segment slot holds
+      // (OFFLOAD_MAX_SEGMENTS, tcp-segment.ts): the kernel cuts a larger one (a small MSS) itself.
+      const segs = this.offload.enabled ? ` gso_max_segs ${this.hp.constant("OFFLOAD_MAX_SEGMENTS")}` : "";
       await kernel.ipBatch([
-        `link set ${tunName} mtu ${mtu} txqueuelen ${this.opts.tunQueueLen ?? this.defaultTunQueueLen()}`,
+        `link set ${tunName} mtu ${mtu} txqueuelen ${this.opts.tunQueueLen ?? this.defaultTunQueueLen()}${segs}`,
         `addr add ${formatAddr(subnet.addr)}/${network.len} dev ${tunName}${this.family === 6 ? " nodad" : ""}`,
         `link set ${tunName} up`,
       ]);

@@ -15,11 +15,9 @@ import { createBackend } from "../../src/backends/index.js";
 import { withNetns } from "../../src/io/netns.js";
 import { LabCluster, LAB_POD_NETWORK, LAB_POD_NETWORK6, type LabHost } from "../../src/lab/cluster.js";
 import { ping } from "../../src/lab/traffic.js";
-import { formatIpv6, ipv4Mapped, parseIpv6, parsePrefix6, type Ipv6Prefix } from "../../src/net/ipv6.js";
+import { formatIpv6, ipv4Mapped, parseIpv6 } from "../../src/net/ipv6.js";
 import { canUseNetns, Netns } from "../support/netns.js";
-import { subnetOf } from "./support.js";
-
-const subnet6Of = (i: number): Ipv6Prefix => parsePrefix6(`2001:2:0:${(0x8000 + i).toString(16)}::/64`);
+import { familyCtx, subnet6Of, subnetOf } from "./support.js";
 
 interface Node6 {
   host: LabHost;
@@ -30,25 +28,14 @@ interface Node6 {
   a6: BackendAnnouncement;
 }
 
-function ctx(host: LabHost, dir: string, family: 4 | 6, i: number): BackendContext {
-  return {
-    kernel: host.ns.kernel,
-    network: family === 4 ? LAB_POD_NETWORK : LAB_POD_NETWORK6,
-    subnet: family === 4 ? subnetOf(i) : subnet6Of(i),
-    underlay: { iface: host.underlayIf, addr: host.underlayAddr, addr6: host.underlayAddr6, mtu: 1500 },
-    stateDir: dir,
-    logger: pino({ level: "silent" }),
-  };
-}
-
 async function start(
   host: LabHost,
   type: string,
   i: number,
   dir = mkdtempSync(join(tmpdir(), "weft-v6-")),
 ): Promise<Node6> {
-  const v4 = createBackend(type, {}, ctx(host, dir, 4, i));
-  const v6 = createBackend(type, {}, ctx(host, dir, 6, i));
+  const v4 = createBackend(type, {}, familyCtx(host, dir, 4, i));
+  const v6 = createBackend(type, {}, familyCtx(host, dir, 6, i));
   return { host, dir, v4, v6, a4: await v4.start(), a6: await v6.start() };
 }
 
@@ -238,7 +225,7 @@ for (const type of ["vxlan", "host-gw"] as const) {
 
       it("DirectRouting for IPv6: a peer on the same L2 gets a plain route via its IPv6 underlay address, one behind a gateway gets flannel-v6.1's entries", async () => {
         await n1.v6.stop(false);
-        n1.v6 = createBackend("vxlan", { directRouting: true }, ctx(n1.host, n1.dir, 6, 1));
+        n1.v6 = createBackend("vxlan", { directRouting: true }, familyCtx(n1.host, n1.dir, 6, 1));
         n1.a6 = await n1.v6.start();
         const far = { addr: "2001:2::c8", subnet: subnet6Of(60), vtepMac: "0a:58:00:00:c8:00" };
         await n1.host.ns.ip(`-6 route add ${far.addr}/128 via 2001:2::c`);

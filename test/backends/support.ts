@@ -15,10 +15,24 @@ import type {
 } from "../../src/backends/backend.js";
 import { createBackend } from "../../src/backends/index.js";
 import { withNetns } from "../../src/io/netns.js";
-import { LabCluster, LAB_POD_NETWORK, type LabHost } from "../../src/lab/cluster.js";
+import { LabCluster, LAB_POD_NETWORK, LAB_POD_NETWORK6, type LabHost } from "../../src/lab/cluster.js";
 import type { Ipv4Prefix } from "../../src/net/ipv4.js";
+import { parsePrefix6, type Ipv6Prefix } from "../../src/net/ipv6.js";
 
 export const subnetOf = (i: number): Ipv4Prefix => ({ addr: 0xc6130000 + i * 256, len: 24 }); // 198.19.i.0/24
+export const subnet6Of = (i: number): Ipv6Prefix => parsePrefix6(`2001:2:0:${(0x8000 + i).toString(16)}::/64`);
+
+/** A backend context of `family` for `host`, host number `i` of a dual-stack lab (silent log). */
+export function familyCtx(host: LabHost, dir: string, family: 4 | 6, i: number): BackendContext {
+  return {
+    kernel: host.ns.kernel,
+    network: family === 4 ? LAB_POD_NETWORK : LAB_POD_NETWORK6,
+    subnet: family === 4 ? subnetOf(i) : subnet6Of(i),
+    underlay: { iface: host.underlayIf, addr: host.underlayAddr, addr6: host.underlayAddr6, mtu: 1500 },
+    stateDir: dir,
+    logger: pino({ level: "silent" }),
+  };
+}
 
 /** Log records as JSON objects, for checking what a backend reported. */
 export interface LogBook {

@@ -462,7 +462,7 @@ const superPacket6 = fc
   });
 
 const GSO_TCPV6 = 4;
-const tso6 = (p: { bytes: Uint8Array; gsoSize: number }): TunRead => ({ ...p, gsoType: GSO_TCPV6 });
+const tso6 = (p: Omit<TunRead, "gsoType">): TunRead => ({ ...p, gsoType: GSO_TCPV6 });
 const peer6Addr = (addr: number) =>
   new DataView(TX.rig.hp.memory.buffer, addr, 16).getBigUint64(0) * 2n ** 64n +
   new DataView(TX.rig.hp.memory.buffer, addr, 16).getBigUint64(8);
@@ -490,6 +490,97 @@ describe("offloads, TCP over IPv6 (vxlan format, IPv6 underlay)", () => {
         }
       }),
       { numRuns: 25 },
+    );
+  });
+
+  it("segments TSO6 super-packets behind hop-by-hop and destination options headers, each segment carrying them", () => {
+    // As a socket with IPV6_HOPOPTS or IPV6_DSTOPTS sends: the vnet header's csum_start points at TCP.
+    const extensions = fc.oneof(
+      fc.constant([{ type: 60, length: 8 }]),
+      fc.integer({ min: 1, max: 16 }).map((n) => [{ type: 0, length: 8 * n }]),
+      fc.tuple(fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 4 })).map(([a, b]) => [
+        { type: 0, length: 8 * a },
+        { type: 60, length: 8 * b },
+      ]),
+    );
+    fc.assert(
+      fc.property(superPacket6, extensions, (p, ext) => {
+        const fields = { ...p.fields, extensions: ext };
+        const { trains, mem } = send([tso6({ bytes: buildTcp6(fields), gsoSize: p.gsoSize })], "vxlan");
+        const segs = datagrams(trains, mem).map((d) => d.subarray(22));
+        expect(segs).toEqual(refSegmentTcp6(buildTcp6(fields), p.gsoSize));
+        for (const s of segs) expect(tcp6ChecksumValid(s)).toBe(true);
+      }),
+      { numRuns: 25 },
+    );
+  });
+
+  it("refuses an IPv6 super-packet whose headers a segment may not copy, or whose csum_start lies", () => {
+    const [p] = fc.sample(superPacket6, { numRuns: 1, seed: 8 });
+    const dst8 = [{ type: 60, length: 8 }];
+    const cases: TunRead[] = [
+      // a routing header: TCP's checksum would cover its final destination
+      tso6({ bytes: buildTcp6({ ...p.fields, extensions: [{ type: 43, length: 8 }] }), gsoSize: p.gsoSize }),
+      // hop-by-hop anywhere but first
+      tso6({
+        bytes: buildTcp6({
+          ...p.fields,
+          extensions: [
+            { type: 60, length: 8 },
+            { type: 0, length: 8 },
+          ],
+        }),
+        gsoSize: p.gsoSize,
+      }),
+      // csum_start at the extension header, behind it by 8, short of the fixed header, past the end
+      ...[40, 56, 20, 65535].map((csumStart) =>
+        tso6({ bytes: buildTcp6({ ...p.fields, extensions: dst8 }), gsoSize: p.gsoSize, csumStart }),
+      ),
+      // no extension header but csum_start says there is one
+      tso6({ ...p, csumStart: 48 }),
+      // UDP's GSO type for TCP behind the header
+      { bytes: buildTcp6({ ...p.fields, extensions: dst8 }), gsoSize: p.gsoSize, gsoType: 5 },
+    ];
+    const before = TX.rig.ctx.tx().packets.OFFLOAD_HEADER;
+    for (const c of cases) expect(send([c], "vxlan").trains).toHaveLength(0);
+    expect(TX.rig.ctx.tx().packets.OFFLOAD_HEADER - before).toBe(BigInt(cases.length));
+  });
+
+  it("fits any super-packet of OFFLOAD_MAX_SEGMENTS segments (the TUN device's gso_max_segs) and headers up to 234 bytes into a segment slot", () => {
+    const max = TX.rig.hp.constant("OFFLOAD_MAX_SEGMENTS");
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 21 }),
+        fc.integer({ min: 0, max: 10 }),
+        fc.constantFrom(0x10, 0x18, 0x19),
+        fc.integer(),
+        (ext8, opt4, flags, seed) => {
+          const extLen = 8 * Math.min(ext8, Math.floor((234 - 60 - 4 * opt4) / 8));
+          const options = Uint8Array.from({ length: 4 * opt4 }, () => 1);
+          // The largest packet a read slot holds, as the TUN device hands it over: 64 KiB.
+          const hdr = 40 + extLen + 20 + options.length;
+          const payload = payloadOf(seed, 65536 - hdr);
+          const gsoSize = Math.ceil(payload.length / max);
+          const fields: Tcp6Fields = {
+            src: 0x2001_0002_0000_8001_0000_0000_0000_0005n,
+            dst: 0x2001_0002_0000_8002_0000_0000_0000_0007n,
+            srcPort: 40000,
+            dstPort: 5201,
+            seq: 1,
+            ack: 2,
+            flags,
+            window: 100,
+            options,
+            extensions: extLen > 0 ? [{ type: 60, length: extLen }] : [],
+            payload,
+          };
+          const { trains, mem } = send([tso6({ bytes: buildTcp6(fields), gsoSize })], "vxlan");
+          const segs = datagrams(trains, mem).map((d) => d.subarray(22));
+          expect(segs.length).toBe(max);
+          expect(segs).toEqual(refSegmentTcp6(buildTcp6(fields), gsoSize));
+        },
+      ),
+      { numRuns: 15 },
     );
   });
 

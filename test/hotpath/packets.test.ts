@@ -2,6 +2,7 @@
 // test/reference/packets.ts, on random batches of well-formed, damaged and garbage packets.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { PacketBatch } from "../../src/hotpath/batch.js";
 import { parsePrefix } from "../../src/net/ipv4.js";
 import { buildIpv4, buildVxlan } from "../reference/build.js";
 import { internetChecksum } from "../reference/checksum.js";
@@ -56,6 +57,8 @@ const sendCtx = {
 // ---- generators ----
 const addr = fc.oneof(
   fc.constantFrom(0xc6130201, 0xc61302ff, 0xc6130301, 0xc6130381, 0xc61304aa, 0xc6120009),
+  // no single host: 0.0.0.0, multicast, class E, broadcast
+  fc.constantFrom(0, 0xe0000001, 0xefffffff, 0xf0000001, 0xffffffff),
   fc.integer({ min: 0xc6120000, max: 0xc613ffff }),
 );
 const ipv4 = fc
@@ -276,6 +279,31 @@ describe("send path (TUN to socket)", () => {
   });
 });
 
+describe("ICMP errors about packets to or from no single host", () => {
+  it("sends none about a multicast or broadcast destination, or from 0.0.0.0 or a multicast source (RFC 1122 3.2.2)", () => {
+    const rig = setupRig();
+    icmpClock(rig).advance(1000); // a full bucket: the rate limit withholds nothing
+    const unrouted = 0x0a000001; // 10.0.0.1: no route
+    const pod = 0xc6130105;
+    const cases = [
+      [pod, unrouted, "REPLY"],
+      [pod, 0xe0000001, "NO_ROUTE"],
+      [pod, 0xefffffff, "NO_ROUTE"],
+      [pod, 0xf0000001, "NO_ROUTE"],
+      [pod, 0xffffffff, "NO_ROUTE"],
+      [0, unrouted, "NO_ROUTE"],
+      [0xe0000005, unrouted, "NO_ROUTE"],
+    ] as const;
+    const packets = cases.map(([src, dst]) => buildIpv4({ src, dst, protocol: 17, payload: new Uint8Array(16) }));
+    loadBatch(rig, packets);
+    const ret = encapInPlace(rig, "vxlan", packets.length);
+    expect(ret).toBe(1 << 16);
+    const [reply] = readBatch(rig, 1);
+    expect(reply.verdict).toBe("REPLY");
+    expect(rig.ctx.tx().packets.NO_ROUTE).toBe(BigInt(cases.length - 1));
+  });
+});
+
 describe("receive path (socket to TUN)", () => {
   const rig = setupRig();
   it("decapBatch (vxlan, single segments) equals the reference on VXLAN frames, damaged frames and garbage", () => {
@@ -400,5 +428,22 @@ describe("descriptors the caller got wrong", () => {
     const ret = encapInPlace(rig, "vxlan", 3);
     expect(ret).toBe(1);
     expect(rig.ctx.tx().packets.BAD_DESCRIPTOR).toBe(2n);
+  });
+
+  it("forwards from slots at 2 GiB and beyond: offsets reach 2^32, so they are unsigned", () => {
+    const rig = setupRig();
+    // Memory past 2 GiB (the pages are not touched but where the packet goes), then a batch there.
+    rig.arena.alloc(2 ** 31);
+    const batch = new PacketBatch(rig.hp, rig.arena, 1, 2048);
+    expect(batch.slots).toBeGreaterThanOrEqual(2 ** 31);
+    batch.reset();
+    const d = new Uint32Array(rig.hp.memory.buffer, batch.descs, 8);
+    const packet = buildIpv4({ src: 0xc6130101, dst: 0xc6130201, payload: new Uint8Array(10) });
+    rig.hp.bytes().set(packet, d[0]);
+    d[2] = packet.length;
+    const ret = rig.hp.fn.encapBatch(rig.ctx.ptr, batch.descs, 1, rig.hp.wireFormat("vxlan"), 0, batch.descs, 0, 0);
+    expect(rig.ctx.tx().packets.BAD_DESCRIPTOR).toBe(0n);
+    expect(ret).toBe(1);
+    expect(rig.hp.bytes().slice(d[0] + 22, d[0] + d[2])).toEqual(packet);
   });
 });

@@ -82,8 +82,12 @@ function decrementTtl(ip: Uint8Array): string | null {
   return null;
 }
 
+/** Multicast (224/4), class E (240/4) and the broadcast address: no single host. */
+const noSingleHost = (a: number) => a >= 0xe0000000;
+
 function mayTriggerIcmpError(ip: Uint8Array): boolean {
   if ((u16(ip, 6) & 0x1fff) !== 0) return false;
+  if (noSingleHost(u32(ip, 16)) || noSingleHost(u32(ip, 12)) || u32(ip, 12) === 0) return false;
   if (ip[9] !== 1) return true;
   const ihl = (ip[0] & 15) * 4;
   if (ip.length <= ihl) return false;

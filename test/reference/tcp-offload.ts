@@ -67,16 +67,30 @@ function writeTcp(p: Uint8Array, l3: number, f: Omit<Tcp4Fields, "src" | "dst">)
   put16(p, l3 + 16, tcpChecksumOf(p));
 }
 
-/** Bytes of the IP header in front of TCP: 20 (IPv4 without options) or 40 (IPv6). */
+/** Bytes of the IP header the IPv4 checksum covers: 20 (IPv4 without options), or IPv6's fixed 40. */
 const l3Of = (p: Uint8Array) => (p[0] >> 4 === 6 ? 40 : 20);
+
+/**
+ * Where the transport header starts: behind the IPv4 header, or behind IPv6's fixed header and
+ * any hop-by-hop, routing and destination options headers.
+ */
+export function transportOffset(p: Uint8Array): number {
+  if (p[0] >> 4 !== 6) return (p[0] & 15) * 4;
+  let next = p[6];
+  let at = 40;
+  while ((next === 0 || next === 43 || next === 60) && at + 8 <= p.length) {
+    next = p[at];
+    at += (p[at + 1] + 1) * 8;
+  }
+  return at;
+}
 
 /** The TCP checksum field value of the IPv4 or IPv6 packet (its current field taken as zero). */
 function tcpChecksumOf(p: Uint8Array): number {
-  const l3 = l3Of(p);
-  const seg = p.slice(l3);
+  const seg = p.slice(transportOffset(p));
   seg[16] = 0;
   seg[17] = 0;
-  const pseudo = l3 === 40 ? pseudoHeaderSum6(p, 6, seg.length) : pseudoHeaderSum(p, 6, seg.length);
+  const pseudo = p[0] >> 4 === 6 ? pseudoHeaderSum6(p, 6, seg.length) : pseudoHeaderSum(p, 6, seg.length);
   return ~onesSum(seg, pseudo) & 0xffff;
 }
 
@@ -108,13 +122,14 @@ export function completePartial(
 }
 
 /**
- * Segments a TCP super-packet (IPv4 without options, or IPv6 with TCP right after the fixed
- * header) into segments of gsoSize payload bytes.
+ * Segments a TCP super-packet (IPv4 without options, or IPv6 with TCP behind the fixed header and
+ * any extension headers, copied into every segment) into segments of gsoSize payload bytes.
  */
 function refSegmentTcp(p: Uint8Array, gsoSize: number): Uint8Array[] {
   const l3 = l3Of(p);
-  const thl = (p[l3 + 12] >> 4) * 4;
-  const hdr = l3 + thl;
+  const l4 = transportOffset(p);
+  const thl = (p[l4 + 12] >> 4) * 4;
+  const hdr = l4 + thl;
   const payload = p.subarray(hdr);
   const n = Math.max(1, Math.ceil(payload.length / gsoSize));
   const out: Uint8Array[] = [];
@@ -131,11 +146,11 @@ function refSegmentTcp(p: Uint8Array, gsoSize: number): Uint8Array[] {
       put16(s, 10, 0);
       put16(s, 10, internetChecksum(s.subarray(0, 20)));
     }
-    const q = l3 + 4;
+    const q = l4 + 4;
     s.set(be32((((s[q] << 24) | (s[q + 1] << 16) | (s[q + 2] << 8) | s[q + 3]) + k * gsoSize) >>> 0), q);
-    if (k !== n - 1) s[l3 + 13] &= ~(0x01 | 0x08);
-    if (k !== 0) s[l3 + 13] &= ~0x80;
-    put16(s, l3 + 16, tcpChecksumOf(s));
+    if (k !== n - 1) s[l4 + 13] &= ~(0x01 | 0x08);
+    if (k !== 0) s[l4 + 13] &= ~0x80;
+    put16(s, l4 + 16, tcpChecksumOf(s));
     out.push(s);
   }
   return out;
@@ -150,6 +165,11 @@ export interface Tcp6Fields extends Omit<Tcp4Fields, "src" | "dst" | "id" | "ttl
   hopLimit?: number;
   trafficClass?: number;
   flowLabel?: number;
+  /**
+   * Extension headers between the fixed header and TCP, in order: their type (0 hop-by-hop, 43
+   * routing, 60 destination options) and length (a multiple of 8), padded with PadN.
+   */
+  extensions?: ReadonlyArray<{ type: number; length: number }>;
 }
 
 const addr6 = (a: bigint) => Uint8Array.from({ length: 16 }, (_, i) => Number((a >> BigInt(120 - 8 * i)) & 255n));
@@ -159,27 +179,37 @@ export function pseudoHeaderSum6(ip: Uint8Array, protocol: number, length: numbe
   return onesSum(Uint8Array.from([...ip.subarray(8, 40), 0, 0, length >> 8, length & 255, 0, 0, 0, protocol]));
 }
 
-/** A TCP/IPv6 packet (TCP right after the fixed header) with its checksum right. */
+/** A TCP/IPv6 packet (TCP behind the fixed header and `extensions`) with its checksum right. */
 export function buildTcp6(f: Tcp6Fields): Uint8Array {
   const opts = f.options ?? new Uint8Array(0);
-  const thl = 20 + opts.length;
-  const l4 = thl + f.payload.length;
-  const p = new Uint8Array(40 + l4);
+  const exts = f.extensions ?? [];
+  const l4 = 40 + exts.reduce((n, e) => n + e.length, 0);
+  const p = new Uint8Array(l4 + 20 + opts.length + f.payload.length);
   const tc = f.trafficClass ?? 0;
   const flow = f.flowLabel ?? 0;
   p.set([0x60 | (tc >> 4), ((tc & 15) << 4) | (flow >> 16), (flow >> 8) & 255, flow & 255]);
-  put16(p, 4, l4);
-  p[6] = 6;
+  put16(p, 4, p.length - 40);
+  p[6] = exts.length > 0 ? exts[0].type : 6;
   p[7] = f.hopLimit ?? 64;
   p.set(addr6(f.src), 8);
   p.set(addr6(f.dst), 24);
-  writeTcp(p, 40, f);
+  let at = 40;
+  exts.forEach((e, i) => {
+    p[at] = i + 1 < exts.length ? exts[i + 1].type : 6;
+    p[at + 1] = e.length / 8 - 1;
+    // PadN over the rest (a routing header gets the same bytes: it is there only to be refused).
+    p[at + 2] = 1;
+    p[at + 3] = e.length - 4;
+    at += e.length;
+  });
+  writeTcp(p, l4, f);
   return p;
 }
 
 /** Whether the TCP checksum of the IPv6 packet is right. */
 export function tcp6ChecksumValid(p: Uint8Array): boolean {
-  return (~onesSum(p.subarray(40), pseudoHeaderSum6(p, 6, p.length - 40)) & 0xffff) === 0;
+  const l4 = transportOffset(p);
+  return (~onesSum(p.subarray(l4), pseudoHeaderSum6(p, 6, p.length - l4)) & 0xffff) === 0;
 }
 
 /** Segments a TCP/IPv6 super-packet into segments of gsoSize payload bytes. */

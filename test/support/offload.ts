@@ -5,7 +5,7 @@
 import { parsePrefix } from "../../src/net/ipv4.js";
 import { parsePrefix6, writeIpv6 } from "../../src/net/ipv6.js";
 import fc from "fast-check";
-import { pseudoHeaderSum } from "../reference/tcp-offload.js";
+import { pseudoHeaderSum, transportOffset } from "../reference/tcp-offload.js";
 import { makeRig, type Rig } from "./hotpath.js";
 
 const VNI = 1;
@@ -106,6 +106,8 @@ export interface TunRead {
   gsoSize: number;
   gsoType?: number;
   needsCsum?: boolean;
+  /** The vnet header's csum_start, if not where the transport header starts (a lying header). */
+  csumStart?: number;
 }
 
 /** Loads TUN reads (each packet with its vnet header) into the sender's batch. */
@@ -119,10 +121,10 @@ export function loadSend(packets: TunRead[]): void {
     const needsCsum = p.needsCsum ?? true;
     v.setUint8(0, needsCsum ? 1 : 0);
     v.setUint8(1, p.gsoType ?? 1); // GSO_TCPV4 unless said otherwise
-    const l3 = p.bytes[0] >> 4 === 6 ? 40 : 20;
-    v.setUint16(2, l3 + (p.bytes[l3 + 12] >> 4) * 4, true);
+    const l4 = transportOffset(p.bytes);
+    v.setUint16(2, l4 + (p.bytes[l4 + 12] >> 4) * 4, true);
     v.setUint16(4, p.gsoSize, true);
-    v.setUint16(6, needsCsum ? l3 : 0, true);
+    v.setUint16(6, p.csumStart ?? (needsCsum ? l4 : 0), true);
     v.setUint16(8, needsCsum ? 16 : 0, true);
   });
 }
