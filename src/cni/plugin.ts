@@ -310,21 +310,29 @@ async function deleteKept(
       // of its rules go, and its DEL runs again.
       if (!masq || left || shared) throw e;
       const failed = (await removeMasquerades([masq])).get(masq);
-      if (failed)
-        throw new CniError(asCniError(e).cniCode, `${asCniError(e).message}; ${failed.message}`, failed.details);
+      // The bridge frees the address and deletes the interface before its teardown, so what is
+      // left is the rules alone; kept for GC, since its next DEL, finding no interface, would succeed.
+      if (failed) return await leaveMasquerade(path, found, {}, failed);
       await delegateDel(found.d, [args], prevResult);
     }
   }
   if (left && masq) {
     const target = { ...masq, sources: shared ? (left.sources ?? unknownSources(masq, [ifName])) : undefined };
     const failed = (await removeMasquerades([target])).get(target);
-    if (failed) {
-      // The address is free already: the runtime's next DEL (or GC) retries only this.
-      await keepLeft(path, found, left);
-      throw failed;
-    }
+    if (failed) return await leaveMasquerade(path, found, left, failed);
   }
   await rm(path, { force: true });
+}
+
+/**
+ * A DEL whose pod is gone (address freed, interface deleted) but whose masquerade rules could not
+ * be removed succeeds anyway: failing it would keep the pod Terminating for as long as iptables
+ * fails (no ip6tables nat after a reboot, say), for rules alone. The file keeps what is left, which
+ * GC retries, and stderr, which runtimes log, says so.
+ */
+async function leaveMasquerade(path: string, found: Kept, left: Left, failed: CniError): Promise<void> {
+  await keepLeft(path, found, left);
+  warn(`${failed.message}; kept in ${path} for GC to retry (${failed.details})`);
 }
 
 /** STATUS (1.1.0): ready when subnet.env is (the agent holds a lease) and the delegate says so too. */
@@ -643,7 +651,8 @@ function bridgeMasquerade(d: Record<string, unknown>, cid: string): Masquerade |
  * `sources`, only the POSTROUTING jumps from those addresses. None when nothing is there.
  */
 function masqueradeScript(rules: string[], chain: string, sources?: string[]): string[] {
-  const target = new RegExp(` -[jg] ${chain}(?: |$)`);
+  // The target comes last (a chain takes no options), so a comment naming the chain cannot match.
+  const target = new RegExp(` -[jg] ${chain}$`);
   const refs = rules.filter((l) => l.startsWith("-A ") && !l.startsWith(`-A ${chain} `) && target.test(l));
   const deletes = (
     sources
@@ -699,7 +708,12 @@ async function removeMasquerades(targets: Masquerade[]): Promise<Map<Masquerade,
     try {
       if (scripts.length > 0) await restore(scripts.flatMap((s) => s.lines));
     } catch (e) {
-      if (scripts.length === 1) fail(scripts[0].ms, e);
+      // A held xtables lock would make each chain's retry wait as long again (-w): fail them all.
+      if (scripts.length === 1 || /xtables lock/i.test(errorMessage(e)))
+        fail(
+          scripts.flatMap((s) => s.ms),
+          e,
+        );
       else for (const s of scripts) await restore(s.lines).catch((err: unknown) => fail(s.ms, err));
     }
   }
