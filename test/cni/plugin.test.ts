@@ -353,7 +353,7 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
         ip6tables: 1,
         "ip6tables-restore": 0,
       });
-      expect((await natRules(h1)).filter((l) => l.includes("\"see -j "))).toHaveLength(1);
+      expect((await natRules(h1)).filter((l) => l.includes('"see -j '))).toHaveLength(1);
       await h1.ns.exec(["iptables", ...note.map((a) => (a === "-A" ? "-D" : a)), "-j", "RETURN"]);
       for (const f of [4, 6] as const) {
         const after = await natRules(h1, f);
