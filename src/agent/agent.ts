@@ -88,6 +88,9 @@ function sumCounters(a: BackendCounters, c: BackendCounters): BackendCounters {
   };
 }
 
+/** How long after a removal that found flannel's masquerade rules the reconcile looks for them again. */
+const FLANNEL_MASQ_WATCH_MS = 10 * 60_000;
+
 export class Agent {
   /** One lane per enabled family, IPv4 first. */
   private readonly lanes: Lane[];
@@ -103,8 +106,12 @@ export class Agent {
   /** Until start()'s backends run: a lane that fails then keeps, with --keep-on-exit, what it reused. */
   private firstStart = true;
   private reconcileTimer?: NodeJS.Timeout;
-  /** A removal found flannel's masquerade rules: the reconcile looks whether a flanneld still running wrote them again. */
-  private flannelMasqSeen = false;
+  /**
+   * Until when the reconcile looks whether a flanneld still running wrote flannel's masquerade
+   * rules again (0: no removal found any): 10 minutes past the last removal that found some, as
+   * listing nat on every reconcile costs a node with kube-proxy's thousands of rules for good.
+   */
+  private flannelMasqUntil = 0;
   private flannelMasqBackWarned = false;
   /** The next try to start the lanes whose backend failed, after a try that failed (restartFailed). */
   private restartTimer?: NodeJS.Timeout;
@@ -428,7 +435,7 @@ export class Agent {
         { code: "AGENT_STALE_FLANNEL_MASQ", removed: stale.removed },
         "removed flannel's masquerade rules, which masqueraded pod traffic between nodes outside flannel's old subnet",
       );
-    if (stale.removed.length > 0) this.flannelMasqSeen = true;
+    if (stale.removed.length > 0) this.flannelMasqUntil = Date.now() + FLANNEL_MASQ_WATCH_MS;
     for (const f of stale.failures)
       this.log[again ? "debug" : "warn"](
         { code: "AGENT_STALE_FLANNEL_MASQ", command: f.command },
@@ -953,7 +960,7 @@ export class Agent {
           );
       }
       // Only where a removal found them: elsewhere the reconcile runs no iptables at all.
-      if (this.flannelMasqSeen) await this.removeFlannelMasq(true);
+      if (Date.now() < this.flannelMasqUntil) await this.removeFlannelMasq(true);
     }).catch((err) => {
       this.reconcileQueued = false;
       this.log.error(

@@ -53,6 +53,11 @@ function run(cmd: string, args: string[], input?: string): Promise<RunResult> {
 export const iptablesTool = (family: 4 | 6, legacy = false) =>
   `${family === 6 ? "ip6tables" : "iptables"}${legacy ? "-legacy" : ""}`;
 
+/** Whether a /proc/net/ip{,6}_tables_names listing names the nat table. */
+function hasNat(names: string): boolean {
+  return names.split("\n").includes("nat");
+}
+
 export class Kernel {
   constructor(readonly opts: KernelOptions = {}) {}
 
@@ -201,18 +206,19 @@ export class Kernel {
   }
 
   /**
-   * Whether this namespace has tables of the kernel's legacy xtables (iptables-legacy's), which an
-   * nft-backed iptables does not show; reading the list loads nothing.
+   * Whether this namespace has a nat table of the kernel's legacy xtables (iptables-legacy's),
+   * which an nft-backed iptables does not show; reading the list loads nothing, and only a nat
+   * table there is looked into (listing one where there is none would make it).
    */
   async hasLegacyIptables(family: 4 | 6): Promise<boolean> {
     const file = `/proc/net/${family === 6 ? "ip6_tables_names" : "ip_tables_names"}`;
     if (!this.opts.netns)
       return readFile(file, "utf8").then(
-        (t) => t.trim() !== "",
+        (t) => hasNat(t),
         () => false,
       );
     const r = await this.inNs("cat", [file]);
-    return r.code === 0 && r.stdout.trim() !== "";
+    return r.code === 0 && hasNat(r.stdout);
   }
 
   /** Runs an iptables command here or in the namespace; undefined where it is not installed. */

@@ -135,7 +135,11 @@ describe("deploy/kubernetes/weft.yaml", () => {
       "/opt/cni/bin": "DirectoryOrCreate",
       // Not /dev/net/tun as a CharDevice: a node without TUN could then run no agent, even for vxlan.
       "/dev/net": "DirectoryOrCreate",
+      // The host's xtables lock, as kube-flannel's: iptables in the pod then waits for kube-proxy's.
+      "/run/xtables.lock": "FileOrCreate",
     });
+    const lock = pod.volumes.find((v: Doc) => v.hostPath?.path === "/run/xtables.lock").name;
+    expect(agent.volumeMounts.find((m: Doc) => m.name === lock).mountPath).toBe("/run/xtables.lock");
     const devNet = pod.volumes.find((v: Doc) => v.hostPath?.path === "/dev/net").name;
     expect(agent.volumeMounts.find((m: Doc) => m.name === devNet).mountPath).toBe("/dev/net");
     expect(pod.initContainers.map((c: Doc) => c.name)).toEqual(["install-cni-plugin", "install-cni"]);
