@@ -113,6 +113,7 @@ export class Agent {
    */
   private flannelMasqUntil = 0;
   private flannelMasqBackWarned = false;
+  private flannelMasqFailWarned = false;
   /** The next try to start the lanes whose backend failed, after a try that failed (restartFailed). */
   private restartTimer?: NodeJS.Timeout;
   private restartBackoffMs = RESTART_BACKOFF_MS.min;
@@ -426,7 +427,7 @@ export class Agent {
       this.flannelMasqBackWarned = true;
       this.log.warn(
         { code: "AGENT_FLANNEL_MASQ_BACK", removed: stale.removed },
-        "flannel's masquerade rules came back after weft removed them: is flanneld still running? stop kube-flannel first (delete its DaemonSet and wait until its pods are gone); they are removed again whenever they come back, but until then pods' traffic to other nodes may leave with the node's address",
+        "flannel's masquerade rules came back after weft removed them: is flanneld still running? stop kube-flannel first (delete its DaemonSet and wait until its pods are gone); they are removed again whenever they come back within 10 minutes of the last removal, but until then pods' traffic to other nodes may leave with the node's address",
       );
     } else if (stale.removed.length > 0 && again)
       this.log.debug({ removed: stale.removed }, "removed flannel's masquerade rules again");
@@ -435,12 +436,17 @@ export class Agent {
         { code: "AGENT_STALE_FLANNEL_MASQ", removed: stale.removed },
         "removed flannel's masquerade rules, which masqueraded pod traffic between nodes outside flannel's old subnet",
       );
-    if (stale.removed.length > 0) this.flannelMasqUntil = Date.now() + FLANNEL_MASQ_WATCH_MS;
-    for (const f of stale.failures)
-      this.log[again ? "debug" : "warn"](
+    // A monotonic clock: a step of the wall clock at boot (NTP) must not end or stretch the window.
+    if (stale.removed.length > 0) this.flannelMasqUntil = performance.now() + FLANNEL_MASQ_WATCH_MS;
+    for (const f of stale.failures) {
+      // Within the window too, once: rules flanneld wrote again that cannot be removed must be said.
+      const warn = !again || !this.flannelMasqFailWarned;
+      if (again) this.flannelMasqFailWarned = true;
+      this.log[warn ? "warn" : "debug"](
         { code: "AGENT_STALE_FLANNEL_MASQ", command: f.command },
         `could not remove flannel's masquerade rules: ${f.message}; remove them by hand, or pods' traffic to other nodes leaves with the node's address`,
       );
+    }
   }
 
   /**
@@ -960,7 +966,7 @@ export class Agent {
           );
       }
       // Only where a removal found them: elsewhere the reconcile runs no iptables at all.
-      if (Date.now() < this.flannelMasqUntil) await this.removeFlannelMasq(true);
+      if (performance.now() < this.flannelMasqUntil) await this.removeFlannelMasq(true);
     }).catch((err) => {
       this.reconcileQueued = false;
       this.log.error(

@@ -178,7 +178,9 @@ export async function runPlugin(call: PluginCall): Promise<object | undefined> {
       // since ADD (a bad delegate key, another version) never keeps a pod Terminating.
       const conf = parseDelConf(call.stdin);
       const kept = await keptPath(args, conf.dataDir);
-      if (kept) await deleteKept(kept, args, conf.dataDir, conf.prevResult);
+      // A runtime with GC (1.1.0) retries what a DEL leaves; before it, only a failed DEL is retried.
+      const gc = typeof conf.cniVersion === "string" && versionAtLeast(conf.cniVersion, "1.1.0") === true;
+      if (kept) await deleteKept(kept, args, conf.dataDir, conf.prevResult, gc);
       return undefined;
     }
     case "STATUS":
@@ -286,7 +288,8 @@ async function deleteKept(
   path: string,
   args: CniArgs,
   dataDir: string,
-  prevResult?: Record<string, unknown>,
+  prevResult: Record<string, unknown> | undefined,
+  gc: boolean,
 ): Promise<void> {
   const found = await readKeptOrDrop(path);
   if (!found) return;
@@ -310,28 +313,37 @@ async function deleteKept(
       // of its rules go, and its DEL runs again.
       if (!masq || left || shared) throw e;
       const failed = (await removeMasquerades([masq])).get(masq);
-      // The bridge frees the address and deletes the interface before its teardown, so what is
-      // left is the rules alone; kept for GC, since its next DEL, finding no interface, would succeed.
-      if (failed) return await leaveMasquerade(path, found, {}, failed);
+      if (failed) {
+        // The bridge stops at its first failure (address, then interface, then rules): only a DEL
+        // of its that now succeeds (no interface: no teardown) shows that the rules alone are left.
+        // Without the mark, that next DEL would forget them.
+        await delegateDel(found.d, [args], prevResult).catch(() => {
+          const first = asCniError(e);
+          throw new CniError(first.cniCode, `${first.message}; ${failed.message}`, failed.details);
+        });
+        return await leaveMasquerade(path, found, {}, failed, gc);
+      }
       await delegateDel(found.d, [args], prevResult);
     }
   }
   if (left && masq) {
     const target = { ...masq, sources: shared ? (left.sources ?? unknownSources(masq, [ifName])) : undefined };
     const failed = (await removeMasquerades([target])).get(target);
-    if (failed) return await leaveMasquerade(path, found, left, failed);
+    if (failed) return await leaveMasquerade(path, found, left, failed, gc);
   }
   await rm(path, { force: true });
 }
 
 /**
  * A DEL whose pod is gone (address freed, interface deleted) but whose masquerade rules could not
- * be removed succeeds anyway: failing it would keep the pod Terminating for as long as iptables
- * fails (no ip6tables nat after a reboot, say), for rules alone. The file keeps what is left, which
- * GC retries, and stderr, which runtimes log, says so.
+ * be removed keeps what is left in its file, which the next DEL or GC retries alone. Where the
+ * runtime has GC (a 1.1.0 config) the DEL succeeds, said on stderr, which runtimes log: failing it
+ * would keep the pod Terminating for as long as iptables fails, for rules alone. Before 1.1.0 the
+ * runtime's retry of a failed DEL is the only one there is, so it fails.
  */
-async function leaveMasquerade(path: string, found: Kept, left: Left, failed: CniError): Promise<void> {
+async function leaveMasquerade(path: string, found: Kept, left: Left, failed: CniError, gc: boolean): Promise<void> {
   await keepLeft(path, found, left);
+  if (!gc) throw failed;
   warn(`${failed.message}; kept in ${path} for GC to retry (${failed.details})`);
 }
 
@@ -691,7 +703,8 @@ async function removeMasquerades(targets: Masquerade[]): Promise<Map<Masquerade,
     try {
       rules = await kernel.iptablesRules(family, "nat");
     } catch (e) {
-      fail(ours, e);
+      // No nat table of this family (IPv6 off, its module absent): the bridge made no rules there.
+      if (!/Table does not exist|Address family not supported/i.test(errorMessage(e))) fail(ours, e);
       continue;
     }
     // No iptables here: the bridge plugin, which needs it, made no rules.

@@ -1,6 +1,6 @@
 // The one way weft changes kernel state: iproute2 (`ip -json` to read, `ip -batch` and
 // `bridge -batch` to write) and `nft -f`; iptables only to remove rules other programs left:
-// flannel's masquerade (flannel-masq.ts) and the CNI bridge plugin's per-pod ones (GC).
+// flannel's masquerade (flannel-masq.ts) and the CNI bridge plugin's per-pod ones (GC, DEL).
 // Everything that programs links, addresses, routes, neighbours, FDB entries or nftables goes
 // through a Kernel, so what weft does to a host can be read in one place and replayed by hand. A
 // Kernel can target a named network namespace (`-n`), which the lab (demo, tests, benchmarks)

@@ -373,28 +373,40 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
     }
   });
 
-  it("DEL without the namespace frees the address even when iptables fails, and succeeds (a failing DEL would keep the pod Terminating for rules alone), keeping them for the next DEL or GC, which removes only those", async () => {
-    const conf = flannelConf(h1, { delegate: {} }); // the bridge's ipMasq
-    const ns = await Netns.create("cni-delfail");
-    try {
-      const r = (await runFlannel(h1, "ADD", conf, { containerId: ns.name, netns: ns.path })) as CniResult;
-      const addr = r.ips![0].address.split("/")[0];
-      const chain = masqJumps(await natRules(h1), ns.name)[0].split(" -j ")[1];
-      await ns.destroy();
-      const log = join(lab.workDir, `${ns.name}.iptables.log`);
-      expect(
-        await runFlannel(h1, "DEL", conf, { containerId: ns.name }, await iptablesPath(log, ["iptables-restore"])),
-      ).toBeUndefined();
-      expect(await ipamStore(h1)).not.toContain(addr);
-      expect(await kept(h1)).toContain(ns.name);
-      expect(await natRules(h1)).toContain(`-N ${chain}`);
-      expect(await runFlannel(h1, "DEL", conf, { containerId: ns.name })).toBeUndefined();
-      expect((await natRules(h1)).filter((l) => l.includes(chain) || l.includes(ns.name))).toEqual([]);
-      expect(await kept(h1)).not.toContain(ns.name);
-    } finally {
-      await ns.destroy();
-    }
-  });
+  it.each([
+    ["1.1.0", "succeeds (the runtime's GC retries; a failing DEL would keep the pod Terminating for rules alone)"],
+    ["1.0.0", "fails (without GC, the runtime's retry of a failed DEL is the only one)"],
+  ])(
+    "DEL (%s) without the namespace frees the address even when iptables fails, %s, keeping the rules for the next DEL or GC, which removes only those",
+    async (cniVersion) => {
+      const conf = flannelConf(h1, { cniVersion, delegate: {} }); // the bridge's ipMasq
+      const ns = await Netns.create("cni-delfail");
+      try {
+        const r = (await runFlannel(h1, "ADD", conf, { containerId: ns.name, netns: ns.path })) as CniResult;
+        const addr = r.ips![0].address.split("/")[0];
+        const chain = masqJumps(await natRules(h1), ns.name)[0].split(" -j ")[1];
+        await ns.destroy();
+        const log = join(lab.workDir, `${ns.name}.iptables.log`);
+        const del = runFlannel(
+          h1,
+          "DEL",
+          conf,
+          { containerId: ns.name },
+          await iptablesPath(log, ["iptables-restore"]),
+        );
+        if (cniVersion === "1.1.0") expect(await del).toBeUndefined();
+        else await expect(del).rejects.toMatchObject({ cniCode: 5 });
+        expect(await ipamStore(h1)).not.toContain(addr);
+        expect(await kept(h1)).toContain(ns.name);
+        expect(await natRules(h1)).toContain(`-N ${chain}`);
+        expect(await runFlannel(h1, "DEL", conf, { containerId: ns.name })).toBeUndefined();
+        expect((await natRules(h1)).filter((l) => l.includes(chain) || l.includes(ns.name))).toEqual([]);
+        expect(await kept(h1)).not.toContain(ns.name);
+      } finally {
+        await ns.destroy();
+      }
+    },
+  );
 
   it("GC takes the runtime's list, not the kept files, for whether a pod's other interface still uses the chain: with eth0's kept file damaged, net1's GC leaves eth0's jump", async () => {
     const conf = flannelConf(h1, { cniVersion: "1.1.0", delegate: {} }); // the bridge's ipMasq
