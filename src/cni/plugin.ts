@@ -178,9 +178,7 @@ export async function runPlugin(call: PluginCall): Promise<object | undefined> {
       // since ADD (a bad delegate key, another version) never keeps a pod Terminating.
       const conf = parseDelConf(call.stdin);
       const kept = await keptPath(args, conf.dataDir);
-      // A runtime with GC (1.1.0) retries what a DEL leaves; before it, only a failed DEL is retried.
-      const gc = typeof conf.cniVersion === "string" && versionAtLeast(conf.cniVersion, "1.1.0") === true;
-      if (kept) await deleteKept(kept, args, conf.dataDir, conf.prevResult, gc);
+      if (kept) await deleteKept(kept, args, conf.dataDir, conf.prevResult);
       return undefined;
     }
     case "STATUS":
@@ -288,8 +286,7 @@ async function deleteKept(
   path: string,
   args: CniArgs,
   dataDir: string,
-  prevResult: Record<string, unknown> | undefined,
-  gc: boolean,
+  prevResult?: Record<string, unknown>,
 ): Promise<void> {
   const found = await readKeptOrDrop(path);
   if (!found) return;
@@ -314,14 +311,17 @@ async function deleteKept(
       if (!masq || left || shared) throw e;
       const failed = (await removeMasquerades([masq])).get(masq);
       if (failed) {
-        // The bridge stops at its first failure (address, then interface, then rules): only a DEL
-        // of its that now succeeds (no interface: no teardown) shows that the rules alone are left.
-        // Without the mark, that next DEL would forget them.
-        await delegateDel(found.d, [args], prevResult).catch(() => {
-          const first = asCniError(e);
-          throw new CniError(first.cniCode, `${first.message}; ${failed.message}`, failed.details);
+        // The bridge stops at its first failure (interface, address — the other way before 1.1.1 —
+        // then rules): only a DEL of its that now succeeds (no interface: no teardown) shows that
+        // the rules alone are left. Without the mark, that next DEL would forget them.
+        await delegateDel(found.d, [args], prevResult).catch((again: unknown) => {
+          throw new CniError(
+            asCniError(e).cniCode,
+            `${asCniError(e).message}; ${failed.message}; again: ${errorMessage(again)}`,
+            failed.details,
+          );
         });
-        return await leaveMasquerade(path, found, {}, failed, gc);
+        return await leaveMasquerade(path, found, {}, failed);
       }
       await delegateDel(found.d, [args], prevResult);
     }
@@ -329,22 +329,21 @@ async function deleteKept(
   if (left && masq) {
     const target = { ...masq, sources: shared ? (left.sources ?? unknownSources(masq, [ifName])) : undefined };
     const failed = (await removeMasquerades([target])).get(target);
-    if (failed) return await leaveMasquerade(path, found, left, failed, gc);
+    if (failed) return await leaveMasquerade(path, found, left, failed);
   }
   await rm(path, { force: true });
 }
 
 /**
  * A DEL whose pod is gone (address freed, interface deleted) but whose masquerade rules could not
- * be removed keeps what is left in its file, which the next DEL or GC retries alone. Where the
- * runtime has GC (a 1.1.0 config) the DEL succeeds, said on stderr, which runtimes log: failing it
- * would keep the pod Terminating for as long as iptables fails, for rules alone. Before 1.1.0 the
- * runtime's retry of a failed DEL is the only one there is, so it fails.
+ * be removed keeps what is left in its file, which the next DEL or GC retries alone, and fails: the
+ * runtime's retry of a failed DEL is the one retry every runtime makes (containerd runs no CNI
+ * GC), and a DEL that succeeded is never sent again. A family without a nat table counts as
+ * nothing to remove, so what fails is passing (a held xtables lock) or needs a hand anyway.
  */
-async function leaveMasquerade(path: string, found: Kept, left: Left, failed: CniError, gc: boolean): Promise<void> {
+async function leaveMasquerade(path: string, found: Kept, left: Left, failed: CniError): Promise<never> {
   await keepLeft(path, found, left);
-  if (!gc) throw failed;
-  warn(`${failed.message}; kept in ${path} for GC to retry (${failed.details})`);
+  throw failed;
 }
 
 /** STATUS (1.1.0): ready when subnet.env is (the agent holds a lease) and the delegate says so too. */
