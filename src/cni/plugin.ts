@@ -702,11 +702,10 @@ async function removeMasquerades(targets: Masquerade[]): Promise<Map<Masquerade,
     try {
       rules = await kernel.iptablesRules(family, "nat");
     } catch (e) {
-      // No nat table of this family (IPv6 off, its module absent): the bridge made no rules there.
-      if (!/Table does not exist|Address family not supported/i.test(errorMessage(e))) fail(ours, e);
+      fail(ours, e);
       continue;
     }
-    // No iptables here: the bridge plugin, which needs it, made no rules.
+    // No iptables or no nat table of this family here: the bridge plugin made no rules there.
     if (rules === undefined) continue;
     // All of a chain's rules go once any of its attachments was the container's last on the network.
     const chains = new Map<string, Masquerade[]>();

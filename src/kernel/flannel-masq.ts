@@ -18,7 +18,7 @@
 // not installed (iptables, its legacy form, nft) there is nothing of its form weft could see,
 // and it is passed over.
 import { isWeftError } from "../errors.js";
-import { type IpPrefix, overlaps, parseAddr, parseAnyPrefix } from "../net/ip.js";
+import { familyOf, hostPrefix, type IpPrefix, overlaps, parseAddr, parseAnyPrefix } from "../net/ip.js";
 import { type BatchFailure, iptablesTool, type Kernel } from "./iproute.js";
 
 const CHAIN = "FLANNEL-POSTRTG";
@@ -44,8 +44,7 @@ function rulePrefixes(rule: string): IpPrefix[] {
 function parsePrefix(text: string): IpPrefix[] {
   try {
     if (text.includes("/")) return [parseAnyPrefix(text)];
-    const addr = parseAddr(text);
-    return [{ addr, len: typeof addr === "bigint" ? 128 : 32 } as IpPrefix];
+    return [hostPrefix(parseAddr(text))];
   } catch {
     return [];
   }
@@ -72,7 +71,7 @@ const covers = (prefixes: IpPrefix[], network: IpPrefix) => prefixes.some((p) =>
 export async function removeFlannelMasq(kernel: Kernel, networks: readonly IpPrefix[]): Promise<FlannelMasq> {
   const out: FlannelMasq = { removed: [], failures: [], kept: [] };
   for (const network of networks) {
-    const family = typeof network.addr === "bigint" ? 6 : 4;
+    const family = familyOf(network.addr);
     await removeIptables(kernel, family, network, false, out);
     if (await kernel.hasLegacyIptables(family)) await removeIptables(kernel, family, network, true, out);
   }
@@ -84,7 +83,7 @@ export async function removeFlannelMasq(kernel: Kernel, networks: readonly IpPre
       out.failures.push({ command: "nft list tables", message: (err as Error).message });
   }
   for (const network of networks) {
-    const table = NFT_TABLES[typeof network.addr === "bigint" ? 6 : 4];
+    const table = NFT_TABLES[familyOf(network.addr)];
     if (!present.includes(table)) continue;
     const command = `nft delete table ${table}`;
     try {
@@ -112,7 +111,7 @@ async function removeIptables(
   const tool = iptablesTool(family, legacy);
   let deletes: string[] = [];
   try {
-    const rules = await kernel.iptablesRules(family, "nat", undefined, legacy);
+    const rules = await kernel.iptablesRules(family, "nat", legacy);
     if (!rules) return;
     // The chain is flannel's of this network when any of its rules is; its jump goes with it.
     const chain = rules.includes(`-N ${CHAIN}`);

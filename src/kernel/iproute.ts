@@ -185,14 +185,16 @@ export class Kernel {
 
   /**
    * `iptables -S` of a table (ip6tables for family 6; iptables-legacy's with `legacy`), one rule or
-   * chain per line; undefined where the host has no such tool (weft writes no iptables rules: it
-   * only removes flannel's and the CNI bridge plugin's).
+   * chain per line; undefined where the host has no such tool or table (IPv6 off, its module
+   * absent), so none of its rules can be there (weft writes no iptables rules: it only removes
+   * flannel's and the CNI bridge plugin's).
    */
-  async iptablesRules(family: 4 | 6, table: string, chain?: string, legacy = false): Promise<string[] | undefined> {
+  async iptablesRules(family: 4 | 6, table: string, legacy = false): Promise<string[] | undefined> {
     const tool = iptablesTool(family, legacy);
-    const args = ["-w", "5", "-t", table, "-S", ...(chain ? [chain] : [])];
+    const args = ["-w", "5", "-t", table, "-S"];
     const r = await this.iptablesRun(tool, args);
-    if (r === undefined) return undefined;
+    if (r === undefined || (r.code !== 0 && /Table does not exist|Address family not supported/i.test(r.stderr)))
+      return undefined;
     if (r.code !== 0) throw commandError(tool, args.join(" "), r);
     return r.stdout.split("\n").filter((l) => l !== "");
   }

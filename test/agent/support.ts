@@ -95,8 +95,7 @@ export async function vxlanEntries(h: LabHost): Promise<{ neighs: string[]; fdbs
 
 /** nftables tables as `family name`. */
 export async function nftTables(h: LabHost): Promise<string[]> {
-  const j = await h.ns.kernel.nftJson<{ nftables: Array<{ table?: { family: string; name: string } }> }>(["tables"]);
-  return j.nftables.flatMap((e) => (e.table ? [`${e.table.family} ${e.table.name}`] : []));
+  return await h.ns.kernel.nftTables();
 }
 
 /** subnet.env's FLANNEL_SUBNET: the first usable address of the subnet, with its prefix length. */
