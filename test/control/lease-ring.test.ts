@@ -1,7 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { Ring, type RingRun, type RingState } from "../../src/control/lease/ring.js";
-import { SlotRing } from "../reference/slot-ring.js";
+import { type MergeResult, Ring, type RingRun, type RingState } from "../../src/control/lease/ring.js";
+import { SlotRing, type MergeResult as SlotMergeResult } from "../reference/slot-ring.js";
 
 const NAMES = ["n0", "n1", "n2", "n3", "n4"];
 
@@ -187,7 +187,8 @@ type Op =
   | { op: "deliver"; msg: number; to: number }
   | { op: "pushpull"; a: number; b: number }
   | { op: "die"; node: number }
-  | { op: "reclaim"; node: number };
+  | { op: "reclaim"; node: number }
+  | { op: "adopt"; node: number };
 
 const nodeIx = fc.integer({ min: 0, max: NAMES.length - 1 });
 const opArb: fc.Arbitrary<Op> = fc.oneof(
@@ -197,7 +198,41 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ op: fc.constant("snapshot" as const), node: nodeIx }) },
   { weight: 6, arbitrary: fc.record({ op: fc.constant("deliver" as const), msg: fc.nat(), to: nodeIx }) },
   { weight: 2, arbitrary: fc.record({ op: fc.constant("pushpull" as const), a: nodeIx, b: nodeIx }) },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant("adopt" as const), node: nodeIx }) },
 );
+
+/** Where a view starts. Not only from the seed division: as bootstrap.ts starts it before it has
+ *  learnt the whole ring — unknown (a fresh joiner without a seed list, or a seed without saved
+ *  state, listening for the cluster's ring) or known in parts (a partial saved ring, or the
+ *  deltas heard before the first push-pull): the runs of `spans` merged into an unknown ring. */
+type Start =
+  | { kind: "seeded" }
+  | { kind: "unknown" }
+  | { kind: "partial"; spans: ReadonlyArray<{ at: number; count: number }> };
+
+const startArb: fc.Arbitrary<Start> = fc.oneof(
+  { weight: 2, arbitrary: fc.constant({ kind: "seeded" as const }) },
+  { weight: 1, arbitrary: fc.constant({ kind: "unknown" as const }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      kind: fc.constant("partial" as const),
+      spans: fc.array(fc.record({ at: fc.nat(), count: fc.integer({ min: 1, max: 2 ** 40 }) }), { maxLength: 4 }),
+    }),
+  },
+);
+
+/** An unknown ring (with `seeds` as its configured list, or none) that has merged the parts
+ *  `spans` (wrapped into the ring) of `full`: how a view holds a ring it has partly heard of. */
+function partOf<R extends { merge(s: RingState): { ok: boolean } }>(
+  unknown: R,
+  full: Ring,
+  spans: ReadonlyArray<{ at: number; count: number }>,
+): R {
+  const runs = full.runsIn(spans.map((s) => ({ start: s.at % full.slotCount, count: s.count })));
+  expect(unknown.merge({ seeds: full.seeds, runs }).ok).toBe(true);
+  return unknown;
+}
 
 class World {
   readonly views: Ring[];
@@ -209,9 +244,17 @@ class World {
 
   constructor(
     readonly slotCount: number,
-    seeds: string[],
+    readonly seeds: string[],
+    starts: readonly Start[] = [],
   ) {
-    this.views = NAMES.map(() => Ring.seeded(slotCount, seeds));
+    const division = Ring.seeded(slotCount, seeds);
+    this.views = NAMES.map((n, i) => {
+      const start = starts[i] ?? { kind: "seeded" };
+      if (start.kind === "seeded") return division.clone();
+      // A seed has its seed list configured from the start; a joiner learns it with the ring.
+      const unknown = Ring.unknown(slotCount, seeds.includes(n) ? seeds : null);
+      return start.kind === "unknown" ? unknown : partOf(unknown, division, start.spans);
+    });
   }
 
   apply(o: Op): void {
@@ -265,6 +308,14 @@ class World {
         if (runs.length > 0) this.bag.push({ seeds: view.seeds, runs });
         return;
       }
+      case "adopt": {
+        // bootstrap.ts: a seed that heard no complete ring within its quiet period takes the seed
+        // division (at version 1, so it only fills in what this view has not heard of).
+        const view = this.views[o.node];
+        if (!live(o.node) || !this.seeds.includes(name(o.node)) || view.knownCount() === this.slotCount) return;
+        this.merge(o.node, Ring.seeded(this.slotCount, this.seeds).state());
+        return;
+      }
     }
   }
 
@@ -291,8 +342,10 @@ class World {
     return this.views.map((v) => [...v.state().runs]);
   }
 
-  /** All-pairs push-pull among live nodes until nothing changes. */
+  /** All-pairs push-pull among live nodes until nothing changes (after the seeds' quiet periods:
+   *  in a cluster where nobody knew the ring, it is what gives the first owners). */
   settle(): void {
+    for (let n = 0; n < NAMES.length; n++) this.apply({ op: "adopt", node: n });
     for (let round = 0; round < 3; round++) {
       for (let a = 0; a < NAMES.length; a++)
         for (let b = 0; b < NAMES.length; b++) this.apply({ op: "pushpull", a, b });
@@ -336,14 +389,16 @@ const worldArb = fc.record({
     { weight: 1, arbitrary: fc.constantFrom(2 ** 32 - 1, 2 ** 32, 2 ** 48) },
   ),
   seeds: fc.subarray(NAMES, { minLength: 1 }),
+  // Every view seeded, or each from its own start.
+  starts: fc.oneof(fc.constant([]), fc.array(startArb, { minLength: NAMES.length, maxLength: NAMES.length })),
   ops: fc.array(opArb, { maxLength: 120 }),
 });
 
 describe("Ring properties", () => {
   it("no slot is ever owned by two live nodes in their own views; versions only grow; no false conflicts; views converge", () => {
     fc.assert(
-      fc.property(worldArb, ({ slotCount, seeds, ops }) => {
-        const world = new World(slotCount, seeds);
+      fc.property(worldArb, ({ slotCount, seeds, starts, ops }) => {
+        const world = new World(slotCount, seeds, starts);
         let versions = world.versions();
         for (const o of ops) {
           world.apply(o);
@@ -363,8 +418,8 @@ describe("Ring properties", () => {
 
   it("merge is commutative, associative and idempotent on states of one history", () => {
     fc.assert(
-      fc.property(worldArb, fc.nat(), fc.nat(), fc.nat(), ({ slotCount, seeds, ops }, i, j, k) => {
-        const world = new World(slotCount, seeds);
+      fc.property(worldArb, fc.nat(), fc.nat(), fc.nat(), ({ slotCount, seeds, starts, ops }, i, j, k) => {
+        const world = new World(slotCount, seeds, starts);
         for (const o of ops) world.apply(o);
         for (let n = 0; n < NAMES.length; n++) world.apply({ op: "snapshot", node: n });
         const pick = (x: number): RingState => world.bag[x % world.bag.length];
@@ -381,12 +436,15 @@ describe("Ring properties", () => {
 
   it("a state with one slot of the same version but another owner is refused whole, and reported", () => {
     fc.assert(
-      fc.property(worldArb, nodeIx, fc.nat(), ({ slotCount, seeds, ops }, at, slotPick) => {
-        const world = new World(slotCount, seeds);
+      fc.property(worldArb, nodeIx, fc.nat(), ({ slotCount, seeds, starts, ops }, at, slotPick) => {
+        const world = new World(slotCount, seeds, starts);
         for (const o of ops) world.apply(o);
         const view = world.views[at];
         const forged = view.state();
-        const slot = slotPick % slotCount;
+        // A slot this view knows (one it has not heard of has no state to contradict).
+        fc.pre(forged.runs.length > 0);
+        const pickedRun = forged.runs[slotPick % forged.runs.length];
+        const slot = pickedRun.start + (Math.floor(slotPick / forged.runs.length) % pickedRun.count);
         const st = view.slot(slot);
         const runs = forged.runs.flatMap((r) => {
           if (slot < r.start || slot >= r.start + r.count) return [{ ...r, version: r.version + 1 }];
@@ -420,8 +478,8 @@ describe("Ring properties", () => {
         worldArb,
         fc.subarray([0, 1, 2, 3, 4], { minLength: 1, maxLength: 4 }),
         fc.array(opArb, { maxLength: 60 }),
-        ({ slotCount, seeds, ops }, dying, after) => {
-          const world = new World(slotCount, seeds);
+        ({ slotCount, seeds, starts, ops }, dying, after) => {
+          const world = new World(slotCount, seeds, starts);
           for (const o of ops) world.apply(o);
           world.settle(); // the dead nodes' last changes have spread: the precondition of reclaim
           let versions = world.versions();
@@ -463,21 +521,24 @@ describe("Ring properties", () => {
 // the range ring's per-owner index gives the counts of counting the slots. ----
 
 type DiffOp =
-  | { op: "transfer"; by: number; to: number; at: number; count: number }
-  | { op: "lease"; node: number; at: number; leased: boolean }
+  // `by` and `node` null: the slot's owner in this view (what a node does: it changes its own);
+  // else anyone, mostly refused.
+  | { op: "transfer"; by: number | null; to: number; at: number; count: number }
+  | { op: "lease"; node: number | null; at: number; leased: boolean }
   | { op: "reclaim"; heir: number; dead: number[]; orphans: boolean }
   | { op: "merge"; from: number }
-  | { op: "clone" };
+  /** Goes on with the clone or with the original; the other is left behind. */
+  | { op: "clone"; goOnWithClone: boolean };
 
 const diffOp: fc.Arbitrary<DiffOp> = fc.oneof(
   fc.record({
     op: fc.constant("transfer" as const),
-    by: nodeIx,
+    by: fc.option(nodeIx),
     to: nodeIx,
     at: fc.nat(),
-    count: fc.integer({ min: 1, max: 12 }),
+    count: fc.oneof(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 12 })),
   }),
-  fc.record({ op: fc.constant("lease" as const), node: nodeIx, at: fc.nat(), leased: fc.boolean() }),
+  fc.record({ op: fc.constant("lease" as const), node: fc.option(nodeIx), at: fc.nat(), leased: fc.boolean() }),
   fc.record({
     op: fc.constant("reclaim" as const),
     heir: nodeIx,
@@ -485,32 +546,94 @@ const diffOp: fc.Arbitrary<DiffOp> = fc.oneof(
     orphans: fc.boolean(),
   }),
   fc.record({ op: fc.constant("merge" as const), from: fc.nat() }),
-  fc.record({ op: fc.constant("clone" as const) }),
+  fc.record({ op: fc.constant("clone" as const), goOnWithClone: fc.boolean() }),
 );
 
-/** Owner counts (and leases) of `ring` equal those of counting `ref`'s slots, per owner and one by one. */
+/** The node named by `ix`, or (null) the owner of `slot` in `ring`'s view. */
+function actor(ix: number | null, ring: Ring, slot: number): string {
+  return ix === null ? (ring.ownerOf(slot) ?? NAMES[0]) : NAMES[ix];
+}
+
+/** Owner counts (and leases, free counts, known slots) of `ring` equal those of counting `ref`'s
+ *  slots, per owner and one by one. */
 function expectCounts(ring: Ring, ref: SlotRing): void {
   const counted = ref.ownedCounts();
   const leases = ring.leasesByOwner();
   expect(ring.ownedCounts()).toEqual(counted);
+  expect(ring.freeCounts()).toEqual(ref.freeCounts());
+  expect(ring.knownCount()).toBe(ref.knownCount());
   for (const n of NAMES) {
     expect(ring.ownedBy(n)).toBe(counted.get(n) ?? 0);
     expect(leases.get(n) ?? []).toEqual(ref.leasesOf(n));
+    expect(ring.freeSpansOf(n)).toEqual(ref.freeSpansOf(n));
   }
 }
 
+type Spanned = { slot: number } | { start: number; count: number };
+
+/** A merge result as the reference reports it: what changed and what conflicted, slot by slot. */
+function perSlot(res: string | MergeResult | SlotMergeResult): unknown {
+  if (typeof res === "string") return res;
+  const bySlot = (xs: readonly Spanned[]) =>
+    xs.flatMap((x) => {
+      if ("slot" in x) return [x];
+      const { start, count, ...rest } = x;
+      return Array.from({ length: count }, (_, i) => ({ slot: start + i, ...rest }));
+    });
+  return res.ok ? { changed: bySlot(res.changed) } : { code: res.error.code, conflicts: bySlot(res.conflicts) };
+}
+
+/** A peer's ring, seeded and changed by `ops`: what the ring under test hears (its full states
+ *  and the deltas of its changes), so that merges bring news, not only its own past states. */
+function peerHistory(slotCount: number, seeds: string[], ops: readonly DiffOp[]): RingState[] {
+  const peer = Ring.seeded(slotCount, seeds);
+  const heard: RingState[] = [peer.state()];
+  for (const o of ops) {
+    try {
+      const runs =
+        o.op === "transfer"
+          ? peer.transfer(actor(o.by, peer, o.at % slotCount), { start: o.at % slotCount, count: o.count }, NAMES[o.to])
+          : o.op === "lease"
+            ? peer.setLeased(actor(o.node, peer, o.at % slotCount), o.at % slotCount, o.leased)
+            : o.op === "reclaim"
+              ? peer.reclaim(NAMES[o.heir], new Set(o.dead.map((i) => NAMES[i])), o.orphans)
+              : [];
+      heard.push({ seeds: peer.seeds, runs }, peer.state());
+    } catch {
+      // A refused change changes nothing: nothing to hear.
+    }
+  }
+  return heard;
+}
+
 describe("Ring against the per-slot reference", () => {
-  it("gives the same states, deltas, errors, merge results and owner counts (clones keep their own)", () => {
+  it("gives the same states, deltas, errors, merge results and owner counts from any start (clones keep their own)", () => {
     fc.assert(
       fc.property(
         fc.integer({ min: 1, max: 30 }),
         fc.subarray(NAMES, { minLength: 1 }),
+        startArb,
+        fc.boolean(),
+        fc.array(diffOp, { maxLength: 30 }),
         fc.array(diffOp, { maxLength: 80 }),
-        (slotCount, seeds, ops) => {
-          let ring = Ring.seeded(slotCount, seeds);
-          let ref = SlotRing.seeded(slotCount, seeds);
-          const history: RingState[] = [ring.state()];
-          /** Rings left behind by a clone op, with their references: later changes must not reach them. */
+        (slotCount, seeds, start, withSeeds, peerOps, ops) => {
+          const history = peerHistory(slotCount, seeds, peerOps);
+          // The ring under test starts seeded, or unknown (with the seed list or none), or from
+          // parts of the peer's ring: the peer's latest state cut to `spans`.
+          const configured = withSeeds ? seeds : null;
+          let ring = start.kind === "seeded" ? Ring.seeded(slotCount, seeds) : Ring.unknown(slotCount, configured);
+          let ref =
+            start.kind === "seeded" ? SlotRing.seeded(slotCount, seeds) : SlotRing.unknown(slotCount, configured);
+          if (start.kind === "partial") {
+            const peer = Ring.unknown(slotCount);
+            expect(peer.merge(history[history.length - 1]).ok).toBe(true);
+            partOf(ring, peer, start.spans);
+            partOf(ref, peer, start.spans);
+          }
+          expect(ring.state()).toEqual(ref.state());
+          history.push(ring.state());
+          /** Rings left behind by a clone op (the original or the clone), with their references:
+           *  later changes of the other must not reach them. */
           const left: Array<[Ring, SlotRing]> = [];
           const both = <T>(f: (r: Ring | SlotRing) => T): [T | string, T | string] =>
             [ring, ref].map((r) => {
@@ -522,35 +645,37 @@ describe("Ring against the per-slot reference", () => {
             }) as [T | string, T | string];
           for (const o of ops) {
             if (o.op === "transfer") {
-              const [a, b] = both((r) =>
-                r.transfer(NAMES[o.by], { start: o.at % slotCount, count: o.count }, NAMES[o.to]),
-              );
+              const by = actor(o.by, ring, o.at % slotCount);
+              const [a, b] = both((r) => r.transfer(by, { start: o.at % slotCount, count: o.count }, NAMES[o.to]));
               expect(a).toEqual(b);
             } else if (o.op === "lease") {
-              const [a, b] = both((r) => r.setLeased(NAMES[o.node], o.at % slotCount, o.leased));
+              const node = actor(o.node, ring, o.at % slotCount);
+              const [a, b] = both((r) => r.setLeased(node, o.at % slotCount, o.leased));
               expect(a).toEqual(b);
             } else if (o.op === "reclaim") {
               const dead = new Set(o.dead.map((i) => NAMES[i]));
               const [a, b] = both((r) => r.reclaim(NAMES[o.heir], dead, o.orphans));
               expect(a).toEqual(b);
             } else if (o.op === "clone") {
-              left.push([ring, ref]);
-              ring = ring.clone();
-              ref = ref.clone();
+              const [clone, refClone] = [ring.clone(), ref.clone()];
+              if (o.goOnWithClone) {
+                left.push([ring, ref]);
+                [ring, ref] = [clone, refClone];
+              } else {
+                left.push([clone, refClone]);
+              }
             } else {
               const st = history[o.from % history.length];
               const [a, b] = both((r) => r.merge(st));
-              const slots = (x: typeof a) =>
-                typeof x === "string"
-                  ? x
-                  : x.ok
-                    ? x.changed.reduce((n, c) => n + ("count" in c ? c.count : 1), 0)
-                    : `refused ${x.error.code}`;
-              expect(slots(a)).toEqual(slots(b));
+              expect(perSlot(a)).toEqual(perSlot(b));
             }
             expect(ring.state()).toEqual(ref.state());
+            expect(ring.seeds).toEqual(ref.seeds);
             expectCounts(ring, ref);
-            for (const [r, x] of left) expectCounts(r, x);
+            for (const [r, x] of left) {
+              expect(r.state()).toEqual(x.state());
+              expectCounts(r, x);
+            }
             history.push(ring.state());
           }
         },
