@@ -99,8 +99,11 @@ export class Ring {
   private readonly names: string[];
   private readonly nameIndex: Map<string, number>;
   /** Slots per owner (by name index; owners of none absent), kept by assign(): the reclaimer asks
-   *  for one node's count on every membership death and every reclaim pass. */
-  private readonly owned: Map<number, number>;
+   *  for one node's count on every membership death and every reclaim pass. Shared with clones
+   *  (every merge of a peer's message clones, and most change nothing) until a change: count()
+   *  copies it first while `ownedShared`, which both sides of a clone set. */
+  private owned: Map<number, number>;
+  private ownedShared: boolean;
   private seedList: readonly string[] | null;
 
   private constructor(
@@ -111,7 +114,8 @@ export class Ring {
     this.segs = from ? from.segs.slice() : [{ start: 0, owner: NO_OWNER, version: 0, leased: false }];
     this.names = from ? from.names.slice() : [];
     this.nameIndex = new Map(from?.nameIndex);
-    this.owned = new Map(from?.owned);
+    this.owned = from ? from.owned : new Map();
+    this.ownedShared = from !== undefined;
     this.seedList = seeds;
   }
 
@@ -146,6 +150,7 @@ export class Ring {
   }
 
   clone(): Ring {
+    this.ownedShared = true;
     return new Ring(this.slotCount, this.seedList, this);
   }
 
@@ -484,6 +489,10 @@ export class Ring {
 
   /** Adds `delta` (negative: takes) to `owner`'s count in the index. */
   private count(owner: number, delta: number): void {
+    if (this.ownedShared) {
+      this.owned = new Map(this.owned);
+      this.ownedShared = false;
+    }
     const n = (this.owned.get(owner) ?? 0) + delta;
     if (n === 0) this.owned.delete(owner);
     else this.owned.set(owner, n);
