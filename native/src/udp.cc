@@ -380,16 +380,17 @@ void SetSegment(Messages& m, uint32_t j, uint16_t segment) {
 // udpSend(fd, buf, descs, first, count, trains = false, gso = true) -> descriptors done |
 // kSendGsoRefused when the kernel refused a GSO send, as BatchResult: `failed` of the descriptors
 // done were lost to messages the kernel refused (a train counts its descriptors). It throws only for its arguments (and
-// a bad fd). A descriptor with a segment size in FLAGS is one GSO send of its own; with `trains`, runs of single
-// datagrams of one flow tag to one destination are joined into GSO sends (above). The count returned is of descriptors,
-// whatever the number of messages: a partial send ends at a message, so never inside a train. A bad descriptor (slot,
-// PORT, IPv6 address offset) after the first ends the batch before it, and the next call, which starts at it, throws
-// for it: a caller that skips a first packet that throws then loses only that one. The kernel refuses UDP_SEGMENT with
-// EIO where the route goes through xfrm (IPsec) and, before Linux 6.11, where the device has no TX checksum offload
-// (udp_send_skb); wireguard-go turns GSO off then. So does this: the refused message's datagrams go again one by one,
-// the result says so, and with `gso` false a descriptor with a segment size goes as its datagrams, one message each,
-// and no trains are made. A descriptor cut short there by a full socket counts as sent (the rest of it is dropped, as a
-// full socket drops): sending it again would repeat datagrams.
+// a bad fd: met after the first message, it ends the batch, and the next call throws). A descriptor with a segment size
+// in FLAGS is one GSO send of its own; with `trains`, runs of single datagrams of one flow tag to one destination are
+// joined into GSO sends (above). The count returned is of descriptors, whatever the number of messages: a partial send
+// ends at a message, so never inside a train. A bad descriptor (slot, PORT, IPv6 address offset) after the first ends
+// the batch before it, and the next call, which starts at it, throws for it: a caller that skips a first packet that
+// throws then loses only that one. The kernel refuses UDP_SEGMENT with EIO where the route goes through xfrm (IPsec)
+// and, before Linux 6.11, where the device has no TX checksum offload (udp_send_skb); wireguard-go turns GSO off then.
+// So does this: the refused message's datagrams go again one by one, the result says so, and with `gso` false a
+// descriptor with a segment size goes as its datagrams, one message each, and no trains are made. A descriptor cut
+// short there by a full socket counts as sent (the rest of it is dropped, as a full socket drops): sending it again
+// would repeat datagrams.
 Napi::Value UdpSend(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = FdArg(info, 0);
@@ -471,9 +472,6 @@ Napi::Value UdpSend(const Napi::CallbackInfo& info) {
       err = errno;
     }
     if (err == EAGAIN) break;
-    if (err == EBADF || err == ENOTSOCK) {
-      ThrowSyscallError(env, err, "sendmmsg", "sendmmsg on fd " + std::to_string(fd), "");
-    }
     // A UDP_SEGMENT message the kernel refuses goes again as its datagrams, one message each: with
     // EIO, GSO is refused on this socket for good (the caller stops using it); with EINVAL or
     // EMSGSIZE, a segment is larger than this path's MTU (a PMTU exception, a route's locked mtu),
@@ -495,6 +493,13 @@ Napi::Value UdpSend(const Napi::CallbackInfo& info) {
       }
       err = errno;
       if (err == EAGAIN) break;
+    }
+    // A closed or replaced fd (another thread's close between two sendmmsg calls) loses nothing, as
+    // at a TUN write: the messages done so far are reported, and the next call, which starts at
+    // this one, throws.
+    if (err == EBADF || err == ENOTSOCK) {
+      if (j > 0) break;
+      ThrowSyscallError(env, err, "sendmmsg", "sendmmsg on fd " + std::to_string(fd), "");
     }
     // The kernel refused the message (no route, a netfilter drop, a broadcast without
     // SO_BROADCAST): its descriptors are lost and counted, and the rest of the batch goes on, so

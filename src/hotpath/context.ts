@@ -113,6 +113,8 @@ export class DataplaneContext {
   /** The per-peer counter arrays (peerTx, peerRx), viewed once: /status reads them on every call. */
   readonly peerViews: { tx: BigUint64Array; rx: BigUint64Array };
   private readonly peerSlots: number;
+  /** u64 words per peer record (peerWords). */
+  private readonly peerWords: number;
   /** The counter blocks and verdict names, read by every /status and /metrics scrape. */
   private readonly views: { tx: BigUint64Array; rx: BigUint64Array };
   private readonly names: string[];
@@ -127,7 +129,8 @@ export class DataplaneContext {
     this.countersTx = arena.alloc(blockBytes);
     this.countersRx = arena.alloc(blockBytes);
     this.peerSlots = opts.peerSlots;
-    const peerWordCount = opts.peerSlots * peerWords(hp);
+    this.peerWords = peerWords(hp);
+    const peerWordCount = opts.peerSlots * this.peerWords;
     this.peerTx = opts.peerSlots ? arena.alloc(peerWordCount * 8) : 0;
     this.peerRx = opts.peerSlots ? arena.alloc(peerWordCount * 8) : 0;
     this.icmpBucket = opts.icmpBucket ?? icmpBucket(hp, arena);
@@ -160,14 +163,13 @@ export class DataplaneContext {
   /** Counters of peer (next hop) i: sent (tx) and received (rx). */
   peer(i: number): { tx: PeerCounters; rx: PeerCounters } {
     this.assertPeer(i);
-    const words = peerWords(this.hp);
-    return { tx: peerAt(this.peerViews.tx, i, words), rx: peerAt(this.peerViews.rx, i, words) };
+    return { tx: peerAt(this.peerViews.tx, i, this.peerWords), rx: peerAt(this.peerViews.rx, i, this.peerWords) };
   }
 
   /** Zeroes peer i's counters, for a next hop given to a new peer (nothing is routed to it yet). */
   resetPeer(i: number): void {
     this.assertPeer(i);
-    const words = peerWords(this.hp);
+    const words = this.peerWords;
     for (const v of [this.peerViews.tx, this.peerViews.rx]) v.fill(0n, i * words, (i + 1) * words);
   }
 

@@ -27,7 +27,8 @@ export interface PacketQueue {
  * UDP GRO a received descriptor may hold several datagrams of FLAGS bytes each, and a sent one
  * with FLAGS > 0 is cut into datagrams of that size (GSO). Counts and errors as PacketQueue's: a
  * message the kernel refuses (a train: its descriptors) is done and counted in batchFailed, and the
- * batch goes on; send() throws only for its arguments.
+ * batch goes on; send() throws only for its arguments and a closed socket (met after the first
+ * message: on the next call).
  */
 export interface DatagramBind {
   /**

@@ -46,6 +46,31 @@ describe.skipIf(!canUseNetns())("native I/O errors from preload shims", () => {
     expect(readFileSync(log, "utf8")).toBe("EIO\n");
   });
 
+  it.each(["EBADF", "ENOTSOCK"] as const)(
+    "reports the messages a send moved before its fd went (%s), and throws on the next call",
+    (code) => {
+      // The shim fails every sendmmsg from the third on, as a socket closed (or its fd reused)
+      // between two of one send's calls: the first went up to the unroutable datagram 2, the
+      // second was refused for it. The send threw, and the datagrams sent counted as not sent.
+      const r = run(
+        "fail-sendmmsg",
+        { WEFT_FAIL_SENDMMSG_NTH: "3", WEFT_FAIL_SENDMMSG_ERRNO: String(errno[code]) },
+        { case: "send-gone", n: 6, unroutable: 2 },
+      );
+      expect(r).toEqual({ first: [3, 1, errno.ENETUNREACH], second: code, received: [0, 1] });
+    },
+  );
+
+  it("throws, counting nothing as refused, when a refused GSO send's datagrams meet a closed fd", () => {
+    // They were counted as lost to the kernel (done and failed, with EBADF), though none went.
+    const r = run(
+      "refuse-gso",
+      { WEFT_REFUSE_GSO_PORT: String(PORT), WEFT_REFUSE_GSO_THEN_FAIL: String(errno.EBADF) },
+      { case: "gso-fallback", port: PORT, n: 8 },
+    );
+    expect(r).toEqual({ first: "EBADF", gsoRefused: false, second: "EBADF" });
+  });
+
   it("counts a TUN read that fails after the batch's first packet, whose packet the kernel dropped", () => {
     const r = run("fail-readv", { WEFT_FAIL_READV_NTH: "3" }, { case: "tun-read", n: 8 });
     expect(r).toEqual({ reads: [2, 5], tunReadErrors: 1 });
