@@ -79,7 +79,7 @@ class AgentCommand extends Command {
     const parsed = super.parseOptions(argv);
     refuseFlanneldFlags(parsed.unknown, this);
     // Commander reads the environment right after this.
-    this.flanneldShadowed = adoptFlanneldEnv(process.env);
+    this.flanneldShadowed = adoptFlanneldEnv(process.env, this);
     return parsed;
   }
 }
