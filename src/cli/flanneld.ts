@@ -93,7 +93,8 @@ export function refuseFlanneldFlags(unknown: readonly string[], agent: Command):
     );
 }
 
-const envName = (prefix: string, flag: string) =>
+/** `--net-config` or `net-config`'s variable: <prefix>_NET_CONFIG. */
+export const envName = (prefix: string, flag: string) =>
   `${prefix}_${flag.replace(/^--/, "").replace(/-/g, "_").toUpperCase()}`;
 
 /** WEFT_<FLAG> variables taken from FLANNELD_<FLAG>, by name: errors about their value name what the user set. */
