@@ -3,7 +3,8 @@
 // the names of the flags it shares and reads WEFT_<FLAG> the same way, so FLANNELD_<FLAG> of a
 // shared flag is taken as its WEFT_<FLAG> (which wins if both are set); flanneld's other flags
 // are refused with what to do instead, and their variables are logged as ignored.
-import type { Command } from "commander";
+import { isDeepStrictEqual } from "node:util";
+import type { Command, Option } from "commander";
 import { WeftError } from "../errors.js";
 
 const GOSSIP =
@@ -92,7 +93,8 @@ export function refuseFlanneldFlags(unknown: readonly string[], agent: Command):
     );
 }
 
-const envName = (prefix: string, flag: string) =>
+/** `--net-config` or `net-config`'s variable: <prefix>_NET_CONFIG. */
+export const envName = (prefix: string, flag: string) =>
   `${prefix}_${flag.replace(/^--/, "").replace(/-/g, "_").toUpperCase()}`;
 
 /** WEFT_<FLAG> variables taken from FLANNELD_<FLAG>, by name: errors about their value name what the user set. */
@@ -101,21 +103,38 @@ const adopted = new Map<string, string>();
 /** The variable a WEFT_<FLAG> value came from: FLANNELD_<FLAG> where adoptFlanneldEnv took it from there. */
 export const envSource = (weftVariable: string) => adopted.get(weftVariable) ?? weftVariable;
 
+/** Whether `option` reads two values as one ("1" and "true" of a switch, "05" and "5" of a number); a value it refuses is only itself. */
+function sameValue(option: Option, a: string, b: string): boolean {
+  if (a === b) return true;
+  if (!option.parseArg) return false;
+  try {
+    return isDeepStrictEqual(option.parseArg(a, undefined), option.parseArg(b, undefined));
+  } catch {
+    return false;
+  }
+}
+
 /**
- * Takes FLANNELD_<FLAG> of each flag weft shares with flanneld as weft's WEFT_<FLAG>, unless that is
- * set; flanneld, too, takes an empty variable as unset. Returns the FLANNELD_<FLAG> variables a
- * different WEFT_<FLAG> shadowed (weft's manifests set some: a migrated value would go unseen).
+ * Takes FLANNELD_<FLAG> of each flag weft shares with flanneld as the variable of `agent`'s flag
+ * (WEFT_<FLAG>), unless that is set; flanneld, too, takes an empty variable as unset. Returns the
+ * FLANNELD_<FLAG> variables a WEFT_<FLAG> of another value shadowed (weft's manifests set some: a
+ * migrated value would go unseen).
  */
-export function adoptFlanneldEnv(env: NodeJS.ProcessEnv): Array<{ variable: string; shadowedBy: string }> {
+export function adoptFlanneldEnv(
+  env: NodeJS.ProcessEnv,
+  agent: Command,
+): Array<{ variable: string; shadowedBy: string }> {
   const shadowed: Array<{ variable: string; shadowedBy: string }> = [];
   for (const [name, flag] of Object.entries(FLANNELD_FLAGS)) {
     const [from, value] = [envName("FLANNELD", name), env[envName("FLANNELD", name)]];
     if (!("weft" in flag) || !value || value === flag.unset) continue;
-    const to = envName("WEFT", flag.weft);
-    if (env[to] === undefined) {
+    const option = agent.options.find((o) => o.long === flag.weft)!;
+    const to = option.envVar!;
+    const set = env[to];
+    if (set === undefined) {
       env[to] = value;
       adopted.set(to, from);
-    } else if (env[to] !== value) shadowed.push({ variable: from, shadowedBy: to });
+    } else if (!sameValue(option, set, value)) shadowed.push({ variable: from, shadowedBy: to });
   }
   return shadowed;
 }

@@ -16,7 +16,7 @@ import { isWeftError, WeftError } from "../errors.js";
 import { projectFile } from "../paths.js";
 import { agentRequest } from "./agent-client.js";
 import { runDemo } from "./demo.js";
-import { adoptFlanneldEnv, envSource, ignoredFlanneldEnv, refuseFlanneldFlags } from "./flanneld.js";
+import { adoptFlanneldEnv, envName, envSource, ignoredFlanneldEnv, refuseFlanneldFlags } from "./flanneld.js";
 
 /** weft's version, from its package.json (the image ships it). */
 const VERSION = (JSON.parse(readFileSync(projectFile("package.json"), "utf8")) as { version: string }).version;
@@ -25,7 +25,11 @@ const program = new Command("weft")
   .description("node agent for container overlay networks: gossip-leased subnets, kernel and WebAssembly dataplanes")
   .version(VERSION);
 
-const flag = (spec: string, description: string, env: string) => new Option(spec, description).env(`WEFT_${env}`);
+/** A flag that can also come from WEFT_<FLAG>, named after it (--net-config: WEFT_NET_CONFIG). */
+const flag = (spec: string, description: string) => {
+  const option = new Option(spec, description);
+  return option.env(envName("WEFT", option.long!));
+};
 /** Comma-separated and repeatable; items trimmed, so that "a, b" (a ConfigMap's habit) is a and b. */
 const list = (v: string, prev: string[] = []) => [
   ...prev,
@@ -36,15 +40,17 @@ const list = (v: string, prev: string[] = []) => [
 ];
 /** Repeatable, never split: a regex may hold commas ({1,3}), as flanneld's --iface-regex may. */
 const each = (v: string, prev: string[] = []) => [...prev, v];
-/** A whole number for `flag` (or its WEFT_`env`); limits are checked where the value is used, naming the flag too. */
+/** A whole number for `flag` (or its variable `env`); limits are checked where the value is used, naming the flag too. */
 const int = (flag: string, env?: string) => (v: string) => {
   const n = Number(v);
   if (v.trim() === "" || !Number.isInteger(n) || n < 0)
-    throw new WeftError(
-      "CLI_BAD_NUMBER",
-      `${flag} "${v}"${env ? ` (or ${envSource(`WEFT_${env}`)})` : ""}: not a whole number`,
-    );
+    throw new WeftError("CLI_BAD_NUMBER", `${flag} "${v}"${env ? ` (or ${envSource(env)})` : ""}: not a whole number`);
   return n;
+};
+/** A `flag` taking a whole number. */
+const intFlag = (spec: string, description: string) => {
+  const option = flag(spec, description);
+  return option.argParser(int(option.long!, option.envVar));
 };
 
 /** Go's strconv.ParseBool, as flanneld reads `--ip-masq=false`. */
@@ -56,16 +62,18 @@ const BOOLEANS: Record<string, boolean> = {
  * A switch: bare, it is on; with a value (`--ip-masq=false`, or WEFT_IP_MASQ=false, which
  * commander would otherwise take as on merely for being set) it is what the value says.
  */
-const toggle = (name: string, description: string, env: string) =>
-  flag(`--${name} [true|false]`, description, env)
+const toggle = (name: string, description: string) => {
+  const option = flag(`--${name} [true|false]`, description);
+  return option
     .preset("true")
     .default(false)
     .argParser((v: string) => {
       const b = BOOLEANS[v.trim().toLowerCase()];
       if (b === undefined)
-        throw new WeftError("CLI_BAD_BOOLEAN", `--${name} "${v}" (or ${envSource(`WEFT_${env}`)}): use true or false`);
+        throw new WeftError("CLI_BAD_BOOLEAN", `--${name} "${v}" (or ${envSource(option.envVar!)}): use true or false`);
       return b;
     });
+};
 
 /**
  * `weft agent`: flanneld's flags it has no equivalent of are refused with what to do (commander
@@ -79,7 +87,7 @@ class AgentCommand extends Command {
     const parsed = super.parseOptions(argv);
     refuseFlanneldFlags(parsed.unknown, this);
     // Commander reads the environment right after this.
-    this.flanneldShadowed = adoptFlanneldEnv(process.env);
+    this.flanneldShadowed = adoptFlanneldEnv(process.env, this);
     return parsed;
   }
 }
@@ -90,86 +98,57 @@ agentCommand
   .description("run the agent on this host")
   // flanneld's --version, so that a unit or probe asking it still gets an answer.
   .version(VERSION)
-  .addOption(
-    flag("--net-config <path>", "flannel's net-conf.json", "NET_CONFIG").default("/etc/kube-flannel/net-conf.json"),
-  )
+  .addOption(flag("--net-config <path>", "flannel's net-conf.json").default("/etc/kube-flannel/net-conf.json"))
   // flanneld's name for it.
   .addOption(new Option("--net-config-path <path>", "the same as --net-config").hideHelp())
   .addOption(
     flag(
       "--iface <name|ip...>",
       "interface (name, IPv4 or IPv6 address) for the underlay; repeat or comma-separate, first match wins",
-      "IFACE",
     ).argParser(list),
   )
   .addOption(
     flag(
       "--iface-regex <re...>",
       "regex over interface names and IPv4/IPv6 addresses, if --iface matched nothing; repeat for several",
-      "IFACE_REGEX",
     ).argParser(each),
   )
   .addOption(
     flag(
       "--public-ip <ip>",
       "IPv4 address peers send to (default: the interface's); IPv6-only wasm-vxlan: carry IPv6 over it",
-      "PUBLIC_IP",
     ),
   )
+  .addOption(flag("--public-ipv6 <ip>", "IPv6 address peers send to when EnableIPv6 is on (default: the interface's)"))
   .addOption(
-    flag(
-      "--public-ipv6 <ip>",
-      "IPv6 address peers send to when EnableIPv6 is on (default: the interface's)",
-      "PUBLIC_IPV6",
-    ),
+    flag("--subnet-file <path>", "where to write the subnet file for the CNI plugin").default(DEFAULT_SUBNET_FILE),
   )
-  .addOption(
-    flag("--subnet-file <path>", "where to write the subnet file for the CNI plugin", "SUBNET_FILE").default(
-      DEFAULT_SUBNET_FILE,
-    ),
-  )
-  .addOption(toggle("ip-masq", "masquerade pod traffic leaving the pod network (nftables)", "IP_MASQ"))
+  .addOption(toggle("ip-masq", "masquerade pod traffic leaving the pod network (nftables)"))
   .addOption(
     flag(
       "--healthz-ip <ip>",
       "address of the health endpoints (they say only whether the agent runs and is ready)",
-      "HEALTHZ_IP",
     ).default("0.0.0.0"),
   )
-  .addOption(
-    flag("--healthz-port <n>", "TCP port of /healthz and /readyz, 1..65535 (off unless set)", "HEALTHZ_PORT").argParser(
-      int("--healthz-port", "HEALTHZ_PORT"),
-    ),
-  )
+  .addOption(intFlag("--healthz-port <n>", "TCP port of /healthz and /readyz, 1..65535 (off unless set)"))
   .addOption(
     toggle(
       "healthz-status",
       "also serve /status on --healthz-port: it shows members, underlay addresses and MACs, so only on a trusted network",
-      "HEALTHZ_STATUS",
     ),
   )
   .addOption(
     flag(
       "--metrics-ip <ip>",
       "address of /metrics (default loopback: metrics name peers and subnets; pass 0.0.0.0 for a remote scraper)",
-      "METRICS_IP",
     ).default("127.0.0.1"),
   )
-  .addOption(
-    flag("--metrics-port <n>", "TCP port of Prometheus /metrics, 1..65535 (off unless set)", "METRICS_PORT").argParser(
-      int("--metrics-port", "METRICS_PORT"),
-    ),
-  )
-  .addOption(
-    flag("--gossip-port <n>", "UDP and TCP port of the gossip control plane, 1..65535", "GOSSIP_PORT")
-      .argParser(int("--gossip-port", "GOSSIP_PORT"))
-      .default(7946),
-  )
+  .addOption(intFlag("--metrics-port <n>", "TCP port of Prometheus /metrics, 1..65535 (off unless set)"))
+  .addOption(intFlag("--gossip-port <n>", "UDP and TCP port of the gossip control plane, 1..65535").default(7946))
   .addOption(
     flag(
       "--join <host:port,...>",
       "gossip addresses of nodes to join, retried until one answers (host may be a DNS name); none starts a new cluster",
-      "JOIN",
     )
       .argParser(list)
       .default([]),
@@ -178,32 +157,23 @@ agentCommand
     flag(
       "--subnet-seeds <name,...>",
       "initial owners of the subnet space, the same list on each of them (default: this node when --join is empty)",
-      "SUBNET_SEEDS",
     ).argParser(list),
   )
   .addOption(
     flag(
       "--key-file <path>",
       "cluster key file (base64 32-byte keys, primary first; make one with `weft keygen`)",
-      "KEY_FILE",
     ).makeOptionMandatory(),
   )
-  .addOption(
-    flag("--state-dir <dir>", "state kept across restarts: lease ring, VTEP MAC", "STATE_DIR").default("/var/lib/weft"),
-  )
-  .addOption(flag("--node-name <name>", "this node's name in the cluster (default: hostname)", "NODE_NAME"))
+  .addOption(flag("--state-dir <dir>", "state kept across restarts: lease ring, VTEP MAC").default("/var/lib/weft"))
+  .addOption(flag("--node-name <name>", "this node's name in the cluster (default: hostname)"))
   .addOption(
     toggle(
       "keep-on-exit",
       "leave devices, routes and FDB entries in place on exit (zero-downtime restarts, as flannel)",
-      "KEEP_ON_EXIT",
     ),
   )
-  .addOption(
-    flag("--reconcile-interval <s>", "seconds between kernel drift repairs, at least 1", "RECONCILE_INTERVAL")
-      .argParser(int("--reconcile-interval", "RECONCILE_INTERVAL"))
-      .default(5),
-  )
+  .addOption(intFlag("--reconcile-interval <s>", "seconds between kernel drift repairs, at least 1").default(5))
   .action(async (o) => {
     const log = pino({ base: { node: o.nodeName } });
     for (const { variable, advice } of ignoredFlanneldEnv(process.env))
@@ -300,7 +270,7 @@ agentCommand
 program
   .command("status")
   .description("show a running agent's node, lease, peers and counters")
-  .addOption(flag("--state-dir <dir>", "the agent's state dir", "STATE_DIR").default("/var/lib/weft"))
+  .addOption(flag("--state-dir <dir>", "the agent's state dir").default("/var/lib/weft"))
   .action(async (o) => {
     process.stdout.write(JSON.stringify(await agentRequest(o.stateDir, "GET", "/status"), null, 2) + "\n");
   });
@@ -311,9 +281,7 @@ program
     "hand a dead node's subnets back to the ring now, instead of after the grace period (only for a node gone for good)",
   )
   .argument("<node>", "name of the dead node")
-  .addOption(
-    flag("--state-dir <dir>", "state dir of a running agent of the cluster", "STATE_DIR").default("/var/lib/weft"),
-  )
+  .addOption(flag("--state-dir <dir>", "state dir of a running agent of the cluster").default("/var/lib/weft"))
   .action(async (node: string, o) => {
     const report = await agentRequest(o.stateDir, "POST", `/reclaim?node=${encodeURIComponent(node)}`);
     process.stdout.write(JSON.stringify(report, null, 2) + "\n");

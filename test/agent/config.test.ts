@@ -634,6 +634,26 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
       ["CLI_FLANNELD_ENV_IGNORED", "FLANNELD_IP_MASQ", "WEFT_IP_MASQ"],
     ]);
     expect(warned[0].msg).toMatch(/^FLANNELD_IP_MASQ is ignored: WEFT_IP_MASQ is set to another value, and wins/);
+    // Values are compared by what the flag makes of them: two spellings of one value are no conflict,
+    // and only the pair of different values is named.
+    for (const [env, named] of [
+      [{ IP_MASQ: ["1", "true"], HEALTHZ_PORT: ["9103", "9102"], IFACE: ["eth0, eth1", "eth0,eth1"] }, "HEALTHZ_PORT"],
+      [{ IP_MASQ: ["F", "false"], HEALTHZ_PORT: ["09102", "9102"], IFACE: ["eth0", "eth1"] }, "IFACE"],
+    ] as const) {
+      const pairs = Object.entries(env).flatMap(([f, [flanneld, weft]]) => [
+        [`FLANNELD_${f}`, flanneld],
+        [`WEFT_${f}`, weft],
+      ]);
+      const r = await runAgentWithEnv({ ...labEnv(), WEFT_NET_CONFIG: conf, ...Object.fromEntries(pairs) });
+      expect(r.stderr).toMatch(/^weft: \[CONFIG_NET_CONF_INVALID\] /);
+      const logged = r.stdout
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l) as { code: string; variable: string; shadowedBy: string });
+      expect(logged.map((w) => [w.code, w.variable, w.shadowedBy])).toEqual([
+        ["CLI_FLANNELD_ENV_IGNORED", `FLANNELD_${named}`, `WEFT_${named}`],
+      ]);
+    }
     // flanneld's own default, 0 (no health server), leaves the agent going: it reaches the underlay.
     await writeFile(conf, JSON.stringify(netConf("vxlan")));
     const port0 = await runAgentWithEnv({
