@@ -327,7 +327,7 @@ async function deleteKept(
     }
   }
   if (left && masq) {
-    const target = { ...masq, sources: shared ? (left.sources ?? unknownSources(masq, [ifName])) : undefined };
+    const target = leftTarget(masq, left, shared, ifName);
     const failed = (await removeMasquerades([target])).get(target);
     if (failed) return await leaveMasquerade(path, found, left, failed);
   }
@@ -423,7 +423,7 @@ async function gc(call: PluginCall): Promise<undefined> {
       }
       // (Shared, the file names its interface: one without is kept while the container is listed.)
       const ifName = found.ifName ?? DEFAULT_IFNAME;
-      const target = { ...masq, sources: shared ? (left.sources ?? unknownSources(masq, [ifName])) : undefined };
+      const target = leftTarget(masq, left, shared, ifName);
       removals.push({ file, found, left, target });
     } catch (e) {
       // The file stays: the next GC tries again.
@@ -616,6 +616,14 @@ function unknownSources(m: Masquerade, ifNames: string[]): string[] {
   return [];
 }
 
+/**
+ * The masquerade rules left of the interface's attachment: all of the container's on the network,
+ * or, with the chain `shared` with another of its attachments, the jumps from its addresses.
+ */
+function leftTarget(masq: Masquerade, left: Left, shared: boolean, ifName: string): Masquerade {
+  return { ...masq, sources: shared ? (left.sources ?? unknownSources(masq, [ifName])) : undefined };
+}
+
 /** Keeps what is left to remove in the attachment's file, its delegate's DEL done. */
 async function keepLeft(path: string, found: Kept, left: Left): Promise<void> {
   await writeFileAtomic(path, JSON.stringify({ ...found.d, [KEPT_IFNAME]: found.ifName, [KEPT_LEFT]: left }), {
@@ -657,19 +665,17 @@ function bridgeMasquerade(d: Record<string, unknown>, cid: string): Masquerade |
 }
 
 /**
- * The iptables-restore lines that remove a chain's rules from a nat table listing (`-S`): every
- * rule that jumps or goes to it, and the chain, flushed by its declaration, if it exists; with
- * `sources`, only the POSTROUTING jumps from those addresses. None when nothing is there.
+ * The lines of a nat table listing (`-S`) that remove a chain's rules, for Kernel.iptablesDelete:
+ * every rule that jumps or goes to it, and the chain, flushed by its declaration, if it exists;
+ * with `sources`, only the POSTROUTING jumps from those addresses. None when nothing is there.
  */
 function masqueradeScript(rules: string[], chain: string, sources?: string[]): string[] {
   // The target comes last (a chain takes no options), so a comment naming the chain cannot match.
   const target = new RegExp(` -[jg] ${chain}$`);
   const refs = rules.filter((l) => l.startsWith("-A ") && !l.startsWith(`-A ${chain} `) && target.test(l));
-  const deletes = (
-    sources
-      ? refs.filter((l) => l.startsWith("-A POSTROUTING -s ") && sources.includes(l.split(" ")[3].split("/")[0]))
-      : refs
-  ).map((l) => `-D${l.slice(2)}`);
+  const deletes = sources
+    ? refs.filter((l) => l.startsWith("-A POSTROUTING -s ") && sources.includes(l.split(" ")[3].split("/")[0]))
+    : refs;
   if (sources || !rules.includes(`-N ${chain}`)) return deletes;
   return [`:${chain} - [0:0]`, ...deletes, `-X ${chain}`];
 }
@@ -715,18 +721,24 @@ async function removeMasquerades(targets: Masquerade[]): Promise<Map<Masquerade,
       const lines = masqueradeScript(rules, chain, all ? undefined : ms.flatMap((m) => m.sources ?? []));
       return lines.length > 0 ? [{ ms, lines }] : [];
     });
-    const restore = (lines: string[]) => kernel.iptablesRestore(family, `${["*nat", ...lines, "COMMIT"].join("\n")}\n`);
-    try {
-      if (scripts.length > 0) await restore(scripts.flatMap((s) => s.lines));
-    } catch (e) {
-      // A held xtables lock would make each chain's retry wait as long again (-w): fail them all.
-      if (scripts.length === 1 || /xtables lock/i.test(errorMessage(e)))
-        fail(
-          scripts.flatMap((s) => s.ms),
-          e,
-        );
-      else for (const s of scripts) await restore(s.lines).catch((err: unknown) => fail(s.ms, err));
-    }
+    if (scripts.length === 0) continue;
+    const { error } = await kernel.iptablesDelete(
+      family,
+      "nat",
+      scripts.flatMap((s) => s.lines),
+    );
+    if (!error) continue;
+    // A held xtables lock would make each chain's retry wait as long again (-w): fail them all.
+    if (scripts.length === 1 || /xtables lock/i.test(error.message))
+      fail(
+        scripts.flatMap((s) => s.ms),
+        error,
+      );
+    else
+      for (const s of scripts) {
+        const again = (await kernel.iptablesDelete(family, "nat", s.lines)).error;
+        if (again) fail(s.ms, again);
+      }
   }
   return failed;
 }
