@@ -3,8 +3,9 @@
 // reference `bridge` plugin with `host-local` IPAM over this node's subnet, a route to the pod
 // network, the MTU, ipMasq and isGateway), keep that config in dataDir, and run it. DEL and CHECK
 // run the kept config, so they work even after subnet.env changed; GC deletes those the runtime
-// no longer has; GC and a DEL without the pod's namespace remove the bridge's masquerade rules,
-// which its DEL leaves then; STATUS says whether subnet.env is there (the agent ready).
+// no longer has; GC and DEL remove what the bridge's DEL left of its masquerade rules (all of
+// them without the pod's namespace or interface); STATUS says whether subnet.env is there (the
+// agent ready).
 import { createHash } from "node:crypto";
 import { access, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
@@ -293,22 +294,24 @@ async function deleteKept(
   const { cid, ifName } = attachmentOf(args);
   const masq = bridgeMasquerade(found.d, cid);
   const shared = masq !== undefined && (await sharesChain(path, cid, found.d.name, dataDir));
-  // Without the pod's namespace the bridge's DEL leaves its masquerade rules, which weft then
-  // removes (after it: the address is freed whatever iptables does); a file GC or an earlier DEL
-  // left (`left`) needs only that removal.
+  // The bridge's DEL removes its masquerade rules only for the addresses it finds on the pod's
+  // interface: none without the namespace, nor once the interface is gone (deleted by something
+  // else: bridge 1.1.1 then frees the address and succeeds before its teardown). So what is left
+  // goes after it (the address is freed whatever iptables does): one nat listing per family when
+  // the bridge removed all. A file GC or an earlier DEL left (`left`) needs only that removal.
   let left = found.left;
   if (!left) {
     // host-local's store names the interface's addresses only until the delegate's DEL frees them.
-    if (masq && (await netnsGone(args.netns)))
-      left = { sources: shared ? await sourcesOf(found.d, cid, [ifName], new Map()) : undefined };
+    const sources = shared ? await sourcesOf(found.d, cid, [ifName], new Map()) : undefined;
     try {
       await delegateDel(found.d, [args], prevResult);
+      if (masq) left = { sources };
     } catch (e) {
       // With the namespace, the bridge's own teardown cannot delete the chain ("Too many links")
       // while a jump of a gone interface whose addresses were unknown still leads to it; its next
       // DEL would then leave it for good. As the container's last attachment on the network, all
       // of its rules go, and its DEL runs again.
-      if (!masq || left || shared) throw e;
+      if (!masq || shared || (await netnsGone(args.netns))) throw e;
       const failed = (await removeMasquerades([masq])).get(masq);
       if (failed) {
         // The bridge stops at its first failure (interface, address — the other way before 1.1.1 —
@@ -636,7 +639,7 @@ async function keepLeft(path: string, found: Kept, left: Left): Promise<void> {
  * The bridge plugin's ipMasq rules of a container on a network (undefined when it makes none with
  * iptables: another plugin, no ipMasq, or `ipMasqBackend: "nftables"`, which bridge 1.5 removes
  * itself). Its DEL removes them only for the addresses it finds on the pod's interface, so a DEL
- * without the namespace (GC's are) leaves them. The names are the reference plugins' (pkg/utils):
+ * without the namespace (GC's are) or the interface leaves them. The names are the reference plugins' (pkg/utils):
  * the chain `CNI-` and the first 24 hex digits of sha512(network name + container id), jumped to
  * from nat POSTROUTING by one rule per pod address (commented `name: "<network>" id: "<container id>"`);
  * the families are the kept config's host-local ranges'.
