@@ -3,8 +3,9 @@
 // reference `bridge` plugin with `host-local` IPAM over this node's subnet, a route to the pod
 // network, the MTU, ipMasq and isGateway), keep that config in dataDir, and run it. DEL and CHECK
 // run the kept config, so they work even after subnet.env changed; GC deletes those the runtime
-// no longer has; GC and a DEL without the pod's namespace remove the bridge's masquerade rules,
-// which its DEL leaves then; STATUS says whether subnet.env is there (the agent ready).
+// no longer has; GC and DEL remove what the bridge's DEL left of its masquerade rules (all of
+// them without the pod's namespace or interface); STATUS says whether subnet.env is there (the
+// agent ready).
 import { createHash } from "node:crypto";
 import { access, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
@@ -293,22 +294,24 @@ async function deleteKept(
   const { cid, ifName } = attachmentOf(args);
   const masq = bridgeMasquerade(found.d, cid);
   const shared = masq !== undefined && (await sharesChain(path, cid, found.d.name, dataDir));
-  // Without the pod's namespace the bridge's DEL leaves its masquerade rules, which weft then
-  // removes (after it: the address is freed whatever iptables does); a file GC or an earlier DEL
-  // left (`left`) needs only that removal.
+  // The bridge's DEL removes its masquerade rules only for the addresses it finds on the pod's
+  // interface: none without the namespace, nor once the interface is gone (deleted by something
+  // else: bridge 1.1.1 then frees the address and succeeds before its teardown). So what is left
+  // goes after it (the address is freed whatever iptables does): one nat listing per family when
+  // the bridge removed all. A file GC or an earlier DEL left (`left`) needs only that removal.
   let left = found.left;
   if (!left) {
     // host-local's store names the interface's addresses only until the delegate's DEL frees them.
-    if (masq && (await netnsGone(args.netns)))
-      left = { sources: shared ? await sourcesOf(found.d, cid, [ifName], new Map()) : undefined };
+    const sources = shared ? await sourcesOf(found.d, cid, [ifName], new Map()) : undefined;
     try {
       await delegateDel(found.d, [args], prevResult);
+      if (masq) left = { sources };
     } catch (e) {
       // With the namespace, the bridge's own teardown cannot delete the chain ("Too many links")
       // while a jump of a gone interface whose addresses were unknown still leads to it; its next
       // DEL would then leave it for good. As the container's last attachment on the network, all
       // of its rules go, and its DEL runs again.
-      if (!masq || left || shared) throw e;
+      if (!masq || shared || (await netnsGone(args.netns))) throw e;
       const failed = (await removeMasquerades([masq])).get(masq);
       if (failed) {
         // The bridge stops at its first failure (interface, address — the other way before 1.1.1 —
@@ -327,7 +330,7 @@ async function deleteKept(
     }
   }
   if (left && masq) {
-    const target = { ...masq, sources: shared ? (left.sources ?? unknownSources(masq, [ifName])) : undefined };
+    const target = leftTarget(masq, left, shared, ifName);
     const failed = (await removeMasquerades([target])).get(target);
     if (failed) return await leaveMasquerade(path, found, left, failed);
   }
@@ -423,7 +426,7 @@ async function gc(call: PluginCall): Promise<undefined> {
       }
       // (Shared, the file names its interface: one without is kept while the container is listed.)
       const ifName = found.ifName ?? DEFAULT_IFNAME;
-      const target = { ...masq, sources: shared ? (left.sources ?? unknownSources(masq, [ifName])) : undefined };
+      const target = leftTarget(masq, left, shared, ifName);
       removals.push({ file, found, left, target });
     } catch (e) {
       // The file stays: the next GC tries again.
@@ -616,6 +619,14 @@ function unknownSources(m: Masquerade, ifNames: string[]): string[] {
   return [];
 }
 
+/**
+ * The masquerade rules left of the interface's attachment: all of the container's on the network,
+ * or, with the chain `shared` with another of its attachments, the jumps from its addresses.
+ */
+function leftTarget(masq: Masquerade, left: Left, shared: boolean, ifName: string): Masquerade {
+  return { ...masq, sources: shared ? (left.sources ?? unknownSources(masq, [ifName])) : undefined };
+}
+
 /** Keeps what is left to remove in the attachment's file, its delegate's DEL done. */
 async function keepLeft(path: string, found: Kept, left: Left): Promise<void> {
   await writeFileAtomic(path, JSON.stringify({ ...found.d, [KEPT_IFNAME]: found.ifName, [KEPT_LEFT]: left }), {
@@ -628,7 +639,7 @@ async function keepLeft(path: string, found: Kept, left: Left): Promise<void> {
  * The bridge plugin's ipMasq rules of a container on a network (undefined when it makes none with
  * iptables: another plugin, no ipMasq, or `ipMasqBackend: "nftables"`, which bridge 1.5 removes
  * itself). Its DEL removes them only for the addresses it finds on the pod's interface, so a DEL
- * without the namespace (GC's are) leaves them. The names are the reference plugins' (pkg/utils):
+ * without the namespace (GC's are) or the interface leaves them. The names are the reference plugins' (pkg/utils):
  * the chain `CNI-` and the first 24 hex digits of sha512(network name + container id), jumped to
  * from nat POSTROUTING by one rule per pod address (commented `name: "<network>" id: "<container id>"`);
  * the families are the kept config's host-local ranges'.
@@ -657,19 +668,17 @@ function bridgeMasquerade(d: Record<string, unknown>, cid: string): Masquerade |
 }
 
 /**
- * The iptables-restore lines that remove a chain's rules from a nat table listing (`-S`): every
- * rule that jumps or goes to it, and the chain, flushed by its declaration, if it exists; with
- * `sources`, only the POSTROUTING jumps from those addresses. None when nothing is there.
+ * The lines of a nat table listing (`-S`) that remove a chain's rules, for Kernel.iptablesDelete:
+ * every rule that jumps or goes to it, and the chain, flushed by its declaration, if it exists;
+ * with `sources`, only the POSTROUTING jumps from those addresses. None when nothing is there.
  */
 function masqueradeScript(rules: string[], chain: string, sources?: string[]): string[] {
   // The target comes last (a chain takes no options), so a comment naming the chain cannot match.
   const target = new RegExp(` -[jg] ${chain}$`);
   const refs = rules.filter((l) => l.startsWith("-A ") && !l.startsWith(`-A ${chain} `) && target.test(l));
-  const deletes = (
-    sources
-      ? refs.filter((l) => l.startsWith("-A POSTROUTING -s ") && sources.includes(l.split(" ")[3].split("/")[0]))
-      : refs
-  ).map((l) => `-D${l.slice(2)}`);
+  const deletes = sources
+    ? refs.filter((l) => l.startsWith("-A POSTROUTING -s ") && sources.includes(l.split(" ")[3].split("/")[0]))
+    : refs;
   if (sources || !rules.includes(`-N ${chain}`)) return deletes;
   return [`:${chain} - [0:0]`, ...deletes, `-X ${chain}`];
 }
@@ -715,18 +724,24 @@ async function removeMasquerades(targets: Masquerade[]): Promise<Map<Masquerade,
       const lines = masqueradeScript(rules, chain, all ? undefined : ms.flatMap((m) => m.sources ?? []));
       return lines.length > 0 ? [{ ms, lines }] : [];
     });
-    const restore = (lines: string[]) => kernel.iptablesRestore(family, `${["*nat", ...lines, "COMMIT"].join("\n")}\n`);
-    try {
-      if (scripts.length > 0) await restore(scripts.flatMap((s) => s.lines));
-    } catch (e) {
-      // A held xtables lock would make each chain's retry wait as long again (-w): fail them all.
-      if (scripts.length === 1 || /xtables lock/i.test(errorMessage(e)))
-        fail(
-          scripts.flatMap((s) => s.ms),
-          e,
-        );
-      else for (const s of scripts) await restore(s.lines).catch((err: unknown) => fail(s.ms, err));
-    }
+    if (scripts.length === 0) continue;
+    const { error } = await kernel.iptablesDelete(
+      family,
+      "nat",
+      scripts.flatMap((s) => s.lines),
+    );
+    if (!error) continue;
+    // A held xtables lock would make each chain's retry wait as long again (-w): fail them all.
+    if (scripts.length === 1 || /xtables lock/i.test(error.message))
+      fail(
+        scripts.flatMap((s) => s.ms),
+        error,
+      );
+    else
+      for (const s of scripts) {
+        const again = (await kernel.iptablesDelete(family, "nat", s.lines)).error;
+        if (again) fail(s.ms, again);
+      }
   }
   return failed;
 }

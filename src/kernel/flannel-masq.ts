@@ -109,7 +109,6 @@ async function removeIptables(
   out: FlannelMasq,
 ): Promise<void> {
   const tool = iptablesTool(family, legacy);
-  let deletes: string[] = [];
   try {
     const rules = await kernel.iptablesRules(family, "nat", legacy);
     if (!rules) return;
@@ -117,15 +116,15 @@ async function removeIptables(
     const chain = rules.includes(`-N ${CHAIN}`);
     const ours = chain && rules.some((r) => r.startsWith(`-A ${CHAIN} `) && covers(rulePrefixes(r), network));
     if (chain && !ours) out.kept.push(`${tool} chain ${CHAIN}`);
-    deletes = [
+    const lines = [
       ...rules.filter((r) => (JUMP.test(r) ? ours : COMMENTED.test(r) && covers(rulePrefixes(r), network))),
       ...(ours ? [`-F ${CHAIN}`, `-X ${CHAIN}`] : []),
-    ].map((r) => (r.startsWith("-A") ? `-D${r.slice(2)}` : r));
-    if (deletes.length === 0) return;
-    await kernel.iptablesRestore(family, `*nat\n${deletes.join("\n")}\nCOMMIT\n`, legacy);
-    out.removed.push(...deletes.filter((d) => !d.startsWith("-F")).map((d) => `${tool} -t nat ${d}`));
+    ];
+    if (lines.length === 0) return;
+    const { commands, error } = await kernel.iptablesDelete(family, "nat", lines, legacy);
+    if (error) out.failures.push({ command: commands.join("; "), message: error.message });
+    else out.removed.push(...commands.filter((c) => !c.startsWith(`${tool} -t nat -F `)));
   } catch (err) {
-    const commands = deletes.length > 0 ? deletes.map((d) => `${tool} -t nat ${d}`) : [`${tool} -t nat -S`];
-    out.failures.push({ command: commands.join("; "), message: (err as Error).message });
+    out.failures.push({ command: `${tool} -t nat -S`, message: (err as Error).message });
   }
 }

@@ -208,6 +208,29 @@ export class Kernel {
   }
 
   /**
+   * Deletes lines of a table's `iptablesRules` listing in one iptables-restore transaction (all or
+   * none, other rules kept): a rule (`-A …`) by its `-D …`, a chain line (`-F`, `-X`, or a
+   * declaration `:NAME - [0:0]`, which flushes it) as it is. Resolves with those lines, each as the
+   * shell command that runs it alone (for messages, and a hand where it failed), and the error
+   * if it failed.
+   */
+  async iptablesDelete(
+    family: 4 | 6,
+    table: string,
+    lines: string[],
+    legacy = false,
+  ): Promise<{ commands: string[]; error?: Error }> {
+    const script = lines.map((l) => (l.startsWith("-A ") ? `-D${l.slice(2)}` : l));
+    const commands = script.map((l) => `${iptablesTool(family, legacy)} -t ${table} ${l}`);
+    try {
+      await this.iptablesRestore(family, `${[`*${table}`, ...script, "COMMIT"].join("\n")}\n`, legacy);
+      return { commands };
+    } catch (error) {
+      return { commands, error: error as Error };
+    }
+  }
+
+  /**
    * Whether this namespace has a nat table of the kernel's legacy xtables (iptables-legacy's),
    * which an nft-backed iptables does not show; reading the list loads nothing, and only a nat
    * table there is looked into (listing one where there is none would make it).

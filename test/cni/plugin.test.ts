@@ -91,6 +91,18 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
     await writeFile(file, `${await readFile(subnetFile(h1), "utf8")}${dual ? v6 : ""}`);
     return file;
   };
+  /** IPv4 alone, and both families, for it.each. */
+  const FAMILY_CASES = [
+    ["IPv4", false],
+    ["dual-stack (ip6tables too)", true],
+  ] as const;
+  /** A config of h1's with the bridge's ipMasq (FLANNEL_IPMASQ=false), both families when `dual`; its families. */
+  const masqConfOf = async (name: string, dual: boolean) => {
+    const file = await subnetFileOf(name, dual);
+    const families = dual ? ([4, 6] as const) : ([4] as const);
+    // The lab's delegate turns ipMasq off; without it, the bridge masquerades.
+    return { families, conf: flannelConf(h1, { subnetFile: file, delegate: {} }) };
+  };
   /** ADD (eth0) of each pod on h1; their addresses. */
   const addPods = async (conf: object, pods: Netns[]) => {
     const addrs = new Map<Netns, string[]>();
@@ -481,15 +493,10 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
     }
   });
 
-  it.each([
-    ["IPv4", false],
-    ["dual-stack (ip6tables too)", true],
-  ] as const)(
+  it.each(FAMILY_CASES)(
     "%s: DEL without the pod's namespace (CNI_NETNS unset, or its path deleted) removes the bridge's masquerade chain and jumps (FLANNEL_IPMASQ=false), which the bridge's DEL then leaves; another pod's stay; a repeated DEL succeeds",
     async (_, dual) => {
-      const file = await subnetFileOf("masq-subnet.env", dual);
-      const families = dual ? ([4, 6] as const) : ([4] as const);
-      const conf = flannelConf(h1, { subnetFile: file, delegate: {} }); // the bridge's ipMasq, as above
+      const { families, conf } = await masqConfOf("masq-subnet.env", dual);
       const pods = [
         await Netns.create("cni-delmasq"),
         await Netns.create("cni-delmasq"),
@@ -558,6 +565,49 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
       expect(await natRules(h1)).toContain(`-N ${chain}`);
       expect(await runFlannel(h1, "DEL", conf, { containerId: ns.name, netns: path, ifName: "eth0" })).toBeUndefined();
       expect(await ipamStore(h1)).not.toContain(eth0);
+      expect((await natRules(h1)).filter((l) => l.includes(chain) || l.includes(ns.name))).toEqual([]);
+      expect((await kept(h1)).filter((f) => f.startsWith(ns.name))).toEqual([]);
+    } finally {
+      await ns.destroy();
+    }
+  });
+
+  it.each(FAMILY_CASES)(
+    "%s: DEL with the pod's namespace but its interface deleted by something else removes the bridge's masquerade chain and jumps, which the bridge's DEL then leaves (it frees the address and stops), and frees the address",
+    async (_, dual) => {
+      const { families, conf } = await masqConfOf("masq-noif-subnet.env", dual);
+      const ns = await Netns.create("cni-delnoif");
+      try {
+        const addrs = (await addPods(conf, [ns])).get(ns)!;
+        expect(addrs).toHaveLength(families.length);
+        const chain = masqJumps(await natRules(h1), ns.name)[0].split(" -j ")[1];
+        for (const f of families) expect(masqJumps(await natRules(h1, f), ns.name)).toHaveLength(1);
+        await ns.kernel.ipBatch(["link del eth0"]);
+        expect(await runFlannel(h1, "DEL", conf, { containerId: ns.name, netns: ns.path })).toBeUndefined();
+        for (const f of families)
+          expect((await natRules(h1, f)).filter((l) => l.includes(chain) || l.includes(ns.name))).toEqual([]);
+        for (const a of addrs) expect(await ipamStore(h1)).not.toContain(a);
+        expect(await kept(h1)).not.toContain(ns.name);
+      } finally {
+        await ns.destroy();
+      }
+    },
+  );
+
+  it("DEL with the namespace of one of a pod's two interfaces on the network, that interface deleted by something else, removes only its jump; eth0's and the chain stay", async () => {
+    const conf = flannelConf(h1, { delegate: {} }); // the bridge's ipMasq, as above
+    const ns = await Netns.create("cni-delnoif1");
+    try {
+      const { att, eth0, net1 } = await addEth0Net1(conf, ns);
+      const jumps = masqJumps(await natRules(h1), ns.name);
+      expect(jumps.map((l) => l.split(" ")[3]).sort()).toEqual([`${eth0}/32`, `${net1}/32`].sort());
+      const chain = jumps[0].split(" -j ")[1];
+      await ns.kernel.ipBatch(["link del net1"]);
+      expect(await runFlannel(h1, "DEL", conf, att("net1"))).toBeUndefined();
+      expect(await ipamStore(h1)).not.toContain(net1);
+      expect(masqJumps(await natRules(h1), ns.name)).toEqual(jumps.filter((l) => l.includes(`-s ${eth0}/32 `)));
+      expect(await natRules(h1)).toContain(`-N ${chain}`);
+      expect(await runFlannel(h1, "DEL", conf, att("eth0"))).toBeUndefined();
       expect((await natRules(h1)).filter((l) => l.includes(chain) || l.includes(ns.name))).toEqual([]);
       expect((await kept(h1)).filter((f) => f.startsWith(ns.name))).toEqual([]);
     } finally {
