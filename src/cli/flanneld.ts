@@ -127,8 +127,10 @@ export function adoptFlanneldEnv(
   const shadowed: Array<{ variable: string; shadowedBy: string }> = [];
   for (const [name, flag] of Object.entries(FLANNELD_FLAGS)) {
     const [from, value] = [envName("FLANNELD", name), env[envName("FLANNELD", name)]];
-    if (!("weft" in flag) || !value || value === flag.unset) continue;
+    if (!("weft" in flag) || !value) continue;
     const option = agent.options.find((o) => o.long === flag.weft)!;
+    // flanneld reads the value, so "00" is its unset 0 too.
+    if (flag.unset !== undefined && sameValue(option, value, flag.unset)) continue;
     const to = option.envVar!;
     const set = env[to];
     if (set === undefined) {

@@ -656,13 +656,16 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
     }
     // flanneld's own default, 0 (no health server), leaves the agent going: it reaches the underlay.
     await writeFile(conf, JSON.stringify(netConf("vxlan")));
-    const port0 = await runAgentWithEnv({
-      ...labEnv(),
-      WEFT_NET_CONFIG: conf,
-      FLANNELD_HEALTHZ_PORT: "0",
-      FLANNELD_IFACE: "eth9",
-    });
-    expect(port0.stderr).toMatch(/^weft: \[AGENT_UNDERLAY_NOT_FOUND\] /);
+    // "00" too: flanneld reads the number, not the spelling.
+    for (const port of ["0", "00"]) {
+      const port0 = await runAgentWithEnv({
+        ...labEnv(),
+        WEFT_NET_CONFIG: conf,
+        FLANNELD_HEALTHZ_PORT: port,
+        FLANNELD_IFACE: "eth9",
+      });
+      expect(port0.stderr).toMatch(/^weft: \[AGENT_UNDERLAY_NOT_FOUND\] /);
+    }
     for (const [variable, value, code] of [
       ["FLANNELD_IP_MASQ", "yes", "CLI_BAD_BOOLEAN"],
       ["FLANNELD_HEALTHZ_PORT", "x", "CLI_BAD_NUMBER"],
