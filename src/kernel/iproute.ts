@@ -211,8 +211,8 @@ export class Kernel {
    * Deletes lines of a table's `iptablesRules` listing in one iptables-restore transaction (all or
    * none, other rules kept): a rule (`-A …`) by its `-D …`, a chain line (`-F`, `-X`, or a
    * declaration `:NAME - [0:0]`, which flushes it) as it is. Resolves with those lines, each as the
-   * shell command that runs it alone (for messages, and a hand where it failed), and the error
-   * if it failed.
+   * shell command that runs it alone (for messages, and a hand where it failed; a declaration has
+   * no such form, and only the CNI plugin, which names none, passes one), and the error if it failed.
    */
   async iptablesDelete(
     family: 4 | 6,
