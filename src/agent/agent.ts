@@ -18,7 +18,7 @@ import type { Addr } from "../control/runtime.js";
 import { WeftError } from "../errors.js";
 import { Kernel } from "../kernel/iproute.js";
 import { removeFlannelMasq } from "../kernel/flannel-masq.js";
-import { IPMASQ_TABLE, removeIpMasq, setIpMasq } from "../kernel/ipmasq.js";
+import { IPMASQ_TABLE, removeIpMasq, syncIpMasq } from "../kernel/ipmasq.js";
 import { removeStalePodGateways } from "../kernel/pod-addresses.js";
 import { removeStaleOverlayDevices } from "../kernel/stale-devices.js";
 import { formatAnyPrefix, formatHostPort, type IpPrefix } from "../net/ip.js";
@@ -521,7 +521,7 @@ export class Agent {
       return;
     }
     const held = this.lanes.map((l) => ({ network: this.network(l.family), subnet: l.subnet! }));
-    if (this.opts.ipMasq) await setIpMasq(this.kernel, ...held);
+    await syncIpMasq(this.kernel, this.opts.ipMasq, held);
     const stale = await removeStalePodGateways(this.kernel, held);
     for (const r of stale.removed) {
       this.log.warn(

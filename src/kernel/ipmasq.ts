@@ -51,14 +51,27 @@ export function ipMasqScript(o: IpMasqOptions): string {
   ].join("\n");
 }
 
-/** Installs (or replaces) weft's masquerade rules of every family given, in one transaction. */
-export function setIpMasq(kernel: Kernel, ...families: IpMasqOptions[]): Promise<void> {
-  return kernel.nft(families.map(ipMasqScript).join(""));
+const NFT_FAMILIES = ["ip", "ip6"] as const;
+/** Deletes weft's table of an nft family, whether or not it exists. */
+const dropScript = (fam: string) => `table ${fam} ${IPMASQ_TABLE}\ndelete table ${fam} ${IPMASQ_TABLE}\n`;
+
+/**
+ * Makes weft's tables what this run asks at each publish: with ip-masq, the rules of the families
+ * given and no table of another (a dual-stack run's IPv6 one, the node now IPv4 only); without,
+ * none. A run's tables outlive it (--keep-on-exit, a kill, a failed removal), and an old one
+ * exempts only its old subnet, so it masquerades this node's pods to the other nodes'. Without
+ * ip-masq nft need not be there or work: a listing that fails counts as no table.
+ */
+export async function syncIpMasq(kernel: Kernel, on: boolean, families: IpMasqOptions[]): Promise<void> {
+  const given = new Set(on ? families.map((f) => nftFamily(f.network)) : []);
+  // Only tables that are there go, so a family nft cannot handle here (IPv6 off) is never named.
+  const present = await kernel.nftTables().catch(() => [] as string[]);
+  const stale = NFT_FAMILIES.filter((fam) => !given.has(fam) && present.includes(`${fam} ${IPMASQ_TABLE}`));
+  const script = stale.map(dropScript).join("") + (on ? families.map(ipMasqScript).join("") : "");
+  if (script) await kernel.nft(script);
 }
 
 /** Deletes weft's tables (both families); nothing happens where there is none. */
 export function removeIpMasq(kernel: Kernel): Promise<void> {
-  return kernel.nft(
-    ["ip", "ip6"].map((fam) => `table ${fam} ${IPMASQ_TABLE}\ndelete table ${fam} ${IPMASQ_TABLE}\n`).join(""),
-  );
+  return kernel.nft(NFT_FAMILIES.map(dropScript).join(""));
 }

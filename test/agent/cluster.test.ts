@@ -8,7 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { agentRequest } from "../../src/cli/agent-client.js";
 import { LabAgents, type AgentStatus, type LabAgent } from "../../src/lab/agents.js";
 import { execPlugin } from "../../src/cni/exec.js";
-import { LabCluster, labConfList, referencePluginDirs, type LabHost } from "../../src/lab/cluster.js";
+import { LAB_POD_NETWORK6, LabCluster, labConfList, referencePluginDirs, type LabHost } from "../../src/lab/cluster.js";
+import { ipMasqScript } from "../../src/kernel/ipmasq.js";
+import { parsePrefix6 } from "../../src/net/ipv6.js";
 import { formatIpv4, parsePrefix } from "../../src/net/ipv4.js";
 import { canUseNetns } from "../support/netns.js";
 import { existsSync } from "node:fs";
@@ -584,5 +586,17 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
     expect(a1.process?.exitCode).toBe(0);
     expect(await nftTables(a1.host)).toEqual([]);
     expect(await overlayDevices(a1.host)).toEqual([]);
+  });
+
+  it("weft's tables an earlier run left (--ip-masq, then killed; dual-stack then) go when the node starts without --ip-masq", async () => {
+    // An old subnet's rules would masquerade this node's pods to the other nodes'.
+    await a1.host.ns.kernel.nft(
+      ipMasqScript({ network: parsePrefix(NETWORK), subnet: parsePrefix("198.19.250.0/24") }) +
+        ipMasqScript({ network: LAB_POD_NETWORK6, subnet: parsePrefix6("2001:2:0:8001::/64") }),
+    );
+    expect((await nftTables(a1.host)).sort()).toEqual(["ip weft", "ip6 weft"]);
+    agents.start(a1);
+    await agents.waitFor(a1, "ready", (s) => s.ready, 30_000);
+    expect(await nftTables(a1.host)).toEqual([]);
   });
 });

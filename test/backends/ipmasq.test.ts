@@ -4,7 +4,7 @@
 // come back; packets to a pod on host2 keep the pod's address. Without the table, host3 cannot
 // answer at all.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ipMasqScript, removeIpMasq, setIpMasq } from "../../src/kernel/ipmasq.js";
+import { ipMasqScript, removeIpMasq, syncIpMasq } from "../../src/kernel/ipmasq.js";
 import { LabCluster, LAB_POD_NETWORK, LAB_POD_NETWORK6, type LabHost, type LabPod } from "../../src/lab/cluster.js";
 import { ping } from "../../src/lab/traffic.js";
 import { formatIpv4 } from "../../src/net/ipv4.js";
@@ -63,8 +63,8 @@ describe.skipIf(!canUseNetns())("ip-masq (nftables)", () => {
   });
 
   it("installs flannel's masquerade rules in table ip weft, and replaces them whole", async () => {
-    await setIpMasq(host1.ns.kernel, { network: LAB_POD_NETWORK, subnet: subnetOf(7) });
-    await setIpMasq(host1.ns.kernel, { network: LAB_POD_NETWORK, subnet: subnetOf(1) }); // replaces, never adds to
+    await syncIpMasq(host1.ns.kernel, true, [{ network: LAB_POD_NETWORK, subnet: subnetOf(7) }]);
+    await syncIpMasq(host1.ns.kernel, true, [{ network: LAB_POD_NETWORK, subnet: subnetOf(1) }]); // replaces, never adds to
     expect(await tables(host1)).toEqual(["ip weft"]);
     const listed = await host1.ns.exec(["nft", "list", "table", "ip", "weft"]);
     const rules = listed
@@ -87,9 +87,9 @@ describe.skipIf(!canUseNetns())("ip-masq (nftables)", () => {
     );
   });
 
-  it("dual-stack: flannel's IPv6 rules in table ip6 weft, in the same transaction; removed with the IPv4 table", async () => {
+  it("dual-stack: flannel's IPv6 rules in table ip6 weft, in the same transaction; gone when the node publishes as IPv4 only, and with the IPv4 table on exit", async () => {
     const net6 = { network: LAB_POD_NETWORK6, subnet: parsePrefix6("2001:2:0:8001::/64") };
-    await setIpMasq(host1.ns.kernel, { network: LAB_POD_NETWORK, subnet: subnetOf(1) }, net6);
+    await syncIpMasq(host1.ns.kernel, true, [{ network: LAB_POD_NETWORK, subnet: subnetOf(1) }, net6]);
     expect((await tables(host1)).sort()).toEqual(["ip weft", "ip6 weft"]);
     const listed = await host1.ns.exec(["nft", "list", "table", "ip6", "weft"]);
     expect(
@@ -106,10 +106,27 @@ describe.skipIf(!canUseNetns())("ip-masq (nftables)", () => {
       "ip6 saddr != 2001:2:0:8000::/49 ip6 daddr 2001:2:0:8000::/49 masquerade fully-random",
     ]);
     expect(listed).toContain("type nat hook postrouting priority srcnat; policy accept;");
-    // Back to IPv4 only: the IPv4 table stays as the next tests need it.
+    // Back to IPv4 only, as a restart of the node as IPv4 only publishes: the IPv6 table an
+    // earlier run left goes, the IPv4 one stays as the next tests need it.
+    await syncIpMasq(host1.ns.kernel, true, [{ network: LAB_POD_NETWORK, subnet: subnetOf(1) }]);
+    expect(await tables(host1)).toEqual(["ip weft"]);
+    // Both go on exit.
+    await syncIpMasq(host1.ns.kernel, true, [{ network: LAB_POD_NETWORK, subnet: subnetOf(1) }, net6]);
     await removeIpMasq(host1.ns.kernel);
     expect(await tables(host1)).toEqual([]);
-    await setIpMasq(host1.ns.kernel, { network: LAB_POD_NETWORK, subnet: subnetOf(1) });
+    await syncIpMasq(host1.ns.kernel, true, [{ network: LAB_POD_NETWORK, subnet: subnetOf(1) }]);
+  });
+
+  it("without ip-masq, weft's tables an earlier run left go (both families), and none there is nothing to do", async () => {
+    const v4 = { network: LAB_POD_NETWORK, subnet: subnetOf(7) };
+    const net6 = { network: LAB_POD_NETWORK6, subnet: parsePrefix6("2001:2:0:8001::/64") };
+    await host1.ns.kernel.nft(ipMasqScript(v4) + ipMasqScript(net6));
+    await host1.ns.exec(["nft", "add", "table", "ip", "users-own"]);
+    await syncIpMasq(host1.ns.kernel, false, [{ network: LAB_POD_NETWORK, subnet: subnetOf(1) }]);
+    expect(await tables(host1)).toEqual(["ip users-own"]);
+    await syncIpMasq(host1.ns.kernel, false, []);
+    await host1.ns.exec(["nft", "delete", "table", "ip", "users-own"]);
+    await syncIpMasq(host1.ns.kernel, true, [{ network: LAB_POD_NETWORK, subnet: subnetOf(1) }]);
   });
 
   it("masquerades a pod's packets leaving the pod network: host3 sees host1's underlay address and answers", async () => {
