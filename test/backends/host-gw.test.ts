@@ -115,6 +115,25 @@ describe.skipIf(!canUseNetns())("host-gw backend (kernel)", () => {
     expect(n1.backend.counters().driftRepairs).toBe(2); // the earlier test's, no more
   });
 
+  it("takes a route someone deleted after the round read it as removed, not as a kernel error", async () => {
+    await n1.backend.setPeer(peerOf("c", subnetOf(5), host2.underlayAddr, { type: "host-gw" }));
+    const kernel = host1.ns.kernel;
+    const write = kernel.ipBatchForce.bind(kernel);
+    const spy = vi.spyOn(kernel, "ipBatchForce").mockImplementationOnce(async (lines) => {
+      await host1.ns.ip("route del 198.19.5.0/24");
+      return write(lines);
+    });
+    const { kernelErrors } = n1.backend.counters();
+    try {
+      await n1.backend.removePeer("c");
+      expect(spy).toHaveBeenCalledWith(["route del 198.19.5.0/24 via 198.18.0.12 dev eth0"]);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(n1.backend.counters().kernelErrors).toBe(kernelErrors);
+    expect(n1.c.log.errors().filter((m) => m.includes("kernel refused"))).toEqual([]);
+  });
+
   it("refuses to start when the public address is not on the underlay interface (NAT)", async () => {
     const b = createBackend("host-gw", {}, { ...n1.c.ctx, underlay: { ...n1.c.ctx.underlay, addr: 0xc61200fe } });
     await expect(b.start()).rejects.toThrow(
