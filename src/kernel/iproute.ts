@@ -69,7 +69,7 @@ export class Kernel {
   async ipJson<T = unknown[]>(args: string[]): Promise<T> {
     const r = await run("ip", [...this.nsArgs(), "-json", ...args]);
     if (r.code !== 0) throw commandError("ip", args.join(" "), r);
-    return (r.stdout.trim() ? JSON.parse(r.stdout) : []) as T;
+    return r.stdout.trim() ? ipJsonParse<T>(args.join(" "), r.stdout) : ([] as T);
   }
 
   /** `bridge -json <args>` parsed. */
@@ -147,9 +147,11 @@ export class Kernel {
     const outputs = stdout.split("\n").filter((l) => l.trim() !== "");
     const failed = new Set(failures.map((f) => f.line));
     let next = 0;
-    const answers = lines.map((_, i) =>
-      failed.has(i + 1) || next >= outputs.length ? undefined : (JSON.parse(outputs[next++]) as T),
-    );
+    const answers: (T | undefined)[] = [];
+    for (const [i, line] of lines.entries())
+      answers.push(
+        failed.has(i + 1) || next >= outputs.length ? undefined : await ipJsonParse<T>(line, outputs[next++]),
+      );
     return { answers, failures };
   }
 
@@ -325,6 +327,23 @@ export class Kernel {
     const at = /Command failed -:(\d+)/.exec(r.stderr);
     const line = at ? lines[Number(at[1]) - 1] : lines.join("; ");
     throw commandError(tool, line, r);
+  }
+}
+
+/**
+ * `ip -json <command>`'s output parsed. Before iproute2 5.0 `ip -json route get` printed text
+ * (host-gw and vxlan's DirectRouting read it every round), so text says iproute2 is too old.
+ */
+async function ipJsonParse<T>(command: string, text: string): Promise<T> {
+  try {
+    return JSON.parse(text) as T;
+  } catch (cause) {
+    const version = (await run("ip", ["-V"])).stdout.trim();
+    throw new WeftError(
+      "KERNEL_IPROUTE2_TOO_OLD",
+      `\`ip -json ${command}\` printed no JSON (${version}); weft needs iproute2 5.0 or later: upgrade iproute2`,
+      { cause },
+    );
   }
 }
 
