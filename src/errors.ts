@@ -83,7 +83,11 @@ export type AgentErrorCode =
   | "AGENT_SWAP_STOP_FAILED";
 
 /** Kernel state through iproute2 and nft (src/kernel). */
-export type KernelErrorCode = "KERNEL_TOOL_MISSING" | "KERNEL_COMMAND_FAILED" | "KERNEL_SYSCTL_READ_ONLY";
+export type KernelErrorCode =
+  | "KERNEL_TOOL_MISSING"
+  | "KERNEL_COMMAND_FAILED"
+  | "KERNEL_SYSCTL_READ_ONLY"
+  | "KERNEL_IPROUTE2_TOO_OLD";
 
 /** Backends and what they keep in the state dir (src/backends). */
 export type BackendErrorCode =

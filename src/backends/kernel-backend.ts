@@ -182,12 +182,16 @@ export abstract class KernelBackend implements Backend {
   private async runRound(round: Round, teardown: boolean): Promise<void> {
     const { kernel } = this.ctx;
     const full = round.full;
+    // The peers as the round starts: one removed meanwhile is the next round's (its entries are
+    // in that round's scope only while `written` still has them).
+    const peers = new Map(this.peers);
     // Devices are checked in full rounds only (reconcile), which keeps a round for one peer to a
     // few iproute2 calls; a full round puts back everything a re-created device lost.
     if (full && !teardown) await this.ensureDevices();
-    for (const name of round.names) if (!this.peers.has(name)) this.unreachable.forget(name);
+    for (const name of round.names) if (!peers.has(name)) this.unreachable.forget(name);
     const planned = await this.planPeers(
-      full ? [...this.peers.values()] : [...round.names].flatMap((n) => this.peers.get(n) ?? []),
+      full ? [...peers.values()] : [...round.names].flatMap((n) => peers.get(n) ?? []),
+      [...peers.values()],
     );
     // The peers this round is about: those named, and those whose entries changed (a full round
     // re-plans everyone). Keys of their old and new entries are in scope; any other entry the
@@ -202,7 +206,7 @@ export abstract class KernelBackend implements Backend {
     // peer leaves and another takes in the same round is not removed).
     const want = emptyEntrySets();
     for (const [name, entries] of this.written)
-      if (!planned.has(name) && this.peers.has(name)) addPeerEntries(want, entries);
+      if (!planned.has(name) && peers.has(name)) addPeerEntries(want, entries);
     for (const entries of planned.values()) if (entries) addPeerEntries(want, entries);
 
     const changes = diffEntries(
@@ -212,7 +216,7 @@ export abstract class KernelBackend implements Backend {
     );
     const failures = await applyChanges(kernel, changes);
 
-    for (const name of this.written.keys()) if (!this.peers.has(name)) this.written.delete(name);
+    for (const name of this.written.keys()) if (!peers.has(name)) this.written.delete(name);
     for (const [name, entries] of planned) entries ? this.written.set(name, entries) : this.written.delete(name);
 
     const keys = changedKeys(changes);
@@ -232,10 +236,9 @@ export abstract class KernelBackend implements Backend {
     }
   }
 
-  /** Checks announcements and overlaps, then asks the backend; records who is unreachable. */
-  private async planPeers(peers: BackendPeer[]): Promise<Map<string, PeerEntries | undefined>> {
+  /** Checks announcements and overlaps (against those before in `order`), then asks the backend; records who is unreachable. */
+  private async planPeers(peers: BackendPeer[], order: BackendPeer[]): Promise<Map<string, PeerEntries | undefined>> {
     const own = this.announcement();
-    const order = [...this.peers.values()];
     const problems = new Map<string, string>();
     for (const p of peers) {
       const before = order.slice(0, order.indexOf(p));

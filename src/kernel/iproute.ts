@@ -69,7 +69,7 @@ export class Kernel {
   async ipJson<T = unknown[]>(args: string[]): Promise<T> {
     const r = await run("ip", [...this.nsArgs(), "-json", ...args]);
     if (r.code !== 0) throw commandError("ip", args.join(" "), r);
-    return (r.stdout.trim() ? JSON.parse(r.stdout) : []) as T;
+    return r.stdout.trim() ? ipJsonParse<T>(args.join(" "), r.stdout) : ([] as T);
   }
 
   /** `bridge -json <args>` parsed. */
@@ -96,18 +96,18 @@ export class Kernel {
   async ipBatchForce(lines: string[]): Promise<BatchFailure[]> {
     const { failures } = await this.forceBatch("ip", lines, false);
     const stopped = failures.find((f) => f.line === undefined);
-    if (!stopped) return failures;
+    if (!stopped) return failures.filter(refused);
     // iproute2's `ip neigh` exits at once when the kernel refuses it, even under -force, without
     // saying which line: the lines after the last one reported run again, halved until the one
     // that stops a batch runs alone, so a refusal costs some 2·log2(n) calls, not n.
     const from = Math.max(0, ...failures.map((f) => f.line ?? 0));
-    return [...failures.filter((f) => f !== stopped), ...(await this.ipBatchAgain(lines, from, lines.length))];
+    return [
+      ...failures.filter((f) => f !== stopped && refused(f)),
+      ...(await this.ipBatchAgain(lines, from, lines.length)),
+    ];
   }
 
-  /**
-   * Runs lines[from, to) again under -force; a delete that finds nothing there now may have run
-   * the first time, and its goal holds either way, so it is no failure.
-   */
+  /** Runs lines[from, to) again under -force (a delete that finds nothing now may have run the first time). */
   private async ipBatchAgain(lines: string[], from: number, to: number): Promise<BatchFailure[]> {
     if (from >= to) return [];
     const { failures } = await this.forceBatch("ip", lines.slice(from, to), false);
@@ -117,7 +117,7 @@ export class Kernel {
       .map((f) => (f === stopped && alone ? { ...f, line: 1, command: lines[from] } : f))
       .filter((f) => f.line !== undefined)
       .map((f) => ({ ...f, line: f.line! + from }))
-      .filter((f) => !(/^\S+ del /.test(f.command) && /No such file or directory|No such process/.test(f.message)));
+      .filter(refused);
     if (!stopped || alone) return reported;
     const rest = from + Math.max(0, ...failures.map((f) => f.line ?? 0));
     const half = rest + Math.ceil((to - rest) / 2);
@@ -130,7 +130,7 @@ export class Kernel {
 
   /** `bridge -force -batch`, as ipBatchForce. */
   async bridgeBatchForce(lines: string[]): Promise<BatchFailure[]> {
-    return (await this.forceBatch("bridge", lines, false)).failures;
+    return (await this.forceBatch("bridge", lines, false)).failures.filter(refused);
   }
 
   /**
@@ -147,9 +147,11 @@ export class Kernel {
     const outputs = stdout.split("\n").filter((l) => l.trim() !== "");
     const failed = new Set(failures.map((f) => f.line));
     let next = 0;
-    const answers = lines.map((_, i) =>
-      failed.has(i + 1) || next >= outputs.length ? undefined : (JSON.parse(outputs[next++]) as T),
-    );
+    const answers: (T | undefined)[] = [];
+    for (const [i, line] of lines.entries())
+      answers.push(
+        failed.has(i + 1) || next >= outputs.length ? undefined : await ipJsonParse<T>(line, outputs[next++]),
+      );
     return { answers, failures };
   }
 
@@ -326,6 +328,31 @@ export class Kernel {
     const line = at ? lines[Number(at[1]) - 1] : lines.join("; ");
     throw commandError(tool, line, r);
   }
+}
+
+/**
+ * `ip -json <command>`'s output parsed. Before iproute2 5.0 `ip -json route get` printed text
+ * (host-gw and vxlan's DirectRouting read it every round), so text says iproute2 is too old.
+ */
+async function ipJsonParse<T>(command: string, text: string): Promise<T> {
+  try {
+    return JSON.parse(text) as T;
+  } catch (cause) {
+    const version = (await run("ip", ["-V"])).stdout.trim();
+    throw new WeftError(
+      "KERNEL_IPROUTE2_TOO_OLD",
+      `\`ip -json ${command}\` printed no JSON (${version}); weft needs iproute2 5.0 or later: upgrade iproute2`,
+      { cause },
+    );
+  }
+}
+
+/**
+ * Whether a failure is one: a delete that finds nothing (someone removed the entry after it was
+ * read) has its goal, so it is no failure.
+ */
+function refused(f: BatchFailure): boolean {
+  return !(/^\S+ del /.test(f.command) && /No such file or directory|No such process/.test(f.message));
 }
 
 /** Reads `-force` batch errors: each line's messages, then "Command failed -:N". */

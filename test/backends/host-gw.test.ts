@@ -1,7 +1,7 @@
 // The kernel `host-gw` backend in a two-host lab: a route per peer via its underlay address,
 // pod-to-pod pings, reconcile, a peer that is not on the same L2 reported (never a route into
 // nothing), removal and stop.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { createBackend } from "../../src/backends/index.js";
 import type { LabCluster, LabHost } from "../../src/lab/cluster.js";
 import { ping } from "../../src/lab/traffic.js";
@@ -79,6 +79,59 @@ describe.skipIf(!canUseNetns())("host-gw backend (kernel)", () => {
     expect(routes.map((r) => r.dst)).not.toContain("198.19.88.0/24");
     expect(n1.backend.counters().driftRepairs).toBe(2);
     expect((await ping(host1.pods[0], host2.pods[0].addr, { count: 2 })).received).toBe(2);
+  });
+
+  it("removes the route of a peer removed while a round for another peer runs", async () => {
+    const peer = (name: string, i: number) => peerOf(name, subnetOf(i), host2.underlayAddr, { type: "host-gw" });
+    await Promise.all([n1.backend.setPeer(peer("a", 7)), n1.backend.setPeer(peer("b", 8))]);
+    // b's next round is held in its first kernel read (the real one runs once released) until a is removed.
+    const kernel = host1.ns.kernel;
+    const read = kernel.ipJsonBatch.bind(kernel);
+    let entered!: () => void;
+    let release!: () => void;
+    const inRound = new Promise<void>((r) => (entered = r));
+    const held = new Promise<void>((r) => (release = r));
+    const spy = vi.spyOn(kernel, "ipJsonBatch").mockImplementationOnce(async (lines, family) => {
+      entered();
+      await held;
+      return read(lines, family);
+    });
+    try {
+      const moved = n1.backend.setPeer(peer("b", 6));
+      await inRound;
+      const removed = n1.backend.removePeer("a");
+      release();
+      await Promise.all([moved, removed]);
+    } finally {
+      release();
+      spy.mockRestore();
+    }
+    const dsts = (await podRoutes(host1)).map((r) => r.dst);
+    expect(dsts).toContain("198.19.6.0/24");
+    expect(dsts).not.toContain("198.19.7.0/24");
+    expect(dsts).not.toContain("198.19.8.0/24");
+    await n1.backend.removePeer("b");
+    await n1.backend.reconcile();
+    expect(n1.backend.counters().driftRepairs).toBe(2); // the earlier test's, no more
+  });
+
+  it("takes a route someone deleted after the round read it as removed, not as a kernel error", async () => {
+    await n1.backend.setPeer(peerOf("c", subnetOf(5), host2.underlayAddr, { type: "host-gw" }));
+    const kernel = host1.ns.kernel;
+    const write = kernel.ipBatchForce.bind(kernel);
+    const spy = vi.spyOn(kernel, "ipBatchForce").mockImplementationOnce(async (lines) => {
+      await host1.ns.ip("route del 198.19.5.0/24");
+      return write(lines);
+    });
+    const { kernelErrors } = n1.backend.counters();
+    try {
+      await n1.backend.removePeer("c");
+      expect(spy).toHaveBeenCalledWith(["route del 198.19.5.0/24 via 198.18.0.12 dev eth0"]);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(n1.backend.counters().kernelErrors).toBe(kernelErrors);
+    expect(n1.c.log.errors().filter((m) => m.includes("kernel refused"))).toEqual([]);
   });
 
   it("refuses to start when the public address is not on the underlay interface (NAT)", async () => {

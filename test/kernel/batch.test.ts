@@ -44,6 +44,16 @@ describe.skipIf(!canUseNetns())("ip -force -batch", () => {
       }),
     ]);
   });
+  it("takes a route or FDB delete that finds nothing as done, not as a failure", async () => {
+    // Deleted by someone else between reading and writing: the goal holds.
+    expect(await ns.kernel.ipBatchForce(["route del 198.19.6.0/24 dev kb0"])).toEqual([]);
+    await ns.ip("link add kbvx type vxlan id 42 dstport 4789 local 198.18.0.1 nolearning");
+    expect(await ns.kernel.bridgeBatchForce(["fdb del 02:00:00:00:00:42 dev kbvx dst 198.18.0.42 self"])).toEqual([]);
+    // A delete refused for another reason still is a failure.
+    expect(await ns.kernel.bridgeBatchForce(["fdb del 02:00:00:00:00:42 dev kb9 dst 198.18.0.42 self"])).toEqual([
+      expect.objectContaining({ line: 1 }),
+    ]);
+  });
   it("finds the lines a stopped batch left by halving the rest, not one call per line", async () => {
     const addr = (i: number) => `198.18.0.${100 + i}`;
     const mac = (i: number) => `02:00:00:00:01:${(100 + i).toString(16)}`;
