@@ -17,6 +17,7 @@
 import type { Logger } from "pino";
 import { DATAPLANE_MAX_MTU, UserspaceDataplane, type DataplaneCounters } from "../../dataplane/dataplane.js";
 import { readRoutes } from "../../kernel/entries.js";
+import { removeStaleGatewayRoutes } from "../../kernel/stale-routes.js";
 import { readAddresses, readLink } from "../../kernel/links.js";
 import { isWeftError, WeftError } from "../../errors.js";
 import { formatMac, parseMac } from "../../net/ipv4.js";
@@ -192,6 +193,7 @@ export class UserspaceBackend implements Backend {
       this.stats.done(sysctls.length);
       await this.dataplane.start(this.ctx.kernel);
       this.stats.done(3); // the TUN device's MTU, address and link state
+      await this.removeStaleRoutes();
     } catch (err) {
       // A stop() meanwhile makes the dataplane's start reject: no kernel error, and the state
       // stays "stopped".
@@ -206,6 +208,29 @@ export class UserspaceBackend implements Backend {
       `${this.type} backend started`,
     );
     return a;
+  }
+
+  /**
+   * Gateway routes to node subnets (host-gw's, vxlan DirectRouting's: flannel's, or weft's kept
+   * ones) would take pod traffic past the TUN device; only a kernel backend removes them itself.
+   */
+  private async removeStaleRoutes(): Promise<void> {
+    const { removed, failures } = await removeStaleGatewayRoutes(
+      this.ctx.kernel,
+      this.ctx.network,
+      this.ctx.subnet.len,
+    );
+    this.stats.done(removed.length + failures.length, failures.length);
+    for (const r of removed)
+      this.logger.warn(
+        { code: "BACKEND_STALE_ROUTE", dst: formatAnyPrefix(r.dst), via: formatAddr(r.gateway!), dev: r.dev },
+        `removed the route to ${formatAnyPrefix(r.dst)} via ${formatAddr(r.gateway!)}, a node subnet's route (flannel's, or kept from a kernel backend) that would take pod traffic past ${this.tunName}`,
+      );
+    for (const f of failures)
+      this.logger.warn(
+        { code: "BACKEND_STALE_ROUTE", command: f.command },
+        `could not remove a stale route: ${f.message}; remove it by hand (ip route del), or pod traffic to that subnet goes past ${this.tunName}`,
+      );
   }
 
   /**
