@@ -9,6 +9,7 @@
 //   4. from outside the pod network to this host's pods: no NAT (keeps client addresses);
 //   5. pod network to anywhere else except multicast: masquerade;
 //   6. from outside the pod network (this host itself) to pods elsewhere: masquerade.
+import { isWeftError } from "../errors.js";
 import { familyOf, formatAnyPrefix, type IpPrefix } from "../net/ip.js";
 import type { Kernel } from "./iproute.js";
 
@@ -60,13 +61,20 @@ const dropScript = (fam: string) => `table ${fam} ${IPMASQ_TABLE}\ndelete table 
  * given and no table of another (a dual-stack run's IPv6 one, the node now IPv4 only); without,
  * none. A run's tables outlive it (--keep-on-exit, a kill, a failed removal), and an old one
  * exempts only its old subnet, so it masquerades this node's pods to the other nodes'. Without
- * ip-masq nft need not be there or work: a listing that fails counts as no table.
+ * ip-masq nft need not be there.
  */
 export async function syncIpMasq(kernel: Kernel, on: boolean, families: IpMasqOptions[]): Promise<void> {
   const given = new Set(on ? families.map((f) => nftFamily(f.network)) : []);
-  // Only tables that are there go, so a family nft cannot handle here (IPv6 off) is never named.
-  const present = await kernel.nftTables().catch(() => [] as string[]);
-  const stale = NFT_FAMILIES.filter((fam) => !given.has(fam) && present.includes(`${fam} ${IPMASQ_TABLE}`));
+  const others = NFT_FAMILIES.filter((fam) => !given.has(fam));
+  // Only tables that are there go in the transaction, so a family nft cannot handle here (IPv6
+  // off) is never named in it. A listing that fails where nft is there: each family's table is
+  // dropped on its own, a failure (that family unsupported) meaning there is none.
+  const present = await kernel.nftTables().catch((err: unknown) => {
+    if (isWeftError(err, "KERNEL_TOOL_MISSING")) return [] as string[];
+    return undefined;
+  });
+  if (present === undefined) for (const fam of others) await kernel.nft(dropScript(fam)).catch(() => undefined);
+  const stale = present ? others.filter((fam) => present.includes(`${fam} ${IPMASQ_TABLE}`)) : [];
   const script = stale.map(dropScript).join("") + (on ? families.map(ipMasqScript).join("") : "");
   if (script) await kernel.nft(script);
 }

@@ -5,21 +5,38 @@
 // network, they take pod traffic past the dataplane, to a node that may no longer hold the subnet.
 // Only a kernel backend reconciles routes of the network, so a userspace backend removes them at
 // its start: main-table routes inside the pod network, at least as long as a node subnet, via a
-// gateway, this node's own subnet too (a route there is a former peer's, which would take the
+// gateway on the underlay device, this node's own subnet too (a route there is a former peer's, which would take the
 // traffic of this node's own pods). Nothing else matches: an on-link route, a route via a gateway
 // that contains the network (the default route), a route outside the network.
 import type { IpPrefix } from "../net/ip.js";
 import { readRoutes, ROUTE, type RouteEntry } from "./entries.js";
 import type { BatchFailure, Kernel } from "./iproute.js";
 
-/** Removes the gateway routes to node subnets (`subnetLen` or longer) of `network`; returns the removed and the refusals. */
+/**
+ * Removes the gateway routes on the underlay device `dev` to node subnets (`subnetLen` or longer)
+ * of `network` (flannel's and weft's kernel backends route peers there; a route on another device
+ * is someone else's); returns the removed and the refusals.
+ */
 export async function removeStaleGatewayRoutes(
   kernel: Kernel,
   network: IpPrefix,
   subnetLen: number,
+  dev: string,
 ): Promise<{ removed: RouteEntry[]; failures: BatchFailure[] }> {
-  const stale = (await readRoutes(kernel, network)).filter((r) => r.gateway !== undefined && r.dst.len >= subnetLen);
+  const staleNow = async () =>
+    (await readRoutes(kernel, network)).filter(
+      (r) => r.gateway !== undefined && r.dst.len >= subnetLen && r.dev === dev,
+    );
+  const stale = await staleNow();
+  if (stale.length === 0) return { removed: [], failures: [] };
   const failures = await kernel.ipBatchForce(stale.map((r) => ROUTE.del(r)));
+  // A delete that matches nothing counts as done (the route went meanwhile), but so does one whose
+  // line did not match a route that is there (one on a nexthop object): only what a second read
+  // lacks is gone.
   const refused = new Set(failures.map((f) => f.command));
-  return { removed: stale.filter((r) => !refused.has(ROUTE.del(r))), failures };
+  const left = new Set((await staleNow()).map((r) => ROUTE.del(r)));
+  for (const command of left)
+    if (!refused.has(command))
+      failures.push({ command, message: "the route is still there after its removal (a route on a nexthop object?)" });
+  return { removed: stale.filter((r) => !left.has(ROUTE.del(r))), failures };
 }

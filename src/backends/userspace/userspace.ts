@@ -194,6 +194,10 @@ export class UserspaceBackend implements Backend {
       await this.dataplane.start(this.ctx.kernel);
       this.stats.done(3); // the TUN device's MTU, address and link state
       await this.removeStaleRoutes();
+      // A stop() meanwhile stopped the dataplane: this start must not say running. (TypeScript
+      // keeps the state narrowed to "new" across the awaits.)
+      if ((this.state as string) === "stopped")
+        throw new WeftError("DATAPLANE_STOPPED", "the backend was stopped while it started; nothing to do");
     } catch (err) {
       // A stop() meanwhile makes the dataplane's start reject: no kernel error, and the state
       // stays "stopped".
@@ -219,6 +223,7 @@ export class UserspaceBackend implements Backend {
       this.ctx.kernel,
       this.ctx.network,
       this.ctx.subnet.len,
+      this.ctx.underlay.iface,
     );
     this.stats.done(removed.length + failures.length, failures.length);
     for (const r of removed)
