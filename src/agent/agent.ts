@@ -549,6 +549,8 @@ export class Agent {
       await rm(this.opts.subnetFile, { force: true });
       return;
     }
+    // A stop or a fatal error during the awaits above said not ready: that stays (stop() removes the file).
+    if (this.stopping || this.fatalError) return;
     this.ready = true;
     this.publishDue = false;
     for (const { from, to } of this.replaced.splice(0))

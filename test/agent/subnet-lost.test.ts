@@ -10,7 +10,8 @@
 // - with none left, it waits for one; stopped then (SIGTERM), it exits 0 like any stop, and leaves
 //   nothing of its backend behind;
 // - lost while a backend swap is under way (its loss's task queued behind it): subnet.env goes at
-//   once, and the swap's publish neither writes the lost subnet again nor says ready.
+//   once, and the swap's publish neither writes the lost subnet again nor says ready; nor does a
+//   publish under way when the agent is stopped.
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { chmod, mkdir, readFile, rm, rmdir, writeFile } from "node:fs/promises";
@@ -292,5 +293,27 @@ describe.skipIf(!canUseNetns())("agents: a subnet lost while a backend swap is u
     );
     expect(order).toEqual(["AGENT_SUBNET_LOST", "AGENT_SUBNET_REPLACED", "ready"]);
     expect(await readFile(file, "utf8")).toContain(`FLANNEL_SUBNET=${firstAddress(now.subnet!)}\n`);
+  });
+
+  it("a stop while the swap's publish is under way: the publish says ready no more", async () => {
+    const a2 = env.all[1];
+    const since = await env.agents.logSize(a2);
+    try {
+      // Only the gateway listing, which publish() runs after its check that no stop is under way.
+      await holdSwap("addr show type bridge", 3);
+      a2.process!.kill("SIGTERM");
+      await eventually(
+        "its stop begun",
+        () => logRecords(a2.dir, since),
+        (r) => r.some((x) => x.msg === "stopping"),
+        10_000,
+      );
+    } finally {
+      await rm(gate, { force: true });
+    }
+    expect(await env.agents.exited(a2)).toBe(0);
+    // Before, the publish went on to set ready (/readyz answered 200 until weft.sock closed) and logged it.
+    const msgs = (await logRecords(a2.dir, since)).map((r) => r.msg);
+    expect(msgs.slice(msgs.indexOf("stopping"))).not.toContain("ready");
   });
 });
