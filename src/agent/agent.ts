@@ -535,12 +535,22 @@ export class Agent {
         `could not remove a stale gateway: ${f.message}`,
       );
     const mtu = this.podMtu()!;
+    // A subnet lost while this publish's task (a swap, a restart, start's first backend) ran is
+    // another node's: subnetLost took subnet.env away at once, and its queued task does the rest.
+    if (this.unpublishable()) return;
     await writeSubnetEnv(this.opts.subnetFile, {
       ...(l4 && { v4: { network: this.conf.space!.network, subnet: l4.subnet as Ipv4Prefix } }),
       ...(l6 && { v6: { network: this.conf.space6!.network, subnet: l6.subnet as Ipv6Prefix } }),
       mtu,
       ipMasq: this.opts.ipMasq,
     });
+    // Lost during the write: the removal may have come before the file was renamed into place.
+    if (this.unpublishable()) {
+      await rm(this.opts.subnetFile, { force: true });
+      return;
+    }
+    // A stop or a fatal error during the awaits above said not ready: that stays (stop() removes the file).
+    if (this.stopping || this.fatalError) return;
     this.ready = true;
     this.publishDue = false;
     for (const { from, to } of this.replaced.splice(0))
@@ -735,6 +745,13 @@ export class Agent {
    * it, the other family's loss, a failed backend's restart, the reconcile and SIGHUP waited too.
    */
   private async subnetLost(lost: string): Promise<void> {
+    // At once, not behind a swap or restart under way (seconds): until the queue gets to the loss,
+    // the CNI plugin would hand out addresses of another node's subnet, and the node was ready.
+    // publish() writes nothing of a lost subnet meanwhile; the queued task then stops its backend.
+    if (this.lanes.some((l) => l.subnet && formatAnyPrefix(l.subnet) === lost)) {
+      this.ready = false;
+      rmSync(this.opts.subnetFile, { force: true });
+    }
     const gone = await this.serially(async () => {
       const lane = this.forgetLost(lost, `removing ${this.opts.subnetFile} and stopping its backend`);
       if (!lane) return undefined;
@@ -783,6 +800,19 @@ export class Agent {
       return;
     }
     await this.publish().catch((err) => this.publishFailed(err));
+  }
+
+  /**
+   * Whether a lane's subnet is no longer this node's lease (lost, its queued loss not yet run):
+   * nothing of it is to be written or called ready. Sets what the node waits for.
+   */
+  private unpublishable(): boolean {
+    const lost = this.lanes.find((l) => {
+      const leases = l.family === 4 ? this.control.leases4 : this.control.leases6;
+      return !l.subnet || formatAnyPrefix(l.subnet) !== leases?.currentLease()?.subnet;
+    });
+    if (lost) this.waitingFor = this.awaitingLease(lost);
+    return lost !== undefined;
   }
 
   /** Why a lane that lost its subnet is not ready (whyNotReady adds the lease layer's reason). */

@@ -8,11 +8,16 @@
 //   subnet.env for it (AGENT_PUBLISH_FAILED) fails, it stays up, not ready with the reason, tries
 //   again with backoff, and serves the new subnet once the cause is gone;
 // - with none left, it waits for one; stopped then (SIGTERM), it exits 0 like any stop, and leaves
-//   nothing of its backend behind.
+//   nothing of its backend behind;
+// - lost while a backend swap is under way (its loss's task queued behind it): subnet.env goes at
+//   once, and the swap's publish neither writes the lost subnet again nor says ready; nor does a
+//   publish under way when the agent is stopped.
+import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, readFile, rm, rmdir, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readFile, rm, rmdir, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { agentRequest } from "../../src/cli/agent-client.js";
 import { VTEP_MAC_FILE } from "../../src/backends/vtep-mac.js";
 import { STATE_FILE } from "../../src/control/lease/store.js";
@@ -20,7 +25,7 @@ import { atomicTempPath } from "../../src/fs/atomic-write.js";
 import { pingWhenRouted } from "../../src/lab/traffic.js";
 import { formatIpv4, parsePrefix, prefixContains } from "../../src/net/ipv4.js";
 import { canUseNetns } from "../support/netns.js";
-import { agentLab, coded, eventually, firstAddress, restartGivingSubnet, NETWORK } from "./support.js";
+import { agentLab, coded, eventually, firstAddress, logRecords, restartGivingSubnet, NETWORK } from "./support.js";
 
 describe.skipIf(!canUseNetns())("agents: a lost IPv4 subnet, replaced", () => {
   const env = agentLab({
@@ -193,5 +198,122 @@ describe.skipIf(!canUseNetns())("agents: a subnet lost while the node was down",
     await expect(readFile(env.agents.subnetFile(a2), "utf8")).rejects.toMatchObject({ code: "ENOENT" });
     await env.agents.stop(a2, "SIGTERM");
     expect(await env.agents.exited(a2)).toBe(0);
+  });
+});
+
+describe.skipIf(!canUseNetns())("agents: a subnet lost while a backend swap is under way", () => {
+  // host2's `ip` commands that contain what the gate file holds (any, if it is empty) wait while it
+  // exists (at most a minute): a SIGHUP swap is held in the backend-change queue meanwhile.
+  const bin = join(tmpdir(), `weft-ip-gate-${process.pid}`);
+  const gate = join(bin, "gate");
+  const held = join(bin, "held");
+  const env = agentLab({
+    tag: "als",
+    hosts: 2,
+    conf: () => ({ Network: NETWORK, Backend: { Type: "vxlan" } }),
+    settled: { what: "its peer", check: (s) => s.ready && s.peers.length === 1 },
+    beforeStart: async () => {
+      const ip = execFileSync("sh", ["-c", "command -v ip"], { encoding: "utf8" }).trim();
+      await mkdir(bin, { recursive: true });
+      await writeFile(
+        join(bin, "ip"),
+        [
+          "#!/bin/sh",
+          "i=0",
+          `while [ -e '${gate}' ] && [ $i -lt 600 ] && case "$*" in *"$(cat '${gate}' 2>/dev/null)"*) true ;; *) false ;; esac; do`,
+          `  touch '${held}'; sleep 0.1; i=$((i+1))`,
+          "done",
+          `exec '${ip}' "$@"`,
+          "",
+        ].join("\n"),
+      );
+      await chmod(join(bin, "ip"), 0o755);
+    },
+    setup: (a) => {
+      if (a === env.all[1]) a.env = { PATH: `${bin}:${process.env.PATH}` };
+    },
+  });
+  afterAll(() => rm(bin, { recursive: true, force: true }));
+
+  /** Opens the gate for host2's ip commands holding `only` (any, if empty), then SIGHUPs a swap to VNI `vni`, held. */
+  const holdSwap = async (only: string, vni: number) => {
+    const a2 = env.all[1];
+    await rm(held, { force: true });
+    await writeFile(gate, only);
+    await writeFile(
+      env.agents.netConfPath(a2),
+      JSON.stringify({ Network: NETWORK, Backend: { Type: "vxlan", VNI: vni } }),
+    );
+    env.agents.reload(a2);
+    await env.agents.waitFor(
+      a2,
+      "its swap under way",
+      (s) => (s as { waitingFor?: string }).waitingFor === "swapping the backend",
+      30_000,
+    );
+    await eventually(
+      "an ip command of the swap held",
+      async () => existsSync(held),
+      (h) => h,
+      30_000,
+    );
+  };
+
+  it("subnet.env goes at once; the swap's publish, which runs before the loss's task, neither writes it nor says ready", async () => {
+    const [a1, a2] = env.all;
+    const lost = (await env.agents.status(a2)).subnet!;
+    const file = env.agents.subnetFile(a2);
+    const since = await env.agents.logSize(a2);
+    try {
+      await holdSwap("", 2);
+      await restartGivingSubnet(env.agents, a1, STATE_FILE, a2.host.name, a1.host.name, false);
+      await eventually(
+        "host2 told of the loss",
+        () => coded(a2.dir, since, "LEASE_LOST"),
+        (r) => r.length === 1,
+        30_000,
+      );
+      // The loss's task still waits behind the swap; before, subnet.env named the lost subnet until it ran.
+      expect(await coded(a2.dir, since, "AGENT_SUBNET_LOST")).toEqual([]);
+      expect(existsSync(file)).toBe(false);
+      await expect(agentRequest(a2.stateDir, "GET", "/readyz")).rejects.toThrow(/not ready/);
+    } finally {
+      await rm(gate, { force: true });
+    }
+    const now = await env.agents.waitFor(
+      a2,
+      "a new subnet, ready again",
+      (s) => s.ready && s.subnet !== undefined && s.subnet !== lost,
+      60_000,
+    );
+    // Before, the swap's publish wrote subnet.env for the lost subnet and logged "ready" ahead of
+    // AGENT_SUBNET_LOST: the one "ready" now is the new subnet's.
+    const order = (await logRecords(a2.dir, since)).flatMap((r) =>
+      r.msg === "ready" ? ["ready"] : typeof r.code === "string" && r.code.startsWith("AGENT_SUBNET_") ? [r.code] : [],
+    );
+    expect(order).toEqual(["AGENT_SUBNET_LOST", "AGENT_SUBNET_REPLACED", "ready"]);
+    expect(await readFile(file, "utf8")).toContain(`FLANNEL_SUBNET=${firstAddress(now.subnet!)}\n`);
+  });
+
+  it("a stop while the swap's publish is under way: the publish says ready no more", async () => {
+    const a2 = env.all[1];
+    const since = await env.agents.logSize(a2);
+    try {
+      // Only the gateway listing, which publish() runs after its check that no stop is under way.
+      await holdSwap("addr show type bridge", 3);
+      a2.process!.kill("SIGTERM");
+      await eventually(
+        "its stop begun",
+        () => logRecords(a2.dir, since),
+        (r) => r.some((x) => x.msg === "stopping"),
+        10_000,
+      );
+    } finally {
+      await rm(gate, { force: true });
+    }
+    expect(await env.agents.exited(a2)).toBe(0);
+    // Before, the publish went on to set ready (/readyz answered 200 until weft.sock closed) and logged it.
+    const msgs = (await logRecords(a2.dir, since)).map((r) => r.msg);
+    expect(msgs.slice(msgs.indexOf("stopping"))).not.toContain("ready");
   });
 });

@@ -306,17 +306,21 @@ export async function restartGivingSubnet(
   await agents.waitReady(a);
 }
 
-/** The log records of the agent logging in `dir` from byte `since` on, with a code starting with `prefix`. */
-export async function coded(dir: string, since: number, prefix: string): Promise<Array<Record<string, unknown>>> {
+/** The log records of the agent logging in `dir`, from byte `since` on. */
+export async function logRecords(dir: string, since: number): Promise<Array<Record<string, unknown>>> {
   const text = (await readFile(join(dir, "agent.log"))).subarray(since).toString("utf8");
   return text.split("\n").flatMap((l) => {
     try {
-      const r = JSON.parse(l) as Record<string, unknown>;
-      return typeof r.code === "string" && r.code.startsWith(prefix) ? [r] : [];
+      return [JSON.parse(l) as Record<string, unknown>];
     } catch {
       return [];
     }
   });
+}
+
+/** The log records of the agent logging in `dir` from byte `since` on, with a code starting with `prefix`. */
+export async function coded(dir: string, since: number, prefix: string): Promise<Array<Record<string, unknown>>> {
+  return (await logRecords(dir, since)).filter((r) => typeof r.code === "string" && r.code.startsWith(prefix));
 }
 
 /** The UDP sockets of address family `family` bound to `port` in the host's namespace, as `ss` lists them. */
