@@ -160,9 +160,11 @@ describe("deploy/kubernetes/weft.yaml", () => {
     // IPv6 address too, --public-ip only IPv4, which an IPv6-only cluster's hostIP is not).
     expect(agent.env.find((e: Doc) => e.name === "WEFT_IFACE")?.valueFrom.fieldRef.fieldPath).toBe("status.hostIP");
     expect(env("WEFT_PUBLIC_IP")).toBeUndefined();
-    // Every WEFT_ variable names a flag of `weft agent`.
-    const flags = readFileSync(projectFile("src", "cli", "main.ts"), "utf8");
-    for (const e of agent.env) expect(flags).toContain(`"${e.name.slice("WEFT_".length)}"`);
+    // Every WEFT_ variable names a flag of `weft agent` (its help says which variable each reads).
+    const help = spawnSync(process.execPath, [projectFile("dist", "src", "cli", "main.js"), "agent", "--help"], {
+      encoding: "utf8",
+    }).stdout.replace(/\s+/g, " ");
+    for (const e of agent.env) expect(help).toMatch(new RegExp(`(\\(|, )env: ${e.name}\\)`));
   });
 
   it("installs the conflist by a rename over it, so that the runtime never loads it half-written: the ConfigMap's cni-conf.json, no temporary file left", () => {
