@@ -844,11 +844,19 @@ export class Agent {
       );
     }
     const inForce = (c: NetConf) => JSON.stringify(backendInForce(c.Backend));
-    // A family without a backend (a swap whose rollback failed) is started again by any reload,
-    // the same config included: that is how an operator retries.
+    // A family without a backend (a failed restart, a swap whose rollback failed) is started again
+    // by any reload, the same config included: that is how an operator retries. With the same
+    // config, only the families that are down: a swap stopped the running one too, and if the down
+    // one failed again, its rollback logged a failed swap nobody asked for.
     const down = this.lanes.some((l) => l.subnet && !l.backend);
-    if (!down && inForce(next) === inForce(this.conf)) {
-      this.log.info({ backend: next.Backend.Type }, "reloaded: the backend in force is the same, nothing to swap");
+    if (inForce(next) === inForce(this.conf)) {
+      this.log.info(
+        { backend: next.Backend.Type },
+        down
+          ? "reloaded: the backend in force is the same; starting it again for the families without one"
+          : "reloaded: the backend in force is the same, nothing to swap",
+      );
+      if (down) await this.restartFailed().catch((err) => this.publishFailed(err));
       return;
     }
     const prev = this.conf;
