@@ -329,7 +329,10 @@ export class Agent {
       agent.reconcileTimer = setInterval(() => void agent.reconcile(), opts.reconcileIntervalMs);
       return agent;
     } catch (err) {
-      await agent.stop(false).catch(() => undefined);
+      // A leave once the cluster was reached: peers drop at once the routes of a backend already
+      // announced, instead of when gossip declares this node dead. None in a name that is taken:
+      // it would tell the cluster that the other node left.
+      await agent.stop(control.hasReachedCluster() && !agent.fatalError).catch(() => undefined);
       // The fatal error is why the start ended, not the AGENT_STOPPED of the abort it caused.
       throw agent.fatalError ?? err;
     }

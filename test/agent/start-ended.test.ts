@@ -1,7 +1,9 @@
 // A start that ends before the agent runs, with real agents in lab namespaces, where no subnet can
-// be leased (the only subnet seed is a node that never comes): a name conflict found after joining
-// (a rejoin that meets a live node of the same name) ends the start with exit 1 (before, it was
-// logged and the start went on waiting for a lease, for good where none is free).
+// be leased (the only subnet seed is a node that never comes): SIGTERM once the cluster was
+// reached sends a leave (before, the start's undo stopped without one, and peers kept the node
+// until gossip declared it dead), and a name conflict found after joining (a rejoin that meets a
+// live node of the same name) ends the start with exit 1 (before, it was logged and the start
+// went on waiting for a lease, for good where none is free).
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -46,8 +48,18 @@ describe.skipIf(!canUseNetns())("agent: a start that ends before the agent runs"
     );
   };
 
-  it("a live node of its name met when it joins again: exits 1 with GOSSIP_NAME_CONFLICT instead of waiting for a lease", async () => {
+  it("SIGTERM while waiting for a lease after joining: a leave, so host1 sees host2 left, not dead", async () => {
     agents.start(a1, NO_LEASE, []);
+    await startWaiting();
+    await agents.stop(a2);
+    expect(a2.process?.exitCode).toBe(0);
+    const seen = await agents.waitFor(a1, "host2 left or dead", (s) =>
+      s.members.some((m) => m.name === "host2" && (m.state === "left" || m.state === "dead")),
+    );
+    expect(seen.members.find((m) => m.name === "host2")?.state).toBe("left");
+  });
+
+  it("a live node of its name met when it joins again: exits 1 with GOSSIP_NAME_CONFLICT instead of waiting for a lease", async () => {
     await startWaiting();
     // host1 gone: host2 has no alive member left and joins again from its join list (host1).
     await agents.stop(a1, "SIGKILL");
