@@ -132,6 +132,8 @@ export class Agent {
   private readonly startedAt = Date.now();
   private fatalHandler?: (err: Error) => void;
   private fatalError?: Error;
+  /** Aborted by fatal(): a start waiting for a lease ends then, instead of waiting on in a name that is taken. */
+  private readonly fatalAbort = new AbortController();
 
   private constructor(
     private readonly opts: AgentOptions,
@@ -251,8 +253,10 @@ export class Agent {
       await agent.stop(false).catch(() => undefined);
       throw err;
     }
+    // From here on a fatal error (the name found taken after joining) ends the start as a signal does.
+    const ended = AbortSignal.any([...(signal ? [signal] : []), agent.fatalAbort.signal]);
     try {
-      abortable(signal);
+      abortable(ended);
       const tcp: TcpListener[] = [];
       if (opts.healthzPort !== undefined)
         tcp.push({
@@ -288,11 +292,11 @@ export class Agent {
       if (!control.hasReachedCluster())
         log.info({ join: control.joinStatus().targets }, "waiting to reach a join target before programming anything");
       agent.waitingFor = "reaching a join target (weft status: join)";
-      await abortable(signal, control.reachedCluster());
+      await abortable(ended, control.reachedCluster());
       // Asked after joining: a subnet the cluster took away meanwhile (this node was reclaimed
       // while down) is never programmed; lease() then waits for the new one.
       agent.waitingFor = WAITING_FOR_LEASE;
-      for (const lane of agent.lanes) lane.subnet = await abortable(signal, agent.leaseOf(lane.family));
+      for (const lane of agent.lanes) lane.subnet = await abortable(ended, agent.leaseOf(lane.family));
       log.info({ subnets: agent.subnets() }, "lease held");
       agent.waitingFor = "starting the backend";
       // Listening before the backend starts: a peer that appears while startBackend's first sync
@@ -314,19 +318,23 @@ export class Agent {
         // holds one at once; the wait is raced with the abort, as nothing is set up yet.
         for (let lane = agent.lanes.find((l) => !l.subnet); lane; lane = agent.lanes.find((l) => !l.subnet)) {
           agent.waitingFor = WAITING_FOR_LEASE;
-          lane.subnet = await abortable(signal, agent.leaseOf(lane.family));
+          lane.subnet = await abortable(ended, agent.leaseOf(lane.family));
         }
         agent.started = true;
         // Not raced with the abort: a backend half set up could not be undone; a stop waits for it.
         await agent.startBackend();
         agent.firstStart = false;
       });
-      abortable(signal);
+      abortable(ended);
       agent.reconcileTimer = setInterval(() => void agent.reconcile(), opts.reconcileIntervalMs);
       return agent;
     } catch (err) {
-      await agent.stop(false).catch(() => undefined);
-      throw err;
+      // A leave once the cluster was reached: peers drop at once the routes of a backend already
+      // announced, instead of when gossip declares this node dead. None in a name that is taken:
+      // it would tell the cluster that the other node left.
+      await agent.stop(control.hasReachedCluster() && !agent.fatalError).catch(() => undefined);
+      // The fatal error is why the start ended, not the AGENT_STOPPED of the abort it caused.
+      throw agent.fatalError ?? err;
     }
   }
 
@@ -726,6 +734,7 @@ export class Agent {
     // (EISDIR) is no log code: it stays in `err`, and the line is AGENT_FATAL.
     const code = err instanceof WeftError ? err.code : "AGENT_FATAL";
     this.log.error({ err, code }, "this node cannot go on running");
+    this.fatalAbort.abort(err);
     this.fatalHandler?.(err);
   }
 
@@ -874,11 +883,19 @@ export class Agent {
       );
     }
     const inForce = (c: NetConf) => JSON.stringify(backendInForce(c.Backend));
-    // A family without a backend (a swap whose rollback failed) is started again by any reload,
-    // the same config included: that is how an operator retries.
+    // A family without a backend (a failed restart, a swap whose rollback failed) is started again
+    // by any reload, the same config included: that is how an operator retries. With the same
+    // config, only the families that are down: a swap stopped the running one too, and if the down
+    // one failed again, its rollback logged a failed swap nobody asked for.
     const down = this.lanes.some((l) => l.subnet && !l.backend);
-    if (!down && inForce(next) === inForce(this.conf)) {
-      this.log.info({ backend: next.Backend.Type }, "reloaded: the backend in force is the same, nothing to swap");
+    if (inForce(next) === inForce(this.conf)) {
+      this.log.info(
+        { backend: next.Backend.Type },
+        down
+          ? "reloaded: the backend in force is the same; starting it again for the families without one"
+          : "reloaded: the backend in force is the same, nothing to swap",
+      );
+      if (down) await this.restartFailed().catch((err) => this.publishFailed(err));
       return;
     }
     const prev = this.conf;

@@ -87,11 +87,18 @@ export class AgentHttp {
         if (typeof arg === "string") s.listen(arg, resolve);
         else s.listen(arg.port, arg.host, resolve);
       });
-    for (const where of [socketPath, ...tcp]) {
-      const s = createServer(handler(h, typeof where === "string" ? SOCKET_ENDPOINTS : where.endpoints));
-      http.servers.push(s);
-      await listen(s, typeof where === "string" ? where : { host: where.host, port: where.port });
-      if (typeof where === "string") chmodSync(where, SOCKET_MODE);
+    try {
+      for (const where of [socketPath, ...tcp]) {
+        const s = createServer(handler(h, typeof where === "string" ? SOCKET_ENDPOINTS : where.endpoints));
+        http.servers.push(s);
+        await listen(s, typeof where === "string" ? where : { host: where.host, port: where.port });
+        if (typeof where === "string") chmodSync(where, SOCKET_MODE);
+      }
+    } catch (err) {
+      // A port taken since the preflight's probe: the servers already listening (weft.sock) go
+      // too, as the caller never gets them to close.
+      await http.close();
+      throw err;
     }
     return http;
   }

@@ -6,7 +6,8 @@
 // family's backend runs on untouched, and a stop leaves nothing. Before, the agent stayed ready
 // while pod traffic went nowhere. While it is down its peer is told (gossip says it has no backend
 // of that family) and drops it from its own dataplane; a new backend whose publish fails
-// (subnet.env cannot be written) is published again with backoff.
+// (subnet.env cannot be written) is published again with backoff. A SIGHUP while one family stays
+// down starts that family alone: the other's backend runs on, and no swap is tried.
 import { existsSync } from "node:fs";
 import { mkdir, readFile, rm, rmdir } from "node:fs/promises";
 import { join } from "node:path";
@@ -257,6 +258,52 @@ describe.skipIf(!canUseNetns()).each(MODES)("an agent whose TUN device is delete
       const fresh = await env.lab.addPod(a1.host, env.agents.subnetFile(a1));
       expect((await pingWhenRouted(a2.host.pods[0], fresh.addr)).received).toBe(2);
       expect((await pingWhenRouted(a2.host.pods[0], fresh.addr6!)).received).toBe(2);
+    });
+
+  // Defined for the IPv6 device's mode alone (not skipped in the others: a skip reads as a gap).
+  if (mode.family === 6)
+    it("SIGHUP while IPv6 keeps failing starts IPv6 alone: the IPv4 backend runs on untouched, and no swap is logged", async () => {
+      const [a1, a2] = env.all;
+      await env.agents.waitReady(a1, 30_000);
+      const ifindex = async () =>
+        (await a1.host.ns.kernel.ipJson<Array<{ ifindex: number }>>(["link", "show", "dev", "weft.1"]))[0].ifindex;
+      const before = await ifindex();
+      const since = await env.agents.logSize(a1);
+      const logged = async () =>
+        (await readFile(join(a1.dir, "agent.log")))
+          .subarray(since)
+          .toString("utf8")
+          .split("\n")
+          .flatMap((l) => (l.startsWith("{") ? [JSON.parse(l) as { code?: string; msg: string }] : []));
+      await takeName(a1);
+      await eventually(
+        "the IPv6 restart to fail",
+        async () => (await logged()).map((l) => l.code),
+        (c) => c.includes("AGENT_BACKEND_RESTART_FAILED"),
+        20_000,
+      );
+      env.agents.reload(a1);
+      // The reload's last word: "reloaded: ..."; before, "reload failed ..." after a swap and its rollback.
+      await eventually("the reload to end", logged, (l) => l.some((r) => /^reload(ed:| failed)/.test(r.msg)), 30_000);
+      const codes = (await logged()).map((l) => l.code);
+      expect(codes).not.toContain("AGENT_SWAP_START_FAILED");
+      expect(codes).not.toContain("AGENT_ROLLBACK_FAILED");
+      // Before, the swap stopped the IPv4 backend too (its device went with its routes) and started it twice.
+      expect(await ifindex()).toBe(before);
+      // host1's newest pod: the first ones hold the IPv4 subnet an earlier test took away.
+      const ping = async (family: 4 | 6) => {
+        const to = a1.host.pods.at(-1)!;
+        return (await pingWhenRouted(a2.host.pods[0], family === 6 ? to.addr6! : to.addr)).received;
+      };
+      expect(await ping(4)).toBe(2);
+
+      // The cause gone, SIGHUP brings IPv6 back.
+      await a1.host.ns.ip(`link del ${mode.device}`);
+      env.agents.reload(a1);
+      await env.agents.waitReady(a1, 30_000);
+      expect(await ping(4)).toBe(2);
+      expect(await ping(6)).toBe(2);
+      expect(await ifindex()).toBe(before);
     });
 
   it("a stop leaves nothing", async () => {
