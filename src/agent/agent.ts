@@ -15,7 +15,7 @@ import { ControlPlane } from "../control/control-plane.js";
 import { Keyring } from "../control/gossip/keyring.js";
 import { NO_BACKEND } from "../control/node-record.js";
 import type { Addr } from "../control/runtime.js";
-import { WeftError } from "../errors.js";
+import { isWeftError, WeftError } from "../errors.js";
 import { Kernel } from "../kernel/iproute.js";
 import { removeFlannelMasq } from "../kernel/flannel-masq.js";
 import { IPMASQ_TABLE, removeIpMasq, syncIpMasq } from "../kernel/ipmasq.js";
@@ -332,7 +332,8 @@ export class Agent {
       // A leave once the cluster was reached: peers drop at once the routes of a backend already
       // announced, instead of when gossip declares this node dead. None in a name that is taken:
       // it would tell the cluster that the other node left.
-      await agent.stop(control.hasReachedCluster() && !agent.fatalError).catch(() => undefined);
+      const nameTaken = isWeftError(agent.fatalError, "GOSSIP_NAME_CONFLICT");
+      await agent.stop(control.hasReachedCluster() && !nameTaken).catch(() => undefined);
       // The fatal error is why the start ended, not the AGENT_STOPPED of the abort it caused.
       throw agent.fatalError ?? err;
     }
@@ -757,8 +758,10 @@ export class Agent {
     // At once, not behind a swap or restart under way (seconds): until the queue gets to the loss,
     // the CNI plugin would hand out addresses of another node's subnet, and the node was ready.
     // publish() writes nothing of a lost subnet meanwhile; the queued task then stops its backend.
-    if (this.lanes.some((l) => l.subnet && formatAnyPrefix(l.subnet) === lost)) {
+    const losing = this.lanes.find((l) => l.subnet && formatAnyPrefix(l.subnet) === lost);
+    if (losing) {
       this.ready = false;
+      this.waitingFor = this.awaitingLease(losing);
       rmSync(this.opts.subnetFile, { force: true });
     }
     const gone = await this.serially(async () => {
@@ -895,7 +898,8 @@ export class Agent {
           ? "reloaded: the backend in force is the same; starting it again for the families without one"
           : "reloaded: the backend in force is the same, nothing to swap",
       );
-      if (down) await this.restartFailed().catch((err) => this.publishFailed(err));
+      // A publish left to retry (a rollback's that failed) is retried at once too, as its log says.
+      if (down || this.publishDue) await this.restartFailed().catch((err) => this.publishFailed(err));
       return;
     }
     const prev = this.conf;

@@ -69,10 +69,13 @@ export async function syncIpMasq(kernel: Kernel, on: boolean, families: IpMasqOp
   // Only tables that are there go in the transaction, so a family nft cannot handle here (IPv6
   // off) is never named in it. A listing that fails where nft is there: each family's table is
   // dropped on its own, a failure (that family unsupported) meaning there is none.
-  const present = await kernel.nftTables().catch((err: unknown) => {
-    if (isWeftError(err, "KERNEL_TOOL_MISSING")) return [] as string[];
-    return undefined;
-  });
+  const present =
+    others.length === 0
+      ? []
+      : await kernel.nftTables().catch((err: unknown) => {
+          if (isWeftError(err, "KERNEL_TOOL_MISSING")) return [] as string[];
+          return undefined;
+        });
   if (present === undefined) for (const fam of others) await kernel.nft(dropScript(fam)).catch(() => undefined);
   const stale = present ? others.filter((fam) => present.includes(`${fam} ${IPMASQ_TABLE}`)) : [];
   const script = stale.map(dropScript).join("") + (on ? families.map(ipMasqScript).join("") : "");

@@ -9,8 +9,7 @@
 // (subnet.env cannot be written) is published again with backoff. A SIGHUP while one family stays
 // down starts that family alone: the other's backend runs on, and no swap is tried.
 import { existsSync } from "node:fs";
-import { mkdir, readFile, rm, rmdir } from "node:fs/promises";
-import { join } from "node:path";
+import { mkdir, rm, rmdir } from "node:fs/promises";
 import { describe, expect, it } from "vitest";
 import { agentRequest } from "../../src/cli/agent-client.js";
 import { LAB_POD_NETWORK6 } from "../../src/lab/cluster.js";
@@ -19,7 +18,7 @@ import type { AgentStatus, LabAgent } from "../../src/lab/agents.js";
 import { formatPrefix6 } from "../../src/net/ipv6.js";
 import { canUseNetns } from "../support/netns.js";
 import { STATE_FILE } from "../../src/control/lease/store.js";
-import { agentLab, eventually, NETWORK, netConf, overlayDevices, restartGivingSubnet } from "./support.js";
+import { agentLab, eventually, logRecords, NETWORK, netConf, overlayDevices, restartGivingSubnet } from "./support.js";
 
 const MODES = [
   {
@@ -223,12 +222,7 @@ describe.skipIf(!canUseNetns()).each(MODES)("an agent whose TUN device is delete
       // host2's saved IPv4 ring now says host2 took host1's IPv4 subnet: host1 loses it, leases
       // another and starts its IPv4 backend again, while IPv6's is still down.
       await restartGivingSubnet(env.agents, a2, STATE_FILE, a1.host.name, a2.host.name, false);
-      const logged = async () =>
-        (await readFile(join(a1.dir, "agent.log")))
-          .subarray(since)
-          .toString("utf8")
-          .split("\n")
-          .flatMap((l) => (l.startsWith("{") ? [JSON.parse(l) as { code?: string; from?: string; to?: string }] : []));
+      const logged = () => logRecords(a1.dir, since);
       // host1's new IPv4 backend runs once host2 has it as a peer with its new subnet (publish()
       // announces it, even while it returns early).
       const seen = await env.agents.waitFor(
@@ -269,12 +263,7 @@ describe.skipIf(!canUseNetns()).each(MODES)("an agent whose TUN device is delete
         (await a1.host.ns.kernel.ipJson<Array<{ ifindex: number }>>(["link", "show", "dev", "weft.1"]))[0].ifindex;
       const before = await ifindex();
       const since = await env.agents.logSize(a1);
-      const logged = async () =>
-        (await readFile(join(a1.dir, "agent.log")))
-          .subarray(since)
-          .toString("utf8")
-          .split("\n")
-          .flatMap((l) => (l.startsWith("{") ? [JSON.parse(l) as { code?: string; msg: string }] : []));
+      const logged = () => logRecords(a1.dir, since);
       await takeName(a1);
       await eventually(
         "the IPv6 restart to fail",
@@ -284,7 +273,12 @@ describe.skipIf(!canUseNetns()).each(MODES)("an agent whose TUN device is delete
       );
       env.agents.reload(a1);
       // The reload's last word: "reloaded: ..."; before, "reload failed ..." after a swap and its rollback.
-      await eventually("the reload to end", logged, (l) => l.some((r) => /^reload(ed:| failed)/.test(r.msg)), 30_000);
+      await eventually(
+        "the reload to end",
+        logged,
+        (l) => l.some((r) => /^reload(ed:| failed)/.test(String(r.msg))),
+        30_000,
+      );
       const codes = (await logged()).map((l) => l.code);
       expect(codes).not.toContain("AGENT_SWAP_START_FAILED");
       expect(codes).not.toContain("AGENT_ROLLBACK_FAILED");

@@ -161,9 +161,11 @@ describe("deploy/kubernetes/weft.yaml", () => {
     expect(agent.env.find((e: Doc) => e.name === "WEFT_IFACE")?.valueFrom.fieldRef.fieldPath).toBe("status.hostIP");
     expect(env("WEFT_PUBLIC_IP")).toBeUndefined();
     // Every WEFT_ variable names a flag of `weft agent` (its help says which variable each reads).
-    const help = spawnSync(process.execPath, [projectFile("dist", "src", "cli", "main.js"), "agent", "--help"], {
+    const run = spawnSync(process.execPath, [projectFile("dist", "src", "cli", "main.js"), "agent", "--help"], {
       encoding: "utf8",
-    }).stdout.replace(/\s+/g, " ");
+    });
+    expect(run.status, `weft agent --help (dist/ built? npm run build): ${run.stderr}`).toBe(0);
+    const help = run.stdout.replace(/\s+/g, " ");
     for (const e of agent.env) expect(help).toMatch(new RegExp(`(\\(|, )env: ${e.name}\\)`));
   });
 
