@@ -147,6 +147,57 @@ describe("Ring: merge", () => {
   });
 });
 
+describe("Ring: clone", () => {
+  it("a clone and its original each learning a different name keep their own owners, whichever learns first", () => {
+    for (const originalFirst of [true, false]) {
+      const original = Ring.seeded(8, ["a", "b"]);
+      const clone = original.clone();
+      const learn = [
+        () => original.transfer("a", { start: 0, count: 2 }, "x"),
+        () => clone.transfer("a", { start: 1, count: 3 }, "y"),
+      ];
+      for (const f of originalFirst ? learn : learn.reverse()) f();
+      // Each learns a third name after the other's, which must not take the other's place.
+      original.transfer("b", { start: 7, count: 1 }, "z");
+      clone.transfer("b", { start: 6, count: 2 }, "z");
+      expect(original.state().runs.map((r) => [r.start, r.count, r.owner])).toEqual([
+        [0, 2, "x"],
+        [2, 2, "a"],
+        [4, 3, "b"],
+        [7, 1, "z"],
+      ]);
+      expect(clone.state().runs.map((r) => [r.start, r.count, r.owner])).toEqual([
+        [0, 1, "a"],
+        [1, 3, "y"],
+        [4, 2, "b"],
+        [6, 2, "z"],
+      ]);
+      expect(original.ownedCounts()).toEqual(
+        new Map([
+          ["x", 2],
+          ["a", 2],
+          ["b", 3],
+          ["z", 1],
+        ]),
+      );
+      expect(clone.ownedCounts()).toEqual(
+        new Map([
+          ["a", 1],
+          ["y", 3],
+          ["b", 2],
+          ["z", 2],
+        ]),
+      );
+      expect([original.ownedBy("y"), clone.ownedBy("x")]).toEqual([0, 0]);
+      expect([original.freeSpansOf("y"), clone.freeSpansOf("x")]).toEqual([[], []]);
+      expect(() => original.setLeased("y", 1, true)).toThrow(/owned by x/);
+      original.setLeased("x", 1, true);
+      clone.setLeased("y", 1, true);
+      expect([original.allLeases(), clone.allLeases()]).toEqual([[{ slot: 1, owner: "x" }], [{ slot: 1, owner: "y" }]]);
+    }
+  });
+});
+
 describe("Ring: reclaim by the heir", () => {
   it("gives a dead node's run to the owner of the slot before it, wrapping, and chains", () => {
     const r = Ring.seeded(12, ["a", "b", "c", "d"]); // a 0-2, b 3-5, c 6-8, d 9-11

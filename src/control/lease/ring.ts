@@ -95,9 +95,11 @@ export class Ring {
   /** Sorted by start, the first at 0, no two neighbours with the same state. Segments are never
    *  changed in place, so a clone copies the array, not the segments. */
   private segs: Segment[];
-  /** Owner names interned. */
-  private readonly names: string[];
-  private readonly nameIndex: Map<string, number>;
+  /** Owner names interned, only ever appended to. Shared with clones like `owned` (a merge
+   *  rarely brings a new name): id() copies both first while `namesShared`. */
+  private names: string[];
+  private nameIndex: Map<string, number>;
+  private namesShared: boolean;
   /** Slots per owner (by name index; owners of none absent), kept by assign(): the reclaimer asks
    *  for one node's count on every membership death and every reclaim pass. Shared with clones
    *  (every merge of a peer's message clones, and most change nothing) until a change: count()
@@ -112,8 +114,9 @@ export class Ring {
     from?: Ring,
   ) {
     this.segs = from ? from.segs.slice() : [{ start: 0, owner: NO_OWNER, version: 0, leased: false }];
-    this.names = from ? from.names.slice() : [];
-    this.nameIndex = new Map(from?.nameIndex);
+    this.names = from ? from.names : [];
+    this.nameIndex = from ? from.nameIndex : new Map();
+    this.namesShared = from !== undefined;
     this.owned = from ? from.owned : new Map();
     this.ownedShared = from !== undefined;
     this.seedList = seeds;
@@ -150,6 +153,7 @@ export class Ring {
   }
 
   clone(): Ring {
+    this.namesShared = true;
     this.ownedShared = true;
     return new Ring(this.slotCount, this.seedList, this);
   }
@@ -425,6 +429,11 @@ export class Ring {
   private id(owner: string): number {
     let id = this.nameIndex.get(owner);
     if (id === undefined) {
+      if (this.namesShared) {
+        this.names = this.names.slice();
+        this.nameIndex = new Map(this.nameIndex);
+        this.namesShared = false;
+      }
       id = this.names.push(owner) - 1;
       this.nameIndex.set(owner, id);
     }
