@@ -1,6 +1,7 @@
 // stop() racing start() on a real dataplane (and its backend) in a lab namespace: the kernel's
-// `ip -batch` of start() is held after it ran until the test lets it return, so stop() comes
-// exactly where an agent shut down during startup would.
+// `ip -batch` of start() (or the backend's stale-route removal after it) is held after it ran
+// until the test lets it return, so stop() comes exactly where an agent shut down during startup
+// would.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Backend } from "../../src/backends/backend.js";
 import { createBackend } from "../../src/backends/index.js";
@@ -11,17 +12,18 @@ import { hostCtx, type HostCtx } from "../backends/support.js";
 import { makeDataplane, subnetOf } from "../support/dataplane-lab.js";
 import { canUseNetns } from "../support/netns.js";
 
-/** `real`, whose ipBatch does its work and then waits for release() before it returns. */
-function heldKernel(real: Kernel) {
+/** `real`, whose `method` does its work and then waits for release() before it returns. */
+function heldKernel(real: Kernel, method: "ipBatch" | "ipBatchForce" = "ipBatch") {
   let release!: () => void;
   let ran!: () => void;
   const held = new Promise<void>((r) => (release = r));
   const done = new Promise<void>((r) => (ran = r));
   const kernel: Kernel = Object.assign(Object.create(real), {
-    async ipBatch(lines: string[]) {
-      await real.ipBatch(lines);
+    async [method](lines: string[]) {
+      const result = await real[method](lines);
       ran();
       await held;
+      return result;
     },
   });
   return { kernel, ran: done, release };
@@ -97,6 +99,33 @@ describe.skipIf(!canUseNetns())("userspace dataplane stop() during start()", () 
     await expect(backend.removePeer("nobody")).rejects.toMatchObject({ code: "BACKEND_NOT_RUNNING" });
     expect(backend.counters().kernelErrors).toBe(0);
     expect(await tunGone("weft.1")).toBe(true);
+  });
+
+  it("leaves a backend stopped while it removes stale gateway routes stopped, with no device, route or socket behind", async () => {
+    const host = lab.hosts[0];
+    const c = context();
+    const sockets = () => host.ns.exec(["ss", "-Hlun", "sport = :8472"]);
+    // flannel's host-gw route to a peer's subnet, which the start removes after the dataplane is up.
+    await host.ns.ip("route add 198.19.5.0/24 via 198.18.0.12 dev eth0");
+    const { kernel, ran, release } = heldKernel(host.ns.kernel, "ipBatchForce");
+    const backend: Backend = withNetns(host.ns.name, () =>
+      createBackend("wasm-vxlan", { workers: 1 }, { ...c.ctx, kernel }),
+    );
+    stops.push(() => backend.stop(false));
+    const starting = backend.start();
+    await ran;
+    expect(await tunGone("weft.1")).toBe(false);
+    expect(await sockets()).not.toBe("");
+    await backend.stop(false);
+    release();
+    // Before, the start went on to say running (and logged it started) with its dataplane stopped.
+    await expect(starting).rejects.toMatchObject({ code: "DATAPLANE_STOPPED" });
+    await expect(backend.removePeer("nobody")).rejects.toMatchObject({ code: "BACKEND_NOT_RUNNING" });
+    expect(c.log.lines.map((l) => l.msg)).not.toContain("wasm-vxlan backend started");
+    expect(backend.counters().kernelErrors).toBe(0);
+    expect(await tunGone("weft.1")).toBe(true);
+    expect(await host.ns.ip("-4 route show 198.19.0.0/16")).toBe("");
+    expect(await sockets()).toBe("");
   });
 
   it("makes a backend's second stop wait until the first has closed the TUN device", async () => {
