@@ -294,6 +294,28 @@ describe.skipIf(!canUseNetns())("vxlan backend (kernel)", () => {
     expect((await ping(host1.pods[0], host2.pods[0].addr, { count: 2 })).received).toBe(2);
   });
 
+  it("after a kept restart, a peer set while reconcile checks the device keeps its entries (not removed as no peer's)", async () => {
+    await n1.backend.stop(true);
+    n1.backend = createBackend("vxlan", {}, n1.c.ctx);
+    await n1.backend.start();
+    // setPeer lands while the round's device check runs: the real check, only timed.
+    const backend = n1.backend as unknown as { ensureDevices(): Promise<void> };
+    const check = backend.ensureDevices.bind(backend);
+    let set: Promise<void> | undefined;
+    backend.ensureDevices = async () => {
+      const checked = check();
+      set = n1.backend.setPeer(peer2());
+      await checked;
+    };
+    await n1.backend.reconcile();
+    await set;
+    // Taken before the check, the round's peers lacked it: its three kept entries were removed as
+    // no peer's (drift) and put back by the setPeer's round.
+    expect(n1.backend.counters().driftRepairs).toBe(0);
+    expect(await fdb(host1, "flannel.1")).toHaveLength(1);
+    expect((await ping(host1.pods[0], host2.pods[0].addr, { count: 2 })).received).toBe(2);
+  });
+
   it("replaces a flannel.1 that has other settings", async () => {
     await n1.backend.stop(false);
     await host1.ns.ip("link add flannel.1 type vxlan id 1 dev eth0 dstport 4789");
