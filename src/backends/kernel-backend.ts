@@ -182,12 +182,15 @@ export abstract class KernelBackend implements Backend {
   private async runRound(round: Round, teardown: boolean): Promise<void> {
     const { kernel } = this.ctx;
     const full = round.full;
-    // The peers as the round starts: one removed meanwhile is the next round's (its entries are
-    // in that round's scope only while `written` still has them).
-    const peers = new Map(this.peers);
     // Devices are checked in full rounds only (reconcile), which keeps a round for one peer to a
     // few iproute2 calls; a full round puts back everything a re-created device lost.
     if (full && !teardown) await this.ensureDevices();
+    // The peers as the round starts, or in a full round once the devices are checked (taken
+    // before, a peer set meanwhile had its kept entries removed as no peer's, put back a round
+    // later; one removed meanwhile has its entries removed with every unwanted one). Any other
+    // round awaits nothing before this: a peer removed after it is the next round's (its entries
+    // are in that round's scope only while `written` still has them).
+    const peers = new Map(this.peers);
     for (const name of round.names) if (!peers.has(name)) this.unreachable.forget(name);
     const planned = await this.planPeers(
       full ? [...peers.values()] : [...round.names].flatMap((n) => peers.get(n) ?? []),

@@ -42,6 +42,13 @@ export interface FdbEntry {
   dst: IpAddr;
   /** Only when it differs from the device's own dstport. */
   port?: number;
+  /**
+   * Read side only (weft writes neither): a VNI other than the device's, and the underlay device
+   * to send through (`via`). The kernel matches a delete on both, and takes one that names
+   * neither as done while the entry stays.
+   */
+  vni?: number;
+  via?: string;
   permanent: boolean;
 }
 
@@ -74,10 +81,12 @@ export const NEIGH: EntryKind<NeighEntry> = {
 export const FDB: EntryKind<FdbEntry> = {
   name: "fdb",
   key: (f) => `${f.dev} ${f.mac} ${formatIpv4(f.dst)}`,
-  same: (a, b) => a.port === b.port && a.permanent === b.permanent,
+  same: (a, b) => a.port === b.port && a.vni === b.vni && a.via === b.via && a.permanent === b.permanent,
+  // A replace sets the remote's VNI and via back to the device's own.
   replace: (f) => `fdb replace ${f.mac} dev ${f.dev} dst ${formatIpv4(f.dst)}${port(f)} self permanent`,
-  // The kernel matches a remote by its port too.
-  del: (f) => `fdb del ${f.mac} dev ${f.dev} dst ${formatIpv4(f.dst)}${port(f)} self`,
+  // The kernel matches a remote by its port, VNI and via too.
+  del: (f) =>
+    `fdb del ${f.mac} dev ${f.dev} dst ${formatIpv4(f.dst)}${port(f)}${f.vni === undefined ? "" : ` vni ${f.vni}`}${f.via === undefined ? "" : ` via ${f.via}`} self`,
 };
 
 const port = (f: FdbEntry) => (f.port ? ` port ${f.port}` : "");
@@ -86,7 +95,18 @@ const via = (r: RouteEntry) => (r.gateway === undefined ? "" : ` via ${formatIpv
 
 type RawRoute = { dst: string; gateway?: string; dev?: string; flags?: string[]; metric?: number; type?: string };
 type RawNeigh = { dst: string; dev: string; lladdr?: string; state?: string[] };
-type RawFdb = { mac: string; ifname: string; dst?: string; port?: number; flags?: string[]; state?: string };
+type RawFdb = {
+  mac: string;
+  ifname: string;
+  dst?: string;
+  port?: number;
+  vni?: number;
+  /** The device `via` names; its index instead where that device is in another namespace (iproute2 reads `if<index>` as one). */
+  viaIf?: string;
+  viaIfIndex?: number;
+  flags?: string[];
+  state?: string;
+};
 
 const showRoutes = (within: IpPrefix) => ["route", "show", "table", "main", "root", formatPrefix(within)];
 const familyFlag = (p: IpPrefix) => `-${familyOf(p.addr)}`;
@@ -136,6 +156,8 @@ export async function readEntries(
         dev: f.ifname,
         dst: parseIpv4(f.dst!),
         port: f.port,
+        vni: f.vni,
+        via: f.viaIf ?? (f.viaIfIndex === undefined ? undefined : `if${f.viaIfIndex}`),
         permanent: f.state === "permanent",
       })),
   };

@@ -5,7 +5,7 @@
 // through a Kernel, so what weft does to a host can be read in one place and replayed by hand. A
 // Kernel can target a named network namespace (`-n`), which the lab (demo, tests, benchmarks)
 // uses; the agent itself runs inside its host's namespace.
-import { execFile } from "node:child_process";
+import { execFile, spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import { isWeftError, WeftError } from "../errors.js";
@@ -147,11 +147,9 @@ export class Kernel {
     const outputs = stdout.split("\n").filter((l) => l.trim() !== "");
     const failed = new Set(failures.map((f) => f.line));
     let next = 0;
-    const answers: (T | undefined)[] = [];
-    for (const [i, line] of lines.entries())
-      answers.push(
-        failed.has(i + 1) || next >= outputs.length ? undefined : await ipJsonParse<T>(line, outputs[next++]),
-      );
+    const answers = lines.map((line, i) =>
+      failed.has(i + 1) || next >= outputs.length ? undefined : ipJsonParse<T>(line, outputs[next++]),
+    );
     return { answers, failures };
   }
 
@@ -334,11 +332,12 @@ export class Kernel {
  * `ip -json <command>`'s output parsed. Before iproute2 5.0 `ip -json route get` printed text
  * (host-gw and vxlan's DirectRouting read it every round), so text says iproute2 is too old.
  */
-async function ipJsonParse<T>(command: string, text: string): Promise<T> {
+function ipJsonParse<T>(command: string, text: string): T {
   try {
     return JSON.parse(text) as T;
   } catch (cause) {
-    const version = (await run("ip", ["-V"])).stdout.trim();
+    // Only where every round fails anyway: waiting for one `ip -V` holds up nothing that would work.
+    const version = spawnSync("ip", ["-V"], { encoding: "utf8" }).stdout?.trim() || "version unknown";
     throw new WeftError(
       "KERNEL_IPROUTE2_TOO_OLD",
       `\`ip -json ${command}\` printed no JSON (${version}); weft needs iproute2 5.0 or later: upgrade iproute2`,

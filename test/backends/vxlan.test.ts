@@ -165,6 +165,25 @@ describe.skipIf(!canUseNetns())("vxlan backend (kernel)", () => {
     expect((await ping(host1.pods[0], host2.pods[0].addr, { count: 2 })).received).toBe(2);
   });
 
+  it("reconcile() removes FDB entries no peer wants that carry a VNI or via device of their own, and puts back a peer's given another VNI", async () => {
+    // The kernel matches a delete on VNI and via too, and takes one naming neither as done while
+    // the entry stays.
+    await host1.ns.kernel.bridgeBatch([
+      "fdb replace 0a:58:00:00:78:00 dev flannel.1 dst 198.18.0.78 vni 7 self permanent",
+      "fdb replace 0a:58:00:00:79:00 dev flannel.1 dst 198.18.0.79 via eth0 self permanent",
+      `fdb replace ${n2.announced.vtepMac} dev flannel.1 dst 198.18.0.12 vni 7 self permanent`,
+    ]);
+    const before = n1.backend.counters().driftRepairs;
+    await n1.backend.reconcile();
+    expect(await fdb(host1, "flannel.1")).toEqual([
+      { mac: n2.announced.vtepMac, dst: "198.18.0.12", flags: ["self"], state: "permanent" },
+    ]);
+    expect(n1.backend.counters().driftRepairs - before).toBe(3);
+    await n1.backend.reconcile();
+    expect(n1.backend.counters().driftRepairs - before).toBe(3);
+    expect((await ping(host1.pods[0], host2.pods[0].addr, { count: 2 })).received).toBe(2);
+  });
+
   it("reconcile() re-creates flannel.1 deleted by hand, with the same MAC and every peer's entries", async () => {
     await host1.ns.ip("link del flannel.1");
     expect((await ping(host1.pods[0], host2.pods[0].addr, { count: 1, timeoutS: 1 })).received).toBe(0);
@@ -272,6 +291,28 @@ describe.skipIf(!canUseNetns())("vxlan backend (kernel)", () => {
     await n1.backend.setPeer(peer2());
     await n1.backend.reconcile();
     expect(n1.backend.counters().driftRepairs).toBe(0);
+    expect((await ping(host1.pods[0], host2.pods[0].addr, { count: 2 })).received).toBe(2);
+  });
+
+  it("after a kept restart, a peer set while reconcile checks the device keeps its entries (not removed as no peer's)", async () => {
+    await n1.backend.stop(true);
+    n1.backend = createBackend("vxlan", {}, n1.c.ctx);
+    await n1.backend.start();
+    // setPeer lands while the round's device check runs: the real check, only timed.
+    const backend = n1.backend as unknown as { ensureDevices(): Promise<void> };
+    const check = backend.ensureDevices.bind(backend);
+    let set: Promise<void> | undefined;
+    backend.ensureDevices = async () => {
+      const checked = check();
+      set = n1.backend.setPeer(peer2());
+      await checked;
+    };
+    await n1.backend.reconcile();
+    await set;
+    // Taken before the check, the round's peers lacked it: its three kept entries were removed as
+    // no peer's (drift) and put back by the setPeer's round.
+    expect(n1.backend.counters().driftRepairs).toBe(0);
+    expect(await fdb(host1, "flannel.1")).toHaveLength(1);
     expect((await ping(host1.pods[0], host2.pods[0].addr, { count: 2 })).received).toBe(2);
   });
 
