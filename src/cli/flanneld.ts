@@ -16,8 +16,12 @@ const LOG = "weft logs JSON lines at info level and has no verbosity flag: drop 
 /** Flags sharing one piece of advice. */
 const sharedAdvice = (flags: string[], none: string) => Object.fromEntries(flags.map((f) => [f, { none }]));
 
-/** flanneld's flags (main.go, klog's copied ones too), each with the weft flag it is or, if none, what to do instead. */
-const FLANNELD_FLAGS: Record<string, { weft: string; unset?: string } | { none: string }> = {
+/**
+ * flanneld's flags (main.go, klog's copied ones too), each with the weft flag it is or, if none,
+ * what to do instead. A weft flag must be one of `weft agent`'s with a variable: sharedOptions
+ * says which is not at every start, and test/cli/flanneld.test.ts walks them.
+ */
+export const FLANNELD_FLAGS: Record<string, { weft: string; unset?: string } | { none: string }> = {
   ...Object.fromEntries(
     ["iface", "iface-regex", "public-ip", "public-ipv6", "subnet-file", "ip-masq", "healthz-ip"].map((f) => [
       f,
@@ -115,6 +119,24 @@ function sameValue(option: Option, a: string, b: string): boolean {
 }
 
 /**
+ * The flags weft shares with flanneld, each with `agent`'s option and its variable; a FLANNELD_FLAGS
+ * entry naming none (a misspelt weft flag, one renamed) fails every start, whatever is set, rather
+ * than only once someone sets its FLANNELD_<FLAG>.
+ */
+function sharedOptions(agent: Command) {
+  return Object.entries(FLANNELD_FLAGS).flatMap(([name, flag]) => {
+    if (!("weft" in flag)) return [];
+    const option = agent.options.find((o) => o.long === flag.weft);
+    if (!option?.envVar)
+      throw new WeftError(
+        "CLI_FLANNELD_TABLE",
+        `flanneld's --${name} is taken as weft agent's ${flag.weft}, which ${option ? "reads no variable" : "does not exist"}: a bug of this build (FLANNELD_FLAGS in src/cli/flanneld.ts): report it, and run another release`,
+      );
+    return [{ name, flag, option, to: option.envVar }];
+  });
+}
+
+/**
  * Takes FLANNELD_<FLAG> of each flag weft shares with flanneld as the variable of `agent`'s flag
  * (WEFT_<FLAG>), unless that is set; flanneld, too, takes an empty variable as unset. Returns the
  * FLANNELD_<FLAG> variables a WEFT_<FLAG> of another value shadowed (weft's manifests set some: a
@@ -125,13 +147,11 @@ export function adoptFlanneldEnv(
   agent: Command,
 ): Array<{ variable: string; shadowedBy: string }> {
   const shadowed: Array<{ variable: string; shadowedBy: string }> = [];
-  for (const [name, flag] of Object.entries(FLANNELD_FLAGS)) {
+  for (const { name, flag, option, to } of sharedOptions(agent)) {
     const [from, value] = [envName("FLANNELD", name), env[envName("FLANNELD", name)]];
-    if (!("weft" in flag) || !value) continue;
-    const option = agent.options.find((o) => o.long === flag.weft)!;
+    if (!value) continue;
     // flanneld reads the value, so "00" is its unset 0 too.
     if (flag.unset !== undefined && sameValue(option, value, flag.unset)) continue;
-    const to = option.envVar!;
     const set = env[to];
     if (set === undefined) {
       env[to] = value;

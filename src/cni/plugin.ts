@@ -296,16 +296,20 @@ async function deleteKept(
   const shared = masq !== undefined && (await sharesChain(path, cid, found.d.name, dataDir));
   // The bridge's DEL removes its masquerade rules only for the addresses it finds on the pod's
   // interface: none without the namespace, nor once the interface is gone (deleted by something
-  // else: bridge 1.1.1 then frees the address and succeeds before its teardown). So what is left
-  // goes after it (the address is freed whatever iptables does): one nat listing per family when
-  // the bridge removed all. A file GC or an earlier DEL left (`left`) needs only that removal.
+  // else: bridge 1.1.1 then frees the address and succeeds before its teardown). So the families
+  // it will find no address of are read before it, and their rules go after it (the address is
+  // freed whatever iptables does); none in the usual DEL, which so lists no nat table (big with
+  // kube-proxy's, whose xtables lock may be held for long). A file GC or an earlier DEL left
+  // (`left`) needs only that removal.
   let left = found.left;
+  let families = masq?.families;
   if (!left) {
     // host-local's store names the interface's addresses only until the delegate's DEL frees them.
     const sources = shared ? await sourcesOf(found.d, cid, [ifName], new Map()) : undefined;
+    if (masq) families = await familiesBridgeLeaves(masq, args.netns, ifName);
     try {
       await delegateDel(found.d, [args], prevResult);
-      if (masq) left = { sources };
+      if (masq && families?.length) left = { sources };
     } catch (e) {
       // With the namespace, the bridge's own teardown cannot delete the chain ("Too many links")
       // while a jump of a gone interface whose addresses were unknown still leads to it; its next
@@ -329,8 +333,8 @@ async function deleteKept(
       await delegateDel(found.d, [args], prevResult);
     }
   }
-  if (left && masq) {
-    const target = leftTarget(masq, left, shared, ifName);
+  if (left && masq && families) {
+    const target = { ...leftTarget(masq, left, shared, ifName), families };
     const failed = (await removeMasquerades([target])).get(target);
     if (failed) return await leaveMasquerade(path, found, left, failed);
   }
@@ -582,6 +586,21 @@ async function netnsGone(netns: string | undefined): Promise<boolean> {
     () => false,
     (e: NodeJS.ErrnoException) => e.code === "ENOENT",
   );
+}
+
+/**
+ * The families of the masquerade whose rules the bridge's DEL will leave: those the pod's interface
+ * has no global address of (the bridge tears down the ones it finds there), all without the
+ * namespace or the interface, or when that cannot be read (nsenter missing).
+ */
+async function familiesBridgeLeaves(
+  masq: Masquerade,
+  netns: string | undefined,
+  ifName: string,
+): Promise<Array<4 | 6>> {
+  if (await netnsGone(netns)) return masq.families;
+  const there = await new Kernel().globalAddressFamilies(netns!, ifName).catch(() => [] as Array<4 | 6>);
+  return masq.families.filter((f) => !there.includes(f));
 }
 
 /**

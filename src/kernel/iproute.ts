@@ -1,6 +1,7 @@
 // The one way weft changes kernel state: iproute2 (`ip -json` to read, `ip -batch` and
 // `bridge -batch` to write) and `nft -f`; iptables only to remove rules other programs left:
-// flannel's masquerade (flannel-masq.ts) and the CNI bridge plugin's per-pod ones (GC, DEL).
+// flannel's masquerade (flannel-masq.ts) and the CNI bridge plugin's per-pod ones (GC, DEL);
+// nsenter only to read a pod's addresses in its CNI_NETNS (a path, not a name `ip -n` takes).
 // Everything that programs links, addresses, routes, neighbours, FDB entries or nftables goes
 // through a Kernel, so what weft does to a host can be read in one place and replayed by hand. A
 // Kernel can target a named network namespace (`-n`), which the lab (demo, tests, benchmarks)
@@ -35,11 +36,9 @@ function run(cmd: string, args: string[], input?: string): Promise<RunResult> {
     const child = execFile(cmd, args, { maxBuffer: 256 << 20 }, (error, stdout, stderr) => {
       if (error && typeof error.code !== "number") {
         reject(
-          new WeftError(
-            "KERNEL_TOOL_MISSING",
-            `cannot run ${cmd}: ${error.message}; install ${cmd.includes("iptables") ? "iptables (apt-get install iptables)" : "iproute2 and nftables (apt-get install iproute2 nftables)"}`,
-            { cause: error },
-          ),
+          new WeftError("KERNEL_TOOL_MISSING", `cannot run ${cmd}: ${error.message}; install ${installHint(cmd)}`, {
+            cause: error,
+          }),
         );
         return;
       }
@@ -47,6 +46,13 @@ function run(cmd: string, args: string[], input?: string): Promise<RunResult> {
     });
     if (input !== undefined) child.stdin!.end(input);
   });
+}
+
+/** The package that brings a tool weft runs. */
+function installHint(cmd: string): string {
+  if (cmd.includes("iptables")) return "iptables (apt-get install iptables)";
+  if (cmd === "nsenter") return "util-linux (apt-get install util-linux)";
+  return "iproute2 and nftables (apt-get install iproute2 nftables)";
 }
 
 /** iptables or ip6tables, or their -legacy forms (Debian's names for iptables-legacy's tools). */
@@ -181,6 +187,23 @@ export class Kernel {
   async nftTables(): Promise<string[]> {
     const j = await this.nftJson<{ nftables: Array<{ table?: { family: string; name: string } }> }>(["tables"]);
     return j.nftables.flatMap((e) => (e.table ? [`${e.table.family} ${e.table.name}`] : []));
+  }
+
+  /**
+   * The families of interface `dev`'s global-scope addresses in the namespace at `path` (a
+   * CNI_NETNS: a path, which `ip -n` cannot take, so entered with nsenter); none without `dev`.
+   */
+  async globalAddressFamilies(path: string, dev: string): Promise<Array<4 | 6>> {
+    const args = [`--net=${path}`, "ip", "-json", "addr", "show", "dev", dev, "scope", "global"];
+    const r = await run("nsenter", args);
+    if (r.code !== 0 && /does not exist/.test(r.stderr)) return [];
+    if (r.code !== 0) throw commandError("nsenter", args.join(" "), r);
+    const links = await ipJsonParse<Array<{ addr_info?: Array<{ family?: string }> }>>(
+      args.slice(3).join(" "),
+      r.stdout,
+    );
+    const families = new Set(links.flatMap((l) => l.addr_info ?? []).map((a) => a.family));
+    return ([4, 6] as const).filter((f) => families.has(f === 4 ? "inet" : "inet6"));
   }
 
   /**
