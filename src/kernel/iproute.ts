@@ -198,10 +198,7 @@ export class Kernel {
     const r = await run("nsenter", args);
     if (r.code !== 0 && /does not exist/.test(r.stderr)) return [];
     if (r.code !== 0) throw commandError("nsenter", args.join(" "), r);
-    const links = await ipJsonParse<Array<{ addr_info?: Array<{ family?: string }> }>>(
-      args.slice(3).join(" "),
-      r.stdout,
-    );
+    const links = ipJsonParse<Array<{ addr_info?: Array<{ family?: string }> }>>(args.slice(3).join(" "), r.stdout);
     const families = new Set(links.flatMap((l) => l.addr_info ?? []).map((a) => a.family));
     return ([4, 6] as const).filter((f) => families.has(f === 4 ? "inet" : "inet6"));
   }
