@@ -24,6 +24,7 @@ import {
 import { Netns } from "../../src/lab/netns.js";
 import { formatIpv4, prefixContains, type Ipv4Prefix } from "../../src/net/ipv4.js";
 import { parsePrefix6 } from "../../src/net/ipv6.js";
+import { eventually } from "../agent/support.js";
 import { canUseNetns } from "../support/netns.js";
 
 const S1: Ipv4Prefix = { addr: 0xc6130500, len: 24 }; // 198.19.5.0/24
@@ -236,8 +237,13 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
       const [goneAddr, liveAddr] = [await addrOf(gone), await addrOf(live)];
       const veths = await hostVeths(h1);
       // The runtime lost this pod without a DEL (a crash): its namespace, so its veth, went away.
+      // The kernel removes a destroyed namespace's devices a moment later, from a workqueue.
       await gone.destroy();
-      expect(await hostVeths(h1)).toHaveLength(veths.length - 1);
+      await eventually(
+        "the gone pod's veth removed",
+        () => hostVeths(h1),
+        (v) => v.length === veths.length - 1,
+      );
       expect(await ipamStore(h1)).toContain(goneAddr);
       const valid = { "cni.dev/valid-attachments": [{ containerID: live.name, ifname: "eth0" }] };
       expect(await runFlannel(h1, "GC", { ...conf, ...valid })).toBeUndefined();
