@@ -7,7 +7,7 @@ import { Netns } from "../../src/lab/netns.js";
 import { parsePrefix } from "../../src/net/ipv4.js";
 import { canUseNetns } from "../support/netns.js";
 
-const PODS = parsePrefix("198.19.0.0/16");
+const PODS = parsePrefix("198.19.0.0/17");
 
 describe.skipIf(!canUseNetns())("stale overlay devices", () => {
   let ns: Netns;
@@ -23,9 +23,9 @@ describe.skipIf(!canUseNetns())("stale overlay devices", () => {
     await ns.ip("link set flannel.1 up");
     await ns.ip("route add 198.19.4.0/24 via 198.19.4.0 dev flannel.1 onlink");
     await ns.ip("link add flannel.2 type vxlan id 2 local 198.18.0.250 dev sd0 dstport 4790 nolearning");
-    await ns.ip("addr add 198.18.200.0/32 dev flannel.2");
+    await ns.ip("addr add 198.19.200.0/32 dev flannel.2");
     await ns.ip("tuntap add dev weft.1 mode tun");
-    await ns.ip("addr add 198.19.3.0/16 dev weft.1");
+    await ns.ip("addr add 198.19.3.0/17 dev weft.1");
   });
   afterAll(() => ns?.destroy());
 
