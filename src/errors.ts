@@ -35,7 +35,8 @@ export type GossipErrorCode =
   | "GOSSIP_NOT_RUNNING"
   | "GOSSIP_BAD_RESPONSE"
   | "GOSSIP_FRAME_REFUSED"
-  | "GOSSIP_NAME_CONFLICT";
+  | "GOSSIP_NAME_CONFLICT"
+  | "GOSSIP_MEMBERS_FILE_INVALID";
 
 /** The gossip transport's sockets (src/control/transport). */
 export type TransportErrorCode =

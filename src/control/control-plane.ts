@@ -34,6 +34,7 @@ import {
   type NodeRecord,
 } from "./node-record.js";
 import type { Addr, Clock, Random, Transport } from "./runtime.js";
+import { FileMemberStore, SavedMembers, type MemberStore } from "./saved-members.js";
 import { RealClock, realRandom } from "./transport/real-clock.js";
 import { UdpTcpTransport } from "./transport/udp-tcp.js";
 
@@ -70,6 +71,8 @@ export interface ControlPlaneDeps {
   store?: LeaseStateStore;
   /** The IPv6 ring's store (needed while IPv6 is on). */
   store6?: LeaseStateStore;
+  /** Where members' addresses are kept for the next start (none: a restart has its join list alone). */
+  members?: MemberStore;
   logger: Logger;
   /** Addresses for a join target's host (default: the system resolver, every record). */
   resolve?: (host: string) => Promise<string[]>;
@@ -112,6 +115,7 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
   readonly memberlist: Memberlist;
   private readonly leaseDelegate: LeaseDelegate;
   private readonly joiner: Joiner;
+  private readonly savedMembers?: SavedMembers;
   private readonly profile: ProfileName;
   private readonly log: Logger;
   private announcement?: Announced;
@@ -180,6 +184,15 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
       },
       opts.joinTiming,
     );
+    if (deps.members)
+      this.savedMembers = new SavedMembers({
+        store: deps.members,
+        clock: deps.clock,
+        random: deps.random,
+        members: () => this.memberlist.allMembers(),
+        self: opts.name,
+        log: deps.logger.child({ layer: "join" }),
+      });
   }
 
   /** The agent's control plane: binds gossip on the underlay (an IPv4 or IPv6 address), keeps
@@ -205,6 +218,7 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
       keyring: opts.keyring,
       ...(opts.space && { store: new FileLeaseStore(opts.stateDir) }),
       ...(opts.space6 && { store6: new FileLeaseStore(opts.stateDir, 6) }),
+      members: new FileMemberStore(opts.stateDir),
       logger: opts.logger,
     });
     try {
@@ -216,10 +230,13 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
     return plane;
   }
 
-  /** Loads the saved lease state and starts leasing, then joins (retrying in the background). */
+  /** Loads the saved lease state and starts leasing, then joins its list and the members saved
+   *  at its last run (retrying in the background). */
   async start(): Promise<void> {
     for (const l of this.families) await l.start();
-    this.joiner.start();
+    const remembered = (await this.savedMembers?.load()) ?? [];
+    this.joiner.start(remembered);
+    this.savedMembers?.start();
   }
 
   /** Resolves once a join target answered and the ring it sent is merged (at once with an empty
@@ -420,6 +437,7 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
    */
   async stop(leave: boolean): Promise<void> {
     this.joiner.stop();
+    await this.savedMembers?.stop();
     for (const l of this.families) await l.stop();
     if (leave) await this.memberlist.leave(2000).catch(() => undefined);
     await this.memberlist.shutdown();

@@ -5,6 +5,9 @@
 // Whenever this node has no alive member left (a long partition, or every peer restarted on new
 // addresses), it goes back to the list. A target that knows a live node of this node's name at
 // another address ends it all: the name is taken (GOSSIP_NAME_CONFLICT), and retrying cannot help.
+// The members saved at the last run (saved-members.ts) are tried with the list, so a node whose list
+// is empty (the first node) gets back to its cluster after a restart; it does not wait for them to
+// count as reached, but retries them, as a list, until a member is alive.
 import { isWeftError } from "../errors.js";
 import { formatHostPort } from "../net/ip.js";
 import { withDefaults } from "./options.js";
@@ -79,6 +82,8 @@ export class Joiner {
   private stopped = false;
   private readonly reachedWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
   private fatal?: Error;
+  /** Members' addresses saved at the last run, tried with the targets. */
+  private remembered: readonly Addr[] = [];
 
   constructor(
     private readonly targets: readonly Addr[],
@@ -89,9 +94,10 @@ export class Joiner {
     this.state = targets.length === 0 ? "standalone" : "joining";
   }
 
-  /** Starts the first round at once. */
-  start(): void {
-    if (this.state === "joining") this.attempt();
+  /** Starts the first round at once (with no targets, only if members were remembered). */
+  start(remembered: readonly Addr[] = []): void {
+    this.remembered = remembered;
+    if (this.state === "joining" || remembered.length > 0) this.attempt();
   }
 
   stop(): void {
@@ -145,20 +151,25 @@ export class Joiner {
   private async round(): Promise<void> {
     const failures: string[] = [];
     const addrs: Addr[] = [];
+    const seen = new Set<string>();
     await Promise.all(
-      this.targets.map(async (t) => {
+      [...this.targets, ...this.remembered].map(async (t) => {
         try {
           for (const host of await this.deps.resolve(t.host)) {
-            if (!(host === this.deps.self.host && t.port === this.deps.self.port)) addrs.push({ host, port: t.port });
+            const key = formatHostPort(host, t.port);
+            if (host === this.deps.self.host && t.port === this.deps.self.port) continue;
+            if (!seen.has(key)) addrs.push({ host, port: t.port });
+            seen.add(key);
           }
         } catch (err) {
           failures.push(`${t.host}: ${(err as { code?: string }).code ?? (err as Error).message}`);
         }
       }),
     );
+    if (this.stopped) return;
     // Every target is this node (a one-node cluster given its own address, as a shared list of
     // control-plane addresses is on a single control-plane node): there is nobody to reach.
-    if (addrs.length === 0 && failures.length === 0) return this.alone();
+    if (addrs.length === 0 && failures.length === 0) return this.targets.length > 0 ? this.alone() : undefined;
     let answered = 0;
     try {
       if (addrs.length > 0) answered = await this.deps.join(addrs);

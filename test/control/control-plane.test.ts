@@ -445,4 +445,41 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     },
     60_000,
   );
+
+  // The README's first node: a control-plane seed started with no join list, the workers joining
+  // it. Restarted, it knows nobody from its flags; the members it saved in its state dir bring it
+  // back. With a graceful leave the workers hold it as left and never send to it again, so without
+  // them it stayed alone; kept on exit, it waited for a worker's push-pull to find it.
+  it.each([true, false])(
+    "a seed with no join list restarted (leave %s) joins the members it saved before it stopped",
+    async (leave) => {
+      const sim = new SimControlPlanes(SPACE, 9);
+      const [s, w1, w2] = [sim.add("s"), sim.add("w1"), sim.add("w2")];
+      const seeds = ["s", "w1", "w2"];
+      await sim.start(s, { join: [], seeds });
+      for (const w of [w1, w2]) await sim.start(w, { join: [s.host.addr], seeds });
+      expect(
+        await sim.runUntil(() => sim.agreed() && sim.live().every((n) => n.plane.members().length === 3), 60_000),
+      ).toBe(true);
+      // Long enough for a periodic save of the members.
+      await sim.runFor(120_000);
+      const stopping = sim.stop(s, leave);
+      await sim.runFor(3_000);
+      await stopping;
+      const ws = [w1, w2].map((w) => w.plane!);
+      if (leave) expect(ws.every((p) => p.allMembers().find((m) => m.name === "s")?.state === "left")).toBe(true);
+      const ps = await sim.restart(s);
+      const together = () => ps.members().length === 3 && ws.every((p) => p.members().some((m) => m.name === "s"));
+      expect(await sim.runUntil(together, 60_000), sim.describe()).toBe(true);
+      // It joined them itself (they did not find it first).
+      expect(sim.withCode("s", "GOSSIP_JOINED").at(-1)).toMatchObject({ answered: 2, tried: 2 });
+      expect(ps.joinStatus().state).toBe("joined");
+      expect(await sim.runUntil(() => sim.agreed(), 60_000)).toBe(true);
+      // And stays together.
+      await sim.runFor(120_000);
+      expect(together(), sim.describe()).toBe(true);
+      expect(sim.errors()).toEqual([]);
+    },
+    120_000,
+  );
 });

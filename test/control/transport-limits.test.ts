@@ -3,14 +3,14 @@
 // by requests not yet whole (unauthenticated) stay within a budget, and a datagram the socket
 // refuses is counted, never thrown.
 import { randomBytes } from "node:crypto";
-import { createServer, connect, type Socket } from "node:net";
+import { createServer, connect, type Server, type Socket } from "node:net";
 import { describe, expect, it } from "vitest";
 import { agentMetrics } from "../../src/agent/metrics.js";
 import { makeConfig } from "../../src/control/gossip/config.js";
 import { generateKey, Keyring } from "../../src/control/gossip/keyring.js";
 import { Memberlist } from "../../src/control/gossip/memberlist.js";
 import { RealClock, realRandom } from "../../src/control/transport/real-clock.js";
-import { UdpTcpTransport, type UdpTcpOptions } from "../../src/control/transport/udp-tcp.js";
+import { CHUNK_OVERHEAD_BYTES, UdpTcpTransport, type UdpTcpOptions } from "../../src/control/transport/udp-tcp.js";
 import { loopbackPlane } from "../support/loopback-plane.js";
 import { canUseNetns, Netns } from "../support/netns.js";
 
@@ -166,8 +166,9 @@ describe("gossip stream limits", () => {
     try {
       // Every slot taken by a connection that announced a frame, sent 10 bytes of it and stalls.
       for (let i = 0; i < 8; i++) expect(await stall(transport.local.port, 1000, 10, attackers)).toBe(true);
-      for (let i = 0; i < 50 && transport.pendingBytes < 8 * 14; i++) await new Promise((r) => setTimeout(r, 20));
-      expect(transport.pendingBytes).toBe(8 * 14);
+      const held = 8 * (14 + CHUNK_OVERHEAD_BYTES); // one chunk each
+      for (let i = 0; i < 50 && transport.pendingBytes < held; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(transport.pendingBytes).toBe(held);
       expect(await client.join([transport.local])).toBe(1);
       expect(merged).toContain(150 * KiB);
       expect(transport.stats.rejectedConnections).toBe(0);
@@ -202,6 +203,58 @@ describe("gossip stream limits", () => {
       // the second round's third connection was refused, and soon every one.
       expect(transport.stats.rejectedConnections).toBe(0);
       expect(transport.stats.evictedForSlot).toBe(3);
+      expect(await client.join([transport.local])).toBe(1);
+      expect(merged).toContain(150 * KiB);
+    } finally {
+      await Promise.all([server.shutdown(), client.shutdown()]);
+    }
+  });
+
+  it("each chunk held counts with its overhead: a connection trickling 1-byte segments goes over the budget", async () => {
+    const t = await UdpTcpTransport.open({
+      host: "127.0.0.1",
+      port: 0,
+      maxStreamBytes: 4 * KiB,
+      maxPendingBytes: 8 * KiB,
+    });
+    const s = connect({ host: "127.0.0.1", port: t.local.port });
+    s.setNoDelay(true);
+    s.on("error", () => {});
+    try {
+      await new Promise((r) => s.once("connect", r));
+      const frame = Buffer.alloc(4 + 100);
+      frame.writeUInt32BE(100, 0);
+      // One byte at a time, each written once the last was counted: one chunk each.
+      let sent = 0;
+      for (; sent < frame.length && !s.closed; sent++) {
+        const before = t.pendingBytes;
+        s.write(frame.subarray(sent, sent + 1));
+        for (let i = 0; i < 100 && t.pendingBytes === before && !s.closed; i++)
+          await new Promise((r) => setTimeout(r, 5));
+        if (t.stats.overBudgetStreams > 0) break;
+        expect(t.pendingBytes).toBe((sent + 1) * (1 + CHUNK_OVERHEAD_BYTES));
+      }
+      // 8 KiB hold 15 such chunks: the 16th (of 104 bytes, payload well under the budget) goes over.
+      expect(sent).toBe(Math.floor((8 * KiB) / (1 + CHUNK_OVERHEAD_BYTES)));
+      expect(t.stats.overBudgetStreams).toBe(1);
+      expect(t.pendingBytes).toBe(0);
+    } finally {
+      s.destroy();
+      await t.close();
+    }
+  });
+
+  it("a failed accept reported by the server is counted, and the server goes on", async () => {
+    // libuv reports a failed accept (ENOMEM, ENOBUFS, EMFILE when its spare descriptor is gone) as
+    // an error event on the listening server; none of them can be caused at will here (EMFILE
+    // alone is refused quietly with the spare), so the event is emitted as libuv's callback does.
+    const { transport, server, client, merged } = await serverAndClient({});
+    try {
+      const tcp = (transport as unknown as { tcp: Server }).tcp;
+      const err = Object.assign(new Error("accept EMFILE"), { code: "EMFILE", errno: -24, syscall: "accept" });
+      // Before, nothing listened after the bind: the event threw, in the agent out of its event loop.
+      expect(() => tcp.emit("error", err)).not.toThrow();
+      expect(transport.stats.inboundStreamErrors).toBe(1);
       expect(await client.join([transport.local])).toBe(1);
       expect(merged).toContain(150 * KiB);
     } finally {

@@ -30,8 +30,8 @@ export interface UdpTcpOptions {
    *  idle timeout: a client trickling a byte at a time is cut off all the same). */
   readonly inboundTimeoutMs?: number;
   /** Bytes all inbound connections together may hold before their request is whole, and so before
-   *  gossip can authenticate it; a chunk that would go over closes the oldest holders first. At
-   *  least maxStreamBytes. Default twice maxStreamBytes: 8 MiB, about 8 push-pulls of 1,000 nodes
+   *  gossip can authenticate it, each chunk counted with CHUNK_OVERHEAD_BYTES more; a chunk that
+   *  would go over closes the oldest holders first. At least maxStreamBytes. Default twice maxStreamBytes: 8 MiB, about 8 push-pulls of 1,000 nodes
    *  at their largest (1 MB with 128-byte names and 512-byte meta; 0.2–0.4 MB as usually named). */
   readonly maxPendingBytes?: number;
   /** Where connections closed by those two limits are logged (TRANSPORT_INBOUND_EVICTED, at most
@@ -54,6 +54,10 @@ export type TransportStats = {
 };
 
 const LENGTH_BYTES = 4;
+/** What a chunk costs held besides its bytes (its Buffer object and its place in the list), charged
+ *  against maxPendingBytes: else 1-byte segments on every connection would hold many times the
+ *  budget while counting a few bytes. An estimate on the high side. */
+export const CHUNK_OVERHEAD_BYTES = 512;
 /** At most one TRANSPORT_INBOUND_EVICTED line this often: a flood must not flood the log too. */
 export const EVICTED_LOG_INTERVAL_MS = 60_000;
 
@@ -104,6 +108,9 @@ export class UdpTcpTransport implements Transport {
     udp.on("message", (msg, rinfo) => this.packetHandler({ host: rinfo.address, port: rinfo.port }, msg));
     udp.on("error", () => this.stats.packetSendErrors++);
     tcp.on("connection", (sock) => this.accept(sock));
+    // A failed accept (EMFILE: out of file descriptors) is emitted on the server; unheard, it would
+    // take the agent down. The connection is lost (its peer retries); the server keeps listening.
+    tcp.on("error", () => this.stats.inboundStreamErrors++);
   }
 
   /** Binds UDP and TCP on one port (with port 0: a free one, retried if TCP finds it taken). */
@@ -214,7 +221,7 @@ export class UdpTcpTransport implements Transport {
     });
   }
 
-  /** Bytes inbound connections now hold of requests not yet whole (never over maxPendingBytes). */
+  /** Bytes inbound connections now hold of requests not yet whole, with each chunk's overhead (never over maxPendingBytes). */
   get pendingBytes(): number {
     return this.pendingTotal;
   }
@@ -282,7 +289,7 @@ export class UdpTcpTransport implements Transport {
   }
 
   /**
-   * Counts n more bytes held by sock before its request is whole; while that puts the total over
+   * Counts a chunk of n more bytes (and its overhead) held by sock before its request is whole; while that puts the total over
    * maxPendingBytes, closes the oldest holders (sock among them, if it is the oldest left). Oldest,
    * not newest (memberlist refuses the newest push-pull over its 128): holders that stall are what
    * a flood without the key is made of, and refusing the newest would hand them every legitimate
@@ -291,8 +298,9 @@ export class UdpTcpTransport implements Transport {
    * sock was closed.
    */
   private hold(sock: Socket, n: number): boolean {
-    this.pending.set(sock, (this.pending.get(sock) ?? 0) + n);
-    this.pendingTotal += n;
+    const cost = n + CHUNK_OVERHEAD_BYTES;
+    this.pending.set(sock, (this.pending.get(sock) ?? 0) + cost);
+    this.pendingTotal += cost;
     for (const [s, bytes] of this.pending) {
       if (this.pendingTotal <= this.maxPendingBytes) break;
       if (bytes > 0) this.evict(s, "overBudget");

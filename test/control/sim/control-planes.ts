@@ -13,7 +13,7 @@ import type { Addr } from "../../../src/control/runtime.js";
 import { parseIpv6 } from "../../../src/net/ipv6.js";
 import { CLUSTER_KEY } from "./cluster.js";
 import { LeaseInvariants, MembershipInvariants } from "./invariants.js";
-import { MemoryStore } from "./doubles.js";
+import { MemoryMembers, MemoryStore } from "./doubles.js";
 import { SimNetwork, type LinkConditions, type SimHost } from "./network.js";
 import { SeededRandom } from "./random.js";
 import { Scheduler } from "./scheduler.js";
@@ -39,6 +39,8 @@ export class PlaneNode {
   startOptions?: PlaneStartOptions;
   /** Its control plane is stopping (stop()): it may see itself left. */
   stopping = false;
+  /** The members' addresses its state dir keeps. */
+  readonly members = new MemoryMembers();
 
   constructor(
     readonly name: string,
@@ -162,6 +164,7 @@ export class SimControlPlanes {
         keyring: new Keyring(CLUSTER_KEY),
         store,
         store6,
+        members: node.members,
         logger: this.logger.child({ from: node.name }),
         resolve: async (host) => {
           const addrs =

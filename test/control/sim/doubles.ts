@@ -1,9 +1,12 @@
 // Test doubles for one component at a time: a lease state store that survives restarts (a state
-// dir kept in memory; one that can fill up; one whose saves can be held at a gate), a logger that records every line,
+// dir kept in memory; one that can fill up; one whose saves can be held at a gate), the members'
+// addresses a state dir keeps, a logger that records every line,
 // and a lone virtual clock (the simulator's Scheduler, through a simulated host's clock).
 import type { LeaseStateStore, PersistedLeaseState } from "../../../src/control/lease/store.js";
 import { WeftError } from "../../../src/errors.js";
 import type { LeaseLogger } from "../../../src/control/lease/types.js";
+import type { Addr } from "../../../src/control/runtime.js";
+import type { MemberStore } from "../../../src/control/saved-members.js";
 import { SimNetwork, type SimClock } from "./network.js";
 import { SeededRandom } from "./random.js";
 import { Scheduler } from "./scheduler.js";
@@ -21,6 +24,19 @@ export class MemoryStore implements LeaseStateStore {
   }
   async save(state: PersistedLeaseState): Promise<void> {
     this.saved = structuredClone(state);
+    this.saves++;
+  }
+}
+
+/** The members' addresses a state dir keeps (saved-members.ts), in memory. */
+export class MemoryMembers implements MemberStore {
+  saved: Addr[] = [];
+  saves = 0;
+  async load(): Promise<Addr[]> {
+    return [...this.saved];
+  }
+  async save(addrs: readonly Addr[]): Promise<void> {
+    this.saved = [...addrs];
     this.saves++;
   }
 }

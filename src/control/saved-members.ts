@@ -1,0 +1,158 @@
+// Members' addresses kept in the state dir, as Serf's snapshot keeps them, and joined at the next
+// start besides the --join list. A node started with an empty list (the first node, a lone
+// control-plane seed) knows nobody from its flags when it restarts: after a graceful leave the
+// others hold it as left and never send to it again, so it stayed alone until each of them
+// restarted; kept on exit, it waited for one's push-pull to find it. Saved every minute when the
+// set changed, and at stop: at most MEMBERS_KEPT addresses (one that answers is enough), those
+// saved before kept while still members, so the file is rarely rewritten.
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { WeftError } from "../errors.js";
+import { writeFileAtomic } from "../fs/atomic-write.js";
+import type { NodeView } from "./gossip/delegate.js";
+import type { Addr, Clock, Random, TimerHandle } from "./runtime.js";
+
+export const MEMBERS_FILE = "members.json";
+export const MEMBERS_KEPT = 16;
+export const MEMBERS_SAVE_INTERVAL_MS = 60_000;
+
+/** Where the addresses are kept: FileMemberStore on a node, an in-memory one in the simulator. */
+export interface MemberStore {
+  /** The saved addresses ([] if none were saved); rejects with GOSSIP_MEMBERS_FILE_INVALID if damaged. */
+  load(): Promise<Addr[]>;
+  /** Replaces them atomically. Calls are not concurrent. */
+  save(addrs: readonly Addr[]): Promise<void>;
+}
+
+export class FileMemberStore implements MemberStore {
+  private readonly file: string;
+
+  constructor(dir: string) {
+    this.file = join(dir, MEMBERS_FILE);
+  }
+
+  async load(): Promise<Addr[]> {
+    let text: string;
+    try {
+      text = await readFile(this.file, "utf8");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+      throw err;
+    }
+    let members: unknown;
+    try {
+      members = (JSON.parse(text) as { members?: unknown }).members;
+    } catch {
+      members = undefined;
+    }
+    const valid = (a: unknown): a is Addr =>
+      typeof (a as Addr)?.host === "string" &&
+      Number.isInteger((a as Addr).port) &&
+      (a as Addr).port > 0 &&
+      (a as Addr).port < 65536;
+    if (!Array.isArray(members) || !members.every(valid))
+      throw new WeftError(
+        "GOSSIP_MEMBERS_FILE_INVALID",
+        `${this.file} is damaged; it is rewritten within a minute, or delete it (it only helps a restart rejoin)`,
+      );
+    return members.map(({ host, port }) => ({ host, port }));
+  }
+
+  async save(addrs: readonly Addr[]): Promise<void> {
+    await writeFileAtomic(
+      this.file,
+      `${JSON.stringify({ members: addrs.map(({ host, port }) => ({ host, port })) })}\n`,
+    );
+  }
+}
+
+/**
+ * The addresses to keep: the saved ones still held by a member that has not left, then others at
+ * random, live ones first (dead ones may be back after a partition; left ones said goodbye), up to
+ * MEMBERS_KEPT; undefined when that is the set saved already.
+ */
+export function membersToKeep(
+  saved: readonly Addr[],
+  members: readonly NodeView[],
+  self: string,
+  random: Random,
+): Addr[] | undefined {
+  const key = (a: Addr) => `${a.host}:${a.port}`;
+  const others = members.filter((m) => m.name !== self && m.state !== "left");
+  const held = new Set(others.map(key));
+  const keep = saved.filter((a) => held.has(key(a))).slice(0, MEMBERS_KEPT);
+  const kept = new Set(keep.map(key));
+  const shuffled = others
+    .filter((m) => !kept.has(key(m)))
+    .map((m) => ({ m, order: (m.state === "dead" ? 1 : 0) + random.next() }))
+    .sort((x, y) => x.order - y.order);
+  for (const { m } of shuffled) {
+    if (keep.length >= MEMBERS_KEPT) break;
+    keep.push({ host: m.host, port: m.port });
+  }
+  const same = keep.length === saved.length && keep.every((a) => saved.some((s) => key(s) === key(a)));
+  return same ? undefined : keep;
+}
+
+export interface SavedMembersDeps {
+  readonly store: MemberStore;
+  readonly clock: Clock;
+  readonly random: Random;
+  /** Every member this node knows, tombstones included. */
+  readonly members: () => NodeView[];
+  readonly self: string;
+  readonly log: { warn(obj: object, msg: string): void };
+}
+
+/** Loads the saved addresses at start, then saves the members' every minute (if changed) and at stop. */
+export class SavedMembers {
+  private saved: readonly Addr[] = [];
+  private timer?: TimerHandle;
+  private saving: Promise<void> = Promise.resolve();
+
+  constructor(private readonly deps: SavedMembersDeps) {}
+
+  /** The saved addresses; none if the file cannot be read (logged: the node runs without them). */
+  async load(): Promise<Addr[]> {
+    try {
+      const addrs = await this.deps.store.load();
+      this.saved = addrs;
+      return addrs;
+    } catch (err) {
+      this.failed(err, "cannot read the saved members: this start joins its --join list alone");
+      return [];
+    }
+  }
+
+  start(): void {
+    this.timer = this.deps.clock.setTimer(MEMBERS_SAVE_INTERVAL_MS, () => {
+      void this.save();
+      this.start();
+    });
+  }
+
+  /** Stops saving, after one last save (before a leave, while the members are still known). */
+  async stop(): Promise<void> {
+    if (this.timer) this.deps.clock.cancel(this.timer);
+    this.timer = undefined;
+    await this.save();
+  }
+
+  private save(): Promise<void> {
+    this.saving = this.saving.then(async () => {
+      const keep = membersToKeep(this.saved, this.deps.members(), this.deps.self, this.deps.random);
+      if (!keep) return;
+      try {
+        await this.deps.store.save(keep);
+        this.saved = keep;
+      } catch (err) {
+        this.failed(err, "cannot save the members' addresses: a restart may have only its --join list to rejoin");
+      }
+    });
+    return this.saving;
+  }
+
+  private failed(err: unknown, msg: string): void {
+    this.deps.log.warn({ code: "GOSSIP_SAVED_MEMBERS_FAILED", err }, msg);
+  }
+}

@@ -1,0 +1,91 @@
+// The members' addresses a node keeps in its state dir for its next start (saved-members.ts), and
+// a join round stopped while it resolves its targets (join.ts).
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import type { NodeView } from "../../src/control/gossip/delegate.js";
+import { Joiner } from "../../src/control/join.js";
+import { FileMemberStore, MEMBERS_FILE, MEMBERS_KEPT, membersToKeep } from "../../src/control/saved-members.js";
+import { SeededRandom } from "./sim/random.js";
+import { loneClock } from "./sim/doubles.js";
+
+const member = (i: number, state: NodeView["state"] = "alive"): NodeView => ({
+  name: `n${i}`,
+  host: `198.18.0.${i}`,
+  port: 7946,
+  incarnation: 1,
+  state,
+  meta: new Uint8Array(0),
+});
+
+describe("saved members", () => {
+  it("keeps at most MEMBERS_KEPT addresses, not this node's nor those that left, and the ones saved before while they are members", () => {
+    const random = new SeededRandom(1);
+    const members = [...Array.from({ length: 40 }, (_, i) => member(i + 1)), member(50, "left"), member(51, "dead")];
+    const first = membersToKeep([], members, "n1", random)!;
+    expect(first).toHaveLength(MEMBERS_KEPT);
+    expect(first.map((a) => a.host)).not.toContain("198.18.0.1");
+    expect(first.map((a) => a.host)).not.toContain("198.18.0.50");
+    // Nothing changed: nothing to write.
+    expect(membersToKeep(first, members, "n1", random)).toBeUndefined();
+    // One of them left: it is replaced, the others stay.
+    const gone = first[0].host;
+    const next = membersToKeep(
+      first,
+      members.map((m) => (m.host === gone ? { ...m, state: "left" as const } : m)),
+      "n1",
+      random,
+    )!;
+    expect(next).toHaveLength(MEMBERS_KEPT);
+    expect(next.map((a) => a.host)).not.toContain(gone);
+    expect(next.slice(0, MEMBERS_KEPT - 1)).toEqual(first.slice(1));
+    // Alone among those that left: nothing to keep.
+    expect(membersToKeep(next, [member(1), member(2, "left")], "n1", random)).toEqual([]);
+  });
+
+  it("the file: written whole, read back, and a damaged one refused with its code", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "weft-members-"));
+    try {
+      const store = new FileMemberStore(dir);
+      expect(await store.load()).toEqual([]);
+      const addrs = [
+        { host: "198.18.0.2", port: 7946 },
+        { host: "2001:2::3", port: 7000 },
+      ];
+      await store.save(addrs);
+      expect(await store.load()).toEqual(addrs);
+      expect(JSON.parse(await readFile(join(dir, MEMBERS_FILE), "utf8"))).toEqual({ members: addrs });
+      await writeFile(join(dir, MEMBERS_FILE), '{"members":[{"host":"198.18.0.2"}]}');
+      await expect(store.load()).rejects.toMatchObject({ code: "GOSSIP_MEMBERS_FILE_INVALID" });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("Joiner", () => {
+  it("stopped while a round resolves its targets: the round ends there, joining nobody and retrying nothing", async () => {
+    const { scheduler, clock } = loneClock();
+    let answer: (addrs: string[]) => void = () => {};
+    const joins: number[] = [];
+    const warnings: string[] = [];
+    const joiner = new Joiner([{ host: "seeds.test", port: 7946 }], {
+      clock,
+      random: new SeededRandom(3),
+      resolve: () => new Promise((r) => (answer = r)),
+      join: async (addrs) => (joins.push(addrs.length), 0),
+      othersAlive: () => 0,
+      self: { host: "198.18.0.1", port: 7946 },
+      log: { info: () => {}, warn: (o: object) => void warnings.push(JSON.stringify(o)), error: () => {} },
+      nameTaken: () => {},
+    });
+    joiner.start();
+    joiner.stop();
+    answer(["198.18.0.2"]);
+    await scheduler.runFor(120_000);
+    expect(joins).toEqual([]);
+    expect(warnings).toEqual([]);
+    expect(joiner.status().failedRounds).toBe(0);
+  });
+});
