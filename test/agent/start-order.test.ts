@@ -55,7 +55,13 @@ describe.skipIf(!canUseNetns())("agent: cluster formation in any start order", (
         (r) => JSON.stringify(r) === JSON.stringify(want),
         30_000,
       );
-      await agents!.waitFor(a, "joined", (s) => s.join.state === "joined", 10_000);
+      // A node with an empty join list (the first one) is "standalone" until it joins saved members.
+      await agents!.waitFor(
+        a,
+        "joined",
+        (s) => s.join.state === "joined" || (s.join.state === "standalone" && s.join.targets.length === 0),
+        10_000,
+      );
       expect(await agents!.errorLines(a), a.host.name).toEqual([]);
     }
   }
@@ -95,6 +101,26 @@ describe.skipIf(!canUseNetns())("agent: cluster formation in any start order", (
     expect(existsSync(agents.subnetFile(a2))).toBe(false);
     expect(await agents.logTail(a2, 50)).toMatch(/AGENT_STALE_SUBNET_ENV/);
     agents.start(target);
+    await formed(agents.agents);
+    await agents.stopAll();
+    agents = undefined;
+  }, 240_000);
+
+  it("a first node with an empty join list, restarted with a leave (systemctl restart), gets back to the nodes that joined through it", async () => {
+    agents = await LabAgents.prepare(lab, () => netConf("vxlan"));
+    const [seed, a2, a3] = agents.agents;
+    agents.start(seed, [], []);
+    agents.start(a2, [], [seed]);
+    agents.start(a3, [], [seed]);
+    await formed(agents.agents);
+    // SIGTERM leaves: the others hold the seed as left and, having each other, never rejoin.
+    await agents.stop(seed);
+    for (const a of [a2, a3])
+      await agents.waitFor(a, "the seed left", (s) =>
+        s.members.some((m) => m.name === seed.host.name && m.state === "left"),
+      );
+    // Still an empty join list: only the members it saved at its last run lead it back.
+    agents.start(seed, [], []);
     await formed(agents.agents);
     await agents.stopAll();
     agents = undefined;
