@@ -101,7 +101,8 @@ export type BackendErrorCode =
   | "BACKEND_VTEP_MAC_CORRUPT"
   | "BACKEND_VTEP_MAC_PERSIST_FAILED"
   | "BACKEND_NO_IPV6"
-  | "BACKEND_NO_UNDERLAY";
+  | "BACKEND_NO_UNDERLAY"
+  | "BACKEND_IPV6_MTU";
 
 /** The userspace dataplane (src/dataplane). */
 export type DataplaneErrorCode =

@@ -10,7 +10,7 @@ namespace weft {
 
 // Raised with every change the JS side must match (a layout, a result's encoding, a function's
 // arguments): src/io/native.ts refuses an addon of another version, which `npm run build` leaves.
-constexpr int32_t kAbiVersion = 2;
+constexpr int32_t kAbiVersion = 3;
 
 void RegisterDescriptor(Napi::Env env, Napi::Object exports) {
   auto set = [&](const char* name, int32_t value) { SetConstant(env, exports, name, value); };

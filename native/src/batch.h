@@ -26,7 +26,7 @@ struct Slot {
   int32_t* desc;  // the descriptor, for writing results back
 };
 
-// A batch call's result: packets done (kBatchDoneMask) | a call's own flag bits (16) |
+// A batch call's result: packets done (kBatchDoneMask) | a call's own flag bits (16; 26..30) |
 // failed << kBatchFailedShift, plus errno << kBatchErrnoShift (above the 32 bits, as a double):
 // `failed` packets were lost to errors of the kernel's (errno: the first one's), reported rather
 // than thrown so that a caller neither loses the count nor pays a call per packet. The only

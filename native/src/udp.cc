@@ -331,6 +331,12 @@ socklen_t Destination(const Batch& batch, uint32_t i, PeerAddr& to, std::string&
 constexpr int32_t kSendGsoRefused = 1 << 16;
 static_assert((kSendGsoRefused & kBatchDoneMask) == 0 && kSendGsoRefused < 1 << kBatchFailedShift,
               "a flag bit of the batch result");
+// udpSend's result bit: the kernel refused a GSO send with EINVAL or EMSGSIZE (a segment larger than
+// the path's MTU), and its datagrams went one by one; GSO stays on, so the caller counts it
+// (UDP_SEND_GSO_TOO_BIG): every batch to that path pays the refused send again.
+constexpr int32_t kSendGsoTooBig = 1 << 26;
+static_assert(kSendGsoTooBig > kBatchFailedMask << kBatchFailedShift && kSendGsoTooBig < 1 << 30,
+              "a flag bit of the batch result, above `failed`");
 
 // Appends the datagrams of [data, data + size), cut at `segment` bytes (the last may be shorter),
 // as messages of one iovec each to `name`, at most `room` of them; returns how many it appended.
@@ -378,7 +384,8 @@ void SetSegment(Messages& m, uint32_t j, uint16_t segment) {
 }
 
 // udpSend(fd, buf, descs, first, count, trains = false, gso = true) -> descriptors done |
-// kSendGsoRefused when the kernel refused a GSO send, as BatchResult: `failed` of the descriptors
+// kSendGsoRefused when the kernel refused a GSO send (EIO) | kSendGsoTooBig when it refused one as
+// too big for the path, as BatchResult: `failed` of the descriptors
 // done were lost to messages the kernel refused (a train counts its descriptors). It throws only for its arguments (and
 // a bad fd: met after the first message, it ends the batch, and the next call throws). A descriptor with a segment size
 // in FLAGS is one GSO send of its own; with `trains`, runs of single datagrams of one flow tag to one destination are
@@ -461,7 +468,7 @@ Napi::Value UdpSend(const Napi::CallbackInfo& info) {
     const msghdr& hdr = m.msgs[j].msg_hdr;
     int err = EIO;
     // Once refused with EIO, the call's other UDP_SEGMENT messages go without trying GSO again.
-    if (flag == 0 || hdr.msg_controllen == 0) {
+    if ((flag & kSendGsoRefused) == 0 || hdr.msg_controllen == 0) {
       // After a partial send, the message it stopped at comes first: it fails alone, or the socket
       // is full.
       int n = RetryOnEintr([&] { return sendmmsg(fd, m.msgs + j, messageCount - j, MSG_DONTWAIT); });
@@ -476,9 +483,9 @@ Napi::Value UdpSend(const Napi::CallbackInfo& info) {
     // EIO, GSO is refused on this socket for good (the caller stops using it); with EINVAL or
     // EMSGSIZE, a segment is larger than this path's MTU (a PMTU exception, a route's locked mtu),
     // which a separate send fragments. That costs the failed send again on every batch to such a
-    // path (one syscall: the addon keeps no state), and drops nothing.
+    // path (one syscall: the addon keeps no state), and drops nothing; the result says so.
     if ((err == EIO || err == EINVAL || err == EMSGSIZE) && hdr.msg_controllen != 0) {
-      if (err == EIO) flag = kSendGsoRefused;
+      flag |= err == EIO ? kSendGsoRefused : kSendGsoTooBig;
       uint32_t count;
       const int sent = SendWithoutGso(fd, hdr, count);
       if (sent == static_cast<int>(count)) {
@@ -516,6 +523,7 @@ Napi::Value UdpSend(const Napi::CallbackInfo& info) {
 
 void RegisterUdp(Napi::Env env, Napi::Object exports) {
   SetConstant(env, exports, "UDP_SEND_GSO_REFUSED", kSendGsoRefused);
+  SetConstant(env, exports, "UDP_SEND_GSO_TOO_BIG", kSendGsoTooBig);
   exports.Set("udpOpen", Napi::Function::New(env, UdpOpen, "udpOpen"));
   exports.Set("udpSetReuseportProgram", Napi::Function::New(env, UdpSetReuseportProgram, "udpSetReuseportProgram"));
   exports.Set("udpRecv", Napi::Function::New(env, UdpRecv, "udpRecv"));

@@ -309,6 +309,13 @@ export function agentMetrics(
   );
   mirroredCounter(
     registry,
+    "weft_dataplane_udp_gso_too_big_total",
+    "Userspace dataplane sends in which the kernel refused a UDP GSO message as larger than the path's MTU (the underlay's MTU lowered, a route's locked mtu, a PMTU exception), by address family; its datagrams went again one by one, nothing lost, at the cost of the refused send on every such batch",
+    ["family"],
+    (set) => eachDataplane((d, family) => set({ family }, Number(d.io.udpGsoTooBig))),
+  );
+  mirroredCounter(
+    registry,
     "weft_dataplane_worker_restarts_total",
     "Userspace dataplane workers replaced after dying, by address family",
     ["family"],

@@ -109,13 +109,19 @@ export const IO_COUNTER = {
   flowQueueDrops: 7,
   /** TUN reads that failed with an error (not a deleted device, which ends the worker), each losing its packet. */
   tunReadErrors: 8,
+  /**
+   * Sends in which the kernel refused a UDP GSO message as larger than the path's MTU (EINVAL,
+   * EMSGSIZE: the underlay's MTU was lowered, a route's locked mtu, a PMTU exception), so that its
+   * datagrams went again one by one; nothing is lost, but each such batch pays the refused send.
+   */
+  udpGsoTooBig: 9,
 } as const;
 /**
  * Beside the counters, not summed with them: the errno of the worker's last refused send and TUN
  * write (0: none yet), for why sendErrors and tunWriteErrors grow (counters(): lastErrno).
  */
-export const IO_ERRNO = { send: 9, tunWrite: 10 } as const;
-export const IO_COUNTER_SLOTS = 11;
+export const IO_ERRNO = { send: 10, tunWrite: 11 } as const;
+export const IO_COUNTER_SLOTS = 12;
 
 /**
  * How a worker's task ended: the stop word was set; its TUN device was deleted (`tunGone`, the read

@@ -71,6 +71,7 @@ export interface DrainSlots {
 
 /** The BigInts 0..BATCH_FAILED_MASK: a batch's failed packets are added to a counter without a call (see drainer). */
 const FAILED = Array.from({ length: BATCH_FAILED_MASK + 1 }, (_, i) => BigInt(i));
+const GSO_TOO_BIG = native.UDP_SEND_GSO_TOO_BIG;
 
 /**
  * The worker's drain over `buf`, with counters `io` and the words `held` (see serve): it writes
@@ -227,7 +228,13 @@ function serve(task: QueueTask): TaskEnd {
   };
   // The pair being served: where the drains below write.
   let at = pairs[0];
-  const toSocket: Write = (b, d, first, count) => at.bind.send(b, d, first, count);
+  // Sends whose GSO message the kernel refused as too big for the path (UDP_SEND_GSO_TOO_BIG).
+  let gsoTooBig = 0;
+  const toSocket: Write = (b, d, first, count) => {
+    const r = at.bind.send(b, d, first, count);
+    if (r & GSO_TOO_BIG) gsoTooBig++;
+    return r;
+  };
   const toTun: Write = (b, d, first, count) => at.tun.write(b, d, first, count);
 
   // Datagrams dropped for waiting too long (codel.ts).
@@ -331,7 +338,8 @@ function serve(task: QueueTask): TaskEnd {
       io[IO_COUNTER.tunBatches] += BigInt(tunBatches);
       io[IO_COUNTER.udpBatches] += BigInt(udpBatches);
       io[IO_COUNTER.queueDelayDrops] += BigInt(stale);
-      tunBatches = udpBatches = stale = 0;
+      io[IO_COUNTER.udpGsoTooBig] += BigInt(gsoTooBig);
+      tunBatches = udpBatches = stale = gsoTooBig = 0;
     }
     // Packets held in the flow queue or a full ring are sent without sleeping first.
     const more = tunMore();

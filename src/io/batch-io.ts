@@ -38,5 +38,6 @@ export interface DatagramBind {
    * the `kept` descriptors from `first` on hold the rest, in order.
    */
   recv(buf: Uint8Array, descs: Int32Array, first: number, count: number, maxAgeUs?: number, drop?: boolean): number;
+  /** A batch result, with UDP_SEND_GSO_TOO_BIG set when a GSO send was refused as too big for the path. */
   send(buf: Uint8Array, descs: Int32Array, first: number, count: number): number;
 }

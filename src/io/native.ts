@@ -62,6 +62,8 @@ export interface NativeIo {
   readonly TUN_F_USO6: number;
   /** udpSend's result bit: the kernel refused a UDP GSO send (EIO); pass gso false from now on. */
   readonly UDP_SEND_GSO_REFUSED: number;
+  /** udpSend's result bit: the kernel refused a UDP GSO send as too big for the path (EINVAL, EMSGSIZE). */
+  readonly UDP_SEND_GSO_TOO_BIG: number;
   readonly WAIT_WOKEN: number;
   readonly WAIT_SPUN: number;
   readonly WAIT_SLEPT: number;
@@ -133,7 +135,8 @@ export interface NativeIo {
    * needs an IPv6 socket); FLAGS' segment size, when not 0, asks for UDP GSO. With `trains`, runs
    * of single datagrams to one destination go as UDP GSO sends (UdpSocket.trains). Returns the
    * descriptors done, | UDP_SEND_GSO_REFUSED when the kernel refused a GSO send with EIO (its
-   * datagrams went one by one); a message the kernel refuses counts its descriptors as done and
+   * datagrams went one by one), | UDP_SEND_GSO_TOO_BIG when it refused one with EINVAL or EMSGSIZE
+   * (a segment larger than the path's MTU; its datagrams went one by one, GSO stays on); a message the kernel refuses counts its descriptors as done and
    * failed (batchFailed), and the rest of the batch goes on. With `gso` false (default true) no UDP_SEGMENT is set: a segment
    * size splits the descriptor into datagrams, and no trains are made.
    */
@@ -164,7 +167,7 @@ function load(): NativeIo {
 }
 
 /** The addon version this code is written for: raised with native/src/addon.cc's kAbiVersion. */
-export const ADDON_ABI = 2;
+export const ADDON_ABI = 3;
 
 /**
  * Refuses an addon built from another checkout (`npm run build` does not rebuild it): one from

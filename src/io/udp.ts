@@ -151,6 +151,8 @@ export class UdpSocket extends FdHandle implements DatagramBind {
    * descriptors done (batchDone), of which batchFailed were lost to messages the kernel refused
    * (no route, a netfilter drop, a broadcast), with the first one's errno (batchErrno).
    * Once the kernel refuses a GSO send (gsoRefused), segments and trains go as single datagrams.
+   * The result keeps UDP_SEND_GSO_TOO_BIG: a GSO send refused as larger than the path's MTU went
+   * as single datagrams, and will again on the next batch to that path (the caller counts it).
    */
   send(buf: Uint8Array, descs: Int32Array, first: number, count: number): number {
     const r = native.udpSend(this.fd, buf, descs, first, atMostMaxBatch(count), this.trains, !this.gsoRefused);

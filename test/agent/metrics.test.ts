@@ -11,6 +11,7 @@ import { LabCluster } from "../../src/lab/cluster.js";
 import { peerFrom, peerOf, removeLab, startNode, subnetOf, type LabNode } from "../backends/support.js";
 import { loopbackPlane } from "../support/loopback-plane.js";
 import { canUseNetns } from "../support/netns.js";
+import { tcpTransfer } from "../support/tcp-transfer.js";
 
 /** The samples of every metric of type counter in a scrape, by name and labels. */
 function counterSamples(text: string): Map<string, number> {
@@ -99,6 +100,31 @@ describe.skipIf(!canUseNetns())("agent metrics", () => {
     } finally {
       await node.backend.removePeer("far");
       await host.ns.ip("route del unreachable 198.18.0.250/32");
+    }
+  });
+
+  it("counts sends whose UDP GSO message the kernel refused as larger than the path's MTU (the underlay's MTU lowered)", async () => {
+    const metrics = registry();
+    const tooBig = (text: string) =>
+      Number(/^weft_dataplane_udp_gso_too_big_total\{family="4"\} (\d+)$/m.exec(text)?.[1]);
+    expect(tooBig(await metrics.metrics())).toBe(0);
+    const [h1, h2] = lab.hosts;
+    await lab.addPods(h1, subnetOf(1), 1, 1450);
+    await lab.addPods(h2, subnetOf(2), 1, 1450);
+    const other = await startNode(h2, 2, "wasm-vxlan");
+    try {
+      await Promise.all([node.backend.setPeer(peerFrom(other)), other.backend.setPeer(peerFrom(node))]);
+      await h1.ns.ip(`link set ${h1.underlayIf} mtu 1400`);
+      const { sent, received } = await tcpTransfer(h1.pods[0], h2.pods[0], 2_000_000);
+      expect(received).toEqual(sent);
+      const text = await metrics.metrics();
+      expect(tooBig(text)).toBeGreaterThan(0);
+      expect(tooBig(text)).toBe(Number(node.backend.dataplaneCounters!().io.udpGsoTooBig));
+    } finally {
+      await h1.ns.ip(`link set ${h1.underlayIf} mtu 1500`);
+      await node.backend.removePeer(other.host.name);
+      await other.backend.stop(false);
+      other.c.cleanup();
     }
   });
 

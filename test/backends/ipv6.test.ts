@@ -82,6 +82,59 @@ describe.skipIf(!canUseNetns())("udp backend and IPv6", () => {
   });
 });
 
+describe.skipIf(!canUseNetns())("IPv6 over an underlay too small for it", () => {
+  it("refuses an IPv6 device below 1280 with BACKEND_IPV6_MTU before it makes anything, vxlan and wasm-vxlan alike; 1280 itself runs", async () => {
+    // Before, the kernel refused the device's address with a bare "Invalid argument" at every start.
+    const ns = await Netns.create("b6m");
+    const dir = mkdtempSync(join(tmpdir(), "weft-v6-mtu-"));
+    try {
+      await ns.ip("link add eth0 mtu 1349 type veth peer name eth0p mtu 1349");
+      await ns.ip("addr add 2001:2::b/64 nodad dev eth0");
+      await ns.ip("addr add 198.18.0.11/24 dev eth0");
+      await ns.ip("link set eth0 up");
+      const context = (mtu: number, ipv6Underlay = true): BackendContext => ({
+        kernel: ns.kernel,
+        network: LAB_POD_NETWORK6,
+        subnet: subnet6Of(1),
+        underlay: { iface: "eth0", addr: 0xc612000b, addr6: ipv6Underlay ? parseIpv6("2001:2::b") : undefined, mtu },
+        stateDir: dir,
+        logger: pino({ level: "silent" }),
+      });
+      const refused = (type: string, ctx: BackendContext, device: string, mtu: number, needs: number) =>
+        expect(() => withNetns(ns.name, () => createBackend(type, { workers: 1 }, ctx))).toThrow(
+          expect.objectContaining({
+            code: "BACKEND_IPV6_MTU",
+            message: expect.stringMatching(
+              new RegExp(`^${device.replace(".", "\\.")} would get MTU ${mtu} .* at least ${needs} `),
+            ),
+          }),
+        );
+      // The interface's MTU, as the agent reads it: 1349 - 70 = 1279 over the IPv6 underlay.
+      refused("vxlan", context(1349), "flannel-v6.1", 1279, 1350);
+      refused("wasm-vxlan", context(1349), "weft-v6.1", 1279, 1350);
+      // Over the IPv4 underlay (no IPv6 address): 1329 - 50; Backend.MTU counts as the interface's.
+      refused("wasm-vxlan", context(1329, false), "weft-v6.1", 1279, 1330);
+      expect(() => withNetns(ns.name, () => createBackend("wasm-vxlan", { mtu: 1329 }, context(1500, false)))).toThrow(
+        expect.objectContaining({ code: "BACKEND_IPV6_MTU" }),
+      );
+      expect(await ns.ip("-br link show")).not.toMatch(/flannel|weft/);
+      // 1280 is IPv6's minimum, and enough: the device gets its address.
+      await ns.ip("link set eth0 mtu 1350");
+      const backend = createBackend("vxlan", {}, context(1350));
+      try {
+        await backend.start();
+        expect(await ns.ip("-6 addr show dev flannel-v6.1")).toContain("2001:2:0:8001::/128");
+        expect(await ns.ip("link show dev flannel-v6.1")).toContain("mtu 1280");
+      } finally {
+        await backend.stop(false);
+      }
+    } finally {
+      await ns.destroy();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 for (const type of ["vxlan", "host-gw"] as const) {
   describe.skipIf(!canUseNetns())(`${type} backend, dual-stack (kernel)`, () => {
     let lab: LabCluster;

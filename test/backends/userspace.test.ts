@@ -15,6 +15,7 @@ import { Kernel } from "../../src/kernel/iproute.js";
 import { LabCluster } from "../../src/lab/cluster.js";
 import { ping } from "../../src/lab/traffic.js";
 import { canUseNetns } from "../support/netns.js";
+import { tcpTransfer } from "../support/tcp-transfer.js";
 import {
   fdb,
   hostCtx,
@@ -27,6 +28,10 @@ import {
   twoHostLab,
   type LabNode,
 } from "./support.js";
+
+/** The MTU of `dev` in node `n`'s namespace. */
+const tunMtu = async (n: LabNode, dev: string) =>
+  (await n.host.ns.kernel.ipJson<Array<{ mtu: number }>>(["link", "show", "dev", dev]))[0].mtu;
 
 for (const type of ["wasm-vxlan", "udp"] as const) {
   describe.skipIf(!canUseNetns())(`${type} backend (userspace dataplane)`, () => {
@@ -138,6 +143,50 @@ for (const type of ["wasm-vxlan", "udp"] as const) {
       expect(after.driftRepairs).toBe(before.driftRepairs + 1);
       expect(await n1.host.ns.ip(`-4 route show dev ${tun}`)).toMatch(/^198\.19\.0\.0\/16 proto kernel scope link/m);
       expect((await ping(n1.host.pods[0], n2.host.pods[0].addr, { count: 2 })).received).toBe(2);
+    });
+
+    it("reconcile() sets back a TUN device MTU changed by hand", async () => {
+      const tun = type === "udp" ? "flannel0" : "weft.1";
+      const before = n1.backend.counters();
+      await n1.host.ns.ip(`link set ${tun} mtu 1300`);
+      await n1.backend.reconcile();
+      // Before, the MTU was never looked at: the device stayed at 1300 below the pods' MTU.
+      expect(await tunMtu(n1, tun)).toBe(mtu);
+      const after = n1.backend.counters();
+      expect([after.driftRepairs - before.driftRepairs, after.kernelErrors - before.kernelErrors]).toEqual([1, 0]);
+    });
+
+    it("an underlay MTU lowered at runtime: GSO sends refused for it are counted and logged once (BACKEND_GSO_TOO_BIG), and reconcile lowers the TUN device's MTU with BACKEND_UNDERLAY_MTU_LOWERED once, then takes it back", async () => {
+      const tun = type === "udp" ? "flannel0" : "weft.1";
+      const since = n1.c.log.lines.length;
+      const codes = (code: string) => n1.c.log.lines.slice(since).filter((l) => l.code === code);
+      const dp = () => n1.backend.dataplaneCounters!();
+      const gsoTooBig = dp().io.udpGsoTooBig;
+      try {
+        await n1.host.ns.ip("link set eth0 mtu 1400");
+        // TCP's super-packets of the pods' MTU become GSO sends of segments above 1400: the kernel
+        // refuses them (EINVAL), and their datagrams go again one by one, fragmented. Nothing is lost.
+        const { sent, received } = await tcpTransfer(n1.host.pods[0], n2.host.pods[0], 2_000_000);
+        expect(received).toEqual(sent);
+        expect(dp().offload.enabled).toBe(true);
+        expect(dp().io.udpGsoTooBig).toBeGreaterThan(gsoTooBig);
+        expect(dp().io.sendErrors).toBe(0n);
+        await n1.backend.reconcile();
+        await n1.backend.reconcile();
+        expect(await tunMtu(n1, tun)).toBe(mtu - 100);
+        expect(codes("BACKEND_GSO_TOO_BIG")).toHaveLength(1);
+        expect(codes("BACKEND_UNDERLAY_MTU_LOWERED")).toEqual([
+          expect.objectContaining({ underlayMtu: 1400, deviceMtu: mtu - 100, podMtu: mtu }),
+        ]);
+        expect((await ping(n1.host.pods[0], n2.host.pods[0].addr, { count: 2 })).received).toBe(2);
+        await n1.host.ns.ip("link set eth0 mtu 1500");
+        await n1.backend.reconcile();
+        expect(await tunMtu(n1, tun)).toBe(mtu);
+        expect(codes("BACKEND_UNDERLAY_MTU_LOWERED")).toHaveLength(1);
+        expect(n1.c.log.lines.slice(since).filter((l) => l.level >= 50)).toEqual([]);
+      } finally {
+        await n1.host.ns.ip("link set eth0 mtu 1500");
+      }
     });
 
     it("reconcile() that cannot reach its namespace at all counts one refused command, as a kernel backend's failed round does", async () => {

@@ -18,7 +18,7 @@ import type { Logger } from "pino";
 import { DATAPLANE_MAX_MTU, UserspaceDataplane, type DataplaneCounters } from "../../dataplane/dataplane.js";
 import { readRoutes } from "../../kernel/entries.js";
 import { removeStaleGatewayRoutes } from "../../kernel/stale-routes.js";
-import { readAddresses, readLink } from "../../kernel/links.js";
+import { readAddresses, readLinks } from "../../kernel/links.js";
 import { isWeftError, WeftError } from "../../errors.js";
 import { formatMac, parseMac } from "../../net/ipv4.js";
 import { familyOf, formatAddr, formatAnyPrefix } from "../../net/ip.js";
@@ -37,6 +37,7 @@ import {
 } from "../backend.js";
 import { VXLAN_IPV4_UNDERLAY_BYTES, VXLAN_IPV6_UNDERLAY_BYTES } from "../vxlan/vxlan.js";
 import { announcementProblem, UnreachablePeers } from "../unreachable.js";
+import { assertIpv6Mtu, UnderlayMtu } from "../underlay-mtu.js";
 import { loadVtepMac } from "../vtep-mac.js";
 
 /**
@@ -79,6 +80,10 @@ export class UserspaceBackend implements Backend {
   readonly mtu: number;
   /** The TUN device's MTU: what fits the underlay after this family's encapsulation. */
   private readonly deviceMtu: number;
+  /** deviceMtu, or what the underlay interface carries once its MTU was lowered. */
+  private readonly underlayMtu: UnderlayMtu;
+  /** BACKEND_GSO_TOO_BIG was logged (once: the counter tells how it goes on). */
+  private gsoTooBigLogged = false;
   /** flannel0 for udp (flannel's name), weft.<VNI> for wasm-vxlan, weft-v6.<VNI> for its IPv6 instance. */
   readonly tunName: string;
   private readonly family: 4 | 6;
@@ -142,6 +147,8 @@ export class UserspaceBackend implements Backend {
         `the underlay allows MTU ${fits}; the ${type} dataplane uses at most ${DATAPLANE_MAX_MTU}`,
       );
     this.tunName = tunDeviceName(type, this.vni, this.family);
+    if (this.family === 6) assertIpv6Mtu(this.tunName, this.deviceMtu, underlayMtu, overhead);
+    this.underlayMtu = new UnderlayMtu(this.logger, this.tunName, this.deviceMtu, ctx.underlay.mtu, overhead, this.mtu);
     this.vtepMac = loadVtepMac(ctx.stateDir, this.family);
     this.socketFamily = this.family === 4 || overIpv4 ? 4 : 6;
     const listenAddr = this.socketFamily === 4 ? ctx.underlay.addr : ctx.underlay.addr6;
@@ -300,15 +307,21 @@ export class UserspaceBackend implements Backend {
 
   /**
    * The peers live in the dataplane's own table; what can drift is the TUN device's address, route,
-   * link state and sysctls.
+   * MTU (lowered to what the underlay interface carries, if its MTU was lowered), link state and
+   * sysctls.
    */
   async reconcile(): Promise<void> {
     this.assertRunning();
     const [kernel, network, subnet] = [this.ctx.kernel, this.ctx.network, this.ctx.subnet];
     const tun = this.tunName;
-    const [link, addrs, routes] = await this.refusedWhole(() =>
-      Promise.all([readLink(kernel, tun), readAddresses(kernel, tun, this.family), readRoutes(kernel, network)]),
+    const [[link, lower], addrs, routes] = await this.refusedWhole(() =>
+      Promise.all([
+        readLinks(kernel, [tun, this.ctx.underlay.iface]),
+        readAddresses(kernel, tun, this.family),
+        readRoutes(kernel, network),
+      ]),
     );
+    this.noteGsoTooBig();
     if (link) await this.repairSysctls();
     const lines: string[] = [];
     if (!addrs.some((a) => a.addr === subnet.addr && a.len === network.len))
@@ -325,6 +338,8 @@ export class UserspaceBackend implements Backend {
         `route replace ${formatAnyPrefix(network)} dev ${tun} proto kernel${this.family === 4 ? " scope link" : ""} src ${formatAddr(subnet.addr)}`,
       );
     }
+    const mtu = this.underlayMtu.fitting(lower);
+    if (link && link.mtu !== mtu) lines.push(`link set ${tun} mtu ${mtu}`);
     if (!link?.up) lines.push(`link set ${tun} up`);
     if (lines.length === 0) return;
     this.stats.driftRepairs += lines.length;
@@ -336,6 +351,22 @@ export class UserspaceBackend implements Backend {
         { command: f.command },
         `the kernel refused \`${f.command}\`: ${f.message}; reconcile will try again`,
       );
+  }
+
+  /**
+   * Says once that the kernel refuses the dataplane's GSO sends as too big for the path: they go
+   * again as single datagrams, which costs a refused send per batch, and the pods' MTU is too large
+   * for that path (io.udpGsoTooBig counts them).
+   */
+  private noteGsoTooBig(): void {
+    if (this.gsoTooBigLogged) return;
+    const sends = this.dataplane.counters().io.udpGsoTooBig;
+    if (sends === 0n) return;
+    this.gsoTooBigLogged = true;
+    this.logger.warn(
+      { code: "BACKEND_GSO_TOO_BIG", sends },
+      `the kernel refuses ${this.tunName}'s UDP GSO sends as larger than the path's MTU (the underlay interface's MTU lowered, a route's locked mtu, a PMTU exception); their datagrams go again one by one, at some cost in throughput. Give the underlay path the MTU the agent started with (${this.deviceMtu} plus encapsulation), or restart the agent and then the pods`,
+    );
   }
 
   /**

@@ -19,6 +19,7 @@ import {
   type BackendPeer,
 } from "../backend.js";
 import { KernelBackend, underlayAddr } from "../kernel-backend.js";
+import { assertIpv6Mtu, UnderlayMtu } from "../underlay-mtu.js";
 import { loadVtepMac } from "../vtep-mac.js";
 import {
   createVxlanDevice,
@@ -48,8 +49,8 @@ export class VxlanBackend extends KernelBackend {
    * so flannel-v6.<VNI> ends up at minus 70 (seen on 6.18: mtu 1450 over a 1500 link gives 1430).
    */
   private readonly deviceMtu: number;
-  /** The underlay interface's MTU is below what deviceMtu was made for (warned once until it is not). */
-  private underlayMtuLowered = false;
+  /** deviceMtu, or what the underlay interface carries once its MTU was lowered. */
+  private readonly underlayMtu: UnderlayMtu;
   protected readonly entryDevice: string;
   private readonly vni: number;
   private readonly port: number;
@@ -76,8 +77,18 @@ export class VxlanBackend extends KernelBackend {
         `Backend.MTU ${options.mtu} is above ${ctx.underlay.iface}'s MTU ${ctx.underlay.mtu}, which bounds a VXLAN device: using ${ctx.underlay.mtu}; raise the interface's MTU first for a larger one`,
       );
     this.mtu = underlayMtu - VXLAN_IPV4_UNDERLAY_BYTES;
-    this.deviceMtu = underlayMtu - (this.family === 4 ? VXLAN_IPV4_UNDERLAY_BYTES : VXLAN_IPV6_UNDERLAY_BYTES);
+    const headroom = this.family === 4 ? VXLAN_IPV4_UNDERLAY_BYTES : VXLAN_IPV6_UNDERLAY_BYTES;
+    this.deviceMtu = underlayMtu - headroom;
     this.entryDevice = vxlanDeviceName(this.vni, this.family);
+    if (this.family === 6) assertIpv6Mtu(this.entryDevice, this.deviceMtu, underlayMtu, headroom);
+    this.underlayMtu = new UnderlayMtu(
+      this.logger,
+      this.entryDevice,
+      this.deviceMtu,
+      ctx.underlay.mtu,
+      headroom,
+      this.mtu,
+    );
     this.local = underlayAddr(ctx);
   }
 
@@ -105,7 +116,7 @@ export class VxlanBackend extends KernelBackend {
   protected async ensureDevices(): Promise<void> {
     const { kernel } = this.ctx;
     const [link, lower] = await readLinks(kernel, [this.entryDevice, this.ctx.underlay.iface]);
-    const spec = this.spec(this.fittingMtu(lower));
+    const spec = this.spec(this.underlayMtu.fitting(lower));
     const mismatch = link && vxlanDeviceMismatch(link, spec);
     if (link && !mismatch) {
       await this.fixDevice(link, spec.mtu);
@@ -170,23 +181,6 @@ export class VxlanBackend extends KernelBackend {
       gbp: this.options.gbp,
       learning: this.options.learning,
     };
-  }
-
-  /**
-   * deviceMtu, or less when the underlay interface's MTU was lowered since start: the kernel
-   * clamps a new device to what the interface carries and refuses more to a kept one, so asking
-   * for deviceMtu then would find the device drifted again at every reconcile.
-   */
-  private fittingMtu(lower: LinkState | undefined): number {
-    const headroom = this.family === 4 ? VXLAN_IPV4_UNDERLAY_BYTES : VXLAN_IPV6_UNDERLAY_BYTES;
-    const fits = lower ? Math.min(this.deviceMtu, lower.mtu - headroom) : this.deviceMtu;
-    if (fits < this.deviceMtu && !this.underlayMtuLowered)
-      this.logger.warn(
-        { code: "BACKEND_UNDERLAY_MTU_LOWERED", underlayMtu: lower!.mtu, deviceMtu: fits, podMtu: this.mtu },
-        `${lower!.name}'s MTU is now ${lower!.mtu}, so ${this.entryDevice} carries at most ${fits}: the pods' MTU ${this.mtu} is too large for it. Restart the agent (it writes FLANNEL_MTU anew), then the pods`,
-      );
-    this.underlayMtuLowered = fits < this.deviceMtu;
-    return fits;
   }
 
   /**
