@@ -22,7 +22,7 @@ import {
 } from "../net/ip.js";
 import { parseIpv4, prefixMask } from "../net/ipv4.js";
 import { isIpv6Text, parseIpv6, prefixMask6 } from "../net/ipv6.js";
-import { gossipHost } from "./underlay.js";
+import { gossipHost, ifaceRegExp } from "./underlay.js";
 import { WEFT_DEVICE } from "../kernel/pod-addresses.js";
 import { overlayDevices } from "../kernel/stale-devices.js";
 
@@ -120,12 +120,12 @@ export function checkFlags(f: FlagValues): void {
   }
   for (const re of f.ifaceRegex ?? []) {
     try {
-      new RegExp(re);
+      ifaceRegExp(re);
     } catch (e) {
       throw flagError(
         "--iface-regex",
         re,
-        `a JavaScript regular expression over interface names and addresses (${(e as Error).message})`,
+        `a JavaScript regular expression over interface names and addresses, or one led by Go's (?i) (${(e as Error).message})`,
       );
     }
   }

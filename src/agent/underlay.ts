@@ -18,6 +18,15 @@ export interface UnderlayChoice {
 }
 
 /**
+ * An --iface-regex as a JavaScript RegExp. flanneld's are Go's (RE2), and the one Go form a
+ * flanneld setup commonly carries that JavaScript lacks is a leading (?i): it becomes the i flag.
+ * Nothing else is translated.
+ */
+export function ifaceRegExp(text: string): RegExp {
+  return text.startsWith("(?i)") ? new RegExp(text.slice(4), "i") : new RegExp(text);
+}
+
+/**
  * The families the network config enables. "if-present": IPv6 on, its underlay address optional
  * (dual-stack wasm-vxlan). "or-ipv4": IPv6 only, over an IPv6 underlay address or else an IPv4 one
  * (IPv6-only wasm-vxlan): --public-ipv6 asks for IPv6, --public-ip for IPv4; without either an
@@ -99,7 +108,7 @@ export async function chooseUnderlay(
       );
   }
   for (const re of choice.ifaceRegex ?? []) {
-    const r = new RegExp(re);
+    const r = ifaceRegExp(re);
     for (const l of links.filter(usable)) {
       const addr = [...l.v4, ...l.v6].find((a) => r.test(a));
       if (addr !== undefined || r.test(l.iface)) return pick(l, addr);

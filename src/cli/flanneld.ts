@@ -28,7 +28,7 @@ export const FLANNELD_FLAGS: Record<string, { weft: string; unset?: string } | {
       { weft: `--${f}` },
     ]),
   ),
-  // flanneld's default, "no health server": weft's is the flag left out (0 is refused).
+  // flanneld's default, "no health server", as weft's 0 and the flag left out.
   "healthz-port": { weft: "--healthz-port", unset: "0" },
   "net-config-path": { weft: "--net-config" },
   ...sharedAdvice(["kube-subnet-mgr", "kube-api-url", "kubeconfig-file", "kube-annotation-prefix"], KUBE),

@@ -110,7 +110,7 @@ agentCommand
   .addOption(
     flag(
       "--iface-regex <re...>",
-      "regex over interface names and IPv4/IPv6 addresses, if --iface matched nothing; repeat for several",
+      "regex over interface names and IPv4/IPv6 addresses, if --iface matched nothing (JavaScript; a leading Go (?i) is the i flag); repeat for several",
     ).argParser(each),
   )
   .addOption(
@@ -130,7 +130,12 @@ agentCommand
       "address of the health endpoints (they say only whether the agent runs and is ready)",
     ).default("0.0.0.0"),
   )
-  .addOption(intFlag("--healthz-port <n>", "TCP port of /healthz and /readyz, 1..65535 (off unless set)"))
+  .addOption(
+    intFlag(
+      "--healthz-port <n>",
+      "TCP port of /healthz and /readyz, 1..65535 (off unless set; 0 is off, as in flanneld)",
+    ),
+  )
   .addOption(
     toggle(
       "healthz-status",
@@ -192,7 +197,8 @@ agentCommand
       subnetFile: o.subnetFile,
       ipMasq: o.ipMasq,
       healthzIp: o.healthzIp,
-      healthzPort: o.healthzPort,
+      // flanneld's 0, "no health server": the TCP listener only repeats what weft.sock serves.
+      healthzPort: o.healthzPort || undefined,
       healthzStatus: o.healthzStatus,
       metricsIp: o.metricsIp,
       metricsPort: o.metricsPort,

@@ -1,9 +1,10 @@
-// What the plugin reads: its network configuration (the same keys as flannel's CNI plugin, so a
-// flannel cni-conf.json works unchanged) and the node's subnet.env written by the weft or flannel
-// agent. One zod schema each, validating and documenting them.
+// What the plugin reads: its network configuration (the same keys as flannel's CNI plugin, matched
+// regardless of case as Go does, so a flannel cni-conf.json works unchanged) and the node's
+// subnet.env written by the weft or flannel agent. One zod schema each, validating and documenting them.
 import { z } from "zod";
 import { CNI_ERROR, CniError } from "./errors.js";
 import { networkOf, parseCidr, cidrContains, type Cidr } from "./cidr.js";
+import { withKnownKeys } from "../config/keys.js";
 
 /**
  * CNI spec versions this plugin takes, flannel's (cni.All): the result is the delegate's, made in
@@ -108,13 +109,25 @@ export function parseGcConf(stdin: string): z.output<typeof gcNetConfSchema> {
   return decode(stdin, gcNetConfSchema, false);
 }
 
-function decode<S extends z.ZodType>(stdin: string, schema: S, anyVersion: boolean): z.output<S> {
+function decode<S extends z.ZodObject>(stdin: string, schema: S, anyVersion: boolean): z.output<S> {
   let raw: unknown;
   try {
     raw = JSON.parse(stdin);
   } catch (e) {
     throw new CniError(CNI_ERROR.DECODE_FAILURE, `network config on stdin is not JSON: ${(e as Error).message}`);
   }
+  // flannel's plugin is Go, whose encoding/json takes "Delegate" or "SubnetFile" as delegate and
+  // subnetFile: ignoring them here would drop what flannel honours.
+  if (typeof raw === "object" && raw !== null && !Array.isArray(raw))
+    raw = withKnownKeys(
+      raw as Record<string, unknown>,
+      Object.keys(schema.shape),
+      (first, second, key) =>
+        new CniError(
+          CNI_ERROR.INVALID_CONFIG,
+          `invalid network config: "${first}" and "${second}" are both the key ${key} (keys match regardless of case, as in flannel's plugin); keep one of them`,
+        ),
+    );
   const version = (raw as { cniVersion?: unknown } | null)?.cniVersion;
   if (!anyVersion && typeof version === "string" && versionAtLeast(version, DEFAULT_VERSION) === undefined) {
     throw new CniError(

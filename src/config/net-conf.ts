@@ -24,106 +24,132 @@ import {
 } from "../dataplane/defaults.js";
 import { Ipv6SubnetSpace, SubnetSpace } from "../control/lease/slots.js";
 import { WeftError } from "../errors.js";
+import { withKnownKeys } from "./keys.js";
 import { formatPrefix, parseIpv4, parseMaskedPrefix } from "../net/ipv4.js";
 import { formatPrefix6, parseIpv6, parseMaskedPrefix6 } from "../net/ipv6.js";
 
+/**
+ * A boolean or number key where null is "not set": Go's encoding/json leaves a field's default on
+ * null, so flannel does, and templated configs write it. (Every such key, weft's own too.)
+ */
+const nullIsDefault = <T extends z.ZodType>(schema: T) =>
+  z.preprocess((v) => (v === null ? undefined : v), schema).describe(schema.description ?? "");
+
 const port = (dflt: number, what: string, why: string) =>
+  nullIsDefault(
+    z
+      .number()
+      .int()
+      .min(1, `not a port: 1..65535; leave Port out for the default ${dflt}`)
+      .max(65535)
+      .default(dflt)
+      .describe(`UDP port of the ${what}, 1..65535 (default ${dflt}: ${why}); not the gossip, health or metrics port`),
+  );
+/** A VXLAN port: flannel passes 0 (its default) to the kernel, which takes 8472, so 0 is accepted as the default. */
+const vxlanPort = (what: string, why: string) =>
+  nullIsDefault(
+    z
+      .number()
+      .int()
+      .min(0)
+      .max(65535)
+      .default(8472)
+      .transform((p) => p || 8472)
+      .describe(
+        `UDP port of the ${what}, 1..65535, or 0 for the default as in flannel (default 8472: ${why}); not the gossip, health or metrics port`,
+      ),
+  );
+const vni = (device: string) =>
+  nullIsDefault(
+    z
+      .number()
+      .int()
+      .min(0)
+      .max(0xffffff)
+      .default(1)
+      .describe(`VXLAN network identifier, 0..16777215 (default 1); the device is ${device}`),
+  );
+const workers = nullIsDefault(
   z
     .number()
     .int()
     .min(1)
-    .max(65535)
-    .default(dflt)
-    .describe(`UDP port of the ${what}, 1..65535 (default ${dflt}: ${why}); not the gossip, health or metrics port`);
-/** A VXLAN port: flannel passes 0 (its default) to the kernel, which takes 8472, so 0 is accepted as the default. */
-const vxlanPort = (what: string, why: string) =>
-  z
-    .number()
-    .int()
-    .min(0)
-    .max(65535)
-    .default(8472)
-    .transform((p) => p || 8472)
+    .max(MAX_WORKERS)
+    .optional()
     .describe(
-      `UDP port of the ${what}, 1..65535, or 0 for the default as in flannel (default 8472: ${why}); not the gossip, health or metrics port`,
-    );
-const vni = (device: string) =>
+      `dataplane worker threads, 1..${MAX_WORKERS}; default: ${DEFAULT_WORKERS_RULE}. ` +
+        "A light flow (a ping, a request) waits for the batch its worker is serving; with more workers than bulk flows it usually has one to itself, " +
+        "and an idle worker sleeps until a packet comes, at no cost",
+    ),
+);
+const queuesPerWorker = nullIsDefault(
   z
     .number()
     .int()
-    .min(0)
-    .max(0xffffff)
-    .default(1)
-    .describe(`VXLAN network identifier, 0..16777215 (default 1); the device is ${device}`);
-const workers = z
-  .number()
-  .int()
-  .min(1)
-  .max(MAX_WORKERS)
-  .optional()
-  .describe(
-    `dataplane worker threads, 1..${MAX_WORKERS}; default: ${DEFAULT_WORKERS_RULE}. ` +
-      "A light flow (a ping, a request) waits for the batch its worker is serving; with more workers than bulk flows it usually has one to itself, " +
-      "and an idle worker sleeps until a packet comes, at no cost",
-  );
-const queuesPerWorker = z
-  .number()
-  .int()
-  .min(1)
-  .max(WORKER_MAX_PAIRS)
-  .optional()
-  .describe(
-    `queue pairs (a TUN queue and the UDP socket beside it) each dataplane worker serves in turn, 1..${WORKER_MAX_PAIRS} (default ${DEFAULT_QUEUES_PER_WORKER}). ` +
-      "Flows are spread over all pairs by one symmetric flow hash, in a steering program on the sockets and one on the TUN device (Linux ≥ 4.16, and `CAP_BPF` or `CAP_SYS_ADMIN`, which root has; without them the device keeps its own flow table, on which a one-way flow may move to another pair after 3 s), and both directions of a flow stay on one, so a flood fills its own pair's TUN ring and receive queue, " +
-      "not those of the flows on other pairs, which wait for a round of its batches at most. " +
-      `Workers × QueuesPerWorker is at most ${TUN_MAX_QUEUES} (the TUN driver's limit; without Workers, with the default worker count of this host)`,
-  );
-const offloads = z
-  .boolean()
-  .default(true)
-  .describe(
-    "segmentation offloads (default true): TCP crosses the TUN device as 64 KB super-packets that the dataplane segments and coalesces, " +
-      "received UDP as USO super-packets (Linux ≥ 6.2), and the sockets use UDP GSO/GRO, single datagrams of one flow to one peer leaving as GSO trains. Where the kernel lacks a feature (Linux < 5.0) they turn off by themselves, with a log line, " +
-      "`weft_dataplane_offloads` 0 on /metrics and the reason under `offload` in `weft status`; false turns them off. The datagrams on the wire are the same either way",
-  );
+    .min(1)
+    .max(WORKER_MAX_PAIRS)
+    .optional()
+    .describe(
+      `queue pairs (a TUN queue and the UDP socket beside it) each dataplane worker serves in turn, 1..${WORKER_MAX_PAIRS} (default ${DEFAULT_QUEUES_PER_WORKER}). ` +
+        "Flows are spread over all pairs by one symmetric flow hash, in a steering program on the sockets and one on the TUN device (Linux ≥ 4.16, and `CAP_BPF` or `CAP_SYS_ADMIN`, which root has; without them the device keeps its own flow table, on which a one-way flow may move to another pair after 3 s), and both directions of a flow stay on one, so a flood fills its own pair's TUN ring and receive queue, " +
+        "not those of the flows on other pairs, which wait for a round of its batches at most. " +
+        `Workers × QueuesPerWorker is at most ${TUN_MAX_QUEUES} (the TUN driver's limit; without Workers, with the default worker count of this host)`,
+    ),
+);
+const offloads = nullIsDefault(
+  z
+    .boolean()
+    .default(true)
+    .describe(
+      "segmentation offloads (default true): TCP crosses the TUN device as 64 KB super-packets that the dataplane segments and coalesces, " +
+        "received UDP as USO super-packets (Linux ≥ 6.2), and the sockets use UDP GSO/GRO, single datagrams of one flow to one peer leaving as GSO trains. Where the kernel lacks a feature (Linux < 5.0) they turn off by themselves, with a log line, " +
+        "`weft_dataplane_offloads` 0 on /metrics and the reason under `offload` in `weft status`; false turns them off. The datagrams on the wire are the same either way",
+    ),
+);
 
 // Optional rather than defaulted: the defaults live with the dataplane (dataplane.ts), which also
 // serves the benchmarks and tests without a net-conf.json.
-const busyPoll = z
-  .number()
-  .int()
-  .min(0)
-  .max(1000)
-  .optional()
-  .describe(
-    `microseconds a dataplane worker keeps polling without sleeping after it moved packets, 0..1000 (default ${DEFAULT_BUSY_POLL_US}): ` +
-      "a reply that comes within the budget costs no thread wake-up. A queue without traffic sleeps at once, so an idle agent uses no CPU for it; " +
-      "while traffic flows each worker spends up to this much per quiet spell, yielding its core to any other runnable thread",
-  );
-const queueDelay = z
-  .number()
-  .int()
-  .min(0)
-  .max(1_000_000)
-  .optional()
-  .describe(
-    `longest wait of a datagram in a dataplane socket's receive queue, microseconds (default ${DEFAULT_QUEUE_DELAY_US}; 0: no limit). ` +
-      "Once a queue has stood above it for 100 ms (full batches of late datagrams), late datagrams are dropped at its head until fresh ones come, and at once whenever it stands again within 1.6 s, as CoDel does (RFC 8289), " +
-      "so latency under overload stays bounded while a thread that is merely late costs nothing; " +
-      'counted in weft_dataplane_queue_drops_total{reason="queue-delay"}',
-  );
+const busyPoll = nullIsDefault(
+  z
+    .number()
+    .int()
+    .min(0)
+    .max(1000)
+    .optional()
+    .describe(
+      `microseconds a dataplane worker keeps polling without sleeping after it moved packets, 0..1000 (default ${DEFAULT_BUSY_POLL_US}): ` +
+        "a reply that comes within the budget costs no thread wake-up. A queue without traffic sleeps at once, so an idle agent uses no CPU for it; " +
+        "while traffic flows each worker spends up to this much per quiet spell, yielding its core to any other runnable thread",
+    ),
+);
+const queueDelay = nullIsDefault(
+  z
+    .number()
+    .int()
+    .min(0)
+    .max(1_000_000)
+    .optional()
+    .describe(
+      `longest wait of a datagram in a dataplane socket's receive queue, microseconds (default ${DEFAULT_QUEUE_DELAY_US}; 0: no limit). ` +
+        "Once a queue has stood above it for 100 ms (full batches of late datagrams), late datagrams are dropped at its head until fresh ones come, and at once whenever it stands again within 1.6 s, as CoDel does (RFC 8289), " +
+        "so latency under overload stays bounded while a thread that is merely late costs nothing; " +
+        'counted in weft_dataplane_queue_drops_total{reason="queue-delay"}',
+    ),
+);
 
-const flowQueue = z
-  .boolean()
-  .optional()
-  .describe(
-    `per-flow queues on a dataplane worker's send path (default ${DEFAULT_FLOW_QUEUE}): the worker reads its TUN queue faster than it sends, ` +
-      "serves sparse flows (a ping, a request) before bulk ones, and drops a flood's excess at the head of the fattest flow instead of letting the TUN ring drop every flow's packets alike; " +
-      "a TCP stream that shares its queue pair with a flood keeps moving instead of stalling, and a ping that shares it is rarely lost (flows meet on a pair one time in Workers × QueuesPerWorker); " +
-      "with it each TUN queue holds 1,024 packets, without it 32 (a flood then fills the ring and its tail drops hit every flow in it); " +
-      "it costs a single TCP stream about 4% more CPU per GB in the benchmarks (none measured for four); " +
-      'counted in weft_dataplane_queue_drops_total{reason="flow-queue"}',
-  );
+const flowQueue = nullIsDefault(
+  z
+    .boolean()
+    .optional()
+    .describe(
+      `per-flow queues on a dataplane worker's send path (default ${DEFAULT_FLOW_QUEUE}): the worker reads its TUN queue faster than it sends, ` +
+        "serves sparse flows (a ping, a request) before bulk ones, and drops a flood's excess at the head of the fattest flow instead of letting the TUN ring drop every flow's packets alike; " +
+        "a TCP stream that shares its queue pair with a flood keeps moving instead of stalling, and a ping that shares it is rarely lost (flows meet on a pair one time in Workers × QueuesPerWorker); " +
+        "with it each TUN queue holds 1,024 packets, without it 32 (a flood then fills the ring and its tail drops hit every flow in it); " +
+        "it costs a single TCP stream about 4% more CPU per GB in the benchmarks (none measured for four); " +
+        'counted in weft_dataplane_queue_drops_total{reason="flow-queue"}',
+    ),
+);
 
 /** The userspace dataplane's tuning keys, which both its formats (udp, wasm-vxlan) take. */
 const userspaceTuning = {
@@ -151,26 +177,34 @@ const vxlan = z
     Name: windowsOnly("the HNS network's name"),
     VNI: vni("flannel.<VNI>"),
     Port: vxlanPort("VXLAN socket", "the Linux default, as in flannel"),
-    MTU: z
-      .number()
-      .int()
-      .min(576)
-      .max(65535)
-      .optional()
-      .describe(
-        "the underlay MTU to assume instead of the interface's, as flannel; at most the interface's (the kernel caps a VXLAN device there; a larger one is logged and capped); the 50 bytes of encapsulation are subtracted for pods",
-      ),
-    DirectRouting: z
-      .boolean()
-      .default(false)
-      .describe("peers on the same L2 network get a plain route via their underlay address instead of VXLAN"),
-    GBP: z.boolean().default(false).describe("VXLAN Group Based Policy extension (the kernel device's gbp flag)"),
-    Learning: z
-      .boolean()
-      .default(false)
-      .describe(
-        "the kernel device's learning flag, as flannel (default false: nolearning, every peer comes from weft's permanent FDB entries); true lets the kernel also learn peers' MACs from the packets it receives",
-      ),
+    MTU: nullIsDefault(
+      z
+        .number()
+        .int()
+        .min(576, "too small: the MTU is at least 576; leave MTU out for the default, the interface's")
+        .max(65535)
+        .optional()
+        .describe(
+          "the underlay MTU to assume instead of the interface's, as flannel; at most the interface's (the kernel caps a VXLAN device there; a larger one is logged and capped); the 50 bytes of encapsulation are subtracted for pods",
+        ),
+    ),
+    DirectRouting: nullIsDefault(
+      z
+        .boolean()
+        .default(false)
+        .describe("peers on the same L2 network get a plain route via their underlay address instead of VXLAN"),
+    ),
+    GBP: nullIsDefault(
+      z.boolean().default(false).describe("VXLAN Group Based Policy extension (the kernel device's gbp flag)"),
+    ),
+    Learning: nullIsDefault(
+      z
+        .boolean()
+        .default(false)
+        .describe(
+          "the kernel device's learning flag, as flannel (default false: nolearning, every peer comes from weft's permanent FDB entries); true lets the kernel also learn peers' MACs from the packets it receives",
+        ),
+    ),
   })
   .strict();
 
@@ -195,17 +229,19 @@ const wasmVxlan = z
     Type: z.literal("wasm-vxlan"),
     VNI: vni("weft.<VNI> (a TUN device)"),
     Port: vxlanPort("VXLAN socket", "where kernel vxlan peers send"),
-    IPv6OverIPv4Port: z
-      .number()
-      .int()
-      .min(1)
-      .max(65535)
-      .optional()
-      .describe(
-        "UDP port of the IPv6 dataplane (weft-v6.<VNI>) where IPv6 rides the IPv4 underlay (a node without an IPv6 underlay address, or IPv6-only with --public-ip), 1..65535 and not Port " +
-          "(default Port + 1: in dual-stack the IPv4 dataplane holds Port on the same address, and one socket group cannot be split by inner family); every such node announces it, so nodes may differ. " +
-          "Unused over an IPv6 underlay, which takes Port; not the gossip, health or metrics port",
-      ),
+    IPv6OverIPv4Port: nullIsDefault(
+      z
+        .number()
+        .int()
+        .min(1)
+        .max(65535)
+        .optional()
+        .describe(
+          "UDP port of the IPv6 dataplane (weft-v6.<VNI>) where IPv6 rides the IPv4 underlay (a node without an IPv6 underlay address, or IPv6-only with --public-ip), 1..65535 and not Port " +
+            "(default Port + 1: in dual-stack the IPv4 dataplane holds Port on the same address, and one socket group cannot be split by inner family); every such node announces it, so nodes may differ. " +
+            "Unused over an IPv6 underlay, which takes Port; not the gossip, health or metrics port",
+        ),
+    ),
     ...userspaceTuning,
   })
   .strict()
@@ -308,14 +344,34 @@ const NO_IPV6_BECAUSE: Record<string, string> = {
 const cidr = (network: (v: string) => string, what: string) =>
   z.string().transform(parsedWith(network)).optional().describe(what);
 
+/** Whether `v` is an address that `parse` reads as zero, in any spelling ("0::0" is "::"). */
+const parsesToZero =
+  (parse: (v: string) => number | bigint) =>
+  (v: unknown): boolean => {
+    try {
+      return typeof v === "string" && BigInt(parse(v)) === 0n;
+    } catch {
+      return false; // not an address: the schema says so
+    }
+  };
+
 /**
- * flannel reads a zero value (0, 0.0.0.0, ::) or null as "not set" and applies the default
- * (CheckNetworkConfig); templated configs write them.
+ * flannel reads a zero value (0, 0.0.0.0, ::) as "not set" and applies the default
+ * (CheckNetworkConfig); templated configs write them. null too: Go's encoding/json leaves the
+ * default on null, except in SubnetMin and SubnetMax, whose type refuses it (`nullInFlannel`).
  */
-const unsetIf = <T extends z.ZodType>(zero: unknown, schema: T) =>
+const unsetIf = <T extends z.ZodType>(
+  zero: string,
+  isZero: (v: unknown) => boolean,
+  nullInFlannel: boolean,
+  schema: T,
+) =>
   z
-    .preprocess((v) => (v === zero || v === null ? undefined : v), schema)
-    .describe(`${schema.description} (${JSON.stringify(zero)} or null: the default, as in flannel)`);
+    .preprocess((v) => (v === null || isZero(v) ? undefined : v), schema)
+    .describe(
+      `${schema.description} (${zero}${nullInFlannel ? " or null: the default, as in flannel" : ": the default, as in flannel; null too, which flannel refuses"})`,
+    );
+const isZeroNumber = (v: unknown) => v === 0;
 
 export const netConfSchema = z
   .object({
@@ -324,7 +380,9 @@ export const netConfSchema = z
       "the pod network as IPv4 CIDR, e.g. 10.244.0.0/16; every node leases one subnet of it (required unless EnableIPv4 is false). Host bits are cleared, as in flannel (10.244.1.0/16 is 10.244.0.0/16). It must not contain the underlay address or overlap the host's other addresses and routes (checked at start)",
     ),
     SubnetLen: unsetIf(
-      0,
+      "0",
+      isZeroNumber,
+      true,
       z
         .number()
         .int()
@@ -335,6 +393,8 @@ export const netConfSchema = z
     ),
     SubnetMin: unsetIf(
       "0.0.0.0",
+      parsesToZero(parseIpv4),
+      false,
       z
         .string()
         .superRefine(ipv4Address)
@@ -345,34 +405,44 @@ export const netConfSchema = z
     ),
     SubnetMax: unsetIf(
       "0.0.0.0",
+      parsesToZero(parseIpv4),
+      false,
       z
         .string()
         .superRefine(ipv4Address)
         .optional()
         .describe("last subnet that may be leased (its IPv4 network address); default: the last subnet of the Network"),
     ),
-    EnableIPv4: z
-      .boolean()
-      .default(true)
-      .describe("lease IPv4 subnets of Network (default true); false with EnableIPv6 true is IPv6-only"),
-    EnableIPv6: z
-      .boolean()
-      .default(false)
-      .describe(
-        `lease IPv6 subnets of IPv6Network too (default false): dual-stack, or IPv6-only with EnableIPv4 false. Backends that carry IPv6: ${IPV6_BACKENDS.join(", ")}`,
-      ),
-    EnableNFTables: z
-      .boolean()
-      .default(false)
-      .describe(
-        "flannel's choice of nftables over iptables for its masquerade and forward rules (default false); accepted and ignored: weft writes its masquerade rules (--ip-masq) with nftables always, in a table of its own (weft), and writes no forward rules",
-      ),
+    EnableIPv4: nullIsDefault(
+      z
+        .boolean()
+        .default(true)
+        .describe("lease IPv4 subnets of Network (default true); false with EnableIPv6 true is IPv6-only"),
+    ),
+    EnableIPv6: nullIsDefault(
+      z
+        .boolean()
+        .default(false)
+        .describe(
+          `lease IPv6 subnets of IPv6Network too (default false): dual-stack, or IPv6-only with EnableIPv4 false. Backends that carry IPv6: ${IPV6_BACKENDS.join(", ")}`,
+        ),
+    ),
+    EnableNFTables: nullIsDefault(
+      z
+        .boolean()
+        .default(false)
+        .describe(
+          "flannel's choice of nftables over iptables for its masquerade and forward rules (default false); accepted and ignored: weft writes its masquerade rules (--ip-masq) with nftables always, in a table of its own (weft), and writes no forward rules",
+        ),
+    ),
     IPv6Network: cidr(
       (v) => formatPrefix6(parseMaskedPrefix6(v)),
       "the pod network as IPv6 CIDR, e.g. 2001:2:0:8000::/49; required with EnableIPv6. Host bits are cleared, as in flannel",
     ),
     IPv6SubnetLen: unsetIf(
-      0,
+      "0",
+      isZeroNumber,
+      true,
       z
         .number()
         .int()
@@ -382,7 +452,9 @@ export const netConfSchema = z
         ),
     ),
     IPv6SubnetMin: unsetIf(
-      "::",
+      ":: in any spelling,",
+      parsesToZero(parseIpv6),
+      true,
       z
         .string()
         .superRefine(ipv6Address)
@@ -392,7 +464,9 @@ export const netConfSchema = z
         ),
     ),
     IPv6SubnetMax: unsetIf(
-      "::",
+      ":: in any spelling,",
+      parsesToZero(parseIpv6),
+      true,
       z
         .string()
         .superRefine(ipv6Address)
@@ -483,7 +557,14 @@ export function parseNetConf(text: string, source = "net-conf.json"): NetConf {
     });
   }
   raw = flannelKeys(raw, source);
-  const backendType = (raw as { Backend?: { Type?: unknown } } | null)?.Backend?.Type;
+  const backend = (raw as { Backend?: unknown } | null)?.Backend;
+  const backendType = isObject(backend) ? backend.Type : undefined;
+  if (isObject(backend) && backendType === undefined) {
+    throw new WeftError(
+      "CONFIG_NET_CONF_INVALID",
+      `${source}: Backend has no Type; give one of ${BACKEND_TYPES.join(", ")} (a config without Backend gets vxlan)`,
+    );
+  }
   if (backendType !== undefined && !(BACKEND_TYPES as readonly unknown[]).includes(backendType)) {
     throw new WeftError(
       "CONFIG_NET_CONF_INVALID",
@@ -499,6 +580,8 @@ export function parseNetConf(text: string, source = "net-conf.json"): NetConf {
       raw,
     );
     if (issue.code === "unrecognized_keys") {
+      const elsewhere = issue.path.length > 0 && otherTypesKeys(issue.keys, raw);
+      if (elsewhere) throw new WeftError("CONFIG_NET_CONF_INVALID", `${source}: Backend: ${elsewhere}`);
       const where = issue.path.length === 0 ? "" : `${key}: `;
       const more = issue.keys.length > 5 ? ` and ${issue.keys.length - 5} more` : "";
       const keys =
@@ -538,44 +621,37 @@ const backendOption = (type: unknown) =>
  */
 function flannelKeys(raw: unknown, source: string): unknown {
   if (!isObject(raw)) return raw;
-  const conf = withKnownKeys(raw, Object.keys(netConfSchema.shape), "", source);
+  const known = (obj: Record<string, unknown>, keys: readonly string[], where: string) =>
+    withKnownKeys(
+      obj,
+      keys,
+      (first, second, key) =>
+        new WeftError(
+          "CONFIG_NET_CONF_INVALID",
+          `${source}: ${where}${excerpt(first)} and ${excerpt(second)} are both the key ${key} (keys match regardless of case, as in flannel); keep one of them`,
+        ),
+    );
+  const conf = known(raw, Object.keys(netConfSchema.shape), "");
   if (!isObject(conf.Backend)) return conf;
   // Type first: it says which keys the rest may be.
-  const backend = withKnownKeys(conf.Backend, ["Type"], "Backend: ", source);
+  const backend = known(conf.Backend, ["Type"], "Backend: ");
   if (typeof backend.Type === "string") backend.Type = backend.Type.toLowerCase();
   const option = backendOption(backend.Type);
-  return {
-    ...conf,
-    Backend: option ? withKnownKeys(backend, Object.keys(option.shape), "Backend: ", source) : backend,
-  };
+  return { ...conf, Backend: option ? known(backend, Object.keys(option.shape), "Backend: ") : backend };
 }
 
 /**
- * `obj` with each key that is not in `known` but equals one of them ignoring case renamed to it.
- * Two spellings of one key are refused: Go would silently take the later one.
+ * "VNI is valid for vxlan, wasm-vxlan, not host-gw; remove it" when every key in `keys` belongs to
+ * another Backend.Type, else undefined. Still refused, where flannel ignores them, as any key the
+ * Type does not read: a config that names them expects them to matter.
  */
-function withKnownKeys(
-  obj: Record<string, unknown>,
-  known: readonly string[],
-  where: string,
-  source: string,
-): Record<string, unknown> {
-  const byLowerCase = new Map(known.map((k) => [k.toLowerCase(), k]));
-  const spelling = new Map<string, string>();
-  const entries = Object.entries(obj).map(([k, v]): [string, unknown] => {
-    const key = known.includes(k) ? k : (byLowerCase.get(k.toLowerCase()) ?? k);
-    const other = spelling.get(key);
-    if (other !== undefined) {
-      throw new WeftError(
-        "CONFIG_NET_CONF_INVALID",
-        `${source}: ${where}${excerpt(other)} and ${excerpt(k)} are both the key ${key} (keys match regardless of case, as in flannel); keep one of them`,
-      );
-    }
-    spelling.set(key, k);
-    return [key, v];
-  });
-  // fromEntries, not assignment: a key "__proto__" stays a key (and is refused as unknown).
-  return Object.fromEntries(entries);
+function otherTypesKeys(keys: readonly string[], raw: unknown): string | undefined {
+  const type = (raw as { Backend: { Type: string } }).Backend.Type;
+  const typesOf = (key: string) =>
+    backendSchema.options.filter((o) => key in o.shape).map((o) => (o.shape.Type as z.ZodLiteral<string>).value);
+  const found = keys.map((k) => ({ k, types: typesOf(k) }));
+  if (found.some((f) => f.types.length === 0)) return undefined;
+  return `${found.map((f) => `${f.k} is valid for ${f.types.join(", ")}`).join("; ")}, not ${type}; remove ${keys.length > 1 ? "them" : "it"}`;
 }
 
 /**

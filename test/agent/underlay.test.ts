@@ -3,7 +3,7 @@
 // default route's, and --public-ip(v6) overriding the address; the interface must have a global address of every enabled family. Real interfaces
 // in a namespace of the test's own.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { chooseUnderlay } from "../../src/agent/underlay.js";
+import { chooseUnderlay, ifaceRegExp } from "../../src/agent/underlay.js";
 import { parseIpv4 } from "../../src/net/ipv4.js";
 import { parseIpv6 } from "../../src/net/ipv6.js";
 import { canUseNetns, Netns } from "../support/netns.js";
@@ -73,6 +73,13 @@ describe.skipIf(!canUseNetns())("underlay choice", () => {
     await expect(chooseUnderlay(ns.kernel, { iface: ["u4", "u6"] }, DUAL)).rejects.toThrow(
       /no interface with a global IPv4 and IPv6 address matches --iface u4,u6/,
     );
+  });
+
+  it("--iface-regex led by Go's (?i), as a flanneld setup writes it, matches ignoring case", async () => {
+    expect(await chooseUnderlay(ns.kernel, { ifaceRegex: ["(?i)^U46$"] }, V4)).toMatchObject({ iface: "u46" });
+    expect(ifaceRegExp("(?i)^eth").flags).toBe("i");
+    // Only a leading (?i): JavaScript has no inline flags elsewhere, and the preflight says so.
+    expect(() => ifaceRegExp("^eth(?i)0")).toThrow(SyntaxError);
   });
 
   it("--iface-regex over IPv6 addresses; --public-ip and --public-ipv6 override", async () => {

@@ -191,6 +191,21 @@ for (const type of ["vxlan", "host-gw"] as const) {
         );
       });
 
+      it("an MTU key at least 20 below the interface's: flannel-v6 at the key - 50, as flanneld asks and the kernel keeps", async () => {
+        const dir = mkdtempSync(join(tmpdir(), "weft-v6-mtu-"));
+        const v6 = createBackend("vxlan", { vni: 7, port: 8479, mtu: 1400 }, familyCtx(lab.hosts[0], dir, 6, 5));
+        try {
+          await v6.start();
+          expect(v6.mtu).toBe(1350);
+          const [link] = await lab.hosts[0].ns.kernel.ipJson<Array<{ mtu: number }>>(["link", "show", "flannel-v6.7"]);
+          expect(link.mtu).toBe(1350);
+        } finally {
+          await v6.stop(false);
+          rmSync(dir, { recursive: true, force: true });
+        }
+        expect(await lab.hosts[0].ns.ip("-br link show")).not.toContain("flannel-v6.7");
+      });
+
       it("programs the peer exactly as flannel does for IPv6: permanent neighbour, permanent FDB entry to its IPv6 underlay, onlink route", async () => {
         expect(await n1.host.ns.ip("-6 neigh show dev flannel-v6.1")).toBe(
           `2001:2:0:8002:: lladdr ${n2.a6.vtepMac} PERMANENT \n`,

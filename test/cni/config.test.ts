@@ -117,6 +117,34 @@ describe("weft cni: config", () => {
     ]);
   });
 
+  it("matches keys regardless of case, as flannel's Go plugin: Delegate, SubnetFile, DataDir, IPAM, CNIVersion are honoured", () => {
+    const c = parseNetConf(
+      JSON.stringify({
+        name: "cbr0",
+        type: "flannel",
+        CNIVersion: "0.3.1",
+        Delegate: { hairpinMode: true },
+        SubnetFile: "/run/x.env",
+        DataDir: "/d",
+        IPAM: { type: "host-local", dataDir: "/ipam" },
+      }),
+    );
+    expect(c).toMatchObject({
+      cniVersion: "0.3.1",
+      delegate: { hairpinMode: true },
+      subnetFile: "/run/x.env",
+      dataDir: "/d",
+      ipam: { dataDir: "/ipam" },
+    });
+    expect(delegateConfig(c, parseSubnetEnvFile(ENV4, "f"))).toMatchObject({ hairpinMode: true });
+    expect(parseDelConf(JSON.stringify({ DataDir: "/d" }))).toMatchObject({ dataDir: "/d" });
+    expect(codeOf(() => parseNetConf(JSON.stringify({ name: "cbr0", type: "flannel", CNIVersion: "9.9.9" })))).toBe(1);
+    // Go would silently take the later spelling; refused, naming both.
+    const twice = JSON.stringify({ ...KUBE_FLANNEL_CNI_CONF, Delegate: {} });
+    expect(codeOf(() => parseNetConf(twice))).toBe(7);
+    expect(() => parseNetConf(twice)).toThrow(/"delegate" and "Delegate" are both the key delegate/);
+  });
+
   it("DEL reads only dataDir and prevResult: delegate keys ADD refuses (name, ipam) do not stop it", () => {
     const edited = JSON.stringify({ ...KUBE_FLANNEL_CNI_CONF, dataDir: "/d", delegate: { name: "x", ipam: {} } });
     expect(codeOf(() => parseNetConf(edited))).toBe(7);

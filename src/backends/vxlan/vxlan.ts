@@ -39,14 +39,16 @@ export class VxlanBackend extends KernelBackend {
   /**
    * FLANNEL_MTU as flanneld writes it for vxlan in every mode: the MTU key (default the
    * underlay's) minus 50, also when the device is flannel-v6 (its network's MTU() subtracts one
-   * constant overhead, pkg/backend/vxlan/vxlan_network.go). Pods on an IPv6 underlay so get 20
-   * bytes more than the device carries; the kernel answers the excess with Packet Too Big.
+   * constant overhead, pkg/backend/vxlan/vxlan_network.go). Pods on an IPv6 underlay so get up to
+   * 20 bytes more than the device carries (deviceMtu); the kernel answers the excess with Packet Too Big.
    */
   readonly mtu: number;
   /**
-   * The device's MTU: minus 70 over IPv6. flanneld asks for minus 50 there too, but the kernel
-   * clamps a VXLAN device to its lower device's MTU minus the headroom of the underlay family,
-   * so flannel-v6.<VNI> ends up at minus 70 (seen on 6.18: mtu 1450 over a 1500 link gives 1430).
+   * The device's MTU, as flanneld's ends up: it asks for the MTU key (default the interface's)
+   * minus 50 in both families, and the kernel clamps a VXLAN device to its lower device's MTU
+   * minus the headroom of the underlay family. So flannel-v6.<VNI> is the interface's MTU minus 70
+   * (seen on 6.18: mtu 1450 over a 1500 link gives 1430) unless an MTU key at least 20 below the
+   * interface's keeps it at the key minus 50.
    */
   private readonly deviceMtu: number;
   /** deviceMtu, or what the underlay interface carries once its MTU was lowered. */
@@ -78,9 +80,18 @@ export class VxlanBackend extends KernelBackend {
       );
     this.mtu = underlayMtu - VXLAN_IPV4_UNDERLAY_BYTES;
     const headroom = this.family === 4 ? VXLAN_IPV4_UNDERLAY_BYTES : VXLAN_IPV6_UNDERLAY_BYTES;
-    this.deviceMtu = underlayMtu - headroom;
+    this.deviceMtu = this.family === 4 ? this.mtu : Math.min(this.mtu, ctx.underlay.mtu - headroom);
     this.entryDevice = vxlanDeviceName(this.vni, this.family);
-    if (this.family === 6) assertIpv6Mtu(this.entryDevice, this.deviceMtu, underlayMtu, headroom);
+    // Named by the bound that gave deviceMtu: an MTU key 20 or more below the interface's, or the interface.
+    if (this.family === 6) {
+      const keyBound = this.deviceMtu === this.mtu;
+      assertIpv6Mtu(
+        this.entryDevice,
+        this.deviceMtu,
+        keyBound ? underlayMtu : ctx.underlay.mtu,
+        keyBound ? VXLAN_IPV4_UNDERLAY_BYTES : headroom,
+      );
+    }
     this.underlayMtu = new UnderlayMtu(
       this.logger,
       this.entryDevice,

@@ -74,6 +74,11 @@ export class SubnetSpace implements LeaseSpace {
         `SubnetLen ${subnetLen} must be a whole number no larger than 30 (each host needs room for a gateway and pods)`,
       );
     }
+    // A negative length would read as "too large" below.
+    if (subnetLen < 0)
+      throw bad(
+        `SubnetLen ${subnetLen} is not a prefix length: give one from ${network.len + 2} to 30, or leave it out for the default`,
+      );
     if (subnetLen < network.len + 2) {
       throw bad(
         `SubnetLen /${subnetLen} is too large for Network ${config.Network}: it must fit at least four subnets (use /${network.len + 2} or longer)`,
@@ -179,6 +184,10 @@ export class Ipv6SubnetSpace implements LeaseSpace {
         `IPv6SubnetLen ${subnetLen} must be a whole number no larger than 126 (each host needs room for a gateway and pods)`,
       );
     }
+    if (subnetLen < 0)
+      throw bad(
+        `IPv6SubnetLen ${subnetLen} is not a prefix length: give one from ${network.len + 2} to 126, or leave it out for the default`,
+      );
     if (subnetLen < network.len + 2) {
       throw bad(
         `IPv6SubnetLen /${subnetLen} is too large for IPv6Network ${config.IPv6Network}: it must fit at least four subnets (use /${network.len + 2} or longer)`,

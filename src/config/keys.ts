@@ -1,0 +1,25 @@
+// Keys as flannel's Go code reads them: encoding/json takes a JSON key that equals a field's name
+// ignoring case as that field. Shared by net-conf.json and the CNI plugin's network config.
+
+/**
+ * `obj` with each key that is not in `known` but equals one of them ignoring case renamed to it.
+ * Two spellings of one key are refused (`clash` makes the error): Go would silently take the
+ * later one.
+ */
+export function withKnownKeys(
+  obj: Record<string, unknown>,
+  known: readonly string[],
+  clash: (first: string, second: string, key: string) => Error,
+): Record<string, unknown> {
+  const byLowerCase = new Map(known.map((k) => [k.toLowerCase(), k]));
+  const spelling = new Map<string, string>();
+  const entries = Object.entries(obj).map(([k, v]): [string, unknown] => {
+    const key = known.includes(k) ? k : (byLowerCase.get(k.toLowerCase()) ?? k);
+    const other = spelling.get(key);
+    if (other !== undefined) throw clash(other, k, key);
+    spelling.set(key, k);
+    return [key, v];
+  });
+  // fromEntries, not assignment: a key "__proto__" stays a key (and is refused as unknown).
+  return Object.fromEntries(entries);
+}
