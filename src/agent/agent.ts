@@ -677,10 +677,15 @@ export class Agent {
     clearTimeout(this.restartTimer);
     const wait = this.restartBackoffMs;
     this.restartBackoffMs = Math.min(wait * 2, RESTART_BACKOFF_MS.max);
-    this.restartTimer = setTimeout(
-      () => void this.serially(() => this.restartFailed()).catch((e) => this.publishFailed(e)),
+    const timer: NodeJS.Timeout = setTimeout(
+      () =>
+        void this.serially(async () => {
+          // A try queued before this one (a SIGHUP's) failed and set the next wait: that stands.
+          if (this.restartTimer === timer) await this.restartFailed();
+        }).catch((e) => this.publishFailed(e)),
       wait,
     );
+    this.restartTimer = timer;
     return wait;
   }
 
@@ -691,8 +696,10 @@ export class Agent {
    */
   private async restartFailed(): Promise<void> {
     clearTimeout(this.restartTimer);
-    // Down: failed, or left so by a failed rollback; a lane waiting for a new lease has no subnet.
-    const down = this.lanes.filter((l) => !l.backend && l.subnet);
+    // Down: failed, or left so by a failed rollback; a lane waiting for a new lease has no subnet,
+    // and one whose loss's task is still queued holds one that is another node's: the loss's task
+    // starts it on the new one (startLeased); before, this started and announced the lost one.
+    const down = this.lanes.filter((l) => !l.backend && this.holds(l));
     if (down.length === 0 && !this.publishDue) return;
     // Each on its own: one family that keeps failing must not keep the other down.
     const failed: Array<{ family: 4 | 6; err: unknown }> = [];
@@ -819,12 +826,15 @@ export class Agent {
    * nothing of it is to be written or called ready. Sets what the node waits for.
    */
   private unpublishable(): boolean {
-    const lost = this.lanes.find((l) => {
-      const leases = l.family === 4 ? this.control.leases4 : this.control.leases6;
-      return !l.subnet || formatAnyPrefix(l.subnet) !== leases?.currentLease()?.subnet;
-    });
+    const lost = this.lanes.find((l) => !this.holds(l));
     if (lost) this.waitingFor = this.awaitingLease(lost);
     return lost !== undefined;
+  }
+
+  /** Whether the lane holds a subnet that is still this node's lease (false too while its loss's task is queued). */
+  private holds(lane: Lane): boolean {
+    const leases = lane.family === 4 ? this.control.leases4 : this.control.leases6;
+    return lane.subnet !== undefined && formatAnyPrefix(lane.subnet) === leases?.currentLease()?.subnet;
   }
 
   /** Why a lane that lost its subnet is not ready (whyNotReady adds the lease layer's reason). */
@@ -864,7 +874,14 @@ export class Agent {
     // new owner's addresses. Lost in the join's first merge, no lane holds the subnet yet.
     const file = this.opts.subnetFile;
     if (existsSync(file)) {
-      rmSync(file, { force: true });
+      try {
+        rmSync(file, { force: true });
+      } catch (err) {
+        // Fatal, as once started (subnetLost): the CNI plugin would go on handing out the new
+        // owner's addresses. Not thrown: it ran into the lease layer's commit, which it cut short.
+        this.fatal(err as Error);
+        return;
+      }
       this.log.warn(
         { code: "AGENT_STALE_SUBNET_ENV", file, subnet: lost },
         `removed ${file}: it named ${lost}, which the cluster gave to another node while this node was down; pods started before this node is ready wait for the new subnet (the CNI plugin says try again), and pods still on ${lost} must be restarted`,

@@ -14,7 +14,7 @@ import { parsePrefix6 } from "../../src/net/ipv6.js";
 import { formatIpv4, parsePrefix } from "../../src/net/ipv4.js";
 import { canUseNetns } from "../support/netns.js";
 import { existsSync } from "node:fs";
-import { readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ping } from "../../src/lab/traffic.js";
@@ -22,7 +22,9 @@ import {
   allPingsAnswered,
   eventually,
   firstAddress,
+  holdNetConf,
   links,
+  logRecords,
   netConf,
   NETWORK,
   nftTables,
@@ -416,6 +418,75 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
         (e) => e.routes.includes(vxlanRoute(a2)) && e.fdbs.some((f) => f.startsWith(vtepMacs.get("host2")!)),
       );
     expect(await pingEveryPair(lab.hosts)).toEqual(allPingsAnswered(lab.hosts));
+  });
+
+  it("a SIGHUP whose restart fails keeps the backoff: the retry that came due meanwhile, queued behind it, does not run at once", async () => {
+    const macFile = join(a2.stateDir, "vtep-mac");
+    const mac = await readFile(macFile, "utf8");
+    const inForce = await readFile(agents.netConfPath(a2), "utf8");
+    const since = await agents.logSize(a2);
+    const failures = async () =>
+      (await logRecords(a2.dir, since)).filter((r) => r.code === "AGENT_BACKEND_RESTART_FAILED");
+    // As above: the swap and its way back fail, and the way back is retried with backoff.
+    await writeFile(macFile, "not a MAC\n");
+    await writeFile(agents.netConfPath(a2), JSON.stringify(netConf("vxlan")));
+    agents.reload(a2);
+    await eventually("a retry 2 s away", failures, (f) => f.some((r) => Number(r.retryInMs) >= 2000), 20_000);
+    // A SIGHUP with the config in force, held while it reads net-conf.json, until the pending
+    // retry came due and queued behind it.
+    const release = await holdNetConf(agents, a2, inForce);
+    agents.reload(a2);
+    await sleep(500);
+    const pending = (await failures()).at(-1)!;
+    await sleep(Math.max(0, Number(pending.time) + Number(pending.retryInMs) + 1000 - Date.now()));
+    const held = (await failures()).length;
+    await release();
+    try {
+      const [sighup, next] = await eventually(
+        "the SIGHUP's try and the next one",
+        async () => (await failures()).slice(held),
+        (f) => f.length >= 2,
+        40_000,
+      );
+      // Before, the queued retry ran right after the SIGHUP's (some milliseconds later).
+      expect(Number(next.time) - Number(sighup.time)).toBeGreaterThanOrEqual(Number(sighup.retryInMs) / 2);
+    } finally {
+      await writeFile(macFile, mac);
+      agents.reload(a2);
+      await converged(a2, "wasm-vxlan", (b) => (b === a2 ? "wasm-vxlan" : "vxlan"));
+    }
+  });
+
+  it("a swap whose way back cannot publish (a directory in subnet.env's place): a SIGHUP with the config in force publishes it, before the pending retry", async () => {
+    const file = agents.subnetFile(a2);
+    const before = await readFile(file, "utf8");
+    const inForce = await readFile(agents.netConfPath(a2), "utf8");
+    const since = await agents.logSize(a2);
+    // Renaming the new subnet.env onto an empty directory fails (EISDIR), root or not; udp on the
+    // gossip port fails the swap (its socket cannot bind), and the way back runs but cannot publish.
+    await rm(file);
+    await mkdir(file);
+    await writeFile(
+      agents.netConfPath(a2),
+      JSON.stringify({ Network: NETWORK, Backend: { Type: "udp", Port: 7946, Workers: 1 } }),
+    );
+    agents.reload(a2);
+    const records = await eventually(
+      "the publish retried, 8 s away",
+      () => logRecords(a2.dir, since),
+      (r) => r.some((x) => x.code === "AGENT_PUBLISH_FAILED" && Number(x.retryInMs) >= 8000),
+      30_000,
+    );
+    expect(records.map((r) => r.code)).toContain("AGENT_ROLLBACK_FAILED");
+    const pending = records.filter((r) => r.code === "AGENT_PUBLISH_FAILED").at(-1)!;
+    await rmdir(file);
+    await writeFile(agents.netConfPath(a2), inForce);
+    agents.reload(a2);
+    await converged(a2, "wasm-vxlan", (b) => (b === a2 ? "wasm-vxlan" : "vxlan"));
+    const ready = (await logRecords(a2.dir, since)).find((r) => r.msg === "ready")!;
+    // Before, that SIGHUP published nothing (no family was down): the retry did, once its wait ran out.
+    expect(Number(ready.time)).toBeLessThan(Number(pending.time) + Number(pending.retryInMs));
+    expect(await readFile(file, "utf8")).toBe(before);
   });
 
   it.each(["wasm-vxlan", "udp", "host-gw", "vxlan"] as const)(

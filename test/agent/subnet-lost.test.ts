@@ -11,7 +11,10 @@
 //   nothing of its backend behind;
 // - lost while a backend swap is under way (its loss's task queued behind it): subnet.env goes at
 //   once, and the swap's publish neither writes the lost subnet again nor says ready; nor does a
-//   publish under way when the agent is stopped.
+//   publish under way when the agent is stopped; a down lane's restart queued before the loss's
+//   task (a SIGHUP's) does not start it on the lost subnet;
+// - lost while the node was down: the subnet.env its restart kept goes once the join says so, and
+//   if it cannot be removed, the agent exits 1 (AGENT_FATAL).
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { chmod, mkdir, readFile, rm, rmdir, writeFile } from "node:fs/promises";
@@ -25,7 +28,31 @@ import { atomicTempPath } from "../../src/fs/atomic-write.js";
 import { pingWhenRouted } from "../../src/lab/traffic.js";
 import { formatIpv4, parsePrefix, prefixContains } from "../../src/net/ipv4.js";
 import { canUseNetns } from "../support/netns.js";
-import { agentLab, coded, eventually, firstAddress, logRecords, restartGivingSubnet, NETWORK } from "./support.js";
+import {
+  agentLab,
+  coded,
+  eventually,
+  firstAddress,
+  holdNetConf,
+  logRecords,
+  overlayDevices,
+  restartGivingSubnet,
+  watchKernelEvents,
+  NETWORK,
+  type AgentLab,
+} from "./support.js";
+
+/** host1's restored ring gives host2's subnet to host1 (a free slot of its); waits until host2 is told (LEASE_LOST after `since`). */
+const giveAwayHost2sSubnet = async (env: AgentLab, since: number) => {
+  const [a1, a2] = env.all;
+  await restartGivingSubnet(env.agents, a1, STATE_FILE, a2.host.name, a1.host.name, false);
+  await eventually(
+    "host2 told of the loss",
+    () => coded(a2.dir, since, "LEASE_LOST"),
+    (r) => r.length === 1,
+    30_000,
+  );
+};
 
 describe.skipIf(!canUseNetns())("agents: a lost IPv4 subnet, replaced", () => {
   const env = agentLab({
@@ -129,6 +156,52 @@ describe.skipIf(!canUseNetns())("agents: a lost IPv4 subnet, replaced", () => {
     );
   });
 
+  it("a SIGHUP's restart of a down lane, queued before the loss's task, starts nothing on the lost subnet: the loss's task starts it on the new one", async () => {
+    const a2 = env.all[1];
+    const lost = (await env.agents.status(a2)).subnet!;
+    const macFile = join(a2.stateDir, VTEP_MAC_FILE);
+    const mac = await readFile(macFile, "utf8");
+    const inForce = await readFile(env.agents.netConfPath(a2), "utf8");
+    const since = await env.agents.logSize(a2);
+    // A damaged VTEP MAC file fails a swap and its way back: host2's lane is down, retried with backoff.
+    await writeFile(macFile, "not a MAC\n");
+    await writeFile(
+      env.agents.netConfPath(a2),
+      JSON.stringify({ Network: NETWORK, Backend: { Type: "vxlan", VNI: 2 } }),
+    );
+    env.agents.reload(a2);
+    await eventually(
+      "the way back failed",
+      () => coded(a2.dir, since, "AGENT_ROLLBACK_FAILED"),
+      (r) => r.length === 1,
+      20_000,
+    );
+    expect(await overlayDevices(a2.host)).toEqual([]);
+    // A SIGHUP with the config in force, held while it reads net-conf.json: the loss's task queues behind it.
+    const release = await holdNetConf(env.agents, a2, inForce);
+    env.agents.reload(a2);
+    const watch = watchKernelEvents(a2.host);
+    await giveAwayHost2sSubnet(env, since);
+    await writeFile(macFile, mac);
+    await release();
+    const now = await env.agents.waitFor(
+      a2,
+      "a new subnet, ready again",
+      (st) => st.ready && st.subnet !== undefined && st.subnet !== lost,
+      60_000,
+    );
+    const events = await watch.stop("flannel.1");
+    const address = (subnet: string) => `inet ${formatIpv4(parsePrefix(subnet).addr)}/32`;
+    // Before, the SIGHUP's restart made flannel.1 with the lost subnet's address (and announced
+    // it) until the loss's task stopped it again.
+    expect(events.filter((e) => e.includes(address(lost)))).toEqual([]);
+    expect(events.some((e) => e.includes(address(now.subnet!)))).toBe(true);
+    const order = (await logRecords(a2.dir, since)).flatMap((r) =>
+      r.code === "AGENT_SUBNET_LOST" || r.code === "AGENT_BACKEND_RESTARTED" ? [r.code] : [],
+    );
+    expect(order).toEqual(["AGENT_SUBNET_LOST", "AGENT_BACKEND_RESTARTED"]);
+  });
+
   // Last: host2 ends here.
   it("removing subnet.env fails: it exits 1 under AGENT_FATAL, since the CNI plugin would go on handing out the lost subnet", async () => {
     const [a1, a2] = env.all;
@@ -145,14 +218,17 @@ describe.skipIf(!canUseNetns())("agents: a lost IPv4 subnet, replaced", () => {
   });
 });
 
-describe.skipIf(!canUseNetns())("agents: a lost IPv4 subnet, none free", () => {
-  // Three subnets to lease (flannel skips the first of the four): one per host.
-  const env = agentLab({
-    tag: "alw",
+/** Three hosts on vxlan, with three subnets to lease (flannel skips the first of the four): one per host. */
+const threeHostLab = (tag: string) =>
+  agentLab({
+    tag,
     hosts: 3,
     conf: () => ({ Network: "198.19.0.0/22", Backend: { Type: "vxlan" } }),
     settled: { what: "its peers", check: (s) => s.ready && s.peers.length === 2 },
   });
+
+describe.skipIf(!canUseNetns())("agents: a lost IPv4 subnet, none free", () => {
+  const env = threeHostLab("alw");
 
   it("waits for a subnet; stopped meanwhile, it exits 0 without a fatal error and leaves no device", async () => {
     const [a1, a2, a3] = env.all;
@@ -171,24 +247,29 @@ describe.skipIf(!canUseNetns())("agents: a lost IPv4 subnet, none free", () => {
   });
 });
 
+/**
+ * host2 and host3 crash (host2's subnet.env stays); host1 restarts alone with a ring in which
+ * host3 took host2's subnet, so none is free; then host2 comes back, still holding it on disk
+ * (`before` runs just before). Returns host2's log size before it came back.
+ */
+const comeBackOnAGivenAwaySubnet = async (env: AgentLab, before?: () => Promise<unknown>): Promise<number> => {
+  const [a1, a2, a3] = env.all;
+  await env.agents.stop(a3, "SIGKILL");
+  await env.agents.stop(a2, "SIGKILL");
+  expect(await readFile(env.agents.subnetFile(a2), "utf8")).toContain("FLANNEL_SUBNET=");
+  await restartGivingSubnet(env.agents, a1, STATE_FILE, a2.host.name, a3.host.name, true, []);
+  const since = await env.agents.logSize(a2);
+  await before?.();
+  env.agents.start(a2, [], [a1]);
+  return since;
+};
+
 describe.skipIf(!canUseNetns())("agents: a subnet lost while the node was down", () => {
-  const env = agentLab({
-    tag: "ald",
-    hosts: 3,
-    conf: () => ({ Network: "198.19.0.0/22", Backend: { Type: "vxlan" } }),
-    settled: { what: "its peers", check: (s) => s.ready && s.peers.length === 2 },
-  });
+  const env = threeHostLab("ald");
 
   it("the subnet.env its restart kept goes as soon as the join says the subnet is another node's", async () => {
-    const [a1, a2, a3] = env.all;
-    // host2 and host3 crash (host2's subnet.env stays); host1 restarts alone with a ring in which
-    // host3 took host2's subnet, so none is free; then host2 comes back, still holding it on disk.
-    await env.agents.stop(a3, "SIGKILL");
-    await env.agents.stop(a2, "SIGKILL");
-    expect(await readFile(env.agents.subnetFile(a2), "utf8")).toContain("FLANNEL_SUBNET=");
-    await restartGivingSubnet(env.agents, a1, STATE_FILE, a2.host.name, a3.host.name, true, []);
-    const since = await env.agents.logSize(a2);
-    env.agents.start(a2, [], [a1]);
+    const a2 = env.all[1];
+    const since = await comeBackOnAGivenAwaySubnet(env);
     await env.agents.waitFor(a2, "joined, waiting for a subnet", (s) => s.join.state === "joined" && !s.ready, 60_000);
     // Said once, and no AGENT_SUBNET_LOST: nothing had been programmed.
     await expect
@@ -198,6 +279,27 @@ describe.skipIf(!canUseNetns())("agents: a subnet lost while the node was down",
     await expect(readFile(env.agents.subnetFile(a2), "utf8")).rejects.toMatchObject({ code: "ENOENT" });
     await env.agents.stop(a2, "SIGTERM");
     expect(await env.agents.exited(a2)).toBe(0);
+  });
+});
+
+describe.skipIf(!canUseNetns())("agents: a subnet lost while the node was down, its subnet.env not removable", () => {
+  const env = threeHostLab("ali");
+
+  it("exits 1 under AGENT_FATAL, as once started, since the CNI plugin would hand out the new owner's addresses", async () => {
+    const a2 = env.all[1];
+    const file = env.agents.subnetFile(a2);
+    // Immutable (chattr +i): its removal fails, root or not (EPERM, which rmSync reports as ENOTDIR).
+    const chattr = (flag: string) => execFileSync("chattr", [flag, file]);
+    try {
+      const since = await comeBackOnAGivenAwaySubnet(env, async () => chattr("+i"));
+      // Before, the failure was thrown into the lease layer's commit, and host2 ran on.
+      expect(await env.agents.exited(a2, 40_000)).toBe(1);
+      expect(await coded(a2.dir, since, "AGENT_FATAL")).toEqual([
+        expect.objectContaining({ err: expect.objectContaining({ path: file }) }),
+      ]);
+    } finally {
+      chattr("-i");
+    }
   });
 });
 
@@ -260,19 +362,13 @@ describe.skipIf(!canUseNetns())("agents: a subnet lost while a backend swap is u
   };
 
   it("subnet.env goes at once; the swap's publish, which runs before the loss's task, neither writes it nor says ready", async () => {
-    const [a1, a2] = env.all;
+    const a2 = env.all[1];
     const lost = (await env.agents.status(a2)).subnet!;
     const file = env.agents.subnetFile(a2);
     const since = await env.agents.logSize(a2);
     try {
       await holdSwap("", 2);
-      await restartGivingSubnet(env.agents, a1, STATE_FILE, a2.host.name, a1.host.name, false);
-      await eventually(
-        "host2 told of the loss",
-        () => coded(a2.dir, since, "LEASE_LOST"),
-        (r) => r.length === 1,
-        30_000,
-      );
+      await giveAwayHost2sSubnet(env, since);
       // The loss's task still waits behind the swap; before, subnet.env named the lost subnet until it ran.
       expect(await coded(a2.dir, since, "AGENT_SUBNET_LOST")).toEqual([]);
       expect(existsSync(file)).toBe(false);

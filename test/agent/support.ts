@@ -3,8 +3,8 @@
 // agent's own readers, so a bug there cannot hide itself), pings between every pair of hosts,
 // polling for things that happen a little after the agent says so, and a describe block's lab of
 // real agents (agentLab).
-import { spawn } from "node:child_process";
-import { readFile, writeFile } from "node:fs/promises";
+import { execFileSync, spawn } from "node:child_process";
+import { readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, expect } from "vitest";
@@ -304,6 +304,22 @@ export async function restartGivingSubnet(
   await writeFile(path, JSON.stringify(state), { mode: 0o600 });
   agents.start(a, [], joinTargets);
   await agents.waitReady(a);
+}
+
+/**
+ * Puts a FIFO in place of `a`'s net-conf.json: its next SIGHUP's reload waits reading it, holding
+ * the backend-change queue (what is queued meanwhile runs after it), until `release` gives it
+ * `text` and puts a plain file with `text` back.
+ */
+export async function holdNetConf(agents: LabAgents, a: LabAgent, text: string): Promise<() => Promise<void>> {
+  const path = agents.netConfPath(a);
+  await rm(path);
+  execFileSync("mkfifo", [path]);
+  return async () => {
+    await writeFile(path, text);
+    await rm(path);
+    await writeFile(path, text);
+  };
 }
 
 /** The log records of the agent logging in `dir`, from byte `since` on. */

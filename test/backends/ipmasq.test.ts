@@ -2,7 +2,12 @@
 // machine on the underlay outside the pod network (it has no route to the pods). With weft's
 // table in host1, a pod's packets to host3 leave with host1's underlay address and the replies
 // come back; packets to a pod on host2 keep the pod's address. Without the table, host3 cannot
-// answer at all.
+// answer at all. Where nft cannot list the tables, a stale table of a family no longer given
+// goes all the same.
+import { execFileSync } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ipMasqScript, removeIpMasq, syncIpMasq } from "../../src/kernel/ipmasq.js";
 import { LabCluster, LAB_POD_NETWORK, LAB_POD_NETWORK6, type LabHost, type LabPod } from "../../src/lab/cluster.js";
@@ -127,6 +132,32 @@ describe.skipIf(!canUseNetns())("ip-masq (nftables)", () => {
     await syncIpMasq(host1.ns.kernel, false, []);
     await host1.ns.exec(["nft", "delete", "table", "ip", "users-own"]);
     await syncIpMasq(host1.ns.kernel, true, [{ network: LAB_POD_NETWORK, subnet: subnetOf(1) }]);
+  });
+
+  it("a listing of the tables that fails (nft there): a stale table of another family goes all the same", async () => {
+    const v4 = { network: LAB_POD_NETWORK, subnet: subnetOf(1) };
+    const net6 = { network: LAB_POD_NETWORK6, subnet: parsePrefix6("2001:2:0:8001::/64") };
+    await syncIpMasq(host1.ns.kernel, true, [v4, net6]);
+    expect((await tables(host1)).sort()).toEqual(["ip weft", "ip6 weft"]);
+    // An nft first on PATH whose listing of tables fails, as nft's does where it cannot read a
+    // table another tool wrote; anything else it runs as nft does.
+    const nft = execFileSync("sh", ["-c", "command -v nft"], { encoding: "utf8" }).trim();
+    const bin = await mkdtemp(join(tmpdir(), "weft-nft-"));
+    await writeFile(
+      join(bin, "nft"),
+      `#!/bin/sh\nif [ "$*" = "-j list tables" ]; then echo "Error: cannot list" >&2; exit 1; fi\nexec '${nft}' "$@"\n`,
+      { mode: 0o755 },
+    );
+    const path = process.env.PATH;
+    process.env.PATH = `${bin}:${path}`;
+    try {
+      await expect(host1.ns.kernel.nftTables()).rejects.toThrow(/cannot list/);
+      await syncIpMasq(host1.ns.kernel, true, [v4]);
+    } finally {
+      process.env.PATH = path;
+      await rm(bin, { recursive: true, force: true });
+    }
+    expect(await tables(host1)).toEqual(["ip weft"]);
   });
 
   it("masquerades a pod's packets leaving the pod network: host3 sees host1's underlay address and answers", async () => {
