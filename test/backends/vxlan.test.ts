@@ -316,6 +316,34 @@ describe.skipIf(!canUseNetns())("vxlan backend (kernel)", () => {
     expect((await ping(host1.pods[0], host2.pods[0].addr, { count: 2 })).received).toBe(2);
   });
 
+  it("a peer removed while reconcile checks the device has its entries removed, not counted as drift", async () => {
+    const backend = n1.backend as unknown as { ensureDevices(): Promise<void> };
+    const check = backend.ensureDevices.bind(backend);
+    let removed: Promise<void> | undefined;
+    backend.ensureDevices = async () => {
+      const checked = check();
+      removed = n1.backend.removePeer("host2");
+      await checked;
+    };
+    const { driftRepairs } = n1.backend.counters();
+    const driftWarnings = () => n1.c.log.lines.filter((l) => l.msg.includes("drifted")).length;
+    const warned = driftWarnings();
+    try {
+      await n1.backend.reconcile();
+      await removed;
+      // The round's peers lacked it but its entries were out of the round's scope: all three
+      // removed as drift, with a warning.
+      expect(n1.backend.counters().driftRepairs).toBe(driftRepairs);
+      expect(driftWarnings()).toBe(warned);
+      expect(await fdb(host1, "flannel.1")).toEqual([]);
+      expect(await neighbours(host1, "flannel.1")).toEqual([]);
+      expect((await podRoutes(host1)).filter((r) => r.dev === "flannel.1")).toEqual([]);
+    } finally {
+      backend.ensureDevices = check;
+      await n1.backend.setPeer(peer2());
+    }
+  });
+
   it("replaces a flannel.1 that has other settings", async () => {
     await n1.backend.stop(false);
     await host1.ns.ip("link add flannel.1 type vxlan id 1 dev eth0 dstport 4789");
