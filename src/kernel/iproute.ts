@@ -358,7 +358,9 @@ function ipJsonParse<T>(command: string, text: string): T {
   try {
     return JSON.parse(text) as T;
   } catch (cause) {
-    // Only where every round fails anyway: waiting for one `ip -V` holds up nothing that would work.
+    // Only where the output is unusable, so the caller fails or falls back anyway (a round fails;
+    // the CNI DEL's address read sweeps every family): one synchronous `ip -V` holds up nothing
+    // that would have worked.
     const version = spawnSync("ip", ["-V"], { encoding: "utf8" }).stdout?.trim() || "version unknown";
     throw new WeftError(
       "KERNEL_IPROUTE2_TOO_OLD",
