@@ -187,9 +187,8 @@ export abstract class KernelBackend implements Backend {
     if (full && !teardown) await this.ensureDevices();
     // The peers as the round starts, or in a full round once the devices are checked (taken
     // before, a peer set meanwhile had its kept entries removed as no peer's, put back a round
-    // later; one removed meanwhile has its entries removed with every unwanted one). Any other
-    // round awaits nothing before this: a peer removed after it is the next round's (its entries
-    // are in that round's scope only while `written` still has them).
+    // later). Any other round awaits nothing before this: a peer removed after it is the next
+    // round's (its entries are in that round's scope only while `written` still has them).
     const peers = new Map(this.peers);
     for (const name of round.names) if (!peers.has(name)) this.unreachable.forget(name);
     const planned = await this.planPeers(
@@ -197,9 +196,11 @@ export abstract class KernelBackend implements Backend {
       [...peers.values()],
     );
     // The peers this round is about: those named, and those whose entries changed (a full round
-    // re-plans everyone). Keys of their old and new entries are in scope; any other entry the
-    // round has to fix had drifted.
+    // re-plans everyone), and those no longer peers whose entries are still written (removed during
+    // a full round's device check: the call is the next round's, the removal this one's). Keys of
+    // their old and new entries are in scope; any other entry the round has to fix had drifted.
     const changing = new Set(round.names);
+    for (const name of this.written.keys()) if (!peers.has(name)) changing.add(name);
     for (const [name, entries] of planned) if (!sameEntries(this.written.get(name), entries)) changing.add(name);
     const scope = new Set<string>();
     for (const name of changing)
@@ -212,11 +213,14 @@ export abstract class KernelBackend implements Backend {
       if (!planned.has(name) && peers.has(name)) addPeerEntries(want, entries);
     for (const entries of planned.values()) if (entries) addPeerEntries(want, entries);
 
-    const changes = diffEntries(
-      want,
-      await this.readOwned(),
-      full ? undefined : (kind, key) => scope.has(`${kind} ${key}`),
-    );
+    const have = await this.readOwned();
+    // A peer set while this round planned or read has entries it cannot tell from no peer's (kept
+    // over a restart): a full round then touches only its scope and leaves the rest to the next
+    // round, which that setPeer has queued, made full. One set once the kernel is read is too late:
+    // its kept entries may be removed (counted as drift) and put back by its own round.
+    const gained = [...this.peers.keys()].some((name) => !peers.has(name));
+    if (full && gained && this.pending) this.pending.round.full = true;
+    const changes = diffEntries(want, have, full && !gained ? undefined : (kind, key) => scope.has(`${kind} ${key}`));
     const failures = await applyChanges(kernel, changes);
 
     for (const name of this.written.keys()) if (!peers.has(name)) this.written.delete(name);

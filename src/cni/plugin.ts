@@ -590,8 +590,8 @@ async function netnsGone(netns: string | undefined): Promise<boolean> {
 
 /**
  * The families of the masquerade whose rules the bridge's DEL will leave: those the pod's interface
- * has no global address of (the bridge tears down the ones it finds there), all without the
- * namespace or the interface, or when that cannot be read (nsenter missing).
+ * has no global unicast address of (the bridge tears down the ones it finds there, in Go's sense),
+ * all without the namespace or the interface, or when that cannot be read (nsenter missing).
  */
 async function familiesBridgeLeaves(
   masq: Masquerade,

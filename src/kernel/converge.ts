@@ -3,7 +3,16 @@
 // flannel's order — a peer's neighbour entry, then its FDB entry, then its route; removal the
 // other way round — with at most five iproute2 calls however many peers change at once.
 import type { BatchFailure, Kernel } from "./iproute.js";
-import { FDB, NEIGH, ROUTE, type EntryKind, type FdbEntry, type NeighEntry, type RouteEntry } from "./entries.js";
+import {
+  FDB,
+  fdbRemoval,
+  NEIGH,
+  ROUTE,
+  type EntryKind,
+  type FdbEntry,
+  type NeighEntry,
+  type RouteEntry,
+} from "./entries.js";
 
 export interface EntrySets {
   routes: RouteEntry[];
@@ -86,7 +95,7 @@ export function changedKeys(c: EntryChanges): string[] {
 export async function applyChanges(kernel: Kernel, c: EntryChanges): Promise<BatchFailure[]> {
   return [
     ...(await kernel.ipBatchForce(c.routes.remove.map(ROUTE.del))),
-    ...(await kernel.bridgeBatchForce(c.fdbs.remove.map(FDB.del))),
+    ...(await kernel.bridgeBatchForce(c.fdbs.remove.flatMap(fdbRemoval))),
     ...(await kernel.ipBatchForce([...c.neighs.remove.map(NEIGH.del), ...c.neighs.put.map(NEIGH.replace)])),
     ...(await kernel.bridgeBatchForce(c.fdbs.put.map(FDB.replace))),
     ...(await kernel.ipBatchForce(c.routes.put.map(ROUTE.replace))),

@@ -89,6 +89,21 @@ export const FDB: EntryKind<FdbEntry> = {
     `fdb del ${f.mac} dev ${f.dev} dst ${formatIpv4(f.dst)}${port(f)}${f.vni === undefined ? "" : ` vni ${f.vni}`}${f.via === undefined ? "" : ` via ${f.via}`} self`,
 };
 
+/**
+ * The lines that remove an FDB remote. A delete must name its via device, which iproute2 cannot
+ * when the device is gone or in another namespace (read as `if<index>`): such a remote was refused
+ * at every reconcile. A unicast MAC has one remote, which a replace first resets to the device's
+ * VNI and no via. The kernel replaces no remote of an all-zeros or multicast MAC, which no peer
+ * wants: that entry goes whole.
+ */
+export function fdbRemoval(f: FdbEntry): string[] {
+  if (f.via === undefined || !/^if\d+$/.test(f.via)) return [FDB.del(f)];
+  if (f.mac === "00:00:00:00:00:00" || (Number.parseInt(f.mac.slice(0, 2), 16) & 1) === 1)
+    return [`fdb del ${f.mac} dev ${f.dev} self`];
+  const plain = { ...f, vni: undefined, via: undefined };
+  return [FDB.replace(plain), FDB.del(plain)];
+}
+
 const port = (f: FdbEntry) => (f.port ? ` port ${f.port}` : "");
 
 const via = (r: RouteEntry) => (r.gateway === undefined ? "" : ` via ${formatIpv4(r.gateway)}`);

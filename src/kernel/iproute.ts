@@ -10,6 +10,7 @@ import { execFile, spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import { isWeftError, WeftError } from "../errors.js";
+import { familyOf, isGlobalUnicast, parseAddr } from "../net/ip.js";
 
 export interface KernelOptions {
   /** Network namespace name (as `ip netns` lists it); the current one when absent. */
@@ -190,17 +191,18 @@ export class Kernel {
   }
 
   /**
-   * The families of interface `dev`'s global-scope addresses in the namespace at `path` (a
-   * CNI_NETNS: a path, which `ip -n` cannot take, so entered with nsenter); none without `dev`.
+   * The families of interface `dev`'s global unicast addresses (Go's, as the CNI plugins take them)
+   * in the namespace at `path` (a CNI_NETNS: a path, which `ip -n` cannot take, so entered with
+   * nsenter); none without `dev`.
    */
   async globalAddressFamilies(path: string, dev: string): Promise<Array<4 | 6>> {
-    const args = [`--net=${path}`, "ip", "-json", "addr", "show", "dev", dev, "scope", "global"];
+    const args = [`--net=${path}`, "ip", "-json", "addr", "show", "dev", dev];
     const r = await run("nsenter", args);
     if (r.code !== 0 && /does not exist/.test(r.stderr)) return [];
     if (r.code !== 0) throw commandError("nsenter", args.join(" "), r);
-    const links = ipJsonParse<Array<{ addr_info?: Array<{ family?: string }> }>>(args.slice(3).join(" "), r.stdout);
-    const families = new Set(links.flatMap((l) => l.addr_info ?? []).map((a) => a.family));
-    return ([4, 6] as const).filter((f) => families.has(f === 4 ? "inet" : "inet6"));
+    const links = ipJsonParse<Array<{ addr_info?: Array<{ local?: string }> }>>(args.slice(3).join(" "), r.stdout);
+    const addrs = links.flatMap((l) => l.addr_info ?? []).flatMap((a) => (a.local ? [parseAddr(a.local)] : []));
+    return ([4, 6] as const).filter((f) => addrs.some((a) => familyOf(a) === f && isGlobalUnicast(a)));
   }
 
   /**
@@ -356,7 +358,9 @@ function ipJsonParse<T>(command: string, text: string): T {
   try {
     return JSON.parse(text) as T;
   } catch (cause) {
-    // Only where every round fails anyway: waiting for one `ip -V` holds up nothing that would work.
+    // Only where the output is unusable, so the caller fails or falls back anyway (a round fails;
+    // the CNI DEL's address read sweeps every family): one synchronous `ip -V` holds up nothing
+    // that would have worked.
     const version = spawnSync("ip", ["-V"], { encoding: "utf8" }).stdout?.trim() || "version unknown";
     throw new WeftError(
       "KERNEL_IPROUTE2_TOO_OLD",

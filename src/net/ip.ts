@@ -14,6 +14,7 @@ import {
 import {
   formatIpv6,
   formatPrefix6,
+  isIpv4Mapped,
   isIpv6Text,
   parseIpv6,
   parsePrefix6,
@@ -54,6 +55,21 @@ export function overlaps(a: IpPrefix, b: IpPrefix): boolean {
 export function contains(p: IpPrefix, a: IpAddr): boolean {
   if (typeof p.addr !== typeof a) return false;
   return typeof a === "bigint" ? prefixContains6(p as Ipv6Prefix, a) : prefixContains(p as Ipv4Prefix, a);
+}
+
+const NOT_GLOBAL_UNICAST = [
+  ...["0.0.0.0/32", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "255.255.255.255/32"],
+  ...["::/128", "::1/128", "fe80::/10", "ff00::/8"],
+].map(parseAnyPrefix);
+
+/**
+ * Go's net.IP.IsGlobalUnicast, by which the CNI plugins pick an interface's addresses (the kernel's
+ * scope differs: an IPv4 link-local address is scope global unless given another). An IPv4-mapped
+ * IPv6 address is judged as its IPv4 one, as Go does.
+ */
+export function isGlobalUnicast(a: IpAddr): boolean {
+  const addr = typeof a === "bigint" && isIpv4Mapped(a) ? Number(a & 0xffff_ffffn) : a;
+  return !NOT_GLOBAL_UNICAST.some((p) => contains(p, addr));
 }
 
 /** A host prefix (/32 or /128) of an address. */

@@ -6,7 +6,7 @@ import { createBackend } from "../../src/backends/index.js";
 import type { LabCluster, LabHost } from "../../src/lab/cluster.js";
 import { ping } from "../../src/lab/traffic.js";
 import { canUseNetns } from "../support/netns.js";
-import { peerOf, podRoutes, removeLab, subnetOf, twoHostLab, type LabNode } from "./support.js";
+import { peerFrom, peerOf, podRoutes, removeLab, subnetOf, twoHostLab, type LabNode } from "./support.js";
 
 describe.skipIf(!canUseNetns())("host-gw backend (kernel)", () => {
   let lab: LabCluster;
@@ -132,6 +132,41 @@ describe.skipIf(!canUseNetns())("host-gw backend (kernel)", () => {
     }
     expect(n1.backend.counters().kernelErrors).toBe(kernelErrors);
     expect(n1.c.log.errors().filter((m) => m.includes("kernel refused"))).toEqual([]);
+  });
+
+  it("after a kept restart, a peer set while reconcile checks the peers' reach keeps its route (not removed as no peer's)", async () => {
+    const kept = peerOf("kept", subnetOf(5), host2.underlayAddr, { type: "host-gw" });
+    await n1.backend.setPeer(kept);
+    await n1.backend.stop(true);
+    n1.backend = createBackend("host-gw", {}, n1.c.ctx);
+    await n1.backend.start();
+    await n1.backend.setPeer(peerFrom(n2));
+    // `kept` is set while reconcile's `ip route get` for host2 runs (the real one, only timed).
+    const kernel = host1.ns.kernel;
+    const read = kernel.ipJsonBatch.bind(kernel);
+    let set: Promise<void> | undefined;
+    const spy = vi.spyOn(kernel, "ipJsonBatch").mockImplementation(async (lines, family) => {
+      const answer = read(lines, family);
+      if (!set && lines[0]?.startsWith("route get")) set = n1.backend.setPeer(kept);
+      return answer;
+    });
+    try {
+      await n1.backend.reconcile();
+      await set;
+      spy.mockRestore();
+      expect(set).toBeDefined();
+      // The round's peers lacked it: its kept route was removed as no peer's (drift) and put back
+      // by its own round.
+      expect(n1.backend.counters().driftRepairs).toBe(0);
+      expect((await podRoutes(host1)).map((r) => r.dst)).toContain("198.19.5.0/24");
+    } finally {
+      spy.mockRestore();
+      await n1.backend.removePeer("kept");
+    }
+    // What the round left for the next (full) one: nothing drifted, nothing of `kept` left.
+    await n1.backend.reconcile();
+    expect(n1.backend.counters().driftRepairs).toBe(0);
+    expect((await podRoutes(host1)).map((r) => r.dst)).not.toContain("198.19.5.0/24");
   });
 
   it("refuses to start when the public address is not on the underlay interface (NAT)", async () => {

@@ -184,6 +184,32 @@ describe.skipIf(!canUseNetns())("vxlan backend (kernel)", () => {
     expect((await ping(host1.pods[0], host2.pods[0].addr, { count: 2 })).received).toBe(2);
   });
 
+  it("reconcile() removes FDB entries whose via device is gone (iproute2 shows it as if<index>, and cannot name it in a delete), the all-zeros MAC's too", async () => {
+    await host1.ns.ip("link add bvxvia0 type veth peer name bvxvia1");
+    try {
+      // The kernel replaces no remote of a non-unicast MAC: that entry goes whole.
+      await host1.ns.kernel.bridgeBatch([
+        "fdb append 0a:58:00:00:7a:00 dev flannel.1 dst 198.18.0.80 via bvxvia0 vni 7 self permanent",
+        "fdb append 00:00:00:00:00:00 dev flannel.1 dst 198.18.0.81 via bvxvia0 self permanent",
+        "fdb append 00:00:00:00:00:00 dev flannel.1 dst 198.18.0.82 self permanent",
+      ]);
+    } finally {
+      await host1.ns.ip("link del bvxvia0");
+    }
+    expect((await fdb(host1, "flannel.1")).map((e) => e.dst)).toEqual(
+      expect.arrayContaining(["198.18.0.80", "198.18.0.81", "198.18.0.82"]),
+    );
+    const { driftRepairs, kernelErrors } = n1.backend.counters();
+    await n1.backend.reconcile();
+    await n1.backend.reconcile();
+    expect(await fdb(host1, "flannel.1")).toEqual([
+      { mac: n2.announced.vtepMac, dst: "198.18.0.12", flags: ["self"], state: "permanent" },
+    ]);
+    // Once, not at every reconcile.
+    expect(n1.backend.counters().driftRepairs - driftRepairs).toBe(3);
+    expect(n1.backend.counters().kernelErrors).toBe(kernelErrors);
+  });
+
   it("reconcile() re-creates flannel.1 deleted by hand, with the same MAC and every peer's entries", async () => {
     await host1.ns.ip("link del flannel.1");
     expect((await ping(host1.pods[0], host2.pods[0].addr, { count: 1, timeoutS: 1 })).received).toBe(0);
@@ -314,6 +340,34 @@ describe.skipIf(!canUseNetns())("vxlan backend (kernel)", () => {
     expect(n1.backend.counters().driftRepairs).toBe(0);
     expect(await fdb(host1, "flannel.1")).toHaveLength(1);
     expect((await ping(host1.pods[0], host2.pods[0].addr, { count: 2 })).received).toBe(2);
+  });
+
+  it("a peer removed while reconcile checks the device has its entries removed, not counted as drift", async () => {
+    const backend = n1.backend as unknown as { ensureDevices(): Promise<void> };
+    const check = backend.ensureDevices.bind(backend);
+    let removed: Promise<void> | undefined;
+    backend.ensureDevices = async () => {
+      const checked = check();
+      removed = n1.backend.removePeer("host2");
+      await checked;
+    };
+    const { driftRepairs } = n1.backend.counters();
+    const driftWarnings = () => n1.c.log.lines.filter((l) => l.msg.includes("drifted")).length;
+    const warned = driftWarnings();
+    try {
+      await n1.backend.reconcile();
+      await removed;
+      // The round's peers lacked it but its entries were out of the round's scope: all three
+      // removed as drift, with a warning.
+      expect(n1.backend.counters().driftRepairs).toBe(driftRepairs);
+      expect(driftWarnings()).toBe(warned);
+      expect(await fdb(host1, "flannel.1")).toEqual([]);
+      expect(await neighbours(host1, "flannel.1")).toEqual([]);
+      expect((await podRoutes(host1)).filter((r) => r.dev === "flannel.1")).toEqual([]);
+    } finally {
+      backend.ensureDevices = check;
+      await n1.backend.setPeer(peer2());
+    }
   });
 
   it("replaces a flannel.1 that has other settings", async () => {

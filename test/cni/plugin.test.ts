@@ -638,6 +638,18 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
     },
   );
 
+  it.each(FAMILY_CASES)(
+    "%s: DEL with the pod's IPv4 address replaced by a link-local one (kernel scope global, but the bridge takes only Go's global unicast addresses) removes the IPv4 masquerade rules, listing only the IPv4 nat table",
+    async (_, dual) => {
+      // On the pod's interface in its own namespace only; nothing is sent.
+      const { listings } = await delMasqPod("cni-dellink", dual, async (ns) => {
+        await ns.exec(["ip", "-4", "addr", "flush", "dev", "eth0", "scope", "global"]);
+        await ns.exec(["ip", "addr", "add", "169.254.7.7/16", "dev", "eth0"]);
+      });
+      expect(listings).toEqual(listingsOf([4]));
+    },
+  );
+
   it("DEL with the namespace of one of a pod's two interfaces on the network, that interface deleted by something else, removes only its jump; eth0's and the chain stay", async () => {
     const conf = flannelConf(h1, { delegate: {} }); // the bridge's ipMasq, as above
     const ns = await Netns.create("cni-delnoif1");
