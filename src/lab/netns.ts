@@ -71,7 +71,8 @@ export function sweepOrphans(): string[] {
   return orphans;
 }
 
-function hookExit(): void {
+/** Removes our namespaces at exit, and makes SIGINT and SIGTERM exit (when no tool handles them). */
+export function hookExit(): void {
   if (hooked) return;
   hooked = true;
   sweepOrphans();

@@ -77,14 +77,16 @@ export class ChaosLab {
   ): Promise<ChaosLab> {
     const dualStack = opts.dualStack ?? false;
     const lab = await LabCluster.create({ tag: "chaos", hosts, ipv6: dualStack });
+    let agents: LabAgents | undefined;
     try {
-      const agents = await LabAgents.prepare(lab, () => chaosNetConf("vxlan", dualStack), seeds);
+      agents = await LabAgents.prepare(lab, () => chaosNetConf("vxlan", dualStack), seeds);
       const faults = new SwitchFaults(lab);
       const monitor = new Monitor(agents, { faults, families: dualStack ? [4, 6] : [4] });
       monitor.deadRouteBoundMs = bounds.deadRoutesMs;
       monitor.start();
       return new ChaosLab(lab, agents, faults, monitor, bounds, opts.logsTo);
     } catch (error) {
+      await agents?.stopAll();
       await lab.destroy();
       throw error;
     }
