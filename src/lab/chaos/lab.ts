@@ -53,7 +53,7 @@ export class ChaosLab {
   readonly notes: string[] = [];
   private bystanders: Bystander[] = [];
   private mounts: string[] = [];
-  private closed = false;
+  private closing?: Promise<void>;
 
   private constructor(
     readonly lab: LabCluster,
@@ -229,9 +229,13 @@ export class ChaosLab {
    * everything. Hosts whose agent was killed and never restarted are not checked: a crash
    * cannot clean up, and the next start reuses what it left.
    */
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
+  close(): Promise<void> {
+    // One close: a second caller (the Ctrl-C handler and the scenario's finally) waits for it.
+    this.closing ??= this.closeOnce();
+    return this.closing;
+  }
+
+  private async closeOnce(): Promise<void> {
     try {
       await this.monitor.stop();
       const up = this.all.filter((a) => running(a.process));
