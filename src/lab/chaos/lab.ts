@@ -14,7 +14,7 @@ import { projectFile } from "../../paths.js";
 import { LabAgents, type LabAgent, running } from "../agents.js";
 import { LabCluster, LAB_POD_NETWORK, LAB_POD_NETWORK6, type LabHost } from "../cluster.js";
 import { ping } from "../traffic.js";
-import { Bystander, SwitchFaults, unmountTmpfs } from "./faults.js";
+import { Bystander, SwitchFaults, Tmpfs } from "./faults.js";
 import { type Family, FAMILIES, hostRoutes, Monitor } from "./observe.js";
 
 const run = promisify(execFile);
@@ -52,7 +52,7 @@ export class ChaosLab {
   readonly figures: Figures = {};
   readonly notes: string[] = [];
   private bystanders: Bystander[] = [];
-  private mounts: string[] = [];
+  private mounts: Tmpfs[] = [];
   private closing?: Promise<void>;
 
   private constructor(
@@ -202,9 +202,11 @@ export class ChaosLab {
     return b;
   }
 
-  /** Remembers a tmpfs to unmount at close. */
-  mounted(dir: string): void {
-    this.mounts.push(dir);
+  /** A tmpfs of `bytes` at `dir` for `host` (see Tmpfs), unmounted at close. */
+  async tmpfs(host: LabHost, dir: string, bytes: number): Promise<Tmpfs> {
+    const t = await Tmpfs.mount(host.ns, dir, bytes);
+    this.mounts.push(t);
+    return t;
   }
 
   /** Runs `weft <args>` (e.g. reclaim) against an agent; resolves with its exit code and output. */
@@ -244,7 +246,7 @@ export class ChaosLab {
     } finally {
       await Promise.allSettled(this.all.map((a) => this.agents.stop(a, "SIGKILL")));
       await Promise.allSettled(this.bystanders.map((b) => b.destroy()));
-      for (const d of this.mounts) await unmountTmpfs(d);
+      await Promise.allSettled(this.mounts.map((t) => t.unmount()));
       if (this.logsTo) {
         await mkdir(this.logsTo, { recursive: true });
         await Promise.allSettled(
