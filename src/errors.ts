@@ -157,7 +157,8 @@ export type LabErrorCode =
   | "LAB_POD_NO_ADDRESS"
   | "LAB_CHAOS_BAD_LOSS"
   | "LAB_CHAOS_SLOW_CONNECT"
-  | "LAB_CHAOS_SLOW_EXITED";
+  | "LAB_CHAOS_SLOW_EXITED"
+  | "LAB_CHAOS_TMPFS";
 
 /**
  * The CNI plugin and the runtime that runs plugins (src/cni): one per CNI spec error code, whose

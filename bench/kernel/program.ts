@@ -6,12 +6,10 @@
 // underlay addresses only appear in FDB entries: no packet is sent.
 import { Command } from "commander";
 import { pino } from "pino";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import type { Backend, BackendAnnouncement, BackendPeer } from "../../src/backends/backend.js";
 import { createBackend } from "../../src/backends/index.js";
 import { median } from "../../src/bench/stats.js";
+import { makeTempDir, removeTempDir } from "../../src/lab/cluster.js";
 import { Netns } from "../../src/lab/netns.js";
 import type { Ipv4Prefix } from "../../src/net/ipv4.js";
 import { formatAnyPrefix } from "../../src/net/ip.js";
@@ -101,7 +99,7 @@ if (process.getuid?.() !== 0) {
   process.exit(1);
 }
 const ns = await Netns.create("kbench");
-const stateDir = mkdtempSync(join(tmpdir(), "weft-kbench-"));
+const stateDir = makeTempDir("weft-kbench-");
 try {
   // A veth pair inside the namespace stands in for the underlay (both ends up, so it has carrier).
   await ns.kernel.ipBatch([
@@ -145,6 +143,6 @@ try {
     JSON.stringify({ peers: PEERS, runs: RUNS, ...r, kernelCommands: c.kernelCommands, kernelErrors: c.kernelErrors }),
   );
 } finally {
-  rmSync(stateDir, { recursive: true, force: true });
+  removeTempDir(stateDir);
   await ns.destroy();
 }

@@ -8,13 +8,14 @@
 // are named (`--help`: the options).
 // Runs under `node --perf-basic-prof` (the npm script does it), so perf can name JIT frames.
 import { execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { cpus, tmpdir } from "node:os";
+import { readdirSync, readFileSync, rmSync } from "node:fs";
+import { cpus } from "node:os";
 import { join } from "node:path";
 import { Command, Option } from "commander";
 import { DEFAULT_WORKERS_RULE, defaultWorkers } from "../../src/dataplane/defaults.js";
 import { cpuPerGigabyte, measureOwnCpu, perGigabyte, type CpuDelta } from "../../src/bench/cpu.js";
 import { projectFile } from "../../src/paths.js";
+import { makeTempDir, removeTempDir } from "../../src/lab/cluster.js";
 import { iperf } from "../../src/lab/traffic.js";
 import { numberValue, wholeNumber } from "../cli-options.js";
 import { destroySetup, kernelVxlan, userspace, type Setup } from "../e2e/setups.js";
@@ -143,7 +144,7 @@ async function main(): Promise<void> {
   } catch {
     throw new Error("perf is not installed: apt-get install linux-perf");
   }
-  const dir = args.keep ?? mkdtempSync(join(tmpdir(), "weft-profile-"));
+  const dir = args.keep ?? makeTempDir("weft-profile-");
   let setup: Setup | undefined;
   try {
     setup =
@@ -206,7 +207,7 @@ async function main(): Promise<void> {
     if (args.keep) console.log(`\nperf.data kept in ${dir} (perf report -i ${data})`);
   } finally {
     if (setup) await destroySetup(setup);
-    if (!args.keep) rmSync(dir, { recursive: true, force: true });
+    if (!args.keep) removeTempDir(dir);
     // What --perf-basic-prof leaves: the JIT symbol map perf script read, and V8's per-isolate logs.
     rmSync(join("/tmp", `perf-${process.pid}.map`), { force: true });
     for (const f of readdirSync("."))

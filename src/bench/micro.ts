@@ -6,11 +6,11 @@
 // the reverse. A process of its own also keeps benchmark.js's output off the progress bar and
 // frees the 100k-prefix route tables (over 100 MiB) as soon as it ends.
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { WeftError } from "../errors.js";
+import { makeTempDir, removeTempDir } from "../lab/cluster.js";
 import { projectFile } from "../paths.js";
 
 export interface MicroResult {
@@ -47,7 +47,7 @@ export function runMicro(
     );
     return { done: Promise.reject(error), stop: async () => {} };
   }
-  const dir = mkdtempSync(join(tmpdir(), "weft-micro-"));
+  const dir = makeTempDir("weft-micro-");
   const out = join(dir, "micro.json");
   const child = spawn(process.execPath, [MICRO_SCRIPT, "--max-time", String(maxTime), out], {
     stdio: ["ignore", "pipe", "pipe"],
@@ -70,7 +70,7 @@ export function runMicro(
       } catch (error) {
         reject(error);
       } finally {
-        rmSync(dir, { recursive: true, force: true });
+        removeTempDir(dir);
       }
     });
   });

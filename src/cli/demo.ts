@@ -31,16 +31,22 @@ export async function runDemo(o: DemoOptions): Promise<void> {
     throw new WeftError("CLI_DEMO_NEEDS_ROOT", "the demo builds network namespaces: run it as root (sudo npm start)");
   let lab: LabCluster | undefined;
   let agents: LabAgents | undefined;
-  const cleanup = async () => {
-    await agents?.stopAll();
-    await lab?.destroy();
-  };
+  // One teardown, whoever asks first (the signal handler, the finally): a second caller waits for
+  // the first instead of finding the agents and namespaces already being removed and moving on.
+  let cleaning: Promise<void> | undefined;
+  const cleanup = () =>
+    (cleaning ??= (async () => {
+      await agents?.stopAll();
+      await lab?.destroy();
+    })());
   let interrupted = false;
-  const onSignal = () => {
+  const onSignal = (sig: NodeJS.Signals) => {
     if (interrupted) return;
     interrupted = true;
+    process.exitCode = sig === "SIGINT" ? 130 : 143;
     process.stdout.write("\nstopping: agents leave the cluster, namespaces and devices are removed...\n");
-    void cleanup().then(() => process.exit(0));
+    // What is left after a failed teardown goes with the exit hooks (namespaces, temp dirs).
+    void cleanup().finally(() => process.exit());
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
@@ -104,10 +110,15 @@ export async function runDemo(o: DemoOptions): Promise<void> {
       );
     say(`every host reaches every other host's pods${o.dualStack ? " over IPv4 and IPv6" : ""}`);
     if (!o.once) await liveView(agents);
+  } catch (error) {
+    // Stopped by Ctrl-C: the steps under way fail as the agents stop (LAB_AGENT_EXITED), which is
+    // no failure of the demo; the handler exits once the teardown is done.
+    if (!interrupted) throw error;
   } finally {
+    // The handlers stay until the teardown is done: a Ctrl-C during it must not exit under it.
+    await cleanup();
     process.removeListener("SIGINT", onSignal);
     process.removeListener("SIGTERM", onSignal);
-    await cleanup();
   }
 }
 

@@ -4,8 +4,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { closeSync, openSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parseSubnetEnv, type SubnetEnv } from "../agent/subnet-env.js";
 import { agentRequest } from "../cli/agent-client.js";
@@ -15,7 +14,7 @@ import { WeftError } from "../errors.js";
 import { formatIpv4 } from "../net/ipv4.js";
 import { formatIpv6 } from "../net/ipv6.js";
 import { projectFile } from "../paths.js";
-import type { LabCluster, LabHost } from "./cluster.js";
+import { type LabCluster, type LabHost, makeTempDir, removeTempDir } from "./cluster.js";
 
 export const LAB_GOSSIP_PORT = 7946;
 
@@ -107,15 +106,20 @@ export class LabAgents {
     members = lab.hosts.length,
     gossip6 = false,
   ): Promise<LabAgents> {
-    const dir = await mkdtemp(join(tmpdir(), "weft-lab-"));
+    const dir = makeTempDir("weft-lab-");
     const keyFile = join(dir, "cluster.key");
-    await writeFile(keyFile, randomBytes(KEY_BYTES).toString("base64") + "\n", { mode: 0o600 });
     const agents: LabAgent[] = [];
-    for (const host of lab.hosts) {
-      const agentDir = join(dir, host.name);
-      await mkdir(agentDir, { recursive: true });
-      await writeFile(join(agentDir, "net-conf.json"), JSON.stringify(netConf(host), null, 2));
-      agents.push({ host, dir: agentDir, stateDir: agentDir });
+    try {
+      await writeFile(keyFile, randomBytes(KEY_BYTES).toString("base64") + "\n", { mode: 0o600 });
+      for (const host of lab.hosts) {
+        const agentDir = join(dir, host.name);
+        await mkdir(agentDir, { recursive: true });
+        await writeFile(join(agentDir, "net-conf.json"), JSON.stringify(netConf(host), null, 2));
+        agents.push({ host, dir: agentDir, stateDir: agentDir });
+      }
+    } catch (error) {
+      removeTempDir(dir);
+      throw error;
     }
     return new LabAgents(lab, dir, agents, keyFile, members, gossip6);
   }
@@ -312,6 +316,6 @@ export class LabAgents {
   /** Stops every agent and removes the work dir (the lab itself is the caller's). */
   async stopAll(): Promise<void> {
     await Promise.all(this.agents.map((a) => this.stop(a)));
-    await rm(this.dir, { recursive: true, force: true });
+    removeTempDir(this.dir);
   }
 }

@@ -6,8 +6,7 @@
 // and the tests. Addresses: underlay 198.18.0.0/24, pods 198.19.0.0/16; with IPv6 also underlay
 // 2001:2::/64 and pods 2001:2:0:8000::/49 (RFC 5180's benchmarking range, IPv6's counterpart to
 // 198.18.0.0/15).
-import { existsSync, rmSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { writeSubnetEnv } from "../agent/subnet-env.js";
@@ -16,7 +15,7 @@ import { CniRuntime, type Attachment, type CniResult, type ConfList } from "../c
 import { WeftError } from "../errors.js";
 import { formatIpv4, parseIpv4, type Ipv4Prefix } from "../net/ipv4.js";
 import { formatIpv6, parseIpv6, type Ipv6Prefix } from "../net/ipv6.js";
-import { Netns } from "./netns.js";
+import { hookExit, Netns } from "./netns.js";
 
 export const LAB_UNDERLAY_BASE = 0xc6120000; // 198.18.0.0/24
 export const LAB_POD_NETWORK: Ipv4Prefix = { addr: 0xc6130000, len: 16 }; // 198.19.0.0/16
@@ -94,35 +93,41 @@ export interface LabOptions {
 }
 
 /**
- * Work dirs of clusters not destroyed: removed when the process exits, as the namespaces are
- * (netns.ts), so that a tool or test process that exits (or is interrupted) without destroy()
- * leaves neither behind.
+ * Temp dirs of weft's tools (a cluster's CNI work dir, the agents' dirs, a benchmark's files) not
+ * removed yet: removed when the process exits, whatever ends it (an error, Ctrl-C, SIGTERM), after
+ * the namespaces and so after the processes that ran in them.
  */
-const liveWorkDirs = new Set<string>();
+const liveTempDirs = new Set<string>();
 let exitHooked = false;
 
-async function makeWorkDir(): Promise<string> {
-  if (!exitHooked) process.once("exit", removeWorkDirsSync);
-  exitHooked = true;
-  const dir = await mkdtemp(join(tmpdir(), "weft-lab-cni-"));
-  liveWorkDirs.add(dir);
+/** Makes `<temp dir>/<prefix>XXXXXX`, removed by removeTempDir or else at exit. */
+export function makeTempDir(prefix: string): string {
+  if (!exitHooked) {
+    exitHooked = true;
+    // The namespaces' hook first (exit listeners run in order): a process still running in one
+    // could write into a dir being removed.
+    hookExit();
+    process.once("exit", removeTempDirsSync);
+  }
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  liveTempDirs.add(dir);
   return dir;
 }
 
-async function removeWorkDir(dir: string): Promise<void> {
-  await rm(dir, { recursive: true, force: true });
-  liveWorkDirs.delete(dir);
+export function removeTempDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+  liveTempDirs.delete(dir);
 }
 
-function removeWorkDirsSync(): void {
-  for (const dir of liveWorkDirs) {
-    // A throw here would skip the exit listeners after this one, the namespaces' removal among
-    // them: a dir left behind (a plugin still writing into it) is the smaller harm.
+function removeTempDirsSync(): void {
+  for (const dir of liveTempDirs) {
+    // A throw here would skip the exit listeners after this one: a dir left behind (a plugin
+    // still writing into it) is the smaller harm.
     try {
       rmSync(dir, { recursive: true, force: true });
     } catch {}
   }
-  liveWorkDirs.clear();
+  liveTempDirs.clear();
 }
 
 export class LabCluster {
@@ -139,7 +144,7 @@ export class LabCluster {
   /** Builds the switch and the hosts; on failure removes what it made. */
   static async create(opts: LabOptions): Promise<LabCluster> {
     const made: Netns[] = [];
-    const workDir = await makeWorkDir();
+    const workDir = makeTempDir("weft-lab-cni-");
     try {
       await installPlugin(join(workDir, "bin"));
       const sw = await Netns.create(`${opts.tag}-sw`);
@@ -175,7 +180,7 @@ export class LabCluster {
       return new LabCluster(opts.tag, sw, hosts, workDir);
     } catch (error) {
       await Promise.all(made.map((ns) => ns.destroy()));
-      await removeWorkDir(workDir);
+      removeTempDir(workDir);
       throw error;
     }
   }
@@ -279,7 +284,7 @@ export class LabCluster {
   async destroy(): Promise<void> {
     const all = [...this.hosts.flatMap((h) => h.pods.map((p) => p.ns)), ...this.hosts.map((h) => h.ns), this.switchNs];
     await Promise.all(all.map((ns) => ns.destroy()));
-    await removeWorkDir(this.workDir);
+    removeTempDir(this.workDir);
   }
 
   describe(): string {

@@ -7,7 +7,11 @@ import { Kernel } from "../kernel/iproute.js";
 import { processAlive } from "../util/process-alive.js";
 
 const run = promisify(execFile);
+/** Our namespaces, from just before `ip netns add` until `ip netns del` has run: the exit hook
+ *  removes each, so no moment of a creation or a removal leaves one behind. */
 const live = new Set<string>();
+/** Removals under way, so that a second destroy() waits for the first. */
+const removing = new Map<string, Promise<void>>();
 let counter = 0;
 let hooked = false;
 
@@ -67,7 +71,8 @@ export function sweepOrphans(): string[] {
   return orphans;
 }
 
-function hookExit(): void {
+/** Removes our namespaces at exit, and makes SIGINT and SIGTERM exit (when no tool handles them). */
+export function hookExit(): void {
   if (hooked) return;
   hooked = true;
   sweepOrphans();
@@ -98,10 +103,23 @@ export class Netns {
   static async create(tag: string): Promise<Netns> {
     hookExit();
     const name = `weft-${tag}-${process.pid}-${++counter}`;
-    await run("ip", ["netns", "add", name]);
     live.add(name);
+    try {
+      // Synchronous: an exit or a signal handled while an `ip netns add` of ours still ran would
+      // find nothing to remove yet, and the namespace would appear after the hook.
+      execFileSync("ip", ["netns", "add", name], { stdio: ["ignore", "ignore", "pipe"] });
+    } catch (error) {
+      removeSync(name); // an `ip` interrupted by Ctrl-C may have made it halfway
+      live.delete(name);
+      throw error;
+    }
     const ns = new Netns(name);
-    await ns.ip("link set lo up");
+    try {
+      await ns.ip("link set lo up");
+    } catch (error) {
+      await ns.destroy();
+      throw error;
+    }
     return ns;
   }
 
@@ -136,11 +154,23 @@ export class Netns {
     return stdout.split(/\s+/).filter(Boolean).map(Number);
   }
 
-  async destroy(): Promise<void> {
-    if (!live.delete(this.name)) return;
-    const pids = await run("ip", ["netns", "pids", this.name]).catch(() => ({ stdout: "" }));
-    killInside(pids.stdout);
-    await run("ip", ["netns", "del", this.name]).catch(() => undefined);
+  /** Kills what runs inside and removes the namespace; a second call waits for the first. */
+  destroy(): Promise<void> {
+    const name = this.name;
+    if (!live.has(name)) return Promise.resolve();
+    let done = removing.get(name);
+    if (!done) {
+      done = (async () => {
+        const pids = await run("ip", ["netns", "pids", name]).catch(() => ({ stdout: "" }));
+        killInside(pids.stdout);
+        await run("ip", ["netns", "del", name]).catch(() => undefined);
+        // Only now: until `ip netns del` has run, the exit hook must still find the name.
+        live.delete(name);
+        removing.delete(name);
+      })();
+      removing.set(name, done);
+    }
+    return done;
   }
 }
 

@@ -21,8 +21,8 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { LOCK_FILE, StateDirLock } from "../../src/agent/state-dir.js";
 import { writeFileAtomic, writeFileAtomicSync } from "../../src/fs/atomic-write.js";
-import { fillUp, mountTmpfs, unmountTmpfs } from "../../src/lab/chaos/faults.js";
-import { canUseNetns } from "../support/netns.js";
+import { Tmpfs } from "../../src/lab/chaos/faults.js";
+import { canUseNetns, Netns } from "../support/netns.js";
 
 const base = mkdtempSync(join(tmpdir(), "weft-statedir-"));
 const BOOT = readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
@@ -79,20 +79,22 @@ describe("state dir", () => {
   // An agent killed while its disk was full must start again there (its lock was once a file
   // with the pid written in, which failed with ENOSPC; the README promises a retry, not an exit).
   it.skipIf(!canUseNetns())("is taken over on a full disk", async () => {
-    const dir = join(base, "full");
-    await mountTmpfs(dir, 64 * 1024);
+    const ns = await Netns.create("sdfull");
+    const tmpfs = await Tmpfs.mount(ns, join(base, "full"), 64 * 1024);
+    const dir = tmpfs.path;
     try {
       const gone = spawn("true");
       await new Promise((r) => gone.once("exit", r));
       symlinkSync(String(gone.pid), join(dir, LOCK_FILE)); // a killed holder's lock
-      await fillUp(join(dir, "filler"));
+      await tmpfs.fill("filler");
       expect(() => writeFileSync(join(dir, "probe"), "x")).toThrow(/ENOSPC/);
       const lock = await StateDirLock.acquire(dir);
       expect(readlinkSync(join(dir, LOCK_FILE))).toBe(`${process.pid}@${BOOT}`);
       await lock.release();
       expect(readdirSync(dir).sort()).toEqual(["filler", "probe"]);
     } finally {
-      await unmountTmpfs(dir);
+      await tmpfs.unmount();
+      await ns.destroy();
     }
   });
 

@@ -1,8 +1,8 @@
 // `weft demo --once` as a user runs it (the built CLI, as root): with --dual-stack, three hosts
 // with real wasm-vxlan agents lease a subnet of each family, every pod pair pings over IPv4 and
 // IPv6, and nothing is left behind. A backend that cannot carry IPv6 is refused before anything
-// is built.
-import { mkdtempSync, rmSync } from "node:fs";
+// is built. Ctrl-C while the agents start ends it with 130 and no error, nothing left behind.
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -31,6 +31,17 @@ describe.runIf(canUseNetns())("weft demo", () => {
     expect(r.stdout).toContain("every host reaches every other host's pods over IPv4 and IPv6");
   }, 300_000);
 
+  it("Ctrl-C while the agents start: exit 130 without an error, everything removed", async () => {
+    const run = runCli(work, "sigint", ["demo", "--once", "--backend", "vxlan"]);
+    const sent = await interruptOnceAgentsStart(join(work, "sigint-tmp"), run);
+    const r = await run;
+    expect(sent, r.stdout + r.stderr).toBe(true);
+    expect(r.code, r.stdout + r.stderr).toBe(130);
+    expect(r.stdout).toContain("stopping: agents leave the cluster");
+    expect(r.stderr).not.toContain("weft:");
+    expect(leftovers(r)).toEqual([]);
+  }, 180_000);
+
   it("--dual-stack refuses a backend that cannot carry IPv6, building nothing", async () => {
     const r = await runCli(work, "udp", ["demo", "--dual-stack", "--once", "--backend", "udp"]);
     expect(r.code).toBe(1);
@@ -38,3 +49,35 @@ describe.runIf(canUseNetns())("weft demo", () => {
     expect(leftovers(r)).toEqual([]);
   }, 60_000);
 });
+
+/**
+ * Sends SIGINT to the demo run with TMPDIR `tmp` (as a terminal's Ctrl-C, but to the demo only)
+ * once its agents are started (their logs exist), unless the run ends first. Whether it was sent.
+ */
+async function interruptOnceAgentsStart(tmp: string, run: Promise<unknown>): Promise<boolean> {
+  let ended = false;
+  void run.finally(() => (ended = true));
+  while (!ended) {
+    const pid = demoPid(tmp);
+    const labDir = readdirSync(tmp).find((d) => d.startsWith("weft-lab-") && !d.startsWith("weft-lab-cni-"));
+    if (pid !== undefined && labDir && existsSync(join(tmp, labDir, "host1", "agent.log"))) {
+      process.kill(pid, "SIGINT");
+      return true;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return false;
+}
+
+/** The `weft demo` process whose TMPDIR is `tmp` (its agents inherit the variable, not the command). */
+function demoPid(tmp: string): number | undefined {
+  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+    try {
+      if (readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")[2] !== "demo") continue;
+      if (readFileSync(`/proc/${pid}/environ`, "utf8").split("\0").includes(`TMPDIR=${tmp}`)) return Number(pid);
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return undefined;
+}

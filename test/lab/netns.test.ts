@@ -2,8 +2,10 @@
 // came (an agent left by a test worker that exited mid-hook) must not keep a namespace, its
 // devices and its CPU use alive after the namespace's name is gone.
 import { execFileSync, spawn } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { Netns, sweepOrphans } from "../../src/lab/netns.js";
+import { projectFile } from "../../src/paths.js";
 import { canUseNetns } from "../support/netns.js";
 
 describe.skipIf(!canUseNetns())("lab namespaces", () => {
@@ -48,4 +50,53 @@ describe.skipIf(!canUseNetns())("lab namespaces of a maker that died without cle
 
 function netnsPids(name: string): number[] {
   return execFileSync("ip", ["netns", "pids", name], { encoding: "utf8" }).split(/\s+/).filter(Boolean).map(Number);
+}
+
+/**
+ * A process that exits at the worst moment of a creation or a removal (argv[2]: "create" exits
+ * right after calling Netns.create, "destroy" right after calling destroy()), with the built
+ * module argv[1]; prints nothing, its pid names its namespaces.
+ */
+const EXIT_MIDWAY = `import(process.argv[1]).then(async ({ Netns }) => {
+  if (process.argv[2] === "create") { void Netns.create("midway"); process.exit(0); }
+  const ns = await Netns.create("midway"); void ns.destroy(); process.exit(0);
+});`;
+
+describe.skipIf(!canUseNetns())("lab namespaces of a process that exits midway", () => {
+  for (const moment of ["create", "destroy"]) {
+    it(`are removed by the exit hook when it exits during ${moment === "create" ? "Netns.create" : "destroy()"}`, async () => {
+      const child = spawn(
+        process.execPath,
+        ["-e", EXIT_MIDWAY, projectFile("dist", "src", "lab", "netns.js"), moment],
+        {
+          stdio: ["ignore", "ignore", "inherit"],
+        },
+      );
+      const code = await new Promise((r) => child.once("exit", r));
+      expect(code).toBe(0);
+      const mine = `weft-midway-${child.pid}-`;
+      // An `ip` the child started and left running may still be adding or removing: wait for it,
+      // so that what it does counts.
+      for (let t = 0; t < 250 && ipRunsOn(mine); t++) await new Promise((r) => setTimeout(r, 20));
+      const left = execFileSync("ip", ["netns", "list"], { encoding: "utf8" })
+        .split("\n")
+        .filter((l) => l.startsWith(mine));
+      for (const l of left) execFileSync("ip", ["netns", "del", l.split(" ")[0]]);
+      expect(left).toEqual([]);
+    });
+  }
+});
+
+/** Whether an `ip` process names a namespace starting with `prefix`. */
+function ipRunsOn(prefix: string): boolean {
+  return readdirSync("/proc")
+    .filter((d) => /^\d+$/.test(d))
+    .some((pid) => {
+      try {
+        const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+        return argv[0] === "ip" && argv.some((a) => a.startsWith(prefix));
+      } catch {
+        return false; // exited meanwhile
+      }
+    });
 }

@@ -37,7 +37,8 @@ export function runCli(
       onStderr?.(stderr, child.pid!);
     });
     child.on("error", reject);
-    child.on("exit", (code) => resolve({ pid: child.pid!, code, stdout, stderr, agentTmp }));
+    // "close", not "exit": only then has all of its output arrived.
+    child.on("close", (code) => resolve({ pid: child.pid!, code, stdout, stderr, agentTmp }));
   });
 }
 

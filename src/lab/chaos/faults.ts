@@ -5,10 +5,9 @@
 //   packets (only tbf, which queues by rate, not by time), so there is no delay fault;
 // - slow TCP connections from a bystander namespace on the switch, each dripping a byte now and
 //   then into the gossip port;
-// - a small tmpfs as a state dir, mounted at a private path of the suite's work dir and
-//   unmounted afterwards (also on Ctrl-C).
-import { execFile, execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { mkdir } from "node:fs/promises";
+// - a small tmpfs as a state dir, mounted in a mount namespace of its own (never this process's)
+//   that goes with the lab's namespaces (also on Ctrl-C or a kill -9).
+import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { promisify } from "node:util";
 import { WeftError } from "../../errors.js";
 import { formatIpv4 } from "../../net/ipv4.js";
@@ -208,38 +207,60 @@ export class SlowConnections {
   }
 }
 
-const mounted = new Set<string>();
-let hooked = false;
+/**
+ * A small tmpfs for a state dir, mounted by a holder process in the mount namespace `ip netns
+ * exec` gives it in one of our network namespaces (a lab host's), never in this process's: it lives as long as the
+ * holder, which that namespace takes along when it goes (at close, at exit, or in the next
+ * tool's sweep after a kill -9), so no mount can outlive the suite. It outlives the agents that
+ * use it (a killed agent restarts onto the same state), which reach it as this process does,
+ * through `path` (/proc/<holder>/root/<dir>: the holder's view of the dir).
+ */
+export class Tmpfs {
+  private constructor(
+    private readonly holder: ChildProcess,
+    readonly path: string,
+    private readonly bytes: number,
+  ) {}
 
-/** Mounts a tmpfs of `bytes` at `dir` (created; a private path of the suite's own work dir). */
-export async function mountTmpfs(dir: string, bytes: number): Promise<void> {
-  await mkdir(dir, { recursive: true });
-  if (!hooked) {
-    hooked = true;
-    // Registered before the namespaces' own hook runs at exit, and independent of it.
-    process.once("exit", () => {
-      for (const d of mounted) unmountSync(d);
+  /** Mounts a tmpfs of `bytes` at `dir` (created) in a holder in the network namespace `ns`. */
+  static async mount(ns: Netns, dir: string, bytes: number): Promise<Tmpfs> {
+    const [cmd, ...argv] = ns.wrap([
+      "sh",
+      "-c",
+      'mkdir -p "$1" && mount -t tmpfs -o "size=$2,mode=0700" weft-chaos "$1" && echo mounted && exec sleep infinity',
+      "sh",
+      dir,
+      String(bytes),
+    ]);
+    const holder = spawn(cmd, argv, { stdio: ["ignore", "pipe", "pipe"] });
+    let stderr = "";
+    holder.stderr!.on("data", (d) => (stderr += d));
+    await new Promise<void>((resolve, reject) => {
+      holder.stdout!.once("data", () => resolve());
+      holder.once("exit", (code) =>
+        reject(
+          new WeftError(
+            "LAB_CHAOS_TMPFS",
+            `the tmpfs at ${dir} could not be mounted (exit ${code}): ${stderr.trim()}; the suite needs root`,
+          ),
+        ),
+      );
     });
+    return new Tmpfs(holder, `/proc/${holder.pid}/root${dir}`, bytes);
   }
-  await run("mount", ["-t", "tmpfs", "-o", `size=${bytes},mode=0700`, "weft-chaos", dir]);
-  mounted.add(dir);
-}
 
-export async function unmountTmpfs(dir: string): Promise<void> {
-  if (!mounted.delete(dir)) return;
-  // Lazy, so that a process still holding a file there cannot keep the mount alive.
-  await run("umount", ["-l", dir]).catch(() => undefined);
-}
-
-function unmountSync(dir: string): void {
-  try {
-    execFileSync("umount", ["-l", dir], { stdio: "ignore" });
-  } catch {
-    // already gone
+  /** Fills the tmpfs to the last byte with the file `name` (dd until ENOSPC; count= bounds it
+   *  should the path lead elsewhere). */
+  async fill(name: string): Promise<void> {
+    const count = Math.ceil(this.bytes / 4096) + 1;
+    await run("dd", ["if=/dev/zero", `of=${this.path}/${name}`, "bs=4096", `count=${count}`]).catch(() => undefined); // ends with ENOSPC, as meant
   }
-}
 
-/** Fills the filesystem holding `dir` to the last byte (dd until ENOSPC). */
-export async function fillUp(file: string): Promise<void> {
-  await run("dd", ["if=/dev/zero", `of=${file}`, "bs=4096"]).catch(() => undefined); // ends with ENOSPC, as meant
+  /** Ends the holder, and with it the mount (its mount namespace goes with its last process). */
+  async unmount(): Promise<void> {
+    if (this.holder.exitCode !== null || this.holder.signalCode !== null) return;
+    const gone = new Promise((r) => this.holder.once("exit", r));
+    this.holder.kill("SIGKILL");
+    await gone;
+  }
 }

@@ -14,7 +14,7 @@ import { projectFile } from "../../paths.js";
 import { LabAgents, type LabAgent, running } from "../agents.js";
 import { LabCluster, LAB_POD_NETWORK, LAB_POD_NETWORK6, type LabHost } from "../cluster.js";
 import { ping } from "../traffic.js";
-import { Bystander, SwitchFaults, unmountTmpfs } from "./faults.js";
+import { Bystander, SwitchFaults, Tmpfs } from "./faults.js";
 import { type Family, FAMILIES, hostRoutes, Monitor } from "./observe.js";
 
 const run = promisify(execFile);
@@ -52,8 +52,8 @@ export class ChaosLab {
   readonly figures: Figures = {};
   readonly notes: string[] = [];
   private bystanders: Bystander[] = [];
-  private mounts: string[] = [];
-  private closed = false;
+  private mounts: Tmpfs[] = [];
+  private closing?: Promise<void>;
 
   private constructor(
     readonly lab: LabCluster,
@@ -77,14 +77,16 @@ export class ChaosLab {
   ): Promise<ChaosLab> {
     const dualStack = opts.dualStack ?? false;
     const lab = await LabCluster.create({ tag: "chaos", hosts, ipv6: dualStack });
+    let agents: LabAgents | undefined;
     try {
-      const agents = await LabAgents.prepare(lab, () => chaosNetConf("vxlan", dualStack), seeds);
+      agents = await LabAgents.prepare(lab, () => chaosNetConf("vxlan", dualStack), seeds);
       const faults = new SwitchFaults(lab);
       const monitor = new Monitor(agents, { faults, families: dualStack ? [4, 6] : [4] });
       monitor.deadRouteBoundMs = bounds.deadRoutesMs;
       monitor.start();
       return new ChaosLab(lab, agents, faults, monitor, bounds, opts.logsTo);
     } catch (error) {
+      await agents?.stopAll();
       await lab.destroy();
       throw error;
     }
@@ -200,9 +202,11 @@ export class ChaosLab {
     return b;
   }
 
-  /** Remembers a tmpfs to unmount at close. */
-  mounted(dir: string): void {
-    this.mounts.push(dir);
+  /** A tmpfs of `bytes` at `dir` for `host` (see Tmpfs), unmounted at close. */
+  async tmpfs(host: LabHost, dir: string, bytes: number): Promise<Tmpfs> {
+    const t = await Tmpfs.mount(host.ns, dir, bytes);
+    this.mounts.push(t);
+    return t;
   }
 
   /** Runs `weft <args>` (e.g. reclaim) against an agent; resolves with its exit code and output. */
@@ -227,9 +231,13 @@ export class ChaosLab {
    * everything. Hosts whose agent was killed and never restarted are not checked: a crash
    * cannot clean up, and the next start reuses what it left.
    */
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
+  close(): Promise<void> {
+    // One close: a second caller (the Ctrl-C handler and the scenario's finally) waits for it.
+    this.closing ??= this.closeOnce();
+    return this.closing;
+  }
+
+  private async closeOnce(): Promise<void> {
     try {
       await this.monitor.stop();
       const up = this.all.filter((a) => running(a.process));
@@ -238,7 +246,7 @@ export class ChaosLab {
     } finally {
       await Promise.allSettled(this.all.map((a) => this.agents.stop(a, "SIGKILL")));
       await Promise.allSettled(this.bystanders.map((b) => b.destroy()));
-      for (const d of this.mounts) await unmountTmpfs(d);
+      await Promise.allSettled(this.mounts.map((t) => t.unmount()));
       if (this.logsTo) {
         await mkdir(this.logsTo, { recursive: true });
         await Promise.allSettled(

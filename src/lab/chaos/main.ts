@@ -6,7 +6,7 @@ import { cpus } from "node:os";
 import { dirname, join } from "node:path";
 import { Command } from "commander";
 import { projectFile } from "../../paths.js";
-import { FULL, runScenario, SHORT, table, type ScenarioResult } from "./run.js";
+import { FULL, runScenario, SHORT, stopRequested, table, type ScenarioResult } from "./run.js";
 import { fullScenarios, shortScenarios } from "./scenarios.js";
 
 const program = new Command("chaos")
@@ -24,6 +24,7 @@ const scenarios = (o.short ? shortScenarios() : fullScenarios()).filter((s) => !
 const started = new Date();
 const results: ScenarioResult[] = [];
 for (const sc of scenarios) {
+  if (stopRequested()) break;
   process.stdout.write(`-- ${sc.name}\n`);
   const logs =
     o.logs &&

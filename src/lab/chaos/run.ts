@@ -44,6 +44,12 @@ export interface ScenarioResult {
 
 let current: ChaosLab | undefined;
 let hooked = false;
+let stopping = false;
+
+/** Whether Ctrl-C or SIGTERM came: no further scenario may start. */
+export function stopRequested(): boolean {
+  return stopping;
+}
 
 /** On Ctrl-C/SIGTERM: close the running scenario's lab (agents, namespaces, mounts), then exit. */
 function hookSignals(): void {
@@ -54,6 +60,8 @@ function hookSignals(): void {
     ["SIGTERM", 143],
   ] as const) {
     process.on(sig, () => {
+      if (stopping) return;
+      stopping = true;
       process.stderr.write(`\n${sig}: stopping agents and removing the lab...\n`);
       const done = current ? current.close() : Promise.resolve();
       const limit = setTimeout(() => process.exit(code), 20_000);

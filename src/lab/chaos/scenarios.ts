@@ -8,7 +8,6 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { LAB_GOSSIP_PORT, type LabAgent, running } from "../agents.js";
 import { ping } from "../traffic.js";
 import { chaosNetConf, type ChaosLab } from "./lab.js";
-import { fillUp, mountTmpfs } from "./faults.js";
 import { FAMILIES, liveIn, subnetFindings } from "./observe.js";
 
 /** How long each fault lasts: the full suite uses the issue's durations, the short one less. */
@@ -298,14 +297,12 @@ const fullStateDir: Scenario = {
     const [a1, a2, a3] = c.all;
     // host1 is the only seed and owns every slot, so the first leases of host2 and host3 are
     // transfers that host1 must save to its state dir, which is full by then.
-    a1.stateDir = join(a1.dir, "state");
-    await mountTmpfs(a1.stateDir, 1 << 20);
-    c.mounted(a1.stateDir);
+    const state = await c.tmpfs(a1.host, join(a1.dir, "state"), 1 << 20);
+    a1.stateDir = state.path;
     c.start(a1);
     if (await c.ready(a1)) await c.addPod(a1);
     const subnet1 = (await c.agents.status(a1)).subnet;
-    const filler = join(a1.stateDir, "filler");
-    await fillUp(filler);
+    await state.fill("filler");
     for (const a of [a2, a3]) c.start(a);
     await seconds(d.watchS);
     const got = await Promise.all([a2, a3].map(async (a) => (await c.agents.status(a).catch(() => undefined))?.subnet));
@@ -328,7 +325,7 @@ const fullStateDir: Scenario = {
       if (again !== subnet1)
         c.monitor.violate("subnet-changed", `host1 held ${subnet1}, after a restart on a full disk ${again}`);
     }
-    await rm(filler, { force: true });
+    await rm(join(a1.stateDir, "filler"), { force: true });
     const since = Date.now();
     // As a supervisor would: start it again once there is space.
     if (!running(a1.process)) {
