@@ -181,8 +181,8 @@ export async function runBench(settings: BenchSettings, command: string): Promis
   let interrupted: NodeJS.Signals | undefined;
   const abort = new AbortController();
   const onSignal = (signal: NodeJS.Signals) => {
-    // Also reached a second time when src/lab/netns.ts re-raises the signal after removing the
-    // namespaces' names; by then the agents are already being stopped.
+    // A second signal (Ctrl-C again) finds the stop under way. src/lab/netns.ts's own handler
+    // does nothing while this one is registered; its exit hook removes any namespace still left.
     if (interrupted) return;
     interrupted = signal;
     progress.stop();
