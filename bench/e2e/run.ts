@@ -13,7 +13,7 @@ import { floodTail, pingUnderLoad } from "../../src/bench/load.js";
 import { median, pairedRatio } from "../../src/bench/stats.js";
 import { retryable, roundTripFigures } from "../../src/bench/workloads.js";
 import { WeftError } from "../../src/errors.js";
-import { iperf, ping } from "../../src/lab/traffic.js";
+import { checkTrafficTools, iperf, ping } from "../../src/lab/traffic.js";
 import { listOf, numberValue, onOff, oneOf, wholeNumber } from "../cli-options.js";
 import { perRound } from "./per-round.js";
 import { destroySetup, kernelVxlan, userspace, type Knobs, type Setup } from "./setups.js";
@@ -255,6 +255,7 @@ async function loadedRtt(s: Setup, round: number, q: "p50" | "p99") {
 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error("bench:e2e builds network namespaces: run it as root");
+  checkTrafficTools();
   const wanted = args.only;
   const chosen = workloads.filter((w) => args.workloads.includes(w.name));
   const setups: Setup[] = [];

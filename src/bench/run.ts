@@ -6,6 +6,7 @@ import { loadavg } from "node:os";
 import { resolve } from "node:path";
 import { setTimeout as sleepFor } from "node:timers/promises";
 import { errorMessage, WeftError } from "../errors.js";
+import { checkTrafficTools } from "../lab/traffic.js";
 import { settleAll } from "../util/settle.js";
 import { gitCommit, machineInfo } from "./machine.js";
 import { runMicro, type MicroResult } from "./micro.js";
@@ -45,6 +46,8 @@ export async function runBench(settings: BenchSettings, command: string): Promis
       "BENCH_NEEDS_ROOT",
       "weft bench builds network namespaces: run it as root (sudo npm run bench)",
     );
+  // Before any lab: without them every run would fail, one at a time, to the end of a long run.
+  checkTrafficTools();
   const startedAt = new Date().toISOString();
   const machine = machineInfo();
   const perRound: LabWorkload[] = [
@@ -178,8 +181,8 @@ export async function runBench(settings: BenchSettings, command: string): Promis
   let interrupted: NodeJS.Signals | undefined;
   const abort = new AbortController();
   const onSignal = (signal: NodeJS.Signals) => {
-    // Also reached a second time when src/lab/netns.ts re-raises the signal after removing the
-    // namespaces' names; by then the agents are already being stopped.
+    // A second signal (Ctrl-C again) finds the stop under way. src/lab/netns.ts's own handler
+    // does nothing while this one is registered; its exit hook removes any namespace still left.
     if (interrupted) return;
     interrupted = signal;
     progress.stop();

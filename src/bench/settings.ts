@@ -60,7 +60,7 @@ export interface BenchFlags {
 
 export const DEFAULT_BACKENDS: BackendType[] = ["vxlan", "host-gw", "wasm-vxlan", "udp"];
 
-export function resolveSettings(f: BenchFlags, now = new Date()): BenchSettings {
+export function resolveSettings(f: BenchFlags, now = new Date(), pid = process.pid): BenchSettings {
   const quick = f.quick ?? false;
   const backends = [...new Set(f.backends ?? DEFAULT_BACKENDS)];
   for (const b of backends) {
@@ -117,12 +117,9 @@ export function resolveSettings(f: BenchFlags, now = new Date()): BenchSettings 
     // The issue's measure: one minute without traffic (5 s in --quick, which only smoke-tests).
     idleSeconds: quick ? 5 : 60,
     microMaxTime: quick ? 0.05 : 1,
-    out:
-      f.out ??
-      `bench/results/${now
-        .toISOString()
-        .replace(/:/g, "-")
-        .replace(/\.\d+Z$/, "Z")}`,
+    // Milliseconds and the pid: two runs started in the same second must not share a directory
+    // (a report's files would overwrite the other's); names still sort by start time.
+    out: f.out ?? `bench/results/${now.toISOString().replace(/:/g, "-")}-${pid}`,
   };
 }
 

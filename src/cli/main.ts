@@ -383,7 +383,7 @@ program
     v.split(",").filter(Boolean).map(int("--streams")),
   )
   .option("--rounds <n>", "rounds; each runs every workload on every setup (default 3; --quick 1)", int("--rounds"))
-  .option("--out <dir>", "report directory (default bench/results/<timestamp>)")
+  .option("--out <dir>", "report directory (default bench/results/<start time>-<pid>, under the current directory)")
   .option("--quick", "a smoke run in under 2 minutes: 1 s runs, 1 round, short microbenchmarks", false)
   .action(async (o) => {
     // Loaded here: the agent never needs the benchmark's modules.

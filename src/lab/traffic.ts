@@ -1,6 +1,8 @@
 // Real traffic between lab pods: ping and iperf3 (Debian packages iputils-ping and iperf3), each
 // bounded in count and time.
 import { spawn } from "node:child_process";
+import { accessSync, constants, statSync } from "node:fs";
+import { delimiter, join } from "node:path";
 import { WeftError } from "../errors.js";
 import { formatAddr, type IpAddr } from "../net/ip.js";
 import { formatIpv4 } from "../net/ipv4.js";
@@ -15,6 +17,39 @@ export interface PingResult {
   rtts: number[];
   /** ICMP or ICMPv6 destination-unreachable errors that came back instead of replies. */
   unreachable: number;
+}
+
+/** The programs run in pods, each with its Debian package. */
+const TOOLS = { iperf3: "iperf3", ping: "iputils-ping" } as const;
+const INSTALL = `apt-get install ${Object.values(TOOLS).join(" ")}`;
+
+/**
+ * Throws LAB_TRAFFIC_TOOL_MISSING unless iperf3 and ping are programs on `path`, where `ip netns
+ * exec` looks for them: without them a benchmark would fail every run, one by one, to its end.
+ */
+export function checkTrafficTools(path = process.env.PATH ?? ""): void {
+  const dirs = path.split(delimiter).filter(Boolean);
+  const missing = Object.keys(TOOLS).filter((t) => !dirs.some((d) => isProgram(join(d, t))));
+  if (missing.length > 0)
+    throw new WeftError(
+      "LAB_TRAFFIC_TOOL_MISSING",
+      `${missing.join(" and ")} not found on PATH (${path}): ${INSTALL}, or put ${missing.length > 1 ? "them" : "it"} on PATH`,
+    );
+}
+
+function isProgram(file: string): boolean {
+  try {
+    accessSync(file, constants.X_OK);
+    return statSync(file).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/** LAB_TRAFFIC_TOOL_MISSING if `output` is `ip netns exec`'s report of a program it could not run. */
+function toolMissing(output: string): WeftError | undefined {
+  const m = /exec of "([^"]+)" failed: ([^\n]*)/.exec(output);
+  return m ? new WeftError("LAB_TRAFFIC_TOOL_MISSING", `cannot run ${m[1]} in a pod: ${m[2]}; ${INSTALL}`) : undefined;
 }
 
 /** `ping -c count` from one pod to another (or any address); never throws for lost packets. */
@@ -147,7 +182,7 @@ export async function iperf(server: LabPod, client: LabPod, o: IperfOptions): Pr
   srv.stdout.on("data", keep);
   srv.stderr.on("data", keep);
   try {
-    await serverListening(srv, 10_000);
+    await serverListening(srv, 10_000, () => serverOut);
     const dropsBefore = o.udp ? (await udpStats(server.ns)).rcvbufErrors : 0;
     const args = ["iperf3", "-c", addr, "-p", port, "-J", "-P", String(o.streams ?? 1)];
     if (o.bytes !== undefined) args.push("-n", String(o.bytes));
@@ -253,7 +288,7 @@ function snmpValue(table: string, proto: string, name: string): number {
 }
 
 /** Resolves when iperf3 says it listens (a fixed sleep is too short on a loaded machine). */
-function serverListening(srv: ReturnType<typeof spawn>, timeoutMs: number): Promise<void> {
+function serverListening(srv: ReturnType<typeof spawn>, timeoutMs: number, output: () => string): Promise<void> {
   return new Promise((resolve, reject) => {
     let seen = "";
     const timer = setTimeout(
@@ -273,10 +308,16 @@ function serverListening(srv: ReturnType<typeof spawn>, timeoutMs: number): Prom
         resolve();
       }
     });
-    srv.once("exit", (code) => {
+    // On close, not exit: by then all it wrote has been read.
+    srv.once("close", (code) => {
       clearTimeout(timer);
+      const out = output().trim();
       reject(
-        new WeftError("LAB_IPERF_SERVER_EXITED", `iperf3 server exited (${code}) before listening; is the port taken?`),
+        toolMissing(out) ??
+          new WeftError(
+            "LAB_IPERF_SERVER_EXITED",
+            `iperf3 server exited (${code}) before listening: ${out || "(no output)"}`,
+          ),
       );
     });
   });
@@ -318,7 +359,10 @@ function capture(
     child.on("exit", (code) => {
       clearTimeout(timer);
       if (code !== 0 && !stdout && !killed)
-        reject(new WeftError("LAB_TRAFFIC_TOOL_FAILED", `${argv.join(" ")} exited ${code}: ${stderr.trim()}`));
+        reject(
+          toolMissing(stderr) ??
+            new WeftError("LAB_TRAFFIC_TOOL_FAILED", `${argv.join(" ")} exited ${code}: ${stderr.trim()}`),
+        );
       else resolve({ stdout, stderr, code: code ?? -1, killed });
     });
   });

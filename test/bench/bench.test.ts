@@ -5,7 +5,7 @@
 // nothing behind; a run that fails must be reported while the others go on; an interrupt must
 // leave nothing behind either. Speed is never asserted: figures
 // depend on the machine and on what else runs on it.
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -14,6 +14,7 @@ import type { BenchReport } from "../../src/bench/report.js";
 import { leftovers, runCli } from "../support/cli-run.js";
 import { OFFLOADS_OFF } from "../support/dataplane-lab.js";
 import { canUseNetns } from "../support/netns.js";
+import { pathWithout } from "../support/path-without.js";
 
 const work = mkdtempSync(join(tmpdir(), "weft-bench-test-"));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
@@ -291,6 +292,22 @@ describe.runIf(canUseNetns())("weft bench", () => {
     expect(md).toContain("**Incomplete**: microbenchmarks failed: [BENCH_MICRO_FAILED] ");
     expect(md).toContain("| TCP 1 stream throughput |");
   }, 180_000);
+
+  it("without iperf3 on PATH, stops at once with LAB_TRAFFIC_TOOL_MISSING and how to install it, before any lab", async () => {
+    const out = join(work, "no-iperf3");
+    const path = pathWithout(join(work, "no-iperf3-bin"), ["iperf3"]);
+    const r = await runCli(work, "no-iperf3", ["bench", "--quick", "--backends", "vxlan", "--out", out], undefined, {
+      PATH: path,
+    });
+    expect(r.code, r.stderr).not.toBe(0);
+    expect(r.stderr).toMatch(
+      /LAB_TRAFFIC_TOOL_MISSING.*iperf3 not found on PATH .*apt-get install iperf3 iputils-ping/,
+    );
+    // Stopped before the first step: no lab, no report.
+    expect(r.stderr).not.toContain("building the vxlan lab");
+    expect(existsSync(out)).toBe(false);
+    expect(leftovers(r)).toEqual([]);
+  }, 300_000);
 
   it("an interrupt during the measurements stops the agents and removes everything", async () => {
     let sent = false;

@@ -35,13 +35,26 @@ describe("bench settings", () => {
       duration: 1,
       rounds: 2,
       streams: [1, 4],
-      out: "bench/results/2025-01-02T03-04-05Z",
+      out: `bench/results/2025-01-02T03-04-05.678Z-${process.pid}`,
     });
     expect(resolveSettings({})).toMatchObject({
       backends: ["vxlan", "host-gw", "wasm-vxlan", "udp"],
       duration: 10,
       rounds: 3,
     });
+  });
+
+  it("gives runs started in the same second report directories of their own, sorted by start time", () => {
+    const out = (iso: string, pid: number) => resolveSettings({}, new Date(iso), pid).out;
+    const names = [
+      out("2025-01-02T03:04:05.678Z", 200),
+      out("2025-01-02T03:04:05.678Z", 100),
+      out("2025-01-02T03:04:05.009Z", 300),
+      out("2025-01-02T03:04:06.001Z", 50),
+    ];
+    expect(new Set(names).size).toBe(4);
+    expect([...names].sort()).toEqual([names[2], names[1], names[0], names[3]]);
+    expect(resolveSettings({ out: "/tmp/r" }).out).toBe("/tmp/r");
   });
 
   it("makes one setup per backend, the userspace ones once per --offloads setting, named so", () => {

@@ -2,14 +2,23 @@
 // client's timeouts on; a run whose path drops everything ends as iperf3's own error once the
 // control connection cannot be set up, and one killed at its limit says what both ends looked like;
 // a TCP stream that stalls beside ping under load's flood ends timed out, which is measured again.
-import { describe, expect, it } from "vitest";
+// Without iperf3 or ping on PATH, runs fail saying so, and checkTrafficTools says so before any.
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
 import { WeftError } from "../../src/errors.js";
 import type { LabPod } from "../../src/lab/cluster.js";
 import { pingUnderLoad } from "../../src/bench/load.js";
 import { retryable } from "../../src/bench/workloads.js";
-import { iperf } from "../../src/lab/traffic.js";
+import { checkTrafficTools, iperf, ping } from "../../src/lab/traffic.js";
 import { parseIpv4 } from "../../src/net/ipv4.js";
 import { canUseNetns, Netns, vethPair } from "../support/netns.js";
+import { pathWithout } from "../support/path-without.js";
+
+const work = mkdtempSync(join(tmpdir(), "weft-iperf-test-"));
+afterAll(() => rmSync(work, { recursive: true, force: true }));
 
 /** Two pods (only what iperf() reads of one) on a veth; `run` gets them, then both are removed. */
 async function withPods(run: (server: LabPod, client: LabPod) => Promise<void>): Promise<void> {
@@ -39,6 +48,23 @@ const failure = async (p: Promise<unknown>) => {
   expect(e).toBeInstanceOf(WeftError);
   return e as WeftError;
 };
+
+describe("checkTrafficTools", () => {
+  it("names each of iperf3 and ping missing from PATH, and how to install them", () => {
+    const path = pathWithout(join(work, "check"), ["iperf3", "ping"]);
+    expect(() => checkTrafficTools(path)).toThrow(
+      expect.objectContaining({
+        code: "LAB_TRAFFIC_TOOL_MISSING",
+        message: expect.stringMatching(/^iperf3 and ping not found on PATH .*apt-get install iperf3 iputils-ping/),
+      }),
+    );
+    expect(() => checkTrafficTools(`${path}:/nonexistent`)).toThrow(/^iperf3 and ping not found/);
+  });
+
+  it.runIf(canUseNetns())("passes on this machine's PATH, which the lab tests run with", () => {
+    checkTrafficTools();
+  });
+});
 
 describe.skipIf(!canUseNetns())("lab iperf3 runs", () => {
   it("TCP and UDP runs give their results", async () => {
@@ -98,6 +124,43 @@ describe.skipIf(!canUseNetns())("lab iperf3 runs", () => {
       const e = await failure(pingUnderLoad(client, server, { seconds: 4, pingCount: 10, pingIntervalS: 0.1 }));
       expect(e.code, e.message).toBe("LAB_IPERF_TIMED_OUT");
       expect(e.message).toMatch(/^TCP: \[LAB_IPERF_TIMED_OUT\] iperf3 .*; UDP: \[LAB_IPERF_TIMED_OUT\] iperf3 /);
+    });
+  }, 30_000);
+
+  it("without iperf3 or ping on PATH, a run fails with LAB_TRAFFIC_TOOL_MISSING naming the program", async () => {
+    const path = pathWithout(join(work, "runs"), ["iperf3", "ping"]);
+    await withPods(async (server, client) => {
+      const saved = process.env.PATH;
+      // `ip netns exec` looks the program up on the PATH it inherits.
+      process.env.PATH = path;
+      try {
+        const e = await failure(iperf(server, client, { seconds: 1 }));
+        expect(e.code, e.message).toBe("LAB_TRAFFIC_TOOL_MISSING");
+        expect(e.message).toMatch(/^cannot run iperf3 in a pod: .*apt-get install iperf3 iputils-ping$/);
+        const p = await failure(ping(client, server.addr, { count: 1 }));
+        expect(p.code, p.message).toBe("LAB_TRAFFIC_TOOL_MISSING");
+        expect(p.message).toMatch(/^cannot run ping in a pod: /);
+      } finally {
+        process.env.PATH = saved;
+      }
+    });
+  }, 30_000);
+
+  it("a server that cannot listen fails with what it said", async () => {
+    await withPods(async (server, client) => {
+      // Another iperf3 server holds the port on the same address.
+      const [cmd, ...argv] = server.ns.wrap(["iperf3", "-s", "-B", "198.19.0.1", "-p", "5292"]);
+      const holder = spawn(cmd, argv, { stdio: "ignore" });
+      try {
+        // Bounded: 5 s for it to listen.
+        for (let t = 0; t < 50 && !(await server.ns.exec(["ss", "-tln"])).includes(":5292 "); t++)
+          await new Promise((r) => setTimeout(r, 100));
+        const e = await failure(iperf(server, client, { seconds: 1, port: 5292 }));
+        expect(e.code, e.message).toBe("LAB_IPERF_SERVER_EXITED");
+        expect(e.message).toMatch(/^iperf3 server exited \(\d+\) before listening: .*Address already in use/);
+      } finally {
+        holder.kill("SIGKILL");
+      }
     });
   }, 30_000);
 });

@@ -14,19 +14,23 @@ export interface CliRun {
   agentTmp: string;
 }
 
-/** Runs `weft args` with TMPDIR `<work>/<name>-tmp`; `onStderr` may act on progress lines (sent as plain lines off a TTY). */
+/**
+ * Runs `weft args` with TMPDIR `<work>/<name>-tmp` (and `env` over this process's environment);
+ * `onStderr` may act on progress lines (sent as plain lines off a TTY).
+ */
 export function runCli(
   work: string,
   name: string,
   args: string[],
   onStderr?: (text: string, pid: number) => void,
+  env: NodeJS.ProcessEnv = {},
 ): Promise<CliRun> {
   const agentTmp = join(work, `${name}-tmp`);
   rmSync(agentTmp, { recursive: true, force: true });
   mkdirSync(agentTmp);
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [projectFile("dist", "src", "cli", "main.js"), ...args], {
-      env: { ...process.env, TMPDIR: agentTmp },
+      env: { ...process.env, ...env, TMPDIR: agentTmp },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let stdout = "";
