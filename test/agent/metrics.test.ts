@@ -11,6 +11,7 @@ import { LabCluster } from "../../src/lab/cluster.js";
 import { peerFrom, peerOf, removeLab, startNode, subnetOf, type LabNode } from "../backends/support.js";
 import { loopbackPlane } from "../support/loopback-plane.js";
 import { canUseNetns } from "../support/netns.js";
+import { until } from "../io/until.js";
 
 /** The samples of every metric of type counter in a scrape, by name and labels. */
 function counterSamples(text: string): Map<string, number> {
@@ -160,6 +161,11 @@ describe.skipIf(!canUseNetns())("agent metrics", () => {
       was = now;
     }
     expect(stats.counters()).toEqual({ kernelCommands: 9, kernelErrors: 6, driftRepairs: 0 });
+  });
+
+  it("shows the dataplane's workers not serving their queue pairs as a gauge, 0 once they serve", async () => {
+    await until("the workers serving", () => (node.backend.dataplaneCounters!().workersDown === 0 ? true : undefined));
+    expect(await registry().metrics()).toMatch(/^weft_dataplane_workers_down\{family="4"\} 0$/m);
   });
 
   it("counts socket drops by family: one family's dataplane gone lowers no sample", async () => {
