@@ -112,7 +112,9 @@ export type DataplaneErrorCode =
   | "DATAPLANE_FAMILY"
   | "DATAPLANE_QUEUES"
   | "DATAPLANE_STOPPED"
-  | "DATAPLANE_TUN_GONE";
+  | "DATAPLANE_TUN_GONE"
+  | "DATAPLANE_WORKER_CRASH_LOOP"
+  | "DATAPLANE_WORKER_START_FAILED";
 
 /** The native addon's handles (src/io); system call failures keep Node's errno codes (EBADF, ...). */
 export type IoErrorCode = "IO_ADDON_NOT_BUILT" | "IO_CLOSED" | "IO_LINK_STATS" | "IO_WAIT_ON_MAIN_THREAD";

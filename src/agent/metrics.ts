@@ -112,7 +112,7 @@ export function agentMetrics(
     mirroredCounter(
       registry,
       "weft_backend_restarts_total",
-      "Backend instances replaced by address family after they stopped carrying pod traffic by themselves (a userspace backend's TUN device deleted)",
+      "Backend instances replaced by address family after they stopped carrying pod traffic by themselves (a userspace backend's TUN device deleted, its dataplane workers dying in a row or failing to start)",
       ["family"],
       (set) => {
         for (const l of agent.backendRestarts()) set({ family: String(l.family) }, l.restarts);
@@ -321,6 +321,16 @@ export function agentMetrics(
     ["family"],
     (set) => eachDataplane((d, family) => set({ family }, d.workerRestarts)),
   );
+  new Gauge({
+    name: "weft_dataplane_workers_down",
+    help: "Userspace dataplane workers not serving their queue pairs now (dead and waiting for a restart, or on a thread that could not start), by address family: their pairs' flows go nowhere meanwhile",
+    labelNames: ["family"],
+    registers: [registry],
+    collect() {
+      this.reset();
+      eachDataplane((d, family) => this.set({ family }, d.workersDown));
+    },
+  });
   mirroredCounter(
     registry,
     "weft_dataplane_socket_drops_total",

@@ -147,8 +147,9 @@ export interface BackendContext {
   logger: Logger;
   /**
    * Called once if the running backend stops carrying traffic by itself and cannot recover in
-   * place (a userspace backend whose TUN device was deleted): its owner stops it and starts a new
-   * one. Kernel backends repair their devices in reconcile() and never call it.
+   * place (a userspace backend whose TUN device was deleted, or whose dataplane workers keep
+   * dying or cannot start): its owner stops it and starts a new one. Kernel backends repair their
+   * devices in reconcile() and never call it.
    */
   onFailed?: (err: Error) => void;
 }

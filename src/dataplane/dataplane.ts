@@ -7,6 +7,7 @@
 // (wasm-vxlan only) has its own TUN device with IPv6 on, an IPv6 route table, and IPv6 sockets on
 // the IPv6 underlay address.
 import { randomInt } from "node:crypto";
+import { once } from "node:events";
 import { Piscina } from "piscina";
 import type { Logger } from "pino";
 import { WeftError } from "../errors.js";
@@ -42,6 +43,7 @@ import {
   IO_COUNTER,
   IO_COUNTER_SLOTS,
   IO_ERRNO,
+  IO_SERVING,
   type QueuePair,
   type QueueTask,
   reviveError,
@@ -132,11 +134,15 @@ export interface UserspaceDataplaneOptions {
    */
   hugePages?: boolean;
   /**
-   * Called once when the TUN device is deleted under the running dataplane (DATAPLANE_TUN_GONE):
-   * its queues read nothing again, so the owner stops it and starts a new one (the agent restarts
-   * the backend's lane). Not called for a stop().
+   * Called once when the running dataplane stops carrying traffic by itself and cannot recover in
+   * place, the error's code saying why: its TUN device was deleted (DATAPLANE_TUN_GONE: its queues
+   * read nothing again), a worker died WORKER_DEATHS_TO_FAIL times in a row
+   * (DATAPLANE_WORKER_CRASH_LOOP: a restart does not cure the cause), or a worker thread could not
+   * start (DATAPLANE_WORKER_START_FAILED: piscina starts no thread after that, so a dead worker's
+   * task waits for ever). The owner stops it and starts a new one (the agent restarts the backend's
+   * lane, the node not ready meanwhile). Not called for a stop().
    */
-  onTunGone?: (err: WeftError) => void;
+  onFailed?: (err: WeftError) => void;
   logger?: Logger;
 }
 
@@ -167,6 +173,11 @@ export interface DataplaneCounters {
    */
   tunRingDrops?: bigint;
   workerRestarts: number;
+  /**
+   * Workers not serving their queue pairs now (dead and waiting for a restart, or restarted and not
+   * set up yet, or on a thread that could not start): their pairs' flows go nowhere meanwhile.
+   */
+  workersDown: number;
   /** Whether offloads are in force, with what, or why not. */
   offload: OffloadState;
   /** Who picks the TUN queue a sent packet waits in, and why not our program where it is not. */
@@ -201,6 +212,8 @@ interface Worker {
   /** The worker's I/O counters (task.ioCounters), viewed once for counters(). */
   io: BigUint64Array;
   running?: Promise<void>;
+  /** Deaths since the worker's last healthy run (see WORKER_DEATHS_TO_FAIL). */
+  deathsInARow: number;
 }
 
 /** Slot bytes: headroom + the largest frame the TUN MTU allows + encapsulation, rounded up. */
@@ -256,6 +269,15 @@ const TUN_TXQUEUELEN_OFFLOADS = 32;
 /** Waits before a dead worker's task runs again: doubling from min to max, back to min after a healthy run. */
 const SUPERVISE_BACKOFF_MS = { min: 10, max: 1000, healthyRun: 60_000 };
 /**
+ * Deaths in a row (each within healthyRun of its start) after which the dataplane reports itself
+ * failed (onFailed). A cause a restart cures (a thread killed, a rare trap) leaves a healthy run
+ * behind; at the 8th death the backoff has reached its longest, after 7 restarts and 1.3 s of
+ * waits, and a worker that died every time since forwards nothing most of the time while the node
+ * looked ready. A new dataplane (device, sockets, memory, threads) may cure what a restart could
+ * not, and the owner marks the node not ready while it starts one.
+ */
+const WORKER_DEATHS_TO_FAIL = 8;
+/**
  * The flow queue reads ahead from the ring while reads come back full and drops a flood's excess
  * itself (at the head of the fattest flow), so its ring is long: what a ring drops at its tail
  * falls on every flow in it, and a worker off its CPU for a few milliseconds lets a flood fill 256
@@ -297,8 +319,13 @@ export class UserspaceDataplane {
   /** The TUN device's counters, opened where the device was created (link-stats.ts). */
   private tunStats?: LinkStats;
   private stopping = false;
-  /** A worker found the TUN device deleted (onTunGone was called). */
-  private tunGone = false;
+  /** onFailed was called. */
+  private failed = false;
+  /**
+   * The pool failed to start a thread: it starts none after that (piscina), so a task it was given
+   * then waits in its queue for ever, and stop() must not wait for it.
+   */
+  private poolBroken = false;
   /** The first stop()'s work, which every later stop() waits for. */
   private stopped?: Promise<void>;
 
@@ -416,6 +443,7 @@ export class UserspaceDataplane {
           pairs: mine,
           waker,
           io: new BigUint64Array(this.hp.memory.buffer, ioCounters, IO_COUNTER_SLOTS),
+          deathsInARow: 0,
           task: {
             worker: w,
             format: opts.format,
@@ -530,6 +558,9 @@ export class UserspaceDataplane {
       maxThreads: this.workers,
       idleTimeout: Number.POSITIVE_INFINITY,
     });
+    // Without a listener, piscina's 'error' (a thread that failed to start while it had no task)
+    // is an uncaught exception: the whole agent would exit.
+    this.pool.on("error", (err: Error) => this.onPoolError(err));
     for (const w of this.workerTasks) w.running = this.supervise(w);
     runningDataplanes.add(this);
     for (const [q, p] of this.pairs.entries())
@@ -634,6 +665,7 @@ export class UserspaceDataplane {
       perQueue,
       ...(this.tunStats && { tunRingDrops: BigInt(this.tunStats.txDropped()) }),
       workerRestarts: this.restarts,
+      workersDown: this.workerTasks.filter((w) => w.io[IO_SERVING] === 0n).length,
       offload: {
         ...this.offload,
         tun: [...this.offload.tun],
@@ -674,8 +706,12 @@ export class UserspaceDataplane {
     this.stopping = true;
     this.signalStop();
     try {
-      await Promise.all(this.workerTasks.map((w) => w.running));
+      const running = Promise.all(this.workerTasks.map((w) => w.running));
+      // A pool that failed to start a thread never runs a task given to it since: destroying it
+      // rejects them. Otherwise the workers return by themselves, each at the end of its batch.
+      if (this.pool && !this.poolBroken) await Promise.race([running, once(this.pool, "error")]);
       await this.pool?.destroy();
+      await running;
     } finally {
       // Whatever the pool did: sockets left open stay in their reuseport group, which a new
       // backend's sockets on the same port would join.
@@ -707,6 +743,7 @@ export class UserspaceDataplane {
       let err: Error;
       try {
         const end: TaskEnd = await this.pool!.run(w.task);
+        w.io[IO_SERVING] = 0n;
         if (end.died === undefined) {
           if (end.tunGone !== undefined && !this.stopping) this.onTunGone(w, end.tunGone);
           return;
@@ -714,18 +751,24 @@ export class UserspaceDataplane {
         err = reviveError(end.died);
       } catch (error) {
         // The thread itself died (terminated, out of memory): piscina's error.
+        w.io[IO_SERVING] = 0n;
         err = error as Error;
       }
       if (this.stopping) return;
       this.restarts++;
       // A worker that ran well for a while starts from the shortest wait again: otherwise, after
       // a few deaths spread over days, every later one would stall its queue pairs for a second.
-      if (performance.now() - began > SUPERVISE_BACKOFF_MS.healthyRun) backoff = SUPERVISE_BACKOFF_MS.min;
+      if (performance.now() - began > SUPERVISE_BACKOFF_MS.healthyRun) {
+        backoff = SUPERVISE_BACKOFF_MS.min;
+        w.deathsInARow = 0;
+      }
+      w.deathsInARow++;
       const cause = (err as NodeJS.ErrnoException).code ?? err.name;
       this.opts.logger?.warn(
         { code: "DATAPLANE_WORKER_DIED", worker: w.task.worker, err, retryInMs: backoff },
         `dataplane worker died (${cause}); its queue pairs forward nothing until it restarts: if this repeats, err says why (a system error's code and what to do; a RuntimeError, ERR_* or another weft code is a bug: report it with this line)`,
       );
+      if (w.deathsInARow === WORKER_DEATHS_TO_FAIL) this.onCrashLoop(w, cause);
       await new Promise((r) => setTimeout(r, backoff));
       backoff = Math.min(backoff * 2, SUPERVISE_BACKOFF_MS.max);
     }
@@ -738,10 +781,37 @@ export class UserspaceDataplane {
     );
     this.opts.logger?.error({ worker: w.task.worker, err }, "dataplane worker ended: its TUN device is gone");
     // Every worker ends so; the owner hears it once.
-    if (!this.tunGone) {
-      this.tunGone = true;
-      this.opts.onTunGone?.(err);
-    }
+    this.fail(err);
+  }
+
+  /** Restarts go on (with the longest wait) until the owner stops the dataplane. */
+  private onCrashLoop(w: Worker, cause: string): void {
+    const err = new WeftError(
+      "DATAPLANE_WORKER_CRASH_LOOP",
+      `dataplane worker ${w.task.worker} died ${WORKER_DEATHS_TO_FAIL} times in a row (${cause}; each DATAPLANE_WORKER_DIED line says why): its queue pairs forward nothing; stop this dataplane and start a new one (the agent does so itself, not ready meanwhile), and fix the cause if it dies again`,
+    );
+    this.opts.logger?.error({ worker: w.task.worker, err }, "dataplane worker keeps dying");
+    this.fail(err);
+  }
+
+  /** piscina's 'error': a thread that failed to start (its task, if any, failed with the error instead). */
+  private onPoolError(cause: Error): void {
+    this.poolBroken = true;
+    if (this.stopping) return;
+    const err = new WeftError(
+      "DATAPLANE_WORKER_START_FAILED",
+      `a dataplane worker thread failed to start (${(cause as NodeJS.ErrnoException).code ?? cause.message}; cause says why: a process or thread limit, dist/ or build/weft.wasm replaced under the running agent) and no thread is started after that, so a dead worker's queue pairs stay down: stop this dataplane and start a new one (the agent does so itself, not ready meanwhile)`,
+      { cause },
+    );
+    this.opts.logger?.error({ err }, "dataplane worker thread failed to start");
+    this.fail(err);
+  }
+
+  /** Tells the owner, once, that this dataplane stopped carrying traffic. */
+  private fail(err: WeftError): void {
+    if (this.failed) return;
+    this.failed = true;
+    this.opts.onFailed?.(err);
   }
 
   private closeIo(): void {

@@ -121,7 +121,13 @@ export const IO_COUNTER = {
  * write (0: none yet), for why sendErrors and tunWriteErrors grow (counters(): lastErrno).
  */
 export const IO_ERRNO = { send: 10, tunWrite: 11 } as const;
-export const IO_COUNTER_SLOTS = 12;
+/**
+ * 1 while the worker's task serves its pairs: set by the worker once it is set up, cleared by the
+ * supervisor when the task ends. A worker whose thread cannot start, or whose task dies before it
+ * is set up, never sets it (counters(): workersDown).
+ */
+export const IO_SERVING = 12;
+export const IO_COUNTER_SLOTS = 13;
 
 /**
  * How a worker's task ended: the stop word was set; its TUN device was deleted (`tunGone`, the read

@@ -22,7 +22,15 @@ import { TunQueue } from "../io/tun.js";
 import { UdpSocket } from "../io/udp.js";
 import { WAIT_SLEPT, WAIT_SPUN, WAIT_WOKEN, waitReadable } from "../io/wait.js";
 import { CoDel } from "./codel.js";
-import { errorData, IO_COUNTER, IO_COUNTER_SLOTS, IO_ERRNO, type QueueTask, type TaskEnd } from "./queue-task.js";
+import {
+  errorData,
+  IO_COUNTER,
+  IO_COUNTER_SLOTS,
+  IO_ERRNO,
+  IO_SERVING,
+  type QueueTask,
+  type TaskEnd,
+} from "./queue-task.js";
 
 /**
  * An idle worker sleeps until a packet comes or its waker is signalled (-1: no timeout): stop(),
@@ -244,6 +252,7 @@ function serve(task: QueueTask): TaskEnd {
   // What a dead worker held is sent at once, not left until the next packet comes. (Whichever pair
   // sends it, the wire is the same.)
   if (fq !== 0 && takeOverFlowQueue(fn, fq, tx.descs, task.ioCounters)) pairs[0].more = true;
+  io[IO_SERVING] = 1n;
   /**
    * Reads pair p's TUN queue into the flow queue, then takes one batch out of it in its order; the
    * count taken. The flow queue is the worker's, across its pairs: what p sends may have been read

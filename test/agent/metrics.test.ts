@@ -10,6 +10,7 @@ import { UserspaceDataplane } from "../../src/dataplane/dataplane.js";
 import { LabCluster } from "../../src/lab/cluster.js";
 import { peerFrom, peerOf, removeLab, startNode, subnetOf, type LabNode } from "../backends/support.js";
 import { loopbackPlane } from "../support/loopback-plane.js";
+import { until } from "../io/until.js";
 import { canUseNetns } from "../support/netns.js";
 import { tcpTransfer } from "../support/tcp-transfer.js";
 
@@ -186,6 +187,11 @@ describe.skipIf(!canUseNetns())("agent metrics", () => {
       was = now;
     }
     expect(stats.counters()).toEqual({ kernelCommands: 9, kernelErrors: 6, driftRepairs: 0 });
+  });
+
+  it("shows the dataplane's workers not serving their queue pairs as a gauge, 0 once they serve", async () => {
+    await until("the workers serving", () => (node.backend.dataplaneCounters!().workersDown === 0 ? true : undefined));
+    expect(await registry().metrics()).toMatch(/^weft_dataplane_workers_down\{family="4"\} 0$/m);
   });
 
   it("counts socket drops by family: one family's dataplane gone lowers no sample", async () => {

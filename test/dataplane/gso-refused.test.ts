@@ -11,8 +11,16 @@ import { join } from "node:path";
 import { createInterface, type Interface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { UserspaceDataplane } from "../../src/dataplane/dataplane.js";
-import { LAB_POD_NETWORK, LabCluster } from "../../src/lab/cluster.js";
-import { macOf, mtuOf, peerOf, portOf, startDataplane, subnetOf } from "../support/dataplane-lab.js";
+import { LabCluster } from "../../src/lab/cluster.js";
+import {
+  dataplaneHostOptions,
+  macOf,
+  mtuOf,
+  peerOf,
+  portOf,
+  startDataplane,
+  subnetOf,
+} from "../support/dataplane-lab.js";
 import { canUseNetns } from "../support/netns.js";
 import { buildPreload, FIXTURES } from "../support/preload.js";
 import { tcpTransfer } from "../support/tcp-transfer.js";
@@ -38,18 +46,7 @@ describe.skipIf(!canUseNetns())("UDP GSO sends refused by the kernel (EIO)", () 
     await lab.addPods(h2, subnetOf(2), 1, mtuOf("vxlan"));
     dp2 = await startDataplane(h2, 2);
     dp2.setPeer(peerOf(h1, 1));
-    const options = {
-      format: "vxlan",
-      tunName: "weft0",
-      mtu: mtuOf("vxlan"),
-      network: LAB_POD_NETWORK,
-      subnet: subnetOf(1),
-      listenAddr: h1.underlayAddr,
-      port: portOf("vxlan"),
-      vni: 1,
-      vtepMac: [...macOf(1)],
-      workers: 2,
-    };
+    const options = dataplaneHostOptions(h1, 1);
     const peer = { ...peerOf(h2, 2), vtepMac: [...macOf(2)] };
     const [cmd, ...argv] = h1.ns.wrap([
       process.execPath,

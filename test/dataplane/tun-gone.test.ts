@@ -1,7 +1,7 @@
 // A userspace dataplane whose TUN device is deleted under it (by hand, by another program): its
 // workers end with DATAPLANE_TUN_GONE instead of dying on the read error (EBADFD) and being
 // restarted forever, every second at most, while the device stays gone; its owner hears it once
-// (onTunGone: the agent then runs a new backend, test/agent/tun-gone.test.ts).
+// (onFailed: the agent then runs a new backend, test/agent/tun-gone.test.ts).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { UserspaceDataplane } from "../../src/dataplane/dataplane.js";
 import { LabCluster } from "../../src/lab/cluster.js";
@@ -30,7 +30,7 @@ describe.skipIf(!canUseNetns())("userspace dataplane without its TUN device", ()
     dp = await startDataplane(lab.hosts[0], 1, "vxlan", {
       logger: c.ctx.logger,
       workers: 2,
-      onTunGone: (err) => told.push(err.code),
+      onFailed: (err) => told.push(err.code),
     });
     await lab.hosts[0].ns.ip("link del weft0");
     const gone = () =>

@@ -51,4 +51,38 @@ describe.skipIf(!canUseNetns())("userspace dataplane whose workers die", () => {
     expect((lines[0].err as { message: string }).message).toMatch(/^nice must be in \[-20, 19\], got 20/);
     expect(lines.slice(0, 3).map((l) => l.retryInMs)).toEqual([10, 20, 40]);
   });
+
+  // Before, such a worker was restarted for ever, once a second, and the node stayed ready while
+  // its queue pairs' flows went nowhere.
+  it("reports itself failed once a worker died 8 times in a row, counts it down meanwhile, and stops", async () => {
+    await dp?.stop();
+    c.log.lines.length = 0;
+    const told: string[] = [];
+    dp = await startDataplane(lab.hosts[0], 1, "vxlan", {
+      logger: c.ctx.logger,
+      workers: 1,
+      nice: 20,
+      onFailed: (err) => told.push(err.code),
+    });
+    const died = () => c.log.lines.filter((l) => l.code === "DATAPLANE_WORKER_DIED");
+    await until("the report", () => (told.length > 0 ? true : undefined), 10_000);
+    expect(told).toEqual(["DATAPLANE_WORKER_CRASH_LOOP"]);
+    expect(died().length).toBeGreaterThanOrEqual(8);
+    expect(dp.counters().workersDown).toBe(1);
+    const report = c.log.lines.filter((l) => (l.err as { code?: string })?.code === "DATAPLANE_WORKER_CRASH_LOOP");
+    expect(report).toHaveLength(1);
+    expect(report[0]).toMatchObject({ level: 50, msg: "dataplane worker keeps dying", worker: 0 });
+    expect((report[0].err as { message: string }).message).toMatch(/died 8 times in a row \(ERR_OUT_OF_RANGE;/);
+    // Restarts go on until the owner stops it; the owner hears it once.
+    await until("a ninth death", () => (died().length >= 9 ? true : undefined), 5000);
+    await dp.stop();
+    expect(told).toEqual(["DATAPLANE_WORKER_CRASH_LOOP"]);
+  });
+
+  it("counts no worker down while they serve", async () => {
+    await dp?.stop();
+    dp = await startDataplane(lab.hosts[0], 1, "vxlan", { logger: c.ctx.logger, workers: 2 });
+    await until("both workers serving", () => (dp!.counters().workersDown === 0 ? true : undefined), 10_000);
+    expect(dp.counters().workerRestarts).toBe(0);
+  });
 });

@@ -14,6 +14,27 @@ export const portOf = (format: WireFormat): number => (format === "vxlan" ? 8472
 /** The pods' MTU under the format's encapsulation on a 1500-byte underlay. */
 export const mtuOf = (format: WireFormat): number => (format === "vxlan" ? 1450 : 1472);
 
+/** The options of `host`'s dataplane as host number `i`. */
+export function dataplaneOptions(host: LabHost, i: number, format: WireFormat = "vxlan"): UserspaceDataplaneOptions {
+  return {
+    format,
+    tunName: "weft0",
+    mtu: mtuOf(format),
+    network: LAB_POD_NETWORK,
+    subnet: subnetOf(i),
+    listenAddr: host.underlayAddr,
+    port: portOf(format),
+    vni: 1,
+    vtepMac: macOf(i),
+    workers: 2,
+  };
+}
+
+/** Those options as test/kernel/fixtures/dataplane-host.mjs takes them in JSON (vtepMac as bytes). */
+export function dataplaneHostOptions(host: LabHost, i: number, extra: { workers?: number } = {}) {
+  return { ...dataplaneOptions(host, i), vtepMac: [...macOf(i)], ...extra };
+}
+
 /** A dataplane in `host`'s namespace as host number `i`, not started (its sockets are bound). */
 export function makeDataplane(
   host: LabHost,
@@ -21,23 +42,7 @@ export function makeDataplane(
   format: WireFormat = "vxlan",
   extra: Partial<UserspaceDataplaneOptions> = {},
 ): UserspaceDataplane {
-  return withNetns(
-    host.ns.name,
-    () =>
-      new UserspaceDataplane({
-        format,
-        tunName: "weft0",
-        mtu: mtuOf(format),
-        network: LAB_POD_NETWORK,
-        subnet: subnetOf(i),
-        listenAddr: host.underlayAddr,
-        port: portOf(format),
-        vni: 1,
-        vtepMac: macOf(i),
-        workers: 2,
-        ...extra,
-      }),
-  );
+  return withNetns(host.ns.name, () => new UserspaceDataplane({ ...dataplaneOptions(host, i, format), ...extra }));
 }
 
 /** Starts a dataplane in `host`'s namespace as host number `i`. */

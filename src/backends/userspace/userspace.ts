@@ -180,7 +180,7 @@ export class UserspaceBackend implements Backend {
       busyPollUs: options.busyPollUs,
       queueDelayUs: options.queueDelayUs,
       flowQueue: options.flowQueue,
-      onTunGone: (err) => ctx.onFailed?.(err),
+      onFailed: (err) => ctx.onFailed?.(err),
       logger: this.logger,
     });
   }
