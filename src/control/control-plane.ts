@@ -177,6 +177,7 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
               ? Promise.resolve([isIPv6(host) ? formatIpv6(parseIpv6(host)) : host])
               : lookup(host, { all: true, family }).then((r) => r.map((a) => a.address))),
         join: (addrs) => this.memberlist.join(addrs),
+        saved: () => this.savedMembers?.current() ?? [],
         othersAlive: () => this.memberlist.numMembers() - 1,
         self: deps.transport.local,
         log: deps.logger.child({ layer: "join" }),
@@ -234,14 +235,14 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
    *  at its last run (retrying in the background). */
   async start(): Promise<void> {
     for (const l of this.families) await l.start();
-    const remembered = (await this.savedMembers?.load()) ?? [];
-    this.joiner.start(remembered);
+    await this.savedMembers?.load();
+    this.joiner.start();
     this.savedMembers?.start();
   }
 
-  /** Resolves once a join target answered and the ring it sent is merged (at once with an empty
-   *  join list), so lease() then tells a subnet the cluster took away while this node was down;
-   *  rejects on a name conflict. */
+  /** Resolves once a join target answered and the ring it sent is merged (with an empty or
+   *  self-only join list: at once, or once the first round to the saved members ended), so lease()
+   *  then tells a subnet the cluster took away while this node was down; rejects on a name conflict. */
   async reachedCluster(): Promise<void> {
     await this.joiner.reached();
     for (const l of this.families) await l.settled();

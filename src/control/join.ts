@@ -6,8 +6,9 @@
 // addresses), it goes back to the list. A target that knows a live node of this node's name at
 // another address ends it all: the name is taken (GOSSIP_NAME_CONFLICT), and retrying cannot help.
 // The members saved at the last run (saved-members.ts) are tried with the list, so a node whose list
-// is empty (the first node) gets back to its cluster after a restart; it does not wait for them to
-// count as reached, but retries them, as a list, until a member is alive.
+// is empty or names only itself (the first node) gets back to its cluster after a restart. Such a
+// node waits for that first round alone (so it serves nothing from its saved ring before merging
+// the cluster's), then runs standalone if none answered, retrying them until a member is alive.
 import { isWeftError } from "../errors.js";
 import { formatHostPort } from "../net/ip.js";
 import { withDefaults } from "./options.js";
@@ -21,9 +22,13 @@ export interface JoinTiming {
   readonly jitter: number;
 }
 
+/** Failed rounds to saved members alone (an empty or self-only list) logged at warn; later ones at debug. */
+export const QUIET_AFTER_ROUNDS = 3;
+
 export const JOIN_DEFAULTS: JoinTiming = Object.freeze({ retryMinMs: 1_000, retryMaxMs: 30_000, jitter: 0.25 });
 
 export interface JoinLogger {
+  debug(obj: object, msg: string): void;
   info(obj: object, msg: string): void;
   warn(obj: object, msg: string): void;
   error(obj: object, msg: string): void;
@@ -36,6 +41,8 @@ export interface JoinerDeps {
   readonly resolve: (host: string) => Promise<string[]>;
   /** One join round (memberlist's push-pull with each address); resolves to how many answered. */
   readonly join: (addrs: Addr[]) => Promise<number>;
+  /** The members' addresses saved for a restart, as they stand now (those that left are out). */
+  readonly saved?: () => readonly Addr[];
   /** Alive or suspect members other than this node. */
   readonly othersAlive: () => number;
   /** This node's gossip address, left out of the list (a list shared by every node names it too). */
@@ -47,9 +54,10 @@ export interface JoinerDeps {
 
 /** Where joining stands, for `weft status` and readiness. */
 export type JoinState =
-  /** The join list is empty, or names only this node: it starts a cluster of its own. */
+  /** The join list is empty, or names only this node, and no saved member answered the first
+   *  round: it starts a cluster of its own (retrying the saved members meanwhile). */
   | "standalone"
-  /** No target has answered yet: retrying. */
+  /** No target has answered yet: retrying (or, with saved members, the first round is under way). */
   | "joining"
   /** At least one target answered. */
   | "joined"
@@ -82,8 +90,6 @@ export class Joiner {
   private stopped = false;
   private readonly reachedWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
   private fatal?: Error;
-  /** Members' addresses saved at the last run, tried with the targets. */
-  private remembered: readonly Addr[] = [];
 
   constructor(
     private readonly targets: readonly Addr[],
@@ -94,10 +100,11 @@ export class Joiner {
     this.state = targets.length === 0 ? "standalone" : "joining";
   }
 
-  /** Starts the first round at once (with no targets, only if members were remembered). */
-  start(remembered: readonly Addr[] = []): void {
-    this.remembered = remembered;
-    if (this.state === "joining" || remembered.length > 0) this.attempt();
+  /** Starts the first round at once (with no targets, only if members were saved). */
+  start(): void {
+    if (this.targets.length === 0 && this.saved().length === 0) return;
+    this.state = "joining";
+    this.attempt();
   }
 
   stop(): void {
@@ -106,7 +113,8 @@ export class Joiner {
     this.timer = undefined;
   }
 
-  /** Resolves once a target has answered (at once when standalone); rejects on a name conflict. */
+  /** Resolves once a target has answered, or once it is standalone (at once without saved
+   *  members, else after the first round); rejects on a name conflict. */
   reached(): Promise<void> {
     if (this.fatal) return Promise.reject(this.fatal);
     if (this.state !== "joining") return Promise.resolve();
@@ -134,9 +142,13 @@ export class Joiner {
     if (this.state !== "joined" || this.stopped || this.deps.othersAlive() > 0) return;
     this.state = "rejoining";
     this.failedRounds = 0;
+    const saved = this.saved().length;
+    const from = [this.targets.length > 0 && "the join list", saved > 0 && `${saved} saved member address(es)`];
     this.deps.log.warn(
-      { code: "GOSSIP_REJOINING", targets: this.status().targets },
-      "no alive member left: joining again from the join list",
+      { code: "GOSSIP_REJOINING", targets: this.status().targets, saved },
+      from.some(Boolean)
+        ? `no alive member left: joining again from ${from.filter(Boolean).join(" and ")}`
+        : "no alive member left, and no join target or saved member to try: waiting for a member to reach this node",
     );
     this.attempt();
   }
@@ -152,24 +164,34 @@ export class Joiner {
     const failures: string[] = [];
     const addrs: Addr[] = [];
     const seen = new Set<string>();
+    // Join-list entries standing for another node (or failing to resolve): with none, the list is
+    // empty or every target is this node (a one-node cluster given its own address, as a shared
+    // list of control-plane addresses is on a single control-plane node), whatever was saved.
+    let listed = 0;
+    const entries = [
+      ...this.targets.map((t) => ({ t, fromList: true })),
+      ...this.saved().map((t) => ({ t, fromList: false })),
+    ];
     await Promise.all(
-      [...this.targets, ...this.remembered].map(async (t) => {
+      entries.map(async ({ t, fromList }) => {
         try {
           for (const host of await this.deps.resolve(t.host)) {
             const key = formatHostPort(host, t.port);
             if (host === this.deps.self.host && t.port === this.deps.self.port) continue;
+            if (fromList) listed++;
             if (!seen.has(key)) addrs.push({ host, port: t.port });
             seen.add(key);
           }
         } catch (err) {
+          if (fromList) listed++;
           failures.push(`${t.host}: ${(err as { code?: string }).code ?? (err as Error).message}`);
         }
       }),
     );
     if (this.stopped) return;
-    // Every target is this node (a one-node cluster given its own address, as a shared list of
-    // control-plane addresses is on a single control-plane node): there is nobody to reach.
-    if (addrs.length === 0 && failures.length === 0) return this.targets.length > 0 ? this.alone() : undefined;
+    const alone = listed === 0;
+    // Nobody to reach at all.
+    if (addrs.length === 0 && failures.length === 0) return this.state === "joining" ? this.alone() : undefined;
     let answered = 0;
     try {
       if (addrs.length > 0) answered = await this.deps.join(addrs);
@@ -181,6 +203,8 @@ export class Joiner {
     if (answered > 0) return this.joined(answered, addrs.length);
     // Members may have found us meanwhile (they join us too): then there is nothing to retry.
     if (this.deps.othersAlive() > 0) return this.joined(0, addrs.length);
+    // Only saved members were tried, and none answered: run standalone, retrying them meanwhile.
+    if (alone && this.state === "joining") this.alone();
     this.failedRounds++;
     const delay = this.backoff();
     this.nextAttemptAt = this.deps.clock.now() + delay;
@@ -188,9 +212,12 @@ export class Joiner {
       addrs.length === 0 && failures.length > 0
         ? failures.join("; ")
         : `none of ${addrs.length} address(es) answered${failures.length ? ` (${failures.join("; ")})` : ""}`;
-    this.deps.log.warn(
+    // Saved members alone may be gone for good (replaced nodes): a few lines, then quiet.
+    const quiet = alone && this.failedRounds > QUIET_AFTER_ROUNDS;
+    const last = alone && this.failedRounds === QUIET_AFTER_ROUNDS ? "; further retries are logged at debug" : "";
+    this.deps.log[quiet ? "debug" : "warn"](
       { code: "GOSSIP_JOIN_RETRY", round: this.failedRounds, retryInMs: Math.round(delay) },
-      `join: ${this.lastError}; retrying in ${(delay / 1000).toFixed(1)} s`,
+      `join: ${this.lastError}; retrying in ${(delay / 1000).toFixed(1)} s${last}`,
     );
     this.timer = this.deps.clock.setTimer(delay, () => {
       this.timer = undefined;
@@ -213,10 +240,11 @@ export class Joiner {
   }
 
   private alone(): void {
-    this.deps.log.info(
-      { code: "GOSSIP_JOIN_SELF_ONLY", targets: this.status().targets },
-      "every join target is this node itself: it starts the cluster, and the others join it",
-    );
+    if (this.targets.length > 0)
+      this.deps.log.info(
+        { code: "GOSSIP_JOIN_SELF_ONLY", targets: this.status().targets },
+        "every join target is this node itself: it starts the cluster, and the others join it",
+      );
     this.state = "standalone";
     for (const w of this.reachedWaiters.splice(0)) w.resolve();
   }
@@ -230,6 +258,10 @@ export class Joiner {
     for (const w of this.reachedWaiters.splice(0)) w.reject(err);
     // Told apart from the waiters: a rejoin's conflict has none (they were resolved at the first join).
     this.deps.nameTaken(err);
+  }
+
+  private saved(): readonly Addr[] {
+    return this.deps.saved?.() ?? [];
   }
 
   /** Capped exponential backoff, shortened by up to `jitter` at random. */

@@ -3,8 +3,10 @@
 // control-plane seed) knows nobody from its flags when it restarts: after a graceful leave the
 // others hold it as left and never send to it again, so it stayed alone until each of them
 // restarted; kept on exit, it waited for one's push-pull to find it. Saved every minute when the
-// set changed, and at stop: at most MEMBERS_KEPT addresses (one that answers is enough), those
-// saved before kept while still members, so the file is rarely rewritten.
+// set changed, and at stop: at most MEMBERS_KEPT addresses (one that answers is enough). A saved
+// address is dropped only when something contradicts it (its member left, or it is this node's):
+// a node that knows nobody else when it saves (stopped before its first round merged anything, or
+// alone for a while) keeps the file it has, so the file is also rarely rewritten.
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { WeftError } from "../errors.js";
@@ -62,14 +64,33 @@ export class FileMemberStore implements MemberStore {
     await writeFileAtomic(
       this.file,
       `${JSON.stringify({ members: addrs.map(({ host, port }) => ({ host, port })) })}\n`,
+      { mode: 0o600, dirMode: 0o700 },
     );
   }
 }
 
+const key = (a: Addr) => `${a.host}:${a.port}`;
+
+/** The saved addresses nothing contradicts: not this node's, and not held only by members that left
+ *  (an address reused by a new member stays). One not known at all may still be a member's. */
+export function stillSaved(saved: readonly Addr[], members: readonly NodeView[], self: string): Addr[] {
+  const live = new Set(members.filter((m) => m.name !== self && m.state !== "left").map(key));
+  const gone = new Set(members.filter((m) => m.name === self || m.state === "left").map(key));
+  const seen = new Set<string>();
+  return saved.filter((a) => {
+    const k = key(a);
+    if (seen.has(k) || (gone.has(k) && !live.has(k))) return false;
+    seen.add(k);
+    return true;
+  });
+}
+
 /**
- * The addresses to keep: the saved ones still held by a member that has not left, then others at
- * random, live ones first (dead ones may be back after a partition; left ones said goodbye), up to
- * MEMBERS_KEPT; undefined when that is the set saved already.
+ * The addresses to keep, up to MEMBERS_KEPT: the saved ones held by a member that has not left,
+ * then other members at random, live ones first (dead ones may be back after a partition; left
+ * ones said goodbye), then the saved ones no member holds (unknown to this run, not contradicted).
+ * Undefined when that is the set saved already, or when it is empty: nobody known is no reason to
+ * forget whom the last run knew.
  */
 export function membersToKeep(
   saved: readonly Addr[],
@@ -77,21 +98,20 @@ export function membersToKeep(
   self: string,
   random: Random,
 ): Addr[] | undefined {
-  const key = (a: Addr) => `${a.host}:${a.port}`;
   const others = members.filter((m) => m.name !== self && m.state !== "left");
   const held = new Set(others.map(key));
-  const keep = saved.filter((a) => held.has(key(a))).slice(0, MEMBERS_KEPT);
+  const valid = stillSaved(saved, members, self);
+  const keep = valid.filter((a) => held.has(key(a)));
   const kept = new Set(keep.map(key));
   const shuffled = others
     .filter((m) => !kept.has(key(m)))
     .map((m) => ({ m, order: (m.state === "dead" ? 1 : 0) + random.next() }))
-    .sort((x, y) => x.order - y.order);
-  for (const { m } of shuffled) {
-    if (keep.length >= MEMBERS_KEPT) break;
-    keep.push({ host: m.host, port: m.port });
-  }
+    .sort((x, y) => x.order - y.order)
+    .map(({ m }) => ({ host: m.host, port: m.port }));
+  keep.push(...shuffled, ...valid.filter((a) => !held.has(key(a))));
+  keep.splice(MEMBERS_KEPT);
   const same = keep.length === saved.length && keep.every((a) => saved.some((s) => key(s) === key(a)));
-  return same ? undefined : keep;
+  return same || keep.length === 0 ? undefined : keep;
 }
 
 export interface SavedMembersDeps {
@@ -109,19 +129,23 @@ export class SavedMembers {
   private saved: readonly Addr[] = [];
   private timer?: TimerHandle;
   private saving: Promise<void> = Promise.resolve();
+  /** The last save failed (logged once until one succeeds: a full disk would log every minute). */
+  private saveFailing = false;
 
   constructor(private readonly deps: SavedMembersDeps) {}
 
-  /** The saved addresses; none if the file cannot be read (logged: the node runs without them). */
-  async load(): Promise<Addr[]> {
+  /** Reads the saved addresses; none if the file cannot be read (logged: the node runs without them). */
+  async load(): Promise<void> {
     try {
-      const addrs = await this.deps.store.load();
-      this.saved = addrs;
-      return addrs;
+      this.saved = await this.deps.store.load();
     } catch (err) {
       this.failed(err, "cannot read the saved members: this start joins its --join list alone");
-      return [];
     }
+  }
+
+  /** The saved addresses as they stand now (those contradicted since, out), for the joiner's rounds. */
+  current(): Addr[] {
+    return stillSaved(this.saved, this.deps.members(), this.deps.self);
   }
 
   start(): void {
@@ -145,8 +169,14 @@ export class SavedMembers {
       try {
         await this.deps.store.save(keep);
         this.saved = keep;
+        this.saveFailing = false;
       } catch (err) {
-        this.failed(err, "cannot save the members' addresses: a restart may have only its --join list to rejoin");
+        if (!this.saveFailing)
+          this.failed(
+            err,
+            "cannot save the members' addresses (logged once until a save succeeds): a restart may have only its --join list to rejoin",
+          );
+        this.saveFailing = true;
       }
     });
     return this.saving;

@@ -55,7 +55,8 @@ describe.skipIf(!canUseNetns())("agent: cluster formation in any start order", (
         (r) => JSON.stringify(r) === JSON.stringify(want),
         30_000,
       );
-      // A node with an empty join list (the first one) is "standalone" until it joins saved members.
+      // A node with an empty join list (the first one) and no saved members stays "standalone"
+      // while others join it (it joins nobody itself).
       await agents!.waitFor(
         a,
         "joined",

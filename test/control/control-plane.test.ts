@@ -10,6 +10,8 @@ import type { ControlPlane } from "../../src/control/control-plane.js";
 import { refDecodeNodeRecordV1 } from "../reference/node-record-v1.js";
 import { SimControlPlanes, type PlaneNode } from "./sim/control-planes.js";
 import { GatedStore } from "./sim/doubles.js";
+import { QUIET_AFTER_ROUNDS } from "../../src/control/join.js";
+import { MEMBERS_SAVE_INTERVAL_MS } from "../../src/control/saved-members.js";
 
 const SPACE = SubnetSpace.fromConfig({ Network: "198.19.0.0/16" });
 const DAY_MS = 24 * 3600_000;
@@ -453,16 +455,8 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
   it.each([true, false])(
     "a seed with no join list restarted (leave %s) joins the members it saved before it stopped",
     async (leave) => {
-      const sim = new SimControlPlanes(SPACE, 9);
-      const [s, w1, w2] = [sim.add("s"), sim.add("w1"), sim.add("w2")];
-      const seeds = ["s", "w1", "w2"];
-      await sim.start(s, { join: [], seeds });
-      for (const w of [w1, w2]) await sim.start(w, { join: [s.host.addr], seeds });
-      expect(
-        await sim.runUntil(() => sim.agreed() && sim.live().every((n) => n.plane.members().length === 3), 60_000),
-      ).toBe(true);
-      // Long enough for a periodic save of the members.
-      await sim.runFor(120_000);
+      const { sim, s, w1, w2 } = await seedAndWorkers(9);
+      await sim.runFor(10_000);
       const stopping = sim.stop(s, leave);
       await sim.runFor(3_000);
       await stopping;
@@ -482,4 +476,121 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     },
     120_000,
   );
+
+  /** s (empty join list), then w1 and w2 joining it; all agreed. */
+  async function seedAndWorkers(seed: number) {
+    const sim = new SimControlPlanes(SPACE, seed);
+    const [s, w1, w2] = [sim.add("s"), sim.add("w1"), sim.add("w2")];
+    const seeds = ["s", "w1", "w2"];
+    await sim.start(s, { join: [], seeds });
+    for (const w of [w1, w2]) await sim.start(w, { join: [s.host.addr], seeds });
+    expect(
+      await sim.runUntil(() => sim.agreed() && sim.live().every((n) => n.plane.members().length === 3), 60_000),
+    ).toBe(true);
+    return { sim, s, w1, w2 };
+  }
+
+  /** Stops n as the agent does, running the simulation meanwhile. */
+  async function stopped(sim: SimControlPlanes, n: PlaneNode, leave: boolean) {
+    const stopping = sim.stop(n, leave);
+    await sim.runFor(3_000);
+    await stopping;
+  }
+
+  const hosts = (n: PlaneNode) => n.members.saved.map((a) => a.host).sort();
+
+  // Only the timer saves for a node that crashes: no stop ran.
+  it("a seed that crashes (no stop) has saved its members on the minute timer, and rejoins them", async () => {
+    const { sim, s, w1, w2 } = await seedAndWorkers(11);
+    await sim.runFor(MEMBERS_SAVE_INTERVAL_MS);
+    sim.crash(s);
+    expect(hosts(s)).toEqual([w1.host.addr.host, w2.host.addr.host].sort());
+    const ps = await sim.restart(s);
+    expect(await sim.runUntil(() => ps.members().length === 3, 60_000), sim.describe()).toBe(true);
+    expect(sim.withCode("s", "GOSSIP_JOINED").at(-1)).toMatchObject({ answered: 2 });
+  }, 60_000);
+
+  // Whether the list is empty or names only this node, a seed whose saved members do not answer
+  // waits for that one round (it serves nothing from its saved ring before), then runs alone and
+  // ready, retrying them quietly until one is back.
+  it.each([
+    ["an empty join list", false],
+    ["a join list naming only itself", true],
+  ])(
+    "%s and saved members that do not answer: standalone after the first round, retrying them in the background",
+    async (_name, selfOnly) => {
+      const sim = new SimControlPlanes(SPACE, 12);
+      const [a, b] = [sim.add("a"), sim.add("b")];
+      a.members.saved = [b.host.addr];
+      const pa = await sim.start(a, { join: selfOnly ? [a.host.addr] : [], seeds: ["a", "b"] });
+      let reached = false;
+      void pa.reachedCluster().then(() => (reached = true));
+      await sim.runFor(0);
+      expect(reached).toBe(false);
+      expect(pa.hasReachedCluster()).toBe(false);
+      expect(await sim.runUntil(() => reached, 30_000), sim.describe()).toBe(true);
+      expect(pa.joinStatus().state).toBe("standalone");
+      expect(pa.hasReachedCluster()).toBe(true);
+      expect(sim.withCode("a", "GOSSIP_JOIN_SELF_ONLY")).toHaveLength(selfOnly ? 1 : 0);
+      // Retried for minutes: a few lines at warn, then quiet.
+      await sim.runFor(300_000);
+      expect(pa.joinStatus().failedRounds).toBeGreaterThan(QUIET_AFTER_ROUNDS + 2);
+      expect(sim.withCode("a", "GOSSIP_JOIN_RETRY")).toHaveLength(QUIET_AFTER_ROUNDS);
+      // Nobody known is no reason to forget whom the last run knew.
+      expect(a.members.saved).toEqual([b.host.addr]);
+      await sim.start(b, { join: [], seeds: ["a", "b"] });
+      expect(await sim.runUntil(() => pa.members().length === 2, 60_000), sim.describe()).toBe(true);
+      expect(pa.joinStatus().state).toBe("joined");
+      expect(await sim.runUntil(() => sim.agreed(), 60_000)).toBe(true);
+      expect(sim.errors()).toEqual([]);
+    },
+    60_000,
+  );
+
+  it("a restarted seed whose saved members answer counts as reached only once their ring is merged", async () => {
+    const { sim, s } = await seedAndWorkers(13);
+    await stopped(sim, s, false);
+    const ps = await sim.restart(s);
+    let members = 0;
+    void ps.reachedCluster().then(() => (members = ps.members().length));
+    expect(ps.hasReachedCluster()).toBe(false);
+    expect(await sim.runUntil(() => members > 0, 30_000), sim.describe()).toBe(true);
+    expect(members).toBe(3);
+    expect(sim.errors()).toEqual([]);
+  }, 60_000);
+
+  it("a seed stopped before its saved members answered (a crash loop while they are down) keeps them saved", async () => {
+    const { sim, s, w1, w2 } = await seedAndWorkers(14);
+    await stopped(sim, s, false);
+    const saved = hosts(s);
+    expect(saved).toEqual([w1.host.addr.host, w2.host.addr.host].sort());
+    sim.crash(w1);
+    sim.crash(w2);
+    for (let i = 0; i < 2; i++) {
+      await sim.restart(s);
+      await sim.runFor(i === 0 ? 1_000 : 2 * MEMBERS_SAVE_INTERVAL_MS);
+      await stopped(sim, s, false);
+      expect(hosts(s)).toEqual(saved);
+    }
+    for (const w of [w1, w2]) await sim.restart(w);
+    const ps = await sim.restart(s);
+    expect(await sim.runUntil(() => ps.members().length === 3, 60_000), sim.describe()).toBe(true);
+  }, 60_000);
+
+  it("rejoining, a seed tries the saved members as they stand now: not one that left since", async () => {
+    const { sim, s, w1, w2 } = await seedAndWorkers(15);
+    // Restarted, so that it started with both saved.
+    await stopped(sim, s, false);
+    const ps = await sim.restart(s);
+    expect(await sim.runUntil(() => ps.members().length === 3, 60_000)).toBe(true);
+    await stopped(sim, w1, true);
+    expect(await sim.runUntil(() => ps.members().length === 2, 60_000)).toBe(true);
+    sim.crash(w2);
+    expect(await sim.runUntil(() => ps.joinStatus().state === "rejoining", 60_000), sim.describe()).toBe(true);
+    const rejoin = sim.withCode("s", "GOSSIP_REJOINING").at(-1)!;
+    expect(rejoin).toMatchObject({ saved: 1 });
+    expect(rejoin.msg).toMatch(/from 1 saved member address/);
+    expect(await sim.runUntil(() => ps.joinStatus().failedRounds > 0, 60_000)).toBe(true);
+    expect(ps.joinStatus().lastError).toMatch(/^none of 1 address/);
+  }, 60_000);
 });

@@ -1,12 +1,20 @@
 // The members' addresses a node keeps in its state dir for its next start (saved-members.ts), and
 // a join round stopped while it resolves its targets (join.ts).
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import type { NodeView } from "../../src/control/gossip/delegate.js";
 import { Joiner } from "../../src/control/join.js";
-import { FileMemberStore, MEMBERS_FILE, MEMBERS_KEPT, membersToKeep } from "../../src/control/saved-members.js";
+import type { Addr } from "../../src/control/runtime.js";
+import {
+  FileMemberStore,
+  MEMBERS_FILE,
+  MEMBERS_KEPT,
+  MEMBERS_SAVE_INTERVAL_MS,
+  membersToKeep,
+  SavedMembers,
+} from "../../src/control/saved-members.js";
 import { SeededRandom } from "./sim/random.js";
 import { loneClock } from "./sim/doubles.js";
 
@@ -40,8 +48,64 @@ describe("saved members", () => {
     expect(next).toHaveLength(MEMBERS_KEPT);
     expect(next.map((a) => a.host)).not.toContain(gone);
     expect(next.slice(0, MEMBERS_KEPT - 1)).toEqual(first.slice(1));
-    // Alone among those that left: nothing to keep.
-    expect(membersToKeep(next, [member(1), member(2, "left")], "n1", random)).toEqual([]);
+    // Knowing nobody (stopped before a first round merged anything, or alone for a while): the
+    // saved ones stay, nothing is written.
+    expect(membersToKeep(next, [member(1)], "n1", random)).toBeUndefined();
+    // Only what contradicts a saved address drops it: its member left, or it is this node's.
+    const [left, mine, ...rest] = next;
+    const contradicted = membersToKeep(
+      next,
+      [
+        { ...member(1), ...mine },
+        { ...member(99, "left"), ...left },
+      ],
+      "n1",
+      random,
+    )!;
+    expect(contradicted).toEqual(rest);
+    // An address a member left from but a new one holds stays.
+    const reused = [
+      { ...member(99, "left"), ...left },
+      { ...member(98), ...left },
+    ];
+    expect(membersToKeep(next, [member(1), ...reused], "n1", random)).toBeUndefined();
+    // Never written empty: every saved member left.
+    expect(membersToKeep([left], [member(1), { ...member(99, "left"), ...left }], "n1", random)).toBeUndefined();
+  });
+
+  it("a save that keeps failing (a full disk) is logged once until one succeeds", async () => {
+    const { scheduler, clock } = loneClock();
+    let full = true;
+    let saved: readonly Addr[] = [];
+    const failures: object[] = [];
+    let n = 2;
+    const sm = new SavedMembers({
+      store: {
+        load: async () => [],
+        save: async (addrs) => {
+          if (full) throw Object.assign(new Error("ENOSPC: no space left on device"), { code: "ENOSPC" });
+          saved = addrs;
+        },
+      },
+      clock,
+      random: new SeededRandom(2),
+      // A new member every call: there is always something to save.
+      members: () => [member(1), ...Array.from({ length: n++ - 1 }, (_, i) => member(i + 2))],
+      self: "n1",
+      log: { warn: (o: object) => void failures.push(o) },
+    });
+    await sm.load();
+    sm.start();
+    await scheduler.runFor(5 * MEMBERS_SAVE_INTERVAL_MS);
+    expect(failures).toHaveLength(1);
+    expect(failures[0]).toMatchObject({ code: "GOSSIP_SAVED_MEMBERS_FAILED" });
+    full = false;
+    await scheduler.runFor(MEMBERS_SAVE_INTERVAL_MS);
+    expect(saved.length).toBeGreaterThan(0);
+    full = true;
+    await scheduler.runFor(3 * MEMBERS_SAVE_INTERVAL_MS);
+    expect(failures).toHaveLength(2);
+    await sm.stop();
   });
 
   it("the file: written whole, read back, and a damaged one refused with its code", async () => {
@@ -56,6 +120,8 @@ describe("saved members", () => {
       await store.save(addrs);
       expect(await store.load()).toEqual(addrs);
       expect(JSON.parse(await readFile(join(dir, MEMBERS_FILE), "utf8"))).toEqual({ members: addrs });
+      // Like the other state files: the cluster's addresses are nobody else's business.
+      expect((await stat(join(dir, MEMBERS_FILE))).mode & 0o777).toBe(0o600);
       await writeFile(join(dir, MEMBERS_FILE), '{"members":[{"host":"198.18.0.2"}]}');
       await expect(store.load()).rejects.toMatchObject({ code: "GOSSIP_MEMBERS_FILE_INVALID" });
     } finally {
@@ -77,7 +143,12 @@ describe("Joiner", () => {
       join: async (addrs) => (joins.push(addrs.length), 0),
       othersAlive: () => 0,
       self: { host: "198.18.0.1", port: 7946 },
-      log: { info: () => {}, warn: (o: object) => void warnings.push(JSON.stringify(o)), error: () => {} },
+      log: {
+        debug: () => {},
+        info: () => {},
+        warn: (o: object) => void warnings.push(JSON.stringify(o)),
+        error: () => {},
+      },
       nameTaken: () => {},
     });
     joiner.start();

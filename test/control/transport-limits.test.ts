@@ -224,12 +224,14 @@ describe("gossip stream limits", () => {
       await new Promise((r) => s.once("connect", r));
       const frame = Buffer.alloc(4 + 100);
       frame.writeUInt32BE(100, 0);
-      // One byte at a time, each written once the last was counted: one chunk each.
+      // One byte at a time, each written only once the last was counted (however long a loaded
+      // host takes to read it): one chunk each, never two bytes read together.
       let sent = 0;
       for (; sent < frame.length && !s.closed; sent++) {
         const before = t.pendingBytes;
         s.write(frame.subarray(sent, sent + 1));
-        for (let i = 0; i < 100 && t.pendingBytes === before && !s.closed; i++)
+        const deadline = Date.now() + 10_000;
+        while (t.pendingBytes === before && t.stats.overBudgetStreams === 0 && Date.now() < deadline)
           await new Promise((r) => setTimeout(r, 5));
         if (t.stats.overBudgetStreams > 0) break;
         expect(t.pendingBytes).toBe((sent + 1) * (1 + CHUNK_OVERHEAD_BYTES));
@@ -262,12 +264,18 @@ describe("gossip stream limits", () => {
     }
   });
 
-  it("maxPendingBytes that cannot hold a whole frame with its length is refused", async () => {
-    await expect(
-      UdpTcpTransport.open({ host: "127.0.0.1", port: 0, maxStreamBytes: 2048, maxPendingBytes: 2048 + 3 }),
-    ).rejects.toMatchObject({
-      code: "GOSSIP_CONFIG_INVALID",
-    });
+  it("maxPendingBytes that cannot hold a whole frame read a segment at a time, each chunk with its overhead, is refused", async () => {
+    // 2,052 bytes with the length: two 1,400-byte segments, each counted with its overhead.
+    const needed = 2048 + 4 + 2 * CHUNK_OVERHEAD_BYTES;
+    for (const maxPendingBytes of [2048 + 3, 2048 + 4, needed - 1])
+      await expect(
+        UdpTcpTransport.open({ host: "127.0.0.1", port: 0, maxStreamBytes: 2048, maxPendingBytes }),
+      ).rejects.toMatchObject({
+        code: "GOSSIP_CONFIG_INVALID",
+        message: expect.stringContaining(`at least ${needed}`),
+      });
+    const t = await UdpTcpTransport.open({ host: "127.0.0.1", port: 0, maxStreamBytes: 2048, maxPendingBytes: needed });
+    await t.close();
   });
 
   it("a datagram the socket refuses at once (port 0) is counted, not thrown into the gossip timer that sent it", async () => {

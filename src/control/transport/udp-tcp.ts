@@ -31,7 +31,7 @@ export interface UdpTcpOptions {
   readonly inboundTimeoutMs?: number;
   /** Bytes all inbound connections together may hold before their request is whole, and so before
    *  gossip can authenticate it, each chunk counted with CHUNK_OVERHEAD_BYTES more; a chunk that
-   *  would go over closes the oldest holders first. At least maxStreamBytes. Default twice maxStreamBytes: 8 MiB, about 8 push-pulls of 1,000 nodes
+   *  would go over closes the oldest holders first. At least what a frame of maxStreamBytes holds read in 1,400-byte segments (about 1.37 times maxStreamBytes). Default twice maxStreamBytes: 8 MiB, about 8 push-pulls of 1,000 nodes
    *  at their largest (1 MB with 128-byte names and 512-byte meta; 0.2–0.4 MB as usually named). */
   readonly maxPendingBytes?: number;
   /** Where connections closed by those two limits are logged (TRANSPORT_INBOUND_EVICTED, at most
@@ -58,6 +58,15 @@ const LENGTH_BYTES = 4;
  *  against maxPendingBytes: else 1-byte segments on every connection would hold many times the
  *  budget while counting a few bytes. An estimate on the high side. */
 export const CHUNK_OVERHEAD_BYTES = 512;
+/** A TCP segment's payload across an MTU-1500 network, rounded down. */
+const SEGMENT_BYTES = 1_400;
+
+/** What a whole frame of maxStreamBytes holds of maxPendingBytes read one segment at a time. */
+function frameHoldCost(maxStreamBytes: number): number {
+  const bytes = LENGTH_BYTES + maxStreamBytes;
+  return bytes + Math.ceil(bytes / SEGMENT_BYTES) * CHUNK_OVERHEAD_BYTES;
+}
+
 /** At most one TRANSPORT_INBOUND_EVICTED line this often: a flood must not flood the log too. */
 export const EVICTED_LOG_INTERVAL_MS = 60_000;
 
@@ -117,10 +126,13 @@ export class UdpTcpTransport implements Transport {
   static async open(opts: UdpTcpOptions): Promise<UdpTcpTransport> {
     const maxStreamBytes = opts.maxStreamBytes ?? 4 * 1024 * 1024;
     const maxPendingBytes = opts.maxPendingBytes ?? 2 * maxStreamBytes;
-    if (maxPendingBytes < maxStreamBytes + LENGTH_BYTES)
+    // No budget holds a frame sent a byte per segment; this one holds the largest frame read a
+    // segment at a time, each chunk with its overhead, as from a peer across the network.
+    const frameCost = frameHoldCost(maxStreamBytes);
+    if (maxPendingBytes < frameCost)
       throw new WeftError(
         "GOSSIP_CONFIG_INVALID",
-        `maxPendingBytes ${maxPendingBytes} is under maxStreamBytes ${maxStreamBytes} and its ${LENGTH_BYTES}-byte length: a whole frame could never arrive; raise it`,
+        `maxPendingBytes ${maxPendingBytes} cannot hold a frame of maxStreamBytes ${maxStreamBytes} read in ${SEGMENT_BYTES}-byte segments (${frameCost} bytes with each chunk's ${CHUNK_OVERHEAD_BYTES}-byte overhead): such a frame could never arrive; raise it to at least ${frameCost}`,
       );
     const attempts = opts.port === 0 ? 10 : 1;
     let lastError: unknown;
