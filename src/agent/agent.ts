@@ -258,7 +258,13 @@ export class Agent {
     try {
       abortable(ended);
       const tcp: TcpListener[] = [];
-      if (opts.healthzPort !== undefined)
+      // Said at start: a probe against the port (the DaemonSet's) would otherwise fail with nothing logged.
+      if (opts.healthzPort === undefined)
+        log[opts.healthzStatus ? "warn" : "info"](
+          { code: "AGENT_HEALTHZ_OFF" },
+          `no TCP port for /healthz and /readyz (--healthz-port unset or 0): they answer on weft.sock only, so an HTTP probe against a TCP port (the DaemonSet's liveness and readiness probes) fails; set --healthz-port, or remove such probes${opts.healthzStatus ? "; --healthz-status does nothing without it" : ""}`,
+        );
+      else
         tcp.push({
           host: opts.healthzIp,
           port: opts.healthzPort,
