@@ -368,7 +368,7 @@ export class UserspaceBackend implements Backend {
    */
   private noteGsoTooBig(): void {
     if (this.gsoTooBigLogged) return;
-    const sends = this.dataplane.counters().io.udpGsoTooBig;
+    const sends = this.dataplane.ioCounter("udpGsoTooBig");
     if (sends === 0n) return;
     this.gsoTooBigLogged = true;
     this.logger.warn(
