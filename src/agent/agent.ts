@@ -912,8 +912,9 @@ export class Agent {
     // A family without a backend (a failed restart, a swap whose rollback failed) is started again
     // by any reload, the same config included: that is how an operator retries. With the same
     // config, only the families that are down: a swap stopped the running one too, and if the down
-    // one failed again, its rollback logged a failed swap nobody asked for.
-    const down = this.lanes.some((l) => l.subnet && !l.backend);
+    // one failed again, its rollback logged a failed swap nobody asked for. Down as restartFailed
+    // counts it: a lane whose loss's task is queued is that task's to start.
+    const down = this.lanes.some((l) => !l.backend && this.holds(l));
     if (inForce(next) === inForce(this.conf)) {
       this.log.info(
         { backend: next.Backend.Type },
