@@ -683,14 +683,14 @@ export class Agent {
     clearTimeout(this.restartTimer);
     const wait = this.restartBackoffMs;
     this.restartBackoffMs = Math.min(wait * 2, RESTART_BACKOFF_MS.max);
-    const timer: NodeJS.Timeout = setTimeout(
-      () =>
-        void this.serially(async () => {
-          // A try queued before this one (a SIGHUP's) failed and set the next wait: that stands.
-          if (this.restartTimer === timer) await this.restartFailed();
-        }).catch((e) => this.publishFailed(e)),
-      wait,
-    );
+    const timer: NodeJS.Timeout = setTimeout(() => {
+      if (this.backendChanges.busy)
+        this.log.info({ retryInMs: wait }, "the backend restart is due; it waits for the backend change under way");
+      void this.serially(async () => {
+        // A try queued before this one (a SIGHUP's) failed and set the next wait: that stands.
+        if (this.restartTimer === timer) await this.restartFailed();
+      }).catch((e) => this.publishFailed(e));
+    }, wait);
     this.restartTimer = timer;
     return wait;
   }
