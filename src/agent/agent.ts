@@ -258,7 +258,13 @@ export class Agent {
     try {
       abortable(ended);
       const tcp: TcpListener[] = [];
-      if (opts.healthzPort !== undefined)
+      // Said at start: a probe against the port (the DaemonSet's) would otherwise fail with nothing logged.
+      if (opts.healthzPort === undefined)
+        log[opts.healthzStatus ? "warn" : "info"](
+          { code: "AGENT_HEALTHZ_OFF" },
+          `no TCP port for /healthz and /readyz (--healthz-port unset or 0): they answer on weft.sock only, so an HTTP probe against a TCP port (the DaemonSet's liveness and readiness probes) fails; set --healthz-port, or remove such probes${opts.healthzStatus ? "; --healthz-status does nothing without it" : ""}`,
+        );
+      else
         tcp.push({
           host: opts.healthzIp,
           port: opts.healthzPort,
@@ -677,14 +683,14 @@ export class Agent {
     clearTimeout(this.restartTimer);
     const wait = this.restartBackoffMs;
     this.restartBackoffMs = Math.min(wait * 2, RESTART_BACKOFF_MS.max);
-    const timer: NodeJS.Timeout = setTimeout(
-      () =>
-        void this.serially(async () => {
-          // A try queued before this one (a SIGHUP's) failed and set the next wait: that stands.
-          if (this.restartTimer === timer) await this.restartFailed();
-        }).catch((e) => this.publishFailed(e)),
-      wait,
-    );
+    const timer: NodeJS.Timeout = setTimeout(() => {
+      if (this.backendChanges.busy)
+        this.log.info({ retryInMs: wait }, "the backend restart is due; it waits for the backend change under way");
+      void this.serially(async () => {
+        // A try queued before this one (a SIGHUP's) failed and set the next wait: that stands.
+        if (this.restartTimer === timer) await this.restartFailed();
+      }).catch((e) => this.publishFailed(e));
+    }, wait);
     this.restartTimer = timer;
     return wait;
   }
@@ -906,8 +912,9 @@ export class Agent {
     // A family without a backend (a failed restart, a swap whose rollback failed) is started again
     // by any reload, the same config included: that is how an operator retries. With the same
     // config, only the families that are down: a swap stopped the running one too, and if the down
-    // one failed again, its rollback logged a failed swap nobody asked for.
-    const down = this.lanes.some((l) => l.subnet && !l.backend);
+    // one failed again, its rollback logged a failed swap nobody asked for. Down as restartFailed
+    // counts it: a lane whose loss's task is queued is that task's to start.
+    const down = this.lanes.some((l) => !l.backend && this.holds(l));
     if (inForce(next) === inForce(this.conf)) {
       this.log.info(
         { backend: next.Backend.Type },

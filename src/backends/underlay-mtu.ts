@@ -23,7 +23,8 @@ export function assertIpv6Mtu(device: string, deviceMtu: number, underlayMtu: nu
 
 /** A device's MTU that follows its underlay interface's down, warning once (until it is back up). */
 export class UnderlayMtu {
-  private lowered = false;
+  /** What was last warned about: the device follows the underlay, or cannot (IPv6), or neither. */
+  private warned: "follows" | "held" | undefined;
 
   constructor(
     private readonly logger: Logger,
@@ -37,6 +38,8 @@ export class UnderlayMtu {
     private readonly headroom: number,
     /** The pods' MTU, written at start (FLANNEL_MTU). */
     private readonly podMtu: number,
+    /** The device carries IPv6, so it must not go below IPV6_MIN_MTU. */
+    private readonly ipv6: boolean,
   ) {}
 
   /**
@@ -44,16 +47,36 @@ export class UnderlayMtu {
    * than at start. The vxlan device must follow (the kernel clamps a new one and refuses more to a
    * kept one, so asking for deviceMtu would find it drifted at every reconcile); a TUN device
    * follows so that the kernel answers what no longer fits with ICMP, as over vxlan.
+   * An IPv6 device does not follow below IPV6_MIN_MTU: the kernel would take IPv6 off it (address,
+   * route, sysctls) and every later reconcile would fail. It keeps its MTU (`current`, at least
+   * IPV6_MIN_MTU) instead, the only one a kept vxlan device can have above its lower device's, and
+   * its outer datagrams are fragmented, as before the device followed.
    */
-  fitting(lower: LinkState | undefined): number {
-    const fits =
+  fitting(lower: LinkState | undefined, current: number | undefined): number {
+    const follows =
       lower && lower.mtu < this.startMtu ? Math.min(this.deviceMtu, lower.mtu - this.headroom) : this.deviceMtu;
-    if (fits < this.deviceMtu && !this.lowered)
-      this.logger.warn(
-        { code: "BACKEND_UNDERLAY_MTU_LOWERED", underlayMtu: lower!.mtu, deviceMtu: fits, podMtu: this.podMtu },
-        `${lower!.name}'s MTU is now ${lower!.mtu}, so ${this.device} carries at most ${fits}: the pods' MTU ${this.podMtu} is too large for it. Restart the agent (it writes FLANNEL_MTU anew), then the pods`,
-      );
-    this.lowered = fits < this.deviceMtu;
+    const held = this.ipv6 && follows < IPV6_MIN_MTU;
+    const fits = held ? Math.min(this.deviceMtu, Math.max(IPV6_MIN_MTU, current ?? IPV6_MIN_MTU)) : follows;
+    const state = held ? "held" : follows < this.deviceMtu ? "follows" : undefined;
+    if (state && state !== this.warned) {
+      const fields = {
+        code: "BACKEND_UNDERLAY_MTU_LOWERED",
+        underlayMtu: lower!.mtu,
+        deviceMtu: fits,
+        podMtu: this.podMtu,
+      };
+      if (held)
+        this.logger.warn(
+          fields,
+          `${lower!.name}'s MTU is now ${lower!.mtu}, so ${this.device} would carry ${follows}, below the ${IPV6_MIN_MTU} IPv6 needs: it stays at ${fits}, its outer datagrams fragmented. Raise ${lower!.name}'s MTU to at least ${IPV6_MIN_MTU + this.headroom} (a restart at this one is refused), or run the network without IPv6`,
+        );
+      else
+        this.logger.warn(
+          fields,
+          `${lower!.name}'s MTU is now ${lower!.mtu}, so ${this.device} carries at most ${fits}: the pods' MTU ${this.podMtu} is too large for it. Restart the agent (it writes FLANNEL_MTU anew), then the pods`,
+        );
+    }
+    this.warned = state;
     return fits;
   }
 }

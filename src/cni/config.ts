@@ -117,7 +117,8 @@ function decode<S extends z.ZodObject>(stdin: string, schema: S, anyVersion: boo
     throw new CniError(CNI_ERROR.DECODE_FAILURE, `network config on stdin is not JSON: ${(e as Error).message}`);
   }
   // flannel's plugin is Go, whose encoding/json takes "Delegate" or "SubnetFile" as delegate and
-  // subnetFile: ignoring them here would drop what flannel honours.
+  // subnetFile: ignoring them here would drop what flannel honours. The exact spelling wins: the
+  // runtime adds "name" and "cniVersion" whatever the file spelled them.
   if (typeof raw === "object" && raw !== null && !Array.isArray(raw))
     raw = withKnownKeys(
       raw as Record<string, unknown>,
@@ -127,6 +128,7 @@ function decode<S extends z.ZodObject>(stdin: string, schema: S, anyVersion: boo
           CNI_ERROR.INVALID_CONFIG,
           `invalid network config: "${first}" and "${second}" are both the key ${key} (keys match regardless of case, as in flannel's plugin); keep one of them`,
         ),
+      true,
     );
   const version = (raw as { cniVersion?: unknown } | null)?.cniVersion;
   if (!anyVersion && typeof version === "string" && versionAtLeast(version, DEFAULT_VERSION) === undefined) {

@@ -647,8 +647,11 @@ function flannelKeys(raw: unknown, source: string): unknown {
  */
 function otherTypesKeys(keys: readonly string[], raw: unknown): string | undefined {
   const type = (raw as { Backend: { Type: string } }).Backend.Type;
+  // Regardless of case, as keys match: "vni" under host-gw is the same mistake as "VNI".
   const typesOf = (key: string) =>
-    backendSchema.options.filter((o) => key in o.shape).map((o) => (o.shape.Type as z.ZodLiteral<string>).value);
+    backendSchema.options
+      .filter((o) => Object.keys(o.shape).some((k) => k.toLowerCase() === key.toLowerCase()))
+      .map((o) => (o.shape.Type as z.ZodLiteral<string>).value);
   const found = keys.map((k) => ({ k, types: typesOf(k) }));
   if (found.some((f) => f.types.length === 0)) return undefined;
   return `${found.map((f) => `${f.k} is valid for ${f.types.join(", ")}`).join("; ")}, not ${type}; remove ${keys.length > 1 ? "them" : "it"}`;

@@ -633,6 +633,11 @@ export class UserspaceDataplane {
     return exits.length;
   }
 
+  /** One I/O counter summed over the workers, without building all of counters(). */
+  ioCounter(name: keyof typeof IO_COUNTER): bigint {
+    return this.workerTasks.reduce((n, w) => n + w.io[IO_COUNTER[name]], 0n);
+  }
+
   counters(opts: { peers?: boolean } = {}): DataplaneCounters {
     const perPair = this.pairs.map((q) => ({ tx: q.ctx.tx(), rx: q.ctx.rx() }));
     const sumDir = (dir: "tx" | "rx"): DirectionCounters => {
@@ -647,8 +652,7 @@ export class UserspaceDataplane {
       };
     };
     const io = {} as DataplaneCounters["io"];
-    for (const [name, slot] of Object.entries(IO_COUNTER) as Array<[keyof typeof IO_COUNTER, number]>)
-      io[name] = this.workerTasks.reduce((n, w) => n + w.io[slot], 0n);
+    for (const name of Object.keys(IO_COUNTER) as Array<keyof typeof IO_COUNTER>) io[name] = this.ioCounter(name);
     const lastErrno = this.workerTasks.map((w) => {
       const named = Object.entries(IO_ERRNO).flatMap(([op, slot]) =>
         w.io[slot] === 0n ? [] : [[op, errnoName(Number(w.io[slot]))]],

@@ -346,8 +346,9 @@ function serve(task: QueueTask): TaskEnd {
     if (tunBatches > 0 || udpBatches > 0) {
       io[IO_COUNTER.tunBatches] += BigInt(tunBatches);
       io[IO_COUNTER.udpBatches] += BigInt(udpBatches);
-      io[IO_COUNTER.queueDelayDrops] += BigInt(stale);
-      io[IO_COUNTER.udpGsoTooBig] += BigInt(gsoTooBig);
+      // Rare: a shared counter's read-modify-write only when there is something to add.
+      if (stale > 0) io[IO_COUNTER.queueDelayDrops] += BigInt(stale);
+      if (gsoTooBig > 0) io[IO_COUNTER.udpGsoTooBig] += BigInt(gsoTooBig);
       tunBatches = udpBatches = stale = gsoTooBig = 0;
     }
     // Packets held in the flow queue or a full ring are sent without sleeping first.

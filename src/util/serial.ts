@@ -6,13 +6,21 @@
 export class SerialQueue {
   // Settles when the last queued task has; never rejects, so one failure does not stop the queue.
   private tail: Promise<void> = Promise.resolve();
+  /** Tasks queued and not yet settled (the one running included). */
+  private unsettled = 0;
+
+  /** Whether a task is running or waiting: one queued now waits for it. */
+  get busy(): boolean {
+    return this.unsettled > 0;
+  }
 
   /** Runs `task` once every task queued before it has settled; settles as the task does. */
   run<T>(task: () => T | Promise<T>): Promise<T> {
+    this.unsettled++;
     const result = this.tail.then(task);
     this.tail = result.then(
-      () => undefined,
-      () => undefined,
+      () => void this.unsettled--,
+      () => void this.unsettled--,
     );
     return result;
   }

@@ -435,13 +435,24 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
     // A SIGHUP with the config in force, held while it reads net-conf.json, until the pending
     // retry came due and queued behind it.
     const release = await holdNetConf(agents, a2, inForce);
-    agents.reload(a2);
-    await sleep(500);
-    const pending = (await failures()).at(-1)!;
-    await sleep(Math.max(0, Number(pending.time) + Number(pending.retryInMs) + 1000 - Date.now()));
-    const held = (await failures()).length;
-    await release();
+    let released = false;
     try {
+      const heldSince = await agents.logSize(a2);
+      agents.reload(a2);
+      // The precondition, asserted: the pending retry came due while the SIGHUP held the queue (a
+      // sleep until its due time could, under load, release the SIGHUP first and pass without the race).
+      await eventually(
+        "the pending retry due, queued behind the held SIGHUP",
+        async () =>
+          (await logRecords(a2.dir, heldSince)).filter((r) =>
+            String(r.msg).includes("waits for the backend change under way"),
+          ),
+        (r) => r.length === 1,
+        40_000,
+      );
+      const held = (await failures()).length;
+      released = true;
+      await release();
       const [sighup, next] = await eventually(
         "the SIGHUP's try and the next one",
         async () => (await failures()).slice(held),
@@ -451,6 +462,8 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
       // Before, the queued retry ran right after the SIGHUP's (some milliseconds later).
       expect(Number(next.time) - Number(sighup.time)).toBeGreaterThanOrEqual(Number(sighup.retryInMs) / 2);
     } finally {
+      // Even on a failure: the reload reading the FIFO holds the agent, and its stop, until then.
+      if (!released) await release();
       await writeFile(macFile, mac);
       agents.reload(a2);
       await converged(a2, "wasm-vxlan", (b) => (b === a2 ? "wasm-vxlan" : "vxlan"));

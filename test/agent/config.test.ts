@@ -13,7 +13,7 @@ import { LabCluster } from "../../src/lab/cluster.js";
 import { formatIpv6 } from "../../src/net/ipv6.js";
 import { projectFile } from "../../src/paths.js";
 import { canUseNetns } from "../support/netns.js";
-import { kernelState, NETWORK, netConf } from "./support.js";
+import { coded, kernelState, NETWORK, netConf } from "./support.js";
 
 const run = promisify(execFile);
 
@@ -532,7 +532,7 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
     }
   });
 
-  it("--healthz-port 0 is flanneld's no health server: the agent opens no TCP port but gossip's, /readyz on weft.sock", async () => {
+  it("--healthz-port 0 is flanneld's no health server: the agent opens no TCP port but gossip's, /readyz on weft.sock, and says so (AGENT_HEALTHZ_OFF)", async () => {
     await writeFile(agents.netConfPath(a), JSON.stringify(netConf("vxlan")));
     const listening = async () =>
       new Set(
@@ -542,11 +542,22 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
           .map((l) => l.split(/\s+/)[3]),
       );
     const before = await listening(); // the port the test's other process holds
-    agents.start(a, ["--healthz-port", "9104", "--healthz-port", "0"], []);
+    const since = await agents.logSize(a);
+    agents.start(a, ["--healthz-port", "9104", "--healthz-port", "0", "--healthz-status"], []);
     try {
       await agents.waitReady(a); // over weft.sock
       const opened = [...(await listening())].filter((p) => !before.has(p)).map((p) => p.split(":").pop());
       expect(opened).toEqual([String(LAB_GOSSIP_PORT)]);
+      // Said, so that a probe failing against the port (a restart loop under the DaemonSet) is explained;
+      // a warning, as --healthz-status asked for something that does not happen.
+      expect(await coded(a.dir, since, "AGENT_HEALTHZ_OFF")).toEqual([
+        expect.objectContaining({
+          level: 40,
+          msg: expect.stringMatching(
+            /HTTP probe against a TCP port .* fails; .*--healthz-status does nothing without it$/,
+          ),
+        }),
+      ]);
     } finally {
       await agents.stop(a);
     }

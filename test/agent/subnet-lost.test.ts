@@ -179,11 +179,15 @@ describe.skipIf(!canUseNetns())("agents: a lost IPv4 subnet, replaced", () => {
     expect(await overlayDevices(a2.host)).toEqual([]);
     // A SIGHUP with the config in force, held while it reads net-conf.json: the loss's task queues behind it.
     const release = await holdNetConf(env.agents, a2, inForce);
-    env.agents.reload(a2);
     const watch = watchKernelEvents(a2.host);
-    await giveAwayHost2sSubnet(env, since);
-    await writeFile(macFile, mac);
-    await release();
+    try {
+      env.agents.reload(a2);
+      await giveAwayHost2sSubnet(env, since);
+    } finally {
+      // Even on a failure: the reload reading the FIFO holds the agent, and its stop, until then.
+      await writeFile(macFile, mac);
+      await release();
+    }
     const now = await env.agents.waitFor(
       a2,
       "a new subnet, ready again",
@@ -200,6 +204,9 @@ describe.skipIf(!canUseNetns())("agents: a lost IPv4 subnet, replaced", () => {
       r.code === "AGENT_SUBNET_LOST" || r.code === "AGENT_BACKEND_RESTARTED" ? [r.code] : [],
     );
     expect(order).toEqual(["AGENT_SUBNET_LOST", "AGENT_BACKEND_RESTARTED"]);
+    // The reload left the lane to the loss's task, and says so: before, it said it started it again.
+    const reloaded = (await logRecords(a2.dir, since)).filter((r) => String(r.msg).startsWith("reloaded:"));
+    expect(reloaded.map((r) => r.msg)).toEqual(["reloaded: the backend in force is the same, nothing to swap"]);
   });
 
   // Last: host2 ends here.

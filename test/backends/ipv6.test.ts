@@ -17,7 +17,7 @@ import { LabCluster, LAB_POD_NETWORK, LAB_POD_NETWORK6, type LabHost } from "../
 import { ping } from "../../src/lab/traffic.js";
 import { formatIpv6, ipv4Mapped, parseIpv6 } from "../../src/net/ipv6.js";
 import { canUseNetns, Netns } from "../support/netns.js";
-import { familyCtx, subnet6Of, subnetOf } from "./support.js";
+import { familyCtx, loggedTo, subnet6Of, subnetOf } from "./support.js";
 
 interface Node6 {
   host: LabHost;
@@ -129,6 +129,72 @@ describe.skipIf(!canUseNetns())("IPv6 over an underlay too small for it", () => 
         await backend.stop(false);
       }
     } finally {
+      await ns.destroy();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("an underlay MTU lowered at runtime below what IPv6 needs: flannel-v6 and weft-v6 do not follow it below 1280 but keep their MTU and IPv6 (BACKEND_UNDERLAY_MTU_LOWERED says so), and follow it back up", async () => {
+    // Before, reconcile set the device below 1280: the kernel took IPv6 off it and every later reconcile failed.
+    const ns = await Netns.create("b6f");
+    const dir = mkdtempSync(join(tmpdir(), "weft-v6-low-"));
+    const { logger, log } = loggedTo();
+    const backends: Backend[] = [];
+    try {
+      await ns.ip("link add eth0 type veth peer name eth0p");
+      await ns.ip("addr add 2001:2::b/64 nodad dev eth0");
+      await ns.ip("link set eth0 up");
+      const context = (i: number): BackendContext => ({
+        kernel: ns.kernel,
+        network: LAB_POD_NETWORK6,
+        subnet: subnet6Of(i),
+        underlay: { iface: "eth0", addr: 0xc612000b, addr6: parseIpv6("2001:2::b"), mtu: 1500 },
+        stateDir: dir,
+        logger,
+      });
+      backends.push(createBackend("vxlan", {}, context(1)));
+      backends.push(
+        withNetns(ns.name, () => createBackend("wasm-vxlan", { workers: 1, vni: 2, port: 8473 }, context(2))),
+      );
+      for (const b of backends) await b.start();
+      const devices: Array<[string, string]> = [
+        ["flannel-v6.1", "2001:2:0:8001::"],
+        ["weft-v6.2", "2001:2:0:8002::"],
+      ];
+      const mtus = async () =>
+        Promise.all(
+          devices.map(async ([d]) => (await ns.kernel.ipJson<Array<{ mtu: number }>>(["link", "show", d]))[0].mtu),
+        );
+      const reconcile = async () => {
+        for (const b of backends) await b.reconcile();
+      };
+      const lowered = () => log.lines.filter((l) => l.code === "BACKEND_UNDERLAY_MTU_LOWERED");
+      expect(await mtus()).toEqual([1430, 1430]);
+      await ns.ip("link set eth0 mtu 1400");
+      await reconcile();
+      expect(await mtus()).toEqual([1330, 1330]);
+      await ns.ip("link set eth0 mtu 1340");
+      await reconcile();
+      await reconcile();
+      expect(await mtus()).toEqual([1330, 1330]);
+      for (const [d, addr] of devices) {
+        expect(await ns.ip(`-6 addr show dev ${d} scope global`)).toContain(addr);
+        expect(await ns.exec(["cat", `/proc/sys/net/ipv6/conf/${d}/mtu`])).toBe("1330\n");
+      }
+      expect(lowered().map((l) => [l.underlayMtu, l.deviceMtu])).toEqual([
+        [1400, 1330],
+        [1400, 1330],
+        [1340, 1330],
+        [1340, 1330],
+      ]);
+      expect(lowered()[2].msg).toMatch(/below the 1280 IPv6 needs: it stays at 1330, .* at least 1350 /);
+      await ns.ip("link set eth0 mtu 1500");
+      await reconcile();
+      expect(await mtus()).toEqual([1430, 1430]);
+      expect(log.errors()).toEqual([]);
+      expect(backends.map((b) => b.counters().kernelErrors)).toEqual([0, 0]);
+    } finally {
+      for (const b of backends) await b.stop(false).catch(() => undefined);
       await ns.destroy();
       rmSync(dir, { recursive: true, force: true });
     }

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
-import { pino } from "pino";
+import { type Logger, pino } from "pino";
 import type {
   Backend,
   BackendAnnouncement,
@@ -46,9 +46,8 @@ export interface HostCtx {
   cleanup(): void;
 }
 
-/** A context for `host` leasing `subnet`, with a fresh state dir unless one is given (restarts). */
-export function hostCtx(host: LabHost, subnet: Ipv4Prefix, stateDir?: string): HostCtx {
-  const dir = stateDir ?? mkdtempSync(join(tmpdir(), `weft-${host.name}-`));
+/** A debug logger whose lines the test reads. */
+export function loggedTo(): { logger: Logger; log: LogBook } {
   const lines: LogBook["lines"] = [];
   const sink = new Writable({
     write(chunk, _enc, done) {
@@ -56,7 +55,16 @@ export function hostCtx(host: LabHost, subnet: Ipv4Prefix, stateDir?: string): H
       done();
     },
   });
-  const logger = pino({ level: "debug" }, sink);
+  return {
+    logger: pino({ level: "debug" }, sink),
+    log: { lines, errors: () => lines.filter((l) => l.level >= 50).map((l) => l.msg) },
+  };
+}
+
+/** A context for `host` leasing `subnet`, with a fresh state dir unless one is given (restarts). */
+export function hostCtx(host: LabHost, subnet: Ipv4Prefix, stateDir?: string): HostCtx {
+  const dir = stateDir ?? mkdtempSync(join(tmpdir(), `weft-${host.name}-`));
+  const { logger, log } = loggedTo();
   return {
     ctx: {
       kernel: host.ns.kernel,
@@ -66,7 +74,7 @@ export function hostCtx(host: LabHost, subnet: Ipv4Prefix, stateDir?: string): H
       stateDir: dir,
       logger,
     },
-    log: { lines, errors: () => lines.filter((l) => l.level >= 50).map((l) => l.msg) },
+    log,
     cleanup: () => rmSync(dir, { recursive: true, force: true }),
   };
 }

@@ -4,7 +4,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { cidrContains, networkOf, parseCidr } from "../../src/cni/cidr.js";
-import { parseDelConf, parseNetConf, parseSubnetEnvFile } from "../../src/cni/config.js";
+import { parseDelConf, parseGcConf, parseNetConf, parseSubnetEnvFile } from "../../src/cni/config.js";
 import type { CniError } from "../../src/cni/errors.js";
 import { delegateConfig } from "../../src/cni/plugin.js";
 
@@ -139,10 +139,26 @@ describe("weft cni: config", () => {
     expect(delegateConfig(c, parseSubnetEnvFile(ENV4, "f"))).toMatchObject({ hairpinMode: true });
     expect(parseDelConf(JSON.stringify({ DataDir: "/d" }))).toMatchObject({ dataDir: "/d" });
     expect(codeOf(() => parseNetConf(JSON.stringify({ name: "cbr0", type: "flannel", CNIVersion: "9.9.9" })))).toBe(1);
-    // Go would silently take the later spelling; refused, naming both.
-    const twice = JSON.stringify({ ...KUBE_FLANNEL_CNI_CONF, Delegate: {} });
+    // Two spellings neither of which is exact: Go would silently take the later one; refused, naming both.
+    const twice = JSON.stringify({ name: "cbr0", type: "flannel", Delegate: {}, DELEGATE: {} });
     expect(codeOf(() => parseNetConf(twice))).toBe(7);
-    expect(() => parseNetConf(twice)).toThrow(/"delegate" and "Delegate" are both the key delegate/);
+    expect(() => parseNetConf(twice)).toThrow(/"Delegate" and "DELEGATE" are both the key delegate/);
+  });
+
+  it("the exact spelling wins over another: libcni adds name and cniVersion to a config that spelled them otherwise", () => {
+    // As containerd and CRI-O hand it over for a file with "CNIVersion" and "Name".
+    const conf = JSON.stringify({
+      CNIVersion: "0.3.1",
+      Name: "old",
+      cniVersion: "1.0.0",
+      name: "cbr0",
+      type: "flannel",
+      Delegate: { hairpinMode: false },
+      delegate: { hairpinMode: true },
+    });
+    expect(parseNetConf(conf)).toMatchObject({ cniVersion: "1.0.0", name: "cbr0", delegate: { hairpinMode: true } });
+    expect(parseGcConf(conf)).toMatchObject({ cniVersion: "1.0.0" });
+    expect(parseDelConf(conf)).toBeDefined();
   });
 
   it("DEL reads only dataDir and prevResult: delegate keys ADD refuses (name, ipam) do not stop it", () => {

@@ -117,6 +117,10 @@ describe("net-conf.json", () => {
     ).toThrow(
       /^net-conf\.json: Backend: VNI is valid for vxlan, wasm-vxlan; MTU is valid for vxlan; Port is valid for vxlan, udp, wasm-vxlan, not host-gw; remove them$/,
     );
+    // Keys match regardless of case, so does the message that names their types.
+    expect(() => parse({ Network: "10.244.0.0/16", Backend: { Type: "host-gw", vni: 1 } })).toThrow(
+      /^net-conf\.json: Backend: vni is valid for vxlan, wasm-vxlan, not host-gw; remove it$/,
+    );
   });
 
   it("accepts the keys of flannel's Windows backends (its Helm chart writes MacPrefix) and ignores them", () => {
@@ -238,8 +242,12 @@ describe("net-conf.json", () => {
     expect(() => parse({ Network: "10.244.0.0/16", subnetlem: 24 })).toThrow(
       /unknown key\(s\) subnetlem; allowed here/,
     );
+    expect(() => parse({ Network: "10.244.0.0/16", Backend: { type: "vxlan", vnid: 2 } })).toThrow(
+      /Backend: unknown key\(s\) vnid; allowed here: .*\(Backend\.Type vxlan\)$/,
+    );
+    // Another Type's key in another case is that Type's key, said so.
     expect(() => parse({ Network: "10.244.0.0/16", Backend: { type: "vxlan", workers: 2 } })).toThrow(
-      /Backend: unknown key\(s\) workers; allowed here: .*\(Backend\.Type vxlan\)$/,
+      /Backend: workers is valid for udp, wasm-vxlan, not vxlan; remove it$/,
     );
     expect(() => parse({ Network: "10.244.0.0/16", Backend: { Type: "IPSEC" } })).toThrow(
       /Backend\.Type is "ipsec"; valid types are/,

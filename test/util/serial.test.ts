@@ -29,6 +29,22 @@ describe("SerialQueue", () => {
     );
   });
 
+  it("is busy from a task's queueing until every task queued has settled, failed ones included", async () => {
+    const q = new SerialQueue();
+    expect(q.busy).toBe(false);
+    const first = q.run(async () => {
+      await tick();
+      throw new Error("first failed");
+    });
+    const second = q.run(() => tick());
+    expect(q.busy).toBe(true);
+    await first.catch(() => undefined);
+    expect(q.busy).toBe(true);
+    await second;
+    await q.idle();
+    expect(q.busy).toBe(false);
+  });
+
   it("does not start a task in the call that queues it", async () => {
     const q = new SerialQueue();
     let started = false;

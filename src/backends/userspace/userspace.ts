@@ -80,7 +80,7 @@ export class UserspaceBackend implements Backend {
   readonly mtu: number;
   /** The TUN device's MTU: what fits the underlay after this family's encapsulation. */
   private readonly deviceMtu: number;
-  /** deviceMtu, or what the underlay interface carries once its MTU was lowered. */
+  /** deviceMtu, or what the underlay interface carries once its MTU was lowered (IPv6: not below 1280). */
   private readonly underlayMtu: UnderlayMtu;
   /** BACKEND_GSO_TOO_BIG was logged (once: the counter tells how it goes on). */
   private gsoTooBigLogged = false;
@@ -148,7 +148,15 @@ export class UserspaceBackend implements Backend {
       );
     this.tunName = tunDeviceName(type, this.vni, this.family);
     if (this.family === 6) assertIpv6Mtu(this.tunName, this.deviceMtu, underlayMtu, overhead);
-    this.underlayMtu = new UnderlayMtu(this.logger, this.tunName, this.deviceMtu, ctx.underlay.mtu, overhead, this.mtu);
+    this.underlayMtu = new UnderlayMtu(
+      this.logger,
+      this.tunName,
+      this.deviceMtu,
+      ctx.underlay.mtu,
+      overhead,
+      this.mtu,
+      this.family === 6,
+    );
     this.vtepMac = loadVtepMac(ctx.stateDir, this.family);
     this.socketFamily = this.family === 4 || overIpv4 ? 4 : 6;
     const listenAddr = this.socketFamily === 4 ? ctx.underlay.addr : ctx.underlay.addr6;
@@ -338,7 +346,7 @@ export class UserspaceBackend implements Backend {
         `route replace ${formatAnyPrefix(network)} dev ${tun} proto kernel${this.family === 4 ? " scope link" : ""} src ${formatAddr(subnet.addr)}`,
       );
     }
-    const mtu = this.underlayMtu.fitting(lower);
+    const mtu = this.underlayMtu.fitting(lower, link?.mtu);
     if (link && link.mtu !== mtu) lines.push(`link set ${tun} mtu ${mtu}`);
     if (!link?.up) lines.push(`link set ${tun} up`);
     if (lines.length === 0) return;
@@ -360,7 +368,7 @@ export class UserspaceBackend implements Backend {
    */
   private noteGsoTooBig(): void {
     if (this.gsoTooBigLogged) return;
-    const sends = this.dataplane.counters().io.udpGsoTooBig;
+    const sends = this.dataplane.ioCounter("udpGsoTooBig");
     if (sends === 0n) return;
     this.gsoTooBigLogged = true;
     this.logger.warn(

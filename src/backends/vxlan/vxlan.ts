@@ -99,6 +99,7 @@ export class VxlanBackend extends KernelBackend {
       ctx.underlay.mtu,
       headroom,
       this.mtu,
+      this.family === 6,
     );
     this.local = underlayAddr(ctx);
   }
@@ -127,7 +128,7 @@ export class VxlanBackend extends KernelBackend {
   protected async ensureDevices(): Promise<void> {
     const { kernel } = this.ctx;
     const [link, lower] = await readLinks(kernel, [this.entryDevice, this.ctx.underlay.iface]);
-    const spec = this.spec(this.underlayMtu.fitting(lower));
+    const spec = this.spec(this.underlayMtu.fitting(lower, link?.mtu));
     const mismatch = link && vxlanDeviceMismatch(link, spec);
     if (link && !mismatch) {
       await this.fixDevice(link, spec.mtu);
