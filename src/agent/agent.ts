@@ -408,8 +408,10 @@ export class Agent {
   private async startBackend(): Promise<void> {
     await this.removeStaleDevices();
     await this.removeFlannelMasq();
-    // A lane waiting for a new subnet after a loss is started once it has one (startLeased).
-    for (const lane of this.lanes) if (lane.subnet) await this.startLane(lane);
+    // A lane waiting for a new subnet after a loss is started once it has one (startLeased); so is
+    // one whose loss's task is queued behind this swap: before, the swap programmed and announced
+    // the lost subnet until that task ran.
+    for (const lane of this.lanes) if (this.holds(lane)) await this.startLane(lane);
     await this.publish();
   }
 
@@ -804,7 +806,9 @@ export class Agent {
     const gone = await this.serially(async () => {
       const lane = this.forgetLost(lost, `removing ${this.opts.subnetFile} and stopping its backend`);
       if (!lane) return undefined;
-      const running = lane.backend !== undefined;
+      // Down but not failed: a swap stopped it and left it to this task (startBackend). Started
+      // anew as a running lane is, not as a failed backend's restart (AGENT_BACKEND_RESTARTED).
+      const running = lane.backend !== undefined || lane.failed === undefined;
       // subnet.env first: a stop that fails (and makes the agent exit) must not leave it to the CNI plugin.
       await rm(this.opts.subnetFile, { force: true });
       await this.stopLane(lane);
