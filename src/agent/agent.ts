@@ -65,6 +65,15 @@ const WAITING_FOR_LEASE = "waiting for a subnet lease";
 /** Waits before a failed backend's lane is started again after a start (or its publish) that failed: doubling, back to min once one runs. */
 const RESTART_BACKOFF_MS = { min: 1000, max: 30_000 };
 
+/**
+ * A backend that fails within this long of its restart after a failure died young: its next
+ * restart waits for a backoff instead of running at once, as a backend whose workers die at every
+ * start (8 deaths take ~1.3 s) flapped the node ready and not ready every ~2 s for ever. A minute,
+ * as the dataplane counts a worker healthy after a minute without a death: one that served that
+ * long failed anew, and is restarted at once.
+ */
+const YOUNG_FAILURE_MS = 60_000;
+
 /** One address family's side of the node: its lease, the backend instance carrying it, and the
  *  peer sync that keeps that instance's peers equal to the control plane's peers of the family. */
 interface Lane {
@@ -77,6 +86,10 @@ interface Lane {
   failed?: Error;
   /** Backends of this lane replaced after such a failure (weft_backend_restarts_total). */
   restarts: number;
+  /** When (performance.now()) its running backend was started in place of a failed one; undefined if by a start or a swap. */
+  restartedAt?: number;
+  /** Its backends that failed in a row within YOUNG_FAILURE_MS of their restart: the wait before the next doubles with each. */
+  youngFailures: number;
 }
 
 function sumCounters(a: BackendCounters, c: BackendCounters): BackendCounters {
@@ -149,6 +162,7 @@ export class Agent {
       const lane: Lane = {
         family: 4,
         restarts: 0,
+        youngFailures: 0,
         sync: new PeerSync(
           () => control.peers(),
           () => lane.backend,
@@ -161,6 +175,7 @@ export class Agent {
       const lane: Lane = {
         family: 6,
         restarts: 0,
+        youngFailures: 0,
         sync: new PeerSync(
           () => control.peers6(),
           () => lane.backend,
@@ -399,8 +414,10 @@ export class Agent {
   private async startBackend(): Promise<void> {
     await this.removeStaleDevices();
     await this.removeFlannelMasq();
-    // A lane waiting for a new subnet after a loss is started once it has one (startLeased).
-    for (const lane of this.lanes) if (lane.subnet) await this.startLane(lane);
+    // A lane waiting for a new subnet after a loss is started once it has one (startLeased); so is
+    // one whose loss's task is queued behind this swap: before, the swap programmed and announced
+    // the lost subnet until that task ran.
+    for (const lane of this.lanes) if (this.holds(lane)) await this.startLane(lane);
     await this.publish();
   }
 
@@ -501,6 +518,7 @@ export class Agent {
       );
       throw err;
     }
+    lane.restartedAt = lane.failed ? performance.now() : undefined;
     lane.failed = undefined;
   }
 
@@ -626,16 +644,27 @@ export class Agent {
    * A family's backend stopped carrying pod traffic by itself (a userspace backend's TUN device was
    * deleted). As a kernel backend's reconcile makes a deleted device again, the lane gets a new
    * instance (device, queues, peers), behind any backend change under way; until it runs the node
-   * is not ready. One replaced meanwhile (a reload, a lost subnet) needs nothing.
+   * is not ready. One replaced meanwhile (a reload, a lost subnet) needs nothing. One that failed
+   * soon after such a restart (YOUNG_FAILURE_MS) is started again after the restarts' backoff.
    */
   private backendFailed(lane: Lane, backend: Backend, err: Error): void {
     void this.serially(async () => {
       if (lane.backend !== backend) return;
       this.ready = false;
       this.waitingFor = `a new IPv${lane.family} ${backend.type} backend: the running one stopped carrying pod traffic (${err.message})`;
+      const young = lane.restartedAt !== undefined && performance.now() - lane.restartedAt < YOUNG_FAILURE_MS;
+      lane.youngFailures = young ? lane.youngFailures + 1 : 0;
+      // Doubling with each young failure in a row: the publish of each restart in between set the
+      // agent's backoff back to its start, and the lane's own count must not be undone by it.
+      if (young)
+        this.restartBackoffMs = Math.max(
+          this.restartBackoffMs,
+          Math.min(RESTART_BACKOFF_MS.min * 2 ** (lane.youngFailures - 1), RESTART_BACKOFF_MS.max),
+        );
+      const wait = young ? this.restartBackoffMs : undefined;
       this.log.error(
-        { err, code: "AGENT_BACKEND_FAILED", family: lane.family },
-        `the IPv${lane.family} ${backend.type} backend stopped carrying pod traffic: this node is not ready until a new one runs; starting it`,
+        { err, code: "AGENT_BACKEND_FAILED", family: lane.family, ...(young && { retryInMs: wait }) },
+        `the IPv${lane.family} ${backend.type} backend stopped carrying pod traffic: this node is not ready until a new one runs; ${young ? `it failed within ${YOUNG_FAILURE_MS / 1000} s of its restart (${lane.youngFailures} in a row): starting it in ${wait} ms (SIGHUP starts it at once)` : "starting it"}`,
       );
       lane.failed = err;
       lane.restarts++;
@@ -645,7 +674,9 @@ export class Agent {
         false,
         `stopping the failed IPv${lane.family} backend failed (see err); starting a new one all the same`,
       );
-      await this.restartFailed();
+      // Announced as down while it waits: peers drop their routes to it meanwhile.
+      if (young) this.retryDown(err);
+      else await this.restartFailed();
     }).catch((e) => this.publishFailed(e));
   }
 
@@ -666,7 +697,8 @@ export class Agent {
   }
 
   /**
-   * A swap left lanes without a backend (its rollback, or its stop, failed): they are announced
+   * A swap left lanes without a backend (its rollback, or its stop, failed), or a backend failed
+   * soon after its restart (backendFailed): they are announced
    * as down and started again with the restarts' backoff, then published, as a crash loop under a
    * supervisor would; a cause that passes (a transient failure, a file put back) needs no
    * operator. Returns the wait.
@@ -780,7 +812,9 @@ export class Agent {
     const gone = await this.serially(async () => {
       const lane = this.forgetLost(lost, `removing ${this.opts.subnetFile} and stopping its backend`);
       if (!lane) return undefined;
-      const running = lane.backend !== undefined;
+      // Down but not failed: a swap stopped it and left it to this task (startBackend). Started
+      // anew as a running lane is, not as a failed backend's restart (AGENT_BACKEND_RESTARTED).
+      const running = lane.backend !== undefined || lane.failed === undefined;
       // subnet.env first: a stop that fails (and makes the agent exit) must not leave it to the CNI plugin.
       await rm(this.opts.subnetFile, { force: true });
       await this.stopLane(lane);

@@ -12,7 +12,7 @@
 // - lost while a backend swap is under way (its loss's task queued behind it): subnet.env goes at
 //   once, and the swap's publish neither writes the lost subnet again nor says ready; nor does a
 //   publish under way when the agent is stopped; a down lane's restart queued before the loss's
-//   task (a SIGHUP's) does not start it on the lost subnet;
+//   task (a SIGHUP's) does not start it on the lost subnet, nor does a swap queued so;
 // - lost while the node was down: the subnet.env its restart kept goes once the join says so, and
 //   if it cannot be removed, the agent exits 1 (AGENT_FATAL).
 import { execFileSync } from "node:child_process";
@@ -53,6 +53,9 @@ const giveAwayHost2sSubnet = async (env: AgentLab, since: number) => {
     30_000,
   );
 };
+
+/** The address a vxlan device of `subnet` gets, as `ip monitor` shows it. */
+const address = (subnet: string) => `inet ${formatIpv4(parsePrefix(subnet).addr)}/32`;
 
 describe.skipIf(!canUseNetns())("agents: a lost IPv4 subnet, replaced", () => {
   const env = agentLab({
@@ -156,9 +159,39 @@ describe.skipIf(!canUseNetns())("agents: a lost IPv4 subnet, replaced", () => {
     );
   });
 
-  it("a SIGHUP's restart of a down lane, queued before the loss's task, starts nothing on the lost subnet: the loss's task starts it on the new one", async () => {
+  /**
+   * Holds host2's next SIGHUP while it reads net-conf.json (the loss's task queues behind it),
+   * takes host2's subnet away meanwhile, runs `meanwhile`, then lets the reload read `text`:
+   * `device` is made on the new subnet once that is leased, never on the lost one.
+   */
+  const loseBehindReload = async (since: number, text: string, device: string, meanwhile?: () => Promise<void>) => {
     const a2 = env.all[1];
     const lost = (await env.agents.status(a2)).subnet!;
+    const release = await holdNetConf(env.agents, a2, text);
+    env.agents.reload(a2);
+    const watch = watchKernelEvents(a2.host);
+    try {
+      await giveAwayHost2sSubnet(env, since);
+    } finally {
+      // Even on a failure: the reload reading the FIFO holds the agent, and its stop, until then.
+      await meanwhile?.();
+      await release();
+    }
+    const now = await env.agents.waitFor(
+      a2,
+      "a new subnet, ready again",
+      (st) => st.ready && st.subnet !== undefined && st.subnet !== lost,
+      60_000,
+    );
+    const events = await watch.stop(device);
+    // Before, the reload's start made the device with the lost subnet's address (and announced
+    // it) until the loss's task stopped it again.
+    expect(events.filter((e) => e.includes(address(lost)))).toEqual([]);
+    expect(events.some((e) => e.includes(address(now.subnet!)))).toBe(true);
+  };
+
+  it("a SIGHUP's restart of a down lane, queued before the loss's task, starts nothing on the lost subnet: the loss's task starts it on the new one", async () => {
+    const a2 = env.all[1];
     const macFile = join(a2.stateDir, VTEP_MAC_FILE);
     const mac = await readFile(macFile, "utf8");
     const inForce = await readFile(env.agents.netConfPath(a2), "utf8");
@@ -177,29 +210,8 @@ describe.skipIf(!canUseNetns())("agents: a lost IPv4 subnet, replaced", () => {
       20_000,
     );
     expect(await overlayDevices(a2.host)).toEqual([]);
-    // A SIGHUP with the config in force, held while it reads net-conf.json: the loss's task queues behind it.
-    const release = await holdNetConf(env.agents, a2, inForce);
-    const watch = watchKernelEvents(a2.host);
-    try {
-      env.agents.reload(a2);
-      await giveAwayHost2sSubnet(env, since);
-    } finally {
-      // Even on a failure: the reload reading the FIFO holds the agent, and its stop, until then.
-      await writeFile(macFile, mac);
-      await release();
-    }
-    const now = await env.agents.waitFor(
-      a2,
-      "a new subnet, ready again",
-      (st) => st.ready && st.subnet !== undefined && st.subnet !== lost,
-      60_000,
-    );
-    const events = await watch.stop("flannel.1");
-    const address = (subnet: string) => `inet ${formatIpv4(parsePrefix(subnet).addr)}/32`;
-    // Before, the SIGHUP's restart made flannel.1 with the lost subnet's address (and announced
-    // it) until the loss's task stopped it again.
-    expect(events.filter((e) => e.includes(address(lost)))).toEqual([]);
-    expect(events.some((e) => e.includes(address(now.subnet!)))).toBe(true);
+    // A SIGHUP with the config in force: its restart of the down lane.
+    await loseBehindReload(since, inForce, "flannel.1", () => writeFile(macFile, mac));
     const order = (await logRecords(a2.dir, since)).flatMap((r) =>
       r.code === "AGENT_SUBNET_LOST" || r.code === "AGENT_BACKEND_RESTARTED" ? [r.code] : [],
     );
@@ -207,6 +219,22 @@ describe.skipIf(!canUseNetns())("agents: a lost IPv4 subnet, replaced", () => {
     // The reload left the lane to the loss's task, and says so: before, it said it started it again.
     const reloaded = (await logRecords(a2.dir, since)).filter((r) => String(r.msg).startsWith("reloaded:"));
     expect(reloaded.map((r) => r.msg)).toEqual(["reloaded: the backend in force is the same, nothing to swap"]);
+  });
+
+  it("a SIGHUP's swap, queued before the loss's task, starts nothing on the lost subnet: the loss's task starts the new backend on the new one, as no failed backend's restart", async () => {
+    const a2 = env.all[1];
+    const since = await env.agents.logSize(a2);
+    // A SIGHUP swapping to VNI 3.
+    await loseBehindReload(
+      since,
+      JSON.stringify({ Network: NETWORK, Backend: { Type: "vxlan", VNI: 3 } }),
+      "flannel.3",
+    );
+    // No failed backend was restarted: the swap stopped the lane, and the loss's task started it.
+    const order = (await logRecords(a2.dir, since)).flatMap((r) =>
+      r.msg === "ready" ? ["ready"] : typeof r.code === "string" && r.code.startsWith("AGENT_") ? [r.code] : [],
+    );
+    expect(order).toEqual(["AGENT_SUBNET_LOST", "AGENT_SUBNET_REPLACED", "ready"]);
   });
 
   // Last: host2 ends here.
