@@ -3,7 +3,7 @@
 // `bundle`, Node.js itself and the plugin's few files are copied next to it, for hosts (a
 // Kubernetes node) that have no Node.js: the init container of deploy/kubernetes/weft.yaml.
 import { chmod, copyFile, cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
-import { basename, dirname, join } from "node:path";
+import { basename, dirname, join, relative, resolve } from "node:path";
 import { writeFileAtomic } from "../fs/atomic-write.js";
 import { projectFile } from "../paths.js";
 
@@ -34,17 +34,39 @@ async function bundle(binDir: string, name: string): Promise<[string, string]> {
   const dir = await mkdtemp(join(binDir, `weft-cni.${name}.`));
   await chmod(dir, 0o755);
   const entry = pluginEntry();
-  // Only what the plugin loads: its own modules, the error root, the atomic write helper, the
-  // kernel commands (GC's iptables), zod and Node.js.
-  for (const sub of ["fs", "kernel"]) await mkdir(join(dir, "dist", "src", sub), { recursive: true });
-  await cp(dirname(entry), join(dir, "dist", "src", "cni"), { recursive: true });
-  for (const file of [["fs", "atomic-write.js"], ["kernel", "iproute.js"], ["errors.js"]])
-    await copyFile(projectFile("dist", "src", ...file), join(dir, "dist", "src", ...file));
+  // Only what the plugin loads (its modules and theirs, found by their imports: a list kept by
+  // hand missed a module one of them came to import), zod and Node.js.
+  const dist = projectFile("dist");
+  for (const file of await pluginModules(entry)) {
+    const to = join(dir, "dist", relative(dist, file));
+    await mkdir(dirname(to), { recursive: true });
+    await copyFile(file, to);
+  }
   await cp(projectFile("node_modules", "zod"), join(dir, "node_modules", "zod"), { recursive: true });
   await writeFile(join(dir, "package.json"), JSON.stringify({ name: "weft-cni", private: true, type: "module" }));
   await copyFile(process.execPath, join(dir, "node"));
   const copy = basename(dir);
   return [join(copy, "node"), join(copy, "dist", "src", "cni", "entry.js")];
+}
+
+/**
+ * The compiled modules `entry` loads, itself included: relative imports followed from file to
+ * file. Other imports may be Node.js's own or zod, which the bundle has; anything else would be
+ * missing from it, so it is refused here rather than when a runtime runs the plugin.
+ */
+async function pluginModules(entry: string): Promise<string[]> {
+  const found = new Set<string>([entry]);
+  for (const file of found) {
+    const text = await readFile(file, "utf8");
+    const specs = text.matchAll(/^(?:import|export)\s[^;"'`]*?\bfrom\s*["']([^"']+)["']|^import\s*["']([^"']+)["']/gm);
+    for (const [, from, bare] of specs) {
+      const spec = from ?? bare;
+      if (spec.startsWith(".")) found.add(resolve(dirname(file), spec));
+      else if (!spec.startsWith("node:") && spec !== "zod")
+        throw new Error(`${file} imports ${spec}, which a bundled CNI plugin does not have`);
+    }
+  }
+  return [...found];
 }
 
 /**
