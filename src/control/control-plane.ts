@@ -176,7 +176,7 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
             isIP(host)
               ? Promise.resolve([isIPv6(host) ? formatIpv6(parseIpv6(host)) : host])
               : lookup(host, { all: true, family }).then((r) => r.map((a) => a.address))),
-        join: (addrs) => this.memberlist.join(addrs),
+        join: (addrs, merged) => this.memberlist.join(addrs, merged),
         saved: () => this.savedMembers?.current() ?? [],
         othersAlive: () => this.memberlist.numMembers() - 1,
         self: deps.transport.local,

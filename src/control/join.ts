@@ -39,8 +39,9 @@ export interface JoinerDeps {
   readonly random: Random;
   /** Addresses of a host name or literal (several for a DNS name with several records). */
   readonly resolve: (host: string) => Promise<string[]>;
-  /** One join round (memberlist's push-pull with each address); resolves to how many answered. */
-  readonly join: (addrs: Addr[]) => Promise<number>;
+  /** One join round (memberlist's push-pull with each address); resolves to how many answered,
+   *  calling `merged` once the first answer's ring is merged (the others may take tcpTimeoutMs). */
+  readonly join: (addrs: Addr[], merged: () => void) => Promise<number>;
   /** The members' addresses saved for a restart, as they stand now (those that left are out). */
   readonly saved?: () => readonly Addr[];
   /** Alive or suspect members other than this node. */
@@ -55,7 +56,8 @@ export interface JoinerDeps {
 /** Where joining stands, for `weft status` and readiness. */
 export type JoinState =
   /** The join list is empty, or names only this node, and no saved member answered the first
-   *  round: it starts a cluster of its own (retrying the saved members meanwhile). */
+   *  round (or is left to try when rejoining): it starts a cluster of its own (retrying the saved
+   *  members meanwhile, if any). */
   | "standalone"
   /** No target has answered yet: retrying (or, with saved members, the first round is under way). */
   | "joining"
@@ -113,7 +115,7 @@ export class Joiner {
     this.timer = undefined;
   }
 
-  /** Resolves once a target has answered, or once it is standalone (at once without saved
+  /** Resolves once a target's ring is merged, or once it is standalone (at once without saved
    *  members, else after the first round); rejects on a name conflict. */
   reached(): Promise<void> {
     if (this.fatal) return Promise.reject(this.fatal);
@@ -172,37 +174,44 @@ export class Joiner {
       ...this.targets.map((t) => ({ t, fromList: true })),
       ...this.saved().map((t) => ({ t, fromList: false })),
     ];
-    await Promise.all(
+    const resolved = await Promise.all(
       entries.map(async ({ t, fromList }) => {
         try {
-          for (const host of await this.deps.resolve(t.host)) {
-            const key = formatHostPort(host, t.port);
-            if (host === this.deps.self.host && t.port === this.deps.self.port) continue;
-            if (fromList) listed++;
-            if (!seen.has(key)) addrs.push({ host, port: t.port });
-            seen.add(key);
-          }
+          const hosts = (await this.deps.resolve(t.host)).filter(
+            (host) => host !== this.deps.self.host || t.port !== this.deps.self.port,
+          );
+          if (fromList) listed += hosts.length;
+          return hosts.map((host) => ({ host, port: t.port }));
         } catch (err) {
           if (fromList) listed++;
           failures.push(`${t.host}: ${(err as { code?: string }).code ?? (err as Error).message}`);
+          return [];
         }
       }),
     );
+    // In the order given, the list before the saved members: the first address is asked for the
+    // full state (memberlist.join), as before members were saved.
+    for (const a of resolved.flat()) {
+      const key = formatHostPort(a.host, a.port);
+      if (!seen.has(key)) addrs.push(a);
+      seen.add(key);
+    }
     if (this.stopped) return;
     const alone = listed === 0;
-    // Nobody to reach at all.
-    if (addrs.length === 0 && failures.length === 0) return this.state === "joining" ? this.alone() : undefined;
+    // Nobody to reach at all (at the start, or rejoining once every saved member left).
+    if (addrs.length === 0 && failures.length === 0) return this.alone();
     let answered = 0;
     try {
-      if (addrs.length > 0) answered = await this.deps.join(addrs);
+      if (addrs.length > 0) answered = await this.deps.join(addrs, () => this.merged());
     } catch (err) {
       if (isWeftError(err, "GOSSIP_NAME_CONFLICT")) return this.nameConflict(err as Error);
       failures.push((err as Error).message);
     }
     if (this.stopped) return;
-    if (answered > 0) return this.joined(answered, addrs.length);
-    // Members may have found us meanwhile (they join us too): then there is nothing to retry.
-    if (this.deps.othersAlive() > 0) return this.joined(0, addrs.length);
+    // Members may have found us meanwhile (they join us too): then there is nothing to retry. With
+    // none alive, those that answered are gone again (memberGone found this round under way).
+    if (this.deps.othersAlive() > 0) return this.joined(answered, addrs.length);
+    if (this.state === "joined") this.state = "rejoining";
     // Only saved members were tried, and none answered: run standalone, retrying them meanwhile.
     if (alone && this.state === "joining") this.alone();
     this.failedRounds++;
@@ -211,7 +220,7 @@ export class Joiner {
     this.lastError =
       addrs.length === 0 && failures.length > 0
         ? failures.join("; ")
-        : `none of ${addrs.length} address(es) answered${failures.length ? ` (${failures.join("; ")})` : ""}`;
+        : `${answered > 0 ? `${answered} of ${addrs.length} address(es) answered, but their members are gone again` : `none of ${addrs.length} address(es) answered`}${failures.length ? ` (${failures.join("; ")})` : ""}`;
     // Saved members alone may be gone for good (replaced nodes): a few lines, then quiet.
     const quiet = alone && this.failedRounds > QUIET_AFTER_ROUNDS;
     const last = alone && this.failedRounds === QUIET_AFTER_ROUNDS ? "; further retries are logged at debug" : "";
@@ -223,6 +232,13 @@ export class Joiner {
       this.timer = undefined;
       this.attempt();
     });
+  }
+
+  /** The first answer's ring is merged: reached, though the round still waits for the others. */
+  private merged(): void {
+    if (this.stopped || this.state === "joined" || this.state === "name-conflict") return;
+    this.state = "joined";
+    for (const w of this.reachedWaiters.splice(0)) w.resolve();
   }
 
   private joined(answered: number, tried: number): void {

@@ -4,9 +4,10 @@
 // others hold it as left and never send to it again, so it stayed alone until each of them
 // restarted; kept on exit, it waited for one's push-pull to find it. Saved every minute when the
 // set changed, and at stop: at most MEMBERS_KEPT addresses (one that answers is enough). A saved
-// address is dropped only when something contradicts it (its member left, or it is this node's):
-// a node that knows nobody else when it saves (stopped before its first round merged anything, or
-// alone for a while) keeps the file it has, so the file is also rarely rewritten.
+// address is dropped when its member left, when it is this node's, or when this node knows another
+// member and no record holds it (a replaced node, a reaped tombstone): a node that knows nobody
+// else when it saves (stopped before its first round merged anything, or alone for a while) keeps
+// the addresses nothing contradicts, as they are all it has to rejoin with.
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { WeftError } from "../errors.js";
@@ -55,7 +56,7 @@ export class FileMemberStore implements MemberStore {
     if (!Array.isArray(members) || !members.every(valid))
       throw new WeftError(
         "GOSSIP_MEMBERS_FILE_INVALID",
-        `${this.file} is damaged; it is rewritten within a minute, or delete it (it only helps a restart rejoin)`,
+        `${this.file} is damaged; it is rewritten at the first save once this node knows a member, or delete it (it only helps a restart rejoin)`,
       );
     return members.map(({ host, port }) => ({ host, port }));
   }
@@ -72,14 +73,15 @@ export class FileMemberStore implements MemberStore {
 const key = (a: Addr) => `${a.host}:${a.port}`;
 
 /** The saved addresses nothing contradicts: not this node's, and not held only by members that left
- *  (an address reused by a new member stays). One not known at all may still be a member's. */
+ *  (an address reused by a new member stays). One no record holds may still be a member's while
+ *  this node knows nobody else; once it knows another member, whose ring would hold it, it is out. */
 export function stillSaved(saved: readonly Addr[], members: readonly NodeView[], self: string): Addr[] {
   const live = new Set(members.filter((m) => m.name !== self && m.state !== "left").map(key));
   const gone = new Set(members.filter((m) => m.name === self || m.state === "left").map(key));
   const seen = new Set<string>();
   return saved.filter((a) => {
     const k = key(a);
-    if (seen.has(k) || (gone.has(k) && !live.has(k))) return false;
+    if (seen.has(k) || (live.size > 0 ? !live.has(k) : gone.has(k))) return false;
     seen.add(k);
     return true;
   });
@@ -88,9 +90,8 @@ export function stillSaved(saved: readonly Addr[], members: readonly NodeView[],
 /**
  * The addresses to keep, up to MEMBERS_KEPT: the saved ones held by a member that has not left,
  * then other members at random, live ones first (dead ones may be back after a partition; left
- * ones said goodbye), then the saved ones no member holds (unknown to this run, not contradicted).
- * Undefined when that is the set saved already, or when it is empty: nobody known is no reason to
- * forget whom the last run knew.
+ * ones said goodbye); knowing none, the saved ones nothing contradicts. Undefined when that is the
+ * set saved already; empty when every saved address was contradicted (its member left).
  */
 export function membersToKeep(
   saved: readonly Addr[],
@@ -108,10 +109,11 @@ export function membersToKeep(
     .map((m) => ({ m, order: (m.state === "dead" ? 1 : 0) + random.next() }))
     .sort((x, y) => x.order - y.order)
     .map(({ m }) => ({ host: m.host, port: m.port }));
+  // The saved ones no member holds: none once this node knows another member (stillSaved).
   keep.push(...shuffled, ...valid.filter((a) => !held.has(key(a))));
   keep.splice(MEMBERS_KEPT);
   const same = keep.length === saved.length && keep.every((a) => saved.some((s) => key(s) === key(a)));
-  return same || keep.length === 0 ? undefined : keep;
+  return same ? undefined : keep;
 }
 
 export interface SavedMembersDeps {

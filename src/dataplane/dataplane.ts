@@ -138,8 +138,8 @@ export interface UserspaceDataplaneOptions {
    * place, the error's code saying why: its TUN device was deleted (DATAPLANE_TUN_GONE: its queues
    * read nothing again), a worker died WORKER_DEATHS_TO_FAIL times in a row
    * (DATAPLANE_WORKER_CRASH_LOOP: a restart does not cure the cause), or a worker thread could not
-   * start (DATAPLANE_WORKER_START_FAILED: piscina starts no thread after that, so a dead worker's
-   * task waits for ever). The owner stops it and starts a new one (the agent restarts the backend's
+   * start (DATAPLANE_WORKER_START_FAILED: piscina replaces no dead thread after that, and a thread
+   * a new task starts fails the same way, so a dead worker's task waits for ever). The owner stops it and starts a new one (the agent restarts the backend's
    * lane, the node not ready meanwhile). Not called for a stop().
    */
   onFailed?: (err: WeftError) => void;
@@ -322,8 +322,9 @@ export class UserspaceDataplane {
   /** onFailed was called. */
   private failed = false;
   /**
-   * The pool failed to start a thread: it starts none after that (piscina), so a task it was given
-   * then waits in its queue for ever, and stop() must not wait for it.
+   * The pool failed to start a thread: piscina replaces no dead thread after that (a task given to
+   * it starts one, which fails the same way), so the task waits in its queue for ever, and stop()
+   * must not wait for it.
    */
   private poolBroken = false;
   /** The first stop()'s work, which every later stop() waits for. */
@@ -798,16 +799,18 @@ export class UserspaceDataplane {
     this.fail(err);
   }
 
-  /** piscina's 'error': a thread that failed to start (its task, if any, failed with the error instead). */
+  /** piscina's 'error': a thread that failed to start (its task, if any, failed with the error
+   *  instead). Each supervisor retry starts another, which fails too: logged at error once. */
   private onPoolError(cause: Error): void {
     this.poolBroken = true;
     if (this.stopping) return;
     const err = new WeftError(
       "DATAPLANE_WORKER_START_FAILED",
-      `a dataplane worker thread failed to start (${(cause as NodeJS.ErrnoException).code ?? cause.message}; cause says why: a process or thread limit, dist/ or build/weft.wasm replaced under the running agent) and no thread is started after that, so a dead worker's queue pairs stay down: stop this dataplane and start a new one (the agent does so itself, not ready meanwhile)`,
+      `a dataplane worker thread failed to start (${(cause as NodeJS.ErrnoException).code ?? cause.message}; cause says why: a process or thread limit, dist/ or build/weft.wasm replaced under the running agent) and a dead thread is not replaced after that, so a dead worker's queue pairs stay down: stop this dataplane and start a new one (the agent does so itself, not ready meanwhile)`,
       { cause },
     );
-    this.opts.logger?.error({ err }, "dataplane worker thread failed to start");
+    if (this.failed) this.opts.logger?.debug({ err }, "dataplane worker thread failed to start (again)");
+    else this.opts.logger?.error({ err }, "dataplane worker thread failed to start");
     this.fail(err);
   }
 

@@ -457,9 +457,7 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     async (leave) => {
       const { sim, s, w1, w2 } = await seedAndWorkers(9);
       await sim.runFor(10_000);
-      const stopping = sim.stop(s, leave);
-      await sim.runFor(3_000);
-      await stopping;
+      await stopped(sim, s, leave);
       const ws = [w1, w2].map((w) => w.plane!);
       if (leave) expect(ws.every((p) => p.allMembers().find((m) => m.name === "s")?.state === "left")).toBe(true);
       const ps = await sim.restart(s);
@@ -556,6 +554,50 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     expect(ps.hasReachedCluster()).toBe(false);
     expect(await sim.runUntil(() => members > 0, 30_000), sim.describe()).toBe(true);
     expect(members).toBe(3);
+    expect(sim.errors()).toEqual([]);
+  }, 60_000);
+
+  // A saved address nobody answers (a node replaced since) costs the restart nothing once another
+  // answered, and goes at the next save: the members known hold no record of it.
+  it("a restarted seed with a silent saved address reaches its cluster at the first merged ring, and drops that address", async () => {
+    const { sim, s, w1, w2 } = await seedAndWorkers(16);
+    await stopped(sim, s, false);
+    const gone = { host: "198.18.0.250", port: w1.host.addr.port };
+    s.members.saved = [w1.host.addr, gone, w2.host.addr];
+    sim.net.partition([gone]); // its push-pull times out
+    const joinedBefore = sim.withCode("s", "GOSSIP_JOINED").length;
+    const ps = await sim.restart(s);
+    let roundEnded: boolean | undefined;
+    void ps.reachedCluster().then(() => (roundEnded = sim.withCode("s", "GOSSIP_JOINED").length > joinedBefore));
+    expect(await sim.runUntil(() => roundEnded !== undefined, 30_000), sim.describe()).toBe(true);
+    // Reached while the silent address still held the round.
+    expect(roundEnded).toBe(false);
+    expect(ps.hasReachedCluster()).toBe(true);
+    expect(await sim.runUntil(() => sim.withCode("s", "GOSSIP_JOINED").length > joinedBefore, 60_000)).toBe(true);
+    expect(sim.withCode("s", "GOSSIP_JOINED").at(-1)).toMatchObject({ answered: 2, tried: 3 });
+    await sim.runFor(MEMBERS_SAVE_INTERVAL_MS);
+    expect(hosts(s)).toEqual([w1.host.addr.host, w2.host.addr.host].sort());
+    expect(sim.errors()).toEqual([]);
+  }, 60_000);
+
+  // Its saved members brought it back (joined); once the last leaves, nothing is left to try.
+  it("a seed whose join list names only itself, left alone after rejoining its saved members, is standalone again", async () => {
+    const sim = new SimControlPlanes(SPACE, 17);
+    const [s, w] = [sim.add("s"), sim.add("w")];
+    const seeds = ["s", "w"];
+    await sim.start(s, { join: [s.host.addr], seeds });
+    await sim.start(w, { join: [s.host.addr], seeds });
+    expect(
+      await sim.runUntil(() => sim.agreed() && sim.live().every((n) => n.plane.members().length === 2), 60_000),
+    ).toBe(true);
+    await stopped(sim, s, false);
+    const ps = await sim.restart(s);
+    expect(await sim.runUntil(() => ps.joinStatus().state === "joined", 60_000), sim.describe()).toBe(true);
+    const selfOnly = sim.withCode("s", "GOSSIP_JOIN_SELF_ONLY").length;
+    await stopped(sim, w, true);
+    expect(await sim.runUntil(() => ps.joinStatus().state === "standalone", 60_000), sim.describe()).toBe(true);
+    expect(sim.withCode("s", "GOSSIP_JOIN_SELF_ONLY")).toHaveLength(selfOnly + 1);
+    expect(ps.hasReachedCluster()).toBe(true);
     expect(sim.errors()).toEqual([]);
   }, 60_000);
 

@@ -63,14 +63,21 @@ describe("saved members", () => {
       random,
     )!;
     expect(contradicted).toEqual(rest);
-    // An address a member left from but a new one holds stays.
+    // An address a member left from but a new one holds stays; knowing a member, the saved
+    // addresses no record holds go (a node replaced, or a tombstone reaped, 16 members or not).
     const reused = [
       { ...member(99, "left"), ...left },
       { ...member(98), ...left },
     ];
-    expect(membersToKeep(next, [member(1), ...reused], "n1", random)).toBeUndefined();
-    // Never written empty: every saved member left.
-    expect(membersToKeep([left], [member(1), { ...member(99, "left"), ...left }], "n1", random)).toBeUndefined();
+    expect(membersToKeep(next, [member(1), ...reused], "n1", random)).toEqual([left]);
+    const stranger = member(200);
+    expect(membersToKeep(next, [member(1), stranger], "n1", random)).toEqual([
+      { host: stranger.host, port: stranger.port },
+    ]);
+    // Every saved member left (the last one, gracefully): the file is emptied, not kept for ever.
+    expect(membersToKeep([left], [member(1), { ...member(99, "left"), ...left }], "n1", random)).toEqual([]);
+    // Nothing saved, nobody known: nothing to write.
+    expect(membersToKeep([], [member(1)], "n1", random)).toBeUndefined();
   });
 
   it("a save that keeps failing (a full disk) is logged once until one succeeds", async () => {
@@ -158,5 +165,30 @@ describe("Joiner", () => {
     expect(joins).toEqual([]);
     expect(warnings).toEqual([]);
     expect(joiner.status().failedRounds).toBe(0);
+  });
+
+  // The first address gets the full push-pull (memberlist.join): a join list's target, as before
+  // members were saved, however long its name takes to resolve.
+  it("a round asks the join list before the saved members, whichever resolves first", async () => {
+    const { scheduler, clock } = loneClock();
+    const rounds: string[][] = [];
+    const joiner = new Joiner([{ host: "seeds.test", port: 7946 }], {
+      clock,
+      random: new SeededRandom(4),
+      resolve: (host) =>
+        host === "seeds.test"
+          ? new Promise((r) => clock.setTimer(100, () => r(["198.18.0.2"])))
+          : Promise.resolve([host]),
+      join: async (addrs) => (rounds.push(addrs.map((a) => a.host)), 1),
+      saved: () => [{ host: "198.18.0.3", port: 7946 }],
+      othersAlive: () => 1,
+      self: { host: "198.18.0.1", port: 7946 },
+      log: { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} },
+      nameTaken: () => {},
+    });
+    joiner.start();
+    await scheduler.runFor(1_000);
+    expect(rounds).toEqual([["198.18.0.2", "198.18.0.3"]]);
+    joiner.stop();
   });
 });
