@@ -76,7 +76,9 @@ export function hookExit(): void {
   if (hooked) return;
   hooked = true;
   sweepOrphans();
-  process.once("exit", removeAllSync);
+  // First of the exit listeners, also when installed after them: the processes in our namespaces
+  // must be gone before the temp dirs they may write into (temp-dirs.ts) are removed.
+  process.prependOnceListener("exit", removeAllSync);
   for (const [sig, code] of [
     ["SIGINT", 130],
     ["SIGTERM", 143],
