@@ -9,7 +9,7 @@ import { pino } from "pino";
 import type { Backend, BackendAnnouncement, BackendPeer } from "../../src/backends/backend.js";
 import { createBackend } from "../../src/backends/index.js";
 import { median } from "../../src/bench/stats.js";
-import { makeTempDir, removeTempDir } from "../../src/lab/cluster.js";
+import { makeTempDir, removeTempDir } from "../../src/lab/temp-dirs.js";
 import { Netns } from "../../src/lab/netns.js";
 import type { Ipv4Prefix } from "../../src/net/ipv4.js";
 import { formatAnyPrefix } from "../../src/net/ip.js";

@@ -15,7 +15,7 @@ import { Command, Option } from "commander";
 import { DEFAULT_WORKERS_RULE, defaultWorkers } from "../../src/dataplane/defaults.js";
 import { cpuPerGigabyte, measureOwnCpu, perGigabyte, type CpuDelta } from "../../src/bench/cpu.js";
 import { projectFile } from "../../src/paths.js";
-import { makeTempDir, removeTempDir } from "../../src/lab/cluster.js";
+import { makeTempDir, removeTempDir } from "../../src/lab/temp-dirs.js";
 import { iperf } from "../../src/lab/traffic.js";
 import { numberValue, wholeNumber } from "../cli-options.js";
 import { destroySetup, kernelVxlan, userspace, type Setup } from "../e2e/setups.js";

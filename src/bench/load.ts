@@ -225,7 +225,8 @@ export function runProbe(argv: string[], limitMs: number) {
     child.on("error", (e) =>
       reject(new WeftError("BENCH_PROBE_FAILED", `cannot run the flood probe: ${e.message}`, { cause: e })),
     );
-    child.on("exit", (code) => {
+    // On close, not exit: by then its JSON line and its stderr have been read.
+    child.on("close", (code) => {
       clearTimeout(timer);
       const line = stdout.replace(/^listening\n/, "").trim();
       if (code === 0 && line) resolve(line);

@@ -10,7 +10,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { WeftError } from "../errors.js";
-import { makeTempDir, removeTempDir } from "../lab/cluster.js";
+import { makeTempDir, removeTempDir } from "../lab/temp-dirs.js";
 import { projectFile } from "../paths.js";
 
 export interface MicroResult {

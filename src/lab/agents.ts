@@ -14,7 +14,8 @@ import { WeftError } from "../errors.js";
 import { formatIpv4 } from "../net/ipv4.js";
 import { formatIpv6 } from "../net/ipv6.js";
 import { projectFile } from "../paths.js";
-import { type LabCluster, type LabHost, makeTempDir, removeTempDir } from "./cluster.js";
+import type { LabCluster, LabHost } from "./cluster.js";
+import { makeTempDir, removeTempDir } from "./temp-dirs.js";
 
 export const LAB_GOSSIP_PORT = 7946;
 

@@ -6,8 +6,7 @@
 // and the tests. Addresses: underlay 198.18.0.0/24, pods 198.19.0.0/16; with IPv6 also underlay
 // 2001:2::/64 and pods 2001:2:0:8000::/49 (RFC 5180's benchmarking range, IPv6's counterpart to
 // 198.18.0.0/15).
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { writeSubnetEnv } from "../agent/subnet-env.js";
 import { installPlugin } from "../cni/install.js";
@@ -15,7 +14,8 @@ import { CniRuntime, type Attachment, type CniResult, type ConfList } from "../c
 import { WeftError } from "../errors.js";
 import { formatIpv4, parseIpv4, type Ipv4Prefix } from "../net/ipv4.js";
 import { formatIpv6, parseIpv6, type Ipv6Prefix } from "../net/ipv6.js";
-import { hookExit, Netns } from "./netns.js";
+import { Netns } from "./netns.js";
+import { makeTempDir, removeTempDir } from "./temp-dirs.js";
 
 export const LAB_UNDERLAY_BASE = 0xc6120000; // 198.18.0.0/24
 export const LAB_POD_NETWORK: Ipv4Prefix = { addr: 0xc6130000, len: 16 }; // 198.19.0.0/16
@@ -90,44 +90,6 @@ export interface LabOptions {
    * IPv6 for their pods but have no IPv6 underlay address (IPv6 over the IPv4 underlay).
    */
   ipv6?: boolean | "pods-only";
-}
-
-/**
- * Temp dirs of weft's tools (a cluster's CNI work dir, the agents' dirs, a benchmark's files) not
- * removed yet: removed when the process exits, whatever ends it (an error, Ctrl-C, SIGTERM), after
- * the namespaces and so after the processes that ran in them.
- */
-const liveTempDirs = new Set<string>();
-let exitHooked = false;
-
-/** Makes `<temp dir>/<prefix>XXXXXX`, removed by removeTempDir or else at exit. */
-export function makeTempDir(prefix: string): string {
-  if (!exitHooked) {
-    exitHooked = true;
-    // The namespaces' hook first (exit listeners run in order): a process still running in one
-    // could write into a dir being removed.
-    hookExit();
-    process.once("exit", removeTempDirsSync);
-  }
-  const dir = mkdtempSync(join(tmpdir(), prefix));
-  liveTempDirs.add(dir);
-  return dir;
-}
-
-export function removeTempDir(dir: string): void {
-  rmSync(dir, { recursive: true, force: true });
-  liveTempDirs.delete(dir);
-}
-
-function removeTempDirsSync(): void {
-  for (const dir of liveTempDirs) {
-    // A throw here would skip the exit listeners after this one: a dir left behind (a plugin
-    // still writing into it) is the smaller harm.
-    try {
-      rmSync(dir, { recursive: true, force: true });
-    } catch {}
-  }
-  liveTempDirs.clear();
 }
 
 export class LabCluster {

@@ -76,7 +76,9 @@ export function hookExit(): void {
   if (hooked) return;
   hooked = true;
   sweepOrphans();
-  process.once("exit", removeAllSync);
+  // First of the exit listeners, also when installed after them: the processes in our namespaces
+  // must be gone before the temp dirs they may write into (temp-dirs.ts) are removed.
+  process.prependOnceListener("exit", removeAllSync);
   for (const [sig, code] of [
     ["SIGINT", 130],
     ["SIGTERM", 143],
@@ -109,8 +111,16 @@ export class Netns {
       // find nothing to remove yet, and the namespace would appear after the hook.
       execFileSync("ip", ["netns", "add", name], { stdio: ["ignore", "ignore", "pipe"] });
     } catch (error) {
-      removeSync(name); // an `ip` interrupted by Ctrl-C may have made it halfway
+      const e = error as { signal?: NodeJS.Signals | null; stderr?: Buffer };
+      // "File exists": the name is another run's (a shared /run/netns), not ours to remove. Else
+      // an `ip` interrupted by Ctrl-C may have made it halfway.
+      if (!e.stderr?.toString().includes("File exists")) removeSync(name);
       live.delete(name);
+      // Killed by a terminal's Ctrl-C, which reached this process too: the whole failure ran
+      // before Node could run its signal handler, so a tool would report "Command failed" and not
+      // the interruption. Two turns of the loop pass at least one poll of signals (one would not
+      // when called from an I/O callback: the check phase comes before the next poll).
+      if (e.signal) for (let i = 0; i < 2; i++) await new Promise((r) => setImmediate(r));
       throw error;
     }
     const ns = new Netns(name);

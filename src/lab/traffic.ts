@@ -356,7 +356,8 @@ function capture(
         ),
       ),
     );
-    child.on("exit", (code) => {
+    // On close, not exit: by then all it wrote has been read, which decides missing or failed.
+    child.on("close", (code) => {
       clearTimeout(timer);
       if (code !== 0 && !stdout && !killed)
         reject(

@@ -76,13 +76,25 @@ describe("state dir", () => {
     await again.release();
   });
 
+  /** A 64 KiB tmpfs at `base/<name>` in a namespace of its own, both gone after `run`, also
+   *  when the mount fails. */
+  async function withTmpfs(name: string, run: (tmpfs: Tmpfs, ns: Netns) => Promise<void>): Promise<void> {
+    const ns = await Netns.create(`sd${name}`);
+    let tmpfs: Tmpfs | undefined;
+    try {
+      tmpfs = await Tmpfs.mount(ns, join(base, name), 64 * 1024);
+      await run(tmpfs, ns);
+    } finally {
+      await tmpfs?.unmount();
+      await ns.destroy();
+    }
+  }
+
   // An agent killed while its disk was full must start again there (its lock was once a file
   // with the pid written in, which failed with ENOSPC; the README promises a retry, not an exit).
   it.skipIf(!canUseNetns())("is taken over on a full disk", async () => {
-    const ns = await Netns.create("sdfull");
-    const tmpfs = await Tmpfs.mount(ns, join(base, "full"), 64 * 1024);
-    const dir = tmpfs.path;
-    try {
+    await withTmpfs("full", async (tmpfs) => {
+      const dir = tmpfs.path;
       const gone = spawn("true");
       await new Promise((r) => gone.once("exit", r));
       symlinkSync(String(gone.pid), join(dir, LOCK_FILE)); // a killed holder's lock
@@ -92,10 +104,26 @@ describe("state dir", () => {
       expect(readlinkSync(join(dir, LOCK_FILE))).toBe(`${process.pid}@${BOOT}`);
       await lock.release();
       expect(readdirSync(dir).sort()).toEqual(["filler", "probe"]);
-    } finally {
+    });
+  });
+
+  // The holder shares the suite's process group: a terminal's Ctrl-C reaches it too, while the
+  // agents on the tmpfs still stop.
+  it.skipIf(!canUseNetns())("stays mounted through a Ctrl-C, until unmounted", async () => {
+    await withTmpfs("int", async (tmpfs, ns) => {
+      const [holder] = await ns.pids();
+      const ignored = BigInt(
+        `0x${/^SigIgn:\s*([0-9a-f]+)$/m.exec(readFileSync(`/proc/${holder}/status`, "utf8"))![1]}`,
+      );
+      expect(ignored & (1n << 1n)).toBe(2n); // bit 2 - 1: SIGINT
+      process.kill(holder, "SIGINT");
+      // The signal is delivered before kill() returns; its effect (an exit) within a moment.
+      await new Promise((r) => setTimeout(r, 200));
+      writeFileSync(join(tmpfs.path, "after"), "x");
+      expect(readdirSync(tmpfs.path)).toEqual(["after"]);
       await tmpfs.unmount();
-      await ns.destroy();
-    }
+      expect(await ns.pids()).toEqual([]);
+    });
   });
 
   it("makes a dir that exists open to all (as a Kubernetes hostPath is created) 0700", async () => {

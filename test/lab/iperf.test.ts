@@ -4,7 +4,7 @@
 // a TCP stream that stalls beside ping under load's flood ends timed out, which is measured again.
 // Without iperf3 or ping on PATH, runs fail saying so, and checkTrafficTools says so before any.
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -140,6 +140,25 @@ describe.skipIf(!canUseNetns())("lab iperf3 runs", () => {
         const p = await failure(ping(client, server.addr, { count: 1 }));
         expect(p.code, p.message).toBe("LAB_TRAFFIC_TOOL_MISSING");
         expect(p.message).toMatch(/^cannot run ping in a pod: /);
+      } finally {
+        process.env.PATH = saved;
+      }
+    });
+  }, 30_000);
+
+  it("a tool that fails says what it wrote, also what came after its exit", async () => {
+    // A ping whose complaint comes from a child it left, after it exited.
+    const dir = join(work, "late-stderr");
+    mkdirSync(dir);
+    writeFileSync(join(dir, "ping"), "#!/bin/sh\n(sleep 0.3; echo late complaint >&2) >/dev/null &\nexit 2\n");
+    chmodSync(join(dir, "ping"), 0o755);
+    await withPods(async (server, client) => {
+      const saved = process.env.PATH;
+      process.env.PATH = `${dir}:${saved}`;
+      try {
+        const e = await failure(ping(client, server.addr, { count: 1 }));
+        expect(e.code, e.message).toBe("LAB_TRAFFIC_TOOL_FAILED");
+        expect(e.message).toMatch(/exited 2: late complaint$/);
       } finally {
         process.env.PATH = saved;
       }

@@ -2,7 +2,9 @@
 // came (an agent left by a test worker that exited mid-hook) must not keep a namespace, its
 // devices and its CPU use alive after the namespace's name is gone.
 import { execFileSync, spawn } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { Netns, sweepOrphans } from "../../src/lab/netns.js";
 import { projectFile } from "../../src/paths.js";
@@ -100,3 +102,59 @@ function ipRunsOn(prefix: string): boolean {
       }
     });
 }
+
+/** Runs a module script with argv[1] the built netns module, in a process group of its own. */
+function runWithNetns(script: string, env: NodeJS.ProcessEnv = {}) {
+  const child = spawn(
+    process.execPath,
+    ["--input-type=module", "-e", script, projectFile("dist", "src", "lab", "netns.js")],
+    { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "inherit"], detached: true },
+  );
+  let out = "";
+  child.stdout.on("data", (d) => (out += d));
+  return new Promise<{ code: number | null; lines: string[]; pid: number }>((resolve) =>
+    child.once("exit", (code) => resolve({ code, lines: out.trim().split("\n"), pid: child.pid! })),
+  );
+}
+
+describe.skipIf(!canUseNetns())("lab namespaces whose creation fails", () => {
+  it("a Ctrl-C that kills `ip netns add` reaches the tool's SIGINT handler before the failure does", async () => {
+    // An `ip` that, on `netns add`, sends SIGINT to its process group, as a terminal's Ctrl-C.
+    const dir = mkdtempSync(join(tmpdir(), "weft-netns-intr-"));
+    try {
+      const realIp = execFileSync("sh", ["-c", "command -v ip"], { encoding: "utf8" }).trim();
+      writeFileSync(
+        join(dir, "ip"),
+        `#!/bin/sh\nif [ "$1 $2" = "netns add" ]; then kill -INT 0; fi\nexec ${realIp} "$@"\n`,
+      );
+      chmodSync(join(dir, "ip"), 0o755);
+      // Called from an I/O callback (as a tool's steps are), where one turn of the loop is too few.
+      const r = await runWithNetns(
+        `const { Netns } = await import(process.argv[1]);
+        process.on("SIGINT", () => console.log("handled"));
+        await (await import("node:fs/promises")).readFile("/proc/self/stat");
+        await Netns.create("intr").then(() => console.log("created"), (e) => console.log("rejected " + e.signal));`,
+        { PATH: `${dir}:${process.env.PATH}` },
+      );
+      expect(r.lines).toEqual(["handled", "rejected SIGINT"]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("a name that exists already (another run's, in a shared /run/netns) stays", async () => {
+    const r = await runWithNetns(
+      `const { Netns } = await import(process.argv[1]);
+      const { execFileSync } = await import("node:child_process");
+      execFileSync("ip", ["netns", "add", \`weft-exist-\${process.pid}-1\`]);
+      await Netns.create("exist").catch((e) => console.log(e.stderr.toString().trim()));`,
+    );
+    const name = `weft-exist-${r.pid}-1`;
+    try {
+      expect(r.lines[0]).toContain("File exists");
+      expect(execFileSync("ip", ["netns", "list"], { encoding: "utf8" })).toContain(name);
+    } finally {
+      execFileSync("sh", ["-c", `ip netns del ${name} 2>/dev/null || true`]);
+    }
+  });
+});

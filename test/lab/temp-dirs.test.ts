@@ -1,7 +1,7 @@
 // The temp dirs of the lab's tools (a cluster's CNI work dir, its agents' dirs) go with the tool:
 // also when it is interrupted (Ctrl-C) and when a preparation fails halfway.
 import { execFileSync, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -62,7 +62,61 @@ function namespacesOf(pid: number): string[] {
     .filter((l) => l.includes(`-${pid}-`));
 }
 
+/** Runs a module script with argv[1..] and returns its exit code and stdout. */
+function runScript(script: string, args: string[], env: NodeJS.ProcessEnv = {}) {
+  const child = spawn(process.execPath, ["--input-type=module", "-e", script, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  let out = "";
+  child.stdout.on("data", (d) => (out += d));
+  return new Promise<{ code: number | null; out: string }>((resolve) =>
+    child.once("exit", (code) => resolve({ code, out })),
+  );
+}
+
+const TEMP_DIRS = projectFile("dist", "src", "lab", "temp-dirs.js");
+
+describe("temp dirs without namespaces", () => {
+  it("making one installs no signal handler (the namespaces' hook would make Ctrl-C exit and sweep namespaces)", async () => {
+    const r = await runScript(
+      `const { makeTempDir, removeTempDir } = await import(process.argv[1]);
+      const dir = makeTempDir("weft-temp-dirs-alone-");
+      console.log(JSON.stringify([process.listenerCount("SIGINT"), process.listenerCount("SIGTERM")]));
+      removeTempDir(dir);`,
+      [TEMP_DIRS],
+    );
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.out)).toEqual([0, 0]);
+  });
+});
+
 describe.skipIf(!canUseNetns())("lab temp dirs", () => {
+  it("a dir made before the first namespace is removed at exit only after what runs in the namespace is killed", async () => {
+    const tmp = join(work, "order");
+    mkdirSync(tmp);
+    // The process in the namespace makes the dir again and again: removed before it is killed,
+    // the dir would be back after the exit.
+    const r = await runScript(
+      `const [{ makeTempDir }, { Netns }, { spawn }] = await Promise.all(
+        [process.argv[1], process.argv[2], "node:child_process"].map((m) => import(m)));
+      const dir = makeTempDir("weft-order-");
+      const ns = await Netns.create("tmpo");
+      const [cmd, ...args] = ns.wrap(["timeout", "30", "sh", "-c", 'while :; do mkdir -p "$0"; done', dir]);
+      spawn(cmd, args, { stdio: "ignore" });
+      while ((await ns.pids()).length === 0) await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, 200));
+      console.log(dir);
+      process.exit(0);`,
+      [TEMP_DIRS, projectFile("dist", "src", "lab", "netns.js")],
+      { TMPDIR: tmp },
+    );
+    expect(r.code).toBe(0);
+    expect(r.out.trim()).toMatch(/weft-order-/);
+    expect(existsSync(r.out.trim())).toBe(false);
+    expect(readdirSync(tmp)).toEqual([]);
+  }, 60_000);
+
   it("Ctrl-C after the agents' dirs are made removes them with the lab's work dir and namespaces", async () => {
     const r = await runLab("sigint", "wait", (out, pid) => {
       if (out.includes("prepared\n")) process.kill(pid, "SIGINT");

@@ -215,6 +215,9 @@ export class SlowConnections {
  * use it (a killed agent restarts onto the same state), which reach it as this process does,
  * through `path` (/proc/<holder>/root/<dir>: the holder's view of the dir).
  */
+/** Bounds a mount's start: mkdir and mount take milliseconds. */
+const MOUNT_LIMIT_MS = 10_000;
+
 export class Tmpfs {
   private constructor(
     private readonly holder: ChildProcess,
@@ -224,10 +227,14 @@ export class Tmpfs {
 
   /** Mounts a tmpfs of `bytes` at `dir` (created) in a holder in the network namespace `ns`. */
   static async mount(ns: Netns, dir: string, bytes: number): Promise<Tmpfs> {
+    // The holder ignores SIGINT (kept across exec): it shares the suite's process group, and a
+    // terminal's Ctrl-C must not end the mount while the agents on it still stop (their state dir,
+    // /proc/<holder>/root/..., would go, or be a reused pid's). unmount(), Netns.destroy and the
+    // orphan sweep end it with SIGKILL.
     const [cmd, ...argv] = ns.wrap([
       "sh",
       "-c",
-      'mkdir -p "$1" && mount -t tmpfs -o "size=$2,mode=0700" weft-chaos "$1" && echo mounted && exec sleep infinity',
+      'mkdir -p "$1" && mount -t tmpfs -o "size=$2,mode=0700" weft-chaos "$1" && trap \'\' INT && echo mounted && exec sleep infinity',
       "sh",
       dir,
       String(bytes),
@@ -235,17 +242,28 @@ export class Tmpfs {
     const holder = spawn(cmd, argv, { stdio: ["ignore", "pipe", "pipe"] });
     let stderr = "";
     holder.stderr!.on("data", (d) => (stderr += d));
-    await new Promise<void>((resolve, reject) => {
-      holder.stdout!.once("data", () => resolve());
-      holder.once("exit", (code) =>
-        reject(
-          new WeftError(
-            "LAB_CHAOS_TMPFS",
-            `the tmpfs at ${dir} could not be mounted (exit ${code}): ${stderr.trim()}; the suite needs root`,
-          ),
-        ),
+    const failed = (why: string) =>
+      new WeftError(
+        "LAB_CHAOS_TMPFS",
+        `the tmpfs at ${dir} could not be mounted (${why}): ${stderr.trim()}; the suite needs root`,
       );
-    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(failed(`no answer within ${MOUNT_LIMIT_MS / 1000} s`)), MOUNT_LIMIT_MS);
+        const settle = (error?: WeftError) => {
+          clearTimeout(timer);
+          if (error) reject(error);
+          else resolve();
+        };
+        holder.stdout!.once("data", () => settle());
+        holder.once("error", (e) => settle(failed(e.message)));
+        // On close, not exit: by then all it wrote to stderr has been read.
+        holder.once("close", (code) => settle(failed(`exit ${code}`)));
+      });
+    } catch (error) {
+      holder.kill("SIGKILL");
+      throw error;
+    }
     return new Tmpfs(holder, `/proc/${holder.pid}/root${dir}`, bytes);
   }
 
