@@ -717,7 +717,10 @@ export class Agent {
     this.restartBackoffMs = Math.min(wait * 2, RESTART_BACKOFF_MS.max);
     const timer: NodeJS.Timeout = setTimeout(() => {
       if (this.backendChanges.busy)
-        this.log.info({ retryInMs: wait }, "the backend restart is due; it waits for the backend change under way");
+        this.log.info(
+          { retryInMs: wait },
+          "the backend restart is due; it waits for the task under way (a backend change or a reconcile)",
+        );
       void this.serially(async () => {
         // A try queued before this one (a SIGHUP's) failed and set the next wait: that stands.
         if (this.restartTimer === timer) await this.restartFailed();
@@ -835,8 +838,9 @@ export class Agent {
 
   /** Starts the lane on the subnet leased after a loss (subnetLost), then publishes. */
   private async startLeased(lane: Lane, subnet: IpPrefix, running: boolean): Promise<void> {
-    // Lost again meanwhile (that loss waits for its own), or started by a retry or a reload.
-    if (lane.subnet !== subnet || lane.backend) return;
+    // Lost again meanwhile (that loss's task, queued or not yet, starts it on the next lease), or
+    // started by a retry or a reload.
+    if (lane.subnet !== subnet || !this.holds(lane) || lane.backend) return;
     if (!running) {
       // Down before (its backend failed, or a reload's rollback did): started with any other
       // family that is down, as a retry would (a retry that ran while it had no subnet skipped it).

@@ -6,6 +6,9 @@ import { CNI_ERROR, CniError } from "./errors.js";
 import { networkOf, parseCidr, cidrContains, type Cidr } from "./cidr.js";
 import { withKnownKeys } from "../config/keys.js";
 
+/** The keys libcni adds to a plugin's config over the file's own spelling of them. */
+const RUNTIME_ADDED_KEYS = ["name", "cniVersion", "prevResult"] as const;
+
 /**
  * CNI spec versions this plugin takes, flannel's (cni.All): the result is the delegate's, made in
  * the version asked for (1.1.0 with a delegate that stops at 1.0.0: see delegateVersion in plugin.ts).
@@ -117,8 +120,8 @@ function decode<S extends z.ZodObject>(stdin: string, schema: S, anyVersion: boo
     throw new CniError(CNI_ERROR.DECODE_FAILURE, `network config on stdin is not JSON: ${(e as Error).message}`);
   }
   // flannel's plugin is Go, whose encoding/json takes "Delegate" or "SubnetFile" as delegate and
-  // subnetFile: ignoring them here would drop what flannel honours. The exact spelling wins: the
-  // runtime adds "name" and "cniVersion" whatever the file spelled them.
+  // subnetFile: ignoring them here would drop what flannel honours. The exact spelling of the keys
+  // the runtime adds ("name", "cniVersion", "prevResult") wins: it adds them whatever the file spelled.
   if (typeof raw === "object" && raw !== null && !Array.isArray(raw))
     raw = withKnownKeys(
       raw as Record<string, unknown>,
@@ -128,7 +131,7 @@ function decode<S extends z.ZodObject>(stdin: string, schema: S, anyVersion: boo
           CNI_ERROR.INVALID_CONFIG,
           `invalid network config: "${first}" and "${second}" are both the key ${key} (keys match regardless of case, as in flannel's plugin); keep one of them`,
         ),
-      true,
+      RUNTIME_ADDED_KEYS,
     );
   const version = (raw as { cniVersion?: unknown } | null)?.cniVersion;
   if (!anyVersion && typeof version === "string" && versionAtLeast(version, DEFAULT_VERSION) === undefined) {

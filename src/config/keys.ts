@@ -4,22 +4,23 @@
 /**
  * `obj` with each key that is not in `known` but equals one of them ignoring case renamed to it.
  * Two spellings of one key are refused (`clash` makes the error): Go would silently take the
- * later one. With `exactWins`, a key spelled exactly as known drops other spellings of it instead:
- * libcni adds name, cniVersion and prevResult to a plugin's config over whatever spelling the file
- * had, and Go then takes the added one (it marshals the map sorted, lowercase after uppercase).
+ * later one. For the keys in `exactWins`, the exact spelling drops other spellings instead: libcni
+ * adds name, cniVersion and prevResult to a plugin's config over whatever spelling the file had,
+ * and the added one must not be refused (Go takes whichever sorts last; the file's own spelling
+ * of any other key, twice, stays refused).
  */
 export function withKnownKeys(
   obj: Record<string, unknown>,
   known: readonly string[],
   clash: (first: string, second: string, key: string) => Error,
-  exactWins = false,
+  exactWins: readonly string[] = [],
 ): Record<string, unknown> {
   const byLowerCase = new Map(known.map((k) => [k.toLowerCase(), k]));
   const spelling = new Map<string, string>();
   const entries: [string, unknown][] = [];
   for (const [k, v] of Object.entries(obj)) {
     const key = known.includes(k) ? k : (byLowerCase.get(k.toLowerCase()) ?? k);
-    if (exactWins && key !== k && Object.hasOwn(obj, key)) continue;
+    if (key !== k && exactWins.includes(key) && Object.hasOwn(obj, key)) continue;
     const other = spelling.get(key);
     if (other !== undefined) throw clash(other, k, key);
     spelling.set(key, k);

@@ -145,20 +145,17 @@ describe("weft cni: config", () => {
     expect(() => parseNetConf(twice)).toThrow(/"Delegate" and "DELEGATE" are both the key delegate/);
   });
 
-  it("the exact spelling wins over another: libcni adds name and cniVersion to a config that spelled them otherwise", () => {
+  it("the exact spelling wins over another for the keys libcni adds (name, cniVersion), and only for them", () => {
     // As containerd and CRI-O hand it over for a file with "CNIVersion" and "Name".
-    const conf = JSON.stringify({
-      CNIVersion: "0.3.1",
-      Name: "old",
-      cniVersion: "1.0.0",
-      name: "cbr0",
-      type: "flannel",
-      Delegate: { hairpinMode: false },
-      delegate: { hairpinMode: true },
-    });
+    const added = { CNIVersion: "0.3.1", Name: "old", cniVersion: "1.0.0", name: "cbr0", type: "flannel" };
+    const conf = JSON.stringify({ ...added, Delegate: { hairpinMode: true } });
     expect(parseNetConf(conf)).toMatchObject({ cniVersion: "1.0.0", name: "cbr0", delegate: { hairpinMode: true } });
     expect(parseGcConf(conf)).toMatchObject({ cniVersion: "1.0.0" });
     expect(parseDelConf(conf)).toBeDefined();
+    // Two spellings of a key the runtime does not add: which one flannel takes depends on how they
+    // sort, so neither is taken silently.
+    const both = JSON.stringify({ ...added, Delegate: { hairpinMode: false }, delegate: { hairpinMode: true } });
+    expect(codeOf(() => parseNetConf(both))).toBe(7);
   });
 
   it("DEL reads only dataDir and prevResult: delegate keys ADD refuses (name, ipam) do not stop it", () => {
