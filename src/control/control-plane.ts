@@ -176,7 +176,7 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
             isIP(host)
               ? Promise.resolve([isIPv6(host) ? formatIpv6(parseIpv6(host)) : host])
               : lookup(host, { all: true, family }).then((r) => r.map((a) => a.address))),
-        join: (addrs, merged) => this.memberlist.join(addrs, merged),
+        join: (addrs) => this.memberlist.join(addrs),
         saved: () => this.savedMembers?.current() ?? [],
         othersAlive: () => this.memberlist.numMembers() - 1,
         self: deps.transport.local,
@@ -240,7 +240,7 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
     this.savedMembers?.start();
   }
 
-  /** Resolves once a join target answered and the ring it sent is merged (with an empty or
+  /** Resolves once a round a join target answered has settled, its ring merged (with an empty or
    *  self-only join list: at once, or once the first round to the saved members ended), so lease()
    *  then tells a subnet the cluster took away while this node was down; rejects on a name conflict. */
   async reachedCluster(): Promise<void> {

@@ -40,8 +40,8 @@ export interface JoinerDeps {
   /** Addresses of a host name or literal (several for a DNS name with several records). */
   readonly resolve: (host: string) => Promise<string[]>;
   /** One join round (memberlist's push-pull with each address); resolves to how many answered,
-   *  calling `merged` once the first answer's ring is merged (the others may take tcpTimeoutMs). */
-  readonly join: (addrs: Addr[], merged: () => void) => Promise<number>;
+   *  once every address answered or timed out (a silent one holds it for tcpTimeoutMs). */
+  readonly join: (addrs: Addr[]) => Promise<number>;
   /** The members' addresses saved for a restart, as they stand now (those that left are out). */
   readonly saved?: () => readonly Addr[];
   /** Alive or suspect members other than this node. */
@@ -115,8 +115,10 @@ export class Joiner {
     this.timer = undefined;
   }
 
-  /** Resolves once a target's ring is merged, or once it is standalone (at once without saved
-   *  members, else after the first round); rejects on a name conflict. */
+  /** Resolves once a round a target answered has settled, or once it is standalone (at once
+   *  without saved members, else after the first round); rejects on a name conflict. Not at the
+   *  first answer: another address of the same round may still report the name taken, and a node
+   *  reached leases, programs its subnet and writes subnet.env. */
   reached(): Promise<void> {
     if (this.fatal) return Promise.reject(this.fatal);
     if (this.state !== "joining") return Promise.resolve();
@@ -202,16 +204,16 @@ export class Joiner {
     if (addrs.length === 0 && failures.length === 0) return this.alone();
     let answered = 0;
     try {
-      if (addrs.length > 0) answered = await this.deps.join(addrs, () => this.merged());
+      if (addrs.length > 0) answered = await this.deps.join(addrs);
     } catch (err) {
       if (isWeftError(err, "GOSSIP_NAME_CONFLICT")) return this.nameConflict(err as Error);
       failures.push((err as Error).message);
     }
     if (this.stopped) return;
     // Members may have found us meanwhile (they join us too): then there is nothing to retry. With
-    // none alive, those that answered are gone again (memberGone found this round under way).
+    // none alive, those that answered are gone again before the round settled (memberGone waits
+    // for "joined"): retry.
     if (this.deps.othersAlive() > 0) return this.joined(answered, addrs.length);
-    if (this.state === "joined") this.state = "rejoining";
     // Only saved members were tried, and none answered: run standalone, retrying them meanwhile.
     if (alone && this.state === "joining") this.alone();
     this.failedRounds++;
@@ -232,13 +234,6 @@ export class Joiner {
       this.timer = undefined;
       this.attempt();
     });
-  }
-
-  /** The first answer's ring is merged: reached, though the round still waits for the others. */
-  private merged(): void {
-    if (this.stopped || this.state === "joined" || this.state === "name-conflict") return;
-    this.state = "joined";
-    for (const w of this.reachedWaiters.splice(0)) w.resolve();
   }
 
   private joined(answered: number, tried: number): void {

@@ -1,7 +1,9 @@
 // Temp dirs of weft's tools (a cluster's CNI work dir, the agents' dirs, a benchmark's files),
-// removed when the process exits, whatever ends it (an error, Ctrl-C, SIGTERM). Apart from the
-// namespaces (netns.ts): a tool with no namespace (the microbenchmarks' runner) must not load
-// them, whose hook sweeps other runs' namespaces and makes SIGINT and SIGTERM exit.
+// removed when the process exits (its end, an error, process.exit). Ctrl-C and SIGTERM end it
+// through 'exit' only where something handles them (the namespaces' hook, a tool's own handler);
+// otherwise the signal's default action kills the process, no 'exit' runs and the dirs stay.
+// Apart from the namespaces (netns.ts): a tool with no namespace (the microbenchmarks' runner)
+// must not load them, whose hook sweeps other runs' namespaces and makes SIGINT and SIGTERM exit.
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";

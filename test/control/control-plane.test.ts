@@ -557,9 +557,10 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     expect(sim.errors()).toEqual([]);
   }, 60_000);
 
-  // A saved address nobody answers (a node replaced since) costs the restart nothing once another
-  // answered, and goes at the next save: the members known hold no record of it.
-  it("a restarted seed with a silent saved address reaches its cluster at the first merged ring, and drops that address", async () => {
+  // A saved address nobody answers (a node replaced since) holds the restart's round until its
+  // push-pull times out (every answer must be in before the node counts as reached: any may report
+  // its name taken), and goes at the next save: the members known hold no record of it.
+  it("a restarted seed with a silent saved address reaches its cluster once the round settles, and drops that address", async () => {
     const { sim, s, w1, w2 } = await seedAndWorkers(16);
     await stopped(sim, s, false);
     const gone = { host: "198.18.0.250", port: w1.host.addr.port };
@@ -569,15 +570,62 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     const ps = await sim.restart(s);
     let roundEnded: boolean | undefined;
     void ps.reachedCluster().then(() => (roundEnded = sim.withCode("s", "GOSSIP_JOINED").length > joinedBefore));
-    expect(await sim.runUntil(() => roundEnded !== undefined, 30_000), sim.describe()).toBe(true);
-    // Reached while the silent address still held the round.
-    expect(roundEnded).toBe(false);
-    expect(ps.hasReachedCluster()).toBe(true);
-    expect(await sim.runUntil(() => sim.withCode("s", "GOSSIP_JOINED").length > joinedBefore, 60_000)).toBe(true);
+    expect(await sim.runUntil(() => roundEnded !== undefined, 60_000), sim.describe()).toBe(true);
+    expect(roundEnded).toBe(true);
     expect(sim.withCode("s", "GOSSIP_JOINED").at(-1)).toMatchObject({ answered: 2, tried: 3 });
     await sim.runFor(MEMBERS_SAVE_INTERVAL_MS);
     expect(hosts(s)).toEqual([w1.host.addr.host, w2.host.addr.host].sort());
     expect(sim.errors()).toEqual([]);
+  }, 60_000);
+
+  // The first address answers (it never heard of this name), the second knows a live node of this
+  // name elsewhere, the third is silent: the conflict comes in only when the round settles, and the
+  // node must not count as reached before (the agent would lease, program its subnet and write
+  // subnet.env under a name it then gives up).
+  it("a name conflict from any address of the first round comes before the node counts as reached", async () => {
+    // Two processes named "x" on purpose: membership's invariants (one history per name) do not apply.
+    const sim = new SimControlPlanes(SPACE, 18, undefined, { checkMembership: false });
+    const [a, b, x] = [sim.add("a"), sim.add("b"), sim.add("x")];
+    const seeds = ["a", "b", "x"];
+    await sim.start(a, { join: [], seeds });
+    await sim.start(b, { join: [a.host.addr], seeds });
+    expect(await sim.runUntil(() => sim.live().every((n) => n.plane.members().length === 2), 60_000)).toBe(true);
+    // a is cut off while x joins through b, until a holds b dead: a never hears of x.
+    sim.partition(["a"], ["b", "x"]);
+    await sim.start(x, { join: [b.host.addr], seeds });
+    expect(
+      await sim.runUntil(() => a.plane!.members().length === 1 && b.plane!.members().length === 2, 60_000),
+      sim.describe(),
+    ).toBe(true);
+    const gone = { host: "198.18.0.250", port: a.host.addr.port };
+    sim.net.partition([gone]); // heals the rest; the silent address's push-pull times out
+    const joinedBefore = sim.withCode("x", "GOSSIP_JOINED").length;
+    const clone = sim.add("x");
+    const pc = await sim.start(clone, { join: [a.host.addr, b.host.addr, gone], seeds });
+    expect(a.plane!.members().some((m) => m.name === "x")).toBe(false);
+    const events: string[] = [];
+    let reachedEarly = false;
+    pc.reachedCluster().then(
+      () => void events.push("reached"),
+      (e: { code?: string }) => void events.push(`rejected ${e.code}`),
+    );
+    pc.on("fatal", (e) => events.push(`fatal ${(e as { code?: string }).code}`));
+    expect(
+      await sim.runUntil(
+        () => {
+          reachedEarly ||= pc.hasReachedCluster();
+          return events.length > 0;
+        },
+        60_000,
+        100,
+      ),
+      sim.describe(),
+    ).toBe(true);
+    await sim.runFor(1_000);
+    expect(events).toEqual(["fatal GOSSIP_NAME_CONFLICT", "rejected GOSSIP_NAME_CONFLICT"]);
+    expect(reachedEarly).toBe(false);
+    expect(pc.joinStatus().state).toBe("name-conflict");
+    expect(sim.withCode("x", "GOSSIP_JOINED")).toHaveLength(joinedBefore);
   }, 60_000);
 
   // Its saved members brought it back (joined); once the last leaves, nothing is left to try.

@@ -6,8 +6,9 @@
 // fails the same way), so the dead worker's task waited in its queue for ever, and stop(), which
 // waited for it, never returned. Now the dataplane reports itself failed
 // (DATAPLANE_WORKER_START_FAILED, for its owner to start a new one), logs it once at error (each
-// later failed start at debug), counts the workers down, and stops. Two workers, so two threads
-// fail to start. The dataplane runs in a process of its own (test/kernel/fixtures/dataplane-host.mjs).
+// later failed start at debug), counts the workers down, and stops. Two workers, so at least two
+// failed starts (piscina may report more, as timing goes). The dataplane runs in a process of its
+// own (test/kernel/fixtures/dataplane-host.mjs).
 import { type ChildProcess, spawn } from "node:child_process";
 import { cpSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -81,20 +82,27 @@ describe.skipIf(!canUseNetns())("a dataplane whose replacement worker thread can
     const c = await counters();
     expect(c.workersDown).toBe(2);
     expect(c.workerRestarts).toBe(2);
-    const failed = await until("both threads' start failures logged", () => {
-      const lines = stderr
+    const startFailures = () =>
+      stderr
         .split("\n")
         .filter((l) => l.startsWith("{"))
         .map((l) => JSON.parse(l))
         .filter((l) => l.err?.code === "DATAPLANE_WORKER_START_FAILED");
-      return lines.length >= 2 ? lines : undefined;
-    });
-    // Reported once: the second at debug (both were at error).
-    expect(failed.map((l) => l.level)).toEqual([50, 20]);
-    expect(failed[0]).toMatchObject({ msg: "dataplane worker thread failed to start" });
-    expect(failed[0].err.message).toMatch(/^a dataplane worker thread failed to start \(ERR_MODULE_NOT_FOUND;/);
+    await until("both threads' start failures logged", () => (startFailures().length >= 2 ? true : undefined));
     child!.stdin!.write("stop\n");
     expect(await until("stop() to return and the process to exit", exited, 15_000)).toEqual({ code: 0 });
+    // Reported once: every later one at debug (all were at error). How many 'error' events the
+    // pool emits depends on timing (2 to 4 seen: a task given to the pool starts another thread).
+    const failed = startFailures();
+    const [first, ...later] = failed.map((l) => l.level);
+    expect(first).toBe(50);
+    expect(later.length).toBeGreaterThanOrEqual(1);
+    expect(
+      later.every((level) => level === 20),
+      `levels: ${[first, ...later]}`,
+    ).toBe(true);
+    expect(failed[0]).toMatchObject({ msg: "dataplane worker thread failed to start" });
+    expect(failed[0].err.message).toMatch(/^a dataplane worker thread failed to start \(ERR_MODULE_NOT_FOUND;/);
     expect(await lab.hosts[0].ns.ip("-o link show")).not.toContain(": weft0:");
   });
 });

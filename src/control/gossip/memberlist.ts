@@ -149,25 +149,20 @@ export class Memberlist {
 
   /**
    * Push-pull with each seed (join = true); resolves to how many answered (0: none, retry later).
-   * `merged` is called when the first seed's full state is merged, which may be long before the
-   * others settle (a silent one holds the round for tcpTimeoutMs).
    * Rejects with GOSSIP_NAME_CONFLICT when a seed knows a live member of this node's name at another
    * address: the name is taken, and this node must not take part (memberlist refuses it too).
    */
-  async join(seeds: readonly Addr[], merged?: () => void): Promise<number> {
+  async join(seeds: readonly Addr[]): Promise<number> {
     this.assertRunning();
     // With delta pulls, one seed's full state is enough: the others get a catch-up of a short
     // window, so they learn of us (and spread our record) without sending theirs whole, which was
     // most of a join wave's push-pull bytes. If the first seed fails, one that answered the
     // catch-up is asked in full.
     const introMs = this.config.pullIntervalMs > 0 ? JOIN_INTRO_WINDOW_MS : 0;
-    const full = (seed: Addr) => this.pushPull(seed, true).then(() => merged?.());
-    const results = await Promise.allSettled(
-      seeds.map((seed, i) => (i === 0 || introMs === 0 ? full(seed) : this.pushPull(seed, true, introMs))),
-    );
+    const results = await Promise.allSettled(seeds.map((seed, i) => this.pushPull(seed, true, i === 0 ? 0 : introMs)));
     if (introMs > 0 && results[0]?.status === "rejected") {
       const other = results.findIndex((r) => r.status === "fulfilled");
-      if (other > 0) results[other] = (await Promise.allSettled([full(seeds[other])]))[0];
+      if (other > 0) results[other] = (await Promise.allSettled([this.pushPull(seeds[other], true)]))[0];
     }
     for (const [i, r] of results.entries()) {
       if (r.status === "rejected") this.logger.debug({ seed: seeds[i], err: r.reason }, "join: seed did not answer");
