@@ -7,7 +7,7 @@ import { networkOf, parseCidr, cidrContains, type Cidr } from "./cidr.js";
 import { withKnownKeys } from "../config/keys.js";
 
 /** The keys libcni adds to a plugin's config over the file's own spelling of them. */
-const RUNTIME_ADDED_KEYS = ["name", "cniVersion", "prevResult"] as const;
+const RUNTIME_ADDED_KEYS = ["name", "cniVersion", "prevResult", "runtimeConfig"] as const;
 
 /**
  * CNI spec versions this plugin takes, flannel's (cni.All): the result is the delegate's, made in
@@ -121,7 +121,7 @@ function decode<S extends z.ZodObject>(stdin: string, schema: S, anyVersion: boo
   }
   // flannel's plugin is Go, whose encoding/json takes "Delegate" or "SubnetFile" as delegate and
   // subnetFile: ignoring them here would drop what flannel honours. The exact spelling of the keys
-  // the runtime adds ("name", "cniVersion", "prevResult") wins: it adds them whatever the file spelled.
+  // the runtime adds ("name", "cniVersion", "prevResult", "runtimeConfig") wins: it adds them whatever the file spelled.
   if (typeof raw === "object" && raw !== null && !Array.isArray(raw))
     raw = withKnownKeys(
       raw as Record<string, unknown>,

@@ -5,7 +5,7 @@
  * `obj` with each key that is not in `known` but equals one of them ignoring case renamed to it.
  * Two spellings of one key are refused (`clash` makes the error): Go would silently take the
  * later one. For the keys in `exactWins`, the exact spelling drops other spellings instead: libcni
- * adds name, cniVersion and prevResult to a plugin's config over whatever spelling the file had,
+ * adds name, cniVersion, prevResult and runtimeConfig to a plugin's config over whatever spelling the file had,
  * and the added one must not be refused (Go takes whichever sorts last; the file's own spelling
  * of any other key, twice, stays refused).
  */

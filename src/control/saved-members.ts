@@ -72,11 +72,24 @@ export class FileMemberStore implements MemberStore {
 
 const key = (a: Addr) => `${a.host}:${a.port}`;
 
+/**
+ * The other members whose addresses are worth saving: those alive or suspected, or, where none
+ * is, the dead ones too (every peer crashed while this node ran: they are all it has). A dead
+ * member's address beside live ones would cost every restart's join round the push-pull timeout
+ * (it counts only once every address answered or timed out) until the member is back or reaped.
+ */
+function holders(members: readonly NodeView[], self: string): NodeView[] {
+  const others = members.filter((m) => m.name !== self && m.state !== "left");
+  const reachable = others.filter((m) => m.state !== "dead");
+  return reachable.length > 0 ? reachable : others;
+}
+
 /** The saved addresses nothing contradicts: not this node's, and not held only by members that left
  *  (an address reused by a new member stays). One no record holds may still be a member's while
- *  this node knows nobody else; once it knows another member, whose ring would hold it, it is out. */
+ *  this node knows nobody else; once it knows another member, whose ring would hold it, it is out,
+ *  as is a dead member's while another is live (holders). */
 export function stillSaved(saved: readonly Addr[], members: readonly NodeView[], self: string): Addr[] {
-  const live = new Set(members.filter((m) => m.name !== self && m.state !== "left").map(key));
+  const live = new Set(holders(members, self).map(key));
   const gone = new Set(members.filter((m) => m.name === self || m.state === "left").map(key));
   const seen = new Set<string>();
   return saved.filter((a) => {
@@ -88,9 +101,9 @@ export function stillSaved(saved: readonly Addr[], members: readonly NodeView[],
 }
 
 /**
- * The addresses to keep, up to MEMBERS_KEPT: the saved ones held by a member that has not left,
- * then other members at random, live ones first (dead ones may be back after a partition; left
- * ones said goodbye); knowing none, the saved ones nothing contradicts. Undefined when that is the
+ * The addresses to keep, up to MEMBERS_KEPT: the saved ones held by a member worth saving
+ * (holders: a live one, or a dead one where none is live), then other such members at random;
+ * knowing none, the saved ones nothing contradicts. Undefined when that is the
  * set saved already; empty when every saved address was contradicted (its member left).
  */
 export function membersToKeep(
@@ -99,7 +112,7 @@ export function membersToKeep(
   self: string,
   random: Random,
 ): Addr[] | undefined {
-  const others = members.filter((m) => m.name !== self && m.state !== "left");
+  const others = holders(members, self);
   const held = new Set(others.map(key));
   const valid = stillSaved(saved, members, self);
   const keep = valid.filter((a) => held.has(key(a)));

@@ -28,6 +28,16 @@ const member = (i: number, state: NodeView["state"] = "alive"): NodeView => ({
 });
 
 describe("saved members", () => {
+  it("drops a dead member's address while another member is live (it would hold every restart's round), and keeps dead ones when none is", () => {
+    const random = new SeededRandom(2);
+    const [dead, live, dead2] = [member(2, "dead"), member(3), member(4, "dead")];
+    const addr = ({ host, port }: NodeView) => ({ host, port });
+    expect(membersToKeep([addr(dead), addr(live)], [member(1), dead, live], "n1", random)).toEqual([addr(live)]);
+    expect(membersToKeep([], [member(1), dead, live], "n1", random)).toEqual([addr(live)]);
+    // Every peer crashed while this node ran: they are all it has to try at its next start.
+    expect(membersToKeep([addr(dead)], [member(1), dead, dead2], "n1", random)).toEqual([addr(dead), addr(dead2)]);
+  });
+
   it("keeps at most MEMBERS_KEPT addresses, not this node's nor those that left, and the ones saved before while they are members", () => {
     const random = new SeededRandom(1);
     const members = [...Array.from({ length: 40 }, (_, i) => member(i + 1)), member(50, "left"), member(51, "dead")];
