@@ -11,9 +11,10 @@
 // agent in the same network namespace, as hostNetwork pods on one node are. Temp files of atomic
 // writes cut short are removed.
 import { chmod, mkdir, readdir, readFile, readlink, rm, stat, symlink, unlink } from "node:fs/promises";
-import { createServer, type Server } from "node:net";
+import type { Server } from "node:net";
 import { join } from "node:path";
 import { WeftError } from "../errors.js";
+import { bindAbstract } from "../util/abstract-socket.js";
 import { processAlive } from "../util/process-alive.js";
 
 export const LOCK_FILE = "weft.lock";
@@ -30,17 +31,6 @@ async function lockHolder(file: string): Promise<{ pid: string; boot: string }> 
   );
   const [pid, boot = ""] = target.trim().split("@");
   return { pid, boot };
-}
-
-/** Binds the dir's abstract socket; undefined if another process holds it. */
-function bindAbstract(name: string): Promise<Server | undefined> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", (err: NodeJS.ErrnoException) =>
-      err.code === "EADDRINUSE" ? resolve(undefined) : reject(err),
-    );
-    server.listen(name, () => resolve(server.unref()));
-  });
 }
 
 export class StateDirLock {

@@ -8,10 +8,11 @@
 // agent ready).
 import { createHash } from "node:crypto";
 import { access, readdir, readFile, rm } from "node:fs/promises";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { errorMessage } from "../errors.js";
 import { writeFileAtomic } from "../fs/atomic-write.js";
 import { Kernel } from "../kernel/iproute.js";
+import { abstractHeld, bindAbstract } from "../util/abstract-socket.js";
 import { cidrContains, firstHostOf, networkOf, parseCidr } from "./cidr.js";
 import {
   DEFAULT_VERSION,
@@ -191,35 +192,19 @@ export async function runPlugin(call: PluginCall): Promise<object | undefined> {
   switch (args.command) {
     case "ADD": {
       const { cid, ifName } = attachmentOf(args);
-      const kept = keptFile(conf.dataDir, cid, ifName);
       need(args.netns, "CNI_NETNS", "ADD needs the pod's network namespace");
-      const env = await readSubnetEnv(conf.subnetFile);
-      const d = delegateConfig(conf, env);
-      const type = d.type as string;
-      const asked = d.cniVersion;
-      const v = await delegateVersion(type, asked, args.path);
-      if (v !== asked) d.cniVersion = v;
-      // Kept before the delegate runs, so that a DEL after a failed or interrupted ADD still finds it.
-      await writeFileAtomic(kept, JSON.stringify({ ...d, [KEPT_IFNAME]: args.ifName }), {
-        mode: 0o600,
-        dirMode: 0o700,
-      });
+      // Held while this ADD runs, so that a GC meanwhile, whose list cannot name the pod yet, leaves
+      // the container alone (see addLock).
+      const running = await bindAbstract(addLock(conf.dataDir, cid));
+      if (!running)
+        throw new CniError(
+          CNI_ERROR.TRY_AGAIN_LATER,
+          `another ADD of container ${cid} on this network is running: a runtime must not run two operations on one container at once`,
+        );
       try {
-        const result = (await execPlugin(type, d, args)) as Record<string, unknown>;
-        return v === asked ? result : { ...result, cniVersion: asked };
-      } catch (error) {
-        // The reference plugins release what they took when ADD fails; a DEL makes sure. Only
-        // when it worked (or the delegate refused the version, so did nothing) is nothing left;
-        // else the kept config stays, for the runtime's own DEL to try again.
-        const refused = error instanceof CniError && error.cniCode === CNI_ERROR.INCOMPATIBLE_VERSION;
-        const released =
-          refused ||
-          (await execPlugin(type, d, { ...args, command: "DEL" }).then(
-            () => true,
-            () => false,
-          ));
-        if (released) await rm(kept, { force: true });
-        throw error;
+        return await add(conf, args, keptFile(conf.dataDir, cid, ifName));
+      } finally {
+        running.close();
       }
     }
     case "CHECK": {
@@ -240,6 +225,52 @@ export async function runPlugin(call: PluginCall): Promise<object | undefined> {
       await execPlugin(d.type as string, { ...d, cniVersion: v, prevResult: resultFor(conf.prevResult, v) }, args);
       return undefined;
     }
+  }
+}
+
+/**
+ * The abstract socket an ADD of the container holds while it runs. Spec 1.1 has the runtime never
+ * run GC while an ADD or DEL runs (CRI-O's ocicni holds a lock for it), and the reference plugins
+ * count on that; a runtime that overlaps them lists no pod whose ADD is not done, and GC would
+ * free the address, rules and kept config of a pod being built (its later DEL finding nothing).
+ * Not a lock file: the kernel frees the name however the ADD ends (a runtime kills one that takes
+ * too long), and the plugin has no flock (Node.js has none).
+ */
+function addLock(dataDir: string, cid: string): string {
+  return `\0weft-cni-add:${createHash("sha256")
+    .update(`${resolve(dataDir)}/${cid}`)
+    .digest("hex")}`;
+}
+
+/** ADD, the container's lock held: the delegate config kept in `kept`, then run. */
+async function add(conf: FlannelNetConf, args: CniArgs, kept: string): Promise<object> {
+  const env = await readSubnetEnv(conf.subnetFile);
+  const d = delegateConfig(conf, env);
+  const type = d.type as string;
+  const asked = d.cniVersion;
+  const v = await delegateVersion(type, asked, args.path);
+  if (v !== asked) d.cniVersion = v;
+  // Kept before the delegate runs, so that a DEL after a failed or interrupted ADD still finds it.
+  await writeFileAtomic(kept, JSON.stringify({ ...d, [KEPT_IFNAME]: args.ifName }), {
+    mode: 0o600,
+    dirMode: 0o700,
+  });
+  try {
+    const result = (await execPlugin(type, d, args)) as Record<string, unknown>;
+    return v === asked ? result : { ...result, cniVersion: asked };
+  } catch (error) {
+    // The reference plugins release what they took when ADD fails; a DEL makes sure. Only
+    // when it worked (or the delegate refused the version, so did nothing) is nothing left;
+    // else the kept config stays, for the runtime's own DEL to try again.
+    const refused = error instanceof CniError && error.cniCode === CNI_ERROR.INCOMPATIBLE_VERSION;
+    const released =
+      refused ||
+      (await execPlugin(type, d, { ...args, command: "DEL" }).then(
+        () => true,
+        () => false,
+      ));
+    if (released) await rm(kept, { force: true });
+    throw error;
   }
 }
 
@@ -405,11 +436,18 @@ async function gc(call: PluginCall): Promise<undefined> {
     const stays = found.ifName === undefined ? listed.has(cid) : valid.has(`${cid}@${found.ifName}`);
     ours.push({ cid, file, found, stays });
   }
+  // A container whose ADD is running is kept whole: the runtime lists it once that ADD is done.
+  const adding = new Set<string>();
+  for (const cid of new Set(ours.filter((o) => !o.stays).map((o) => o.cid)))
+    if (await abstractHeld(addLock(conf.dataDir, cid))) {
+      warn(`GC: container ${cid}'s ADD is running, so it is left for a later GC: a runtime must not run GC with ADD`);
+      adding.add(cid);
+    }
   const stores = new Map<string, Promise<HostLocalEntry[] | undefined>>();
   // The masquerade rules of every gone attachment go after all the delegates' DELs, in one
   // iptables transaction per family: freeing the addresses never waits for (or on) iptables.
   const removals: Array<{ file: string; found: Kept; left: Left; target: Masquerade }> = [];
-  for (const { cid, file, found } of ours.filter((o) => !o.stays)) {
+  for (const { cid, file, found } of ours.filter((o) => !o.stays && !adding.has(o.cid))) {
     try {
       const masq = bridgeMasquerade(found.d, cid);
       // The chain is the container's on this network, whichever interface: while the runtime

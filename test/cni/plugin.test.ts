@@ -3,6 +3,7 @@
 // (bridge, host-local, portmap), on lab hosts in network namespaces without agents: each host's
 // subnet.env is written as an agent writes it.
 import { execFileSync, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -550,6 +551,66 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
     },
   );
 
+  it("GC while a pod's ADD runs (a runtime overlapping them, its list taken before the pod) leaves the whole container, its done eth0 too; a second ADD of the container then is refused (11); once the ADD is done, GC removes it", async () => {
+    const conf = flannelConf(h1, { cniVersion: "1.1.0", delegate: {} }); // the bridge's ipMasq, as above
+    const ns = await Netns.create("cni-gcadd");
+    // The real host-local, whose ADD then waits for the test's go (30 s at most): net1's ADD is
+    // held with its config kept and its address taken, the bridge's work not done.
+    const hold = await mkdtemp(join(lab.workDir, "hold-"));
+    const [held, go] = [join(hold, "held"), join(hold, "go")];
+    await writeFile(
+      join(hold, "host-local"),
+      `#!/bin/sh\nout=$(${join(referencePluginDirs()[0], "host-local")}); rc=$?\nif [ "$CNI_COMMAND" = ADD ]; then\n  : > ${held}\n  i=0; while [ ! -e ${go} ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\nfi\nprintf '%s\\n' "$out"; exit $rc\n`,
+      { mode: 0o755 },
+    );
+    let adding: Promise<unknown> | undefined;
+    try {
+      const eth0 = (
+        (await runFlannel(h1, "ADD", conf, { containerId: ns.name, netns: ns.path })) as CniResult
+      ).ips![0].address.split("/")[0];
+      const path = [hold, join(lab.workDir, "bin"), ...referencePluginDirs()];
+      adding = execPlugin(
+        "flannel",
+        conf,
+        { command: "ADD", containerId: ns.name, netns: ns.path, ifName: "net1", path },
+        { wrap: h1.ns.wrap([]) },
+      );
+      await eventually(
+        "net1's address taken",
+        async () => existsSync(held),
+        (v) => v,
+      );
+      const store = await ipamStore(h1);
+      expect(store).toContain(eth0);
+      const files = (await kept(h1)).filter((f) => f.startsWith(ns.name)).sort();
+      expect(files).toEqual([ns.name, `${ns.name}@net1`]);
+      const jumps = masqJumps(await natRules(h1), ns.name);
+      expect(jumps.map((l) => l.split(" ")[3])).toEqual([`${eth0}/32`]);
+      const none = { "cni.dev/valid-attachments": [] };
+      expect(await runFlannel(h1, "GC", { ...conf, ...none })).toBeUndefined();
+      expect(await ipamStore(h1)).toEqual(store);
+      expect((await kept(h1)).filter((f) => f.startsWith(ns.name)).sort()).toEqual(files);
+      expect(masqJumps(await natRules(h1), ns.name)).toEqual(jumps);
+      await expect(
+        runFlannel(h1, "ADD", conf, { containerId: ns.name, netns: ns.path, ifName: "net2" }),
+      ).rejects.toMatchObject({ cniCode: 11 });
+      expect((await kept(h1)).filter((f) => f.startsWith(ns.name)).sort()).toEqual(files);
+      await writeFile(go, "");
+      const net1 = ((await adding) as CniResult).ips![0].address.split("/")[0];
+      expect(store).toContain(net1);
+      expect(masqJumps(await natRules(h1), ns.name)).toHaveLength(2);
+      // The ADD done, nothing keeps the container from a GC that does not list it.
+      expect(await runFlannel(h1, "GC", { ...conf, ...none })).toBeUndefined();
+      expect(await ipamStore(h1)).not.toContain(eth0);
+      expect(await ipamStore(h1)).not.toContain(net1);
+      expect((await kept(h1)).filter((f) => f.startsWith(ns.name))).toEqual([]);
+      expect((await natRules(h1)).filter((l) => l.includes(jumps[0].split(" -j ")[1]))).toEqual([]);
+    } finally {
+      await writeFile(go, "");
+      await adding?.catch(() => undefined);
+      await ns.destroy();
+    }
+  });
   it("DEL without the namespace of one of a pod's two interfaces on the network removes only that interface's jump; the last one's DEL removes the chain", async () => {
     const conf = flannelConf(h1, { delegate: {} }); // the bridge's ipMasq, as above
     const ns = await Netns.create("cni-delif");
