@@ -285,8 +285,12 @@ export class Agent {
           port: opts.healthzPort,
           endpoints: ["/healthz", "/readyz", ...(opts.healthzStatus ? (["/status"] as const) : [])],
         });
-      if (opts.metricsPort !== undefined)
-        tcp.push({ host: opts.metricsIp, port: opts.metricsPort, endpoints: ["/metrics"] });
+      if (opts.metricsPort === undefined)
+        log.info(
+          { code: "AGENT_METRICS_OFF" },
+          "no TCP port for /metrics (--metrics-port unset or 0): it answers on weft.sock only, so a Prometheus scrape of a TCP port fails; set --metrics-port to scrape it",
+        );
+      else tcp.push({ host: opts.metricsIp, port: opts.metricsPort, endpoints: ["/metrics"] });
       agent.http = await AgentHttp.listen(
         {
           ready: () => agent.isReady(),

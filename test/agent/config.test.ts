@@ -532,7 +532,7 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
     }
   });
 
-  it("--healthz-port 0 is flanneld's no health server: the agent opens no TCP port but gossip's, /readyz on weft.sock, and says so (AGENT_HEALTHZ_OFF)", async () => {
+  it("--healthz-port 0 is flanneld's no health server, --metrics-port 0 no metrics port: the agent opens no TCP port but gossip's, /readyz on weft.sock, and says so (AGENT_HEALTHZ_OFF, AGENT_METRICS_OFF)", async () => {
     await writeFile(agents.netConfPath(a), JSON.stringify(netConf("vxlan")));
     const listening = async () =>
       new Set(
@@ -543,7 +543,21 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
       );
     const before = await listening(); // the port the test's other process holds
     const since = await agents.logSize(a);
-    agents.start(a, ["--healthz-port", "9104", "--healthz-port", "0", "--healthz-status"], []);
+    agents.start(
+      a,
+      [
+        "--healthz-port",
+        "9104",
+        "--healthz-port",
+        "0",
+        "--healthz-status",
+        "--metrics-port",
+        "9105",
+        "--metrics-port",
+        "0",
+      ],
+      [],
+    );
     try {
       await agents.waitReady(a); // over weft.sock
       const opened = [...(await listening())].filter((p) => !before.has(p)).map((p) => p.split(":").pop());
@@ -556,6 +570,12 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
           msg: expect.stringMatching(
             /HTTP probe against a TCP port .* fails; .*--healthz-status does nothing without it$/,
           ),
+        }),
+      ]);
+      expect(await coded(a.dir, since, "AGENT_METRICS_OFF")).toEqual([
+        expect.objectContaining({
+          level: 30,
+          msg: expect.stringMatching(/--metrics-port unset or 0.* weft\.sock only/),
         }),
       ]);
     } finally {
