@@ -10,7 +10,7 @@ import { dirname, join } from "node:path";
 import type { Logger } from "pino";
 import type { Backend, BackendAnnouncement, BackendCounters, Underlay } from "../backends/backend.js";
 import { backendOptions, createBackend, overlayDevice } from "../backends/index.js";
-import { backendInForce, parseNetConf, type NetConf } from "../config/net-conf.js";
+import { backendInForce, ignoredKeysMessage, parseNetConf, type NetConf } from "../config/net-conf.js";
 import { ControlPlane } from "../control/control-plane.js";
 import { Keyring } from "../control/gossip/keyring.js";
 import { NO_BACKEND } from "../control/node-record.js";
@@ -202,7 +202,7 @@ export class Agent {
    */
   static async start(opts: AgentOptions, log: Logger, signal?: AbortSignal): Promise<Agent> {
     checkFlags(opts);
-    const conf = parseNetConf(await readConfig(opts.netConfig), opts.netConfig);
+    const conf = await readNetConf(opts.netConfig, log);
     const keyring = await Keyring.fromKeyFile(opts.keyFile);
     const kernel = new Kernel();
     const lock = await StateDirLock.acquire(opts.stateDir);
@@ -285,8 +285,12 @@ export class Agent {
           port: opts.healthzPort,
           endpoints: ["/healthz", "/readyz", ...(opts.healthzStatus ? (["/status"] as const) : [])],
         });
-      if (opts.metricsPort !== undefined)
-        tcp.push({ host: opts.metricsIp, port: opts.metricsPort, endpoints: ["/metrics"] });
+      if (opts.metricsPort === undefined)
+        log.info(
+          { code: "AGENT_METRICS_OFF" },
+          "no TCP port for /metrics (--metrics-port unset or 0): it answers on weft.sock only, so a Prometheus scrape of a TCP port fails; set --metrics-port to scrape it",
+        );
+      else tcp.push({ host: opts.metricsIp, port: opts.metricsPort, endpoints: ["/metrics"] });
       agent.http = await AgentHttp.listen(
         {
           ready: () => agent.isReady(),
@@ -935,7 +939,7 @@ export class Agent {
   }
 
   private async reloadNow(): Promise<void> {
-    const next = parseNetConf(await readConfig(this.opts.netConfig), this.opts.netConfig);
+    const next = await readNetConf(this.opts.netConfig, this.log);
     // The resolved spaces say it all: a family switched on or off, or its network keys changed.
     if (
       next.space?.fingerprint !== this.conf.space?.fingerprint ||
@@ -1254,9 +1258,11 @@ function formatDuration(ms: number): string {
   return out || `${ms}ms`;
 }
 
-async function readConfig(path: string): Promise<string> {
+/** net-conf.json, parsed; Backend keys it ignores are logged, at start and at each reload. */
+async function readNetConf(path: string, log: Logger): Promise<NetConf> {
+  let text: string;
   try {
-    return await readFile(path, "utf8");
+    text = await readFile(path, "utf8");
   } catch (cause) {
     throw new WeftError(
       "CONFIG_NET_CONF_UNREADABLE",
@@ -1264,6 +1270,10 @@ async function readConfig(path: string): Promise<string> {
       { cause },
     );
   }
+  const conf = parseNetConf(text, path);
+  const ignored = ignoredKeysMessage(conf, path);
+  if (ignored) log.warn({ code: "CONFIG_BACKEND_KEY_IGNORED", backend: conf.Backend.Type }, ignored);
+  return conf;
 }
 
 /**

@@ -148,7 +148,12 @@ agentCommand
       "address of /metrics (default loopback: metrics name peers and subnets; pass 0.0.0.0 for a remote scraper)",
     ).default("127.0.0.1"),
   )
-  .addOption(intFlag("--metrics-port <n>", "TCP port of Prometheus /metrics, 1..65535 (off unless set)"))
+  .addOption(
+    intFlag(
+      "--metrics-port <n>",
+      "TCP port of Prometheus /metrics, 1..65535 (off unless set; 0 is off, as --healthz-port's)",
+    ),
+  )
   .addOption(intFlag("--gossip-port <n>", "UDP and TCP port of the gossip control plane, 1..65535").default(7946))
   .addOption(
     flag(
@@ -201,7 +206,8 @@ agentCommand
       healthzPort: o.healthzPort || undefined,
       healthzStatus: o.healthzStatus,
       metricsIp: o.metricsIp,
-      metricsPort: o.metricsPort,
+      // 0 as --healthz-port's: a template can turn it off without dropping the variable.
+      metricsPort: o.metricsPort || undefined,
       gossipPort: o.gossipPort,
       join: (o.join as string[]).map(parseHostPort),
       seeds: o.subnetSeeds,

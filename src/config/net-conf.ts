@@ -8,7 +8,11 @@
 // Keys match regardless of case and Backend.Type is lowercased, as in flannel (flannelKeys).
 // Deliberate differences: flannel's code defaults a missing Backend to "udp" while its
 // documentation says "vxlan"; weft defaults to vxlan, the documented and far faster choice. And an
-// unknown key is an error, where flannel ignores it, so that a typo cannot leave a default in force.
+// unknown top-level key is an error, where flannel ignores it, so that a typo cannot leave a
+// default in force. A Backend key its Type does not read (another backend's, or a typo) is ignored
+// as in flannel, whose backends each read only their own, but the agent logs it
+// (CONFIG_BACKEND_KEY_IGNORED): a ConfigMap written for one backend and switched to another keeps
+// the old keys.
 import { z } from "zod";
 import { BACKEND_TYPES, ipv6OverIpv4Port } from "../backends/backend.js";
 import {
@@ -29,8 +33,10 @@ import { formatPrefix, parseIpv4, parseMaskedPrefix } from "../net/ipv4.js";
 import { formatPrefix6, parseIpv6, parseMaskedPrefix6 } from "../net/ipv6.js";
 
 /**
- * A boolean or number key where null is "not set": Go's encoding/json leaves a field's default on
- * null, so flannel does, and templated configs write it. (Every such key, weft's own too.)
+ * A key where null is "not set": Go's encoding/json leaves a boolean, number or string field's
+ * default on null, so flannel does, and templated configs write it. (Every such key, weft's own
+ * too, and Network and IPv6Network, where flannel's address type refuses null: unset, a required
+ * one is named as missing.)
  */
 const nullIsDefault = <T extends z.ZodType>(schema: T) =>
   z.preprocess((v) => (v === null ? undefined : v), schema).describe(schema.description ?? "");
@@ -165,10 +171,12 @@ const userspaceTuning = {
  *  Helm chart writes MacPrefix); flanneld on Linux ignores them, and so does weft. */
 const WINDOWS_ONLY = new Set(["MacPrefix", "Name", "DNSServerList"]);
 const windowsOnly = (what: string) =>
-  z
-    .string()
-    .optional()
-    .describe(`${what} on flannel's Windows nodes; accepted and ignored here, as flanneld on Linux does`);
+  nullIsDefault(
+    z
+      .string()
+      .optional()
+      .describe(`${what} on flannel's Windows nodes; accepted and ignored here, as flanneld on Linux does`),
+  );
 
 const vxlan = z
   .object({
@@ -342,7 +350,9 @@ const NO_IPV6_BECAUSE: Record<string, string> = {
  * not only by the subnet space, so that the error names the key like every other one.
  */
 const cidr = (network: (v: string) => string, what: string) =>
-  z.string().transform(parsedWith(network)).optional().describe(what);
+  nullIsDefault(
+    z.string().transform(parsedWith(network)).optional().describe(`${what} (null: unset, which flannel refuses)`),
+  );
 
 /** Whether `v` is an address that `parse` reads as zero, in any spelling ("0::0" is "::"). */
 const parsesToZero =
@@ -529,7 +539,15 @@ export const netConfSchema = z
     }
   });
 
+/** A Backend key its Type does not read, and the types that do (none: no backend has it, a typo?). */
+export interface IgnoredBackendKey {
+  readonly key: string;
+  readonly types: readonly string[];
+}
+
 export type NetConf = z.infer<typeof netConfSchema> & {
+  /** Backend keys ignored, as flannel ignores them; the agent logs them (ignoredKeysMessage). */
+  readonly ignoredBackendKeys: readonly IgnoredBackendKey[];
   /** The IPv4 subnet space; undefined when EnableIPv4 is false. */
   readonly space: SubnetSpace | undefined;
   /** The IPv6 subnet space; undefined unless EnableIPv6 is true. */
@@ -558,7 +576,8 @@ export function parseNetConf(text: string, source = "net-conf.json"): NetConf {
   }
   raw = flannelKeys(raw, source);
   const backend = (raw as { Backend?: unknown } | null)?.Backend;
-  const backendType = isObject(backend) ? backend.Type : undefined;
+  // null is no Type, as Go leaves the string empty (which flannel then refuses as a backend).
+  const backendType = isObject(backend) ? (backend.Type ?? undefined) : undefined;
   if (isObject(backend) && backendType === undefined) {
     throw new WeftError(
       "CONFIG_NET_CONF_INVALID",
@@ -571,6 +590,17 @@ export function parseNetConf(text: string, source = "net-conf.json"): NetConf {
       `${source}: Backend.Type is ${excerpt(backendType)}; valid types are ${BACKEND_TYPES.join(", ")}`,
     );
   }
+  const option = backendOption(backendType);
+  const ignoredBackendKeys: IgnoredBackendKey[] = [];
+  if (isObject(backend) && option) {
+    // Left out before the schema, which would refuse them, and so never in force.
+    const read = Object.entries(backend).filter(([k]) => {
+      if (Object.hasOwn(option.shape, k)) return true;
+      ignoredBackendKeys.push({ key: k, types: typesReading(k) });
+      return false;
+    });
+    raw = { ...(raw as object), Backend: Object.fromEntries(read) };
+  }
   const parsed = netConfSchema.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
@@ -579,19 +609,11 @@ export function parseNetConf(text: string, source = "net-conf.json"): NetConf {
       (v, k) => (v as Record<string | number, unknown> | undefined)?.[k as string],
       raw,
     );
+    // Only at the top level: Backend keys its Type does not read were left out above.
     if (issue.code === "unrecognized_keys") {
-      const elsewhere = issue.path.length > 0 && otherTypesKeys(issue.keys, raw);
-      if (elsewhere) throw new WeftError("CONFIG_NET_CONF_INVALID", `${source}: Backend: ${elsewhere}`);
-      const where = issue.path.length === 0 ? "" : `${key}: `;
-      const more = issue.keys.length > 5 ? ` and ${issue.keys.length - 5} more` : "";
-      const keys =
-        issue.keys
-          .slice(0, 5)
-          .map((k) => (/^\w{1,40}$/.test(k) ? k : excerpt(k)))
-          .join(", ") + more;
       throw new WeftError(
         "CONFIG_NET_CONF_INVALID",
-        `${source}: ${where}unknown key(s) ${keys}; allowed here: ${allowedKeys(issue.path, raw)}`,
+        `${source}: unknown key(s) ${keyList(issue.keys)}; allowed here: ${Object.keys(netConfSchema.shape).join(", ")}`,
       );
     }
     throw new WeftError("CONFIG_NET_CONF_INVALID", `${source}: ${key} = ${excerpt(value)}: ${issue.message}`);
@@ -601,7 +623,7 @@ export function parseNetConf(text: string, source = "net-conf.json"): NetConf {
     // Keys of a disabled family are ignored, as flannel ignores them.
     const space = c.EnableIPv4 ? SubnetSpace.fromConfig({ ...c, Network: c.Network! }) : undefined;
     const space6 = c.EnableIPv6 ? Ipv6SubnetSpace.fromConfig({ ...c, IPv6Network: c.IPv6Network! }) : undefined;
-    return { ...c, space, space6 };
+    return { ...c, ignoredBackendKeys, space, space6 };
   } catch (cause) {
     throw new WeftError("CONFIG_NET_CONF_INVALID", `${source}: ${(cause as Error).message}`, { cause });
   }
@@ -617,7 +639,7 @@ const backendOption = (type: unknown) =>
  * The parsed JSON with keys as flannel reads them: Go's encoding/json takes a key that equals a
  * known one ignoring case as that key, and flannel looks Backend.Type up lowercased
  * (pkg/backend/manager.go), so "network" and {"type": "VXLAN"} work there and must here. Unknown
- * keys are left for the schema to refuse.
+ * keys keep their spelling: refused at the top level, ignored in Backend (parseNetConf).
  */
 function flannelKeys(raw: unknown, source: string): unknown {
   if (!isObject(raw)) return raw;
@@ -640,31 +662,39 @@ function flannelKeys(raw: unknown, source: string): unknown {
   return { ...conf, Backend: option ? known(backend, Object.keys(option.shape), "Backend: ") : backend };
 }
 
+/** The Backend types that read `key`, regardless of case as keys match ("vni" is VNI). */
+const typesReading = (key: string): string[] =>
+  backendSchema.options
+    .filter((o) => Object.keys(o.shape).some((k) => k.toLowerCase() === key.toLowerCase()))
+    .map((o) => (o.shape.Type as z.ZodLiteral<string>).value);
+
 /**
- * "VNI is valid for vxlan, wasm-vxlan, not host-gw; remove it" when every key in `keys` belongs to
- * another Backend.Type, else undefined. Still refused, where flannel ignores them, as any key the
- * Type does not read: a config that names them expects them to matter.
+ * Keys for a message, each with its `note`: at most 5, each quoted unless a plain word, so that a
+ * huge file never makes a huge line.
  */
-function otherTypesKeys(keys: readonly string[], raw: unknown): string | undefined {
-  const type = (raw as { Backend: { Type: string } }).Backend.Type;
-  // Regardless of case, as keys match: "vni" under host-gw is the same mistake as "VNI".
-  const typesOf = (key: string) =>
-    backendSchema.options
-      .filter((o) => Object.keys(o.shape).some((k) => k.toLowerCase() === key.toLowerCase()))
-      .map((o) => (o.shape.Type as z.ZodLiteral<string>).value);
-  const found = keys.map((k) => ({ k, types: typesOf(k) }));
-  if (found.some((f) => f.types.length === 0)) return undefined;
-  return `${found.map((f) => `${f.k} is valid for ${f.types.join(", ")}`).join("; ")}, not ${type}; remove ${keys.length > 1 ? "them" : "it"}`;
+function keyList(keys: readonly string[], note: (i: number) => string = () => ""): string {
+  const more = keys.length > 5 ? ` and ${keys.length - 5} more` : "";
+  return (
+    keys
+      .slice(0, 5)
+      .map((k, i) => (/^\w{1,40}$/.test(k) ? k : excerpt(k)) + note(i))
+      .join(", ") + more
+  );
 }
 
 /**
- * The keys allowed where an unknown one was found: at the top level, or in Backend (zod reports
- * unknown Backend keys only once Type has picked a valid backend, so Type is one of them).
+ * The warning for a config's ignored Backend keys ("Backend.Type host-gw does not read VNI (a key
+ * of vxlan, wasm-vxlan) ..."), or undefined when none was ignored.
  */
-function allowedKeys(path: readonly PropertyKey[], raw: unknown): string {
-  if (path.length === 0) return Object.keys(netConfSchema.shape).join(", ");
-  const type = (raw as { Backend: { Type: string } }).Backend.Type;
-  return `${Object.keys(backendOption(type)!.shape).join(", ")} (Backend.Type ${type})`;
+export function ignoredKeysMessage(conf: NetConf, source: string): string | undefined {
+  const ignored = conf.ignoredBackendKeys;
+  if (ignored.length === 0) return undefined;
+  const named = keyList(
+    ignored.map((i) => i.key),
+    (i) => ` (${ignored[i].types.length > 0 ? `a key of ${ignored[i].types.join(", ")}` : "no backend's key"})`,
+  );
+  const type = conf.Backend.Type;
+  return `${source}: Backend.Type ${type} does not read ${named}; ignored, as flanneld ignores them: remove them, or correct a misspelt one (${type} reads ${Object.keys(backendOption(type)!.shape).join(", ")})`;
 }
 
 /**

@@ -13,7 +13,7 @@ import { LabCluster } from "../../src/lab/cluster.js";
 import { formatIpv6 } from "../../src/net/ipv6.js";
 import { projectFile } from "../../src/paths.js";
 import { canUseNetns } from "../support/netns.js";
-import { coded, kernelState, NETWORK, netConf } from "./support.js";
+import { coded, eventually, kernelState, NETWORK, netConf } from "./support.js";
 
 const run = promisify(execFile);
 
@@ -110,10 +110,10 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
       /net-conf\.json: unknown key\(s\) Backnd; allowed here: Network, SubnetLen, SubnetMin, SubnetMax, EnableIPv4, EnableIPv6, EnableNFTables, IPv6Network, IPv6SubnetLen, IPv6SubnetMin, IPv6SubnetMax, Backend$/,
     ],
     [
-      "a key the backend does not have",
-      { Network: NETWORK, Backend: { Type: "udp", VNI: 2 } },
+      "a Backend.Type null",
+      { Network: NETWORK, Backend: { Type: null, VNI: 2 } },
       [],
-      /: Backend: VNI is valid for vxlan, wasm-vxlan, not udp; remove it$/,
+      /^weft: \[CONFIG_NET_CONF_INVALID\] \S+net-conf\.json: Backend has no Type; give one of vxlan, host-gw, udp, wasm-vxlan/,
     ],
     [
       "a value out of range",
@@ -532,7 +532,7 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
     }
   });
 
-  it("--healthz-port 0 is flanneld's no health server: the agent opens no TCP port but gossip's, /readyz on weft.sock, and says so (AGENT_HEALTHZ_OFF)", async () => {
+  it("--healthz-port 0 is flanneld's no health server, --metrics-port 0 no metrics port: the agent opens no TCP port but gossip's, /readyz on weft.sock, and says so (AGENT_HEALTHZ_OFF, AGENT_METRICS_OFF)", async () => {
     await writeFile(agents.netConfPath(a), JSON.stringify(netConf("vxlan")));
     const listening = async () =>
       new Set(
@@ -543,7 +543,21 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
       );
     const before = await listening(); // the port the test's other process holds
     const since = await agents.logSize(a);
-    agents.start(a, ["--healthz-port", "9104", "--healthz-port", "0", "--healthz-status"], []);
+    agents.start(
+      a,
+      [
+        "--healthz-port",
+        "9104",
+        "--healthz-port",
+        "0",
+        "--healthz-status",
+        "--metrics-port",
+        "9105",
+        "--metrics-port",
+        "0",
+      ],
+      [],
+    );
     try {
       await agents.waitReady(a); // over weft.sock
       const opened = [...(await listening())].filter((p) => !before.has(p)).map((p) => p.split(":").pop());
@@ -558,6 +572,46 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
           ),
         }),
       ]);
+      expect(await coded(a.dir, since, "AGENT_METRICS_OFF")).toEqual([
+        expect.objectContaining({
+          level: 30,
+          msg: expect.stringMatching(/--metrics-port unset or 0.* weft\.sock only/),
+        }),
+      ]);
+    } finally {
+      await agents.stop(a);
+    }
+  });
+
+  it("starts with another backend's keys, a misspelt one and null strings in net-conf.json, as flanneld does, and logs the ignored keys (CONFIG_BACKEND_KEY_IGNORED) at start and reload", async () => {
+    const conf = (backend: object) =>
+      writeFile(
+        agents.netConfPath(a),
+        JSON.stringify({ Network: NETWORK, IPv6Network: null, Backend: { Type: "host-gw", Name: null, ...backend } }),
+      );
+    await conf({ VNI: 7, Port: 8472, DirectRoutng: true });
+    const since = await agents.logSize(a);
+    agents.start(a, [], []);
+    try {
+      await agents.waitReady(a);
+      expect((await agents.status(a)).settings.backend).toEqual({ Type: "host-gw" });
+      const [line, ...more] = await coded(a.dir, since, "CONFIG_BACKEND_KEY_IGNORED");
+      expect(more).toEqual([]);
+      expect(line).toMatchObject({
+        level: 40,
+        backend: "host-gw",
+        msg: `${agents.netConfPath(a)}: Backend.Type host-gw does not read VNI (a key of vxlan, wasm-vxlan), Port (a key of vxlan, udp, wasm-vxlan), DirectRoutng (no backend's key); ignored, as flanneld ignores them: remove them, or correct a misspelt one (host-gw reads Type, Name, DNSServerList)`,
+      });
+      // A reload reads the file again, and says it again of what it ignores now.
+      await conf({ MTU: 1400 });
+      agents.reload(a);
+      const lines = await eventually(
+        "the reload's CONFIG_BACKEND_KEY_IGNORED",
+        () => coded(a.dir, since, "CONFIG_BACKEND_KEY_IGNORED"),
+        (l) => l.length === 2,
+      );
+      expect(lines[1].msg).toMatch(/does not read MTU \(a key of vxlan\); ignored/);
+      expect(await agents.status(a)).toMatchObject({ ready: true, settings: { backend: { Type: "host-gw" } } });
     } finally {
       await agents.stop(a);
     }

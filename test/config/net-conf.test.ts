@@ -1,10 +1,12 @@
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { describe, expect, it } from "vitest";
-import { backendInForce, configReference, parseNetConf } from "../../src/config/net-conf.js";
+import { backendInForce, configReference, ignoredKeysMessage, parseNetConf } from "../../src/config/net-conf.js";
 import { projectFile } from "../../src/paths.js";
 
 const parse = (o: unknown) => parseNetConf(JSON.stringify(o));
+/** The Backend keys a config's Type ignores, each with the Types that read it. */
+const ignored = (o: unknown) => parse(o).ignoredBackendKeys.map(({ key, types }) => [key, types.join(",")]);
 
 describe("net-conf.json", () => {
   it("accepts flannel's documented example and defaults the backend to vxlan", () => {
@@ -65,7 +67,7 @@ describe("net-conf.json", () => {
     expect(() => parse({ ...base, IPv6SubnetMin: "::1" })).toThrow(/IPv6SubnetMin/);
   });
 
-  it("takes null in a boolean or number key as its default, as Go's encoding/json leaves it", () => {
+  it("takes null in a boolean, number or string key as its default or unset, as Go's encoding/json leaves it", () => {
     const net = { Network: "10.244.0.0/16" };
     const plain = parse(net);
     const nulls = parse({ ...net, EnableIPv4: null, EnableIPv6: null, EnableNFTables: null });
@@ -92,9 +94,31 @@ describe("net-conf.json", () => {
       /\| `SubnetMin` \| .*\(0\.0\.0\.0: the default, as in flannel; null too, which flannel refuses\) \|/,
     );
     expect(() => parse({ ...net, Backend: { Type: "vxlan", VNI: "1" } })).toThrow(/Backend\.VNI = "1"/);
+    // String keys: Go leaves a string field empty on null.
+    const windows = parse({ ...net, Backend: { Type: "vxlan", MacPrefix: null, Name: null } });
+    expect(backendInForce(windows.Backend)).toEqual(backendInForce(plain.Backend));
+    expect(parse({ ...net, Backend: { Type: "host-gw", Name: null, DNSServerList: null } }).Backend).toEqual({
+      Type: "host-gw",
+    });
+    // flannel's address type refuses null in Network and IPv6Network; weft takes it as unset, and says so.
+    expect(parse({ ...net, IPv6Network: null }).space!.describe()).toBe(plain.space!.describe());
+    const six = { EnableIPv4: false, EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49" };
+    expect(parse({ ...six, Network: null }).space6!.describe()).toBe(parse(six).space6!.describe());
+    expect(() => parse({ Network: null })).toThrow(
+      /^net-conf\.json: Network = null: Network is required while EnableIPv4 is true/,
+    );
+    expect(() => parse({ ...net, EnableIPv6: true, IPv6Network: null })).toThrow(
+      /IPv6Network = null: EnableIPv6 needs IPv6Network/,
+    );
+    expect(configReference()).toMatch(/\| `IPv6Network` \| .*\(null: unset, which flannel refuses\) \|/);
+    // A null Type is none (flannel: the empty Type, no backend).
+    expect(() => parse({ ...net, Backend: { Type: null, VNI: 2 } })).toThrow(
+      /^net-conf\.json: Backend has no Type; give one of vxlan, host-gw, udp, wasm-vxlan/,
+    );
+    expect(() => parse({ ...net, Backend: { Type: "vxlan", Name: 1 } })).toThrow(/Backend\.Name = 1/);
   });
 
-  it("says what to do: a negative SubnetLen, a Backend without Type, MTU or udp Port 0, another Type's keys", () => {
+  it("says what to do: a negative SubnetLen, a Backend without Type, MTU or udp Port 0", () => {
     expect(() => parse({ Network: "10.244.0.0/16", SubnetLen: -1 })).toThrow(
       /^net-conf\.json: network config: SubnetLen -1 is not a prefix length: give one from 18 to 30, or leave it out for the default$/,
     );
@@ -112,14 +136,38 @@ describe("net-conf.json", () => {
     expect(() => parse({ Network: "10.244.0.0/16", Backend: { Type: "udp", Port: 0 } })).toThrow(
       /^net-conf\.json: Backend\.Port = 0: .*leave Port out for the default 8285$/,
     );
-    expect(() =>
-      parse({ Network: "10.244.0.0/16", Backend: { Type: "host-gw", VNI: 1, MTU: 1400, Port: 8472 } }),
-    ).toThrow(
-      /^net-conf\.json: Backend: VNI is valid for vxlan, wasm-vxlan; MTU is valid for vxlan; Port is valid for vxlan, udp, wasm-vxlan, not host-gw; remove them$/,
+  });
+
+  it("ignores Backend keys its Type does not read, as flanneld's backends do, and says whose they are", () => {
+    const conf = { Network: "10.244.0.0/16", Backend: { Type: "host-gw", VNI: 1, MTU: 1400, Port: 8472, Colour: 2 } };
+    const c = parse(conf);
+    expect(c.Backend).toEqual({ Type: "host-gw" }); // never in force, so a reload that adds them swaps nothing
+    expect(ignored(conf)).toEqual([
+      ["VNI", "vxlan,wasm-vxlan"],
+      ["MTU", "vxlan"],
+      ["Port", "vxlan,udp,wasm-vxlan"],
+      ["Colour", ""],
+    ]);
+    expect(ignoredKeysMessage(c, "net-conf.json")).toBe(
+      "net-conf.json: Backend.Type host-gw does not read VNI (a key of vxlan, wasm-vxlan), MTU (a key of vxlan), Port (a key of vxlan, udp, wasm-vxlan), Colour (no backend's key); " +
+        "ignored, as flanneld ignores them: remove them, or correct a misspelt one (host-gw reads Type, Name, DNSServerList)",
     );
-    // Keys match regardless of case, so does the message that names their types.
-    expect(() => parse({ Network: "10.244.0.0/16", Backend: { Type: "host-gw", vni: 1 } })).toThrow(
-      /^net-conf\.json: Backend: vni is valid for vxlan, wasm-vxlan, not host-gw; remove it$/,
+    expect(ignoredKeysMessage(parse({ Network: "10.244.0.0/16" }), "net-conf.json")).toBeUndefined();
+    // Keys match regardless of case, so does the Type they belong to; values are not read.
+    expect(ignored({ Network: "10.244.0.0/16", Backend: { Type: "host-gw", vni: "x" } })).toEqual([
+      ["vni", "vxlan,wasm-vxlan"],
+    ]);
+    // At most five named, however many there are; odd keys quoted.
+    const many = Object.fromEntries(Array.from({ length: 9 }, (_, i) => [`k${i}`, i]));
+    expect(
+      ignoredKeysMessage(parse({ Network: "10.244.0.0/16", Backend: { Type: "udp", ...many, "a b": 1 } }), "f"),
+    ).toMatch(/^f: Backend\.Type udp does not read k0 \(no backend's key\), .*k4 \(no backend's key\) and 5 more; /);
+    expect(ignoredKeysMessage(parse({ Network: "10.244.0.0/16", Backend: { Type: "udp", "a b": 1 } }), "f")).toMatch(
+      /^f: Backend\.Type udp does not read "a b" \(no backend's key\); /,
+    );
+    // A key the Type reads is still checked.
+    expect(() => parse({ Network: "10.244.0.0/16", Backend: { Type: "udp", VNI: 1, Port: "8285" } })).toThrow(
+      /^net-conf\.json: Backend\.Port = "8285": /,
     );
   });
 
@@ -133,9 +181,9 @@ describe("net-conf.json", () => {
       Backend: { Type: "host-gw", Name: "cbr0", DNSServerList: "10.96.0.10" },
     });
     expect(gw.Backend.Type).toBe("host-gw");
-    expect(() => parse({ Network: "10.244.0.0/16", Backend: { Type: "udp", MacPrefix: "0E-2A" } })).toThrow(
-      /^net-conf\.json: Backend: MacPrefix is valid for vxlan, not udp; remove it$/,
-    );
+    expect(ignored({ Network: "10.244.0.0/16", Backend: { Type: "udp", MacPrefix: "0E-2A" } })).toEqual([
+      ["MacPrefix", "vxlan"],
+    ]);
   });
 
   it("clears host bits of Network and IPv6Network, as flannel's net.ParseCIDR does", () => {
@@ -172,9 +220,9 @@ describe("net-conf.json", () => {
     expect(vxlan({})).toMatchObject({ Learning: false });
     expect(vxlan({ Learning: true })).toMatchObject({ Learning: true });
     expect(() => vxlan({ Learning: 1 })).toThrow(/Backend\.Learning = 1/);
-    expect(() => parse({ Network: "198.19.0.0/16", Backend: { Type: "wasm-vxlan", Learning: true } })).toThrow(
-      /Backend: Learning is valid for vxlan, not wasm-vxlan; remove it$/,
-    );
+    const wasm = { Network: "198.19.0.0/16", Backend: { Type: "wasm-vxlan", Learning: true } };
+    expect(parse(wasm).Backend).not.toHaveProperty("Learning");
+    expect(ignored(wasm)).toEqual([["Learning", "vxlan"]]);
     expect(configReference()).toMatch(/\| `Backend\.Learning` \(vxlan\) \| the kernel device's learning flag/);
   });
 
@@ -238,17 +286,16 @@ describe("net-conf.json", () => {
     );
   });
 
-  it("still refuses unknown keys (flannel ignores them; weft catches the typo), spelt as given", () => {
+  it("still refuses unknown top-level keys (flannel ignores them; weft catches the typo), spelt as given", () => {
     expect(() => parse({ Network: "10.244.0.0/16", subnetlem: 24 })).toThrow(
       /unknown key\(s\) subnetlem; allowed here/,
     );
-    expect(() => parse({ Network: "10.244.0.0/16", Backend: { type: "vxlan", vnid: 2 } })).toThrow(
-      /Backend: unknown key\(s\) vnid; allowed here: .*\(Backend\.Type vxlan\)$/,
-    );
+    // In Backend flannel's backends read their own keys only: ignored, spelt as given (logged by the agent).
+    expect(ignored({ Network: "10.244.0.0/16", Backend: { type: "vxlan", vnid: 2 } })).toEqual([["vnid", ""]]);
     // Another Type's key in another case is that Type's key, said so.
-    expect(() => parse({ Network: "10.244.0.0/16", Backend: { type: "vxlan", workers: 2 } })).toThrow(
-      /Backend: workers is valid for udp, wasm-vxlan, not vxlan; remove it$/,
-    );
+    expect(ignored({ Network: "10.244.0.0/16", Backend: { type: "vxlan", workers: 2 } })).toEqual([
+      ["workers", "udp,wasm-vxlan"],
+    ]);
     expect(() => parse({ Network: "10.244.0.0/16", Backend: { Type: "IPSEC" } })).toThrow(
       /Backend\.Type is "ipsec"; valid types are/,
     );
@@ -264,14 +311,10 @@ describe("net-conf.json", () => {
         /Backend\.Offloads = "no"/,
       );
     }
-    for (const Type of ["vxlan", "host-gw"]) {
-      const message = expect.stringMatching(
-        new RegExp(`Backend: Offloads is valid for udp, wasm-vxlan, not ${Type}; remove it$`),
-      );
-      expect(() => parse({ Network: "198.19.0.0/16", Backend: { Type, Offloads: false } })).toThrow(
-        expect.objectContaining({ code: "CONFIG_NET_CONF_INVALID", message }),
-      );
-    }
+    for (const Type of ["vxlan", "host-gw"])
+      expect(ignored({ Network: "198.19.0.0/16", Backend: { Type, Offloads: false } })).toEqual([
+        ["Offloads", "udp,wasm-vxlan"],
+      ]);
   });
 
   it.each([
@@ -280,7 +323,7 @@ describe("net-conf.json", () => {
       /Backend\.Type is "ipsec"; valid types are vxlan, host-gw, udp, wasm-vxlan/,
     ],
     [{ Network: "198.19.0.0/16", Backend: { Type: "vxlan", VNI: -1 } }, /Backend\.VNI = -1/],
-    [{ Network: "198.19.0.0/16", Backend: { Type: "udp", VNI: 4 } }, /VNI is valid for vxlan, wasm-vxlan, not udp/],
+    [{ Network: "198.19.0.0/16", Backend: { Type: "udp", VNI: 4, Port: 0 } }, /Backend\.Port = 0/],
     [{ Network: "198.19.0.0/16", Bogus: 1 }, /unknown key\(s\) Bogus; allowed here: Network, SubnetLen/],
     [{ Network: "198.19.0.0/33" }, /Network = "198\.19\.0\.0\/33": .*not an IPv4 prefix/],
     [{ Network: "198.19.0.0/16", SubnetMin: "198.20.0.0" }, /SubnetMin 198\.20\.0\.0 is not inside Network/],
@@ -488,6 +531,10 @@ describe("net-conf.json: IPv6 and dual-stack (flannel's keys, defaults and limit
     expect(only({ Type: "wasm-vxlan" }).Backend).toMatchObject({ Port: 8472, IPv6OverIPv4Port: 8473 });
     expect(only({ Type: "wasm-vxlan", Port: 9000 }).Backend).toMatchObject({ Port: 9000, IPv6OverIPv4Port: 9001 });
     expect(only({ Type: "wasm-vxlan", IPv6OverIPv4Port: 8400 }).Backend).toMatchObject({ IPv6OverIPv4Port: 8400 });
+    // vxlan has none: the IPv6 of a kernel vxlan device rides an IPv6 underlay.
+    expect(only({ Type: "vxlan", IPv6OverIPv4Port: 8473 }).ignoredBackendKeys).toEqual([
+      { key: "IPv6OverIPv4Port", types: ["wasm-vxlan"] },
+    ]);
     // Port 65535 leaves no Port + 1: refused where IPv6 is on, unless the key is given.
     expect(only({ Type: "wasm-vxlan", Port: 65535, IPv6OverIPv4Port: 8400 }).Backend).toMatchObject({
       IPv6OverIPv4Port: 8400,
@@ -505,10 +552,6 @@ describe("net-conf.json: IPv6 and dual-stack (flannel's keys, defaults and limit
         /^net-conf\.json: Backend\.Port = 65535: leaves no Port \+ 1 for IPv6 over the IPv4 underlay .*set Backend\.IPv6OverIPv4Port/,
       ],
       [{ Type: "wasm-vxlan", IPv6OverIPv4Port: 0 }, /^net-conf\.json: Backend\.IPv6OverIPv4Port = 0: /],
-      [
-        { Type: "vxlan", IPv6OverIPv4Port: 8473 },
-        /^net-conf\.json: Backend: IPv6OverIPv4Port is valid for wasm-vxlan, not vxlan; remove it$/,
-      ],
     ] as const)
       expect(() => only(backend)).toThrow(
         expect.objectContaining({ code: "CONFIG_NET_CONF_INVALID", message: expect.stringMatching(message) }),
