@@ -1,5 +1,5 @@
 // The built `weft` CLI run as a user runs it (bench, demo), each run with a TMPDIR of its own, and
-// what a run may have left behind afterwards.
+// what a run may have left behind afterwards; the processes running now, from /proc.
 import { execFileSync, spawn } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
@@ -52,15 +52,27 @@ export function leftovers(r: CliRun): string[] {
   for (const line of execFileSync("ip", ["netns", "list"], { encoding: "utf8" }).split("\n")) {
     if (line.includes(`-${r.pid}-`)) left.push(`namespace ${line.trim()}`);
   }
-  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
-    let cmdline = "";
-    try {
-      cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8").replace(/\0/g, " ");
-    } catch {
-      continue; // exited meanwhile
-    }
-    if (cmdline.includes(r.agentTmp)) left.push(`process ${pid}: ${cmdline}`);
+  for (const pid of pids()) {
+    const cmdline = procFile(pid, "cmdline")?.replace(/\0/g, " ");
+    if (cmdline?.includes(r.agentTmp)) left.push(`process ${pid}: ${cmdline}`);
   }
   for (const d of readdirSync(r.agentTmp)) left.push(`agent work dir ${d}`);
   return left;
 }
+
+/** The pids of the processes running now. */
+export function pids(): number[] {
+  return readdirSync("/proc")
+    .filter((d) => /^\d+$/.test(d))
+    .map(Number);
+}
+
+/** /proc/<pid>/<file> (cmdline and environ: NUL-separated), or undefined if the process exited meanwhile. */
+export function procFile(pid: number, file: string): string | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/${file}`, "utf8");
+  } catch {
+    return undefined;
+  }
+}
+
