@@ -1,5 +1,6 @@
 // The built `weft` CLI run as a user runs it (bench, demo), each run with a TMPDIR of its own, and
-// what a run may have left behind afterwards; the processes running now, from /proc.
+// what a run may have left behind afterwards, also after a Ctrl-C at the worst moment; the
+// processes running now, from /proc.
 import { execFileSync, spawn } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
@@ -76,3 +77,19 @@ export function procFile(pid: number, file: string): string | undefined {
   }
 }
 
+/** What SIGINT_AT_TEMP_DIR preloads: node:fs's mkdtempSync, wrapped, for the modules that import it too. */
+const SIGINT_AT_TEMP_DIR_MODULE = `import fs from "node:fs";
+import { syncBuiltinESMExports } from "node:module";
+const make = fs.mkdtempSync;
+fs.mkdtempSync = (prefix, ...rest) => {
+  const dir = make(prefix, ...rest);
+  if (/(^|\\/)weft-[^/]*$/.test(prefix)) process.kill(process.pid, "SIGINT");
+  return dir;
+};
+syncBuiltinESMExports();`;
+
+/**
+ * Node.js flags that make a run Ctrl-C itself (SIGINT) the moment it has made a temp dir `weft-*`:
+ * before anything handles the signal, it dies of it at once and leaves the dir.
+ */
+export const SIGINT_AT_TEMP_DIR = [`--import=data:text/javascript,${encodeURIComponent(SIGINT_AT_TEMP_DIR_MODULE)}`];
