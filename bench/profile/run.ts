@@ -15,6 +15,7 @@ import { Command, Option } from "commander";
 import { DEFAULT_WORKERS_RULE, defaultWorkers } from "../../src/dataplane/defaults.js";
 import { cpuPerGigabyte, measureOwnCpu, perGigabyte, type CpuDelta } from "../../src/bench/cpu.js";
 import { projectFile } from "../../src/paths.js";
+import { hookExit } from "../../src/lab/netns.js";
 import { makeTempDir, removeTempDir } from "../../src/lab/temp-dirs.js";
 import { iperf } from "../../src/lab/traffic.js";
 import { numberValue, wholeNumber } from "../cli-options.js";
@@ -144,6 +145,9 @@ async function main(): Promise<void> {
   } catch {
     throw new Error("perf is not installed: apt-get install linux-perf");
   }
+  // The namespaces' hook before the temp dir: Ctrl-C before the setup's first namespace found no
+  // handler, killed the process without 'exit' and left the dir.
+  hookExit();
   const dir = args.keep ?? makeTempDir("weft-profile-");
   let setup: Setup | undefined;
   try {

@@ -14,7 +14,7 @@ import { CniRuntime, type Attachment, type CniResult, type ConfList } from "../c
 import { WeftError } from "../errors.js";
 import { formatIpv4, parseIpv4, type Ipv4Prefix } from "../net/ipv4.js";
 import { formatIpv6, parseIpv6, type Ipv6Prefix } from "../net/ipv6.js";
-import { Netns } from "./netns.js";
+import { hookExit, Netns } from "./netns.js";
 import { makeTempDir, removeTempDir } from "./temp-dirs.js";
 
 export const LAB_UNDERLAY_BASE = 0xc6120000; // 198.18.0.0/24
@@ -106,6 +106,9 @@ export class LabCluster {
   /** Builds the switch and the hosts; on failure removes what it made. */
   static async create(opts: LabOptions): Promise<LabCluster> {
     const made: Netns[] = [];
+    // The namespaces' hook before the work dir: Ctrl-C while the plugin is installed, before the
+    // first namespace, found no handler, killed the process without 'exit' and left the dir.
+    hookExit();
     const workDir = makeTempDir("weft-lab-cni-");
     try {
       await installPlugin(join(workDir, "bin"));

@@ -13,9 +13,12 @@ import { LabCluster } from "../../src/lab/cluster.js";
 import { formatIpv6 } from "../../src/net/ipv6.js";
 import { projectFile } from "../../src/paths.js";
 import { canUseNetns } from "../support/netns.js";
-import { coded, eventually, kernelState, NETWORK, netConf } from "./support.js";
+import { coded, eventually, kernelState, netConf } from "./support.js";
 
 const run = promisify(execFile);
+
+/** This test's pod network: the lower half of the lab's, so that a host route fits beside it (198.19.128.0/17). */
+const NETWORK = "198.19.0.0/17";
 
 /** The lab's IPv6 pod network; the host has a route inside it (2001:2:0:c000::/52), which only the overlap case trips over. */
 const NETWORK6 = "2001:2:0:8000::/49";
@@ -36,10 +39,10 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
 
   beforeAll(async () => {
     lab = await LabCluster.create({ tag: "acf", hosts: 1, ipv6: true });
-    agents = await LabAgents.prepare(lab, () => netConf("vxlan"));
+    agents = await LabAgents.prepare(lab, () => netConf("vxlan", NETWORK));
     a = agents.agents[0];
     // A host route the corpus' Network must not shadow, and another process holding port 7999.
-    await a.host.ns.exec(["ip", "route", "add", "198.18.128.0/17", "dev", "eth0"]);
+    await a.host.ns.exec(["ip", "route", "add", "198.19.128.0/17", "dev", "eth0"]);
     await a.host.ns.exec(["ip", "-6", "route", "add", "2001:2:0:c000::/52", "dev", "eth0"]);
     const [cmd, ...argv] = a.host.ns.wrap([process.execPath, "-e", HOLD_PORT]);
     holder = spawn(cmd, argv, { stdio: ["ignore", "pipe", "inherit"] });
@@ -159,9 +162,9 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
     ],
     [
       "SubnetMin outside the Network",
-      { Network: NETWORK, SubnetMin: "198.20.0.0" },
+      { Network: NETWORK, SubnetMin: "198.19.128.0" },
       [],
-      /: network config: SubnetMin 198\.20\.0\.0 is not inside Network 198\.19\.0\.0\/16$/,
+      /: network config: SubnetMin 198\.19\.128\.0 is not inside Network 198\.19\.0\.0\/17$/,
     ],
     [
       "SubnetMin above SubnetMax",
@@ -231,21 +234,21 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
     ],
     [
       "a Network containing the underlay",
-      { Network: "198.18.0.0/16" },
+      { Network: "198.18.0.0/24", SubnetLen: 28 },
       [],
-      /^weft: \[CONFIG_NETWORK_OVERLAPS_HOST\] Network 198\.18\.0\.0\/16 \(net-conf\.json\) contains the underlay address 198\.18\.0\.\d+ on eth0: /,
+      /^weft: \[CONFIG_NETWORK_OVERLAPS_HOST\] Network 198\.18\.0\.0\/24 \(net-conf\.json\) contains the underlay address 198\.18\.0\.\d+ on eth0: /,
     ],
     [
       "a Network inside a host route",
-      { Network: "198.18.192.0/20" },
+      { Network: "198.19.192.0/20" },
       [],
-      /^weft: \[CONFIG_NETWORK_OVERLAPS_HOST\] Network 198\.18\.192\.0\/20 \(net-conf\.json\) overlaps the host's route 198\.18\.128\.0\/17 on eth0: /,
+      /^weft: \[CONFIG_NETWORK_OVERLAPS_HOST\] Network 198\.19\.192\.0\/20 \(net-conf\.json\) overlaps the host's route 198\.19\.128\.0\/17 on eth0: /,
     ],
     [
       "a Network containing a host route",
-      { Network: "198.18.128.0/17" },
+      { Network: "198.19.128.0/17" },
       [],
-      /\[CONFIG_NETWORK_OVERLAPS_HOST\] Network 198\.18\.128\.0\/17 \(net-conf\.json\) overlaps the host's route 198\.18\.128\.0\/17 on eth0/,
+      /\[CONFIG_NETWORK_OVERLAPS_HOST\] Network 198\.19\.128\.0\/17 \(net-conf\.json\) overlaps the host's route 198\.19\.128\.0\/17 on eth0/,
     ],
     ["Backend.Port 0", { Network: NETWORK, Backend: { Type: "udp", Port: 0 } }, [], /: Backend\.Port = 0: .*1/],
     [
@@ -510,16 +513,16 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
       await ns.exec(["ip", "addr", "add", "198.19.2.1/23", "dev", "cni0"]);
       await ns.exec(["ip", "route", "add", "198.19.4.0/23", "via", "198.18.0.99", "dev", "eth0"]);
       const before = await kernelState(a.host);
-      await writeFile(agents.netConfPath(a), JSON.stringify(netConf("vxlan")));
+      await writeFile(agents.netConfPath(a), JSON.stringify(netConf("vxlan", NETWORK)));
       const r = await runAgent([]);
       expect(r.code).toBe(1);
       expect(r.stderr.trim()).toMatch(
-        /^weft: \[CONFIG_NETWORK_OVERLAPS_HOST\] Network 198\.19\.0\.0\/16 \(net-conf\.json\) overlaps the host's address 198\.19\.2\.0\/23 on cni0, a node subnet \/23 where SubnetLen is 24: .*--node-cidr-mask-size.*, set SubnetLen to 23 in net-conf\.json; else pick a Network/,
+        /^weft: \[CONFIG_NETWORK_OVERLAPS_HOST\] Network 198\.19\.0\.0\/17 \(net-conf\.json\) overlaps the host's address 198\.19\.2\.0\/23 on cni0, a node subnet \/23 where SubnetLen is 24: .*--node-cidr-mask-size.*, set SubnetLen to 23 in net-conf\.json; else pick a Network/,
       );
       expect(await kernelState(a.host)).toEqual(before);
       // As the error says: the agent starts (on a state dir of its own: a lease ring is kept with
       // its subnet length), and its node subnet is a /23.
-      await writeFile(agents.netConfPath(a), JSON.stringify({ ...netConf("vxlan"), SubnetLen: 23 }));
+      await writeFile(agents.netConfPath(a), JSON.stringify({ ...netConf("vxlan", NETWORK), SubnetLen: 23 }));
       a.stateDir = join(a.dir, "state-subnetlen-23");
       agents.start(a, [], []);
       await agents.waitReady(a);
@@ -533,7 +536,7 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
   });
 
   it("--healthz-port 0 is flanneld's no health server, --metrics-port 0 no metrics port: the agent opens no TCP port but gossip's, /readyz on weft.sock, and says so (AGENT_HEALTHZ_OFF, AGENT_METRICS_OFF)", async () => {
-    await writeFile(agents.netConfPath(a), JSON.stringify(netConf("vxlan")));
+    await writeFile(agents.netConfPath(a), JSON.stringify(netConf("vxlan", NETWORK)));
     const listening = async () =>
       new Set(
         (await a.host.ns.exec(["ss", "-Hltn"]))
@@ -619,7 +622,7 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
 
   it("reads a switch's value: WEFT_IP_MASQ=false is off (commander took any value as on), --ip-masq=true on, --net-config-path as flanneld's", async () => {
     const subnetEnv = () => readFile(join(a.dir, "subnet.env"), "utf8");
-    await writeFile(agents.netConfPath(a), JSON.stringify(netConf("vxlan")));
+    await writeFile(agents.netConfPath(a), JSON.stringify(netConf("vxlan", NETWORK)));
     process.env.WEFT_IP_MASQ = "false";
     try {
       // Health on "::" too, as an IPv6-only host's kubelet probes its IPv6 address.
@@ -641,7 +644,7 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
     await agents.stop(a);
     // The lab's --net-config now names a broken file: the start works only by --net-config-path.
     const conf = join(a.dir, "flanneld-conf.json");
-    await writeFile(conf, JSON.stringify(netConf("vxlan")));
+    await writeFile(conf, JSON.stringify(netConf("vxlan", NETWORK)));
     await writeFile(agents.netConfPath(a), "{ not json");
     agents.start(a, ["--ip-masq=true", "--net-config-path", conf], []);
     await agents.waitReady(a);
@@ -734,7 +737,7 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
       ]);
     }
     // flanneld's own default, 0 (no health server), leaves the agent going: it reaches the underlay.
-    await writeFile(conf, JSON.stringify(netConf("vxlan")));
+    await writeFile(conf, JSON.stringify(netConf("vxlan", NETWORK)));
     // "00" too: flanneld reads the number, not the spelling.
     for (const port of ["0", "00"]) {
       const port0 = await runAgentWithEnv({
@@ -784,7 +787,7 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
     );
     expect(warned[1].msg).toMatch(/^FLANNELD_ETCD_ENDPOINTS is ignored: weft needs no etcd; /);
     // FLANNELD_IFACE too, with a config that passes: the interface it names is looked for.
-    await writeFile(conf, JSON.stringify(netConf("vxlan")));
+    await writeFile(conf, JSON.stringify(netConf("vxlan", NETWORK)));
     const iface = await runAgentWithEnv({ ...labEnv(), FLANNELD_NET_CONFIG_PATH: conf, FLANNELD_IFACE: "eth9" });
     expect(iface.stderr).toMatch(
       /^weft: \[AGENT_UNDERLAY_NOT_FOUND\] no interface with a global IPv4 address matches --iface eth9; /,

@@ -6,7 +6,7 @@
 // and flannel-ipv6), host3 as v0.17 to v0.19 wrote them (commented rules straight in POSTROUTING)
 // with iptables-legacy, which the nft-backed iptables does not show; each beside a masquerade rule
 // of the user's own, and beside flannel's rules of another network (another flanneld's, of
-// 198.18.128.0/17 and 2001:2:0:c000::/50) in the other form. host3 has no nft installed. Dual-stack
+// 198.19.128.0/17 and 2001:2:0:c000::/50) in the other form. host3 has no nft installed. Dual-stack
 // agents start there: flannel's rules of their network are gone (AGENT_STALE_FLANNEL_MASQ), weft's
 // are in place, the user's and the other network's stay, and pods reach each other across nodes
 // with their own addresses. Then a flanneld still running writes its rules again: the reconcile
@@ -19,9 +19,10 @@ import { formatAddr, formatHostPort } from "../../src/net/ip.js";
 import type { LabCluster, LabPod } from "../../src/lab/cluster.js";
 import { canUseNetns } from "../support/netns.js";
 import { udpPeer } from "../support/udp-peer.js";
-import { agentLab, coded, NETWORK, nftTables } from "./support.js";
+import { agentLab, coded, nftTables } from "./support.js";
 
-/** The agents' IPv6 network: half of the lab's pod range, so that another network fits beside it. */
+/** The agents' networks: half of the lab's pod range each, so that another network fits beside them. */
+const NETWORK = "198.19.0.0/17";
 const NETWORK6 = "2001:2:0:8000::/50";
 
 /** A pod network and the subnet flannel leased this node in it (never leased by weft: the network's last /24 and /64). */
@@ -30,12 +31,12 @@ interface FlannelNet {
   6: { net: string; old: string };
 }
 const OURS: FlannelNet = {
-  4: { net: NETWORK, old: "198.19.255.0/24" },
+  4: { net: NETWORK, old: "198.19.127.0/24" },
   6: { net: NETWORK6, old: "2001:2:0:bfff::/64" },
 };
 /** Another flanneld's network on these hosts (another cluster's): its rules stay. */
 const OTHER: FlannelNet = {
-  4: { net: "198.18.128.0/17", old: "198.18.255.0/24" },
+  4: { net: "198.19.128.0/17", old: "198.19.255.0/24" },
   6: { net: "2001:2:0:c000::/50", old: "2001:2:0:ffff::/64" },
 };
 const MULTICAST = { 4: "224.0.0.0/4", 6: "ff00::/8" } as const;

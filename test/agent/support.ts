@@ -18,9 +18,9 @@ export const NETWORK = formatPrefix(LAB_POD_NETWORK); // 198.19.0.0/16
 
 export type BackendName = "vxlan" | "host-gw" | "udp" | "wasm-vxlan";
 
-/** net-conf.json for a backend; one worker for wasm-vxlan (the machines running this have 2 cores). */
-export function netConf(backend: BackendName): object {
-  return { Network: NETWORK, Backend: backend === "wasm-vxlan" ? { Type: backend, Workers: 1 } : { Type: backend } };
+/** net-conf.json for a backend (Network: the lab's, or `network`); one worker for wasm-vxlan (the machines running this have 2 cores). */
+export function netConf(backend: BackendName, network = NETWORK): object {
+  return { Network: network, Backend: backend === "wasm-vxlan" ? { Type: backend, Workers: 1 } : { Type: backend } };
 }
 
 /** FLANNEL_MTU with a 1500-byte underlay: VXLAN costs 50 bytes, flannel's udp 28, host-gw nothing. */

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { LOADED_PINGS } from "../../src/bench/load.js";
 import type { BenchReport } from "../../src/bench/report.js";
-import { leftovers, runCli } from "../support/cli-run.js";
+import { leftovers, pids, procFile, runCli } from "../support/cli-run.js";
 import { OFFLOADS_OFF } from "../support/dataplane-lab.js";
 import { canUseNetns } from "../support/netns.js";
 import { pathWithout } from "../support/path-without.js";
@@ -22,14 +22,11 @@ afterAll(() => rmSync(work, { recursive: true, force: true }));
 /** Every process below root (by parent pid, from /proc). */
 function descendants(root: number): number[] {
   const children = new Map<number, number[]>();
-  for (const d of readdirSync("/proc").filter((x) => /^\d+$/.test(x))) {
-    try {
-      const stat = readFileSync(`/proc/${d}/stat`, "utf8");
-      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      children.set(ppid, [...(children.get(ppid) ?? []), Number(d)]);
-    } catch {
-      // exited meanwhile
-    }
+  for (const pid of pids()) {
+    const stat = procFile(pid, "stat");
+    if (stat === undefined) continue;
+    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+    children.set(ppid, [...(children.get(ppid) ?? []), pid]);
   }
   const out: number[] = [];
   for (let todo = [root]; todo.length > 0; ) {
@@ -56,13 +53,7 @@ function killBelow(pid: number, matches: (cmdline: string) => boolean, done: (pi
 const killIperfClients = (pid: number, done: (pids: number[]) => void) =>
   killBelow(pid, (cmd) => cmd.startsWith("iperf3 -c"), done);
 
-const commandOf = (pid: number) => {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, "utf8").replace(/\0/g, " ");
-  } catch {
-    return "";
-  }
-};
+const commandOf = (pid: number) => procFile(pid, "cmdline")?.replace(/\0/g, " ") ?? "";
 
 /** Runs `weft bench args`. */
 const bench = (name: string, args: string[], onStderr?: (text: string, pid: number) => void) =>

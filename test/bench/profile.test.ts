@@ -1,7 +1,15 @@
 // bench:profile's sorting of perf samples: each sample lands in exactly one category by its call
-// stack, kernel copies apart from the rest of the syscall they serve, Wasm by function name.
-import { describe, expect, it } from "vitest";
+// stack, kernel copies apart from the rest of the syscall they serve, Wasm by function name. And
+// a Ctrl-C before its first namespace leaves no temp dir.
+import { spawnSync } from "node:child_process";
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
 import { categorize } from "../../bench/profile/categories.js";
+import { projectFile } from "../../src/paths.js";
+import { SIGINT_AT_TEMP_DIR } from "../support/cli-run.js";
+import { canUseNetns } from "../support/netns.js";
 
 /** A `perf script -F comm,pid,tid,ip,sym` sample: header, then frames innermost first. */
 const sampleOf = (comm: string, pid: number, ...frames: string[]) =>
@@ -86,4 +94,29 @@ describe("bench:profile categories", () => {
       idle: 2,
     });
   });
+});
+
+describe.skipIf(!canUseNetns())("bench:profile on Ctrl-C", () => {
+  const work = mkdtempSync(join(tmpdir(), "weft-profile-test-"));
+  afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+  it("the moment its temp dir is made, before the setup's first namespace: exits 130 and leaves no dir nor namespace", () => {
+    // A perf that only answers --version: the run ends before it would sample.
+    const bin = join(work, "bin");
+    mkdirSync(bin);
+    writeFileSync(join(bin, "perf"), "#!/bin/sh\nexit 0\n");
+    chmodSync(join(bin, "perf"), 0o755);
+    const tmp = join(work, "tmp");
+    mkdirSync(tmp);
+    const r = spawnSync(
+      process.execPath,
+      [...SIGINT_AT_TEMP_DIR, projectFile("dist", "bench", "profile", "run.js"), "--setup", "kernel-vxlan"],
+      { env: { ...process.env, TMPDIR: tmp, PATH: `${bin}:${process.env.PATH}` }, encoding: "utf8", timeout: 60_000 },
+    );
+    expect(r.signal, r.stderr).toBeNull();
+    expect(r.status, r.stderr).toBe(130);
+    expect(readdirSync(tmp)).toEqual([]);
+    const namespaces = spawnSync("ip", ["netns", "list"], { encoding: "utf8" }).stdout;
+    expect(namespaces.split("\n").filter((l) => l.includes(`-${r.pid}-`))).toEqual([]);
+  }, 60_000);
 });

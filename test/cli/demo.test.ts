@@ -2,11 +2,11 @@
 // with real wasm-vxlan agents lease a subnet of each family, every pod pair pings over IPv4 and
 // IPv6, and nothing is left behind. A backend that cannot carry IPv6 is refused before anything
 // is built. Ctrl-C while the agents start ends it with 130 and no error, nothing left behind.
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { leftovers, runCli } from "../support/cli-run.js";
+import { leftovers, pids, procFile, runCli } from "../support/cli-run.js";
 import { canUseNetns } from "../support/netns.js";
 
 const work = mkdtempSync(join(tmpdir(), "weft-demo-test-"));
@@ -71,13 +71,9 @@ async function interruptOnceAgentsStart(tmp: string, run: Promise<unknown>): Pro
 
 /** The `weft demo` process whose TMPDIR is `tmp` (its agents inherit the variable, not the command). */
 function demoPid(tmp: string): number | undefined {
-  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
-    try {
-      if (readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")[2] !== "demo") continue;
-      if (readFileSync(`/proc/${pid}/environ`, "utf8").split("\0").includes(`TMPDIR=${tmp}`)) return Number(pid);
-    } catch {
-      // exited meanwhile
-    }
-  }
-  return undefined;
+  return pids().find(
+    (pid) =>
+      procFile(pid, "cmdline")?.split("\0")[2] === "demo" &&
+      procFile(pid, "environ")?.split("\0").includes(`TMPDIR=${tmp}`),
+  );
 }

@@ -1010,9 +1010,9 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
       ],
       [
         "subnet outside the network",
-        "FLANNEL_NETWORK=198.19.0.0/16\nFLANNEL_SUBNET=198.18.5.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n",
+        "FLANNEL_NETWORK=198.19.0.0/17\nFLANNEL_SUBNET=198.19.200.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n",
         7,
-        /FLANNEL_SUBNET: 198\.18\.5\.0\/24 is not inside/,
+        /FLANNEL_SUBNET: 198\.19\.200\.0\/24 is not inside/,
       ],
       [
         "no FLANNEL_IPMASQ",

@@ -2,12 +2,13 @@
 // came (an agent left by a test worker that exited mid-hook) must not keep a namespace, its
 // devices and its CPU use alive after the namespace's name is gone.
 import { execFileSync, spawn } from "node:child_process";
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { Netns, sweepOrphans } from "../../src/lab/netns.js";
 import { projectFile } from "../../src/paths.js";
+import { pids, procFile } from "../support/cli-run.js";
 import { canUseNetns } from "../support/netns.js";
 
 describe.skipIf(!canUseNetns())("lab namespaces", () => {
@@ -91,16 +92,10 @@ describe.skipIf(!canUseNetns())("lab namespaces of a process that exits midway",
 
 /** Whether an `ip` process names a namespace starting with `prefix`. */
 function ipRunsOn(prefix: string): boolean {
-  return readdirSync("/proc")
-    .filter((d) => /^\d+$/.test(d))
-    .some((pid) => {
-      try {
-        const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
-        return argv[0] === "ip" && argv.some((a) => a.startsWith(prefix));
-      } catch {
-        return false; // exited meanwhile
-      }
-    });
+  return pids().some((pid) => {
+    const argv = procFile(pid, "cmdline")?.split("\0") ?? [];
+    return argv[0] === "ip" && argv.some((a) => a.startsWith(prefix));
+  });
 }
 
 /** Runs a module script with argv[1] the built netns module, in a process group of its own. */

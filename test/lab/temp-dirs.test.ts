@@ -1,11 +1,13 @@
 // The temp dirs of the lab's tools (a cluster's CNI work dir, its agents' dirs) go with the tool:
-// also when it is interrupted (Ctrl-C) and when a preparation fails halfway.
+// also when it is interrupted (Ctrl-C, even before its first namespace) and when a preparation
+// fails halfway.
 import { execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { projectFile } from "../../src/paths.js";
+import { SIGINT_AT_TEMP_DIR } from "../support/cli-run.js";
 import { canUseNetns } from "../support/netns.js";
 
 /**
@@ -62,9 +64,9 @@ function namespacesOf(pid: number): string[] {
     .filter((l) => l.includes(`-${pid}-`));
 }
 
-/** Runs a module script with argv[1..] and returns its exit code and stdout. */
-function runScript(script: string, args: string[], env: NodeJS.ProcessEnv = {}) {
-  const child = spawn(process.execPath, ["--input-type=module", "-e", script, ...args], {
+/** Runs a module script with argv[1..] (and Node.js flags `flags`) and returns its exit code and stdout. */
+function runScript(script: string, args: string[], env: NodeJS.ProcessEnv = {}, flags: string[] = []) {
+  const child = spawn(process.execPath, [...flags, "--input-type=module", "-e", script, ...args], {
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -114,6 +116,22 @@ describe.skipIf(!canUseNetns())("lab temp dirs", () => {
     expect(r.code).toBe(0);
     expect(r.out.trim()).toMatch(/weft-order-/);
     expect(existsSync(r.out.trim())).toBe(false);
+    expect(readdirSync(tmp)).toEqual([]);
+  }, 60_000);
+
+  it("Ctrl-C the moment the cluster's work dir is made, before its first namespace, removes the dir", async () => {
+    const tmp = join(work, "early");
+    mkdirSync(tmp);
+    const r = await runScript(
+      `const { LabCluster } = await import(process.argv[1]);
+      await LabCluster.create({ tag: "tmpe", hosts: 1 });
+      console.log("created");`,
+      [projectFile("dist", "src", "lab", "cluster.js")],
+      { TMPDIR: tmp },
+      SIGINT_AT_TEMP_DIR,
+    );
+    expect(r.code).toBe(130);
+    expect(r.out).toBe("");
     expect(readdirSync(tmp)).toEqual([]);
   }, 60_000);
 

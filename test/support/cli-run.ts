@@ -1,5 +1,6 @@
 // The built `weft` CLI run as a user runs it (bench, demo), each run with a TMPDIR of its own, and
-// what a run may have left behind afterwards.
+// what a run may have left behind afterwards, also after a Ctrl-C at the worst moment; the
+// processes running now, from /proc.
 import { execFileSync, spawn } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
@@ -52,15 +53,43 @@ export function leftovers(r: CliRun): string[] {
   for (const line of execFileSync("ip", ["netns", "list"], { encoding: "utf8" }).split("\n")) {
     if (line.includes(`-${r.pid}-`)) left.push(`namespace ${line.trim()}`);
   }
-  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
-    let cmdline = "";
-    try {
-      cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8").replace(/\0/g, " ");
-    } catch {
-      continue; // exited meanwhile
-    }
-    if (cmdline.includes(r.agentTmp)) left.push(`process ${pid}: ${cmdline}`);
+  for (const pid of pids()) {
+    const cmdline = procFile(pid, "cmdline")?.replace(/\0/g, " ");
+    if (cmdline?.includes(r.agentTmp)) left.push(`process ${pid}: ${cmdline}`);
   }
   for (const d of readdirSync(r.agentTmp)) left.push(`agent work dir ${d}`);
   return left;
 }
+
+/** The pids of the processes running now. */
+export function pids(): number[] {
+  return readdirSync("/proc")
+    .filter((d) => /^\d+$/.test(d))
+    .map(Number);
+}
+
+/** /proc/<pid>/<file> (cmdline and environ: NUL-separated), or undefined if the process exited meanwhile. */
+export function procFile(pid: number, file: string): string | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/${file}`, "utf8");
+  } catch {
+    return undefined;
+  }
+}
+
+/** What SIGINT_AT_TEMP_DIR preloads: node:fs's mkdtempSync, wrapped, for the modules that import it too. */
+const SIGINT_AT_TEMP_DIR_MODULE = `import fs from "node:fs";
+import { syncBuiltinESMExports } from "node:module";
+const make = fs.mkdtempSync;
+fs.mkdtempSync = (prefix, ...rest) => {
+  const dir = make(prefix, ...rest);
+  if (/(^|\\/)weft-[^/]*$/.test(prefix)) process.kill(process.pid, "SIGINT");
+  return dir;
+};
+syncBuiltinESMExports();`;
+
+/**
+ * Node.js flags that make a run Ctrl-C itself (SIGINT) the moment it has made a temp dir `weft-*`:
+ * before anything handles the signal, it dies of it at once and leaves the dir.
+ */
+export const SIGINT_AT_TEMP_DIR = [`--import=data:text/javascript,${encodeURIComponent(SIGINT_AT_TEMP_DIR_MODULE)}`];
