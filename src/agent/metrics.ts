@@ -112,7 +112,7 @@ export function agentMetrics(
     mirroredCounter(
       registry,
       "weft_backend_restarts_total",
-      "Backend instances replaced by address family after they stopped carrying pod traffic by themselves (a userspace backend's TUN device deleted, its dataplane workers dying in a row or failing to start)",
+      "Backend instances replaced by address family after they stopped carrying pod traffic by themselves (a userspace backend's TUN device deleted, its dataplane workers dying in a row or failing to start; vxlan's IPv6 device deleted over an underlay too small to make it again)",
       ["family"],
       (set) => {
         for (const l of agent.backendRestarts()) set({ family: String(l.family) }, l.restarts);

@@ -149,7 +149,8 @@ export interface BackendContext {
    * Called once if the running backend stops carrying traffic by itself and cannot recover in
    * place (a userspace backend whose TUN device was deleted, or whose dataplane workers keep
    * dying or cannot start): its owner stops it and starts a new one. Kernel backends repair their
-   * devices in reconcile() and never call it.
+   * devices in reconcile() and call it only for one that cannot be made again (vxlan's IPv6 device
+   * over an underlay interface lowered below what IPv6 needs).
    */
   onFailed?: (err: Error) => void;
 }

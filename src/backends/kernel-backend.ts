@@ -52,6 +52,8 @@ export abstract class KernelBackend implements Backend {
   private pending?: { round: Round; done: Promise<void> };
   private readonly rounds = new SerialQueue();
   private state: "new" | "running" | "stopped" = "new";
+  /** reportFailed told the owner: this backend cannot go on. */
+  private failed = false;
 
   protected constructor(
     readonly type: BackendType,
@@ -131,6 +133,17 @@ export abstract class KernelBackend implements Backend {
     return { ...this.stats.counters(), peersUnreachable: this.unreachable.count };
   }
 
+  /**
+   * A running backend cannot go on (a device reconcile cannot make again): its owner is told once
+   * (ctx.onFailed) and replaces it, as a userspace backend whose TUN device is gone. At start the
+   * error only fails the start.
+   */
+  protected reportFailed(err: Error): void {
+    if (this.state !== "running" || this.failed) return;
+    this.failed = true;
+    this.ctx.onFailed?.(err);
+  }
+
   /** Why each peer cannot be reached directly on the underlay interface (host-gw, DirectRouting); undefined when it can. */
   protected async directReachProblems(peers: BackendPeer[]): Promise<Array<string | undefined>> {
     const iface = this.ctx.underlay.iface;
@@ -166,7 +179,12 @@ export abstract class KernelBackend implements Backend {
           await this.runRound(round, false);
         } catch (err) {
           this.stats.refused();
-          this.logger.error({ err }, "a kernel programming round failed; the next round or reconcile tries again");
+          this.logger.error(
+            { err },
+            this.failed
+              ? "a kernel programming round failed, and the backend cannot go on: it is to be replaced"
+              : "a kernel programming round failed; the next round or reconcile tries again",
+          );
           throw err;
         }
       });

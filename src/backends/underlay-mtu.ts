@@ -4,6 +4,7 @@
 import type { Logger } from "pino";
 import { WeftError } from "../errors.js";
 import type { LinkState } from "../kernel/links.js";
+import type { Underlay } from "./backend.js";
 
 /** IPv6's minimum link MTU (RFC 8200): the kernel turns IPv6 off on a device below it and refuses its address. */
 export const IPV6_MIN_MTU = 1280;
@@ -11,14 +12,35 @@ export const IPV6_MIN_MTU = 1280;
 /**
  * Refuses an IPv6 device below IPV6_MIN_MTU before anything is created: the kernel's bare
  * "Invalid argument" for its address would fail every start, and the pods would get an MTU IPv6
- * cannot use.
+ * cannot use. `iface`: the underlay interface whose MTU alone bounds it (else Backend.MTU may).
  */
-export function assertIpv6Mtu(device: string, deviceMtu: number, underlayMtu: number, headroom: number): void {
+export function assertIpv6Mtu(
+  device: string,
+  deviceMtu: number,
+  underlayMtu: number,
+  headroom: number,
+  iface?: string,
+): void {
   if (deviceMtu >= IPV6_MIN_MTU) return;
+  const raise = iface ? `${iface}'s MTU` : "the underlay MTU";
   throw new WeftError(
     "BACKEND_IPV6_MTU",
-    `${device} would get MTU ${deviceMtu} (underlay MTU ${underlayMtu} minus ${headroom} bytes of encapsulation), below the ${IPV6_MIN_MTU} IPv6 needs: raise the underlay MTU to at least ${IPV6_MIN_MTU + headroom} (the interface's, or Backend.MTU), or run the network without IPv6`,
+    `${device} would get MTU ${deviceMtu} (underlay MTU ${underlayMtu} minus ${headroom} bytes of encapsulation), below the ${IPV6_MIN_MTU} IPv6 needs: raise ${raise} to at least ${IPV6_MIN_MTU + headroom}${iface ? "" : " (the interface's, or Backend.MTU)"}, or run the network without IPv6`,
   );
+}
+
+/**
+ * The underlay MTU a backend works from: Backend.MTU (flannel's MTU key) or the interface's, but
+ * never above the interface's, which bounds the encapsulated packets (the kernel caps a VXLAN
+ * device there; a userspace dataplane's larger datagrams would be refused or fragmented).
+ */
+export function cappedUnderlayMtu(logger: Logger, configured: number | undefined, underlay: Underlay): number {
+  if (configured === undefined || configured <= underlay.mtu) return configured ?? underlay.mtu;
+  logger.warn(
+    { code: "BACKEND_MTU_CAPPED", mtu: configured, underlayMtu: underlay.mtu },
+    `Backend.MTU ${configured} is above ${underlay.iface}'s MTU ${underlay.mtu}, which bounds the encapsulated packets: using ${underlay.mtu}; raise the interface's MTU first for a larger one`,
+  );
+  return underlay.mtu;
 }
 
 /** A device's MTU that follows its underlay interface's down, warning once (until it is back up). */
@@ -41,6 +63,22 @@ export class UnderlayMtu {
     /** The device carries IPv6, so it must not go below IPV6_MIN_MTU. */
     private readonly ipv6: boolean,
   ) {}
+
+  /**
+   * Refuses, as a start is refused (assertIpv6Mtu), to make an IPv6 vxlan device anew over an
+   * underlay interface (`lower`) whose MTU is now too low for it: the kernel clamps a new device
+   * to its lower device's MTU minus the headroom, and would refuse its address at every reconcile.
+   */
+  assertNewDevice(lower: LinkState | undefined): void {
+    if (this.ipv6 && lower)
+      assertIpv6Mtu(
+        this.device,
+        Math.min(this.deviceMtu, lower.mtu - this.headroom),
+        lower.mtu,
+        this.headroom,
+        lower.name,
+      );
+  }
 
   /**
    * deviceMtu, or less when the underlay interface (`lower`; undefined: not found) has a lower MTU

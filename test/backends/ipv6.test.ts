@@ -57,20 +57,24 @@ const routes6 = async (h: LabHost) =>
     .filter((l) => l.startsWith("2001:2:0:8002:"))
     .join("\n");
 
+/** Node 1's IPv6 lease over eth0 (2001:2::b, MTU 1500 as the agent read it) in `ns`. */
+const context6 = (ns: Netns, stateDir: string, o: Partial<BackendContext> = {}): BackendContext => ({
+  kernel: ns.kernel,
+  network: LAB_POD_NETWORK6,
+  subnet: subnet6Of(1),
+  underlay: { iface: "eth0", addr: 0xc612000b, addr6: parseIpv6("2001:2::b"), mtu: 1500 },
+  stateDir,
+  logger: pino({ level: "silent" }),
+  ...o,
+});
+
 describe.skipIf(!canUseNetns())("udp backend and IPv6", () => {
   it("refuses an IPv6 subnet with BACKEND_NO_IPV6 (flannel's udp format is IPv4-only) before it opens anything", async () => {
     // In a namespace of its own, so that a backend which wrongly went on would open its TUN device there.
     const ns = await Netns.create("b6u");
     const dir = mkdtempSync(join(tmpdir(), "weft-v6-udp-"));
     try {
-      const context: BackendContext = {
-        kernel: ns.kernel,
-        network: LAB_POD_NETWORK6,
-        subnet: subnet6Of(1),
-        underlay: { iface: "eth0", addr: 0xc612000b, addr6: parseIpv6("2001:2::b"), mtu: 1500 },
-        stateDir: dir,
-        logger: pino({ level: "silent" }),
-      };
+      const context = context6(ns, dir);
       expect(() => withNetns(ns.name, () => createBackend("udp", {}, context))).toThrow(
         expect.objectContaining({ code: "BACKEND_NO_IPV6", message: expect.stringMatching(/use vxlan or wasm-vxlan/) }),
       );
@@ -195,6 +199,56 @@ describe.skipIf(!canUseNetns())("IPv6 over an underlay too small for it", () => 
       expect(backends.map((b) => b.counters().kernelErrors)).toEqual([0, 0]);
     } finally {
       for (const b of backends) await b.stop(false).catch(() => undefined);
+      await ns.destroy();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("flannel-v6 deleted while the underlay is below what IPv6 needs: reconcile refuses to make it again with BACKEND_IPV6_MTU and reports the backend failed, as a new one's start refuses, until the underlay's MTU is raised", async () => {
+    // Before, reconcile made the device, which the kernel clamped below 1280, and its address was
+    // refused at every reconcile, the node ready all along.
+    const ns = await Netns.create("b6r");
+    const dir = mkdtempSync(join(tmpdir(), "weft-v6-recreate-"));
+    const { logger, log } = loggedTo();
+    const failed: Error[] = [];
+    let backend: Backend | undefined;
+    try {
+      await ns.ip("link add eth0 type veth peer name eth0p");
+      await ns.ip("addr add 2001:2::b/64 nodad dev eth0");
+      await ns.ip("link set eth0 up");
+      // The agent reads the underlay once, at its start: a lane's new backend gets the same context.
+      const context = context6(ns, dir, { logger, onFailed: (err) => failed.push(err) });
+      const ipv6MtuRefusal = expect.objectContaining({
+        code: "BACKEND_IPV6_MTU",
+        message: expect.stringMatching(/^flannel-v6\.1 would get MTU 1270 .* raise eth0's MTU to at least 1350, /),
+      });
+      backend = createBackend("vxlan", {}, context);
+      await backend.start();
+      await ns.ip("link set eth0 mtu 1340");
+      await ns.ip("link del flannel-v6.1");
+      await expect(backend.reconcile()).rejects.toEqual(ipv6MtuRefusal);
+      await expect(backend.reconcile()).rejects.toEqual(ipv6MtuRefusal);
+      expect(failed).toEqual([ipv6MtuRefusal]);
+      expect(await ns.ip("-br link show")).not.toContain("flannel-v6");
+      // What the agent's lane does next: stop it, start a new one, which is refused alike.
+      await backend.stop(false);
+      backend = createBackend("vxlan", {}, context);
+      await expect(backend.start()).rejects.toEqual(ipv6MtuRefusal);
+      expect(await ns.ip("-br link show")).not.toContain("flannel-v6");
+      await ns.ip("link set eth0 mtu 1350");
+      backend = createBackend("vxlan", {}, context);
+      await backend.start();
+      expect(await ns.ip("-6 addr show dev flannel-v6.1")).toContain("2001:2:0:8001::/128");
+      expect(await ns.ip("link show dev flannel-v6.1")).toContain("mtu 1280");
+      await backend.reconcile();
+      expect(failed).toHaveLength(1);
+      expect(backend.counters().kernelErrors).toBe(0);
+      expect(log.errors()).toEqual([
+        expect.stringMatching(/failed, and the backend cannot go on: it is to be replaced$/),
+        expect.stringMatching(/failed, and the backend cannot go on: it is to be replaced$/),
+      ]);
+    } finally {
+      await backend?.stop(false).catch(() => undefined);
       await ns.destroy();
       rmSync(dir, { recursive: true, force: true });
     }

@@ -2,23 +2,27 @@
 // and a mixed cluster: a kernel `vxlan` host and a `wasm-vxlan` host talking VXLAN to each other.
 // The dataplane opens its TUN device and sockets in the calling thread's namespace, so each
 // backend is constructed inside withNetns (support.ts startNode).
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { pino } from "pino";
 import { execFileSync } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { PeerSync } from "../../src/agent/peer-sync.js";
-import type { BackendPeer } from "../../src/backends/backend.js";
+import type { BackendContext, BackendPeer } from "../../src/backends/backend.js";
 import { createBackend } from "../../src/backends/index.js";
 import { PeerTable } from "../../src/dataplane/peers.js";
 import { WeftError } from "../../src/errors.js";
 import { withNetns } from "../../src/io/netns.js";
 import { Kernel } from "../../src/kernel/iproute.js";
-import { LabCluster } from "../../src/lab/cluster.js";
+import { LabCluster, LAB_POD_NETWORK } from "../../src/lab/cluster.js";
 import { ping } from "../../src/lab/traffic.js";
-import { canUseNetns } from "../support/netns.js";
+import { canUseNetns, Netns } from "../support/netns.js";
 import { tcpTransfer } from "../support/tcp-transfer.js";
 import {
   fdb,
   hostCtx,
+  loggedTo,
   linkNames,
   neighbours,
   peerFrom,
@@ -28,6 +32,53 @@ import {
   twoHostLab,
   type LabNode,
 } from "./support.js";
+
+describe.skipIf(!canUseNetns())("Backend.MTU above the underlay interface's (userspace)", () => {
+  it("is capped to the interface's MTU with BACKEND_MTU_CAPPED, as the vxlan backend caps it: pods and TUN device fit the interface", async () => {
+    // Before, wasm-vxlan took Backend.MTU 1500 over a 1400 interface: TUN device and pods at 1450.
+    const ns = await Netns.create("bucap");
+    try {
+      await ns.ip("link add eth0 mtu 1400 type veth peer name eth0p mtu 1400");
+      await ns.ip("addr add 198.18.0.11/24 dev eth0");
+      await ns.ip("link set eth0 up");
+      for (const [type, tun, overhead] of [
+        ["wasm-vxlan", "weft.1", 50],
+        ["udp", "flannel0", 28],
+      ] as const) {
+        const { logger, log } = loggedTo();
+        const dir = mkdtempSync(join(tmpdir(), "weft-mtu-cap-"));
+        const ctx: BackendContext = {
+          kernel: ns.kernel,
+          network: LAB_POD_NETWORK,
+          subnet: subnetOf(1),
+          underlay: { iface: "eth0", addr: 0xc612000b, mtu: 1400 },
+          stateDir: dir,
+          logger,
+        };
+        const backend = withNetns(ns.name, () => createBackend(type, { workers: 1, mtu: 1500 }, ctx));
+        try {
+          await backend.start();
+          expect(backend.mtu, type).toBe(1400 - overhead);
+          expect((await ns.kernel.ipJson<Array<{ mtu: number }>>(["link", "show", "dev", tun]))[0].mtu, type).toBe(
+            1400 - overhead,
+          );
+          expect(log.lines.filter((l) => l.code === "BACKEND_MTU_CAPPED")).toEqual([
+            expect.objectContaining({
+              mtu: 1500,
+              underlayMtu: 1400,
+              msg: expect.stringMatching(/^Backend\.MTU 1500 is above eth0's MTU 1400, .*: using 1400; /),
+            }),
+          ]);
+        } finally {
+          await backend.stop(false);
+          rmSync(dir, { recursive: true, force: true });
+        }
+      }
+    } finally {
+      await ns.destroy();
+    }
+  });
+});
 
 /** The MTU of `dev` in node `n`'s namespace. */
 const tunMtu = async (n: LabNode, dev: string) =>

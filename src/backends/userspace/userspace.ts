@@ -37,7 +37,7 @@ import {
 } from "../backend.js";
 import { VXLAN_IPV4_UNDERLAY_BYTES, VXLAN_IPV6_UNDERLAY_BYTES } from "../vxlan/vxlan.js";
 import { announcementProblem, UnreachablePeers } from "../unreachable.js";
-import { assertIpv6Mtu, UnderlayMtu } from "../underlay-mtu.js";
+import { assertIpv6Mtu, cappedUnderlayMtu, UnderlayMtu } from "../underlay-mtu.js";
 import { loadVtepMac } from "../vtep-mac.js";
 
 /**
@@ -135,7 +135,7 @@ export class UserspaceBackend implements Backend {
       : this.family === 4 || overIpv4
         ? VXLAN_IPV4_UNDERLAY_BYTES
         : VXLAN_IPV6_UNDERLAY_BYTES;
-    const underlayMtu = options.mtu ?? ctx.underlay.mtu;
+    const underlayMtu = cappedUnderlayMtu(this.logger, options.mtu, ctx.underlay);
     const fits = underlayMtu - overhead;
     // A jumbo underlay (9000) is fine: pods get the largest MTU the packet slots hold, and TCP
     // still moves 64 KB super-packets through the TUN device with offloads on.

@@ -19,7 +19,7 @@ import {
   type BackendPeer,
 } from "../backend.js";
 import { KernelBackend, underlayAddr } from "../kernel-backend.js";
-import { assertIpv6Mtu, UnderlayMtu } from "../underlay-mtu.js";
+import { assertIpv6Mtu, cappedUnderlayMtu, UnderlayMtu } from "../underlay-mtu.js";
 import { loadVtepMac } from "../vtep-mac.js";
 import {
   createVxlanDevice,
@@ -72,12 +72,7 @@ export class VxlanBackend extends KernelBackend {
     // The kernel caps a VXLAN device at its lower device's MTU minus the headroom: an MTU key
     // above the interface's would leave the device below the size asked (found drifted and
     // replaced on every reconcile) and the pods above what it carries.
-    const underlayMtu = Math.min(options.mtu ?? ctx.underlay.mtu, ctx.underlay.mtu);
-    if (options.mtu !== undefined && options.mtu > ctx.underlay.mtu)
-      this.logger.warn(
-        { code: "BACKEND_MTU_CAPPED", mtu: options.mtu, underlayMtu: ctx.underlay.mtu },
-        `Backend.MTU ${options.mtu} is above ${ctx.underlay.iface}'s MTU ${ctx.underlay.mtu}, which bounds a VXLAN device: using ${ctx.underlay.mtu}; raise the interface's MTU first for a larger one`,
-      );
+    const underlayMtu = cappedUnderlayMtu(this.logger, options.mtu, ctx.underlay);
     this.mtu = underlayMtu - VXLAN_IPV4_UNDERLAY_BYTES;
     const headroom = this.family === 4 ? VXLAN_IPV4_UNDERLAY_BYTES : VXLAN_IPV6_UNDERLAY_BYTES;
     this.deviceMtu = this.family === 4 ? this.mtu : Math.min(this.mtu, ctx.underlay.mtu - headroom);
@@ -128,12 +123,21 @@ export class VxlanBackend extends KernelBackend {
   protected async ensureDevices(): Promise<void> {
     const { kernel } = this.ctx;
     const [link, lower] = await readLinks(kernel, [this.entryDevice, this.ctx.underlay.iface]);
-    const spec = this.spec(this.underlayMtu.fitting(lower, link?.mtu));
-    const mismatch = link && vxlanDeviceMismatch(link, spec);
+    // The MTU is no cause for a mismatch (vxlanDeviceMismatch).
+    const mismatch = link && vxlanDeviceMismatch(link, this.spec(this.deviceMtu));
     if (link && !mismatch) {
-      await this.fixDevice(link, spec.mtu);
+      await this.fixDevice(link, this.underlayMtu.fitting(lower, link.mtu));
       return;
     }
+    // Checked before a mismatched device goes. In reconcile the backend cannot go on: its owner
+    // replaces it, and the new one's start is refused alike until the interface's MTU is raised.
+    try {
+      this.underlayMtu.assertNewDevice(lower);
+    } catch (err) {
+      this.reportFailed(err as Error);
+      throw err;
+    }
+    const spec = this.spec(this.underlayMtu.fitting(lower, undefined));
     if (link) {
       this.logger.warn(
         { device: this.entryDevice, mismatch },
