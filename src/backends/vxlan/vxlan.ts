@@ -129,8 +129,9 @@ export class VxlanBackend extends KernelBackend {
       await this.fixDevice(link, this.underlayMtu.fitting(lower, link.mtu));
       return;
     }
-    // Checked before a mismatched device goes. In reconcile the backend cannot go on: its owner
-    // replaces it, and the new one's start is refused alike until the interface's MTU is raised.
+    // Checked before anything is created. In reconcile the backend cannot go on: its owner
+    // replaces it (a mismatched device goes with this one's teardown), and the new one's start is
+    // refused alike until the interface's MTU is raised.
     try {
       this.underlayMtu.assertNewDevice(lower);
     } catch (err) {
