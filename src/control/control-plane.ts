@@ -182,6 +182,10 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
         self: deps.transport.local,
         log: deps.logger.child({ layer: "join" }),
         nameTaken: (err) => this.emit("fatal", err),
+        // Only now may the lease layer take, ask for or give slots (a taken name must not).
+        reached: () => {
+          for (const l of this.families) l.admit();
+        },
       },
       opts.joinTiming,
     );
@@ -231,8 +235,9 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
     return plane;
   }
 
-  /** Loads the saved lease state and starts leasing, then joins its list and the members saved
-   *  at its last run (retrying in the background). */
+  /** Loads the saved lease state (learning the ring from then on), then joins its list and the
+   *  members saved at its last run (retrying in the background); leasing starts once it reached
+   *  its cluster. */
   async start(): Promise<void> {
     for (const l of this.families) await l.start();
     await this.savedMembers?.load();

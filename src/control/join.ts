@@ -51,6 +51,9 @@ export interface JoinerDeps {
   readonly log: JoinLogger;
   /** The name is taken (at the first join, a rejoin, or later): the owner must stop this node. */
   readonly nameTaken: (err: Error) => void;
+  /** This node reached its cluster, or has none to reach (hasReached turned true), before the
+   *  reached() waiters hear it; again after each rejoin. */
+  readonly reached: () => void;
 }
 
 /** Where joining stands, for `weft status` and readiness. */
@@ -104,7 +107,7 @@ export class Joiner {
 
   /** Starts the first round at once (with no targets, only if members were saved). */
   start(): void {
-    if (this.targets.length === 0 && this.saved().length === 0) return;
+    if (this.targets.length === 0 && this.saved().length === 0) return this.alone();
     this.state = "joining";
     this.attempt();
   }
@@ -247,6 +250,7 @@ export class Joiner {
     this.failedRounds = 0;
     this.lastError = undefined;
     this.joinedAt = this.deps.clock.now();
+    this.deps.reached();
     for (const w of this.reachedWaiters.splice(0)) w.resolve();
   }
 
@@ -257,6 +261,7 @@ export class Joiner {
         "every join target is this node itself: it starts the cluster, and the others join it",
       );
     this.state = "standalone";
+    this.deps.reached();
     for (const w of this.reachedWaiters.splice(0)) w.resolve();
   }
 

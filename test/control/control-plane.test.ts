@@ -628,6 +628,56 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     expect(sim.withCode("x", "GOSSIP_JOINED")).toHaveLength(joinedBefore);
   }, 60_000);
 
+  // Issue 14: a duplicate name must never share or waste a subnet. The clone's first address never
+  // heard of x and answers at once; its ring has slots to give and a member to ask. Until the round
+  // settles (the second address's conflict, the silent third's timeout) the clone must not lease,
+  // ask for or be given slots: here it asked a, and a gave the name x slots the real x never needed.
+  it("a node of a taken name leaves the ring as it found it: nothing asked, given or held while its join round settles", async () => {
+    // Two processes named "x" on purpose: membership's invariants (one history per name) do not apply.
+    const sim = new SimControlPlanes(SPACE, 19, undefined, { checkMembership: false });
+    const [a, b, x] = [sim.add("a"), sim.add("b"), sim.add("x")];
+    const seeds = ["a", "b"];
+    await sim.start(a, { join: [], seeds });
+    await sim.start(b, { join: [a.host.addr], seeds });
+    expect(await sim.runUntil(() => sim.agreed() && a.plane!.members().length === 2, 60_000), sim.describe()).toBe(
+      true,
+    );
+    // x joins b (and gets its slots from b) while a is cut off, until a holds b dead: a never hears of x.
+    sim.partition(["a"], ["b", "x"]);
+    await sim.start(x, { join: [b.host.addr], seeds });
+    expect(
+      await sim.runUntil(
+        () =>
+          x.plane!.leases.currentLease() !== null && a.plane!.members().length === 1 && b.plane!.members().length === 2,
+        120_000,
+      ),
+      sim.describe(),
+    ).toBe(true);
+    const ring = JSON.stringify(b.plane!.leases.ringState());
+    const gone = { host: "198.18.0.250", port: a.host.addr.port };
+    sim.net.partition([gone]); // heals the rest; the silent address's push-pull times out
+    const clone = sim.add("x");
+    const pc = await sim.start(clone, { join: [a.host.addr, b.host.addr, gone], seeds });
+    const held: string[] = [];
+    pc.leases.on("lease", (l) => held.push(l.subnet));
+    let fatal: { code?: string } | undefined;
+    pc.on("fatal", (e) => (fatal = e as { code?: string }));
+    expect(await sim.runUntil(() => fatal !== undefined, 60_000, 100), sim.describe()).toBe(true);
+    expect(fatal?.code).toBe("GOSSIP_NAME_CONFLICT");
+    await pc.stop(false);
+    clone.plane = undefined;
+    expect(held).toEqual([]);
+    expect(clone.askedBeforeReach).toEqual([]);
+    // Healed, a and b find each other again: every ring is b's from before the clone, the real x's
+    // slots and nothing more.
+    expect(
+      await sim.runUntil(() => sim.agreed() && sim.live().every((n) => n.plane.members().length === 3), 300_000),
+      sim.describe(),
+    ).toBe(true);
+    for (const n of sim.live()) expect(JSON.stringify(n.plane.leases.ringState())).toBe(ring);
+    expect(sim.withCode("a", "LEASE_GAVE")).toEqual([]);
+  }, 120_000);
+
   // Its saved members brought it back (joined); once the last leaves, nothing is left to try.
   it("a seed whose join list names only itself, left alone after rejoining its saved members, is standalone again", async () => {
     const sim = new SimControlPlanes(SPACE, 17);

@@ -145,9 +145,12 @@ describe("lease rings of simulated control planes on a lossy network", () => {
     expect(leases(a).currentLease()).not.toBeNull();
     expect(leases(b).currentLease()).not.toBeNull();
     // c comes up on the wrong side of a partition: it knows the seed division but no owner of
-    // free slots is reachable (b got half of a's slots, so both own free ones).
+    // free slots is reachable (b got half of a's slots, so both own free ones). With a join list it
+    // would wait to reach a target (its lease layer holds back until then); with none, its saved
+    // members silent, it runs standalone, and leasing says why it has no subnet.
     sim.partition(["a", "b"], ["c"]);
-    await start(c, { seeds: ["a"] });
+    c.members.saved = [a.host.addr, b.host.addr];
+    await start(c, { seeds: ["a"], join: [] });
     await runTo(sim, 600_000);
     expect(leases(c).currentLease()).toBeNull();
     const waits = sim.withCode("c", "LEASE_WAITING_FOR_OWNER");

@@ -95,6 +95,7 @@ describe("LeaseDelegate", () => {
       { membership, store: new MemoryStore(), clock, random: new SeededRandom(3), log },
     );
     await leases.start();
+    leases.admit(); // as its control plane does once it reached its cluster
     await scheduler.runFor(60_000); // past the bootstrap quiet period: the seed division is in place
     while (delegate.queued > 0) delegate.getBroadcasts(0, 1 << 20); // this node's own lease news
     return { leases, delegate, log };

@@ -261,7 +261,7 @@ describe("SubnetLeases with a state dir", () => {
     log = new RecordingLog(),
     space: LeaseSpace = SPACE,
   ): SubnetLeases {
-    return new SubnetLeases({
+    const l = new SubnetLeases({
       space,
       seeds,
       membership: alone,
@@ -271,6 +271,8 @@ describe("SubnetLeases with a state dir", () => {
       log,
       bootstrapQuietMs: 1_000,
     });
+    l.admit(); // alone, as a node with nothing to join: it has reached its cluster at once
+    return l;
   }
 
   /** Advances virtual time while real file I/O completes. */

@@ -133,6 +133,7 @@ describe("a giver restarted before its transfer was acknowledged", () => {
       { space: SPACE, seeds: ["a"], lease: { bootstrapQuietMs: 1_000 } },
       { membership, store, clock, random: new SeededRandom(1), log: new RecordingLog() },
     );
+    layer.families[0].admit(); // as its control plane does once it reached its cluster
     return layer.families[0];
   }
 
@@ -217,7 +218,10 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
       { membership, store, store6, clock, random: new SeededRandom(1), log },
     );
     const [b, b6] = layer.families;
-    for (const l of layer.families) await l.start();
+    for (const l of layer.families) {
+      await l.start();
+      l.admit(); // as its control plane does once it reached its cluster
+    }
     await scheduler.runFor(2_000);
     const ownedIn = (l: SubnetLeases, node: string) => l.ringState().runs.filter((r) => r.owner === node);
     const owned = (node: string) => ownedIn(b, node);
@@ -585,6 +589,7 @@ describe("reclaimed nodes", () => {
     );
     const a = layer.families[0];
     await a.start();
+    a.admit(); // as its control plane does once it reached its cluster
     await scheduler.runFor(2_000);
     expect(a.currentLease()).not.toBeNull();
     return { a, scheduler, log };

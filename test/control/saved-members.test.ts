@@ -167,6 +167,7 @@ describe("Joiner", () => {
         error: () => {},
       },
       nameTaken: () => {},
+      reached: () => {},
     });
     joiner.start();
     joiner.stop();
@@ -195,6 +196,7 @@ describe("Joiner", () => {
       self: { host: "198.18.0.1", port: 7946 },
       log: { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} },
       nameTaken: () => {},
+      reached: () => {},
     });
     joiner.start();
     await scheduler.runFor(1_000);

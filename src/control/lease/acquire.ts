@@ -38,10 +38,11 @@ export class LeaseAcquirer {
     return this.lastFailure ?? this.lastReason;
   }
 
-  /** Queues a round unless this node has a subnet, a round is queued, or the layer is not running. */
+  /** Queues a round unless this node has a subnet, a round is queued, or the layer is not running
+   *  or not admitted. */
   kick(): void {
     const { core } = this;
-    if (core.current || this.queued || core.stopped || !core.ready) return;
+    if (core.current || this.queued || core.stopped || !core.ready || !core.admitted) return;
     this.queued = true;
     void core.enqueue(() => this.acquire());
   }

@@ -31,6 +31,9 @@ export interface LeaseCore {
   readonly current: Lease | null;
   /** start() has loaded the saved state, so messages can be answered. */
   readonly ready: boolean;
+  /** This node reached its cluster under its name (SubnetLeases.admit): until then it takes,
+   *  asks for and gives no slots and writes nothing in the ring for its name. */
+  readonly admitted: boolean;
   readonly stopped: boolean;
   /** Saves `next` with what goes with it (the transfers still to be acknowledged and the vacated
    *  subnets: those in `saved`, or the resend list and the Reclaimer's marks still standing in

@@ -63,6 +63,11 @@ export class Reclaimer {
     const { core } = this;
     if (!core.ready || core.stopped)
       throw new WeftError("LEASE_NOT_RUNNING", "reclaim needs a started, running SubnetLeases");
+    if (!core.admitted)
+      throw new WeftError(
+        "LEASE_NOT_RUNNING",
+        "this node has not reached its cluster yet (weft status: join): run reclaim on a node that has, or once this one has",
+      );
     if (node === core.name)
       throw new WeftError("LEASE_RECLAIM_SELF", "a node cannot reclaim itself; run reclaim on another node");
     if (core.isMember(node)) {
@@ -330,8 +335,9 @@ export class Reclaimer {
    *  judged anew: ownersGone starts its grace period, later and safer. */
   private async reclaimAsHeir(takeOrphans: boolean): Promise<number> {
     const { core } = this;
-    // While the seed division is held back the ring is incomplete: do not judge who is heir.
-    if (this.condemned.size === 0 || this.bootstrap.holdingSeeds) return 0;
+    // While the seed division is held back the ring is incomplete: do not judge who is heir. Before
+    // admission nothing is taken: the verdicts wait for it (SubnetLeases.takeOwn).
+    if (this.condemned.size === 0 || this.bootstrap.holdingSeeds || !core.admitted) return 0;
     const condemned = new Set(this.condemned.keys());
     const before = core.ring;
     const next = before.clone();

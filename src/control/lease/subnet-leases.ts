@@ -11,6 +11,13 @@
 //
 // Partitions: each side keeps what it owns. A node that needs a subnet and cannot reach an owner
 // of free slots waits, logs why (LEASE_WAITING_*) and retries with backoff; it never claims.
+//
+// Admission: until the node has reached its cluster under its name (admit(): its join round
+// settled with no name conflict) it only learns the ring: it merges and saves what it hears, and
+// keeps the subnet its own saved state gives it unless the ring took it away, but takes no other,
+// asks nobody for slots, gives none, and writes nothing for its name (forks, extra leases,
+// reclaims). A node of a taken name otherwise acted for the name's owner before its conflict
+// came in: it asked a member that did not know the name yet for slots, and wasted them (issue 14).
 import { EventEmitter } from "node:events";
 import { WeftError } from "../../errors.js";
 import type { NodeView } from "../gossip/delegate.js";
@@ -51,6 +58,7 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
   private readonly timers: Timers;
   private started = false;
   private ready = false;
+  private admitted = false;
   private stopped = false;
   private waiters: Array<{ resolve: (l: Lease) => void; reject: (e: Error) => void }> = [];
   private lastPeersKey = "";
@@ -77,7 +85,7 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     this.donor = new SlotDonor(this.core, this.resend);
   }
 
-  /** Reads the saved state (or starts from the seed list) and starts getting a subnet. */
+  /** Reads the saved state (or starts from the seed list); getting a subnet starts once admitted. */
   async start(): Promise<void> {
     if (this.started) throw new WeftError("LEASE_ALREADY_STARTED", "SubnetLeases.start() was called twice");
     this.started = true;
@@ -92,8 +100,16 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     }
     // Until now messages were dropped: there was no saved state to answer from.
     this.ready = true;
-    this.adoptLease();
-    this.acquirer.kick();
+    this.adoptLease(true);
+    if (this.admitted) this.takeOwn();
+  }
+
+  /** This node reached its cluster under its name (see Admission at the top): it may now lease,
+   *  ask for and give slots. Once; a later call does nothing. */
+  admit(): void {
+    if (this.admitted) return;
+    this.admitted = true;
+    if (this.ready) this.takeOwn();
   }
 
   /** Resolves when this node holds a subnet (at once if it already does). */
@@ -179,6 +195,8 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     const run = (task: () => Promise<void>): Promise<void> => this.enqueue(task).catch(() => undefined); // logged by enqueue
     switch (msg.kind) {
       case "request":
+        // Nothing given before admission; the asker goes on to another owner.
+        if (!this.admitted) return undefined;
         await run(async () => {
           reply = await this.donor.answerRequest(from, msg.id);
         });
@@ -239,6 +257,9 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
       get ready() {
         return self.ready;
       },
+      get admitted() {
+        return self.admitted;
+      },
       get stopped() {
         return self.stopped;
       },
@@ -274,7 +295,7 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
       // Whoever a new version names as owner was alive when it was written (it wrote it, asked for it,
       // or wrote the lease that won a fork).
       this.signsOfLife(result.changed.map((c) => c.after.owner));
-      const extra = this.freeExtraLeases(next);
+      const extra = this.admitted ? this.freeExtraLeases(next) : [];
       const learnt = source === "gossip" ? next.runsIn(result.changed) : [];
       await this.commit(next, [...learnt, ...extra]);
     }
@@ -302,7 +323,8 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
    */
   private async resolveForks(conflicts: readonly Conflict[]): Promise<void> {
     const mine = conflicts.filter((c) => c.mine.owner === this.name || c.theirs.owner === this.name);
-    if (mine.length === 0) return;
+    // Before admission a bystander: the other history's owner settles them.
+    if (mine.length === 0 || !this.admitted) return;
     // The other history's owners acted where this view did not know it (before the commit below:
     // its reclaim pass must not take back a slot just settled in favour of a node condemned by a
     // grace period; an operator's verdict stands).
@@ -356,8 +378,9 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     this.acquirer.kick();
   }
 
-  /** Brings `current` in line with the ring: keeps, loses or adopts this node's leased slot. */
-  private adoptLease(): void {
+  /** Brings `current` in line with the ring: keeps, loses or adopts this node's leased slot; adopts
+   *  one only once admitted, or at start the one its saved state holds (`saved`). */
+  private adoptLease(saved = false): void {
     const slots = this.ring.leasesOf(this.name);
     const previous = this.current;
     if (previous && slots.includes(previous.slot)) return;
@@ -370,7 +393,7 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
       this.opts.membership.updateNode();
       this.emit("lost", previous);
     }
-    if (slots.length === 0) return;
+    if (slots.length === 0 || !(this.admitted || saved)) return;
     this.current = { slot: slots[0], subnet: this.opts.space.subnetOf(slots[0]) };
     this.acquirer.leased();
     this.opts.log.info(
@@ -380,6 +403,19 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     this.opts.membership.updateNode();
     this.emit("lease", this.current);
     for (const w of this.waiters.splice(0)) w.resolve(this.current);
+  }
+
+  /** Admitted and loaded: frees the extra leases a merge left, takes this node's subnet or gets
+   *  one, and takes what condemned nodes left it as heir. */
+  private takeOwn(): void {
+    void this.enqueue(async () => {
+      const next = this.ring.clone();
+      const extra = this.freeExtraLeases(next);
+      if (extra.length > 0) return this.commit(next, extra); // which does the rest
+      this.adoptLease();
+      this.reclaimer.committed();
+      this.acquirer.kick();
+    });
   }
 
   /** A merge can show two leased slots of ours (an old one the cluster remembers after our state

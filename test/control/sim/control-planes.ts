@@ -9,6 +9,7 @@ import { ControlPlane, type ControlPlaneOptions } from "../../../src/control/con
 import { Keyring } from "../../../src/control/gossip/keyring.js";
 import type { Memberlist } from "../../../src/control/gossip/memberlist.js";
 import type { Ipv6SubnetSpace, LeaseSpace, SubnetSpace } from "../../../src/control/lease/slots.js";
+import { decodeMessageFor } from "../../../src/control/lease/wire.js";
 import type { Addr } from "../../../src/control/runtime.js";
 import { parseIpv6 } from "../../../src/net/ipv6.js";
 import { CLUSTER_KEY } from "./cluster.js";
@@ -41,6 +42,26 @@ export class PlaneNode {
   stopping = false;
   /** The members' addresses its state dir keeps. */
   readonly members = new MemoryMembers();
+  /** The subnets (per family) its saved state held when its current run started. */
+  savedAtStart: Array<string | null> = [];
+  /** Nodes its current run asked for slots before it reached its cluster (invariant 6). */
+  askedBeforeReach: string[] = [];
+  private reachedThisRun = false;
+
+  /** Its current run has not reached its cluster yet. Once it has, it may still lose its name
+   *  (a duplicate that slipped in: the members decide), so this stays false for the run. */
+  get unreached(): boolean {
+    if (this.plane?.hasReachedCluster()) this.reachedThisRun = true;
+    return this.plane !== undefined && !this.reachedThisRun;
+  }
+
+  /** A new run starts: nothing reached nor asked yet, `saved` its saved subnets per family. */
+  started(plane: ControlPlane, saved: Array<string | null>): void {
+    this.plane = plane;
+    this.savedAtStart = saved;
+    this.askedBeforeReach = [];
+    this.reachedThisRun = false;
+  }
 
   constructor(
     readonly name: string,
@@ -114,7 +135,12 @@ export class SimControlPlanes {
       spaces: this.spaces,
       gone: this.gone,
       leaseNodes: () =>
-        [...this.nodes.values()].map((n) => ({ name: n.name, families: n.plane?.families, stores: n.stores })),
+        [...this.nodes.values()].map((n) => ({
+          name: n.name,
+          families: n.plane?.families,
+          stores: n.stores,
+          ...(n.unreached && { unreached: { saved: n.savedAtStart, asked: n.askedBeforeReach } }),
+        })),
       describe: () => this.describe(),
     });
     this.scheduler.addCheck(() => {
@@ -174,7 +200,18 @@ export class SimControlPlanes {
         },
       },
     );
-    node.plane = plane;
+    node.started(
+      plane,
+      node.stores.map((s) => s.saved?.lease ?? null),
+    );
+    // The lease layer asks through its MembershipPort, the plane: note each ask made before reaching.
+    const request = plane.request.bind(plane);
+    plane.request = (to, msg) => {
+      const fingerprints = this.spaces.map((s) => s.fingerprint);
+      if (node.unreached && decodeMessageFor(fingerprints, msg).message.kind === "request")
+        node.askedBeforeReach.push(to);
+      return request(to, msg);
+    };
     await plane.start();
     // A start is an event: what it issued counts even if the node crashes before the next one.
     this.membership?.check();

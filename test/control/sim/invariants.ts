@@ -9,7 +9,10 @@
 // small one does), counting a crashed node by the state it saved (it comes back with it) unless it
 // was declared gone for good:
 //   4. no two nodes hold one subnet;
-//   5. no slot is "mine" in two nodes' own views.
+//   5. no slot is "mine" in two nodes' own views;
+//   6. a running node that has not reached its cluster (its join round settled with no name
+//      conflict) holds no subnet but the one its saved state gave it at start, and asked nobody
+//      for slots: a node whose name turns out taken must leave no trace in the ring (issue 14).
 // Nodes of one name are one owner to the ring (two processes with one name are membership's to
 // refuse), so they are never compared with each other.
 import type { MemberState } from "../../../src/control/gossip/delegate.js";
@@ -77,6 +80,9 @@ export interface ObservedLeases {
     /** The running lease layers (one per family), or undefined while crashed. */
     readonly families: readonly SubnetLeases[] | undefined;
     readonly stores: ReadonlyArray<{ readonly saved: PersistedLeaseState | null }>;
+    /** While it runs and has not reached its cluster: the subnets its saved state held when it
+     *  started (per family), and the nodes it asked for slots since it started. */
+    readonly unreached?: { readonly saved: ReadonlyArray<string | null>; readonly asked: readonly string[] };
   }>;
   describe(): string;
 }
@@ -89,6 +95,9 @@ export class LeaseInvariants {
   check(): void {
     this.checks++;
     const nodes = this.cluster.leaseNodes().filter((n) => n.families || !this.cluster.gone.has(n.name));
+    for (const n of nodes)
+      if (n.unreached && n.unreached.asked.length > 0)
+        this.fail(`${n.name} asked ${n.unreached.asked.join(", ")} for slots before reaching its cluster`);
     this.cluster.spaces.forEach((space, f) => {
       const held: Array<{ slot: number; node: string }> = [];
       const mine: Array<{ start: number; end: number; node: string }> = [];
@@ -98,6 +107,8 @@ export class LeaseInvariants {
           ? n.families[f].currentLease()?.slot
           : runs.find((r) => r.owner === n.name && r.leased)?.start;
         if (slot !== undefined) held.push({ slot, node: n.name });
+        if (n.unreached && slot !== undefined && space.subnetOf(slot) !== n.unreached.saved[f])
+          this.fail(`${n.name} holds ${space.subnetOf(slot)} before reaching its cluster`);
         for (const r of runs)
           if (r.owner === n.name) mine.push({ start: r.start, end: r.start + r.count, node: n.name });
       }
