@@ -198,15 +198,25 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
     store: LeaseStateStore,
     store6?: LeaseStateStore,
     cAtStart: "alive" | "dead" = "alive",
-    wallStepMs = 0,
+    /** The wall clock's step (SimClock.wallStepMs); c's incarnation; c reported gone before start(). */
+    restart: { wallStepMs?: number; cIncarnation?: number; goneBeforeStart?: boolean } = {},
   ) {
     const { scheduler, clock } = loneClock();
-    clock.wallStepMs = wallStepMs;
+    clock.wallStepMs = restart.wallStepMs ?? 0;
     const log = new RecordingLog();
     let cState = cAtStart;
     const membership: MembershipPort = {
       localNode: () => ({ name: "b" }),
-      members: () => [{ name: "c", host: "sim", port: 0, incarnation: 0, state: cState, meta: new Uint8Array(0) }],
+      members: () => [
+        {
+          name: "c",
+          host: "sim",
+          port: 0,
+          incarnation: restart.cIncarnation ?? 0,
+          state: cState,
+          meta: new Uint8Array(0),
+        },
+      ],
       request: async () => {
         throw new Error("connection refused (simulated)");
       },
@@ -224,6 +234,7 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
       { membership, store, store6, clock, random: new SeededRandom(1), log },
     );
     const [b, b6] = layer.families;
+    if (restart.goneBeforeStart) for (const l of layer.families) l.memberGone("c");
     for (const l of layer.families) await l.start();
     await scheduler.runFor(2_000);
     const ownedIn = (l: SubnetLeases, node: string) => l.ringState().runs.filter((r) => r.owner === node);
@@ -304,7 +315,7 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
     await b.stop();
   });
 
-  it("a restarted heir counts the grace period from its saved start, at most a whole one if the wall clock went back", async () => {
+  it("a restarted heir counts the grace period from its saved start (at most a whole one if the wall clock went back; a whole one for a later incarnation's death)", async () => {
     const store = new MemoryStore();
     const first = await heirOfC(store);
     first.killC();
@@ -312,9 +323,9 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
     await first.b.stop();
     expect(store.saved?.gone).toEqual([{ node: "c", since: expect.any(Number), incarnation: 0 }]);
     const since = store.saved!.gone![0].since;
-    const left = async (wallStepMs: number) => {
-      const { b, clock, killC } = await heirOfC(store, undefined, "dead", wallStepMs);
-      killC();
+    const left = async (wallStepMs: number, more: { cIncarnation?: number; goneBeforeStart?: boolean } = {}) => {
+      const { b, clock, killC } = await heirOfC(store, undefined, "dead", { wallStepMs, ...more });
+      if (!more.goneBeforeStart) killC();
       const at = b.reservations().find((r) => r.node === "c")?.reclaimAt;
       await b.stop();
       return { left: at! - clock.wallNow(), wall: clock.wallNow() };
@@ -327,6 +338,11 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
     expect((await left(-3_600_000)).left).toBe(GRACE_MS);
     // Past it: reclaimed at once.
     expect((await left(since + GRACE_MS - SIM_EPOCH_MS)).left).toBeLessThanOrEqual(0);
+    // Also when membership reported the death before the saved state was loaded.
+    const early = await left(since + GRACE_MS / 2 - (SIM_EPOCH_MS + 2_000), { goneBeforeStart: true });
+    expect(early.left).toBeCloseTo(GRACE_MS / 2, -1);
+    // c came back and died again (a later incarnation): that death's grace is a whole one.
+    expect((await left(since + GRACE_MS / 2 - (SIM_EPOCH_MS + 2_000), { cIncarnation: 1 })).left).toBe(GRACE_MS);
   });
 
   it("a sign of life queued before the grace verdict voids the verdict", async () => {
