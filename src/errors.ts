@@ -70,6 +70,7 @@ export type LeaseErrorCode =
   | "LEASE_STATE_TRANSFERS_CORRUPT"
   | "LEASE_STATE_UNREADABLE"
   | "LEASE_STATE_VACATED_CORRUPT"
+  | "LEASE_STATE_GONE_CORRUPT"
   | "LEASE_STOPPED";
 
 /** The agent's host-side plumbing: underlay choice, subnet file, state dir (src/agent). */

@@ -1181,17 +1181,19 @@ export class Agent {
    * Leaves the cluster and removes what the agent made, subnet.env too. With keepOnExit it keeps
    * its devices and subnet.env and does not leave: a leave makes peers drop their routes to it at once, which a restart (the
    * reason to keep devices) must not do; they keep them, as for a node that may come back, until
-   * it is back or gossip declares it dead.
+   * it is back or gossip declares it dead. Not once its name was found taken (GOSSIP_NAME_CONFLICT):
+   * its subnet is the other node's, which the kept subnet.env would have the CNI plugin hand out.
    */
   async stop(leave = true): Promise<void> {
     this.ready = false;
     this.stopping = true;
+    const keep = this.opts.keepOnExit && !isWeftError(this.fatalError, "GOSSIP_NAME_CONFLICT");
     clearInterval(this.reconcileTimer);
     clearTimeout(this.restartTimer);
     // Without keepOnExit the devices and routes go, so subnet.env goes first: left, it has the CNI
     // plugin call the node ready (STATUS) and give pods addresses (ADD) of a node that has left.
     const removeSubnetEnv = async () => {
-      if (!this.opts.keepOnExit)
+      if (!keep)
         await rm(this.opts.subnetFile, { force: true }).catch((err) =>
           this.log.warn(
             { err, code: "AGENT_SUBNET_ENV_REMOVE_FAILED" },
@@ -1201,7 +1203,7 @@ export class Agent {
     };
     await removeSubnetEnv();
     await this.control
-      .stop(leave && !this.opts.keepOnExit)
+      .stop(leave && !keep)
       .catch((err) =>
         this.log.warn(
           { err, code: "AGENT_LEAVE_FAILED" },
@@ -1218,10 +1220,10 @@ export class Agent {
     const failed: number[] = [];
     for (const lane of this.lanes) {
       const why = `stopping the IPv${lane.family} backend failed (see err); what it left goes at the next start, or remove it by hand (ip link show)`;
-      if (!(await this.stopLaneOrLog(lane, this.opts.keepOnExit, why))) failed.push(lane.family);
+      if (!(await this.stopLaneOrLog(lane, keep, why))) failed.push(lane.family);
     }
     // Kept with the devices: pods' traffic out keeps its masquerade until the next start rewrites it.
-    if (this.opts.ipMasq && !this.opts.keepOnExit)
+    if (this.opts.ipMasq && !keep)
       await removeIpMasq(this.kernel).catch((err) =>
         this.log.warn(
           { err, code: "AGENT_IP_MASQ_REMOVE_FAILED" },
@@ -1235,7 +1237,7 @@ export class Agent {
         "AGENT_STOP_INCOMPLETE",
         `the IPv${failed.join(" and IPv")} backend could not be removed completely (see the error above); what is left goes at the next start, or remove it by hand (ip link show)`,
       );
-    this.log.info({ keptDevices: this.opts.keepOnExit }, "stopped");
+    this.log.info({ keptDevices: keep }, "stopped");
   }
 }
 

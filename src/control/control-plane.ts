@@ -318,10 +318,10 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
   /** Live peers that hold an IPv4 lease and have announced an IPv4 backend that is not down (none while IPv4 is off). */
   peers(): BackendPeer<Ipv4Prefix, number>[] {
     if (!this.leases4) return [];
-    const leased = new Map(this.leases4.peers().map((p) => [p.node, p.subnet]));
+    const leased = leasesByNode(this.leases4);
     const out: BackendPeer<Ipv4Prefix, number>[] = [];
     for (const [m, record] of this.peerRecords()) {
-      const subnet = leased.get(m.name);
+      const subnet = routedSubnet(leased.get(m.name), record.subnet);
       if (!subnet || !record.backend || record.backend === NO_BACKEND) continue;
       out.push({ name: m.name, subnet: parsePrefix(subnet), underlay: parseIpv4(m.host), backend: record.backend });
     }
@@ -331,10 +331,10 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
   /** Live peers that hold an IPv6 lease and announced an IPv6 backend that is not down (none while IPv6 is off). */
   peers6(): BackendPeer<Ipv6Prefix, bigint>[] {
     if (!this.leases6) return [];
-    const leased = new Map(this.leases6.peers().map((p) => [p.node, p.subnet]));
+    const leased = leasesByNode(this.leases6);
     const out: BackendPeer<Ipv6Prefix, bigint>[] = [];
     for (const [m, record] of this.peerRecords()) {
-      const subnet = leased.get(m.name);
+      const subnet = routedSubnet(leased.get(m.name), record.subnet6);
       if (!subnet || !record.backend6 || record.backend6 === NO_BACKEND || record.underlay6 === undefined) continue;
       try {
         out.push({
@@ -554,4 +554,24 @@ export function createLeaseLayer(
   if (families.length === 0)
     throw new WeftError("LEASE_NOT_RUNNING", "no address family is enabled: set EnableIPv4 or EnableIPv6");
   return { families, leases4, leases6, delegate: new LeaseDelegate(families, deps.membership, deps.log) };
+}
+
+/** Each node's leased subnets in this ring view. */
+function leasesByNode(leases: SubnetLeases): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const p of leases.peers()) out.set(p.node, [...(out.get(p.node) ?? []), p.subnet]);
+  return out;
+}
+
+/**
+ * The subnet routed to a peer: the one this view says it leases. A view can show two (an old one
+ * and the new one, while a fork after a heal is unsettled); then the one the peer's own record
+ * names, or none if it names neither: the other is free, or another node's by now, and a route to
+ * it would send that node's pods' traffic to the wrong host (routing both would too). Before,
+ * the higher slot won, so a bystander could route the old subnet and drop the route to the new.
+ */
+function routedSubnet(leased: readonly string[] | undefined, announced: string | null | undefined): string | undefined {
+  if (!leased || leased.length === 0) return undefined;
+  if (leased.length === 1) return leased[0];
+  return leased.find((s) => s === announced);
 }

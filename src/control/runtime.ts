@@ -2,11 +2,17 @@
 // simulator (test/control/sim) can drive the same code with a virtual clock and an in-memory
 // network, and the agent can drive it with real timers and sockets.
 
-/** Time source and timers. Real: Date.now/setTimeout. Simulated: a virtual clock advanced by the harness. */
+/** Time source and timers. Real: a monotonic clock aligned with the wall clock when the process
+ *  starts (performance.timeOrigin + performance.now()), Date.now for wallNow, and setTimeout.
+ *  Simulated: a virtual clock advanced by the harness (both readings the same). */
 export interface Clock {
   /** Milliseconds since the Unix epoch (wall-clock aligned when the process starts), never going
-   *  backwards. Membership derives a restarted node's first incarnation from it. */
+   *  backwards: a wall-clock step since the start (NTP) does not move it, so it drifts from wall
+   *  time by the steps. Membership derives a restarted node's first incarnation from it. */
   now(): number;
+  /** The wall clock (may jump): for times shown to people or kept across restarts; convert a
+   *  now() time t with wallNow() + (t - now()). */
+  wallNow(): number;
   /** Calls fn after ms; returns a handle for cancel. */
   setTimer(ms: number, fn: () => void): TimerHandle;
   cancel(handle: TimerHandle): void;

@@ -5,6 +5,7 @@
 import { describe, expect, it } from "vitest";
 import { Ipv6SubnetSpace, SubnetSpace } from "../../src/control/lease/slots.js";
 import { decodeNodeRecord, NO_BACKEND } from "../../src/control/node-record.js";
+import { formatPrefix } from "../../src/net/ipv4.js";
 import { formatIpv6, formatPrefix6 } from "../../src/net/ipv6.js";
 import type { ControlPlane } from "../../src/control/control-plane.js";
 import { refDecodeNodeRecordV1 } from "../reference/node-record-v1.js";
@@ -70,6 +71,30 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     c.plane.announce(udp(c));
     expect(await sim.runUntil(() => [a, b].every((n) => peersOf(n).includes(`c ${udp(c).port}`)), 60_000)).toBe(true);
     expect(sim.errors()).toEqual([]);
+  }, 60_000);
+
+  it("a view that shows a peer with two leases (a fork not settled yet) routes the one the peer's record names, not the higher slot", async () => {
+    const { sim, nodes } = await cluster(["a", "b", "c"], 3);
+    const [a, , c] = nodes;
+    for (const n of nodes) n.plane.announce({ type: "udp", port: 8285 });
+    const routed = () => a.plane.peers().find((p) => p.name === "c");
+    expect(await sim.runUntil(() => routed() !== undefined, 60_000)).toBe(true);
+    const lease = c.plane.leases.currentLease()!;
+    // A slot of c's above its lease, leased by c in a history a has not seen settled: c's old
+    // subnet, as a stale view after a heal shows it.
+    const old = a.plane.leases
+      .ringState()
+      .runs.filter((r) => r.owner === "c" && !r.leased && r.start + r.count - 1 > lease.slot)
+      .at(-1)!;
+    expect(old, "a free slot of c's above its lease").toBeDefined();
+    const slot = old.start + old.count - 1;
+    a.plane.leases.mergeRemote(
+      { seeds: ["a", "b", "c"], runs: [{ start: slot, count: 1, owner: "c", version: old.version + 1, leased: true }] },
+      "full",
+    );
+    await a.plane.leases.settled();
+    expect(a.plane.leases.peers().filter((p) => p.node === "c")).toHaveLength(2);
+    expect(formatPrefix(routed()!.subnet)).toBe(lease.subnet);
   }, 60_000);
 
   it("dual-stack, IPv6 down: no IPv6 peer here, still an IPv4 one; an agent before NO_BACKEND reads the record as before the failure (both families), a restart's record too", async () => {

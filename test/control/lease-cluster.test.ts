@@ -455,6 +455,9 @@ describe("reclaiming a dead node's subnet", () => {
     // ... and comes back once a, too, has forgotten c: nobody can tell b that c died.
     const known = (n: PlaneNode) => n.plane!.allMembers().some((m) => m.name === "c");
     expect(await sim.runUntil(() => !known(a), 120_000)).toBe(true);
+    // Without the time b saved when it learnt of the death (which would reclaim at once: a file
+    // saved before it was kept), only the ring can tell b that c is gone.
+    b.store.saved = { ...b.store.saved!, gone: undefined };
     await sim.restart(b);
     await sim.runFor(10_000);
     expect(known(b)).toBe(false);
@@ -470,6 +473,35 @@ describe("reclaiming a dead node's subnet", () => {
     expect(sim.codes("b")).toContain("LEASE_RECLAIMED");
     // a and b never lost a subnet (the simulator also checked after every event that no two nodes held one).
     for (const n of [a, b]) expect(sim.codes(n.name)).not.toContain("LEASE_LOST");
+  });
+
+  it("after the grace period counted from the death also when the heir restarts more often than the grace period", async () => {
+    // c died by 60 s; b, its heir, restarts every 20 s (a crash loop, a rollout) with a 60 s grace.
+    const { sim, nodes, ownedByC } = await cDead(11, 60_000);
+    const b = nodes[1];
+    const reclaimAt = () =>
+      leases(b)
+        .reservations()
+        .find((r) => r.node === "c")?.reclaimAt;
+    const firstDeadline = reclaimAt()!;
+    expect(firstDeadline).toEqual(expect.any(Number));
+    let checked = 0;
+    for (let t = 60_000; t < 160_000; t += 20_000) {
+      await runTo(sim, t + 15_000);
+      // Before, every restart set it a whole grace period later: the slots stayed c's for good.
+      if (ownedByC() > 0) {
+        expect(Math.abs(reclaimAt()! - firstDeadline)).toBeLessThan(1); // saved in whole ms
+        checked++;
+      }
+      sim.crash(b);
+      await runTo(sim, t + 16_000);
+      await sim.restart(b);
+    }
+    expect(checked).toBeGreaterThan(1); // also after a restart
+    await runTo(sim, 180_000);
+    expect(ownedByC()).toBe(0);
+    expect(sim.codes("b")).toContain("LEASE_RECLAIMED");
+    for (const n of [nodes[0], b]) expect(sim.codes(n.name)).not.toContain("LEASE_LOST");
   });
 
   it("after the grace period also when a node that joined after the death became heir by a donation", async () => {

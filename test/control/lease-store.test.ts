@@ -79,6 +79,21 @@ describe("FileLeaseStore", () => {
     expect(old?.vacated).toBeUndefined();
   });
 
+  it("keeps the dead nodes' grace period starts with the ring", async () => {
+    const store = new FileLeaseStore(dir);
+    const state = {
+      ...sample(),
+      gone: [
+        { node: "c", since: 1_750_000_000_000, incarnation: 3 },
+        { node: "d", since: 1_750_000_000_001 },
+      ],
+    };
+    await store.save(state);
+    expect(await store.load()).toEqual(state);
+    await store.save({ ...sample(), gone: [] });
+    expect(JSON.parse(await readFile(join(dir, STATE_FILE), "utf8")).gone).toBeUndefined();
+  });
+
   it("ignores a temp file left by a crash in the middle of a save", async () => {
     const store = new FileLeaseStore(dir);
     await store.save(sample());
@@ -148,7 +163,7 @@ describe("FileLeaseStore", () => {
    *  the ring, and the file is left as it was. As the error says, with `mended` instead the ring and
    *  the good entries load (as `loaded`). */
   async function refusesDamaged(
-    field: "transfers" | "vacated",
+    field: "transfers" | "vacated" | "gone",
     code: string,
     damaged: [unknown, string, string?][],
     mended: unknown,
@@ -200,6 +215,24 @@ describe("FileLeaseStore", () => {
       ],
       [mark],
       { ...sample(), vacated: [mark] },
+    );
+  });
+
+  it("refuses a damaged gone entry with its own code, naming the entry and saying to keep the ring", async () => {
+    const gone = { node: "c", since: 1_750_000_000_000 };
+    await refusesDamaged(
+      "gone",
+      "LEASE_STATE_GONE_CORRUPT",
+      [
+        [{}, '"gone"', "not a list"],
+        [[gone, null], "gone[1] null", "not { node, since }"],
+        [[gone, { node: "c" }], 'gone[1] {"node":"c"}', "since is not a time"],
+        [[gone, { node: "c", since: -1 }], "gone[1]", "since is not a time"],
+        [[gone, { node: "c", since: 1, incarnation: "3" }], "gone[1]", "incarnation is not a number"],
+        [[gone, { node: "", since: 1 }], "gone[1]", "node name"],
+      ],
+      [gone],
+      { ...sample(), gone: [gone] },
     );
   });
 

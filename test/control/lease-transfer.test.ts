@@ -20,6 +20,7 @@ import { decodeMessage, encodeMessage, type LeaseMessage } from "../../src/contr
 import { SimControlPlanes, type PlaneNode } from "./sim/control-planes.js";
 import { Disk, GatedStore, loneClock, MemoryStore, RecordingLog } from "./sim/doubles.js";
 import { SeededRandom } from "./sim/random.js";
+import { SIM_EPOCH_MS } from "./sim/scheduler.js";
 import type { SimClock } from "./sim/network.js";
 
 const SPACE = SubnetSpace.fromConfig({ Network: "198.19.0.0/16" });
@@ -194,13 +195,29 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
    * from the start: `cAtStart`); with `store6`, dual-stack (an IPv6 ring too, `b6`). Membership's
    * news goes to every family, as the gossip delegate sends it.
    */
-  async function heirOfC(store: LeaseStateStore, store6?: LeaseStateStore, cAtStart: "alive" | "dead" = "alive") {
+  async function heirOfC(
+    store: LeaseStateStore,
+    store6?: LeaseStateStore,
+    cAtStart: "alive" | "dead" = "alive",
+    /** The wall clock's step (SimClock.wallStepMs); c's incarnation; c reported gone before start(). */
+    restart: { wallStepMs?: number; cIncarnation?: number; goneBeforeStart?: boolean } = {},
+  ) {
     const { scheduler, clock } = loneClock();
+    clock.wallStepMs = restart.wallStepMs ?? 0;
     const log = new RecordingLog();
     let cState = cAtStart;
     const membership: MembershipPort = {
       localNode: () => ({ name: "b" }),
-      members: () => [{ name: "c", host: "sim", port: 0, incarnation: 0, state: cState, meta: new Uint8Array(0) }],
+      members: () => [
+        {
+          name: "c",
+          host: "sim",
+          port: 0,
+          incarnation: restart.cIncarnation ?? 0,
+          state: cState,
+          meta: new Uint8Array(0),
+        },
+      ],
       request: async () => {
         throw new Error("connection refused (simulated)");
       },
@@ -218,6 +235,7 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
       { membership, store, store6, clock, random: new SeededRandom(1), log },
     );
     const [b, b6] = layer.families;
+    if (restart.goneBeforeStart) for (const l of layer.families) l.memberGone("c");
     for (const l of layer.families) {
       await l.start();
       l.admit(); // as its control plane does once it reached its cluster
@@ -289,6 +307,46 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
     expect(owned("c")).toEqual([]);
     expect(log.codes().filter((c) => c === "LEASE_RECLAIMED").length).toBe(2);
     await b.stop();
+  });
+
+  it("says when the grace period ends in wall-clock time, also after the wall clock was stepped", async () => {
+    const { b, scheduler, clock, killC } = await heirOfC(new MemoryStore());
+    killC();
+    clock.wallStepMs = 3_600_000; // NTP stepped the wall clock an hour forward
+    await scheduler.runFor(1_000);
+    // Before, the monotonic deadline was shown: an hour off the wall clock.
+    expect(b.reservations().find((r) => r.node === "c")?.reclaimAt).toBe(clock.wallNow() + GRACE_MS - 1_000);
+    await b.stop();
+  });
+
+  it("a restarted heir counts the grace period from its saved start (at most a whole one if the wall clock went back; a whole one for a later incarnation's death)", async () => {
+    const store = new MemoryStore();
+    const first = await heirOfC(store);
+    first.killC();
+    await first.scheduler.runFor(GRACE_MS / 4);
+    await first.b.stop();
+    expect(store.saved?.gone).toEqual([{ node: "c", since: expect.any(Number), incarnation: 0 }]);
+    const since = store.saved!.gone![0].since;
+    const left = async (wallStepMs: number, more: { cIncarnation?: number; goneBeforeStart?: boolean } = {}) => {
+      const { b, clock, killC } = await heirOfC(store, undefined, "dead", { wallStepMs, ...more });
+      if (!more.goneBeforeStart) killC();
+      const at = b.reservations().find((r) => r.node === "c")?.reclaimAt;
+      await b.stop();
+      return { left: at! - clock.wallNow(), wall: clock.wallNow() };
+    };
+    // Half a grace period of wall time later: half is left.
+    const half = await left(since + GRACE_MS / 2 - (SIM_EPOCH_MS + 2_000));
+    expect(half.left).toBe(since + GRACE_MS - half.wall);
+    expect(half.left).toBeCloseTo(GRACE_MS / 2, -1);
+    // The wall clock before the saved start (stepped back): a whole grace period, no more.
+    expect((await left(-3_600_000)).left).toBe(GRACE_MS);
+    // Past it: reclaimed at once.
+    expect((await left(since + GRACE_MS - SIM_EPOCH_MS)).left).toBeLessThanOrEqual(0);
+    // Also when membership reported the death before the saved state was loaded.
+    const early = await left(since + GRACE_MS / 2 - (SIM_EPOCH_MS + 2_000), { goneBeforeStart: true });
+    expect(early.left).toBeCloseTo(GRACE_MS / 2, -1);
+    // c came back and died again (a later incarnation): that death's grace is a whole one.
+    expect((await left(since + GRACE_MS / 2 - (SIM_EPOCH_MS + 2_000), { cIncarnation: 1 })).left).toBe(GRACE_MS);
   });
 
   it("a sign of life queued before the grace verdict voids the verdict", async () => {

@@ -7,7 +7,17 @@
 //    node then loses its lease, LEASE_LOST, and conflicts are reported as LEASE_INCONSISTENT).
 //  - after a grace period (default 24 h, flannel's lease TTL) since membership declared the node
 //    dead or gone. Same risk if a node stays alive but partitioned for longer than the grace
-//    period. The grace timer runs in memory: a restarting heir starts it again (later, safer).
+//    period. The period counts from when this node first knew the node gone, saved with the ring
+//    (`gone`, wall-clock time) when first known, so a restarted heir goes on counting: when its
+//    timer ran in memory only, a heir restarting more often than the grace period (a daily
+//    rollout, a crash loop) started it again each time and never handed the slots back. Wall
+//    time, as the monotonic clock does not survive a restart: a clock stepped back meanwhile
+//    counts no longer than a whole grace period from the restart (as before); stepped forward,
+//    the grace is shorter by the step (a step of seconds against a day by default). A saved time
+//    is for one death: membership's incarnation of the node is saved with it, and a later
+//    incarnation (the node came back, then died again) starts the count again, as does any sign
+//    of life (activeWhileGone). A heir that was down when the node died counts from when it
+//    learns of the death (later, safer): no node's clock is compared with another's.
 //    A node that learns of the death only as a tombstone in a peer's state (it restarted, or
 //    joined after the death) is never told of it, and it may be the heir (a donation can make a
 //    newcomer heir of the dead node's run): it starts the timer when a ring state names a node
@@ -41,7 +51,7 @@ import type { TimerHandle } from "../runtime.js";
 import type { SeedBootstrap } from "./bootstrap.js";
 import type { LeaseCore } from "./core.js";
 import type { Ring, RingRun, SlotSpan } from "./ring.js";
-import type { VacatedSlot } from "./store.js";
+import type { GoneNode, VacatedSlot } from "./store.js";
 import type { ReclaimReport, Reservation } from "./types.js";
 
 export class Reclaimer {
@@ -52,6 +62,9 @@ export class Reclaimer {
   /** Slots this node reclaimed that were a condemned node's subnet → that node (see the top); the
    *  marks saved with the ring in force. */
   private vacated = new Map<number, string>();
+  /** Since when (wall-clock ms) this node knows each dead node gone, for its grace period; saved
+   *  with the ring for the nodes that still own slots. */
+  private gone = new Map<string, GoneNode>();
 
   constructor(
     private readonly core: LeaseCore,
@@ -169,6 +182,7 @@ export class Reclaimer {
   /** Membership sees the node alive (joined, back, refuted): no reclaim for it. */
   memberAlive(node: string): void {
     this.dropGrace(node);
+    this.gone.delete(node);
     if (this.condemned.delete(node)) {
       this.core.opts.log.warn(
         { code: "LEASE_CONDEMNED_NODE_BACK", node },
@@ -188,6 +202,7 @@ export class Reclaimer {
     if (!direct && this.condemned.get(node) === "operator") return;
     this.dropGrace(node);
     this.condemned.delete(node);
+    this.gone.delete(node);
     this.core.opts.log.warn(
       { code: "LEASE_GONE_NODE_ACTIVE", node, sign },
       `${node} is gone in membership but ${sign}: not reclaiming it on that verdict; its grace period starts over`,
@@ -201,7 +216,7 @@ export class Reclaimer {
   memberGone(node: string, at?: number): void {
     const { core } = this;
     if (node === core.name || this.graceTimers.has(node) || this.condemned.has(node) || core.stopped) return;
-    const graceMs = at === undefined ? core.opts.reclaimGraceMs : Math.max(0, at - core.opts.clock.now());
+    const graceMs = at === undefined ? this.graceLeft(node) : Math.max(0, at - core.opts.clock.now());
     const owned = core.ring.ownedBy(node);
     if (owned > 0) {
       core.opts.log.info(
@@ -225,6 +240,27 @@ export class Reclaimer {
       }),
     };
     this.graceTimers.set(node, grace);
+  }
+
+  /** What is left of `node`'s grace period: from its saved time (see the top of this file), or a
+   *  whole one from now, saved (on the serial queue) for a later start. */
+  private graceLeft(node: string): number {
+    const { core } = this;
+    const grace = core.opts.reclaimGraceMs;
+    const wall = core.opts.clock.wallNow();
+    const incarnation = core.opts.membership.allMembers().find((m) => m.name === node)?.incarnation;
+    const saved = this.gone.get(node);
+    if (saved && !(incarnation !== undefined && saved.incarnation !== undefined && incarnation > saved.incarnation))
+      return Math.min(grace, Math.max(0, saved.since + grace - wall));
+    this.gone.set(node, { node, since: Math.floor(wall), ...(incarnation !== undefined && { incarnation }) });
+    // Not before start() loaded the saved state: that save would replace it. restore() saves then.
+    if (core.ready) void core.enqueue(() => core.commit(core.ring, []));
+    return grace;
+  }
+
+  /** The gone nodes to save with `next`: those that still own slots in it. */
+  goneIn(next: Ring): GoneNode[] {
+    return [...this.gone.values()].filter((g) => next.ownedBy(g.node) > 0);
   }
 
   /** Owners of `runs` (a ring state) with no timer or verdict here yet start their grace period
@@ -258,6 +294,7 @@ export class Reclaimer {
    */
   reservations(): Reservation[] {
     const { core } = this;
+    const { clock } = core.opts;
     const live = new Set([core.name, ...core.otherMembers().map((m) => m.name)]);
     const leases = core.ring.leasesByOwner();
     return [...core.ring.ownedCounts()]
@@ -265,11 +302,13 @@ export class Reclaimer {
       .sort(([a], [b]) => (a < b ? -1 : 1))
       .map(([node, slots]) => {
         const leased = leases.get(node);
+        const at = this.graceTimers.get(node)?.at;
         return {
           node,
           slots,
           subnet: leased ? core.opts.space.subnetOf(leased[0]) : null,
-          reclaimAt: this.graceTimers.get(node)?.at ?? null,
+          // The timer counts on the monotonic clock; shown as wall time (NTP steps since start moved that).
+          reclaimAt: at === undefined ? null : clock.wallNow() + (at - clock.now()),
           condemned: this.condemned.has(node),
         };
       });
@@ -297,8 +336,10 @@ export class Reclaimer {
     this.vacated = new Map(marks.map((v) => [v.slot, v.node]));
   }
 
-  /** The saved marks after a restart (slots outside the ring are dropped). */
-  restore(saved: readonly VacatedSlot[]): void {
+  /** The saved marks and gone nodes after a restart (slots outside the ring are dropped). A grace
+   *  period membership started before this (a death it heard of first) is counted again from the
+   *  saved time. */
+  restore(saved: readonly VacatedSlot[], gone: readonly GoneNode[]): void {
     const ring = this.core.ring;
     this.adopt(
       this.standing(
@@ -306,6 +347,13 @@ export class Reclaimer {
         saved.filter((v) => v.slot < ring.slotCount),
       ),
     );
+    const early = [...this.gone.keys()];
+    this.gone = new Map([...this.gone, ...gone.map((g) => [g.node, g] as const)]);
+    for (const node of early) {
+      if (!this.graceTimers.has(node)) continue;
+      this.dropGrace(node);
+      this.memberGone(node);
+    }
   }
 
   /** `spans` (free slots of this node's) less the vacated subnets; `spans` itself if nothing is

@@ -5,9 +5,10 @@
 // the transfers this node made that their receivers have not acknowledged yet, so a restarted
 // giver keeps resending them (transfer-resend.ts). And the slots this node reclaimed that were a
 // reclaimed node's subnet, which it hands out last (reclaim.ts), so a restarted heir does too.
-// Both are optional fields, left out when empty: an older agent ignores them (and drops them at
+// And since when this node knows each dead node that still owns slots gone (reclaim.ts), so a
+// restarted heir counts the grace period from then. All are optional fields, left out when empty: an older agent ignores them (and drops them at
 // its next save), and an older file loads as having none.
-// A damaged entry of either refuses the start with its own code (LEASE_STATE_TRANSFERS_CORRUPT,
+// A damaged entry of any refuses the start with its own code (LEASE_STATE_TRANSFERS_CORRUPT,
 // LEASE_STATE_VACATED_CORRUPT) naming it, rather than being dropped with a warning: a vacated mark
 // may be all that keeps a subnet still in use (its node reclaimed while alive) from the first
 // asker; a transfer entry owns nothing (the ring has its slots as the receiver's), but it may be
@@ -36,6 +37,16 @@ export interface PersistedLeaseState {
   readonly transfers?: readonly SavedTransfer[];
   /** Slots this node reclaimed that a reclaimed node may still use as its subnet (absent: none). */
   readonly vacated?: readonly VacatedSlot[];
+  /** Dead nodes this node counts a grace period for, and since when (absent: none). */
+  readonly gone?: readonly GoneNode[];
+}
+
+/** `node` was first known gone here at `since` (wall-clock ms), at membership's `incarnation` of it
+ *  (absent when membership did not know it): a later incarnation's death is another death. */
+export interface GoneNode {
+  readonly node: string;
+  readonly since: number;
+  readonly incarnation?: number;
 }
 
 /** A reclaimed subnet the heir hands out last: `slot` was `node`'s subnet. */
@@ -114,6 +125,9 @@ export class FileLeaseStore implements LeaseStateStore {
         transfers: state.transfers.map((t) => ({ to: t.to, spans: t.spans.map((s) => [s.start, s.count]) })),
       }),
       ...(state.vacated?.length && { vacated: state.vacated.map((v) => ({ slot: v.slot, node: v.node })) }),
+      ...(state.gone?.length && {
+        gone: state.gone.map((g) => ({ node: g.node, since: g.since, incarnation: g.incarnation })),
+      }),
     });
     try {
       await writeFileAtomic(this.file, body, { mode: 0o600, dirMode: 0o700 });
@@ -150,6 +164,7 @@ export class FileLeaseStore implements LeaseStateStore {
       ring: fromPlainRing(v.ring, fail),
       ...(v.transfers !== undefined && { transfers: parseTransfers(v.transfers, this.damaged("transfers")) }),
       ...(v.vacated !== undefined && { vacated: parseVacated(v.vacated, this.damaged("vacated")) }),
+      ...(v.gone !== undefined && { gone: parseGone(v.gone, this.damaged("gone")) }),
     };
   }
 
@@ -192,7 +207,7 @@ type EntryFail = (entry: string, why: string) => WeftError;
 /** Per optional list field: its code, the shape of an entry, what an entry is for and when deleting
  *  one is safe, for the advice in its error. */
 const ENTRY_FIELDS: Record<
-  "transfers" | "vacated",
+  "transfers" | "vacated" | "gone",
   { code: LeaseErrorCode; shape: string; purpose: string; deleting: string }
 > = {
   transfers: {
@@ -212,6 +227,14 @@ const ENTRY_FIELDS: Record<
       "Each vacated mark keeps a reclaimed node's old subnet, perhaps still in use, from being handed out " +
       "before the other free ones",
     deleting: "Deleting is safe once the reclaimed nodes are stopped for good or lease another subnet (weft status)",
+  },
+  gone: {
+    code: "LEASE_STATE_GONE_CORRUPT",
+    shape: '{ "node": "<node name>", "since": <wall-clock ms>, "incarnation": <number, optional> }',
+    purpose:
+      "Each gone entry says since when a dead node's subnets wait for their grace period; without it a heir " +
+      "that restarts more often than the grace period never hands them back",
+    deleting: "Deleting is safe: that node's grace period starts again from the next start (later)",
   },
 };
 
@@ -246,14 +269,39 @@ function parseTransfers(value: unknown, fail: EntryFail): SavedTransfer[] {
 
 /** The saved marks: [{ slot, node }, ...]. */
 function parseVacated(value: unknown, fail: EntryFail): VacatedSlot[] {
-  if (!Array.isArray(value)) throw fail('"vacated"', "not a list");
-  if (value.length > MAX_SAVED_SPANS) throw fail('"vacated"', `more than ${MAX_SAVED_SPANS} marks`);
+  return objects("vacated", value, fail, "{ slot, node }").map(({ v, entry }) => {
+    if (!isSlot(v.slot, 0)) throw fail(entry, "slot is not a slot number");
+    return { slot: v.slot, node: nodeName(v.node, (why) => fail(entry, why)) };
+  });
+}
+
+/** The saved dead nodes: [{ node, since, incarnation? }, ...]. */
+function parseGone(value: unknown, fail: EntryFail): GoneNode[] {
+  return objects("gone", value, fail, "{ node, since }").map(({ v, entry }) => {
+    const { since, incarnation } = v;
+    if (!isSlot(since, 0)) throw fail(entry, "since is not a time in ms");
+    if (incarnation !== undefined && !isSlot(incarnation, 0)) throw fail(entry, "incarnation is not a number");
+    return {
+      node: nodeName(v.node, (why) => fail(entry, why)),
+      since,
+      ...(incarnation !== undefined && { incarnation }),
+    };
+  });
+}
+
+/** The elements of list `field`, each an object (`shape`), with how an error names it. */
+function objects(
+  field: string,
+  value: unknown,
+  fail: EntryFail,
+  shape: string,
+): Array<{ v: Record<string, unknown>; entry: string }> {
+  if (!Array.isArray(value)) throw fail(`"${field}"`, "not a list");
+  if (value.length > MAX_SAVED_SPANS) throw fail(`"${field}"`, `more than ${MAX_SAVED_SPANS} entries`);
   return value.map((v, i) => {
-    const entry = element("vacated", i, v);
-    if (typeof v !== "object" || v === null || Array.isArray(v)) throw fail(entry, "not { slot, node }");
-    const { slot, node } = v as { slot?: unknown; node?: unknown };
-    if (!isSlot(slot, 0)) throw fail(entry, "slot is not a slot number");
-    return { slot, node: nodeName(node, (why) => fail(entry, why)) };
+    const entry = element(field, i, v);
+    if (typeof v !== "object" || v === null || Array.isArray(v)) throw fail(entry, `not ${shape}`);
+    return { v: v as Record<string, unknown>, entry };
   });
 }
 

@@ -93,7 +93,7 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
       const { ring, saved } = await this.bootstrap.load();
       this.ring = ring;
       this.resend.restore(saved?.transfers ?? []);
-      this.reclaimer.restore(saved?.vacated ?? []);
+      this.reclaimer.restore(saved?.vacated ?? [], saved?.gone ?? []);
     } catch (err) {
       this.stopped = true; // never let a later change overwrite a state file we could not read
       throw err;
@@ -361,6 +361,7 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
       ring: next.state(),
       transfers,
       vacated,
+      gone: this.reclaimer.goneIn(next),
     });
     this.ring = next;
     this.reclaimer.adopt(vacated);

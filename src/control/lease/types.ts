@@ -55,7 +55,7 @@ export interface Reservation {
   readonly slots: number;
   /** The subnet it used, if any. */
   readonly subnet: string | null;
-  /** Clock ms when this node's grace timer reclaims it; null when no timer runs here. */
+  /** When this node's grace timer reclaims it (wall-clock ms, as of now); null when no timer runs here. */
   readonly reclaimAt: number | null;
   /** Already condemned (by an operator or the grace period); its heirs take the slots. */
   readonly condemned: boolean;

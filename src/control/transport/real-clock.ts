@@ -12,6 +12,10 @@ export class RealClock implements Clock {
     return performance.timeOrigin + performance.now();
   }
 
+  wallNow(): number {
+    return Date.now();
+  }
+
   setTimer(ms: number, fn: () => void): TimerHandle {
     const id = this.nextId++;
     this.arm(id, performance.now() + ms, fn);

@@ -73,6 +73,13 @@ export class SimClock implements Clock {
     return this.host.scheduler.now();
   }
 
+  /** How far the host's wall clock was stepped (NTP) since its start: wallNow() only. */
+  wallStepMs = 0;
+
+  wallNow(): number {
+    return this.host.scheduler.now() + this.wallStepMs;
+  }
+
   setTimer(ms: number, fn: () => void): TimerHandle {
     const id = this.nextId++;
     const epoch = this.host.epoch;
