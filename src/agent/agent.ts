@@ -202,7 +202,8 @@ export class Agent {
    */
   static async start(opts: AgentOptions, log: Logger, signal?: AbortSignal): Promise<Agent> {
     checkFlags(opts);
-    const conf = await readNetConf(opts.netConfig, log);
+    const conf = await readNetConf(opts.netConfig);
+    logIgnoredKeys(conf, opts.netConfig, log);
     const keyring = await Keyring.fromKeyFile(opts.keyFile);
     const kernel = new Kernel();
     const lock = await StateDirLock.acquire(opts.stateDir);
@@ -939,7 +940,7 @@ export class Agent {
   }
 
   private async reloadNow(): Promise<void> {
-    const next = await readNetConf(this.opts.netConfig, this.log);
+    const next = await readNetConf(this.opts.netConfig);
     // The resolved spaces say it all: a family switched on or off, or its network keys changed.
     if (
       next.space?.fingerprint !== this.conf.space?.fingerprint ||
@@ -950,6 +951,7 @@ export class Agent {
         "Network and subnet keys cannot change while running; stop every agent to change them",
       );
     }
+    logIgnoredKeys(next, this.opts.netConfig, this.log);
     const inForce = (c: NetConf) => JSON.stringify(backendInForce(c.Backend));
     // A family without a backend (a failed restart, a swap whose rollback failed) is started again
     // by any reload, the same config included: that is how an operator retries. With the same
@@ -1258,8 +1260,8 @@ function formatDuration(ms: number): string {
   return out || `${ms}ms`;
 }
 
-/** net-conf.json, parsed; Backend keys it ignores are logged, at start and at each reload. */
-async function readNetConf(path: string, log: Logger): Promise<NetConf> {
+/** net-conf.json, parsed and checked. */
+async function readNetConf(path: string): Promise<NetConf> {
   let text: string;
   try {
     text = await readFile(path, "utf8");
@@ -1270,10 +1272,13 @@ async function readNetConf(path: string, log: Logger): Promise<NetConf> {
       { cause },
     );
   }
-  const conf = parseNetConf(text, path);
+  return parseNetConf(text, path);
+}
+
+/** Backend keys a config ignores, logged at start and at each reload it passes (never of one refused). */
+function logIgnoredKeys(conf: NetConf, path: string, log: Logger): void {
   const ignored = ignoredKeysMessage(conf, path);
   if (ignored) log.warn({ code: "CONFIG_BACKEND_KEY_IGNORED", backend: conf.Backend.Type }, ignored);
-  return conf;
 }
 
 /**
