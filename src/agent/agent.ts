@@ -114,6 +114,8 @@ export class Agent {
   private started = false;
   /** A periodic reconcile waits on the backend-change queue: no second one queues behind it. */
   private reconcileQueued = false;
+  /** Errors backends reported themselves failed with (onFailed): a reconcile that rejects with one is not tried again, the backend is replaced. */
+  private readonly backendFailures = new WeakSet<Error>();
   /** Subnets lost and leased anew, logged (AGENT_SUBNET_REPLACED) once subnet.env names the new ones. */
   private readonly replaced: Array<{ from: string; to: string }> = [];
   /** Until start()'s backends run: a lane that fails then keeps, with --keep-on-exit, what it reused. */
@@ -653,6 +655,7 @@ export class Agent {
    * soon after such a restart (YOUNG_FAILURE_MS) is started again after the restarts' backoff.
    */
   private backendFailed(lane: Lane, backend: Backend, err: Error): void {
+    this.backendFailures.add(err);
     void this.serially(async () => {
       if (lane.backend !== backend) return;
       this.ready = false;
@@ -1075,14 +1078,14 @@ export class Agent {
             { err: sync.reason, code: "AGENT_PEER_SYNC_FAILED", family: lane.family },
             `setting the IPv${lane.family} backend's peers failed (see err); trying again at the next interval`,
           );
-        await lane.backend
-          ?.reconcile()
-          .catch((err) =>
+        await lane.backend?.reconcile().catch((err) => {
+          // AGENT_BACKEND_FAILED says it, and what happens instead.
+          if (!this.backendFailures.has(err))
             this.log.error(
               { err, code: "AGENT_RECONCILE_FAILED", family: lane.family },
               `repairing the IPv${lane.family} backend's kernel state failed (see err); trying again at the next interval`,
-            ),
-          );
+            );
+        });
       }
       // Only where a removal found them: elsewhere the reconcile runs no iptables at all.
       if (performance.now() < this.flannelMasqUntil) await this.removeFlannelMasq(true);
