@@ -114,6 +114,8 @@ export class Agent {
   private started = false;
   /** A periodic reconcile waits on the backend-change queue: no second one queues behind it. */
   private reconcileQueued = false;
+  /** Errors backends reported themselves failed with (onFailed): a reconcile that rejects with one is not tried again, the backend is replaced. */
+  private readonly backendFailures = new WeakSet<Error>();
   /** Subnets lost and leased anew, logged (AGENT_SUBNET_REPLACED) once subnet.env names the new ones. */
   private readonly replaced: Array<{ from: string; to: string }> = [];
   /** Until start()'s backends run: a lane that fails then keeps, with --keep-on-exit, what it reused. */
@@ -202,7 +204,8 @@ export class Agent {
    */
   static async start(opts: AgentOptions, log: Logger, signal?: AbortSignal): Promise<Agent> {
     checkFlags(opts);
-    const conf = await readNetConf(opts.netConfig, log);
+    const conf = await readNetConf(opts.netConfig);
+    logIgnoredKeys(conf, opts.netConfig, log);
     const keyring = await Keyring.fromKeyFile(opts.keyFile);
     const kernel = new Kernel();
     const lock = await StateDirLock.acquire(opts.stateDir);
@@ -652,6 +655,7 @@ export class Agent {
    * soon after such a restart (YOUNG_FAILURE_MS) is started again after the restarts' backoff.
    */
   private backendFailed(lane: Lane, backend: Backend, err: Error): void {
+    this.backendFailures.add(err);
     void this.serially(async () => {
       if (lane.backend !== backend) return;
       this.ready = false;
@@ -939,7 +943,7 @@ export class Agent {
   }
 
   private async reloadNow(): Promise<void> {
-    const next = await readNetConf(this.opts.netConfig, this.log);
+    const next = await readNetConf(this.opts.netConfig);
     // The resolved spaces say it all: a family switched on or off, or its network keys changed.
     if (
       next.space?.fingerprint !== this.conf.space?.fingerprint ||
@@ -950,6 +954,7 @@ export class Agent {
         "Network and subnet keys cannot change while running; stop every agent to change them",
       );
     }
+    logIgnoredKeys(next, this.opts.netConfig, this.log);
     const inForce = (c: NetConf) => JSON.stringify(backendInForce(c.Backend));
     // A family without a backend (a failed restart, a swap whose rollback failed) is started again
     // by any reload, the same config included: that is how an operator retries. With the same
@@ -1073,14 +1078,14 @@ export class Agent {
             { err: sync.reason, code: "AGENT_PEER_SYNC_FAILED", family: lane.family },
             `setting the IPv${lane.family} backend's peers failed (see err); trying again at the next interval`,
           );
-        await lane.backend
-          ?.reconcile()
-          .catch((err) =>
+        await lane.backend?.reconcile().catch((err) => {
+          // AGENT_BACKEND_FAILED says it, and what happens instead.
+          if (!this.backendFailures.has(err))
             this.log.error(
               { err, code: "AGENT_RECONCILE_FAILED", family: lane.family },
               `repairing the IPv${lane.family} backend's kernel state failed (see err); trying again at the next interval`,
-            ),
-          );
+            );
+        });
       }
       // Only where a removal found them: elsewhere the reconcile runs no iptables at all.
       if (performance.now() < this.flannelMasqUntil) await this.removeFlannelMasq(true);
@@ -1260,8 +1265,8 @@ function formatDuration(ms: number): string {
   return out || `${ms}ms`;
 }
 
-/** net-conf.json, parsed; Backend keys it ignores are logged, at start and at each reload. */
-async function readNetConf(path: string, log: Logger): Promise<NetConf> {
+/** net-conf.json, parsed and checked. */
+async function readNetConf(path: string): Promise<NetConf> {
   let text: string;
   try {
     text = await readFile(path, "utf8");
@@ -1272,10 +1277,13 @@ async function readNetConf(path: string, log: Logger): Promise<NetConf> {
       { cause },
     );
   }
-  const conf = parseNetConf(text, path);
+  return parseNetConf(text, path);
+}
+
+/** Backend keys a config ignores, logged at start and at each reload it passes (never of one refused). */
+function logIgnoredKeys(conf: NetConf, path: string, log: Logger): void {
   const ignored = ignoredKeysMessage(conf, path);
   if (ignored) log.warn({ code: "CONFIG_BACKEND_KEY_IGNORED", backend: conf.Backend.Type }, ignored);
-  return conf;
 }
 
 /**

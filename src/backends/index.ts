@@ -27,7 +27,7 @@ export function backendOptions(b: BackendConfig): BackendOptions {
     case "vxlan":
       return { vni: b.VNI, port: b.Port, mtu: b.MTU, directRouting: b.DirectRouting, gbp: b.GBP, learning: b.Learning };
     case "wasm-vxlan":
-      return { vni: b.VNI, ipv6OverIpv4Port: b.IPv6OverIPv4Port, ...dataplaneOptions(b) };
+      return { vni: b.VNI, mtu: b.MTU, ipv6OverIpv4Port: b.IPv6OverIPv4Port, ...dataplaneOptions(b) };
     case "udp":
       return dataplaneOptions(b);
     case "host-gw":

@@ -9,10 +9,10 @@
 // Deliberate differences: flannel's code defaults a missing Backend to "udp" while its
 // documentation says "vxlan"; weft defaults to vxlan, the documented and far faster choice. And an
 // unknown top-level key is an error, where flannel ignores it, so that a typo cannot leave a
-// default in force. A Backend key its Type does not read (another backend's, or a typo) is ignored
-// as in flannel, whose backends each read only their own, but the agent logs it
-// (CONFIG_BACKEND_KEY_IGNORED): a ConfigMap written for one backend and switched to another keeps
-// the old keys.
+// default in force. Backend keys no backend reads are refused alike. Another backend's key (a
+// ConfigMap switched from it keeps its keys) is ignored under flannel's Types, as flanneld's
+// backends each read only their own, and the agent logs it (CONFIG_BACKEND_KEY_IGNORED); under
+// weft's own Types, which no flanneld runs, it is refused (FLANNEL_TYPES).
 import { z } from "zod";
 import { BACKEND_TYPES, ipv6OverIpv4Port } from "../backends/backend.js";
 import {
@@ -167,6 +167,27 @@ const userspaceTuning = {
   FlowQueue: flowQueue,
 };
 
+/**
+ * The Types flanneld has. Under them a Backend key the Type does not read is ignored, as
+ * flanneld's backend ignores it. Under weft's own (wasm-vxlan) no flanneld shares the config, so
+ * such a key is refused: a setting made for the Type before (vxlan's DirectRouting) would lapse unseen.
+ */
+const FLANNEL_TYPES: ReadonlySet<string> = new Set(["vxlan", "host-gw", "udp"]);
+
+/**
+ * Backend keys of flannel's backends weft lacks (pkg/backend, and the cloud ones of its older
+ * releases), which a ConfigMap switched from one keeps: another backend's keys, not typos.
+ */
+const FLANNEL_ONLY_KEYS: Readonly<Record<string, readonly string[]>> = {
+  wireguard: ["ListenPort", "ListenPortV6", "PSK", "PersistentKeepaliveInterval", "Mode"],
+  ipsec: ["PSK", "UDPEncap", "ESPProposal"],
+  ipip: ["DirectRouting"],
+  extension: ["PreStartupCommand", "PostStartupCommand", "SubnetAddCommand", "SubnetRemoveCommand"],
+  "tencent-vpc": ["AccessKeyID", "AccessKeySecret"],
+  "ali-vpc": ["AccessKeyID", "AccessKeySecret"],
+  "aws-vpc": ["RouteTableID"],
+};
+
 /** Keys of flannel's Windows backends, which a ConfigMap shared with Windows nodes carries (its
  *  Helm chart writes MacPrefix); flanneld on Linux ignores them, and so does weft. */
 const WINDOWS_ONLY = new Set(["MacPrefix", "Name", "DNSServerList"]);
@@ -178,6 +199,19 @@ const windowsOnly = (what: string) =>
       .describe(`${what} on flannel's Windows nodes; accepted and ignored here, as flanneld on Linux does`),
   );
 
+/** flannel's vxlan MTU key; wasm-vxlan takes it too, so a ConfigMap switched to it keeps the pods' MTU. */
+const underlayMtu = nullIsDefault(
+  z
+    .number()
+    .int()
+    .min(576, "too small: the MTU is at least 576; leave MTU out for the default, the interface's")
+    .max(65535)
+    .optional()
+    .describe(
+      "the underlay MTU to assume instead of the interface's, as flannel; at most the interface's, which bounds the encapsulated packets (a larger one is logged and capped); the 50 bytes of encapsulation are subtracted for pods",
+    ),
+);
+
 const vxlan = z
   .object({
     Type: z.literal("vxlan"),
@@ -185,17 +219,7 @@ const vxlan = z
     Name: windowsOnly("the HNS network's name"),
     VNI: vni("flannel.<VNI>"),
     Port: vxlanPort("VXLAN socket", "the Linux default, as in flannel"),
-    MTU: nullIsDefault(
-      z
-        .number()
-        .int()
-        .min(576, "too small: the MTU is at least 576; leave MTU out for the default, the interface's")
-        .max(65535)
-        .optional()
-        .describe(
-          "the underlay MTU to assume instead of the interface's, as flannel; at most the interface's (the kernel caps a VXLAN device there; a larger one is logged and capped); the 50 bytes of encapsulation are subtracted for pods",
-        ),
-    ),
+    MTU: underlayMtu,
     DirectRouting: nullIsDefault(
       z
         .boolean()
@@ -237,6 +261,7 @@ const wasmVxlan = z
     Type: z.literal("wasm-vxlan"),
     VNI: vni("weft.<VNI> (a TUN device)"),
     Port: vxlanPort("VXLAN socket", "where kernel vxlan peers send"),
+    MTU: underlayMtu,
     IPv6OverIPv4Port: nullIsDefault(
       z
         .number()
@@ -488,7 +513,11 @@ export const netConfSchema = z
     Backend: backendSchema
       // Parsed like a given Backend, so the vxlan keys' defaults are written once, above.
       .prefault({ Type: "vxlan" })
-      .describe("how pod traffic crosses hosts: Type is one of " + BACKEND_TYPES.join(", ") + " (default vxlan)"),
+      .describe(
+        `how pod traffic crosses hosts: Type is one of ${BACKEND_TYPES.join(", ")} (default vxlan). ` +
+          `A key no backend reads (a typo) is refused; another backend's, flannel's too (VNI under host-gw, PSK of wireguard), is ignored under ${[...FLANNEL_TYPES].join(", ")} as flanneld ignores it, ` +
+          `and logged (CONFIG_BACKEND_KEY_IGNORED), but refused under ${BACKEND_TYPES.filter((t) => !FLANNEL_TYPES.has(t)).join(", ")}, which flanneld does not have`,
+      ),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -539,14 +568,14 @@ export const netConfSchema = z
     }
   });
 
-/** A Backend key its Type does not read, and the types that do (none: no backend has it, a typo?). */
+/** A Backend key its Type does not read, and the backends that do (weft's Types, then flannel's it lacks). */
 export interface IgnoredBackendKey {
   readonly key: string;
   readonly types: readonly string[];
 }
 
 export type NetConf = z.infer<typeof netConfSchema> & {
-  /** Backend keys ignored, as flannel ignores them; the agent logs them (ignoredKeysMessage). */
+  /** Backend keys of other backends, ignored under flannel's Types as flanneld ignores them; the agent logs them (ignoredKeysMessage). */
   readonly ignoredBackendKeys: readonly IgnoredBackendKey[];
   /** The IPv4 subnet space; undefined when EnableIPv4 is false. */
   readonly space: SubnetSpace | undefined;
@@ -591,15 +620,29 @@ export function parseNetConf(text: string, source = "net-conf.json"): NetConf {
     );
   }
   const option = backendOption(backendType);
-  const ignoredBackendKeys: IgnoredBackendKey[] = [];
+  let ignoredBackendKeys: IgnoredBackendKey[] = [];
   if (isObject(backend) && option) {
+    const unread = Object.keys(backend)
+      .filter((k) => !Object.hasOwn(option.shape, k))
+      .map((key) => ({ key, types: typesReading(key) }));
+    const type = backendType as string;
+    if (!FLANNEL_TYPES.has(type) && unread.length > 0)
+      throw new WeftError(
+        "CONFIG_NET_CONF_INVALID",
+        `${source}: Backend.Type ${type} does not read ${unreadList(unread)}; refused: ${type} is weft's own Type, which flanneld does not have, so no flanneld ignores them here, and a setting made for another Type would lapse unseen: remove them (${readsClause(type)})`,
+      );
+    const unknown = unread.filter((u) => u.types.length === 0).map((u) => u.key);
+    if (unknown.length > 0)
+      throw new WeftError(
+        "CONFIG_NET_CONF_INVALID",
+        `${source}: Backend: unknown key(s) ${keyList(unknown)}, which no backend reads (a misspelt key would leave its default in force): correct or remove them (${readsClause(type)})`,
+      );
+    ignoredBackendKeys = unread;
     // Left out before the schema, which would refuse them, and so never in force.
-    const read = Object.entries(backend).filter(([k]) => {
-      if (Object.hasOwn(option.shape, k)) return true;
-      ignoredBackendKeys.push({ key: k, types: typesReading(k) });
-      return false;
-    });
-    raw = { ...(raw as object), Backend: Object.fromEntries(read) };
+    raw = {
+      ...(raw as object),
+      Backend: Object.fromEntries(Object.entries(backend).filter(([k]) => Object.hasOwn(option.shape, k))),
+    };
   }
   const parsed = netConfSchema.safeParse(raw);
   if (!parsed.success) {
@@ -639,7 +682,7 @@ const backendOption = (type: unknown) =>
  * The parsed JSON with keys as flannel reads them: Go's encoding/json takes a key that equals a
  * known one ignoring case as that key, and flannel looks Backend.Type up lowercased
  * (pkg/backend/manager.go), so "network" and {"type": "VXLAN"} work there and must here. Unknown
- * keys keep their spelling: refused at the top level, ignored in Backend (parseNetConf).
+ * keys keep their spelling for parseNetConf's messages.
  */
 function flannelKeys(raw: unknown, source: string): unknown {
   if (!isObject(raw)) return raw;
@@ -662,11 +705,34 @@ function flannelKeys(raw: unknown, source: string): unknown {
   return { ...conf, Backend: option ? known(backend, Object.keys(option.shape), "Backend: ") : backend };
 }
 
-/** The Backend types that read `key`, regardless of case as keys match ("vni" is VNI). */
-const typesReading = (key: string): string[] =>
-  backendSchema.options
-    .filter((o) => Object.keys(o.shape).some((k) => k.toLowerCase() === key.toLowerCase()))
-    .map((o) => (o.shape.Type as z.ZodLiteral<string>).value);
+/**
+ * The backends that read `key`, regardless of case as keys match ("vni" is VNI): weft's Types,
+ * then flannel's that weft lacks ("flannel's wireguard").
+ */
+const typesReading = (key: string): string[] => {
+  const is = (k: string) => k.toLowerCase() === key.toLowerCase();
+  return [
+    ...backendSchema.options
+      .filter((o) => Object.keys(o.shape).some(is))
+      .map((o) => (o.shape.Type as z.ZodLiteral<string>).value),
+    ...Object.entries(FLANNEL_ONLY_KEYS)
+      .filter(([, keys]) => keys.some(is))
+      .map(([b]) => `flannel's ${b}`),
+  ];
+};
+
+/** Unread keys for a message, each with the backends it belongs to. */
+const unreadList = (unread: readonly IgnoredBackendKey[]) =>
+  keyList(
+    unread.map((u) => u.key),
+    (i) => ` (${unread[i].types.length > 0 ? `a key of ${unread[i].types.join(", ")}` : "no backend's key"})`,
+  );
+
+/** "vxlan reads VNI, Port, ...": the keys a Type reads on Linux, for a message (not Type, nor the Windows-only ones). */
+function readsClause(type: string): string {
+  const keys = Object.keys(backendOption(type)!.shape).filter((k) => k !== "Type" && !WINDOWS_ONLY.has(k));
+  return keys.length > 0 ? `${type} reads ${keys.join(", ")}` : `${type} reads no key but Type`;
+}
 
 /**
  * Keys for a message, each with its `note`: at most 5, each quoted unless a plain word, so that a
@@ -684,17 +750,13 @@ function keyList(keys: readonly string[], note: (i: number) => string = () => ""
 
 /**
  * The warning for a config's ignored Backend keys ("Backend.Type host-gw does not read VNI (a key
- * of vxlan, wasm-vxlan) ..."), or undefined when none was ignored.
+ * of vxlan, wasm-vxlan) ..."), or undefined when none was ignored. Only under flannel's Types.
  */
 export function ignoredKeysMessage(conf: NetConf, source: string): string | undefined {
   const ignored = conf.ignoredBackendKeys;
   if (ignored.length === 0) return undefined;
-  const named = keyList(
-    ignored.map((i) => i.key),
-    (i) => ` (${ignored[i].types.length > 0 ? `a key of ${ignored[i].types.join(", ")}` : "no backend's key"})`,
-  );
   const type = conf.Backend.Type;
-  return `${source}: Backend.Type ${type} does not read ${named}; ignored, as flanneld ignores them: remove them, or correct a misspelt one (${type} reads ${Object.keys(backendOption(type)!.shape).join(", ")})`;
+  return `${source}: Backend.Type ${type} does not read ${unreadList(ignored)}; ignored, as flanneld's ${type} backend ignores them: remove them (${readsClause(type)})`;
 }
 
 /**

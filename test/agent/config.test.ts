@@ -586,13 +586,13 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
     }
   });
 
-  it("starts with another backend's keys, a misspelt one and null strings in net-conf.json, as flanneld does, and logs the ignored keys (CONFIG_BACKEND_KEY_IGNORED) at start and reload", async () => {
-    const conf = (backend: object) =>
+  it("starts with other backends' keys (flannel's wireguard's too) and null strings in net-conf.json, as flanneld does, logs the ignored keys (CONFIG_BACKEND_KEY_IGNORED) at start and at a reload that passes, and refuses a misspelt key", async () => {
+    const conf = (backend: object, network = NETWORK) =>
       writeFile(
         agents.netConfPath(a),
-        JSON.stringify({ Network: NETWORK, IPv6Network: null, Backend: { Type: "host-gw", Name: null, ...backend } }),
+        JSON.stringify({ Network: network, IPv6Network: null, Backend: { Type: "host-gw", Name: null, ...backend } }),
       );
-    await conf({ VNI: 7, Port: 8472, DirectRoutng: true });
+    await conf({ VNI: 7, Port: 8472, PSK: "k" });
     const since = await agents.logSize(a);
     agents.start(a, [], []);
     try {
@@ -603,18 +603,70 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
       expect(line).toMatchObject({
         level: 40,
         backend: "host-gw",
-        msg: `${agents.netConfPath(a)}: Backend.Type host-gw does not read VNI (a key of vxlan, wasm-vxlan), Port (a key of vxlan, udp, wasm-vxlan), DirectRoutng (no backend's key); ignored, as flanneld ignores them: remove them, or correct a misspelt one (host-gw reads Type, Name, DNSServerList)`,
+        msg: `${agents.netConfPath(a)}: Backend.Type host-gw does not read VNI (a key of vxlan, wasm-vxlan), Port (a key of vxlan, udp, wasm-vxlan), PSK (a key of flannel's wireguard, flannel's ipsec); ignored, as flanneld's host-gw backend ignores them: remove them (host-gw reads no key but Type)`,
       });
-      // A reload reads the file again, and says it again of what it ignores now.
+      const refusals = (code: string, n: number) =>
+        eventually(
+          `the reload's ${code}`,
+          () => coded(a.dir, since, code),
+          (l) => l.length === n,
+        );
+      // A reload refused after parsing (another Network) says nothing of a config never in force.
+      await conf({ VNI: 7 }, "198.19.0.0/18");
+      agents.reload(a);
+      await refusals("CONFIG_NET_CONF_RELOAD_REFUSED", 1);
+      // A misspelt key is refused, as a misspelt top-level one: its default would be left in force.
+      await conf({ DirectRoutng: true });
+      agents.reload(a);
+      const [typo] = await refusals("CONFIG_NET_CONF_INVALID", 1);
+      expect((typo.err as { message: string }).message).toMatch(
+        /Backend: unknown key\(s\) DirectRoutng, which no backend reads/,
+      );
+      expect(await coded(a.dir, since, "CONFIG_BACKEND_KEY_IGNORED")).toHaveLength(1);
+      // A reload that passes reads the file again, and says it again of what it ignores now.
       await conf({ MTU: 1400 });
       agents.reload(a);
-      const lines = await eventually(
-        "the reload's CONFIG_BACKEND_KEY_IGNORED",
-        () => coded(a.dir, since, "CONFIG_BACKEND_KEY_IGNORED"),
-        (l) => l.length === 2,
-      );
-      expect(lines[1].msg).toMatch(/does not read MTU \(a key of vxlan\); ignored/);
+      const lines = await refusals("CONFIG_BACKEND_KEY_IGNORED", 2);
+      expect(lines[1].msg).toMatch(/does not read MTU \(a key of vxlan, wasm-vxlan\); ignored/);
       expect(await agents.status(a)).toMatchObject({ ready: true, settings: { backend: { Type: "host-gw" } } });
+    } finally {
+      await agents.stop(a);
+    }
+  });
+
+  it("keeps vxlan's MTU when a SIGHUP swaps to wasm-vxlan, which reads it, and refuses vxlan's other keys there (flanneld has no wasm-vxlan to ignore them)", async () => {
+    const conf = (Backend: object) => writeFile(agents.netConfPath(a), JSON.stringify({ Network: NETWORK, Backend }));
+    const podMtu = async () => (await agents.subnetEnv(a)).text.match(/^FLANNEL_MTU=(\d+)$/m)?.[1];
+    await conf({ Type: "vxlan", MTU: 1400 });
+    const since = await agents.logSize(a);
+    agents.start(a, [], []);
+    try {
+      await agents.waitReady(a);
+      expect(await podMtu()).toBe("1350");
+      await conf({ Type: "wasm-vxlan", Workers: 1, MTU: 1400 });
+      agents.reload(a);
+      await eventually(
+        "the swap to wasm-vxlan",
+        () => agents.status(a),
+        (st) => st.ready && st.settings.backend.Type === "wasm-vxlan",
+        15_000,
+      );
+      expect(await podMtu()).toBe("1350"); // before: the interface's 1500 - 50, pods' packets above the path's
+      await conf({ Type: "wasm-vxlan", Workers: 1, MTU: 1400, DirectRouting: true });
+      agents.reload(a);
+      const [refused] = await eventually(
+        "the reload's refusal",
+        () => coded(a.dir, since, "CONFIG_NET_CONF_INVALID"),
+        (l) => l.length === 1,
+      );
+      expect((refused.err as { message: string }).message).toMatch(
+        /Backend\.Type wasm-vxlan does not read DirectRouting \(a key of vxlan, flannel's ipip\); refused: wasm-vxlan is weft's own Type/,
+      );
+      expect(await coded(a.dir, since, "CONFIG_BACKEND_KEY_IGNORED")).toEqual([]);
+      expect(await agents.status(a)).toMatchObject({
+        ready: true,
+        settings: { backend: { Type: "wasm-vxlan", MTU: 1400 } },
+      });
     } finally {
       await agents.stop(a);
     }

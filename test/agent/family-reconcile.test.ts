@@ -93,6 +93,8 @@ describe.skipIf(!canUseNetns())("agents, dual-stack: one family's failing reconc
       expect(logged.filter((l) => l.code === "AGENT_BACKEND_FAILED")).toEqual([
         expect.objectContaining({ family: 6, err: expect.objectContaining(refused) }),
       ]);
+      // Not "trying again at the next interval": the backend is replaced instead.
+      expect(logged.filter((l) => l.code === "AGENT_RECONCILE_FAILED")).toEqual([]);
       expect(logged.find((l) => l.code === "AGENT_BACKEND_RESTART_FAILED")).toMatchObject({
         families: [6],
         err: expect.objectContaining(refused),

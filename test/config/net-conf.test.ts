@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { describe, expect, it } from "vitest";
+import { backendOptions } from "../../src/backends/index.js";
 import { backendInForce, configReference, ignoredKeysMessage, parseNetConf } from "../../src/config/net-conf.js";
 import { projectFile } from "../../src/paths.js";
 
@@ -86,8 +87,10 @@ describe("net-conf.json", () => {
       parse({ ...net, Backend: { Type: "udp" } }).Backend,
     );
     expect(
-      parse({ ...net, Backend: { Type: "wasm-vxlan", VNI: null, Port: null, IPv6OverIPv4Port: null, ...tuning } })
-        .Backend,
+      parse({
+        ...net,
+        Backend: { Type: "wasm-vxlan", VNI: null, Port: null, MTU: null, IPv6OverIPv4Port: null, ...tuning },
+      }).Backend,
     ).toEqual(parse({ ...net, Backend: { Type: "wasm-vxlan" } }).Backend);
     // flannel refuses null in SubnetMin/SubnetMax (its address type); weft takes it, and says so.
     expect(configReference()).toMatch(
@@ -138,37 +141,105 @@ describe("net-conf.json", () => {
     );
   });
 
-  it("ignores Backend keys its Type does not read, as flanneld's backends do, and says whose they are", () => {
-    const conf = { Network: "10.244.0.0/16", Backend: { Type: "host-gw", VNI: 1, MTU: 1400, Port: 8472, Colour: 2 } };
+  it("ignores another backend's keys under flannel's Types, as flanneld's backends do, and says whose they are", () => {
+    const conf = {
+      Network: "10.244.0.0/16",
+      Backend: { Type: "host-gw", VNI: 1, MTU: 1400, Port: 8472, PSK: "k", DirectRouting: true },
+    };
     const c = parse(conf);
     expect(c.Backend).toEqual({ Type: "host-gw" }); // never in force, so a reload that adds them swaps nothing
     expect(ignored(conf)).toEqual([
       ["VNI", "vxlan,wasm-vxlan"],
-      ["MTU", "vxlan"],
+      ["MTU", "vxlan,wasm-vxlan"],
       ["Port", "vxlan,udp,wasm-vxlan"],
-      ["Colour", ""],
+      ["PSK", "flannel's wireguard,flannel's ipsec"],
+      ["DirectRouting", "vxlan,flannel's ipip"],
     ]);
+    // Said of flanneld only where it is true (host-gw is flannel's), and naming what the Type reads on Linux.
     expect(ignoredKeysMessage(c, "net-conf.json")).toBe(
-      "net-conf.json: Backend.Type host-gw does not read VNI (a key of vxlan, wasm-vxlan), MTU (a key of vxlan), Port (a key of vxlan, udp, wasm-vxlan), Colour (no backend's key); " +
-        "ignored, as flanneld ignores them: remove them, or correct a misspelt one (host-gw reads Type, Name, DNSServerList)",
+      "net-conf.json: Backend.Type host-gw does not read VNI (a key of vxlan, wasm-vxlan), MTU (a key of vxlan, wasm-vxlan), Port (a key of vxlan, udp, wasm-vxlan), PSK (a key of flannel's wireguard, flannel's ipsec), DirectRouting (a key of vxlan, flannel's ipip); " +
+        "ignored, as flanneld's host-gw backend ignores them: remove them (host-gw reads no key but Type)",
+    );
+    expect(
+      ignoredKeysMessage(parse({ Network: "10.244.0.0/16", Backend: { Type: "vxlan", Workers: 2 } }), "f"),
+    ).toMatch(
+      /ignored, as flanneld's vxlan backend ignores them: remove them \(vxlan reads VNI, Port, MTU, DirectRouting, GBP, Learning\)$/,
     );
     expect(ignoredKeysMessage(parse({ Network: "10.244.0.0/16" }), "net-conf.json")).toBeUndefined();
-    // Keys match regardless of case, so does the Type they belong to; values are not read.
-    expect(ignored({ Network: "10.244.0.0/16", Backend: { Type: "host-gw", vni: "x" } })).toEqual([
-      ["vni", "vxlan,wasm-vxlan"],
-    ]);
-    // At most five named, however many there are; odd keys quoted.
-    const many = Object.fromEntries(Array.from({ length: 9 }, (_, i) => [`k${i}`, i]));
-    expect(
-      ignoredKeysMessage(parse({ Network: "10.244.0.0/16", Backend: { Type: "udp", ...many, "a b": 1 } }), "f"),
-    ).toMatch(/^f: Backend\.Type udp does not read k0 \(no backend's key\), .*k4 \(no backend's key\) and 5 more; /);
-    expect(ignoredKeysMessage(parse({ Network: "10.244.0.0/16", Backend: { Type: "udp", "a b": 1 } }), "f")).toMatch(
-      /^f: Backend\.Type udp does not read "a b" \(no backend's key\); /,
+    // Every key of flannel's backends weft lacks (pkg/backend, and the cloud ones of older releases).
+    const flannels = {
+      ListenPort: 51820,
+      ListenPortV6: 51821,
+      PersistentKeepaliveInterval: 25,
+      Mode: "auto",
+      UDPEncap: true,
+      ESPProposal: "x",
+      PreStartupCommand: "x",
+      PostStartupCommand: "x",
+      SubnetAddCommand: "x",
+      SubnetRemoveCommand: "x",
+      AccessKeyID: "x",
+      AccessKeySecret: "x",
+      RouteTableID: "x",
+    };
+    expect(ignored({ Network: "10.244.0.0/16", Backend: { Type: "udp", ...flannels } }).map(([k]) => k)).toEqual(
+      Object.keys(flannels),
     );
+    // Keys match regardless of case, so does the Type they belong to; values are not read.
+    expect(ignored({ Network: "10.244.0.0/16", Backend: { Type: "host-gw", vni: "x", psk: 1 } })).toEqual([
+      ["vni", "vxlan,wasm-vxlan"],
+      ["psk", "flannel's wireguard,flannel's ipsec"],
+    ]);
     // A key the Type reads is still checked.
     expect(() => parse({ Network: "10.244.0.0/16", Backend: { Type: "udp", VNI: 1, Port: "8285" } })).toThrow(
       /^net-conf\.json: Backend\.Port = "8285": /,
     );
+  });
+
+  it("refuses a Backend key no backend reads, as an unknown top-level key: a typo must not leave a default in force", () => {
+    for (const Type of ["vxlan", "host-gw", "udp", "wasm-vxlan"])
+      expect(() => parse({ Network: "10.244.0.0/16", Backend: { Type, Prot: 9000 } }), Type).toThrow(
+        expect.objectContaining({ code: "CONFIG_NET_CONF_INVALID" }),
+      );
+    expect(() => parse({ Network: "10.244.0.0/16", Backend: { Type: "vxlan", VNI: 2, DirectRoutng: true } })).toThrow(
+      /^net-conf\.json: Backend: unknown key\(s\) DirectRoutng, which no backend reads \(a misspelt key would leave its default in force\): correct or remove them \(vxlan reads VNI, Port, MTU, DirectRouting, GBP, Learning\)$/,
+    );
+    // Spelt as given; at most five named, however many there are; odd keys quoted.
+    expect(() => parse({ Network: "10.244.0.0/16", Backend: { type: "vxlan", vnid: 2 } })).toThrow(
+      /Backend: unknown key\(s\) vnid, /,
+    );
+    const many = Object.fromEntries(Array.from({ length: 9 }, (_, i) => [`k${i}`, i]));
+    expect(() => parse({ Network: "10.244.0.0/16", Backend: { Type: "udp", VNI: 1, ...many, "a b": 1 } })).toThrow(
+      /^net-conf\.json: Backend: unknown key\(s\) k0, k1, k2, k3, k4 and 5 more, /,
+    );
+    expect(() => parse({ Network: "10.244.0.0/16", Backend: { Type: "host-gw", "a b": 1 } })).toThrow(
+      /^net-conf\.json: Backend: unknown key\(s\) "a b", .*\(host-gw reads no key but Type\)$/,
+    );
+  });
+
+  it("refuses another backend's keys under wasm-vxlan, which flanneld does not have, and takes vxlan's MTU there", () => {
+    // A ConfigMap switched from vxlan: its MTU keeps the pods' MTU, as under vxlan.
+    const mtu = parse({ Network: "198.19.0.0/16", Backend: { Type: "wasm-vxlan", MTU: 1400 } });
+    expect(mtu.Backend).toMatchObject({ MTU: 1400 });
+    expect(backendOptions(mtu.Backend)).toMatchObject({ mtu: 1400 });
+    expect(() => parse({ Network: "198.19.0.0/16", Backend: { Type: "wasm-vxlan", MTU: 500 } })).toThrow(
+      /Backend\.MTU = 500: too small/,
+    );
+    expect(configReference()).toMatch(/\| `Backend\.MTU` \(vxlan, wasm-vxlan\) \| the underlay MTU to assume/);
+    // vxlan's other keys change traffic too (DirectRouting's plain routes, GBP, Learning): refused, not lapsed unseen.
+    expect(() =>
+      parse({ Network: "198.19.0.0/16", Backend: { Type: "wasm-vxlan", DirectRouting: true, GBP: true, Prot: 1 } }),
+    ).toThrow(
+      /^net-conf\.json: Backend\.Type wasm-vxlan does not read DirectRouting \(a key of vxlan, flannel's ipip\), GBP \(a key of vxlan\), Prot \(no backend's key\); refused: wasm-vxlan is weft's own Type, which flanneld does not have, so no flanneld ignores them here, and a setting made for another Type would lapse unseen: remove them \(wasm-vxlan reads VNI, Port, MTU, IPv6OverIPv4Port, Workers, /,
+    );
+    for (const Backend of [{ learning: true }, { MacPrefix: "0E-2A" }, { Name: "cbr0" }, { PSK: "k" }])
+      expect(() => parse({ Network: "198.19.0.0/16", Backend: { Type: "wasm-vxlan", ...Backend } })).toThrow(
+        /^net-conf\.json: Backend\.Type wasm-vxlan does not read \w+ \(a key of [^)]+\); refused: /,
+      );
+    // Under flannel's udp, as flanneld's udp backend: ignored.
+    expect(ignored({ Network: "198.19.0.0/16", Backend: { Type: "udp", MTU: 1400 } })).toEqual([
+      ["MTU", "vxlan,wasm-vxlan"],
+    ]);
   });
 
   it("accepts the keys of flannel's Windows backends (its Helm chart writes MacPrefix) and ignores them", () => {
@@ -220,9 +291,9 @@ describe("net-conf.json", () => {
     expect(vxlan({})).toMatchObject({ Learning: false });
     expect(vxlan({ Learning: true })).toMatchObject({ Learning: true });
     expect(() => vxlan({ Learning: 1 })).toThrow(/Backend\.Learning = 1/);
-    const wasm = { Network: "198.19.0.0/16", Backend: { Type: "wasm-vxlan", Learning: true } };
-    expect(parse(wasm).Backend).not.toHaveProperty("Learning");
-    expect(ignored(wasm)).toEqual([["Learning", "vxlan"]]);
+    expect(() => parse({ Network: "198.19.0.0/16", Backend: { Type: "wasm-vxlan", Learning: true } })).toThrow(
+      /does not read Learning \(a key of vxlan\); refused: /,
+    );
     expect(configReference()).toMatch(/\| `Backend\.Learning` \(vxlan\) \| the kernel device's learning flag/);
   });
 
@@ -290,8 +361,6 @@ describe("net-conf.json", () => {
     expect(() => parse({ Network: "10.244.0.0/16", subnetlem: 24 })).toThrow(
       /unknown key\(s\) subnetlem; allowed here/,
     );
-    // In Backend flannel's backends read their own keys only: ignored, spelt as given (logged by the agent).
-    expect(ignored({ Network: "10.244.0.0/16", Backend: { type: "vxlan", vnid: 2 } })).toEqual([["vnid", ""]]);
     // Another Type's key in another case is that Type's key, said so.
     expect(ignored({ Network: "10.244.0.0/16", Backend: { type: "vxlan", workers: 2 } })).toEqual([
       ["workers", "udp,wasm-vxlan"],
