@@ -27,6 +27,7 @@ export {
   fqCut,
   fqReset,
   fqTakeOver,
+  FQ_PREPARED,
   FQ_OUT,
   FQ_SENDS,
   FQ_WRITES,

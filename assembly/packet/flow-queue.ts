@@ -34,7 +34,8 @@ const H_BUSY: i32 = 56; // 1 while fqEnqueue or fqDequeue runs (see fqCut)
 // What the worker holds outside the lists, for fqTakeOver to count if it dies: the descriptors
 // fqPrepare gave to a read that fqEnqueue has not taken yet, the packets fqDequeue handed out that
 // the hot path has not had yet, and the sends and TUN writes of a batch not made yet.
-const H_PREPARED: i32 = 60;
+/** Byte offset of the descriptors given to a read not taken yet (read by tests, which kill workers). */
+export const FQ_PREPARED: i32 = 60;
 /** Byte offsets of the words the worker also stores (from TypeScript): out, sends, TUN writes. */
 export const FQ_OUT: i32 = 64;
 export const FQ_SENDS: i32 = 68;
@@ -104,7 +105,7 @@ export function fqInit(
   store<i32>(q + H_BACKLOG, 0);
   store<i32>(q + H_DROPS, <i32>drops);
   store<u32>(q + H_SEED, seed);
-  store<i32>(q + H_PREPARED, 0);
+  store<i32>(q + FQ_PREPARED, 0);
   store<i32>(q + FQ_OUT, 0);
   store<i32>(q + FQ_SENDS, 0);
   store<i32>(q + FQ_WRITES, 0);
@@ -171,7 +172,7 @@ export function fqReset(q: usize): i32 {
  */
 export function fqTakeOver(q: usize, descs: usize, sendShortfall: usize, writeShortfall: usize): i32 {
   // A read's packets have a length; fqPrepare zeroed it, fqEnqueue zeroes it as it takes each one.
-  const prepared = load<i32>(q + H_PREPARED);
+  const prepared = load<i32>(q + FQ_PREPARED);
   let unread = 0;
   for (let i = 0; i < prepared; i++) if (load<i32>(descPtr(descs, i) + DESC_LEN) > 0) unread++;
   const lost = unread + load<i32>(q + FQ_OUT);
@@ -179,7 +180,7 @@ export function fqTakeOver(q: usize, descs: usize, sendShortfall: usize, writeSh
   if (drops != 0) store<u64>(drops, load<u64>(drops) + <u64>lost);
   store<u64>(sendShortfall, load<u64>(sendShortfall) + <u64>load<i32>(q + FQ_SENDS));
   store<u64>(writeShortfall, load<u64>(writeShortfall) + <u64>load<i32>(q + FQ_WRITES));
-  store<i32>(q + H_PREPARED, 0);
+  store<i32>(q + FQ_PREPARED, 0);
   store<i32>(q + FQ_OUT, 0);
   store<i32>(q + FQ_SENDS, 0);
   store<i32>(q + FQ_WRITES, 0);
@@ -224,7 +225,7 @@ export function fqPrepare(q: usize, descs: usize, want: i32): i32 {
     descPointAt(descPtr(descs, k++), base + <usize>(s * stride), stride);
     s = load<i32>(slotPtr(q, s) + S_NEXT);
   }
-  store<i32>(q + H_PREPARED, k);
+  store<i32>(q + FQ_PREPARED, k);
   return k;
 }
 
@@ -338,7 +339,7 @@ export function fqEnqueue(q: usize, descs: usize, k: i32, n: i32): i32 {
       dropped++;
     }
   }
-  store<i32>(q + H_PREPARED, 0);
+  store<i32>(q + FQ_PREPARED, 0);
   store<i32>(q + H_BUSY, 0);
   return dropped;
 }

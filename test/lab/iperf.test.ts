@@ -14,6 +14,7 @@ import { pingUnderLoad } from "../../src/bench/load.js";
 import { retryable } from "../../src/bench/workloads.js";
 import { checkTrafficTools, iperf, ping } from "../../src/lab/traffic.js";
 import { parseIpv4 } from "../../src/net/ipv4.js";
+import { until } from "../io/until.js";
 import { canUseNetns, Netns, vethPair } from "../support/netns.js";
 import { pathWithout } from "../support/path-without.js";
 
@@ -103,11 +104,21 @@ describe.skipIf(!canUseNetns())("lab iperf3 runs", () => {
 
   it("a TCP stream that stalls beside the flood of ping under load times out, and is measured again", async () => {
     await withPods(async (server, client) => {
-      // Long enough for --snd-timeout's 10 s to run out before the stream's end closes its socket.
-      const run = failure(pingUnderLoad(client, server, { seconds: 12, pingCount: 10, pingIntervalS: 0.1 }));
-      // Once the stream runs, its full-sized segments go nowhere; the control connections' small
-      // messages, the flood (UDP) and the pings still get through.
-      await new Promise((r) => setTimeout(r, 1500));
+      // Long enough for --snd-timeout's 10 s to run out before the stream's end closes its socket,
+      // with 4 s for the drop below to land once the stream runs (a loaded machine is slow to).
+      const run = failure(pingUnderLoad(client, server, { seconds: 14, pingCount: 10, pingIntervalS: 0.1 }));
+      // Once the stream runs (a connection has had 1 MB acknowledged: only the TCP stream's, the
+      // control connections carry a few kB), its full-sized segments go nowhere; the control
+      // connections' small messages, the flood (UDP) and the pings still get through. Not a fixed
+      // wait from here: the iperf3s start late on a loaded machine, and the stream's end with them.
+      await until(
+        "the TCP stream to run",
+        async () => {
+          const ss = await client.ns.exec(["ss", "-tinH", "state", "established"]);
+          return [...ss.matchAll(/bytes_acked:(\d+)/g)].some(([, n]) => Number(n) >= 1_000_000) ? true : undefined;
+        },
+        10_000,
+      );
       await dropIn(server, "meta l4proto tcp ip length > 1000");
       const e = await run;
       expect(e.code, e.message).toBe("LAB_IPERF_TIMED_OUT");
@@ -115,7 +126,7 @@ describe.skipIf(!canUseNetns())("lab iperf3 runs", () => {
       expect(retryable("loaded-rtt", e.code)).toBe(true);
       expect(retryable("tcp", e.code)).toBe(false);
     });
-  }, 40_000);
+  }, 60_000);
 
   it("ping under load names every part that failed, not only the first", async () => {
     await withPods(async (server, client) => {
