@@ -31,7 +31,7 @@ import { PeerSync } from "./peer-sync.js";
 import { checkFlags, checkHost } from "./preflight.js";
 import { udpSocketDrops, type SocketDrops } from "./socket-drops.js";
 import { StateDirLock } from "./state-dir.js";
-import { parseSubnetEnv, writeSubnetEnv } from "./subnet-env.js";
+import { parseSubnetEnv, subnetFileError, writeSubnetEnv } from "./subnet-env.js";
 import { chooseUnderlay, describeUnderlay, gossipHost } from "./underlay.js";
 
 export interface AgentOptions {
@@ -218,7 +218,9 @@ export class Agent {
           (conf.Backend.Type !== "wasm-vxlan" ? true : conf.space ? "if-present" : "or-ipv4"),
       });
       await checkHost(kernel, opts, conf, underlay);
-      await mkdir(dirname(opts.subnetFile), { recursive: true, mode: 0o755 });
+      await mkdir(dirname(opts.subnetFile), { recursive: true, mode: 0o755 }).catch((cause) => {
+        throw subnetFileError(opts.subnetFile, `make its directory ${dirname(opts.subnetFile)}`, cause);
+      });
       abortable(signal);
       log.info(
         {
@@ -372,7 +374,7 @@ export class Agent {
     const file = this.opts.subnetFile;
     const text = await readFile(file, "utf8").catch((err: NodeJS.ErrnoException) => {
       if (err.code === "ENOENT") return undefined;
-      throw err;
+      throw subnetFileError(file, "read it", err);
     });
     if (text === undefined) return;
     const held = this.control.families.map((l) => l.currentLease()?.subnet);
