@@ -77,6 +77,7 @@ export type LeaseErrorCode =
 export type AgentErrorCode =
   | "AGENT_UNDERLAY_NOT_FOUND"
   | "AGENT_SUBNET_ENV_INVALID"
+  | "AGENT_SUBNET_FILE_UNUSABLE"
   | "AGENT_STATE_DIR_UNUSABLE"
   | "AGENT_STATE_DIR_LOCKED"
   | "AGENT_STOPPED"
@@ -138,6 +139,8 @@ export type CliErrorCode =
   | "CLI_AGENT_ERROR"
   | "CLI_AGENT_UNREACHABLE"
   | "CLI_AGENT_TIMEOUT"
+  | "CLI_KEY_FILE_EXISTS"
+  | "CLI_KEY_FILE_UNWRITABLE"
   | "CLI_DEMO_NEEDS_ROOT"
   | "CLI_DEMO_PING_FAILED"
   | "CLI_DEMO_BAD_BACKEND";
@@ -181,6 +184,9 @@ export type CniErrorCode =
   | "CNI_ADDRESS_OUTSIDE_SUBNET"
   | "CNI_PLUGIN_ERROR";
 
+/** `weft install-cni` (src/cni/install.ts): no plugin run, so no CNI number. */
+export type CniInstallErrorCode = "CNI_BUNDLE_INCOMPLETE";
+
 /** `weft bench` (src/bench). */
 export type BenchErrorCode =
   | "BENCH_NEEDS_ROOT"
@@ -212,6 +218,7 @@ export type ErrorCode =
   | CliErrorCode
   | LabErrorCode
   | CniErrorCode
+  | CniInstallErrorCode
   | BenchErrorCode;
 
 export class WeftError<C extends ErrorCode = ErrorCode> extends Error {

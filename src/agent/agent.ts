@@ -13,6 +13,7 @@ import { backendOptions, createBackend, overlayDevice } from "../backends/index.
 import { backendInForce, ignoredKeysMessage, parseNetConf, type NetConf } from "../config/net-conf.js";
 import { ControlPlane } from "../control/control-plane.js";
 import { Keyring } from "../control/gossip/keyring.js";
+import type { JoinStatus } from "../control/join.js";
 import { NO_BACKEND } from "../control/node-record.js";
 import type { Addr } from "../control/runtime.js";
 import { isWeftError, WeftError } from "../errors.js";
@@ -31,7 +32,7 @@ import { PeerSync } from "./peer-sync.js";
 import { checkFlags, checkHost } from "./preflight.js";
 import { udpSocketDrops, type SocketDrops } from "./socket-drops.js";
 import { StateDirLock } from "./state-dir.js";
-import { parseSubnetEnv, writeSubnetEnv } from "./subnet-env.js";
+import { parseSubnetEnv, subnetFileError, writeSubnetEnv } from "./subnet-env.js";
 import { chooseUnderlay, describeUnderlay, gossipHost } from "./underlay.js";
 
 export interface AgentOptions {
@@ -221,7 +222,9 @@ export class Agent {
           (conf.Backend.Type !== "wasm-vxlan" ? true : conf.space ? "if-present" : "or-ipv4"),
       });
       await checkHost(kernel, opts, conf, underlay);
-      await mkdir(dirname(opts.subnetFile), { recursive: true, mode: 0o755 });
+      await mkdir(dirname(opts.subnetFile), { recursive: true, mode: 0o755 }).catch((cause) => {
+        throw subnetFileError(opts.subnetFile, `make its directory ${dirname(opts.subnetFile)}`, cause);
+      });
       abortable(signal);
       log.info(
         {
@@ -379,7 +382,7 @@ export class Agent {
     const file = this.opts.subnetFile;
     const text = await readFile(file, "utf8").catch((err: NodeJS.ErrnoException) => {
       if (err.code === "ENOENT") return undefined;
-      throw err;
+      throw subnetFileError(file, "read it", err);
     });
     if (text === undefined) return;
     const held = this.control.families.map((l) => l.currentLease()?.subnet);
@@ -555,7 +558,7 @@ export class Agent {
     // Ready only with every family running: a family's new backend (a lost subnet's) published
     // beside another that is down said ready, and wrote subnet.env for both. The one that brings
     // the last family up publishes.
-    const down = this.lanes.find((l) => l.subnet && !l.backend);
+    const down = this.lanes.find((l) => l.subnet && (!l.backend || l.failed));
     if (down) {
       this.waitingFor = this.awaitingBackend(down);
       return;
@@ -656,10 +659,19 @@ export class Agent {
    */
   private backendFailed(lane: Lane, backend: Backend, err: Error): void {
     this.backendFailures.add(err);
+    const why = `a new IPv${lane.family} ${backend.type} backend: the running one stopped carrying pod traffic (${err.message})`;
+    // Not ready at once, as for a lost subnet: the task below may wait behind a reconcile or the
+    // other family's restart (seconds), while /readyz and weft_ready said ready with the lane dead.
+    // `failed` keeps a publish queued before that task (a SIGHUP's restart) from saying ready again.
+    if (lane.backend === backend && !this.stopping) {
+      this.ready = false;
+      this.waitingFor = why;
+      lane.failed = err;
+    }
     void this.serially(async () => {
       if (lane.backend !== backend) return;
       this.ready = false;
-      this.waitingFor = `a new IPv${lane.family} ${backend.type} backend: the running one stopped carrying pod traffic (${err.message})`;
+      this.waitingFor = why;
       const young = lane.restartedAt !== undefined && performance.now() - lane.restartedAt < YOUNG_FAILURE_MS;
       lane.youngFailures = young ? lane.youngFailures + 1 : 0;
       // Doubling with each young failure in a row: the publish of each restart in between set the
@@ -787,6 +799,7 @@ export class Agent {
     if (this.fatalError) return;
     this.fatalError = err;
     this.ready = false;
+    this.waitingFor = `this node cannot go on running: ${err.message}`;
     // A weft error keeps its own documented code (GOSSIP_NAME_CONFLICT); a system error's code
     // (EISDIR) is no log code: it stays in `err`, and the line is AGENT_FATAL.
     const code = err instanceof WeftError ? err.code : "AGENT_FATAL";
@@ -1114,7 +1127,7 @@ export class Agent {
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       ready: this.isReady(),
       waitingFor: this.isReady() ? undefined : this.whyNotReady(),
-      join: this.control.joinStatus(),
+      join: isoTimes(this.control.joinStatus()),
       ...(l4 && { network: this.conf.Network, subnet: l4.subnet && formatPrefix(l4.subnet as Ipv4Prefix) }),
       ...(l6 && {
         network6: this.conf.IPv6Network,
@@ -1191,6 +1204,8 @@ export class Agent {
    */
   async stop(leave = true): Promise<void> {
     this.ready = false;
+    // A fatal error's reason stays: it is why the stop came.
+    if (!this.fatalError) this.waitingFor = "stopping";
     this.stopping = true;
     const keep = this.opts.keepOnExit && !isWeftError(this.fatalError, "GOSSIP_NAME_CONFLICT");
     clearInterval(this.reconcileTimer);
@@ -1244,6 +1259,12 @@ export class Agent {
       );
     this.log.info({ keptDevices: keep }, "stopped");
   }
+}
+
+/** The join's times as ISO text, as `reserved`'s reclaimAt (clock ms, which nobody reads as dates). */
+function isoTimes({ nextAttemptAt, joinedAt, ...rest }: JoinStatus) {
+  const iso = (ms?: number) => (ms === undefined ? undefined : new Date(ms).toISOString());
+  return { ...rest, nextAttemptAt: iso(nextAttemptAt), joinedAt: iso(joinedAt) };
 }
 
 /** 86400000 → "24h", 90000 → "1m30s". */

@@ -4,11 +4,12 @@
 // the state dir (mode 0600: root, or the agent's user), which local tools reach from any network
 // namespace. On TCP only what each port is for: --healthz-port serves the health endpoints (and
 // /status only with --healthz-status, as it shows members, underlay addresses and MACs),
-// --metrics-port serves /metrics. The socket alone also takes POST /reclaim?node=NAME (`weft
+// --metrics-port serves /metrics; /readyz's 503 says why only on the socket. The socket alone also takes POST /reclaim?node=NAME (`weft
 // reclaim`): only whoever can open the state dir may hand a node's subnets back to the ring.
 import { chmodSync, rmSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Registry } from "prom-client";
+import { type ErrorCode, WeftError } from "../errors.js";
 
 export interface HttpHandlers {
   ready(): boolean;
@@ -34,7 +35,19 @@ export interface TcpListener {
   endpoints: readonly Endpoint[];
 }
 
-function handler(h: HttpHandlers, endpoints: readonly Endpoint[]) {
+/** What the caller asked for is refused (409): the agent is fine. Any other failure, a full disk's
+ *  LEASE_PERSIST_FAILED or a system error, is the agent's (500). */
+const REFUSALS: ReadonlySet<ErrorCode> = new Set([
+  "LEASE_RECLAIM_ALIVE",
+  "LEASE_RECLAIM_SELF",
+  "LEASE_RECLAIM_UNKNOWN",
+]);
+
+/** /readyz's 503 over TCP: the reason can name nodes and errors, which only the socket's callers see. */
+const NOT_READY_TCP = "not ready (weft status on this node says why)\n";
+
+/** `local`: served on weft.sock, whose callers may see what the agent knows. */
+function handler(h: HttpHandlers, endpoints: readonly Endpoint[], local: boolean) {
   return async (req: IncomingMessage, res: ServerResponse) => {
     const reply = (code: number, type: string, body: string) => {
       res.writeHead(code, { "content-type": type });
@@ -55,7 +68,7 @@ function handler(h: HttpHandlers, endpoints: readonly Endpoint[]) {
         case "/readyz":
           return h.ready()
             ? reply(200, "text/plain", "ready\n")
-            : reply(503, "text/plain", `not ready: ${h.waitingFor()}\n`);
+            : reply(503, "text/plain", local ? `not ready: ${h.waitingFor()}\n` : NOT_READY_TCP);
         case "/status":
           return reply(
             200,
@@ -66,9 +79,14 @@ function handler(h: HttpHandlers, endpoints: readonly Endpoint[]) {
           return reply(200, h.metrics.contentType, await h.metrics.metrics());
       }
     } catch (err) {
-      // A refusal with a code (e.g. LEASE_RECLAIM_ALIVE) is the caller's to fix: 409, code first.
-      const code = (err as { code?: string }).code;
-      reply(code ? 409 : 500, "text/plain", `${code ? `[${code}] ` : ""}${(err as Error).message}\n`);
+      // A weft error's code first, which the client keeps (scripts match on it); a system error's
+      // (ENOSPC) is no weft code and stays out.
+      const code = err instanceof WeftError ? err.code : undefined;
+      reply(
+        code && REFUSALS.has(code) ? 409 : 500,
+        "text/plain",
+        `${code ? `[${code}] ` : ""}${(err as Error).message}\n`,
+      );
     }
   };
 }
@@ -89,7 +107,8 @@ export class AgentHttp {
       });
     try {
       for (const where of [socketPath, ...tcp]) {
-        const s = createServer(handler(h, typeof where === "string" ? SOCKET_ENDPOINTS : where.endpoints));
+        const local = typeof where === "string";
+        const s = createServer(handler(h, local ? SOCKET_ENDPOINTS : where.endpoints, local));
         http.servers.push(s);
         await listen(s, typeof where === "string" ? where : { host: where.host, port: where.port });
         if (typeof where === "string") chmodSync(where, SOCKET_MODE);

@@ -89,7 +89,8 @@ export function agentMetrics(
   const eachDataplane = registry.eachDataplane.bind(registry);
   // The event-loop-lag histogram samples on a libuv timer; prom-client's default (10 ms) wakes an
   // idle agent 100 times a second, about half its idle CPU. Once a second keeps the metric.
-  collectDefaultMetrics({ register: registry, prefix: "weft_process_", eventLoopMonitoringPrecision: 1000 });
+  // prom-client's names begin process_ or nodejs_: "weft_" makes weft_process_cpu_seconds_total, weft_nodejs_heap_size_used_bytes.
+  collectDefaultMetrics({ register: registry, prefix: "weft_", eventLoopMonitoringPrecision: 1000 });
   new Gauge({
     name: "weft_members",
     help: "Gossip members by state",
@@ -276,10 +277,13 @@ export function agentMetrics(
     "Segments cut from super-packets (tx) and merged into super-packets (rx) by the userspace dataplane, by address family",
     (c) => c.offloadSegments,
   );
-  perDirection(
+  // Receive only: a sent packet's inner checksum is never checked, so there is no tx series.
+  mirroredCounter(
+    registry,
     "weft_dataplane_checksum_trusted_total",
-    "Packets of UDP GRO receives (outer UDP checksum verified by the kernel) passed to the TUN device without the userspace dataplane's inner checksum check, by address family (rx only)",
-    (c) => c.checksumTrusted,
+    "Packets of UDP GRO receives (outer UDP checksum verified by the kernel) passed to the TUN device without the userspace dataplane's inner checksum check, by address family",
+    ["family"],
+    (set) => eachDataplane((d, family) => set({ family }, Number(d.rx.checksumTrusted))),
   );
   mirroredCounter(
     registry,

@@ -3,7 +3,7 @@
 // node's subnet with its prefix length, then the MTU pods must use and whether ip-masq is on;
 // replaced atomically. IPv6 addresses are written as Go writes them (src/net/ipv6.ts).
 import { writeFileAtomic } from "../fs/atomic-write.js";
-import { WeftError } from "../errors.js";
+import { errorMessage, WeftError } from "../errors.js";
 import { formatIpv4, formatPrefix, parseIpv4, parsePrefix, prefixMask, type Ipv4Prefix } from "../net/ipv4.js";
 import { formatIpv6, formatPrefix6, parseIpv6, parsePrefix6, prefixMask6, type Ipv6Prefix } from "../net/ipv6.js";
 
@@ -33,8 +33,19 @@ export function subnetEnv(env: SubnetEnv): string {
   return [...lines, `FLANNEL_MTU=${env.mtu}`, `FLANNEL_IPMASQ=${env.ipMasq}`, ""].join("\n");
 }
 
-export function writeSubnetEnv(path: string, env: SubnetEnv): Promise<void> {
-  return writeFileAtomic(path, subnetEnv(env));
+export async function writeSubnetEnv(path: string, env: SubnetEnv): Promise<void> {
+  await writeFileAtomic(path, subnetEnv(env)).catch((cause) => {
+    throw subnetFileError(path, "write it", cause);
+  });
+}
+
+/** --subnet-file could not be used (read, its directory made, written): the path, why, and what to do. */
+export function subnetFileError(path: string, what: string, cause: unknown): WeftError {
+  return new WeftError(
+    "AGENT_SUBNET_FILE_UNUSABLE",
+    `--subnet-file ${path}: cannot ${what} (${errorMessage(cause)}); pass the path of a file, not a directory, in a directory weft may create and write (flannel's is ${DEFAULT_SUBNET_FILE})`,
+    { cause },
+  );
 }
 
 /** Reads a subnet.env back (as the flannel CNI plugin does). */

@@ -42,7 +42,9 @@ export function agentRequest(stateDir: string, method: string, path: string): Pr
             )
           : new WeftError(
               "CLI_AGENT_UNREACHABLE",
-              `no agent answers at ${socketPath}: ${cause.message}; is it running with --state-dir ${stateDir}?`,
+              (cause as NodeJS.ErrnoException).code === "EACCES"
+                ? `cannot reach the agent at ${socketPath}: permission denied; run this as root (the agent's user): its socket is mode 0600 in a 0700 state dir`
+                : `no agent answers at ${socketPath}: ${cause.message}; is it running with --state-dir ${stateDir}?`,
               { cause },
             ),
       ),

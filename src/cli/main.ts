@@ -12,7 +12,7 @@ import { Agent, type AgentOptions } from "../agent/agent.js";
 import { DEFAULT_SUBNET_FILE } from "../agent/subnet-env.js";
 import { configReference } from "../config/net-conf.js";
 import { KEY_BYTES } from "../control/gossip/keyring.js";
-import { isWeftError, WeftError } from "../errors.js";
+import { errorMessage, isWeftError, WeftError } from "../errors.js";
 import { projectFile } from "../paths.js";
 import { agentRequest } from "./agent-client.js";
 import { runDemo } from "./demo.js";
@@ -305,8 +305,23 @@ program
   .argument("<path>", "key file to create")
   .action(async (path: string) => {
     // The first step on a fresh host: /etc/weft may not exist yet (systemd makes it at the first start).
-    await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-    await writeFile(path, randomBytes(KEY_BYTES).toString("base64") + "\n", { mode: 0o600, flag: "wx" });
+    try {
+      await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+      await writeFile(path, randomBytes(KEY_BYTES).toString("base64") + "\n", { mode: 0o600, flag: "wx" });
+    } catch (cause) {
+      // Never over a file: it may be the key a cluster runs with.
+      throw (cause as NodeJS.ErrnoException).code === "EEXIST"
+        ? new WeftError(
+            "CLI_KEY_FILE_EXISTS",
+            `${path} exists; weft keygen never overwrites a file (it may be a running cluster's key): give another path, or remove it first if no cluster uses it`,
+            { cause },
+          )
+        : new WeftError(
+            "CLI_KEY_FILE_UNWRITABLE",
+            `cannot write ${path} (${errorMessage(cause)}); run as root, or give a path in a directory you may create and write`,
+            { cause },
+          );
+    }
     process.stdout.write(`wrote ${path}\n`);
   });
 

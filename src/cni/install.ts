@@ -4,6 +4,7 @@
 // Kubernetes node) that have no Node.js: the init container of deploy/kubernetes/weft.yaml.
 import { chmod, copyFile, cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { basename, dirname, join, relative, resolve } from "node:path";
+import { WeftError } from "../errors.js";
 import { writeFileAtomic } from "../fs/atomic-write.js";
 import { projectFile } from "../paths.js";
 
@@ -54,7 +55,7 @@ async function bundle(binDir: string, name: string): Promise<[string, string]> {
  * file. Other imports may be Node.js's own or zod, which the bundle has; anything else would be
  * missing from it, so it is refused here rather than when a runtime runs the plugin.
  */
-async function pluginModules(entry: string): Promise<string[]> {
+export async function pluginModules(entry: string): Promise<string[]> {
   const found = new Set<string>([entry]);
   for (const file of found) {
     const text = await readFile(file, "utf8");
@@ -63,7 +64,10 @@ async function pluginModules(entry: string): Promise<string[]> {
       const spec = from ?? bare;
       if (spec.startsWith(".")) found.add(resolve(dirname(file), spec));
       else if (!spec.startsWith("node:") && spec !== "zod")
-        throw new Error(`${file} imports ${spec}, which a bundled CNI plugin does not have`);
+        throw new WeftError(
+          "CNI_BUNDLE_INCOMPLETE",
+          `${file} imports ${spec}, which a bundled CNI plugin does not have (only Node.js's own modules and zod): install without --bundle on a host with Node.js, or use a weft release whose plugin imports nothing else`,
+        );
     }
   }
   return [...found];

@@ -36,11 +36,7 @@ function run(cmd: string, args: string[], input?: string): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = execFile(cmd, args, { maxBuffer: 256 << 20 }, (error, stdout, stderr) => {
       if (error && typeof error.code !== "number") {
-        reject(
-          new WeftError("KERNEL_TOOL_MISSING", `cannot run ${cmd}: ${error.message}; install ${installHint(cmd)}`, {
-            cause: error,
-          }),
-        );
+        reject(kernelToolMissing(cmd, error.message, error));
         return;
       }
       resolve({ stdout, stderr, code: error ? Number(error.code) : 0 });
@@ -49,11 +45,18 @@ function run(cmd: string, args: string[], input?: string): Promise<RunResult> {
   });
 }
 
-/** The package that brings a tool weft runs. */
-function installHint(cmd: string): string {
-  if (cmd.includes("iptables")) return "iptables (apt-get install iptables)";
-  if (cmd === "nsenter") return "util-linux (apt-get install util-linux)";
-  return "iproute2 and nftables (apt-get install iproute2 nftables)";
+/** A tool weft runs is not there: why, and the package that brings it. */
+function kernelToolMissing(cmd: string, why: string, cause?: unknown): WeftError {
+  const pkg = cmd.includes("iptables")
+    ? "iptables (apt-get install iptables)"
+    : cmd === "nsenter"
+      ? "util-linux (apt-get install util-linux)"
+      : "iproute2 and nftables (apt-get install iproute2 nftables)";
+  return new WeftError(
+    "KERNEL_TOOL_MISSING",
+    `cannot run ${cmd}: ${why}; install ${pkg}`,
+    cause ? { cause } : undefined,
+  );
 }
 
 /** iptables or ip6tables, or their -legacy forms (Debian's names for iptables-legacy's tools). */
@@ -165,8 +168,7 @@ export class Kernel {
     if (!this.opts.netns) return run(cmd, args, input);
     const r = await run("ip", ["netns", "exec", this.opts.netns, cmd, ...args], input);
     // `ip netns exec` says so itself where the command is missing: missing as it is without a namespace.
-    if (/^exec of "[^"]*" failed: No such file/m.test(r.stderr))
-      throw new WeftError("KERNEL_TOOL_MISSING", `cannot run ${cmd}: not installed`);
+    if (/^exec of "[^"]*" failed: No such file/m.test(r.stderr)) throw kernelToolMissing(cmd, "not installed");
     return r;
   }
 
@@ -225,7 +227,7 @@ export class Kernel {
   async iptablesRestore(family: 4 | 6, script: string, legacy = false): Promise<void> {
     const tool = `${iptablesTool(family, legacy)}-restore`;
     const r = await this.iptablesRun(tool, ["-w", "5", "--noflush"], script);
-    if (r === undefined) throw new WeftError("KERNEL_TOOL_MISSING", `cannot run ${tool}: not installed`);
+    if (r === undefined) throw kernelToolMissing(tool, "not installed");
     if (r.code !== 0) throw commandError(tool, script.trim().split("\n").join("; "), r);
   }
 

@@ -4,7 +4,7 @@
 // FDB and nftables ruleset are exactly what they were. Also: flags come from WEFT_<FLAG> variables.
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { lstatSync } from "node:fs";
-import { chmod, readFile, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -481,13 +481,27 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
       ["--state-dir", "NOT_A_DIR"],
       /^weft: \[AGENT_STATE_DIR_UNUSABLE\] --state-dir \S+a-file: cannot use it as the state dir/,
     ],
+    [
+      "a subnet file whose directory is a file",
+      { Network: NETWORK },
+      ["--subnet-file", "IN_A_FILE"],
+      /^weft: \[AGENT_SUBNET_FILE_UNUSABLE\] --subnet-file \S+a-file\/subnet\.env: cannot make its directory \S+a-file \(EEXIST: .*\); pass the path of a file, not a directory, in a directory weft may create and write \(flannel's is \/run\/flannel\/subnet\.env\)$/,
+    ],
   ])(
     "%s: exits 1 before starting, with one error naming it, and changes nothing",
     async (_what, conf, extra, message) => {
       const before = await kernelState(a.host);
       await writeFile(agents.netConfPath(a), typeof conf === "string" ? conf : JSON.stringify(conf));
       const args = extra.map((x) =>
-        x === "OPEN_KEY" ? openKey : x === "AGENTS_DIR" ? agents.dir : x === "NOT_A_DIR" ? notADir : x,
+        x === "OPEN_KEY"
+          ? openKey
+          : x === "AGENTS_DIR"
+            ? agents.dir
+            : x === "NOT_A_DIR"
+              ? notADir
+              : x === "IN_A_FILE"
+                ? join(notADir, "subnet.env")
+                : x,
       );
       const r = await runAgent([...args, "--ip-masq"]); // --ip-masq so that an nftables table would show up too
       expect(r.code).toBe(1);
@@ -504,6 +518,38 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
       for (const f of STATE_FILES) expect(lstatSync(join(a.dir, f), { throwIfNoEntry: false }), f).toBeUndefined();
     },
   );
+  // Found once the cluster is reached (reading a subnet.env left there, writing the first one):
+  // before, Node's own `weft: [EISDIR] EISDIR: illegal operation on a directory, read`.
+  it.each([
+    ["a directory", "cannot read it \\(EISDIR: "],
+    ["in an immutable directory (chattr +i, refused to root too)", "cannot write it \\(EPERM: "],
+  ])("a subnet file %s: exits 1 naming --subnet-file and what to pass, and leaves nothing", async (what, why) => {
+    const dir = join(a.dir, "run-flannel");
+    await mkdir(dir);
+    const immutable = what.startsWith("in an immutable");
+    if (immutable) await run("chattr", ["+i", dir]);
+    const file = immutable ? join(dir, "subnet.env") : dir;
+    try {
+      const before = await kernelState(a.host);
+      await writeFile(agents.netConfPath(a), JSON.stringify(netConf("vxlan")));
+      // A state dir of its own: the lease taken meanwhile is kept in it.
+      const r = await runAgent(["--subnet-file", file, "--state-dir", join(a.dir, "subnet-file-state")]);
+      expect(r.code).toBe(1);
+      expect(r.stderr.trim().split("\n").at(-1)).toMatch(
+        new RegExp(
+          `^weft: \\[AGENT_SUBNET_FILE_UNUSABLE\\] --subnet-file ${file}: ${why}.*\\); pass the path of a file, not a directory, in a directory weft may create and write`,
+        ),
+      );
+      expect(await kernelState(a.host)).toEqual(before);
+      for (const f of ["weft.sock", "weft.lock"])
+        expect(lstatSync(join(a.dir, "subnet-file-state", f), { throwIfNoEntry: false }), f).toBeUndefined();
+    } finally {
+      if (immutable) await run("chattr", ["-i", dir]);
+      await rm(dir, { recursive: true, force: true });
+      await rm(join(a.dir, "subnet-file-state"), { recursive: true, force: true });
+    }
+  });
+
   it("names kube-flannel's /23 node subnet on cni0 as one, with the SubnetLen that fits; with that SubnetLen the agent starts", async () => {
     // What kube-flannel leaves where kube-controller-manager's --node-cidr-mask-size is 23: cni0's
     // gateway and a host-gw route to a peer's /23.

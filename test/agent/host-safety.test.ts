@@ -175,13 +175,19 @@ describe.skipIf(!canUseNetns())("agent: state dir and surfaces", () => {
     const before = await kernelState(a.host);
     // The only seed is a node that never comes, so no subnet can be leased.
     const agent = startAgent(stateDir, ["--subnet-seeds", "ghost", "--healthz-port", "9104"]);
-    const why = await until("a 503 from /readyz that says why", async () => {
-      const r = await httpGet(`http://${formatIpv4(a.host.underlayAddr)}:9104/readyz`);
-      return r.startsWith("503") && r.includes(": no subnet yet") ? r : undefined;
-    });
+    const why = await until("a 503 from weft.sock's /readyz that says why", () =>
+      agentRequest(stateDir, "GET", "/readyz").then(
+        () => undefined,
+        (err: Error) => (err.message.includes(": no subnet yet") ? err.message : undefined),
+      ),
+    );
     // No join list: nothing to reach first, so it waits in the lease phase and says why.
     expect(why).toMatch(
-      /^503 not ready: waiting for a subnet lease: no subnet yet: this node knows the owners of only 0 of \d+ subnets/,
+      /^agent answered 503: not ready: waiting for a subnet lease: no subnet yet: this node knows the owners of only 0 of \d+ subnets/,
+    );
+    // On the public port, not why: the reason can name nodes and errors.
+    expect(await httpGet(`http://${formatIpv4(a.host.underlayAddr)}:9104/readyz`)).toBe(
+      "503 not ready (weft status on this node says why)",
     );
     expect(await agentRequest(stateDir, "GET", "/status")).toMatchObject({
       ready: false,

@@ -1,7 +1,8 @@
 // The agent's /metrics registry over a real wasm-vxlan backend in a lab host and a real control
 // plane (gossip on 127.0.0.1): one scrape reads the dataplane's counters once, and without the
 // per-peer sums no metric shows; the unreachable peers are a gauge that falls when a peer becomes
-// reachable again, while no counter ever falls.
+// reachable again, while no counter ever falls; the process metrics are weft_process_* and
+// weft_nodejs_* (before, weft_process_process_* and weft_process_nodejs_*).
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { agentMetrics } from "../../src/agent/metrics.js";
 import { KernelStats } from "../../src/backends/backend.js";
@@ -63,6 +64,17 @@ describe.skipIf(!canUseNetns())("agent metrics", () => {
     } finally {
       counters.mockRestore();
     }
+  });
+
+  it("names the process metrics weft_process_* and weft_nodejs_*, and the trusted checksums by family alone (rx only)", async () => {
+    const text = await registry().metrics();
+    expect(text).toMatch(/^weft_process_cpu_seconds_total \S+$/m);
+    expect(text).toMatch(/^weft_nodejs_heap_size_used_bytes \S+$/m);
+    expect(text).not.toMatch(/weft_process_(process|nodejs)_/);
+    // A sent packet's inner checksum is never checked: a tx series would always read 0.
+    expect([...text.matchAll(/^weft_dataplane_checksum_trusted_total(\S*) /gm)].map((m) => m[1])).toEqual([
+      '{family="4"}',
+    ]);
   });
 
   it("shows unreachable peers as a gauge that falls when the peer is reachable again; no counter falls", async () => {

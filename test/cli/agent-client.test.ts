@@ -1,12 +1,16 @@
 // The CLI's requests to an agent's socket: an agent that does not answer in time is told apart
-// from no agent at all (a reclaim may still have been carried out; asking again would mislead).
+// from no agent at all (a reclaim may still have been carried out; asking again would mislead),
+// and a caller the socket's mode keeps out (not root) is told to run as root, not to start an agent.
+import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
 import { SOCKET_NAME } from "../../src/agent/http.js";
 import { agentRequest } from "../../src/cli/agent-client.js";
+import { projectFile } from "../../src/paths.js";
 
 const dir = mkdtempSync(join(tmpdir(), "weft-client-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -45,6 +49,31 @@ describe("agent client", () => {
       });
     } finally {
       server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  it.skipIf(process.getuid?.() !== 0)("tells a caller who may not open the socket to run as root", async () => {
+    // The agent's own layout: a 0700 state dir (mkdtemp's mode) holding a listening socket.
+    const server = createServer((_req, res) => res.end("{}"));
+    await new Promise<void>((r) => server.listen(join(dir, SOCKET_NAME), r));
+    try {
+      // `weft status` as nobody (uid 65534), as an operator who forgot sudo.
+      const status = promisify(execFile)("setpriv", [
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        process.execPath,
+        projectFile("dist", "src", "cli", "main.js"),
+        "status",
+        "--state-dir",
+        dir,
+      ]);
+      await expect(status).rejects.toMatchObject({
+        code: 1,
+        stderr: `weft: [CLI_AGENT_UNREACHABLE] cannot reach the agent at ${join(dir, SOCKET_NAME)}: permission denied; run this as root (the agent's user): its socket is mode 0600 in a 0700 state dir\n`,
+      });
+    } finally {
       await new Promise((r) => server.close(r));
     }
   });

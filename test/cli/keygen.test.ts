@@ -1,5 +1,6 @@
 // `weft keygen`, the first step on a fresh host: its directory (/etc/weft) may not exist yet, as
-// systemd makes it only at the unit's first start; the key file is written once, owner-only.
+// systemd makes it only at the unit's first start; the key file is written once, owner-only, and
+// a second keygen onto it says so under its own code (before, Node's raw EEXIST).
 import { execFile } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -22,7 +23,10 @@ describe("weft keygen", () => {
     expect(statSync(key).mode & 0o777).toBe(0o600);
     expect(Buffer.from(readFileSync(key, "utf8").trim(), "base64")).toHaveLength(KEY_BYTES);
     const before = readFileSync(key, "utf8");
-    await expect(weft("keygen", key)).rejects.toMatchObject({ code: 1 });
+    await expect(weft("keygen", key)).rejects.toMatchObject({
+      code: 1,
+      stderr: `weft: [CLI_KEY_FILE_EXISTS] ${key} exists; weft keygen never overwrites a file (it may be a running cluster's key): give another path, or remove it first if no cluster uses it\n`,
+    });
     expect(readFileSync(key, "utf8")).toBe(before);
   });
 });

@@ -1,6 +1,6 @@
 // `weft install-cni`: the launcher runtimes find under the type name, and the bundle for hosts
 // without Node.js (Node.js and the plugin's files copied beside it), run as a runtime would with
-// no Node.js on PATH.
+// no Node.js on PATH; a plugin module importing what the bundle lacks is refused under a code.
 import { execFile, spawnSync } from "node:child_process";
 import {
   existsSync,
@@ -17,7 +17,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { installPlugin } from "../../src/cni/install.js";
+import { installPlugin, pluginModules } from "../../src/cni/install.js";
 import { projectFile } from "../../src/paths.js";
 import { fakeDelegate } from "./fake-delegate.js";
 
@@ -154,4 +154,18 @@ describe("weft install-cni", () => {
     expect({ status: r.status, stderr: r.stderr }).toEqual({ status: 0, stderr: "" });
     expect(JSON.parse(r.stdout)).toMatchObject({ cniVersion: "0.4.0" });
   }, 60_000);
+
+  it("--bundle refuses a plugin module importing what the bundle lacks, under a code and saying what to do", async () => {
+    // Modules as tsc leaves them: the entry imports a sibling, which imports a package.
+    const src = join(dir, "foreign");
+    mkdirSync(src);
+    writeFileSync(join(src, "entry.js"), 'import { x } from "./helper.js";\nx();\n');
+    writeFileSync(join(src, "helper.js"), 'import { pino } from "pino";\nexport const x = () => pino();\n');
+    await expect(pluginModules(join(src, "entry.js"))).rejects.toMatchObject({
+      code: "CNI_BUNDLE_INCOMPLETE",
+      message: expect.stringMatching(
+        /helper\.js imports pino, which a bundled CNI plugin does not have \(only Node\.js's own modules and zod\): install without --bundle/,
+      ),
+    });
+  });
 });

@@ -1,0 +1,111 @@
+// What a real agent says while it is not ready, with its backend-change queue held by a task
+// under way: a reload reading net-conf.json, made a FIFO so that the read lasts until the test
+// writes it. A backend that fails meanwhile makes the node not ready at once (before, /readyz
+// answered 200 and weft_ready read 1 until the queue got to the failure), and a graceful stop says
+// "stopping" (before, the last reason stayed). weft status gives the join's times as ISO text.
+import { execFileSync } from "node:child_process";
+import { closeSync, constants, openSync, writeSync } from "node:fs";
+import { readFile, rm, writeFile } from "node:fs/promises";
+import { describe, expect, it } from "vitest";
+import { agentRequest } from "../../src/cli/agent-client.js";
+import type { LabAgent } from "../../src/lab/agents.js";
+import { canUseNetns } from "../support/netns.js";
+import { agentLab, eventually, netConf } from "./support.js";
+
+const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
+
+describe.skipIf(!canUseNetns())("agent: why it is not ready, behind a backend change under way", () => {
+  const env = agentLab({
+    tag: "anr",
+    hosts: 2,
+    conf: () => netConf("wasm-vxlan"),
+    settled: { what: "its peer", check: (s) => s.ready && s.peers.length === 1 },
+  });
+
+  /** /readyz on weft.sock: [status, body]. */
+  const readyz = (a: LabAgent) =>
+    agentRequest(a.stateDir, "GET", "/readyz").then(
+      (body): [number, string] => [200, String(body)],
+      (err: Error): [number, string] => [503, err.message],
+    );
+  const weftReady = async (a: LabAgent) =>
+    /^weft_ready (\d)$/m.exec((await agentRequest(a.stateDir, "GET", "/metrics")) as string)?.[1];
+
+  /**
+   * Holds a's backend-change queue with a SIGHUP whose reload reads a FIFO put in net-conf.json's
+   * place. Resolves once the reload has opened it (a write end opens without blocking only then),
+   * so that what the test does next comes behind it; the returned release writes the config
+   * through that end, which ends the reload, and puts the plain file back.
+   */
+  async function holdQueue(a: LabAgent): Promise<() => Promise<void>> {
+    const path = env.agents.netConfPath(a);
+    const text = await readFile(path, "utf8");
+    await rm(path);
+    execFileSync("mkfifo", [path]);
+    env.agents.reload(a);
+    const writer = await eventually(
+      "the reload to open the FIFO",
+      async () => {
+        try {
+          return openSync(path, constants.O_WRONLY | constants.O_NONBLOCK);
+        } catch {
+          return undefined; // ENXIO: no reader yet
+        }
+      },
+      (fd) => fd !== undefined,
+      10_000,
+    );
+    return async () => {
+      writeSync(writer!, text);
+      closeSync(writer!);
+      await rm(path);
+      await writeFile(path, text);
+    };
+  }
+
+  it("gives the join's times as ISO text", async () => {
+    const s = (await env.agents.status(env.all[1])) as unknown as { join: Record<string, unknown> };
+    expect(s.join.state).toBe("joined");
+    expect(s.join.joinedAt).toMatch(ISO);
+  });
+
+  it("is not ready at once when its backend fails behind a reload under way, and runs a new one after it", async () => {
+    const a1 = env.all[0];
+    expect(await readyz(a1)).toEqual([200, "ready\n"]);
+    const release = await holdQueue(a1);
+    try {
+      await a1.host.ns.ip("link del weft.1");
+      const [code, body] = await eventually(
+        "/readyz to say not ready",
+        () => readyz(a1),
+        ([c]) => c === 503,
+        10_000,
+      );
+      expect(code).toBe(503);
+      expect(body).toMatch(/not ready: a new IPv4 wasm-vxlan backend: the running one stopped carrying pod traffic/);
+      expect(await weftReady(a1)).toBe("0");
+    } finally {
+      await release();
+    }
+    await env.agents.waitReady(a1, 30_000);
+  });
+
+  // Last: a1 ends here.
+  it("says it is stopping while a stop waits for the reload under way", async () => {
+    const a1 = env.all[0];
+    const release = await holdQueue(a1);
+    try {
+      a1.process!.kill("SIGTERM");
+      expect(
+        await eventually(
+          "/readyz to say stopping",
+          () => readyz(a1),
+          ([, body]) => body.includes("not ready: stopping"),
+        ),
+      ).toEqual([503, "agent answered 503: not ready: stopping"]);
+    } finally {
+      await release();
+    }
+    expect(await env.agents.exited(a1)).toBe(0);
+  });
+});
