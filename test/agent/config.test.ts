@@ -531,7 +531,7 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
     const file = immutable ? join(dir, "subnet.env") : dir;
     try {
       const before = await kernelState(a.host);
-      await writeFile(agents.netConfPath(a), JSON.stringify(netConf("vxlan")));
+      await writeFile(agents.netConfPath(a), JSON.stringify(netConf("vxlan", NETWORK)));
       // A state dir of its own: the lease taken meanwhile is kept in it.
       const r = await runAgent(["--subnet-file", file, "--state-dir", join(a.dir, "subnet-file-state")]);
       expect(r.code).toBe(1);
