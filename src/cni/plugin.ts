@@ -10,7 +10,7 @@ import { createHash } from "node:crypto";
 import type { Server } from "node:net";
 import { access, readdir, readFile, rm, stat, utimes } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { errorMessage } from "../errors.js";
+import { errorMessage, isWeftError } from "../errors.js";
 import { writeFileAtomic } from "../fs/atomic-write.js";
 import { Kernel } from "../kernel/iproute.js";
 import { bindAbstract, bindAbstractWithin } from "../util/abstract-socket.js";
@@ -402,7 +402,7 @@ async function deleteKept(
   const found = await readKeptOrDrop(path);
   if (!found) return;
   const { cid, ifName } = attachmentOf(args);
-  const masq = bridgeMasquerade(found.d, cid);
+  const masq = bridgeMasquerade(found.d, cid, [ifName]);
   const shared = masq !== undefined && (await sharesChain(path, cid, found.d.name, dataDir));
   // The bridge's DEL removes its masquerade rules only for the addresses it finds on the pod's
   // interface: none without the namespace, nor once the interface is gone (deleted by something
@@ -569,7 +569,7 @@ async function gc(call: PluginCall): Promise<undefined> {
       if (!names.includes(name)) keeps.add(name.split("@")[0]);
     for (const { cid, file, found, ifNames } of going) {
       try {
-        const masq = bridgeMasquerade(found.d, cid);
+        const masq = bridgeMasquerade(found.d, cid, ifNames);
         // The chain is the container's on this network, whichever interface: while another of its
         // attachments stays, only the jumps from these interfaces' addresses go, read before the
         // delegate frees them.
@@ -801,7 +801,7 @@ function unknownSources(m: Masquerade, ifNames: string[]): string[] {
  * or, with the chain `shared` with another of its attachments, the jumps from its addresses.
  */
 function leftTarget(masq: Masquerade, left: Left, shared: boolean, ifName: string): Masquerade {
-  return { ...masq, sources: shared ? (left.sources ?? unknownSources(masq, [ifName])) : undefined };
+  return { ...masq, sources: shared && masq.chain ? (left.sources ?? unknownSources(masq, [ifName])) : undefined };
 }
 
 /** Keeps what is left to remove in the attachment's file, its delegate's DEL done. */
@@ -813,35 +813,47 @@ async function keepLeft(path: string, found: Kept, left: Left): Promise<void> {
 }
 
 /**
- * The bridge plugin's ipMasq rules of a container on a network (undefined when it makes none with
- * iptables: another plugin, no ipMasq, or `ipMasqBackend: "nftables"`, which bridge 1.5 removes
- * itself). Its DEL removes them only for the addresses it finds on the pod's interface, so a DEL
- * without the namespace (GC's are) or the interface leaves them. The names are the reference plugins' (pkg/utils):
- * the chain `CNI-` and the first 24 hex digits of sha512(network name + container id), jumped to
- * from nat POSTROUTING by one rule per pod address (commented `name: "<network>" id: "<container id>"`);
- * the families are the kept config's host-local ranges'.
+ * The bridge plugin's ipMasq rules of a container's interfaces on a network (undefined when it
+ * makes none: another plugin, or no ipMasq). Its DEL removes them only for the pod's interface
+ * found with an address: a DEL without the namespace (GC's are) or the interface leaves them.
+ * With iptables (`ipMasqBackend` unset or "iptables"; a bridge before 1.6 ignores the key) the
+ * names are the reference plugins' (pkg/utils): the chain `CNI-` and the first 24 hex digits of
+ * sha512(network name + container id), jumped to from nat POSTROUTING by one rule per pod address
+ * (commented `name: "<network>" id: "<container id>"`); the families are the kept config's
+ * host-local ranges'. With nftables ("nftables", or unset where a bridge from 1.6 finds iptables
+ * unusable): rules of chain masq_checks in table `inet cni_plugins_masquerade`, one per address,
+ * whose comment starts with the interface's hash (pkg/ip's hashForInstance).
  */
 interface Masquerade {
-  chain: string;
+  /** The iptables chain; none with the nftables backend. */
+  chain?: string;
+  /** The comment prefixes of its nftables rules, one per interface; none with the iptables backend. */
+  nft: string[];
   cid: string;
   families: Array<4 | 6>;
   /** Only the jumps from these addresses, the chain kept: another attachment of the container still uses it. */
   sources?: string[];
 }
 
-function bridgeMasquerade(d: Record<string, unknown>, cid: string): Masquerade | undefined {
-  if (d.type !== "bridge" || d.ipMasq !== true || d.ipMasqBackend === "nftables" || typeof d.name !== "string")
-    return undefined;
-  const chain = `CNI-${createHash("sha512")
-    .update(d.name + cid)
-    .digest("hex")
-    .slice(0, 24)}`;
+/** The first `n` hex digits of sha512(text), as pkg/utils' hashes. */
+function sha512Prefix(text: string, n: number): string {
+  return createHash("sha512").update(text).digest("hex").slice(0, n);
+}
+
+function bridgeMasquerade(d: Record<string, unknown>, cid: string, ifNames: string[]): Masquerade | undefined {
+  if (d.type !== "bridge" || d.ipMasq !== true || typeof d.name !== "string") return undefined;
+  const network = d.name;
+  const chain = d.ipMasqBackend === "nftables" ? undefined : `CNI-${sha512Prefix(network + cid, 24)}`;
+  const nft =
+    d.ipMasqBackend === "iptables"
+      ? []
+      : ifNames.map((i) => `${sha512Prefix(network, 16)}-${sha512Prefix(`${i}:${cid}`, 16)}`);
   const ranges = (d.ipam as { ranges?: unknown } | undefined)?.ranges;
   const subnets = (Array.isArray(ranges) ? (ranges.flat() as Array<{ subnet?: unknown } | undefined>) : [])
     .map((r) => r?.subnet)
     .filter((s): s is string => typeof s === "string");
   const families = ([4, 6] as const).filter((f) => subnets.some((s) => s.includes(":") === (f === 6)));
-  return { chain, cid, families };
+  return { chain, nft, cid, families };
 }
 
 /**
@@ -860,27 +872,58 @@ function masqueradeScript(rules: string[], chain: string, sources?: string[]): s
   return [`:${chain} - [0:0]`, ...deletes, `-X ${chain}`];
 }
 
-/**
- * Removes these masquerade rules: one nat listing per family, and one iptables-restore
- * transaction (--noflush: nothing else touched) for all, each taking the xtables lock; if that
- * fails, one per chain, so that one container's trouble keeps no other's. Only what is there is
- * named, so removing what is gone already does nothing. The failures, by target.
- */
+/** The bridge's nftables masquerade table (family inet) and the chain of its per-address rules. */
+const NFT_MASQ_TABLE = "cni_plugins_masquerade";
+const NFT_MASQ_CHAIN = "masq_checks";
+
+type FailMasquerade = (ms: Masquerade[], e: unknown) => void;
+
+/** Removes these masquerade rules, iptables' and nftables'. The failures, by target. */
 async function removeMasquerades(targets: Masquerade[]): Promise<Map<Masquerade, CniError>> {
   const failed = new Map<Masquerade, CniError>();
-  const fail = (ms: Masquerade[], e: unknown) => {
-    for (const m of ms)
-      if (!failed.has(m))
-        failed.set(
-          m,
-          new CniError(
-            CNI_ERROR.IO_FAILURE,
-            `cannot remove the bridge plugin's masquerade rules (chain ${m.chain}) of container ${m.cid}: ${errorMessage(e)}`,
-            `the next DEL or GC tries again; by hand: iptables -t nat -S | grep ${m.chain}, delete those rules (-D), then iptables -t nat -F ${m.chain} and -X ${m.chain}`,
-          ),
-        );
-  };
+  const failWith =
+    (what: (m: Masquerade) => string, hand: (m: Masquerade) => string): FailMasquerade =>
+    (ms, e) => {
+      for (const m of ms)
+        if (!failed.has(m))
+          failed.set(
+            m,
+            new CniError(
+              CNI_ERROR.IO_FAILURE,
+              `cannot remove the bridge plugin's masquerade rules (${what(m)}) of container ${m.cid}: ${errorMessage(e)}`,
+              `the next DEL or GC tries again; by hand: ${hand(m)}`,
+            ),
+          );
+    };
   const kernel = new Kernel();
+  await removeIptablesMasquerades(
+    kernel,
+    targets.filter((m) => m.chain),
+    failWith(
+      (m) => `chain ${m.chain}`,
+      (m) =>
+        `iptables -t nat -S | grep ${m.chain}, delete those rules (-D), then iptables -t nat -F ${m.chain} and -X ${m.chain}`,
+    ),
+  );
+  await removeNftMasquerades(
+    kernel,
+    targets.filter((m) => m.nft.length > 0),
+    failWith(
+      (m) => `nftables, commented ${m.nft.join(", ")}`,
+      () =>
+        `nft -a list chain inet ${NFT_MASQ_TABLE} ${NFT_MASQ_CHAIN}, then nft delete rule inet ${NFT_MASQ_TABLE} ${NFT_MASQ_CHAIN} handle <n> for those rules`,
+    ),
+  );
+  return failed;
+}
+
+/**
+ * The iptables part: one nat listing per family, and one iptables-restore transaction (--noflush:
+ * nothing else touched) for all, each taking the xtables lock; if that fails, one per chain, so
+ * that one container's trouble keeps no other's. Only what is there is named, so removing what is
+ * gone already does nothing.
+ */
+async function removeIptablesMasquerades(kernel: Kernel, targets: Masquerade[], fail: FailMasquerade): Promise<void> {
   for (const family of [4, 6] as const) {
     const ours = targets.filter((m) => m.families.includes(family));
     if (ours.length === 0) continue;
@@ -895,7 +938,7 @@ async function removeMasquerades(targets: Masquerade[]): Promise<Map<Masquerade,
     if (rules === undefined) continue;
     // All of a chain's rules go once any of its attachments was the container's last on the network.
     const chains = new Map<string, Masquerade[]>();
-    for (const m of ours) chains.set(m.chain, [...(chains.get(m.chain) ?? []), m]);
+    for (const m of ours) chains.set(m.chain!, [...(chains.get(m.chain!) ?? []), m]);
     const scripts = [...chains].flatMap(([chain, ms]) => {
       const all = ms.some((m) => !m.sources);
       const lines = masqueradeScript(rules, chain, all ? undefined : ms.flatMap((m) => m.sources ?? []));
@@ -920,7 +963,44 @@ async function removeMasquerades(targets: Masquerade[]): Promise<Map<Masquerade,
         if (again) fail(s.ms, again);
       }
   }
-  return failed;
+}
+
+/**
+ * The nftables part: the rules of the bridge's masq_checks chain whose comment starts with a
+ * target's hash, by handle, in one `nft -f` transaction (one per target if that fails). No nft,
+ * or no such table, is nothing to remove: the bridge writes them with nft (knftables).
+ */
+async function removeNftMasquerades(kernel: Kernel, targets: Masquerade[], fail: FailMasquerade): Promise<void> {
+  if (targets.length === 0) return;
+  let rules: Array<{ handle: number; comment: string }>;
+  try {
+    if (!(await kernel.nftTables()).includes(`inet ${NFT_MASQ_TABLE}`)) return;
+    const listing = await kernel.nftJson<{
+      nftables: Array<{ rule?: { chain?: string; handle?: number; comment?: unknown } }>;
+    }>(["table", "inet", NFT_MASQ_TABLE]);
+    rules = listing.nftables.flatMap(({ rule: r }) =>
+      r?.chain === NFT_MASQ_CHAIN && typeof r.handle === "number" && typeof r.comment === "string"
+        ? [{ handle: r.handle, comment: r.comment }]
+        : [],
+    );
+  } catch (e) {
+    if (!isWeftError(e, "KERNEL_TOOL_MISSING")) fail(targets, e);
+    return;
+  }
+  const scripts = targets.flatMap((m) => {
+    const lines = rules
+      .filter((r) => m.nft.some((hash) => r.comment.startsWith(hash)))
+      .map((r) => `delete rule inet ${NFT_MASQ_TABLE} ${NFT_MASQ_CHAIN} handle ${r.handle}`);
+    return lines.length > 0 ? [{ m, lines }] : [];
+  });
+  if (scripts.length === 0) return;
+  const all = await kernel.nft(`${scripts.flatMap((s) => s.lines).join("\n")}\n`).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  if (all === undefined) return;
+  if (scripts.length === 1) return fail([scripts[0].m], all);
+  for (const s of scripts) await kernel.nft(`${s.lines.join("\n")}\n`).catch((e: unknown) => fail([s.m], e));
 }
 
 async function readKept(path: string): Promise<Kept | undefined> {
