@@ -68,11 +68,14 @@ export function execPlugin(
   const [cmd, ...argv] = [...(opts.wrap ?? []), file];
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, argv, { env: cniEnv(a, opts.env), stdio: ["pipe", "pipe", "pipe"] });
+    // First: a spawn that fails for want of descriptors (EMFILE) has no pipes, and its error would
+    // otherwise go unheard and end the process.
+    child.on("error", (e) => reject(new CniError(CNI_ERROR.IO_FAILURE, `cannot run plugin ${file}: ${e.message}`)));
+    if (!child.stdout || !child.stderr || !child.stdin) return;
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on("data", (b: Buffer) => out.push(b));
     child.stderr.on("data", (b: Buffer) => err.push(b));
-    child.on("error", (e) => reject(new CniError(CNI_ERROR.IO_FAILURE, `cannot run plugin ${file}: ${e.message}`)));
     child.stdin.on("error", () => undefined); // a plugin may exit before reading its config; its exit says why
     child.on("close", (code, signal) => {
       const stdout = Buffer.concat(out).toString("utf8").trim();

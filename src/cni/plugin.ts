@@ -7,12 +7,13 @@
 // them without the pod's namespace or interface); STATUS says whether subnet.env is there (the
 // agent ready).
 import { createHash } from "node:crypto";
-import { access, readdir, readFile, rm } from "node:fs/promises";
+import type { Server } from "node:net";
+import { access, readdir, readFile, rm, stat, utimes } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { errorMessage } from "../errors.js";
+import { errorMessage, isWeftError } from "../errors.js";
 import { writeFileAtomic } from "../fs/atomic-write.js";
 import { Kernel } from "../kernel/iproute.js";
-import { abstractHeld, bindAbstract } from "../util/abstract-socket.js";
+import { bindAbstract, bindAbstractWithin } from "../util/abstract-socket.js";
 import { cidrContains, firstHostOf, networkOf, parseCidr } from "./cidr.js";
 import {
   DEFAULT_VERSION,
@@ -179,8 +180,24 @@ export async function runPlugin(call: PluginCall): Promise<object | undefined> {
       // As flannel's cmdDel: only what finds the kept config is read, so an edit of the conflist
       // since ADD (a bad delegate key, another version) never keeps a pod Terminating.
       const conf = parseDelConf(call.stdin);
-      const kept = await keptPath(args, conf.dataDir);
-      if (kept) await deleteKept(kept, args, conf.dataDir, conf.prevResult);
+      const { cid, ifName } = attachmentOf(args);
+      // An ADD of the attachment that is still running would take its address after this DEL
+      // removed the kept config, which nothing could then free; a GC deleting it is done soon.
+      const lock = await bindAbstractWithin(attachmentLock(conf.dataDir, cid, ifName), DEL_LOCK_WAIT_MS).catch(
+        (e: unknown) => lockFailure(e, cid, ifName),
+      );
+      if (!lock)
+        throw new CniError(
+          CNI_ERROR.TRY_AGAIN_LATER,
+          `an ADD (or a GC) of container ${cid}'s ${ifName} on this dataDir still ran after ${DEL_LOCK_WAIT_MS / 1000} s: a runtime must not run DEL with ADD`,
+          "the runtime retries the DEL; if it keeps failing, look for a plugin that hangs",
+        );
+      try {
+        const kept = await keptPath(args, conf.dataDir);
+        if (kept) await deleteKept(kept, args, conf.dataDir, conf.prevResult);
+      } finally {
+        lock.close();
+      }
       return undefined;
     }
     case "STATUS":
@@ -193,13 +210,15 @@ export async function runPlugin(call: PluginCall): Promise<object | undefined> {
     case "ADD": {
       const { cid, ifName } = attachmentOf(args);
       need(args.netns, "CNI_NETNS", "ADD needs the pod's network namespace");
-      // Held while this ADD runs, so that a GC meanwhile, whose list cannot name the pod yet, leaves
-      // the container alone (see addLock).
-      const running = await bindAbstract(addLock(conf.dataDir, cid));
+      // Held while this ADD runs: a GC meanwhile (whose list cannot name the pod yet) leaves the
+      // attachment alone, a DEL waits for it (see attachmentLock).
+      const running = await bindAbstract(attachmentLock(conf.dataDir, cid, ifName)).catch((e: unknown) =>
+        lockFailure(e, cid, ifName),
+      );
       if (!running)
         throw new CniError(
           CNI_ERROR.TRY_AGAIN_LATER,
-          `another ADD of container ${cid} on this network is running: a runtime must not run two operations on one container at once`,
+          `another ADD, a DEL or a GC of container ${cid}'s ${ifName} on this dataDir is running: a runtime must not run two operations on one container at once`,
         );
       try {
         return await add(conf, args, keptFile(conf.dataDir, cid, ifName));
@@ -229,17 +248,73 @@ export async function runPlugin(call: PluginCall): Promise<object | undefined> {
 }
 
 /**
- * The abstract socket an ADD of the container holds while it runs. Spec 1.1 has the runtime never
- * run GC while an ADD or DEL runs (CRI-O's ocicni holds a lock for it), and the reference plugins
- * count on that; a runtime that overlaps them lists no pod whose ADD is not done, and GC would
- * free the address, rules and kept config of a pod being built (its later DEL finding nothing).
- * Not a lock file: the kernel frees the name however the ADD ends (a runtime kills one that takes
- * too long), and the plugin has no flock (Node.js has none).
+ * The abstract socket an ADD, a DEL or a GC of the attachment holds while it runs, named after its
+ * kept file (dataDir, container, interface; a runtime attaching a sandbox's networks in parallel,
+ * as containerd's go-cni does, gives each its own interface, so its own file and lock). Spec 1.1
+ * has the runtime never run GC while an ADD or DEL runs (CRI-O's ocicni holds a lock for it), and
+ * the reference plugins count on that; a runtime that overlaps them lists no pod whose ADD is not
+ * done, and GC would free the address, rules and kept config of a pod being built (its later DEL
+ * finding nothing). Not a lock file: the kernel frees the name however the holder ends (a runtime
+ * kills an ADD that takes too long), and the plugin has no flock (Node.js has none).
  */
-function addLock(dataDir: string, cid: string): string {
-  return `\0weft-cni-add:${createHash("sha256")
-    .update(`${resolve(dataDir)}/${cid}`)
+function attachmentLock(dataDir: string, cid: string, ifName: string): string {
+  return `\0weft-cni:${createHash("sha256")
+    .update(keptFile(resolve(dataDir), cid, ifName))
     .digest("hex")}`;
+}
+
+/**
+ * How long a DEL waits for an ADD or GC of its attachment: far longer than an ADD takes, well within
+ * the runtimes' request timeouts (kubelet's is 2 min), after which it fails with 11 (the runtime
+ * retries a failed DEL) rather than remove the config of an ADD that would then leak its address.
+ */
+const DEL_LOCK_WAIT_MS = 10_000;
+
+/** A lock that cannot be bound for another reason than a holder (EMFILE, an LSM's EACCES). */
+function lockFailure(e: unknown, cid: string, ifName: string): never {
+  throw new CniError(
+    CNI_ERROR.IO_FAILURE,
+    // The name's NUL shown as '@', as /proc/net/unix shows it.
+    `cannot bind the lock of container ${cid}'s ${ifName} (an abstract unix socket): ${errorMessage(e).replaceAll("\0", "@")}`,
+    "check the plugin's open files limit and whether a security module denies it unix sockets",
+  );
+}
+
+/**
+ * The locks of these interfaces of the container, for GC; undefined (none kept) when another
+ * process holds one.
+ */
+async function lockAll(dataDir: string, cid: string, ifNames: string[]): Promise<Server[] | undefined> {
+  const wanted = new Set(ifNames);
+  const mine: Server[] = [];
+  try {
+    for (const ifName of wanted) {
+      const lock = await bindAbstract(attachmentLock(dataDir, cid, ifName)).catch((e: unknown) =>
+        lockFailure(e, cid, ifName),
+      );
+      if (!lock) break;
+      mine.push(lock);
+    }
+  } catch (e) {
+    for (const lock of mine) lock.close();
+    throw e;
+  }
+  if (mine.length === wanted.size) return mine;
+  for (const lock of mine) lock.close();
+  return undefined;
+}
+
+/**
+ * How long GC leaves a kept file after the ADD that wrote it ended: a runtime's list taken just
+ * before that ADD's end cannot name the pod, which the spec has the runtime prevent, and which
+ * costs the pod its address; a gone pod's resources wait that much longer.
+ */
+const GC_GRACE_MS = 60_000;
+
+/** Whether the kept file was written (by an ADD) within GC_GRACE_MS. */
+async function fresh(file: string): Promise<boolean> {
+  const { mtimeMs } = await stat(file);
+  return Date.now() - mtimeMs < GC_GRACE_MS;
 }
 
 /** ADD, the container's lock held: the delegate config kept in `kept`, then run. */
@@ -257,6 +332,10 @@ async function add(conf: FlannelNetConf, args: CniArgs, kept: string): Promise<o
   });
   try {
     const result = (await execPlugin(type, d, args)) as Record<string, unknown>;
+    // The file's time is the ADD's end: GC leaves it for GC_GRACE_MS (see there). Failing, it
+    // keeps the ADD's start, a shorter grace, which fails no ADD that worked.
+    const now = new Date();
+    await utimes(kept, now, now).catch(() => undefined);
     return v === asked ? result : { ...result, cniVersion: asked };
   } catch (error) {
     // The reference plugins release what they took when ADD fails; a DEL makes sure. Only
@@ -323,7 +402,7 @@ async function deleteKept(
   const found = await readKeptOrDrop(path);
   if (!found) return;
   const { cid, ifName } = attachmentOf(args);
-  const masq = bridgeMasquerade(found.d, cid);
+  const masq = bridgeMasquerade(found.d, cid, [ifName]);
   const shared = masq !== undefined && (await sharesChain(path, cid, found.d.name, dataDir));
   // The bridge's DEL removes its masquerade rules only for the addresses it finds on the pod's
   // interface: none without the namespace, nor once the interface is gone (deleted by something
@@ -417,14 +496,14 @@ async function gc(call: PluginCall): Promise<undefined> {
   );
   const listed = new Set(attachments.map((a) => a.containerID));
   const failures: CniError[] = [];
-  const names = await readdir(conf.dataDir).catch((e: NodeJS.ErrnoException) => {
+  const names: string[] = await readdir(conf.dataDir).catch((e: NodeJS.ErrnoException) => {
     if (e.code === "ENOENT") return [];
     throw new CniError(CNI_ERROR.IO_FAILURE, `cannot list ${conf.dataDir}: ${e.message}`);
   });
-  const ours: Array<{ cid: string; file: string; found: Kept; stays: boolean }> = [];
+  const ours: Array<{ cid: string; file: string; fileIf: string; found: Kept; stays: boolean }> = [];
   for (const name of names) {
     // Dot-files are the atomic writer's temporary files; anything else is no container's.
-    const cid = name.split("@")[0];
+    const [cid, fileIf = DEFAULT_IFNAME] = name.split("@");
     if (!CONTAINER_ID.test(cid) || valid.has(cid)) continue;
     // Only this network's: the default dataDir is shared by every network of this type (and
     // flannel's plugin), whose pods this runtime's list does not name; libcni's GC, too, keeps to
@@ -434,58 +513,99 @@ async function gc(call: PluginCall): Promise<undefined> {
     if (found?.d.name !== conf.name) continue;
     // A file without an interface name is any interface's: kept while the container is listed.
     const stays = found.ifName === undefined ? listed.has(cid) : valid.has(`${cid}@${found.ifName}`);
-    ours.push({ cid, file, found, stays });
+    ours.push({ cid, file, fileIf, found, stays });
   }
-  // A container whose ADD is running is kept whole: the runtime lists it once that ADD is done.
-  const adding = new Set<string>();
-  for (const cid of new Set(ours.filter((o) => !o.stays).map((o) => o.cid)))
-    if (await abstractHeld(addLock(conf.dataDir, cid))) {
-      warn(`GC: container ${cid}'s ADD is running, so it is left for a later GC: a runtime must not run GC with ADD`);
-      adding.add(cid);
-    }
   const stores = new Map<string, Promise<HostLocalEntry[] | undefined>>();
   // The masquerade rules of every gone attachment go after all the delegates' DELs, in one
   // iptables transaction per family: freeing the addresses never waits for (or on) iptables.
   const removals: Array<{ file: string; found: Kept; left: Left; target: Masquerade }> = [];
-  for (const { cid, file, found } of ours.filter((o) => !o.stays && !adding.has(o.cid))) {
-    try {
-      const masq = bridgeMasquerade(found.d, cid);
-      // The chain is the container's on this network, whichever interface: while the runtime
-      // lists another of its attachments (whatever that one's kept file holds), only the jumps from
-      // these interfaces' addresses go, read before the delegate frees them.
-      const shared = listed.has(cid);
-      let left = found.left;
-      if (!left) {
-        const store = found.ifName === undefined ? await hostLocalStore(found.d, stores) : undefined;
-        const ifNames = found.ifName === undefined ? unkeptIfNames(cid, names, store) : [found.ifName];
-        if (masq) left = { sources: shared ? await sourcesOf(found.d, cid, ifNames, stores) : undefined };
-        const calls = ifNames.map((ifName): CniArgs => ({ command: "DEL", containerId: cid, ifName, path }));
-        await delegateDel(found.d, calls);
+  // The locks of the attachments deleted, held until their rules are removed too: an ADD of one
+  // meanwhile (a runtime's re-ADD after its list) is refused (11) rather than freed by this GC.
+  const locks: Server[] = [];
+  try {
+    // First the attachments to delete, each locked; a container with another attachment kept on
+    // the network (the runtime lists one, whatever its kept file holds, or one is skipped here)
+    // keeps its chain.
+    const going: Array<{ cid: string; file: string; found: Kept; ifNames: string[] }> = [];
+    const keeps = new Set(listed);
+    for (const { cid, file, fileIf, found: listedFound } of ours.filter((o) => !o.stays)) {
+      try {
+        // The interfaces DEL'd: the file's, or those host-local holds addresses of (see unkeptIfNames).
+        const ifNamesOf = async (k: Kept) =>
+          k.ifName !== undefined ? [k.ifName] : unkeptIfNames(cid, names, await hostLocalStore(k.d, stores));
+        const mine = await lockAll(conf.dataDir, cid, [fileIf, ...(await ifNamesOf(listedFound))]);
+        if (!mine) {
+          warn(
+            `GC: an ADD, DEL or GC of container ${cid} is running, so ${file} is left for a later GC: a runtime must not run GC with ADD or DEL`,
+          );
+          keeps.add(cid);
+          continue;
+        }
+        locks.push(...mine);
+        // Read again under the lock: a DEL or an ADD may have run since the listing.
+        const found = await readKept(file).catch(() => undefined);
+        if (found?.d.name !== conf.name) continue;
+        if (!found.left && (await fresh(file))) {
+          warn(
+            `GC: ${file} was kept by an ADD less than ${GC_GRACE_MS / 1000} s ago, which a runtime's list taken before it cannot name: left for a later GC`,
+          );
+          keeps.add(cid);
+          continue;
+        }
+        going.push({
+          cid,
+          file,
+          found,
+          ifNames: found.left ? [found.ifName ?? DEFAULT_IFNAME] : await ifNamesOf(found),
+        });
+      } catch (e) {
+        // Not deleted (its lock could not be bound): as one left, it keeps the chain.
+        keeps.add(cid);
+        failures.push(asCniError(e));
       }
-      if (!masq || !left) {
-        await rm(file, { force: true });
-        continue;
+    }
+    // An ADD of another interface that began after the listing kept its file before its delegate ran.
+    for (const name of await readdir(conf.dataDir).catch(() => [] as string[]))
+      if (!names.includes(name)) keeps.add(name.split("@")[0]);
+    for (const { cid, file, found, ifNames } of going) {
+      try {
+        const masq = bridgeMasquerade(found.d, cid, ifNames);
+        // The chain is the container's on this network, whichever interface: while another of its
+        // attachments stays, only the jumps from these interfaces' addresses go, read before the
+        // delegate frees them.
+        const shared = keeps.has(cid);
+        let left = found.left;
+        if (!left) {
+          if (masq) left = { sources: shared ? await sourcesOf(found.d, cid, ifNames, stores) : undefined };
+          const calls = ifNames.map((ifName): CniArgs => ({ command: "DEL", containerId: cid, ifName, path }));
+          await delegateDel(found.d, calls);
+        }
+        if (!masq || !left) {
+          await rm(file, { force: true });
+          continue;
+        }
+        // (Shared, the file names its interface: one without is kept while the container is listed.)
+        const target = leftTarget(masq, left, shared, found.ifName ?? DEFAULT_IFNAME);
+        removals.push({ file, found, left, target });
+      } catch (e) {
+        // The file stays: the next GC tries again.
+        failures.push(asCniError(e));
       }
-      // (Shared, the file names its interface: one without is kept while the container is listed.)
-      const ifName = found.ifName ?? DEFAULT_IFNAME;
-      const target = leftTarget(masq, left, shared, ifName);
-      removals.push({ file, found, left, target });
-    } catch (e) {
-      // The file stays: the next GC tries again.
-      failures.push(asCniError(e));
     }
-  }
-  const failed = await removeMasquerades(removals.map((r) => r.target));
-  for (const { file, found, left, target } of removals) {
-    const failure = failed.get(target);
-    try {
-      // What could not be removed is kept (the address is free), for the next GC.
-      if (failure) await keepLeft(file, found, left);
-      else await rm(file, { force: true });
-    } catch (e) {
-      failures.push(asCniError(e));
+    const failed = await removeMasquerades(removals.map((r) => r.target));
+    for (const { file, found, left, target } of removals) {
+      const failure = failed.get(target);
+      try {
+        // What could not be removed is kept (the address is free), for the next GC.
+        if (failure) await keepLeft(file, found, left);
+        else await rm(file, { force: true });
+      } catch (e) {
+        failures.push(asCniError(e));
+      }
+      if (failure) failures.push(failure);
     }
-    if (failure) failures.push(failure);
+  } finally {
+    for (const lock of locks) lock.close();
   }
   try {
     const full = parseNetConf(call.stdin);
@@ -681,7 +801,7 @@ function unknownSources(m: Masquerade, ifNames: string[]): string[] {
  * or, with the chain `shared` with another of its attachments, the jumps from its addresses.
  */
 function leftTarget(masq: Masquerade, left: Left, shared: boolean, ifName: string): Masquerade {
-  return { ...masq, sources: shared ? (left.sources ?? unknownSources(masq, [ifName])) : undefined };
+  return { ...masq, sources: shared && masq.chain ? (left.sources ?? unknownSources(masq, [ifName])) : undefined };
 }
 
 /** Keeps what is left to remove in the attachment's file, its delegate's DEL done. */
@@ -693,35 +813,47 @@ async function keepLeft(path: string, found: Kept, left: Left): Promise<void> {
 }
 
 /**
- * The bridge plugin's ipMasq rules of a container on a network (undefined when it makes none with
- * iptables: another plugin, no ipMasq, or `ipMasqBackend: "nftables"`, which bridge 1.5 removes
- * itself). Its DEL removes them only for the addresses it finds on the pod's interface, so a DEL
- * without the namespace (GC's are) or the interface leaves them. The names are the reference plugins' (pkg/utils):
- * the chain `CNI-` and the first 24 hex digits of sha512(network name + container id), jumped to
- * from nat POSTROUTING by one rule per pod address (commented `name: "<network>" id: "<container id>"`);
- * the families are the kept config's host-local ranges'.
+ * The bridge plugin's ipMasq rules of a container's interfaces on a network (undefined when it
+ * makes none: another plugin, or no ipMasq). Its DEL removes them only for the pod's interface
+ * found with an address: a DEL without the namespace (GC's are) or the interface leaves them.
+ * With iptables (`ipMasqBackend` unset or "iptables"; a bridge before 1.6 ignores the key) the
+ * names are the reference plugins' (pkg/utils): the chain `CNI-` and the first 24 hex digits of
+ * sha512(network name + container id), jumped to from nat POSTROUTING by one rule per pod address
+ * (commented `name: "<network>" id: "<container id>"`); the families are the kept config's
+ * host-local ranges'. With nftables ("nftables", or unset where a bridge from 1.6 finds iptables
+ * unusable): rules of chain masq_checks in table `inet cni_plugins_masquerade`, one per address,
+ * whose comment starts with the interface's hash (pkg/ip's hashForInstance).
  */
 interface Masquerade {
-  chain: string;
+  /** The iptables chain; none with the nftables backend. */
+  chain?: string;
+  /** The comment prefixes of its nftables rules, one per interface; none with the iptables backend. */
+  nft: string[];
   cid: string;
   families: Array<4 | 6>;
   /** Only the jumps from these addresses, the chain kept: another attachment of the container still uses it. */
   sources?: string[];
 }
 
-function bridgeMasquerade(d: Record<string, unknown>, cid: string): Masquerade | undefined {
-  if (d.type !== "bridge" || d.ipMasq !== true || d.ipMasqBackend === "nftables" || typeof d.name !== "string")
-    return undefined;
-  const chain = `CNI-${createHash("sha512")
-    .update(d.name + cid)
-    .digest("hex")
-    .slice(0, 24)}`;
+/** The first `n` hex digits of sha512(text), as pkg/utils' hashes. */
+function sha512Prefix(text: string, n: number): string {
+  return createHash("sha512").update(text).digest("hex").slice(0, n);
+}
+
+function bridgeMasquerade(d: Record<string, unknown>, cid: string, ifNames: string[]): Masquerade | undefined {
+  if (d.type !== "bridge" || d.ipMasq !== true || typeof d.name !== "string") return undefined;
+  const network = d.name;
+  const chain = d.ipMasqBackend === "nftables" ? undefined : `CNI-${sha512Prefix(network + cid, 24)}`;
+  const nft =
+    d.ipMasqBackend === "iptables"
+      ? []
+      : ifNames.map((i) => `${sha512Prefix(network, 16)}-${sha512Prefix(`${i}:${cid}`, 16)}`);
   const ranges = (d.ipam as { ranges?: unknown } | undefined)?.ranges;
   const subnets = (Array.isArray(ranges) ? (ranges.flat() as Array<{ subnet?: unknown } | undefined>) : [])
     .map((r) => r?.subnet)
     .filter((s): s is string => typeof s === "string");
   const families = ([4, 6] as const).filter((f) => subnets.some((s) => s.includes(":") === (f === 6)));
-  return { chain, cid, families };
+  return { chain, nft, cid, families };
 }
 
 /**
@@ -740,27 +872,58 @@ function masqueradeScript(rules: string[], chain: string, sources?: string[]): s
   return [`:${chain} - [0:0]`, ...deletes, `-X ${chain}`];
 }
 
-/**
- * Removes these masquerade rules: one nat listing per family, and one iptables-restore
- * transaction (--noflush: nothing else touched) for all, each taking the xtables lock; if that
- * fails, one per chain, so that one container's trouble keeps no other's. Only what is there is
- * named, so removing what is gone already does nothing. The failures, by target.
- */
+/** The bridge's nftables masquerade table (family inet) and the chain of its per-address rules. */
+const NFT_MASQ_TABLE = "cni_plugins_masquerade";
+const NFT_MASQ_CHAIN = "masq_checks";
+
+type FailMasquerade = (ms: Masquerade[], e: unknown) => void;
+
+/** Removes these masquerade rules, iptables' and nftables'. The failures, by target. */
 async function removeMasquerades(targets: Masquerade[]): Promise<Map<Masquerade, CniError>> {
   const failed = new Map<Masquerade, CniError>();
-  const fail = (ms: Masquerade[], e: unknown) => {
-    for (const m of ms)
-      if (!failed.has(m))
-        failed.set(
-          m,
-          new CniError(
-            CNI_ERROR.IO_FAILURE,
-            `cannot remove the bridge plugin's masquerade rules (chain ${m.chain}) of container ${m.cid}: ${errorMessage(e)}`,
-            `the next DEL or GC tries again; by hand: iptables -t nat -S | grep ${m.chain}, delete those rules (-D), then iptables -t nat -F ${m.chain} and -X ${m.chain}`,
-          ),
-        );
-  };
+  const failWith =
+    (what: (m: Masquerade) => string, hand: (m: Masquerade) => string): FailMasquerade =>
+    (ms, e) => {
+      for (const m of ms)
+        if (!failed.has(m))
+          failed.set(
+            m,
+            new CniError(
+              CNI_ERROR.IO_FAILURE,
+              `cannot remove the bridge plugin's masquerade rules (${what(m)}) of container ${m.cid}: ${errorMessage(e)}`,
+              `the next DEL or GC tries again; by hand: ${hand(m)}`,
+            ),
+          );
+    };
   const kernel = new Kernel();
+  await removeIptablesMasquerades(
+    kernel,
+    targets.filter((m) => m.chain),
+    failWith(
+      (m) => `chain ${m.chain}`,
+      (m) =>
+        `iptables -t nat -S | grep ${m.chain}, delete those rules (-D), then iptables -t nat -F ${m.chain} and -X ${m.chain}`,
+    ),
+  );
+  await removeNftMasquerades(
+    kernel,
+    targets.filter((m) => m.nft.length > 0),
+    failWith(
+      (m) => `nftables, commented ${m.nft.join(", ")}`,
+      () =>
+        `nft -a list chain inet ${NFT_MASQ_TABLE} ${NFT_MASQ_CHAIN}, then nft delete rule inet ${NFT_MASQ_TABLE} ${NFT_MASQ_CHAIN} handle <n> for those rules`,
+    ),
+  );
+  return failed;
+}
+
+/**
+ * The iptables part: one nat listing per family, and one iptables-restore transaction (--noflush:
+ * nothing else touched) for all, each taking the xtables lock; if that fails, one per chain, so
+ * that one container's trouble keeps no other's. Only what is there is named, so removing what is
+ * gone already does nothing.
+ */
+async function removeIptablesMasquerades(kernel: Kernel, targets: Masquerade[], fail: FailMasquerade): Promise<void> {
   for (const family of [4, 6] as const) {
     const ours = targets.filter((m) => m.families.includes(family));
     if (ours.length === 0) continue;
@@ -775,7 +938,7 @@ async function removeMasquerades(targets: Masquerade[]): Promise<Map<Masquerade,
     if (rules === undefined) continue;
     // All of a chain's rules go once any of its attachments was the container's last on the network.
     const chains = new Map<string, Masquerade[]>();
-    for (const m of ours) chains.set(m.chain, [...(chains.get(m.chain) ?? []), m]);
+    for (const m of ours) chains.set(m.chain!, [...(chains.get(m.chain!) ?? []), m]);
     const scripts = [...chains].flatMap(([chain, ms]) => {
       const all = ms.some((m) => !m.sources);
       const lines = masqueradeScript(rules, chain, all ? undefined : ms.flatMap((m) => m.sources ?? []));
@@ -800,7 +963,44 @@ async function removeMasquerades(targets: Masquerade[]): Promise<Map<Masquerade,
         if (again) fail(s.ms, again);
       }
   }
-  return failed;
+}
+
+/**
+ * The nftables part: the rules of the bridge's masq_checks chain whose comment starts with a
+ * target's hash, by handle, in one `nft -f` transaction (one per target if that fails). No nft,
+ * or no such table, is nothing to remove: the bridge writes them with nft (knftables).
+ */
+async function removeNftMasquerades(kernel: Kernel, targets: Masquerade[], fail: FailMasquerade): Promise<void> {
+  if (targets.length === 0) return;
+  let rules: Array<{ handle: number; comment: string }>;
+  try {
+    if (!(await kernel.nftTables()).includes(`inet ${NFT_MASQ_TABLE}`)) return;
+    const listing = await kernel.nftJson<{
+      nftables: Array<{ rule?: { chain?: string; handle?: number; comment?: unknown } }>;
+    }>(["table", "inet", NFT_MASQ_TABLE]);
+    rules = listing.nftables.flatMap(({ rule: r }) =>
+      r?.chain === NFT_MASQ_CHAIN && typeof r.handle === "number" && typeof r.comment === "string"
+        ? [{ handle: r.handle, comment: r.comment }]
+        : [],
+    );
+  } catch (e) {
+    if (!isWeftError(e, "KERNEL_TOOL_MISSING")) fail(targets, e);
+    return;
+  }
+  const scripts = targets.flatMap((m) => {
+    const lines = rules
+      .filter((r) => m.nft.some((hash) => r.comment.startsWith(hash)))
+      .map((r) => `delete rule inet ${NFT_MASQ_TABLE} ${NFT_MASQ_CHAIN} handle ${r.handle}`);
+    return lines.length > 0 ? [{ m, lines }] : [];
+  });
+  if (scripts.length === 0) return;
+  const all = await kernel.nft(`${scripts.flatMap((s) => s.lines).join("\n")}\n`).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  if (all === undefined) return;
+  if (scripts.length === 1) return fail([scripts[0].m], all);
+  for (const s of scripts) await kernel.nft(`${s.lines.join("\n")}\n`).catch((e: unknown) => fail([s.m], e));
 }
 
 async function readKept(path: string): Promise<Kept | undefined> {

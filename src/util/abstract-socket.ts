@@ -2,12 +2,17 @@
 // kernel when that process dies, however it dies (no stale lock file, no pid reused). They are
 // seen within one network namespace (an agent's state dir, a CNI plugin's runs, which runtimes
 // make in theirs).
-import { connect, createServer, type Server } from "node:net";
+import { createServer, type Server } from "node:net";
+import { setTimeout as sleep } from "node:timers/promises";
 
-/** Binds the abstract socket `name` (leading NUL); undefined if another process holds it. Unref'd: it keeps no process alive. */
+/**
+ * Binds the abstract socket `name` (leading NUL); undefined if another process holds it (only
+ * EADDRINUSE says so: any other error is thrown, never taken for a holder). Unref'd, and a
+ * connection to it is closed at once: it keeps no process alive.
+ */
 export function bindAbstract(name: string): Promise<Server | undefined> {
   return new Promise((resolve, reject) => {
-    const server = createServer();
+    const server = createServer((c) => c.destroy());
     server.once("error", (err: NodeJS.ErrnoException) =>
       err.code === "EADDRINUSE" ? resolve(undefined) : reject(err),
     );
@@ -15,17 +20,12 @@ export function bindAbstract(name: string): Promise<Server | undefined> {
   });
 }
 
-/**
- * Whether a process holds the abstract socket `name`, asked by connecting, which never takes it
- * from the holder nor keeps it from a new one: only a refusal says no one does (a full backlog,
- * EAGAIN, is a holder's).
- */
-export function abstractHeld(name: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect(name, () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", (err: NodeJS.ErrnoException) => resolve(err.code !== "ECONNREFUSED"));
-  });
+/** bindAbstract, tried again every 100 ms while another process holds the name, for `ms` at most. */
+export async function bindAbstractWithin(name: string, ms: number): Promise<Server | undefined> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const server = await bindAbstract(name);
+    if (server || Date.now() >= until) return server;
+    await sleep(100);
+  }
 }

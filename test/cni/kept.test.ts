@@ -11,6 +11,7 @@ import { CniError } from "../../src/cni/errors.js";
 import { type CniArgs, execPlugin } from "../../src/cni/exec.js";
 import { installPlugin } from "../../src/cni/install.js";
 import { type FakeDelegate, fakeDelegate } from "./fake-delegate.js";
+import { ageKept } from "./kept-age.js";
 
 describe("weft cni: the kept delegate config", () => {
   const dir = mkdtempSync(join(tmpdir(), "weft-cni-kept-"));
@@ -137,6 +138,7 @@ describe("weft cni: the kept delegate config", () => {
     await run("ADD", "gc-live");
     await run("ADD", "gc-stale");
     const valid = { "cni.dev/valid-attachments": [{ containerID: "gc-live", ifname: "eth0" }] };
+    await ageKept(dataDir);
     // A failing DEL of one stale attachment stops neither the others nor the delegate's GC; GC then reports it.
     fake.fail("DEL", true);
     try {
@@ -159,6 +161,7 @@ describe("weft cni: the kept delegate config", () => {
     ).toEqual(["DEL gc-stale", "GC", "DEL gc-stale", "GC"]);
     // Another network's pod kept in the same dataDir: its runtime's list is not this one.
     await run("ADD", "gc-other", { name: "other-net" });
+    await ageKept(dataDir);
     expect(await execPlugin("flannel", conf({ ...v110, "cni.dev/valid-attachments": [] }), gcArgs)).toBeUndefined();
     expect(kept()).toContain("gc-other");
     expect(kept()).not.toContain("gc-live");
@@ -168,11 +171,42 @@ describe("weft cni: the kept delegate config", () => {
     await expect(execPlugin("flannel", conf({ ...valid }), gcArgs)).rejects.toMatchObject({ cniCode: 1 });
   });
 
+  it("GC that cannot bind an attachment's lock (no file descriptor left) reports it (5) and keeps the attachment, rather than take it for an ADD running", async () => {
+    const v110 = { cniVersion: "1.1.0" };
+    const ids = Array.from({ length: 120 }, (_, i) => `fd-${i}`);
+    for (const id of ids)
+      writeFileSync(
+        join(dataDir, id),
+        JSON.stringify({ cniVersion: "1.0.0", name: "cbr0", type: "fake", "weft.ifName": "eth0" }),
+      );
+    await ageKept(dataDir);
+    const gcArgs: CniArgs = { command: "GC", path: [join(dir, "bin"), fake.dir] };
+    // Each lock GC holds is a descriptor: fewer allowed than the attachments it deletes (Node.js
+    // itself needs some 100 to load).
+    const limited = execPlugin("flannel", conf({ ...v110, "cni.dev/valid-attachments": [] }), gcArgs, {
+      wrap: ["prlimit", "--nofile=128:128", "--"],
+    });
+    await expect(limited).rejects.toMatchObject({
+      cniCode: 5,
+      message: expect.stringMatching(
+        /cannot bind the lock of container fd-\d+'s eth0 \(an abstract unix socket\): .*EMFILE/,
+      ),
+    });
+    const left = kept().filter((f) => f.startsWith("fd-"));
+    expect(left.length).toBeGreaterThan(0);
+    // Kept, not lost: a GC with descriptors enough deletes them.
+    expect(await execPlugin("flannel", conf({ ...v110, "cni.dev/valid-attachments": [] }), gcArgs)).toBeUndefined();
+    expect(kept().filter((f) => f.startsWith("fd-"))).toEqual([]);
+    expect(fake.calls().filter((c) => c.startsWith("DEL fd-")).length).toBeGreaterThanOrEqual(ids.length);
+  });
+
   it("files without weft's own layout: flannel's (no interface name: any interface's) and an older weft's (every interface in <id>)", async () => {
     const v110 = { cniVersion: "1.1.0" };
     const gcArgs: CniArgs = { command: "GC", path: [join(dir, "bin"), fake.dir] };
-    const gc = (valid: object[]) =>
-      execPlugin("flannel", conf({ ...v110, "cni.dev/valid-attachments": valid }), gcArgs);
+    const gc = async (valid: object[]) => {
+      await ageKept(dataDir);
+      return await execPlugin("flannel", conf({ ...v110, "cni.dev/valid-attachments": valid }), gcArgs);
+    };
     const keep = (id: string, extra: object = {}) =>
       writeFileSync(join(dataDir, id), JSON.stringify({ cniVersion: "1.0.0", name: "cbr0", type: "fake", ...extra }));
     keep("fl-1");

@@ -3,6 +3,7 @@
 // (bridge, host-local, portmap), on lab hosts in network namespaces without agents: each host's
 // subnet.env is written as an agent writes it.
 import { execFileSync, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -27,6 +28,7 @@ import { formatIpv4, prefixContains, type Ipv4Prefix } from "../../src/net/ipv4.
 import { parsePrefix6 } from "../../src/net/ipv6.js";
 import { eventually } from "../agent/support.js";
 import { canUseNetns } from "../support/netns.js";
+import { ageKept } from "./kept-age.js";
 
 const S1: Ipv4Prefix = { addr: 0xc6130500, len: 24 }; // 198.19.5.0/24
 const S2: Ipv4Prefix = { addr: 0xc6130600, len: 24 }; // 198.19.6.0/24
@@ -47,15 +49,21 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
   /** The bridge plugin's POSTROUTING jumps for a container (found by their comment, as it wrote them). */
   const masqJumps = (rules: string[], cid: string) =>
     rules.filter((l) => l.startsWith("-A POSTROUTING ") && l.includes(`--comment "name: \\"cbr0\\" id: \\"${cid}\\""`));
-  /** Runs the flannel plugin alone in the host, as the runtime would, with a config of our making. */
-  const runFlannel = (
+  /**
+   * Runs the flannel plugin alone in the host, as the runtime would, with a config of our making.
+   * A GC's kept files are first made older than its grace (see ageKept), as a gone pod's are;
+   * `gcFresh` leaves them as they are.
+   */
+  const runFlannel = async (
     h: LabHost,
     command: "ADD" | "DEL" | "CHECK" | "VERSION" | "STATUS" | "GC",
     conf: object,
     att?: Partial<Attachment>,
     env?: NodeJS.ProcessEnv,
-  ) =>
-    execPlugin(
+    gcFresh = false,
+  ) => {
+    if (command === "GC" && !gcFresh) await ageKept(join(lab.hostDir(h), "flannel"));
+    return await execPlugin(
       "flannel",
       conf,
       {
@@ -67,6 +75,7 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
       },
       { wrap: h.ns.wrap([]), env },
     );
+  };
   /**
    * A PATH for the plugin (only its process, nothing shadowed for anyone else) whose iptables,
    * ip6tables and their -restore log each run to `log` before running the real one, or, for the
@@ -551,66 +560,317 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
     },
   );
 
-  it("GC while a pod's ADD runs (a runtime overlapping them, its list taken before the pod) leaves the whole container, its done eth0 too; a second ADD of the container then is refused (11); once the ADD is done, GC removes it", async () => {
-    const conf = flannelConf(h1, { cniVersion: "1.1.0", delegate: {} }); // the bridge's ipMasq, as above
-    const ns = await Netns.create("cni-gcadd");
-    // The real host-local, whose ADD then waits for the test's go (30 s at most): net1's ADD is
-    // held with its config kept and its address taken, the bridge's work not done.
+  /**
+   * A CNI_PATH whose host-local (the real one) is held until the test's `go` (30 s at most): after
+   * its ADD (the attachment's config kept and its address taken, the bridge's work not done), or
+   * before its DEL (nothing freed yet). `held` resolves once it waits.
+   */
+  const holdingPath = async (command: "ADD" | "DEL") => {
     const hold = await mkdtemp(join(lab.workDir, "hold-"));
     const [held, go] = [join(hold, "held"), join(hold, "go")];
+    const wait = `if [ "$CNI_COMMAND" = ${command} ]; then\n  : > ${held}\n  i=0; while [ ! -e ${go} ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\nfi\n`;
+    const real = `out=$(${join(referencePluginDirs()[0], "host-local")}); rc=$?\n`;
     await writeFile(
       join(hold, "host-local"),
-      `#!/bin/sh\nout=$(${join(referencePluginDirs()[0], "host-local")}); rc=$?\nif [ "$CNI_COMMAND" = ADD ]; then\n  : > ${held}\n  i=0; while [ ! -e ${go} ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\nfi\nprintf '%s\\n' "$out"; exit $rc\n`,
+      `#!/bin/sh\n${command === "DEL" ? wait + real : real + wait}printf '%s\\n' "$out"; exit $rc\n`,
       { mode: 0o755 },
     );
+    return {
+      path: [hold, join(lab.workDir, "bin"), ...referencePluginDirs()],
+      held: () =>
+        eventually(
+          `host-local's ${command} held`,
+          async () => existsSync(held),
+          (v) => v,
+        ),
+      go: () => writeFile(go, ""),
+    };
+  };
+  /** Runs the flannel plugin on h1 with this CNI_PATH. */
+  const runWith = (path: string[], command: "ADD" | "DEL" | "GC", conf: object, att: Partial<Attachment> = {}) =>
+    execPlugin(
+      "flannel",
+      conf,
+      { command, containerId: att.containerId, netns: att.netns, ifName: att.ifName ?? "eth0", path },
+      { wrap: h1.ns.wrap([]) },
+    );
+  /** How a run ended: its result, or its error. */
+  const settled = (p: Promise<unknown>) =>
+    p.then(
+      (r) => r,
+      (e: unknown) => e,
+    );
+  /** Whether `p` is still pending after `ms` (a bound for something that must wait, never a speed). */
+  const stillPending = async (p: Promise<unknown>, ms: number) =>
+    await Promise.race([
+      p.then(
+        () => false,
+        () => false,
+      ),
+      new Promise<boolean>((r) => setTimeout(() => r(true), ms)),
+    ]);
+
+  it("GC while a pod's net1 ADD runs (a runtime overlapping them, its list taken before) leaves net1 whole and deletes its done eth0, only eth0's jump (the chain net1's too); a second ADD of net1 is refused (11), another network's ADD of the sandbox (eth1, as go-cni runs them in parallel) is not; once net1's ADD is done, GC removes it", async () => {
+    const conf = flannelConf(h1, { cniVersion: "1.1.0", delegate: {} }); // the bridge's ipMasq, as above
+    // Another network of the sandbox, in the same (default-like) dataDir: its own subnet and bridge.
+    const other = join(lab.hostDir(h1), "subnet-cbr1.env");
+    await writeSubnetEnv(other, {
+      v4: { network: LAB_POD_NETWORK, subnet: { addr: 0xc6130700, len: 24 } },
+      mtu: 1400,
+      ipMasq: false,
+    });
+    const conf1 = flannelConf(h1, {
+      name: "cbr1",
+      cniVersion: "1.1.0",
+      subnetFile: other,
+      delegate: { bridge: "cni1", ipMasq: false },
+    });
+    const ns = await Netns.create("cni-gcadd");
+    const hold = await holdingPath("ADD");
     let adding: Promise<unknown> | undefined;
     try {
       const eth0 = (
         (await runFlannel(h1, "ADD", conf, { containerId: ns.name, netns: ns.path })) as CniResult
       ).ips![0].address.split("/")[0];
-      const path = [hold, join(lab.workDir, "bin"), ...referencePluginDirs()];
-      adding = execPlugin(
-        "flannel",
-        conf,
-        { command: "ADD", containerId: ns.name, netns: ns.path, ifName: "net1", path },
-        { wrap: h1.ns.wrap([]) },
-      );
-      await eventually(
-        "net1's address taken",
-        async () => existsSync(held),
-        (v) => v,
-      );
+      adding = runWith(hold.path, "ADD", conf, { containerId: ns.name, netns: ns.path, ifName: "net1" });
+      await hold.held();
       const store = await ipamStore(h1);
       expect(store).toContain(eth0);
       const files = (await kept(h1)).filter((f) => f.startsWith(ns.name)).sort();
       expect(files).toEqual([ns.name, `${ns.name}@net1`]);
       const jumps = masqJumps(await natRules(h1), ns.name);
       expect(jumps.map((l) => l.split(" ")[3])).toEqual([`${eth0}/32`]);
+      const chain = jumps[0].split(" -j ")[1];
       const none = { "cni.dev/valid-attachments": [] };
       expect(await runFlannel(h1, "GC", { ...conf, ...none })).toBeUndefined();
-      expect(await ipamStore(h1)).toEqual(store);
-      expect((await kept(h1)).filter((f) => f.startsWith(ns.name)).sort()).toEqual(files);
-      expect(masqJumps(await natRules(h1), ns.name)).toEqual(jumps);
+      expect(await ipamStore(h1)).toEqual(store.filter((a) => a !== eth0));
+      expect((await kept(h1)).filter((f) => f.startsWith(ns.name))).toEqual([`${ns.name}@net1`]);
+      expect(masqJumps(await natRules(h1), ns.name)).toEqual([]);
+      expect(await natRules(h1)).toContain(`-N ${chain}`);
       await expect(
-        runFlannel(h1, "ADD", conf, { containerId: ns.name, netns: ns.path, ifName: "net2" }),
+        runFlannel(h1, "ADD", conf, { containerId: ns.name, netns: ns.path, ifName: "net1" }),
       ).rejects.toMatchObject({ cniCode: 11 });
-      expect((await kept(h1)).filter((f) => f.startsWith(ns.name)).sort()).toEqual(files);
-      await writeFile(go, "");
+      const eth1 = (
+        (await runFlannel(h1, "ADD", conf1, { containerId: ns.name, netns: ns.path, ifName: "eth1" })) as CniResult
+      ).ips![0].address;
+      expect(eth1).toMatch(/^198\.19\.7\./);
+      expect((await kept(h1)).filter((f) => f.startsWith(ns.name)).sort()).toEqual([
+        `${ns.name}@eth1`,
+        `${ns.name}@net1`,
+      ]);
+      await hold.go();
       const net1 = ((await adding) as CniResult).ips![0].address.split("/")[0];
       expect(store).toContain(net1);
-      expect(masqJumps(await natRules(h1), ns.name)).toHaveLength(2);
-      // The ADD done, nothing keeps the container from a GC that does not list it.
+      expect(masqJumps(await natRules(h1), ns.name).map((l) => l.split(" ")[3])).toEqual([`${net1}/32`]);
+      // The ADD done, nothing keeps the attachment from a GC that does not list it.
       expect(await runFlannel(h1, "GC", { ...conf, ...none })).toBeUndefined();
-      expect(await ipamStore(h1)).not.toContain(eth0);
       expect(await ipamStore(h1)).not.toContain(net1);
+      expect((await kept(h1)).filter((f) => f.startsWith(ns.name))).toEqual([`${ns.name}@eth1`]);
+      expect((await natRules(h1)).filter((l) => l.includes(chain))).toEqual([]);
+      expect(await runFlannel(h1, "GC", { ...conf1, ...none })).toBeUndefined();
       expect((await kept(h1)).filter((f) => f.startsWith(ns.name))).toEqual([]);
-      expect((await natRules(h1)).filter((l) => l.includes(jumps[0].split(" -j ")[1]))).toEqual([]);
     } finally {
-      await writeFile(go, "");
+      await hold.go();
       await adding?.catch(() => undefined);
       await ns.destroy();
     }
   });
+
+  it("GC holds a gone attachment's lock until its DEL is done: a re-ADD of the container meanwhile (after the runtime's list) is refused (11) rather than have its new address freed by that DEL", async () => {
+    const conf = flannelConf(h1, { cniVersion: "1.1.0" });
+    const [ns, again] = [await Netns.create("cni-gcre"), await Netns.create("cni-gcre")];
+    const cid = ns.name;
+    const hold = await holdingPath("DEL");
+    let gc: Promise<unknown> | undefined;
+    try {
+      const old = ((await runFlannel(h1, "ADD", conf, { containerId: cid, netns: ns.path })) as CniResult).ips![0];
+      await ns.destroy(); // the runtime lost the sandbox
+      await ageKept(join(lab.hostDir(h1), "flannel"));
+      gc = runWith(hold.path, "GC", { ...conf, "cni.dev/valid-attachments": [] });
+      await hold.held();
+      const re = await settled(runFlannel(h1, "ADD", conf, { containerId: cid, netns: again.path }));
+      await hold.go();
+      expect(await gc).toBeUndefined();
+      expect(re).toMatchObject({ cniCode: 11 });
+      expect(await ipamStore(h1)).not.toContain(old.address.split("/")[0]);
+      expect(await kept(h1)).not.toContain(cid);
+      // The runtime's retry, GC done, works and keeps its address.
+      const now = ((await runFlannel(h1, "ADD", conf, { containerId: cid, netns: again.path })) as CniResult).ips![0];
+      expect(await ipamStore(h1)).toContain(now.address.split("/")[0]);
+      expect(await kept(h1)).toContain(cid);
+      await runFlannel(h1, "DEL", conf, { containerId: cid, netns: again.path });
+    } finally {
+      await hold.go();
+      await gc?.catch(() => undefined);
+      await ns.destroy();
+      await again.destroy();
+    }
+  });
+
+  it("GC leaves a kept file an ADD wrote less than a minute ago (a runtime's list taken just before the ADD ended cannot name it), and deletes it once older", async () => {
+    const conf = flannelConf(h1, { cniVersion: "1.1.0" });
+    const ns = await Netns.create("cni-gcgrace");
+    try {
+      const addr = (
+        (await runFlannel(h1, "ADD", conf, { containerId: ns.name, netns: ns.path })) as CniResult
+      ).ips![0].address.split("/")[0];
+      const none = { "cni.dev/valid-attachments": [] };
+      expect(await runFlannel(h1, "GC", { ...conf, ...none }, undefined, undefined, true)).toBeUndefined();
+      expect(await ipamStore(h1)).toContain(addr);
+      expect(await kept(h1)).toContain(ns.name);
+      expect(await runFlannel(h1, "GC", { ...conf, ...none })).toBeUndefined();
+      expect(await ipamStore(h1)).not.toContain(addr);
+      expect(await kept(h1)).not.toContain(ns.name);
+    } finally {
+      await ns.destroy();
+    }
+  });
+
+  it("DEL during its attachment's ADD waits for it, then frees the address that ADD took; one that waits over 10 s fails with 11 (the runtime retries)", async () => {
+    const conf = flannelConf(h1);
+    const ns = await Netns.create("cni-deladd");
+    const att = { containerId: ns.name, netns: ns.path };
+    let adding: Promise<unknown> | undefined;
+    let hold = await holdingPath("ADD");
+    try {
+      adding = runWith(hold.path, "ADD", conf, att);
+      await hold.held();
+      const del = settled(runFlannel(h1, "DEL", conf, att));
+      expect(await stillPending(del, 2000)).toBe(true);
+      await hold.go();
+      const addr = ((await adding) as CniResult).ips![0].address.split("/")[0];
+      expect(await del).toBeUndefined();
+      expect(await ipamStore(h1)).not.toContain(addr);
+      expect(await kept(h1)).not.toContain(ns.name);
+      hold = await holdingPath("ADD");
+      adding = runWith(hold.path, "ADD", conf, att);
+      await hold.held();
+      await expect(runFlannel(h1, "DEL", conf, att)).rejects.toMatchObject({ cniCode: 11 });
+      await hold.go();
+      const again = ((await adding) as CniResult).ips![0].address.split("/")[0];
+      expect(await runFlannel(h1, "DEL", conf, att)).toBeUndefined();
+      expect(await ipamStore(h1)).not.toContain(again);
+    } finally {
+      await hold.go();
+      await adding?.catch(() => undefined);
+      await ns.destroy();
+    }
+  }, 60_000);
+
+  it("a connection to an ADD's lock is closed at once: a client that keeps it open keeps no finished ADD alive (libcni waits for the plugin's exit)", async () => {
+    const conf = flannelConf(h1);
+    const ns = await Netns.create("cni-lockconn");
+    const hold = await holdingPath("ADD");
+    let adding: Promise<unknown> | undefined;
+    let client: ReturnType<typeof spawn> | undefined;
+    try {
+      adding = runWith(hold.path, "ADD", conf, { containerId: ns.name, netns: ns.path });
+      await hold.held();
+      const locks = execFileSync(
+        h1.ns.wrap(["cat", "/proc/net/unix"])[0],
+        h1.ns.wrap(["cat", "/proc/net/unix"]).slice(1),
+        {
+          encoding: "utf8",
+        },
+      )
+        .split("\n")
+        .map((l) => l.trim().split(/\s+/).at(7) ?? "")
+        .filter((n) => n.startsWith("@weft-cni"))
+        // The listing shows the NULs Node.js pads the name with to the full sun_path as '@'.
+        .map((n) => n.slice(1).replace(/@+$/, ""));
+      expect(locks).toHaveLength(1);
+      const script = `const c = require("node:net").connect("\\0${locks[0]}", () => console.log("connected")); c.on("close", () => console.log("closed")); c.on("error", (e) => console.log("error " + e.code)); setInterval(() => {}, 1000);`;
+      const [cmd, ...args] = h1.ns.wrap([process.execPath, "-e", script]);
+      client = spawn(cmd, args, { stdio: ["ignore", "pipe", "ignore"] });
+      let said = "";
+      client.stdout!.on("data", (b) => (said += b));
+      await eventually(
+        "the client connected",
+        async () => said,
+        (s) => s.includes("connected"),
+      );
+      await hold.go();
+      expect(await stillPending(adding, 20_000)).toBe(false);
+      expect(said).toContain("closed");
+      await runFlannel(h1, "DEL", conf, { containerId: ns.name, netns: ns.path });
+    } finally {
+      client?.kill();
+      await hold.go();
+      await adding?.catch(() => undefined);
+      await ns.destroy();
+    }
+  }, 60_000);
+
+  it.each([
+    ["ipMasqBackend nftables", { ipMasqBackend: "nftables" }],
+    ["ipMasqBackend unset: a bridge from 1.6 takes nftables where iptables is unusable", {}],
+  ])(
+    "%s: GC and a DEL without the namespace remove the bridge's nftables masquerade rules of the attachments they delete, and only those",
+    async (_, backend) => {
+      // Debian's bridge (1.1.1) has no nftables backend (it ignores the key and uses iptables): the
+      // test writes the rules as a bridge from 1.6 does (pkg/ip's ipmasq_nftables_linux.go): table
+      // inet cni_plugins_masquerade, chain masq_checks, one rule per address, its comment the hash
+      // of (network, interface, container) then a description.
+      const conf = flannelConf(h1, { cniVersion: "1.1.0", delegate: backend });
+      const sha = (t: string) => createHash("sha512").update(t).digest("hex").slice(0, 16);
+      const comment = (net: string, ifName: string, cid: string) =>
+        `${sha(net)}-${sha(`${ifName}:${cid}`)}, net: ${net}, if: ${ifName}, id: ${cid}`;
+      const pods = [await Netns.create("cni-nft"), await Netns.create("cni-nft"), await Netns.create("cni-nft")];
+      const [gone, live, deleted] = pods;
+      const comments = async () => {
+        const j = await h1.ns.kernel.nftJson<{ nftables: Array<{ rule?: { comment?: string } }> }>([
+          "chain",
+          "inet",
+          "cni_plugins_masquerade",
+          "masq_checks",
+        ]);
+        return j.nftables.flatMap((e) => (e.rule?.comment ? [e.rule.comment] : [])).sort();
+      };
+      try {
+        const addrs = await addPods(conf, pods);
+        const rule = (addr: string, c: string) =>
+          `add rule inet cni_plugins_masquerade masq_checks ip saddr == ${addr} ip daddr != 198.19.5.0/24 masquerade comment "${c}"`;
+        const theirs = [
+          ...pods.map((ns) => rule(addrs.get(ns)![0], comment("cbr0", "eth0", ns.name))),
+          // The same container's rules on another network, and of another interface: never ours.
+          rule("198.19.9.2", comment("cbr9", "eth0", gone.name)),
+          rule("198.19.5.99", comment("cbr0", "net1", live.name)),
+        ];
+        await h1.ns.kernel.nft(
+          [
+            "add table inet cni_plugins_masquerade",
+            "add chain inet cni_plugins_masquerade masq_checks",
+            "add chain inet cni_plugins_masquerade postrouting { type nat hook postrouting priority srcnat; }",
+            "add rule inet cni_plugins_masquerade postrouting goto masq_checks",
+            ...theirs,
+            "",
+          ].join("\n"),
+        );
+        const before = await comments();
+        expect(before).toHaveLength(5);
+        await gone.destroy();
+        const valid = {
+          "cni.dev/valid-attachments": [live, deleted].map((ns) => ({ containerID: ns.name, ifname: "eth0" })),
+        };
+        expect(await runFlannel(h1, "GC", { ...conf, ...valid })).toBeUndefined();
+        expect(await comments()).toEqual(before.filter((c) => c !== comment("cbr0", "eth0", gone.name)));
+        expect(await ipamStore(h1)).not.toContain(addrs.get(gone)![0]);
+        // A DEL without the namespace (the runtime's after the sandbox died).
+        expect(await runFlannel(h1, "DEL", conf, { containerId: deleted.name })).toBeUndefined();
+        expect(await comments()).toEqual(
+          before.filter((c) => c !== comment("cbr0", "eth0", gone.name) && c !== comment("cbr0", "eth0", deleted.name)),
+        );
+        expect(await runFlannel(h1, "DEL", conf, { containerId: live.name })).toBeUndefined();
+        expect(await comments()).toEqual(
+          [comment("cbr0", "net1", live.name), comment("cbr9", "eth0", gone.name)].sort(),
+        );
+      } finally {
+        await h1.ns.kernel.nft("delete table inet cni_plugins_masquerade\n").catch(() => undefined);
+        for (const ns of pods) await ns.destroy();
+      }
+    },
+  );
+
   it("DEL without the namespace of one of a pod's two interfaces on the network removes only that interface's jump; the last one's DEL removes the chain", async () => {
     const conf = flannelConf(h1, { delegate: {} }); // the bridge's ipMasq, as above
     const ns = await Netns.create("cni-delif");
