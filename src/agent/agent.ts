@@ -17,12 +17,13 @@ import type { JoinStatus } from "../control/join.js";
 import { NO_BACKEND } from "../control/node-record.js";
 import type { Addr } from "../control/runtime.js";
 import { isWeftError, WeftError } from "../errors.js";
-import { Kernel } from "../kernel/iproute.js";
+import { type BatchFailure, Kernel } from "../kernel/iproute.js";
 import { removeFlannelMasq } from "../kernel/flannel-masq.js";
 import { IPMASQ_TABLE, removeIpMasq, syncIpMasq } from "../kernel/ipmasq.js";
 import { removeStalePodGateways } from "../kernel/pod-addresses.js";
 import { removeStaleOverlayDevices } from "../kernel/stale-devices.js";
-import { formatAnyPrefix, formatHostPort, type IpPrefix } from "../net/ip.js";
+import { removeStaleGatewayRoutes } from "../kernel/stale-routes.js";
+import { formatAddr, formatAnyPrefix, formatHostPort, type IpPrefix } from "../net/ip.js";
 import { formatIpv4, formatPrefix, type Ipv4Prefix } from "../net/ipv4.js";
 import { formatIpv6, formatPrefix6, ipv4Mapped, type Ipv6Prefix } from "../net/ipv6.js";
 import { SerialQueue } from "../util/serial.js";
@@ -105,12 +106,24 @@ function sumCounters(a: BackendCounters, c: BackendCounters): BackendCounters {
 /** How long after a removal that found flannel's masquerade rules the reconcile looks for them again. */
 const FLANNEL_MASQ_WATCH_MS = 10 * 60_000;
 
+/** A pod network and the length of its node subnets, as gateway routes to them are found. */
+interface PodSpace {
+  network: IpPrefix;
+  subnetLen: number;
+}
+
 export class Agent {
   /** One lane per enabled family, IPv4 first. */
   private readonly lanes: Lane[];
   private ready = false;
   /** stop() began: backend changes queued from now on do nothing, and their failures are no fatal. */
   private stopping = false;
+  /** The stop under way: a second caller (a signal during a fatal stop) waits for it instead of running another. */
+  private stopRun?: Promise<void>;
+  /** A backend's stop failed in this run (a swap's, a failed backend's): what it left is no lane's, and a stop sweeps for it. */
+  private stopFailed = false;
+  /** Pod networks a subnet.env found at start named that this config has not (a family switched off across a kept restart). */
+  private droppedSpaces: PodSpace[] = [];
   /** Set once start() holds every family's lease, as it programs them; before, a lost subnet is only forgotten (lostBeforeStart). */
   private started = false;
   /** A periodic reconcile waits on the backend-change queue: no second one queues behind it. */
@@ -391,6 +404,12 @@ export class Agent {
       const env = parseSubnetEnv(text);
       const networks = [env.v4?.network, env.v6?.network].filter((n) => n !== undefined);
       const ours = [this.conf.space?.network, this.conf.space6?.network].filter((n) => n !== undefined);
+      // What a kept restart's backends of another network or family left is found by these.
+      this.droppedSpaces = [env.v4, env.v6].flatMap((e) =>
+        e && !ours.some((n) => formatAnyPrefix(n) === formatAnyPrefix(e.network))
+          ? [{ network: e.network, subnetLen: e.subnet.len }]
+          : [],
+      );
       // The config's networks, each with the subnet this node holds in it, and nothing else.
       if (networks.length === ours.length && networks.every((n, i) => formatAnyPrefix(n) === formatAnyPrefix(ours[i])))
         named = [env.v4?.subnet, env.v6?.subnet].filter((n) => n !== undefined).map(formatAnyPrefix);
@@ -431,25 +450,57 @@ export class Agent {
     await this.publish();
   }
 
-  /** Removes overlay devices no family's backend of this config uses (a kept or flannel's device of another backend). */
+  /**
+   * Removes overlay devices no family's backend of this config uses (a kept or flannel's device of
+   * another backend), and what a kept restart's backends left of a pod network this config has not
+   * (a family switched off: its device, and host-gw's or DirectRouting's gateway routes).
+   */
   private async removeStaleDevices(): Promise<void> {
     const options = backendOptions(this.conf.Backend);
     const keep = new Set(this.lanes.flatMap((l) => overlayDevice(this.conf.Backend.Type, options, l.family) ?? []));
-    const stale = await removeStaleOverlayDevices(
-      this.kernel,
+    await this.removeLeftovers(
+      [...this.lanes.map((l) => this.network(l.family)), ...this.droppedSpaces.map((s) => s.network)],
       keep,
-      this.lanes.map((l) => this.network(l.family)),
+      this.droppedSpaces,
+      `the ${this.conf.Backend.Type} backend of this config does not use (kept from an earlier backend, network or family, or flannel's)`,
     );
-    for (const dev of stale.removed)
+  }
+
+  /**
+   * Removes the overlay devices of `networks` not in `keep`, and on the underlay interface the
+   * gateway routes to node subnets of `routed` (host-gw's, DirectRouting's: no device takes them
+   * along), `whose` saying whose they were. Each is logged; false if the kernel refused any.
+   */
+  private async removeLeftovers(
+    networks: IpPrefix[],
+    keep: ReadonlySet<string>,
+    routed: readonly PodSpace[],
+    whose: string,
+  ): Promise<boolean> {
+    const devices = await removeStaleOverlayDevices(this.kernel, keep, networks);
+    for (const dev of devices.removed)
+      this.log.warn({ code: "AGENT_STALE_DEVICE", dev }, `removed ${dev}, an overlay device ${whose}, with its routes`);
+    const failures: Array<BatchFailure & { code: string }> = devices.failures.map((f) => ({
+      ...f,
+      code: "AGENT_STALE_DEVICE",
+    }));
+    for (const space of routed) {
+      const routes = await removeStaleGatewayRoutes(this.kernel, space.network, space.subnetLen, this.underlay.iface);
+      for (const r of routes.removed) {
+        const [dst, via] = [formatAnyPrefix(r.dst), formatAddr(r.gateway!)];
+        this.log.warn(
+          { code: "AGENT_STALE_ROUTE", dst, via, dev: r.dev },
+          `removed the route to ${dst} via ${via}, a node subnet's gateway route ${whose}`,
+        );
+      }
+      failures.push(...routes.failures.map((f) => ({ ...f, code: "AGENT_STALE_ROUTE" })));
+    }
+    for (const f of failures)
       this.log.warn(
-        { code: "AGENT_STALE_DEVICE", dev },
-        `removed ${dev}, an overlay device the ${this.conf.Backend.Type} backend does not use (kept from an earlier backend, or flannel's), with its routes`,
+        { code: f.code, command: f.command },
+        `could not remove what a backend left: ${f.message}; remove it by hand (ip link del, ip route del)`,
       );
-    for (const f of stale.failures)
-      this.log.warn(
-        { code: "AGENT_STALE_DEVICE", command: f.command },
-        `could not remove a stale device: ${f.message}`,
-      );
+    return failures.length === 0;
   }
 
   /**
@@ -1054,7 +1105,11 @@ export class Agent {
     if (backend) this.retireCounters(backend);
     lane.backend = undefined;
     lane.announcement = undefined;
-    await backend?.stop(keep);
+    await backend?.stop(keep).catch((err) => {
+      // Out of the lane already: the agent's stop finds what it left by the sweep.
+      this.stopFailed = true;
+      throw err;
+    });
   }
 
   /**
@@ -1202,7 +1257,14 @@ export class Agent {
    * it is back or gossip declares it dead. Not once its name was found taken (GOSSIP_NAME_CONFLICT):
    * its subnet is the other node's, which the kept subnet.env would have the CNI plugin hand out.
    */
-  async stop(leave = true): Promise<void> {
+  stop(leave = true): Promise<void> {
+    // One stop: a second one ran beside the first, found the lanes the first had taken empty, and
+    // exited 0 before the first was done (routes, devices left; a fatal stop's exit code lost).
+    this.stopRun ??= this.stopNow(leave);
+    return this.stopRun;
+  }
+
+  private async stopNow(leave: boolean): Promise<void> {
     this.ready = false;
     // A fatal error's reason stays: it is why the stop came.
     if (!this.fatalError) this.waitingFor = "stopping";
@@ -1242,6 +1304,27 @@ export class Agent {
       const why = `stopping the IPv${lane.family} backend failed (see err); what it left goes at the next start, or remove it by hand (ip link show)`;
       if (!(await this.stopLaneOrLog(lane, keep, why))) failed.push(lane.family);
     }
+    // What a failed stop left (now, or a swap's, a failed backend's earlier: no lane holds those) is
+    // found by what it is: this config's overlay devices and gateway routes.
+    let complete = true;
+    if (this.stopFailed && !this.opts.keepOnExit) {
+      const spaces = this.lanes.map((l) => ({
+        network: this.network(l.family),
+        subnetLen: (l.family === 4 ? this.conf.space : this.conf.space6)!.subnetLen,
+      }));
+      complete = await this.removeLeftovers(
+        spaces.map((s) => s.network),
+        new Set(),
+        spaces,
+        "left by a backend whose stop failed",
+      ).catch((err) => {
+        this.log.error(
+          { err, code: "AGENT_BACKEND_STOP_FAILED" },
+          "looking for what a failed backend stop left failed",
+        );
+        return false;
+      });
+    }
     // Kept with the devices: pods' traffic out keeps its masquerade until the next start rewrites it.
     if (this.opts.ipMasq && !keep)
       await removeIpMasq(this.kernel).catch((err) =>
@@ -1252,10 +1335,10 @@ export class Agent {
       );
     await this.http?.close();
     await this.lock.release();
-    if (failed.length > 0)
+    if (failed.length > 0 || !complete)
       throw new WeftError(
         "AGENT_STOP_INCOMPLETE",
-        `the IPv${failed.join(" and IPv")} backend could not be removed completely (see the error above); what is left goes at the next start, or remove it by hand (ip link show)`,
+        `${failed.length > 0 ? `the IPv${failed.join(" and IPv")} backend` : "what a failed backend stop left"} could not be removed completely (see the errors above): remove what is left by hand (ip link show, ip route show)`,
       );
     this.log.info({ keptDevices: keep }, "stopped");
   }

@@ -249,7 +249,10 @@ export abstract class KernelBackend implements Backend {
     for (const f of failures)
       this.logger.error(
         { command: f.command },
-        `the kernel refused \`${f.command}\`: ${f.message}; reconcile will try again`,
+        // No reconcile follows a stop's round: what it could not remove stays unless its device goes.
+        teardown
+          ? `the kernel refused \`${f.command}\` while the backend stopped: ${f.message}; it stays unless the device it is on goes with the backend: remove it by hand`
+          : `the kernel refused \`${f.command}\`: ${f.message}; reconcile will try again`,
       );
     const drift = teardown ? [] : keys.filter((k) => !scope.has(k));
     if (drift.length > 0) {

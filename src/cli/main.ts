@@ -231,7 +231,26 @@ agentCommand
     let agent: Agent | undefined;
     let stopping = false;
     const stop = async (signal: string) => {
-      if (stopping) return;
+      if (stopping) {
+        // SIGTERM is sent once by systemd and the kubelet, then SIGKILL: it never cuts a stop short.
+        // A second Ctrl-C does, for a stop that hangs (a wedged ip call).
+        if (signal !== "SIGINT")
+          return log.warn(
+            { code: "CLI_STOP_IN_PROGRESS", signal },
+            "a stop is in progress; waiting for it (a second SIGINT exits at once)",
+          );
+        log.error(
+          { code: "CLI_STOP_ABANDONED", signal },
+          "exiting before the stop ended: devices, routes, ip-masq rules or subnet.env may be left, and no leave may have been sent; the next start with the same config takes them over, or remove them by hand (ip link show, ip route show, nft list tables)",
+        );
+        // Ended by SIGINT's default action, as Ctrl-C ends a program: process.exit would wait for a
+        // file-system call that hangs (a wedged mount) in libuv's thread pool. The line is written
+        // first: the kill runs no exit hook to flush the log.
+        return log.flush(() => {
+          process.removeAllListeners("SIGINT");
+          process.kill(process.pid, "SIGINT");
+        });
+      }
       stopping = true;
       log.info({ signal }, "stopping");
       if (!agent) return starting.abort();
@@ -262,7 +281,11 @@ agentCommand
     const running = agent;
     // Its name taken by a live node elsewhere: stop without a leave (a leave in this name would
     // tell the cluster that the other node left) and exit 1.
-    running.onFatal(() => void running.stop(false).finally(() => process.exit(1)));
+    // A signal meanwhile waits for this stop (stopping), as a second stop would have cut it short.
+    running.onFatal(() => {
+      stopping = true;
+      void running.stop(false).finally(() => process.exit(1));
+    });
     const reload = () =>
       void running.reload().catch((err) =>
         isWeftError(err, "AGENT_ROLLBACK_FAILED")

@@ -82,7 +82,11 @@ export async function syncIpMasq(kernel: Kernel, on: boolean, families: IpMasqOp
   if (script) await kernel.nft(script);
 }
 
-/** Deletes weft's tables (both families); nothing happens where there is none. */
+/**
+ * Deletes weft's tables (both families); nothing happens where there is none. Only those there are
+ * named: one transaction naming both failed as a whole where nft has no IPv6 (NF_TABLES_IPV6 off),
+ * and `table ip weft` stayed.
+ */
 export function removeIpMasq(kernel: Kernel): Promise<void> {
-  return kernel.nft(NFT_FAMILIES.map(dropScript).join(""));
+  return syncIpMasq(kernel, false, []);
 }

@@ -6,7 +6,8 @@ import { createBackend } from "../../src/backends/index.js";
 import type { LabCluster, LabHost } from "../../src/lab/cluster.js";
 import { ping } from "../../src/lab/traffic.js";
 import { canUseNetns } from "../support/netns.js";
-import { peerFrom, peerOf, podRoutes, removeLab, subnetOf, twoHostLab, type LabNode } from "./support.js";
+import { refusingTool } from "../support/refusing-tool.js";
+import { loggedTo, peerFrom, peerOf, podRoutes, removeLab, subnetOf, twoHostLab, type LabNode } from "./support.js";
 
 describe.skipIf(!canUseNetns())("host-gw backend (kernel)", () => {
   let lab: LabCluster;
@@ -181,5 +182,29 @@ describe.skipIf(!canUseNetns())("host-gw backend (kernel)", () => {
     expect((await podRoutes(host1)).map((r) => r.dst)).toEqual(["198.19.1.0/24"]);
     await n2.backend.stop(false);
     expect((await podRoutes(host2)).map((r) => `${r.dst} ${r.dev}`)).toEqual(["198.19.2.0/24 cni0"]);
+  });
+
+  it("a route the kernel refuses to remove at stop(false) is logged as staying: no reconcile follows a stop", async () => {
+    const { logger, log } = loggedTo();
+    const b = createBackend("host-gw", {}, { ...n1.c.ctx, logger });
+    await b.start();
+    await b.setPeer(peerFrom(n2));
+    expect((await podRoutes(host1)).map((r) => r.dst)).toContain("198.19.2.0/24");
+    // ip refuses every batch removing a route, as a kernel refusal would.
+    const ip = await refusingTool("ip");
+    await ip.refuse("^route del");
+    const path = process.env.PATH;
+    process.env.PATH = `${ip.bin}:${path}`;
+    try {
+      await b.stop(false);
+    } finally {
+      process.env.PATH = path;
+      await ip.remove();
+    }
+    const refused = log.errors().filter((m) => m.includes("route del 198.19.2.0/24"));
+    expect(refused.length).toBeGreaterThan(0);
+    // Before, it said "reconcile will try again", which no reconcile of a stopped backend does.
+    for (const m of refused) expect(m).toMatch(/while the backend stopped: .*; it stays .*remove it by hand$/);
+    await host1.ns.ip("route del 198.19.2.0/24");
   });
 });

@@ -15,6 +15,7 @@ import { ping } from "../../src/lab/traffic.js";
 import { formatIpv4 } from "../../src/net/ipv4.js";
 import { parsePrefix6 } from "../../src/net/ipv6.js";
 import { canUseNetns } from "../support/netns.js";
+import { refusingTool } from "../support/refusing-tool.js";
 import { udpPeer } from "../support/udp-peer.js";
 import { peerFrom, removeLab, startNode, subnetOf, type LabNode } from "./support.js";
 
@@ -158,6 +159,24 @@ describe.skipIf(!canUseNetns())("ip-masq (nftables)", () => {
       await rm(bin, { recursive: true, force: true });
     }
     expect(await tables(host1)).toEqual(["ip weft"]);
+  });
+
+  it("where nft has no IPv6 (NF_TABLES_IPV6 off), the exit's removal still drops table ip weft", async () => {
+    await syncIpMasq(host1.ns.kernel, true, [{ network: LAB_POD_NETWORK, subnet: subnetOf(1) }]);
+    // nft refuses any script naming the ip6 family, as the kernel's does without IPv6 nftables.
+    const nft = await refusingTool("nft");
+    await nft.refuse(" ip6 ");
+    const path = process.env.PATH;
+    process.env.PATH = `${nft.bin}:${path}`;
+    try {
+      // Before, one transaction named both families and failed whole: table ip weft stayed.
+      await removeIpMasq(host1.ns.kernel);
+    } finally {
+      process.env.PATH = path;
+      await nft.remove();
+    }
+    expect(await tables(host1)).toEqual([]);
+    await syncIpMasq(host1.ns.kernel, true, [{ network: LAB_POD_NETWORK, subnet: subnetOf(1) }]);
   });
 
   it("masquerades a pod's packets leaving the pod network: host3 sees host1's underlay address and answers", async () => {
