@@ -2,13 +2,20 @@
 // launcher script that runs this installation's Node.js on the plugin's entry point. With
 // `bundle`, Node.js itself and the plugin's few files are copied next to it, for hosts (a
 // Kubernetes node) that have no Node.js: the init container of deploy/kubernetes/weft.yaml.
-import { chmod, copyFile, cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, copyFile, cp, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join, relative, resolve } from "node:path";
 import { WeftError } from "../errors.js";
 import { writeFileAtomic } from "../fs/atomic-write.js";
 import { projectFile } from "../paths.js";
 
 export const PLUGIN_NAME = "flannel";
+
+/**
+ * How long a bundle's copy stays once the launcher names another: a run that read the older
+ * launcher may still be starting its Node.js and loading the plugin's modules (seconds under load),
+ * while the init container runs again, twice if kubelet restarts the pod quickly.
+ */
+export const BUNDLE_GRACE_MS = 10 * 60_000;
 
 /** dist/src/cni/entry.js of this installation (also when this module runs from src/, in tests). */
 export function pluginEntry(): string {
@@ -82,15 +89,22 @@ export async function installPlugin(binDir: string, opts: { name?: string; bundl
   const target = join(binDir, name);
   const [node, entry] = opts.bundle ? await bundle(binDir, name) : [process.execPath, pluginEntry()];
   const text = launcher(node, entry, opts.bundle === true);
-  const previous = await readFile(target, "utf8").catch(() => "");
   await writeFileAtomic(target, text, { mode: 0o755 });
-  // Older bundles of this launcher go, but for the one the previous launcher ran: a runtime may
-  // have read that launcher just now and be starting its Node.js. (A bare `weft-cni` is the
-  // bundle's directory of weft 0.1.0; launchers before this one named their bundle by its absolute path.)
+  // A copy the launcher no longer names is stamped `superseded` by the first install that finds it
+  // so and removed by one BUNDLE_GRACE_MS later, never sooner: keeping the newest two failed a run
+  // that read a launcher two installs back. The plugin's modules are all imported statically, so a
+  // run reads its copy only while it starts. (A bare `weft-cni` is the bundle's directory of weft
+  // 0.1.0; launchers before this one named their bundle by its absolute path.)
   for (const old of await readdir(binDir)) {
     const ours = old.startsWith(`weft-cni.${name}.`) || old === "weft-cni";
-    if (ours && !(text + previous).includes(`${old}/node'`))
-      await rm(join(binDir, old), { recursive: true, force: true });
+    if (!ours || text.includes(`${old}/node'`)) continue;
+    const stamp = join(binDir, old, "superseded");
+    const since = await stat(stamp).then(
+      (s) => s.mtimeMs,
+      () => undefined,
+    );
+    if (since === undefined) await writeFile(stamp, "");
+    else if (Date.now() - since > BUNDLE_GRACE_MS) await rm(join(binDir, old), { recursive: true, force: true });
   }
   return target;
 }

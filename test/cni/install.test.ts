@@ -4,6 +4,7 @@
 import { execFile, spawnSync } from "node:child_process";
 import {
   existsSync,
+  linkSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
@@ -12,12 +13,13 @@ import {
   rmSync,
   statSync,
   symlinkSync,
+  utimesSync,
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { installPlugin, pluginModules } from "../../src/cni/install.js";
+import { BUNDLE_GRACE_MS, installPlugin, pluginModules } from "../../src/cni/install.js";
 import { projectFile } from "../../src/paths.js";
 import { fakeDelegate } from "./fake-delegate.js";
 
@@ -99,7 +101,7 @@ describe("weft install-cni", () => {
     expect(existsSync(join(dataDir, "c1"))).toBe(false);
   }, 60_000);
 
-  it("--bundle again while runtimes run the plugin: every run in between works, and the newest two copies are left", async () => {
+  it("--bundle again while runtimes run the plugin: every run in between works, and every copy is left (all superseded within the grace)", async () => {
     const bin = join(dir, "reinstalled");
     const file = await installPlugin(bin, { bundle: true });
     let installing = true;
@@ -126,10 +128,35 @@ describe("weft install-cni", () => {
     await Promise.all(runners);
     expect(runs).toBeGreaterThan(5);
     expect(failures).toEqual([]);
-    // The newest copy, and the one before it (a run may just have read the previous launcher).
+    // A run may have read any of the launchers just before the next was written.
     const left = readdirSync(bin).filter((n) => n.startsWith("weft-cni"));
-    expect(left.length).toBe(2);
+    expect(left.length).toBe(6);
     expect(left.filter((n) => readFileSync(file, "utf8").includes(`'${n}/node'`)).length).toBe(1);
+  }, 180_000);
+
+  it("--bundle twice while a run has read the launcher (its Node.js slow to start under load): the run works; a copy superseded longer than the grace ago goes", async () => {
+    const bin = join(dir, "held");
+    const file = await installPlugin(bin, { bundle: true });
+    const copyOf = () => /'(weft-cni\.flannel\.[^/']+)\/node'/.exec(readFileSync(file, "utf8"))![1]!;
+    const first = copyOf();
+    // The launcher's inode as a runtime's sh has it open, in the bin dir, where it finds its copy.
+    const held = join(bin, "flannel-as-read");
+    linkSync(file, held);
+    await installPlugin(bin, { bundle: true });
+    const second = copyOf();
+    await installPlugin(bin, { bundle: true });
+    const r = version(held);
+    expect({ status: r.status, stderr: r.stderr }).toEqual({ status: 0, stderr: "" });
+    expect(JSON.parse(r.stdout)).toMatchObject({ cniVersion: "0.4.0" });
+    // The first copy superseded longer than the grace ago, the second not quite: the first goes.
+    const ago = (ms: number) => new Date(Date.now() - ms);
+    utimesSync(join(bin, first, "superseded"), ago(BUNDLE_GRACE_MS + 60_000), ago(BUNDLE_GRACE_MS + 60_000));
+    utimesSync(join(bin, second, "superseded"), ago(BUNDLE_GRACE_MS - 60_000), ago(BUNDLE_GRACE_MS - 60_000));
+    const third = copyOf();
+    await installPlugin(bin, { bundle: true });
+    const left = readdirSync(bin).filter((n) => n.startsWith("weft-cni"));
+    expect(left.sort()).toEqual([second, third, copyOf()].sort());
+    expect(version(file).status).toBe(0);
   }, 180_000);
 
   it("--bundle, the bin dir then seen at another path (the init container's mount is not the host's path): VERSION answers", async () => {
