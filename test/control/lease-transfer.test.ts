@@ -199,8 +199,9 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
     store: LeaseStateStore,
     store6?: LeaseStateStore,
     cAtStart: "alive" | "dead" = "alive",
-    /** The wall clock's step (SimClock.wallStepMs); c's incarnation; c reported gone before start(). */
-    restart: { wallStepMs?: number; cIncarnation?: number; goneBeforeStart?: boolean } = {},
+    /** The wall clock's step (SimClock.wallStepMs); c's incarnation; c reported gone before start();
+     *  the grace period (GRACE_MS when absent). */
+    restart: { wallStepMs?: number; cIncarnation?: number; goneBeforeStart?: boolean; graceMs?: number } = {},
   ) {
     const { scheduler, clock } = loneClock();
     clock.wallStepMs = restart.wallStepMs ?? 0;
@@ -230,7 +231,7 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
         space: SPACE,
         ...(store6 && { space6: SPACE6 }),
         seeds: ["b", "c"],
-        lease: { bootstrapQuietMs: 1_000, reclaimGraceMs: GRACE_MS },
+        lease: { bootstrapQuietMs: 1_000, reclaimGraceMs: restart.graceMs ?? GRACE_MS },
       },
       { membership, store, store6, clock, random: new SeededRandom(1), log },
     );
@@ -328,7 +329,10 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
     expect(store.saved?.gone).toEqual([{ node: "c", since: expect.any(Number), incarnation: 0 }]);
     const since = store.saved!.gone![0].since;
     const left = async (wallStepMs: number, more: { cIncarnation?: number; goneBeforeStart?: boolean } = {}) => {
-      const { b, clock, killC } = await heirOfC(store, undefined, "dead", { wallStepMs, ...more });
+      // Each from the same saved state (a start would save it again, pulled back or reclaimed).
+      const copy = new MemoryStore();
+      copy.saved = structuredClone(store.saved);
+      const { b, clock, killC } = await heirOfC(copy, undefined, "dead", { wallStepMs, ...more });
       if (!more.goneBeforeStart) killC();
       const at = b.reservations().find((r) => r.node === "c")?.reclaimAt;
       await b.stop();
@@ -338,8 +342,9 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
     const half = await left(since + GRACE_MS / 2 - (SIM_EPOCH_MS + 2_000));
     expect(half.left).toBe(since + GRACE_MS - half.wall);
     expect(half.left).toBeCloseTo(GRACE_MS / 2, -1);
-    // The wall clock before the saved start (stepped back): a whole grace period, no more.
-    expect((await left(-3_600_000)).left).toBe(GRACE_MS);
+    // The wall clock before the saved start (stepped back): a whole grace period from the restart
+    // (2 s before), no more.
+    expect((await left(-3_600_000)).left).toBe(GRACE_MS - 2_000);
     // Past it: reclaimed at once.
     expect((await left(since + GRACE_MS - SIM_EPOCH_MS)).left).toBeLessThanOrEqual(0);
     // Also when membership reported the death before the saved state was loaded.
@@ -347,6 +352,58 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
     expect(early.left).toBeCloseTo(GRACE_MS / 2, -1);
     // c came back and died again (a later incarnation): that death's grace is a whole one.
     expect((await left(since + GRACE_MS / 2 - (SIM_EPOCH_MS + 2_000), { cIncarnation: 1 })).left).toBe(GRACE_MS);
+  });
+
+  it("a restarted heir saves a death membership reported before the saved state was loaded", async () => {
+    const store = new MemoryStore();
+    const first = await heirOfC(store);
+    await first.b.stop();
+    expect(store.saved?.gone ?? []).toEqual([]);
+    const { b } = await heirOfC(store, undefined, "dead", { goneBeforeStart: true });
+    // Before, nothing saved it (until some later commit): a restart then counted a whole grace again.
+    expect(store.saved?.gone).toEqual([{ node: "c", since: expect.any(Number), incarnation: 0 }]);
+    await b.stop();
+  });
+
+  it("a saved start later than the wall clock is pulled back to it: restarts do not each count a whole grace period", async () => {
+    const store = new MemoryStore();
+    const first = await heirOfC(store);
+    first.killC();
+    await first.scheduler.runFor(1_000);
+    await first.b.stop();
+    // Restarted with the wall clock an hour behind (a boot without RTC): a whole grace period...
+    const behind = await heirOfC(store, undefined, "dead", { wallStepMs: -3_600_000 });
+    behind.killC();
+    const reclaimAt = (b: SubnetLeases) => b.reservations().find((r) => r.node === "c")!.reclaimAt!;
+    expect(reclaimAt(behind.b) - behind.clock.wallNow()).toBe(GRACE_MS - 2_000);
+    await behind.b.stop();
+    // ... counted from then: restarted half a grace period of wall time later, half is left (less
+    // the 2 s since). Before, the start saved in the future gave every restart a whole one again.
+    const later = await heirOfC(store, undefined, "dead", { wallStepMs: -3_600_000 + GRACE_MS / 2 });
+    later.killC();
+    expect(reclaimAt(later.b) - later.clock.wallNow()).toBe(GRACE_MS / 2 - 2_000);
+    await later.b.stop();
+  });
+
+  it("a start saved while the wall clock was behind is saved again once it is corrected: a restart does not reclaim at once", async () => {
+    const graceMs = 600_000;
+    const store = new MemoryStore();
+    // Booted without RTC: the wall clock an hour behind when c dies; NTP corrects it 10 s later.
+    const first = await heirOfC(store, undefined, "alive", { wallStepMs: -3_600_000, graceMs });
+    first.killC();
+    await first.scheduler.runFor(10_000);
+    first.clock.wallStepMs = 0;
+    await first.scheduler.runFor(70_000);
+    await first.b.stop();
+    // Restarted 80 s of wall time after c died (10 s down).
+    const { b, clock, killC, owned } = await heirOfC(store, undefined, "dead", { wallStepMs: 80_000, graceMs });
+    killC();
+    const left = b.reservations().find((r) => r.node === "c")!.reclaimAt! - clock.wallNow();
+    // Before, the start saved an hour back reclaimed c's slots at once.
+    expect(owned("c").length).toBeGreaterThan(0);
+    expect(left).toBeGreaterThan(graceMs - 85_000);
+    expect(left).toBeLessThan(graceMs - 75_000);
+    await b.stop();
   });
 
   it("a sign of life queued before the grace verdict voids the verdict", async () => {
@@ -641,22 +698,23 @@ describe("reclaimed nodes", () => {
       request: async () => undefined,
       updateNode: () => undefined,
     };
+    const store = new MemoryStore();
     const layer = createLeaseLayer(
       { space: SPACE, seeds: ["a"], lease: { bootstrapQuietMs: 1_000, reclaimGraceMs: 1_000 } },
-      { membership, store: new MemoryStore(), clock, random: new SeededRandom(1), log },
+      { membership, store, clock, random: new SeededRandom(1), log },
     );
     const a = layer.families[0];
     await a.start();
     a.admit(); // as its control plane does once it reached its cluster
     await scheduler.runFor(2_000);
     expect(a.currentLease()).not.toBeNull();
-    return { a, scheduler, log };
+    return { a, scheduler, log, store };
   }
 
   it("are forgotten once they own nothing and their tombstones are reaped: 1000 deaths of nodes without slots, and one whose slots this node took", async () => {
     const alive = new Set(["a", "d"]);
     const dead = new Set<string>();
-    const { a, scheduler } = await lone(alive, dead);
+    const { a, scheduler, store, log } = await lone(alive, dead);
     // d gets slots from a (a is heir of them: the slot before d's run is a's), then dies.
     expect(await a.answer("d", { kind: "request", id: 1 })).toMatchObject({ granted: true });
     const ownedByD = () => a.ringState().runs.filter((r) => r.owner === "d").length;
@@ -664,6 +722,7 @@ describe("reclaimed nodes", () => {
     alive.delete("d");
     dead.add("d");
     a.memberGone("d");
+    const saves = store.saves;
     for (let i = 0; i < 1000; i++) {
       dead.add(`gone${i}`);
       a.memberGone(`gone${i}`);
@@ -671,7 +730,11 @@ describe("reclaimed nodes", () => {
     await scheduler.runFor(2_000);
     await a.settled();
     expect(ownedByD()).toBe(0);
-    const { reclaimer } = a as unknown as { reclaimer: { condemned: Map<string, unknown> } };
+    // d's death and its reclaim; before, every death of a node owning nothing saved the ring too.
+    expect(store.saves - saves).toBeLessThanOrEqual(3);
+    const { reclaimer } = a as unknown as {
+      reclaimer: { condemned: Map<string, unknown>; gone: Map<string, unknown> };
+    };
     // While membership keeps their tombstones the verdicts stand (a request of theirs is a sign of life).
     expect(reclaimer.condemned.size).toBe(1001);
     // Tombstones reaped; the next commit (a donation) forgets them. Before, every one of them
@@ -682,6 +745,18 @@ describe("reclaimed nodes", () => {
     expect(await a.answer("e", { kind: "request", id: 2 })).toMatchObject({ granted: true });
     await a.settled();
     expect(reclaimer.condemned.size).toBe(0);
+    // With their deaths: before, each stayed, and was counted again for its node's next death that
+    // membership gave no incarnation for.
+    expect(reclaimer.gone.size).toBe(0);
+    // d comes back under its name and gets slots from a; a push-pull ring naming d arrives before
+    // its alive record. Before, d's old death was reused: graceMs 0, its new subnet taken at once.
+    expect(await a.answer("d", { kind: "request", id: 3 })).toMatchObject({ granted: true });
+    expect(ownedByD()).toBeGreaterThan(0);
+    a.mergeRemote(a.ringState(), "push-pull");
+    await a.settled();
+    const noticed = log.lines.filter((l) => l.obj.code === "LEASE_NODE_GONE" && l.obj.node === "d");
+    expect(noticed.at(-1)?.obj).toMatchObject({ graceMs: 1_000 });
+    expect(ownedByD()).toBeGreaterThan(0);
   });
 
   it("this node, running, reclaimed by an operator elsewhere: says what follows and what to check", async () => {

@@ -11,9 +11,15 @@
 //    (`gone`, wall-clock time) when first known, so a restarted heir goes on counting: when its
 //    timer ran in memory only, a heir restarting more often than the grace period (a daily
 //    rollout, a crash loop) started it again each time and never handed the slots back. Wall
-//    time, as the monotonic clock does not survive a restart: a clock stepped back meanwhile
-//    counts no longer than a whole grace period from the restart (as before); stepped forward,
-//    the grace is shorter by the step (a step of seconds against a day by default). A saved time
+//    time, as the monotonic clock does not survive a restart (and the heir's down time counts,
+//    as a crash loop's lives may be short), but counted on the monotonic clock while running and
+//    saved again as wall time when the wall clock stepped (checked every CLOCK_CHECK_MS, and at
+//    each commit): a start saved while the clock was behind (a boot without RTC, NTP correcting
+//    it later) would otherwise reclaim at once after the next restart. A saved start later than
+//    the wall clock is pulled back to it at the start and saved, or each restart would count a
+//    whole grace period again. Only a step while the heir is down (or within a check) moves the
+//    count: back, no more than a whole grace period from the restart; forward, shorter by the
+//    step. Entries go once their node owns nothing and has no timer. A saved time
 //    is for one death: membership's incarnation of the node is saved with it, and a later
 //    incarnation (the node came back, then died again) starts the count again, as does any sign
 //    of life (activeWhileGone). A heir that was down when the node died counts from when it
@@ -54,6 +60,18 @@ import type { Ring, RingRun, SlotSpan } from "./ring.js";
 import type { GoneNode, VacatedSlot } from "./store.js";
 import type { ReclaimReport, Reservation } from "./types.js";
 
+/** How often a running heir checks whether the wall clock stepped since it saved its deaths'
+ *  starts (see the top of this file), and the step that makes it save them again. */
+const CLOCK_CHECK_MS = 60_000;
+const CLOCK_SLACK_MS = 1_000;
+
+/** A death whose grace period this node counts: membership's incarnation of the node (absent when
+ *  it gave none) and since when it counts, on the monotonic clock (clock.now()). */
+interface Death {
+  readonly incarnation?: number;
+  readonly start: number;
+}
+
 export class Reclaimer {
   /** Nodes this node considers gone for good, and why. */
   private readonly condemned = new Map<string, "operator" | "grace period">();
@@ -62,9 +80,12 @@ export class Reclaimer {
   /** Slots this node reclaimed that were a condemned node's subnet → that node (see the top); the
    *  marks saved with the ring in force. */
   private vacated = new Map<number, string>();
-  /** Since when (wall-clock ms) this node knows each dead node gone, for its grace period; saved
-   *  with the ring for the nodes that still own slots. */
-  private gone = new Map<string, GoneNode>();
+  /** Since when this node knows each dead node gone, for its grace period: kept while the node
+   *  owns slots or its timer runs, saved with the ring for the nodes that still own slots. */
+  private gone = new Map<string, Death>();
+  /** wallNow() - now() when `gone` was last saved: how its monotonic starts became wall times. */
+  private savedOffset = 0;
+  private clockCheck: TimerHandle | undefined;
 
   constructor(
     private readonly core: LeaseCore,
@@ -247,20 +268,47 @@ export class Reclaimer {
   private graceLeft(node: string): number {
     const { core } = this;
     const grace = core.opts.reclaimGraceMs;
-    const wall = core.opts.clock.wallNow();
+    const now = core.opts.clock.now();
     const incarnation = core.opts.membership.allMembers().find((m) => m.name === node)?.incarnation;
     const saved = this.gone.get(node);
     if (saved && !(incarnation !== undefined && saved.incarnation !== undefined && incarnation > saved.incarnation))
-      return Math.min(grace, Math.max(0, saved.since + grace - wall));
-    this.gone.set(node, { node, since: Math.floor(wall), ...(incarnation !== undefined && { incarnation }) });
-    // Not before start() loaded the saved state: that save would replace it. restore() saves then.
-    if (core.ready) void core.enqueue(() => core.commit(core.ring, []));
+      return Math.max(0, saved.start + grace - now);
+    this.gone.set(node, { start: now, ...(incarnation !== undefined && { incarnation }) });
+    this.watchClock();
+    // Only for a node that owns slots: the commit that gives it some saves it (1,000 deaths of
+    // nodes owning nothing were 1,000 saves of the ring). Not before start() loaded the saved
+    // state, which this save would replace: restore() saves it then.
+    if (core.ready && core.ring.ownedBy(node) > 0) void core.enqueue(() => core.commit(core.ring, []));
     return grace;
   }
 
-  /** The gone nodes to save with `next`: those that still own slots in it. */
+  /** The gone nodes to save with `next`: those that still own slots in it, each start as wall time
+   *  now (so a wall-clock step since the last save moves it with the clock). */
   goneIn(next: Ring): GoneNode[] {
-    return [...this.gone.values()].filter((g) => next.ownedBy(g.node) > 0);
+    const { clock } = this.core.opts;
+    this.savedOffset = clock.wallNow() - clock.now();
+    const owned = next.ownedCounts();
+    return [...this.gone]
+      .filter(([node]) => (owned.get(node) ?? 0) > 0)
+      .map(([node, d]) => ({
+        node,
+        since: Math.floor(d.start + this.savedOffset),
+        ...(d.incarnation !== undefined && { incarnation: d.incarnation }),
+      }));
+  }
+
+  /** While deaths are counted: saves their starts again when the wall clock stepped since the last
+   *  save (see the top of this file). */
+  private watchClock(): void {
+    if (this.clockCheck || this.gone.size === 0) return;
+    const { core } = this;
+    this.clockCheck = core.after(CLOCK_CHECK_MS, () => {
+      this.clockCheck = undefined;
+      const offset = core.opts.clock.wallNow() - core.opts.clock.now();
+      if (core.ready && Math.abs(offset - this.savedOffset) > CLOCK_SLACK_MS && this.goneIn(core.ring).length > 0)
+        void core.enqueue(() => core.commit(core.ring, []));
+      this.watchClock();
+    });
   }
 
   /** Owners of `runs` (a ring state) with no timer or verdict here yet start their grace period
@@ -284,6 +332,12 @@ export class Reclaimer {
 
   /** After every commit: a change may have made this node heir of a condemned node's run. */
   committed(): void {
+    // A death is kept while its node owns slots or its timer runs: an entry left after its slots
+    // were reclaimed was counted again for the node's next death that membership gave no
+    // incarnation for (a push-pull's ring naming a node come back under its name, before its
+    // alive record), and its new subnet reclaimed at once.
+    const owned = this.core.ring.ownedCounts();
+    for (const node of this.gone.keys()) if (!this.graceTimers.has(node) && !owned.has(node)) this.gone.delete(node);
     if (this.condemned.size > 0) void this.core.enqueue(() => this.reclaimAsHeir(false).then(() => undefined));
   }
 
@@ -316,6 +370,7 @@ export class Reclaimer {
 
   stop(): void {
     this.graceTimers.clear();
+    this.clockCheck = undefined;
   }
 
   /** The marks to save with `next`: ours and `fresh` ones, less those `next` makes void: a slot no
@@ -338,22 +393,39 @@ export class Reclaimer {
 
   /** The saved marks and gone nodes after a restart (slots outside the ring are dropped). A grace
    *  period membership started before this (a death it heard of first) is counted again from the
-   *  saved time. */
+   *  saved time. A saved start later than the wall clock (it was ahead then, or is behind now) is
+   *  pulled back to now: kept, each restart would count a whole grace period again. What the file
+   *  lacks (a death heard of first, a start pulled back) is saved once started. */
   restore(saved: readonly VacatedSlot[], gone: readonly GoneNode[]): void {
-    const ring = this.core.ring;
+    const { core } = this;
+    const ring = core.ring;
     this.adopt(
       this.standing(
         ring,
         saved.filter((v) => v.slot < ring.slotCount),
       ),
     );
+    const { clock } = core.opts;
+    const now = clock.now();
+    const wall = clock.wallNow();
     const early = [...this.gone.keys()];
-    this.gone = new Map([...this.gone, ...gone.map((g) => [g.node, g] as const)]);
+    const loaded = gone.map((g): [string, Death] => [
+      g.node,
+      { start: now - Math.max(0, wall - g.since), ...(g.incarnation !== undefined && { incarnation: g.incarnation }) },
+    ]);
+    this.gone = new Map([...this.gone, ...loaded]);
     for (const node of early) {
       if (!this.graceTimers.has(node)) continue;
       this.dropGrace(node);
       this.memberGone(node);
     }
+    const file = new Map(gone.map((g) => [g.node, g.since]));
+    const differs = this.goneIn(ring).some(
+      (g) => Math.abs(g.since - (file.get(g.node) ?? Number.NaN)) > 1 || !file.has(g.node),
+    );
+    // start() sets ready before the queue runs this.
+    if (differs) void core.enqueue(() => core.commit(core.ring, []));
+    this.watchClock();
   }
 
   /** `spans` (free slots of this node's) less the vacated subnets; `spans` itself if nothing is
@@ -377,7 +449,7 @@ export class Reclaimer {
 
   /** Takes over condemned nodes' runs that follow our slots. Returns how many slots. A condemned
    *  node that owns nothing and that membership no longer knows (its tombstone reaped) is
-   *  forgotten: the list grew with every node that ever died, and every commit paid for it. Known
+   *  forgotten, with its death (`gone`): the list grew with every node that ever died, and every commit paid for it. Known
    *  to membership, the verdict still counts: its request is a sign of life (activeWhileGone), and
    *  an operator's takes a late ring change naming it. One that turns up owning slots again is
    *  judged anew: ownersGone starts its grace period, later and safer. */
@@ -423,7 +495,10 @@ export class Reclaimer {
   /** Drops the verdicts on nodes that own nothing in the saved ring and are unknown to membership. */
   private forget(): void {
     const known = this.core.memberStates();
-    for (const node of this.condemned.keys())
-      if (this.core.ring.ownedBy(node) === 0 && !known.has(node)) this.condemned.delete(node);
+    for (const node of this.condemned.keys()) {
+      if (this.core.ring.ownedBy(node) > 0 || known.has(node)) continue;
+      this.condemned.delete(node);
+      this.gone.delete(node);
+    }
   }
 }

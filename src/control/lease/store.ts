@@ -6,10 +6,10 @@
 // giver keeps resending them (transfer-resend.ts). And the slots this node reclaimed that were a
 // reclaimed node's subnet, which it hands out last (reclaim.ts), so a restarted heir does too.
 // And since when this node knows each dead node that still owns slots gone (reclaim.ts), so a
-// restarted heir counts the grace period from then. All are optional fields, left out when empty: an older agent ignores them (and drops them at
+// restarted heir counts the grace period from then (saved again when the wall clock stepped). All are optional fields, left out when empty: an older agent ignores them (and drops them at
 // its next save), and an older file loads as having none.
 // A damaged entry of any refuses the start with its own code (LEASE_STATE_TRANSFERS_CORRUPT,
-// LEASE_STATE_VACATED_CORRUPT) naming it, rather than being dropped with a warning: a vacated mark
+// LEASE_STATE_VACATED_CORRUPT, LEASE_STATE_GONE_CORRUPT) naming it, rather than being dropped with a warning: a vacated mark
 // may be all that keeps a subnet still in use (its node reclaimed while alive) from the first
 // asker; a transfer entry owns nothing (the ring has its slots as the receiver's), but it may be
 // all that brings them to a receiver whose reply was lost (a giver restarted knowing no member:
