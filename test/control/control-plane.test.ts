@@ -95,6 +95,29 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     await a.plane.leases.settled();
     expect(a.plane.leases.peers().filter((p) => p.node === "c")).toHaveLength(2);
     expect(formatPrefix(routed()!.subnet)).toBe(lease.subnet);
+    // Two stale leases of c's here and its own no longer (a view ahead of c's record): neither is
+    // the subnet c's record names, so none is routed (either may be another node's by now).
+    const other = a.plane.leases
+      .ringState()
+      .runs.find((r) => r.owner === "c" && !r.leased && (slot < r.start || slot >= r.start + r.count))!;
+    expect(other, "another free slot of c's").toBeDefined();
+    const leaseRun = a.plane.leases
+      .ringState()
+      .runs.find((r) => r.start <= lease.slot && lease.slot < r.start + r.count)!;
+    a.plane.leases.mergeRemote(
+      {
+        seeds: ["a", "b", "c"],
+        runs: [
+          { start: other.start, count: 1, owner: "c", version: other.version + 1, leased: true },
+          { start: lease.slot, count: 1, owner: "c", version: leaseRun.version + 1, leased: false },
+        ],
+      },
+      "full",
+    );
+    await a.plane.leases.settled();
+    expect(a.plane.leases.peers().filter((p) => p.node === "c")).toHaveLength(2);
+    expect(a.plane.leases.peers().some((p) => p.subnet === lease.subnet)).toBe(false);
+    expect(routed()).toBeUndefined();
   }, 60_000);
 
   it("dual-stack, IPv6 down: no IPv6 peer here, still an IPv4 one; an agent before NO_BACKEND reads the record as before the failure (both families), a restart's record too", async () => {
