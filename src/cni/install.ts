@@ -2,7 +2,7 @@
 // launcher script that runs this installation's Node.js on the plugin's entry point. With
 // `bundle`, Node.js itself and the plugin's few files are copied next to it, for hosts (a
 // Kubernetes node) that have no Node.js: the init container of deploy/kubernetes/weft.yaml.
-import { chmod, copyFile, cp, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, copyFile, cp, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join, relative, resolve } from "node:path";
 import { WeftError } from "../errors.js";
 import { writeFileAtomic } from "../fs/atomic-write.js";
@@ -16,6 +16,9 @@ export const PLUGIN_NAME = "flannel";
  * while the init container runs again, twice if kubelet restarts the pod quickly.
  */
 export const BUNDLE_GRACE_MS = 10 * 60_000;
+
+/** Superseded copies kept at most, the newest by stamp, whatever their age: a burst of installs must not leave ~100 MB each. */
+export const BUNDLE_KEEP_SUPERSEDED = 3;
 
 /** dist/src/cni/entry.js of this installation (also when this module runs from src/, in tests). */
 export function pluginEntry(): string {
@@ -40,19 +43,25 @@ async function bundle(binDir: string, name: string): Promise<[string, string]> {
   // A new directory each time, never one a runtime may be running the plugin from.
   await mkdir(binDir, { recursive: true });
   const dir = await mkdtemp(join(binDir, `weft-cni.${name}.`));
-  await chmod(dir, 0o755);
-  const entry = pluginEntry();
-  // Only what the plugin loads (its modules and theirs, found by their imports: a list kept by
-  // hand missed a module one of them came to import), zod and Node.js.
-  const dist = projectFile("dist");
-  for (const file of await pluginModules(entry)) {
-    const to = join(dir, "dist", relative(dist, file));
-    await mkdir(dirname(to), { recursive: true });
-    await copyFile(file, to);
+  try {
+    await chmod(dir, 0o755);
+    // Only what the plugin loads (its modules and theirs, found by their imports: a list kept by
+    // hand missed a module one of them came to import), zod and Node.js.
+    const dist = projectFile("dist");
+    for (const file of await pluginModules(pluginEntry())) {
+      const to = join(dir, "dist", relative(dist, file));
+      await mkdir(dirname(to), { recursive: true });
+      await copyFile(file, to);
+    }
+    await cp(projectFile("node_modules", "zod"), join(dir, "node_modules", "zod"), { recursive: true });
+    await writeFile(join(dir, "package.json"), JSON.stringify({ name: "weft-cni", private: true, type: "module" }));
+    // `node` appears last and whole: another install takes a copy without it as one being filled.
+    await copyFile(process.execPath, join(dir, "node.part"));
+    await rename(join(dir, "node.part"), join(dir, "node"));
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true }); // a full disk must not keep ~100 MB of a copy no launcher names
+    throw err;
   }
-  await cp(projectFile("node_modules", "zod"), join(dir, "node_modules", "zod"), { recursive: true });
-  await writeFile(join(dir, "package.json"), JSON.stringify({ name: "weft-cni", private: true, type: "module" }));
-  await copyFile(process.execPath, join(dir, "node"));
   const copy = basename(dir);
   return [join(copy, "node"), join(copy, "dist", "src", "cni", "entry.js")];
 }
@@ -87,24 +96,59 @@ export async function pluginModules(entry: string): Promise<string[]> {
 export async function installPlugin(binDir: string, opts: { name?: string; bundle?: boolean } = {}): Promise<string> {
   const name = opts.name ?? PLUGIN_NAME;
   const target = join(binDir, name);
+  // Expired copies go first, so that an install can free the disk it needs.
+  await expireBundles(binDir, name);
   const [node, entry] = opts.bundle ? await bundle(binDir, name) : [process.execPath, pluginEntry()];
-  const text = launcher(node, entry, opts.bundle === true);
-  await writeFileAtomic(target, text, { mode: 0o755 });
-  // A copy the launcher no longer names is stamped `superseded` by the first install that finds it
-  // so and removed by one BUNDLE_GRACE_MS later, never sooner: keeping the newest two failed a run
-  // that read a launcher two installs back. The plugin's modules are all imported statically, so a
-  // run reads its copy only while it starts. (A bare `weft-cni` is the bundle's directory of weft
-  // 0.1.0; launchers before this one named their bundle by its absolute path.)
-  for (const old of await readdir(binDir)) {
-    const ours = old.startsWith(`weft-cni.${name}.`) || old === "weft-cni";
-    if (!ours || text.includes(`${old}/node'`)) continue;
-    const stamp = join(binDir, old, "superseded");
-    const since = await stat(stamp).then(
-      (s) => s.mtimeMs,
-      () => undefined,
-    );
-    if (since === undefined) await writeFile(stamp, "");
-    else if (Date.now() - since > BUNDLE_GRACE_MS) await rm(join(binDir, old), { recursive: true, force: true });
-  }
+  await writeFileAtomic(target, launcher(node, entry, opts.bundle === true), { mode: 0o755 });
+  await expireBundles(binDir, name);
   return target;
 }
+
+/**
+ * A copy of binDir's bundles for `name` that its launcher no longer names is stamped `superseded`
+ * by the first install that finds it so, and removed by one BUNDLE_GRACE_MS later, or once
+ * BUNDLE_KEEP_SUPERSEDED copies were stamped after it: keeping the newest two failed a run that
+ * read a launcher two installs back. The plugin's modules are all imported statically, so a run
+ * reads its copy only while it starts. (A bare `weft-cni` is the bundle's directory of weft 0.1.0;
+ * launchers before this one named their bundle by its absolute path.)
+ */
+async function expireBundles(binDir: string, name: string): Promise<void> {
+  const target = join(binDir, name);
+  const named = await readFile(target, "utf8").catch(() => "");
+  const entries = await readdir(binDir).catch((err) => {
+    if (err.code === "ENOENT") return [];
+    throw err;
+  });
+  const superseded: { dir: string; since: number }[] = [];
+  for (const old of entries) {
+    if (!(old.startsWith(`weft-cni.${name}.`) || old === "weft-cni") || named.includes(`${old}/node'`)) continue;
+    const dir = join(binDir, old);
+    const since = await mtime(join(dir, "superseded"));
+    if (since !== undefined) superseded.push({ dir, since });
+    else if ((await mtime(join(dir, "node"))) !== undefined) {
+      // Best effort: an unstamped copy is only kept longer, and the launcher may be written already.
+      await writeFile(join(dir, "superseded"), "").then(
+        () => superseded.push({ dir, since: Date.now() }),
+        (err) => process.stderr.write(`weft install-cni: ${dir} stays, not marked superseded: ${err.message}\n`),
+      );
+    } else if (Date.now() - ((await mtime(dir)) ?? Date.now()) > BUNDLE_GRACE_MS)
+      // Being filled by another install, unless that long untouched (an install killed meanwhile).
+      await rm(dir, { recursive: true, force: true });
+  }
+  superseded.sort((a, b) => b.since - a.since);
+  for (const [i, { dir, since }] of superseded.entries())
+    if (i >= BUNDLE_KEEP_SUPERSEDED || Date.now() - since > BUNDLE_GRACE_MS)
+      await rm(dir, { recursive: true, force: true });
+  // Another install running meanwhile may have stamped the copy the launcher names now, having read
+  // the launcher before it was written: the install that wrote it, or the one that stamped it, reads
+  // it again after and takes the stamp off. (Copies are stamped only whole, so never while being
+  // filled, which would leave the stamp aging.)
+  const current = /(weft-cni[^/']*)\/node'/.exec(await readFile(target, "utf8").catch(() => ""));
+  if (current) await rm(join(binDir, current[1]!, "superseded"), { force: true });
+}
+
+const mtime = (path: string) =>
+  stat(path).then(
+    (s) => s.mtimeMs,
+    () => undefined,
+  );

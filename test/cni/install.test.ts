@@ -19,7 +19,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { BUNDLE_GRACE_MS, installPlugin, pluginModules } from "../../src/cni/install.js";
+import { BUNDLE_GRACE_MS, BUNDLE_KEEP_SUPERSEDED, installPlugin, pluginModules } from "../../src/cni/install.js";
 import { projectFile } from "../../src/paths.js";
 import { fakeDelegate } from "./fake-delegate.js";
 
@@ -101,9 +101,10 @@ describe("weft install-cni", () => {
     expect(existsSync(join(dataDir, "c1"))).toBe(false);
   }, 60_000);
 
-  it("--bundle again while runtimes run the plugin: every run in between works, and every copy is left (all superseded within the grace)", async () => {
+  it("--bundle again while runtimes run the plugin: every run in between works, and the newest superseded copies are left (within the grace, but at most BUNDLE_KEEP_SUPERSEDED)", async () => {
     const bin = join(dir, "reinstalled");
     const file = await installPlugin(bin, { bundle: true });
+    const first = /'(weft-cni\.flannel\.[^/']+)\/node'/.exec(readFileSync(file, "utf8"))![1]!;
     let installing = true;
     const failures: string[] = [];
     let runs = 0;
@@ -128,9 +129,11 @@ describe("weft install-cni", () => {
     await Promise.all(runners);
     expect(runs).toBeGreaterThan(5);
     expect(failures).toEqual([]);
-    // A run may have read any of the launchers just before the next was written.
+    // Five superseded within the grace, but a burst of installs must not keep ~100 MB each: the
+    // first superseded goes.
     const left = readdirSync(bin).filter((n) => n.startsWith("weft-cni"));
-    expect(left.length).toBe(6);
+    expect(left.length).toBe(1 + BUNDLE_KEEP_SUPERSEDED);
+    expect(left).not.toContain(first);
     expect(left.filter((n) => readFileSync(file, "utf8").includes(`'${n}/node'`)).length).toBe(1);
   }, 180_000);
 
@@ -158,6 +161,85 @@ describe("weft install-cni", () => {
     expect(left.sort()).toEqual([second, third, copyOf()].sort());
     expect(version(file).status).toBe(0);
   }, 180_000);
+
+  it("--bundle twice at once (two init containers): the copy the launcher names is never left stamped superseded", async () => {
+    // The first to finish must not stamp the other's copy while it is being filled, a stamp that
+    // would stay once that copy's launcher is written and have it removed at once 10 minutes on.
+    const bin = join(dir, "concurrent");
+    const cli = projectFile("dist", "src", "cli", "main.js");
+    const install = () =>
+      new Promise<void>((resolve, reject) =>
+        execFile(process.execPath, [cli, "install-cni", "--bundle", "--bin-dir", bin], (e) =>
+          e ? reject(e) : resolve(),
+        ),
+      );
+    for (let round = 0; round < 3; round++) {
+      await Promise.all([install(), install()]);
+      const named = /'(weft-cni\.flannel\.[^/']+)\/node'/.exec(readFileSync(join(bin, "flannel"), "utf8"))![1]!;
+      expect(existsSync(join(bin, named, "superseded")), `round ${round}`).toBe(false);
+      expect(version(join(bin, "flannel")).status).toBe(0);
+    }
+  }, 180_000);
+
+  it("--bundle on a full disk: expired copies are removed before copying, a failed copy leaves nothing, and a stamp that cannot be written only warns", () => {
+    // A tmpfs of 2.5 copies in a mount namespace of this test's own (gone when its process ends).
+    const bin = join(dir, "small-disk");
+    mkdirSync(bin);
+    const size = Math.ceil(statSync(process.execPath).size * 2.5);
+    const script = `
+      import { execFileSync } from "node:child_process";
+      import { existsSync, readdirSync, utimesSync } from "node:fs";
+      import { join } from "node:path";
+      import { installPlugin } from ${JSON.stringify(projectFile("dist", "src", "cni", "install.js"))};
+      const bin = ${JSON.stringify(bin)};
+      const copies = () => readdirSync(bin).filter((n) => n.startsWith("weft-cni")).sort();
+      const named = () => /'(weft-cni[^/']+)\\/node'/.exec(execFileSync("cat", [join(bin, "flannel")], { encoding: "utf8" }))[1];
+      const age = (copy) => utimesSync(join(bin, copy, "superseded"), new Date(0), new Date(0));
+      const install = () => installPlugin(bin, { bundle: true }).then(() => "ok", (e) => e.code);
+      const out = {};
+      await install();
+      const c1 = named();
+      await install();
+      age(c1); // superseded long ago: room for a third copy only once it is gone
+      out.expiredFirst = await install();
+      out.afterExpired = copies().length;
+      out.full = await install(); // the copy superseded just now stays: no room
+      out.afterFull = copies().length;
+      out.tmp = readdirSync(bin).filter((n) => n.startsWith(".")).length;
+      const before = named();
+      for (const c of copies()) if (c !== before && existsSync(join(bin, c, "superseded"))) age(c);
+      execFileSync("mount", ["--bind", join(bin, before), join(bin, before)]);
+      execFileSync("mount", ["-o", "remount,bind,ro", join(bin, before)]);
+      out.stampFailed = await install();
+      out.renamed = named() !== before;
+      console.log(JSON.stringify(out));
+    `;
+    const r = spawnSync(
+      "unshare",
+      [
+        "--mount",
+        "sh",
+        "-c",
+        `mount -t tmpfs -o size=${size} weft-test "$1" && exec "$2" --input-type=module -e "$3"`,
+        "sh",
+        bin,
+        process.execPath,
+        script,
+      ],
+      { encoding: "utf8" },
+    );
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({
+      expiredFirst: "ok",
+      afterExpired: 2,
+      full: "ENOSPC",
+      afterFull: 2,
+      tmp: 0,
+      stampFailed: "ok",
+      renamed: true,
+    });
+    expect(r.stderr).toMatch(/weft install-cni: .*weft-cni\.flannel\.\S+ stays, not marked superseded: .*read-only/);
+  }, 120_000);
 
   it("--bundle, the bin dir then seen at another path (the init container's mount is not the host's path): VERSION answers", async () => {
     const mounted = join(dir, "container-view");
