@@ -1273,7 +1273,7 @@ export class Agent {
   }
 }
 
-/** The join's times as ISO text, as `reserved`'s reclaimAt (clock ms, which nobody reads as dates). */
+/** The join's times (wall-clock ms) as ISO text, as `reserved`'s reclaimAt. */
 function isoTimes({ nextAttemptAt, joinedAt, ...rest }: JoinStatus) {
   const iso = (ms?: number) => (ms === undefined ? undefined : new Date(ms).toISOString());
   return { ...rest, nextAttemptAt: iso(nextAttemptAt), joinedAt: iso(joinedAt) };
