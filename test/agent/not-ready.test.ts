@@ -146,7 +146,7 @@ describe.skipIf(!canUseNetns())("agent: why it is not ready, behind a backend ch
         (rs) => rs.filter((r) => r.code === "AGENT_BACKEND_FAILED").length === 2,
         30_000,
       );
-      const second = records.findLastIndex((r) => r.code === "AGENT_BACKEND_FAILED");
+      const second = records.map((r) => r.code).lastIndexOf("AGENT_BACKEND_FAILED");
       expect(records.slice(0, second).filter((r) => r.msg === "ready")).toEqual([]);
     } finally {
       await rm(HOLD, { force: true });
