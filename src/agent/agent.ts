@@ -86,6 +86,8 @@ interface Lane {
   announcement?: BackendAnnouncement;
   /** Why its backend stopped carrying traffic by itself, until a new instance runs (restartFailed). */
   failed?: Error;
+  /** The backend that reported `failed` (onFailed): its own startLane must not clear it. */
+  failedBy?: Backend;
   /** Backends of this lane replaced after such a failure (weft_backend_restarts_total). */
   restarts: number;
   /** When (performance.now()) its running backend was started in place of a failed one; undefined if by a start or a swap. */
@@ -547,6 +549,7 @@ export class Agent {
    * flannel-v6.<VNI>, as flannel runs one device per family) and gives it every peer of the family.
    */
   private async startLane(lane: Lane): Promise<void> {
+    const afterFailure = lane.failed !== undefined;
     const backend: Backend = createBackend(this.conf.Backend.Type, backendOptions(this.conf.Backend), {
       kernel: this.kernel,
       network: this.network(lane.family),
@@ -579,8 +582,14 @@ export class Agent {
       );
       throw err;
     }
-    lane.restartedAt = lane.failed ? performance.now() : undefined;
-    lane.failed = undefined;
+    lane.restartedAt = afterFailure ? performance.now() : undefined;
+    // A failure this backend reported itself (during the peer sync or reconcile above: its device
+    // deleted again at once) stays until its queued task replaces it: before, it was cleared here
+    // and the publish that follows said ready.
+    if (lane.failedBy !== backend) {
+      lane.failed = undefined;
+      lane.failedBy = undefined;
+    }
   }
 
   /** Announces what every family's backend announces, sets ip-masq, removes stale pod-subnet gateways, writes subnet.env: the node is ready. */
@@ -643,8 +652,9 @@ export class Agent {
       await rm(this.opts.subnetFile, { force: true });
       return;
     }
-    // A stop or a fatal error during the awaits above said not ready: that stays (stop() removes the file).
-    if (this.stopping || this.fatalError) return;
+    // A stop or a fatal error during the awaits above said not ready: that stays (stop() removes the
+    // file). So does a backend that failed meanwhile (backendFailed): its queued task replaces it.
+    if (this.stopping || this.fatalError || this.lanes.some((l) => l.failed)) return;
     this.ready = true;
     this.publishDue = false;
     for (const { from, to } of this.replaced.splice(0))
@@ -718,6 +728,7 @@ export class Agent {
       this.ready = false;
       this.waitingFor = why;
       lane.failed = err;
+      lane.failedBy = backend;
     }
     void this.serially(async () => {
       if (lane.backend !== backend) return;
@@ -738,6 +749,7 @@ export class Agent {
         `the IPv${lane.family} ${backend.type} backend stopped carrying pod traffic: this node is not ready until a new one runs; ${young ? `it failed within ${YOUNG_FAILURE_MS / 1000} s of its restart (${lane.youngFailures} in a row): starting it in ${wait} ms (SIGHUP starts it at once)` : "starting it"}`,
       );
       lane.failed = err;
+      lane.failedBy = backend;
       lane.restarts++;
       // What a stop leaves (it closes the dataplane's sockets first) must not keep the lane down.
       await this.stopLaneOrLog(
@@ -1344,7 +1356,7 @@ export class Agent {
   }
 }
 
-/** The join's times as ISO text, as `reserved`'s reclaimAt (clock ms, which nobody reads as dates). */
+/** The join's times (wall-clock ms) as ISO text, as `reserved`'s reclaimAt. */
 function isoTimes({ nextAttemptAt, joinedAt, ...rest }: JoinStatus) {
   const iso = (ms?: number) => (ms === undefined ? undefined : new Date(ms).toISOString());
   return { ...rest, nextAttemptAt: iso(nextAttemptAt), joinedAt: iso(joinedAt) };

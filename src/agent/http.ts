@@ -35,12 +35,14 @@ export interface TcpListener {
   endpoints: readonly Endpoint[];
 }
 
-/** What the caller asked for is refused (409): the agent is fine. Any other failure, a full disk's
- *  LEASE_PERSIST_FAILED or a system error, is the agent's (500). */
-const REFUSALS: ReadonlySet<ErrorCode> = new Set([
-  "LEASE_RECLAIM_ALIVE",
-  "LEASE_RECLAIM_SELF",
-  "LEASE_RECLAIM_UNKNOWN",
+/** Failures the caller can act on: what it asked for is refused (409), or this node cannot do it
+ *  now (503: not joined yet, stopping; ask another node or later). Any other failure, a full
+ *  disk's LEASE_PERSIST_FAILED or a system error, is the agent's (500). */
+const CALLERS: ReadonlyMap<ErrorCode, number> = new Map([
+  ["LEASE_RECLAIM_ALIVE", 409],
+  ["LEASE_RECLAIM_SELF", 409],
+  ["LEASE_RECLAIM_UNKNOWN", 409],
+  ["LEASE_NOT_RUNNING", 503],
 ]);
 
 /** /readyz's 503 over TCP: the reason can name nodes and errors, which only the socket's callers see. */
@@ -82,11 +84,7 @@ function handler(h: HttpHandlers, endpoints: readonly Endpoint[], local: boolean
       // A weft error's code first, which the client keeps (scripts match on it); a system error's
       // (ENOSPC) is no weft code and stays out.
       const code = err instanceof WeftError ? err.code : undefined;
-      reply(
-        code && REFUSALS.has(code) ? 409 : 500,
-        "text/plain",
-        `${code ? `[${code}] ` : ""}${(err as Error).message}\n`,
-      );
+      reply((code && CALLERS.get(code)) ?? 500, "text/plain", `${code ? `[${code}] ` : ""}${(err as Error).message}\n`);
     }
   };
 }

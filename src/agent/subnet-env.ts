@@ -43,9 +43,30 @@ export async function writeSubnetEnv(path: string, env: SubnetEnv): Promise<void
 export function subnetFileError(path: string, what: string, cause: unknown): WeftError {
   return new WeftError(
     "AGENT_SUBNET_FILE_UNUSABLE",
-    `--subnet-file ${path}: cannot ${what} (${errorMessage(cause)}); pass the path of a file, not a directory, in a directory weft may create and write (flannel's is ${DEFAULT_SUBNET_FILE})`,
+    `--subnet-file ${path}: cannot ${what} (${errorMessage(cause)}); ${subnetFileAdvice((cause as NodeJS.ErrnoException).code)}`,
     { cause },
   );
+}
+
+/** What to do about an errno: a later publish's full or read-only disk is no wrong path. */
+function subnetFileAdvice(errno: string | undefined): string {
+  const flannels = `(flannel's is ${DEFAULT_SUBNET_FILE})`;
+  switch (errno) {
+    case "EISDIR":
+    case "ENOTDIR":
+    case "EEXIST":
+      return `pass the path of a file, not a directory, in a directory weft may create and write ${flannels}`;
+    case "ENOSPC":
+    case "EDQUOT":
+      return "its file system is full: free space on it";
+    case "EROFS":
+      return `its file system is read-only: mount it read-write, or pass a path on one that is ${flannels}`;
+    case "EACCES":
+    case "EPERM":
+      return `run weft as root, and pass a path in a directory it may create and write (not an immutable one, chattr +i, which refuses root too; flannel's is ${DEFAULT_SUBNET_FILE})`;
+    default:
+      return `fix the cause, or pass another path ${flannels}`;
+  }
 }
 
 /** Reads a subnet.env back (as the flannel CNI plugin does). */

@@ -16,6 +16,7 @@ import { Kernel } from "../kernel/iproute.js";
 import { bindAbstract, bindAbstractWithin } from "../util/abstract-socket.js";
 import { cidrContains, firstHostOf, networkOf, parseCidr } from "./cidr.js";
 import {
+  DEFAULT_SUBNET_FILE,
   DEFAULT_VERSION,
   parseDelConf,
   parseGcConf,
@@ -648,7 +649,11 @@ async function readSubnetEnv(path: string): Promise<SubnetEnv> {
         "the agent writes it once it is ready (/readyz); check that it runs",
       );
     }
-    throw new CniError(CNI_ERROR.IO_FAILURE, `cannot read subnet file ${path}: ${(e as Error).message}`);
+    throw new CniError(
+      CNI_ERROR.IO_FAILURE,
+      `cannot read subnet file ${path}: ${(e as Error).message}`,
+      `subnetFile in the network config (the conflist) is ${path}: it must name the file the agent writes, its --subnet-file (default ${DEFAULT_SUBNET_FILE})`,
+    );
   }
   return parseSubnetEnvFile(text, path);
 }

@@ -77,9 +77,9 @@ export interface JoinStatus {
   /** Rounds tried since the last success (or the start). */
   readonly failedRounds: number;
   readonly lastError?: string;
-  /** Clock ms of the next round while retrying. */
+  /** Wall-clock ms of the next round while retrying. */
   readonly nextAttemptAt?: number;
-  /** Clock ms of the last successful join. */
+  /** Wall-clock ms of the last successful join. */
   readonly joinedAt?: number;
 }
 
@@ -134,13 +134,16 @@ export class Joiner {
   }
 
   status(): JoinStatus {
+    // Kept on the monotonic clock; shown as wall time (NTP steps since the start moved that).
+    const { clock } = this.deps;
+    const wall = (t: number) => clock.wallNow() + (t - clock.now());
     return {
       state: this.state,
       targets: this.targets.map((t) => formatHostPort(t.host, t.port)),
       failedRounds: this.failedRounds,
       ...(this.lastError !== undefined ? { lastError: this.lastError } : {}),
-      ...(this.nextAttemptAt !== undefined ? { nextAttemptAt: this.nextAttemptAt } : {}),
-      ...(this.joinedAt !== undefined ? { joinedAt: this.joinedAt } : {}),
+      ...(this.nextAttemptAt !== undefined ? { nextAttemptAt: wall(this.nextAttemptAt) } : {}),
+      ...(this.joinedAt !== undefined ? { joinedAt: wall(this.joinedAt) } : {}),
     };
   }
 

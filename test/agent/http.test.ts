@@ -1,7 +1,8 @@
 // The agent's HTTP endpoints when a TCP port is taken by the time they listen (after the
 // preflight's probe): the listen fails, and weft.sock, listening already, is closed and removed
 // with it. Before, it stayed open and on disk, as the agent never got the servers to close.
-// What a failure answers: 409 only to a refusal, 500 to the agent's own failures (a full disk),
+// What a failure answers: 409 to a refusal, 503 to a node that cannot reclaim now (not joined,
+// stopping; before, 500), 500 to the agent's own failures (a full disk),
 // without a system error's errno as a weft code; and /readyz's reason only on the socket.
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { request } from "node:http";
@@ -52,10 +53,11 @@ describe("agent http", () => {
       req.on("error", reject).end();
     });
 
-  it("answers 409 to a refusal only: a full disk and a system error are the agent's (500), the client keeps their message", async () => {
+  it("answers 409 to a refusal, 503 to a node that cannot reclaim now: a full disk and a system error are the agent's (500), the client keeps their message", async () => {
     const sub = mkdtempSync(join(dir, "fail-"));
     const failures: Record<string, Error> = {
       alive: new WeftError("LEASE_RECLAIM_ALIVE", "alive is alive or suspect in membership"),
+      joining: new WeftError("LEASE_NOT_RUNNING", "this node has not reached its cluster yet"),
       disk: new WeftError("LEASE_PERSIST_FAILED", "cannot save lease state: no space left on device"),
       errno: Object.assign(new Error("EACCES: permission denied, open '/var/lib/weft/ring.json'"), { code: "EACCES" }),
     };
@@ -77,6 +79,10 @@ describe("agent http", () => {
       expect(await answer({ socketPath }, "POST", "/reclaim?node=alive")).toEqual([
         409,
         "[LEASE_RECLAIM_ALIVE] alive is alive or suspect in membership\n",
+      ]);
+      expect(await answer({ socketPath }, "POST", "/reclaim?node=joining")).toEqual([
+        503,
+        "[LEASE_NOT_RUNNING] this node has not reached its cluster yet\n",
       ]);
       expect(await answer({ socketPath }, "POST", "/reclaim?node=disk")).toEqual([
         500,

@@ -3,16 +3,49 @@
 // writes it. A backend that fails meanwhile makes the node not ready at once (before, /readyz
 // answered 200 and weft_ready read 1 until the queue got to the failure), and a graceful stop says
 // "stopping" (before, the last reason stayed). weft status gives the join's times as ISO text.
+// A restarted backend that fails while its restart publishes it (its TUN device deleted again at
+// once; the publish held in an nft that waits on a FIFO) leaves the node
+// not ready: before, the publish said "ready" (/readyz 200, weft_ready 1) until the new failure's
+// task ran.
 import { execFileSync } from "node:child_process";
-import { closeSync, constants, openSync, writeSync } from "node:fs";
+import { chmodSync, closeSync, constants, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { readFile, rm, writeFile } from "node:fs/promises";
-import { describe, expect, it } from "vitest";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
 import { agentRequest } from "../../src/cli/agent-client.js";
 import type { LabAgent } from "../../src/lab/agents.js";
 import { canUseNetns } from "../support/netns.js";
-import { agentLab, eventually, netConf } from "./support.js";
+import { agentLab, eventually, logRecords, netConf } from "./support.js";
 
 const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
+
+/** The second agent's PATH starts here: an nft that, while a FIFO `hold` is beside it, runs and then reads a line from it (and removes it) before it answers. */
+const bin = mkdtempSync(join(tmpdir(), "weft-anr-"));
+const HOLD = join(bin, "hold");
+writeFileSync(
+  join(bin, "nft"),
+  [
+    "#!/bin/sh",
+    `[ -p ${HOLD} ] || exec /usr/sbin/nft "$@"`,
+    'out=$(/usr/sbin/nft "$@"); rc=$?',
+    `read -r _ < ${HOLD}; rm -f ${HOLD}`,
+    `[ -z "$out" ] || printf '%s\\n' "$out"`,
+    "exit $rc",
+    "",
+  ].join("\n"),
+);
+chmodSync(join(bin, "nft"), 0o755);
+afterAll(() => rmSync(bin, { recursive: true, force: true }));
+
+/** A write end of the FIFO at `path`, once a reader has it open (undefined before: ENXIO). */
+function writerOf(path: string): number | undefined {
+  try {
+    return openSync(path, constants.O_WRONLY | constants.O_NONBLOCK);
+  } catch {
+    return undefined;
+  }
+}
 
 describe.skipIf(!canUseNetns())("agent: why it is not ready, behind a backend change under way", () => {
   const env = agentLab({
@@ -20,6 +53,9 @@ describe.skipIf(!canUseNetns())("agent: why it is not ready, behind a backend ch
     hosts: 2,
     conf: () => netConf("wasm-vxlan"),
     settled: { what: "its peer", check: (s) => s.ready && s.peers.length === 1 },
+    setup: (a) => {
+      if (a === env.all[1]) a.env = { PATH: `${bin}:${process.env.PATH}` };
+    },
   });
 
   /** /readyz on weft.sock: [status, body]. */
@@ -45,13 +81,7 @@ describe.skipIf(!canUseNetns())("agent: why it is not ready, behind a backend ch
     env.agents.reload(a);
     const writer = await eventually(
       "the reload to open the FIFO",
-      async () => {
-        try {
-          return openSync(path, constants.O_WRONLY | constants.O_NONBLOCK);
-        } catch {
-          return undefined; // ENXIO: no reader yet
-        }
-      },
+      async () => writerOf(path),
       (fd) => fd !== undefined,
       10_000,
     );
@@ -88,6 +118,40 @@ describe.skipIf(!canUseNetns())("agent: why it is not ready, behind a backend ch
       await release();
     }
     await env.agents.waitReady(a1, 30_000);
+  });
+
+  it("stays not ready when a restarted backend fails while its restart publishes it", async () => {
+    const a2 = env.all[1];
+    const since = await env.agents.logSize(a2);
+    const tunGone = async () =>
+      (await logRecords(a2.dir, since)).filter((r) => /its TUN device is gone/.test(String(r.msg))).length;
+    execFileSync("mkfifo", [HOLD]);
+    try {
+      await a2.host.ns.ip("link del weft.1");
+      // The restart's new backend runs; its publish waits in the held nft.
+      const writer = await eventually(
+        "the restart's publish to run nft",
+        async () => writerOf(HOLD),
+        (fd) => fd !== undefined,
+        30_000,
+      );
+      const gone = await tunGone();
+      await a2.host.ns.ip("link del weft.1");
+      await eventually("the new backend to fail", tunGone, (n) => n > gone, 10_000);
+      writeSync(writer!, "\n");
+      closeSync(writer!);
+      const records = await eventually(
+        "the new failure's task",
+        () => logRecords(a2.dir, since),
+        (rs) => rs.filter((r) => r.code === "AGENT_BACKEND_FAILED").length === 2,
+        30_000,
+      );
+      const second = records.map((r) => r.code).lastIndexOf("AGENT_BACKEND_FAILED");
+      expect(records.slice(0, second).filter((r) => r.msg === "ready")).toEqual([]);
+    } finally {
+      await rm(HOLD, { force: true });
+    }
+    await env.agents.waitReady(a2, 30_000);
   });
 
   // Last: a1 ends here.

@@ -228,6 +228,15 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
       cniCode: 50,
       message: expect.stringMatching(/is malformed/),
     });
+    // Unreadable (here a directory): the details say what subnetFile must name. Before, Node's text alone.
+    const dir = lab.hostDir(h1);
+    await expect(
+      runFlannel(h1, "STATUS", flannelConf(h1, { cniVersion: "1.1.0", subnetFile: dir })),
+    ).rejects.toMatchObject({
+      cniCode: 50,
+      message: expect.stringMatching(/cannot read subnet file .*EISDIR/),
+      details: `subnetFile in the network config (the conflist) is ${dir}: it must name the file the agent writes, its --subnet-file (default /run/flannel/subnet.env)`,
+    });
     await expect(runFlannel(h1, "STATUS", flannelConf(h1, { cniVersion: "1.0.0" }))).rejects.toMatchObject({
       cniCode: 1,
     });

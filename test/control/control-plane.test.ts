@@ -237,8 +237,12 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     let reached = false;
     void pb.reachedCluster().then(() => (reached = true));
     await sim.runFor(60_000);
+    // NTP stepped b's wall clock an hour forward: the times shown are wall times all the same.
+    b.host.clock.wallStepMs = 3_600_000;
     const st = pb.joinStatus();
     expect(st.state).toBe("joining");
+    expect(st.nextAttemptAt! - b.host.clock.wallNow()).toBeGreaterThanOrEqual(0);
+    expect(st.nextAttemptAt! - b.host.clock.wallNow()).toBeLessThanOrEqual(30_000);
     expect(pb.hasReachedCluster()).toBe(false);
     expect(reached).toBe(false);
     // 1, 2, 4, 8, 16, 30, 30 s less up to 25% jitter: about 6 to 8 rounds in a minute, one line each.
@@ -250,6 +254,9 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     const pa = await sim.start(a, { join: [], seeds: ["a", "b"] });
     expect(await sim.runUntil(() => reached, 60_000)).toBe(true);
     expect(pb.joinStatus().state).toBe("joined");
+    const joinedAgo = b.host.clock.wallNow() - pb.joinStatus().joinedAt!;
+    expect(joinedAgo).toBeGreaterThanOrEqual(0);
+    expect(joinedAgo).toBeLessThan(60_000);
     expect(await sim.runUntil(() => sim.agreed(), 60_000)).toBe(true);
     expect(
       pa
