@@ -89,9 +89,11 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
   async start(): Promise<void> {
     if (this.started) throw new WeftError("LEASE_ALREADY_STARTED", "SubnetLeases.start() was called twice");
     this.started = true;
+    let savedLease: string | null;
     try {
       const { ring, saved } = await this.bootstrap.load();
       this.ring = ring;
+      savedLease = saved?.lease ?? null;
       this.resend.restore(saved?.transfers ?? []);
       this.reclaimer.restore(saved?.vacated ?? [], saved?.gone ?? []);
     } catch (err) {
@@ -100,7 +102,7 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     }
     // Until now messages were dropped: there was no saved state to answer from.
     this.ready = true;
-    this.adoptLease(true);
+    this.adoptLease(savedLease);
     if (this.admitted) this.takeOwn();
   }
 
@@ -352,12 +354,15 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
    *  everyone sees and announces `delta`. */
   private async commit(next: Ring, delta: readonly RingRun[], saved: CommitSaved = {}): Promise<void> {
     const { transfers = this.resend.saved(), vacated = this.reclaimer.standing(next) } = saved;
+    // The lease in use while the ring still shows it leased: before admission a merge can leave an
+    // older lease of ours beside it (freeExtraLeases), and a restart adopts the saved one.
     const leases = next.leasesOf(this.name);
+    const inUse = this.current && leases.includes(this.current.slot) ? this.current.slot : leases[0];
     await this.opts.store.save({
       node: this.name,
       fingerprint: this.opts.space.fingerprint,
       network: this.opts.space.describe(),
-      lease: leases.length > 0 ? this.opts.space.subnetOf(leases[0]) : null,
+      lease: inUse !== undefined ? this.opts.space.subnetOf(inUse) : null,
       ring: next.state(),
       transfers,
       vacated,
@@ -380,8 +385,9 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
   }
 
   /** Brings `current` in line with the ring: keeps, loses or adopts this node's leased slot; adopts
-   *  one only once admitted, or at start the one its saved state holds (`saved`). */
-  private adoptLease(saved = false): void {
+   *  one only once admitted, or at start (`saved`: the lease its saved state names, preferred while
+   *  the ring shows it leased by this node, as the pods kept across the restart use it). */
+  private adoptLease(saved?: string | null): void {
     const slots = this.ring.leasesOf(this.name);
     const previous = this.current;
     if (previous && slots.includes(previous.slot)) return;
@@ -394,8 +400,9 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
       this.opts.membership.updateNode();
       this.emit("lost", previous);
     }
-    if (slots.length === 0 || !(this.admitted || saved)) return;
-    this.current = { slot: slots[0], subnet: this.opts.space.subnetOf(slots[0]) };
+    if (slots.length === 0 || !(this.admitted || saved !== undefined)) return;
+    const slot = slots.find((s) => this.opts.space.subnetOf(s) === saved) ?? slots[0];
+    this.current = { slot, subnet: this.opts.space.subnetOf(slot) };
     this.acquirer.leased();
     this.opts.log.info(
       { code: "LEASE_ACQUIRED", subnet: this.current.subnet },
