@@ -432,7 +432,16 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     const mine = next.leasesOf(this.name);
     if (mine.length < 2) return [];
     const keep = this.current && mine.includes(this.current.slot) ? this.current.slot : mine[0];
-    return mine.filter((s) => s !== keep).flatMap((s) => next.setLeased(this.name, s, false));
+    const extra = mine.filter((s) => s !== keep);
+    this.opts.log.info(
+      {
+        code: "LEASE_EXTRA_FREED",
+        kept: this.opts.space.subnetOf(keep),
+        freed: extra.map((s) => this.opts.space.subnetOf(s)),
+      },
+      `the cluster showed ${extra.length} more subnet(s) leased by this node than the one in use (from before its state was lost or restored); freeing them`,
+    );
+    return extra.flatMap((s) => next.setLeased(this.name, s, false));
   }
 
   private noteSlotsTaken(changed: readonly SlotChange[]): void {
