@@ -28,7 +28,7 @@ import { SerialQueue } from "../../util/serial.js";
 import { LeaseAcquirer } from "./acquire.js";
 import { SeedBootstrap } from "./bootstrap.js";
 import type { CommitSaved, LeaseCore, RingSource } from "./core.js";
-import { SlotDonor } from "./donate.js";
+import { ASKED, SlotDonor } from "./donate.js";
 import { Reclaimer } from "./reclaim.js";
 import { forkWinner, Ring, type Conflict, type RingRun, type RingState, type SlotChange } from "./ring.js";
 import type { LeaseSpace } from "./slots.js";
@@ -197,8 +197,12 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     const run = (task: () => Promise<void>): Promise<void> => this.enqueue(task).catch(() => undefined); // logged by enqueue
     switch (msg.kind) {
       case "request":
-        // Nothing given before admission; the asker goes on to another owner.
-        if (!this.admitted) return undefined;
+        // Nothing given before admission; the asker goes on to another owner. It asked itself,
+        // though: a sign of life the reclaimer (and the other family's) must hear.
+        if (!this.admitted) {
+          this.core.activeWhileGone(from, ASKED, true);
+          return undefined;
+        }
         await run(async () => {
           reply = await this.donor.answerRequest(from, msg.id);
         });
