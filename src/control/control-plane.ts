@@ -497,6 +497,8 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
 
   notifyJoin(node: NodeView): void {
     this.leaseDelegate.notifyJoin(node);
+    // Memberlist tells of this node itself while it is being built, before the joiner exists.
+    this.joiner?.memberJoined();
     this.emit("change");
   }
 
