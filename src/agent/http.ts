@@ -38,6 +38,7 @@ export interface TcpListener {
 /** What the caller asked for is refused (409): the agent is fine. Any other failure, a full disk's
  *  LEASE_PERSIST_FAILED or a system error, is the agent's (500). */
 const REFUSALS: ReadonlySet<ErrorCode> = new Set([
+  "LEASE_NOT_ADMITTED",
   "LEASE_RECLAIM_ALIVE",
   "LEASE_RECLAIM_SELF",
   "LEASE_RECLAIM_UNKNOWN",

@@ -250,6 +250,14 @@ describe("asking for slots before the owner reached its cluster", () => {
     expect(signs).toEqual([["c", true]]);
   });
 
+  it("refuses a reclaim with its own code, saying to run it on a node that has joined", async () => {
+    const { leases } = await node("a", () => Promise.resolve(undefined), false);
+    await expect(leases.reclaim("z")).rejects.toMatchObject({
+      code: "LEASE_NOT_ADMITTED",
+      message: expect.stringMatching(/run reclaim on a node that has/),
+    });
+  });
+
   it("the asker's wait says the owner answered it gives none yet, not that it is partitioned", async () => {
     const acked = await node("c", () => Promise.resolve(undefined), true);
     const waits = acked.log.lines.filter((l) => l.obj.code === "LEASE_WAITING_FOR_OWNER");
