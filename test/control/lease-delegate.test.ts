@@ -250,6 +250,17 @@ describe("asking for slots before the owner reached its cluster", () => {
     expect(signs).toEqual([["c", true]]);
   });
 
+  // Its name lost after joining: a request already queued when revoke() came gets nothing either.
+  it("an owner whose admission is revoked gives nothing, also to a request queued before", async () => {
+    const { leases } = await node("a", () => Promise.resolve(undefined), true);
+    const queued = leases.answer("c", { kind: "request", id: 8 });
+    leases.revoke();
+    expect(await queued).toBeUndefined();
+    leases.admit(); // for good: a later admit() does not undo it
+    expect(await leases.answer("d", { kind: "request", id: 9 })).toBeUndefined();
+    expect(leases.stats.slotsGiven).toBe(0);
+  });
+
   it("refuses a reclaim with its own code, saying to run it on a node that has joined", async () => {
     const { leases } = await node("a", () => Promise.resolve(undefined), false);
     await expect(leases.reclaim("z")).rejects.toMatchObject({

@@ -86,7 +86,7 @@ export class LeaseAcquirer {
   private async acquire(): Promise<void> {
     const { core } = this;
     this.queued = false;
-    if (core.current || core.stopped) return;
+    if (core.current || core.stopped || !core.admitted) return; // revoked meanwhile
     const own = core.usable(core.ring.freeSpansOf(core.name));
     if (own.length > 0) {
       const next = core.ring.clone();

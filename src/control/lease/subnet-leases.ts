@@ -16,7 +16,8 @@
 // settled with no name conflict) it only learns the ring: it merges and saves what it hears, and
 // keeps the subnet its own saved state gives it unless the ring took it away, but takes no other,
 // asks nobody for slots, gives none, and writes nothing for its name (forks, extra leases,
-// reclaims). A node of a taken name otherwise acted for the name's owner before its conflict
+// reclaims). A name lost after joining revokes the admission for good (revoke()). A node of a
+// taken name otherwise acted for the name's owner before its conflict
 // came in: it asked a member that did not know the name yet for slots, and wasted them (issue 14).
 import { EventEmitter } from "node:events";
 import { WeftError } from "../../errors.js";
@@ -59,6 +60,8 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
   private started = false;
   private ready = false;
   private admitted = false;
+  /** The name was taken (revoke()): never admitted again. */
+  private revoked = false;
   private stopped = false;
   private waiters: Array<{ resolve: (l: Lease) => void; reject: (e: Error) => void }> = [];
   private lastPeersKey = "";
@@ -109,9 +112,17 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
   /** This node reached its cluster under its name (see Admission at the top): it may now lease,
    *  ask for and give slots. Once; a later call does nothing. */
   admit(): void {
-    if (this.admitted) return;
+    if (this.admitted || this.revoked) return;
     this.admitted = true;
     if (this.ready) this.takeOwn();
+  }
+
+  /** This node's name turned out taken (after it joined): from now on it acts as before admission,
+   *  for good, also in work already queued; its owner stops it next, which takes a few awaits, in
+   *  which it must not give, take or settle slots under a name that is another node's. */
+  revoke(): void {
+    this.revoked = true;
+    this.admitted = false;
   }
 
   /** Resolves when this node holds a subnet (at once if it already does). */
@@ -204,7 +215,8 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
           return undefined;
         }
         await run(async () => {
-          reply = await this.donor.answerRequest(from, msg.id);
+          // Checked again when its turn comes: revoke() may have come meanwhile.
+          if (this.admitted) reply = await this.donor.answerRequest(from, msg.id);
         });
         return reply;
       case "state":
@@ -421,6 +433,7 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
    *  one, and takes what condemned nodes left it as heir. */
   private takeOwn(): void {
     void this.enqueue(async () => {
+      if (!this.admitted) return; // revoked meanwhile
       const next = this.ring.clone();
       const extra = this.freeExtraLeases(next);
       if (extra.length > 0) return this.commit(next, extra); // which does the rest
