@@ -16,9 +16,9 @@
 // settled with no name conflict) it only learns the ring: it merges and saves what it hears, and
 // keeps the subnet its own saved state gives it unless the ring took it away, but takes no other,
 // asks nobody for slots, gives none, and writes nothing for its name (forks, extra leases,
-// reclaims). A name lost after joining revokes the admission for good (revoke()). A node of a
-// taken name otherwise acted for the name's owner before its conflict
+// reclaims). A node of a taken name otherwise acted for the name's owner before its conflict
 // came in: it asked a member that did not know the name yet for slots, and wasted them (issue 14).
+// A name lost after joining revokes the admission for good (revoke()).
 import { EventEmitter } from "node:events";
 import { WeftError } from "../../errors.js";
 import type { NodeView } from "../gossip/delegate.js";
