@@ -42,6 +42,7 @@ const CALLERS: ReadonlyMap<ErrorCode, number> = new Map([
   ["LEASE_RECLAIM_ALIVE", 409],
   ["LEASE_RECLAIM_SELF", 409],
   ["LEASE_RECLAIM_UNKNOWN", 409],
+  ["LEASE_NOT_ADMITTED", 503],
   ["LEASE_NOT_RUNNING", 503],
 ]);
 

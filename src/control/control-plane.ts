@@ -181,7 +181,12 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
         othersAlive: () => this.memberlist.numMembers() - 1,
         self: deps.transport.local,
         log: deps.logger.child({ layer: "join" }),
-        nameTaken: (err) => this.emit("fatal", err),
+        // Revoked first, synchronously: the owner's stop takes a few awaits, and the lease layer
+        // must not give, take or settle slots meanwhile under a name that is another node's.
+        nameTaken: (err) => {
+          for (const l of this.families) l.revoke();
+          this.emit("fatal", err);
+        },
         // Only now may the lease layer take, ask for or give slots (a taken name must not).
         reached: () => {
           for (const l of this.families) l.admit();
@@ -497,6 +502,8 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
 
   notifyJoin(node: NodeView): void {
     this.leaseDelegate.notifyJoin(node);
+    // Memberlist tells of this node itself while it is being built, before the joiner exists.
+    this.joiner?.memberJoined();
     this.emit("change");
   }
 

@@ -147,6 +147,16 @@ export class Joiner {
     };
   }
 
+  /** A member reached this node (it joined us): while joining and waiting out a backoff, run a
+   *  round now rather than stay unreached (unadmitted) until the next one, up to retryMaxMs away. A
+   *  full round: its targets may still report the name taken. */
+  memberJoined(): void {
+    if (this.state !== "joining" || !this.timer || this.deps.othersAlive() === 0) return;
+    this.deps.clock.cancel(this.timer);
+    this.timer = undefined;
+    this.attempt();
+  }
+
   /** Membership lost a member: with nobody alive left, go back to the join list. */
   memberGone(): void {
     if (this.state !== "joined" || this.stopped || this.deps.othersAlive() > 0) return;

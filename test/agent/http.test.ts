@@ -57,7 +57,7 @@ describe("agent http", () => {
     const sub = mkdtempSync(join(dir, "fail-"));
     const failures: Record<string, Error> = {
       alive: new WeftError("LEASE_RECLAIM_ALIVE", "alive is alive or suspect in membership"),
-      joining: new WeftError("LEASE_NOT_RUNNING", "this node has not reached its cluster yet"),
+      joining: new WeftError("LEASE_NOT_ADMITTED", "this node has not reached its cluster yet"),
       disk: new WeftError("LEASE_PERSIST_FAILED", "cannot save lease state: no space left on device"),
       errno: Object.assign(new Error("EACCES: permission denied, open '/var/lib/weft/ring.json'"), { code: "EACCES" }),
     };
@@ -82,7 +82,7 @@ describe("agent http", () => {
       ]);
       expect(await answer({ socketPath }, "POST", "/reclaim?node=joining")).toEqual([
         503,
-        "[LEASE_NOT_RUNNING] this node has not reached its cluster yet\n",
+        "[LEASE_NOT_ADMITTED] this node has not reached its cluster yet\n",
       ]);
       expect(await answer({ socketPath }, "POST", "/reclaim?node=disk")).toEqual([
         500,

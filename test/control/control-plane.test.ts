@@ -390,7 +390,12 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     const pc = await sim.start(clone, { join: [c.host.addr], seeds: ["a", "b", "c", "d"] });
     let fatal: { code?: string; message: string } | undefined;
     let firstFatal: Error | undefined;
-    pc.on("fatal", (e) => (fatal = e as { code?: string; message: string }));
+    // A member asking the moment the name is lost gets nothing: the lease layer acts no more for it.
+    let late: Promise<unknown> | undefined;
+    pc.on("fatal", (e) => {
+      fatal = e as { code?: string; message: string };
+      late = pc.leases.answer("late", { kind: "request", id: 1 });
+    });
     a.plane.on("fatal", (e) => (firstFatal = e));
     expect(await sim.runUntil(() => pc.joinStatus().state === "joined", 30_000)).toBe(true);
     sim.net.heal();
@@ -398,6 +403,8 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     expect(fatal?.code).toBe("GOSSIP_NAME_CONFLICT");
     expect(fatal?.message).toContain(`used by a live node at ${a.host.addr.host}:7946`);
     expect(pc.joinStatus().state).toBe("name-conflict");
+    expect(await late).toBeUndefined();
+    expect(pc.leases.stats.slotsGiven).toBe(0);
     await pc.stop(false);
     clone.plane = undefined;
     expect(firstFatal).toBeUndefined();

@@ -206,3 +206,78 @@ describe("LeaseDelegate", () => {
     expect(decodeLeaseMeta(new Uint8Array([1, 2, 3]))).toBeUndefined();
   });
 });
+
+describe("asking for slots before the owner reached its cluster", () => {
+  const alive = (name: string): NodeView => ({
+    name,
+    host: "sim",
+    port: 0,
+    incarnation: 0,
+    state: "alive",
+    meta: new Uint8Array(0),
+  });
+
+  /** `self` with the seed division of ["a"] in place; `answer` is how a's side of a request goes. */
+  async function node(self: string, answer: () => Promise<Uint8Array | undefined>, admitted: boolean) {
+    const log = new RecordingLog();
+    const membership = {
+      localNode: () => ({ name: self }),
+      members: () => (self === "a" ? [] : [alive("a")]),
+      request: answer,
+      updateNode: () => undefined,
+      allMembers: () => [],
+    };
+    const { scheduler, clock } = loneClock();
+    const {
+      families: [leases],
+    } = createLeaseLayer(
+      { space: SPACE, seeds: ["a"] },
+      { membership, store: new MemoryStore(), clock, random: new SeededRandom(5), log },
+    );
+    await leases.start();
+    if (admitted) leases.admit();
+    await scheduler.runFor(60_000);
+    return { leases, log };
+  }
+
+  // The asker is alive whatever the answer: a reclaimer (here or in the other family's ring) that
+  // holds it gone must hear it, or it may reclaim a node that just asked.
+  it("an owner not yet admitted answers with a plain ack and still takes the ask as the asker's sign of life", async () => {
+    const { leases } = await node("a", () => Promise.resolve(undefined), false);
+    const signs: Array<[string, boolean]> = [];
+    leases.on("signOfLife", (who, _sign, direct) => signs.push([who, direct]));
+    expect(await leases.answer("c", { kind: "request", id: 7 })).toBeUndefined();
+    expect(signs).toEqual([["c", true]]);
+  });
+
+  // Its name lost after joining: a request already queued when revoke() came gets nothing either.
+  it("an owner whose admission is revoked gives nothing, also to a request queued before", async () => {
+    const { leases } = await node("a", () => Promise.resolve(undefined), true);
+    const queued = leases.answer("c", { kind: "request", id: 8 });
+    leases.revoke();
+    expect(await queued).toBeUndefined();
+    leases.admit(); // for good: a later admit() does not undo it
+    expect(await leases.answer("d", { kind: "request", id: 9 })).toBeUndefined();
+    expect(leases.stats.slotsGiven).toBe(0);
+  });
+
+  it("refuses a reclaim with its own code, saying to run it on a node that has joined", async () => {
+    const { leases } = await node("a", () => Promise.resolve(undefined), false);
+    await expect(leases.reclaim("z")).rejects.toMatchObject({
+      code: "LEASE_NOT_ADMITTED",
+      message: expect.stringMatching(/run reclaim on a node that has/),
+    });
+  });
+
+  it("the asker's wait says the owner answered it gives none yet, not that it is partitioned", async () => {
+    const acked = await node("c", () => Promise.resolve(undefined), true);
+    const waits = acked.log.lines.filter((l) => l.obj.code === "LEASE_WAITING_FOR_OWNER");
+    expect(waits.length).toBeGreaterThan(0);
+    expect(waits[0].msg).toMatch(/a answered that it gives none yet \(not joined its cluster yet, or starting\)/);
+    expect(waits[0].msg).not.toMatch(/partitioned/);
+
+    const silent = await node("c", () => Promise.reject(new Error("timed out")), true);
+    const silentWaits = silent.log.lines.filter((l) => l.obj.code === "LEASE_WAITING_FOR_OWNER");
+    expect(silentWaits[0].msg).toMatch(/a did not answer \(partitioned or down\)/);
+  });
+});

@@ -11,7 +11,7 @@ import {
   STATE_FILE_IPV6,
   type PersistedLeaseState,
 } from "../../src/control/lease/store.js";
-import { loneClock, RecordingLog } from "./sim/doubles.js";
+import { loneClock, MemoryStore, RecordingLog } from "./sim/doubles.js";
 import { SeededRandom } from "./sim/random.js";
 
 type Lone = ReturnType<typeof loneClock>;
@@ -413,6 +413,63 @@ describe("SubnetLeases with a state dir", () => {
         ),
       ),
     });
+  });
+
+  // A merge before admission can show an old lease of this node beside the one in use (the cluster
+  // remembers it from before this node's state was lost); only admission frees the extra one. A
+  // restart in between must come back on the subnet in use: the pods kept across it use that one.
+  it("restarted before admission with two of its leases in the ring, a node keeps the subnet in use and frees the other", async () => {
+    const store = new MemoryStore();
+    const own = Ring.seeded(SPACE.slotCount, ["solo"]);
+    own.setLeased("solo", 50, true);
+    store.saved = {
+      node: "solo",
+      fingerprint: SPACE.fingerprint,
+      network: SPACE.describe(),
+      lease: SPACE.subnetOf(50),
+      ring: own.state(),
+    };
+    const old = Ring.seeded(SPACE.slotCount, ["solo"]);
+    old.setLeased("solo", 10, true);
+    const run = (admit: boolean) => {
+      const l = new SubnetLeases({
+        space: SPACE,
+        seeds: ["solo"],
+        membership: alone,
+        store,
+        clock: loneClock().clock,
+        random: new SeededRandom(1),
+        log: new RecordingLog(),
+      });
+      if (admit) l.admit();
+      return l;
+    };
+    const first = run(false);
+    await first.start();
+    first.mergeRemote(old.state(), "push-pull");
+    await first.settled();
+    expect(first.currentLease()?.slot).toBe(50);
+    // Before admission both stay leased in the saved ring; the saved lease names the one in use.
+    const savedRing = Ring.unknown(SPACE.slotCount);
+    savedRing.merge(store.saved!.ring);
+    expect(savedRing.leasesOf("solo")).toEqual([10, 50]);
+    expect(store.saved?.lease).toBe(SPACE.subnetOf(50));
+    await first.stop();
+
+    const again = run(false);
+    await again.start();
+    expect(again.currentLease()?.slot).toBe(50);
+    again.admit();
+    await again.settled();
+    expect(again.currentLease()?.slot).toBe(50);
+    expect(
+      again
+        .peers()
+        .filter((p) => p.node === "solo")
+        .map((p) => p.slot),
+    ).toEqual([50]);
+    expect(store.saved?.lease).toBe(SPACE.subnetOf(50));
+    await again.stop();
   });
 
   it("dual-stack: one state file per family; restarted with its state dir, a node keeps both subnets", async () => {

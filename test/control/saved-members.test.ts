@@ -204,3 +204,48 @@ describe("Joiner", () => {
     joiner.stop();
   });
 });
+
+describe("Joiner waiting out a backoff", () => {
+  const settle = () => new Promise((r) => setImmediate(r));
+
+  // Its join list silent, a node others joined stayed unreached (its lease layer unadmitted) until
+  // its next round: up to retryMaxMs (30 s) and the silent targets' timeout away.
+  it("a member that reached it starts a round at once, which settles it joined", async () => {
+    const { scheduler, clock } = loneClock();
+    let others = 0;
+    let rounds = 0;
+    let reached = 0;
+    const joiner = new Joiner(
+      [{ host: "198.18.0.9", port: 7946 }],
+      {
+        clock,
+        random: new SeededRandom(5),
+        resolve: async (host) => [host],
+        // The target is silent: each round ends after its timeout with nobody answering.
+        join: (addrs) => new Promise((r) => clock.setTimer(5_000, () => (rounds++, r(addrs.length - 1)))),
+        othersAlive: () => others,
+        self: { host: "198.18.0.1", port: 7946 },
+        log: { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} },
+        nameTaken: () => {},
+        reached: () => void reached++,
+      },
+      { retryMinMs: 30_000, retryMaxMs: 30_000, jitter: 0 },
+    );
+    joiner.start();
+    joiner.memberJoined(); // nobody yet, and a round runs: nothing more
+    await settle(); // the round resolves its target before it sets the target's timeout
+    await scheduler.runFor(6_000);
+    expect(rounds).toBe(1);
+    expect(joiner.status().state).toBe("joining");
+    const nextRound = joiner.status().nextAttemptAt!;
+    others = 1;
+    joiner.memberJoined();
+    await settle();
+    await scheduler.runFor(6_000);
+    expect(clock.now()).toBeLessThan(nextRound);
+    expect(rounds).toBe(2);
+    expect(joiner.status().state).toBe("joined");
+    expect(reached).toBe(1);
+    joiner.stop();
+  });
+});

@@ -14,6 +14,9 @@ export class LeaseAcquirer {
   private pending: { id: number; to: string; timer: TimerHandle } | null = null;
   private nextRequestId: number;
   private readonly askedThisRound = new Set<string>();
+  /** Owners asked this round that answered with a plain ack: running, but not giving yet (not
+   *  admitted, or still loading its state), rather than partitioned or down. */
+  private readonly notYetThisRound = new Set<string>();
   private retryTimer: TimerHandle | null = null;
   private delay: number;
   private lastProbeAt = -Infinity;
@@ -83,7 +86,7 @@ export class LeaseAcquirer {
   private async acquire(): Promise<void> {
     const { core } = this;
     this.queued = false;
-    if (core.current || core.stopped) return;
+    if (core.current || core.stopped || !core.admitted) return; // revoked meanwhile
     const own = core.usable(core.ring.freeSpansOf(core.name));
     if (own.length > 0) {
       const next = core.ring.clone();
@@ -95,6 +98,7 @@ export class LeaseAcquirer {
     if (donor) return this.ask(donor);
     this.explainWait();
     this.askedThisRound.clear();
+    this.notYetThisRound.clear();
     const now = core.opts.clock.now();
     const members = core.otherMembers();
     if (members.length > 0 && now - this.lastProbeAt >= this.delay) {
@@ -140,6 +144,8 @@ export class LeaseAcquirer {
     core.opts.membership
       .request(to, core.encode({ kind: "request", id }))
       .then((bytes) => {
+        // A plain ack: the owner runs but gives nothing yet (a version that answers "not yet" so).
+        if (bytes === undefined) this.notYetThisRound.add(to);
         const reply = bytes && decodeMessage(core.opts.space.fingerprint, bytes);
         if (reply?.kind !== "reply" || reply.id !== id) return failed();
         void core.enqueue(() => this.takeReply(to, reply.id, reply.granted, reply.ring));
@@ -164,10 +170,19 @@ export class LeaseAcquirer {
       msg = `no subnet yet: every subnet of ${core.opts.space.describe()} is in use; waiting until one is reclaimed`;
     } else {
       code = "LEASE_WAITING_FOR_OWNER";
-      detail.owners = ownersOfFree.map(([n, free]) => ({ node: n, free }));
+      const notYet = ownersOfFree.filter(([n]) => this.notYetThisRound.has(n)).map(([n]) => n);
+      const silent = ownersOfFree.filter(([n]) => !this.notYetThisRound.has(n)).map(([n]) => n);
+      detail.owners = ownersOfFree.map(([n, free]) => ({ node: n, free, ...(notYet.includes(n) && { notYet: true }) }));
       msg =
-        `no subnet yet: the free subnets are owned by ${ownersOfFree.map(([n]) => n).join(", ")}, none of which answered ` +
-        `(partitioned or down); waiting. Ownership is never claimed: they must come back, or be reclaimed`;
+        `no subnet yet: the free subnets are owned by ${ownersOfFree.map(([n]) => n).join(", ")}, none of which gave any: ` +
+        [
+          notYet.length > 0 &&
+            `${notYet.join(", ")} answered that it gives none yet (not joined its cluster yet, or starting)`,
+          silent.length > 0 && `${silent.join(", ")} did not answer (partitioned or down)`,
+        ]
+          .filter(Boolean)
+          .join("; ") +
+        "; waiting. Ownership is never claimed: they must come back, or be reclaimed";
     }
     const now = core.opts.clock.now();
     if (this.lastWait?.code === code && now - this.lastWait.at < core.opts.waitLogEveryMs) return;

@@ -8,6 +8,9 @@ import type { Ring, SlotSpan } from "./ring.js";
 import type { TransferResender } from "./transfer-resend.js";
 import type { LeaseMessage } from "./wire.js";
 
+/** The sign of life an asker gives (Reclaimer.activeWhileGone), admitted or not. */
+export const ASKED = "asked this node for a subnet";
+
 export class SlotDonor {
   constructor(
     private readonly core: LeaseCore,
@@ -18,7 +21,7 @@ export class SlotDonor {
   async answerRequest(from: string, id: number): Promise<LeaseMessage> {
     const { core } = this;
     // Before the commit below: its reclaim pass must not take back what the asker is given.
-    core.activeWhileGone(from, "asked this node for a subnet", true);
+    core.activeWhileGone(from, ASKED, true);
     const next = core.ring.clone();
     const span = this.donation(next, from);
     if (span) {

@@ -99,7 +99,7 @@ export class Reclaimer {
       throw new WeftError("LEASE_NOT_RUNNING", "reclaim needs a started, running SubnetLeases");
     if (!core.admitted)
       throw new WeftError(
-        "LEASE_NOT_RUNNING",
+        "LEASE_NOT_ADMITTED",
         "this node has not reached its cluster yet (weft status: join): run reclaim on a node that has, or once this one has",
       );
     if (node === core.name)

@@ -18,6 +18,7 @@
 // asks nobody for slots, gives none, and writes nothing for its name (forks, extra leases,
 // reclaims). A node of a taken name otherwise acted for the name's owner before its conflict
 // came in: it asked a member that did not know the name yet for slots, and wasted them (issue 14).
+// A name lost after joining revokes the admission for good (revoke()).
 import { EventEmitter } from "node:events";
 import { WeftError } from "../../errors.js";
 import type { NodeView } from "../gossip/delegate.js";
@@ -28,7 +29,7 @@ import { SerialQueue } from "../../util/serial.js";
 import { LeaseAcquirer } from "./acquire.js";
 import { SeedBootstrap } from "./bootstrap.js";
 import type { CommitSaved, LeaseCore, RingSource } from "./core.js";
-import { SlotDonor } from "./donate.js";
+import { ASKED, SlotDonor } from "./donate.js";
 import { Reclaimer } from "./reclaim.js";
 import { forkWinner, Ring, type Conflict, type RingRun, type RingState, type SlotChange } from "./ring.js";
 import type { LeaseSpace } from "./slots.js";
@@ -59,6 +60,8 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
   private started = false;
   private ready = false;
   private admitted = false;
+  /** The name was taken (revoke()): never admitted again. */
+  private revoked = false;
   private stopped = false;
   private waiters: Array<{ resolve: (l: Lease) => void; reject: (e: Error) => void }> = [];
   private lastPeersKey = "";
@@ -89,9 +92,11 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
   async start(): Promise<void> {
     if (this.started) throw new WeftError("LEASE_ALREADY_STARTED", "SubnetLeases.start() was called twice");
     this.started = true;
+    let savedLease: string | null;
     try {
       const { ring, saved } = await this.bootstrap.load();
       this.ring = ring;
+      savedLease = saved?.lease ?? null;
       this.resend.restore(saved?.transfers ?? []);
       this.reclaimer.restore(saved?.vacated ?? [], saved?.gone ?? []);
     } catch (err) {
@@ -100,16 +105,24 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     }
     // Until now messages were dropped: there was no saved state to answer from.
     this.ready = true;
-    this.adoptLease(true);
+    this.adoptLease(savedLease);
     if (this.admitted) this.takeOwn();
   }
 
   /** This node reached its cluster under its name (see Admission at the top): it may now lease,
    *  ask for and give slots. Once; a later call does nothing. */
   admit(): void {
-    if (this.admitted) return;
+    if (this.admitted || this.revoked) return;
     this.admitted = true;
     if (this.ready) this.takeOwn();
+  }
+
+  /** This node's name turned out taken (after it joined): from now on it acts as before admission,
+   *  for good, also in work already queued; its owner stops it next, which takes a few awaits, in
+   *  which it must not give, take or settle slots under a name that is another node's. */
+  revoke(): void {
+    this.revoked = true;
+    this.admitted = false;
   }
 
   /** Resolves when this node holds a subnet (at once if it already does). */
@@ -195,10 +208,15 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     const run = (task: () => Promise<void>): Promise<void> => this.enqueue(task).catch(() => undefined); // logged by enqueue
     switch (msg.kind) {
       case "request":
-        // Nothing given before admission; the asker goes on to another owner.
-        if (!this.admitted) return undefined;
+        // Nothing given before admission; the asker goes on to another owner. It asked itself,
+        // though: a sign of life the reclaimer (and the other family's) must hear.
+        if (!this.admitted) {
+          this.core.activeWhileGone(from, ASKED, true);
+          return undefined;
+        }
         await run(async () => {
-          reply = await this.donor.answerRequest(from, msg.id);
+          // Checked again when its turn comes: revoke() may have come meanwhile.
+          if (this.admitted) reply = await this.donor.answerRequest(from, msg.id);
         });
         return reply;
       case "state":
@@ -352,12 +370,15 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
    *  everyone sees and announces `delta`. */
   private async commit(next: Ring, delta: readonly RingRun[], saved: CommitSaved = {}): Promise<void> {
     const { transfers = this.resend.saved(), vacated = this.reclaimer.standing(next) } = saved;
+    // The lease in use while the ring still shows it leased: before admission a merge can leave an
+    // older lease of ours beside it (freeExtraLeases), and a restart adopts the saved one.
     const leases = next.leasesOf(this.name);
+    const inUse = this.current && leases.includes(this.current.slot) ? this.current.slot : leases[0];
     await this.opts.store.save({
       node: this.name,
       fingerprint: this.opts.space.fingerprint,
       network: this.opts.space.describe(),
-      lease: leases.length > 0 ? this.opts.space.subnetOf(leases[0]) : null,
+      lease: inUse !== undefined ? this.opts.space.subnetOf(inUse) : null,
       ring: next.state(),
       transfers,
       vacated,
@@ -380,8 +401,9 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
   }
 
   /** Brings `current` in line with the ring: keeps, loses or adopts this node's leased slot; adopts
-   *  one only once admitted, or at start the one its saved state holds (`saved`). */
-  private adoptLease(saved = false): void {
+   *  one only once admitted, or at start (`saved`: the lease its saved state names, preferred while
+   *  the ring shows it leased by this node, as the pods kept across the restart use it). */
+  private adoptLease(saved?: string | null): void {
     const slots = this.ring.leasesOf(this.name);
     const previous = this.current;
     if (previous && slots.includes(previous.slot)) return;
@@ -394,8 +416,9 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
       this.opts.membership.updateNode();
       this.emit("lost", previous);
     }
-    if (slots.length === 0 || !(this.admitted || saved)) return;
-    this.current = { slot: slots[0], subnet: this.opts.space.subnetOf(slots[0]) };
+    if (slots.length === 0 || !(this.admitted || saved !== undefined)) return;
+    const slot = slots.find((s) => this.opts.space.subnetOf(s) === saved) ?? slots[0];
+    this.current = { slot, subnet: this.opts.space.subnetOf(slot) };
     this.acquirer.leased();
     this.opts.log.info(
       { code: "LEASE_ACQUIRED", subnet: this.current.subnet },
@@ -410,6 +433,7 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
    *  one, and takes what condemned nodes left it as heir. */
   private takeOwn(): void {
     void this.enqueue(async () => {
+      if (!this.admitted) return; // revoked meanwhile
       const next = this.ring.clone();
       const extra = this.freeExtraLeases(next);
       if (extra.length > 0) return this.commit(next, extra); // which does the rest
@@ -425,7 +449,16 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     const mine = next.leasesOf(this.name);
     if (mine.length < 2) return [];
     const keep = this.current && mine.includes(this.current.slot) ? this.current.slot : mine[0];
-    return mine.filter((s) => s !== keep).flatMap((s) => next.setLeased(this.name, s, false));
+    const extra = mine.filter((s) => s !== keep);
+    this.opts.log.info(
+      {
+        code: "LEASE_EXTRA_FREED",
+        kept: this.opts.space.subnetOf(keep),
+        freed: extra.map((s) => this.opts.space.subnetOf(s)),
+      },
+      `the cluster showed ${extra.length} more subnet(s) leased by this node than the one in use (from before its state was lost or restored); freeing them`,
+    );
+    return extra.flatMap((s) => next.setLeased(this.name, s, false));
   }
 
   private noteSlotsTaken(changed: readonly SlotChange[]): void {

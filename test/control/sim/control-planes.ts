@@ -4,7 +4,7 @@
 // event the membership and lease invariants (invariants.ts) are checked. Every log line is kept,
 // so tests can assert what was said (and that nothing was said at error level). Everything
 // derives from one seed.
-import { pino, type Logger } from "pino";
+import { pino } from "pino";
 import { ControlPlane, type ControlPlaneOptions } from "../../../src/control/control-plane.js";
 import { Keyring } from "../../../src/control/gossip/keyring.js";
 import type { Memberlist } from "../../../src/control/gossip/memberlist.js";
@@ -42,10 +42,13 @@ export class PlaneNode {
   stopping = false;
   /** The members' addresses its state dir keeps. */
   readonly members = new MemoryMembers();
-  /** The subnets (per family) its saved state held when its current run started. */
-  savedAtStart: Array<string | null> = [];
+  /** The slots (per family) its current run held once started (from its saved state), undefined
+   *  until then. */
+  heldAtStart?: Array<number | undefined>;
   /** Nodes its current run asked for slots before it reached its cluster (invariant 6). */
   askedBeforeReach: string[] = [];
+  /** Log codes of writes for its name (WRITES_FOR_NAME) its current run made before reaching. */
+  wroteBeforeReach: string[] = [];
   private reachedThisRun = false;
 
   /** Its current run has not reached its cluster yet. Once it has, it may still lose its name
@@ -55,11 +58,12 @@ export class PlaneNode {
     return this.plane !== undefined && !this.reachedThisRun;
   }
 
-  /** A new run starts: nothing reached nor asked yet, `saved` its saved subnets per family. */
-  started(plane: ControlPlane, saved: Array<string | null>): void {
+  /** A new run starts: nothing held, reached, asked nor written yet. */
+  started(plane: ControlPlane): void {
     this.plane = plane;
-    this.savedAtStart = saved;
+    this.heldAtStart = undefined;
     this.askedBeforeReach = [];
+    this.wroteBeforeReach = [];
     this.reachedThisRun = false;
   }
 
@@ -83,6 +87,10 @@ export interface SimOptions {
   checkMembership?: boolean;
 }
 
+/** What a lease layer logs when it writes for its name without being asked: none of them before
+ *  it reached its cluster (invariant 6). */
+const WRITES_FOR_NAME = new Set(["LEASE_FORK_SETTLED", "LEASE_EXTRA_FREED"]);
+
 /** pino's numeric levels: 40 warn, 50 error. */
 export const ERROR_LEVEL = 50;
 
@@ -99,7 +107,6 @@ export class SimControlPlanes {
   /** Nodes an operator reclaimed (gone for good): the lease invariants ignore their saved state. */
   readonly gone = new Set<string>();
   checkLeases = true;
-  private readonly logger: Logger;
   private readonly membership?: MembershipInvariants;
   private nextHost = 1;
 
@@ -114,10 +121,6 @@ export class SimControlPlanes {
     this.spaces = [space, space6].filter((s): s is SubnetSpace | Ipv6SubnetSpace => s !== undefined);
     this.random = new SeededRandom(seed);
     this.net = new SimNetwork(this.scheduler, this.random.fork("network"), options.conditions);
-    this.logger = pino(
-      { level: "info" },
-      { write: (line: string) => void this.logs.push(JSON.parse(line) as LogRecord) },
-    );
     if (options.checkMembership ?? true) {
       const membership = (this.membership = new MembershipInvariants({
         liveNodes: () =>
@@ -139,7 +142,9 @@ export class SimControlPlanes {
           name: n.name,
           families: n.plane?.families,
           stores: n.stores,
-          ...(n.unreached && { unreached: { saved: n.savedAtStart, asked: n.askedBeforeReach } }),
+          ...(n.unreached && {
+            unreached: { held: n.heldAtStart, asked: n.askedBeforeReach, wrote: n.wroteBeforeReach },
+          }),
         })),
       describe: () => this.describe(),
     });
@@ -191,7 +196,19 @@ export class SimControlPlanes {
         store,
         store6,
         members: node.members,
-        logger: this.logger.child({ from: node.name }),
+        // Its own logger (the lines still go to this.logs): what it logs is told apart from a
+        // node of the same name's, for invariant 6.
+        logger: pino(
+          { level: "info", base: { from: node.name } },
+          {
+            write: (line: string) => {
+              const record = JSON.parse(line) as LogRecord;
+              this.logs.push(record);
+              if (record.code && WRITES_FOR_NAME.has(record.code) && node.unreached)
+                node.wroteBeforeReach.push(record.code);
+            },
+          },
+        ),
         resolve: async (host) => {
           const addrs =
             this.dns.get(host) ?? (/^\d+\.\d+\.\d+\.\d+$/.test(host) || host.includes(":") ? [host] : undefined);
@@ -200,10 +217,7 @@ export class SimControlPlanes {
         },
       },
     );
-    node.started(
-      plane,
-      node.stores.map((s) => s.saved?.lease ?? null),
-    );
+    node.started(plane);
     // The lease layer asks through its MembershipPort, the plane: note each ask made before reaching.
     const request = plane.request.bind(plane);
     plane.request = (to, msg) => {
@@ -213,6 +227,7 @@ export class SimControlPlanes {
       return request(to, msg);
     };
     await plane.start();
+    node.heldAtStart = plane.families.map((l) => l.currentLease()?.slot);
     // A start is an event: what it issued counts even if the node crashes before the next one.
     this.membership?.check();
     return plane;

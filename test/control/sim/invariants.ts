@@ -11,13 +11,17 @@
 //   4. no two nodes hold one subnet;
 //   5. no slot is "mine" in two nodes' own views;
 //   6. a running node that has not reached its cluster (its join round settled with no name
-//      conflict) holds no subnet but the one its saved state gave it at start, and asked nobody
-//      for slots: a node whose name turns out taken must leave no trace in the ring (issue 14).
+//      conflict) holds no subnet but the one it started with (from its saved state), its ring
+//      shows no lease of its name but that one and those another view shows (learned, not
+//      written), it asked nobody for slots, gave and reclaimed none (its stats), and logged no
+//      write for its name (a fork settled, an extra lease freed): a node whose name turns out
+//      taken must leave no trace in the ring (issue 14).
 // Nodes of one name are one owner to the ring (two processes with one name are membership's to
 // refuse), so they are never compared with each other.
 import type { MemberState } from "../../../src/control/gossip/delegate.js";
 import type { Memberlist } from "../../../src/control/gossip/memberlist.js";
 import type { SubnetLeases } from "../../../src/control/lease/subnet-leases.js";
+import type { RingRun } from "../../../src/control/lease/ring.js";
 import type { LeaseSpace } from "../../../src/control/lease/slots.js";
 import type { PersistedLeaseState } from "../../../src/control/lease/store.js";
 
@@ -80,12 +84,19 @@ export interface ObservedLeases {
     /** The running lease layers (one per family), or undefined while crashed. */
     readonly families: readonly SubnetLeases[] | undefined;
     readonly stores: ReadonlyArray<{ readonly saved: PersistedLeaseState | null }>;
-    /** While it runs and has not reached its cluster: the subnets its saved state held when it
-     *  started (per family), and the nodes it asked for slots since it started. */
-    readonly unreached?: { readonly saved: ReadonlyArray<string | null>; readonly asked: readonly string[] };
+    /** While it runs and has not reached its cluster: the slots it held once started, per family
+     *  (undefined while starting), the nodes it asked for slots and the log codes of what it wrote
+     *  for its name since it started. */
+    readonly unreached?: {
+      readonly held: ReadonlyArray<number | undefined> | undefined;
+      readonly asked: readonly string[];
+      readonly wrote: readonly string[];
+    };
   }>;
   describe(): string;
 }
+
+type LeaseNode = ReturnType<ObservedLeases["leaseNodes"]>[number];
 
 export class LeaseInvariants {
   checks = 0;
@@ -95,9 +106,18 @@ export class LeaseInvariants {
   check(): void {
     this.checks++;
     const nodes = this.cluster.leaseNodes().filter((n) => n.families || !this.cluster.gone.has(n.name));
-    for (const n of nodes)
-      if (n.unreached && n.unreached.asked.length > 0)
+    for (const n of nodes) {
+      if (!n.unreached) continue;
+      if (n.unreached.asked.length > 0)
         this.fail(`${n.name} asked ${n.unreached.asked.join(", ")} for slots before reaching its cluster`);
+      if (n.unreached.wrote.length > 0)
+        this.fail(`${n.name} logged ${n.unreached.wrote.join(", ")} before reaching its cluster`);
+      for (const l of n.families ?? [])
+        if (l.stats.slotsGiven > 0 || l.stats.slotsReclaimed > 0)
+          this.fail(
+            `${n.name} gave ${l.stats.slotsGiven} and reclaimed ${l.stats.slotsReclaimed} slot(s) before reaching its cluster`,
+          );
+    }
     this.cluster.spaces.forEach((space, f) => {
       const held: Array<{ slot: number; node: string }> = [];
       const mine: Array<{ start: number; end: number; node: string }> = [];
@@ -107,8 +127,7 @@ export class LeaseInvariants {
           ? n.families[f].currentLease()?.slot
           : runs.find((r) => r.owner === n.name && r.leased)?.start;
         if (slot !== undefined) held.push({ slot, node: n.name });
-        if (n.unreached && slot !== undefined && space.subnetOf(slot) !== n.unreached.saved[f])
-          this.fail(`${n.name} holds ${space.subnetOf(slot)} before reaching its cluster`);
+        if (n.families && n.unreached?.held) this.unreachedLeases(n, runs, slot, n.unreached.held[f], space, nodes, f);
         for (const r of runs)
           if (r.owner === n.name) mine.push({ start: r.start, end: r.start + r.count, node: n.name });
       }
@@ -126,6 +145,43 @@ export class LeaseInvariants {
         if (r.end > reach.end) reach = { end: r.end, node: r.node };
       }
     });
+  }
+
+  /** Before reaching its cluster a node holds no subnet but the one it started with, and its ring
+   *  shows no lease of its name but that one and those another view shows (learned): it leased
+   *  nothing itself. */
+  private unreachedLeases(
+    n: LeaseNode,
+    runs: readonly RingRun[],
+    slot: number | undefined,
+    held: number | undefined,
+    space: LeaseSpace,
+    nodes: readonly LeaseNode[],
+    f: number,
+  ): void {
+    if (slot !== undefined && slot !== held)
+      this.fail(
+        `${n.name} holds ${space.subnetOf(slot)} before reaching its cluster (started with ${held === undefined ? "none" : space.subnetOf(held)})`,
+      );
+    for (const r of runs) {
+      if (r.owner !== n.name || !r.leased || r.start === held) continue;
+      const learnt = nodes.some((o) => {
+        if (o === n) return false;
+        const theirs = o.families ? o.families[f].ringState().runs : (o.stores[f].saved?.ring.runs ?? []);
+        return theirs.some(
+          (t) =>
+            t.owner === n.name &&
+            t.leased &&
+            t.start <= r.start &&
+            r.start < t.start + t.count &&
+            t.version >= r.version,
+        );
+      });
+      if (!learnt)
+        this.fail(
+          `${n.name}'s ring shows it leased ${space.subnetOf(r.start)}, which no other view shows, before reaching its cluster`,
+        );
+    }
   }
 
   private fail(what: string): never {
