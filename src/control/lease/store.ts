@@ -150,7 +150,8 @@ export class FileLeaseStore implements LeaseStateStore {
       );
     if (v.format !== FILE_FORMAT) throw this.corrupt("format missing");
     if (typeof v.fingerprint !== "string") throw this.corrupt("fingerprint missing");
-    // "network" and "lease" are for a person reading the file (the ring is authoritative), so
+    // The ring is authoritative: "network" is for a person reading the file, and "lease" only picks
+    // which of this node's leased slots a restart keeps (the lowest when the ring lacks it), so
     // their advice keeps the ring; still refused, as their damage may be the first of more.
     if (typeof v.network !== "string") throw this.corrupt("network is not a string", keepRing('"network" to ""'));
     if (v.lease !== null && typeof v.lease !== "string")
