@@ -63,7 +63,8 @@ async function killWhileHolding(dp: UserspaceDataplane, floodEnded: () => boolea
       () => (floodEnded() || (dp.counters().workersDown === 0 && fn.fqBacklog(q) > 0) ? true : undefined),
       30_000,
     );
-    if (floodEnded()) throw new Error(`the flood ended before a kill found the worker holding packets (${kills} kills)`);
+    if (floodEnded())
+      throw new Error(`the flood ended before a kill found the worker holding packets (${kills} kills)`);
     const restarts = dp.counters().workerRestarts;
     await dp.killWorkers();
     held = fn.fqCut(q) || outside() > 0 ? 0 : fn.fqBacklog(q);
@@ -243,7 +244,9 @@ describe.skipIf(!canUseNetns())("userspace dataplane flow queue under a flood", 
    */
   const KILLED_HOLDING_MS = 150_000;
 
-  it("sends what a killed worker held once its task runs again, each packet once", async () => {
+  it("sends what a killed worker held once its task runs again, each packet once", {
+    timeout: KILLED_HOLDING_MS,
+  }, async () => {
     const [kernelPod] = lab.hosts[0].pods;
     const [weftPod] = lab.hosts[1].pods;
     await killedHolding(async (held, before, read) => {
@@ -254,9 +257,11 @@ describe.skipIf(!canUseNetns())("userspace dataplane flow queue under a flood", 
       expect(handled(dp) - before).toBe(BigInt(held));
     });
     expect((await ping(weftPod, kernelPod.addr, { count: 2, timeoutS: 1 })).received).toBe(2);
-  }, KILLED_HOLDING_MS);
+  });
 
-  it("drops what a killed worker held if it died inside a flow queue call, counted, and sends on", async () => {
+  it("drops what a killed worker held if it died inside a flow queue call, counted, and sends on", {
+    timeout: KILLED_HOLDING_MS,
+  }, async () => {
     const [kernelPod] = lab.hosts[0].pods;
     const [weftPod] = lab.hosts[1].pods;
     await killedHolding(async (held, before, read) => {
@@ -284,5 +289,5 @@ describe.skipIf(!canUseNetns())("userspace dataplane flow queue under a flood", 
       const { sent, received } = await tcpTransfer(from, to, 5_000_000);
       expect(received).toEqual(sent);
     }
-  }, KILLED_HOLDING_MS);
+  });
 });
