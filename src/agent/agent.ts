@@ -1159,8 +1159,9 @@ export class Agent {
             `setting the IPv${lane.family} backend's peers failed (see err); trying again at the next interval`,
           );
         await lane.backend?.reconcile().catch((err) => {
-          // AGENT_BACKEND_FAILED says it, and what happens instead.
-          if (!this.backendFailures.has(err))
+          // AGENT_BACKEND_FAILED says it, and what happens instead; also where the backend failed
+          // with another error than this one (the device it repairs gone with it).
+          if (!this.backendFailures.has(err) && !lane.failed)
             this.log.error(
               { err, code: "AGENT_RECONCILE_FAILED", family: lane.family },
               `repairing the IPv${lane.family} backend's kernel state failed (see err); trying again at the next interval`,

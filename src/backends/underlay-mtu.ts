@@ -29,13 +29,25 @@ export function assertIpv6Mtu(
   );
 }
 
+/** The caps warned of in this process: a backend restarted every 30 s would warn at each. */
+const cappedWarned = new Set<string>();
+
 /**
  * The underlay MTU a backend works from: Backend.MTU (flannel's MTU key) or the interface's, but
  * never above the interface's, which bounds the encapsulated packets (the kernel caps a VXLAN
- * device there; a userspace dataplane's larger datagrams would be refused or fragmented).
+ * device there; a userspace dataplane's larger datagrams would be refused or fragmented). Warns
+ * once per `backend` (its Type and family), MTU key and interface MTU.
  */
-export function cappedUnderlayMtu(logger: Logger, configured: number | undefined, underlay: Underlay): number {
+export function cappedUnderlayMtu(
+  logger: Logger,
+  configured: number | undefined,
+  underlay: Underlay,
+  backend: string,
+): number {
   if (configured === undefined || configured <= underlay.mtu) return configured ?? underlay.mtu;
+  const key = `${backend} ${configured} ${underlay.iface} ${underlay.mtu}`;
+  if (cappedWarned.has(key)) return underlay.mtu;
+  cappedWarned.add(key);
   logger.warn(
     { code: "BACKEND_MTU_CAPPED", mtu: configured, underlayMtu: underlay.mtu },
     `Backend.MTU ${configured} is above ${underlay.iface}'s MTU ${underlay.mtu}, which bounds the encapsulated packets: using ${underlay.mtu}; raise the interface's MTU first for a larger one`,

@@ -185,7 +185,10 @@ agentCommand
   )
   .addOption(intFlag("--reconcile-interval <s>", "seconds between kernel drift repairs, at least 1").default(5))
   .action(async (o) => {
-    const log = pino({ base: { node: o.nodeName } });
+    // Each line written before the call returns: pino's default stdout writes go through libuv's
+    // thread pool, where the file-system calls that hang a stop (a wedged mount, a FIFO) hold them
+    // back, and a second SIGINT's kill drops what is still queued.
+    const log = pino({ base: { node: o.nodeName } }, pino.destination({ dest: 1, sync: true }));
     for (const { variable, advice } of ignoredFlanneldEnv(process.env))
       log.warn({ code: "CLI_FLANNELD_ENV_IGNORED", variable }, `${variable} is ignored: ${advice}`);
     for (const { variable, shadowedBy } of agentCommand.flanneldShadowed)
@@ -244,12 +247,10 @@ agentCommand
           "exiting before the stop ended: devices, routes, ip-masq rules or subnet.env may be left, and no leave may have been sent; the next start with the same config takes them over, or remove them by hand (ip link show, ip route show, nft list tables)",
         );
         // Ended by SIGINT's default action, as Ctrl-C ends a program: process.exit would wait for a
-        // file-system call that hangs (a wedged mount) in libuv's thread pool. The line is written
-        // first: the kill runs no exit hook to flush the log.
-        return log.flush(() => {
-          process.removeAllListeners("SIGINT");
-          process.kill(process.pid, "SIGINT");
-        });
+        // file-system call that hangs (a wedged mount) in libuv's thread pool. The line above is
+        // written already (the log is synchronous).
+        process.removeAllListeners("SIGINT");
+        return process.kill(process.pid, "SIGINT");
       }
       stopping = true;
       log.info({ signal }, "stopping");

@@ -179,7 +179,7 @@ const FLANNEL_TYPES: ReadonlySet<string> = new Set(["vxlan", "host-gw", "udp"]);
  * releases), which a ConfigMap switched from one keeps: another backend's keys, not typos.
  */
 const FLANNEL_ONLY_KEYS: Readonly<Record<string, readonly string[]>> = {
-  wireguard: ["ListenPort", "ListenPortV6", "PSK", "PersistentKeepaliveInterval", "Mode"],
+  wireguard: ["ListenPort", "ListenPortV6", "PSK", "PersistentKeepaliveInterval", "Mode", "MTU"],
   ipsec: ["PSK", "UDPEncap", "ESPProposal"],
   ipip: ["DirectRouting"],
   extension: ["PreStartupCommand", "PostStartupCommand", "SubnetAddCommand", "SubnetRemoveCommand"],
@@ -191,6 +191,8 @@ const FLANNEL_ONLY_KEYS: Readonly<Record<string, readonly string[]>> = {
 /** Keys of flannel's Windows backends, which a ConfigMap shared with Windows nodes carries (its
  *  Helm chart writes MacPrefix); flanneld on Linux ignores them, and so does weft. */
 const WINDOWS_ONLY = new Set(["MacPrefix", "Name", "DNSServerList"]);
+/** A Windows-only key regardless of case, as keys match (one its Type lacks keeps the case given). */
+const isWindowsOnly = (key: string) => [...WINDOWS_ONLY].some((k) => k.toLowerCase() === key.toLowerCase());
 const windowsOnly = (what: string) =>
   nullIsDefault(
     z
@@ -516,7 +518,8 @@ export const netConfSchema = z
       .describe(
         `how pod traffic crosses hosts: Type is one of ${BACKEND_TYPES.join(", ")} (default vxlan). ` +
           `A key no backend reads (a typo) is refused; another backend's, flannel's too (VNI under host-gw, PSK of wireguard), is ignored under ${[...FLANNEL_TYPES].join(", ")} as flanneld ignores it, ` +
-          `and logged (CONFIG_BACKEND_KEY_IGNORED), but refused under ${BACKEND_TYPES.filter((t) => !FLANNEL_TYPES.has(t)).join(", ")}, which flanneld does not have`,
+          `and logged (CONFIG_BACKEND_KEY_IGNORED), but refused under ${BACKEND_TYPES.filter((t) => !FLANNEL_TYPES.has(t)).join(", ")}, which flanneld does not have ` +
+          `(except the keys of flannel's Windows backends, ${[...WINDOWS_ONLY].join(", ")}, ignored and logged, and a null, which leaves a key unset)`,
       ),
   })
   .strict()
@@ -575,7 +578,7 @@ export interface IgnoredBackendKey {
 }
 
 export type NetConf = z.infer<typeof netConfSchema> & {
-  /** Backend keys of other backends, ignored under flannel's Types as flanneld ignores them; the agent logs them (ignoredKeysMessage). */
+  /** Backend keys of other backends, ignored under flannel's Types as flanneld ignores them (under weft's own, only Windows-only ones); the agent logs them (ignoredKeysMessage). */
   readonly ignoredBackendKeys: readonly IgnoredBackendKey[];
   /** The IPv4 subnet space; undefined when EnableIPv4 is false. */
   readonly space: SubnetSpace | undefined;
@@ -626,10 +629,14 @@ export function parseNetConf(text: string, source = "net-conf.json"): NetConf {
       .filter((k) => !Object.hasOwn(option.shape, k))
       .map((key) => ({ key, types: typesReading(key) }));
     const type = backendType as string;
-    if (!FLANNEL_TYPES.has(type) && unread.length > 0)
+    const flannels = FLANNEL_TYPES.has(type);
+    // Under weft's own Types, a Windows node's key is ignored too (a ConfigMap shared with Windows
+    // nodes: flannel's Helm chart writes MacPrefix), and a null is unset, as everywhere.
+    const refused = flannels ? [] : unread.filter((u) => backend[u.key] !== null && !isWindowsOnly(u.key));
+    if (refused.length > 0)
       throw new WeftError(
         "CONFIG_NET_CONF_INVALID",
-        `${source}: Backend.Type ${type} does not read ${unreadList(unread)}; refused: ${type} is weft's own Type, which flanneld does not have, so no flanneld ignores them here, and a setting made for another Type would lapse unseen: remove them (${readsClause(type)})`,
+        `${source}: Backend.Type ${type} does not read ${unreadList(refused)}; refused: ${type} is weft's own Type, which flanneld does not have, so no flanneld ignores them here, and a setting made for another Type would lapse unseen: remove them (${readsClause(type)})`,
       );
     const unknown = unread.filter((u) => u.types.length === 0).map((u) => u.key);
     if (unknown.length > 0)
@@ -637,7 +644,7 @@ export function parseNetConf(text: string, source = "net-conf.json"): NetConf {
         "CONFIG_NET_CONF_INVALID",
         `${source}: Backend: unknown key(s) ${keyList(unknown)}, which no backend reads (a misspelt key would leave its default in force): correct or remove them (${readsClause(type)})`,
       );
-    ignoredBackendKeys = unread;
+    ignoredBackendKeys = flannels ? unread : unread.filter((u) => backend[u.key] !== null);
     // Left out before the schema, which would refuse them, and so never in force.
     raw = {
       ...(raw as object),
@@ -750,13 +757,14 @@ function keyList(keys: readonly string[], note: (i: number) => string = () => ""
 
 /**
  * The warning for a config's ignored Backend keys ("Backend.Type host-gw does not read VNI (a key
- * of vxlan, wasm-vxlan) ..."), or undefined when none was ignored. Only under flannel's Types.
+ * of vxlan, wasm-vxlan) ..."), or undefined when none was ignored.
  */
 export function ignoredKeysMessage(conf: NetConf, source: string): string | undefined {
   const ignored = conf.ignoredBackendKeys;
   if (ignored.length === 0) return undefined;
   const type = conf.Backend.Type;
-  return `${source}: Backend.Type ${type} does not read ${unreadList(ignored)}; ignored, as flanneld's ${type} backend ignores them: remove them (${readsClause(type)})`;
+  const as = FLANNEL_TYPES.has(type) ? `flanneld's ${type} backend ignores them` : "flanneld on Linux ignores them";
+  return `${source}: Backend.Type ${type} does not read ${unreadList(ignored)}; ignored, as ${as}: remove them (${readsClause(type)})`;
 }
 
 /**

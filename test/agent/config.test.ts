@@ -677,7 +677,7 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
       await conf({ MTU: 1400 });
       agents.reload(a);
       const lines = await refusals("CONFIG_BACKEND_KEY_IGNORED", 2);
-      expect(lines[1].msg).toMatch(/does not read MTU \(a key of vxlan, wasm-vxlan\); ignored/);
+      expect(lines[1].msg).toMatch(/does not read MTU \(a key of vxlan, wasm-vxlan, flannel's wireguard\); ignored/);
       expect(await agents.status(a)).toMatchObject({ ready: true, settings: { backend: { Type: "host-gw" } } });
     } finally {
       await agents.stop(a);

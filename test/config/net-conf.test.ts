@@ -150,14 +150,14 @@ describe("net-conf.json", () => {
     expect(c.Backend).toEqual({ Type: "host-gw" }); // never in force, so a reload that adds them swaps nothing
     expect(ignored(conf)).toEqual([
       ["VNI", "vxlan,wasm-vxlan"],
-      ["MTU", "vxlan,wasm-vxlan"],
+      ["MTU", "vxlan,wasm-vxlan,flannel's wireguard"],
       ["Port", "vxlan,udp,wasm-vxlan"],
       ["PSK", "flannel's wireguard,flannel's ipsec"],
       ["DirectRouting", "vxlan,flannel's ipip"],
     ]);
     // Said of flanneld only where it is true (host-gw is flannel's), and naming what the Type reads on Linux.
     expect(ignoredKeysMessage(c, "net-conf.json")).toBe(
-      "net-conf.json: Backend.Type host-gw does not read VNI (a key of vxlan, wasm-vxlan), MTU (a key of vxlan, wasm-vxlan), Port (a key of vxlan, udp, wasm-vxlan), PSK (a key of flannel's wireguard, flannel's ipsec), DirectRouting (a key of vxlan, flannel's ipip); " +
+      "net-conf.json: Backend.Type host-gw does not read VNI (a key of vxlan, wasm-vxlan), MTU (a key of vxlan, wasm-vxlan, flannel's wireguard), Port (a key of vxlan, udp, wasm-vxlan), PSK (a key of flannel's wireguard, flannel's ipsec), DirectRouting (a key of vxlan, flannel's ipip); " +
         "ignored, as flanneld's host-gw backend ignores them: remove them (host-gw reads no key but Type)",
     );
     expect(
@@ -217,7 +217,7 @@ describe("net-conf.json", () => {
     );
   });
 
-  it("refuses another backend's keys under wasm-vxlan, which flanneld does not have, and takes vxlan's MTU there", () => {
+  it("refuses another backend's keys under wasm-vxlan, which flanneld does not have (not a Windows node's, nor a null), and takes vxlan's MTU there", () => {
     // A ConfigMap switched from vxlan: its MTU keeps the pods' MTU, as under vxlan.
     const mtu = parse({ Network: "198.19.0.0/16", Backend: { Type: "wasm-vxlan", MTU: 1400 } });
     expect(mtu.Backend).toMatchObject({ MTU: 1400 });
@@ -232,13 +232,30 @@ describe("net-conf.json", () => {
     ).toThrow(
       /^net-conf\.json: Backend\.Type wasm-vxlan does not read DirectRouting \(a key of vxlan, flannel's ipip\), GBP \(a key of vxlan\), Prot \(no backend's key\); refused: wasm-vxlan is weft's own Type, which flanneld does not have, so no flanneld ignores them here, and a setting made for another Type would lapse unseen: remove them \(wasm-vxlan reads VNI, Port, MTU, IPv6OverIPv4Port, Workers, /,
     );
-    for (const Backend of [{ learning: true }, { MacPrefix: "0E-2A" }, { Name: "cbr0" }, { PSK: "k" }])
+    for (const Backend of [{ learning: true }, { PSK: "k" }, { DirectRouting: false }])
       expect(() => parse({ Network: "198.19.0.0/16", Backend: { Type: "wasm-vxlan", ...Backend } })).toThrow(
         /^net-conf\.json: Backend\.Type wasm-vxlan does not read \w+ \(a key of [^)]+\); refused: /,
       );
+    // Except a Windows node's keys (a ConfigMap shared with Windows nodes), ignored and logged as
+    // flanneld on Linux ignores them, and a null, which is unset; a misspelt key is refused all the same.
+    const shared = {
+      Network: "198.19.0.0/16",
+      Backend: { Type: "wasm-vxlan", MacPrefix: "0E-2A", name: "vxlan0", DNSServerList: null, DirectRouting: null },
+    };
+    expect(parse(shared).Backend).toEqual(parse({ Network: "198.19.0.0/16", Backend: { Type: "wasm-vxlan" } }).Backend);
+    expect(ignored(shared)).toEqual([
+      ["MacPrefix", "vxlan"],
+      ["name", "vxlan,host-gw"],
+    ]);
+    expect(ignoredKeysMessage(parse(shared), "f")).toMatch(
+      /^f: Backend\.Type wasm-vxlan does not read MacPrefix \(a key of vxlan\), name \(a key of vxlan, host-gw\); ignored, as flanneld on Linux ignores them: remove them \(wasm-vxlan reads VNI, /,
+    );
+    expect(() => parse({ Network: "198.19.0.0/16", Backend: { Type: "wasm-vxlan", Prot: null } })).toThrow(
+      /^net-conf\.json: Backend: unknown key\(s\) Prot, which no backend reads/,
+    );
     // Under flannel's udp, as flanneld's udp backend: ignored.
     expect(ignored({ Network: "198.19.0.0/16", Backend: { Type: "udp", MTU: 1400 } })).toEqual([
-      ["MTU", "vxlan,wasm-vxlan"],
+      ["MTU", "vxlan,wasm-vxlan,flannel's wireguard"],
     ]);
   });
 

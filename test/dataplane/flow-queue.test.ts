@@ -49,9 +49,10 @@ function backlog(dp: UserspaceDataplane): number {
  * what it held, or was amid a read, a send or a call, when the kill landed) is made again, once the
  * supervisor has heard of the death (until then the dead worker still looks as serving). Returns
  * the packets held. The caller runs what must come before the restart without yielding to the
- * event loop (see the top of this file).
+ * event loop (see the top of this file). Fails once `floodEnded` says so: nothing fills the queue
+ * after it, and the kills would otherwise go on for minutes.
  */
-async function killWhileHolding(dp: UserspaceDataplane): Promise<number> {
+async function killWhileHolding(dp: UserspaceDataplane, floodEnded: () => boolean): Promise<number> {
   const { hp, fn, q } = flowQueue(dp);
   const words = new Int32Array(hp.memory.buffer, q, (hp.constant("FQ_OUT") >> 2) + 1);
   const outside = () => words[hp.constant("FQ_PREPARED") >> 2] + words[hp.constant("FQ_OUT") >> 2];
@@ -59,9 +60,11 @@ async function killWhileHolding(dp: UserspaceDataplane): Promise<number> {
   for (let kills = 0; kills < 20 && held === 0; kills++) {
     await until(
       `a serving worker to hold packets (kill ${kills})`,
-      () => (dp.counters().workersDown === 0 && fn.fqBacklog(q) > 0 ? true : undefined),
+      () => (floodEnded() || (dp.counters().workersDown === 0 && fn.fqBacklog(q) > 0) ? true : undefined),
       30_000,
     );
+    if (floodEnded())
+      throw new Error(`the flood ended before a kill found the worker holding packets (${kills} kills)`);
     const restarts = dp.counters().workerRestarts;
     await dp.killWorkers();
     held = fn.fqCut(q) || outside() > 0 ? 0 : fn.fqBacklog(q);
@@ -216,23 +219,34 @@ describe.skipIf(!canUseNetns())("userspace dataplane flow queue under a flood", 
     // flow is emptied by each send and comes back as a new (sparse) one at the next read, so that
     // the worker reads one batch per send and holds nothing (0 at ten kills in a row). One flow
     // with every packet of a read stays on the old list and is read ahead of its sends.
+    // The flood is load, not what is tested: its end is awaited, its failure (a killed stream) not.
+    let floodEnded = false;
     const flood = iperf(kernelPod, weftPod, { seconds: 15, udp: true, length: 1400, bitrate: "0", streams: 1 });
-    await sleep(500);
-    const held = await killWhileHolding(dp);
-    const before = handled(dp);
-    weftHostIp(lab, ["link", "set", "weft0", "txqueuelen", "0"]);
+    flood.catch(() => {}).finally(() => (floodEnded = true));
     try {
+      await sleep(500);
+      const held = await killWhileHolding(dp, () => floodEnded);
+      const before = handled(dp);
+      weftHostIp(lab, ["link", "set", "weft0", "txqueuelen", "0"]);
       const read = tunReads(lab);
       expect(held, "the flood filled the flow queue").toBeGreaterThan(0);
       await check(held, before, read);
     } finally {
       // iperf3's control connection crosses the dataplane too.
       await lab.hosts[1].ns.ip("link set weft0 txqueuelen 1024");
-      await flood;
+      await Promise.allSettled([flood]);
     }
   }
+  /**
+   * Above killedHolding's waits, so that a test's end (its finally's txqueuelen) never lands in the
+   * next one's: the flood's end (iperf3's 10 s to listen, its limit of 15 + 30 s, 5 s for `ss`),
+   * which bounds the kills, then a check's 30 s, then what follows it.
+   */
+  const KILLED_HOLDING_MS = 150_000;
 
-  it("sends what a killed worker held once its task runs again, each packet once", async () => {
+  it("sends what a killed worker held once its task runs again, each packet once", {
+    timeout: KILLED_HOLDING_MS,
+  }, async () => {
     const [kernelPod] = lab.hosts[0].pods;
     const [weftPod] = lab.hosts[1].pods;
     await killedHolding(async (held, before, read) => {
@@ -245,7 +259,9 @@ describe.skipIf(!canUseNetns())("userspace dataplane flow queue under a flood", 
     expect((await ping(weftPod, kernelPod.addr, { count: 2, timeoutS: 1 })).received).toBe(2);
   });
 
-  it("drops what a killed worker held if it died inside a flow queue call, counted, and sends on", async () => {
+  it("drops what a killed worker held if it died inside a flow queue call, counted, and sends on", {
+    timeout: KILLED_HOLDING_MS,
+  }, async () => {
     const [kernelPod] = lab.hosts[0].pods;
     const [weftPod] = lab.hosts[1].pods;
     await killedHolding(async (held, before, read) => {

@@ -111,14 +111,20 @@ describe.skipIf(!canUseNetns())("lab iperf3 runs", () => {
       // control connections carry a few kB), its full-sized segments go nowhere; the control
       // connections' small messages, the flood (UDP) and the pings still get through. Not a fixed
       // wait from here: the iperf3s start late on a loaded machine, and the stream's end with them.
-      await until(
-        "the TCP stream to run",
-        async () => {
-          const ss = await client.ns.exec(["ss", "-tinH", "state", "established"]);
-          return [...ss.matchAll(/bytes_acked:(\d+)/g)].some(([, n]) => Number(n) >= 1_000_000) ? true : undefined;
-        },
-        10_000,
-      );
+      try {
+        await until(
+          "the TCP stream to run",
+          async () => {
+            const ss = await client.ns.exec(["ss", "-tinH", "state", "established"]);
+            return [...ss.matchAll(/bytes_acked:(\d+)/g)].some(([, n]) => Number(n) >= 1_000_000) ? true : undefined;
+          },
+          10_000,
+        );
+      } catch (e) {
+        // The run ends before withPods deletes the namespaces it runs in, its failure not unhandled.
+        await run.catch(() => {});
+        throw e;
+      }
       await dropIn(server, "meta l4proto tcp ip length > 1000");
       const e = await run;
       expect(e.code, e.message).toBe("LAB_IPERF_TIMED_OUT");

@@ -135,7 +135,7 @@ export class UserspaceBackend implements Backend {
       : this.family === 4 || overIpv4
         ? VXLAN_IPV4_UNDERLAY_BYTES
         : VXLAN_IPV6_UNDERLAY_BYTES;
-    const underlayMtu = cappedUnderlayMtu(this.logger, options.mtu, ctx.underlay);
+    const underlayMtu = cappedUnderlayMtu(this.logger, options.mtu, ctx.underlay, `${type} IPv${this.family}`);
     const fits = underlayMtu - overhead;
     // A jumbo underlay (9000) is fine: pods get the largest MTU the packet slots hold, and TCP
     // still moves 64 KB super-packets through the TUN device with offloads on.

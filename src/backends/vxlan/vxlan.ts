@@ -72,7 +72,7 @@ export class VxlanBackend extends KernelBackend {
     // The kernel caps a VXLAN device at its lower device's MTU minus the headroom: an MTU key
     // above the interface's would leave the device below the size asked (found drifted and
     // replaced on every reconcile) and the pods above what it carries.
-    const underlayMtu = cappedUnderlayMtu(this.logger, options.mtu, ctx.underlay);
+    const underlayMtu = cappedUnderlayMtu(this.logger, options.mtu, ctx.underlay, `vxlan IPv${this.family}`);
     this.mtu = underlayMtu - VXLAN_IPV4_UNDERLAY_BYTES;
     const headroom = this.family === 4 ? VXLAN_IPV4_UNDERLAY_BYTES : VXLAN_IPV6_UNDERLAY_BYTES;
     this.deviceMtu = this.family === 4 ? this.mtu : Math.min(this.mtu, ctx.underlay.mtu - headroom);
