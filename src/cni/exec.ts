@@ -56,18 +56,22 @@ export function cniEnv(a: CniArgs, base: NodeJS.ProcessEnv = process.env): NodeJ
 /**
  * Runs plugin `type` with `config` on stdin. Resolves with the parsed stdout (undefined when it
  * printed nothing, as DEL may); rejects with a CniError carrying the plugin's own code and message.
- * `wrap` prefixes argv, e.g. `ip netns exec <host>` to run it in a lab host's namespace.
+ * `wrap` prefixes argv, e.g. `ip netns exec <host>` to run it in a lab host's namespace; the
+ * plugin inherits the descriptors `fds` (as 3, 4, ...).
  */
 export function execPlugin(
   type: string,
   config: object,
   a: CniArgs,
-  opts: { wrap?: string[]; env?: NodeJS.ProcessEnv } = {},
+  opts: { wrap?: string[]; env?: NodeJS.ProcessEnv; fds?: number[] } = {},
 ): Promise<unknown> {
   const file = findPlugin(type, a.path);
   const [cmd, ...argv] = [...(opts.wrap ?? []), file];
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, argv, { env: cniEnv(a, opts.env), stdio: ["pipe", "pipe", "pipe"] });
+    const child = spawn(cmd, argv, {
+      env: cniEnv(a, opts.env),
+      stdio: ["pipe", "pipe", "pipe", ...(opts.fds ?? [])],
+    });
     // First: a spawn that fails for want of descriptors (EMFILE) has no pipes, and its error would
     // otherwise go unheard and end the process.
     child.on("error", (e) => reject(new CniError(CNI_ERROR.IO_FAILURE, `cannot run plugin ${file}: ${e.message}`)));

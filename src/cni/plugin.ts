@@ -13,7 +13,7 @@ import { join, resolve } from "node:path";
 import { errorMessage, isWeftError } from "../errors.js";
 import { writeFileAtomic } from "../fs/atomic-write.js";
 import { Kernel } from "../kernel/iproute.js";
-import { bindAbstract, bindAbstractWithin } from "../util/abstract-socket.js";
+import { bindAbstract, bindAbstractWithin, descriptorOf } from "../util/abstract-socket.js";
 import { cidrContains, firstHostOf, networkOf, parseCidr } from "./cidr.js";
 import {
   DEFAULT_SUBNET_FILE,
@@ -195,7 +195,7 @@ export async function runPlugin(call: PluginCall): Promise<object | undefined> {
         );
       try {
         const kept = await keptPath(args, conf.dataDir);
-        if (kept) await deleteKept(kept, args, conf.dataDir, conf.prevResult);
+        if (kept) await deleteKept(kept, args, conf.dataDir, [lock], conf.prevResult);
       } finally {
         lock.close();
       }
@@ -222,7 +222,7 @@ export async function runPlugin(call: PluginCall): Promise<object | undefined> {
           `another ADD, a DEL or a GC of container ${cid}'s ${ifName} on this dataDir is running: a runtime must not run two operations on one container at once`,
         );
       try {
-        return await add(conf, args, keptFile(conf.dataDir, cid, ifName));
+        return await add(conf, args, keptFile(conf.dataDir, cid, ifName), running);
       } finally {
         running.close();
       }
@@ -255,8 +255,10 @@ export async function runPlugin(call: PluginCall): Promise<object | undefined> {
  * has the runtime never run GC while an ADD or DEL runs (CRI-O's ocicni holds a lock for it), and
  * the reference plugins count on that; a runtime that overlaps them lists no pod whose ADD is not
  * done, and GC would free the address, rules and kept config of a pod being built (its later DEL
- * finding nothing). Not a lock file: the kernel frees the name however the holder ends (a runtime
- * kills an ADD that takes too long), and the plugin has no flock (Node.js has none).
+ * finding nothing). Not a lock file: the kernel frees the name however the holder ends, and the
+ * plugin has no flock (Node.js has none). The delegate run under it inherits it (see holding): a
+ * runtime that kills an ADD taking too long kills this process only, and the delegate's ADD it
+ * started goes on; the runtime's DEL then waits for it.
  */
 function attachmentLock(dataDir: string, cid: string, ifName: string): string {
   return `\0weft-cni:${createHash("sha256")
@@ -270,6 +272,14 @@ function attachmentLock(dataDir: string, cid: string, ifName: string): string {
  * retries a failed DEL) rather than remove the config of an ADD that would then leak its address.
  */
 const DEL_LOCK_WAIT_MS = 10_000;
+
+/**
+ * How a delegate is run under these locks: it inherits their sockets, so that they stay bound while
+ * it runs even once this process is gone (killed by a runtime's timeout).
+ */
+function holding(locks: Server[]): { fds: number[] } {
+  return { fds: locks.flatMap((l) => descriptorOf(l) ?? []) };
+}
 
 /** A lock that cannot be bound for another reason than a holder (EMFILE, an LSM's EACCES). */
 function lockFailure(e: unknown, cid: string, ifName: string): never {
@@ -312,14 +322,20 @@ async function lockAll(dataDir: string, cid: string, ifNames: string[]): Promise
  */
 const GC_GRACE_MS = 60_000;
 
+/**
+ * How many attachments one GC deletes at most, holding a lock (a descriptor) for each until its
+ * rules are removed: the rest wait for the next GC.
+ */
+const GC_MAX_ATTACHMENTS = 256;
+
 /** Whether the kept file was written (by an ADD) within GC_GRACE_MS. */
 async function fresh(file: string): Promise<boolean> {
   const { mtimeMs } = await stat(file);
   return Date.now() - mtimeMs < GC_GRACE_MS;
 }
 
-/** ADD, the container's lock held: the delegate config kept in `kept`, then run. */
-async function add(conf: FlannelNetConf, args: CniArgs, kept: string): Promise<object> {
+/** ADD, the attachment's `lock` held: the delegate config kept in `kept`, then run. */
+async function add(conf: FlannelNetConf, args: CniArgs, kept: string, lock: Server): Promise<object> {
   const env = await readSubnetEnv(conf.subnetFile);
   const d = delegateConfig(conf, env);
   const type = d.type as string;
@@ -332,7 +348,7 @@ async function add(conf: FlannelNetConf, args: CniArgs, kept: string): Promise<o
     dirMode: 0o700,
   });
   try {
-    const result = (await execPlugin(type, d, args)) as Record<string, unknown>;
+    const result = (await execPlugin(type, d, args, holding([lock]))) as Record<string, unknown>;
     // The file's time is the ADD's end: GC leaves it for GC_GRACE_MS (see there). Failing, it
     // keeps the ADD's start, a shorter grace, which fails no ADD that worked.
     const now = new Date();
@@ -345,7 +361,7 @@ async function add(conf: FlannelNetConf, args: CniArgs, kept: string): Promise<o
     const refused = error instanceof CniError && error.cniCode === CNI_ERROR.INCOMPATIBLE_VERSION;
     const released =
       refused ||
-      (await execPlugin(type, d, { ...args, command: "DEL" }).then(
+      (await execPlugin(type, d, { ...args, command: "DEL" }, holding([lock])).then(
         () => true,
         () => false,
       ));
@@ -373,12 +389,13 @@ function warn(text: string): void {
 }
 
 /**
- * The delegate's DEL of a kept config (one per call: GC may not know which interface), with the
- * runtime's prevResult if of its version.
+ * The delegate's DEL of a kept config (one per call: GC may not know which interface), under the
+ * attachment's `locks`, with the runtime's prevResult if of its version.
  */
 async function delegateDel(
   d: Record<string, unknown>,
   calls: CniArgs[],
+  locks: Server[],
   prevResult?: Record<string, unknown>,
 ): Promise<void> {
   // A result of another version than the kept config's (the conflist's cniVersion changed since
@@ -386,7 +403,7 @@ async function delegateDel(
   // DEL would fail forever. Without it DEL works from the config alone, as under flannel's plugin.
   const prev = prevResult && resultFor(prevResult, d.cniVersion);
   const conf = prev?.cniVersion === d.cniVersion ? { ...d, prevResult: prev } : d;
-  for (const args of calls) await execPlugin(d.type as string, conf, args);
+  for (const args of calls) await execPlugin(d.type as string, conf, args, holding(locks));
 }
 
 /**
@@ -398,12 +415,15 @@ async function deleteKept(
   path: string,
   args: CniArgs,
   dataDir: string,
+  locks: Server[],
   prevResult?: Record<string, unknown>,
 ): Promise<void> {
   const found = await readKeptOrDrop(path);
   if (!found) return;
   const { cid, ifName } = attachmentOf(args);
-  const masq = bridgeMasquerade(found.d, cid, [ifName]);
+  // What an earlier DEL or GC left names its interfaces (a file without one may have been GC'd for net1).
+  const ifNames = found.left?.ifNames ?? [ifName];
+  const masq = bridgeMasquerade(found.d, cid, ifNames);
   const shared = masq !== undefined && (await sharesChain(path, cid, found.d.name, dataDir));
   // The bridge's DEL removes its masquerade rules only for the addresses it finds on the pod's
   // interface: none without the namespace, nor once the interface is gone (deleted by something
@@ -419,8 +439,8 @@ async function deleteKept(
     const sources = shared ? await sourcesOf(found.d, cid, [ifName], new Map()) : undefined;
     if (masq) families = await familiesBridgeLeaves(masq, args.netns, ifName);
     try {
-      await delegateDel(found.d, [args], prevResult);
-      if (masq && families?.length) left = { sources };
+      await delegateDel(found.d, [args], locks, prevResult);
+      if (masq && families?.length) left = { sources, ifNames };
     } catch (e) {
       // With the namespace, the bridge's own teardown cannot delete the chain ("Too many links")
       // while a jump of a gone interface whose addresses were unknown still leads to it; its next
@@ -432,20 +452,20 @@ async function deleteKept(
         // The bridge stops at its first failure (interface, address — the other way before 1.1.1 —
         // then rules): only a DEL of its that now succeeds (no interface: no teardown) shows that
         // the rules alone are left. Without the mark, that next DEL would forget them.
-        await delegateDel(found.d, [args], prevResult).catch((again: unknown) => {
+        await delegateDel(found.d, [args], locks, prevResult).catch((again: unknown) => {
           throw new CniError(
             asCniError(e).cniCode,
             `${asCniError(e).message}; ${failed.message}; again: ${errorMessage(again)}`,
             failed.details,
           );
         });
-        return await leaveMasquerade(path, found, {}, failed);
+        return await leaveMasquerade(path, found, { ifNames }, failed);
       }
-      await delegateDel(found.d, [args], prevResult);
+      await delegateDel(found.d, [args], locks, prevResult);
     }
   }
   if (left && masq && families) {
-    const target = { ...leftTarget(masq, left, shared, ifName), families };
+    const target = { ...leftTarget(masq, left, shared, ifNames), families };
     const failed = (await removeMasquerades([target])).get(target);
     if (failed) return await leaveMasquerade(path, found, left, failed);
   }
@@ -523,52 +543,85 @@ async function gc(call: PluginCall): Promise<undefined> {
   // The locks of the attachments deleted, held until their rules are removed too: an ADD of one
   // meanwhile (a runtime's re-ADD after its list) is refused (11) rather than freed by this GC.
   const locks: Server[] = [];
+  // The attachments not in the runtime's list that this GC leaves (running, fresh, or whose lock
+  // failed): added to the list the delegate's GC gets, which would free them otherwise.
+  const spared: Array<{ containerID: string; ifname?: string }> = [];
+  const spare = (cid: string, ifName: string | undefined) =>
+    spared.push(ifName === undefined ? { containerID: cid } : { containerID: cid, ifname: ifName });
   try {
     // First the attachments to delete, each locked; a container with another attachment kept on
     // the network (the runtime lists one, whatever its kept file holds, or one is skipped here)
     // keeps its chain.
-    const going: Array<{ cid: string; file: string; found: Kept; ifNames: string[] }> = [];
+    const going: Array<{ cid: string; file: string; found: Kept; ifNames: string[]; locks: Server[] }> = [];
     const keeps = new Set(listed);
+    let later = 0;
     for (const { cid, file, fileIf, found: listedFound } of ours.filter((o) => !o.stays)) {
+      // Each lock is a descriptor, held to the end: a GC of a great many leaves the rest to the next.
+      if (going.length >= GC_MAX_ATTACHMENTS) {
+        later++;
+        keeps.add(cid);
+        continue;
+      }
+      let mine: Server[] | undefined;
       try {
         // The interfaces DEL'd: the file's, or those host-local holds addresses of (see unkeptIfNames).
         const ifNamesOf = async (k: Kept) =>
           k.ifName !== undefined ? [k.ifName] : unkeptIfNames(cid, names, await hostLocalStore(k.d, stores));
-        const mine = await lockAll(conf.dataDir, cid, [fileIf, ...(await ifNamesOf(listedFound))]);
+        mine = await lockAll(conf.dataDir, cid, [fileIf, ...(await ifNamesOf(listedFound))]);
         if (!mine) {
           warn(
             `GC: an ADD, DEL or GC of container ${cid} is running, so ${file} is left for a later GC: a runtime must not run GC with ADD or DEL`,
           );
           keeps.add(cid);
+          spare(cid, listedFound.ifName);
           continue;
         }
-        locks.push(...mine);
-        // Read again under the lock: a DEL or an ADD may have run since the listing.
-        const found = await readKept(file).catch(() => undefined);
+        // Read again under the lock: a DEL or an ADD may have run since the listing. Damaged since,
+        // it is no one's known, as there; a read that fails (EMFILE) is a failure, never a skip.
+        const found = await readKept(file).catch((e: unknown) => {
+          if (e instanceof CniError && e.cniCode === CNI_ERROR.DECODE_FAILURE) return undefined;
+          throw e;
+        });
         if (found?.d.name !== conf.name) continue;
         if (!found.left && (await fresh(file))) {
           warn(
             `GC: ${file} was kept by an ADD less than ${GC_GRACE_MS / 1000} s ago, which a runtime's list taken before it cannot name: left for a later GC`,
           );
           keeps.add(cid);
+          spare(cid, found.ifName);
           continue;
         }
         going.push({
           cid,
           file,
           found,
-          ifNames: found.left ? [found.ifName ?? DEFAULT_IFNAME] : await ifNamesOf(found),
+          ifNames: found.left ? (found.left.ifNames ?? [found.ifName ?? DEFAULT_IFNAME]) : await ifNamesOf(found),
+          locks: mine,
         });
+        locks.push(...mine);
+        mine = undefined;
       } catch (e) {
         // Not deleted (its lock could not be bound): as one left, it keeps the chain.
         keeps.add(cid);
+        spare(cid, listedFound.ifName);
         failures.push(asCniError(e));
+      } finally {
+        // A lock of an attachment left goes at once: an ADD or DEL of it may run meanwhile.
+        for (const lock of mine ?? []) lock.close();
       }
     }
+    if (later > 0)
+      warn(
+        `GC: ${later} more kept files of gone attachments are left for the next GC: one GC deletes at most ${GC_MAX_ATTACHMENTS}, holding a lock (a descriptor) for each`,
+      );
     // An ADD of another interface that began after the listing kept its file before its delegate ran.
-    for (const name of await readdir(conf.dataDir).catch(() => [] as string[]))
-      if (!names.includes(name)) keeps.add(name.split("@")[0]);
-    for (const { cid, file, found, ifNames } of going) {
+    for (const name of await readdir(conf.dataDir).catch(() => [] as string[])) {
+      const [cid, ifName = DEFAULT_IFNAME] = name.split("@");
+      if (names.includes(name) || !CONTAINER_ID.test(cid)) continue;
+      keeps.add(cid);
+      spare(cid, ifName);
+    }
+    for (const { cid, file, found, ifNames, locks: held } of going) {
       try {
         const masq = bridgeMasquerade(found.d, cid, ifNames);
         // The chain is the container's on this network, whichever interface: while another of its
@@ -577,16 +630,16 @@ async function gc(call: PluginCall): Promise<undefined> {
         const shared = keeps.has(cid);
         let left = found.left;
         if (!left) {
-          if (masq) left = { sources: shared ? await sourcesOf(found.d, cid, ifNames, stores) : undefined };
+          if (masq) left = { sources: shared ? await sourcesOf(found.d, cid, ifNames, stores) : undefined, ifNames };
           const calls = ifNames.map((ifName): CniArgs => ({ command: "DEL", containerId: cid, ifName, path }));
-          await delegateDel(found.d, calls);
+          await delegateDel(found.d, calls, held);
         }
         if (!masq || !left) {
           await rm(file, { force: true });
           continue;
         }
         // (Shared, the file names its interface: one without is kept while the container is listed.)
-        const target = leftTarget(masq, left, shared, found.ifName ?? DEFAULT_IFNAME);
+        const target = leftTarget(masq, left, shared, ifNames);
         removals.push({ file, found, left, target });
       } catch (e) {
         // The file stays: the next GC tries again.
@@ -613,7 +666,11 @@ async function gc(call: PluginCall): Promise<undefined> {
     const d = delegateConfig(full, await readSubnetEnv(full.subnetFile));
     const type = d.type as string;
     if ((await delegateVersion(type, d.cniVersion, path)) === "1.1.0")
-      await execPlugin(type, { ...d, "cni.dev/valid-attachments": attachments }, { command: "GC", path });
+      await execPlugin(
+        type,
+        { ...d, "cni.dev/valid-attachments": [...attachments, ...spared] },
+        { command: "GC", path },
+      );
   } catch (e) {
     failures.push(asCniError(e));
   }
@@ -673,14 +730,20 @@ interface Kept {
  */
 interface Left {
   sources?: string[];
+  /**
+   * The interfaces DEL'd, whose nftables rules these are: a file without an interface name
+   * (flannel's) may have been GC'd for net1. Unknown in an older weft's: the file's, or eth0.
+   */
+  ifNames?: string[];
 }
 
 /** The key of a kept file holding `Left`. */
 const KEPT_LEFT = "weft.masqueradeLeft";
 
-function leftOf(kept: { sources?: unknown }): Left {
-  const { sources } = kept;
-  return { sources: Array.isArray(sources) ? sources.filter((s): s is string => typeof s === "string") : undefined };
+function leftOf(kept: { sources?: unknown; ifNames?: unknown }): Left {
+  const strings = (v: unknown) => (Array.isArray(v) ? v.filter((s): s is string => typeof s === "string") : undefined);
+  const ifNames = strings(kept.ifNames);
+  return { sources: strings(kept.sources), ifNames: ifNames?.length ? ifNames : undefined };
 }
 
 /** host-local's store when the config does not name one. */
@@ -805,8 +868,8 @@ function unknownSources(m: Masquerade, ifNames: string[]): string[] {
  * The masquerade rules left of the interface's attachment: all of the container's on the network,
  * or, with the chain `shared` with another of its attachments, the jumps from its addresses.
  */
-function leftTarget(masq: Masquerade, left: Left, shared: boolean, ifName: string): Masquerade {
-  return { ...masq, sources: shared && masq.chain ? (left.sources ?? unknownSources(masq, [ifName])) : undefined };
+function leftTarget(masq: Masquerade, left: Left, shared: boolean, ifNames: string[]): Masquerade {
+  return { ...masq, sources: shared ? (left.sources ?? unknownSources(masq, ifNames)) : undefined };
 }
 
 /** Keeps what is left to remove in the attachment's file, its delegate's DEL done. */
@@ -821,19 +884,24 @@ async function keepLeft(path: string, found: Kept, left: Left): Promise<void> {
  * The bridge plugin's ipMasq rules of a container's interfaces on a network (undefined when it
  * makes none: another plugin, or no ipMasq). Its DEL removes them only for the pod's interface
  * found with an address: a DEL without the namespace (GC's are) or the interface leaves them.
- * With iptables (`ipMasqBackend` unset or "iptables"; a bridge before 1.6 ignores the key) the
- * names are the reference plugins' (pkg/utils): the chain `CNI-` and the first 24 hex digits of
- * sha512(network name + container id), jumped to from nat POSTROUTING by one rule per pod address
- * (commented `name: "<network>" id: "<container id>"`); the families are the kept config's
- * host-local ranges'. With nftables ("nftables", or unset where a bridge from 1.6 finds iptables
- * unusable): rules of chain masq_checks in table `inet cni_plugins_masquerade`, one per address,
- * whose comment starts with the interface's hash (pkg/ip's hashForInstance).
+ * With iptables (`ipMasqBackend` unset or "iptables", and "nftables" too: a bridge before 1.6
+ * ignores the key, and a pod added before an upgrade has such rules) the names are the reference
+ * plugins' (pkg/utils): the chain `CNI-` and the first 24 hex digits of sha512(network name +
+ * container id), jumped to from nat POSTROUTING by one rule per pod address (commented `name:
+ * "<network>" id: "<container id>"`); the families are the kept config's host-local ranges'. With
+ * nftables ("nftables", or unset where a bridge from 1.6 finds iptables unusable): rules of chain
+ * masq_checks in table `inet cni_plugins_masquerade`, one per address, whose comment starts with
+ * the interface's hash (pkg/ip's hashForInstance).
  */
 interface Masquerade {
-  /** The iptables chain; none with the nftables backend. */
-  chain?: string;
+  chain: string;
   /** The comment prefixes of its nftables rules, one per interface; none with the iptables backend. */
   nft: string[];
+  /**
+   * Whether nftables is the backend asked for ("nftables"): unset, a bridge from 1.6 uses it only
+   * where nft works, so an nft that cannot list (none, no JSON, no nf_tables) means no such rules.
+   */
+  nftAsked: boolean;
   cid: string;
   families: Array<4 | 6>;
   /** Only the jumps from these addresses, the chain kept: another attachment of the container still uses it. */
@@ -848,7 +916,7 @@ function sha512Prefix(text: string, n: number): string {
 function bridgeMasquerade(d: Record<string, unknown>, cid: string, ifNames: string[]): Masquerade | undefined {
   if (d.type !== "bridge" || d.ipMasq !== true || typeof d.name !== "string") return undefined;
   const network = d.name;
-  const chain = d.ipMasqBackend === "nftables" ? undefined : `CNI-${sha512Prefix(network + cid, 24)}`;
+  const chain = `CNI-${sha512Prefix(network + cid, 24)}`;
   const nft =
     d.ipMasqBackend === "iptables"
       ? []
@@ -858,7 +926,7 @@ function bridgeMasquerade(d: Record<string, unknown>, cid: string, ifNames: stri
     .map((r) => r?.subnet)
     .filter((s): s is string => typeof s === "string");
   const families = ([4, 6] as const).filter((f) => subnets.some((s) => s.includes(":") === (f === 6)));
-  return { chain, nft, cid, families };
+  return { chain, nft, nftAsked: d.ipMasqBackend === "nftables", cid, families };
 }
 
 /**
@@ -903,7 +971,7 @@ async function removeMasquerades(targets: Masquerade[]): Promise<Map<Masquerade,
   const kernel = new Kernel();
   await removeIptablesMasquerades(
     kernel,
-    targets.filter((m) => m.chain),
+    targets,
     failWith(
       (m) => `chain ${m.chain}`,
       (m) =>
@@ -943,7 +1011,7 @@ async function removeIptablesMasquerades(kernel: Kernel, targets: Masquerade[], 
     if (rules === undefined) continue;
     // All of a chain's rules go once any of its attachments was the container's last on the network.
     const chains = new Map<string, Masquerade[]>();
-    for (const m of ours) chains.set(m.chain!, [...(chains.get(m.chain!) ?? []), m]);
+    for (const m of ours) chains.set(m.chain, [...(chains.get(m.chain) ?? []), m]);
     const scripts = [...chains].flatMap(([chain, ms]) => {
       const all = ms.some((m) => !m.sources);
       const lines = masqueradeScript(rules, chain, all ? undefined : ms.flatMap((m) => m.sources ?? []));
@@ -973,7 +1041,9 @@ async function removeIptablesMasquerades(kernel: Kernel, targets: Masquerade[], 
 /**
  * The nftables part: the rules of the bridge's masq_checks chain whose comment starts with a
  * target's hash, by handle, in one `nft -f` transaction (one per target if that fails). No nft,
- * or no such table, is nothing to remove: the bridge writes them with nft (knftables).
+ * or no such table, is nothing to remove: the bridge writes them with nft (knftables). Nor is an
+ * nft that cannot list them for a target whose backend is unset (see nftAsked): a DEL failing on
+ * it would fail for ever, its pod left Terminating.
  */
 async function removeNftMasquerades(kernel: Kernel, targets: Masquerade[], fail: FailMasquerade): Promise<void> {
   if (targets.length === 0) return;
@@ -989,7 +1059,13 @@ async function removeNftMasquerades(kernel: Kernel, targets: Masquerade[], fail:
         : [],
     );
   } catch (e) {
-    if (!isWeftError(e, "KERNEL_TOOL_MISSING")) fail(targets, e);
+    if (isWeftError(e, "KERNEL_TOOL_MISSING")) return;
+    const asked = targets.filter((m) => m.nftAsked);
+    if (asked.length < targets.length)
+      warn(
+        `cannot list nftables (${errorMessage(e)}): taken as no bridge masquerade rules there where ipMasqBackend is unset (a bridge uses nftables only where nft works)`,
+      );
+    fail(asked, e);
     return;
   }
   const scripts = targets.flatMap((m) => {
@@ -1023,7 +1099,10 @@ async function readKept(path: string): Promise<Kept | undefined> {
       return {
         d,
         ifName: typeof ifName === "string" ? ifName : undefined,
-        left: typeof left === "object" && left !== null ? leftOf(left as { sources?: unknown }) : undefined,
+        left:
+          typeof left === "object" && left !== null
+            ? leftOf(left as { sources?: unknown; ifNames?: unknown })
+            : undefined,
       };
   } catch {
     // handled below

@@ -95,6 +95,63 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
     }
     return { ...process.env, PATH: `${dir}:${process.env.PATH}` };
   };
+  /**
+   * A PATH for the plugin whose `nft` fails as one without JSON support does (as one before 0.9,
+   * or without nf_tables, would), logging each run to `log`; `wrap` runs the plugin in h1 with its
+   * stderr appended to `log` too.
+   */
+  const unusableNft = async () => {
+    const dir = await mkdtemp(join(lab.workDir, "nft-"));
+    const log = join(dir, "log");
+    await writeFile(
+      join(dir, "nft"),
+      `#!/bin/sh\necho "nft $*" >> ${log}\necho "Error: JSON support not compiled-in" >&2\nexit 1\n`,
+      { mode: 0o755 },
+    );
+    return {
+      env: { ...process.env, PATH: `${dir}:${process.env.PATH}` },
+      log,
+      wrap: h1.ns.wrap(["sh", "-c", `"$@" 2>>${log}`, "sh"]),
+    };
+  };
+  /**
+   * The bridge's nftables masquerade rules from 1.6 (pkg/ip's ipmasq_nftables_linux.go), which
+   * Debian's bridge (1.1.1) does not write (it ignores ipMasqBackend and uses iptables): table inet
+   * cni_plugins_masquerade, chain masq_checks, one rule per address, its comment the hash of
+   * (network, interface, container) then a description. The test writes them in h1 itself.
+   */
+  const nftMasq = {
+    comment: (net: string, ifName: string, cid: string) => {
+      const sha = (t: string) => createHash("sha512").update(t).digest("hex").slice(0, 16);
+      return `${sha(net)}-${sha(`${ifName}:${cid}`)}, net: ${net}, if: ${ifName}, id: ${cid}`;
+    },
+    /** Writes the table with a rule per [address, comment]. */
+    write: async (rules: Array<[string, string]>) =>
+      await h1.ns.kernel.nft(
+        [
+          "add table inet cni_plugins_masquerade",
+          "add chain inet cni_plugins_masquerade masq_checks",
+          "add chain inet cni_plugins_masquerade postrouting { type nat hook postrouting priority srcnat; }",
+          "add rule inet cni_plugins_masquerade postrouting goto masq_checks",
+          ...rules.map(
+            ([addr, c]) =>
+              `add rule inet cni_plugins_masquerade masq_checks ip saddr == ${addr} ip daddr != 198.19.5.0/24 masquerade comment "${c}"`,
+          ),
+          "",
+        ].join("\n"),
+      ),
+    /** The comments of the rules there, sorted. */
+    comments: async () => {
+      const j = await h1.ns.kernel.nftJson<{ nftables: Array<{ rule?: { comment?: string } }> }>([
+        "chain",
+        "inet",
+        "cni_plugins_masquerade",
+        "masq_checks",
+      ]);
+      return j.nftables.flatMap((e) => (e.rule?.comment ? [e.rule.comment] : [])).sort();
+    },
+    remove: async () => await h1.ns.kernel.nft("delete table inet cni_plugins_masquerade\n").catch(() => undefined),
+  };
   /** A subnet.env of h1's, with an IPv6 subnet too when `dual`. */
   const subnetFileOf = async (name: string, dual: boolean) => {
     const file = join(lab.hostDir(h1), name);
@@ -572,12 +629,13 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
   /**
    * A CNI_PATH whose host-local (the real one) is held until the test's `go` (30 s at most): after
    * its ADD (the attachment's config kept and its address taken, the bridge's work not done), or
-   * before its DEL (nothing freed yet). `held` resolves once it waits.
+   * before its DEL (nothing freed yet). `held` resolves once it waits, with the pid of its parent
+   * (the bridge).
    */
   const holdingPath = async (command: "ADD" | "DEL") => {
     const hold = await mkdtemp(join(lab.workDir, "hold-"));
     const [held, go] = [join(hold, "held"), join(hold, "go")];
-    const wait = `if [ "$CNI_COMMAND" = ${command} ]; then\n  : > ${held}\n  i=0; while [ ! -e ${go} ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\nfi\n`;
+    const wait = `if [ "$CNI_COMMAND" = ${command} ]; then\n  echo $PPID > ${held}.new && mv ${held}.new ${held}\n  i=0; while [ ! -e ${go} ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\nfi\n`;
     const real = `out=$(${join(referencePluginDirs()[0], "host-local")}); rc=$?\n`;
     await writeFile(
       join(hold, "host-local"),
@@ -586,12 +644,14 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
     );
     return {
       path: [hold, join(lab.workDir, "bin"), ...referencePluginDirs()],
-      held: () =>
-        eventually(
+      held: async () => {
+        await eventually(
           `host-local's ${command} held`,
           async () => existsSync(held),
           (v) => v,
-        ),
+        );
+        return Number((await readFile(held, "utf8")).trim());
+      },
       go: () => writeFile(go, ""),
     };
   };
@@ -766,6 +826,40 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
     }
   }, 60_000);
 
+  it("a runtime that kills a slow ADD kills weft's plugin, not the delegate it runs, which holds the attachment's lock until it ends: the runtime's DEL waits for it, then removes what it built", async () => {
+    const conf = flannelConf(h1);
+    const ns = await Netns.create("cni-killadd");
+    const att = { containerId: ns.name, netns: ns.path };
+    const hold = await holdingPath("ADD");
+    let adding: Promise<unknown> | undefined;
+    try {
+      const pods = async () => (await ipamStore(h1)).filter((a) => a.startsWith("198.19."));
+      const before = await pods();
+      adding = settled(runWith(hold.path, "ADD", conf, att));
+      const bridge = await hold.held();
+      const [addr, ...more] = (await pods()).filter((a) => !before.includes(a));
+      expect(more).toEqual([]);
+      // The bridge's parent is weft's plugin (the launcher execs Node.js; `ip netns exec` execs it).
+      const plugin = Number((await readFile(`/proc/${bridge}/stat`, "utf8")).split(") ")[1].split(" ")[1]);
+      expect(await readFile(`/proc/${plugin}/cmdline`, "utf8")).toContain("entry.js");
+      process.kill(plugin, "SIGKILL");
+      expect(await adding).toMatchObject({ message: expect.stringMatching(/SIGKILL/) });
+      const del = settled(runFlannel(h1, "DEL", conf, att));
+      expect(await stillPending(del, 2000)).toBe(true);
+      await hold.go();
+      expect(await del).toBeUndefined();
+      expect(await ipamStore(h1)).not.toContain(addr);
+      expect(await kept(h1)).not.toContain(ns.name);
+      expect((await ns.kernel.ipJson<Array<{ ifname: string }>>(["link", "show"])).map((l) => l.ifname)).toEqual([
+        "lo",
+      ]);
+    } finally {
+      await hold.go();
+      await adding;
+      await ns.destroy();
+    }
+  }, 60_000);
+
   it("a connection to an ADD's lock is closed at once: a client that keeps it open keeps no finished ADD alive (libcni waits for the plugin's exit)", async () => {
     const conf = flannelConf(h1);
     const ns = await Netns.create("cni-lockconn");
@@ -814,49 +908,23 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
     ["ipMasqBackend nftables", { ipMasqBackend: "nftables" }],
     ["ipMasqBackend unset: a bridge from 1.6 takes nftables where iptables is unusable", {}],
   ])(
-    "%s: GC and a DEL without the namespace remove the bridge's nftables masquerade rules of the attachments they delete, and only those",
+    "%s: GC and a DEL without the namespace remove the bridge's nftables masquerade rules of the attachments they delete, and only those, and the iptables chain and jumps Debian's bridge (1.1.1) made whatever the key",
     async (_, backend) => {
-      // Debian's bridge (1.1.1) has no nftables backend (it ignores the key and uses iptables): the
-      // test writes the rules as a bridge from 1.6 does (pkg/ip's ipmasq_nftables_linux.go): table
-      // inet cni_plugins_masquerade, chain masq_checks, one rule per address, its comment the hash
-      // of (network, interface, container) then a description.
       const conf = flannelConf(h1, { cniVersion: "1.1.0", delegate: backend });
-      const sha = (t: string) => createHash("sha512").update(t).digest("hex").slice(0, 16);
-      const comment = (net: string, ifName: string, cid: string) =>
-        `${sha(net)}-${sha(`${ifName}:${cid}`)}, net: ${net}, if: ${ifName}, id: ${cid}`;
+      const { comment, comments } = nftMasq;
       const pods = [await Netns.create("cni-nft"), await Netns.create("cni-nft"), await Netns.create("cni-nft")];
       const [gone, live, deleted] = pods;
-      const comments = async () => {
-        const j = await h1.ns.kernel.nftJson<{ nftables: Array<{ rule?: { comment?: string } }> }>([
-          "chain",
-          "inet",
-          "cni_plugins_masquerade",
-          "masq_checks",
-        ]);
-        return j.nftables.flatMap((e) => (e.rule?.comment ? [e.rule.comment] : [])).sort();
-      };
       try {
         const addrs = await addPods(conf, pods);
-        const rule = (addr: string, c: string) =>
-          `add rule inet cni_plugins_masquerade masq_checks ip saddr == ${addr} ip daddr != 198.19.5.0/24 masquerade comment "${c}"`;
-        const theirs = [
-          ...pods.map((ns) => rule(addrs.get(ns)![0], comment("cbr0", "eth0", ns.name))),
+        await nftMasq.write([
+          ...pods.map((ns): [string, string] => [addrs.get(ns)![0], comment("cbr0", "eth0", ns.name)]),
           // The same container's rules on another network, and of another interface: never ours.
-          rule("198.19.9.2", comment("cbr9", "eth0", gone.name)),
-          rule("198.19.5.99", comment("cbr0", "net1", live.name)),
-        ];
-        await h1.ns.kernel.nft(
-          [
-            "add table inet cni_plugins_masquerade",
-            "add chain inet cni_plugins_masquerade masq_checks",
-            "add chain inet cni_plugins_masquerade postrouting { type nat hook postrouting priority srcnat; }",
-            "add rule inet cni_plugins_masquerade postrouting goto masq_checks",
-            ...theirs,
-            "",
-          ].join("\n"),
-        );
+          ["198.19.9.2", comment("cbr9", "eth0", gone.name)],
+          ["198.19.5.99", comment("cbr0", "net1", live.name)],
+        ]);
         const before = await comments();
         expect(before).toHaveLength(5);
+        for (const ns of pods) expect(masqJumps(await natRules(h1), ns.name)).toHaveLength(1);
         await gone.destroy();
         const valid = {
           "cni.dev/valid-attachments": [live, deleted].map((ns) => ({ containerID: ns.name, ifname: "eth0" })),
@@ -864,21 +932,111 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
         expect(await runFlannel(h1, "GC", { ...conf, ...valid })).toBeUndefined();
         expect(await comments()).toEqual(before.filter((c) => c !== comment("cbr0", "eth0", gone.name)));
         expect(await ipamStore(h1)).not.toContain(addrs.get(gone)![0]);
+        expect(masqJumps(await natRules(h1), gone.name)).toEqual([]);
+        expect(masqJumps(await natRules(h1), deleted.name)).toHaveLength(1);
         // A DEL without the namespace (the runtime's after the sandbox died).
         expect(await runFlannel(h1, "DEL", conf, { containerId: deleted.name })).toBeUndefined();
         expect(await comments()).toEqual(
           before.filter((c) => c !== comment("cbr0", "eth0", gone.name) && c !== comment("cbr0", "eth0", deleted.name)),
         );
+        expect(masqJumps(await natRules(h1), deleted.name)).toEqual([]);
+        expect(masqJumps(await natRules(h1), live.name)).toHaveLength(1);
         expect(await runFlannel(h1, "DEL", conf, { containerId: live.name })).toBeUndefined();
         expect(await comments()).toEqual(
           [comment("cbr0", "net1", live.name), comment("cbr9", "eth0", gone.name)].sort(),
         );
+        expect(masqJumps(await natRules(h1), live.name)).toEqual([]);
       } finally {
-        await h1.ns.kernel.nft("delete table inet cni_plugins_masquerade\n").catch(() => undefined);
+        await nftMasq.remove();
         for (const ns of pods) await ns.destroy();
       }
     },
   );
+
+  it('an nft that cannot list (no JSON support, before 0.9, no nf_tables): with ipMasqBackend unset a DEL without the namespace takes it as no nftables rules, says so on stderr and succeeds; with "nftables" it fails (5), its address freed, and the retry with nft working succeeds', async () => {
+    const nft = await unusableNft();
+    const confOf = (delegate: object) => flannelConf(h1, { delegate });
+    const asked = { ipMasqBackend: "nftables" };
+    const pods = [await Netns.create("cni-nonft"), await Netns.create("cni-nonft")];
+    const [unset, nftables] = pods;
+    const delWith = (delegate: object, ns: Netns) =>
+      execPlugin(
+        "flannel",
+        confOf(delegate),
+        {
+          command: "DEL",
+          containerId: ns.name,
+          ifName: "eth0",
+          path: [join(lab.workDir, "bin"), ...referencePluginDirs()],
+        },
+        { wrap: nft.wrap, env: nft.env },
+      );
+    try {
+      const addrs = new Map([...(await addPods(confOf({}), [unset])), ...(await addPods(confOf(asked), [nftables]))]);
+      for (const ns of pods) expect(masqJumps(await natRules(h1), ns.name)).toHaveLength(1);
+      await unset.destroy();
+      await nftables.destroy();
+      expect(await delWith({}, unset)).toBeUndefined();
+      expect(masqJumps(await natRules(h1), unset.name)).toEqual([]);
+      expect(await ipamStore(h1)).not.toContain(addrs.get(unset)![0]);
+      expect(await kept(h1)).not.toContain(unset.name);
+      const said = await logged(nft.log);
+      expect(said).toContain("nft -j list tables");
+      expect(said.filter((l) => l.startsWith("weft cni: cannot list nftables"))).toEqual([
+        expect.stringMatching(/JSON support not compiled-in.*ipMasqBackend is unset/),
+      ]);
+      await expect(delWith(asked, nftables)).rejects.toMatchObject({
+        cniCode: 5,
+        message: expect.stringMatching(/JSON support not compiled-in/),
+      });
+      expect(await ipamStore(h1)).not.toContain(addrs.get(nftables)![0]);
+      expect(await kept(h1)).toContain(nftables.name);
+      expect(await runFlannel(h1, "DEL", confOf(asked), { containerId: nftables.name })).toBeUndefined();
+      expect(await kept(h1)).not.toContain(nftables.name);
+      expect(masqJumps(await natRules(h1), nftables.name)).toEqual([]);
+    } finally {
+      for (const ns of pods) await ns.destroy();
+    }
+  });
+
+  it("a file kept as flannel's plugin keeps it (no interface name) for a pod's net1, GC'd while nft cannot list (ipMasqBackend nftables): the file keeps net1 for the next GC, which removes net1's nftables rules, not eth0's", async () => {
+    const conf = flannelConf(h1, { cniVersion: "1.1.0", delegate: { ipMasqBackend: "nftables" } });
+    const { comment, comments } = nftMasq;
+    const dataDir = join(lab.hostDir(h1), "flannel");
+    const nft = await unusableNft();
+    const ns = await Netns.create("cni-flnft");
+    try {
+      const r = (await runFlannel(h1, "ADD", conf, {
+        containerId: ns.name,
+        netns: ns.path,
+        ifName: "net1",
+      })) as CniResult;
+      const addr = r.ips![0].address.split("/")[0];
+      const { "weft.ifName": ifName, ...flannels } = JSON.parse(
+        await readFile(join(dataDir, `${ns.name}@net1`), "utf8"),
+      );
+      expect(ifName).toBe("net1");
+      await writeFile(join(dataDir, ns.name), JSON.stringify(flannels));
+      await rm(join(dataDir, `${ns.name}@net1`));
+      await nftMasq.write([
+        [addr, comment("cbr0", "net1", ns.name)],
+        ["198.19.5.98", comment("cbr0", "eth0", ns.name)],
+      ]);
+      await ns.destroy();
+      const none = { "cni.dev/valid-attachments": [] };
+      await expect(runFlannel(h1, "GC", { ...conf, ...none }, undefined, nft.env)).rejects.toMatchObject({
+        cniCode: 5,
+      });
+      expect(await ipamStore(h1)).not.toContain(addr);
+      expect(await kept(h1)).toContain(ns.name);
+      expect(await runFlannel(h1, "GC", { ...conf, ...none })).toBeUndefined();
+      expect(await comments()).toEqual([comment("cbr0", "eth0", ns.name)]);
+      expect(await kept(h1)).not.toContain(ns.name);
+    } finally {
+      await nftMasq.remove();
+      await ns.destroy();
+    }
+  });
 
   it("DEL without the namespace of one of a pod's two interfaces on the network removes only that interface's jump; the last one's DEL removes the chain", async () => {
     const conf = flannelConf(h1, { delegate: {} }); // the bridge's ipMasq, as above
