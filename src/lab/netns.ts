@@ -2,6 +2,7 @@
 // with a unique name, nothing ever in the root namespace, and all of them removed when the tool
 // is done, also when it fails or is interrupted (SIGINT, SIGTERM, exit).
 import { execFile, execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { promisify } from "node:util";
 import { Kernel } from "../kernel/iproute.js";
 import { processAlive } from "../util/process-alive.js";
@@ -21,13 +22,30 @@ let hooked = false;
  * namespace, its devices and its CPU use alive.
  */
 function killInside(pids: string): void {
+  const killed: number[] = [];
   for (const pid of pids.split(/\s+/).filter(Boolean).map(Number)) {
     if (pid === process.pid) continue;
     try {
       process.kill(pid, "SIGKILL");
+      killed.push(pid);
     } catch {
       // already gone
     }
+  }
+  // kill() only sends: a syscall under way finishes first (a mkdir in a temp dir the exit hook
+  // removes next would bring it back), so wait, 2 s at most, until each is dead (gone or a zombie).
+  const sleep = new Int32Array(new SharedArrayBuffer(4));
+  const deadline = performance.now() + 2_000;
+  while (killed.some(running) && performance.now() < deadline) Atomics.wait(sleep, 0, 0, 5);
+}
+
+function running(pid: number): boolean {
+  try {
+    // The state follows the command in parentheses, which may itself hold spaces or parentheses.
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat[stat.lastIndexOf(")") + 2] !== "Z";
+  } catch {
+    return false;
   }
 }
 
