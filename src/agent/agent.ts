@@ -124,7 +124,7 @@ export class Agent {
   private stopRun?: Promise<void>;
   /** A backend's stop failed in this run (a swap's, a failed backend's): what it left is no lane's, and a stop sweeps for it. */
   private stopFailed = false;
-  /** Pod networks a subnet.env found at start named that this config has not (a family switched off across a kept restart). */
+  /** Pod networks a subnet.env found at start named that this config has not (a family switched off across a kept restart): swept once, by the start's. */
   private droppedSpaces: PodSpace[] = [];
   /** Set once start() holds every family's lease, as it programs them; before, a lost subnet is only forgotten (lostBeforeStart). */
   private started = false;
@@ -460,10 +460,14 @@ export class Agent {
   private async removeStaleDevices(): Promise<void> {
     const options = backendOptions(this.conf.Backend);
     const keep = new Set(this.lanes.flatMap((l) => overlayDevice(this.conf.Backend.Type, options, l.family) ?? []));
+    // Once, at the start: a swap's or rollback's start runs this again, and a gateway route put in
+    // a dropped network since (an admin's) is not a kept restart's.
+    const dropped = this.droppedSpaces;
+    this.droppedSpaces = [];
     await this.removeLeftovers(
-      [...this.lanes.map((l) => this.network(l.family)), ...this.droppedSpaces.map((s) => s.network)],
+      [...this.lanes.map((l) => this.network(l.family)), ...dropped.map((s) => s.network)],
       keep,
-      this.droppedSpaces,
+      dropped,
       `the ${this.conf.Backend.Type} backend of this config does not use (kept from an earlier backend, network or family, or flannel's)`,
     );
   }
@@ -1320,7 +1324,7 @@ export class Agent {
     // What a failed stop left (now, or a swap's, a failed backend's earlier: no lane holds those) is
     // found by what it is: this config's overlay devices and gateway routes.
     let complete = true;
-    if (this.stopFailed && !this.opts.keepOnExit) {
+    if (this.stopFailed && !keep) {
       const spaces = this.lanes.map((l) => ({
         network: this.network(l.family),
         subnetLen: (l.family === 4 ? this.conf.space : this.conf.space6)!.subnetLen,

@@ -233,11 +233,14 @@ agentCommand
     const starting = new AbortController();
     let agent: Agent | undefined;
     let stopping = false;
+    let sigints = 0;
     const stop = async (signal: string) => {
+      if (signal === "SIGINT") sigints++;
       if (stopping) {
         // SIGTERM is sent once by systemd and the kubelet, then SIGKILL: it never cuts a stop short.
-        // A second Ctrl-C does, for a stop that hangs (a wedged ip call).
-        if (signal !== "SIGINT")
+        // A second Ctrl-C does, for a stop that hangs (a wedged ip call); a first one during a
+        // stop that SIGTERM or a fatal error began waits like SIGTERM.
+        if (sigints < 2)
           return log.warn(
             { code: "CLI_STOP_IN_PROGRESS", signal },
             "a stop is in progress; waiting for it (a second SIGINT exits at once)",
@@ -257,11 +260,13 @@ agentCommand
       if (!agent) return starting.abort();
       await stopAndExit(agent);
     };
+    // AGENT_STOP_INCOMPLETE says what is left to remove by hand: logged before the exit.
+    const stopFailed = (err: Error) => log.error({ err, code: (err as { code?: string }).code }, err.message);
     const stopAndExit = (a: Agent) =>
       a.stop(true).then(
         () => process.exit(0),
         (err: Error) => {
-          log.error({ err, code: (err as { code?: string }).code }, err.message);
+          stopFailed(err);
           process.exit(1);
         },
       );
@@ -285,7 +290,10 @@ agentCommand
     // A signal meanwhile waits for this stop (stopping), as a second stop would have cut it short.
     running.onFatal(() => {
       stopping = true;
-      void running.stop(false).finally(() => process.exit(1));
+      void running
+        .stop(false)
+        .catch(stopFailed)
+        .finally(() => process.exit(1));
     });
     const reload = () =>
       void running.reload().catch((err) =>

@@ -450,7 +450,10 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
     this.joiner.stop();
     await this.savedMembers?.stop();
     for (const l of this.families) await l.stop();
-    if (leave) await this.memberlist.leave(2000).catch(() => undefined);
+    // Not once the name was found taken, even while this stop ran (a fatal stop came after it): a
+    // leave in this name would tell the cluster that the other node left.
+    if (leave && this.joiner.status().state !== "name-conflict")
+      await this.memberlist.leave(2000).catch(() => undefined);
     await this.memberlist.shutdown();
     await this.deps.transport.close();
   }

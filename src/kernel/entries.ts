@@ -22,9 +22,14 @@ export interface RouteEntry {
   gateway?: IpAddr;
   dev: string;
   onlink: boolean;
-  /** 0 for every route weft writes. */
+  /** routeMetric(family) for every route weft writes. */
   metric: number;
+  /** Read side only: the route's protocol where not boot (`ip route replace`'s and netlink's default, weft's and flannel's). */
+  protocol?: string;
 }
+
+/** Routes weft writes carry the kernel's default metric of their family (IPv6 gives 1024 to a route without one). */
+export const routeMetric = (family: 4 | 6) => (family === 4 ? 0 : 1024);
 
 /** A permanent neighbour (ARP) entry: `addr` is at `mac` on `dev`. */
 export interface NeighEntry {
@@ -108,7 +113,15 @@ const port = (f: FdbEntry) => (f.port ? ` port ${f.port}` : "");
 
 const via = (r: RouteEntry) => (r.gateway === undefined ? "" : ` via ${formatIpv4(r.gateway)}`);
 
-type RawRoute = { dst: string; gateway?: string; dev?: string; flags?: string[]; metric?: number; type?: string };
+type RawRoute = {
+  dst: string;
+  gateway?: string;
+  dev?: string;
+  flags?: string[];
+  metric?: number;
+  type?: string;
+  protocol?: string;
+};
 type RawNeigh = { dst: string; dev: string; lladdr?: string; state?: string[] };
 type RawFdb = {
   mac: string;
@@ -187,6 +200,7 @@ function parseRoutes(raw: RawRoute[]): RouteEntry[] {
       dev: r.dev!,
       onlink: r.flags?.includes("onlink") ?? false,
       metric: r.metric ?? 0,
+      ...(r.protocol !== undefined && r.protocol !== "boot" && { protocol: r.protocol }),
     }));
 }
 

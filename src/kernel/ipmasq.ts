@@ -9,7 +9,7 @@
 //   4. from outside the pod network to this host's pods: no NAT (keeps client addresses);
 //   5. pod network to anywhere else except multicast: masquerade;
 //   6. from outside the pod network (this host itself) to pods elsewhere: masquerade.
-import { isWeftError } from "../errors.js";
+import { isWeftError, WeftError } from "../errors.js";
 import { familyOf, formatAnyPrefix, type IpPrefix } from "../net/ip.js";
 import type { Kernel } from "./iproute.js";
 
@@ -68,7 +68,8 @@ export async function syncIpMasq(kernel: Kernel, on: boolean, families: IpMasqOp
   const others = NFT_FAMILIES.filter((fam) => !given.has(fam));
   // Only tables that are there go in the transaction, so a family nft cannot handle here (IPv6
   // off) is never named in it. A listing that fails where nft is there: each family's table is
-  // dropped on its own, a failure (that family unsupported) meaning there is none.
+  // dropped on its own, a family nft does not support meaning there is none; any other failure
+  // is said after the rest is done (the table may be there).
   const present =
     others.length === 0
       ? []
@@ -76,10 +77,20 @@ export async function syncIpMasq(kernel: Kernel, on: boolean, families: IpMasqOp
           if (isWeftError(err, "KERNEL_TOOL_MISSING")) return [] as string[];
           return undefined;
         });
-  if (present === undefined) for (const fam of others) await kernel.nft(dropScript(fam)).catch(() => undefined);
+  const refused: string[] = [];
+  if (present === undefined)
+    for (const fam of others)
+      await kernel.nft(dropScript(fam)).catch((err: Error) => {
+        if (!/not supported/i.test(err.message)) refused.push(err.message);
+      });
   const stale = present ? others.filter((fam) => present.includes(`${fam} ${IPMASQ_TABLE}`)) : [];
   const script = stale.map(dropScript).join("") + (on ? families.map(ipMasqScript).join("") : "");
   if (script) await kernel.nft(script);
+  if (refused.length > 0)
+    throw new WeftError(
+      "KERNEL_COMMAND_FAILED",
+      `removing weft's nft tables failed (${refused.join("; ")}): remove them by hand (nft delete table ip ${IPMASQ_TABLE}, and ip6)`,
+    );
 }
 
 /**

@@ -5,7 +5,7 @@
 // the stop skipped the lane and exited 0 "stopped", flannel.1 left); a SIGTERM during a fatal
 // stop waits for it (before, a second stop ran beside it, found the lanes taken, exited 0 before
 // the first was done).
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeEach, describe, expect, it } from "vitest";
 import { VTEP_MAC_FILE } from "../../src/backends/vtep-mac.js";
@@ -14,7 +14,7 @@ import { LAB_POD_NETWORK6 } from "../../src/lab/cluster.js";
 import { formatPrefix6 } from "../../src/net/ipv6.js";
 import { canUseNetns } from "../support/netns.js";
 import { type RefusingTool, refusingTool } from "../support/refusing-tool.js";
-import { agentLab, coded, eventually, holdNetConf, logRecords, NETWORK, netConf, overlayDevices } from "./support.js";
+import { agentLab, coded, eventually, holdNetConf, NETWORK, netConf, overlayDevices } from "./support.js";
 
 describe.skipIf(!canUseNetns())("agent: a stop that overlaps", () => {
   // host2's ip refuses what a test sets, as a kernel would.
@@ -42,7 +42,27 @@ describe.skipIf(!canUseNetns())("agent: a stop that overlaps", () => {
     for (const a of env.all) if (!running(a.process)) await startAgain(a);
   });
 
-  it("a stop held by a reload: a second SIGTERM is logged and waits, a second SIGINT exits at once saying what may be left", async () => {
+  /**
+   * A swap to VNI 2 whose stop of flannel.1 is refused (ip refuses it until told otherwise), and
+   * whose way back reads a damaged VTEP MAC: the lane stays down, retried with backoff.
+   */
+  const failSwap = async (a: LabAgent, since: number) => {
+    await ip.refuse("^link del flannel\\.1$");
+    await writeFile(join(a.stateDir, VTEP_MAC_FILE), "not a MAC\n");
+    await writeFile(
+      env.agents.netConfPath(a),
+      JSON.stringify({ Network: NETWORK, Backend: { Type: "vxlan", VNI: 2 } }),
+    );
+    env.agents.reload(a);
+    await eventually(
+      "the swap's stop failed and its restart too",
+      () => coded(a.dir, since, "AGENT_BACKEND_RESTART_FAILED"),
+      (r) => r.length >= 1,
+      30_000,
+    );
+  };
+
+  it("a stop held by a reload: a second SIGTERM is logged and waits, so does a first SIGINT, a second SIGINT exits at once saying what may be left", async () => {
     const a2 = env.all[1];
     const text = await readFile(env.agents.netConfPath(a2), "utf8");
     const path = env.agents.netConfPath(a2);
@@ -56,6 +76,16 @@ describe.skipIf(!canUseNetns())("agent: a stop that overlaps", () => {
     await holdNetConf(env.agents, a2, text);
     try {
       env.agents.reload(a2);
+      // The stop is held only once the reload waits in the FIFO's open: a stop before it ended at once.
+      await eventually(
+        "the reload reading net-conf.json",
+        async () => {
+          const tasks = `/proc/${a2.process!.pid}/task`;
+          return Promise.all((await readdir(tasks)).map((t) => readFile(join(tasks, t, "wchan"), "utf8")));
+        },
+        (w) => w.includes("wait_for_partner"),
+        10_000,
+      );
       a2.process!.kill("SIGTERM");
       await eventually(
         "the stop under way",
@@ -63,14 +93,20 @@ describe.skipIf(!canUseNetns())("agent: a stop that overlaps", () => {
         (t) => t.slice(since).includes('"msg":"stopping"'),
         10_000,
       );
-      a2.process!.kill("SIGTERM");
-      await eventually(
-        "the second SIGTERM logged",
-        () => coded(a2.dir, since, "CLI_STOP_IN_PROGRESS"),
-        (r) => r.length === 1,
-        10_000,
-      );
-      expect(a2.process!.exitCode).toBe(null);
+      // Each logged, the agent still running; before, a first SIGINT after SIGTERM's stop gave it up at once.
+      for (const [n, signal] of [
+        [1, "SIGTERM"],
+        [2, "SIGINT"],
+      ] as const) {
+        a2.process!.kill(signal);
+        await eventually(
+          `${signal} logged`,
+          () => coded(a2.dir, since, "CLI_STOP_IN_PROGRESS"),
+          (r) => r.length === n,
+          10_000,
+        );
+        expect(a2.process!.exitCode).toBe(null);
+      }
       a2.process!.kill("SIGINT");
       expect(await env.agents.exited(a2, 10_000)).toBe(null);
       expect(a2.process!.signalCode).toBe("SIGINT");
@@ -95,17 +131,7 @@ describe.skipIf(!canUseNetns())("agent: a stop that overlaps", () => {
     const mac = await readFile(macFile, "utf8");
     const since = await env.agents.logSize(a2);
     try {
-      await ip.refuse("^link del flannel\\.1$");
-      // The way back's starts read a damaged VTEP MAC: the lane stays down, retried with backoff.
-      await writeFile(macFile, "not a MAC\n");
-      await writeFile(path, JSON.stringify({ Network: NETWORK, Backend: { Type: "vxlan", VNI: 2 } }));
-      env.agents.reload(a2);
-      await eventually(
-        "the swap's stop failed and its restart too",
-        () => coded(a2.dir, since, "AGENT_BACKEND_RESTART_FAILED"),
-        (r) => r.length >= 1,
-        30_000,
-      );
+      await failSwap(a2, since);
       expect(await coded(a2.dir, since, "AGENT_SWAP_STOP_FAILED")).toHaveLength(1);
       expect(await overlayDevices(a2.host)).toEqual(["flannel.1"]);
     } finally {
@@ -122,7 +148,7 @@ describe.skipIf(!canUseNetns())("agent: a stop that overlaps", () => {
     await startAgain(a2);
   }, 90_000);
 
-  it("a SIGTERM during a fatal stop (held by a reload) waits for it: one stop, exit 1, flannel.1 removed", async () => {
+  it("a SIGINT, then a SIGTERM during a fatal stop (held by a reload) wait for it: one stop, exit 1, flannel.1 removed", async () => {
     const [a1, a2] = env.all;
     const text = await readFile(env.agents.netConfPath(a2), "utf8");
     const since = await env.agents.logSize(a2);
@@ -144,22 +170,67 @@ describe.skipIf(!canUseNetns())("agent: a stop that overlaps", () => {
         (r) => r.some((l) => l.msg === "this node cannot go on running"),
         60_000,
       );
+      // Before, a first SIGINT during the fatal stop gave it up at once.
+      a2.process!.kill("SIGINT");
       a2.process!.kill("SIGTERM");
       await eventually(
-        "the SIGTERM logged",
-        () => logRecords(a2.dir, since),
-        (r) => r.some((l) => l.signal === "SIGTERM"),
+        "the SIGINT and the SIGTERM logged",
+        () => coded(a2.dir, since, "CLI_STOP_IN_PROGRESS"),
+        (r) => r.length === 2,
         10_000,
       );
       await release();
       // Before, the SIGTERM's stop exited 0 while the fatal one was removing flannel.1.
       expect(await env.agents.exited(a2, 30_000)).toBe(1);
       expect(await overlayDevices(a2.host)).toEqual([]);
-      expect(await coded(a2.dir, since, "CLI_STOP_IN_PROGRESS")).toHaveLength(1);
+      expect((await coded(a2.dir, since, "CLI_STOP_IN_PROGRESS")).map((r) => r.signal).sort()).toEqual([
+        "SIGINT",
+        "SIGTERM",
+      ]);
     } finally {
       await env.agents.stop(twin);
     }
   }, 180_000);
+
+  it("with --keep-on-exit, a swap's failed stop, then the name taken: nothing is kept, so the stop sweeps; its failure is logged before exit 1", async () => {
+    const [a1, a2] = env.all;
+    const path = env.agents.netConfPath(a2);
+    const text = await readFile(path, "utf8");
+    const macFile = join(a2.stateDir, VTEP_MAC_FILE);
+    const mac = await readFile(macFile, "utf8");
+    const twinDir = join(a1.dir, "twin-kept");
+    const twin: LabAgent = { host: a1.host, dir: twinDir, stateDir: twinDir };
+    if (!a1.process || a1.process.exitCode !== null || a1.process.signalCode !== null) env.agents.start(a1);
+    await env.agents.stop(a2);
+    env.agents.start(a2, ["--keep-on-exit"]);
+    await env.agents.waitFor(a2, "its peer", (s) => s.ready && s.peers.length === 1, 60_000);
+    const since = await env.agents.logSize(a2);
+    try {
+      // flannel.1's removal stays refused: the sweep fails too.
+      await failSwap(a2, since);
+      await env.agents.stop(a1, "SIGKILL");
+      await env.agents.waitFor(a2, "joining again", (s) => s.join.state === "rejoining", 60_000);
+      await mkdir(twinDir);
+      await writeFile(join(twinDir, "net-conf.json"), JSON.stringify(netConf("vxlan")));
+      env.agents.start(twin, ["--node-name", "host2", "--subnet-seeds", "ghost"], []);
+      expect(await env.agents.exited(a2, 60_000)).toBe(1);
+      // Before, the sweep was skipped for --keep-on-exit although the name conflict kept nothing.
+      const swept = await coded(a2.dir, since, "AGENT_STALE_DEVICE");
+      expect(swept.map((r) => r.command)).toEqual(["link del flannel.1"]);
+      // Before, the fatal stop's exit came before its rejection was logged.
+      const [incomplete] = await coded(a2.dir, since, "AGENT_STOP_INCOMPLETE");
+      expect(incomplete.msg).toMatch(/remove what is left by hand/);
+    } finally {
+      await ip.refuse();
+      await env.agents.stop(twin);
+      await rm(twinDir, { recursive: true, force: true });
+      await writeFile(macFile, mac);
+      await writeFile(path, text);
+    }
+    // The next start takes over what was left.
+    env.agents.start(a1);
+    await startAgain(a2);
+  }, 240_000);
 });
 
 describe.skipIf(!canUseNetns())("agent: a family switched off across a kept restart", () => {
@@ -201,4 +272,51 @@ describe.skipIf(!canUseNetns())("agent: a family switched off across a kept rest
     expect((await coded(a2.dir, since, "AGENT_STALE_DEVICE")).map((r) => r.dev)).toEqual(["flannel-v6.1"]);
     expect(await coded(a2.dir, since, "AGENT_STALE_ROUTE")).toHaveLength(1);
   }, 90_000);
+
+  it("the sweep takes only a kept restart's gateway routes, once: an admin's in the old network stay, at the start and at a swap", async () => {
+    const a2 = env.all[1];
+    const dev = a2.host.underlayIf;
+    // An admin's routes in the network no longer in the config, each unlike what weft or flannel
+    // write in one way: another protocol, longer than a node subnet, another metric, via the
+    // interface's default gateway.
+    const admin = [
+      "2001:2:0:8010::/64 via 2001:2::50 proto static",
+      "2001:2:0:8011::/80 via 2001:2::50",
+      "2001:2:0:8012::/64 via 2001:2::50 metric 100",
+      "2001:2:0:8013::/64 via 2001:2::51",
+    ];
+    /** Put after the start: like flannel's, but the start's sweep is over. */
+    const later = "2001:2:0:8014::/64 via 2001:2::50";
+    const routes = [...admin, later];
+    await writeFile(env.agents.netConfPath(a2), JSON.stringify(dual));
+    await env.agents.stop(a2);
+    env.agents.start(a2, ["--keep-on-exit"]);
+    await env.agents.waitFor(a2, "both families' peer", (s) => s.ready && s.peers6?.length === 1, 60_000);
+    await env.agents.stop(a2);
+    expect(await gatewayRoutes6(a2)).toHaveLength(1);
+    try {
+      await a2.host.ns.ip(`-6 route add default via 2001:2::51 dev ${dev}`);
+      for (const r of admin) await a2.host.ns.ip(`-6 route add ${r} dev ${dev}`);
+      const since = await env.agents.logSize(a2);
+      await writeFile(
+        env.agents.netConfPath(a2),
+        JSON.stringify({ Network: NETWORK, Backend: { Type: "vxlan", DirectRouting: true } }),
+      );
+      env.agents.start(a2, ["--keep-on-exit"]);
+      await env.agents.waitReady(a2);
+      // DirectRouting's route to host1's IPv6 subnet went; before, the admin's went with it.
+      expect(await coded(a2.dir, since, "AGENT_STALE_ROUTE")).toHaveLength(1);
+      expect(await gatewayRoutes6(a2)).toHaveLength(admin.length);
+      await a2.host.ns.ip(`-6 route add ${later} dev ${dev}`);
+      await writeFile(env.agents.netConfPath(a2), JSON.stringify({ Network: NETWORK, Backend: { Type: "host-gw" } }));
+      env.agents.reload(a2);
+      await env.agents.waitFor(a2, "the swap to host-gw", (s) => s.ready && s.backend?.type === "host-gw", 60_000);
+      // Before, each swap's start swept the old network again.
+      expect(await gatewayRoutes6(a2)).toHaveLength(routes.length);
+      expect(await coded(a2.dir, since, "AGENT_STALE_ROUTE")).toHaveLength(1);
+    } finally {
+      for (const r of [...routes, "default via 2001:2::51"])
+        await a2.host.ns.ip(`-6 route del ${r.replace(/ proto static/, "")} dev ${dev}`).catch(() => undefined);
+    }
+  }, 120_000);
 });

@@ -19,6 +19,20 @@ import { refusingTool } from "../support/refusing-tool.js";
 import { udpPeer } from "../support/udp-peer.js";
 import { peerFrom, removeLab, startNode, subnetOf, type LabNode } from "./support.js";
 
+/**
+ * A directory holding an nft, to put first on PATH, whose listing of tables fails, as nft's does
+ * where it cannot read a table another tool wrote; anything else it runs as `nft` (a path) does.
+ */
+async function listingFails(nft: string): Promise<string> {
+  const bin = await mkdtemp(join(tmpdir(), "weft-nft-"));
+  await writeFile(
+    join(bin, "nft"),
+    `#!/bin/sh\nif [ "$*" = "-j list tables" ]; then echo "Error: cannot list" >&2; exit 1; fi\nexec '${nft}' "$@"\n`,
+    { mode: 0o755 },
+  );
+  return bin;
+}
+
 /** Sends one UDP datagram from `pod` to `to:port` and returns the source address the receiver saw. */
 async function sourceSeenBy(
   receiver: { ns: LabHost["ns"] },
@@ -140,15 +154,7 @@ describe.skipIf(!canUseNetns())("ip-masq (nftables)", () => {
     const net6 = { network: LAB_POD_NETWORK6, subnet: parsePrefix6("2001:2:0:8001::/64") };
     await syncIpMasq(host1.ns.kernel, true, [v4, net6]);
     expect((await tables(host1)).sort()).toEqual(["ip weft", "ip6 weft"]);
-    // An nft first on PATH whose listing of tables fails, as nft's does where it cannot read a
-    // table another tool wrote; anything else it runs as nft does.
-    const nft = execFileSync("sh", ["-c", "command -v nft"], { encoding: "utf8" }).trim();
-    const bin = await mkdtemp(join(tmpdir(), "weft-nft-"));
-    await writeFile(
-      join(bin, "nft"),
-      `#!/bin/sh\nif [ "$*" = "-j list tables" ]; then echo "Error: cannot list" >&2; exit 1; fi\nexec '${nft}' "$@"\n`,
-      { mode: 0o755 },
-    );
+    const bin = await listingFails(execFileSync("sh", ["-c", "command -v nft"], { encoding: "utf8" }).trim());
     const path = process.env.PATH;
     process.env.PATH = `${bin}:${path}`;
     try {
@@ -158,6 +164,29 @@ describe.skipIf(!canUseNetns())("ip-masq (nftables)", () => {
       process.env.PATH = path;
       await rm(bin, { recursive: true, force: true });
     }
+    expect(await tables(host1)).toEqual(["ip weft"]);
+  });
+
+  it("a listing of the tables that fails, and a table's drop refused: the removal says so (AGENT_IP_MASQ_REMOVE_FAILED's cause)", async () => {
+    const v4 = { network: LAB_POD_NETWORK, subnet: subnetOf(1) };
+    const net6 = { network: LAB_POD_NETWORK6, subnet: parsePrefix6("2001:2:0:8001::/64") };
+    await syncIpMasq(host1.ns.kernel, true, [v4, net6]);
+    // nft refuses the drop of table ip6 weft; in front of it, the listing fails.
+    const nft = await refusingTool("nft");
+    await nft.refuse("^delete table ip6 ");
+    const bin = await listingFails(join(nft.bin, "nft"));
+    const path = process.env.PATH;
+    process.env.PATH = `${bin}:${path}`;
+    try {
+      // Before, each family's failure was taken for an unsupported family: it resolved, table ip6 weft left.
+      await expect(removeIpMasq(host1.ns.kernel)).rejects.toThrow(/removing weft's nft tables failed .*not permitted/);
+    } finally {
+      process.env.PATH = path;
+      await rm(bin, { recursive: true, force: true });
+      await nft.remove();
+    }
+    expect(await tables(host1)).toEqual(["ip6 weft"]);
+    await syncIpMasq(host1.ns.kernel, true, [v4]);
     expect(await tables(host1)).toEqual(["ip weft"]);
   });
 

@@ -4,10 +4,9 @@
 // everything, so it gets none, and is reported instead (an error in the log, peersUnreachable).
 import { WeftError } from "../../errors.js";
 import type { PeerEntries } from "../../kernel/converge.js";
-import type { RouteEntry } from "../../kernel/entries.js";
+import { type RouteEntry, routeMetric } from "../../kernel/entries.js";
 import { readAddresses } from "../../kernel/links.js";
 import { familyOf, formatAddr as formatIpv4 } from "../../net/ip.js";
-import { routeMetric } from "../vxlan/device.js";
 import type { BackendAnnouncement, BackendContext, BackendPeer } from "../backend.js";
 import { KernelBackend, underlayAddr } from "../kernel-backend.js";
 

@@ -7,7 +7,7 @@
 // through Kernel (iproute2).
 import type { Kernel } from "../../kernel/iproute.js";
 import type { PeerEntries } from "../../kernel/converge.js";
-import { FDB, NEIGH, ROUTE } from "../../kernel/entries.js";
+import { FDB, NEIGH, ROUTE, routeMetric } from "../../kernel/entries.js";
 import type { LinkState } from "../../kernel/links.js";
 import { formatMac } from "../../net/ipv4.js";
 import { familyOf, formatAddr as formatIpv4, type IpAddr, type IpPrefix } from "../../net/ip.js";
@@ -35,9 +35,6 @@ export interface VxlanPeerEntry {
 
 export const vxlanDeviceName = (vni: number, family: 4 | 6 = 4) =>
   family === 4 ? `flannel.${vni}` : `flannel-v6.${vni}`;
-
-/** Routes weft writes carry the kernel's default metric of their family (IPv6 gives 1024 to a route without one). */
-export const routeMetric = (family: 4 | 6) => (family === 4 ? 0 : 1024);
 
 export async function createVxlanDevice(kernel: Kernel, o: VxlanDeviceSpec): Promise<void> {
   const family = familyOf(o.subnet.addr);

@@ -7,7 +7,7 @@
 // encapsulation over an IPv6 underlay.
 import { readAddresses, readLink, readLinks, type LinkState } from "../../kernel/links.js";
 import type { PeerEntries } from "../../kernel/converge.js";
-import type { RouteEntry } from "../../kernel/entries.js";
+import { type RouteEntry, routeMetric } from "../../kernel/entries.js";
 import { formatMac, parseMac } from "../../net/ipv4.js";
 import { contains as prefixContains, familyOf, formatAddr as formatIpv4, type IpAddr } from "../../net/ip.js";
 import {
@@ -23,7 +23,6 @@ import { assertIpv6Mtu, cappedUnderlayMtu, UnderlayMtu } from "../underlay-mtu.j
 import { loadVtepMac } from "../vtep-mac.js";
 import {
   createVxlanDevice,
-  routeMetric,
   vxlanDeviceMismatch,
   vxlanDeviceName,
   vxlanPeerEntries,
