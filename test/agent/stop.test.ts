@@ -39,8 +39,11 @@ describe.skipIf(!canUseNetns())("agent: a stop that overlaps", () => {
   };
   // A case that failed before starting again what it stopped does not fail the ones after it.
   beforeEach(async () => {
-    for (const a of env.all) if (!running(a.process)) await startAgain(a);
-  });
+    // Started together: one alone may wait out its saved peers' join round before it is ready.
+    const down = env.all.filter((a) => !running(a.process));
+    for (const a of down) env.agents.start(a);
+    await Promise.all(down.map((a) => env.agents.waitReady(a)));
+  }, 180_000);
 
   /**
    * A swap to VNI 2 whose stop of flannel.1 is refused (ip refuses it until told otherwise), and
