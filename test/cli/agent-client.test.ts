@@ -2,7 +2,7 @@
 // from no agent at all (a reclaim may still have been carried out; asking again would mislead),
 // and a caller the socket's mode keeps out (not root) is told to run as root, not to start an agent.
 import { execFile } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { chownSync, mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -58,11 +58,13 @@ describe("agent client", () => {
     const server = createServer((_req, res) => res.end("{}"));
     await new Promise<void>((r) => server.listen(join(dir, SOCKET_NAME), r));
     try {
-      // `weft status` as nobody (uid 65534), as an operator who forgot sudo.
+      // `weft status` refused as an operator who forgot sudo is: the state dir is another user's
+      // (nobody's), and the caller is root without its capabilities (no CAP_DAC_OVERRIDE), not
+      // nobody, who may not read a checkout under a 0700 dir (CI's mktemp -d) to run weft at all.
+      chownSync(dir, 65534, 65534);
       const status = promisify(execFile)("setpriv", [
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
+        "--bounding-set=-all",
+        "--inh-caps=-all",
         process.execPath,
         projectFile("dist", "src", "cli", "main.js"),
         "status",
