@@ -30,6 +30,8 @@ export interface LabAgent {
   readOnlyProcSys?: boolean;
   /** Environment variables of its process beside the test's own (a PATH without a tool). */
   env?: Record<string, string>;
+  /** A file descriptor its stdout goes to instead of agent.log (a pipe nobody reads); stderr stays. */
+  stdout?: number;
   process?: ChildProcess;
   /** Resolves once the process is gone and everything it printed is in agent.log. */
   logClosed?: Promise<void>;
@@ -165,7 +167,7 @@ export class LabAgents {
     // The agent writes its log file itself: through a pipe to this process, an agent whose
     // parent died would block on a full pipe and never see its SIGTERM.
     const log = openSync(join(a.dir, "agent.log"), "a");
-    const child = spawn(cmd, argv, { stdio: ["ignore", log, log], env: { ...process.env, ...a.env } });
+    const child = spawn(cmd, argv, { stdio: ["ignore", a.stdout ?? log, log], env: { ...process.env, ...a.env } });
     closeSync(log);
     a.logClosed = new Promise((r) => child.once("exit", () => r()));
     a.process = child;
