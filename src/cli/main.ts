@@ -15,6 +15,7 @@ import { KEY_BYTES } from "../control/gossip/keyring.js";
 import { errorMessage, isWeftError, WeftError } from "../errors.js";
 import { projectFile } from "../paths.js";
 import { agentRequest } from "./agent-client.js";
+import { AgentLogStream } from "./agent-log.js";
 import { runDemo } from "./demo.js";
 import { adoptFlanneldEnv, envName, envSource, ignoredFlanneldEnv, refuseFlanneldFlags } from "./flanneld.js";
 
@@ -185,10 +186,10 @@ agentCommand
   )
   .addOption(intFlag("--reconcile-interval <s>", "seconds between kernel drift repairs, at least 1").default(5))
   .action(async (o) => {
-    // Each line written before the call returns: pino's default stdout writes go through libuv's
-    // thread pool, where the file-system calls that hang a stop (a wedged mount, a FIFO) hold them
-    // back, and a second SIGINT's kill drops what is still queued.
-    const log = pino({ base: { node: o.nodeName } }, pino.destination({ dest: 1, sync: true }));
+    // Asynchronous until a stop begins (or the process exits), synchronous from then on: see agent-log.ts.
+    const out = new AgentLogStream(1);
+    process.once("exit", () => out.toSync());
+    const log = pino({ base: { node: o.nodeName } }, out);
     for (const { variable, advice } of ignoredFlanneldEnv(process.env))
       log.warn({ code: "CLI_FLANNELD_ENV_IGNORED", variable }, `${variable} is ignored: ${advice}`);
     for (const { variable, shadowedBy } of agentCommand.flanneldShadowed)
@@ -251,11 +252,12 @@ agentCommand
         );
         // Ended by SIGINT's default action, as Ctrl-C ends a program: process.exit would wait for a
         // file-system call that hangs (a wedged mount) in libuv's thread pool. The line above is
-        // written already (the log is synchronous).
+        // written already (the log is synchronous once stopping).
         process.removeAllListeners("SIGINT");
         return process.kill(process.pid, "SIGINT");
       }
       stopping = true;
+      out.toSync();
       log.info({ signal }, "stopping");
       if (!agent) return starting.abort();
       await stopAndExit(agent);
@@ -290,6 +292,7 @@ agentCommand
     // A signal meanwhile waits for this stop (stopping), as a second stop would have cut it short.
     running.onFatal(() => {
       stopping = true;
+      out.toSync();
       void running
         .stop(false)
         .catch(stopFailed)
