@@ -7,7 +7,7 @@ import type { RingState } from "../../src/control/lease/ring.js";
 import { SubnetSpace } from "../../src/control/lease/slots.js";
 import { decodeMessage, encodeMessage, type LeaseMessage } from "../../src/control/lease/wire.js";
 import type { NodeView } from "../../src/control/gossip/delegate.js";
-import { loneClock, MemoryStore, RecordingLog } from "./sim/doubles.js";
+import { GatedStore, loneClock, MemoryStore, RecordingLog } from "./sim/doubles.js";
 import { SeededRandom } from "./sim/random.js";
 
 const SPACE = SubnetSpace.fromConfig({ Network: "198.19.0.0/16" });
@@ -218,7 +218,12 @@ describe("asking for slots before the owner reached its cluster", () => {
   });
 
   /** `self` with the seed division of ["a"] in place; `answer` is how a's side of a request goes. */
-  async function node(self: string, answer: () => Promise<Uint8Array | undefined>, admitted: boolean) {
+  async function node(
+    self: string,
+    answer: (to: string, bytes: Uint8Array) => Promise<Uint8Array | undefined>,
+    admitted: boolean,
+    store = new MemoryStore(),
+  ) {
     const log = new RecordingLog();
     const membership = {
       localNode: () => ({ name: self }),
@@ -232,7 +237,7 @@ describe("asking for slots before the owner reached its cluster", () => {
       families: [leases],
     } = createLeaseLayer(
       { space: SPACE, seeds: ["a"] },
-      { membership, store: new MemoryStore(), clock, random: new SeededRandom(5), log },
+      { membership, store, clock, random: new SeededRandom(5), log },
     );
     await leases.start();
     if (admitted) leases.admit();
@@ -259,6 +264,25 @@ describe("asking for slots before the owner reached its cluster", () => {
     leases.admit(); // for good: a later admit() does not undo it
     expect(await leases.answer("d", { kind: "request", id: 9 })).toBeUndefined();
     expect(leases.stats.slotsGiven).toBe(0);
+  });
+
+  // Revoked while the transfer's save was at the disk (one fsync): before, the change was still
+  // gossiped and the asker given the slots, under a name that is another node's.
+  it("an owner whose admission is revoked while it saves a transfer neither announces nor gives it", async () => {
+    const store = new GatedStore();
+    const { leases, log } = await node("a", () => Promise.resolve(undefined), true, store);
+    const announced: LeaseMessage[] = [];
+    leases.on("announce", (m) => announced.push(m));
+    const open = store.close();
+    const queued = leases.answer("c", { kind: "request", id: 10 });
+    for (let i = 0; i < 100 && store.waiting.length === 0; i++) await Promise.resolve();
+    expect(store.waiting).toHaveLength(1);
+    leases.revoke();
+    open();
+    expect(await queued).toBeUndefined();
+    expect(announced).toEqual([]);
+    expect(leases.stats.slotsGiven).toBe(0);
+    expect(log.codes()).not.toContain("LEASE_GAVE");
   });
 
   it("refuses a reclaim with its own code, saying to run it on a node that has joined", async () => {

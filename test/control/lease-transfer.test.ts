@@ -406,6 +406,26 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
     await b.stop();
   });
 
+  // Revoked while the reclaim's save was at the disk: before, the ring change and the notice
+  // were still gossiped under a name that is another node's.
+  it("an operator's reclaim whose save outlasts the node's admission announces nothing", async () => {
+    const store = new GatedStore();
+    const { b, killC } = await heirOfC(store);
+    killC();
+    await b.settled();
+    const announced: LeaseMessage[] = [];
+    b.on("announce", (m) => announced.push(m));
+    const open = store.close();
+    const report = b.reclaim("c");
+    for (let i = 0; i < 100 && store.waiting.length === 0; i++) await Promise.resolve();
+    expect(store.waiting).toHaveLength(1);
+    b.revoke();
+    open();
+    expect(await report).toMatchObject({ notified: [] });
+    expect(announced).toEqual([]);
+    await b.stop();
+  });
+
   it("a sign of life queued before the grace verdict voids the verdict", async () => {
     const store = new GatedStore();
     const { b, scheduler, clock, log, owned, killC } = await heirOfC(store);

@@ -143,11 +143,12 @@ export class Reclaimer {
       const ring = core.ring;
       const remaining = ring.state().runs.filter((r) => r.owner === node);
       const heirs = new Set<string>();
-      for (const r of remaining) {
+      // Revoked while the reclaim was saved (the name is another node's): no notice goes out for it.
+      for (const r of core.admitted ? remaining : []) {
         const heir = ring.ownerOf((r.start + ring.slotCount - 1) % ring.slotCount);
         if (heir !== null && heir !== core.name && heir !== node) heirs.add(heir);
       }
-      core.announce({ kind: "reclaim", node });
+      if (core.admitted) core.announce({ kind: "reclaim", node });
       const notice = core.encode({ kind: "reclaim", node });
       for (const heir of heirs) core.opts.membership.request(heir, notice).catch(() => undefined);
       report = { node, takenHere: taken, remaining: remaining.reduce((n, r) => n + r.count, 0), notified: [...heirs] };

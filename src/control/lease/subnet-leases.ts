@@ -374,6 +374,7 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     // older lease of ours beside it (freeExtraLeases), and a restart adopts the saved one.
     const leases = next.leasesOf(this.name);
     const inUse = this.current && leases.includes(this.current.slot) ? this.current.slot : leases[0];
+    const wasAdmitted = this.admitted;
     await this.opts.store.save({
       node: this.name,
       fingerprint: this.opts.space.fingerprint,
@@ -388,7 +389,10 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     this.reclaimer.adopt(vacated);
     this.acquirer.saved();
     this.bootstrap.committed(next);
-    if (delta.length > 0) this.emit("announce", { kind: "state", ring: { seeds: next.seeds, runs: delta } });
+    // Revoked during the save (one fsync): what it wrote for the name, now another node's, is not
+    // announced. On disk it stays; the stop comes next.
+    if (delta.length > 0 && !(wasAdmitted && this.revoked))
+      this.emit("announce", { kind: "state", ring: { seeds: next.seeds, runs: delta } });
     this.adoptLease();
     const peers = this.peers();
     const key = JSON.stringify(peers);
