@@ -779,6 +779,29 @@ describe("reclaimed nodes", () => {
     expect(ownedByD()).toBeGreaterThan(0);
   });
 
+  // Before, each death heard saved the ring: K nodes dying together were K saves (fsyncs).
+  it("deaths of slot-owning nodes heard together are saved in one save, before any later give", async () => {
+    const nodes = ["n1", "n2", "n3", "n4", "n5"];
+    const alive = new Set(["a", ...nodes]);
+    const dead = new Set<string>();
+    const { a, store } = await lone(alive, dead);
+    for (const [i, n] of nodes.entries())
+      expect(await a.answer(n, { kind: "request", id: i })).toMatchObject({ granted: true });
+    const saves = store.saves;
+    for (const n of nodes) {
+      alive.delete(n);
+      dead.add(n);
+      a.memberGone(n);
+    }
+    // Asked after the deaths: its give is saved after them, with them.
+    alive.add("e");
+    const given = a.answer("e", { kind: "request", id: 9 });
+    await a.settled();
+    expect(await given).toMatchObject({ granted: true });
+    expect(store.saves - saves).toBe(2);
+    expect(store.saved?.gone?.map((g) => g.node).sort()).toEqual(nodes);
+  });
+
   it("this node, running, reclaimed by an operator elsewhere: says what follows and what to check", async () => {
     const { a, log } = await lone(new Set(["a", "b"]), new Set());
     await a.answer("b", { kind: "reclaim", node: "a" });

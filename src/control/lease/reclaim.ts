@@ -85,6 +85,9 @@ export class Reclaimer {
   private gone = new Map<string, Death>();
   /** wallNow() - now() when `gone` was last saved: how its monotonic starts became wall times. */
   private savedOffset = 0;
+  /** A save of the deaths queued and not started yet: deaths heard meanwhile ride on it (each one
+   *  saved the ring: K slot owners dying together were K fsyncs). */
+  private deathsSaveQueued = false;
   private clockCheck: TimerHandle | undefined;
 
   constructor(
@@ -279,8 +282,19 @@ export class Reclaimer {
     // Only for a node that owns slots: the commit that gives it some saves it (1,000 deaths of
     // nodes owning nothing were 1,000 saves of the ring). Not before start() loaded the saved
     // state, which this save would replace: restore() saves it then.
-    if (core.ready && core.ring.ownedBy(node) > 0) void core.enqueue(() => core.commit(core.ring, []));
+    if (core.ready && core.ring.ownedBy(node) > 0) this.saveDeaths();
     return grace;
+  }
+
+  /** Saves the deaths with the ring in force, on the serial queue: at most one such save waits
+   *  (it reads `gone` when its turn comes), so any give queued after a death is saved after it. */
+  private saveDeaths(): void {
+    if (this.deathsSaveQueued) return;
+    this.deathsSaveQueued = true;
+    void this.core.enqueue(() => {
+      this.deathsSaveQueued = false;
+      return this.core.commit(this.core.ring, []);
+    });
   }
 
   /** The gone nodes to save with `next`: those that still own slots in it, each start as wall time
@@ -307,7 +321,7 @@ export class Reclaimer {
       this.clockCheck = undefined;
       const offset = core.opts.clock.wallNow() - core.opts.clock.now();
       if (core.ready && Math.abs(offset - this.savedOffset) > CLOCK_SLACK_MS && this.goneIn(core.ring).length > 0)
-        void core.enqueue(() => core.commit(core.ring, []));
+        this.saveDeaths();
       this.watchClock();
     });
   }
@@ -425,7 +439,7 @@ export class Reclaimer {
       (g) => Math.abs(g.since - (file.get(g.node) ?? Number.NaN)) > 1 || !file.has(g.node),
     );
     // start() sets ready before the queue runs this.
-    if (differs) void core.enqueue(() => core.commit(core.ring, []));
+    if (differs) this.saveDeaths();
     this.watchClock();
   }
 
