@@ -406,6 +406,29 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
     await b.stop();
   });
 
+  // The clock check's save failed (a full disk): before, the offset it saved with counted as
+  // saved, and once the disk had space the next checks saw no step, so the file kept the start an
+  // hour back and a restart reclaimed at once.
+  it("a start saved again after a wall-clock step is tried again when that save failed", async () => {
+    const store = new Disk();
+    const { b, scheduler, clock, killC } = await heirOfC(store, undefined, "alive", {
+      wallStepMs: -3_600_000,
+      graceMs: 600_000,
+    });
+    killC();
+    const diedAt = clock.now();
+    await scheduler.runFor(10_000);
+    store.fault = "full";
+    clock.wallStepMs = 0;
+    await scheduler.runFor(60_000); // the check's save fails
+    expect(store.failures).toBe(1);
+    store.fault = null;
+    await scheduler.runFor(60_000);
+    expect(store.saved?.gone).toEqual([expect.objectContaining({ node: "c" })]);
+    expect(Math.abs(store.saved!.gone![0].since - diedAt)).toBeLessThan(2_000);
+    await b.stop();
+  });
+
   // Revoked while the reclaim's save was at the disk: before, the ring change and the notice
   // were still gossiped under a name that is another node's.
   it("an operator's reclaim whose save outlasts the node's admission announces nothing", async () => {

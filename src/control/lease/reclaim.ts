@@ -298,18 +298,21 @@ export class Reclaimer {
   }
 
   /** The gone nodes to save with `next`: those that still own slots in it, each start as wall time
-   *  now (so a wall-clock step since the last save moves it with the clock). */
-  goneIn(next: Ring): GoneNode[] {
+   *  now (so a wall-clock step since the last save moves it with the clock), and the offset that
+   *  made them wall times, for adopt() once they are saved (not before: a failed save left the
+   *  step counted as saved, and no later check saved it again). */
+  goneIn(next: Ring): { nodes: GoneNode[]; offset: number } {
     const { clock } = this.core.opts;
-    this.savedOffset = clock.wallNow() - clock.now();
+    const offset = clock.wallNow() - clock.now();
     const owned = next.ownedCounts();
-    return [...this.gone]
+    const nodes = [...this.gone]
       .filter(([node]) => (owned.get(node) ?? 0) > 0)
       .map(([node, d]) => ({
         node,
-        since: Math.floor(d.start + this.savedOffset),
+        since: Math.floor(d.start + offset),
         ...(d.incarnation !== undefined && { incarnation: d.incarnation }),
       }));
+    return { nodes, offset };
   }
 
   /** While deaths are counted: saves their starts again when the wall clock stepped since the last
@@ -320,7 +323,7 @@ export class Reclaimer {
     this.clockCheck = core.after(CLOCK_CHECK_MS, () => {
       this.clockCheck = undefined;
       const offset = core.opts.clock.wallNow() - core.opts.clock.now();
-      if (core.ready && Math.abs(offset - this.savedOffset) > CLOCK_SLACK_MS && this.goneIn(core.ring).length > 0)
+      if (core.ready && Math.abs(offset - this.savedOffset) > CLOCK_SLACK_MS && this.goneIn(core.ring).nodes.length > 0)
         this.saveDeaths();
       this.watchClock();
     });
@@ -401,9 +404,11 @@ export class Reclaimer {
       .map(([slot, node]) => ({ slot, node }));
   }
 
-  /** The marks saved with the ring now in force (by a commit, or loaded at start). */
-  adopt(marks: readonly VacatedSlot[]): void {
+  /** The marks saved with the ring now in force (by a commit, or loaded at start), and the offset
+   *  its deaths were saved with (goneIn). */
+  adopt(marks: readonly VacatedSlot[], offset: number): void {
     this.vacated = new Map(marks.map((v) => [v.slot, v.node]));
+    this.savedOffset = offset;
   }
 
   /** The saved marks and gone nodes after a restart (slots outside the ring are dropped). A grace
@@ -414,15 +419,17 @@ export class Reclaimer {
   restore(saved: readonly VacatedSlot[], gone: readonly GoneNode[]): void {
     const { core } = this;
     const ring = core.ring;
+    const { clock } = core.opts;
+    const now = clock.now();
+    const wall = clock.wallNow();
+    // The file's starts are read as of this offset (below): what it holds is saved with it.
     this.adopt(
       this.standing(
         ring,
         saved.filter((v) => v.slot < ring.slotCount),
       ),
+      wall - now,
     );
-    const { clock } = core.opts;
-    const now = clock.now();
-    const wall = clock.wallNow();
     const early = [...this.gone.keys()];
     const loaded = gone.map((g): [string, Death] => [
       g.node,
@@ -435,7 +442,7 @@ export class Reclaimer {
       this.memberGone(node);
     }
     const file = new Map(gone.map((g) => [g.node, g.since]));
-    const differs = this.goneIn(ring).some(
+    const differs = this.goneIn(ring).nodes.some(
       (g) => Math.abs(g.since - (file.get(g.node) ?? Number.NaN)) > 1 || !file.has(g.node),
     );
     // start() sets ready before the queue runs this.

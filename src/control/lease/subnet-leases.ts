@@ -374,6 +374,7 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     // older lease of ours beside it (freeExtraLeases), and a restart adopts the saved one.
     const leases = next.leasesOf(this.name);
     const inUse = this.current && leases.includes(this.current.slot) ? this.current.slot : leases[0];
+    const gone = this.reclaimer.goneIn(next);
     const wasAdmitted = this.admitted;
     await this.opts.store.save({
       node: this.name,
@@ -383,10 +384,10 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
       ring: next.state(),
       transfers,
       vacated,
-      gone: this.reclaimer.goneIn(next),
+      gone: gone.nodes,
     });
     this.ring = next;
-    this.reclaimer.adopt(vacated);
+    this.reclaimer.adopt(vacated, gone.offset);
     this.acquirer.saved();
     this.bootstrap.committed(next);
     // Revoked during the save (one fsync): what it wrote for the name, now another node's, is not
