@@ -7,7 +7,7 @@ import type { RingState } from "../../src/control/lease/ring.js";
 import { SubnetSpace } from "../../src/control/lease/slots.js";
 import { decodeMessage, encodeMessage, type LeaseMessage } from "../../src/control/lease/wire.js";
 import type { NodeView } from "../../src/control/gossip/delegate.js";
-import { GatedStore, loneClock, MemoryStore, RecordingLog } from "./sim/doubles.js";
+import { Disk, GatedStore, loneClock, MemoryStore, RecordingLog } from "./sim/doubles.js";
 import { SeededRandom } from "./sim/random.js";
 
 const SPACE = SubnetSpace.fromConfig({ Network: "198.19.0.0/16" });
@@ -303,5 +303,35 @@ describe("asking for slots before the owner reached its cluster", () => {
     const silent = await node("c", () => Promise.reject(new Error("timed out")), true);
     const silentWaits = silent.log.lines.filter((l) => l.obj.code === "LEASE_WAITING_FOR_OWNER");
     expect(silentWaits[0].msg).toMatch(/a did not answer \(partitioned or down\)/);
+  });
+
+  // A donor whose save failed (a full disk) is admitted and running: before, it answered as one
+  // not admitted yet does, and the asker's wait said it had not joined its cluster yet.
+  it("a donor whose save failed answers that it gave none, and the asker's wait says so", async () => {
+    const disk = new Disk();
+    const donor = await node("a", () => Promise.resolve(undefined), true, disk);
+    disk.fault = "full";
+    expect(await donor.leases.answer("c", { kind: "request", id: 11 })).toMatchObject({
+      kind: "reply",
+      id: 11,
+      granted: false,
+    });
+    expect(donor.leases.stats.slotsGiven).toBe(0);
+
+    const declined = await node(
+      "c",
+      (_to, bytes) => {
+        const req = decodeMessage(FP, bytes);
+        if (req.kind !== "request") return Promise.resolve(undefined);
+        return Promise.resolve(
+          encodeMessage(FP, { kind: "reply", id: req.id, granted: false, ring: { seeds: ["a"], runs: [] } }),
+        );
+      },
+      true,
+    );
+    const waits = declined.log.lines.filter((l) => l.obj.code === "LEASE_WAITING_FOR_OWNER");
+    expect(waits.length).toBeGreaterThan(0);
+    expect(waits[0].msg).toMatch(/a answered that it gave none \(it could not save the transfer/);
+    expect(waits[0].msg).not.toMatch(/gives none yet|did not answer/);
   });
 });

@@ -214,10 +214,17 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
           this.core.activeWhileGone(from, ASKED, true);
           return undefined;
         }
-        await run(async () => {
-          // Checked again when its turn comes: revoke() may have come meanwhile.
-          if (this.admitted) reply = await this.donor.answerRequest(from, msg.id);
-        });
+        try {
+          await this.enqueue(async () => {
+            // Checked again when its turn comes: revoke() may have come meanwhile.
+            if (this.admitted) reply = await this.donor.answerRequest(from, msg.id);
+          });
+        } catch {
+          // Its save failed (logged by enqueue; a full disk): none given, said with the ring as it
+          // stands, not with the plain ack of a node not admitted yet, so the asker's wait tells
+          // the two apart.
+          if (this.admitted) return { kind: "reply", id: msg.id, granted: false, ring: this.ring.state() };
+        }
         return reply;
       case "state":
         await run(() => this.merge(msg.ring, "gossip"));
