@@ -7,7 +7,7 @@ import type { RingState } from "../../src/control/lease/ring.js";
 import { SubnetSpace } from "../../src/control/lease/slots.js";
 import { decodeMessage, encodeMessage, type LeaseMessage } from "../../src/control/lease/wire.js";
 import type { NodeView } from "../../src/control/gossip/delegate.js";
-import { loneClock, MemoryStore, RecordingLog } from "./sim/doubles.js";
+import { Disk, GatedStore, loneClock, MemoryStore, RecordingLog } from "./sim/doubles.js";
 import { SeededRandom } from "./sim/random.js";
 
 const SPACE = SubnetSpace.fromConfig({ Network: "198.19.0.0/16" });
@@ -218,7 +218,12 @@ describe("asking for slots before the owner reached its cluster", () => {
   });
 
   /** `self` with the seed division of ["a"] in place; `answer` is how a's side of a request goes. */
-  async function node(self: string, answer: () => Promise<Uint8Array | undefined>, admitted: boolean) {
+  async function node(
+    self: string,
+    answer: (to: string, bytes: Uint8Array) => Promise<Uint8Array | undefined>,
+    admitted: boolean,
+    store = new MemoryStore(),
+  ) {
     const log = new RecordingLog();
     const membership = {
       localNode: () => ({ name: self }),
@@ -232,7 +237,7 @@ describe("asking for slots before the owner reached its cluster", () => {
       families: [leases],
     } = createLeaseLayer(
       { space: SPACE, seeds: ["a"] },
-      { membership, store: new MemoryStore(), clock, random: new SeededRandom(5), log },
+      { membership, store, clock, random: new SeededRandom(5), log },
     );
     await leases.start();
     if (admitted) leases.admit();
@@ -261,6 +266,25 @@ describe("asking for slots before the owner reached its cluster", () => {
     expect(leases.stats.slotsGiven).toBe(0);
   });
 
+  // Revoked while the transfer's save was at the disk (one fsync): before, the change was still
+  // gossiped and the asker given the slots, under a name that is another node's.
+  it("an owner whose admission is revoked while it saves a transfer neither announces nor gives it", async () => {
+    const store = new GatedStore();
+    const { leases, log } = await node("a", () => Promise.resolve(undefined), true, store);
+    const announced: LeaseMessage[] = [];
+    leases.on("announce", (m) => announced.push(m));
+    const open = store.close();
+    const queued = leases.answer("c", { kind: "request", id: 10 });
+    for (let i = 0; i < 100 && store.waiting.length === 0; i++) await Promise.resolve();
+    expect(store.waiting).toHaveLength(1);
+    leases.revoke();
+    open();
+    expect(await queued).toBeUndefined();
+    expect(announced).toEqual([]);
+    expect(leases.stats.slotsGiven).toBe(0);
+    expect(log.codes()).not.toContain("LEASE_GAVE");
+  });
+
   it("refuses a reclaim with its own code, saying to run it on a node that has joined", async () => {
     const { leases } = await node("a", () => Promise.resolve(undefined), false);
     await expect(leases.reclaim("z")).rejects.toMatchObject({
@@ -279,5 +303,35 @@ describe("asking for slots before the owner reached its cluster", () => {
     const silent = await node("c", () => Promise.reject(new Error("timed out")), true);
     const silentWaits = silent.log.lines.filter((l) => l.obj.code === "LEASE_WAITING_FOR_OWNER");
     expect(silentWaits[0].msg).toMatch(/a did not answer \(partitioned or down\)/);
+  });
+
+  // A donor whose save failed (a full disk) is admitted and running: before, it answered as one
+  // not admitted yet does, and the asker's wait said it had not joined its cluster yet.
+  it("a donor whose save failed answers that it gave none, and the asker's wait says so", async () => {
+    const disk = new Disk();
+    const donor = await node("a", () => Promise.resolve(undefined), true, disk);
+    disk.fault = "full";
+    expect(await donor.leases.answer("c", { kind: "request", id: 11 })).toMatchObject({
+      kind: "reply",
+      id: 11,
+      granted: false,
+    });
+    expect(donor.leases.stats.slotsGiven).toBe(0);
+
+    const declined = await node(
+      "c",
+      (_to, bytes) => {
+        const req = decodeMessage(FP, bytes);
+        if (req.kind !== "request") return Promise.resolve(undefined);
+        return Promise.resolve(
+          encodeMessage(FP, { kind: "reply", id: req.id, granted: false, ring: { seeds: ["a"], runs: [] } }),
+        );
+      },
+      true,
+    );
+    const waits = declined.log.lines.filter((l) => l.obj.code === "LEASE_WAITING_FOR_OWNER");
+    expect(waits.length).toBeGreaterThan(0);
+    expect(waits[0].msg).toMatch(/a answered that it gave none \(it could not save the transfer/);
+    expect(waits[0].msg).not.toMatch(/gives none yet|did not answer/);
   });
 });

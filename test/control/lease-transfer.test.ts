@@ -406,6 +406,49 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
     await b.stop();
   });
 
+  // The clock check's save failed (a full disk): before, the offset it saved with counted as
+  // saved, and once the disk had space the next checks saw no step, so the file kept the start an
+  // hour back and a restart reclaimed at once.
+  it("a start saved again after a wall-clock step is tried again when that save failed", async () => {
+    const store = new Disk();
+    const { b, scheduler, clock, killC } = await heirOfC(store, undefined, "alive", {
+      wallStepMs: -3_600_000,
+      graceMs: 600_000,
+    });
+    killC();
+    const diedAt = clock.now();
+    await scheduler.runFor(10_000);
+    store.fault = "full";
+    clock.wallStepMs = 0;
+    await scheduler.runFor(60_000); // the check's save fails
+    expect(store.failures).toBe(1);
+    store.fault = null;
+    await scheduler.runFor(60_000);
+    expect(store.saved?.gone).toEqual([expect.objectContaining({ node: "c" })]);
+    expect(Math.abs(store.saved!.gone![0].since - diedAt)).toBeLessThan(2_000);
+    await b.stop();
+  });
+
+  // Revoked while the reclaim's save was at the disk: before, the ring change and the notice
+  // were still gossiped under a name that is another node's.
+  it("an operator's reclaim whose save outlasts the node's admission announces nothing", async () => {
+    const store = new GatedStore();
+    const { b, killC } = await heirOfC(store);
+    killC();
+    await b.settled();
+    const announced: LeaseMessage[] = [];
+    b.on("announce", (m) => announced.push(m));
+    const open = store.close();
+    const report = b.reclaim("c");
+    for (let i = 0; i < 100 && store.waiting.length === 0; i++) await Promise.resolve();
+    expect(store.waiting).toHaveLength(1);
+    b.revoke();
+    open();
+    expect(await report).toMatchObject({ notified: [] });
+    expect(announced).toEqual([]);
+    await b.stop();
+  });
+
   it("a sign of life queued before the grace verdict voids the verdict", async () => {
     const store = new GatedStore();
     const { b, scheduler, clock, log, owned, killC } = await heirOfC(store);
@@ -757,6 +800,29 @@ describe("reclaimed nodes", () => {
     const noticed = log.lines.filter((l) => l.obj.code === "LEASE_NODE_GONE" && l.obj.node === "d");
     expect(noticed.at(-1)?.obj).toMatchObject({ graceMs: 1_000 });
     expect(ownedByD()).toBeGreaterThan(0);
+  });
+
+  // Before, each death heard saved the ring: K nodes dying together were K saves (fsyncs).
+  it("deaths of slot-owning nodes heard together are saved in one save, before any later give", async () => {
+    const nodes = ["n1", "n2", "n3", "n4", "n5"];
+    const alive = new Set(["a", ...nodes]);
+    const dead = new Set<string>();
+    const { a, store } = await lone(alive, dead);
+    for (const [i, n] of nodes.entries())
+      expect(await a.answer(n, { kind: "request", id: i })).toMatchObject({ granted: true });
+    const saves = store.saves;
+    for (const n of nodes) {
+      alive.delete(n);
+      dead.add(n);
+      a.memberGone(n);
+    }
+    // Asked after the deaths: its give is saved after them, with them.
+    alive.add("e");
+    const given = a.answer("e", { kind: "request", id: 9 });
+    await a.settled();
+    expect(await given).toMatchObject({ granted: true });
+    expect(store.saves - saves).toBe(2);
+    expect(store.saved?.gone?.map((g) => g.node).sort()).toEqual(nodes);
   });
 
   it("this node, running, reclaimed by an operator elsewhere: says what follows and what to check", async () => {

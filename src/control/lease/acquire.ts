@@ -17,6 +17,9 @@ export class LeaseAcquirer {
   /** Owners asked this round that answered with a plain ack: running, but not giving yet (not
    *  admitted, or still loading its state), rather than partitioned or down. */
   private readonly notYetThisRound = new Set<string>();
+  /** Owners asked this round that replied without a grant: running and admitted, but they could
+   *  not save the transfer (a full disk), or keep their last free slot while they have no subnet. */
+  private readonly declinedThisRound = new Set<string>();
   private retryTimer: TimerHandle | null = null;
   private delay: number;
   private lastProbeAt = -Infinity;
@@ -72,7 +75,10 @@ export class LeaseAcquirer {
     if (this.pending && this.pending.id === id && this.pending.to === from) {
       this.core.cancel(this.pending.timer);
       this.pending = null;
-      if (!granted) this.askedThisRound.add(from);
+      if (!granted) {
+        this.askedThisRound.add(from);
+        this.declinedThisRound.add(from);
+      }
     }
     await this.core.merge(ring, "full");
     this.kick();
@@ -99,6 +105,7 @@ export class LeaseAcquirer {
     this.explainWait();
     this.askedThisRound.clear();
     this.notYetThisRound.clear();
+    this.declinedThisRound.clear();
     const now = core.opts.clock.now();
     const members = core.otherMembers();
     if (members.length > 0 && now - this.lastProbeAt >= this.delay) {
@@ -170,12 +177,20 @@ export class LeaseAcquirer {
       msg = `no subnet yet: every subnet of ${core.opts.space.describe()} is in use; waiting until one is reclaimed`;
     } else {
       code = "LEASE_WAITING_FOR_OWNER";
-      const notYet = ownersOfFree.filter(([n]) => this.notYetThisRound.has(n)).map(([n]) => n);
-      const silent = ownersOfFree.filter(([n]) => !this.notYetThisRound.has(n)).map(([n]) => n);
-      detail.owners = ownersOfFree.map(([n, free]) => ({ node: n, free, ...(notYet.includes(n) && { notYet: true }) }));
+      const declined = ownersOfFree.filter(([n]) => this.declinedThisRound.has(n)).map(([n]) => n);
+      const notYet = ownersOfFree.filter(([n]) => this.notYetThisRound.has(n) && !declined.includes(n)).map(([n]) => n);
+      const silent = ownersOfFree.filter(([n]) => !declined.includes(n) && !notYet.includes(n)).map(([n]) => n);
+      detail.owners = ownersOfFree.map(([n, free]) => ({
+        node: n,
+        free,
+        ...(notYet.includes(n) && { notYet: true }),
+        ...(declined.includes(n) && { declined: true }),
+      }));
       msg =
         `no subnet yet: the free subnets are owned by ${ownersOfFree.map(([n]) => n).join(", ")}, none of which gave any: ` +
         [
+          declined.length > 0 &&
+            `${declined.join(", ")} answered that it gave none (it could not save the transfer, e.g. a full disk, or keeps its last free slot while it has no subnet: its log says which)`,
           notYet.length > 0 &&
             `${notYet.join(", ")} answered that it gives none yet (not joined its cluster yet, or starting)`,
           silent.length > 0 && `${silent.join(", ")} did not answer (partitioned or down)`,

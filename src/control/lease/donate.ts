@@ -17,8 +17,9 @@ export class SlotDonor {
     private readonly resend: TransferResender,
   ) {}
 
-  /** Gives the asker slots if it has none here (saved first), and says so with the whole ring. */
-  async answerRequest(from: string, id: number): Promise<LeaseMessage> {
+  /** Gives the asker slots if it has none here (saved first), and says so with the whole ring;
+   *  nothing (as before admission) when admission was revoked while the transfer was saved. */
+  async answerRequest(from: string, id: number): Promise<LeaseMessage | undefined> {
     const { core } = this;
     // Before the commit below: its reclaim pass must not take back what the asker is given.
     core.activeWhileGone(from, ASKED, true);
@@ -27,6 +28,7 @@ export class SlotDonor {
     if (span) {
       const delta = next.transfer(core.name, span, from);
       await core.commit(next, delta, { transfers: this.resend.saved({ to: from, span }) });
+      if (!core.admitted) return undefined;
       core.stats.slotsGiven += span.count;
       core.opts.log.info({ code: "LEASE_GAVE", to: from, slots: span }, `gave ${span.count} subnet slot(s) to ${from}`);
       this.resend.track(from, span);

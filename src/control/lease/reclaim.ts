@@ -85,6 +85,9 @@ export class Reclaimer {
   private gone = new Map<string, Death>();
   /** wallNow() - now() when `gone` was last saved: how its monotonic starts became wall times. */
   private savedOffset = 0;
+  /** A save of the deaths queued and not started yet: deaths heard meanwhile ride on it (each one
+   *  saved the ring: K slot owners dying together were K fsyncs). */
+  private deathsSaveQueued = false;
   private clockCheck: TimerHandle | undefined;
 
   constructor(
@@ -143,11 +146,12 @@ export class Reclaimer {
       const ring = core.ring;
       const remaining = ring.state().runs.filter((r) => r.owner === node);
       const heirs = new Set<string>();
-      for (const r of remaining) {
+      // Revoked while the reclaim was saved (the name is another node's): no notice goes out for it.
+      for (const r of core.admitted ? remaining : []) {
         const heir = ring.ownerOf((r.start + ring.slotCount - 1) % ring.slotCount);
         if (heir !== null && heir !== core.name && heir !== node) heirs.add(heir);
       }
-      core.announce({ kind: "reclaim", node });
+      if (core.admitted) core.announce({ kind: "reclaim", node });
       const notice = core.encode({ kind: "reclaim", node });
       for (const heir of heirs) core.opts.membership.request(heir, notice).catch(() => undefined);
       report = { node, takenHere: taken, remaining: remaining.reduce((n, r) => n + r.count, 0), notified: [...heirs] };
@@ -278,23 +282,37 @@ export class Reclaimer {
     // Only for a node that owns slots: the commit that gives it some saves it (1,000 deaths of
     // nodes owning nothing were 1,000 saves of the ring). Not before start() loaded the saved
     // state, which this save would replace: restore() saves it then.
-    if (core.ready && core.ring.ownedBy(node) > 0) void core.enqueue(() => core.commit(core.ring, []));
+    if (core.ready && core.ring.ownedBy(node) > 0) this.saveDeaths();
     return grace;
   }
 
+  /** Saves the deaths with the ring in force, on the serial queue: at most one such save waits
+   *  (it reads `gone` when its turn comes), so any give queued after a death is saved after it. */
+  private saveDeaths(): void {
+    if (this.deathsSaveQueued) return;
+    this.deathsSaveQueued = true;
+    void this.core.enqueue(() => {
+      this.deathsSaveQueued = false;
+      return this.core.commit(this.core.ring, []);
+    });
+  }
+
   /** The gone nodes to save with `next`: those that still own slots in it, each start as wall time
-   *  now (so a wall-clock step since the last save moves it with the clock). */
-  goneIn(next: Ring): GoneNode[] {
+   *  now (so a wall-clock step since the last save moves it with the clock), and the offset that
+   *  made them wall times, for adopt() once they are saved (not before: a failed save left the
+   *  step counted as saved, and no later check saved it again). */
+  goneIn(next: Ring): { nodes: GoneNode[]; offset: number } {
     const { clock } = this.core.opts;
-    this.savedOffset = clock.wallNow() - clock.now();
+    const offset = clock.wallNow() - clock.now();
     const owned = next.ownedCounts();
-    return [...this.gone]
+    const nodes = [...this.gone]
       .filter(([node]) => (owned.get(node) ?? 0) > 0)
       .map(([node, d]) => ({
         node,
-        since: Math.floor(d.start + this.savedOffset),
+        since: Math.floor(d.start + offset),
         ...(d.incarnation !== undefined && { incarnation: d.incarnation }),
       }));
+    return { nodes, offset };
   }
 
   /** While deaths are counted: saves their starts again when the wall clock stepped since the last
@@ -305,8 +323,8 @@ export class Reclaimer {
     this.clockCheck = core.after(CLOCK_CHECK_MS, () => {
       this.clockCheck = undefined;
       const offset = core.opts.clock.wallNow() - core.opts.clock.now();
-      if (core.ready && Math.abs(offset - this.savedOffset) > CLOCK_SLACK_MS && this.goneIn(core.ring).length > 0)
-        void core.enqueue(() => core.commit(core.ring, []));
+      if (core.ready && Math.abs(offset - this.savedOffset) > CLOCK_SLACK_MS && this.goneIn(core.ring).nodes.length > 0)
+        this.saveDeaths();
       this.watchClock();
     });
   }
@@ -386,9 +404,11 @@ export class Reclaimer {
       .map(([slot, node]) => ({ slot, node }));
   }
 
-  /** The marks saved with the ring now in force (by a commit, or loaded at start). */
-  adopt(marks: readonly VacatedSlot[]): void {
+  /** The marks saved with the ring now in force (by a commit, or loaded at start), and the offset
+   *  its deaths were saved with (goneIn). */
+  adopt(marks: readonly VacatedSlot[], offset: number): void {
     this.vacated = new Map(marks.map((v) => [v.slot, v.node]));
+    this.savedOffset = offset;
   }
 
   /** The saved marks and gone nodes after a restart (slots outside the ring are dropped). A grace
@@ -399,15 +419,17 @@ export class Reclaimer {
   restore(saved: readonly VacatedSlot[], gone: readonly GoneNode[]): void {
     const { core } = this;
     const ring = core.ring;
+    const { clock } = core.opts;
+    const now = clock.now();
+    const wall = clock.wallNow();
+    // The file's starts are read as of this offset (below): what it holds is saved with it.
     this.adopt(
       this.standing(
         ring,
         saved.filter((v) => v.slot < ring.slotCount),
       ),
+      wall - now,
     );
-    const { clock } = core.opts;
-    const now = clock.now();
-    const wall = clock.wallNow();
     const early = [...this.gone.keys()];
     const loaded = gone.map((g): [string, Death] => [
       g.node,
@@ -420,11 +442,11 @@ export class Reclaimer {
       this.memberGone(node);
     }
     const file = new Map(gone.map((g) => [g.node, g.since]));
-    const differs = this.goneIn(ring).some(
+    const differs = this.goneIn(ring).nodes.some(
       (g) => Math.abs(g.since - (file.get(g.node) ?? Number.NaN)) > 1 || !file.has(g.node),
     );
     // start() sets ready before the queue runs this.
-    if (differs) void core.enqueue(() => core.commit(core.ring, []));
+    if (differs) this.saveDeaths();
     this.watchClock();
   }
 

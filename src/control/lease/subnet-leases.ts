@@ -214,10 +214,17 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
           this.core.activeWhileGone(from, ASKED, true);
           return undefined;
         }
-        await run(async () => {
-          // Checked again when its turn comes: revoke() may have come meanwhile.
-          if (this.admitted) reply = await this.donor.answerRequest(from, msg.id);
-        });
+        try {
+          await this.enqueue(async () => {
+            // Checked again when its turn comes: revoke() may have come meanwhile.
+            if (this.admitted) reply = await this.donor.answerRequest(from, msg.id);
+          });
+        } catch {
+          // Its save failed (logged by enqueue; a full disk): none given, said with the ring as it
+          // stands, not with the plain ack of a node not admitted yet, so the asker's wait tells
+          // the two apart.
+          if (this.admitted) return { kind: "reply", id: msg.id, granted: false, ring: this.ring.state() };
+        }
         return reply;
       case "state":
         await run(() => this.merge(msg.ring, "gossip"));
@@ -374,6 +381,8 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
     // older lease of ours beside it (freeExtraLeases), and a restart adopts the saved one.
     const leases = next.leasesOf(this.name);
     const inUse = this.current && leases.includes(this.current.slot) ? this.current.slot : leases[0];
+    const gone = this.reclaimer.goneIn(next);
+    const wasAdmitted = this.admitted;
     await this.opts.store.save({
       node: this.name,
       fingerprint: this.opts.space.fingerprint,
@@ -382,13 +391,16 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
       ring: next.state(),
       transfers,
       vacated,
-      gone: this.reclaimer.goneIn(next),
+      gone: gone.nodes,
     });
     this.ring = next;
-    this.reclaimer.adopt(vacated);
+    this.reclaimer.adopt(vacated, gone.offset);
     this.acquirer.saved();
     this.bootstrap.committed(next);
-    if (delta.length > 0) this.emit("announce", { kind: "state", ring: { seeds: next.seeds, runs: delta } });
+    // Revoked during the save (one fsync): what it wrote for the name, now another node's, is not
+    // announced. On disk it stays; the stop comes next.
+    if (delta.length > 0 && !(wasAdmitted && this.revoked))
+      this.emit("announce", { kind: "state", ring: { seeds: next.seeds, runs: delta } });
     this.adoptLease();
     const peers = this.peers();
     const key = JSON.stringify(peers);
