@@ -100,7 +100,7 @@ export async function installPlugin(binDir: string, opts: { name?: string; bundl
   await expireBundles(binDir, name);
   const [node, entry] = opts.bundle ? await bundle(binDir, name) : [process.execPath, pluginEntry()];
   await writeFileAtomic(target, launcher(node, entry, opts.bundle === true), { mode: 0o755 });
-  await expireBundles(binDir, name);
+  await expireBundles(binDir, name, opts.bundle ? dirname(node) : undefined);
   return target;
 }
 
@@ -108,11 +108,13 @@ export async function installPlugin(binDir: string, opts: { name?: string; bundl
  * A copy of binDir's bundles for `name` that its launcher no longer names is stamped `superseded`
  * by the first install that finds it so, and removed by one BUNDLE_GRACE_MS later, or once
  * BUNDLE_KEEP_SUPERSEDED copies were stamped after it: keeping the newest two failed a run that
- * read a launcher two installs back. The plugin's modules are all imported statically, so a run
- * reads its copy only while it starts. (A bare `weft-cni` is the bundle's directory of weft 0.1.0;
- * launchers before this one named their bundle by its absolute path.)
+ * read a launcher two installs back. Never a copy as new as the one the launcher names when it is
+ * removed, nor `own` (the copy this install just named): installs overlapping within milliseconds
+ * stamp and count copies other installs are about to name. The plugin's modules are all imported
+ * statically, so a run reads its copy only while it starts. (A bare `weft-cni` is the bundle's
+ * directory of weft 0.1.0; launchers before this one named their bundle by its absolute path.)
  */
-async function expireBundles(binDir: string, name: string): Promise<void> {
+export async function expireBundles(binDir: string, name: string, own?: string): Promise<void> {
   const target = join(binDir, name);
   const named = await readFile(target, "utf8").catch(() => "");
   const entries = await readdir(binDir).catch((err) => {
@@ -136,15 +138,29 @@ async function expireBundles(binDir: string, name: string): Promise<void> {
       await rm(dir, { recursive: true, force: true });
   }
   superseded.sort((a, b) => b.since - a.since);
-  for (const [i, { dir, since }] of superseded.entries())
-    if (i >= BUNDLE_KEEP_SUPERSEDED || Date.now() - since > BUNDLE_GRACE_MS)
-      await rm(dir, { recursive: true, force: true });
+  for (const [i, { dir, since }] of superseded.entries()) {
+    if (!(i >= BUNDLE_KEEP_SUPERSEDED || Date.now() - since > BUNDLE_GRACE_MS)) continue;
+    // The launcher read again: another install may have named a copy since, or be about to name
+    // one it has just filled, which is newer than the one named now.
+    const current = await namedCopy(binDir, name);
+    const made = await mtime(join(dir, "node"));
+    const younger = current && (made === undefined || current.made === undefined || made >= current.made);
+    if (basename(dir) === own || basename(dir) === current?.copy || younger) continue;
+    await rm(dir, { recursive: true, force: true });
+  }
   // Another install running meanwhile may have stamped the copy the launcher names now, having read
   // the launcher before it was written: the install that wrote it, or the one that stamped it, reads
   // it again after and takes the stamp off. (Copies are stamped only whole, so never while being
   // filled, which would leave the stamp aging.)
-  const current = /(weft-cni[^/']*)\/node'/.exec(await readFile(target, "utf8").catch(() => ""));
-  if (current) await rm(join(binDir, current[1]!, "superseded"), { force: true });
+  const current = await namedCopy(binDir, name);
+  if (current) await rm(join(binDir, current.copy, "superseded"), { force: true });
+}
+
+/** The copy binDir's launcher for `name` names, and when its `node` was written (the copy's age). */
+async function namedCopy(binDir: string, name: string): Promise<{ copy: string; made?: number } | undefined> {
+  const found = /(weft-cni[^/']*)\/node'/.exec(await readFile(join(binDir, name), "utf8").catch(() => ""));
+  if (!found) return undefined;
+  return { copy: found[1]!, made: await mtime(join(binDir, found[1]!, "node")) };
 }
 
 const mtime = (path: string) =>

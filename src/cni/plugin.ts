@@ -500,6 +500,59 @@ async function status(call: PluginCall): Promise<undefined> {
   return undefined;
 }
 
+interface KeptAttachment {
+  cid: string;
+  file: string;
+  /** The interface the file's name says (eth0 for `<id>`). */
+  fileIf: string;
+  found: Kept;
+  stays: boolean;
+}
+
+/** The names in dataDir, none when it does not exist. */
+async function listKept(dataDir: string): Promise<string[]> {
+  return await readdir(dataDir).catch((e: NodeJS.ErrnoException) => {
+    if (e.code === "ENOENT") return [];
+    throw new CniError(CNI_ERROR.IO_FAILURE, `cannot list ${dataDir}: ${e.message}`);
+  });
+}
+
+/** A damaged kept file is no one's known; any other failure to read it is one. */
+function damagedAsNone(e: unknown): undefined {
+  if (e instanceof CniError && e.cniCode === CNI_ERROR.DECODE_FAILURE) return undefined;
+  throw e;
+}
+
+/**
+ * The attachments of the GC's network kept in dataDir under `names`, but for containers the
+ * runtime lists whole (`valid`), each with whether the runtime's list keeps it (`stays`);
+ * `unreadable` answers for a file that cannot be read (none, or a failure).
+ */
+async function keptOfNetwork(
+  conf: { dataDir: string; name: string },
+  names: string[],
+  valid: Set<string>,
+  listed: Set<string>,
+  unreadable: (e: unknown) => undefined,
+): Promise<KeptAttachment[]> {
+  const ours: KeptAttachment[] = [];
+  for (const name of names) {
+    // Dot-files are the atomic writer's temporary files; anything else is no container's.
+    const [cid, fileIf = DEFAULT_IFNAME] = name.split("@");
+    if (!CONTAINER_ID.test(cid) || valid.has(cid)) continue;
+    // Only this network's: the default dataDir is shared by every network of this type (and
+    // flannel's plugin), whose pods this runtime's list does not name; libcni's GC, too, keeps to
+    // its own network. A damaged file is no one's known: DEL removes it, GC leaves it.
+    const file = join(conf.dataDir, name);
+    const found = await readKept(file).catch(unreadable);
+    if (found?.d.name !== conf.name) continue;
+    // A file without an interface name is any interface's: kept while the container is listed.
+    const stays = found.ifName === undefined ? listed.has(cid) : valid.has(`${cid}@${found.ifName}`);
+    ours.push({ cid, file, fileIf, found, stays });
+  }
+  return ours;
+}
+
 /**
  * GC (1.1.0): every attachment kept in dataDir that the runtime no longer lists gets its delegate's
  * DEL (no CNI_NETNS: the spec lets GC assume the pod's namespace is gone), then GC goes on to the
@@ -517,25 +570,8 @@ async function gc(call: PluginCall): Promise<undefined> {
   );
   const listed = new Set(attachments.map((a) => a.containerID));
   const failures: CniError[] = [];
-  const names: string[] = await readdir(conf.dataDir).catch((e: NodeJS.ErrnoException) => {
-    if (e.code === "ENOENT") return [];
-    throw new CniError(CNI_ERROR.IO_FAILURE, `cannot list ${conf.dataDir}: ${e.message}`);
-  });
-  const ours: Array<{ cid: string; file: string; fileIf: string; found: Kept; stays: boolean }> = [];
-  for (const name of names) {
-    // Dot-files are the atomic writer's temporary files; anything else is no container's.
-    const [cid, fileIf = DEFAULT_IFNAME] = name.split("@");
-    if (!CONTAINER_ID.test(cid) || valid.has(cid)) continue;
-    // Only this network's: the default dataDir is shared by every network of this type (and
-    // flannel's plugin), whose pods this runtime's list does not name; libcni's GC, too, keeps to
-    // its own network. A damaged file is no one's known: DEL removes it, GC leaves it.
-    const file = join(conf.dataDir, name);
-    const found = await readKept(file).catch(() => undefined);
-    if (found?.d.name !== conf.name) continue;
-    // A file without an interface name is any interface's: kept while the container is listed.
-    const stays = found.ifName === undefined ? listed.has(cid) : valid.has(`${cid}@${found.ifName}`);
-    ours.push({ cid, file, fileIf, found, stays });
-  }
+  const names = await listKept(conf.dataDir);
+  const ours = await keptOfNetwork(conf, names, valid, listed, () => undefined);
   const stores = new Map<string, Promise<HostLocalEntry[] | undefined>>();
   // The masquerade rules of every gone attachment go after all the delegates' DELs, in one
   // iptables transaction per family: freeing the addresses never waits for (or on) iptables.
@@ -543,11 +579,6 @@ async function gc(call: PluginCall): Promise<undefined> {
   // The locks of the attachments deleted, held until their rules are removed too: an ADD of one
   // meanwhile (a runtime's re-ADD after its list) is refused (11) rather than freed by this GC.
   const locks: Server[] = [];
-  // The attachments not in the runtime's list that this GC leaves (running, fresh, or whose lock
-  // failed): added to the list the delegate's GC gets, which would free them otherwise.
-  const spared: Array<{ containerID: string; ifname?: string }> = [];
-  const spare = (cid: string, ifName: string | undefined) =>
-    spared.push(ifName === undefined ? { containerID: cid } : { containerID: cid, ifname: ifName });
   try {
     // First the attachments to delete, each locked; a container with another attachment kept on
     // the network (the runtime lists one, whatever its kept file holds, or one is skipped here)
@@ -573,22 +604,17 @@ async function gc(call: PluginCall): Promise<undefined> {
             `GC: an ADD, DEL or GC of container ${cid} is running, so ${file} is left for a later GC: a runtime must not run GC with ADD or DEL`,
           );
           keeps.add(cid);
-          spare(cid, listedFound.ifName);
           continue;
         }
         // Read again under the lock: a DEL or an ADD may have run since the listing. Damaged since,
         // it is no one's known, as there; a read that fails (EMFILE) is a failure, never a skip.
-        const found = await readKept(file).catch((e: unknown) => {
-          if (e instanceof CniError && e.cniCode === CNI_ERROR.DECODE_FAILURE) return undefined;
-          throw e;
-        });
+        const found = await readKept(file).catch(damagedAsNone);
         if (found?.d.name !== conf.name) continue;
         if (!found.left && (await fresh(file))) {
           warn(
             `GC: ${file} was kept by an ADD less than ${GC_GRACE_MS / 1000} s ago, which a runtime's list taken before it cannot name: left for a later GC`,
           );
           keeps.add(cid);
-          spare(cid, found.ifName);
           continue;
         }
         going.push({
@@ -603,7 +629,6 @@ async function gc(call: PluginCall): Promise<undefined> {
       } catch (e) {
         // Not deleted (its lock could not be bound): as one left, it keeps the chain.
         keeps.add(cid);
-        spare(cid, listedFound.ifName);
         failures.push(asCniError(e));
       } finally {
         // A lock of an attachment left goes at once: an ADD or DEL of it may run meanwhile.
@@ -616,10 +641,9 @@ async function gc(call: PluginCall): Promise<undefined> {
       );
     // An ADD of another interface that began after the listing kept its file before its delegate ran.
     for (const name of await readdir(conf.dataDir).catch(() => [] as string[])) {
-      const [cid, ifName = DEFAULT_IFNAME] = name.split("@");
+      const [cid] = name.split("@");
       if (names.includes(name) || !CONTAINER_ID.test(cid)) continue;
       keeps.add(cid);
-      spare(cid, ifName);
     }
     for (const { cid, file, found, ifNames, locks: held } of going) {
       try {
@@ -665,12 +689,22 @@ async function gc(call: PluginCall): Promise<undefined> {
     const full = parseNetConf(call.stdin);
     const d = delegateConfig(full, await readSubnetEnv(full.subnetFile));
     const type = d.type as string;
-    if ((await delegateVersion(type, d.cniVersion, path)) === "1.1.0")
+    if ((await delegateVersion(type, d.cniVersion, path)) === "1.1.0") {
+      // The delegate's GC would free what this network's kept files not in the runtime's list still
+      // hold: those this GC left (running, fresh, past its cap, failed) and those an ADD kept since
+      // the listing (during the DELs above, or after their locks went). Read now, as late as can be.
+      const kept = await keptOfNetwork(conf, await listKept(conf.dataDir), valid, listed, damagedAsNone);
+      const spared = kept
+        .filter((k) => !k.stays)
+        .map(({ cid, found }) =>
+          found.ifName === undefined ? { containerID: cid } : { containerID: cid, ifname: found.ifName },
+        );
       await execPlugin(
         type,
         { ...d, "cni.dev/valid-attachments": [...attachments, ...spared] },
         { command: "GC", path },
       );
+    }
   } catch (e) {
     failures.push(asCniError(e));
   }
@@ -1004,7 +1038,17 @@ async function removeIptablesMasquerades(kernel: Kernel, targets: Masquerade[], 
     try {
       rules = await kernel.iptablesRules(family, "nat");
     } catch (e) {
-      fail(ours, e);
+      // Asked for nftables, a pod may have no iptables rules at all: an iptables that cannot list
+      // (iptables-nft's "incompatible" nat table) must not fail its DEL or GC for ever.
+      const asked = ours.filter((m) => m.nftAsked);
+      if (asked.length > 0)
+        warn(
+          `cannot list the IPv${family} nat table (${errorMessage(e)}): taken as no bridge masquerade chain where ipMasqBackend is "nftables"; a bridge before 1.6 ignores the key, so check by hand for chains ${asked.map((m) => m.chain).join(", ")} and the jumps to them`,
+        );
+      fail(
+        ours.filter((m) => !m.nftAsked),
+        e,
+      );
       continue;
     }
     // No iptables or no nat table of this family here: the bridge plugin made no rules there.

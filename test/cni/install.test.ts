@@ -19,7 +19,13 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { BUNDLE_GRACE_MS, BUNDLE_KEEP_SUPERSEDED, installPlugin, pluginModules } from "../../src/cni/install.js";
+import {
+  BUNDLE_GRACE_MS,
+  BUNDLE_KEEP_SUPERSEDED,
+  expireBundles,
+  installPlugin,
+  pluginModules,
+} from "../../src/cni/install.js";
 import { projectFile } from "../../src/paths.js";
 import { fakeDelegate } from "./fake-delegate.js";
 
@@ -180,6 +186,49 @@ describe("weft install-cni", () => {
       expect(version(join(bin, "flannel")).status).toBe(0);
     }
   }, 180_000);
+
+  it("installs overlapping within milliseconds: the cap never removes a copy as new as the one the launcher names (another install is about to name it), nor the one the install just named", async () => {
+    const bin = join(dir, "overlapping");
+    mkdirSync(bin);
+    const t = Date.now() - 60_000;
+    const copy = (c: string) => `weft-cni.flannel.${c}`;
+    /** A whole copy whose node was written at `made`, stamped superseded at `stamped` if given. */
+    const make = (c: string, made: number, stamped?: number) => {
+      mkdirSync(join(bin, copy(c)));
+      writeFileSync(join(bin, copy(c), "node"), "");
+      utimesSync(join(bin, copy(c), "node"), new Date(made), new Date(made));
+      if (stamped === undefined) return;
+      writeFileSync(join(bin, copy(c), "superseded"), "");
+      utimesSync(join(bin, copy(c), "superseded"), new Date(stamped), new Date(stamped));
+    };
+    const name = (c: string) =>
+      writeFileSync(
+        join(bin, "flannel"),
+        `#!/bin/sh\nexec "$d"/'${copy(c)}/node' "$d"/'${copy(c)}/dist/src/cni/entry.js' "$@"\n`,
+      );
+    const left = () =>
+      readdirSync(bin)
+        .filter((n) => n !== "flannel")
+        .sort();
+    make("c0", t);
+    name("c0");
+    make("o1", t - 20_000, t - 10_000);
+    make("o2", t - 19_000, t - 9_000);
+    // Filled a few ms after c0 by installs yet to write the launcher, and stamped by each other.
+    for (const i of [1, 2, 3, 4]) make(`n${i}`, t + i, Date.now() - i * 1000);
+    expect(BUNDLE_KEEP_SUPERSEDED).toBe(3);
+    // Past the cap: n4, o1, o2 (the oldest stamps). Only those older than c0 go.
+    await expireBundles(bin, "flannel");
+    expect(left()).toEqual(["c0", "n1", "n2", "n3", "n4"].map(copy));
+    // n4's install names it; n3's, whose launcher it replaced, expires after: its own copy stays.
+    name("n4");
+    await expireBundles(bin, "flannel", copy("n3"));
+    expect(left()).toEqual(["c0", "n1", "n2", "n3", "n4"].map(copy));
+    expect(existsSync(join(bin, copy("n4"), "superseded"))).toBe(false);
+    // The next install's expiry: n3 is past the cap (c0 is stamped now) and older than n4.
+    await expireBundles(bin, "flannel");
+    expect(left()).toEqual(["c0", "n1", "n2", "n4"].map(copy));
+  });
 
   it("--bundle on a full disk: expired copies are removed before copying, a failed copy leaves nothing, and a stamp that cannot be written only warns", () => {
     // A tmpfs of 2.5 copies in a mount namespace of this test's own (gone when its process ends).

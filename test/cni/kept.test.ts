@@ -203,7 +203,7 @@ describe("weft cni: the kept delegate config", () => {
     expect(fake.calls().filter((c) => c.startsWith("DEL fd-")).length).toBeGreaterThanOrEqual(ids.length);
   });
 
-  it("GC gives the delegate's GC the attachments it leaves with the runtime's list (an ADD less than a minute ago), which that GC would free; the lock of one it leaves goes at once: an ADD of it during the GC's DELs works", async () => {
+  it("GC gives the delegate's GC the attachments it leaves with the runtime's list (an ADD less than a minute ago) and those an ADD kept during its DELs, which that GC would free; the lock of one it leaves goes at once: an ADD of it during the GC's DELs works", async () => {
     const v110 = { cniVersion: "1.1.0" };
     const gcArgs: CniArgs = { command: "GC", path: [join(dir, "bin"), fake.dir] };
     const valid = [{ containerID: "spare-listed", ifname: "eth0" }];
@@ -223,6 +223,8 @@ describe("weft cni: the kept delegate config", () => {
         (c) => c.includes("DEL spare-gone"),
       );
       expect(await run("ADD", "spare-fresh")).toMatchObject({ cniVersion: "1.0.0" });
+      // A new pod, after the runtime's list and GC's listing: its address must survive the delegate's GC.
+      expect(await run("ADD", "spare-new")).toMatchObject({ cniVersion: "1.0.0" });
       fake.hold("DEL", false);
       expect(await gc).toBeUndefined();
     } finally {
@@ -231,14 +233,20 @@ describe("weft cni: the kept delegate config", () => {
     }
     expect(kept()).toContain("spare-fresh");
     expect(kept()).not.toContain("spare-gone");
-    expect(fake.lastGc()["cni.dev/valid-attachments"]).toEqual([
-      ...valid,
-      { containerID: "spare-fresh", ifname: "eth0" },
-    ]);
+    const forwarded = fake.lastGc()["cni.dev/valid-attachments"] as object[];
+    expect(forwarded.slice(0, valid.length)).toEqual(valid);
+    expect(forwarded.slice(valid.length)).toEqual(
+      expect.arrayContaining([
+        { containerID: "spare-fresh", ifname: "eth0" },
+        { containerID: "spare-new", ifname: "eth0" },
+      ]),
+    );
+    expect(forwarded).toHaveLength(valid.length + 2);
     expect(await run("DEL", "spare-fresh")).toBeUndefined();
+    expect(await run("DEL", "spare-new")).toBeUndefined();
   });
 
-  it("GC deletes at most 256 attachments, holding a lock for each, and says the rest are left for the next GC, which deletes them", async () => {
+  it("GC deletes at most 256 attachments, holding a lock for each, and says the rest are left for the next GC, which deletes them; the delegate's GC is told to spare those left", async () => {
     const many = join(dir, "many");
     mkdirSync(many);
     for (let i = 0; i < 260; i++)
@@ -260,8 +268,16 @@ describe("weft cni: the kept delegate config", () => {
       /GC: 4 more kept files of gone attachments are left for the next GC: one GC deletes at most 256/,
     );
     expect(readdirSync(many)).toHaveLength(4);
+    const forwarded = () => fake.lastGc()["cni.dev/valid-attachments"] as Array<{ containerID: string }>;
+    expect(
+      forwarded()
+        .map((a) => a.containerID)
+        .sort(),
+    ).toEqual(readdirSync(many).sort());
+    expect(forwarded()).toEqual(readdirSync(many).map(() => expect.objectContaining({ ifname: "eth0" })));
     expect(gc()).not.toMatch(/left for the next GC/);
     expect(readdirSync(many)).toEqual([]);
+    expect(forwarded()).toEqual([]);
   });
 
   it("files without weft's own layout: flannel's (no interface name: any interface's) and an older weft's (every interface in <id>)", async () => {

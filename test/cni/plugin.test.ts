@@ -89,7 +89,8 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
     const dir = await mkdtemp(join(lab.workDir, "iptables-"));
     for (const name of ["iptables", "ip6tables", "iptables-restore", "ip6tables-restore"]) {
       const run = failing.includes(name)
-        ? `cat >/dev/null; echo "${name}: ${why}" >&2; exit 4`
+        ? // Only -restore reads a script: a listing's stdin is never closed.
+          `${name.endsWith("-restore") ? "cat >/dev/null; " : ""}echo "${name}: ${why}" >&2; exit 4`
         : `exec /usr/sbin/${name} "$@"`;
       await writeFile(join(dir, name), `#!/bin/sh\necho "${name} $*" >> ${log}\n${run}\n`, { mode: 0o755 });
     }
@@ -996,6 +997,79 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
       expect(masqJumps(await natRules(h1), nftables.name)).toEqual([]);
     } finally {
       for (const ns of pods) await ns.destroy();
+    }
+  });
+
+  it('an iptables that cannot list the nat table (iptables-nft\'s "incompatible"): with ipMasqBackend "nftables" a DEL and a GC without the namespace say so on stderr and succeed, removing the nftables rules; with "iptables" the DEL fails (5), its address freed, and the retry with iptables working succeeds', async () => {
+    const log = join(lab.workDir, "incompatible.log");
+    const broken = await iptablesPath(
+      log,
+      ["iptables", "ip6tables"],
+      "iptables v1.8.9 (nf_tables): table nat is incompatible, use 'nft' tool.",
+    );
+    const dataDir = join(lab.hostDir(h1), "flannel");
+    const confOf = (backend: string) => flannelConf(h1, { cniVersion: "1.1.0", delegate: { ipMasqBackend: backend } });
+    const runBroken = (command: "DEL" | "GC", conf: object, containerId?: string) =>
+      execPlugin(
+        "flannel",
+        conf,
+        { command, containerId, ifName: "eth0", path: [join(lab.workDir, "bin"), ...referencePluginDirs()] },
+        { wrap: h1.ns.wrap(["sh", "-c", `"$@" 2>>${log}`, "sh"]), env: broken },
+      );
+    const { comment, comments } = nftMasq;
+    const pods = [
+      await Netns.create("cni-incompat"),
+      await Netns.create("cni-incompat"),
+      await Netns.create("cni-incompat"),
+    ];
+    const [deleted, collected, ipt] = pods;
+    // Debian's bridge (1.1.1) ignores the key: its chains are made whatever it is, removed here at the end.
+    const chains = new Map<Netns, string>();
+    try {
+      const addrs = new Map([
+        ...(await addPods(confOf("nftables"), [deleted, collected])),
+        ...(await addPods(confOf("iptables"), [ipt])),
+      ]);
+      for (const ns of pods) chains.set(ns, masqJumps(await natRules(h1), ns.name)[0].split(" -j ")[1]);
+      await nftMasq.write(
+        [deleted, collected].map((ns): [string, string] => [addrs.get(ns)![0], comment("cbr0", "eth0", ns.name)]),
+      );
+      for (const ns of pods) await ns.destroy();
+      expect(await runBroken("DEL", confOf("nftables"), deleted.name)).toBeUndefined();
+      await ageKept(dataDir);
+      const valid = { "cni.dev/valid-attachments": [{ containerID: ipt.name, ifname: "eth0" }] };
+      expect(await runBroken("GC", { ...confOf("nftables"), ...valid })).toBeUndefined();
+      for (const ns of [deleted, collected]) {
+        expect(await ipamStore(h1)).not.toContain(addrs.get(ns)![0]);
+        expect(await kept(h1)).not.toContain(ns.name);
+      }
+      expect(await comments()).toEqual([]);
+      const said = await logged(log);
+      expect(said.filter((l) => l.startsWith("weft cni: cannot list the IPv4 nat table"))).toEqual([
+        expect.stringMatching(new RegExp(`incompatible.*"nftables".*${chains.get(deleted)}`)),
+        expect.stringMatching(new RegExp(`incompatible.*"nftables".*${chains.get(collected)}`)),
+      ]);
+      // The iptables backend's DEL fails on it, as ever.
+      await expect(runBroken("DEL", confOf("iptables"), ipt.name)).rejects.toMatchObject({
+        cniCode: 5,
+        message: expect.stringMatching(/incompatible/),
+      });
+      expect(await ipamStore(h1)).not.toContain(addrs.get(ipt)![0]);
+      expect(await kept(h1)).toContain(ipt.name);
+      expect(await runFlannel(h1, "DEL", confOf("iptables"), { containerId: ipt.name })).toBeUndefined();
+      expect(await kept(h1)).not.toContain(ipt.name);
+      expect(masqJumps(await natRules(h1), ipt.name)).toEqual([]);
+    } finally {
+      await nftMasq.remove();
+      for (const ns of pods) await ns.destroy();
+      const rules = await natRules(h1);
+      for (const [ns, chain] of chains)
+        if (rules.includes(`-N ${chain}`))
+          await h1.ns.kernel.iptablesDelete(4, "nat", [
+            `:${chain} - [0:0]`,
+            ...masqJumps(rules, ns.name),
+            `-X ${chain}`,
+          ]);
     }
   });
 
