@@ -243,7 +243,6 @@ export class Agent {
       abortable(signal);
       log.info(
         {
-          node: opts.nodeName,
           underlay: describeUnderlay(underlay),
           backend: conf.Backend.Type,
           network: conf.space && conf.Network,

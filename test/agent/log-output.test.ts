@@ -73,7 +73,11 @@ describe.skipIf(!canUseNetns())("agent: its log on a stdout nobody reads", () =>
       a.process!.kill("SIGTERM");
       expect(await env.agents.exited(a, 30_000)).toBe(0);
       const text = await reader.text;
-      for (const msg of ["lease held", "stopping", "stopped"]) expect(text).toContain(`"msg":"${msg}"`);
+      for (const msg of ["starting", "lease held", "stopping", "stopped"]) expect(text).toContain(`"msg":"${msg}"`);
+      // Each line names its node once: a key given twice is one that log readers may parse either way.
+      for (const line of text.split("\n").filter((l) => l.startsWith("{"))) {
+        expect(line.split('"node":').length - 1, line).toBe(1);
+      }
     } finally {
       reader?.child.kill();
       await restore(a, fifo.path);
