@@ -163,7 +163,7 @@ export function agentMetrics(
   mirroredCounter(
     registry,
     "weft_gossip_transport_total",
-    "Gossip transport refusals and failures, by event (rejectedConnections: inbound streams over the limits; overBudgetStreams and evictedForSlot: unfinished inbound requests closed for the byte budget or a slot)",
+    "Gossip transport refusals and failures, by event (rejectedConnections: inbound streams over the limits with none to close for them; overBudgetStreams and evictedForSlot: inbound requests unfinished, or answered with the reply not yet out, closed for the byte budget or a slot)",
     ["event"],
     (set) => {
       for (const [event, n] of Object.entries(control.transportCounters())) set({ event }, n);

@@ -154,6 +154,32 @@ describe("membership in the simulator", () => {
     );
   });
 
+  it("a prober whose timers all fire 150 ms late still hears the helpers' nacks: its health score never rises", async () => {
+    await fc.assert(
+      fc.asyncProperty(seed, async (s) => {
+        // Five members: three helpers, so no draw of them comes back empty (a probe without helpers
+        // counts as one missed nack); more confirmations than can come keep the suspicion 18 s.
+        const cluster = new SimCluster({ seed: s, conditions: { loss: 0 }, config: { suspicionConfirmations: 4 } });
+        cluster.addMany(4, "n");
+        // Its round timer fires late, so the round started late; before, it was shortened by that
+        // much and ended before the nacks (sent 400 ms after the indirect pings at 500 ms) came.
+        const late = cluster.add("late", { timerLateMs: 150 });
+        await joinThroughN0(cluster);
+        expect(await cluster.runUntil(() => cluster.converged(), 60_000), cluster.describe()).toBe(true);
+        expect(await cluster.runUntil(() => late.ml().healthScore() === 0, 60_000), cluster.describe()).toBe(true);
+        let worst = 0;
+        cluster.scheduler.addCheck(() => (worst = Math.max(worst, late.crashed ? 0 : late.ml().healthScore())));
+        const failedBefore = late.ml().counters().protocol.probeFailures;
+        cluster.crash("n1");
+        expect(await cluster.runUntil(deadEverywhere(cluster, ["n1"]), 60_000), cluster.describe()).toBe(true);
+        // In those 18 s the late node probes the crashed one about four times.
+        expect(late.ml().counters().protocol.probeFailures, cluster.describe()).toBeGreaterThan(failedBefore);
+        expect(worst, cluster.describe()).toBe(0);
+      }),
+      { numRuns: RUNS },
+    );
+  });
+
   it("no false deaths with 5% loss and one node 10x slower (stretched timers or starved CPU)", async () => {
     await fc.assert(
       fc.asyncProperty(seed, fc.integer({ min: 5, max: 12 }), fc.boolean(), async (s, n, stretched) => {

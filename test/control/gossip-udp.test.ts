@@ -233,7 +233,9 @@ describe("memberlist on real sockets (127.0.0.1)", () => {
           setTimeout(() => reject(new Error("trickling connections still open after 15 s")), 15_000),
         ),
       ]);
-      expect(server.stats.rejectedConnections).toBeGreaterThanOrEqual(56);
+      // Each over the address's 8 closed its oldest: the address held at most 8 at once.
+      expect(server.stats.evictedForSlot).toBeGreaterThanOrEqual(56);
+      expect(server.stats.rejectedConnections).toBe(0);
     } finally {
       for (const a of attackers) {
         clearInterval(a.trickle);

@@ -1,7 +1,7 @@
 // The gossip transport's limits on real sockets (127.0.0.1): this node's own outbound exchanges
-// never take the slots inbound ones need, refused connections are counted in /metrics, bytes held
-// by requests not yet whole (unauthenticated) stay within a budget, and a datagram the socket
-// refuses is counted, never thrown.
+// never take the slots inbound ones need, connections closed for the limits are counted in
+// /metrics, bytes held by requests not yet whole (unauthenticated) stay within a budget, answered
+// requests do not keep their slots, and a datagram the socket refuses is counted, never thrown.
 import { randomBytes } from "node:crypto";
 import { createServer, connect, type Server, type Socket } from "node:net";
 import { describe, expect, it } from "vitest";
@@ -87,7 +87,7 @@ describe("gossip stream limits", () => {
     }
   });
 
-  it("connections refused at the per-source limit show in /metrics", async () => {
+  it("a connection over the per-source limit closes that address's oldest, and it shows in /metrics", async () => {
     const { plane, close } = await loopbackPlane("a");
     const socks: Socket[] = [];
     try {
@@ -107,11 +107,15 @@ describe("gossip stream limits", () => {
         () => undefined,
       );
       let text = "";
-      for (let i = 0; i < 50 && !/weft_gossip_transport_total\{event="rejectedConnections"\} [1-9]/.test(text); i++) {
+      for (let i = 0; i < 50 && !/weft_gossip_transport_total\{event="evictedForSlot"\} [1-9]/.test(text); i++) {
         await new Promise((r) => setTimeout(r, 100));
         text = await registry.metrics();
       }
-      expect(text).toMatch(/^weft_gossip_transport_total\{event="rejectedConnections"\} 1$/m);
+      expect(text).toMatch(/^weft_gossip_transport_total\{event="evictedForSlot"\} 1$/m);
+      // Before, the newcomer was refused: one address's 8 stalled connections locked its real requests out.
+      expect(text).toMatch(/^weft_gossip_transport_total\{event="rejectedConnections"\} 0$/m);
+      for (let i = 0; i < 50 && !socks[0].closed; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(socks.map((s) => s.closed)).toEqual([true, ...Array(8).fill(false)]);
     } finally {
       for (const s of socks) s.destroy();
       await close();
@@ -210,6 +214,63 @@ describe("gossip stream limits", () => {
     }
   });
 
+  it("a whole request replayed and never closed gives its slot up once its reply is out", async () => {
+    const t = await UdpTcpTransport.open({ host: "127.0.0.1", port: 0, maxConnections: 2 });
+    const client = await UdpTcpTransport.open({ host: "127.0.0.1", port: 0 });
+    t.onExchange(async (_from, frame) => frame);
+    const held: Socket[] = [];
+    try {
+      // Two clients send a whole request (as a captured one replayed would: it authenticates), read
+      // the reply and keep their side open (a Node client closes its side when the server's ends).
+      for (let i = 0; i < 2; i++) {
+        const s = connect({ host: "127.0.0.1", port: t.local.port, allowHalfOpen: true });
+        s.on("error", () => {});
+        held.push(s);
+        await new Promise((r) => s.once("connect", r));
+        const replied = new Promise((r) => s.once("data", r));
+        s.write(Buffer.from([0, 0, 0, 1, 7]));
+        await replied;
+      }
+      // Before, both held their slot until the 10 s deadline and a real peer's request was refused.
+      const frame = new TextEncoder().encode("join");
+      expect(Buffer.from(await client.exchange(t.local, frame, 5000))).toEqual(Buffer.from(frame));
+      expect(t.stats.rejectedConnections).toBe(0);
+    } finally {
+      for (const s of held) s.destroy();
+      await Promise.all([t.close(), client.close()]);
+    }
+  });
+
+  it("a whole request whose client does not read its reply gives its slot up to a newer connection", async () => {
+    const MiB = 1024 * KiB;
+    const t = await UdpTcpTransport.open({ host: "127.0.0.1", port: 0, maxConnections: 1, maxStreamBytes: 8 * MiB });
+    const client = await UdpTcpTransport.open({ host: "127.0.0.1", port: 0 });
+    // 6 MiB, more than loopback's socket buffers take from a reader that does not read.
+    let answered: () => void = () => {};
+    const bigReply = new Promise<void>((r) => (answered = r));
+    t.onExchange(async (_from, frame) => {
+      if (frame[0] !== 1) return frame;
+      setImmediate(answered);
+      return new Uint8Array(6 * MiB);
+    });
+    const s = connect({ host: "127.0.0.1", port: t.local.port });
+    s.on("error", () => {});
+    try {
+      await new Promise((r) => s.once("connect", r));
+      s.pause();
+      s.write(Buffer.from([0, 0, 0, 1, 1]));
+      // Answered: the reply is written, and part of it sits in the socket buffers.
+      await bigReply;
+      const frame = new TextEncoder().encode("join");
+      expect(Buffer.from(await client.exchange(t.local, frame, 5000))).toEqual(Buffer.from(frame));
+      expect(t.stats.rejectedConnections).toBe(0);
+      expect(t.stats.evictedForSlot).toBe(1);
+    } finally {
+      s.destroy();
+      await Promise.all([t.close(), client.close()]);
+    }
+  });
+
   it("each chunk held counts with its overhead: a connection trickling 1-byte segments goes over the budget", async () => {
     const t = await UdpTcpTransport.open({
       host: "127.0.0.1",
@@ -289,21 +350,20 @@ describe("gossip stream limits", () => {
   });
 
   it.skipIf(!canUseNetns())(
-    "an IPv6 host's addresses share one per-source share of the stream slots: its /64",
+    "IPv6 addresses of one /64 each have their own share of the stream slots; over it an address's oldest goes",
     async () => {
       const ns = await Netns.create("slots6");
       try {
-        // Two addresses of one /64, and one of another (the pod range), on the namespace's loopback.
-        for (const a of ["2001:2::1", "2001:2::2", "2001:2::3", "2001:2:0:8000::1"])
-          await ns.ip(`addr add ${a}/64 dev lo nodad`);
+        // Three addresses of one /64 (nodes of one cloud subnet or SLAAC LAN) on the namespace's loopback.
+        for (const a of ["2001:2::1", "2001:2::2", "2001:2::3"]) await ns.ip(`addr add ${a}/64 dev lo nodad`);
         // In the namespace: a listener allowing 2 connections a source, then connections one after
-        // the other from ::2, ::3, ::2, ::3 and the other /64, each announcing a frame it never sends.
+        // the other from ::2, ::3, ::2, ::3 and ::2, each announcing a frame it never sends.
         const script = `(async () => {
         const { connect } = require("node:net");
         const { UdpTcpTransport } = await import(${JSON.stringify(new URL("../../dist/src/control/transport/udp-tcp.js", import.meta.url).href)});
         const t = await UdpTcpTransport.open({ host: "2001:2::1", port: 0, maxConnectionsPerSource: 2 });
         const closed = [];
-        for (const [i, localAddress] of ["2001:2::2", "2001:2::3", "2001:2::2", "2001:2::3", "2001:2:0:8000::1"].entries()) {
+        for (const [i, localAddress] of ["2001:2::2", "2001:2::3", "2001:2::2", "2001:2::3", "2001:2::2"].entries()) {
           const s = connect({ host: "2001:2::1", port: t.local.port, localAddress });
           s.on("error", () => {});
           s.once("close", () => (closed[i] = true));
@@ -311,13 +371,14 @@ describe("gossip stream limits", () => {
           await new Promise((r) => s.once("connect", r));
           s.write(Buffer.from([0, 0, 1, 0]));
         }
-        for (let i = 0; i < 50 && t.stats.rejectedConnections < 2; i++) await new Promise((r) => setTimeout(r, 100));
+        for (let i = 0; i < 50 && !closed[0] && t.stats.rejectedConnections === 0; i++) await new Promise((r) => setTimeout(r, 100));
         await new Promise((r) => setTimeout(r, 200));
-        console.log(JSON.stringify({ rejected: t.stats.rejectedConnections, closed }));
+        console.log(JSON.stringify({ rejected: t.stats.rejectedConnections, evicted: t.stats.evictedForSlot, closed }));
         process.exit(0);
       })();`;
         const out = JSON.parse(await ns.exec([process.execPath, "-e", script]));
-        expect(out).toEqual({ rejected: 2, closed: [false, false, true, true, false] });
+        // Before, the /64 was one source: the third, fourth and fifth were refused.
+        expect(out).toEqual({ rejected: 0, evicted: 1, closed: [true, false, false, false, false] });
       } finally {
         await ns.destroy();
       }

@@ -18,7 +18,9 @@
 //
 // Replay: GCM authenticates but does not stop a captured frame from being sent again. Replays
 // are harmless to membership because every state change is ordered by (incarnation, state) and
-// only moves forward (see state.ts).
+// only moves forward (see state.ts). A replayed stream request is answered, so the transport
+// closes each connection once its reply is out (udp-tcp.ts): else replays held every slot. A
+// freshness field would stop that but changes the wire.
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
 import { readFile, stat } from "node:fs/promises";
 import { WeftError } from "../../errors.js";

@@ -35,6 +35,20 @@ export function nackWaitMs(config: Pick<MemberlistConfig, "probeIntervalMs" | "p
   return Math.min(config.probeTimeoutMs, Math.floor(((config.probeIntervalMs - config.probeTimeoutMs) * 4) / 5));
 }
 
+/**
+ * The shortest a late round's probe may be with a probe timeout of `timeout` (stretched by
+ * health): the indirect pings go out at the timeout and the helpers nack nackWaitMs later, plus
+ * half of what the unstretched interval leaves after that for the two hops (LAN: 500 + 400 + 50 ms).
+ * At most the stretched interval, as that leaves at least as much after the nacks.
+ */
+function shortestProbeMs(
+  config: Pick<MemberlistConfig, "probeIntervalMs" | "probeTimeoutMs">,
+  timeout: number,
+): number {
+  const nack = nackWaitMs(config);
+  return timeout + nack + (config.probeIntervalMs - config.probeTimeoutMs - nack) / 2;
+}
+
 export interface FailureDetectorDeps {
   readonly config: MemberlistConfig;
   readonly clock: Clock;
@@ -189,17 +203,22 @@ export class FailureDetector {
     const { awareness, config, membership, counters } = this.deps;
     const now = this.deps.clock.now();
     const target = membership.nextProbeTarget(probeSlot(now, config.probeIntervalMs, this.phase));
-    // A round that started late (timer delay) ends on time, so the node keeps its phase.
+    // A round that started late (timer delay) is shortened to end on time, so the node keeps its
+    // phase; but never below the time the helpers' nacks need (shortestProbeMs): a round that
+    // ended before them counted each as missed. What that leaves of the lateness, the next rounds
+    // take up, each starting at once while under a quarter interval behind.
     const since = sinceProbeTime(now, config.probeIntervalMs, this.phase);
     const behind = since <= config.probeIntervalMs / 4 ? since : 0;
-    const interval = awareness.scale(config.probeIntervalMs) - behind;
+    const timeout = awareness.scale(config.probeTimeoutMs);
+    const full = awareness.scale(config.probeIntervalMs);
     if (!target) {
-      this.timers.after(interval, () => this.round());
+      this.timers.after(full - behind, () => this.round());
       return;
     }
+    const interval = Math.max(full - behind, shortestProbeMs(config, timeout));
     const { name, incarnation } = target;
     counters.protocol.probes++;
-    this.probe(target, interval, awareness.scale(config.probeTimeoutMs), ({ acked, asked, nackers }) => {
+    this.probe(target, interval, timeout, ({ acked, asked, nackers }) => {
       if (acked) {
         awareness.applyDelta(-1);
       } else {

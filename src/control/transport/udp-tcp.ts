@@ -8,7 +8,6 @@ import { isIPv6 } from "node:net";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import type { Logger } from "pino";
 import { isWeftError, WeftError } from "../../errors.js";
-import { parseIpv6 } from "../../net/ipv6.js";
 import type { Addr, Transport } from "../runtime.js";
 
 export interface UdpTcpOptions {
@@ -21,10 +20,12 @@ export interface UdpTcpOptions {
   /** Largest stream frame either way; a longer announced length closes the connection. */
   readonly maxStreamBytes?: number;
   /** Concurrent inbound stream connections; at the limit a new one closes the oldest whose request
-   *  is not yet whole (see hold() for why the oldest), or is closed at once if there is none. */
+   *  is not yet whole (see hold() for why the oldest), else the oldest whose reply is not yet sent
+   *  out, or is closed at once if there is neither. */
   readonly maxConnections?: number;
-  /** Concurrent inbound stream connections from one source (an IPv4 address, an IPv6 /64), so that
-   *  one host cannot take them all. */
+  /** Concurrent inbound stream connections from one address, so that one host cannot take them
+   *  all; over it a new one closes that address's oldest as maxConnections does. Per address, not
+   *  per IPv6 /64: in clouds and SLAAC LANs all nodes share one /64. */
   readonly maxConnectionsPerSource?: number;
   /** An inbound connection must deliver its whole request within this time (a deadline, not an
    *  idle timeout: a client trickling a byte at a time is cut off all the same). */
@@ -49,7 +50,8 @@ export type TransportStats = {
   packetSendErrors: number;
   /** Inbound connections closed because the bytes held before requests were whole went over maxPendingBytes. */
   overBudgetStreams: number;
-  /** Inbound connections whose request was not yet whole, closed for a newer one at maxConnections. */
+  /** Inbound connections whose request was not yet whole or whose reply was not yet sent out,
+   *  closed for a newer one at maxConnections or at maxConnectionsPerSource. */
   evictedForSlot: number;
 };
 
@@ -92,12 +94,15 @@ export class UdpTcpTransport implements Transport {
     Promise.reject(new WeftError("TRANSPORT_CLOSED", "no exchange handler"));
   /** Inbound connections (the limits count these only) and this node's own outbound exchanges,
    *  kept apart so that a burst of our own push-pulls never takes a slot a joining peer needs. */
-  private readonly inbound = new Map<Socket, string>(); // → its source (sourceKey)
+  private readonly inbound = new Map<Socket, string>(); // → its source address
   private readonly outbound = new Set<Socket>();
   private readonly perSource = new Map<string, number>();
   /** Bytes each inbound connection holds of a request not yet whole, in order of acceptance. */
   private readonly pending = new Map<Socket, number>();
   private pendingTotal = 0;
+  /** Inbound connections whose reply is written but not yet sent out (a client not reading), in
+   *  order: they may be closed for a newer connection, after those still sending their request. */
+  private readonly replying = new Set<Socket>();
   private lastEvictedLog = -Infinity;
   private readonly evictedSinceLog = { overBudget: 0, forSlot: 0 };
   private closed = false;
@@ -253,6 +258,7 @@ export class UdpTcpTransport implements Transport {
     this.inbound.clear();
     this.outbound.clear();
     this.pending.clear();
+    this.replying.clear();
     this.pendingTotal = 0;
     await Promise.all([
       new Promise<void>((resolve) => this.udp.close(() => resolve())),
@@ -261,16 +267,18 @@ export class UdpTcpTransport implements Transport {
   }
 
   private accept(sock: Socket): void {
-    const source = sourceKey(sock.remoteAddress ?? "");
-    const fromSource = this.perSource.get(source) ?? 0;
-    const oldestPending = this.pending.keys().next();
+    const source = sock.remoteAddress ?? "";
+    // Over an address's share its own oldest goes, not the newcomer, so that stalled connections
+    // cannot lock out that address's real requests; at the limit, the oldest of all.
+    const overShare = (this.perSource.get(source) ?? 0) >= this.maxConnectionsPerSource;
     const full = this.inbound.size >= this.maxConnections;
-    if (this.closed || fromSource >= this.maxConnectionsPerSource || (full && oldestPending.done)) {
+    const victim = overShare || full ? this.evictable(overShare ? source : undefined) : undefined;
+    if (this.closed || ((overShare || full) && !victim)) {
       this.stats.rejectedConnections++;
       sock.destroy();
       return;
     }
-    if (full && !oldestPending.done) this.evict(oldestPending.value, "forSlot");
+    if (victim) this.evict(victim, "forSlot");
     this.inbound.set(sock, source);
     this.pending.set(sock, 0);
     // Read again: the eviction may have been of a connection from this same source.
@@ -291,7 +299,14 @@ export class UdpTcpTransport implements Transport {
         return this.exchangeHandler(from, request);
       })
       .then(
-        (reply) => sock.end(lengthPrefixed(reply)),
+        (reply) => {
+          if (sock.destroyed) return;
+          // Closed once the reply is out rather than when the client closes: a captured request
+          // replayed (it authenticates; nothing in the wire says when it was sent) would otherwise
+          // hold its slot to the deadline, and 64 of them every slot.
+          this.replying.add(sock);
+          sock.end(lengthPrefixed(reply), () => sock.destroy());
+        },
         (err: unknown) => {
           if (isWeftError(err, "TRANSPORT_TOO_BIG")) this.stats.oversizeStreams++;
           else if (!isWeftError(err, "TRANSPORT_REFUSED")) this.stats.inboundStreamErrors++; // counted by evict()
@@ -320,13 +335,26 @@ export class UdpTcpTransport implements Transport {
     return this.pending.has(sock);
   }
 
-  /** Closes an inbound connection whose request is not yet whole, counted, and logged at a bounded rate. */
+  /**
+   * The connection to close for a newer one (of `source`'s, if given): the oldest whose request is
+   * not yet whole, else the oldest whose reply is not yet sent out; undefined if there is neither
+   * (all are being answered, which is brief).
+   */
+  private evictable(source?: string): Socket | undefined {
+    for (const group of [this.pending.keys(), this.replying]) {
+      for (const s of group) if (source === undefined || this.inbound.get(s) === source) return s;
+    }
+    return undefined;
+  }
+
+  /** Closes an inbound connection whose request is not yet whole or whose reply is not yet out,
+   *  counted, and logged at a bounded rate. */
   private evict(sock: Socket, why: "overBudget" | "forSlot"): void {
     this.forget(sock);
     if (why === "overBudget") this.stats.overBudgetStreams++;
     else this.stats.evictedForSlot++;
     this.evictedSinceLog[why]++;
-    sock.destroy(new WeftError("TRANSPORT_REFUSED", `closed (${why}) before its request was whole`));
+    sock.destroy(new WeftError("TRANSPORT_REFUSED", `closed (${why}) before its request was whole or its reply out`));
     if (Date.now() - this.lastEvictedLog < EVICTED_LOG_INTERVAL_MS) return;
     this.lastEvictedLog = Date.now();
     this.logger?.warn(
@@ -336,7 +364,7 @@ export class UdpTcpTransport implements Transport {
         maxPendingBytes: this.maxPendingBytes,
         maxConnections: this.maxConnections,
       },
-      "closed the oldest inbound gossip streams whose requests were not yet whole (not yet authenticated)",
+      "closed the oldest inbound gossip streams whose requests were not yet whole (not yet authenticated) or whose replies were not yet out",
     );
     this.evictedSinceLog.overBudget = 0;
     this.evictedSinceLog.forSlot = 0;
@@ -353,20 +381,12 @@ export class UdpTcpTransport implements Transport {
     const source = this.inbound.get(sock);
     if (source === undefined) return;
     this.inbound.delete(sock);
+    this.replying.delete(sock);
     this.release(sock);
     const n = (this.perSource.get(source) ?? 1) - 1;
     if (n === 0) this.perSource.delete(source);
     else this.perSource.set(source, n);
   }
-}
-
-/** What the per-source limit counts by: an IPv4 address, or an IPv6 address's /64, since a host
- *  usually holds a whole /64 and could otherwise take every slot from addresses of its own. */
-function sourceKey(address: string): string {
-  if (!isIPv6(address)) return address;
-  const a = parseIpv6(address.split("%")[0]);
-  if (a >> 32n === 0xffffn) return address; // IPv4-mapped: an IPv4 source
-  return `${(a >> 64n).toString(16)}::/64`;
 }
 
 function lengthPrefixed(frame: Uint8Array): Buffer {

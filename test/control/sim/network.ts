@@ -33,6 +33,8 @@ export const DEFAULT_CONDITIONS: LinkConditions = {
 export interface HostOptions {
   /** Timers of this host fire this many times later than asked (1 = normal). */
   timerStretch?: number;
+  /** Every timer of this host fires this much later still (a busy event loop's lag). */
+  timerLateMs?: number;
   /** Everything this host receives is handled this much later. */
   inboundDelayMs?: number;
 }
@@ -83,7 +85,7 @@ export class SimClock implements Clock {
   setTimer(ms: number, fn: () => void): TimerHandle {
     const id = this.nextId++;
     const epoch = this.host.epoch;
-    const ev = this.host.scheduler.schedule(ms * this.host.options.timerStretch, () => {
+    const ev = this.host.scheduler.schedule(ms * this.host.options.timerStretch + this.host.options.timerLateMs, () => {
       this.pending.delete(id);
       if (this.host.epoch === epoch) fn();
     });
@@ -133,7 +135,7 @@ export class SimNetwork {
     const k = key(addr);
     let h = this.hosts.get(k);
     if (!h) {
-      h = new SimHost(addr, this.scheduler, { timerStretch: 1, inboundDelayMs: 0, ...options });
+      h = new SimHost(addr, this.scheduler, { timerStretch: 1, timerLateMs: 0, inboundDelayMs: 0, ...options });
       this.hosts.set(k, h);
     }
     return h;
