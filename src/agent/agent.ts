@@ -9,6 +9,7 @@ import { mkdir, readFile, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Logger } from "pino";
 import type { Backend, BackendAnnouncement, BackendCounters, Underlay } from "../backends/backend.js";
+import { withTotals, type DataplaneCounters, type DataplaneTotals } from "../dataplane/dataplane.js";
 import { backendOptions, createBackend, overlayDevice } from "../backends/index.js";
 import { backendInForce, ignoredKeysMessage, parseNetConf, type NetConf } from "../config/net-conf.js";
 import { ControlPlane } from "../control/control-plane.js";
@@ -31,7 +32,7 @@ import { AgentHttp, SOCKET_NAME, type TcpListener } from "./http.js";
 import { agentMetrics } from "./metrics.js";
 import { PeerSync } from "./peer-sync.js";
 import { checkFlags, checkHost } from "./preflight.js";
-import { udpSocketDrops, type SocketDrops } from "./socket-drops.js";
+import { udpSocketDrops, type DataplanePort, type SocketDrops } from "./socket-drops.js";
 import { StateDirLock } from "./state-dir.js";
 import { parseSubnetEnv, subnetFileError, writeSubnetEnv } from "./subnet-env.js";
 import { chooseUnderlay, describeUnderlay, gossipHost } from "./underlay.js";
@@ -94,6 +95,16 @@ interface Lane {
   restartedAt?: number;
   /** Its backends that failed in a row within YOUNG_FAILURE_MS of their restart: the wait before the next doubles with each. */
   youngFailures: number;
+  /** Dataplane counters of its userspace backends stopped so far, added to the running one's (dataplaneCounters). */
+  dataplaneBase?: DataplaneTotals;
+  /** Kernel drops on the sockets of those dataplanes, closed with them (socketDrops). */
+  socketDropsBase: number;
+}
+
+/** A userspace backend's dataplane sockets, as udpSocketDrops takes them. */
+function dataplanePort(family: 4 | 6, backend: Backend): DataplanePort | undefined {
+  const sockets = backend.dataplaneSockets?.();
+  return sockets && { family, port: sockets.port, socketFamily: sockets.family };
 }
 
 function sumCounters(a: BackendCounters, c: BackendCounters): BackendCounters {
@@ -181,6 +192,7 @@ export class Agent {
         family: 4,
         restarts: 0,
         youngFailures: 0,
+        socketDropsBase: 0,
         sync: new PeerSync(
           () => control.peers(),
           () => lane.backend,
@@ -194,6 +206,7 @@ export class Agent {
         family: 6,
         restarts: 0,
         youngFailures: 0,
+        socketDropsBase: 0,
         sync: new PeerSync(
           () => control.peers6(),
           () => lane.backend,
@@ -206,11 +219,6 @@ export class Agent {
 
   private lane(family: 4 | 6): Lane | undefined {
     return this.lanes.find((l) => l.family === family);
-  }
-
-  /** The backend instance shown for the node as a whole (status): the first family's. */
-  private get backend(): Backend | undefined {
-    return this.lanes[0].backend;
   }
 
   /**
@@ -318,7 +326,10 @@ export class Agent {
           status: () => agent.status(),
           metrics: agentMetrics(
             control,
-            () => agent.lanes.flatMap((l) => (l.backend ? [{ family: l.family, backend: l.backend }] : [])),
+            () =>
+              agent.lanes.flatMap((l) =>
+                l.backend ? [{ family: l.family, backend: l.backend, dataplaneBase: l.dataplaneBase }] : [],
+              ),
             () => agent.counters(),
             () => agent.subnets(),
             () => agent.socketDrops(),
@@ -566,7 +577,7 @@ export class Agent {
       lane.announcement = await backend.start();
     } catch (err) {
       // Never in a lane, so stopLane never takes its counters: its failed start is counted here.
-      this.retireCounters(backend);
+      this.retireCounters(lane, backend);
       throw err;
     }
     lane.backend = backend;
@@ -1109,15 +1120,30 @@ export class Agent {
     for (const lane of this.lanes) await this.stopLane(lane);
   }
 
-  /** Adds a backend instance leaving for good to stoppedCounters (its unreachable peers are no longer). */
-  private retireCounters(backend: Backend): void {
+  /**
+   * Adds a backend instance leaving for good to stoppedCounters (its unreachable peers are no
+   * longer), and its dataplane's to the lane's dataplaneBase.
+   */
+  private retireCounters(lane: Lane, backend: Backend): void {
     this.stoppedCounters = sumCounters(this.stoppedCounters, { ...backend.counters(), peersUnreachable: 0 });
+    const port = dataplanePort(lane.family, backend);
+    if (port) lane.socketDropsBase += udpSocketDrops([port]).drops;
+    const d = backend.dataplaneCounters?.({ peers: true });
+    if (!d) return;
+    const { tx, rx, peers, io, tunRingDrops, workerRestarts } = withTotals(d, lane.dataplaneBase);
+    lane.dataplaneBase = { tx, rx, peers, io, tunRingDrops, workerRestarts };
+  }
+
+  /** The running userspace dataplane's counters of a family, with those of its stopped ones added. */
+  private dataplaneCounters(lane: Lane | undefined, opts?: { peers?: boolean }): DataplaneCounters | undefined {
+    const d = lane?.backend?.dataplaneCounters?.(opts);
+    return d && withTotals(d, lane?.dataplaneBase);
   }
 
   private async stopLane(lane: Lane, keep = false): Promise<void> {
     const backend = lane.backend;
     // Taken as it leaves the lanes, so that the sum stays whole (what its stop does goes uncounted).
-    if (backend) this.retireCounters(backend);
+    if (backend) this.retireCounters(lane, backend);
     lane.backend = undefined;
     lane.announcement = undefined;
     await backend?.stop(keep).catch((err) => {
@@ -1238,9 +1264,9 @@ export class Agent {
         backend: backendInForce(this.conf.Backend),
       },
       backendCounters: this.counters(),
-      dataplane: this.backend?.dataplaneCounters?.({ peers: true }),
+      dataplane: this.dataplaneCounters(this.lanes[0], { peers: true }),
       // A dual-stack wasm-vxlan node runs a second dataplane for IPv6 (its own device and sockets).
-      ...(this.lanes.length > 1 && { dataplane6: this.lane(6)?.backend?.dataplaneCounters?.({ peers: true }) }),
+      ...(this.lanes.length > 1 && { dataplane6: this.dataplaneCounters(this.lane(6), { peers: true }) }),
       socketDrops: this.socketDrops(),
     };
   }
@@ -1260,10 +1286,14 @@ export class Agent {
     // has a port of its own, on IPv4 sockets. A family whose backend is down (being replaced) does
     // not hide the other's.
     const ports = this.lanes.flatMap((l) => {
-      const sockets = l.backend?.dataplaneSockets?.();
-      return sockets ? [{ family: l.family, port: sockets.port, socketFamily: sockets.family }] : [];
+      const port = l.backend && dataplanePort(l.family, l.backend);
+      return port ? [port] : [];
     });
-    return ports.length > 0 ? udpSocketDrops(ports) : undefined;
+    if (ports.length === 0) return undefined;
+    const now = udpSocketDrops(ports);
+    // With the drops of each family's dataplanes stopped before, which went with their sockets.
+    const families = now.families.map((f) => ({ ...f, drops: f.drops + (this.lane(f.family)?.socketDropsBase ?? 0) }));
+    return { ...now, drops: families.reduce((n, f) => n + f.drops, 0), families };
   }
 
   /**

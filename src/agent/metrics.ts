@@ -2,7 +2,7 @@
 // the packet path or in gossip does extra work for them.
 import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
 import type { Backend, BackendCounters } from "../backends/backend.js";
-import type { DataplaneCounters } from "../dataplane/dataplane.js";
+import { withTotals, type DataplaneCounters, type DataplaneTotals } from "../dataplane/dataplane.js";
 import type { ControlPlane } from "../control/control-plane.js";
 import type { SocketDrops } from "./socket-drops.js";
 
@@ -30,6 +30,8 @@ function mirroredCounter(
 export interface FamilyBackend {
   family: 4 | 6;
   backend: Backend;
+  /** The family's stopped dataplanes' counters, added to the running one's: a swap or restart makes none fall. */
+  dataplaneBase?: DataplaneTotals;
 }
 
 /**
@@ -60,10 +62,11 @@ class ScrapeRegistry extends Registry {
    * that a dual-stack node shows both dataplanes under one name per metric.
    */
   eachDataplane(read: (d: DataplaneCounters, family: string, backend: Backend) => void): void {
-    for (const { family, backend } of this.backends()) {
+    for (const { family, backend, dataplaneBase } of this.backends()) {
       let d = this.snapshot?.get(backend);
       if (!d) {
-        d = backend.dataplaneCounters?.();
+        const running = backend.dataplaneCounters?.();
+        d = running && withTotals(running, dataplaneBase);
         if (d) this.snapshot?.set(backend, d);
       }
       if (d) read(d, String(family), backend);

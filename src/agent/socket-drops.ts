@@ -10,8 +10,8 @@ export interface SocketDrops {
   /** Sum of their kernel drop counters. */
   drops: number;
   /**
-   * The same by address family of the dataplane: a sum over both would fall when one family's
-   * dataplane is replaced (its sockets closed), which reads as a reset of the survivor's count.
+   * The same by address family of the dataplane. Its sockets' counts go when it is replaced: the
+   * agent adds those of each family's stopped dataplanes, so that neither falls.
    */
   families: Array<{ family: 4 | 6; sockets: number; drops: number }>;
 }

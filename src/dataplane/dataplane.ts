@@ -188,6 +188,50 @@ export interface DataplaneCounters {
   memoryBytes: number;
 }
 
+/**
+ * The counters of DataplaneCounters that only grow. The agent carries a stopped dataplane's (its
+ * backend swapped or replaced) into the next one's (withTotals), so that none falls for the life of
+ * the process, as Prometheus counters must not and `weft status` readers expect.
+ */
+export type DataplaneTotals = Pick<DataplaneCounters, "tx" | "rx" | "peers" | "io" | "tunRingDrops" | "workerRestarts">;
+
+/** Sums of each key of a and b (a key of one alone counts as 0 in the other). */
+function addEach<T extends Record<string, bigint>>(a: T, b: Partial<T>): T {
+  const sums: Record<string, bigint> = { ...a };
+  for (const [k, v] of Object.entries(b)) sums[k] = (sums[k] ?? 0n) + (v ?? 0n);
+  return sums as T;
+}
+
+function addDirection(a: DirectionCounters, b: DirectionCounters): DirectionCounters {
+  return {
+    packets: addEach(a.packets, b.packets),
+    bytesForwarded: a.bytesForwarded + b.bytesForwarded,
+    offloadSegments: a.offloadSegments + b.offloadSegments,
+    checksumTrusted: a.checksumTrusted + b.checksumTrusted,
+  };
+}
+
+/**
+ * `d` with the totals of stopped dataplanes (`base`) added. Per peer by name, for the peers `d`
+ * has: a peer gone is shown no more, as the running dataplane's table drops it.
+ */
+export function withTotals<T extends DataplaneTotals>(d: T, base: DataplaneTotals | undefined): T {
+  if (!base) return d;
+  const peers = d.peers && {
+    peers: Object.fromEntries(Object.entries(d.peers).map(([name, p]) => [name, addEach(p, base.peers?.[name] ?? {})])),
+  };
+  return {
+    ...d,
+    tx: addDirection(d.tx, base.tx),
+    rx: addDirection(d.rx, base.rx),
+    ...peers,
+    io: addEach(d.io, base.io),
+    // Absent while the running device's stats cannot be read: no sample rather than the old sum alone.
+    ...(d.tunRingDrops !== undefined && { tunRingDrops: d.tunRingDrops + (base.tunRingDrops ?? 0n) }),
+    workerRestarts: d.workerRestarts + base.workerRestarts,
+  };
+}
+
 export interface TunSteeringState {
   /**
    * "program": weft's flow hash, as on receive, so a flow never moves between pairs; "flow-table":
@@ -641,17 +685,10 @@ export class UserspaceDataplane {
 
   counters(opts: { peers?: boolean } = {}): DataplaneCounters {
     const perPair = this.pairs.map((q) => ({ tx: q.ctx.tx(), rx: q.ctx.rx() }));
-    const sumDir = (dir: "tx" | "rx"): DirectionCounters => {
-      const all = perPair.map((c) => c[dir]);
-      const packets: Record<string, bigint> = {};
-      for (const c of all) for (const [k, v] of Object.entries(c.packets)) packets[k] = (packets[k] ?? 0n) + v;
-      return {
-        packets,
-        bytesForwarded: all.reduce((n, c) => n + c.bytesForwarded, 0n),
-        offloadSegments: all.reduce((n, c) => n + c.offloadSegments, 0n),
-        checksumTrusted: all.reduce((n, c) => n + c.checksumTrusted, 0n),
-      };
-    };
+    const sumDir = (dir: "tx" | "rx"): DirectionCounters =>
+      perPair
+        .map((c) => c[dir])
+        .reduce(addDirection, { packets: {}, bytesForwarded: 0n, offloadSegments: 0n, checksumTrusted: 0n });
     const io = {} as DataplaneCounters["io"];
     for (const name of Object.keys(IO_COUNTER) as Array<keyof typeof IO_COUNTER>) io[name] = this.ioCounter(name);
     const lastErrno = this.workerTasks.map((w) => {

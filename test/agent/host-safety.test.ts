@@ -17,7 +17,7 @@ import { LabCluster, type LabHost } from "../../src/lab/cluster.js";
 import { formatIpv4 } from "../../src/net/ipv4.js";
 import { projectFile } from "../../src/paths.js";
 import { canUseNetns } from "../support/netns.js";
-import { eventually, kernelState, NETWORK, netConf } from "./support.js";
+import { eventually, FLOOD, kernelState, NETWORK, netConf } from "./support.js";
 
 const run = promisify(execFile);
 
@@ -28,9 +28,6 @@ const LOCK_SCRIPT = `import(process.argv[1]).then((m) => m.StateDirLock.acquire(
 
 /** An HTTP GET from inside the host's namespace: "status body", or "refused". */
 const GET = `require("node:http").get(process.argv[1], (r) => { let b = ""; r.on("data", (d) => (b += d)); r.on("end", () => console.log(r.statusCode + " " + b)); }).on("error", (e) => console.log(e.code === "ECONNREFUSED" ? "refused" : e.message));`;
-
-/** Sends argv[2] datagrams of 1200 bytes to argv[1]:8472, as fast as it can (bounded in count). */
-const FLOOD = `const s = require("node:dgram").createSocket("udp4"); const b = Buffer.alloc(1200, 7); let n = Number(process.argv[2]); const next = () => { if (n-- <= 0) return s.close(); s.send(b, 8472, process.argv[1], next); }; next();`;
 
 describe.skipIf(!canUseNetns())("agent: state dir and surfaces", () => {
   let lab: LabCluster;

@@ -12,17 +12,9 @@ import { LabCluster } from "../../src/lab/cluster.js";
 import { peerFrom, peerOf, removeLab, startNode, subnetOf, type LabNode } from "../backends/support.js";
 import { loopbackPlane } from "../support/loopback-plane.js";
 import { until } from "../io/until.js";
+import { counterSamples } from "./support.js";
 import { canUseNetns } from "../support/netns.js";
 import { tcpTransfer } from "../support/tcp-transfer.js";
-
-/** The samples of every metric of type counter in a scrape, by name and labels. */
-function counterSamples(text: string): Map<string, number> {
-  const counters = new Set([...text.matchAll(/^# TYPE (\S+) counter$/gm)].map((m) => m[1]));
-  const samples = new Map<string, number>();
-  for (const [, series, name, value] of text.matchAll(/^(([a-z_]+)(?:\{[^}]*\})?) (\S+)$/gm))
-    if (counters.has(name)) samples.set(series, Number(value));
-  return samples;
-}
 
 describe.skipIf(!canUseNetns())("agent metrics", () => {
   let lab: LabCluster;

@@ -345,3 +345,15 @@ export async function udpSockets(h: LabHost, family: 4 | 6, port: number): Promi
     .split("\n")
     .filter((l) => l.trim() !== "").length;
 }
+
+/** The samples of every metric of type counter in a scrape, by name and labels. */
+export function counterSamples(text: string): Map<string, number> {
+  const counters = new Set([...text.matchAll(/^# TYPE (\S+) counter$/gm)].map((m) => m[1]));
+  const samples = new Map<string, number>();
+  for (const [, series, name, value] of text.matchAll(/^(([a-z_]+)(?:\{[^}]*\})?) (\S+)$/gm))
+    if (counters.has(name)) samples.set(series, Number(value));
+  return samples;
+}
+
+/** Sends argv[2] datagrams of 1200 bytes to argv[1]:8472, as fast as it can (bounded in count). */
+export const FLOOD = `const s = require("node:dgram").createSocket("udp4"); const b = Buffer.alloc(1200, 7); let n = Number(process.argv[2]); const next = () => { if (n-- <= 0) return s.close(); s.send(b, 8472, process.argv[1], next); }; next();`;

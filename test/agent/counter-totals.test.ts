@@ -1,0 +1,94 @@
+// A real wasm-vxlan agent whose backend is rebuilt twice, by a SIGHUP that changes its Backend
+// (Workers 1 to 2: a swap) and by its TUN device deleted (a restart): pings before and after
+// each, and the dataplane's counters in /metrics and `weft status` (its sockets' kernel drops
+// too) go on from where they were, the new traffic added. Before, each new instance's counters started at 0: Prometheus counters
+// fell (read as resets) and status no longer showed the totals since the agent started.
+import { writeFile } from "node:fs/promises";
+import { describe, expect, it } from "vitest";
+import { agentRequest } from "../../src/cli/agent-client.js";
+import type { LabAgent } from "../../src/lab/agents.js";
+import { ping, pingWhenRouted } from "../../src/lab/traffic.js";
+import { formatIpv4 } from "../../src/net/ipv4.js";
+import { canUseNetns } from "../support/netns.js";
+import { agentLab, counterSamples, eventually, FLOOD, NETWORK } from "./support.js";
+
+const PINGS = 10;
+
+describe.skipIf(!canUseNetns())("dataplane counters across backend rebuilds", () => {
+  const conf = (workers: number) => ({ Network: NETWORK, Backend: { Type: "wasm-vxlan", Workers: workers } });
+  const env = agentLab({
+    tag: "actr",
+    hosts: 2,
+    conf: () => conf(1),
+    settled: { what: "its peer", check: (s) => s.ready && s.peers.length === 1 },
+  });
+
+  /** a1's counters: every counter sample of a scrape, and status' forwarded packets. */
+  const read = async (a1: LabAgent) => {
+    const samples = counterSamples(String(await agentRequest(a1.stateDir, "GET", "/metrics")));
+    const s = await env.agents.status(a1);
+    return {
+      samples,
+      tx: samples.get('weft_dataplane_packets_total{family="4",direction="tx",verdict="FORWARD"}') ?? 0,
+      rx: samples.get('weft_dataplane_packets_total{family="4",direction="rx",verdict="FORWARD"}') ?? 0,
+      statusTx: s.dataplane?.tx.packets.FORWARD ?? 0,
+      peerTx: s.dataplane?.peers.host2?.txPackets ?? 0,
+    };
+  };
+
+  /** Pings a2's pod from a1's, PINGS times once routed: the echoes answered crossed a1's dataplane both ways. */
+  const pings = async (a1: LabAgent, a2: LabAgent) => {
+    const [from, to] = [a1.host.pods[0], a2.host.pods[0]];
+    await pingWhenRouted(from, to.addr, 1);
+    const { received } = await ping(from, to.addr, { count: PINGS });
+    expect(received).toBeGreaterThan(0);
+    return received;
+  };
+
+  /** Every counter at least what it was, the forwarded packets by `received` more at least. */
+  const expectGrown = (
+    was: Awaited<ReturnType<typeof read>>,
+    now: Awaited<ReturnType<typeof read>>,
+    received: number,
+  ) => {
+    for (const [series, value] of was.samples)
+      expect(now.samples.get(series) ?? 0, series).toBeGreaterThanOrEqual(value);
+    for (const k of ["tx", "rx", "statusTx", "peerTx"] as const)
+      expect(now[k], k).toBeGreaterThanOrEqual(was[k] + received);
+  };
+
+  it("go on from their last values after a swap and after a restart", async () => {
+    const [a1, a2] = env.all;
+    await pings(a1, a2);
+    // a1 stopped, a flood from a2 overfills its sockets: the kernel's drops on them count too.
+    process.kill(a1.process!.pid!, "SIGSTOP");
+    try {
+      await a2.host.ns.exec([process.execPath, "-e", FLOOD, formatIpv4(a1.host.underlayAddr), "20000"], {
+        timeoutMs: 30_000,
+      });
+    } finally {
+      process.kill(a1.process!.pid!, "SIGCONT");
+    }
+    const first = await read(a1);
+    expect(first.tx).toBeGreaterThan(0);
+    expect(first.samples.get('weft_dataplane_socket_drops_total{family="4"}')).toBeGreaterThan(0);
+
+    await writeFile(env.agents.netConfPath(a1), JSON.stringify(conf(2)));
+    env.agents.reload(a1);
+    await env.agents.waitFor(a1, "the swap to 2 workers", (s) => s.ready && s.settings.backend.Workers === 2);
+    const swapped = await pings(a1, a2);
+    const second = await read(a1);
+    expectGrown(first, second, swapped);
+
+    await a1.host.ns.ip("link del weft.1");
+    await eventually(
+      "a restarted backend",
+      async () => String(await agentRequest(a1.stateDir, "GET", "/metrics")),
+      (text) => /^weft_backend_restarts_total\{family="4"\} 1$/m.test(text),
+      30_000,
+    );
+    await env.agents.waitReady(a1, 30_000);
+    const restarted = await pings(a1, a2);
+    expectGrown(second, await read(a1), restarted);
+  });
+});
