@@ -638,7 +638,17 @@ export class Agent {
       return;
     }
     const held = this.lanes.map((l) => ({ network: this.network(l.family), subnet: l.subnet! }));
-    await syncIpMasq(this.kernel, this.opts.ipMasq, held);
+    if (this.opts.ipMasq) await syncIpMasq(this.kernel, held);
+    else {
+      // An earlier run's tables masquerade pods' traffic to other nodes; but a run without ip-masq
+      // needs no working nft (nf_tables off, no right to it), so failing to see or drop them warns.
+      await removeIpMasq(this.kernel).catch((err) =>
+        this.log.warn(
+          { err, code: "AGENT_STALE_IP_MASQ" },
+          `removing weft's ip-masq rules an earlier run with --ip-masq may have left failed (see err); if there are any, remove them by hand (nft delete table ip ${IPMASQ_TABLE}, and ip6)`,
+        ),
+      );
+    }
     const stale = await removeStalePodGateways(this.kernel, held);
     for (const r of stale.removed) {
       this.log.warn(

@@ -57,14 +57,14 @@ const NFT_FAMILIES = ["ip", "ip6"] as const;
 const dropScript = (fam: string) => `table ${fam} ${IPMASQ_TABLE}\ndelete table ${fam} ${IPMASQ_TABLE}\n`;
 
 /**
- * Makes weft's tables what this run asks at each publish: with ip-masq, the rules of the families
- * given and no table of another (a dual-stack run's IPv6 one, the node now IPv4 only); without,
- * none. A run's tables outlive it (--keep-on-exit, a kill, a failed removal), and an old one
- * exempts only its old subnet, so it masquerades this node's pods to the other nodes'. Without
- * ip-masq nft need not be there.
+ * Makes weft's tables the ones of the families given, at each publish with ip-masq: their rules,
+ * and no table of another family (a dual-stack run's IPv6 one, the node now IPv4 only). A run's
+ * tables outlive it (--keep-on-exit, a kill, a failed removal), and an old one exempts only its
+ * old subnet, so it masquerades this node's pods to the other nodes'. With none given, the tables
+ * go: see removeIpMasq.
  */
-export async function syncIpMasq(kernel: Kernel, on: boolean, families: IpMasqOptions[]): Promise<void> {
-  const given = new Set(on ? families.map((f) => nftFamily(f.network)) : []);
+export async function syncIpMasq(kernel: Kernel, families: IpMasqOptions[]): Promise<void> {
+  const given = new Set(families.map((f) => nftFamily(f.network)));
   const others = NFT_FAMILIES.filter((fam) => !given.has(fam));
   // Only tables that are there go in the transaction, so a family nft cannot handle here (IPv6
   // off) is never named in it. A listing that fails where nft is there: each family's table is
@@ -84,7 +84,7 @@ export async function syncIpMasq(kernel: Kernel, on: boolean, families: IpMasqOp
         if (!/not supported/i.test(err.message)) refused.push(err.message);
       });
   const stale = present ? others.filter((fam) => present.includes(`${fam} ${IPMASQ_TABLE}`)) : [];
-  const script = stale.map(dropScript).join("") + (on ? families.map(ipMasqScript).join("") : "");
+  const script = stale.map(dropScript).join("") + families.map(ipMasqScript).join("");
   if (script) await kernel.nft(script);
   if (refused.length > 0)
     throw new WeftError(
@@ -94,10 +94,12 @@ export async function syncIpMasq(kernel: Kernel, on: boolean, families: IpMasqOp
 }
 
 /**
- * Deletes weft's tables (both families); nothing happens where there is none. Only those there are
- * named: one transaction naming both failed as a whole where nft has no IPv6 (NF_TABLES_IPV6 off),
- * and `table ip weft` stayed.
+ * Deletes weft's tables (both families): at the stop of a run with ip-masq, and at each publish of
+ * one without (an earlier run's); nothing happens where there is none, nor without nft. Only those
+ * there are named: one transaction naming both failed as a whole where nft has no IPv6
+ * (NF_TABLES_IPV6 off), and `table ip weft` stayed. Throws what failed; whether that matters is
+ * the caller's to say (a run without ip-masq must start where nft is there but cannot work).
  */
 export function removeIpMasq(kernel: Kernel): Promise<void> {
-  return syncIpMasq(kernel, false, []);
+  return syncIpMasq(kernel, []);
 }

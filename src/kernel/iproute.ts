@@ -41,7 +41,10 @@ function run(cmd: string, args: string[], input?: string): Promise<RunResult> {
       }
       resolve({ stdout, stderr, code: error ? Number(error.code) : 0 });
     });
-    if (input !== undefined) child.stdin!.end(input);
+    // A tool that fails before it reads its script (nft without a usable nf_tables) closes the
+    // pipe: the write's EPIPE would be an unhandled error that ends the process, while its exit
+    // code and stderr above say what failed.
+    if (input !== undefined) child.stdin!.on("error", () => undefined).end(input);
   });
 }
 

@@ -4,20 +4,39 @@
 // start with a userspace backend. Being more specific than the TUN device's route for the whole
 // network, they take pod traffic past the dataplane, to a node that may no longer hold the subnet.
 // Only a kernel backend reconciles routes of the network, so a userspace backend removes them at
-// its start: main-table routes inside the pod network, as long as a node subnet, via a gateway on
-// the underlay device, this node's own subnet too (a route there is a former peer's, which would
-// take the traffic of this node's own pods), written as weft and flannel write them (proto boot,
-// the family's default metric). Nothing else matches: an on-link route, a route via the device's
-// default gateway (an admin's, to a network moved away), another protocol's or metric's (a routing
-// daemon's, an admin's), the default route, a route outside the network.
+// its start: main-table routes inside the pod network, as long as a node subnet or longer (a
+// migrated flannel's subnets may be longer than weft's), via a gateway on the underlay device, this
+// node's own subnet too (a route there is a former peer's, which would take the traffic of this
+// node's own pods), written as weft and flannel write them (proto boot, the family's default
+// metric). Nothing else matches: an on-link route, a route via the device's default gateway (any
+// of a multipath default route's; an admin's, to a network moved away), another protocol's or
+// metric's (a routing daemon's, an admin's), the default route, a route outside the network. Where
+// the default gateways cannot be read, nothing is removed.
 import { familyOf, formatAddr, type IpPrefix, parseAddr } from "../net/ip.js";
 import { readRoutes, ROUTE, type RouteEntry, routeMetric } from "./entries.js";
 import type { BatchFailure, Kernel } from "./iproute.js";
 
+/** A default route as `ip -json` gives it: a multipath one's gateways are its nexthops'. */
+type DefaultRoute = { gateway?: string; dev?: string; nexthops?: Array<{ gateway?: string; dev?: string }> };
+
 /**
- * Removes the gateway routes on the underlay device `dev` to node subnets (`subnetLen` long) of
- * `network` (flannel's and weft's kernel backends route peers there; a route on another device is
- * someone else's); returns the removed and the refusals.
+ * The gateways on `dev` of the family's default routes in the main table, each of a multipath
+ * one's too. Not filtered by `dev` in the command: iproute2 then leaves out a multipath route.
+ */
+async function defaultGateways(kernel: Kernel, family: 4 | 6, dev: string): Promise<Set<string>> {
+  const routes = await kernel.ipJson<DefaultRoute[]>([`-${family}`, "route", "show", "table", "main", "default"]);
+  return new Set(
+    routes
+      .flatMap((r) => [r, ...(r.nexthops ?? [])])
+      .flatMap((h) => (h.gateway && h.dev === dev ? [formatAddr(parseAddr(h.gateway))] : [])),
+  );
+}
+
+/**
+ * Removes the gateway routes on the underlay device `dev` to node subnets (`subnetLen` long or
+ * longer: flannel's of a network whose subnets were longer) of `network` (flannel's and weft's
+ * kernel backends route peers there; a route on another device is someone else's); returns the
+ * removed and the refusals.
  */
 export async function removeStaleGatewayRoutes(
   kernel: Kernel,
@@ -26,30 +45,26 @@ export async function removeStaleGatewayRoutes(
   dev: string,
 ): Promise<{ removed: RouteEntry[]; failures: BatchFailure[] }> {
   const family = familyOf(network.addr);
-  const defaults = new Set(
-    (
-      await kernel.ipJson<Array<{ gateway?: string }>>([
-        `-${family}`,
-        "route",
-        "show",
-        "table",
-        "main",
-        "default",
-        "dev",
-        dev,
-      ])
-    ).flatMap((r) => (r.gateway ? [formatAddr(parseAddr(r.gateway))] : [])),
-  );
-  const staleNow = async () =>
+  const candidates = async () =>
     (await readRoutes(kernel, network)).filter(
       (r) =>
         r.gateway !== undefined &&
-        !defaults.has(formatAddr(r.gateway)) &&
-        r.dst.len === subnetLen &&
+        r.dst.len >= subnetLen &&
         r.dev === dev &&
         r.protocol === undefined &&
         r.metric === routeMetric(family),
     );
+  let defaults: Set<string>;
+  try {
+    defaults = await defaultGateways(kernel, family, dev);
+  } catch (err) {
+    // Without the default gateways a route via one (an admin's) cannot be told from a node's:
+    // none is removed, as deleting an admin's route is worse than leaving a stale one, which is
+    // said with the command that removes it.
+    const message = `not removed, as the default gateways of ${dev} could not be read (${(err as Error).message}) and a route via one may be an admin's`;
+    return { removed: [], failures: (await candidates()).map((r) => ({ command: ROUTE.del(r), message })) };
+  }
+  const staleNow = async () => (await candidates()).filter((r) => !defaults.has(formatAddr(r.gateway!)));
   const stale = await staleNow();
   if (stale.length === 0) return { removed: [], failures: [] };
   const failures = await kernel.ipBatchForce(stale.map((r) => ROUTE.del(r)));

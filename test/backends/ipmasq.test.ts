@@ -83,8 +83,8 @@ describe.skipIf(!canUseNetns())("ip-masq (nftables)", () => {
   });
 
   it("installs flannel's masquerade rules in table ip weft, and replaces them whole", async () => {
-    await syncIpMasq(host1.ns.kernel, true, [{ network: LAB_POD_NETWORK, subnet: subnetOf(7) }]);
-    await syncIpMasq(host1.ns.kernel, true, [{ network: LAB_POD_NETWORK, subnet: subnetOf(1) }]); // replaces, never adds to
+    await syncIpMasq(host1.ns.kernel, [{ network: LAB_POD_NETWORK, subnet: subnetOf(7) }]);
+    await syncIpMasq(host1.ns.kernel, [{ network: LAB_POD_NETWORK, subnet: subnetOf(1) }]); // replaces, never adds to
     expect(await tables(host1)).toEqual(["ip weft"]);
     const listed = await host1.ns.exec(["nft", "list", "table", "ip", "weft"]);
     const rules = listed
@@ -109,7 +109,7 @@ describe.skipIf(!canUseNetns())("ip-masq (nftables)", () => {
 
   it("dual-stack: flannel's IPv6 rules in table ip6 weft, in the same transaction; gone when the node publishes as IPv4 only, and with the IPv4 table on exit", async () => {
     const net6 = { network: LAB_POD_NETWORK6, subnet: parsePrefix6("2001:2:0:8001::/64") };
-    await syncIpMasq(host1.ns.kernel, true, [{ network: LAB_POD_NETWORK, subnet: subnetOf(1) }, net6]);
+    await syncIpMasq(host1.ns.kernel, [{ network: LAB_POD_NETWORK, subnet: subnetOf(1) }, net6]);
     expect((await tables(host1)).sort()).toEqual(["ip weft", "ip6 weft"]);
     const listed = await host1.ns.exec(["nft", "list", "table", "ip6", "weft"]);
     expect(
@@ -128,13 +128,13 @@ describe.skipIf(!canUseNetns())("ip-masq (nftables)", () => {
     expect(listed).toContain("type nat hook postrouting priority srcnat; policy accept;");
     // Back to IPv4 only, as a restart of the node as IPv4 only publishes: the IPv6 table an
     // earlier run left goes, the IPv4 one stays as the next tests need it.
-    await syncIpMasq(host1.ns.kernel, true, [{ network: LAB_POD_NETWORK, subnet: subnetOf(1) }]);
+    await syncIpMasq(host1.ns.kernel, [{ network: LAB_POD_NETWORK, subnet: subnetOf(1) }]);
     expect(await tables(host1)).toEqual(["ip weft"]);
     // Both go on exit.
-    await syncIpMasq(host1.ns.kernel, true, [{ network: LAB_POD_NETWORK, subnet: subnetOf(1) }, net6]);
+    await syncIpMasq(host1.ns.kernel, [{ network: LAB_POD_NETWORK, subnet: subnetOf(1) }, net6]);
     await removeIpMasq(host1.ns.kernel);
     expect(await tables(host1)).toEqual([]);
-    await syncIpMasq(host1.ns.kernel, true, [{ network: LAB_POD_NETWORK, subnet: subnetOf(1) }]);
+    await syncIpMasq(host1.ns.kernel, [{ network: LAB_POD_NETWORK, subnet: subnetOf(1) }]);
   });
 
   it("without ip-masq, weft's tables an earlier run left go (both families), and none there is nothing to do", async () => {
@@ -142,24 +142,24 @@ describe.skipIf(!canUseNetns())("ip-masq (nftables)", () => {
     const net6 = { network: LAB_POD_NETWORK6, subnet: parsePrefix6("2001:2:0:8001::/64") };
     await host1.ns.kernel.nft(ipMasqScript(v4) + ipMasqScript(net6));
     await host1.ns.exec(["nft", "add", "table", "ip", "users-own"]);
-    await syncIpMasq(host1.ns.kernel, false, [{ network: LAB_POD_NETWORK, subnet: subnetOf(1) }]);
+    await removeIpMasq(host1.ns.kernel);
     expect(await tables(host1)).toEqual(["ip users-own"]);
-    await syncIpMasq(host1.ns.kernel, false, []);
+    await removeIpMasq(host1.ns.kernel); // none there: nothing to do
     await host1.ns.exec(["nft", "delete", "table", "ip", "users-own"]);
-    await syncIpMasq(host1.ns.kernel, true, [{ network: LAB_POD_NETWORK, subnet: subnetOf(1) }]);
+    await syncIpMasq(host1.ns.kernel, [{ network: LAB_POD_NETWORK, subnet: subnetOf(1) }]);
   });
 
   it("a listing of the tables that fails (nft there): a stale table of another family goes all the same", async () => {
     const v4 = { network: LAB_POD_NETWORK, subnet: subnetOf(1) };
     const net6 = { network: LAB_POD_NETWORK6, subnet: parsePrefix6("2001:2:0:8001::/64") };
-    await syncIpMasq(host1.ns.kernel, true, [v4, net6]);
+    await syncIpMasq(host1.ns.kernel, [v4, net6]);
     expect((await tables(host1)).sort()).toEqual(["ip weft", "ip6 weft"]);
     const bin = await listingFails(execFileSync("sh", ["-c", "command -v nft"], { encoding: "utf8" }).trim());
     const path = process.env.PATH;
     process.env.PATH = `${bin}:${path}`;
     try {
       await expect(host1.ns.kernel.nftTables()).rejects.toThrow(/cannot list/);
-      await syncIpMasq(host1.ns.kernel, true, [v4]);
+      await syncIpMasq(host1.ns.kernel, [v4]);
     } finally {
       process.env.PATH = path;
       await rm(bin, { recursive: true, force: true });
@@ -170,7 +170,7 @@ describe.skipIf(!canUseNetns())("ip-masq (nftables)", () => {
   it("a listing of the tables that fails, and a table's drop refused: the removal says so (AGENT_IP_MASQ_REMOVE_FAILED's cause)", async () => {
     const v4 = { network: LAB_POD_NETWORK, subnet: subnetOf(1) };
     const net6 = { network: LAB_POD_NETWORK6, subnet: parsePrefix6("2001:2:0:8001::/64") };
-    await syncIpMasq(host1.ns.kernel, true, [v4, net6]);
+    await syncIpMasq(host1.ns.kernel, [v4, net6]);
     // nft refuses the drop of table ip6 weft; in front of it, the listing fails.
     const nft = await refusingTool("nft");
     await nft.refuse("^delete table ip6 ");
@@ -186,12 +186,12 @@ describe.skipIf(!canUseNetns())("ip-masq (nftables)", () => {
       await nft.remove();
     }
     expect(await tables(host1)).toEqual(["ip6 weft"]);
-    await syncIpMasq(host1.ns.kernel, true, [v4]);
+    await syncIpMasq(host1.ns.kernel, [v4]);
     expect(await tables(host1)).toEqual(["ip weft"]);
   });
 
   it("where nft has no IPv6 (NF_TABLES_IPV6 off), the exit's removal still drops table ip weft", async () => {
-    await syncIpMasq(host1.ns.kernel, true, [{ network: LAB_POD_NETWORK, subnet: subnetOf(1) }]);
+    await syncIpMasq(host1.ns.kernel, [{ network: LAB_POD_NETWORK, subnet: subnetOf(1) }]);
     // nft refuses any script naming the ip6 family, as the kernel's does without IPv6 nftables.
     const nft = await refusingTool("nft");
     await nft.refuse(" ip6 ");
@@ -205,7 +205,7 @@ describe.skipIf(!canUseNetns())("ip-masq (nftables)", () => {
       await nft.remove();
     }
     expect(await tables(host1)).toEqual([]);
-    await syncIpMasq(host1.ns.kernel, true, [{ network: LAB_POD_NETWORK, subnet: subnetOf(1) }]);
+    await syncIpMasq(host1.ns.kernel, [{ network: LAB_POD_NETWORK, subnet: subnetOf(1) }]);
   });
 
   it("masquerades a pod's packets leaving the pod network: host3 sees host1's underlay address and answers", async () => {

@@ -1,18 +1,29 @@
 // A tool weft runs inside a namespace (`ip netns exec NS nft`, iptables-restore) that is not
 // installed: the error names the package to install, as it does where the tool runs without a
-// namespace. Before, it said only "not installed".
-import { mkdtempSync, rmSync, symlinkSync } from "node:fs";
+// namespace. Before, it said only "not installed". And one given a script on stdin that fails
+// before reading it (an nft that cannot open its netlink socket), closing the pipe under weft's
+// write: the call fails with what the tool said. Before, the write's EPIPE was an unhandled error,
+// which ended the agent. The script is larger than a pipe's buffer, so the write is still under
+// way when the tool exits.
+import { chmodSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Netns } from "../../src/lab/netns.js";
 import { canUseNetns } from "../support/netns.js";
 
-describe.skipIf(!canUseNetns())("a kernel tool missing in a namespace", () => {
+describe.skipIf(!canUseNetns())("a kernel tool missing in a namespace, or failing before it reads its script", () => {
   let ns: Netns;
   // A PATH with `ip` alone: `ip netns exec` then finds neither nft nor iptables-restore.
   const bin = mkdtempSync(join(tmpdir(), "weft-tools-"));
   symlinkSync("/usr/sbin/ip", join(bin, "ip"));
+  // Beside it, an nft that fails at once.
+  const failing = mkdtempSync(join(tmpdir(), "weft-tools-"));
+  writeFileSync(
+    join(failing, "nft"),
+    "#!/bin/sh\necho 'Error: cannot open netlink socket (by the test)' >&2\nexit 1\n",
+  );
+  chmodSync(join(failing, "nft"), 0o755);
   const path = process.env.PATH;
   beforeAll(async () => {
     ns = await Netns.create("ktm");
@@ -20,6 +31,7 @@ describe.skipIf(!canUseNetns())("a kernel tool missing in a namespace", () => {
   afterAll(async () => {
     process.env.PATH = path;
     rmSync(bin, { recursive: true, force: true });
+    rmSync(failing, { recursive: true, force: true });
     await ns?.destroy();
   });
 
@@ -33,6 +45,19 @@ describe.skipIf(!canUseNetns())("a kernel tool missing in a namespace", () => {
       await expect(ns.kernel.iptablesRestore(4, "*nat\nCOMMIT\n")).rejects.toMatchObject({
         code: "KERNEL_TOOL_MISSING",
         message: "cannot run iptables-restore: not installed; install iptables (apt-get install iptables)",
+      });
+    } finally {
+      process.env.PATH = path;
+    }
+  });
+
+  it("a tool that exits without reading its script: fails with the tool's message, and nothing else goes wrong", async () => {
+    process.env.PATH = `${failing}:${path}`;
+    try {
+      const script = "add table ip weft-test\n".repeat(64 * 1024); // 1.4 MiB
+      await expect(ns.kernel.nft(script)).rejects.toMatchObject({
+        code: "KERNEL_COMMAND_FAILED",
+        message: expect.stringContaining("cannot open netlink socket (by the test)"),
       });
     } finally {
       process.env.PATH = path;
