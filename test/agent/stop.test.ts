@@ -256,19 +256,24 @@ describe.skipIf(!canUseNetns())("agent: a family switched off across a kept rest
     (await a.host.ns.ip(`-6 route show root ${formatPrefix6(LAB_POD_NETWORK6)} dev ${a.host.underlayIf}`))
       .split("\n")
       .filter((l) => l.includes(" via "));
+  /** Starts a stopped agent kept with IPv6 switched off in its config; returns its log size before. */
+  const startIpv4Only = async (a: LabAgent) => {
+    const since = await env.agents.logSize(a);
+    await writeFile(
+      env.agents.netConfPath(a),
+      JSON.stringify({ Network: NETWORK, Backend: { Type: "vxlan", DirectRouting: true } }),
+    );
+    env.agents.start(a, ["--keep-on-exit"]);
+    await env.agents.waitReady(a);
+    return since;
+  };
 
   it("flannel-v6.1 and DirectRouting's IPv6 routes kept by the stop go at the IPv4-only start", async () => {
     const a2 = env.all[1];
     await env.agents.stop(a2);
     expect((await overlayDevices(a2.host)).sort()).toEqual(["flannel-v6.1", "flannel.1"]);
     expect(await gatewayRoutes6(a2)).toHaveLength(1);
-    const since = await env.agents.logSize(a2);
-    await writeFile(
-      env.agents.netConfPath(a2),
-      JSON.stringify({ Network: NETWORK, Backend: { Type: "vxlan", DirectRouting: true } }),
-    );
-    env.agents.start(a2, ["--keep-on-exit"]);
-    await env.agents.waitReady(a2);
+    const since = await startIpv4Only(a2);
     // Before, the sweep looked only in the IPv4 network: flannel-v6.1 and the route stayed for good.
     expect(await overlayDevices(a2.host)).toEqual(["flannel.1"]);
     expect(await gatewayRoutes6(a2)).toEqual([]);
@@ -300,13 +305,7 @@ describe.skipIf(!canUseNetns())("agent: a family switched off across a kept rest
     try {
       await a2.host.ns.ip(`-6 route add default via 2001:2::51 dev ${dev}`);
       for (const r of admin) await a2.host.ns.ip(`-6 route add ${r} dev ${dev}`);
-      const since = await env.agents.logSize(a2);
-      await writeFile(
-        env.agents.netConfPath(a2),
-        JSON.stringify({ Network: NETWORK, Backend: { Type: "vxlan", DirectRouting: true } }),
-      );
-      env.agents.start(a2, ["--keep-on-exit"]);
-      await env.agents.waitReady(a2);
+      const since = await startIpv4Only(a2);
       // DirectRouting's route to host1's IPv6 subnet went; before, the admin's went with it.
       expect(await coded(a2.dir, since, "AGENT_STALE_ROUTE")).toHaveLength(1);
       expect(await gatewayRoutes6(a2)).toHaveLength(admin.length);
