@@ -88,6 +88,8 @@ interface Lane {
   failed?: Error;
   /** The backend that reported `failed` (onFailed): its own startLane must not clear it. */
   failedBy?: Backend;
+  /** The backend startLane is starting, not yet in `backend`: a failure it reports is the lane's already. */
+  starting?: Backend;
   /** Backends of this lane replaced after such a failure (weft_backend_restarts_total). */
   restarts: number;
   /** When (performance.now()) its running backend was started in place of a failed one; undefined if by a start or a swap. */
@@ -563,12 +565,15 @@ export class Agent {
       logger: this.log.child({ layer: "backend", ...(lane.family === 6 && { family: 6 }) }),
       onFailed: (err) => this.backendFailed(lane, backend, err),
     });
+    lane.starting = backend;
     try {
       lane.announcement = await backend.start();
     } catch (err) {
       // Never in a lane, so stopLane never takes its counters: its failed start is counted here.
       this.retireCounters(backend);
       throw err;
+    } finally {
+      lane.starting = undefined;
     }
     lane.backend = backend;
     try {
@@ -728,7 +733,9 @@ export class Agent {
     // Not ready at once, as for a lost subnet: the task below may wait behind a reconcile or the
     // other family's restart (seconds), while /readyz and weft_ready said ready with the lane dead.
     // `failed` keeps a publish queued before that task (a SIGHUP's restart) from saying ready again.
-    if (lane.backend === backend && !this.stopping) {
+    // So for one still starting (its TUN device deleted while start() ran): before, startLane
+    // cleared the lane's failure once start() returned, and the publish said ready with it dead.
+    if ((lane.backend === backend || lane.starting === backend) && !this.stopping) {
       this.ready = false;
       this.waitingFor = why;
       lane.failed = err;
