@@ -856,9 +856,12 @@ export class Agent {
       return;
     }
     await this.publish();
-    if (!this.stopping && down.length > 0)
+    // Only a lane the restart brought back: one whose new backend failed meanwhile (failedBy)
+    // stays down, and its queued task logs AGENT_BACKEND_FAILED; before, this said restarted too.
+    const back = down.filter((l) => l.backend && !l.failed);
+    if (!this.stopping && back.length > 0)
       this.log.warn(
-        { code: "AGENT_BACKEND_RESTARTED", families: down.map((l) => l.family) },
+        { code: "AGENT_BACKEND_RESTARTED", families: back.map((l) => l.family) },
         "a new backend runs in place of the failed one",
       );
   }

@@ -6,7 +6,7 @@
 // A restarted backend that fails while its restart publishes it (its TUN device deleted again at
 // once; the publish held in an nft that waits on a FIFO) leaves the node
 // not ready: before, the publish said "ready" (/readyz 200, weft_ready 1) until the new failure's
-// task ran. So does one that fails while it is
+// task ran, and the restart logged AGENT_BACKEND_RESTARTED. So does one that fails while it is
 // still starting (held in an ip that waits, reading the default route): before, its failure
 // counted only once start() returned, and the publish said ready.
 import { execFileSync } from "node:child_process";
@@ -168,6 +168,8 @@ describe.skipIf(!canUseNetns())("agent: why it is not ready, behind a backend ch
       );
       const second = records.map((r) => r.code).lastIndexOf("AGENT_BACKEND_FAILED");
       expect(records.slice(0, second).filter((r) => r.msg === "ready")).toEqual([]);
+      // The restart brought nothing back: the second failure's line says so, not AGENT_BACKEND_RESTARTED.
+      expect(records.slice(0, second).filter((r) => r.code === "AGENT_BACKEND_RESTARTED")).toEqual([]);
     } finally {
       await rm(hold, { force: true });
       // The next restart makes its own (one left would refuse it); the failed backend's stop may have taken it.
