@@ -1296,7 +1296,8 @@ export class Agent {
     // A fatal error's reason stays: it is why the stop came.
     if (!this.fatalError) this.waitingFor = "stopping";
     this.stopping = true;
-    const keep = this.opts.keepOnExit && !isWeftError(this.fatalError, "GOSSIP_NAME_CONFLICT");
+    const nameTaken = () => isWeftError(this.fatalError, "GOSSIP_NAME_CONFLICT");
+    let keep = this.opts.keepOnExit && !nameTaken();
     clearInterval(this.reconcileTimer);
     clearTimeout(this.restartTimer);
     // Without keepOnExit the devices and routes go, so subnet.env goes first: left, it has the CNI
@@ -1319,6 +1320,13 @@ export class Agent {
           "leaving the cluster failed (see err): peers drop this node's routes once gossip declares it dead",
         ),
       );
+    // The name found taken while gossip stopped (a join or a name check under way): the subnet is
+    // the other node's, so nothing is kept after all, as in a fatal stop. Before, subnet.env stayed
+    // and the CNI plugin handed out the other node's addresses.
+    if (keep && nameTaken()) {
+      keep = false;
+      await removeSubnetEnv();
+    }
     // A backend change under way (a reload, a lost subnet's new backend) ends first, so that what
     // it starts is stopped below instead of left in the kernel; a publish in it may have written
     // subnet.env again.
