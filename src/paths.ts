@@ -1,7 +1,11 @@
-// Where the project's built artifacts are, whether this code runs from src/ (tests) or dist/.
+// Where the project's built artifacts are, whether this code runs from src/ (tests) or dist/, and
+// the one path the agent and the CNI plugin must agree on.
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+
+/** Where the agent writes subnet.env and the CNI plugin reads it, unless told otherwise: flannel's. */
+export const DEFAULT_SUBNET_FILE = "/run/flannel/subnet.env";
 
 let root: string | undefined;
 

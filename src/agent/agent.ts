@@ -89,6 +89,8 @@ interface Lane {
   failed?: Error;
   /** The backend that reported `failed` (onFailed): its own startLane must not clear it. */
   failedBy?: Backend;
+  /** The backend startLane is starting, not yet in `backend`: a failure it reports is the lane's already. */
+  starting?: Backend;
   /** Backends of this lane replaced after such a failure (weft_backend_restarts_total). */
   restarts: number;
   /** When (performance.now()) its running backend was started in place of a failed one; undefined if by a start or a swap. */
@@ -573,12 +575,15 @@ export class Agent {
       logger: this.log.child({ layer: "backend", ...(lane.family === 6 && { family: 6 }) }),
       onFailed: (err) => this.backendFailed(lane, backend, err),
     });
+    lane.starting = backend;
     try {
       lane.announcement = await backend.start();
     } catch (err) {
       // Never in a lane, so stopLane never takes its counters: its failed start is counted here.
       this.retireCounters(lane, backend);
       throw err;
+    } finally {
+      lane.starting = undefined;
     }
     lane.backend = backend;
     try {
@@ -748,7 +753,9 @@ export class Agent {
     // Not ready at once, as for a lost subnet: the task below may wait behind a reconcile or the
     // other family's restart (seconds), while /readyz and weft_ready said ready with the lane dead.
     // `failed` keeps a publish queued before that task (a SIGHUP's restart) from saying ready again.
-    if (lane.backend === backend && !this.stopping) {
+    // So for one still starting (its TUN device deleted while start() ran): before, startLane
+    // cleared the lane's failure once start() returned, and the publish said ready with it dead.
+    if ((lane.backend === backend || lane.starting === backend) && !this.stopping) {
       this.ready = false;
       this.waitingFor = why;
       lane.failed = err;
@@ -869,9 +876,12 @@ export class Agent {
       return;
     }
     await this.publish();
-    if (!this.stopping && down.length > 0)
+    // Only a lane the restart brought back: one whose new backend failed meanwhile (failedBy)
+    // stays down, and its queued task logs AGENT_BACKEND_FAILED; before, this said restarted too.
+    const back = down.filter((l) => l.backend && !l.failed);
+    if (!this.stopping && back.length > 0)
       this.log.warn(
-        { code: "AGENT_BACKEND_RESTARTED", families: down.map((l) => l.family) },
+        { code: "AGENT_BACKEND_RESTARTED", families: back.map((l) => l.family) },
         "a new backend runs in place of the failed one",
       );
   }
@@ -1325,7 +1335,8 @@ export class Agent {
     // A fatal error's reason stays: it is why the stop came.
     if (!this.fatalError) this.waitingFor = "stopping";
     this.stopping = true;
-    const keep = this.opts.keepOnExit && !isWeftError(this.fatalError, "GOSSIP_NAME_CONFLICT");
+    const nameTaken = () => isWeftError(this.fatalError, "GOSSIP_NAME_CONFLICT");
+    let keep = this.opts.keepOnExit && !nameTaken();
     clearInterval(this.reconcileTimer);
     clearTimeout(this.restartTimer);
     // Without keepOnExit the devices and routes go, so subnet.env goes first: left, it has the CNI
@@ -1348,6 +1359,13 @@ export class Agent {
           "leaving the cluster failed (see err): peers drop this node's routes once gossip declares it dead",
         ),
       );
+    // The name found taken while gossip stopped (a join or a name check under way): the subnet is
+    // the other node's, so nothing is kept after all, as in a fatal stop. Before, subnet.env stayed
+    // and the CNI plugin handed out the other node's addresses.
+    if (keep && nameTaken()) {
+      keep = false;
+      await removeSubnetEnv();
+    }
     // A backend change under way (a reload, a lost subnet's new backend) ends first, so that what
     // it starts is stopped below instead of left in the kernel; a publish in it may have written
     // subnet.env again.

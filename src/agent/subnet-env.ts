@@ -6,8 +6,7 @@ import { writeFileAtomic } from "../fs/atomic-write.js";
 import { errorMessage, WeftError } from "../errors.js";
 import { formatIpv4, formatPrefix, parseIpv4, parsePrefix, prefixMask, type Ipv4Prefix } from "../net/ipv4.js";
 import { formatIpv6, formatPrefix6, parseIpv6, parsePrefix6, prefixMask6, type Ipv6Prefix } from "../net/ipv6.js";
-
-export const DEFAULT_SUBNET_FILE = "/run/flannel/subnet.env";
+import { DEFAULT_SUBNET_FILE } from "../paths.js";
 
 export interface SubnetEnv {
   /** IPv4 network and this node's subnet; absent when IPv4 is off. */

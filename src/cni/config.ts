@@ -5,6 +5,7 @@ import { z } from "zod";
 import { CNI_ERROR, CniError } from "./errors.js";
 import { networkOf, parseCidr, cidrContains, type Cidr } from "./cidr.js";
 import { withKnownKeys } from "../config/keys.js";
+import { DEFAULT_SUBNET_FILE } from "../paths.js";
 
 /** The keys libcni adds to a plugin's config over the file's own spelling of them. */
 const RUNTIME_ADDED_KEYS = ["name", "cniVersion", "prevResult", "runtimeConfig"] as const;
@@ -16,7 +17,6 @@ const RUNTIME_ADDED_KEYS = ["name", "cniVersion", "prevResult", "runtimeConfig"]
 export const SUPPORTED_VERSIONS = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] as const;
 /** What a missing or empty cniVersion means, to libcni and the reference plugins. */
 export const DEFAULT_VERSION = "0.1.0";
-export const DEFAULT_SUBNET_FILE = "/run/flannel/subnet.env";
 export const DEFAULT_DATA_DIR = "/var/lib/cni/flannel";
 
 const jsonObject = z.record(z.string(), z.unknown());

@@ -13,10 +13,10 @@ import { join, resolve } from "node:path";
 import { errorMessage, isWeftError } from "../errors.js";
 import { writeFileAtomic } from "../fs/atomic-write.js";
 import { Kernel } from "../kernel/iproute.js";
+import { DEFAULT_SUBNET_FILE } from "../paths.js";
 import { bindAbstract, bindAbstractWithin, descriptorOf } from "../util/abstract-socket.js";
 import { cidrContains, firstHostOf, networkOf, parseCidr } from "./cidr.js";
 import {
-  DEFAULT_SUBNET_FILE,
   DEFAULT_VERSION,
   parseDelConf,
   parseGcConf,

@@ -6,7 +6,9 @@
 // A restarted backend that fails while its restart publishes it (its TUN device deleted again at
 // once; the publish held in an nft that waits on a FIFO) leaves the node
 // not ready: before, the publish said "ready" (/readyz 200, weft_ready 1) until the new failure's
-// task ran.
+// task ran, and the restart logged AGENT_BACKEND_RESTARTED. So does one that fails while it is
+// still starting (held in an ip that waits, reading the default route): before, its failure
+// counted only once start() returned, and the publish said ready.
 import { execFileSync } from "node:child_process";
 import { chmodSync, closeSync, constants, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { readFile, rm, writeFile } from "node:fs/promises";
@@ -20,22 +22,34 @@ import { agentLab, eventually, logRecords, netConf } from "./support.js";
 
 const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
 
-/** The second agent's PATH starts here: an nft that, while a FIFO `hold` is beside it, runs and then reads a line from it (and removes it) before it answers. */
+/**
+ * The second agent's PATH starts here: a `tool` that, while a FIFO `hold-<tool>` is beside it and
+ * its arguments match `args` (a case pattern), runs and then reads a line from the FIFO (and
+ * removes it) before it answers. Returns the FIFO's path.
+ */
 const bin = mkdtempSync(join(tmpdir(), "weft-anr-"));
-const HOLD = join(bin, "hold");
-writeFileSync(
-  join(bin, "nft"),
-  [
-    "#!/bin/sh",
-    `[ -p ${HOLD} ] || exec /usr/sbin/nft "$@"`,
-    'out=$(/usr/sbin/nft "$@"); rc=$?',
-    `read -r _ < ${HOLD}; rm -f ${HOLD}`,
-    `[ -z "$out" ] || printf '%s\\n' "$out"`,
-    "exit $rc",
-    "",
-  ].join("\n"),
-);
-chmodSync(join(bin, "nft"), 0o755);
+function holdingTool(tool: "nft" | "ip", args: string): string {
+  const hold = join(bin, `hold-${tool}`);
+  writeFileSync(
+    join(bin, tool),
+    [
+      "#!/bin/sh",
+      `[ -p ${hold} ] || exec /usr/sbin/${tool} "$@"`,
+      `case " $* " in ${args}) ;; *) exec /usr/sbin/${tool} "$@" ;; esac`,
+      `out=$(/usr/sbin/${tool} "$@"); rc=$?`,
+      `read -r _ < ${hold}; rm -f ${hold}`,
+      `[ -z "$out" ] || printf '%s\\n' "$out"`,
+      "exit $rc",
+      "",
+    ].join("\n"),
+  );
+  chmodSync(join(bin, tool), 0o755);
+  return hold;
+}
+/** Any nft: a publish's ip-masq. */
+const HOLD_NFT = holdingTool("nft", "*");
+/** The userspace backend's start reading the default route (its removal of stale gateway routes). */
+const HOLD_IP = holdingTool("ip", '*" route show table main default "*');
 afterAll(() => rmSync(bin, { recursive: true, force: true }));
 
 /** A write end of the FIFO at `path`, once a reader has it open (undefined before: ENXIO). */
@@ -120,24 +134,30 @@ describe.skipIf(!canUseNetns())("agent: why it is not ready, behind a backend ch
     await env.agents.waitReady(a1, 30_000);
   });
 
-  it("stays not ready when a restarted backend fails while its restart publishes it", async () => {
+  // While it starts, a stand-in weft.1 (a plain TUN device) lets the start's reconcile pass, as a
+  // failure that leaves the device (a worker crash loop) would: else that reconcile fails the start.
+  it.each([
+    { when: "its restart publishes it", hold: HOLD_NFT, held: "the restart's publish to run nft", standIn: false },
+    { when: "it starts", hold: HOLD_IP, held: "the restart's start to read the default route", standIn: true },
+  ])("stays not ready when a restarted backend fails while $when", async ({ hold, held, standIn }) => {
     const a2 = env.all[1];
     const since = await env.agents.logSize(a2);
     const tunGone = async () =>
       (await logRecords(a2.dir, since)).filter((r) => /its TUN device is gone/.test(String(r.msg))).length;
-    execFileSync("mkfifo", [HOLD]);
+    execFileSync("mkfifo", [hold]);
     try {
       await a2.host.ns.ip("link del weft.1");
-      // The restart's new backend runs; its publish waits in the held nft.
+      // The restart's new backend runs (or is starting); it waits in the held tool.
       const writer = await eventually(
-        "the restart's publish to run nft",
-        async () => writerOf(HOLD),
+        held,
+        async () => writerOf(hold),
         (fd) => fd !== undefined,
         30_000,
       );
       const gone = await tunGone();
       await a2.host.ns.ip("link del weft.1");
       await eventually("the new backend to fail", tunGone, (n) => n > gone, 10_000);
+      if (standIn) await a2.host.ns.ip("tuntap add dev weft.1 mode tun");
       writeSync(writer!, "\n");
       closeSync(writer!);
       const records = await eventually(
@@ -148,8 +168,12 @@ describe.skipIf(!canUseNetns())("agent: why it is not ready, behind a backend ch
       );
       const second = records.map((r) => r.code).lastIndexOf("AGENT_BACKEND_FAILED");
       expect(records.slice(0, second).filter((r) => r.msg === "ready")).toEqual([]);
+      // The restart brought nothing back: the second failure's line says so, not AGENT_BACKEND_RESTARTED.
+      expect(records.slice(0, second).filter((r) => r.code === "AGENT_BACKEND_RESTARTED")).toEqual([]);
     } finally {
-      await rm(HOLD, { force: true });
+      await rm(hold, { force: true });
+      // The next restart makes its own (one left would refuse it); the failed backend's stop may have taken it.
+      if (standIn) await a2.host.ns.ip("link del weft.1").catch(() => undefined);
     }
     await env.agents.waitReady(a2, 30_000);
   });

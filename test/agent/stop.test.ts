@@ -4,11 +4,15 @@
 // backend whose stop failed in a swap leaves its device to the agent's stop, which finds it (before,
 // the stop skipped the lane and exited 0 "stopped", flannel.1 left); a SIGTERM during a fatal
 // stop waits for it (before, a second stop ran beside it, found the lanes taken, exited 0 before
-// the first was done).
+// the first was done); a --keep-on-exit stop that finds the name taken while it stops gossip
+// removes subnet.env and flannel.1 (before, it kept them, the winner's subnet in subnet.env).
+import { existsSync } from "node:fs";
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeEach, describe, expect, it } from "vitest";
 import { VTEP_MAC_FILE } from "../../src/backends/vtep-mac.js";
+import { agentRequest } from "../../src/cli/agent-client.js";
+import { MEMBERS_FILE } from "../../src/control/saved-members.js";
 import { type LabAgent, running } from "../../src/lab/agents.js";
 import { LAB_POD_NETWORK6 } from "../../src/lab/cluster.js";
 import { formatPrefix6 } from "../../src/net/ipv6.js";
@@ -33,6 +37,25 @@ describe.skipIf(!canUseNetns())("agent: a stop that overlaps", () => {
   });
   afterAll(() => ip?.remove());
 
+  /**
+   * Holds a's only libuv pool thread (its UV_THREADPOOL_SIZE=1), as hanging calls can hold them
+   * all, with a reload reading a FIFO put in net-conf.json's place; returns holdNetConf's release.
+   */
+  const holdPool = async (a: LabAgent, text: string) => {
+    const release = await holdNetConf(env.agents, a, text);
+    env.agents.reload(a);
+    // Held only once the reload waits in the FIFO's open.
+    await eventually(
+      "the reload reading net-conf.json",
+      async () => {
+        const tasks = `/proc/${a.process!.pid}/task`;
+        return Promise.all((await readdir(tasks)).map((t) => readFile(join(tasks, t, "wchan"), "utf8")));
+      },
+      (w) => w.includes("wait_for_partner"),
+      10_000,
+    );
+    return release;
+  };
   const startAgain = async (a: LabAgent) => {
     env.agents.start(a);
     await env.agents.waitReady(a);
@@ -76,19 +99,9 @@ describe.skipIf(!canUseNetns())("agent: a stop that overlaps", () => {
     a2.env = { ...envBefore, UV_THREADPOOL_SIZE: "1" };
     await startAgain(a2);
     const since = await env.agents.logSize(a2);
-    await holdNetConf(env.agents, a2, text);
     try {
-      env.agents.reload(a2);
       // The stop is held only once the reload waits in the FIFO's open: a stop before it ended at once.
-      await eventually(
-        "the reload reading net-conf.json",
-        async () => {
-          const tasks = `/proc/${a2.process!.pid}/task`;
-          return Promise.all((await readdir(tasks)).map((t) => readFile(join(tasks, t, "wchan"), "utf8")));
-        },
-        (w) => w.includes("wait_for_partner"),
-        10_000,
-      );
+      await holdPool(a2, text);
       a2.process!.kill("SIGTERM");
       await eventually(
         "the stop under way",
@@ -234,6 +247,87 @@ describe.skipIf(!canUseNetns())("agent: a stop that overlaps", () => {
     env.agents.start(a1);
     await startAgain(a2);
   }, 240_000);
+
+  it("with --keep-on-exit, a SIGTERM's stop that finds the name taken while it stops gossip removes subnet.env and flannel.1", async () => {
+    const [a1, a2] = env.all;
+    const path = env.agents.netConfPath(a2);
+    const text = await readFile(path, "utf8");
+    const twinDir = join(a1.dir, "twin-late");
+    const twin: LabAgent = { host: a1.host, dir: twinDir, stateDir: twinDir };
+    const [host1, port] = env.agents.gossipAddr(a1).split(":");
+    const envBefore = a2.env;
+    await env.agents.stop(a2);
+    // No members saved: the stop's first save (of host1) is due, and waits in the pool held below,
+    // so that gossip runs on while the stop is in control.stop(). Within a minute of the start,
+    // before the periodic save.
+    await rm(join(a2.stateDir, MEMBERS_FILE), { force: true });
+    a2.env = { ...envBefore, UV_THREADPOOL_SIZE: "1" };
+    env.agents.start(a2, ["--keep-on-exit"]);
+    await env.agents.waitFor(a2, "its peer", (s) => s.ready && s.peers.length === 1, 60_000);
+    const since = await env.agents.logSize(a2);
+    let release: (() => Promise<void>) | undefined;
+    let blocked = false;
+    try {
+      // host1's gossip port answers as another node named host2 (the twin) once host2's agent is
+      // rejoining; it is stopped (SIGSTOP) before host2 can reach it, so that a join round's
+      // push-pull waits for its answer.
+      await env.agents.stop(a1, "SIGKILL");
+      await env.agents.waitFor(a2, "joining again", (s) => s.join.state === "rejoining", 60_000);
+      await a2.host.ns.ip(`route add prohibit ${host1}/32`);
+      blocked = true;
+      await mkdir(twinDir);
+      await writeFile(join(twinDir, "net-conf.json"), JSON.stringify(netConf("vxlan")));
+      env.agents.start(twin, ["--node-name", "host2", "--subnet-seeds", "ghost"], []);
+      await eventually(
+        "the twin's gossip port",
+        () => a1.host.ns.exec(["ss", "-Htln", "sport", "=", `:${port}`]),
+        (out) => out.trim() !== "",
+        30_000,
+      );
+      twin.process!.kill("SIGSTOP");
+      await a2.host.ns.ip(`route del prohibit ${host1}/32`);
+      blocked = false;
+      release = await holdPool(a2, text);
+      await eventually(
+        "a join round's push-pull to the stopped twin",
+        () => a2.host.ns.exec(["ss", "-Htn", "state", "established", "dst", `${host1}:${port}`]),
+        (out) => out.trim() !== "",
+        40_000,
+      );
+      a2.process!.kill("SIGTERM");
+      // Answered after the stop's first steps ran (up to the save, in the same turn of the loop).
+      await eventually(
+        "the stop under way",
+        () => agentRequest(a2.stateDir, "GET", "/readyz").catch((err: Error) => err.message),
+        (body) => body === "agent answered 503: not ready: stopping",
+        5_000,
+      );
+      // The twin answers: host2's join round finds its name taken while its stop is in control.stop().
+      twin.process!.kill("SIGCONT");
+      await eventually(
+        "the name conflict",
+        () => coded(a2.dir, since, "GOSSIP_NAME_CONFLICT"),
+        (r) => r.some((l) => l.msg === "this node cannot go on running"),
+        10_000,
+      );
+      await release();
+      release = undefined;
+      await env.agents.exited(a2, 30_000);
+      // Before, the keep decided as the stop began held: the winner's subnet stayed in subnet.env.
+      expect(existsSync(env.agents.subnetFile(a2))).toBe(false);
+      expect(await overlayDevices(a2.host)).toEqual([]);
+    } finally {
+      await release?.();
+      if (blocked) await a2.host.ns.ip(`route del prohibit ${host1}/32`);
+      twin.process?.kill("SIGCONT");
+      await env.agents.stop(twin);
+      await rm(twinDir, { recursive: true, force: true });
+      await env.agents.stop(a2, "SIGKILL");
+      a2.env = envBefore;
+    }
+    env.agents.start(a1);
+    await startAgain(a2);
+  }, 240_000);
 });
 
 describe.skipIf(!canUseNetns())("agent: a family switched off across a kept restart", () => {
@@ -256,19 +350,24 @@ describe.skipIf(!canUseNetns())("agent: a family switched off across a kept rest
     (await a.host.ns.ip(`-6 route show root ${formatPrefix6(LAB_POD_NETWORK6)} dev ${a.host.underlayIf}`))
       .split("\n")
       .filter((l) => l.includes(" via "));
+  /** Starts a stopped agent kept with IPv6 switched off in its config; returns its log size before. */
+  const startIpv4Only = async (a: LabAgent) => {
+    const since = await env.agents.logSize(a);
+    await writeFile(
+      env.agents.netConfPath(a),
+      JSON.stringify({ Network: NETWORK, Backend: { Type: "vxlan", DirectRouting: true } }),
+    );
+    env.agents.start(a, ["--keep-on-exit"]);
+    await env.agents.waitReady(a);
+    return since;
+  };
 
   it("flannel-v6.1 and DirectRouting's IPv6 routes kept by the stop go at the IPv4-only start", async () => {
     const a2 = env.all[1];
     await env.agents.stop(a2);
     expect((await overlayDevices(a2.host)).sort()).toEqual(["flannel-v6.1", "flannel.1"]);
     expect(await gatewayRoutes6(a2)).toHaveLength(1);
-    const since = await env.agents.logSize(a2);
-    await writeFile(
-      env.agents.netConfPath(a2),
-      JSON.stringify({ Network: NETWORK, Backend: { Type: "vxlan", DirectRouting: true } }),
-    );
-    env.agents.start(a2, ["--keep-on-exit"]);
-    await env.agents.waitReady(a2);
+    const since = await startIpv4Only(a2);
     // Before, the sweep looked only in the IPv4 network: flannel-v6.1 and the route stayed for good.
     expect(await overlayDevices(a2.host)).toEqual(["flannel.1"]);
     expect(await gatewayRoutes6(a2)).toEqual([]);
@@ -300,13 +399,7 @@ describe.skipIf(!canUseNetns())("agent: a family switched off across a kept rest
     try {
       await a2.host.ns.ip(`-6 route add default via 2001:2::51 dev ${dev}`);
       for (const r of admin) await a2.host.ns.ip(`-6 route add ${r} dev ${dev}`);
-      const since = await env.agents.logSize(a2);
-      await writeFile(
-        env.agents.netConfPath(a2),
-        JSON.stringify({ Network: NETWORK, Backend: { Type: "vxlan", DirectRouting: true } }),
-      );
-      env.agents.start(a2, ["--keep-on-exit"]);
-      await env.agents.waitReady(a2);
+      const since = await startIpv4Only(a2);
       // DirectRouting's route to host1's IPv6 subnet went; before, the admin's went with it.
       expect(await coded(a2.dir, since, "AGENT_STALE_ROUTE")).toHaveLength(1);
       expect(await gatewayRoutes6(a2)).toHaveLength(admin.length);
