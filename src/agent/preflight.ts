@@ -287,7 +287,9 @@ async function checkPortsFree(uses: readonly PortUse[]): Promise<void> {
 
 function probeUdp(host: string, port: number): Promise<NodeJS.ErrnoException | undefined> {
   return new Promise((resolve) => {
-    const s = createSocket({ type: isIpv6Text(host) ? "udp6" : "udp4", reuseAddr: false });
+    // IPv6 only, as the sockets probed for: the kernel's flannel-v6 socket on :: shares its port with an
+    // IPv4 socket on 0.0.0.0 (an IPv4 flannel.1 kept from an earlier config), and Node's dual-stack :: would not.
+    const s = createSocket({ type: isIpv6Text(host) ? "udp6" : "udp4", reuseAddr: false, ipv6Only: isIpv6Text(host) });
     s.once("error", (err) => {
       s.close();
       resolve(err);

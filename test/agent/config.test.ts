@@ -585,6 +585,33 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
     }
   });
 
+  it("IPv6-only vxlan starts on a Backend.Port another process holds over IPv4 only (the kernel's flannel-v6 socket is IPv6-only)", async () => {
+    // The test's other process holds UDP 0.0.0.0:7999, as an IPv4 flannel.1 kept from an earlier config would.
+    // The lower half of NETWORK6, clear of the host's route in it.
+    await writeFile(
+      agents.netConfPath(a),
+      JSON.stringify({
+        EnableIPv4: false,
+        EnableIPv6: true,
+        IPv6Network: "2001:2:0:8000::/50",
+        Backend: { Type: "vxlan", Port: 7999 },
+      }),
+    );
+    a.stateDir = join(a.dir, "state-ipv6-only-port");
+    try {
+      agents.start(a, [], []);
+      await agents.waitReady(a);
+      const link = JSON.parse(await a.host.ns.exec(["ip", "-d", "-j", "link", "show", "flannel-v6.1"])) as Array<{
+        linkinfo: { info_data: { port: number } };
+      }>;
+      expect(link[0]?.linkinfo.info_data.port).toBe(7999);
+      expect(holder.exitCode).toBeNull();
+    } finally {
+      await agents.stop(a);
+      a.stateDir = a.dir;
+    }
+  });
+
   it("--healthz-port 0 is flanneld's no health server, --metrics-port 0 no metrics port: the agent opens no TCP port but gossip's, /readyz on weft.sock, and says so (AGENT_HEALTHZ_OFF, AGENT_METRICS_OFF)", async () => {
     await writeFile(agents.netConfPath(a), JSON.stringify(netConf("vxlan", NETWORK)));
     const listening = async () =>
