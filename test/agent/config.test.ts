@@ -336,6 +336,24 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
       /^weft: \[CONFIG_FLAG_INVALID\] --public-ip "198\.18\.0": an IPv4 address of this host, like 198\.18\.0\.1$/,
     ],
     [
+      "--public-ip that peers cannot send to (unspecified)",
+      { Network: NETWORK },
+      ["--public-ip", "0.0.0.0"],
+      /^weft: \[CONFIG_FLAG_INVALID\] --public-ip "0\.0\.0\.0": a global unicast IPv4 address of this host, like 198\.18\.0\.1 \(peers cannot send to an unspecified, loopback, link-local, multicast or broadcast one\)$/,
+    ],
+    [
+      "--public-ipv6 link-local",
+      { Network: NETWORK },
+      ["--public-ipv6", "fe80::1"],
+      /^weft: \[CONFIG_FLAG_INVALID\] --public-ipv6 "fe80::1": a global unicast IPv6 address of this host, like 2001:2::1 \(peers cannot send to an unspecified, loopback, link-local or multicast one\)$/,
+    ],
+    [
+      "--public-ipv6 IPv4-mapped",
+      { Network: NETWORK },
+      ["--public-ipv6", "::ffff:198.18.0.1"],
+      /^weft: \[CONFIG_FLAG_INVALID\] --public-ipv6 "::ffff:198\.18\.0\.1": an IPv4-mapped address, which is IPv4 on the wire: give it as --public-ip 198\.18\.0\.1, or give a global unicast IPv6 address of this host$/,
+    ],
+    [
       "--metrics-ip that is no address",
       { Network: NETWORK },
       ["--metrics-ip", "localhost"],
