@@ -238,14 +238,19 @@ export class Agent {
     let control: ControlPlane;
     let underlay: Underlay;
     try {
-      underlay = await chooseUnderlay(kernel, opts, {
-        ipv4: conf.space !== undefined,
-        // wasm-vxlan carries IPv6 over the IPv4 underlay where there is no IPv6 one (dual-stack), or
-        // where the node has no IPv6 address or is given --public-ip (IPv6-only).
-        ipv6:
-          conf.space6 !== undefined &&
-          (conf.Backend.Type !== "wasm-vxlan" ? true : conf.space ? "if-present" : "or-ipv4"),
-      });
+      underlay = await chooseUnderlay(
+        kernel,
+        opts,
+        {
+          ipv4: conf.space !== undefined,
+          // wasm-vxlan carries IPv6 over the IPv4 underlay where there is no IPv6 one (dual-stack), or
+          // where the node has no IPv6 address or is given --public-ip (IPv6-only).
+          ipv6:
+            conf.space6 !== undefined &&
+            (conf.Backend.Type !== "wasm-vxlan" ? true : conf.space ? "if-present" : "or-ipv4"),
+        },
+        log,
+      );
       await checkHost(kernel, opts, conf, underlay);
       await mkdir(dirname(opts.subnetFile), { recursive: true, mode: 0o755 }).catch((cause) => {
         throw subnetFileError(opts.subnetFile, `make its directory ${dirname(opts.subnetFile)}`, cause);

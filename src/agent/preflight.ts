@@ -16,12 +16,13 @@ import {
   formatAnyPrefix,
   formatHostPort,
   hostPrefix,
+  isGlobalUnicast,
   overlaps,
   type IpAddr,
   type IpPrefix,
 } from "../net/ip.js";
 import { parseIpv4, prefixMask } from "../net/ipv4.js";
-import { isIpv6Text, parseIpv6, prefixMask6 } from "../net/ipv6.js";
+import { isIpv4Mapped, isIpv6Text, parseIpv6, prefixMask6 } from "../net/ipv6.js";
 import { gossipHost, ifaceRegExp } from "./underlay.js";
 import { WEFT_DEVICE } from "../kernel/pod-addresses.js";
 import { overlayDevices } from "../kernel/stale-devices.js";
@@ -102,7 +103,12 @@ export function checkFlags(f: FlagValues): void {
       f.seeds.join(","),
       "a comma-separated list of node names (as --node-name takes them: no spaces), at least one",
     );
-  if (f.publicIp !== undefined) parseFlagIpv4("--public-ip", f.publicIp);
+  if (f.publicIp !== undefined && !isGlobalUnicast(parseFlagIpv4("--public-ip", f.publicIp)))
+    throw flagError(
+      "--public-ip",
+      f.publicIp,
+      "a global unicast IPv4 address of this host, like 198.18.0.1 (peers cannot send to an unspecified, loopback, link-local, multicast or broadcast one)",
+    );
   // Either family: an IPv6-only host's kubelet probes its IPv6 address ("::" takes both where the host has IPv6).
   for (const [flag, ip] of [
     ["--healthz-ip", f.healthzIp],
@@ -112,11 +118,25 @@ export function checkFlags(f: FlagValues): void {
       throw flagError(flag, ip, "an address of this host, IPv4 or IPv6, like 198.18.0.1, 0.0.0.0 or ::");
   }
   if (f.publicIpv6 !== undefined) {
+    let addr: bigint;
     try {
-      parseIpv6(f.publicIpv6);
+      addr = parseIpv6(f.publicIpv6);
     } catch {
       throw flagError("--public-ipv6", f.publicIpv6, "an IPv6 address of this host, like 2001:2::1");
     }
+    // Checked before isGlobalUnicast, which judges a mapped address as its IPv4 one.
+    if (isIpv4Mapped(addr))
+      throw flagError(
+        "--public-ipv6",
+        f.publicIpv6,
+        `an IPv4-mapped address, which is IPv4 on the wire: give it as --public-ip ${formatAddr(Number(addr & 0xffff_ffffn))}, or give a global unicast IPv6 address of this host`,
+      );
+    if (!isGlobalUnicast(addr))
+      throw flagError(
+        "--public-ipv6",
+        f.publicIpv6,
+        "a global unicast IPv6 address of this host, like 2001:2::1 (peers cannot send to an unspecified, loopback, link-local or multicast one)",
+      );
   }
   for (const re of f.ifaceRegex ?? []) {
     try {
@@ -287,7 +307,9 @@ async function checkPortsFree(uses: readonly PortUse[]): Promise<void> {
 
 function probeUdp(host: string, port: number): Promise<NodeJS.ErrnoException | undefined> {
   return new Promise((resolve) => {
-    const s = createSocket({ type: isIpv6Text(host) ? "udp6" : "udp4", reuseAddr: false });
+    // IPv6 only, as the sockets probed for: the kernel's flannel-v6 socket on :: shares its port with an
+    // IPv4 socket on 0.0.0.0 (an IPv4 flannel.1 kept from an earlier config), and Node's dual-stack :: would not.
+    const s = createSocket({ type: isIpv6Text(host) ? "udp6" : "udp4", reuseAddr: false, ipv6Only: isIpv6Text(host) });
     s.once("error", (err) => {
       s.close();
       resolve(err);

@@ -3,7 +3,8 @@
 // and addresses), else the interface of the default route (IPv6's when IPv4 is off). The chosen
 // interface must have a global address of every enabled family (in wasm-vxlan the IPv6 one may be
 // missing: IPv6 then rides the IPv4 underlay, in dual-stack and IPv6-only alike); --public-ip and
-// --public-ipv6 override the addresses peers send to.
+// --public-ipv6 override the addresses peers send to. Of several global IPv6 addresses, see rankIpv6.
+import type { Logger } from "pino";
 import { WeftError } from "../errors.js";
 import type { Underlay } from "../backends/backend.js";
 import type { Kernel } from "../kernel/iproute.js";
@@ -40,25 +41,47 @@ export interface UnderlayFamilies {
 interface AddrInfo {
   ifname: string;
   mtu: number;
-  addr_info?: Array<{ family: string; local: string; scope: string }>;
+  addr_info?: Array<{ family: string; local: string; scope: string } & Partial<Record<Avoided | "dadfailed", true>>>;
 }
+
+/** IPv6 address flags (as `ip -json` keys) of an address that may go away or not be this node's own
+ *  for long: a privacy address, one past its preferred lifetime, one still in (or failing) DAD. */
+const AVOIDED = ["temporary", "deprecated", "tentative"] as const;
+type Avoided = (typeof AVOIDED)[number];
 
 interface Link {
   iface: string;
   mtu: number;
   v4: string[];
+  /** Best first (see rankIpv6). */
   v6: string[];
+  /** Why v6[0] leads, where the interface has more than one global IPv6 address. */
+  v6Choice?: { why: string; skipped: Array<{ addr: string; flags: string[] }> };
 }
 
 export async function chooseUnderlay(
   kernel: Kernel,
   choice: UnderlayChoice,
   families: UnderlayFamilies = { ipv4: true, ipv6: false },
+  log?: Logger,
 ): Promise<Underlay> {
-  const links: Link[] = (await kernel.ipJson<AddrInfo[]>(["addr", "show"])).map((l) => {
-    const global = (family: string) =>
-      (l.addr_info ?? []).filter((a) => a.family === family && a.scope === "global").map((a) => a.local);
-    return { iface: l.ifname, mtu: l.mtu, v4: global("inet"), v6: global("inet6") };
+  const addrs = await kernel.ipJson<AddrInfo[]>(["addr", "show"]);
+  // The default route's `src` is the one IPv6 address an admin marks as the host's own; read only
+  // where there is a choice to make (and so never on a host without IPv6).
+  const several = (l: AddrInfo) =>
+    (l.addr_info ?? []).filter((a) => a.family === "inet6" && a.scope === "global").length > 1;
+  const defaultSrc6 =
+    families.ipv6 && addrs.some(several)
+      ? await kernel.ipJson<Array<{ dev?: string; prefsrc?: string }>>(["-6", "route", "show", "default"])
+      : [];
+  const links: Link[] = addrs.map((l) => {
+    const global = (family: string) => (l.addr_info ?? []).filter((a) => a.family === family && a.scope === "global");
+    return {
+      iface: l.ifname,
+      mtu: l.mtu,
+      v4: global("inet").map((a) => a.local),
+      ...rankIpv6(global("inet6"), defaultSrc6.find((r) => r.dev === l.ifname && r.prefsrc)?.prefsrc),
+    };
   });
   const orIpv4 = families.ipv6 === "or-ipv4";
   if (!families.ipv4 && choice.publicIp !== undefined && (!orIpv4 || choice.publicIpv6 !== undefined)) {
@@ -87,13 +110,18 @@ export async function chooseUnderlay(
   const pick = (l: Link, preferred?: string): Underlay => {
     const first = (list: string[]) => (preferred !== undefined && list.includes(preferred) ? preferred : list[0]);
     const v4 = families.ipv4 || v6OverV4(l);
+    const v6 = families.ipv6 && !v6OverV4(l) && (choice.publicIpv6 ?? first(l.v6));
+    // Said only where weft chose: not for --public-ipv6, nor an address --iface named.
+    if (v6 && v6 !== choice.publicIpv6 && v6 !== preferred && l.v6Choice)
+      log?.info(
+        { code: "AGENT_UNDERLAY_IPV6_CHOSEN", iface: l.iface, chosen: v6, others: l.v6.slice(1), ...l.v6Choice },
+        `${l.iface} has several global IPv6 addresses: the underlay takes ${v6}, ${l.v6Choice.why}`,
+      );
     return {
       iface: l.iface,
       mtu: l.mtu,
       ...(v4 && { addr: parseIpv4(choice.publicIp ?? first(l.v4)) }),
-      ...(families.ipv6 &&
-        !v6OverV4(l) &&
-        (choice.publicIpv6 !== undefined || l.v6.length > 0) && { addr6: parseIpv6(choice.publicIpv6 ?? first(l.v6)) }),
+      ...(v6 && { addr6: parseIpv6(v6) }),
     };
   };
   const sameAddr = (a: string, b: string) => (isIpv6Text(a) && isIpv6Text(b) ? parseIpv6(a) === parseIpv6(b) : a === b);
@@ -155,6 +183,38 @@ export async function chooseUnderlay(
     "AGENT_UNDERLAY_NOT_FOUND",
     `no default ${order.map((f) => `IPv${f}`).join(" or ")} route through an interface with a global ${wanted} address to choose the underlay from; pass --iface NAME or --iface ADDRESS (interfaces here: ${describeLinks()})${families.ipv6 === true && !families.ipv4 ? noV6Hint : ""}`,
   );
+}
+
+/**
+ * An interface's global IPv6 addresses, best first: never one whose DAD failed; the default route's
+ * `src`, else the oldest (the kernel lists the newest first, and an address added after boot is as
+ * likely a floating VIP, kube-vip's or keepalived's, that moves away); a privacy, deprecated or still
+ * tentative address only where there is no other.
+ */
+function rankIpv6(addrs: NonNullable<AddrInfo["addr_info"]>, defaultSrc?: string): Pick<Link, "v6" | "v6Choice"> {
+  const usable = addrs.filter((a) => !a.dadfailed);
+  const oldestFirst = (list: typeof usable) => list.map((a) => a.local).reverse();
+  const clean = oldestFirst(usable.filter((a) => !AVOIDED.some((f) => a[f])));
+  const avoided = usable.filter((a) => AVOIDED.some((f) => a[f]));
+  const src = defaultSrc === undefined ? undefined : clean.find((a) => parseIpv6(a) === parseIpv6(defaultSrc));
+  const v6 = [...(src !== undefined ? [src] : []), ...clean.filter((a) => a !== src), ...oldestFirst(avoided)];
+  if (addrs.length < 2 || v6.length === 0) return { v6 };
+  return {
+    v6,
+    v6Choice: {
+      why:
+        clean.length === 0
+          ? "the oldest, as none is free of the flags temporary, deprecated and tentative"
+          : src !== undefined
+            ? "the default route's src"
+            : clean.length > 1
+              ? "the oldest (the default route names no src)"
+              : "the only one free of the flags temporary, deprecated, tentative and dadfailed",
+      skipped: addrs
+        .filter((a) => a.dadfailed || AVOIDED.some((f) => a[f]))
+        .map((a) => ({ addr: a.local, flags: [...AVOIDED, "dadfailed" as const].filter((f) => a[f]) })),
+    },
+  };
 }
 
 /** IPv6-only on a backend that needs an IPv6 underlay: which backend does without one. */

@@ -336,6 +336,24 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
       /^weft: \[CONFIG_FLAG_INVALID\] --public-ip "198\.18\.0": an IPv4 address of this host, like 198\.18\.0\.1$/,
     ],
     [
+      "--public-ip that peers cannot send to (unspecified)",
+      { Network: NETWORK },
+      ["--public-ip", "0.0.0.0"],
+      /^weft: \[CONFIG_FLAG_INVALID\] --public-ip "0\.0\.0\.0": a global unicast IPv4 address of this host, like 198\.18\.0\.1 \(peers cannot send to an unspecified, loopback, link-local, multicast or broadcast one\)$/,
+    ],
+    [
+      "--public-ipv6 link-local",
+      { Network: NETWORK },
+      ["--public-ipv6", "fe80::1"],
+      /^weft: \[CONFIG_FLAG_INVALID\] --public-ipv6 "fe80::1": a global unicast IPv6 address of this host, like 2001:2::1 \(peers cannot send to an unspecified, loopback, link-local or multicast one\)$/,
+    ],
+    [
+      "--public-ipv6 IPv4-mapped",
+      { Network: NETWORK },
+      ["--public-ipv6", "::ffff:198.18.0.1"],
+      /^weft: \[CONFIG_FLAG_INVALID\] --public-ipv6 "::ffff:198\.18\.0\.1": an IPv4-mapped address, which is IPv4 on the wire: give it as --public-ip 198\.18\.0\.1, or give a global unicast IPv6 address of this host$/,
+    ],
+    [
       "--metrics-ip that is no address",
       { Network: NETWORK },
       ["--metrics-ip", "localhost"],
@@ -582,6 +600,33 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
       a.stateDir = a.dir;
       await ns.exec(["ip", "link", "del", "cni0"]);
       await ns.exec(["ip", "route", "del", "198.19.4.0/23"]).catch(() => undefined); // the agent may have removed it
+    }
+  });
+
+  it("IPv6-only vxlan starts on a Backend.Port another process holds over IPv4 only (the kernel's flannel-v6 socket is IPv6-only)", async () => {
+    // The test's other process holds UDP 0.0.0.0:7999, as an IPv4 flannel.1 kept from an earlier config would.
+    // The lower half of NETWORK6, clear of the host's route in it.
+    await writeFile(
+      agents.netConfPath(a),
+      JSON.stringify({
+        EnableIPv4: false,
+        EnableIPv6: true,
+        IPv6Network: "2001:2:0:8000::/50",
+        Backend: { Type: "vxlan", Port: 7999 },
+      }),
+    );
+    a.stateDir = join(a.dir, "state-ipv6-only-port");
+    try {
+      agents.start(a, [], []);
+      await agents.waitReady(a);
+      const link = JSON.parse(await a.host.ns.exec(["ip", "-d", "-j", "link", "show", "flannel-v6.1"])) as Array<{
+        linkinfo: { info_data: { port: number } };
+      }>;
+      expect(link[0]?.linkinfo.info_data.port).toBe(7999);
+      expect(holder.exitCode).toBeNull();
+    } finally {
+      await agents.stop(a);
+      a.stateDir = a.dir;
     }
   });
 

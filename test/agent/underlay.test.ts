@@ -2,6 +2,7 @@
 // --iface-regex over names and addresses, the interface holding --public-ip(v6) or else the
 // default route's, and --public-ip(v6) overriding the address; the interface must have a global address of every enabled family. Real interfaces
 // in a namespace of the test's own.
+import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { chooseUnderlay, ifaceRegExp } from "../../src/agent/underlay.js";
 import { parseIpv4 } from "../../src/net/ipv4.js";
@@ -169,5 +170,95 @@ describe.skipIf(!canUseNetns())("underlay choice", () => {
     await expect(chooseUnderlay(ns.kernel, { iface: ["u4"] }, V6)).rejects.toThrow(
       /no interface with a global IPv6 address matches --iface u4.*use Backend\.Type wasm-vxlan, which carries IPv6 over an IPv4 underlay too/,
     );
+  });
+});
+
+describe.skipIf(!canUseNetns())("underlay choice among several IPv6 addresses", () => {
+  let ns: Netns;
+  const logged: Array<Record<string, unknown>> = [];
+  const log = pino({ level: "info" }, { write: (line: string) => void logged.push(JSON.parse(line)) });
+
+  beforeAll(async () => {
+    ns = await Netns.create("uly6");
+    // The peer stays down: without carrier, an address added without nodad stays tentative.
+    await ns.ip("link add m6 mtu 1400 type veth peer name m6p mtu 1400");
+    await ns.ip("link set m6 up");
+    // Oldest first, as a host gets them: its own address, one past its preferred lifetime, one in DAD.
+    await ns.ip("addr add 2001:2::10/64 dev m6 nodad");
+    await ns.ip("addr add 2001:2::11/64 dev m6 nodad preferred_lft 0");
+    await ns.ip("addr add 2001:2::13/64 dev m6");
+    await ns.ip("-6 route add default dev m6");
+    await ns.ip("link add d6 mtu 1400 type veth peer name d6p mtu 1400");
+    await ns.ip("link set d6 up");
+    await ns.ip("addr add 2001:2::20/64 dev d6 nodad preferred_lft 0");
+    await ns.ip("addr add 2001:2::21/64 dev d6 nodad preferred_lft 0");
+  });
+
+  afterAll(async () => {
+    await ns?.destroy();
+  });
+
+  it("takes the oldest usable one, not a newer floating address, nor a deprecated or tentative one, and logs why", async () => {
+    const addrs = JSON.parse(await ns.ip("-j -6 addr show dev m6")) as Array<{ addr_info: object[] }>;
+    expect(addrs[0]?.addr_info).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ local: "2001:2::11", deprecated: true }),
+        expect.objectContaining({ local: "2001:2::13", tentative: true }),
+      ]),
+    );
+    expect(await chooseUnderlay(ns.kernel, {}, V6, log)).toEqual({
+      iface: "m6",
+      mtu: 1400,
+      addr6: parseIpv6("2001:2::10"),
+    });
+    // A VIP (kube-vip's, keepalived's) added later is listed first by the kernel.
+    await ns.ip("addr add 2001:2::12/128 dev m6 nodad");
+    logged.length = 0;
+    expect(await chooseUnderlay(ns.kernel, { iface: ["m6"] }, V6_OR_V4, log)).toMatchObject({
+      addr6: parseIpv6("2001:2::10"),
+    });
+    expect(logged).toEqual([
+      expect.objectContaining({
+        code: "AGENT_UNDERLAY_IPV6_CHOSEN",
+        iface: "m6",
+        chosen: "2001:2::10",
+        others: ["2001:2::12", "2001:2::11", "2001:2::13"],
+        skipped: [
+          { addr: "2001:2::13", flags: ["tentative"] },
+          { addr: "2001:2::11", flags: ["deprecated"] },
+        ],
+        msg: expect.stringMatching(/takes 2001:2::10, the oldest/),
+      }),
+    ]);
+  });
+
+  it("the default route's src wins; an address --iface names or --public-ipv6 wins over both, unlogged", async () => {
+    await ns.ip("-6 route replace default dev m6 src 2001:2::12");
+    try {
+      logged.length = 0;
+      expect(await chooseUnderlay(ns.kernel, {}, V6, log)).toMatchObject({ addr6: parseIpv6("2001:2::12") });
+      expect(logged).toEqual([
+        expect.objectContaining({ chosen: "2001:2::12", msg: expect.stringMatching(/the default route's src$/) }),
+      ]);
+      logged.length = 0;
+      expect(await chooseUnderlay(ns.kernel, { iface: ["2001:2::11"] }, V6, log)).toMatchObject({
+        addr6: parseIpv6("2001:2::11"),
+      });
+      expect(await chooseUnderlay(ns.kernel, { publicIpv6: "2001:2::10" }, V6, log)).toMatchObject({
+        iface: "m6",
+        addr6: parseIpv6("2001:2::10"),
+      });
+      expect(logged).toEqual([]);
+    } finally {
+      await ns.ip("-6 route replace default dev m6");
+    }
+  });
+
+  it("an interface with deprecated addresses only still has an underlay address: the oldest", async () => {
+    expect(await chooseUnderlay(ns.kernel, { iface: ["d6"] }, V6, log)).toEqual({
+      iface: "d6",
+      mtu: 1400,
+      addr6: parseIpv6("2001:2::20"),
+    });
   });
 });
