@@ -271,6 +271,63 @@ describe("gossip stream limits", () => {
     }
   });
 
+  it("at the limit, connections whose replies wait unread give their slots before a newer one whose request is arriving", async () => {
+    const MiB = 1024 * KiB;
+    const t = await UdpTcpTransport.open({
+      host: "127.0.0.1",
+      port: 0,
+      maxConnections: 4,
+      maxConnectionsPerSource: 64,
+      maxStreamBytes: 8 * MiB,
+    });
+    // Requests starting with 1 (captured push-pulls replayed) get 6 MiB, more than loopback's
+    // socket buffers take from a reader that does not read; others are echoed.
+    let answered = 0;
+    t.onExchange(async (_from, frame) => {
+      if (frame[0] !== 1) return frame;
+      answered++;
+      return new Uint8Array(6 * MiB);
+    });
+    const socks: Socket[] = [];
+    try {
+      for (let i = 0; i < 3; i++) {
+        const s = connect({ host: "127.0.0.1", port: t.local.port });
+        s.on("error", () => {});
+        socks.push(s);
+        await new Promise((r) => s.once("connect", r));
+        s.pause();
+        s.write(Buffer.from([0, 0, 0, 1, 1]));
+        for (let j = 0; j < 250 && answered <= i; j++) await new Promise((r) => setTimeout(r, 20));
+      }
+      expect(answered).toBe(3);
+      await new Promise((r) => setImmediate(r));
+      // A peer's request takes the last slot and is still arriving when one more connection comes.
+      const peer = connect({ host: "127.0.0.1", port: t.local.port });
+      peer.on("error", () => {});
+      socks.push(peer);
+      await new Promise((r) => peer.once("connect", r));
+      const reply = new Promise<Buffer>((r) => peer.once("data", r));
+      await new Promise((r) => peer.write(Buffer.from([0, 0, 0, 3, 2]), r));
+      for (let i = 0; i < 50 && t.pendingBytes === 0; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(await stall(t.local.port, 1000, 10, socks)).toBe(true);
+      for (let i = 0; i < 50 && t.stats.evictedForSlot === 0; i++) await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, 100));
+      // Before, the peer's request went (the only one still arriving) and each retry again.
+      expect(peer.closed).toBe(false);
+      peer.write(Buffer.from([2, 2]));
+      expect(await reply).toEqual(Buffer.from([0, 0, 0, 3, 2, 2, 2]));
+      expect(t.stats.evictedForSlot).toBe(1);
+      // The oldest went: its client, reading now, finds its connection closed.
+      socks[0].resume();
+      for (let i = 0; i < 250 && !socks[0].closed; i++) await new Promise((r) => setTimeout(r, 20));
+      expect([0, 1, 2, 4].map((i) => socks[i].closed)).toEqual([true, false, false, false]);
+      expect(t.stats.rejectedConnections).toBe(0);
+    } finally {
+      for (const s of socks) s.destroy();
+      await t.close();
+    }
+  });
+
   it("each chunk held counts with its overhead: a connection trickling 1-byte segments goes over the budget", async () => {
     const t = await UdpTcpTransport.open({
       host: "127.0.0.1",

@@ -20,8 +20,8 @@ export interface UdpTcpOptions {
   /** Largest stream frame either way; a longer announced length closes the connection. */
   readonly maxStreamBytes?: number;
   /** Concurrent inbound stream connections; at the limit a new one closes the oldest whose request
-   *  is not yet whole (see hold() for why the oldest), else the oldest whose reply is not yet sent
-   *  out, or is closed at once if there is neither. */
+   *  is not yet whole or whose reply is not yet sent out (see hold() for why the oldest), or is
+   *  closed at once if there is none. */
   readonly maxConnections?: number;
   /** Concurrent inbound stream connections from one address, so that one host cannot take them
    *  all; over it a new one closes that address's oldest as maxConnections does. Per address, not
@@ -100,8 +100,8 @@ export class UdpTcpTransport implements Transport {
   /** Bytes each inbound connection holds of a request not yet whole, in order of acceptance. */
   private readonly pending = new Map<Socket, number>();
   private pendingTotal = 0;
-  /** Inbound connections whose reply is written but not yet sent out (a client not reading), in
-   *  order: they may be closed for a newer connection, after those still sending their request. */
+  /** Inbound connections whose reply is written but not yet sent out (a client not reading): they
+   *  may be closed for a newer connection, as those still sending their request may. */
   private readonly replying = new Set<Socket>();
   private lastEvictedLog = -Infinity;
   private readonly evictedSinceLog = { overBudget: 0, forSlot: 0 };
@@ -336,14 +336,15 @@ export class UdpTcpTransport implements Transport {
   }
 
   /**
-   * The connection to close for a newer one (of `source`'s, if given): the oldest whose request is
-   * not yet whole, else the oldest whose reply is not yet sent out; undefined if there is neither
-   * (all are being answered, which is brief).
+   * The connection to close for a newer one (of `source`'s, if given): the oldest accepted whose
+   * request is not yet whole or whose reply is not yet sent out, both kinds together; undefined if
+   * there is neither (all are being answered, which is brief). By age alone, not request-arriving
+   * first: else unread replies (replayed requests) holding all other slots let one connection close
+   * a peer's request; oldest first, a flood must open maxConnections while it is in flight.
    */
   private evictable(source?: string): Socket | undefined {
-    for (const group of [this.pending.keys(), this.replying]) {
-      for (const s of group) if (source === undefined || this.inbound.get(s) === source) return s;
-    }
+    for (const [s, from] of this.inbound)
+      if ((source === undefined || from === source) && (this.pending.has(s) || this.replying.has(s))) return s;
     return undefined;
   }
 
