@@ -407,6 +407,50 @@ describe("gossip stream limits", () => {
   });
 
   it.skipIf(!canUseNetns())(
+    "addresses of one IPv6 /64 together hold at most their /64's share, and at the limit the /64 holding the most slots gives one up",
+    async () => {
+      const ns = await Netns.create("slots64");
+      try {
+        // One host with several addresses of its /64 (added at will, nodad), ::1 and 127.0.0.1 besides.
+        for (const a of ["2001:2::1", "2001:2::2", "2001:2::3", "2001:2::4", "2001:2::5"])
+          await ns.ip(`addr add ${a}/64 dev lo nodad`);
+        // A listener on all addresses allowing 6 connections, 2 an address and 3 a /64; then
+        // connections one after the other, each announcing a frame it never sends.
+        const script = `(async () => {
+        const { connect } = require("node:net");
+        const { UdpTcpTransport } = await import(${JSON.stringify(new URL("../../dist/src/control/transport/udp-tcp.js", import.meta.url).href)});
+        const t = await UdpTcpTransport.open({ host: "::", port: 0, maxConnections: 6, maxConnectionsPerSource: 2, maxConnectionsPerPrefix: 3 });
+        const closed = [];
+        const from = [["127.0.0.1", "127.0.0.1"], ["::1", "2001:2::2"], ["::1", "2001:2::3"], ["::1", "2001:2::4"], ["::1", "2001:2::5"], ["::1", "::1"], ["127.0.0.1", "127.0.0.1"], ["::1", "::1"]];
+        for (const [i, [host, localAddress]] of from.entries()) {
+          const s = connect({ host, port: t.local.port, localAddress });
+          s.on("error", () => {});
+          s.once("close", () => (closed[i] = true));
+          closed[i] = false;
+          await new Promise((r) => s.once("connect", r));
+          s.write(Buffer.from([0, 0, 1, 0]));
+          for (let j = 0; j < 50 && t.stats.evictedForSlot + t.stats.rejectedConnections < (i >= 7 ? 2 : i >= 4 ? 1 : 0); j++) await new Promise((r) => setTimeout(r, 20));
+        }
+        await new Promise((r) => setTimeout(r, 300));
+        console.log(JSON.stringify({ rejected: t.stats.rejectedConnections, evicted: t.stats.evictedForSlot, closed }));
+        process.exit(0);
+      })();`;
+        const out = JSON.parse(await ns.exec([process.execPath, "-e", script]));
+        // ::5 took the slot of ::2 (its /64 held 3); the last ::1 that of ::3, its /64 holding the
+        // most slots, though 127.0.0.1's first was older. Before, the /64's addresses were counted
+        // apart (::5 closed none) and at the limit the oldest of all went.
+        expect(out).toEqual({
+          rejected: 0,
+          evicted: 2,
+          closed: [false, true, true, false, false, false, false, false],
+        });
+      } finally {
+        await ns.destroy();
+      }
+    },
+  );
+
+  it.skipIf(!canUseNetns())(
     "IPv6 addresses of one /64 each have their own share of the stream slots; over it an address's oldest goes",
     async () => {
       const ns = await Netns.create("slots6");
