@@ -2,6 +2,7 @@
 // never take the slots inbound ones need, connections closed for the limits are counted in
 // /metrics, bytes held by requests not yet whole (unauthenticated) stay within a budget, answered
 // requests do not keep their slots, and a datagram the socket refuses is counted, never thrown.
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { createServer, connect, type Server, type Socket } from "node:net";
 import { describe, expect, it } from "vitest";
@@ -265,6 +266,12 @@ describe("gossip stream limits", () => {
       expect(Buffer.from(await client.exchange(t.local, frame, 5000))).toEqual(Buffer.from(frame));
       expect(t.stats.rejectedConnections).toBe(0);
       expect(t.stats.evictedForSlot).toBe(1);
+      // Reset, not closed in order: else the kernel keeps the reply buffered, orphaned in FIN-WAIT-1,
+      // sending on to a client that does not read.
+      const orphaned = () =>
+        execFileSync("ss", ["-Htn", "state", "fin-wait-1", "sport", "=", `:${t.local.port}`], { encoding: "utf8" });
+      await new Promise((r) => setTimeout(r, 200));
+      expect(orphaned()).toBe("");
     } finally {
       s.destroy();
       await Promise.all([t.close(), client.close()]);

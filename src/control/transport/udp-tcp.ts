@@ -380,11 +380,15 @@ export class UdpTcpTransport implements Transport {
   /** Closes an inbound connection whose request is not yet whole or whose reply is not yet out,
    *  counted, and logged at a bounded rate. */
   private evict(sock: Socket, why: "overBudget" | "forSlot"): void {
+    const unread = this.replying.has(sock);
     this.forget(sock);
     if (why === "overBudget") this.stats.overBudgetStreams++;
     else this.stats.evictedForSlot++;
     this.evictedSinceLog[why]++;
-    sock.destroy(new WeftError("TRANSPORT_REFUSED", `closed (${why}) before its request was whole or its reply out`));
+    // A reply still buffered is dropped with a reset: closed in order, the kernel would keep it,
+    // orphaned, sending on to a client that does not read.
+    if (unread) sock.resetAndDestroy();
+    else sock.destroy(new WeftError("TRANSPORT_REFUSED", `closed (${why}) before its request was whole`));
     if (Date.now() - this.lastEvictedLog < EVICTED_LOG_INTERVAL_MS) return;
     this.lastEvictedLog = Date.now();
     this.logger?.warn(
