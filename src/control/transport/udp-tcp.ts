@@ -21,8 +21,8 @@ export interface UdpTcpOptions {
   /** Largest stream frame either way; a longer announced length closes the connection. */
   readonly maxStreamBytes?: number;
   /** Concurrent inbound stream connections; at the limit a new one closes the oldest whose request
-   *  is not yet whole or whose reply is not yet sent out (see hold() for why the oldest), or is
-   *  closed at once if there is none. */
+   *  is not yet whole or whose reply is not yet sent out (see hold() for why the oldest) of the
+   *  IPv6 /64 (IPv4: address) holding the most slots, or is closed at once if there is none. */
   readonly maxConnections?: number;
   /** Concurrent inbound stream connections from one address, so that one host cannot take them
    *  all; over it a new one closes that address's oldest as maxConnections does. Per address, not
