@@ -2,6 +2,7 @@
 // never take the slots inbound ones need, connections closed for the limits are counted in
 // /metrics, bytes held by requests not yet whole (unauthenticated) stay within a budget, answered
 // requests do not keep their slots, and a datagram the socket refuses is counted, never thrown.
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { createServer, connect, type Server, type Socket } from "node:net";
 import { describe, expect, it } from "vitest";
@@ -265,9 +266,72 @@ describe("gossip stream limits", () => {
       expect(Buffer.from(await client.exchange(t.local, frame, 5000))).toEqual(Buffer.from(frame));
       expect(t.stats.rejectedConnections).toBe(0);
       expect(t.stats.evictedForSlot).toBe(1);
+      // Reset, not closed in order: else the kernel keeps the reply buffered, orphaned in FIN-WAIT-1,
+      // sending on to a client that does not read.
+      const orphaned = () =>
+        execFileSync("ss", ["-Htn", "state", "fin-wait-1", "sport", "=", `:${t.local.port}`], { encoding: "utf8" });
+      await new Promise((r) => setTimeout(r, 200));
+      expect(orphaned()).toBe("");
     } finally {
       s.destroy();
       await Promise.all([t.close(), client.close()]);
+    }
+  });
+
+  it("at the limit, connections whose replies wait unread give their slots before a newer one whose request is arriving", async () => {
+    const MiB = 1024 * KiB;
+    const t = await UdpTcpTransport.open({
+      host: "127.0.0.1",
+      port: 0,
+      maxConnections: 4,
+      maxConnectionsPerSource: 64,
+      maxStreamBytes: 8 * MiB,
+    });
+    // Requests starting with 1 (captured push-pulls replayed) get 6 MiB, more than loopback's
+    // socket buffers take from a reader that does not read; others are echoed.
+    let answered = 0;
+    t.onExchange(async (_from, frame) => {
+      if (frame[0] !== 1) return frame;
+      answered++;
+      return new Uint8Array(6 * MiB);
+    });
+    const socks: Socket[] = [];
+    try {
+      for (let i = 0; i < 3; i++) {
+        const s = connect({ host: "127.0.0.1", port: t.local.port });
+        s.on("error", () => {});
+        socks.push(s);
+        await new Promise((r) => s.once("connect", r));
+        s.pause();
+        s.write(Buffer.from([0, 0, 0, 1, 1]));
+        for (let j = 0; j < 250 && answered <= i; j++) await new Promise((r) => setTimeout(r, 20));
+      }
+      expect(answered).toBe(3);
+      await new Promise((r) => setImmediate(r));
+      // A peer's request takes the last slot and is still arriving when one more connection comes.
+      const peer = connect({ host: "127.0.0.1", port: t.local.port });
+      peer.on("error", () => {});
+      socks.push(peer);
+      await new Promise((r) => peer.once("connect", r));
+      const reply = new Promise<Buffer>((r) => peer.once("data", r));
+      await new Promise((r) => peer.write(Buffer.from([0, 0, 0, 3, 2]), r));
+      for (let i = 0; i < 50 && t.pendingBytes === 0; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(await stall(t.local.port, 1000, 10, socks)).toBe(true);
+      for (let i = 0; i < 50 && t.stats.evictedForSlot === 0; i++) await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, 100));
+      // Before, the peer's request went (the only one still arriving) and each retry again.
+      expect(peer.closed).toBe(false);
+      peer.write(Buffer.from([2, 2]));
+      expect(await reply).toEqual(Buffer.from([0, 0, 0, 3, 2, 2, 2]));
+      expect(t.stats.evictedForSlot).toBe(1);
+      // The oldest went: its client, reading now, finds its connection closed.
+      socks[0].resume();
+      for (let i = 0; i < 250 && !socks[0].closed; i++) await new Promise((r) => setTimeout(r, 20));
+      expect([0, 1, 2, 4].map((i) => socks[i].closed)).toEqual([true, false, false, false]);
+      expect(t.stats.rejectedConnections).toBe(0);
+    } finally {
+      for (const s of socks) s.destroy();
+      await t.close();
     }
   });
 
@@ -348,6 +412,50 @@ describe("gossip stream limits", () => {
       await t.close();
     }
   });
+
+  it.skipIf(!canUseNetns())(
+    "addresses of one IPv6 /64 together hold at most their /64's share, and at the limit the /64 holding the most slots gives one up",
+    async () => {
+      const ns = await Netns.create("slots64");
+      try {
+        // One host with several addresses of its /64 (added at will, nodad), ::1 and 127.0.0.1 besides.
+        for (const a of ["2001:2::1", "2001:2::2", "2001:2::3", "2001:2::4", "2001:2::5"])
+          await ns.ip(`addr add ${a}/64 dev lo nodad`);
+        // A listener on all addresses allowing 6 connections, 2 an address and 3 a /64; then
+        // connections one after the other, each announcing a frame it never sends.
+        const script = `(async () => {
+        const { connect } = require("node:net");
+        const { UdpTcpTransport } = await import(${JSON.stringify(new URL("../../dist/src/control/transport/udp-tcp.js", import.meta.url).href)});
+        const t = await UdpTcpTransport.open({ host: "::", port: 0, maxConnections: 6, maxConnectionsPerSource: 2, maxConnectionsPerPrefix: 3 });
+        const closed = [];
+        const from = [["127.0.0.1", "127.0.0.1"], ["::1", "2001:2::2"], ["::1", "2001:2::3"], ["::1", "2001:2::4"], ["::1", "2001:2::5"], ["::1", "::1"], ["127.0.0.1", "127.0.0.1"], ["::1", "::1"]];
+        for (const [i, [host, localAddress]] of from.entries()) {
+          const s = connect({ host, port: t.local.port, localAddress });
+          s.on("error", () => {});
+          s.once("close", () => (closed[i] = true));
+          closed[i] = false;
+          await new Promise((r) => s.once("connect", r));
+          s.write(Buffer.from([0, 0, 1, 0]));
+          for (let j = 0; j < 50 && t.stats.evictedForSlot + t.stats.rejectedConnections < (i >= 7 ? 2 : i >= 4 ? 1 : 0); j++) await new Promise((r) => setTimeout(r, 20));
+        }
+        await new Promise((r) => setTimeout(r, 300));
+        console.log(JSON.stringify({ rejected: t.stats.rejectedConnections, evicted: t.stats.evictedForSlot, closed }));
+        process.exit(0);
+      })();`;
+        const out = JSON.parse(await ns.exec([process.execPath, "-e", script]));
+        // ::5 took the slot of ::2 (its /64 held 3); the last ::1 that of ::3, its /64 holding the
+        // most slots, though 127.0.0.1's first was older. Before, the /64's addresses were counted
+        // apart (::5 closed none) and at the limit the oldest of all went.
+        expect(out).toEqual({
+          rejected: 0,
+          evicted: 2,
+          closed: [false, true, true, false, false, false, false, false],
+        });
+      } finally {
+        await ns.destroy();
+      }
+    },
+  );
 
   it.skipIf(!canUseNetns())(
     "IPv6 addresses of one /64 each have their own share of the stream slots; over it an address's oldest goes",

@@ -206,7 +206,9 @@ export class FailureDetector {
     // A round that started late (timer delay) is shortened to end on time, so the node keeps its
     // phase; but never below the time the helpers' nacks need (shortestProbeMs): a round that
     // ended before them counted each as missed. What that leaves of the lateness, the next rounds
-    // take up, each starting at once while under a quarter interval behind.
+    // take up, each starting at once while under a quarter interval behind, but each by at most
+    // interval − shortestProbeMs (50 ms with LAN): under steady lag over that per round, the node
+    // falls a quarter interval behind and skips a slot.
     const since = sinceProbeTime(now, config.probeIntervalMs, this.phase);
     const behind = since <= config.probeIntervalMs / 4 ? since : 0;
     const timeout = awareness.scale(config.probeTimeoutMs);

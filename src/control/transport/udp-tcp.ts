@@ -8,6 +8,7 @@ import { isIPv6 } from "node:net";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import type { Logger } from "pino";
 import { isWeftError, WeftError } from "../../errors.js";
+import { parseIpv6 } from "../../net/ipv6.js";
 import type { Addr, Transport } from "../runtime.js";
 
 export interface UdpTcpOptions {
@@ -20,13 +21,17 @@ export interface UdpTcpOptions {
   /** Largest stream frame either way; a longer announced length closes the connection. */
   readonly maxStreamBytes?: number;
   /** Concurrent inbound stream connections; at the limit a new one closes the oldest whose request
-   *  is not yet whole (see hold() for why the oldest), else the oldest whose reply is not yet sent
-   *  out, or is closed at once if there is neither. */
+   *  is not yet whole or whose reply is not yet sent out (see hold() for why the oldest) of the
+   *  IPv6 /64 (IPv4: address) holding the most slots, or is closed at once if there is none. */
   readonly maxConnections?: number;
   /** Concurrent inbound stream connections from one address, so that one host cannot take them
    *  all; over it a new one closes that address's oldest as maxConnections does. Per address, not
    *  per IPv6 /64: in clouds and SLAAC LANs all nodes share one /64. */
   readonly maxConnectionsPerSource?: number;
+  /** Concurrent inbound stream connections from one IPv6 /64, since one host can add addresses in
+   *  its /64 at will; over it a new one closes the /64's oldest. Default half of maxConnections:
+   *  larger than one address's share, as all nodes of a cloud subnet share one /64. */
+  readonly maxConnectionsPerPrefix?: number;
   /** An inbound connection must deliver its whole request within this time (a deadline, not an
    *  idle timeout: a client trickling a byte at a time is cut off all the same). */
   readonly inboundTimeoutMs?: number;
@@ -51,7 +56,7 @@ export type TransportStats = {
   /** Inbound connections closed because the bytes held before requests were whole went over maxPendingBytes. */
   overBudgetStreams: number;
   /** Inbound connections whose request was not yet whole or whose reply was not yet sent out,
-   *  closed for a newer one at maxConnections or at maxConnectionsPerSource. */
+   *  closed for a newer one at maxConnections, maxConnectionsPerSource or maxConnectionsPerPrefix. */
   evictedForSlot: number;
 };
 
@@ -94,14 +99,16 @@ export class UdpTcpTransport implements Transport {
     Promise.reject(new WeftError("TRANSPORT_CLOSED", "no exchange handler"));
   /** Inbound connections (the limits count these only) and this node's own outbound exchanges,
    *  kept apart so that a burst of our own push-pulls never takes a slot a joining peer needs. */
-  private readonly inbound = new Map<Socket, string>(); // → its source address
+  private readonly inbound = new Map<Socket, Origin>();
   private readonly outbound = new Set<Socket>();
   private readonly perSource = new Map<string, number>();
+  /** By IPv6 /64; an IPv4 address is its own group, bounded by perSource alone. */
+  private readonly perGroup = new Map<string, number>();
   /** Bytes each inbound connection holds of a request not yet whole, in order of acceptance. */
   private readonly pending = new Map<Socket, number>();
   private pendingTotal = 0;
-  /** Inbound connections whose reply is written but not yet sent out (a client not reading), in
-   *  order: they may be closed for a newer connection, after those still sending their request. */
+  /** Inbound connections whose reply is written but not yet sent out (a client not reading): they
+   *  may be closed for a newer connection, as those still sending their request may. */
   private readonly replying = new Set<Socket>();
   private lastEvictedLog = -Infinity;
   private readonly evictedSinceLog = { overBudget: 0, forSlot: 0 };
@@ -115,6 +122,7 @@ export class UdpTcpTransport implements Transport {
     private readonly maxStreamBytes: number,
     private readonly maxConnections: number,
     private readonly maxConnectionsPerSource: number,
+    private readonly maxConnectionsPerPrefix: number,
     private readonly inboundTimeoutMs: number,
     private readonly maxPendingBytes: number,
     private readonly logger: Pick<Logger, "warn"> | undefined,
@@ -176,6 +184,7 @@ export class UdpTcpTransport implements Transport {
           maxStreamBytes,
           opts.maxConnections ?? 64,
           opts.maxConnectionsPerSource ?? 8,
+          opts.maxConnectionsPerPrefix ?? Math.ceil((opts.maxConnections ?? 64) / 2),
           opts.inboundTimeoutMs ?? 10_000,
           maxPendingBytes,
           opts.logger,
@@ -268,21 +277,33 @@ export class UdpTcpTransport implements Transport {
 
   private accept(sock: Socket): void {
     const source = sock.remoteAddress ?? "";
-    // Over an address's share its own oldest goes, not the newcomer, so that stalled connections
-    // cannot lock out that address's real requests; at the limit, the oldest of all.
+    const group = groupOf(source);
+    // Over an address's (or its /64's) share its own oldest goes, not the newcomer, so that stalled
+    // connections cannot lock out that address's real requests. At the limit, the oldest of the
+    // /64 (IPv4: address) holding the most slots: a flood's connections crowd its addresses while a
+    // peer's exchange is one connection, so to close a peer's request a flood must fill every slot
+    // with none of its /64s holding more than the peer's; oldest first within it (see evictable()).
     const overShare = (this.perSource.get(source) ?? 0) >= this.maxConnectionsPerSource;
+    const overGroup = group !== source && (this.perGroup.get(group) ?? 0) >= this.maxConnectionsPerPrefix;
     const full = this.inbound.size >= this.maxConnections;
-    const victim = overShare || full ? this.evictable(overShare ? source : undefined) : undefined;
-    if (this.closed || ((overShare || full) && !victim)) {
+    const victim = overShare
+      ? this.evictable((o) => Number(o.source === source))
+      : overGroup
+        ? this.evictable((o) => Number(o.group === group))
+        : full
+          ? this.evictable((o) => this.perGroup.get(o.group) ?? 0)
+          : undefined;
+    if (this.closed || ((overShare || overGroup || full) && !victim)) {
       this.stats.rejectedConnections++;
       sock.destroy();
       return;
     }
     if (victim) this.evict(victim, "forSlot");
-    this.inbound.set(sock, source);
+    this.inbound.set(sock, { source, group });
     this.pending.set(sock, 0);
     // Read again: the eviction may have been of a connection from this same source.
-    this.perSource.set(source, (this.perSource.get(source) ?? 0) + 1);
+    count(this.perSource, source, 1);
+    count(this.perGroup, group, 1);
     const deadline = setTimeout(
       () => sock.destroy(new WeftError("TRANSPORT_TIMEOUT", "inbound request too slow")),
       this.inboundTimeoutMs,
@@ -336,25 +357,38 @@ export class UdpTcpTransport implements Transport {
   }
 
   /**
-   * The connection to close for a newer one (of `source`'s, if given): the oldest whose request is
-   * not yet whole, else the oldest whose reply is not yet sent out; undefined if there is neither
-   * (all are being answered, which is brief).
+   * The connection to close for a newer one: of those ranked highest by `rank` (0: none of them),
+   * the oldest accepted whose request is not yet whole or whose reply is not yet sent out, both
+   * kinds together; undefined if there is none (all are being answered, which is brief). By age
+   * alone, not request-arriving first: else unread replies (replayed requests) holding all other
+   * slots let one connection close a peer's request; oldest first, a flood must open new
+   * connections for all the slots while it is in flight.
    */
-  private evictable(source?: string): Socket | undefined {
-    for (const group of [this.pending.keys(), this.replying]) {
-      for (const s of group) if (source === undefined || this.inbound.get(s) === source) return s;
+  private evictable(rank: (from: Origin) => number): Socket | undefined {
+    let victim: Socket | undefined;
+    let best = 0;
+    for (const [s, from] of this.inbound) {
+      const r = rank(from);
+      if (r > best && (this.pending.has(s) || this.replying.has(s))) {
+        best = r;
+        victim = s;
+      }
     }
-    return undefined;
+    return victim;
   }
 
   /** Closes an inbound connection whose request is not yet whole or whose reply is not yet out,
    *  counted, and logged at a bounded rate. */
   private evict(sock: Socket, why: "overBudget" | "forSlot"): void {
+    const unread = this.replying.has(sock);
     this.forget(sock);
     if (why === "overBudget") this.stats.overBudgetStreams++;
     else this.stats.evictedForSlot++;
     this.evictedSinceLog[why]++;
-    sock.destroy(new WeftError("TRANSPORT_REFUSED", `closed (${why}) before its request was whole or its reply out`));
+    // A reply still buffered is dropped with a reset: closed in order, the kernel would keep it,
+    // orphaned, sending on to a client that does not read.
+    if (unread) sock.resetAndDestroy();
+    else sock.destroy(new WeftError("TRANSPORT_REFUSED", `closed (${why}) before its request was whole`));
     if (Date.now() - this.lastEvictedLog < EVICTED_LOG_INTERVAL_MS) return;
     this.lastEvictedLog = Date.now();
     this.logger?.warn(
@@ -378,15 +412,35 @@ export class UdpTcpTransport implements Transport {
 
   /** sock no longer takes an inbound slot (it closed, or is being closed); idempotent. */
   private forget(sock: Socket): void {
-    const source = this.inbound.get(sock);
-    if (source === undefined) return;
+    const from = this.inbound.get(sock);
+    if (from === undefined) return;
     this.inbound.delete(sock);
     this.replying.delete(sock);
     this.release(sock);
-    const n = (this.perSource.get(source) ?? 1) - 1;
-    if (n === 0) this.perSource.delete(source);
-    else this.perSource.set(source, n);
+    count(this.perSource, from.source, -1);
+    count(this.perGroup, from.group, -1);
   }
+}
+
+/** Where an inbound connection comes from, as the limits count it. */
+type Origin = { readonly source: string; readonly group: string };
+
+/** An IPv6 source's /64 (one host can hold any number of its addresses); an IPv4 source (or
+ *  IPv4-mapped, or anything unparsable) is its own group. */
+function groupOf(source: string): string {
+  if (source.includes(".") || !isIPv6(source)) return source;
+  try {
+    return `${(parseIpv6(source.split("%")[0]) >> 64n).toString(16)}/64`;
+  } catch {
+    return source;
+  }
+}
+
+/** Adds delta to key's count, dropping it at 0. */
+function count(map: Map<string, number>, key: string, delta: number): void {
+  const n = (map.get(key) ?? 0) + delta;
+  if (n <= 0) map.delete(key);
+  else map.set(key, n);
 }
 
 function lengthPrefixed(frame: Uint8Array): Buffer {
