@@ -9,7 +9,7 @@ import { mkdir, readFile, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Logger } from "pino";
 import type { Backend, BackendAnnouncement, BackendCounters, Underlay } from "../backends/backend.js";
-import { withTotals, type DataplaneCounters, type DataplaneTotals } from "../dataplane/dataplane.js";
+import { addTotals, withTotals, type DataplaneCounters, type DataplaneTotals } from "../dataplane/dataplane.js";
 import { backendOptions, createBackend, overlayDevice } from "../backends/index.js";
 import { backendInForce, ignoredKeysMessage, parseNetConf, type NetConf } from "../config/net-conf.js";
 import { ControlPlane } from "../control/control-plane.js";
@@ -1150,8 +1150,7 @@ export class Agent {
     if (port) lane.socketDropsBase += udpSocketDrops([port]).drops;
     const d = backend.dataplaneCounters?.({ peers: true });
     if (!d) return;
-    const { tx, rx, peers, io, tunRingDrops, workerRestarts } = withTotals(d, lane.dataplaneBase);
-    lane.dataplaneBase = { tx, rx, peers, io, tunRingDrops, workerRestarts };
+    lane.dataplaneBase = addTotals(lane.dataplaneBase, d);
   }
 
   /** The running userspace dataplane's counters of a family, with those of its stopped ones added. */
