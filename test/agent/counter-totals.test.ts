@@ -27,16 +27,23 @@ describe.skipIf(!canUseNetns())("dataplane counters across backend rebuilds", ()
     settled: { what: "its peer", check: (s) => s.ready && s.peers.length === 1 },
   });
 
+  /** `value`, which must be there: a sample or count gone is a failure, not a 0. */
+  const present = <T>(value: T | undefined, what: string): T => {
+    expect(value, what).toBeDefined();
+    return value as T;
+  };
+
   /** a1's counters: every counter sample of a scrape, and status' forwarded packets. */
   const read = async (a1: LabAgent) => {
     const samples = counterSamples(String(await agentRequest(a1.stateDir, "GET", "/metrics")));
     const s = await env.agents.status(a1);
+    const sample = (series: string) => present(samples.get(series), series);
     return {
       samples,
-      tx: samples.get('weft_dataplane_packets_total{family="4",direction="tx",verdict="FORWARD"}') ?? 0,
-      rx: samples.get('weft_dataplane_packets_total{family="4",direction="rx",verdict="FORWARD"}') ?? 0,
-      statusTx: s.dataplane?.tx.packets.FORWARD ?? 0,
-      peerTx: s.dataplane?.peers.host2?.txPackets ?? 0,
+      tx: sample('weft_dataplane_packets_total{family="4",direction="tx",verdict="FORWARD"}'),
+      rx: sample('weft_dataplane_packets_total{family="4",direction="rx",verdict="FORWARD"}'),
+      statusTx: present(s.dataplane?.tx.packets.FORWARD, "status' tx FORWARD"),
+      peerTx: present(s.dataplane?.peers.host2?.txPackets, "status' host2 txPackets"),
     };
   };
 
@@ -56,7 +63,7 @@ describe.skipIf(!canUseNetns())("dataplane counters across backend rebuilds", ()
     received: number,
   ) => {
     for (const [series, value] of was.samples)
-      expect(now.samples.get(series) ?? 0, series).toBeGreaterThanOrEqual(value);
+      expect(present(now.samples.get(series), series), series).toBeGreaterThanOrEqual(value);
     for (const k of ["tx", "rx", "statusTx", "peerTx"] as const)
       expect(now[k], k).toBeGreaterThanOrEqual(was[k] + received);
   };
