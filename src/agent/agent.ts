@@ -9,7 +9,7 @@ import { mkdir, readFile, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Logger } from "pino";
 import type { Backend, BackendAnnouncement, BackendCounters, Underlay } from "../backends/backend.js";
-import { withTotals, type DataplaneCounters, type DataplaneTotals } from "../dataplane/dataplane.js";
+import { addTotals, withTotals, type DataplaneCounters, type DataplaneTotals } from "../dataplane/dataplane.js";
 import { backendOptions, createBackend, overlayDevice } from "../backends/index.js";
 import { backendInForce, ignoredKeysMessage, parseNetConf, type NetConf } from "../config/net-conf.js";
 import { ControlPlane } from "../control/control-plane.js";
@@ -1151,12 +1151,27 @@ export class Agent {
    */
   private retireCounters(lane: Lane, backend: Backend): void {
     this.stoppedCounters = sumCounters(this.stoppedCounters, { ...backend.counters(), peersUnreachable: 0 });
-    const port = dataplanePort(lane.family, backend);
-    if (port) lane.socketDropsBase += udpSocketDrops([port]).drops;
-    const d = backend.dataplaneCounters?.({ peers: true });
-    if (!d) return;
-    const { tx, rx, peers, io, tunRingDrops, workerRestarts } = withTotals(d, lane.dataplaneBase);
-    lane.dataplaneBase = { tx, rx, peers, io, tunRingDrops, workerRestarts };
+    // Read from /proc: a failure (EMFILE) must not keep the backend from its stop, nor replace the
+    // error of a failed start. What could not be read goes uncounted.
+    try {
+      const port = dataplanePort(lane.family, backend);
+      if (port) lane.socketDropsBase += udpSocketDrops([port]).drops;
+    } catch (err) {
+      this.countersLost(lane, "its sockets' kernel drops", err);
+    }
+    try {
+      const d = backend.dataplaneCounters?.({ peers: true });
+      if (d) lane.dataplaneBase = addTotals(lane.dataplaneBase, d);
+    } catch (err) {
+      this.countersLost(lane, "its dataplane's counters", err);
+    }
+  }
+
+  private countersLost(lane: Lane, what: string, err: unknown): void {
+    this.log.warn(
+      { err, code: "AGENT_COUNTERS_LOST", family: lane.family },
+      `reading ${what} as the IPv${lane.family} backend stopped failed: what it counted is missing from the totals since the agent started (those counters fall, as at a reset); the stop goes on`,
+    );
   }
 
   /** The running userspace dataplane's counters of a family, with those of its stopped ones added. */

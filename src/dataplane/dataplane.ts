@@ -212,8 +212,29 @@ function addDirection(a: DirectionCounters, b: DirectionCounters): DirectionCoun
 }
 
 /**
- * `d` with the totals of stopped dataplanes (`base`) added. Per peer by name, for the peers `d`
- * has: a peer gone is shown no more, as the running dataplane's table drops it.
+ * The lane's sum of stopped dataplanes (`base`) with one more stopped dataplane's totals (`d`)
+ * added. Nothing of `base` goes: a peer `d` lacks (not set in it yet, or its table cleared by a
+ * stop within a failed start) keeps its count, and so do TUN ring drops `d` could not read.
+ */
+export function addTotals(base: DataplaneTotals | undefined, d: DataplaneTotals): DataplaneTotals {
+  const { tx, rx, io, tunRingDrops, workerRestarts } = d;
+  const peers = { ...base?.peers };
+  for (const [name, p] of Object.entries(d.peers ?? {})) peers[name] = addEach(p, peers[name] ?? {});
+  const noDrops = tunRingDrops === undefined && base?.tunRingDrops === undefined;
+  if (!base) return { tx, rx, peers, io, ...(!noDrops && { tunRingDrops }), workerRestarts };
+  return {
+    tx: addDirection(tx, base.tx),
+    rx: addDirection(rx, base.rx),
+    peers,
+    io: addEach(io, base.io),
+    ...(!noDrops && { tunRingDrops: (tunRingDrops ?? 0n) + (base.tunRingDrops ?? 0n) }),
+    workerRestarts: workerRestarts + base.workerRestarts,
+  };
+}
+
+/**
+ * `d` with the totals of stopped dataplanes (`base`) added, for display. Per peer by name, for the
+ * peers `d` has: a peer gone is shown no more, as the running dataplane's table drops it.
  */
 export function withTotals<T extends DataplaneTotals>(d: T, base: DataplaneTotals | undefined): T {
   if (!base) return d;

@@ -27,6 +27,8 @@ function parseNetDev(text: string, device: string): { txDropped: number } | unde
 export class LinkStats extends FdHandle {
   /** Grows when the file outgrows it (hundreds of pods, hundreds of veths). */
   private buf = Buffer.alloc(64 << 10);
+  /** The count last read: what txDropped says once the device is gone, its counters with it. */
+  private lastTxDropped = 0;
 
   private constructor(
     fd: number,
@@ -38,22 +40,28 @@ export class LinkStats extends FdHandle {
   /** Opens the calling thread's /proc/net/dev for `device`, which must exist in that namespace. */
   static open(device: string): LinkStats {
     const stats = new LinkStats(openSync("/proc/thread-self/net/dev", "r"), device);
-    if (stats.read() === undefined) {
+    const first = stats.read();
+    if (first === undefined) {
       stats.close();
       throw new WeftError(
         "IO_LINK_STATS",
         `device ${device} is not in /proc/net/dev of this thread's network namespace; open its stats where it was created`,
       );
     }
+    stats.lastTxDropped = first.txDropped;
     return stats;
   }
 
   /**
    * Packets the device dropped on transmit: on a TUN device, those the kernel routed to it while
    * the queue's ring was full (tun_net_xmit drops instead of stopping the queue) or had no reader.
+   * Once the device is deleted, the count last read (a total must not fall; drops since that read
+   * are lost with the device).
    */
   txDropped(): number {
-    return this.read()?.txDropped ?? 0;
+    const now = this.read();
+    if (now) this.lastTxDropped = now.txDropped;
+    return this.lastTxDropped;
   }
 
   private read(): { txDropped: number } | undefined {

@@ -3,14 +3,18 @@
 // each, and the dataplane's counters in /metrics and `weft status` (its sockets' kernel drops
 // too) go on from where they were, the new traffic added. Before, each new instance's counters started at 0: Prometheus counters
 // fell (read as resets) and status no longer showed the totals since the agent started.
+import { execFile } from "node:child_process";
 import { writeFile } from "node:fs/promises";
+import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import { agentRequest } from "../../src/cli/agent-client.js";
 import type { LabAgent } from "../../src/lab/agents.js";
 import { ping, pingWhenRouted } from "../../src/lab/traffic.js";
 import { formatIpv4 } from "../../src/net/ipv4.js";
 import { canUseNetns } from "../support/netns.js";
-import { agentLab, counterSamples, eventually, FLOOD, NETWORK } from "./support.js";
+import { agentLab, counterSamples, eventually, FLOOD, logRecords, NETWORK } from "./support.js";
+
+const run = promisify(execFile);
 
 const PINGS = 10;
 
@@ -23,16 +27,23 @@ describe.skipIf(!canUseNetns())("dataplane counters across backend rebuilds", ()
     settled: { what: "its peer", check: (s) => s.ready && s.peers.length === 1 },
   });
 
+  /** `value`, which must be there: a sample or count gone is a failure, not a 0. */
+  const present = <T>(value: T | undefined, what: string): T => {
+    expect(value, what).toBeDefined();
+    return value as T;
+  };
+
   /** a1's counters: every counter sample of a scrape, and status' forwarded packets. */
   const read = async (a1: LabAgent) => {
     const samples = counterSamples(String(await agentRequest(a1.stateDir, "GET", "/metrics")));
     const s = await env.agents.status(a1);
+    const sample = (series: string) => present(samples.get(series), series);
     return {
       samples,
-      tx: samples.get('weft_dataplane_packets_total{family="4",direction="tx",verdict="FORWARD"}') ?? 0,
-      rx: samples.get('weft_dataplane_packets_total{family="4",direction="rx",verdict="FORWARD"}') ?? 0,
-      statusTx: s.dataplane?.tx.packets.FORWARD ?? 0,
-      peerTx: s.dataplane?.peers.host2?.txPackets ?? 0,
+      tx: sample('weft_dataplane_packets_total{family="4",direction="tx",verdict="FORWARD"}'),
+      rx: sample('weft_dataplane_packets_total{family="4",direction="rx",verdict="FORWARD"}'),
+      statusTx: present(s.dataplane?.tx.packets.FORWARD, "status' tx FORWARD"),
+      peerTx: present(s.dataplane?.peers.host2?.txPackets, "status' host2 txPackets"),
     };
   };
 
@@ -52,7 +63,7 @@ describe.skipIf(!canUseNetns())("dataplane counters across backend rebuilds", ()
     received: number,
   ) => {
     for (const [series, value] of was.samples)
-      expect(now.samples.get(series) ?? 0, series).toBeGreaterThanOrEqual(value);
+      expect(present(now.samples.get(series), series), series).toBeGreaterThanOrEqual(value);
     for (const k of ["tx", "rx", "statusTx", "peerTx"] as const)
       expect(now[k], k).toBeGreaterThanOrEqual(was[k] + received);
   };
@@ -90,5 +101,45 @@ describe.skipIf(!canUseNetns())("dataplane counters across backend rebuilds", ()
     await env.agents.waitReady(a1, 30_000);
     const restarted = await pings(a1, a2);
     expectGrown(second, await read(a1), restarted);
+  });
+});
+
+// Its open-file limit lowered under the running agent (EMFILE), a failed backend's retire cannot
+// read its sockets' drops from /proc: logged, and the backend is stopped and replaced all the same.
+// Before, the error left the dead backend in its lane, never stopped, and no new one was started.
+describe.skipIf(!canUseNetns())("dataplane counters that cannot be read as a backend stops", () => {
+  const env = agentLab({
+    tag: "actrl",
+    hosts: 1,
+    conf: () => ({ Network: NETWORK, Backend: { Type: "wasm-vxlan" } }),
+    settled: { what: "ready", check: (s) => s.ready },
+  });
+
+  it("are logged, and the backend is stopped and replaced all the same", async () => {
+    const [a] = env.all;
+    const pid = String(a.process!.pid!);
+    const since = await env.agents.logSize(a);
+    const codes = async () => (await logRecords(a.dir, since)).map((r) => String(r.code));
+    const soft = (
+      await run("prlimit", ["--pid", pid, "--nofile", "--raw", "--noheadings", "-o", "SOFT"])
+    ).stdout.trim();
+    // 3: stdin, stdout and stderr are open, so every new descriptor is refused.
+    await run("prlimit", ["--pid", pid, "--nofile=3:"]);
+    try {
+      await a.host.ns.ip("link del weft.1");
+      // Either is logged once the retire ran: its own failure (now), or the stop's (before).
+      await eventually(
+        "the failed backend's retire",
+        codes,
+        (c) => c.includes("AGENT_COUNTERS_LOST") || c.includes("AGENT_BACKEND_STOP_FAILED"),
+        30_000,
+      );
+    } finally {
+      await run("prlimit", ["--pid", pid, `--nofile=${soft}:`]);
+    }
+    await eventually("a new backend", codes, (c) => c.includes("AGENT_BACKEND_RESTARTED"), 30_000);
+    await env.agents.waitReady(a, 30_000);
+    const lost = (await logRecords(a.dir, since)).filter((r) => r.code === "AGENT_COUNTERS_LOST");
+    expect(lost.map((r) => [r.family, (r.err as { code?: string }).code])).toEqual([[4, "EMFILE"]]);
   });
 });
