@@ -3,7 +3,6 @@
 // buffer, never the event loop (gossip, health probes). Once a stop begins they are written by the
 // main thread: hanging file-system calls, which are what make a stop hang, can hold every pool
 // thread, and a second SIGINT's kill dropped what was still queued behind them.
-import { writeSync } from "node:fs";
 import sonicBoom from "sonic-boom";
 
 /** Bytes of lines kept for a stdout that takes none; later lines are dropped until it takes some. */
@@ -30,9 +29,14 @@ export class AgentLogStream {
   private syncRetry: (() => boolean) | undefined;
   private sync: sonicBoom.SonicBoom | undefined;
   private readonly async: sonicBoom.SonicBoom;
+  /**
+   * An error other than EAGAIN met: no more lines are written or flushed (sonic-boom's flushSync
+   * retries such an error without end). EPIPE, the reader gone, is quiet, as with pino before.
+   */
+  private failed = false;
 
   // sonic-boom itself, not pino.destination: that one adds pino's own exit hook, which flushed
-  // before `atExit` made the retries bounded, and so retried EAGAIN for good inside 'exit'.
+  // before `toSync` made the retries bounded, and so retried EAGAIN for good inside 'exit'.
   constructor(private readonly fd: number) {
     this.async = new sonicBoom.SonicBoom({
       fd,
@@ -44,18 +48,21 @@ export class AgentLogStream {
     this.async.on("error", this.onError);
   }
 
-  /** EAGAIN once the retries are spent leaves the lines buffered (and later ones dropped); any other error ends the agent, as before. */
+  /** EAGAIN once the retries are spent leaves the lines buffered (and later ones dropped); EPIPE drops them and the agent runs on; any other error ends the agent, as before. */
   private readonly onError = (err: NodeJS.ErrnoException): void => {
-    if (err.code !== "EAGAIN" && err.code !== "EBUSY") throw err;
+    if (err.code === "EAGAIN" || err.code === "EBUSY") return;
+    this.failed = true;
+    if (err.code !== "EPIPE") throw err;
   };
 
   write(line: string): void {
-    (this.sync ?? this.async).write(line);
+    if (!this.failed) (this.sync ?? this.async).write(line);
   }
 
   /**
    * From here on each line is written before `write` returns, after what the pool still held
    * (a line it was writing then may come later). Called again, it retries what is still buffered.
+   * Bounded and never throwing, it is also the exit hook: a throw in 'exit' skips the hooks after it.
    */
   toSync(): void {
     if (!this.sync) {
@@ -69,25 +76,12 @@ export class AgentLogStream {
       this.sync.on("error", this.onError);
     }
     for (const b of [this.async, this.sync]) {
+      if (this.failed) return;
       try {
         b.flushSync();
       } catch (err) {
         this.onError(err as NodeJS.ErrnoException);
       }
-    }
-  }
-
-  /**
-   * For 'exit': `toSync`, within its bounded retries. It never throws, since a throw in 'exit'
-   * skips the listeners after it; another error is said on stderr instead.
-   */
-  atExit(): void {
-    try {
-      this.toSync();
-    } catch (err) {
-      try {
-        writeSync(2, `weft: the log's last lines were not written to stdout: ${(err as Error).message}\n`);
-      } catch {}
     }
   }
 }

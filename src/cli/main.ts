@@ -188,7 +188,7 @@ agentCommand
   .action(async (o) => {
     // Asynchronous until a stop begins (or the process exits), synchronous from then on: see agent-log.ts.
     const out = new AgentLogStream(1);
-    process.once("exit", () => out.atExit());
+    process.once("exit", () => out.toSync());
     const log = pino({ base: { node: o.nodeName } }, out);
     for (const { variable, advice } of ignoredFlanneldEnv(process.env))
       log.warn({ code: "CLI_FLANNELD_ENV_IGNORED", variable }, `${variable} is ignored: ${advice}`);

@@ -2,9 +2,9 @@
 // the test fills and does not read: the agent still answers on weft.sock (before, its log was
 // synchronous and the first line blocked the event loop for good) and, once the pipe is read, its
 // stop's lines arrive; on a non-blocking pipe it stops and exits (before, sonic-boom retried EAGAIN
-// without end, blocking the loop and, after minutes, overflowing the stack). An agent that fails
-// to start on a non-blocking pipe nobody reads still exits (before, pino's own exit hook retried
-// its lines for good).
+// without end, blocking the loop and, after minutes, overflowing the stack). A stdout whose reader
+// is gone drops the lines and the agent runs on; an agent that fails to start on a non-blocking
+// pipe nobody reads still exits (before, pino's own exit hook retried its lines for good).
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { closeSync, constants, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
 import { Socket } from "node:net";
@@ -158,6 +158,29 @@ describe.skipIf(!canUseNetns())("agent: its log on a stdout nobody reads", () =>
     } finally {
       nonBlocking?.destroy();
       await restore(a, fifo.path);
+    }
+  }, 120_000);
+
+  it("a pipe whose reader is gone: the lines are dropped, and the agent runs and stops, exiting 0", async () => {
+    const a = env.all[0];
+    const path = join(a.dir, "stdout.fifo");
+    rmSync(path, { force: true });
+    execFileSync("mkfifo", [path]);
+    const reader = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    const writer = openSync(path, constants.O_WRONLY);
+    let open = [reader, writer];
+    try {
+      await restartOn(a, writer);
+      // No reader left: every write to the agent's stdout fails with EPIPE.
+      for (const fd of open) closeSync(fd);
+      open = [];
+      await env.agents.waitReady(a, 30_000);
+      expect((await env.agents.status(a)).ready).toBe(true);
+      a.process!.kill("SIGTERM");
+      expect(await env.agents.exited(a, 30_000)).toBe(0);
+    } finally {
+      for (const fd of open) closeSync(fd);
+      await restore(a, path);
     }
   }, 120_000);
 });
