@@ -3,7 +3,7 @@
 // buffer, never the event loop (gossip, health probes). Once a stop begins they are written by the
 // main thread: hanging file-system calls, which are what make a stop hang, can hold every pool
 // thread, and a second SIGINT's kill dropped what was still queued behind them.
-import { pino } from "pino";
+import sonicBoom from "sonic-boom";
 
 /** Bytes of lines kept for a stdout that takes none; later lines are dropped until it takes some. */
 const BUFFERED_BYTES = 1 << 20;
@@ -24,54 +24,63 @@ export function boundedRetry(budget: number): () => boolean {
   return () => left-- > 0;
 }
 
-/** EAGAIN once the retries are spent leaves the lines buffered (and later ones dropped); any other error ends the agent, as before. */
-function keepOnEagain(err: NodeJS.ErrnoException): void {
-  if (err.code !== "EAGAIN" && err.code !== "EBUSY") throw err;
-}
-
-type Boom = ReturnType<typeof pino.destination>;
-
 /** pino's destination for the agent: asynchronous until `toSync`. */
 export class AgentLogStream {
   private syncRetry: (() => boolean) | undefined;
-  private sync: Boom | undefined;
-  private readonly async: Boom;
+  private sync: sonicBoom.SonicBoom | undefined;
+  private readonly async: sonicBoom.SonicBoom;
+  /**
+   * An error other than EAGAIN met: no more lines are written or flushed (sonic-boom's flushSync
+   * retries such an error without end). EPIPE, the reader gone, is quiet, as with pino before.
+   */
+  private failed = false;
 
+  // sonic-boom itself, not pino.destination: that one adds pino's own exit hook, which flushed
+  // before `toSync` made the retries bounded, and so retried EAGAIN for good inside 'exit'.
   constructor(private readonly fd: number) {
-    this.async = pino.destination({
-      dest: fd,
+    this.async = new sonicBoom.SonicBoom({
+      fd,
       maxLength: BUFFERED_BYTES,
       // Through the pool a retry is a timer (no nesting, no blocking): retried until stdout takes
       // the line; once stopping, it counts against the main thread's retries.
       retryEAGAIN: () => this.syncRetry?.() ?? true,
     });
-    this.async.on("error", keepOnEagain);
+    this.async.on("error", this.onError);
   }
 
+  /** EAGAIN once the retries are spent leaves the lines buffered (and later ones dropped); EPIPE drops them and the agent runs on; any other error ends the agent, as before. */
+  private readonly onError = (err: NodeJS.ErrnoException): void => {
+    if (err.code === "EAGAIN" || err.code === "EBUSY") return;
+    this.failed = true;
+    if (err.code !== "EPIPE") throw err;
+  };
+
   write(line: string): void {
-    (this.sync ?? this.async).write(line);
+    if (!this.failed) (this.sync ?? this.async).write(line);
   }
 
   /**
    * From here on each line is written before `write` returns, after what the pool still held
    * (a line it was writing then may come later). Called again, it retries what is still buffered.
+   * Bounded and never throwing, it is also the exit hook: a throw in 'exit' skips the hooks after it.
    */
   toSync(): void {
     if (!this.sync) {
       this.syncRetry = boundedRetry(SYNC_EAGAIN_RETRIES);
-      this.sync = pino.destination({
-        dest: this.fd,
+      this.sync = new sonicBoom.SonicBoom({
+        fd: this.fd,
         sync: true,
         maxLength: BUFFERED_BYTES,
         retryEAGAIN: this.syncRetry,
       });
-      this.sync.on("error", keepOnEagain);
+      this.sync.on("error", this.onError);
     }
     for (const b of [this.async, this.sync]) {
+      if (this.failed) return;
       try {
         b.flushSync();
       } catch (err) {
-        keepOnEagain(err as NodeJS.ErrnoException);
+        this.onError(err as NodeJS.ErrnoException);
       }
     }
   }

@@ -2,13 +2,17 @@
 // the test fills and does not read: the agent still answers on weft.sock (before, its log was
 // synchronous and the first line blocked the event loop for good) and, once the pipe is read, its
 // stop's lines arrive; on a non-blocking pipe it stops and exits (before, sonic-boom retried EAGAIN
-// without end, blocking the loop and, after minutes, overflowing the stack).
+// without end, blocking the loop and, after minutes, overflowing the stack). A stdout whose reader
+// is gone drops the lines and the agent runs on; an agent that fails to start on a non-blocking
+// pipe nobody reads still exits (before, pino's own exit hook retried its lines for good).
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { closeSync, constants, openSync, readFileSync, rmSync, writeSync } from "node:fs";
+import { closeSync, constants, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
 import { Socket } from "node:net";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import type { LabAgent } from "../../src/lab/agents.js";
+import { projectFile } from "../../src/paths.js";
 import { canUseNetns } from "../support/netns.js";
 import { agentLab, NETWORK } from "./support.js";
 
@@ -37,6 +41,58 @@ function drain(path: string): { child: ChildProcess; text: Promise<string> } {
   child.stdout!.on("data", (d) => (text += d));
   return { child, text: new Promise((r) => child.once("close", () => r(text))) };
 }
+
+/** Makes the pipe that `fd` is open on non-blocking for every process sharing it, as a parent's pipe handle does. */
+function makeNonBlocking(fd: number, pid: number): Socket {
+  // libuv made the child's stdout blocking at its spawn, and O_NONBLOCK belongs to the open pipe,
+  // which the two share.
+  const socket = new Socket({ fd, readable: false, writable: true });
+  const flags = /^flags:\s+(\d+)$/m.exec(readFileSync(`/proc/${pid}/fdinfo/1`, "utf8"))![1];
+  expect(Number.parseInt(flags, 8) & constants.O_NONBLOCK).toBe(constants.O_NONBLOCK);
+  return socket;
+}
+
+describe("agent: a start that fails, its log on a stdout nobody reads", () => {
+  it("a non-blocking pipe never read: the agent exits 1, saying why on stderr", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "weft-alog-"));
+    const fifo = fullFifo(dir);
+    let nonBlocking: Socket | undefined;
+    try {
+      // Three lines before the start fails (a net-conf.json that is not there): one in the write
+      // that waits, the others buffered behind it for the exit to flush.
+      const child = spawn(
+        process.execPath,
+        [
+          projectFile("dist", "src", "cli", "main.js"),
+          "agent",
+          "--net-config",
+          join(dir, "missing-net-conf.json"),
+          "--key-file",
+          join(dir, "missing-key"),
+          "--state-dir",
+          join(dir, "state"),
+        ],
+        {
+          stdio: ["ignore", fifo.fd, "pipe"],
+          env: { ...process.env, FLANNELD_KUBE_SUBNET_MGR: "true", FLANNELD_ETCD_ENDPOINTS: "x", FLANNELD_V: "1" },
+        },
+      );
+      nonBlocking = makeNonBlocking(fifo.fd, child.pid!);
+      let stderr = "";
+      child.stderr!.on("data", (d) => (stderr += d));
+      const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+      const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+      const code = await exited.finally(() => clearTimeout(timer));
+      expect(code, `null: still running after 20 s, killed; stderr: ${stderr}`).toBe(1);
+      expect(stderr).toContain("missing-net-conf.json");
+    } finally {
+      // The socket owns the fd once made.
+      if (nonBlocking) nonBlocking.destroy();
+      else closeSync(fifo.fd);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
 
 describe.skipIf(!canUseNetns())("agent: its log on a stdout nobody reads", () => {
   const env = agentLab({
@@ -90,18 +146,41 @@ describe.skipIf(!canUseNetns())("agent: its log on a stdout nobody reads", () =>
     let nonBlocking: Socket | undefined;
     try {
       await restartOn(a, fifo.fd);
-      // As a parent that made the pipe non-blocking: libuv made the child's stdout blocking at its
-      // spawn, and O_NONBLOCK belongs to the open pipe, which the two share (a pipe handle sets it).
-      nonBlocking = new Socket({ fd: fifo.fd, readable: false, writable: true });
-      const flags = /^flags:\s+(\d+)$/m.exec(readFileSync(`/proc/${a.process!.pid}/fdinfo/1`, "utf8"))![1];
-      expect(Number.parseInt(flags, 8) & constants.O_NONBLOCK).toBe(constants.O_NONBLOCK);
+      const since = await env.agents.logSize(a);
+      nonBlocking = makeNonBlocking(fifo.fd, a.process!.pid!);
+      await env.agents.waitReady(a, 30_000);
+      expect((await env.agents.status(a)).ready).toBe(true);
+      a.process!.kill("SIGTERM");
+      expect(await env.agents.exited(a, 30_000)).toBe(0);
+      // Its lines given up quietly: before, pino's own exit hook threw EAGAIN there, a stack trace.
+      const stderr = readFileSync(join(a.dir, "agent.log")).subarray(since).toString("utf8");
+      expect(stderr).not.toMatch(/EAGAIN|\n\s+at /);
+    } finally {
+      nonBlocking?.destroy();
+      await restore(a, fifo.path);
+    }
+  }, 120_000);
+
+  it("a pipe whose reader is gone: the lines are dropped, and the agent runs and stops, exiting 0", async () => {
+    const a = env.all[0];
+    const path = join(a.dir, "stdout.fifo");
+    rmSync(path, { force: true });
+    execFileSync("mkfifo", [path]);
+    const reader = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    const writer = openSync(path, constants.O_WRONLY);
+    let open = [reader, writer];
+    try {
+      await restartOn(a, writer);
+      // No reader left: every write to the agent's stdout fails with EPIPE.
+      for (const fd of open) closeSync(fd);
+      open = [];
       await env.agents.waitReady(a, 30_000);
       expect((await env.agents.status(a)).ready).toBe(true);
       a.process!.kill("SIGTERM");
       expect(await env.agents.exited(a, 30_000)).toBe(0);
     } finally {
-      nonBlocking?.destroy();
-      await restore(a, fifo.path);
+      for (const fd of open) closeSync(fd);
+      await restore(a, path);
     }
   }, 120_000);
 });
