@@ -1038,15 +1038,18 @@ async function removeIptablesMasquerades(kernel: Kernel, targets: Masquerade[], 
     try {
       rules = await kernel.iptablesRules(family, "nat");
     } catch (e) {
-      // Asked for nftables, a pod may have no iptables rules at all: an iptables that cannot list
-      // (iptables-nft's "incompatible" nat table) must not fail its DEL or GC for ever.
-      const asked = ours.filter((m) => m.nftAsked);
+      // Asked for nftables, a pod may have no iptables rules at all: an iptables that can never list
+      // (iptables-nft's "incompatible" nat table) must not fail its DEL or GC for ever. Any other
+      // failure (a held xtables lock) passes, and a bridge before 1.6 (which ignores the key) made
+      // the chain: it fails, so that the kept file stays for the retry.
+      const never = /incompatible/i.test(errorMessage(e));
+      const asked = never ? ours.filter((m) => m.nftAsked) : [];
       if (asked.length > 0)
         warn(
           `cannot list the IPv${family} nat table (${errorMessage(e)}): taken as no bridge masquerade chain where ipMasqBackend is "nftables"; a bridge before 1.6 ignores the key, so check by hand for chains ${asked.map((m) => m.chain).join(", ")} and the jumps to them`,
         );
       fail(
-        ours.filter((m) => !m.nftAsked),
+        ours.filter((m) => !asked.includes(m)),
         e,
       );
       continue;
