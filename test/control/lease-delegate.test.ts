@@ -335,7 +335,10 @@ describe("asking for slots before the owner reached its cluster", () => {
     );
     const waits = declined.log.lines.filter((l) => l.obj.code === "LEASE_WAITING_FOR_OWNER");
     expect(waits.length).toBeGreaterThan(0);
-    expect(waits[0].msg).toMatch(/a answered that it gave none \(it could not save the transfer/);
+    // Only a failed save is in the owner's log: the wait names the other reasons, which it does not log.
+    expect(waits[0].msg).toMatch(
+      /a answered that it gave none \(it could not save the transfer, e\.g\. a full disk, which its log says; or, logging nothing, it keeps its last free slot while it has no subnet, has no free slot left in its view, or its view gives this node slots already\)/,
+    );
     expect(waits[0].msg).not.toMatch(/gives none yet|did not answer/);
   });
 });
