@@ -42,7 +42,7 @@ function launcher(node: string, entry: string, bundled: boolean): string {
 async function bundle(binDir: string, name: string): Promise<[string, string]> {
   // A new directory each time, never one a runtime may be running the plugin from.
   await mkdir(binDir, { recursive: true });
-  const dir = await mkdtemp(join(binDir, `weft-cni.${name}.`));
+  let dir = await mkdtemp(join(binDir, `weft-cni.${name}.`));
   try {
     await chmod(dir, 0o755);
     // Only what the plugin loads (its modules and theirs, found by their imports: a list kept by
@@ -55,8 +55,16 @@ async function bundle(binDir: string, name: string): Promise<[string, string]> {
     }
     await cp(projectFile("node_modules", "zod"), join(dir, "node_modules", "zod"), { recursive: true });
     await writeFile(join(dir, "package.json"), JSON.stringify({ name: "weft-cni", private: true, type: "module" }));
-    // `node` appears last and whole: another install takes a copy without it as one being filled.
     await copyFile(process.execPath, join(dir, "node.part"));
+    // Numbered once filled, one past the newest copy: the order in which copies were made, which
+    // their files' times are not once the clock is set back. Then `node` appears last and whole:
+    // another install takes a copy without it as one being filled.
+    const numbered = join(
+      binDir,
+      `weft-cni.${name}.${(await newestCopy(binDir, name)) + 1}.${basename(dir).slice(-6)}`,
+    );
+    await rename(dir, numbered);
+    dir = numbered;
     await rename(join(dir, "node.part"), join(dir, "node"));
   } catch (err) {
     await rm(dir, { recursive: true, force: true }); // a full disk must not keep ~100 MB of a copy no launcher names
@@ -108,8 +116,8 @@ export async function installPlugin(binDir: string, opts: { name?: string; bundl
  * A copy of binDir's bundles for `name` that its launcher no longer names is stamped `superseded`
  * by the first install that finds it so, and removed by one BUNDLE_GRACE_MS later, or once
  * BUNDLE_KEEP_SUPERSEDED copies were stamped after it: keeping the newest two failed a run that
- * read a launcher two installs back. Never a copy as new as the one the launcher names when it is
- * removed, nor `own` (the copy this install just named): installs overlapping within milliseconds
+ * read a launcher two installs back. Never a copy as new (by its number) as the one the launcher
+ * names when it is removed, nor `own` (the copy this install just named): installs overlapping within milliseconds
  * stamp and count copies other installs are about to name. The plugin's modules are all imported
  * statically, so a run reads its copy only while it starts. (A bare `weft-cni` is the bundle's
  * directory of weft 0.1.0; launchers before this one named their bundle by its absolute path.)
@@ -143,9 +151,8 @@ export async function expireBundles(binDir: string, name: string, own?: string):
     // The launcher read again: another install may have named a copy since, or be about to name
     // one it has just filled, which is newer than the one named now.
     const current = await namedCopy(binDir, name);
-    const made = await mtime(join(dir, "node"));
-    const younger = current && (made === undefined || current.made === undefined || made >= current.made);
-    if (basename(dir) === own || basename(dir) === current?.copy || younger) continue;
+    const younger = current !== undefined && copyNumber(basename(dir), name) >= copyNumber(current, name);
+    if (basename(dir) === own || basename(dir) === current || younger) continue;
     await rm(dir, { recursive: true, force: true });
   }
   // Another install running meanwhile may have stamped the copy the launcher names now, having read
@@ -153,14 +160,26 @@ export async function expireBundles(binDir: string, name: string, own?: string):
   // it again after and takes the stamp off. (Copies are stamped only whole, so never while being
   // filled, which would leave the stamp aging.)
   const current = await namedCopy(binDir, name);
-  if (current) await rm(join(binDir, current.copy, "superseded"), { force: true });
+  if (current) await rm(join(binDir, current, "superseded"), { force: true });
 }
 
-/** The copy binDir's launcher for `name` names, and when its `node` was written (the copy's age). */
-async function namedCopy(binDir: string, name: string): Promise<{ copy: string; made?: number } | undefined> {
-  const found = /(weft-cni[^/']*)\/node'/.exec(await readFile(join(binDir, name), "utf8").catch(() => ""));
-  if (!found) return undefined;
-  return { copy: found[1]!, made: await mtime(join(binDir, found[1]!, "node")) };
+/** The copy binDir's launcher for `name` names. */
+async function namedCopy(binDir: string, name: string): Promise<string | undefined> {
+  return /(weft-cni[^/']*)\/node'/.exec(await readFile(join(binDir, name), "utf8").catch(() => ""))?.[1];
+}
+
+/**
+ * A copy's number (`weft-cni.<name>.<n>.XXXXXX`), -1 for one being filled or of a weft before
+ * numbers (older than any numbered one). Copies filled at once may share one: each is as new as the other.
+ */
+function copyNumber(copy: string, name: string): number {
+  const n = copy.startsWith(`weft-cni.${name}.`) ? /^(\d+)\./.exec(copy.slice(`weft-cni.${name}.`.length)) : null;
+  return n ? Number(n[1]) : -1;
+}
+
+/** The highest number of binDir's copies for `name`: never lowered, as no copy as new as the one the launcher names is removed. */
+async function newestCopy(binDir: string, name: string): Promise<number> {
+  return Math.max(-1, ...(await readdir(binDir)).map((copy) => copyNumber(copy, name)));
 }
 
 const mtime = (path: string) =>

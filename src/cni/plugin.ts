@@ -377,8 +377,8 @@ async function add(conf: FlannelNetConf, args: CniArgs, kept: string, lock: Serv
  */
 async function readKeptOrDrop(path: string): Promise<Kept | undefined> {
   return await readKept(path).catch(async (e: unknown) => {
-    if (!(e instanceof CniError && e.cniCode === CNI_ERROR.DECODE_FAILURE)) throw e;
-    warn(`${e.message}; removed it: the pod's interface and address, if any, are left to remove by hand`);
+    damagedAsNone(e);
+    warn(`${errorMessage(e)}; removed it: the pod's interface and address, if any, are left to remove by hand`);
     await rm(path, { force: true });
     return undefined;
   });
@@ -640,7 +640,8 @@ async function gc(call: PluginCall): Promise<undefined> {
         `GC: ${later} more kept files of gone attachments are left for the next GC: one GC deletes at most ${GC_MAX_ATTACHMENTS}, holding a lock (a descriptor) for each`,
       );
     // An ADD of another interface that began after the listing kept its file before its delegate ran.
-    for (const name of await readdir(conf.dataDir).catch(() => [] as string[])) {
+    // A listing that fails fails the GC, before any DEL: a missed one would lose that interface its chain.
+    for (const name of await listKept(conf.dataDir)) {
       const [cid] = name.split("@");
       if (names.includes(name) || !CONTAINER_ID.test(cid)) continue;
       keeps.add(cid);
@@ -692,7 +693,8 @@ async function gc(call: PluginCall): Promise<undefined> {
     if ((await delegateVersion(type, d.cniVersion, path)) === "1.1.0") {
       // The delegate's GC would free what this network's kept files not in the runtime's list still
       // hold: those this GC left (running, fresh, past its cap, failed) and those an ADD kept since
-      // the listing (during the DELs above, or after their locks went). Read now, as late as can be.
+      // the listing (during the DELs above, or after their locks went). Read now, as late as can be;
+      // unlike the first listing, an entry that cannot be read fails this GC: one missed is not spared.
       const kept = await keptOfNetwork(conf, await listKept(conf.dataDir), valid, listed, damagedAsNone);
       const spared = kept
         .filter((k) => !k.stays)
@@ -882,7 +884,7 @@ async function sourcesOf(
  * rather than a live interface's masquerading lost. A file whose DEL ran (`left`) is none.
  */
 async function sharesChain(path: string, cid: string, network: unknown, dataDir: string): Promise<boolean> {
-  for (const name of await readdir(dataDir).catch(() => [] as string[])) {
+  for (const name of await listKept(dataDir)) {
     if ((name !== cid && !name.startsWith(`${cid}@`)) || join(dataDir, name) === path) continue;
     const other = await readKept(join(dataDir, name)).catch(() => "damaged" as const);
     if (other === "damaged" || (other && other.d.name === network && !other.left)) return true;
@@ -1038,15 +1040,18 @@ async function removeIptablesMasquerades(kernel: Kernel, targets: Masquerade[], 
     try {
       rules = await kernel.iptablesRules(family, "nat");
     } catch (e) {
-      // Asked for nftables, a pod may have no iptables rules at all: an iptables that cannot list
-      // (iptables-nft's "incompatible" nat table) must not fail its DEL or GC for ever.
-      const asked = ours.filter((m) => m.nftAsked);
+      // Asked for nftables, a pod may have no iptables rules at all: an iptables that can never list
+      // (iptables-nft's "incompatible" nat table) must not fail its DEL or GC for ever. Any other
+      // failure (a held xtables lock) passes, and a bridge before 1.6 (which ignores the key) made
+      // the chain: it fails, so that the kept file stays for the retry.
+      const never = /incompatible/i.test(errorMessage(e));
+      const asked = never ? ours.filter((m) => m.nftAsked) : [];
       if (asked.length > 0)
         warn(
           `cannot list the IPv${family} nat table (${errorMessage(e)}): taken as no bridge masquerade chain where ipMasqBackend is "nftables"; a bridge before 1.6 ignores the key, so check by hand for chains ${asked.map((m) => m.chain).join(", ")} and the jumps to them`,
         );
       fail(
-        ours.filter((m) => !m.nftAsked),
+        ours.filter((m) => !asked.includes(m)),
         e,
       );
       continue;

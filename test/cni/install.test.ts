@@ -141,6 +141,13 @@ describe("weft install-cni", () => {
     expect(left.length).toBe(1 + BUNDLE_KEEP_SUPERSEDED);
     expect(left).not.toContain(first);
     expect(left.filter((n) => readFileSync(file, "utf8").includes(`'${n}/node'`)).length).toBe(1);
+    // The clock set back a day since: the copies' files are from its future, and still the oldest goes.
+    const ahead = new Date(Date.now() + 86_400_000);
+    for (const n of left) utimesSync(join(bin, n, "node"), ahead, ahead);
+    await installPlugin(bin, { bundle: true });
+    const after = readdirSync(bin).filter((n) => n.startsWith("weft-cni"));
+    expect(after.length).toBe(1 + BUNDLE_KEEP_SUPERSEDED);
+    expect(after.filter((n) => left.includes(n)).length).toBe(BUNDLE_KEEP_SUPERSEDED);
   }, 180_000);
 
   it("--bundle twice while a run has read the launcher (its Node.js slow to start under load): the run works; a copy superseded longer than the grace ago goes", async () => {
@@ -187,11 +194,12 @@ describe("weft install-cni", () => {
     }
   }, 180_000);
 
-  it("installs overlapping within milliseconds: the cap never removes a copy as new as the one the launcher names (another install is about to name it), nor the one the install just named", async () => {
+  it("installs overlapping within milliseconds: the cap never removes a copy as new (by its number) as the one the launcher names (another install is about to name it), nor the one the install just named; older copies whose files' times are in the future (the clock set back since) go", async () => {
     const bin = join(dir, "overlapping");
     mkdirSync(bin);
     const t = Date.now() - 60_000;
-    const copy = (c: string) => `weft-cni.flannel.${c}`;
+    const numbers: Record<string, number> = { o1: 8, o2: 9, c0: 10, n1: 11, n2: 11, n3: 12, n4: 13 };
+    const copy = (c: string) => `weft-cni.flannel.${numbers[c]}.${c}abcd`;
     /** A whole copy whose node was written at `made`, stamped superseded at `stamped` if given. */
     const make = (c: string, made: number, stamped?: number) => {
       mkdirSync(join(bin, copy(c)));
@@ -212,8 +220,9 @@ describe("weft install-cni", () => {
         .sort();
     make("c0", t);
     name("c0");
-    make("o1", t - 20_000, t - 10_000);
-    make("o2", t - 19_000, t - 9_000);
+    // Made before c0, but with the clock a day ahead: their files' times are no guide.
+    make("o1", t + 86_400_000, t - 10_000);
+    make("o2", t + 86_401_000, t - 9_000);
     // Filled a few ms after c0 by installs yet to write the launcher, and stamped by each other.
     for (const i of [1, 2, 3, 4]) make(`n${i}`, t + i, Date.now() - i * 1000);
     expect(BUNDLE_KEEP_SUPERSEDED).toBe(3);

@@ -430,8 +430,9 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
   });
 
   // Revoked while the reclaim's save was at the disk: before, the ring change and the notice
-  // were still gossiped under a name that is another node's.
-  it("an operator's reclaim whose save outlasts the node's admission announces nothing", async () => {
+  // were still gossiped under a name that is another node's, and the operator was told of a
+  // reclaim made (notifying no one), nor was the change kept from push-pull.
+  it("an operator's reclaim whose save outlasts the node's admission announces nothing, shows nothing, and fails (LEASE_NOT_ADMITTED)", async () => {
     const store = new GatedStore();
     const { b, killC } = await heirOfC(store);
     killC();
@@ -442,10 +443,15 @@ describe("a reclaimer asked for slots by the node it reclaimed, before membershi
     const report = b.reclaim("c");
     for (let i = 0; i < 100 && store.waiting.length === 0; i++) await Promise.resolve();
     expect(store.waiting).toHaveLength(1);
+    const before = b.ringState();
     b.revoke();
     open();
-    expect(await report).toMatchObject({ notified: [] });
+    await expect(report).rejects.toMatchObject({
+      code: "LEASE_NOT_ADMITTED",
+      message: expect.stringMatching(/another node's while the reclaim of c was saved/),
+    });
     expect(announced).toEqual([]);
+    expect(b.ringState()).toEqual(before);
     await b.stop();
   });
 

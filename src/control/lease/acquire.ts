@@ -190,7 +190,7 @@ export class LeaseAcquirer {
         `no subnet yet: the free subnets are owned by ${ownersOfFree.map(([n]) => n).join(", ")}, none of which gave any: ` +
         [
           declined.length > 0 &&
-            `${declined.join(", ")} answered that it gave none (it could not save the transfer, e.g. a full disk, or keeps its last free slot while it has no subnet: its log says which)`,
+            `${declined.join(", ")} answered that it gave none (it could not save the transfer, e.g. a full disk, which its log says; or, logging nothing, it keeps its last free slot while it has no subnet, has no free slot left in its view, or its view gives this node slots already)`,
           notYet.length > 0 &&
             `${notYet.join(", ")} answered that it gives none yet (not joined its cluster yet, or starting)`,
           silent.length > 0 && `${silent.join(", ")} did not answer (partitioned or down)`,

@@ -121,6 +121,7 @@ export class Reclaimer {
     }
     let report: ReclaimReport | undefined;
     let back = false;
+    let revoked = false;
     await core.enqueue(async () => {
       // Asked again on the queue: membership may have seen the node back while earlier work ran.
       if (core.isMember(node)) {
@@ -143,19 +144,29 @@ export class Reclaimer {
         else this.memberGone(node, deadline);
         throw err;
       }
+      // Revoked while the reclaim was saved (the name is another node's): no notice goes out for it,
+      // and the operator hears that, not of a reclaim made.
+      if (!core.admitted) {
+        revoked = true;
+        return;
+      }
       const ring = core.ring;
       const remaining = ring.state().runs.filter((r) => r.owner === node);
       const heirs = new Set<string>();
-      // Revoked while the reclaim was saved (the name is another node's): no notice goes out for it.
-      for (const r of core.admitted ? remaining : []) {
+      for (const r of remaining) {
         const heir = ring.ownerOf((r.start + ring.slotCount - 1) % ring.slotCount);
         if (heir !== null && heir !== core.name && heir !== node) heirs.add(heir);
       }
-      if (core.admitted) core.announce({ kind: "reclaim", node });
+      core.announce({ kind: "reclaim", node });
       const notice = core.encode({ kind: "reclaim", node });
       for (const heir of heirs) core.opts.membership.request(heir, notice).catch(() => undefined);
       report = { node, takenHere: taken, remaining: remaining.reduce((n, r) => n + r.count, 0), notified: [...heirs] };
     });
+    if (revoked)
+      throw new WeftError(
+        "LEASE_NOT_ADMITTED",
+        `this node's name turned out to be another node's while the reclaim of ${node} was saved (here only: no other node was told, and this node stops): run reclaim on another node`,
+      );
     if (back)
       throw new WeftError(
         "LEASE_RECLAIM_ALIVE",

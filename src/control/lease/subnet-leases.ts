@@ -62,6 +62,8 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
   private admitted = false;
   /** The name was taken (revoke()): never admitted again. */
   private revoked = false;
+  /** The ring when revoke() came: what others are shown from then on (see ringShown). */
+  private ringAtRevoke: Ring | undefined;
   private stopped = false;
   private waiters: Array<{ resolve: (l: Lease) => void; reject: (e: Error) => void }> = [];
   private lastPeersKey = "";
@@ -121,6 +123,7 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
    *  for good, also in work already queued; its owner stops it next, which takes a few awaits, in
    *  which it must not give, take or settle slots under a name that is another node's. */
   revoke(): void {
+    this.ringAtRevoke ??= this.ring;
     this.revoked = true;
     this.admitted = false;
   }
@@ -160,7 +163,14 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
 
   /** The saved ring, for push-pull. */
   ringState(): RingState {
-    return this.ring.state();
+    return this.ringShown().state();
+  }
+
+  /** The ring others may see: once revoked, as it was then, as a change saved across revoke()
+   *  was made under a name that is another node's (not announced, see commit) and the stop that
+   *  comes next takes a few awaits. */
+  private ringShown(): Ring {
+    return this.ringAtRevoke ?? this.ring;
   }
 
   /**
@@ -226,9 +236,11 @@ export class SubnetLeases extends EventEmitter<LeaseEvents> {
           if (this.admitted) return { kind: "reply", id: msg.id, granted: false, ring: this.ring.state() };
         }
         return reply;
-      case "state":
+      case "state": {
         await run(() => this.merge(msg.ring, "gossip"));
-        return { kind: "state", ring: { seeds: this.ring.seeds, runs: this.ring.runsIn(msg.ring.runs) } };
+        const shown = this.ringShown();
+        return { kind: "state", ring: { seeds: shown.seeds, runs: shown.runsIn(msg.ring.runs) } };
+      }
       case "reply":
         await run(() => this.acquirer.takeReply(from, msg.id, msg.granted, msg.ring));
         return undefined;
