@@ -508,7 +508,11 @@ export class Agent {
       code: "AGENT_STALE_DEVICE",
     }));
     for (const space of routed) {
-      const routes = await removeStaleGatewayRoutes(this.kernel, space.network, space.subnetLen, this.underlay.iface);
+      // The subnet length alone: an old run's routes (weft's, a migrated flannel's) are as long as
+      // the subnets it held, and a longer one there is an admin's.
+      const routes = await removeStaleGatewayRoutes(this.kernel, space.network, space.subnetLen, this.underlay.iface, {
+        longer: false,
+      });
       for (const r of routes.removed) {
         const [dst, via] = [formatAnyPrefix(r.dst), formatAddr(r.gateway!)];
         this.log.warn(
@@ -521,7 +525,8 @@ export class Agent {
     for (const f of failures)
       this.log.warn(
         { code: f.code, command: f.command },
-        `could not remove what a backend left: ${f.message}; remove it by hand (ip link del, ip route del)`,
+        // A route not removed as the default gateways were unknown may be an admin's.
+        `could not remove what a backend left: ${f.message}; remove it by hand (ip link del, ip route del)${f.code === "AGENT_STALE_ROUTE" ? " if it is weft's or flannel's" : ""}`,
       );
     return failures.length === 0;
   }

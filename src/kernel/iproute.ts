@@ -35,8 +35,16 @@ interface RunResult {
 function run(cmd: string, args: string[], input?: string): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = execFile(cmd, args, { maxBuffer: 256 << 20 }, (error, stdout, stderr) => {
-      if (error && typeof error.code !== "number") {
+      // Only a spawn that finds no tool to run means it is missing: one killed by a signal (code
+      // null) or cut off at maxBuffer ran, and what it did (listed nft tables, say) is unknown.
+      if (error && (error.code === "ENOENT" || error.code === "EACCES")) {
         reject(kernelToolMissing(cmd, error.message, error));
+        return;
+      }
+      if (error && typeof error.code !== "number") {
+        const why = error.signal ? `was killed by ${error.signal}` : `failed: ${error.message}`;
+        const what = `\`${cmd} ${args.join(" ")}\` ${why}, so what it did is not known: run it by hand to see why`;
+        reject(new WeftError("KERNEL_COMMAND_FAILED", what, { cause: error }));
         return;
       }
       resolve({ stdout, stderr, code: error ? Number(error.code) : 0 });

@@ -5,14 +5,17 @@
 // network, they take pod traffic past the dataplane, to a node that may no longer hold the subnet.
 // Only a kernel backend reconciles routes of the network, so a userspace backend removes them at
 // its start: main-table routes inside the pod network, as long as a node subnet or longer (a
-// migrated flannel's subnets may be longer than weft's), via a gateway on the underlay device, this
+// migrated flannel's subnets may be longer than weft's; such a route takes traffic past the TUN
+// device, whoever put it there) up to flannel's longest subnets, via a gateway on the underlay device, this
 // node's own subnet too (a route there is a former peer's, which would take the traffic of this
 // node's own pods), written as weft and flannel write them (proto boot, the family's default
-// metric). Nothing else matches: an on-link route, a route via the device's default gateway (any
-// of a multipath default route's; an admin's, to a network moved away), another protocol's or
-// metric's (a routing daemon's, an admin's), the default route, a route outside the network. Where
-// the default gateways cannot be read, nothing is removed.
-import { familyOf, formatAddr, type IpPrefix, parseAddr } from "../net/ip.js";
+// metric). The agent's sweeps (of a network a kept restart dropped, whose subnet length subnet.env
+// gave; of a failed backend's) match that length alone: what else is there is not the old run's.
+// Nothing else matches: an on-link route, a route via the device's default gateway (any of a
+// multipath default route's; an admin's, to a network moved away), another protocol's or metric's
+// (a routing daemon's, an admin's), another length (an admin's), the default route, a route
+// outside the network. Where the default gateways cannot be read, nothing is removed.
+import { familyOf, formatAddr, type IpPrefix, MAX_SUBNET_LEN, parseAddr } from "../net/ip.js";
 import { readRoutes, ROUTE, type RouteEntry, routeMetric } from "./entries.js";
 import type { BatchFailure, Kernel } from "./iproute.js";
 
@@ -33,23 +36,26 @@ async function defaultGateways(kernel: Kernel, family: 4 | 6, dev: string): Prom
 }
 
 /**
- * Removes the gateway routes on the underlay device `dev` to node subnets (`subnetLen` long or
- * longer: flannel's of a network whose subnets were longer) of `network` (flannel's and weft's
- * kernel backends route peers there; a route on another device is someone else's); returns the
- * removed and the refusals.
+ * Removes the gateway routes on the underlay device `dev` to node subnets (`subnetLen` long; with
+ * `longer`, longer ones too, up to the family's longest subnet: flannel's of a network whose
+ * subnets were longer) of `network` (flannel's and weft's kernel backends route peers there; a
+ * route on another device is someone else's); returns the removed and the refusals.
  */
 export async function removeStaleGatewayRoutes(
   kernel: Kernel,
   network: IpPrefix,
   subnetLen: number,
   dev: string,
+  { longer }: { longer: boolean },
 ): Promise<{ removed: RouteEntry[]; failures: BatchFailure[] }> {
   const family = familyOf(network.addr);
+  const maxLen = Math.min(longer ? MAX_SUBNET_LEN[family] : subnetLen, MAX_SUBNET_LEN[family]);
   const candidates = async () =>
     (await readRoutes(kernel, network)).filter(
       (r) =>
         r.gateway !== undefined &&
         r.dst.len >= subnetLen &&
+        r.dst.len <= maxLen &&
         r.dev === dev &&
         r.protocol === undefined &&
         r.metric === routeMetric(family),

@@ -72,6 +72,9 @@ export function isGlobalUnicast(a: IpAddr): boolean {
   return !NOT_GLOBAL_UNICAST.some((p) => contains(p, addr));
 }
 
+/** The longest node subnet of each family, as flannel caps it: each host needs room for a gateway and pods. */
+export const MAX_SUBNET_LEN = { 4: 30, 6: 126 } as const;
+
 /** A host prefix (/32 or /128) of an address. */
 export function hostPrefix(a: IpAddr): IpPrefix {
   return typeof a === "bigint" ? { addr: a, len: 128 } : { addr: a, len: 32 };

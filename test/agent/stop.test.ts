@@ -379,10 +379,11 @@ describe.skipIf(!canUseNetns())("agent: a family switched off across a kept rest
     const a2 = env.all[1];
     const dev = a2.host.underlayIf;
     // An admin's routes in the network no longer in the config, each unlike what weft or flannel
-    // write in one way: another protocol, shorter than a node subnet, another metric, via the
-    // interface's default gateway.
+    // write in one way: another protocol, longer or shorter than a node subnet, another metric,
+    // via the interface's default gateway.
     const admin = [
       "2001:2:0:8010::/64 via 2001:2::50 proto static",
+      "2001:2:0:8011::/80 via 2001:2::50",
       "2001:2:0:8020::/60 via 2001:2::50",
       "2001:2:0:8012::/64 via 2001:2::50 metric 100",
       "2001:2:0:8013::/64 via 2001:2::51",

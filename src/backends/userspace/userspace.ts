@@ -239,6 +239,8 @@ export class UserspaceBackend implements Backend {
       this.ctx.network,
       this.ctx.subnet.len,
       this.ctx.underlay.iface,
+      // Any node subnet's route in the live network takes pod traffic past the TUN device.
+      { longer: true },
     );
     this.stats.done(removed.length + failures.length, failures.length);
     for (const r of removed)
@@ -249,7 +251,7 @@ export class UserspaceBackend implements Backend {
     for (const f of failures)
       this.logger.warn(
         { code: "BACKEND_STALE_ROUTE", command: f.command },
-        `could not remove a stale route: ${f.message}; remove it by hand (ip route del), or pod traffic to that subnet goes past ${this.tunName}`,
+        `could not remove a stale route: ${f.message}; remove it by hand (ip route del) if it is weft's or flannel's, or pod traffic to that subnet goes past ${this.tunName}`,
       );
   }
 

@@ -4,6 +4,7 @@
 // them to and from CIDRs. One space per address family; each family has its own ring.
 import { createHash } from "node:crypto";
 import { WeftError } from "../../errors.js";
+import { MAX_SUBNET_LEN } from "../../net/ip.js";
 import {
   formatIpv4,
   formatPrefix,
@@ -69,15 +70,15 @@ export class SubnetSpace implements LeaseSpace {
   static fromConfig(config: NetworkConfig): SubnetSpace {
     const network = parsePrefix(config.Network);
     const subnetLen = config.SubnetLen ?? defaultSubnetLen(network);
-    if (!Number.isInteger(subnetLen) || subnetLen > 30) {
+    if (!Number.isInteger(subnetLen) || subnetLen > MAX_SUBNET_LEN[4]) {
       throw bad(
-        `SubnetLen ${subnetLen} must be a whole number no larger than 30 (each host needs room for a gateway and pods)`,
+        `SubnetLen ${subnetLen} must be a whole number no larger than ${MAX_SUBNET_LEN[4]} (each host needs room for a gateway and pods)`,
       );
     }
     // A negative length would read as "too large" below.
     if (subnetLen < 0)
       throw bad(
-        `SubnetLen ${subnetLen} is not a prefix length: give one from ${network.len + 2} to 30, or leave it out for the default`,
+        `SubnetLen ${subnetLen} is not a prefix length: give one from ${network.len + 2} to ${MAX_SUBNET_LEN[4]}, or leave it out for the default`,
       );
     if (subnetLen < network.len + 2) {
       throw bad(
@@ -179,14 +180,14 @@ export class Ipv6SubnetSpace implements LeaseSpace {
       if (network.len > 124) throw bad(`IPv6Network ${config.IPv6Network} is too small: use a /124 or larger`);
       subnetLen = network.len <= 62 ? 64 : network.len + 2;
     }
-    if (!Number.isInteger(subnetLen) || subnetLen > 126) {
+    if (!Number.isInteger(subnetLen) || subnetLen > MAX_SUBNET_LEN[6]) {
       throw bad(
-        `IPv6SubnetLen ${subnetLen} must be a whole number no larger than 126 (each host needs room for a gateway and pods)`,
+        `IPv6SubnetLen ${subnetLen} must be a whole number no larger than ${MAX_SUBNET_LEN[6]} (each host needs room for a gateway and pods)`,
       );
     }
     if (subnetLen < 0)
       throw bad(
-        `IPv6SubnetLen ${subnetLen} is not a prefix length: give one from ${network.len + 2} to 126, or leave it out for the default`,
+        `IPv6SubnetLen ${subnetLen} is not a prefix length: give one from ${network.len + 2} to ${MAX_SUBNET_LEN[6]}, or leave it out for the default`,
       );
     if (subnetLen < network.len + 2) {
       throw bad(
