@@ -36,6 +36,7 @@ export type GossipErrorCode =
   | "GOSSIP_BAD_RESPONSE"
   | "GOSSIP_FRAME_REFUSED"
   | "GOSSIP_NAME_CONFLICT"
+  | "GOSSIP_NAME_HELD"
   | "GOSSIP_MEMBERS_FILE_INVALID";
 
 /** The gossip transport's sockets (src/control/transport). */

@@ -4,7 +4,9 @@
 // in the list are resolved again on every attempt, and a name may stand for several addresses.
 // Whenever this node has no alive member left (a long partition, or every peer restarted on new
 // addresses), it goes back to the list. A target that knows a live node of this node's name at
-// another address ends it all: the name is taken (GOSSIP_NAME_CONFLICT), and retrying cannot help.
+// another address that answers to it ends it all: the name is taken (GOSSIP_NAME_CONFLICT), and
+// retrying cannot help; one that does not answer is likely this node's own from before a restart
+// on a new address, and is retried until the members declare it dead (GOSSIP_NAME_HELD).
 // The members saved at the last run (saved-members.ts) are tried with the list, so a node whose list
 // is empty or names only itself (the first node) gets back to its cluster after a restart. Such a
 // node waits for that first round alone (so it serves nothing from its saved ring before merging
@@ -223,6 +225,7 @@ export class Joiner {
       if (addrs.length > 0) answered = await this.deps.join(addrs);
     } catch (err) {
       if (isWeftError(err, "GOSSIP_NAME_CONFLICT")) return this.nameConflict(err as Error);
+      if (isWeftError(err, "GOSSIP_NAME_HELD")) return this.nameHeld(err as Error);
       failures.push((err as Error).message);
     }
     if (this.stopped) return;
@@ -234,7 +237,6 @@ export class Joiner {
     if (alone && this.state === "joining") this.alone();
     this.failedRounds++;
     const delay = this.backoff();
-    this.nextAttemptAt = this.deps.clock.now() + delay;
     this.lastError =
       addrs.length === 0 && failures.length > 0
         ? failures.join("; ")
@@ -246,6 +248,12 @@ export class Joiner {
       { code: "GOSSIP_JOIN_RETRY", round: this.failedRounds, retryInMs: Math.round(delay) },
       `join: ${this.lastError}; retrying in ${(delay / 1000).toFixed(1)} s${last}`,
     );
+    this.retryIn(delay);
+  }
+
+  /** The next round after delay ms. */
+  private retryIn(delay: number): void {
+    this.nextAttemptAt = this.deps.clock.now() + delay;
     this.timer = this.deps.clock.setTimer(delay, () => {
       this.timer = undefined;
       this.attempt();
@@ -278,6 +286,25 @@ export class Joiner {
     for (const w of this.reachedWaiters.splice(0)) w.resolve();
   }
 
+  /**
+   * A target holds a live record of this node's name at a silent address, most likely this node's
+   * own before it restarted on a new one (Memberlist.nameHeld): the round failed, whoever else
+   * answered. Retried after the shortest backoff, not a growing one, so that the node joins soon
+   * after the members declare that record dead; Memberlist bounds the wait (then the name is
+   * taken after all: GOSSIP_NAME_CONFLICT).
+   */
+  private nameHeld(err: Error): void {
+    if (this.stopped) return;
+    this.failedRounds++;
+    this.lastError = err.message;
+    const delay = this.backoff(1);
+    this.deps.log.warn(
+      { code: "GOSSIP_JOIN_NAME_HELD", round: this.failedRounds, retryInMs: Math.round(delay) },
+      `join: ${err.message}; retrying in ${(delay / 1000).toFixed(1)} s`,
+    );
+    this.retryIn(delay);
+  }
+
   /** The name is taken (found at join, or later by Memberlist.checkName): no more joining. */
   nameConflict(err: Error): void {
     this.stop();
@@ -293,10 +320,10 @@ export class Joiner {
     return this.deps.saved?.() ?? [];
   }
 
-  /** Capped exponential backoff, shortened by up to `jitter` at random. */
-  private backoff(): number {
+  /** Capped exponential backoff after `round` failed rounds, shortened by up to `jitter` at random. */
+  private backoff(round = this.failedRounds): number {
     const { retryMinMs, retryMaxMs, jitter } = this.timing;
-    const base = Math.min(retryMaxMs, retryMinMs * 2 ** Math.min(this.failedRounds - 1, 30));
+    const base = Math.min(retryMaxMs, retryMinMs * 2 ** Math.min(round - 1, 30));
     return base * (1 - jitter * this.deps.random.next());
   }
 }

@@ -22,7 +22,7 @@ const MY_INCARNATION = 100;
 
 /** answers: what the last probe before a death finds, one probe interval after it starts, as the
  *  failure detector's would (the detector itself is not under test here). */
-function setup(answers: () => boolean = () => false) {
+function setup(answers: () => boolean = () => false, seed = 2) {
   const { scheduler: sched, clock } = loneClock();
   // memberlist's suspicion multiplier, so the timings below read as its formula (4 × log N s).
   const config = makeConfig("lan", "me", { suspicionMult: 4 });
@@ -35,7 +35,7 @@ function setup(answers: () => boolean = () => false) {
   const membership = new Membership({
     config,
     clock,
-    random: new SeededRandom(2),
+    random: new SeededRandom(seed),
     broadcasts: queue,
     awareness,
     counters,
@@ -317,6 +317,50 @@ describe("membership precedence", () => {
         }
       }),
       { numRuns: 500 },
+    );
+  });
+});
+
+describe("random picks (indirect-probe helpers, gossip targets)", () => {
+  it("in a cluster of three, the one eligible helper is always picked", () => {
+    // memberlist's kRandomNodes (at most 3n random draws) missed it (2/3)^9 = 2.6% of the time:
+    // with this seed, first at the 5th pick.
+    const { m, membership } = setup(undefined, 2);
+    m.alive("b", 1);
+    m.alive("c", 1);
+    const misses = Array.from({ length: 1000 }, (_, i) => i).filter(
+      () => membership.randomNodes(3, (r) => r.state === "alive" && r.name !== "me" && r.name !== "b").length !== 1,
+    );
+    expect(misses).toEqual([]);
+  });
+
+  it("picks min(k, eligible) distinct records, each passing the filter (property)", () => {
+    const states = ["alive", "suspect", "dead", "left"] as const;
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 2 ** 31 - 1 }),
+        fc.array(fc.record({ state: fc.constantFrom(...states), eligible: fc.boolean() }), { maxLength: 60 }),
+        fc.integer({ min: 0, max: 12 }),
+        (seed, members, k) => {
+          const { m, membership } = setup(undefined, seed);
+          members.forEach(({ state }, i) => {
+            m.alive(`n${i}`, 1);
+            if (state === "suspect") m.suspect(`n${i}`, 1);
+            if (state === "dead") m.dead(`n${i}`, 1);
+            if (state === "left") m.dead(`n${i}`, 1, `n${i}`);
+          });
+          const chosen = new Set(members.flatMap((x, i) => (x.eligible ? [`n${i}`] : [])));
+          const accept = (r: { name: string; state: string }) => chosen.has(r.name) && r.state !== "left";
+          const eligible = members.filter((x, i) => chosen.has(`n${i}`) && x.state !== "left").length;
+          for (let round = 0; round < 3; round++) {
+            const picked = membership.randomNodes(k, accept);
+            expect(picked).toHaveLength(Math.min(k, eligible));
+            expect(new Set(picked.map((r) => r.name)).size).toBe(picked.length);
+            expect(picked.every(accept)).toBe(true);
+          }
+        },
+      ),
+      { numRuns: 200 },
     );
   });
 });

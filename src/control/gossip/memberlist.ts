@@ -8,15 +8,16 @@ import { Awareness } from "./awareness.js";
 import { retransmitLimit, TransmitLimitedQueue } from "./broadcast.js";
 import { validateConfig, type MemberlistConfig } from "./config.js";
 import type { Delegate, EventDelegate, NodeView } from "./delegate.js";
-import { isWeftError, WeftError } from "../../errors.js";
+import { type ErrorCode, isWeftError, WeftError } from "../../errors.js";
 import type { Keyring } from "./keyring.js";
-import { encodeMessage, framedSize, type Envelope, type Message } from "./messages.js";
+import { encodeMessage, framedSize, type Envelope, type Message, type NodeState } from "./messages.js";
 import { BROADCAST_OVERHEAD, Wire, type Request } from "./net.js";
 import { contain, newCounters, type GossipCounters, type GossipLogger } from "./observability.js";
 import { FailureDetector } from "./probe.js";
 import { DeltaPull } from "./pull.js";
 import { WaveMeter, waveRetransmitLimit } from "./wave.js";
 import { initialIncarnation, isLive, Membership, nodeState, view } from "./state.js";
+import { suspicionBounds } from "./suspicion.js";
 import { Timers } from "../timers.js";
 
 export interface MemberlistDeps {
@@ -69,6 +70,9 @@ export class Memberlist {
   /** When the last name check started (clock ms); one runs at a time, at most one per 10 probes. */
   private nameCheckAt = -Infinity;
   private nameLost = false;
+  /** When a join first found this node's name held by a silent record (see nameHeld); cleared by
+   *  a join without. */
+  private nameHeldSince?: number;
 
   constructor(config: MemberlistConfig, deps: MemberlistDeps) {
     this.config = validateConfig(config);
@@ -150,7 +154,8 @@ export class Memberlist {
   /**
    * Push-pull with each seed (join = true); resolves to how many answered (0: none, retry later).
    * Rejects with GOSSIP_NAME_CONFLICT when a seed knows a live member of this node's name at another
-   * address: the name is taken, and this node must not take part (memberlist refuses it too).
+   * address that answers to it: the name is taken, and this node must not take part (memberlist
+   * refuses it too); with GOSSIP_NAME_HELD when nothing there answers (see nameHeld).
    */
   async join(seeds: readonly Addr[]): Promise<number> {
     this.assertRunning();
@@ -167,10 +172,12 @@ export class Memberlist {
     for (const [i, r] of results.entries()) {
       if (r.status === "rejected") this.logger.debug({ seed: seeds[i], err: r.reason }, "join: seed did not answer");
     }
-    const conflict = results.find(
-      (r) => r.status === "rejected" && (r.reason as { code?: string }).code === "GOSSIP_NAME_CONFLICT",
-    );
-    if (conflict) throw (conflict as PromiseRejectedResult).reason;
+    // A name taken comes first; then one held by a silent record (nameHeld), which the joiner retries.
+    const refused = (code: ErrorCode) =>
+      results.find((r): r is PromiseRejectedResult => r.status === "rejected" && isWeftError(r.reason, code));
+    const conflict = refused("GOSSIP_NAME_CONFLICT") ?? refused("GOSSIP_NAME_HELD");
+    if (conflict) throw conflict.reason;
+    this.nameHeldSince = undefined;
     return results.filter((r) => r.status === "fulfilled").length;
   }
 
@@ -392,10 +399,8 @@ export class Memberlist {
       );
       if (other) {
         this.stats.protocol.nameConflicts++;
-        throw new WeftError(
-          "GOSSIP_NAME_CONFLICT",
-          `the node name ${me.name} is already used by a live node at ${other.host}:${other.port} (this node is ${me.host}:${me.port}); give every node a unique name (--node-name)`,
-        );
+        const live = reply.message.nodes.filter((n) => isLive(n.state)).length;
+        throw await this.nameHeld(other, live);
       }
     }
     this.membership.mergeRemote(reply.message.nodes, reply.sender);
@@ -404,6 +409,47 @@ export class Memberlist {
     this.mergeUserState(reply.message.userState, join && catchUpMs === 0);
     if (join && catchUpMs === 0) this.pull.joined();
     if (join) this.scheduleJoinSync(started);
+  }
+
+  /**
+   * A join target knows a live record of this node's name at another address. A node there that
+   * answers to the name holds it: GOSSIP_NAME_CONFLICT at once. Silent, the record is most likely
+   * this node's own from before a restart on a new address (DHCP, a rescheduled VM): the members
+   * keep it until they declare it dead, in a suspicion window (18 s in a cluster of three, about
+   * 5 s in larger ones on the lan profile), and refusing to start meanwhile made a restart under
+   * systemd loop until then. So it is GOSSIP_NAME_HELD, which the joiner retries, until a window
+   * (the longest suspicion for this cluster size, plus the probes that start it) has passed
+   * since it first came: a record that outlives it has a node behind it that this one cannot
+   * reach, and the name is taken after all.
+   */
+  private async nameHeld(other: NodeState, live: number): Promise<WeftError> {
+    const me = this.membership.local();
+    const at = `${other.host}:${other.port}`;
+    if (await this.detector.answersAs({ host: other.host, port: other.port }, me.name)) {
+      return new WeftError(
+        "GOSSIP_NAME_CONFLICT",
+        `the node name ${me.name} is already used by a live node at ${at}, which answers to it (this node is ${me.host}:${me.port}); give every node a unique name (--node-name)`,
+      );
+    }
+    // Before the suspicion, the probe rounds that start it: the one that fails and the one before
+    // (the member may have just been probed), each stretched at worst by the prober's health score.
+    const c = this.config;
+    const windowMs =
+      suspicionBounds(c.suspicionMult, c.suspicionMaxTimeoutMult, c.suspicionConfirmations, live, c.probeIntervalMs)
+        .maxMs +
+      2 * c.awarenessMaxMultiplier * c.probeIntervalMs;
+    const now = this.clock.now();
+    this.nameHeldSince ??= now;
+    if (now - this.nameHeldSince > windowMs) {
+      return new WeftError(
+        "GOSSIP_NAME_CONFLICT",
+        `the members still hold a live record of the node name ${me.name} at ${at} (this node is ${me.host}:${me.port}), though nothing there has answered to it from here for ${Math.round((now - this.nameHeldSince) / 1000)} s, longer than they take to declare a silent node dead: another node uses this name where this one cannot reach it. Give every node a unique name (--node-name)`,
+      );
+    }
+    return new WeftError(
+      "GOSSIP_NAME_HELD",
+      `the members hold a live record of this node's name ${me.name} at ${at} (this node is ${me.host}:${me.port}), and nothing there answers to it: most likely this node's previous address. The join is retried until they declare that record dead (within ${Math.ceil(windowMs / 1000)} s)`,
+    );
   }
 
   /**
@@ -605,7 +651,7 @@ export class Memberlist {
           this.stats.protocol.nameConflicts++;
           this.logger.warn(
             { node: sender, known: `${known.host}:${known.port}`, claimed: `${own.host}:${own.port}` },
-            "refused push-pull from a second node using a live member's name",
+            "refused push-pull from a node using a live member's name at another address (a second node of that name, or the member restarted there before it was declared dead, which retries until then)",
           );
           return reply;
         }

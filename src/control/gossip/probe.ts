@@ -198,6 +198,23 @@ export class FailureDetector {
     );
   }
 
+  /**
+   * Whether a node named `name` answers at `addr` within a probe timeout (a stream ping, so no
+   * broadcasts go with it): the join asks this of the address of a live record of its own name
+   * (Memberlist.pushPull), to tell a node that holds the name from this node's previous run.
+   */
+  answersAs(addr: Addr, name: string): Promise<boolean> {
+    return this.streamPing(addr, name, this.nextSeq(), this.deps.config.probeTimeoutMs);
+  }
+
+  /** A ping over a stream: whether `name` acks it from `addr` within timeoutMs. */
+  private streamPing(addr: Addr, name: string, seq: number, timeoutMs: number): Promise<boolean> {
+    return this.deps.wire.request(addr, { kind: "ping", seq, target: name }, timeoutMs).then(
+      (reply) => reply.message.kind === "ack" && reply.message.seq === seq && reply.sender === name,
+      () => false,
+    );
+  }
+
   private round(): void {
     if (!this.running) return;
     const { awareness, config, membership, counters } = this.deps;
@@ -288,15 +305,12 @@ export class FailureDetector {
         ]);
       }
       if (config.tcpPingFallback && interval > timeout) {
-        wire.request(addr, { kind: "ping", seq, target: name }, interval - timeout).then(
-          (reply) => {
-            if (reply.message.kind === "ack" && reply.message.seq === seq && reply.sender === name && !result.acked) {
-              result.acked = true;
-              counters.protocol.tcpFallbackAcks++;
-            }
-          },
-          () => {},
-        );
+        void this.streamPing(addr, name, seq, interval - timeout).then((acked) => {
+          if (acked && !result.acked) {
+            result.acked = true;
+            counters.protocol.tcpFallbackAcks++;
+          }
+        });
       }
     });
 

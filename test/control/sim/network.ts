@@ -48,6 +48,8 @@ export interface NetworkStats {
 }
 
 const key = (a: Addr): string => `${a.host}:${a.port}`;
+/** One key for a pair of hosts, either way round. */
+const pairKey = (a: Addr, b: Addr): string => [key(a), key(b)].sort().join(" ");
 
 /** A simulated machine: its clock, its slowness, whether it is up. */
 export class SimHost {
@@ -122,6 +124,8 @@ export class SimNetwork {
   private readonly hosts = new Map<string, SimHost>();
   /** Host key → partition group; hosts in different groups cannot reach each other. */
   private groups = new Map<string, number>();
+  /** Pairs of hosts (pairKey) that cannot reach each other. */
+  private readonly cuts = new Set<string>();
 
   constructor(
     readonly scheduler: Scheduler,
@@ -161,12 +165,20 @@ export class SimNetwork {
     groups.forEach((g, i) => g.forEach((a) => this.groups.set(key(a), i + 1)));
   }
 
+  /** The two hosts cannot reach each other (packets or streams), whoever else they reach: a
+   *  link down between them alone, which a partition into groups cannot express. */
+  cut(a: Addr, b: Addr): void {
+    this.cuts.add(pairKey(a, b));
+  }
+
+  /** Undoes the partition and every cut. */
   heal(): void {
     this.groups = new Map();
+    this.cuts.clear();
   }
 
   reachable(a: Addr, b: Addr): boolean {
-    return (this.groups.get(key(a)) ?? 0) === (this.groups.get(key(b)) ?? 0);
+    return (this.groups.get(key(a)) ?? 0) === (this.groups.get(key(b)) ?? 0) && !this.cuts.has(pairKey(a, b));
   }
 
   /** Delivers a datagram as the link conditions allow. */
