@@ -324,9 +324,13 @@ export class UdpTcpTransport implements Transport {
           if (sock.destroyed) return;
           // Closed once the reply is out rather than when the client closes: a captured request
           // replayed (it authenticates; nothing in the wire says when it was sent) would otherwise
-          // hold its slot to the deadline, and 64 of them every slot.
+          // hold its slot to the deadline, and 64 of them every slot. Written and then closed, not
+          // end(): a shutdown pending (libuv's waits for the socket to be writable) makes the reset
+          // of an eviction fail, and Node then drops the handle without closing it, leaking the fd.
+          // Closed once the reply is in the kernel, it still goes out whole, FIN after it: the
+          // request was read whole and a client sends nothing more before the reply.
           this.replying.add(sock);
-          sock.end(lengthPrefixed(reply), () => sock.destroy());
+          sock.write(lengthPrefixed(reply), () => sock.destroy());
         },
         (err: unknown) => {
           if (isWeftError(err, "TRANSPORT_TOO_BIG")) this.stats.oversizeStreams++;
