@@ -60,6 +60,37 @@ async function stall(port: number, announced: number, bytes: number, into: Socke
   return new Promise<boolean>((r) => s.write(frame, (err) => r(!err)));
 }
 
+/** In ns: a listener on all addresses with `opts`, then connections one after the other from
+ *  `from` ([host, localAddress]), each announcing a frame it never sends; after the i-th, waits
+ *  until evictions and refusals reach `settled[i]`. Whether each was closed, and the counts. */
+async function slotsInNetns(
+  ns: Netns,
+  opts: Partial<UdpTcpOptions>,
+  from: string[][],
+  settled: number[],
+): Promise<{ rejected: number; evicted: number; closed: boolean[] }> {
+  const script = `(async () => {
+  const { connect } = require("node:net");
+  const { UdpTcpTransport } = await import(${JSON.stringify(new URL("../../dist/src/control/transport/udp-tcp.js", import.meta.url).href)});
+  const t = await UdpTcpTransport.open({ host: "::", port: 0, ...${JSON.stringify(opts)} });
+  const closed = [];
+  const settled = ${JSON.stringify(settled)};
+  for (const [i, [host, localAddress]] of ${JSON.stringify(from)}.entries()) {
+    const s = connect({ host, port: t.local.port, localAddress });
+    s.on("error", () => {});
+    s.once("close", () => (closed[i] = true));
+    closed[i] = false;
+    await new Promise((r) => s.once("connect", r));
+    s.write(Buffer.from([0, 0, 1, 0]));
+    for (let j = 0; j < 50 && t.stats.evictedForSlot + t.stats.rejectedConnections < settled[i]; j++) await new Promise((r) => setTimeout(r, 20));
+  }
+  await new Promise((r) => setTimeout(r, 300));
+  console.log(JSON.stringify({ rejected: t.stats.rejectedConnections, evicted: t.stats.evictedForSlot, closed }));
+  process.exit(0);
+})();`;
+  return JSON.parse(await ns.exec([process.execPath, "-e", script]));
+}
+
 describe("gossip stream limits", () => {
   it("outbound exchanges to peers that never answer leave every inbound slot free", async () => {
     const server = await UdpTcpTransport.open({ host: "127.0.0.1", port: 0, maxConnections: 2 });
@@ -414,43 +445,55 @@ describe("gossip stream limits", () => {
   });
 
   it.skipIf(!canUseNetns())(
-    "addresses of one IPv6 /64 together hold at most their /64's share, and at the limit the /64 holding the most slots gives one up",
+    "addresses of one IPv6 /64 together hold at most their /64's share, and at the limit the address holding the most slots gives one up",
     async () => {
       const ns = await Netns.create("slots64");
       try {
         // One host with several addresses of its /64 (added at will, nodad), ::1 and 127.0.0.1 besides.
         for (const a of ["2001:2::1", "2001:2::2", "2001:2::3", "2001:2::4", "2001:2::5"])
           await ns.ip(`addr add ${a}/64 dev lo nodad`);
-        // A listener on all addresses allowing 6 connections, 2 an address and 3 a /64; then
-        // connections one after the other, each announcing a frame it never sends.
-        const script = `(async () => {
-        const { connect } = require("node:net");
-        const { UdpTcpTransport } = await import(${JSON.stringify(new URL("../../dist/src/control/transport/udp-tcp.js", import.meta.url).href)});
-        const t = await UdpTcpTransport.open({ host: "::", port: 0, maxConnections: 6, maxConnectionsPerSource: 2, maxConnectionsPerPrefix: 3 });
-        const closed = [];
-        const from = [["127.0.0.1", "127.0.0.1"], ["::1", "2001:2::2"], ["::1", "2001:2::3"], ["::1", "2001:2::4"], ["::1", "2001:2::5"], ["::1", "::1"], ["127.0.0.1", "127.0.0.1"], ["::1", "::1"]];
-        for (const [i, [host, localAddress]] of from.entries()) {
-          const s = connect({ host, port: t.local.port, localAddress });
-          s.on("error", () => {});
-          s.once("close", () => (closed[i] = true));
-          closed[i] = false;
-          await new Promise((r) => s.once("connect", r));
-          s.write(Buffer.from([0, 0, 1, 0]));
-          for (let j = 0; j < 50 && t.stats.evictedForSlot + t.stats.rejectedConnections < (i >= 7 ? 2 : i >= 4 ? 1 : 0); j++) await new Promise((r) => setTimeout(r, 20));
-        }
-        await new Promise((r) => setTimeout(r, 300));
-        console.log(JSON.stringify({ rejected: t.stats.rejectedConnections, evicted: t.stats.evictedForSlot, closed }));
-        process.exit(0);
-      })();`;
-        const out = JSON.parse(await ns.exec([process.execPath, "-e", script]));
-        // ::5 took the slot of ::2 (its /64 held 3); the last ::1 that of ::3, its /64 holding the
-        // most slots, though 127.0.0.1's first was older. Before, the /64's addresses were counted
-        // apart (::5 closed none) and at the limit the oldest of all went.
+        const from = [
+          ["127.0.0.1", "127.0.0.1"],
+          ["::1", "2001:2::2"],
+          ["::1", "2001:2::3"],
+          ["::1", "2001:2::4"],
+          ["::1", "2001:2::5"],
+          ["::1", "::1"],
+          ["127.0.0.1", "127.0.0.1"],
+          ["::1", "::1"],
+        ];
+        const out = await slotsInNetns(
+          ns,
+          { maxConnections: 6, maxConnectionsPerSource: 2, maxConnectionsPerPrefix: 3 },
+          from,
+          [0, 0, 0, 0, 1, 1, 1, 2],
+        );
+        // ::5 took the slot of ::2 (its /64 held 3); the last ::1 that of 127.0.0.1's first, the
+        // address holding the most slots, though ::3 was of the /64 holding the most. Before, the
+        // /64's addresses were counted apart (::5 closed none).
         expect(out).toEqual({
           rejected: 0,
           evicted: 2,
-          closed: [false, true, true, false, false, false, false, false],
+          closed: [true, true, false, false, false, false, false, false],
         });
+      } finally {
+        await ns.destroy();
+      }
+    },
+  );
+
+  it.skipIf(!canUseNetns())(
+    "at the limit, peers sharing one /64 keep their connections and a flood spread over many /64s gives its oldest",
+    async () => {
+      const ns = await Netns.create("slotsnet");
+      try {
+        // A flood from 7 /64s (of 2001:2::/48), 1 connection each; two peers of one cloud /64.
+        const flood = Array.from({ length: 7 }, (_, i) => `2001:2:0:${i + 1}::1`);
+        for (const a of [...flood, "2001:2::2", "2001:2::3"]) await ns.ip(`addr add ${a}/64 dev lo nodad`);
+        const from = [...flood.slice(0, 6), "2001:2::2", "2001:2::3", flood[6]].map((a) => ["::1", a]);
+        const out = await slotsInNetns(ns, { maxConnections: 8 }, from, [0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        // Before, the peers' /64 held the most slots (2) and the first peer's connection went.
+        expect(out).toEqual({ rejected: 0, evicted: 1, closed: [true, ...Array(8).fill(false)] });
       } finally {
         await ns.destroy();
       }

@@ -22,7 +22,7 @@ export interface UdpTcpOptions {
   readonly maxStreamBytes?: number;
   /** Concurrent inbound stream connections; at the limit a new one closes the oldest whose request
    *  is not yet whole or whose reply is not yet sent out (see hold() for why the oldest) of the
-   *  IPv6 /64 (IPv4: address) holding the most slots, or is closed at once if there is none. */
+   *  address holding the most slots, or is closed at once if there is none. */
   readonly maxConnections?: number;
   /** Concurrent inbound stream connections from one address, so that one host cannot take them
    *  all; over it a new one closes that address's oldest as maxConnections does. Per address, not
@@ -280,9 +280,10 @@ export class UdpTcpTransport implements Transport {
     const group = groupOf(source);
     // Over an address's (or its /64's) share its own oldest goes, not the newcomer, so that stalled
     // connections cannot lock out that address's real requests. At the limit, the oldest of the
-    // /64 (IPv4: address) holding the most slots: a flood's connections crowd its addresses while a
-    // peer's exchange is one connection, so to close a peer's request a flood must fill every slot
-    // with none of its /64s holding more than the peer's; oldest first within it (see evictable()).
+    // address holding the most slots: a flood's connections crowd its addresses while a peer's
+    // exchange is one connection; oldest first among equals (see evictable()). By address, not /64:
+    // where all peers share one /64 it would hold more than a flood's /64s of one each, and a
+    // peer's connection would go first; the /64 cap already bounds a host's many addresses.
     const overShare = (this.perSource.get(source) ?? 0) >= this.maxConnectionsPerSource;
     const overGroup = group !== source && (this.perGroup.get(group) ?? 0) >= this.maxConnectionsPerPrefix;
     const full = this.inbound.size >= this.maxConnections;
@@ -291,7 +292,7 @@ export class UdpTcpTransport implements Transport {
       : overGroup
         ? this.evictable((o) => Number(o.group === group))
         : full
-          ? this.evictable((o) => this.perGroup.get(o.group) ?? 0)
+          ? this.evictable((o) => this.perSource.get(o.source) ?? 0)
           : undefined;
     if (this.closed || ((overShare || overGroup || full) && !victim)) {
       this.stats.rejectedConnections++;
@@ -324,9 +325,13 @@ export class UdpTcpTransport implements Transport {
           if (sock.destroyed) return;
           // Closed once the reply is out rather than when the client closes: a captured request
           // replayed (it authenticates; nothing in the wire says when it was sent) would otherwise
-          // hold its slot to the deadline, and 64 of them every slot.
+          // hold its slot to the deadline, and 64 of them every slot. Written and then closed, not
+          // end(): a shutdown pending (libuv's waits for the socket to be writable) makes the reset
+          // of an eviction fail, and Node then drops the handle without closing it, leaking the fd.
+          // Closed once the reply is in the kernel, it still goes out whole, FIN after it: the
+          // request was read whole and a client sends nothing more before the reply.
           this.replying.add(sock);
-          sock.end(lengthPrefixed(reply), () => sock.destroy());
+          sock.write(lengthPrefixed(reply), () => sock.destroy());
         },
         (err: unknown) => {
           if (isWeftError(err, "TRANSPORT_TOO_BIG")) this.stats.oversizeStreams++;
