@@ -35,7 +35,7 @@ import { checkFlags, checkHost } from "./preflight.js";
 import { udpSocketDrops, type DataplanePort, type SocketDrops } from "./socket-drops.js";
 import { StateDirLock } from "./state-dir.js";
 import { parseSubnetEnv, subnetFileError, writeSubnetEnv } from "./subnet-env.js";
-import { chooseUnderlay, describeUnderlay, gossipHost } from "./underlay.js";
+import { chooseUnderlay, describeUnderlay, gossipHost, saveUnderlay6 } from "./underlay.js";
 
 export interface AgentOptions {
   netConfig: string;
@@ -249,7 +249,7 @@ export class Agent {
             conf.space6 !== undefined &&
             (conf.Backend.Type !== "wasm-vxlan" ? true : conf.space ? "if-present" : "or-ipv4"),
         },
-        log,
+        { log, stateDir: opts.stateDir },
       );
       await checkHost(kernel, opts, conf, underlay);
       await mkdir(dirname(opts.subnetFile), { recursive: true, mode: 0o755 }).catch((cause) => {
@@ -298,6 +298,8 @@ export class Agent {
       });
     });
     try {
+      // Gossip is bound to (or announces) it now: a later start at another address would meet this incarnation.
+      await saveUnderlay6(opts.stateDir, underlay, opts, log);
       await agent.removeStaleSubnetEnv();
     } catch (err) {
       await agent.stop(false).catch(() => undefined);

@@ -3,9 +3,13 @@
 // and addresses), else the interface of the default route (IPv6's when IPv4 is off). The chosen
 // interface must have a global address of every enabled family (in wasm-vxlan the IPv6 one may be
 // missing: IPv6 then rides the IPv4 underlay, in dual-stack and IPv6-only alike); --public-ip and
-// --public-ipv6 override the addresses peers send to. Of several global IPv6 addresses, see rankIpv6.
+// --public-ipv6 override the addresses peers send to. Of several global IPv6 addresses, see rankIpv6;
+// the one taken is saved in the state dir and kept at later starts (UNDERLAY6_FILE).
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import type { Logger } from "pino";
 import { WeftError } from "../errors.js";
+import { writeFileAtomic } from "../fs/atomic-write.js";
 import type { Underlay } from "../backends/backend.js";
 import type { Kernel } from "../kernel/iproute.js";
 import { formatIpv4, parseIpv4 } from "../net/ipv4.js";
@@ -55,32 +59,95 @@ interface Link {
   v4: string[];
   /** Best first (see rankIpv6). */
   v6: string[];
-  /** Why v6[0] leads, where the interface has more than one global IPv6 address. */
+  /** Why v6[0] leads, where the interface has a usable global IPv6 address. */
   v6Choice?: { why: string; skipped: Array<{ addr: string; flags: string[] }> };
 }
 
+interface DefaultRoute6 {
+  dev?: string;
+  metric?: number;
+  prefsrc?: string;
+  /** ECMP: the devices are here, not in dev. */
+  nexthops?: Array<{ dev?: string }>;
+}
+
+/** The IPv6 underlay address taken at the last start, in the state dir: in IPv6-only mode gossip binds
+ *  it, and a --keep-on-exit restart at another address found its old incarnation still alive there
+ *  (GOSSIP_NAME_CONFLICT). */
+export const UNDERLAY6_FILE = "underlay-ipv6";
+
+/** The saved address; none where the file is missing or damaged (a first start: the choice is made again). */
+async function savedUnderlay6(stateDir: string): Promise<string | undefined> {
+  const text = (await readFile(join(stateDir, UNDERLAY6_FILE), "utf8").catch(() => "")).trim();
+  return isIpv6Text(text) ? formatIpv6(parseIpv6(text)) : undefined;
+}
+
+/**
+ * Saves the IPv6 underlay address once gossip is bound to (or announces) it, where it was taken from the
+ * interface (weft's choice or the one --iface names, not --public-ipv6): chooseUnderlay keeps it at
+ * later starts. A failed save is logged; the next start then chooses again.
+ */
+export async function saveUnderlay6(
+  stateDir: string,
+  u: Underlay,
+  choice: UnderlayChoice,
+  log?: Logger,
+): Promise<void> {
+  if (u.addr6 === undefined || choice.publicIpv6 !== undefined) return;
+  const taken = formatIpv6(u.addr6);
+  if ((await savedUnderlay6(stateDir)) === taken) return;
+  const file = join(stateDir, UNDERLAY6_FILE);
+  await writeFileAtomic(file, `${taken}\n`, { mode: 0o600, dirMode: 0o700 }).catch((err) =>
+    log?.warn(
+      { code: "AGENT_UNDERLAY_IPV6_SAVE_FAILED", err, file },
+      `cannot save the IPv6 underlay address ${taken} in ${file}: the next start chooses again, and may take another`,
+    ),
+  );
+}
+
+/** The underlay; with a state dir, an IPv6 address saved there (saveUnderlay6) is kept while the interface
+ *  has it, neither deprecated nor dadfailed. */
 export async function chooseUnderlay(
   kernel: Kernel,
   choice: UnderlayChoice,
   families: UnderlayFamilies = { ipv4: true, ipv6: false },
-  log?: Logger,
+  opts: { log?: Logger; stateDir?: string } = {},
+): Promise<Underlay> {
+  const saved = opts.stateDir !== undefined && families.ipv6 ? await savedUnderlay6(opts.stateDir) : undefined;
+  return choose(kernel, choice, families, saved, opts.log);
+}
+
+async function choose(
+  kernel: Kernel,
+  choice: UnderlayChoice,
+  families: UnderlayFamilies,
+  saved: string | undefined,
+  log: Logger | undefined,
 ): Promise<Underlay> {
   const addrs = await kernel.ipJson<AddrInfo[]>(["addr", "show"]);
   // The default route's `src` is the one IPv6 address an admin marks as the host's own; read only
   // where there is a choice to make (and so never on a host without IPv6).
   const several = (l: AddrInfo) =>
-    (l.addr_info ?? []).filter((a) => a.family === "inet6" && a.scope === "global").length > 1;
-  const defaultSrc6 =
+    (l.addr_info ?? []).filter((a) => a.family === "inet6" && a.scope === "global" && !a.dadfailed).length > 1;
+  const defaultRoutes6 =
     families.ipv6 && addrs.some(several)
-      ? await kernel.ipJson<Array<{ dev?: string; prefsrc?: string }>>(["-6", "route", "show", "default"])
+      ? await kernel.ipJson<DefaultRoute6[]>(["-6", "route", "show", "default"])
       : [];
+  // The src of the default route the kernel uses through the device (the lowest metric), not a backup's.
+  const defaultSrc6 = (dev: string) =>
+    defaultRoutes6
+      .filter((r) => r.dev === dev || r.nexthops?.some((h) => h.dev === dev))
+      .reduce<DefaultRoute6 | undefined>(
+        (best, r) => (best && (best.metric ?? 0) <= (r.metric ?? 0) ? best : r),
+        undefined,
+      )?.prefsrc;
   const links: Link[] = addrs.map((l) => {
     const global = (family: string) => (l.addr_info ?? []).filter((a) => a.family === family && a.scope === "global");
     return {
       iface: l.ifname,
       mtu: l.mtu,
       v4: global("inet").map((a) => a.local),
-      ...rankIpv6(global("inet6"), defaultSrc6.find((r) => r.dev === l.ifname && r.prefsrc)?.prefsrc),
+      ...rankIpv6(global("inet6"), defaultSrc6(l.ifname), saved),
     };
   });
   const orIpv4 = families.ipv6 === "or-ipv4";
@@ -111,11 +178,28 @@ export async function chooseUnderlay(
     const first = (list: string[]) => (preferred !== undefined && list.includes(preferred) ? preferred : list[0]);
     const v4 = families.ipv4 || v6OverV4(l);
     const v6 = families.ipv6 && !v6OverV4(l) && (choice.publicIpv6 ?? first(l.v6));
-    // Said only where weft chose: not for --public-ipv6, nor an address --iface named.
-    if (v6 && v6 !== choice.publicIpv6 && v6 !== preferred && l.v6Choice)
+    // Said only where weft chose (not for --public-ipv6, nor an address --iface named), and only a new
+    // choice: among several, or one other than the last start's.
+    if (
+      v6 &&
+      v6 !== choice.publicIpv6 &&
+      v6 !== preferred &&
+      l.v6Choice &&
+      (saved === undefined || parseIpv6(v6) !== parseIpv6(saved)) &&
+      (saved !== undefined || l.v6.length > 1)
+    )
       log?.info(
-        { code: "AGENT_UNDERLAY_IPV6_CHOSEN", iface: l.iface, chosen: v6, others: l.v6.slice(1), ...l.v6Choice },
-        `${l.iface} has several global IPv6 addresses: the underlay takes ${v6}, ${l.v6Choice.why}`,
+        {
+          code: "AGENT_UNDERLAY_IPV6_CHOSEN",
+          iface: l.iface,
+          chosen: v6,
+          ...(saved !== undefined && { previous: saved }),
+          others: l.v6.slice(1),
+          ...l.v6Choice,
+        },
+        saved !== undefined
+          ? `the IPv6 underlay address changes from ${saved}, the last start's, which ${l.iface} no longer has usable (gone, deprecated or dadfailed), to ${v6}, ${l.v6Choice.why}`
+          : `${l.iface} has several usable global IPv6 addresses: the underlay takes ${v6}, ${l.v6Choice.why}`,
       );
     return {
       iface: l.iface,
@@ -186,32 +270,44 @@ export async function chooseUnderlay(
 }
 
 /**
- * An interface's global IPv6 addresses, best first: never one whose DAD failed; the default route's
- * `src`, else the oldest (the kernel lists the newest first, and an address added after boot is as
- * likely a floating VIP, kube-vip's or keepalived's, that moves away); a privacy, deprecated or still
- * tentative address only where there is no other.
+ * An interface's global IPv6 addresses, best first: never one whose DAD failed; the one saved at the
+ * last start while it is neither deprecated nor dadfailed (a change of address would find the old
+ * incarnation alive there); else the default route's `src`; else the first listed, as flanneld takes
+ * it and as the kernel breaks ties in its own source choice; a privacy, deprecated or still tentative
+ * address only where there is no other.
  */
-function rankIpv6(addrs: NonNullable<AddrInfo["addr_info"]>, defaultSrc?: string): Pick<Link, "v6" | "v6Choice"> {
+function rankIpv6(
+  addrs: NonNullable<AddrInfo["addr_info"]>,
+  defaultSrc?: string,
+  saved?: string,
+): Pick<Link, "v6" | "v6Choice"> {
   const usable = addrs.filter((a) => !a.dadfailed);
-  const oldestFirst = (list: typeof usable) => list.map((a) => a.local).reverse();
-  const clean = oldestFirst(usable.filter((a) => !AVOIDED.some((f) => a[f])));
-  const avoided = usable.filter((a) => AVOIDED.some((f) => a[f]));
-  const src = defaultSrc === undefined ? undefined : clean.find((a) => parseIpv6(a) === parseIpv6(defaultSrc));
-  const v6 = [...(src !== undefined ? [src] : []), ...clean.filter((a) => a !== src), ...oldestFirst(avoided)];
-  if (addrs.length < 2 || v6.length === 0) return { v6 };
+  const is = (text?: string) => (a: string) => text !== undefined && parseIpv6(a) === parseIpv6(text);
+  const kept = usable.find((a) => is(saved)(a.local) && !a.deprecated)?.local;
+  const avoided = (a: (typeof usable)[number]) => AVOIDED.some((f) => a[f]);
+  const clean = usable.filter((a) => !avoided(a)).map((a) => a.local);
+  const src = clean.find(is(defaultSrc));
+  const lead = kept ?? src;
+  const v6 = [...clean, ...usable.filter(avoided).map((a) => a.local)].filter((a) => a !== lead);
+  if (lead !== undefined) v6.unshift(lead);
+  if (v6.length === 0) return { v6 };
   return {
     v6,
     v6Choice: {
       why:
-        clean.length === 0
-          ? "the oldest, as none is free of the flags temporary, deprecated and tentative"
+        kept !== undefined
+          ? "the last start's (saved in the state dir)"
           : src !== undefined
             ? "the default route's src"
-            : clean.length > 1
-              ? "the oldest (the default route names no src)"
-              : "the only one free of the flags temporary, deprecated, tentative and dadfailed",
+            : v6.length === 1
+              ? "the only usable one"
+              : clean.length === 0
+                ? "the first listed, as none is free of the flags temporary, deprecated and tentative"
+                : clean.length > 1
+                  ? "the first listed, as flanneld takes (the default route names no src)"
+                  : "the only one free of the flags temporary, deprecated and tentative",
       skipped: addrs
-        .filter((a) => a.dadfailed || AVOIDED.some((f) => a[f]))
+        .filter((a) => a.dadfailed || avoided(a))
         .map((a) => ({ addr: a.local, flags: [...AVOIDED, "dadfailed" as const].filter((f) => a[f]) })),
     },
   };

@@ -15,6 +15,7 @@
 import { access, mkdir, readFile, rm, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { UNDERLAY6_FILE } from "../../src/agent/underlay.js";
 import { agentRequest } from "../../src/cli/agent-client.js";
 import type { AgentStatus } from "../../src/lab/agents.js";
 import { LAB_POD_NETWORK6 } from "../../src/lab/cluster.js";
@@ -102,6 +103,8 @@ describe.skipIf(!canUseNetns()).each(MODES)("agents, IPv6-only, $type", (mode) =
       // Only the IPv6 ring is kept.
       expect(await exists(join(a.stateDir, "lease-state-ipv6.json"))).toBe(true);
       expect(await exists(join(a.stateDir, "lease-state.json"))).toBe(false);
+      // The IPv6 underlay address gossip binds is saved, for the next start to keep.
+      expect(await readFile(join(a.stateDir, UNDERLAY6_FILE), "utf8")).toBe(`${formatIpv6(a.host.underlayAddr6!)}\n`);
     }
   });
 

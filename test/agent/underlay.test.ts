@@ -2,9 +2,18 @@
 // --iface-regex over names and addresses, the interface holding --public-ip(v6) or else the
 // default route's, and --public-ip(v6) overriding the address; the interface must have a global address of every enabled family. Real interfaces
 // in a namespace of the test's own.
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { chooseUnderlay, ifaceRegExp } from "../../src/agent/underlay.js";
+import {
+  chooseUnderlay,
+  ifaceRegExp,
+  saveUnderlay6,
+  UNDERLAY6_FILE,
+  type UnderlayChoice,
+} from "../../src/agent/underlay.js";
 import { parseIpv4 } from "../../src/net/ipv4.js";
 import { parseIpv6 } from "../../src/net/ipv6.js";
 import { canUseNetns, Netns } from "../support/netns.js";
@@ -175,90 +184,189 @@ describe.skipIf(!canUseNetns())("underlay choice", () => {
 
 describe.skipIf(!canUseNetns())("underlay choice among several IPv6 addresses", () => {
   let ns: Netns;
+  let dirs: string;
   const logged: Array<Record<string, unknown>> = [];
   const log = pino({ level: "info" }, { write: (line: string) => void logged.push(JSON.parse(line)) });
+  let links = 0;
+  /** A test's own interface with its addresses added in order, each "ADDR/LEN [flags]" (the kernel
+   *  lists the last added first). Its peer stays down: without carrier, an address added without
+   *  nodad stays tentative. */
+  const iface = async (...addrs: string[]) => {
+    const dev = `s6_${links++}`;
+    await ns.ip(`link add ${dev} mtu 1400 type veth peer name ${dev}p mtu 1400`);
+    await ns.ip(`link set ${dev} up`);
+    for (const a of addrs) {
+      const [addr, ...flags] = a.split(" ");
+      await ns.ip([`addr add ${addr} dev ${dev}`, ...flags].join(" "));
+    }
+    return dev;
+  };
+  /** A state dir of the test's own, as an agent's restarts share one. */
+  const stateDir = () => mkdtemp(join(dirs, "state-"));
+  /** An agent's start in IPv6-only mode: the choice, saved once gossip is bound. */
+  const start = async (choice: UnderlayChoice, dir: string) => {
+    const u = await chooseUnderlay(ns.kernel, choice, V6, { log, stateDir: dir });
+    await saveUnderlay6(dir, u, choice, log);
+    return u;
+  };
 
   beforeAll(async () => {
     ns = await Netns.create("uly6");
-    // The peer stays down: without carrier, an address added without nodad stays tentative.
-    await ns.ip("link add m6 mtu 1400 type veth peer name m6p mtu 1400");
-    await ns.ip("link set m6 up");
-    // Oldest first, as a host gets them: its own address, one past its preferred lifetime, one in DAD.
-    await ns.ip("addr add 2001:2::10/64 dev m6 nodad");
-    await ns.ip("addr add 2001:2::11/64 dev m6 nodad preferred_lft 0");
-    await ns.ip("addr add 2001:2::13/64 dev m6");
-    await ns.ip("-6 route add default dev m6");
-    await ns.ip("link add d6 mtu 1400 type veth peer name d6p mtu 1400");
-    await ns.ip("link set d6 up");
-    await ns.ip("addr add 2001:2::20/64 dev d6 nodad preferred_lft 0");
-    await ns.ip("addr add 2001:2::21/64 dev d6 nodad preferred_lft 0");
+    dirs = await mkdtemp(join(tmpdir(), "weft-underlay-"));
   });
 
   afterAll(async () => {
     await ns?.destroy();
+    if (dirs) await rm(dirs, { recursive: true, force: true });
   });
 
-  it("takes the oldest usable one, not a newer floating address, nor a deprecated or tentative one, and logs why", async () => {
-    const addrs = JSON.parse(await ns.ip("-j -6 addr show dev m6")) as Array<{ addr_info: object[] }>;
+  it("without a saved choice takes the first listed usable one, as flanneld, not a deprecated or tentative one, and logs why", async () => {
+    // Oldest first: its own address, one past its preferred lifetime, a newer one, one in DAD.
+    const dev = await iface(
+      "2001:2::10/64 nodad",
+      "2001:2::11/64 nodad preferred_lft 0",
+      "2001:2::12/64 nodad",
+      "2001:2::13/64",
+    );
+    const addrs = JSON.parse(await ns.ip(`-j -6 addr show dev ${dev}`)) as Array<{ addr_info: object[] }>;
     expect(addrs[0]?.addr_info).toEqual(
       expect.arrayContaining([
         expect.objectContaining({ local: "2001:2::11", deprecated: true }),
         expect.objectContaining({ local: "2001:2::13", tentative: true }),
       ]),
     );
-    expect(await chooseUnderlay(ns.kernel, {}, V6, log)).toEqual({
-      iface: "m6",
-      mtu: 1400,
-      addr6: parseIpv6("2001:2::10"),
-    });
-    // A VIP (kube-vip's, keepalived's) added later is listed first by the kernel.
-    await ns.ip("addr add 2001:2::12/128 dev m6 nodad");
     logged.length = 0;
-    expect(await chooseUnderlay(ns.kernel, { iface: ["m6"] }, V6_OR_V4, log)).toMatchObject({
-      addr6: parseIpv6("2001:2::10"),
+    expect(await chooseUnderlay(ns.kernel, { iface: [dev] }, V6, { log })).toEqual({
+      iface: dev,
+      mtu: 1400,
+      addr6: parseIpv6("2001:2::12"),
+    });
+    expect(await chooseUnderlay(ns.kernel, { iface: [dev] }, V6_OR_V4, { log })).toMatchObject({
+      addr6: parseIpv6("2001:2::12"),
     });
     expect(logged).toEqual([
       expect.objectContaining({
         code: "AGENT_UNDERLAY_IPV6_CHOSEN",
-        iface: "m6",
-        chosen: "2001:2::10",
-        others: ["2001:2::12", "2001:2::11", "2001:2::13"],
+        iface: dev,
+        chosen: "2001:2::12",
+        others: ["2001:2::10", "2001:2::13", "2001:2::11"],
         skipped: [
           { addr: "2001:2::13", flags: ["tentative"] },
           { addr: "2001:2::11", flags: ["deprecated"] },
         ],
-        msg: expect.stringMatching(/takes 2001:2::10, the oldest/),
+        msg: expect.stringMatching(/takes 2001:2::12, the first listed, as flanneld/),
       }),
+      expect.objectContaining({ chosen: "2001:2::12" }),
     ]);
   });
 
-  it("the default route's src wins; an address --iface names or --public-ipv6 wins over both, unlogged", async () => {
-    await ns.ip("-6 route replace default dev m6 src 2001:2::12");
-    try {
-      logged.length = 0;
-      expect(await chooseUnderlay(ns.kernel, {}, V6, log)).toMatchObject({ addr6: parseIpv6("2001:2::12") });
-      expect(logged).toEqual([
-        expect.objectContaining({ chosen: "2001:2::12", msg: expect.stringMatching(/the default route's src$/) }),
-      ]);
-      logged.length = 0;
-      expect(await chooseUnderlay(ns.kernel, { iface: ["2001:2::11"] }, V6, log)).toMatchObject({
-        addr6: parseIpv6("2001:2::11"),
-      });
-      expect(await chooseUnderlay(ns.kernel, { publicIpv6: "2001:2::10" }, V6, log)).toMatchObject({
-        iface: "m6",
-        addr6: parseIpv6("2001:2::10"),
-      });
-      expect(logged).toEqual([]);
-    } finally {
-      await ns.ip("-6 route replace default dev m6");
-    }
+  it("keeps the last start's address across a restart after a newer one is added, until it is deprecated", async () => {
+    const dir = await stateDir();
+    const dev = await iface("2001:2::20/64 nodad", "2001:2::21/64 nodad");
+    logged.length = 0;
+    expect(await start({ iface: [dev] }, dir)).toMatchObject({
+      addr6: parseIpv6("2001:2::21"),
+    });
+    expect(logged).toEqual([expect.objectContaining({ chosen: "2001:2::21" })]);
+    expect(await readFile(join(dir, UNDERLAY6_FILE), "utf8")).toBe("2001:2::21\n");
+    // A VIP (kube-vip's, keepalived's) added while the agent ran is listed first by the kernel.
+    await ns.ip(`addr add 2001:2::22/64 dev ${dev} nodad`);
+    logged.length = 0;
+    expect(await start({ iface: [dev] }, dir)).toMatchObject({
+      addr6: parseIpv6("2001:2::21"),
+    });
+    expect(logged).toEqual([]);
+    // A kept address that turns deprecated is given up, and the change is said.
+    await ns.ip(`addr change 2001:2::21/64 dev ${dev} preferred_lft 0`);
+    expect(await start({ iface: [dev] }, dir)).toMatchObject({
+      addr6: parseIpv6("2001:2::22"),
+    });
+    expect(logged).toEqual([
+      expect.objectContaining({
+        code: "AGENT_UNDERLAY_IPV6_CHOSEN",
+        chosen: "2001:2::22",
+        previous: "2001:2::21",
+        msg: expect.stringMatching(/changes from 2001:2::21/),
+      }),
+    ]);
+    expect(await readFile(join(dir, UNDERLAY6_FILE), "utf8")).toBe("2001:2::22\n");
   });
 
-  it("an interface with deprecated addresses only still has an underlay address: the oldest", async () => {
-    expect(await chooseUnderlay(ns.kernel, { iface: ["d6"] }, V6, log)).toEqual({
-      iface: "d6",
+  it("a choice it cannot save is logged, and the start goes on", async () => {
+    // A state dir that cannot hold the file (a file stands where the dir should be).
+    const notDir = join(await stateDir(), "file");
+    await writeFile(notDir, "");
+    const dev = await iface("2001:2::28/64 nodad");
+    logged.length = 0;
+    expect(await start({ iface: [dev] }, notDir)).toMatchObject({
+      addr6: parseIpv6("2001:2::28"),
+    });
+    expect(logged).toEqual([expect.objectContaining({ code: "AGENT_UNDERLAY_IPV6_SAVE_FAILED" })]);
+  });
+
+  it("a dadfailed address is never taken, nor counted as a choice to log", async () => {
+    // The peer is up and holds the address, so that DAD fails on this side.
+    const dev = await iface("2001:2::30/64 nodad");
+    await ns.ip(`link set ${dev}p up`);
+    await ns.ip(`addr add 2001:2::31/64 dev ${dev}p nodad`);
+    await ns.ip(`addr add 2001:2::31/64 dev ${dev}`);
+    await expect
+      .poll(async () => JSON.parse(await ns.ip(`-j -6 addr show dev ${dev}`))[0].addr_info, { timeout: 10_000 })
+      .toEqual(expect.arrayContaining([expect.objectContaining({ local: "2001:2::31", dadfailed: true })]));
+    logged.length = 0;
+    expect(await chooseUnderlay(ns.kernel, { iface: [dev] }, V6, { log })).toMatchObject({
+      addr6: parseIpv6("2001:2::30"),
+    });
+    expect(logged).toEqual([]);
+  });
+
+  it("the src of the lowest-metric default route through the interface wins, not a backup's; ECMP too", async () => {
+    const dev = await iface("2001:2::40/64 nodad", "2001:2::41/64 nodad", "2001:2::42/64 nodad");
+    const other = await iface("2001:2::43/64 nodad");
+    await ns.ip(`-6 route add default dev ${dev} metric 100`);
+    await ns.ip(`-6 route add default dev ${dev} metric 200 src 2001:2::40`);
+    expect(await chooseUnderlay(ns.kernel, { iface: [dev] }, V6)).toMatchObject({ addr6: parseIpv6("2001:2::42") });
+    await ns.ip(
+      `-6 route add default metric 50 src 2001:2::41 nexthop via 2001:2::a1 dev ${dev} nexthop via 2001:2::a2 dev ${other}`,
+    );
+    logged.length = 0;
+    expect(await chooseUnderlay(ns.kernel, { iface: [dev] }, V6, { log })).toMatchObject({
+      addr6: parseIpv6("2001:2::41"),
+    });
+    expect(logged).toEqual([
+      expect.objectContaining({ chosen: "2001:2::41", msg: expect.stringMatching(/the default route's src$/) }),
+    ]);
+  });
+
+  it("a saved address wins over the default route's src; --iface ADDRESS (saved) and --public-ipv6 (not saved) over both, unlogged", async () => {
+    const dir = await stateDir();
+    const dev = await iface("2001:2::50/64 nodad", "2001:2::51/64 nodad");
+    expect(await start({ iface: [dev] }, dir)).toMatchObject({
+      addr6: parseIpv6("2001:2::51"),
+    });
+    await ns.ip(`-6 route add default dev ${dev} metric 10 src 2001:2::50`);
+    logged.length = 0;
+    expect(await start({ iface: [dev] }, dir)).toMatchObject({
+      addr6: parseIpv6("2001:2::51"),
+    });
+    expect(await start({ iface: ["2001:2::50"] }, dir)).toMatchObject({
+      addr6: parseIpv6("2001:2::50"),
+    });
+    expect(await readFile(join(dir, UNDERLAY6_FILE), "utf8")).toBe("2001:2::50\n");
+    expect(await start({ publicIpv6: "2001:2::51" }, dir)).toMatchObject({
+      iface: dev,
+      addr6: parseIpv6("2001:2::51"),
+    });
+    expect(await readFile(join(dir, UNDERLAY6_FILE), "utf8")).toBe("2001:2::50\n");
+    expect(logged).toEqual([]);
+  });
+
+  it("an interface with deprecated addresses only still has an underlay address: the first listed", async () => {
+    const dev = await iface("2001:2::60/64 nodad preferred_lft 0", "2001:2::61/64 nodad preferred_lft 0");
+    expect(await chooseUnderlay(ns.kernel, { iface: [dev] }, V6)).toEqual({
+      iface: dev,
       mtu: 1400,
-      addr6: parseIpv6("2001:2::20"),
+      addr6: parseIpv6("2001:2::61"),
     });
   });
 });
