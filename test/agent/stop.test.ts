@@ -248,7 +248,7 @@ describe.skipIf(!canUseNetns())("agent: a stop that overlaps", () => {
     await startAgain(a2);
   }, 240_000);
 
-  it("with --keep-on-exit, a SIGTERM's stop that finds the name taken while it stops gossip removes subnet.env and flannel.1", async () => {
+  it("with --keep-on-exit, a SIGTERM's stop that finds the name taken while it stops gossip removes subnet.env and flannel.1, and exits 1", async () => {
     const [a1, a2] = env.all;
     const path = env.agents.netConfPath(a2);
     const text = await readFile(path, "utf8");
@@ -318,7 +318,8 @@ describe.skipIf(!canUseNetns())("agent: a stop that overlaps", () => {
         10_000,
       );
       await release();
-      await env.agents.exited(a2, 30_000);
+      // Before, the SIGTERM's stop exited 0 although the name was taken.
+      expect(await env.agents.exited(a2, 30_000)).toBe(1);
       // Before, the keep decided as the stop began held: the winner's subnet stayed in subnet.env.
       expect(existsSync(env.agents.subnetFile(a2))).toBe(false);
       expect(await overlayDevices(a2.host)).toEqual([]);
