@@ -913,6 +913,14 @@ export class Agent {
     // (EISDIR) is no log code: it stays in `err`, and the line is AGENT_FATAL.
     const code = err instanceof WeftError ? err.code : "AGENT_FATAL";
     this.log.error({ err, code }, "this node cannot go on running");
+    // The name found taken during a stop that keeps subnet.env (--keep-on-exit): its subnet is the
+    // other node's, so the file goes now, as a lost subnet's does (subnetLost), not once gossip
+    // has stopped; a failure here is the stop's to log, which removes it again after control.stop().
+    if (this.stopping && isWeftError(err, "GOSSIP_NAME_CONFLICT")) {
+      try {
+        rmSync(this.opts.subnetFile, { force: true });
+      } catch {}
+    }
     this.fatalAbort.abort(err);
     this.fatalHandler?.(err);
   }

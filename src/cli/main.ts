@@ -263,9 +263,12 @@ agentCommand
     };
     // AGENT_STOP_INCOMPLETE says what is left to remove by hand: logged before the exit.
     const stopFailed = (err: Error) => log.error({ err, code: (err as { code?: string }).code }, err.message);
+    // A fatal error during a signal's stop (the name found taken while gossip stopped) gets the same
+    // stop: its exit 1 stands, as when it came first.
+    let fatalSeen = false;
     const stopAndExit = (a: Agent) =>
       a.stop(true).then(
-        () => process.exit(0),
+        () => process.exit(fatalSeen ? 1 : 0),
         (err: Error) => {
           stopFailed(err);
           process.exit(1);
@@ -280,16 +283,12 @@ agentCommand
       log.info("stopped while starting; nothing left behind");
       process.exit(0);
     }
-    if (stopping) {
-      // The signal came after the start's last check: stop as if it had come a moment later.
-      await stopAndExit(agent);
-    }
-    process.removeListener("SIGHUP", onEarlyHup);
     const running = agent;
     // Its name taken by a live node elsewhere: stop without a leave (a leave in this name would
     // tell the cluster that the other node left) and exit 1.
     // A signal meanwhile waits for this stop (stopping), as a second stop would have cut it short.
     running.onFatal(() => {
+      fatalSeen = true;
       stopping = true;
       out.toSync();
       void running
@@ -297,6 +296,11 @@ agentCommand
         .catch(stopFailed)
         .finally(() => process.exit(1));
     });
+    if (stopping) {
+      // The signal came after the start's last check: stop as if it had come a moment later.
+      await stopAndExit(running);
+    }
+    process.removeListener("SIGHUP", onEarlyHup);
     const reload = () =>
       void running.reload().catch((err) =>
         isWeftError(err, "AGENT_ROLLBACK_FAILED")

@@ -18,6 +18,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { agentRequest } from "../../src/cli/agent-client.js";
 import type { LabAgent } from "../../src/lab/agents.js";
 import { canUseNetns } from "../support/netns.js";
+import { toolPath } from "../support/refusing-tool.js";
 import { agentLab, eventually, logRecords, netConf } from "./support.js";
 
 const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
@@ -30,13 +31,14 @@ const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
 const bin = mkdtempSync(join(tmpdir(), "weft-anr-"));
 function holdingTool(tool: "nft" | "ip", args: string): string {
   const hold = join(bin, `hold-${tool}`);
+  const real = toolPath(tool);
   writeFileSync(
     join(bin, tool),
     [
       "#!/bin/sh",
-      `[ -p ${hold} ] || exec /usr/sbin/${tool} "$@"`,
-      `case " $* " in ${args}) ;; *) exec /usr/sbin/${tool} "$@" ;; esac`,
-      `out=$(/usr/sbin/${tool} "$@"); rc=$?`,
+      `[ -p ${hold} ] || exec '${real}' "$@"`,
+      `case " $* " in ${args}) ;; *) exec '${real}' "$@" ;; esac`,
+      `out=$('${real}' "$@"); rc=$?`,
       `read -r _ < ${hold}; rm -f ${hold}`,
       `[ -z "$out" ] || printf '%s\\n' "$out"`,
       "exit $rc",
@@ -77,6 +79,12 @@ describe.skipIf(!canUseNetns())("agent: why it is not ready, behind a backend ch
     agentRequest(a.stateDir, "GET", "/readyz").then(
       (body): [number, string] => [200, String(body)],
       (err: Error): [number, string] => [503, err.message],
+    );
+  /** The ifindex of a's device `dev`; undefined if there is none. */
+  const ifindex = (a: LabAgent, dev: string) =>
+    a.host.ns.ip(`-o link show dev ${dev}`).then(
+      (out) => /^(\d+):/.exec(out)?.[1],
+      () => undefined,
     );
   const weftReady = async (a: LabAgent) =>
     /^weft_ready (\d)$/m.exec((await agentRequest(a.stateDir, "GET", "/metrics")) as string)?.[1];
@@ -144,6 +152,8 @@ describe.skipIf(!canUseNetns())("agent: why it is not ready, behind a backend ch
     const since = await env.agents.logSize(a2);
     const tunGone = async () =>
       (await logRecords(a2.dir, since)).filter((r) => /its TUN device is gone/.test(String(r.msg))).length;
+    /** The stand-in's ifindex: the restart after the failure makes a weft.1 of its own (not while it is there). */
+    let standInIndex: string | undefined;
     execFileSync("mkfifo", [hold]);
     try {
       await a2.host.ns.ip("link del weft.1");
@@ -157,7 +167,10 @@ describe.skipIf(!canUseNetns())("agent: why it is not ready, behind a backend ch
       const gone = await tunGone();
       await a2.host.ns.ip("link del weft.1");
       await eventually("the new backend to fail", tunGone, (n) => n > gone, 10_000);
-      if (standIn) await a2.host.ns.ip("tuntap add dev weft.1 mode tun");
+      if (standIn) {
+        await a2.host.ns.ip("tuntap add dev weft.1 mode tun");
+        standInIndex = await ifindex(a2, "weft.1");
+      }
       writeSync(writer!, "\n");
       closeSync(writer!);
       const records = await eventually(
@@ -172,8 +185,10 @@ describe.skipIf(!canUseNetns())("agent: why it is not ready, behind a backend ch
       expect(records.slice(0, second).filter((r) => r.code === "AGENT_BACKEND_RESTARTED")).toEqual([]);
     } finally {
       await rm(hold, { force: true });
-      // The next restart makes its own (one left would refuse it); the failed backend's stop may have taken it.
-      if (standIn) await a2.host.ns.ip("link del weft.1").catch(() => undefined);
+      // The next restart makes its own (the stand-in left would refuse it): the stand-in goes, but
+      // not a weft.1 that restart made already (1 s after the failure, the finally may come later).
+      if (standInIndex !== undefined && (await ifindex(a2, "weft.1")) === standInIndex)
+        await a2.host.ns.ip("link del weft.1");
     }
     await env.agents.waitReady(a2, 30_000);
   });

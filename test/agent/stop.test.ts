@@ -5,7 +5,8 @@
 // the stop skipped the lane and exited 0 "stopped", flannel.1 left); a SIGTERM during a fatal
 // stop waits for it (before, a second stop ran beside it, found the lanes taken, exited 0 before
 // the first was done); a --keep-on-exit stop that finds the name taken while it stops gossip
-// removes subnet.env and flannel.1 (before, it kept them, the winner's subnet in subnet.env).
+// removes subnet.env at once and flannel.1, and exits 1 (before, it kept them, the winner's subnet
+// in subnet.env; then subnet.env went only once gossip had stopped, and the exit was 0).
 import { existsSync } from "node:fs";
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -248,26 +249,33 @@ describe.skipIf(!canUseNetns())("agent: a stop that overlaps", () => {
     await startAgain(a2);
   }, 240_000);
 
-  it("with --keep-on-exit, a SIGTERM's stop that finds the name taken while it stops gossip removes subnet.env and flannel.1", async () => {
+  it("with --keep-on-exit, a SIGTERM's stop that finds the name taken while it stops gossip removes subnet.env at once, then flannel.1, and exits 1", async () => {
     const [a1, a2] = env.all;
     const path = env.agents.netConfPath(a2);
     const text = await readFile(path, "utf8");
     const twinDir = join(a1.dir, "twin-late");
     const twin: LabAgent = { host: a1.host, dir: twinDir, stateDir: twinDir };
     const [host1, port] = env.agents.gossipAddr(a1).split(":");
+    const membersFile = join(a2.stateDir, MEMBERS_FILE);
     const envBefore = a2.env;
     await env.agents.stop(a2);
-    // No members saved: the stop's first save (of host1) is due, and waits in the pool held below,
-    // so that gossip runs on while the stop is in control.stop(). Within a minute of the start,
-    // before the periodic save.
-    await rm(join(a2.stateDir, MEMBERS_FILE), { force: true });
+    // No members saved: a save (of host1) is due, the periodic one a minute after the start or the
+    // stop's, and waits in the pool held below, so that gossip runs on while the stop is in
+    // control.stop().
+    await rm(membersFile, { force: true });
     a2.env = { ...envBefore, UV_THREADPOOL_SIZE: "1" };
     env.agents.start(a2, ["--keep-on-exit"]);
     await env.agents.waitFor(a2, "its peer", (s) => s.ready && s.peers.length === 1, 60_000);
     const since = await env.agents.logSize(a2);
-    let release: (() => Promise<void>) | undefined;
     let blocked = false;
     try {
+      // Held from seconds after the start on, before the first periodic save can end: however long
+      // the join rounds below back off, every save waits, the stop's behind it.
+      const release = await holdPool(a2, text);
+      expect(
+        existsSync(membersFile),
+        "the periodic members save (a minute after the start) ended before the pool was held: the stop would not wait in control.stop()",
+      ).toBe(false);
       // host1's gossip port answers as another node named host2 (the twin) once host2's agent is
       // rejoining; it is stopped (SIGSTOP) before host2 can reach it, so that a join round's
       // push-pull waits for its answer.
@@ -287,12 +295,12 @@ describe.skipIf(!canUseNetns())("agent: a stop that overlaps", () => {
       twin.process!.kill("SIGSTOP");
       await a2.host.ns.ip(`route del prohibit ${host1}/32`);
       blocked = false;
-      release = await holdPool(a2, text);
+      // The rounds refused meanwhile back off up to 30 s.
       await eventually(
         "a join round's push-pull to the stopped twin",
         () => a2.host.ns.exec(["ss", "-Htn", "state", "established", "dst", `${host1}:${port}`]),
         (out) => out.trim() !== "",
-        40_000,
+        60_000,
       );
       a2.process!.kill("SIGTERM");
       // Answered after the stop's first steps ran (up to the save, in the same turn of the loop).
@@ -310,24 +318,29 @@ describe.skipIf(!canUseNetns())("agent: a stop that overlaps", () => {
         (r) => r.some((l) => l.msg === "this node cannot go on running"),
         10_000,
       );
+      // Gone at the conflict, the stop still held in its save; before, only once control.stop()
+      // ended, the CNI plugin handing out the winner's addresses meanwhile.
+      expect(existsSync(env.agents.subnetFile(a2))).toBe(false);
       await release();
-      release = undefined;
-      await env.agents.exited(a2, 30_000);
+      // Before, the SIGTERM's stop exited 0 although the name was taken.
+      expect(await env.agents.exited(a2, 30_000)).toBe(1);
       // Before, the keep decided as the stop began held: the winner's subnet stayed in subnet.env.
       expect(existsSync(env.agents.subnetFile(a2))).toBe(false);
       expect(await overlayDevices(a2.host)).toEqual([]);
     } finally {
-      await release?.();
+      // a2 first: with no reader left (a2 crashed), a write to the FIFO would wait for good.
+      await env.agents.stop(a2, "SIGKILL");
+      a2.env = envBefore;
+      await rm(path, { force: true });
+      await writeFile(path, text);
       if (blocked) await a2.host.ns.ip(`route del prohibit ${host1}/32`);
       twin.process?.kill("SIGCONT");
       await env.agents.stop(twin);
       await rm(twinDir, { recursive: true, force: true });
-      await env.agents.stop(a2, "SIGKILL");
-      a2.env = envBefore;
     }
     env.agents.start(a1);
     await startAgain(a2);
-  }, 240_000);
+  }, 300_000);
 });
 
 describe.skipIf(!canUseNetns())("agent: a family switched off across a kept restart", () => {

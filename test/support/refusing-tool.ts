@@ -15,8 +15,13 @@ export interface RefusingTool {
   remove(): Promise<void>;
 }
 
+/** Where `tool` is on this process's PATH: the real program, for a stand-in put first on an agent's. */
+export function toolPath(tool: "ip" | "nft"): string {
+  return execFileSync("sh", ["-c", `command -v ${tool}`], { encoding: "utf8" }).trim();
+}
+
 export async function refusingTool(tool: "ip" | "nft"): Promise<RefusingTool> {
-  const real = execFileSync("sh", ["-c", `command -v ${tool}`], { encoding: "utf8" }).trim();
+  const real = toolPath(tool);
   const bin = await mkdtemp(join(tmpdir(), `weft-refusing-${tool}-`));
   const patterns = join(bin, "refused");
   await writeFile(patterns, "");
