@@ -501,6 +501,31 @@ describe("gossip stream limits", () => {
   );
 
   it.skipIf(!canUseNetns())(
+    "at the limit, a flood from two /64s of one connection an address gives one of its /64 at its cap, not a peer's older one",
+    async () => {
+      const ns = await Netns.create("slots2net");
+      try {
+        // Two peers of one cloud /64 connected first; a flood's two /64s (of 2001:2::/48), one at
+        // its cap of 4, fill the rest; a third peer comes in.
+        const flood = [1, 2, 3, 4].map((n) => `2001:2:0:1::${n}`).concat(["2001:2:0:2::1", "2001:2:0:2::2"]);
+        const peers = ["2001:2::2", "2001:2::3", "2001:2::4"];
+        for (const a of [...flood, ...peers]) await ns.ip(`addr add ${a}/64 dev lo nodad`);
+        const from = [peers[0], peers[1], ...flood, peers[2]].map((a) => ["::1", a]);
+        const out = await slotsInNetns(
+          ns,
+          { maxConnections: 8, maxConnectionsPerPrefix: 4 },
+          from,
+          [0, 0, 0, 0, 0, 0, 0, 0, 1],
+        );
+        // Every address held one slot: before, the oldest went, the first peer's.
+        expect(out).toEqual({ rejected: 0, evicted: 1, closed: [false, false, true, ...Array(6).fill(false)] });
+      } finally {
+        await ns.destroy();
+      }
+    },
+  );
+
+  it.skipIf(!canUseNetns())(
     "IPv6 addresses of one /64 each have their own share of the stream slots; over it an address's oldest goes",
     async () => {
       const ns = await Netns.create("slots6");

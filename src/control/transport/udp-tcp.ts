@@ -281,9 +281,11 @@ export class UdpTcpTransport implements Transport {
     // Over an address's (or its /64's) share its own oldest goes, not the newcomer, so that stalled
     // connections cannot lock out that address's real requests. At the limit, the oldest of the
     // address holding the most slots: a flood's connections crowd its addresses while a peer's
-    // exchange is one connection; oldest first among equals (see evictable()). By address, not /64:
-    // where all peers share one /64 it would hold more than a flood's /64s of one each, and a
-    // peer's connection would go first; the /64 cap already bounds a host's many addresses.
+    // exchange is one connection. By address, not /64: where all peers share one /64 it would hold
+    // more than a flood's /64s of one each, and a peer's connection would go first. Among equals, a
+    // /64 holding its whole share goes first: a host with two /64s of one connection an address
+    // fills every slot with each at its cap, which peers sharing one /64 (one exchange each) are
+    // not; then oldest first (see evictable()).
     const overShare = (this.perSource.get(source) ?? 0) >= this.maxConnectionsPerSource;
     const overGroup = group !== source && (this.perGroup.get(group) ?? 0) >= this.maxConnectionsPerPrefix;
     const full = this.inbound.size >= this.maxConnections;
@@ -292,7 +294,11 @@ export class UdpTcpTransport implements Transport {
       : overGroup
         ? this.evictable((o) => Number(o.group === group))
         : full
-          ? this.evictable((o) => this.perSource.get(o.source) ?? 0)
+          ? this.evictable(
+              (o) =>
+                2 * (this.perSource.get(o.source) ?? 0) +
+                Number(o.group !== o.source && (this.perGroup.get(o.group) ?? 0) >= this.maxConnectionsPerPrefix),
+            )
           : undefined;
     if (this.closed || ((overShare || overGroup || full) && !victim)) {
       this.stats.rejectedConnections++;
