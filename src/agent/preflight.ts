@@ -184,8 +184,10 @@ function portUses(
   heldByOverlay: (port: number) => boolean,
 ): PortUse[] {
   const gossip = gossipHost(underlay);
+  // Where no flag named the interface, weft chose the address: no flag to blame.
+  const ifaceFlag = f.iface?.length ? "--iface" : f.ifaceRegex?.length ? "--iface-regex" : "the underlay address";
   const addrFlag =
-    underlay.addr !== undefined ? (f.publicIp ? "--public-ip" : "--iface") : f.publicIpv6 ? "--public-ipv6" : "--iface";
+    underlay.addr !== undefined ? (f.publicIp ? "--public-ip" : ifaceFlag) : f.publicIpv6 ? "--public-ipv6" : ifaceFlag;
   const uses: PortUse[] = [
     { what: "--gossip-port", port: f.gossipPort, udp: true, tcp: true, host: gossip, hostFlag: addrFlag, probe: true },
   ];
@@ -222,7 +224,7 @@ function portUses(
     });
   // The userspace dataplanes bind the underlay address of their family: IPv4's holds Port; IPv6's
   // holds Port on the IPv6 underlay address, or IPv6OverIPv4Port on the IPv4 one where it has none.
-  const ipv4Flag = f.publicIp ? "--public-ip" : "--iface";
+  const ipv4Flag = f.publicIp ? "--public-ip" : ifaceFlag;
   if ((b.Type === "wasm-vxlan" || b.Type === "udp") && conf.space)
     uses.push({
       what: "Backend.Port (net-conf.json)",
@@ -242,7 +244,7 @@ function portUses(
             udp: true,
             tcp: false,
             host: formatAddr(underlay.addr6),
-            hostFlag: f.publicIpv6 ? "--public-ipv6" : "--iface",
+            hostFlag: f.publicIpv6 ? "--public-ipv6" : ifaceFlag,
             probe: !heldByOverlay(b.Port),
           }
         : {

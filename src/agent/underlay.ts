@@ -7,6 +7,7 @@
 // the one taken is saved in the state dir and kept at later starts (UNDERLAY6_FILE).
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import { WeftError } from "../errors.js";
 import { writeFileAtomic } from "../fs/atomic-write.js";
@@ -61,6 +62,8 @@ interface Link {
   v6: string[];
   /** Why v6[0] leads, where the interface has a usable global IPv6 address. */
   v6Choice?: { why: string; skipped: Array<{ addr: string; flags: string[] }> };
+  /** The flags that kept the last start's address from leading, where the interface has it. */
+  savedFlags?: string[];
 }
 
 interface DefaultRoute6 {
@@ -72,9 +75,12 @@ interface DefaultRoute6 {
 }
 
 /** The IPv6 underlay address taken at the last start, in the state dir: in IPv6-only mode gossip binds
- *  it, and a --keep-on-exit restart at another address found its old incarnation still alive there
- *  (GOSSIP_NAME_CONFLICT). */
+ *  it, and a --keep-on-exit restart at another address joins late, its old record there held until
+ *  declared dead (GOSSIP_JOIN_NAME_HELD). */
 export const UNDERLAY6_FILE = "underlay-ipv6";
+
+/** How long a start waits for the saved address to finish DAD before choosing another for this start. */
+const SAVED_DAD_WAIT_MS = 5000;
 
 /** The saved address; none where the file is missing or damaged (a first start: the choice is made again). */
 async function savedUnderlay6(stateDir: string): Promise<string | undefined> {
@@ -106,7 +112,7 @@ export async function saveUnderlay6(
 }
 
 /** The underlay; with a state dir, an IPv6 address saved there (saveUnderlay6) is kept while the interface
- *  has it, neither deprecated nor dadfailed. */
+ *  has it, neither deprecated nor dadfailed (one tentative is waited for, bounded). */
 export async function chooseUnderlay(
   kernel: Kernel,
   choice: UnderlayChoice,
@@ -124,7 +130,18 @@ async function choose(
   saved: string | undefined,
   log: Logger | undefined,
 ): Promise<Underlay> {
-  const addrs = await kernel.ipJson<AddrInfo[]>(["addr", "show"]);
+  let addrs = await kernel.ipJson<AddrInfo[]>(["addr", "show"]);
+  // The saved address re-added at boot is tentative until DAD is done (a second or two), and Linux
+  // refuses to bind it (EADDRNOTAVAIL): waited for, bounded, rather than given up for this start.
+  const savedTentative = () =>
+    saved !== undefined &&
+    addrs.some((l) =>
+      (l.addr_info ?? []).some((a) => a.tentative && !a.dadfailed && parseIpv6(a.local) === parseIpv6(saved)),
+    );
+  for (const until = Date.now() + SAVED_DAD_WAIT_MS; savedTentative() && Date.now() < until; ) {
+    await sleep(100);
+    addrs = await kernel.ipJson<AddrInfo[]>(["addr", "show"]);
+  }
   // The default route's `src` is the one IPv6 address an admin marks as the host's own; read only
   // where there is a choice to make (and so never on a host without IPv6).
   const several = (l: AddrInfo) =>
@@ -198,7 +215,7 @@ async function choose(
           ...l.v6Choice,
         },
         saved !== undefined
-          ? `the IPv6 underlay address changes from ${saved}, the last start's, which ${l.iface} no longer has usable (gone, deprecated or dadfailed), to ${v6}, ${l.v6Choice.why}`
+          ? `the IPv6 underlay address changes from ${saved}, the last start's, which ${l.savedFlags ? `is ${l.savedFlags.join(" and ")} on ${l.iface}` : `is not on ${l.iface}`}, to ${v6}, ${l.v6Choice.why}`
           : `${l.iface} has several usable global IPv6 addresses: the underlay takes ${v6}, ${l.v6Choice.why}`,
       );
     return {
@@ -271,8 +288,8 @@ async function choose(
 
 /**
  * An interface's global IPv6 addresses, best first: never one whose DAD failed; the one saved at the
- * last start while it is neither deprecated nor dadfailed (a change of address would find the old
- * incarnation alive there); else the default route's `src`; else the first listed, as flanneld takes
+ * last start while it is neither deprecated, dadfailed nor tentative (a change of address delays an
+ * IPv6-only --keep-on-exit restart's join); else the default route's `src`; else the first listed, as flanneld takes
  * it and as the kernel breaks ties in its own source choice; a privacy, deprecated or still tentative
  * address only where there is no other.
  */
@@ -280,10 +297,13 @@ function rankIpv6(
   addrs: NonNullable<AddrInfo["addr_info"]>,
   defaultSrc?: string,
   saved?: string,
-): Pick<Link, "v6" | "v6Choice"> {
+): Pick<Link, "v6" | "v6Choice" | "savedFlags"> {
   const usable = addrs.filter((a) => !a.dadfailed);
   const is = (text?: string) => (a: string) => text !== undefined && parseIpv6(a) === parseIpv6(text);
-  const kept = usable.find((a) => is(saved)(a.local) && !a.deprecated)?.local;
+  const savedHere = addrs.find((a) => is(saved)(a.local));
+  // Tentative still after the wait in choose(): it cannot be bound.
+  const savedFlags = savedHere && (["deprecated", "tentative", "dadfailed"] as const).filter((f) => savedHere[f]);
+  const kept = savedFlags?.length === 0 ? savedHere?.local : undefined;
   const avoided = (a: (typeof usable)[number]) => AVOIDED.some((f) => a[f]);
   const clean = usable.filter((a) => !avoided(a)).map((a) => a.local);
   const src = clean.find(is(defaultSrc));
@@ -293,6 +313,7 @@ function rankIpv6(
   if (v6.length === 0) return { v6 };
   return {
     v6,
+    ...(savedFlags && { savedFlags }),
     v6Choice: {
       why:
         kept !== undefined

@@ -27,7 +27,16 @@ const NETWORK6 = "2001:2:0:8000::/49";
 const HOLD_PORT = `const u = require("node:dgram").createSocket("udp4"); u.bind(7999, () => require("node:net").createServer().listen(7999, () => console.log("held")));`;
 
 /** What a failed start must not leave in the state dir. */
-const STATE_FILES = ["lease-state.json", "lease-state-ipv6.json", "vtep-mac", "weft.sock", "weft.lock", "subnet.env"];
+const STATE_FILES = [
+  "lease-state.json",
+  "lease-state-ipv6.json",
+  "vtep-mac",
+  "weft.sock",
+  "weft.lock",
+  "subnet.env",
+  "underlay-ipv6",
+  "members.json",
+];
 
 describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
   let lab: LabCluster;

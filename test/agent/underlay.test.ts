@@ -14,6 +14,8 @@ import {
   UNDERLAY6_FILE,
   type UnderlayChoice,
 } from "../../src/agent/underlay.js";
+import { checkHost } from "../../src/agent/preflight.js";
+import { parseNetConf } from "../../src/config/net-conf.js";
 import { parseIpv4 } from "../../src/net/ipv4.js";
 import { parseIpv6 } from "../../src/net/ipv6.js";
 import { canUseNetns, Netns } from "../support/netns.js";
@@ -290,6 +292,61 @@ describe.skipIf(!canUseNetns())("underlay choice among several IPv6 addresses", 
       }),
     ]);
     expect(await readFile(join(dir, UNDERLAY6_FILE), "utf8")).toBe("2001:2::22\n");
+  });
+
+  it("a saved address still tentative is waited for, then given up for this start (Linux cannot bind it), and why is said", async () => {
+    const dir = await stateDir();
+    // Re-added at boot, DAD not done: its peer down keeps it tentative.
+    const dev = await iface("2001:2::70/64 nodad", "2001:2::71/64");
+    await writeFile(join(dir, UNDERLAY6_FILE), "2001:2::71\n");
+    logged.length = 0;
+    // Before, the tentative saved address was taken, and the start failed binding it.
+    expect(await start({ iface: [dev] }, dir)).toMatchObject({ addr6: parseIpv6("2001:2::70") });
+    expect(logged).toEqual([
+      expect.objectContaining({
+        code: "AGENT_UNDERLAY_IPV6_CHOSEN",
+        previous: "2001:2::71",
+        msg: expect.stringMatching(new RegExp(`which is tentative on ${dev}, to 2001:2::70`)),
+      }),
+    ]);
+    // One on another interface now (moved, or --iface changed) is said to be not on this one.
+    const other = await iface("2001:2::72/64 nodad");
+    logged.length = 0;
+    expect(await start({ iface: [other] }, dir)).toMatchObject({ addr6: parseIpv6("2001:2::72") });
+    expect(logged).toEqual([
+      expect.objectContaining({ msg: expect.stringMatching(new RegExp(`which is not on ${other}, to 2001:2::72`)) }),
+    ]);
+    // One whose DAD ends during the wait (carrier comes) is kept.
+    const late = await iface("2001:2::73/64 nodad", "2001:2::74/64");
+    await writeFile(join(dir, UNDERLAY6_FILE), "2001:2::74\n");
+    const chosen = start({ iface: [late] }, dir);
+    await ns.ip(`link set ${late}p up`);
+    expect(await chosen).toMatchObject({ addr6: parseIpv6("2001:2::74") });
+  });
+
+  it("an underlay address weft chose that cannot be bound is not blamed on --iface, which was not given", async () => {
+    const conf = parseNetConf(
+      JSON.stringify({ EnableIPv4: false, EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49" }),
+    );
+    const flags = {
+      healthzIp: "::1",
+      metricsIp: "::1",
+      gossipPort: 0,
+      join: [],
+      nodeName: "n",
+      reconcileIntervalMs: 5000,
+    };
+    // Not an address of this host (the probe binds in the test process), as a tentative one is not bindable.
+    const underlay = { iface: "lo", mtu: 1400, addr6: parseIpv6("2001:2::7f") };
+    await expect(checkHost(ns.kernel, flags, conf, underlay)).rejects.toThrow(
+      expect.objectContaining({
+        code: "CONFIG_ADDRESS_NOT_LOCAL",
+        message: expect.stringMatching(/^the underlay address 2001:2::7f: not an address of this host/),
+      }),
+    );
+    await expect(checkHost(ns.kernel, { ...flags, iface: ["lo"] }, conf, underlay)).rejects.toThrow(
+      /^--iface 2001:2::7f: not an address/,
+    );
   });
 
   it("a choice it cannot save is logged, and the start goes on", async () => {
