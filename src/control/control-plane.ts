@@ -176,7 +176,7 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
             isIP(host)
               ? Promise.resolve([isIPv6(host) ? formatIpv6(parseIpv6(host)) : host])
               : lookup(host, { all: true, family }).then((r) => r.map((a) => a.address))),
-        join: (addrs) => this.memberlist.join(addrs),
+        join: (addrs, rejoin) => this.memberlist.join(addrs, rejoin),
         saved: () => this.savedMembers?.current() ?? [],
         othersAlive: () => this.memberlist.numMembers() - 1,
         self: deps.transport.local,

@@ -6,7 +6,9 @@
 // addresses), it goes back to the list. A target that knows a live node of this node's name at
 // another address that answers to it ends it all: the name is taken (GOSSIP_NAME_CONFLICT), and
 // retrying cannot help; one that does not answer is likely this node's own from before a restart
-// on a new address, and is retried until the members declare it dead (GOSSIP_NAME_HELD).
+// on a new address, and is retried until the members declare it dead (GOSSIP_NAME_HELD): every
+// round fails so, whoever else answered, until a target's full state comes without that record.
+// Rejoining, such a record cannot be this node's own: the name is taken.
 // The members saved at the last run (saved-members.ts) are tried with the list, so a node whose list
 // is empty or names only itself (the first node) gets back to its cluster after a restart. Such a
 // node waits for that first round alone (so it serves nothing from its saved ring before merging
@@ -42,8 +44,9 @@ export interface JoinerDeps {
   /** Addresses of a host name or literal (several for a DNS name with several records). */
   readonly resolve: (host: string) => Promise<string[]>;
   /** One join round (memberlist's push-pull with each address); resolves to how many answered,
-   *  once every address answered or timed out (a silent one holds it for tcpTimeoutMs). */
-  readonly join: (addrs: Addr[]) => Promise<number>;
+   *  once every address answered or timed out (a silent one holds it for tcpTimeoutMs). rejoin:
+   *  this node was a member at its address, so a live record of its name elsewhere is another's. */
+  readonly join: (addrs: Addr[], rejoin: boolean) => Promise<number>;
   /** The members' addresses saved for a restart, as they stand now (those that left are out). */
   readonly saved?: () => readonly Addr[];
   /** Alive or suspect members other than this node. */
@@ -64,7 +67,8 @@ export type JoinState =
    *  round (or is left to try when rejoining): it starts a cluster of its own (retrying the saved
    *  members meanwhile, if any). */
   | "standalone"
-  /** No target has answered yet: retrying (or, with saved members, the first round is under way). */
+  /** No target has answered yet, or the targets hold a live record of this node's name at a silent
+   *  address (GOSSIP_JOIN_NAME_HELD): retrying (or, with saved members, the first round is under way). */
   | "joining"
   /** At least one target answered. */
   | "joined"
@@ -222,7 +226,7 @@ export class Joiner {
     if (addrs.length === 0 && failures.length === 0) return this.alone();
     let answered = 0;
     try {
-      if (addrs.length > 0) answered = await this.deps.join(addrs);
+      if (addrs.length > 0) answered = await this.deps.join(addrs, this.state === "rejoining");
     } catch (err) {
       if (isWeftError(err, "GOSSIP_NAME_CONFLICT")) return this.nameConflict(err as Error);
       if (isWeftError(err, "GOSSIP_NAME_HELD")) return this.nameHeld(err as Error);
@@ -289,7 +293,7 @@ export class Joiner {
   /**
    * A target holds a live record of this node's name at a silent address, most likely this node's
    * own before it restarted on a new one (Memberlist.nameHeld): the round failed, whoever else
-   * answered. Retried after the shortest backoff, not a growing one, so that the node joins soon
+   * answered, and members alive here do not count as joined. Retried after the shortest backoff, not a growing one, so that the node joins soon
    * after the members declare that record dead; Memberlist bounds the wait (then the name is
    * taken after all: GOSSIP_NAME_CONFLICT).
    */

@@ -338,6 +338,25 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     expect(pb.joinStatus().state).toBe("name-conflict");
   }, 120_000);
 
+  it("rejoining, a live record of this node's name where nothing answers is another node's, not its own: taken at once, not held", async () => {
+    // Two processes named "b" on purpose: membership's invariants (one history per name) do not apply.
+    const sim = new SimControlPlanes(SPACE, 11, undefined, { checkMembership: false });
+    const { pb, moved } = await rejoining(sim);
+    let fatal: { code?: string; message: string } | undefined;
+    pb.on("fatal", (e) => (fatal = e as { code?: string; message: string }));
+    // Another "b" joined the moved a, where the rejoining b cannot reach it.
+    const clone = sim.add("b");
+    sim.net.cut(clone.host.addr, { host: pb.memberlist.localNode().host, port: 7946 });
+    await sim.start(clone, { join: [moved.host.addr], seeds: ["a", "b"] });
+    expect(await sim.runUntil(() => moved.plane!.members().some((m) => m.name === "b"), 30_000)).toBe(true);
+    sim.dns.set("seeds.test", [moved.host.addr.host]);
+    expect(await sim.runUntil(() => fatal !== undefined, 120_000)).toBe(true);
+    expect(fatal?.code).toBe("GOSSIP_NAME_CONFLICT");
+    expect(fatal?.message).toContain(`since it joined: another node uses this name`);
+    expect(sim.withCode("b", "GOSSIP_JOIN_NAME_HELD")).toEqual([]);
+    expect(pb.joinStatus().state).toBe("name-conflict");
+  }, 120_000);
+
   it("refuses a second node with a live member's name: it never joins nor leases, and the first keeps its record and subnet", async () => {
     // Two processes named "a" on purpose: membership's invariants (one history per name) do not apply.
     const { sim, nodes } = await cluster(
@@ -427,6 +446,79 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     expect(a.plane.leases.currentLease()?.subnet).toBe(aSubnet);
     expect(pc.leases.currentLease()).toBeNull();
   }, 120_000);
+
+  /** Cluster a, b, c (seed `seed`) and a second node named "a" that cannot reach the first. */
+  async function cutOffDouble(seed: number) {
+    // Two processes named "a" on purpose: membership's invariants (one history per name) do not apply.
+    const { sim, nodes } = await cluster(
+      ["a", "b", "c"],
+      seed,
+      {},
+      new SimControlPlanes(SPACE, seed, undefined, { checkMembership: false }),
+    );
+    const clone = sim.add("a");
+    sim.net.cut(clone.host.addr, nodes[0].host.addr);
+    const refused: Array<{ code?: string; message: string }> = [];
+    /** Starts the double, joining `join`; it ends as refused, with the bound's GOSSIP_NAME_CONFLICT. */
+    const start = async (join: PlaneNode[]) => {
+      const pc = await sim.start(clone, { join: join.map((n) => n.host.addr), seeds: ["a", "b", "c"] });
+      pc.on("fatal", (e) => refused.push(e as { code?: string; message: string }));
+      return pc;
+    };
+    const expectRefused = async (pc: ControlPlane) => {
+      expect(refused[0]?.code, sim.describe()).toBe("GOSSIP_NAME_CONFLICT");
+      expect(refused[0]?.message).toContain("another node uses this name where this one cannot reach it");
+      expect(pc.leases.currentLease()).toBeNull();
+      await pc.stop(false);
+      clone.plane = undefined;
+    };
+    return { sim, nodes, clone, refused, start, expectRefused };
+  }
+
+  it("a held name stays held when the targets that reported it fail in a later round: members met meanwhile do not admit a second node of a live member's name", async () => {
+    const { sim, nodes, refused, start, expectRefused } = await cutOffDouble(9);
+    const b = nodes[1];
+    // d runs a cluster of its own (it leases from the same space: the lease invariants are for one).
+    sim.checkLeases = false;
+    const d = sim.add("d");
+    await sim.start(d, { join: [], seeds: ["d"] });
+    const pc = await start([b, d]);
+    // b's full state reports a's record; d, which does not know a, took this node in: it is alive here.
+    expect(
+      await sim.runUntil(
+        () => sim.withCode("a", "GOSSIP_JOIN_NAME_HELD").length > 0 && pc.memberlist.numMembers() > 1,
+        30_000,
+        50,
+      ),
+      sim.describe(),
+    ).toBe(true);
+    // Then the targets fail (as a timeout under load would) before d is found dead here.
+    sim.crash(b);
+    sim.crash(d);
+    let joined = false;
+    await sim.runUntil(() => {
+      joined ||= pc.joinStatus().state === "joined";
+      return refused.length > 0;
+    }, 120_000);
+    expect(joined).toBe(false);
+    await expectRefused(pc);
+  }, 180_000);
+
+  it("the bound on a held name runs from when it first came: rounds in which its target does not answer do not restart it", async () => {
+    const { sim, nodes, clone, refused, start, expectRefused } = await cutOffDouble(10);
+    const [a, b] = nodes;
+    const pc = await start([b]);
+    // Held rounds for a few seconds, then a stretch in which b does not answer (a round times
+    // out), over and over: each held stretch alone is far shorter than the bound.
+    for (let i = 0; i < 10 && refused.length === 0; i++) {
+      await sim.runUntil(() => refused.length > 0, 4_000);
+      sim.net.cut(clone.host.addr, b.host.addr);
+      await sim.runUntil(() => refused.length > 0, 14_000);
+      sim.net.heal();
+      sim.net.cut(clone.host.addr, a.host.addr);
+    }
+    await expectRefused(pc);
+  }, 180_000);
 
   it("a duplicate name that slipped in through a member that did not know it: the members decide, the newcomer stops with GOSSIP_NAME_CONFLICT, the first keeps its subnet", async () => {
     const { sim, nodes } = await cluster(

@@ -8,7 +8,8 @@ import { Awareness } from "./awareness.js";
 import { retransmitLimit, TransmitLimitedQueue } from "./broadcast.js";
 import { validateConfig, type MemberlistConfig } from "./config.js";
 import type { Delegate, EventDelegate, NodeView } from "./delegate.js";
-import { type ErrorCode, isWeftError, WeftError } from "../../errors.js";
+import { isWeftError, WeftError } from "../../errors.js";
+import { formatHostPort } from "../../net/ip.js";
 import type { Keyring } from "./keyring.js";
 import { encodeMessage, framedSize, type Envelope, type Message, type NodeState } from "./messages.js";
 import { BROADCAST_OVERHEAD, Wire, type Request } from "./net.js";
@@ -70,9 +71,11 @@ export class Memberlist {
   /** When the last name check started (clock ms); one runs at a time, at most one per 10 probes. */
   private nameCheckAt = -Infinity;
   private nameLost = false;
-  /** When a join first found this node's name held by a silent record (see nameHeld); cleared by
-   *  a join without. */
-  private nameHeldSince?: number;
+  /** A live record of this node's name at another address that a join target reported, and when
+   *  first (see nameHeld); kept until a target's full state comes without it, so a round in which
+   *  the targets that know it are silent (a timeout, not an answer) neither admits this node nor
+   *  restarts the bound. */
+  private heldName?: { record: NodeState; live: number; since: number };
 
   constructor(config: MemberlistConfig, deps: MemberlistDeps) {
     this.config = validateConfig(config);
@@ -155,9 +158,12 @@ export class Memberlist {
    * Push-pull with each seed (join = true); resolves to how many answered (0: none, retry later).
    * Rejects with GOSSIP_NAME_CONFLICT when a seed knows a live member of this node's name at another
    * address that answers to it: the name is taken, and this node must not take part (memberlist
-   * refuses it too); with GOSSIP_NAME_HELD when nothing there answers (see nameHeld).
+   * refuses it too); with GOSSIP_NAME_HELD when nothing there answers (see nameHeld), in every
+   * round until a target's full state comes without that record. addressKept: this node has been
+   * a member at its present address (a rejoin), so such a record is not its own from before a
+   * restart: the name is taken whether or not it answers.
    */
-  async join(seeds: readonly Addr[]): Promise<number> {
+  async join(seeds: readonly Addr[], addressKept = false): Promise<number> {
     this.assertRunning();
     // With delta pulls, one seed's full state is enough: the others get a catch-up of a short
     // window, so they learn of us (and spread our record) without sending theirs whole, which was
@@ -165,19 +171,23 @@ export class Memberlist {
     // catch-up is asked in full.
     const introMs = this.config.pullIntervalMs > 0 ? JOIN_INTRO_WINDOW_MS : 0;
     const results = await Promise.allSettled(seeds.map((seed, i) => this.pushPull(seed, true, i === 0 ? 0 : introMs)));
+    // Which answer carries a target's full state (every one without delta pulls; a catch-up leaves
+    // out records that did not change, so its silence on the name proves nothing).
+    let full = introMs > 0 ? 0 : undefined;
     if (introMs > 0 && results[0]?.status === "rejected") {
-      const other = results.findIndex((r) => r.status === "fulfilled");
-      if (other > 0) results[other] = (await Promise.allSettled([this.pushPull(seeds[other], true)]))[0];
+      full = results.findIndex((r) => r.status === "fulfilled");
+      if (full > 0) results[full] = (await Promise.allSettled([this.pushPull(seeds[full], true)]))[0];
     }
     for (const [i, r] of results.entries()) {
       if (r.status === "rejected") this.logger.debug({ seed: seeds[i], err: r.reason }, "join: seed did not answer");
     }
-    // A name taken comes first; then one held by a silent record (nameHeld), which the joiner retries.
-    const refused = (code: ErrorCode) =>
-      results.find((r): r is PromiseRejectedResult => r.status === "rejected" && isWeftError(r.reason, code));
-    const conflict = refused("GOSSIP_NAME_CONFLICT") ?? refused("GOSSIP_NAME_HELD");
-    if (conflict) throw conflict.reason;
-    this.nameHeldSince = undefined;
+    const reported = results.find((r) => r.status === "fulfilled" && r.value !== undefined);
+    if (reported?.status === "fulfilled" && reported.value) {
+      this.heldName = { ...reported.value, since: this.heldName?.since ?? this.clock.now() };
+    } else if (results.some((r, i) => r.status === "fulfilled" && (full === undefined || i === full))) {
+      this.heldName = undefined;
+    }
+    if (this.heldName) throw await this.nameHeld(this.heldName, addressKept);
     return results.filter((r) => r.status === "fulfilled").length;
   }
 
@@ -366,9 +376,15 @@ export class Memberlist {
    * protocol version 2 (compact records) unless the peer is known to speak only 1: a peer that
    * does not know pushPull2 refuses it (closes the stream), so the exchange is made again in
    * version 1 and the peer is noted as speaking 1 (unless known to speak 2). That refusal is how two members first learn
-   * each other's version; from then on it travels with the records.
+   * each other's version; from then on it travels with the records. A join's reply that lists a
+   * live record of this node's name at another address is not merged: that record (and how many
+   * live members the reply listed) is returned for join to judge.
    */
-  private async pushPull(peer: Addr, join: boolean, catchUpMs = 0): Promise<void> {
+  private async pushPull(
+    peer: Addr,
+    join: boolean,
+    catchUpMs = 0,
+  ): Promise<{ record: NodeState; live: number } | undefined> {
     const started = this.clock.now();
     const message = catchUpMs > 0 ? this.catchUpRequest(catchUpMs) : this.pushPullMessage(join);
     const known = this.membership.versionAt(peer);
@@ -394,14 +410,10 @@ export class Memberlist {
     if (!this.running) return;
     if (join) {
       const me = this.membership.local();
-      const other = reply.message.nodes.find(
+      const record = reply.message.nodes.find(
         (n) => n.name === me.name && isLive(n.state) && (n.host !== me.host || n.port !== me.port),
       );
-      if (other) {
-        this.stats.protocol.nameConflicts++;
-        const live = reply.message.nodes.filter((n) => isLive(n.state)).length;
-        throw await this.nameHeld(other, live);
-      }
+      if (record) return { record, live: reply.message.nodes.filter((n) => isLive(n.state)).length };
     }
     this.membership.mergeRemote(reply.message.nodes, reply.sender);
     // A version-1 answer to a version-1 request (after a refusal): note it once the peer's record exists.
@@ -409,6 +421,7 @@ export class Memberlist {
     this.mergeUserState(reply.message.userState, join && catchUpMs === 0);
     if (join && catchUpMs === 0) this.pull.joined();
     if (join) this.scheduleJoinSync(started);
+    return undefined;
   }
 
   /**
@@ -420,15 +433,29 @@ export class Memberlist {
    * systemd loop until then. So it is GOSSIP_NAME_HELD, which the joiner retries, until a window
    * (the longest suspicion for this cluster size, plus the probes that start it) has passed
    * since it first came: a record that outlives it has a node behind it that this one cannot
-   * reach, and the name is taken after all.
+   * reach, and the name is taken after all. Rejoining (addressKept), the record cannot be this
+   * node's own: taken at once.
    */
-  private async nameHeld(other: NodeState, live: number): Promise<WeftError> {
+  private async nameHeld(
+    held: { record: NodeState; live: number; since: number },
+    addressKept: boolean,
+  ): Promise<WeftError> {
+    const { record: other, live, since } = held;
     const me = this.membership.local();
-    const at = `${other.host}:${other.port}`;
+    const at = formatHostPort(other.host, other.port);
+    const self = formatHostPort(me.host, me.port);
+    const taken = (message: string) => {
+      this.stats.protocol.nameConflicts++;
+      return new WeftError("GOSSIP_NAME_CONFLICT", message);
+    };
+    if (addressKept) {
+      return taken(
+        `the members hold a live record of the node name ${me.name} at ${at}, while this node has been a member at ${self} since it joined: another node uses this name. Give every node a unique name (--node-name)`,
+      );
+    }
     if (await this.detector.answersAs({ host: other.host, port: other.port }, me.name)) {
-      return new WeftError(
-        "GOSSIP_NAME_CONFLICT",
-        `the node name ${me.name} is already used by a live node at ${at}, which answers to it (this node is ${me.host}:${me.port}); give every node a unique name (--node-name)`,
+      return taken(
+        `the node name ${me.name} is already used by a live node at ${at}, which answers to it (this node is ${self}); give every node a unique name (--node-name)`,
       );
     }
     // Before the suspicion, the probe rounds that start it: the one that fails and the one before
@@ -438,17 +465,15 @@ export class Memberlist {
       suspicionBounds(c.suspicionMult, c.suspicionMaxTimeoutMult, c.suspicionConfirmations, live, c.probeIntervalMs)
         .maxMs +
       2 * c.awarenessMaxMultiplier * c.probeIntervalMs;
-    const now = this.clock.now();
-    this.nameHeldSince ??= now;
-    if (now - this.nameHeldSince > windowMs) {
-      return new WeftError(
-        "GOSSIP_NAME_CONFLICT",
-        `the members still hold a live record of the node name ${me.name} at ${at} (this node is ${me.host}:${me.port}), though nothing there has answered to it from here for ${Math.round((now - this.nameHeldSince) / 1000)} s, longer than they take to declare a silent node dead: another node uses this name where this one cannot reach it. Give every node a unique name (--node-name)`,
+    const heldMs = this.clock.now() - since;
+    if (heldMs > windowMs) {
+      return taken(
+        `the members still hold a live record of the node name ${me.name} at ${at} (this node is ${self}), though nothing there has answered to it from here for ${Math.round(heldMs / 1000)} s, longer than they take to declare a silent node dead: another node uses this name where this one cannot reach it. Give every node a unique name (--node-name)`,
       );
     }
     return new WeftError(
       "GOSSIP_NAME_HELD",
-      `the members hold a live record of this node's name ${me.name} at ${at} (this node is ${me.host}:${me.port}), and nothing there answers to it: most likely this node's previous address. The join is retried until they declare that record dead (within ${Math.ceil(windowMs / 1000)} s)`,
+      `the members hold a live record of this node's name ${me.name} at ${at} (this node is ${self}), and nothing there answers to it: most likely this node's previous address. The join is retried until they declare that record dead (within ${Math.ceil(windowMs / 1000)} s)`,
     );
   }
 

@@ -199,12 +199,15 @@ export class FailureDetector {
   }
 
   /**
-   * Whether a node named `name` answers at `addr` within a probe timeout (a stream ping, so no
-   * broadcasts go with it): the join asks this of the address of a live record of its own name
-   * (Memberlist.pushPull), to tell a node that holds the name from this node's previous run.
+   * Whether a node named `name` answers at `addr` (a stream ping, so no broadcasts go with it): the
+   * join asks this of the address of a live record of its own name (Memberlist.nameHeld), to tell
+   * a node that holds the name from this node's previous run. A connect, a handshake and a reply
+   * take longer than a probe timeout on a loaded host, and a slow duplicate taken for a silent
+   * record would be refused only at the bound: a probe interval, at least 2 s, within the stream timeout.
    */
   answersAs(addr: Addr, name: string): Promise<boolean> {
-    return this.streamPing(addr, name, this.nextSeq(), this.deps.config.probeTimeoutMs);
+    const { probeIntervalMs, tcpTimeoutMs } = this.deps.config;
+    return this.streamPing(addr, name, this.nextSeq(), Math.min(tcpTimeoutMs, Math.max(2000, probeIntervalMs)));
   }
 
   /** A ping over a stream: whether `name` acks it from `addr` within timeoutMs. */
