@@ -179,6 +179,7 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
         join: (addrs, rejoin) => this.memberlist.join(addrs, rejoin),
         saved: () => this.savedMembers?.current() ?? [],
         othersAlive: () => this.memberlist.numMembers() - 1,
+        nameHeld: () => this.memberlist.nameIsHeld(),
         self: deps.transport.local,
         log: deps.logger.child({ layer: "join" }),
         // Revoked first, synchronously: the owner's stop takes a few awaits, and the lease layer

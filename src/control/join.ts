@@ -51,6 +51,8 @@ export interface JoinerDeps {
   readonly saved?: () => readonly Addr[];
   /** Alive or suspect members other than this node. */
   readonly othersAlive: () => number;
+  /** A target reported a live record of this node's name elsewhere, not yet gone (Memberlist.nameIsHeld). */
+  readonly nameHeld: () => boolean;
   /** This node's gossip address, left out of the list (a list shared by every node names it too). */
   readonly self: Addr;
   readonly log: JoinLogger;
@@ -236,7 +238,9 @@ export class Joiner {
     // Members may have found us meanwhile (they join us too): then there is nothing to retry. With
     // none alive, those that answered are gone again before the round settled (memberGone waits
     // for "joined"): retry.
-    if (this.deps.othersAlive() > 0) return this.joined(answered, addrs.length);
+    // Not while a target's report of this node's name elsewhere stands: those members may be ones
+    // that did not know the record (a round whose targets all failed to resolve asks nobody).
+    if (this.deps.othersAlive() > 0 && !this.deps.nameHeld()) return this.joined(answered, addrs.length);
     // Only saved members were tried, and none answered: run standalone, retrying them meanwhile.
     if (alone && this.state === "joining") this.alone();
     this.failedRounds++;

@@ -459,49 +459,85 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     const clone = sim.add("a");
     sim.net.cut(clone.host.addr, nodes[0].host.addr);
     const refused: Array<{ code?: string; message: string }> = [];
-    /** Starts the double, joining `join`; it ends as refused, with the bound's GOSSIP_NAME_CONFLICT. */
-    const start = async (join: PlaneNode[]) => {
-      const pc = await sim.start(clone, { join: join.map((n) => n.host.addr), seeds: ["a", "b", "c"] });
+    /** Starts the double, joining `join` (nodes, or host names); it ends as refused, with the bound's GOSSIP_NAME_CONFLICT. */
+    const start = async (join: Array<PlaneNode | string>) => {
+      const pc = await sim.start(clone, {
+        join: join.map((n) => (typeof n === "string" ? { host: n, port: 7946 } : n.host.addr)),
+        seeds: ["a", "b", "c"],
+      });
       pc.on("fatal", (e) => refused.push(e as { code?: string; message: string }));
       return pc;
     };
-    const expectRefused = async (pc: ControlPlane) => {
-      expect(refused[0]?.code, sim.describe()).toBe("GOSSIP_NAME_CONFLICT");
-      expect(refused[0]?.message).toContain("another node uses this name where this one cannot reach it");
+    const stopDouble = async (pc: ControlPlane) => {
       expect(pc.leases.currentLease()).toBeNull();
       await pc.stop(false);
       clone.plane = undefined;
     };
-    return { sim, nodes, clone, refused, start, expectRefused };
+    const expectRefused = async (pc: ControlPlane) => {
+      expect(refused[0]?.code, sim.describe()).toBe("GOSSIP_NAME_CONFLICT");
+      expect(refused[0]?.message).toContain("another node uses this name where this one cannot reach it");
+      await stopDouble(pc);
+    };
+    /** d, in a cluster of its own that does not know "a" (it leases from the same space: the lease invariants are for one). */
+    const loner = async () => {
+      sim.checkLeases = false;
+      const d = sim.add("d");
+      await sim.start(d, { join: [], seeds: ["d"] });
+      return d;
+    };
+    /** Until a target's full state reported a's record and the loner took this node in (alive here). */
+    const heldAndMet = async (pc: ControlPlane) =>
+      expect(
+        await sim.runUntil(
+          () => sim.withCode("a", "GOSSIP_JOIN_NAME_HELD").length > 0 && pc.memberlist.numMembers() > 1,
+          30_000,
+          50,
+        ),
+        sim.describe(),
+      ).toBe(true);
+    /** Runs for ms: the double is neither joined nor refused meanwhile, and stops. */
+    const expectHeldFor = async (pc: ControlPlane, ms: number) => {
+      let joined = false;
+      await sim.runUntil(() => {
+        joined ||= pc.joinStatus().state === "joined";
+        return refused.length > 0;
+      }, ms);
+      expect(joined).toBe(false);
+      expect(refused).toEqual([]);
+      expect(pc.joinStatus().state).toBe("joining");
+    };
+    return { sim, nodes, clone, refused, start, stopDouble, expectRefused, loner, heldAndMet, expectHeldFor };
   }
 
-  it("a held name stays held when the targets that reported it fail in a later round: members met meanwhile do not admit a second node of a live member's name", async () => {
-    const { sim, nodes, refused, start, expectRefused } = await cutOffDouble(9);
+  it("a held name stays held when the targets that reported it fail in later rounds: members met meanwhile do not admit a second node of a live member's name, and rounds in which nothing answers do not refuse it (no fresh evidence)", async () => {
+    const { sim, nodes, start, stopDouble, loner, heldAndMet, expectHeldFor } = await cutOffDouble(9);
     const b = nodes[1];
-    // d runs a cluster of its own (it leases from the same space: the lease invariants are for one).
-    sim.checkLeases = false;
-    const d = sim.add("d");
-    await sim.start(d, { join: [], seeds: ["d"] });
+    const d = await loner();
     const pc = await start([b, d]);
-    // b's full state reports a's record; d, which does not know a, took this node in: it is alive here.
-    expect(
-      await sim.runUntil(
-        () => sim.withCode("a", "GOSSIP_JOIN_NAME_HELD").length > 0 && pc.memberlist.numMembers() > 1,
-        30_000,
-        50,
-      ),
-      sim.describe(),
-    ).toBe(true);
-    // Then the targets fail (as a timeout under load would) before d is found dead here.
+    await heldAndMet(pc);
+    // Then the targets fail (as a timeout under load would) before d is found dead here, well past
+    // the bound: a restarted node whose seeds time out while they boot is no double.
     sim.crash(b);
     sim.crash(d);
-    let joined = false;
-    await sim.runUntil(() => {
-      joined ||= pc.joinStatus().state === "joined";
-      return refused.length > 0;
-    }, 120_000);
-    expect(joined).toBe(false);
-    await expectRefused(pc);
+    const heldBefore = sim.withCode("a", "GOSSIP_JOIN_NAME_HELD").length;
+    await expectHeldFor(pc, 90_000);
+    expect(sim.withCode("a", "GOSSIP_JOIN_NAME_HELD").length).toBeGreaterThan(heldBefore + 1);
+    await stopDouble(pc);
+  }, 180_000);
+
+  it("a held name is not admitted by members met meanwhile when every join target then fails to resolve", async () => {
+    const { sim, nodes, start, stopDouble, loner, heldAndMet, expectHeldFor } = await cutOffDouble(11);
+    const d = await loner();
+    sim.dns.set("b.test", [nodes[1].host.addr.host]);
+    sim.dns.set("d.test", [d.host.addr.host]);
+    const pc = await start(["b.test", "d.test"]);
+    await heldAndMet(pc);
+    // The names stop resolving (a DNS outage): rounds ask nobody, while d stays alive here.
+    sim.dns.clear();
+    await expectHeldFor(pc, 60_000);
+    expect(pc.memberlist.numMembers()).toBeGreaterThan(1);
+    expect(pc.joinStatus().lastError).toContain("ENOTFOUND");
+    await stopDouble(pc);
   }, 180_000);
 
   it("the bound on a held name runs from when it first came: rounds in which its target does not answer do not restart it", async () => {

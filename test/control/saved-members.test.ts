@@ -159,6 +159,7 @@ describe("Joiner", () => {
       resolve: () => new Promise((r) => (answer = r)),
       join: async (addrs) => (joins.push(addrs.length), 0),
       othersAlive: () => 0,
+      nameHeld: () => false,
       self: { host: "198.18.0.1", port: 7946 },
       log: {
         debug: () => {},
@@ -193,6 +194,7 @@ describe("Joiner", () => {
       join: async (addrs) => (rounds.push(addrs.map((a) => a.host)), 1),
       saved: () => [{ host: "198.18.0.3", port: 7946 }],
       othersAlive: () => 1,
+      nameHeld: () => false,
       self: { host: "198.18.0.1", port: 7946 },
       log: { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} },
       nameTaken: () => {},
@@ -224,6 +226,7 @@ describe("Joiner waiting out a backoff", () => {
         // The target is silent: each round ends after its timeout with nobody answering.
         join: (addrs) => new Promise((r) => clock.setTimer(5_000, () => (rounds++, r(addrs.length - 1)))),
         othersAlive: () => others,
+        nameHeld: () => false,
         self: { host: "198.18.0.1", port: 7946 },
         log: { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} },
         nameTaken: () => {},

@@ -74,7 +74,7 @@ export class Memberlist {
   /** A live record of this node's name at another address that a join target reported, and when
    *  first (see nameHeld); kept until a target's full state comes without it, so a round in which
    *  the targets that know it are silent (a timeout, not an answer) neither admits this node nor
-   *  restarts the bound. */
+   *  restarts the bound, nor ends it. */
   private heldName?: { record: NodeState; live: number; since: number };
 
   constructor(config: MemberlistConfig, deps: MemberlistDeps) {
@@ -187,8 +187,17 @@ export class Memberlist {
     } else if (results.some((r, i) => r.status === "fulfilled" && (full === undefined || i === full))) {
       this.heldName = undefined;
     }
-    if (this.heldName) throw await this.nameHeld(this.heldName, addressKept);
+    // Only a round that reports the record again can show it outlived the bound: one in which
+    // nothing answers (a restarted node's seeds still booting) is no evidence, and its old
+    // address was pinged already.
+    if (this.heldName) throw reported ? await this.nameHeld(this.heldName, addressKept) : this.stillHeld(this.heldName);
     return results.filter((r) => r.status === "fulfilled").length;
+  }
+
+  /** A join target reported a live record of this node's name elsewhere, and no target's full
+   *  state has come without it since: members met meanwhile do not make this node joined. */
+  nameIsHeld(): boolean {
+    return this.heldName !== undefined;
   }
 
   /** Graceful leave: broadcast "left", wait until it went out (at most timeoutMs), then stop. */
@@ -432,8 +441,8 @@ export class Memberlist {
    * 5 s in larger ones on the lan profile), and refusing to start meanwhile made a restart under
    * systemd loop until then. So it is GOSSIP_NAME_HELD, which the joiner retries, until a window
    * (the longest suspicion for this cluster size, plus the probes that start it) has passed
-   * since it first came: a record that outlives it has a node behind it that this one cannot
-   * reach, and the name is taken after all. Rejoining (addressKept), the record cannot be this
+   * since it first came, by a round that reports it again: a record that outlives it has a node
+   * behind it that this one cannot reach, and the name is taken after all. Rejoining (addressKept), the record cannot be this
    * node's own: taken at once.
    */
   private async nameHeld(
@@ -471,9 +480,17 @@ export class Memberlist {
         `the members still hold a live record of the node name ${me.name} at ${at} (this node is ${self}), though nothing there has answered to it from here for ${Math.round(heldMs / 1000)} s, longer than they take to declare a silent node dead: another node uses this name where this one cannot reach it. Give every node a unique name (--node-name)`,
       );
     }
+    return this.stillHeld(held, windowMs);
+  }
+
+  /** GOSSIP_NAME_HELD for `held`; windowMs: the bound, when known (a round that reported it). */
+  private stillHeld(held: { record: NodeState }, windowMs?: number): WeftError {
+    const me = this.membership.local();
+    const at = formatHostPort(held.record.host, held.record.port);
+    const within = windowMs === undefined ? "" : ` (within ${Math.ceil(windowMs / 1000)} s)`;
     return new WeftError(
       "GOSSIP_NAME_HELD",
-      `the members hold a live record of this node's name ${me.name} at ${at} (this node is ${self}), and nothing there answers to it: most likely this node's previous address. The join is retried until they declare that record dead (within ${Math.ceil(windowMs / 1000)} s)`,
+      `the members hold a live record of this node's name ${me.name} at ${at} (this node is ${formatHostPort(me.host, me.port)}), and nothing there answers to it: most likely this node's previous address. The join is retried until they declare that record dead${within}`,
     );
   }
 
