@@ -119,7 +119,11 @@ export async function chooseUnderlay(
   families: UnderlayFamilies = { ipv4: true, ipv6: false },
   opts: { log?: Logger; stateDir?: string } = {},
 ): Promise<Underlay> {
-  const saved = opts.stateDir !== undefined && families.ipv6 ? await savedUnderlay6(opts.stateDir) : undefined;
+  // Not read (nor waited for) where it cannot be taken: --public-ipv6, or --iface naming only IPv6 addresses.
+  const named = choice.iface ?? [];
+  const given = choice.publicIpv6 !== undefined || (named.length > 0 && named.every(isIpv6Text));
+  const saved =
+    opts.stateDir !== undefined && families.ipv6 && !given ? await savedUnderlay6(opts.stateDir) : undefined;
   return choose(kernel, choice, families, saved, opts.log);
 }
 

@@ -284,8 +284,9 @@ export class UdpTcpTransport implements Transport {
     // exchange is one connection. By address, not /64: where all peers share one /64 it would hold
     // more than a flood's /64s of one each, and a peer's connection would go first. Among equals, a
     // /64 holding its whole share goes first: a host with two /64s of one connection an address
-    // fills every slot with each at its cap, which peers sharing one /64 (one exchange each) are
-    // not; then oldest first (see evictable()).
+    // fills every slot with each at its cap. Peers sharing one /64 (one exchange each) reach it too
+    // when as many exchange at once as its cap (32 of the default 64 slots: a join wave in a large
+    // cluster): their oldest go first then, bounded and arguably fair. Then oldest first (see evictable()).
     const overShare = (this.perSource.get(source) ?? 0) >= this.maxConnectionsPerSource;
     const overGroup = group !== source && (this.perGroup.get(group) ?? 0) >= this.maxConnectionsPerPrefix;
     const full = this.inbound.size >= this.maxConnections;
