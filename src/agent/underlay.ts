@@ -119,9 +119,12 @@ export async function chooseUnderlay(
   families: UnderlayFamilies = { ipv4: true, ipv6: false },
   opts: { log?: Logger; stateDir?: string } = {},
 ): Promise<Underlay> {
-  // Not read (nor waited for) where it cannot be taken: --public-ipv6, or --iface naming only IPv6 addresses.
+  // Not read (nor waited for) where it cannot be taken: --public-ipv6, or --iface naming only IPv6
+  // addresses with no --iface-regex to fall back on (whose interface's address it may be).
   const named = choice.iface ?? [];
-  const given = choice.publicIpv6 !== undefined || (named.length > 0 && named.every(isIpv6Text));
+  const given =
+    choice.publicIpv6 !== undefined ||
+    (named.length > 0 && named.every(isIpv6Text) && !(choice.ifaceRegex?.length ?? 0));
   const saved =
     opts.stateDir !== undefined && families.ipv6 && !given ? await savedUnderlay6(opts.stateDir) : undefined;
   return choose(kernel, choice, families, saved, opts.log);

@@ -224,8 +224,13 @@ export class Joiner {
     }
     if (this.stopped) return;
     const alone = listed === 0;
-    // Nobody to reach at all (at the start, or rejoining once every saved member left).
-    if (addrs.length === 0 && failures.length === 0) return this.alone();
+    // Nobody to reach at all (at the start, or rejoining once every saved member left). Not while
+    // a report of this node's name elsewhere stands: the saved members that made it are dropped
+    // once another member is met (stillSaved), and standing alone would admit a double.
+    if (addrs.length === 0 && failures.length === 0) {
+      if (!this.deps.nameHeld()) return this.alone();
+      failures.push("no join target is left to ask whether this node's name is still held elsewhere");
+    }
     let answered = 0;
     try {
       if (addrs.length > 0) answered = await this.deps.join(addrs, this.state === "rejoining");
@@ -242,7 +247,7 @@ export class Joiner {
     // that did not know the record (a round whose targets all failed to resolve asks nobody).
     if (this.deps.othersAlive() > 0 && !this.deps.nameHeld()) return this.joined(answered, addrs.length);
     // Only saved members were tried, and none answered: run standalone, retrying them meanwhile.
-    if (alone && this.state === "joining") this.alone();
+    if (alone && this.state === "joining" && !this.deps.nameHeld()) this.alone();
     this.failedRounds++;
     const delay = this.backoff();
     this.lastError =
@@ -298,8 +303,9 @@ export class Joiner {
    * A target holds a live record of this node's name at a silent address, most likely this node's
    * own before it restarted on a new one (Memberlist.nameHeld): the round failed, whoever else
    * answered, and members alive here do not count as joined. Retried after the shortest backoff, not a growing one, so that the node joins soon
-   * after the members declare that record dead; Memberlist bounds the wait (then the name is
-   * taken after all: GOSSIP_NAME_CONFLICT).
+   * after the members declare that record dead; Memberlist bounds the wait in rounds that report the
+   * record again (then the name is taken after all: GOSSIP_NAME_CONFLICT); while no target answers,
+   * the node stays held (joining, not ready).
    */
   private nameHeld(err: Error): void {
     if (this.stopped) return;

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import type { NodeView } from "../../src/control/gossip/delegate.js";
 import { Joiner } from "../../src/control/join.js";
+import { WeftError } from "../../src/errors.js";
 import type { Addr } from "../../src/control/runtime.js";
 import {
   FileMemberStore,
@@ -249,6 +250,44 @@ describe("Joiner waiting out a backoff", () => {
     expect(rounds).toBe(2);
     expect(joiner.status().state).toBe("joined");
     expect(reached).toBe(1);
+    joiner.stop();
+  });
+  it("a held name is not left for standing alone when a member met meanwhile empties the saved list", async () => {
+    const { scheduler, clock } = loneClock();
+    // The first node of its cluster (no join list) restarted on a new address: its saved member
+    // reports its old record; then a new node joins it, and the saved member, held by no member
+    // known here, is dropped (stillSaved) — a round with nobody to ask must not admit it.
+    let saved: Addr[] = [{ host: "198.18.0.2", port: 7946 }];
+    let others = 0;
+    let held = false;
+    let reached = 0;
+    const joiner = new Joiner([], {
+      clock,
+      random: new SeededRandom(6),
+      resolve: async (host) => [host],
+      join: async () => {
+        held = true;
+        throw new WeftError("GOSSIP_NAME_HELD", "held");
+      },
+      saved: () => saved,
+      othersAlive: () => others,
+      nameHeld: () => held,
+      self: { host: "198.18.0.1", port: 7946 },
+      log: { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} },
+      nameTaken: () => {},
+      reached: () => void reached++,
+    });
+    joiner.start();
+    await settle();
+    await scheduler.runFor(100);
+    expect(joiner.status().state).toBe("joining");
+    others = 1;
+    saved = [];
+    joiner.memberJoined();
+    await settle();
+    await scheduler.runFor(5_000);
+    expect(joiner.status().state).toBe("joining");
+    expect(reached).toBe(0);
     joiner.stop();
   });
 });
