@@ -60,6 +60,8 @@ export interface AgentOptions {
   nodeName: string;
   keepOnExit: boolean;
   reconcileIntervalMs: number;
+  /** Lines the log dropped (the CLI's stdout writer counts them), for /metrics; absent: none. */
+  logLinesDropped?: () => number;
 }
 
 /** The phase whose reason the lease layer knows (its last wait or failure). */
@@ -345,6 +347,7 @@ export class Agent {
             {
               ready: () => agent.isReady(),
               backendRestarts: () => agent.lanes.map((l) => ({ family: l.family, restarts: l.restarts })),
+              logLinesDropped: () => opts.logLinesDropped?.() ?? 0,
             },
           ),
           reclaim: (node) => control.reclaim(node),

@@ -86,7 +86,11 @@ export function agentMetrics(
   leases: () => string[],
   socketDrops: () => SocketDrops | undefined,
   /** The agent's own state (absent for a registry of the layers alone, as some tests make). */
-  agent?: { ready: () => boolean; backendRestarts: () => Array<{ family: 4 | 6; restarts: number }> },
+  agent?: {
+    ready: () => boolean;
+    backendRestarts: () => Array<{ family: 4 | 6; restarts: number }>;
+    logLinesDropped: () => number;
+  },
 ): Registry {
   const registry = new ScrapeRegistry(backends);
   const eachDataplane = registry.eachDataplane.bind(registry);
@@ -121,6 +125,13 @@ export function agentMetrics(
       (set) => {
         for (const l of agent.backendRestarts()) set({ family: String(l.family) }, l.restarts);
       },
+    );
+    mirroredCounter(
+      registry,
+      "weft_log_lines_dropped_total",
+      "Log lines dropped: stdout took none while 1 MiB of them waited, or its reader was gone (CLI_LOG_LINES_DROPPED says how many once it takes lines again)",
+      [],
+      (set) => set({}, agent.logLinesDropped()),
     );
   }
   new Gauge({

@@ -186,7 +186,12 @@ agentCommand
   .addOption(intFlag("--reconcile-interval <s>", "seconds between kernel drift repairs, at least 1").default(5))
   .action(async (o) => {
     // Asynchronous until a stop begins (or the process exits), synchronous from then on: see agent-log.ts.
-    const out = new AgentLogStream(1);
+    const out = new AgentLogStream(1, (dropped) =>
+      log.warn(
+        { code: "CLI_LOG_LINES_DROPPED", dropped },
+        `${dropped} log lines were dropped before this one: stdout took none while 1 MiB of them waited, or its reader was gone (weft_log_lines_dropped_total counts them); have stdout read, or keep the log elsewhere`,
+      ),
+    );
     process.once("exit", () => out.toSync());
     const log = pino({ base: { node: o.nodeName } }, out);
     for (const { variable, advice } of ignoredFlanneldEnv(process.env))
@@ -219,6 +224,7 @@ agentCommand
       nodeName: o.nodeName ?? (await import("node:os")).hostname(),
       keepOnExit: o.keepOnExit,
       reconcileIntervalMs: o.reconcileInterval * 1000,
+      logLinesDropped: () => out.dropped,
     };
     // SIGHUP's default action ends the process: catch it from the start, since starting can wait
     // long for a lease, and reload once started (the config read at start may be older).

@@ -3,8 +3,12 @@
 // synchronous and the first line blocked the event loop for good) and, once the pipe is read, its
 // stop's lines arrive; on a non-blocking pipe it stops and exits (before, sonic-boom retried EAGAIN
 // without end, blocking the loop and, after minutes, overflowing the stack). A stdout whose reader
-// is gone drops the lines and the agent runs on; an agent that fails to start on a non-blocking
-// pipe nobody reads still exits (before, pino's own exit hook retried its lines for good).
+// is gone drops the lines, counted on /metrics, and the agent runs on (a new reader is told how
+// many); an agent that fails to start on a non-blocking pipe nobody reads still exits (before,
+// pino's own exit hook retried its lines for good).
+// The log module alone, in a child process on a FIFO: a stop that begins with lines queued for a
+// reader gone returns (before, sonic-boom's flushSync retried EPIPE without end), and lines
+// dropped for a full buffer are counted and said once the pipe is read.
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { closeSync, constants, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
 import { Socket } from "node:net";
@@ -15,6 +19,8 @@ import type { LabAgent } from "../../src/lab/agents.js";
 import { projectFile } from "../../src/paths.js";
 import { canUseNetns } from "../support/netns.js";
 import { agentLab, NETWORK } from "./support.js";
+import { agentRequest } from "../../src/cli/agent-client.js";
+import { until } from "../io/until.js";
 
 /** A FIFO in `dir`, open for reading and writing (a reader that never reads) and full. */
 function fullFifo(dir: string): { path: string; fd: number } {
@@ -22,6 +28,12 @@ function fullFifo(dir: string): { path: string; fd: number } {
   rmSync(path, { force: true });
   execFileSync("mkfifo", [path]);
   const fd = openSync(path, constants.O_RDWR);
+  fill(path);
+  return { path, fd };
+}
+
+/** Fills the pipe that `path` names, through a writer of its own that it closes. */
+function fill(path: string): void {
   const w = openSync(path, constants.O_WRONLY | constants.O_NONBLOCK);
   try {
     // Writes of a page are all or nothing: EAGAIN means not a byte more fits.
@@ -31,15 +43,33 @@ function fullFifo(dir: string): { path: string; fd: number } {
   } finally {
     closeSync(w);
   }
-  return { path, fd };
 }
 
-/** All that `path` gives until its last writer closes it. */
-function drain(path: string): { child: ChildProcess; text: Promise<string> } {
-  const child = spawn("cat", [path], { stdio: ["ignore", "pipe", "inherit"] });
+/** All that `from` (a path, or an open fd) gives until its last writer closes it. */
+function drain(from: string | number): { child: ChildProcess; text: Promise<string>; soFar: () => string } {
+  const child =
+    typeof from === "number"
+      ? spawn("cat", [], { stdio: [from, "pipe", "inherit"] })
+      : spawn("cat", [from], { stdio: ["ignore", "pipe", "inherit"] });
   let text = "";
   child.stdout!.on("data", (d) => (text += d));
-  return { child, text: new Promise((r) => child.once("close", () => r(text))) };
+  return { child, text: new Promise((r) => child.once("close", () => r(text))), soFar: () => text };
+}
+
+/**
+ * A node process running `body` with `out`, an AgentLogStream (dist's) on its stdout `fd`, whose
+ * drop notice is a line {"notice":n} written through `out`; the test talks to it on stdin/stderr.
+ */
+function logChild(fd: number, body: string): { child: ChildProcess; stderr: () => string } {
+  const script = `
+    import { readSync, writeSync } from "node:fs";
+    const { AgentLogStream } = await import(${JSON.stringify(projectFile("dist", "src", "cli", "agent-log.js"))});
+    const out = new AgentLogStream(1, (n) => out.write(JSON.stringify({ notice: n }) + "\\n"));
+    ${body}`;
+  const child = spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["pipe", fd, "pipe"] });
+  let stderr = "";
+  child.stderr!.on("data", (d) => (stderr += d));
+  return { child, stderr: () => stderr };
 }
 
 /** Makes the pipe that `fd` is open on non-blocking for every process sharing it, as a parent's pipe handle does. */
@@ -89,6 +119,82 @@ describe("agent: a start that fails, its log on a stdout nobody reads", () => {
       // The socket owns the fd once made.
       if (nonBlocking) nonBlocking.destroy();
       else closeSync(fifo.fd);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
+
+describe("agent log: the module on a FIFO", () => {
+  it("a stop that begins with lines queued for a reader gone returns, dropping them", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "weft-alog-"));
+    const path = join(dir, "stdout.fifo");
+    execFileSync("mkfifo", [path]);
+    let reader: number | undefined = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    const writer = openSync(path, constants.O_WRONLY);
+    fill(path);
+    // The first line's write waits in the pool on the full pipe, the others are queued behind it;
+    // the main thread then waits on stdin, so that no write's callback runs before the stop.
+    const { child, stderr } = logChild(
+      writer,
+      `for (let i = 0; i < 100; i++) out.write(JSON.stringify({ msg: "line", i }) + "\\n");
+      writeSync(2, "queued\\n");
+      readSync(0, Buffer.alloc(1));
+      out.toSync();
+      writeSync(2, "stopped, dropped " + out.dropped + "\\n");
+      process.exit(0);`,
+    );
+    closeSync(writer);
+    const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+    const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+    try {
+      await until("the lines queued", () => (stderr().includes("queued") ? true : undefined), 20_000);
+      closeSync(reader);
+      reader = undefined;
+      child.stdin!.end("g");
+      const code = await exited;
+      expect(code, `null: toSync still running after 20 s, killed; stderr: ${stderr()}`).toBe(0);
+      // The 99 queued lines: the pool's write of the first is left to it, and its callback never ran.
+      expect(stderr()).toContain("stopped, dropped 99\n");
+    } finally {
+      clearTimeout(timer);
+      child.kill("SIGKILL");
+      if (reader !== undefined) closeSync(reader);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  it("lines past the buffer of a pipe nobody reads are counted, and said once it is read", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "weft-alog-"));
+    const fifo = fullFifo(dir);
+    const total = 30_000;
+    // About 3 MiB of lines: the first waits in the pool, 1 MiB is kept, the rest dropped.
+    const { child, stderr } = logChild(
+      fifo.fd,
+      `for (let i = 0; i < ${total}; i++) out.write(JSON.stringify({ msg: "line", i, pad: "x".repeat(64) }) + "\\n");
+      writeSync(2, "dropped " + out.dropped + "\\n");`,
+    );
+    let reader: ReturnType<typeof drain> | undefined;
+    try {
+      const dropped = await until(
+        "the child's count",
+        () => /dropped (\d+)/.exec(stderr())?.[1] ?? (child.exitCode !== null ? "exited" : undefined),
+        20_000,
+      );
+      expect(Number(dropped), stderr()).toBeGreaterThan(0);
+      reader = drain(fifo.path);
+      const text = await until(
+        "the drop notice",
+        () => (reader!.soFar().includes('{"notice":') ? reader!.soFar() : undefined),
+        20_000,
+      );
+      const lines = text.split("\n").filter((l) => l.startsWith("{"));
+      // Said once, after every line kept, with the count the counter had: the kept lines and it make all.
+      expect(lines.at(-1)).toBe(JSON.stringify({ notice: Number(dropped) }));
+      expect(lines.length - 1 + Number(dropped)).toBe(total);
+    } finally {
+      child.kill("SIGKILL");
+      reader?.child.kill();
+      closeSync(fifo.fd);
       rmSync(dir, { recursive: true, force: true });
     }
   }, 60_000);
@@ -161,7 +267,7 @@ describe.skipIf(!canUseNetns())("agent: its log on a stdout nobody reads", () =>
     }
   }, 120_000);
 
-  it("a pipe whose reader is gone: the lines are dropped, and the agent runs and stops, exiting 0", async () => {
+  it("a pipe whose reader is gone: the lines are dropped and counted, the agent runs and stops, exiting 0, and a new reader is told how many", async () => {
     const a = env.all[0];
     const path = join(a.dir, "stdout.fifo");
     rmSync(path, { force: true });
@@ -169,6 +275,7 @@ describe.skipIf(!canUseNetns())("agent: its log on a stdout nobody reads", () =>
     const reader = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
     const writer = openSync(path, constants.O_WRONLY);
     let open = [reader, writer];
+    let drained: ReturnType<typeof drain> | undefined;
     try {
       await restartOn(a, writer);
       // No reader left: every write to the agent's stdout fails with EPIPE.
@@ -176,9 +283,27 @@ describe.skipIf(!canUseNetns())("agent: its log on a stdout nobody reads", () =>
       open = [];
       await env.agents.waitReady(a, 30_000);
       expect((await env.agents.status(a)).ready).toBe(true);
+      const metrics = String(await agentRequest(a.dir, "GET", "/metrics"));
+      const dropped = Number(/^weft_log_lines_dropped_total (\d+)$/m.exec(metrics)?.[1]);
+      expect(dropped, metrics).toBeGreaterThan(0);
+      // A FIFO's new reader takes the lines again: the stop's first line is followed by the notice.
+      // Opened here, so that it is open before the stop; also a writer, so read until "stopped".
+      open = [openSync(path, constants.O_RDWR)];
+      drained = drain(open[0]);
       a.process!.kill("SIGTERM");
       expect(await env.agents.exited(a, 30_000)).toBe(0);
+      const text = await until(
+        'the line "stopped"',
+        () => (drained!.soFar().includes('"msg":"stopped"') ? drained!.soFar() : undefined),
+        20_000,
+      );
+      const lines = text.split("\n").filter((l) => l.startsWith("{"));
+      const notices = lines.filter((l) => l.includes('"code":"CLI_LOG_LINES_DROPPED"'));
+      expect(notices, lines.join("\n")).toHaveLength(1);
+      expect(JSON.parse(notices[0]).dropped).toBeGreaterThanOrEqual(dropped);
+      expect(lines.at(-1)).toContain('"msg":"stopped"');
     } finally {
+      drained?.child.kill();
       for (const fd of open) closeSync(fd);
       await restore(a, path);
     }
