@@ -393,7 +393,9 @@ describe("net-conf.json", () => {
     );
     expect(() =>
       parse({ Network: "10.244.0.0/16", networks: ["10.244.0.0/16"], IPv6Networks: ["2001:2:0:8000::/49"] }),
-    ).toThrow(/^net-conf\.json: networks and IPv6Networks: .* give the pod network as one range, Network and IPv6Network, and remove them$/);
+    ).toThrow(
+      /^net-conf\.json: networks and IPv6Networks: .* give the pod network as one range, Network and IPv6Network, and remove them$/,
+    );
   });
 
   it("takes Backend.Offloads for the userspace backends only", () => {
