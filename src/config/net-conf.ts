@@ -661,6 +661,13 @@ export function parseNetConf(text: string, source = "net-conf.json"): NetConf {
     );
     // Only at the top level: Backend keys its Type does not read were left out above.
     if (issue.code === "unrecognized_keys") {
+      // flannel's lists for --use-multi-cluster-cidr: not a typo, so say what to give instead.
+      const lists = issue.keys.filter((k) => Object.hasOwn(MULTI_CIDR_LISTS, k.toLowerCase()));
+      if (lists.length > 0)
+        throw new WeftError(
+          "CONFIG_NET_CONF_INVALID",
+          `${source}: ${lists.join(" and ")}: flannel's lists of pod networks for --use-multi-cluster-cidr, which weft does not have (it reads no ClusterCIDR objects): give the pod network as one range, ${lists.map((k) => MULTI_CIDR_LISTS[k.toLowerCase()]).join(" and ")}, and remove ${lists.length > 1 ? "them" : "it"}`,
+        );
       throw new WeftError(
         "CONFIG_NET_CONF_INVALID",
         `${source}: unknown key(s) ${keyList(issue.keys)}; allowed here: ${Object.keys(netConfSchema.shape).join(", ")}`,
@@ -678,6 +685,9 @@ export function parseNetConf(text: string, source = "net-conf.json"): NetConf {
     throw new WeftError("CONFIG_NET_CONF_INVALID", `${source}: ${(cause as Error).message}`, { cause });
   }
 }
+
+/** flannel's multi-cluster-cidr lists (lowercased, as keys match regardless of case) and weft's one-range key for each. */
+const MULTI_CIDR_LISTS: Record<string, string> = { networks: "Network", ipv6networks: "IPv6Network" };
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
 

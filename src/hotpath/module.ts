@@ -120,9 +120,13 @@ function wasmModule(): WebAssembly.Module {
   try {
     bytes = new Uint8Array(readFileSync(path));
   } catch (cause) {
-    throw new WeftError("HOTPATH_NOT_BUILT", `${path} is missing; run \`npm run build:wasm\` (npm install does it)`, {
-      cause,
-    });
+    throw new WeftError(
+      "HOTPATH_NOT_BUILT",
+      `${path} is missing; in a checkout run \`npm run build:wasm\` (npm install and npm pack run it, by prepare); an installed package has it only if it was packed after a build: reinstall from one`,
+      {
+        cause,
+      },
+    );
   }
   return (compiled = new WebAssembly.Module(bytes));
 }

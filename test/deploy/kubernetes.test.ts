@@ -16,7 +16,7 @@ import { ConfigMap } from "kubernetes-models/v1/ConfigMap";
 import { Namespace } from "kubernetes-models/v1/Namespace";
 import { parseNetConf } from "../../src/cni/config.js";
 import { parseNetConf as parseFlannelNetConf } from "../../src/config/net-conf.js";
-import { projectFile } from "../../src/paths.js";
+import { DEFAULT_SUBNET_FILE, projectFile } from "../../src/paths.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: a YAML document, checked by the schema validators below
 type Doc = { apiVersion: string; kind: string; [k: string]: any };
@@ -167,6 +167,52 @@ describe("deploy/kubernetes/weft.yaml", () => {
     expect(run.status, `weft agent --help (dist/ built? npm run build): ${run.stderr}`).toBe(0);
     const help = run.stdout.replace(/\s+/g, " ");
     for (const e of agent.env) expect(help).toMatch(new RegExp(`(\\(|, )env: ${e.name}\\)`));
+  });
+
+  it("has one gossip port, the ConfigMap's gossip-port: the agent reads it, the gossip containerPorts (host ports) and every join address use it", () => {
+    const [agent] = ds.spec.template.spec.containers;
+    const port = Number(cm.data["gossip-port"]);
+    expect(Number.isInteger(port) && port >= 1 && port <= 65535, `gossip-port "${cm.data["gossip-port"]}"`).toBe(true);
+    const ref = agent.env.find((e: Doc) => e.name === "WEFT_GOSSIP_PORT")?.valueFrom?.configMapKeyRef;
+    expect(ref).toEqual({ name: cm.metadata.name, key: "gossip-port" });
+    const gossip = agent.ports.filter((p: Doc) => p.name.startsWith("gossip"));
+    expect(gossip.map((p: Doc) => `${p.protocol}/${p.containerPort}`).sort()).toEqual([`TCP/${port}`, `UDP/${port}`]);
+    const joins: string[] = cm.data.join.split(",");
+    expect(joins.map((a) => Number(a.slice(a.lastIndexOf(":") + 1)))).toEqual(joins.map(() => port));
+  });
+
+  it("declares the ports it serves on, and points the agent's paths into the volumes that hold them", () => {
+    const pod = ds.spec.template.spec;
+    const [agent] = pod.containers;
+    const env = (name: string) => agent.env.find((e: Doc) => e.name === name)?.value;
+    const declared = (name: string) => agent.ports.find((p: Doc) => p.name === name)?.containerPort;
+    // The probes' port is the one declared, which is the one the agent serves on.
+    expect(declared("healthz")).toBe(Number(env("WEFT_HEALTHZ_PORT")));
+    expect([agent.livenessProbe.httpGet.port, agent.readinessProbe.httpGet.port]).toEqual([
+      declared("healthz"),
+      declared("healthz"),
+    ]);
+    expect(declared("metrics")).toBe(Number(env("WEFT_METRICS_PORT")));
+    /** The volume holding `path` in the agent's container, and `path` inside it. */
+    const volumeOf = (path: string) => {
+      const m = agent.volumeMounts.find((m: Doc) => `${path}/`.startsWith(`${m.mountPath.replace(/\/$/, "")}/`));
+      expect(m, `${path}: in no volume mount`).toBeDefined();
+      return {
+        volume: pod.volumes.find((v: Doc) => v.name === m.name),
+        rest: path.slice(m.mountPath.replace(/\/$/, "").length),
+      };
+    };
+    // net-conf.json: the ConfigMap's key, as mounted.
+    const conf = volumeOf(env("WEFT_NET_CONFIG"));
+    expect(conf.volume.configMap?.name).toBe(cm.metadata.name);
+    expect(Object.keys(cm.data)).toContain(conf.rest.slice(1));
+    // subnet.env where the CNI plugin on the host reads it; the state where it outlives the pod.
+    const hostPath = (path: string) => {
+      const { volume, rest } = volumeOf(path);
+      return `${volume.hostPath?.path}${rest}`;
+    };
+    expect(hostPath(env("WEFT_SUBNET_FILE"))).toBe(DEFAULT_SUBNET_FILE);
+    expect(hostPath(env("WEFT_STATE_DIR"))).toBe("/var/lib/weft");
   });
 
   it("installs the conflist by a rename over it, so that the runtime never loads it half-written: the ConfigMap's cni-conf.json, no temporary file left", () => {

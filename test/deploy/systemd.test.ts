@@ -67,6 +67,9 @@ describe.skipIf(!hasSystemdAnalyze())("deploy/systemd/weft.service", () => {
     expect(keys("KillSignal")).toEqual(["SIGTERM"]);
     expect(keys("StateDirectory")).toEqual(["weft"]);
     expect(keys("ConfigurationDirectory")).toEqual(["weft"]);
+    // Not hidden (yes, tmpfs): `npm install -g .` of a checkout under /root or /home links weft
+    // there, and a unit that cannot see it fails to exec (203/EXEC), restarting for ever.
+    expect(keys("ProtectHome")).toEqual(["read-only"]);
     // Settings as variables that weft.env (read after them) overrides; a flag would win over it.
     expect(keys("ExecStart")).toEqual(["/usr/local/bin/weft agent"]);
     const env = keys("Environment").flatMap((l) => l.split(/\s+/));
