@@ -104,6 +104,8 @@ export class Joiner {
   private stopped = false;
   private readonly reachedWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
   private fatal?: Error;
+  /** The saved addresses the last round asked: kept while the name is held (see round). */
+  private savedAsked: readonly Addr[] = [];
   /** The last report of this node's name held elsewhere, and failedRounds then: the rounds with
    *  no news since back off from there, growing from the first. */
   private heldReport?: { message: string; round: number };
@@ -200,9 +202,16 @@ export class Joiner {
     // empty or every target is this node (a one-node cluster given its own address, as a shared
     // list of control-plane addresses is on a single control-plane node), whatever was saved.
     let listed = 0;
+    // While the name is held, the saved members asked before stay asked: meeting a member drops
+    // those it does not hold (stillSaved), and they may be all this node has to learn that its
+    // old record died.
+    const saved = this.deps.nameHeld()
+      ? [...new Map([...this.savedAsked, ...this.saved()].map((a) => [formatHostPort(a.host, a.port), a])).values()]
+      : this.saved();
+    this.savedAsked = saved;
     const entries = [
       ...this.targets.map((t) => ({ t, fromList: true })),
-      ...this.saved().map((t) => ({ t, fromList: false })),
+      ...saved.map((t) => ({ t, fromList: false })),
     ];
     const resolved = await Promise.all(
       entries.map(async ({ t, fromList }) => {
