@@ -7,7 +7,8 @@
 // another address that answers to it ends it all: the name is taken (GOSSIP_NAME_CONFLICT), and
 // retrying cannot help; one that does not answer is likely this node's own from before a restart
 // on a new address, and is retried until the members declare it dead (GOSSIP_NAME_HELD): every
-// round fails so, whoever else answered, until a target's full state comes without that record.
+// round fails so, whoever else answered, until a target's full state comes without that record
+// (soon after a round that reports it, at the growing backoff after one nobody answered).
 // Rejoining, such a record cannot be this node's own: the name is taken.
 // The members saved at the last run (saved-members.ts) are tried with the list, so a node whose list
 // is empty or names only itself (the first node) gets back to its cluster after a restart. Such a
@@ -103,6 +104,11 @@ export class Joiner {
   private stopped = false;
   private readonly reachedWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
   private fatal?: Error;
+  /** The saved addresses the last round asked: kept while the name is held (see round). */
+  private savedAsked: readonly Addr[] = [];
+  /** The last report of this node's name held elsewhere, and failedRounds then: the rounds with
+   *  no news since back off from there, growing from the first. */
+  private heldReport?: { message: string; round: number };
 
   constructor(
     private readonly targets: readonly Addr[],
@@ -196,9 +202,16 @@ export class Joiner {
     // empty or every target is this node (a one-node cluster given its own address, as a shared
     // list of control-plane addresses is on a single control-plane node), whatever was saved.
     let listed = 0;
+    // While the name is held, the saved members asked before stay asked: meeting a member drops
+    // those it does not hold (stillSaved), and they may be all this node has to learn that its
+    // old record died.
+    const saved = this.deps.nameHeld()
+      ? [...new Map([...this.savedAsked, ...this.saved()].map((a) => [formatHostPort(a.host, a.port), a])).values()]
+      : this.saved();
+    this.savedAsked = saved;
     const entries = [
       ...this.targets.map((t) => ({ t, fromList: true })),
-      ...this.saved().map((t) => ({ t, fromList: false })),
+      ...saved.map((t) => ({ t, fromList: false })),
     ];
     const resolved = await Promise.all(
       entries.map(async ({ t, fromList }) => {
@@ -247,18 +260,26 @@ export class Joiner {
     // that did not know the record (a round whose targets all failed to resolve asks nobody).
     if (this.deps.othersAlive() > 0 && !this.deps.nameHeld()) return this.joined(answered, addrs.length);
     // Only saved members were tried, and none answered: run standalone, retrying them meanwhile.
-    if (alone && this.state === "joining" && !this.deps.nameHeld()) this.alone();
+    const held = this.deps.nameHeld();
+    if (alone && this.state === "joining" && !held) this.alone();
     this.failedRounds++;
-    const delay = this.backoff();
-    this.lastError =
+    // Held, but no target answered in full to report the record again or clear it: no news, so
+    // the growing backoff of a failed round, not the short retry of one that reported it.
+    const delay = this.backoff(held && this.heldReport ? this.failedRounds - this.heldReport.round : this.failedRounds);
+    const outcome =
       addrs.length === 0 && failures.length > 0
         ? failures.join("; ")
-        : `${answered > 0 ? `${answered} of ${addrs.length} address(es) answered, but their members are gone again` : `none of ${addrs.length} address(es) answered`}${failures.length ? ` (${failures.join("; ")})` : ""}`;
+        : `${answered > 0 ? `${answered} of ${addrs.length} address(es) answered, but ${held ? "none with its full state" : "their members are gone again"}` : `none of ${addrs.length} address(es) answered`}${failures.length ? ` (${failures.join("; ")})` : ""}`;
+    this.lastError = held
+      ? `${outcome}; still held: ${this.heldReport?.message ?? "a target reported this node's name live elsewhere"}`
+      : outcome;
     // Saved members alone may be gone for good (replaced nodes): a few lines, then quiet.
     const quiet = alone && this.failedRounds > QUIET_AFTER_ROUNDS;
     const last = alone && this.failedRounds === QUIET_AFTER_ROUNDS ? "; further retries are logged at debug" : "";
+    let code = "GOSSIP_JOIN_RETRY";
+    if (held) code = "GOSSIP_JOIN_NAME_HELD";
     this.deps.log[quiet ? "debug" : "warn"](
-      { code: "GOSSIP_JOIN_RETRY", round: this.failedRounds, retryInMs: Math.round(delay) },
+      { code, round: this.failedRounds, retryInMs: Math.round(delay) },
       `join: ${this.lastError}; retrying in ${(delay / 1000).toFixed(1)} s${last}`,
     );
     this.retryIn(delay);
@@ -302,15 +323,17 @@ export class Joiner {
   /**
    * A target holds a live record of this node's name at a silent address, most likely this node's
    * own before it restarted on a new one (Memberlist.nameHeld): the round failed, whoever else
-   * answered, and members alive here do not count as joined. Retried after the shortest backoff, not a growing one, so that the node joins soon
-   * after the members declare that record dead; Memberlist bounds the wait in rounds that report the
-   * record again (then the name is taken after all: GOSSIP_NAME_CONFLICT); while no target answers,
-   * the node stays held (joining, not ready).
+   * answered, and members alive here do not count as joined. Retried after the shortest backoff,
+   * not a growing one, so that the node joins soon after the members declare that record dead;
+   * Memberlist bounds the wait in rounds that report the record again (then the name is taken
+   * after all: GOSSIP_NAME_CONFLICT). Rounds no target answers leave it held (joining, not
+   * ready), and back off as failed ones (round).
    */
   private nameHeld(err: Error): void {
     if (this.stopped) return;
     this.failedRounds++;
     this.lastError = err.message;
+    this.heldReport = { message: err.message, round: this.failedRounds };
     const delay = this.backoff(1);
     this.deps.log.warn(
       { code: "GOSSIP_JOIN_NAME_HELD", round: this.failedRounds, retryInMs: Math.round(delay) },

@@ -252,7 +252,7 @@ describe("Joiner waiting out a backoff", () => {
     expect(reached).toBe(1);
     joiner.stop();
   });
-  it("a held name is not left for standing alone when a member met meanwhile empties the saved list", async () => {
+  it("a held name is not left for standing alone when a member met meanwhile empties the saved list, and clears once its old record dies", async () => {
     const { scheduler, clock } = loneClock();
     // The first node of its cluster (no join list) restarted on a new address: its saved member
     // reports its old record; then a new node joins it, and the saved member, held by no member
@@ -260,14 +260,20 @@ describe("Joiner waiting out a backoff", () => {
     let saved: Addr[] = [{ host: "198.18.0.2", port: 7946 }];
     let others = 0;
     let held = false;
+    let recordDead = false;
     let reached = 0;
+    const asked: string[][] = [];
     const joiner = new Joiner([], {
       clock,
       random: new SeededRandom(6),
       resolve: async (host) => [host],
-      join: async () => {
-        held = true;
-        throw new WeftError("GOSSIP_NAME_HELD", "held");
+      // The saved member reports the old record until the members declare it dead; then its
+      // full state comes without it (Memberlist.join clears the hold).
+      join: async (addrs) => {
+        asked.push(addrs.map((a) => a.host));
+        held = !recordDead;
+        if (held) throw new WeftError("GOSSIP_NAME_HELD", "held");
+        return addrs.length;
       },
       saved: () => saved,
       othersAlive: () => others,
@@ -288,6 +294,13 @@ describe("Joiner waiting out a backoff", () => {
     await scheduler.runFor(5_000);
     expect(joiner.status().state).toBe("joining");
     expect(reached).toBe(0);
+    // It still asks the saved member dropped meanwhile: before, nobody, and it stayed held until restarted.
+    expect(asked.at(-1)).toEqual(["198.18.0.2"]);
+    recordDead = true;
+    await settle();
+    await scheduler.runFor(5_000);
+    expect(joiner.status().state).toBe("joined");
+    expect(reached).toBe(1);
     joiner.stop();
   });
 });

@@ -159,7 +159,8 @@ export class Memberlist {
    * Rejects with GOSSIP_NAME_CONFLICT when a seed knows a live member of this node's name at another
    * address that answers to it: the name is taken, and this node must not take part (memberlist
    * refuses it too); with GOSSIP_NAME_HELD when nothing there answers (see nameHeld), in every
-   * round until a target's full state comes without that record. addressKept: this node has been
+   * round that reports it again, until a target's full state comes without it (meanwhile
+   * nameIsHeld, also after rounds no target answered in full). addressKept: this node has been
    * a member at its present address (a rejoin), so such a record is not its own from before a
    * restart: the name is taken whether or not it answers.
    */
@@ -189,8 +190,9 @@ export class Memberlist {
     }
     // Only a round that reports the record again can show it outlived the bound: one in which
     // nothing answers (a restarted node's seeds still booting) is no evidence, and its old
-    // address was pinged already.
-    if (this.heldName) throw reported ? await this.nameHeld(this.heldName, addressKept) : this.stillHeld(this.heldName);
+    // address was pinged already. Such a round resolves as a failed one (nameIsHeld still true),
+    // so the joiner backs off as for any round nobody answered.
+    if (this.heldName && reported) throw await this.nameHeld(this.heldName, addressKept);
     return results.filter((r) => r.status === "fulfilled").length;
   }
 
@@ -480,17 +482,9 @@ export class Memberlist {
         `the members still hold a live record of the node name ${me.name} at ${at} (this node is ${self}), though nothing there has answered to it from here for ${Math.round(heldMs / 1000)} s, longer than they take to declare a silent node dead: another node uses this name where this one cannot reach it. Give every node a unique name (--node-name)`,
       );
     }
-    return this.stillHeld(held, windowMs);
-  }
-
-  /** GOSSIP_NAME_HELD for `held`; windowMs: the bound, when known (a round that reported it). */
-  private stillHeld(held: { record: NodeState }, windowMs?: number): WeftError {
-    const me = this.membership.local();
-    const at = formatHostPort(held.record.host, held.record.port);
-    const within = windowMs === undefined ? "" : ` (within ${Math.ceil(windowMs / 1000)} s)`;
     return new WeftError(
       "GOSSIP_NAME_HELD",
-      `the members hold a live record of this node's name ${me.name} at ${at} (this node is ${formatHostPort(me.host, me.port)}), and nothing there answers to it: most likely this node's previous address. The join is retried until they declare that record dead${within}`,
+      `the members hold a live record of this node's name ${me.name} at ${at} (this node is ${self}), and nothing there answers to it: most likely this node's previous address. The join is retried until they declare that record dead (within ${Math.ceil(windowMs / 1000)} s)`,
     );
   }
 
