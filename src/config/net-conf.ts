@@ -663,10 +663,12 @@ export function parseNetConf(text: string, source = "net-conf.json"): NetConf {
     if (issue.code === "unrecognized_keys") {
       // flannel's lists for --use-multi-cluster-cidr: not a typo, so say what to give instead.
       const lists = issue.keys.filter((k) => Object.hasOwn(MULTI_CIDR_LISTS, k.toLowerCase()));
+      // The others too, so that a typo beside them is not found only at the next start.
+      const others = issue.keys.filter((k) => !lists.includes(k));
       if (lists.length > 0)
         throw new WeftError(
           "CONFIG_NET_CONF_INVALID",
-          `${source}: ${lists.join(" and ")}: flannel's lists of pod networks for --use-multi-cluster-cidr, which weft does not have (it reads no ClusterCIDR objects): give the pod network as one range, ${lists.map((k) => MULTI_CIDR_LISTS[k.toLowerCase()]).join(" and ")}, and remove ${lists.length > 1 ? "them" : "it"}`,
+          `${source}: ${lists.join(" and ")}: flannel's lists of pod networks for --use-multi-cluster-cidr, which weft does not have (it reads no ClusterCIDR objects): give the pod network as one range, ${lists.map((k) => MULTI_CIDR_LISTS[k.toLowerCase()]).join(" and ")} (IPv6Network with EnableIPv6: true), and remove ${lists.length > 1 ? "them" : "it"}${others.length > 0 ? `; also unknown: ${keyList(others)}` : ""}`,
         );
       throw new WeftError(
         "CONFIG_NET_CONF_INVALID",

@@ -389,12 +389,15 @@ describe("net-conf.json", () => {
 
   it("refuses flannel's multi-cluster-cidr lists Networks and IPv6Networks with what to give instead", () => {
     expect(() => parse({ Networks: ["10.244.0.0/16", "10.245.0.0/16"] })).toThrow(
-      /^net-conf\.json: Networks: flannel's lists of pod networks for --use-multi-cluster-cidr, which weft does not have \(it reads no ClusterCIDR objects\): give the pod network as one range, Network, and remove it$/,
+      /^net-conf\.json: Networks: flannel's lists of pod networks for --use-multi-cluster-cidr, which weft does not have \(it reads no ClusterCIDR objects\): give the pod network as one range, Network \(IPv6Network with EnableIPv6: true\), and remove it$/,
     );
     expect(() =>
       parse({ Network: "10.244.0.0/16", networks: ["10.244.0.0/16"], IPv6Networks: ["2001:2:0:8000::/49"] }),
     ).toThrow(
-      /^net-conf\.json: networks and IPv6Networks: .* give the pod network as one range, Network and IPv6Network, and remove them$/,
+      /^net-conf\.json: networks and IPv6Networks: .* give the pod network as one range, Network and IPv6Network \(IPv6Network with EnableIPv6: true\), and remove them$/,
+    );
+    expect(() => parse({ Networks: ["10.244.0.0/16"], SubnetLem: 24 })).toThrow(
+      /, and remove it; also unknown: SubnetLem$/,
     );
   });
 
