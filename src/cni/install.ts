@@ -3,10 +3,12 @@
 // `bundle`, Node.js itself and the plugin's few files are copied next to it, for hosts (a
 // Kubernetes node) that have no Node.js: the init container of deploy/kubernetes/weft.yaml.
 import { chmod, copyFile, cp, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import type { Server } from "node:net";
 import { basename, dirname, join, relative, resolve } from "node:path";
 import { WeftError } from "../errors.js";
 import { writeFileAtomic } from "../fs/atomic-write.js";
 import { projectFile } from "../paths.js";
+import { bindAbstractWithin } from "../util/abstract-socket.js";
 
 export const PLUGIN_NAME = "flannel";
 
@@ -17,7 +19,7 @@ export const PLUGIN_NAME = "flannel";
  */
 export const BUNDLE_GRACE_MS = 10 * 60_000;
 
-/** Superseded copies kept at most, the newest by stamp, whatever their age: a burst of installs must not leave ~100 MB each. */
+/** Superseded copies kept at most, the newest by number, whatever their age: a burst of installs must not leave ~100 MB each. */
 export const BUNDLE_KEEP_SUPERSEDED = 3;
 
 /** dist/src/cni/entry.js of this installation (also when this module runs from src/, in tests). */
@@ -103,19 +105,56 @@ export async function pluginModules(entry: string): Promise<string[]> {
  */
 export async function installPlugin(binDir: string, opts: { name?: string; bundle?: boolean } = {}): Promise<string> {
   const name = opts.name ?? PLUGIN_NAME;
+  // A dot would make another name's copies look like this one's (`weft-cni.a.1.XXXXXX` being
+  // filled for `a.1` is copy 1 of `a`), and expiring them would remove a live plugin's copy.
+  if (!/^[A-Za-z0-9_-]+$/.test(name))
+    throw new WeftError(
+      "CNI_INSTALL_BAD_NAME",
+      `--name ${JSON.stringify(name)}: a plugin type installed by weft is letters, digits, '-' and '_' only (no '.' or '/'); name it so, and the network config's "type" the same`,
+    );
   const target = join(binDir, name);
-  // Expired copies go first, so that an install can free the disk it needs.
-  await expireBundles(binDir, name);
-  const [node, entry] = opts.bundle ? await bundle(binDir, name) : [process.execPath, pluginEntry()];
-  await writeFileAtomic(target, launcher(node, entry, opts.bundle === true), { mode: 0o755 });
-  await expireBundles(binDir, name, opts.bundle ? dirname(node) : undefined);
+  await mkdir(binDir, { recursive: true });
+  const lock = await installLock(binDir);
+  try {
+    // Expired copies go first, so that an install can free the disk it needs.
+    await expireBundles(binDir, name);
+    const [node, entry] = opts.bundle ? await bundle(binDir, name) : [process.execPath, pluginEntry()];
+    await writeFileAtomic(target, launcher(node, entry, opts.bundle === true), { mode: 0o755 });
+    await expireBundles(binDir, name, opts.bundle ? dirname(node) : undefined);
+  } finally {
+    lock.close();
+  }
   return target;
+}
+
+/** How long an install waits for others into the same bin dir: each copies ~100 MB with --bundle, on a disk maybe slow. */
+const INSTALL_LOCK_WAIT_MS = 5 * 60_000;
+
+/**
+ * Held for a whole install, so that installs into one bin dir (init containers of agent pods
+ * restarted at once, a hand's install) run one at a time: overlapping, one that numbered its copy
+ * first but wrote the launcher last had that copy removed meanwhile by a third, which saw it
+ * superseded, and its launcher then named nothing. An abstract socket as the plugin's locks (no
+ * stale lock file; Node.js has no flock), named after the bin dir's device and inode, the same
+ * through an init container's mount as at the host's path. It is seen only within one network
+ * namespace (the agent pod's is the host's): installs from others still overlap, for which
+ * expireBundles keeps its guards.
+ */
+async function installLock(binDir: string): Promise<Server> {
+  const { dev, ino } = await stat(binDir);
+  const lock = await bindAbstractWithin(`\0weft-install-cni:${dev}:${ino}`, INSTALL_LOCK_WAIT_MS);
+  if (!lock)
+    throw new WeftError(
+      "CNI_INSTALL_BUSY",
+      `another weft install-cni into ${binDir} still ran after ${INSTALL_LOCK_WAIT_MS / 60_000} min: find it by its socket (\`ss -xlp | grep @weft-install-cni\`), end it if it hangs, and install again`,
+    );
+  return lock;
 }
 
 /**
  * A copy of binDir's bundles for `name` that its launcher no longer names is stamped `superseded`
  * by the first install that finds it so, and removed by one BUNDLE_GRACE_MS later, or once
- * BUNDLE_KEEP_SUPERSEDED copies were stamped after it: keeping the newest two failed a run that
+ * BUNDLE_KEEP_SUPERSEDED newer copies (by number) were superseded too: keeping the newest two failed a run that
  * read a launcher two installs back. Never a copy as new (by its number) as the one the launcher
  * names when it is removed, nor `own` (the copy this install just named): installs overlapping within milliseconds
  * stamp and count copies other installs are about to name. The plugin's modules are all imported
@@ -145,13 +184,15 @@ export async function expireBundles(binDir: string, name: string, own?: string):
       // Being filled by another install, unless that long untouched (an install killed meanwhile).
       await rm(dir, { recursive: true, force: true });
   }
-  superseded.sort((a, b) => b.since - a.since);
+  // Newest first by number, which a clock stepped between installs leaves in order, as stamps are not.
+  const rank = (dir: string) => copyNumber(basename(dir), name);
+  superseded.sort((a, b) => rank(b.dir) - rank(a.dir) || b.since - a.since);
   for (const [i, { dir, since }] of superseded.entries()) {
     if (!(i >= BUNDLE_KEEP_SUPERSEDED || Date.now() - since > BUNDLE_GRACE_MS)) continue;
     // The launcher read again: another install may have named a copy since, or be about to name
     // one it has just filled, which is newer than the one named now.
     const current = await namedCopy(binDir, name);
-    const younger = current !== undefined && copyNumber(basename(dir), name) >= copyNumber(current, name);
+    const younger = current !== undefined && rank(dir) >= copyNumber(current, name);
     if (basename(dir) === own || basename(dir) === current || younger) continue;
     await rm(dir, { recursive: true, force: true });
   }

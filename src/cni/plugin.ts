@@ -185,7 +185,7 @@ export async function runPlugin(call: PluginCall): Promise<object | undefined> {
       // An ADD of the attachment that is still running would take its address after this DEL
       // removed the kept config, which nothing could then free; a GC deleting it is done soon.
       const lock = await bindAbstractWithin(attachmentLock(conf.dataDir, cid, ifName), DEL_LOCK_WAIT_MS).catch(
-        (e: unknown) => lockFailure(e, cid, ifName),
+        (e: unknown) => lockFailure(e, `container ${cid}'s ${ifName}`),
       );
       if (!lock)
         throw new CniError(
@@ -214,7 +214,7 @@ export async function runPlugin(call: PluginCall): Promise<object | undefined> {
       // Held while this ADD runs: a GC meanwhile (whose list cannot name the pod yet) leaves the
       // attachment alone, a DEL waits for it (see attachmentLock).
       const running = await bindAbstract(attachmentLock(conf.dataDir, cid, ifName)).catch((e: unknown) =>
-        lockFailure(e, cid, ifName),
+        lockFailure(e, `container ${cid}'s ${ifName}`),
       );
       if (!running)
         throw new CniError(
@@ -281,14 +281,37 @@ function holding(locks: Server[]): { fds: number[] } {
   return { fds: locks.flatMap((l) => descriptorOf(l) ?? []) };
 }
 
-/** A lock that cannot be bound for another reason than a holder (EMFILE, an LSM's EACCES). */
-function lockFailure(e: unknown, cid: string, ifName: string): never {
+/** A lock (of `of`) that cannot be bound for another reason than a holder (EMFILE, an LSM's EACCES). */
+function lockFailure(e: unknown, of: string): never {
   throw new CniError(
     CNI_ERROR.IO_FAILURE,
     // The name's NUL shown as '@', as /proc/net/unix shows it.
-    `cannot bind the lock of container ${cid}'s ${ifName} (an abstract unix socket): ${errorMessage(e).replaceAll("\0", "@")}`,
+    `cannot bind the lock of ${of} (an abstract unix socket): ${errorMessage(e).replaceAll("\0", "@")}`,
     "check the plugin's open files limit and whether a security module denies it unix sockets",
   );
+}
+
+/**
+ * The abstract socket a GC of the network holds from its last listing of dataDir to its
+ * delegate's GC's end, and an ADD on the network while it writes its kept file: an ADD is then in
+ * that listing, so spared, or runs its delegate after that GC, never between (its address freed).
+ * An ADD holds it for a file write only; a GC without a delegate's GC never takes it.
+ */
+async function networkGcLock(dataDir: string, network: string): Promise<Server> {
+  const name = createHash("sha256")
+    .update(`${resolve(dataDir)}\0${network}`)
+    .digest("hex");
+  const of = `network ${network}'s GC on ${dataDir}`;
+  const lock = await bindAbstractWithin(`\0weft-cni-gc:${name}`, DEL_LOCK_WAIT_MS).catch((e: unknown) =>
+    lockFailure(e, of),
+  );
+  if (!lock)
+    throw new CniError(
+      CNI_ERROR.TRY_AGAIN_LATER,
+      `the lock of ${of} was held for over ${DEL_LOCK_WAIT_MS / 1000} s (a delegate's GC running, or an ADD writing its kept file)`,
+      "the runtime retries; if it keeps failing, look for a delegate's GC that hangs",
+    );
+  return lock;
 }
 
 /**
@@ -301,7 +324,7 @@ async function lockAll(dataDir: string, cid: string, ifNames: string[]): Promise
   try {
     for (const ifName of wanted) {
       const lock = await bindAbstract(attachmentLock(dataDir, cid, ifName)).catch((e: unknown) =>
-        lockFailure(e, cid, ifName),
+        lockFailure(e, `container ${cid}'s ${ifName}`),
       );
       if (!lock) break;
       mine.push(lock);
@@ -343,10 +366,15 @@ async function add(conf: FlannelNetConf, args: CniArgs, kept: string, lock: Serv
   const v = await delegateVersion(type, asked, args.path);
   if (v !== asked) d.cniVersion = v;
   // Kept before the delegate runs, so that a DEL after a failed or interrupted ADD still finds it.
-  await writeFileAtomic(kept, JSON.stringify({ ...d, [KEPT_IFNAME]: args.ifName }), {
-    mode: 0o600,
-    dirMode: 0o700,
-  });
+  const gcLock = await networkGcLock(conf.dataDir, conf.name);
+  try {
+    await writeFileAtomic(kept, JSON.stringify({ ...d, [KEPT_IFNAME]: args.ifName }), {
+      mode: 0o600,
+      dirMode: 0o700,
+    });
+  } finally {
+    gcLock.close();
+  }
   try {
     const result = (await execPlugin(type, d, args, holding([lock]))) as Record<string, unknown>;
     // The file's time is the ADD's end: GC leaves it for GC_GRACE_MS (see there). Failing, it
@@ -693,19 +721,26 @@ async function gc(call: PluginCall): Promise<undefined> {
     if ((await delegateVersion(type, d.cniVersion, path)) === "1.1.0") {
       // The delegate's GC would free what this network's kept files not in the runtime's list still
       // hold: those this GC left (running, fresh, past its cap, failed) and those an ADD kept since
-      // the listing (during the DELs above, or after their locks went). Read now, as late as can be;
+      // the listing (during the DELs above, or after their locks went). Read under the network's
+      // lock, which an ADD takes to keep its file, until that GC ends (its delegate inherits it);
       // unlike the first listing, an entry that cannot be read fails this GC: one missed is not spared.
-      const kept = await keptOfNetwork(conf, await listKept(conf.dataDir), valid, listed, damagedAsNone);
-      const spared = kept
-        .filter((k) => !k.stays)
-        .map(({ cid, found }) =>
-          found.ifName === undefined ? { containerID: cid } : { containerID: cid, ifname: found.ifName },
+      const lock = await networkGcLock(conf.dataDir, conf.name);
+      try {
+        const kept = await keptOfNetwork(conf, await listKept(conf.dataDir), valid, listed, damagedAsNone);
+        const spared = kept
+          .filter((k) => !k.stays)
+          .map(({ cid, found }) =>
+            found.ifName === undefined ? { containerID: cid } : { containerID: cid, ifname: found.ifName },
+          );
+        await execPlugin(
+          type,
+          { ...d, "cni.dev/valid-attachments": [...attachments, ...spared] },
+          { command: "GC", path },
+          holding([lock]),
         );
-      await execPlugin(
-        type,
-        { ...d, "cni.dev/valid-attachments": [...attachments, ...spared] },
-        { command: "GC", path },
-      );
+      } finally {
+        lock.close();
+      }
     }
   } catch (e) {
     failures.push(asCniError(e));

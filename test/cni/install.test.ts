@@ -18,6 +18,7 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, describe, expect, it } from "vitest";
 import {
   BUNDLE_GRACE_MS,
@@ -198,7 +199,7 @@ describe("weft install-cni", () => {
     const bin = join(dir, "overlapping");
     mkdirSync(bin);
     const t = Date.now() - 60_000;
-    const numbers: Record<string, number> = { o1: 8, o2: 9, c0: 10, n1: 11, n2: 11, n3: 12, n4: 13 };
+    const numbers: Record<string, number> = { o1: 8, o2: 9, c0: 10, n1: 11, n2: 11, n3: 12, n4: 13, n5: 14 };
     const copy = (c: string) => `weft-cni.flannel.${numbers[c]}.${c}abcd`;
     /** A whole copy whose node was written at `made`, stamped superseded at `stamped` if given. */
     const make = (c: string, made: number, stamped?: number) => {
@@ -229,14 +230,92 @@ describe("weft install-cni", () => {
     // Past the cap: n4, o1, o2 (the oldest stamps). Only those older than c0 go.
     await expireBundles(bin, "flannel");
     expect(left()).toEqual(["c0", "n1", "n2", "n3", "n4"].map(copy));
-    // n4's install names it; n3's, whose launcher it replaced, expires after: its own copy stays.
-    name("n4");
-    await expireBundles(bin, "flannel", copy("n3"));
-    expect(left()).toEqual(["c0", "n1", "n2", "n3", "n4"].map(copy));
-    expect(existsSync(join(bin, copy("n4"), "superseded"))).toBe(false);
-    // The next install's expiry: n3 is past the cap (c0 is stamped now) and older than n4.
+    // n5's install names it; n2's, whose launcher it replaced, expires after: its own copy stays,
+    // though past the cap (behind n4, n3, n1); c0, stamped just now, is the oldest by number and goes.
+    make("n5", t + 5);
+    name("n5");
+    await expireBundles(bin, "flannel", copy("n2"));
+    expect(left()).toEqual(["n1", "n2", "n3", "n4", "n5"].map(copy));
+    expect(existsSync(join(bin, copy("n5"), "superseded"))).toBe(false);
+    // The next install's expiry: n2 is past the cap and older than n5.
     await expireBundles(bin, "flannel");
-    expect(left()).toEqual(["c0", "n1", "n2", "n4"].map(copy));
+    expect(left()).toEqual(["n1", "n3", "n4", "n5"].map(copy));
+  });
+
+  it("copies superseded while the clock stepped back between installs (each stamp older than the one before): past the cap, the oldest by number goes, not the newest", async () => {
+    const bin = join(dir, "clock-stepped");
+    mkdirSync(bin);
+    const copy = (n: number) => `weft-cni.flannel.${n}.abcdef`;
+    for (const n of [1, 2, 3, 4, 5]) {
+      mkdirSync(join(bin, copy(n)));
+      writeFileSync(join(bin, copy(n), "node"), "");
+      // Each stamped a minute earlier by the clock than the one before, all within the grace now.
+      const stamped = new Date(Date.now() - n * 60_000);
+      if (n < 5) writeFileSync(join(bin, copy(n), "superseded"), "");
+      if (n < 5) utimesSync(join(bin, copy(n), "superseded"), stamped, stamped);
+    }
+    writeFileSync(
+      join(bin, "flannel"),
+      `#!/bin/sh\nexec "$d"/'${copy(5)}/node' "$d"/'${copy(5)}/dist/src/cni/entry.js' "$@"\n`,
+    );
+    await expireBundles(bin, "flannel");
+    expect(readdirSync(bin).sort()).toEqual([2, 3, 4, 5].map(copy).concat("flannel").sort());
+  });
+
+  it("--bundle by several installs at once, round after round (init containers restarted together, a hand's install): they take turns, so each round leaves the launcher naming the newest copy, whole, unstamped and running, with the newest BUNDLE_KEEP_SUPERSEDED others, and every run in between works", async () => {
+    // Overlapping, an install that numbered its copy first but wrote the launcher last had that
+    // copy removed by a third meanwhile: its launcher then named nothing.
+    const bin = join(dir, "racing");
+    const cli = projectFile("dist", "src", "cli", "main.js");
+    const install = () =>
+      new Promise<void>((resolve, reject) =>
+        execFile(process.execPath, [cli, "install-cni", "--bundle", "--bin-dir", bin], (e, _out, err) =>
+          e ? reject(new Error(err)) : resolve(),
+        ),
+      );
+    const copies = () => readdirSync(bin).filter((n) => n.startsWith("weft-cni"));
+    const number = (c: string) => Number(c.split(".")[2]);
+    const failures: string[] = [];
+    for (let round = 0; round < 4; round++) {
+      let installing = true;
+      const runner = async () => {
+        while (installing) {
+          // Round 0's first launcher is yet to be written.
+          const r = existsSync(join(bin, "flannel")) ? version(join(bin, "flannel")) : undefined;
+          if (r && r.status !== 0)
+            failures.push(`round ${round}: exit ${r.status}: ${r.stdout}${r.stderr}`.slice(0, 300));
+          await sleep(50); // the installs' exits are seen meanwhile
+        }
+      };
+      const running = runner();
+      // Started a little apart, so that one's copying overlaps another's launcher and expiry.
+      await Promise.all([0, 1, 2, 3, 4].map((i) => sleep(Math.random() * 400 * i).then(install)));
+      installing = false;
+      await running;
+      const named = /'(weft-cni\.flannel\.[^/']+)\/node'/.exec(readFileSync(join(bin, "flannel"), "utf8"))![1]!;
+      const others = copies().filter((c) => c !== named);
+      expect(
+        {
+          whole: existsSync(join(bin, named, "node")),
+          stamped: existsSync(join(bin, named, "superseded")),
+          newest: others.every((c) => number(c) < number(named)),
+          left: others.length,
+        },
+        `round ${round}: ${copies().join(" ")}`,
+      ).toEqual({ whole: true, stamped: false, newest: true, left: BUNDLE_KEEP_SUPERSEDED });
+      expect(version(join(bin, "flannel")).status).toBe(0);
+    }
+    expect(failures).toEqual([]);
+  }, 300_000);
+
+  it("refuses a --name with a dot (another name's copies would look like its own), under a code and saying what to do, writing nothing", async () => {
+    const bin = join(dir, "dotted");
+    for (const name of ["flannel.1", "a/b"])
+      await expect(installPlugin(bin, { name, bundle: true })).rejects.toMatchObject({
+        code: "CNI_INSTALL_BAD_NAME",
+        message: expect.stringMatching(/letters, digits, '-' and '_' only .*name it so/),
+      });
+    expect(existsSync(bin) ? readdirSync(bin) : []).toEqual([]);
   });
 
   it("--bundle on a full disk: expired copies are removed before copying, a failed copy leaves nothing, and a stamp that cannot be written only warns", () => {

@@ -6,6 +6,7 @@ import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CniError } from "../../src/cni/errors.js";
 import { type CniArgs, execPlugin } from "../../src/cni/exec.js";
@@ -244,6 +245,39 @@ describe("weft cni: the kept delegate config", () => {
     expect(forwarded).toHaveLength(valid.length + 2);
     expect(await run("DEL", "spare-fresh")).toBeUndefined();
     expect(await run("DEL", "spare-new")).toBeUndefined();
+  });
+
+  it("an ADD on the network while the delegate's GC runs waits for that GC to end: its delegate's ADD never runs then unspared (its address freed), and it succeeds after", async () => {
+    const gcArgs: CniArgs = { command: "GC", path: [join(dir, "bin"), fake.dir] };
+    const own = { dataDir: join(dir, "gc-add") }; // none of the other tests' files for this GC to delete
+    const gcs = () => fake.calls().filter((c) => c.startsWith("GC")).length;
+    const before = gcs();
+    fake.hold("GC", true);
+    let gc: Promise<unknown> | undefined;
+    let add: Promise<unknown> | undefined;
+    try {
+      gc = execPlugin("flannel", conf({ ...own, cniVersion: "1.1.0", "cni.dev/valid-attachments": [] }), gcArgs);
+      // GC's last listing done: the delegate's GC is running (held).
+      await eventually(
+        "the delegate's GC",
+        async () => gcs(),
+        (n) => n > before,
+      );
+      add = run("ADD", "during-gc", own);
+      // A bound for the ADD to get that far, not a speed: unguarded, it is done well within.
+      await Promise.race([add.catch(() => undefined), sleep(5_000)]);
+      const duringGc = fake.calls().includes("ADD during-gc");
+      fake.hold("GC", false);
+      expect(await gc).toBeUndefined();
+      expect({ duringGc, spared: fake.lastGc()["cni.dev/valid-attachments"] }).toEqual({ duringGc: false, spared: [] });
+      expect(await add).toMatchObject({ cniVersion: "1.0.0" });
+    } finally {
+      fake.hold("GC", false);
+      await gc?.catch(() => undefined);
+      await add?.catch(() => undefined);
+    }
+    expect(readdirSync(own.dataDir)).toEqual(["during-gc"]);
+    expect(await run("DEL", "during-gc", own)).toBeUndefined();
   });
 
   it("GC deletes at most 256 attachments, holding a lock for each, and says the rest are left for the next GC, which deletes them; the delegate's GC is told to spare those left", async () => {
