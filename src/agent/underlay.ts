@@ -44,6 +44,7 @@ export interface UnderlayFamilies {
 }
 
 interface AddrInfo {
+  ifindex: number;
   ifname: string;
   mtu: number;
   addr_info?: Array<{ family: string; local: string; scope: string } & Partial<Record<Avoided | "dadfailed", true>>>;
@@ -56,6 +57,7 @@ type Avoided = (typeof AVOIDED)[number];
 
 interface Link {
   iface: string;
+  ifindex: number;
   mtu: number;
   v4: string[];
   /** Best first (see rankIpv6). */
@@ -169,6 +171,7 @@ async function choose(
     const global = (family: string) => (l.addr_info ?? []).filter((a) => a.family === family && a.scope === "global");
     return {
       iface: l.ifname,
+      ifindex: l.ifindex,
       mtu: l.mtu,
       v4: global("inet").map((a) => a.local),
       ...rankIpv6(global("inet6"), defaultSrc6(l.ifname), saved),
@@ -227,6 +230,7 @@ async function choose(
       );
     return {
       iface: l.iface,
+      ifindex: l.ifindex,
       mtu: l.mtu,
       ...(v4 && { addr: parseIpv4(choice.publicIp ?? first(l.v4)) }),
       ...(v6 && { addr6: parseIpv6(v6) }),
