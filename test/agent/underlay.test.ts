@@ -441,3 +441,46 @@ describe.skipIf(!canUseNetns())("underlay choice among several IPv6 addresses", 
     });
   });
 });
+
+describe.skipIf(!canUseNetns())("underlay choice by an ECMP default route", () => {
+  let ns: Netns;
+  /** The ifindex of each of the test's interfaces. */
+  const index: Record<string, number> = {};
+
+  beforeAll(async () => {
+    ns = await Netns.create("ulyecmp");
+    for (const [dev, addr] of [
+      ["ea", "198.18.0.10/25"],
+      ["eb", "198.18.0.130/25"],
+    ] as const) {
+      await ns.ip(`link add ${dev} type veth peer name ${dev}p`);
+      await ns.ip(`link set ${dev}p up`);
+      await ns.ip(`addr add ${addr} dev ${dev}`);
+      await ns.ip(`link set ${dev} up`);
+      [{ ifindex: index[dev] }] = await ns.kernel.ipJson<Array<{ ifindex: number }>>(["link", "show", "dev", dev]);
+    }
+  });
+
+  afterAll(async () => {
+    await ns?.destroy();
+  });
+
+  it("without --iface takes the first nexthop's interface of the lowest-metric default route, multipath or not", async () => {
+    // Before, a multipath default (its devices in nexthops, none of its own) gave no interface: AGENT_UNDERLAY_NOT_FOUND.
+    await ns.ip("route add default metric 100 nexthop via 198.18.0.1 dev ea nexthop via 198.18.0.129 dev eb");
+    expect(await chooseUnderlay(ns.kernel, {}, V4)).toEqual({
+      iface: "ea",
+      ifindex: index.ea,
+      mtu: 1500,
+      addr: parseIpv4("198.18.0.10"),
+    });
+    await ns.ip("route replace default metric 100 nexthop via 198.18.0.129 dev eb nexthop via 198.18.0.1 dev ea");
+    expect(await chooseUnderlay(ns.kernel, {}, V4)).toMatchObject({ iface: "eb", ifindex: index.eb });
+    // A plain default route of lower metric is the one the kernel uses; of higher, a backup.
+    await ns.ip("route add default via 198.18.0.1 dev ea metric 50");
+    expect(await chooseUnderlay(ns.kernel, {}, V4)).toMatchObject({ iface: "ea" });
+    await ns.ip("route del default via 198.18.0.1 dev ea metric 50");
+    await ns.ip("route add default via 198.18.0.1 dev ea metric 200");
+    expect(await chooseUnderlay(ns.kernel, {}, V4)).toMatchObject({ iface: "eb" });
+  });
+});
