@@ -103,7 +103,7 @@ const stateDir = makeTempDir("weft-kbench-");
 try {
   // A veth pair inside the namespace stands in for the underlay (both ends up, so it has carrier).
   await ns.kernel.ipBatch([
-    "link add eth0 type veth peer name wire0",
+    "link add eth0 index 20 type veth peer name wire0",
     "addr add 198.18.0.11/24 dev eth0",
     "link set eth0 up",
     "link set wire0 up",
@@ -115,7 +115,7 @@ try {
       kernel: ns.kernel,
       network: NETWORK,
       subnet: subnet(0),
-      underlay: { iface: "eth0", addr: UNDERLAY, mtu: 1500 },
+      underlay: { iface: "eth0", ifindex: 20, addr: UNDERLAY, mtu: 1500 },
       stateDir,
       logger: pino({ level: "silent" }),
     },

@@ -11,6 +11,7 @@ import type { Logger } from "pino";
 import type { Backend, BackendAnnouncement, BackendCounters, Underlay } from "../backends/backend.js";
 import { addTotals, withTotals, type DataplaneCounters, type DataplaneTotals } from "../dataplane/dataplane.js";
 import { backendOptions, createBackend, overlayDevice } from "../backends/index.js";
+import { followUnderlay } from "../backends/underlay-name.js";
 import { backendInForce, ignoredKeysMessage, parseNetConf, type NetConf } from "../config/net-conf.js";
 import { ControlPlane } from "../control/control-plane.js";
 import { Keyring } from "../control/gossip/keyring.js";
@@ -512,6 +513,8 @@ export class Agent {
       ...f,
       code: "AGENT_STALE_DEVICE",
     }));
+    // Named by the underlay interface's current name (a failed backend's sweep may come after a rename).
+    if (routed.length > 0) await followUnderlay(this.kernel, this.underlay, this.log);
     for (const space of routed) {
       // The subnet length alone: an old run's routes (weft's, a migrated flannel's) are as long as
       // the subnets it held, and a longer one there is an admin's.

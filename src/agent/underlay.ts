@@ -44,6 +44,7 @@ export interface UnderlayFamilies {
 }
 
 interface AddrInfo {
+  ifindex: number;
   ifname: string;
   mtu: number;
   addr_info?: Array<{ family: string; local: string; scope: string } & Partial<Record<Avoided | "dadfailed", true>>>;
@@ -56,6 +57,7 @@ type Avoided = (typeof AVOIDED)[number];
 
 interface Link {
   iface: string;
+  ifindex: number;
   mtu: number;
   v4: string[];
   /** Best first (see rankIpv6). */
@@ -66,13 +68,20 @@ interface Link {
   savedFlags?: string[];
 }
 
-interface DefaultRoute6 {
+interface DefaultRoute {
   dev?: string;
   metric?: number;
   prefsrc?: string;
   /** ECMP: the devices are here, not in dev. */
   nexthops?: Array<{ dev?: string }>;
 }
+
+/** Of default routes, the one the kernel uses: the lowest metric. */
+const inUse = (routes: DefaultRoute[]): DefaultRoute | undefined =>
+  routes.reduce<DefaultRoute | undefined>(
+    (best, r) => (best && (best.metric ?? 0) <= (r.metric ?? 0) ? best : r),
+    undefined,
+  );
 
 /** The IPv6 underlay address taken at the last start, in the state dir: in IPv6-only mode gossip binds
  *  it, and a --keep-on-exit restart at another address joins late, its old record there held until
@@ -154,21 +163,15 @@ async function choose(
   const several = (l: AddrInfo) =>
     (l.addr_info ?? []).filter((a) => a.family === "inet6" && a.scope === "global" && !a.dadfailed).length > 1;
   const defaultRoutes6 =
-    families.ipv6 && addrs.some(several)
-      ? await kernel.ipJson<DefaultRoute6[]>(["-6", "route", "show", "default"])
-      : [];
-  // The src of the default route the kernel uses through the device (the lowest metric), not a backup's.
+    families.ipv6 && addrs.some(several) ? await kernel.ipJson<DefaultRoute[]>(["-6", "route", "show", "default"]) : [];
+  // The src of the default route the kernel uses through the device, not a backup's.
   const defaultSrc6 = (dev: string) =>
-    defaultRoutes6
-      .filter((r) => r.dev === dev || r.nexthops?.some((h) => h.dev === dev))
-      .reduce<DefaultRoute6 | undefined>(
-        (best, r) => (best && (best.metric ?? 0) <= (r.metric ?? 0) ? best : r),
-        undefined,
-      )?.prefsrc;
+    inUse(defaultRoutes6.filter((r) => r.dev === dev || r.nexthops?.some((h) => h.dev === dev)))?.prefsrc;
   const links: Link[] = addrs.map((l) => {
     const global = (family: string) => (l.addr_info ?? []).filter((a) => a.family === family && a.scope === "global");
     return {
       iface: l.ifname,
+      ifindex: l.ifindex,
       mtu: l.mtu,
       v4: global("inet").map((a) => a.local),
       ...rankIpv6(global("inet6"), defaultSrc6(l.ifname), saved),
@@ -227,6 +230,7 @@ async function choose(
       );
     return {
       iface: l.iface,
+      ifindex: l.ifindex,
       mtu: l.mtu,
       ...(v4 && { addr: parseIpv4(choice.publicIp ?? first(l.v4)) }),
       ...(v6 && { addr6: parseIpv6(v6) }),
@@ -282,8 +286,15 @@ async function choose(
         : [6, 4]
       : [6];
   for (const family of order) {
-    const routes = await kernel.ipJson<Array<{ dev?: string }>>([`-${family}`, "route", "show", "default"]);
-    const dev = routes.find((r) => r.dev)?.dev;
+    // Of the default routes through a device (not a blackhole's), the one the kernel uses; of an
+    // ECMP one (no dev of its own), the first nexthop's device as the kernel lists them. flanneld
+    // finds no interface there (its lookup reads the route's own device only); the first is the
+    // choice that stays put while the route does, where traffic would pick one per flow.
+    const firstDev = (r: DefaultRoute) => r.dev ?? r.nexthops?.[0]?.dev;
+    const route = inUse(
+      (await kernel.ipJson<DefaultRoute[]>([`-${family}`, "route", "show", "default"])).filter(firstDev),
+    );
+    const dev = route && firstDev(route);
     const link = links.find((l) => l.iface === dev && usable(l));
     if (link) return pick(link);
   }

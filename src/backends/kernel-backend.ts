@@ -30,6 +30,7 @@ import {
   type BackendType,
   KernelStats,
 } from "./backend.js";
+import { followUnderlay } from "./underlay-name.js";
 import { announcementProblem, overlapProblem, UnreachablePeers, vtepMacProblem } from "./unreachable.js";
 
 interface Round {
@@ -82,6 +83,7 @@ export abstract class KernelBackend implements Backend {
     if (this.state !== "new")
       throw new WeftError("BACKEND_STATE", `the ${this.type} backend was already started; create a new one`);
     try {
+      await followUnderlay(this.ctx.kernel, this.ctx.underlay, this.logger);
       await this.setUp();
     } catch (err) {
       await this.tearDown().catch((e) => this.logger.error({ err: e }, "cleanup after a failed start failed too"));
@@ -200,6 +202,9 @@ export abstract class KernelBackend implements Backend {
   private async runRound(round: Round, teardown: boolean): Promise<void> {
     const { kernel } = this.ctx;
     const full = round.full;
+    // The underlay's name, which devices, routes and commands carry, is looked up anew in full
+    // rounds (reconcile, stop), as the devices are.
+    if (full) await followUnderlay(kernel, this.ctx.underlay, this.logger);
     // Devices are checked in full rounds only (reconcile), which keeps a round for one peer to a
     // few iproute2 calls; a full round puts back everything a re-created device lost.
     if (full && !teardown) await this.ensureDevices();

@@ -28,6 +28,8 @@ export interface LabHost {
   readonly ns: Netns;
   /** The underlay interface inside the host. */
   readonly underlayIf: "eth0";
+  /** Its ifindex (Underlay.ifindex). */
+  readonly underlayIfindex: number;
   readonly underlayAddr: number;
   /** With LabOptions.ipv6: the host's IPv6 underlay address. */
   readonly underlayAddr6?: bigint;
@@ -131,12 +133,14 @@ export class LabCluster {
           ...(addr6 !== undefined ? [`addr add ${formatIpv6(addr6)}/64 dev eth0 nodad`] : []),
           `link set eth0 up`,
         ]);
+        const [{ ifindex }] = await ns.kernel.ipJson<Array<{ ifindex: number }>>(["link", "show", "dev", "eth0"]);
         await ns.kernel.sysctl("net.ipv4.ip_forward", 1);
         if (opts.ipv6) await ns.kernel.sysctl("net.ipv6.conf.all.forwarding", 1);
         hosts.push({
           name: `host${i}`,
           ns,
           underlayIf: "eth0",
+          underlayIfindex: ifindex,
           underlayAddr: addr,
           ...(addr6 !== undefined && { underlayAddr6: addr6 }),
           pods: [],

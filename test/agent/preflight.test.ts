@@ -7,7 +7,7 @@ import { parseIpv4, parsePrefix } from "../../src/net/ipv4.js";
 import { parseIpv6, parsePrefix6 } from "../../src/net/ipv6.js";
 
 const conf = { space: SubnetSpace.fromConfig({ Network: "198.19.0.0/16" }) }; // SubnetLen 24
-const underlay = { iface: "eth0", addr: parseIpv4("198.18.0.1"), mtu: 1500 };
+const underlay = { iface: "eth0", ifindex: 2, addr: parseIpv4("198.18.0.1"), mtu: 1500 };
 const route = (dst: string, dev: string, via?: string): HostPrefix => ({
   prefix: parsePrefix(dst),
   dev,
@@ -95,7 +95,7 @@ describe("a Network against the host's addresses and routes", () => {
 
 describe("an IPv6Network against the host's IPv6 addresses and routes (the same rules, per family)", () => {
   const conf6 = { space6: Ipv6SubnetSpace.fromConfig({ IPv6Network: "2001:2:0:8000::/49" }) }; // IPv6SubnetLen 64
-  const underlay6 = { iface: "eth0", addr6: parseIpv6("2001:2::1"), mtu: 1500 };
+  const underlay6 = { iface: "eth0", ifindex: 2, addr6: parseIpv6("2001:2::1"), mtu: 1500 };
   const route6 = (dst: string, dev: string, via?: string): HostPrefix => ({
     prefix: parsePrefix6(dst),
     dev,

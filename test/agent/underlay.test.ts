@@ -54,11 +54,13 @@ describe.skipIf(!canUseNetns())("underlay choice", () => {
   it("--iface by IPv6 address picks the interface holding it", async () => {
     expect(await chooseUnderlay(ns.kernel, { iface: ["2001:2:0::6"] }, V4)).toEqual({
       iface: "u46",
+      ifindex: expect.any(Number),
       mtu: 1400,
       addr: parseIpv4("198.18.0.6"),
     });
     expect(await chooseUnderlay(ns.kernel, { iface: ["2001:2::7"] }, V6)).toEqual({
       iface: "u6",
+      ifindex: expect.any(Number),
       mtu: 1400,
       addr6: parseIpv6("2001:2::7"),
     });
@@ -67,6 +69,7 @@ describe.skipIf(!canUseNetns())("underlay choice", () => {
   it("--public-ip without --iface picks the interface holding it, not the default route's (as flanneld)", async () => {
     expect(await chooseUnderlay(ns.kernel, { publicIp: "198.18.0.6" }, V4)).toEqual({
       iface: "u46",
+      ifindex: expect.any(Number),
       mtu: 1400,
       addr: parseIpv4("198.18.0.6"),
     });
@@ -78,6 +81,7 @@ describe.skipIf(!canUseNetns())("underlay choice", () => {
   it("dual-stack needs both families on one interface: the first --iface that has them", async () => {
     expect(await chooseUnderlay(ns.kernel, { iface: ["u4", "u6", "u46"] }, DUAL)).toEqual({
       iface: "u46",
+      ifindex: expect.any(Number),
       mtu: 1400,
       addr: parseIpv4("198.18.0.6"),
       addr6: parseIpv6("2001:2::6"),
@@ -100,6 +104,7 @@ describe.skipIf(!canUseNetns())("underlay choice", () => {
       await chooseUnderlay(ns.kernel, { iface: ["u46"], publicIp: "198.18.0.99", publicIpv6: "2001:2::99" }, DUAL),
     ).toEqual({
       iface: "u46",
+      ifindex: expect.any(Number),
       mtu: 1400,
       addr: parseIpv4("198.18.0.99"),
       addr6: parseIpv6("2001:2::99"),
@@ -118,11 +123,13 @@ describe.skipIf(!canUseNetns())("underlay choice", () => {
   it("dual-stack wasm-vxlan takes the IPv4 interface as it is: its IPv6 address where it has one, else none", async () => {
     expect(await chooseUnderlay(ns.kernel, {}, DUAL_V6_IF_PRESENT)).toEqual({
       iface: "u4",
+      ifindex: expect.any(Number),
       mtu: 1400,
       addr: parseIpv4("198.18.0.5"),
     });
     expect(await chooseUnderlay(ns.kernel, { iface: ["u46"] }, DUAL_V6_IF_PRESENT)).toEqual({
       iface: "u46",
+      ifindex: expect.any(Number),
       mtu: 1400,
       addr: parseIpv4("198.18.0.6"),
       addr6: parseIpv6("2001:2::6"),
@@ -139,16 +146,19 @@ describe.skipIf(!canUseNetns())("underlay choice", () => {
   it("IPv6-only wasm-vxlan: the interface's IPv6 address where it has one, else its IPv4 one; --public-ip asks for IPv4", async () => {
     expect(await chooseUnderlay(ns.kernel, { iface: ["u46"] }, V6_OR_V4)).toEqual({
       iface: "u46",
+      ifindex: expect.any(Number),
       mtu: 1400,
       addr6: parseIpv6("2001:2::6"),
     });
     expect(await chooseUnderlay(ns.kernel, { iface: ["u4"] }, V6_OR_V4)).toEqual({
       iface: "u4",
+      ifindex: expect.any(Number),
       mtu: 1400,
       addr: parseIpv4("198.18.0.5"),
     });
     expect(await chooseUnderlay(ns.kernel, { iface: ["u46"], publicIp: "198.18.0.6" }, V6_OR_V4)).toEqual({
       iface: "u46",
+      ifindex: expect.any(Number),
       mtu: 1400,
       addr: parseIpv4("198.18.0.6"),
     });
@@ -158,11 +168,13 @@ describe.skipIf(!canUseNetns())("underlay choice", () => {
     // Without --iface: IPv6's default route first (u6), IPv4's with --public-ip (u4).
     expect(await chooseUnderlay(ns.kernel, {}, V6_OR_V4)).toEqual({
       iface: "u6",
+      ifindex: expect.any(Number),
       mtu: 1400,
       addr6: parseIpv6("2001:2::7"),
     });
     expect(await chooseUnderlay(ns.kernel, { publicIp: "198.18.0.5" }, V6_OR_V4)).toEqual({
       iface: "u4",
+      ifindex: expect.any(Number),
       mtu: 1400,
       addr: parseIpv4("198.18.0.5"),
     });
@@ -240,6 +252,7 @@ describe.skipIf(!canUseNetns())("underlay choice among several IPv6 addresses", 
     logged.length = 0;
     expect(await chooseUnderlay(ns.kernel, { iface: [dev] }, V6, { log })).toEqual({
       iface: dev,
+      ifindex: expect.any(Number),
       mtu: 1400,
       addr6: parseIpv6("2001:2::12"),
     });
@@ -337,7 +350,7 @@ describe.skipIf(!canUseNetns())("underlay choice among several IPv6 addresses", 
       reconcileIntervalMs: 5000,
     };
     // Not an address of this host (the probe binds in the test process), as a tentative one is not bindable.
-    const underlay = { iface: "lo", mtu: 1400, addr6: parseIpv6("2001:2::7f") };
+    const underlay = { iface: "lo", ifindex: 1, mtu: 1400, addr6: parseIpv6("2001:2::7f") };
     await expect(checkHost(ns.kernel, flags, conf, underlay)).rejects.toThrow(
       expect.objectContaining({
         code: "CONFIG_ADDRESS_NOT_LOCAL",
@@ -422,8 +435,52 @@ describe.skipIf(!canUseNetns())("underlay choice among several IPv6 addresses", 
     const dev = await iface("2001:2::60/64 nodad preferred_lft 0", "2001:2::61/64 nodad preferred_lft 0");
     expect(await chooseUnderlay(ns.kernel, { iface: [dev] }, V6)).toEqual({
       iface: dev,
+      ifindex: expect.any(Number),
       mtu: 1400,
       addr6: parseIpv6("2001:2::61"),
     });
+  });
+});
+
+describe.skipIf(!canUseNetns())("underlay choice by an ECMP default route", () => {
+  let ns: Netns;
+  /** The ifindex of each of the test's interfaces. */
+  const index: Record<string, number> = {};
+
+  beforeAll(async () => {
+    ns = await Netns.create("ulyecmp");
+    for (const [dev, addr] of [
+      ["ea", "198.18.0.10/25"],
+      ["eb", "198.18.0.130/25"],
+    ] as const) {
+      await ns.ip(`link add ${dev} type veth peer name ${dev}p`);
+      await ns.ip(`link set ${dev}p up`);
+      await ns.ip(`addr add ${addr} dev ${dev}`);
+      await ns.ip(`link set ${dev} up`);
+      [{ ifindex: index[dev] }] = await ns.kernel.ipJson<Array<{ ifindex: number }>>(["link", "show", "dev", dev]);
+    }
+  });
+
+  afterAll(async () => {
+    await ns?.destroy();
+  });
+
+  it("without --iface takes the first nexthop's interface of the lowest-metric default route, multipath or not", async () => {
+    // Before, a multipath default (its devices in nexthops, none of its own) gave no interface: AGENT_UNDERLAY_NOT_FOUND.
+    await ns.ip("route add default metric 100 nexthop via 198.18.0.1 dev ea nexthop via 198.18.0.129 dev eb");
+    expect(await chooseUnderlay(ns.kernel, {}, V4)).toEqual({
+      iface: "ea",
+      ifindex: index.ea,
+      mtu: 1500,
+      addr: parseIpv4("198.18.0.10"),
+    });
+    await ns.ip("route replace default metric 100 nexthop via 198.18.0.129 dev eb nexthop via 198.18.0.1 dev ea");
+    expect(await chooseUnderlay(ns.kernel, {}, V4)).toMatchObject({ iface: "eb", ifindex: index.eb });
+    // A plain default route of lower metric is the one the kernel uses; of higher, a backup.
+    await ns.ip("route add default via 198.18.0.1 dev ea metric 50");
+    expect(await chooseUnderlay(ns.kernel, {}, V4)).toMatchObject({ iface: "ea" });
+    await ns.ip("route del default via 198.18.0.1 dev ea metric 50");
+    await ns.ip("route add default via 198.18.0.1 dev ea metric 200");
+    expect(await chooseUnderlay(ns.kernel, {}, V4)).toMatchObject({ iface: "eb" });
   });
 });

@@ -57,12 +57,15 @@ const routes6 = async (h: LabHost) =>
     .filter((l) => l.startsWith("2001:2:0:8002:"))
     .join("\n");
 
+/** The ifindex the tests give the eth0 they make. */
+const ETH0_INDEX = 20;
+
 /** Node 1's IPv6 lease over eth0 (2001:2::b, MTU 1500 as the agent read it) in `ns`. */
 const context6 = (ns: Netns, stateDir: string, o: Partial<BackendContext> = {}): BackendContext => ({
   kernel: ns.kernel,
   network: LAB_POD_NETWORK6,
   subnet: subnet6Of(1),
-  underlay: { iface: "eth0", addr: 0xc612000b, addr6: parseIpv6("2001:2::b"), mtu: 1500 },
+  underlay: { iface: "eth0", ifindex: ETH0_INDEX, addr: 0xc612000b, addr6: parseIpv6("2001:2::b"), mtu: 1500 },
   stateDir,
   logger: pino({ level: "silent" }),
   ...o,
@@ -92,7 +95,7 @@ describe.skipIf(!canUseNetns())("IPv6 over an underlay too small for it", () => 
     const ns = await Netns.create("b6m");
     const dir = mkdtempSync(join(tmpdir(), "weft-v6-mtu-"));
     try {
-      await ns.ip("link add eth0 mtu 1349 type veth peer name eth0p mtu 1349");
+      await ns.ip(`link add eth0 index ${ETH0_INDEX} mtu 1349 type veth peer name eth0p mtu 1349`);
       await ns.ip("addr add 2001:2::b/64 nodad dev eth0");
       await ns.ip("addr add 198.18.0.11/24 dev eth0");
       await ns.ip("link set eth0 up");
@@ -100,7 +103,13 @@ describe.skipIf(!canUseNetns())("IPv6 over an underlay too small for it", () => 
         kernel: ns.kernel,
         network: LAB_POD_NETWORK6,
         subnet: subnet6Of(1),
-        underlay: { iface: "eth0", addr: 0xc612000b, addr6: ipv6Underlay ? parseIpv6("2001:2::b") : undefined, mtu },
+        underlay: {
+          iface: "eth0",
+          ifindex: ETH0_INDEX,
+          addr: 0xc612000b,
+          addr6: ipv6Underlay ? parseIpv6("2001:2::b") : undefined,
+          mtu,
+        },
         stateDir: dir,
         logger: pino({ level: "silent" }),
       });
@@ -145,14 +154,14 @@ describe.skipIf(!canUseNetns())("IPv6 over an underlay too small for it", () => 
     const { logger, log } = loggedTo();
     const backends: Backend[] = [];
     try {
-      await ns.ip("link add eth0 type veth peer name eth0p");
+      await ns.ip(`link add eth0 index ${ETH0_INDEX} type veth peer name eth0p`);
       await ns.ip("addr add 2001:2::b/64 nodad dev eth0");
       await ns.ip("link set eth0 up");
       const context = (i: number): BackendContext => ({
         kernel: ns.kernel,
         network: LAB_POD_NETWORK6,
         subnet: subnet6Of(i),
-        underlay: { iface: "eth0", addr: 0xc612000b, addr6: parseIpv6("2001:2::b"), mtu: 1500 },
+        underlay: { iface: "eth0", ifindex: ETH0_INDEX, addr: 0xc612000b, addr6: parseIpv6("2001:2::b"), mtu: 1500 },
         stateDir: dir,
         logger,
       });
@@ -213,7 +222,7 @@ describe.skipIf(!canUseNetns())("IPv6 over an underlay too small for it", () => 
     const failed: Error[] = [];
     let backend: Backend | undefined;
     try {
-      await ns.ip("link add eth0 type veth peer name eth0p");
+      await ns.ip(`link add eth0 index ${ETH0_INDEX} type veth peer name eth0p`);
       await ns.ip("addr add 2001:2::b/64 nodad dev eth0");
       await ns.ip("link set eth0 up");
       // The agent reads the underlay once, at its start: a lane's new backend gets the same context.

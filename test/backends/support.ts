@@ -12,6 +12,7 @@ import type {
   BackendContext,
   BackendOptions,
   BackendPeer,
+  Underlay,
 } from "../../src/backends/backend.js";
 import { createBackend } from "../../src/backends/index.js";
 import { withNetns } from "../../src/io/netns.js";
@@ -28,11 +29,20 @@ export function familyCtx(host: LabHost, dir: string, family: 4 | 6, i: number):
     kernel: host.ns.kernel,
     network: family === 4 ? LAB_POD_NETWORK : LAB_POD_NETWORK6,
     subnet: family === 4 ? subnetOf(i) : subnet6Of(i),
-    underlay: { iface: host.underlayIf, addr: host.underlayAddr, addr6: host.underlayAddr6, mtu: 1500 },
+    underlay: labUnderlay(host),
     stateDir: dir,
     logger: pino({ level: "silent" }),
   };
 }
+
+/** A lab host's underlay, both families' addresses (MTU 1500, as the lab makes it). */
+export const labUnderlay = (host: LabHost): Underlay => ({
+  iface: host.underlayIf,
+  ifindex: host.underlayIfindex,
+  addr: host.underlayAddr,
+  addr6: host.underlayAddr6,
+  mtu: 1500,
+});
 
 /** Log records as JSON objects, for checking what a backend reported. */
 export interface LogBook {
@@ -70,7 +80,7 @@ export function hostCtx(host: LabHost, subnet: Ipv4Prefix, stateDir?: string): H
       kernel: host.ns.kernel,
       network: LAB_POD_NETWORK,
       subnet,
-      underlay: { iface: host.underlayIf, addr: host.underlayAddr, mtu: 1500 },
+      underlay: { iface: host.underlayIf, ifindex: host.underlayIfindex, addr: host.underlayAddr, mtu: 1500 },
       stateDir: dir,
       logger,
     },

@@ -38,7 +38,7 @@ describe.skipIf(!canUseNetns())("Backend.MTU above the underlay interface's (use
     // Before, wasm-vxlan took Backend.MTU 1500 over a 1400 interface: TUN device and pods at 1450.
     const ns = await Netns.create("bucap");
     try {
-      await ns.ip("link add eth0 mtu 1400 type veth peer name eth0p mtu 1400");
+      await ns.ip("link add eth0 index 20 mtu 1400 type veth peer name eth0p mtu 1400");
       await ns.ip("addr add 198.18.0.11/24 dev eth0");
       await ns.ip("link set eth0 up");
       for (const [type, tun, overhead] of [
@@ -53,7 +53,7 @@ describe.skipIf(!canUseNetns())("Backend.MTU above the underlay interface's (use
             kernel: ns.kernel,
             network: LAB_POD_NETWORK,
             subnet: subnetOf(1),
-            underlay: { iface: "eth0", addr: 0xc612000b, mtu: 1400 },
+            underlay: { iface: "eth0", ifindex: 20, addr: 0xc612000b, mtu: 1400 },
             stateDir: dir,
             logger,
           };

@@ -15,6 +15,7 @@ import { LabCluster, LAB_POD_NETWORK, LAB_POD_NETWORK6, type LabHost } from "../
 import { ping } from "../../src/lab/traffic.js";
 import { parseIpv4, parsePrefix } from "../../src/net/ipv4.js";
 import { parseIpv6, parsePrefix6 } from "../../src/net/ipv6.js";
+import { labUnderlay } from "../backends/support.js";
 import { canUseNetns } from "../support/netns.js";
 
 const WORKERS = 2;
@@ -37,7 +38,7 @@ describe.skipIf(!canUseNetns())("ICMP error rate limit (wasm-vxlan, dual-stack)"
     kernel: host.ns.kernel,
     network: family === 4 ? LAB_POD_NETWORK : LAB_POD_NETWORK6,
     subnet: SUBNET[family],
-    underlay: { iface: host.underlayIf, addr: host.underlayAddr, addr6: host.underlayAddr6, mtu: 1500 },
+    underlay: labUnderlay(host),
     stateDir: dir,
     logger: pino({ level: "silent" }),
   });

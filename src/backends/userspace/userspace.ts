@@ -37,6 +37,7 @@ import {
 } from "../backend.js";
 import { VXLAN_IPV4_UNDERLAY_BYTES, VXLAN_IPV6_UNDERLAY_BYTES } from "../vxlan/vxlan.js";
 import { announcementProblem, UnreachablePeers } from "../unreachable.js";
+import { followUnderlay } from "../underlay-name.js";
 import { assertIpv6Mtu, cappedUnderlayMtu, UnderlayMtu } from "../underlay-mtu.js";
 import { loadVtepMac } from "../vtep-mac.js";
 
@@ -208,6 +209,7 @@ export class UserspaceBackend implements Backend {
       this.stats.done(sysctls.length);
       await this.dataplane.start(this.ctx.kernel);
       this.stats.done(3); // the TUN device's MTU, address and link state
+      await followUnderlay(this.ctx.kernel, this.ctx.underlay, this.logger);
       await this.removeStaleRoutes();
       // A stop() meanwhile stopped the dataplane: this start must not say running. (TypeScript
       // keeps the state narrowed to "new" across the awaits.)
@@ -324,6 +326,8 @@ export class UserspaceBackend implements Backend {
     this.assertRunning();
     const [kernel, network, subnet] = [this.ctx.kernel, this.ctx.network, this.ctx.subnet];
     const tun = this.tunName;
+    // The underlay interface's MTU is read by name: its current one (it may have been renamed).
+    await this.refusedWhole(() => followUnderlay(kernel, this.ctx.underlay, this.logger));
     const [[link, lower], addrs, routes] = await this.refusedWhole(() =>
       Promise.all([
         readLinks(kernel, [tun, this.ctx.underlay.iface]),
