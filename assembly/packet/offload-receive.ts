@@ -248,7 +248,9 @@ function coalesceChunk(
         open &&
         pay <= segSize &&
         (merged != 0 ? mergedLen : headLen) + pay <= IPV4_MAX_TOTAL &&
-        (kind == PROTO_TCP ? tcpFollows(headPkt, p, nextSeq) : segs < GRO_MAX_SEGMENTS && udpFollows(headPkt, p, segs))
+        (kind == PROTO_TCP
+          ? tcpFollows(headPkt, p, nextSeq, segs)
+          : segs < GRO_MAX_SEGMENTS && udpFollows(headPkt, p, segs))
       ) {
         if (
           merged == 0 &&
