@@ -2,8 +2,8 @@
 // merged into one super-packet for the TUN device, and the header fix-ups of the merged packet.
 // The rules follow the kernel's TCP GRO, so that the pod's TCP sees what a kernel receive path
 // would give it: same flow, IP header fields that must match (IPv4: TOS, TTL, DF, no options, no
-// fragments; IPv6: the whole first word — traffic class, flow label — and the hop limit, TCP right
-// after the fixed header), TCP headers identical except the sequence number, checksum and PSH
+// fragments, IDs counting up by one per segment unless DF is set; IPv6: the whole first word —
+// traffic class, flow label — and the hop limit, TCP right after the fixed header), TCP headers identical except the sequence number, checksum and PSH
 // (ACK and window included, options byte for byte), the next segment's sequence number right
 // after the last byte merged, all segments of the size of the first except a shorter last one,
 // ACK with at most PSH set. Every merged segment's TCP checksum is verified first unless the
@@ -81,12 +81,25 @@ export function ipHeadersMatch(head: usize, q: usize): bool {
   return load<u64>(head + 12) == load<u64>(q + 12);
 }
 
+const IPV4_DF: u32 = 0x4000;
+
 /**
- * Whether segment q may follow the super-packet whose first segment is `head` (both accepted by
- * tcpMergeablePayload): same flow and headers, sequence number `nextSeq`.
+ * Whether packet q's IPv4 ID is `count` past that of `head` (the first of the `count` packets
+ * merged so far), as segmentation will write them again: the kernel's GRO asks it where DF is
+ * clear (the ID may yet serve fragmentation). With DF set (RFC 6864) or over IPv6 any ID goes.
  */
-export function tcpFollows(head: usize, q: usize, nextSeq: u32): bool {
-  if (!ipHeadersMatch(head, q)) return false;
+export function ipIdFollows(head: usize, q: usize, count: i32): bool {
+  if (ipHeaderLen(head) == IPV6_HEADER || (be16(head + 6) & IPV4_DF) != 0) return true;
+  return ((be16(head + 4) + <u32>count) & 0xffff) == be16(q + 4);
+}
+
+/**
+ * Whether segment q may follow the super-packet whose first segment is `head` and that holds
+ * `count` segments (both accepted by tcpMergeablePayload): same flow and headers, IPv4 IDs
+ * counting up where DF is clear, sequence number `nextSeq`.
+ */
+export function tcpFollows(head: usize, q: usize, nextSeq: u32, count: i32): bool {
+  if (!ipHeadersMatch(head, q) || !ipIdFollows(head, q, count)) return false;
   const l3 = ipHeaderLen(head);
   const th = head + <usize>l3;
   const tq = q + <usize>l3;

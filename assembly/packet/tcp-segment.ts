@@ -32,9 +32,9 @@ export const UDP_GSO_MAX_BYTES: i32 = 65507;
 export const OFFLOAD_MAX_TRAINS: i32 = 8;
 /**
  * Most segments of a super-packet the TUN device hands over: the dataplane sets the device's
- * gso_max_segs to it, and the kernel cuts a super-packet of more segments (a peer's small MSS)
- * itself. 128 segments (a full 64 KB at an MSS of 512 and up) fit 2 trains, and with up to 234
- * bytes of headers each (IPv4's and TCP's largest take 120) the dataplane's 96 KiB segment slot.
+ * gso_max_segs to this or fewer (tunGsoMaxSegs in src/dataplane/dataplane.ts: as many segments of
+ * the MTU as its segment slot holds), and the kernel cuts a super-packet of more segments (a
+ * peer's small MSS, large IPv6 extension headers) itself. 128 segments fit 2 trains.
  */
 export const OFFLOAD_MAX_SEGMENTS: i32 = 128;
 

@@ -10,12 +10,10 @@
 // segmentation will write them, unless DF is set: an atomic datagram's ID means nothing (RFC 6864),
 // as the kernel's GRO also treats it. Checksums are checked by the caller, as for TCP.
 import { be16, putBe16 } from "./bytes";
-import { IPV6_HEADER } from "./ipv6";
 import { PROTO_UDP } from "./tcp-segment";
-import { ipFinishMerged, ipHeaderLen, ipHeadersMatch, l4PseudoSum, mergeableProto } from "./tcp-coalesce";
+import { ipFinishMerged, ipHeaderLen, ipHeadersMatch, ipIdFollows, l4PseudoSum, mergeableProto } from "./tcp-coalesce";
 
 export const UDP_HEADER_BYTES: i32 = 8;
-const IPV4_DF: u32 = 0x4000;
 
 /**
  * Payload bytes of the IP packet at p (len = its length, checked by decapsulation) when it is a
@@ -36,11 +34,9 @@ export function udpMergeablePayload(p: usize, len: i32): i32 {
  * `count` past head's unless DF is set.
  */
 export function udpFollows(head: usize, q: usize, count: i32): bool {
-  if (!ipHeadersMatch(head, q)) return false;
+  if (!ipHeadersMatch(head, q) || !ipIdFollows(head, q, count)) return false;
   const l3 = ipHeaderLen(head);
-  if (load<u32>(head + <usize>l3) != load<u32>(q + <usize>l3)) return false; // ports
-  if (l3 == IPV6_HEADER || (be16(head + 6) & IPV4_DF) != 0) return true;
-  return ((be16(head + 4) + <u32>count) & 0xffff) == be16(q + 4);
+  return load<u32>(head + <usize>l3) == load<u32>(q + <usize>l3); // ports
 }
 
 /**

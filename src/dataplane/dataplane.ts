@@ -306,10 +306,27 @@ const FLOW_QUEUE_POOL_BATCHES = 4;
 const OFFLOAD_RX_BATCH = 32;
 /**
  * A segmented super-packet: up to 64 KiB of payload plus per-segment headers, for as many
- * segments as the TUN device's gso_max_segs lets through (OFFLOAD_MAX_SEGMENTS in tcp-segment.ts,
- * which drops what does not fit).
+ * segments as the TUN device's gso_max_segs lets through (tunGsoMaxSegs; tcp-segment.ts drops what
+ * does not fit as OFFLOAD_SIZE).
  */
-const SEGMENT_SLOT_BYTES = 96 * 1024;
+export const SEGMENT_SLOT_BYTES = 96 * 1024;
+
+/**
+ * The TUN device's gso_max_segs: the most segments a segment slot holds whatever the headers. The
+ * kernel keeps each segment of a super-packet within the device's MTU (IP header, extension
+ * headers, transport header and gso_size bytes), and each goes out behind the encapsulation header
+ * (VXLAN and inner Ethernet; none for flannel's udp), so a segment takes at most that header plus
+ * the MTU: 67 at an MTU of 1430. A flat 128 held headers of at most 234 bytes; IPv6 destination
+ * options of a few hundred bytes shrink the MSS until a 64 KB super-packet has more segments than
+ * that, and every one was dropped. A slot of 128 full segments at the largest MTU (248 KiB) would
+ * take 2.6 times the memory for a rare shape; fewer segments only make the kernel's TCP send
+ * smaller super-packets (or the kernel cut a pod's itself). At most OFFLOAD_MAX_SEGMENTS (2 trains)
+ * at a low MTU. The TUN MTU never rises above the one set here (it only follows the underlay down).
+ */
+export function tunGsoMaxSegs(hp: HotPath, format: WireFormat, mtu: number): number {
+  const header = format === "vxlan" ? hp.constant("VXLAN_ENCAP_HEADER_BYTES") : 0;
+  return Math.min(hp.constant("OFFLOAD_MAX_SEGMENTS"), Math.floor(SEGMENT_SLOT_BYTES / (header + mtu)));
+}
 /**
  * Packets the kernel queues for the workers on each TUN queue (the device's ring: the TUN driver
  * drops when it is full and never holds packets back in a qdisc). Without offloads each entry is
@@ -602,9 +619,9 @@ export class UserspaceDataplane {
       // Like flannel's udp backend: the device holds the subnet's network address with the whole
       // network's prefix length, so the kernel routes every other subnet of the network to it.
       // IPv6: no duplicate address detection (nobody else is on a TUN device to answer it).
-      // With offloads, super-packets of at most the segments a segment slot holds
-      // (OFFLOAD_MAX_SEGMENTS, tcp-segment.ts): the kernel cuts a larger one (a small MSS) itself.
-      const segs = this.offload.enabled ? ` gso_max_segs ${this.hp.constant("OFFLOAD_MAX_SEGMENTS")}` : "";
+      // With offloads, super-packets of at most the segments a segment slot holds (tunGsoMaxSegs):
+      // the kernel cuts a larger one (a small MSS, large IPv6 extension headers) itself.
+      const segs = this.offload.enabled ? ` gso_max_segs ${tunGsoMaxSegs(this.hp, this.opts.format, mtu)}` : "";
       await kernel.ipBatch([
         `link set ${tunName} mtu ${mtu} txqueuelen ${this.opts.tunQueueLen ?? this.defaultTunQueueLen()}${segs}`,
         `addr add ${formatAddr(subnet.addr)}/${network.len} dev ${tunName}${this.family === 6 ? " nodad" : ""}`,

@@ -1,9 +1,10 @@
 // Super-packets of the shapes socket options give them, end to end through wasm-vxlan
 // (dual-stack, two hosts, offloads on): TCP over IPv6 with a hop-by-hop or destination options
 // header in every segment (IPV6_HOPOPTS, IPV6_DSTOPTS: TSO6 hands the dataplane super-packets
-// whose TCP header sits behind it), and TCP to a peer that advertises the smallest MSS Linux takes
-// (TCP_MAXSEG 88: a 64 KB super-packet of it has more segments than a segment slot holds, so the
-// TUN device's gso_max_segs makes the kernel cut it first). Each transfer must arrive exactly;
+// whose TCP header sits behind it; a 600-byte one shrinks the MSS until a 64 KB super-packet has
+// more segments than a segment slot holds), and TCP to a peer that advertises the smallest MSS
+// Linux takes (TCP_MAXSEG 88: likewise). The TUN device's gso_max_segs makes the kernel cut such a
+// super-packet first. Each transfer must arrive exactly;
 // before, each stalled, its super-packets dropped as OFFLOAD_HEADER or OFFLOAD_SIZE.
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -12,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeSubnetEnv } from "../../src/agent/subnet-env.js";
 import type { Backend, BackendAnnouncement } from "../../src/backends/backend.js";
 import { createBackend } from "../../src/backends/index.js";
+import { SEGMENT_SLOT_BYTES } from "../../src/dataplane/dataplane.js";
 import { withNetns } from "../../src/io/netns.js";
 import { LabCluster, LAB_POD_NETWORK, LAB_POD_NETWORK6, type LabHost } from "../../src/lab/cluster.js";
 import { familyCtx, subnet6Of, subnetOf } from "../backends/support.js";
@@ -86,19 +88,29 @@ describe.skipIf(!canUseNetns())("offloads: super-packets shaped by socket option
       return c.tx.packets.OFFLOAD_HEADER + c.tx.packets.OFFLOAD_SIZE;
     });
 
-  // Destination options from host1's own namespace, not from its pod: forwarded by host1, a pod's
-  // TSO6 super-packets with them met Packet Too Big errors there at random (one transfer in three
-  // stalled, pods at the TUN device's MTU, nothing dropped by weft), apparently as the forwarding
-  // kernel (Linux 6.18) sizes a segment from a TCP header it expects right behind the fixed header.
-  for (const [extHeader, port, source] of [
-    ["hop", 7301, "a pod"],
-    ["dst", 7302, "the node"],
+  // The 8-byte destination options from host1's own namespace, not from its pod: a forwarding
+  // kernel parses no destination options, so it reads TCP's header length where the header sits
+  // (ip6_rcv_core puts the transport header right behind the fixed header, only hop-by-hop moves
+  // it), there TCP's sequence number, and sizes segments wrong. A pod's TSO6 super-packets met
+  // Packet Too Big errors at random (one transfer in three stalled, nothing dropped by weft). The
+  // 600-byte header from a pod reads as 0 there (its options' zeros): sized short, forwarded.
+  // That one leaves a 758-byte MSS at the TUN MTU of 1430: a 64 KB super-packet has 86 segments,
+  // more than the 96 KiB segment slot holds (67), which the TUN device's gso_max_segs must keep
+  // out, where before every such super-packet was dropped as OFFLOAD_SIZE.
+  for (const [extHeader, extHeaderBytes, port, source] of [
+    ["hop", 8, 7301, "a pod"],
+    ["dst", 8, 7302, "the node"],
+    ["dst", 600, 7304, "a pod"],
   ] as const)
-    it(`carries TCP over IPv6 whose every segment carries a ${extHeader === "hop" ? "hop-by-hop" : "destination"} options header from ${source}, cutting its TSO6 super-packets`, async () => {
+    it(`carries TCP over IPv6 whose every segment carries a ${extHeaderBytes}-byte ${extHeader === "hop" ? "hop-by-hop" : "destination"} options header from ${source}, cutting its TSO6 super-packets`, async () => {
       const [pod1, to] = nodes.map((n) => n.host.pods[0]);
       const from = source === "a pod" ? pod1 : { ...pod1, name: nodes[0].host.name, ns: nodes[0].host.ns };
       const before = nodes[0].backends[6].dataplaneCounters!().tx;
-      const { sent, received } = await tcpTransfer(from, to, 20 << 20, port, 6, { extHeader, timeoutMs: 30_000 });
+      const { sent, received } = await tcpTransfer(from, to, 20 << 20, port, 6, {
+        extHeader,
+        extHeaderBytes,
+        timeoutMs: 30_000,
+      });
       expect(received).toEqual(sent);
       const after = nodes[0].backends[6].dataplaneCounters!().tx;
       // Super-packets were cut (more datagrams than packets read), none refused.
@@ -113,12 +125,13 @@ describe.skipIf(!canUseNetns())("offloads: super-packets shaped by socket option
     const { sent, received } = await tcpTransfer(from, to, 8 << 20, 7303, 4, { maxSeg: 88, timeoutMs: 30_000 });
     expect(received).toEqual(sent);
     expect(offloadDrops(4)).toEqual([0n, 0n]);
-    const [tun] = await nodes[0].host.ns.kernel.ipJson<Array<{ gso_max_segs: number }>>([
+    const [tun] = await nodes[0].host.ns.kernel.ipJson<Array<{ gso_max_segs: number; mtu: number }>>([
       "-details",
       "link",
       "show",
       "weft.1",
     ]);
-    expect(tun.gso_max_segs).toBe(128);
+    // As many segments of the MTU, behind VXLAN's 22 bytes in front, as a segment slot holds.
+    expect(tun.gso_max_segs).toBe(Math.floor(SEGMENT_SLOT_BYTES / (22 + tun.mtu)));
   });
 });

@@ -2,6 +2,7 @@
 // them: a sender with 64 KiB slots and segment output slots, a receiver with GRO-sized slots,
 // scratch descriptors and an output region. send()/receive() run whole calls for the tests;
 // loadSend()/runSend() and loadReceive()/runReceive() split loading from the call for benchmarks.
+import { SEGMENT_SLOT_BYTES } from "../../src/dataplane/dataplane.js";
 import { parsePrefix } from "../../src/net/ipv4.js";
 import { parsePrefix6, writeIpv6 } from "../../src/net/ipv6.js";
 import fc from "fast-check";
@@ -16,7 +17,6 @@ export const PEER = { ip: 0xc6120002, port: 8472, mac: MAC2 };
 export const PEER6 = { ip: 0x2001_0002_0000_0000_0000_0000_0000_0002n, port: 8472, mac: MAC2 };
 export const SENDER6 = 0x2001_0002_0000_0000_0000_0000_0000_0001n;
 const BIG_SLOT = 65536 + 64;
-const SEGMENT_SLOT = 96 * 1024;
 export type Format = "vxlan" | "udp";
 
 interface Sender {
@@ -49,7 +49,7 @@ function sender(): Sender {
   return {
     rig,
     outDescs: rig.arena.alloc(n * rig.hp.constant("OFFLOAD_MAX_TRAINS") * 32),
-    out: rig.arena.alloc(n * SEGMENT_SLOT),
+    out: rig.arena.alloc(n * SEGMENT_SLOT_BYTES),
   };
 }
 
@@ -140,7 +140,7 @@ export function runSend(n: number, format: Format): number {
     1,
     TX.outDescs,
     TX.out,
-    SEGMENT_SLOT,
+    SEGMENT_SLOT_BYTES,
   );
 }
 

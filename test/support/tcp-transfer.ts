@@ -13,11 +13,12 @@ const scriptWithOptions = fixture("tcp-transfer-opts.py");
 
 /**
  * Socket options of the transfer: the sink's TCP_MAXSEG, an IPV6_HOPOPTS ("hop") or IPV6_DSTOPTS
- * ("dst") header on the source's segments.
+ * ("dst") header of extHeaderBytes (a multiple of 8; default 8) on the source's segments.
  */
 export interface TransferOptions {
   maxSeg?: number;
   extHeader?: "hop" | "dst";
+  extHeaderBytes?: number;
   timeoutMs?: number;
 }
 
@@ -58,12 +59,17 @@ export async function tcpTransfer(
   options: TransferOptions = {},
 ): Promise<{ sent: TransferSide; received: TransferSide }> {
   const addr = family === 4 ? formatIpv4(to.addr) : `[${formatIpv6(to.addr6!)}]`;
-  const { timeoutMs = 120_000, maxSeg, extHeader } = options;
+  const { timeoutMs = 120_000, maxSeg, extHeader, extHeaderBytes } = options;
   const py = maxSeg !== undefined || extHeader !== undefined;
   let ready!: () => void;
   const listening = new Promise<void>((r) => (ready = r));
   const sink = runFixture(to, "sink", { bind: `${addr}:${port}`, timeoutMs, maxSeg }, py, ready);
   await listening;
-  const sent = await runFixture(from, "source", { to: `${addr}:${port}`, bytes, timeoutMs, extHeader }, py);
+  const sent = await runFixture(
+    from,
+    "source",
+    { to: `${addr}:${port}`, bytes, timeoutMs, extHeader, extHeaderBytes },
+    py,
+  );
   return { sent, received: await sink };
 }
