@@ -22,7 +22,7 @@
 // closes each connection once its reply is out (udp-tcp.ts): else replays held every slot. A
 // freshness field would stop that but changes the wire.
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
-import { readFile, stat } from "node:fs/promises";
+import { open } from "node:fs/promises";
 import { WeftError } from "../../errors.js";
 
 export const KEY_BYTES = 32;
@@ -65,6 +65,86 @@ function keyId(key: Uint8Array): number {
   return createHash("sha256").update("weft-gossip-key-id\0").update(key).digest().readUInt32BE(0);
 }
 
+/** Reads a key file: its keys, primary first. Throws GOSSIP_KEY_FILE_* saying what to fix. */
+export async function readKeyFile(path: string): Promise<Uint8Array[]> {
+  let text: string;
+  try {
+    // One handle for the checks and the read: a file swapped between a stat and a read is never read.
+    const file = await open(path, "r");
+    try {
+      const st = await file.stat();
+      if (st.isDirectory()) throw new Error("it is a directory; pass the key file itself");
+      // As ssh with private keys: a key others can read, or a file another user can replace or
+      // chmod, is a key others may have.
+      const uid = process.getuid?.() ?? 0;
+      if (st.uid !== uid && st.uid !== 0) {
+        throw new WeftError(
+          "GOSSIP_KEY_FILE_NOT_OWNED",
+          `key file ${path} is owned by uid ${st.uid}, neither this process's user (uid ${uid}) nor root: run \`chown ${uid} ${path}\` (and make a new key if that user may have read it)`,
+        );
+      }
+      if ((st.mode & 0o077) !== 0) {
+        throw new WeftError(
+          "GOSSIP_KEY_FILE_EXPOSED",
+          `key file ${path} is readable or writable by group or others (mode ${(st.mode & 0o777).toString(8).padStart(4, "0")}): run \`chmod 600 ${path}\` (and make a new key if others may have read it)`,
+        );
+      }
+      text = await file.readFile("utf8");
+    } finally {
+      await file.close();
+    }
+  } catch (cause) {
+    if (cause instanceof WeftError) throw cause;
+    throw new WeftError(
+      "GOSSIP_KEY_FILE_UNREADABLE",
+      `cannot read key file ${path}: ${(cause as Error).message}; copy the cluster's key file here (for a new cluster only: \`weft keygen ${path}\`)`,
+      { cause },
+    );
+  }
+  const keys: Uint8Array[] = [];
+  for (const [i, raw] of text.split("\n").entries()) {
+    const line = raw.trim();
+    if (line === "" || line.startsWith("#")) continue;
+    const wrong = keyLineProblem(line);
+    if (wrong) {
+      throw new WeftError(
+        "GOSSIP_KEY_FILE_INVALID",
+        `key file ${path}: line ${i + 1} ${wrong}; one base64 key a line, as \`weft keygen\` writes, primary first`,
+      );
+    }
+    keys.push(Buffer.from(line, "base64"));
+  }
+  if (keys.length === 0) {
+    throw new WeftError(
+      "GOSSIP_KEY_FILE_INVALID",
+      `key file ${path} holds no key; one base64 key a line, as \`weft keygen\` writes, primary first`,
+    );
+  }
+  return keys;
+}
+
+/**
+ * What is wrong with a key line (never quoting it: it may be a key), or undefined. Buffer's base64
+ * decoder stops at '=' and skips what is not base64, so "OLD NEW" would load OLD alone: each line
+ * is checked whole.
+ */
+function keyLineProblem(line: string): string | undefined {
+  if (/[\s,;]/.test(line)) return "holds more than one word (two keys on one line?)";
+  if (/[-_]/.test(line)) return "is base64url ('-' or '_'), not base64";
+  const bad = line.search(/[^A-Za-z0-9+/=]/);
+  if (bad >= 0) return `has a character outside base64 at column ${bad + 1}`;
+  const bytes = Buffer.from(line, "base64");
+  if (bytes.length !== KEY_BYTES) {
+    const hex = /^[0-9a-fA-F]+$/.test(line) && line.length === 2 * KEY_BYTES ? " (hex?)" : "";
+    return `decodes to ${bytes.length} bytes${hex}, not ${KEY_BYTES}`;
+  }
+  // Padded as keygen writes, or without the padding; nothing else decodes to these bytes.
+  const canonical = bytes.toString("base64");
+  if (line !== canonical && line !== canonical.replace(/=+$/, ""))
+    return "is not canonical base64 (misplaced '=' or stray bits in the last character)";
+  return undefined;
+}
+
 function checkKey(key: Uint8Array): Buffer {
   if (!(key instanceof Uint8Array) || key.length !== KEY_BYTES) {
     throw new WeftError(
@@ -91,37 +171,7 @@ export class Keyring {
    * starting with '#' are ignored.
    */
   static async fromKeyFile(path: string): Promise<Keyring> {
-    let text: string;
-    try {
-      const st = await stat(path);
-      if (st.isDirectory()) throw new Error("it is a directory; pass the key file itself");
-      // As ssh with private keys: a key others can read is a key others may have.
-      if ((st.mode & 0o077) !== 0) {
-        throw new WeftError(
-          "GOSSIP_KEY_FILE_EXPOSED",
-          `key file ${path} is readable or writable by group or others (mode ${(st.mode & 0o777).toString(8).padStart(4, "0")}): run \`chmod 600 ${path}\` (and make a new key if others may have read it)`,
-        );
-      }
-      text = await readFile(path, "utf8");
-    } catch (cause) {
-      if (cause instanceof WeftError) throw cause;
-      throw new WeftError(
-        "GOSSIP_KEY_FILE_UNREADABLE",
-        `cannot read key file ${path}: ${(cause as Error).message}; make one with \`weft keygen PATH\``,
-        { cause },
-      );
-    }
-    const keys = text
-      .split("\n")
-      .map((line) => line.trim())
-      .filter((line) => line !== "" && !line.startsWith("#"))
-      .map((line) => Buffer.from(line, "base64"));
-    if (keys.length === 0 || keys.some((k) => k.length !== KEY_BYTES)) {
-      throw new WeftError(
-        "GOSSIP_KEY_FILE_INVALID",
-        `key file ${path} must hold base64 ${KEY_BYTES}-byte keys, one a line, primary first`,
-      );
-    }
+    const keys = await readKeyFile(path);
     return new Keyring(keys[0], keys.slice(1));
   }
 
