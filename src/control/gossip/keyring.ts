@@ -65,6 +65,15 @@ function keyId(key: Uint8Array): number {
   return createHash("sha256").update("weft-gossip-key-id\0").update(key).digest().readUInt32BE(0);
 }
 
+function hexId(id: number): string {
+  return id.toString(16).padStart(2 * KEY_ID_BYTES, "0");
+}
+
+/** The key id a frame names (hex), for logs about frames under a key this node does not hold. */
+export function frameKeyId(frame: Uint8Array): string {
+  return hexId(Buffer.from(frame.buffer, frame.byteOffset, frame.length).readUInt32BE(1));
+}
+
 /** Reads a key file: its keys, primary first. Throws GOSSIP_KEY_FILE_* saying what to fix. */
 export async function readKeyFile(path: string): Promise<Uint8Array[]> {
   let text: string;
@@ -173,6 +182,14 @@ export class Keyring {
   static async fromKeyFile(path: string): Promise<Keyring> {
     const keys = await readKeyFile(path);
     return new Keyring(keys[0], keys.slice(1));
+  }
+
+  /** Key ids (hex, safe to show: a hash prefix), the primary's and every installed key's, primary first. */
+  ids(): { primary: string; installed: string[] } {
+    return {
+      primary: hexId(this.primaryId),
+      installed: [this.primaryId, ...[...this.byId.keys()].filter((id) => id !== this.primaryId)].map(hexId),
+    };
   }
 
   /** Adds a key that can open frames; sealing keeps using the primary. Idempotent. */
