@@ -208,6 +208,23 @@ describe("Keyring", () => {
     expect((await Keyring.fromKeyFile(file)).keys()).toEqual([k1]);
   });
 
+  it("replaces its keys whole, or not at all, and shows key ids, never keys", () => {
+    const ring = new Keyring(k1);
+    const k3 = generateKey();
+    const before = ring.ids();
+    expect(before.primary).toMatch(/^[0-9a-f]{8}$/);
+    expect(codeOf(() => ring.replace([k2, new Uint8Array(16)]))).toBe("GOSSIP_KEY_INVALID");
+    expect(ring.ids()).toEqual(before);
+    ring.replace([k1, k2]);
+    const sealedK1 = ring.seal(text("k1"), "packet");
+    ring.replace([k2, k1]);
+    expect(ring.open(sealedK1, "packet").ok).toBe(true);
+    expect(new Keyring(k2).open(ring.seal(text("k2"), "packet"), "packet").ok).toBe(true);
+    ring.replace([k3]);
+    expect(ring.keys()).toEqual([k3]);
+    expect(ring.open(sealedK1, "packet")).toEqual({ ok: false, reason: "badKey" });
+    expect(ring.ids()).toEqual({ primary: new Keyring(k3).ids().primary, installed: [new Keyring(k3).ids().primary] });
+  });
 });
 
 const limits = { maxMetaBytes: 512, maxFrameBytes: 1 << 20 };

@@ -8,13 +8,13 @@
 //
 // Rotation without downtime, one step at a time on every node: install(new) — every node now
 // opens both; use(new) — nodes seal with the new key, which every node can already open;
-// remove(old).
+// remove(old). The agent takes each step from its key file on SIGHUP (replace).
 //
 // Random 96-bit nonces: NIST SP 800-38D bounds one key to 2^32 frames, sealed by all nodes
 // together, for a collision chance below 2^-32. A node seals about 2 frames/s at rest and about
 // 40–48/s while news flows (gossip, 4 pulls/s and their replies of up to 3 packets): a 1,000-node
-// cluster spends a key in 25 days at rest, 25–30 hours under constant churn, so rotate keys
-// regularly (README: weekly, daily from 1,000 nodes).
+// cluster spends a key in 25 days at rest, 25–30 hours under constant churn, so rotate keys by
+// the cluster's frame rate (README: weekly below about 7,000 frames/s, ~150 nodes under churn).
 //
 // Replay: GCM authenticates but does not stop a captured frame from being sent again. Replays
 // are harmless to membership because every state change is ordered by (incarnation, state) and
@@ -182,6 +182,17 @@ export class Keyring {
   static async fromKeyFile(path: string): Promise<Keyring> {
     const keys = await readKeyFile(path);
     return new Keyring(keys[0], keys.slice(1));
+  }
+
+  /**
+   * Makes the ring hold exactly `keys`, the first as primary: installs the new, uses the first,
+   * removes the rest. All or nothing: a key refused leaves the ring as it was.
+   */
+  replace(keys: readonly Uint8Array[]): void {
+    const next = new Keyring(keys[0], keys.slice(1));
+    this.byId.clear();
+    for (const [id, key] of next.byId) this.byId.set(id, key);
+    this.primaryId = next.primaryId;
   }
 
   /** Key ids (hex, safe to show: a hash prefix), the primary's and every installed key's, primary first. */
