@@ -14,7 +14,7 @@ import { backendOptions, createBackend, overlayDevice } from "../backends/index.
 import { followUnderlay } from "../backends/underlay-name.js";
 import { backendInForce, ignoredKeysMessage, parseNetConf, type NetConf } from "../config/net-conf.js";
 import { ControlPlane } from "../control/control-plane.js";
-import { Keyring } from "../control/gossip/keyring.js";
+import { Keyring, readKeyFile } from "../control/gossip/keyring.js";
 import type { JoinStatus } from "../control/join.js";
 import { NO_BACKEND } from "../control/node-record.js";
 import type { Addr } from "../control/runtime.js";
@@ -175,6 +175,8 @@ export class Agent {
   };
   private http?: AgentHttp;
   private readonly backendChanges = new SerialQueue();
+  /** Key file reloads, one at a time: a slow read never lands after a later one. */
+  private readonly keyReloads = new SerialQueue();
   private waitingFor = "joining the cluster";
   private readonly startedAt = Date.now();
   private fatalHandler?: (err: Error) => void;
@@ -188,6 +190,7 @@ export class Agent {
     private readonly kernel: Kernel,
     private readonly underlay: Underlay,
     private readonly control: ControlPlane,
+    private readonly keyring: Keyring,
     private readonly lock: StateDirLock,
     private readonly log: Logger,
   ) {
@@ -286,7 +289,7 @@ export class Agent {
       await lock.release();
       throw err;
     }
-    const agent = new Agent(opts, conf, kernel, underlay, control, lock, log);
+    const agent = new Agent(opts, conf, kernel, underlay, control, keyring, lock, log);
     control.on("fatal", (err) => agent.fatal(err));
     // Before any await, so that no loss goes unheard (one while subnet.env is read below is also
     // caught there: it compares with the leases held after the read). A loss's backend work is
@@ -748,9 +751,42 @@ export class Agent {
     return all.reduce(sumCounters, this.stoppedCounters);
   }
 
-  /** Re-reads net-conf.json; a changed Backend is swapped in (the node keeps its subnet). Reloads run one at a time. */
+  /**
+   * Re-reads the key file (see reloadKeys) and net-conf.json; a changed Backend is swapped in (the
+   * node keeps its subnet). Reloads run one at a time.
+   */
   reload(): Promise<void> {
+    void this.keyReloads.run(() => this.reloadKeys());
     return this.serially(() => this.reloadNow());
+  }
+
+  /**
+   * Makes the keyring what the key file says: every key listed installed, the first sealing, the
+   * rest removed (README: rotating keys). A file refused leaves the keys in force, and is logged
+   * under its error's code; never throws, as a net-conf.json reload does not wait for it.
+   */
+  private async reloadKeys(): Promise<void> {
+    const before = this.keyring.ids();
+    try {
+      this.keyring.replace(await readKeyFile(this.opts.keyFile));
+    } catch (err) {
+      this.log.error(
+        // Always a weft code: readKeyFile wraps every failure, the keyring refuses a bad set whole.
+        { err, code: (err as WeftError).code, keyIds: before },
+        `key file ${this.opts.keyFile} not reloaded; the keys in force stay (primary ${before.primary}): fix what err says and send SIGHUP again`,
+      );
+      return;
+    }
+    const after = this.keyring.ids();
+    this.log.info(
+      {
+        code: "AGENT_KEYS_RELOADED",
+        keyIds: after,
+        added: after.installed.filter((id) => !before.installed.includes(id)),
+        removed: before.installed.filter((id) => !after.installed.includes(id)),
+      },
+      `key file ${this.opts.keyFile} read again: sealing with key id ${after.primary}, opening with ${after.installed.join(", ")}`,
+    );
   }
 
   /** Runs backend changes (start, reload, a lost subnet) one at a time, in order; none once stopping (undefined). */
@@ -1294,6 +1330,8 @@ export class Agent {
       }),
       backend: this.lanes[0].announcement,
       mtu: this.podMtu(),
+      // Ids only (hash prefixes), never key material: enough to compare nodes during a rotation.
+      gossipKeys: this.keyring.ids(),
       members: this.control.allMembers().map((m) => ({
         name: m.name,
         addr: formatHostPort(m.host, m.port),

@@ -172,7 +172,7 @@ agentCommand
   .addOption(
     flag(
       "--key-file <path>",
-      "cluster key file (base64 32-byte keys, primary first; make one with `weft keygen`)",
+      "cluster key file: the same on every node (base64 32-byte keys, one a line, primary first; read again on SIGHUP; `weft keygen` makes one for a new cluster)",
     ).makeOptionMandatory(),
   )
   .addOption(flag("--state-dir <dir>", "state kept across restarts: lease ring, VTEP MAC").default("/var/lib/weft"))
@@ -231,7 +231,7 @@ agentCommand
     let reloadWanted = false;
     const onEarlyHup = () => {
       reloadWanted = true;
-      log.info("SIGHUP while starting: net-conf.json is read again once the agent is ready");
+      log.info("SIGHUP while starting: net-conf.json and the key file are read again once the agent is ready");
     };
     process.on("SIGHUP", onEarlyHup);
     // SIGTERM and SIGINT are caught from the start too: while starting they abort the start, which

@@ -73,6 +73,7 @@ export interface AgentStatus {
   reserved: Array<{ node: string; slots: number; subnet: string | null; reclaimAt: string | null; condemned: boolean }>;
   settings: { reclaimGrace: string; lease: { reclaimGraceMs: number }; backend: Record<string, unknown> };
   mtu?: number;
+  gossipKeys: { primary: string; installed: string[] };
   backend?: { type: string; vtepMac?: string; port?: number };
   backend6?: { type: string; vtepMac?: string; port?: number };
   peers: Array<{ name: string; subnet: string; underlay: string; backend: string }>;
@@ -266,7 +267,7 @@ export class LabAgents {
     clearTimeout(timer);
   }
 
-  /** SIGHUP: the agent re-reads its net-conf.json (a changed Backend is swapped in). */
+  /** SIGHUP: the agent re-reads its key file and net-conf.json (a changed Backend is swapped in). */
   reload(a: LabAgent): void {
     if (!running(a.process)) throw new WeftError("LAB_AGENT_NOT_RUNNING", `${a.host.name}'s agent is not running`);
     a.process.kill("SIGHUP");

@@ -10,7 +10,7 @@ import { generateKey, Keyring } from "../../src/control/gossip/keyring.js";
 import { Memberlist } from "../../src/control/gossip/memberlist.js";
 import type { Message } from "../../src/control/gossip/messages.js";
 import { Wire } from "../../src/control/gossip/net.js";
-import { newCounters } from "../../src/control/gossip/observability.js";
+import { newCounters, type GossipLogger } from "../../src/control/gossip/observability.js";
 import { WeftError } from "../../src/errors.js";
 import { RealClock, realRandom } from "../../src/control/transport/real-clock.js";
 import { UdpTcpTransport } from "../../src/control/transport/udp-tcp.js";
@@ -36,7 +36,13 @@ interface Node {
 }
 const running: Node[] = [];
 
-async function start(name: string, keyring = new Keyring(KEY), port = 0, protocolVersion?: number): Promise<Node> {
+async function start(
+  name: string,
+  keyring = new Keyring(KEY),
+  port = 0,
+  protocolVersion?: number,
+  logger?: GossipLogger,
+): Promise<Node> {
   const transport = await UdpTcpTransport.open({ host: "127.0.0.1", port });
   const received: string[] = [];
   const delegate: Delegate = {
@@ -52,6 +58,7 @@ async function start(name: string, keyring = new Keyring(KEY), port = 0, protoco
     random: realRandom,
     keyring,
     delegate,
+    logger,
   });
   const node = { name, ml, transport, received };
   running.push(node);
@@ -245,6 +252,37 @@ describe("memberlist on real sockets (127.0.0.1)", () => {
     }
   });
 
+  it("logs frames under a key it does not hold once per address in a minute, naming the key id, for a bounded number of addresses", async () => {
+    const warned: Array<Record<string, unknown>> = [];
+    const quiet = () => {};
+    const logger = { debug: quiet, info: quiet, error: quiet, warn: (o: Record<string, unknown>) => warned.push(o) };
+    const a = await start("a", new Keyring(KEY), 0, undefined, logger as never);
+    const otherRing = new Keyring(generateKey());
+    const b = await start("b", otherRing);
+    // A node that missed a rotation step: its joins (stream requests) are refused...
+    expect(await b.ml.join([a.transport.local])).toBe(0);
+    expect(await b.ml.join([a.transport.local])).toBe(0);
+    // ...and so are its packets, 20 from one more port of the same address, then one from each of
+    // 30 other addresses (127.0.0.0/8 is all this host's).
+    const frame = otherRing.seal(new Uint8Array(16), "packet");
+    const sendFrom = async (host: string, count: number) => {
+      const udp = createSocket("udp4");
+      await new Promise<void>((r) => udp.bind(0, host, () => r()));
+      for (let i = 0; i < count; i++)
+        await new Promise<void>((r) => udp.send(frame, a.transport.local.port, "127.0.0.1", () => r()));
+      udp.close();
+    };
+    await sendFrom("127.0.0.1", 20);
+    for (let i = 2; i < 32; i++) await sendFrom(`127.0.0.${i}`, 1);
+    await until("a dropped them all", () => a.ml.counters().dropped.badKey >= 2 + 20 + 30, 5000);
+    const unknown = warned.filter((w) => w.code === "GOSSIP_FRAME_UNKNOWN_KEY");
+    // Once for 127.0.0.1 (b's streams and the 20 packets), then 15 of the others: 16 a minute at most.
+    expect(unknown.filter((w) => String(w.from).startsWith("127.0.0.1:"))).toHaveLength(1);
+    expect(unknown).toHaveLength(16);
+    expect(unknown[0]).toMatchObject({ keyId: otherRing.ids().primary, held: new Keyring(KEY).ids().installed });
+    expect(new Set(unknown.map((w) => String(w.from).split(":")[0])).size).toBe(16);
+  });
+
   it("a packet of many requests from a member with the key is answered once, not once per request", async () => {
     const a = await start("a");
     // The member: a transport and the wire of the cluster's key, to write packets no agent sends.
@@ -253,6 +291,7 @@ describe("memberlist on real sockets (127.0.0.1)", () => {
     const counters = newCounters();
     const wire = new Wire({
       config,
+      clock: new RealClock(),
       transport: evil,
       keyring: new Keyring(KEY),
       counters,

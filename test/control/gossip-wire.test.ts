@@ -1,6 +1,6 @@
 // The wire format: AES-256-GCM keyring frames and the msgpack envelope codec. Anything that is not
 // an authentic, well-formed frame is refused with a reason and never throws.
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
@@ -144,10 +144,86 @@ describe("Keyring", () => {
       code: "GOSSIP_KEY_FILE_UNREADABLE",
       message: expect.stringContaining(`key file ${dir}: it is a directory`),
     });
+    // A joining node must get the cluster's key, not a new one: keygen is for a new cluster only.
     await expect(Keyring.fromKeyFile(join(dir, "none"))).rejects.toMatchObject({
       code: "GOSSIP_KEY_FILE_UNREADABLE",
-      message: expect.stringContaining(join(dir, "none")),
+      message: expect.stringMatching(
+        new RegExp(
+          `${join(dir, "none")}: ENOENT.*; copy the cluster's key file here \\(for a new cluster only: \`weft keygen `,
+        ),
+      ),
     });
+  });
+
+  it("checks every key line whole and names the line and what is wrong, never loading part of a file", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "weft-keys-"));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+    const b64 = (k: Uint8Array) => Buffer.from(k).toString("base64");
+    const file = join(dir, "key");
+    const load = async (text: string) => {
+      writeFileSync(file, text, { mode: 0o600 });
+      return Keyring.fromKeyFile(file);
+    };
+    // What keygen writes, the same without its '=' padding, CRLF line ends: all load.
+    expect((await load(`${b64(k1)}\r\n${b64(k2).replace(/=$/, "")}\r\n`)).keys()).toEqual([k1, k2]);
+    // Buffer's decoder stops at '=' and skips what is not base64: each of these loaded k1 alone.
+    const wrong: Array<[string, string]> = [
+      [`# new key below\n${b64(k1)} ${b64(k2)}\n`, "line 2 holds more than one word (two keys on one line?)"],
+      [`${b64(k1)},${b64(k2)}\n`, "line 1 holds more than one word"],
+      [`${b64(k1)}${b64(k2)}\n`, "line 1 is not canonical base64"],
+      [`${b64(k1)}\n${Buffer.from(k2).toString("hex")}\n`, "line 2 decodes to 48 bytes (hex?), not 32"],
+      [`${b64(k1)}\n\n${b64(generateKey().subarray(0, 16))}\n`, "line 3 decodes to 16 bytes, not 32"],
+      [`${Buffer.from(new Uint8Array(32).fill(0xfb)).toString("base64url")}\n`, "line 1 is base64url"],
+      [`${b64(k1).slice(0, 20)}!${b64(k1).slice(21)}\n`, "line 1 has a character outside base64 at column 21"],
+      // The last character's low bits are not part of the key: "AQ..E=" and "AQ..F=" would both load.
+      [`${b64(k1).replace(/E=$/, "F=")}\n`, "line 1 is not canonical base64"],
+      ["# only a comment\n\n", "holds no key"],
+    ];
+    for (const [text, why] of wrong) {
+      const err = await load(text).then(
+        () => undefined,
+        (e: WeftError) => e,
+      );
+      expect(err, why).toMatchObject({ code: "GOSSIP_KEY_FILE_INVALID", message: expect.stringContaining(why) });
+      expect(err!.message).toContain("one base64 key a line, as `weft keygen` writes");
+      // Never the key material itself.
+      expect(err!.message).not.toContain(b64(k1).slice(0, 12));
+    }
+  });
+
+  it("reads the key file only if this process's user or root owns it", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "weft-keys-"));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+    const file = join(dir, "key");
+    writeFileSync(file, `${Buffer.from(k1).toString("base64")}\n`, { mode: 0o600 });
+    // Mode 0600, but another user's: that user can read it and chmod it at will.
+    chownSync(file, 65534, 65534);
+    await expect(Keyring.fromKeyFile(file)).rejects.toMatchObject({
+      code: "GOSSIP_KEY_FILE_NOT_OWNED",
+      message: expect.stringContaining(
+        `owned by uid 65534, neither this process's user (uid ${process.getuid!()}) nor root: run \`chown ${process.getuid!()} ${file}\``,
+      ),
+    });
+    chownSync(file, process.getuid!(), 0);
+    expect((await Keyring.fromKeyFile(file)).keys()).toEqual([k1]);
+  });
+
+  it("replaces its keys whole, or not at all, and shows key ids, never keys", () => {
+    const ring = new Keyring(k1);
+    const k3 = generateKey();
+    const before = ring.ids();
+    expect(before.primary).toMatch(/^[0-9a-f]{8}$/);
+    expect(codeOf(() => ring.replace([k2, new Uint8Array(16)]))).toBe("GOSSIP_KEY_INVALID");
+    expect(ring.ids()).toEqual(before);
+    ring.replace([k1, k2]);
+    const sealedK1 = ring.seal(text("k1"), "packet");
+    ring.replace([k2, k1]);
+    expect(ring.open(sealedK1, "packet").ok).toBe(true);
+    expect(new Keyring(k2).open(ring.seal(text("k2"), "packet"), "packet").ok).toBe(true);
+    ring.replace([k3]);
+    expect(ring.keys()).toEqual([k3]);
+    expect(ring.open(sealedK1, "packet")).toEqual({ ok: false, reason: "badKey" });
+    expect(ring.ids()).toEqual({ primary: new Keyring(k3).ids().primary, installed: [new Keyring(k3).ids().primary] });
   });
 });
 

@@ -8,13 +8,13 @@
 //
 // Rotation without downtime, one step at a time on every node: install(new) — every node now
 // opens both; use(new) — nodes seal with the new key, which every node can already open;
-// remove(old).
+// remove(old). The agent takes each step from its key file on SIGHUP (replace).
 //
 // Random 96-bit nonces: NIST SP 800-38D bounds one key to 2^32 frames, sealed by all nodes
 // together, for a collision chance below 2^-32. A node seals about 2 frames/s at rest and about
 // 40–48/s while news flows (gossip, 4 pulls/s and their replies of up to 3 packets): a 1,000-node
-// cluster spends a key in 25 days at rest, 25–30 hours under constant churn, so rotate keys
-// regularly (README: weekly, daily from 1,000 nodes).
+// cluster spends a key in 25 days at rest, 25–30 hours under constant churn, so rotate keys by
+// the cluster's frame rate (README: weekly below about 7,000 frames/s, ~150 nodes under churn).
 //
 // Replay: GCM authenticates but does not stop a captured frame from being sent again. Replays
 // are harmless to membership because every state change is ordered by (incarnation, state) and
@@ -22,7 +22,7 @@
 // closes each connection once its reply is out (udp-tcp.ts): else replays held every slot. A
 // freshness field would stop that but changes the wire.
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
-import { readFile, stat } from "node:fs/promises";
+import { open } from "node:fs/promises";
 import { WeftError } from "../../errors.js";
 
 export const KEY_BYTES = 32;
@@ -65,6 +65,95 @@ function keyId(key: Uint8Array): number {
   return createHash("sha256").update("weft-gossip-key-id\0").update(key).digest().readUInt32BE(0);
 }
 
+function hexId(id: number): string {
+  return id.toString(16).padStart(2 * KEY_ID_BYTES, "0");
+}
+
+/** The key id a frame names (hex), for logs about frames under a key this node does not hold. */
+export function frameKeyId(frame: Uint8Array): string {
+  return hexId(Buffer.from(frame.buffer, frame.byteOffset, frame.length).readUInt32BE(1));
+}
+
+/** Reads a key file: its keys, primary first. Throws GOSSIP_KEY_FILE_* saying what to fix. */
+export async function readKeyFile(path: string): Promise<Uint8Array[]> {
+  let text: string;
+  try {
+    // One handle for the checks and the read: a file swapped between a stat and a read is never read.
+    const file = await open(path, "r");
+    try {
+      const st = await file.stat();
+      if (st.isDirectory()) throw new Error("it is a directory; pass the key file itself");
+      // As ssh with private keys: a key others can read, or a file another user can replace or
+      // chmod, is a key others may have.
+      const uid = process.getuid?.() ?? 0;
+      if (st.uid !== uid && st.uid !== 0) {
+        throw new WeftError(
+          "GOSSIP_KEY_FILE_NOT_OWNED",
+          `key file ${path} is owned by uid ${st.uid}, neither this process's user (uid ${uid}) nor root: run \`chown ${uid} ${path}\` (and make a new key if that user may have read it)`,
+        );
+      }
+      if ((st.mode & 0o077) !== 0) {
+        throw new WeftError(
+          "GOSSIP_KEY_FILE_EXPOSED",
+          `key file ${path} is readable or writable by group or others (mode ${(st.mode & 0o777).toString(8).padStart(4, "0")}): run \`chmod 600 ${path}\` (and make a new key if others may have read it)`,
+        );
+      }
+      text = await file.readFile("utf8");
+    } finally {
+      await file.close();
+    }
+  } catch (cause) {
+    if (cause instanceof WeftError) throw cause;
+    throw new WeftError(
+      "GOSSIP_KEY_FILE_UNREADABLE",
+      `cannot read key file ${path}: ${(cause as Error).message}; copy the cluster's key file here (for a new cluster only: \`weft keygen ${path}\`)`,
+      { cause },
+    );
+  }
+  const keys: Uint8Array[] = [];
+  for (const [i, raw] of text.split("\n").entries()) {
+    const line = raw.trim();
+    if (line === "" || line.startsWith("#")) continue;
+    const wrong = keyLineProblem(line);
+    if (wrong) {
+      throw new WeftError(
+        "GOSSIP_KEY_FILE_INVALID",
+        `key file ${path}: line ${i + 1} ${wrong}; one base64 key a line, as \`weft keygen\` writes, primary first`,
+      );
+    }
+    keys.push(Buffer.from(line, "base64"));
+  }
+  if (keys.length === 0) {
+    throw new WeftError(
+      "GOSSIP_KEY_FILE_INVALID",
+      `key file ${path} holds no key; one base64 key a line, as \`weft keygen\` writes, primary first`,
+    );
+  }
+  return keys;
+}
+
+/**
+ * What is wrong with a key line (never quoting it: it may be a key), or undefined. Buffer's base64
+ * decoder stops at '=' and skips what is not base64, so "OLD NEW" would load OLD alone: each line
+ * is checked whole.
+ */
+function keyLineProblem(line: string): string | undefined {
+  if (/[\s,;]/.test(line)) return "holds more than one word (two keys on one line?)";
+  if (/[-_]/.test(line)) return "is base64url ('-' or '_'), not base64";
+  const bad = line.search(/[^A-Za-z0-9+/=]/);
+  if (bad >= 0) return `has a character outside base64 at column ${bad + 1}`;
+  const bytes = Buffer.from(line, "base64");
+  if (bytes.length !== KEY_BYTES) {
+    const hex = /^[0-9a-fA-F]+$/.test(line) && line.length === 2 * KEY_BYTES ? " (hex?)" : "";
+    return `decodes to ${bytes.length} bytes${hex}, not ${KEY_BYTES}`;
+  }
+  // Padded as keygen writes, or without the padding; nothing else decodes to these bytes.
+  const canonical = bytes.toString("base64");
+  if (line !== canonical && line !== canonical.replace(/=+$/, ""))
+    return "is not canonical base64 (misplaced '=' or stray bits in the last character)";
+  return undefined;
+}
+
 function checkKey(key: Uint8Array): Buffer {
   if (!(key instanceof Uint8Array) || key.length !== KEY_BYTES) {
     throw new WeftError(
@@ -91,38 +180,27 @@ export class Keyring {
    * starting with '#' are ignored.
    */
   static async fromKeyFile(path: string): Promise<Keyring> {
-    let text: string;
-    try {
-      const st = await stat(path);
-      if (st.isDirectory()) throw new Error("it is a directory; pass the key file itself");
-      // As ssh with private keys: a key others can read is a key others may have.
-      if ((st.mode & 0o077) !== 0) {
-        throw new WeftError(
-          "GOSSIP_KEY_FILE_EXPOSED",
-          `key file ${path} is readable or writable by group or others (mode ${(st.mode & 0o777).toString(8).padStart(4, "0")}): run \`chmod 600 ${path}\` (and make a new key if others may have read it)`,
-        );
-      }
-      text = await readFile(path, "utf8");
-    } catch (cause) {
-      if (cause instanceof WeftError) throw cause;
-      throw new WeftError(
-        "GOSSIP_KEY_FILE_UNREADABLE",
-        `cannot read key file ${path}: ${(cause as Error).message}; make one with \`weft keygen PATH\``,
-        { cause },
-      );
-    }
-    const keys = text
-      .split("\n")
-      .map((line) => line.trim())
-      .filter((line) => line !== "" && !line.startsWith("#"))
-      .map((line) => Buffer.from(line, "base64"));
-    if (keys.length === 0 || keys.some((k) => k.length !== KEY_BYTES)) {
-      throw new WeftError(
-        "GOSSIP_KEY_FILE_INVALID",
-        `key file ${path} must hold base64 ${KEY_BYTES}-byte keys, one a line, primary first`,
-      );
-    }
+    const keys = await readKeyFile(path);
     return new Keyring(keys[0], keys.slice(1));
+  }
+
+  /**
+   * Makes the ring hold exactly `keys`, the first as primary: installs the new, uses the first,
+   * removes the rest. All or nothing: a key refused leaves the ring as it was.
+   */
+  replace(keys: readonly Uint8Array[]): void {
+    const next = new Keyring(keys[0], keys.slice(1));
+    this.byId.clear();
+    for (const [id, key] of next.byId) this.byId.set(id, key);
+    this.primaryId = next.primaryId;
+  }
+
+  /** Key ids (hex, safe to show: a hash prefix), the primary's and every installed key's, primary first. */
+  ids(): { primary: string; installed: string[] } {
+    return {
+      primary: hexId(this.primaryId),
+      installed: [this.primaryId, ...[...this.byId.keys()].filter((id) => id !== this.primaryId)].map(hexId),
+    };
   }
 
   /** Adds a key that can open frames; sealing keeps using the primary. Idempotent. */

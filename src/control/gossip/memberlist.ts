@@ -118,6 +118,7 @@ export class Memberlist {
     this.onNameLost = deps.onNameLost;
     this.wire = new Wire({
       config: this.config,
+      clock: deps.clock,
       transport: deps.transport,
       keyring: deps.keyring,
       counters: this.stats,

@@ -1,11 +1,13 @@
 // The wire: messages → envelope → sealed frame → transport, and back. Outgoing packets are
 // compound: the messages given, then as many queued broadcasts as fit in maxPacketBytes.
 // Incoming frames are size-checked, opened and fully decoded before anything acts on them; a
-// refused frame is counted by reason and otherwise ignored.
-import type { Addr, Transport } from "../runtime.js";
+// refused frame is counted by reason and otherwise ignored; one under a key this node does not
+// hold is also logged, at most once a minute per address.
+import type { Addr, Clock, Transport } from "../runtime.js";
 import type { MemberlistConfig } from "./config.js";
 import { WeftError } from "../../errors.js";
-import { FRAME_OVERHEAD, type FrameKind, type Keyring } from "./keyring.js";
+import { formatHostPort } from "../../net/ip.js";
+import { FRAME_OVERHEAD, frameKeyId, type FrameKind, type Keyring } from "./keyring.js";
 import {
   buildEnvelope,
   encodeMessage,
@@ -21,8 +23,14 @@ import { contain, type GossipCounters, type GossipLogger } from "./observability
 /** What a queued broadcast costs in an envelope besides its bytes (its bin header, < 64 KiB). */
 export const BROADCAST_OVERHEAD = 3;
 
+/** GOSSIP_FRAME_UNKNOWN_KEY is logged at most once this often per source address... */
+const UNKNOWN_KEY_WARN_MS = 60_000;
+/** ...and for at most this many addresses a window: a flood from many sources is only counted. */
+const UNKNOWN_KEY_WARN_SOURCES = 16;
+
 export interface WireDeps {
   readonly config: MemberlistConfig;
+  readonly clock: Clock;
   readonly transport: Transport;
   readonly keyring: Keyring;
   readonly counters: GossipCounters;
@@ -41,6 +49,8 @@ export class Wire {
   private readonly header: Uint8Array;
   /** Packets and streams each decode under their own frame bound. */
   private readonly decoders: Record<"packet" | "stream", EnvelopeDecoder>;
+  /** When GOSSIP_FRAME_UNKNOWN_KEY was last logged, by source host (at most UNKNOWN_KEY_WARN_SOURCES). */
+  private readonly unknownKeyWarned = new Map<string, number>();
 
   constructor(private readonly deps: WireDeps) {
     this.header = envelopeHeader(deps.config.name);
@@ -103,7 +113,7 @@ export class Wire {
       counters.frames.streamFailures++;
       throw err;
     }
-    const envelope = this.accept(reply, "response");
+    const envelope = this.accept(reply, "response", to);
     if (!envelope)
       throw new WeftError(
         "GOSSIP_BAD_RESPONSE",
@@ -114,7 +124,7 @@ export class Wire {
 
   onPacket(handler: (from: Addr, envelope: Envelope) => void): void {
     this.deps.transport.onPacket((from, frame) => {
-      const envelope = this.accept(frame, "packet");
+      const envelope = this.accept(frame, "packet", from);
       if (envelope) contain(this.deps.counters, this.deps.logger, "packet handler", () => handler(from, envelope));
     });
   }
@@ -122,7 +132,7 @@ export class Wire {
   /** Answers stream exchanges; a refused request gets no reply (the transport closes the stream). */
   onRequest(handler: (request: Request) => Promise<Message>): void {
     this.deps.transport.onExchange(async (from, frame) => {
-      const envelope = this.accept(frame, "request");
+      const envelope = this.accept(frame, "request", from);
       if (!envelope)
         throw new WeftError("GOSSIP_FRAME_REFUSED", "request refused and counted; the sender may use another key");
       const reply = encodeMessage(
@@ -137,7 +147,7 @@ export class Wire {
   }
 
   /** Size check, decryption, decoding and counting; undefined (counted) for anything refused. */
-  private accept(frame: Uint8Array, kind: FrameKind): Envelope | undefined {
+  private accept(frame: Uint8Array, kind: FrameKind, from: Addr): Envelope | undefined {
     const { counters, config, keyring } = this.deps;
     const isPacket = kind === "packet";
     if (isPacket) {
@@ -154,6 +164,7 @@ export class Wire {
     const opened = keyring.open(frame, kind);
     if (!opened.ok) {
       counters.dropped[opened.reason]++;
+      if (opened.reason === "badKey") this.warnUnknownKey(from, frame);
       return undefined;
     }
     const envelope = this.decoders[isPacket ? "packet" : "stream"].decode(opened.plaintext);
@@ -168,6 +179,29 @@ export class Wire {
       c.bytes += m.bytes;
     }
     return envelope;
+  }
+
+  /**
+   * A node that missed a rotation step seals under a key id this node does not hold: without a
+   * log line saying so, the cluster only flaps. The key id is a hash prefix, safe to show.
+   */
+  private warnUnknownKey(from: Addr, frame: Uint8Array): void {
+    const now = this.deps.clock.now();
+    const warned = this.unknownKeyWarned;
+    const last = warned.get(from.host);
+    if (last !== undefined && now - last < UNKNOWN_KEY_WARN_MS) return;
+    if (last === undefined && warned.size >= UNKNOWN_KEY_WARN_SOURCES) {
+      for (const [host, at] of warned) if (now - at >= UNKNOWN_KEY_WARN_MS) warned.delete(host);
+      if (warned.size >= UNKNOWN_KEY_WARN_SOURCES) return;
+    }
+    warned.set(from.host, now);
+    const at = formatHostPort(from.host, from.port);
+    const keyId = frameKeyId(frame);
+    const held = this.deps.keyring.ids().installed;
+    this.deps.logger.warn(
+      { code: "GOSSIP_FRAME_UNKNOWN_KEY", from: at, keyId, held },
+      `dropped a frame from ${at} sealed under key id ${keyId}, which this node does not hold (it holds ${held.join(", ")}): that node runs with another key file (a missed rotation step, or another cluster's); give it this cluster's keys (edit its key file, then SIGHUP). Logged at most once a minute per address; weft_gossip_dropped_total{reason="badKey"} counts every such frame`,
+    );
   }
 }
 
