@@ -21,6 +21,8 @@ const MAX_WRITE = 16 * 1024;
 export const SYNC_EAGAIN_RETRIES = 20;
 const EAGAIN_WAIT_MS = 100;
 
+const NEWLINE = Buffer.from("\n");
+
 const busy = (err: NodeJS.ErrnoException) => err.code === "EAGAIN" || err.code === "EBUSY";
 
 /** Lines in `b` (each of pino's ends with a newline; a piece of one counts as one). */
@@ -32,12 +34,18 @@ function lines(b: Buffer): number {
 
 /** pino's destination for the agent: asynchronous until `toSync`. */
 export class AgentLogStream {
-  /** Lines not yet handed to a write. */
-  private readonly queue: Buffer[] = [];
+  /**
+   * Lines not yet handed to a write, as pino gave them: encoded once per write, as a line's own
+   * Buffer would be a view keeping alive the 8 KiB slab it shares with other small buffers. Bytes
+   * are what a write left unwritten (or gave back on EAGAIN), and go first.
+   */
+  private readonly queue: (string | Buffer)[] = [];
   /** Bytes in `queue` and in the pool's write: what BUFFERED_BYTES bounds. */
   private held = 0;
   /** The bytes of the pool's write under way, which the main thread leaves to it. */
   private inPool: Buffer | undefined;
+  /** The main thread wrote while the pool's write was under way: if that write is partial, the line it ends within is torn. */
+  private poolRaced = false;
   private retryTimer: NodeJS.Timeout | undefined;
   /** The main thread's EAGAIN retries left; undefined until `toSync`. */
   private syncRetries: number | undefined;
@@ -54,18 +62,21 @@ export class AgentLogStream {
   ) {}
 
   write(line: string): void {
-    const b = Buffer.from(line);
-    if (this.held + b.length > BUFFERED_BYTES) return this.drop(1);
-    this.queue.push(b);
-    this.held += b.length;
+    const bytes = Buffer.byteLength(line);
+    if (this.held + bytes > BUFFERED_BYTES) return this.drop(1);
+    this.queue.push(line);
+    this.held += bytes;
     if (this.syncRetries === undefined) this.startPoolWrite();
     else this.flush();
   }
 
   /**
-   * From here on each line is written before `write` returns, after what the pool still held
-   * (a line it was writing then may come later). Called again, it retries what is still buffered.
-   * Bounded and never throwing, it is also the exit hook: a throw in 'exit' skips the hooks after it.
+   * From here on each line is written before `write` returns. A pool write still under way cannot
+   * be waited for (its callback needs the event loop), so its lines may come after these; the main
+   * thread's first write then begins with a newline, and if the pool's write turns out partial the
+   * rest of the line it tore is dropped (counted), so no line is joined to that piece. Called again,
+   * it retries what is still buffered. Bounded and never throwing, it is also the exit hook: a throw
+   * in 'exit' skips the hooks after it.
    */
   toSync(): void {
     if (this.syncRetries === undefined) {
@@ -83,29 +94,54 @@ export class AgentLogStream {
 
   /** Drops what is queued: the reader is gone, or stdout failed otherwise. */
   private dropQueue(): void {
-    for (const b of this.queue.splice(0)) {
-      this.held -= b.length;
-      this.drop(lines(b));
+    for (const q of this.queue.splice(0)) {
+      if (typeof q === "string") {
+        this.held -= Buffer.byteLength(q);
+        this.drop(1);
+      } else {
+        this.held -= q.length;
+        this.drop(lines(q));
+      }
     }
   }
 
-  /** Up to MAX_WRITE bytes of whole lines off the queue's head (at least one line). */
+  /** The queue's head if bytes, else up to MAX_WRITE bytes of its lines (at least one), encoded. */
   private take(): Buffer {
+    const head = this.queue[0];
+    if (typeof head !== "string") return this.queue.shift() as Buffer;
     let end = 1;
-    let bytes = this.queue[0].length;
-    while (end < this.queue.length && bytes + this.queue[end].length <= MAX_WRITE) bytes += this.queue[end++].length;
-    return end === 1 ? this.queue.shift()! : Buffer.concat(this.queue.splice(0, end), bytes);
+    let bytes = Buffer.byteLength(head);
+    for (; end < this.queue.length; end++) {
+      const q = this.queue[end];
+      if (typeof q !== "string" || bytes + Buffer.byteLength(q) > MAX_WRITE) break;
+      bytes += Buffer.byteLength(q);
+    }
+    return Buffer.from(this.queue.splice(0, end).join(""));
   }
 
-  /** `n` bytes of `b` written; its rest goes back to the queue's head. */
-  private written(b: Buffer, n: number): void {
+  /**
+   * `n` bytes of `b` written; its rest goes back to the queue's head. `torn`: the main thread wrote
+   * while this write was under way, so a piece of a line it wrote may be followed by other lines
+   * already: the rest of that line is dropped, its newline kept to end the piece.
+   */
+  private written(b: Buffer, n: number, torn = false): void {
     this.held -= n;
-    if (n < b.length) this.queue.unshift(b.subarray(n));
+    let rest = n;
+    if (torn && n < b.length && b[n - 1] !== 10) {
+      const end = b.indexOf(10, n);
+      rest = end < 0 ? b.length : end;
+      this.held -= rest - n;
+      this.drop(1);
+    }
+    if (rest < b.length) this.queue.unshift(b.subarray(rest));
     if (n > 0 && this.unreported > 0) {
-      // Its line goes through `write`, queued behind what is queued now.
+      // Its line goes through `write`, queued behind what is queued now; if the buffer has no room
+      // for it, it is dropped itself, and the next notice counts these lines too.
       const dropped = this.unreported;
       this.unreported = 0;
+      const before = this.dropped;
       this.notice(dropped);
+      if (this.dropped !== before) this.unreported += dropped;
     }
   }
 
@@ -113,6 +149,7 @@ export class AgentLogStream {
     if (this.inPool || this.retryTimer || this.queue.length === 0) return;
     const b = this.take();
     this.inPool = b;
+    this.poolRaced = false;
     writeAsync(this.fd, b, (err, n) => {
       this.inPool = undefined;
       if (err && busy(err)) {
@@ -136,7 +173,7 @@ export class AgentLogStream {
         if (err.code !== "EPIPE" && this.syncRetries === undefined) throw err;
         return;
       }
-      this.written(b, n);
+      this.written(b, n, this.poolRaced);
       if (this.syncRetries === undefined) this.startPoolWrite();
       else this.flush();
     });
@@ -150,9 +187,15 @@ export class AgentLogStream {
     try {
       while (this.queue.length > 0) {
         const b = this.take();
+        // The pool's write under way may end within a line: ours begin on a line of their own.
+        const lead = this.inPool !== undefined && !this.poolRaced;
         let n: number;
         try {
-          n = writeSync(this.fd, b);
+          n = writeSync(this.fd, lead ? Buffer.concat([NEWLINE, b]) : b);
+          if (lead) {
+            this.poolRaced = true;
+            n--;
+          }
         } catch (err) {
           if (busy(err as NodeJS.ErrnoException)) {
             this.queue.unshift(b);

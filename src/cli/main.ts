@@ -189,7 +189,7 @@ agentCommand
     const out = new AgentLogStream(1, (dropped) =>
       log.warn(
         { code: "CLI_LOG_LINES_DROPPED", dropped },
-        `${dropped} log lines were dropped before this one: stdout took none while 1 MiB of them waited, or its reader was gone (weft_log_lines_dropped_total counts them); have stdout read, or keep the log elsewhere`,
+        `${dropped} log lines were dropped before this one: stdout took none while 1 MiB of them waited, its reader was gone, or while stopping another write error or a line's rest after a partial write (weft_log_lines_dropped_total counts them); have stdout read, or keep the log elsewhere`,
       ),
     );
     process.once("exit", () => out.toSync());
