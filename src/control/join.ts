@@ -18,11 +18,14 @@ import { isWeftError } from "../errors.js";
 import { formatHostPort } from "../net/ip.js";
 import { withDefaults } from "./options.js";
 import type { Addr, Clock, Random, TimerHandle } from "./runtime.js";
+import { MEMBERS_KEPT } from "./saved-members.js";
 
 export interface JoinTiming {
   /** First retry delay; doubles each failed round up to retryMaxMs. */
   readonly retryMinMs: number;
   readonly retryMaxMs: number;
+  /** retryMaxMs while this node's name is held (no target answered in full since a report). */
+  readonly heldRetryMaxMs: number;
   /** Each delay is shortened by up to this fraction, at random. */
   readonly jitter: number;
 }
@@ -30,7 +33,16 @@ export interface JoinTiming {
 /** Failed rounds to saved members alone (an empty or self-only list) logged at warn; later ones at debug. */
 export const QUIET_AFTER_ROUNDS = 3;
 
-export const JOIN_DEFAULTS: JoinTiming = Object.freeze({ retryMinMs: 1_000, retryMaxMs: 30_000, jitter: 0.25 });
+// Held: the members declare a dead node's record dead within a window of half a minute (lan; longer on
+// wan), after which this node should join soon rather than up to 30 s later; a round every 5 s is
+// still a fifth of the short retry's rate (it had been one a second), and its line a warning that
+// something is wrong.
+export const JOIN_DEFAULTS: JoinTiming = Object.freeze({
+  retryMinMs: 1_000,
+  retryMaxMs: 30_000,
+  heldRetryMaxMs: 5_000,
+  jitter: 0.25,
+});
 
 export interface JoinLogger {
   debug(obj: object, msg: string): void;
@@ -104,11 +116,12 @@ export class Joiner {
   private stopped = false;
   private readonly reachedWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
   private fatal?: Error;
-  /** The saved addresses the last round asked: kept while the name is held (see round). */
+  /** The saved addresses asked since the name was last not held (up to MEMBERS_KEPT): asked
+   *  while it is held if nobody else is left to ask (see round). */
   private savedAsked: readonly Addr[] = [];
-  /** The last report of this node's name held elsewhere, and failedRounds then: the rounds with
-   *  no news since back off from there, growing from the first. */
-  private heldReport?: { message: string; round: number };
+  /** The last report of this node's name held elsewhere, failedRounds then (the rounds with no
+   *  news since back off from there, growing from the first), and when the first of this hold came. */
+  private heldReport?: { message: string; round: number; since: number };
 
   constructor(
     private readonly targets: readonly Addr[],
@@ -202,44 +215,45 @@ export class Joiner {
     // empty or every target is this node (a one-node cluster given its own address, as a shared
     // list of control-plane addresses is on a single control-plane node), whatever was saved.
     let listed = 0;
-    // While the name is held, the saved members asked before stay asked: meeting a member drops
-    // those it does not hold (stillSaved), and they may be all this node has to learn that its
-    // old record died.
-    const saved = this.deps.nameHeld()
-      ? [...new Map([...this.savedAsked, ...this.saved()].map((a) => [formatHostPort(a.host, a.port), a])).values()]
-      : this.saved();
-    this.savedAsked = saved;
-    const entries = [
+    const saved = this.saved();
+    this.keepAsked(saved);
+    const resolveAll = async (entries: Array<{ t: Addr; fromList: boolean }>) => {
+      const resolved = await Promise.all(
+        entries.map(async ({ t, fromList }) => {
+          try {
+            const hosts = (await this.deps.resolve(t.host)).filter(
+              (host) => host !== this.deps.self.host || t.port !== this.deps.self.port,
+            );
+            if (fromList) listed += hosts.length;
+            return hosts.map((host) => ({ host, port: t.port }));
+          } catch (err) {
+            if (fromList) listed++;
+            failures.push(`${t.host}: ${(err as { code?: string }).code ?? (err as Error).message}`);
+            return [];
+          }
+        }),
+      );
+      // In the order given, the list before the saved members: the first address is asked for the
+      // full state (memberlist.join), as before members were saved.
+      for (const a of resolved.flat()) {
+        const key = formatHostPort(a.host, a.port);
+        if (!seen.has(key)) addrs.push(a);
+        seen.add(key);
+      }
+    };
+    await resolveAll([
       ...this.targets.map((t) => ({ t, fromList: true })),
       ...saved.map((t) => ({ t, fromList: false })),
-    ];
-    const resolved = await Promise.all(
-      entries.map(async ({ t, fromList }) => {
-        try {
-          const hosts = (await this.deps.resolve(t.host)).filter(
-            (host) => host !== this.deps.self.host || t.port !== this.deps.self.port,
-          );
-          if (fromList) listed += hosts.length;
-          return hosts.map((host) => ({ host, port: t.port }));
-        } catch (err) {
-          if (fromList) listed++;
-          failures.push(`${t.host}: ${(err as { code?: string }).code ?? (err as Error).message}`);
-          return [];
-        }
-      }),
-    );
-    // In the order given, the list before the saved members: the first address is asked for the
-    // full state (memberlist.join), as before members were saved.
-    for (const a of resolved.flat()) {
-      const key = formatHostPort(a.host, a.port);
-      if (!seen.has(key)) addrs.push(a);
-      seen.add(key);
-    }
+    ]);
+    // Held with nobody left to ask: meeting a member drops the saved members it does not hold
+    // (stillSaved), and they may be all this node has to learn that its old record died. Only
+    // then: a dead one, dropped on purpose, holds every round for tcpTimeoutMs.
+    if (addrs.length === 0 && this.deps.nameHeld())
+      await resolveAll(this.savedAsked.map((t) => ({ t, fromList: false })));
     if (this.stopped) return;
     const alone = listed === 0;
     // Nobody to reach at all (at the start, or rejoining once every saved member left). Not while
-    // a report of this node's name elsewhere stands: the saved members that made it are dropped
-    // once another member is met (stillSaved), and standing alone would admit a double.
+    // a report of this node's name elsewhere stands: standing alone would admit a double.
     if (addrs.length === 0 && failures.length === 0) {
       if (!this.deps.nameHeld()) return this.alone();
       failures.push("no join target is left to ask whether this node's name is still held elsewhere");
@@ -261,21 +275,28 @@ export class Joiner {
     if (this.deps.othersAlive() > 0 && !this.deps.nameHeld()) return this.joined(answered, addrs.length);
     // Only saved members were tried, and none answered: run standalone, retrying them meanwhile.
     const held = this.deps.nameHeld();
+    if (!held) this.heldReport = undefined;
     if (alone && this.state === "joining" && !held) this.alone();
     this.failedRounds++;
     // Held, but no target answered in full to report the record again or clear it: no news, so
-    // the growing backoff of a failed round, not the short retry of one that reported it.
-    const delay = this.backoff(held && this.heldReport ? this.failedRounds - this.heldReport.round : this.failedRounds);
+    // the growing backoff of a failed round, not the short retry of one that reported it; capped
+    // lower, so the node joins soon once the record is declared dead.
+    const delay = held
+      ? this.backoff(this.failedRounds - (this.heldReport?.round ?? 0), this.timing.heldRetryMaxMs)
+      : this.backoff();
     const outcome =
       addrs.length === 0 && failures.length > 0
         ? failures.join("; ")
         : `${answered > 0 ? `${answered} of ${addrs.length} address(es) answered, but ${held ? "none with its full state" : "their members are gone again"}` : `none of ${addrs.length} address(es) answered`}${failures.length ? ` (${failures.join("; ")})` : ""}`;
+    const report = this.heldReport;
     this.lastError = held
-      ? `${outcome}; still held: ${this.heldReport?.message ?? "a target reported this node's name live elsewhere"}`
+      ? `${outcome}; still held${report ? ` (first reported ${Math.round((this.deps.clock.now() - report.since) / 1000)} s ago)` : ""}: ${report?.message ?? "a target reported this node's name live elsewhere"}`
       : outcome;
-    // Saved members alone may be gone for good (replaced nodes): a few lines, then quiet.
-    const quiet = alone && this.failedRounds > QUIET_AFTER_ROUNDS;
-    const last = alone && this.failedRounds === QUIET_AFTER_ROUNDS ? "; further retries are logged at debug" : "";
+    // Saved members alone may be gone for good (replaced nodes): a few lines, then quiet, as the
+    // node runs alone meanwhile. Not a held one: it is not ready (and backs off all the same).
+    const lone = alone && !held;
+    const quiet = lone && this.failedRounds > QUIET_AFTER_ROUNDS;
+    const last = lone && this.failedRounds === QUIET_AFTER_ROUNDS ? "; further retries are logged at debug" : "";
     let code = "GOSSIP_JOIN_RETRY";
     if (held) code = "GOSSIP_JOIN_NAME_HELD";
     this.deps.log[quiet ? "debug" : "warn"](
@@ -303,6 +324,7 @@ export class Joiner {
     );
     this.state = "joined";
     this.failedRounds = 0;
+    this.heldReport = undefined;
     this.lastError = undefined;
     this.joinedAt = this.deps.clock.now();
     this.deps.reached();
@@ -333,7 +355,11 @@ export class Joiner {
     if (this.stopped) return;
     this.failedRounds++;
     this.lastError = err.message;
-    this.heldReport = { message: err.message, round: this.failedRounds };
+    this.heldReport = {
+      message: err.message,
+      round: this.failedRounds,
+      since: this.heldReport?.since ?? this.deps.clock.now(),
+    };
     const delay = this.backoff(1);
     this.deps.log.warn(
       { code: "GOSSIP_JOIN_NAME_HELD", round: this.failedRounds, retryInMs: Math.round(delay) },
@@ -357,10 +383,17 @@ export class Joiner {
     return this.deps.saved?.() ?? [];
   }
 
+  /** Saved addresses asked since the name was last not held, the newest first, up to MEMBERS_KEPT. */
+  private keepAsked(saved: readonly Addr[]): void {
+    const kept = this.deps.nameHeld() ? [...saved, ...this.savedAsked] : saved;
+    const byKey = new Map(kept.map((a) => [formatHostPort(a.host, a.port), a]));
+    this.savedAsked = [...byKey.values()].slice(0, MEMBERS_KEPT);
+  }
+
   /** Capped exponential backoff after `round` failed rounds, shortened by up to `jitter` at random. */
-  private backoff(round = this.failedRounds): number {
-    const { retryMinMs, retryMaxMs, jitter } = this.timing;
-    const base = Math.min(retryMaxMs, retryMinMs * 2 ** Math.min(round - 1, 30));
+  private backoff(round = this.failedRounds, maxMs = this.timing.retryMaxMs): number {
+    const { retryMinMs, jitter } = this.timing;
+    const base = Math.min(maxMs, retryMinMs * 2 ** Math.min(round - 1, 30));
     return base * (1 - jitter * this.deps.random.next());
   }
 }

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import type { NodeView } from "../../src/control/gossip/delegate.js";
-import { Joiner } from "../../src/control/join.js";
+import { JOIN_DEFAULTS, Joiner, QUIET_AFTER_ROUNDS } from "../../src/control/join.js";
 import { WeftError } from "../../src/errors.js";
 import type { Addr } from "../../src/control/runtime.js";
 import {
@@ -301,6 +301,130 @@ describe("Joiner waiting out a backoff", () => {
     await scheduler.runFor(5_000);
     expect(joiner.status().state).toBe("joined");
     expect(reached).toBe(1);
+    joiner.stop();
+  });
+
+  /** A joiner whose join rounds `join` runs, logging into `lines`, on a lone clock. */
+  const heldJoiner = (
+    targets: Addr[],
+    deps: { join: (addrs: Addr[]) => Promise<number>; saved?: () => readonly Addr[]; held: () => boolean },
+    others: () => number = () => 0,
+  ) => {
+    const { scheduler, clock } = loneClock();
+    const lines: Array<{ level: string; code?: string; retryInMs?: number; msg: string; at: number }> = [];
+    const log = (level: string) => (obj: object, msg: string) => lines.push({ level, ...obj, msg, at: clock.now() });
+    const joiner = new Joiner(targets, {
+      clock,
+      random: new SeededRandom(7),
+      resolve: async (host) => [host],
+      join: deps.join,
+      ...(deps.saved && { saved: deps.saved }),
+      othersAlive: others,
+      nameHeld: deps.held,
+      self: { host: "198.18.0.1", port: 7946 },
+      log: { debug: log("debug"), info: log("info"), warn: log("warn"), error: log("error") },
+      nameTaken: () => {},
+      reached: () => {},
+    });
+    return { scheduler, clock, lines, joiner };
+  };
+  const addr = (i: number): Addr => ({ host: `198.18.0.${i}`, port: 7946 });
+
+  it("a held node with only saved members warns of every silent round, also after more reported ones than are logged at warn alone", async () => {
+    let reports = 0;
+    const { scheduler, lines, joiner } = heldJoiner([], {
+      // The saved member reports the old record a few times, then times out round after round.
+      join: async () => {
+        if (reports++ <= QUIET_AFTER_ROUNDS) throw new WeftError("GOSSIP_NAME_HELD", "held at 198.18.0.9:7946");
+        return 0;
+      },
+      saved: () => [addr(2)],
+      held: () => reports > 0,
+    });
+    joiner.start();
+    await settle();
+    const silent = () => lines.filter((l) => l.msg.includes("still held"));
+    expect(await scheduler.runUntilTrue(() => silent().length >= 6, 120_000, 100)).toBe(true);
+    // Before: at debug, past QUIET_AFTER_ROUNDS failed rounds, as if it ran alone meanwhile.
+    expect(silent().every((l) => l.level === "warn" && l.code === "GOSSIP_JOIN_NAME_HELD")).toBe(true);
+    expect(lines.some((l) => l.msg.includes("logged at debug"))).toBe(false);
+    // The time since the first report, not the report's bound, minutes later.
+    const first = lines.find((l) => l.code === "GOSSIP_JOIN_NAME_HELD")!.at;
+    const last = silent().at(-1)!;
+    expect(last.msg).toContain(`still held (first reported ${Math.round((last.at - first) / 1000)} s ago): held at`);
+    expect(joiner.status().state).toBe("joining");
+    joiner.stop();
+  });
+
+  it("a held node asks the saved members it kept only when nobody else is left, and keeps at most MEMBERS_KEPT", async () => {
+    // A dead saved member, dropped by stillSaved once a member was met, would hold every round
+    // for tcpTimeoutMs: it is not asked while the live one is still saved.
+    let saved: Addr[] = [addr(2), addr(3)];
+    let held = false;
+    const asked: string[][] = [];
+    const { scheduler, joiner } = heldJoiner([], {
+      join: async (addrs) => {
+        asked.push(addrs.map((a) => a.host));
+        held = true;
+        throw new WeftError("GOSSIP_NAME_HELD", "held");
+      },
+      saved: () => saved,
+      held: () => held,
+    });
+    joiner.start();
+    await settle();
+    saved = [addr(3)];
+    await scheduler.runFor(1_500);
+    expect(asked).toEqual([["198.18.0.2", "198.18.0.3"], ["198.18.0.3"]]);
+    // Saved lists that change round after round (members met and gone), then none: the kept
+    // ones are asked, the newest, up to MEMBERS_KEPT.
+    for (let r = 0; r < 3; r++) {
+      saved = Array.from({ length: MEMBERS_KEPT }, (_, i) => addr(10 + r * MEMBERS_KEPT + i));
+      const n = asked.length;
+      await scheduler.runUntilTrue(() => asked.length > n, 5_000, 50);
+    }
+    saved = [];
+    const n = asked.length;
+    expect(await scheduler.runUntilTrue(() => asked.length > n, 5_000, 50)).toBe(true);
+    expect(asked.at(-1)).toEqual(Array.from({ length: MEMBERS_KEPT }, (_, i) => addr(10 + 2 * MEMBERS_KEPT + i).host));
+    joiner.stop();
+  });
+
+  it("a held node whose targets were silent for minutes after a report joins soon after the record dies, not up to retryMaxMs later", async () => {
+    let silentRounds = 0;
+    let recordDead = false;
+    let held = false;
+    let diedAt = 0;
+    const { scheduler, clock, lines, joiner } = heldJoiner(
+      [addr(2)],
+      {
+        join: async () => {
+          if (recordDead) {
+            held = false;
+            return 1;
+          }
+          held = true;
+          if (silentRounds++ === 0) throw new WeftError("GOSSIP_NAME_HELD", "held");
+          // Long silent: the members declare the old record dead right after this round.
+          if (silentRounds > 20) {
+            recordDead = true;
+            diedAt = clock.now();
+          }
+          return 0;
+        },
+        held: () => held,
+      },
+      () => (held ? 0 : 1),
+    );
+    joiner.start();
+    await settle();
+    expect(await scheduler.runUntilTrue(() => joiner.status().state === "joined", 600_000, 100)).toBe(true);
+    expect(clock.now() - diedAt).toBeLessThanOrEqual(JOIN_DEFAULTS.heldRetryMaxMs + 100);
+    // Still far from once a second: the silent rounds back off up to the cap.
+    const silent = lines.filter((l) => l.msg.includes("still held"));
+    expect(silent.length).toBe(20);
+    expect(Math.max(...silent.map((l) => l.retryInMs!))).toBeGreaterThan(JOIN_DEFAULTS.heldRetryMaxMs * 0.7);
+    expect(silent.at(-1)!.at - silent[0].at).toBeGreaterThan(60_000);
     joiner.stop();
   });
 });

@@ -485,7 +485,7 @@ export class Memberlist {
     }
     return new WeftError(
       "GOSSIP_NAME_HELD",
-      `the members hold a live record of this node's name ${me.name} at ${at} (this node is ${self}), and nothing there answers to it: most likely this node's previous address. The join is retried until they declare that record dead (within ${Math.ceil(windowMs / 1000)} s)`,
+      `the members hold a live record of this node's name ${me.name} at ${at} (this node is ${self}), and nothing there answers to it: most likely this node's previous address. The join is retried until they declare that record dead, which they do within ${Math.ceil(windowMs / 1000)} s of its first report`,
     );
   }
 
