@@ -205,6 +205,7 @@ export class Agent {
           () => control.peers(),
           () => lane.backend,
           log,
+          (names) => this.keepPeerTotals(lane, names),
         ),
       };
       this.lanes.push(lane);
@@ -219,6 +220,7 @@ export class Agent {
           () => control.peers6(),
           () => lane.backend,
           log.child({ family: 6 }),
+          (names) => this.keepPeerTotals(lane, names),
         ),
       };
       this.lanes.push(lane);
@@ -1201,6 +1203,16 @@ export class Agent {
     } catch (err) {
       this.countersLost(lane, "its dataplane's counters", err);
     }
+  }
+
+  /**
+   * A peer's saved dataplane totals go when the backend's peers no longer hold it (it left or died,
+   * or its lease or backend went): a node that takes its name later starts from 0, as it does in
+   * the running dataplane, whose table dropped the peer and counts it anew once set again.
+   */
+  private keepPeerTotals(lane: Lane, names: ReadonlySet<string>): void {
+    const peers = lane.dataplaneBase?.peers ?? {};
+    for (const name of Object.keys(peers)) if (!names.has(name)) delete peers[name];
   }
 
   private countersLost(lane: Lane, what: string, err: unknown): void {
