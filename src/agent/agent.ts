@@ -9,7 +9,13 @@ import { mkdir, readFile, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Logger } from "pino";
 import type { Backend, BackendAnnouncement, BackendCounters, Underlay } from "../backends/backend.js";
-import { addTotals, withTotals, type DataplaneCounters, type DataplaneTotals } from "../dataplane/dataplane.js";
+import {
+  addTotals,
+  type DataplaneCounters,
+  type DataplaneTotals,
+  totalsSince,
+  withTotals,
+} from "../dataplane/dataplane.js";
 import { backendOptions, createBackend, overlayDevice } from "../backends/index.js";
 import { followUnderlay } from "../backends/underlay-name.js";
 import { backendInForce, ignoredKeysMessage, parseNetConf, type NetConf } from "../config/net-conf.js";
@@ -205,6 +211,7 @@ export class Agent {
           () => control.peers(),
           () => lane.backend,
           log,
+          (names) => this.keepPeerTotals(lane, names),
         ),
       };
       this.lanes.push(lane);
@@ -219,6 +226,7 @@ export class Agent {
           () => control.peers6(),
           () => lane.backend,
           log.child({ family: 6 }),
+          (names) => this.keepPeerTotals(lane, names),
         ),
       };
       this.lanes.push(lane);
@@ -1204,9 +1212,10 @@ export class Agent {
 
   /**
    * Adds a backend instance leaving for good to stoppedCounters (its unreachable peers are no
-   * longer), and its dataplane's to the lane's dataplaneBase.
+   * longer), and its dataplane's to the lane's dataplaneBase: that read, returned, which the read
+   * after its stop (settleCounters) completes.
    */
-  private retireCounters(lane: Lane, backend: Backend): void {
+  private retireCounters(lane: Lane, backend: Backend): DataplaneCounters | undefined {
     this.stoppedCounters = sumCounters(this.stoppedCounters, { ...backend.counters(), peersUnreachable: 0 });
     // Read from /proc: a failure (EMFILE) must not keep the backend from its stop, nor replace the
     // error of a failed start. What could not be read goes uncounted.
@@ -1216,12 +1225,36 @@ export class Agent {
     } catch (err) {
       this.countersLost(lane, "its sockets' kernel drops", err);
     }
+    const d = this.retiredDataplane(lane, backend);
+    if (d) lane.dataplaneBase = addTotals(lane.dataplaneBase, d);
+    return d;
+  }
+
+  /**
+   * Adds what a retired backend's dataplane counted after its retire read (`before`), up to its
+   * workers' stop: read once stopped, when nothing moves any more.
+   */
+  private settleCounters(lane: Lane, backend: Backend, before: DataplaneCounters): void {
+    const d = this.retiredDataplane(lane, backend);
+    if (d) lane.dataplaneBase = addTotals(lane.dataplaneBase, totalsSince(d, before));
+  }
+
+  private retiredDataplane(lane: Lane, backend: Backend): DataplaneCounters | undefined {
     try {
-      const d = backend.dataplaneCounters?.({ peers: true });
-      if (d) lane.dataplaneBase = addTotals(lane.dataplaneBase, d);
+      return backend.dataplaneCounters?.({ peers: true });
     } catch (err) {
       this.countersLost(lane, "its dataplane's counters", err);
     }
+  }
+
+  /**
+   * A peer's saved dataplane totals go when the backend's peers no longer hold it (it left or died,
+   * or its lease or backend went): a node that takes its name later starts from 0, as it does in
+   * the running dataplane, whose table dropped the peer and counts it anew once set again.
+   */
+  private keepPeerTotals(lane: Lane, names: ReadonlySet<string>): void {
+    const peers = lane.dataplaneBase?.peers ?? {};
+    for (const name of Object.keys(peers)) if (!names.has(name)) delete peers[name];
   }
 
   private countersLost(lane: Lane, what: string, err: unknown): void {
@@ -1239,15 +1272,20 @@ export class Agent {
 
   private async stopLane(lane: Lane, keep = false): Promise<void> {
     const backend = lane.backend;
-    // Taken as it leaves the lanes, so that the sum stays whole (what its stop does goes uncounted).
-    if (backend) this.retireCounters(lane, backend);
+    // Taken as it leaves the lanes, so that the sum stays whole while it stops; what it forwards
+    // until its workers stop is added once it stopped (its stop's kernel commands go uncounted).
+    const before = backend && this.retireCounters(lane, backend);
     lane.backend = undefined;
     lane.announcement = undefined;
-    await backend?.stop(keep).catch((err) => {
-      // Out of the lane already: the agent's stop finds what it left by the sweep.
-      this.stopFailed = true;
-      throw err;
-    });
+    try {
+      await backend?.stop(keep).catch((err) => {
+        // Out of the lane already: the agent's stop finds what it left by the sweep.
+        this.stopFailed = true;
+        throw err;
+      });
+    } finally {
+      if (before) this.settleCounters(lane, backend, before);
+    }
   }
 
   /**

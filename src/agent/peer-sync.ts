@@ -20,11 +20,15 @@ export class PeerSync {
   /** The sync queued but not started yet, which later kicks join. */
   private next?: Promise<void>;
 
-  /** `peers` says what the backend should hold: the control plane's peers of the backend's family. */
+  /**
+   * `peers` says what the backend should hold: the control plane's peers of the backend's family.
+   * `holding`, if given, is told each sync's names of them, before the others are removed.
+   */
   constructor(
     private readonly peers: () => BackendPeer[],
     private readonly backend: () => Backend | undefined,
     private readonly log: Logger,
+    private readonly holding?: (names: ReadonlySet<string>) => void,
   ) {}
 
   /** Schedules a sync; several calls while one runs collapse into one more. */
@@ -58,6 +62,7 @@ export class PeerSync {
 
   private async apply(backend: Backend): Promise<void> {
     const want = new Map<string, BackendPeer>(this.peers().map((p) => [p.name, p]));
+    this.holding?.(new Set(want.keys()));
     const key = (p: BackendPeer) => JSON.stringify([formatPrefix(p.subnet), String(p.underlay), p.backend]);
     const gone = [...this.current.keys()].filter((name) => !want.has(name));
     // Subnets a removal or a peer's move frees: a peer holding one now is set again.

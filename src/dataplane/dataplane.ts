@@ -195,19 +195,19 @@ export interface DataplaneCounters {
  */
 export type DataplaneTotals = Pick<DataplaneCounters, "tx" | "rx" | "peers" | "io" | "tunRingDrops" | "workerRestarts">;
 
-/** Sums of each key of a and b (a key of one alone counts as 0 in the other). */
-function addEach<T extends Record<string, bigint>>(a: T, b: Partial<T>): T {
+/** Sums of each key of a and b (a key of one alone counts as 0 in the other); a less b with sign -1n. */
+function addEach<T extends Record<string, bigint>>(a: T, b: Partial<T>, sign = 1n): T {
   const sums: Record<string, bigint> = { ...a };
-  for (const [k, v] of Object.entries(b)) sums[k] = (sums[k] ?? 0n) + (v ?? 0n);
+  for (const [k, v] of Object.entries(b)) sums[k] = (sums[k] ?? 0n) + sign * (v ?? 0n);
   return sums as T;
 }
 
-function addDirection(a: DirectionCounters, b: DirectionCounters): DirectionCounters {
+function addDirection(a: DirectionCounters, b: DirectionCounters, sign = 1n): DirectionCounters {
   return {
-    packets: addEach(a.packets, b.packets),
-    bytesForwarded: a.bytesForwarded + b.bytesForwarded,
-    offloadSegments: a.offloadSegments + b.offloadSegments,
-    checksumTrusted: a.checksumTrusted + b.checksumTrusted,
+    packets: addEach(a.packets, b.packets, sign),
+    bytesForwarded: a.bytesForwarded + sign * b.bytesForwarded,
+    offloadSegments: a.offloadSegments + sign * b.offloadSegments,
+    checksumTrusted: a.checksumTrusted + sign * b.checksumTrusted,
   };
 }
 
@@ -237,19 +237,33 @@ export function addTotals(base: DataplaneTotals | undefined, d: DataplaneTotals)
  * peers `d` has: a peer gone is shown no more, as the running dataplane's table drops it.
  */
 export function withTotals<T extends DataplaneTotals>(d: T, base: DataplaneTotals | undefined): T {
-  if (!base) return d;
+  return base ? combine(d, base, 1n) : d;
+}
+
+/**
+ * What one dataplane counted from its read `then` to its later read `now`: the agent's read of a
+ * retired backend after its stop less the one before, which the totals have already.
+ */
+export function totalsSince<T extends DataplaneTotals>(now: T, then: DataplaneTotals): T {
+  return combine(now, then, -1n);
+}
+
+/** `d` with `other` added (sign 1n) or taken away (-1n), for `d`'s peers and counters only. */
+function combine<T extends DataplaneTotals>(d: T, other: DataplaneTotals, sign: bigint): T {
   const peers = d.peers && {
-    peers: Object.fromEntries(Object.entries(d.peers).map(([name, p]) => [name, addEach(p, base.peers?.[name] ?? {})])),
+    peers: Object.fromEntries(
+      Object.entries(d.peers).map(([name, p]) => [name, addEach(p, other.peers?.[name] ?? {}, sign)]),
+    ),
   };
   return {
     ...d,
-    tx: addDirection(d.tx, base.tx),
-    rx: addDirection(d.rx, base.rx),
+    tx: addDirection(d.tx, other.tx, sign),
+    rx: addDirection(d.rx, other.rx, sign),
     ...peers,
-    io: addEach(d.io, base.io),
+    io: addEach(d.io, other.io, sign),
     // Absent while the running device's stats cannot be read: no sample rather than the old sum alone.
-    ...(d.tunRingDrops !== undefined && { tunRingDrops: d.tunRingDrops + (base.tunRingDrops ?? 0n) }),
-    workerRestarts: d.workerRestarts + base.workerRestarts,
+    ...(d.tunRingDrops !== undefined && { tunRingDrops: d.tunRingDrops + sign * (other.tunRingDrops ?? 0n) }),
+    workerRestarts: d.workerRestarts + Number(sign) * other.workerRestarts,
   };
 }
 
@@ -400,6 +414,8 @@ export class UserspaceDataplane {
   private restarts = 0;
   /** The TUN device's counters, opened where the device was created (link-stats.ts). */
   private tunStats?: LinkStats;
+  /** The TUN ring's drops read as the stop closed the device: what counters() says since. */
+  private closedRingDrops?: bigint;
   private stopping = false;
   /** onFailed was called. */
   private failed = false;
@@ -726,7 +742,12 @@ export class UserspaceDataplane {
     const sumDir = (dir: "tx" | "rx"): DirectionCounters =>
       perPair
         .map((c) => c[dir])
-        .reduce(addDirection, { packets: {}, bytesForwarded: 0n, offloadSegments: 0n, checksumTrusted: 0n });
+        .reduce((a, b) => addDirection(a, b), {
+          packets: {},
+          bytesForwarded: 0n,
+          offloadSegments: 0n,
+          checksumTrusted: 0n,
+        });
     const io = {} as DataplaneCounters["io"];
     for (const name of Object.keys(IO_COUNTER) as Array<keyof typeof IO_COUNTER>) io[name] = this.ioCounter(name);
     const lastErrno = this.workerTasks.map((w) => {
@@ -736,6 +757,7 @@ export class UserspaceDataplane {
       return Object.fromEntries(named) as DataplaneCounters["lastErrno"][number];
     });
     const perQueue = perPair.map((c) => ({ tx: c.tx.packets.FORWARD, rx: c.rx.packets.FORWARD }));
+    const ringDrops = this.tunStats ? BigInt(this.tunStats.txDropped()) : this.closedRingDrops;
     return {
       tx: sumDir("tx"),
       rx: sumDir("rx"),
@@ -743,7 +765,7 @@ export class UserspaceDataplane {
       io,
       lastErrno,
       perQueue,
-      ...(this.tunStats && { tunRingDrops: BigInt(this.tunStats.txDropped()) }),
+      ...(ringDrops !== undefined && { tunRingDrops: ringDrops }),
       workerRestarts: this.restarts,
       workersDown: this.workerTasks.filter((w) => w.io[IO_SERVING] === 0n).length,
       offload: {
@@ -897,14 +919,19 @@ export class UserspaceDataplane {
   }
 
   private closeIo(): void {
-    // Closed with the device: a stopped dataplane reports no ring drops rather than a closed file.
-    this.tunStats?.close();
-    this.tunStats = undefined;
-    for (const p of this.pairs) {
-      p.tun.close();
-      p.udp.close();
+    try {
+      // Closed with the device, its last count kept: a stopped dataplane's counters stay readable
+      // (the agent's final read of a retired backend), drops while its workers stopped included.
+      if (this.tunStats) this.closedRingDrops = BigInt(this.tunStats.txDropped());
+    } finally {
+      this.tunStats?.close();
+      this.tunStats = undefined;
+      for (const p of this.pairs) {
+        p.tun.close();
+        p.udp.close();
+      }
+      for (const w of this.workerTasks) w.waker.close();
     }
-    for (const w of this.workerTasks) w.waker.close();
   }
 }
 

@@ -3,7 +3,7 @@
 // instance's view, which shows its own peers only. Before, the saved sum was built by withTotals:
 // an instance stopped without peers (a failed start) or without TUN stats wiped them from it.
 import { describe, expect, it } from "vitest";
-import { addTotals, type DataplaneTotals, withTotals } from "../../src/dataplane/dataplane.js";
+import { addTotals, type DataplaneTotals, totalsSince, withTotals } from "../../src/dataplane/dataplane.js";
 import { IO_COUNTER } from "../../src/dataplane/queue-task.js";
 
 /** Totals whose every counter is `n`, for the named peers, with TUN ring drops `drops` if given. */
@@ -60,5 +60,20 @@ describe("withTotals", () => {
   it("shows no TUN ring drops while the running instance cannot read its device's", () => {
     expect(withTotals(totals(1n, []), totals(5n, [], 7n))).not.toHaveProperty("tunRingDrops");
     expect(withTotals(totals(1n, ["a"], 2n), undefined)).toEqual(totals(1n, ["a"], 2n));
+  });
+});
+
+describe("totalsSince", () => {
+  it("is what one instance counted between two reads, added to the saved sum as a whole", () => {
+    const before = totals(5n, ["a", "b"], 7n);
+    const since = totalsSince(totals(8n, ["a", "b"], 9n), before);
+    expect(since).toEqual({ ...totals(3n, ["a", "b"]), tunRingDrops: 2n });
+    expect(addTotals(addTotals(undefined, before), since)).toEqual(totals(8n, ["a", "b"], 9n));
+  });
+
+  it("adds no TUN ring drops nor peers the later read lacks", () => {
+    const since = totalsSince(totals(6n, []), totals(5n, ["a"], 7n));
+    expect(since).not.toHaveProperty("tunRingDrops");
+    expect(addTotals(totals(5n, ["a"], 7n), since)).toEqual({ ...totals(6n, [], 7n), peers: totals(5n, ["a"]).peers });
   });
 });
