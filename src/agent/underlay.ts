@@ -73,7 +73,7 @@ interface DefaultRoute {
   metric?: number;
   prefsrc?: string;
   /** ECMP: the devices are here, not in dev. */
-  nexthops?: Array<{ dev?: string }>;
+  nexthops?: Array<{ dev?: string; flags?: string[] }>;
 }
 
 /** Of default routes, the one the kernel uses: the lowest metric. */
@@ -286,16 +286,21 @@ async function choose(
         : [6, 4]
       : [6];
   for (const family of order) {
-    // Of the default routes through a device (not a blackhole's), the one the kernel uses; of an
-    // ECMP one (no dev of its own), the first nexthop's device as the kernel lists them. flanneld
-    // finds no interface there (its lookup reads the route's own device only); the first is the
-    // choice that stays put while the route does, where traffic would pick one per flow.
-    const firstDev = (r: DefaultRoute) => r.dev ?? r.nexthops?.[0]?.dev;
-    const route = inUse(
-      (await kernel.ipJson<DefaultRoute[]>([`-${family}`, "route", "show", "default"])).filter(firstDev),
-    );
-    const dev = route && firstDev(route);
-    const link = links.find((l) => l.iface === dev && usable(l));
+    // The devices of the default routes (not a blackhole's), lowest metric first (the one the kernel
+    // uses, then backups); of an ECMP one (no dev of its own), its nexthops' as the kernel lists
+    // them, but for one the kernel has marked dead or whose device has no carrier (linkdown).
+    // flanneld finds no interface there (its lookup reads the route's own device only); the first
+    // is the choice that stays put while the route does, where traffic would pick one per flow.
+    const devs = (await kernel.ipJson<DefaultRoute[]>([`-${family}`, "route", "show", "default"]))
+      .sort((a, b) => (a.metric ?? 0) - (b.metric ?? 0))
+      .flatMap((r) =>
+        r.dev !== undefined
+          ? [r.dev]
+          : (r.nexthops ?? []).flatMap((h) =>
+              h.dev !== undefined && !h.flags?.some((f) => f === "dead" || f === "linkdown") ? [h.dev] : [],
+            ),
+      );
+    const link = devs.map((dev) => links.find((l) => l.iface === dev && usable(l))).find((l) => l !== undefined);
     if (link) return pick(link);
   }
   throw new WeftError(

@@ -25,8 +25,9 @@ export const ipv6OverIpv4Port = (port: number): number => port + 1;
 export interface Underlay {
   /** Interface name (e.g. eth0) as last seen: followUnderlay updates it in place after a rename. */
   iface: string;
-  /** Interface index: unlike the name, it stays the same while the interface exists. */
-  readonly ifindex: number;
+  /** Interface index: unlike the name, it stays the same while the interface exists; followUnderlay
+   *  updates it in place for an interface made anew under the same name. */
+  ifindex: number;
   /** IPv4 address peers send to (flannel's --public-ip); absent when IPv4 is off. */
   addr?: number;
   /** IPv6 address peers send to (flannel's --public-ipv6); present when IPv6 is enabled. */

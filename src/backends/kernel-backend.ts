@@ -70,12 +70,14 @@ export abstract class KernelBackend implements Backend {
   protected abstract setUp(): Promise<void>;
   /** Removes what setUp created. */
   protected abstract tearDown(): Promise<void>;
-  /** Creates or repairs the devices (at start and in reconcile). */
-  protected abstract ensureDevices(): Promise<void>;
+  // `iface` below is the underlay interface's name as a round took it: one name for the whole round,
+  // though another backend (the other family's, the agent's sweep) may follow a rename meanwhile.
+  /** Creates or repairs the devices (at start and in reconcile) over the underlay interface `iface`. */
+  protected abstract ensureDevices(iface: string): Promise<void>;
   /** Entries for peers already found compatible, or why one cannot be reached. */
-  protected abstract plan(peers: BackendPeer[]): Promise<Map<string, PeerEntries | string>>;
+  protected abstract plan(peers: BackendPeer[], iface: string): Promise<Map<string, PeerEntries | string>>;
   /** Whether a route to a destination in the pod network is one this backend writes. */
-  protected abstract ownsRoute(r: RouteEntry): boolean;
+  protected abstract ownsRoute(r: RouteEntry, iface: string): boolean;
   /** The device whose neighbour and FDB entries all belong to this backend, if any. */
   protected abstract readonly entryDevice?: string;
 
@@ -147,8 +149,7 @@ export abstract class KernelBackend implements Backend {
   }
 
   /** Why each peer cannot be reached directly on the underlay interface (host-gw, DirectRouting); undefined when it can. */
-  protected async directReachProblems(peers: BackendPeer[]): Promise<Array<string | undefined>> {
-    const iface = this.ctx.underlay.iface;
+  protected async directReachProblems(peers: BackendPeer[], iface: string): Promise<Array<string | undefined>> {
     const found = await lookupRoutes(
       this.ctx.kernel,
       peers.map((p) => p.underlay),
@@ -205,9 +206,10 @@ export abstract class KernelBackend implements Backend {
     // The underlay's name, which devices, routes and commands carry, is looked up anew in full
     // rounds (reconcile, stop), as the devices are.
     if (full) await followUnderlay(kernel, this.ctx.underlay, this.logger);
+    const iface = this.ctx.underlay.iface;
     // Devices are checked in full rounds only (reconcile), which keeps a round for one peer to a
     // few iproute2 calls; a full round puts back everything a re-created device lost.
-    if (full && !teardown) await this.ensureDevices();
+    if (full && !teardown) await this.ensureDevices(iface);
     // The peers as the round starts, or in a full round once the devices are checked (taken
     // before, a peer set meanwhile had its kept entries removed as no peer's, put back a round
     // later). Any other round awaits nothing before this: a peer removed after it is the next
@@ -217,6 +219,7 @@ export abstract class KernelBackend implements Backend {
     const planned = await this.planPeers(
       full ? [...peers.values()] : [...round.names].flatMap((n) => peers.get(n) ?? []),
       [...peers.values()],
+      iface,
     );
     // The peers this round is about: those named, and those whose entries changed (a full round
     // re-plans everyone), and those no longer peers whose entries are still written (removed during
@@ -236,7 +239,7 @@ export abstract class KernelBackend implements Backend {
       if (!planned.has(name) && peers.has(name)) addPeerEntries(want, entries);
     for (const entries of planned.values()) if (entries) addPeerEntries(want, entries);
 
-    const have = await this.readOwned();
+    const have = await this.readOwned(iface);
     // A peer set while this round planned or read has entries it cannot tell from no peer's (kept
     // over a restart): a full round then touches only its scope and leaves the rest to the next
     // round, which that setPeer has queued, made full. One set once the kernel is read is too late:
@@ -270,7 +273,11 @@ export abstract class KernelBackend implements Backend {
   }
 
   /** Checks announcements and overlaps (against those before in `order`), then asks the backend; records who is unreachable. */
-  private async planPeers(peers: BackendPeer[], order: BackendPeer[]): Promise<Map<string, PeerEntries | undefined>> {
+  private async planPeers(
+    peers: BackendPeer[],
+    order: BackendPeer[],
+    iface: string,
+  ): Promise<Map<string, PeerEntries | undefined>> {
     const own = this.announcement();
     const problems = new Map<string, string>();
     for (const p of peers) {
@@ -280,7 +287,7 @@ export abstract class KernelBackend implements Backend {
       if (reason) problems.set(p.name, reason);
     }
     const fine = peers.filter((p) => !problems.has(p.name));
-    const plans = fine.length > 0 ? await this.plan(fine) : new Map<string, PeerEntries | string>();
+    const plans = fine.length > 0 ? await this.plan(fine, iface) : new Map<string, PeerEntries | string>();
     const result = new Map<string, PeerEntries | undefined>();
     for (const p of peers) {
       const plan = problems.get(p.name) ?? plans.get(p.name);
@@ -290,13 +297,15 @@ export abstract class KernelBackend implements Backend {
     return result;
   }
 
-  private async readOwned(): Promise<EntrySets> {
+  private async readOwned(iface: string): Promise<EntrySets> {
     const { routes, neighs, fdbs } = await readEntries(this.ctx.kernel, this.ctx.network, this.entryDevice);
     return {
       // Into this node's own subnet only those via a gateway (no peer may want one: a route of a
       // peer that held it, kept over a crash, would take the pods' traffic from cni0's); those
       // without are the kernel's for the device's own address (flannel-v6's /128).
-      routes: routes.filter((r) => this.ownsRoute(r) && (r.gateway !== undefined || !overlaps(r.dst, this.ctx.subnet))),
+      routes: routes.filter(
+        (r) => this.ownsRoute(r, iface) && (r.gateway !== undefined || !overlaps(r.dst, this.ctx.subnet)),
+      ),
       neighs: neighs.filter((n) => n.permanent),
       fdbs: fdbs.filter((f) => f.permanent),
     };

@@ -449,13 +449,14 @@ describe.skipIf(!canUseNetns())("underlay choice by an ECMP default route", () =
 
   beforeAll(async () => {
     ns = await Netns.create("ulyecmp");
-    for (const [dev, addr] of [
-      ["ea", "198.18.0.10/25"],
-      ["eb", "198.18.0.130/25"],
+    for (const [dev, addr, addr6] of [
+      ["ea", "198.18.0.10/25", "2001:2::10/65"],
+      ["eb", "198.18.0.130/25", "2001:2::8000:0:0:10/65"],
     ] as const) {
       await ns.ip(`link add ${dev} type veth peer name ${dev}p`);
       await ns.ip(`link set ${dev}p up`);
       await ns.ip(`addr add ${addr} dev ${dev}`);
+      await ns.ip(`addr add ${addr6} dev ${dev} nodad`);
       await ns.ip(`link set ${dev} up`);
       [{ ifindex: index[dev] }] = await ns.kernel.ipJson<Array<{ ifindex: number }>>(["link", "show", "dev", dev]);
     }
@@ -482,5 +483,47 @@ describe.skipIf(!canUseNetns())("underlay choice by an ECMP default route", () =
     await ns.ip("route del default via 198.18.0.1 dev ea metric 50");
     await ns.ip("route add default via 198.18.0.1 dev ea metric 200");
     expect(await chooseUnderlay(ns.kernel, {}, V4)).toMatchObject({ iface: "eb" });
+    await ns.ip("route del default via 198.18.0.1 dev ea metric 200");
+  });
+
+  it("IPv6: the first nexthop's interface of a multipath default route", async () => {
+    await ns.ip("-6 route add default metric 100 nexthop via 2001:2::1 dev ea nexthop via 2001:2::8000:0:0:1 dev eb");
+    try {
+      expect(await chooseUnderlay(ns.kernel, {}, V6)).toEqual({
+        iface: "ea",
+        ifindex: index.ea,
+        mtu: 1500,
+        addr6: parseIpv6("2001:2::10"),
+      });
+      await ns.ip(
+        "-6 route replace default metric 100 nexthop via 2001:2::8000:0:0:1 dev eb nexthop via 2001:2::1 dev ea",
+      );
+      expect(await chooseUnderlay(ns.kernel, {}, V6)).toMatchObject({ iface: "eb", ifindex: index.eb });
+    } finally {
+      await ns.ip("-6 route del default");
+    }
+  });
+
+  it("passes over a nexthop whose device has no carrier (linkdown) or no usable address", async () => {
+    await ns.ip("route replace default metric 100 nexthop via 198.18.0.1 dev ea nexthop via 198.18.0.129 dev eb");
+    await ns.ip("-6 route add default metric 100 nexthop via 2001:2::1 dev ea nexthop via 2001:2::8000:0:0:1 dev eb");
+    // Before, the first nexthop was taken whatever its state: ea, without carrier as its peer is
+    // down (the kernel marks the nexthop linkdown), its addresses still there.
+    await ns.ip("link set eap down");
+    try {
+      expect(await chooseUnderlay(ns.kernel, {}, V4)).toMatchObject({ iface: "eb", ifindex: index.eb });
+      expect(await chooseUnderlay(ns.kernel, {}, V6)).toMatchObject({ iface: "eb", ifindex: index.eb });
+    } finally {
+      await ns.ip("link set eap up");
+      await ns.ip("-6 route del default");
+    }
+    // A first nexthop on a device without an address (before, none was taken: AGENT_UNDERLAY_NOT_FOUND).
+    await ns.ip("link add ec type veth peer name ecp");
+    await ns.ip("link set ecp up");
+    await ns.ip("link set ec up");
+    await ns.ip(
+      "route replace default metric 100 nexthop via 198.18.0.200 dev ec onlink nexthop via 198.18.0.1 dev ea",
+    );
+    expect(await chooseUnderlay(ns.kernel, {}, V4)).toMatchObject({ iface: "ea", ifindex: index.ea });
   });
 });

@@ -1,11 +1,22 @@
 // The underlay interface renamed while a backend runs (`ip link set dev eth0 name up0`, as udev,
 // systemd-networkd or a cloud agent do): the next reconcile finds it by its ifindex and keeps the
 // overlay working on it, for each backend that names it (vxlan's device, host-gw's routes, a
-// userspace backend's MTU reading). Two lab hosts with pods, the rename on host1.
-import { describe, expect, it } from "vitest";
+// userspace backend's MTU reading). Two lab hosts with pods, the rename on host1. The interface is
+// renamed as udev and networkd do: down, rename, up (Linux before 6.2 refuses to rename an
+// interface that is up: EBUSY); the down takes the routes through it, which the reconcile puts back.
+// An interface deleted and made again has a new index, and its old one may be another device's.
+import type { LabHost } from "../../src/lab/cluster.js";
 import { ping } from "../../src/lab/traffic.js";
+import { describe, expect, it } from "vitest";
 import { canUseNetns } from "../support/netns.js";
 import { podRoutes, removeLab, twoHostLab, type LabNode } from "./support.js";
+
+/** Renames host1's eth0 up0 as udev and systemd-networkd do. */
+const rename = async (h: LabHost) => {
+  await h.ns.ip("link set dev eth0 down");
+  await h.ns.ip("link set dev eth0 name up0");
+  await h.ns.ip("link set dev up0 up");
+};
 
 /** A device's ifindex and, for a vxlan device, the underlay device it sends through. */
 const linkOf = async (n: LabNode, dev: string) => {
@@ -32,7 +43,7 @@ describe.skipIf(!canUseNetns())("underlay interface renamed while the backend ru
         const [h1, h2] = lab.hosts;
         const device = { vxlan: "flannel.1", "host-gw": undefined, "wasm-vxlan": "weft.1" }[type];
         const before = device && (await linkOf(n1, device));
-        await h1.ns.ip("link set dev eth0 name up0");
+        await rename(h1);
         await h1.ns.ip("link set dev up0 mtu 1400");
         await n1.backend.reconcile();
 
@@ -59,6 +70,61 @@ describe.skipIf(!canUseNetns())("underlay interface renamed while the backend ru
         expect(n1.c.log.lines).toContainEqual(
           expect.objectContaining({ code: "BACKEND_UNDERLAY_RENAMED", from: "eth0", to: "up0" }),
         );
+      } finally {
+        await removeLab(lab, [n1, n2]);
+      }
+    },
+  );
+
+  it.each(["vxlan", "host-gw"])(
+    "%s: an interface made anew under its name is taken at its new index, then followed through a rename; a device at the old index without the underlay's address is not",
+    async (type) => {
+      // Before, the index stayed the start-time one: the device given it was taken for the renamed
+      // interface (BACKEND_UNDERLAY_RENAMED to stray, the overlay put on it), and a later rename
+      // of the interface itself was not followed.
+      const { lab, n1, n2 } = await twoHostLab(`bnew${type.slice(0, 2)}`, type, 1400);
+      try {
+        const [h1, h2] = lab.hosts;
+        const [{ address: mac }] = await h1.ns.kernel.ipJson<Array<{ address: string }>>([
+          "link",
+          "show",
+          "dev",
+          "eth0",
+        ]);
+        await h1.ns.ip("link del eth0");
+        // The old index taken by another device, as a pod's veth end moved in keeps its own.
+        await h1.ns.ip(`link add stray index ${h1.underlayIfindex} type veth peer name strayp`);
+        await h1.ns.ip("link set dev stray up");
+        // The interface made again (its MAC kept, as a NIC's is, so host2's ARP entry holds).
+        await lab.switchNs.ip(`link add h1 type veth peer name eth0 netns ${h1.ns.name}`);
+        await lab.switchNs.ip("link set h1 master br0 up");
+        await h1.ns.ip(`link set dev eth0 address ${mac}`);
+        await h1.ns.ip("addr add 198.18.0.11/24 dev eth0");
+        await h1.ns.ip("link set dev eth0 up");
+        const [{ ifindex }] = await h1.ns.kernel.ipJson<Array<{ ifindex: number }>>(["link", "show", "dev", "eth0"]);
+        expect(ifindex).not.toBe(h1.underlayIfindex);
+
+        await n1.backend.reconcile();
+        expect(n1.c.ctx.underlay).toMatchObject({ iface: "eth0", ifindex });
+        expect(n1.c.log.lines).toContainEqual(
+          expect.objectContaining({ code: "BACKEND_UNDERLAY_REPLACED", from: h1.underlayIfindex, to: ifindex }),
+        );
+        expect((await ping(h1.pods[0], h2.pods[0].addr, { count: 2 })).received).toBe(2);
+
+        await rename(h1);
+        await n1.backend.reconcile();
+        expect(n1.c.ctx.underlay).toMatchObject({ iface: "up0", ifindex });
+        if (type === "vxlan") expect((await linkOf(n1, "flannel.1")).link).toBe("up0");
+        else
+          expect((await podRoutes(h1)).filter((r) => r.dst === "198.19.2.0/24")).toEqual([
+            { dst: "198.19.2.0/24", gateway: "198.18.0.12", dev: "up0", flags: [] },
+          ]);
+        expect((await ping(h1.pods[0], h2.pods[0].addr, { count: 2 })).received).toBe(2);
+        expect((await ping(h2.pods[1], h1.pods[1].addr, { count: 2 })).received).toBe(2);
+        expect(n1.c.log.lines.filter((l) => l.code === "BACKEND_UNDERLAY_RENAMED")).toEqual([
+          expect.objectContaining({ from: "eth0", to: "up0", ifindex }),
+        ]);
+        expect(n1.c.log.errors()).toEqual([]);
       } finally {
         await removeLab(lab, [n1, n2]);
       }

@@ -325,11 +325,11 @@ describe.skipIf(!canUseNetns())("vxlan backend (kernel)", () => {
     n1.backend = createBackend("vxlan", {}, n1.c.ctx);
     await n1.backend.start();
     // setPeer lands while the round's device check runs: the real check, only timed.
-    const backend = n1.backend as unknown as { ensureDevices(): Promise<void> };
+    const backend = n1.backend as unknown as { ensureDevices(iface: string): Promise<void> };
     const check = backend.ensureDevices.bind(backend);
     let set: Promise<void> | undefined;
-    backend.ensureDevices = async () => {
-      const checked = check();
+    backend.ensureDevices = async (iface) => {
+      const checked = check(iface);
       set = n1.backend.setPeer(peer2());
       await checked;
     };
@@ -343,11 +343,11 @@ describe.skipIf(!canUseNetns())("vxlan backend (kernel)", () => {
   });
 
   it("a peer removed while reconcile checks the device has its entries removed, not counted as drift", async () => {
-    const backend = n1.backend as unknown as { ensureDevices(): Promise<void> };
+    const backend = n1.backend as unknown as { ensureDevices(iface: string): Promise<void> };
     const check = backend.ensureDevices.bind(backend);
     let removed: Promise<void> | undefined;
-    backend.ensureDevices = async () => {
-      const checked = check();
+    backend.ensureDevices = async (iface) => {
+      const checked = check(iface);
       removed = n1.backend.removePeer("host2");
       await checked;
     };

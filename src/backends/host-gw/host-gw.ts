@@ -41,9 +41,8 @@ export class HostGwBackend extends KernelBackend {
 
   protected async ensureDevices(): Promise<void> {}
 
-  protected async plan(peers: BackendPeer[]): Promise<Map<string, PeerEntries | string>> {
-    const problems = await this.directReachProblems(peers);
-    const iface = this.ctx.underlay.iface;
+  protected async plan(peers: BackendPeer[], iface: string): Promise<Map<string, PeerEntries | string>> {
+    const problems = await this.directReachProblems(peers, iface);
     return new Map(
       peers.map((p, i): [string, PeerEntries | string] => [
         p.name,
@@ -62,7 +61,7 @@ export class HostGwBackend extends KernelBackend {
     );
   }
 
-  protected ownsRoute(r: RouteEntry): boolean {
-    return r.gateway !== undefined && r.dev === this.ctx.underlay.iface;
+  protected ownsRoute(r: RouteEntry, iface: string): boolean {
+    return r.gateway !== undefined && r.dev === iface;
   }
 }

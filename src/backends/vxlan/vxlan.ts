@@ -110,7 +110,7 @@ export class VxlanBackend extends KernelBackend {
 
   protected async setUp(): Promise<void> {
     this.vtepMac = loadVtepMac(this.ctx.stateDir, this.family);
-    await this.ensureDevices();
+    await this.ensureDevices(this.ctx.underlay.iface);
   }
 
   protected async tearDown(): Promise<void> {
@@ -119,11 +119,11 @@ export class VxlanBackend extends KernelBackend {
       await this.ctx.kernel.ipBatch([`link del ${this.entryDevice}`]);
   }
 
-  protected async ensureDevices(): Promise<void> {
+  protected async ensureDevices(iface: string): Promise<void> {
     const { kernel } = this.ctx;
-    const [link, lower] = await readLinks(kernel, [this.entryDevice, this.ctx.underlay.iface]);
+    const [link, lower] = await readLinks(kernel, [this.entryDevice, iface]);
     // The MTU is no cause for a mismatch (vxlanDeviceMismatch).
-    const mismatch = link && vxlanDeviceMismatch(link, this.spec(this.deviceMtu));
+    const mismatch = link && vxlanDeviceMismatch(link, this.spec(iface, this.deviceMtu));
     if (link && !mismatch) {
       await this.fixDevice(link, this.underlayMtu.fitting(lower, link.mtu));
       return;
@@ -137,7 +137,7 @@ export class VxlanBackend extends KernelBackend {
       this.reportFailed(err as Error);
       throw err;
     }
-    const spec = this.spec(this.underlayMtu.fitting(lower, undefined));
+    const spec = this.spec(iface, this.underlayMtu.fitting(lower, undefined));
     if (link) {
       this.logger.warn(
         { device: this.entryDevice, mismatch },
@@ -152,9 +152,9 @@ export class VxlanBackend extends KernelBackend {
     );
   }
 
-  protected async plan(peers: BackendPeer[]): Promise<Map<string, PeerEntries | string>> {
+  protected async plan(peers: BackendPeer[], iface: string): Promise<Map<string, PeerEntries | string>> {
     const direct = this.options.directRouting
-      ? await this.directReachProblems(peers)
+      ? await this.directReachProblems(peers, iface)
       : peers.map(() => "DirectRouting is off");
     return new Map(
       peers.map((p, i): [string, PeerEntries] => [
@@ -164,7 +164,7 @@ export class VxlanBackend extends KernelBackend {
               route: {
                 dst: p.subnet,
                 gateway: p.underlay,
-                dev: this.ctx.underlay.iface,
+                dev: iface,
                 onlink: false,
                 metric: routeMetric(this.family),
               },
@@ -180,18 +180,17 @@ export class VxlanBackend extends KernelBackend {
   }
 
   /** Routes on flannel.<VNI>, and direct routes via a gateway on the underlay interface. */
-  protected ownsRoute(r: RouteEntry): boolean {
-    return r.dev === this.entryDevice || (r.gateway !== undefined && r.dev === this.ctx.underlay.iface);
+  protected ownsRoute(r: RouteEntry, iface: string): boolean {
+    return r.dev === this.entryDevice || (r.gateway !== undefined && r.dev === iface);
   }
 
-  private spec(mtu: number): VxlanDeviceSpec {
-    const { underlay, subnet } = this.ctx;
+  private spec(iface: string, mtu: number): VxlanDeviceSpec {
     return {
       vni: this.vni,
-      dev: underlay.iface,
+      dev: iface,
       local: this.local,
       port: this.port,
-      subnet,
+      subnet: this.ctx.subnet,
       vtepMac: this.vtepMac!,
       mtu,
       gbp: this.options.gbp,
