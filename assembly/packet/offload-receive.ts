@@ -137,10 +137,9 @@ function splitDatagrams(descs: usize, i: i32, n: i32, at: i32, scratch: usize, t
 
 /**
  * Where the transport checksum of the IP packet at p (len bytes, checked by decapsulation) starts,
- * and the field's offset in it << 16, when it is TCP or UDP with a checksum (and a UDP length that
- * fits), right after the IPv4
- * header (not a fragment) or the IPv6 fixed header; -1 otherwise. The field then gets the
- * pseudo-header sum, as NEEDS_CSUM wants it.
+ * and the field's offset in it << 16, when it is TCP or UDP with a checksum (and a UDP length of
+ * the whole IP payload), right after the IPv4 header (not a fragment) or the IPv6 fixed header; -1
+ * otherwise. The field then gets the pseudo-header sum, as NEEDS_CSUM wants it.
  */
 function makePartial(p: usize, len: i32): i32 {
   let l3: i32;
@@ -153,17 +152,15 @@ function makePartial(p: usize, len: i32): i32 {
     if ((be16(p + 6) & 0x3fff) != 0) return -1; // a fragment: its transport header is not all here
     proto = <u32>load<u8>(p + 9);
   }
-  let l4len = len - l3;
-  // UDP with a zero checksum has none to skip. Its pseudo-header takes the UDP length, which is
-  // shorter than the IP payload in a padded datagram; one longer is broken, for the kernel to drop.
+  const l4len = len - l3;
+  // UDP with a zero checksum has none to skip. Nor does UDP whose length is not the IP payload's:
+  // a forwarding kernel finishes NEEDS_CSUM over the bytes to the packet's end, padding included,
+  // so a padded datagram goes unmarked for the kernel to verify (one longer, to drop).
+  const l4 = p + <usize>l3;
   let field: i32;
   if (proto == PROTO_TCP && l4len >= TCP_HEADER_MIN) field = 16;
-  else if (proto == PROTO_UDP && l4len >= 8 && be16(p + <usize>l3 + 6) != 0) {
-    const ulen = <i32>be16(p + <usize>l3 + 4);
-    if (ulen < 8 || ulen > l4len) return -1;
-    l4len = ulen;
-    field = 6;
-  } else return -1;
+  else if (proto == PROTO_UDP && l4len >= 8 && be16(l4 + 6) != 0 && <i32>be16(l4 + 4) == l4len) field = 6;
+  else return -1;
   const sum = l3 == IPV6_HEADER ? checksumPartial(p + 8, 32, proto + <u32>l4len) : ipv4PseudoSum(p, proto, l4len);
   putBe16(p + <usize>(l3 + field), sum);
   return l3 | (field << 16);

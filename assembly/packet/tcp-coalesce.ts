@@ -3,12 +3,15 @@
 // The rules follow the kernel's TCP GRO, so that the pod's TCP sees what a kernel receive path
 // would give it: same flow, IP header fields that must match (IPv4: TOS, TTL, DF, no options, no
 // fragments, IDs counting up by one per segment unless DF is set; IPv6: the whole first word —
-// traffic class, flow label — and the hop limit, TCP right after the fixed header), TCP headers identical except the sequence number, checksum and PSH
-// (ACK and window included, options byte for byte), the next segment's sequence number right
-// after the last byte merged, all segments of the size of the first except a shorter last one,
-// ACK with at most PSH set. Every merged segment's TCP checksum is verified first unless the
-// kernel verified its outer UDP checksum (offload-receive.ts): the kernel trusts the merged packet
-// (NEEDS_CSUM), so a damaged segment must never be laundered into it.
+// traffic class, flow label — and the hop limit, TCP right after the fixed header), TCP headers
+// identical except the sequence number, checksum and PSH (ACK and window included, options byte
+// for byte), the next segment's sequence number right after the last byte merged, all segments of
+// the size of the first except a shorter last one, ACK with at most PSH set. One difference: with
+// DF set weft merges segments of any IDs, where the kernel wants them counting up or all the same;
+// harmless, as such an atomic datagram's ID means nothing (RFC 6864). Every merged segment's TCP
+// checksum is verified first unless the kernel verified its outer UDP checksum
+// (offload-receive.ts): the kernel trusts the merged packet (NEEDS_CSUM), so a damaged segment
+// must never be laundered into it.
 import { be16, be32, putBe16 } from "./bytes";
 import { checksum, checksumPartial } from "./checksum";
 import { IPV4_HEADER_MIN } from "./ipv4";

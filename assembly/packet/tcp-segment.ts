@@ -33,7 +33,7 @@ export const OFFLOAD_MAX_TRAINS: i32 = 8;
 /**
  * Most segments of a super-packet the TUN device hands over: the dataplane sets the device's
  * gso_max_segs to this or fewer (tunGsoMaxSegs in src/dataplane/dataplane.ts: as many segments of
- * the MTU as its segment slot holds), and the kernel cuts a super-packet of more segments (a
+ * the pods' MTU as its segment slot holds), and the kernel cuts a super-packet of more segments (a
  * peer's small MSS, large IPv6 extension headers) itself. 128 segments fit 2 trains.
  */
 export const OFFLOAD_MAX_SEGMENTS: i32 = 128;

@@ -59,6 +59,11 @@ export interface UserspaceDataplaneOptions {
   /** MTU of the TUN device: underlay MTU - 50 (vxlan over IPv4), - 70 (over IPv6) or - 28 (udp). */
   mtu: number;
   /**
+   * The pods' MTU (FLANNEL_MTU), where above `mtu`: over an IPv6 underlay 20 bytes more. A segment
+   * the kernel sizes wrong comes to the TUN device at up to this (tunGsoMaxSegs). Default `mtu`.
+   */
+  podMtu?: number;
+  /**
    * The whole pod network; its route goes to the TUN device. Its family is the dataplane's: an
    * IPv6 network (vxlan format only) routes IPv6 pods.
    */
@@ -326,20 +331,23 @@ const OFFLOAD_RX_BATCH = 32;
 export const SEGMENT_SLOT_BYTES = 96 * 1024;
 
 /**
- * The TUN device's gso_max_segs: the most segments a segment slot holds whatever the headers. The
- * kernel keeps each segment of a super-packet within the device's MTU (IP header, extension
- * headers, transport header and gso_size bytes), and each goes out behind the encapsulation header
- * (VXLAN and inner Ethernet; none for flannel's udp), so a segment takes at most that header plus
- * the MTU: 67 at an MTU of 1430. A flat 128 held headers of at most 234 bytes; IPv6 destination
- * options of a few hundred bytes shrink the MSS until a 64 KB super-packet has more segments than
- * that, and every one was dropped. A slot of 128 full segments at the largest MTU (248 KiB) would
- * take 2.6 times the memory for a rare shape; fewer segments only make the kernel's TCP send
- * smaller super-packets (or the kernel cut a pod's itself). At most OFFLOAD_MAX_SEGMENTS (2 trains)
- * at a low MTU. The TUN MTU never rises above the one set here (it only follows the underlay down).
+ * The TUN device's gso_max_segs: the most segments a segment slot holds whatever the headers. Each
+ * segment goes out behind the encapsulation header (VXLAN and inner Ethernet; none for flannel's
+ * udp) and is at most the pods' MTU: the kernel keeps it within the device's MTU only where it
+ * parses the headers right; a forwarding kernel reads an IPv6 destination options header as TCP's
+ * (header length 0 where its options are zeros) and lets through segments of the pod's MTU, 20
+ * bytes over the device's over an IPv6 underlay. So a segment takes at most that header plus the
+ * larger MTU: 66 at 1450. A flat 128 held headers of at most 234 bytes; IPv6 destination options of
+ * a few hundred bytes shrink the MSS until a 64 KB super-packet has more segments than that, and
+ * every one was dropped. A slot of 128 full segments at the largest MTU (248 KiB) would take 2.6
+ * times the memory for a rare shape; fewer segments only make the kernel's TCP send smaller
+ * super-packets (or the kernel cut a pod's itself). At most OFFLOAD_MAX_SEGMENTS (2 trains) at a
+ * low MTU. Neither MTU rises above the one set here (the TUN MTU only follows the underlay down).
  */
-export function tunGsoMaxSegs(hp: HotPath, format: WireFormat, mtu: number): number {
+export function tunGsoMaxSegs(hp: HotPath, format: WireFormat, tunMtu: number, podMtu: number): number {
   const header = format === "vxlan" ? hp.constant("VXLAN_ENCAP_HEADER_BYTES") : 0;
-  return Math.min(hp.constant("OFFLOAD_MAX_SEGMENTS"), Math.floor(SEGMENT_SLOT_BYTES / (header + mtu)));
+  const segment = header + Math.max(tunMtu, podMtu);
+  return Math.min(hp.constant("OFFLOAD_MAX_SEGMENTS"), Math.floor(SEGMENT_SLOT_BYTES / segment));
 }
 /**
  * Packets the kernel queues for the workers on each TUN queue (the device's ring: the TUN driver
@@ -637,7 +645,9 @@ export class UserspaceDataplane {
       // IPv6: no duplicate address detection (nobody else is on a TUN device to answer it).
       // With offloads, super-packets of at most the segments a segment slot holds (tunGsoMaxSegs):
       // the kernel cuts a larger one (a small MSS, large IPv6 extension headers) itself.
-      const segs = this.offload.enabled ? ` gso_max_segs ${tunGsoMaxSegs(this.hp, this.opts.format, mtu)}` : "";
+      const segs = this.offload.enabled
+        ? ` gso_max_segs ${tunGsoMaxSegs(this.hp, this.opts.format, mtu, this.opts.podMtu ?? mtu)}`
+        : "";
       await kernel.ipBatch([
         `link set ${tunName} mtu ${mtu} txqueuelen ${this.opts.tunQueueLen ?? this.defaultTunQueueLen()}${segs}`,
         `addr add ${formatAddr(subnet.addr)}/${network.len} dev ${tunName}${this.family === 6 ? " nodad" : ""}`,

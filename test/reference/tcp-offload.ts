@@ -225,9 +225,10 @@ export interface LoneHeader {
 /**
  * What a lone packet's vnet header must say, written the plain way. A packet whose outer UDP
  * checksum the kernel verified (it came in a UDP GRO receive of more than one datagram) is handed
- * over with NEEDS_CSUM when it is TCP, or UDP with a checksum and a UDP length within the IP
- * payload (its pseudo-header takes that length), right after the IPv4 header (not a
- * fragment) or the IPv6 fixed header; every other packet with a zeroed header, for the kernel to check.
+ * over with NEEDS_CSUM when it is TCP, or UDP with a checksum and a UDP length of the whole IP
+ * payload (the kernel finishes the checksum to the packet's end, so not a padded one), right after
+ * the IPv4 header (not a fragment) or the IPv6 fixed header; every other packet with a zeroed
+ * header, for the kernel to check.
  */
 export function refLoneHeader(ip: Uint8Array, outerVerified: boolean): LoneHeader {
   const none = { flags: 0, csumStart: 0, csumOffset: 0 };
@@ -238,8 +239,7 @@ export function refLoneHeader(ip: Uint8Array, outerVerified: boolean): LoneHeade
   const proto = v6 ? ip[6] : ip[9];
   const l4 = ip.length - l3;
   if (proto === 6 && l4 >= 20) return { flags: 1, csumStart: l3, csumOffset: 16 };
-  const udpLen = l4 >= 8 ? u16(ip, l3 + 4) : 0;
-  if (proto === 17 && udpLen >= 8 && udpLen <= l4 && u16(ip, l3 + 6) !== 0)
+  if (proto === 17 && l4 >= 8 && u16(ip, l3 + 4) === l4 && u16(ip, l3 + 6) !== 0)
     return { flags: 1, csumStart: l3, csumOffset: 6 };
   return none;
 }

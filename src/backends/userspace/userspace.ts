@@ -177,6 +177,7 @@ export class UserspaceBackend implements Backend {
       format: udp ? "udp" : "vxlan",
       tunName: this.tunName,
       mtu: this.deviceMtu,
+      podMtu: this.mtu,
       network: ctx.network,
       subnet: ctx.subnet,
       listenAddr,
