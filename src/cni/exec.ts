@@ -57,13 +57,15 @@ export function cniEnv(a: CniArgs, base: NodeJS.ProcessEnv = process.env): NodeJ
  * Runs plugin `type` with `config` on stdin. Resolves with the parsed stdout (undefined when it
  * printed nothing, as DEL may); rejects with a CniError carrying the plugin's own code and message.
  * `wrap` prefixes argv, e.g. `ip netns exec <host>` to run it in a lab host's namespace; the
- * plugin inherits the descriptors `fds` (as 3, 4, ...).
+ * plugin inherits the descriptors `fds` (as 3, 4, ...). With `timeoutMs`, the plugin runs in a
+ * process group of its own, killed (SIGKILL) once that long has passed without the plugin and
+ * whatever else has its output (a child it left) done: the call then fails.
  */
 export function execPlugin(
   type: string,
   config: object,
   a: CniArgs,
-  opts: { wrap?: string[]; env?: NodeJS.ProcessEnv; fds?: number[] } = {},
+  opts: { wrap?: string[]; env?: NodeJS.ProcessEnv; fds?: number[]; timeoutMs?: number } = {},
 ): Promise<unknown> {
   const file = findPlugin(type, a.path);
   const [cmd, ...argv] = [...(opts.wrap ?? []), file];
@@ -71,17 +73,40 @@ export function execPlugin(
     const child = spawn(cmd, argv, {
       env: cniEnv(a, opts.env),
       stdio: ["pipe", "pipe", "pipe", ...(opts.fds ?? [])],
+      detached: opts.timeoutMs !== undefined, // its own process group, to kill with what it started
     });
     // First: a spawn that fails for want of descriptors (EMFILE) has no pipes, and its error would
     // otherwise go unheard and end the process.
     child.on("error", (e) => reject(new CniError(CNI_ERROR.IO_FAILURE, `cannot run plugin ${file}: ${e.message}`)));
     if (!child.stdout || !child.stderr || !child.stdin) return;
+    const ms = opts.timeoutMs;
+    const timer =
+      ms === undefined
+        ? undefined
+        : setTimeout(() => {
+            try {
+              if (child.pid !== undefined) process.kill(-child.pid, "SIGKILL");
+            } catch {
+              // the group is gone already
+            }
+            // Not waiting for its output to close: a child that left the group may keep it open.
+            child.stdout?.destroy();
+            child.stderr?.destroy();
+            reject(
+              new CniError(
+                CNI_ERROR.PLUGIN_CRASHED,
+                `plugin ${type} ${a.command} did not end within ${ms / 1000} s (it, or a process it started that kept its output, still ran): its process group was killed`,
+                "look for what it waits on (its own log); the runtime runs it again",
+              ),
+            );
+          }, ms);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on("data", (b: Buffer) => out.push(b));
     child.stderr.on("data", (b: Buffer) => err.push(b));
     child.stdin.on("error", () => undefined); // a plugin may exit before reading its config; its exit says why
     child.on("close", (code, signal) => {
+      clearTimeout(timer);
       const stdout = Buffer.concat(out).toString("utf8").trim();
       const stderr = Buffer.concat(err).toString("utf8").trim();
       let parsed: unknown;

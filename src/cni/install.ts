@@ -2,7 +2,20 @@
 // launcher script that runs this installation's Node.js on the plugin's entry point. With
 // `bundle`, Node.js itself and the plugin's few files are copied next to it, for hosts (a
 // Kubernetes node) that have no Node.js: the init container of deploy/kubernetes/weft.yaml.
-import { chmod, copyFile, cp, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import {
+  chmod,
+  copyFile,
+  cp,
+  lstat,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  stat,
+  writeFile,
+} from "node:fs/promises";
 import type { Server } from "node:net";
 import { basename, dirname, join, relative, resolve } from "node:path";
 import { WeftError } from "../errors.js";
@@ -106,11 +119,12 @@ export async function pluginModules(entry: string): Promise<string[]> {
 export async function installPlugin(binDir: string, opts: { name?: string; bundle?: boolean } = {}): Promise<string> {
   const name = opts.name ?? PLUGIN_NAME;
   // A dot would make another name's copies look like this one's (`weft-cni.a.1.XXXXXX` being
-  // filled for `a.1` is copy 1 of `a`), and expiring them would remove a live plugin's copy.
-  if (!/^[A-Za-z0-9_-]+$/.test(name))
+  // filled for `a.1` is copy 1 of `a`), and expiring them would remove a live plugin's copy;
+  // `weft-cni` is weft 0.1.0's bundle directory, which every name's install expires.
+  if (!/^[A-Za-z0-9_-]+$/.test(name) || name === "weft-cni")
     throw new WeftError(
       "CNI_INSTALL_BAD_NAME",
-      `--name ${JSON.stringify(name)}: a plugin type installed by weft is letters, digits, '-' and '_' only (no '.' or '/'); name it so, and the network config's "type" the same`,
+      `--name ${JSON.stringify(name)}: a plugin type installed by weft is letters, digits, '-' and '_' only (no '.' or '/'), and not weft-cni (the name of weft 0.1.0's bundle); name it so, and the network config's "type" the same`,
     );
   const target = join(binDir, name);
   await mkdir(binDir, { recursive: true });
@@ -141,7 +155,7 @@ const INSTALL_LOCK_WAIT_MS = 5 * 60_000;
  * expireBundles keeps its guards.
  */
 async function installLock(binDir: string): Promise<Server> {
-  const { dev, ino } = await stat(binDir);
+  const { dev, ino } = await stat(binDir, { bigint: true }); // an inode past 2^53 (XFS, btrfs) keeps its digits
   const lock = await bindAbstractWithin(`\0weft-install-cni:${dev}:${ino}`, INSTALL_LOCK_WAIT_MS);
   if (!lock)
     throw new WeftError(
@@ -172,6 +186,8 @@ export async function expireBundles(binDir: string, name: string, own?: string):
   for (const old of entries) {
     if (!(old.startsWith(`weft-cni.${name}.`) || old === "weft-cni") || named.includes(`${old}/node'`)) continue;
     const dir = join(binDir, old);
+    // Copies are directories: a file so named is another plugin (one installed as `weft-cni`).
+    if (!(await isDirectory(dir))) continue;
     const since = await mtime(join(dir, "superseded"));
     if (since !== undefined) superseded.push({ dir, since });
     else if ((await mtime(join(dir, "node"))) !== undefined) {
@@ -222,6 +238,12 @@ function copyNumber(copy: string, name: string): number {
 async function newestCopy(binDir: string, name: string): Promise<number> {
   return Math.max(-1, ...(await readdir(binDir)).map((copy) => copyNumber(copy, name)));
 }
+
+const isDirectory = (path: string) =>
+  lstat(path).then(
+    (s) => s.isDirectory(),
+    () => false,
+  );
 
 const mtime = (path: string) =>
   stat(path).then(

@@ -291,28 +291,40 @@ function lockFailure(e: unknown, of: string): never {
   );
 }
 
+/** The abstract socket name of networkGcLock (leading NUL). */
+export function networkGcLockName(dataDir: string, network: string): string {
+  return `\0weft-cni-gc:${createHash("sha256")
+    .update(`${resolve(dataDir)}\0${network}`)
+    .digest("hex")}`;
+}
+
 /**
  * The abstract socket a GC of the network holds from its last listing of dataDir to its
- * delegate's GC's end, and an ADD on the network while it writes its kept file: an ADD is then in
- * that listing, so spared, or runs its delegate after that GC, never between (its address freed).
- * An ADD holds it for a file write only; a GC without a delegate's GC never takes it.
+ * delegate's GC's end, which an ADD on the network binds (and lets go at once) after writing its
+ * kept file, before its delegate runs: bound then, either that GC's listing comes after and sees
+ * the file (spared), or that GC has ended; never its delegate's ADD during the delegate's GC,
+ * unspared (its address freed). A GC without a delegate's GC never takes it.
  */
 async function networkGcLock(dataDir: string, network: string): Promise<Server> {
-  const name = createHash("sha256")
-    .update(`${resolve(dataDir)}\0${network}`)
-    .digest("hex");
+  const name = networkGcLockName(dataDir, network);
   const of = `network ${network}'s GC on ${dataDir}`;
-  const lock = await bindAbstractWithin(`\0weft-cni-gc:${name}`, DEL_LOCK_WAIT_MS).catch((e: unknown) =>
-    lockFailure(e, of),
-  );
+  const lock = await bindAbstractWithin(name, DEL_LOCK_WAIT_MS).catch((e: unknown) => lockFailure(e, of));
   if (!lock)
     throw new CniError(
       CNI_ERROR.TRY_AGAIN_LATER,
-      `the lock of ${of} was held for over ${DEL_LOCK_WAIT_MS / 1000} s (a delegate's GC running, or an ADD writing its kept file)`,
-      "the runtime retries; if it keeps failing, look for a delegate's GC that hangs",
+      // The name as ss and /proc/net/unix show it: its NUL as '@'.
+      `the lock of ${of} was held for over ${DEL_LOCK_WAIT_MS / 1000} s by a delegate's GC running (killed after ${DELEGATE_GC_TIMEOUT_MS / 1000} s, with its process group) or a process it left with the socket: find it by the socket, \`ss -xlp | grep ${name.replace("\0", "@")}\``,
+      "the runtime retries; if it keeps failing, end the process holding the socket",
     );
   return lock;
 }
+
+/**
+ * How long a delegate's GC may run (and keep the network's lock from ADDs): far longer than the
+ * reference plugins' GC takes; then its process group is killed, with any child it left holding
+ * the lock.
+ */
+const DELEGATE_GC_TIMEOUT_MS = 60_000;
 
 /**
  * The locks of these interfaces of the container, for GC; undefined (none kept) when another
@@ -366,15 +378,13 @@ async function add(conf: FlannelNetConf, args: CniArgs, kept: string, lock: Serv
   const v = await delegateVersion(type, asked, args.path);
   if (v !== asked) d.cniVersion = v;
   // Kept before the delegate runs, so that a DEL after a failed or interrupted ADD still finds it.
-  const gcLock = await networkGcLock(conf.dataDir, conf.name);
-  try {
-    await writeFileAtomic(kept, JSON.stringify({ ...d, [KEPT_IFNAME]: args.ifName }), {
-      mode: 0o600,
-      dirMode: 0o700,
-    });
-  } finally {
-    gcLock.close();
-  }
+  await writeFileAtomic(kept, JSON.stringify({ ...d, [KEPT_IFNAME]: args.ifName }), {
+    mode: 0o600,
+    dirMode: 0o700,
+  });
+  // Not during a delegate's GC listed before that write (see networkGcLock); bound only for a
+  // moment, so ADDs on the network never wait for each other's writes.
+  (await networkGcLock(conf.dataDir, conf.name)).close();
   try {
     const result = (await execPlugin(type, d, args, holding([lock]))) as Record<string, unknown>;
     // The file's time is the ADD's end: GC leaves it for GC_GRACE_MS (see there). Failing, it
@@ -722,8 +732,9 @@ async function gc(call: PluginCall): Promise<undefined> {
       // The delegate's GC would free what this network's kept files not in the runtime's list still
       // hold: those this GC left (running, fresh, past its cap, failed) and those an ADD kept since
       // the listing (during the DELs above, or after their locks went). Read under the network's
-      // lock, which an ADD takes to keep its file, until that GC ends (its delegate inherits it);
-      // unlike the first listing, an entry that cannot be read fails this GC: one missed is not spared.
+      // lock, held until that GC ends (its delegate inherits it), which an ADD binds after keeping
+      // its file (see networkGcLock); unlike the first listing, an entry that cannot be read fails
+      // this GC: one missed is not spared.
       const lock = await networkGcLock(conf.dataDir, conf.name);
       try {
         const kept = await keptOfNetwork(conf, await listKept(conf.dataDir), valid, listed, damagedAsNone);
@@ -736,7 +747,7 @@ async function gc(call: PluginCall): Promise<undefined> {
           type,
           { ...d, "cni.dev/valid-attachments": [...attachments, ...spared] },
           { command: "GC", path },
-          holding([lock]),
+          { ...holding([lock]), timeoutMs: DELEGATE_GC_TIMEOUT_MS },
         );
       } finally {
         lock.close();

@@ -23,10 +23,10 @@ export function bindAbstract(name: string): Promise<Server | undefined> {
 
 /** bindAbstract, tried again every 100 ms while another process holds the name, for `ms` at most. */
 export async function bindAbstractWithin(name: string, ms: number): Promise<Server | undefined> {
-  const until = Date.now() + ms;
+  const until = performance.now() + ms; // monotonic: a clock step neither ends nor stretches the wait
   for (;;) {
     const server = await bindAbstract(name);
-    if (server || Date.now() >= until) return server;
+    if (server || performance.now() >= until) return server;
     await sleep(100);
   }
 }

@@ -308,14 +308,24 @@ describe("weft install-cni", () => {
     expect(failures).toEqual([]);
   }, 300_000);
 
-  it("refuses a --name with a dot (another name's copies would look like its own), under a code and saying what to do, writing nothing", async () => {
+  it("refuses a --name with a dot (another name's copies would look like its own) or `weft-cni` (weft 0.1.0's bundle directory, which any name's install expires), under a code and saying what to do, writing nothing", async () => {
     const bin = join(dir, "dotted");
-    for (const name of ["flannel.1", "a/b"])
+    for (const name of ["flannel.1", "a/b", "weft-cni"])
       await expect(installPlugin(bin, { name, bundle: true })).rejects.toMatchObject({
         code: "CNI_INSTALL_BAD_NAME",
         message: expect.stringMatching(/letters, digits, '-' and '_' only .*name it so/),
       });
     expect(existsSync(bin) ? readdirSync(bin) : []).toEqual([]);
+  });
+
+  it("a file named `weft-cni` in the bin dir (not weft 0.1.0's bundle directory, a plugin of that name), untouched for longer than the grace, is left by an install of another name", async () => {
+    const bin = join(dir, "file-named-weft-cni");
+    mkdirSync(bin);
+    writeFileSync(join(bin, "weft-cni"), "#!/bin/sh\n", { mode: 0o755 });
+    const ago = new Date(Date.now() - BUNDLE_GRACE_MS - 60_000);
+    utimesSync(join(bin, "weft-cni"), ago, ago);
+    await installPlugin(bin, { name: "flannel" });
+    expect(readdirSync(bin).sort()).toEqual(["flannel", "weft-cni"]);
   });
 
   it("--bundle on a full disk: expired copies are removed before copying, a failed copy leaves nothing, and a stamp that cannot be written only warns", () => {

@@ -3,7 +3,7 @@
 // config whose cniVersion changed since ADD. The plugin runs as a runtime runs it (the installed
 // launcher, CNI_* and stdin), in front of a fake delegate that logs its calls and fails on demand.
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -11,6 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CniError } from "../../src/cni/errors.js";
 import { type CniArgs, execPlugin } from "../../src/cni/exec.js";
 import { installPlugin } from "../../src/cni/install.js";
+import { networkGcLockName } from "../../src/cni/plugin.js";
+import { bindAbstract } from "../../src/util/abstract-socket.js";
 import { eventually } from "../agent/support.js";
 import { type FakeDelegate, fakeDelegate } from "./fake-delegate.js";
 import { ageKept } from "./kept-age.js";
@@ -247,7 +249,7 @@ describe("weft cni: the kept delegate config", () => {
     expect(await run("DEL", "spare-new")).toBeUndefined();
   });
 
-  it("an ADD on the network while the delegate's GC runs waits for that GC to end: its delegate's ADD never runs then unspared (its address freed), and it succeeds after", async () => {
+  it("an ADD on the network while the delegate's GC runs keeps its file, then waits for that GC to end: its delegate's ADD never runs then unspared (its address freed), and it succeeds after", async () => {
     const gcArgs: CniArgs = { command: "GC", path: [join(dir, "bin"), fake.dir] };
     const own = { dataDir: join(dir, "gc-add") }; // none of the other tests' files for this GC to delete
     const gcs = () => fake.calls().filter((c) => c.startsWith("GC")).length;
@@ -267,9 +269,14 @@ describe("weft cni: the kept delegate config", () => {
       // A bound for the ADD to get that far, not a speed: unguarded, it is done well within.
       await Promise.race([add.catch(() => undefined), sleep(5_000)]);
       const duringGc = fake.calls().includes("ADD during-gc");
+      const keptDuringGc = readdirSync(own.dataDir);
       fake.hold("GC", false);
       expect(await gc).toBeUndefined();
-      expect({ duringGc, spared: fake.lastGc()["cni.dev/valid-attachments"] }).toEqual({ duringGc: false, spared: [] });
+      expect({ duringGc, keptDuringGc, spared: fake.lastGc()["cni.dev/valid-attachments"] }).toEqual({
+        duringGc: false,
+        keptDuringGc: ["during-gc"],
+        spared: [],
+      });
       expect(await add).toMatchObject({ cniVersion: "1.0.0" });
     } finally {
       fake.hold("GC", false);
@@ -278,6 +285,58 @@ describe("weft cni: the kept delegate config", () => {
     }
     expect(readdirSync(own.dataDir)).toEqual(["during-gc"]);
     expect(await run("DEL", "during-gc", own)).toBeUndefined();
+  });
+
+  it("an ADD while the network's GC lock is held (a process the delegate's GC left with the socket) fails with 11 after 10 s, naming the command that finds the holder", async () => {
+    const own = { dataDir: join(dir, "gc-held") };
+    const held = await bindAbstract(networkGcLockName(own.dataDir, "cbr0"));
+    if (!held) throw new Error("the network's GC lock is bound already");
+    let e: unknown;
+    try {
+      e = await run("ADD", "held", own).catch((x: unknown) => x);
+    } finally {
+      held.close();
+    }
+    expect(e).toMatchObject({ cniCode: 11 });
+    const find = /`(ss -xlp \| grep @weft-cni-gc:[0-9a-f]+)`/.exec((e as CniError).message)?.[1];
+    expect(find, (e as CniError).message).toBeDefined();
+    // The command as given finds this process, which held it (it holds it no longer: bind again).
+    const again = await bindAbstract(networkGcLockName(own.dataDir, "cbr0"));
+    try {
+      expect(spawnSync("sh", ["-c", find ?? "false"], { encoding: "utf8" }).stdout).toContain(`pid=${process.pid},`);
+    } finally {
+      again?.close();
+    }
+    expect(await run("DEL", "held", own)).toBeUndefined();
+  }, 30_000);
+
+  it("a plugin run with a timeout that leaves a child holding its output: the run fails once that long has passed, and the child is killed with its process group", async () => {
+    const bin = join(dir, "leaves-child");
+    mkdirSync(bin);
+    const pidFile = join(bin, "child.pid");
+    writeFileSync(join(bin, "leaver"), `#!/bin/sh\nsleep 300 &\necho $! > '${pidFile}'\nexit 0\n`, { mode: 0o755 });
+    await expect(execPlugin("leaver", {}, { command: "GC", path: [bin] }, { timeoutMs: 1_000 })).rejects.toMatchObject({
+      cniCode: 100,
+      message: expect.stringMatching(/did not end within 1 s .*process group was killed/),
+    });
+    const child = Number(readFileSync(pidFile, "utf8"));
+    // Gone, or a zombie (its parent exited; whoever adopts it may reap it late).
+    const alive = () => {
+      try {
+        return !/^\d+ \(.*\) Z /.test(readFileSync(`/proc/${child}/stat`, "utf8"));
+      } catch {
+        return false;
+      }
+    };
+    try {
+      await eventually(
+        "the child killed",
+        async () => alive(),
+        (a) => !a,
+      );
+    } finally {
+      if (alive()) process.kill(child, "SIGKILL");
+    }
   });
 
   it("GC deletes at most 256 attachments, holding a lock for each, and says the rest are left for the next GC, which deletes them; the delegate's GC is told to spare those left", async () => {
