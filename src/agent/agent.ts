@@ -20,7 +20,7 @@ import { backendOptions, createBackend, overlayDevice } from "../backends/index.
 import { followUnderlay } from "../backends/underlay-name.js";
 import { backendInForce, ignoredKeysMessage, parseNetConf, type NetConf } from "../config/net-conf.js";
 import { ControlPlane } from "../control/control-plane.js";
-import { Keyring, readKeyFile } from "../control/gossip/keyring.js";
+import type { Keyring } from "../control/gossip/keyring.js";
 import type { JoinStatus } from "../control/join.js";
 import { NO_BACKEND } from "../control/node-record.js";
 import type { Addr } from "../control/runtime.js";
@@ -36,6 +36,7 @@ import { formatIpv4, formatPrefix, type Ipv4Prefix } from "../net/ipv4.js";
 import { formatIpv6, formatPrefix6, ipv4Mapped, type Ipv6Prefix } from "../net/ipv6.js";
 import { SerialQueue } from "../util/serial.js";
 import { AgentHttp, SOCKET_NAME, type TcpListener } from "./http.js";
+import { AgentKeys } from "./keys.js";
 import { agentMetrics } from "./metrics.js";
 import { PeerSync } from "./peer-sync.js";
 import { checkFlags, checkHost } from "./preflight.js";
@@ -181,8 +182,6 @@ export class Agent {
   };
   private http?: AgentHttp;
   private readonly backendChanges = new SerialQueue();
-  /** Key file reloads, one at a time: a slow read never lands after a later one. */
-  private readonly keyReloads = new SerialQueue();
   private waitingFor = "joining the cluster";
   private readonly startedAt = Date.now();
   private fatalHandler?: (err: Error) => void;
@@ -242,11 +241,16 @@ export class Agent {
    * net-conf.json and the host are checked before anything is leased, bound or touched. An abort
    * (SIGTERM, SIGINT) at any point undoes the same way and throws AGENT_STOPPED.
    */
-  static async start(opts: AgentOptions, log: Logger, signal?: AbortSignal): Promise<Agent> {
+  static async start(
+    opts: AgentOptions,
+    log: Logger,
+    signal?: AbortSignal,
+    keys = new AgentKeys(opts.keyFile, log),
+  ): Promise<Agent> {
     checkFlags(opts);
     const conf = await readNetConf(opts.netConfig);
     logIgnoredKeys(conf, opts.netConfig, log);
-    const keyring = await Keyring.fromKeyFile(opts.keyFile);
+    const keyring = await keys.load();
     const kernel = new Kernel();
     const lock = await StateDirLock.acquire(opts.stateDir);
     let control: ControlPlane;
@@ -760,41 +764,11 @@ export class Agent {
   }
 
   /**
-   * Re-reads the key file (see reloadKeys) and net-conf.json; a changed Backend is swapped in (the
-   * node keeps its subnet). Reloads run one at a time.
+   * Re-reads net-conf.json (the key file is AgentKeys'); a changed Backend is swapped in (the node
+   * keeps its subnet). Reloads run one at a time.
    */
   reload(): Promise<void> {
-    void this.keyReloads.run(() => this.reloadKeys());
     return this.serially(() => this.reloadNow());
-  }
-
-  /**
-   * Makes the keyring what the key file says: every key listed installed, the first sealing, the
-   * rest removed (README: rotating keys). A file refused leaves the keys in force, and is logged
-   * under its error's code; never throws, as a net-conf.json reload does not wait for it.
-   */
-  private async reloadKeys(): Promise<void> {
-    const before = this.keyring.ids();
-    try {
-      this.keyring.replace(await readKeyFile(this.opts.keyFile));
-    } catch (err) {
-      this.log.error(
-        // Always a weft code: readKeyFile wraps every failure, the keyring refuses a bad set whole.
-        { err, code: (err as WeftError).code, keyIds: before },
-        `key file ${this.opts.keyFile} not reloaded; the keys in force stay (primary ${before.primary}): fix what err says and send SIGHUP again`,
-      );
-      return;
-    }
-    const after = this.keyring.ids();
-    this.log.info(
-      {
-        code: "AGENT_KEYS_RELOADED",
-        keyIds: after,
-        added: after.installed.filter((id) => !before.installed.includes(id)),
-        removed: before.installed.filter((id) => !after.installed.includes(id)),
-      },
-      `key file ${this.opts.keyFile} read again: sealing with key id ${after.primary}, opening with ${after.installed.join(", ")}`,
-    );
   }
 
   /** Runs backend changes (start, reload, a lost subnet) one at a time, in order; none once stopping (undefined). */

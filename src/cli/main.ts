@@ -9,6 +9,7 @@ import { dirname } from "node:path";
 import { Command, Option } from "commander";
 import { pino } from "pino";
 import { Agent, type AgentOptions } from "../agent/agent.js";
+import { AgentKeys } from "../agent/keys.js";
 import { configReference } from "../config/net-conf.js";
 import { KEY_BYTES } from "../control/gossip/keyring.js";
 import { errorMessage, isWeftError, WeftError } from "../errors.js";
@@ -227,11 +228,15 @@ agentCommand
       logLinesDropped: () => out.dropped,
     };
     // SIGHUP's default action ends the process: catch it from the start, since starting can wait
-    // long for a lease, and reload once started (the config read at start may be older).
+    // long for a lease or a join. The key file is read again at once: wrong keys are what keeps
+    // a node from joining, so the start may wait for nothing but them. net-conf.json is read
+    // again once started (the config read at start may be older).
+    const keys = new AgentKeys(opts.keyFile, log);
     let reloadWanted = false;
     const onEarlyHup = () => {
+      keys.reload();
       reloadWanted = true;
-      log.info("SIGHUP while starting: net-conf.json and the key file are read again once the agent is ready");
+      log.info("SIGHUP while starting: the key file is read again now, net-conf.json once the agent is ready");
     };
     process.on("SIGHUP", onEarlyHup);
     // SIGTERM and SIGINT are caught from the start too: while starting they abort the start, which
@@ -283,7 +288,7 @@ agentCommand
     process.on("SIGTERM", () => void stop("SIGTERM"));
     process.on("SIGINT", () => void stop("SIGINT"));
     try {
-      agent = await Agent.start(opts, log, starting.signal);
+      agent = await Agent.start(opts, log, starting.signal, keys);
     } catch (err) {
       if (!isWeftError(err, "AGENT_STOPPED")) throw err;
       log.info("stopped while starting; nothing left behind");
@@ -307,7 +312,7 @@ agentCommand
       await stopAndExit(running);
     }
     process.removeListener("SIGHUP", onEarlyHup);
-    const reload = () =>
+    const reloadNetConf = () =>
       void running.reload().catch((err) =>
         isWeftError(err, "AGENT_ROLLBACK_FAILED")
           ? log.error({ err, code: err.code }, "reload failed, and the backend in force before could not be restored")
@@ -319,8 +324,11 @@ agentCommand
                 "reload failed; keeping the running config: fix what err says (net-conf.json, or the new backend's start) and send SIGHUP again",
               ),
       );
-    process.on("SIGHUP", reload);
-    if (reloadWanted) reload();
+    process.on("SIGHUP", () => {
+      keys.reload();
+      reloadNetConf();
+    });
+    if (reloadWanted) reloadNetConf();
   });
 
 program

@@ -125,4 +125,29 @@ describe.skipIf(!canUseNetns())("gossip key rotation on SIGHUP", () => {
     );
     expect(await coded(a2.dir, since, "GOSSIP_FRAME_UNKNOWN_KEY")).toHaveLength(1);
   }, 180_000);
+
+  // README's advice for a node left on a removed key (edit its key file, SIGHUP) must also work
+  // for one that restarts so: it never joins, so it never finishes starting. Before, a SIGHUP
+  // while starting was kept for the end of the start, which waited for the join: it did nothing.
+  it("takes a fixed key file on SIGHUP while it starts and cannot join, and joins", async () => {
+    const [a1, a2] = env.all;
+    await env.agents.stop(a1);
+    write(a1, [b64(OLD)]);
+    const since = await env.agents.logSize(a1);
+    env.agents.start(a1, ["--key-file", keyFile(a1)]);
+    const stuck = await env.agents.waitFor(a1, "join rounds failed", (s) => s.join.failedRounds >= 2, 30_000);
+    expect(stuck.ready).toBe(false);
+    expect(stuck.gossipKeys).toEqual({ primary: id(OLD), installed: [id(OLD)] });
+
+    write(a1, [b64(NEW)]);
+    env.agents.reload(a1);
+    const [reloaded] = await eventually(
+      "host1 read its key file again while starting",
+      () => coded(a1.dir, since, "AGENT_KEYS_RELOADED"),
+      (l) => l.length === 1,
+    );
+    expect(reloaded.keyIds).toEqual({ primary: id(NEW), installed: [id(NEW)] });
+    await env.agents.waitReady(a1, 60_000);
+    await env.agents.waitFor(a2, "host1 back", (s) => s.ready && s.peers.some((p) => p.name === a1.host.name));
+  }, 120_000);
 });

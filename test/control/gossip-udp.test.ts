@@ -65,6 +65,14 @@ async function start(
   return node;
 }
 
+/** Sends `frame` `count` times to 127.0.0.1:`port` from a new socket bound to `host`. */
+async function sendFrom(host: string, port: number, frame: Uint8Array, count: number): Promise<void> {
+  const udp = createSocket("udp4");
+  await new Promise<void>((r) => udp.bind(0, host, () => r()));
+  for (let i = 0; i < count; i++) await new Promise<void>((r) => udp.send(frame, port, "127.0.0.1", () => r()));
+  udp.close();
+}
+
 async function until(what: string, pred: () => boolean, timeoutMs = 15_000): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (!pred()) {
@@ -265,15 +273,8 @@ describe("memberlist on real sockets (127.0.0.1)", () => {
     // ...and so are its packets, 20 from one more port of the same address, then one from each of
     // 30 other addresses (127.0.0.0/8 is all this host's).
     const frame = otherRing.seal(new Uint8Array(16), "packet");
-    const sendFrom = async (host: string, count: number) => {
-      const udp = createSocket("udp4");
-      await new Promise<void>((r) => udp.bind(0, host, () => r()));
-      for (let i = 0; i < count; i++)
-        await new Promise<void>((r) => udp.send(frame, a.transport.local.port, "127.0.0.1", () => r()));
-      udp.close();
-    };
-    await sendFrom("127.0.0.1", 20);
-    for (let i = 2; i < 32; i++) await sendFrom(`127.0.0.${i}`, 1);
+    await sendFrom("127.0.0.1", a.transport.local.port, frame, 20);
+    for (let i = 2; i < 32; i++) await sendFrom(`127.0.0.${i}`, a.transport.local.port, frame, 1);
     await until("a dropped them all", () => a.ml.counters().dropped.badKey >= 2 + 20 + 30, 5000);
     const unknown = warned.filter((w) => w.code === "GOSSIP_FRAME_UNKNOWN_KEY");
     // Once for 127.0.0.1 (b's streams and the 20 packets), then 15 of the others: 16 a minute at most.
@@ -281,6 +282,60 @@ describe("memberlist on real sockets (127.0.0.1)", () => {
     expect(unknown).toHaveLength(16);
     expect(unknown[0]).toMatchObject({ keyId: otherRing.ids().primary, held: new Keyring(KEY).ids().installed });
     expect(new Set(unknown.map((w) => String(w.from).split(":")[0])).size).toBe(16);
+  });
+
+  it("logs an address again after a minute, and clears expired addresses to log new ones once 16 are held", async () => {
+    const warned: string[] = [];
+    const quiet = () => {};
+    const logger = {
+      debug: quiet,
+      info: quiet,
+      error: quiet,
+      warn: (o: Record<string, unknown>) => warned.push(String(o.from).split(":")[0]),
+    };
+    // The window's time is the wire's clock's: stepped here, a minute in no time.
+    const real = new RealClock();
+    let now = real.now();
+    const clock = {
+      now: () => now,
+      wallNow: () => now,
+      setTimer: real.setTimer.bind(real),
+      cancel: real.cancel.bind(real),
+    };
+    const transport = await UdpTcpTransport.open({ host: "127.0.0.1", port: 0 });
+    const counters = newCounters();
+    const wire = new Wire({
+      config: makeConfig("local", "w", FAST),
+      clock,
+      transport,
+      keyring: new Keyring(KEY),
+      counters,
+      logger: logger as never,
+      piggyback: () => [],
+    });
+    wire.onPacket(() => {});
+    const frame = new Keyring(generateKey()).seal(new Uint8Array(16), "packet");
+    let sent = 0;
+    const from = async (...hosts: number[]) => {
+      for (const h of hosts) await sendFrom(`127.0.0.${h}`, transport.local.port, frame, 1);
+      sent += hosts.length;
+      await until("all dropped", () => counters.dropped.badKey === sent, 5000);
+    };
+    const range = (first: number, last: number) => Array.from({ length: last - first + 1 }, (_, i) => first + i);
+    try {
+      await from(...range(1, 16));
+      expect(warned).toEqual(range(1, 16).map((h) => `127.0.0.${h}`));
+      now += 30_000;
+      // Within the minute: neither a held address again nor a 17th.
+      await from(1, 17);
+      expect(warned).toHaveLength(16);
+      now += 30_000;
+      // A minute after its line, 127.0.0.1 again; the 17th finds the 15 others expired, cleared.
+      await from(1, ...range(17, 31), 32);
+      expect(warned.slice(16)).toEqual([1, ...range(17, 31)].map((h) => `127.0.0.${h}`));
+    } finally {
+      await transport.close();
+    }
   });
 
   it("a packet of many requests from a member with the key is answered once, not once per request", async () => {

@@ -6,9 +6,9 @@
 // memberlist does; the version, key id and frame kind (packet, stream request, stream response)
 // are authenticated as associated data, so a frame cannot be replayed as another kind.
 //
-// Rotation without downtime, one step at a time on every node: install(new) — every node now
-// opens both; use(new) — nodes seal with the new key, which every node can already open;
-// remove(old). The agent takes each step from its key file on SIGHUP (replace).
+// Rotation without downtime, one step at a time on every node, each a key file the agent takes on
+// SIGHUP (replace): OLD,NEW — every node now opens both; NEW,OLD — nodes seal with the new key,
+// which every node can already open; NEW — the old one is gone.
 //
 // Random 96-bit nonces: NIST SP 800-38D bounds one key to 2^32 frames, sealed by all nodes
 // together, for a collision chance below 2^-32. A node seals about 2 frames/s at rest and about
@@ -22,6 +22,7 @@
 // closes each connection once its reply is out (udp-tcp.ts): else replays held every slot. A
 // freshness field would stop that but changes the wire.
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
+import { type BigIntStats, constants } from "node:fs";
 import { open } from "node:fs/promises";
 import { WeftError } from "../../errors.js";
 
@@ -74,31 +75,48 @@ export function frameKeyId(frame: Uint8Array): string {
   return hexId(Buffer.from(frame.buffer, frame.byteOffset, frame.length).readUInt32BE(1));
 }
 
+/** Reads of a key file that changed while read before it is refused (it is being written). */
+const KEY_FILE_READS = 3;
+
 /** Reads a key file: its keys, primary first. Throws GOSSIP_KEY_FILE_* saying what to fix. */
 export async function readKeyFile(path: string): Promise<Uint8Array[]> {
-  let text: string;
+  let text: string | undefined;
   try {
-    // One handle for the checks and the read: a file swapped between a stat and a read is never read.
-    const file = await open(path, "r");
+    // One handle for the checks and the read: a file swapped between a stat and a read is never
+    // read. Non-blocking: a FIFO's open would wait for a writer (and hold every later reload).
+    const file = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
     try {
-      const st = await file.stat();
-      if (st.isDirectory()) throw new Error("it is a directory; pass the key file itself");
-      // As ssh with private keys: a key others can read, or a file another user can replace or
-      // chmod, is a key others may have.
-      const uid = process.getuid?.() ?? 0;
-      if (st.uid !== uid && st.uid !== 0) {
-        throw new WeftError(
-          "GOSSIP_KEY_FILE_NOT_OWNED",
-          `key file ${path} is owned by uid ${st.uid}, neither this process's user (uid ${uid}) nor root: run \`chown ${uid} ${path}\` (and make a new key if that user may have read it)`,
-        );
+      for (let read = 0; read < KEY_FILE_READS && text === undefined; read++) {
+        const st = await file.stat({ bigint: true });
+        if (!st.isFile()) throw new Error(`it is ${fileKind(st)}; pass the key file itself (a regular file)`);
+        // As ssh with private keys: a key others can read, or a file another user can replace or
+        // chmod, is a key others may have.
+        const uid = process.getuid?.() ?? 0;
+        if (Number(st.uid) !== uid && st.uid !== 0n) {
+          throw new WeftError(
+            "GOSSIP_KEY_FILE_NOT_OWNED",
+            `key file ${path} is owned by uid ${st.uid}, neither this process's user (uid ${uid}) nor root: run \`chown ${uid} ${path}\` (and make a new key if that user may have read it)`,
+          );
+        }
+        if ((st.mode & 0o077n) !== 0n) {
+          throw new WeftError(
+            "GOSSIP_KEY_FILE_EXPOSED",
+            `key file ${path} is readable or writable by group or others (mode ${(st.mode & 0o777n).toString(8).padStart(4, "0")}): run \`chmod 600 ${path}\` (and make a new key if others may have read it)`,
+          );
+        }
+        const bytes = await file.read({ buffer: Buffer.alloc(Number(st.size) + 1), position: 0 });
+        // A file rewritten in place may be read cut at a line end, which parses: one whose size or
+        // times moved meanwhile is read again. (One between two writes cannot be told: README says
+        // to replace it whole.)
+        const after = await file.stat({ bigint: true });
+        if (
+          BigInt(bytes.bytesRead) === st.size &&
+          after.size === st.size &&
+          after.mtimeNs === st.mtimeNs &&
+          after.ctimeNs === st.ctimeNs
+        )
+          text = bytes.buffer.toString("utf8", 0, bytes.bytesRead);
       }
-      if ((st.mode & 0o077) !== 0) {
-        throw new WeftError(
-          "GOSSIP_KEY_FILE_EXPOSED",
-          `key file ${path} is readable or writable by group or others (mode ${(st.mode & 0o777).toString(8).padStart(4, "0")}): run \`chmod 600 ${path}\` (and make a new key if others may have read it)`,
-        );
-      }
-      text = await file.readFile("utf8");
     } finally {
       await file.close();
     }
@@ -110,9 +128,17 @@ export async function readKeyFile(path: string): Promise<Uint8Array[]> {
       { cause },
     );
   }
+  if (text === undefined) {
+    throw new WeftError(
+      "GOSSIP_KEY_FILE_UNREADABLE",
+      `key file ${path} changed while read, ${KEY_FILE_READS} times: replace it whole (write a new file beside it, then mv it over the key file), then send SIGHUP again`,
+    );
+  }
   const keys: Uint8Array[] = [];
   for (const [i, raw] of text.split("\n").entries()) {
-    const line = raw.trim();
+    // Base64url ('-', '_') as base64: Buffer decoded both before lines were checked, so such
+    // files loaded then.
+    const line = raw.trim().replaceAll("-", "+").replaceAll("_", "/");
     if (line === "" || line.startsWith("#")) continue;
     const wrong = keyLineProblem(line);
     if (wrong) {
@@ -132,6 +158,13 @@ export async function readKeyFile(path: string): Promise<Uint8Array[]> {
   return keys;
 }
 
+function fileKind(st: BigIntStats): string {
+  if (st.isDirectory()) return "a directory";
+  if (st.isFIFO()) return "a FIFO";
+  if (st.isSocket()) return "a socket";
+  return st.isCharacterDevice() || st.isBlockDevice() ? "a device" : "not a regular file";
+}
+
 /**
  * What is wrong with a key line (never quoting it: it may be a key), or undefined. Buffer's base64
  * decoder stops at '=' and skips what is not base64, so "OLD NEW" would load OLD alone: each line
@@ -139,7 +172,6 @@ export async function readKeyFile(path: string): Promise<Uint8Array[]> {
  */
 function keyLineProblem(line: string): string | undefined {
   if (/[\s,;]/.test(line)) return "holds more than one word (two keys on one line?)";
-  if (/[-_]/.test(line)) return "is base64url ('-' or '_'), not base64";
   const bad = line.search(/[^A-Za-z0-9+/=]/);
   if (bad >= 0) return `has a character outside base64 at column ${bad + 1}`;
   const bytes = Buffer.from(line, "base64");
@@ -203,33 +235,6 @@ export class Keyring {
     };
   }
 
-  /** Adds a key that can open frames; sealing keeps using the primary. Idempotent. */
-  install(key: Uint8Array): void {
-    this.add(key);
-  }
-
-  /** Makes an installed key the primary (install it on every node first). */
-  use(key: Uint8Array): void {
-    const id = this.find(key);
-    if (id === undefined) throw new WeftError("GOSSIP_KEY_UNKNOWN", "install the key before using it");
-    this.primaryId = id;
-  }
-
-  /** Removes a key (switch every node to another primary first). */
-  remove(key: Uint8Array): void {
-    const id = this.find(key);
-    if (id === undefined) return;
-    if (id === this.primaryId)
-      throw new WeftError("GOSSIP_KEY_IN_USE", "the primary key cannot be removed; use another key first");
-    this.byId.delete(id);
-  }
-
-  /** Installed keys, primary first (copies). */
-  keys(): Uint8Array[] {
-    const primary = this.byId.get(this.primaryId)!;
-    return [primary, ...[...this.byId.values()].filter((k) => k !== primary)].map((k) => Uint8Array.from(k));
-  }
-
   seal(plaintext: Uint8Array, kind: FrameKind): Uint8Array {
     const key = this.byId.get(this.primaryId)!;
     const header = Buffer.allocUnsafe(HEADER_BYTES);
@@ -270,12 +275,6 @@ export class Keyring {
     }
     this.byId.set(id, copy);
     return id;
-  }
-
-  private find(key: Uint8Array): number | undefined {
-    const copy = checkKey(key);
-    const id = keyId(copy);
-    return this.byId.get(id)?.equals(copy) ? id : undefined;
   }
 }
 

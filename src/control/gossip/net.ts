@@ -200,7 +200,7 @@ export class Wire {
     const held = this.deps.keyring.ids().installed;
     this.deps.logger.warn(
       { code: "GOSSIP_FRAME_UNKNOWN_KEY", from: at, keyId, held },
-      `dropped a frame from ${at} sealed under key id ${keyId}, which this node does not hold (it holds ${held.join(", ")}): that node runs with another key file (a missed rotation step, or another cluster's); give it this cluster's keys (edit its key file, then SIGHUP). Logged at most once a minute per address; weft_gossip_dropped_total{reason="badKey"} counts every such frame`,
+      `dropped a frame from ${at} sealed under key id ${keyId}, which this node does not hold (it holds ${held.join(", ")}): that node runs with another key file (a missed rotation step, or another cluster's); give it this cluster's keys (edit its key file, then SIGHUP), or give this node the missing key if that one is right. Logged at most once a minute per address; weft_gossip_dropped_total{reason="badKey"} counts every such frame`,
     );
   }
 }
