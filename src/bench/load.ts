@@ -168,7 +168,7 @@ export async function floodTail(client: LabPod, server: LabPod, o: { seconds: nu
         tailMs: tail.tailMs,
         delayP99Ms: percentile(delays, 0.99),
         probeLossPercent: (100 * Math.max(0, s.sent - r.count)) / s.sent,
-        floodReceivedKpps: ((f.packets ?? 0) - (f.lostPackets ?? 0)) / f.seconds / 1e3,
+        floodReceivedKpps: (f.receivedPackets ?? 0) / f.seconds / 1e3,
       },
       raw: {
         probesSent: s.sent,
