@@ -46,7 +46,7 @@ export function terminalSummary(r: BenchReport): string {
   const names = s.setups.map((x) => x.name);
   const offload = offloadInForce(r);
   return [
-    `weft bench: medians of ${s.rounds} round${s.rounds === 1 ? "" : "s"}, ${s.duration} s per iperf3 run; in parentheses the ratio to ${BASELINE} from the same run`,
+    `weft bench: medians of ${s.rounds} round${s.rounds === 1 ? "" : "s"}, ${s.duration} s per iperf3 run; in parentheses the ratio to ${BASELINE} from the same run (the median of the rounds' own ratios)`,
     ...(offload.length > 0 ? [`offloads in force: ${offload.join("; ")}`] : []),
     "",
     textTable(
@@ -120,7 +120,7 @@ ${userspace ? `Segmentation offloads of the userspace backends: \`--offloads ${s
 ${r.incomplete ? `\n**Incomplete**: ${incompleteLine(r.incomplete)}.\n` : ""}
 ## Results
 
-Each cell is the median over rounds; in parentheses its ratio to kernel vxlan's median from the same run${r.failures.length > 0 ? ", and how many of its runs failed (the median is over the others)" : ""}.
+Each cell is the median over rounds; in parentheses its ratio to kernel vxlan from the same run, paired by round: the median of the rounds' own ratios (each round's two runs met the same machine, so drift between rounds cancels): \`pairedRatios\` in report.json, where \`ratios\` is the ratio of the two medians, which reports before that change showed${r.failures.length > 0 ? ", and how many of its runs failed (the median is over the others)" : ""}.
 
 ${markdownTable(
   figureHeader(names),

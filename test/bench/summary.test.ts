@@ -109,6 +109,25 @@ describe("bench summary", () => {
     expect(agents).toMatchObject({ id: "tcp-1.cpuAgents", mayBeZero: true, ratios: {} });
   });
 
+  it("shows the ratio paired by round, the median of the rounds' own ratios, beside the ratio of medians", () => {
+    const defs = figureDefs([{ kind: "tcp", streams: 1 }]);
+    // Round 3 is slow for udp alone; rounds 1 and 2 drift for both alike: equal in two rounds of three.
+    const samples = [
+      sample("vxlan", 1, 10),
+      sample("vxlan", 2, 20),
+      sample("vxlan", 3, 40),
+      sample("udp", 1, 10),
+      sample("udp", 2, 20),
+      sample("udp", 3, 4),
+    ];
+    const [tcp] = summarize(defs, ["vxlan", "udp"], samples);
+    expect(tcp).toMatchObject({ medians: { vxlan: 20, udp: 10 }, ratios: { udp: 0.5 }, pairedRatios: { udp: 1 } });
+    expect(figureRow(tcp, ["vxlan", "udp"]).slice(3)).toEqual(["20.0", "10.0 (1.00x)"]);
+    // A round the baseline did not run pairs with nothing.
+    const [lone] = summarize(defs, ["vxlan", "udp"], [sample("vxlan", 1, 10), sample("udp", 2, 5)]);
+    expect(lone.pairedRatios).toEqual({ vxlan: 1 });
+  });
+
   it("counts failed runs per setup, takes medians over the others, and says so in the cell", () => {
     const defs = figureDefs([{ kind: "tcp", streams: 1 }, { kind: "rtt" }]);
     const failed = (setup: string, workload: string, round: number): FailedRun => ({
