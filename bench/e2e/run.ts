@@ -45,7 +45,10 @@ const workloads: Array<{
     unit: "ms",
     run: async (s) => {
       const { values: v } = await floodTail(s.client, s.server, { seconds: Math.min(duration, 5) });
-      return { value: v.tailMs, extra: { delayP99Ms: v.delayP99Ms, probeLossPercent: v.probeLossPercent } };
+      return {
+        value: v.floodTailMs,
+        extra: { floodDelayP99Ms: v.floodDelayP99Ms, floodLossPercent: v.floodLossPercent },
+      };
     },
   },
 ];

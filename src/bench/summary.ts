@@ -61,9 +61,11 @@ export function figureDefs(workloads: Workload[]): FigureDef[] {
       add(w, "lossPercent", "ping under load loss", "%", "lower", true);
     }
     if (w.kind === "flood-tail") {
-      add(w, "tailMs", "flood tail: oldest delivered after stop", "ms", "lower", true);
-      add(w, "delayP99Ms", "one-way delay p99 beside a flood", "ms", "lower");
+      add(w, "floodTailMs", "flood tail: oldest of its own delivered after its stop", "ms", "lower", true);
+      add(w, "floodDelayP50Ms", "flood one-way delay p50", "ms", "lower");
+      add(w, "floodDelayP99Ms", "flood one-way delay p99", "ms", "lower");
       add(w, "floodReceivedKpps", "flood received", "kpps", "higher");
+      add(w, "floodLossPercent", "flood loss", "%", "lower", true);
     }
     if (w.kind === "idle") add(w, "cpuPercent", "idle cost, per agent", "% core", "lower", true);
   }
