@@ -11,7 +11,7 @@ import { DEFAULT_WORKERS_RULE, defaultWorkers } from "../../src/dataplane/defaul
 import { cpuPerGigabyte, measureOwnCpu } from "../../src/bench/cpu.js";
 import { floodTail, pingUnderLoad } from "../../src/bench/load.js";
 import { median, pairedRatio } from "../../src/bench/stats.js";
-import { retryable, roundTripFigures } from "../../src/bench/workloads.js";
+import { retryable, roundTripFigures, udpFigures } from "../../src/bench/workloads.js";
 import { WeftError } from "../../src/errors.js";
 import { checkTrafficTools, iperf, ping } from "../../src/lab/traffic.js";
 import { listOf, numberValue, onOff, oneOf, wholeNumber } from "../cli-options.js";
@@ -45,7 +45,10 @@ const workloads: Array<{
     unit: "ms",
     run: async (s) => {
       const { values: v } = await floodTail(s.client, s.server, { seconds: Math.min(duration, 5) });
-      return { value: v.tailMs, extra: { delayP99Ms: v.delayP99Ms, probeLossPercent: v.probeLossPercent } };
+      return {
+        value: v.floodTailMs,
+        extra: { floodDelayP99Ms: v.floodDelayP99Ms, floodLossPercent: v.floodLossPercent },
+      };
     },
   },
 ];
@@ -212,17 +215,17 @@ async function tcp(s: Setup, streams: number) {
 async function udp(s: Setup, length: number) {
   const ringBefore = drops(s).tunRingDrops;
   const r = await iperf(s.server, s.client, { seconds: Math.max(2, duration / 2), udp: true, length, bitrate: "0" });
-  const received = (r.packets ?? 0) - (r.lostPackets ?? 0);
+  const { sentKpps, receivedKpps, lossPercent } = udpFigures(r);
   const percentOfSent = (n: number) => (r.packets ? (100 * n) / r.packets : 0);
   const extra: Record<string, number> = {
-    sentKpps: (r.packets ?? 0) / r.seconds / 1e3,
-    lossPercent: percentOfSent(r.lostPackets ?? 0),
+    sentKpps,
+    lossPercent,
     // Of that loss, the share dropped at the receiving pod's socket (iperf3 did not read in time).
     receiverDropPercent: percentOfSent(r.receiverSocketDrops ?? 0),
   };
   // And the share the sending host's TUN ring dropped before a worker read it.
   if (s.dataplanes.length > 0) extra.tunRingDropPercent = percentOfSent(drops(s).tunRingDrops - ringBefore);
-  return { value: received / r.seconds / 1e3, extra };
+  return { value: receivedKpps, extra };
 }
 
 const pingRun = perRound<ReturnType<typeof roundTripFigures>>();

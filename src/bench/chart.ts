@@ -1,5 +1,6 @@
 // The report's bar chart as a self-contained SVG (no scripts, fonts or anything fetched), viewable
-// in any browser: per figure, one bar per setup showing its ratio to kernel vxlan on a log
+// in any browser: per figure, one bar per setup showing its ratio to kernel vxlan (paired by round,
+// summary.ts) on a log
 // scale, so 0.5x and 2x are equally long and the baseline is the vertical line at 1x; below, the
 // figures without a useful ratio (loss, flood tail, idle cost, the agents' CPU) as absolute values.
 // A setup whose runs of a figure failed says how many beside its bar, in red, as the table does.
@@ -48,9 +49,9 @@ export function chartSvg(figures: Figure[], setups: BenchSetup[], title: string)
   const others = setups.filter((s) => s.name !== BASELINE);
   // Figures whose baseline may be near zero (loss, the agents' CPU under kernel backends) give
   // ratios that say little and would squash every other bar.
-  const shown = figures.filter((f) => !f.mayBeZero && others.some((s) => f.ratios[s.name] !== undefined));
+  const shown = figures.filter((f) => !f.mayBeZero && others.some((s) => f.pairedRatios[s.name] !== undefined));
   const ratios = shown.flatMap((f) =>
-    others.map((s) => f.ratios[s.name]).filter((r): r is number => r !== undefined && r > 0),
+    others.map((s) => f.pairedRatios[s.name]).filter((r): r is number => r !== undefined && r > 0),
   );
   // Powers of two around every ratio (and 1x), at most 1/256x .. 256x.
   const lo = Math.max(-8, Math.floor(Math.log2(Math.min(1, ...ratios))));
@@ -106,7 +107,7 @@ export function chartSvg(figures: Figure[], setups: BenchSetup[], title: string)
     );
     others.forEach((s, k) => {
       const b = s.name;
-      const r = f.ratios[b];
+      const r = f.pairedRatios[b];
       const y = y0 + k * BAR_H;
       if (r === undefined || r <= 0) {
         out.push(`<text x="${x(1) + 4}" y="${y + BAR_H - 3}" fill="#999">n/a${failedNote(f, b)}</text>`);

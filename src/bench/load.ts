@@ -1,7 +1,7 @@
 // The workloads of `weft bench` about behaviour under load and without it: ping under load (a UDP
 // flood and a TCP stream cross the same nodes while pings measure the round trip), flood tail
-// (a flood of timestamped datagrams, probe.ts: how old are the ones still delivered after it
-// stopped), and idle cost (the agents' CPU while nothing flows).
+// (a flood of timestamped datagrams, probe.ts: their one-way delay, and how old are the ones
+// still delivered after it stopped), and idle cost (the agents' CPU while nothing flows).
 import { spawn } from "node:child_process";
 import { setTimeout as sleepFor } from "node:timers/promises";
 import { errorMessage, WeftError } from "../errors.js";
@@ -13,7 +13,7 @@ import { measureCpu } from "./cpu.js";
 import { settleAll } from "../util/settle.js";
 import { percentile } from "./stats.js";
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const sleep = (millis: number) => new Promise((r) => setTimeout(r, millis));
 
 /**
  * Ping processes at once in ping under load. Each has its own echo identifier, which the steering
@@ -103,79 +103,76 @@ async function settleNamed<T extends readonly unknown[] | []>(names: readonly st
   return settleAll(parts);
 }
 
-/** The probe (probe.ts), run by node as a process of its own in each pod's namespace. */
+/** The flood (probe.ts), run by node as a process of its own in each pod's namespace. */
 export const PROBE_SCRIPT = projectFile("dist", "src", "bench", "probe.js");
 const PROBE_PORT = 7100;
-/** Probe datagrams per second beside the flood: enough samples, too few to matter as load. */
-const PROBE_RATE = 2000;
+/** The flood's datagrams: as ping under load's iperf3 flood. */
+const FLOOD_LENGTH = 1400;
+/** An upper bound on the flood's datagrams per second (with its seconds, its count). */
+const FLOOD_MAX_RATE = 1_000_000;
 /** How long the receiver waits after the flood for datagrams still queued along the path. */
 const DRAIN_MS = 1500;
 
 /**
- * A UDP flood (iperf3, 1400 B, as fast as it can) from client to server for `seconds`, and beside
- * it a probe stream (probe.ts) of timestamped datagrams that starts half a second later and stops
- * half a second before the flood ends, so that its datagrams wait in the queues the flood fills.
- * Figures: `tailMs`, the age of the oldest probe datagram delivered after the last one was sent
- * (of those sent before the final burst, probeTail) — how old what is still delivered after a
- * sender stops gets, a standing queue's delay — (0 when none was); `delayP99Ms`, the probes' one-way delay p99; the flood's and the probes' delivery.
+ * A UDP flood of timestamped datagrams (probe.ts: 1400 B, as fast as its sender can, one flow)
+ * from client to server for `seconds`. Its own datagrams are measured, so every backend is
+ * measured on the queues the flood fills (a probe flow beside it hashed to other queues on a
+ * userspace dataplane most of the time). Figures: `floodTailMs`, the age of the oldest datagram
+ * delivered after the last one was sent (how old what a queue still delivers after a flood
+ * stops gets; on an empty path the path's one-way delay); the one-way delay p50 and p99 of all
+ * its delivered datagrams (including the wait in the receiving socket, as an application's);
+ * the received rate and the loss.
  */
 export async function floodTail(client: LabPod, server: LabPod, o: { seconds: number }) {
   const seconds = Math.max(o.seconds, 3);
-  const probe = PROBE_SCRIPT;
   const addr = formatIpv4(server.addr);
   const receiver = runProbe(
-    server.ns.wrap([process.execPath, probe, "recv", addr, String(PROBE_PORT), String(seconds + 30)]),
+    server.ns.wrap([process.execPath, PROBE_SCRIPT, "recv", addr, String(PROBE_PORT), String(seconds + 30)]),
     (seconds + 40) * 1000,
   );
   try {
     await receiver.listening;
-    const flood = iperf(server, client, { seconds, udp: true, length: 1400, bitrate: "0" });
-    const probing = (async () => {
-      await sleep(500);
-      const sender = runProbe(
+    const started = process.hrtime.bigint();
+    const s = JSON.parse(
+      await runProbe(
         client.ns.wrap([
           process.execPath,
-          probe,
+          PROBE_SCRIPT,
           "send",
           addr,
           String(PROBE_PORT),
-          String(seconds - 1),
-          String(PROBE_RATE),
-          "64",
+          String(seconds),
+          "0",
+          String(FLOOD_LENGTH),
+          String(seconds * FLOOD_MAX_RATE),
         ]),
         (seconds + 20) * 1000,
-      );
-      return JSON.parse(await sender.output) as ProbeSender;
-    })();
-    const [f, s] = await settleAll([flood, probing]);
+      ).output,
+    ) as ProbeSender;
     await sleep(DRAIN_MS);
     receiver.stop();
-    const r = JSON.parse(await receiver.output) as {
-      count: number;
-      maxDelayNs: string;
-      arrivals: Array<[string, string]>;
-    };
+    const r = JSON.parse(await receiver.output) as ProbeReceiver;
     if (r.count === 0)
-      throw new WeftError(
-        "BENCH_NO_TRAFFIC",
-        `no probe datagram from ${client.name} reached ${server.name} during the flood`,
-      );
-    const arrivals = r.arrivals.map(([a, b]) => [BigInt(a), BigInt(b)] as const);
-    const tail = probeTail(arrivals, s);
-    const delays = arrivals.map(([sent, at]) => ms(at - sent));
+      throw new WeftError("BENCH_NO_TRAFFIC", `no datagram of the flood from ${client.name} reached ${server.name}`);
+    const tail = floodTailOf(
+      r.arrivals.map(([a, b]) => [BigInt(a), BigInt(b)] as const),
+      BigInt(s.lastSentNs),
+    );
+    const sendingS = ms(BigInt(s.lastSentNs) - started) / 1e3;
     return {
       values: {
-        tailMs: tail.tailMs,
-        delayP99Ms: percentile(delays, 0.99),
-        probeLossPercent: (100 * Math.max(0, s.sent - r.count)) / s.sent,
-        floodReceivedKpps: ((f.packets ?? 0) - (f.lostPackets ?? 0)) / f.seconds / 1e3,
+        floodTailMs: tail.tailMs,
+        floodDelayP50Ms: r.delayP50Ns / 1e6,
+        floodDelayP99Ms: r.delayP99Ns / 1e6,
+        floodReceivedKpps: r.count / sendingS / 1e3,
+        floodLossPercent: (100 * Math.max(0, s.sent - r.count)) / s.sent,
       },
       raw: {
-        probesSent: s.sent,
-        probesReceived: r.count,
+        sent: s.sent,
+        received: r.count,
+        sendingSeconds: sendingS,
         maxDelayMs: ms(BigInt(r.maxDelayNs)),
         deliveredAfterStop: tail.deliveredAfterStop,
-        flood: f,
       },
     };
   } finally {
@@ -183,25 +180,30 @@ export async function floodTail(client: LabPod, server: LabPod, o: { seconds: nu
   }
 }
 
-/** What the probe sender prints at its end (probe.ts): ns as strings. */
+/** What the flood's sender prints at its end (probe.ts): ns as strings. */
 export interface ProbeSender {
   sent: number;
   lastSentNs: string;
-  finalBurstNs: string;
+}
+
+/** What the flood's receiver prints at its end (probe.ts). */
+export interface ProbeReceiver {
+  count: number;
+  maxDelayNs: string;
+  delayP50Ns: number;
+  delayP99Ns: number;
+  /** [sentNs, receivedNs] of the latest arrivals. */
+  arrivals: Array<[string, string]>;
 }
 
 const ms = (ns: bigint) => Number(ns) / 1e6;
 
 /**
- * Of the probe arrivals ([sentNs, receivedNs]), those delivered after the sender stopped (its last
- * datagram sent) that it had sent before its final burst, and the oldest one's age (0 when none):
- * what a queue still held at the stop. The final burst's own datagrams, sent at the stop, always
- * arrive after it even on an empty path, and counted they made the tail the path's one-way delay.
+ * Of the flood's arrivals ([sentNs, receivedNs]), those delivered after its last datagram was
+ * sent (`stopNs`), and the oldest one's age at delivery (0 when none was).
  */
-export function probeTail(arrivals: ReadonlyArray<readonly [bigint, bigint]>, s: ProbeSender) {
-  const stop = BigInt(s.lastSentNs);
-  const finalBurst = BigInt(s.finalBurstNs);
-  const after = arrivals.filter(([sent, at]) => at > stop && sent < finalBurst);
+export function floodTailOf(arrivals: ReadonlyArray<readonly [bigint, bigint]>, stopNs: bigint) {
+  const after = arrivals.filter(([, at]) => at > stopNs);
   return {
     tailMs: after.reduce((m, [sent, at]) => Math.max(m, ms(at - sent)), 0),
     deliveredAfterStop: after.length,

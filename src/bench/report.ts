@@ -46,7 +46,7 @@ export function terminalSummary(r: BenchReport): string {
   const names = s.setups.map((x) => x.name);
   const offload = offloadInForce(r);
   return [
-    `weft bench: medians of ${s.rounds} round${s.rounds === 1 ? "" : "s"}, ${s.duration} s per iperf3 run; in parentheses the ratio to ${BASELINE} from the same run`,
+    `weft bench: medians of ${s.rounds} round${s.rounds === 1 ? "" : "s"}, ${s.duration} s per iperf3 run; in parentheses the ratio to ${BASELINE} from the same run (the median of the rounds' own ratios)`,
     ...(offload.length > 0 ? [`offloads in force: ${offload.join("; ")}`] : []),
     "",
     textTable(
@@ -120,7 +120,7 @@ ${userspace ? `Segmentation offloads of the userspace backends: \`--offloads ${s
 ${r.incomplete ? `\n**Incomplete**: ${incompleteLine(r.incomplete)}.\n` : ""}
 ## Results
 
-Each cell is the median over rounds; in parentheses its ratio to kernel vxlan's median from the same run${r.failures.length > 0 ? ", and how many of its runs failed (the median is over the others)" : ""}.
+Each cell is the median over rounds; in parentheses its ratio to kernel vxlan from the same run, paired by round: the median of the rounds' own ratios (each round's two runs met the same machine, so drift between rounds cancels): \`pairedRatios\` in report.json, where \`ratios\` is the ratio of the two medians, which reports before that change showed${r.failures.length > 0 ? ", and how many of its runs failed (the median is over the others)" : ""}.
 
 ${markdownTable(
   figureHeader(names),
@@ -168,12 +168,14 @@ ${
   \`-b 0\`) run from the same client pod to the same server pod (${Math.max(s.duration, 4)} s; the pings start
   after 1 s); each ping has its own echo identifier, so its own draw of queue pair and worker, and
   p50 and p99 are over all their replies pooled (the share lost over all their pings).
-- **Flood tail**: a UDP flood as above for ${Math.max(Math.min(s.duration, 5), 3)} s and beside it 2,000 timestamped
-  64 B datagrams per second (\`src/bench/probe.ts\`) that stop half a second before the flood:
-  *oldest delivered after stop* is the age of the oldest probe datagram sent before the sender's
-  final burst that arrived after the last one was sent (0 when none did; the final burst's own
-  always arrive after it), the delay a standing queue still holds; also the probes'
-  one-way delay p99 during the flood and the flood's received rate.
+- **Flood tail**: a UDP flood of its own for ${Math.max(Math.min(s.duration, 5), 3)} s (\`src/bench/probe.ts\`: 1400 B
+  datagrams as fast as its sender can, one flow, each timestamped), so every backend is measured
+  on the queues the flood itself fills: *oldest of its own delivered after its stop* is the age of
+  the oldest datagram that arrived after the last one was sent (on an empty path, about the
+  path's one-way delay), what a standing queue still delivers; also the one-way delay p50 and p99
+  of all its delivered datagrams (with their wait in the receiving socket), its received rate and
+  its loss. Before this flood, an iperf3 flood ran beside a 64 B probe flow, whose figures
+  (\`tailMs\`, \`delayP99Ms\`) do not compare with these (\`floodTailMs\`, \`floodDelayP99Ms\`).
 - **Idle cost**: once, after all the traffic, every setup's agents side by side for
   ${s.idleSeconds} s with nothing flowing: the CPU time (user + system, all threads) of each agent as a
   share of one core.

@@ -1,7 +1,8 @@
 // From raw samples to the figures a report shows: the median over rounds of each value, per
-// setup (see settings.ts), and its ratio to kernel vxlan's median from the same run.
+// setup (see settings.ts), and its ratio to kernel vxlan from the same run, paired by round (the
+// median of the rounds' own ratios) and, in report.json, also as the ratio of the two medians.
 import { BASELINE } from "./settings.js";
-import { median } from "./stats.js";
+import { median, pairedRatio } from "./stats.js";
 import { workloadId, workloadLabel, type FailedRun, type Sample, type Workload } from "./workloads.js";
 
 export interface FigureDef {
@@ -21,6 +22,12 @@ export interface Figure extends FigureDef {
   medians: Record<string, number>;
   /** Median / baseline median, per setup name; absent when the baseline is 0. */
   ratios: Record<string, number>;
+  /**
+   * The median over rounds of the round's value / the baseline's value in that round (stats.ts
+   * pairedRatio: drift between rounds cancels), per setup name: what the report shows; absent
+   * when no round has both with the baseline above 0.
+   */
+  pairedRatios: Record<string, number>;
   /** Runs of the figure's workload that failed, per setup name; absent when none did. */
   failed: Record<string, number>;
 }
@@ -54,9 +61,11 @@ export function figureDefs(workloads: Workload[]): FigureDef[] {
       add(w, "lossPercent", "ping under load loss", "%", "lower", true);
     }
     if (w.kind === "flood-tail") {
-      add(w, "tailMs", "flood tail: oldest delivered after stop", "ms", "lower", true);
-      add(w, "delayP99Ms", "one-way delay p99 beside a flood", "ms", "lower");
+      add(w, "floodTailMs", "flood tail: oldest of its own delivered after its stop", "ms", "lower", true);
+      add(w, "floodDelayP50Ms", "flood one-way delay p50", "ms", "lower");
+      add(w, "floodDelayP99Ms", "flood one-way delay p99", "ms", "lower");
       add(w, "floodReceivedKpps", "flood received", "kpps", "higher");
+      add(w, "floodLossPercent", "flood loss", "%", "lower", true);
     }
     if (w.kind === "idle") add(w, "cpuPercent", "idle cost, per agent", "% core", "lower", true);
   }
@@ -80,16 +89,24 @@ export function summarize(
     const failed: Figure["failed"] = {};
     for (const f of failures) if (f.workload === d.workload) failed[f.setup] = (failed[f.setup] ?? 0) + 1;
     const medians: Figure["medians"] = {};
+    // Per setup, its value in each round (undefined where that run failed).
+    const rounds = [...new Set(samples.map((s) => s.round))].sort((a, b) => a - b);
+    const byRound: Record<string, Array<number | undefined>> = {};
     for (const b of setups) {
-      const xs = samples.filter((s) => s.setup === b && s.workload === d.workload).map((s) => s.values[d.value]);
+      const mine = samples.filter((s) => s.setup === b && s.workload === d.workload);
+      const xs = mine.map((s) => s.values[d.value]);
       if (xs.length) medians[b] = median(xs);
+      byRound[b] = rounds.map((r) => mine.find((s) => s.round === r)?.values[d.value]);
     }
     const base = medians[BASELINE];
     const ratios: Figure["ratios"] = {};
+    const pairedRatios: Figure["pairedRatios"] = {};
     for (const b of setups) {
       const m = medians[b];
       if (m !== undefined && base !== undefined && base > 0) ratios[b] = m / base;
+      const paired = byRound[BASELINE] ? pairedRatio(byRound[BASELINE], byRound[b]) : undefined;
+      if (paired && paired.rounds > 0) pairedRatios[b] = paired.median;
     }
-    return { ...d, medians, ratios, failed };
+    return { ...d, medians, ratios, pairedRatios, failed };
   });
 }

@@ -1,5 +1,6 @@
 // The figures as rows of text cells, shared by the terminal table and the Markdown report: every
-// setup's median, and after it the ratio to kernel vxlan from the same run.
+// setup's median, and after it the ratio to kernel vxlan from the same run, paired by round (the
+// median of the rounds' own ratios, summary.ts).
 import { formatRate, type MicroResult } from "./micro.js";
 import { BASELINE } from "./settings.js";
 import type { Figure } from "./summary.js";
@@ -30,7 +31,7 @@ export function figureRow(f: Figure, setups: string[]): string[] {
     f.better,
     ...setups.map((b) => {
       const notes = [
-        ...(b === BASELINE ? [] : [formatRatio(f.ratios[b])]),
+        ...(b === BASELINE ? [] : [formatRatio(f.pairedRatios[b])]),
         ...(f.failed[b] ? [`${f.failed[b]} failed`] : []),
       ];
       return `${formatValue(f.medians[b])}${notes.length > 0 ? ` (${notes.join(", ")})` : ""}`;

@@ -2,7 +2,7 @@
 // the server): TCP throughput, UDP packet rates, round-trip latency. Each run yields one sample of
 // named values; the TCP runs also carry their CPU cost per gigabyte (src/bench/cpu.ts).
 import { WeftError } from "../errors.js";
-import { iperf, ping, type PingResult } from "../lab/traffic.js";
+import { type IperfResult, iperf, ping, type PingResult } from "../lab/traffic.js";
 import { cpuPerGigabyte, measureCpu } from "./cpu.js";
 import { floodTail, pingUnderLoad } from "./load.js";
 import { percentile } from "./stats.js";
@@ -115,18 +115,9 @@ export async function runWorkload(l: BenchLab, w: LabWorkload, s: WorkloadSettin
     }
     case "udp": {
       const r = await iperf(l.server, l.client, { seconds: s.duration, udp: true, length: w.payload, bitrate: "0" });
-      const packets = r.packets ?? 0;
-      const lost = r.lostPackets ?? 0;
-      if (packets <= 0 || r.seconds <= 0)
+      if (!r.packets || r.seconds <= 0)
         throw new WeftError("BENCH_NO_TRAFFIC", `${l.setup.name}: iperf3 UDP ${w.payload} B sent nothing`);
-      return {
-        values: {
-          sentKpps: packets / r.seconds / 1e3,
-          receivedKpps: (packets - lost) / r.seconds / 1e3,
-          lossPercent: (100 * lost) / packets,
-        },
-        raw: { iperf: r },
-      };
+      return { values: udpFigures(r), raw: { iperf: r } };
     }
     case "rtt": {
       const r = await ping(l.client, l.server.addr, { count: s.pingCount, intervalS: s.pingIntervalS, timeoutS: 1 });
@@ -144,6 +135,20 @@ export async function runWorkload(l: BenchLab, w: LabWorkload, s: WorkloadSettin
     case "flood-tail":
       return floodTail(l.client, l.server, { seconds: Math.min(s.duration, 5) });
   }
+}
+
+/**
+ * A UDP iperf3 run's rates and loss (`weft bench` and bench:e2e): loss is the share of the sent
+ * datagrams the server did not receive, a lost tail included (iperfTotals).
+ */
+export function udpFigures(r: IperfResult): { sentKpps: number; receivedKpps: number; lossPercent: number } {
+  const sent = r.packets ?? 0;
+  const received = r.receivedPackets ?? 0;
+  return {
+    sentKpps: sent / r.seconds / 1e3,
+    receivedKpps: received / r.seconds / 1e3,
+    lossPercent: sent > 0 ? 100 * (1 - received / sent) : 0,
+  };
 }
 
 /**

@@ -87,9 +87,18 @@ export async function ping(
     from.ns.wrap([...args, formatAddr(to)]),
     (count * (opts.intervalS ?? 0.2) + (opts.timeoutS ?? 2)) * 1000 + 5000,
   );
-  const rtts = [...out.stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
-  const unreachable = out.stdout.match(/Destination (Net Unreachable|unreachable)/g)?.length ?? 0;
-  return { sent: count, received: rtts.length, rtts, unreachable };
+  return pingResult(out.stdout, count);
+}
+
+/**
+ * ping's output as a PingResult. A reply marked "(DUP!)" is a copy of one already counted (a
+ * request delivered twice): counted, it made more replies than requests, and loss negative.
+ */
+export function pingResult(stdout: string, sent: number): PingResult {
+  const replies = stdout.split("\n").filter((l) => !l.includes("(DUP!)"));
+  const rtts = replies.flatMap((l) => /time=([\d.]+) ms/.exec(l)?.[1] ?? []).map(Number);
+  const unreachable = stdout.match(/Destination (Net Unreachable|unreachable)/g)?.length ?? 0;
+  return { sent, received: rtts.length, rtts, unreachable };
 }
 
 /**
@@ -109,9 +118,14 @@ export interface IperfResult {
   seconds: number;
   bitsPerSecond: number;
   retransmits?: number;
-  /** UDP only. */
-  lostPackets?: number;
+  /** UDP only: datagrams the client sent. */
   packets?: number;
+  /**
+   * UDP only: datagrams the server received (its sum_received: packets up to the highest sequence
+   * number seen, less the gaps below it). Not the sent count less iperf3's lost_packets: iperf3
+   * counts as lost only gaps below the highest number received, so a lost tail is in neither.
+   */
+  receivedPackets?: number;
   /**
    * UDP only: datagrams the server pod's kernel received but dropped because a socket's receive
    * buffer was full (the pod's UdpRcvbufErrors over the run) — lost at the receiving application,
@@ -153,22 +167,21 @@ export const IPERF_TIMEOUTS = ["--connect-timeout", "5000"];
 /** TCP only (TCP_USER_TIMEOUT on the data sockets): data unacknowledged for 10 s is an error. */
 export const IPERF_TCP_TIMEOUTS = ["--snd-timeout", "10000"];
 
-/** One iperf3 run: a one-shot server in `server`, the client in `client`. */
-/** What is read of iperf3's JSON result (`-J`): `sum` for UDP, `sum_sent` and `sum_received` for TCP. */
+/** What is read of iperf3's JSON result (`-J`): `sum_sent` and `sum_received` (iperf3 ≥ 3.12 has both for UDP too). */
 interface IperfSum {
   bytes: number;
   seconds: number;
   bits_per_second: number;
   retransmits: number;
-  lost_percent: number;
   lost_packets: number;
   packets: number;
 }
-interface IperfJson {
+export interface IperfJson {
   error?: string;
-  end: { sum: IperfSum; sum_sent: IperfSum; sum_received: IperfSum };
+  end: { sum_sent: IperfSum; sum_received: IperfSum };
 }
 
+/** One iperf3 run: a one-shot server in `server`, the client in `client`. */
 export async function iperf(server: LabPod, client: LabPod, o: IperfOptions): Promise<IperfResult> {
   const port = String(o.port ?? 5201 + (runs++ % 100));
   if (o.family === 6 && server.addr6 === undefined)
@@ -224,29 +237,35 @@ export async function iperf(server: LabPod, client: LabPod, o: IperfOptions): Pr
         `iperf3 ${client.name} -> ${server.name}: ${j.error}${stalled ? ` (${[...IPERF_TIMEOUTS, ...(o.udp ? [] : IPERF_TCP_TIMEOUTS)].join(" ")}: the path stalled)` : ""}`,
       );
     }
-    const end = j.end;
-    if (o.udp) {
-      const s = end.sum;
-      return {
-        sentBytes: s.bytes,
-        receivedBytes: end.sum_received?.bytes ?? s.bytes * (1 - s.lost_percent / 100),
-        seconds: s.seconds,
-        bitsPerSecond: end.sum_received?.bits_per_second ?? s.bits_per_second,
-        lostPackets: s.lost_packets,
-        packets: s.packets,
-        receiverSocketDrops: (await udpStats(server.ns)).rcvbufErrors - dropsBefore,
-      };
-    }
-    return {
-      sentBytes: end.sum_sent.bytes,
-      receivedBytes: end.sum_received.bytes,
-      seconds: end.sum_received.seconds,
-      bitsPerSecond: end.sum_received.bits_per_second,
-      retransmits: end.sum_sent.retransmits,
-    };
+    const r = iperfTotals(j, o.udp ?? false);
+    return o.udp ? { ...r, receiverSocketDrops: (await udpStats(server.ns)).rcvbufErrors - dropsBefore } : r;
   } finally {
     srv.kill("SIGKILL");
   }
+}
+
+/**
+ * The totals of an iperf3 client's JSON result: for TCP the receiver's bytes and rate and the
+ * sender's retransmits; for UDP the datagrams sent (sum_sent) and received (sum_received).
+ */
+export function iperfTotals(j: IperfJson, udp: boolean): IperfResult {
+  const { sum_sent: sent, sum_received: received } = j.end;
+  if (udp)
+    return {
+      sentBytes: sent.bytes,
+      receivedBytes: received.bytes,
+      seconds: received.seconds,
+      bitsPerSecond: received.bits_per_second,
+      packets: sent.packets,
+      receivedPackets: received.packets - received.lost_packets,
+    };
+  return {
+    sentBytes: sent.bytes,
+    receivedBytes: received.bytes,
+    seconds: received.seconds,
+    bitsPerSecond: received.bits_per_second,
+    retransmits: sent.retransmits,
+  };
 }
 
 /** A namespace's UDP counters, both families summed (/proc/net/snmp and snmp6 inside it). */

@@ -115,8 +115,9 @@ describe.runIf(canUseNetns())("weft bench", () => {
         "tcp-1.cpuAgents",
         "loaded-rtt.p50",
         "loaded-rtt.p99",
-        "flood-tail.tailMs",
-        "flood-tail.delayP99Ms",
+        "flood-tail.floodTailMs",
+        "flood-tail.floodDelayP50Ms",
+        "flood-tail.floodDelayP99Ms",
         "idle.cpuPercent",
       ]),
     );
@@ -151,7 +152,11 @@ describe.runIf(canUseNetns())("weft bench", () => {
     expect(md).toContain("`--offloads on,off`; in force: wasm-vxlan: ");
     expect(md).toContain("wasm-vxlan (offloads off): off (disabled by the offloads option)");
     expect(md).toContain("(chart.svg)");
-    for (const row of ["ping under load p99", "flood tail: oldest delivered after stop", "idle cost, per agent"])
+    for (const row of [
+      "ping under load p99",
+      "flood tail: oldest of its own delivered after its stop",
+      "idle cost, per agent",
+    ])
       expect(md).toContain(`| ${row} |`);
     // The header keeps the load at the start and after the traffic (not after the microbenchmarks),
     // and the load workloads are defined where they are read.
@@ -162,7 +167,7 @@ describe.runIf(canUseNetns())("weft bench", () => {
     expect(svg.startsWith("<svg ")).toBe(true);
     expect(svg).toContain(">wasm-vxlan</text>");
     expect(svg).toContain(">wasm-vxlan (offloads off)</text>");
-    expect(svg).toContain(">flood tail: oldest delivered after stop (lower is better)</text>");
+    expect(svg).toContain(">flood tail: oldest of its own delivered after its stop (lower is better)</text>");
     expect(svg).toContain(">idle cost, per agent (lower is better)</text>");
     expect(r.stdout).toContain("ratio to vxlan");
     expect(r.stdout).toContain("wasm-vxlan (offloads off)");

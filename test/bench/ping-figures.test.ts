@@ -3,6 +3,7 @@
 import { describe, expect, it } from "vitest";
 import { perRound } from "../../bench/e2e/per-round.js";
 import { roundTripFigures } from "../../src/bench/workloads.js";
+import { pingResult } from "../../src/lab/traffic.js";
 
 describe("bench:e2e perRound", () => {
   it("measures once per setup and round, also when only the p99 reader runs", async () => {
@@ -45,5 +46,23 @@ describe("roundTripFigures", () => {
       p99: 99,
       lossPercent: 1,
     });
+  });
+});
+
+describe("pingResult", () => {
+  it("does not count a duplicated reply: 2 of 3 answered is 2 replies, not 3", () => {
+    const out = [
+      "PING 198.19.1.2 (198.19.1.2) 56(84) bytes of data.",
+      "64 bytes from 198.19.1.2: icmp_seq=1 ttl=63 time=0.101 ms",
+      "64 bytes from 198.19.1.2: icmp_seq=1 ttl=63 time=0.130 ms (DUP!)",
+      "64 bytes from 198.19.1.2: icmp_seq=3 ttl=63 time=0.202 ms",
+      "",
+      "--- 198.19.1.2 ping statistics ---",
+      "3 packets transmitted, 2 received, +1 duplicates, 33.3333% packet loss, time 402ms",
+      "rtt min/avg/max/mdev = 0.101/0.144/0.202/0.042 ms",
+    ].join("\n");
+    const r = pingResult(out, 3);
+    expect(r).toEqual({ sent: 3, received: 2, rtts: [0.101, 0.202], unreachable: 0 });
+    expect(roundTripFigures(r, "udp").lossPercent).toBeCloseTo(100 / 3);
   });
 });
