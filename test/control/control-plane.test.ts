@@ -603,6 +603,26 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     ).toBe(true);
   }, 240_000);
 
+  it("a held node whose every reporter is gone joins once a member of their cluster answers without the record", async () => {
+    const { sim, nodes, clone, refused, start } = await cutOffDouble(14);
+    const [a, b, c] = nodes;
+    // c's name does not resolve yet: b alone reports the record.
+    const pc = await start([b, "c.test"]);
+    expect(await sim.runUntil(() => sim.withCode("a", "GOSSIP_JOIN_NAME_HELD").length > 0, 30_000, 50)).toBe(true);
+    sim.crash(a);
+    sim.crash(b);
+    expect(await sim.runUntil(() => c.plane.members().length === 1, 120_000), sim.describe()).toBe(true);
+    expect(pc.joinStatus().state).toBe("joining");
+    // c lists b dead, and the record dead, or this node's record instead (its join replaced the
+    // tombstone before c answered in full).
+    sim.dns.set("c.test", [c.host.addr.host]);
+    expect(await sim.runUntil(() => pc.joinStatus().state === "joined", 30_000), sim.describe()).toBe(true);
+    expect(refused).toEqual([]);
+    expect(
+      await sim.runUntil(() => c.plane.members().find((m) => m.name === "a")?.host === clone.host.addr.host, 30_000),
+    ).toBe(true);
+  }, 240_000);
+
   it("the bound on a held name runs from when it first came: rounds in which its target does not answer do not restart it", async () => {
     const { sim, nodes, clone, refused, start, expectRefused } = await cutOffDouble(10);
     const [a, b] = nodes;

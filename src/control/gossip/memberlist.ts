@@ -460,11 +460,12 @@ export class Memberlist {
 
   /**
    * Whether a join target's full state without the held record (see join) shows it gone: it lists
-   * the record as dead or left, or it lists a target that reported it alive: that target itself
-   * (every full state lists its sender), which has since declared the record dead and maybe reaped
-   * it, or restarted and answers with what it has merged since; or a member of its cluster, which
-   * had the record too. Not any other: a member that never knew the record (one met meanwhile,
-   * alone or in another cluster, and saved) would admit a second live node of the name.
+   * the record as dead or left, or it lists a target that reported it: that target itself (every
+   * full state lists its sender), which has since declared the record dead and maybe reaped it, or
+   * restarted and answers with what it has merged since; or a member of its cluster (which knows
+   * it alive, or dead: it had the record too, whose tombstone our join may have replaced there).
+   * Not any other: a member that never knew the record (one met meanwhile, alone or in another
+   * cluster, and saved) would admit a second live node of the name.
    */
   private showsHeldGone(nodes: readonly NodeState[]): boolean {
     const held = this.heldName;
@@ -473,7 +474,7 @@ export class Memberlist {
     return nodes.some((n) =>
       n.name === record.name
         ? n.host === record.host && n.port === record.port && !isLive(n.state)
-        : reporters.has(n.name) && isLive(n.state),
+        : reporters.has(n.name),
     );
   }
 
