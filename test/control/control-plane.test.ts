@@ -537,7 +537,26 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
       expect(refused).toEqual([]);
       expect(pc.joinStatus().state).toBe("joining");
     };
-    return { sim, nodes, clone, refused, start, stopDouble, expectRefused, loner, heldAndMet, expectHeldFor };
+    /** The double joins (its name no longer held), unrefused, and `member` takes its record. */
+    const expectJoined = async (pc: ControlPlane, member: Live) => {
+      expect(await sim.runUntil(() => pc.joinStatus().state === "joined", 30_000), sim.describe()).toBe(true);
+      expect(refused).toEqual([]);
+      const host = () => member.plane.members().find((m) => m.name === "a")?.host;
+      expect(await sim.runUntil(() => host() === clone.host.addr.host, 30_000)).toBe(true);
+    };
+    return {
+      sim,
+      nodes,
+      clone,
+      refused,
+      start,
+      stopDouble,
+      expectRefused,
+      loner,
+      heldAndMet,
+      expectHeldFor,
+      expectJoined,
+    };
   }
 
   it("a held name stays held when the targets that reported it fail in later rounds: members met meanwhile do not admit a second node of a live member's name, and rounds in which nothing answers do not refuse it (no fresh evidence)", async () => {
@@ -577,7 +596,7 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
 
   it("a held node whose only target left is a member that never knew the record stays held, and joins once a member that reported it answers without it", async () => {
     // Tombstones reaped soon (at least gossipToTheDeadMs): by then the reporter has no trace of the record.
-    const { sim, nodes, clone, refused, start, loner, heldAndMet, expectHeldFor } = await cutOffDouble(13, {
+    const { sim, nodes, clone, start, loner, heldAndMet, expectHeldFor, expectJoined } = await cutOffDouble(13, {
       tombstoneRetentionMs: profiles.lan.gossipToTheDeadMs,
     });
     const [a, b, c] = nodes;
@@ -595,16 +614,12 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     expect(b.plane.memberlist.allMembers().some((m) => m.name === "a")).toBe(false);
     // b, which reported the record, answers again, without it.
     sim.net.heal();
-    expect(await sim.runUntil(() => pc.joinStatus().state === "joined", 30_000), sim.describe()).toBe(true);
+    await expectJoined(pc, b);
     expect(sim.scheduler.now() - diedAt).toBeGreaterThan(90_000);
-    expect(refused).toEqual([]);
-    expect(
-      await sim.runUntil(() => b.plane.members().find((m) => m.name === "a")?.host === clone.host.addr.host, 30_000),
-    ).toBe(true);
   }, 240_000);
 
   it("a held node whose every reporter is gone joins once a member of their cluster answers without the record", async () => {
-    const { sim, nodes, clone, refused, start } = await cutOffDouble(14);
+    const { sim, nodes, start, expectJoined } = await cutOffDouble(14);
     const [a, b, c] = nodes;
     // c's name does not resolve yet: b alone reports the record.
     const pc = await start([b, "c.test"]);
@@ -616,11 +631,7 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     // c lists b dead, and the record dead, or this node's record instead (its join replaced the
     // tombstone before c answered in full).
     sim.dns.set("c.test", [c.host.addr.host]);
-    expect(await sim.runUntil(() => pc.joinStatus().state === "joined", 30_000), sim.describe()).toBe(true);
-    expect(refused).toEqual([]);
-    expect(
-      await sim.runUntil(() => c.plane.members().find((m) => m.name === "a")?.host === clone.host.addr.host, 30_000),
-    ).toBe(true);
+    await expectJoined(pc, c);
   }, 240_000);
 
   it("the bound on a held name runs from when it first came: rounds in which its target does not answer do not restart it", async () => {
