@@ -7,8 +7,9 @@
 // another address that answers to it ends it all: the name is taken (GOSSIP_NAME_CONFLICT), and
 // retrying cannot help; one that does not answer is likely this node's own from before a restart
 // on a new address, and is retried until the members declare it dead (GOSSIP_NAME_HELD): every
-// round fails so, whoever else answered, until a target's full state comes without that record
-// (soon after a round that reports it, at the growing backoff after one nobody answered).
+// round fails so, whoever else answered, until an answer shows that record gone (Memberlist:
+// dead there, or a full state without it from a member that knew it), soon after a round that
+// reports it, at the growing backoff after one that brought no such news.
 // Rejoining, such a record cannot be this node's own: the name is taken.
 // The members saved at the last run (saved-members.ts) are tried with the list, so a node whose list
 // is empty or names only itself (the first node) gets back to its cluster after a restart. Such a
@@ -24,7 +25,7 @@ export interface JoinTiming {
   /** First retry delay; doubles each failed round up to retryMaxMs. */
   readonly retryMinMs: number;
   readonly retryMaxMs: number;
-  /** retryMaxMs while this node's name is held (no target answered in full since a report). */
+  /** retryMaxMs while this node's name is held (no answer showed the record gone since a report). */
   readonly heldRetryMaxMs: number;
   /** Each delay is shortened by up to this fraction, at random. */
   readonly jitter: number;
@@ -278,7 +279,7 @@ export class Joiner {
     if (!held) this.heldReport = undefined;
     if (alone && this.state === "joining" && !held) this.alone();
     this.failedRounds++;
-    // Held, but no target answered in full to report the record again or clear it: no news, so
+    // Held, but no target answered to report the record again or show it gone: no news, so
     // the growing backoff of a failed round, not the short retry of one that reported it; capped
     // lower, so the node joins soon once the record is declared dead.
     const delay = held
@@ -287,7 +288,7 @@ export class Joiner {
     const outcome =
       addrs.length === 0 && failures.length > 0
         ? failures.join("; ")
-        : `${answered > 0 ? `${answered} of ${addrs.length} address(es) answered, but ${held ? "none with its full state" : "their members are gone again"}` : `none of ${addrs.length} address(es) answered`}${failures.length ? ` (${failures.join("; ")})` : ""}`;
+        : `${answered > 0 ? `${answered} of ${addrs.length} address(es) answered, but ${held ? "none showed the record gone (only a member that knew it can)" : "their members are gone again"}` : `none of ${addrs.length} address(es) answered`}${failures.length ? ` (${failures.join("; ")})` : ""}`;
     const report = this.heldReport;
     this.lastError = held
       ? `${outcome}; still held${report ? ` (first reported ${Math.round((this.deps.clock.now() - report.since) / 1000)} s ago)` : ""}: ${report?.message ?? "a target reported this node's name live elsewhere"}`

@@ -7,7 +7,7 @@ import { Ipv6SubnetSpace, SubnetSpace } from "../../src/control/lease/slots.js";
 import { decodeNodeRecord, NO_BACKEND } from "../../src/control/node-record.js";
 import { formatPrefix } from "../../src/net/ipv4.js";
 import { formatIpv6, formatPrefix6 } from "../../src/net/ipv6.js";
-import type { ControlPlane } from "../../src/control/control-plane.js";
+import type { ControlPlane, ControlPlaneOptions } from "../../src/control/control-plane.js";
 import { refDecodeNodeRecordV1 } from "../reference/node-record-v1.js";
 import { SimControlPlanes, type PlaneNode } from "./sim/control-planes.js";
 import { GatedStore } from "./sim/doubles.js";
@@ -28,10 +28,11 @@ async function cluster(
   seed: number,
   lease = {},
   sim = new SimControlPlanes(SPACE, seed),
+  gossip: ControlPlaneOptions["gossip"] = {},
 ): Promise<{ sim: SimControlPlanes; nodes: Live[] }> {
   const nodes = names.map((n) => sim.add(n));
   for (const n of nodes) {
-    await sim.start(n, { join: nodes.filter((o) => o !== n).map((o) => o.host.addr), seeds: names, lease });
+    await sim.start(n, { join: nodes.filter((o) => o !== n).map((o) => o.host.addr), seeds: names, lease, gossip });
   }
   expect(
     await sim.runUntil(
@@ -476,14 +477,15 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     expect(pc.leases.currentLease()).toBeNull();
   }, 120_000);
 
-  /** Cluster a, b, c (seed `seed`) and a second node named "a" that cannot reach the first. */
-  async function cutOffDouble(seed: number) {
+  /** Cluster a, b, c (seed `seed`, `gossip` settings) and a second node named "a" that cannot reach the first. */
+  async function cutOffDouble(seed: number, gossip: ControlPlaneOptions["gossip"] = {}) {
     // Two processes named "a" on purpose: membership's invariants (one history per name) do not apply.
     const { sim, nodes } = await cluster(
       ["a", "b", "c"],
       seed,
       {},
       new SimControlPlanes(SPACE, seed, undefined, { checkMembership: false }),
+      gossip,
     );
     const clone = sim.add("a");
     sim.net.cut(clone.host.addr, nodes[0].host.addr);
@@ -535,7 +537,26 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
       expect(refused).toEqual([]);
       expect(pc.joinStatus().state).toBe("joining");
     };
-    return { sim, nodes, clone, refused, start, stopDouble, expectRefused, loner, heldAndMet, expectHeldFor };
+    /** The double joins (its name no longer held), unrefused, and `member` takes its record. */
+    const expectJoined = async (pc: ControlPlane, member: Live) => {
+      expect(await sim.runUntil(() => pc.joinStatus().state === "joined", 30_000), sim.describe()).toBe(true);
+      expect(refused).toEqual([]);
+      const host = () => member.plane.members().find((m) => m.name === "a")?.host;
+      expect(await sim.runUntil(() => host() === clone.host.addr.host, 30_000)).toBe(true);
+    };
+    return {
+      sim,
+      nodes,
+      clone,
+      refused,
+      start,
+      stopDouble,
+      expectRefused,
+      loner,
+      heldAndMet,
+      expectHeldFor,
+      expectJoined,
+    };
   }
 
   it("a held name stays held when the targets that reported it fail in later rounds: members met meanwhile do not admit a second node of a live member's name, and rounds in which nothing answers do not refuse it (no fresh evidence)", async () => {
@@ -562,15 +583,56 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     const startedAt = sim.scheduler.now();
     const pc = await start(["b.test", "d.test"]);
     await heldAndMet(pc);
-    // The names stop resolving (a DNS outage): rounds ask nobody, while d stays alive here. Until
-    // its first save of members: then d is a saved member, asked, and its full state, which never
-    // had the record, clears the hold (not fixed here: any full state without the record does).
+    // The names stop resolving (a DNS outage): rounds ask nobody, while d stays alive here. From
+    // its first save of members on, d is a saved member, asked: its full state, which never had
+    // the record, is no sign that the record is gone (it had cleared the hold).
     sim.dns.clear();
-    await expectHeldFor(pc, startedAt + MEMBERS_SAVE_INTERVAL_MS - sim.scheduler.now() - 1);
+    await expectHeldFor(pc, startedAt + 2 * MEMBERS_SAVE_INTERVAL_MS - sim.scheduler.now());
     expect(pc.memberlist.numMembers()).toBeGreaterThan(1);
     expect(pc.joinStatus().lastError).toContain("ENOTFOUND");
+    expect(pc.joinStatus().lastError).toContain("1 of 1 address(es) answered, but none showed the record gone");
     await stopDouble(pc);
   }, 180_000);
+
+  it("a held node whose only target left is a member that never knew the record stays held, and joins once a member that reported it answers without it", async () => {
+    // Tombstones reaped soon (at least gossipToTheDeadMs): by then the reporter has no trace of the record.
+    const { sim, nodes, clone, start, loner, heldAndMet, expectHeldFor, expectJoined } = await cutOffDouble(13, {
+      tombstoneRetentionMs: profiles.lan.gossipToTheDeadMs,
+    });
+    const [a, b, c] = nodes;
+    const d = await loner();
+    const pc = await start([b, d]);
+    await heldAndMet(pc);
+    // b and c drop out of reach, and the first "a" stops for good: only d answers, in full, and
+    // without the record (it had admitted this second "a" while the first was still alive).
+    sim.net.cut(clone.host.addr, b.host.addr);
+    sim.net.cut(clone.host.addr, c.host.addr);
+    const diedAt = sim.scheduler.now();
+    sim.crash(a);
+    await expectHeldFor(pc, 90_000);
+    expect(pc.joinStatus().lastError).toContain("1 of 2 address(es) answered, but none showed the record gone");
+    expect(b.plane.memberlist.allMembers().some((m) => m.name === "a")).toBe(false);
+    // b, which reported the record, answers again, without it.
+    sim.net.heal();
+    await expectJoined(pc, b);
+    expect(sim.scheduler.now() - diedAt).toBeGreaterThan(90_000);
+  }, 240_000);
+
+  it("a held node whose every reporter is gone joins once a member of their cluster answers without the record", async () => {
+    const { sim, nodes, start, expectJoined } = await cutOffDouble(14);
+    const [a, b, c] = nodes;
+    // c's name does not resolve yet: b alone reports the record.
+    const pc = await start([b, "c.test"]);
+    expect(await sim.runUntil(() => sim.withCode("a", "GOSSIP_JOIN_NAME_HELD").length > 0, 30_000, 50)).toBe(true);
+    sim.crash(a);
+    sim.crash(b);
+    expect(await sim.runUntil(() => c.plane.members().length === 1, 120_000), sim.describe()).toBe(true);
+    expect(pc.joinStatus().state).toBe("joining");
+    // c lists b dead, and the record dead, or this node's record instead (its join replaced the
+    // tombstone before c answered in full).
+    sim.dns.set("c.test", [c.host.addr.host]);
+    await expectJoined(pc, c);
+  }, 240_000);
 
   it("the bound on a held name runs from when it first came: rounds in which its target does not answer do not restart it", async () => {
     const { sim, nodes, clone, refused, start, expectRefused } = await cutOffDouble(10);

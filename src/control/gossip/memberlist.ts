@@ -49,6 +49,22 @@ const JOIN_INTRO_WINDOW_MS = 1;
 const USER_MESSAGE_OVERHEAD = BROADCAST_OVERHEAD + 5;
 const EMPTY = new Uint8Array(0);
 
+/** A live record of this node's name elsewhere, as a join target reported it (see Memberlist.join). */
+interface HeldName {
+  readonly record: NodeState;
+  /** How many live members the first report listed (the bound's cluster size). */
+  readonly live: number;
+  readonly since: number;
+  /** Names of the targets that reported it (a name, not an address: a member may move). */
+  readonly reporters: ReadonlySet<string>;
+}
+
+/** A join target's answer: the live record of this node's name at another address it listed, or
+ *  whether its state shows a held record gone (see showsHeldGone; its state was merged). */
+type JoinAnswer =
+  | { readonly sender: string; readonly record: NodeState; readonly live: number }
+  | { readonly sender: string; readonly record?: undefined; readonly heldGone: boolean };
+
 export class Memberlist {
   private readonly config: MemberlistConfig;
   private readonly clock: Clock;
@@ -71,11 +87,11 @@ export class Memberlist {
   /** When the last name check started (clock ms); one runs at a time, at most one per 10 probes. */
   private nameCheckAt = -Infinity;
   private nameLost = false;
-  /** A live record of this node's name at another address that a join target reported, and when
-   *  first (see nameHeld); kept until a target's full state comes without it, so a round in which
-   *  the targets that know it are silent (a timeout, not an answer) neither admits this node nor
-   *  restarts the bound, nor ends it. */
-  private heldName?: { record: NodeState; live: number; since: number };
+  /** A live record of this node's name at another address that a join target reported, when
+   *  first (see nameHeld), and the names of the targets that reported it; kept until an answer
+   *  shows it gone (see showsHeldGone), so a round in which the targets that know it are silent (a
+   *  timeout, not an answer) neither admits this node nor restarts the bound, nor ends it. */
+  private heldName?: HeldName;
 
   constructor(config: MemberlistConfig, deps: MemberlistDeps) {
     this.config = validateConfig(config);
@@ -160,8 +176,8 @@ export class Memberlist {
    * Rejects with GOSSIP_NAME_CONFLICT when a seed knows a live member of this node's name at another
    * address that answers to it: the name is taken, and this node must not take part (memberlist
    * refuses it too); with GOSSIP_NAME_HELD when nothing there answers (see nameHeld), in every
-   * round that reports it again, until a target's full state comes without it (meanwhile
-   * nameIsHeld, also after rounds no target answered in full). addressKept: this node has been
+   * round that reports it again, until an answer shows it gone (see showsHeldGone; meanwhile
+   * nameIsHeld, also after rounds that brought no such answer). addressKept: this node has been
    * a member at its present address (a rejoin), so such a record is not its own from before a
    * restart: the name is taken whether or not it answers.
    */
@@ -183,10 +199,17 @@ export class Memberlist {
     for (const [i, r] of results.entries()) {
       if (r.status === "rejected") this.logger.debug({ seed: seeds[i], err: r.reason }, "join: seed did not answer");
     }
-    const reported = results.find((r) => r.status === "fulfilled" && r.value !== undefined);
-    if (reported?.status === "fulfilled" && reported.value) {
-      this.heldName = { ...reported.value, since: this.heldName?.since ?? this.clock.now() };
-    } else if (results.some((r, i) => r.status === "fulfilled" && (full === undefined || i === full))) {
+    const answers = results.map((r) => (r.status === "fulfilled" ? r.value : undefined));
+    const reports = answers.filter((a) => a?.record !== undefined);
+    const reported = reports[0];
+    if (reported?.record) {
+      this.heldName = {
+        record: reported.record,
+        live: reported.live,
+        since: this.heldName?.since ?? this.clock.now(),
+        reporters: new Set([...(this.heldName?.reporters ?? []), ...reports.map((a) => a!.sender)]),
+      };
+    } else if (answers.some((a, i) => a?.record === undefined && a?.heldGone && (full === undefined || i === full))) {
       this.heldName = undefined;
     }
     // Only a round that reports the record again can show it outlived the bound: one in which
@@ -197,8 +220,8 @@ export class Memberlist {
     return results.filter((r) => r.status === "fulfilled").length;
   }
 
-  /** A join target reported a live record of this node's name elsewhere, and no target's full
-   *  state has come without it since: members met meanwhile do not make this node joined. */
+  /** A join target reported a live record of this node's name elsewhere, and no answer has shown
+   *  it gone since (see showsHeldGone): members met meanwhile do not make this node joined. */
   nameIsHeld(): boolean {
     return this.heldName !== undefined;
   }
@@ -390,13 +413,10 @@ export class Memberlist {
    * version 1 and the peer is noted as speaking 1 (unless known to speak 2). That refusal is how two members first learn
    * each other's version; from then on it travels with the records. A join's reply that lists a
    * live record of this node's name at another address is not merged: that record (and how many
-   * live members the reply listed) is returned for join to judge.
+   * live members the reply listed) is returned for join to judge; any other, whether it shows a
+   * held one gone.
    */
-  private async pushPull(
-    peer: Addr,
-    join: boolean,
-    catchUpMs = 0,
-  ): Promise<{ record: NodeState; live: number } | undefined> {
+  private async pushPull(peer: Addr, join: boolean, catchUpMs = 0): Promise<JoinAnswer | undefined> {
     const started = this.clock.now();
     const message = catchUpMs > 0 ? this.catchUpRequest(catchUpMs) : this.pushPullMessage(join);
     const known = this.membership.versionAt(peer);
@@ -425,15 +445,37 @@ export class Memberlist {
       const record = reply.message.nodes.find(
         (n) => n.name === me.name && isLive(n.state) && (n.host !== me.host || n.port !== me.port),
       );
-      if (record) return { record, live: reply.message.nodes.filter((n) => isLive(n.state)).length };
+      if (record)
+        return { sender: reply.sender, record, live: reply.message.nodes.filter((n) => isLive(n.state)).length };
     }
+    const heldGone = join && this.showsHeldGone(reply.message.nodes);
     this.membership.mergeRemote(reply.message.nodes, reply.sender);
     // A version-1 answer to a version-1 request (after a refusal): note it once the peer's record exists.
     if (reply.message.kind === "pushPull" && tryCompact) this.membership.refusedVersion2(peer);
     this.mergeUserState(reply.message.userState, join && catchUpMs === 0);
     if (join && catchUpMs === 0) this.pull.joined();
     if (join) this.scheduleJoinSync(started);
-    return undefined;
+    return join ? { sender: reply.sender, heldGone } : undefined;
+  }
+
+  /**
+   * Whether a join target's full state without the held record (see join) shows it gone: it lists
+   * the record as dead or left, or it lists a target that reported it: that target itself (every
+   * full state lists its sender), which has since declared the record dead and maybe reaped it, or
+   * restarted and answers with what it has merged since; or a member of its cluster (which knows
+   * it alive, or dead: it had the record too, whose tombstone our join may have replaced there).
+   * Not any other: a member that never knew the record (one met meanwhile, alone or in another
+   * cluster, and saved) would admit a second live node of the name.
+   */
+  private showsHeldGone(nodes: readonly NodeState[]): boolean {
+    const held = this.heldName;
+    if (!held) return false;
+    const { record, reporters } = held;
+    return nodes.some((n) =>
+      n.name === record.name
+        ? n.host === record.host && n.port === record.port && !isLive(n.state)
+        : reporters.has(n.name),
+    );
   }
 
   /**
@@ -448,10 +490,7 @@ export class Memberlist {
    * behind it that this one cannot reach, and the name is taken after all. Rejoining (addressKept), the record cannot be this
    * node's own: taken at once.
    */
-  private async nameHeld(
-    held: { record: NodeState; live: number; since: number },
-    addressKept: boolean,
-  ): Promise<WeftError> {
+  private async nameHeld(held: HeldName, addressKept: boolean): Promise<WeftError> {
     const { record: other, live, since } = held;
     const me = this.membership.local();
     const at = formatHostPort(other.host, other.port);
