@@ -36,7 +36,7 @@ import { formatIpv4, formatPrefix, type Ipv4Prefix } from "../net/ipv4.js";
 import { formatIpv6, formatPrefix6, ipv4Mapped, type Ipv6Prefix } from "../net/ipv6.js";
 import { SerialQueue } from "../util/serial.js";
 import { AgentHttp, SOCKET_NAME, type TcpListener } from "./http.js";
-import { AgentKeys } from "./keys.js";
+import type { AgentKeys } from "./keys.js";
 import { agentMetrics } from "./metrics.js";
 import { PeerSync } from "./peer-sync.js";
 import { checkFlags, checkHost } from "./preflight.js";
@@ -241,12 +241,7 @@ export class Agent {
    * net-conf.json and the host are checked before anything is leased, bound or touched. An abort
    * (SIGTERM, SIGINT) at any point undoes the same way and throws AGENT_STOPPED.
    */
-  static async start(
-    opts: AgentOptions,
-    log: Logger,
-    signal?: AbortSignal,
-    keys = new AgentKeys(opts.keyFile, log),
-  ): Promise<Agent> {
+  static async start(opts: AgentOptions, log: Logger, keys: AgentKeys, signal?: AbortSignal): Promise<Agent> {
     checkFlags(opts);
     const conf = await readNetConf(opts.netConfig);
     logIgnoredKeys(conf, opts.netConfig, log);

@@ -288,7 +288,7 @@ agentCommand
     process.on("SIGTERM", () => void stop("SIGTERM"));
     process.on("SIGINT", () => void stop("SIGINT"));
     try {
-      agent = await Agent.start(opts, log, starting.signal, keys);
+      agent = await Agent.start(opts, log, keys, starting.signal);
     } catch (err) {
       if (!isWeftError(err, "AGENT_STOPPED")) throw err;
       log.info("stopped while starting; nothing left behind");

@@ -124,7 +124,12 @@ export async function readKeyFile(path: string): Promise<Uint8Array[]> {
     if (cause instanceof WeftError) throw cause;
     throw new WeftError(
       "GOSSIP_KEY_FILE_UNREADABLE",
-      `cannot read key file ${path}: ${(cause as Error).message}; copy the cluster's key file here (for a new cluster only: \`weft keygen ${path}\`)`,
+      `cannot read key file ${path}: ${(cause as Error).message}${
+        // weft keygen refuses a path that exists: advise it only where nothing is.
+        (cause as NodeJS.ErrnoException).code === "ENOENT"
+          ? `; copy the cluster's key file here (for a new cluster only: \`weft keygen ${path}\`)`
+          : ""
+      }`,
       { cause },
     );
   }
