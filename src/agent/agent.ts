@@ -87,6 +87,13 @@ const RESTART_BACKOFF_MS = { min: 1000, max: 30_000 };
  */
 const YOUNG_FAILURE_MS = 60_000;
 
+/** AGENT_COUNTERS_LOST's consequence, for counts a running backend showed. */
+const COUNTS_FALL =
+  "what it counted is missing from the totals since the agent started (those counters fall, as at a reset)";
+/** For a failed start's, never shown (it never ran in its lane). */
+const COUNTS_UNSHOWN =
+  "what it counted is missing from the totals since the agent started (never shown: nothing falls)";
+
 /** One address family's side of the node: its lease, the backend instance carrying it, and the
  *  peer sync that keeps that instance's peers equal to the control plane's peers of the family. */
 interface Lane {
@@ -608,7 +615,7 @@ export class Agent {
       lane.announcement = await backend.start();
     } catch (err) {
       // Never in a lane, so stopLane never takes its counters: its failed start is counted here.
-      this.retireCounters(lane, backend);
+      this.retireCounters(lane, backend, false);
       throw err;
     } finally {
       lane.starting = undefined;
@@ -1182,9 +1189,10 @@ export class Agent {
   /**
    * Adds a backend instance leaving for good to stoppedCounters (its unreachable peers are no
    * longer), and its dataplane's to the lane's dataplaneBase: that read, returned, which the read
-   * after its stop (settleCounters) completes.
+   * after its stop (settleCounters) completes. `inLane`: it ran in the lane, its counts shown
+   * (false: a failed start's, read once, after it stopped).
    */
-  private retireCounters(lane: Lane, backend: Backend): DataplaneCounters | undefined {
+  private retireCounters(lane: Lane, backend: Backend, inLane: boolean): DataplaneCounters | undefined {
     this.stoppedCounters = sumCounters(this.stoppedCounters, { ...backend.counters(), peersUnreachable: 0 });
     // Read from /proc: a failure (EMFILE) must not keep the backend from its stop, nor replace the
     // error of a failed start. What could not be read goes uncounted.
@@ -1192,27 +1200,33 @@ export class Agent {
       const port = dataplanePort(lane.family, backend);
       if (port) lane.socketDropsBase += udpSocketDrops([port]).drops;
     } catch (err) {
-      this.countersLost(lane, "its sockets' kernel drops", err);
+      this.countersLost(lane, "its sockets' kernel drops", inLane ? COUNTS_FALL : COUNTS_UNSHOWN, err);
     }
-    const d = this.retiredDataplane(lane, backend);
+    const d = this.retiredDataplane(lane, backend, inLane ? "it is read again once stopped" : COUNTS_UNSHOWN);
     if (d) lane.dataplaneBase = addTotals(lane.dataplaneBase, d);
     return d;
   }
 
   /**
    * Adds what a retired backend's dataplane counted after its retire read (`before`), up to its
-   * workers' stop: read once stopped, when nothing moves any more.
+   * workers' stop: read once stopped, when nothing moves any more. Without `before` (that read
+   * failed), all it counted.
    */
-  private settleCounters(lane: Lane, backend: Backend, before: DataplaneCounters): void {
-    const d = this.retiredDataplane(lane, backend);
-    if (d) lane.dataplaneBase = addTotals(lane.dataplaneBase, totalsSince(d, before));
+  private settleCounters(lane: Lane, backend: Backend, before: DataplaneCounters | undefined): void {
+    const d = this.retiredDataplane(
+      lane,
+      backend,
+      before ? "what it counted while stopping is missing from the totals (an undercount: nothing falls)" : COUNTS_FALL,
+    );
+    if (d) lane.dataplaneBase = addTotals(lane.dataplaneBase, before ? totalsSince(d, before) : d);
   }
 
-  private retiredDataplane(lane: Lane, backend: Backend): DataplaneCounters | undefined {
+  /** `lost` says what a failed read leaves out of the totals. */
+  private retiredDataplane(lane: Lane, backend: Backend, lost: string): DataplaneCounters | undefined {
     try {
       return backend.dataplaneCounters?.({ peers: true });
     } catch (err) {
-      this.countersLost(lane, "its dataplane's counters", err);
+      this.countersLost(lane, "its dataplane's counters", lost, err);
     }
   }
 
@@ -1226,10 +1240,10 @@ export class Agent {
     for (const name of Object.keys(peers)) if (!names.has(name)) delete peers[name];
   }
 
-  private countersLost(lane: Lane, what: string, err: unknown): void {
+  private countersLost(lane: Lane, what: string, lost: string, err: unknown): void {
     this.log.warn(
       { err, code: "AGENT_COUNTERS_LOST", family: lane.family },
-      `reading ${what} as the IPv${lane.family} backend stopped failed: what it counted is missing from the totals since the agent started (those counters fall, as at a reset); the stop goes on`,
+      `reading ${what} as the IPv${lane.family} backend stopped failed: ${lost}; the stop goes on`,
     );
   }
 
@@ -1243,7 +1257,7 @@ export class Agent {
     const backend = lane.backend;
     // Taken as it leaves the lanes, so that the sum stays whole while it stops; what it forwards
     // until its workers stop is added once it stopped (its stop's kernel commands go uncounted).
-    const before = backend && this.retireCounters(lane, backend);
+    const before = backend && this.retireCounters(lane, backend, true);
     lane.backend = undefined;
     lane.announcement = undefined;
     try {
@@ -1253,7 +1267,7 @@ export class Agent {
         throw err;
       });
     } finally {
-      if (before) this.settleCounters(lane, backend, before);
+      if (backend) this.settleCounters(lane, backend, before);
     }
   }
 

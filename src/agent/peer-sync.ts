@@ -5,7 +5,8 @@
 // peer's move freed is set again once all the changes are in (it may have been refused beside the
 // subnet's previous holder, in this sync or before). A peer that changed address is an update,
 // set in place, so it never loses its route in between. While there is no backend (in
-// the middle of a swap) a sync does nothing: the new backend gets every peer when it starts.
+// the middle of a swap) a sync only tells `holding` the names: the new backend gets every peer when
+// it starts.
 // A failed sync fails only the kicks waiting for it; the next kick runs again and sets every
 // peer afresh, since what the backend holds is unknown after a failure.
 import type { Backend, BackendPeer } from "../backends/backend.js";
@@ -22,7 +23,8 @@ export class PeerSync {
 
   /**
    * `peers` says what the backend should hold: the control plane's peers of the backend's family.
-   * `holding`, if given, is told each sync's names of them, before the others are removed.
+   * `holding`, if given, is told each sync's names of them, before the others are removed, and
+   * while there is no backend too.
    */
   constructor(
     private readonly peers: () => BackendPeer[],
@@ -50,19 +52,21 @@ export class PeerSync {
   }
 
   private async sync(): Promise<void> {
+    const want = new Map<string, BackendPeer>(this.peers().map((p) => [p.name, p]));
+    // Told with no backend too (a lane down, waiting for a lease or a restart): a peer gone
+    // meanwhile is forgotten then, before a node can take its name.
+    this.holding?.(new Set(want.keys()));
     const backend = this.backend();
     if (!backend) return;
     try {
-      await this.apply(backend);
+      await this.apply(backend, want);
     } catch (err) {
       for (const c of this.current.values()) c.key = ""; // set again, removed still when gone
       throw err;
     }
   }
 
-  private async apply(backend: Backend): Promise<void> {
-    const want = new Map<string, BackendPeer>(this.peers().map((p) => [p.name, p]));
-    this.holding?.(new Set(want.keys()));
+  private async apply(backend: Backend, want: ReadonlyMap<string, BackendPeer>): Promise<void> {
     const key = (p: BackendPeer) => JSON.stringify([formatPrefix(p.subnet), String(p.underlay), p.backend]);
     const gone = [...this.current.keys()].filter((name) => !want.has(name));
     // Subnets a removal or a peer's move frees: a peer holding one now is set again.

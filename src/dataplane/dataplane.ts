@@ -933,6 +933,9 @@ export class UserspaceDataplane {
       // Closed with the device, its last count kept: a stopped dataplane's counters stay readable
       // (the agent's final read of a retired backend), drops while its workers stopped included.
       if (this.tunStats) this.closedRingDrops = BigInt(this.tunStats.txDropped());
+    } catch {
+      // Only a counter, as when LinkStats fails to open: the ring drops go absent, and the close
+      // goes on (a throw failed the stop, or replaced a failed start's error).
     } finally {
       this.tunStats?.close();
       this.tunStats = undefined;
