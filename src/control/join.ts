@@ -34,6 +34,10 @@ export interface JoinTiming {
 /** Failed rounds to saved members alone (an empty or self-only list) logged at warn; later ones at debug. */
 export const QUIET_AFTER_ROUNDS = 3;
 
+/** While held, GOSSIP_JOIN_NAME_HELD at warn at most this often, other rounds at debug: a node held
+ *  for good (its whole old cluster gone) retries every few seconds until restarted. */
+export const HELD_WARN_EVERY_MS = 30_000;
+
 // Held: the members declare a dead node's record dead within a window of half a minute (lan; longer on
 // wan), after which this node should join soon rather than up to 30 s later; a round every 5 s is
 // still a fifth of the short retry's rate (it had been one a second), and its line a warning that
@@ -118,11 +122,13 @@ export class Joiner {
   private readonly reachedWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
   private fatal?: Error;
   /** The saved addresses asked since the name was last not held (up to MEMBERS_KEPT): asked
-   *  while it is held if nobody else is left to ask (see round). */
+   *  while it is held if nobody else is left to ask, or the last round brought no news (see round). */
   private savedAsked: readonly Addr[] = [];
   /** The last report of this node's name held elsewhere, failedRounds then (the rounds with no
    *  news since back off from there, growing from the first), and when the first of this hold came. */
   private heldReport?: { message: string; round: number; since: number };
+  /** When GOSSIP_JOIN_NAME_HELD last came at warn in this hold (see HELD_WARN_EVERY_MS). */
+  private heldWarnedAt?: number;
 
   constructor(
     private readonly targets: readonly Addr[],
@@ -246,10 +252,13 @@ export class Joiner {
       ...this.targets.map((t) => ({ t, fromList: true })),
       ...saved.map((t) => ({ t, fromList: false })),
     ]);
-    // Held with nobody left to ask: meeting a member drops the saved members it does not hold
-    // (stillSaved), and they may be all this node has to learn that its old record died. Only
-    // then: a dead one, dropped on purpose, holds every round for tcpTimeoutMs.
-    if (addrs.length === 0 && this.deps.nameHeld())
+    // Held with nobody left to ask, or after a round that brought no news (a --join entry that
+    // never answers, a member met meanwhile that never knew the record): meeting a member drops
+    // the saved members it does not hold (stillSaved), and they may be all this node has to learn
+    // that its old record died. Not after a round that reported it: a dead one, dropped on
+    // purpose, would hold every such short retry for tcpTimeoutMs.
+    const noNews = this.heldReport !== undefined && this.heldReport.round < this.failedRounds;
+    if ((addrs.length === 0 || noNews) && this.deps.nameHeld())
       await resolveAll(this.savedAsked.map((t) => ({ t, fromList: false })));
     if (this.stopped) return;
     const alone = listed === 0;
@@ -276,14 +285,22 @@ export class Joiner {
     if (this.deps.othersAlive() > 0 && !this.deps.nameHeld()) return this.joined(answered, addrs.length);
     // Only saved members were tried, and none answered: run standalone, retrying them meanwhile.
     const held = this.deps.nameHeld();
-    if (!held) this.heldReport = undefined;
+    // A hold that cleared without joining: the rounds count afresh (those of a node alone, say).
+    if (!held && this.heldReport) {
+      this.failedRounds = 0;
+      this.clearHold();
+    }
     if (alone && this.state === "joining" && !held) this.alone();
     this.failedRounds++;
     // Held, but no target answered to report the record again or show it gone: no news, so
     // the growing backoff of a failed round, not the short retry of one that reported it; capped
-    // lower, so the node joins soon once the record is declared dead.
+    // lower, so the node joins soon once the record is declared dead (not below retryMinMs, nor above retryMaxMs).
+    const { retryMinMs, retryMaxMs, heldRetryMaxMs } = this.timing;
     const delay = held
-      ? this.backoff(this.failedRounds - (this.heldReport?.round ?? 0), this.timing.heldRetryMaxMs)
+      ? this.backoff(
+          this.failedRounds - (this.heldReport?.round ?? 0),
+          Math.min(retryMaxMs, Math.max(retryMinMs, heldRetryMaxMs)),
+        )
       : this.backoff();
     const outcome =
       addrs.length === 0 && failures.length > 0
@@ -294,9 +311,10 @@ export class Joiner {
       ? `${outcome}; still held${report ? ` (first reported ${Math.round((this.deps.clock.now() - report.since) / 1000)} s ago)` : ""}: ${report?.message ?? "a target reported this node's name live elsewhere"}`
       : outcome;
     // Saved members alone may be gone for good (replaced nodes): a few lines, then quiet, as the
-    // node runs alone meanwhile. Not a held one: it is not ready (and backs off all the same).
+    // node runs alone meanwhile. Not a held one: it is not ready, so it keeps warning, though
+    // not with every round (HELD_WARN_EVERY_MS).
     const lone = alone && !held;
-    const quiet = lone && this.failedRounds > QUIET_AFTER_ROUNDS;
+    const quiet = held ? !this.heldWarnDue() : lone && this.failedRounds > QUIET_AFTER_ROUNDS;
     const last = lone && this.failedRounds === QUIET_AFTER_ROUNDS ? "; further retries are logged at debug" : "";
     let code = "GOSSIP_JOIN_RETRY";
     if (held) code = "GOSSIP_JOIN_NAME_HELD";
@@ -325,7 +343,7 @@ export class Joiner {
     );
     this.state = "joined";
     this.failedRounds = 0;
-    this.heldReport = undefined;
+    this.clearHold();
     this.lastError = undefined;
     this.joinedAt = this.deps.clock.now();
     this.deps.reached();
@@ -362,7 +380,7 @@ export class Joiner {
       since: this.heldReport?.since ?? this.deps.clock.now(),
     };
     const delay = this.backoff(1);
-    this.deps.log.warn(
+    this.deps.log[this.heldWarnDue() ? "warn" : "debug"](
       { code: "GOSSIP_JOIN_NAME_HELD", round: this.failedRounds, retryInMs: Math.round(delay) },
       `join: ${err.message}; retrying in ${(delay / 1000).toFixed(1)} s`,
     );
@@ -378,6 +396,20 @@ export class Joiner {
     for (const w of this.reachedWaiters.splice(0)) w.reject(err);
     // Told apart from the waiters: a rejoin's conflict has none (they were resolved at the first join).
     this.deps.nameTaken(err);
+  }
+
+  /** Whether this held round's line comes at warn (the first of the hold, then one per
+   *  HELD_WARN_EVERY_MS), noting it if so. */
+  private heldWarnDue(): boolean {
+    const now = this.deps.clock.now();
+    if (this.heldWarnedAt !== undefined && now - this.heldWarnedAt < HELD_WARN_EVERY_MS) return false;
+    this.heldWarnedAt = now;
+    return true;
+  }
+
+  private clearHold(): void {
+    this.heldReport = undefined;
+    this.heldWarnedAt = undefined;
   }
 
   private saved(): readonly Addr[] {

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import type { NodeView } from "../../src/control/gossip/delegate.js";
-import { JOIN_DEFAULTS, Joiner, QUIET_AFTER_ROUNDS } from "../../src/control/join.js";
+import { HELD_WARN_EVERY_MS, JOIN_DEFAULTS, Joiner, QUIET_AFTER_ROUNDS } from "../../src/control/join.js";
 import { WeftError } from "../../src/errors.js";
 import type { Addr } from "../../src/control/runtime.js";
 import {
@@ -252,57 +252,65 @@ describe("Joiner waiting out a backoff", () => {
     expect(reached).toBe(1);
     joiner.stop();
   });
-  it("a held name is not left for standing alone when a member met meanwhile empties the saved list, and clears once its old record dies", async () => {
-    const { scheduler, clock } = loneClock();
-    // The first node of its cluster (no join list) restarted on a new address: its saved member
-    // reports its old record; then a new node joins it, and the saved member, held by no member
-    // known here, is dropped (stillSaved) — a round with nobody to ask must not admit it.
-    let saved: Addr[] = [{ host: "198.18.0.2", port: 7946 }];
-    let others = 0;
-    let held = false;
-    let recordDead = false;
-    let reached = 0;
-    const asked: string[][] = [];
-    const joiner = new Joiner([], {
-      clock,
-      random: new SeededRandom(6),
-      resolve: async (host) => [host],
-      // The saved member reports the old record until the members declare it dead; then its
-      // full state comes without it (Memberlist.join clears the hold).
-      join: async (addrs) => {
-        asked.push(addrs.map((a) => a.host));
-        held = !recordDead;
-        if (held) throw new WeftError("GOSSIP_NAME_HELD", "held");
-        return addrs.length;
-      },
-      saved: () => saved,
-      othersAlive: () => others,
-      nameHeld: () => held,
-      self: { host: "198.18.0.1", port: 7946 },
-      log: { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} },
-      nameTaken: () => {},
-      reached: () => void reached++,
-    });
-    joiner.start();
-    await settle();
-    await scheduler.runFor(100);
-    expect(joiner.status().state).toBe("joining");
-    others = 1;
-    saved = [];
-    joiner.memberJoined();
-    await settle();
-    await scheduler.runFor(5_000);
-    expect(joiner.status().state).toBe("joining");
-    expect(reached).toBe(0);
-    // It still asks the saved member dropped meanwhile: before, nobody, and it stayed held until restarted.
-    expect(asked.at(-1)).toEqual(["198.18.0.2"]);
-    recordDead = true;
-    await settle();
-    await scheduler.runFor(5_000);
-    expect(joiner.status().state).toBe("joined");
-    expect(reached).toBe(1);
-    joiner.stop();
-  });
+  // With a join list, a seed that resolves but never answers: the dropped saved member was asked
+  // only with nobody else to ask, so the node asked the dead seed alone and stayed held for good.
+  it.each([
+    { list: [] as Addr[], what: "no join list" },
+    { list: [{ host: "198.18.0.99", port: 7946 }], what: "a dead seed in the join list" },
+  ])(
+    "a held name is not left for standing alone when a member met meanwhile empties the saved list, and clears once its old record dies ($what)",
+    async ({ list }) => {
+      const { scheduler, clock } = loneClock();
+      // The first node of its cluster (no join list) restarted on a new address: its saved member
+      // reports its old record; then a new node joins it, and the saved member, held by no member
+      // known here, is dropped (stillSaved) — a round with nobody to ask must not admit it.
+      let saved: Addr[] = [{ host: "198.18.0.2", port: 7946 }];
+      let others = 0;
+      let held = false;
+      let recordDead = false;
+      let reached = 0;
+      const asked: string[][] = [];
+      const joiner = new Joiner(list, {
+        clock,
+        random: new SeededRandom(6),
+        resolve: async (host) => [host],
+        // The saved member reports the old record until the members declare it dead; then its
+        // full state comes without it (Memberlist.join clears the hold). The dead seed never answers.
+        join: async (addrs) => {
+          asked.push(addrs.map((a) => a.host));
+          if (!addrs.some((a) => a.host === "198.18.0.2")) return 0;
+          held = !recordDead;
+          if (held) throw new WeftError("GOSSIP_NAME_HELD", "held");
+          return addrs.length;
+        },
+        saved: () => saved,
+        othersAlive: () => others,
+        nameHeld: () => held,
+        self: { host: "198.18.0.1", port: 7946 },
+        log: { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} },
+        nameTaken: () => {},
+        reached: () => void reached++,
+      });
+      joiner.start();
+      await settle();
+      await scheduler.runFor(100);
+      expect(joiner.status().state).toBe("joining");
+      others = 1;
+      saved = [];
+      const emptied = asked.length;
+      joiner.memberJoined();
+      await settle();
+      // Stepped, so that each round's awaits settle before the next timer.
+      expect(await scheduler.runUntilTrue(() => joiner.status().state !== "joining", 5_000, 50)).toBe(false);
+      expect(reached).toBe(0);
+      // It still asks the saved member dropped meanwhile: before, nobody, and it stayed held until restarted.
+      expect(asked.slice(emptied).some((a) => a.includes("198.18.0.2"))).toBe(true);
+      recordDead = true;
+      expect(await scheduler.runUntilTrue(() => joiner.status().state === "joined", 5_000, 50)).toBe(true);
+      expect(reached).toBe(1);
+      joiner.stop();
+    },
+  );
 
   /** A joiner whose join rounds `join` runs, logging into `lines`, on a lone clock. */
   const heldJoiner = (
@@ -330,7 +338,7 @@ describe("Joiner waiting out a backoff", () => {
   };
   const addr = (i: number): Addr => ({ host: `198.18.0.${i}`, port: 7946 });
 
-  it("a held node with only saved members warns of every silent round, also after more reported ones than are logged at warn alone", async () => {
+  it("a held node with only saved members keeps warning, also after more reported ones than are logged at warn alone, but not with every round: a bounded count over 10 minutes held", async () => {
     let reports = 0;
     const { scheduler, lines, joiner } = heldJoiner([], {
       // The saved member reports the old record a few times, then times out round after round.
@@ -344,15 +352,49 @@ describe("Joiner waiting out a backoff", () => {
     joiner.start();
     await settle();
     const silent = () => lines.filter((l) => l.msg.includes("still held"));
-    expect(await scheduler.runUntilTrue(() => silent().length >= 6, 120_000, 100)).toBe(true);
-    // Before: at debug, past QUIET_AFTER_ROUNDS failed rounds, as if it ran alone meanwhile.
-    expect(silent().every((l) => l.level === "warn" && l.code === "GOSSIP_JOIN_NAME_HELD")).toBe(true);
+    // The whole old cluster gone: held until restarted, a round every 5 s. Before, each at warn
+    // (about 130 lines in these 10 minutes).
+    expect(await scheduler.runUntilTrue(() => false, 600_000, 100)).toBe(false);
+    expect(silent().length).toBeGreaterThan(100);
+    expect(silent().every((l) => l.code === "GOSSIP_JOIN_NAME_HELD")).toBe(true);
+    const warned = lines.filter((l) => l.level === "warn");
+    expect(warned.length).toBeLessThanOrEqual(600_000 / HELD_WARN_EVERY_MS + 1);
+    // Yet it keeps warning: before 0b064d5, at debug past QUIET_AFTER_ROUNDS failed rounds, as
+    // if it ran alone meanwhile.
+    expect(warned.filter((l) => l.msg.includes("still held")).length).toBeGreaterThan(10);
+    for (const [i, l] of warned.entries())
+      if (i > 0) expect(l.at - warned[i - 1].at).toBeLessThanOrEqual(HELD_WARN_EVERY_MS + JOIN_DEFAULTS.heldRetryMaxMs);
     expect(lines.some((l) => l.msg.includes("logged at debug"))).toBe(false);
     // The time since the first report, not the report's bound, minutes later.
     const first = lines.find((l) => l.code === "GOSSIP_JOIN_NAME_HELD")!.at;
     const last = silent().at(-1)!;
     expect(last.msg).toContain(`still held (first reported ${Math.round((last.at - first) / 1000)} s ago): held at`);
     expect(joiner.status().state).toBe("joining");
+    joiner.stop();
+  });
+
+  it("a hold that clears without joining counts the rounds afresh: a node alone warns of its first failed rounds, then says the rest are at debug", async () => {
+    let calls = 0;
+    let held = false;
+    const { scheduler, lines, joiner } = heldJoiner([], {
+      // The saved member reports the old record for more rounds than are logged at warn alone,
+      // then shows it gone and is gone itself: the node runs alone, retrying it.
+      join: async () => {
+        held = ++calls <= QUIET_AFTER_ROUNDS + 2;
+        if (held) throw new WeftError("GOSSIP_NAME_HELD", "held");
+        return 0;
+      },
+      saved: () => [addr(2)],
+      held: () => held,
+    });
+    joiner.start();
+    await settle();
+    expect(await scheduler.runUntilTrue(() => joiner.status().state === "standalone", 60_000, 100)).toBe(true);
+    expect(await scheduler.runUntilTrue(() => false, 120_000, 100)).toBe(false);
+    // Before: the held rounds counted, so every line alone came at debug.
+    const retries = lines.filter((l) => l.code === "GOSSIP_JOIN_RETRY");
+    expect(retries.filter((l) => l.level === "warn").length).toBe(QUIET_AFTER_ROUNDS);
+    expect(retries[QUIET_AFTER_ROUNDS - 1].msg).toContain("further retries are logged at debug");
     joiner.stop();
   });
 
