@@ -287,27 +287,38 @@ describe("weft cni: the kept delegate config", () => {
     expect(await run("DEL", "during-gc", own)).toBeUndefined();
   });
 
-  it("an ADD while the network's GC lock is held (a process the delegate's GC left with the socket) fails with 11 after 10 s, naming the command that finds the holder", async () => {
+  it("an ADD while the network's GC lock is held (a process the delegate's GC left with the socket) fails with 11 after 10 s, naming the command that finds the holder, and leaves the kept files as they were", async () => {
     const own = { dataDir: join(dir, "gc-held") };
+    expect(await run("ADD", "live", own)).toMatchObject({ cniVersion: "1.0.0" });
+    const live = readFileSync(join(own.dataDir, "live"), "utf8");
     const held = await bindAbstract(networkGcLockName(own.dataDir, "cbr0"));
     if (!held) throw new Error("the network's GC lock is bound already");
     let e: unknown;
+    let again: unknown;
     try {
-      e = await run("ADD", "held", own).catch((x: unknown) => x);
+      // A new attachment, and a re-ADD of a live one with another config (both wait the 10 s at once).
+      [e, again] = await Promise.all([
+        run("ADD", "held", own).catch((x: unknown) => x),
+        run("ADD", "live", { ...own, delegate: { type: "fake", mtu: 1400 } }).catch((x: unknown) => x),
+      ]);
     } finally {
       held.close();
     }
     expect(e).toMatchObject({ cniCode: 11 });
+    expect(again).toMatchObject({ cniCode: 11 });
+    // No delegate ran: nothing for a DEL of "held" to do, and "live"'s DEL still runs its own config.
+    expect(readdirSync(own.dataDir)).toEqual(["live"]);
+    expect(readFileSync(join(own.dataDir, "live"), "utf8")).toBe(live);
     const find = /`(ss -xlp \| grep @weft-cni-gc:[0-9a-f]+)`/.exec((e as CniError).message)?.[1];
     expect(find, (e as CniError).message).toBeDefined();
     // The command as given finds this process, which held it (it holds it no longer: bind again).
-    const again = await bindAbstract(networkGcLockName(own.dataDir, "cbr0"));
+    const rebound = await bindAbstract(networkGcLockName(own.dataDir, "cbr0"));
     try {
       expect(spawnSync("sh", ["-c", find ?? "false"], { encoding: "utf8" }).stdout).toContain(`pid=${process.pid},`);
     } finally {
-      again?.close();
+      rebound?.close();
     }
-    expect(await run("DEL", "held", own)).toBeUndefined();
+    expect(await run("DEL", "live", own)).toBeUndefined();
   }, 30_000);
 
   it("a plugin run with a timeout that leaves a child holding its output: the run fails once that long has passed, and the child is killed with its process group", async () => {
