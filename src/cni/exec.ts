@@ -59,7 +59,8 @@ export function cniEnv(a: CniArgs, base: NodeJS.ProcessEnv = process.env): NodeJ
  * `wrap` prefixes argv, e.g. `ip netns exec <host>` to run it in a lab host's namespace; the
  * plugin inherits the descriptors `fds` (as 3, 4, ...). With `timeoutMs`, the plugin runs in a
  * process group of its own, killed (SIGKILL) once that long has passed without the plugin and
- * whatever else has its output (a child it left) done: the call then fails.
+ * whatever else has its output (a child it left) done: the call then fails. A SIGTERM or SIGINT
+ * to this process meanwhile is passed on to that group.
  */
 export function execPlugin(
   type: string,
@@ -80,15 +81,47 @@ export function execPlugin(
     child.on("error", (e) => reject(new CniError(CNI_ERROR.IO_FAILURE, `cannot run plugin ${file}: ${e.message}`)));
     if (!child.stdout || !child.stderr || !child.stdin) return;
     const ms = opts.timeoutMs;
+    const pid = ms === undefined ? undefined : child.pid;
+    // Known empty once the plugin exited with none left in it: its number may then be reused.
+    let groupGone = false;
+    const killGroup = (signal: NodeJS.Signals) => {
+      try {
+        if (pid !== undefined && !groupGone) process.kill(-pid, signal);
+      } catch {
+        // the group is gone already
+      }
+    };
+    // In a group of its own, the plugin no longer gets what weft's group does (a runtime's or a
+    // shell's SIGTERM, SIGINT): passed on, else it outlives weft and the timer, unbounded.
+    const forward = (signal: NodeJS.Signals) => {
+      killGroup(signal);
+      stopForwarding();
+      // Nothing else handles it: weft ends by it, as it would have without this handler.
+      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+    };
+    const stopForwarding = () => {
+      process.off("SIGTERM", forward);
+      process.off("SIGINT", forward);
+    };
+    if (pid !== undefined) {
+      process.on("SIGTERM", forward);
+      process.on("SIGINT", forward);
+      child.on("exit", () => {
+        try {
+          process.kill(-pid, 0);
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== "ESRCH") return;
+          groupGone = true;
+          stopForwarding();
+        }
+      });
+    }
     const timer =
       ms === undefined
         ? undefined
         : setTimeout(() => {
-            try {
-              if (child.pid !== undefined) process.kill(-child.pid, "SIGKILL");
-            } catch {
-              // the group is gone already
-            }
+            killGroup("SIGKILL");
+            stopForwarding();
             // Not waiting for its output to close: a child that left the group may keep it open.
             child.stdout?.destroy();
             child.stderr?.destroy();
@@ -107,6 +140,7 @@ export function execPlugin(
     child.stdin.on("error", () => undefined); // a plugin may exit before reading its config; its exit says why
     child.on("close", (code, signal) => {
       clearTimeout(timer);
+      stopForwarding();
       const stdout = Buffer.concat(out).toString("utf8").trim();
       const stderr = Buffer.concat(err).toString("utf8").trim();
       let parsed: unknown;

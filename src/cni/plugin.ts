@@ -377,14 +377,25 @@ async function add(conf: FlannelNetConf, args: CniArgs, kept: string, lock: Serv
   const asked = d.cniVersion;
   const v = await delegateVersion(type, asked, args.path);
   if (v !== asked) d.cniVersion = v;
-  // Kept before the delegate runs, so that a DEL after a failed or interrupted ADD still finds it.
-  await writeFileAtomic(kept, JSON.stringify({ ...d, [KEPT_IFNAME]: args.ifName }), {
-    mode: 0o600,
-    dirMode: 0o700,
+  const modes = { mode: 0o600, dirMode: 0o700 };
+  // What a re-ADD of a live attachment replaces: put back should this ADD not reach its delegate.
+  const before = await readFile(kept).catch((e: NodeJS.ErrnoException) => {
+    if (e.code === "ENOENT") return undefined;
+    throw new CniError(CNI_ERROR.IO_FAILURE, `cannot read ${kept}: ${e.message}`);
   });
+  // Kept before the delegate runs, so that a DEL after a failed or interrupted ADD still finds it.
+  await writeFileAtomic(kept, JSON.stringify({ ...d, [KEPT_IFNAME]: args.ifName }), modes);
   // Not during a delegate's GC listed before that write (see networkGcLock); bound only for a
   // moment, so ADDs on the network never wait for each other's writes.
-  (await networkGcLock(conf.dataDir, conf.name)).close();
+  try {
+    (await networkGcLock(conf.dataDir, conf.name)).close();
+  } catch (error) {
+    // No delegate ran: a new file would name nothing, and a live attachment's DEL needs its own config.
+    await (before === undefined ? rm(kept, { force: true }) : writeFileAtomic(kept, before, modes)).catch(
+      (e: unknown) => warn(`${kept} is left as this failed ADD wrote it (${errorMessage(e)}): a DEL runs its config`),
+    );
+    throw error;
+  }
   try {
     const result = (await execPlugin(type, d, args, holding([lock]))) as Record<string, unknown>;
     // The file's time is the ADD's end: GC leaves it for GC_GRACE_MS (see there). Failing, it

@@ -39,7 +39,8 @@ function killInside(pids: string): void {
   while (killed.some(running) && performance.now() < deadline) Atomics.wait(sleep, 0, 0, 5);
 }
 
-function running(pid: number): boolean {
+/** Whether `pid` runs (gone or a zombie, it does not). */
+export function running(pid: number): boolean {
   try {
     // The state follows the command in parentheses, which may itself hold spaces or parentheses.
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");

@@ -2,7 +2,7 @@
 // when things went wrong: a damaged file, an ADD whose delegate failed and could not clean up, a
 // config whose cniVersion changed since ADD. The plugin runs as a runtime runs it (the installed
 // launcher, CNI_* and stdin), in front of a fake delegate that logs its calls and fails on demand.
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CniError } from "../../src/cni/errors.js";
 import { type CniArgs, execPlugin } from "../../src/cni/exec.js";
 import { installPlugin } from "../../src/cni/install.js";
+import { running } from "../../src/lab/netns.js";
 import { networkGcLockName } from "../../src/cni/plugin.js";
 import { bindAbstract } from "../../src/util/abstract-socket.js";
 import { eventually } from "../agent/support.js";
@@ -287,27 +288,38 @@ describe("weft cni: the kept delegate config", () => {
     expect(await run("DEL", "during-gc", own)).toBeUndefined();
   });
 
-  it("an ADD while the network's GC lock is held (a process the delegate's GC left with the socket) fails with 11 after 10 s, naming the command that finds the holder", async () => {
+  it("an ADD while the network's GC lock is held (a process the delegate's GC left with the socket) fails with 11 after 10 s, naming the command that finds the holder, and leaves the kept files as they were", async () => {
     const own = { dataDir: join(dir, "gc-held") };
+    expect(await run("ADD", "live", own)).toMatchObject({ cniVersion: "1.0.0" });
+    const live = readFileSync(join(own.dataDir, "live"), "utf8");
     const held = await bindAbstract(networkGcLockName(own.dataDir, "cbr0"));
     if (!held) throw new Error("the network's GC lock is bound already");
     let e: unknown;
+    let again: unknown;
     try {
-      e = await run("ADD", "held", own).catch((x: unknown) => x);
+      // A new attachment, and a re-ADD of a live one with another config (both wait the 10 s at once).
+      [e, again] = await Promise.all([
+        run("ADD", "held", own).catch((x: unknown) => x),
+        run("ADD", "live", { ...own, delegate: { type: "fake", mtu: 1400 } }).catch((x: unknown) => x),
+      ]);
     } finally {
       held.close();
     }
     expect(e).toMatchObject({ cniCode: 11 });
+    expect(again).toMatchObject({ cniCode: 11 });
+    // No delegate ran: nothing for a DEL of "held" to do, and "live"'s DEL still runs its own config.
+    expect(readdirSync(own.dataDir)).toEqual(["live"]);
+    expect(readFileSync(join(own.dataDir, "live"), "utf8")).toBe(live);
     const find = /`(ss -xlp \| grep @weft-cni-gc:[0-9a-f]+)`/.exec((e as CniError).message)?.[1];
     expect(find, (e as CniError).message).toBeDefined();
     // The command as given finds this process, which held it (it holds it no longer: bind again).
-    const again = await bindAbstract(networkGcLockName(own.dataDir, "cbr0"));
+    const rebound = await bindAbstract(networkGcLockName(own.dataDir, "cbr0"));
     try {
       expect(spawnSync("sh", ["-c", find ?? "false"], { encoding: "utf8" }).stdout).toContain(`pid=${process.pid},`);
     } finally {
-      again?.close();
+      rebound?.close();
     }
-    expect(await run("DEL", "held", own)).toBeUndefined();
+    expect(await run("DEL", "live", own)).toBeUndefined();
   }, 30_000);
 
   it("a plugin run with a timeout that leaves a child holding its output: the run fails once that long has passed, and the child is killed with its process group", async () => {
@@ -321,21 +333,56 @@ describe("weft cni: the kept delegate config", () => {
     });
     const child = Number(readFileSync(pidFile, "utf8"));
     // Gone, or a zombie (its parent exited; whoever adopts it may reap it late).
-    const alive = () => {
-      try {
-        return !/^\d+ \(.*\) Z /.test(readFileSync(`/proc/${child}/stat`, "utf8"));
-      } catch {
-        return false;
-      }
-    };
     try {
       await eventually(
         "the child killed",
-        async () => alive(),
+        async () => running(child),
         (a) => !a,
       );
     } finally {
-      if (alive()) process.kill(child, "SIGKILL");
+      if (running(child)) process.kill(child, "SIGKILL");
+    }
+  });
+
+  it("a SIGTERM to weft's plugin while its delegate's GC runs (in a process group of its own, which a runtime's signal misses) ends that GC too, and weft by it", async () => {
+    const own = { dataDir: join(dir, "gc-term") };
+    const gcs = () => fake.calls().filter((c) => c.startsWith("GC")).length;
+    const before = gcs();
+    fake.hold("GC", true);
+    const weft = spawn(flannel, [], {
+      env: { CNI_COMMAND: "GC", CNI_PATH: `${join(dir, "bin")}:${fake.dir}` },
+      stdio: ["pipe", "ignore", "ignore"],
+    });
+    const ended = new Promise<NodeJS.Signals | null>((resolve) => weft.on("exit", (_, signal) => resolve(signal)));
+    weft.stdin.end(JSON.stringify(conf({ ...own, cniVersion: "1.1.0", "cni.dev/valid-attachments": [] })));
+    let delegate: number | undefined;
+    try {
+      await eventually(
+        "the delegate's GC",
+        async () => gcs(),
+        (n) => n > before,
+      );
+      // weft's child leading a group of its own: the delegate's GC (the launcher execs node).
+      [delegate] = await eventually(
+        "the delegate's GC in its own group",
+        async () =>
+          processes()
+            .filter((p) => p.ppid === weft.pid && p.pgrp === p.pid)
+            .map((p) => p.pid),
+        (l) => l.length === 1,
+      );
+      weft.kill("SIGTERM");
+      expect(await ended).toBe("SIGTERM");
+      const pid = delegate;
+      await eventually(
+        "the delegate's GC ended",
+        async () => running(pid),
+        (a) => !a,
+      );
+    } finally {
+      fake.hold("GC", false);
+      if (weft.exitCode === null && weft.signalCode === null) weft.kill("SIGKILL");
+      if (delegate !== undefined && running(delegate)) process.kill(-delegate, "SIGKILL");
     }
   });
 
@@ -413,3 +460,19 @@ describe("weft cni: the kept delegate config", () => {
     expect(kept().filter((f) => f.startsWith("if-1"))).toEqual([]);
   });
 });
+
+/** The processes now, with their parent and process group. */
+function processes(): { pid: number; ppid: number; pgrp: number }[] {
+  return readdirSync("/proc")
+    .filter((n) => /^\d+$/.test(n))
+    .flatMap((n) => {
+      try {
+        // After the command's closing parenthesis: state, ppid, pgrp.
+        const stat = readFileSync(`/proc/${n}/stat`, "utf8");
+        const [, ppid, pgrp] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+        return [{ pid: Number(n), ppid: Number(ppid), pgrp: Number(pgrp) }];
+      } catch {
+        return []; // ended meanwhile
+      }
+    });
+}
