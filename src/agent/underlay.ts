@@ -239,12 +239,21 @@ async function choose(
           ? `the IPv6 underlay address changes from ${saved}, the last start's, which ${l.savedFlags ? `is ${l.savedFlags.join(" and ")} on ${l.iface}` : `is not on ${l.iface}`}, to ${v6}, ${l.v6Choice.why}`
           : `${l.iface} has several usable global IPv6 addresses: the underlay takes ${v6}, ${l.v6Choice.why}`,
       );
+    const addr = v4 ? parseIpv4(choice.publicIp ?? first(l.v4)) : undefined;
+    const addr6 = v6 ? parseIpv6(v6) : undefined;
+    // The interface's own, where --public-ip or --public-ipv6 gives peers others: a rename is
+    // followed by them (followUnderlay).
+    const own4 = v4 && l.v4.length > 0 ? parseIpv4(first(l.v4)) : addr;
+    const own6 = v6 && l.v6.length > 0 ? parseIpv6(first(l.v6)) : addr6;
     return {
       iface: l.iface,
       ifindex: l.ifindex,
       mtu: l.mtu,
-      ...(v4 && { addr: parseIpv4(choice.publicIp ?? first(l.v4)) }),
-      ...(v6 && { addr6: parseIpv6(v6) }),
+      ...(addr !== undefined && { addr }),
+      ...(addr6 !== undefined && { addr6 }),
+      ...((own4 !== addr || own6 !== addr6) && {
+        ownAddrs: { ...(own4 !== addr && { addr: own4 }), ...(own6 !== addr6 && { addr6: own6 }) },
+      }),
     };
   };
   const sameAddr = (a: string, b: string) => (isIpv6Text(a) && isIpv6Text(b) ? parseIpv6(a) === parseIpv6(b) : a === b);

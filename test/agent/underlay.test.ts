@@ -108,6 +108,8 @@ describe.skipIf(!canUseNetns())("underlay choice", () => {
       mtu: 1400,
       addr: parseIpv4("198.18.0.99"),
       addr6: parseIpv6("2001:2::99"),
+      // What the interface is known by when followed through a rename.
+      ownAddrs: { addr: parseIpv4("198.18.0.6"), addr6: parseIpv6("2001:2::6") },
     });
   });
 
