@@ -71,17 +71,28 @@ interface Link {
 interface DefaultRoute {
   dev?: string;
   metric?: number;
+  /** IPv6: the router preference (RFC 4191) of a route learnt from a router advertisement. */
+  pref?: string;
   prefsrc?: string;
+  /** dead, linkdown (of a route with a dev of its own). */
+  flags?: string[];
   /** ECMP: the devices are here, not in dev. */
   nexthops?: Array<{ dev?: string; flags?: string[] }>;
 }
 
-/** Of default routes, the one the kernel uses: the lowest metric. */
-const inUse = (routes: DefaultRoute[]): DefaultRoute | undefined =>
-  routes.reduce<DefaultRoute | undefined>(
-    (best, r) => (best && (best.metric ?? 0) <= (r.metric ?? 0) ? best : r),
-    undefined,
-  );
+/** Router preferences, most preferred first; a route without one is medium. */
+const PREFS = ["high", "medium", "low"];
+
+/** Default routes in the order the kernel prefers them: the lowest metric, then (the default routes of
+ *  several routers' advertisements share one metric) the higher router preference. */
+const byUse = (a: DefaultRoute, b: DefaultRoute) =>
+  (a.metric ?? 0) - (b.metric ?? 0) || PREFS.indexOf(a.pref ?? "medium") - PREFS.indexOf(b.pref ?? "medium");
+
+/** Of default routes, the one the kernel uses. */
+const inUse = (routes: DefaultRoute[]): DefaultRoute | undefined => [...routes].sort(byUse)[0];
+
+/** Whether the kernel marks a route or nexthop unusable: dead, or its device without carrier. */
+const flagged = (flags?: string[]) => flags?.some((f) => f === "dead" || f === "linkdown") ?? false;
 
 /** The IPv6 underlay address taken at the last start, in the state dir: in IPv6-only mode gossip binds
  *  it, and a --keep-on-exit restart at another address joins late, its old record there held until
@@ -228,12 +239,21 @@ async function choose(
           ? `the IPv6 underlay address changes from ${saved}, the last start's, which ${l.savedFlags ? `is ${l.savedFlags.join(" and ")} on ${l.iface}` : `is not on ${l.iface}`}, to ${v6}, ${l.v6Choice.why}`
           : `${l.iface} has several usable global IPv6 addresses: the underlay takes ${v6}, ${l.v6Choice.why}`,
       );
+    const addr = v4 ? parseIpv4(choice.publicIp ?? first(l.v4)) : undefined;
+    const addr6 = v6 ? parseIpv6(v6) : undefined;
+    // The interface's own, where --public-ip or --public-ipv6 gives peers others: a rename is
+    // followed by them (followUnderlay).
+    const own4 = v4 && l.v4.length > 0 ? parseIpv4(first(l.v4)) : addr;
+    const own6 = v6 && l.v6.length > 0 ? parseIpv6(first(l.v6)) : addr6;
     return {
       iface: l.iface,
       ifindex: l.ifindex,
       mtu: l.mtu,
-      ...(v4 && { addr: parseIpv4(choice.publicIp ?? first(l.v4)) }),
-      ...(v6 && { addr6: parseIpv6(v6) }),
+      ...(addr !== undefined && { addr }),
+      ...(addr6 !== undefined && { addr6 }),
+      ...((own4 !== addr || own6 !== addr6) && {
+        ownAddrs: { ...(own4 !== addr && { addr: own4 }), ...(own6 !== addr6 && { addr6: own6 }) },
+      }),
     };
   };
   const sameAddr = (a: string, b: string) => (isIpv6Text(a) && isIpv6Text(b) ? parseIpv6(a) === parseIpv6(b) : a === b);
@@ -286,21 +306,24 @@ async function choose(
         : [6, 4]
       : [6];
   for (const family of order) {
-    // The devices of the default routes (not a blackhole's), lowest metric first (the one the kernel
-    // uses, then backups); of an ECMP one (no dev of its own), its nexthops' as the kernel lists
-    // them, but for one the kernel has marked dead or whose device has no carrier (linkdown).
-    // flanneld finds no interface there (its lookup reads the route's own device only); the first
-    // is the choice that stays put while the route does, where traffic would pick one per flow.
-    const devs = (await kernel.ipJson<DefaultRoute[]>([`-${family}`, "route", "show", "default"]))
-      .sort((a, b) => (a.metric ?? 0) - (b.metric ?? 0))
+    // The devices of the default routes (not a blackhole's) in the order the kernel prefers them (the
+    // one it uses, then backups); of an ECMP one (no dev of its own), its nexthops' as the kernel
+    // lists them. flanneld finds no interface there (its lookup reads the route's own device only);
+    // the first is the choice that stays put while the route does, where traffic would pick one per
+    // flow. Those the kernel marks dead or linkdown (no carrier) come last, not never: at a boot
+    // before carrier every one may be, and the agent then starts on the first.
+    const candidates = (await kernel.ipJson<DefaultRoute[]>([`-${family}`, "route", "show", "default"]))
+      .sort(byUse)
       .flatMap((r) =>
         r.dev !== undefined
-          ? [r.dev]
+          ? [{ dev: r.dev, down: flagged(r.flags) }]
           : (r.nexthops ?? []).flatMap((h) =>
-              h.dev !== undefined && !h.flags?.some((f) => f === "dead" || f === "linkdown") ? [h.dev] : [],
+              h.dev !== undefined ? [{ dev: h.dev, down: flagged(r.flags) || flagged(h.flags) }] : [],
             ),
       );
-    const link = devs.map((dev) => links.find((l) => l.iface === dev && usable(l))).find((l) => l !== undefined);
+    const link = [...candidates.filter((c) => !c.down), ...candidates.filter((c) => c.down)]
+      .map((c) => links.find((l) => l.iface === c.dev && usable(l)))
+      .find((l) => l !== undefined);
     if (link) return pick(link);
   }
   throw new WeftError(

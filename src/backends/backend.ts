@@ -32,6 +32,9 @@ export interface Underlay {
   addr?: number;
   /** IPv6 address peers send to (flannel's --public-ipv6); present when IPv6 is enabled. */
   addr6?: bigint;
+  /** The interface's own addresses, where --public-ip or --public-ipv6 gives peers another: the
+   *  interface is known by these too when followUnderlay checks a device. */
+  ownAddrs?: { addr?: number; addr6?: bigint };
   mtu: number;
 }
 

@@ -108,6 +108,8 @@ describe.skipIf(!canUseNetns())("underlay choice", () => {
       mtu: 1400,
       addr: parseIpv4("198.18.0.99"),
       addr6: parseIpv6("2001:2::99"),
+      // What the interface is known by when followed through a rename.
+      ownAddrs: { addr: parseIpv4("198.18.0.6"), addr6: parseIpv6("2001:2::6") },
     });
   });
 
@@ -466,6 +468,20 @@ describe.skipIf(!canUseNetns())("underlay choice by an ECMP default route", () =
     await ns?.destroy();
   });
 
+  /** Multipath default routes of metric 100 of each family, their first nexthop through ea. */
+  const ecmpDefaults = async () => {
+    await ns.ip("route replace default metric 100 nexthop via 198.18.0.1 dev ea nexthop via 198.18.0.129 dev eb");
+    await ns.ip(
+      "-6 route replace default metric 100 nexthop via 2001:2::1 dev ea nexthop via 2001:2::8000:0:0:1 dev eb",
+    );
+  };
+
+  /** The interfaces taken without --iface, for IPv4 and for IPv6. */
+  const taken = async () => [
+    (await chooseUnderlay(ns.kernel, {}, V4)).iface,
+    (await chooseUnderlay(ns.kernel, {}, V6)).iface,
+  ];
+
   it("without --iface takes the first nexthop's interface of the lowest-metric default route, multipath or not", async () => {
     // Before, a multipath default (its devices in nexthops, none of its own) gave no interface: AGENT_UNDERLAY_NOT_FOUND.
     await ns.ip("route add default metric 100 nexthop via 198.18.0.1 dev ea nexthop via 198.18.0.129 dev eb");
@@ -505,14 +521,12 @@ describe.skipIf(!canUseNetns())("underlay choice by an ECMP default route", () =
   });
 
   it("passes over a nexthop whose device has no carrier (linkdown) or no usable address", async () => {
-    await ns.ip("route replace default metric 100 nexthop via 198.18.0.1 dev ea nexthop via 198.18.0.129 dev eb");
-    await ns.ip("-6 route add default metric 100 nexthop via 2001:2::1 dev ea nexthop via 2001:2::8000:0:0:1 dev eb");
+    await ecmpDefaults();
     // Before, the first nexthop was taken whatever its state: ea, without carrier as its peer is
     // down (the kernel marks the nexthop linkdown), its addresses still there.
     await ns.ip("link set eap down");
     try {
-      expect(await chooseUnderlay(ns.kernel, {}, V4)).toMatchObject({ iface: "eb", ifindex: index.eb });
-      expect(await chooseUnderlay(ns.kernel, {}, V6)).toMatchObject({ iface: "eb", ifindex: index.eb });
+      expect(await taken()).toEqual(["eb", "eb"]);
     } finally {
       await ns.ip("link set eap up");
       await ns.ip("-6 route del default");
@@ -525,5 +539,45 @@ describe.skipIf(!canUseNetns())("underlay choice by an ECMP default route", () =
       "route replace default metric 100 nexthop via 198.18.0.200 dev ec onlink nexthop via 198.18.0.1 dev ea",
     );
     expect(await chooseUnderlay(ns.kernel, {}, V4)).toMatchObject({ iface: "ea", ifindex: index.ea });
+  });
+
+  it("takes a linkdown or dead one only where no live one has a usable address", async () => {
+    // Before, every flagged nexthop was passed over: at a boot before carrier (each nexthop
+    // linkdown) AGENT_UNDERLAY_NOT_FOUND, while a single route's own flags were not read, so a
+    // linkdown metric-100 route won over a live metric-200 backup.
+    await ecmpDefaults();
+    await ns.ip("link set eap down");
+    await ns.ip("link set ebp down");
+    try {
+      expect(await taken()).toEqual(["ea", "ea"]);
+      await ns.ip("link set ebp up");
+      // One route each: ea's, linkdown, at metric 100; eb's a backup at 200.
+      for (const [family, viaEa, viaEb] of [
+        ["-4", "198.18.0.1", "198.18.0.129"],
+        ["-6", "2001:2::1", "2001:2::8000:0:0:1"],
+      ]) {
+        await ns.ip(`${family} route replace default metric 100 via ${viaEa} dev ea`);
+        await ns.ip(`${family} route add default metric 200 via ${viaEb} dev eb`);
+      }
+      expect(await taken()).toEqual(["eb", "eb"]);
+    } finally {
+      for (const peer of ["eap", "ebp"]) await ns.ip(`link set ${peer} up`);
+      for (const family of ["-4", "-6"]) await ns.ip(`${family} route flush exact default`);
+    }
+  });
+
+  it("IPv6: of default routes of one metric, as several routers advertise them, the higher router preference", async () => {
+    // Before, the first listed was taken, whatever its preference. Routes without a gateway are
+    // never merged into one multipath route, as routes learnt from advertisements are not.
+    await ns.ip("-6 route add default dev ea metric 1024 pref low");
+    await ns.ip("-6 route append default dev eb metric 1024 pref high");
+    try {
+      expect(await chooseUnderlay(ns.kernel, {}, V6)).toMatchObject({ iface: "eb", ifindex: index.eb });
+      await ns.ip("-6 route del default dev eb metric 1024");
+      await ns.ip("-6 route append default dev eb metric 1024 pref medium");
+      expect(await chooseUnderlay(ns.kernel, {}, V6)).toMatchObject({ iface: "eb", ifindex: index.eb });
+    } finally {
+      await ns.ip("-6 route flush exact ::/0");
+    }
   });
 });

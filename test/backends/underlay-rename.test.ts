@@ -5,18 +5,37 @@
 // renamed as udev and networkd do: down, rename, up (Linux before 6.2 refuses to rename an
 // interface that is up: EBUSY); the down takes the routes through it, which the reconcile puts back.
 // An interface deleted and made again has a new index, and its old one may be another device's.
-import type { LabHost } from "../../src/lab/cluster.js";
+import { chooseUnderlay } from "../../src/agent/underlay.js";
+import type { LabCluster, LabHost } from "../../src/lab/cluster.js";
+import { parseIpv4 } from "../../src/net/ipv4.js";
 import { ping } from "../../src/lab/traffic.js";
 import { describe, expect, it } from "vitest";
 import { canUseNetns } from "../support/netns.js";
 import { podRoutes, removeLab, twoHostLab, type LabNode } from "./support.js";
 
-/** Renames host1's eth0 up0 as udev and systemd-networkd do. */
-const rename = async (h: LabHost) => {
-  await h.ns.ip("link set dev eth0 down");
-  await h.ns.ip("link set dev eth0 name up0");
-  await h.ns.ip("link set dev up0 up");
+/** Renames host1's interface (eth0 up0 unless told) as udev and systemd-networkd do. */
+const rename = async (h: LabHost, from = "eth0", to = "up0") => {
+  await h.ns.ip(`link set dev ${from} down`);
+  await h.ns.ip(`link set dev ${from} name ${to}`);
+  await h.ns.ip(`link set dev ${to} up`);
 };
+
+/** Runs `body` on a two-host lab of backend `type` (pods' MTU 1400), removed after whatever the outcome. */
+const inLab = async (
+  tag: string,
+  type: string,
+  body: (l: { lab: LabCluster; n1: LabNode; n2: LabNode; h1: LabHost; h2: LabHost }) => Promise<void>,
+) => {
+  const { lab, n1, n2 } = await twoHostLab(tag, type, 1400);
+  try {
+    await body({ lab, n1, n2, h1: lab.hosts[0], h2: lab.hosts[1] });
+  } finally {
+    await removeLab(lab, [n1, n2]);
+  }
+};
+
+/** host1's routes to host2's pods. */
+const toHost2 = async (h: LabHost) => (await podRoutes(h)).filter((r) => r.dst === "198.19.2.0/24");
 
 /** A device's ifindex and, for a vxlan device, the underlay device it sends through. */
 const linkOf = async (n: LabNode, dev: string) => {
@@ -38,9 +57,7 @@ describe.skipIf(!canUseNetns())("underlay interface renamed while the backend ru
       // flannel.1 mismatched (underlay device up0, not eth0), deleted it and could not make it again
       // on eth0; host-gw's routes on up0 were no longer its own and `dev eth0` was refused; a
       // userspace backend read no underlay MTU.
-      const { lab, n1, n2 } = await twoHostLab(`bren${type.slice(0, 2)}`, type, 1400);
-      try {
-        const [h1, h2] = lab.hosts;
+      await inLab(`bren${type.slice(0, 2)}`, type, async ({ n1, n2, h1, h2 }) => {
         const device = { vxlan: "flannel.1", "host-gw": undefined, "wasm-vxlan": "weft.1" }[type];
         const before = device && (await linkOf(n1, device));
         await rename(h1);
@@ -70,9 +87,7 @@ describe.skipIf(!canUseNetns())("underlay interface renamed while the backend ru
         expect(n1.c.log.lines).toContainEqual(
           expect.objectContaining({ code: "BACKEND_UNDERLAY_RENAMED", from: "eth0", to: "up0" }),
         );
-      } finally {
-        await removeLab(lab, [n1, n2]);
-      }
+      });
     },
   );
 
@@ -82,9 +97,7 @@ describe.skipIf(!canUseNetns())("underlay interface renamed while the backend ru
       // Before, the index stayed the start-time one: the device given it was taken for the renamed
       // interface (BACKEND_UNDERLAY_RENAMED to stray, the overlay put on it), and a later rename
       // of the interface itself was not followed.
-      const { lab, n1, n2 } = await twoHostLab(`bnew${type.slice(0, 2)}`, type, 1400);
-      try {
-        const [h1, h2] = lab.hosts;
+      await inLab(`bnew${type.slice(0, 2)}`, type, async ({ lab, n1, h1, h2 }) => {
         const [{ address: mac }] = await h1.ns.kernel.ipJson<Array<{ address: string }>>([
           "link",
           "show",
@@ -125,9 +138,59 @@ describe.skipIf(!canUseNetns())("underlay interface renamed while the backend ru
           expect.objectContaining({ from: "eth0", to: "up0", ifindex }),
         ]);
         expect(n1.c.log.errors()).toEqual([]);
-      } finally {
-        await removeLab(lab, [n1, n2]);
-      }
+      });
     },
   );
+
+  it("host-gw: with --public-ip on another device the rename is followed by the interface's own address", async () => {
+    // Before, a device was taken for the renamed interface only while it held --public-ip, which
+    // this interface never does: the rename was not followed, routes were refused on eth0.
+    await inLab("bpubhg", "host-gw", async ({ n1, h1, h2 }) => {
+      await h1.ns.ip("addr add 198.18.0.99/32 dev lo");
+      const chosen = await chooseUnderlay(h1.ns.kernel, { iface: ["eth0"], publicIp: "198.18.0.99" });
+      expect(chosen).toMatchObject({ iface: "eth0", addr: parseIpv4("198.18.0.99") });
+      Object.assign(n1.c.ctx.underlay, chosen); // the backend's own object, as the agent shares it
+
+      await rename(h1);
+      await n1.backend.reconcile();
+      expect(n1.c.ctx.underlay).toMatchObject({ iface: "up0", ifindex: h1.underlayIfindex });
+      expect(await toHost2(h1)).toEqual([{ dst: "198.19.2.0/24", gateway: "198.18.0.12", dev: "up0", flags: [] }]);
+      expect((await ping(h1.pods[0], h2.pods[0].addr, { count: 2 })).received).toBe(2);
+      expect(n1.c.log.lines).toContainEqual(
+        expect.objectContaining({ code: "BACKEND_UNDERLAY_RENAMED", from: "eth0", to: "up0" }),
+      );
+      expect(n1.c.log.errors()).toEqual([]);
+    });
+  });
+
+  it("host-gw: an old name left as an altname is not taken for the name; a renamed device without the address is warned of once", async () => {
+    // Before, `ip addr show dev eth0` found the device at the index by its altname and the name
+    // stayed eth0, while routes show up0: the backend's own routes were not its own.
+    await inLab("baltnm", "host-gw", async ({ n1, h1, h2 }) => {
+      await rename(h1);
+      await h1.ns.ip("link property add dev up0 altname eth0");
+      await n1.backend.reconcile();
+      expect(n1.c.ctx.underlay).toMatchObject({ iface: "up0", ifindex: h1.underlayIfindex });
+      expect(await toHost2(h1)).toEqual([{ dst: "198.19.2.0/24", gateway: "198.18.0.12", dev: "up0", flags: [] }]);
+      expect((await ping(h1.pods[0], h2.pods[0].addr, { count: 2 })).received).toBe(2);
+      expect(n1.c.log.errors()).toEqual([]);
+
+      // Renamed after its address went (as an IPv6 one does at a down with keep_addr_on_down 0):
+      // not followed, and said once, not at every reconcile (before, nothing was said).
+      await h1.ns.ip("addr flush dev up0");
+      await rename(h1, "up0", "up1");
+      const lost = () => n1.c.log.lines.filter((l) => l.code === "BACKEND_UNDERLAY_LOST");
+      for (let i = 0; i < 2; i++) await n1.backend.reconcile().catch(() => undefined);
+      expect(n1.c.ctx.underlay).toMatchObject({ iface: "up0" });
+      expect(lost()).toEqual([
+        expect.objectContaining({ level: 40, iface: "up0", device: "up1", ifindex: h1.underlayIfindex }),
+      ]);
+      // Its address back, it is followed.
+      await h1.ns.ip("addr add 198.18.0.11/24 dev up1");
+      await n1.backend.reconcile();
+      expect(n1.c.ctx.underlay).toMatchObject({ iface: "up1" });
+      expect(await toHost2(h1)).toEqual([{ dst: "198.19.2.0/24", gateway: "198.18.0.12", dev: "up1", flags: [] }]);
+      expect(lost()).toHaveLength(1);
+    });
+  });
 });
