@@ -622,6 +622,26 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     expect(sim.scheduler.now() - diedAt).toBeGreaterThan(90_000);
   }, 240_000);
 
+  it("a held node is not admitted by a member of another cluster that knows an unrelated node of a reporter's name", async () => {
+    const { sim, nodes, clone, start, stopDouble, loner, heldAndMet, expectHeldFor } = await cutOffDouble(15);
+    const [a, b, c] = nodes;
+    const d = await loner();
+    // Another "b", in d's cluster: named like the reporter, never a member of the first "a"'s.
+    const otherB = sim.add("b");
+    await sim.start(otherB, { join: [d.host.addr], seeds: ["d"] });
+    expect(await sim.runUntil(() => d.plane?.members().some((m) => m.name === "b") === true, 30_000)).toBe(true);
+    const pc = await start([b, d]);
+    await heldAndMet(pc);
+    // b and c drop out of reach while the first "a" lives on: only d answers in full, without
+    // the record, listing its own "b" alive at another address than the reporter's.
+    sim.net.cut(clone.host.addr, b.host.addr);
+    sim.net.cut(clone.host.addr, c.host.addr);
+    await expectHeldFor(pc, 60_000);
+    expect(pc.joinStatus().lastError).toContain("1 of 2 address(es) answered, but none showed the record gone");
+    expect(b.plane.members().find((m) => m.name === "a")?.host).toBe(a.host.addr.host);
+    await stopDouble(pc);
+  }, 180_000);
+
   it("a held node whose every reporter is gone joins once a member of their cluster answers without the record", async () => {
     const { sim, nodes, start, expectJoined } = await cutOffDouble(14);
     const [a, b, c] = nodes;

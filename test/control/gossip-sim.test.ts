@@ -14,6 +14,7 @@ import {
   envelopeHeader,
   type Message,
   type MessageKind,
+  type NodeState,
   protocolOf,
 } from "../../src/control/gossip/messages.js";
 import type { GossipCounters } from "../../src/control/gossip/observability.js";
@@ -873,6 +874,53 @@ describe("membership in the simulator", () => {
     await cluster.runFor(5000);
     expect(n0.ml().counters().dropped.garbage).toBe(garbage + 1);
     expect(cluster.view("n0", "evil")).toBeUndefined();
+  });
+
+  it("a held name is not cleared by a full state listing its record dead at an older incarnation (a death since refuted)", async () => {
+    const cluster = new SimCluster({ seed: 16, checkInvariants: false });
+    const joiner = cluster.add("a");
+    const keyring = new Keyring(CLUSTER_KEY);
+    const decoder = new EnvelopeDecoder({ maxMetaBytes: 512, maxFrameBytes: 1 << 20 });
+    const meta = new Uint8Array(0);
+    const old = { name: "a", host: "198.18.9.1", port: 7946, meta, stateAgeMs: 0 };
+    /** A target named `name` whose full state lists itself and `listed`. */
+    const target = (host: string, name: string) => {
+      const addr = { host, port: 7946 };
+      let listed: NodeState[] = [];
+      cluster.net.attach(cluster.net.host(addr)).onExchange(async (_from, frame) => {
+        const opened = keyring.open(frame, "request");
+        const kind = opened.ok ? decoder.decode(opened.plaintext)?.messages[0].message.kind : undefined;
+        if (kind !== "pushPull" && kind !== "pushPull2") throw new Error(`unexpected ${kind}`);
+        const self: NodeState = { name, ...addr, incarnation: 1, state: "alive", meta, stateAgeMs: 0 };
+        const reply: Message = { kind, join: false, nodes: [self, ...listed], userState: meta };
+        return keyring.seal(buildEnvelope(envelopeHeader(name), [encodeMessage(reply)]), "response");
+      });
+      return { addr, list: (nodes: NodeState[]) => (listed = nodes) };
+    };
+    /** One join round through `to`: how it ended, and whether the name is held after it. */
+    const round = async (to: Addr) => {
+      let ended: string | undefined;
+      joiner
+        .ml()
+        .join([to])
+        .then(
+          (n) => (ended = `joined ${n}`),
+          (e: { code?: string }) => (ended = e.code),
+        );
+      expect(await cluster.runUntil(() => ended !== undefined, 30_000)).toBe(true);
+      return { ended, held: joiner.ml().nameIsHeld() };
+    };
+    // The reporter lists "a" alive at an address where nothing answers, at incarnation 5.
+    const reporter = target("198.18.9.2", "r");
+    reporter.list([{ ...old, incarnation: 5, state: "alive" }]);
+    expect(await round(reporter.addr)).toEqual({ ended: "GOSSIP_NAME_HELD", held: true });
+    // Another member lists it dead at 4: that node refuted the death since, as the reporter knew.
+    const other = target("198.18.9.3", "t");
+    other.list([{ ...old, incarnation: 4, state: "dead" }]);
+    expect(await round(other.addr)).toEqual({ ended: "joined 1", held: true });
+    // Dead at 5 (or later), it is gone.
+    other.list([{ ...old, incarnation: 5, state: "dead" }]);
+    expect(await round(other.addr)).toEqual({ ended: "joined 1", held: false });
   });
 
   it("garbage, bit-flipped and oversized frames are dropped, counted, and change nothing", async () => {

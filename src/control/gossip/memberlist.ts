@@ -55,14 +55,15 @@ interface HeldName {
   /** How many live members the first report listed (the bound's cluster size). */
   readonly live: number;
   readonly since: number;
-  /** Names of the targets that reported it (a name, not an address: a member may move). */
-  readonly reporters: ReadonlySet<string>;
+  /** The targets that reported it: name → the address its answer listed it at (else the one it
+   *  answered from), which a member that lists it there knew it by (see showsHeldGone). */
+  readonly reporters: ReadonlyMap<string, Addr>;
 }
 
 /** A join target's answer: the live record of this node's name at another address it listed, or
  *  whether its state shows a held record gone (see showsHeldGone; its state was merged). */
 type JoinAnswer =
-  | { readonly sender: string; readonly record: NodeState; readonly live: number }
+  | { readonly sender: string; readonly at: Addr; readonly record: NodeState; readonly live: number }
   | { readonly sender: string; readonly record?: undefined; readonly heldGone: boolean };
 
 export class Memberlist {
@@ -88,8 +89,8 @@ export class Memberlist {
   private nameCheckAt = -Infinity;
   private nameLost = false;
   /** A live record of this node's name at another address that a join target reported, when
-   *  first (see nameHeld), and the names of the targets that reported it; kept until an answer
-   *  shows it gone (see showsHeldGone), so a round in which the targets that know it are silent (a
+   *  first (see nameHeld), and the targets that reported it; kept until a full answer shows it
+   *  gone (see showsHeldGone), so a round in which the targets that know it are silent (a
    *  timeout, not an answer) neither admits this node nor restarts the bound, nor ends it. */
   private heldName?: HeldName;
 
@@ -176,7 +177,7 @@ export class Memberlist {
    * Rejects with GOSSIP_NAME_CONFLICT when a seed knows a live member of this node's name at another
    * address that answers to it: the name is taken, and this node must not take part (memberlist
    * refuses it too); with GOSSIP_NAME_HELD when nothing there answers (see nameHeld), in every
-   * round that reports it again, until an answer shows it gone (see showsHeldGone; meanwhile
+   * round that reports it again, until a full answer shows it gone (see showsHeldGone; meanwhile
    * nameIsHeld, also after rounds that brought no such answer). addressKept: this node has been
    * a member at its present address (a rejoin), so such a record is not its own from before a
    * restart: the name is taken whether or not it answers.
@@ -207,7 +208,7 @@ export class Memberlist {
         record: reported.record,
         live: reported.live,
         since: this.heldName?.since ?? this.clock.now(),
-        reporters: new Set([...(this.heldName?.reporters ?? []), ...reports.map((a) => a!.sender)]),
+        reporters: new Map([...(this.heldName?.reporters ?? []), ...reports.map((a) => [a!.sender, a!.at] as const)]),
       };
     } else if (answers.some((a, i) => a?.record === undefined && a?.heldGone && (full === undefined || i === full))) {
       this.heldName = undefined;
@@ -220,7 +221,7 @@ export class Memberlist {
     return results.filter((r) => r.status === "fulfilled").length;
   }
 
-  /** A join target reported a live record of this node's name elsewhere, and no answer has shown
+  /** A join target reported a live record of this node's name elsewhere, and no full answer has shown
    *  it gone since (see showsHeldGone): members met meanwhile do not make this node joined. */
   nameIsHeld(): boolean {
     return this.heldName !== undefined;
@@ -445,10 +446,13 @@ export class Memberlist {
       const record = reply.message.nodes.find(
         (n) => n.name === me.name && isLive(n.state) && (n.host !== me.host || n.port !== me.port),
       );
-      if (record)
-        return { sender: reply.sender, record, live: reply.message.nodes.filter((n) => isLive(n.state)).length };
+      if (record) {
+        const self = reply.message.nodes.find((n) => n.name === reply.sender);
+        const at = self ? { host: self.host, port: self.port } : reply.from;
+        return { sender: reply.sender, at, record, live: reply.message.nodes.filter((n) => isLive(n.state)).length };
+      }
     }
-    const heldGone = join && this.showsHeldGone(reply.message.nodes);
+    const heldGone = join && this.showsHeldGone(reply.message.nodes, reply.sender);
     this.membership.mergeRemote(reply.message.nodes, reply.sender);
     // A version-1 answer to a version-1 request (after a refusal): note it once the peer's record exists.
     if (reply.message.kind === "pushPull" && tryCompact) this.membership.refusedVersion2(peer);
@@ -460,22 +464,28 @@ export class Memberlist {
 
   /**
    * Whether a join target's full state without the held record (see join) shows it gone: it lists
-   * the record as dead or left, or it lists a target that reported it: that target itself (every
-   * full state lists its sender), which has since declared the record dead and maybe reaped it, or
-   * restarted and answers with what it has merged since; or a member of its cluster (which knows
-   * it alive, or dead: it had the record too, whose tombstone our join may have replaced there).
-   * Not any other: a member that never knew the record (one met meanwhile, alone or in another
-   * cluster, and saved) would admit a second live node of the name.
+   * the record as dead or left, at its address and incarnation or a later one (an older one is a
+   * death the record's node refuted, news that did not reach this target yet); or it comes from a
+   * target that reported it (by name, every full state lists its sender: moved or restarted, it
+   * has declared the record dead and maybe reaped it, or answers with what it merged since); or it
+   * lists such a target at the address it reported from (a member of its cluster, which knows it
+   * alive, or dead: it had the record too, whose tombstone our join may have replaced there). Not
+   * any other: a member that never knew the record (one met meanwhile, alone or in another
+   * cluster, and saved, maybe knowing an unrelated node of a reporter's name) would admit a second
+   * live node of the name.
    */
-  private showsHeldGone(nodes: readonly NodeState[]): boolean {
+  private showsHeldGone(nodes: readonly NodeState[], sender: string): boolean {
     const held = this.heldName;
     if (!held) return false;
     const { record, reporters } = held;
-    return nodes.some((n) =>
-      n.name === record.name
-        ? n.host === record.host && n.port === record.port && !isLive(n.state)
-        : reporters.has(n.name),
-    );
+    return nodes.some((n) => {
+      if (n.name === record.name)
+        return (
+          n.host === record.host && n.port === record.port && !isLive(n.state) && n.incarnation >= record.incarnation
+        );
+      const at = reporters.get(n.name);
+      return at !== undefined && (n.name === sender || (n.host === at.host && n.port === at.port));
+    });
   }
 
   /**
