@@ -32,6 +32,9 @@ function lines(b: Buffer): number {
   return b.length > 0 && b[b.length - 1] !== 10 ? n + 1 : n;
 }
 
+/** Lines in a queued entry: NEWLINE, queued alone to end a torn piece, is none (its line was counted). */
+const linesIn = (q: string | Buffer) => (typeof q === "string" ? 1 : q === NEWLINE ? 0 : lines(q));
+
 /** pino's destination for the agent: asynchronous until `toSync`. */
 export class AgentLogStream {
   /**
@@ -50,6 +53,8 @@ export class AgentLogStream {
   /** The main thread's EAGAIN retries left; undefined until `toSync`. */
   private syncRetries: number | undefined;
   private flushing = false;
+  /** The last `write` dropped its line, the buffer full: a notice that was, carries its count to the next. */
+  private refused = false;
   /** Lines dropped since the last notice. */
   private unreported = 0;
   /** Lines dropped since the start: for a full buffer, the reader gone (EPIPE), or another write error. */
@@ -63,7 +68,8 @@ export class AgentLogStream {
 
   write(line: string): void {
     const bytes = Buffer.byteLength(line);
-    if (this.held + bytes > BUFFERED_BYTES) return this.drop(1);
+    this.refused = this.held + bytes > BUFFERED_BYTES;
+    if (this.refused) return this.drop(1);
     this.queue.push(line);
     this.held += bytes;
     if (this.syncRetries === undefined) this.startPoolWrite();
@@ -74,7 +80,8 @@ export class AgentLogStream {
    * From here on each line is written before `write` returns. A pool write still under way cannot
    * be waited for (its callback needs the event loop), so its lines may come after these; the main
    * thread's first write then begins with a newline, and if the pool's write turns out partial the
-   * rest of the line it tore is dropped (counted), so no line is joined to that piece. Called again,
+   * rest of the line it tore is dropped (counted) and its newline written, so no line is joined to
+   * that piece; an empty line may appear. Called again,
    * it retries what is still buffered. Bounded and never throwing, it is also the exit hook: a throw
    * in 'exit' skips the hooks after it.
    */
@@ -95,13 +102,8 @@ export class AgentLogStream {
   /** Drops what is queued: the reader is gone, or stdout failed otherwise. */
   private dropQueue(): void {
     for (const q of this.queue.splice(0)) {
-      if (typeof q === "string") {
-        this.held -= Buffer.byteLength(q);
-        this.drop(1);
-      } else {
-        this.held -= q.length;
-        this.drop(lines(q));
-      }
+      this.held -= typeof q === "string" ? Buffer.byteLength(q) : q.length;
+      this.drop(linesIn(q));
     }
   }
 
@@ -126,22 +128,26 @@ export class AgentLogStream {
    */
   private written(b: Buffer, n: number, torn = false): void {
     this.held -= n;
-    let rest = n;
+    // The bytes left, as queue entries; b itself if none was written, so that NEWLINE stays NEWLINE.
+    let rest = [n === 0 ? b : b.subarray(n)];
     if (torn && n < b.length && b[n - 1] !== 10) {
       const end = b.indexOf(10, n);
-      rest = end < 0 ? b.length : end;
-      this.held -= rest - n;
-      this.drop(1);
+      const cut = end < 0 ? b.length : end;
+      // A cut just before the line's newline leaves nothing of it to drop.
+      if (cut > n) this.drop(1);
+      this.held -= cut - n;
+      rest = end < 0 ? [] : [NEWLINE, b.subarray(end + 1)];
     }
-    if (rest < b.length) this.queue.unshift(b.subarray(rest));
+    this.queue.unshift(...rest.filter((r) => r.length > 0));
     if (n > 0 && this.unreported > 0) {
       // Its line goes through `write`, queued behind what is queued now; if the buffer has no room
-      // for it, it is dropped itself, and the next notice counts these lines too.
+      // for it, it is dropped itself, and the next notice counts these lines too. Lines dropped
+      // after it was queued (a write error) are counted anew, not with these.
       const dropped = this.unreported;
       this.unreported = 0;
-      const before = this.dropped;
+      this.refused = false;
       this.notice(dropped);
-      if (this.dropped !== before) this.unreported += dropped;
+      if (this.refused) this.unreported += dropped;
     }
   }
 
@@ -166,7 +172,7 @@ export class AgentLogStream {
       }
       if (err) {
         this.held -= b.length;
-        this.drop(lines(b));
+        this.drop(linesIn(b));
         this.dropQueue();
         // EPIPE drops the lines and the agent runs on (later lines are tried again: a FIFO may get
         // a reader anew); any other error ends a running agent, as before, but never a stop.
@@ -194,7 +200,7 @@ export class AgentLogStream {
           n = writeSync(this.fd, lead ? Buffer.concat([NEWLINE, b]) : b);
           if (lead) {
             this.poolRaced = true;
-            n--;
+            n = Math.max(0, n - 1);
           }
         } catch (err) {
           if (busy(err as NodeJS.ErrnoException)) {
@@ -205,7 +211,7 @@ export class AgentLogStream {
             continue;
           }
           this.held -= b.length;
-          this.drop(lines(b));
+          this.drop(linesIn(b));
           this.dropQueue();
           return;
         }

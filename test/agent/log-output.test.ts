@@ -10,8 +10,11 @@
 // reader gone returns (before, sonic-boom's flushSync retried EPIPE without end); lines dropped
 // for a full buffer are counted and said once the pipe is read, a notice dropped itself counted in
 // the next (before, that said 1); a stop while the pool's partial write is under way joins no line
-// to its piece (before, the stop's line was); lines kept hold about their own size (before, a
-// Buffer per line held its 8 KiB slab).
+// to its piece (before, the stop's line was), and a cut just before a line's newline drops nothing
+// (before, 1 was counted); the newline kept of a torn line counts no line when the reader is gone
+// (before, it counted one); a notice written in part before an EPIPE is not said again (before, the
+// next repeated its count); lines kept hold about their own size (before, a Buffer per line held
+// its 8 KiB slab).
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { closeSync, constants, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeSync } from "node:fs";
 import { Socket } from "node:net";
@@ -25,22 +28,22 @@ import { agentLab, NETWORK } from "./support.js";
 import { agentRequest } from "../../src/cli/agent-client.js";
 import { until } from "../io/until.js";
 
-/** A FIFO in `dir`, open for reading and writing (a reader that never reads) and full. */
-function fullFifo(dir: string): { path: string; fd: number } {
+/** A FIFO in `dir`, open for reading and writing (a reader that never reads) and full of `byte`. */
+function fullFifo(dir: string, byte = "\n"): { path: string; fd: number } {
   const path = join(dir, "stdout.fifo");
   rmSync(path, { force: true });
   execFileSync("mkfifo", [path]);
   const fd = openSync(path, constants.O_RDWR);
-  fill(path);
+  fill(path, byte);
   return { path, fd };
 }
 
-/** Fills the pipe that `path` names, through a writer of its own that it closes. */
-function fill(path: string): void {
+/** Fills the pipe that `path` names with `byte`, through a writer of its own that it closes. */
+function fill(path: string, byte = "\n"): void {
   const w = openSync(path, constants.O_WRONLY | constants.O_NONBLOCK);
   try {
     // Writes of a page are all or nothing: EAGAIN means not a byte more fits.
-    for (;;) writeSync(w, Buffer.alloc(4096, "\n"));
+    for (;;) writeSync(w, Buffer.alloc(4096, byte));
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "EAGAIN") throw err;
   } finally {
@@ -59,17 +62,39 @@ function drain(from: string | number): { child: ChildProcess; text: Promise<stri
   return { child, text: new Promise((r) => child.once("close", () => r(text))), soFar: () => text };
 }
 
+/** A reader of the FIFO `path` in this process, never blocking: `read` adds what the pipe has to `text`. */
+function ownReader(path: string): { read: () => string; close: () => void } {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  const b = Buffer.alloc(64 * 1024);
+  let text = "";
+  return {
+    read: () => {
+      for (;;) {
+        try {
+          const n = readSync(fd, b);
+          if (n === 0) return text;
+          text += b.toString("utf8", 0, n);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === "EAGAIN") return text;
+          throw err;
+        }
+      }
+    },
+    close: () => closeSync(fd),
+  };
+}
+
 /**
  * A node process running `body` with `out`, an AgentLogStream (dist's) on its stdout `fd`, whose
- * drop notice is a line {"notice":n} (with `pad`, that many x's in it) written through `out`; the
+ * drop notice is a line {"notice":n} (with `pad`, that many x's in it, an expression in n) written through `out`; the
  * test talks to it on stdin/stderr.
  */
 function logChild(
   fd: number,
   body: string,
-  opts: { pad?: number; nodeArgs?: string[]; env?: NodeJS.ProcessEnv } = {},
+  opts: { pad?: number | string; nodeArgs?: string[]; env?: NodeJS.ProcessEnv } = {},
 ): { child: ChildProcess; stderr: () => string } {
-  const notice = opts.pad ? `{ notice: n, pad: "x".repeat(${opts.pad}) }` : "{ notice: n }";
+  const notice = opts.pad !== undefined ? `{ notice: n, pad: "x".repeat(${opts.pad}) }` : "{ notice: n }";
   const script = `
     import { existsSync, mkdir, readSync, writeSync } from "node:fs";
     const { AgentLogStream } = await import(${JSON.stringify(projectFile("dist", "src", "cli", "agent-log.js"))});
@@ -219,57 +244,172 @@ describe("agent log: the module on a FIFO", () => {
     }
   }, 60_000);
 
-  it("a stop while the pool's write is under way on a non-blocking pipe: no line is joined to the piece it wrote", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "weft-alog-"));
-    const fifo = fullFifo(dir);
-    // Room for a page: the pool's write of a 6 KiB line writes part of it and returns.
-    readSync(fifo.fd, Buffer.alloc(4096));
-    const sentinel = join(dir, "written");
-    // One pool thread does its work in order: once the sentinel is made, the write is done and its
-    // callback waits for the event loop, which the main thread holds until the stop's line is out.
-    const { child, stderr } = logChild(
-      fifo.fd,
+  /**
+   * The child for a stop while the pool's write of a line `{"big":"A…"}` (`size` bytes with its
+   * newline) is under way on a non-blocking pipe with a page of room. One pool thread does its
+   * work in order: once the sentinel is made, the write is done and its callback waits for the
+   * event loop, which the main thread holds until the stop's line is out (and, with `hold`, until
+   * stdin gives another byte). `after` runs once the line "stopped" is written after them.
+   */
+  const tornChild = (
+    fd: number,
+    dir: string,
+    size: number,
+    o: { hold?: boolean; after?: string; pad?: string } = {},
+  ) => {
+    const sentinel = JSON.stringify(join(dir, "written"));
+    const child = logChild(
+      fd,
       `readSync(0, Buffer.alloc(1));
-      out.write(JSON.stringify({ big: "A".repeat(6000) }) + "\\n");
-      mkdir(${JSON.stringify(sentinel)}, () => {
+      out.write(JSON.stringify({ big: "A".repeat(${size - 11}) }) + "\\n");
+      mkdir(${sentinel}, () => {
         out.write(JSON.stringify({ msg: "stopped" }) + "\\n");
         writeSync(2, "dropped " + out.dropped + "\\n");
+        ${o.after ?? ""}
       });
-      while (!existsSync(${JSON.stringify(sentinel)})) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+      while (!existsSync(${sentinel})) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
       writeSync(2, "written\\n");
       readSync(0, Buffer.alloc(1));
       out.toSync();
-      out.write(JSON.stringify({ msg: "stopping" }) + "\\n");`,
-      { env: { UV_THREADPOOL_SIZE: "1" } },
+      out.write(JSON.stringify({ msg: "stopping" }) + "\\n");
+      writeSync(2, "stopping\\n");
+      ${o.hold ? "readSync(0, Buffer.alloc(1));" : ""}`,
+      { env: { UV_THREADPOOL_SIZE: "1" }, pad: o.pad },
     );
-    const exited = new Promise((r) => child.once("exit", r));
-    let nonBlocking: Socket | undefined;
-    let reader: ReturnType<typeof drain> | undefined;
+    return { ...child, exited: new Promise((r) => child.child.once("exit", r)) };
+  };
+  /**
+   * tornChild (a 6011-byte line) on a writer of its own, the FIFO's one reader this test's
+   * `reader`, so that closing it leaves the pipe none.
+   */
+  const tornAlone = (dir: string, o: Parameters<typeof tornChild>[3]) => {
+    const fifo = fullFifo(dir, ".");
+    readSync(fifo.fd, Buffer.alloc(4096));
+    const writer = openSync(fifo.path, constants.O_WRONLY);
+    const reader = ownReader(fifo.path);
+    closeSync(fifo.fd);
+    const torn = tornChild(writer, dir, 6011, o);
+    // The socket owns the fd: destroyed, it closes this process's writer.
+    makeNonBlocking(writer, torn.child.pid!).destroy();
+    return { ...torn, reader };
+  };
+  const big = (size: number) => `${JSON.stringify({ big: "A".repeat(size - 11) })}\n`;
+  const waitFor = (what: string, text: () => string) =>
+    until(what, () => (text().includes(what) ? true : undefined), 20_000);
+
+  // 6011 bytes: the page takes part of the line; 4097: all of it but its newline, so nothing of it is lost.
+  it.each([
+    [6011, 1],
+    [4097, 0],
+  ])(
+    "a stop while the pool's write of a %i-byte line is under way on a non-blocking pipe: no line is joined to the piece it wrote (%i dropped)",
+    async (size, lost) => {
+      const dir = mkdtempSync(join(tmpdir(), "weft-alog-"));
+      // Not newlines: an empty line in what is read is the writer's.
+      const fifo = fullFifo(dir, ".");
+      // Room for a page: the pool's write of the line writes a page of it and returns.
+      readSync(fifo.fd, Buffer.alloc(4096));
+      const { child, stderr, exited } = tornChild(fifo.fd, dir, size);
+      let nonBlocking: Socket | undefined;
+      let reader: ReturnType<typeof drain> | undefined;
+      try {
+        nonBlocking = makeNonBlocking(fifo.fd, child.pid!);
+        child.stdin!.write("g");
+        await waitFor("written", stderr);
+        // Read from now on: the stop's line waits in EAGAIN retries until there is room, 2 s at
+        // most, so it goes on once cat reads.
+        reader = drain(fifo.path);
+        await until("cat reading", () => (reader!.soFar() !== "" ? true : undefined), 20_000);
+        child.stdin!.write("g");
+        const dropped = await until("the child's count", () => /dropped (\d+)/.exec(stderr())?.[1], 20_000);
+        child.stdin!.end();
+        await exited;
+        // The last writer gone, the reader's text ends.
+        nonBlocking.destroy();
+        const text = await reader.text;
+        expect(text, text.slice(0, 40)).toMatch(/^\./);
+        // The pool's write was partial (the scenario happened): its piece is a line of its own (ended
+        // by the stop's newline), the rest of that line dropped, counted and said; the stop's lines
+        // are whole; the newline kept of the line it tore makes an empty line.
+        const notice = lost > 0 ? `{"notice":${lost}}\n` : "";
+        expect(text.replace(/^\.+/, ""), stderr()).toBe(
+          `${big(size).slice(0, 4096)}\n{"msg":"stopping"}\n\n${notice}{"msg":"stopped"}\n`,
+        );
+        expect(Number(dropped)).toBe(lost);
+      } finally {
+        child.kill("SIGKILL");
+        reader?.child.kill();
+        // The socket owns the fd once made (destroying it again does nothing).
+        if (nonBlocking) nonBlocking.destroy();
+        else closeSync(fifo.fd);
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+    60_000,
+  );
+
+  it("a stop's torn line whose reader is gone before the pool's callback: the newline kept of it counts no line", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "weft-alog-"));
+    const { child, stderr, exited, reader: r } = tornAlone(dir, { hold: true });
+    let reader: typeof r | undefined = r;
     try {
-      nonBlocking = makeNonBlocking(fifo.fd, child.pid!);
       child.stdin!.write("g");
-      await until("the pool's write", () => (stderr().includes("written") ? true : undefined), 20_000);
-      // Read from now on: the stop's line waits in EAGAIN retries until there is room.
-      reader = drain(fifo.path);
+      await waitFor("written", stderr);
+      reader.read();
       child.stdin!.write("g");
-      const dropped = await until("the child's count", () => /dropped (\d+)/.exec(stderr())?.[1], 20_000);
-      child.stdin!.end();
+      await waitFor("stopping", stderr);
+      expect(reader.read().replace(/^\.+/, "")).toBe(`${big(6011).slice(0, 4096)}\n{"msg":"stopping"}\n`);
+      // Gone before the pool's callback: the piece's newline, the notice and "stopped" get EPIPE.
+      reader.close();
+      reader = undefined;
+      child.stdin!.end("g");
+      // The torn line's rest, the notice, "stopped" (before, the newline counted too: 4).
+      expect(await until("the child's count", () => /dropped (\d+)/.exec(stderr())?.[1], 20_000)).toBe("3");
       await exited;
-      // The last writer gone, the reader's text ends.
-      nonBlocking.destroy();
-      const lines = (await reader.text).split("\n").filter((l) => l !== "");
-      const big = JSON.stringify({ big: "A".repeat(6000) });
-      // The pool's write was partial (the scenario happened): its piece is a line of its own, the
-      // rest of that line dropped, counted and said; the stop's lines are whole.
-      expect(lines, stderr()).toEqual([lines[0], '{"msg":"stopping"}', '{"notice":1}', '{"msg":"stopped"}']);
-      expect(big.startsWith(lines[0]) && lines[0].length < big.length, lines[0].slice(-40)).toBe(true);
-      expect(Number(dropped)).toBe(1);
     } finally {
       child.kill("SIGKILL");
-      reader?.child.kill();
-      // The socket owns the fd once made (destroying it again does nothing).
-      if (nonBlocking) nonBlocking.destroy();
-      else closeSync(fifo.fd);
+      reader?.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  it("a notice written in part before its reader went is not said again by the next", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "weft-alog-"));
+    // The torn line's notice is larger than the pipe: written in part, it waits in EAGAIN retries
+    // while this test reads its count and leaves, and its rest gets EPIPE.
+    const { child, stderr, exited, reader } = tornAlone(dir, {
+      pad: "n === 1 ? 200_000 : 0",
+      after: `process.stdin.once("data", () => out.write(JSON.stringify({ msg: "again" }) + "\\n"));`,
+    });
+    const readers = [reader];
+    try {
+      child.stdin!.write("g");
+      await waitFor("written", stderr);
+      reader.read();
+      child.stdin!.write("g");
+      await until(
+        "the notice's count",
+        () => (reader.read().includes('{"notice":1,"pad":"x') ? true : undefined),
+        20_000,
+      );
+      readers.pop()!.close();
+      // The torn line's rest, the notice's rest, "stopped".
+      expect(await until("the child's count", () => /dropped (\d+)/.exec(stderr())?.[1], 20_000)).toBe("3");
+      const again = ownReader(join(dir, "stdout.fifo"));
+      readers.push(again);
+      child.stdin!.write("g");
+      const text = await until(
+        "the next notice",
+        () => (again.read().includes('"pad":""}\n') ? again.read() : undefined),
+        20_000,
+      );
+      // The lines since the count was said: the notice's rest and "stopped" (before, 3: its count again).
+      expect(text).toBe('{"msg":"again"}\n{"notice":2,"pad":""}\n');
+      child.stdin!.end();
+      await exited;
+    } finally {
+      child.kill("SIGKILL");
+      for (const r of readers) r.close();
       rmSync(dir, { recursive: true, force: true });
     }
   }, 60_000);
