@@ -120,7 +120,7 @@ ${userspace ? `Segmentation offloads of the userspace backends: \`--offloads ${s
 ${r.incomplete ? `\n**Incomplete**: ${incompleteLine(r.incomplete)}.\n` : ""}
 ## Results
 
-Each cell is the median over rounds; in parentheses its ratio to kernel vxlan from the same run, paired by round: the median of the rounds' own ratios (each round's two runs met the same machine, so drift between rounds cancels): \`pairedRatios\` in report.json, where \`ratios\` is the ratio of the two medians, which reports before that change showed${r.failures.length > 0 ? ", and how many of its runs failed (the median is over the others)" : ""}.
+Each cell is the median over rounds; in parentheses its ratio to kernel vxlan from the same run, paired by round: the median of the rounds' own ratios (each round's two runs met the same machine, so drift between rounds cancels): \`pairedRatios\` in report.json, where \`ratios\` is the ratio of the two medians, which reports before that change showed; "k of n rounds" when only k rounds had both (none below half the rounds, and none for a figure that may be 0, such as loss, when kernel vxlan's median is 0)${r.failures.length > 0 ? ", and how many of its runs failed (the median is over the others)" : ""}.
 
 ${markdownTable(
   figureHeader(names),
