@@ -173,8 +173,10 @@ ${
   on the queues the flood itself fills: *oldest of its own delivered after its stop* is the age of
   the oldest datagram that arrived after the last one was sent (on an empty path, about the
   path's one-way delay), what a standing queue still delivers; also the one-way delay p50 and p99
-  of all its delivered datagrams (with their wait in the receiving socket), its received rate and
-  its loss. Before this flood, an iperf3 flood ran beside a 64 B probe flow, whose figures
+  of all its delivered datagrams, its sent rate (below what the path carries: the flood did not
+  fill it) and received rate, its loss and, of that, the share dropped at the receiving socket.
+  All include the receiving end: its socket and the scheduling of the process that reads it. A
+  tail still arriving when the receiver stopped waiting is \`tailCutOff\` in report.json. Before this flood, an iperf3 flood ran beside a 64 B probe flow, whose figures
   (\`tailMs\`, \`delayP99Ms\`) do not compare with these (\`floodTailMs\`, \`floodDelayP99Ms\`).
 - **Idle cost**: once, after all the traffic, every setup's agents side by side for
   ${s.idleSeconds} s with nothing flowing: the CPU time (user + system, all threads) of each agent as a

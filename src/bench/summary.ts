@@ -69,10 +69,13 @@ export function figureDefs(workloads: Workload[]): FigureDef[] {
     }
     if (w.kind === "flood-tail") {
       add(w, "floodTailMs", "flood tail: oldest of its own delivered after its stop", "ms", "lower", true);
-      add(w, "floodDelayP50Ms", "flood one-way delay p50", "ms", "lower");
-      add(w, "floodDelayP99Ms", "flood one-way delay p99", "ms", "lower");
+      // Delays near 0 on an idle fast path: charted as absolute values, as loss.
+      add(w, "floodDelayP50Ms", "flood one-way delay p50", "ms", "lower", true);
+      add(w, "floodDelayP99Ms", "flood one-way delay p99", "ms", "lower", true);
+      add(w, "floodSentKpps", "flood sent", "kpps", "higher");
       add(w, "floodReceivedKpps", "flood received", "kpps", "higher");
       add(w, "floodLossPercent", "flood loss", "%", "lower", true);
+      add(w, "floodReceiverDropPercent", "flood loss at the receiving socket", "%", "lower", true);
     }
     if (w.kind === "idle") add(w, "cpuPercent", "idle cost, per agent", "% core", "lower", true);
   }
