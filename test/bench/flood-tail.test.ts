@@ -12,7 +12,8 @@ import { canUseNetns, Netns } from "../support/netns.js";
 
 const COUNT = 20_000;
 
-async function flood(ns: Netns, port: number) {
+/** `drainMs`: how long after the sender's end the receiver is asked to stop. */
+async function flood(ns: Netns, port: number, drainMs: number) {
   const probe = (args: string[], limitMs: number) =>
     runProbe(ns.wrap([process.execPath, PROBE_SCRIPT, ...args]), limitMs);
   const receiver = probe(["recv", "127.0.0.1", String(port), "20", String(COUNT)], 30_000);
@@ -22,7 +23,7 @@ async function flood(ns: Netns, port: number) {
   const sender = JSON.parse(
     await probe(["send", "127.0.0.1", String(port), "1", "0", "1400", String(COUNT)], 20_000).output,
   ) as ProbeSender;
-  await new Promise((r) => setTimeout(r, 500));
+  await new Promise((r) => setTimeout(r, drainMs));
   receiver.stop();
   const r = JSON.parse(await receiver.output) as ProbeReceiver;
   const receiverDrops = (await udpStats(ns)).rcvbufErrors - dropsBefore;
@@ -32,23 +33,9 @@ async function flood(ns: Netns, port: number) {
 }
 
 /** tbf on the namespace's loopback; without tc or sch_tbf a skip outside CI, a failure in it. */
-async function addTbf(ns: Netns, skip: (note: string) => never): Promise<void> {
+async function addTbf(ns: Netns, rate: string, skip: (note: string) => never): Promise<void> {
   try {
-    await ns.exec([
-      "tc",
-      "qdisc",
-      "add",
-      "dev",
-      "lo",
-      "root",
-      "tbf",
-      "rate",
-      "8mbit",
-      "burst",
-      "16kb",
-      "limit",
-      "150kb",
-    ]);
+    await ns.exec(["tc", "qdisc", "add", "dev", "lo", "root", "tbf", "rate", rate, "burst", "16kb", "limit", "150kb"]);
   } catch (e) {
     const why = `this test needs tc (iproute2) and the sch_tbf qdisc: ${(e as Error).message}`;
     if (process.env.CI === "true") throw new Error(`${why}; CI=true forbids skipping it`);
@@ -61,16 +48,34 @@ describe.skipIf(!canUseNetns())("flood tail's flood", () => {
     const ns = await Netns.create("tail");
     try {
       await ns.ip("link set lo up");
-      await addTbf(ns, (note) => ctx.skip(note) as never);
-      const { sender, r, tail } = await flood(ns, 7101);
+      await addTbf(ns, "8mbit", (note) => ctx.skip(note) as never);
+      // Asked to stop as soon as the sender is done: the receiver still waits for the queue.
+      const { sender, r, tail } = await flood(ns, 7101, 0);
       expect(sender.sent).toBeGreaterThan(0);
       // The bucket holds the sender back (its datagrams in the queue fill its socket's buffer) and
       // delivers what it holds late.
       expect(r.count).toBeGreaterThan(0);
       expect(r.cutOff).toBe(false);
-      expect(tail.deliveredAfterStop).toBeGreaterThan(10);
+      // The sender's socket buffer (~90 datagrams of 1400 B in flight) or the bucket's 150 kB
+      // (~100) bound the queue: most of it is still delivered after the stop, none cut off.
+      expect(tail.deliveredAfterStop).toBeGreaterThan(50);
       expect(tail.tailMs).toBeGreaterThan(50);
       expect(r.delayP99Ns / 1e6).toBeGreaterThan(50);
+    } finally {
+      await ns.destroy();
+    }
+  }, 30_000);
+
+  it("says a tail still arriving when it stopped waiting was cut off", async (ctx) => {
+    const ns = await Netns.create("tail");
+    try {
+      await ns.ip("link set lo up");
+      // 100 kbit/s: the ~90 datagrams queued at the flood's end take ~10 s, longer than the
+      // receiver's bounded wait.
+      await addTbf(ns, "100kbit", (note) => ctx.skip(note) as never);
+      const { r } = await flood(ns, 7103, 0);
+      expect(r.count).toBeGreaterThan(0);
+      expect(r.cutOff).toBe(true);
     } finally {
       await ns.destroy();
     }
@@ -80,7 +85,7 @@ describe.skipIf(!canUseNetns())("flood tail's flood", () => {
     const ns = await Netns.create("tail");
     try {
       await ns.ip("link set lo up");
-      const { sender, r, arrivals, receiverDrops, tail } = await flood(ns, 7102);
+      const { sender, r, arrivals, receiverDrops, tail } = await flood(ns, 7102, 500);
       expect(sender.failed).toBe(0);
       expect(sender.sent).toBeGreaterThan(0);
       expect(BigInt(sender.lastSentNs)).toBeGreaterThanOrEqual(BigInt(sender.startNs));
