@@ -125,7 +125,7 @@ const program = new Command("bench:e2e")
     "after",
     [
       "",
-      "Workloads (loaded ping and flood tail are weft bench's ping under load and flood tail):",
+      "Workloads (loaded ping and own flood tail are weft bench's ping under load and flood tail):",
       ...workloads.map((w) => `  ${w.name.padEnd(16)} ${w.unit}`),
       "",
       "Userspace setups are every combination of --offloads, --workers and the knobs, named like",
