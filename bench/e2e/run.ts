@@ -1,7 +1,7 @@
 // `npm run bench:e2e` (root): the two-host topology once per dataplane — kernel vxlan (as flannel
 // programs it), weft's wasm-vxlan and udp — and the same workloads on each, interleaved round by
 // round (A B C A B C ...) so that machine drift hits all alike. Prints medians and each userspace
-// figure as a ratio to kernel vxlan from the same run, and with several userspace setups (an A/B
+// figure as a ratio to kernel vxlan from the same run paired by round (as `weft bench`), and with several userspace setups (an A/B
 // of knobs) each against the first, paired round by round; writes raw samples as JSON. `--help`
 // lists the options.
 import { writeFileSync } from "node:fs";
@@ -41,7 +41,8 @@ const workloads: Array<{
   { name: "loaded ping p50", unit: "ms", run: async (s, round) => loadedRtt(s, round, "p50") },
   { name: "loaded ping p99", unit: "ms", run: async (s, round) => loadedRtt(s, round, "p99") },
   {
-    name: "flood tail",
+    // Not "flood tail": that was a probe flow beside an iperf3 flood (older --out files).
+    name: "own flood tail",
     unit: "ms",
     run: async (s) => {
       const { values: v } = await floodTail(s.client, s.server, { seconds: Math.min(duration, 5) });
@@ -124,7 +125,7 @@ const program = new Command("bench:e2e")
     "after",
     [
       "",
-      "Workloads (loaded ping and flood tail are weft bench's ping under load and flood tail):",
+      "Workloads (loaded ping and own flood tail are weft bench's ping under load and flood tail):",
       ...workloads.map((w) => `  ${w.name.padEnd(16)} ${w.unit}`),
       "",
       "Userspace setups are every combination of --offloads, --workers and the knobs, named like",
@@ -299,15 +300,27 @@ async function main(): Promise<void> {
       }
     }
     if (failures.length > 0) console.log(`\n${failures.length} runs failed (above); medians are over the others`);
-    console.log(`\nmedians of ${rounds} rounds, ${duration} s runs, ratio to kernel-vxlan in the same run`);
+    const byRound = (setup: string, workload: string, value: (x: Sample) => number) => {
+      const out: Array<number | undefined> = Array.from({ length: rounds }, () => undefined);
+      for (const x of samples) if (x.setup === setup && x.workload === workload) out[x.round - 1] = value(x);
+      return out;
+    };
+    console.log(
+      `\nmedians of ${rounds} rounds, ${duration} s runs, ratio to kernel-vxlan paired by round (the median of the rounds' own ratios, as weft bench; "k/n": over k rounds of n)`,
+    );
     console.log(["workload".padEnd(16), ...setups.map((s) => s.name.padStart(24))].join(""));
     for (const w of chosen) {
-      const base = median(
-        samples.filter((x) => x.setup === "kernel-vxlan" && x.workload === w.name).map((x) => x.value),
-      );
+      const base = byRound("kernel-vxlan", w.name, (x) => x.value);
       const cells = setups.map((s) => {
         const m = median(samples.filter((x) => x.setup === s.name && x.workload === w.name).map((x) => x.value));
-        const ratio = s.name !== "kernel-vxlan" && base ? ` (${(m / base).toFixed(2)}x)` : "";
+        const p = pairedRatio(
+          base,
+          byRound(s.name, w.name, (x) => x.value),
+        );
+        const ratio =
+          s.name !== "kernel-vxlan" && p.rounds > 0
+            ? ` (${p.median.toFixed(2)}x${p.rounds < rounds ? ` ${p.rounds}/${rounds}` : ""})`
+            : "";
         return `${m.toFixed(3)}${ratio}`.padStart(24);
       });
       console.log([`${w.name} ${w.unit}`.padEnd(16).slice(0, 16), ...cells].join(""));
@@ -328,11 +341,6 @@ async function main(): Promise<void> {
     const userspaceSetups = setups.filter((s) => s.dataplanes.length > 0);
     if (userspaceSetups.length > 1) {
       const [a, ...others] = userspaceSetups;
-      const byRound = (setup: string, workload: string, value: (x: Sample) => number) => {
-        const out: Array<number | undefined> = Array.from({ length: rounds }, () => undefined);
-        for (const x of samples) if (x.setup === setup && x.workload === workload) out[x.round - 1] = value(x);
-        return out;
-      };
       const row = (label: string, workload: string, value: (x: Sample) => number) => {
         const cells = others.map((b) => {
           const p = pairedRatio(byRound(a.name, workload, value), byRound(b.name, workload, value));

@@ -6,7 +6,7 @@ import { spawn } from "node:child_process";
 import { setTimeout as sleepFor } from "node:timers/promises";
 import { errorMessage, WeftError } from "../errors.js";
 import type { LabPod } from "../lab/cluster.js";
-import { iperf, ping } from "../lab/traffic.js";
+import { iperf, ping, udpStats } from "../lab/traffic.js";
 import { formatIpv4 } from "../net/ipv4.js";
 import { projectFile } from "../paths.js";
 import { measureCpu } from "./cpu.js";
@@ -110,7 +110,10 @@ const PROBE_PORT = 7100;
 const FLOOD_LENGTH = 1400;
 /** An upper bound on the flood's datagrams per second (with its seconds, its count). */
 const FLOOD_MAX_RATE = 1_000_000;
-/** How long the receiver waits after the flood for datagrams still queued along the path. */
+/**
+ * How long after the flood the receiver is asked to stop, for datagrams still queued along the
+ * path; it then waits until none arrived for a while (probe.ts), or says the tail was cut off.
+ */
 const DRAIN_MS = 1500;
 
 /**
@@ -120,19 +123,29 @@ const DRAIN_MS = 1500;
  * userspace dataplane most of the time). Figures: `floodTailMs`, the age of the oldest datagram
  * delivered after the last one was sent (how old what a queue still delivers after a flood
  * stops gets; on an empty path the path's one-way delay); the one-way delay p50 and p99 of all
- * its delivered datagrams (including the wait in the receiving socket, as an application's);
- * the received rate and the loss.
+ * its delivered datagrams; the sent and received rates (a sent rate below what a path
+ * carries means the flood did not fill it) and the loss, and of that the share dropped at the
+ * receiving socket (its buffer full: the receiver, a node process, did not read fast enough).
+ * All include the receiving end: its socket and the scheduling of the process that reads it.
  */
 export async function floodTail(client: LabPod, server: LabPod, o: { seconds: number }) {
   const seconds = Math.max(o.seconds, 3);
   const addr = formatIpv4(server.addr);
   const receiver = runProbe(
-    server.ns.wrap([process.execPath, PROBE_SCRIPT, "recv", addr, String(PROBE_PORT), String(seconds + 30)]),
+    server.ns.wrap([
+      process.execPath,
+      PROBE_SCRIPT,
+      "recv",
+      addr,
+      String(PROBE_PORT),
+      String(seconds + 30),
+      String(seconds * FLOOD_MAX_RATE),
+    ]),
     (seconds + 40) * 1000,
   );
   try {
     await receiver.listening;
-    const started = process.hrtime.bigint();
+    const dropsBefore = (await udpStats(server.ns)).rcvbufErrors;
     const s = JSON.parse(
       await runProbe(
         client.ns.wrap([
@@ -152,27 +165,35 @@ export async function floodTail(client: LabPod, server: LabPod, o: { seconds: nu
     await sleep(DRAIN_MS);
     receiver.stop();
     const r = JSON.parse(await receiver.output) as ProbeReceiver;
+    const receiverDrops = (await udpStats(server.ns)).rcvbufErrors - dropsBefore;
     if (r.count === 0)
       throw new WeftError("BENCH_NO_TRAFFIC", `no datagram of the flood from ${client.name} reached ${server.name}`);
     const tail = floodTailOf(
       r.arrivals.map(([a, b]) => [BigInt(a), BigInt(b)] as const),
       BigInt(s.lastSentNs),
     );
-    const sendingS = ms(BigInt(s.lastSentNs) - started) / 1e3;
+    // From the sender's own start, once connected (not its process's: node takes 0.1-0.2 s to start).
+    const sendingS = ms(BigInt(s.lastSentNs) - BigInt(s.startNs)) / 1e3;
     return {
       values: {
         floodTailMs: tail.tailMs,
         floodDelayP50Ms: r.delayP50Ns / 1e6,
         floodDelayP99Ms: r.delayP99Ns / 1e6,
+        floodSentKpps: s.sent / sendingS / 1e3,
         floodReceivedKpps: r.count / sendingS / 1e3,
         floodLossPercent: (100 * Math.max(0, s.sent - r.count)) / s.sent,
+        floodReceiverDropPercent: (100 * receiverDrops) / s.sent,
       },
       raw: {
         sent: s.sent,
+        failedSends: s.failed,
         received: r.count,
+        receiverSocketDrops: receiverDrops,
         sendingSeconds: sendingS,
         maxDelayMs: ms(BigInt(r.maxDelayNs)),
         deliveredAfterStop: tail.deliveredAfterStop,
+        // Still arriving when the receiver gave up (probe.ts): the tail may be longer than shown.
+        tailCutOff: r.cutOff,
       },
     };
   } finally {
@@ -182,7 +203,11 @@ export async function floodTail(client: LabPod, server: LabPod, o: { seconds: nu
 
 /** What the flood's sender prints at its end (probe.ts): ns as strings. */
 export interface ProbeSender {
+  /** Datagrams the socket took; `failed`, those it refused. */
   sent: number;
+  failed: number;
+  /** When it started sending, once connected. */
+  startNs: string;
   lastSentNs: string;
 }
 
@@ -192,6 +217,9 @@ export interface ProbeReceiver {
   maxDelayNs: string;
   delayP50Ns: number;
   delayP99Ns: number;
+  lastArrivalNs: string;
+  /** Datagrams were still arriving when it stopped (after its bounded wait for a quiet path). */
+  cutOff: boolean;
   /** [sentNs, receivedNs] of the latest arrivals. */
   arrivals: Array<[string, string]>;
 }

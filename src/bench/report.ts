@@ -120,7 +120,7 @@ ${userspace ? `Segmentation offloads of the userspace backends: \`--offloads ${s
 ${r.incomplete ? `\n**Incomplete**: ${incompleteLine(r.incomplete)}.\n` : ""}
 ## Results
 
-Each cell is the median over rounds; in parentheses its ratio to kernel vxlan from the same run, paired by round: the median of the rounds' own ratios (each round's two runs met the same machine, so drift between rounds cancels): \`pairedRatios\` in report.json, where \`ratios\` is the ratio of the two medians, which reports before that change showed${r.failures.length > 0 ? ", and how many of its runs failed (the median is over the others)" : ""}.
+Each cell is the median over rounds; in parentheses its ratio to kernel vxlan from the same run, paired by round: the median of the rounds' own ratios (each round's two runs met the same machine, so drift between rounds cancels): \`pairedRatios\` in report.json, where \`ratios\` is the ratio of the two medians, which reports before that change showed; "k of n rounds" when only k rounds had both (none below half the rounds, and none for a figure that may be 0, such as loss, when kernel vxlan's median is 0)${r.failures.length > 0 ? ", and how many of its runs failed (the median is over the others)" : ""}.
 
 ${markdownTable(
   figureHeader(names),
@@ -173,8 +173,10 @@ ${
   on the queues the flood itself fills: *oldest of its own delivered after its stop* is the age of
   the oldest datagram that arrived after the last one was sent (on an empty path, about the
   path's one-way delay), what a standing queue still delivers; also the one-way delay p50 and p99
-  of all its delivered datagrams (with their wait in the receiving socket), its received rate and
-  its loss. Before this flood, an iperf3 flood ran beside a 64 B probe flow, whose figures
+  of all its delivered datagrams, its sent rate (below what the path carries: the flood did not
+  fill it) and received rate, its loss and, of that, the share dropped at the receiving socket.
+  All include the receiving end: its socket and the scheduling of the process that reads it. A
+  tail still arriving when the receiver stopped waiting is \`tailCutOff\` in report.json. Before this flood, an iperf3 flood ran beside a 64 B probe flow, whose figures
   (\`tailMs\`, \`delayP99Ms\`) do not compare with these (\`floodTailMs\`, \`floodDelayP99Ms\`).
 - **Idle cost**: once, after all the traffic, every setup's agents side by side for
   ${s.idleSeconds} s with nothing flowing: the CPU time (user + system, all threads) of each agent as a

@@ -15,9 +15,16 @@ export function median(values: readonly number[]): number {
 
 /** Nearest-rank percentile (q in [0, 1]) of values in any order; NaN for no values. */
 export function percentile(values: readonly number[], q: number): number {
-  if (values.length === 0) return NaN;
-  const s = [...values].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))];
+  return percentileOfSorted(
+    [...values].sort((a, b) => a - b),
+    q,
+  );
+}
+
+/** percentile of values already sorted ascending (several percentiles of many values, sorted once). */
+export function percentileOfSorted(sorted: ArrayLike<number>, q: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
 }
 
 /**

@@ -25,9 +25,16 @@ export interface Figure extends FigureDef {
   /**
    * The median over rounds of the round's value / the baseline's value in that round (stats.ts
    * pairedRatio: drift between rounds cancels), per setup name: what the report shows; absent
-   * when no round has both with the baseline above 0.
+   * when fewer than half the rounds have both with the baseline above 0 (the ratio of one round
+   * out of three is that round's, not the run's), and for a figure that may be zero when the
+   * baseline's median is 0 (its other rounds, skipped, said "no loss": a ratio of the few above 0
+   * reads as a multiple of a loss that mostly was not there).
    */
   pairedRatios: Record<string, number>;
+  /** Per setup with a paired ratio, how many rounds it is over (of `rounds`). */
+  pairedRounds: Record<string, number>;
+  /** Rounds in the run (of any setup and workload). */
+  rounds: number;
   /** Runs of the figure's workload that failed, per setup name; absent when none did. */
   failed: Record<string, number>;
 }
@@ -62,10 +69,13 @@ export function figureDefs(workloads: Workload[]): FigureDef[] {
     }
     if (w.kind === "flood-tail") {
       add(w, "floodTailMs", "flood tail: oldest of its own delivered after its stop", "ms", "lower", true);
-      add(w, "floodDelayP50Ms", "flood one-way delay p50", "ms", "lower");
-      add(w, "floodDelayP99Ms", "flood one-way delay p99", "ms", "lower");
+      // Delays near 0 on an idle fast path: charted as absolute values, as loss.
+      add(w, "floodDelayP50Ms", "flood one-way delay p50", "ms", "lower", true);
+      add(w, "floodDelayP99Ms", "flood one-way delay p99", "ms", "lower", true);
+      add(w, "floodSentKpps", "flood sent", "kpps", "higher");
       add(w, "floodReceivedKpps", "flood received", "kpps", "higher");
       add(w, "floodLossPercent", "flood loss", "%", "lower", true);
+      add(w, "floodReceiverDropPercent", "flood loss at the receiving socket", "%", "lower", true);
     }
     if (w.kind === "idle") add(w, "cpuPercent", "idle cost, per agent", "% core", "lower", true);
   }
@@ -101,12 +111,17 @@ export function summarize(
     const base = medians[BASELINE];
     const ratios: Figure["ratios"] = {};
     const pairedRatios: Figure["pairedRatios"] = {};
+    const pairedRounds: Figure["pairedRounds"] = {};
     for (const b of setups) {
       const m = medians[b];
       if (m !== undefined && base !== undefined && base > 0) ratios[b] = m / base;
-      const paired = byRound[BASELINE] ? pairedRatio(byRound[BASELINE], byRound[b]) : undefined;
-      if (paired && paired.rounds > 0) pairedRatios[b] = paired.median;
+      if (!byRound[BASELINE] || (d.mayBeZero && !(base > 0))) continue;
+      const paired = pairedRatio(byRound[BASELINE], byRound[b]);
+      if (paired.rounds > 0 && 2 * paired.rounds >= rounds.length) {
+        pairedRatios[b] = paired.median;
+        pairedRounds[b] = paired.rounds;
+      }
     }
-    return { ...d, medians, ratios, pairedRatios, failed };
+    return { ...d, medians, ratios, pairedRatios, pairedRounds, rounds: rounds.length, failed };
   });
 }

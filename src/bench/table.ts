@@ -23,7 +23,10 @@ export function figureHeader(setups: string[]): string[] {
   return ["figure", "unit", "better", ...setups.map((b) => (b === BASELINE ? `${b} (baseline)` : b))];
 }
 
-/** A cell: the median, the ratio (not for the baseline), and how many runs failed, if any did. */
+/**
+ * A cell: the median, the ratio (not for the baseline) and over how many rounds it is when not
+ * all, and how many runs failed, if any did.
+ */
 export function figureRow(f: Figure, setups: string[]): string[] {
   return [
     f.label,
@@ -32,6 +35,7 @@ export function figureRow(f: Figure, setups: string[]): string[] {
     ...setups.map((b) => {
       const notes = [
         ...(b === BASELINE ? [] : [formatRatio(f.pairedRatios[b])]),
+        ...(b !== BASELINE && f.pairedRounds[b] < f.rounds ? [`${f.pairedRounds[b]} of ${f.rounds} rounds`] : []),
         ...(f.failed[b] ? [`${f.failed[b]} failed`] : []),
       ];
       return `${formatValue(f.medians[b])}${notes.length > 0 ? ` (${notes.join(", ")})` : ""}`;

@@ -127,6 +127,12 @@ export interface IperfResult {
    */
   receivedPackets?: number;
   /**
+   * UDP only, with an iperf3 before 3.11 (no sum_received): receivedPackets is the sent count less
+   * the gaps iperf3 counted, so a lost tail counts as received (loss reads low); iperf3 >= 3.11
+   * counts it.
+   */
+  lostTailUncounted?: true;
+  /**
    * UDP only: datagrams the server pod's kernel received but dropped because a socket's receive
    * buffer was full (the pod's UdpRcvbufErrors over the run) — lost at the receiving application,
    * which did not read fast enough, not on the path.
@@ -167,7 +173,10 @@ export const IPERF_TIMEOUTS = ["--connect-timeout", "5000"];
 /** TCP only (TCP_USER_TIMEOUT on the data sockets): data unacknowledged for 10 s is an error. */
 export const IPERF_TCP_TIMEOUTS = ["--snd-timeout", "10000"];
 
-/** What is read of iperf3's JSON result (`-J`): `sum_sent` and `sum_received` (iperf3 ≥ 3.12 has both for UDP too). */
+/**
+ * What is read of iperf3's JSON result (`-J`): `sum_sent` and `sum_received` (iperf3 >= 3.11 has
+ * both for UDP too); before 3.11 (Debian 11's and Ubuntu 22.04's 3.9) UDP has only `sum`.
+ */
 interface IperfSum {
   bytes: number;
   seconds: number;
@@ -178,7 +187,7 @@ interface IperfSum {
 }
 export interface IperfJson {
   error?: string;
-  end: { sum_sent: IperfSum; sum_received: IperfSum };
+  end: { sum_sent?: IperfSum; sum_received?: IperfSum; sum?: IperfSum };
 }
 
 /** One iperf3 run: a one-shot server in `server`, the client in `client`. */
@@ -246,10 +255,30 @@ export async function iperf(server: LabPod, client: LabPod, o: IperfOptions): Pr
 
 /**
  * The totals of an iperf3 client's JSON result: for TCP the receiver's bytes and rate and the
- * sender's retransmits; for UDP the datagrams sent (sum_sent) and received (sum_received).
+ * sender's retransmits; for UDP the datagrams sent (sum_sent) and received (sum_received), or
+ * with an iperf3 before 3.11, which has only `sum` (sent, and the gaps below the highest sequence
+ * received), sent less those gaps, `lostTailUncounted`.
  */
 export function iperfTotals(j: IperfJson, udp: boolean): IperfResult {
-  const { sum_sent: sent, sum_received: received } = j.end;
+  const { sum_sent: sent, sum_received: received, sum } = j.end;
+  if (udp && !(sent && received) && sum) {
+    const receivedPackets = sum.packets - sum.lost_packets;
+    return {
+      sentBytes: sum.bytes,
+      // The bytes received are not in `sum`: the sent ones' share that arrived.
+      receivedBytes: sum.packets > 0 ? (sum.bytes * receivedPackets) / sum.packets : 0,
+      seconds: sum.seconds,
+      bitsPerSecond: sum.packets > 0 ? (sum.bits_per_second * receivedPackets) / sum.packets : 0,
+      packets: sum.packets,
+      receivedPackets,
+      lostTailUncounted: true,
+    };
+  }
+  if (!sent || !received)
+    throw new WeftError(
+      "LAB_IPERF_NO_RESULT",
+      `iperf3's result has no sum_sent and sum_received${udp ? " nor sum" : ""}: is it iperf3 3.x (iperf3 --version)?`,
+    );
   if (udp)
     return {
       sentBytes: sent.bytes,

@@ -118,6 +118,8 @@ describe.runIf(canUseNetns())("weft bench", () => {
         "flood-tail.floodTailMs",
         "flood-tail.floodDelayP50Ms",
         "flood-tail.floodDelayP99Ms",
+        "flood-tail.floodSentKpps",
+        "flood-tail.floodReceiverDropPercent",
         "idle.cpuPercent",
       ]),
     );

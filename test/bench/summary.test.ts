@@ -121,6 +121,33 @@ describe("bench summary", () => {
     expect(lone.pairedRatios).toEqual({ vxlan: 1 });
   });
 
+  it("pairs at least half the rounds, says over how many, and gives a figure that may be 0 no ratio to a 0 median", () => {
+    const defs = figureDefs([{ kind: "udp", payload: 1400 }]);
+    const at = (setup: string, round: number, lossPercent: number, receivedKpps: number): Sample => ({
+      setup,
+      workload: "udp-1400",
+      round,
+      seq: round,
+      startedAt: "",
+      values: { sentKpps: 100, receivedKpps, lossPercent },
+      raw: {},
+    });
+    // Kernel vxlan lost nothing in two rounds of three: its median loss is 0, so no ratio, not
+    // udp's round 3 alone (6 / 0.2 = 30x).
+    const samples = [at("vxlan", 1, 0, 100), at("vxlan", 2, 0, 100), at("vxlan", 3, 0.2, 100)];
+    samples.push(at("udp", 1, 5, 50), at("udp", 2, 4, 40), at("udp", 3, 6, 60));
+    const [, received, loss] = summarize(defs, ["vxlan", "udp"], samples);
+    expect(loss.pairedRatios).toEqual({});
+    expect(figureRow(loss, ["vxlan", "udp"]).slice(3)).toEqual(["0", "5.00 (n/a)"]);
+    expect(figureRow(received, ["vxlan", "udp"]).slice(3)).toEqual(["100", "50.0 (0.50x)"]);
+    // Two rounds of three paired (udp's round 3 failed): said; one of three: no ratio.
+    const two = summarize(defs, ["vxlan", "udp"], samples.slice(0, 5))[1];
+    expect(figureRow(two, ["vxlan", "udp"]).slice(3)).toEqual(["100", "45.0 (0.45x, 2 of 3 rounds)"]);
+    const one = summarize(defs, ["vxlan", "udp"], samples.slice(0, 4))[1];
+    expect(one.pairedRatios).toEqual({ vxlan: 1 });
+    expect(figureRow(one, ["vxlan", "udp"]).slice(3)).toEqual(["100", "50.0 (n/a)"]);
+  });
+
   it("counts failed runs per setup, takes medians over the others, and says so in the cell", () => {
     const defs = figureDefs([{ kind: "tcp", streams: 1 }, { kind: "rtt" }]);
     const failed = (setup: string, workload: string, round: number): FailedRun => ({
@@ -137,14 +164,15 @@ describe("bench summary", () => {
     const failures = [failed("udp", "tcp-1", 2), failed("vxlan", "tcp-1", 3), failed("udp", "rtt", 1)];
     const [tcp, rttP50] = summarize(defs, ["vxlan", "udp"], samples, failures);
     expect(tcp).toMatchObject({ medians: { vxlan: 20, udp: 2 }, ratios: { udp: 0.1 }, failed: { vxlan: 1, udp: 1 } });
-    expect(figureRow(tcp, ["vxlan", "udp"]).slice(3)).toEqual(["20.0 (1 failed)", "2.00 (0.10x, 1 failed)"]);
+    // Only round 1 has both, one of three: no ratio.
+    expect(figureRow(tcp, ["vxlan", "udp"]).slice(3)).toEqual(["20.0 (1 failed)", "2.00 (n/a, 1 failed)"]);
     // Every run failed: no median, and the cell says why.
     expect(rttP50).toMatchObject({ id: "rtt.p50", medians: {}, failed: { udp: 1 } });
     expect(figureRow(rttP50, ["vxlan", "udp"]).slice(3)).toEqual(["-", "- (n/a, 1 failed)"]);
     // Without failures a cell is as before.
     const [clean] = summarize(defs, ["vxlan", "udp"], samples);
     expect(clean.failed).toEqual({});
-    expect(figureRow(clean, ["vxlan", "udp"]).slice(3)).toEqual(["20.0", "2.00 (0.10x)"]);
+    expect(figureRow(clean, ["vxlan", "udp"]).slice(3)).toEqual(["20.0", "2.00 (n/a)"]);
   });
 
   it("marks the chart's bars of setups whose runs failed, as the table's cells", () => {

@@ -1,5 +1,5 @@
 // How a UDP iperf3 run becomes figures: received is what the server counted (sum_received), and
-// loss is the share of the sent datagrams it did not receive, a lost tail included.
+// loss is the share of the sent datagrams it did not receive, a lost tail included (iperf3 >= 3.11; before, flagged).
 import { describe, expect, it } from "vitest";
 import { udpFigures } from "../../src/bench/workloads.js";
 import { type IperfJson, iperfTotals } from "../../src/lab/traffic.js";
@@ -40,5 +40,18 @@ describe("UDP figures from iperf3", () => {
       receivedKpps: 0.5,
       lossPercent: 0,
     });
+  });
+
+  it("reads iperf3 before 3.11 (only `sum`, as 3.9), and says a lost tail is not counted", () => {
+    // iperf3 3.9's client JSON (`-u -J`): `sum` holds the datagrams sent and the gaps the server
+    // counted below the highest sequence it saw, 1,000 sent with 100 gaps.
+    const sum = { bytes: 1000 * 1400, seconds: 2, bits_per_second: (8 * 1000 * 1400) / 2 };
+    const j = { end: { sum: { ...sum, retransmits: 0, jitter_ms: 0.01, lost_packets: 100, packets: 1000 } } };
+    const r = iperfTotals(j, true);
+    expect(r).toMatchObject({ packets: 1000, receivedPackets: 900, seconds: 2, lostTailUncounted: true });
+    expect(r.receivedBytes).toBe(900 * 1400);
+    expect(udpFigures(r).lossPercent).toBeCloseTo(10);
+    // iperf3 >= 3.11 counts the tail, and says nothing.
+    expect(iperfTotals(udpJson({ highestSeq: 1000, lost: 0 }), true).lostTailUncounted).toBeUndefined();
   });
 });
