@@ -344,6 +344,28 @@ describe("weft cni: the kept delegate config", () => {
     }
   });
 
+  it("a plugin run with a timeout that leaves a child in its process group with its output closed: the run succeeds and the child is killed with the group", async () => {
+    const bin = join(dir, "leaves-quiet-child");
+    mkdirSync(bin);
+    const pidFile = join(bin, "child.pid");
+    // Such a child keeps what the plugin inherited (the network's GC socket) with no timer left.
+    writeFileSync(join(bin, "quiet"), `#!/bin/sh\nsleep 300 >/dev/null 2>&1 &\necho $! > '${pidFile}'\nexit 0\n`, {
+      mode: 0o755,
+    });
+    const child = () => Number(readFileSync(pidFile, "utf8"));
+    try {
+      expect(await execPlugin("quiet", {}, { command: "GC", path: [bin] }, { timeoutMs: 60_000 })).toBeUndefined();
+      // Gone, or a zombie (its parent exited; whoever adopts it may reap it late).
+      await eventually(
+        "the child killed",
+        async () => running(child()),
+        (a) => !a,
+      );
+    } finally {
+      if (existsSync(pidFile) && running(child())) process.kill(child(), "SIGKILL");
+    }
+  });
+
   it("a SIGTERM to weft's plugin while its delegate's GC runs (in a process group of its own, which a runtime's signal misses) ends that GC too, and weft by it", async () => {
     const own = { dataDir: join(dir, "gc-term") };
     const gcs = () => fake.calls().filter((c) => c.startsWith("GC")).length;
