@@ -11,9 +11,9 @@ import type { Logger } from "pino";
 import type { Backend, BackendAnnouncement, BackendCounters, Underlay } from "../backends/backend.js";
 import {
   addTotals,
+  addTotalsSince,
   type DataplaneCounters,
   type DataplaneTotals,
-  totalsSince,
   withTotals,
 } from "../dataplane/dataplane.js";
 import { backendOptions, createBackend, overlayDevice } from "../backends/index.js";
@@ -1218,7 +1218,8 @@ export class Agent {
       backend,
       before ? "what it counted while stopping is missing from the totals (an undercount: nothing falls)" : COUNTS_FALL,
     );
-    if (d) lane.dataplaneBase = addTotals(lane.dataplaneBase, before ? totalsSince(d, before) : d);
+    if (d)
+      lane.dataplaneBase = before ? addTotalsSince(lane.dataplaneBase, d, before) : addTotals(lane.dataplaneBase, d);
   }
 
   /** `lost` says what a failed read leaves out of the totals. */

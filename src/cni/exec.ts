@@ -59,7 +59,8 @@ export function cniEnv(a: CniArgs, base: NodeJS.ProcessEnv = process.env): NodeJ
  * `wrap` prefixes argv, e.g. `ip netns exec <host>` to run it in a lab host's namespace; the
  * plugin inherits the descriptors `fds` (as 3, 4, ...). With `timeoutMs`, the plugin runs in a
  * process group of its own, killed (SIGKILL) once that long has passed without the plugin and
- * whatever else has its output (a child it left) done: the call then fails. A SIGTERM or SIGINT
+ * whatever else has its output (a child it left) done: the call then fails. Once it is done,
+ * what is left in the group (a child with its output closed) is killed too. A SIGTERM or SIGINT
  * to this process meanwhile is passed on to that group.
  */
 export function execPlugin(
@@ -141,6 +142,9 @@ export function execPlugin(
     child.on("close", (code, signal) => {
       clearTimeout(timer);
       stopForwarding();
+      // Run over, yet a child with its output closed may stay in the group, holding what it
+      // inherited (the network's GC socket: every ADD then fails), with no timer left to end it.
+      killGroup("SIGKILL");
       const stdout = Buffer.concat(out).toString("utf8").trim();
       const stderr = Buffer.concat(err).toString("utf8").trim();
       let parsed: unknown;

@@ -379,7 +379,8 @@ async function add(conf: FlannelNetConf, args: CniArgs, kept: string, lock: Serv
   if (v !== asked) d.cniVersion = v;
   const modes = { mode: 0o600, dirMode: 0o700 };
   // What a re-ADD of a live attachment replaces: put back should this ADD not reach its delegate.
-  const before = await readFile(kept).catch((e: NodeJS.ErrnoException) => {
+  // Its times too: put back with a fresh mtime, a gone pod's file would be spared by GC longer.
+  const before = await Promise.all([readFile(kept), stat(kept)]).catch((e: NodeJS.ErrnoException) => {
     if (e.code === "ENOENT") return undefined;
     throw new CniError(CNI_ERROR.IO_FAILURE, `cannot read ${kept}: ${e.message}`);
   });
@@ -391,8 +392,13 @@ async function add(conf: FlannelNetConf, args: CniArgs, kept: string, lock: Serv
     (await networkGcLock(conf.dataDir, conf.name)).close();
   } catch (error) {
     // No delegate ran: a new file would name nothing, and a live attachment's DEL needs its own config.
-    await (before === undefined ? rm(kept, { force: true }) : writeFileAtomic(kept, before, modes)).catch(
-      (e: unknown) => warn(`${kept} is left as this failed ADD wrote it (${errorMessage(e)}): a DEL runs its config`),
+    await (before === undefined
+      ? rm(kept, { force: true })
+      : writeFileAtomic(kept, before[0], modes).then(() =>
+          utimes(kept, before[1].atime, before[1].mtime).catch(() => undefined),
+        )
+    ).catch((e: unknown) =>
+      warn(`${kept} is left as this failed ADD wrote it (${errorMessage(e)}): a DEL runs its config`),
     );
     throw error;
   }

@@ -253,6 +253,22 @@ export function totalsSince<T extends DataplaneTotals>(now: T, then: DataplaneTo
   return combine(now, then, -1n);
 }
 
+/**
+ * `base` with what one dataplane counted from its read `then` (in `base` already) to `now` added.
+ * A peer of `then` that `base` no longer holds was forgotten meanwhile (it left while the backend
+ * stopped: keepPeerTotals): it is not brought back, to start a node that takes its name from 0.
+ */
+export function addTotalsSince(
+  base: DataplaneTotals | undefined,
+  now: DataplaneTotals,
+  then: DataplaneTotals,
+): DataplaneTotals {
+  const since = totalsSince(now, then);
+  const peers =
+    since.peers && Object.entries(since.peers).filter(([name]) => !then.peers?.[name] || base?.peers?.[name]);
+  return addTotals(base, { ...since, peers: peers && Object.fromEntries(peers) });
+}
+
 /** `d` with `other` added (sign 1n) or taken away (-1n), for `d`'s peers and counters only. */
 function combine<T extends DataplaneTotals>(d: T, other: DataplaneTotals, sign: bigint): T {
   const peers = d.peers && {

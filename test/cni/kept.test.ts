@@ -3,7 +3,16 @@
 // config whose cniVersion changed since ADD. The plugin runs as a runtime runs it (the installed
 // launcher, CNI_* and stdin), in front of a fake delegate that logs its calls and fails on demand.
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -292,6 +301,9 @@ describe("weft cni: the kept delegate config", () => {
     const own = { dataDir: join(dir, "gc-held") };
     expect(await run("ADD", "live", own)).toMatchObject({ cniVersion: "1.0.0" });
     const live = readFileSync(join(own.dataDir, "live"), "utf8");
+    // Aged, as a gone pod's file GC would delete: put back with a fresh time, GC would spare it.
+    await ageKept(own.dataDir);
+    const aged = statSync(join(own.dataDir, "live")).mtimeMs;
     const held = await bindAbstract(networkGcLockName(own.dataDir, "cbr0"));
     if (!held) throw new Error("the network's GC lock is bound already");
     let e: unknown;
@@ -310,6 +322,7 @@ describe("weft cni: the kept delegate config", () => {
     // No delegate ran: nothing for a DEL of "held" to do, and "live"'s DEL still runs its own config.
     expect(readdirSync(own.dataDir)).toEqual(["live"]);
     expect(readFileSync(join(own.dataDir, "live"), "utf8")).toBe(live);
+    expect(statSync(join(own.dataDir, "live")).mtimeMs).toBe(aged);
     const find = /`(ss -xlp \| grep @weft-cni-gc:[0-9a-f]+)`/.exec((e as CniError).message)?.[1];
     expect(find, (e as CniError).message).toBeDefined();
     // The command as given finds this process, which held it (it holds it no longer: bind again).
@@ -341,6 +354,28 @@ describe("weft cni: the kept delegate config", () => {
       );
     } finally {
       if (running(child)) process.kill(child, "SIGKILL");
+    }
+  });
+
+  it("a plugin run with a timeout that leaves a child in its process group with its output closed: the run succeeds and the child is killed with the group", async () => {
+    const bin = join(dir, "leaves-quiet-child");
+    mkdirSync(bin);
+    const pidFile = join(bin, "child.pid");
+    // Such a child keeps what the plugin inherited (the network's GC socket) with no timer left.
+    writeFileSync(join(bin, "quiet"), `#!/bin/sh\nsleep 300 >/dev/null 2>&1 &\necho $! > '${pidFile}'\nexit 0\n`, {
+      mode: 0o755,
+    });
+    const child = () => Number(readFileSync(pidFile, "utf8"));
+    try {
+      expect(await execPlugin("quiet", {}, { command: "GC", path: [bin] }, { timeoutMs: 60_000 })).toBeUndefined();
+      // Gone, or a zombie (its parent exited; whoever adopts it may reap it late).
+      await eventually(
+        "the child killed",
+        async () => running(child()),
+        (a) => !a,
+      );
+    } finally {
+      if (existsSync(pidFile) && running(child())) process.kill(child(), "SIGKILL");
     }
   });
 

@@ -3,7 +3,13 @@
 // instance's view, which shows its own peers only. Before, the saved sum was built by withTotals:
 // an instance stopped without peers (a failed start) or without TUN stats wiped them from it.
 import { describe, expect, it } from "vitest";
-import { addTotals, type DataplaneTotals, totalsSince, withTotals } from "../../src/dataplane/dataplane.js";
+import {
+  addTotals,
+  addTotalsSince,
+  type DataplaneTotals,
+  totalsSince,
+  withTotals,
+} from "../../src/dataplane/dataplane.js";
 import { IO_COUNTER } from "../../src/dataplane/queue-task.js";
 
 /** Totals whose every counter is `n`, for the named peers, with TUN ring drops `drops` if given. */
@@ -75,5 +81,17 @@ describe("totalsSince", () => {
     const since = totalsSince(totals(6n, []), totals(5n, ["a"], 7n));
     expect(since).not.toHaveProperty("tunRingDrops");
     expect(addTotals(totals(5n, ["a"], 7n), since)).toEqual({ ...totals(6n, [], 7n), peers: totals(5n, ["a"]).peers });
+  });
+});
+
+describe("addTotalsSince", () => {
+  it("adds what an instance counted while it stopped, but not for a peer forgotten meanwhile (it left)", () => {
+    const before = totals(5n, ["a", "gone"]);
+    const base = addTotals(undefined, before);
+    // A peer sync during the stop dropped the peer that left (keepPeerTotals); a new one came.
+    delete base.peers?.gone;
+    const sum = addTotalsSince(base, totals(8n, ["a", "gone", "new"]), before);
+    expect(sum.peers).toEqual({ ...totals(8n, ["a"]).peers, ...totals(8n, ["new"]).peers });
+    expect(sum.tx).toEqual(totals(8n, []).tx);
   });
 });
