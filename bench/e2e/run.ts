@@ -306,7 +306,7 @@ async function main(): Promise<void> {
       return out;
     };
     console.log(
-      `\nmedians of ${rounds} rounds, ${duration} s runs, ratio to kernel-vxlan paired by round (the median of the rounds' own ratios, as weft bench; "k/n": over k rounds of n)`,
+      `\nmedians of ${rounds} rounds, ${duration} s runs, ratio to kernel-vxlan paired by round (the median of the rounds' own ratios, as weft bench, though shown from any one round; "k/n": over k rounds of n)`,
     );
     console.log(["workload".padEnd(16), ...setups.map((s) => s.name.padStart(24))].join(""));
     for (const w of chosen) {

@@ -99,8 +99,10 @@ export function summarize(
     const failed: Figure["failed"] = {};
     for (const f of failures) if (f.workload === d.workload) failed[f.setup] = (failed[f.setup] ?? 0) + 1;
     const medians: Figure["medians"] = {};
-    // Per setup, its value in each round (undefined where that run failed).
-    const rounds = [...new Set(samples.map((s) => s.round))].sort((a, b) => a - b);
+    // Per setup, its value in each round this workload ran in (undefined where that run failed):
+    // idle cost runs once, after every round of traffic, so it is paired over that one round.
+    const ran = [...samples, ...failures].filter((s) => s.workload === d.workload);
+    const rounds = [...new Set(ran.map((s) => s.round))].sort((a, b) => a - b);
     const byRound: Record<string, Array<number | undefined>> = {};
     for (const b of setups) {
       const mine = samples.filter((s) => s.setup === b && s.workload === d.workload);

@@ -146,6 +146,18 @@ describe("bench summary", () => {
     const one = summarize(defs, ["vxlan", "udp"], samples.slice(0, 4))[1];
     expect(one.pairedRatios).toEqual({ vxlan: 1 });
     expect(figureRow(one, ["vxlan", "udp"]).slice(3)).toEqual(["100", "50.0 (n/a)"]);
+    // Idle cost runs once, after all three rounds of traffic: paired over its own one round.
+    const [idle] = summarize(
+      figureDefs([{ kind: "idle" }]),
+      ["vxlan", "udp"],
+      [
+        ...samples,
+        { ...at("vxlan", 1, 0, 0), workload: "idle", values: { cpuPercent: 0.5 } },
+        { ...at("udp", 1, 0, 0), workload: "idle", values: { cpuPercent: 0.4 } },
+      ],
+    );
+    expect(idle.pairedRatios).toEqual({ vxlan: 1, udp: 0.8 });
+    expect(idle.rounds).toBe(1);
   });
 
   it("counts failed runs per setup, takes medians over the others, and says so in the cell", () => {
