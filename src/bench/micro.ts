@@ -4,7 +4,8 @@
 // JSON goes into the report. A process, not an import: those benchmarks measure against the
 // references in test/, which shipped code must not import, and bench/ builds on src/bench, never
 // the reverse. A process of its own also keeps benchmark.js's output off the progress bar and
-// frees the 100k-prefix route tables (over 100 MiB) as soon as it ends.
+// frees the 100k-prefix route tables (over 100 MiB) as soon as it ends. The package ships it and the
+// references it imports (package.json's `files`), so an installed `weft bench` runs it too.
 import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -43,7 +44,7 @@ export function runMicro(
   if (!existsSync(MICRO_SCRIPT)) {
     const error = new WeftError(
       "BENCH_MICRO_FAILED",
-      `${MICRO_SCRIPT} is missing: the microbenchmarks run from a development checkout (npm run build)`,
+      `${MICRO_SCRIPT} is missing: in a checkout run \`npm run build\`; an installed package has it only if it was packed after a build: reinstall from one`,
     );
     return { done: Promise.reject(error), stop: async () => {} };
   }

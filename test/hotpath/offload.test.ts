@@ -8,6 +8,7 @@
 // takes the same paths (TSO6 in, TCPv6 GSO headers out), over an IPv6 underlay with the source
 // check on, so the sender's address must survive GRO batches being taken apart.
 import fc from "fast-check";
+import { GRO_MAXES, PICKS } from "../support/arbitraries.js";
 import { describe, expect, it } from "vitest";
 import { DATAPLANE_MAX_MTU, SEGMENT_SLOT_BYTES, tunGsoMaxSegs } from "../../src/dataplane/dataplane.js";
 import { buildIpv4, buildUdp4, buildVxlan } from "../reference/build.js";
@@ -37,10 +38,8 @@ import {
   send,
   SENDER6,
   TX,
-  GRO_MAXES,
   groRuns,
   interleave,
-  PICKS,
   type Format,
   type TunRead,
 } from "../support/offload.js";

@@ -6,17 +6,16 @@
 // flow, byte for byte (for DF datagrams the IPv4 ID aside: an atomic datagram's ID means nothing,
 // and segmentation writes counting IDs).
 import fc from "fast-check";
+import { GRO_MAXES, PICKS } from "../support/arbitraries.js";
 import { describe, expect, it } from "vitest";
 import { buildVxlan } from "../reference/build.js";
 import { completePartial, pseudoHeaderSum, pseudoHeaderSum6, refLoneHeader } from "../reference/tcp-offload.js";
 import { buildUdp, refSegmentUdp, type UdpFields } from "../reference/udp-offload.js";
 import {
-  GRO_MAXES,
   groRuns,
   interleave,
   MAC1,
   MAC2,
-  PICKS,
   payloadOf,
   receive,
   RX,

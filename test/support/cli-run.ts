@@ -17,7 +17,8 @@ export interface CliRun {
 
 /**
  * Runs `weft args` with TMPDIR `<work>/<name>-tmp` (and `env` over this process's environment);
- * `onStderr` may act on progress lines (sent as plain lines off a TTY).
+ * `onStderr` may act on progress lines (sent as plain lines off a TTY). `cli` is this checkout's
+ * built CLI unless an installed package's is given.
  */
 export function runCli(
   work: string,
@@ -25,12 +26,13 @@ export function runCli(
   args: string[],
   onStderr?: (text: string, pid: number) => void,
   env: NodeJS.ProcessEnv = {},
+  cli = projectFile("dist", "src", "cli", "main.js"),
 ): Promise<CliRun> {
   const agentTmp = join(work, `${name}-tmp`);
   rmSync(agentTmp, { recursive: true, force: true });
   mkdirSync(agentTmp);
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [projectFile("dist", "src", "cli", "main.js"), ...args], {
+    const child = spawn(process.execPath, [cli, ...args], {
       env: { ...process.env, ...env, TMPDIR: agentTmp },
       stdio: ["ignore", "pipe", "pipe"],
     });

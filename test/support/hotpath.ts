@@ -1,6 +1,5 @@
 // A hot path set up the way a worker has it (shared memory, route table, context, one batch),
 // with helpers that load packets into the batch and read results back by slot.
-import fc from "fast-check";
 import { Arena } from "../../src/hotpath/arena.js";
 import { PacketBatch } from "../../src/hotpath/batch.js";
 import { DataplaneContext } from "../../src/hotpath/context.js";
@@ -97,12 +96,6 @@ export function icmpClock(rig: Rig) {
   const ref = new RefIcmpBucket();
   const clock = new Uint32Array(rig.hp.memory.buffer, rig.ctx.icmpBucket + rig.hp.constant("ICMP_BUCKET_NOW"), 1);
   return {
-    /** Milliseconds between send batches, to draw: the bucket runs dry at times, and refills. */
-    tick: fc.oneof(
-      { arbitrary: fc.constant(0), weight: 4 },
-      { arbitrary: fc.integer({ min: 1, max: 20 }), weight: 2 },
-      { arbitrary: fc.constantFrom(50, 1000, 5000), weight: 1 },
-    ),
     /** Moves the clock `ms` on (modulo 2^32: a large `ms` moves it back). */
     advance(ms: number): void {
       clock[0] += ms;

@@ -5,7 +5,6 @@
 import { SEGMENT_SLOT_BYTES } from "../../src/dataplane/dataplane.js";
 import { parsePrefix } from "../../src/net/ipv4.js";
 import { parsePrefix6, writeIpv6 } from "../../src/net/ipv6.js";
-import fc from "fast-check";
 import { pseudoHeaderSum, transportOffset } from "../reference/tcp-offload.js";
 import { makeRig, type Rig } from "./hotpath.js";
 
@@ -274,7 +273,3 @@ export function groRuns(ds: Uint8Array[], maxes: number[]): Uint8Array[][] {
   }
   return runs;
 }
-
-/** Interleaving picks and GRO run lengths, for the coalescing properties. */
-export const PICKS = fc.array(fc.nat(), { minLength: 1, maxLength: 20 });
-export const GRO_MAXES = fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 10 });
