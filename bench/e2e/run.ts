@@ -1,21 +1,22 @@
 // `npm run bench:e2e` (root): the two-host topology once per dataplane — kernel vxlan (as flannel
 // programs it), weft's wasm-vxlan and udp — and the same workloads on each, interleaved round by
 // round (A B C A B C ...) so that machine drift hits all alike. Prints medians and each userspace
-// figure as a ratio to kernel vxlan from the same run paired by round (as `weft bench`), and with several userspace setups (an A/B
-// of knobs) each against the first, paired round by round; writes raw samples as JSON. `--help`
-// lists the options.
+// figure as a ratio to kernel vxlan from the same run paired by round, and with several userspace
+// setups (an A/B of knobs) each against the first, paired round by round, both by `weft bench`'s
+// rules (ratio-cells.ts); writes raw samples as JSON. `--help` lists the options.
 import { writeFileSync } from "node:fs";
 import { cpus, release } from "node:os";
 import { Command, Option } from "commander";
 import { DEFAULT_WORKERS_RULE, defaultWorkers } from "../../src/dataplane/defaults.js";
 import { cpuPerGigabyte, measureOwnCpu } from "../../src/bench/cpu.js";
 import { floodTail, pingUnderLoad } from "../../src/bench/load.js";
-import { median, pairedRatio } from "../../src/bench/stats.js";
+import { median } from "../../src/bench/stats.js";
 import { retryable, roundTripFigures, udpFigures } from "../../src/bench/workloads.js";
 import { WeftError } from "../../src/errors.js";
 import { checkTrafficTools, iperf, ping } from "../../src/lab/traffic.js";
 import { listOf, numberValue, onOff, oneOf, wholeNumber } from "../cli-options.js";
 import { perRound } from "./per-round.js";
+import { abCell, ratioToKernel } from "./ratio-cells.js";
 import { destroySetup, kernelVxlan, userspace, type Knobs, type Setup } from "./setups.js";
 
 interface Sample {
@@ -30,6 +31,8 @@ interface Sample {
 const workloads: Array<{
   name: string;
   unit: string;
+  /** Zero is a real outcome (no tail), as `weft bench`'s figures that may be 0: no ratio to a median of 0. */
+  mayBeZero?: boolean;
   run: (s: Setup, round: number) => Promise<{ value: number; extra?: Record<string, number> }>;
 }> = [
   { name: "TCP 1 stream", unit: "Gbit/s", run: async (s) => tcp(s, 1) },
@@ -44,6 +47,7 @@ const workloads: Array<{
     // Not "flood tail": that was a probe flow beside an iperf3 flood (older --out files).
     name: "own flood tail",
     unit: "ms",
+    mayBeZero: true,
     run: async (s) => {
       const { values: v } = await floodTail(s.client, s.server, { seconds: Math.min(duration, 5) });
       return {
@@ -306,20 +310,20 @@ async function main(): Promise<void> {
       return out;
     };
     console.log(
-      `\nmedians of ${rounds} rounds, ${duration} s runs, ratio to kernel-vxlan paired by round (the median of the rounds' own ratios, as weft bench, though shown from any one round; "k/n": over k rounds of n)`,
+      `\nmedians of ${rounds} rounds, ${duration} s runs, ratio to kernel-vxlan paired by round (the median of the rounds' own ratios, as weft bench; "k/n": over k rounds of n; n/a: fewer than half the rounds paired, or a figure that may be 0 against kernel-vxlan's median of 0)`,
     );
     console.log(["workload".padEnd(16), ...setups.map((s) => s.name.padStart(24))].join(""));
     for (const w of chosen) {
       const base = byRound("kernel-vxlan", w.name, (x) => x.value);
       const cells = setups.map((s) => {
         const m = median(samples.filter((x) => x.setup === s.name && x.workload === w.name).map((x) => x.value));
-        const p = pairedRatio(
-          base,
-          byRound(s.name, w.name, (x) => x.value),
-        );
         const ratio =
-          s.name !== "kernel-vxlan" && p.rounds > 0
-            ? ` (${p.median.toFixed(2)}x${p.rounds < rounds ? ` ${p.rounds}/${rounds}` : ""})`
+          s.name !== "kernel-vxlan" && wanted.includes("kernel-vxlan")
+            ? ratioToKernel(
+                base,
+                byRound(s.name, w.name, (x) => x.value),
+                w.mayBeZero ?? false,
+              )
             : "";
         return `${m.toFixed(3)}${ratio}`.padStart(24);
       });
@@ -341,18 +345,20 @@ async function main(): Promise<void> {
     const userspaceSetups = setups.filter((s) => s.dataplanes.length > 0);
     if (userspaceSetups.length > 1) {
       const [a, ...others] = userspaceSetups;
-      const row = (label: string, workload: string, value: (x: Sample) => number) => {
-        const cells = others.map((b) => {
-          const p = pairedRatio(byRound(a.name, workload, value), byRound(b.name, workload, value));
-          return `x${p.median.toFixed(2)}, lower ${p.lower}/${p.rounds}`.padStart(24);
-        });
+      const row = (label: string, workload: string, value: (x: Sample) => number, mayBeZero: boolean) => {
+        const cells = others.map((b) =>
+          abCell(byRound(a.name, workload, value), byRound(b.name, workload, value), mayBeZero).padStart(24),
+        );
         console.log([label.padEnd(20), ...cells].join(""));
       };
-      console.log(`\npaired against ${a.name}: the median of the rounds' ratios, and in how many rounds lower`);
+      console.log(
+        `\npaired against ${a.name}: the median of the rounds' ratios, and in how many of the paired rounds lower (n/a as above)`,
+      );
       console.log(["workload".padEnd(20), ...others.map((s) => s.name.padStart(24))].join(""));
-      for (const w of chosen) row(w.name, w.name, (x) => x.value);
+      for (const w of chosen) row(w.name, w.name, (x) => x.value, w.mayBeZero ?? false);
+      // The dataplanes' own CPU: `weft bench`'s "CPU agents", a figure that may be 0.
       for (const w of chosen.filter((x) => x.name.startsWith("TCP")))
-        row(`${w.name} CPU`, w.name, (x) => x.extra?.cpuAgents ?? NaN);
+        row(`${w.name} CPU`, w.name, (x) => x.extra?.cpuAgents ?? NaN, true);
     }
     if (args.out) {
       writeFileSync(

@@ -3,7 +3,8 @@
 // - median: of an even count, the mean of the two middle values (figures over rounds);
 // - percentile: nearest rank, the smallest value with at least q of the values at or below it
 //   (p50, p99 of ping times). A p99 is always an observed value, never interpolated;
-// - pairedRatio: how an interleaved A/B is read (bench:e2e).
+// - pairedRatio: how an interleaved A/B is read, and shownPairedRatio: when a report shows one
+//   (`weft bench` and bench:e2e alike).
 
 /** The median; NaN for no values. */
 export function median(values: readonly number[]): number {
@@ -48,4 +49,21 @@ export function pairedRatio(
     if (y < x) lower++;
   }
   return { median: median(ratios), lower, rounds: ratios.length };
+}
+
+/**
+ * pairedRatio as a report shows it (`weft bench`'s table and chart, bench:e2e's tables), or
+ * undefined: none when fewer than half the rounds (`a.length`: the rounds the figure's workload
+ * ran in) are paired, since the ratio of one round of three is that round's, not the run's; nor,
+ * for a figure that may be 0 (loss, a flood tail), when A's median is 0: A's rounds skipped said
+ * "none", and a ratio of the few above 0 would read as a multiple of what mostly was not there.
+ */
+export function shownPairedRatio(
+  a: ReadonlyArray<number | undefined>,
+  b: ReadonlyArray<number | undefined>,
+  mayBeZero: boolean,
+): ReturnType<typeof pairedRatio> | undefined {
+  if (mayBeZero && !(median(a.filter((x) => x !== undefined)) > 0)) return undefined;
+  const paired = pairedRatio(a, b);
+  return paired.rounds > 0 && 2 * paired.rounds >= a.length ? paired : undefined;
 }

@@ -2,7 +2,7 @@
 // setup (see settings.ts), and its ratio to kernel vxlan from the same run, paired by round (the
 // median of the rounds' own ratios) and, in report.json, also as the ratio of the two medians.
 import { BASELINE } from "./settings.js";
-import { median, pairedRatio } from "./stats.js";
+import { median, shownPairedRatio } from "./stats.js";
 import { workloadId, workloadLabel, type FailedRun, type Sample, type Workload } from "./workloads.js";
 
 export interface FigureDef {
@@ -25,10 +25,8 @@ export interface Figure extends FigureDef {
   /**
    * The median over rounds of the round's value / the baseline's value in that round (stats.ts
    * pairedRatio: drift between rounds cancels), per setup name: what the report shows; absent
-   * when fewer than half the rounds have both with the baseline above 0 (the ratio of one round
-   * out of three is that round's, not the run's), and for a figure that may be zero when the
-   * baseline's median is 0 (its other rounds, skipped, said "no loss": a ratio of the few above 0
-   * reads as a multiple of a loss that mostly was not there).
+   * where stats.ts shownPairedRatio shows none (fewer than half the rounds paired; a figure that
+   * may be zero against a baseline median of 0).
    */
   pairedRatios: Record<string, number>;
   /** Per setup with a paired ratio, how many rounds it is over (of `rounds`). */
@@ -117,9 +115,8 @@ export function summarize(
     for (const b of setups) {
       const m = medians[b];
       if (m !== undefined && base !== undefined && base > 0) ratios[b] = m / base;
-      if (!byRound[BASELINE] || (d.mayBeZero && !(base > 0))) continue;
-      const paired = pairedRatio(byRound[BASELINE], byRound[b]);
-      if (paired.rounds > 0 && 2 * paired.rounds >= rounds.length) {
+      const paired = byRound[BASELINE] && shownPairedRatio(byRound[BASELINE], byRound[b], d.mayBeZero);
+      if (paired) {
         pairedRatios[b] = paired.median;
         pairedRounds[b] = paired.rounds;
       }
