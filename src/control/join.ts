@@ -8,8 +8,9 @@
 // retrying cannot help; one that does not answer is likely this node's own from before a restart
 // on a new address, and is retried until the members declare it dead (GOSSIP_NAME_HELD): every
 // round fails so, whoever else answered, until an answer shows that record gone (Memberlist:
-// dead there in a full answer, or a full answer without it from a target that reported it or
-// from a member listing such a target at its address), soon after a round that reports it, at the
+// dead there in a full answer, or a full answer without it from a target that reported it, from
+// a member listing such a target at its address, or from a member the reports listed that lists
+// one moved at its reported incarnation or later), soon after a round that reports it, at the
 // growing backoff (capped at heldRetryMaxMs) after one that brought no such news.
 // Rejoining, such a record cannot be this node's own: the name is taken.
 // The members saved at the last run (saved-members.ts) are tried with the list, so a node whose list
