@@ -1,7 +1,8 @@
 // The agent's gossip keys: its key file, read at start and again on every SIGHUP from the process's
 // start on. A node that cannot join because its keys are wrong (restarted with the key file of
 // before a rotation) is fixed by its file and a SIGHUP while it still starts: the net-conf.json
-// reload waits for the start, the key file's must not.
+// reload waits for the start, the key file's must not (the control plane hears of new keys, and its
+// join starts a round at once: Joiner.keysChanged).
 import type { Logger } from "pino";
 import { Keyring, readKeyFile } from "../control/gossip/keyring.js";
 import type { WeftError } from "../errors.js";

@@ -115,6 +115,8 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
   readonly memberlist: Memberlist;
   private readonly leaseDelegate: LeaseDelegate;
   private readonly joiner: Joiner;
+  /** Stops telling the joiner of new gossip keys. */
+  private readonly unwatchKeys: () => void;
   private readonly savedMembers?: SavedMembers;
   private readonly profile: ProfileName;
   private readonly log: Logger;
@@ -195,6 +197,8 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
       },
       opts.joinTiming,
     );
+    // Keys taken from the key file (SIGHUP, while starting too) may be what every round lacked.
+    this.unwatchKeys = deps.keyring.onReplaced(() => this.joiner.keysChanged());
     if (deps.members)
       this.savedMembers = new SavedMembers({
         store: deps.members,
@@ -448,6 +452,7 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
    * stopped they take no more work from gossip, so gossip can stop after them.
    */
   async stop(leave: boolean): Promise<void> {
+    this.unwatchKeys();
     this.joiner.stop();
     await this.savedMembers?.stop();
     for (const l of this.families) await l.stop();

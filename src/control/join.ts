@@ -8,8 +8,9 @@
 // retrying cannot help; one that does not answer is likely this node's own from before a restart
 // on a new address, and is retried until the members declare it dead (GOSSIP_NAME_HELD): every
 // round fails so, whoever else answered, until an answer shows that record gone (Memberlist:
-// dead there in a full answer, or a full answer without it from a target that reported it or
-// from a member listing such a target at its address), soon after a round that reports it, at the
+// dead there in a full answer, or a full answer without it from a target that reported it, from
+// a member listing such a target at its address, or from a member the reports listed that lists
+// one moved at its reported incarnation or later), soon after a round that reports it, at the
 // growing backoff (capped at heldRetryMaxMs) after one that brought no such news.
 // Rejoining, such a record cannot be this node's own: the name is taken.
 // The members saved at the last run (saved-members.ts) are tried with the list, so a node whose list
@@ -119,6 +120,8 @@ export class Joiner {
   private joinedAt?: number;
   private timer?: TimerHandle;
   private running = false;
+  /** The keys changed while a round ran (see keysChanged): the next one comes at once. */
+  private keysChangedInRound = false;
   private stopped = false;
   private readonly reachedWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
   private fatal?: Error;
@@ -186,7 +189,22 @@ export class Joiner {
    *  round now rather than stay unreached (unadmitted) until the next one, up to retryMaxMs away. A
    *  full round: its targets may still report the name taken. */
   memberJoined(): void {
-    if (this.state !== "joining" || !this.timer || this.deps.othersAlive() === 0) return;
+    if (this.state !== "joining" || this.deps.othersAlive() === 0) return;
+    this.roundNow();
+  }
+
+  /** The gossip keys changed (the key file read again): rounds may have failed for want of them
+   *  (a node restarted with the file of before a rotation), so a round waiting out its backoff,
+   *  up to retryMaxMs, runs now, and one under way is followed at once. The rounds' count, and
+   *  so the backoff after this one and the quiet and warn rules, go on as they stood. */
+  keysChanged(): void {
+    if (this.running) this.keysChangedInRound = true;
+    else this.roundNow();
+  }
+
+  /** The round waiting out a backoff, if any, now. */
+  private roundNow(): void {
+    if (!this.timer) return;
     this.deps.clock.cancel(this.timer);
     this.timer = undefined;
     this.attempt();
@@ -212,7 +230,13 @@ export class Joiner {
     if (this.stopped || this.running) return;
     this.running = true;
     this.nextAttemptAt = undefined;
-    void this.round().finally(() => (this.running = false));
+    void this.round().finally(() => {
+      this.running = false;
+      if (this.keysChangedInRound) {
+        this.keysChangedInRound = false;
+        this.roundNow();
+      }
+    });
   }
 
   private async round(): Promise<void> {

@@ -69,7 +69,8 @@ export interface AgentStatus {
   subnet6?: string;
   underlay6?: string;
   peers6?: Array<{ name: string; subnet: string; underlay: string; backend: string }>;
-  join: { state: string; targets: string[]; failedRounds: number };
+  /** nextAttemptAt and joinedAt: ISO times, as `weft status` shows them. */
+  join: { state: string; targets: string[]; failedRounds: number; nextAttemptAt?: string; joinedAt?: string };
   reserved: Array<{ node: string; slots: number; subnet: string | null; reclaimAt: string | null; condemned: boolean }>;
   settings: { reclaimGrace: string; lease: { reclaimGraceMs: number }; backend: Record<string, unknown> };
   mtu?: number;

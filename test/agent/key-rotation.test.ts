@@ -135,7 +135,13 @@ describe.skipIf(!canUseNetns())("gossip key rotation on SIGHUP", () => {
     write(a1, [b64(OLD)]);
     const since = await env.agents.logSize(a1);
     env.agents.start(a1, ["--key-file", keyFile(a1)]);
-    const stuck = await env.agents.waitFor(a1, "join rounds failed", (s) => s.join.failedRounds >= 2, 30_000);
+    // Waiting out a backoff long enough to tell a round the SIGHUP starts from the one it waits for.
+    const stuck = await env.agents.waitFor(
+      a1,
+      "a join round more than 5 s away after failed ones",
+      (s) => s.join.nextAttemptAt !== undefined && Date.parse(s.join.nextAttemptAt) - Date.now() > 5_000,
+      60_000,
+    );
     expect(stuck.ready).toBe(false);
     expect(stuck.gossipKeys).toEqual({ primary: id(OLD), installed: [id(OLD)] });
 
@@ -148,6 +154,9 @@ describe.skipIf(!canUseNetns())("gossip key rotation on SIGHUP", () => {
     );
     expect(reloaded.keyIds).toEqual({ primary: id(NEW), installed: [id(NEW)] });
     await env.agents.waitReady(a1, 60_000);
+    // Joined by a round the reload started, not the one the backoff had set (before, up to 30 s later).
+    const { joinedAt } = (await env.agents.status(a1)).join;
+    expect(Date.parse(joinedAt!)).toBeLessThan(Date.parse(stuck.join.nextAttemptAt!));
     await env.agents.waitFor(a2, "host1 back", (s) => s.ready && s.peers.some((p) => p.name === a1.host.name));
   }, 120_000);
 });

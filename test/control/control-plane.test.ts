@@ -12,6 +12,8 @@ import { refDecodeNodeRecordV1 } from "../reference/node-record-v1.js";
 import { SimControlPlanes, type PlaneNode } from "./sim/control-planes.js";
 import { GatedStore } from "./sim/doubles.js";
 import { HELD_WARN_EVERY_MS, JOIN_DEFAULTS, QUIET_AFTER_ROUNDS } from "../../src/control/join.js";
+import { generateKey } from "../../src/control/gossip/keyring.js";
+import { CLUSTER_KEY } from "./sim/cluster.js";
 import { profiles } from "../../src/control/gossip/config.js";
 import { MEMBERS_SAVE_INTERVAL_MS } from "../../src/control/saved-members.js";
 
@@ -322,6 +324,53 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
         120_000,
       ),
     ).toBe(true);
+  }, 120_000);
+
+  it("a key file read again while joining (SIGHUP) starts a round at once, not after the backoff, also when a round is under way; the backoff goes on from where it stood", async () => {
+    const { sim, nodes } = await cluster(["a", "b"], 21);
+    const c = sim.add("c");
+    // Restarted with the key file of before a rotation: every round fails.
+    c.key = generateKey();
+    const pc = await sim.start(c, { join: [nodes[0].host.addr], seeds: ["a", "b"] });
+    const wall = () => c.host.clock.wallNow();
+    /** The least a backoff after `rounds` failed rounds lasts (its jitter shortens it by up to a quarter). */
+    const leastBackoff = (rounds: number) =>
+      (1 - JOIN_DEFAULTS.jitter) * Math.min(JOIN_DEFAULTS.retryMaxMs, JOIN_DEFAULTS.retryMinMs * 2 ** (rounds - 1));
+    /** Until `rounds` rounds failed and the next waits out its backoff. */
+    const waiting = async (rounds: number) => {
+      const due = () => pc.joinStatus().failedRounds >= rounds && pc.joinStatus().nextAttemptAt !== undefined;
+      expect(await sim.runUntil(due, 300_000, 10), sim.describe()).toBe(true);
+      return pc.joinStatus();
+    };
+    // Another wrong key while a round waits: a round now, and the backoff after it is the next step's.
+    const before = await waiting(4);
+    expect(before.nextAttemptAt! - wall()).toBeGreaterThan(leastBackoff(4) / 2);
+    c.keyring!.replace([generateKey()]);
+    expect(pc.joinStatus().nextAttemptAt).toBeUndefined();
+    const after = await waiting(before.failedRounds + 1);
+    expect(after.failedRounds).toBe(before.failedRounds + 1);
+    expect(after.nextAttemptAt! - wall()).toBeGreaterThan(leastBackoff(after.failedRounds) - 20);
+    // The right key while a round runs (its request lost: it waits out tcpTimeoutMs): that round
+    // fails, and the next comes as it ends, not after its backoff.
+    sim.net.cut(c.host.addr, nodes[0].host.addr);
+    expect(await sim.runUntil(() => pc.joinStatus().nextAttemptAt === undefined, 60_000, 10)).toBe(true);
+    await sim.runFor(1_000);
+    expect(pc.joinStatus().nextAttemptAt).toBeUndefined();
+    const running = pc.joinStatus().failedRounds;
+    sim.net.heal();
+    c.keyring!.replace([CLUSTER_KEY]);
+    // When the round under way was seen to end (failed, or followed by a join in the same step).
+    let endedAt = 0;
+    const joined = () => {
+      const { failedRounds, state } = pc.joinStatus();
+      if (!endedAt && (failedRounds > running || state === "joined")) endedAt = wall();
+      return state === "joined";
+    };
+    expect(await sim.runUntil(joined, 60_000, 10), sim.describe()).toBe(true);
+    expect(sim.withCode("c", "GOSSIP_JOINED").map((l) => l.failedRounds)).toEqual([running + 1]);
+    expect(pc.joinStatus().joinedAt! - endedAt).toBeLessThan(leastBackoff(running + 1));
+    expect(await sim.runUntil(() => sim.agreed(), 60_000)).toBe(true);
+    expect(sim.errors()).toEqual([]);
   }, 120_000);
 
   it("a name taken while rejoining (the join target knows a live node of this name elsewhere) is fatal, as at the first join", async () => {

@@ -84,6 +84,44 @@ async function joinWave(
   }
 }
 
+/** A joiner "a" and scripted join targets around it; "a"'s earlier record is `old` (at .1). */
+function heldJoiner(s: number) {
+  const cluster = new SimCluster({ seed: s, checkInvariants: false });
+  const joiner = cluster.add("a");
+  const keyring = new Keyring(CLUSTER_KEY);
+  const decoder = new EnvelopeDecoder({ maxMetaBytes: 512, maxFrameBytes: 1 << 20 });
+  const meta = new Uint8Array(0);
+  const old = { name: "a", host: "198.18.9.1", port: 7946, meta, stateAgeMs: 0 };
+  /** A target named `name` whose full state lists itself (at `incarnation`) and `listed`. */
+  const target = (host: string, name: string, incarnation = 1) => {
+    const addr = { host, port: 7946 };
+    let listed: NodeState[] = [];
+    cluster.net.attach(cluster.net.host(addr)).onExchange(async (_from, frame) => {
+      const opened = keyring.open(frame, "request");
+      const kind = opened.ok ? decoder.decode(opened.plaintext)?.messages[0].message.kind : undefined;
+      if (kind !== "pushPull" && kind !== "pushPull2") throw new Error(`unexpected ${kind}`);
+      const self: NodeState = { name, ...addr, incarnation, state: "alive", meta, stateAgeMs: 0 };
+      const reply: Message = { kind, join: false, nodes: [self, ...listed], userState: meta };
+      return keyring.seal(buildEnvelope(envelopeHeader(name), [encodeMessage(reply)]), "response");
+    });
+    return { addr, list: (nodes: NodeState[]) => (listed = nodes) };
+  };
+  /** One join round through `to`: how it ended, and whether the name is held after it. */
+  const round = async (to: Addr) => {
+    let ended: string | undefined;
+    joiner
+      .ml()
+      .join([to])
+      .then(
+        (n) => (ended = `joined ${n}`),
+        (e: { code?: string }) => (ended = e.code),
+      );
+    expect(await cluster.runUntil(() => ended !== undefined, 30_000)).toBe(true);
+    return { ended, held: joiner.ml().nameIsHeld() };
+  };
+  return { meta, old, target, round };
+}
+
 const deadEverywhere = (cluster: SimCluster, names: string[]) => () =>
   cluster.liveNodes().every((o) => names.every((v) => cluster.view(o.name, v)?.state === "dead"));
 
@@ -877,39 +915,7 @@ describe("membership in the simulator", () => {
   });
 
   it("a held name is not cleared by a full state listing its record dead at an older incarnation (a death since refuted)", async () => {
-    const cluster = new SimCluster({ seed: 16, checkInvariants: false });
-    const joiner = cluster.add("a");
-    const keyring = new Keyring(CLUSTER_KEY);
-    const decoder = new EnvelopeDecoder({ maxMetaBytes: 512, maxFrameBytes: 1 << 20 });
-    const meta = new Uint8Array(0);
-    const old = { name: "a", host: "198.18.9.1", port: 7946, meta, stateAgeMs: 0 };
-    /** A target named `name` whose full state lists itself and `listed`. */
-    const target = (host: string, name: string) => {
-      const addr = { host, port: 7946 };
-      let listed: NodeState[] = [];
-      cluster.net.attach(cluster.net.host(addr)).onExchange(async (_from, frame) => {
-        const opened = keyring.open(frame, "request");
-        const kind = opened.ok ? decoder.decode(opened.plaintext)?.messages[0].message.kind : undefined;
-        if (kind !== "pushPull" && kind !== "pushPull2") throw new Error(`unexpected ${kind}`);
-        const self: NodeState = { name, ...addr, incarnation: 1, state: "alive", meta, stateAgeMs: 0 };
-        const reply: Message = { kind, join: false, nodes: [self, ...listed], userState: meta };
-        return keyring.seal(buildEnvelope(envelopeHeader(name), [encodeMessage(reply)]), "response");
-      });
-      return { addr, list: (nodes: NodeState[]) => (listed = nodes) };
-    };
-    /** One join round through `to`: how it ended, and whether the name is held after it. */
-    const round = async (to: Addr) => {
-      let ended: string | undefined;
-      joiner
-        .ml()
-        .join([to])
-        .then(
-          (n) => (ended = `joined ${n}`),
-          (e: { code?: string }) => (ended = e.code),
-        );
-      expect(await cluster.runUntil(() => ended !== undefined, 30_000)).toBe(true);
-      return { ended, held: joiner.ml().nameIsHeld() };
-    };
+    const { old, target, round } = heldJoiner(16);
     // The reporter lists "a" alive at an address where nothing answers, at incarnation 5.
     const reporter = target("198.18.9.2", "r");
     reporter.list([{ ...old, incarnation: 5, state: "alive" }]);
@@ -921,6 +927,27 @@ describe("membership in the simulator", () => {
     // Dead at 5 (or later), it is gone.
     other.list([{ ...old, incarnation: 5, state: "dead" }]);
     expect(await round(other.addr)).toEqual({ ended: "joined 1", held: false });
+  });
+
+  it("a held name is cleared by a member of the reporter's cluster that lists the reporter moved at its reported incarnation or later, not at an older one nor by another member", async () => {
+    const { old, meta, target, round } = heldJoiner(17);
+    // The reporter r (incarnation 5) lists "a" alive where nothing answers, and its member t.
+    const reporter = target("198.18.9.2", "r", 5);
+    const fellow = target("198.18.9.3", "t");
+    const stranger = target("198.18.9.5", "u");
+    const t = { name: "t", ...fellow.addr, incarnation: 1, state: "alive", meta, stateAgeMs: 0 } as const;
+    reporter.list([{ ...old, incarnation: 5, state: "alive" }, t]);
+    expect(await round(reporter.addr)).toEqual({ ended: "GOSSIP_NAME_HELD", held: true });
+    // r moved to .4. t lists it there at an older incarnation: news from before the report.
+    const moved = { name: "r", host: "198.18.9.4", port: 7946, meta, stateAgeMs: 0, state: "alive" } as const;
+    fellow.list([{ ...moved, incarnation: 4 }]);
+    expect(await round(fellow.addr)).toEqual({ ended: "joined 1", held: true });
+    // u, which no report listed (another cluster's, its "r" another node), is no evidence at any incarnation.
+    stranger.list([{ ...moved, incarnation: 6 }]);
+    expect(await round(stranger.addr)).toEqual({ ended: "joined 1", held: true });
+    // t lists r at .4 at its reported incarnation or later: r restarted there, and the record is gone.
+    fellow.list([{ ...moved, incarnation: 5 }]);
+    expect(await round(fellow.addr)).toEqual({ ended: "joined 1", held: false });
   });
 
   it("garbage, bit-flipped and oversized frames are dropped, counted, and change nothing", async () => {

@@ -205,6 +205,8 @@ export class Keyring {
   /** Installed keys by id. */
   private readonly byId = new Map<number, Buffer>();
   private primaryId: number;
+  /** Told of each replace (see onReplaced). */
+  private readonly replaceListeners = new Set<() => void>();
 
   /** The primary key seals; every installed key opens. */
   constructor(primary: Uint8Array, others: readonly Uint8Array[] = []) {
@@ -230,6 +232,13 @@ export class Keyring {
     this.byId.clear();
     for (const [id, key] of next.byId) this.byId.set(id, key);
     this.primaryId = next.primaryId;
+    for (const listener of this.replaceListeners) listener();
+  }
+
+  /** Calls `listener` after each replace that took (none refused); returns what stops that. */
+  onReplaced(listener: () => void): () => void {
+    this.replaceListeners.add(listener);
+    return () => this.replaceListeners.delete(listener);
   }
 
   /** Key ids (hex, safe to show: a hash prefix), the primary's and every installed key's, primary first. */

@@ -57,13 +57,26 @@ interface HeldName {
   readonly since: number;
   /** The targets that reported it: name → the address its answer listed it at (else the one it
    *  answered from), which a member that lists it there knew it by (see showsHeldGone). */
-  readonly reporters: ReadonlyMap<string, Addr>;
+  readonly reporters: ReadonlyMap<string, Reporter>;
+  /** The members the reports listed (name → host:port): their cluster, as the reporters knew it. */
+  readonly fellows: ReadonlyMap<string, string>;
+}
+
+/** Where a reporter's answer listed it, at which incarnation (none: it did not list itself). */
+interface Reporter extends Addr {
+  readonly incarnation?: number;
 }
 
 /** A join target's answer: the live record of this node's name at another address it listed, or
  *  whether its state shows a held record gone (see showsHeldGone; its state was merged). */
 type JoinAnswer =
-  | { readonly sender: string; readonly at: Addr; readonly record: NodeState; readonly live: number }
+  | {
+      readonly sender: string;
+      readonly at: Reporter;
+      readonly record: NodeState;
+      readonly live: number;
+      readonly nodes: readonly NodeState[];
+    }
   | { readonly sender: string; readonly record?: undefined; readonly heldGone: boolean };
 
 export class Memberlist {
@@ -209,6 +222,10 @@ export class Memberlist {
         live: reported.live,
         since: this.heldName?.since ?? this.clock.now(),
         reporters: new Map([...(this.heldName?.reporters ?? []), ...reports.map((a) => [a!.sender, a!.at] as const)]),
+        fellows: new Map([
+          ...(this.heldName?.fellows ?? []),
+          ...reports.flatMap((a) => a!.nodes.map((n) => [n.name, formatHostPort(n.host, n.port)] as const)),
+        ]),
       };
     } else if (answers.some((a, i) => a?.record === undefined && a?.heldGone && (full === undefined || i === full))) {
       this.heldName = undefined;
@@ -448,8 +465,9 @@ export class Memberlist {
       );
       if (record) {
         const self = reply.message.nodes.find((n) => n.name === reply.sender);
-        const at = self ? { host: self.host, port: self.port } : reply.from;
-        return { sender: reply.sender, at, record, live: reply.message.nodes.filter((n) => isLive(n.state)).length };
+        const at = self ? { host: self.host, port: self.port, incarnation: self.incarnation } : reply.from;
+        const { nodes } = reply.message;
+        return { sender: reply.sender, at, record, live: nodes.filter((n) => isLive(n.state)).length, nodes };
       }
     }
     const heldGone = join && this.showsHeldGone(reply.message.nodes, reply.sender);
@@ -469,22 +487,29 @@ export class Memberlist {
    * target that reported it (by name, every full state lists its sender: moved or restarted, it
    * has declared the record dead and maybe reaped it, or answers with what it merged since); or it
    * lists such a target at the address it reported from (a member of its cluster, which knows it
-   * alive, or dead: it had the record too, whose tombstone our join may have replaced there). Not
-   * any other: a member that never knew the record (one met meanwhile, alone or in another
-   * cluster, and saved, maybe knowing an unrelated node of a reporter's name) would admit a second
-   * live node of the name.
+   * alive, or dead: it had the record too, whose tombstone our join may have replaced there); or,
+   * from a member a report listed at the address it lists itself at (one of their cluster), lists
+   * such a target elsewhere at its reported incarnation or a later one (it moved since: restarted
+   * on a new address; an older one is news from before the report). Not any other: a member that
+   * never knew the record (one met meanwhile, alone or in another cluster, and saved, maybe
+   * knowing an unrelated node of a reporter's name, at any incarnation) would admit a second live
+   * node of the name.
    */
   private showsHeldGone(nodes: readonly NodeState[], sender: string): boolean {
     const held = this.heldName;
     if (!held) return false;
-    const { record, reporters } = held;
+    const { record, reporters, fellows } = held;
+    const self = nodes.find((n) => n.name === sender);
+    const fellow = self !== undefined && fellows.get(sender) === formatHostPort(self.host, self.port);
     return nodes.some((n) => {
       if (n.name === record.name)
         return (
           n.host === record.host && n.port === record.port && !isLive(n.state) && n.incarnation >= record.incarnation
         );
       const at = reporters.get(n.name);
-      return at !== undefined && (n.name === sender || (n.host === at.host && n.port === at.port));
+      if (at === undefined) return false;
+      if (n.name === sender || (n.host === at.host && n.port === at.port)) return true;
+      return fellow && at.incarnation !== undefined && n.incarnation >= at.incarnation;
     });
   }
 

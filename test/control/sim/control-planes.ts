@@ -42,6 +42,10 @@ export class PlaneNode {
   stopping = false;
   /** The members' addresses its state dir keeps. */
   readonly members = new MemoryMembers();
+  /** The gossip key its key file holds (each start reads it). */
+  key: Uint8Array = CLUSTER_KEY;
+  /** The keyring of its current run (replace() is what a SIGHUP's reload of the key file does). */
+  keyring?: Keyring;
   /** The slots (per family) its current run held once started (from its saved state), undefined
    *  until then. */
   heldAtStart?: Array<number | undefined>;
@@ -176,6 +180,7 @@ export class SimControlPlanes {
     node.runs++;
     node.startOptions = opts;
     const [store, store6] = this.space ? node.stores : [undefined, node.stores[0]];
+    node.keyring = new Keyring(node.key);
     const plane = new ControlPlane(
       {
         name: node.name,
@@ -192,7 +197,7 @@ export class SimControlPlanes {
         clock: node.host.clock,
         transport: this.net.attach(node.host),
         random: this.random.fork(`${node.name}@${node.host.addr.host}#${node.runs}`),
-        keyring: new Keyring(CLUSTER_KEY),
+        keyring: node.keyring,
         store,
         store6,
         members: node.members,
