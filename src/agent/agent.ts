@@ -43,7 +43,7 @@ import { checkFlags, checkHost } from "./preflight.js";
 import { udpSocketDrops, type DataplanePort, type SocketDrops } from "./socket-drops.js";
 import { StateDirLock } from "./state-dir.js";
 import { parseSubnetEnv, subnetFileError, writeSubnetEnv } from "./subnet-env.js";
-import { chooseUnderlay, describeUnderlay, gossipHost, saveUnderlay6 } from "./underlay.js";
+import { chooseUnderlay, describeUnderlay, gossipHost, saveUnderlay6, UnderlayAddressWatch } from "./underlay.js";
 
 export interface AgentOptions {
   netConfig: string;
@@ -195,6 +195,10 @@ export class Agent {
   private fatalError?: Error;
   /** Aborted by fatal(): a start waiting for a lease ends then, instead of waiting on in a name that is taken. */
   private readonly fatalAbort = new AbortController();
+  /** Called once an underlay address peers send to changed (UnderlayAddressWatch). */
+  private underlayChangedHandler?: () => void;
+  private underlayChanged = false;
+  private readonly underlayWatch: UnderlayAddressWatch;
 
   private constructor(
     private readonly opts: AgentOptions,
@@ -206,6 +210,7 @@ export class Agent {
     private readonly lock: StateDirLock,
     private readonly log: Logger,
   ) {
+    this.underlayWatch = new UnderlayAddressWatch(kernel, underlay, opts, log);
     this.lanes = [];
     if (conf.space) {
       const lane: Lane = {
@@ -930,6 +935,12 @@ export class Agent {
     if (this.fatalError) handler(this.fatalError);
   }
 
+  /** Called once if an underlay address peers send to changed (BACKEND_UNDERLAY_ADDRESS_CHANGED): the CLI stops it and exits EXIT_UNDERLAY_CHANGED. */
+  onUnderlayChanged(handler: () => void): void {
+    this.underlayChangedHandler = handler;
+    if (this.underlayChanged) handler();
+  }
+
   private fatal(err: Error): void {
     if (this.fatalError) return;
     this.fatalError = err;
@@ -1318,6 +1329,11 @@ export class Agent {
       }
       // Only where a removal found them: elsewhere the reconcile runs no iptables at all.
       if (performance.now() < this.flannelMasqUntil) await this.removeFlannelMasq(true);
+      // After the backends followed a rename. A failed read is the catch below's, tried again next interval.
+      if (!this.stopping && !this.underlayChanged && (await this.underlayWatch.changed())) {
+        this.underlayChanged = true;
+        this.underlayChangedHandler?.();
+      }
     }).catch((err) => {
       this.reconcileQueued = false;
       this.log.error(

@@ -12,6 +12,7 @@ import type { Logger } from "pino";
 import { WeftError } from "../errors.js";
 import { writeFileAtomic } from "../fs/atomic-write.js";
 import type { Underlay } from "../backends/backend.js";
+import { followUnderlay } from "../backends/underlay-name.js";
 import type { Kernel } from "../kernel/iproute.js";
 import { formatIpv4, parseIpv4 } from "../net/ipv4.js";
 import { formatIpv6, isIpv6Text, parseIpv6 } from "../net/ipv6.js";
@@ -399,4 +400,96 @@ export function describeUnderlay(u: Underlay): string {
   ]
     .filter(Boolean)
     .join(" ");
+}
+
+/**
+ * How long an underlay address peers send to may be missing from the interface before the agent
+ * exits for a restart at the address the interface holds instead (UnderlayAddressWatch): long
+ * enough for a DHCP renew that removes and re-adds the address, or a link flap whose down flushed
+ * IPv6 addresses until SLAAC or networkd gives them back (a few seconds).
+ */
+export const UNDERLAY_ADDRESS_GRACE_MS = 20_000;
+
+/** The agent's exit status after its underlay address changed (EX_TEMPFAIL: a restart is expected to work). */
+export const EXIT_UNDERLAY_CHANGED = 75;
+
+/**
+ * Watches the underlay addresses peers send to that weft took from the interface (not
+ * --public-ip or --public-ipv6, which may be a NAT's), as they are read once, at start. One missing
+ * from the interface for UNDERLAY_ADDRESS_GRACE_MS while it holds another global address of the
+ * family (DHCP gave it another) is a change the agent cannot follow in place, its gossip bound to
+ * and its record holding the old one: `changed` says so, and the agent exits for a restart.
+ * Without another address of the family, a restart would find no underlay: it is warned of once.
+ */
+export class UnderlayAddressWatch {
+  private readonly watched: Array<{ family: 4 | 6; addr: string }>;
+  /** performance.now() when each watched address was first seen missing, while it is. */
+  private readonly missingSince = new Map<string, number>();
+  private readonly warned = new Set<string>();
+
+  constructor(
+    private readonly kernel: Kernel,
+    private readonly underlay: Underlay,
+    choice: UnderlayChoice,
+    private readonly log: Logger,
+  ) {
+    this.watched = [
+      ...(underlay.addr !== undefined && choice.publicIp === undefined
+        ? [{ family: 4 as const, addr: formatIpv4(underlay.addr) }]
+        : []),
+      ...(underlay.addr6 !== undefined && choice.publicIpv6 === undefined
+        ? [{ family: 6 as const, addr: formatIpv6(underlay.addr6) }]
+        : []),
+    ];
+  }
+
+  /** Whether a watched address changed past the grace (logged as BACKEND_UNDERLAY_ADDRESS_CHANGED). */
+  async changed(): Promise<boolean> {
+    if (this.watched.length === 0) return false;
+    await followUnderlay(this.kernel, this.underlay, this.log);
+    const { iface, ifindex } = this.underlay;
+    // The device under the name, if it is the underlay's (one not followed holds none of its addresses).
+    const [link] = await this.kernel.ipJson<AddrInfo[]>(["addr", "show", "dev", iface]).catch((): AddrInfo[] => []); // no such device
+    const listed = link?.ifindex === ifindex ? (link.addr_info ?? []) : [];
+    const global = (family: 4 | 6) =>
+      listed.filter((a) => a.family === (family === 4 ? "inet" : "inet6") && a.scope === "global" && !a.dadfailed);
+    const same = (family: 4 | 6, a: string, b: string) =>
+      family === 4 ? parseIpv4(a) === parseIpv4(b) : parseIpv6(a) === parseIpv6(b);
+    const now = performance.now();
+    const gone: typeof this.watched = [];
+    for (const w of this.watched) {
+      // Still tentative counts as held: an address re-added is in DAD for a second or two.
+      if (global(w.family).some((a) => same(w.family, a.local, w.addr))) {
+        this.missingSince.delete(w.addr);
+        this.warned.delete(w.addr);
+        continue;
+      }
+      const since = this.missingSince.get(w.addr) ?? now;
+      this.missingSince.set(w.addr, since);
+      if (now - since >= UNDERLAY_ADDRESS_GRACE_MS) gone.push(w);
+    }
+    // What a restart could take: not one still in DAD, which cannot be bound yet.
+    const others = (family: 4 | 6) =>
+      global(family)
+        .filter((a) => !a.tentative)
+        .map((a) => a.local);
+    const changed = gone.filter((w) => others(w.family).length > 0);
+    if (changed.length > 0) {
+      const old = changed.map((w) => w.addr);
+      const held = [...new Set(changed.map((w) => w.family))].flatMap(others);
+      this.log.error(
+        { code: "BACKEND_UNDERLAY_ADDRESS_CHANGED", iface, old, now: held, graceMs: UNDERLAY_ADDRESS_GRACE_MS },
+        `the underlay interface ${iface} no longer holds ${old.join(" and ")}, the address peers send this node's traffic to, for ${UNDERLAY_ADDRESS_GRACE_MS / 1000} s, and holds ${held.join(" ")} now: the agent stops (as on SIGTERM) and exits ${EXIT_UNDERLAY_CHANGED}, for its supervisor (systemd's Restart=, the DaemonSet) to start it again, which joins with the new address`,
+      );
+      return true;
+    }
+    for (const w of gone.filter((w) => !this.warned.has(w.addr))) {
+      this.warned.add(w.addr);
+      this.log.warn(
+        { code: "BACKEND_UNDERLAY_ADDRESS_GONE", iface, addr: w.addr, graceMs: UNDERLAY_ADDRESS_GRACE_MS },
+        `the underlay interface ${iface} no longer holds ${w.addr}, the address peers send this node's traffic to, for ${UNDERLAY_ADDRESS_GRACE_MS / 1000} s, nor any other global IPv${w.family} address: this node gets no pod traffic from peers until it is back; once the interface holds another, the agent exits for a restart at it (BACKEND_UNDERLAY_ADDRESS_CHANGED)`,
+      );
+    }
+    return false;
+  }
 }

@@ -10,6 +10,7 @@ import { Command, Option } from "commander";
 import { pino } from "pino";
 import { Agent, type AgentOptions } from "../agent/agent.js";
 import { AgentKeys } from "../agent/keys.js";
+import { EXIT_UNDERLAY_CHANGED } from "../agent/underlay.js";
 import { configReference } from "../config/net-conf.js";
 import { KEY_BYTES } from "../control/gossip/keyring.js";
 import { errorMessage, isWeftError, WeftError } from "../errors.js";
@@ -277,9 +278,10 @@ agentCommand
     // A fatal error during a signal's stop (the name found taken while gossip stopped) gets the same
     // stop: its exit 1 stands, as when it came first.
     let fatalSeen = false;
+    let underlayChanged = false;
     const stopAndExit = (a: Agent) =>
       a.stop(true).then(
-        () => process.exit(fatalSeen ? 1 : 0),
+        () => process.exit(fatalSeen ? 1 : underlayChanged ? EXIT_UNDERLAY_CHANGED : 0),
         (err: Error) => {
           stopFailed(err);
           process.exit(1);
@@ -306,6 +308,14 @@ agentCommand
         .stop(false)
         .catch(stopFailed)
         .finally(() => process.exit(1));
+    });
+    // Its underlay address changed: a stop as on SIGTERM, then an exit its supervisor restarts it after.
+    running.onUnderlayChanged(() => {
+      if (stopping) return; // a signal's or a fatal stop, under way, exits as it would
+      underlayChanged = true;
+      stopping = true;
+      out.toSync();
+      void stopAndExit(running);
     });
     if (stopping) {
       // The signal came after the start's last check: stop as if it had come a moment later.
