@@ -129,7 +129,7 @@ export function agentMetrics(
     mirroredCounter(
       registry,
       "weft_log_lines_dropped_total",
-      "Log lines dropped: stdout took none while 1 MiB of them waited, its reader was gone, or while stopping another write error or a line's rest after a partial write (CLI_LOG_LINES_DROPPED says how many once it takes lines again)",
+      "Log lines dropped: stdout took none while 1 MiB of them waited, its reader was gone, or while stopping another write error (CLI_LOG_LINES_DROPPED says how many once it takes lines again)",
       [],
       (set) => set({}, agent.logLinesDropped()),
     );

@@ -10,8 +10,12 @@ import { write as writeAsync, writeSync } from "node:fs";
 /** Bytes of lines kept for a stdout that takes none; later lines are dropped until it takes some. */
 const BUFFERED_BYTES = 1 << 20;
 
-/** Bytes handed to one write at most, so that a slow stdout gets lines in pieces (as sonic-boom's 16 KiB). */
-const MAX_WRITE = 16 * 1024;
+/**
+ * Bytes handed to one write at most, unless one line is longer (it is then written alone): Linux's
+ * PIPE_BUF, up to which a pipe takes a write whole or not at all, never with another writer's bytes
+ * inside it (a longer write to a blocking pipe can get them wherever it waits for room).
+ */
+const PIPE_BUF = 4096;
 
 /**
  * EAGAIN retries, 100 ms apart, that the main thread's writes may wait through in all, for a
@@ -25,6 +29,8 @@ const NEWLINE = Buffer.from("\n");
 
 const busy = (err: NodeJS.ErrnoException) => err.code === "EAGAIN" || err.code === "EBUSY";
 
+const size = (q: string | Buffer) => (typeof q === "string" ? Buffer.byteLength(q) : q.length);
+
 /** Lines in `b` (each of pino's ends with a newline; a piece of one counts as one). */
 function lines(b: Buffer): number {
   let n = 0;
@@ -32,7 +38,7 @@ function lines(b: Buffer): number {
   return b.length > 0 && b[b.length - 1] !== 10 ? n + 1 : n;
 }
 
-/** Lines in a queued entry: NEWLINE, queued alone to end a torn piece, is none (its line was counted). */
+/** Lines in a queued entry: NEWLINE, written alone to end a torn piece, is none (its line was counted). */
 const linesIn = (q: string | Buffer) => (typeof q === "string" ? 1 : q === NEWLINE ? 0 : lines(q));
 
 /** pino's destination for the agent: asynchronous until `toSync`. */
@@ -45,10 +51,16 @@ export class AgentLogStream {
   private readonly queue: (string | Buffer)[] = [];
   /** Bytes in `queue` and in the pool's write: what BUFFERED_BYTES bounds. */
   private held = 0;
-  /** The bytes of the pool's write under way, which the main thread leaves to it. */
+  /** The bytes of the pool's write under way. */
   private inPool: Buffer | undefined;
-  /** The main thread wrote while the pool's write was under way: if that write is partial, the line it ends within is torn. */
-  private poolRaced = false;
+  /**
+   * That write is of whole lines within PIPE_BUF, as the main thread's beside it must be: a pipe
+   * takes each whole, before or after the other. Any other (a longer line, a line's rest) the main
+   * thread leaves its lines queued for, until the write's callback.
+   */
+  private poolWhole = false;
+  /** What went out ends within a line: its rest is queued first, or, if dropped, a newline ends it. */
+  private midLine = false;
   private retryTimer: NodeJS.Timeout | undefined;
   /** The main thread's EAGAIN retries left; undefined until `toSync`. */
   private syncRetries: number | undefined;
@@ -57,6 +69,12 @@ export class AgentLogStream {
   private refused = false;
   /** Lines dropped since the last notice. */
   private unreported = 0;
+  /**
+   * The notice queued last, until a byte of it is written (its line, then the write it begins): one
+   * lost whole carries its count to the next, and no other is queued meanwhile. Neither is set
+   * while `notice` has yet to write it.
+   */
+  private unsaid: { count: number; line?: string; bytes?: Buffer } | undefined;
   /** Lines dropped since the start: for a full buffer, the reader gone (EPIPE), or another write error. */
   dropped = 0;
 
@@ -70,6 +88,7 @@ export class AgentLogStream {
     const bytes = Buffer.byteLength(line);
     this.refused = this.held + bytes > BUFFERED_BYTES;
     if (this.refused) return this.drop(1);
+    if (this.unsaid && !this.unsaid.line && !this.unsaid.bytes) this.unsaid.line = line;
     this.queue.push(line);
     this.held += bytes;
     if (this.syncRetries === undefined) this.startPoolWrite();
@@ -77,12 +96,11 @@ export class AgentLogStream {
   }
 
   /**
-   * From here on each line is written before `write` returns. A pool write still under way cannot
-   * be waited for (its callback needs the event loop), so its lines may come after these; the main
-   * thread's first write then begins with a newline, and if the pool's write turns out partial the
-   * rest of the line it tore is dropped (counted) and its newline written, so no line is joined to
-   * that piece; an empty line may appear. Called again,
-   * it retries what is still buffered. Bounded and never throwing, it is also the exit hook: a throw
+   * From here on each line is written before `write` returns, unless a pool write under way is
+   * more than whole lines within PIPE_BUF: it cannot be waited for (its callback needs the event
+   * loop), so the lines wait for its callback, and are lost if the process exits first. Beside a
+   * pool write of whole lines within PIPE_BUF, lines may come before its own. Called again, it
+   * retries what is still buffered. Bounded and never throwing, it is also the exit hook: a throw
    * in 'exit' skips the hooks after it.
    */
   toSync(): void {
@@ -99,63 +117,79 @@ export class AgentLogStream {
     this.unreported += n;
   }
 
-  /** Drops what is queued: the reader is gone, or stdout failed otherwise. */
-  private dropQueue(): void {
+  /**
+   * The write of `b` failed (not EAGAIN: the reader is gone, or stdout failed otherwise): `b` and
+   * what is queued are dropped, and a notice not begun leaves its count to the next.
+   */
+  private failed(b: Buffer): void {
+    this.held -= b.length;
+    this.drop(linesIn(b));
     for (const q of this.queue.splice(0)) {
-      this.held -= typeof q === "string" ? Buffer.byteLength(q) : q.length;
+      this.held -= size(q);
       this.drop(linesIn(q));
+    }
+    // Unless it is in the pool's write under way, whose callback tells.
+    if (this.unsaid && (!this.unsaid.bytes || this.unsaid.bytes !== this.inPool)) {
+      this.unreported += this.unsaid.count;
+      this.unsaid = undefined;
     }
   }
 
-  /** The queue's head if bytes, else up to MAX_WRITE bytes of its lines (at least one), encoded. */
+  /** The queue's head is whole lines within PIPE_BUF, as `take` then returns. */
+  private wholeAtHead(): boolean {
+    return !this.midLine && size(this.queue[0]) <= PIPE_BUF;
+  }
+
+  /**
+   * The queue's head if bytes, a newline if a line was torn, else up to PIPE_BUF bytes of its lines
+   * (at least one, the notice first in a write of its own), encoded.
+   */
   private take(): Buffer {
     const head = this.queue[0];
     if (typeof head !== "string") return this.queue.shift() as Buffer;
+    if (this.midLine) {
+      this.held += 1;
+      return NEWLINE;
+    }
     let end = 1;
     let bytes = Buffer.byteLength(head);
     for (; end < this.queue.length; end++) {
       const q = this.queue[end];
-      if (typeof q !== "string" || bytes + Buffer.byteLength(q) > MAX_WRITE) break;
+      if (typeof q !== "string" || q === this.unsaid?.line || bytes + Buffer.byteLength(q) > PIPE_BUF) break;
       bytes += Buffer.byteLength(q);
     }
-    return Buffer.from(this.queue.splice(0, end).join(""));
+    const b = Buffer.from(this.queue.splice(0, end).join(""));
+    if (this.unsaid && head === this.unsaid.line) this.unsaid = { count: this.unsaid.count, bytes: b };
+    return b;
   }
 
-  /**
-   * `n` bytes of `b` written; its rest goes back to the queue's head. `torn`: the main thread wrote
-   * while this write was under way, so a piece of a line it wrote may be followed by other lines
-   * already: the rest of that line is dropped, its newline kept to end the piece.
-   */
-  private written(b: Buffer, n: number, torn = false): void {
+  /** `n` bytes of `b` written; its rest goes back to the queue's head. */
+  private written(b: Buffer, n: number): void {
     this.held -= n;
-    // The bytes left, as queue entries; b itself if none was written, so that NEWLINE stays NEWLINE.
-    let rest = [n === 0 ? b : b.subarray(n)];
-    if (torn && n < b.length && b[n - 1] !== 10) {
-      const end = b.indexOf(10, n);
-      const cut = end < 0 ? b.length : end;
-      // A cut just before the line's newline leaves nothing of it to drop.
-      if (cut > n) this.drop(1);
-      this.held -= cut - n;
-      rest = end < 0 ? [] : [NEWLINE, b.subarray(end + 1)];
-    }
-    this.queue.unshift(...rest.filter((r) => r.length > 0));
-    if (n > 0 && this.unreported > 0) {
+    // b itself if none was written, so that NEWLINE stays NEWLINE and a notice's bytes its own.
+    if (n < b.length) this.queue.unshift(n === 0 ? b : b.subarray(n));
+    if (n === 0) return;
+    this.midLine = b[n - 1] !== 10;
+    if (b === this.unsaid?.bytes) this.unsaid = undefined;
+    if (this.unreported > 0 && !this.unsaid) {
       // Its line goes through `write`, queued behind what is queued now; if the buffer has no room
-      // for it, it is dropped itself, and the next notice counts these lines too. Lines dropped
-      // after it was queued (a write error) are counted anew, not with these.
-      const dropped = this.unreported;
+      // for it, it is dropped itself, and the next notice counts these lines too.
+      const count = this.unreported;
       this.unreported = 0;
       this.refused = false;
-      this.notice(dropped);
-      if (this.refused) this.unreported += dropped;
+      this.unsaid = { count };
+      this.notice(count);
+      if (this.refused) this.unreported += count;
+      // Refused, or nothing written: no notice is queued.
+      if (this.unsaid && !this.unsaid.line && !this.unsaid.bytes) this.unsaid = undefined;
     }
   }
 
   private startPoolWrite(): void {
     if (this.inPool || this.retryTimer || this.queue.length === 0) return;
+    this.poolWhole = this.wholeAtHead();
     const b = this.take();
     this.inPool = b;
-    this.poolRaced = false;
     writeAsync(this.fd, b, (err, n) => {
       this.inPool = undefined;
       if (err && busy(err)) {
@@ -171,15 +205,13 @@ export class AgentLogStream {
         return;
       }
       if (err) {
-        this.held -= b.length;
-        this.drop(linesIn(b));
-        this.dropQueue();
+        this.failed(b);
         // EPIPE drops the lines and the agent runs on (later lines are tried again: a FIFO may get
         // a reader anew); any other error ends a running agent, as before, but never a stop.
         if (err.code !== "EPIPE" && this.syncRetries === undefined) throw err;
         return;
       }
-      this.written(b, n, this.poolRaced);
+      this.written(b, n);
       if (this.syncRetries === undefined) this.startPoolWrite();
       else this.flush();
     });
@@ -191,17 +223,12 @@ export class AgentLogStream {
     if (this.flushing) return;
     this.flushing = true;
     try {
-      while (this.queue.length > 0) {
+      // Beside a pool write under way, only what cannot split a line or be split by it.
+      while (this.queue.length > 0 && (!this.inPool || (this.poolWhole && this.wholeAtHead()))) {
         const b = this.take();
-        // The pool's write under way may end within a line: ours begin on a line of their own.
-        const lead = this.inPool !== undefined && !this.poolRaced;
         let n: number;
         try {
-          n = writeSync(this.fd, lead ? Buffer.concat([NEWLINE, b]) : b);
-          if (lead) {
-            this.poolRaced = true;
-            n = Math.max(0, n - 1);
-          }
+          n = writeSync(this.fd, b);
         } catch (err) {
           if (busy(err as NodeJS.ErrnoException)) {
             this.queue.unshift(b);
@@ -210,9 +237,7 @@ export class AgentLogStream {
             Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, EAGAIN_WAIT_MS);
             continue;
           }
-          this.held -= b.length;
-          this.drop(linesIn(b));
-          this.dropQueue();
+          this.failed(b);
           return;
         }
         this.written(b, n);

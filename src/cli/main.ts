@@ -191,7 +191,7 @@ agentCommand
     const out = new AgentLogStream(1, (dropped) =>
       log.warn(
         { code: "CLI_LOG_LINES_DROPPED", dropped },
-        `${dropped} log lines were dropped before this one: stdout took none while 1 MiB of them waited, its reader was gone, or while stopping another write error or a line's rest after a partial write (weft_log_lines_dropped_total counts them); have stdout read, or keep the log elsewhere`,
+        `${dropped} log lines were dropped before this one: stdout took none while 1 MiB of them waited, its reader was gone, or while stopping another write error (weft_log_lines_dropped_total counts them); have stdout read, or keep the log elsewhere`,
       ),
     );
     process.once("exit", () => out.toSync());
@@ -263,7 +263,7 @@ agentCommand
         );
         // Ended by SIGINT's default action, as Ctrl-C ends a program: process.exit would wait for a
         // file-system call that hangs (a wedged mount) in libuv's thread pool. The line above is
-        // written already (the log is synchronous once stopping).
+        // written already (the log is synchronous once stopping, unless it waits for a long line's pool write: agent-log.ts).
         process.removeAllListeners("SIGINT");
         return process.kill(process.pid, "SIGINT");
       }

@@ -9,14 +9,26 @@
 // The log module alone, in a child process on a FIFO: a stop that begins with lines queued for a
 // reader gone returns (before, sonic-boom's flushSync retried EPIPE without end); lines dropped
 // for a full buffer are counted and said once the pipe is read, a notice dropped itself counted in
-// the next (before, that said 1); a stop while the pool's partial write is under way joins no line
-// to its piece (before, the stop's line was), and a cut just before a line's newline drops nothing
-// (before, 1 was counted); the newline kept of a torn line counts no line when the reader is gone
-// (before, it counted one); a notice written in part before an EPIPE is not said again (before, the
-// next repeated its count); lines kept hold about their own size (before, a Buffer per line held
-// its 8 KiB slab).
+// the next (before, that said 1); a stop while the pool's write is under way writes every line whole
+// and no empty line (before, a line of its partial write lost its rest and a newline was written
+// even when no line was torn), and on a blocking pipe the stop's lines are not written inside a
+// longer line the pool's write has under way (before, they split it); the newline ending a torn
+// line counts no line when the reader is gone (before, it counted one); a notice written in part
+// before an EPIPE is not said again (before, the next repeated its count), one lost whole is (before,
+// its count was lost); lines kept hold about their own size (before, a Buffer per line held its
+// 8 KiB slab).
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { closeSync, constants, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  constants,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  writeSync,
+} from "node:fs";
 import { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -62,18 +74,22 @@ function drain(from: string | number): { child: ChildProcess; text: Promise<stri
   return { child, text: new Promise((r) => child.once("close", () => r(text))), soFar: () => text };
 }
 
-/** A reader of the FIFO `path` in this process, never blocking: `read` adds what the pipe has to `text`. */
-function ownReader(path: string): { read: () => string; close: () => void } {
+/**
+ * A reader of the FIFO `path` in this process, never blocking: `read` adds what the pipe has to
+ * `text`, or with `once` what one read gets (a writer may refill the pipe as fast as it is read).
+ */
+function ownReader(path: string): { read: (once?: boolean) => string; close: () => void } {
   const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
   const b = Buffer.alloc(64 * 1024);
   let text = "";
   return {
-    read: () => {
+    read: (once = false) => {
       for (;;) {
         try {
           const n = readSync(fd, b);
           if (n === 0) return text;
           text += b.toString("utf8", 0, n);
+          if (once) return text;
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code === "EAGAIN") return text;
           throw err;
@@ -108,6 +124,15 @@ function logChild(
   child.stderr!.on("data", (d) => (stderr += d));
   return { child, stderr: () => stderr };
 }
+
+/** Threads of process `pid` waiting in a write to a pipe for room. */
+const inPipeWrite = (pid: number) =>
+  readdirSync(`/proc/${pid}/task`).filter((t) =>
+    /pipe_write$/.test(readFileSync(`/proc/${pid}/task/${t}/wchan`, "utf8")),
+  ).length;
+
+/** The last count a child said as "in all n" (-1 before the first). */
+const lastInAll = (stderr: string) => Number([...stderr.matchAll(/in all (\d+)\n/g)].at(-1)?.[1] ?? -1);
 
 /** Makes the pipe that `fd` is open on non-blocking for every process sharing it, as a parent's pipe handle does. */
 function makeNonBlocking(fd: number, pid: number): Socket {
@@ -248,15 +273,10 @@ describe("agent log: the module on a FIFO", () => {
    * The child for a stop while the pool's write of a line `{"big":"A…"}` (`size` bytes with its
    * newline) is under way on a non-blocking pipe with a page of room. One pool thread does its
    * work in order: once the sentinel is made, the write is done and its callback waits for the
-   * event loop, which the main thread holds until the stop's line is out (and, with `hold`, until
-   * stdin gives another byte). `after` runs once the line "stopped" is written after them.
+   * event loop, which the main thread holds until the stop's line is written or queued (and, with
+   * `hold`, until stdin gives another byte). The line "stopped" is logged after them.
    */
-  const tornChild = (
-    fd: number,
-    dir: string,
-    size: number,
-    o: { hold?: boolean; after?: string; pad?: string } = {},
-  ) => {
+  const tornChild = (fd: number, dir: string, size: number, o: { hold?: boolean } = {}) => {
     const sentinel = JSON.stringify(join(dir, "written"));
     const child = logChild(
       fd,
@@ -265,7 +285,6 @@ describe("agent log: the module on a FIFO", () => {
       mkdir(${sentinel}, () => {
         out.write(JSON.stringify({ msg: "stopped" }) + "\\n");
         writeSync(2, "dropped " + out.dropped + "\\n");
-        ${o.after ?? ""}
       });
       while (!existsSync(${sentinel})) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
       writeSync(2, "written\\n");
@@ -274,36 +293,57 @@ describe("agent log: the module on a FIFO", () => {
       out.write(JSON.stringify({ msg: "stopping" }) + "\\n");
       writeSync(2, "stopping\\n");
       ${o.hold ? "readSync(0, Buffer.alloc(1));" : ""}`,
-      { env: { UV_THREADPOOL_SIZE: "1" }, pad: o.pad },
+      { env: { UV_THREADPOOL_SIZE: "1" } },
     );
     return { ...child, exited: new Promise((r) => child.child.once("exit", r)) };
   };
   /**
-   * tornChild (a 6011-byte line) on a writer of its own, the FIFO's one reader this test's
-   * `reader`, so that closing it leaves the pipe none.
+   * A full FIFO with `room` bytes of it read, a (blocking) writer for a child, and the FIFO's one
+   * reader this test's `reader`, so that closing it leaves the pipe none.
    */
-  const tornAlone = (dir: string, o: Parameters<typeof tornChild>[3]) => {
+  const alone = (dir: string, room = 0) => {
     const fifo = fullFifo(dir, ".");
-    readSync(fifo.fd, Buffer.alloc(4096));
+    if (room > 0) readSync(fifo.fd, Buffer.alloc(room));
     const writer = openSync(fifo.path, constants.O_WRONLY);
     const reader = ownReader(fifo.path);
     closeSync(fifo.fd);
+    return { writer, reader };
+  };
+  /** tornChild (a 6011-byte line) on `alone`'s writer, made non-blocking, with a page of room. */
+  const tornAlone = (dir: string, o: Parameters<typeof tornChild>[3]) => {
+    const { writer, reader } = alone(dir, 4096);
     const torn = tornChild(writer, dir, 6011, o);
     // The socket owns the fd: destroyed, it closes this process's writer.
     makeNonBlocking(writer, torn.child.pid!).destroy();
     return { ...torn, reader };
   };
+  /**
+   * A child on `alone`'s writer (a blocking pipe) that logs 3 MiB of lines (1 MiB kept, the rest
+   * dropped: "dropped n" on stderr), says its count every 50 ms ("in all n"), and logs
+   * {"msg":"again"} for each byte on stdin.
+   */
+  const crowdedAlone = (dir: string, pad?: string) => {
+    const { writer, reader } = alone(dir);
+    const child = logChild(
+      writer,
+      `for (let i = 0; i < 30_000; i++) out.write(JSON.stringify({ msg: "line", i, pad: "x".repeat(64) }) + "\\n");
+      writeSync(2, "dropped " + out.dropped + "\\n");
+      setInterval(() => writeSync(2, "in all " + out.dropped + "\\n"), 50);
+      process.stdin.on("data", () => out.write(JSON.stringify({ msg: "again" }) + "\\n"));`,
+      { pad },
+    );
+    closeSync(writer);
+    return { ...child, reader };
+  };
   const big = (size: number) => `${JSON.stringify({ big: "A".repeat(size - 11) })}\n`;
   const waitFor = (what: string, text: () => string) =>
     until(what, () => (text().includes(what) ? true : undefined), 20_000);
 
-  // 6011 bytes: the page takes part of the line; 4097: all of it but its newline, so nothing of it is lost.
-  it.each([
-    [6011, 1],
-    [4097, 0],
-  ])(
-    "a stop while the pool's write of a %i-byte line is under way on a non-blocking pipe: no line is joined to the piece it wrote (%i dropped)",
-    async (size, lost) => {
+  // 100 bytes: the page takes the line whole, and the stop's line is written beside it; 6011: the
+  // page takes part of it; 4097: all of it but its newline.
+  it.each([100, 4097, 6011])(
+    "a stop while the pool's write of a %i-byte line is under way on a non-blocking pipe: every line whole, none dropped, no empty line",
+    async (size) => {
       const dir = mkdtempSync(join(tmpdir(), "weft-alog-"));
       // Not newlines: an empty line in what is read is the writer's.
       const fifo = fullFifo(dir, ".");
@@ -316,8 +356,8 @@ describe("agent log: the module on a FIFO", () => {
         nonBlocking = makeNonBlocking(fifo.fd, child.pid!);
         child.stdin!.write("g");
         await waitFor("written", stderr);
-        // Read from now on: the stop's line waits in EAGAIN retries until there is room, 2 s at
-        // most, so it goes on once cat reads.
+        // Read from now on: a write waits in EAGAIN retries until there is room, 2 s at most, so
+        // it goes on once cat reads.
         reader = drain(fifo.path);
         await until("cat reading", () => (reader!.soFar() !== "" ? true : undefined), 20_000);
         child.stdin!.write("g");
@@ -328,14 +368,10 @@ describe("agent log: the module on a FIFO", () => {
         nonBlocking.destroy();
         const text = await reader.text;
         expect(text, text.slice(0, 40)).toMatch(/^\./);
-        // The pool's write was partial (the scenario happened): its piece is a line of its own (ended
-        // by the stop's newline), the rest of that line dropped, counted and said; the stop's lines
-        // are whole; the newline kept of the line it tore makes an empty line.
-        const notice = lost > 0 ? `{"notice":${lost}}\n` : "";
-        expect(text.replace(/^\.+/, ""), stderr()).toBe(
-          `${big(size).slice(0, 4096)}\n{"msg":"stopping"}\n\n${notice}{"msg":"stopped"}\n`,
-        );
-        expect(Number(dropped)).toBe(lost);
+        // A partial write's rest is written before the stop's line, which waited for its callback
+        // (before, that rest was dropped, and a newline made an empty line even after a whole line).
+        expect(text.replace(/^\.+/, ""), stderr()).toBe(`${big(size)}{"msg":"stopping"}\n{"msg":"stopped"}\n`);
+        expect(Number(dropped)).toBe(0);
       } finally {
         child.kill("SIGKILL");
         reader?.child.kill();
@@ -348,7 +384,53 @@ describe("agent log: the module on a FIFO", () => {
     60_000,
   );
 
-  it("a stop's torn line whose reader is gone before the pool's callback: the newline kept of it counts no line", async () => {
+  it("a stop while the pool's write of a line longer than a blocking pipe waits for room: no line is split by another's bytes", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "weft-alog-"));
+    const fifo = fullFifo(dir, ".");
+    const size = 200_000;
+    const { child, stderr } = logChild(
+      fifo.fd,
+      `out.write(JSON.stringify({ big: "A".repeat(${size - 11}) }) + "\\n");
+      writeSync(2, "queued\\n");
+      readSync(0, Buffer.alloc(1));
+      out.toSync();
+      for (let i = 0; i < 3; i++) out.write(JSON.stringify({ msg: "stopping", i }) + "\\n");
+      writeSync(2, "stopping\\n");`,
+    );
+    const exited = new Promise((r) => child.once("exit", r));
+    let fd: number | undefined = fifo.fd;
+    let reader: ReturnType<typeof drain> | undefined;
+    try {
+      await until(
+        "the pool's write waiting for room",
+        () => (stderr().includes("queued") && inPipeWrite(child.pid!) === 1 ? true : undefined),
+        20_000,
+      );
+      child.stdin!.write("g");
+      // The stop's lines queued (or, before, their write waiting for room beside the pool's).
+      await until(
+        "the stop's lines",
+        () => (stderr().includes("stopping") || inPipeWrite(child.pid!) === 2 ? true : undefined),
+        20_000,
+      );
+      reader = drain(fifo.path);
+      await exited;
+      // The last writer gone, the reader's text ends.
+      closeSync(fd);
+      fd = undefined;
+      const text = await reader.text;
+      // Before, the pipe took a part of the long line, then the stop's lines, then the rest of it.
+      const stopping = [0, 1, 2].map((i) => `{"msg":"stopping","i":${i}}\n`).join("");
+      expect(text.replace(/^\.+/, ""), stderr()).toBe(`${big(size)}${stopping}`);
+    } finally {
+      child.kill("SIGKILL");
+      reader?.child.kill();
+      if (fd !== undefined) closeSync(fd);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  it("a stop's torn line whose reader is gone before the pool's callback: the newline ending it counts no line", async () => {
     const dir = mkdtempSync(join(tmpdir(), "weft-alog-"));
     const { child, stderr, exited, reader: r } = tornAlone(dir, { hold: true });
     let reader: typeof r | undefined = r;
@@ -358,12 +440,14 @@ describe("agent log: the module on a FIFO", () => {
       reader.read();
       child.stdin!.write("g");
       await waitFor("stopping", stderr);
-      expect(reader.read().replace(/^\.+/, "")).toBe(`${big(6011).slice(0, 4096)}\n{"msg":"stopping"}\n`);
-      // Gone before the pool's callback: the piece's newline, the notice and "stopped" get EPIPE.
+      // The stop's line waits for the callback of the pool's write, which ended within a line.
+      expect(reader.read().replace(/^\.+/, "")).toBe(big(6011).slice(0, 4096));
+      // Gone before the pool's callback: the line's rest, "stopping", the newline ending the
+      // line's piece and "stopped" get EPIPE.
       reader.close();
       reader = undefined;
       child.stdin!.end("g");
-      // The torn line's rest, the notice, "stopped" (before, the newline counted too: 4).
+      // The torn line's rest, "stopping", "stopped" (the newline counts none).
       expect(await until("the child's count", () => /dropped (\d+)/.exec(stderr())?.[1], 20_000)).toBe("3");
       await exited;
     } finally {
@@ -373,46 +457,85 @@ describe("agent log: the module on a FIFO", () => {
     }
   }, 60_000);
 
-  it("a notice written in part before its reader went is not said again by the next", async () => {
+  /**
+   * Runs `test` on crowdedAlone's child once it has dropped lines (`dropped`), with `leave`, which
+   * closes the FIFO's reader, and `reopen`, which gives it a new one, has the child log
+   * {"msg":"again"} and returns what that reader got once it holds `last`.
+   */
+  const withCrowded = async (
+    pad: string | undefined,
+    test: (c: {
+      stderr: () => string;
+      reader: ReturnType<typeof ownReader>;
+      dropped: number;
+      leave: () => void;
+      reopen: (last: RegExp) => Promise<string>;
+    }) => Promise<void>,
+  ) => {
     const dir = mkdtempSync(join(tmpdir(), "weft-alog-"));
-    // The torn line's notice is larger than the pipe: written in part, it waits in EAGAIN retries
-    // while this test reads its count and leaves, and its rest gets EPIPE.
-    const { child, stderr, exited, reader } = tornAlone(dir, {
-      pad: "n === 1 ? 200_000 : 0",
-      after: `process.stdin.once("data", () => out.write(JSON.stringify({ msg: "again" }) + "\\n"));`,
-    });
+    const { child, stderr, reader } = crowdedAlone(dir, pad);
     const readers = [reader];
     try {
-      child.stdin!.write("g");
-      await waitFor("written", stderr);
-      reader.read();
-      child.stdin!.write("g");
-      await until(
-        "the notice's count",
-        () => (reader.read().includes('{"notice":1,"pad":"x') ? true : undefined),
-        20_000,
-      );
-      readers.pop()!.close();
-      // The torn line's rest, the notice's rest, "stopped".
-      expect(await until("the child's count", () => /dropped (\d+)/.exec(stderr())?.[1], 20_000)).toBe("3");
-      const again = ownReader(join(dir, "stdout.fifo"));
-      readers.push(again);
-      child.stdin!.write("g");
-      const text = await until(
-        "the next notice",
-        () => (again.read().includes('"pad":""}\n') ? again.read() : undefined),
-        20_000,
-      );
-      // The lines since the count was said: the notice's rest and "stopped" (before, 3: its count again).
-      expect(text).toBe('{"msg":"again"}\n{"notice":2,"pad":""}\n');
-      child.stdin!.end();
-      await exited;
+      const dropped = Number(await until("the child's count", () => /dropped (\d+)/.exec(stderr())?.[1], 20_000));
+      expect(dropped).toBeGreaterThan(1000);
+      const leave = () => readers.shift()!.close();
+      const reopen = (last: RegExp) => {
+        const again = ownReader(join(dir, "stdout.fifo"));
+        readers.push(again);
+        child.stdin!.write("g");
+        return until("the next notice", () => (last.test(again.read()) ? again.read() : undefined), 20_000);
+      };
+      await test({ stderr, reader, dropped, leave, reopen });
     } finally {
       child.kill("SIGKILL");
       for (const r of readers) r.close();
       rmSync(dir, { recursive: true, force: true });
     }
-  }, 60_000);
+  };
+
+  it(
+    "a notice written in part before its reader went is not said again by the next",
+    () =>
+      // The first notice (of thousands of lines) is larger than the pipe: its write waits for room
+      // while this test reads its start and leaves, and its rest gets EPIPE.
+      withCrowded("n > 1000 ? 200_000 : 0", async ({ stderr, reader, dropped, leave, reopen }) => {
+        // Its count: those lines, and itself each time the buffer had no room for it yet.
+        const said = Number(
+          await until("the notice", () => /\{"notice":(\d+),"pad":"x/.exec(reader.read(true))?.[1], 20_000),
+        );
+        expect(said).toBeGreaterThanOrEqual(dropped);
+        leave();
+        // The notice's rest.
+        await until("the rest dropped", () => (lastInAll(stderr()) > said ? true : undefined), 20_000);
+        expect(lastInAll(stderr())).toBe(said + 1);
+        const text = await reopen(/"pad":""\}\n/);
+        // What the pipe still had of the notice, ended by a newline; the lines since the count was
+        // said: the notice's rest (before, its count again).
+        expect(text).toMatch(/^x*\n\{"msg":"again"\}\n\{"notice":1,"pad":""\}\n$/);
+      }),
+    60_000,
+  );
+
+  it(
+    "a notice lost whole to its reader gone leaves its count to the next",
+    () =>
+      withCrowded(undefined, async ({ stderr, reader, dropped, leave, reopen }) => {
+        // A write after the drops went through: the notice is queued, behind about 1 MiB of lines
+        // that the pipe cannot take before this reader leaves.
+        await until("the first line", () => (reader.read(true).includes('"i":0,') ? true : undefined), 20_000);
+        leave();
+        // EPIPE drops what is queued, the notice with it.
+        await until("the lines dropped", () => (lastInAll(stderr()) > dropped ? true : undefined), 20_000);
+        const text = await reopen(/\{"notice":\d+\}\n/);
+        // Whole lines the pipe still had, then the next notice, saying every line dropped, as no
+        // notice was read before (before, it left out the count of the one lost).
+        const lines = text.split("\n");
+        expect(lines.pop()).toBe("");
+        for (const l of lines) expect(() => JSON.parse(l), l).not.toThrow();
+        expect(lines.slice(-2)).toEqual(['{"msg":"again"}', `{"notice":${lastInAll(stderr())}}`]);
+      }),
+    60_000,
+  );
 
   it("lines kept for a pipe nobody reads hold about their own size, not the buffers allocated beside them", async () => {
     const dir = mkdtempSync(join(tmpdir(), "weft-alog-"));
