@@ -3,8 +3,9 @@
 // .gitignore names, the Wasm module among it, and the installed agent fails at its first start
 // (HOTPATH_NOT_BUILT); the addon is built by the install script on the installing host, so its
 // sources must be there and a build of this host's must not. Then the tarball installed as README
-// says, under a prefix of its own instead of /usr/local (npm's cache is warm: .ci/run's `npm ci`),
-// and used as a user does.
+// says, under a prefix of its own instead of /usr/local (a tarball has no lockfile, so npm may
+// fetch the registry's metadata for its dependencies, as a user's install does), and used as a
+// user does.
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -49,29 +50,38 @@ describe("the npm package", () => {
 });
 
 describe("the packed package, installed with npm install -g", () => {
-  const work = mkdtempSync(join(tmpdir(), "weft-package-test-"));
-  const prefix = join(work, "prefix");
-  const root = join(prefix, "lib", "node_modules", "weft");
-  const weft = join(prefix, "bin", "weft");
+  // Made in beforeAll, so that a run which filters these tests out leaves no directory behind.
+  let work = "";
+  let prefix = "";
+  let root = "";
+  let weft = "";
   // The installed bin runs by its `#!/usr/bin/env node`, as from a shell.
   const env = { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH}` };
   const run = (file: string, args: string[]) => spawnSync(file, args, { cwd: work, encoding: "utf8", env });
-  afterAll(() => rmSync(work, { recursive: true, force: true }));
+  afterAll(() => {
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
 
   beforeAll(() => {
+    work = mkdtempSync(join(tmpdir(), "weft-package-test-"));
+    prefix = join(work, "prefix");
+    root = join(prefix, "lib", "node_modules", "weft");
+    weft = join(prefix, "bin", "weft");
     // dist/ and build/ are the global setup's build: packing without prepare packs them as they are.
     const pack = spawnSync("npm", ["pack", "--ignore-scripts", "--silent", "--pack-destination", work], {
       cwd: projectFile(),
       encoding: "utf8",
+      timeout: 60_000,
     });
-    expect(pack.status, pack.stderr).toBe(0);
+    expect(pack.status, `${pack.error ?? ""} ${pack.stderr}`).toBe(0);
     const tarball = join(work, pack.stdout.trim().split("\n").at(-1)!);
     const install = spawnSync(
       "npm",
       ["install", "-g", "--prefix", prefix, "--prefer-offline", "--no-audit", "--no-fund", tarball],
-      { cwd: work, encoding: "utf8" },
+      // spawnSync blocks the worker: vitest's hook timeout cannot end a hung npm, this does.
+      { cwd: work, encoding: "utf8", timeout: 220_000 },
     );
-    expect(install.status, install.stdout + install.stderr).toBe(0);
+    expect(install.status, `${install.error ?? ""} ${install.stdout}${install.stderr}`).toBe(0);
   }, 240_000); // the addon compiles in about 15 s on a quiet 2-core machine, minutes on a loaded one
 
   it("weft as npm links it: --help lists the commands, --version the package's", () => {
