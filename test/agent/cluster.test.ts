@@ -606,7 +606,7 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
         () => podRoutes(a.host),
         (r) => r.includes(vxlanRoute(a3)),
       );
-    const watches = all.map((a) => watchKernelEvents(a.host));
+    const watches = await Promise.all(all.map((a) => watchKernelEvents(a.host)));
     // host1's pod pings host3's across the stop and the restart (60 at 0.1 s).
     const pings = ping(a1.host.pods[0], a3.host.pods[0].addr, { count: 60, intervalS: 0.1 });
     await agents.stop(a3, "SIGTERM");

@@ -5,7 +5,7 @@
 // for every run.
 import { existsSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { agentRequest } from "../../src/cli/agent-client.js";
 import { LabAgents, type LabAgent } from "../../src/lab/agents.js";
 import { LabCluster } from "../../src/lab/cluster.js";
@@ -27,8 +27,13 @@ describe.skipIf(!canUseNetns())("agent: cluster formation in any start order", (
     lab = await LabCluster.create({ tag: "ord", hosts: 3 });
   });
 
-  afterAll(async () => {
+  // After every test, passed or failed: agents left running would disturb the next order's.
+  afterEach(async () => {
     await agents?.stopAll();
+    agents = undefined;
+  });
+
+  afterAll(async () => {
     await lab?.destroy();
   });
 
@@ -77,8 +82,6 @@ describe.skipIf(!canUseNetns())("agent: cluster formation in any start order", (
         await sleep(3000);
       }
       await formed(all);
-      await agents.stopAll();
-      agents = undefined;
     },
     240_000,
   );
@@ -103,8 +106,6 @@ describe.skipIf(!canUseNetns())("agent: cluster formation in any start order", (
     expect(await agents.logTail(a2, 50)).toMatch(/AGENT_STALE_SUBNET_ENV/);
     agents.start(target);
     await formed(agents.agents);
-    await agents.stopAll();
-    agents = undefined;
   }, 240_000);
 
   it("a first node with an empty join list, restarted with a leave (systemctl restart), gets back to the nodes that joined through it", async () => {
@@ -123,7 +124,5 @@ describe.skipIf(!canUseNetns())("agent: cluster formation in any start order", (
     // Still an empty join list: only the members it saved at its last run lead it back.
     agents.start(seed, [], []);
     await formed(agents.agents);
-    await agents.stopAll();
-    agents = undefined;
   }, 240_000);
 });

@@ -167,9 +167,9 @@ describe.skipIf(!canUseNetns())("agents: a lost IPv4 subnet, replaced", () => {
   const loseBehindReload = async (since: number, text: string, device: string, meanwhile?: () => Promise<void>) => {
     const a2 = env.all[1];
     const lost = (await env.agents.status(a2)).subnet!;
+    const watch = await watchKernelEvents(a2.host);
     const release = await holdNetConf(env.agents, a2, text);
     env.agents.reload(a2);
-    const watch = watchKernelEvents(a2.host);
     try {
       await giveAwayHost2sSubnet(env, since);
     } finally {

@@ -142,15 +142,17 @@ export async function eventually<T>(
   }
 }
 
+let kernelWatches = 0;
+
 /**
- * Records every link, address, route and neighbour/FDB event in the host's namespace (`ip monitor`)
- * until `stop`, which gives the IPv4 and link events naming `dev`: an entry deleted and added
+ * Records every link, address, route and neighbour/FDB event in the host's namespace (`ip monitor`),
+ * from when it resolves (it listens by then) until `stop`, which gives the IPv4 and link events naming `dev`: an entry deleted and added
  * again, or a device re-created, shows even where the state after equals the state before (the
  * kernel reports no event for a replace by an identical entry, which changes nothing). IPv6 events
  * are left out: the kernel's own link-local address and its duplicate address detection come and
  * go by themselves.
  */
-export function watchKernelEvents(h: LabHost): { stop(dev: string): Promise<string[]> } {
+export async function watchKernelEvents(h: LabHost): Promise<{ stop(dev: string): Promise<string[]> }> {
   const [cmd, ...args] = h.ns.wrap(["ip", "monitor", "link", "address", "route", "neigh"]);
   const p = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
@@ -158,11 +160,30 @@ export function watchKernelEvents(h: LabHost): { stop(dev: string): Promise<stri
   p.stdout.on("data", (d: Buffer) => (out += d));
   p.stderr.on("data", (d: Buffer) => (err += d));
   const exited = new Promise<void>((r) => p.on("exit", () => r()));
+  // A watcher that died early would see nothing and pass anything.
+  const alive = () => {
+    if (p.exitCode !== null || p.signalCode !== null)
+      throw new Error(`ip monitor in ${h.name} ended early (${p.exitCode ?? p.signalCode}): ${err}`);
+  };
+  // `ip monitor` says nothing once it listens, and what happens before goes unseen: a veth pair
+  // made and deleted in the namespace it watches, until it shows the deletion, tells that it does.
+  const mark = `wkmark${++kernelWatches}`;
+  const marked = () => out.split("\n").some((l) => l.startsWith("Deleted ") && l.includes(` ${mark}@`));
+  try {
+    for (let t = 0; !marked(); t++) {
+      alive();
+      if (t === 50) throw new Error(`ip monitor in ${h.name} showed no event of ${mark} in 50 tries`);
+      await h.ns.ip(`link add ${mark} type veth peer name ${mark}p`);
+      await h.ns.ip(`link del ${mark}`);
+      for (let w = 0; w < 10 && !marked(); w++) await sleep(20);
+    }
+  } catch (e) {
+    p.kill();
+    throw e;
+  }
   return {
     async stop(dev) {
-      // A watcher that died early would see nothing and pass anything.
-      if (p.exitCode !== null || p.signalCode !== null)
-        throw new Error(`ip monitor in ${h.name} ended early (${p.exitCode ?? p.signalCode}): ${err}`);
+      alive();
       p.kill();
       await exited;
       return out

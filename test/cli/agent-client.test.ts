@@ -11,6 +11,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { SOCKET_NAME } from "../../src/agent/http.js";
 import { agentRequest } from "../../src/cli/agent-client.js";
 import { projectFile } from "../../src/paths.js";
+import { canRunAsRoot } from "../support/netns.js";
 
 const dir = mkdtempSync(join(tmpdir(), "weft-client-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -53,7 +54,7 @@ describe("agent client", () => {
     }
   });
 
-  it.skipIf(process.getuid?.() !== 0)("tells a caller who may not open the socket to run as root", async () => {
+  it.skipIf(!canRunAsRoot())("tells a caller who may not open the socket to run as root", async () => {
     // The agent's own layout: a 0700 state dir (mkdtemp's mode) holding a listening socket.
     const server = createServer((_req, res) => res.end("{}"));
     await new Promise<void>((r) => server.listen(join(dir, SOCKET_NAME), r));

@@ -93,7 +93,8 @@ describe.skipIf(!canUseNetns())("ICMP error rate limit (wasm-vxlan, dual-stack)"
       expect(r.unreachable).toBeLessThanOrEqual(tx("REPLY"));
       // A generous bound: the whole run's time, every worker's bucket (a flow stays on one worker).
       expect(tx("REPLY")).toBeLessThanOrEqual(WORKERS * (BURST + PER_SEC * seconds));
-      expect(tx("REPLY")).toBeLessThan(FLOOD / 2);
+      // The limit took effect: ping's preloaded flood came faster than the buckets refill.
+      expect(tx("ICMP_RATE_LIMITED")).toBeGreaterThan(0);
       expect(tx("REPLY") + tx("ICMP_RATE_LIMITED") + queued).toBe(FLOOD);
     });
   }

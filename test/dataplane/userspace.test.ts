@@ -214,9 +214,12 @@ for (const { format, queuesPerWorker, streams } of CONFIGS) {
       // (the agent's when net-conf.json gives none): one per core, at least DEFAULT_MIN_WORKERS,
       // at most MAX_WORKERS.
       const again = makeDataplane(n2.host, 2, format, { mtu: 1400, workers: undefined });
-      expect(again.workers).toBe(Math.min(Math.max(availableParallelism(), DEFAULT_MIN_WORKERS), MAX_WORKERS));
-      expect(again.counters().perQueue.length % again.workers).toBe(0);
-      await again.stop();
+      try {
+        expect(again.workers).toBe(Math.min(Math.max(availableParallelism(), DEFAULT_MIN_WORKERS), MAX_WORKERS));
+        expect(again.counters().perQueue.length % again.workers).toBe(0);
+      } finally {
+        await again.stop();
+      }
     });
   });
 }

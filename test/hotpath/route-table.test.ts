@@ -366,9 +366,10 @@ describe("publication to reader threads", () => {
       reader.once("error", reject);
     });
     const ctl = new Int32Array(hp.memory.buffer, control, 2);
-    // Each flip waits for one more reader batch, so the reader keeps up. Bounded in time too:
-    // on a loaded machine the two threads may rarely run at once.
-    const deadline = Date.now() + 3000;
+    // Each flip waits for one more reader batch, so the reader keeps up. Bounded in time too (on a
+    // loaded machine the two threads may rarely run at once), but a run cut short by the deadline
+    // before 100 flips raced too little to show anything, and fails.
+    const deadline = Date.now() + 10_000;
     let flips = 0;
     while (flips < 400 && Date.now() < deadline) {
       const batches = Atomics.load(ctl, 1);
@@ -378,6 +379,7 @@ describe("publication to reader threads", () => {
     Atomics.store(ctl, 0, 1);
     const { mixed, seen } = await report;
     await reader.terminate();
+    expect(flips).toBeGreaterThanOrEqual(100);
     expect(mixed).toBe(0);
     expect(seen.sort()).toEqual([1, 2]); // the reader did see the writer's flips
   });

@@ -14,14 +14,19 @@ import { canUseNetns } from "../support/netns.js";
 describe.skipIf(!canUseNetns())("lab namespaces", () => {
   it("destroy() kills the processes still running inside", async () => {
     const ns = await Netns.create("nsk");
-    const [cmd, ...argv] = ns.wrap(["sleep", "60"]);
-    const child = spawn(cmd, argv, { stdio: "ignore" });
-    const exited = new Promise<NodeJS.Signals | null>((r) => child.once("exit", (_code, signal) => r(signal)));
-    // Wait until the process is inside (ip netns exec has switched and exec'd sleep).
-    for (let t = 0; t < 50 && !(await ns.pids()).includes(child.pid!); t++) await new Promise((r) => setTimeout(r, 20));
-    expect(await ns.pids()).toContain(child.pid);
-    await ns.destroy();
-    expect(await exited).toBe("SIGKILL");
+    try {
+      const [cmd, ...argv] = ns.wrap(["sleep", "60"]);
+      const child = spawn(cmd, argv, { stdio: "ignore" });
+      const exited = new Promise<NodeJS.Signals | null>((r) => child.once("exit", (_code, signal) => r(signal)));
+      // Wait until the process is inside (ip netns exec has switched and exec'd sleep).
+      for (let t = 0; t < 50 && !(await ns.pids()).includes(child.pid!); t++)
+        await new Promise((r) => setTimeout(r, 20));
+      expect(await ns.pids()).toContain(child.pid);
+      await ns.destroy();
+      expect(await exited).toBe("SIGKILL");
+    } finally {
+      await ns.destroy(); // a second call after the test's own does nothing
+    }
   });
 });
 

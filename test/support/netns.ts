@@ -9,10 +9,16 @@ export { Netns, vethPair } from "../../src/lab/netns.js";
  * tests; in CI (CI=true) a skip would hide a failure, so it throws instead.
  */
 export function canUseNetns(): boolean {
-  const ok = process.getuid?.() === 0 && hasIp();
-  if (!ok && process.env.CI === "true") {
-    throw new Error("kernel tests need root and iproute2, and CI=true forbids skipping them");
-  }
+  return mayRun(process.getuid?.() === 0 && hasIp(), "kernel tests need root and iproute2");
+}
+
+/** Whether the test runs as root, by the same rule: in CI (CI=true) not being root throws. */
+export function canRunAsRoot(): boolean {
+  return mayRun(process.getuid?.() === 0, "this test needs root");
+}
+
+function mayRun(ok: boolean, needs: string): boolean {
+  if (!ok && process.env.CI === "true") throw new Error(`${needs}, and CI=true forbids skipping`);
   return ok;
 }
 
