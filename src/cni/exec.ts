@@ -19,19 +19,24 @@ export interface CniArgs {
   path: string[];
 }
 
+/** The first of `files` this process may run. */
+function firstExecutable(files: string[]): string | undefined {
+  return files.find((file) => {
+    try {
+      accessSync(file, constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
 export function findPlugin(type: string, path: string[]): string {
   // A type is a file name, never a path: a config must not be able to run an arbitrary program.
   if (!/^[A-Za-z0-9_.-]+$/.test(type))
     throw new CniError(CNI_ERROR.INVALID_CONFIG, `plugin type "${type}" is not a valid plugin name`);
-  for (const dir of path) {
-    const file = join(dir, type);
-    try {
-      accessSync(file, constants.X_OK);
-      return file;
-    } catch {
-      // not in this directory
-    }
-  }
+  const file = firstExecutable(path.map((dir) => join(dir, type)));
+  if (file) return file;
   throw new CniError(
     CNI_ERROR.INVALID_CONFIG,
     `plugin "${type}" not found in CNI_PATH ${path.join(":")}`,
@@ -53,15 +58,35 @@ export function cniEnv(a: CniArgs, base: NodeJS.ProcessEnv = process.env): NodeJ
   return env;
 }
 
+/** Where coreutils has `timeout` (Debian: /usr/bin, and /bin through merged /usr or its own copy). */
+const TIMEOUT_PROGRAMS = ["/usr/bin/timeout", "/bin/timeout"];
+
+/** How long a plugin run with a timeout is given after its SIGTERM before its process group's SIGKILL. */
+export const KILL_AFTER_MS = 5_000;
+
+/** coreutils' `timeout`, found at a fixed path: a runtime's PATH may lack it, or lead elsewhere. */
+function timeoutProgram(): string {
+  const file = firstExecutable(TIMEOUT_PROGRAMS);
+  if (file) return file;
+  throw new CniError(
+    CNI_ERROR.IO_FAILURE,
+    `cannot bound a plugin's run: coreutils' timeout is not at ${TIMEOUT_PROGRAMS.join(" or ")}`,
+    "install coreutils (Debian: it is essential, so always there)",
+  );
+}
+
 /**
  * Runs plugin `type` with `config` on stdin. Resolves with the parsed stdout (undefined when it
  * printed nothing, as DEL may); rejects with a CniError carrying the plugin's own code and message.
  * `wrap` prefixes argv, e.g. `ip netns exec <host>` to run it in a lab host's namespace; the
- * plugin inherits the descriptors `fds` (as 3, 4, ...). With `timeoutMs`, the plugin runs in a
- * process group of its own, killed (SIGKILL) once that long has passed without the plugin and
- * whatever else has its output (a child it left) done: the call then fails. Once it is done,
- * what is left in the group (a child with its output closed) is killed too. A SIGTERM or SIGINT
- * to this process meanwhile is passed on to that group.
+ * plugin inherits the descriptors `fds` (as 3, 4, ...). With `timeoutMs`, the plugin runs under
+ * coreutils' `timeout`, in a process group of its own: SIGTERM to that group once that long has
+ * passed, SIGKILL KILL_AFTER_MS later (after a signal passed on, below: SIGKILL at that bound, or
+ * KILL_AFTER_MS after the signal if sooner), whether this process still lives or not (a runtime's
+ * timeout SIGKILLs it); the call then fails. Whatever
+ * else has its output (a child it left) is killed with the group once that bound has passed here
+ * too, and once it is done, what is left in the group (a child with its output closed) is killed
+ * too. A SIGTERM or SIGINT to this process meanwhile is passed on to that group.
  */
 export function execPlugin(
   type: string,
@@ -70,18 +95,24 @@ export function execPlugin(
   opts: { wrap?: string[]; env?: NodeJS.ProcessEnv; fds?: number[]; timeoutMs?: number } = {},
 ): Promise<unknown> {
   const file = findPlugin(type, a.path);
-  const [cmd, ...argv] = [...(opts.wrap ?? []), file];
+  const ms = opts.timeoutMs;
+  // The bound kept by a process of its own: this one's timer ends with this process, and a
+  // plugin that ignores the SIGTERM passed on would run on. Status, stdio and descriptors pass
+  // through timeout unchanged (a signal that ends the plugin ends timeout by the same signal);
+  // 124 means it timed out.
+  const bound = ms === undefined ? [] : [timeoutProgram(), `--kill-after=${KILL_AFTER_MS / 1000}s`, `${ms / 1000}s`];
+  const [cmd, ...argv] = [...bound, ...(opts.wrap ?? []), file];
   return new Promise((resolve, reject) => {
+    const started = performance.now();
     const child = spawn(cmd, argv, {
       env: cniEnv(a, opts.env),
       stdio: ["pipe", "pipe", "pipe", ...(opts.fds ?? [])],
-      detached: opts.timeoutMs !== undefined, // its own process group, to kill with what it started
+      detached: ms !== undefined, // its own process group (timeout's), to kill with what it started
     });
     // First: a spawn that fails for want of descriptors (EMFILE) has no pipes, and its error would
     // otherwise go unheard and end the process.
     child.on("error", (e) => reject(new CniError(CNI_ERROR.IO_FAILURE, `cannot run plugin ${file}: ${e.message}`)));
     if (!child.stdout || !child.stderr || !child.stdin) return;
-    const ms = opts.timeoutMs;
     const pid = ms === undefined ? undefined : child.pid;
     // Known empty once the plugin exited with none left in it: its number may then be reused.
     let groupGone = false;
@@ -117,6 +148,13 @@ export function execPlugin(
         }
       });
     }
+    const timedOut = (limit: number) =>
+      new CniError(
+        CNI_ERROR.PLUGIN_CRASHED,
+        `plugin ${type} ${a.command} did not end within ${limit / 1000} s (it, or a process it started that kept its output, still ran): its process group was killed`,
+        "look for what it waits on (its own log); the runtime runs it again",
+      );
+    // timeout's own bound ends at the plugin's end: a child it left with the output stays.
     const timer =
       ms === undefined
         ? undefined
@@ -126,14 +164,8 @@ export function execPlugin(
             // Not waiting for its output to close: a child that left the group may keep it open.
             child.stdout?.destroy();
             child.stderr?.destroy();
-            reject(
-              new CniError(
-                CNI_ERROR.PLUGIN_CRASHED,
-                `plugin ${type} ${a.command} did not end within ${ms / 1000} s (it, or a process it started that kept its output, still ran): its process group was killed`,
-                "look for what it waits on (its own log); the runtime runs it again",
-              ),
-            );
-          }, ms);
+            reject(timedOut(ms));
+          }, ms + KILL_AFTER_MS);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on("data", (b: Buffer) => out.push(b));
@@ -152,6 +184,11 @@ export function execPlugin(
         parsed = stdout ? JSON.parse(stdout) : undefined;
       } catch {
         parsed = undefined;
+      }
+      if (ms !== undefined && (code === 124 || (signal === "SIGKILL" && performance.now() - started >= ms))) {
+        // timeout's 124 (its SIGTERM ended the plugin), or its SIGKILL (which ends timeout too).
+        reject(timedOut(ms));
+        return;
       }
       if (code === 0) {
         if (stdout && parsed === undefined)

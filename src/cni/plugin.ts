@@ -159,7 +159,7 @@ function need110(cniVersion: string | undefined, command: string): void {
  */
 async function delegateVersion(type: string, cniVersion: unknown, path: string[]): Promise<unknown> {
   if (cniVersion !== "1.1.0") return cniVersion;
-  const r = (await execPlugin(type, { cniVersion }, { command: "VERSION", path })) as
+  const r = (await runDelegate(type, { cniVersion }, { command: "VERSION", path })) as
     | { supportedVersions?: unknown }
     | undefined;
   const supported = Array.isArray(r?.supportedVersions) ? (r.supportedVersions as unknown[]) : [];
@@ -242,7 +242,7 @@ export async function runPlugin(call: PluginCall): Promise<object | undefined> {
       checkAddressesInSubnet(conf.prevResult, await readSubnetEnv(conf.subnetFile), conf.subnetFile);
       const { d } = found;
       const v = await delegateVersion(d.type as string, conf.cniVersion, args.path);
-      await execPlugin(d.type as string, { ...d, cniVersion: v, prevResult: resultFor(conf.prevResult, v) }, args);
+      await runDelegate(d.type as string, { ...d, cniVersion: v, prevResult: resultFor(conf.prevResult, v) }, args);
       return undefined;
     }
   }
@@ -256,9 +256,9 @@ export async function runPlugin(call: PluginCall): Promise<object | undefined> {
  * the reference plugins count on that; a runtime that overlaps them lists no pod whose ADD is not
  * done, and GC would free the address, rules and kept config of a pod being built (its later DEL
  * finding nothing). Not a lock file: the kernel frees the name however the holder ends, and the
- * plugin has no flock (Node.js has none). The delegate run under it inherits it (see holding): a
+ * plugin has no flock (Node.js has none). The delegate run under it inherits it (see runDelegate): a
  * runtime that kills an ADD taking too long kills this process only, and the delegate's ADD it
- * started goes on; the runtime's DEL then waits for it.
+ * started goes on (for DELEGATE_TIMEOUT_MS at most); the runtime's DEL then waits for it.
  */
 function attachmentLock(dataDir: string, cid: string, ifName: string): string {
   return `\0weft-cni:${createHash("sha256")
@@ -274,11 +274,15 @@ function attachmentLock(dataDir: string, cid: string, ifName: string): string {
 const DEL_LOCK_WAIT_MS = 10_000;
 
 /**
- * How a delegate is run under these locks: it inherits their sockets, so that they stay bound while
- * it runs even once this process is gone (killed by a runtime's timeout).
+ * Runs the delegate, bounded (DELEGATE_TIMEOUT_MS, by coreutils' timeout: see execPlugin), under
+ * these `locks`: it inherits their sockets, so that they stay bound while it runs even once this
+ * process is gone (killed by a runtime's timeout), and no longer than that bound.
  */
-function holding(locks: Server[]): { fds: number[] } {
-  return { fds: locks.flatMap((l) => descriptorOf(l) ?? []) };
+function runDelegate(type: string, conf: object, args: CniArgs, locks: Server[] = []): Promise<unknown> {
+  return execPlugin(type, conf, args, {
+    fds: locks.flatMap((l) => descriptorOf(l) ?? []),
+    timeoutMs: DELEGATE_TIMEOUT_MS,
+  });
 }
 
 /** A lock (of `of`) that cannot be bound for another reason than a holder (EMFILE, an LSM's EACCES). */
@@ -313,18 +317,21 @@ async function networkGcLock(dataDir: string, network: string): Promise<Server> 
     throw new CniError(
       CNI_ERROR.TRY_AGAIN_LATER,
       // The name as ss and /proc/net/unix show it: its NUL as '@'.
-      `the lock of ${of} was held for over ${DEL_LOCK_WAIT_MS / 1000} s by a delegate's GC running (killed after ${DELEGATE_GC_TIMEOUT_MS / 1000} s, with its process group) or a process it left with the socket: find it by the socket, \`ss -xlp | grep ${name.replace("\0", "@")}\``,
+      `the lock of ${of} was held for over ${DEL_LOCK_WAIT_MS / 1000} s by a delegate's GC running (killed after ${DELEGATE_TIMEOUT_MS / 1000} s, with its process group) or a process it left with the socket: find it by the socket, \`ss -xlp | grep ${name.replace("\0", "@")}\``,
       "the runtime retries; if it keeps failing, end the process holding the socket",
     );
   return lock;
 }
 
 /**
- * How long a delegate's GC may run (and keep the network's lock from ADDs): far longer than the
- * reference plugins' GC takes; then its process group is killed, with any child it left holding
- * the lock.
+ * How long a delegate's ADD, DEL, CHECK, GC, STATUS or VERSION may run (and keep its locks): far
+ * longer than the reference plugins take, within kubelet's 2 min request timeout; then its process
+ * group gets SIGTERM, SIGKILL 5 s later, a child it left holding a lock with it. A runtime
+ * SIGKILLs only this process on its own timeout (libcni), so the delegate's ADD goes on, bounded,
+ * and the runtime's DEL waits for it; a delegate killed mid-ADD or mid-DEL leaves what a crash
+ * would, which the DEL that follows (its own retries) removes, as the spec has DEL do.
  */
-const DELEGATE_GC_TIMEOUT_MS = 60_000;
+const DELEGATE_TIMEOUT_MS = 60_000;
 
 /**
  * The locks of these interfaces of the container, for GC; undefined (none kept) when another
@@ -403,7 +410,7 @@ async function add(conf: FlannelNetConf, args: CniArgs, kept: string, lock: Serv
     throw error;
   }
   try {
-    const result = (await execPlugin(type, d, args, holding([lock]))) as Record<string, unknown>;
+    const result = (await runDelegate(type, d, args, [lock])) as Record<string, unknown>;
     // The file's time is the ADD's end: GC leaves it for GC_GRACE_MS (see there). Failing, it
     // keeps the ADD's start, a shorter grace, which fails no ADD that worked.
     const now = new Date();
@@ -416,7 +423,7 @@ async function add(conf: FlannelNetConf, args: CniArgs, kept: string, lock: Serv
     const refused = error instanceof CniError && error.cniCode === CNI_ERROR.INCOMPATIBLE_VERSION;
     const released =
       refused ||
-      (await execPlugin(type, d, { ...args, command: "DEL" }, holding([lock])).then(
+      (await runDelegate(type, d, { ...args, command: "DEL" }, [lock]).then(
         () => true,
         () => false,
       ));
@@ -458,7 +465,7 @@ async function delegateDel(
   // DEL would fail forever. Without it DEL works from the config alone, as under flannel's plugin.
   const prev = prevResult && resultFor(prevResult, d.cniVersion);
   const conf = prev?.cniVersion === d.cniVersion ? { ...d, prevResult: prev } : d;
-  for (const args of calls) await execPlugin(d.type as string, conf, args, holding(locks));
+  for (const args of calls) await runDelegate(d.type as string, conf, args, locks);
 }
 
 /**
@@ -551,7 +558,7 @@ async function status(call: PluginCall): Promise<undefined> {
   const type = d.type as string;
   // A delegate run at 1.0.0 has no STATUS to ask: ADD works as far as it can tell.
   if ((await delegateVersion(type, d.cniVersion, call.args.path).catch(notAvailable)) === "1.1.0")
-    await execPlugin(type, d, { command: "STATUS", path: call.args.path });
+    await runDelegate(type, d, { command: "STATUS", path: call.args.path });
   return undefined;
 }
 
@@ -760,11 +767,11 @@ async function gc(call: PluginCall): Promise<undefined> {
           .map(({ cid, found }) =>
             found.ifName === undefined ? { containerID: cid } : { containerID: cid, ifname: found.ifName },
           );
-        await execPlugin(
+        await runDelegate(
           type,
           { ...d, "cni.dev/valid-attachments": [...attachments, ...spared] },
           { command: "GC", path },
-          { ...holding([lock]), timeoutMs: DELEGATE_GC_TIMEOUT_MS },
+          [lock],
         );
       } finally {
         lock.close();

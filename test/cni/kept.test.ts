@@ -20,6 +20,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CniError } from "../../src/cni/errors.js";
 import { type CniArgs, execPlugin } from "../../src/cni/exec.js";
 import { installPlugin } from "../../src/cni/install.js";
+import { projectFile } from "../../src/paths.js";
 import { running } from "../../src/lab/netns.js";
 import { networkGcLockName } from "../../src/cni/plugin.js";
 import { bindAbstract } from "../../src/util/abstract-socket.js";
@@ -378,6 +379,112 @@ describe("weft cni: the kept delegate config", () => {
       if (existsSync(pidFile) && running(child())) process.kill(child(), "SIGKILL");
     }
   });
+
+  it.each(["SIGKILL", "SIGTERM"] as const)(
+    "a plugin run with a timeout that ignores SIGTERM, its caller ended meanwhile by %s (a runtime's timeout; passed on, ignored): it is still ended by the bound, with its process group",
+    async (signal) => {
+      const bin = join(dir, `stubborn-${signal}`);
+      mkdirSync(bin);
+      const pidFile = join(bin, "plugin.pid");
+      // Ignored, SIGTERM stays ignored in the sleep it runs; 300 s at most, whatever happens.
+      writeFileSync(
+        join(bin, "stubborn"),
+        `#!/bin/sh\ntrap '' TERM\necho $$ > '${pidFile}'\ni=0; while [ $i -lt 300 ]; do sleep 1; i=$((i+1)); done\n`,
+        { mode: 0o755 },
+      );
+      // The caller as weft's plugin is: a process of its own, which a runtime may kill.
+      const caller = spawn(
+        process.execPath,
+        [
+          "--input-type=module",
+          "-e",
+          `import { execPlugin } from ${JSON.stringify(projectFile("dist", "src", "cni", "exec.js"))};
+await execPlugin("stubborn", {}, { command: "GC", path: [${JSON.stringify(bin)}] }, { timeoutMs: 1000 });`,
+        ],
+        { stdio: "ignore" },
+      );
+      const ended = new Promise<NodeJS.Signals | null>((resolve) => caller.on("exit", (_, s) => resolve(s)));
+      let plugin: number | undefined;
+      try {
+        plugin = await eventually(
+          "the plugin started",
+          async () => (existsSync(pidFile) ? Number(readFileSync(pidFile, "utf8")) : 0),
+          (p) => p > 0,
+        );
+        caller.kill(signal);
+        expect(await ended).toBe(signal);
+        const pid = plugin;
+        // 1 s, then SIGKILL 5 s after its SIGTERM: a wait far past that bound, never a speed.
+        await eventually(
+          "the plugin ended",
+          async () => running(pid),
+          (a) => !a,
+          30_000,
+        );
+      } finally {
+        if (caller.exitCode === null && caller.signalCode === null) caller.kill("SIGKILL");
+        if (plugin !== undefined && running(plugin)) process.kill(plugin, "SIGKILL");
+      }
+    },
+    60_000,
+  );
+
+  it("a SIGKILL to weft's plugin's whole process group during its delegate's ADD (in a group of its own) leaves that ADD going, holding the attachment's lock; it ends, and a DEL then runs", async () => {
+    const own = { dataDir: join(dir, "add-group") };
+    const adds = () => fake.calls().filter((c) => c === "ADD group-1").length;
+    fake.hold("ADD", true);
+    const weft = spawn(flannel, [], {
+      env: {
+        CNI_COMMAND: "ADD",
+        CNI_CONTAINERID: "group-1",
+        CNI_NETNS: "/proc/self/ns/net",
+        CNI_IFNAME: "eth0",
+        CNI_PATH: `${join(dir, "bin")}:${fake.dir}`,
+      },
+      stdio: ["pipe", "ignore", "ignore"],
+      detached: true, // a group of its own, as a shell's job: to kill it whole
+    });
+    const ended = new Promise<NodeJS.Signals | null>((resolve) => weft.on("exit", (_, signal) => resolve(signal)));
+    weft.stdin.end(JSON.stringify(conf(own)));
+    let delegate: number | undefined;
+    try {
+      await eventually(
+        "the delegate's ADD",
+        async () => adds(),
+        (n) => n === 1,
+      );
+      const pid = weft.pid!;
+      // weft's one child: what runs its delegate (coreutils' timeout, leading a group of its own).
+      [delegate] = await eventually(
+        "the delegate's ADD",
+        async () =>
+          processes()
+            .filter((p) => p.ppid === pid)
+            .map((p) => p.pid),
+        (l) => l.length === 1,
+      );
+      process.kill(-pid, "SIGKILL");
+      expect(await ended).toBe("SIGKILL");
+      expect(running(delegate)).toBe(true);
+      // Its lock held by the delegate: a DEL waits (fails with 11 after 10 s, which the runtime retries).
+      const del = execPlugin("flannel", conf(own), args("DEL", "group-1"));
+      await sleep(1000);
+      fake.hold("ADD", false);
+      const leader = delegate;
+      await eventually(
+        "the delegate's ADD done",
+        async () => running(leader),
+        (a) => !a,
+      );
+      expect(await del).toBeUndefined();
+      expect(fake.calls().filter((c) => c.endsWith(" group-1"))).toEqual(["ADD group-1", "DEL group-1"]);
+      expect(existsSync(join(own.dataDir, "group-1"))).toBe(false);
+    } finally {
+      fake.hold("ADD", false);
+      if (weft.exitCode === null && weft.signalCode === null) weft.kill("SIGKILL");
+      if (delegate !== undefined && running(delegate)) process.kill(-delegate, "SIGKILL");
+    }
+  }, 30_000);
 
   it("a SIGTERM to weft's plugin while its delegate's GC runs (in a process group of its own, which a runtime's signal misses) ends that GC too, and weft by it", async () => {
     const own = { dataDir: join(dir, "gc-term") };

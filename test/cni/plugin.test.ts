@@ -840,8 +840,15 @@ describe.skipIf(!canUseNetns())("weft cni with the reference plugins", () => {
       const bridge = await hold.held();
       const [addr, ...more] = (await pods()).filter((a) => !before.includes(a));
       expect(more).toEqual([]);
-      // The bridge's parent is weft's plugin (the launcher execs Node.js; `ip netns exec` execs it).
-      const plugin = Number((await readFile(`/proc/${bridge}/stat`, "utf8")).split(") ")[1].split(" ")[1]);
+      // The bridge's parent is coreutils' timeout, bounding it; its parent weft's plugin (the
+      // launcher execs Node.js; `ip netns exec` execs it).
+      const parent = async (pid: number) =>
+        Number((await readFile(`/proc/${pid}/stat`, "utf8")).split(") ")[1].split(" ")[1]);
+      const bound = await parent(bridge);
+      expect((await readFile(`/proc/${bound}/cmdline`, "utf8")).split("\0")).toEqual(
+        expect.arrayContaining([expect.stringMatching(/\/timeout$/), "--kill-after=5s", "60s"]),
+      );
+      const plugin = await parent(bound);
       expect(await readFile(`/proc/${plugin}/cmdline`, "utf8")).toContain("entry.js");
       process.kill(plugin, "SIGKILL");
       expect(await adding).toMatchObject({ message: expect.stringMatching(/SIGKILL/) });
