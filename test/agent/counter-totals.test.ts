@@ -213,24 +213,31 @@ describe.skipIf(!canUseNetns())("dataplane counters of traffic carried up to a s
 
 // host1 counts packets to host2 and swaps its backend (host2's count is saved), then host2 leaves
 // and a new node (a state dir of its own) takes the name: host1 counts it from 0. Before, its
-// per-peer totals started from the old host2's, saved by name.
+// per-peer totals started from the old host2's, saved by name. Then host2 restarts unseen (below).
 describe.skipIf(!canUseNetns()).each(FAMILIES)("per-peer dataplane totals of a reused peer name, $name", (f) => {
   const env = twoHosts(`actrn${f.suffix}`, {}, f);
   const peersOf = (s: AgentStatus) => (f.family === 6 ? (s.peers6 ?? []) : s.peers);
 
-  it("start from 0 for the new node", async () => {
+  /** host1 pings host2's pod, then swaps to `workers` workers: the totals it saved hold host2's count. */
+  const pingsThenSwap = async (workers: number) => {
     const [a1, a2] = env.all;
     const [{ pod: from }, { addr: to }] = [podOf(a1, f), podOf(a2, f)];
     await pingWhenRouted(from, to, 1);
     expect((await ping(from, to, { count: PINGS })).received).toBeGreaterThan(0);
-    await writeFile(env.agents.netConfPath(a1), JSON.stringify(conf(2, {}, f)));
+    await writeFile(env.agents.netConfPath(a1), JSON.stringify(conf(workers, {}, f)));
     env.agents.reload(a1);
     const swapped = await env.agents.waitFor(
       a1,
-      "the swap to 2 workers",
-      (s) => s.ready && s.settings.backend.Workers === 2 && peersOf(s).length === 1,
+      `the swap to ${workers} workers`,
+      (s) => s.ready && s.settings.backend.Workers === workers && peersOf(s).length === 1,
     );
     expect(dataplaneOf(swapped, f)?.peers.host2?.txPackets).toBeGreaterThan(PINGS);
+    return { from, to };
+  };
+
+  it("start from 0 for the new node", async () => {
+    const [a1, a2] = env.all;
+    await pingsThenSwap(2);
 
     await env.agents.stop(a2);
     // Gone from the dataplane too: a peer sync saw it leave, apart from its return (one sync for
@@ -251,6 +258,39 @@ describe.skipIf(!canUseNetns()).each(FAMILIES)("per-peer dataplane totals of a r
     );
     // Nothing sent to it yet: gossip does not cross the dataplane.
     expect(dataplaneOf(rejoined, f)?.peers.host2).toMatchObject({ txPackets: 0, rxPackets: 0 });
+  });
+
+  // host1 frozen, host2 crashes and a new process (a state dir of its own) starts in its name: host1
+  // never sees host2 gone, only a newer record of it, with no backend announced yet. Its counts,
+  // in the running dataplane and in the totals saved by a swap, start from 0 for the new process,
+  // and pings to it after are counted from there. Before, the new process inherited them.
+  it("start from 0 for a node restarted unseen", async () => {
+    const [a1, a2] = env.all;
+    const { from, to } = await pingsThenSwap(1);
+
+    process.kill(a1.process!.pid!, "SIGSTOP");
+    try {
+      await env.agents.stop(a2, "SIGKILL");
+      a2.stateDir = join(a2.dir, "restarted-node");
+      await mkdir(a2.stateDir);
+      env.agents.start(a2);
+      // Up and asking host1, its only way in, to let it join.
+      await env.agents.waitFor(a2, "the new process serving its status", () => true, 30_000);
+    } finally {
+      process.kill(a1.process!.pid!, "SIGCONT");
+    }
+    await env.agents.waitReady(a2, 60_000);
+    const restarted = await env.agents.waitFor(
+      a1,
+      "the restarted host2",
+      (s) => s.ready && peersOf(s).length === 1 && dataplaneOf(s, f)?.peers.host2 !== undefined,
+    );
+    expect(dataplaneOf(restarted, f)?.peers.host2).toMatchObject({ txPackets: 0, rxPackets: 0 });
+    const { received } = await ping(from, to, { count: PINGS });
+    expect(received).toBeGreaterThan(0);
+    const after = await env.agents.status(a1);
+    expect(dataplaneOf(after, f)?.peers.host2?.txPackets).toBeGreaterThanOrEqual(received);
+    expect(dataplaneOf(after, f)?.peers.host2?.txPackets).toBeLessThanOrEqual(PINGS);
   });
 });
 
