@@ -8,7 +8,7 @@ import { existsSync, rmSync } from "node:fs";
 import { mkdir, readFile, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Logger } from "pino";
-import type { Backend, BackendAnnouncement, BackendCounters, Underlay } from "../backends/backend.js";
+import type { Backend, BackendAnnouncement, BackendCounters, BackendPeer, Underlay } from "../backends/backend.js";
 import {
   addTotals,
   addTotalsSince,
@@ -116,6 +116,8 @@ interface Lane {
   youngFailures: number;
   /** Dataplane counters of its userspace backends stopped so far, added to the running one's (dataplaneCounters). */
   dataplaneBase?: DataplaneTotals;
+  /** Each peer's run as the last peer sync was told it, whose per-peer counts dataplaneBase holds (keepPeerTotals). */
+  peerRuns: ReadonlyMap<string, number | undefined>;
   /** Kernel drops on the sockets of those dataplanes, closed with them (socketDrops). */
   socketDropsBase: number;
 }
@@ -222,8 +224,9 @@ export class Agent {
           () => control.peers(),
           () => lane.backend,
           log,
-          (names) => this.keepPeerTotals(lane, names),
+          (peers) => this.keepPeerTotals(lane, peers),
         ),
+        peerRuns: new Map(),
       };
       this.lanes.push(lane);
     }
@@ -237,8 +240,9 @@ export class Agent {
           () => control.peers6(),
           () => lane.backend,
           log.child({ family: 6 }),
-          (names) => this.keepPeerTotals(lane, names),
+          (peers) => this.keepPeerTotals(lane, peers),
         ),
+        peerRuns: new Map(),
       };
       this.lanes.push(lane);
     }
@@ -1244,12 +1248,15 @@ export class Agent {
 
   /**
    * A peer's saved dataplane totals go when the backend's peers no longer hold it (it left or died,
-   * or its lease or backend went): a node that takes its name later starts from 0, as it does in
-   * the running dataplane, whose table dropped the peer and counts it anew once set again.
+   * or its lease or backend went) or hold another run of it (the node restarted, or left and came
+   * back, between two syncs): a node that takes its name later starts from 0, as it does in the
+   * running dataplane, whose table dropped the peer, or gave the new run a fresh slot.
    */
-  private keepPeerTotals(lane: Lane, names: ReadonlySet<string>): void {
+  private keepPeerTotals(lane: Lane, want: ReadonlyMap<string, BackendPeer>): void {
     const peers = lane.dataplaneBase?.peers ?? {};
-    for (const name of Object.keys(peers)) if (!names.has(name)) delete peers[name];
+    for (const name of Object.keys(peers))
+      if (!want.has(name) || want.get(name)!.run !== lane.peerRuns.get(name)) delete peers[name];
+    lane.peerRuns = new Map([...want].map(([name, p]) => [name, p.run]));
   }
 
   private countersLost(lane: Lane, what: string, lost: string, err: unknown): void {

@@ -5,8 +5,8 @@
 // peer's move freed is set again once all the changes are in (it may have been refused beside the
 // subnet's previous holder, in this sync or before). A peer that changed address is an update,
 // set in place, so it never loses its route in between. While there is no backend (in
-// the middle of a swap) a sync only tells `holding` the names: the new backend gets every peer when
-// it starts.
+// the middle of a swap) a sync only tells `holding` the peers: the new backend gets every peer when
+// it starts. A peer's run (another process of the node, ControlPlane) is part of what it is set to.
 // A failed sync fails only the kicks waiting for it; the next kick runs again and sets every
 // peer afresh, since what the backend holds is unknown after a failure.
 import type { Backend, BackendPeer } from "../backends/backend.js";
@@ -23,14 +23,14 @@ export class PeerSync {
 
   /**
    * `peers` says what the backend should hold: the control plane's peers of the backend's family.
-   * `holding`, if given, is told each sync's names of them, before the others are removed, and
+   * `holding`, if given, is told each sync's peers by name, before the others are removed, and
    * while there is no backend too.
    */
   constructor(
     private readonly peers: () => BackendPeer[],
     private readonly backend: () => Backend | undefined,
     private readonly log: Logger,
-    private readonly holding?: (names: ReadonlySet<string>) => void,
+    private readonly holding?: (peers: ReadonlyMap<string, BackendPeer>) => void,
   ) {}
 
   /** Schedules a sync; several calls while one runs collapse into one more. */
@@ -55,7 +55,7 @@ export class PeerSync {
     const want = new Map<string, BackendPeer>(this.peers().map((p) => [p.name, p]));
     // Told with no backend too (a lane down, waiting for a lease or a restart): a peer gone
     // meanwhile is forgotten then, before a node can take its name.
-    this.holding?.(new Set(want.keys()));
+    this.holding?.(want);
     const backend = this.backend();
     if (!backend) return;
     try {
@@ -67,7 +67,7 @@ export class PeerSync {
   }
 
   private async apply(backend: Backend, want: ReadonlyMap<string, BackendPeer>): Promise<void> {
-    const key = (p: BackendPeer) => JSON.stringify([formatPrefix(p.subnet), String(p.underlay), p.backend]);
+    const key = (p: BackendPeer) => JSON.stringify([formatPrefix(p.subnet), String(p.underlay), p.backend, p.run]);
     const gone = [...this.current.keys()].filter((name) => !want.has(name));
     // Subnets a removal or a peer's move frees: a peer holding one now is set again.
     const freed = new Set<string>();

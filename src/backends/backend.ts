@@ -130,6 +130,8 @@ export class KernelStats {
  */
 export interface BackendPeer<Prefix extends IpPrefix = IpPrefix, Addr extends IpAddr = IpAddr> {
   name: string;
+  /** Which run of the node (ControlPlane's count): another one is a new peer of the same name. */
+  run?: number;
   /** The peer's subnet and underlay address of the backend's family. */
   subnet: Prefix;
   underlay: Addr;

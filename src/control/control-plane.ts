@@ -126,6 +126,13 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
   private readonly lastAnnounced: LastAnnounced = {};
   /** Each live peer's record as peers() last saw it, with its last backend announcements (peerRecords). */
   private readonly announced = new Map<string, NodeRecord>();
+  /**
+   * Each live member's run as this node tells them apart: a new number when it joins (first seen,
+   * or back after it left or died) and when its record loses every backend announcement (a new
+   * process before its backend runs). `fresh`: its last record had none. Gone at a leave.
+   */
+  private readonly runs = new Map<string, { run: number; fresh: boolean }>();
+  private lastRun = 0;
 
   constructor(
     private readonly opts: ControlPlaneOptions,
@@ -333,7 +340,13 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
     for (const [m, record] of this.peerRecords()) {
       const subnet = routedSubnet(leased.get(m.name), record.subnet);
       if (!subnet || !record.backend || record.backend === NO_BACKEND) continue;
-      out.push({ name: m.name, subnet: parsePrefix(subnet), underlay: parseIpv4(m.host), backend: record.backend });
+      out.push({
+        name: m.name,
+        run: this.runs.get(m.name)?.run,
+        subnet: parsePrefix(subnet),
+        underlay: parseIpv4(m.host),
+        backend: record.backend,
+      });
     }
     return out;
   }
@@ -349,6 +362,7 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
       try {
         out.push({
           name: m.name,
+          run: this.runs.get(m.name)?.run,
           subnet: parsePrefix6(subnet),
           underlay: parseIpv6(record.underlay6),
           backend: record.backend6,
@@ -509,7 +523,19 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
     this.leaseDelegate.mergeRemoteState(state);
   }
 
+  /** Notes `node`'s record: a new run at a join, or once its record no longer announces any backend. */
+  private noteRun(node: NodeView, joined: boolean): void {
+    // A dead node reported left later comes as an update: no run of a member not live.
+    if (node.state !== "alive" && node.state !== "suspect") return;
+    const record = decodeNodeRecord(node.meta);
+    const fresh = !record?.backend && !record?.backend6;
+    const known = this.runs.get(node.name);
+    if (joined || !known || (fresh && !known.fresh)) this.runs.set(node.name, { run: ++this.lastRun, fresh });
+    else known.fresh = fresh;
+  }
+
   notifyJoin(node: NodeView): void {
+    this.noteRun(node, true);
     this.leaseDelegate.notifyJoin(node);
     // Memberlist tells of this node itself while it is being built, before the joiner exists.
     this.joiner?.memberJoined();
@@ -517,11 +543,13 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
   }
 
   notifyUpdate(node: NodeView): void {
+    this.noteRun(node, false);
     this.leaseDelegate.notifyUpdate(node);
     this.emit("change");
   }
 
   notifyLeave(node: NodeView): void {
+    this.runs.delete(node.name);
     this.leaseDelegate.notifyLeave(node);
     this.joiner.memberGone();
     this.emit("change");

@@ -11,6 +11,8 @@ import { prefixMask6 } from "../net/ipv6.js";
 export interface DataplanePeer {
   /** Node name, the peer's identity. */
   name: string;
+  /** Which run of the node: another one is a new peer of the name, counted from 0 on a slot of its own. */
+  run?: number;
   /** The peer's subnet, of the dataplane's family. */
   subnet: IpPrefix;
   /** Underlay address: IPv4 as a number, IPv6 as a bigint (an IPv6 dataplane's next hops take either). */
@@ -85,7 +87,11 @@ export class PeerTable {
     this.free = Array.from({ length: slots }, (_, i) => i);
   }
 
-  /** Adds a peer or updates it (new address, MAC or subnet). */
+  /**
+   * Adds a peer or updates it (new address, MAC or subnet). Another run of it is set as a new peer
+   * on a fresh slot, its route moved there at once, so it counts from 0 and never loses its route;
+   * its old slot is freed (reused and zeroed in place only when no slot is free).
+   */
   set(peer: DataplanePeer): void {
     const old = this.byName.get(peer.name);
     const mine = span(peer.subnet, peer.name);
@@ -95,14 +101,16 @@ export class PeerTable {
         "DATAPLANE_SUBNET_OVERLAP",
         `peer ${peer.name}'s subnet ${formatAnyPrefix(peer.subnet)} overlaps ${other.name}'s ${formatAnyPrefix(this.byName.get(other.name)!.peer.subnet)}; one of the two leases is stale, reclaim it`,
       );
-    const nextHop = old ? old.nextHop : this.free.shift();
+    const reborn = old !== undefined && old.peer.run !== peer.run;
+    const nextHop = old && (!reborn || this.free.length === 0) ? old.nextHop : this.free.shift();
     if (nextHop === undefined)
       throw new WeftError(
         "DATAPLANE_PEERS_FULL",
         `no next-hop slot left for peer ${peer.name}: the dataplane holds ${this.byName.size} peers, its most; it gets the slot of the next peer that leaves`,
       );
     // A freed slot still holds its last peer's counts, which the new peer must not inherit.
-    if (!old) this.assigned(nextHop);
+    if (!old || reborn) this.assigned(nextHop);
+    const fresh = nextHop !== old?.nextHop;
     const moved = old && (old.peer.subnet.addr !== peer.subnet.addr || old.peer.subnet.len !== peer.subnet.len);
     try {
       // Next hop first, then the route to it: a reader never finds a route to an empty record.
@@ -113,14 +121,20 @@ export class PeerTable {
       // A full route table: leave everything as it was, or the slot leaks and a moved peer's entry
       // names a route that is gone (its every later set or remove would fail). The old route goes
       // back into the room its delete just freed.
-      if (old) {
-        this.routes.setNextHop(nextHop, record(old.peer));
-        if (moved) this.routes.replace(old.peer.subnet, nextHop);
-      } else {
+      if (fresh) {
         this.routes.clearNextHop(nextHop);
         this.free.unshift(nextHop);
       }
+      if (old) {
+        if (!fresh) this.routes.setNextHop(nextHop, record(old.peer));
+        if (moved) this.routes.replace(old.peer.subnet, old.nextHop);
+      }
       throw err;
+    }
+    // A new run's route goes to its fresh slot first: the old slot's record is unused when cleared.
+    if (old && fresh) {
+      this.routes.clearNextHop(old.nextHop);
+      this.free.push(old.nextHop);
     }
     if (old) this.spans.splice(this.spanIndex(old.peer), 1);
     this.spans.splice(this.after(mine.first), 0, mine);

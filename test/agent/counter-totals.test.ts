@@ -1,7 +1,8 @@
 // A real wasm-vxlan agent whose backend is rebuilt twice, by a SIGHUP that changes its Backend
 // (Workers 1 to 2: a swap) and by its TUN device deleted (a restart): pings before and after
 // each, and the dataplane's counters in /metrics and `weft status` (its sockets' kernel drops
-// too) go on from where they were, the new traffic added. Before, each new instance's counters started at 0: Prometheus counters
+// too) go on from where they were, the new traffic added. Over IPv4, and dual-stack over IPv6
+// (the IPv6 lane keeps totals of its own: its device deleted, pings and flood over IPv6). Before, each new instance's counters started at 0: Prometheus counters
 // fell (read as resets) and status no longer showed the totals since the agent started.
 import { execFile, spawn } from "node:child_process";
 import { once } from "node:events";
@@ -10,9 +11,11 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import { agentRequest } from "../../src/cli/agent-client.js";
-import type { LabAgent } from "../../src/lab/agents.js";
+import type { AgentStatus, LabAgent } from "../../src/lab/agents.js";
 import { ping, pingWhenRouted } from "../../src/lab/traffic.js";
+import { LAB_POD_NETWORK6 } from "../../src/lab/cluster.js";
 import { formatIpv4 } from "../../src/net/ipv4.js";
+import { formatIpv6, formatPrefix6 } from "../../src/net/ipv6.js";
 import { canUseNetns } from "../support/netns.js";
 import { agentLab, counterSamples, eventually, FLOOD, logRecords, NETWORK } from "./support.js";
 
@@ -20,23 +23,45 @@ const run = promisify(execFile);
 
 const PINGS = 10;
 
-/** A wasm-vxlan Backend of `workers` workers, with `more` settings. */
-const conf = (workers: number, more: object = {}) => ({
+/** IPv4 alone, or dual-stack with the IPv6 lane's counters read. */
+const FAMILIES = [
+  { name: "IPv4", family: 4, suffix: "" },
+  { name: "dual-stack, IPv6", family: 6, suffix: "6" },
+] as const;
+type Family = (typeof FAMILIES)[number];
+
+/** A wasm-vxlan Backend of `workers` workers, with `more` settings; dual-stack for family 6. */
+const conf = (workers: number, more: object = {}, f: Family = FAMILIES[0]) => ({
   Network: NETWORK,
+  ...(f.family === 6 && { EnableIPv6: true, IPv6Network: formatPrefix6(LAB_POD_NETWORK6) }),
   Backend: { Type: "wasm-vxlan", Workers: workers, ...more },
 });
 
-/** Two hosts whose agents start with conf(1, `more`), settled once each has its peer. */
-const twoHosts = (tag: string, more: object = {}) =>
+/** Two hosts whose agents start with conf(1, `more`, `f`), settled once each has its peer (of each family). */
+const twoHosts = (tag: string, more: object = {}, f: Family = FAMILIES[0]) =>
   agentLab({
     tag,
     hosts: 2,
-    conf: () => conf(1, more),
-    settled: { what: "its peer", check: (s) => s.ready && s.peers.length === 1 },
+    ipv6: f.family === 6,
+    conf: () => conf(1, more, f),
+    settled: {
+      what: "its peer",
+      check: (s) => s.ready && s.peers.length === 1 && (f.family === 4 || s.peers6?.length === 1),
+    },
   });
 
-describe.skipIf(!canUseNetns())("dataplane counters across backend rebuilds", () => {
-  const env = twoHosts("actr");
+/** The status' dataplane of `f`'s lane. */
+const dataplaneOf = (s: AgentStatus, f: Family) => (f.family === 6 ? s.dataplane6 : s.dataplane);
+
+/** The first pod of `a`'s host and its address of `f`. */
+const podOf = (a: LabAgent, f: Family) => {
+  const pod = a.host.pods[0];
+  return { pod, addr: f.family === 6 ? pod.addr6! : pod.addr };
+};
+
+describe.skipIf(!canUseNetns()).each(FAMILIES)("dataplane counters across backend rebuilds, $name", (f) => {
+  const env = twoHosts(`actr${f.suffix}`, {}, f);
+  const fam = `family="${f.family}"`;
 
   /** `value`, which must be there: a sample or count gone is a failure, not a 0. */
   const present = <T>(value: T | undefined, what: string): T => {
@@ -51,18 +76,18 @@ describe.skipIf(!canUseNetns())("dataplane counters across backend rebuilds", ()
     const sample = (series: string) => present(samples.get(series), series);
     return {
       samples,
-      tx: sample('weft_dataplane_packets_total{family="4",direction="tx",verdict="FORWARD"}'),
-      rx: sample('weft_dataplane_packets_total{family="4",direction="rx",verdict="FORWARD"}'),
-      statusTx: present(s.dataplane?.tx.packets.FORWARD, "status' tx FORWARD"),
-      peerTx: present(s.dataplane?.peers.host2?.txPackets, "status' host2 txPackets"),
+      tx: sample(`weft_dataplane_packets_total{${fam},direction="tx",verdict="FORWARD"}`),
+      rx: sample(`weft_dataplane_packets_total{${fam},direction="rx",verdict="FORWARD"}`),
+      statusTx: present(dataplaneOf(s, f)?.tx.packets.FORWARD, "status' tx FORWARD"),
+      peerTx: present(dataplaneOf(s, f)?.peers.host2?.txPackets, "status' host2 txPackets"),
     };
   };
 
   /** Pings a2's pod from a1's, PINGS times once routed: the echoes answered crossed a1's dataplane both ways. */
   const pings = async (a1: LabAgent, a2: LabAgent) => {
-    const [from, to] = [a1.host.pods[0], a2.host.pods[0]];
-    await pingWhenRouted(from, to.addr, 1);
-    const { received } = await ping(from, to.addr, { count: PINGS });
+    const [{ pod: from }, { addr: to }] = [podOf(a1, f), podOf(a2, f)];
+    await pingWhenRouted(from, to, 1);
+    const { received } = await ping(from, to, { count: PINGS });
     expect(received).toBeGreaterThan(0);
     return received;
   };
@@ -85,28 +110,28 @@ describe.skipIf(!canUseNetns())("dataplane counters across backend rebuilds", ()
     // a1 stopped, a flood from a2 overfills its sockets: the kernel's drops on them count too.
     process.kill(a1.process!.pid!, "SIGSTOP");
     try {
-      await a2.host.ns.exec([process.execPath, "-e", FLOOD, formatIpv4(a1.host.underlayAddr), "20000"], {
-        timeoutMs: 30_000,
-      });
+      const [to, socket] =
+        f.family === 6 ? [formatIpv6(a1.host.underlayAddr6!), "udp6"] : [formatIpv4(a1.host.underlayAddr), "udp4"];
+      await a2.host.ns.exec([process.execPath, "-e", FLOOD, to, "20000", socket], { timeoutMs: 30_000 });
     } finally {
       process.kill(a1.process!.pid!, "SIGCONT");
     }
     const first = await read(a1);
     expect(first.tx).toBeGreaterThan(0);
-    expect(first.samples.get('weft_dataplane_socket_drops_total{family="4"}')).toBeGreaterThan(0);
+    expect(first.samples.get(`weft_dataplane_socket_drops_total{${fam}}`)).toBeGreaterThan(0);
 
-    await writeFile(env.agents.netConfPath(a1), JSON.stringify(conf(2)));
+    await writeFile(env.agents.netConfPath(a1), JSON.stringify(conf(2, {}, f)));
     env.agents.reload(a1);
     await env.agents.waitFor(a1, "the swap to 2 workers", (s) => s.ready && s.settings.backend.Workers === 2);
     const swapped = await pings(a1, a2);
     const second = await read(a1);
     expectGrown(first, second, swapped);
 
-    await a1.host.ns.ip("link del weft.1");
+    await a1.host.ns.ip(`link del weft${f.family === 6 ? "-v6" : ""}.1`);
     await eventually(
       "a restarted backend",
       async () => String(await agentRequest(a1.stateDir, "GET", "/metrics")),
-      (text) => /^weft_backend_restarts_total\{family="4"\} 1$/m.test(text),
+      (text) => text.split("\n").includes(`weft_backend_restarts_total{${fam}} 1`),
       30_000,
     );
     await env.agents.waitReady(a1, 30_000);
@@ -188,23 +213,31 @@ describe.skipIf(!canUseNetns())("dataplane counters of traffic carried up to a s
 
 // host1 counts packets to host2 and swaps its backend (host2's count is saved), then host2 leaves
 // and a new node (a state dir of its own) takes the name: host1 counts it from 0. Before, its
-// per-peer totals started from the old host2's, saved by name.
-describe.skipIf(!canUseNetns())("per-peer dataplane totals of a reused peer name", () => {
-  const env = twoHosts("actrn");
+// per-peer totals started from the old host2's, saved by name. Then host2 restarts unseen (below).
+describe.skipIf(!canUseNetns()).each(FAMILIES)("per-peer dataplane totals of a reused peer name, $name", (f) => {
+  const env = twoHosts(`actrn${f.suffix}`, {}, f);
+  const peersOf = (s: AgentStatus) => (f.family === 6 ? (s.peers6 ?? []) : s.peers);
 
-  it("start from 0 for the new node", async () => {
+  /** host1 pings host2's pod, then swaps to `workers` workers: the totals it saved hold host2's count. */
+  const pingsThenSwap = async (workers: number) => {
     const [a1, a2] = env.all;
-    const [from, to] = [a1.host.pods[0], a2.host.pods[0]];
-    await pingWhenRouted(from, to.addr, 1);
-    expect((await ping(from, to.addr, { count: PINGS })).received).toBeGreaterThan(0);
-    await writeFile(env.agents.netConfPath(a1), JSON.stringify(conf(2)));
+    const [{ pod: from }, { addr: to }] = [podOf(a1, f), podOf(a2, f)];
+    await pingWhenRouted(from, to, 1);
+    expect((await ping(from, to, { count: PINGS })).received).toBeGreaterThan(0);
+    await writeFile(env.agents.netConfPath(a1), JSON.stringify(conf(workers, {}, f)));
     env.agents.reload(a1);
     const swapped = await env.agents.waitFor(
       a1,
-      "the swap to 2 workers",
-      (s) => s.ready && s.settings.backend.Workers === 2 && s.peers.length === 1,
+      `the swap to ${workers} workers`,
+      (s) => s.ready && s.settings.backend.Workers === workers && peersOf(s).length === 1,
     );
-    expect(swapped.dataplane?.peers.host2?.txPackets).toBeGreaterThan(PINGS);
+    expect(dataplaneOf(swapped, f)?.peers.host2?.txPackets).toBeGreaterThan(PINGS);
+    return { from, to };
+  };
+
+  it("start from 0 for the new node", async () => {
+    const [a1, a2] = env.all;
+    await pingsThenSwap(2);
 
     await env.agents.stop(a2);
     // Gone from the dataplane too: a peer sync saw it leave, apart from its return (one sync for
@@ -212,7 +245,7 @@ describe.skipIf(!canUseNetns())("per-peer dataplane totals of a reused peer name
     await env.agents.waitFor(
       a1,
       "host2 gone",
-      (s) => s.peers.length === 0 && s.dataplane !== undefined && s.dataplane.peers.host2 === undefined,
+      (s) => peersOf(s).length === 0 && dataplaneOf(s, f) !== undefined && dataplaneOf(s, f)?.peers.host2 === undefined,
     );
     a2.stateDir = join(a2.dir, "new-node");
     await mkdir(a2.stateDir);
@@ -220,11 +253,44 @@ describe.skipIf(!canUseNetns())("per-peer dataplane totals of a reused peer name
     const rejoined = await env.agents.waitFor(
       a1,
       "the new host2",
-      (s) => s.peers.length === 1 && s.dataplane?.peers.host2 !== undefined,
+      (s) => peersOf(s).length === 1 && dataplaneOf(s, f)?.peers.host2 !== undefined,
       60_000,
     );
     // Nothing sent to it yet: gossip does not cross the dataplane.
-    expect(rejoined.dataplane?.peers.host2).toMatchObject({ txPackets: 0, rxPackets: 0 });
+    expect(dataplaneOf(rejoined, f)?.peers.host2).toMatchObject({ txPackets: 0, rxPackets: 0 });
+  });
+
+  // host1 frozen, host2 crashes and a new process (a state dir of its own) starts in its name: host1
+  // never sees host2 gone, only a newer record of it, with no backend announced yet. Its counts,
+  // in the running dataplane and in the totals saved by a swap, start from 0 for the new process,
+  // and pings to it after are counted from there. Before, the new process inherited them.
+  it("start from 0 for a node restarted unseen", async () => {
+    const [a1, a2] = env.all;
+    const { from, to } = await pingsThenSwap(1);
+
+    process.kill(a1.process!.pid!, "SIGSTOP");
+    try {
+      await env.agents.stop(a2, "SIGKILL");
+      a2.stateDir = join(a2.dir, "restarted-node");
+      await mkdir(a2.stateDir);
+      env.agents.start(a2);
+      // Up and asking host1, its only way in, to let it join.
+      await env.agents.waitFor(a2, "the new process serving its status", () => true, 30_000);
+    } finally {
+      process.kill(a1.process!.pid!, "SIGCONT");
+    }
+    await env.agents.waitReady(a2, 60_000);
+    const restarted = await env.agents.waitFor(
+      a1,
+      "the restarted host2",
+      (s) => s.ready && peersOf(s).length === 1 && dataplaneOf(s, f)?.peers.host2 !== undefined,
+    );
+    expect(dataplaneOf(restarted, f)?.peers.host2).toMatchObject({ txPackets: 0, rxPackets: 0 });
+    const { received } = await ping(from, to, { count: PINGS });
+    expect(received).toBeGreaterThan(0);
+    const after = await env.agents.status(a1);
+    expect(dataplaneOf(after, f)?.peers.host2?.txPackets).toBeGreaterThanOrEqual(received);
+    expect(dataplaneOf(after, f)?.peers.host2?.txPackets).toBeLessThanOrEqual(PINGS);
   });
 });
 

@@ -1,4 +1,4 @@
-// PeerSync tells its `holding` callback (the agent's keepPeerTotals) the control plane's peer names
+// PeerSync tells its `holding` callback (the agent's keepPeerTotals) the control plane's peers
 // at each sync, also while the family has no backend (a lane down, waiting for a lease or a
 // restart): a peer gone meanwhile has its saved dataplane totals dropped then, before a node can
 // take its name. Before, a sync without a backend returned first, and a name reused while the lane
@@ -23,7 +23,7 @@ describe("PeerSync without a backend", () => {
       () => peers,
       () => undefined,
       pino({ level: "silent" }),
-      (names) => told.push([...names].sort()),
+      (peers) => told.push([...peers.keys()].sort()),
     );
     await sync.kick();
     peers = [peer("host3", 3)];

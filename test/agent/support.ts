@@ -376,5 +376,5 @@ export function counterSamples(text: string): Map<string, number> {
   return samples;
 }
 
-/** Sends argv[2] datagrams of 1200 bytes to argv[1]:8472, as fast as it can (bounded in count). */
-export const FLOOD = `const s = require("node:dgram").createSocket("udp4"); const b = Buffer.alloc(1200, 7); let n = Number(process.argv[2]); const next = () => { if (n-- <= 0) return s.close(); s.send(b, 8472, process.argv[1], next); }; next();`;
+/** Sends argv[2] datagrams of 1200 bytes to argv[1]:8472, as fast as it can (bounded in count); argv[3] "udp6" for an IPv6 argv[1]. */
+export const FLOOD = `const s = require("node:dgram").createSocket(process.argv[3] ?? "udp4"); const b = Buffer.alloc(1200, 7); let n = Number(process.argv[2]); const next = () => { if (n-- <= 0) return s.close(); s.send(b, 8472, process.argv[1], next); }; next();`;

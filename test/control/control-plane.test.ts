@@ -77,6 +77,44 @@ describe("ControlPlane in process (simulated network and clock, the agent's defa
     expect(sim.errors()).toEqual([]);
   }, 60_000);
 
+  // A peer's run (what keeps its dataplane counts apart from an earlier process's in its name):
+  // the same through its re-announcements, a new one once a restart's record (no announcement)
+  // comes in place of its own, whether it was seen gone or not, and at a leave and join.
+  it("a peer's run stays through its announcements and changes with each restart", async () => {
+    const { sim, nodes } = await cluster(["a", "b", "c"], 3);
+    const [a, , c] = nodes;
+    const udp = { type: "udp", port: 8285 } as const;
+    for (const n of nodes) n.plane.announce(udp);
+    const runOfC = () => a.plane.peers().find((p) => p.name === "c")?.run;
+    expect(await sim.runUntil(() => runOfC() !== undefined, 60_000)).toBe(true);
+    const first = runOfC();
+    c.plane.announce(NO_BACKEND);
+    expect(await sim.runUntil(() => runOfC() === undefined, 60_000)).toBe(true);
+    c.plane.announce({ ...udp, port: 8286 });
+    expect(await sim.runUntil(() => a.plane.peers().some((p) => p.backend.port === 8286), 60_000)).toBe(true);
+    expect(runOfC()).toBe(first);
+
+    sim.crash(c);
+    const restarted = await sim.restart(c);
+    await sim.runFor(2_000);
+    // Not yet announcing: still routed on its last announcement, as another run.
+    const second = runOfC();
+    expect(second).toBeDefined();
+    expect(second).not.toBe(first);
+    restarted.announce(udp);
+    expect(
+      await sim.runUntil(() => a.plane.peers().some((p) => p.backend.port === 8285 && p.name === "c"), 60_000),
+    ).toBe(true);
+    expect(runOfC()).toBe(second);
+
+    await Promise.all([sim.stop(c, true), sim.runFor(5_000)]);
+    expect(runOfC()).toBeUndefined();
+    (await sim.restart(c)).announce(udp);
+    expect(await sim.runUntil(() => runOfC() !== undefined, 60_000)).toBe(true);
+    expect([first, second]).not.toContain(runOfC());
+    expect(sim.errors()).toEqual([]);
+  }, 60_000);
+
   it("a view that shows a peer with two leases (a fork not settled yet) routes the one the peer's record names, not the higher slot", async () => {
     const { sim, nodes } = await cluster(["a", "b", "c"], 3);
     const [a, , c] = nodes;

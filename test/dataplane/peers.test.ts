@@ -41,6 +41,71 @@ const peer = (name: string, subnet: string, underlay = "198.18.0.2"): DataplaneP
   port: 8472,
 });
 
+// Another run of a peer (the node restarted, ControlPlane's run) is a new peer of the same name: a
+// fresh slot, zeroed, its route moved there in one replace, the old slot cleared and freed last;
+// with no slot free, its own slot zeroed. Before, it kept its slot and the old run's counts.
+describe("PeerTable.set of another run of a peer", () => {
+  /** A table of `slots` whose zeroed slots are listed in `zeroed`. */
+  const tracked = (slots: number) => {
+    const routes = new RouteTable(hp, arena, { tbl8Groups: 1, maxRules: 16, maxNextHops: slots });
+    const zeroed: number[] = [];
+    const peers = new PeerTable(routes, slots, (i) => zeroed.push(i));
+    const record = (i: number) => {
+      const at = hp.fn.nextHopPtr(routes.base, i);
+      return new Uint8Array(hp.memory.buffer.slice(at, at + 16));
+    };
+    return { routes, peers, zeroed, record };
+  };
+
+  it("moves it to a fresh zeroed slot and frees the old one last", () => {
+    const { routes, peers, zeroed, record } = tracked(3);
+    peers.set({ ...peer("a", "198.19.1.0/24"), run: 1 });
+    peers.set({ ...peer("a", "198.19.1.0/24"), run: 1 });
+    peers.set({ ...peer("a", "198.19.1.0/24", "198.18.0.3"), run: 2 });
+    expect(zeroed).toEqual([0, 1]);
+    expect(routes.lookup(parseIpv4("198.19.1.5"))).toBe(1);
+    expect(record(0).every((byte) => byte === 0)).toBe(true);
+    expect(peers.list().map((p) => [p.name, p.nextHop])).toEqual([["a", 1]]);
+    peers.set(peer("b", "198.19.2.0/24"));
+    peers.set(peer("c", "198.19.3.0/24"));
+    expect(peers.list().map((p) => [p.name, p.nextHop])).toEqual([
+      ["a", 1],
+      ["b", 2],
+      ["c", 0],
+    ]);
+  });
+
+  it("zeroes its own slot when none is free", () => {
+    const { routes, peers, zeroed } = tracked(2);
+    peers.set({ ...peer("a", "198.19.1.0/24"), run: 1 });
+    peers.set({ ...peer("x", "198.19.2.0/24"), run: 1 });
+    peers.set({ ...peer("a", "198.19.1.0/24"), run: 2 });
+    expect(zeroed).toEqual([0, 1, 0]);
+    expect(routes.lookup(parseIpv4("198.19.1.5"))).toBe(0);
+  });
+
+  it("keeps the old run on its route and record where the route table refuses the new one, the fresh slot freed", () => {
+    const { routes, peers, record } = tracked(3);
+    peers.set({ ...peer("a", "198.19.1.0/24"), run: 1 });
+    peers.set(peer("x", "198.19.9.0/25"));
+    const before = record(0);
+    expect(() => peers.set({ ...peer("a", "198.19.3.0/25", "198.18.0.3"), run: 2 })).toThrow(
+      expect.objectContaining({ code: "HOTPATH_ROUTE_ERR_FULL_TBL8" }),
+    );
+    expect(routes.lookup(parseIpv4("198.19.1.5"))).toBe(0);
+    expect(routes.lookup(parseIpv4("198.19.3.5"))).toBeUndefined();
+    expect(record(0)).toEqual(before);
+    expect(record(2).every((byte) => byte === 0)).toBe(true);
+    expect(peers.list().map((p) => [p.name, p.nextHop, p.run])).toEqual([
+      ["a", 0, 1],
+      ["x", 1, undefined],
+    ]);
+    // The fresh slot went back first in line: the next new peer takes it.
+    peers.set(peer("b", "198.19.4.0/24"));
+    expect(peers.list().find((p) => p.name === "b")?.nextHop).toBe(2);
+  });
+});
+
 describe("PeerTable.set when the route table is full", () => {
   it("gives a new peer's next-hop slot back and leaves its record empty", () => {
     const { routes, peers, record } = table(3);

@@ -280,6 +280,7 @@ export class UserspaceBackend implements Backend {
     try {
       this.dataplane.setPeer({
         name: peer.name,
+        run: peer.run,
         subnet: peer.subnet,
         underlay: peer.underlay,
         port: peer.backend.port ?? this.port,
