@@ -4,8 +4,6 @@
 // shared with flanneld from FLANNELD_<FLAG> too (flanneld.ts).
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { mkdir, writeFile } from "node:fs/promises";
-import { dirname } from "node:path";
 import { Command, Option } from "commander";
 import { pino } from "pino";
 import { Agent, type AgentOptions } from "../agent/agent.js";
@@ -14,6 +12,7 @@ import { EXIT_UNDERLAY_CHANGED } from "../agent/underlay.js";
 import { configReference } from "../config/net-conf.js";
 import { KEY_BYTES } from "../control/gossip/keyring.js";
 import { errorMessage, isWeftError, WeftError } from "../errors.js";
+import { writeFileAtomic } from "../fs/atomic-write.js";
 import { DEFAULT_SUBNET_FILE, projectFile } from "../paths.js";
 import { agentRequest } from "./agent-client.js";
 import { AgentLogStream } from "./agent-log.js";
@@ -366,10 +365,16 @@ program
   .description("write a new cluster key file (give the same file to every node)")
   .argument("<path>", "key file to create")
   .action(async (path: string) => {
-    // The first step on a fresh host: /etc/weft may not exist yet (systemd makes it at the first start).
+    // The first step on a fresh host: /etc/weft may not exist yet (systemd makes it at the first
+    // start), so it is made, owner-only.
     try {
-      await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-      await writeFile(path, randomBytes(KEY_BYTES).toString("base64") + "\n", { mode: 0o600, flag: "wx" });
+      // Whole or not at all (a crash or a full disk must not leave a cut key that a second keygen
+      // would refuse to replace), and never over a file: linked into place.
+      await writeFileAtomic(path, randomBytes(KEY_BYTES).toString("base64") + "\n", {
+        mode: 0o600,
+        dirMode: 0o700,
+        exclusive: true,
+      });
     } catch (cause) {
       // Never over a file: it may be the key a cluster runs with.
       throw (cause as NodeJS.ErrnoException).code === "EEXIST"

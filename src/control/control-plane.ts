@@ -238,8 +238,8 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> implements De
       transport,
       random: realRandom,
       keyring: opts.keyring,
-      ...(opts.space && { store: new FileLeaseStore(opts.stateDir) }),
-      ...(opts.space6 && { store6: new FileLeaseStore(opts.stateDir, 6) }),
+      ...(opts.space && { store: new FileLeaseStore(opts.stateDir, 4, opts.logger.child({ layer: "lease" })) }),
+      ...(opts.space6 && { store6: new FileLeaseStore(opts.stateDir, 6, opts.logger.child({ layer: "lease" })) }),
       members: new FileMemberStore(opts.stateDir),
       logger: opts.logger,
     });

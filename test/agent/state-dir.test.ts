@@ -18,6 +18,7 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { afterAll, describe, expect, it } from "vitest";
 import { LOCK_FILE, StateDirLock } from "../../src/agent/state-dir.js";
 import { writeFileAtomic, writeFileAtomicSync } from "../../src/fs/atomic-write.js";
@@ -34,7 +35,7 @@ describe("state dir", () => {
     const lock = await StateDirLock.acquire(dir);
     expect(statSync(dir).mode & 0o777).toBe(0o700);
     expect(readdirSync(dir)).toEqual([LOCK_FILE]);
-    expect(readlinkSync(join(dir, LOCK_FILE))).toBe(`${process.pid}@${BOOT}`);
+    expect(readlinkSync(join(dir, LOCK_FILE))).toMatch(new RegExp(`^${process.pid}@${BOOT}@\\d+@\\d+@\\d+$`));
     // A second holder in the same process (as in the same network namespace) is refused too.
     await expect(StateDirLock.acquire(dir)).rejects.toMatchObject({
       code: "AGENT_STATE_DIR_LOCKED",
@@ -42,38 +43,64 @@ describe("state dir", () => {
     });
     await lock.release();
     expect(existsSync(join(dir, LOCK_FILE))).toBe(false);
-    // A live pid of this boot holds it; the same pid named by an earlier boot's lock (the host
-    // lost power, and after the reboot the pid is another process's) does not.
-    const other = spawn("sleep", ["30"]);
+    // A live process of this boot in this network namespace is no holder (the socket says so):
+    // a lock naming this namespace (pid 1: a DaemonSet agent's, SIGKILLed, whose pid is the
+    // host's init to a host agent), or an older agent's naming a pid now another process's here,
+    // is taken over.
+    const ours = /\[(\d+)\]/.exec(readlinkSync("/proc/self/ns/net"))![1];
+    const reused = spawn("sleep", ["30"]);
     try {
-      symlinkSync(`${other.pid}@${BOOT}`, join(dir, LOCK_FILE));
-      await expect(StateDirLock.acquire(dir)).rejects.toMatchObject({ code: "AGENT_STATE_DIR_LOCKED" });
-      rmSync(join(dir, LOCK_FILE));
-      symlinkSync(`${other.pid}@00000000-0000-0000-0000-000000000000`, join(dir, LOCK_FILE));
-      const taken = await StateDirLock.acquire(dir);
-      expect(readlinkSync(join(dir, LOCK_FILE))).toBe(`${process.pid}@${BOOT}`);
-      await taken.release();
+      for (const stale of [`1@${BOOT}@${ours}@4026531836@1`, `${reused.pid}@${BOOT}`, `${reused.pid}\n`]) {
+        if (stale.endsWith("\n")) writeFileSync(join(dir, LOCK_FILE), stale);
+        else symlinkSync(stale, join(dir, LOCK_FILE));
+        const taken = await StateDirLock.acquire(dir);
+        expect(readlinkSync(join(dir, LOCK_FILE))).toMatch(new RegExp(`^${process.pid}@${BOOT}@${ours}@\\d+@\\d+$`));
+        await taken.release();
+        expect(existsSync(join(dir, LOCK_FILE))).toBe(false);
+      }
     } finally {
-      other.kill("SIGKILL");
-      await new Promise((r) => other.once("exit", r));
-    }
-
-    const sleeper = spawn("sleep", ["30"]);
-    try {
-      writeFileSync(join(dir, LOCK_FILE), `${sleeper.pid}\n`);
-      await expect(StateDirLock.acquire(dir)).rejects.toMatchObject({
-        code: "AGENT_STATE_DIR_LOCKED",
-        message: expect.stringContaining(`--state-dir ${dir} is in use by another weft agent (pid ${sleeper.pid}`),
-      });
-    } finally {
-      sleeper.kill("SIGKILL");
-      await new Promise((r) => sleeper.once("exit", r));
+      reused.kill("SIGKILL");
+      await new Promise((r) => reused.once("exit", r));
     }
     // The holder is gone (killed, as by SIGKILL or a crash): its lock is stale.
     writeFileSync(join(dir, ".lease-state.json.12345.tmp"), "half a write");
     const again = await StateDirLock.acquire(dir);
     expect(readdirSync(dir)).toEqual([LOCK_FILE]);
     await again.release();
+  });
+
+  // A live holder in another network namespace (whose socket this one cannot see) is refused by
+  // the lock, and so is a live process that an older agent's lock names there; once the holder is
+  // gone its lock is stale (its start time names it, not its pid alone).
+  it.skipIf(!canUseNetns())("is refused while an agent in another network namespace holds it", async () => {
+    const dir = join(base, "netns", "state");
+    const ns = await Netns.create("sdlock");
+    const code = `import("${pathToFileURL(join(process.cwd(), "dist/src/agent/state-dir.js"))}").then(async (m) => { await m.StateDirLock.acquire(${JSON.stringify(dir)}); process.stdout.write("held\\n"); setInterval(() => {}, 1000); })`;
+    const holder = spawn("ip", ["netns", "exec", ns.name, process.execPath, "-e", code], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    try {
+      await new Promise((r) => holder.stdout.once("data", r));
+      const named = readlinkSync(join(dir, LOCK_FILE));
+      await expect(StateDirLock.acquire(dir)).rejects.toMatchObject({
+        code: "AGENT_STATE_DIR_LOCKED",
+        message: expect.stringContaining(`in network namespace net:[`),
+      });
+      expect(readlinkSync(join(dir, LOCK_FILE))).toBe(named);
+      rmSync(join(dir, LOCK_FILE));
+      symlinkSync(`${holder.pid}@${BOOT}`, join(dir, LOCK_FILE)); // ip's pid: node runs as it (exec)
+      await expect(StateDirLock.acquire(dir)).rejects.toMatchObject({ code: "AGENT_STATE_DIR_LOCKED" });
+      rmSync(join(dir, LOCK_FILE));
+      symlinkSync(named, join(dir, LOCK_FILE));
+    } finally {
+      holder.kill("SIGKILL");
+      await new Promise((r) => holder.once("exit", r));
+      await ns.destroy();
+    }
+    const taken = await StateDirLock.acquire(dir);
+    expect(readlinkSync(join(dir, LOCK_FILE))).toMatch(new RegExp(`^${process.pid}@${BOOT}@`));
+    expect(readdirSync(dir)).toEqual([LOCK_FILE]);
+    await taken.release();
   });
 
   /** A 64 KiB tmpfs at `base/<name>` in a namespace of its own, both gone after `run`, also
@@ -101,7 +128,7 @@ describe("state dir", () => {
       await tmpfs.fill("filler");
       expect(() => writeFileSync(join(dir, "probe"), "x")).toThrow(/ENOSPC/);
       const lock = await StateDirLock.acquire(dir);
-      expect(readlinkSync(join(dir, LOCK_FILE))).toBe(`${process.pid}@${BOOT}`);
+      expect(readlinkSync(join(dir, LOCK_FILE))).toMatch(new RegExp(`^${process.pid}@${BOOT}@`));
       await lock.release();
       expect(readdirSync(dir).sort()).toEqual(["filler", "probe"]);
     });
@@ -151,5 +178,46 @@ describe("state dir", () => {
     await expect(writeFileAtomic(target, "x")).rejects.toThrow();
     expect(() => writeFileAtomicSync(target, "x")).toThrow();
     expect(readdirSync(dir)).toEqual(["subnet.env"]);
+  });
+});
+
+// A write the rename made is not reported undone when the directory fsync after it fails (here
+// open(dir) is refused: a dir writable but not readable, as a user root's DAC override does not
+// cover); a sync write cut short by the file size limit fails and leaves the old file whole.
+describe("atomic write", () => {
+  const runAs = (args: string[], dir: string, code: string) =>
+    spawnSync("prlimit", [...args, process.execPath, "--input-type=module", "-e", code], {
+      encoding: "utf8",
+      ...(args.length === 0 && { uid: 65534, gid: 65534 }),
+      cwd: dir,
+    });
+  const url = (p: string) => pathToFileURL(join(process.cwd(), "dist", "src", p)).href;
+
+  it("saves lease state whose directory cannot be synced, logging that", () => {
+    const dir = join(base, "unsynced");
+    mkdirSync(dir);
+    chmodSync(base, 0o711); // for the user to reach dir
+    chmodSync(dir, 0o300);
+    spawnSync("chown", ["65534:65534", dir]);
+    const code = `const { FileLeaseStore } = await import(${JSON.stringify(url("control/lease/store.js"))});
+      const logged = [];
+      const store = new FileLeaseStore(${JSON.stringify(dir)}, 4, { warn: (o) => logged.push(o.code) });
+      await store.save({ node: "n1", fingerprint: "f", network: "198.19.0.0/16", lease: null, ring: { seeds: [], runs: [] } }).then(
+        () => console.log(JSON.stringify(logged)), (e) => console.log(e.code));`;
+    const out = runAs([], dir, code);
+    expect(out.stdout.trim()).toBe('["LEASE_STATE_DIR_SYNC_FAILED"]');
+    chmodSync(dir, 0o700);
+    expect(JSON.parse(readFileSync(join(dir, "lease-state.json"), "utf8")).node).toBe("n1");
+  });
+
+  it("writes all of the data synchronously, or fails and leaves the file as it was", () => {
+    const dir = join(base, "short");
+    mkdirSync(dir);
+    writeFileSync(join(dir, "vtep-mac"), "old\n");
+    const code = `const { writeFileAtomicSync } = await import(${JSON.stringify(url("fs/atomic-write.js"))});
+      try { writeFileAtomicSync("vtep-mac", "x".repeat(5000)); console.log("written"); } catch (e) { console.log(e.code); }`;
+    expect(runAs(["--fsize=1000", "--"], dir, code).stdout.trim()).toBe("EFBIG");
+    expect(readFileSync(join(dir, "vtep-mac"), "utf8")).toBe("old\n");
+    expect(readdirSync(dir)).toEqual(["vtep-mac"]);
   });
 });

@@ -2,7 +2,7 @@
 // systemd makes it only at the unit's first start; the key file is written once, owner-only, and
 // a second keygen onto it says so under its own code (before, Node's raw EEXIST).
 import { execFile } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -28,5 +28,25 @@ describe("weft keygen", () => {
       stderr: `weft: [CLI_KEY_FILE_EXISTS] ${key} exists; weft keygen never overwrites a file (it may be a running cluster's key): give another path, or remove it first if no cluster uses it\n`,
     });
     expect(readFileSync(key, "utf8")).toBe(before);
+  });
+});
+
+describe("weft keygen, cut short", () => {
+  // A file size limit cuts the write as a full disk would: no key file is left, so keygen runs again.
+  it("leaves no key where its write failed", async () => {
+    const key = join(dir, "cut", "cluster.key");
+    await expect(
+      run("prlimit", [
+        "--fsize=20",
+        "--",
+        process.execPath,
+        projectFile("dist", "src", "cli", "main.js"),
+        "keygen",
+        key,
+      ]),
+    ).rejects.toMatchObject({ code: 1, stderr: expect.stringContaining("[CLI_KEY_FILE_UNWRITABLE]") });
+    expect(existsSync(key)).toBe(false);
+    await weft("keygen", key);
+    expect(Buffer.from(readFileSync(key, "utf8").trim(), "base64")).toHaveLength(KEY_BYTES);
   });
 });

@@ -83,7 +83,13 @@ export const STATE_FILE_IPV6 = "lease-state-ipv6.json";
 export class FileLeaseStore implements LeaseStateStore {
   private readonly file: string;
 
-  constructor(dir: string, family: Family = 4) {
+  /** `log` hears of a save that stands but whose state dir fsync failed (the agent's; tests may
+   *  leave it out). */
+  constructor(
+    dir: string,
+    family: Family = 4,
+    private readonly log?: { warn(obj: object, msg: string): void },
+  ) {
     this.file = join(dir, family === 4 ? STATE_FILE : STATE_FILE_IPV6);
   }
 
@@ -129,8 +135,9 @@ export class FileLeaseStore implements LeaseStateStore {
         gone: state.gone.map((g) => ({ node: g.node, since: g.since, incarnation: g.incarnation })),
       }),
     });
+    let unsynced: Error | undefined;
     try {
-      await writeFileAtomic(this.file, body, { mode: 0o600, dirMode: 0o700 });
+      unsynced = await writeFileAtomic(this.file, body, { mode: 0o600, dirMode: 0o700 });
     } catch (err) {
       throw new WeftError(
         "LEASE_PERSIST_FAILED",
@@ -138,6 +145,13 @@ export class FileLeaseStore implements LeaseStateStore {
         { cause: err },
       );
     }
+    // The file holds the change, so it is made (a restart loads it): reporting it failed would
+    // keep it from the ring in use and from the cluster, while a crash then claims it unheard.
+    if (unsynced)
+      this.log?.warn(
+        { code: "LEASE_STATE_DIR_SYNC_FAILED", file: this.file, err: unsynced },
+        `saved ${this.file}, but syncing its directory failed (${unsynced.message}): the change stands; a power loss before the kernel writes the directory may bring back the previous file. Check the disk (and the agent's open-file limit if EMFILE)`,
+      );
   }
 
   private parse(value: unknown): PersistedLeaseState {
