@@ -37,8 +37,9 @@ export class AgentKeys {
       const keyring = this.keyring;
       if (!keyring) return;
       const before = keyring.ids();
+      let thrown: unknown[];
       try {
-        keyring.replace(await readKeyFile(this.path));
+        thrown = keyring.replace(await readKeyFile(this.path));
       } catch (err) {
         this.log.error(
           // Always a weft code: readKeyFile wraps every failure, the keyring refuses a bad set whole.
@@ -57,6 +58,12 @@ export class AgentKeys {
         },
         `key file ${this.path} read again: sealing with key id ${after.primary}, opening with ${after.installed.join(", ")}`,
       );
+      for (const err of thrown) {
+        this.log.error(
+          { err, code: "AGENT_KEYS_LISTENER_FAILED", keyIds: after },
+          `the keys of key file ${this.path} are in force, but telling the control plane of them failed: a join waiting out its backoff tries them only at its next round`,
+        );
+      }
     });
   }
 }

@@ -119,7 +119,17 @@ function heldJoiner(s: number) {
     expect(await cluster.runUntil(() => ended !== undefined, 30_000)).toBe(true);
     return { ended, held: joiner.ml().nameIsHeld() };
   };
-  return { meta, old, target, round };
+  /** A member `name` as a full state lists it. */
+  const member = (name: string, host: string, incarnation = 1, state: NodeState["state"] = "alive"): NodeState => ({
+    name,
+    host,
+    port: 7946,
+    incarnation,
+    state,
+    meta,
+    stateAgeMs: 0,
+  });
+  return { meta, old, target, round, member };
 }
 
 const deadEverywhere = (cluster: SimCluster, names: string[]) => () =>
@@ -929,7 +939,7 @@ describe("membership in the simulator", () => {
     expect(await round(other.addr)).toEqual({ ended: "joined 1", held: false });
   });
 
-  it("a held name is cleared by a member of the reporter's cluster that lists the reporter moved at its reported incarnation or later, not at an older one nor by another member", async () => {
+  it("a held name is cleared by a member of the reporter's cluster that lists the reporter moved at a later incarnation, not at its reported one nor by another member", async () => {
     const { old, meta, target, round } = heldJoiner(17);
     // The reporter r (incarnation 5) lists "a" alive where nothing answers, and its member t.
     const reporter = target("198.18.9.2", "r", 5);
@@ -945,9 +955,51 @@ describe("membership in the simulator", () => {
     // u, which no report listed (another cluster's, its "r" another node), is no evidence at any incarnation.
     stranger.list([{ ...moved, incarnation: 6 }]);
     expect(await round(stranger.addr)).toEqual({ ended: "joined 1", held: true });
-    // t lists r at .4 at its reported incarnation or later: r restarted there, and the record is gone.
+    // At its reported incarnation: not r restarted (that takes a higher one), another node of its name.
     fellow.list([{ ...moved, incarnation: 5 }]);
+    expect(await round(fellow.addr)).toEqual({ ended: "joined 1", held: true });
+    // t lists r at .4 at a later incarnation: r restarted there, and the record is gone.
+    fellow.list([{ ...moved, incarnation: 6 }]);
     expect(await round(fellow.addr)).toEqual({ ended: "joined 1", held: false });
+  });
+
+  it("a held name is not cleared by a reporter restarted alone, nor by a fellow, while neither lists another live member of the reports where they did", async () => {
+    const { old, target, round, member } = heldJoiner(18);
+    // r (incarnation 5) lists "a" alive where nothing answers, and its members t and v.
+    const reporter = target("198.18.9.2", "r", 5);
+    const fellow = target("198.18.9.3", "t");
+    const [t, v] = [member("t", "198.18.9.3"), member("v", "198.18.9.6")];
+    reporter.list([{ ...old, incarnation: 5, state: "alive" }, t, v]);
+    expect(await round(reporter.addr)).toEqual({ ended: "GOSSIP_NAME_HELD", held: true });
+    // r restarted and is asked before it rejoined: it lists only itself, while t and v still hold the record.
+    reporter.list([]);
+    expect(await round(reporter.addr)).toEqual({ ended: "joined 1", held: true });
+    // t restarted into another cluster, whose "r" is at .4: it does not list v.
+    fellow.list([member("r", "198.18.9.4", 6), member("w", "198.18.9.7")]);
+    expect(await round(fellow.addr)).toEqual({ ended: "joined 1", held: true });
+    // v where the report listed it: t is of r's cluster, and r moved.
+    fellow.list([member("r", "198.18.9.4", 6), v]);
+    expect(await round(fellow.addr)).toEqual({ ended: "joined 1", held: false });
+    // Held again; r's own answer that lists v where the report did (r rejoined) shows it gone.
+    reporter.list([{ ...old, incarnation: 5, state: "alive" }, t, v]);
+    expect(await round(reporter.addr)).toEqual({ ended: "GOSSIP_NAME_HELD", held: true });
+    reporter.list([{ ...v, state: "suspect" }]);
+    expect(await round(reporter.addr)).toEqual({ ended: "joined 1", held: false });
+  });
+
+  it("a held name is cleared by a reporter's own answer if the reports listed no other live member; a tombstone's node is no member of theirs", async () => {
+    const { old, target, round, member } = heldJoiner(19);
+    // r lists "a" alive where nothing answers, and t dead (its node may have restarted elsewhere).
+    const reporter = target("198.18.9.2", "r", 5);
+    const gone = target("198.18.9.3", "t");
+    reporter.list([{ ...old, incarnation: 5, state: "alive" }, member("t", "198.18.9.3", 1, "dead")]);
+    expect(await round(reporter.addr)).toEqual({ ended: "GOSSIP_NAME_HELD", held: true });
+    // t, in another cluster now, knows an "r" elsewhere at a later incarnation: no evidence.
+    gone.list([member("r", "198.18.9.4", 6)]);
+    expect(await round(gone.addr)).toEqual({ ended: "joined 1", held: true });
+    // r alone: its cluster had no other live member, so its own answer shows the record gone.
+    reporter.list([]);
+    expect(await round(reporter.addr)).toEqual({ ended: "joined 1", held: false });
   });
 
   it("garbage, bit-flipped and oversized frames are dropped, counted, and change nothing", async () => {

@@ -244,6 +244,30 @@ describe("Keyring", () => {
     expect(ring.open(sealedK1, "packet")).toEqual({ ok: false, reason: "badKey" });
     expect(ring.ids()).toEqual({ primary: new Keyring(k3).ids().primary, installed: [new Keyring(k3).ids().primary] });
   });
+
+  it("tells its listeners of a replace only when the key ids changed; one that throws is contained, the keys in force and the rest told", () => {
+    const ring = new Keyring(k1, [k2]);
+    const told: string[] = [];
+    ring.onReplaced(() => told.push("first"));
+    // The same keys (a SIGHUP for net-conf.json alone), in another order of the others too.
+    expect(ring.replace([k1, k2])).toEqual([]);
+    expect(told).toEqual([]);
+    const k3 = generateKey();
+    ring.replace([k1, k3, k2]);
+    ring.replace([k1, k2, k3]);
+    expect(told).toEqual(["first"]);
+    ring.replace([k2, k1, k3]);
+    ring.replace([k2, k1]);
+    expect(told).toEqual(["first", "first", "first"]);
+    const broke = new Error("listener broke");
+    ring.onReplaced(() => {
+      throw broke;
+    });
+    ring.onReplaced(() => told.push("last"));
+    expect(ring.replace([k1])).toEqual([broke]);
+    expect(ring.ids()).toEqual(new Keyring(k1).ids());
+    expect(told).toEqual(["first", "first", "first", "first", "last"]);
+  });
 });
 
 const limits = { maxMetaBytes: 512, maxFrameBytes: 1 << 20 };

@@ -225,17 +225,32 @@ export class Keyring {
 
   /**
    * Makes the ring hold exactly `keys`, the first as primary: installs the new, uses the first,
-   * removes the rest. All or nothing: a key refused leaves the ring as it was.
+   * removes the rest. All or nothing: a key refused leaves the ring as it was. Returns what the
+   * listeners threw: the keys are in force by then, and every listener is told whatever another threw.
    */
-  replace(keys: readonly Uint8Array[]): void {
+  replace(keys: readonly Uint8Array[]): unknown[] {
     const next = new Keyring(keys[0], keys.slice(1));
+    const changed =
+      next.primaryId !== this.primaryId ||
+      next.byId.size !== this.byId.size ||
+      [...next.byId.keys()].some((id) => !this.byId.has(id));
     this.byId.clear();
     for (const [id, key] of next.byId) this.byId.set(id, key);
     this.primaryId = next.primaryId;
-    for (const listener of this.replaceListeners) listener();
+    // A SIGHUP that left the key file as it was is no news (the join would start a round for it).
+    if (!changed) return [];
+    const thrown: unknown[] = [];
+    for (const listener of this.replaceListeners) {
+      try {
+        listener();
+      } catch (err) {
+        thrown.push(err);
+      }
+    }
+    return thrown;
   }
 
-  /** Calls `listener` after each replace that took (none refused); returns what stops that. */
+  /** Calls `listener` after each replace that took (none refused) and changed the key ids; returns what stops that. */
   onReplaced(listener: () => void): () => void {
     this.replaceListeners.add(listener);
     return () => this.replaceListeners.delete(listener);

@@ -58,7 +58,8 @@ interface HeldName {
   /** The targets that reported it: name → the address its answer listed it at (else the one it
    *  answered from), which a member that lists it there knew it by (see showsHeldGone). */
   readonly reporters: ReadonlyMap<string, Reporter>;
-  /** The members the reports listed (name → host:port): their cluster, as the reporters knew it. */
+  /** The live members the reports listed (name → host:port), the record aside: their cluster, as
+   *  the reporters knew it. */
   readonly fellows: ReadonlyMap<string, string>;
 }
 
@@ -224,7 +225,12 @@ export class Memberlist {
         reporters: new Map([...(this.heldName?.reporters ?? []), ...reports.map((a) => [a!.sender, a!.at] as const)]),
         fellows: new Map([
           ...(this.heldName?.fellows ?? []),
-          ...reports.flatMap((a) => a!.nodes.map((n) => [n.name, formatHostPort(n.host, n.port)] as const)),
+          // Live ones only: a tombstone's node may have restarted into another cluster since.
+          ...reports.flatMap((a) =>
+            a!.nodes
+              .filter((n) => isLive(n.state) && n.name !== reported.record.name)
+              .map((n) => [n.name, formatHostPort(n.host, n.port)] as const),
+          ),
         ]),
       };
     } else if (answers.some((a, i) => a?.record === undefined && a?.heldGone && (full === undefined || i === full))) {
@@ -488,12 +494,15 @@ export class Memberlist {
    * has declared the record dead and maybe reaped it, or answers with what it merged since); or it
    * lists such a target at the address it reported from (a member of its cluster, which knows it
    * alive, or dead: it had the record too, whose tombstone our join may have replaced there); or,
-   * from a member a report listed at the address it lists itself at (one of their cluster), lists
-   * such a target elsewhere at its reported incarnation or a later one (it moved since: restarted
-   * on a new address; an older one is news from before the report). Not any other: a member that
-   * never knew the record (one met meanwhile, alone or in another cluster, and saved, maybe
-   * knowing an unrelated node of a reporter's name, at any incarnation) would admit a second live
-   * node of the name.
+   * from a member a report listed live at the address it lists itself at (one of their cluster),
+   * lists such a target elsewhere at a later incarnation than reported (it moved since: restarted
+   * on a new address, which takes a higher one; one not above is news from before the report, or
+   * another node's). The answer by name and the last count only if it also lists another live
+   * member of the reports where they listed it (unless they listed none): a reporter restarted
+   * and not yet rejoined knows only itself, while its cluster still holds the record.
+   * Not any other: a member that never knew the record (one met meanwhile, alone or in another
+   * cluster, and saved, maybe knowing an unrelated node of a reporter's name, at any incarnation)
+   * would admit a second live node of the name.
    */
   private showsHeldGone(nodes: readonly NodeState[], sender: string): boolean {
     const held = this.heldName;
@@ -501,6 +510,13 @@ export class Memberlist {
     const { record, reporters, fellows } = held;
     const self = nodes.find((n) => n.name === sender);
     const fellow = self !== undefined && fellows.get(sender) === formatHostPort(self.host, self.port);
+    const listed = new Map(nodes.filter((n) => isLive(n.state)).map((n) => [n.name, formatHostPort(n.host, n.port)]));
+    // The answer is the state of the reports' cluster: it lists another of its live members where
+    // they did (a reporter restarted and not yet rejoined lists only itself), if they listed one.
+    const inCluster = (reporter: string) => {
+      const others = [...fellows].filter(([name]) => name !== sender && name !== reporter);
+      return others.length === 0 || others.some(([name, at]) => listed.get(name) === at);
+    };
     return nodes.some((n) => {
       if (n.name === record.name)
         return (
@@ -508,8 +524,9 @@ export class Memberlist {
         );
       const at = reporters.get(n.name);
       if (at === undefined) return false;
-      if (n.name === sender || (n.host === at.host && n.port === at.port)) return true;
-      return fellow && at.incarnation !== undefined && n.incarnation >= at.incarnation;
+      if (n.name === sender) return inCluster(sender);
+      if (n.host === at.host && n.port === at.port) return true;
+      return fellow && at.incarnation !== undefined && n.incarnation > at.incarnation && inCluster(n.name);
     });
   }
 
