@@ -101,6 +101,15 @@ export function refuseFlanneldFlags(unknown: readonly string[], agent: Command):
 export const envName = (prefix: string, flag: string) =>
   `${prefix}_${flag.replace(/^--/, "").replace(/-/g, "_").toUpperCase()}`;
 
+/**
+ * Unsets each empty variable of `commands`' flags (WEFT_<FLAG>), as flanneld takes an empty
+ * FLANNELD_<FLAG> as unset: a template leaving one blank means the default, not a value to refuse.
+ */
+export function dropEmptyEnv(env: NodeJS.ProcessEnv, commands: readonly Command[]): void {
+  for (const option of commands.flatMap((c) => c.options))
+    if (option.envVar && env[option.envVar] === "") delete env[option.envVar];
+}
+
 /** WEFT_<FLAG> variables taken from FLANNELD_<FLAG>, by name: errors about their value name what the user set. */
 const adopted = new Map<string, string>();
 

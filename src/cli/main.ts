@@ -11,13 +11,20 @@ import { AgentKeys } from "../agent/keys.js";
 import { EXIT_UNDERLAY_CHANGED } from "../agent/underlay.js";
 import { configReference } from "../config/net-conf.js";
 import { KEY_BYTES } from "../control/gossip/keyring.js";
-import { errorMessage, isWeftError, WeftError } from "../errors.js";
+import { type CliErrorCode, errorMessage, isWeftError, WeftError } from "../errors.js";
 import { writeFileAtomic } from "../fs/atomic-write.js";
 import { DEFAULT_SUBNET_FILE, projectFile } from "../paths.js";
 import { agentRequest } from "./agent-client.js";
 import { AgentLogStream } from "./agent-log.js";
 import { runDemo } from "./demo.js";
-import { adoptFlanneldEnv, envName, envSource, ignoredFlanneldEnv, refuseFlanneldFlags } from "./flanneld.js";
+import {
+  adoptFlanneldEnv,
+  dropEmptyEnv,
+  envName,
+  envSource,
+  ignoredFlanneldEnv,
+  refuseFlanneldFlags,
+} from "./flanneld.js";
 
 /** weft's version, from its package.json (the image ships it). */
 const VERSION = (JSON.parse(readFileSync(projectFile("package.json"), "utf8")) as { version: string }).version;
@@ -54,10 +61,14 @@ const intFlag = (spec: string, description: string) => {
   return option.argParser(int(option.long!, option.envVar));
 };
 
-/** Go's strconv.ParseBool, as flanneld reads `--ip-masq=false`. */
+/** Go's strconv.ParseBool, as flanneld reads `--ip-masq=false` (any case: Go takes TRUE and True). */
+const [ON, OFF] = [
+  ["1", "t", "true"],
+  ["0", "f", "false"],
+];
 const BOOLEANS: Record<string, boolean> = {
-  ...Object.fromEntries(["1", "t", "true"].map((v) => [v, true])),
-  ...Object.fromEntries(["0", "f", "false"].map((v) => [v, false])),
+  ...Object.fromEntries(ON.map((v) => [v, true])),
+  ...Object.fromEntries(OFF.map((v) => [v, false])),
 };
 /**
  * A switch: bare, it is on; with a value (`--ip-masq=false`, or WEFT_IP_MASQ=false, which
@@ -71,7 +82,10 @@ const toggle = (name: string, description: string) => {
     .argParser((v: string) => {
       const b = BOOLEANS[v.trim().toLowerCase()];
       if (b === undefined)
-        throw new WeftError("CLI_BAD_BOOLEAN", `--${name} "${v}" (or ${envSource(option.envVar!)}): use true or false`);
+        throw new WeftError(
+          "CLI_BAD_BOOLEAN",
+          `--${name} "${v}" (or ${envSource(option.envVar!)}): use ${ON.join(", ")} for on or ${OFF.join(", ")} for off (any case)`,
+        );
       return b;
     });
 };
@@ -490,6 +504,52 @@ function parseHostPort(s: string): { host: string; port: number } {
     );
   return { host: m[1], port: Number(m[2]) };
 }
+
+/** Commander's own refusals, each as a weft code with what to do (commander printed a bare "error: ..."). */
+const USAGE_ERRORS: Record<string, { code: CliErrorCode; advice: (command: string) => string }> = {
+  "commander.missingMandatoryOptionValue": {
+    code: "CLI_MISSING_OPTION",
+    advice: (c) => `give it, or its variable (\`${c} --help\` names both)`,
+  },
+  "commander.optionMissingArgument": {
+    code: "CLI_MISSING_ARGUMENT",
+    advice: (c) => `give the flag its value (\`${c} --help\` says what it takes)`,
+  },
+  "commander.missingArgument": {
+    code: "CLI_MISSING_ARGUMENT",
+    advice: (c) => `give it (\`${c} --help\` says what it is)`,
+  },
+  "commander.unknownOption": {
+    code: "CLI_UNKNOWN_OPTION",
+    advice: (c) => `\`${c} --help\` lists the flags it takes`,
+  },
+  "commander.unknownCommand": { code: "CLI_UNKNOWN_COMMAND", advice: () => "`weft --help` lists the commands" },
+  "commander.excessArguments": {
+    code: "CLI_EXCESS_ARGUMENTS",
+    advice: (c) => `drop the extra ones, or quote a value holding spaces (\`${c} --help\` shows what it takes)`,
+  },
+  "commander.invalidArgument": { code: "CLI_BAD_CHOICE", advice: () => "give one of those" },
+};
+// Every command exits through here, so that a bad command line gets one `weft: [CODE]` line like
+// any other error; help and --version print and exit as commander would (0, or 1 for bare `weft`'s help).
+for (const command of [program, ...program.commands]) {
+  const name = command === program ? "weft" : `weft ${command.name()}`;
+  command.configureOutput({ outputError: () => {} }).exitOverride((err) => {
+    const usage = USAGE_ERRORS[err.code];
+    if (!usage) {
+      if (["commander.help", "commander.helpDisplayed", "commander.version"].includes(err.code))
+        process.exit(err.exitCode);
+      throw err;
+    }
+    // Commander's text on one line (its "Did you mean" is on a second), without its "error: ".
+    const what = err.message
+      .replace(/^error: /, "")
+      .replace(/\.$/, "")
+      .replace(/\n/g, " ");
+    throw new WeftError(usage.code, `${what}: ${usage.advice(name)}`, { cause: err });
+  });
+}
+dropEmptyEnv(process.env, [program, ...program.commands]);
 
 program.parseAsync().catch((err: unknown) => {
   const e = err as { code?: string; message?: string };

@@ -276,7 +276,7 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
       "--keep-on-exit=maybe (a switch takes true or false, as flanneld's)",
       { Network: NETWORK },
       ["--keep-on-exit=maybe"],
-      /^weft: \[CLI_BAD_BOOLEAN\] --keep-on-exit "maybe" \(or WEFT_KEEP_ON_EXIT\): use true or false$/,
+      /^weft: \[CLI_BAD_BOOLEAN\] --keep-on-exit "maybe" \(or WEFT_KEEP_ON_EXIT\): use 1, t, true for on or 0, f, false for off \(any case\)$/,
     ],
     [
       "--metrics-port abc",

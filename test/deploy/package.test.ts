@@ -125,7 +125,7 @@ describe("the packed package, installed with npm install -g", () => {
     expect(Buffer.from(readFileSync(key, "utf8").trim(), "base64")).toHaveLength(32);
     const unit = readFileSync(join(root, "deploy", "systemd", "weft.service"), "utf8");
     const [exec, ...args] = unit.match(/^ExecStart=(.*)$/m)![1].split(" ");
-    expect(exec).toBe("/usr/local/bin/weft"); // npm install -g's prefix: here `prefix` stands for /usr/local
+    expect(exec).toBe("/usr/local/bin/weft"); // README's --prefix /usr/local: here `prefix` stands for it
     const agent = run(weft, [...args, "--help"]);
     expect(agent.status, agent.stderr).toBe(0);
     expect(agent.stdout).toContain("--key-file");

@@ -5,7 +5,7 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { chmodSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { projectFile } from "../../src/paths.js";
 
@@ -85,5 +85,26 @@ describe.skipIf(!hasSystemdAnalyze())("deploy/systemd/weft.service", () => {
     expect(text.indexOf("\nEnvironmentFile=")).toBeGreaterThan(text.lastIndexOf("\nEnvironment="));
     expect(keys("CapabilityBoundingSet")[0].split(" ")).toEqual(expect.arrayContaining(["CAP_NET_ADMIN", "CAP_BPF"]));
     expect(text).toMatch(/--keep-on-exit/);
+  });
+});
+
+// npm's global prefix is not always /usr/local (NodeSource's Node.js has /usr), and the unit runs
+// one path: each `npm install -g` the README's systemd steps and the unit's own comment give names
+// ExecStart's prefix (before, neither gave --prefix, and the unit failed to exec on such a host).
+describe("the systemd install steps", () => {
+  it("install weft where the unit's ExecStart runs it", () => {
+    const unit = readFileSync(UNIT, "utf8");
+    const prefix = dirname(dirname(unit.match(/^ExecStart=(\S+)/m)![1]));
+    const readme = readFileSync(projectFile("README.md"), "utf8");
+    const steps = readme.slice(
+      readme.indexOf("### systemd hosts"),
+      readme.indexOf("\n## ", readme.indexOf("### systemd hosts")),
+    );
+    // The comment's lines joined, so that a command wrapped over two reads as one.
+    for (const text of [steps, unit.replace(/\n# /g, " ")]) {
+      const installs = [...text.matchAll(/`npm install -g\b[^`]*`/g)].map((m) => m[0]);
+      expect(installs.length).toBeGreaterThan(0);
+      for (const install of installs) expect(install).toMatch(new RegExp(` --prefix ${prefix}(?![\\w/])`));
+    }
   });
 });
