@@ -90,6 +90,9 @@ function handler(h: HttpHandlers, endpoints: readonly Endpoint[], local: boolean
   };
 }
 
+/** How long the agent's stop lets requests under way finish before it cuts their connections. */
+const CLOSE_GRACE_MS = 1000;
+
 export class AgentHttp {
   private readonly servers: Server[] = [];
 
@@ -122,7 +125,15 @@ export class AgentHttp {
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.servers.map((s) => new Promise((r) => s.close(r))));
+    const closed = Promise.all(this.servers.map((s) => new Promise((r) => s.close(r))));
+    // close() waits for every connection with a request under way: one that sent half a request
+    // and stays silent (anyone reaching the health port, a pod too) would hold the agent's stop
+    // until the server's timeouts, past a supervisor's kill. Answers under way get a moment first.
+    const cut = setTimeout(() => {
+      for (const s of this.servers) s.closeAllConnections();
+    }, CLOSE_GRACE_MS);
+    await closed;
+    clearTimeout(cut);
     rmSync(this.socketPath, { force: true });
   }
 }
