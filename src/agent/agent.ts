@@ -372,6 +372,7 @@ export class Agent {
         },
         join(opts.stateDir, SOCKET_NAME),
         tcp,
+        log,
       );
       // Nothing is programmed and no subnet.env written before this node reached its cluster: a
       // node whose join targets never answered would otherwise serve pods nobody can reach.
