@@ -22,6 +22,14 @@ import { WeftError } from "../../src/errors.js";
 
 const dir = mkdtempSync(join(tmpdir(), "weft-http-"));
 const quiet = pino({ level: "silent" });
+/** Handlers of a ready agent with nothing to show. */
+const handlers = {
+  ready: () => true,
+  waitingFor: () => "",
+  status: () => ({}),
+  metrics: new Registry(),
+  reclaim: async () => ({}),
+};
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe("agent http", () => {
@@ -31,13 +39,6 @@ describe("agent http", () => {
     await new Promise<void>((r) => taken.listen(0, "127.0.0.1", r));
     const port = (taken.address() as { port: number }).port;
     try {
-      const handlers = {
-        ready: () => false,
-        waitingFor: () => "nothing",
-        status: () => ({}),
-        metrics: new Registry(),
-        reclaim: async () => ({}),
-      };
       await expect(
         AgentHttp.listen(
           handlers,
@@ -52,6 +53,15 @@ describe("agent http", () => {
       await new Promise((r) => taken.close(r));
     }
   });
+
+  /** A free port of the loopback. */
+  const freePort = async () => {
+    const probe: Server = createServer();
+    await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
+    const port = (probe.address() as { port: number }).port;
+    await new Promise((r) => probe.close(r));
+    return port;
+  };
 
   /** Status and body of a request on weft.sock or a TCP port. */
   const answer = (where: { socketPath: string } | { port: number }, method: string, path: string) =>
@@ -117,11 +127,7 @@ describe("agent http", () => {
 
   it("says why it is not ready on weft.sock only: over TCP the reason would name nodes and errors", async () => {
     const sub = mkdtempSync(join(dir, "ready-"));
-    // A free port of the loopback.
-    const probe: Server = createServer();
-    await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
-    const port = (probe.address() as { port: number }).port;
-    await new Promise((r) => probe.close(r));
+    const port = await freePort();
     const why = "waiting for a subnet lease: node-b (198.18.0.2) holds it";
     const http = await AgentHttp.listen(
       {
@@ -149,20 +155,17 @@ describe("agent http", () => {
     }
   });
 
-  /** A free port of the loopback. */
-  const freePort = async () => {
-    const probe: Server = createServer();
-    await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
-    const port = (probe.address() as { port: number }).port;
-    await new Promise((r) => probe.close(r));
-    return port;
-  };
-  const handlers = {
-    ready: () => true,
-    waitingFor: () => "",
-    status: () => ({}),
-    metrics: new Registry(),
-    reclaim: async () => ({}),
+  /** An AgentHttp with weft.sock in a dir of its own (`tag`) and /healthz on a free loopback port. */
+  const healthPort = async (tag: string, log: pino.Logger = quiet) => {
+    const sub = mkdtempSync(join(dir, `${tag}-`));
+    const port = await freePort();
+    const http = await AgentHttp.listen(
+      handlers,
+      join(sub, SOCKET_NAME),
+      [{ host: "127.0.0.1", port, endpoints: ["/healthz"] }],
+      log,
+    );
+    return { http, port, socketPath: join(sub, SOCKET_NAME) };
   };
   /** A connection to the port that sent a request line; `data` collects what the server answers. */
   const halfRequest = async (port: number) => {
@@ -177,22 +180,15 @@ describe("agent http", () => {
   };
 
   it("logs each server error once listening and goes on serving", async () => {
-    const sub = mkdtempSync(join(dir, "err-"));
-    const port = await freePort();
     const logged: Array<Record<string, unknown>> = [];
     const log = pino({ level: "info" }, { write: (line: string) => void logged.push(JSON.parse(line)) });
-    const http = await AgentHttp.listen(
-      handlers,
-      join(sub, SOCKET_NAME),
-      [{ host: "127.0.0.1", port, endpoints: ["/healthz"] }],
-      log,
-    );
+    const { http, port, socketPath } = await healthPort("err", log);
     try {
       // What net.Server emits when accept fails (its libuv callback's error); twice on each server.
       const servers = (http as unknown as { servers: import("node:http").Server[] }).servers;
       for (const s of servers)
         for (let i = 0; i < 2; i++) s.emit("error", Object.assign(new Error("accept ENFILE"), { code: "ENFILE" }));
-      const where = [join(sub, SOCKET_NAME), join(sub, SOCKET_NAME), `127.0.0.1:${port}`, `127.0.0.1:${port}`];
+      const where = [socketPath, socketPath, `127.0.0.1:${port}`, `127.0.0.1:${port}`];
       expect(logged.map((r) => [r.code, r.address, (r.err as { code: string }).code])).toEqual(
         where.map((a) => ["AGENT_HTTP_SERVER_ERROR", a, "ENFILE"]),
       );
@@ -203,14 +199,7 @@ describe("agent http", () => {
   });
 
   it("holds at most TCP_MAX_CONNECTIONS connections on a TCP port: more are closed unanswered, and it answers again once they go", async () => {
-    const sub = mkdtempSync(join(dir, "cap-"));
-    const port = await freePort();
-    const http = await AgentHttp.listen(
-      handlers,
-      join(sub, SOCKET_NAME),
-      [{ host: "127.0.0.1", port, endpoints: ["/healthz"] }],
-      quiet,
-    );
+    const { http, port } = await healthPort("cap");
     const held: Array<Awaited<ReturnType<typeof halfRequest>>> = [];
     try {
       for (let i = 0; i < TCP_MAX_CONNECTIONS; i++) held.push(await halfRequest(port));
@@ -236,14 +225,7 @@ describe("agent http", () => {
   });
 
   it("answers 408 to a TCP request not sent within its timeout and closes the connection", async () => {
-    const sub = mkdtempSync(join(dir, "slow-"));
-    const port = await freePort();
-    const http = await AgentHttp.listen(
-      handlers,
-      join(sub, SOCKET_NAME),
-      [{ host: "127.0.0.1", port, endpoints: ["/healthz"] }],
-      quiet,
-    );
+    const { http, port } = await healthPort("slow");
     const c = await halfRequest(port);
     try {
       // A bound well past the timeout (5 s, checked each second) and short of Node's default (60 s).
