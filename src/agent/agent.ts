@@ -40,7 +40,7 @@ import type { AgentKeys } from "./keys.js";
 import { agentMetrics } from "./metrics.js";
 import { PeerSync } from "./peer-sync.js";
 import { checkFlags, checkHost } from "./preflight.js";
-import { udpSocketDrops, type DataplanePort, type SocketDrops } from "./socket-drops.js";
+import { udpSocketDrops, withSums, type DataplanePort, type SocketDrops } from "./socket-drops.js";
 import { StateDirLock } from "./state-dir.js";
 import { parseSubnetEnv, subnetFileError, writeSubnetEnv } from "./subnet-env.js";
 import { chooseUnderlay, describeUnderlay, gossipHost, saveUnderlay6, UnderlayAddressWatch } from "./underlay.js";
@@ -118,6 +118,8 @@ interface Lane {
   dataplaneBase?: DataplaneTotals;
   /** Each peer's run as the last peer sync was told it, whose per-peer counts dataplaneBase holds (keepPeerTotals). */
   peerRuns: ReadonlyMap<string, number | undefined>;
+  /** Workers of its last backend's dataplane, if that was a userspace one: all down while no backend runs. */
+  dataplaneWorkers?: number;
   /** Kernel drops on the sockets of those dataplanes, closed with them (socketDrops). */
   socketDropsBase: number;
 }
@@ -366,7 +368,16 @@ export class Agent {
             control,
             () =>
               agent.lanes.flatMap((l) =>
-                l.backend ? [{ family: l.family, backend: l.backend, dataplaneBase: l.dataplaneBase }] : [],
+                l.backend || l.dataplaneBase
+                  ? [
+                      {
+                        family: l.family,
+                        backend: l.backend,
+                        dataplaneBase: l.dataplaneBase,
+                        workersDown: l.backend ? undefined : l.dataplaneWorkers,
+                      },
+                    ]
+                  : [],
               ),
             () => agent.counters(),
             () => agent.subnets(),
@@ -381,6 +392,7 @@ export class Agent {
         },
         join(opts.stateDir, SOCKET_NAME),
         tcp,
+        log,
       );
       // Nothing is programmed and no subnet.env written before this node reached its cluster: a
       // node whose join targets never answered would otherwise serve pods nobody can reach.
@@ -768,9 +780,8 @@ export class Agent {
    * Kernel programming of every family's instance, summed, with that of the instances stopped
    * before (a counter, which must not fall at a backend swap); peersUnreachable is the running ones'.
    */
-  private counters(): BackendCounters | undefined {
+  private counters(): BackendCounters {
     const all = this.lanes.flatMap((l) => (l.backend ? [l.backend.counters()] : []));
-    if (all.length === 0) return undefined;
     return all.reduce(sumCounters, this.stoppedCounters);
   }
 
@@ -1219,6 +1230,7 @@ export class Agent {
     }
     const d = this.retiredDataplane(lane, backend, inLane ? "it is read again once stopped" : COUNTS_UNSHOWN);
     if (d) lane.dataplaneBase = addTotals(lane.dataplaneBase, d);
+    lane.dataplaneWorkers = d?.lastErrno.length; // one entry per worker
     return d;
   }
 
@@ -1433,11 +1445,16 @@ export class Agent {
       const port = l.backend && dataplanePort(l.family, l.backend);
       return port ? [port] : [];
     });
-    if (ports.length === 0) return undefined;
-    const now = udpSocketDrops(ports);
-    // With the drops of each family's dataplanes stopped before, which went with their sockets.
-    const families = now.families.map((f) => ({ ...f, drops: f.drops + (this.lane(f.family)?.socketDropsBase ?? 0) }));
-    return { ...now, drops: families.reduce((n, f) => n + f.drops, 0), families };
+    const now = ports.length > 0 ? udpSocketDrops(ports).families : [];
+    // With the drops of each family's dataplanes stopped before, which went with their sockets; a
+    // family with none running now (a swap, a restart's backoff) shows those alone, so that its
+    // counter's series stays.
+    const families = this.lanes.flatMap((l) => {
+      const f =
+        now.find((x) => x.family === l.family) ?? (l.dataplaneBase && { family: l.family, sockets: 0, drops: 0 });
+      return f ? [{ ...f, drops: f.drops + l.socketDropsBase }] : [];
+    });
+    return families.length > 0 ? withSums(families) : undefined;
   }
 
   /**

@@ -8,6 +8,7 @@
 // reclaim`): only whoever can open the state dir may hand a node's subnets back to the ring.
 import { chmodSync, rmSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import { type ErrorCode, WeftError } from "../errors.js";
 
@@ -90,24 +91,64 @@ function handler(h: HttpHandlers, endpoints: readonly Endpoint[], local: boolean
   };
 }
 
+/** Connections a TCP port holds at once; more are closed as they come. */
+export const TCP_MAX_CONNECTIONS = 32;
+/** Time a TCP client has to send its request (headers and body). */
+const TCP_REQUEST_TIMEOUT_MS = 5000;
+/** How long the agent's stop lets requests under way finish before it cuts their connections. */
+const CLOSE_GRACE_MS = 1000;
+
 export class AgentHttp {
   private readonly servers: Server[] = [];
 
   private constructor(private readonly socketPath: string) {}
 
-  static async listen(h: HttpHandlers, socketPath: string, tcp: readonly TcpListener[]): Promise<AgentHttp> {
+  static async listen(
+    h: HttpHandlers,
+    socketPath: string,
+    tcp: readonly TcpListener[],
+    log: Pick<Logger, "error">,
+  ): Promise<AgentHttp> {
     const http = new AgentHttp(socketPath);
     rmSync(socketPath, { force: true }); // a stale socket of a previous run
     const listen = (s: Server, arg: string | { host: string; port: number }) =>
       new Promise<void>((resolve, reject) => {
         s.once("error", reject);
-        if (typeof arg === "string") s.listen(arg, resolve);
-        else s.listen(arg.port, arg.host, resolve);
+        const listening = () => {
+          // A server error once listening (accept's ENFILE, ENOBUFS) is logged: with no listener
+          // left, the next one would end the process.
+          s.off("error", reject).on("error", (err) =>
+            log.error(
+              {
+                err,
+                code: "AGENT_HTTP_SERVER_ERROR",
+                address: typeof arg === "string" ? arg : `${arg.host}:${arg.port}`,
+              },
+              "an HTTP server of the agent failed to take a connection (see err); it goes on serving",
+            ),
+          );
+          resolve();
+        };
+        if (typeof arg === "string") s.listen(arg, listening);
+        else s.listen(arg.port, arg.host, listening);
       });
     try {
       for (const where of [socketPath, ...tcp]) {
         const local = typeof where === "string";
-        const s = createServer(handler(h, local ? SOCKET_ENDPOINTS : where.endpoints, local));
+        const s = createServer(
+          // Over TCP, anyone who reaches the port (pods, on the health port) may connect: a cap on
+          // connections and on the time to send a request, checked each second, so that clients
+          // holding connections cannot exhaust the agent's file descriptors nor hold the port long.
+          local
+            ? {}
+            : {
+                headersTimeout: TCP_REQUEST_TIMEOUT_MS,
+                requestTimeout: TCP_REQUEST_TIMEOUT_MS,
+                connectionsCheckingInterval: 1000,
+              },
+          handler(h, local ? SOCKET_ENDPOINTS : where.endpoints, local),
+        );
+        if (!local) s.maxConnections = TCP_MAX_CONNECTIONS;
         http.servers.push(s);
         await listen(s, typeof where === "string" ? where : { host: where.host, port: where.port });
         if (typeof where === "string") chmodSync(where, SOCKET_MODE);
@@ -122,7 +163,15 @@ export class AgentHttp {
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.servers.map((s) => new Promise((r) => s.close(r))));
+    const closed = Promise.all(this.servers.map((s) => new Promise((r) => s.close(r))));
+    // close() waits for every connection with a request under way: one that sent half a request
+    // and stays silent (anyone reaching the health port, a pod too) would hold the agent's stop
+    // until the server's timeouts, past a supervisor's kill. Answers under way get a moment first.
+    const cut = setTimeout(() => {
+      for (const s of this.servers) s.closeAllConnections();
+    }, CLOSE_GRACE_MS);
+    await closed;
+    clearTimeout(cut);
     rmSync(this.socketPath, { force: true });
   }
 }

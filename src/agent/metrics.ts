@@ -4,6 +4,8 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
 import type { Backend, BackendCounters } from "../backends/backend.js";
 import { withTotals, type DataplaneCounters, type DataplaneTotals } from "../dataplane/dataplane.js";
 import type { ControlPlane } from "../control/control-plane.js";
+import { MEMBER_STATES } from "../control/gossip/delegate.js";
+import type { GossipCounters } from "../control/gossip/observability.js";
 import type { SocketDrops } from "./socket-drops.js";
 
 /** A counter whose value comes from elsewhere at scrape time. */
@@ -29,10 +31,25 @@ function mirroredCounter(
 /** One family's backend instance: a userspace backend runs a dataplane per family (weft.<VNI>, weft-v6.<VNI>). */
 export interface FamilyBackend {
   family: 4 | 6;
-  backend: Backend;
+  /** Absent while the family has none running (being replaced): its stopped dataplanes' counters still show. */
+  backend?: Backend;
   /** The family's stopped dataplanes' counters, added to the running one's: a swap or restart makes none fall. */
   dataplaneBase?: DataplaneTotals;
+  /** With no backend running after a userspace one: its dataplane's workers, none of them serving now. */
+  workersDown?: number;
 }
+
+/** The failure detector's and membership's events, as weft_gossip_protocol_total's `event` (a fixed set). */
+const PROTOCOL_EVENTS: ReadonlyArray<readonly [string, (c: GossipCounters) => number]> = [
+  ["probes", (c) => c.protocol.probes],
+  ["probeFailures", (c) => c.protocol.probeFailures],
+  ["suspicionsRaised", (c) => c.protocol.suspicionsRaised],
+  ["deathsDeclared", (c) => c.protocol.deathsDeclared],
+  ["refutations", (c) => c.protocol.refutations],
+  ["nameConflicts", (c) => c.protocol.nameConflicts],
+  ["handlerErrors", (c) => c.protocol.handlerErrors],
+  ["streamFailures", (c) => c.frames.streamFailures],
+];
 
 /**
  * A registry whose scrape reads each family's dataplane counters once, for all the metrics that
@@ -58,11 +75,12 @@ class ScrapeRegistry extends Registry {
   }
 
   /**
-   * Every family's dataplane counters, each sample labelled with its `family` ("4" or "6"), so
+   * Every running dataplane's counters, each sample labelled with its `family` ("4" or "6"), so
    * that a dual-stack node shows both dataplanes under one name per metric.
    */
   eachDataplane(read: (d: DataplaneCounters, family: string, backend: Backend) => void): void {
     for (const { family, backend, dataplaneBase } of this.backends()) {
+      if (!backend) continue;
       let d = this.snapshot?.get(backend);
       if (!d) {
         const running = backend.dataplaneCounters?.();
@@ -71,6 +89,17 @@ class ScrapeRegistry extends Registry {
       }
       if (d) read(d, String(family), backend);
     }
+  }
+
+  /**
+   * Every family's dataplane totals: the running dataplane's as eachDataplane reads them, or,
+   * while the family has no backend running (a swap, a restart's backoff), its stopped ones', so
+   * that no counter's series goes away meanwhile.
+   */
+  eachDataplaneTotals(read: (d: DataplaneTotals, family: string) => void): void {
+    this.eachDataplane(read);
+    for (const { family, backend, dataplaneBase } of this.backends())
+      if (!backend && dataplaneBase) read(dataplaneBase, String(family));
   }
 }
 
@@ -94,6 +123,7 @@ export function agentMetrics(
 ): Registry {
   const registry = new ScrapeRegistry(backends);
   const eachDataplane = registry.eachDataplane.bind(registry);
+  const eachDataplaneTotals = registry.eachDataplaneTotals.bind(registry);
   // The event-loop-lag histogram samples on a libuv timer; prom-client's default (10 ms) wakes an
   // idle agent 100 times a second, about half its idle CPU. Once a second keeps the metric.
   // prom-client's names begin process_ or nodejs_: "weft_" makes weft_process_cpu_seconds_total, weft_nodejs_heap_size_used_bytes.
@@ -104,7 +134,8 @@ export function agentMetrics(
     labelNames: ["state"],
     registers: [registry],
     collect() {
-      this.reset();
+      // Every state, 0 too: a series that went away would read as no data, not as none.
+      for (const state of MEMBER_STATES) this.set({ state }, 0);
       for (const m of control.allMembers()) this.inc({ state: m.state });
     },
   });
@@ -177,10 +208,20 @@ export function agentMetrics(
   mirroredCounter(
     registry,
     "weft_gossip_transport_total",
-    "Gossip transport refusals and failures, by event (rejectedConnections: inbound streams over the limits with none to close for them; overBudgetStreams and evictedForSlot: inbound requests unfinished, or answered with the reply not yet out, closed for the byte budget or a slot)",
+    "Gossip transport refusals and failures, by event (rejectedConnections: inbound streams over the limits with none to close for them; overBudgetStreams and evictedForSlot: inbound requests unfinished, or answered with the reply not yet out, closed for the byte budget or a slot; inboundStreamErrors: inbound streams that failed, and accepts the TCP server failed; packetSendErrors: UDP packets the kernel refused to send; oversizePackets and oversizeStreams: outgoing packets over the packet size limit, not sent, and inbound stream frames over the stream size limit, refused)",
     ["event"],
     (set) => {
       for (const [event, n] of Object.entries(control.transportCounters())) set({ event }, n);
+    },
+  );
+  mirroredCounter(
+    registry,
+    "weft_gossip_protocol_total",
+    "Failure detector and membership events, by event (probes, probeFailures: probes a member did not answer, direct or indirect; suspicionsRaised: members this node suspected; deathsDeclared: suspicions that ran out here, the member declared dead; refutations: this node suspected or declared dead and answering with a higher incarnation; nameConflicts: alive messages naming a live member at another address, refused; handlerErrors: a handler or delegate that threw, contained; streamFailures: this node's TCP requests that got no reply)",
+    ["event"],
+    (set) => {
+      const c = control.gossipCounters();
+      for (const [event, read] of PROTOCOL_EVENTS) set({ event }, read(c));
     },
   );
   // ok never falls: the backends count through KernelStats (backend.ts).
@@ -204,7 +245,7 @@ export function agentMetrics(
     collect() {
       this.reset();
       for (const { family, backend } of backends())
-        this.set({ family: String(family) }, backend.counters().peersUnreachable);
+        if (backend) this.set({ family: String(family) }, backend.counters().peersUnreachable);
     },
   });
   mirroredCounter(
@@ -213,7 +254,7 @@ export function agentMetrics(
     "Userspace dataplane packets by address family, direction and verdict (FORWARD, REPLY or a drop reason)",
     ["family", "direction", "verdict"],
     (set) =>
-      eachDataplane((d, family) => {
+      eachDataplaneTotals((d, family) => {
         for (const [dir, c] of [
           ["tx", d.tx],
           ["rx", d.rx],
@@ -225,7 +266,7 @@ export function agentMetrics(
   // Dataplane counters per family and direction (tx: TUN to socket, rx: socket to TUN).
   const perDirection = (name: string, help: string, pick: (c: DataplaneCounters["tx"]) => bigint) =>
     mirroredCounter(registry, name, help, ["family", "direction"], (set) =>
-      eachDataplane((d, family) => {
+      eachDataplaneTotals((d, family) => {
         for (const direction of ["tx", "rx"] as const) set({ family, direction }, Number(pick(d[direction])));
       }),
     );
@@ -297,7 +338,7 @@ export function agentMetrics(
     "weft_dataplane_checksum_trusted_total",
     "Packets of UDP GRO receives (outer UDP checksum verified by the kernel) passed to the TUN device without the userspace dataplane's inner checksum check, by address family",
     ["family"],
-    (set) => eachDataplane((d, family) => set({ family }, Number(d.rx.checksumTrusted))),
+    (set) => eachDataplaneTotals((d, family) => set({ family }, Number(d.rx.checksumTrusted))),
   );
   mirroredCounter(
     registry,
@@ -305,7 +346,7 @@ export function agentMetrics(
     "Userspace dataplane packets dropped at its queues, by address family and reason: queue-delay (waited longer than the target in a socket's receive queue), flow-queue (dropped at the head of the fattest flow of the send path's flow queue, or held in it or between it and the hot path by a worker that died), send (socket full, left after the first on a closed socket, or not yet sent by a worker that died), tun-write (TUN device full, left after the first on a closed queue or deleted device, or not yet written by a worker that died), tun-ring (the kernel dropped them at the TUN device's ring, full of packets the workers had not read yet: its tx_dropped)",
     ["family", "reason"],
     (set) =>
-      eachDataplane((d, family) => {
+      eachDataplaneTotals((d, family) => {
         set({ family, reason: "queue-delay" }, Number(d.io.queueDelayDrops));
         set({ family, reason: "flow-queue" }, Number(d.io.flowQueueDrops));
         set({ family, reason: "send" }, Number(d.io.sendShortfall));
@@ -319,7 +360,7 @@ export function agentMetrics(
     "Userspace dataplane packets lost to I/O errors, by address family and op: tun-read (a TUN read that failed; the worker gives up to a restart after 64 in a row), tun-write (a TUN write the kernel refused), send (a datagram the kernel refused to send, e.g. no route to the peer's underlay address; a refused train counts each of its datagrams); a drain whose socket or queue closed or TUN device went counts its first packet here and the rest as queue drops",
     ["family", "op"],
     (set) =>
-      eachDataplane((d, family) => {
+      eachDataplaneTotals((d, family) => {
         set({ family, op: "tun-read" }, Number(d.io.tunReadErrors));
         set({ family, op: "tun-write" }, Number(d.io.tunWriteErrors));
         set({ family, op: "send" }, Number(d.io.sendErrors));
@@ -330,14 +371,14 @@ export function agentMetrics(
     "weft_dataplane_udp_gso_too_big_total",
     "Userspace dataplane sends in which the kernel refused a UDP GSO message as larger than the path's MTU (the underlay's MTU lowered, a route's locked mtu, a PMTU exception), by address family; its datagrams went again one by one, nothing lost, at the cost of the refused send on every such batch",
     ["family"],
-    (set) => eachDataplane((d, family) => set({ family }, Number(d.io.udpGsoTooBig))),
+    (set) => eachDataplaneTotals((d, family) => set({ family }, Number(d.io.udpGsoTooBig))),
   );
   mirroredCounter(
     registry,
     "weft_dataplane_worker_restarts_total",
     "Userspace dataplane workers replaced after dying, by address family",
     ["family"],
-    (set) => eachDataplane((d, family) => set({ family }, d.workerRestarts)),
+    (set) => eachDataplaneTotals((d, family) => set({ family }, d.workerRestarts)),
   );
   new Gauge({
     name: "weft_dataplane_workers_down",
@@ -347,6 +388,8 @@ export function agentMetrics(
     collect() {
       this.reset();
       eachDataplane((d, family) => this.set({ family }, d.workersDown));
+      for (const { family, backend, workersDown } of backends())
+        if (!backend && workersDown !== undefined) this.set({ family: String(family) }, workersDown);
     },
   });
   mirroredCounter(

@@ -68,6 +68,11 @@ export function udpSocketDrops(ports: readonly DataplanePort[]): SocketDrops {
       families[i].drops += s.drops;
     }
   }
-  const sum = (pick: (f: (typeof families)[number]) => number) => families.reduce((n, f) => n + pick(f), 0);
+  return withSums(families);
+}
+
+/** SocketDrops of its families' counts. */
+export function withSums(families: SocketDrops["families"]): SocketDrops {
+  const sum = (pick: (f: SocketDrops["families"][number]) => number) => families.reduce((n, f) => n + pick(f), 0);
   return { sockets: sum((f) => f.sockets), drops: sum((f) => f.drops), families };
 }

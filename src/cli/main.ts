@@ -190,7 +190,12 @@ agentCommand
       "cluster key file: the same on every node (base64 32-byte keys, one a line, primary first; read again on SIGHUP; `weft keygen` makes one for a new cluster)",
     ).makeOptionMandatory(),
   )
-  .addOption(flag("--state-dir <dir>", "state kept across restarts: lease ring, VTEP MAC").default("/var/lib/weft"))
+  .addOption(
+    flag(
+      "--state-dir <dir>",
+      "state kept across restarts (lease ring, VTEP MAC, members.json, underlay-ipv6), the lock weft.lock and the socket weft.sock",
+    ).default("/var/lib/weft"),
+  )
   .addOption(flag("--node-name <name>", "this node's name in the cluster (default: hostname)"))
   .addOption(
     toggle(

@@ -3,10 +3,14 @@
 // fail): the first failure restarts at once, each one after is started again only after the
 // restarts' backoff, doubling from 1 s, the node not ready meanwhile. Before, every failure
 // restarted at once and its publish set the backoff back: the node went ready and not ready every
-// ~2 s for ever.
+// ~2 s for ever. While it waits, /metrics keeps every counter's series, none lower, the workers
+// of the stopped dataplane as down, and each member state's gauge at 0 too (before, the kernel
+// programming, dataplane and socket drop series went until a backend ran, and so did every
+// member state no member was in).
 import { describe, expect, it } from "vitest";
 import { canUseNetns } from "../support/netns.js";
-import { agentLab, eventually, logRecords, netConf } from "./support.js";
+import { agentRequest } from "../../src/cli/agent-client.js";
+import { agentLab, counterSamples, eventually, logRecords, netConf } from "./support.js";
 
 describe.skipIf(!canUseNetns())("an agent whose backend fails again right after each restart", () => {
   const env = agentLab({
@@ -49,5 +53,28 @@ describe.skipIf(!canUseNetns())("an agent whose backend fails again right after 
       const [f, r] = [records[2 * i], records[2 * i + 1]];
       expect(Number(r.time) - Number(f.time)).toBeGreaterThanOrEqual(Number(f.retryInMs) - 5);
     }
+  });
+
+  it("keeps every counter's series on /metrics while no backend runs, the dataplane's workers down", async () => {
+    const [a] = env.all;
+    const scrape = async () => String(await agentRequest(a.stateDir, "GET", "/metrics"));
+    const before = counterSamples(await scrape());
+    expect(before.get('weft_kernel_programming_total{result="ok"}')).toBeGreaterThan(0);
+    expect([...before.keys()].some((k) => k.startsWith("weft_dataplane_packets_total{"))).toBe(true);
+    const since = await env.agents.logSize(a);
+    const logged = () => logRecords(a.dir, since);
+    await a.host.ns.ip("link del flannel0");
+    // A fourth failure within a minute of its restart: the next start waits 4 s.
+    await eventually("the failure", logged, (r) => r.some((x) => x.code === "AGENT_BACKEND_FAILED"), 10_000);
+    const during = await scrape();
+    // Scraped before the restart: else it would show a running backend's series.
+    expect((await logged()).map((r) => r.code)).not.toContain("AGENT_BACKEND_RESTARTED");
+    const samples = counterSamples(during);
+    const fell = [...before].filter(([k, v]) => !((samples.get(k) ?? -1) >= v));
+    expect(fell).toEqual([]);
+    expect(during).toMatch(/^weft_dataplane_workers_down\{family="4"\} [1-9]\d*$/m);
+    for (const state of ["alive", "suspect", "dead", "left"])
+      expect(during).toMatch(new RegExp(`^weft_members\\{state="${state}"\\} ${state === "alive" ? 1 : 0}$`, "m"));
+    await env.agents.waitReady(a, 30_000);
   });
 });

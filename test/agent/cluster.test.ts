@@ -60,6 +60,24 @@ async function tcpGet(h: LabHost, port: number, path: string): Promise<{ status:
   return JSON.parse(out);
 }
 
+const PROTOCOL_EVENTS = [
+  "probes",
+  "probeFailures",
+  "suspicionsRaised",
+  "deathsDeclared",
+  "refutations",
+  "nameConflicts",
+  "handlerErrors",
+  "streamFailures",
+];
+
+/** weft_gossip_protocol_total's samples in a scrape, by event. */
+function protocolEvents(text: string): Map<string, number> {
+  return new Map(
+    [...text.matchAll(/^weft_gossip_protocol_total\{event="(\w+)"\} (\d+)$/gm)].map((m) => [m[1], Number(m[2])]),
+  );
+}
+
 describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () => {
   let lab: LabCluster;
   let agents: LabAgents;
@@ -217,6 +235,9 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
       expect(text).toContain(`weft_lease{subnet="${subnets.get("host1")}"} 1`);
       expect(text).toMatch(/^weft_gossip_messages_total\{direction="sent",kind="\w+"\} [1-9]\d*$/m);
       expect(text).toMatch(/^weft_gossip_messages_total\{direction="received",kind="\w+"\} [1-9]\d*$/m);
+      // The failure detector's events, every one shown from the start (0 where none happened).
+      expect([...protocolEvents(text).keys()]).toEqual(PROTOCOL_EVENTS);
+      expect(protocolEvents(text).get("probes")).toBeGreaterThan(0);
     }
   });
 
@@ -244,6 +265,21 @@ describe.skipIf(!canUseNetns())("agent: three agents as separate processes", () 
       );
       await entriesGone(a, a3);
     }
+    // What the failure detectors did shows on /metrics: probes unanswered, a suspicion, a death
+    // declared (by one of the two at least: the other may have heard it first).
+    const events = await Promise.all(
+      [a1, a2].map(async (a) => protocolEvents(String(await agentRequest(a.dir, "GET", "/metrics")))),
+    );
+    const sum = (event: string) => events.reduce((n, e) => n + (e.get(event) ?? 0), 0);
+    expect({
+      probeFailures: sum("probeFailures") > 0,
+      suspicionsRaised: sum("suspicionsRaised") > 0,
+      deathsDeclared: sum("deathsDeclared") > 0,
+    }).toEqual({
+      probeFailures: true,
+      suspicionsRaised: true,
+      deathsDeclared: true,
+    });
   });
 
   it("restarted after SIGKILL: the same subnet and VTEP MAC, and traffic again", async () => {

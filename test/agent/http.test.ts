@@ -4,18 +4,32 @@
 // What a failure answers: 409 to a refusal, 503 to a node that cannot reclaim now (not joined,
 // stopping; before, 500), 500 to the agent's own failures (a full disk),
 // without a system error's errno as a weft code; and /readyz's reason only on the socket.
+// A server error once listening is logged each time (before, the listen's once("error") took the
+// first unseen and the second, with no listener, ended the process); a TCP port holds at most
+// TCP_MAX_CONNECTIONS connections and closes a request not sent within its timeout (before, no
+// cap, and 60 s).
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { request } from "node:http";
-import { createServer, type Server } from "node:net";
+import { connect, createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import pino from "pino";
 import { Registry } from "prom-client";
 import { afterAll, describe, expect, it } from "vitest";
-import { AgentHttp, SOCKET_NAME } from "../../src/agent/http.js";
+import { AgentHttp, SOCKET_NAME, TCP_MAX_CONNECTIONS } from "../../src/agent/http.js";
 import { agentRequest } from "../../src/cli/agent-client.js";
 import { WeftError } from "../../src/errors.js";
 
 const dir = mkdtempSync(join(tmpdir(), "weft-http-"));
+const quiet = pino({ level: "silent" });
+/** Handlers of a ready agent with nothing to show. */
+const handlers = {
+  ready: () => true,
+  waitingFor: () => "",
+  status: () => ({}),
+  metrics: new Registry(),
+  reclaim: async () => ({}),
+};
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe("agent http", () => {
@@ -25,15 +39,13 @@ describe("agent http", () => {
     await new Promise<void>((r) => taken.listen(0, "127.0.0.1", r));
     const port = (taken.address() as { port: number }).port;
     try {
-      const handlers = {
-        ready: () => false,
-        waitingFor: () => "nothing",
-        status: () => ({}),
-        metrics: new Registry(),
-        reclaim: async () => ({}),
-      };
       await expect(
-        AgentHttp.listen(handlers, join(dir, SOCKET_NAME), [{ host: "127.0.0.1", port, endpoints: ["/healthz"] }]),
+        AgentHttp.listen(
+          handlers,
+          join(dir, SOCKET_NAME),
+          [{ host: "127.0.0.1", port, endpoints: ["/healthz"] }],
+          quiet,
+        ),
       ).rejects.toMatchObject({ code: "EADDRINUSE" });
       expect(existsSync(join(dir, SOCKET_NAME))).toBe(false);
       await expect(agentRequest(dir, "GET", "/healthz")).rejects.toMatchObject({ code: "CLI_AGENT_UNREACHABLE" });
@@ -41,6 +53,15 @@ describe("agent http", () => {
       await new Promise((r) => taken.close(r));
     }
   });
+
+  /** A free port of the loopback. */
+  const freePort = async () => {
+    const probe: Server = createServer();
+    await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
+    const port = (probe.address() as { port: number }).port;
+    await new Promise((r) => probe.close(r));
+    return port;
+  };
 
   /** Status and body of a request on weft.sock or a TCP port. */
   const answer = (where: { socketPath: string } | { port: number }, method: string, path: string) =>
@@ -73,6 +94,7 @@ describe("agent http", () => {
       },
       join(sub, SOCKET_NAME),
       [],
+      quiet,
     );
     try {
       const socketPath = join(sub, SOCKET_NAME);
@@ -105,11 +127,7 @@ describe("agent http", () => {
 
   it("says why it is not ready on weft.sock only: over TCP the reason would name nodes and errors", async () => {
     const sub = mkdtempSync(join(dir, "ready-"));
-    // A free port of the loopback.
-    const probe: Server = createServer();
-    await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
-    const port = (probe.address() as { port: number }).port;
-    await new Promise((r) => probe.close(r));
+    const port = await freePort();
     const why = "waiting for a subnet lease: node-b (198.18.0.2) holds it";
     const http = await AgentHttp.listen(
       {
@@ -121,6 +139,7 @@ describe("agent http", () => {
       },
       join(sub, SOCKET_NAME),
       [{ host: "127.0.0.1", port, endpoints: ["/healthz", "/readyz"] }],
+      quiet,
     );
     try {
       expect(await answer({ port }, "GET", "/readyz")).toEqual([
@@ -135,4 +154,87 @@ describe("agent http", () => {
       await http.close();
     }
   });
+
+  /** An AgentHttp with weft.sock in a dir of its own (`tag`) and /healthz on a free loopback port. */
+  const healthPort = async (tag: string, log: pino.Logger = quiet) => {
+    const sub = mkdtempSync(join(dir, `${tag}-`));
+    const port = await freePort();
+    const http = await AgentHttp.listen(
+      handlers,
+      join(sub, SOCKET_NAME),
+      [{ host: "127.0.0.1", port, endpoints: ["/healthz"] }],
+      log,
+    );
+    return { http, port, socketPath: join(sub, SOCKET_NAME) };
+  };
+  /** A connection to the port that sent a request line; `data` collects what the server answers. */
+  const halfRequest = async (port: number) => {
+    const s: Socket = connect(port, "127.0.0.1");
+    await new Promise<void>((resolve, reject) => s.once("connect", resolve).once("error", reject));
+    let data = "";
+    s.on("data", (d) => (data += d));
+    const closed = new Promise<void>((r) => s.once("close", () => r()));
+    s.on("error", () => {}); // a reset shows as the close
+    s.write("GET /healthz HTTP/1.1\r\n");
+    return { s, closed, data: () => data };
+  };
+
+  it("logs each server error once listening and goes on serving", async () => {
+    const logged: Array<Record<string, unknown>> = [];
+    const log = pino({ level: "info" }, { write: (line: string) => void logged.push(JSON.parse(line)) });
+    const { http, port, socketPath } = await healthPort("err", log);
+    try {
+      // What net.Server emits when accept fails (its libuv callback's error); twice on each server.
+      const servers = (http as unknown as { servers: import("node:http").Server[] }).servers;
+      for (const s of servers)
+        for (let i = 0; i < 2; i++) s.emit("error", Object.assign(new Error("accept ENFILE"), { code: "ENFILE" }));
+      const where = [socketPath, socketPath, `127.0.0.1:${port}`, `127.0.0.1:${port}`];
+      expect(logged.map((r) => [r.code, r.address, (r.err as { code: string }).code])).toEqual(
+        where.map((a) => ["AGENT_HTTP_SERVER_ERROR", a, "ENFILE"]),
+      );
+      expect(await answer({ port }, "GET", "/healthz")).toEqual([200, "weft is running\n"]);
+    } finally {
+      await http.close();
+    }
+  });
+
+  it("holds at most TCP_MAX_CONNECTIONS connections on a TCP port: more are closed unanswered, and it answers again once they go", async () => {
+    const { http, port } = await healthPort("cap");
+    const held: Array<Awaited<ReturnType<typeof halfRequest>>> = [];
+    try {
+      for (let i = 0; i < TCP_MAX_CONNECTIONS; i++) held.push(await halfRequest(port));
+      // One more, its request whole: closed with no answer (before, answered 200).
+      const over = await halfRequest(port);
+      over.s.write("Host: weft\r\n\r\n");
+      await over.closed;
+      expect(over.data()).toBe("");
+      for (const h of held) h.s.destroy();
+      await Promise.all(held.map((h) => h.closed));
+      // The server counts a connection gone once its close reached it.
+      let last: unknown;
+      for (let i = 0; i < 50; i++) {
+        last = await answer({ port }, "GET", "/healthz").catch((err: Error) => err.message);
+        if (Array.isArray(last) && last[0] === 200) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(last).toEqual([200, "weft is running\n"]);
+    } finally {
+      for (const h of held) h.s.destroy();
+      await http.close();
+    }
+  });
+
+  it("answers 408 to a TCP request not sent within its timeout and closes the connection", async () => {
+    const { http, port } = await healthPort("slow");
+    const c = await halfRequest(port);
+    try {
+      // A bound well past the timeout (5 s, checked each second) and short of Node's default (60 s).
+      const bound = new Promise<string>((r) => setTimeout(() => r("still open"), 30_000).unref());
+      expect(await Promise.race([c.closed.then(() => "closed"), bound])).toBe("closed");
+      expect(c.data()).toMatch(/^HTTP\/1\.1 408 /);
+    } finally {
+      c.s.destroy();
+      await http.close();
+    }
+  }, 40_000);
 });

@@ -31,7 +31,8 @@ export interface EventDelegate {
   notifySuspect?(node: NodeView): void;
 }
 
-export type MemberState = "alive" | "suspect" | "dead" | "left";
+export const MEMBER_STATES = ["alive", "suspect", "dead", "left"] as const;
+export type MemberState = (typeof MEMBER_STATES)[number];
 
 export interface NodeView {
   readonly name: string;

@@ -1,5 +1,5 @@
-// What the membership layer reports: a logger (pino's interface) and plain counters that the
-// metrics exporter of a later issue can read as they are.
+// What the membership layer reports: a logger (pino's interface) and plain counters, which the
+// agent's /metrics reads as they are (weft_gossip_*).
 import type { Logger } from "pino";
 import { MESSAGE_KINDS, type MessageKind } from "./messages.js";
 
