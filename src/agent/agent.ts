@@ -43,7 +43,25 @@ import { checkFlags, checkHost } from "./preflight.js";
 import { udpSocketDrops, withSums, type DataplanePort, type SocketDrops } from "./socket-drops.js";
 import { StateDirLock } from "./state-dir.js";
 import { parseSubnetEnv, subnetFileError, writeSubnetEnv } from "./subnet-env.js";
-import { chooseUnderlay, describeUnderlay, gossipHost, saveUnderlay6, UnderlayAddressWatch } from "./underlay.js";
+import {
+  chooseUnderlay,
+  describeUnderlay,
+  gossipHost,
+  saveUnderlay6,
+  UnderlayAddressWatch,
+  type UnderlayFamilies,
+} from "./underlay.js";
+
+/** The underlay families a net config needs: wasm-vxlan carries IPv6 over the IPv4 underlay where
+ *  there is no IPv6 one (dual-stack), or where the node has no IPv6 address or is given --public-ip
+ *  (IPv6-only). */
+function underlayFamilies(conf: NetConf): UnderlayFamilies {
+  return {
+    ipv4: conf.space !== undefined,
+    ipv6:
+      conf.space6 !== undefined && (conf.Backend.Type !== "wasm-vxlan" ? true : conf.space ? "if-present" : "or-ipv4"),
+  };
+}
 
 export interface AgentOptions {
   netConfig: string;
@@ -214,7 +232,14 @@ export class Agent {
     private readonly lock: StateDirLock,
     private readonly log: Logger,
   ) {
-    this.underlayWatch = new UnderlayAddressWatch(kernel, underlay, opts, log);
+    // The start's own choice, unlogged, with the net config as it is now (a SIGHUP may have swapped the backend).
+    this.underlayWatch = new UnderlayAddressWatch(
+      kernel,
+      underlay,
+      opts,
+      () => chooseUnderlay(kernel, opts, underlayFamilies(this.conf), { stateDir: opts.stateDir }),
+      log,
+    );
     this.lanes = [];
     if (conf.space) {
       const lane: Lane = {
@@ -269,19 +294,7 @@ export class Agent {
     let control: ControlPlane;
     let underlay: Underlay;
     try {
-      underlay = await chooseUnderlay(
-        kernel,
-        opts,
-        {
-          ipv4: conf.space !== undefined,
-          // wasm-vxlan carries IPv6 over the IPv4 underlay where there is no IPv6 one (dual-stack), or
-          // where the node has no IPv6 address or is given --public-ip (IPv6-only).
-          ipv6:
-            conf.space6 !== undefined &&
-            (conf.Backend.Type !== "wasm-vxlan" ? true : conf.space ? "if-present" : "or-ipv4"),
-        },
-        { log, stateDir: opts.stateDir },
-      );
+      underlay = await chooseUnderlay(kernel, opts, underlayFamilies(conf), { log, stateDir: opts.stateDir });
       await checkHost(kernel, opts, conf, underlay);
       await mkdir(dirname(opts.subnetFile), { recursive: true, mode: 0o755 }).catch((cause) => {
         throw subnetFileError(opts.subnetFile, `make its directory ${dirname(opts.subnetFile)}`, cause);

@@ -403,34 +403,44 @@ export function describeUnderlay(u: Underlay): string {
 }
 
 /**
- * How long an underlay address peers send to may be missing from the interface before the agent
- * exits for a restart at the address the interface holds instead (UnderlayAddressWatch): long
- * enough for a DHCP renew that removes and re-adds the address, or a link flap whose down flushed
- * IPv6 addresses until SLAAC or networkd gives them back (a few seconds).
+ * How long an underlay address peers send to may be missing from the interface, while a start would
+ * take another address of its family, before the agent exits for a restart at that one
+ * (UnderlayAddressWatch): long enough for a DHCP renew that removes and re-adds the address, or a
+ * link flap whose down flushed IPv6 addresses until SLAAC or networkd gives them back (a few
+ * seconds), also where at the up a static address comes back before the watched one.
  */
 export const UNDERLAY_ADDRESS_GRACE_MS = 20_000;
 
 /** The agent's exit status after its underlay address changed (EX_TEMPFAIL: a restart is expected to work). */
 export const EXIT_UNDERLAY_CHANGED = 75;
 
+type Watched = { family: 4 | 6; addr: string };
+
 /**
  * Watches the underlay addresses peers send to that weft took from the interface (not
  * --public-ip or --public-ipv6, which may be a NAT's), as they are read once, at start. One missing
- * from the interface for UNDERLAY_ADDRESS_GRACE_MS while it holds another global address of the
- * family (DHCP gave it another) is a change the agent cannot follow in place, its gossip bound to
- * and its record holding the old one: `changed` says so, and the agent exits for a restart.
- * Without another address of the family, a restart would find no underlay: it is warned of once.
+ * from the interface while a start would take another address of its family (`chooseAgain`, the
+ * start's own choice, read-only: DHCP gave another, the interface was made anew with another), both
+ * for UNDERLAY_ADDRESS_GRACE_MS, is a change the agent cannot follow in place, its gossip bound to
+ * and its record holding the old one: `changed` says so, and the agent exits for a restart. Where a
+ * start would fail or take no other address (--iface naming the old address, no address left), a
+ * restart would not help: it is warned of once, with the reason.
  */
 export class UnderlayAddressWatch {
-  private readonly watched: Array<{ family: 4 | 6; addr: string }>;
+  private readonly watched: Watched[];
   /** performance.now() when each watched address was first seen missing, while it is. */
   private readonly missingSince = new Map<string, number>();
+  /** performance.now() when a start would first take another address in place of each watched one
+   *  missing, while both hold: the grace counts from here, not from the loss (a link down for long
+   *  whose up gives a static address back a moment before the watched one). */
+  private readonly replacedSince = new Map<string, number>();
   private readonly warned = new Set<string>();
 
   constructor(
     private readonly kernel: Kernel,
     private readonly underlay: Underlay,
     choice: UnderlayChoice,
+    private readonly chooseAgain: () => Promise<Underlay>,
     private readonly log: Logger,
   ) {
     this.watched = [
@@ -446,50 +456,80 @@ export class UnderlayAddressWatch {
   /** Whether a watched address changed past the grace (logged as BACKEND_UNDERLAY_ADDRESS_CHANGED). */
   async changed(): Promise<boolean> {
     if (this.watched.length === 0) return false;
-    await followUnderlay(this.kernel, this.underlay, this.log);
-    const { iface, ifindex } = this.underlay;
-    // The device under the name, if it is the underlay's (one not followed holds none of its addresses).
-    const [link] = await this.kernel.ipJson<AddrInfo[]>(["addr", "show", "dev", iface]).catch((): AddrInfo[] => []); // no such device
-    const listed = link?.ifindex === ifindex ? (link.addr_info ?? []) : [];
-    const global = (family: 4 | 6) =>
-      listed.filter((a) => a.family === (family === 4 ? "inet" : "inet6") && a.scope === "global" && !a.dadfailed);
+    // The backends' reconcile followed a rename already: this finds it done, one device read.
+    const link = await followUnderlay(this.kernel, this.underlay, this.log);
+    const { iface } = this.underlay;
     const same = (family: 4 | 6, a: string, b: string) =>
       family === 4 ? parseIpv4(a) === parseIpv4(b) : parseIpv6(a) === parseIpv6(b);
+    // Still tentative counts as held: an address re-added is in DAD for a second or two.
+    const held = (w: Watched) =>
+      (link?.addr_info ?? []).some(
+        (a) => !a.dadfailed && a.family === (w.family === 4 ? "inet" : "inet6") && same(w.family, a.local, w.addr),
+      );
     const now = performance.now();
-    const gone: typeof this.watched = [];
-    for (const w of this.watched) {
-      // Still tentative counts as held: an address re-added is in DAD for a second or two.
-      if (global(w.family).some((a) => same(w.family, a.local, w.addr))) {
-        this.missingSince.delete(w.addr);
-        this.warned.delete(w.addr);
-        continue;
-      }
+    const missing = this.watched.filter((w) => !held(w));
+    for (const w of this.watched.filter((w) => !missing.includes(w))) {
+      this.missingSince.delete(w.addr);
+      this.replacedSince.delete(w.addr);
+      this.warned.delete(w.addr);
+    }
+    if (missing.length === 0) return false;
+    // What a restart would take: read only while an address is missing (no device read otherwise).
+    const next = await this.chooseAgain().catch((err: unknown) =>
+      err instanceof Error ? err : new Error(String(err)),
+    );
+    const taken = (family: 4 | 6) =>
+      next instanceof Error
+        ? undefined
+        : family === 4
+          ? next.addr !== undefined && formatIpv4(next.addr)
+          : next.addr6 !== undefined && formatIpv6(next.addr6);
+    const changed: Array<Watched & { now: string }> = [];
+    for (const w of missing) {
       const since = this.missingSince.get(w.addr) ?? now;
       this.missingSince.set(w.addr, since);
-      if (now - since >= UNDERLAY_ADDRESS_GRACE_MS) gone.push(w);
-    }
-    // What a restart could take: not one still in DAD, which cannot be bound yet.
-    const others = (family: 4 | 6) =>
-      global(family)
-        .filter((a) => !a.tentative)
-        .map((a) => a.local);
-    const changed = gone.filter((w) => others(w.family).length > 0);
-    if (changed.length > 0) {
-      const old = changed.map((w) => w.addr);
-      const held = [...new Set(changed.map((w) => w.family))].flatMap(others);
-      this.log.error(
-        { code: "BACKEND_UNDERLAY_ADDRESS_CHANGED", iface, old, now: held, graceMs: UNDERLAY_ADDRESS_GRACE_MS },
-        `the underlay interface ${iface} no longer holds ${old.join(" and ")}, the address peers send this node's traffic to, for ${UNDERLAY_ADDRESS_GRACE_MS / 1000} s, and holds ${held.join(" ")} now: the agent stops (as on SIGTERM) and exits ${EXIT_UNDERLAY_CHANGED}, for its supervisor (systemd's Restart=, the DaemonSet) to start it again, which joins with the new address`,
-      );
-      return true;
-    }
-    for (const w of gone.filter((w) => !this.warned.has(w.addr))) {
+      const other = taken(w.family);
+      if (other && !same(w.family, other, w.addr)) {
+        const replaced = this.replacedSince.get(w.addr) ?? now;
+        this.replacedSince.set(w.addr, replaced);
+        if (now - replaced >= UNDERLAY_ADDRESS_GRACE_MS) changed.push({ ...w, now: other });
+        continue;
+      }
+      this.replacedSince.delete(w.addr);
+      if (now - since < UNDERLAY_ADDRESS_GRACE_MS || this.warned.has(w.addr)) continue;
       this.warned.add(w.addr);
+      const reason =
+        next instanceof Error
+          ? `a start would fail: ${next.message}`
+          : other
+            ? `a start would take it on ${next.iface}, where it is now: restart the agent for the overlay to follow it there`
+            : `a start would take ${describeUnderlay(next)}, with no IPv${w.family} address`;
       this.log.warn(
-        { code: "BACKEND_UNDERLAY_ADDRESS_GONE", iface, addr: w.addr, graceMs: UNDERLAY_ADDRESS_GRACE_MS },
-        `the underlay interface ${iface} no longer holds ${w.addr}, the address peers send this node's traffic to, for ${UNDERLAY_ADDRESS_GRACE_MS / 1000} s, nor any other global IPv${w.family} address: this node gets no pod traffic from peers until it is back; once the interface holds another, the agent exits for a restart at it (BACKEND_UNDERLAY_ADDRESS_CHANGED)`,
+        {
+          code: "BACKEND_UNDERLAY_ADDRESS_GONE",
+          iface,
+          addr: w.addr,
+          graceMs: UNDERLAY_ADDRESS_GRACE_MS,
+          reason,
+          ...(next instanceof WeftError && { reasonCode: next.code }),
+        },
+        `the underlay interface ${iface} no longer holds ${w.addr}, the address peers send this node's traffic to, for ${UNDERLAY_ADDRESS_GRACE_MS / 1000} s, and a restart would not take another (${reason}): this node gets no pod traffic from peers until it is back; the agent runs on, and once a start would take another address it exits for a restart at it (BACKEND_UNDERLAY_ADDRESS_CHANGED)`,
       );
     }
-    return false;
+    if (changed.length === 0 || next instanceof Error) return false;
+    const old = changed.map((w) => w.addr);
+    const fresh = changed.map((w) => w.now);
+    this.log.error(
+      {
+        code: "BACKEND_UNDERLAY_ADDRESS_CHANGED",
+        iface,
+        old,
+        now: fresh,
+        underlay: describeUnderlay(next),
+        graceMs: UNDERLAY_ADDRESS_GRACE_MS,
+      },
+      `the underlay interface ${iface} no longer holds ${old.join(" and ")}, the address peers send this node's traffic to, and a start would take ${fresh.join(" and ")} (${describeUnderlay(next)}), both for ${UNDERLAY_ADDRESS_GRACE_MS / 1000} s: the agent stops (as on SIGTERM, but its leave cannot reach peers, gossip being bound to the old address: they declare this node dead, or have) and exits ${EXIT_UNDERLAY_CHANGED}, for its supervisor (systemd's Restart=, the DaemonSet) to start it again, which joins with the new address`,
+    );
+    return true;
   }
 }

@@ -10,10 +10,10 @@ import { parseIpv4 } from "../net/ipv4.js";
 import { parseIpv6 } from "../net/ipv6.js";
 import type { Underlay } from "./backend.js";
 
-interface AddrLink {
+export interface AddrLink {
   ifindex: number;
   ifname: string;
-  addr_info?: Array<{ family: string; local: string }>;
+  addr_info?: Array<{ family: string; local: string; dadfailed?: true }>;
 }
 
 /** Whether the device holds an address the underlay is known by: one peers send to, or the
@@ -33,36 +33,45 @@ const warned = new WeakMap<Underlay, string>();
  * families' backends hold the one Underlay, so each sees it. The device at the index, renamed, is
  * followed; else one under the name, made anew, is adopted with its index; either only if it holds
  * the underlay's address. Where neither does, nothing changes (a renamed device at the index is
- * warned of once), and what names the interface fails and says so.
+ * warned of once), and what names the interface fails and says so. Returns the underlay's device as
+ * read, with its addresses; none where it is not found.
  */
-export async function followUnderlay(kernel: Kernel, underlay: Underlay, logger: Logger): Promise<void> {
+export async function followUnderlay(
+  kernel: Kernel,
+  underlay: Underlay,
+  logger: Logger,
+): Promise<AddrLink | undefined> {
   // Most calls find the name still at the index: one device read, not every device's. The name may
   // be an altname a rename left (`dev` takes those too): the device's own is the one routes show.
   const named = await kernel.ipJson<AddrLink[]>(["addr", "show", "dev", underlay.iface]).then(
     ([l]) => l,
     () => undefined, // no such device
   );
-  if (named?.ifindex === underlay.ifindex && named.ifname === underlay.iface) return;
+  if (named?.ifindex === underlay.ifindex && named.ifname === underlay.iface) return named;
   const indexed =
     named?.ifindex === underlay.ifindex
       ? named
       : (await kernel.ipJson<AddrLink[]>(["addr", "show"])).find((l) => l.ifindex === underlay.ifindex);
   // Another lane (the other family's backend, the agent's sweep) may have followed it meanwhile.
-  if (indexed?.ifname === underlay.iface) return;
+  if (indexed?.ifname === underlay.iface) return indexed;
   if (indexed && holds(indexed, underlay)) {
     logger.info(
       { code: "BACKEND_UNDERLAY_RENAMED", from: underlay.iface, to: indexed.ifname, ifindex: underlay.ifindex },
       `the underlay interface ${underlay.iface} was renamed ${indexed.ifname}: the overlay's devices and routes follow it; give --iface the new name (or the interface's address, or an --iface-regex) for the next start`,
     );
     underlay.iface = indexed.ifname;
-  } else if (named && holds(named, underlay)) {
+    return indexed;
+  }
+  if (named && holds(named, underlay)) {
     logger.info(
       { code: "BACKEND_UNDERLAY_REPLACED", iface: underlay.iface, from: underlay.ifindex, to: named.ifindex },
       `the underlay interface ${underlay.iface} was made anew (ifindex ${underlay.ifindex}, now ${named.ifindex}): the overlay's devices and routes follow it`,
     );
     underlay.ifindex = named.ifindex;
     underlay.iface = named.ifname;
-  } else if (indexed && warned.get(underlay) !== indexed.ifname) {
+    return named;
+  }
+  if (indexed && warned.get(underlay) !== indexed.ifname) {
     // Else silent: an IPv6 underlay renamed with a down and up loses its address where
     // keep_addr_on_down is 0, and the overlay stays on a name no device has.
     warned.set(underlay, indexed.ifname);

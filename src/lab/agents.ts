@@ -30,6 +30,8 @@ export interface LabAgent {
   readOnlyProcSys?: boolean;
   /** Environment variables of its process beside the test's own (a PATH without a tool). */
   env?: Record<string, string>;
+  /** Its --iface: the underlay interface's name unless set (an address, as the DaemonSet's WEFT_IFACE). */
+  iface?: string;
   /** A file descriptor its stdout goes to instead of agent.log (a pipe nobody reads); stderr stays. */
   stdout?: number;
   process?: ChildProcess;
@@ -146,7 +148,7 @@ export class LabAgents {
       "--net-config",
       this.netConfPath(a),
       "--iface",
-      a.host.underlayIf,
+      a.iface ?? a.host.underlayIf,
       "--key-file",
       this.keyFile,
       "--state-dir",
