@@ -192,7 +192,11 @@ export type CniErrorCode =
   | "CNI_PLUGIN_ERROR";
 
 /** `weft install-cni` (src/cni/install.ts): no plugin run, so no CNI number. */
-export type CniInstallErrorCode = "CNI_BUNDLE_INCOMPLETE" | "CNI_INSTALL_BAD_NAME" | "CNI_INSTALL_BUSY";
+export type CniInstallErrorCode =
+  | "CNI_BUNDLE_INCOMPLETE"
+  | "CNI_INSTALL_BAD_NAME"
+  | "CNI_INSTALL_BUSY"
+  | "CNI_INSTALL_NO_TIMEOUT";
 
 /** `weft bench` (src/bench). */
 export type BenchErrorCode =

@@ -65,7 +65,7 @@ const TIMEOUT_PROGRAMS = ["/usr/bin/timeout", "/bin/timeout"];
 export const KILL_AFTER_MS = 5_000;
 
 /** coreutils' `timeout`, found at a fixed path: a runtime's PATH may lack it, or lead elsewhere. */
-function timeoutProgram(): string {
+export function timeoutProgram(): string {
   const file = firstExecutable(TIMEOUT_PROGRAMS);
   if (file) return file;
   throw new CniError(
@@ -88,18 +88,19 @@ function timeoutProgram(): string {
  * too, and once it is done, what is left in the group (a child with its output closed) is killed
  * too. A SIGTERM or SIGINT to this process meanwhile is passed on to that group.
  */
-export function execPlugin(
+export async function execPlugin(
   type: string,
   config: object,
   a: CniArgs,
   opts: { wrap?: string[]; env?: NodeJS.ProcessEnv; fds?: number[]; timeoutMs?: number } = {},
 ): Promise<unknown> {
+  // async: a plugin or `timeout` not found is a rejection, as every other failure, never a throw.
   const file = findPlugin(type, a.path);
   const ms = opts.timeoutMs;
   // The bound kept by a process of its own: this one's timer ends with this process, and a
   // plugin that ignores the SIGTERM passed on would run on. Status, stdio and descriptors pass
   // through timeout unchanged (a signal that ends the plugin ends timeout by the same signal);
-  // 124 means it timed out.
+  // 124 once that long has passed means it timed out (before, it is the plugin's own).
   const bound = ms === undefined ? [] : [timeoutProgram(), `--kill-after=${KILL_AFTER_MS / 1000}s`, `${ms / 1000}s`];
   const [cmd, ...argv] = [...bound, ...(opts.wrap ?? []), file];
   return new Promise((resolve, reject) => {
@@ -148,12 +149,13 @@ export function execPlugin(
         }
       });
     }
-    const timedOut = (limit: number) =>
+    const timedOut = (limit: number, ending: string) =>
       new CniError(
         CNI_ERROR.PLUGIN_CRASHED,
-        `plugin ${type} ${a.command} did not end within ${limit / 1000} s (it, or a process it started that kept its output, still ran): its process group was killed`,
+        `plugin ${type} ${a.command} did not end within ${limit / 1000} s ${ending}`,
         "look for what it waits on (its own log); the runtime runs it again",
       );
+    const killed = `(it, or a process it started that kept its output, still ran ${KILL_AFTER_MS / 1000} s later): its process group was killed`;
     // timeout's own bound ends at the plugin's end: a child it left with the output stays.
     const timer =
       ms === undefined
@@ -164,7 +166,7 @@ export function execPlugin(
             // Not waiting for its output to close: a child that left the group may keep it open.
             child.stdout?.destroy();
             child.stderr?.destroy();
-            reject(timedOut(ms));
+            reject(timedOut(ms, killed));
           }, ms + KILL_AFTER_MS);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
@@ -185,9 +187,40 @@ export function execPlugin(
       } catch {
         parsed = undefined;
       }
-      if (ms !== undefined && (code === 124 || (signal === "SIGKILL" && performance.now() - started >= ms))) {
-        // timeout's 124 (its SIGTERM ended the plugin), or its SIGKILL (which ends timeout too).
-        reject(timedOut(ms));
+      if (ms !== undefined && (code === 126 || code === 127) && stderr.startsWith(`${cmd}: `)) {
+        // timeout's own (its messages start with its argv[0]): it could not exec the plugin (a
+        // missing interpreter, EACCES, a directory), whose own 126/127 would say nothing so.
+        reject(new CniError(CNI_ERROR.IO_FAILURE, `cannot run plugin ${file}: ${stderr}`));
+        return;
+      }
+      if (
+        ms !== undefined &&
+        code === 1 &&
+        !stdout &&
+        /^(\S*timeout: unrecognized option|Usage: timeout)/m.test(stderr)
+      ) {
+        // Not coreutils' (busybox's refuses --kill-after): the plugin never ran.
+        reject(
+          new CniError(
+            CNI_ERROR.IO_FAILURE,
+            `cannot bound plugin ${type}'s run: ${cmd} is not coreutils' timeout (${stderr.split("\n")[0]})`,
+            "install coreutils (Debian: apt-get install coreutils), whose timeout takes --kill-after",
+          ),
+        );
+        return;
+      }
+      // A plugin's own 124, or a SIGKILL of its own, before the bound is its own failure.
+      if (ms !== undefined && (code === 124 || signal === "SIGKILL") && performance.now() - started >= ms) {
+        // timeout's 124 (its SIGTERM ended the plugin; what it left was killed above), or its
+        // SIGKILL (which ends timeout too).
+        reject(
+          timedOut(
+            ms,
+            code === 124
+              ? "(SIGTERM ended it; what it left in its process group was killed)"
+              : `(nor ${KILL_AFTER_MS / 1000} s after SIGTERM): its process group was killed`,
+          ),
+        );
         return;
       }
       if (code === 0) {

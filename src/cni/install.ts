@@ -16,12 +16,15 @@ import {
   stat,
   writeFile,
 } from "node:fs/promises";
+import { execFile } from "node:child_process";
 import type { Server } from "node:net";
 import { basename, dirname, join, relative, resolve } from "node:path";
-import { WeftError } from "../errors.js";
+import { promisify } from "node:util";
+import { errorMessage, WeftError } from "../errors.js";
 import { writeFileAtomic } from "../fs/atomic-write.js";
 import { projectFile } from "../paths.js";
 import { bindAbstractWithin } from "../util/abstract-socket.js";
+import { timeoutProgram } from "./exec.js";
 
 export const PLUGIN_NAME = "flannel";
 
@@ -126,6 +129,9 @@ export async function installPlugin(binDir: string, opts: { name?: string; bundl
       "CNI_INSTALL_BAD_NAME",
       `--name ${JSON.stringify(name)}: a plugin type installed by weft is letters, digits, '-' and '_' only (no '.' or '/'), and not weft-cni (the name of weft 0.1.0's bundle); name it so, and the network config's "type" the same`,
     );
+  // A bundle is written from a container (the init container) whose timeout is not the host's:
+  // there a plugin run on the host says so instead (5).
+  if (!opts.bundle) await requireCoreutilsTimeout();
   const target = join(binDir, name);
   await mkdir(binDir, { recursive: true });
   const lock = await installLock(binDir);
@@ -139,6 +145,26 @@ export async function installPlugin(binDir: string, opts: { name?: string; bundl
     lock.close();
   }
   return target;
+}
+
+/**
+ * The plugin runs every delegate under coreutils' timeout (see execPlugin): without it, or with
+ * another (busybox's refuses --kill-after), every pod operation would fail; refused now instead.
+ */
+async function requireCoreutilsTimeout(): Promise<void> {
+  let why: string;
+  try {
+    const file = timeoutProgram();
+    const { stdout } = await promisify(execFile)(file, ["--version"]).catch(() => ({ stdout: "" }));
+    if (stdout.includes("GNU coreutils")) return;
+    why = `${file} is not coreutils' timeout (its --version does not say GNU coreutils)`;
+  } catch (e) {
+    why = errorMessage(e);
+  }
+  throw new WeftError(
+    "CNI_INSTALL_NO_TIMEOUT",
+    `the plugin runs its delegate under coreutils' timeout (--kill-after), and ${why}: install coreutils (Debian: apt-get install coreutils), then install again`,
+  );
 }
 
 /** How long an install waits for others into the same bin dir: each copies ~100 MB with --bundle, on a disk maybe slow. */

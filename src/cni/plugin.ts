@@ -28,7 +28,7 @@ import {
   type SubnetEnv,
 } from "./config.js";
 import { asCniError, CNI_ERROR, CniError } from "./errors.js";
-import { execPlugin, type CniArgs } from "./exec.js";
+import { execPlugin, KILL_AFTER_MS, type CniArgs } from "./exec.js";
 
 /**
  * The delegate's config, as flannel's plugin builds it: delegate keys win over subnet.env's
@@ -317,7 +317,7 @@ async function networkGcLock(dataDir: string, network: string): Promise<Server> 
     throw new CniError(
       CNI_ERROR.TRY_AGAIN_LATER,
       // The name as ss and /proc/net/unix show it: its NUL as '@'.
-      `the lock of ${of} was held for over ${DEL_LOCK_WAIT_MS / 1000} s by a delegate's GC running (killed after ${DELEGATE_TIMEOUT_MS / 1000} s, with its process group) or a process it left with the socket: find it by the socket, \`ss -xlp | grep ${name.replace("\0", "@")}\``,
+      `the lock of ${of} was held for over ${DEL_LOCK_WAIT_MS / 1000} s by a delegate's GC running (its process group sent SIGTERM after ${DELEGATE_TIMEOUT_MS / 1000} s, SIGKILL ${KILL_AFTER_MS / 1000} s later) or a process it left with the socket: find it by the socket, \`ss -xlp | grep ${name.replace("\0", "@")}\``,
       "the runtime retries; if it keeps failing, end the process holding the socket",
     );
   return lock;

@@ -358,6 +358,99 @@ describe("weft cni: the kept delegate config", () => {
     }
   });
 
+  it("a plugin run with a timeout that exits 124 at once (timeout's code when it timed out) fails with its own result: its CNI error, else its exit status", async () => {
+    const bin = join(dir, "exits-124");
+    mkdirSync(bin);
+    writeFileSync(
+      join(bin, "own124"),
+      `#!/bin/sh\necho '{"cniVersion":"1.0.0","code":11,"msg":"own failure"}'\nexit 124\n`,
+      { mode: 0o755 },
+    );
+    writeFileSync(join(bin, "bare124"), "#!/bin/sh\necho 'my reason' >&2\nexit 124\n", { mode: 0o755 });
+    const run124 = (type: string) =>
+      execPlugin(type, {}, { command: "ADD", path: [bin] }, { timeoutMs: 60_000 }).catch((e: unknown) => e);
+    expect(await run124("own124")).toMatchObject({ cniCode: 11, message: "own124: own failure" });
+    expect(await run124("bare124")).toMatchObject({
+      cniCode: 100,
+      message: "plugin bare124 ADD failed (exit 124) without a CNI error",
+      details: "my reason",
+    });
+  });
+
+  it("a plugin run with a timeout that cannot be run (a missing interpreter, a directory: timeout's 127 and 126) fails with 5, as one run without; a plugin's own 127 stays its crash (100)", async () => {
+    const bin = join(dir, "cannot-run");
+    mkdirSync(bin);
+    writeFileSync(join(bin, "noint"), "#!/nonexistent/sh\nexit 0\n", { mode: 0o755 });
+    mkdirSync(join(bin, "adir")); // searchable, so found as executable; exec fails with EACCES
+    writeFileSync(join(bin, "own127"), "#!/bin/sh\nno-such-command-in-weft-test\n", { mode: 0o755 });
+    const attempt = (type: string, timeoutMs?: number) =>
+      execPlugin(type, {}, { command: "ADD", path: [bin] }, { timeoutMs }).catch((e: unknown) => e);
+    for (const type of ["noint", "adir"]) {
+      const bounded = await attempt(type, 60_000);
+      expect(bounded, type).toMatchObject({ cniCode: 5 });
+      expect((bounded as CniError).message).toMatch(new RegExp(`^cannot run plugin ${join(bin, type)}: `));
+      expect(await attempt(type), type).toMatchObject({ cniCode: 5 });
+    }
+    expect(await attempt("own127", 60_000)).toMatchObject({
+      cniCode: 100,
+      message: "plugin own127 ADD failed (exit 127) without a CNI error",
+    });
+  });
+
+  it("with busybox's timeout at /usr/bin/timeout (a mount namespace of the test's own), which refuses --kill-after: a plugin run fails with 5 saying to install coreutils, and install-cni without --bundle refuses", () => {
+    const bin = join(dir, "busybox-timeout");
+    mkdirSync(bin);
+    writeFileSync(join(bin, "fine"), "#!/bin/sh\nexit 0\n", { mode: 0o755 });
+    const script = `import { execPlugin } from ${JSON.stringify(projectFile("dist", "src", "cni", "exec.js"))};
+import { installPlugin } from ${JSON.stringify(projectFile("dist", "src", "cni", "install.js"))};
+const run = await execPlugin("fine", {}, { command: "ADD", path: [${JSON.stringify(bin)}] }, { timeoutMs: 60_000 }).catch((e) => e);
+const install = await installPlugin(${JSON.stringify(join(bin, "install"))}).catch((e) => e);
+console.log(JSON.stringify({ run: { cniCode: run.cniCode, message: run.message, details: run.details }, install: { code: install.code, message: install.message } }));`;
+    // Private: the bind mounts end with the namespace and are never seen outside it.
+    const bindBusybox =
+      'for f in /usr/bin/timeout /bin/timeout; do [ -e "$f" ] && mount --bind /usr/bin/busybox "$f"; done; exec "$@"';
+    const node = [process.execPath, "--input-type=module", "-e", script];
+    const r = spawnSync("unshare", ["--mount", "--propagation=private", "sh", "-c", bindBusybox, "sh", ...node], {
+      encoding: "utf8",
+      timeout: 30_000,
+    });
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.run).toMatchObject({
+      cniCode: 5,
+      message: expect.stringMatching(/^cannot bound plugin fine's run: \/usr\/bin\/timeout is not coreutils' timeout/),
+      details: expect.stringMatching(/install coreutils/),
+    });
+    expect(out.install).toMatchObject({
+      code: "CNI_INSTALL_NO_TIMEOUT",
+      message: expect.stringMatching(/\/usr\/bin\/timeout is not coreutils' timeout.*install coreutils/),
+    });
+    expect(existsSync(join(bin, "install", "flannel"))).toBe(false);
+  });
+
+  it("ADD whose delegate fails and then cannot be found for the cleanup DEL (it removed itself): the ADD's error is reported, and the kept config stays for the runtime's DEL", async () => {
+    const own = join(dir, "vanish-data");
+    const bin = join(dir, "vanish");
+    mkdirSync(bin);
+    writeFileSync(
+      join(bin, "vanish"),
+      `#!/bin/sh
+cat >/dev/null
+case $CNI_COMMAND in
+VERSION) echo '{"cniVersion":"1.0.0","supportedVersions":["1.0.0"]}' ;;
+ADD) rm -f "$0"; echo '{"cniVersion":"1.0.0","code":11,"msg":"vanish ADD failure"}'; exit 1 ;;
+esac
+`,
+      { mode: 0o755 },
+    );
+    const e = await execPlugin("flannel", conf({ dataDir: own, delegate: { type: "vanish" } }), {
+      ...args("ADD", "vanish-1"),
+      path: [join(dir, "bin"), bin],
+    }).catch((x: unknown) => x);
+    expect(e).toMatchObject({ cniCode: 11, message: "flannel: vanish: vanish ADD failure" });
+    expect(readdirSync(own)).toEqual(["vanish-1"]);
+  });
+
   it("a plugin run with a timeout that leaves a child in its process group with its output closed: the run succeeds and the child is killed with the group", async () => {
     const bin = join(dir, "leaves-quiet-child");
     mkdirSync(bin);
