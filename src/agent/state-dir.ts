@@ -9,8 +9,8 @@
 // Pids mean nothing across PID namespaces (a DaemonSet agent is pid 1 in its container), so a
 // lock is stale, and taken over, when it is from an earlier boot, names this network namespace
 // (whose socket the taker holds), or names this PID namespace and a process gone (pid and start
-// time); a pid of another PID namespace is taken as held. Temp files of atomic writes cut short
-// are removed.
+// time); a pid of another PID namespace is taken as held. Temp files of atomic writes cut short,
+// and stale locks a taker cut short left moved aside, are removed.
 import {
   chmod,
   link,
@@ -33,6 +33,11 @@ import { bindAbstract } from "../util/abstract-socket.js";
 import { processAlive } from "../util/process-alive.js";
 
 export const LOCK_FILE = "weft.lock";
+/** The ending of a lock's name while a taker has it moved aside. */
+const ASIDE = ".aside";
+const isAside = (name: string) => name.startsWith(`.${LOCK_FILE}.`) && name.endsWith(ASIDE);
+/** Not a .tmp name, which the holder's start removes; unique, as agents in two containers may share a pid. */
+const asideName = () => `.${LOCK_FILE}.${randomBytes(8).toString("hex")}${ASIDE}`;
 
 /** Who a lock names: pid, boot, and (agents since the namespaces were recorded) the network and
  *  PID namespaces' inodes and the pid's start time; "" where not known. */
@@ -82,8 +87,24 @@ async function lockHolder(file: string): Promise<Holder> {
   const target = await readlink(file).catch((err: NodeJS.ErrnoException) =>
     err.code === "EINVAL" ? readFile(file, "utf8") : "",
   );
+  return holderOf(target);
+}
+
+function holderOf(target: string): Holder {
   const [pid, boot = "", netns = "", pidns = "", start = ""] = target.trim().split("@");
   return { pid, boot, netns, pidns, start };
+}
+
+/** A lock as judged: its holder, and what tells it from any other lock (its target or text, and
+ *  its inode); undefined where there is none. */
+async function lockIdentity(file: string): Promise<{ holder: Holder; target: string; id: string } | undefined> {
+  const seen = await lstat(file).catch(() => undefined);
+  if (!seen) return undefined;
+  const target = await readlink(file).catch((err: NodeJS.ErrnoException) =>
+    err.code === "EINVAL" ? readFile(file, "utf8").catch(() => undefined) : undefined,
+  );
+  if (target === undefined) return undefined;
+  return { holder: holderOf(target), target, id: `${seen.ino}:${seen.isSymbolicLink()}:${target}` };
 }
 
 /**
@@ -161,46 +182,128 @@ export class StateDirLock {
 
   /**
    * Takes the lock file (for agents in other network namespaces), taking over a stale one. The
-   * stale lock is renamed aside, never removed by name: of two agents taking it over at once, one
-   * moves it and the other finds it gone, or moves the winner's lock, sees that it is not the one
-   * it judged, and links it back (a link, like the symlink, fails where a lock is in place).
+   * stale lock is renamed aside, never removed by name, and the moved one compared with the one
+   * judged by its target (unique: pid and start time) and inode, not its inode alone, which ext4
+   * gives at once to the next lock made. Of two takers one moves it and the other finds it gone,
+   * or moves the winner's lock, sees that it is not the one judged, and links it back (where the
+   * place was taken meanwhile it stays aside, still its holder's, and the one in the place gives
+   * up). A moved lock is removed only where it is stale or linked back. A taker that gives up
+   * leaves no lock of its own.
    */
   private static async lockFile(dir: string, file: string): Promise<string> {
     const self = await thisHolder();
     const target = lockTarget(self);
-    // Not a .tmp name, which the holder's start removes; unique, as agents in two containers may share a pid.
-    const aside = join(dir, `.${LOCK_FILE}.${randomBytes(8).toString("hex")}.aside`);
+    const aside = join(dir, asideName());
     for (let attempt = 0; attempt < 5; attempt++) {
-      try {
-        // Atomic: fails if another holder's lock is there.
-        await symlink(target, file);
-        return target;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw lockFailure(dir, err);
-      }
-      const seen = await lstat(file).catch(() => undefined);
-      if (!seen) continue; // gone meanwhile: try again
-      const named = await lockHolder(file);
-      if (await mayHold(named, self)) throw StateDirLock.locked(dir, file, named);
+      if (await StateDirLock.placed(dir, file, target, self)) return target;
+      const judged = await lockIdentity(file);
+      if (!judged) continue; // gone meanwhile: try again
+      if (await mayHold(judged.holder, self)) return StateDirLock.withdraw(dir, file, target);
       try {
         await rename(file, aside);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === "ENOENT") continue; // another agent moved it
         throw lockFailure(dir, err);
       }
-      const moved = await lstat(aside).catch((err) => {
-        throw lockFailure(dir, err);
-      });
-      if (moved.ino !== seen.ino) {
-        // Another agent's lock, taken over since it was judged: back in place, and judged anew.
-        // EEXIST: a third agent's lock took the place meanwhile, and is judged next.
-        await link(aside, file).catch((err: NodeJS.ErrnoException) => {
-          if (err.code !== "EEXIST") throw lockFailure(dir, err);
+      const moved = await lockIdentity(aside);
+      if (moved?.id === judged.id) {
+        // The stale lock: ours goes in its place; it goes either way (whoever took the place is judged next).
+        const won = await StateDirLock.placed(dir, file, target, self).catch(async (err) => {
+          await rm(aside, { force: true });
+          throw err;
         });
+        await rm(aside, { force: true });
+        if (won) return target;
+        continue;
+      }
+      // Another agent's lock, taken over since it was judged: back in place, and judged anew.
+      try {
+        await link(aside, file);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        // ENOENT: a third agent whose lock took the place put it back already.
+        if (code === "ENOENT") continue;
+        // EEXIST: a third agent's lock took the place, and is given up as it finds this one aside.
+        if (code === "EEXIST") return StateDirLock.withdraw(dir, file, target);
+        // Put back as a new lock of the same target (which fails where the place is taken), else left aside.
+        if (moved)
+          await symlink(moved.target, file).then(
+            () => rm(aside, { force: true }),
+            () => undefined,
+          );
+        throw lockFailure(dir, err);
       }
       await rm(aside, { force: true });
     }
-    throw StateDirLock.locked(dir, file, await lockHolder(file));
+    return StateDirLock.withdraw(dir, file, target);
+  }
+
+  /**
+   * Gives up on the lock, held by another: none of this agent's is left behind, in its place or
+   * moved aside by a taker, for a later taker to find (naming a live process, it would lock all
+   * out). Looked for until none is found: a taker may move it while the dir is read.
+   */
+  private static async withdraw(dir: string, file: string, target: string, named?: Holder): Promise<never> {
+    for (let look = 0, found = true; found && look < 5; look++) {
+      found = (await readlink(file).catch(() => undefined)) === target;
+      if (found) await StateDirLock.vacate(dir, file, target);
+      for (const name of await readdir(dir)) {
+        const path = join(dir, name);
+        if (!isAside(name) || (await lockIdentity(path))?.target !== target) continue;
+        await rm(path, { force: true });
+        found = true;
+      }
+    }
+    throw StateDirLock.locked(dir, file, named ?? (await lockHolder(file)));
+  }
+
+  /** Takes this agent's lock from its place: renamed aside, as a taker would (never removed by
+   *  name), and removed; another's moved instead is linked back, or left aside where the place
+   *  was taken meanwhile (it stays its holder's). */
+  private static async vacate(dir: string, file: string, target: string): Promise<void> {
+    const mine = join(dir, asideName());
+    if (
+      !(await rename(file, mine).then(
+        () => true,
+        () => false,
+      ))
+    )
+      return;
+    const taken = await lockIdentity(mine);
+    if (
+      taken &&
+      taken.target !== target &&
+      !(await link(mine, file).then(
+        () => true,
+        () => false,
+      ))
+    )
+      return;
+    await rm(mine, { force: true });
+  }
+
+  /**
+   * Makes this agent's lock; true once it is the holder. A live lock another taker moved aside
+   * (the place then empty for a moment) is held still: one made then is given up (the mover links
+   * the moved one back, or leaves it aside, where it stays its holder's). Moved locks that are
+   * stale (a taker cut short) are removed.
+   */
+  private static async placed(dir: string, file: string, target: string, self: Holder): Promise<boolean> {
+    try {
+      await symlink(target, file); // atomic: fails if another holder's lock is there
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw lockFailure(dir, err);
+      return false;
+    }
+    for (const name of await readdir(dir)) {
+      if (!isAside(name)) continue;
+      const path = join(dir, name);
+      const moved = await lockIdentity(path);
+      if (!moved || moved.target === target) continue;
+      if (await mayHold(moved.holder, self)) return StateDirLock.withdraw(dir, file, target, moved.holder);
+      await rm(path, { force: true });
+    }
+    return true;
   }
 
   private static locked(dir: string, file: string, named: Holder): WeftError {

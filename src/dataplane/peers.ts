@@ -90,7 +90,8 @@ export class PeerTable {
   /**
    * Adds a peer or updates it (new address, MAC or subnet). Another run of it is set as a new peer
    * on a fresh slot, its route moved there at once, so it counts from 0 and never loses its route;
-   * its old slot is freed (reused and zeroed in place only when no slot is free).
+   * its old slot is freed (reused and zeroed in place only when no slot is free: then a batch a
+   * worker is still counting for the old run lands after the zeroing, in the new run's counts).
    */
   set(peer: DataplanePeer): void {
     const old = this.byName.get(peer.name);
@@ -131,11 +132,10 @@ export class PeerTable {
       }
       throw err;
     }
-    // A new run's route goes to its fresh slot first: the old slot's record is unused when cleared.
-    if (old && fresh) {
-      this.routes.clearNextHop(old.nextHop);
-      this.free.push(old.nextHop);
-    }
+    // A new run's route goes to its fresh slot first. The old slot's record stays valid until the
+    // slot is given again (setNextHop above overwrites it): a worker that looked it up before the
+    // route moved still sends that batch, to the old run's address, rather than dropping it.
+    if (old && fresh) this.free.push(old.nextHop);
     if (old) this.spans.splice(this.spanIndex(old.peer), 1);
     this.spans.splice(this.after(mine.first), 0, mine);
     this.byName.set(peer.name, { peer, nextHop });

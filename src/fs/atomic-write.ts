@@ -4,6 +4,7 @@
 // directory fsync after it does not report the write undone: it is tried once more and then
 // returned, for the caller to log (only a power loss can still bring the old contents back).
 import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
+import { randomBytes } from "node:crypto";
 import { link, mkdir, open, rename, rm } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
@@ -22,6 +23,9 @@ export interface AtomicWriteOptions {
   exclusive?: boolean;
 }
 
+/** link(2)'s errors where the filesystem has no hard links (vfat, exFAT, some FUSE). */
+const NO_HARD_LINKS = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS"]);
+
 /**
  * Resolves once `path` holds `data`: to undefined when the directory was synced too, else to the
  * directory fsync's error (the write stands; log it). Throws only when `path` was left as it was.
@@ -33,18 +37,19 @@ export async function writeFileAtomic(
 ): Promise<Error | undefined> {
   const dir = dirname(path);
   await mkdir(dir, { recursive: true, mode: opts.dirMode ?? 0o755 });
-  const tmp = atomicTempPath(path);
-  const fh = await open(tmp, "w", opts.mode ?? 0o644);
+  // An exclusive write (a secret key, maybe in a dir others may write) must not land in a file
+  // another user made at a name known ahead: the temp name is random and made new, with its mode.
+  const tmp = opts.exclusive
+    ? join(dir, `.${basename(path)}.${process.pid}.${randomBytes(8).toString("hex")}.tmp`)
+    : atomicTempPath(path);
+  await writeSynced(tmp, opts.exclusive ? "wx" : "w", data, opts.mode);
   try {
-    try {
-      await fh.writeFile(data);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await (opts.exclusive ? link(tmp, path) : rename(tmp, path));
+    if (!opts.exclusive) await rename(tmp, path);
+    // Where the filesystem has no hard links: made new (never over a file), removed where its
+    // write fails (a crash midway can still leave it cut).
+    else if (!(await link(tmp, path).then(() => true, noHardLinks))) await writeSynced(path, "wx", data, opts.mode);
   } catch (err) {
-    await rm(tmp, { force: true }); // a full disk must not leave a half-written temp file
+    await rm(tmp, { force: true });
     throw err;
   }
   // The write is made: the temp name's removal failing must not report it otherwise.
@@ -64,6 +69,29 @@ export async function writeFileAtomic(
     }
   }
   return failed;
+}
+
+/** False where link(2) failed for want of hard links (the caller writes otherwise); else rethrows. */
+function noHardLinks(err: NodeJS.ErrnoException): false {
+  if (NO_HARD_LINKS.has(err.code ?? "")) return false;
+  throw err;
+}
+
+/** Writes `file`, opened with `flag`, and syncs it; removes it where that fails (a full disk must
+ *  not leave a half-written file). */
+async function writeSynced(file: string, flag: "w" | "wx", data: string | Uint8Array, mode = 0o644): Promise<void> {
+  const fh = await open(file, flag, mode);
+  try {
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  } catch (err) {
+    await rm(file, { force: true });
+    throw err;
+  }
 }
 
 /** The same, synchronously: for state read and written while a TUN device is opened in a namespace. */

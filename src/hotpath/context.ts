@@ -166,7 +166,9 @@ export class DataplaneContext {
     return { tx: peerAt(this.peerViews.tx, i, this.peerWords), rx: peerAt(this.peerViews.rx, i, this.peerWords) };
   }
 
-  /** Zeroes peer i's counters, for a next hop given to a new peer (nothing is routed to it yet). */
+  /** Zeroes peer i's counters, for a next hop given to a new peer: a fresh slot, which nothing is
+   *  routed to yet, or (the table full) a new run's own slot, whose batches still being counted
+   *  land after the zeroing. */
   resetPeer(i: number): void {
     this.assertPeer(i);
     const words = this.peerWords;

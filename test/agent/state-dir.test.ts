@@ -1,6 +1,7 @@
 // The state dir lock and temp-file hygiene: a live holder is refused by pid, a dead one's lock is
-// taken over (also an older agent's lock file, and on a full disk: a small tmpfs, as root),
-// leftover temp files of cut-short atomic writes are removed, and a failed atomic write (here: a
+// taken over (also an older agent's lock file, and on a full disk: a small tmpfs, as root), by
+// one of several takers at once, leftover temp files of cut-short atomic writes and stale locks
+// moved aside are removed, and a failed atomic write (here: a
 // rename onto a directory, as a full disk fails a write) leaves none.
 import { spawn, spawnSync } from "node:child_process";
 import {
@@ -62,8 +63,10 @@ describe("state dir", () => {
       reused.kill("SIGKILL");
       await new Promise((r) => reused.once("exit", r));
     }
-    // The holder is gone (killed, as by SIGKILL or a crash): its lock is stale.
+    // The holder is gone (killed, as by SIGKILL or a crash): its lock is stale; so is one that a
+    // taker cut short left moved aside.
     writeFileSync(join(dir, ".lease-state.json.12345.tmp"), "half a write");
+    symlinkSync("1@an-earlier-boot@1@1@1", join(dir, `.${LOCK_FILE}.0123456789abcdef.aside`));
     const again = await StateDirLock.acquire(dir);
     expect(readdirSync(dir)).toEqual([LOCK_FILE]);
     await again.release();
@@ -102,6 +105,75 @@ describe("state dir", () => {
     expect(readdirSync(dir)).toEqual([LOCK_FILE]);
     await taken.release();
   });
+
+  // Agents in several network namespaces (so none is stopped by another's socket) all find one
+  // stale lock at once and take it over: exactly one holds the dir, every time. Before, a taker
+  // compared the moved lock's inode with the one it judged, which ext4 gives at once to the next
+  // lock made: two takers both won, or one removed a third's lock that it had moved aside.
+  it.skipIf(!canUseNetns())(
+    "is taken over by exactly one of several agents at once",
+    async () => {
+      const code = `const m = await import(${JSON.stringify(pathToFileURL(join(process.cwd(), "dist/src/agent/state-dir.js")).href)});
+      let held;
+      for await (const line of (await import("node:readline")).createInterface({ input: process.stdin })) {
+        if (line === "release") { await held?.release(); held = undefined; process.stdout.write("released\\n"); continue; }
+        try { held = await m.StateDirLock.acquire(line); process.stdout.write("won " + process.pid + "\\n"); }
+        catch (e) { process.stdout.write((e.code ?? e.message) + "\\n"); }
+      }`;
+      const nss: Netns[] = [];
+      const agents: { child: ReturnType<typeof spawn>; lines: string[]; waiting: ((l: string) => void)[] }[] = [];
+      try {
+        for (let i = 0; i < 4; i++) nss.push(await Netns.create(`sdrace${i}`));
+        for (const ns of nss) {
+          const child = spawn("ip", ["netns", "exec", ns.name, process.execPath, "--input-type=module", "-e", code], {
+            stdio: ["pipe", "pipe", "inherit"],
+          });
+          const agent = { child, lines: [] as string[], waiting: [] as ((l: string) => void)[] };
+          let rest = "";
+          child.stdout!.on("data", (d: Buffer) => {
+            const parts = (rest + d.toString()).split("\n");
+            rest = parts.pop()!;
+            for (const l of parts) agent.waiting.shift()!(l);
+          });
+          agents.push(agent);
+        }
+        const ask = (line: string) =>
+          Promise.all(
+            agents.map(
+              (a) =>
+                new Promise<string>((r) => {
+                  a.waiting.push(r);
+                  a.child.stdin!.write(`${line}\n`);
+                }),
+            ),
+          );
+        for (let i = 0; i < 300; i++) {
+          const dir = join(base, "race", String(i));
+          mkdirSync(dir, { recursive: true });
+          symlinkSync("1@an-earlier-boot@1@1@1", join(dir, LOCK_FILE));
+          const answers = await ask(dir);
+          const won = answers.filter((a) => a.startsWith("won "));
+          expect({ i, answers: answers.filter((a) => !a.startsWith("won ")).sort(), won: won.length }).toEqual({
+            i,
+            answers: ["AGENT_STATE_DIR_LOCKED", "AGENT_STATE_DIR_LOCKED", "AGENT_STATE_DIR_LOCKED"],
+            won: 1,
+          });
+          // The winner's lock names it: in its place, or (a taker that moved it aside found the
+          // place taken, by a loser's lock that stays until that loser exits) moved aside.
+          const locks = readdirSync(dir).map((name) => readlinkSync(join(dir, name)));
+          expect({ i, held: locks.some((l) => l.startsWith(`${won[0].slice(4)}@`)) }).toEqual({ i, held: true });
+          await ask("release");
+        }
+      } finally {
+        for (const a of agents) {
+          a.child.kill("SIGKILL");
+          await new Promise((r) => (a.child.exitCode === null ? a.child.once("exit", r) : r(null)));
+        }
+        for (const ns of nss) await ns.destroy();
+      }
+    },
+    120_000,
+  );
 
   /** A 64 KiB tmpfs at `base/<name>` in a namespace of its own, both gone after `run`, also
    *  when the mount fails. */

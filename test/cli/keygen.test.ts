@@ -2,12 +2,13 @@
 // systemd makes it only at the unit's first start; the key file is written once, owner-only, and
 // a second keygen onto it says so under its own code (before, Node's raw EEXIST).
 import { execFile } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
 import { KEY_BYTES } from "../../src/control/gossip/keyring.js";
+import { atomicTempPath, writeFileAtomic } from "../../src/fs/atomic-write.js";
 import { projectFile } from "../../src/paths.js";
 
 const run = promisify(execFile);
@@ -48,5 +49,62 @@ describe("weft keygen, cut short", () => {
     expect(existsSync(key)).toBe(false);
     await weft("keygen", key);
     expect(Buffer.from(readFileSync(key, "utf8").trim(), "base64")).toHaveLength(KEY_BYTES);
+  });
+});
+
+describe("weft keygen, shared or limited filesystems", () => {
+  // In a dir others may write (/tmp), a file another user made ahead at the temp name that the
+  // write used to take (`.<name>.<pid>.tmp`, opened without O_EXCL) became the key file, theirs.
+  it("does not write the key into a temp file another user made ahead", async () => {
+    const shared = join(dir, "shared");
+    mkdirSync(shared);
+    chmodSync(dir, 0o711); // for the other user to reach it
+    chmodSync(shared, 0o1777);
+    const key = join(shared, "cluster.key");
+    const ahead = atomicTempPath(key);
+    const made = await run("setpriv", [
+      "--reuid=65534",
+      "--regid=65534",
+      "--clear-groups",
+      "sh",
+      "-c",
+      `umask 0 && : > ${ahead}`,
+    ]);
+    expect(made.stderr).toBe("");
+    await writeFileAtomic(key, "secret\n", { mode: 0o600, dirMode: 0o700, exclusive: true });
+    expect(statSync(key).uid).toBe(process.getuid!());
+    expect(statSync(key).mode & 0o777).toBe(0o600);
+    expect(readFileSync(key, "utf8")).toBe("secret\n");
+    expect(readFileSync(ahead, "utf8")).toBe("");
+    expect(readdirSync(shared).sort()).toEqual([`.cluster.key.${process.pid}.tmp`, "cluster.key"]);
+  });
+
+  // vfat, exFAT and some FUSE filesystems have no hard links: link(2) fails (here made to fail by
+  // strace's fault injection, as such a filesystem's does), and the key is written in place.
+  it("writes the key where the filesystem has no hard links, still never over a file", async () => {
+    const key = join(dir, "nolinks", "cluster.key");
+    const noLinks = (...args: string[]) =>
+      run("strace", [
+        "-f",
+        "-qq",
+        "-o",
+        "/dev/null",
+        "-e",
+        "trace=link,linkat",
+        "-e",
+        "inject=link,linkat:error=EPERM",
+        process.execPath,
+        projectFile("dist", "src", "cli", "main.js"),
+        ...args,
+      ]);
+    expect((await noLinks("keygen", key)).stdout).toBe(`wrote ${key}\n`);
+    expect(statSync(key).mode & 0o777).toBe(0o600);
+    expect(Buffer.from(readFileSync(key, "utf8").trim(), "base64")).toHaveLength(KEY_BYTES);
+    expect(readdirSync(join(dir, "nolinks"))).toEqual(["cluster.key"]);
+    const before = readFileSync(key, "utf8");
+    await expect(noLinks("keygen", key)).rejects.toMatchObject({
+      stderr: expect.stringContaining("[CLI_KEY_FILE_EXISTS]"),
+    });
+    expect(readFileSync(key, "utf8")).toBe(before);
   });
 });

@@ -42,8 +42,8 @@ const peer = (name: string, subnet: string, underlay = "198.18.0.2"): DataplaneP
 });
 
 // Another run of a peer (the node restarted, ControlPlane's run) is a new peer of the same name: a
-// fresh slot, zeroed, its route moved there in one replace, the old slot cleared and freed last;
-// with no slot free, its own slot zeroed. Before, it kept its slot and the old run's counts.
+// fresh slot, zeroed, its route moved there in one replace, the old slot freed last, its record
+// left whole until the slot is given again; with no slot free, its own slot zeroed. Before, it kept its slot and the old run's counts.
 describe("PeerTable.set of another run of a peer", () => {
   /** A table of `slots` whose zeroed slots are listed in `zeroed`. */
   const tracked = (slots: number) => {
@@ -61,18 +61,22 @@ describe("PeerTable.set of another run of a peer", () => {
     const { routes, peers, zeroed, record } = tracked(3);
     peers.set({ ...peer("a", "198.19.1.0/24"), run: 1 });
     peers.set({ ...peer("a", "198.19.1.0/24"), run: 1 });
+    const oldRun = record(0);
     peers.set({ ...peer("a", "198.19.1.0/24", "198.18.0.3"), run: 2 });
     expect(zeroed).toEqual([0, 1]);
     expect(routes.lookup(parseIpv4("198.19.1.5"))).toBe(1);
-    expect(record(0).every((byte) => byte === 0)).toBe(true);
+    // A worker that looked up the old slot before the route moved still finds its record whole.
+    expect(oldRun.some((byte) => byte !== 0)).toBe(true);
+    expect(record(0)).toEqual(oldRun);
     expect(peers.list().map((p) => [p.name, p.nextHop])).toEqual([["a", 1]]);
     peers.set(peer("b", "198.19.2.0/24"));
-    peers.set(peer("c", "198.19.3.0/24"));
+    peers.set(peer("c", "198.19.3.0/24", "198.18.0.4"));
     expect(peers.list().map((p) => [p.name, p.nextHop])).toEqual([
       ["a", 1],
       ["b", 2],
       ["c", 0],
     ]);
+    expect(record(0)).not.toEqual(oldRun);
   });
 
   it("zeroes its own slot when none is free", () => {
