@@ -90,6 +90,12 @@ const toggle = (name: string, description: string) => {
     });
 };
 
+/** Commander's own steps of a parse (commander 14), which its typings leave out. */
+interface CommanderSteps {
+  _outputHelpIfRequested(args: readonly string[]): void;
+  unknownOption(flag: string): void;
+}
+
 /**
  * `weft agent`: flanneld's flags it has no equivalent of are refused with what to do (commander
  * would say only "unknown option"), and flanneld's variables of the flags it shares are read.
@@ -101,6 +107,14 @@ class AgentCommand extends Command {
   override parseOptions(argv: string[]) {
     const parsed = super.parseOptions(argv);
     refuseFlanneldFlags(parsed.unknown, this);
+    // Commander checks mandatory flags before unknown ones, so `--key-fil k` was reported as
+    // --key-file missing, hiding the typo: unknown ones first, once help asked for had its turn
+    // (commander's own steps, in its order otherwise).
+    if (parsed.unknown.length > 0) {
+      const steps = this as unknown as CommanderSteps;
+      steps._outputHelpIfRequested(parsed.unknown);
+      steps.unknownOption(parsed.unknown[0]);
+    }
     // Commander reads the environment right after this.
     this.flanneldShadowed = adoptFlanneldEnv(process.env, this);
     return parsed;

@@ -37,6 +37,11 @@ describe("weft's command line", () => {
         ["agent", "--key-file", "k", "--bogus"],
         "weft: [CLI_UNKNOWN_OPTION] unknown option '--bogus': `weft agent --help` lists the flags it takes",
       ],
+      // Not hidden behind the mandatory flag it mistypes (commander checks that one first).
+      [
+        ["agent", "--key-fil", "k"],
+        "weft: [CLI_UNKNOWN_OPTION] unknown option '--key-fil' (Did you mean --key-file?): `weft agent --help` lists the flags it takes",
+      ],
       [
         ["status", "--state-di", "x"],
         "weft: [CLI_UNKNOWN_OPTION] unknown option '--state-di' (Did you mean --state-dir?): `weft status --help` lists the flags it takes",
@@ -65,7 +70,7 @@ describe("weft's command line", () => {
   });
 
   it("prints help and versions on stdout with exit 0; bare `weft`, its help on stderr with exit 1", () => {
-    for (const args of [["--help"], ["agent", "--help"], ["help", "agent"]]) {
+    for (const args of [["--help"], ["agent", "--help"], ["help", "agent"], ["agent", "--key-fil", "k", "--help"]]) {
       const r = weft(args);
       expect([r.status, r.stderr]).toEqual([0, ""]);
       expect(r.stdout).toMatch(/^Usage: weft /);

@@ -129,7 +129,7 @@ function heldJoiner(s: number) {
     meta,
     stateAgeMs: 0,
   });
-  return { meta, old, target, round, member };
+  return { cluster, meta, old, target, round, member };
 }
 
 const deadEverywhere = (cluster: SimCluster, names: string[]) => () =>
@@ -955,7 +955,7 @@ describe("membership in the simulator", () => {
     // u, which no report listed (another cluster's, its "r" another node), is no evidence at any incarnation.
     stranger.list([{ ...moved, incarnation: 6 }]);
     expect(await round(stranger.addr)).toEqual({ ended: "joined 1", held: true });
-    // At its reported incarnation: not r restarted (that takes a higher one), another node of its name.
+    // At its reported incarnation: news from before the report, or another node of its name (members take r's move only above it).
     fellow.list([{ ...moved, incarnation: 5 }]);
     expect(await round(fellow.addr)).toEqual({ ended: "joined 1", held: true });
     // t lists r at .4 at a later incarnation: r restarted there, and the record is gone.
@@ -985,6 +985,27 @@ describe("membership in the simulator", () => {
     expect(await round(reporter.addr)).toEqual({ ended: "GOSSIP_NAME_HELD", held: true });
     reporter.list([{ ...v, state: "suspect" }]);
     expect(await round(reporter.addr)).toEqual({ ended: "joined 1", held: false });
+  });
+
+  it("a held name is cleared by a reporter's own answer that lists no other member where the reports did, once the bound has passed since the record was last reported", async () => {
+    const { cluster, old, target, round, member } = heldJoiner(20);
+    const reporter = target("198.18.9.2", "r", 5);
+    const v = member("v", "198.18.9.6");
+    // r restarted, or the record was replaced, and v moved, left, or is not known to r yet.
+    for (const answer of [[{ ...v, host: "198.18.9.8" }], [{ ...v, state: "left" as const }], []]) {
+      reporter.list([{ ...old, incarnation: 5, state: "alive" }, v]);
+      expect(await round(reporter.addr)).toEqual({ ended: "GOSSIP_NAME_HELD", held: true });
+      // Within the bound (34 s: the 18 s suspicion of a cluster of three, plus two probes stretched
+      // 8 times) r's cluster may still hold the record alive.
+      reporter.list(answer);
+      expect(await round(reporter.addr)).toEqual({ ended: "joined 1", held: true });
+      await cluster.runFor(30_000);
+      expect(await round(reporter.addr)).toEqual({ ended: "joined 1", held: true });
+      // Past it, that cluster has declared a silent record dead, and nothing reported it again: a
+      // record with a live node behind it would have been reported and refused by the bound.
+      await cluster.runFor(5_000);
+      expect(await round(reporter.addr)).toEqual({ ended: "joined 1", held: false });
+    }
   });
 
   it("a held name is cleared by a reporter's own answer if the reports listed no other live member; a tombstone's node is no member of theirs", async () => {

@@ -55,6 +55,8 @@ interface HeldName {
   /** How many live members the first report listed (the bound's cluster size). */
   readonly live: number;
   readonly since: number;
+  /** When a round last reported it: see showsHeldGone. */
+  readonly reportedAt: number;
   /** The targets that reported it: name → the address its answer listed it at (else the one it
    *  answered from), which a member that lists it there knew it by (see showsHeldGone). */
   readonly reporters: ReadonlyMap<string, Reporter>;
@@ -222,6 +224,7 @@ export class Memberlist {
         record: reported.record,
         live: reported.live,
         since: this.heldName?.since ?? this.clock.now(),
+        reportedAt: this.clock.now(),
         reporters: new Map([...(this.heldName?.reporters ?? []), ...reports.map((a) => [a!.sender, a!.at] as const)]),
         fellows: new Map([
           ...(this.heldName?.fellows ?? []),
@@ -496,10 +499,15 @@ export class Memberlist {
    * alive, or dead: it had the record too, whose tombstone our join may have replaced there); or,
    * from a member a report listed live at the address it lists itself at (one of their cluster),
    * lists such a target elsewhere at a later incarnation than reported (it moved since: restarted
-   * on a new address, which takes a higher one; one not above is news from before the report, or
+   * on a new address, which members take only above the record they held, the node refuting
+   * above it if its wall-clock start is not; one not above is news from before the report, or
    * another node's). The answer by name and the last count only if it also lists another live
    * member of the reports where they listed it (unless they listed none): a reporter restarted
-   * and not yet rejoined knows only itself, while its cluster still holds the record.
+   * and not yet rejoined knows only itself, while its cluster still holds the record. Only within
+   * the bound (see heldWindowMs) since a round last reported the record: by then its cluster has
+   * declared it dead if nothing answered there, and one with a live node behind it would have
+   * been reported again and refused (see nameHeld). Without the limit, a reporter whose fellows
+   * all moved or left, and whose answer no longer lists the record, held the name for good.
    * Not any other: a member that never knew the record (one met meanwhile, alone or in another
    * cluster, and saved, maybe knowing an unrelated node of a reporter's name, at any incarnation)
    * would admit a second live node of the name.
@@ -508,12 +516,14 @@ export class Memberlist {
     const held = this.heldName;
     if (!held) return false;
     const { record, reporters, fellows } = held;
+    const settled = this.clock.now() - held.reportedAt > this.heldWindowMs(held.live);
     const self = nodes.find((n) => n.name === sender);
     const fellow = self !== undefined && fellows.get(sender) === formatHostPort(self.host, self.port);
     const listed = new Map(nodes.filter((n) => isLive(n.state)).map((n) => [n.name, formatHostPort(n.host, n.port)]));
     // The answer is the state of the reports' cluster: it lists another of its live members where
     // they did (a reporter restarted and not yet rejoined lists only itself), if they listed one.
     const inCluster = (reporter: string) => {
+      if (settled) return true;
       const others = [...fellows].filter(([name]) => name !== sender && name !== reporter);
       return others.length === 0 || others.some(([name, at]) => listed.get(name) === at);
     };
@@ -561,13 +571,7 @@ export class Memberlist {
         `the node name ${me.name} is already used by a live node at ${at}, which answers to it (this node is ${self}); give every node a unique name (--node-name)`,
       );
     }
-    // Before the suspicion, the probe rounds that start it: the one that fails and the one before
-    // (the member may have just been probed), each stretched at worst by the prober's health score.
-    const c = this.config;
-    const windowMs =
-      suspicionBounds(c.suspicionMult, c.suspicionMaxTimeoutMult, c.suspicionConfirmations, live, c.probeIntervalMs)
-        .maxMs +
-      2 * c.awarenessMaxMultiplier * c.probeIntervalMs;
+    const windowMs = this.heldWindowMs(live);
     const heldMs = this.clock.now() - since;
     if (heldMs > windowMs) {
       return taken(
@@ -577,6 +581,19 @@ export class Memberlist {
     return new WeftError(
       "GOSSIP_NAME_HELD",
       `the members hold a live record of this node's name ${me.name} at ${at} (this node is ${self}), and nothing there answers to it: most likely this node's previous address. The join is retried until they declare that record dead, which they do within ${Math.ceil(windowMs / 1000)} s of its first report`,
+    );
+  }
+
+  /** How long members of a cluster of `live` take at most to declare a silent member dead: the
+   *  longest suspicion, and before it the probe rounds that start it (the one that fails and the
+   *  one before: the member may have just been probed), each stretched at worst by the prober's
+   *  health score. */
+  private heldWindowMs(live: number): number {
+    const c = this.config;
+    return (
+      suspicionBounds(c.suspicionMult, c.suspicionMaxTimeoutMult, c.suspicionConfirmations, live, c.probeIntervalMs)
+        .maxMs +
+      2 * c.awarenessMaxMultiplier * c.probeIntervalMs
     );
   }
 
