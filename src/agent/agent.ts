@@ -18,6 +18,7 @@ import {
 } from "../dataplane/dataplane.js";
 import { backendOptions, createBackend, overlayDevice } from "../backends/index.js";
 import { followUnderlay } from "../backends/underlay-name.js";
+import { buildInfo, commitLabel } from "../build-info.js";
 import { backendInForce, ignoredKeysMessage, parseNetConf, type NetConf } from "../config/net-conf.js";
 import { ControlPlane } from "../control/control-plane.js";
 import type { Keyring } from "../control/gossip/keyring.js";
@@ -1376,8 +1377,9 @@ export class Agent {
   }
 
   /**
-   * What `weft status` shows. IPv4's keys (underlay, network, subnet, peers) are absent or empty
-   * while IPv4 is off; IPv6's (underlay6, network6, subnet6, backend6, peers6) are there while
+   * What `weft status` shows: the node, then the version and commit weft was built from (as
+   * `weft --version` and weft_build_info say). IPv4's keys (underlay, network, subnet, peers) are
+   * absent or empty while IPv4 is off; IPv6's (underlay6, network6, subnet6, backend6, peers6) are there while
    * IPv6 is on. `backend` is the node's backend announcement (the first family's); `dataplane` the
    * first family's userspace dataplane counters, `dataplane6` the IPv6 one's on a dual-stack node.
    */
@@ -1386,6 +1388,8 @@ export class Agent {
     const [l4, l6] = [this.lane(4), this.lane(6)];
     return {
       node: this.opts.nodeName,
+      version: buildInfo().version,
+      commit: commitLabel(buildInfo()),
       ...(this.underlay.addr !== undefined && { underlay: formatIpv4(this.underlay.addr) }),
       ...(this.underlay.addr6 !== undefined && { underlay6: formatIpv6(this.underlay.addr6) }),
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),

@@ -1,6 +1,7 @@
 // Prometheus metrics (prom-client), read from the layers' own counters when scraped: nothing on
 // the packet path or in gossip does extra work for them.
 import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
+import { buildInfo, commitLabel } from "../build-info.js";
 import type { Backend, BackendCounters } from "../backends/backend.js";
 import { withTotals, type DataplaneCounters, type DataplaneTotals } from "../dataplane/dataplane.js";
 import type { ControlPlane } from "../control/control-plane.js";
@@ -128,6 +129,13 @@ export function agentMetrics(
   // idle agent 100 times a second, about half its idle CPU. Once a second keeps the metric.
   // prom-client's names begin process_ or nodejs_: "weft_" makes weft_process_cpu_seconds_total, weft_nodejs_heap_size_used_bytes.
   collectDefaultMetrics({ register: registry, prefix: "weft_", eventLoopMonitoringPrecision: 1000 });
+  const build = buildInfo();
+  new Gauge({
+    name: "weft_build_info",
+    help: "1, labelled with this agent's version and the git commit it was built from (-dirty: with uncommitted changes; unknown: built without one)",
+    labelNames: ["version", "commit"],
+    registers: [registry],
+  }).set({ version: build.version, commit: commitLabel(build) }, 1);
   new Gauge({
     name: "weft_members",
     help: "Gossip members by state",

@@ -1,7 +1,5 @@
 // What a benchmark report needs to be reproduced: the machine it ran on and weft's exact source.
-import { execFileSync } from "node:child_process";
 import { cpus, loadavg, release, totalmem } from "node:os";
-import { projectRoot } from "../paths.js";
 
 export interface MachineInfo {
   cores: number;
@@ -27,15 +25,4 @@ export function machineInfo(): MachineInfo {
     memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
     loadAverageAtStart: loadavg()[0],
   };
-}
-
-/** `git rev-parse HEAD` of weft's checkout, "unknown" outside one; `dirty` if files differ from it. */
-export function gitCommit(): { commit: string; dirty: boolean } {
-  const git = (args: string[]) =>
-    execFileSync("git", args, { cwd: projectRoot(), encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
-  try {
-    return { commit: git(["rev-parse", "HEAD"]), dirty: git(["status", "--porcelain", "--untracked-files=no"]) !== "" };
-  } catch {
-    return { commit: "unknown", dirty: false };
-  }
 }

@@ -5,10 +5,11 @@
 import { loadavg } from "node:os";
 import { resolve } from "node:path";
 import { setTimeout as sleepFor } from "node:timers/promises";
+import { gitCommit, recordedCommit, UNKNOWN_COMMIT } from "../build-info.js";
 import { errorMessage, WeftError } from "../errors.js";
 import { checkTrafficTools } from "../lab/traffic.js";
 import { settleAll } from "../util/settle.js";
-import { gitCommit, machineInfo } from "./machine.js";
+import { machineInfo } from "./machine.js";
 import { runMicro, type MicroResult } from "./micro.js";
 import { Progress, type Step } from "./progress.js";
 import { REPORT_FILES, terminalSummary, writeReport, type BenchReport } from "./report.js";
@@ -229,7 +230,8 @@ export async function runBench(settings: BenchSettings, command: string): Promis
     command,
     startedAt,
     finishedAt: new Date().toISOString(),
-    git: gitCommit(),
+    // The commit dist/ was built from; a build without the record, its checkout's HEAD.
+    git: recordedCommit() ?? gitCommit() ?? UNKNOWN_COMMIT,
     machine,
     settings,
     netConf: Object.fromEntries(

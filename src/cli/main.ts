@@ -3,17 +3,17 @@
 // flag can also come from the environment as WEFT_<FLAG> (e.g. WEFT_NET_CONFIG), and a flag
 // shared with flanneld from FLANNELD_<FLAG> too (flanneld.ts).
 import { randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { Command, Option } from "commander";
 import { pino } from "pino";
 import { Agent, type AgentOptions } from "../agent/agent.js";
 import { AgentKeys } from "../agent/keys.js";
+import { buildInfo, commitLabel } from "../build-info.js";
 import { EXIT_UNDERLAY_CHANGED } from "../agent/underlay.js";
 import { configReference } from "../config/net-conf.js";
-import { KEY_BYTES } from "../control/gossip/keyring.js";
+import { KEY_BYTES, readKeyFile } from "../control/gossip/keyring.js";
 import { type CliErrorCode, errorMessage, isWeftError, WeftError } from "../errors.js";
 import { writeFileAtomic } from "../fs/atomic-write.js";
-import { DEFAULT_SUBNET_FILE, projectFile } from "../paths.js";
+import { DEFAULT_SUBNET_FILE } from "../paths.js";
 import { agentRequest } from "./agent-client.js";
 import { AgentLogStream } from "./agent-log.js";
 import { runDemo } from "./demo.js";
@@ -26,8 +26,8 @@ import {
   refuseFlanneldFlags,
 } from "./flanneld.js";
 
-/** weft's version, from its package.json (the image ships it). */
-const VERSION = (JSON.parse(readFileSync(projectFile("package.json"), "utf8")) as { version: string }).version;
+/** package.json's version, which every build shares, and the commit that tells builds apart. */
+const VERSION = `${buildInfo().version} (${commitLabel(buildInfo())})`;
 
 const program = new Command("weft")
   .description("node agent for container overlay networks: gossip-leased subnets, kernel and WebAssembly dataplanes")
@@ -397,7 +397,16 @@ program
   .command("keygen")
   .description("write a new cluster key file (give the same file to every node)")
   .argument("<path>", "key file to create")
-  .action(async (path: string) => {
+  .option(
+    "--check",
+    "write nothing: read the key file at <path> as this version's agent reads it, and say what is wrong (before an upgrade)",
+  )
+  .action(async (path: string, o: { check?: boolean }) => {
+    if (o.check) {
+      const keys = await readKeyFile(path);
+      process.stdout.write(`${path}: ${keys.length} key${keys.length === 1 ? "" : "s"}, as this weft reads it\n`);
+      return;
+    }
     // The first step on a fresh host: /etc/weft may not exist yet (systemd makes it at the first
     // start), so it is made, owner-only.
     try {

@@ -65,6 +65,9 @@ export function exitText(p: ChildProcess | undefined): string {
 
 export interface AgentStatus {
   node: string;
+  /** package.json's version and the commit dist/ was built from ("<hash>", "<hash>-dirty" or "unknown"). */
+  version: string;
+  commit: string;
   ready: boolean;
   subnet?: string;
   /** With IPv6 on: the IPv6 lease and IPv6 peers (subnet, peers and underlay are IPv4's: absent or empty while IPv4 is off). */

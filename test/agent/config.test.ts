@@ -12,6 +12,7 @@ import { LAB_GOSSIP_PORT, LabAgents, type LabAgent } from "../../src/lab/agents.
 import { LabCluster } from "../../src/lab/cluster.js";
 import { formatIpv6 } from "../../src/net/ipv6.js";
 import { projectFile } from "../../src/paths.js";
+import { headLabel } from "../support/checkout.js";
 import { canUseNetns } from "../support/netns.js";
 import { coded, eventually, kernelState, netConf } from "./support.js";
 
@@ -841,11 +842,13 @@ describe.skipIf(!canUseNetns())("agent: bad configs and flags", () => {
     expect(await kernelState(a.host)).toEqual(before);
   });
 
-  it("answers --version as flanneld does, weft's own and `weft agent`'s", async () => {
+  it("answers --version as flanneld does, weft's own and `weft agent`'s: the version and the commit built from", async () => {
     const { version } = JSON.parse(await readFile(projectFile("package.json"), "utf8")) as { version: string };
     for (const args of [["--version"], ["agent", "--version"]]) {
       const r = await run(process.execPath, [projectFile("dist", "src", "cli", "main.js"), ...args]);
-      expect(r.stdout.trim(), args.join(" ")).toBe(version);
+      const [, v, commit] = /^(\S+) \((\S+)\)$/.exec(r.stdout.trim()) ?? [];
+      expect(v, args.join(" ")).toBe(version);
+      expect(commit, args.join(" ")).toMatch(headLabel());
     }
   });
 

@@ -2,14 +2,18 @@
 // and weft-v6.1, IPv6 underlay) with a pod each and no traffic. From the start on, and over a few
 // seconds of idling, the kernel sends neither device a packet (no router solicitations, no MLD
 // reports, nothing of the family that is off), so every dataplane's counters stay at 0. Each
-// dataplane's memory holds only its own family's route table, as /metrics shows. When something
+// dataplane's memory holds only its own family's route table, as /metrics shows (with the build
+// the agent runs, weft_build_info, as /status shows it). When something
 // else rewrites net.ipv6.conf.all.* (kube-proxy writes all.forwarding), which resets every
 // device's own setting, reconcile writes the devices' sysctls back and the kernel falls quiet again.
+import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { agentRequest } from "../../src/cli/agent-client.js";
 import type { LabAgent, LabDataplaneStatus } from "../../src/lab/agents.js";
 import { LAB_POD_NETWORK6 } from "../../src/lab/cluster.js";
 import { formatPrefix6 } from "../../src/net/ipv6.js";
+import { projectFile } from "../../src/paths.js";
+import { headLabel } from "../support/checkout.js";
 import { canUseNetns } from "../support/netns.js";
 import { agentLab, NETWORK } from "./support.js";
 
@@ -62,7 +66,7 @@ describe.skipIf(!canUseNetns())("an idle agent's devices stay quiet", () => {
     }
   }, 60_000);
 
-  it("/metrics exports each family's dataplane memory as weft_dataplane_memory_bytes, the size /status shows", async () => {
+  it("/metrics exports each family's dataplane memory as weft_dataplane_memory_bytes, the size /status shows, and weft_build_info, the version and commit /status shows", async () => {
     for (const a of env.all) {
       const s = await env.agents.status(a);
       const text = String(await agentRequest(a.stateDir, "GET", "/metrics"));
@@ -77,6 +81,12 @@ describe.skipIf(!canUseNetns())("an idle agent's devices stay quiet", () => {
         ).exec(text);
         expect(Number(m?.[1]), `${a.host.name} family ${family}`).toBe(d!.memoryBytes);
       }
+      // Which build runs, as `weft status` says it: the version every build shares, and the commit
+      // of this checkout the tests' build was made from (before, nothing told two builds apart).
+      expect(s.version).toBe(JSON.parse(readFileSync(projectFile("package.json"), "utf8")).version);
+      expect(s.commit).toMatch(headLabel());
+      expect(text).toMatch(/^# TYPE weft_build_info gauge$/m);
+      expect(text).toContain(`\nweft_build_info{version="${s.version}",commit="${s.commit}"} 1\n`);
     }
   });
 

@@ -1,18 +1,31 @@
 // `weft keygen`, the first step on a fresh host: its directory (/etc/weft) may not exist yet, as
 // systemd makes it only at the unit's first start; the key file is written once, owner-only, and
-// a second keygen onto it says so under its own code (before, Node's raw EEXIST).
+// a second keygen onto it says so under its own code (before, Node's raw EEXIST). --check reads a
+// key file as the agent would, to be run before an upgrade.
 import { execFile } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
-import { KEY_BYTES } from "../../src/control/gossip/keyring.js";
+import { generateKey, KEY_BYTES } from "../../src/control/gossip/keyring.js";
 import { atomicTempPath, writeFileAtomic } from "../../src/fs/atomic-write.js";
 import { projectFile } from "../../src/paths.js";
 
 const run = promisify(execFile);
 const weft = (...args: string[]) => run(process.execPath, [projectFile("dist", "src", "cli", "main.js"), ...args]);
+/** Another key, as keygen writes it. */
+const generateKeyText = () => Buffer.from(generateKey()).toString("base64");
 const dir = mkdtempSync(join(tmpdir(), "weft-keygen-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -106,5 +119,37 @@ describe("weft keygen, shared or limited filesystems", () => {
       stderr: expect.stringContaining("[CLI_KEY_FILE_EXISTS]"),
     });
     expect(readFileSync(key, "utf8")).toBe(before);
+  });
+});
+
+describe("weft keygen --check", () => {
+  // What to run before an upgrade: the agent refuses a line that older agents loaded in part
+  // (since 4b0593a), and --check reads the file as the agent does, writing nothing.
+  it("passes keygen's own file and one key a line; refuses a commented key and two keys on a line, as the agent does", async () => {
+    const good = join(dir, "check", "good.key");
+    await weft("keygen", good);
+    const key = readFileSync(good, "utf8").trim();
+    expect((await weft("keygen", "--check", good)).stdout).toBe(`${good}: 1 key, as this weft reads it\n`);
+    const file = (name: string, text: string) => {
+      const path = join(dir, "check", name);
+      writeFileSync(path, text, { mode: 0o600 });
+      return path;
+    };
+    const two = file("two.key", `# primary first\n${key}\n${generateKeyText()}\n`);
+    expect((await weft("keygen", "--check", two)).stdout).toBe(`${two}: 2 keys, as this weft reads it\n`);
+    for (const [name, text, line] of [
+      ["comment.key", `${key} # the cluster key\n`, 1],
+      ["space.key", `${key} ${generateKeyText()}\n`, 1],
+      ["comma.key", `# rotation\n${key},${generateKeyText()}\n`, 2],
+    ] as const) {
+      const path = file(name, text);
+      await expect(weft("keygen", "--check", path), name).rejects.toMatchObject({
+        code: 1,
+        stderr: expect.stringMatching(
+          new RegExp(`^weft: \\[GOSSIP_KEY_FILE_INVALID\\] key file ${path}: line ${line} holds more than one word`),
+        ),
+      });
+      expect(readFileSync(path, "utf8")).toBe(text);
+    }
   });
 });

@@ -2,7 +2,8 @@
 // machine, and no registry is reachable for the base image, so the steps run here instead, taken
 // from the Containerfile's own lines. The build stage's COPY lines copy from the repository (less
 // what .dockerignore leaves out of the build context) into a temp dir standing for its WORKDIR,
-// and its RUN lines run there, but for npm's installs: `npm ci` links this checkout's
+// and its RUN lines run there, with the build arguments its ARG lines name (WEFT_COMMIT: this
+// checkout's HEAD, as README's build command gives it), but for npm's installs: `npm ci` links this checkout's
 // node_modules (the lock file's install, without a registry) and runs the package's install and
 // prepare scripts unless --ignore-scripts, as npm ci does; `npm prune --omit=dev` leaves the
 // final stage only the production packages (those the lock file does not mark dev). apt-get lines install the
@@ -15,6 +16,7 @@ import { tmpdir } from "node:os";
 import { basename, dirname, join, posix, relative } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { projectFile } from "../../src/paths.js";
+import { checkoutHead } from "../support/checkout.js";
 
 interface Stage {
   workdir: string;
@@ -22,6 +24,8 @@ interface Stage {
   copies: [string[], string][];
   runs: string[];
   cmd: string[];
+  /** Names of its ARG lines: build arguments its RUN lines see in their environment. */
+  args: string[];
 }
 
 /** The Containerfile's stages: continuation lines joined, comments dropped. */
@@ -32,10 +36,11 @@ function stages(text: string): Stage[] {
     const [, op, rest] = /^([A-Z]+)\s+(.*)$/.exec(line.trim()) ?? [];
     if (!op) throw new Error(`Containerfile: not an instruction: ${line}`);
     const stage = out.at(-1);
-    if (op === "FROM") out.push({ workdir: "/", copies: [], runs: [], cmd: [] });
+    if (op === "FROM") out.push({ workdir: "/", copies: [], runs: [], cmd: [], args: [] });
     else if (!stage) throw new Error(`${op} before FROM`);
     else if (op === "WORKDIR") stage.workdir = posix.resolve(stage.workdir, rest);
     else if (op === "RUN") stage.runs.push(rest.trim());
+    else if (op === "ARG" && /^\w+$/.test(rest.trim())) stage.args.push(rest.trim());
     else if (op === "CMD") stage.cmd = JSON.parse(rest);
     else if (op === "COPY") {
       const words = rest.trim().split(/\s+/);
@@ -52,14 +57,23 @@ function target(workdir: string, dest: string, source: string, sources: number):
   return dest.endsWith("/") || sources > 1 ? posix.join(to, basename(source)) : to;
 }
 
-function sh(cwd: string, command: string): void {
-  const r = spawnSync("sh", ["-c", command], { cwd, encoding: "utf8", timeout: 120_000 });
+function sh(cwd: string, command: string, env: Record<string, string> = {}): void {
+  const r = spawnSync("sh", ["-c", command], {
+    cwd,
+    env: { ...process.env, ...env },
+    encoding: "utf8",
+    timeout: 120_000,
+  });
   if (r.status !== 0)
     throw new Error(`\`${command}\` exited ${r.status ?? r.signal}:\n${`${r.stdout}${r.stderr}`.slice(-3000)}`);
 }
 
-/** Runs the build stage in `dir` (its WORKDIR); returns whether node_modules was pruned to production packages. */
-function build(stage: Stage, dir: string): boolean {
+/**
+ * Runs the build stage in `dir` (its WORKDIR), given `buildArgs` (--build-arg: those its ARG lines
+ * name reach its RUN lines); returns whether node_modules was pruned to production packages.
+ */
+function build(stage: Stage, dir: string, buildArgs: Record<string, string>): boolean {
+  const env = Object.fromEntries(stage.args.filter((a) => a in buildArgs).map((a) => [a, buildArgs[a]]));
   const ignored = readFileSync(projectFile(".dockerignore"), "utf8")
     .split("\n")
     .filter((l) => l.trim() && !l.startsWith("#"));
@@ -79,10 +93,11 @@ function build(stage: Stage, dir: string): boolean {
         symlinkSync(projectFile("node_modules"), join(dir, "node_modules"));
         const scripts = JSON.parse(readFileSync(join(dir, "package.json"), "utf8")).scripts ?? {};
         if (!command.includes("--ignore-scripts"))
-          for (const s of ["preinstall", "install", "postinstall", "prepare"]) if (scripts[s]) sh(dir, `npm run ${s}`);
+          for (const s of ["preinstall", "install", "postinstall", "prepare"])
+            if (scripts[s]) sh(dir, `npm run ${s}`, env);
       } else if (command === "npm prune --omit=dev") pruned = true;
       // Anything else that installs would write into this checkout's node_modules.
-      else if (/^(npm run|npx) /.test(command)) sh(dir, command);
+      else if (/^(npm run|npx) /.test(command)) sh(dir, command, env);
       else throw new Error(`Containerfile: \`${command}\` is new to this test; teach it what the build does with it`);
     }
   }
@@ -157,7 +172,9 @@ describe("deploy/Containerfile", () => {
     const buildDir = join(root, "build");
     const imageDir = join(root, "image");
     mkdirSync(buildDir);
-    const pruned = build(buildStage, buildDir);
+    // As README's build command gives it: the commit the image is built from.
+    const commit = checkoutHead();
+    const pruned = build(buildStage, buildDir, { WEFT_COMMIT: commit });
     expect(assemble(final, buildStage.workdir, buildDir, pruned, imageDir)).toEqual([]);
 
     // CMD runs `weft`, a link to the CLI that a RUN line makes.
@@ -167,6 +184,8 @@ describe("deploy/Containerfile", () => {
     const cli = relative(final.workdir, link![1]);
     expect(readFileSync(join(imageDir, cli), "utf8")).toMatch(/^#!\/usr\/bin\/env node\n/);
     expect(node(imageDir, [cli, ...args, "--help"])).toContain(`Usage: weft ${args.join(" ")}`);
+    // The build context has no .git: the commit shown is WEFT_COMMIT's (before, no build told its commit).
+    expect(node(imageDir, [cli, "--version"]).trim()).toMatch(new RegExp(`^\\S+ \\(${commit}\\)$`));
 
     // What deploy/kubernetes/weft.yaml's init container runs, and the plugin it installs.
     const binDir = join(root, "cni-bin");

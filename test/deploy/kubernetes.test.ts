@@ -240,11 +240,12 @@ describe("deploy/kubernetes/weft.yaml", () => {
     }
   });
 
-  it("names one image, by a registry host (a bare name is pulled from Docker Hub), that README.md's sed line replaces", () => {
-    const images = (d: Doc) =>
-      [...d.spec.template.spec.initContainers, ...d.spec.template.spec.containers].map((c: Doc) => c.image);
-    const version = JSON.parse(readFileSync(projectFile("package.json"), "utf8")).version;
-    expect(images(ds)).toEqual(Array(3).fill(`registry.example.com/weft:${version}`));
+  it("names one image, by a registry host (a bare name is pulled from Docker Hub) and a placeholder tag, that README.md's sed line replaces with the build's commit", () => {
+    const containers = (d: Doc) => [...d.spec.template.spec.initContainers, ...d.spec.template.spec.containers];
+    const images = (d: Doc) => containers(d).map((c: Doc) => c.image);
+    // Not the version's tag, which every build shares (under IfNotPresent a node kept the build it had).
+    expect(images(ds)).toEqual(Array(3).fill("registry.example.com/weft:COMMIT"));
+    expect(containers(ds).map((c: Doc) => c.imagePullPolicy)).toEqual(Array(3).fill("IfNotPresent"));
     const sed = readFileSync(projectFile("README.md"), "utf8")
       .split("\n")
       .filter((l) => l.startsWith("sed -i ") && l.endsWith(" deploy/kubernetes/weft.yaml"));
@@ -254,12 +255,12 @@ describe("deploy/kubernetes/weft.yaml", () => {
       const file = join(dir, "weft.yaml");
       writeFileSync(file, readFileSync(projectFile("deploy", "kubernetes", "weft.yaml")));
       const r = spawnSync("sh", ["-c", sed[0].replace("deploy/kubernetes/weft.yaml", file)], {
-        env: { ...process.env, REGISTRY: "registry.test:5000/infra" },
+        env: { ...process.env, REGISTRY: "registry.test:5000/infra", COMMIT: "0123abc" },
         encoding: "utf8",
       });
       expect(r.stderr).toBe("");
       const edited = load(readFileSync(file, "utf8")).find((d) => d.kind === "DaemonSet")!;
-      expect(images(edited)).toEqual(Array(3).fill(`registry.test:5000/infra/weft:${version}`));
+      expect(images(edited)).toEqual(Array(3).fill("registry.test:5000/infra/weft:0123abc"));
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -12,6 +12,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { projectFile } from "../../src/paths.js";
+import { headLabel } from "../support/checkout.js";
 import { leftovers, runCli } from "../support/cli-run.js";
 import { canUseNetns } from "../support/netns.js";
 
@@ -26,6 +27,7 @@ describe("the npm package", () => {
     expect(files).toEqual(
       expect.arrayContaining([
         "dist/src/cli/main.js",
+        "dist/build-info.json", // the commit `weft --version` shows: the package has no .git
         "dist/src/cni/entry.js",
         "dist/src/dataplane/worker.js",
         "dist/bench/micro/run.js",
@@ -84,14 +86,15 @@ describe("the packed package, installed with npm install -g", () => {
     expect(install.status, `${install.error ?? ""} ${install.stdout}${install.stderr}`).toBe(0);
   }, 240_000); // the addon compiles in about 15 s on a quiet 2-core machine, minutes on a loaded one
 
-  it("weft as npm links it: --help lists the commands, --version the package's", () => {
+  it("weft as npm links it: --help lists the commands, --version the package's and the commit the packed build recorded", () => {
     const help = run(weft, ["--help"]);
     expect(help.status, help.stderr).toBe(0);
     for (const command of ["agent", "keygen", "status", "install-cni", "bench", "demo"])
       expect(help.stdout).toMatch(new RegExp(`^  ${command}\\b`, "m"));
-    expect(run(weft, ["--version"]).stdout.trim()).toBe(
-      JSON.parse(readFileSync(projectFile("package.json"), "utf8")).version,
-    );
+    // The installed package has no .git: the commit is the one the build recorded in this checkout.
+    const [, version, commit] = /^(\S+) \((\S+)\)$/.exec(run(weft, ["--version"]).stdout.trim()) ?? [];
+    expect(version).toBe(JSON.parse(readFileSync(projectFile("package.json"), "utf8")).version);
+    expect(commit).toMatch(headLabel());
   });
 
   it("the install script built the addon on this host", () => {

@@ -72,7 +72,7 @@ export interface MemberlistConfig {
 
   /** The highest gossip protocol version this node speaks and accepts (messages.ts; memberlist's
    *  ProtocolVersion): 2 sends compact records to members known to speak 2; 1 behaves on the wire
-   *  as agents before compact records did (a cautious rollout, and the older agent in tests). */
+   *  as agents before compact records did (the older agent in tests; no flag sets it). */
   readonly protocolVersion: number;
 
   /** Largest UDP frame (ciphertext, tag and header included). */

@@ -1,0 +1,73 @@
+// Which build of weft this is: package.json's version, which every build shares, and the git
+// commit `npm run build:info` recorded in dist/build-info.json when dist/ was built (not in git;
+// a packed or installed package, or an image, has no .git to ask later). `weft --version`,
+// /metrics' weft_build_info and `weft status` show it, so that nodes of a rolling upgrade can be
+// told apart.
+import { execFileSync } from "node:child_process";
+import { readFileSync, realpathSync, writeFileSync } from "node:fs";
+import { projectFile, projectRoot } from "./paths.js";
+
+export interface BuildCommit {
+  /** The full commit hash, or "unknown". */
+  commit: string;
+  /** The tree had changes to tracked files besides the commit. */
+  dirty: boolean;
+}
+
+const RECORD = () => projectFile("dist", "build-info.json");
+export const UNKNOWN_COMMIT: BuildCommit = { commit: "unknown", dirty: false };
+
+/** The commit dist/ was built from, as recorded; undefined for a build without the record. */
+export function recordedCommit(): BuildCommit | undefined {
+  try {
+    const r = JSON.parse(readFileSync(RECORD(), "utf8"));
+    if (typeof r.commit === "string" && typeof r.dirty === "boolean") return { commit: r.commit, dirty: r.dirty };
+  } catch {}
+  return undefined;
+}
+
+/**
+ * HEAD of weft's own checkout and whether tracked files differ from it; undefined outside one. A
+ * package installed inside another repository (node_modules/weft) is not its checkout: asking git
+ * there would answer that repository's commit.
+ */
+export function gitCommit(): BuildCommit | undefined {
+  const git = (args: string[]) =>
+    execFileSync("git", args, { cwd: projectRoot(), encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+  try {
+    if (realpathSync(git(["rev-parse", "--show-toplevel"])) !== realpathSync(projectRoot())) return undefined;
+    return { commit: git(["rev-parse", "HEAD"]), dirty: git(["status", "--porcelain", "--untracked-files=no"]) !== "" };
+  } catch {
+    return undefined;
+  }
+}
+
+/** "<commit>", or "<commit>-dirty" for a tree with changes (as `git describe --dirty` marks it). */
+export function commitLabel(c: BuildCommit): string {
+  return c.dirty ? `${c.commit}-dirty` : c.commit;
+}
+
+/**
+ * Writes dist/build-info.json: the checkout's commit, else WEFT_COMMIT's (an image build, whose
+ * context has no .git, is given it: "<commit>" or "<commit>-dirty"), else "unknown".
+ */
+export function recordBuild(): BuildCommit {
+  const given = process.env.WEFT_COMMIT?.trim();
+  const c =
+    gitCommit() ??
+    (given ? { commit: given.replace(/-dirty$/, ""), dirty: given.endsWith("-dirty") } : undefined) ??
+    UNKNOWN_COMMIT;
+  writeFileSync(RECORD(), JSON.stringify(c) + "\n");
+  return c;
+}
+
+let info: (BuildCommit & { version: string }) | undefined;
+
+/** This build's version and recorded commit ("unknown" without a record). */
+export function buildInfo(): BuildCommit & { version: string } {
+  info ??= {
+    version: (JSON.parse(readFileSync(projectFile("package.json"), "utf8")) as { version: string }).version,
+    ...(recordedCommit() ?? UNKNOWN_COMMIT),
+  };
+  return info;
+}
