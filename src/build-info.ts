@@ -4,7 +4,9 @@
 // /metrics' weft_build_info and `weft status` show it, so that nodes of a rolling upgrade can be
 // told apart.
 import { execFileSync } from "node:child_process";
-import { readFileSync, realpathSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { readdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { projectFile, projectRoot } from "./paths.js";
 
 export interface BuildCommit {
@@ -59,6 +61,30 @@ export function recordBuild(): BuildCommit {
     UNKNOWN_COMMIT;
   writeFileSync(RECORD(), JSON.stringify(c) + "\n");
   return c;
+}
+
+/**
+ * Writes dist/src/build-id.js (see build-id.ts): BUILD_ID is a hash of every other .js file under
+ * dist/src, by path and content, so the same sources give the same id and any change another.
+ */
+export function recordBuildId(): string {
+  const dist = projectFile("dist", "src");
+  const out = "build-id.js";
+  const hash = createHash("sha256");
+  const files = readdirSync(dist, { recursive: true, encoding: "utf8" })
+    .filter((f) => f.endsWith(".js") && f !== out)
+    .sort();
+  for (const f of files)
+    hash
+      .update(`${f}\0`)
+      .update(readFileSync(join(dist, f)))
+      .update("\0");
+  const id = hash.digest("hex").slice(0, 16);
+  writeFileSync(
+    join(dist, out),
+    `// Written by npm run build:info (see src/build-id.ts).\nexport const BUILD_ID = "${id}";\n`,
+  );
+  return id;
 }
 
 let info: (BuildCommit & { version: string }) | undefined;

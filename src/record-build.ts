@@ -1,5 +1,6 @@
 // `npm run build:info`, the last step of building dist/: records which commit it was built from
-// (build-info.ts).
-import { recordBuild } from "./build-info.js";
+// and the id of its JavaScript (build-info.ts).
+import { recordBuild, recordBuildId } from "./build-info.js";
 
 recordBuild();
+recordBuildId();

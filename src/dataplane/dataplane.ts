@@ -10,11 +10,12 @@ import { randomInt } from "node:crypto";
 import { once } from "node:events";
 import { Piscina } from "piscina";
 import type { Logger } from "pino";
-import { WeftError } from "../errors.js";
+import { BUILD_ID } from "../build-id.js";
+import { isWeftError, WeftError } from "../errors.js";
 import { Arena } from "../hotpath/arena.js";
 import { PacketBatch } from "../hotpath/batch.js";
 import { DataplaneContext, type DirectionCounters, icmpBucket, PeerCounterSums } from "../hotpath/context.js";
-import { HotPath, createHotPathMemory } from "../hotpath/module.js";
+import { HotPath, createHotPathMemory, hotPathModule } from "../hotpath/module.js";
 import { RouteTable } from "../hotpath/route-table.js";
 import type { TunQueue } from "../io/tun.js";
 import { LinkStats } from "../io/link-stats.js";
@@ -48,6 +49,7 @@ import {
   type QueueTask,
   reviveError,
   type ResultRegions,
+  type WorkerShared,
   type TaskEnd,
   type WireFormat,
 } from "./queue-task.js";
@@ -682,6 +684,9 @@ export class UserspaceDataplane {
       minThreads: this.workers,
       maxThreads: this.workers,
       idleTimeout: Number.POSITIVE_INFINITY,
+      // Threads run the module this thread compiled and check their build against this one's: the
+      // files on disk may be a newer install by the time a thread (re)starts.
+      workerData: { build: BUILD_ID, module: hotPathModule() } satisfies WorkerShared,
     });
     // Without a listener, piscina's 'error' (a thread that failed to start while it had no task)
     // is an uncaught exception: the whole agent would exit.
@@ -877,6 +882,10 @@ export class UserspaceDataplane {
           return;
         }
         err = reviveError(end.died);
+        if (isWeftError(err, "DATAPLANE_WORKER_BUILD_MISMATCH")) {
+          if (!this.stopping) this.onBuildMismatch(w, err);
+          return;
+        }
       } catch (error) {
         // The thread itself died (terminated, out of memory): piscina's error.
         w.io[IO_SERVING] = 0n;
@@ -912,6 +921,14 @@ export class UserspaceDataplane {
     this.fail(err);
   }
 
+  /** A restart would run the other build again: the worker stays down, the owner is told once. */
+  private onBuildMismatch(w: Worker, err: WeftError): void {
+    if (this.failed)
+      this.opts.logger?.debug({ worker: w.task.worker, err }, "dataplane worker refused to start (again)");
+    else this.opts.logger?.error({ worker: w.task.worker, err }, "dataplane worker refused to start");
+    this.fail(err);
+  }
+
   /** Restarts go on (with the longest wait) until the owner stops the dataplane. */
   private onCrashLoop(w: Worker, cause: string): void {
     const err = new WeftError(
@@ -929,7 +946,7 @@ export class UserspaceDataplane {
     if (this.stopping) return;
     const err = new WeftError(
       "DATAPLANE_WORKER_START_FAILED",
-      `a dataplane worker thread failed to start (${(cause as NodeJS.ErrnoException).code ?? cause.message}; cause says why: a process or thread limit, dist/ or build/weft.wasm replaced under the running agent) and a dead thread is not replaced after that, so a dead worker's queue pairs stay down: stop this dataplane and start a new one (the agent does so itself, not ready meanwhile)`,
+      `a dataplane worker thread failed to start (${(cause as NodeJS.ErrnoException).code ?? cause.message}; cause says why: a process or thread limit, dist/ removed under the running agent) and a dead thread is not replaced after that, so a dead worker's queue pairs stay down: stop this dataplane and start a new one (the agent does so itself, not ready meanwhile)`,
       { cause },
     );
     if (this.failed) this.opts.logger?.debug({ err }, "dataplane worker thread failed to start (again)");

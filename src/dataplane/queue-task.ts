@@ -80,6 +80,16 @@ export interface QueueTask {
   icmpBucket: number;
 }
 
+/**
+ * What every thread of the pool gets from the main thread (piscina's workerData): the hot path's
+ * module it compiled, which the thread instantiates rather than build/weft.wasm, and the id of its
+ * build (BUILD_ID), which the thread's own must equal.
+ */
+export interface WorkerShared {
+  build: string;
+  module: WebAssembly.Module;
+}
+
 /** The worker's own counters, beside the hot path's verdict counters. */
 export const IO_COUNTER = {
   /** Batches read from the TUN device / from the socket. */

@@ -7,6 +7,9 @@
 // the stop word is set. Offloads are not a path of their own: the queue and socket carry vnet
 // headers and GSO/GRO segments behind the I/O seam (src/io/batch-io.ts), and the hot path's one
 // call per direction treats a plain packet as a single segment.
+import { workerData } from "piscina";
+import { BUILD_ID } from "../build-id.js";
+import { WeftError } from "../errors.js";
 import { HotPath, type HotPathFunctions } from "../hotpath/module.js";
 import type { DatagramBind, PacketQueue } from "../io/batch-io.js";
 import {
@@ -30,6 +33,7 @@ import {
   IO_SERVING,
   type QueueTask,
   type TaskEnd,
+  type WorkerShared,
 } from "./queue-task.js";
 
 /**
@@ -175,11 +179,27 @@ export default function runWorker(task: QueueTask): TaskEnd {
 }
 
 /**
+ * The hot path's module the main thread compiled, once this thread's code is the main thread's
+ * build: piscina starts a thread from the files on disk, which an install (npm install -g) may have
+ * replaced under the running agent, and new code over the old memory layout would forward wrongly
+ * with no error.
+ */
+function mainModule(): WebAssembly.Module {
+  const shared = workerData as WorkerShared | undefined;
+  if (shared?.build !== BUILD_ID)
+    throw new WeftError(
+      "DATAPLANE_WORKER_BUILD_MISMATCH",
+      `this dataplane worker thread loaded weft build ${BUILD_ID} from disk, the running agent is build ${shared?.build ?? "(none given)"}: weft was installed anew under the running agent, and mixed builds would forward wrongly, so this worker's queue pairs stay down; restart the agent (systemctl restart weft) to run the new build`,
+    );
+  return shared.module;
+}
+
+/**
  * Serves the task's pairs until the stop word is set, or until its TUN device is deleted
  * (`tunGone`): its queues will read nothing again, and a restarted worker would fail the same way.
  */
 function serve(task: QueueTask): TaskEnd {
-  const hp = new HotPath(task.memory);
+  const hp = new HotPath(task.memory, mainModule());
   const { fn } = hp;
   const mem = task.memory.buffer;
   const buf = new Uint8Array(mem);

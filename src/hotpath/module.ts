@@ -113,7 +113,11 @@ export interface HotPathFunctions {
 const MAX_PAGES = 65536;
 let compiled: WebAssembly.Module | undefined;
 
-function wasmModule(): WebAssembly.Module {
+/**
+ * build/weft.wasm, compiled once per process, by the main thread: dataplane workers instantiate
+ * this module (passed to them), never the file, which an install may have replaced since.
+ */
+export function hotPathModule(): WebAssembly.Module {
   if (compiled) return compiled;
   const path = projectFile("build", "weft.wasm");
   let bytes: Uint8Array<ArrayBuffer>;
@@ -142,8 +146,11 @@ export class HotPath {
   private readonly globals: Map<string, number>;
   private u8 = new Uint8Array(0);
 
-  constructor(readonly memory: WebAssembly.Memory) {
-    const instance = new WebAssembly.Instance(wasmModule(), { env: { memory } });
+  constructor(
+    readonly memory: WebAssembly.Memory,
+    module = hotPathModule(),
+  ) {
+    const instance = new WebAssembly.Instance(module, { env: { memory } });
     this.fn = instance.exports as unknown as HotPathFunctions;
     this.globals = new Map();
     for (const [name, value] of Object.entries(instance.exports)) {
