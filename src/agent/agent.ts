@@ -386,6 +386,7 @@ export class Agent {
               ready: () => agent.isReady(),
               backendRestarts: () => agent.lanes.map((l) => ({ family: l.family, restarts: l.restarts })),
               logLinesDropped: () => opts.logLinesDropped?.() ?? 0,
+              httpRefused: () => agent.http?.refused,
             },
           ),
           reclaim: (node) => control.reclaim(node),

@@ -6,6 +6,7 @@ import { withTotals, type DataplaneCounters, type DataplaneTotals } from "../dat
 import type { ControlPlane } from "../control/control-plane.js";
 import { MEMBER_STATES } from "../control/gossip/delegate.js";
 import type { GossipCounters } from "../control/gossip/observability.js";
+import { type RefusedConnections, TCP_MAX_CONNECTIONS, TCP_MAX_CONNECTIONS_PER_SOURCE } from "./http.js";
 import type { SocketDrops } from "./socket-drops.js";
 
 /** A counter whose value comes from elsewhere at scrape time. */
@@ -119,6 +120,8 @@ export function agentMetrics(
     ready: () => boolean;
     backendRestarts: () => Array<{ family: 4 | 6; restarts: number }>;
     logLinesDropped: () => number;
+    /** Absent until the HTTP servers listen. */
+    httpRefused: () => RefusedConnections | undefined;
   },
 ): Registry {
   const registry = new ScrapeRegistry(backends);
@@ -163,6 +166,16 @@ export function agentMetrics(
       "Log lines dropped: stdout took none while 1 MiB of them waited, its reader was gone, or while stopping another write error (CLI_LOG_LINES_DROPPED says how many once it takes lines again)",
       [],
       (set) => set({}, agent.logLinesDropped()),
+    );
+    mirroredCounter(
+      registry,
+      "weft_http_connections_refused_total",
+      `Connections the agent's HTTP servers closed unanswered or failed to take, by reason: source (over a TCP port's ${TCP_MAX_CONNECTIONS_PER_SOURCE} at once from one address), limit (over a TCP port's ${TCP_MAX_CONNECTIONS} at once), error (accept failed: AGENT_HTTP_SERVER_ERROR)`,
+      ["reason"],
+      (set) => {
+        const r = agent.httpRefused() ?? { source: 0, limit: 0, error: 0 };
+        for (const [reason, n] of Object.entries(r)) set({ reason }, n);
+      },
     );
   }
   new Gauge({
