@@ -94,13 +94,17 @@ class ScrapeRegistry extends Registry {
 
   /**
    * Every family's dataplane totals: the running dataplane's as eachDataplane reads them, or,
-   * while the family has no backend running (a swap, a restart's backoff), its stopped ones', so
-   * that no counter's series goes away meanwhile.
+   * while the family runs none (a swap, a restart's backoff, a kernel backend after a userspace
+   * one), its stopped ones', so that no counter's series goes away meanwhile.
    */
   eachDataplaneTotals(read: (d: DataplaneTotals, family: string) => void): void {
-    this.eachDataplane(read);
-    for (const { family, backend, dataplaneBase } of this.backends())
-      if (!backend && dataplaneBase) read(dataplaneBase, String(family));
+    const shown = new Set<string>();
+    this.eachDataplane((d, family) => {
+      shown.add(family);
+      read(d, family);
+    });
+    for (const { family, dataplaneBase } of this.backends())
+      if (dataplaneBase && !shown.has(String(family))) read(dataplaneBase, String(family));
   }
 }
 
@@ -112,7 +116,7 @@ class ScrapeRegistry extends Registry {
 export function agentMetrics(
   control: ControlPlane,
   backends: () => FamilyBackend[],
-  counters: () => BackendCounters | undefined,
+  counters: () => BackendCounters,
   leases: () => string[],
   socketDrops: () => SocketDrops | undefined,
   /** The agent's own state (absent for a registry of the layers alone, as some tests make). */
@@ -245,7 +249,6 @@ export function agentMetrics(
     ["result"],
     (set) => {
       const c = counters();
-      if (!c) return;
       set({ result: "ok" }, c.kernelCommands - c.kernelErrors);
       set({ result: "error" }, c.kernelErrors);
     },

@@ -211,7 +211,7 @@ describe.skipIf(!canUseNetns())("agent metrics", () => {
     const metrics = agentMetrics(
       control,
       () => [],
-      () => undefined,
+      () => ({ kernelCommands: 0, kernelErrors: 0, peersUnreachable: 0, driftRepairs: 0 }),
       () => [],
       () => drops,
     );
