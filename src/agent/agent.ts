@@ -400,6 +400,7 @@ export class Agent {
               ready: () => agent.isReady(),
               backendRestarts: () => agent.lanes.map((l) => ({ family: l.family, restarts: l.restarts })),
               logLinesDropped: () => opts.logLinesDropped?.() ?? 0,
+              httpRefused: () => agent.http?.refused,
             },
           ),
           reclaim: (node) => control.reclaim(node),
@@ -1244,7 +1245,9 @@ export class Agent {
     }
     const d = this.retiredDataplane(lane, backend, inLane ? "it is read again once stopped" : COUNTS_UNSHOWN);
     if (d) lane.dataplaneBase = addTotals(lane.dataplaneBase, d);
-    lane.dataplaneWorkers = d?.lastErrno.length; // one entry per worker
+    // One entry per worker. A failed start's says nothing of the workers down: a userspace one's
+    // has none left (0), a kernel one's no dataplane; the last backend that ran stays the measure.
+    if (inLane) lane.dataplaneWorkers = d?.lastErrno.length;
     return d;
   }
 

@@ -8,6 +8,7 @@
 // reclaim`): only whoever can open the state dir may hand a node's subnets back to the ring.
 import { chmodSync, rmSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { Socket } from "node:net";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import { type ErrorCode, WeftError } from "../errors.js";
@@ -54,7 +55,9 @@ const NOT_READY_TCP = "not ready (weft status on this node says why)\n";
 function handler(h: HttpHandlers, endpoints: readonly Endpoint[], local: boolean) {
   return async (req: IncomingMessage, res: ServerResponse) => {
     const reply = (code: number, type: string, body: string) => {
-      res.writeHead(code, { "content-type": type });
+      // Over TCP each connection ends with its answer: a client keeping connections alive would
+      // hold the port's slots (the kubelet's probes open a connection each time anyway).
+      res.writeHead(code, { "content-type": type, ...(!local && { connection: "close" }) });
       res.end(body);
     };
     const url = new URL(req.url ?? "/", "http://weft");
@@ -91,17 +94,92 @@ function handler(h: HttpHandlers, endpoints: readonly Endpoint[], local: boolean
   };
 }
 
-/** Connections a TCP port holds at once; more are closed as they come. */
-export const TCP_MAX_CONNECTIONS = 32;
+/** Connections a TCP port holds at once (a bound on the agent's file descriptors); more are closed as they come. */
+export const TCP_MAX_CONNECTIONS = 256;
+/** Connections a TCP port holds at once from one source address: one client (a pod, on the
+ *  health port) must not take the slots the kubelet's probes need. More are closed as they come. */
+export const TCP_MAX_CONNECTIONS_PER_SOURCE = 4;
 /** Time a TCP client has to send its request (headers and body). */
 const TCP_REQUEST_TIMEOUT_MS = 5000;
+/** How often the TCP servers look for requests past their timeout: each look is a wakeup of an idle agent. */
+const TCP_TIMEOUT_CHECK_MS = 5000;
 /** How long the agent's stop lets requests under way finish before it cuts their connections. */
 const CLOSE_GRACE_MS = 1000;
+/** After a server error is logged, the next ones within this time are logged as one count at its end. */
+export const SERVER_ERROR_LOG_EVERY_MS = 10_000;
+
+/** Connections the agent's HTTP servers refused or failed to take, by reason (weft_http_connections_refused_total). */
+export interface RefusedConnections {
+  /** Over a TCP port's TCP_MAX_CONNECTIONS_PER_SOURCE from one address. */
+  source: number;
+  /** Over a TCP port's TCP_MAX_CONNECTIONS. */
+  limit: number;
+  /** Accept failed (AGENT_HTTP_SERVER_ERROR). */
+  error: number;
+}
 
 export class AgentHttp {
   private readonly servers: Server[] = [];
+  /** The servers' error log windows open now (serverErrors). */
+  private readonly errorWindows = new Set<NodeJS.Timeout>();
+  readonly refused: RefusedConnections = { source: 0, limit: 0, error: 0 };
 
   private constructor(private readonly socketPath: string) {}
+
+  /**
+   * Logs a server's first error, then, while more come, how many at most every
+   * SERVER_ERROR_LOG_EVERY_MS: accept's ENFILE repeats with each connection tried.
+   */
+  private serverErrors(address: string, log: Pick<Logger, "error">): (err: Error) => void {
+    let held = 0;
+    let window: NodeJS.Timeout | undefined;
+    const message = "an HTTP server of the agent failed to take a connection (see err); it goes on serving";
+    const close = () => {
+      if (window) this.errorWindows.delete(window);
+      window = undefined;
+      if (held === 0) return;
+      log.error(
+        { code: "AGENT_HTTP_SERVER_ERROR", address, more: held },
+        `${message}; ${held} more such errors in the last ${SERVER_ERROR_LOG_EVERY_MS / 1000} s`,
+      );
+      held = 0;
+      open();
+    };
+    const open = () => {
+      window = setTimeout(close, SERVER_ERROR_LOG_EVERY_MS).unref();
+      this.errorWindows.add(window);
+    };
+    return (err) => {
+      this.refused.error++;
+      if (window) {
+        held++;
+        return;
+      }
+      log.error({ err, code: "AGENT_HTTP_SERVER_ERROR", address }, message);
+      open();
+    };
+  }
+
+  /** Closes a TCP server's connections over TCP_MAX_CONNECTIONS_PER_SOURCE from one address, and counts them and those over its cap. */
+  private capSources(s: Server): void {
+    const open = new Map<string, number>();
+    s.on("drop", () => this.refused.limit++);
+    s.on("connection", (c: Socket) => {
+      const from = c.remoteAddress ?? "";
+      const n = open.get(from) ?? 0;
+      if (n >= TCP_MAX_CONNECTIONS_PER_SOURCE) {
+        this.refused.source++;
+        c.destroy();
+        return;
+      }
+      open.set(from, n + 1);
+      c.once("close", () => {
+        const left = (open.get(from) ?? 1) - 1;
+        if (left === 0) open.delete(from);
+        else open.set(from, left);
+      });
+    });
+  }
 
   static async listen(
     h: HttpHandlers,
@@ -117,15 +195,9 @@ export class AgentHttp {
         const listening = () => {
           // A server error once listening (accept's ENFILE, ENOBUFS) is logged: with no listener
           // left, the next one would end the process.
-          s.off("error", reject).on("error", (err) =>
-            log.error(
-              {
-                err,
-                code: "AGENT_HTTP_SERVER_ERROR",
-                address: typeof arg === "string" ? arg : `${arg.host}:${arg.port}`,
-              },
-              "an HTTP server of the agent failed to take a connection (see err); it goes on serving",
-            ),
+          s.off("error", reject).on(
+            "error",
+            http.serverErrors(typeof arg === "string" ? arg : `${arg.host}:${arg.port}`, log),
           );
           resolve();
         };
@@ -136,19 +208,23 @@ export class AgentHttp {
       for (const where of [socketPath, ...tcp]) {
         const local = typeof where === "string";
         const s = createServer(
-          // Over TCP, anyone who reaches the port (pods, on the health port) may connect: a cap on
-          // connections and on the time to send a request, checked each second, so that clients
-          // holding connections cannot exhaust the agent's file descriptors nor hold the port long.
+          // Over TCP, anyone who reaches the port (pods, on the health port) may connect: caps on
+          // connections, in all and from one address, and on the time to send a request, so that
+          // clients holding connections can neither exhaust the agent's file descriptors nor
+          // keep the kubelet's probes out.
           local
             ? {}
             : {
                 headersTimeout: TCP_REQUEST_TIMEOUT_MS,
                 requestTimeout: TCP_REQUEST_TIMEOUT_MS,
-                connectionsCheckingInterval: 1000,
+                connectionsCheckingInterval: TCP_TIMEOUT_CHECK_MS,
               },
           handler(h, local ? SOCKET_ENDPOINTS : where.endpoints, local),
         );
-        if (!local) s.maxConnections = TCP_MAX_CONNECTIONS;
+        if (!local) {
+          s.maxConnections = TCP_MAX_CONNECTIONS;
+          http.capSources(s);
+        }
         http.servers.push(s);
         await listen(s, typeof where === "string" ? where : { host: where.host, port: where.port });
         if (typeof where === "string") chmodSync(where, SOCKET_MODE);
@@ -172,6 +248,7 @@ export class AgentHttp {
     }, CLOSE_GRACE_MS);
     await closed;
     clearTimeout(cut);
+    for (const t of this.errorWindows) clearTimeout(t);
     rmSync(this.socketPath, { force: true });
   }
 }

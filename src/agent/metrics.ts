@@ -7,6 +7,7 @@ import { withTotals, type DataplaneCounters, type DataplaneTotals } from "../dat
 import type { ControlPlane } from "../control/control-plane.js";
 import { MEMBER_STATES } from "../control/gossip/delegate.js";
 import type { GossipCounters } from "../control/gossip/observability.js";
+import { type RefusedConnections, TCP_MAX_CONNECTIONS, TCP_MAX_CONNECTIONS_PER_SOURCE } from "./http.js";
 import type { SocketDrops } from "./socket-drops.js";
 
 /** A counter whose value comes from elsewhere at scrape time. */
@@ -94,13 +95,17 @@ class ScrapeRegistry extends Registry {
 
   /**
    * Every family's dataplane totals: the running dataplane's as eachDataplane reads them, or,
-   * while the family has no backend running (a swap, a restart's backoff), its stopped ones', so
-   * that no counter's series goes away meanwhile.
+   * while the family runs none (a swap, a restart's backoff, a kernel backend after a userspace
+   * one), its stopped ones', so that no counter's series goes away meanwhile.
    */
   eachDataplaneTotals(read: (d: DataplaneTotals, family: string) => void): void {
-    this.eachDataplane(read);
-    for (const { family, backend, dataplaneBase } of this.backends())
-      if (!backend && dataplaneBase) read(dataplaneBase, String(family));
+    const shown = new Set<string>();
+    this.eachDataplane((d, family) => {
+      shown.add(family);
+      read(d, family);
+    });
+    for (const { family, dataplaneBase } of this.backends())
+      if (dataplaneBase && !shown.has(String(family))) read(dataplaneBase, String(family));
   }
 }
 
@@ -112,7 +117,7 @@ class ScrapeRegistry extends Registry {
 export function agentMetrics(
   control: ControlPlane,
   backends: () => FamilyBackend[],
-  counters: () => BackendCounters | undefined,
+  counters: () => BackendCounters,
   leases: () => string[],
   socketDrops: () => SocketDrops | undefined,
   /** The agent's own state (absent for a registry of the layers alone, as some tests make). */
@@ -120,6 +125,8 @@ export function agentMetrics(
     ready: () => boolean;
     backendRestarts: () => Array<{ family: 4 | 6; restarts: number }>;
     logLinesDropped: () => number;
+    /** Absent until the HTTP servers listen. */
+    httpRefused: () => RefusedConnections | undefined;
   },
 ): Registry {
   const registry = new ScrapeRegistry(backends);
@@ -171,6 +178,16 @@ export function agentMetrics(
       "Log lines dropped: stdout took none while 1 MiB of them waited, its reader was gone, or while stopping another write error (CLI_LOG_LINES_DROPPED says how many once it takes lines again)",
       [],
       (set) => set({}, agent.logLinesDropped()),
+    );
+    mirroredCounter(
+      registry,
+      "weft_http_connections_refused_total",
+      `Connections the agent's HTTP servers closed unanswered or failed to take, by reason: source (over a TCP port's ${TCP_MAX_CONNECTIONS_PER_SOURCE} at once from one address), limit (over a TCP port's ${TCP_MAX_CONNECTIONS} at once), error (accept failed: AGENT_HTTP_SERVER_ERROR)`,
+      ["reason"],
+      (set) => {
+        const r = agent.httpRefused() ?? { source: 0, limit: 0, error: 0 };
+        for (const [reason, n] of Object.entries(r)) set({ reason }, n);
+      },
     );
   }
   new Gauge({
@@ -240,7 +257,6 @@ export function agentMetrics(
     ["result"],
     (set) => {
       const c = counters();
-      if (!c) return;
       set({ result: "ok" }, c.kernelCommands - c.kernelErrors);
       set({ result: "error" }, c.kernelErrors);
     },

@@ -169,7 +169,7 @@ describe.skipIf(!canUseNetns())("agent metrics", () => {
       () => ({ ...stats.counters(), peersUnreachable: 0 }),
       () => [],
       () => undefined,
-      { ready: () => true, backendRestarts: () => [], logLinesDropped: () => 0 },
+      { ready: () => true, backendRestarts: () => [], logLinesDropped: () => 0, httpRefused: () => undefined },
     );
     let was = counterSamples(await metrics.metrics());
     // Failed rounds and reads, batches with refusals (one refusing more lines than it sent), one taken whole.
@@ -211,7 +211,7 @@ describe.skipIf(!canUseNetns())("agent metrics", () => {
     const metrics = agentMetrics(
       control,
       () => [],
-      () => undefined,
+      () => ({ kernelCommands: 0, kernelErrors: 0, peersUnreachable: 0, driftRepairs: 0 }),
       () => [],
       () => drops,
     );

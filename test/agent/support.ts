@@ -211,6 +211,29 @@ export async function kernelState(h: LabHost): Promise<unknown> {
   };
 }
 
+/**
+ * Deletes `device` and gives its name to a device of another kind (a bridge) at once, so that
+ * a backend's start making a TUN device of that name fails (EINVAL) until the bridge is gone.
+ * ip can be held back between the two (a loaded machine) while the agent makes its new device:
+ * then that one is deleted too (each deletion is a restart, counted).
+ */
+export async function takeDeviceName(h: LabHost, device: string): Promise<void> {
+  const kind = () =>
+    h.ns.kernel.ipJson<Array<{ linkinfo?: { info_kind?: string } }>>(["-d", "link", "show", "dev", device]).then(
+      (links) => links[0]?.linkinfo?.info_kind,
+      () => undefined,
+    );
+  for (let tries = 0; tries < 5; tries++) {
+    await h.ns.exec([
+      "sh",
+      "-c",
+      `printf 'link del ${device}\\nlink add ${device} type bridge\\n' | ip -force -batch - || true`,
+    ]);
+    if ((await kind()) === "bridge") return;
+  }
+  throw new Error(`${device} is not a bridge after 5 tries`);
+}
+
 export interface AgentLabOptions {
   tag: string;
   hosts: number;

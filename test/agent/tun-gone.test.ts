@@ -18,7 +18,16 @@ import type { AgentStatus, LabAgent } from "../../src/lab/agents.js";
 import { formatPrefix6 } from "../../src/net/ipv6.js";
 import { canUseNetns } from "../support/netns.js";
 import { STATE_FILE } from "../../src/control/lease/store.js";
-import { agentLab, eventually, logRecords, NETWORK, netConf, overlayDevices, restartGivingSubnet } from "./support.js";
+import {
+  agentLab,
+  eventually,
+  logRecords,
+  NETWORK,
+  netConf,
+  overlayDevices,
+  restartGivingSubnet,
+  takeDeviceName,
+} from "./support.js";
 
 const MODES = [
   {
@@ -75,31 +84,6 @@ describe.skipIf(!canUseNetns()).each(MODES)("an agent whose TUN device is delete
       }
   };
 
-  /**
-   * Deletes the device and gives its name to a device of another kind at once, so that the first
-   * start of a new TUN device fails (EINVAL) and the agent stays down, trying again, until it is
-   * gone. ip can be held back between the two (a loaded machine) while the agent makes its new
-   * device: then that one is deleted too (each deletion is a restart, counted).
-   */
-  const takeName = async (a: LabAgent) => {
-    const kind = () =>
-      a.host.ns.kernel
-        .ipJson<Array<{ linkinfo?: { info_kind?: string } }>>(["-d", "link", "show", "dev", mode.device])
-        .then(
-          (links) => links[0]?.linkinfo?.info_kind,
-          () => undefined,
-        );
-    for (let tries = 0; tries < 5; tries++) {
-      await a.host.ns.exec([
-        "sh",
-        "-c",
-        `printf 'link del ${mode.device}\\nlink add ${mode.device} type bridge\\n' | ip -force -batch - || true`,
-      ]);
-      if ((await kind()) === "bridge") return;
-    }
-    throw new Error(`${mode.device} is not a bridge after 5 tries`);
-  };
-
   const env = agentLab({
     tag: mode.tag,
     hosts: 2,
@@ -126,7 +110,7 @@ describe.skipIf(!canUseNetns()).each(MODES)("an agent whose TUN device is delete
     const pairs = await sockets(a1);
     expect(pairs).toBeGreaterThan(0);
     const since = await env.agents.logSize(a1);
-    await takeName(a1);
+    await takeDeviceName(a1.host, mode.device);
     const codes = async () => (await env.agents.errorLines(a1, since)).map((l) => l.code);
     const failures = async () => (await codes()).filter((c) => c === "AGENT_BACKEND_FAILED").length;
     await eventually("the restart to fail", codes, (c) => c.includes("AGENT_BACKEND_RESTART_FAILED"), 20_000);
@@ -211,7 +195,7 @@ describe.skipIf(!canUseNetns()).each(MODES)("an agent whose TUN device is delete
     it("IPv6 down while the IPv4 subnet is lost and replaced: not ready and no subnet.env until IPv6 runs too", async () => {
       const [a1, a2] = env.all;
       const since = await env.agents.logSize(a1);
-      await takeName(a1);
+      await takeDeviceName(a1.host, mode.device);
       await eventually(
         "the IPv6 restart to fail",
         async () => (await env.agents.errorLines(a1, since)).map((l) => l.code),
@@ -264,7 +248,7 @@ describe.skipIf(!canUseNetns()).each(MODES)("an agent whose TUN device is delete
       const before = await ifindex();
       const since = await env.agents.logSize(a1);
       const logged = () => logRecords(a1.dir, since);
-      await takeName(a1);
+      await takeDeviceName(a1.host, mode.device);
       await eventually(
         "the IPv6 restart to fail",
         async () => (await logged()).map((l) => l.code),

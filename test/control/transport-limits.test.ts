@@ -134,7 +134,7 @@ describe("gossip stream limits", () => {
       const registry = agentMetrics(
         plane,
         () => [],
-        () => undefined,
+        () => ({ kernelCommands: 0, kernelErrors: 0, peersUnreachable: 0, driftRepairs: 0 }),
         () => [],
         () => undefined,
       );
