@@ -5,7 +5,7 @@
 // thread, and a second SIGINT's kill dropped what was still queued behind them.
 // Our own writer, not sonic-boom: its flushSync retried an error other than EAGAIN (EPIPE, the
 // reader gone) without end, so a stop beginning with lines queued for a closed pipe hung there.
-import { write as writeAsync, writeSync } from "node:fs";
+import { fstatSync, write as writeAsync, writeSync } from "node:fs";
 
 /** Bytes of lines kept for a stdout that takes none; later lines are dropped until it takes some. */
 const BUFFERED_BYTES = 1 << 20;
@@ -25,8 +25,6 @@ const PIPE_BUF = 4096;
 export const SYNC_EAGAIN_RETRIES = 20;
 const EAGAIN_WAIT_MS = 100;
 
-const NEWLINE = Buffer.from("\n");
-
 const busy = (err: NodeJS.ErrnoException) => err.code === "EAGAIN" || err.code === "EBUSY";
 
 const size = (q: string | Buffer) => (typeof q === "string" ? Buffer.byteLength(q) : q.length);
@@ -38,8 +36,25 @@ function lines(b: Buffer): number {
   return b.length > 0 && b[b.length - 1] !== 10 ? n + 1 : n;
 }
 
-/** Lines in a queued entry: NEWLINE, written alone to end a torn piece, is none (its line was counted). */
-const linesIn = (q: string | Buffer) => (typeof q === "string" ? 1 : q === NEWLINE ? 0 : lines(q));
+/**
+ * Lines in a queued entry whose content is not all out: a leading newline (a line's rest when a
+ * partial write stopped just before it, or the one ending a torn piece) counts none.
+ */
+const linesIn = (q: string | Buffer) => (typeof q === "string" ? 1 : lines(q) - (q[0] === 10 ? 1 : 0));
+
+/**
+ * `fd` is a pipe or a socket: a write to it longer than PIPE_BUF can get another writer's bytes
+ * inside it. A regular file (with O_APPEND or not: the offset's lock), a TTY (its write lock) or
+ * /dev/null takes each write whole, before or after the other's. Unknown (fstat failed): as a pipe.
+ */
+function splits(fd: number): boolean {
+  try {
+    const s = fstatSync(fd);
+    return s.isFIFO() || s.isSocket();
+  } catch {
+    return true;
+  }
+}
 
 /** pino's destination for the agent: asynchronous until `toSync`. */
 export class AgentLogStream {
@@ -54,11 +69,13 @@ export class AgentLogStream {
   /** The bytes of the pool's write under way. */
   private inPool: Buffer | undefined;
   /**
-   * That write is of whole lines within PIPE_BUF, as the main thread's beside it must be: a pipe
-   * takes each whole, before or after the other. Any other (a longer line, a line's rest) the main
-   * thread leaves its lines queued for, until the write's callback.
+   * That write is of whole lines within PIPE_BUF, as the main thread's beside it must be on a pipe:
+   * it takes each whole, before or after the other. Beside any other (a longer line, a line's rest)
+   * the main thread leaves its lines queued for the write's callback, until `atExit`.
    */
   private poolWhole = false;
+  /** See `splits`: else the main thread writes beside any pool write but a line's rest. */
+  private readonly splits: boolean;
   /** What went out ends within a line: its rest is queued first, or, if dropped, a newline ends it. */
   private midLine = false;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -82,7 +99,9 @@ export class AgentLogStream {
   constructor(
     private readonly fd: number,
     private readonly notice: (dropped: number) => void,
-  ) {}
+  ) {
+    this.splits = splits(fd);
+  }
 
   write(line: string): void {
     const bytes = Buffer.byteLength(line);
@@ -96,12 +115,11 @@ export class AgentLogStream {
   }
 
   /**
-   * From here on each line is written before `write` returns, unless a pool write under way is
-   * more than whole lines within PIPE_BUF: it cannot be waited for (its callback needs the event
-   * loop), so the lines wait for its callback, and are lost if the process exits first. Beside a
-   * pool write of whole lines within PIPE_BUF, lines may come before its own. Called again, it
-   * retries what is still buffered. Bounded and never throwing, it is also the exit hook: a throw
-   * in 'exit' skips the hooks after it.
+   * From here on each line is written before `write` returns, unless, on a pipe or socket, a pool
+   * write under way is more than whole lines within PIPE_BUF (on any stdout, a line's rest): it
+   * cannot be waited for (its callback needs the event loop), so the lines wait for its callback,
+   * or `atExit`. Beside any other pool write, lines may come before its own. Called again, it
+   * retries what is still buffered. Bounded and never throwing.
    */
   toSync(): void {
     if (this.syncRetries === undefined) {
@@ -110,6 +128,24 @@ export class AgentLogStream {
       this.retryTimer = undefined;
     }
     this.flush();
+  }
+
+  /**
+   * `toSync` for the last writes: the exit hook (a throw in 'exit' skips the hooks after it) and
+   * before a kill. No callback can follow, so no line waits for one: beside a pool write that may
+   * end within a line on a pipe, a newline comes first (a line possibly split, or an empty line if
+   * that write is done, beats lines certainly lost); elsewhere that write is taken whole. The pool's
+   * write goes on: process.exit waits for it (libuv joins its threads), a kill ends it. Lines still
+   * queued after the EAGAIN retries are counted as dropped.
+   */
+  atExit(): void {
+    if (this.inPool && !this.besidePool()) this.midLine = this.splits && !this.poolWhole;
+    this.inPool = undefined;
+    this.toSync();
+    for (const q of this.queue.splice(0)) {
+      this.held -= size(q);
+      this.drop(linesIn(q));
+    }
   }
 
   private drop(n: number): void {
@@ -141,24 +177,33 @@ export class AgentLogStream {
   }
 
   /**
-   * The queue's head if bytes, a newline if a line was torn, else up to PIPE_BUF bytes of its lines
-   * (at least one, the notice first in a write of its own), encoded.
+   * The main thread may write the queue's head now: no pool write is under way, or neither can
+   * split the other's lines (on a file, a TTY or /dev/null, unless that write is a line's rest).
+   */
+  private besidePool(): boolean {
+    if (!this.inPool) return true;
+    if (!this.splits) return !this.midLine;
+    return this.poolWhole && this.wholeAtHead();
+  }
+
+  /**
+   * The queue's head if bytes, else up to PIPE_BUF bytes of its lines (at least one, the notice
+   * first in a write of its own), encoded, after a newline if a line was torn.
    */
   private take(): Buffer {
     const head = this.queue[0];
     if (typeof head !== "string") return this.queue.shift() as Buffer;
-    if (this.midLine) {
-      this.held += 1;
-      return NEWLINE;
-    }
+    // In the same write as the lines: on a pipe, a pool write may come between two (`atExit`).
+    const lead = this.midLine ? "\n" : "";
+    this.held += lead.length;
     let end = 1;
-    let bytes = Buffer.byteLength(head);
+    let bytes = lead.length + Buffer.byteLength(head);
     for (; end < this.queue.length; end++) {
       const q = this.queue[end];
       if (typeof q !== "string" || q === this.unsaid?.line || bytes + Buffer.byteLength(q) > PIPE_BUF) break;
       bytes += Buffer.byteLength(q);
     }
-    const b = Buffer.from(this.queue.splice(0, end).join(""));
+    const b = Buffer.from(lead + this.queue.splice(0, end).join(""));
     if (this.unsaid && head === this.unsaid.line) this.unsaid = { count: this.unsaid.count, bytes: b };
     return b;
   }
@@ -166,11 +211,13 @@ export class AgentLogStream {
   /** `n` bytes of `b` written; its rest goes back to the queue's head. */
   private written(b: Buffer, n: number): void {
     this.held -= n;
-    // b itself if none was written, so that NEWLINE stays NEWLINE and a notice's bytes its own.
-    if (n < b.length) this.queue.unshift(n === 0 ? b : b.subarray(n));
+    // b itself if none was written, so that a notice's bytes stay its own.
+    const rest = n === 0 ? b : b.subarray(n);
+    if (n < b.length) this.queue.unshift(rest);
     if (n === 0) return;
     this.midLine = b[n - 1] !== 10;
-    if (b === this.unsaid?.bytes) this.unsaid = undefined;
+    // Begun, unless only the newline before it went out.
+    if (b === this.unsaid?.bytes) this.unsaid = n === 1 && b[0] === 10 ? { ...this.unsaid, bytes: rest } : undefined;
     if (this.unreported > 0 && !this.unsaid) {
       // Its line goes through `write`, queued behind what is queued now; if the buffer has no room
       // for it, it is dropped itself, and the next notice counts these lines too.
@@ -223,8 +270,7 @@ export class AgentLogStream {
     if (this.flushing) return;
     this.flushing = true;
     try {
-      // Beside a pool write under way, only what cannot split a line or be split by it.
-      while (this.queue.length > 0 && (!this.inPool || (this.poolWhole && this.wholeAtHead()))) {
+      while (this.queue.length > 0 && this.besidePool()) {
         const b = this.take();
         let n: number;
         try {

@@ -226,7 +226,7 @@ agentCommand
         `${dropped} log lines were dropped before this one: stdout took none while 1 MiB of them waited, its reader was gone, or while stopping another write error (weft_log_lines_dropped_total counts them); have stdout read, or keep the log elsewhere`,
       ),
     );
-    process.once("exit", () => out.toSync());
+    process.once("exit", () => out.atExit());
     const log = pino({ base: { node: o.nodeName } }, out);
     for (const { variable, advice } of ignoredFlanneldEnv(process.env))
       log.warn({ code: "CLI_FLANNELD_ENV_IGNORED", variable }, `${variable} is ignored: ${advice}`);
@@ -294,8 +294,9 @@ agentCommand
           "exiting before the stop ended: devices, routes, ip-masq rules or subnet.env may be left, and no leave may have been sent; the next start with the same config takes them over, or remove them by hand (ip link show, ip route show, nft list tables)",
         );
         // Ended by SIGINT's default action, as Ctrl-C ends a program: process.exit would wait for a
-        // file-system call that hangs (a wedged mount) in libuv's thread pool. The line above is
-        // written already (the log is synchronous once stopping, unless it waits for a long line's pool write: agent-log.ts).
+        // file-system call that hangs (a wedged mount) in libuv's thread pool. No write's callback
+        // runs after the kill: atExit writes the lines above that would wait for one.
+        out.atExit();
         process.removeAllListeners("SIGINT");
         return process.kill(process.pid, "SIGINT");
       }
