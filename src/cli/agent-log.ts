@@ -173,7 +173,8 @@ export class AgentLogStream {
 
   /** The queue's head is whole lines within PIPE_BUF, as `take` then returns. */
   private wholeAtHead(): boolean {
-    return !this.midLine && size(this.queue[0]) <= PIPE_BUF;
+    // An empty queue (atExit with nothing left to say) has no head to split.
+    return !this.midLine && (this.queue.length === 0 || size(this.queue[0]) <= PIPE_BUF);
   }
 
   /**
