@@ -233,12 +233,13 @@ export class Agent {
     private readonly lock: StateDirLock,
     private readonly log: Logger,
   ) {
-    // The start's own choice, unlogged, with the net config as it is now (a SIGHUP may have swapped the backend).
+    // The start's own choice, unlogged, with the net config as it is now (a SIGHUP may have swapped the backend);
+    // not waiting for a saved IPv6 address's DAD, which would hold the serial queue (reloads, stop) 5 s a round.
     this.underlayWatch = new UnderlayAddressWatch(
       kernel,
       underlay,
       opts,
-      () => chooseUnderlay(kernel, opts, underlayFamilies(this.conf), { stateDir: opts.stateDir }),
+      () => chooseUnderlay(kernel, opts, underlayFamilies(this.conf), { stateDir: opts.stateDir, waitDad: false }),
       log,
     );
     this.lanes = [];

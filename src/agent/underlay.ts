@@ -9,7 +9,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
-import { WeftError } from "../errors.js";
+import { type ErrorCode, WeftError } from "../errors.js";
 import { writeFileAtomic } from "../fs/atomic-write.js";
 import type { Underlay } from "../backends/backend.js";
 import { followUnderlay } from "../backends/underlay-name.js";
@@ -133,12 +133,13 @@ export async function saveUnderlay6(
 }
 
 /** The underlay; with a state dir, an IPv6 address saved there (saveUnderlay6) is kept while the interface
- *  has it, neither deprecated nor dadfailed (one tentative is waited for, bounded). */
+ *  has it, neither deprecated nor dadfailed (one tentative is waited for, bounded; with waitDad false,
+ *  as UnderlayAddressWatch asks inside the agent's serial queue, kept as it is, as the watch counts it held). */
 export async function chooseUnderlay(
   kernel: Kernel,
   choice: UnderlayChoice,
   families: UnderlayFamilies = { ipv4: true, ipv6: false },
-  opts: { log?: Logger; stateDir?: string } = {},
+  opts: { log?: Logger; stateDir?: string; waitDad?: boolean } = {},
 ): Promise<Underlay> {
   // Not read (nor waited for) where it cannot be taken: --public-ipv6, or --iface naming only IPv6
   // addresses with no --iface-regex to fall back on (whose interface's address it may be).
@@ -148,7 +149,7 @@ export async function chooseUnderlay(
     (named.length > 0 && named.every(isIpv6Text) && !(choice.ifaceRegex?.length ?? 0));
   const saved =
     opts.stateDir !== undefined && families.ipv6 && !given ? await savedUnderlay6(opts.stateDir) : undefined;
-  return choose(kernel, choice, families, saved, opts.log);
+  return choose(kernel, choice, families, saved, opts.log, opts.waitDad ?? true);
 }
 
 async function choose(
@@ -157,6 +158,7 @@ async function choose(
   families: UnderlayFamilies,
   saved: string | undefined,
   log: Logger | undefined,
+  waitDad: boolean,
 ): Promise<Underlay> {
   let addrs = await kernel.ipJson<AddrInfo[]>(["addr", "show"]);
   // The saved address re-added at boot is tentative until DAD is done (a second or two), and Linux
@@ -166,7 +168,7 @@ async function choose(
     addrs.some((l) =>
       (l.addr_info ?? []).some((a) => a.tentative && !a.dadfailed && parseIpv6(a.local) === parseIpv6(saved)),
     );
-  for (const until = Date.now() + SAVED_DAD_WAIT_MS; savedTentative() && Date.now() < until; ) {
+  for (const until = Date.now() + SAVED_DAD_WAIT_MS; waitDad && savedTentative() && Date.now() < until; ) {
     await sleep(100);
     addrs = await kernel.ipJson<AddrInfo[]>(["addr", "show"]);
   }
@@ -186,7 +188,7 @@ async function choose(
       ifindex: l.ifindex,
       mtu: l.mtu,
       v4: global("inet").map((a) => a.local),
-      ...rankIpv6(global("inet6"), defaultSrc6(l.ifname), saved),
+      ...rankIpv6(global("inet6"), defaultSrc6(l.ifname), saved, waitDad),
     };
   });
   const orIpv4 = families.ipv6 === "or-ipv4";
@@ -335,21 +337,23 @@ async function choose(
 
 /**
  * An interface's global IPv6 addresses, best first: never one whose DAD failed; the one saved at the
- * last start while it is neither deprecated, dadfailed nor tentative (a change of address delays an
- * IPv6-only --keep-on-exit restart's join); else the default route's `src`; else the first listed, as flanneld takes
- * it and as the kernel breaks ties in its own source choice; a privacy, deprecated or still tentative
- * address only where there is no other.
+ * last start while it is neither deprecated nor dadfailed, nor tentative where choose() waited for DAD
+ * (a change of address delays an IPv6-only --keep-on-exit restart's join); else the default route's
+ * `src`; else the first listed, as flanneld takes it and as the kernel breaks ties in its own source
+ * choice; a privacy, deprecated or still tentative address only where there is no other.
  */
 function rankIpv6(
   addrs: NonNullable<AddrInfo["addr_info"]>,
-  defaultSrc?: string,
-  saved?: string,
+  defaultSrc: string | undefined,
+  saved: string | undefined,
+  waitDad: boolean,
 ): Pick<Link, "v6" | "v6Choice" | "savedFlags"> {
   const usable = addrs.filter((a) => !a.dadfailed);
   const is = (text?: string) => (a: string) => text !== undefined && parseIpv6(a) === parseIpv6(text);
   const savedHere = addrs.find((a) => is(saved)(a.local));
-  // Tentative still after the wait in choose(): it cannot be bound.
-  const savedFlags = savedHere && (["deprecated", "tentative", "dadfailed"] as const).filter((f) => savedHere[f]);
+  // Tentative still after the wait in choose(): it cannot be bound (unless not waited for: kept).
+  const unkept = waitDad ? (["deprecated", "tentative", "dadfailed"] as const) : (["deprecated", "dadfailed"] as const);
+  const savedFlags = savedHere && unkept.filter((f) => savedHere[f]);
   const kept = savedFlags?.length === 0 ? savedHere?.local : undefined;
   const avoided = (a: (typeof usable)[number]) => AVOIDED.some((f) => a[f]);
   const clean = usable.filter((a) => !avoided(a)).map((a) => a.local);
@@ -416,6 +420,9 @@ export const EXIT_UNDERLAY_CHANGED = 75;
 
 type Watched = { family: 4 | 6; addr: string };
 
+/** The errors by which chooseUnderlay says a start would fail, as against a read that failed. */
+const CHOICE_VERDICTS: readonly ErrorCode[] = ["AGENT_UNDERLAY_NOT_FOUND", "CONFIG_FLAG_INVALID"];
+
 /**
  * Watches the underlay addresses peers send to that weft took from the interface (not
  * --public-ip or --public-ipv6, which may be a NAT's), as they are read once, at start. One missing
@@ -423,8 +430,10 @@ type Watched = { family: 4 | 6; addr: string };
  * start's own choice, read-only: DHCP gave another, the interface was made anew with another), both
  * for UNDERLAY_ADDRESS_GRACE_MS, is a change the agent cannot follow in place, its gossip bound to
  * and its record holding the old one: `changed` says so, and the agent exits for a restart. Where a
- * start would fail or take no other address (--iface naming the old address, no address left), a
- * restart would not help: it is warned of once, with the reason.
+ * start would fail or take no other address of the family (--iface naming the old address, no address
+ * left), a restart would not help: it is warned of once, with the reason. So too where it would take the
+ * other family's underlay (IPv6-only wasm-vxlan takes either): a node gossiping over the other family
+ * reaches none of its peers, and once there would not come back.
  */
 export class UnderlayAddressWatch {
   private readonly watched: Watched[];
@@ -474,10 +483,15 @@ export class UnderlayAddressWatch {
       this.warned.delete(w.addr);
     }
     if (missing.length === 0) return false;
+    for (const w of missing) if (!this.missingSince.has(w.addr)) this.missingSince.set(w.addr, now);
     // What a restart would take: read only while an address is missing (no device read otherwise).
     const next = await this.chooseAgain().catch((err: unknown) =>
       err instanceof Error ? err : new Error(String(err)),
     );
+    // A read that failed (`ip`, not the choice's verdict) says nothing of what a start would take: the
+    // round is skipped, its grace and once-only warning as they were (one that keeps failing fails
+    // followUnderlay's read too, which the reconcile reports).
+    if (next instanceof Error && !(next instanceof WeftError && CHOICE_VERDICTS.includes(next.code))) return false;
     const taken = (family: 4 | 6) =>
       next instanceof Error
         ? undefined
@@ -486,8 +500,7 @@ export class UnderlayAddressWatch {
           : next.addr6 !== undefined && formatIpv6(next.addr6);
     const changed: Array<Watched & { now: string }> = [];
     for (const w of missing) {
-      const since = this.missingSince.get(w.addr) ?? now;
-      this.missingSince.set(w.addr, since);
+      const since = this.missingSince.get(w.addr)!;
       const other = taken(w.family);
       if (other && !same(w.family, other, w.addr)) {
         const replaced = this.replacedSince.get(w.addr) ?? now;
@@ -503,7 +516,9 @@ export class UnderlayAddressWatch {
           ? `a start would fail: ${next.message}`
           : other
             ? `a start would take it on ${next.iface}, where it is now: restart the agent for the overlay to follow it there`
-            : `a start would take ${describeUnderlay(next)}, with no IPv${w.family} address`;
+            : w.addr === gossipHost(this.underlay)
+              ? `a start would take ${describeUnderlay(next)}, an underlay of the other family, gossip included, which the agent does not restart onto: peers over IPv${w.family} would be out of reach, and it would not move back`
+              : `a start would take ${describeUnderlay(next)}, with no IPv${w.family} address`;
       this.log.warn(
         {
           code: "BACKEND_UNDERLAY_ADDRESS_GONE",
@@ -513,7 +528,7 @@ export class UnderlayAddressWatch {
           reason,
           ...(next instanceof WeftError && { reasonCode: next.code }),
         },
-        `the underlay interface ${iface} no longer holds ${w.addr}, the address peers send this node's traffic to, for ${UNDERLAY_ADDRESS_GRACE_MS / 1000} s, and a restart would not take another (${reason}): this node gets no pod traffic from peers until it is back; the agent runs on, and once a start would take another address it exits for a restart at it (BACKEND_UNDERLAY_ADDRESS_CHANGED)`,
+        `the underlay interface ${iface} no longer holds ${w.addr}, the address peers send this node's traffic to, for ${UNDERLAY_ADDRESS_GRACE_MS / 1000} s, and a restart would not take another IPv${w.family} address (${reason}): this node gets no pod traffic from peers until it is back; the agent runs on, and once a start would take another IPv${w.family} address it exits for a restart at it (BACKEND_UNDERLAY_ADDRESS_CHANGED)`,
       );
     }
     if (changed.length === 0 || next instanceof Error) return false;

@@ -6,15 +6,19 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import {
   chooseUnderlay,
   ifaceRegExp,
   saveUnderlay6,
+  UNDERLAY_ADDRESS_GRACE_MS,
   UNDERLAY6_FILE,
+  UnderlayAddressWatch,
   type UnderlayChoice,
 } from "../../src/agent/underlay.js";
+import { Kernel } from "../../src/kernel/iproute.js";
 import { checkHost } from "../../src/agent/preflight.js";
+import type { Underlay } from "../../src/backends/backend.js";
 import { parseNetConf } from "../../src/config/net-conf.js";
 import { parseIpv4 } from "../../src/net/ipv4.js";
 import { parseIpv6 } from "../../src/net/ipv6.js";
@@ -339,6 +343,22 @@ describe.skipIf(!canUseNetns())("underlay choice among several IPv6 addresses", 
     expect(await chosen).toMatchObject({ addr6: parseIpv6("2001:2::74") });
   });
 
+  it("the address watch's choice keeps a saved address still tentative, as the watch counts it held, without waiting for DAD", async () => {
+    const dir = await stateDir();
+    const dev = await iface("2001:2::75/64 nodad", "2001:2::76/64");
+    await writeFile(join(dir, UNDERLAY6_FILE), "2001:2::76\n");
+    const reads = vi.spyOn(ns.kernel, "ipJson");
+    try {
+      expect(await chooseUnderlay(ns.kernel, { iface: [dev] }, V6, { stateDir: dir, waitDad: false })).toMatchObject({
+        addr6: parseIpv6("2001:2::76"),
+      });
+      // One read of the addresses: the wait reads them every 100 ms, up to 5 s, inside the agent's serial queue.
+      expect(reads.mock.calls.filter(([args]) => args.join(" ") === "addr show")).toHaveLength(1);
+    } finally {
+      reads.mockRestore();
+    }
+  });
+
   it("an underlay address weft chose that cannot be bound is not blamed on --iface, which was not given", async () => {
     const conf = parseNetConf(
       JSON.stringify({ EnableIPv4: false, EnableIPv6: true, IPv6Network: "2001:2:0:8000::/49" }),
@@ -579,5 +599,128 @@ describe.skipIf(!canUseNetns())("underlay choice by an ECMP default route", () =
     } finally {
       await ns.ip("-6 route flush exact ::/0");
     }
+  });
+});
+
+describe.skipIf(!canUseNetns())("underlay address watch", () => {
+  let ns: Netns;
+  let links = 0;
+  const logged: Array<Record<string, unknown>> = [];
+  const log = pino({ level: "info" }, { write: (line: string) => void logged.push(JSON.parse(line)) });
+  /** The watch's clock (performance.now), moved by the test: the grace is 20 s. */
+  let clock = 0;
+  /** A test's own interface with the addresses given, and the watch of the underlay a start takes on it. */
+  const watching = async (
+    families: typeof V4 | typeof V6_OR_V4,
+    chooseAgain: (choice: UnderlayChoice) => Promise<Underlay>,
+    ...addrs: string[]
+  ) => {
+    const dev = `w${links++}`;
+    await ns.ip(`link add ${dev} mtu 1400 type veth peer name ${dev}p mtu 1400`);
+    await ns.ip(`link set ${dev}p up`);
+    await ns.ip(`link set ${dev} up`);
+    for (const a of addrs) await ns.ip(`addr add ${a} dev ${dev} nodad`);
+    const choice = { iface: [dev] };
+    const underlay = await chooseUnderlay(ns.kernel, choice, families);
+    return {
+      dev,
+      underlay,
+      watch: new UnderlayAddressWatch(ns.kernel, underlay, choice, () => chooseAgain(choice), log),
+    };
+  };
+  const gone = () => logged.filter((l) => l.code === "BACKEND_UNDERLAY_ADDRESS_GONE");
+
+  beforeAll(async () => {
+    ns = await Netns.create("ulyw");
+  });
+
+  beforeEach(() => {
+    vi.spyOn(performance, "now").mockImplementation(() => clock);
+  });
+
+  afterEach(() => {
+    vi.restoreAllMocks();
+  });
+
+  afterAll(async () => {
+    await ns?.destroy();
+  });
+
+  it("a read that fails while another address comes neither restarts the grace nor stops the exit", async () => {
+    let failing = false;
+    // A real `ip` failure: a namespace that does not exist.
+    const broken = new Kernel({ netns: `${ns.name}-gone` });
+    const { dev, watch } = await watching(
+      V4,
+      (choice) => chooseUnderlay(failing ? broken : ns.kernel, choice, V4),
+      "198.18.0.20/24",
+    );
+    // DHCP gives another address.
+    await ns.ip(`addr del 198.18.0.20/24 dev ${dev}`);
+    await ns.ip(`addr add 198.18.0.21/24 dev ${dev} nodad`);
+    clock = 0;
+    expect(await watch.changed()).toBe(false);
+    failing = true;
+    clock = UNDERLAY_ADDRESS_GRACE_MS / 2;
+    expect(await watch.changed()).toBe(false);
+    failing = false;
+    clock = UNDERLAY_ADDRESS_GRACE_MS;
+    // Before, the failed read ended the count: the grace started again here.
+    expect(await watch.changed()).toBe(true);
+  });
+
+  it("a failure that is not the choice's verdict is not warned of as one, nor does it use up the once-only warning", async () => {
+    let failing = false;
+    const { dev, watch } = await watching(
+      V4,
+      (choice) => (failing ? Promise.reject(new Error("some bug")) : chooseUnderlay(ns.kernel, choice, V4)),
+      "198.18.0.22/24",
+    );
+    await ns.ip(`addr del 198.18.0.22/24 dev ${dev}`);
+    logged.length = 0;
+    clock = 0;
+    expect(await watch.changed()).toBe(false);
+    failing = true;
+    clock = UNDERLAY_ADDRESS_GRACE_MS;
+    expect(await watch.changed()).toBe(false);
+    expect(gone()).toEqual([]);
+    failing = false;
+    clock = UNDERLAY_ADDRESS_GRACE_MS + 1;
+    expect(await watch.changed()).toBe(false);
+    expect(gone()).toEqual([
+      expect.objectContaining({
+        addr: "198.18.0.22",
+        reasonCode: "AGENT_UNDERLAY_NOT_FOUND",
+        reason: expect.stringContaining("a start would fail: no interface"),
+      }),
+    ]);
+  });
+
+  it("IPv6-only wasm-vxlan: an IPv4 underlay address gone where a start would take an IPv6 underlay is warned of as that, not followed", async () => {
+    const { dev, watch, underlay } = await watching(
+      V6_OR_V4,
+      (choice) => chooseUnderlay(ns.kernel, choice, V6_OR_V4),
+      "198.18.0.30/24",
+    );
+    expect(underlay).toMatchObject({ addr: parseIpv4("198.18.0.30") });
+    await ns.ip(`addr add 2001:2::30/64 dev ${dev} nodad`);
+    await ns.ip(`addr del 198.18.0.30/24 dev ${dev}`);
+    logged.length = 0;
+    clock = 0;
+    expect(await watch.changed()).toBe(false);
+    clock = UNDERLAY_ADDRESS_GRACE_MS;
+    expect(await watch.changed()).toBe(false);
+    clock = 2 * UNDERLAY_ADDRESS_GRACE_MS;
+    expect(await watch.changed()).toBe(false);
+    // Before, the warning said a restart would take no other address, where a start takes the IPv6 one.
+    expect(gone()).toEqual([
+      expect.objectContaining({
+        addr: "198.18.0.30",
+        reason: expect.stringMatching(
+          /would take .*2001:2::30.*, an underlay of the other family, gossip included, which the agent does not restart onto/,
+        ),
+        msg: expect.stringContaining("a restart would not take another IPv4 address"),
+      }),
+    ]);
   });
 });
