@@ -3,7 +3,7 @@
 // JSON on stdout. Used both by the flannel plugin to run its delegate and by the lab's runtime.
 import { spawn } from "node:child_process";
 import { accessSync, constants } from "node:fs";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { CNI_ERROR, CniError } from "./errors.js";
 
 export type CniCommand = "ADD" | "DEL" | "CHECK" | "VERSION" | "STATUS" | "GC";
@@ -64,7 +64,13 @@ const TIMEOUT_PROGRAMS = ["/usr/bin/timeout", "/bin/timeout"];
 /** How long a plugin run with a timeout is given after its SIGTERM before its process group's SIGKILL. */
 export const KILL_AFTER_MS = 5_000;
 
-/** coreutils' `timeout`, found at a fixed path: a runtime's PATH may lack it, or lead elsewhere. */
+/** How much of a plugin's stderr is kept for an error's details (its end, where a crash says why). */
+const STDERR_TAIL_BYTES = 64 * 1024;
+
+/** The most a plugin may print on stdout: a CNI result is a few KiB; more is no result. */
+const STDOUT_MAX_BYTES = 1024 * 1024;
+
+/** The host's `timeout` (coreutils', GNU's or uutils'), found at a fixed path: a runtime's PATH may lack it, or lead elsewhere. */
 export function timeoutProgram(): string {
   const file = firstExecutable(TIMEOUT_PROGRAMS);
   if (file) return file;
@@ -80,7 +86,7 @@ export function timeoutProgram(): string {
  * printed nothing, as DEL may); rejects with a CniError carrying the plugin's own code and message.
  * `wrap` prefixes argv, e.g. `ip netns exec <host>` to run it in a lab host's namespace; the
  * plugin inherits the descriptors `fds` (as 3, 4, ...). With `timeoutMs`, the plugin runs under
- * coreutils' `timeout`, in a process group of its own: SIGTERM to that group once that long has
+ * the host's `timeout`, in a process group of its own: SIGTERM to that group once that long has
  * passed, SIGKILL KILL_AFTER_MS later (after a signal passed on, below: SIGKILL at that bound, or
  * KILL_AFTER_MS after the signal if sooner), whether this process still lives or not (a runtime's
  * timeout SIGKILLs it); the call then fails. Whatever
@@ -169,9 +175,23 @@ export async function execPlugin(
             reject(timedOut(ms, killed));
           }, ms + KILL_AFTER_MS);
     const out: Buffer[] = [];
+    let outBytes = 0;
+    child.stdout.on("data", (b: Buffer) => {
+      outBytes += b.length;
+      // Read on to the end, kept no more: the plugin is not blocked, nor this process's memory spent.
+      if (outBytes <= STDOUT_MAX_BYTES) out.push(b);
+    });
     const err: Buffer[] = [];
-    child.stdout.on("data", (b: Buffer) => out.push(b));
-    child.stderr.on("data", (b: Buffer) => err.push(b));
+    let errBytes = 0;
+    let errKept = 0;
+    child.stderr.on("data", (b: Buffer) => {
+      // As a runtime passes a plugin's stderr on (libcni does), so that its warnings are seen.
+      process.stderr.write(b);
+      errBytes += b.length;
+      err.push(b);
+      errKept += b.length;
+      while (errKept - err[0].length >= STDERR_TAIL_BYTES) errKept -= err.shift()?.length ?? 0;
+    });
     child.stdin.on("error", () => undefined); // a plugin may exit before reading its config; its exit says why
     child.on("close", (code, signal) => {
       clearTimeout(timer);
@@ -179,32 +199,53 @@ export async function execPlugin(
       // Run over, yet a child with its output closed may stay in the group, holding what it
       // inherited (the network's GC socket: every ADD then fails), with no timer left to end it.
       killGroup("SIGKILL");
+      if (outBytes > STDOUT_MAX_BYTES) {
+        reject(
+          new CniError(
+            CNI_ERROR.DECODE_FAILURE,
+            `plugin ${type} ${a.command} printed ${outBytes} bytes on stdout (${signal ?? `exit ${code}`}), over the ${STDOUT_MAX_BYTES} a CNI result may take`,
+            "look at what it prints (its stdout is its result, a few KiB of JSON)",
+          ),
+        );
+        return;
+      }
       const stdout = Buffer.concat(out).toString("utf8").trim();
-      const stderr = Buffer.concat(err).toString("utf8").trim();
+      const stderr = Buffer.concat(err).subarray(-STDERR_TAIL_BYTES).toString("utf8").trim();
+      // timeout's own message, alone on stderr (the plugin never ran), starts with its argv[0]
+      // (coreutils') or its name (uutils').
+      const first = errBytes <= STDERR_TAIL_BYTES ? stderr.split("\n")[0] : "";
+      const byTimeout = ms !== undefined && [`${cmd}: `, `${basename(cmd)}: `].some((p) => first.startsWith(p));
       let parsed: unknown;
       try {
         parsed = stdout ? JSON.parse(stdout) : undefined;
       } catch {
         parsed = undefined;
       }
-      if (ms !== undefined && (code === 126 || code === 127) && stderr.startsWith(`${cmd}: `)) {
-        // timeout's own (its messages start with its argv[0]): it could not exec the plugin (a
-        // missing interpreter, EACCES, a directory), whose own 126/127 would say nothing so.
+      if ((code === 126 || code === 127) && byTimeout) {
+        // timeout's own: it could not exec the plugin (a missing interpreter, EACCES, a
+        // directory), whose own 126/127 would say nothing so.
         reject(new CniError(CNI_ERROR.IO_FAILURE, `cannot run plugin ${file}: ${stderr}`));
         return;
       }
-      if (
-        ms !== undefined &&
-        code === 1 &&
-        !stdout &&
-        /^(\S*timeout: unrecognized option|Usage: timeout)/m.test(stderr)
-      ) {
-        // Not coreutils' (busybox's refuses --kill-after): the plugin never ran.
+      if (code === 125 && byTimeout) {
+        // timeout's own failure (its fork's EAGAIN under a pids or process limit): the plugin never ran.
+        reject(
+          new CniError(
+            CNI_ERROR.TRY_AGAIN_LATER,
+            `cannot run plugin ${type} ${a.command}: ${cmd} failed (${first})`,
+            "the runtime tries again; if it keeps failing, look at the node's process limits (pids.max, ulimit -u)",
+          ),
+        );
+        return;
+      }
+      const usage = first.startsWith("Usage: timeout") || (byTimeout && first.includes(": unrecognized option"));
+      if (ms !== undefined && code === 1 && !stdout && usage) {
+        // Neither GNU's nor uutils' coreutils (busybox's refuses --kill-after): the plugin never ran.
         reject(
           new CniError(
             CNI_ERROR.IO_FAILURE,
-            `cannot bound plugin ${type}'s run: ${cmd} is not coreutils' timeout (${stderr.split("\n")[0]})`,
-            "install coreutils (Debian: apt-get install coreutils), whose timeout takes --kill-after",
+            `cannot bound plugin ${type}'s run: ${cmd} refuses --kill-after (${first})`,
+            "install coreutils, GNU's or uutils' (Debian: apt-get install coreutils), whose timeout takes --kill-after",
           ),
         );
         return;
@@ -237,7 +278,7 @@ export async function execPlugin(
           new CniError(
             CNI_ERROR.PLUGIN_CRASHED,
             `plugin ${type} ${a.command} failed (${signal ?? `exit ${code}`}) without a CNI error`,
-            (stderr || stdout).slice(0, 2000),
+            (stderr || stdout).slice(-2000),
           ),
         );
       }

@@ -131,7 +131,7 @@ export async function installPlugin(binDir: string, opts: { name?: string; bundl
     );
   // A bundle is written from a container (the init container) whose timeout is not the host's:
   // there a plugin run on the host says so instead (5).
-  if (!opts.bundle) await requireCoreutilsTimeout();
+  if (!opts.bundle) await requireKillAfterTimeout();
   const target = join(binDir, name);
   await mkdir(binDir, { recursive: true });
   const lock = await installLock(binDir);
@@ -148,22 +148,27 @@ export async function installPlugin(binDir: string, opts: { name?: string; bundl
 }
 
 /**
- * The plugin runs every delegate under coreutils' timeout (see execPlugin): without it, or with
- * another (busybox's refuses --kill-after), every pod operation would fail; refused now instead.
+ * The plugin runs every delegate under the host's timeout with --kill-after (see execPlugin):
+ * without one, or with one refusing it (busybox's), every pod operation would fail; refused now
+ * instead. Tried rather than named: coreutils' (GNU's) and uutils' (Ubuntu 25.10's) both take it.
  */
-async function requireCoreutilsTimeout(): Promise<void> {
+async function requireKillAfterTimeout(): Promise<void> {
   let why: string;
   try {
     const file = timeoutProgram();
-    const { stdout } = await promisify(execFile)(file, ["--version"]).catch(() => ({ stdout: "" }));
-    if (stdout.includes("GNU coreutils")) return;
-    why = `${file} is not coreutils' timeout (its --version does not say GNU coreutils)`;
+    // Bounded itself, so that a timeout that hangs cannot hang the install.
+    const tried = await promisify(execFile)(file, ["--kill-after=1s", "1s", "true"], { timeout: 10_000 }).then(
+      () => undefined,
+      (e: { stderr?: string }) => e.stderr?.trim().split("\n")[0] || errorMessage(e),
+    );
+    if (tried === undefined) return;
+    why = `\`${file} --kill-after=1s 1s true\` failed (${tried})`;
   } catch (e) {
     why = errorMessage(e);
   }
   throw new WeftError(
     "CNI_INSTALL_NO_TIMEOUT",
-    `the plugin runs its delegate under coreutils' timeout (--kill-after), and ${why}: install coreutils (Debian: apt-get install coreutils), then install again`,
+    `the plugin runs its delegate under timeout --kill-after, and ${why}: install coreutils, GNU's or uutils' (Debian: apt-get install coreutils), then install again`,
   );
 }
 

@@ -274,7 +274,7 @@ function attachmentLock(dataDir: string, cid: string, ifName: string): string {
 const DEL_LOCK_WAIT_MS = 10_000;
 
 /**
- * Runs the delegate, bounded (DELEGATE_TIMEOUT_MS, by coreutils' timeout: see execPlugin), under
+ * Runs the delegate, bounded (DELEGATE_TIMEOUT_MS, by the host's timeout: see execPlugin), under
  * these `locks`: it inherits their sockets, so that they stay bound while it runs even once this
  * process is gone (killed by a runtime's timeout), and no longer than that bound.
  */

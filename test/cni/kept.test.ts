@@ -4,6 +4,7 @@
 // launcher, CNI_* and stdin), in front of a fake delegate that logs its calls and fails on demand.
 import { spawn, spawnSync } from "node:child_process";
 import {
+  copyFileSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
@@ -26,6 +27,7 @@ import { networkGcLockName } from "../../src/cni/plugin.js";
 import { bindAbstract } from "../../src/util/abstract-socket.js";
 import { eventually } from "../agent/support.js";
 import { type FakeDelegate, fakeDelegate } from "./fake-delegate.js";
+import { mayRun } from "../support/netns.js";
 import { ageKept } from "./kept-age.js";
 
 describe("weft cni: the kept delegate config", () => {
@@ -397,35 +399,141 @@ describe("weft cni: the kept delegate config", () => {
     });
   });
 
-  it("with busybox's timeout at /usr/bin/timeout (a mount namespace of the test's own), which refuses --kill-after: a plugin run fails with 5 saying to install coreutils, and install-cni without --bundle refuses", () => {
-    const bin = join(dir, "busybox-timeout");
-    mkdirSync(bin);
-    writeFileSync(join(bin, "fine"), "#!/bin/sh\nexit 0\n", { mode: 0o755 });
-    const script = `import { execPlugin } from ${JSON.stringify(projectFile("dist", "src", "cni", "exec.js"))};
+  /** Runs `script` (an ES module, with execPlugin and installPlugin of dist/ imported) in a Node.js of its own, under argv `under`. */
+  const inNode = (script: string, under: string[] = []) => {
+    const imports = `import { execPlugin } from ${JSON.stringify(projectFile("dist", "src", "cni", "exec.js"))};
 import { installPlugin } from ${JSON.stringify(projectFile("dist", "src", "cni", "install.js"))};
-const run = await execPlugin("fine", {}, { command: "ADD", path: [${JSON.stringify(bin)}] }, { timeoutMs: 60_000 }).catch((e) => e);
-const install = await installPlugin(${JSON.stringify(join(bin, "install"))}).catch((e) => e);
-console.log(JSON.stringify({ run: { cniCode: run.cniCode, message: run.message, details: run.details }, install: { code: install.code, message: install.message } }));`;
-    // Private: the bind mounts end with the namespace and are never seen outside it.
-    const bindBusybox =
-      'for f in /usr/bin/timeout /bin/timeout; do [ -e "$f" ] && mount --bind /usr/bin/busybox "$f"; done; exec "$@"';
-    const node = [process.execPath, "--input-type=module", "-e", script];
-    const r = spawnSync("unshare", ["--mount", "--propagation=private", "sh", "-c", bindBusybox, "sh", ...node], {
-      encoding: "utf8",
-      timeout: 30_000,
-    });
+`;
+    const [cmd, ...argv] = [...under, process.execPath, "--input-type=module", "-e", imports + script];
+    return spawnSync(cmd, argv, { encoding: "utf8", timeout: 30_000 });
+  };
+  /** Whether `over` can be bound on the host's timeout in a mount namespace: else a skip, or under CI=true a throw. */
+  const canBindOverTimeout = (over: string, install: string) =>
+    mayRun(
+      process.getuid?.() === 0 && spawnSync("unshare", ["--version"]).status === 0 && existsSync(over),
+      `this test needs root, unshare (apt-get install util-linux) and ${over} (${install})`,
+    );
+  /** inNode's run with `over` bound on /usr/bin/timeout and /bin/timeout, in a mount namespace of its own (private: never seen outside it). */
+  const withTimeout = (over: string, script: string) => {
+    const bind = 'for f in /usr/bin/timeout /bin/timeout; do [ -e "$f" ] && mount --bind "$0" "$f"; done; exec "$@"';
+    const r = inNode(script, ["unshare", "--mount", "--propagation=private", "sh", "-c", bind, over]);
     expect(r.status, r.stderr).toBe(0);
+    return JSON.parse(r.stdout);
+  };
+
+  it.skipIf(!canBindOverTimeout("/usr/bin/busybox", "apt-get install busybox-static"))(
+    "with busybox's timeout at /usr/bin/timeout, which refuses --kill-after: a plugin run fails with 5 saying to install coreutils, and install-cni without --bundle refuses",
+    () => {
+      const bin = join(dir, "busybox-timeout");
+      mkdirSync(bin);
+      writeFileSync(join(bin, "fine"), "#!/bin/sh\nexit 0\n", { mode: 0o755 });
+      const out = withTimeout(
+        "/usr/bin/busybox",
+        `const run = await execPlugin("fine", {}, { command: "ADD", path: [${JSON.stringify(bin)}] }, { timeoutMs: 60_000 }).catch((e) => e);
+const install = await installPlugin(${JSON.stringify(join(bin, "install"))}).catch((e) => e);
+console.log(JSON.stringify({ run: { cniCode: run.cniCode, message: run.message, details: run.details }, install: { code: install.code, message: install.message } }));`,
+      );
+      expect(out.run).toMatchObject({
+        cniCode: 5,
+        message: expect.stringMatching(/^cannot bound plugin fine's run: \/usr\/bin\/timeout refuses --kill-after/),
+        details: expect.stringMatching(/install coreutils/),
+      });
+      expect(out.install).toMatchObject({
+        code: "CNI_INSTALL_NO_TIMEOUT",
+        message: expect.stringMatching(/\/usr\/bin\/timeout --kill-after=1s 1s true` failed.*install coreutils/),
+      });
+      expect(existsSync(join(bin, "install", "flannel"))).toBe(false);
+    },
+  );
+
+  it.skipIf(!canBindOverTimeout("/bin/bash", "apt-get install bash"))(
+    "with a timeout that is not GNU's but takes --kill-after (uutils', as Ubuntu 25.10's: its name in --version, its messages after `timeout: `): install-cni installs, and one that cannot exec the plugin is 5",
+    () => {
+      const bin = join(dir, "uutils-timeout");
+      mkdirSync(bin);
+      copyFileSync("/usr/bin/timeout", join(bin, "gnu-timeout"));
+      // GNU's behind uutils' face: its messages start with its argv[0], here uutils' "timeout".
+      writeFileSync(
+        join(bin, "timeout"),
+        `#!/bin/bash\nif [ "$1" = --version ]; then echo 'timeout (uutils coreutils) 0.2.2'; exit 0; fi\nexec -a timeout '${join(bin, "gnu-timeout")}' "$@"\n`,
+        { mode: 0o755 },
+      );
+      writeFileSync(join(bin, "noint"), "#!/nonexistent/sh\nexit 0\n", { mode: 0o755 });
+      const out = withTimeout(
+        join(bin, "timeout"),
+        `const run = await execPlugin("noint", {}, { command: "ADD", path: [${JSON.stringify(bin)}] }, { timeoutMs: 60_000 }).catch((e) => e);
+const install = await installPlugin(${JSON.stringify(join(bin, "install"))}).catch((e) => e);
+console.log(JSON.stringify({ run: { cniCode: run.cniCode, message: run.message }, install: typeof install === "string" ? install : install.message }));`,
+      );
+      expect(out.run).toMatchObject({
+        cniCode: 5,
+        message: expect.stringMatching(/^cannot run plugin .*noint: timeout: /),
+      });
+      expect(out.install).toBe(join(bin, "install", "flannel"));
+    },
+  );
+
+  it.skipIf(!canBindOverTimeout("/bin/sh", "apt-get install dash"))(
+    "a timeout that fails itself (125: its fork refused, EAGAIN under a pids limit) fails the run with 11, to try again later",
+    () => {
+      const bin = join(dir, "timeout-125");
+      mkdirSync(bin);
+      // What coreutils' timeout says and does when its fork fails: the plugin never runs.
+      writeFileSync(
+        join(bin, "timeout"),
+        `#!/bin/sh\necho "$0: fork system call failed: Resource temporarily unavailable" >&2\nexit 125\n`,
+        { mode: 0o755 },
+      );
+      writeFileSync(join(bin, "fine"), "#!/bin/sh\nexit 0\n", { mode: 0o755 });
+      const out = withTimeout(
+        join(bin, "timeout"),
+        `const run = await execPlugin("fine", {}, { command: "ADD", path: [${JSON.stringify(bin)}] }, { timeoutMs: 60_000 }).catch((e) => e);
+console.log(JSON.stringify({ cniCode: run.cniCode, message: run.message }));`,
+      );
+      expect(out).toMatchObject({
+        cniCode: 11,
+        message: expect.stringMatching(
+          /^cannot run plugin fine ADD: \/usr\/bin\/timeout failed \(.*fork system call failed/,
+        ),
+      });
+    },
+  );
+
+  it("a plugin's stderr is passed on to the caller's as it comes, and the end of it (64 KiB kept) is the details of its crash; a result over 1 MiB on stdout fails with 6", () => {
+    const bin = join(dir, "chatty");
+    mkdirSync(bin);
+    writeFileSync(
+      join(bin, "warns"),
+      `#!/bin/sh\necho 'warns: a warning for the runtime' >&2\necho '{"cniVersion":"1.0.0","ips":[]}'\n`,
+      { mode: 0o755 },
+    );
+    // 80 KiB of stderr before its last words.
+    writeFileSync(
+      join(bin, "crashes"),
+      `#!/bin/sh\ni=0; while [ $i -lt 800 ]; do echo "noise line $i ................................................................................" >&2; i=$((i+1)); done\necho 'crashes: the last words' >&2\nexit 2\n`,
+      { mode: 0o755 },
+    );
+    writeFileSync(
+      join(bin, "huge"),
+      `#!/bin/sh\nprintf '{"cniVersion":"1.0.0","ips":[],"dns":{"search":["'\nhead -c 2097152 /dev/zero | tr '\\0' x\nprintf '"]}}'\n`,
+      { mode: 0o755 },
+    );
+    const r = inNode(`const path = [${JSON.stringify(bin)}];
+const warns = await execPlugin("warns", {}, { command: "ADD", path }, { timeoutMs: 60_000 });
+const crashes = await execPlugin("crashes", {}, { command: "ADD", path }).catch((e) => e);
+const huge = await execPlugin("huge", {}, { command: "ADD", path }).then(() => "resolved", (e) => e);
+console.log(JSON.stringify({ warns, crashes: { cniCode: crashes.cniCode, details: crashes.details }, huge: { cniCode: huge.cniCode, message: huge.message } }));`);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toContain("warns: a warning for the runtime\n");
+    expect(r.stderr).toContain("noise line 0 ");
     const out = JSON.parse(r.stdout);
-    expect(out.run).toMatchObject({
-      cniCode: 5,
-      message: expect.stringMatching(/^cannot bound plugin fine's run: \/usr\/bin\/timeout is not coreutils' timeout/),
-      details: expect.stringMatching(/install coreutils/),
+    expect(out.warns).toEqual({ cniVersion: "1.0.0", ips: [] });
+    expect(out.crashes.cniCode).toBe(100);
+    expect(out.crashes.details).toMatch(/noise line 799 \.+\ncrashes: the last words$/);
+    expect(out.huge).toMatchObject({
+      cniCode: 6,
+      message: expect.stringMatching(/^plugin huge ADD printed 2097\d+ bytes on stdout/),
     });
-    expect(out.install).toMatchObject({
-      code: "CNI_INSTALL_NO_TIMEOUT",
-      message: expect.stringMatching(/\/usr\/bin\/timeout is not coreutils' timeout.*install coreutils/),
-    });
-    expect(existsSync(join(bin, "install", "flannel"))).toBe(false);
   });
 
   it("ADD whose delegate fails and then cannot be found for the cleanup DEL (it removed itself): the ADD's error is reported, and the kept config stays for the runtime's DEL", async () => {

@@ -17,7 +17,8 @@ export function canRunAsRoot(): boolean {
   return mayRun(process.getuid?.() === 0, "this test needs root");
 }
 
-function mayRun(ok: boolean, needs: string): boolean {
+/** Whether `ok` (what a test needs, `needs` saying what): false skips it, but in CI (CI=true) throws. */
+export function mayRun(ok: boolean, needs: string): boolean {
   if (!ok && process.env.CI === "true") throw new Error(`${needs}, and CI=true forbids skipping`);
   return ok;
 }
