@@ -11,23 +11,10 @@
 // (whose socket the taker holds), or names this PID namespace and a process gone (pid and start
 // time); a pid of another PID namespace is taken as held. Temp files of atomic writes cut short,
 // and stale locks a taker cut short left moved aside, are removed.
-import {
-  chmod,
-  link,
-  lstat,
-  mkdir,
-  readdir,
-  readFile,
-  readlink,
-  rename,
-  rm,
-  stat,
-  symlink,
-  unlink,
-} from "node:fs/promises";
+import { chmod, link, lstat, mkdir, readdir, readFile, readlink, rename, rm, stat, symlink } from "node:fs/promises";
 import type { Server } from "node:net";
 import { randomBytes } from "node:crypto";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { WeftError } from "../errors.js";
 import { bindAbstract } from "../util/abstract-socket.js";
 import { processAlive } from "../util/process-alive.js";
@@ -238,12 +225,23 @@ export class StateDirLock {
     return StateDirLock.withdraw(dir, file, target);
   }
 
+  /** Gives up on the lock, held by another (in `file`, or moved aside to `named.path`): none of this agent's is left behind. */
+  private static async withdraw(
+    dir: string,
+    file: string,
+    target: string,
+    named?: { holder: Holder; path: string },
+  ): Promise<never> {
+    await StateDirLock.removeOwn(dir, file, target);
+    throw StateDirLock.locked(dir, named?.path ?? file, named?.holder ?? (await lockHolder(file)));
+  }
+
   /**
-   * Gives up on the lock, held by another: none of this agent's is left behind, in its place or
-   * moved aside by a taker, for a later taker to find (naming a live process, it would lock all
-   * out). Looked for until none is found: a taker may move it while the dir is read.
+   * Removes this agent's lock, in its place or moved aside by a taker, for no later taker to find
+   * (naming a live process of another PID namespace, it would lock all out for good). Looked for
+   * until none is found: a taker may move it while the dir is read.
    */
-  private static async withdraw(dir: string, file: string, target: string, named?: Holder): Promise<never> {
+  private static async removeOwn(dir: string, file: string, target: string): Promise<void> {
     for (let look = 0, found = true; found && look < 5; look++) {
       found = (await readlink(file).catch(() => undefined)) === target;
       if (found) await StateDirLock.vacate(dir, file, target);
@@ -254,7 +252,6 @@ export class StateDirLock {
         found = true;
       }
     }
-    throw StateDirLock.locked(dir, file, named ?? (await lockHolder(file)));
   }
 
   /** Takes this agent's lock from its place: renamed aside, as a taker would (never removed by
@@ -300,12 +297,14 @@ export class StateDirLock {
       const path = join(dir, name);
       const moved = await lockIdentity(path);
       if (!moved || moved.target === target) continue;
-      if (await mayHold(moved.holder, self)) return StateDirLock.withdraw(dir, file, target, moved.holder);
+      if (await mayHold(moved.holder, self))
+        return StateDirLock.withdraw(dir, file, target, { holder: moved.holder, path });
       await rm(path, { force: true });
     }
     return true;
   }
 
+  /** `file`: where the holder's lock is, in its place or moved aside. */
   private static locked(dir: string, file: string, named: Holder): WeftError {
     return new WeftError(
       "AGENT_STATE_DIR_LOCKED",
@@ -313,9 +312,11 @@ export class StateDirLock {
     );
   }
 
+  /** Removes this agent's lock as withdrawing does: moved aside, never by name (another's may
+   *  have taken the place meanwhile), also where a taker left it moved aside. */
   async release(): Promise<void> {
-    if ((await readlink(this.file).catch(() => undefined)) === this.target)
-      await unlink(this.file).catch(() => undefined);
+    // Best effort: a stop must still finish.
+    await StateDirLock.removeOwn(dirname(this.file), this.file, this.target).catch(() => undefined);
     await new Promise((r) => this.held.close(r));
   }
 }

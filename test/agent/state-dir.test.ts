@@ -12,6 +12,7 @@ import {
   readdirSync,
   readFileSync,
   readlinkSync,
+  renameSync,
   rmSync,
   statSync,
   symlinkSync,
@@ -223,6 +224,30 @@ describe("state dir", () => {
       await tmpfs.unmount();
       expect(await ns.pids()).toEqual([]);
     });
+  });
+
+  // A taker may leave the holder's live lock moved aside, another's lock in its place. Before,
+  // release removed only the lock in place that named it (read, then removed by name: another's
+  // placed in between went too), so the moved copy outlived it and, naming a pid of another PID
+  // namespace (held, as far as can be told), refused every later agent for good, naming a
+  // weft.lock that did not exist.
+  it("releases its lock also where moved aside, and never another's", async () => {
+    const dir = join(base, "aside", "state");
+    const lock = await StateDirLock.acquire(dir);
+    const aside = join(dir, `.${LOCK_FILE}.00000000000000aa.aside`);
+    renameSync(join(dir, LOCK_FILE), aside);
+    const other = `1@${BOOT}@1@1@1`; // a live agent of another network and PID namespace
+    symlinkSync(other, join(dir, LOCK_FILE));
+    await lock.release();
+    expect(readdirSync(dir)).toEqual([LOCK_FILE]);
+    expect(readlinkSync(join(dir, LOCK_FILE))).toBe(other);
+    // Found moved aside (its place empty), another's lock is named where it is.
+    renameSync(join(dir, LOCK_FILE), aside);
+    await expect(StateDirLock.acquire(dir)).rejects.toMatchObject({
+      code: "AGENT_STATE_DIR_LOCKED",
+      message: expect.stringContaining(`see ${aside})`),
+    });
+    expect(readdirSync(dir)).toEqual([`.${LOCK_FILE}.00000000000000aa.aside`]);
   });
 
   it("makes a dir that exists open to all (as a Kubernetes hostPath is created) 0700", async () => {

@@ -129,7 +129,7 @@ function heldJoiner(s: number) {
     meta,
     stateAgeMs: 0,
   });
-  return { cluster, meta, old, target, round, member };
+  return { cluster, joiner, meta, old, target, round, member };
 }
 
 const deadEverywhere = (cluster: SimCluster, names: string[]) => () =>
@@ -987,14 +987,17 @@ describe("membership in the simulator", () => {
     expect(await round(reporter.addr)).toEqual({ ended: "joined 1", held: false });
   });
 
-  it("a held name is cleared by a reporter's own answer that lists no other member where the reports did, once the bound has passed since the record was last reported", async () => {
-    const { cluster, old, target, round, member } = heldJoiner(20);
+  it("a held name is cleared by a reporter's own answer that lists no other member where the reports did, once the bound has passed since the record was last reported, but not by one alone", async () => {
+    const { cluster, joiner, old, target, round, member } = heldJoiner(20);
     const reporter = target("198.18.9.2", "r", 5);
     const v = member("v", "198.18.9.6");
-    // r restarted, or the record was replaced, and v moved, left, or is not known to r yet.
-    for (const answer of [[{ ...v, host: "198.18.9.8" }], [{ ...v, state: "left" as const }], []]) {
+    const reported = async () => {
       reporter.list([{ ...old, incarnation: 5, state: "alive" }, v]);
       expect(await round(reporter.addr)).toEqual({ ended: "GOSSIP_NAME_HELD", held: true });
+    };
+    // r restarted, or the record was replaced, and v moved or left.
+    for (const answer of [[{ ...v, host: "198.18.9.8" }], [{ ...v, state: "left" as const }]]) {
+      await reported();
       // Within the bound (34 s: the 18 s suspicion of a cluster of three, plus two probes stretched
       // 8 times) r's cluster may still hold the record alive.
       reporter.list(answer);
@@ -1006,6 +1009,18 @@ describe("membership in the simulator", () => {
       await cluster.runFor(5_000);
       expect(await round(reporter.addr)).toEqual({ ended: "joined 1", held: false });
     }
+    // r restarted and still alone, listing only itself (and this node): past the bound too, it
+    // shows nothing of its cluster, which it may not reach and which may hold a live node of the name.
+    await reported();
+    await cluster.runFor(35_000);
+    const self = { ...member("a", joiner.addr.host), port: joiner.addr.port };
+    for (const alone of [[], [self]]) {
+      reporter.list(alone);
+      expect(await round(reporter.addr)).toEqual({ ended: "joined 1", held: true });
+    }
+    // Back in its cluster, r lists v (in any state) again.
+    reporter.list([{ ...v, state: "left" }]);
+    expect(await round(reporter.addr)).toEqual({ ended: "joined 1", held: false });
   });
 
   it("a held name is cleared by a reporter's own answer if the reports listed no other live member; a tombstone's node is no member of theirs", async () => {

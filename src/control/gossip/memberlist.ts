@@ -507,7 +507,10 @@ export class Memberlist {
    * the bound (see heldWindowMs) since a round last reported the record: by then its cluster has
    * declared it dead if nothing answered there, and one with a live node behind it would have
    * been reported again and refused (see nameHeld). Without the limit, a reporter whose fellows
-   * all moved or left, and whose answer no longer lists the record, held the name for good.
+   * all moved or left, and whose answer no longer lists the record, held the name for good. Past
+   * it the answer must still list a member but its sender and this node, in any state: a reporter
+   * restarted and still alone (its cluster unreachable, maybe holding a live node of the name)
+   * knows none.
    * Not any other: a member that never knew the record (one met meanwhile, alone or in another
    * cluster, and saved, maybe knowing an unrelated node of a reporter's name, at any incarnation)
    * would admit a second live node of the name.
@@ -521,11 +524,13 @@ export class Memberlist {
     const fellow = self !== undefined && fellows.get(sender) === formatHostPort(self.host, self.port);
     const listed = new Map(nodes.filter((n) => isLive(n.state)).map((n) => [n.name, formatHostPort(n.host, n.port)]));
     // The answer is the state of the reports' cluster: it lists another of its live members where
-    // they did (a reporter restarted and not yet rejoined lists only itself), if they listed one.
+    // they did (a reporter restarted and not yet rejoined lists only itself), if they listed one;
+    // past the bound, where they may have moved or left, any member but the sender and the joiner.
     const inCluster = (reporter: string) => {
-      if (settled) return true;
       const others = [...fellows].filter(([name]) => name !== sender && name !== reporter);
-      return others.length === 0 || others.some(([name, at]) => listed.get(name) === at);
+      if (others.length === 0) return true;
+      if (settled) return nodes.some((n) => n.name !== sender && n.name !== record.name);
+      return others.some(([name, at]) => listed.get(name) === at);
     };
     return nodes.some((n) => {
       if (n.name === record.name)
