@@ -5,8 +5,10 @@
 // told apart.
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { readdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, realpathSync } from "node:fs";
 import { join } from "node:path";
+import { BUILD_ID_FILE, type BuildId } from "./build-id.js";
+import { writeFileAtomicSync } from "./fs/atomic-write.js";
 import { projectFile, projectRoot } from "./paths.js";
 
 export interface BuildCommit {
@@ -59,32 +61,36 @@ export function recordBuild(): BuildCommit {
     gitCommit() ??
     (given ? { commit: given.replace(/-dirty$/, ""), dirty: given.endsWith("-dirty") } : undefined) ??
     UNKNOWN_COMMIT;
-  writeFileSync(RECORD(), JSON.stringify(c) + "\n");
+  writeFileAtomicSync(RECORD(), JSON.stringify(c) + "\n");
   return c;
 }
 
 /**
- * Writes dist/src/build-id.js (see build-id.ts): BUILD_ID is a hash of every other .js file under
- * dist/src, by path and content, so the same sources give the same id and any change another.
+ * Writes dist/build-id.json (see build-id.ts): the id is a hash of every .js file under dist/src,
+ * by path and content, and of build/weft.wasm, so the same sources give the same id and any change
+ * to either another; `wasm` is the module's own hash, which hotPathModule() checks.
  */
-export function recordBuildId(): string {
+export function recordBuildId(): BuildId {
   const dist = projectFile("dist", "src");
-  const out = "build-id.js";
   const hash = createHash("sha256");
   const files = readdirSync(dist, { recursive: true, encoding: "utf8" })
-    .filter((f) => f.endsWith(".js") && f !== out)
+    .filter((f) => f.endsWith(".js"))
     .sort();
   for (const f of files)
     hash
       .update(`${f}\0`)
       .update(readFileSync(join(dist, f)))
       .update("\0");
-  const id = hash.digest("hex").slice(0, 16);
-  writeFileSync(
-    join(dist, out),
-    `// Written by npm run build:info (see src/build-id.ts).\nexport const BUILD_ID = "${id}";\n`,
-  );
-  return id;
+  // build:wasm runs before build:ts (npm run build, the Containerfile), and after it when dist/
+  // exists. Without the module ("none") the hot path cannot start, nor take one installed later.
+  let wasm = "none";
+  if (existsSync(projectFile("build", "weft.wasm")))
+    wasm = createHash("sha256")
+      .update(readFileSync(projectFile("build", "weft.wasm")))
+      .digest("hex");
+  const b = { id: hash.update(`weft.wasm\0${wasm}`).digest("hex").slice(0, 16), wasm };
+  writeFileAtomicSync(BUILD_ID_FILE(), JSON.stringify(b) + "\n");
+  return b;
 }
 
 let info: (BuildCommit & { version: string }) | undefined;

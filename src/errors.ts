@@ -125,6 +125,7 @@ export type IoErrorCode = "IO_ADDON_NOT_BUILT" | "IO_CLOSED" | "IO_LINK_STATS" |
 
 /** The Wasm hot path; route table failures carry the name from assembly/route/codes.ts. */
 export type HotpathErrorCode =
+  | "HOTPATH_BUILD_MISMATCH"
   | "HOTPATH_NOT_BUILT"
   | "HOTPATH_NO_CONSTANT"
   | "HOTPATH_OUT_OF_MEMORY"

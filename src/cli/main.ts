@@ -10,7 +10,7 @@ import { AgentKeys } from "../agent/keys.js";
 import { buildInfo, commitLabel } from "../build-info.js";
 import { EXIT_UNDERLAY_CHANGED } from "../agent/underlay.js";
 import { configReference } from "../config/net-conf.js";
-import { KEY_BYTES, readKeyFile } from "../control/gossip/keyring.js";
+import { KEY_BYTES, Keyring } from "../control/gossip/keyring.js";
 import { type CliErrorCode, errorMessage, isWeftError, WeftError } from "../errors.js";
 import { writeFileAtomic } from "../fs/atomic-write.js";
 import { DEFAULT_SUBNET_FILE } from "../paths.js";
@@ -404,8 +404,11 @@ program
   )
   .action(async (path: string, o: { check?: boolean }) => {
     if (o.check) {
-      const keys = await readKeyFile(path);
-      process.stdout.write(`${path}: ${keys.length} key${keys.length === 1 ? "" : "s"}, as this weft reads it\n`);
+      // The agent's own keyring (AgentKeys.load): a key listed twice is one key, ids that collide refused.
+      const { primary, installed } = (await Keyring.fromKeyFile(path)).ids();
+      process.stdout.write(
+        `${path}: ${installed.length} key${installed.length === 1 ? "" : "s"} (ids ${installed.join(", ")}; ${primary} seals), as this weft reads it\n`,
+      );
       return;
     }
     // The first step on a fresh host: /etc/weft may not exist yet (systemd makes it at the first

@@ -10,7 +10,7 @@ import { randomInt } from "node:crypto";
 import { once } from "node:events";
 import { Piscina } from "piscina";
 import type { Logger } from "pino";
-import { BUILD_ID } from "../build-id.js";
+import { BUILD } from "../build-id.js";
 import { isWeftError, WeftError } from "../errors.js";
 import { Arena } from "../hotpath/arena.js";
 import { PacketBatch } from "../hotpath/batch.js";
@@ -686,7 +686,7 @@ export class UserspaceDataplane {
       idleTimeout: Number.POSITIVE_INFINITY,
       // Threads run the module this thread compiled and check their build against this one's: the
       // files on disk may be a newer install by the time a thread (re)starts.
-      workerData: { build: BUILD_ID, module: hotPathModule() } satisfies WorkerShared,
+      workerData: { build: BUILD.id, module: hotPathModule() } satisfies WorkerShared,
     });
     // Without a listener, piscina's 'error' (a thread that failed to start while it had no task)
     // is an uncaught exception: the whole agent would exit.

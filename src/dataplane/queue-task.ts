@@ -83,7 +83,7 @@ export interface QueueTask {
 /**
  * What every thread of the pool gets from the main thread (piscina's workerData): the hot path's
  * module it compiled, which the thread instantiates rather than build/weft.wasm, and the id of its
- * build (BUILD_ID), which the thread's own must equal.
+ * build (build-id.ts), which the thread's own must equal.
  */
 export interface WorkerShared {
   build: string;

@@ -8,7 +8,7 @@
 // headers and GSO/GRO segments behind the I/O seam (src/io/batch-io.ts), and the hot path's one
 // call per direction treats a plain packet as a single segment.
 import { workerData } from "piscina";
-import { BUILD_ID } from "../build-id.js";
+import { BUILD } from "../build-id.js";
 import { WeftError } from "../errors.js";
 import { HotPath, type HotPathFunctions } from "../hotpath/module.js";
 import type { DatagramBind, PacketQueue } from "../io/batch-io.js";
@@ -186,10 +186,11 @@ export default function runWorker(task: QueueTask): TaskEnd {
  */
 function mainModule(): WebAssembly.Module {
   const shared = workerData as WorkerShared | undefined;
-  if (shared?.build !== BUILD_ID)
+  const own = BUILD.id;
+  if (shared?.build !== own)
     throw new WeftError(
       "DATAPLANE_WORKER_BUILD_MISMATCH",
-      `this dataplane worker thread loaded weft build ${BUILD_ID} from disk, the running agent is build ${shared?.build ?? "(none given)"}: weft was installed anew under the running agent, and mixed builds would forward wrongly, so this worker's queue pairs stay down; restart the agent (systemctl restart weft) to run the new build`,
+      `this dataplane worker thread loaded weft build ${own} from disk, the running agent is build ${shared?.build ?? "(none given)"}: weft was installed anew under the running agent, and mixed builds would forward wrongly, so this worker's queue pairs stay down; restart the agent (systemctl restart weft) to run the new build`,
     );
   return shared.module;
 }

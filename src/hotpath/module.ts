@@ -1,6 +1,8 @@
 // Loading the Wasm hot path (build/weft.wasm) over a shared memory, and reading its layout
 // constants and verdict names from its exports, so that they are written down once, in assembly/.
+import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { BUILD } from "../build-id.js";
 import { WeftError } from "../errors.js";
 import { projectFile } from "../paths.js";
 
@@ -114,8 +116,9 @@ const MAX_PAGES = 65536;
 let compiled: WebAssembly.Module | undefined;
 
 /**
- * build/weft.wasm, compiled once per process, by the main thread: dataplane workers instantiate
- * this module (passed to them), never the file, which an install may have replaced since.
+ * build/weft.wasm, compiled once per process, by the main thread, if it is the module this build
+ * recorded (build-id.ts): dataplane workers instantiate this module (passed to them), never the
+ * file, which an install may have replaced since.
  */
 export function hotPathModule(): WebAssembly.Module {
   if (compiled) return compiled;
@@ -132,6 +135,14 @@ export function hotPathModule(): WebAssembly.Module {
       },
     );
   }
+  // The module this process's JavaScript was built with, or none: a backend started later (a
+  // SIGHUP swap to a userspace one) may find another install's file, with another layout.
+  const hash = createHash("sha256").update(bytes).digest("hex");
+  if (BUILD.wasm !== undefined && hash !== BUILD.wasm)
+    throw new WeftError(
+      "HOTPATH_BUILD_MISMATCH",
+      `${path} is not the module weft build ${BUILD.id}, the running agent's, was built with (its sha256 is ${hash}, the build recorded ${BUILD.wasm}): weft was installed anew under the running agent, and the old code over a new module would forward wrongly, so this userspace backend does not start; restart the agent (systemctl restart weft) to run the new build`,
+    );
   return (compiled = new WebAssembly.Module(bytes));
 }
 

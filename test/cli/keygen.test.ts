@@ -18,7 +18,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
-import { generateKey, KEY_BYTES } from "../../src/control/gossip/keyring.js";
+import { generateKey, KEY_BYTES, Keyring } from "../../src/control/gossip/keyring.js";
 import { atomicTempPath, writeFileAtomic } from "../../src/fs/atomic-write.js";
 import { projectFile } from "../../src/paths.js";
 
@@ -129,14 +129,26 @@ describe("weft keygen --check", () => {
     const good = join(dir, "check", "good.key");
     await weft("keygen", good);
     const key = readFileSync(good, "utf8").trim();
-    expect((await weft("keygen", "--check", good)).stdout).toBe(`${good}: 1 key, as this weft reads it\n`);
+    // Ids as the agent's keyring gives them (its AGENT_KEYS_RELOADED logs name the same).
+    const id = (k: string) => new Keyring(Buffer.from(k, "base64")).ids().primary;
+    expect((await weft("keygen", "--check", good)).stdout).toBe(
+      `${good}: 1 key (ids ${id(key)}; ${id(key)} seals), as this weft reads it\n`,
+    );
     const file = (name: string, text: string) => {
       const path = join(dir, "check", name);
       writeFileSync(path, text, { mode: 0o600 });
       return path;
     };
-    const two = file("two.key", `# primary first\n${key}\n${generateKeyText()}\n`);
-    expect((await weft("keygen", "--check", two)).stdout).toBe(`${two}: 2 keys, as this weft reads it\n`);
+    const other = generateKeyText();
+    const two = file("two.key", `# primary first\n${key}\n${other}\n`);
+    expect((await weft("keygen", "--check", two)).stdout).toBe(
+      `${two}: 2 keys (ids ${id(key)}, ${id(other)}; ${id(key)} seals), as this weft reads it\n`,
+    );
+    // A key listed twice is one key to the agent.
+    const twice = file("twice.key", `${key}\n${other}\n${key}\n`);
+    expect((await weft("keygen", "--check", twice)).stdout).toBe(
+      `${twice}: 2 keys (ids ${id(key)}, ${id(other)}; ${id(key)} seals), as this weft reads it\n`,
+    );
     for (const [name, text, line] of [
       ["comment.key", `${key} # the cluster key\n`, 1],
       ["space.key", `${key} ${generateKeyText()}\n`, 1],

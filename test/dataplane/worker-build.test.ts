@@ -6,16 +6,20 @@
 // run JavaScript of another build than the main thread's (DATAPLANE_WORKER_BUILD_MISMATCH, the
 // dataplane reported failed). Host 1 runs the dataplane in a process of its own
 // (test/kernel/fixtures/dataplane-host.mjs), host 2 the kernel's vxlan device as its peer.
-import { writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { cpSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createInterface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { BUILD_ID } from "../../src/build-id.js";
+import { BUILD } from "../../src/build-id.js";
 import { LabCluster } from "../../src/lab/cluster.js";
 import { ping, pingWhenRouted } from "../../src/lab/traffic.js";
 import { until } from "../io/until.js";
 import { type CopiedDataplane, startCopiedDataplane } from "../support/copied-dataplane.js";
 import { dataplaneHostOptions, kernelVxlanNode, macOf, mtuOf, peerOf, subnetOf } from "../support/dataplane-lab.js";
 import { canUseNetns } from "../support/netns.js";
+import { projectFile } from "../../src/paths.js";
 
 describe.skipIf(!canUseNetns())("dataplane worker threads started after an install under the agent", () => {
   let lab: LabCluster;
@@ -61,7 +65,7 @@ describe.skipIf(!canUseNetns())("dataplane worker threads started after an insta
 
   it("refuses a worker whose JavaScript is another build than the main thread's, and says so once", async () => {
     const { counters, logged } = dp!;
-    writeFileSync(join(dp!.dir, "dist", "src", "build-id.js"), 'export const BUILD_ID = "a-newer-install";\n');
+    writeFileSync(join(dp!.dir, "dist", "build-id.json"), '{"id":"a-newer-install","wasm":"0"}\n');
     expect(await dp!.killUntilFailed()).toEqual(["failed DATAPLANE_WORKER_BUILD_MISMATCH"]);
     // Each killed worker's restart refused; the first said at error, the other at debug.
     await until("both refusals logged", () =>
@@ -70,12 +74,48 @@ describe.skipIf(!canUseNetns())("dataplane worker threads started after an insta
     const [first, second] = logged("DATAPLANE_WORKER_BUILD_MISMATCH");
     expect(first).toMatchObject({ level: 50, msg: "dataplane worker refused to start" });
     expect(second.level).toBe(20);
-    expect(first.err.message).toContain(`weft build a-newer-install from disk, the running agent is build ${BUILD_ID}`);
+    expect(first.err.message).toContain(`weft build a-newer-install from disk, the running agent is build ${BUILD.id}`);
     expect(first.err.message).toContain("restart the agent");
     // Refused, not restarted over and over: both workers stay down, forwarding nothing.
     expect(await counters()).toMatchObject({ workersDown: 2, workerRestarts: 4 });
     expect((await podPing()).received).toBe(0);
     expect(logged("DATAPLANE_WORKER_CRASH_LOOP")).toEqual([]);
     expect(await dp!.stop()).toEqual({ code: 0 });
+  });
+});
+
+// The module is compiled at the first userspace dataplane, which a SIGHUP swap may start long after
+// the agent loaded its code: a weft.wasm installed meanwhile is another build's, which the old
+// JavaScript would run with no error (an assembly-only change kept the JavaScript's id, too).
+describe("the hot path's module compiled after an install under the agent", () => {
+  it("is refused when build/weft.wasm is not the module the running code's build recorded", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "weft-copy-"));
+    try {
+      for (const d of ["dist", "build", "package.json"]) cpSync(projectFile(d), join(dir, d), { recursive: true });
+      symlinkSync(projectFile("node_modules"), join(dir, "node_modules"));
+      // Loads the code, as the agent does at its start, then compiles the module when told.
+      const script = `import { createInterface } from "node:readline";
+        const { hotPathModule } = await import(${JSON.stringify(join(dir, "dist", "src", "hotpath", "module.js"))});
+        console.log("loaded");
+        for await (const _ of createInterface({ input: process.stdin })) {
+          try { hotPathModule(); console.log("compiled"); } catch (err) { console.log(err.code, err.message); }
+          break;
+        }`;
+      const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
+        stdio: ["pipe", "pipe", "inherit"],
+      });
+      const out: string[] = [];
+      createInterface({ input: child.stdout! }).on("line", (l) => out.push(l));
+      await until("the code loaded", () => (out.includes("loaded") ? true : undefined), 10_000);
+      // Another build's module: valid Wasm, so only the hash tells it apart.
+      writeFileSync(join(dir, "build", "weft.wasm"), Uint8Array.of(0, 0x61, 0x73, 0x6d, 1, 0, 0, 0));
+      child.stdin!.end("compile\n");
+      const line = await until("the answer", () => out[1], 10_000);
+      expect(line).toMatch(/^HOTPATH_BUILD_MISMATCH /);
+      expect(line).toContain(`weft build ${BUILD.id}`);
+      expect(line).toContain("restart the agent");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

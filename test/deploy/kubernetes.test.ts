@@ -248,19 +248,31 @@ describe("deploy/kubernetes/weft.yaml", () => {
     expect(containers(ds).map((c: Doc) => c.imagePullPolicy)).toEqual(Array(3).fill("IfNotPresent"));
     const sed = readFileSync(projectFile("README.md"), "utf8")
       .split("\n")
-      .filter((l) => l.startsWith("sed -i ") && l.endsWith(" deploy/kubernetes/weft.yaml"));
+      .filter((l) => l.startsWith("sed ") && l.endsWith(" | kubectl apply -f -"));
     expect(sed).toHaveLength(1);
     const dir = mkdtempSync(join(tmpdir(), "weft-manifest-"));
     try {
+      // The manifest as the line applies it, a first build's and then an upgrade's (run again on
+      // the same file): the file keeps its placeholder, so each names its own build.
       const file = join(dir, "weft.yaml");
-      writeFileSync(file, readFileSync(projectFile("deploy", "kubernetes", "weft.yaml")));
-      const r = spawnSync("sh", ["-c", sed[0].replace("deploy/kubernetes/weft.yaml", file)], {
-        env: { ...process.env, REGISTRY: "registry.test:5000/infra", COMMIT: "0123abc" },
-        encoding: "utf8",
-      });
-      expect(r.stderr).toBe("");
-      const edited = load(readFileSync(file, "utf8")).find((d) => d.kind === "DaemonSet")!;
-      expect(images(edited)).toEqual(Array(3).fill("registry.test:5000/infra/weft:0123abc"));
+      const original = readFileSync(projectFile("deploy", "kubernetes", "weft.yaml"), "utf8");
+      writeFileSync(file, original);
+      const line = sed[0].replace("deploy/kubernetes/weft.yaml", file).replace(/ \| kubectl apply -f -$/, "");
+      for (const commit of ["0123abc", "4567def"]) {
+        const r = spawnSync("sh", ["-c", line], {
+          env: { ...process.env, REGISTRY: "registry.test:5000/infra", COMMIT: commit },
+          encoding: "utf8",
+        });
+        expect(r.stderr).toBe("");
+        const applied = load(r.stdout).find((d) => d.kind === "DaemonSet")!;
+        expect(images(applied)).toEqual(Array(3).fill(`registry.test:5000/infra/weft:${commit}`));
+      }
+      expect(readFileSync(file, "utf8")).toBe(original);
+      // Upgrading's `set image` names every container (the init containers install the CNI plugin).
+      const setImage = `kubectl -n ${ds.metadata.namespace} set image ds/${ds.metadata.name} ${containers(ds)
+        .map((c: Doc) => `${c.name}=$IMG`)
+        .join(" ")}\``;
+      expect(readFileSync(projectFile("README.md"), "utf8")).toContain(setImage);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
