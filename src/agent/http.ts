@@ -12,6 +12,7 @@ import type { Socket } from "node:net";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import { type ErrorCode, WeftError } from "../errors.js";
+import { sourceGroup } from "../net/ipv6.js";
 
 export interface HttpHandlers {
   ready(): boolean;
@@ -94,10 +95,9 @@ function handler(h: HttpHandlers, endpoints: readonly Endpoint[], local: boolean
   };
 }
 
-/** Connections a TCP port holds at once (a bound on the agent's file descriptors); more are closed as they come. */
+/** Connections a TCP port holds at once (a bound on the agent's file descriptors). */
 export const TCP_MAX_CONNECTIONS = 256;
-/** Connections a TCP port holds at once from one source address: one client (a pod, on the
- *  health port) must not take the slots the kubelet's probes need. More are closed as they come. */
+/** Connections a TCP port holds at once from one source (an IPv4 address, an IPv6 /64). */
 export const TCP_MAX_CONNECTIONS_PER_SOURCE = 4;
 /** Time a TCP client has to send its request (headers and body). */
 const TCP_REQUEST_TIMEOUT_MS = 5000;
@@ -110,10 +110,12 @@ export const SERVER_ERROR_LOG_EVERY_MS = 10_000;
 
 /** Connections the agent's HTTP servers refused or failed to take, by reason (weft_http_connections_refused_total). */
 export interface RefusedConnections {
-  /** Over a TCP port's TCP_MAX_CONNECTIONS_PER_SOURCE from one address. */
+  /** Over a TCP port's TCP_MAX_CONNECTIONS_PER_SOURCE from one source, each of its connections with a request in. */
   source: number;
-  /** Over a TCP port's TCP_MAX_CONNECTIONS. */
+  /** Over a TCP port's TCP_MAX_CONNECTIONS, each with a request in. */
   limit: number;
+  /** Closed with no request in yet to make room at either cap for a newer connection. */
+  evicted: number;
   /** Accept failed (AGENT_HTTP_SERVER_ERROR). */
   error: number;
 }
@@ -122,7 +124,7 @@ export class AgentHttp {
   private readonly servers: Server[] = [];
   /** The servers' error log windows open now (serverErrors). */
   private readonly errorWindows = new Set<NodeJS.Timeout>();
-  readonly refused: RefusedConnections = { source: 0, limit: 0, error: 0 };
+  readonly refused: RefusedConnections = { source: 0, limit: 0, evicted: 0, error: 0 };
 
   private constructor(private readonly socketPath: string) {}
 
@@ -160,24 +162,61 @@ export class AgentHttp {
     };
   }
 
-  /** Closes a TCP server's connections over TCP_MAX_CONNECTIONS_PER_SOURCE from one address, and counts them and those over its cap. */
-  private capSources(s: Server): void {
-    const open = new Map<string, number>();
-    s.on("drop", () => this.refused.limit++);
+  /**
+   * Caps a TCP server's connections, in all and from one source. At a cap the oldest connection
+   * (of that source, or of all) that has not sent its request yet is closed for the newcomer; only
+   * when every one has, the newcomer is. Refusing newcomers instead let whoever holds silent
+   * connections lock the kubelet's probes out: they come from the node's address, which every
+   * host process and hostNetwork pod shares (and, behind ip-masq, other nodes' pods), and a
+   * silent connection holds its slot for up to the request timeout plus a check interval.
+   */
+  private capConnections(s: Server): void {
+    /** Connections with no request in yet, oldest first. */
+    const waiting = new Set<Socket>();
+    /** Every connection held, by source, oldest first. */
+    const bySource = new Map<string, Set<Socket>>();
+    const sourceOf = new Map<Socket, string>();
+    /** c no longer takes a slot (it closed, or is being closed); idempotent. */
+    const forget = (c: Socket) => {
+      const from = sourceOf.get(c);
+      if (from === undefined) return;
+      sourceOf.delete(c);
+      waiting.delete(c);
+      const mine = bySource.get(from);
+      mine?.delete(c);
+      if (mine?.size === 0) bySource.delete(from);
+    };
+    /** Closes the oldest of `among` with no request in; false if none. */
+    const evict = (among: Iterable<Socket>): boolean => {
+      for (const c of among)
+        if (waiting.has(c)) {
+          this.refused.evicted++;
+          forget(c);
+          c.destroy();
+          return true;
+        }
+      return false;
+    };
+    // Headers in is a request in: the TCP endpoints answer GETs, bodies unread.
+    s.on("request", (req: IncomingMessage) => waiting.delete(req.socket));
     s.on("connection", (c: Socket) => {
-      const from = c.remoteAddress ?? "";
-      const n = open.get(from) ?? 0;
-      if (n >= TCP_MAX_CONNECTIONS_PER_SOURCE) {
+      const from = sourceGroup(c.remoteAddress ?? "");
+      const mine = bySource.get(from);
+      if (mine && mine.size >= TCP_MAX_CONNECTIONS_PER_SOURCE && !evict(mine)) {
         this.refused.source++;
         c.destroy();
         return;
       }
-      open.set(from, n + 1);
-      c.once("close", () => {
-        const left = (open.get(from) ?? 1) - 1;
-        if (left === 0) open.delete(from);
-        else open.set(from, left);
-      });
+      // A source at its cap made room from its own: the total is below its cap then.
+      if (sourceOf.size >= TCP_MAX_CONNECTIONS && !evict(waiting)) {
+        this.refused.limit++;
+        c.destroy();
+        return;
+      }
+      sourceOf.set(c, from);
+      waiting.add(c);
+      bySource.set(from, (bySource.get(from) ?? new Set()).add(c));
+      c.once("close", () => forget(c));
     });
   }
 
@@ -209,9 +248,9 @@ export class AgentHttp {
         const local = typeof where === "string";
         const s = createServer(
           // Over TCP, anyone who reaches the port (pods, on the health port) may connect: caps on
-          // connections, in all and from one address, and on the time to send a request, so that
-          // clients holding connections can neither exhaust the agent's file descriptors nor
-          // keep the kubelet's probes out.
+          // connections, in all and from one source (capConnections), and on the time to send a
+          // request, so that clients holding connections can neither exhaust the agent's file
+          // descriptors nor keep the kubelet's probes out.
           local
             ? {}
             : {
@@ -221,10 +260,7 @@ export class AgentHttp {
               },
           handler(h, local ? SOCKET_ENDPOINTS : where.endpoints, local),
         );
-        if (!local) {
-          s.maxConnections = TCP_MAX_CONNECTIONS;
-          http.capSources(s);
-        }
+        if (!local) http.capConnections(s);
         http.servers.push(s);
         await listen(s, typeof where === "string" ? where : { host: where.host, port: where.port });
         if (typeof where === "string") chmodSync(where, SOCKET_MODE);

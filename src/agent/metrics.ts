@@ -182,10 +182,10 @@ export function agentMetrics(
     mirroredCounter(
       registry,
       "weft_http_connections_refused_total",
-      `Connections the agent's HTTP servers closed unanswered or failed to take, by reason: source (over a TCP port's ${TCP_MAX_CONNECTIONS_PER_SOURCE} at once from one address), limit (over a TCP port's ${TCP_MAX_CONNECTIONS} at once), error (accept failed: AGENT_HTTP_SERVER_ERROR)`,
+      `Connections the agent's HTTP servers closed unanswered or failed to take, by reason: evicted (no request in yet, closed for a newer connection at a TCP port's cap), source (over a TCP port's ${TCP_MAX_CONNECTIONS_PER_SOURCE} at once from one source, an IPv4 address or IPv6 /64, all with a request in), limit (over a TCP port's ${TCP_MAX_CONNECTIONS} at once, all with a request in), error (accept failed: AGENT_HTTP_SERVER_ERROR)`,
       ["reason"],
       (set) => {
-        const r = agent.httpRefused() ?? { source: 0, limit: 0, error: 0 };
+        const r = agent.httpRefused() ?? { source: 0, limit: 0, evicted: 0, error: 0 };
         for (const [reason, n] of Object.entries(r)) set({ reason }, n);
       },
     );

@@ -90,10 +90,11 @@ const toggle = (name: string, description: string) => {
     });
 };
 
-/** Commander's own steps of a parse (commander 14), which its typings leave out. */
+/** Commander's own steps of a parse (commander 14), which its typings leave out: internals a
+ *  minor release may rename, so either may be missing. */
 interface CommanderSteps {
-  _outputHelpIfRequested(args: readonly string[]): void;
-  unknownOption(flag: string): void;
+  _outputHelpIfRequested?: (args: readonly string[]) => void;
+  unknownOption?: (flag: string) => void;
 }
 
 /**
@@ -109,9 +110,14 @@ class AgentCommand extends Command {
     refuseFlanneldFlags(parsed.unknown, this);
     // Commander checks mandatory flags before unknown ones, so `--key-fil k` was reported as
     // --key-file missing, hiding the typo: unknown ones first, once help asked for had its turn
-    // (commander's own steps, in its order otherwise).
-    if (parsed.unknown.length > 0) {
-      const steps = this as unknown as CommanderSteps;
+    // (commander's own steps, in its order otherwise). A commander without them (renamed) keeps
+    // its own order: the typo is reported after a missing flag, not a crash.
+    const steps = this as unknown as CommanderSteps;
+    if (
+      parsed.unknown.length > 0 &&
+      typeof steps._outputHelpIfRequested === "function" &&
+      typeof steps.unknownOption === "function"
+    ) {
       steps._outputHelpIfRequested(parsed.unknown);
       steps.unknownOption(parsed.unknown[0]);
     }

@@ -2,6 +2,7 @@
 // addresses as unsigned 128-bit bigints, the first byte most significant. Text is written the way
 // Go's net.IP writes it (RFC 5952 with Go's one quirk, below), since flannel writes subnet.env and
 // its logs through Go and weft's files must match flannel's byte for byte.
+import { isIPv6 } from "node:net";
 import { WeftError } from "../errors.js";
 
 export interface Ipv6Prefix {
@@ -140,4 +141,18 @@ export function writeIpv6(bytes: Uint8Array, at: number, addr: bigint): void {
 export function readIpv6(bytes: Uint8Array, at: number): bigint {
   const view = new DataView(bytes.buffer, bytes.byteOffset + at, 16);
   return (view.getBigUint64(0) << 64n) | view.getBigUint64(8);
+}
+
+/** Whom a connection's source address stands for when connections are capped per source: an IPv6
+ *  address's /64 (one host can hold any number of its addresses), an IPv4 address itself, an
+ *  IPv4-mapped one (a dual-stack socket's IPv4 client) as that IPv4 address, anything unparsable as is. */
+export function sourceGroup(source: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(source);
+  if (mapped) return mapped[1];
+  if (!isIPv6(source)) return source;
+  try {
+    return `${(parseIpv6(source.split("%")[0]) >> 64n).toString(16)}/64`;
+  } catch {
+    return source;
+  }
 }

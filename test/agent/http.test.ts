@@ -9,7 +9,9 @@
 // listen's once("error") took the first unseen and the second, with no listener, ended the
 // process); a TCP port holds at most TCP_MAX_CONNECTIONS connections, TCP_MAX_CONNECTIONS_PER_SOURCE
 // from one address (before, one pod could take every slot of the health port and the kubelet's
-// probes were closed unanswered), ends each connection with its answer (before, keep-alive held
+// probes were closed unanswered), and at a cap closes the oldest connection with no request in
+// for a newcomer (before, the newcomer: silent connections from the node's own address, shared by
+// host processes and hostNetwork pods, locked the kubelet's probes out), ends each connection with its answer (before, keep-alive held
 // them), and closes a request not sent within its timeout (before, 60 s).
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { request } from "node:http";
@@ -17,10 +19,11 @@ import { connect, createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pino from "pino";
-import { Registry } from "prom-client";
+import { Gauge, Registry } from "prom-client";
 import { afterAll, describe, expect, it, vi } from "vitest";
 import {
   AgentHttp,
+  type HttpHandlers,
   SERVER_ERROR_LOG_EVERY_MS,
   SOCKET_NAME,
   TCP_MAX_CONNECTIONS,
@@ -31,6 +34,23 @@ import { WeftError } from "../../src/errors.js";
 
 const dir = mkdtempSync(join(tmpdir(), "weft-http-"));
 const quiet = pino({ level: "silent" });
+/** Handlers whose /metrics answers only once `open` is called: requests in, their answers under way. */
+const heldMetrics = () => {
+  let open!: () => void;
+  const gate = new Promise<void>((r) => (open = r));
+  let asked = 0;
+  const metrics = new Registry();
+  new Gauge({
+    name: "weft_test_held",
+    help: "answered once the test lets it",
+    registers: [metrics],
+    async collect() {
+      asked++;
+      await gate;
+    },
+  });
+  return { h: { ...handlers, metrics }, open, asked: () => asked };
+};
 /** Handlers of a ready agent with nothing to show. */
 const handlers = {
   ready: () => true,
@@ -168,28 +188,30 @@ describe("agent http", () => {
     }
   });
 
-  /** An AgentHttp with weft.sock in a dir of its own (`tag`) and /healthz on a free loopback port. */
-  const healthPort = async (tag: string, log: pino.Logger = quiet) => {
+  /** An AgentHttp with weft.sock in a dir of its own (`tag`) and /healthz and /metrics on a free loopback port. */
+  const healthPort = async (tag: string, log: pino.Logger = quiet, h: HttpHandlers = handlers) => {
     const sub = mkdtempSync(join(dir, `${tag}-`));
     const port = await freePort();
     const http = await AgentHttp.listen(
-      handlers,
+      h,
       join(sub, SOCKET_NAME),
-      [{ host: "127.0.0.1", port, endpoints: ["/healthz"] }],
+      [{ host: "127.0.0.1", port, endpoints: ["/healthz", "/metrics"] }],
       log,
     );
     return { http, port, socketPath: join(sub, SOCKET_NAME) };
   };
-  /** A connection to the port (from `from`, a loopback address) that sent a request line; `data` collects what the server answers. */
-  const halfRequest = async (port: number, from = "127.0.0.1") => {
+  /** A connection to the port (from `from`, a loopback address) that sent `sent` (a request line); `data` collects what the server answers. */
+  const halfRequest = async (port: number, from = "127.0.0.1", sent = "GET /healthz HTTP/1.1\r\n") => {
     const s: Socket = connect({ port, host: "127.0.0.1", localAddress: from });
     await new Promise<void>((resolve, reject) => s.once("connect", resolve).once("error", reject));
     let data = "";
     s.on("data", (d) => (data += d));
+    let isClosed = false;
     const closed = new Promise<void>((r) => s.once("close", () => r()));
+    void closed.then(() => (isClosed = true));
     s.on("error", () => {}); // a reset shows as the close
-    s.write("GET /healthz HTTP/1.1\r\n");
-    return { s, closed, data: () => data };
+    s.write(sent);
+    return { s, closed, isClosed: () => isClosed, data: () => data };
   };
 
   it("logs a server's first error once listening, then how many more at most every 10 s, counts each, and goes on serving", async () => {
@@ -219,7 +241,7 @@ describe("agent http", () => {
         ["AGENT_HTTP_SERVER_ERROR", tcp, undefined, 2],
         ["AGENT_HTTP_SERVER_ERROR", tcp, "ENFILE", undefined],
       ]);
-      expect(http.refused).toEqual({ source: 0, limit: 0, error: 7 });
+      expect(http.refused).toEqual({ source: 0, limit: 0, evicted: 0, error: 7 });
       expect(await answer({ port }, "GET", "/healthz")).toEqual([200, "weft is running\n"]);
     } finally {
       await http.close();
@@ -227,12 +249,16 @@ describe("agent http", () => {
   });
 
   type Held = Awaited<ReturnType<typeof halfRequest>>;
-  /** Runs `body` on a health port; the connections it puts in `held` are cut, and the port closed, after. */
-  const holding = async (tag: string, body: (http: AgentHttp, port: number, held: Held[]) => Promise<void>) => {
-    const { http, port } = await healthPort(tag);
+  /** Runs `body` on a health port whose /metrics is held (heldMetrics); the connections it puts in `held` are cut, and the port closed, after. */
+  const holding = async (
+    tag: string,
+    body: (http: AgentHttp, port: number, held: Held[], metrics: ReturnType<typeof heldMetrics>) => Promise<void>,
+  ) => {
+    const metrics = heldMetrics();
+    const { http, port } = await healthPort(tag, quiet, metrics.h);
     const held: Held[] = [];
     try {
-      await body(http, port, held);
+      await body(http, port, held, metrics);
     } finally {
       for (const h of held) h.s.destroy();
       await http.close();
@@ -251,40 +277,92 @@ describe("agent http", () => {
     expect(last).toEqual([200, "weft is running\n"]);
   };
 
-  it("holds at most TCP_MAX_CONNECTIONS connections on a TCP port: more are closed unanswered, and it answers again once they go", () =>
-    holding("cap", async (http, port, held) => {
-      /** The i-th loopback address from 127.0.0.2 on. */
-      const source = (i: number) => `127.0.${(i + 2) >> 8}.${(i + 2) & 255}`;
-      // As many sources as it takes, each with as many connections as one source may hold.
-      for (let i = 0; held.length < TCP_MAX_CONNECTIONS; i++)
-        for (let j = 0; j < TCP_MAX_CONNECTIONS_PER_SOURCE; j++) held.push(await halfRequest(port, source(i)));
-      // One more from an address of its own, its request whole: closed with no answer.
-      const over = await halfRequest(port, "127.1.0.1");
-      over.s.write("Host: weft\r\n\r\n");
-      await over.closed;
-      expect(over.data()).toBe("");
-      expect(http.refused).toMatchObject({ source: 0, limit: 1 });
+  /** A request for /metrics, whole: with heldMetrics, under way until it opens. */
+  const METRICS = "GET /metrics HTTP/1.1\r\nHost: weft\r\n\r\n";
+  /** Waits (bounded) until the server has taken n requests for /metrics. */
+  const asked = async (held: ReturnType<typeof heldMetrics>, n: number) => {
+    for (let i = 0; i < 100 && held.asked() < n; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(held.asked()).toBe(n);
+  };
+  /** A new connection from `from` sending GET /healthz, which the port closes unanswered. */
+  const unanswered = async (port: number, from: string) => {
+    const over = await halfRequest(port, from);
+    over.s.write("Host: weft\r\n\r\n");
+    await over.closed;
+    expect(over.data()).toBe("");
+  };
+  /** The i-th loopback address from 127.0.0.2 on. */
+  const source = (i: number) => `127.0.${(i + 2) >> 8}.${(i + 2) & 255}`;
+  /** Fills a port's TCP_MAX_CONNECTIONS from as many sources as it takes, each with as many as one may hold; `sent` by the i-th. */
+  const fill = async (port: number, held: Held[], sent: (i: number) => string | undefined) => {
+    for (let i = 0; held.length < TCP_MAX_CONNECTIONS; i++)
+      for (let j = 0; j < TCP_MAX_CONNECTIONS_PER_SOURCE; j++)
+        held.push(await halfRequest(port, source(i), sent(held.length)));
+  };
+
+  it("at TCP_MAX_CONNECTIONS closes the oldest connection with no request in for a new one, which it answers; of another source too", () =>
+    holding("cap", async (http, port, held, metrics) => {
+      // The first source's connections with their requests in, the rest silent.
+      await fill(port, held, (i) => (i < TCP_MAX_CONNECTIONS_PER_SOURCE ? METRICS : undefined));
+      await asked(metrics, TCP_MAX_CONNECTIONS_PER_SOURCE);
+      expect(await answer({ port, localAddress: "127.1.0.1" }, "GET", "/healthz")).toEqual([200, "weft is running\n"]);
+      const oldestSilent = held[TCP_MAX_CONNECTIONS_PER_SOURCE];
+      await oldestSilent.closed;
+      expect(oldestSilent.data()).toBe("");
+      expect(held.flatMap((h, i) => (h.isClosed() ? [i] : []))).toEqual([TCP_MAX_CONNECTIONS_PER_SOURCE]);
+      expect(http.refused).toMatchObject({ source: 0, limit: 0, evicted: 1 });
+      // Those with requests in are answered.
+      metrics.open();
+      await Promise.all(held.slice(0, TCP_MAX_CONNECTIONS_PER_SOURCE).map((h) => h.closed));
+      for (const h of held.slice(0, TCP_MAX_CONNECTIONS_PER_SOURCE)) expect(h.data()).toMatch(/^HTTP\/1\.1 200 /);
+    }));
+
+  it("at TCP_MAX_CONNECTIONS closes a new connection unanswered when each held one has its request in, and answers again once they go", () =>
+    holding("full", async (http, port, held, metrics) => {
+      await fill(port, held, () => METRICS);
+      await asked(metrics, TCP_MAX_CONNECTIONS);
+      await unanswered(port, "127.1.0.1");
+      expect(http.refused).toMatchObject({ source: 0, limit: 1, evicted: 0 });
+      expect(held.some((h) => h.isClosed())).toBe(false);
+      metrics.open();
       await answersOnceGone(held, port, "127.1.0.1");
     }));
 
-  it("holds at most TCP_MAX_CONNECTIONS_PER_SOURCE connections from one address: a client holding many keeps no other address's /healthz out", () =>
-    holding("source", async (http, port, held) => {
-      // One client (a pod, on a node's health port) with more connections than the port's cap
-      // held, each with a request under way: before, it took every slot and the kubelet's probes,
-      // from the node's address, were closed unanswered.
-      for (let i = 0; i <= TCP_MAX_CONNECTIONS; i++) held.push(await halfRequest(port, "127.0.0.2"));
+  it("at TCP_MAX_CONNECTIONS_PER_SOURCE from one address, a new one from it closes its oldest with no request in: silent connections from the node's address keep the kubelet's /healthz out no more", () =>
+    holding("source", async (http, port, held, metrics) => {
+      // The node's address (the kubelet probes it, host processes and hostNetwork pods share it):
+      // its first connection with a request in, the rest silent. Before, the next was closed unanswered.
+      held.push(await halfRequest(port, "127.0.0.2", METRICS));
+      await asked(metrics, 1);
+      while (held.length < TCP_MAX_CONNECTIONS_PER_SOURCE) held.push(await halfRequest(port, "127.0.0.2"));
+      expect(await answer({ port, localAddress: "127.0.0.2" }, "GET", "/healthz")).toEqual([200, "weft is running\n"]);
+      await held[1].closed;
+      expect(held[1].data()).toBe("");
+      expect(held.flatMap((h, i) => (h.isClosed() ? [i] : []))).toEqual([1]);
+      expect(http.refused).toMatchObject({ source: 0, limit: 0, evicted: 1 });
+      // Another address's connections are not its to close.
+      const other = await halfRequest(port, "127.0.0.3");
+      held.push(other);
+      // Two more from the node's address: its two silent ones go.
+      for (let i = 0; i < 2; i++)
+        expect(await answer({ port, localAddress: "127.0.0.2" }, "GET", "/healthz")).toEqual([
+          200,
+          "weft is running\n",
+        ]);
+      expect(other.isClosed()).toBe(false);
+      metrics.open();
+      await held[0].closed;
+      expect(held[0].data()).toMatch(/^HTTP\/1\.1 200 /);
+    }));
+
+  it("at TCP_MAX_CONNECTIONS_PER_SOURCE from one address closes a new one from it unanswered when each has its request in; another address is answered", () =>
+    holding("busy", async (http, port, held, metrics) => {
+      for (let i = 0; i < TCP_MAX_CONNECTIONS_PER_SOURCE; i++) held.push(await halfRequest(port, "127.0.0.2", METRICS));
+      await asked(metrics, TCP_MAX_CONNECTIONS_PER_SOURCE);
+      await unanswered(port, "127.0.0.2");
+      expect(http.refused).toMatchObject({ source: 1, limit: 0, evicted: 0 });
       expect(await answer({ port, localAddress: "127.0.0.3" }, "GET", "/healthz")).toEqual([200, "weft is running\n"]);
-      // Those over its share closed unanswered, each counted.
-      const over = held.slice(TCP_MAX_CONNECTIONS_PER_SOURCE);
-      await Promise.all(over.map((h) => h.closed));
-      expect(over.map((h) => h.data()).join("")).toBe("");
-      expect(http.refused).toMatchObject({ source: over.length, limit: 0 });
-      // Its first ones are served.
-      const first = held[0];
-      first.s.write("Host: weft\r\n\r\n");
-      await first.closed;
-      expect(first.data()).toMatch(/^HTTP\/1\.1 200 /);
-      // Its share comes back as its connections go.
+      metrics.open();
       await answersOnceGone(held, port, "127.0.0.2");
     }));
 

@@ -4,7 +4,7 @@
 // FLANNELD_<FLAG> (before, WEFT_IP_MASQ= was CLI_BAD_BOOLEAN). The agent runs stop at the missing
 // net-conf.json, its first read: nothing is leased, bound or touched.
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -69,6 +69,32 @@ describe("weft's command line", () => {
     }
   });
 
+  it("keeps commander's own order, not a crash, with a commander whose internals it calls are renamed", () => {
+    // A commander minor release renaming them, as a preload rewrites commander's source as it loads.
+    const renamed = join(dir, "renamed-commander.cjs");
+    writeFileSync(
+      renamed,
+      `const M = require("node:module");
+const compile = M.prototype._compile;
+M.prototype._compile = function (src, file) {
+  if (/commander[\\/]lib[\\/]command\\.js$/.test(file))
+    src = src.replaceAll("_outputHelpIfRequested", "_outputHelpIfAsked").replaceAll("unknownOption(", "unknownFlag(");
+  return compile.call(this, src, file);
+};`,
+    );
+    const r = weft(["agent", "--key-fil", "k"], { NODE_OPTIONS: `--require ${renamed}` });
+    expect([r.status, r.stdout, r.stderr]).toEqual([
+      1,
+      "",
+      "weft: [CLI_MISSING_OPTION] required option '--key-file <path>' not specified: give it, or its variable (`weft agent --help` names both)\n",
+    ]);
+    // Its unknown flags are still refused, help still asked for first.
+    expect(weft(["agent", "--key-file", "k", "--bogus"], { NODE_OPTIONS: `--require ${renamed}` }).stderr).toMatch(
+      /^weft: \[CLI_UNKNOWN_OPTION\] unknown option '--bogus'/,
+    );
+    expect(weft(["agent", "--key-fil", "k", "--help"], { NODE_OPTIONS: `--require ${renamed}` }).status).toBe(0);
+  });
+
   it("prints help and versions on stdout with exit 0; bare `weft`, its help on stderr with exit 1", () => {
     for (const args of [["--help"], ["agent", "--help"], ["help", "agent"], ["agent", "--key-fil", "k", "--help"]]) {
       const r = weft(args);
@@ -76,8 +102,13 @@ describe("weft's command line", () => {
       expect(r.stdout).toMatch(/^Usage: weft /);
     }
     const version = JSON.parse(readFileSync(projectFile("package.json"), "utf8")).version;
+    // The build's commit after it (version.test.ts checks which).
     for (const args of [["--version"], ["agent", "--version"]])
-      expect(weft(args)).toMatchObject({ status: 0, stdout: `${version}\n`, stderr: "" });
+      expect(weft(args)).toMatchObject({
+        status: 0,
+        stdout: expect.stringMatching(new RegExp(`^${version.replaceAll(".", "\\.")} \\(\\S+\\)\n$`)),
+        stderr: "",
+      });
     const bare = weft([]);
     expect([bare.status, bare.stdout]).toEqual([1, ""]);
     expect(bare.stderr).toMatch(/^Usage: weft /);

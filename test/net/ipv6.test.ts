@@ -4,7 +4,14 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { formatHostPort, hostOfHostPort } from "../../src/net/ip.js";
-import { formatIpv6, formatPrefix6, parseIpv6, parsePrefix6, prefixContains6 } from "../../src/net/ipv6.js";
+import {
+  formatIpv6,
+  formatPrefix6,
+  parseIpv6,
+  parsePrefix6,
+  prefixContains6,
+  sourceGroup,
+} from "../../src/net/ipv6.js";
 
 const viaUrl = (a: bigint) =>
   new URL(
@@ -83,5 +90,17 @@ describe("IPv6 text", () => {
     );
     expect(hostOfHostPort(formatHostPort("198.18.0.10", 7946))).toBe("198.18.0.10");
     expect(hostOfHostPort("[2001:2::a]:7946")).toBe("2001:2::a");
+  });
+
+  it("groups connection sources as the per-source caps count them: IPv6 by /64, IPv4-mapped as its IPv4 address", () => {
+    // A host adds addresses of its /64 at will: one group.
+    expect(sourceGroup("2001:2::1")).toBe(sourceGroup("2001:2::ffff:1"));
+    expect(sourceGroup("2001:2::1")).not.toBe(sourceGroup("2001:2:0:1::1"));
+    expect(sourceGroup("fe80::1%eth0")).toBe(sourceGroup("fe80::2"));
+    // A dual-stack port's IPv4 clients show as ::ffff:a.b.c.d: each its own, the same as on an IPv4 port.
+    expect(sourceGroup("::ffff:198.18.0.1")).toBe("198.18.0.1");
+    expect(sourceGroup("::FFFF:198.18.0.1")).toBe("198.18.0.1");
+    expect(sourceGroup("198.18.0.1")).toBe("198.18.0.1");
+    expect(sourceGroup("")).toBe("");
   });
 });

@@ -8,7 +8,7 @@ import { isIPv6 } from "node:net";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import type { Logger } from "pino";
 import { isWeftError, WeftError } from "../../errors.js";
-import { parseIpv6 } from "../../net/ipv6.js";
+import { sourceGroup } from "../../net/ipv6.js";
 import type { Addr, Transport } from "../runtime.js";
 
 export interface UdpTcpOptions {
@@ -277,7 +277,7 @@ export class UdpTcpTransport implements Transport {
 
   private accept(sock: Socket): void {
     const source = sock.remoteAddress ?? "";
-    const group = groupOf(source);
+    const group = sourceGroup(source);
     // Over an address's (or its /64's) share its own oldest goes, not the newcomer, so that stalled
     // connections cannot lock out that address's real requests. At the limit, the oldest of the
     // address holding the most slots: a flood's connections crowd its addresses while a peer's
@@ -436,17 +436,6 @@ export class UdpTcpTransport implements Transport {
 
 /** Where an inbound connection comes from, as the limits count it. */
 type Origin = { readonly source: string; readonly group: string };
-
-/** An IPv6 source's /64 (one host can hold any number of its addresses); an IPv4 source (or
- *  IPv4-mapped, or anything unparsable) is its own group. */
-function groupOf(source: string): string {
-  if (source.includes(".") || !isIPv6(source)) return source;
-  try {
-    return `${(parseIpv6(source.split("%")[0]) >> 64n).toString(16)}/64`;
-  } catch {
-    return source;
-  }
-}
 
 /** Adds delta to key's count, dropping it at 0. */
 function count(map: Map<string, number>, key: string, delta: number): void {
