@@ -141,7 +141,7 @@ export function hotPathModule(): WebAssembly.Module {
   if (BUILD.wasm !== undefined && hash !== BUILD.wasm)
     throw new WeftError(
       "HOTPATH_BUILD_MISMATCH",
-      `${path} is not the module weft build ${BUILD.id}, the running agent's, was built with (its sha256 is ${hash}, the build recorded ${BUILD.wasm}): weft was installed anew under the running agent, and the old code over a new module would forward wrongly, so this userspace backend does not start; restart the agent (systemctl restart weft) to run the new build`,
+      `${path} is not the module weft build ${BUILD.id}, the running agent's, was built with (its sha256 is ${hash}, the build recorded ${BUILD.wasm}): weft was installed anew under the running agent, and the old code over a new module would forward wrongly, so this userspace backend does not start; restart the agent (systemctl restart weft) to run the new build (in a checkout where weft.wasm was built by hand with asc, run \`npm run build:info\` first)`,
     );
   return (compiled = new WebAssembly.Module(bytes));
 }

@@ -28,6 +28,7 @@ describe("the npm package", () => {
       expect.arrayContaining([
         "dist/src/cli/main.js",
         "dist/build-info.json", // the commit `weft --version` shows: the package has no .git
+        "dist/build-id.json", // the build id and Wasm hash that keep an install under a running agent from mixing builds
         "dist/src/cni/entry.js",
         "dist/src/dataplane/worker.js",
         "dist/bench/micro/run.js",
